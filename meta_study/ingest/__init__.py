@@ -1,0 +1,10 @@
+"""Ingest: sources (file exports, MLflow servers) and mappings into the meta-study store."""
+
+from __future__ import annotations
+
+from .mapping import IngestMapping, load_mapping, parse_mapping
+from .pipeline import SourceReport, ingest_sources
+from .sources import Source, SourceBatch, SourceOptions, dedupe_keys, open_sources, source_kinds
+
+__all__ = ["IngestMapping", "Source", "SourceBatch", "SourceOptions", "SourceReport", "dedupe_keys",
+           "ingest_sources", "load_mapping", "open_sources", "parse_mapping", "source_kinds"]

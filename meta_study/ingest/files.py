@@ -1,0 +1,267 @@
+"""File exports: CSV / TSV / Parquet / JSONL files, or directories of them.
+
+Without a mapping, columns must already carry canonical names (unknown ones go to ``extra``).
+With a mapping, columns are renamed, units converted, constants set, and wide per-task files
+can be joined on key columns (``join:``). Values are read as text (CSV) so that a percent in a
+fraction column reaches validation as what it is and is quarantined with a reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from ..errors import UserError
+from ..schema import COLUMN_BY_NAME, row_json
+from ..store import Store
+from .mapping import IngestMapping, JoinSpec, TableSpec, finish_rows
+from .sources import Progress, SourceBatch, SourceOptions, is_local_path, register_source, rejected_frame
+
+SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
+            ".ndjson": "jsonl", ".csv.gz": "csv", ".tsv.gz": "tsv", ".jsonl.gz": "jsonl"}
+#: What a row must have after mapping; missing columns are a mapping problem, reported once per file.
+REQUIRED_AFTER_MAPPING = ("run_id", "us_task", "us_accuracy", "ds_task", "ds_accuracy", "eval_protocol")
+
+
+def _format_of(path: str) -> str | None:
+    low = path.lower()
+    for suf in sorted(SUFFIXES, key=len, reverse=True):
+        if low.endswith(suf):
+            return SUFFIXES[suf]
+    return None
+
+
+def expand_paths(specs: Sequence[str]) -> list[str]:
+    """Files named directly, plus supported files directly inside named directories (sorted)."""
+    out: list[str] = []
+    for spec in specs:
+        if os.path.isdir(spec):
+            names = sorted(n for n in os.listdir(spec) if _format_of(n) and not n.startswith((".", "_")))
+            if not names:
+                raise UserError(f"{spec}: directory holds no CSV, TSV, Parquet or JSONL files")
+            out.extend(os.path.join(spec, n) for n in names)
+        elif os.path.isfile(spec):
+            if _format_of(spec) is None:
+                raise UserError(f"{spec}: unknown file type (expected .csv, .tsv, .parquet or .jsonl)")
+            out.append(spec)
+        else:
+            raise UserError(f"{spec}: no such file or directory")
+    return out
+
+
+def read_export(path: str) -> pd.DataFrame:
+    """Read one export file into a DataFrame of raw values (strings for CSV/TSV).
+
+    Raises:
+        UserError: the file cannot be read or parsed.
+    """
+    fmt = _format_of(path)
+    try:
+        if fmt in ("csv", "tsv"):
+            # dtype=str keeps "87.5" and "1,014.45" as written; "" is the only missing marker so
+            # a literal "NaN" reaches validation and is quarantined as NaN.
+            return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False,
+                               na_values=[""], skipinitialspace=True)
+        if fmt == "parquet":
+            return pq.read_table(path).to_pandas()
+        if fmt == "jsonl":
+            import gzip
+            opener = gzip.open if path.lower().endswith(".gz") else open
+            records = []
+            with opener(path, "rt", encoding="utf-8") as f:
+                for lineno, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except ValueError as e:
+                        raise UserError(f"{path}:{lineno}: invalid JSON ({e})") from None
+                    if not isinstance(rec, dict):
+                        raise UserError(f"{path}:{lineno}: each line must be a JSON object")
+                    records.append(rec)
+            return pd.DataFrame.from_records(records)
+    except UserError:
+        raise
+    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: cannot read {fmt} ({msg})") from None
+    raise UserError(f"{path}: unknown file type")
+
+
+def _payload(path: str, rec: dict, **more: object) -> str:
+    """A raw row for the quarantine: the file, the row's line (CSV: header is line 1) and its values."""
+    row = rec.get("_row")
+    line = {"_line": int(row) + 2} if row is not None and _format_of(path) in ("csv", "tsv") else \
+        ({"_row": int(row)} if row is not None else {})
+    return row_json({"_file": os.path.basename(path), **line, **more,
+                     **{k: v for k, v in rec.items() if not str(k).startswith("_")}})
+
+
+def _raw_payloads(frame: pd.DataFrame, path: str) -> list[str]:
+    return [_payload(path, {"_row": i, **rec}) for i, rec in enumerate(frame.to_dict("records"))]
+
+
+def _check_required(rows: pd.DataFrame, where: str, mapping: IngestMapping | None) -> None:
+    missing = [c for c in REQUIRED_AFTER_MAPPING if c not in rows.columns]
+    if missing:
+        hint = " (add a mapping with --mapping; see docs/ingest.md)" if mapping is None else ""
+        raise UserError(f"{where}: no column for {', '.join(missing)} after mapping{hint}")
+
+
+def map_long(frame: pd.DataFrame, mapping: IngestMapping | None, *, where: str, source: str) -> pd.DataFrame:
+    """Rows of a long export (one row per evaluation) -> raw canonical rows."""
+    mapping = mapping or IngestMapping(name="none")
+    if mapping.join is not None:
+        raise UserError(f"{where}: mapping {mapping.name} is a join mapping; it needs all its files at once")
+    missing_src = [c for c in mapping.rename if c not in frame.columns]
+    if missing_src:
+        raise UserError(f"{where}: mapping {mapping.name} renames column(s) {', '.join(missing_src)} "
+                        f"not in the file (columns: {', '.join(map(str, frame.columns))})")
+    targets = list(mapping.rename.values())
+    clash = sorted({t for t in targets if targets.count(t) > 1} |
+                   {t for t in targets if t in frame.columns and t not in mapping.rename})
+    if clash:
+        raise UserError(f"{where}: more than one column maps to {', '.join(clash)}")
+    canon = pd.DataFrame(index=frame.index)
+    for col in frame.columns:
+        target = mapping.rename.get(col, col)
+        if target in COLUMN_BY_NAME:
+            canon[target] = frame[col]
+    extra_cols = [c for c in frame.columns if c not in mapping.rename and c not in COLUMN_BY_NAME]
+    rows = finish_rows(canon, frame, mapping, extra_columns=extra_cols, source=source, where=where)
+    _check_required(rows, where, mapping if mapping.name != "none" else None)
+    return rows
+
+
+def _match_table(spec: TableSpec, paths: Sequence[str], where: str) -> str:
+    hits = [p for p in paths if fnmatch.fnmatch(os.path.basename(p), spec.file)]
+    if not hits:
+        raise UserError(f"{where}: join table {spec.file!r} ({spec.task}) matched no input file")
+    if len(hits) > 1:
+        raise UserError(f"{where}: join table {spec.file!r} matched several files: {', '.join(hits)}")
+    return hits[0]
+
+
+def map_join(frames: dict[str, pd.DataFrame], mapping: IngestMapping, *, where: str,
+             source: str) -> tuple[pd.DataFrame, list[str], pd.DataFrame, list[str]]:
+    """Join wide per-task files on key columns into long canonical rows.
+
+    Returns:
+        (rows, raw payload per row, rejected rows, files the mapping did not use).
+    """
+    join: JoinSpec = mapping.join  # type: ignore[assignment]
+    paths = list(frames)
+    up_path = _match_table(join.upstream, paths, where)
+    ds_paths = [_match_table(s, paths, where) for s in join.downstream]
+    used = {up_path, *ds_paths}
+    for p in used:
+        f = frames[p]
+        need = list(join.on) + [join.upstream.accuracy if p == up_path else
+                                join.downstream[ds_paths.index(p)].accuracy]
+        missing = [c for c in need if c not in f.columns]
+        if missing:
+            raise UserError(f"{p}: no column(s) {', '.join(missing)} needed by the join")
+    on = list(join.on)
+    up = frames[up_path].copy()
+    up["_row"] = range(len(up))
+    rejected: list[dict] = []
+    dup = up.duplicated(on, keep=False)
+    for rec in up[dup].to_dict("records"):
+        rejected.append({"source": source, "run_id": None,
+                         "reason": f"duplicate key {_key_text(rec, on)} in {os.path.basename(up_path)}",
+                         "raw": _payload(up_path, rec)})
+    up = up[~dup]
+    us_acc = up[join.upstream.accuracy]  # raw; finish_rows converts units once for every column
+
+    model_cols = {raw: canon for raw, canon in mapping.rename.items() if raw in up.columns}
+    parts, raws = [], []
+    for spec, p in zip(join.downstream, ds_paths):
+        d = frames[p].copy()
+        d["_row"] = range(len(d))
+        ddup = d.duplicated(on, keep=False)
+        for rec in d[ddup].to_dict("records"):
+            rejected.append({"source": source, "run_id": None,
+                             "reason": f"duplicate key {_key_text(rec, on)} in {os.path.basename(p)}",
+                             "raw": _payload(p, rec)})
+        d = d[~ddup]
+        m = d.merge(up[on].assign(_us_acc=us_acc.to_numpy(), **{
+            f"_m_{raw}": up[raw].to_numpy() for raw in model_cols}), on=on, how="left", indicator=True)
+        orphan = m["_merge"] == "left_only"
+        for rec in d.loc[d.index[orphan.to_numpy()]].to_dict("records"):
+            rejected.append({"source": source, "run_id": None,
+                             "reason": f"missing US metric: no row for {_key_text(rec, on)} in "
+                                       f"{os.path.basename(up_path)} (downstream {spec.task})",
+                             "raw": _payload(p, rec)})
+        m = m[~orphan].reset_index(drop=True)
+        d_ok = d.loc[d.index[(~orphan).to_numpy()]].reset_index(drop=True)
+        canon = pd.DataFrame({
+            "us_task": join.upstream.task, "ds_task": spec.task,
+            "us_accuracy": m["_us_acc"].to_numpy(),
+            "ds_accuracy": m[spec.accuracy].to_numpy(),
+        })
+        for raw, canon_col in model_cols.items():
+            if canon_col not in ("us_accuracy", "ds_accuracy", "us_task", "ds_task"):
+                canon[canon_col] = m[f"_m_{raw}"].to_numpy()
+        extra_cols = [c for c in d_ok.columns if not c.startswith("_") and c != spec.accuracy
+                      and c not in mapping.rename]
+        rows = finish_rows(canon, d_ok, mapping, extra_columns=extra_cols, source=source, where=where)
+        parts.append(rows)
+        raws.extend(_payload(p, rec, _upstream_file=os.path.basename(up_path)) for rec in d_ok.to_dict("records"))
+    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    _check_required(rows, where, mapping)
+    unused = [p for p in paths if p not in used]
+    return rows, raws, rejected_frame(rejected), unused
+
+
+def _key_text(rec: dict, on: Sequence[str]) -> str:
+    return ", ".join(f"{k}={rec.get(k)}" for k in on)
+
+
+@dataclass
+class FileSource:
+    """One or more export files ingested with one mapping."""
+
+    paths: list[str]
+    mapping: IngestMapping | None
+
+    @property
+    def label(self) -> str:
+        if len(self.paths) == 1:
+            return self.paths[0]
+        common = os.path.commonpath(self.paths)
+        return f"{common}/ ({len(self.paths)} files)" if common else f"{len(self.paths)} files"
+
+    def batches(self, store: Store, progress: Progress) -> Iterator[SourceBatch]:
+        if self.mapping is not None and self.mapping.join is not None:
+            frames = {}
+            for i, p in enumerate(self.paths):
+                progress(f"reading {os.path.basename(p)}", i, len(self.paths))
+                frames[p] = read_export(p)
+            source = self.mapping.source or self.mapping.name
+            rows, raws, rejected, unused = map_join(frames, self.mapping, where=self.mapping.name, source=source)
+            progress("joined", len(self.paths), len(self.paths))
+            yield SourceBatch(rows=rows, raw=raws, rejected=rejected,
+                              stats={"skipped_files": len(unused)})
+            return
+        for i, p in enumerate(self.paths):
+            progress(f"reading {os.path.basename(p)}", i, len(self.paths))
+            frame = read_export(p)
+            source = os.path.splitext(os.path.basename(p))[0]
+            rows = map_long(frame, self.mapping, where=p, source=source)
+            yield SourceBatch(rows=rows, raw=_raw_payloads(frame, p))
+        progress("read", len(self.paths), len(self.paths))
+
+
+def _claims(spec: str) -> bool:
+    return is_local_path(spec)
+
+
+@register_source("files", _claims)
+def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOptions) -> FileSource:  # noqa: ARG001
+    return FileSource(paths=expand_paths(specs), mapping=mapping)

@@ -1,0 +1,393 @@
+"""Mappings: how a source's columns (or an MLflow run's params, tags and metrics) become canonical rows.
+
+A mapping is a small YAML file (format in ``docs/ingest.md``). The same file type serves file
+exports (``rename``/``join``) and MLflow runs (``metrics``/``params``/``tags``); keys that do
+not apply to a source kind are rejected when the mapping is used with it.
+
+Units convert raw values to the canonical ones:
+
+========== ==================================== ==============================
+unit       raw value                            canonical value
+========== ==================================== ==============================
+fraction   accuracy in [0, 1]                   unchanged
+percent    accuracy in [0, 100]                 ``x / 100``
+error      error rate in [0, 1]                 ``1 - x``
+error_percent error rate in [0, 100]            ``1 - x / 100``
+count      a number                             unchanged
+thousands  a count in thousands                 ``x * 1e3``
+millions   a count in millions (timm's params)  ``x * 1e6``
+========== ==================================== ==============================
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import UserError
+from ..schema import ARCH_FAMILIES, COLUMN_BY_NAME, EVAL_PROTOCOLS, STORE_FILLED
+
+ACCURACY_UNITS = ("fraction", "percent", "error", "error_percent")
+COUNT_UNITS = ("count", "thousands", "millions")
+UNITS = ACCURACY_UNITS + COUNT_UNITS
+
+#: Default architecture-family rules, applied to ``model_name`` when a row has no ``arch_family``.
+#: Regexes are matched with ``re.search`` on the lower-cased name; the first family that matches wins.
+DEFAULT_ARCH_RULES: dict[str, str] = {
+    "mixer": r"(?:^|_)mixer|resmlp|gmlp",
+    "vit": r"^(?:vit|deit|eva|beit|cait|crossvit|xcit|pit|tnt|levit|flexivit|naflexvit|swin|volo|twins|"
+           r"davit|coat|sam2?_|dinov2|siglip|clip)",
+    "resnet": r"^(?:resnet|resnext|wide_resnet|seresnet|seresnext|ecaresnet|bit|resnetv2|resnetrs|resnest|"
+              r"skresnet|ig_resnext|ssl_resnet|swsl_resnet|gluon_resne|tv_resne|legacy_seresne)",
+}
+
+_TEMPLATE_FIELD = re.compile(r"\{([^{}]+)\}")
+
+
+def _format_err(where: str, msg: str) -> UserError:
+    return UserError(f"{where}: {msg}")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One file of a wide join: which file, which task, which column holds the accuracy."""
+
+    file: str          # glob on the file's base name
+    task: str
+    accuracy: str      # column holding the accuracy, in the mapping's accuracy unit
+
+
+@dataclass(frozen=True)
+class JoinSpec:
+    """Several wide files (one per task) joined on key columns into long canonical rows."""
+
+    on: tuple[str, ...]
+    upstream: TableSpec
+    downstream: tuple[TableSpec, ...]
+
+
+@dataclass(frozen=True)
+class MetricPattern:
+    """An MLflow metric-key pattern such as ``ds/{ds_task}/{shots}shot/top1``.
+
+    Captures fill canonical columns (``us_task``, ``ds_task``, ``shots``,
+    ``representation_layer``); the metric's value is the accuracy of ``role``.
+    """
+
+    pattern: str
+    role: str                               # "us" or "ds"
+    eval_protocol: str | None = None        # for ds patterns; default fewshot if {shots} captured
+    unit: str | None = None                 # overrides the mapping's accuracy unit
+    constants: Mapping[str, Any] = field(default_factory=dict)
+    regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regex", compile_pattern(self.pattern))
+
+    def match(self, key: str) -> dict[str, str] | None:
+        m = self.regex.fullmatch(key)
+        return None if m is None else m.groupdict()
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """``ds/{ds_task}/{shots}shot/top1`` -> a regex with named groups.
+
+    ``{shots}`` and ``{representation_layer}`` match digits; other captures match one path
+    segment (no ``/``).
+    """
+    out, pos = [], 0
+    for m in _TEMPLATE_FIELD.finditer(pattern):
+        out.append(re.escape(pattern[pos:m.start()]))
+        name = m.group(1)
+        if not name.isidentifier():
+            raise ValueError(f"bad capture {{{name}}} in pattern {pattern!r}")
+        body = r"\d+" if name in ("shots", "representation_layer") else r"[^/]+"
+        out.append(f"(?P<{name}>{body})")
+        pos = m.end()
+    out.append(re.escape(pattern[pos:]))
+    return re.compile("".join(out))
+
+
+@dataclass(frozen=True)
+class IngestMapping:
+    """A parsed mapping file. See ``docs/ingest.md`` for the format."""
+
+    name: str = "default"
+    source: str | None = None
+    rename: Mapping[str, str] = field(default_factory=dict)
+    constants: Mapping[str, Any] = field(default_factory=dict)
+    units: Mapping[str, str] = field(default_factory=dict)
+    run_id: str | None = None
+    extra: str | tuple[str, ...] = "rest"    # "rest" | "none" | explicit columns
+    arch_family: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ARCH_RULES))
+    join: JoinSpec | None = None
+    # MLflow runs (see meta_study.ingest.mlflow)
+    metrics: tuple[MetricPattern, ...] = ()
+    params: Mapping[str, str] = field(default_factory=dict)   # MLflow param name -> canonical column
+    tags: Mapping[str, str] = field(default_factory=dict)     # MLflow tag name -> canonical column
+    accuracy_unit: str = "fraction"
+
+    def unit_of(self, column: str) -> str:
+        if column in self.units:
+            return self.units[column]
+        return self.accuracy_unit if column in ("us_accuracy", "ds_accuracy") else "count"
+
+
+_ALLOWED_KEYS = {"name", "source", "rename", "constants", "units", "run_id", "extra", "arch_family", "join",
+                 "metrics", "params", "tags", "accuracy_unit", "description"}
+
+
+def _as_str_map(v: Any, where: str, what: str) -> dict[str, str]:
+    if v is None:
+        return {}
+    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+        raise _format_err(where, f"'{what}' must be a map of strings to strings")
+    return dict(v)
+
+
+def _canonical(col: str, where: str, what: str) -> str:
+    if col != "extra" and col not in COLUMN_BY_NAME:
+        raise _format_err(where, f"{what}: unknown canonical column {col!r}")
+    if col in STORE_FILLED:
+        raise _format_err(where, f"{what}: {col!r} is filled by the store and cannot be mapped")
+    return col
+
+
+def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
+    """Validate a mapping document (already parsed from YAML) and build a :class:`IngestMapping`.
+
+    Raises:
+        UserError: naming ``where`` and the offending key.
+    """
+    if not isinstance(doc, dict):
+        raise _format_err(where, "a mapping must be a YAML map")
+    unknown = sorted(set(doc) - _ALLOWED_KEYS)
+    if unknown:
+        raise _format_err(where, f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_ALLOWED_KEYS))})")
+    rename = _as_str_map(doc.get("rename"), where, "rename")
+    for raw, canon in rename.items():
+        _canonical(canon, where, f"rename.{raw}")
+    constants = doc.get("constants") or {}
+    if not isinstance(constants, dict):
+        raise _format_err(where, "'constants' must be a map")
+    for c in constants:
+        _canonical(c, where, "constants")
+    if "eval_protocol" in constants and constants["eval_protocol"] not in EVAL_PROTOCOLS:
+        raise _format_err(where, f"constants.eval_protocol: unknown protocol {constants['eval_protocol']!r} "
+                                 f"(expected one of {', '.join(EVAL_PROTOCOLS)})")
+    units = _as_str_map(doc.get("units"), where, "units")
+    for col, unit in units.items():
+        _canonical(col, where, "units")
+        allowed = ACCURACY_UNITS if col in ("us_accuracy", "ds_accuracy") else COUNT_UNITS
+        if unit not in allowed:
+            raise _format_err(where, f"units.{col}: unknown unit {unit!r} (expected {', '.join(allowed)})")
+    acc_unit = doc.get("accuracy_unit", "fraction")
+    if acc_unit not in ACCURACY_UNITS:
+        raise _format_err(where, f"accuracy_unit: unknown unit {acc_unit!r} (expected {', '.join(ACCURACY_UNITS)})")
+    run_id = doc.get("run_id")
+    if run_id is not None and (not isinstance(run_id, str) or not run_id):
+        raise _format_err(where, "'run_id' must be a column name or a template such as '{model}@{img_size}'")
+    extra = doc.get("extra", "rest")
+    if isinstance(extra, list):
+        extra = tuple(str(x) for x in extra)
+    elif extra not in ("rest", "none"):
+        raise _format_err(where, "'extra' must be 'rest', 'none' or a list of columns")
+    arch = doc.get("arch_family")
+    if arch is None:
+        arch_rules = dict(DEFAULT_ARCH_RULES)
+    else:
+        arch_rules = _as_str_map(arch, where, "arch_family")
+        for fam, rx in arch_rules.items():
+            if fam not in ARCH_FAMILIES:
+                raise _format_err(where, f"arch_family: unknown family {fam!r} (expected {', '.join(ARCH_FAMILIES)})")
+            try:
+                re.compile(rx)
+            except re.error as e:
+                raise _format_err(where, f"arch_family.{fam}: bad regex ({e})") from None
+    join = _parse_join(doc.get("join"), where) if doc.get("join") is not None else None
+    metrics = tuple(_parse_metric(m, where, i) for i, m in enumerate(doc.get("metrics") or []))
+    params = _as_str_map(doc.get("params"), where, "params")
+    tags = _as_str_map(doc.get("tags"), where, "tags")
+    for k, v in {**params, **tags}.items():
+        _canonical(v, where, f"params/tags.{k}")
+    source = doc.get("source")
+    if source is not None and not isinstance(source, str):
+        raise _format_err(where, "'source' must be a string")
+    return IngestMapping(name=str(doc.get("name") or os.path.basename(where)), source=source, rename=rename,
+                    constants=dict(constants), units=units, run_id=run_id, extra=extra, arch_family=arch_rules,
+                    join=join, metrics=metrics, params=params, tags=tags, accuracy_unit=acc_unit)
+
+
+def _parse_table(d: Any, where: str, what: str) -> TableSpec:
+    if not isinstance(d, dict) or not {"file", "task", "accuracy"} <= set(d):
+        raise _format_err(where, f"{what}: needs 'file', 'task' and 'accuracy'")
+    extra = set(d) - {"file", "task", "accuracy"}
+    if extra:
+        raise _format_err(where, f"{what}: unknown key(s) {', '.join(sorted(extra))}")
+    return TableSpec(file=str(d["file"]), task=str(d["task"]), accuracy=str(d["accuracy"]))
+
+
+def _parse_join(d: Any, where: str) -> JoinSpec:
+    # The key list is called "key", not "on": YAML 1.1 reads a bare `on:` as the boolean true.
+    if not isinstance(d, dict) or "key" not in d or "upstream" not in d or "downstream" not in d:
+        raise _format_err(where, "join: needs 'key', 'upstream' and 'downstream'")
+    extra = set(d) - {"key", "upstream", "downstream"}
+    if extra:
+        raise _format_err(where, f"join: unknown key(s) {', '.join(map(str, sorted(extra, key=str)))}")
+    on = d["key"] if isinstance(d["key"], list) else [d["key"]]
+    ds = d["downstream"]
+    if not isinstance(ds, list) or not ds:
+        raise _format_err(where, "join.downstream: must be a non-empty list")
+    return JoinSpec(on=tuple(str(x) for x in on), upstream=_parse_table(d["upstream"], where, "join.upstream"),
+                    downstream=tuple(_parse_table(x, where, f"join.downstream[{i}]") for i, x in enumerate(ds)))
+
+
+def _parse_metric(d: Any, where: str, i: int) -> MetricPattern:
+    what = f"metrics[{i}]"
+    if isinstance(d, str):
+        d = {"pattern": d}
+    if not isinstance(d, dict) or "pattern" not in d:
+        raise _format_err(where, f"{what}: needs 'pattern'")
+    pattern = str(d["pattern"])
+    try:
+        rx = compile_pattern(pattern)
+    except ValueError as e:
+        raise _format_err(where, f"{what}: {e}") from None
+    groups = set(rx.groupindex)
+    for g in groups:
+        _canonical(g, where, f"{what} capture")
+    role = d.get("role") or ("ds" if "ds_task" in groups or "ds_task" in (d.get("constants") or {}) else "us")
+    if role not in ("us", "ds"):
+        raise _format_err(where, f"{what}: role must be 'us' or 'ds'")
+    if role == "us" and "us_task" not in groups and "us_task" not in (d.get("constants") or {}):
+        raise _format_err(where, f"{what}: an upstream pattern needs a {{us_task}} capture or a us_task constant")
+    proto = d.get("eval_protocol")
+    if proto is not None and proto not in EVAL_PROTOCOLS:
+        raise _format_err(where, f"{what}: unknown protocol {proto!r} (expected one of {', '.join(EVAL_PROTOCOLS)})")
+    unit = d.get("unit")
+    if unit is not None and unit not in ACCURACY_UNITS:
+        raise _format_err(where, f"{what}: unknown unit {unit!r} (expected {', '.join(ACCURACY_UNITS)})")
+    extra = set(d) - {"pattern", "role", "eval_protocol", "unit", "constants"}
+    if extra:
+        raise _format_err(where, f"{what}: unknown key(s) {', '.join(sorted(extra))}")
+    return MetricPattern(pattern=pattern, role=role, eval_protocol=proto, unit=unit,
+                         constants=dict(d.get("constants") or {}))
+
+
+def load_mapping(path: str) -> IngestMapping:
+    """Load and validate a mapping YAML file. Raises :class:`UserError` on any problem."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)  # safe_load: a mapping file can never construct objects
+    except FileNotFoundError:
+        raise UserError(f"{path}: mapping file not found") from None
+    except (OSError, yaml.YAMLError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: cannot read mapping ({first})") from None
+    return parse_mapping(doc, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Applying a mapping to a raw frame
+# --------------------------------------------------------------------------------------------
+
+
+def convert_unit(values: pd.Series, unit: str) -> pd.Series:
+    """Convert raw values to canonical units. Non-numeric values pass through for validation to flag."""
+    if unit in ("fraction", "count"):
+        return values
+    num = pd.to_numeric(values.astype(object).map(lambda v: v.replace(",", "") if isinstance(v, str) else v),
+                        errors="coerce")
+    # Rounded to 1e-12 so that 90.056 % and 0.90056 give the same float (upserts stay no-ops).
+    conv = {"percent": lambda x: np.round(x / 100.0, 12), "error": lambda x: np.round(1.0 - x, 12),
+            "error_percent": lambda x: np.round(1.0 - x / 100.0, 12),
+            "thousands": lambda x: x * 1e3, "millions": lambda x: np.round(x * 1e6)}[unit](num)
+    # keep the raw value where it was not a number, so validation reports it as the wrong type
+    return conv.astype(object).where(num.notna(), values.astype(object))
+
+
+def template_fields(template: str) -> list[str]:
+    return [m.group(1) for m in _TEMPLATE_FIELD.finditer(template)]
+
+
+def render_template(template: str, frame: pd.DataFrame, where: str) -> pd.Series:
+    """Fill ``{column}`` placeholders row by row; a bare column name selects that column."""
+    fields = template_fields(template)
+    if not fields:
+        if template not in frame.columns:
+            raise _format_err(where, f"run_id: column {template!r} not found (columns: {', '.join(map(str, frame.columns))})")
+        return frame[template].astype(object).map(lambda v: None if pd.isna(v) else str(v))
+    missing = [f for f in fields if f not in frame.columns]
+    if missing:
+        raise _format_err(where, f"run_id: template column(s) {', '.join(missing)} not found")
+    fmt = string.Formatter()
+    cols = {f: frame[f].astype(object).map(lambda v: "" if pd.isna(v) else str(v)).to_numpy() for f in fields}
+    return pd.Series([fmt.vformat(template, (), {f: cols[f][i] for f in fields}) for i in range(len(frame))],
+                     index=frame.index, dtype=object)
+
+
+def infer_arch_family(model_names: pd.Series, rules: Mapping[str, str]) -> pd.Series:
+    """``vit``/``mixer``/``resnet``/``other`` from timm model names, by the mapping's regex rules."""
+    out = pd.Series("other", index=model_names.index, dtype=object)
+    names = model_names.astype(object).map(lambda v: v.lower() if isinstance(v, str) else "")
+    assigned = pd.Series(False, index=model_names.index)
+    for fam, rx in rules.items():
+        hit = names.str.contains(rx, regex=True) & ~assigned
+        out[hit] = fam
+        assigned |= hit
+    out[model_names.isna()] = None
+    return out
+
+
+def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, *, extra_columns: Sequence[str],
+                source: str, where: str) -> pd.DataFrame:
+    """Common tail of every mapping: constants, units, arch family, run_id, source and ``extra``.
+
+    Args:
+        canon: canonical columns gathered so far (renamed raw columns), indexed like ``raw``.
+        raw: the raw columns; ``run_id`` templates and ``extra`` read from here.
+        extra_columns: raw columns that go to ``extra`` when the mapping says ``extra: rest``.
+        source: the ``source`` value when neither the data nor the mapping sets one.
+    """
+    out = canon.copy()
+    for col, v in mapping.constants.items():
+        out[col] = v
+    if mapping.source is not None:
+        out["source"] = mapping.source
+    elif "source" not in out.columns or out["source"].isna().all():
+        out["source"] = source
+    if mapping.run_id is not None:
+        out["run_id"] = render_template(mapping.run_id, raw, where)
+    for col in list(out.columns):
+        if col in COLUMN_BY_NAME and col not in mapping.constants:
+            unit = mapping.unit_of(col)
+            if unit not in ("fraction", "count"):
+                out[col] = convert_unit(out[col], unit)
+    if "model_name" in out.columns and ("arch_family" not in out.columns or out["arch_family"].isna().all()):
+        out["arch_family"] = infer_arch_family(out["model_name"], mapping.arch_family)
+    if mapping.extra == "none":
+        cols: list[str] = []
+    elif mapping.extra == "rest":
+        cols = [c for c in extra_columns if c not in COLUMN_BY_NAME]
+    else:
+        cols = [c for c in mapping.extra if c in raw.columns]
+    if cols:
+        vals = {c: raw[c].astype(object).to_numpy() for c in cols}
+        out["extra"] = [{c: str(vals[c][i]) for c in cols if not _na(vals[c][i])} for i in range(len(raw))]
+    return out[[c for c in out.columns if c in COLUMN_BY_NAME]]
+
+
+def _na(v: Any) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+

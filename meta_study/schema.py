@@ -1,0 +1,442 @@
+"""The canonical meta-study record: one row = one downstream evaluation of one run.
+
+Every part of meta-study agrees on these names. A sweep logs a config key ``head_wd`` as the
+MLflow param ``head_wd``; ingest maps it to the Parquet column ``head_wd``; the analysis reads
+``us_accuracy`` / ``ds_accuracy`` and turns them into errors ``e_us = 1 - us_accuracy`` and
+``e_ds = 1 - ds_accuracy``. ``docs/schema.md`` is the human-readable copy of this module.
+
+Only pyarrow, numpy and pandas are imported here: ``import meta_study.schema`` stays light.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+#: Bumped when a column is added, removed or changes meaning. Stored in every row.
+SCHEMA_VERSION = 1
+
+EVAL_PROTOCOLS = ("fewshot", "finetune", "linear", "zeroshot", "shift", "other")
+ARCH_FAMILIES = ("vit", "mixer", "resnet", "other")
+
+#: A row's identity. Writing a row whose key exists replaces the stored row (upsert).
+#: ``shots`` and ``representation_layer`` may be null; null compares equal to null in the key.
+KEY = ("source", "run_id", "us_task", "ds_task", "eval_protocol", "shots", "representation_layer")
+
+#: Hive partition columns of the store, outermost first.
+PARTITION = ("us_task", "ds_task")
+
+#: The analysis groups: models evaluated on the same (US task, DS task, protocol, shots).
+GROUP = ("us_task", "ds_task", "eval_protocol", "shots")
+
+_UTC_TS = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the canonical record.
+
+    Attributes:
+        name: the column name, also the MLflow param/tag name where one exists.
+        type: the Arrow type stored in Parquet.
+        required: rows with a null here are rejected.
+        group: the table group in ``docs/schema.md``.
+        doc: one line, with units.
+        lo, hi: inclusive numeric bounds, or None.
+        choices: the allowed values of a categorical column, or None.
+    """
+
+    name: str
+    type: pa.DataType
+    required: bool
+    group: str
+    doc: str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] | None = None
+
+
+COLUMNS: tuple[Column, ...] = (
+    # Identity
+    Column("source", pa.string(), True, "identity",
+           "where the row came from: an MLflow tracking URI (without credentials) or an export's name"),
+    Column("run_id", pa.string(), True, "identity", "the run's id within its source (MLflow run id, or a key built by the mapping)"),
+    Column("experiment", pa.string(), False, "identity", "MLflow experiment name, or the export's grouping"),
+    Column("researcher", pa.string(), False, "identity", "who trained the model"),
+    # Model
+    Column("model_name", pa.string(), False, "model", "timm model name (with pretrained tag where known)"),
+    Column("arch_family", pa.string(), False, "model", "architecture family", choices=ARCH_FAMILIES),
+    Column("param_count", pa.int64(), False, "model", "number of parameters (not millions)", lo=0),
+    # Upstream result
+    Column("us_task", pa.string(), True, "upstream", "upstream (pre-training) task, e.g. imagenet21k"),
+    Column("us_accuracy", pa.float64(), True, "upstream", "upstream top-1 accuracy, a fraction in [0, 1]", lo=0.0, hi=1.0),
+    # Downstream result
+    Column("ds_task", pa.string(), True, "downstream", "downstream task, e.g. cifar100"),
+    Column("eval_protocol", pa.string(), True, "downstream", "how the DS accuracy was measured", choices=EVAL_PROTOCOLS),
+    Column("shots", pa.int32(), False, "downstream", "examples per class for few-shot; null where it does not apply", lo=0),
+    Column("representation_layer", pa.int32(), False, "downstream",
+           "block index whose output was probed; null = pre-logits", lo=0),
+    Column("ds_accuracy", pa.float64(), True, "downstream", "downstream top-1 accuracy, a fraction in [0, 1]", lo=0.0, hi=1.0),
+    Column("seed", pa.int64(), False, "downstream", "the run's random seed"),
+    # Hyper-parameters
+    Column("lr", pa.float64(), False, "hparams", "body learning rate (peak)", lo=0.0),
+    Column("wd", pa.float64(), False, "hparams", "body weight decay", lo=0.0),
+    Column("head_lr", pa.float64(), False, "hparams", "head learning rate (peak)", lo=0.0),
+    Column("head_wd", pa.float64(), False, "hparams", "head weight decay", lo=0.0),
+    Column("epochs", pa.float64(), False, "hparams", "upstream epochs (may be fractional)", lo=0.0),
+    Column("data_fraction", pa.float64(), False, "hparams", "fraction of the upstream training set used, in (0, 1]", lo=0.0, hi=1.0),
+    Column("batch_size", pa.int64(), False, "hparams", "upstream batch size (global)", lo=1),
+    Column("optimizer", pa.string(), False, "hparams", "optimizer name, e.g. adam, sgd"),
+    # Provenance
+    Column("checkpoint_uri", pa.string(), False, "provenance", "URI of the final checkpoint (stored as a string, never loaded)"),
+    Column("started_at", _UTC_TS, False, "provenance", "run start time (UTC)"),
+    Column("ended_at", _UTC_TS, False, "provenance", "run end time (UTC)"),
+    Column("ingested_at", _UTC_TS, True, "provenance", "when this row was written to the store (UTC)"),
+    Column("schema_version", pa.int32(), True, "provenance", "SCHEMA_VERSION the row was written with"),
+    # Other
+    Column("extra", pa.map_(pa.string(), pa.string()), False, "other", "anything else, as string -> string"),
+)
+
+COLUMN_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
+NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+SCHEMA: pa.Schema = pa.schema([pa.field(c.name, c.type, nullable=not c.required) for c in COLUMNS])
+#: The physical schema of a data file: partition columns live in the directory names.
+FILE_SCHEMA: pa.Schema = pa.schema([f for f in SCHEMA if f.name not in PARTITION])
+#: Columns filled in by the store, not by a source.
+STORE_FILLED = ("ingested_at", "schema_version")
+
+#: What :func:`validate` returns: store-filled columns may still be null.
+_INPUT_SCHEMA: pa.Schema = pa.schema([f.with_nullable(True) if f.name in ("ingested_at", "schema_version") else f
+                                      for f in SCHEMA])
+
+HPARAM_COLUMNS = ("lr", "wd", "head_lr", "head_wd", "epochs", "data_fraction", "batch_size", "optimizer")
+
+
+def empty_table() -> pa.Table:
+    """A zero-row table with the canonical schema."""
+    return SCHEMA.empty_table()
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+#
+# Input is a pandas DataFrame of *raw* values (object columns, strings from CSV, numbers from
+# MLflow, ...). Each column is coerced to its Arrow type; every row that cannot be coerced, or
+# whose value breaks a rule, gets a reason. Checks are vectorized per column: ~0.3 s per 100k
+# rows for already-typed input, a few times that for object columns.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Validated:
+    """Result of :func:`validate`.
+
+    Attributes:
+        table: the good rows, coerced to :data:`SCHEMA` (``ingested_at`` and ``schema_version``
+            are filled by the store on write if absent).
+        rejected: one row per bad input row: ``row`` (position in the input), ``source``,
+            ``run_id``, ``reason`` and ``raw`` (the input row as JSON).
+    """
+
+    table: pa.Table
+    rejected: pd.DataFrame
+
+    @property
+    def n_good(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def n_rejected(self) -> int:
+        return len(self.rejected)
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or v is pd.NA or v is pd.NaT or _is_nan(v)
+
+
+def _coerce_numeric(s: pd.Series, integer: bool) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Coerce to float; return (values, wrong_type_mask, nan_mask). NaN/None -> NaN."""
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return pd.Series(np.nan, index=s.index), s.notna().to_numpy(), np.zeros(len(s), bool)
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        vals = s.astype("float64")
+        nan = vals.isna().to_numpy()
+        wrong = np.zeros(len(s), bool)
+    else:
+        obj = s.astype(object)
+        is_bool = obj.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(bool)
+        is_str = obj.map(lambda v: isinstance(v, str)).to_numpy(bool)
+        cleaned = obj.where(~is_str, obj[is_str].str.strip().str.replace(",", "", regex=False)) if is_str.any() else obj
+        vals = pd.to_numeric(cleaned.where(~is_bool, None), errors="coerce").astype("float64")
+        raw_missing = obj.map(_is_missing).to_numpy(bool)
+        str_nan = is_str & obj.map(lambda v: isinstance(v, str) and v.strip().lower() in ("nan", "")).to_numpy(bool)
+        nan = vals.isna().to_numpy() & (raw_missing | str_nan)
+        wrong = (vals.isna().to_numpy() & ~nan) | is_bool
+        if (obj.map(lambda v: isinstance(v, str) and v.strip() == "")).any():
+            # An empty CSV cell is a missing value, not a NaN measurement.
+            nan = nan & ~obj.map(lambda v: isinstance(v, str) and v.strip() == "").to_numpy(bool)
+    if integer:
+        v = vals.to_numpy()
+        frac = np.isfinite(v) & (np.floor(v) != v)
+        wrong = wrong | frac
+    return vals, wrong, nan
+
+
+def _coerce_string(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    obj = s.astype(object)
+    ok_scalar = obj.map(lambda v: _is_missing(v) or isinstance(v, (str, int, np.integer))).to_numpy(bool)
+    out = obj.map(lambda v: None if _is_missing(v) else (v if isinstance(v, str) else str(v)))
+    return out.where(ok_scalar, None), ~ok_scalar
+
+
+def _coerce_timestamp(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        ts = s if getattr(s.dt, "tz", None) is not None else s.dt.tz_localize("UTC")
+        return ts.dt.tz_convert("UTC"), np.zeros(len(s), bool)
+    obj = s.astype(object)
+    missing = obj.map(_is_missing).to_numpy(bool)
+    ts = pd.to_datetime(obj.where(~missing, None), errors="coerce", utc=True, format="mixed")
+    wrong = ts.isna().to_numpy() & ~missing
+    return ts, wrong
+
+
+def _coerce_map(s: pd.Series) -> tuple[list[list[tuple[str, str]] | None], np.ndarray]:
+    out: list[list[tuple[str, str]] | None] = []
+    wrong = np.zeros(len(s), bool)
+    for i, v in enumerate(s.astype(object)):
+        if v is None or _is_nan(v):
+            out.append(None)
+        elif isinstance(v, Mapping):
+            out.append(sorted((str(k), "" if _is_missing(x) else str(x)) for k, x in v.items()))
+        elif isinstance(v, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in v):
+            out.append(sorted((str(k), str(x)) for k, x in v))
+        elif isinstance(v, str):
+            try:
+                d = json.loads(v)
+            except ValueError:
+                d = None
+            if isinstance(d, dict):
+                out.append(sorted((str(k), str(x)) for k, x in d.items()))
+            else:
+                out.append(None)
+                wrong[i] = True
+        else:
+            out.append(None)
+            wrong[i] = True
+    return out, wrong
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, (pd.Timestamp, _dt.datetime, _dt.date)):
+        return v.isoformat()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
+def row_json(row: Mapping[str, Any]) -> str:
+    """A row as compact JSON, for quarantine payloads. NaN is written as the string "NaN"."""
+    clean = {k: ("NaN" if _is_nan(v) else v) for k, v in row.items()}
+    return json.dumps(clean, default=_json_default, sort_keys=True, allow_nan=False)
+
+
+def validate(frame: pd.DataFrame, *, raw: Sequence[str] | None = None) -> Validated:
+    """Coerce raw rows to the canonical schema and give a reason for each bad row.
+
+    Args:
+        frame: raw rows with canonical column names. Missing columns are treated as null;
+            unknown columns are an error (put them in ``extra`` first).
+        raw: optional payload per row for the quarantine (defaults to the row as JSON).
+
+    Returns:
+        :class:`Validated` with the good rows as an Arrow table and the rejected rows with reasons.
+        Reasons name the column and the problem, e.g. ``"ds_accuracy: 87.5 out of range [0, 1]"``.
+    """
+    unknown = [c for c in frame.columns if c not in COLUMN_BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown columns {unknown}; map them to canonical names or to 'extra'")
+    n = len(frame)
+    frame = frame.reset_index(drop=True)
+    reasons: list[list[str]] = [[] for _ in range(n)]
+
+    def flag(mask: np.ndarray, msg: Any) -> None:
+        for i in np.flatnonzero(mask):
+            reasons[i].append(msg(i) if callable(msg) else msg)
+
+    arrays: dict[str, pa.Array] = {}
+    for col in COLUMNS:
+        s = frame[col.name] if col.name in frame.columns else pd.Series([None] * n, dtype=object)
+        t = col.type
+        if pa.types.is_floating(t) or pa.types.is_integer(t):
+            integer = pa.types.is_integer(t)
+            vals, wrong, nan = _coerce_numeric(s, integer)
+            raw_vals = s.to_numpy(dtype=object)
+            flag(wrong, lambda i, c=col.name, rv=raw_vals: f"{c}: wrong type ({rv[i]!r} is not {'an integer' if integer else 'a number'})")
+            v = vals.to_numpy()
+            missing = np.isnan(v) & ~wrong & ~nan
+            if col.required and col.name not in STORE_FILLED:
+                flag(nan, f"{col.name}: NaN")
+                flag(missing, f"{col.name}: missing required field")
+            elif not integer:
+                # NaN in an optional hyper-parameter column means "not recorded" (pandas' CSV
+                # convention); it is stored as null.
+                pass
+            else:
+                flag(nan & ~s.isna().to_numpy(), f"{col.name}: NaN")
+            inf = np.isinf(v)
+            flag(inf, f"{col.name}: not finite")
+            finite = np.isfinite(v)
+            if col.lo is not None:
+                flag(finite & (v < col.lo), lambda i, c=col, v=v: f"{c.name}: {v[i]:g} out of range [{c.lo:g}, {c.hi if c.hi is not None else 'inf'}]")
+            if col.hi is not None:
+                # 1 < v <= 100 in a fraction column is almost always a percent: say so.
+                flag(finite & (v > col.hi), lambda i, c=col, v=v: f"{c.name}: {v[i]:g} out of range [{c.lo:g}, {c.hi:g}]"
+                     + (" (a percent in a fraction field? set its unit to percent)" if c.hi == 1.0 and v[i] <= 100 else ""))
+            good = finite
+            if integer:
+                arrays[col.name] = pa.array(np.where(good, v, 0).astype("int64"), type=pa.int64(), mask=~good).cast(t, safe=False)
+            else:
+                arrays[col.name] = pa.array(np.where(good, v, 0.0), type=t, mask=~good)
+        elif pa.types.is_string(t):
+            vals, wrong = _coerce_string(s)
+            flag(wrong, lambda i, c=col.name: f"{c}: wrong type ({type(s.iloc[i]).__name__} is not a string)")
+            v = vals.to_numpy(dtype=object)
+            if col.required:
+                flag(np.array([x is None or x == "" for x in v], bool) & ~wrong, f"{col.name}: missing required field")
+            if col.choices is not None:
+                bad = np.array([x is not None and x not in col.choices for x in v], bool)
+                label = "unknown protocol" if col.name == "eval_protocol" else f"unknown {col.name}"
+                flag(bad, lambda i, c=col, v=v, lb=label: f"{c.name}: {lb} {v[i]!r} (expected one of {', '.join(c.choices)})")
+            arrays[col.name] = pa.array(list(v), type=t)
+        elif pa.types.is_timestamp(t):
+            ts, wrong = _coerce_timestamp(s)
+            flag(wrong, lambda i, c=col.name: f"{c}: wrong type ({s.iloc[i]!r} is not a timestamp)")
+            if col.required:
+                flag(ts.isna().to_numpy() & ~wrong & (col.name not in STORE_FILLED), f"{col.name}: missing required field")
+            arrays[col.name] = pa.array(ts, type=t, from_pandas=True) if len(ts) else pa.array([], type=t)
+        elif pa.types.is_map(t):
+            vals_m, wrong = _coerce_map(s)
+            flag(wrong, lambda i, c=col.name: f"{c}: wrong type (expected a string -> string map)")
+            arrays[col.name] = pa.array(vals_m, type=t)
+        else:  # pragma: no cover - the schema has no other types
+            raise TypeError(f"unsupported column type {t}")
+
+    # Cross-column rules.
+    proto = arrays["eval_protocol"].to_numpy(zero_copy_only=False)
+    shots_raw_missing = frame["shots"].isna().to_numpy() if "shots" in frame else np.ones(n, bool)
+    flag((proto == "fewshot") & shots_raw_missing, "shots: missing (required when eval_protocol is 'fewshot')")
+
+    bad = np.array([bool(r) for r in reasons], bool) if n else np.zeros(0, bool)
+    table = pa.table(arrays, schema=_INPUT_SCHEMA)
+    good_idx = np.flatnonzero(~bad)
+    table = table.take(pa.array(good_idx, type=pa.int64()))
+    bad_idx = np.flatnonzero(bad)
+    if raw is None:
+        records = frame.iloc[bad_idx].to_dict("records") if len(bad_idx) else []
+        raw_bad = [row_json(r) for r in records]
+    else:
+        raw_bad = [raw[i] for i in bad_idx]
+    def ident(c: str) -> list[Any]:
+        if c not in frame.columns:
+            return [None] * len(bad_idx)
+        return [None if _is_missing(x) else str(x) for x in frame[c].to_numpy(dtype=object)[bad_idx]]
+
+    rejected = pd.DataFrame({
+        "row": bad_idx.astype("int64"),
+        "source": ident("source"),
+        "run_id": ident("run_id"),
+        "reason": ["; ".join(reasons[i]) for i in bad_idx],
+        "raw": raw_bad,
+    })
+    return Validated(table=table, rejected=rejected)
+
+
+def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.Table:
+    """Fill store-managed columns and cast to :data:`SCHEMA` (column order included)."""
+    n = table.num_rows
+    now = ingested_at or _dt.datetime.now(_dt.timezone.utc)
+    cols = []
+    for f in SCHEMA:
+        if f.name in table.column_names:
+            a = table.column(f.name)
+            if f.name == "ingested_at":
+                a = a.fill_null(pa.scalar(now, type=_UTC_TS))
+            elif f.name == "schema_version":
+                a = a.fill_null(pa.scalar(SCHEMA_VERSION, type=pa.int32()))
+            cols.append(a.cast(f.type))
+        elif f.name == "ingested_at":
+            cols.append(pa.array([now] * n, type=_UTC_TS))
+        elif f.name == "schema_version":
+            cols.append(pa.array([SCHEMA_VERSION] * n, type=pa.int32()))
+        else:
+            cols.append(pa.nulls(n, type=f.type))
+    return pa.Table.from_arrays(cols, schema=SCHEMA)
+
+
+def key_strings(table: pa.Table, columns: Iterable[str] = KEY) -> np.ndarray:
+    """One string per row that identifies its key; null is encoded distinctly from any value."""
+    import pyarrow.compute as pc
+
+    parts = []
+    for c in columns:
+        a = table.column(c).cast(pa.string())
+        parts.append(pc.fill_null(pc.binary_join_element_wise("\x02", a, "\x02"), "\x00"))
+    joined = pc.binary_join_element_wise(*parts, "\x1f")
+    return np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def schema_markdown() -> str:
+    """The column table of ``docs/schema.md``, generated from :data:`COLUMNS`."""
+    lines = ["| Column | Type | Required | Group | Meaning |", "|---|---|---|---|---|"]
+    for c in COLUMNS:
+        rng = ""
+        if c.choices:
+            rng = " One of " + ", ".join(f"`{x}`" for x in c.choices) + "."
+        elif c.lo is not None or c.hi is not None:
+            rng = f" Range [{c.lo:g}, {c.hi:g}]." if c.hi is not None else f" At least {c.lo:g}."
+        lines.append(f"| `{c.name}` | `{c.type}` | {'yes' if c.required else ''} | {c.group} | {c.doc}.{rng} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# MLflow naming convention (docs/tracking.md). Sweeps log these keys; ingest's default mapping
+# reads them. Values are fractions in [0, 1].
+# --------------------------------------------------------------------------------------------
+
+#: Params logged by every sweep trial, under the same names as the columns they fill.
+PARAM_NAMES = ("model_name", "lr", "wd", "head_lr", "head_wd", "epochs", "data_fraction", "batch_size",
+               "optimizer", "seed")
+#: Tags logged by every sweep trial.
+TAG_NAMES = ("researcher", "arch_family", "sweep")
+
+
+def us_metric_key(us_task: str) -> str:
+    """``us/{us_task}/top1``: upstream top-1 accuracy on the held-out upstream split."""
+    return f"us/{us_task}/top1"
+
+
+def ds_metric_key(ds_task: str, shots: int, layer: int | None = None) -> str:
+    """``ds/{ds_task}/{shots}shot/top1`` (pre-logits) or ``ds/{ds_task}/{shots}shot/layer{L}/top1``."""
+    if layer is None:
+        return f"ds/{ds_task}/{shots}shot/top1"
+    return f"ds/{ds_task}/{shots}shot/layer{layer}/top1"
+
+
+def finetune_metric_key(ds_task: str) -> str:
+    """``ds/{ds_task}/finetune/top1``: full fine-tuning transfer accuracy."""
+    return f"ds/{ds_task}/finetune/top1"

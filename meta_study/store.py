@@ -1,0 +1,818 @@
+"""The meta-study store: a hive-partitioned Parquet dataset with atomic, upserting commits.
+
+Layout of a store at ``ROOT`` (a local path or any URI pyarrow filesystems accept)::
+
+    ROOT/us_task=<task>/ds_task=<task>/part-<version>-<uid>.parquet   live data, one file per partition
+    ROOT/_quarantine/part-<version>-<uid>.parquet                    rejected rows, with reasons
+    ROOT/_state/<name>-<version>-<uid>.parquet                       per-source ingest state
+    ROOT/_meta/manifests/<version>.json                              the commit log; newest wins
+    ROOT/_meta/LOCK                                                  writers' lock (flock)
+    ROOT/_staging/<txn>/...                                          files of a commit in flight
+
+Plain ``pyarrow.dataset`` / ``pandas.read_parquet(ROOT)`` skip names starting with ``_`` or ``.``,
+so they see exactly the live data files whenever no commit is finalizing.
+
+Commit protocol (under the writers' lock):
+
+1. *Recover*: finish the previous commit if it was interrupted (roll forward, see 5) and delete
+   staging directories of commits that never reached their commit point.
+2. Merge: for each partition touched, read its live file, replace rows whose key is written again
+   (upsert), add new rows. Rows whose content is unchanged are not rewritten; if nothing changed,
+   nothing is written at all.
+3. Write every new file under ``_staging/<txn>/`` (invisible to plain readers), fsync it.
+4. **Commit point**: publish manifest ``<version+1>.json`` atomically (write a temp file, then
+   hard-link it to its final name, which fails if that version exists). It lists the live files,
+   where each new one is staged, and the superseded files to delete.
+5. Finalize: move staged files into place, delete superseded files and the staging directory.
+
+A writer killed before 4 leaves the previous version fully intact (its staged files are garbage
+collected by the next writer). A writer killed after 4 leaves a committed version whose files are
+either in place or still staged; :meth:`Store.read` follows the manifest and reads them wherever
+they are, and the next writer finishes step 5. Readers never take the lock.
+
+Two writers: on a local filesystem ``fcntl.flock`` serializes them (released by the kernel if a
+writer dies). On object stores, which have no locks, a lease file is used; it is best effort, so
+run one writer per object-store store (the refit job) or keep the store on a shared filesystem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fnmatch
+import hashlib
+import io
+import json
+import os
+import socket
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .errors import StoreLockedError, UserError
+from .schema import FILE_SCHEMA, GROUP, KEY, PARTITION, SCHEMA, SCHEMA_VERSION, conform, key_strings
+
+FORMAT = "meta-study-store"
+FORMAT_VERSION = 1
+#: Manifests older than this many versions are pruned (they are history only: their files are gone).
+KEEP_MANIFESTS = 20
+#: Commit-log entries carried in each manifest.
+KEEP_LOG = 500
+
+QUARANTINE_SCHEMA = pa.schema([
+    pa.field("source", pa.string()),
+    pa.field("run_id", pa.string()),
+    pa.field("reason", pa.string()),
+    pa.field("raw", pa.string()),          # the rejected payload as JSON; never parsed or executed
+    pa.field("payload_hash", pa.string()),  # sha256 of (source, reason, raw): quarantine is idempotent
+    pa.field("quarantined_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+# --------------------------------------------------------------------------------------------
+# Filesystem access
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve(uri: str) -> tuple[pafs.FileSystem, str, bool]:
+    """Return (filesystem, root path within it, is_local)."""
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri)), True
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
+        raise UserError(f"{uri}: cannot open store location ({e})") from None
+    local = isinstance(fs, pafs.LocalFileSystem)
+    return fs, path.rstrip("/") or "/", local
+
+
+def _quote(value: str) -> str:
+    # Task names may hold '/', spaces or '..'; percent-encode so a partition is always one
+    # directory level below its parent. pyarrow's hive partitioning decodes this ("uri" encoding).
+    return urllib.parse.quote(value, safe="")
+
+
+def partition_dir(us_task: str, ds_task: str) -> str:
+    return f"us_task={_quote(us_task)}/ds_task={_quote(ds_task)}"
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+@dataclass
+class _Files:
+    fs: pafs.FileSystem
+    root: str
+    local: bool
+
+    def p(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def exists(self, rel: str) -> bool:
+        if self.local:
+            return os.path.exists(self.p(rel))
+        return self.fs.get_file_info(self.p(rel)).type != pafs.FileType.NotFound
+
+    def mkdirs(self, rel: str) -> None:
+        if self.local:
+            os.makedirs(self.p(rel), exist_ok=True)
+        else:
+            self.fs.create_dir(self.p(rel), recursive=True)
+
+    def listdir(self, rel: str) -> list[str]:
+        sel = pafs.FileSelector(self.p(rel), allow_not_found=True, recursive=False)
+        return sorted(os.path.basename(i.path) for i in self.fs.get_file_info(sel))
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write and (locally) fsync a file; the parent directory is created."""
+        self.mkdirs(os.path.dirname(rel))
+        if self.local:
+            fd = os.open(self.p(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:  # os.write may write less than asked
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        else:
+            with self.fs.open_output_stream(self.p(rel)) as f:
+                f.write(data)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self.p(rel)) as f:
+            return f.read()
+
+    def publish(self, tmp_rel: str, final_rel: str) -> bool:
+        """Atomically give ``tmp`` the name ``final``; False if ``final`` already exists."""
+        if self.local:
+            try:
+                os.link(self.p(tmp_rel), self.p(final_rel))
+            except FileExistsError:
+                os.unlink(self.p(tmp_rel))
+                return False
+            os.unlink(self.p(tmp_rel))
+            _fsync_dir(os.path.dirname(self.p(final_rel)))
+            return True
+        if self.exists(final_rel):  # object stores: guarded by the lease lock
+            self.fs.delete_file(self.p(tmp_rel))
+            return False
+        self.fs.move(self.p(tmp_rel), self.p(final_rel))
+        return True
+
+    def move(self, src_rel: str, dst_rel: str) -> None:
+        self.mkdirs(os.path.dirname(dst_rel))
+        if self.local:
+            os.replace(self.p(src_rel), self.p(dst_rel))
+        else:
+            self.fs.move(self.p(src_rel), self.p(dst_rel))
+
+    def delete(self, rel: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if self.local:
+                os.unlink(self.p(rel))
+            else:
+                self.fs.delete_file(self.p(rel))
+
+    def rmtree(self, rel: str) -> None:
+        with contextlib.suppress(FileNotFoundError, OSError):
+            self.fs.delete_dir(self.p(rel))
+
+    def prune_empty_dirs(self, rel: str) -> None:
+        """Remove ``rel`` and its parents up to the root while they are empty (local only)."""
+        if not self.local:
+            return
+        d = self.p(rel)
+        while d.startswith(self.root + "/") and d != self.root:
+            try:
+                os.rmdir(d)
+            except OSError:
+                return
+            d = os.path.dirname(d)
+
+
+def _fsync_dir(path: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _table_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    # zstd: ~3x smaller than snappy on this record (many repeated strings), still fast to read.
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Locks
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _local_lock(path: str, timeout_s: float, what: str) -> Iterator[None]:
+    import fcntl
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    try:
+                        holder = os.pread(fd, 512, 0).decode(errors="replace").strip()
+                    except OSError:
+                        holder = "?"
+                    raise StoreLockedError(f"{what}: locked by another writer ({holder or 'unknown'}) "
+                                           f"for more than {timeout_s:g} s") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now().isoformat()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock; the kernel also releases it if we are killed
+
+
+@contextlib.contextmanager
+def _lease_lock(files: _Files, timeout_s: float, what: str, lease_s: float = 600.0) -> Iterator[None]:
+    """Best-effort lock for object stores: a lease file with an owner and an expiry."""
+    rel = "_meta/LEASE.json"
+    me = uuid.uuid4().hex
+    deadline = time.monotonic() + timeout_s
+    while True:
+        held = None
+        if files.exists(rel):
+            with contextlib.suppress(Exception):
+                held = json.loads(files.read_bytes(rel))
+        if held is None or held.get("expires", 0) < time.time():
+            files.write_bytes(rel, json.dumps({"owner": me, "expires": time.time() + lease_s}).encode())
+            time.sleep(0.5)  # let a racing writer's lease land, then check who won
+            with contextlib.suppress(Exception):
+                if json.loads(files.read_bytes(rel)).get("owner") == me:
+                    break
+        if time.monotonic() > deadline:
+            raise StoreLockedError(f"{what}: lease held by another writer for more than {timeout_s:g} s")
+        time.sleep(1.0)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            if json.loads(files.read_bytes(rel)).get("owner") == me:
+                files.delete(rel)
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What one commit did. ``version`` is None when nothing changed and nothing was written."""
+
+    version: int | None
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+    partitions_written: int = 0
+
+    @property
+    def wrote(self) -> bool:
+        return self.version is not None
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """``meta-study store info``: what is in a store."""
+
+    uri: str
+    version: int
+    rows: int
+    quarantined: int
+    groups: pd.DataFrame          # us_task, ds_task, eval_protocol, shots, rows, models
+    sources: pd.DataFrame         # source, rows, runs, last_ingested_at
+    last_ingest: str | None
+    last_commit: Mapping[str, Any] | None
+    pending_finalize: bool
+
+
+@dataclass
+class _Manifest:
+    version: int = 0
+    data: list[dict[str, Any]] = field(default_factory=list)        # path, staged, us_task, ds_task, rows
+    quarantine: list[dict[str, Any]] = field(default_factory=list)  # path, staged, rows
+    state: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> path, staged, rows
+    pending_delete: list[str] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    created_at: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "format": FORMAT, "format_version": FORMAT_VERSION, "schema_version": SCHEMA_VERSION,
+            "version": self.version, "created_at": self.created_at, "data": self.data,
+            "quarantine": self.quarantine, "state": self.state, "pending_delete": self.pending_delete,
+            "log": self.log,
+        }, indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, where: str) -> "_Manifest":
+        try:
+            d = json.loads(raw)
+        except ValueError as e:
+            raise UserError(f"{where}: corrupt manifest ({e})") from None
+        if d.get("format") != FORMAT:
+            raise UserError(f"{where}: not a meta-study manifest")
+        if d.get("format_version", 0) > FORMAT_VERSION:
+            raise UserError(f"{where}: store format {d['format_version']} is newer than this meta-study "
+                            f"({FORMAT_VERSION}); upgrade meta-study")
+        return cls(version=d["version"], data=d["data"], quarantine=d["quarantine"], state=d["state"],
+                   pending_delete=d["pending_delete"], log=d["log"], created_at=d.get("created_at", ""))
+
+    def live_files(self) -> list[dict[str, Any]]:
+        return self.data + self.quarantine + list(self.state.values())
+
+
+# --------------------------------------------------------------------------------------------
+# The store
+# --------------------------------------------------------------------------------------------
+
+Filter = Mapping[str, Any]
+
+
+class Store:
+    """A meta-study store at a local path or URI.
+
+    Args:
+        uri: ``/path``, ``file:///path``, ``s3://bucket/prefix``, ``gs://...``.
+        lock_timeout_s: how long a writer waits for another writer before giving up.
+    """
+
+    def __init__(self, uri: str, *, lock_timeout_s: float = 900.0) -> None:
+        self.uri = uri
+        fs, root, local = _resolve(uri)
+        self._f = _Files(fs, root, local)
+        self.lock_timeout_s = lock_timeout_s
+
+    # ---- inspection ------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        """True if ``uri`` holds a store (at least one committed version)."""
+        return bool(self._manifest_versions())
+
+    def _manifest_versions(self) -> list[int]:
+        out = []
+        for name in self._f.listdir("_meta/manifests"):
+            stem = name[:-5] if name.endswith(".json") else ""
+            if stem.isdigit():
+                out.append(int(stem))
+        return sorted(out)
+
+    def _load(self, version: int | None = None) -> _Manifest:
+        versions = self._manifest_versions()
+        if not versions:
+            return _Manifest()
+        v = versions[-1] if version is None else version
+        rel = f"_meta/manifests/{v:010d}.json"
+        return _Manifest.from_json(self._f.read_bytes(rel), f"{self.uri}/{rel}")
+
+    def require(self) -> "Store":
+        """Raise a :class:`UserError` unless this is a store; returns self."""
+        info = self._f.fs.get_file_info(self._f.root)
+        if info.type == pafs.FileType.NotFound:
+            raise UserError(f"{self.uri}: no such store")
+        if not self.exists():
+            raise UserError(f"{self.uri}: not a meta-study store (no _meta/manifests)")
+        return self
+
+    @property
+    def version(self) -> int:
+        return self._load().version
+
+    def history(self) -> list[dict[str, Any]]:
+        """The commit log, oldest first: version, time, operation and what it did."""
+        return list(self._load().log)
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def _read_file(self, entry: Mapping[str, Any], schema: pa.Schema) -> pa.Table:
+        for rel in (entry["path"], entry.get("staged")):
+            if rel and self._f.exists(rel):
+                try:
+                    return pq.read_table(self._f.p(rel), filesystem=self._f.fs, schema=schema)
+                except FileNotFoundError:
+                    continue
+        raise FileNotFoundError(entry["path"])
+
+    def _with_retry(self, fn: Callable[[_Manifest], Any]) -> Any:
+        # A concurrent writer may delete a file of the manifest we loaded after we loaded it;
+        # the newer manifest then describes a complete snapshot. A few retries always suffice
+        # unless writers commit faster than we read.
+        last: Exception | None = None
+        for _ in range(20):
+            m = self._load()
+            try:
+                return fn(m)
+            except FileNotFoundError as e:
+                last = e
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.uri}: files kept disappearing while reading ({last})")
+
+    def read(self, filters: Filter | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+        """Read rows of the latest committed version, as an Arrow table with :data:`SCHEMA`.
+
+        Args:
+            filters: ``{column: value or list of values}``. ``us_task`` / ``ds_task`` prune
+                partitions without reading them; other columns filter rows.
+            columns: a subset of columns (default all), in schema order.
+        """
+        filters = dict(filters or {})
+        cols = list(columns) if columns else list(SCHEMA.names)
+        unknown = [c for c in list(cols) + list(filters) if c not in SCHEMA.names]
+        if unknown:
+            raise UserError(f"unknown column(s) {', '.join(unknown)}")
+
+        def want(entry: Mapping[str, Any]) -> bool:
+            for c in PARTITION:
+                if c in filters:
+                    allowed = filters[c] if isinstance(filters[c], (list, tuple, set)) else [filters[c]]
+                    if entry[c] not in allowed:
+                        return False
+            return True
+
+        file_cols = [c for c in dict.fromkeys(cols + [c for c in filters if c not in PARTITION])
+                     if c not in PARTITION]
+        file_schema = pa.schema([FILE_SCHEMA.field(c) for c in file_cols])
+
+        def run(m: _Manifest) -> pa.Table:
+            parts = []
+            for e in m.data:
+                if not want(e):
+                    continue
+                t = self._read_file(e, file_schema)
+                for c in PARTITION:
+                    t = t.append_column(c, pa.array([e[c]] * t.num_rows, pa.string()))
+                parts.append(t)
+            out_schema = pa.schema([SCHEMA.field(c) for c in dict.fromkeys(cols + list(filters))])
+            if not parts:
+                return out_schema.empty_table()
+            t = pa.concat_tables([p.select(out_schema.names) for p in parts])
+            return t.cast(out_schema)
+
+        table = self._with_retry(run)
+        for c, v in filters.items():
+            if c in PARTITION:
+                continue
+            values = list(v) if isinstance(v, (list, tuple, set)) else [v]
+            has_null = any(x is None for x in values)
+            mask = pc.is_in(table.column(c), value_set=pa.array([x for x in values if x is not None],
+                                                                 type=SCHEMA.field(c).type))
+            if has_null:
+                mask = pc.or_(pc.fill_null(mask, False), pc.is_null(table.column(c)))
+            table = table.filter(pc.fill_null(mask, False))
+        return table.select(cols)
+
+    def to_pandas(self, filters: Filter | None = None, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """:meth:`read` as a pandas DataFrame."""
+        return self.read(filters, columns).to_pandas()
+
+    def quarantine(self) -> pa.Table:
+        """All quarantined rows: source, run_id, reason, raw, payload_hash, quarantined_at."""
+        def run(m: _Manifest) -> pa.Table:
+            parts = [self._read_file(e, QUARANTINE_SCHEMA) for e in m.quarantine]
+            return pa.concat_tables(parts) if parts else QUARANTINE_SCHEMA.empty_table()
+        return self._with_retry(run)
+
+    def read_state(self, name: str) -> pa.Table | None:
+        """A state table written with ``commit(state={name: table})``, or None."""
+        def run(m: _Manifest) -> pa.Table | None:
+            e = m.state.get(name)
+            return None if e is None else self._read_file(e, None)  # type: ignore[arg-type]
+        return self._with_retry(run)
+
+    def state_names(self, pattern: str = "*") -> list[str]:
+        return sorted(n for n in self._load().state if fnmatch.fnmatch(n, pattern))
+
+    def summary(self) -> StoreSummary:
+        """Rows per (US task, DS task, protocol, shots), sources, last ingest time."""
+        self.require()
+        m = self._load()
+        t = self.read(columns=["source", "run_id", "model_name", *GROUP, "ingested_at"]).to_pandas()
+        if len(t):
+            g = (t.assign(shots=t["shots"].astype("Int64"))
+                   .groupby(list(GROUP), dropna=False)
+                   .agg(rows=("run_id", "size"), models=("run_id", "nunique")).reset_index())
+            s = t.groupby("source").agg(rows=("run_id", "size"), runs=("run_id", "nunique"),
+                                        last_ingested_at=("ingested_at", "max")).reset_index()
+            last = str(t["ingested_at"].max())
+        else:
+            g = pd.DataFrame(columns=[*GROUP, "rows", "models"])
+            s = pd.DataFrame(columns=["source", "rows", "runs", "last_ingested_at"])
+            last = None
+        q = sum(int(e.get("rows", 0)) for e in m.quarantine)
+        pending = any(self._f.exists(p) for p in m.pending_delete) or any(e.get("staged") and self._f.exists(e["staged"]) for e in m.live_files())
+        return StoreSummary(uri=self.uri, version=m.version, rows=len(t), quarantined=q, groups=g, sources=s,
+                            last_ingest=last, last_commit=m.log[-1] if m.log else None, pending_finalize=pending)
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        if self._f.local:
+            self._f.mkdirs("_meta")
+            with _local_lock(self._f.p("_meta/LOCK"), self.lock_timeout_s, self.uri):
+                yield
+        else:
+            with _lease_lock(self._f, self.lock_timeout_s, self.uri):
+                yield
+
+    def _check_writable_location(self) -> None:
+        info = self._f.fs.get_file_info(self._f.root)
+        if info.type == pafs.FileType.File:
+            raise UserError(f"{self.uri}: is a file, not a store directory")
+        if info.type == pafs.FileType.Directory and not self.exists():
+            others = [n for n in self._f.listdir("") if n not in ("_meta", "_staging")]
+            if others:
+                raise UserError(f"{self.uri}: directory is not empty and is not a meta-study store "
+                                f"(found {', '.join(others[:3])})")
+
+    def _finalize(self, m: _Manifest) -> None:
+        """Roll a committed manifest forward: staged files into place, superseded files away."""
+        for e in m.live_files():
+            staged = e.get("staged")
+            if staged and not self._f.exists(e["path"]) and self._f.exists(staged):
+                self._f.move(staged, e["path"])
+        for rel in m.pending_delete:
+            self._f.delete(rel)
+            self._f.prune_empty_dirs(os.path.dirname(rel))
+
+    def _collect_garbage(self, m: _Manifest) -> None:
+        for txn in self._f.listdir("_staging"):
+            self._f.rmtree(f"_staging/{txn}")
+        versions = self._manifest_versions()
+        for v in versions[:-KEEP_MANIFESTS]:
+            self._f.delete(f"_meta/manifests/{v:010d}.json")
+        for name in self._f.listdir("_meta/manifests"):
+            if name.startswith(".tmp-"):
+                self._f.delete(f"_meta/manifests/{name}")
+
+    def recover(self) -> None:
+        """Finish an interrupted commit and clear leftovers of aborted ones. Takes the lock."""
+        with self._lock():
+            m = self._load()
+            self._finalize(m)
+            self._collect_garbage(m)
+
+    def commit(
+        self,
+        upserts: pa.Table | None = None,
+        *,
+        delete_runs: Sequence[tuple[str, str]] = (),
+        quarantine: pd.DataFrame | pa.Table | None = None,
+        state: Mapping[str, pa.Table] | None = None,
+        operation: str = "write",
+        info: Mapping[str, Any] | None = None,
+        now: _dt.datetime | None = None,
+    ) -> CommitResult:
+        """Upsert rows, delete runs, add quarantined rows and replace state tables, atomically.
+
+        Args:
+            upserts: canonical rows (see :func:`meta_study.schema.validate`). Keys must be unique
+                within the batch. A row whose key exists replaces the stored row if any value
+                other than ``ingested_at`` differs, and is skipped otherwise.
+            delete_runs: ``(source, run_id)`` pairs whose rows are removed.
+            quarantine: rows with ``source, run_id, reason, raw``; already-quarantined payloads
+                (same source, reason and raw) are not added again.
+            state: named tables that replace the previous table of that name.
+            operation, info: recorded in the commit log.
+
+        Returns:
+            A :class:`CommitResult`; ``version`` is None if nothing changed (nothing written).
+        """
+        now = now or _now()
+        new = conform(upserts, ingested_at=now) if upserts is not None and upserts.num_rows else None
+        if new is not None:
+            keys = key_strings(new)
+            if len(set(keys)) != len(keys):
+                raise ValueError("duplicate keys within one commit; deduplicate first (see ingest.dedupe_keys)")
+        q_new = _quarantine_table(quarantine, now) if quarantine is not None and len(quarantine) else None
+
+        self._check_writable_location()
+        with self._lock():
+            m = self._load()
+            self._finalize(m)        # roll forward an interrupted commit before building on it
+            self._collect_garbage(m)
+            txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:8]}"
+            plan = _Plan(self, m, txn, now)
+            counts = plan.merge_data(new, delete_runs)
+            n_q = plan.add_quarantine(q_new)
+            plan.replace_state(state or {})
+            if not plan.changed:
+                return CommitResult(version=None, unchanged=counts["unchanged"])
+            entry = {"version": m.version + 1, "time": now.isoformat(), "operation": operation,
+                     **{k: v for k, v in counts.items()}, "quarantined": n_q, **dict(info or {})}
+            m2 = plan.manifest(entry)
+            self._publish(m2, txn)
+            self._finalize(m2)
+            self._f.rmtree(f"_staging/{txn}")
+            return CommitResult(version=m2.version, inserted=counts["inserted"], updated=counts["updated"],
+                                unchanged=counts["unchanged"], deleted=counts["deleted"], quarantined=n_q,
+                                partitions_written=plan.partitions_written)
+
+    def _publish(self, m: _Manifest, txn: str) -> None:
+        tmp = f"_meta/manifests/.tmp-{txn}"
+        self._f.write_bytes(tmp, m.to_json())
+        if not self._f.publish(tmp, f"_meta/manifests/{m.version:010d}.json"):
+            raise RuntimeError(f"{self.uri}: version {m.version} was committed by another writer "
+                               "despite the lock; refusing to overwrite it")
+
+
+def _quarantine_table(q: pd.DataFrame | pa.Table, now: _dt.datetime) -> pa.Table:
+    df = q.to_pandas() if isinstance(q, pa.Table) else q.copy()
+    for c in ("source", "run_id", "reason", "raw"):
+        if c not in df.columns:
+            df[c] = None
+    df = df[["source", "run_id", "reason", "raw"]].astype(object).where(lambda d: d.notna(), None)
+    df["payload_hash"] = [hashlib.sha256(f"{s}\x1f{r}\x1f{w}".encode()).hexdigest()
+                          for s, r, w in zip(df["source"], df["reason"], df["raw"])]
+    df = df.drop_duplicates("payload_hash")
+    df["quarantined_at"] = pd.Timestamp(now)
+    return pa.Table.from_pandas(df, schema=QUARANTINE_SCHEMA, preserve_index=False)
+
+
+def _content_equal(a: pa.Table, b: pa.Table) -> np.ndarray:
+    """Row-wise equality of two aligned tables (nulls equal nulls), ignoring ``ingested_at``."""
+    eq = np.ones(a.num_rows, bool)
+    for name in a.column_names:
+        if name == "ingested_at":
+            continue
+        x, y = a.column(name), b.column(name)
+        if pa.types.is_map(x.type):
+            eq &= np.array([p == q for p, q in zip(x.to_pylist(), y.to_pylist())], bool)
+            continue
+        same = pc.equal(x, y)
+        both_null = pc.and_(pc.is_null(x), pc.is_null(y))
+        eq &= pc.fill_null(pc.or_kleene(same, both_null), False).to_numpy(zero_copy_only=False)
+    return eq
+
+
+class _Plan:
+    """The files one commit writes and the manifest it publishes."""
+
+    def __init__(self, store: Store, m: _Manifest, txn: str, now: _dt.datetime) -> None:
+        self.s, self.m, self.txn, self.now = store, m, txn, now
+        self.data = {(e["us_task"], e["ds_task"]): e for e in m.data}
+        self.quarantine = list(m.quarantine)
+        self.state = dict(m.state)
+        self.superseded: list[str] = []
+        self.changed = False
+        self.partitions_written = 0
+
+    def _stage(self, final_rel: str, table: pa.Table) -> dict[str, Any]:
+        staged = f"_staging/{self.txn}/{final_rel}"
+        self.s._f.write_bytes(staged, _table_bytes(table))
+        return {"path": final_rel, "staged": staged, "rows": table.num_rows}
+
+    def _uid(self) -> str:
+        return f"{self.m.version + 1:010d}-{uuid.uuid4().hex[:8]}"
+
+    def merge_data(self, new: pa.Table | None, delete_runs: Sequence[tuple[str, str]]) -> dict[str, int]:
+        counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+        touched: dict[tuple[str, str], pa.Table | None] = {}
+        if new is not None:
+            us = new.column("us_task").to_numpy(zero_copy_only=False)
+            ds = new.column("ds_task").to_numpy(zero_copy_only=False)
+            parts = pd.DataFrame({"us": us, "ds": ds}).groupby(["us", "ds"], sort=True).indices
+            for (u, d), idx in parts.items():
+                touched[(u, d)] = new.take(pa.array(idx, pa.int64()))
+        if delete_runs:
+            for p in self.data:
+                touched.setdefault(p, None)
+        dels = {f"{s}\x1f{r}" for s, r in delete_runs}
+        for part, rows in touched.items():
+            old_e = self.data.get(part)
+            old = None
+            if old_e is not None:
+                old = self.s._read_file(old_e, FILE_SCHEMA)
+                for c in PARTITION:
+                    old = old.append_column(c, pa.array([part[PARTITION.index(c)]] * old.num_rows, pa.string()))
+                old = old.select(SCHEMA.names).cast(SCHEMA)
+            merged, c = self._merge_partition(old, rows, dels)
+            for k in counts:
+                counts[k] += c[k]
+            if c["inserted"] == c["updated"] == c["deleted"] == 0:
+                continue
+            self.changed = True
+            self.partitions_written += 1
+            if old_e is not None:
+                self.superseded.append(old_e["path"])
+                del self.data[part]
+            if merged.num_rows:
+                rel = f"{partition_dir(*part)}/part-{self._uid()}.parquet"
+                e = self._stage(rel, merged.drop_columns(list(PARTITION)))
+                e.update(us_task=part[0], ds_task=part[1])
+                self.data[part] = e
+        return counts
+
+    @staticmethod
+    def _merge_partition(old: pa.Table | None, new: pa.Table | None, dels: set[str]) -> tuple[pa.Table, dict[str, int]]:
+        c = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+        if old is None:
+            old = SCHEMA.empty_table()
+        keep = np.ones(old.num_rows, bool)
+        if dels and old.num_rows:
+            sr = pc.binary_join_element_wise(old.column("source"), old.column("run_id"), "\x1f")
+            gone = np.isin(np.asarray(sr.to_numpy(zero_copy_only=False), dtype=object), list(dels))
+            c["deleted"] = int(gone.sum())
+            keep &= ~gone
+        add = None
+        if new is not None and new.num_rows:
+            ok = key_strings(old)
+            nk = key_strings(new)
+            pos = {k: i for i, k in enumerate(ok)}
+            match_new = np.array([k in pos for k in nk], bool)
+            match_old = np.array([pos[k] for k in nk[match_new]], dtype=np.int64)
+            same = np.zeros(len(nk), bool)
+            if match_new.any():
+                eq = _content_equal(old.take(pa.array(match_old)), new.filter(pa.array(match_new)))
+                # a deleted-then-rewritten row counts as written, not unchanged
+                eq &= keep[match_old]
+                same[np.flatnonzero(match_new)] = eq
+                replaced = match_old[~eq]
+                c["updated"] = int((keep[replaced]).sum())
+                keep[replaced] = False
+            c["inserted"] = int((~match_new).sum())
+            c["unchanged"] = int(same.sum())
+            add = new.filter(pa.array(~same))
+        merged = old.filter(pa.array(keep))
+        if add is not None and add.num_rows:
+            merged = pa.concat_tables([merged, add])
+        if merged.num_rows:
+            order = pc.sort_indices(merged, sort_keys=[(k, "ascending") for k in KEY])
+            merged = merged.take(order)
+        return merged, c
+
+    def add_quarantine(self, q: pa.Table | None) -> int:
+        if q is None or not q.num_rows:
+            return 0
+        seen: set[str] = set()
+        for e in self.quarantine:
+            seen.update(self.s._read_file(e, pa.schema([QUARANTINE_SCHEMA.field("payload_hash")]))
+                        .column("payload_hash").to_pylist())
+        fresh = q.filter(pa.array([h not in seen for h in q.column("payload_hash").to_pylist()]))
+        if not fresh.num_rows:
+            return 0
+        self.changed = True
+        self.quarantine.append(self._stage(f"_quarantine/part-{self._uid()}.parquet", fresh))
+        return fresh.num_rows
+
+    def replace_state(self, state: Mapping[str, pa.Table]) -> None:
+        for name, table in state.items():
+            safe = hashlib.sha1(name.encode()).hexdigest()[:16]  # names may hold URIs: never a path
+            old = self.state.get(name)
+            if old is not None:
+                prev = self.s._read_file(old, None)  # type: ignore[arg-type]
+                if prev.equals(table.cast(prev.schema) if prev.schema.names == table.schema.names else table):
+                    continue
+                self.superseded.append(old["path"])
+            e = self._stage(f"_state/{safe}-{self._uid()}.parquet", table)
+            e["name"] = name
+            self.state[name] = e
+            self.changed = True
+
+    def manifest(self, log_entry: Mapping[str, Any]) -> _Manifest:
+        return _Manifest(
+            version=self.m.version + 1,
+            data=sorted(self.data.values(), key=lambda e: e["path"]),
+            quarantine=self.quarantine,
+            state=self.state,
+            pending_delete=self.superseded,
+            log=(self.m.log + [dict(log_entry)])[-KEEP_LOG:],
+            created_at=self.now.isoformat(),
+        )
+
+
+def open_store(uri: str, *, must_exist: bool = True) -> Store:
+    """Open a store; with ``must_exist`` raise a :class:`UserError` if ``uri`` holds none."""
+    s = Store(uri)
+    return s.require() if must_exist else s
