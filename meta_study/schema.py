@@ -158,46 +158,74 @@ class Validated:
 
 
 def _is_nan(v: Any) -> bool:
-    return isinstance(v, float) and math.isnan(v)
+    return isinstance(v, (float, np.floating)) and math.isnan(v)
 
 
 def _is_missing(v: Any) -> bool:
     return v is None or v is pd.NA or v is pd.NaT or _is_nan(v)
 
 
-def _coerce_numeric(s: pd.Series, integer: bool) -> tuple[pd.Series, np.ndarray, np.ndarray]:
-    """Coerce to float; return (values, wrong_type_mask, nan_mask). NaN/None -> NaN."""
+def _coerce_numeric(s: pd.Series, integer: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coerce to float64. Returns (values, wrong_type, is_nan); missing values become NaN too,
+    and are the NaNs that are neither wrong nor ``is_nan``."""
+    n = len(s)
     if pd.api.types.is_bool_dtype(s.dtype):
-        return pd.Series(np.nan, index=s.index), s.notna().to_numpy(), np.zeros(len(s), bool)
+        return np.full(n, np.nan), s.notna().to_numpy(), np.zeros(n, bool)
     if pd.api.types.is_numeric_dtype(s.dtype):
-        vals = s.astype("float64")
-        nan = vals.isna().to_numpy()
-        wrong = np.zeros(len(s), bool)
+        vals = s.astype("float64").to_numpy()
+        # A float column cannot tell "missing" from "NaN"; a NaN measurement is the safer reading.
+        nan = np.isnan(vals)
+        wrong = np.zeros(n, bool)
     else:
-        obj = s.astype(object)
-        is_bool = obj.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(bool)
-        is_str = obj.map(lambda v: isinstance(v, str)).to_numpy(bool)
-        cleaned = obj.where(~is_str, obj[is_str].str.strip().str.replace(",", "", regex=False)) if is_str.any() else obj
-        vals = pd.to_numeric(cleaned.where(~is_bool, None), errors="coerce").astype("float64")
-        raw_missing = obj.map(_is_missing).to_numpy(bool)
-        str_nan = is_str & obj.map(lambda v: isinstance(v, str) and v.strip().lower() in ("nan", "")).to_numpy(bool)
-        nan = vals.isna().to_numpy() & (raw_missing | str_nan)
-        wrong = (vals.isna().to_numpy() & ~nan) | is_bool
-        if (obj.map(lambda v: isinstance(v, str) and v.strip() == "")).any():
-            # An empty CSV cell is a missing value, not a NaN measurement.
-            nan = nan & ~obj.map(lambda v: isinstance(v, str) and v.strip() == "").to_numpy(bool)
+        # Object or text columns: in a text column (CSV read as str) a NaN is an empty cell.
+        text_col = pd.api.types.is_string_dtype(s.dtype) and not pd.api.types.is_object_dtype(s.dtype)
+        obj = s.astype(object).to_numpy()
+        vals = np.full(n, np.nan)
+        wrong = np.zeros(n, bool)
+        nan = np.zeros(n, bool)
+        for i, v in enumerate(obj):
+            if v is None or v is pd.NA:
+                continue
+            if isinstance(v, (bool, np.bool_)):
+                wrong[i] = True
+            elif isinstance(v, (int, float, np.integer, np.floating)):
+                if math.isnan(v):
+                    nan[i] = not text_col
+                else:
+                    vals[i] = float(v)
+            elif isinstance(v, str):
+                t = v.strip().replace(",", "")
+                if t == "":
+                    continue
+                try:
+                    vals[i] = float(t)
+                except ValueError:
+                    wrong[i] = True
+                    continue
+                if math.isnan(vals[i]):
+                    nan[i] = True
+            else:
+                wrong[i] = True
     if integer:
-        v = vals.to_numpy()
-        frac = np.isfinite(v) & (np.floor(v) != v)
+        frac = np.isfinite(vals) & (np.floor(vals) != vals)
         wrong = wrong | frac
     return vals, wrong, nan
 
 
-def _coerce_string(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    obj = s.astype(object)
-    ok_scalar = obj.map(lambda v: _is_missing(v) or isinstance(v, (str, int, np.integer))).to_numpy(bool)
-    out = obj.map(lambda v: None if _is_missing(v) else (v if isinstance(v, str) else str(v)))
-    return out.where(ok_scalar, None), ~ok_scalar
+def _coerce_string(s: pd.Series) -> tuple[list[str | None], np.ndarray]:
+    out: list[str | None] = []
+    wrong = np.zeros(len(s), bool)
+    for i, v in enumerate(s.astype(object).to_numpy()):
+        if _is_missing(v):
+            out.append(None)
+        elif isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+            out.append(str(v))
+        else:
+            out.append(None)
+            wrong[i] = True
+    return out, wrong
 
 
 def _coerce_timestamp(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -251,7 +279,8 @@ def _json_default(v: Any) -> Any:
 
 def row_json(row: Mapping[str, Any]) -> str:
     """A row as compact JSON, for quarantine payloads. NaN is written as the string "NaN"."""
-    clean = {k: ("NaN" if _is_nan(v) else v) for k, v in row.items()}
+    clean = {k: (str(float(v)) if isinstance(v, (float, np.floating)) and not math.isfinite(v) else v)
+             for k, v in row.items()}
     return json.dumps(clean, default=_json_default, sort_keys=True, allow_nan=False)
 
 
@@ -284,10 +313,9 @@ def validate(frame: pd.DataFrame, *, raw: Sequence[str] | None = None) -> Valida
         t = col.type
         if pa.types.is_floating(t) or pa.types.is_integer(t):
             integer = pa.types.is_integer(t)
-            vals, wrong, nan = _coerce_numeric(s, integer)
+            v, wrong, nan = _coerce_numeric(s, integer)
             raw_vals = s.to_numpy(dtype=object)
             flag(wrong, lambda i, c=col.name, rv=raw_vals: f"{c}: wrong type ({rv[i]!r} is not {'an integer' if integer else 'a number'})")
-            v = vals.to_numpy()
             missing = np.isnan(v) & ~wrong & ~nan
             if col.required and col.name not in STORE_FILLED:
                 flag(nan, f"{col.name}: NaN")
@@ -302,7 +330,7 @@ def validate(frame: pd.DataFrame, *, raw: Sequence[str] | None = None) -> Valida
             flag(inf, f"{col.name}: not finite")
             finite = np.isfinite(v)
             if col.lo is not None:
-                flag(finite & (v < col.lo), lambda i, c=col, v=v: f"{c.name}: {v[i]:g} out of range [{c.lo:g}, {c.hi if c.hi is not None else 'inf'}]")
+                flag(finite & (v < col.lo), lambda i, c=col, v=v: f"{c.name}: {v[i]:g} out of range [{c.lo:g}, {c.hi if c.hi is not None else math.inf:g}]")
             if col.hi is not None:
                 # 1 < v <= 100 in a fraction column is almost always a percent: say so.
                 flag(finite & (v > col.hi), lambda i, c=col, v=v: f"{c.name}: {v[i]:g} out of range [{c.lo:g}, {c.hi:g}]"
@@ -313,9 +341,9 @@ def validate(frame: pd.DataFrame, *, raw: Sequence[str] | None = None) -> Valida
             else:
                 arrays[col.name] = pa.array(np.where(good, v, 0.0), type=t, mask=~good)
         elif pa.types.is_string(t):
-            vals, wrong = _coerce_string(s)
+            vals_s, wrong = _coerce_string(s)
             flag(wrong, lambda i, c=col.name: f"{c}: wrong type ({type(s.iloc[i]).__name__} is not a string)")
-            v = vals.to_numpy(dtype=object)
+            v = np.array(vals_s, dtype=object)
             if col.required:
                 flag(np.array([x is None or x == "" for x in v], bool) & ~wrong, f"{col.name}: missing required field")
             if col.choices is not None:
@@ -328,7 +356,8 @@ def validate(frame: pd.DataFrame, *, raw: Sequence[str] | None = None) -> Valida
             flag(wrong, lambda i, c=col.name: f"{c}: wrong type ({s.iloc[i]!r} is not a timestamp)")
             if col.required:
                 flag(ts.isna().to_numpy() & ~wrong & (col.name not in STORE_FILLED), f"{col.name}: missing required field")
-            arrays[col.name] = pa.array(ts, type=t, from_pandas=True) if len(ts) else pa.array([], type=t)
+            naive_utc = ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+            arrays[col.name] = pa.array(naive_utc, type=pa.timestamp("us"), from_pandas=True).cast(t)
         elif pa.types.is_map(t):
             vals_m, wrong = _coerce_map(s)
             flag(wrong, lambda i, c=col.name: f"{c}: wrong type (expected a string -> string map)")

@@ -201,6 +201,16 @@ class _Files:
             d = os.path.dirname(d)
 
 
+def _failpoint(name: str) -> None:
+    """Fault injection for the crash tests: with ``META_STUDY_FAILPOINT=name`` the writer stops
+    here (announcing it on stderr) until it is killed. One environment lookup when unset."""
+    if os.environ.get("META_STUDY_FAILPOINT") == name:
+        import sys
+        print(f"failpoint {name}", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(3600)
+
+
 def _fsync_dir(path: str) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -558,10 +568,12 @@ class Store:
 
     def _finalize(self, m: _Manifest) -> None:
         """Roll a committed manifest forward: staged files into place, superseded files away."""
-        for e in m.live_files():
+        for i, e in enumerate(m.live_files()):
             staged = e.get("staged")
             if staged and not self._f.exists(e["path"]) and self._f.exists(staged):
                 self._f.move(staged, e["path"])
+                if i == 0:
+                    _failpoint("mid_finalize")
         for rel in m.pending_delete:
             self._f.delete(rel)
             self._f.prune_empty_dirs(os.path.dirname(rel))
@@ -632,7 +644,9 @@ class Store:
             entry = {"version": m.version + 1, "time": now.isoformat(), "operation": operation,
                      **{k: v for k, v in counts.items()}, "quarantined": n_q, **dict(info or {})}
             m2 = plan.manifest(entry)
+            _failpoint("before_publish")
             self._publish(m2, txn)
+            _failpoint("after_publish")
             self._finalize(m2)
             self._f.rmtree(f"_staging/{txn}")
             return CommitResult(version=m2.version, inserted=counts["inserted"], updated=counts["updated"],
@@ -656,8 +670,9 @@ def _quarantine_table(q: pd.DataFrame | pa.Table, now: _dt.datetime) -> pa.Table
     df["payload_hash"] = [hashlib.sha256(f"{s}\x1f{r}\x1f{w}".encode()).hexdigest()
                           for s, r, w in zip(df["source"], df["reason"], df["raw"])]
     df = df.drop_duplicates("payload_hash")
-    df["quarantined_at"] = pd.Timestamp(now)
-    return pa.Table.from_pandas(df, schema=QUARANTINE_SCHEMA, preserve_index=False)
+    cols = {c: pa.array(df[c].tolist(), pa.string()) for c in ("source", "run_id", "reason", "raw", "payload_hash")}
+    cols["quarantined_at"] = pa.array([now] * len(df), QUARANTINE_SCHEMA.field("quarantined_at").type)
+    return pa.table(cols, schema=QUARANTINE_SCHEMA)
 
 
 def _content_equal(a: pa.Table, b: pa.Table) -> np.ndarray:
@@ -691,6 +706,7 @@ class _Plan:
     def _stage(self, final_rel: str, table: pa.Table) -> dict[str, Any]:
         staged = f"_staging/{self.txn}/{final_rel}"
         self.s._f.write_bytes(staged, _table_bytes(table))
+        _failpoint("after_stage")
         return {"path": final_rel, "staged": staged, "rows": table.num_rows}
 
     def _uid(self) -> str:

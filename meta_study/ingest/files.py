@@ -263,5 +263,8 @@ def _claims(spec: str) -> bool:
 
 
 @register_source("files", _claims)
-def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOptions) -> FileSource:  # noqa: ARG001
-    return FileSource(paths=expand_paths(specs), mapping=mapping)
+def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOptions) -> list[FileSource]:  # noqa: ARG001
+    paths = expand_paths(specs)
+    if mapping is not None and mapping.join is not None:
+        return [FileSource(paths=paths, mapping=mapping)]
+    return [FileSource(paths=[p], mapping=mapping) for p in paths]

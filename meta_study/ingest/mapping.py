@@ -381,8 +381,27 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
         cols = [c for c in mapping.extra if c in raw.columns]
     if cols:
         vals = {c: raw[c].astype(object).to_numpy() for c in cols}
-        out["extra"] = [{c: str(vals[c][i]) for c in cols if not _na(vals[c][i])} for i in range(len(raw))]
+        rest = [{c: str(vals[c][i]) for c in cols if not _na(vals[c][i])} for i in range(len(raw))]
+        if "extra" in out.columns:  # the source has an `extra` column of its own: merge into it
+            rest = [_merge_extra(e, r) for e, r in zip(out["extra"].astype(object).to_numpy(), rest)]
+        out["extra"] = rest
     return out[[c for c in out.columns if c in COLUMN_BY_NAME]]
+
+
+def _merge_extra(existing: Any, rest: dict[str, str]) -> Any:
+    """Merge unmapped columns into an existing ``extra`` value (a dict or a JSON object string).
+    Anything else is left as it is, for validation to reject as the wrong type."""
+    if _na(existing):
+        return rest
+    if isinstance(existing, str):
+        import json
+        try:
+            existing = json.loads(existing)
+        except ValueError:
+            return existing
+    if isinstance(existing, dict):
+        return {**{str(k): str(v) for k, v in existing.items()}, **rest}
+    return existing
 
 
 def _na(v: Any) -> bool:

@@ -35,7 +35,8 @@ class SourceReport:
 
     def line(self) -> str:
         if self.error:
-            return f"{self.label}: FAILED: {self.error}"
+            err = self.error[len(self.label) + 2:] if self.error.startswith(self.label + ": ") else self.error
+            return f"{self.label}: FAILED: {err}"
         extra = "".join(f", {v} {k.replace('_', ' ')}" for k, v in sorted(self.stats.items()) if v)
         dele = f", {self.deleted} deleted" if self.deleted else ""
         return (f"{self.label}: {self.new} new, {self.updated} updated, {self.unchanged} unchanged, "

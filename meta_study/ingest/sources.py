@@ -72,9 +72,10 @@ class SourceOptions:
     page_size: int = 1000
 
 
-SourceFactory = Callable[[Sequence[str], "IngestMapping | None", SourceOptions], Source]
+SourceFactory = Callable[[Sequence[str], "IngestMapping | None", SourceOptions], list[Source]]
 
-#: name -> (claims(spec) -> bool, factory). Factories take every spec their kind claimed.
+#: name -> (claims(spec) -> bool, factory). A factory takes every spec its kind claimed and
+#: returns the sources they make (a join mapping makes one source of many files).
 _REGISTRY: dict[str, tuple[Callable[[str], bool], SourceFactory]] = {}
 
 
@@ -113,18 +114,14 @@ def kind_of(spec: str) -> str:
 
 def open_sources(specs: Sequence[str], mapping: IngestMapping | None,
                  options: SourceOptions = SourceOptions()) -> list[Source]:
-    """Build sources for spec strings. File specs that share a mapping form one source (a join
-    mapping needs all its files together); every other spec is a source of its own."""
+    """Build sources for spec strings, in order of kinds first seen. Each file is a source of its
+    own, except that a join mapping makes one source of all its files; each MLflow URI is one."""
     by_kind: dict[str, list[str]] = {}
     for spec in specs:
         by_kind.setdefault(kind_of(spec), []).append(spec)
     out: list[Source] = []
     for kind, kind_specs in by_kind.items():
-        factory = _REGISTRY[kind][1]
-        if kind == "files":
-            out.append(factory(kind_specs, mapping, options))
-        else:
-            out.extend(factory([s], mapping, options) for s in kind_specs)
+        out.extend(_REGISTRY[kind][1](kind_specs, mapping, options))
     return out
 
 

@@ -1,0 +1,187 @@
+"""Tasks, splits and the task registry: what the engine trains and probes on.
+
+A :class:`Task` has a ``train`` and a ``test`` :class:`Split`, a number of classes and an image
+size. A split is a fixed, indexable set of labelled images: ``split.images(idx)`` returns the
+images at ``idx`` as a float tensor in [-1, 1] (big_vision's ``value_range(-1, 1)``), and the
+same index always gives the same image, whatever batch it is in. That is what makes epochs,
+data fractions and exact resume well defined for procedural data, which is rendered on the fly.
+
+Tasks are looked up by name (``get_task("synth_us", img_size=32)``). The procedural suite
+(:mod:`meta_study.train.synth`) registers itself; data on disk is loaded with
+:func:`meta_study.train.disk.load_imagefolder` / :func:`~meta_study.train.disk.load_parquet`
+and registered under a name with :func:`register_task`, so a sweep config can name it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+
+
+class Split(Protocol):
+    """A fixed, indexable set of labelled images."""
+
+    #: int64 labels of every example, in [0, num_classes).
+    labels: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def images(self, idx: np.ndarray) -> torch.Tensor:
+        """Images at ``idx`` as float32 (len(idx), C, H, W) in [-1, 1]; deterministic per index."""
+        ...
+
+
+@dataclass(frozen=True)
+class Task:
+    """A classification task with a train and a test split.
+
+    Attributes:
+        name: registry name; also the ``us_task`` / ``ds_task`` in metric keys.
+        num_classes: labels are in [0, num_classes).
+        img_size: images are square, ``img_size`` pixels a side.
+        train: the split models are trained on (upstream) or few-shot examples drawn from (downstream).
+        test: the held-out split accuracies are measured on.
+        description: one line for docs and logs.
+        in_chans: channels per image.
+    """
+
+    name: str
+    num_classes: int
+    img_size: int
+    train: Split
+    test: Split
+    description: str = ""
+    in_chans: int = 3
+
+
+@dataclass
+class TensorSplit:
+    """A split held in memory as uint8 images (N, C, H, W); ~3 KB per 32 px RGB image."""
+
+    pixels: torch.Tensor
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def images(self, idx: np.ndarray) -> torch.Tensor:
+        x = self.pixels[torch.as_tensor(np.asarray(idx, dtype=np.int64))]
+        return x.float().mul_(2.0 / 255.0).sub_(1.0)
+
+
+TaskFactory = Callable[..., Task]
+_TASKS: dict[str, TaskFactory] = {}
+_BUILTINS_LOADED = False
+
+
+def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:
+    """Register a task factory under ``name``.
+
+    The factory is called as ``factory(img_size=..., seed=..., **kwargs)`` and returns a
+    :class:`Task` named ``name``. Registering a name twice replaces the first factory (so a
+    notebook can re-register), which is why names of the built-in suite start with ``synth_``.
+
+    Example::
+
+        @register_task("pets")
+        def pets(img_size: int = 224, seed: int = 0) -> Task:
+            return load_imagefolder("pets", "/data/pets", img_size=img_size)
+    """
+
+    def deco(factory: TaskFactory) -> TaskFactory:
+        _TASKS[name] = factory
+        return factory
+
+    return deco
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        from . import synth  # noqa: F401  (registers the procedural suite)
+
+        _BUILTINS_LOADED = True
+
+
+def list_tasks(pattern: str = "*") -> list[str]:
+    """Registered task names matching a glob ``pattern``, sorted."""
+    _load_builtins()
+    return sorted(n for n in _TASKS if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_task(name: str, **kwargs: object) -> Task:
+    """Build the task registered as ``name``; kwargs (``img_size``, ``seed``, ...) go to its factory."""
+    _load_builtins()
+    if name not in _TASKS:
+        raise KeyError(f"unknown task {name!r}; registered: {', '.join(sorted(_TASKS))}")
+    return _TASKS[name](**kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling: data fractions and epoch orders are pure functions of seeds, so a resumed run
+# recomputes them instead of storing them.
+# --------------------------------------------------------------------------------------------
+
+
+def fraction_indices(n: int, data_fraction: float, seed: int = 0) -> np.ndarray:
+    """The first ``ceil(data_fraction * n)`` indices of a fixed permutation of ``range(n)``.
+
+    Subsets are nested: a smaller fraction is a prefix of a larger one with the same seed, so
+    a data-fraction sweep adds data rather than redrawing it. Returned sorted.
+    """
+    if not 0.0 < data_fraction <= 1.0:
+        raise ValueError(f"data_fraction must be in (0, 1], got {data_fraction}")
+    k = max(1, math.ceil(data_fraction * n))
+    perm = np.random.default_rng([seed, 0xF4AC]).permutation(n)
+    return np.sort(perm[:k])
+
+
+def epoch_order(indices: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """The order ``indices`` are visited in during ``epoch``: a permutation seeded by (seed, epoch)."""
+    return indices[np.random.default_rng([seed, epoch, 0xE90C]).permutation(len(indices))]
+
+
+def train_batches(split: Split, indices: np.ndarray, batch_size: int, seed: int, start_step: int = 0,
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless (images, labels) batches over ``indices``, reshuffled each epoch, from ``start_step``.
+
+    Each epoch has ``len(indices) // batch_size`` full batches (the remainder is dropped, as in
+    big_vision). Step ``s`` always gets the same batch for the same (indices, batch_size, seed),
+    so resuming at ``start_step`` continues the exact data order.
+    """
+    per_epoch = max(1, len(indices) // batch_size)
+    step = start_step
+    while True:
+        epoch, pos = divmod(step, per_epoch)
+        order = epoch_order(indices, seed, epoch)
+        for b in range(pos, per_epoch):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            yield split.images(idx), torch.as_tensor(split.labels[idx])
+            step += 1
+
+
+def iterate_split(split: Split, batch_size: int, indices: np.ndarray | None = None,
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, labels) batches over ``indices`` (default: the whole split) in order, last batch partial."""
+    idx_all = np.arange(len(split)) if indices is None else np.asarray(indices)
+    for i in range(0, len(idx_all), batch_size):
+        idx = idx_all[i:i + batch_size]
+        yield split.images(idx), torch.as_tensor(split.labels[idx])
+
+
+def balanced_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """``per_class`` indices of each label, drawn without replacement (fewer if a class is short)."""
+    rng = np.random.RandomState(seed)  # big_vision's few-shot sampler uses RandomState too
+    out = [rng.choice(np.flatnonzero(labels == c), size=min(per_class, int((labels == c).sum())), replace=False)
+           for c in np.unique(labels)]
+    return np.sort(np.concatenate(out))
+
+
+def split_sizes(split: Split) -> Sequence[int]:
+    """Examples per class of a split (for logs and docs)."""
+    return np.bincount(split.labels).tolist()

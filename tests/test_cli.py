@@ -1,0 +1,92 @@
+"""The command line: versions, help everywhere, one-line user errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import click
+import pandas as pd
+import pytest
+
+from meta_study import __version__
+from meta_study.cli import cli
+from conftest import MAPPINGS, run_cli
+
+
+def _all_commands(group: click.Group, prefix=()):
+    for name, cmd in group.commands.items():
+        yield prefix + (name,)
+        if isinstance(cmd, click.Group):
+            yield from _all_commands(cmd, prefix + (name,))
+
+
+def test_version():
+    r = run_cli("--version")
+    assert r.returncode == 0 and __version__ in r.stdout
+
+
+@pytest.mark.parametrize("path", [()] + list(_all_commands(cli)), ids=lambda p: " ".join(p) or "top")
+def test_every_command_has_help(path):
+    r = run_cli(*path, "--help")
+    assert r.returncode == 0, r.stderr
+    assert "Usage:" in r.stdout and len(r.stdout.splitlines()) > 3
+
+
+def _one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_user_errors_are_one_line(tmp_path):
+    _one_line_error(run_cli("ingest", str(tmp_path / "nope.csv"), "--store", str(tmp_path / "s")), "nope.csv", "no such file")
+    _one_line_error(run_cli("ingest", "x.csv"), "--store")
+    _one_line_error(run_cli("store", "info", str(tmp_path)), "not a meta-study store")
+    _one_line_error(run_cli("store", "info", str(tmp_path / "missing")), "no such store")
+    _one_line_error(run_cli("frobnicate"), "No such command")
+    bad = tmp_path / "m.yaml"
+    bad.write_text("units: {us_accuracy: percnt}")
+    _one_line_error(run_cli("ingest", str(tmp_path), "--store", str(tmp_path / "s"), "--mapping", str(bad)),
+                    "m.yaml", "unknown unit 'percnt'")
+
+
+def test_ingest_then_info_on_timm(tmp_path, timm_dir):
+    store = str(tmp_path / "st")
+    args = ("ingest", str(timm_dir), "--mapping", str(MAPPINGS / "timm_wide.yaml"), "--store", store)
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert "7779 new, 0 updated, 0 unchanged, 1 quarantined, 3 skipped files" in r.stdout
+    r2 = run_cli(*args)
+    assert "0 new, 0 updated, 7779 unchanged, 0 quarantined" in r2.stdout
+    assert len(pd.read_parquet(store)) == 7779
+    info = run_cli("store", "info", store)
+    assert info.returncode == 0 and "rows       7779" in info.stdout and "imagenet-a" in info.stdout
+    js = json.loads(run_cli("store", "info", store, "--json").stdout)
+    assert js["rows"] == 7779 and js["quarantined"] == 1 and len(js["groups"]) == 5
+    q = run_cli("store", "quarantine", store)
+    assert "resmlp_24_224.fb_dino" in q.stdout
+
+
+def test_a_failing_source_among_good_ones_does_not_stop_the_rest(tmp_path, timm_dir):
+    store = str(tmp_path / "st")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    r = run_cli("ingest", str(timm_dir / "timm_us_ds.csv"), str(bad), "--mapping", str(MAPPINGS / "timm_long.yaml"),
+                "--store", store)
+    # one mapping, two files: the file without the mapped columns fails, the other is ingested
+    assert r.returncode == 0
+    assert "FAILED" in r.stderr and "7779 new" in r.stdout
+
+
+def test_import_meta_study_is_light():
+    code = ("import sys, meta_study, meta_study.schema, meta_study.store, meta_study.ingest, meta_study.cli;"
+            "bad = [m for m in ('torch', 'ray', 'mlflow', 'timm', 'matplotlib') if m in sys.modules];"
+            "print(','.join(bad))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "", f"heavy modules imported: {r.stdout}"

@@ -1,0 +1,197 @@
+"""File ingest: the real timm results (long and wide), formats, mappings and their errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from meta_study.errors import UserError
+from meta_study.ingest import ingest_sources, load_mapping, open_sources
+from meta_study.store import Store
+from conftest import MAPPINGS, make_rows
+
+TIMM_DS = {"imagenet-real": 1556, "imagenetv2": 1556, "sketch": 1556, "imagenet-a": 1555, "imagenet-r": 1556}
+
+
+def _ingest(store, *specs, mapping=None):
+    m = load_mapping(str(mapping)) if mapping else None
+    return ingest_sources(open_sources([str(x) for x in specs], m), store)
+
+
+def test_timm_long_table(tmp_path, timm_dir):
+    s = Store(str(tmp_path / "st"))
+    (rep,) = _ingest(s, timm_dir / "timm_us_ds.csv", mapping=MAPPINGS / "timm_long.yaml")
+    assert (rep.new, rep.quarantined, rep.error) == (7779, 0, None)
+    df = s.to_pandas()
+    assert df.groupby("ds_task").size().to_dict() == TIMM_DS
+    assert df["run_id"].nunique() == 1556 and df["model_name"].nunique() == 1556 - 290
+    assert df["us_task"].unique().tolist() == ["imagenet"]
+    assert (df["eval_protocol"] == "shift").all() and df["shots"].isna().all()
+    eva = df[df["run_id"] == "eva02_large_patch14_448.mim_m38m_ft_in22k_in1k@448"].set_index("ds_task")
+    assert eva.loc["imagenet-real", "us_accuracy"] == pytest.approx(0.90056)
+    assert eva.loc["imagenet-real", "ds_accuracy"] == pytest.approx(0.91144)
+    assert eva.loc["imagenet-real", "param_count"] == 305_080_000
+    assert eva.loc["imagenet-real", "arch_family"] == "vit"
+    # second ingest: nothing new, nothing written
+    (rep2,) = _ingest(s, timm_dir / "timm_us_ds.csv", mapping=MAPPINGS / "timm_long.yaml")
+    assert (rep2.new, rep2.updated, rep2.unchanged, rep2.commits) == (0, 0, 7779, 0)
+    assert s.version == 1
+
+
+def test_timm_wide_files_joined_on_model_and_img_size(tmp_path, timm_dir):
+    s = Store(str(tmp_path / "st"))
+    (rep,) = _ingest(s, timm_dir, mapping=MAPPINGS / "timm_wide.yaml")
+    assert rep.error is None
+    # 5 x 1556 downstream rows, minus resnet50.tv_in1k missing from imagenet-a; the one
+    # imagenet-a row without an upstream row (resmlp_24_224.fb_dino) is quarantined
+    assert (rep.new, rep.quarantined) == (7779, 1)
+    assert rep.stats == {"skipped_files": 3}  # the two -clean files and timm_us_ds.csv
+    df = s.to_pandas()
+    assert df.groupby("ds_task").size().to_dict() == TIMM_DS
+    assert df["run_id"].nunique() == 1556
+    # 290 names appear at two image sizes: (model, img_size) is the run
+    assert (df.groupby("model_name")["run_id"].nunique() == 2).sum() == 290
+    q = s.quarantine().to_pandas()
+    assert len(q) == 1 and "resmlp_24_224.fb_dino" in q.iloc[0]["reason"] and "missing US metric" in q.iloc[0]["reason"]
+    assert json.loads(q.iloc[0]["raw"])["_file"] == "results-imagenet-a.csv"
+    # percent -> fraction, millions with thousands separators -> count
+    giant = df[df["model_name"] == "eva_giant_patch14_336.clip_ft_in1k"].iloc[0]
+    assert giant["param_count"] == 1_013_010_000
+    assert 0 < df["us_accuracy"].min() and df["us_accuracy"].max() < 1
+    (rep2,) = _ingest(s, timm_dir, mapping=MAPPINGS / "timm_wide.yaml")
+    assert (rep2.new, rep2.updated, rep2.quarantined, rep2.commits) == (0, 0, 0, 0)
+
+
+def test_long_and_wide_agree_on_every_accuracy(tmp_path, timm_dir):
+    a, b = Store(str(tmp_path / "a")), Store(str(tmp_path / "b"))
+    _ingest(a, timm_dir / "timm_us_ds.csv", mapping=MAPPINGS / "timm_long.yaml")
+    _ingest(b, timm_dir, mapping=MAPPINGS / "timm_wide.yaml")
+    cols = ["run_id", "ds_task", "us_accuracy", "ds_accuracy", "param_count"]
+    x = a.to_pandas()[cols].sort_values(["run_id", "ds_task"]).reset_index(drop=True)
+    y = b.to_pandas()[cols].sort_values(["run_id", "ds_task"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(x, y, check_exact=False, rtol=1e-9)
+
+
+def _canonical_frame():
+    df = make_rows(3, ds_tasks=("a",))
+    df["started_at"] = df["started_at"].astype(str)
+    df["ended_at"] = df["ended_at"].astype(str)
+    df["extra"] = [json.dumps(e) for e in df["extra"]]
+    return df
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet", "jsonl"])
+def test_canonical_exports_need_no_mapping(tmp_path, fmt):
+    df = _canonical_frame()
+    df["notes"] = "kept in extra"
+    path = tmp_path / f"runs.{fmt}"
+    if fmt == "csv":
+        df.to_csv(path, index=False)
+    elif fmt == "tsv":
+        df.to_csv(path, index=False, sep="\t")
+    elif fmt == "parquet":
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+    else:
+        path.write_text("\n".join(json.dumps(r) for r in df.to_dict("records")))
+    s = Store(str(tmp_path / "st"))
+    (rep,) = _ingest(s, path)
+    assert (rep.new, rep.quarantined, rep.error) == (3, 0, None)
+    back = s.to_pandas().sort_values("run_id")
+    assert back["ds_accuracy"].tolist() == pytest.approx(df["ds_accuracy"].tolist())
+    assert dict(back.iloc[0]["extra"]) == {"note": "run 0", "notes": "kept in extra"}
+
+
+def test_bad_rows_are_quarantined_with_reasons(tmp_path):
+    df = _canonical_frame().astype(object)
+    df.loc[0, "ds_accuracy"] = "NaN"
+    df.loc[1, "us_accuracy"] = 87.5
+    path = tmp_path / "runs.csv"
+    dup = df.iloc[[2]].copy()
+    dup["ds_accuracy"] = 0.01  # same key as row 2, other value: a conflict
+    pd.concat([df, dup]).to_csv(path, index=False)
+    s = Store(str(tmp_path / "st"))
+    (rep,) = _ingest(s, path)
+    assert (rep.new, rep.quarantined) == (0, 4)
+    reasons = sorted(s.quarantine().to_pandas()["reason"])
+    assert reasons[0].startswith("conflicting duplicate key")
+    assert reasons[2] == "ds_accuracy: NaN"
+    assert reasons[3].startswith("us_accuracy: 87.5 out of range [0, 1] (a percent")
+
+
+def test_mapping_units_constants_and_templates(tmp_path):
+    path = tmp_path / "export.csv"
+    pd.DataFrame({"name": ["vit_b16", "mixer_b16", "resnet50"], "size": [224, 224, 160],
+                  "up_err": [20.0, 25.0, 30.0], "down": [70.0, 60.0, 50.0], "who": ["ann"] * 3}).to_csv(path, index=False)
+    mp = tmp_path / "m.yaml"
+    mp.write_text("""
+source: ann-export
+rename: {name: model_name, up_err: us_accuracy, down: ds_accuracy, who: researcher}
+units: {us_accuracy: error_percent, ds_accuracy: percent}
+run_id: "{name}-{size}"
+constants: {us_task: jft, ds_task: pets, eval_protocol: fewshot, shots: 10}
+""")
+    s = Store(str(tmp_path / "st"))
+    (rep,) = _ingest(s, path, mapping=mp)
+    assert rep.new == 3, rep.line()
+    df = s.to_pandas().set_index("run_id")
+    assert df.loc["vit_b16-224", "us_accuracy"] == pytest.approx(0.8)
+    assert df.loc["resnet50-160", "ds_accuracy"] == pytest.approx(0.5)
+    assert df["arch_family"].to_dict() == {"vit_b16-224": "vit", "mixer_b16-224": "mixer", "resnet50-160": "resnet"}
+    assert set(df["source"]) == {"ann-export"} and set(df["shots"]) == {10}
+    assert dict(df.loc["vit_b16-224", "extra"]) == {"size": "224"}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("rename: {a: nope}", "rename.a: unknown canonical column 'nope'"),
+    ("units: {us_accuracy: percnt}", "units.us_accuracy: unknown unit 'percnt'"),
+    ("constants: {eval_protocol: kfold}", "unknown protocol 'kfold'"),
+    ("colums: {}", "unknown key(s) colums"),
+    ("rename: [1, 2", "cannot read mapping"),
+    ("- just a list", "a mapping must be a YAML map"),
+    ("join: {on: [a], upstream: {file: x, task: t, accuracy: a}, downstream: []}", "join: needs 'key'"),
+    ("rename: {a: ingested_at}", "filled by the store"),
+    ("arch_family: {vit: '('}", "arch_family.vit: bad regex"),
+])
+def test_bad_mappings_name_the_problem(tmp_path, text, message):
+    mp = tmp_path / "m.yaml"
+    mp.write_text(text)
+    with pytest.raises(UserError) as e:
+        load_mapping(str(mp))
+    assert str(e.value).startswith(str(mp)) and message in str(e.value)
+
+
+def test_mapping_errors_against_the_file(tmp_path):
+    path = tmp_path / "x.csv"
+    pd.DataFrame({"a": [1]}).to_csv(path, index=False)
+    mp = tmp_path / "m.yaml"
+    mp.write_text("rename: {b: model_name}")
+    (rep,) = _ingest(Store(str(tmp_path / "st")), path, mapping=mp)
+    assert "renames column(s) b not in the file" in rep.error
+    (rep,) = _ingest(Store(str(tmp_path / "st")), path)
+    assert "no column for run_id" in rep.error and "--mapping" in rep.error
+
+
+def test_join_table_must_match_exactly_one_file(tmp_path, timm_dir):
+    with pytest.raises(UserError, match="matched no input file"):
+        list(open_sources([str(timm_dir / "results-imagenet.csv")], load_mapping(str(MAPPINGS / "timm_wide.yaml")))[0]
+             .batches(Store(str(tmp_path / "st")), lambda *a: None))
+
+
+def test_unreadable_inputs(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"a": 1}\nnot json\n')
+    with pytest.raises(UserError, match=r"bad.jsonl:2: invalid JSON"):
+        list(open_sources([str(bad)], None)[0].batches(Store(str(tmp_path / "st")), lambda *a: None))
+    with pytest.raises(UserError, match="unknown file type"):
+        (tmp_path / "x.xlsx").write_text("")
+        open_sources([str(tmp_path / "x.xlsx")], None)
+    with pytest.raises(UserError, match="no such file"):
+        open_sources([str(tmp_path / "missing.csv")], None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no CSV"):
+        open_sources([str(tmp_path / "empty")], None)

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from meta_study import schema
+from meta_study.schema import KEY, SCHEMA, validate
+from conftest import REPO, make_rows
+
+
+def _reasons(df: pd.DataFrame) -> dict[int, str]:
+    v = validate(df)
+    return dict(zip(v.rejected["row"], v.rejected["reason"]))
+
+
+def test_good_rows_coerce_to_schema():
+    df = make_rows(3)
+    v = validate(df)
+    assert v.n_rejected == 0
+    assert v.table.num_rows == 6
+    assert v.table.schema.names == SCHEMA.names
+    assert v.table.column("shots").type == pa.int32()
+    assert v.table.column("extra").to_pylist()[0] == [("note", "run 0")]
+
+
+def test_strings_from_csv_are_coerced():
+    df = pd.DataFrame({"source": ["s"], "run_id": [7], "us_task": ["u"], "us_accuracy": [" 0.5 "],
+                       "ds_task": ["d"], "eval_protocol": ["linear"], "ds_accuracy": ["0.25"],
+                       "param_count": ["1,014"], "shots": ["10"], "started_at": ["2026-01-01T00:00:00"]})
+    v = validate(df)
+    assert v.n_rejected == 0, v.rejected
+    row = v.table.to_pylist()[0]
+    assert row["run_id"] == "7" and row["us_accuracy"] == 0.5 and row["param_count"] == 1014 and row["shots"] == 10
+    assert row["started_at"].tzinfo is not None
+
+
+@pytest.mark.parametrize("column,value,expected", [
+    ("us_accuracy", None, "us_accuracy: missing required field"),
+    ("run_id", None, "run_id: missing required field"),
+    ("ds_task", "", "ds_task: missing required field"),
+    ("ds_accuracy", float("nan"), "ds_accuracy: NaN"),
+    ("ds_accuracy", "NaN", "ds_accuracy: NaN"),
+    ("us_accuracy", 87.5, "us_accuracy: 87.5 out of range [0, 1] (a percent in a fraction field? set its unit to percent)"),
+    ("ds_accuracy", -0.1, "ds_accuracy: -0.1 out of range [0, 1]"),
+    ("ds_accuracy", math.inf, "ds_accuracy: not finite"),
+    ("us_accuracy", "high", "us_accuracy: wrong type ('high' is not a number)"),
+    ("us_accuracy", True, "us_accuracy: wrong type (True is not a number)"),
+    ("shots", 2.5, "shots: wrong type (2.5 is not an integer)"),
+    ("source", ["a", "b"], "source: wrong type (list is not a string)"),
+    ("eval_protocol", "kfold", "eval_protocol: unknown protocol 'kfold'"),
+    ("arch_family", "transformer", "arch_family: unknown arch_family 'transformer'"),
+    ("data_fraction", 1.5, "data_fraction: 1.5 out of range [0, 1]"),
+    ("lr", -1e-3, "lr: -0.001 out of range [0, inf]"),
+    ("batch_size", 0, "batch_size: 0 out of range [1, inf]"),
+    ("started_at", "yesterday-ish", "started_at: wrong type"),
+    ("extra", 42, "extra: wrong type"),
+    ("shots", None, "shots: missing (required when eval_protocol is 'fewshot')"),
+])
+def test_each_bad_value_gets_a_reason(column, value, expected):
+    df = make_rows(2, ds_tasks=("a",)).astype(object)
+    df.at[1, column] = value
+    reasons = _reasons(df)
+    assert list(reasons) == [1], reasons
+    assert reasons[1].startswith(expected), reasons[1]
+
+
+def test_several_problems_in_one_row_are_all_named():
+    df = make_rows(1, ds_tasks=("a",)).astype(object)
+    df.at[0, "us_accuracy"] = 2.0
+    df.at[0, "eval_protocol"] = "nope"
+    r = _reasons(df)[0]
+    assert "us_accuracy" in r and "eval_protocol" in r
+
+
+def test_nan_in_optional_hparam_is_null_not_error():
+    df = make_rows(1, ds_tasks=("a",))
+    df["lr"] = np.nan
+    v = validate(df)
+    assert v.n_rejected == 0 and v.table.column("lr").null_count == 1
+
+
+def test_unknown_columns_are_a_programming_error():
+    with pytest.raises(ValueError, match="unknown columns"):
+        validate(pd.DataFrame({"source": ["s"], "bogus": [1]}))
+
+
+def test_rejected_rows_carry_raw_payload_and_identity():
+    df = make_rows(2, ds_tasks=("a",))
+    df.loc[0, "ds_accuracy"] = 3.0
+    v = validate(df)
+    rej = v.rejected.iloc[0]
+    assert rej["source"] == "src" and rej["run_id"] == "r0" and '"ds_accuracy": 3.0' in rej["raw"]
+
+
+def test_key_strings_distinguish_null_from_text():
+    t = pa.table({c: pa.array(["x"]) for c in ("a", "b")})
+    t2 = pa.table({"a": pa.array(["x"]), "b": pa.array([None], pa.string())})
+    t3 = pa.table({"a": pa.array(["x"]), "b": pa.array([""])})
+    ks = {schema.key_strings(x, ("a", "b"))[0] for x in (t, t2, t3)}
+    assert len(ks) == 3
+
+
+def test_key_columns_exist_in_schema():
+    assert set(KEY) <= set(SCHEMA.names)
+    assert schema.PARTITION == ("us_task", "ds_task")
+
+
+def test_metric_keys_follow_the_convention():
+    assert schema.us_metric_key("imagenet21k") == "us/imagenet21k/top1"
+    assert schema.ds_metric_key("cifar100", 10) == "ds/cifar100/10shot/top1"
+    assert schema.ds_metric_key("cifar100", 10, layer=3) == "ds/cifar100/10shot/layer3/top1"
+    assert schema.finetune_metric_key("pets") == "ds/pets/finetune/top1"
+
+
+def test_docs_schema_table_is_generated_from_the_module():
+    doc = (REPO / "docs" / "schema.md").read_text()
+    assert schema.schema_markdown() in doc, "docs/schema.md is out of date: paste schema.schema_markdown()"

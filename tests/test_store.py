@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+
+from meta_study.errors import UserError
+from meta_study.schema import KEY, SCHEMA, validate
+from meta_study.store import Store, open_store
+from conftest import make_rows
+
+
+def _table(n=5, **kw) -> pa.Table:
+    v = validate(make_rows(n, **kw))
+    assert v.n_rejected == 0
+    return v.table
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values(["run_id", "ds_task", "shots"]).reset_index(drop=True)
+
+
+def test_round_trip_keeps_every_column_and_type(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    t = _table(4, shots=(1, 5))
+    r = s.commit(t)
+    assert r.version == 1 and r.inserted == 16 and r.partitions_written == 2
+    back = s.read()
+    assert back.schema == SCHEMA
+    a = _sorted(back.to_pandas().drop(columns=["ingested_at", "schema_version"]))
+    b = _sorted(t.to_pandas().drop(columns=["ingested_at", "schema_version"]))
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+    assert back.column("schema_version").to_pylist() == [1] * 16
+    assert back.column("ingested_at").null_count == 0
+
+
+def test_plain_pandas_and_pyarrow_read_the_store(tmp_path):
+    root = str(tmp_path / "st")
+    s = Store(root)
+    s.commit(_table(3, ds_tasks=("cifar 100", "a/b", "..")))
+    s.commit(_table(3, ds_tasks=("cifar 100",), run_prefix="x"))
+    df = pd.read_parquet(root)
+    assert len(df) == 12
+    assert set(df["ds_task"].astype(str)) == {"cifar 100", "a/b", ".."}
+    ds = pads.dataset(root, format="parquet", partitioning="hive")
+    assert ds.count_rows() == 12
+    # every partition directory is one level below its parent: no path escapes the store
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            assert os.path.realpath(os.path.join(dirpath, f)).startswith(os.path.realpath(root))
+    assert not (tmp_path / "b").exists()
+
+
+def test_upsert_is_idempotent_and_replaces_changed_rows(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    t = _table(5)
+    assert s.commit(t).inserted == 10
+    again = s.commit(t)
+    assert again.version is None and again.unchanged == 10 and again.inserted == 0
+    assert s.version == 1
+    df = t.to_pandas()
+    df.loc[df["run_id"] == "r2", "ds_accuracy"] = 0.123
+    r = s.commit(validate(df.drop(columns=["ingested_at", "schema_version"])).table)
+    assert (r.inserted, r.updated, r.unchanged) == (0, 2, 8)
+    back = s.to_pandas()
+    assert len(back) == 10
+    assert set(back.loc[back["run_id"] == "r2", "ds_accuracy"]) == {0.123}
+    assert back.groupby(list(KEY), dropna=False).size().max() == 1
+
+
+def test_null_key_parts_compare_equal(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    df = make_rows(2, ds_tasks=("a",))
+    df["eval_protocol"], df["shots"] = "shift", None
+    s.commit(validate(df).table)
+    assert s.commit(validate(df).table).version is None
+    assert len(s.to_pandas()) == 2
+
+
+def test_duplicate_keys_in_one_commit_are_refused(tmp_path):
+    t = _table(2)
+    with pytest.raises(ValueError, match="duplicate keys"):
+        Store(str(tmp_path / "st")).commit(pa.concat_tables([t, t]))
+
+
+def test_filters_prune_partitions_and_rows(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    s.commit(_table(4, ds_tasks=("a", "b", "c"), shots=(1, 5)))
+    assert s.read({"ds_task": "a"}).num_rows == 8
+    assert s.read({"ds_task": ["a", "b"], "shots": 5}).num_rows == 8
+    assert s.read({"run_id": "r1"}, columns=["run_id", "ds_accuracy"]).column_names == ["run_id", "ds_accuracy"]
+    with pytest.raises(UserError, match="unknown column"):
+        s.read({"nope": 1})
+
+
+def test_delete_runs(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    s.commit(_table(3))
+    r = s.commit(delete_runs=[("src", "r1")])
+    assert r.deleted == 2
+    assert sorted(set(s.to_pandas()["run_id"])) == ["r0", "r2"]
+
+
+def test_quarantine_is_idempotent(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    q = pd.DataFrame({"source": ["s", "s"], "run_id": ["a", None], "reason": ["x: NaN", "y: missing"],
+                      "raw": ['{"x": "NaN"}', "{}"]})
+    assert s.commit(quarantine=q).quarantined == 2
+    assert s.commit(quarantine=q).version is None
+    qt = s.quarantine().to_pandas()
+    assert len(qt) == 2 and set(qt["reason"]) == {"x: NaN", "y: missing"}
+    assert qt["quarantined_at"].notna().all()
+
+
+def test_state_tables_replace_and_survive_data_commits(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    st = pa.table({"run_id": ["a"], "updated": [1]})
+    s.commit(state={"mlflow:http://x": st})
+    assert s.read_state("mlflow:http://x").equals(st)
+    assert s.commit(state={"mlflow:http://x": st}).version is None
+    s.commit(_table(1))
+    assert s.read_state("mlflow:http://x").equals(st)
+    st2 = pa.table({"run_id": ["a", "b"], "updated": [1, 2]})
+    s.commit(state={"mlflow:http://x": st2})
+    assert s.read_state("mlflow:http://x").num_rows == 2
+    assert s.read_state("other") is None
+    assert s.state_names("mlflow:*") == ["mlflow:http://x"]
+
+
+def test_superseded_files_are_removed(tmp_path):
+    root = tmp_path / "st"
+    s = Store(str(root))
+    s.commit(_table(3))
+    for i in range(3):
+        df = make_rows(3)
+        df["ds_accuracy"] = 0.1 * (i + 1)
+        s.commit(validate(df).table)
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet"))
+    assert len(files) == 2, files
+    assert not list((root / "_staging").iterdir()) if (root / "_staging").exists() else True
+    assert s.version == 4 and [h["version"] for h in s.history()] == [1, 2, 3, 4]
+
+
+def test_file_uri_and_summary(tmp_path):
+    s = Store(f"file://{tmp_path}/st")
+    s.commit(_table(3, shots=(1, 5)), quarantine=pd.DataFrame({"source": ["src"], "reason": ["bad"], "raw": ["{}"]}))
+    summ = s.summary()
+    assert summ.rows == 12 and summ.quarantined == 1 and summ.version == 1
+    assert set(summ.groups["rows"]) == {3}
+    assert summ.sources.iloc[0]["runs"] == 3
+    assert not summ.pending_finalize
+
+
+def test_not_a_store_errors(tmp_path):
+    with pytest.raises(UserError, match="no such store"):
+        open_store(str(tmp_path / "missing"))
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("hi")
+    with pytest.raises(UserError, match="not a meta-study store"):
+        open_store(str(tmp_path / "junk"))
+    with pytest.raises(UserError, match="not empty and is not a meta-study store"):
+        Store(str(tmp_path / "junk")).commit(_table(1))
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        Store(str(tmp_path / "f")).commit(_table(1))
+
+
+def test_newer_format_is_refused(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    s.commit(_table(1))
+    m = tmp_path / "st" / "_meta" / "manifests" / "0000000001.json"
+    d = json.loads(m.read_text())
+    d["format_version"] = 99
+    m.write_text(json.dumps(d))
+    with pytest.raises(UserError, match="newer than this meta-study"):
+        s.read()
+
+
+def test_commit_time_is_recorded(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    when = dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)
+    s.commit(_table(1), now=when)
+    assert set(s.read().column("ingested_at").to_pylist()) == {when}
