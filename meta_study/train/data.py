@@ -146,23 +146,31 @@ def epoch_order(indices: np.ndarray, seed: int, epoch: int) -> np.ndarray:
     return indices[np.random.default_rng([seed, epoch, 0xE90C]).permutation(len(indices))]
 
 
-def train_batches(split: Split, indices: np.ndarray, batch_size: int, seed: int, start_step: int = 0,
-                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless (images, labels) batches over ``indices``, reshuffled each epoch, from ``start_step``.
+class StepBatches:
+    """The training batch of each step, as a pure function of (indices, batch_size, seed, step).
 
-    Each epoch has ``len(indices) // batch_size`` full batches (the remainder is dropped, as in
-    big_vision). Step ``s`` always gets the same batch for the same (indices, batch_size, seed),
-    so resuming at ``start_step`` continues the exact data order.
+    Each epoch visits ``indices`` in the order :func:`epoch_order` gives, in
+    ``len(indices) // batch_size`` full batches (the remainder is dropped, as in big_vision).
+    Because batch ``s`` does not depend on what came before, a resumed run continues the exact
+    data order, and a ``torch.utils.data.DataLoader`` (``batch_size=None``, sampler = step
+    numbers) can render batches in worker processes.
     """
-    per_epoch = max(1, len(indices) // batch_size)
-    step = start_step
-    while True:
-        epoch, pos = divmod(step, per_epoch)
-        order = epoch_order(indices, seed, epoch)
-        for b in range(pos, per_epoch):
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            yield split.images(idx), torch.as_tensor(split.labels[idx])
-            step += 1
+
+    def __init__(self, split: Split, indices: np.ndarray, batch_size: int, seed: int) -> None:
+        self.split, self.indices, self.seed = split, np.asarray(indices, dtype=np.int64), seed
+        self.batch_size = min(batch_size, len(self.indices))
+        self.steps_per_epoch = max(1, len(self.indices) // self.batch_size)
+        self._order: tuple[int, np.ndarray] | None = None  # (epoch, order) of the last epoch used
+
+    def batch_indices(self, step: int) -> np.ndarray:
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, epoch_order(self.indices, self.seed, epoch))
+        return self._order[1][pos * self.batch_size:(pos + 1) * self.batch_size]
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.batch_indices(step)
+        return self.split.images(idx), torch.as_tensor(self.split.labels[idx])
 
 
 def iterate_split(split: Split, batch_size: int, indices: np.ndarray | None = None,

@@ -1,0 +1,369 @@
+"""Upstream pre-training: the config, the step loop, periodic US evaluation, checkpoints, reports.
+
+``pretrain(model, info, task, cfg)`` trains for ``cfg.steps`` steps, or ``cfg.epochs`` epochs of
+the ``data_fraction`` subset, under linear warm-up then linear decay. Every ``eval_every`` steps
+and at the end it measures US top-1 on the task's test split and calls
+``on_report(step, metrics, checkpoint_dir)``, after saving a checkpoint when a directory is given.
+
+Resuming is exact: a checkpoint holds the model, optimizer, scheduler, step and the torch /
+numpy / python RNG states, and the data order is a pure function of (seed, epoch) (see
+:class:`~meta_study.train.data.StepBatches`), so a resumed run computes the same next-step loss
+as an uninterrupted one (bit-identical on CPU with the same thread count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..schema import us_metric_key
+from .data import StepBatches, Task, fraction_indices, iterate_split
+from .models import ModelInfo
+from .optim import build_optimizer, build_schedule
+from .synth import DS_TASKS
+
+#: on_report(step, metrics, checkpoint_dir): checkpoint_dir is None when no checkpoint was saved.
+ReportFn = Callable[[int, dict[str, float], "str | None"], None]
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One meta-study point: a model pre-trained upstream, then probed downstream.
+
+    The first ten fields are the schema's ``PARAM_NAMES`` (logged under the same names).
+    ``None`` defaults are resolved per model by :meth:`resolved`.
+    """
+
+    # --- what is trained (schema params) ---
+    model_name: str = "vit_tiny_cpu"  # preset (models.list_presets()) or any timm model name
+    lr: float | None = None  # body peak lr; None: the paper's 8e-4 (4e-4 above 150M params)
+    wd: float = 0.1  # body decoupled weight decay, AdamW rule: p -= lr_t * wd * p (kernels only)
+    head_lr: float | None = None  # head peak lr; None: same as lr
+    head_wd: float | None = None  # head weight decay; None: same as wd. The paper's key knob (Sec. 4)
+    epochs: float = 10.0  # passes over the data_fraction subset (may be fractional); unused if steps > 0
+    data_fraction: float = 1.0  # nested subset of the upstream train split (data.fraction_indices)
+    batch_size: int = 128  # global; the paper used 4096 on TPU, small batches suit CPU smoke runs
+    optimizer: str = "adam"  # "adam" (betas below) or "sgd" (momentum below), both with decoupled wd
+    seed: int = 0  # model init, data order, dropout; not the datasets (data_seed)
+    # --- schedule and optimizer details ---
+    steps: int = 0  # > 0: train exactly this many steps instead of `epochs`
+    warmup_fraction: float = 0.05  # of total steps, linear from 0; then linear decay to 0
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam, as in the paper
+    momentum: float = 0.9  # SGD only
+    grad_clip: float = 1.0  # max global L2 norm of the gradient; 0 disables (big_vision clips at 1)
+    # --- data ---
+    us_task: str = "synth_us"  # data.list_tasks(); sets num_classes and the metric key us/{us_task}/top1
+    ds_tasks: tuple[str, ...] = DS_TASKS  # few-shot probed after pre-training, near to far
+    img_size: int = 32  # pixels; every task is rendered / resized to this
+    data_seed: int = 0  # seed of the datasets: keep fixed across a sweep so all points see the same data
+    us_task_kwargs: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"n_train": 8000} for smoke runs
+    ds_task_kwargs: Mapping[str, Any] = field(default_factory=dict)  # passed to every DS task factory
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)  # timm overrides, e.g. {"patch_size": 32}
+    # --- evaluation ---
+    eval_every: int = 0  # steps between US evals, reports and checkpoints; 0: only at the end
+    us_eval_examples: int = 0  # US test examples per eval; 0: the whole test split
+    eval_batch_size: int = 512  # forward-only batches (feature extraction, evals)
+    shots: tuple[int, ...] = (1, 5, 10, 25)  # few-shot examples per class (big_vision fewshot_lsr)
+    fewshot_seeds: int = 3  # draws of the few-shot train set; accuracy is their mean
+    l2: float = 2.0**10  # ridge regularizer of the closed-form probe (big_vision default)
+    l2_sweep: tuple[float, ...] = ()  # extra l2 values, reported as diagnostics (one eigh per draw)
+    layerwise: bool = False  # also probe every block's pooled output (paper Fig. 6)
+    diagnostics: bool = True  # norms, distance to init, margins (paper appendix D)
+    margin_examples: int = 2048  # US train examples the margins are measured on
+    finetune: bool = False  # also fine-tune all params per DS task (VTAB-1k style); costly
+    finetune_examples: int = 1000  # VTAB-1k: 1000 training examples per task
+    finetune_steps: int = 500  # SGD steps per task (VTAB uses 2500 at batch 512)
+    finetune_lr: float = 0.01  # SGD momentum 0.9, cosine-free linear decay, no weight decay
+    finetune_batch_size: int = 128
+    # --- hardware ---
+    device: str = "auto"  # "auto": cuda if available, else cpu
+    precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; or "fp32" / "bf16"
+    channels_last: bool | None = None  # None: on for convnets on CUDA
+    compile: bool = False  # torch.compile the model: ~1 min to compile, pays off after ~1k GPU steps
+    num_workers: int = 0  # DataLoader workers rendering/decoding batches; 0: in the training process
+
+    def resolved(self, info: ModelInfo) -> "TrainConfig":
+        """A copy with lr, head_lr and head_wd filled in for this model."""
+        lr = info.default_lr if self.lr is None else self.lr
+        return dataclasses.replace(self, lr=lr, head_lr=lr if self.head_lr is None else self.head_lr,
+                                   head_wd=self.wd if self.head_wd is None else self.head_wd)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-friendly (tuples become lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, Mapping) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """From a flat dict such as a Ray Tune trial config; unknown keys are an error (typos)."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys {unknown}; known: {', '.join(names)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+# --------------------------------------------------------------------------------------------
+# Device, precision, step plan
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how the model runs: device, autocast dtype (None: fp32), memory format, compile."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+    compile: bool
+
+    def autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                              enabled=self.autocast_dtype is not None)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Move a batch of images to the device in the model's memory format."""
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def resolve_runtime(cfg: TrainConfig, arch_family: str) -> Runtime:
+    """Pick device, precision and memory format; GPU-only features stay off on CPU unless asked."""
+    dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                       "cpu" if cfg.device == "auto" else cfg.device)
+    if cfg.precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {cfg.precision!r}")
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
+    cl = cfg.channels_last if cfg.channels_last is not None else (dev.type == "cuda" and arch_family == "resnet")
+    return Runtime(dev, torch.bfloat16 if bf16 else None, cl, cfg.compile)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How long pre-training runs. ``epochs`` is the effective number (steps / steps_per_epoch)."""
+
+    n_train: int
+    batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    epochs: float
+
+
+def plan_steps(cfg: TrainConfig, n_train: int) -> StepPlan:
+    """Steps from ``cfg.steps`` or ``cfg.epochs`` over ``n_train`` examples (drop-last batches)."""
+    bs = min(cfg.batch_size, n_train)
+    spe = max(1, n_train // bs)
+    total = cfg.steps if cfg.steps > 0 else max(1, round(cfg.epochs * spe))
+    warm = min(total - 1, round(cfg.warmup_fraction * total)) if total > 1 else 0
+    return StepPlan(n_train, bs, spe, total, max(0, warm), total / spe)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task_split: Any, rt: Runtime, batch_size: int = 512,
+             indices: np.ndarray | None = None) -> float:
+    """Top-1 accuracy (a fraction) of ``model`` on a split; restores train mode afterwards."""
+    was_training = model.training
+    model.eval()
+    correct, total = torch.zeros((), device=rt.device), 0
+    for x, y in iterate_split(task_split, batch_size, indices):
+        with rt.autocast():
+            logits = model(rt.prepare(x))
+        correct += (logits.argmax(-1) == y.to(rt.device)).sum()
+        total += len(y)
+    model.train(was_training)
+    return float(correct) / max(1, total)
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"keys": np_state[1].tolist(), "pos": np_state[2], "gauss": [np_state[3], np_state[4]]}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in state["python"]))
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", np.array(n["keys"], dtype=np.uint32), n["pos"], n["gauss"][0], n["gauss"][1]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(directory: str, *, model: nn.Module, opt: torch.optim.Optimizer,
+                    sched: torch.optim.lr_scheduler.LRScheduler, step: int, cfg: TrainConfig) -> str:
+    """Write ``directory/checkpoint.pt`` atomically (temp file + rename); returns its path.
+
+    Holds model, optimizer and scheduler state, the step, RNG states and the config. The init
+    weights are not stored: they are re-created from ``cfg.seed`` (for distance-to-init).
+    """
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, CHECKPOINT_FILE)
+    payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+               "step": step, "rng": _rng_state(), "config": cfg.to_dict()}
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str, *, model: nn.Module, opt: torch.optim.Optimizer,
+                    sched: torch.optim.lr_scheduler.LRScheduler) -> int:
+    """Restore a checkpoint (a file, or a directory holding ``checkpoint.pt``); returns its step."""
+    if os.path.isdir(path):
+        path = os.path.join(path, CHECKPOINT_FILE)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    _set_rng_state(ck["rng"])
+    return int(ck["step"])
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """Outcome of :func:`pretrain`.
+
+    Attributes:
+        us_accuracy: final upstream top-1 on the test split (fraction).
+        plan: steps, epochs and warm-up actually used.
+        losses: training loss per step (total_steps,); NaN for steps not run in this call (resumed).
+        history: the metrics of every report, in order.
+        train_indices: the upstream train examples used (the data_fraction subset).
+        wall_s: seconds spent in this call.
+        images_per_s: training throughput of this call, evals excluded.
+    """
+
+    us_accuracy: float
+    plan: StepPlan
+    losses: np.ndarray
+    history: tuple[dict[str, float], ...]
+    train_indices: np.ndarray
+    wall_s: float
+    images_per_s: float
+
+
+def _batches(stream: StepBatches, start: int, stop: int, num_workers: int, pin: bool,
+             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    if num_workers == 0:
+        return (stream[s] for s in range(start, stop))
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, sampler=range(start, stop),  # type: ignore[arg-type]
+                                         num_workers=num_workers, pin_memory=pin, prefetch_factor=4)
+    return iter(loader)
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+               x: torch.Tensor, y: torch.Tensor, rt: Runtime, grad_clip: float, fwd: nn.Module | None = None,
+               ) -> torch.Tensor:
+    """One optimizer step on a batch; returns the (detached, on-device) mean cross-entropy."""
+    with rt.autocast():
+        logits = (fwd or model)(x)
+    loss = F.cross_entropy(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
+    opt.step()
+    sched.step()
+    return loss.detach()
+
+
+def _report(step: int, plan: StepPlan, losses: torch.Tensor, last: int, acc: float, task: Task,
+            opt: torch.optim.Optimizer, ips: float) -> dict[str, float]:
+    window = losses[last:step]
+    return {"step": float(step), "epoch": step / plan.steps_per_epoch,
+            "train/loss": float(window.nanmean()) if len(window) else math.nan,
+            "train/lr": float(opt.param_groups[0]["lr"]), "train/images_per_s": ips,
+            us_metric_key(task.name): acc}
+
+
+def pretrain(model: nn.Module, info: ModelInfo, task: Task, cfg: TrainConfig, *,
+             on_report: ReportFn | None = None, checkpoint_dir: str | None = None,
+             resume_from: str | None = None) -> PretrainResult:
+    """Pre-train ``model`` on ``task`` upstream.
+
+    Args:
+        model: built by :func:`~meta_study.train.models.create_model` for ``task``; moved to the device.
+        info: its :class:`ModelInfo` (for the default learning rate).
+        task: the upstream task; accuracy is measured on ``task.test``.
+        cfg: the config; None lr/head_lr/head_wd are resolved from ``info``.
+        on_report: called at every report with (step, metrics, checkpoint_dir or None).
+        checkpoint_dir: where to save a checkpoint at each report; None: no checkpoints.
+        resume_from: a checkpoint file or directory to continue from.
+
+    Returns:
+        :class:`PretrainResult`. An exception in ``on_report`` propagates (the run stops there).
+    """
+    cfg = cfg.resolved(info)
+    rt = resolve_runtime(cfg, info.arch_family)
+    model.to(rt.device)
+    if rt.channels_last:
+        model.to(memory_format=torch.channels_last)
+    train_idx = fraction_indices(len(task.train), cfg.data_fraction, cfg.data_seed)
+    plan = plan_steps(cfg, len(train_idx))
+    opt = build_optimizer(model, optimizer=cfg.optimizer, lr=cfg.lr, wd=cfg.wd, head_lr=cfg.head_lr,
+                          head_wd=cfg.head_wd, betas=cfg.betas, momentum=cfg.momentum)
+    sched = build_schedule(opt, plan.total_steps, plan.warmup_steps)
+    start = load_checkpoint(resume_from, model=model, opt=opt, sched=sched) if resume_from else 0
+    fwd = torch.compile(model) if rt.compile else model
+    stream = StepBatches(task.train, train_idx, plan.batch_size, cfg.seed)
+    eval_idx = np.arange(min(len(task.test), cfg.us_eval_examples or len(task.test)))
+    losses = torch.full((plan.total_steps,), math.nan, device=rt.device)
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    train_s, last, acc = 0.0, start, math.nan
+    model.train()
+    t_chunk = time.perf_counter()
+    for step, (x, y) in enumerate(_batches(stream, start, plan.total_steps, cfg.num_workers, rt.device.type == "cuda"),
+                                  start=start + 1):
+        losses[step - 1] = train_step(model, opt, sched, rt.prepare(x), y.to(rt.device, non_blocking=True), rt,
+                                      cfg.grad_clip, fwd)
+        if step == plan.total_steps or (cfg.eval_every and step % cfg.eval_every == 0):
+            train_s += time.perf_counter() - t_chunk
+            acc = evaluate(fwd, task.test, rt, cfg.eval_batch_size, eval_idx)
+            metrics = _report(step, plan, losses, last, acc, task, opt, (step - start) * plan.batch_size / train_s)
+            history.append(metrics)
+            ck = None
+            if checkpoint_dir is not None:
+                save_checkpoint(checkpoint_dir, model=model, opt=opt, sched=sched, step=step, cfg=cfg)
+                ck = checkpoint_dir
+            last = step
+            if on_report is not None:
+                on_report(step, metrics, ck)
+            t_chunk = time.perf_counter()
+    if start >= plan.total_steps:  # resumed from a finished run: just measure
+        acc = evaluate(fwd, task.test, rt, cfg.eval_batch_size, eval_idx)
+    done = plan.total_steps - start
+    return PretrainResult(us_accuracy=acc, plan=plan, losses=losses.cpu().numpy(), history=tuple(history),
+                          train_indices=train_idx, wall_s=time.perf_counter() - t0,
+                          images_per_s=done * plan.batch_size / train_s if train_s > 0 else math.nan)

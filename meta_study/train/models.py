@@ -1,0 +1,402 @@
+"""Model presets and a uniform view of timm models: head, blocks, pre-logits, per-block features.
+
+``create_model(name, num_classes=..., img_size=...)`` builds a registered preset or any timm
+model by name, always from scratch (``pretrained=False``: nothing is downloaded). Presets span
+the paper's range (ViT Ti/S/B/L, Mixer S/B/L, ResNet 18/50/101, BiT ResNet-v2) plus ``*_cpu``
+presets whose training step takes milliseconds on one CPU core. Patch size is a knob of the ViT
+and Mixer presets: ``create_model("vit_b", patch_size=32, ...)`` is ViT-B/32.
+
+Parameter counts depend on ``img_size`` and ``num_classes`` (ViT position embeddings, Mixer token
+MLPs, the head), so :class:`ModelInfo` records the count of the model actually built.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import timm
+import torch
+from timm.models import build_model_with_cfg
+from timm.models.mlp_mixer import MlpMixer
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+from timm.models.resnetv2 import ResNetV2
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+#: Models with more parameters than this use the paper's "large model" learning rate.
+LARGE_MODEL_PARAMS = 150_000_000
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the engine needs to know about a built model.
+
+    Attributes:
+        name: the preset or timm name it was created from (the ``model_name`` param).
+        timm_name: the timm architecture it is built from, e.g. ``vit_base_patch16_224``.
+        arch_family: ``vit``, ``mixer``, ``resnet`` or ``other`` (schema.ARCH_FAMILIES).
+        param_count: number of parameters, head included.
+        num_blocks: number of residual blocks; representation layers are 0..num_blocks-1.
+        block_names: module path of each block in forward order, e.g. ``blocks.3`` or ``layer2.1``.
+        head_name: module path of the classifier, e.g. ``head`` or ``fc``.
+        feature_dim: width of the pre-logit representation.
+        img_size: input side in pixels.
+        num_classes: outputs of the head.
+        default_lr: the paper's Adam learning rate for this size: 8e-4, or 4e-4 above 150M params.
+    """
+
+    name: str
+    timm_name: str
+    arch_family: str
+    param_count: int
+    num_blocks: int
+    block_names: tuple[str, ...]
+    head_name: str
+    feature_dim: int
+    img_size: int
+    num_classes: int
+    default_lr: float
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A registered preset: ``build(num_classes=, img_size=, in_chans=, **overrides)`` makes the model."""
+
+    name: str
+    arch_family: str
+    timm_name: str
+    build: Callable[..., nn.Module]
+    img_size: int
+    doc: str
+
+
+_PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(*, family: str, timm_name: str, img_size: int = 224) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register the decorated builder as a preset named after the function.
+
+    Args:
+        family: ``vit``, ``mixer``, ``resnet`` or ``other``.
+        timm_name: the timm architecture the preset is (a variant of).
+        img_size: the preset's usual input size (224 for the paper's models, 32 for ``*_cpu``).
+    """
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        _PRESETS[fn.__name__] = Preset(fn.__name__, family, timm_name, fn, img_size, doc)
+        return fn
+
+    return deco
+
+
+def list_presets(pattern: str = "*") -> list[str]:
+    """Registered preset names matching a glob ``pattern``, sorted."""
+    return sorted(n for n in _PRESETS if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_preset(name: str) -> Preset:
+    """The preset registered as ``name``."""
+    return _PRESETS[name]
+
+
+# --------------------------------------------------------------------------------------------
+# Presets. Builders merge the preset's defaults with caller overrides (overrides win).
+# --------------------------------------------------------------------------------------------
+
+
+def _vit(variant: str, defaults: dict[str, Any], kw: dict[str, Any]) -> nn.Module:
+    return build_model_with_cfg(VisionTransformer, variant, pretrained=False, **{**defaults, **kw})
+
+
+def _mixer(variant: str, defaults: dict[str, Any], kw: dict[str, Any]) -> nn.Module:
+    return build_model_with_cfg(MlpMixer, variant, pretrained=False, **{**defaults, **kw})
+
+
+def _resnet(variant: str, defaults: dict[str, Any], kw: dict[str, Any], cifar_stem: bool = False) -> nn.Module:
+    kw = {k: v for k, v in kw.items() if k != "img_size"}  # convnets take any size
+    model = build_model_with_cfg(ResNet, variant, pretrained=False, **{**defaults, **kw})
+    if cifar_stem:
+        model.maxpool = nn.Identity()  # stride 2 instead of 4 before stage 1: keeps 16x16 maps at 32 px
+    return model
+
+
+def _bit(variant: str, kw: dict[str, Any]) -> nn.Module:
+    kw = {k: v for k, v in kw.items() if k != "img_size"}
+    return timm.create_model(variant, pretrained=False, **kw)
+
+
+@register_preset(family="vit", timm_name="vit_tiny_patch16_224")
+def vit_ti(**kw: Any) -> nn.Module:
+    """ViT-Ti/16: width 192, depth 12, 3 heads (5.7M params at 224 px)."""
+    return _vit("vit_tiny_patch16_224", dict(patch_size=16, embed_dim=192, depth=12, num_heads=3), kw)
+
+
+@register_preset(family="vit", timm_name="vit_small_patch16_224")
+def vit_s(**kw: Any) -> nn.Module:
+    """ViT-S/16: width 384, depth 12, 6 heads (22M params at 224 px)."""
+    return _vit("vit_small_patch16_224", dict(patch_size=16, embed_dim=384, depth=12, num_heads=6), kw)
+
+
+@register_preset(family="vit", timm_name="vit_base_patch16_224")
+def vit_b(**kw: Any) -> nn.Module:
+    """ViT-B/16: width 768, depth 12, 12 heads (86M params at 224 px)."""
+    return _vit("vit_base_patch16_224", dict(patch_size=16, embed_dim=768, depth=12, num_heads=12), kw)
+
+
+@register_preset(family="vit", timm_name="vit_large_patch16_224")
+def vit_l(**kw: Any) -> nn.Module:
+    """ViT-L/16: width 1024, depth 24, 16 heads (304M params at 224 px)."""
+    return _vit("vit_large_patch16_224", dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16), kw)
+
+
+@register_preset(family="mixer", timm_name="mixer_s16_224")
+def mixer_s(**kw: Any) -> nn.Module:
+    """Mixer-S/16: width 512, 8 blocks (18M params at 224 px)."""
+    return _mixer("mixer_s16_224", dict(patch_size=16, embed_dim=512, num_blocks=8), kw)
+
+
+@register_preset(family="mixer", timm_name="mixer_b16_224")
+def mixer_b(**kw: Any) -> nn.Module:
+    """Mixer-B/16: width 768, 12 blocks (60M params at 224 px)."""
+    return _mixer("mixer_b16_224", dict(patch_size=16, embed_dim=768, num_blocks=12), kw)
+
+
+@register_preset(family="mixer", timm_name="mixer_l16_224")
+def mixer_l(**kw: Any) -> nn.Module:
+    """Mixer-L/16: width 1024, 24 blocks (208M params at 224 px)."""
+    return _mixer("mixer_l16_224", dict(patch_size=16, embed_dim=1024, num_blocks=24), kw)
+
+
+@register_preset(family="resnet", timm_name="resnet18")
+def resnet_18(**kw: Any) -> nn.Module:
+    """ResNet-18 (v1.5, BatchNorm): 4 stages of 2 basic blocks (11.7M params)."""
+    return _resnet("resnet18", dict(block=BasicBlock, layers=(2, 2, 2, 2)), kw)
+
+
+@register_preset(family="resnet", timm_name="resnet50")
+def resnet_50(**kw: Any) -> nn.Module:
+    """ResNet-50 (v1.5, BatchNorm): bottleneck blocks (3, 4, 6, 3) (25.6M params)."""
+    return _resnet("resnet50", dict(block=Bottleneck, layers=(3, 4, 6, 3)), kw)
+
+
+@register_preset(family="resnet", timm_name="resnet101")
+def resnet_101(**kw: Any) -> nn.Module:
+    """ResNet-101 (v1.5, BatchNorm): bottleneck blocks (3, 4, 23, 3) (44.5M params)."""
+    return _resnet("resnet101", dict(block=Bottleneck, layers=(3, 4, 23, 3)), kw)
+
+
+@register_preset(family="resnet", timm_name="resnetv2_50x1_bit")
+def bit_50x1(**kw: Any) -> nn.Module:
+    """BiT-M-style ResNet-v2-50x1: pre-activation, GroupNorm + weight standardization (25.5M params)."""
+    return _bit("resnetv2_50x1_bit", kw)
+
+
+@register_preset(family="resnet", timm_name="resnetv2_101x1_bit")
+def bit_101x1(**kw: Any) -> nn.Module:
+    """BiT-M-style ResNet-v2-101x1: pre-activation, GroupNorm + weight standardization (44.5M params)."""
+    return _bit("resnetv2_101x1_bit", kw)
+
+
+# CPU presets: a training step on a 32 px batch of 64 takes milliseconds.
+@register_preset(family="vit", timm_name="vit_tiny_patch16_224", img_size=32)
+def vit_tiny_cpu(**kw: Any) -> nn.Module:
+    """ViT width 64, depth 2, 4 heads, patch 4 (~0.1M params at 32 px)."""
+    return _vit("vit_tiny_patch16_224", dict(patch_size=4, embed_dim=64, depth=2, num_heads=4), kw)
+
+
+@register_preset(family="vit", timm_name="vit_tiny_patch16_224", img_size=32)
+def vit_small_cpu(**kw: Any) -> nn.Module:
+    """ViT width 128, depth 4, 4 heads, patch 4 (~0.8M params at 32 px): the next size step."""
+    return _vit("vit_tiny_patch16_224", dict(patch_size=4, embed_dim=128, depth=4, num_heads=4), kw)
+
+
+@register_preset(family="vit", timm_name="vit_tiny_patch16_224", img_size=32)
+def vit_medium_cpu(**kw: Any) -> nn.Module:
+    """ViT width 192, depth 6, 6 heads, patch 4 (~2.7M params at 32 px)."""
+    return _vit("vit_tiny_patch16_224", dict(patch_size=4, embed_dim=192, depth=6, num_heads=6), kw)
+
+
+@register_preset(family="mixer", timm_name="mixer_s16_224", img_size=32)
+def mixer_tiny_cpu(**kw: Any) -> nn.Module:
+    """Mixer width 64, 2 blocks, patch 4 (~0.1M params at 32 px)."""
+    return _mixer("mixer_s16_224", dict(patch_size=4, embed_dim=64, num_blocks=2), kw)
+
+
+@register_preset(family="mixer", timm_name="mixer_s16_224", img_size=32)
+def mixer_small_cpu(**kw: Any) -> nn.Module:
+    """Mixer width 128, 4 blocks, patch 4 (~0.4M params at 32 px)."""
+    return _mixer("mixer_s16_224", dict(patch_size=4, embed_dim=128, num_blocks=4), kw)
+
+
+@register_preset(family="resnet", timm_name="resnet18", img_size=32)
+def resnet_tiny_cpu(**kw: Any) -> nn.Module:
+    """ResNet with one basic block per stage, widths 16-128, no stem max-pool (~0.3M params)."""
+    defaults = dict(block=BasicBlock, layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), stem_width=16)
+    return _resnet("resnet18", defaults, kw, cifar_stem=True)
+
+
+@register_preset(family="resnet", timm_name="resnet18", img_size=32)
+def resnet_small_cpu(**kw: Any) -> nn.Module:
+    """ResNet with two basic blocks per stage, widths 32-256, no stem max-pool (~2.8M params)."""
+    defaults = dict(block=BasicBlock, layers=(2, 2, 2, 2), channels=(32, 64, 128, 256), stem_width=32)
+    return _resnet("resnet18", defaults, kw, cifar_stem=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Building and inspecting models
+# --------------------------------------------------------------------------------------------
+
+
+def arch_family(model: nn.Module) -> str:
+    """``vit``, ``mixer``, ``resnet`` or ``other``, from the model's class."""
+    if isinstance(model, VisionTransformer):
+        return "vit"
+    if isinstance(model, MlpMixer):
+        return "mixer"
+    if isinstance(model, (ResNet, ResNetV2)):
+        return "resnet"
+    return "other"
+
+
+def block_names(model: nn.Module) -> tuple[str, ...]:
+    """Module paths of the residual blocks, in forward order (empty if the layout is unknown).
+
+    ViT / Mixer: ``blocks.i``; ResNet: ``layer{s}.{i}``; ResNet-v2 and other staged timm
+    models: ``stages.{s}.blocks.{i}`` (or ``stages.{s}`` when a stage has no ``blocks``).
+    """
+    if isinstance(getattr(model, "blocks", None), (nn.Sequential, nn.ModuleList)):
+        return tuple(f"blocks.{i}" for i in range(len(model.blocks)))
+    if isinstance(model, ResNet):
+        return tuple(f"layer{s}.{i}" for s in range(1, 5) for i in range(len(getattr(model, f"layer{s}"))))
+    stages = getattr(model, "stages", None)
+    if isinstance(stages, (nn.Sequential, nn.ModuleList)):
+        out: list[str] = []
+        for s, stage in enumerate(stages):
+            blocks = getattr(stage, "blocks", None)
+            out += [f"stages.{s}.blocks.{i}" for i in range(len(blocks))] if blocks is not None else [f"stages.{s}"]
+        return tuple(out)
+    return ()
+
+
+def head_module(model: nn.Module) -> tuple[str, nn.Module]:
+    """(module path, module) of the classifier, from timm's ``get_classifier()``."""
+    head = model.get_classifier()
+    for name, mod in model.named_modules():
+        if mod is head:
+            return name, mod
+    raise ValueError(f"{type(model).__name__}: classifier not found among its modules")
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The classifier's parameters (weight and bias of the final linear layer)."""
+    return list(head_module(model)[1].parameters())
+
+
+def default_lr(param_count: int) -> float:
+    """The paper's upstream Adam learning rate: 8e-4, or 4e-4 for large models (> 150M params)."""
+    return 4e-4 if param_count > LARGE_MODEL_PARAMS else 8e-4
+
+
+def _build_timm(name: str, num_classes: int, img_size: int, in_chans: int, **overrides: Any) -> nn.Module:
+    kw = dict(pretrained=False, num_classes=num_classes, in_chans=in_chans, **overrides)
+    try:
+        return timm.create_model(name, img_size=img_size, **kw)
+    except TypeError as e:  # convnets take no img_size
+        if "img_size" not in str(e):
+            raise
+        return timm.create_model(name, **kw)
+
+
+def create_model(name: str, *, num_classes: int, img_size: int, in_chans: int = 3,
+                 **overrides: Any) -> tuple[nn.Module, ModelInfo]:
+    """Build a preset or any timm model from scratch and describe it.
+
+    Args:
+        name: a preset (``list_presets()``) or a timm model name (``timm.list_models()``).
+        num_classes: head outputs (the upstream task's number of classes).
+        img_size: input side in pixels (ignored by convnets, which take any size).
+        in_chans: input channels.
+        **overrides: timm constructor arguments, e.g. ``patch_size=32``, ``drop_path_rate=0.1``.
+
+    Returns:
+        (model, info). The model is in train mode on the CPU; seed torch first for a reproducible init.
+    """
+    if name in _PRESETS:
+        p = _PRESETS[name]
+        model = p.build(num_classes=num_classes, img_size=img_size, in_chans=in_chans, **overrides)
+        timm_name, family = p.timm_name, p.arch_family
+    else:
+        if not timm.is_model(name):
+            raise KeyError(f"unknown model {name!r}: not a preset ({', '.join(list_presets())}) nor a timm model")
+        model = _build_timm(name, num_classes, img_size, in_chans, **overrides)
+        timm_name, family = name, arch_family(model)
+    return model, describe(model, name=name, timm_name=timm_name, family=family, img_size=img_size)
+
+
+def describe(model: nn.Module, *, name: str, timm_name: str, family: str, img_size: int) -> ModelInfo:
+    """The :class:`ModelInfo` of a built model."""
+    n = sum(p.numel() for p in model.parameters())
+    blocks = block_names(model)
+    return ModelInfo(
+        name=name, timm_name=timm_name, arch_family=family, param_count=n, num_blocks=len(blocks),
+        block_names=blocks, head_name=head_module(model)[0],
+        feature_dim=int(getattr(model, "head_hidden_size", None) or model.num_features),
+        img_size=img_size, num_classes=int(model.num_classes), default_lr=default_lr(n),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Representations
+# --------------------------------------------------------------------------------------------
+
+
+def pre_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The representation the head sees: (B, feature_dim)."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def _pool(t: torch.Tensor, prefix_tokens: int) -> torch.Tensor:
+    """A block output as one vector per image: spatial mean of (B, C, H, W) maps, token mean of
+    (B, N, D) sequences without class/register tokens (which only become meaningful at the end)."""
+    if t.ndim == 4:
+        return t.mean(dim=(2, 3))
+    if t.ndim == 3:
+        return t[:, prefix_tokens:].mean(dim=1)
+    return t.flatten(1)
+
+
+@contextmanager
+def block_taps(model: nn.Module, info: ModelInfo) -> Iterator[list[torch.Tensor]]:
+    """Collect the pooled output of every block during forwards inside the context.
+
+    Yields a list that each forward appends ``num_blocks`` (B, D_l) tensors to, in block order.
+    Hooks cost one mean per block; they are removed on exit.
+    """
+    out: list[torch.Tensor] = []
+    prefix = int(getattr(model, "num_prefix_tokens", 0))
+    hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o: out.append(_pool(o, prefix)))
+             for n in info.block_names]
+    try:
+        yield out
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def representations(model: nn.Module, info: ModelInfo, x: torch.Tensor, layers: bool = False,
+                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Pre-logits and, with ``layers=True``, the pooled output of each block, from one forward.
+
+    Returns:
+        (pre_logits (B, feature_dim), [block_0 (B, D_0), ..., block_{L-1}]); the list is empty
+        without ``layers``.
+    """
+    if not layers:
+        return pre_logits(model, x), []
+    with block_taps(model, info) as taps:
+        z = pre_logits(model, x)
+    return z, list(taps)
