@@ -185,6 +185,203 @@ def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, q
         sys.exit(2)
 
 
+# --------------------------------------------------------------------------------------------
+# analysis
+# --------------------------------------------------------------------------------------------
+
+
+def _selection_options(f: Any) -> Any:
+    for opt in reversed([
+        click.option("--us-task", multiple=True, help="Only these upstream tasks (repeatable)."),
+        click.option("--ds-task", multiple=True, help="Only these downstream tasks (repeatable)."),
+        click.option("--protocol", multiple=True, help="Only these eval protocols (repeatable)."),
+        click.option("--shots", multiple=True, type=int, help="Only these shot counts (repeatable)."),
+        click.option("--layer", type=int, default=None, help="Probe of this block (default: pre-logits rows)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _fit_options(f: Any) -> Any:
+    for opt in reversed([
+        click.option("--holdout-quantile", type=float, default=0.8, show_default=True,
+                     help="Fit on points at or below this quantile of US accuracy; predict the rest."),
+        click.option("--holdout-above", type=float, default=None,
+                     help="Fit on points with US accuracy at or below this value (wins over the quantile)."),
+        click.option("--loss", type=click.Choice(["lsq", "huber", "log"]), default="lsq", show_default=True),
+        click.option("--alpha-max", type=float, default=10.0, show_default=True, help="Upper bound on alpha."),
+        click.option("--nondecreasing", is_flag=True, help="Keep only the hull's non-decreasing part."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _selection(us_task: tuple[str, ...], ds_task: tuple[str, ...], protocol: tuple[str, ...],
+               shots: tuple[int, ...], layer: int | None) -> Any:
+    from .analysis.run import Selection
+
+    return Selection(us_task=us_task, ds_task=ds_task, protocol=protocol, shots=shots, layer=layer)
+
+
+def _fit_opts(holdout_quantile: float, holdout_above: float | None, loss: str, alpha_max: float,
+              nondecreasing: bool) -> Any:
+    from .analysis.holdout import FitOptions
+
+    if not 0 < holdout_quantile <= 1:
+        _fail(f"--holdout-quantile must be in (0, 1], got {holdout_quantile}")
+    if holdout_above is not None and not 0 <= holdout_above <= 1:
+        _fail(f"--holdout-above is a US accuracy in [0, 1], got {holdout_above}")
+    if not 0.001 < alpha_max <= 100:
+        _fail(f"--alpha-max must be in (0.001, 100], got {alpha_max}")
+    return FitOptions(holdout_quantile=holdout_quantile, holdout_above=holdout_above, loss=loss,
+                      alpha_max=alpha_max, nondecreasing=nondecreasing)
+
+
+def _report_outputs(out: Any, out_dir: str) -> None:
+    import os
+
+    for p in out.tables:
+        click.echo(f"wrote {os.path.relpath(p)}")
+    if out.figures:
+        click.echo(f"wrote {len(out.figures)} figure files under {os.path.relpath(os.path.join(out_dir, 'figures'))}")
+
+
+@cli.command()
+@click.argument("store_uri", metavar="STORE")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Output directory.")
+@_selection_options
+@_fit_options
+@click.option("--no-figures", is_flag=True, help="Tables only.")
+@click.option("--max-group-figures", default=60, show_default=True, help="Per-group figures to draw at most.")
+def fit(store_uri: str, out_dir: str, no_figures: bool, max_group_figures: int, **kw: Any) -> None:
+    """Fit e_DS = k e_US^alpha + e_IR to the upper hull and to all points of every group.
+
+    Writes DIR/fits.parquet (+ .csv): one row per group x frontier with k, alpha, e_ir,
+    saturation, fit_err and pred_err; and figures under DIR/figures.
+    """
+    from .analysis.run import run_fit
+    from .store import open_store
+
+    store_obj = open_store(store_uri)
+    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
+    df, out = run_fit(store_obj, out_dir, selection=sel, options=_fit_opts(**kw), figures=not no_figures,
+                      max_group_figures=max_group_figures)
+    if df.empty:
+        _fail(f"{store_uri}: no rows match the selection")
+    ok = df["status"].isin(["ok", "at_bound"])
+    click.echo(f"{df.groupby(['us_task', 'ds_task', 'eval_protocol', 'shots'], dropna=False).ngroups} groups, "
+               f"{int(ok.sum())}/{len(df)} fits usable")
+    for r in df[~ok].itertuples():
+        click.echo(f"  {r.us_task} -> {r.ds_task} ({r.eval_protocol}) {r.frontier}: {r.status}: {r.message}")
+    _report_outputs(out, out_dir)
+
+
+def _parse_sizes(sizes: str | None) -> tuple[int, ...] | None:
+    if not sizes:
+        return None
+    try:
+        vals = tuple(int(x) for x in sizes.split(",") if x.strip())
+    except ValueError:
+        _fail(f"--sizes must be comma-separated integers, got {sizes!r}")
+    if not vals or min(vals) < 3:
+        _fail(f"--sizes must be integers >= 3, got {sizes!r}")
+    return tuple(sorted(set(vals)))
+
+
+@cli.command()
+@click.argument("store_uri", metavar="STORE")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Output directory.")
+@_selection_options
+@_fit_options
+@click.option("--sizes", default=None, help="Sample sizes, e.g. 10,30,100 (default: ~8 geometric steps from 10 to all).")
+@click.option("--trials", default=10, show_default=True, help="Draws per sample size.")
+@click.option("--bootstrap", "replace", is_flag=True, help="Draw with replacement instead of without.")
+@click.option("--seed", default=0, show_default=True, help="Master seed; results are deterministic for a seed.")
+@click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
+@click.option("--workers", type=int, default=None, help="Ray workers for a local Ray (default: all CPUs).")
+@click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
+@click.option("--no-figures", is_flag=True, help="Tables only.")
+def sensitivity(store_uri: str, out_dir: str, sizes: str | None, trials: int, replace: bool, seed: int,
+                address: str | None, workers: int | None, serial: bool, no_figures: bool, **kw: Any) -> None:
+    """Sample-size sensitivity: fit hull and all points on random subsamples of each group.
+
+    Writes DIR/sensitivity.parquet (one row per group x n x trial x frontier),
+    DIR/sensitivity_summary.parquet and the figure DIR/figures/sensitivity.png.
+    """
+    from .analysis.run import run_sensitivity
+    from .analysis.sensitivity import SensitivityOptions
+    from .store import open_store
+
+    if trials < 1:
+        _fail(f"--trials must be at least 1, got {trials}")
+    store_obj = open_store(store_uri)
+    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
+    opts = SensitivityOptions(sizes=_parse_sizes(sizes), trials=trials, replace=replace, seed=seed, fit=_fit_opts(**kw))
+    with progress_bar() as progress:
+        table, out = run_sensitivity(store_obj, out_dir, selection=sel, options=opts, address=address,
+                                     num_workers=workers, use_ray=not serial, progress=progress,
+                                     figures=not no_figures)
+    if table.empty:
+        _fail(f"{store_uri}: no groups with at least 3 points match the selection")
+    click.echo(f"{len(table)} fits over {table.groupby(['us_task', 'ds_task', 'eval_protocol', 'shots'], dropna=False).ngroups} groups")
+    _report_outputs(out, out_dir)
+
+
+@cli.command("bootstrap")
+@click.argument("store_uri", metavar="STORE")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Output directory.")
+@_selection_options
+@_fit_options
+@click.option("--samples", default=1000, show_default=True, help="Bootstrap resamples per group.")
+@click.option("--level", default=0.95, show_default=True, help="Confidence level of the percentile intervals.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
+@click.option("--workers", type=int, default=None, help="Ray workers for a local Ray (default: all CPUs).")
+@click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
+def bootstrap_cmd(store_uri: str, out_dir: str, samples: int, level: float, seed: int, address: str | None,
+                  workers: int | None, serial: bool, **kw: Any) -> None:
+    """Bootstrap confidence intervals for k, alpha, e_IR and saturation (hull and all points).
+
+    Writes DIR/bootstrap.parquet: one row per group x frontier x parameter.
+    """
+    from .analysis.run import run_bootstrap
+    from .analysis.sensitivity import BootstrapOptions
+    from .store import open_store
+
+    if samples < 10:
+        _fail(f"--samples must be at least 10, got {samples}")
+    if not 0 < level < 1:
+        _fail(f"--level must be in (0, 1), got {level}")
+    store_obj = open_store(store_uri)
+    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
+    opts = BootstrapOptions(n_boot=samples, level=level, seed=seed, fit=_fit_opts(**kw))
+    with progress_bar() as progress:
+        table, out = run_bootstrap(store_obj, out_dir, selection=sel, options=opts, address=address,
+                                   num_workers=workers, use_ray=not serial, progress=progress)
+    if table.empty:
+        _fail(f"{store_uri}: no groups with at least 3 points match the selection")
+    _report_outputs(out, out_dir)
+
+
+@cli.command()
+@click.argument("store_uri", metavar="STORE")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Output directory.")
+@_selection_options
+@click.option("--no-figures", is_flag=True, help="Tables only.")
+def correlations(store_uri: str, out_dir: str, no_figures: bool, **kw: Any) -> None:
+    """The paper's correlation tables: F.1 and F.2 (parameters vs shots), F.20 (between DS
+    tasks) and F.21 (DS vs US), written under DIR/correlations with heatmaps."""
+    from .analysis.run import run_correlations
+    from .store import open_store
+
+    store_obj = open_store(store_uri)
+    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
+    tables, out = run_correlations(store_obj, out_dir, selection=sel, figures=not no_figures)
+    for name, t in tables.items():
+        click.echo(f"{name}: {len(t)} rows")
+    _report_outputs(out, out_dir)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="meta-study")

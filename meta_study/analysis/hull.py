@@ -53,8 +53,10 @@ def upper_hull(us_acc: np.ndarray, ds_acc: np.ndarray, *, nondecreasing: bool = 
         while len(chain) >= 2:
             ax, ay = xs[chain[-2]], ys[chain[-2]]
             bx, by = xs[chain[-1]], ys[chain[-1]]
-            # drop b unless a -> b -> p turns clockwise (strictly): collinear points are dropped
-            if (bx - ax) * (py - ay) - (by - ay) * (px - ax) >= 0:
+            # drop b unless a -> b -> p turns clockwise: collinear points are dropped, with a
+            # relative tolerance so that points collinear up to rounding are dropped too
+            t1, t2 = (bx - ax) * (py - ay), (by - ay) * (px - ax)
+            if t1 - t2 >= -1e-12 * (abs(t1) + abs(t2)):
                 chain.pop()
             else:
                 break

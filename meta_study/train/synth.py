@@ -176,8 +176,8 @@ def _sample_objects(rng: np.random.Generator, triples: np.ndarray, layout: np.nd
     obj = slice(c, c + 2)
     _set_attrs(s, rng, obj, triples[:, 0], triples[:, 1], triples[:, 2])
     pair = layout == 1
-    _place(s, rng, obj, np.where(pair, 2, 0), grid=2, r_lo=0.26, r_hi=0.38)  # pairs: 2 of 4 quadrants
-    _single(s, rng, c, ~pair, 0.4, 0.62)
+    _place(s, rng, obj, np.where(pair, 2, 0), grid=2, r_lo=0.32, r_hi=0.46)  # pairs: 2 of 4 quadrants
+    _single(s, rng, c, ~pair, 0.5, 0.75)
     return Scenes(**s)
 
 

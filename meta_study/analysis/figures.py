@@ -1,0 +1,192 @@
+"""Figures in the paper's style, written as PNG and SVG.
+
+- :func:`plot_fit_grid` / :func:`plot_group`: DS vs US accuracy per group with all points, the
+  upper hull, both fitted laws extended over the held-out range and the saturation line
+  (paper Fig. 1, F.6-F.9).
+- :func:`plot_sensitivity`: fit_err and pred_err against sample size, hull vs all (Fig. 3, F.10-F.16).
+- :func:`plot_params_vs_shots`: k, alpha and e_ir against the number of shots (F.4/F.5).
+- :func:`plot_heatmap`: correlation matrices (F.20/F.21).
+
+Every figure carries a footer naming the data and the fit settings that produced it. matplotlib is
+imported here only (Agg backend: no display needed).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .holdout import FrontierFit
+
+HULL_COLOR = "#c0392b"
+ALL_COLOR = "#2471a3"
+POINT_COLOR = "#7f8c8d"
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 130, "font.size": 9, "axes.titlesize": 9,
+                         "axes.spines.top": False, "axes.spines.right": False, "svg.fonttype": "none"})
+    return plt
+
+
+def save(fig: Any, stem: str, footer: str | None = None) -> list[str]:
+    """Write ``stem.png`` and ``stem.svg`` (directories created); returns the paths."""
+    if footer:
+        fig.text(0.01, 0.005, footer, fontsize=6.5, color="#555555", ha="left", va="bottom")
+    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
+    paths = [f"{stem}.png", f"{stem}.svg"]
+    for p in paths:
+        fig.savefig(p, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return paths
+
+
+def _fit_label(name: str, f: FrontierFit) -> str:
+    if not f.fit.usable:
+        return f"{name}: {f.fit.status}"
+    return (f"{name}: k={f.fit.k:.3g}, α={f.fit.alpha:.3g}, sat={f.fit.saturation:.3f}"
+            + (f", pred err={f.pred_err:.3f}" if math.isfinite(f.pred_err) else ""))
+
+
+def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, hull: FrontierFit, allf: FrontierFit, title: str,
+               hull_idx: np.ndarray | None = None) -> None:
+    """One DS-vs-US panel (accuracies in percent)."""
+    thr = hull.holdout_threshold
+    held = us > thr if math.isfinite(thr) else np.zeros(us.size, bool)
+    ax.scatter(us[~held] * 100, ds[~held] * 100, s=6, color=POINT_COLOR, alpha=0.45, lw=0, label="models")
+    if held.any():
+        ax.scatter(us[held] * 100, ds[held] * 100, s=9, facecolors="none", edgecolors=POINT_COLOR, lw=0.6,
+                   alpha=0.8, label="held out")
+    if hull_idx is not None and hull_idx.size:
+        ax.plot(us[hull_idx] * 100, ds[hull_idx] * 100, "o-", color=HULL_COLOR, ms=3, lw=0.8, alpha=0.7,
+                label="upper hull (fit data)")
+    lo = float(np.nanmin(us)) if us.size else 0.0
+    xs_fit = np.linspace(lo, thr if math.isfinite(thr) else float(np.nanmax(us)), 200)
+    xs_ext = np.linspace(xs_fit[-1], min(1.0, max(float(np.nanmax(us)) + 0.02, xs_fit[-1] + 0.02)), 80)
+    for f, color, name in ((hull, HULL_COLOR, "hull fit"), (allf, ALL_COLOR, "all-points fit")):
+        if not f.fit.usable:
+            continue
+        ax.plot(xs_fit * 100, f.fit.predict_accuracy(xs_fit) * 100, color=color, lw=1.4, label=_fit_label(name, f))
+        ax.plot(xs_ext * 100, f.fit.predict_accuracy(xs_ext) * 100, color=color, lw=1.4, ls="--")
+    if hull.fit.usable:
+        ax.axhline(hull.fit.saturation * 100, color=HULL_COLOR, lw=0.8, ls=":", label="hull saturation")
+    if math.isfinite(thr) and held.any():
+        ax.axvline(thr * 100, color="#444444", lw=0.6, ls="-.", alpha=0.6)
+    # the axes follow the data: an extrapolated law must not squash the points
+    y_lo, y_hi = float(np.nanmin(ds)), float(np.nanmax(ds))
+    pad = max(0.02, 0.08 * (y_hi - y_lo))
+    ax.set_ylim(max(0.0, y_lo - pad) * 100, min(1.0, y_hi + pad) * 100)
+    ax.set_title(title)
+    ax.set_xlabel("US accuracy (%)")
+    ax.set_ylabel("DS accuracy (%)")
+    ax.legend(fontsize=6, loc="best", frameon=False)
+
+
+def plot_fit_grid(panels: Sequence[dict[str, Any]], stem: str, *, footer: str | None = None,
+                  columns: int = 3, title: str | None = None) -> list[str]:
+    """A grid of :func:`draw_group` panels (kwargs per panel) saved as ``stem``.png/svg."""
+    plt = _plt()
+    n = max(1, len(panels))
+    cols = min(columns, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, p in zip(axes.flat, panels):
+        draw_group(ax, **p)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    return save(fig, stem, footer)
+
+
+def plot_group(panel: dict[str, Any], stem: str, *, footer: str | None = None) -> list[str]:
+    """One group's panel on its own."""
+    return plot_fit_grid([panel], stem, footer=footer, columns=1)
+
+
+def plot_sensitivity(summary: pd.DataFrame, stem: str, *, footer: str | None = None,
+                     title: str = "Sample-size sensitivity") -> list[str]:
+    """Fit and prediction error against the number of models, hull vs all (mean ± sd over trials,
+    averaged over groups)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), squeeze=False)
+    for ax, metric, name in ((axes[0, 0], "fit_err", "fitting error"), (axes[0, 1], "pred_err", "prediction error")):
+        for frontier, color in (("hull", HULL_COLOR), ("all", ALL_COLOR)):
+            s = summary[summary["frontier"] == frontier]
+            if s.empty:
+                continue
+            # Groups have their own size grids (10 ... their number of fitting points), so average
+            # the k-th size step over groups rather than equal n values.
+            step = s.groupby(["us_task", "ds_task", "eval_protocol", "shots"], dropna=False)["n"].rank(method="dense")
+            agg = s.assign(step=step).groupby("step").agg(
+                n=("n", "mean"), m=(f"{metric}_mean", "mean"), sd=(f"{metric}_std", "mean")).reset_index()
+            ax.errorbar(agg["n"], agg["m"] * 100, yerr=agg["sd"].fillna(0) * 100, color=color, marker="o", ms=3,
+                        capsize=2, lw=1.2, label=frontier)
+        ax.set_xscale("log")
+        ax.set_xlabel("number of models in the sample")
+        ax.set_ylabel(f"{name} (accuracy points)")
+        ax.set_title(name)
+        ax.legend(frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return save(fig, stem, footer)
+
+
+def plot_params_vs_shots(fits: pd.DataFrame, stem: str, *, footer: str | None = None) -> list[str]:
+    """k, alpha and e_ir against shots, one line per DS task, hull solid and all dashed."""
+    plt = _plt()
+    f = fits[fits["status"].isin(["ok", "at_bound"]) & fits["shots"].notna()].astype({"shots": "int64"})
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), squeeze=False)
+    tasks = sorted(f["ds_task"].unique()) if not f.empty else []
+    cmap = plt.get_cmap("tab10")
+    for ax, p in zip(axes.flat, ("k", "alpha", "e_ir")):
+        for i, ds in enumerate(tasks):
+            for frontier, ls in (("hull", "-"), ("all", "--")):
+                g = f[(f["ds_task"] == ds) & (f["frontier"] == frontier)].sort_values("shots")
+                if len(g):
+                    ax.plot(g["shots"], g[p], ls=ls, marker="o", ms=3, color=cmap(i % 10),
+                            label=f"{ds}" if frontier == "hull" else None)
+        ax.set_xscale("log")
+        ax.set_xlabel("shots")
+        ax.set_title({"k": "k", "alpha": "α", "e_ir": "e_IR"}[p])
+    if tasks:
+        axes[0, 0].legend(fontsize=6, frameon=False)
+    else:
+        axes[0, 1].text(0.5, 0.5, "no few-shot groups with several shot settings", ha="center", va="center",
+                        transform=axes[0, 1].transAxes)
+    fig.suptitle("Fitted parameters vs shots (hull solid, all points dashed)")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return save(fig, stem, footer)
+
+
+def plot_heatmap(matrix: pd.DataFrame, stem: str, *, title: str, footer: str | None = None) -> list[str]:
+    """A labelled correlation heatmap with values in the cells."""
+    plt = _plt()
+    m = matrix.astype(float)
+    size = max(3.2, 0.55 * max(m.shape) + 1.6)
+    fig, ax = plt.subplots(figsize=(size + 0.8, size))
+    im = ax.imshow(m.to_numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set_xticks(range(m.shape[1]), [str(c) for c in m.columns], rotation=45, ha="right")
+    ax.set_yticks(range(m.shape[0]), [str(i) for i in m.index])
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            v = m.iat[i, j]
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if abs(v) > 0.6 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="Spearman ρ")
+    ax.set_title(title)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return save(fig, stem, footer)

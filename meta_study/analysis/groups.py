@@ -1,0 +1,102 @@
+"""Analysis groups: models evaluated on the same (us_task, ds_task, eval_protocol, shots)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..schema import GROUP
+
+GROUP_COLUMNS = GROUP  # ("us_task", "ds_task", "eval_protocol", "shots")
+
+
+@dataclass(frozen=True)
+class Group:
+    """One analysis group: a cloud of (US accuracy, DS accuracy) points, one per model run.
+
+    Attributes:
+        us_task, ds_task, eval_protocol, shots: the group key (shots None where not applicable).
+        us_acc, ds_acc: accuracies (fractions), one per run.
+        run_ids: the runs' ids, aligned with the accuracies.
+    """
+
+    us_task: str
+    ds_task: str
+    eval_protocol: str
+    shots: int | None
+    us_acc: np.ndarray = field(repr=False)
+    ds_acc: np.ndarray = field(repr=False)
+    run_ids: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, object))
+
+    @property
+    def key(self) -> tuple[str, str, str, int | None]:
+        return (self.us_task, self.ds_task, self.eval_protocol, self.shots)
+
+    @property
+    def key_dict(self) -> dict[str, Any]:
+        return dict(zip(GROUP_COLUMNS, self.key))
+
+    @property
+    def label(self) -> str:
+        shots = f", {self.shots}-shot" if self.shots is not None else ""
+        return f"{self.us_task} -> {self.ds_task} ({self.eval_protocol}{shots})"
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe name for the group's figures."""
+        raw = "_".join(str(x) for x in self.key if x is not None)
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in raw)
+        return f"{safe[:80]}-{stable_hash(self.key) % 10**6:06d}"
+
+    @property
+    def n(self) -> int:
+        return int(self.us_acc.size)
+
+
+def stable_hash(key: Iterable[Any]) -> int:
+    """A 64-bit hash of a group key that is the same in every process (unlike ``hash``)."""
+    return int.from_bytes(hashlib.sha256(repr(tuple(key)).encode()).digest()[:8], "little")
+
+
+def groups_from_frame(df: pd.DataFrame, *, layer: int | None = None) -> list[Group]:
+    """Split canonical rows into groups (pre-logits rows only unless ``layer`` is given).
+
+    Rows with a non-finite accuracy are dropped here; the store never holds them anyway.
+    """
+    if df.empty:
+        return []
+    if "representation_layer" in df.columns:
+        rl = df["representation_layer"]
+        df = df[rl.isna()] if layer is None else df[rl == layer]
+    df = df[np.isfinite(df["us_accuracy"].astype(float)) & np.isfinite(df["ds_accuracy"].astype(float))]
+    out = []
+    keys = df[list(GROUP_COLUMNS)].astype(object).where(df[list(GROUP_COLUMNS)].notna(), None)
+    for key, idx in keys.groupby(list(GROUP_COLUMNS), dropna=False, sort=True).groups.items():
+        us, ds_, proto, shots = key
+        g = df.loc[idx]
+        shots_v = None if shots is None or (isinstance(shots, float) and np.isnan(shots)) else int(shots)
+        out.append(Group(us_task=str(us), ds_task=str(ds_), eval_protocol=str(proto), shots=shots_v,
+                         us_acc=g["us_accuracy"].to_numpy(float), ds_acc=g["ds_accuracy"].to_numpy(float),
+                         run_ids=g["run_id"].to_numpy(object) if "run_id" in g else np.zeros(0, object)))
+    return out
+
+
+def load_groups(store: Any, *, us_task: Sequence[str] | None = None, ds_task: Sequence[str] | None = None,
+                protocol: Sequence[str] | None = None, shots: Sequence[int] | None = None,
+                layer: int | None = None) -> list[Group]:
+    """Read the groups of a store, filtered; see :func:`groups_from_frame`."""
+    filters: dict[str, Any] = {}
+    if us_task:
+        filters["us_task"] = list(us_task)
+    if ds_task:
+        filters["ds_task"] = list(ds_task)
+    if protocol:
+        filters["eval_protocol"] = list(protocol)
+    if shots:
+        filters["shots"] = list(shots)
+    cols = ["run_id", *GROUP_COLUMNS, "representation_layer", "us_accuracy", "ds_accuracy"]
+    return groups_from_frame(store.to_pandas(filters, columns=cols), layer=layer)

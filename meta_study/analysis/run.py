@@ -1,0 +1,226 @@
+"""Store in, tables and figures out: what ``meta-study fit / sensitivity / correlations`` run.
+
+Output tables are Parquet (the record) plus a CSV copy when small; every file is written to a
+temporary name and renamed into place, so an interrupted run never leaves a half-written table.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import __version__
+from .correlations import correlation_tables
+from .groups import Group, load_groups
+from .holdout import FitOptions, FrontierFit, fit_groups, prepare
+from .sensitivity import BootstrapOptions, SensitivityOptions, bootstrap, sensitivity, summarize_sensitivity
+
+Progress = Callable[[str, int, int | None], None]
+
+FITS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "frontier", "n_points", "n_fit", "k", "alpha", "e_ir",
+                "saturation", "fit_err", "pred_err", "holdout_threshold", "status", "message")
+#: CSV copies are written for tables up to this many rows.
+CSV_MAX_ROWS = 200_000
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which groups to analyse (empty = all) and which representation layer (None = pre-logits)."""
+
+    us_task: tuple[str, ...] = ()
+    ds_task: tuple[str, ...] = ()
+    protocol: tuple[str, ...] = ()
+    shots: tuple[int, ...] = ()
+    layer: int | None = None
+
+    def load(self, store: Any) -> list[Group]:
+        return load_groups(store, us_task=self.us_task, ds_task=self.ds_task, protocol=self.protocol,
+                           shots=self.shots, layer=self.layer)
+
+
+@dataclass
+class Outputs:
+    """Paths written by a run, for the caller to print or attach to MLflow."""
+
+    tables: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+
+
+def write_table(df: pd.DataFrame, stem: str, out: Outputs, *, csv: bool | None = None) -> None:
+    """``stem.parquet`` (+ ``stem.csv`` when small), each written atomically."""
+    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
+    table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+    tmp = f"{stem}.parquet.tmp-{uuid.uuid4().hex[:8]}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, f"{stem}.parquet")
+    out.tables.append(f"{stem}.parquet")
+    if csv if csv is not None else len(df) <= CSV_MAX_ROWS:
+        tmp = f"{stem}.csv.tmp-{uuid.uuid4().hex[:8]}"
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, f"{stem}.csv")
+        out.tables.append(f"{stem}.csv")
+
+
+def footer(store: Any, what: str) -> str:
+    """The provenance line every figure carries."""
+    try:
+        version = store.version
+    except Exception:  # noqa: BLE001 - a footer must never fail a run
+        version = "?"
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"data: {store.uri} (store v{version}) · {what} · meta-study {__version__} · {now}"
+
+
+def fits_frame(groups: Sequence[Group], pairs: Sequence[tuple[FrontierFit, FrontierFit]]) -> pd.DataFrame:
+    rows = []
+    for g, pair in zip(groups, pairs):
+        for f in pair:
+            rows.append({**g.key_dict, "frontier": f.frontier, "n_points": f.n_points, "n_fit": f.n_fit,
+                         "k": f.fit.k, "alpha": f.fit.alpha, "e_ir": f.fit.e_ir, "saturation": f.fit.saturation,
+                         "fit_err": f.fit_err, "pred_err": f.pred_err, "holdout_threshold": f.holdout_threshold,
+                         "status": f.fit.status, "message": f.fit.message})
+    df = pd.DataFrame(rows, columns=list(FITS_COLUMNS))
+    return df.astype({"shots": "Int64", "n_points": "int64", "n_fit": "int64"})
+
+
+def _options_text(o: FitOptions) -> str:
+    split = (f"holdout above {o.holdout_above:g}" if o.holdout_above is not None
+             else f"holdout q={o.holdout_quantile:g}" if o.holdout_quantile is not None else "no holdout")
+    return f"loss={o.loss}, {split}, alpha<={o.alpha_max:g}" + (", non-decreasing hull" if o.nondecreasing else "")
+
+
+def run_fit(store: Any, out_dir: str, *, selection: Selection = Selection(), options: FitOptions = FitOptions(),
+            figures: bool = True, max_group_figures: int = 60) -> tuple[pd.DataFrame, Outputs]:
+    """Fit every selected group (hull and all points) and write ``fits.parquet`` and figures.
+
+    Returns:
+        The fits table (one row per group x frontier) and the paths written.
+    """
+    groups = selection.load(store)
+    pairs = fit_groups([(g.us_acc, g.ds_acc) for g in groups], options)
+    df = fits_frame(groups, pairs)
+    out = Outputs()
+    write_table(df, os.path.join(out_dir, "fits"), out)
+    if figures and groups:
+        from . import figures as fig
+
+        foot = footer(store, _options_text(options))
+        n_panels = max(12, max_group_figures)  # the grid shows the first 12 groups
+        panels = [_panel(g, h, a, options) for g, (h, a) in zip(groups[:n_panels], pairs[:n_panels])]
+        out.figures += fig.plot_fit_grid(panels[:12], os.path.join(out_dir, "figures", "fits_grid"), footer=foot,
+                                         title="DS vs US accuracy: upper hull and fitted laws")
+        for g, p in zip(groups[:max_group_figures], panels[:max_group_figures]):
+            out.figures += fig.plot_group(p, os.path.join(out_dir, "figures", "groups", g.slug), footer=foot)
+        if df["shots"].notna().any():
+            out.figures += fig.plot_params_vs_shots(df, os.path.join(out_dir, "figures", "params_vs_shots"), footer=foot)
+    return df, out
+
+
+def _panel(g: Group, hull: FrontierFit, allf: FrontierFit, options: FitOptions) -> dict[str, Any]:
+    p = prepare(g.us_acc, g.ds_acc, options)
+    return {"us": g.us_acc, "ds": g.ds_acc, "hull": hull, "allf": allf, "title": g.label, "hull_idx": p.hull_idx}
+
+
+def run_sensitivity(store: Any, out_dir: str, *, selection: Selection = Selection(),
+                    options: SensitivityOptions = SensitivityOptions(), address: str | None = None,
+                    num_workers: int | None = None, use_ray: bool = True, progress: Progress | None = None,
+                    figures: bool = True) -> tuple[pd.DataFrame, Outputs]:
+    """Sample-size sensitivity of every selected group; writes ``sensitivity.parquet``, its
+    per-size summary and the Fig. 3 figure."""
+    groups = [g for g in selection.load(store) if g.n >= 3]
+    if use_ray and groups:
+        from .parallel import sensitivity_ray
+
+        table = sensitivity_ray(groups, options, address=address, num_workers=num_workers, progress=progress)
+    else:
+        table = sensitivity(groups, options)
+    out = Outputs()
+    table = table.astype({"shots": "Int64"})
+    write_table(table, os.path.join(out_dir, "sensitivity"), out)
+    summ = summarize_sensitivity(table)
+    write_table(summ, os.path.join(out_dir, "sensitivity_summary"), out)
+    if figures and not summ.empty:
+        from . import figures as fig
+
+        what = (f"{len(groups)} groups, {options.trials} trials, "
+                f"{'with' if options.replace else 'without'} replacement, seed {options.seed}, "
+                + _options_text(options.fit))
+        out.figures += fig.plot_sensitivity(summ, os.path.join(out_dir, "figures", "sensitivity"),
+                                            footer=footer(store, what))
+    return table, out
+
+
+def run_bootstrap(store: Any, out_dir: str, *, selection: Selection = Selection(),
+                  options: BootstrapOptions = BootstrapOptions(), address: str | None = None,
+                  num_workers: int | None = None, use_ray: bool = True,
+                  progress: Progress | None = None) -> tuple[pd.DataFrame, Outputs]:
+    """Bootstrap confidence intervals of every selected group; writes ``bootstrap.parquet``."""
+    groups = [g for g in selection.load(store) if g.n >= 3]
+    if use_ray and groups:
+        from .parallel import bootstrap_ray
+
+        table = bootstrap_ray(groups, options, address=address, num_workers=num_workers, progress=progress)
+    else:
+        table = bootstrap(groups, options)
+    out = Outputs()
+    write_table(table.astype({"shots": "Int64"}), os.path.join(out_dir, "bootstrap"), out)
+    return table, out
+
+
+def run_correlations(store: Any, out_dir: str, *, selection: Selection = Selection(),
+                     fits: pd.DataFrame | None = None, figures: bool = True) -> tuple[dict[str, pd.DataFrame], Outputs]:
+    """Tables F.1, F.2 (when fits with shots exist), F.20 and F.21, and their heatmaps."""
+    filters: dict[str, Any] = {}
+    for col, vals in (("us_task", selection.us_task), ("ds_task", selection.ds_task),
+                      ("eval_protocol", selection.protocol), ("shots", selection.shots)):
+        if vals:
+            filters[col] = list(vals)
+    rows = store.to_pandas(filters, columns=["source", "run_id", "us_task", "ds_task", "eval_protocol", "shots",
+                                             "representation_layer", "us_accuracy", "ds_accuracy"])
+    rl = rows["representation_layer"]
+    rows = rows[rl.isna()] if selection.layer is None else rows[rl == selection.layer]
+    if fits is None:
+        groups = selection.load(store)
+        fits = fits_frame(groups, fit_groups([(g.us_acc, g.ds_acc) for g in groups]))
+    tables = correlation_tables(rows, fits)
+    out = Outputs()
+    for name, t in tables.items():
+        write_table(t, os.path.join(out_dir, "correlations", name), out)
+    if figures:
+        from . import figures as fig
+
+        foot = footer(store, "Spearman rank correlation across models")
+        f20 = tables["f20_ds_task_spearman"]
+        for key, g in f20.groupby(["us_task", "eval_protocol", "shots"], dropna=False, sort=True):
+            m = g.pivot(index="ds_task_a", columns="ds_task_b", values="spearman")
+            shots = "" if key[2] is None or (isinstance(key[2], float) and math.isnan(key[2])) or key[2] is pd.NA \
+                else f", {key[2]}-shot"
+            stem = os.path.join(out_dir, "figures", f"f20_{_safe(key)}")
+            out.figures += fig.plot_heatmap(m, stem, title=f"DS-task rank correlation ({key[0]}, {key[1]}{shots})",
+                                            footer=foot)
+        f21 = tables["f21_us_ds_spearman"]
+        if not f21.empty:
+            m = f21.assign(slice=f21["us_task"] + "/" + f21["eval_protocol"].astype(str)
+                           + f21["shots"].map(lambda s: "" if pd.isna(s) else f"/{int(s)}shot")) \
+                .pivot_table(index="slice", columns="ds_task", values="spearman")
+            out.figures += fig.plot_heatmap(m, os.path.join(out_dir, "figures", "f21_us_ds"),
+                                            title="US-DS rank correlation", footer=foot)
+    return tables, out
+
+
+def _safe(key: Sequence[Any]) -> str:
+    raw = "_".join("" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v) for v in key)
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in raw).strip("_")[:80]
+
+
+def finite_or_none(v: float) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)

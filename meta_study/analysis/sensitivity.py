@@ -1,0 +1,198 @@
+"""Sample-size sensitivity and bootstrap confidence intervals (Abnar et al. 2022, Fig. 3, F.10-F.16).
+
+Both are pure functions of one group and a seed. The random stream of every draw is derived from
+(seed, a stable hash of the group key, sample size, trial), so the result does not depend on
+which process computes which group: the Ray path (``parallel.py``) and the serial path give the
+same numbers bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .holdout import FitOptions, frontier_errors, prepare
+from .hull import upper_hull
+from .powerlaw import PowerLawFit, fit_power_laws
+from .groups import GROUP_COLUMNS, stable_hash
+
+PARAMS = ("k", "alpha", "e_ir", "saturation")
+SENSITIVITY_COLUMNS = (*GROUP_COLUMNS, "n", "trial", "frontier", "n_fit", "k", "alpha", "e_ir", "saturation",
+                       "fit_err", "pred_err", "status")
+
+
+@dataclass(frozen=True)
+class SensitivityOptions:
+    """The sample-size protocol.
+
+    Attributes:
+        sizes: sample sizes; None = ``n_sizes`` geometric steps from ``min_size`` to all fitting points.
+        trials: draws per size.
+        replace: draw with replacement (the bootstrap variant) instead of without.
+        seed: the master seed.
+        fit: how each draw is split and fitted.
+    """
+
+    sizes: tuple[int, ...] | None = None
+    n_sizes: int = 8
+    min_size: int = 10
+    trials: int = 10
+    replace: bool = False
+    seed: int = 0
+    fit: FitOptions = field(default_factory=FitOptions)
+
+
+def default_sizes(n_fit: int, n_sizes: int = 8, min_size: int = 10) -> list[int]:
+    """About ``n_sizes`` geometric steps from ``min_size`` up to ``n_fit`` (duplicates removed)."""
+    if n_fit <= 0:
+        return []
+    if n_fit <= min_size:
+        return [n_fit]
+    return sorted({int(round(v)) for v in np.geomspace(min_size, n_fit, n_sizes)})
+
+
+_SENSITIVITY_STREAM, _BOOTSTRAP_STREAM = 0, 1
+
+
+def _rng(seed: int, key: Sequence[Any], stream: int, *more: int) -> np.random.Generator:
+    """An independent generator per (seed, group, stream, more...): order-free, process-free."""
+    h = stable_hash(key)
+    return np.random.default_rng(np.random.SeedSequence([seed, h & 0xFFFFFFFF, h >> 32, stream, *more]))
+
+
+def _rows(key: dict[str, Any], fits: Sequence[PowerLawFit], meta: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for f, m in zip(fits, meta):
+        out.append({**key, **m, "k": f.k, "alpha": f.alpha, "e_ir": f.e_ir, "saturation": f.saturation,
+                    "status": f.status})
+    return out
+
+
+def sensitivity_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray,
+                      options: SensitivityOptions = SensitivityOptions()) -> pd.DataFrame:
+    """Fit both frontiers on random subsamples of a group's fitting points.
+
+    For each size ``n`` and trial: draw ``n`` fitting points uniformly, recompute the upper hull
+    inside the draw, fit the hull and all points, and score ``fit_err`` (on the points each fit
+    used) and ``pred_err`` (on the group's held-out points, exactly as in :mod:`holdout`).
+
+    Args:
+        key: the group key (us_task, ds_task, eval_protocol, shots); seeds the draws.
+
+    Returns:
+        One row per (n, trial, frontier): :data:`SENSITIVITY_COLUMNS`.
+    """
+    p = prepare(us_acc, ds_acc, options.fit)
+    pool = p.fit_idx
+    sizes = list(options.sizes) if options.sizes else default_sizes(pool.size, options.n_sizes, options.min_size)
+    problems_us, problems_ds, used, meta = [], [], [], []
+    for n in sizes:
+        n_draw = n if options.replace else min(n, pool.size)
+        for t in range(options.trials):
+            if pool.size == 0:
+                s = pool
+            else:
+                s = _rng(options.seed, key, _SENSITIVITY_STREAM, n, t).choice(pool, size=n_draw, replace=options.replace)
+            h = s[upper_hull(p.us[s], p.ds[s], nondecreasing=options.fit.nondecreasing)]
+            for frontier, idx in (("hull", h), ("all", s)):
+                problems_us.append(1.0 - p.us[idx])
+                problems_ds.append(1.0 - p.ds[idx])
+                used.append((frontier, idx))
+                meta.append({"n": int(n), "trial": t, "frontier": frontier, "n_fit": int(idx.size)})
+    fits = fit_power_laws(problems_us, problems_ds, loss=options.fit.loss, alpha_max=options.fit.alpha_max)
+    key_d = dict(zip(GROUP_COLUMNS, key))
+    rows = _rows(key_d, fits, meta)
+    for row, f, (frontier, idx) in zip(rows, fits, used):
+        row["fit_err"], row["pred_err"] = frontier_errors(p, frontier, f, idx)
+    return pd.DataFrame(rows, columns=list(SENSITIVITY_COLUMNS))
+
+
+def sensitivity(groups: Sequence[Any], options: SensitivityOptions = SensitivityOptions()) -> pd.DataFrame:
+    """:func:`sensitivity_group` for every group (objects with ``key``, ``us_acc``, ``ds_acc``), serially."""
+    frames = [sensitivity_group(g.key, g.us_acc, g.ds_acc, options) for g in groups]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(SENSITIVITY_COLUMNS))
+
+
+# --------------------------------------------------------------------------------------------
+# Bootstrap confidence intervals
+# --------------------------------------------------------------------------------------------
+
+BOOTSTRAP_COLUMNS = (*GROUP_COLUMNS, "frontier", "param", "estimate", "lo", "hi", "level", "n_boot", "n_ok")
+
+
+@dataclass(frozen=True)
+class BootstrapOptions:
+    """B resamples (with replacement) of the fitting points; percentile intervals at ``level``."""
+
+    n_boot: int = 1000
+    level: float = 0.95
+    seed: int = 0
+    fit: FitOptions = field(default_factory=FitOptions)
+
+
+def bootstrap_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray,
+                    options: BootstrapOptions = BootstrapOptions()) -> pd.DataFrame:
+    """Percentile bootstrap intervals for k, alpha, e_ir and saturation, hull and all points.
+
+    Each resample draws the fitting points with replacement, recomputes the hull inside the draw
+    and fits both frontiers. The estimate is the fit on the fitting points themselves.
+
+    Returns:
+        One row per (frontier, param): :data:`BOOTSTRAP_COLUMNS`; ``n_ok`` counts usable resamples.
+    """
+    p = prepare(us_acc, ds_acc, options.fit)
+    pool = p.fit_idx
+    rng = _rng(options.seed, key, _BOOTSTRAP_STREAM)
+    draws = [rng.choice(pool, size=pool.size, replace=True) if pool.size else pool for _ in range(options.n_boot)]
+    e_us, e_ds, frontiers = [], [], []
+    base = [("hull", p.hull_idx), ("all", pool)]
+    for frontier, idx in base:
+        e_us.append(1.0 - p.us[idx])
+        e_ds.append(1.0 - p.ds[idx])
+        frontiers.append(frontier)
+    for s in draws:
+        h = s[upper_hull(p.us[s], p.ds[s], nondecreasing=options.fit.nondecreasing)]
+        for frontier, idx in (("hull", h), ("all", s)):
+            e_us.append(1.0 - p.us[idx])
+            e_ds.append(1.0 - p.ds[idx])
+            frontiers.append(frontier)
+    fits = fit_power_laws(e_us, e_ds, loss=options.fit.loss, alpha_max=options.fit.alpha_max)
+    alpha_tail = (1.0 - options.level) / 2.0
+    rows = []
+    for j, (frontier, _) in enumerate(base):
+        est = fits[j]
+        boot = [f for f, fr in zip(fits[2:], frontiers[2:]) if fr == frontier and f.usable]
+        for param in PARAMS:
+            vals = np.array([getattr(f, param) for f in boot], dtype=float)
+            lo, hi = (np.quantile(vals, [alpha_tail, 1 - alpha_tail]) if vals.size else (math.nan, math.nan))
+            rows.append({**dict(zip(GROUP_COLUMNS, key)), "frontier": frontier, "param": param,
+                         "estimate": getattr(est, param) if est.usable else math.nan, "lo": float(lo),
+                         "hi": float(hi), "level": options.level, "n_boot": options.n_boot, "n_ok": int(vals.size)})
+    return pd.DataFrame(rows, columns=list(BOOTSTRAP_COLUMNS))
+
+
+def bootstrap(groups: Sequence[Any], options: BootstrapOptions = BootstrapOptions()) -> pd.DataFrame:
+    """:func:`bootstrap_group` for every group, serially."""
+    frames = [bootstrap_group(g.key, g.us_acc, g.ds_acc, options) for g in groups]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(BOOTSTRAP_COLUMNS))
+
+
+def summarize_sensitivity(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation of fit_err and pred_err per (group, frontier, n) over trials."""
+    if table.empty:
+        return pd.DataFrame()
+    keys = [*GROUP_COLUMNS, "frontier", "n"]
+    t = table.astype({"shots": "Int64"})
+    return (t.groupby(keys, dropna=False)
+             .agg(fit_err_mean=("fit_err", "mean"), fit_err_std=("fit_err", "std"),
+                  pred_err_mean=("pred_err", "mean"), pred_err_std=("pred_err", "std"),
+                  trials=("trial", "size"), ok=("status", lambda s: int(s.isin(["ok", "at_bound"]).sum())))
+             .reset_index())
+
+
+__all__ = ["BOOTSTRAP_COLUMNS", "BootstrapOptions", "SENSITIVITY_COLUMNS", "SensitivityOptions", "bootstrap",
+           "bootstrap_group", "default_sizes", "sensitivity", "sensitivity_group", "summarize_sensitivity"]

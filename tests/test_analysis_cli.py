@@ -1,0 +1,106 @@
+"""End to end on the real timm results: ingest, then fit, sensitivity, bootstrap, correlations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from meta_study.analysis.run import FITS_COLUMNS
+from meta_study.schema import validate
+from meta_study.store import Store
+from conftest import MAPPINGS, make_rows, run_cli
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def timm_store(tmp_path_factory, timm_dir) -> str:
+    store = str(tmp_path_factory.mktemp("timm") / "store")
+    r = run_cli("ingest", str(timm_dir), "--mapping", str(MAPPINGS / "timm_wide.yaml"), "--store", store, "--quiet")
+    assert r.returncode == 0, r.stderr
+    return store
+
+
+def _figure_ok(path: Path) -> None:
+    assert path.exists() and path.stat().st_size > 5000, path
+    assert path.read_bytes()[:8] == PNG
+    assert path.with_suffix(".svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_fit(timm_store, tmp_path):
+    out = tmp_path / "out"
+    r = run_cli("fit", timm_store, "--out", str(out), "--max-group-figures", "2")
+    assert r.returncode == 0, r.stderr
+    assert "5 groups, 10/10 fits usable" in r.stdout
+    fits = pd.read_parquet(out / "fits.parquet")
+    assert list(fits.columns) == list(FITS_COLUMNS)
+    assert len(fits) == 10 and set(fits["frontier"]) == {"hull", "all"}
+    assert len(pd.read_csv(out / "fits.csv")) == 10
+    real = fits[(fits["ds_task"] == "imagenet-real")].set_index("frontier")
+    # ImageNet-ReaL tracks ImageNet closely: both fits predict the held-out models within 1 point
+    assert real.loc["all", "pred_err"] < 0.01 and real.loc["hull", "pred_err"] < 0.01
+    assert 0.9 < real.loc["hull", "saturation"] <= 1.0
+    assert (fits["n_points"] >= 1555).all() and (fits["holdout_threshold"].between(0.8, 0.9)).all()
+    _figure_ok(out / "figures" / "fits_grid.png")
+    assert len(list((out / "figures" / "groups").glob("*.png"))) == 2
+
+
+def test_sensitivity_on_ray_and_serial_agree(timm_store, tmp_path):
+    args = ["--ds-task", "imagenet-real", "--ds-task", "sketch", "--trials", "3", "--sizes", "10,40,160,640",
+            "--seed", "5"]
+    r1 = run_cli("sensitivity", timm_store, "--out", str(tmp_path / "ray"), "--workers", "2", *args)
+    assert r1.returncode == 0, r1.stderr
+    r2 = run_cli("sensitivity", timm_store, "--out", str(tmp_path / "serial"), "--serial", *args)
+    assert r2.returncode == 0, r2.stderr
+    a = pd.read_parquet(tmp_path / "ray" / "sensitivity.parquet")
+    b = pd.read_parquet(tmp_path / "serial" / "sensitivity.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    assert len(a) == 2 * 4 * 3 * 2
+    assert {"n", "trial", "frontier", "k", "alpha", "e_ir", "fit_err", "pred_err", "status"} <= set(a.columns)
+    _figure_ok(tmp_path / "ray" / "figures" / "sensitivity.png")
+
+
+def test_bootstrap_and_correlations(timm_store, tmp_path):
+    r = run_cli("bootstrap", timm_store, "--out", str(tmp_path), "--samples", "50", "--serial",
+                "--ds-task", "imagenetv2")
+    assert r.returncode == 0, r.stderr
+    b = pd.read_parquet(tmp_path / "bootstrap.parquet")
+    assert len(b) == 8 and (b["lo"] <= b["hi"]).all()
+    r = run_cli("correlations", timm_store, "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    f21 = pd.read_parquet(tmp_path / "correlations" / "f21_us_ds_spearman.parquet").set_index("ds_task")
+    assert f21.loc["imagenet-real", "spearman"] > 0.95 and f21.loc["imagenet-real", "n_models"] == 1556
+    f20 = pd.read_parquet(tmp_path / "correlations" / "f20_ds_task_spearman.parquet")
+    assert len(f20) == 25
+    assert pd.read_parquet(tmp_path / "correlations" / "f1_shots_correlation.parquet").empty  # no shots here
+    _figure_ok(tmp_path / "figures" / "f21_us_ds.png")
+    _figure_ok(tmp_path / "figures" / "f20_imagenet_shift.png")
+
+
+def test_bad_groups_are_reported_and_the_run_goes_on(tmp_path):
+    store = Store(str(tmp_path / "st"))
+    good = make_rows(40, ds_tasks=("good",))
+    flat = make_rows(5, ds_tasks=("flat",), run_prefix="f")
+    flat["us_accuracy"] = 0.7                       # constant US: k and alpha not identified
+    tiny = make_rows(2, ds_tasks=("tiny",), run_prefix="t")
+    store.commit(validate(pd.concat([good, flat, tiny])).table)
+    r = run_cli("fit", str(store.uri), "--out", str(tmp_path / "o"), "--no-figures")
+    assert r.returncode == 0, r.stderr
+    assert "flat" in r.stdout and "degenerate" in r.stdout and "too_few_points" in r.stdout
+    fits = pd.read_parquet(tmp_path / "o" / "fits.parquet").set_index(["ds_task", "frontier"])
+    assert fits.loc[("good", "all"), "status"] in ("ok", "at_bound")
+    r = run_cli("sensitivity", str(store.uri), "--out", str(tmp_path / "o"), "--serial", "--trials", "2",
+                "--no-figures")
+    assert r.returncode == 0, r.stderr
+
+
+def test_analysis_user_errors(timm_store, tmp_path):
+    for args, needle in [(("fit", str(tmp_path / "nope"), "--out", str(tmp_path)), "no such store"),
+                         (("fit", timm_store, "--out", str(tmp_path), "--holdout-quantile", "1.5"), "--holdout-quantile"),
+                         (("fit", timm_store, "--out", str(tmp_path), "--ds-task", "cifar"), "no rows match"),
+                         (("sensitivity", timm_store, "--out", str(tmp_path), "--sizes", "10,x"), "--sizes"),
+                         (("sensitivity", timm_store, "--out", str(tmp_path), "--trials", "0"), "--trials")]:
+        r = run_cli(*args)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)

@@ -1,0 +1,95 @@
+"""Sensitivity and bootstrap: deterministic per seed, Ray equals serial, sensible coverage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from meta_study.analysis.groups import Group
+from meta_study.analysis.holdout import FitOptions
+from meta_study.analysis.sensitivity import (BootstrapOptions, SensitivityOptions, bootstrap, bootstrap_group,
+                                             default_sizes, sensitivity, sensitivity_group, summarize_sensitivity)
+
+
+def synthetic_group(name: str, n: int, seed: int, k=0.9, alpha=1.3, c=0.1) -> Group:
+    rng = np.random.default_rng(seed)
+    us = rng.uniform(0.3, 0.95, n)
+    ds = 1 - (k * (1 - us) ** alpha + c) - rng.exponential(0.04, n)
+    return Group("up", name, "fewshot", 10, us, np.clip(ds, 0, 1))
+
+
+def test_default_sizes():
+    assert default_sizes(1000) == [10, 19, 37, 72, 139, 268, 518, 1000]
+    assert default_sizes(7) == [7] and default_sizes(0) == []
+
+
+def test_sensitivity_rows_and_determinism():
+    g = synthetic_group("a", 300, 0)
+    opts = SensitivityOptions(trials=4, seed=3)
+    a = sensitivity_group(g.key, g.us_acc, g.ds_acc, opts)
+    b = sensitivity_group(g.key, g.us_acc, g.ds_acc, opts)
+    pd.testing.assert_frame_equal(a, b)
+    sizes = default_sizes(int((g.us_acc <= np.quantile(g.us_acc, 0.8)).sum()))
+    assert len(a) == len(sizes) * 4 * 2
+    assert set(a["frontier"]) == {"hull", "all"} and a["n"].max() == sizes[-1]
+    # the all-points fit of a draw of size n uses n points; the hull uses its vertices
+    assert (a.loc[a["frontier"] == "all", "n_fit"] == a.loc[a["frontier"] == "all", "n"]).all()
+    assert (a.loc[a["frontier"] == "hull", "n_fit"] < a.loc[a["frontier"] == "hull", "n"]).all()
+    c = sensitivity_group(g.key, g.us_acc, g.ds_acc, SensitivityOptions(trials=4, seed=4))
+    assert not np.allclose(a["alpha"], c["alpha"], equal_nan=True)
+
+
+def test_errors_shrink_with_more_models():
+    g = synthetic_group("a", 800, 1)
+    t = sensitivity_group(g.key, g.us_acc, g.ds_acc, SensitivityOptions(trials=10))
+    s = summarize_sensitivity(t)
+    hull = s[s["frontier"] == "hull"].sort_values("n")
+    assert hull["pred_err_mean"].iloc[-1] < hull["pred_err_mean"].iloc[0]
+    assert hull["pred_err_std"].iloc[-2] < hull["pred_err_std"].iloc[0]
+
+
+def test_with_replacement_option_draws_repeats():
+    g = synthetic_group("a", 100, 2)
+    t = sensitivity_group(g.key, g.us_acc, g.ds_acc, SensitivityOptions(sizes=(200,), trials=2, replace=True))
+    assert set(t["n"]) == {200} and (t.loc[t["frontier"] == "all", "n_fit"] == 200).all()
+
+
+def test_bad_groups_do_not_stop_the_run():
+    good = synthetic_group("a", 100, 0)
+    tiny = Group("up", "tiny", "fewshot", 10, np.array([0.5, 0.6]), np.array([0.2, 0.3]))
+    flat = Group("up", "flat", "fewshot", 10, np.full(20, 0.7), np.linspace(0.1, 0.5, 20))
+    t = sensitivity([good, tiny, flat], SensitivityOptions(trials=2))
+    by = t.groupby("ds_task")["status"].agg(lambda s: set(s))
+    assert by["tiny"] <= {"too_few_points"} and by["flat"] <= {"degenerate", "too_few_points"}
+    assert "ok" in by["a"] or "at_bound" in by["a"]
+
+
+def test_ray_and_serial_paths_agree():
+    from meta_study.analysis.parallel import bootstrap_ray, sensitivity_ray
+
+    groups = [synthetic_group(f"t{i}", 150 + 40 * i, i) for i in range(5)]
+    opts = SensitivityOptions(trials=3, seed=11)
+    serial = sensitivity(groups, opts)
+    seen = []
+    par = sensitivity_ray(groups, opts, num_workers=2, progress=lambda d, done, total: seen.append(done))
+    pd.testing.assert_frame_equal(serial, par)
+    assert seen[-1] == 5
+    bopts = BootstrapOptions(n_boot=30, seed=2)
+    pd.testing.assert_frame_equal(bootstrap(groups[:3], bopts), bootstrap_ray(groups[:3], bopts, num_workers=2))
+
+
+def test_bootstrap_interval_covers_the_truth():
+    rng = np.random.default_rng(5)
+    us = rng.uniform(0.3, 0.95, 400)
+    ds = 1 - (0.8 * (1 - us) ** 1.5 + 0.12) + rng.normal(0, 0.01, us.size)
+    t = bootstrap_group(("up", "d", "fewshot", 5), us, ds,
+                        BootstrapOptions(n_boot=300, fit=FitOptions(holdout_quantile=None)))
+    row = t[(t["frontier"] == "all")].set_index("param")
+    for p, truth in (("k", 0.8), ("alpha", 1.5), ("e_ir", 0.12), ("saturation", 0.88)):
+        assert row.loc[p, "lo"] <= truth <= row.loc[p, "hi"], (p, row.loc[p].to_dict())
+        assert row.loc[p, "lo"] <= row.loc[p, "estimate"] <= row.loc[p, "hi"]
+    assert (t["n_ok"] == 300).all()
+    again = bootstrap_group(("up", "d", "fewshot", 5), us, ds,
+                            BootstrapOptions(n_boot=300, fit=FitOptions(holdout_quantile=None)))
+    pd.testing.assert_frame_equal(t, again)
