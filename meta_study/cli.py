@@ -25,14 +25,20 @@ def _fail(msg: str) -> None:
 def progress_bar(enabled: bool = True) -> Iterator[Any]:
     """A rich progress bar on stderr as a ``progress(description, completed, total)`` callback."""
     if not enabled or not sys.stderr.isatty():
-        last: dict[str, Any] = {}
+        import time
+
+        start = time.monotonic()
+        last: dict[str, float] = {}
 
         def plain(description: str, completed: int, total: int | None) -> None:
-            # Without a terminal, print each new phase once instead of redrawing a bar.
-            if last.get("d") != description.split(" ")[0]:
-                last["d"] = description.split(" ")[0]
-                if enabled:
-                    click.echo(f"  {description}", err=True)
+            # Without a terminal (CI logs, cron): a line at most every 10 s, and none for an
+            # operation that finishes within 2 s, so a quick failure stays a one-line error.
+            now = time.monotonic()
+            if not enabled or now - start < 2 or now - last.get("t", -1e9) < 10:
+                return
+            last["t"] = now
+            of = f"/{total}" if total else ""
+            click.echo(f"  {description}: {completed}{of} ({now - start:.0f} s)", err=True)
         yield plain
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -161,27 +167,50 @@ def _table(df: Any, cols: list[str]) -> str:
 @click.option("--store", "store_uri", required=True, metavar="STORE", help="Store path or URI (created if absent).")
 @click.option("--mapping", "mapping_path", default=None, metavar="MAPPING.yaml",
               help="How source columns / MLflow keys become canonical columns (docs/ingest.md).")
+@click.option("--sources-file", default=None, metavar="SOURCES.yaml",
+              help="A YAML list of sources, each with its own mapping and experiments.")
+@click.option("--experiment", "experiments", multiple=True, metavar="NAME|ID|GLOB",
+              help="MLflow experiments to read (repeatable; default: every active experiment).")
+@click.option("--filter", "filter_string", default=None, help="An MLflow search filter, e.g. \"params.dataset = 'jft'\".")
+@click.option("--include-running", is_flag=True, help="Also ingest RUNNING MLflow runs (re-read every time).")
+@click.option("--drop-deleted", is_flag=True, help="Remove rows of runs since deleted in MLflow.")
+@click.option("--full", is_flag=True, help="Rescan every MLflow run, not only those that ended since the last ingest.")
+@click.option("--history", type=click.Choice(["latest", "max"]), default="latest", show_default=True,
+              help="Each metric's latest value, or its best over the logged history (one call per metric).")
+@click.option("--page-size", default=10_000, show_default=True, help="MLflow runs per search call.")
+@click.option("--overlap", "overlap_s", default=300.0, show_default=True,
+              help="Seconds behind the last ingested end time to re-read (clock skew between loggers).")
+@click.option("--strict", is_flag=True, help="Exit 2 if any source fails (default: only if all fail).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, quiet: bool) -> None:
-    """Ingest CSV / Parquet / JSONL exports (files or directories) into STORE.
+def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, sources_file: str | None,
+           experiments: tuple[str, ...], filter_string: str | None, include_running: bool, drop_deleted: bool,
+           full: bool, history: str, page_size: int, overlap_s: float, strict: bool, quiet: bool) -> None:
+    """Ingest sources into STORE: MLflow tracking URIs (http(s)://host:port, sqlite:///path.db,
+    ...) and CSV / Parquet / JSONL exports (files or directories).
 
     Rows are validated; bad rows go to the store's quarantine with a reason. Re-ingesting
-    unchanged data writes nothing.
+    unchanged data writes nothing. MLflow credentials come only from MLFLOW_TRACKING_USERNAME /
+    MLFLOW_TRACKING_PASSWORD / MLFLOW_TRACKING_TOKEN.
     """
-    from .ingest import ingest_sources, load_mapping, open_sources
+    from .ingest import SourceOptions, ingest_sources, load_mapping, load_sources_file, open_source_specs, open_sources
     from .store import Store
 
-    if not sources:
-        _fail("ingest: give at least one SOURCE")
+    if not sources and not sources_file:
+        _fail("ingest: give at least one SOURCE or --sources-file")
+    options = SourceOptions(experiments=experiments, filter_string=filter_string, include_running=include_running,
+                            drop_deleted=drop_deleted, history=history, page_size=page_size, overlap_s=overlap_s,
+                            full=full)
     mapping = load_mapping(mapping_path) if mapping_path else None
-    srcs = open_sources(list(sources), mapping)
+    srcs = open_sources(list(sources), mapping, options) if sources else []
+    if sources_file:
+        srcs += open_source_specs(load_sources_file(sources_file), options)
     store_obj = Store(store_uri)
     with progress_bar(not quiet) as progress:
         reports = ingest_sources(srcs, store_obj, progress=progress)
     for r in reports:
         click.echo(r.line(), err=not r.ok)
     failed = [r for r in reports if not r.ok]
-    if failed and len(failed) == len(reports):
+    if failed and (strict or len(failed) == len(reports)):
         sys.exit(2)
 
 

@@ -279,9 +279,18 @@ def _json_default(v: Any) -> Any:
 
 def row_json(row: Mapping[str, Any]) -> str:
     """A row as compact JSON, for quarantine payloads. NaN is written as the string "NaN"."""
-    clean = {k: (str(float(v)) if isinstance(v, (float, np.floating)) and not math.isfinite(v) else v)
-             for k, v in row.items()}
-    return json.dumps(clean, default=_json_default, sort_keys=True, allow_nan=False)
+    return json.dumps(_finite(row), default=_json_default, sort_keys=True, allow_nan=False)
+
+
+def _finite(v: Any) -> Any:
+    """NaN and infinities (at any depth) as the strings "nan" / "inf" / "-inf": JSON has no such numbers."""
+    if isinstance(v, (float, np.floating)) and not math.isfinite(v):
+        return str(float(v))
+    if isinstance(v, Mapping):
+        return {str(k): _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
 
 
 def validate(frame: pd.DataFrame, *, raw: Sequence[str] | None = None) -> Validated:

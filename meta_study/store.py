@@ -130,7 +130,19 @@ class _Files:
             self.fs.create_dir(self.p(rel), recursive=True)
 
     def listdir(self, rel: str) -> list[str]:
+        if self.local:
+            # names only: pyarrow's listing stats every entry and fails if a writer unlinks its
+            # temporary manifest between the readdir and the stat
+            try:
+                return sorted(os.listdir(self.p(rel)))
+            except FileNotFoundError:
+                return []
         sel = pafs.FileSelector(self.p(rel), allow_not_found=True, recursive=False)
+        for _ in range(10):
+            try:
+                return sorted(os.path.basename(i.path) for i in self.fs.get_file_info(sel))
+            except FileNotFoundError:
+                time.sleep(0.05)
         return sorted(os.path.basename(i.path) for i in self.fs.get_file_info(sel))
 
     def write_bytes(self, rel: str, data: bytes) -> None:
@@ -201,10 +213,18 @@ class _Files:
             d = os.path.dirname(d)
 
 
+_FAILPOINT_HITS: dict[str, int] = {}
+
+
 def _failpoint(name: str) -> None:
-    """Fault injection for the crash tests: with ``META_STUDY_FAILPOINT=name`` the writer stops
-    here (announcing it on stderr) until it is killed. One environment lookup when unset."""
-    if os.environ.get("META_STUDY_FAILPOINT") == name:
+    """Fault injection for the crash tests: with ``META_STUDY_FAILPOINT=name`` (or ``name:N`` for
+    the N-th time this point is reached) the writer stops here, announcing it on stderr, until it
+    is killed. One environment lookup when unset."""
+    spec = os.environ.get("META_STUDY_FAILPOINT")
+    if not spec or spec.split(":")[0] != name:
+        return
+    _FAILPOINT_HITS[name] = _FAILPOINT_HITS.get(name, 0) + 1
+    if _FAILPOINT_HITS[name] == int(spec.split(":")[1]) if ":" in spec else True:
         import sys
         print(f"failpoint {name}", file=sys.stderr, flush=True)
         while True:
@@ -399,12 +419,21 @@ class Store:
         return sorted(out)
 
     def _load(self, version: int | None = None) -> _Manifest:
-        versions = self._manifest_versions()
-        if not versions:
-            return _Manifest()
-        v = versions[-1] if version is None else version
-        rel = f"_meta/manifests/{v:010d}.json"
-        return _Manifest.from_json(self._f.read_bytes(rel), f"{self.uri}/{rel}")
+        # A writer may prune the manifest we listed before we read it (only old ones are pruned,
+        # so a newer one exists): list again.
+        for _ in range(50):
+            versions = self._manifest_versions()
+            if not versions:
+                return _Manifest()
+            v = versions[-1] if version is None else version
+            rel = f"_meta/manifests/{v:010d}.json"
+            try:
+                return _Manifest.from_json(self._f.read_bytes(rel), f"{self.uri}/{rel}")
+            except FileNotFoundError:
+                if version is not None:
+                    raise
+                time.sleep(0.01)
+        raise RuntimeError(f"{self.uri}: manifests kept disappearing while reading")
 
     def require(self) -> "Store":
         """Raise a :class:`UserError` unless this is a store; returns self."""

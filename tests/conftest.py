@@ -52,3 +52,13 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "meta_study.cli", *args], cwd=cwd, env=e, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """One real ``mlflow server`` (sqlite backend) for the whole session; tests use their own
+    experiments so they do not see each other's runs."""
+    from mlflow_server import MlflowServer
+
+    with MlflowServer(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server

@@ -17,22 +17,27 @@ def test_two_concurrent_writers_union(tmp_path):
     procs = [_writer(root, name, n, runs, "--update") for name in ("alice", "bob")]
     s = Store(root)
     seen_versions = []
+    errors: list[BaseException] = []
     stop = threading.Event()
 
     def read_while_writing():
-        while not stop.is_set():
-            if s.exists():
-                df = s.to_pandas()
-                # every snapshot is whole batches of whole writers: no torn commits, no duplicates
-                assert df.groupby(list(KEY), dropna=False).size().max() == 1
-                assert len(df) % (2 * runs) == 0
-                seen_versions.append(s.version)
+        try:
+            while not stop.is_set():
+                if s.exists():
+                    df = s.to_pandas()
+                    # every snapshot is whole batches of whole writers: no torn commits, no duplicates
+                    assert df.groupby(list(KEY), dropna=False).size().max() == 1
+                    assert len(df) % (2 * runs) == 0
+                    seen_versions.append(s.version)
+        except BaseException as e:  # noqa: BLE001 - reported by the test thread below
+            errors.append(e)
 
     t = threading.Thread(target=read_while_writing)
     t.start()
     outs = [p.communicate(timeout=300) for p in procs]
     stop.set()
     t.join()
+    assert not errors, errors[0]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err
         assert out.count("committed") == n

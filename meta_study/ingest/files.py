@@ -229,6 +229,7 @@ class FileSource:
 
     paths: list[str]
     mapping: IngestMapping | None
+    source_name: str | None = None
 
     @property
     def label(self) -> str:
@@ -243,7 +244,7 @@ class FileSource:
             for i, p in enumerate(self.paths):
                 progress(f"reading {os.path.basename(p)}", i, len(self.paths))
                 frames[p] = read_export(p)
-            source = self.mapping.source or self.mapping.name
+            source = self.source_name or self.mapping.source or self.mapping.name
             rows, raws, rejected, unused = map_join(frames, self.mapping, where=self.mapping.name, source=source)
             progress("joined", len(self.paths), len(self.paths))
             yield SourceBatch(rows=rows, raw=raws, rejected=rejected,
@@ -254,6 +255,8 @@ class FileSource:
             frame = read_export(p)
             source = os.path.splitext(os.path.basename(p))[0]
             rows = map_long(frame, self.mapping, where=p, source=source)
+            if self.source_name:
+                rows["source"] = self.source_name
             yield SourceBatch(rows=rows, raw=_raw_payloads(frame, p))
         progress("read", len(self.paths), len(self.paths))
 
@@ -263,8 +266,8 @@ def _claims(spec: str) -> bool:
 
 
 @register_source("files", _claims)
-def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOptions) -> list[FileSource]:  # noqa: ARG001
+def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOptions) -> list[FileSource]:
     paths = expand_paths(specs)
     if mapping is not None and mapping.join is not None:
-        return [FileSource(paths=paths, mapping=mapping)]
-    return [FileSource(paths=[p], mapping=mapping) for p in paths]
+        return [FileSource(paths=paths, mapping=mapping, source_name=options.source_name)]
+    return [FileSource(paths=[p], mapping=mapping, source_name=options.source_name) for p in paths]

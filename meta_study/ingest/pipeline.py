@@ -35,7 +35,9 @@ class SourceReport:
 
     def line(self) -> str:
         if self.error:
-            err = self.error[len(self.label) + 2:] if self.error.startswith(self.label + ": ") else self.error
+            # errors name their input ("URI: problem"); the label already does
+            head, sep, rest = self.error.partition(": ")
+            err = rest if sep and head and self.label.startswith(head) else self.error
             return f"{self.label}: FAILED: {err}"
         extra = "".join(f", {v} {k.replace('_', ' ')}" for k, v in sorted(self.stats.items()) if v)
         dele = f", {self.deleted} deleted" if self.deleted else ""

@@ -9,7 +9,7 @@ that is killed keeps every batch committed before the kill and the next run resu
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import pandas as pd
@@ -62,14 +62,25 @@ class Source(Protocol):
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """Options that apply to every source of one ``meta-study ingest`` call."""
+    """Options of MLflow sources (file sources ignore them)."""
 
-    experiments: tuple[str, ...] = ()   # MLflow experiment names, ids or globs
-    filter_string: str | None = None    # MLflow search filter
-    include_running: bool = False
-    drop_deleted: bool = False
-    metric_history: bool = False
-    page_size: int = 1000
+    experiments: tuple[str, ...] = ()   # experiment names, ids or globs; () = every active experiment
+    filter_string: str | None = None    # an MLflow search filter, ANDed with ingest's own
+    include_running: bool = False       # also take RUNNING runs (re-read on every ingest)
+    drop_deleted: bool = False          # remove rows of runs deleted in MLflow since they were ingested
+    history: str = "latest"             # "latest" value of each metric, or "max" over its history (slow)
+    page_size: int = 10_000             # runs per search call (MLflow allows up to 50,000)
+    overlap_s: float = 300.0            # re-read finished runs this far behind the watermark (clock skew)
+    full: bool = False                  # rescan every run, not only those past the watermark
+    source_name: str | None = None      # the `source` column's value (default: URI or file stem)
+
+    def __post_init__(self) -> None:
+        if self.history not in ("latest", "max"):
+            raise UserError(f"history must be 'latest' or 'max', not {self.history!r}")
+        if not 1 <= self.page_size <= 50_000:
+            raise UserError(f"page size must be in [1, 50000], got {self.page_size}")
+        if self.overlap_s < 0:
+            raise UserError(f"overlap must be >= 0 seconds, got {self.overlap_s}")
 
 
 SourceFactory = Callable[[Sequence[str], "IngestMapping | None", SourceOptions], list[Source]]
@@ -122,6 +133,75 @@ def open_sources(specs: Sequence[str], mapping: IngestMapping | None,
     out: list[Source] = []
     for kind, kind_specs in by_kind.items():
         out.extend(_REGISTRY[kind][1](kind_specs, mapping, options))
+    return out
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One entry of a sources file: a source, its mapping and its own options."""
+
+    spec: str
+    mapping: str | None = None
+    name: str | None = None
+    experiments: tuple[str, ...] = ()
+    filter_string: str | None = None
+
+
+def load_sources_file(path: str) -> list[SourceSpec]:
+    """Parse a sources file (YAML; see docs/ingest.md). Relative paths are relative to the file.
+
+    ::
+
+        sources:
+          - uri: http://mlflow.lab:5000
+            experiments: ["team-*"]
+            filter: "params.dataset = 'jft'"
+            mapping: mappings/lab.yaml
+          - uri: exports/bob.csv
+            mapping: mappings/bob.yaml
+    """
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: sources file not found") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"{path}: cannot read sources file ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("sources"), list) or not doc["sources"]:
+        raise UserError(f"{path}: expected a map with a non-empty list 'sources'")
+    base = os.path.dirname(os.path.abspath(path))
+
+    def rel(p: str) -> str:
+        return p if "://" in p or os.path.isabs(p) else os.path.join(base, p)
+
+    out = []
+    for i, d in enumerate(doc["sources"]):
+        if not isinstance(d, dict) or not isinstance(d.get("uri"), str):
+            raise UserError(f"{path}: sources[{i}] needs a 'uri'")
+        unknown = set(d) - {"uri", "mapping", "name", "experiments", "filter"}
+        if unknown:
+            raise UserError(f"{path}: sources[{i}]: unknown key(s) {', '.join(sorted(unknown))}")
+        exps = d.get("experiments") or []
+        if isinstance(exps, str):
+            exps = [exps]
+        out.append(SourceSpec(spec=rel(d["uri"]), mapping=rel(d["mapping"]) if d.get("mapping") else None,
+                              name=d.get("name"), experiments=tuple(str(x) for x in exps),
+                              filter_string=d.get("filter")))
+    return out
+
+
+def open_source_specs(entries: Sequence[SourceSpec], options: SourceOptions = SourceOptions()) -> list[Source]:
+    """Sources for the entries of a sources file, each with its own mapping and selection."""
+    from .mapping import load_mapping
+
+    out: list[Source] = []
+    for e in entries:
+        opts = replace(options, experiments=e.experiments or options.experiments,
+                       filter_string=e.filter_string or options.filter_string,
+                       source_name=e.name or options.source_name)
+        out.extend(open_sources([e.spec], load_mapping(e.mapping) if e.mapping else None, opts))
     return out
 
 

@@ -70,8 +70,49 @@ class TensorSplit:
         return len(self.labels)
 
     def images(self, idx: np.ndarray) -> torch.Tensor:
-        x = self.pixels[torch.as_tensor(np.asarray(idx, dtype=np.int64))]
-        return x.float().mul_(2.0 / 255.0).sub_(1.0)
+        return to_float(self.pixels[torch.as_tensor(np.asarray(idx, dtype=np.int64))])
+
+
+def to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return pixels.float().mul_(2.0 / 255.0).sub_(1.0)
+
+
+class CachedSplit:
+    """Base of splits whose images are produced on demand (rendered, decoded) as uint8.
+
+    Subclasses set ``labels`` and implement ``_produce(idx) -> uint8 (len(idx), C, S, S)``.
+    Produced images are kept in memory when the whole split fits in ``cache_mb``, so epochs
+    after the first cost nothing to load. The cache is per process (DataLoader workers each
+    fill their own).
+    """
+
+    labels: np.ndarray
+
+    def __init__(self, n: int, shape: tuple[int, int, int], cache_mb: float) -> None:
+        fits = n * shape[0] * shape[1] * shape[2] <= cache_mb * 2**20
+        self._cache = torch.empty((n, *shape), dtype=torch.uint8) if fits else None
+        self._cached = np.zeros(n, bool)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _produce(self, idx: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError
+
+    def pixels(self, idx: np.ndarray) -> torch.Tensor:
+        """uint8 images at ``idx``, produced or from the cache."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if self._cache is None:
+            return self._produce(idx)
+        todo = np.unique(idx[~self._cached[idx]])
+        if len(todo):
+            self._cache[torch.from_numpy(todo)] = self._produce(todo)
+            self._cached[todo] = True
+        return self._cache[torch.from_numpy(idx)]
+
+    def images(self, idx: np.ndarray) -> torch.Tensor:
+        return to_float(self.pixels(idx))
 
 
 TaskFactory = Callable[..., Task]

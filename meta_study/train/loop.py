@@ -298,13 +298,55 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.
     return loss.detach()
 
 
-def _report(step: int, plan: StepPlan, losses: torch.Tensor, last: int, acc: float, task: Task,
-            opt: torch.optim.Optimizer, ips: float) -> dict[str, float]:
-    window = losses[last:step]
-    return {"step": float(step), "epoch": step / plan.steps_per_epoch,
-            "train/loss": float(window.nanmean()) if len(window) else math.nan,
-            "train/lr": float(opt.param_groups[0]["lr"]), "train/images_per_s": ips,
-            us_metric_key(task.name): acc}
+@dataclass
+class _Run:
+    """The mutable state of one pretrain call."""
+
+    model: nn.Module
+    fwd: nn.Module  # the model, or its torch.compile wrapper
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    rt: Runtime
+    plan: StepPlan
+    losses: torch.Tensor  # (total_steps,) on the device; NaN where not run
+    start: int  # first step of this call (> 0 when resumed)
+    last_report: int = 0
+    train_s: float = 0.0  # seconds in training steps, evals and checkpoints excluded
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _setup(model: nn.Module, cfg: TrainConfig, arch_family: str, n_train: int, resume_from: str | None) -> _Run:
+    rt = resolve_runtime(cfg, arch_family)
+    model.to(rt.device)
+    if rt.channels_last:
+        model.to(memory_format=torch.channels_last)
+    plan = plan_steps(cfg, n_train)
+    opt = build_optimizer(model, optimizer=cfg.optimizer, lr=cfg.lr, wd=cfg.wd, head_lr=cfg.head_lr,
+                          head_wd=cfg.head_wd, betas=cfg.betas, momentum=cfg.momentum)
+    sched = build_schedule(opt, plan.total_steps, plan.warmup_steps)
+    start = load_checkpoint(resume_from, model=model, opt=opt, sched=sched) if resume_from else 0
+    fwd = torch.compile(model) if rt.compile else model
+    losses = torch.full((plan.total_steps,), math.nan, device=rt.device)
+    return _Run(model, fwd, opt, sched, rt, plan, losses, start, last_report=start)
+
+
+def _report(run: _Run, step: int, task: Task, cfg: TrainConfig, eval_idx: np.ndarray, checkpoint_dir: str | None,
+            on_report: ReportFn | None) -> float:
+    """Evaluate, checkpoint, call ``on_report``; returns the US accuracy."""
+    acc = evaluate(run.fwd, task.test, run.rt, cfg.eval_batch_size, eval_idx)
+    window = run.losses[run.last_report:step]
+    metrics = {"step": float(step), "epoch": step / run.plan.steps_per_epoch,
+               "train/loss": float(window.nanmean()) if len(window) else math.nan,
+               "train/lr": float(run.opt.param_groups[0]["lr"]),
+               "train/images_per_s": (step - run.start) * run.plan.batch_size / max(run.train_s, 1e-9),
+               us_metric_key(task.name): acc}
+    run.history.append(metrics)
+    run.last_report = step
+    if checkpoint_dir is not None:
+        save_checkpoint(checkpoint_dir, model=run.model, opt=run.opt, sched=run.sched, step=step, cfg=cfg)
+    if on_report is not None:
+        on_report(step, metrics, checkpoint_dir)
+    return acc
 
 
 def pretrain(model: nn.Module, info: ModelInfo, task: Task, cfg: TrainConfig, *,
@@ -324,46 +366,25 @@ def pretrain(model: nn.Module, info: ModelInfo, task: Task, cfg: TrainConfig, *,
     Returns:
         :class:`PretrainResult`. An exception in ``on_report`` propagates (the run stops there).
     """
-    cfg = cfg.resolved(info)
-    rt = resolve_runtime(cfg, info.arch_family)
-    model.to(rt.device)
-    if rt.channels_last:
-        model.to(memory_format=torch.channels_last)
-    train_idx = fraction_indices(len(task.train), cfg.data_fraction, cfg.data_seed)
-    plan = plan_steps(cfg, len(train_idx))
-    opt = build_optimizer(model, optimizer=cfg.optimizer, lr=cfg.lr, wd=cfg.wd, head_lr=cfg.head_lr,
-                          head_wd=cfg.head_wd, betas=cfg.betas, momentum=cfg.momentum)
-    sched = build_schedule(opt, plan.total_steps, plan.warmup_steps)
-    start = load_checkpoint(resume_from, model=model, opt=opt, sched=sched) if resume_from else 0
-    fwd = torch.compile(model) if rt.compile else model
-    stream = StepBatches(task.train, train_idx, plan.batch_size, cfg.seed)
-    eval_idx = np.arange(min(len(task.test), cfg.us_eval_examples or len(task.test)))
-    losses = torch.full((plan.total_steps,), math.nan, device=rt.device)
-    history: list[dict[str, float]] = []
     t0 = time.perf_counter()
-    train_s, last, acc = 0.0, start, math.nan
+    cfg = cfg.resolved(info)
+    train_idx = fraction_indices(len(task.train), cfg.data_fraction, cfg.data_seed)
+    run = _setup(model, cfg, info.arch_family, len(train_idx), resume_from)
+    stream = StepBatches(task.train, train_idx, run.plan.batch_size, cfg.seed)
+    eval_idx = np.arange(min(len(task.test), cfg.us_eval_examples or len(task.test)))
+    batches = _batches(stream, run.start, run.plan.total_steps, cfg.num_workers, run.rt.device.type == "cuda")
+    acc, tick = math.nan, time.perf_counter()
     model.train()
-    t_chunk = time.perf_counter()
-    for step, (x, y) in enumerate(_batches(stream, start, plan.total_steps, cfg.num_workers, rt.device.type == "cuda"),
-                                  start=start + 1):
-        losses[step - 1] = train_step(model, opt, sched, rt.prepare(x), y.to(rt.device, non_blocking=True), rt,
-                                      cfg.grad_clip, fwd)
-        if step == plan.total_steps or (cfg.eval_every and step % cfg.eval_every == 0):
-            train_s += time.perf_counter() - t_chunk
-            acc = evaluate(fwd, task.test, rt, cfg.eval_batch_size, eval_idx)
-            metrics = _report(step, plan, losses, last, acc, task, opt, (step - start) * plan.batch_size / train_s)
-            history.append(metrics)
-            ck = None
-            if checkpoint_dir is not None:
-                save_checkpoint(checkpoint_dir, model=model, opt=opt, sched=sched, step=step, cfg=cfg)
-                ck = checkpoint_dir
-            last = step
-            if on_report is not None:
-                on_report(step, metrics, ck)
-            t_chunk = time.perf_counter()
-    if start >= plan.total_steps:  # resumed from a finished run: just measure
-        acc = evaluate(fwd, task.test, rt, cfg.eval_batch_size, eval_idx)
-    done = plan.total_steps - start
-    return PretrainResult(us_accuracy=acc, plan=plan, losses=losses.cpu().numpy(), history=tuple(history),
+    for step, (x, y) in enumerate(batches, start=run.start + 1):
+        x, y = run.rt.prepare(x), y.to(run.rt.device, non_blocking=True)
+        run.losses[step - 1] = train_step(model, run.opt, run.sched, x, y, run.rt, cfg.grad_clip, run.fwd)
+        if step == run.plan.total_steps or (cfg.eval_every and step % cfg.eval_every == 0):
+            run.train_s += time.perf_counter() - tick
+            acc = _report(run, step, task, cfg, eval_idx, checkpoint_dir, on_report)
+            tick = time.perf_counter()
+    if run.start >= run.plan.total_steps:  # resumed from a finished run: just measure
+        acc = evaluate(run.fwd, task.test, run.rt, cfg.eval_batch_size, eval_idx)
+    done = (run.plan.total_steps - run.start) * run.plan.batch_size
+    return PretrainResult(us_accuracy=acc, plan=run.plan, losses=run.losses.cpu().numpy(), history=tuple(run.history),
                           train_indices=train_idx, wall_s=time.perf_counter() - t0,
-                          images_per_s=done * plan.batch_size / train_s if train_s > 0 else math.nan)
+                          images_per_s=done / run.train_s if run.train_s > 0 else math.nan)

@@ -1,0 +1,238 @@
+"""big_vision's ``fewshot_lsr`` protocol: closed-form ridge regression on frozen features.
+
+For each downstream task, shots k in (1, 5, 10, 25) and seeds (0, 1, 2): draw k training
+examples per class, standardize the features with the mean/std of those examples, append a
+constant bias feature (100, so the bias is almost unregularized), and solve L2-regularized
+least squares onto one-hot targets in {-1, +1}; predict the argmax on the task's test split.
+The reported accuracy is the mean over seeds, at ``l2 = 2**10`` unless told otherwise.
+
+Solving for many l2 values reuses one eigendecomposition per draw (big_vision's trick). With
+X (N x D) and Y (N x C) the standardized features and targets:
+
+    N >= D:  W = (X^T X + l2 I)^-1 X^T Y,  and with X^T X = Q diag(e) Q^T,
+             W = Q diag(1 / (e + l2)) Q^T X^T Y           (lhs = Q, rhs = Q^T X^T Y)
+    N <  D:  W = X^T (X X^T + l2 I)^-1 Y,  and with X X^T = Q diag(e) Q^T,
+             W = X^T Q diag(1 / (e + l2)) Q^T Y           (lhs = X^T Q, rhs = Q^T Y)
+
+so each l2 costs one (D x r) @ (r x C) product after an O(min(N, D)^3) eigh. Arithmetic is
+float64 numpy. Features are extracted once per model and task (:func:`extract_features`) and
+reused for every shots, seed, l2 and layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import Task, iterate_split
+from .loop import Runtime
+from .models import ModelInfo, representations
+
+BIAS_CONSTANT = 100.0  # big_vision: a large constant feature, so the ridge barely shrinks the bias
+DEFAULT_SHOTS = (1, 5, 10, 25)
+DEFAULT_L2 = 2.0**10
+
+
+@dataclass(frozen=True)
+class ProbeCache:
+    """One draw's eigendecomposition: W(l2) = lhs @ (rhs / (eigs + l2)[:, None])."""
+
+    eigs: np.ndarray  # (r,)
+    lhs: np.ndarray   # (D + 1, r)
+    rhs: np.ndarray   # (r, C)
+    mean: np.ndarray  # (D,) standardization of the draw
+    std: np.ndarray   # (D,)
+
+    def weights(self, l2: float) -> np.ndarray:
+        """(D + 1, C) ridge solution; the last row is the bias (times BIAS_CONSTANT)."""
+        return self.lhs @ (self.rhs / (self.eigs + l2)[:, None])
+
+    def scores(self, x: np.ndarray, l2: float) -> np.ndarray:
+        """(N, C) regression outputs for raw features ``x``."""
+        return _design(x, self.mean, self.std) @ self.weights(l2)
+
+
+def _design(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    z = (np.asarray(x, np.float64) - mean) / std
+    return np.concatenate([z, np.full((len(z), 1), BIAS_CONSTANT)], axis=1)
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, num_classes: int) -> ProbeCache:
+    """Standardize ``x`` (N, D), append the bias, eigendecompose; ready for any l2.
+
+    Args:
+        x: features of the training draw.
+        y: int labels in [0, num_classes).
+        num_classes: width of the one-hot target.
+    """
+    x = np.asarray(x, np.float64)
+    mean, std = x.mean(0), x.std(0) + 1e-5
+    xd = _design(x, mean, std)
+    t = 2.0 * np.eye(num_classes)[y] - 1.0  # one-hot in {-1, +1}
+    if len(xd) >= xd.shape[1]:
+        eigs, q = np.linalg.eigh(xd.T @ xd)
+        lhs, rhs = q, q.T @ (xd.T @ t)
+    else:
+        eigs, q = np.linalg.eigh(xd @ xd.T)
+        lhs, rhs = xd.T @ q, q.T @ t
+    return ProbeCache(eigs, lhs, rhs, mean, std)
+
+
+def probe_accuracy(cache: ProbeCache, x: np.ndarray, y: np.ndarray, l2: float = DEFAULT_L2) -> float:
+    """Top-1 accuracy (fraction) of the ridge probe at ``l2`` on features ``x`` with labels ``y``."""
+    return float((cache.scores(x, l2).argmax(1) == np.asarray(y)).mean())
+
+
+def fewshot_draw(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """Indices of ``shots`` examples per class (fewer if a class has fewer), for draw ``seed``.
+
+    Within a seed, draws are nested: the k-shot set is a prefix of the 25-shot set per class.
+    """
+    rng = np.random.RandomState(seed)
+    out = []
+    for c in np.unique(labels):
+        pool = np.flatnonzero(labels == c)
+        out.append(pool[rng.permutation(len(pool))[:shots]])
+    return np.sort(np.concatenate(out))
+
+
+@dataclass(frozen=True)
+class FewShotResult:
+    """Accuracy of the few-shot probe for one (task, shots, layer).
+
+    Attributes:
+        task: downstream task name.
+        shots: examples per class.
+        layer: block index probed, or None for pre-logits.
+        accuracy: mean over seeds at ``l2`` (fraction): the reported number.
+        seed_accuracies: one accuracy per seed, at ``l2``.
+        l2: the regularizer of ``accuracy``.
+        sweep: l2 -> mean accuracy over seeds, for every l2 evaluated (``l2`` included). Picking
+            the best of these on the test split is optimistic; it is a diagnostic.
+    """
+
+    task: str
+    shots: int
+    layer: int | None
+    accuracy: float
+    seed_accuracies: tuple[float, ...]
+    l2: float
+    sweep: Mapping[float, float] = field(default_factory=dict)
+
+
+def fewshot_lsr(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                num_classes: int, *, task: str = "", layer: int | None = None,
+                shots: Sequence[int] = DEFAULT_SHOTS, seeds: Sequence[int] = (0, 1, 2), l2: float = DEFAULT_L2,
+                l2_sweep: Sequence[float] = (), draw: Callable[[int, int], np.ndarray] | None = None,
+                ) -> list[FewShotResult]:
+    """big_vision few-shot accuracies on cached features, one result per shots.
+
+    Args:
+        train_x, train_y: the pool few-shot examples are drawn from (features, int labels).
+        test_x, test_y: where accuracy is measured.
+        num_classes: number of classes of the task.
+        task, layer: recorded in the results.
+        shots: examples per class.
+        seeds: one draw per seed; accuracies are averaged.
+        l2: the reported regularizer.
+        l2_sweep: extra regularizers to evaluate, reusing each draw's eigendecomposition.
+        draw: (shots, seed) -> rows of ``train_x`` to fit on; default :func:`fewshot_draw` on ``train_y``.
+
+    Returns:
+        One :class:`FewShotResult` per entry of ``shots``, in order.
+    """
+    l2s = [l2] + [v for v in l2_sweep if v != l2]
+    draw = draw or (lambda k, seed: fewshot_draw(train_y, k, seed))
+    out = []
+    for k in shots:
+        acc = np.zeros((len(seeds), len(l2s)))
+        for i, seed in enumerate(seeds):
+            idx = draw(k, seed)
+            cache = fit_probe(train_x[idx], train_y[idx], num_classes)
+            acc[i] = [probe_accuracy(cache, test_x, test_y, v) for v in l2s]
+        mean = acc.mean(0)
+        out.append(FewShotResult(task, k, layer, float(mean[0]), tuple(float(a) for a in acc[:, 0]), l2,
+                                 {float(v): float(m) for v, m in zip(l2s, mean)}))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Frozen representations of a task, extracted once.
+
+    Attributes:
+        task, num_classes: the task.
+        train, train_labels: pre-logits (N, D) of the train examples few-shot draws can use.
+        train_index: their indices in the task's train split (sorted).
+        pool_labels: labels of the whole train split, which draws are made from.
+        test, test_labels: pre-logits of the whole test split.
+        train_layers, test_layers: per block, pooled block outputs (empty unless layer-wise).
+    """
+
+    task: str
+    num_classes: int
+    train: np.ndarray
+    train_labels: np.ndarray
+    train_index: np.ndarray
+    pool_labels: np.ndarray
+    test: np.ndarray
+    test_labels: np.ndarray
+    train_layers: tuple[np.ndarray, ...] = ()
+    test_layers: tuple[np.ndarray, ...] = ()
+
+
+@torch.no_grad()
+def _extract(model: nn.Module, info: ModelInfo, split, indices: np.ndarray, rt: Runtime, layers: bool,
+             batch_size: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    pre, blocks = [], []
+    for x, _ in iterate_split(split, batch_size, indices):
+        with rt.autocast():
+            z, zs = representations(model, info, rt.prepare(x), layers)
+        pre.append(z.float().cpu())
+        blocks.append([t.float().cpu() for t in zs])
+    per_layer = [torch.cat([b[i] for b in blocks]).numpy() for i in range(len(blocks[0]))] if blocks else []
+    return torch.cat(pre).numpy(), per_layer
+
+
+def extract_features(model: nn.Module, info: ModelInfo, task: Task, rt: Runtime, *, layers: bool = False,
+                     shots: Sequence[int] = DEFAULT_SHOTS, seeds: Sequence[int] = (0, 1, 2),
+                     batch_size: int = 512) -> FeatureSet:
+    """Pre-logits (and block outputs with ``layers``) of the examples a few-shot eval needs.
+
+    Only the union of the train examples drawn for ``shots`` x ``seeds`` is embedded (at most
+    max(shots) x classes x seeds images), plus the whole test split. The model is put in eval
+    mode and left there.
+    """
+    model.eval()
+    labels = task.train.labels
+    need = np.unique(np.concatenate([fewshot_draw(labels, max(shots), s) for s in seeds]))
+    tr, tr_l = _extract(model, info, task.train, need, rt, layers, batch_size)
+    te, te_l = _extract(model, info, task.test, np.arange(len(task.test)), rt, layers, batch_size)
+    return FeatureSet(task.name, task.num_classes, tr, labels[need], need, labels, te, task.test.labels.copy(),
+                      tuple(tr_l), tuple(te_l))
+
+
+def _rows(fs: FeatureSet, shots: int, seed: int) -> np.ndarray:
+    """Rows of ``fs.train`` for a draw made on the whole train split (identical to drawing there)."""
+    return np.searchsorted(fs.train_index, fewshot_draw(fs.pool_labels, shots, seed))
+
+
+def fewshot_features(fs: FeatureSet, *, shots: Sequence[int] = DEFAULT_SHOTS, seeds: Sequence[int] = (0, 1, 2),
+                     l2: float = DEFAULT_L2, l2_sweep: Sequence[float] = (), layerwise: bool = False,
+                     ) -> list[FewShotResult]:
+    """Few-shot results of a :class:`FeatureSet`: pre-logits, then each block if ``layerwise``."""
+    kw = dict(task=fs.task, shots=shots, seeds=seeds, l2=l2, l2_sweep=l2_sweep, draw=lambda k, s: _rows(fs, k, s))
+    out = fewshot_lsr(fs.train, fs.train_labels, fs.test, fs.test_labels, fs.num_classes, **kw)
+    if layerwise:
+        for i, (tr, te) in enumerate(zip(fs.train_layers, fs.test_layers)):
+            out += fewshot_lsr(tr, fs.train_labels, te, fs.test_labels, fs.num_classes, layer=i, **kw)
+    return out

@@ -1,0 +1,170 @@
+"""One meta-study point end to end: pre-train upstream, probe downstream, diagnose.
+
+``run_trial(config)`` is what a Ray Tune trial function calls (the tune layer adds Ray and
+MLflow; this module has neither)::
+
+    def train_fn(config):
+        result = run_trial(config, on_report=lambda step, m, ck: tune.report(m, checkpoint=...))
+        tune.report(result.metrics())
+
+A smoke config (:func:`smoke_config`) runs in ~10-20 s on one CPU core.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from ..schema import PARAM_NAMES, ds_metric_key, finetune_metric_key, us_metric_key
+from .data import Task, get_task
+from .diagnostics import Diagnostics, capture_init, diagnose
+from .fewshot import FewShotResult, extract_features, fewshot_features
+from .finetune import finetune
+from .loop import PretrainResult, ReportFn, TrainConfig, pretrain, resolve_runtime
+from .models import ModelInfo, create_model
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """Everything one trial measured.
+
+    Attributes:
+        config: the resolved config (lr, head_lr, head_wd filled in).
+        model_name, arch_family, param_count: the model (schema columns of the same names).
+        us_task, us_accuracy: upstream task and final top-1 on its test split (fraction).
+        fewshot: one result per (DS task, shots, layer); layer None = pre-logits.
+        finetune_accuracy: DS task -> full fine-tuning top-1 (empty unless ``config.finetune``).
+        diagnostics: norms, distances to init, margins (None unless ``config.diagnostics``).
+        pretrain: the pre-training record (loss per step, report history, throughput).
+        timings: seconds per phase: pretrain, fewshot, diagnostics, finetune, total.
+    """
+
+    config: TrainConfig
+    model_name: str
+    arch_family: str
+    param_count: int
+    us_task: str
+    us_accuracy: float
+    fewshot: tuple[FewShotResult, ...]
+    finetune_accuracy: Mapping[str, float]
+    diagnostics: Diagnostics | None
+    pretrain: PretrainResult
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    def ds_accuracy(self, ds_task: str, shots: int, layer: int | None = None) -> float:
+        """Few-shot accuracy of one (task, shots, layer); KeyError if it was not measured."""
+        for r in self.fewshot:
+            if (r.task, r.shots, r.layer) == (ds_task, shots, layer):
+                return r.accuracy
+        raise KeyError((ds_task, shots, layer))
+
+    def metrics(self) -> dict[str, float]:
+        """Flat metrics under the schema's keys, plus ``diag/...`` and ``train/...``.
+
+        ``us/{us_task}/top1``, ``ds/{task}/{k}shot/top1``, ``ds/{task}/{k}shot/layer{L}/top1``,
+        ``ds/{task}/finetune/top1`` (meta_study.schema), the few-shot l2 sweep as
+        ``diag/l2sweep/{task}/{k}shot/l2_{l2:g}/top1``, diagnostics, and training totals.
+        """
+        out = {us_metric_key(self.us_task): self.us_accuracy}
+        for r in self.fewshot:
+            out[ds_metric_key(r.task, r.shots, r.layer)] = r.accuracy
+            if len(r.sweep) > 1:
+                where = f"{r.task}/{r.shots}shot" + ("" if r.layer is None else f"/layer{r.layer}")
+                out.update({f"diag/l2sweep/{where}/l2_{l2:g}/top1": a for l2, a in r.sweep.items()})
+        out.update({finetune_metric_key(t): a for t, a in self.finetune_accuracy.items()})
+        if self.diagnostics is not None:
+            out.update(self.diagnostics.metrics())
+        p = self.pretrain
+        out.update({"train/steps": float(p.plan.total_steps), "train/epochs": p.plan.epochs,
+                    "train/final_loss": float(np.nanmean(p.losses[-max(1, p.plan.steps_per_epoch):])),
+                    "train/images_per_s": p.images_per_s})
+        out.update({f"time/{k}_s": v for k, v in self.timings.items()})
+        return out
+
+    def params(self) -> dict[str, Any]:
+        """The schema's ``PARAM_NAMES`` with resolved values (``epochs`` as actually run), plus
+        ``param_count`` and ``us_task``: what a tracker logs as run parameters."""
+        cfg = self.config
+        vals = {k: getattr(cfg, k) for k in PARAM_NAMES}
+        vals["epochs"] = self.pretrain.plan.epochs
+        vals["batch_size"] = self.pretrain.plan.batch_size
+        return {**vals, "param_count": self.param_count, "us_task": self.us_task}
+
+
+def smoke_config(**overrides: Any) -> TrainConfig:
+    """A config that runs end to end in ~10-20 s on one CPU core (16 px, 6k upstream images)."""
+    base = dict(model_name="vit_tiny_cpu", img_size=16, epochs=2.0, batch_size=128, lr=2e-3,
+                us_task_kwargs={"n_train": 6000, "n_test": 1200}, ds_task_kwargs={"n_train_per_class": 30, "n_test": 300},
+                shots=(1, 5, 10, 25), margin_examples=512)
+    return TrainConfig(**{**base, **overrides})
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _ds_tasks(cfg: TrainConfig) -> list[Task]:
+    return [get_task(n, img_size=cfg.img_size, seed=cfg.data_seed, **cfg.ds_task_kwargs) for n in cfg.ds_tasks]
+
+
+def _probe(model: torch.nn.Module, info: ModelInfo, tasks: list[Task], cfg: TrainConfig, rt: Any,
+           ) -> list[FewShotResult]:
+    seeds = tuple(range(cfg.fewshot_seeds))
+    out: list[FewShotResult] = []
+    for t in tasks:
+        fs = extract_features(model, info, t, rt, layers=cfg.layerwise, shots=cfg.shots, seeds=seeds,
+                              batch_size=cfg.eval_batch_size)
+        out += fewshot_features(fs, shots=cfg.shots, seeds=seeds, l2=cfg.l2, l2_sweep=cfg.l2_sweep,
+                                layerwise=cfg.layerwise)
+    return out
+
+
+def _finetune_all(model: torch.nn.Module, tasks: list[Task], cfg: TrainConfig, rt: Any) -> dict[str, float]:
+    return {t.name: finetune(model, t, rt, examples=cfg.finetune_examples, steps=cfg.finetune_steps,
+                             lr=cfg.finetune_lr, batch_size=cfg.finetune_batch_size, seed=cfg.seed,
+                             grad_clip=cfg.grad_clip, eval_batch_size=cfg.eval_batch_size)
+            for t in tasks}
+
+
+def run_trial(config: TrainConfig | Mapping[str, Any], *, on_report: ReportFn | None = None,
+              checkpoint_dir: str | None = None, resume_from: str | None = None) -> TrialResult:
+    """Pre-train, few-shot probe every DS task x shots (x block), diagnose, optionally fine-tune.
+
+    Args:
+        config: a :class:`TrainConfig`, or a flat dict of its fields (a Tune trial config).
+        on_report: called at each pre-training report: (step, metrics, checkpoint_dir or None).
+        checkpoint_dir: where pre-training checkpoints go (one file, overwritten per report).
+        resume_from: a checkpoint file or directory to resume pre-training from.
+
+    Returns:
+        :class:`TrialResult`; ``result.metrics()`` is the flat dict to log.
+    """
+    t0 = time.perf_counter()
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    us = get_task(cfg.us_task, img_size=cfg.img_size, seed=cfg.data_seed, **cfg.us_task_kwargs)
+    _seed_everything(cfg.seed)
+    model, info = create_model(cfg.model_name, num_classes=us.num_classes, img_size=us.img_size,
+                               in_chans=us.in_chans, **cfg.model_kwargs)
+    init = capture_init(model) if cfg.diagnostics else {}
+    cfg = cfg.resolved(info)
+    pre = pretrain(model, info, us, cfg, on_report=on_report, checkpoint_dir=checkpoint_dir, resume_from=resume_from)
+    rt = resolve_runtime(cfg, info.arch_family)
+    t1 = time.perf_counter()
+    ds = _ds_tasks(cfg)
+    shots = _probe(model, info, ds, cfg, rt)
+    t2 = time.perf_counter()
+    diag = diagnose(model, info, init, us, pre.train_indices, rt, n=cfg.margin_examples, seed=cfg.seed,
+                    batch_size=cfg.eval_batch_size) if cfg.diagnostics else None
+    t3 = time.perf_counter()
+    ft = _finetune_all(model, ds, cfg, rt) if cfg.finetune else {}
+    t4 = time.perf_counter()
+    timings = {"pretrain": t1 - t0, "fewshot": t2 - t1, "diagnostics": t3 - t2, "finetune": t4 - t3, "total": t4 - t0}
+    return TrialResult(cfg, info.name, info.arch_family, info.param_count, us.name, pre.us_accuracy, tuple(shots), ft,
+                       diag, pre, timings)

@@ -1,0 +1,80 @@
+"""A real ``mlflow server`` subprocess on 127.0.0.1 for tests and benchmarks.
+
+    with MlflowServer(tmp_path) as server:
+        client = MlflowClient(server.uri)
+
+A free port is picked at random; the backend is sqlite in the given directory and artifacts are
+served from it. With ``auth=True`` the server runs MLflow's basic-auth app (admin credentials in
+``server.username`` / ``server.password``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    def __init__(self, root: Path, *, auth: bool = False, db: Path | None = None) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.db = db or (self.root / "mlflow.db")
+        self.auth = auth
+        self.username, self.password = "admin", "s3cret-Pa55word-for-tests"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "MlflowServer":
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+               "--backend-store-uri", f"sqlite:///{self.db}", "--artifacts-destination", str(self.root / "artifacts"),
+               "--workers", "1"]
+        env = dict(os.environ)
+        if self.auth:
+            ini = self.root / "basic_auth.ini"
+            ini.write_text("[mlflow]\ndefault_permission = READ\n"
+                           f"database_uri = sqlite:///{self.root / 'auth.db'}\n"
+                           f"admin_username = {self.username}\nadmin_password = {self.password}\n"
+                           "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
+            env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = "test-only-csrf-key"
+            cmd += ["--app-name", "basic-auth"]
+        self.log = open(self.root / "server.log", "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {(self.root / 'server.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError("mlflow server did not become healthy in 120 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc and self.proc.poll() is None:
+            import signal
+
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if getattr(self, "log", None):
+            self.log.close()

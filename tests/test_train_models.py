@@ -1,0 +1,71 @@
+"""Model registry: every preset builds, runs, and exposes its head and blocks; timm names work too."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from meta_study.train import create_model, get_preset, head_parameters, list_presets, representations
+from meta_study.train.models import LARGE_MODEL_PARAMS
+
+torch.set_num_threads(2)
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_preset_builds_and_runs(name: str) -> None:
+    # Paper-size presets run at 32 px (2x2 patches of 16): enough to check wiring, cheap on CPU.
+    img = min(get_preset(name).img_size, 32)
+    torch.manual_seed(0)
+    model, info = create_model(name, num_classes=7, img_size=img)
+    model.eval()
+    x = torch.randn(2, 3, img, img)
+    with torch.no_grad():
+        logits = model(x)
+        z, blocks = representations(model, info, x, layers=True)
+    assert logits.shape == (2, 7)
+    assert info.param_count == sum(p.numel() for p in model.parameters()) > 0
+    assert info.arch_family == get_preset(name).arch_family
+    head = head_parameters(model)
+    assert head and {id(p) for p in head} <= {id(p) for p in model.parameters()}
+    assert head[0].shape[0] == 7  # the head maps to num_classes
+    assert info.num_blocks == len(blocks) > 0
+    assert z.shape == (2, info.feature_dim)
+    assert all(b.shape[0] == 2 and b.ndim == 2 for b in blocks)
+    assert info.default_lr == (4e-4 if info.param_count > LARGE_MODEL_PARAMS else 8e-4)
+
+
+def test_presets_span_the_paper() -> None:
+    names = set(list_presets())
+    assert {"vit_ti", "vit_s", "vit_b", "vit_l", "mixer_s", "mixer_b", "mixer_l", "resnet_18", "resnet_50",
+            "resnet_101", "bit_50x1", "vit_tiny_cpu", "mixer_tiny_cpu", "resnet_tiny_cpu"} <= names
+    assert list_presets("vit_*_cpu") == ["vit_medium_cpu", "vit_small_cpu", "vit_tiny_cpu"]
+
+
+def test_patch_size_is_a_knob() -> None:
+    m16, i16 = create_model("vit_tiny_cpu", num_classes=3, img_size=32)
+    m8, i8 = create_model("vit_tiny_cpu", num_classes=3, img_size=32, patch_size=8)
+    assert m16.patch_embed.patch_size == (4, 4) and m8.patch_embed.patch_size == (8, 8)
+    assert i8.param_count != i16.param_count  # fewer position embeddings, bigger patch projection
+
+
+@pytest.mark.parametrize("name,family,head", [("resnet18", "resnet", "fc"), ("vit_tiny_patch16_224", "vit", "head"),
+                                              ("mixer_s16_224", "mixer", "head"), ("convnext_atto", "other", "head.fc")])
+def test_any_timm_model_by_name(name: str, family: str, head: str) -> None:
+    model, info = create_model(name, num_classes=5, img_size=32)
+    assert (info.arch_family, info.head_name, info.timm_name) == (family, head, name)
+    with torch.no_grad():
+        assert model.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+
+
+def test_unknown_model_is_a_key_error() -> None:
+    with pytest.raises(KeyError, match="unknown model"):
+        create_model("no_such_model", num_classes=2, img_size=32)
+
+
+def test_vit_block_features_drop_the_class_token() -> None:
+    model, info = create_model("vit_tiny_cpu", num_classes=3, img_size=16)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        _, blocks = representations(model, info, x, layers=True)
+        tokens = model.blocks(model.norm_pre(model._pos_embed(model.patch_embed(x))))
+    torch.testing.assert_close(blocks[-1], tokens[:, 1:].mean(1))
