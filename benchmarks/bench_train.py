@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"$ {' '.join([sys.executable.split('/')[-1], *sys.argv])}   (torch {torch.__version__}, "
           f"{args.threads} threads, batch 128, 32 px, 240 classes)\n")
     print(f"{'model':<16} {'bare img/s':>10} {'ours img/s':>10} {'ratio':>6} {'no clip':>8}")
-    for name, bare, ours, ratio, noclip in bench_loop(["vit_tiny_cpu", "mixer_tiny_cpu", "resnet_tiny_cpu"], steps, repeats):
+    models = ["vit_tiny_cpu", "mixer_tiny_cpu", "resnet_tiny_cpu"]
+    for name, bare, ours, ratio, noclip in bench_loop(models, steps, repeats):
         print(f"{name:<16} {bare:>10.0f} {ours:>10.0f} {ratio:>5.2f}x {noclip:>7.2f}x")
     us, count = bench_render(32)
     print(f"\nprocedural rendering, 32 px, no cache: synth_us {us:,.0f} img/s, synth_count {count:,.0f} img/s")

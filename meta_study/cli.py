@@ -411,6 +411,119 @@ def correlations(store_uri: str, out_dir: str, no_figures: bool, **kw: Any) -> N
     _report_outputs(out, out_dir)
 
 
+# --------------------------------------------------------------------------------------------
+# refit and report
+# --------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--store", "store_uri", required=True, metavar="STORE", help="The meta-study store.")
+@click.option("--source", "sources", multiple=True, metavar="SOURCE", help="Ingest this source first (repeatable).")
+@click.option("--mapping", "mapping_path", default=None, metavar="MAPPING.yaml", help="Mapping for --source.")
+@click.option("--sources-file", default=None, metavar="SOURCES.yaml", help="Sources to ingest first.")
+@click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", show_envvar=True,
+              help="Publish each refit as an MLflow run here (default: $MLFLOW_TRACKING_URI; none: no run).")
+@click.option("--experiment", default="meta-study/refits", show_default=True, help="MLflow experiment of the runs.")
+@click.option("--out", "out_dir", default="meta-study-refits", show_default=True, metavar="DIR",
+              help="Where versioned results go: DIR/refits/<UTC time>/, DIR/LATEST.")
+@click.option("--every", default=None, metavar="DURATION", help="Refit in a loop, e.g. 30m, 1h, 1d.")
+@_fit_options
+@click.option("--trials", default=10, show_default=True, help="Sensitivity draws per sample size.")
+@click.option("--samples", default=1000, show_default=True, help="Bootstrap resamples per group.")
+@click.option("--threshold", default=0.1, show_default=True,
+              help="'Scaling stops paying' where +1 US point buys fewer DS points than this.")
+@click.option("--address", default=None, help="Ray cluster address (default: a local Ray).")
+@click.option("--workers", type=int, default=None, help="Ray workers for a local Ray.")
+@click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
+def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, sources_file: str | None,
+          tracking_uri: str | None, experiment: str, out_dir: str, every: str | None, trials: int, samples: int,
+          threshold: float, address: str | None, workers: int | None, serial: bool, **kw: Any) -> None:
+    """Re-ingest, re-fit what changed, and publish: the scheduled job.
+
+    Fits every group; runs sensitivity and bootstrap only for groups whose data changed; writes
+    tables, figures and an HTML report to a new version directory; logs one MLflow run. With
+    nothing changed it stops after the fingerprint check. Never two refits at once on one store.
+    """
+    import time as _time
+
+    from .analysis.sensitivity import BootstrapOptions, SensitivityOptions
+    from .refit import RefitConfig, parse_every, refit as run_refit
+
+    period = parse_every(every) if every else None
+    fit_opts = _fit_opts(**kw)
+    if trials < 1 or samples < 10:
+        _fail("--trials must be >= 1 and --samples >= 10")
+    cfg = RefitConfig(store=store_uri, out=out_dir, sources=sources, mapping=mapping_path, sources_file=sources_file,
+                      tracking_uri=tracking_uri, experiment=experiment, fit=fit_opts,
+                      sensitivity=SensitivityOptions(trials=trials, fit=fit_opts),
+                      bootstrap=BootstrapOptions(n_boot=samples, fit=fit_opts), address=address, workers=workers,
+                      use_ray=not serial, threshold=threshold)
+    while True:
+        start = _time.monotonic()
+        with progress_bar() as progress:
+            res = run_refit(cfg, progress=progress, log=click.echo)
+        _echo_refit(res)
+        if period is None:
+            return
+        wait = max(0.0, period - (_time.monotonic() - start))
+        click.echo(f"next refit in {wait:.0f} s (Ctrl-C to stop)")
+        try:
+            _time.sleep(wait)
+        except KeyboardInterrupt:
+            return
+
+
+def _echo_refit(res: Any) -> None:
+    if res.status == "refitted":
+        click.echo(f"refit: {len(res.changed)} changed, {res.unchanged} unchanged group(s) -> {res.version_dir} "
+                   f"({res.seconds:.1f} s)")
+        for u in res.unfittable:
+            click.echo(f"  could not fit: {u}")
+        click.echo(f"report: {res.version_dir}/index.html")
+        if res.mlflow_run_id:
+            click.echo(f"mlflow run: {res.mlflow_run_id}")
+    else:
+        click.echo(f"refit: {res.status}: {res.message} ({res.seconds:.1f} s)")
+
+
+@cli.command()
+@click.argument("store_uri", metavar="STORE")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Where the report and its tables go.")
+@_selection_options
+@_fit_options
+@click.option("--trials", default=5, show_default=True, help="Sensitivity draws per sample size.")
+@click.option("--samples", default=200, show_default=True, help="Bootstrap resamples per group.")
+@click.option("--threshold", default=0.1, show_default=True,
+              help="'Scaling stops paying' where +1 US point buys fewer DS points than this.")
+@click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
+def report(store_uri: str, out_dir: str, trials: int, samples: int, threshold: float, serial: bool, **kw: Any) -> None:
+    """Build a static HTML report of STORE in DIR/index.html: per-task figures, a table of
+    saturation (with CI), alpha and k for hull and all-point fits with their errors and where
+    scaling stops paying, the sensitivity figure and the correlation heatmaps."""
+    import os
+
+    from .analysis.run import run_bootstrap, run_correlations, run_fit, run_sensitivity
+    from .analysis.sensitivity import BootstrapOptions, SensitivityOptions
+    from .report import render_report
+    from .store import open_store
+
+    store_obj = open_store(store_uri)
+    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
+    fit_opts = _fit_opts(**kw)
+    fits, _ = run_fit(store_obj, out_dir, selection=sel, options=fit_opts)
+    if fits.empty:
+        _fail(f"{store_uri}: no rows match the selection")
+    with progress_bar() as progress:
+        run_sensitivity(store_obj, out_dir, selection=sel, options=SensitivityOptions(trials=trials, fit=fit_opts),
+                        use_ray=not serial, progress=progress)
+        run_bootstrap(store_obj, out_dir, selection=sel, options=BootstrapOptions(n_boot=samples, fit=fit_opts),
+                      use_ray=not serial, progress=progress)
+    run_correlations(store_obj, out_dir, selection=sel, fits=fits)
+    page = render_report(out_dir, threshold=threshold, provenance={"store": store_obj.uri,
+                                                                   "store version": store_obj.version})
+    click.echo(f"report: {os.path.relpath(page)}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="meta-study")

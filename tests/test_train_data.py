@@ -16,12 +16,13 @@ from meta_study.train import (DS_TASKS, StepBatches, fraction_indices, get_task,
                               load_parquet, register_task)
 from meta_study.train.synth import HELD_OUT_TRIPLES, US_TRIPLES, is_held_out
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # 2 threads on a shared 2-core box spin-wait badly; 1 is robust
 SMALL = {"synth_us": dict(n_train=480, n_test=240)}  # every class of the 240-way task, twice / once
 
 
 def small(name: str, seed: int = 0, img_size: int = 16, **kw):
-    return get_task(name, img_size=img_size, seed=seed, **{**SMALL.get(name, dict(n_train_per_class=6, n_test=60)), **kw})
+    sizes = SMALL.get(name, dict(n_train_per_class=6, n_test=60))
+    return get_task(name, img_size=img_size, seed=seed, **{**sizes, **kw})
 
 
 @pytest.mark.parametrize("name", list_tasks("synth_*"))
@@ -170,8 +171,8 @@ def test_imagefolder_without_test_dir(tmp_path: Path) -> None:
 def _table(per_class: int, struct: bool) -> pa.Table:
     names = [n for n in sorted(COLOURS) for _ in range(per_class)]
     data = [_png(COLOURS[n]) for n in names]
-    img = (pa.array([{"bytes": b, "path": None} for b in data], pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
-           if struct else pa.array(data, pa.binary()))
+    hf_image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # Hugging Face `Image` feature
+    img = pa.array([{"bytes": b, "path": None} for b in data], hf_image) if struct else pa.array(data, pa.binary())
     return pa.table({"image": img, "label": names})
 
 
@@ -184,7 +185,8 @@ def test_parquet(tmp_path: Path, struct: bool) -> None:
 
 def test_arrow_ipc_and_int_labels(tmp_path: Path) -> None:
     t = _table(4, False)
-    t = t.set_column(1, "label", pa.array([sorted(COLOURS).index(v) for v in t.column("label").to_pylist()], pa.int64()))
+    ids = [sorted(COLOURS).index(v) for v in t.column("label").to_pylist()]
+    t = t.set_column(1, "label", pa.array(ids, pa.int64()))
     with pa.OSFile(str(tmp_path / "data.arrow"), "wb") as f, pa.ipc.new_stream(f, t.schema) as w:
         w.write_table(t)
     task = load_parquet(tmp_path / "data.arrow", name="c", img_size=8, test_fraction=0.25)

@@ -11,7 +11,7 @@ from meta_study.train import (capture_init, create_model, diagnose, extract_feat
 from meta_study.train.fewshot import BIAS_CONSTANT
 from meta_study.train.diagnostics import margins
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # 2 threads on a shared 2-core box spin-wait badly; 1 is robust
 RT = resolve_runtime(TrainConfig(device="cpu"), "vit")
 
 

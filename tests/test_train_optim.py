@@ -9,7 +9,7 @@ from meta_study.train import (SGDW, TrainConfig, WarmupLinearDecay, build_optimi
                               get_task, head_parameters, pretrain)
 from meta_study.train.optim import group_settings
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # 2 threads on a shared 2-core box spin-wait badly; 1 is robust
 
 
 def _vit():

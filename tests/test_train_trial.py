@@ -10,7 +10,7 @@ import torch
 from meta_study.schema import PARAM_NAMES, ds_metric_key, finetune_metric_key, us_metric_key
 from meta_study.train import TrainConfig, TrialResult, run_trial, smoke_config
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # 2 threads on a shared 2-core box spin-wait badly; 1 is robust
 DS = ("synth_combo", "synth_count")
 
 

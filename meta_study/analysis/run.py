@@ -105,7 +105,13 @@ def run_fit(store: Any, out_dir: str, *, selection: Selection = Selection(), opt
     Returns:
         The fits table (one row per group x frontier) and the paths written.
     """
-    groups = selection.load(store)
+    return fit_to_dir(selection.load(store), out_dir, options=options, figures=figures,
+                      max_group_figures=max_group_figures, footer_text=footer(store, _options_text(options)))
+
+
+def fit_to_dir(groups: Sequence[Group], out_dir: str, *, options: FitOptions = FitOptions(), figures: bool = True,
+               max_group_figures: int = 60, footer_text: str | None = None) -> tuple[pd.DataFrame, Outputs]:
+    """:func:`run_fit` on given groups."""
     pairs = fit_groups([(g.us_acc, g.ds_acc) for g in groups], options)
     df = fits_frame(groups, pairs)
     out = Outputs()
@@ -113,15 +119,15 @@ def run_fit(store: Any, out_dir: str, *, selection: Selection = Selection(), opt
     if figures and groups:
         from . import figures as fig
 
-        foot = footer(store, _options_text(options))
         n_panels = max(12, max_group_figures)  # the grid shows the first 12 groups
         panels = [_panel(g, h, a, options) for g, (h, a) in zip(groups[:n_panels], pairs[:n_panels])]
-        out.figures += fig.plot_fit_grid(panels[:12], os.path.join(out_dir, "figures", "fits_grid"), footer=foot,
-                                         title="DS vs US accuracy: upper hull and fitted laws")
+        out.figures += fig.plot_fit_grid(panels[:12], os.path.join(out_dir, "figures", "fits_grid"),
+                                         footer=footer_text, title="DS vs US accuracy: upper hull and fitted laws")
         for g, p in zip(groups[:max_group_figures], panels[:max_group_figures]):
-            out.figures += fig.plot_group(p, os.path.join(out_dir, "figures", "groups", g.slug), footer=foot)
+            out.figures += fig.plot_group(p, os.path.join(out_dir, "figures", "groups", g.slug), footer=footer_text)
         if df["shots"].notna().any():
-            out.figures += fig.plot_params_vs_shots(df, os.path.join(out_dir, "figures", "params_vs_shots"), footer=foot)
+            out.figures += fig.plot_params_vs_shots(df, os.path.join(out_dir, "figures", "params_vs_shots"),
+                                                    footer=footer_text)
     return df, out
 
 
@@ -130,33 +136,61 @@ def _panel(g: Group, hull: FrontierFit, allf: FrontierFit, options: FitOptions) 
     return {"us": g.us_acc, "ds": g.ds_acc, "hull": hull, "allf": allf, "title": g.label, "hull_idx": p.hull_idx}
 
 
-def run_sensitivity(store: Any, out_dir: str, *, selection: Selection = Selection(),
-                    options: SensitivityOptions = SensitivityOptions(), address: str | None = None,
-                    num_workers: int | None = None, use_ray: bool = True, progress: Progress | None = None,
-                    figures: bool = True) -> tuple[pd.DataFrame, Outputs]:
-    """Sample-size sensitivity of every selected group; writes ``sensitivity.parquet``, its
-    per-size summary and the Fig. 3 figure."""
-    groups = [g for g in selection.load(store) if g.n >= 3]
+def sensitivity_table(groups: Sequence[Group], options: SensitivityOptions, *, address: str | None = None,
+                      num_workers: int | None = None, use_ray: bool = True,
+                      progress: Progress | None = None) -> pd.DataFrame:
+    """The sensitivity rows of ``groups`` (groups with fewer than 3 points are left out)."""
+    groups = [g for g in groups if g.n >= 3]
     if use_ray and groups:
         from .parallel import sensitivity_ray
 
         table = sensitivity_ray(groups, options, address=address, num_workers=num_workers, progress=progress)
     else:
         table = sensitivity(groups, options)
-    out = Outputs()
-    table = table.astype({"shots": "Int64"})
+    return table.astype({"shots": "Int64"})
+
+
+def write_sensitivity(table: pd.DataFrame, out_dir: str, *, figures: bool = True, footer_text: str | None = None,
+                      out: Outputs | None = None) -> Outputs:
+    """``sensitivity.parquet``, its per-size summary and the Fig. 3 figure."""
+    out = out or Outputs()
     write_table(table, os.path.join(out_dir, "sensitivity"), out)
     summ = summarize_sensitivity(table)
     write_table(summ, os.path.join(out_dir, "sensitivity_summary"), out)
     if figures and not summ.empty:
         from . import figures as fig
 
-        what = (f"{len(groups)} groups, {options.trials} trials, "
-                f"{'with' if options.replace else 'without'} replacement, seed {options.seed}, "
-                + _options_text(options.fit))
-        out.figures += fig.plot_sensitivity(summ, os.path.join(out_dir, "figures", "sensitivity"),
-                                            footer=footer(store, what))
-    return table, out
+        out.figures += fig.plot_sensitivity(summ, os.path.join(out_dir, "figures", "sensitivity"), footer=footer_text)
+    return out
+
+
+def run_sensitivity(store: Any, out_dir: str, *, selection: Selection = Selection(),
+                    options: SensitivityOptions = SensitivityOptions(), address: str | None = None,
+                    num_workers: int | None = None, use_ray: bool = True, progress: Progress | None = None,
+                    figures: bool = True) -> tuple[pd.DataFrame, Outputs]:
+    """Sample-size sensitivity of every selected group; writes ``sensitivity.parquet``, its
+    per-size summary and the Fig. 3 figure."""
+    groups = selection.load(store)
+    table = sensitivity_table(groups, options, address=address, num_workers=num_workers, use_ray=use_ray,
+                              progress=progress)
+    what = (f"{table.groupby(list(table.columns[:4]), dropna=False).ngroups if len(table) else 0} groups, "
+            f"{options.trials} trials, {'with' if options.replace else 'without'} replacement, seed {options.seed}, "
+            + _options_text(options.fit))
+    return table, write_sensitivity(table, out_dir, figures=figures, footer_text=footer(store, what))
+
+
+def bootstrap_table(groups: Sequence[Group], options: BootstrapOptions, *, address: str | None = None,
+                    num_workers: int | None = None, use_ray: bool = True,
+                    progress: Progress | None = None) -> pd.DataFrame:
+    """The bootstrap rows of ``groups`` (groups with fewer than 3 points are left out)."""
+    groups = [g for g in groups if g.n >= 3]
+    if use_ray and groups:
+        from .parallel import bootstrap_ray
+
+        table = bootstrap_ray(groups, options, address=address, num_workers=num_workers, progress=progress)
+    else:
+        table = bootstrap(groups, options)
+    return table.astype({"shots": "Int64"})
 
 
 def run_bootstrap(store: Any, out_dir: str, *, selection: Selection = Selection(),
@@ -164,15 +198,10 @@ def run_bootstrap(store: Any, out_dir: str, *, selection: Selection = Selection(
                   num_workers: int | None = None, use_ray: bool = True,
                   progress: Progress | None = None) -> tuple[pd.DataFrame, Outputs]:
     """Bootstrap confidence intervals of every selected group; writes ``bootstrap.parquet``."""
-    groups = [g for g in selection.load(store) if g.n >= 3]
-    if use_ray and groups:
-        from .parallel import bootstrap_ray
-
-        table = bootstrap_ray(groups, options, address=address, num_workers=num_workers, progress=progress)
-    else:
-        table = bootstrap(groups, options)
+    table = bootstrap_table(selection.load(store), options, address=address, num_workers=num_workers,
+                            use_ray=use_ray, progress=progress)
     out = Outputs()
-    write_table(table.astype({"shots": "Int64"}), os.path.join(out_dir, "bootstrap"), out)
+    write_table(table, os.path.join(out_dir, "bootstrap"), out)
     return table, out
 
 

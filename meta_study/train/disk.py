@@ -185,9 +185,13 @@ def load_parquet(train: str | os.PathLike | pa.Table, test: str | os.PathLike | 
         a, b = _split_off(len(images), test_fraction, seed)
         te_images, te_labels = [images[i] for i in b], labels[b]
         images, labels = [images[i] for i in a], labels[a]
-    num_classes = int(max(labels.max(), te_labels.max() if len(te_labels) else 0)) + 1 if _ints(classes) else len(classes)
+    if _ints(classes):
+        num_classes = int(max(labels.max(), te_labels.max() if len(te_labels) else 0)) + 1
+    else:
+        num_classes = len(classes)
     return Task(name, num_classes, img_size, EncodedSplit(images, labels, img_size, cache_mb),
-                EncodedSplit(te_images, te_labels, img_size, cache_mb), description=f"table {train} ({num_classes} classes)")
+                EncodedSplit(te_images, te_labels, img_size, cache_mb),
+                description=f"table {train} ({num_classes} classes)")
 
 
 def _ints(classes: Sequence[object]) -> bool:

@@ -76,7 +76,10 @@ class Preset:
 _PRESETS: dict[str, Preset] = {}
 
 
-def register_preset(*, family: str, timm_name: str, img_size: int = 224) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+Builder = Callable[..., nn.Module]
+
+
+def register_preset(*, family: str, timm_name: str, img_size: int = 224) -> Callable[[Builder], Builder]:
     """Register the decorated builder as a preset named after the function.
 
     Args:
@@ -85,7 +88,7 @@ def register_preset(*, family: str, timm_name: str, img_size: int = 224) -> Call
         img_size: the preset's usual input size (224 for the paper's models, 32 for ``*_cpu``).
     """
 
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def deco(fn: Builder) -> Builder:
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         _PRESETS[fn.__name__] = Preset(fn.__name__, family, timm_name, fn, img_size, doc)
         return fn

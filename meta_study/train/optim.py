@@ -80,7 +80,8 @@ class SGDW(torch.optim.SGD):
     this applies AdamW's rule instead, so ``wd`` means the same for both optimizers.
     """
 
-    def __init__(self, params: Iterable[dict[str, Any]], lr: float, momentum: float = 0.9, nesterov: bool = False) -> None:
+    def __init__(self, params: Iterable[dict[str, Any]], lr: float, momentum: float = 0.9,
+                 nesterov: bool = False) -> None:
         groups = [dict(g, decoupled_wd=g.pop("weight_decay", 0.0), weight_decay=0.0) for g in (dict(g) for g in params)]
         super().__init__(groups, lr=lr, momentum=momentum, nesterov=nesterov)
 

@@ -108,7 +108,8 @@ def _empty(rng: np.random.Generator, n: int, k: int) -> dict[str, np.ndarray]:
         cx=np.zeros((n, k), np.float32), cy=np.zeros((n, k), np.float32), r=np.full((n, k), 0.3, np.float32),
         theta=rng.uniform(0, 2 * np.pi, (n, k)).astype(np.float32),
         rgb=_colours(rng, rng.integers(0, len(COLOURS), (n, k))),
-        freq=rng.uniform(2.4, 3.2, (n, k)).astype(np.float32), phase=rng.uniform(0, 2 * np.pi, (n, k)).astype(np.float32),
+        freq=rng.uniform(2.4, 3.2, (n, k)).astype(np.float32),
+        phase=rng.uniform(0, 2 * np.pi, (n, k)).astype(np.float32),
         bg=np.clip(level + tint, 0, 1).astype(np.float32), grad=rng.uniform(-0.15, 0.15, (n, 2)).astype(np.float32),
         noise=rng.integers(0, _NOISE_BANK, n), noise_amp=rng.uniform(0.02, 0.08, n).astype(np.float32),
     )

@@ -99,7 +99,8 @@ class TrialResult:
 def smoke_config(**overrides: Any) -> TrainConfig:
     """A config that runs end to end in ~10-20 s on one CPU core (16 px, 6k upstream images)."""
     base = dict(model_name="vit_tiny_cpu", img_size=16, epochs=2.0, batch_size=128, lr=2e-3,
-                us_task_kwargs={"n_train": 6000, "n_test": 1200}, ds_task_kwargs={"n_train_per_class": 30, "n_test": 300},
+                us_task_kwargs={"n_train": 6000, "n_test": 1200},
+                ds_task_kwargs={"n_train_per_class": 30, "n_test": 300},
                 shots=(1, 5, 10, 25), margin_examples=512)
     return TrainConfig(**{**base, **overrides})
 

@@ -1,0 +1,178 @@
+"""Submit one refit RayJob and wait for it to finish: the container of the refit CronJob.
+
+    python cluster/kuberay/submit_refit.py --template /etc/meta-study/rayjob-refit.yaml
+
+Runs in the meta-study image under the ServiceAccount of ``cronjob-refit.yaml``, whose Role grants
+exactly create, get, list and delete on ``rayjobs.ray.io``. Steps:
+
+1. If a refit RayJob (label ``app.kubernetes.io/name=meta-study-refit``) is not finished, submit
+   nothing and exit 0. The CronJob's ``concurrencyPolicy: Forbid`` only covers its own pods; this
+   also covers a refit whose waiting pod was killed (node drain, deadline).
+2. Delete finished refit RayJobs beyond the newest ``--keep``. KubeRay already deleted their
+   clusters (``shutdownAfterJobFinishes``); the objects only hold status.
+3. Create the RayJob from the template. Its ``metadata.generateName`` gives every run a unique name.
+4. Poll until the RayJob's deployment is Complete or Failed. Exit 0 only if the Ray job SUCCEEDED,
+   so a failed refit fails the CronJob's Job, where alerting sees it.
+
+Standard library and PyYAML only (both are in every Ray image). The API server, token and CA
+default to the pod's in-cluster ServiceAccount; tests point ``--api`` at a fake server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+LABEL = "app.kubernetes.io/name=meta-study-refit"
+TERMINAL = {"Complete", "Failed"}  # KubeRay's terminal JobDeploymentStatus values
+
+
+class KubeApi:
+    """The few Kubernetes API calls this script makes, on ``rayjobs.ray.io`` in one namespace."""
+
+    def __init__(self, base: str, namespace: str, token_file: Path | None, ca_file: Path | None) -> None:
+        self.root = f"{base.rstrip('/')}/apis/ray.io/v1/namespaces/{namespace}/rayjobs"
+        self.token_file = token_file
+        self.ssl = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+
+    def _call(self, method: str, path: str = "", body: dict | None = None) -> dict[str, Any]:
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        if self.token_file:
+            # Re-read on every call: projected ServiceAccount tokens are rotated (~hourly) while a
+            # refit can take hours.
+            headers["Authorization"] = f"Bearer {self.token_file.read_text().strip()}"
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.root + path, data=data, method=method, headers=headers)
+        with urllib.request.urlopen(req, context=self.ssl, timeout=30) as resp:
+            return json.load(resp)
+
+    def list_refits(self) -> list[dict[str, Any]]:
+        return self._call("GET", "?" + urllib.parse.urlencode({"labelSelector": LABEL}))["items"]
+
+    def create(self, rayjob: dict) -> dict[str, Any]:
+        return self._call("POST", body=rayjob)
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/{name}")
+
+    def delete(self, name: str) -> None:
+        self._call("DELETE", f"/{name}", body={"propagationPolicy": "Background"})
+
+
+def deployment_status(rayjob: dict) -> str:
+    """KubeRay's ``status.jobDeploymentStatus``; ``""`` for a RayJob the operator has not seen yet."""
+    return (rayjob.get("status") or {}).get("jobDeploymentStatus", "")
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} submit_refit: {msg}", flush=True)
+
+
+def prune(api: KubeApi, refits: list[dict], keep: int) -> None:
+    """Delete finished refit RayJobs except the newest ``keep``."""
+    done = [r for r in refits if deployment_status(r) in TERMINAL]
+    done.sort(key=lambda r: r["metadata"]["creationTimestamp"], reverse=True)
+    for r in done[keep:]:
+        log(f"deleting finished {r['metadata']['name']}")
+        api.delete(r["metadata"]["name"])
+
+
+def wait(api: KubeApi, name: str, poll_s: float, max_errors: int) -> dict[str, Any]:
+    """Poll RayJob ``name`` until its deployment is terminal; API errors are retried
+    ``max_errors`` times in a row (an API server restart must not fail a 6-hour refit)."""
+    errors, last = 0, None
+    while True:
+        try:
+            rayjob = api.get(name)
+            errors = 0
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                raise SystemExit(f"submit_refit: RayJob {name} was deleted while running") from None
+            if e.code == 403:
+                raise SystemExit(f"submit_refit: forbidden to get RayJob {name}; check the Role") from None
+            errors += 1
+            rayjob = None
+        except (urllib.error.URLError, TimeoutError, ConnectionError):
+            errors += 1
+            rayjob = None
+        if errors > max_errors:
+            raise SystemExit(f"submit_refit: {errors} API errors in a row while waiting for {name}")
+        if rayjob is not None:
+            status = deployment_status(rayjob)
+            if status != last:
+                log(f"{name}: {status or 'New'} (job {rayjob.get('status', {}).get('jobStatus') or '-'})")
+                last = status
+            if status in TERMINAL:
+                return rayjob
+        time.sleep(poll_s)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--template", type=Path, required=True, help="RayJob manifest (rayjob-refit.yaml)")
+    p.add_argument("--namespace", help="default: the pod's namespace, else the template's")
+    p.add_argument("--keep", type=int, default=10, help="finished refit RayJobs to keep (default 10)")
+    p.add_argument("--poll", type=float, default=30.0, help="seconds between status checks (default 30)")
+    p.add_argument("--max-api-errors", type=int, default=20, help="consecutive API errors tolerated")
+    p.add_argument("--api", help="API server URL (default: in-cluster https://$KUBERNETES_SERVICE_HOST)")
+    p.add_argument("--token-file", type=Path, help="bearer token (default: the pod's ServiceAccount token)")
+    p.add_argument("--ca-file", type=Path, help="CA bundle of the API server (default: the pod's)")
+    return p.parse_args(argv)
+
+
+def connect(args: argparse.Namespace, rayjob: dict) -> KubeApi:
+    """The API client: in-cluster ServiceAccount defaults unless ``--api`` is given. Sets the
+    RayJob's namespace to the one the client works in."""
+    in_cluster = args.api is None
+    if in_cluster:
+        host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
+        args.api = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+        args.token_file = args.token_file or SERVICE_ACCOUNT / "token"
+        args.ca_file = args.ca_file or SERVICE_ACCOUNT / "ca.crt"
+    namespace = args.namespace or (
+        (SERVICE_ACCOUNT / "namespace").read_text().strip() if in_cluster
+        else rayjob["metadata"].get("namespace", "default"))
+    rayjob["metadata"]["namespace"] = namespace
+    return KubeApi(args.api, namespace, args.token_file, args.ca_file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rayjob = yaml.safe_load(args.template.read_text())
+    if rayjob.get("kind") != "RayJob" or "generateName" not in rayjob.get("metadata", {}):
+        raise SystemExit(f"submit_refit: {args.template} is not a RayJob with metadata.generateName")
+    rayjob["metadata"].setdefault("labels", {}).update(dict([LABEL.split("=")]))
+
+    api = connect(args, rayjob)
+
+    refits = api.list_refits()
+    running = [r["metadata"]["name"] for r in refits if deployment_status(r) not in TERMINAL]
+    if running:
+        log(f"not submitting: refit {', '.join(running)} is still running")
+        return 0
+    prune(api, refits, args.keep)
+
+    name = api.create(rayjob)["metadata"]["name"]
+    log(f"created RayJob {name} in {rayjob['metadata']['namespace']}")
+    final = wait(api, name, args.poll, args.max_api_errors)
+    status = final.get("status", {})
+    job_status, reason = status.get("jobStatus", ""), status.get("reason", "")
+    log(f"{name} finished: deployment {deployment_status(final)}, job {job_status or '-'}"
+        + (f", reason {reason}: {status.get('message', '')}" if reason else ""))
+    return 0 if job_status == "SUCCEEDED" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

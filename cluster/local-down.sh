@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Stop the single-machine services that cluster/local-up.sh started: the Ray head and the MLflow
+# tracking server of one state directory. Idempotent: stopping what is not running is a no-op.
+#
+#   cluster/local-down.sh [STATE_DIR]      # default: $META_STUDY_LOCAL_DIR, else ./meta-study-local
+#
+# State (the MLflow database and artifacts, Ray's session logs, the Ray auth token) is kept, so
+# local-up.sh starts again where it stopped; delete STATE_DIR to start from scratch.
+#
+# Why not `ray stop`: it kills every Ray process of this user on the machine, including other
+# people's clusters and test sessions. local-up.sh starts each service as the leader of its own
+# session (setsid), so stopping exactly that session stops exactly what it started:
+#   1. SIGTERM to the leader. `ray start --block` drains the node and stops its processes
+#      (up to 30 s); `mlflow server` forwards the signal to its uvicorn workers.
+#   2. Whatever is still in the session after the grace period (a hung worker, a process whose
+#      leader was SIGKILLed) gets SIGTERM, then SIGKILL 5 s later.
+set -euo pipefail
+
+state="${1:-${META_STUDY_LOCAL_DIR:-./meta-study-local}}"
+if [ ! -d "$state" ]; then
+  echo "local-down: nothing to stop: $state does not exist" >&2
+  exit 0
+fi
+state="$(cd "$state" && pwd -P)"
+
+note() { echo "local-down: $*" >&2; }
+
+# PIDs of the processes in session $1 (Linux ps; empty when the session is gone).
+session_members() {
+  ps -e -o pid= -o sid= 2>/dev/null | awk -v s="$1" '$2 == s { print $1 }'
+}
+
+# True if $1 is alive and its command line contains $2: a PID file can outlive its process and
+# the PID can be reused by an unrelated one, which must never be signalled.
+is_ours() {
+  local args
+  args="$(ps -o args= -p "$1" 2>/dev/null)" || return 1
+  [[ "$args" == *"$2"* ]]
+}
+
+# wait_gone SECONDS PID...: poll until none of the PIDs is alive; false on timeout.
+wait_gone() {
+  local deadline=$((SECONDS + $1)) pid alive
+  shift
+  while :; do
+    alive=0
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1 && break; done
+    [ "$alive" -eq 0 ] && return 0
+    [ "$SECONDS" -ge "$deadline" ] && return 1
+    sleep 0.5
+  done
+}
+
+# stop_service NAME PIDFILE MARKER GRACE_SECONDS
+stop_service() {
+  local name="$1" pidfile="$2" marker="$3" grace="$4" leader members
+  if [ ! -f "$pidfile" ]; then
+    note "$name: not running"
+    return 0
+  fi
+  leader="$(cat "$pidfile")"
+  if [[ ! "$leader" =~ ^[0-9]+$ ]]; then
+    note "$name: ignoring malformed pid file $pidfile"
+    rm -f "$pidfile"
+    return 0
+  fi
+  if kill -0 "$leader" 2>/dev/null && ! is_ours "$leader" "$marker"; then
+    # The PID was reused; Linux does not reuse a PID while it names a live session, so none of
+    # our processes can be left in session $leader either.
+    note "$name: stale pid file (pid $leader is another process now)"
+    rm -f "$pidfile"
+    return 0
+  fi
+  if kill -0 "$leader" 2>/dev/null; then
+    note "$name: stopping (pid $leader)"
+    kill -TERM "$leader" 2>/dev/null || true
+    wait_gone "$grace" "$leader" || note "$name: still running after ${grace} s"
+  fi
+  members="$(session_members "$leader")"
+  if [ -n "$members" ]; then
+    note "$name: terminating leftover processes: $(echo "$members" | tr '\n' ' ')"
+    # shellcheck disable=SC2086  # one PID per word
+    kill -TERM $members 2>/dev/null || true
+    # shellcheck disable=SC2086
+    if ! wait_gone 5 $members; then
+      # shellcheck disable=SC2086
+      kill -KILL $members 2>/dev/null || true
+      # shellcheck disable=SC2086
+      wait_gone 5 $members || note "$name: could not kill all of: $(echo "$members" | tr '\n' ' ')"
+    fi
+  fi
+  rm -f "$pidfile"
+  note "$name: stopped"
+}
+
+# Ray's --temp-dir is $state/ray, or a short directory under /tmp that $state/ray links to.
+ray_tmp="$state/ray"
+[ -d "$ray_tmp" ] && ray_tmp="$(cd "$ray_tmp" && pwd -P)"
+
+# Ray first: its drivers and tasks may still be logging to MLflow while the node drains.
+stop_service ray "$state/ray.pid" "--temp-dir=$ray_tmp" 60
+stop_service mlflow "$state/mlflow.pid" "$state/mlflow/" 30
+rm -f "$state/env.sh"  # its addresses belong to the services just stopped

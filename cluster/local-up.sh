@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Start meta-study's single-machine services: a Ray head node and an MLflow tracking server, with
+# all of their state under one directory. Stop them with cluster/local-down.sh.
+#
+#   cluster/local-up.sh [STATE_DIR]           # default: $META_STUDY_LOCAL_DIR, else ./meta-study-local
+#   eval "$(cluster/local-up.sh)"             # stdout is only the export lines; progress is on stderr
+#   . meta-study-local/env.sh                 # the same lines, for later shells
+#
+# Settings (environment):
+#   PYTHON                      interpreter that has ray and mlflow (default: python3 on PATH, i.e.
+#                               the active virtualenv's); ray and mlflow are run as `$PYTHON -m ...`
+#   META_STUDY_RAY_PORT         Ray GCS port (default: a free port)
+#   META_STUDY_MLFLOW_PORT      MLflow port (default: a free port)
+#   META_STUDY_RAY_START_ARGS   extra `ray start` arguments, e.g. "--num-cpus=8 --num-gpus=1"
+#   META_STUDY_MLFLOW_ARGS      extra `mlflow server` arguments, e.g. "--workers 4"
+#   META_STUDY_UP_TIMEOUT       seconds to wait for both services to be healthy (default 180)
+#
+# Layout of STATE_DIR:
+#   env.sh                 RAY_ADDRESS, RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH, MLFLOW_TRACKING_URI
+#   ray-auth-token         this cluster's Ray token (0600)
+#   ray.pid, ray.log       `ray start --head --block` (the session leader of every Ray process)
+#   ray/                   Ray's --temp-dir: session logs (a link to /tmp when STATE_DIR is deep)
+#   mlflow.pid, mlflow.log `mlflow server`
+#   mlflow/mlflow.db       the tracking database (sqlite)
+#   mlflow/artifacts/      the artifact store, served by the tracking server (--serve-artifacts)
+#
+# Security: both services bind 127.0.0.1 where they can (MLflow, the Ray dashboard), but Ray's
+# GCS and raylet listen on all interfaces, so the cluster runs with Ray token authentication and
+# a token only this user can read. Clients need RAY_AUTH_MODE and RAY_AUTH_TOKEN_PATH (in env.sh).
+#
+# If anything fails, whatever this script started is stopped again (via local-down.sh).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
+state="${1:-${META_STUDY_LOCAL_DIR:-./meta-study-local}}"
+PY="${PYTHON:-python3}"
+timeout_s="${META_STUDY_UP_TIMEOUT:-180}"
+
+note() { echo "local-up: $*" >&2; }
+die() { note "error: $*"; exit 1; }
+
+if ! "$PY" -c 'import ray, mlflow' 2>/dev/null; then
+  die "$PY cannot import ray and mlflow; activate the project's environment or set PYTHON"
+fi
+
+mkdir -p "$state/mlflow/artifacts"
+state="$(cd "$state" && pwd -P)"
+# Keeps the default ./meta-study-local out of `git status`.
+[ -f "$state/.gitignore" ] || printf '*\n' > "$state/.gitignore"
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+if alive "$state/ray.pid" || alive "$state/mlflow.pid"; then
+  if alive "$state/ray.pid" && alive "$state/mlflow.pid" && [ -f "$state/env.sh" ]; then
+    note "already running (state in $state)"
+    cat "$state/env.sh"
+    exit 0
+  fi
+  die "a half-running setup is in $state; run cluster/local-down.sh $state first"
+fi
+
+# --- cleanup on failure: stop whatever was started, then exit with the original status ---------
+started=0
+on_exit() {
+  local rc=$?
+  if [ "$rc" -ne 0 ] && [ "$started" -eq 1 ]; then
+    note "failed; stopping what was started"
+    "$here/local-down.sh" "$state" || true
+  fi
+  exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- ports ---------------------------------------------------------------------------------------
+# Every port Ray would otherwise take at a fixed default (GCS 6379, dashboard 8265, dashboard
+# agent 52365, client server 10001) is picked free, so two setups (or a test run) never collide.
+# All sockets are held open together so the picks are distinct; another program could still grab
+# one before Ray binds it, in which case startup fails cleanly and can be rerun.
+read -r p_gcs p_mlflow p_dash p_agent_http p_agent_grpc p_metrics p_runtime_env p_client < <(
+  "$PY" - <<'EOF'
+import socket
+socks = [socket.socket() for _ in range(8)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+EOF
+)
+ray_port="${META_STUDY_RAY_PORT:-$p_gcs}"
+mlflow_port="${META_STUDY_MLFLOW_PORT:-$p_mlflow}"
+mlflow_uri="http://127.0.0.1:$mlflow_port"
+
+# --- Ray's temp dir --------------------------------------------------------------------------------
+# Unix socket paths are limited to 107 bytes and Ray puts sockets ~62 bytes below --temp-dir
+# (session_<date>_<pid>/sockets/plasma_store), so a deep STATE_DIR gets a short stand-in under /tmp
+# that $state/ray links to (kept across restarts, like the rest of the state).
+if [ -d "$state/ray" ]; then
+  ray_tmp="$(cd "$state/ray" && pwd -P)"
+elif [ "${#state}" -le 36 ]; then
+  ray_tmp="$state/ray"
+  mkdir -p "$ray_tmp"
+else
+  rm -f "$state/ray"  # a link whose /tmp target was cleaned up
+  ray_tmp="$(mktemp -d "${TMPDIR:-/tmp}/msray.XXXXXX")"
+  ln -s "$ray_tmp" "$state/ray"
+fi
+ray_tmp="$(cd "$ray_tmp" && pwd -P)"  # canonical, as local-down.sh matches it against `ps`
+[ "${#ray_tmp}" -le 44 ] || die "Ray temp dir path too long for Unix sockets: $ray_tmp"
+
+# --- Ray auth token --------------------------------------------------------------------------------
+if [ ! -s "$state/ray-auth-token" ]; then
+  (umask 077 && "$PY" -c 'import secrets; print(secrets.token_hex(32), end="")' > "$state/ray-auth-token")
+fi
+ray_auth=(RAY_AUTH_MODE=token "RAY_AUTH_TOKEN_PATH=$state/ray-auth-token")
+
+# detach LOG CMD...: run CMD as the leader of a new session (so local-down.sh can stop exactly its
+# processes), stdin closed, output appended to LOG. Portable setsid via Python's os.setsid.
+detach() {
+  local log="$1"
+  shift
+  "$PY" -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' "$@" \
+    < /dev/null >> "$log" 2>&1 &
+}
+
+# --- start Ray ---------------------------------------------------------------------------------------
+if "$PY" -c 'import sys, ray._private.utils as u; sys.exit(u.get_dashboard_dependency_error() is not None)' 2>/dev/null; then
+  dashboard=true   # needs ray[default]; the job API (`ray job submit`) lives in the dashboard
+else
+  dashboard=false
+fi
+ray_args=(
+  start --head --block
+  --port="$ray_port"
+  --temp-dir="$ray_tmp"
+  --include-dashboard="$dashboard" --dashboard-host=127.0.0.1 --dashboard-port="$p_dash"
+  --dashboard-agent-listen-port="$p_agent_http" --dashboard-agent-grpc-port="$p_agent_grpc"
+  --metrics-export-port="$p_metrics" --runtime-env-agent-port="$p_runtime_env"
+  --disable-usage-stats
+)
+# The client server (ray://) only starts when ray[client] is installed, on 10001 by default.
+if "$PY" -c 'import grpc' 2>/dev/null; then ray_args+=(--ray-client-server-port="$p_client"); fi
+# shellcheck disable=SC2206  # split extra arguments into words on purpose
+ray_args+=(${META_STUDY_RAY_START_ARGS:-})
+
+for svc in ray mlflow; do echo "=== local-up $(date -u +%FT%TZ)" >> "$state/$svc.log"; done
+note "starting Ray head on 127.0.0.1:$ray_port (logs: $state/ray.log, $state/ray/session_latest/logs)"
+started=1
+# Tasks and job drivers inherit the raylet's environment, so MLFLOW_TRACKING_URI set here reaches
+# every trial without any configuration in the sweep.
+detach "$state/ray.log" env -u RAY_ADDRESS "${ray_auth[@]}" MLFLOW_TRACKING_URI="$mlflow_uri" \
+  "$PY" -m ray.scripts.scripts "${ray_args[@]}"
+echo $! > "$state/ray.pid"
+
+# --- start MLflow --------------------------------------------------------------------------------------
+mlflow_args=(
+  server --host 127.0.0.1 --port "$mlflow_port" --workers 1
+  --backend-store-uri "sqlite:///$state/mlflow/mlflow.db"
+  --artifacts-destination "$state/mlflow/artifacts" --serve-artifacts
+)
+# shellcheck disable=SC2206
+mlflow_args+=(${META_STUDY_MLFLOW_ARGS:-})
+note "starting MLflow on $mlflow_uri (log: $state/mlflow.log)"
+# MLflow's GenAI job runner (5 huey consumer processes, ~1.2 GB) is not used by meta-study.
+detach "$state/mlflow.log" env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false "$PY" -m mlflow "${mlflow_args[@]}"
+echo $! > "$state/mlflow.pid"
+
+# --- wait until both are healthy -------------------------------------------------------------------------
+# The first MLflow start creates the database (~10-30 s); Ray is up in ~10 s.
+mlflow_ok=0
+ray_ok=0
+deadline=$((SECONDS + timeout_s))
+while :; do
+  for svc in ray mlflow; do
+    if ! kill -0 "$(cat "$state/$svc.pid")" 2>/dev/null; then
+      tail -n 20 "$state/$svc.log" >&2 || true
+      die "$svc exited during startup (log: $state/$svc.log)"
+    fi
+  done
+  if [ "$mlflow_ok" -eq 0 ] && "$PY" - "$mlflow_uri/health" <<'EOF' 2>/dev/null
+import sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
+    sys.exit(r.status != 200)
+EOF
+  then
+    mlflow_ok=1
+    note "MLflow is healthy"
+  fi
+  if [ "$ray_ok" -eq 0 ] && env "${ray_auth[@]}" "$PY" -m ray.scripts.scripts status \
+      --address "127.0.0.1:$ray_port" > /dev/null 2>&1; then
+    ray_ok=1
+    note "Ray is healthy"
+  fi
+  if [ "$mlflow_ok" -eq 1 ] && [ "$ray_ok" -eq 1 ]; then break; fi
+  [ "$SECONDS" -lt "$deadline" ] || die "not healthy after ${timeout_s} s (logs in $state)"
+  sleep 1
+done
+
+# --- print what a shell needs -----------------------------------------------------------------------------
+{
+  echo "export RAY_ADDRESS=127.0.0.1:$ray_port"
+  echo "export RAY_AUTH_MODE=token"
+  echo "export RAY_AUTH_TOKEN_PATH=$(printf %q "$state/ray-auth-token")"
+  [ "$dashboard" = true ] && echo "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:$p_dash"
+  echo "export MLFLOW_TRACKING_URI=$mlflow_uri"
+  echo "# MLflow UI: $mlflow_uri"
+  [ "$dashboard" = true ] && echo "# Ray dashboard: http://127.0.0.1:$p_dash"
+  echo "# stop: $(printf %q "$here/local-down.sh") $(printf %q "$state")"
+} > "$state/env.sh.tmp"
+mv "$state/env.sh.tmp" "$state/env.sh"
+cat "$state/env.sh"
+note "up; paste the export lines above, or: . $(printf %q "$state/env.sh")"

@@ -1,0 +1,358 @@
+"""The scheduled re-fitting job: re-ingest, re-fit what changed, publish to MLflow.
+
+One refit:
+
+1. takes the store's refit lock (non-blocking: a refit already running on the store means this
+   one is skipped, so cron, systemd timers and ``--every`` loops never overlap);
+2. ingests the sources, if any;
+3. fingerprints every group (sha256 of its runs and accuracies) and compares with the last refit:
+   if no group and no option changed, it stops here (a no-op takes seconds);
+4. fits every group (hull and all points: cheap), and runs sample-size sensitivity and bootstrap
+   only for groups whose data changed, reusing the last refit's rows for the others;
+5. builds the correlation tables, the figures and the HTML report in a new version directory
+   ``OUT/refits/<UTC time>/``, written under a temporary name and renamed into place, then points
+   ``OUT/LATEST`` at it;
+6. logs one MLflow run (experiment ``meta-study/refits`` by default) with the store, sources and
+   fingerprint as params, every group's parameters and errors as metrics, and the version
+   directory (tables, figures, report) as artifacts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .analysis.groups import GROUP_COLUMNS, Group
+from .analysis.holdout import FitOptions
+from .analysis.run import (Outputs, Selection, bootstrap_table, fit_to_dir, footer, run_correlations, sensitivity_table,
+                           write_sensitivity, write_table)
+from .analysis.sensitivity import BootstrapOptions, SensitivityOptions
+from .errors import UserError
+from .store import Store
+
+Progress = Callable[[str, int, int | None], None]
+DEFAULT_EXPERIMENT = "meta-study/refits"
+
+
+@dataclass(frozen=True)
+class RefitConfig:
+    """Everything one refit needs. ``out`` is a local directory (versions are kept there)."""
+
+    store: str
+    out: str
+    sources: tuple[str, ...] = ()
+    mapping: str | None = None
+    sources_file: str | None = None
+    tracking_uri: str | None = None
+    experiment: str = DEFAULT_EXPERIMENT
+    fit: FitOptions = field(default_factory=FitOptions)
+    sensitivity: SensitivityOptions = field(default_factory=SensitivityOptions)
+    bootstrap: BootstrapOptions = field(default_factory=lambda: BootstrapOptions(n_boot=1000))
+    address: str | None = None
+    workers: int | None = None
+    use_ray: bool = True
+    threshold: float = 0.1            # "scaling stops paying" below this many DS points per US point
+    max_group_figures: int = 60
+
+    def options_fingerprint(self) -> str:
+        """What, besides the data, decides the results: a change refits everything."""
+        opts = {"fit": asdict(self.fit), "sensitivity": asdict(self.sensitivity), "bootstrap": asdict(self.bootstrap),
+                "threshold": self.threshold}
+        return hashlib.sha256(json.dumps(opts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RefitResult:
+    """What a refit did. ``status``: ``refitted``, ``noop`` (nothing changed), ``locked`` (another
+    refit holds the store) or ``empty`` (no groups)."""
+
+    status: str
+    version_dir: str | None = None
+    changed: list[tuple] = field(default_factory=list)
+    unchanged: int = 0
+    unfittable: list[str] = field(default_factory=list)
+    ingest_lines: list[str] = field(default_factory=list)
+    mlflow_run_id: str | None = None
+    seconds: float = 0.0
+    message: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# Locking and fingerprints
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def refit_lock(store: Store, out: str) -> Iterator[bool]:
+    """Yield True if this process holds the refit lock of ``store``, False if another one does.
+
+    The lock lives in the store's ``_meta`` for local stores (so two refits writing different OUT
+    directories still exclude each other) and in OUT for object stores.
+    """
+    path = Path(store._f.p("_meta/REFIT.lock")) if store._f.local else Path(out) / ".refit.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {_now_iso()}".encode(), 0)
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _key(k: Sequence[Any]) -> tuple:
+    """A group key with NA normalized to None, usable in sets and dicts."""
+    return tuple(None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else
+                 (int(v) if i == 3 else str(v)) for i, v in enumerate(k))
+
+
+def group_fingerprint(g: Group) -> str:
+    """sha256 of a group's runs and accuracies, independent of row order."""
+    order = np.lexsort((g.ds_acc, g.us_acc, g.run_ids.astype(str)))
+    h = hashlib.sha256(repr(g.key).encode())
+    h.update("\x1f".join(g.run_ids.astype(str)[order]).encode())
+    h.update(np.ascontiguousarray(g.us_acc[order]).tobytes())
+    h.update(np.ascontiguousarray(g.ds_acc[order]).tobytes())
+    return h.hexdigest()[:24]
+
+
+def _previous(out: str) -> tuple[Path | None, dict[str, Any]]:
+    latest = Path(out) / "LATEST"
+    if not latest.exists():
+        return None, {}
+    d = Path(out) / "refits" / latest.read_text().strip()
+    try:
+        return d, json.loads((d / "refit.json").read_text())
+    except (OSError, ValueError):
+        return None, {}
+
+
+def _rows_of(table_path: Path, keys: set[tuple]) -> pd.DataFrame | None:
+    if not table_path.exists() or not keys:
+        return None
+    t = pd.read_parquet(table_path)
+    mask = [(_key(k) in keys) for k in t[list(GROUP_COLUMNS)].itertuples(index=False)]
+    return t[mask]
+
+
+# --------------------------------------------------------------------------------------------
+# The refit
+# --------------------------------------------------------------------------------------------
+
+
+def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[str], None] = print) -> RefitResult:
+    """Run one refit (see the module doc). Never raises for a group that cannot be fitted."""
+    t0 = time.perf_counter()
+    store = Store(cfg.store)
+    res = RefitResult(status="refitted")
+    with refit_lock(store, cfg.out) as held:
+        if not held:
+            return RefitResult(status="locked", message=f"another refit is running on {cfg.store}; skipped")
+        res.ingest_lines = _ingest(cfg, store, progress)
+        for line in res.ingest_lines:
+            log(line)
+        store.require()
+        groups = Selection().load(store)
+        if not groups:
+            return RefitResult(status="empty", message=f"{cfg.store}: no groups to fit", seconds=time.perf_counter() - t0)
+        fps = {_key(g.key): group_fingerprint(g) for g in groups}
+        prev_dir, prev = _previous(cfg.out)
+        prev_fps = {_key(json.loads(k)): v for k, v in prev.get("groups", {}).items()}
+        same_opts = prev.get("options_fingerprint") == cfg.options_fingerprint()
+        changed = [g for g in groups if not same_opts or prev_fps.get(_key(g.key)) != fps[_key(g.key)]]
+        if not changed and set(prev_fps) == set(fps):
+            return RefitResult(status="noop", version_dir=str(prev_dir), unchanged=len(groups),
+                               ingest_lines=res.ingest_lines, seconds=time.perf_counter() - t0,
+                               message=f"nothing changed since the refit of {prev.get('time')}")
+        res.changed = [g.key for g in changed]
+        res.unchanged = len(groups) - len(changed)
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        final = Path(cfg.out) / "refits" / stamp
+        tmp = Path(cfg.out) / "refits" / f".tmp-{stamp}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            info = _analyze(cfg, store, groups, changed, prev_dir, tmp, stamp, fps, progress)
+            res.unfittable = info["unfittable"]
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _write_latest(cfg.out, stamp)
+        res.version_dir = str(final)
+        if cfg.tracking_uri:
+            res.mlflow_run_id = publish_to_mlflow(cfg, final, info)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _ingest(cfg: RefitConfig, store: Store, progress: Progress | None) -> list[str]:
+    if not cfg.sources and not cfg.sources_file:
+        return []
+    from .ingest import ingest_sources, load_mapping, load_sources_file, open_source_specs, open_sources
+
+    mapping = load_mapping(cfg.mapping) if cfg.mapping else None
+    srcs = open_sources(list(cfg.sources), mapping) if cfg.sources else []
+    if cfg.sources_file:
+        srcs += open_source_specs(load_sources_file(cfg.sources_file))
+    reports = ingest_sources(srcs, store, progress=progress or (lambda *a: None))
+    return [r.line() for r in reports]
+
+
+def _analyze(cfg: RefitConfig, store: Store, groups: list[Group], changed: list[Group], prev_dir: Path | None,
+             out: Path, stamp: str, fps: dict[tuple, str], progress: Progress | None) -> dict[str, Any]:
+    """Tables, figures and the report of refit ``stamp``, written in ``out``; returns what
+    refit.json records."""
+    from .report import render_report
+
+    foot = footer(store, f"refit {stamp}")
+    fits, outs = fit_to_dir(groups, str(out), options=cfg.fit, max_group_figures=cfg.max_group_figures,
+                            footer_text=foot)
+    changed_keys = {_key(g.key) for g in changed}
+    unchanged_keys = set(fps) - changed_keys
+    kw = dict(address=cfg.address, num_workers=cfg.workers, use_ray=cfg.use_ray, progress=progress)
+    # sensitivity and bootstrap: new rows for changed groups, the last refit's rows for the others
+    sens = _merge(sensitivity_table(changed, cfg.sensitivity, **kw), prev_dir, "sensitivity.parquet", unchanged_keys)
+    write_sensitivity(_in_group_order(sens, groups), str(out), footer_text=foot, out=outs)
+    boot = _merge(bootstrap_table(changed, cfg.bootstrap, **kw), prev_dir, "bootstrap.parquet", unchanged_keys)
+    write_table(_in_group_order(boot, groups), str(out / "bootstrap"), outs)
+    run_correlations(store, str(out), fits=fits)
+    bad = fits[~fits["status"].isin(["ok", "at_bound"])]
+    unfittable = sorted({f"{r.us_task} -> {r.ds_task} ({r.eval_protocol}, shots={r.shots}) {r.frontier}: "
+                         f"{r.status}: {r.message}" for r in bad.itertuples()})
+    info = {
+        "time": _now_iso(), "store": store.uri, "store_version": store.version, "meta_study": __version__,
+        "sources": list(cfg.sources) + ([cfg.sources_file] if cfg.sources_file else []),
+        "options_fingerprint": cfg.options_fingerprint(),
+        "fingerprint": hashlib.sha256(json.dumps(sorted(fps.values())).encode()).hexdigest()[:24],
+        "groups": {json.dumps(list(k)): v for k, v in fps.items()},
+        "changed": [list(_key(g.key)) for g in changed], "unfittable": unfittable,
+        "previous": prev_dir.name if prev_dir else None,
+    }
+    (out / "refit.json").write_text(json.dumps(info, indent=1, default=str))
+    render_report(out, title="meta-study refit", threshold=cfg.threshold, provenance={
+        "store": store.uri, "store version": store.version, "refit": stamp,
+        "groups": len(groups), "changed": len(changed), "fingerprint": info["fingerprint"]})
+    return info
+
+
+def _merge(new: pd.DataFrame, prev_dir: Path | None, name: str, keys: set[tuple]) -> pd.DataFrame:
+    old = _rows_of(prev_dir / name, keys) if prev_dir else None
+    parts = [t for t in (old, new) if t is not None and len(t)]
+    return pd.concat(parts, ignore_index=True).astype({"shots": "Int64"}) if parts else new
+
+
+def _in_group_order(table: pd.DataFrame, groups: list[Group]) -> pd.DataFrame:
+    if table is None or table.empty:
+        return table
+    rank = {_key(g.key): i for i, g in enumerate(groups)}
+    order = [rank.get(_key(k), len(rank)) for k in table[list(GROUP_COLUMNS)].itertuples(index=False)]
+    return table.assign(_o=order).sort_values("_o", kind="stable").drop(columns="_o").reset_index(drop=True)
+
+
+def _write_latest(out: str, stamp: str) -> None:
+    tmp = Path(out) / f".LATEST.tmp-{os.getpid()}"
+    tmp.write_text(stamp + "\n")
+    os.replace(tmp, Path(out) / "LATEST")
+
+
+# --------------------------------------------------------------------------------------------
+# MLflow
+# --------------------------------------------------------------------------------------------
+
+_KEY_OK = re.compile(r"[^A-Za-z0-9_\-. :]")
+
+
+def metric_key(*parts: Any) -> str:
+    """An MLflow-safe metric key from group parts: other characters become '_', and no segment
+    is empty, '.' or '..' (MLflow refuses keys that resolve to other paths)."""
+    segs = []
+    for p in parts:
+        s = _KEY_OK.sub("_", "na" if p is None or p is pd.NA else str(p))
+        segs.append("_" if s in ("", ".", "..") else s)
+    return "/".join(segs)
+
+
+def _artifact_location(tracking_uri: str, name: str) -> str | None:
+    """For a local sqlite tracking store, keep artifacts next to the database (MLflow would
+    otherwise use ./mlruns relative to wherever the job runs)."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        return (db.parent / "mlartifacts" / re.sub(r"[^A-Za-z0-9_.-]", "_", name)).resolve().as_uri()
+    return None
+
+
+def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> str:
+    """One MLflow run for a refit: params, per-group metrics and the version directory as artifacts."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    from .ingest.mlflow_source import safe_uri
+
+    client = MlflowClient(tracking_uri=cfg.tracking_uri)
+    exp = client.get_experiment_by_name(cfg.experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(
+        cfg.experiment, artifact_location=_artifact_location(cfg.tracking_uri, cfg.experiment))
+    run = client.create_run(exp_id, run_name=f"refit {version_dir.name}",
+                            tags={"meta_study.refit": version_dir.name, "meta_study.version": __version__})
+    rid = run.info.run_id
+    params = {"store": info["store"], "store_version": info["store_version"], "fingerprint": info["fingerprint"],
+              "options_fingerprint": info["options_fingerprint"], "n_groups": len(info["groups"]),
+              "n_changed": len(info["changed"]), "n_unfittable": len(info["unfittable"]),
+              "sources": ",".join(safe_uri(s) if "://" in s else s for s in info["sources"])[:6000] or "-",
+              "holdout_quantile": cfg.fit.holdout_quantile, "loss": cfg.fit.loss,
+              "trials": cfg.sensitivity.trials, "bootstrap_samples": cfg.bootstrap.n_boot}
+    fits = pd.read_parquet(version_dir / "fits.parquet")
+    now = int(time.time() * 1000)
+    metrics = []
+    for r in fits.itertuples():
+        for name in ("saturation", "alpha", "k", "e_ir", "fit_err", "pred_err"):
+            v = float(getattr(r, name))
+            if math.isfinite(v):
+                metrics.append(Metric(metric_key("fit", r.us_task, r.ds_task, r.eval_protocol,
+                                                 None if pd.isna(r.shots) else int(r.shots), r.frontier, name),
+                                      v, now, 0))
+    metrics.append(Metric("refit/groups", float(len(info["groups"])), now, 0))
+    metrics.append(Metric("refit/changed", float(len(info["changed"])), now, 0))
+    client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()], tags=[RunTag("n_metrics",
+                                                                                                  str(len(metrics)))])
+    for i in range(0, len(metrics), 1000):  # MLflow's per-batch limit
+        client.log_batch(rid, metrics=metrics[i:i + 1000])
+    client.log_artifacts(rid, str(version_dir))
+    client.set_terminated(rid)
+    return rid
+
+
+def parse_every(text: str) -> float:
+    """'90s', '30m', '1h', '1d' or plain seconds -> seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text or "")
+    if not m:
+        raise UserError(f"--every: {text!r} is not a duration like 30m, 1h or 1d")
+    value = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    if value < 1:
+        raise UserError(f"--every: {text!r} is shorter than a second")
+    return value

@@ -1,0 +1,157 @@
+"""The refit job: versioned results, no-op when nothing changed, only changed groups re-sampled,
+an MLflow run with metrics and artifacts, overlap protection, a loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from meta_study.analysis.sensitivity import BootstrapOptions, SensitivityOptions
+from meta_study.refit import RefitConfig, metric_key, parse_every, refit, refit_lock
+from meta_study.schema import validate
+from meta_study.store import Store
+from conftest import make_rows, run_cli
+
+
+def _store(path: Path, seed: int = 0, runs: int = 60, tasks=("a", "b", "c")) -> Store:
+    s = Store(str(path))
+    s.commit(validate(make_rows(runs, ds_tasks=tasks, seed=seed)).table)
+    return s
+
+
+def _cfg(store: Store, out: Path, **kw) -> RefitConfig:
+    return RefitConfig(store=store.uri, out=str(out), sensitivity=SensitivityOptions(trials=2),
+                       bootstrap=BootstrapOptions(n_boot=20), use_ray=False, max_group_figures=2, **kw)
+
+
+def test_second_refit_is_a_noop(tmp_path):
+    s = _store(tmp_path / "st")
+    first = refit(_cfg(s, tmp_path / "out"), log=lambda m: None)
+    assert first.status == "refitted" and len(first.changed) == 3
+    v = Path(first.version_dir)
+    for f in ("fits.parquet", "sensitivity.parquet", "bootstrap.parquet", "index.html", "refit.json",
+              "figures/fits_grid.png", "figures/sensitivity.png", "correlations/f21_us_ds_spearman.parquet"):
+        assert (v / f).exists(), f
+    assert (tmp_path / "out" / "LATEST").read_text().strip() == v.name
+    t0 = time.perf_counter()
+    second = refit(_cfg(s, tmp_path / "out"), log=lambda m: None)
+    assert second.status == "noop" and "nothing changed" in second.message
+    assert time.perf_counter() - t0 < 10
+    assert len(list((tmp_path / "out" / "refits").iterdir())) == 1
+    # changing an analysis option refits everything
+    third = refit(RefitConfig(**{**_cfg(s, tmp_path / "out").__dict__, "threshold": 0.2}), log=lambda m: None)
+    assert third.status == "refitted" and len(third.changed) == 3
+
+
+def test_only_changed_groups_are_resampled(tmp_path):
+    s = _store(tmp_path / "st")
+    first = refit(_cfg(s, tmp_path / "out"), log=lambda m: None)
+    time.sleep(1.1)  # version directories are named by the second
+    more = make_rows(10, ds_tasks=("b",), seed=9, run_prefix="new")
+    s.commit(validate(more).table)
+    second = refit(_cfg(s, tmp_path / "out"), log=lambda m: None)
+    assert second.status == "refitted"
+    assert [k[1] for k in second.changed] == ["b"] and second.unchanged == 2
+    old = pd.read_parquet(Path(first.version_dir) / "sensitivity.parquet")
+    new = pd.read_parquet(Path(second.version_dir) / "sensitivity.parquet")
+    for task in ("a", "c"):   # unchanged groups keep their rows exactly
+        pd.testing.assert_frame_equal(old[old["ds_task"] == task].reset_index(drop=True),
+                                      new[new["ds_task"] == task].reset_index(drop=True))
+    fits = pd.read_parquet(Path(second.version_dir) / "fits.parquet")
+    assert fits.set_index(["ds_task", "frontier"]).loc[("b", "all"), "n_points"] == 70
+    info = json.loads((Path(second.version_dir) / "refit.json").read_text())
+    assert info["previous"] == Path(first.version_dir).name and len(info["changed"]) == 1
+
+
+def test_unfittable_groups_are_reported_and_the_refit_goes_on(tmp_path):
+    s = _store(tmp_path / "st")
+    flat = make_rows(6, ds_tasks=("flat",), run_prefix="f")
+    flat["us_accuracy"] = 0.5
+    s.commit(validate(flat).table)
+    r = refit(_cfg(s, tmp_path / "out"), log=lambda m: None)
+    assert r.status == "refitted"
+    assert any("flat" in u and "degenerate" in u for u in r.unfittable)
+    html = (Path(r.version_dir) / "index.html").read_text()
+    assert "could not be made" in html and "degenerate" in html
+
+
+def test_refit_publishes_one_mlflow_run(tmp_path, mlflow_server):
+    s = _store(tmp_path / "st")
+    exp = f"meta-study/refits-{os.getpid()}-{time.time_ns()}"
+    r = refit(_cfg(s, tmp_path / "out", tracking_uri=mlflow_server.uri, experiment=exp), log=lambda m: None)
+    client = MlflowClient(mlflow_server.uri)
+    e = client.get_experiment_by_name(exp)
+    runs = client.search_runs([e.experiment_id])
+    assert len(runs) == 1 and runs[0].info.run_id == r.mlflow_run_id and runs[0].info.status == "FINISHED"
+    run = runs[0]
+    assert run.data.params["store"] == s.uri and run.data.params["n_groups"] == "3"
+    info = json.loads((Path(r.version_dir) / "refit.json").read_text())
+    assert run.data.params["fingerprint"] == info["fingerprint"]
+    fits = pd.read_parquet(Path(r.version_dir) / "fits.parquet").set_index(["ds_task", "frontier"])
+    key = metric_key("fit", "up", "a", "fewshot", 5, "hull", "saturation")
+    assert key == "fit/up/a/fewshot/5/hull/saturation"
+    assert run.data.metrics[key] == pytest.approx(fits.loc[("a", "hull"), "saturation"])
+    arts = {a.path for a in client.list_artifacts(r.mlflow_run_id)}
+    assert {"index.html", "fits.parquet", "sensitivity.parquet", "bootstrap.parquet", "figures", "correlations"} <= arts
+    figs = {a.path for a in client.list_artifacts(r.mlflow_run_id, "figures")}
+    assert "figures/fits_grid.png" in figs and "figures/sensitivity.png" in figs
+    # a no-op refit logs nothing
+    assert refit(_cfg(s, tmp_path / "out", tracking_uri=mlflow_server.uri, experiment=exp),
+                 log=lambda m: None).status == "noop"
+    assert len(client.search_runs([e.experiment_id])) == 1
+
+
+def test_two_refits_never_overlap_on_one_store(tmp_path):
+    s = _store(tmp_path / "st")
+    with refit_lock(s, str(tmp_path / "other-out")) as held:
+        assert held
+        r = refit(_cfg(s, tmp_path / "out"), log=lambda m: None)
+        assert r.status == "locked" and "another refit" in r.message
+    assert refit(_cfg(s, tmp_path / "out"), log=lambda m: None).status == "refitted"
+
+
+def test_every_loop_from_the_cli(tmp_path):
+    s = _store(tmp_path / "st")
+    p = subprocess.Popen([sys.executable, "-m", "meta_study.cli", "refit", "--store", s.uri, "--out",
+                          str(tmp_path / "out"), "--every", "1s", "--serial", "--trials", "2", "--samples", "20"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and sum("refit: noop" in x for x in lines) < 2:
+        line = p.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=60)
+    text = "".join(lines)
+    assert text.count("refit: 3 changed") == 1 and text.count("refit: noop") >= 2, text
+    assert "next refit in" in text
+
+
+def test_cli_refit_and_report(tmp_path):
+    s = _store(tmp_path / "st")
+    r = run_cli("refit", "--store", s.uri, "--out", str(tmp_path / "out"), "--serial", "--trials", "2",
+                "--samples", "20", env={"MLFLOW_TRACKING_URI": ""})
+    assert r.returncode == 0, r.stderr
+    assert "refit: 3 changed, 0 unchanged" in r.stdout and "report:" in r.stdout
+    r = run_cli("report", s.uri, "--out", str(tmp_path / "rep"), "--serial", "--trials", "2", "--samples", "20")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "rep" / "index.html").exists()
+    bad = run_cli("refit", "--store", s.uri, "--every", "soon")
+    assert bad.returncode == 2 and "--every" in bad.stderr
+
+
+def test_helpers():
+    assert parse_every("90s") == 90 and parse_every("30m") == 1800 and parse_every("1d") == 86400
+    assert metric_key("fit", "up", "..", "a/b", None, "hull", "k") == "fit/up/_/a_b/na/hull/k"
