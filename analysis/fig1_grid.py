@@ -1,0 +1,27 @@
+"""Fig. 1 / F.6-F.9: DS vs US accuracy per task with the upper hull and both fitted laws.
+
+    python analysis/fig1_grid.py STORE --out DIR [--us-task T] [--ds-task T] [--shots N] [--holdout-quantile 0.8]
+
+Writes DIR/fits.parquet and DIR/figures/fits_grid.{png,svg} plus one figure per group.
+Cost: seconds for thousands of groups (the fits are batched); figures ~0.5 s each.
+"""
+
+from meta_study.analysis import scripts
+
+
+def main() -> None:
+    from meta_study.analysis.holdout import FitOptions
+    from meta_study.analysis.run import run_fit
+    from meta_study.store import open_store
+
+    p = scripts.parser(__doc__)
+    p.add_argument("--holdout-quantile", type=float, default=0.8)
+    p.add_argument("--max-group-figures", type=int, default=60)
+    a = p.parse_args()
+    _, out = run_fit(open_store(a.store), a.out, selection=scripts.selection(a),
+                     options=FitOptions(holdout_quantile=a.holdout_quantile), max_group_figures=a.max_group_figures)
+    scripts.done(out)
+
+
+if __name__ == "__main__":
+    scripts.run(main)

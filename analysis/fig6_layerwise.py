@@ -1,0 +1,31 @@
+"""Fig. 6: few-shot accuracy of probes on every block's output, per DS task.
+
+    python sweeps/zoo.py --layerwise ...   (or any sweep with layer-wise probes)
+    python analysis/fig6_layerwise.py STORE --out DIR [--ds-task T] [--shots 10]
+
+Reads rows with a representation_layer (metric ds/{task}/{k}shot/layer{L}/top1); the pre-logit
+probe is shown beside them. Writes DIR/fig6_layerwise.parquet and DIR/figures/fig6_layerwise.png.
+"""
+
+from meta_study.analysis import scripts
+
+
+def main() -> None:
+    from meta_study.analysis.controlled import layerwise, plot_layerwise
+    from meta_study.analysis.run import Outputs, footer, write_table
+    from meta_study.errors import UserError
+    from meta_study.store import open_store
+
+    a = scripts.parser(__doc__).parse_args()
+    store = open_store(a.store)
+    table = layerwise(scripts.rows(store, a))
+    if not (table["layer"] >= 0).any():
+        raise UserError(f"{a.store}: no layer-wise probe rows (representation_layer is null everywhere)")
+    out = Outputs()
+    write_table(table, f"{a.out}/fig6_layerwise", out)
+    out.figures += plot_layerwise(table, f"{a.out}/figures/fig6_layerwise", footer=footer(store, "layer-wise probes"))
+    scripts.done(out)
+
+
+if __name__ == "__main__":
+    scripts.run(main)

@@ -1,0 +1,21 @@
+"""Tables and heatmaps F.20 (Spearman between DS tasks) and F.21 (Spearman between DS and US).
+
+    python analysis/heatmaps_f20_f21.py STORE --out DIR [--us-task T] [--shots N]
+
+Writes DIR/correlations/f20_*.parquet, f21_*.parquet and DIR/figures/f20_*.png, f21_us_ds.png.
+"""
+
+from meta_study.analysis import scripts
+
+
+def main() -> None:
+    from meta_study.analysis.run import run_correlations
+    from meta_study.store import open_store
+
+    a = scripts.parser(__doc__).parse_args()
+    _, out = run_correlations(open_store(a.store), a.out, selection=scripts.selection(a))
+    scripts.done(out)
+
+
+if __name__ == "__main__":
+    scripts.run(main)

@@ -1,0 +1,51 @@
+"""Shared plumbing of the ``analysis/*.py`` scripts: arguments, store loading, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable
+
+from ..errors import UserError
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """STORE --out DIR plus the group selection every script accepts."""
+    p = argparse.ArgumentParser(description=doc.strip().splitlines()[0], epilog=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("store", metavar="STORE", help="meta-study store path or URI")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--us-task", action="append", default=[], help="only these upstream tasks")
+    p.add_argument("--ds-task", action="append", default=[], help="only these downstream tasks")
+    p.add_argument("--protocol", action="append", default=[], help="only these eval protocols")
+    p.add_argument("--shots", action="append", type=int, default=[], help="only these shot counts")
+    return p
+
+
+def selection(args: argparse.Namespace) -> Any:
+    from .run import Selection
+
+    return Selection(us_task=tuple(args.us_task), ds_task=tuple(args.ds_task), protocol=tuple(args.protocol),
+                     shots=tuple(args.shots))
+
+
+def rows(store: Any, args: argparse.Namespace) -> Any:
+    """The store's rows under the selection (all layers), as pandas."""
+    filters = {k: v for k, v in (("us_task", args.us_task), ("ds_task", args.ds_task),
+                                 ("eval_protocol", args.protocol), ("shots", args.shots)) if v}
+    return store.to_pandas(filters)
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a script's main: a user error is one line on stderr and exit code 2."""
+    try:
+        main()
+    except UserError as e:
+        print(f"{sys.argv[0]}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def done(out: Any) -> None:
+    for p in list(out.tables) + list(out.figures):
+        if p.endswith((".parquet", ".png")):
+            print(f"wrote {p}")
