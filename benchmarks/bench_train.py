@@ -1,7 +1,7 @@
 """Training-engine benchmarks on CPU: loop overhead, data generation rate, few-shot eval time.
 
-    .venv/bin/python benchmarks/bench_train.py            # ~1-2 min on 2 cores
-    .venv/bin/python benchmarks/bench_train.py --quick    # fewer steps and repeats
+    .venv/bin/python benchmarks/bench_train.py --threads 1   # ~3 min on a 2-core VM
+    .venv/bin/python benchmarks/bench_train.py --quick        # fewer steps and repeats (~1 min)
 
 1. Training throughput of ``pretrain`` vs a bare timm loop (forward, cross-entropy, backward,
    AdamW step) with the same model, batch size and images already in memory, as a ratio
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    steps, repeats = (15, 2) if args.quick else (30, 7)
+    steps, repeats = (8, 3) if args.quick else (16, 5)
     print(f"$ {' '.join([sys.executable.split('/')[-1], *sys.argv])}   (torch {torch.__version__}, "
           f"{args.threads} threads, batch 128, 32 px, 240 classes)\n")
     print(f"{'model':<16} {'bare img/s':>10} {'ours img/s':>10} {'ratio':>6} {'no clip':>8}")

@@ -34,7 +34,7 @@ session_members() {
 # the PID can be reused by an unrelated one, which must never be signalled.
 is_ours() {
   local args
-  args="$(ps -o args= -p "$1" 2>/dev/null)" || return 1
+  args="$(ps -ww -o args= -p "$1" 2>/dev/null)" || return 1
   [[ "$args" == *"$2"* ]]
 }
 

@@ -48,9 +48,13 @@ state="$(cd "$state" && pwd -P)"
 # Keeps the default ./meta-study-local out of `git status`.
 [ -f "$state/.gitignore" ] || printf '*\n' > "$state/.gitignore"
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-if alive "$state/ray.pid" || alive "$state/mlflow.pid"; then
-  if alive "$state/ray.pid" && alive "$state/mlflow.pid" && [ -f "$state/env.sh" ]; then
+# running PIDFILE MARKER: the process is alive and is ours (a PID can be reused by another process).
+running() { [ -f "$1" ] && [[ "$(ps -ww -o args= -p "$(cat "$1")" 2>/dev/null)" == *"$2"* ]]; }
+ray_marker="--temp-dir=$state/ray"
+[ -d "$state/ray" ] && ray_marker="--temp-dir=$(cd "$state/ray" && pwd -P)"
+if running "$state/ray.pid" "$ray_marker" || running "$state/mlflow.pid" "$state/mlflow/"; then
+  if running "$state/ray.pid" "$ray_marker" && running "$state/mlflow.pid" "$state/mlflow/" \
+      && [ -f "$state/env.sh" ]; then
     note "already running (state in $state)"
     cat "$state/env.sh"
     exit 0

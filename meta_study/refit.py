@@ -309,11 +309,11 @@ def _artifact_location(tracking_uri: str, name: str) -> str | None:
 def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> str:
     """One MLflow run for a refit: params, per-group metrics and the version directory as artifacts."""
     from mlflow.entities import Metric, Param, RunTag
-    from mlflow.tracking import MlflowClient
 
     from .ingest.mlflow_source import safe_uri
+    from .mlflow_client import mlflow_client
 
-    client = MlflowClient(tracking_uri=cfg.tracking_uri)
+    client = mlflow_client(cfg.tracking_uri)
     exp = client.get_experiment_by_name(cfg.experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(
         cfg.experiment, artifact_location=_artifact_location(cfg.tracking_uri, cfg.experiment))

@@ -12,6 +12,9 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# MLflow 3's telemetry thread races os.environ (see meta_study/mlflow_client.py): off in tests,
+# including the servers and CLIs the tests start.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 #: The public timm results (see ../shared/data/timm/SOURCES.md); CI has them at the same place.
 TIMM_DIR = Path(os.environ.get("META_STUDY_TIMM_DATA", REPO.parent / "shared" / "data" / "timm"))
 MAPPINGS = REPO / "examples" / "mappings"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -57,3 +58,20 @@ def test_dict_config_and_no_extras() -> None:
     assert isinstance(r.config, TrainConfig) and r.diagnostics is None and not r.finetune_accuracy
     assert {k for k in r.metrics() if k.startswith(("us/", "ds/"))} == {us_metric_key("synth_us"),
                                                                          ds_metric_key("synth_xpos", 1)}
+
+
+def test_resume_a_finished_trial(tmp_path) -> None:
+    cfg = smoke_config(model_name="mixer_tiny_cpu", ds_tasks=("synth_shape",), shots=(5,), epochs=0.3,
+                       margin_examples=128)
+    first = run_trial(cfg, checkpoint_dir=str(tmp_path))
+    again = run_trial(cfg, resume_from=str(tmp_path))  # e.g. a Tune trial restarted after its last report
+    assert again.us_accuracy == first.us_accuracy
+    assert again.ds_accuracy("synth_shape", 5) == first.ds_accuracy("synth_shape", 5)
+    # distance to init is measured from the seed's init, re-created on resume
+    assert again.diagnostics.weights.layer_dist_init == pytest.approx(first.diagnostics.weights.layer_dist_init)
+    assert all(math.isfinite(v) for v in again.metrics().values())
+
+
+def test_config_fields_start_with_the_schema_params() -> None:
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert tuple(names[:len(PARAM_NAMES)]) == PARAM_NAMES

@@ -3,8 +3,9 @@
 # (mlflow-server.service) or a managed database. On Kubernetes, postgres.yaml does this itself.
 #
 #   sudo -u postgres env MLFLOW_DB_PASSWORD="$(sudo cat /etc/meta-study/mlflow-db-password)" \
-#       cluster/mlflow/create-postgres-db.sh
+#       bash -s < cluster/mlflow/create-postgres-db.sh
 #
+# (`bash -s <` because the postgres user usually cannot read a checkout in someone's home.)
 # Creates role mlflow (LOGIN) and the databases mlflow (runs, params, metrics) and mlflow_auth
 # (users and permissions of MLflow's basic-auth app), both owned by mlflow, and sets the role's
 # password from $MLFLOW_DB_PASSWORD (read from the environment inside psql, so it is never on a

@@ -26,9 +26,9 @@ TARGET_TASK_COST = 2e5
 
 
 def init_ray(address: str | None = None, num_workers: int | None = None) -> Any:
-    """Connect to ``address`` (``auto``, ``ray://host:10001``, ``host:6379``) or start a local Ray.
-
-    A local Ray gets ``num_workers`` CPUs (default: all); workers run numpy single-threaded.
+    """Connect to ``address`` (``auto``, ``ray://host:10001``, ``host:6379``), else to
+    ``$RAY_ADDRESS`` if set, else start a local Ray with ``num_workers`` CPUs (default: all).
+    Workers run numpy single-threaded.
     """
     try:
         import ray
@@ -36,7 +36,9 @@ def init_ray(address: str | None = None, num_workers: int | None = None) -> Any:
         raise ImportError("the parallel analysis needs Ray: pip install 'ray[tune,train]'") from e
     if not ray.is_initialized():
         env = {"env_vars": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
-        if address:
+        if address or os.environ.get("RAY_ADDRESS"):
+            # an existing cluster (RAY_ADDRESS is what `ray start`/local-up.sh export): its CPUs are
+            # its own, so no num_cpus here (Ray refuses one when connecting)
             ray.init(address=address, runtime_env=env, log_to_driver=False)
         else:
             ray.init(num_cpus=num_workers or os.cpu_count(), include_dashboard=False, runtime_env=env,

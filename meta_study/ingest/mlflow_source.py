@@ -51,10 +51,14 @@ STATE_SCHEMA = pa.schema([("run_id", pa.string()), ("experiment_id", pa.string()
 
 
 def safe_uri(uri: str) -> str:
-    """The URI without user info, query or fragment: what may appear in the store and in messages."""
+    """The URI without user info, query or fragment: what may appear in the store and in messages.
+
+    ``sqlite:////abs/path.db`` and ``file:///x`` have no host and stay as they are (an empty netloc
+    must not swallow a slash of the path).
+    """
     p = urllib.parse.urlsplit(uri)
-    if not p.scheme or p.scheme == "databricks":
-        return f"{p.scheme}://{p.hostname}" if p.scheme == "databricks" and p.hostname else uri.split("?")[0]
+    if not p.netloc:
+        return uri.split("?", 1)[0].split("#", 1)[0]
     host = p.hostname or ""
     if p.port:
         host = f"{host}:{p.port}"
@@ -240,9 +244,9 @@ class MlflowSource:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
-        from mlflow.tracking import MlflowClient
+        from ..mlflow_client import mlflow_client
 
-        return MlflowClient(tracking_uri=self.uri)
+        return mlflow_client(self.uri)
 
     def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
         from mlflow.exceptions import MlflowException

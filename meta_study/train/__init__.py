@@ -23,12 +23,12 @@ from .models import (ModelInfo, Preset, create_model, get_preset, head_module, h
                      pre_logits, register_preset, representations)
 from .optim import SGDW, WarmupLinearDecay, build_optimizer, build_schedule, param_groups
 from .synth import DS_TASKS
-from .trial import TrialResult, run_trial, smoke_config
+from .trial import TrialResult, checkpoint_step, evaluate_checkpoint, run_trial, smoke_config
 
 __all__ = [
     "DS_TASKS", "Diagnostics", "FeatureSet", "FewShotResult", "Margins", "ModelInfo", "Preset", "PretrainResult",
     "ProbeCache", "Runtime", "SGDW", "Split", "StepBatches", "StepPlan", "Task", "TensorSplit", "TrainConfig",
-    "TrialResult", "WarmupLinearDecay", "WeightStats", "build_optimizer", "build_schedule", "capture_init",
+    "TrialResult", "WarmupLinearDecay", "checkpoint_step", "evaluate_checkpoint", "WeightStats", "build_optimizer", "build_schedule", "capture_init",
     "create_model", "diagnose", "evaluate", "extract_features", "fewshot_draw", "fewshot_features", "fewshot_lsr",
     "finetune", "fit_probe", "fraction_indices", "get_preset", "get_task", "head_module", "head_parameters",
     "iterate_split", "list_presets", "list_tasks", "load_checkpoint", "load_imagefolder", "load_parquet", "margins",

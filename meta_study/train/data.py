@@ -17,7 +17,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -197,17 +197,21 @@ class StepBatches:
     numbers) can render batches in worker processes.
     """
 
-    def __init__(self, split: Split, indices: np.ndarray, batch_size: int, seed: int) -> None:
+    def __init__(self, split: Split, indices: np.ndarray, batch_size: int, seed: int, *, rank: int = 0,
+                 world: int = 1) -> None:
         self.split, self.indices, self.seed = split, np.asarray(indices, dtype=np.int64), seed
         self.batch_size = min(batch_size, len(self.indices))
         self.steps_per_epoch = max(1, len(self.indices) // self.batch_size)
+        # Data-parallel training: every rank takes every world-th example of the same global batch,
+        # so the union over ranks is exactly the single-process batch.
+        self.rank, self.world = rank, world
         self._order: tuple[int, np.ndarray] | None = None  # (epoch, order) of the last epoch used
 
     def batch_indices(self, step: int) -> np.ndarray:
         epoch, pos = divmod(step, self.steps_per_epoch)
         if self._order is None or self._order[0] != epoch:
             self._order = (epoch, epoch_order(self.indices, self.seed, epoch))
-        return self._order[1][pos * self.batch_size:(pos + 1) * self.batch_size]
+        return self._order[1][pos * self.batch_size:(pos + 1) * self.batch_size][self.rank::self.world]
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.batch_indices(step)
@@ -221,16 +225,3 @@ def iterate_split(split: Split, batch_size: int, indices: np.ndarray | None = No
     for i in range(0, len(idx_all), batch_size):
         idx = idx_all[i:i + batch_size]
         yield split.images(idx), torch.as_tensor(split.labels[idx])
-
-
-def balanced_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """``per_class`` indices of each label, drawn without replacement (fewer if a class is short)."""
-    rng = np.random.RandomState(seed)  # big_vision's few-shot sampler uses RandomState too
-    out = [rng.choice(np.flatnonzero(labels == c), size=min(per_class, int((labels == c).sum())), replace=False)
-           for c in np.unique(labels)]
-    return np.sort(np.concatenate(out))
-
-
-def split_sizes(split: Split) -> Sequence[int]:
-    """Examples per class of a split (for logs and docs)."""
-    return np.bincount(split.labels).tolist()

@@ -102,8 +102,8 @@ def margins(model: nn.Module, info: ModelInfo, task: Task, indices: np.ndarray, 
     y = torch.as_tensor(task.train.labels[indices])
     m = _class_margin(z, y)
     w_norm = torch.linalg.vector_norm(head.weight.detach().float().cpu())
-    probe = fit_probe(h.numpy(), y.numpy(), info.num_classes)
-    s = torch.from_numpy(probe.scores(h.numpy(), l2))
+    probe = fit_probe(h, y.numpy(), info.num_classes)
+    s = torch.from_numpy(probe.scores(h, l2))
     return Margins(head=float(m.mean()), head_normalized=float((m / (w_norm * h.norm(dim=1) + 1e-12)).mean()),
                    prelogits=float(_class_margin(s, y).mean()))
 

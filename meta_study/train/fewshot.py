@@ -14,8 +14,8 @@ X (N x D) and Y (N x C) the standardized features and targets:
     N <  D:  W = X^T (X X^T + l2 I)^-1 Y,  and with X X^T = Q diag(e) Q^T,
              W = X^T Q diag(1 / (e + l2)) Q^T Y           (lhs = X^T Q, rhs = Q^T Y)
 
-so each l2 costs one (D x r) @ (r x C) product after an O(min(N, D)^3) eigh. Arithmetic is
-float64 numpy. Features are extracted once per model and task (:func:`extract_features`) and
+so each l2 costs a (D x r) @ (r x C) and an (N_test x D) @ (D x C) product after an O(min(N, D)^3) eigh. Arithmetic is
+float64 torch on the CPU (it follows ``torch.set_num_threads``). Features are extracted once per model and task (:func:`extract_features`) and
 reused for every shots, seed, l2 and layer.
 """
 
@@ -39,52 +39,70 @@ DEFAULT_L2 = 2.0**10
 
 @dataclass(frozen=True)
 class ProbeCache:
-    """One draw's eigendecomposition: W(l2) = lhs @ (rhs / (eigs + l2)[:, None])."""
+    """One draw's eigendecomposition (float64 tensors): W(l2) = lhs @ (rhs / (eigs + l2)[:, None])."""
 
-    eigs: np.ndarray  # (r,)
-    lhs: np.ndarray   # (D + 1, r)
-    rhs: np.ndarray   # (r, C)
-    mean: np.ndarray  # (D,) standardization of the draw
-    std: np.ndarray   # (D,)
+    eigs: torch.Tensor  # (r,)
+    lhs: torch.Tensor   # (D + 1, r)
+    rhs: torch.Tensor   # (r, C)
+    mean: torch.Tensor  # (D,) standardization of the draw
+    std: torch.Tensor   # (D,)
 
     def weights(self, l2: float) -> np.ndarray:
         """(D + 1, C) ridge solution; the last row is the bias (times BIAS_CONSTANT)."""
+        return self._weights(l2).numpy()
+
+    def design(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Raw features (N, D) -> (N, D + 1): standardized with this draw's statistics, bias appended."""
+        return _design(_f64(x), self.mean, self.std)
+
+    def scores(self, x: np.ndarray | torch.Tensor, l2: float) -> np.ndarray:
+        """(N, C) regression outputs for raw features ``x``."""
+        return (self.design(x) @ self._weights(l2)).numpy()
+
+    def _weights(self, l2: float) -> torch.Tensor:
         return self.lhs @ (self.rhs / (self.eigs + l2)[:, None])
 
-    def scores(self, x: np.ndarray, l2: float) -> np.ndarray:
-        """(N, C) regression outputs for raw features ``x``."""
-        return _design(x, self.mean, self.std) @ self.weights(l2)
+
+def _f64(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float64)
 
 
-def _design(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    z = (np.asarray(x, np.float64) - mean) / std
-    return np.concatenate([z, np.full((len(z), 1), BIAS_CONSTANT)], axis=1)
+def _design(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    z = (x - mean) / std
+    return torch.cat([z, torch.full((len(z), 1), BIAS_CONSTANT, dtype=z.dtype)], dim=1)
 
 
-def fit_probe(x: np.ndarray, y: np.ndarray, num_classes: int) -> ProbeCache:
+def fit_probe(x: np.ndarray | torch.Tensor, y: np.ndarray, num_classes: int) -> ProbeCache:
     """Standardize ``x`` (N, D), append the bias, eigendecompose; ready for any l2.
+
+    Arithmetic is float64 torch on the CPU, so ``torch.set_num_threads`` governs it (numpy's
+    BLAS pool would not follow it, and oversubscribes a busy machine).
 
     Args:
         x: features of the training draw.
         y: int labels in [0, num_classes).
         num_classes: width of the one-hot target.
     """
-    x = np.asarray(x, np.float64)
-    mean, std = x.mean(0), x.std(0) + 1e-5
+    x = _f64(x)
+    mean, std = x.mean(0), x.std(0, unbiased=False) + 1e-5  # population std, as jnp.std
     xd = _design(x, mean, std)
-    t = 2.0 * np.eye(num_classes)[y] - 1.0  # one-hot in {-1, +1}
+    t = 2.0 * torch.nn.functional.one_hot(torch.as_tensor(y, dtype=torch.long), num_classes).double() - 1.0
     if len(xd) >= xd.shape[1]:
-        eigs, q = np.linalg.eigh(xd.T @ xd)
+        eigs, q = torch.linalg.eigh(xd.T @ xd)
         lhs, rhs = q, q.T @ (xd.T @ t)
     else:
-        eigs, q = np.linalg.eigh(xd @ xd.T)
+        eigs, q = torch.linalg.eigh(xd @ xd.T)
         lhs, rhs = xd.T @ q, q.T @ t
     return ProbeCache(eigs, lhs, rhs, mean, std)
 
 
-def probe_accuracy(cache: ProbeCache, x: np.ndarray, y: np.ndarray, l2: float = DEFAULT_L2) -> float:
+def probe_accuracy(cache: ProbeCache, x: np.ndarray | torch.Tensor, y: np.ndarray, l2: float = DEFAULT_L2) -> float:
     """Top-1 accuracy (fraction) of the ridge probe at ``l2`` on features ``x`` with labels ``y``."""
-    return float((cache.scores(x, l2).argmax(1) == np.asarray(y)).mean())
+    return _accuracy(cache.design(x), cache, torch.as_tensor(y), l2)
+
+
+def _accuracy(design: torch.Tensor, cache: ProbeCache, y: torch.Tensor, l2: float) -> float:
+    return float(((design @ cache._weights(l2)).argmax(1) == y).double().mean())
 
 
 def fewshot_draw(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
@@ -146,6 +164,7 @@ def fewshot_lsr(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, te
         One :class:`FewShotResult` per entry of ``shots``, in order.
     """
     l2s = [l2] + [v for v in l2_sweep if v != l2]
+    y_test = torch.as_tensor(np.asarray(test_y))
     draw = draw or (lambda k, seed: fewshot_draw(train_y, k, seed))
     out = []
     for k in shots:
@@ -153,7 +172,8 @@ def fewshot_lsr(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, te
         for i, seed in enumerate(seeds):
             idx = draw(k, seed)
             cache = fit_probe(train_x[idx], train_y[idx], num_classes)
-            acc[i] = [probe_accuracy(cache, test_x, test_y, v) for v in l2s]
+            z = cache.design(test_x)  # standardized once per draw, reused for every l2
+            acc[i] = [_accuracy(z, cache, y_test, v) for v in l2s]
         mean = acc.mean(0)
         out.append(FewShotResult(task, k, layer, float(mean[0]), tuple(float(a) for a in acc[:, 0]), l2,
                                  {float(v): float(m) for v, m in zip(l2s, mean)}))

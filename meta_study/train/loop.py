@@ -85,7 +85,7 @@ class TrainConfig:
     finetune: bool = False  # also fine-tune all params per DS task (VTAB-1k style); costly
     finetune_examples: int = 1000  # VTAB-1k: 1000 training examples per task
     finetune_steps: int = 500  # SGD steps per task (VTAB uses 2500 at batch 512)
-    finetune_lr: float = 0.01  # SGD momentum 0.9, cosine-free linear decay, no weight decay
+    finetune_lr: float = 0.01  # peak lr; SGD momentum 0.9, warm-up + linear decay, no weight decay
     finetune_batch_size: int = 128
     # --- hardware ---
     device: str = "auto"  # "auto": cuda if available, else cpu
@@ -315,6 +315,15 @@ class _Run:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed process group, (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def _setup(model: nn.Module, cfg: TrainConfig, arch_family: str, n_train: int, resume_from: str | None) -> _Run:
     rt = resolve_runtime(cfg, arch_family)
     model.to(rt.device)
@@ -325,7 +334,14 @@ def _setup(model: nn.Module, cfg: TrainConfig, arch_family: str, n_train: int, r
                           head_wd=cfg.head_wd, betas=cfg.betas, momentum=cfg.momentum)
     sched = build_schedule(opt, plan.total_steps, plan.warmup_steps)
     start = load_checkpoint(resume_from, model=model, opt=opt, sched=sched) if resume_from else 0
-    fwd = torch.compile(model) if rt.compile else model
+    fwd: nn.Module = model
+    if dist_rank_world()[1] > 1:
+        # Data parallel (e.g. Ray Train's TorchTrainer): gradients are averaged across ranks in
+        # backward; every rank holds the same weights, so evaluation needs no synchronization.
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        fwd = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    fwd = torch.compile(fwd) if rt.compile else fwd
     losses = torch.full((plan.total_steps,), math.nan, device=rt.device)
     return _Run(model, fwd, opt, sched, rt, plan, losses, start, last_report=start)
 
@@ -338,14 +354,16 @@ def _report(run: _Run, step: int, task: Task, cfg: TrainConfig, eval_idx: np.nda
     metrics = {"step": float(step), "epoch": step / run.plan.steps_per_epoch,
                "train/loss": float(window.nanmean()) if len(window) else math.nan,
                "train/lr": float(run.opt.param_groups[0]["lr"]),
-               "train/images_per_s": (step - run.start) * run.plan.batch_size / max(run.train_s, 1e-9),
+               "train/images_per_s": (step - run.start) * run.plan.batch_size / max(run.train_s, 1e-9),  # global
                us_metric_key(task.name): acc}
     run.history.append(metrics)
     run.last_report = step
-    if checkpoint_dir is not None:
-        save_checkpoint(checkpoint_dir, model=run.model, opt=run.opt, sched=run.sched, step=step, cfg=cfg)
+    rank = dist_rank_world()[0]
+    saved = checkpoint_dir if checkpoint_dir is not None and rank == 0 else None  # ranks hold the same state
+    if saved is not None:
+        save_checkpoint(saved, model=run.model, opt=run.opt, sched=run.sched, step=step, cfg=cfg)
     if on_report is not None:
-        on_report(step, metrics, checkpoint_dir)
+        on_report(step, metrics, saved)
     return acc
 
 
@@ -370,7 +388,8 @@ def pretrain(model: nn.Module, info: ModelInfo, task: Task, cfg: TrainConfig, *,
     cfg = cfg.resolved(info)
     train_idx = fraction_indices(len(task.train), cfg.data_fraction, cfg.data_seed)
     run = _setup(model, cfg, info.arch_family, len(train_idx), resume_from)
-    stream = StepBatches(task.train, train_idx, run.plan.batch_size, cfg.seed)
+    rank, world = dist_rank_world()
+    stream = StepBatches(task.train, train_idx, run.plan.batch_size, cfg.seed, rank=rank, world=world)
     eval_idx = np.arange(min(len(task.test), cfg.us_eval_examples or len(task.test)))
     batches = _batches(stream, run.start, run.plan.total_steps, cfg.num_workers, run.rt.device.type == "cuda")
     acc, tick = math.nan, time.perf_counter()

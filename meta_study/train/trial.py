@@ -15,7 +15,9 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+import dataclasses
+import os
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -25,7 +27,7 @@ from .data import Task, get_task
 from .diagnostics import Diagnostics, capture_init, diagnose
 from .fewshot import FewShotResult, extract_features, fewshot_features
 from .finetune import finetune
-from .loop import PretrainResult, ReportFn, TrainConfig, pretrain, resolve_runtime
+from .loop import CHECKPOINT_FILE, PretrainResult, ReportFn, TrainConfig, dist_rank_world, pretrain, resolve_runtime
 from .models import ModelInfo, create_model
 
 
@@ -80,9 +82,12 @@ class TrialResult:
         if self.diagnostics is not None:
             out.update(self.diagnostics.metrics())
         p = self.pretrain
-        out.update({"train/steps": float(p.plan.total_steps), "train/epochs": p.plan.epochs,
-                    "train/final_loss": float(np.nanmean(p.losses[-max(1, p.plan.steps_per_epoch):])),
-                    "train/images_per_s": p.images_per_s})
+        out.update({"train/steps": float(p.plan.total_steps), "train/epochs": p.plan.epochs})
+        last_epoch = p.losses[-max(1, p.plan.steps_per_epoch):]
+        if np.isfinite(last_epoch).any():  # not when resumed from a finished checkpoint
+            out["train/final_loss"] = float(np.nanmean(last_epoch))
+        if np.isfinite(p.images_per_s):
+            out["train/images_per_s"] = p.images_per_s
         out.update({f"time/{k}_s": v for k, v in self.timings.items()})
         return out
 
@@ -134,8 +139,12 @@ def _finetune_all(model: torch.nn.Module, tasks: list[Task], cfg: TrainConfig, r
             for t in tasks}
 
 
+StartFn = Callable[[TrainConfig, ModelInfo], None]
+
+
 def run_trial(config: TrainConfig | Mapping[str, Any], *, on_report: ReportFn | None = None,
-              checkpoint_dir: str | None = None, resume_from: str | None = None) -> TrialResult:
+              checkpoint_dir: str | None = None, resume_from: str | None = None,
+              on_start: StartFn | None = None) -> TrialResult:
     """Pre-train, few-shot probe every DS task x shots (x block), diagnose, optionally fine-tune.
 
     Args:
@@ -143,9 +152,13 @@ def run_trial(config: TrainConfig | Mapping[str, Any], *, on_report: ReportFn | 
         on_report: called at each pre-training report: (step, metrics, checkpoint_dir or None).
         checkpoint_dir: where pre-training checkpoints go (one file, overwritten per report).
         resume_from: a checkpoint file or directory to resume pre-training from.
+        on_start: called once the model is built, with the resolved config (lr, head_lr, head_wd
+            filled in) and the model's :class:`ModelInfo` (e.g. to log parameters early).
 
     Returns:
-        :class:`TrialResult`; ``result.metrics()`` is the flat dict to log.
+        :class:`TrialResult`; ``result.metrics()`` is the flat dict to log. Under data-parallel
+        training only rank 0 probes, diagnoses and fine-tunes; other ranks return after
+        pre-training with those fields empty.
     """
     t0 = time.perf_counter()
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
@@ -155,17 +168,36 @@ def run_trial(config: TrainConfig | Mapping[str, Any], *, on_report: ReportFn | 
                                in_chans=us.in_chans, **cfg.model_kwargs)
     init = capture_init(model) if cfg.diagnostics else {}
     cfg = cfg.resolved(info)
+    if on_start is not None:
+        on_start(cfg, info)
     pre = pretrain(model, info, us, cfg, on_report=on_report, checkpoint_dir=checkpoint_dir, resume_from=resume_from)
     rt = resolve_runtime(cfg, info.arch_family)
     t1 = time.perf_counter()
-    ds = _ds_tasks(cfg)
+    lead = dist_rank_world()[0] == 0
+    ds = _ds_tasks(cfg) if lead else []
     shots = _probe(model, info, ds, cfg, rt)
     t2 = time.perf_counter()
     diag = diagnose(model, info, init, us, pre.train_indices, rt, n=cfg.margin_examples, seed=cfg.seed,
-                    batch_size=cfg.eval_batch_size) if cfg.diagnostics else None
+                    batch_size=cfg.eval_batch_size) if cfg.diagnostics and lead else None
     t3 = time.perf_counter()
-    ft = _finetune_all(model, ds, cfg, rt) if cfg.finetune else {}
+    ft = _finetune_all(model, ds, cfg, rt) if cfg.finetune and lead else {}
     t4 = time.perf_counter()
     timings = {"pretrain": t1 - t0, "fewshot": t2 - t1, "diagnostics": t3 - t2, "finetune": t4 - t3, "total": t4 - t0}
     return TrialResult(cfg, info.name, info.arch_family, info.param_count, us.name, pre.us_accuracy, tuple(shots), ft,
                        diag, pre, timings)
+
+
+def checkpoint_step(path: str) -> int:
+    """The training step a checkpoint (file or directory) was saved at."""
+    if os.path.isdir(path):
+        path = os.path.join(path, CHECKPOINT_FILE)
+    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+
+
+def evaluate_checkpoint(config: TrainConfig | Mapping[str, Any], checkpoint: str, **kw: Any) -> TrialResult:
+    """The full trial evaluation (US accuracy, few-shot probes, diagnostics) of a checkpoint,
+    without further training: e.g. a trial an early-stopping scheduler stopped mid-way. The plan
+    is cut at the checkpoint's step, so pre-training resumes at its end and only measures."""
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    cfg = dataclasses.replace(cfg, steps=checkpoint_step(checkpoint), eval_every=0)
+    return run_trial(cfg, resume_from=checkpoint, **kw)

@@ -1,0 +1,20 @@
+"""One way to get an MLflow client, with meta-study's defaults.
+
+MLflow 3 sends usage telemetry from a background thread, and that thread sets and unsets an
+environment variable while other threads may be iterating ``os.environ`` (``urllib`` does, for
+proxies), which fails intermittently with ``KeyError``. A lab's tracking tool should not phone
+home unasked either, so telemetry is off unless the user set ``MLFLOW_DISABLE_TELEMETRY`` themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def mlflow_client(tracking_uri: str) -> Any:
+    """``MlflowClient(tracking_uri)`` with telemetry off by default (see the module doc)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)

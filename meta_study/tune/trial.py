@@ -1,0 +1,205 @@
+"""The Tune trainable: one trial = one meta-study point (``meta_study.train.run_trial``).
+
+A trial config is a flat dict of :class:`~meta_study.train.TrainConfig` fields plus a few keys
+that start with ``_`` and belong to the sweep machinery, not to the model:
+
+- ``_datasets``: ``{task name: "imagefolder:/path" | "parquet:/train[,/test]"}``, registered as
+  tasks in the worker before training (real data on shared storage);
+- ``_workers``: > 1 runs the trial as a Ray Train ``TorchTrainer`` with that many data-parallel
+  workers (``_use_gpu`` for one GPU each), started inside the trial function (Ray Train V2:
+  a Trainer is never passed to a Tuner);
+- ``_fail_once``: a test hook; the trial raises after its first checkpoint on its first attempt,
+  so FailureConfig's restart-from-checkpoint path is exercised.
+
+Reports: every pre-training report (US accuracy, loss, lr, with a checkpoint) goes to Tune, and at
+the end one report with every metric of docs/tracking.md plus ``final = 1``. Each report also
+carries ``resolved``: the resolved config and the model's parameter count, from which the MLflow
+callback logs the run's params.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Callable, Mapping
+
+FINAL_KEY = "final"
+RESOLVED_KEY = "resolved"
+
+
+def split_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(TrainConfig fields, sweep-machinery keys starting with '_')."""
+    cfg = {k: v for k, v in config.items() if not str(k).startswith("_")}
+    hooks = {k: v for k, v in config.items() if str(k).startswith("_")}
+    return cfg, hooks
+
+
+def register_datasets(specs: Mapping[str, str]) -> None:
+    """Register on-disk datasets as tasks: ``{"pets": "imagefolder:/data/pets"}``,
+    ``{"jft": "parquet:/data/jft/train.parquet,/data/jft/test.parquet"}``."""
+    from ..train import load_imagefolder, load_parquet, register_task
+
+    for name, spec in specs.items():
+        kind, _, path = str(spec).partition(":")
+        if kind == "imagefolder":
+            register_task(name)(lambda img_size=224, seed=0, _p=path, _n=name, **kw:
+                                load_imagefolder(_p, name=_n, img_size=img_size, seed=seed, **kw))
+        elif kind == "parquet":
+            train, _, test = path.partition(",")
+            register_task(name)(lambda img_size=224, seed=0, _t=train, _v=test or None, _n=name, **kw:
+                                load_parquet(_t, _v, name=_n, img_size=img_size, seed=seed, **kw))
+        else:
+            raise ValueError(f"dataset {name}: unknown kind {kind!r} (imagefolder:PATH or parquet:TRAIN[,TEST])")
+
+
+def resolved_params(cfg: Any, info: Any) -> dict[str, Any]:
+    """What the MLflow run's params and tags are made of: the resolved config and the model."""
+    d = cfg.to_dict()
+    d.update(param_count=info.param_count, arch_family=info.arch_family, model_name=cfg.model_name)
+    return d
+
+
+FINAL_FILE = "meta_study_final.json"
+
+
+def _final_marker() -> tuple[Any, str] | None:
+    """(filesystem, path) of this trial's completion record in the Tune storage, next to its
+    checkpoints. Tune saves its experiment state only every TUNE_GLOBAL_CHECKPOINT_S, so a driver
+    killed right after a trial finished would otherwise run that trial again on ``--resume``."""
+    from ray import tune
+
+    try:
+        st = tune.get_context().get_storage()
+        return st.storage_filesystem, f"{st.trial_fs_path}/{FINAL_FILE}"
+    except Exception:  # noqa: BLE001 - no storage context (a plain function call): no marker
+        return None
+
+
+def _read_final() -> dict[str, Any] | None:
+    import json
+
+    import pyarrow.fs as pafs
+
+    m = _final_marker()
+    if m is None or m[0].get_file_info(m[1]).type == pafs.FileType.NotFound:
+        return None
+    with m[0].open_input_stream(m[1]) as f:
+        return json.loads(f.read())
+
+
+def _write_final(metrics: Mapping[str, Any]) -> None:
+    import json
+
+    m = _final_marker()
+    if m is None:
+        return
+    fs, path = m
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with fs.open_output_stream(tmp) as f:
+        f.write(json.dumps(metrics, default=str).encode())
+    fs.move(tmp, path)
+
+
+def train_trial(config: dict[str, Any]) -> None:
+    """The Tune function trainable (``tune.with_resources(train_trial, ...)``)."""
+    from ray import tune
+
+    done = _read_final()
+    if done is not None:  # this trial finished before the driver was restarted: report, do not rerun
+        tune.report(done)
+        return
+    cfg, hooks = split_config(config)
+    register_datasets(hooks.get("_datasets") or {})
+    if int(hooks.get("_workers") or 1) > 1:
+        _train_distributed(cfg, hooks)
+    else:
+        _train_local(cfg, hooks)
+
+
+def _train_local(cfg: dict[str, Any], hooks: dict[str, Any]) -> None:
+    from ray import tune
+
+    from ..train import run_trial
+
+    start_ckpt = tune.get_checkpoint()
+    resolved: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="meta-study-trial-") as work:
+        resume = start_ckpt.to_directory(os.path.join(work, "resume")) if start_ckpt else None
+        ckpt_dir = os.path.join(work, "checkpoint")
+        report = _reporter(tune.report, tune.Checkpoint, resolved, fail_once=bool(hooks.get("_fail_once"))
+                           and start_ckpt is None)
+        result = run_trial(cfg, on_report=report, checkpoint_dir=ckpt_dir, resume_from=resume,
+                           on_start=lambda c, i: resolved.update(resolved_params(c, i)))
+        final = {**result.metrics(), RESOLVED_KEY: resolved, FINAL_KEY: 1.0}
+        _write_final(final)
+        tune.report(final)
+
+
+def _reporter(report: Callable[..., None], checkpoint_cls: Any, resolved: dict[str, Any], *,
+              fail_once: bool) -> Callable[[int, dict[str, float], str | None], None]:
+    def on_report(step: int, metrics: dict[str, float], ckpt_dir: str | None) -> None:
+        ckpt = checkpoint_cls.from_directory(ckpt_dir) if ckpt_dir else None
+        report({**metrics, RESOLVED_KEY: resolved}, checkpoint=ckpt)
+        if fail_once and ckpt is not None:
+            raise RuntimeError("injected failure (_fail_once): the trial must resume from its checkpoint")
+    return on_report
+
+
+def _train_distributed(cfg: dict[str, Any], hooks: dict[str, Any]) -> None:
+    """A data-parallel trial: a TorchTrainer inside the trial function, its rank-0 reports
+    forwarded to Tune by Ray's TuneReportCallback (Ray Train V2)."""
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    from ray import train, tune
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    ctx = tune.get_context()
+    storage = os.path.join(ctx.get_trial_dir(), "train")
+    use_gpu = bool(hooks.get("_use_gpu"))
+    trainer = TorchTrainer(
+        _train_loop_per_worker,
+        train_loop_config={"cfg": cfg, "hooks": {k: v for k, v in hooks.items() if k != "_workers"}},
+        scaling_config=train.ScalingConfig(num_workers=int(hooks["_workers"]), use_gpu=use_gpu,
+                                           resources_per_worker={"CPU": float(hooks.get("_worker_cpus", 1.0)),
+                                                                 **({"GPU": 1.0} if use_gpu else {})}),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=train.RunConfig(name="train", storage_path=storage, callbacks=[TuneReportCallback()],
+                                   failure_config=train.FailureConfig(max_failures=int(hooks.get("_train_max_failures", 1)))),
+    )
+    result = trainer.fit()
+    if (result.metrics or {}).get(FINAL_KEY) == 1.0 and RESOLVED_KEY in result.metrics:
+        _write_final(result.metrics)
+
+
+def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker: the same run_trial, data-parallel over the process group Ray set up."""
+    from ray import train
+
+    from ..train import run_trial
+
+    cfg, hooks = loop_config["cfg"], loop_config["hooks"]
+    register_datasets(hooks.get("_datasets") or {})
+    rank = train.get_context().get_world_rank()
+    start_ckpt = train.get_checkpoint()
+    resolved: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="meta-study-worker-") as work:
+        resume = start_ckpt.to_directory(os.path.join(work, "resume")) if start_ckpt else None
+        report = _reporter(train.report, train.Checkpoint, resolved, fail_once=False)
+        result = run_trial(cfg, on_report=report, checkpoint_dir=os.path.join(work, "checkpoint"), resume_from=resume,
+                           on_start=lambda c, i: resolved.update(resolved_params(c, i)))
+        # every worker reports (a collective); Tune sees rank 0's metrics
+        final = {**result.metrics(), RESOLVED_KEY: resolved, FINAL_KEY: 1.0} if rank == 0 else {FINAL_KEY: 1.0}
+        train.report(final)
+
+
+def evaluate_trial_checkpoint(config: dict[str, Any], checkpoint_path: str) -> dict[str, Any]:
+    """Final metrics of a trial stopped early (by ASHA, say), from its last checkpoint: the same
+    evaluation a finished trial reports, without further training. Runs in a Ray task."""
+    from ..train import evaluate_checkpoint
+
+    cfg, hooks = split_config(config)
+    register_datasets(hooks.get("_datasets") or {})
+    resolved: dict[str, Any] = {}
+    result = evaluate_checkpoint(cfg, checkpoint_path,
+                                 on_start=lambda c, i: resolved.update(resolved_params(c, i)))
+    return {**result.metrics(), RESOLVED_KEY: resolved, FINAL_KEY: 1.0, "early_stopped": 1.0}

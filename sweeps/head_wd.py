@@ -1,0 +1,34 @@
+"""Appendix C.1: sweep the head's weight decay with the body's fixed; probe several DS tasks and shots.
+
+    python sweeps/head_wd.py --smoke                                   # CPU, ~2 minutes, 2 trials
+    ray job submit --working-dir . -- python sweeps/head_wd.py \\
+        --tracking-uri http://mlflow.lab:5000 --gpus-per-trial 1        # 7 head WDs x 3 seeds = 21 trials
+
+Full size: ViT-S at 32 px on the procedural upstream task (240 classes), 30 epochs, batch 512, body
+wd 0.1; about 0.3 GPU-hours per trial on an A100 (~6 GPU-hours in all). With real data, add e.g.
+``--dataset in21k=imagefolder:/data/imagenet21k --us-task in21k --set img_size=224`` and expect
+~40 A100-hours per trial for ViT-B/16 at 7 epochs of ImageNet-21k.
+Then: ``meta-study ingest $MLFLOW_TRACKING_URI --experiment head_wd --store S`` and
+``python analysis/head_wd_d1_d4.py S --out figs``.
+"""
+
+from ray import tune
+
+from meta_study.tune.runner import SweepSpec, sweep_main
+
+SPEC = SweepSpec(
+    name="head_wd",
+    doc=__doc__,
+    space=lambda args: {
+        "head_wd": tune.grid_search([0.0, 0.1] if args.smoke else [0.0, 1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0]),
+        "seed": tune.grid_search([0] if args.smoke else [0, 1, 2]),
+    },
+    base=dict(model_name="vit_s", img_size=32, epochs=30, batch_size=512, wd=0.1, eval_every=500,
+              shots=[1, 5, 10, 25]),
+    smoke=dict(model_name="vit_tiny_cpu", img_size=16, epochs=2, batch_size=128, lr=2e-3, eval_every=20,
+               us_task_kwargs={"n_train": 3000, "n_test": 600}, ds_task_kwargs={"n_train_per_class": 25, "n_test": 200},
+               shots=[1, 10], ds_tasks=["synth_combo", "synth_count", "synth_texture"], margin_examples=256),
+)
+
+if __name__ == "__main__":
+    sweep_main(SPEC)

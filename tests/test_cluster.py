@@ -1,0 +1,573 @@
+"""Cluster configs (cluster/): what can be checked without a cloud or a Kubernetes cluster.
+
+- The Ray cluster-launcher YAML validates against the schema shipped in the installed ray
+  (ray/autoscaler/ray-schema.json) and passes Ray's own config preparation; broken copies fail.
+  Its secret-fetching initialization command runs for real against a stub `aws`.
+- The Kubernetes manifests parse and have the structure the operator and scripts rely on: the
+  ray.io/v1 fields, GPU limits, autoscaling, secrets only by reference, images on this Ray.
+- The refit CronJob's submitter (cluster/kuberay/submit_refit.py) runs against a fake API server
+  and uses only the verbs its Role grants.
+- cluster/local-up.sh and local-down.sh run for real: a Ray head and an MLflow server come up on
+  free ports, answer, and are gone afterwards, also when startup fails half-way.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import re
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import jsonschema
+import pytest
+import ray
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER = REPO / "cluster"
+LAUNCHER = CLUSTER / "ray-cluster-aws.yaml"
+KUBE = {p.name: list(yaml.safe_load_all(p.read_text())) for p in sorted(CLUSTER.glob("*/*.yaml"))}
+NAMESPACE = "meta-study"
+TRACKING_URI = "http://mlflow.meta-study.svc:5000"
+#: `meta-study refit`'s arguments: ingest MLflow, publish there, keep versions on a volume (--out is a
+#: local directory), fan out to the job's own cluster.
+REFIT = ("python analysis/refit.py --store s3://BUCKET/meta-study/store --source http://mlflow.meta-study.svc:5000 "
+         "--tracking-uri http://mlflow.meta-study.svc:5000 --out /refits --address auto")
+SECRETISH = re.compile(r"PASSWORD|TOKEN|SECRET|ACCESS_KEY|PGPASS", re.I)
+#: Ray-running images must carry this Ray and this Python: a cluster needs both to match its drivers.
+RAY_IMAGE = re.compile(r"(?:^rayproject/ray:|/meta-study:[\w.]+-ray)(\d+\.\d+\.\d+)-py(\d)(\d+)-(cpu|gpu)$")
+PY_TAG = (str(sys.version_info.major), str(sys.version_info.minor))
+
+
+# --- (a) the Ray cluster launcher -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ray_schema() -> dict:
+    path = Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"
+    return json.loads(path.read_text())
+
+
+@pytest.fixture
+def launcher() -> dict:
+    return yaml.safe_load(LAUNCHER.read_text())
+
+
+def test_launcher_validates_against_rays_schema(launcher, ray_schema):
+    jsonschema.Draft7Validator.check_schema(ray_schema)
+    jsonschema.validate(launcher, ray_schema)
+    # What `ray up` does before touching the cloud: defaults, merged setup commands, cross-field checks.
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    prepared = prepare_config(copy.deepcopy(launcher))
+    validate_config(prepared)
+    assert prepared["available_node_types"][prepared["head_node_type"]]["max_workers"] == 0
+
+
+def _drop_provider(c): del c["provider"]
+def _typo_top_level(c): c["max_worker"] = c.pop("max_workers")
+def _gpu_count_as_string(c): c["available_node_types"]["gpu"]["resources"]["GPU"] = "1"
+def _no_node_config(c): del c["available_node_types"]["cpu"]["node_config"]
+def _command_not_string(c): c["setup_commands"].append({"pip": "install"})
+def _unknown_docker_key(c): c["docker"]["gpus"] = "all"
+
+
+@pytest.mark.parametrize("breakage", [_drop_provider, _typo_top_level, _gpu_count_as_string, _no_node_config,
+                                      _command_not_string, _unknown_docker_key])
+def test_broken_launcher_copies_fail_validation(launcher, ray_schema, breakage):
+    broken = copy.deepcopy(launcher)
+    breakage(broken)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, ray_schema)
+
+
+def test_launcher_node_types(launcher):
+    types = launcher["available_node_types"]
+    head = types[launcher["head_node_type"]]
+    assert head["resources"] == {"CPU": 0}  # drivers only; tasks never land on the head
+    assert "InstanceMarketOptions" not in head["node_config"]  # the head is never spot
+    gpu = types["gpu"]
+    assert gpu["min_workers"] == 0 and 0 < gpu["max_workers"] <= launcher["max_workers"]
+    assert gpu["resources"]["GPU"] >= 1
+    assert gpu["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
+    assert types["cpu"]["min_workers"] == 0 and "GPU" not in types["cpu"]["resources"]
+    assert sum(t.get("max_workers", 0) for t in types.values()) <= launcher["max_workers"]
+    images = [launcher["docker"]["image"], gpu["docker"]["worker_image"]]
+    for image in images:
+        m = RAY_IMAGE.search(image)
+        assert m and m.group(1) == ray.__version__ and m.groups()[1:3] == PY_TAG, image
+    assert gpu["docker"]["worker_image"].endswith("-gpu")
+
+
+def test_launcher_installs_the_project_and_sets_mlflow_env(launcher):
+    assert launcher["file_mounts"] == {"~/meta-study": "."}
+    assert "pip install --quiet -e ~/meta-study" in launcher["setup_commands"]
+    assert "pip install --quiet -e ~/meta-study" in launcher["available_node_types"]["gpu"]["worker_setup_commands"]
+    opts = launcher["docker"]["run_options"]
+    assert "--env MLFLOW_TRACKING_URI=http://mlflow.meta-study.internal:5000" in opts
+    assert "--env-file /home/ubuntu/.meta-study/cluster.env" in opts
+    # Credentials only by reference: nothing in the file assigns a secret-looking variable.
+    text = LAUNCHER.read_text()
+    assert not re.search(r"(MLFLOW_TRACKING_(PASSWORD|TOKEN)|RAY_AUTH_TOKEN|AWS_SECRET_ACCESS_KEY)\s*[=:]\s*\S", text)
+    starts = " ".join(launcher["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in starts and "--autoscaling-config=~/ray_bootstrap_config.yaml" in starts
+
+
+def test_launcher_initialization_command_writes_a_private_env_file(launcher, tmp_path):
+    """Run the secret-fetching command with a stub `aws` that returns a secret as Secrets Manager would."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    secret = {"MLFLOW_TRACKING_USERNAME": "sweeper", "MLFLOW_TRACKING_PASSWORD": "p@ss w=rd", "RAY_AUTH_TOKEN": "ab" * 32}
+    (bin_dir / "aws").write_text(
+        "#!/bin/sh\n"
+        '[ "$1 $2" = "secretsmanager get-secret-value" ] || exit 3\n'
+        'case "$*" in *"--secret-id meta-study/cluster"*"--query SecretString --output text"*) ;; *) exit 4 ;; esac\n'
+        f"cat <<'EOF'\n{json.dumps(secret)}\nEOF\n")
+    (bin_dir / "aws").chmod(0o755)
+    (bin_dir / "python3").symlink_to(sys.executable)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(home)}
+    for cmd in launcher["initialization_commands"]:
+        subprocess.run(["bash", "-c", cmd], env=env, check=True, timeout=60)
+    env_file = home / ".meta-study" / "cluster.env"
+    assert env_file.read_text().splitlines() == [f"{k}={v}" for k, v in secret.items()]  # docker --env-file format
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(env_file.parent.stat().st_mode) == 0o700
+
+
+def test_aws_iam_policies_are_valid_json():
+    for path in sorted((CLUSTER / "aws").glob("*.json")):
+        policy = json.loads(path.read_text())
+        assert policy["Version"] == "2012-10-17" and policy["Statement"], path
+    head = json.loads((CLUSTER / "aws" / "head-policy.json").read_text())
+    actions = {a for s in head["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert {"ec2:RunInstances", "ec2:TerminateInstances", "iam:PassRole", "ssm:GetParameters"} <= actions
+
+
+# --- (b) Kubernetes manifests -------------------------------------------------------------------------
+
+# ray.io/v1 fields used here (ray-operator/apis/ray/v1/raycluster_types.go, rayjob_types.go): a typo
+# would be pruned silently by the API server, so it is caught here.
+RAYCLUSTER_SPEC = {"headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling",
+                   "autoscalerOptions", "headServiceAnnotations", "suspend"}
+HEAD_GROUP = {"serviceType", "headService", "enableIngress", "rayStartParams", "template"}
+WORKER_GROUP = {"groupName", "replicas", "minReplicas", "maxReplicas", "numOfHosts", "rayStartParams",
+                "template", "scaleStrategy"}
+AUTOSCALER = {"resources", "image", "imagePullPolicy", "env", "envFrom", "volumeMounts", "securityContext",
+              "idleTimeoutSeconds", "upscalingMode"}
+RAYJOB_SPEC = {"activeDeadlineSeconds", "backoffLimit", "rayClusterSpec", "submitterPodTemplate", "metadata",
+               "clusterSelector", "submitterConfig", "managedBy", "deletionStrategy", "entrypoint",
+               "runtimeEnvYAML", "jobId", "submissionMode", "entrypointResources", "entrypointNumCpus",
+               "entrypointNumGpus", "ttlSecondsAfterFinished", "shutdownAfterJobFinishes", "suspend"}
+
+
+def docs_of(kind: str) -> list[dict]:
+    return [d for docs in KUBE.values() for d in docs if d["kind"] == kind]
+
+
+def one(kind: str) -> dict:
+    (doc,) = docs_of(kind)
+    return doc
+
+
+def containers(obj) -> list[dict]:
+    """Every container spec anywhere in a manifest."""
+    found = []
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key in ("containers", "initContainers") and isinstance(value, list):
+                found += value
+            else:
+                found += containers(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            found += containers(value)
+    return found
+
+
+def check_ray_cluster_spec(spec: dict) -> None:
+    assert set(spec) <= RAYCLUSTER_SPEC
+    assert spec["rayVersion"] == ray.__version__
+    assert spec["enableInTreeAutoscaling"] is True and set(spec["autoscalerOptions"]) <= AUTOSCALER
+    head = spec["headGroupSpec"]
+    assert set(head) <= HEAD_GROUP and isinstance(head["rayStartParams"], dict)
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    for group in spec["workerGroupSpecs"]:
+        assert set(group) <= WORKER_GROUP and isinstance(group["rayStartParams"], dict)
+        assert group["minReplicas"] == 0 <= group["replicas"] <= group["maxReplicas"]
+    for c in containers(spec):
+        assert c["workingDir"] == "/home/ray/meta-study"  # job drivers resolve sweeps/, analysis/ here
+        assert {"name": "MLFLOW_TRACKING_URI", "value": TRACKING_URI} in c["env"]
+        assert {"secretRef": {"name": "mlflow-credentials"}} in c["envFrom"]
+
+
+def test_every_manifest_has_the_basics():
+    expected = {
+        "raycluster.yaml": ["ServiceAccount", "RayCluster"],
+        "rayjob-refit.yaml": ["RayJob"],
+        "refit-volume.yaml": ["PersistentVolumeClaim"],
+        "cronjob-refit.yaml": ["ServiceAccount", "Role", "RoleBinding", "CronJob"],
+        "postgres.yaml": ["ConfigMap", "Service", "StatefulSet"],
+        "mlflow.yaml": ["ServiceAccount", "Service", "Deployment"],
+    }
+    assert {name: [d["kind"] for d in docs] for name, docs in KUBE.items()} == expected
+    for docs in KUBE.values():
+        for d in docs:
+            assert d["apiVersion"] and d["metadata"]["namespace"] == NAMESPACE
+            assert d["metadata"].get("name") or d["metadata"].get("generateName")
+            assert d["kind"] != "Secret"  # secrets are created with kubectl, never committed
+
+
+def test_raycluster_autoscales_cpu_and_gpu_workers():
+    rc = one("RayCluster")
+    assert rc["apiVersion"] == "ray.io/v1"
+    check_ray_cluster_spec(rc["spec"])
+    groups = {g["groupName"]: g for g in rc["spec"]["workerGroupSpecs"]}
+    assert set(groups) == {"cpu", "gpu"}
+    (gpu,) = containers(groups["gpu"])
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert gpu["image"].endswith("-gpu")
+    (cpu,) = containers(groups["cpu"])
+    assert "nvidia.com/gpu" not in cpu["resources"]["limits"]
+    assert groups["gpu"]["template"]["spec"]["serviceAccountName"] == "meta-study-ray"
+
+
+def test_rayjob_runs_the_refit_contract_and_cleans_up():
+    job = one("RayJob")
+    assert job["apiVersion"] == "ray.io/v1" and set(job["spec"]) <= RAYJOB_SPEC
+    assert job["spec"]["entrypoint"] == REFIT
+    assert job["metadata"]["generateName"] == "meta-study-refit-"
+    assert job["metadata"]["labels"]["app.kubernetes.io/name"] == "meta-study-refit"
+    assert job["spec"]["shutdownAfterJobFinishes"] is True and job["spec"]["activeDeadlineSeconds"] > 0
+    check_ray_cluster_spec(job["spec"]["rayClusterSpec"])
+    # --out lives on the volume, mounted where the driver runs (the head).
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    (mount,) = [m for m in head["containers"][0]["volumeMounts"] if m["mountPath"] == "/refits"]
+    (volume,) = [v for v in head["volumes"] if v["name"] == mount["name"]]
+    assert volume["persistentVolumeClaim"]["claimName"] == one("PersistentVolumeClaim")["metadata"]["name"]
+
+
+def test_cronjob_never_overlaps_and_has_least_privilege():
+    cron = one("CronJob")
+    assert cron["apiVersion"] == "batch/v1" and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    job = cron["spec"]["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0
+    assert job["activeDeadlineSeconds"] > one("RayJob")["spec"]["activeDeadlineSeconds"]
+    pod = job["template"]["spec"]
+    (role,) = docs_of("Role")
+    (rule,) = role["rules"]
+    assert rule == {"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create", "get", "list", "delete"]}
+    binding = one("RoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": NAMESPACE}]
+    (c,) = pod["containers"]
+    template = c["command"][c["command"].index("--template") + 1]
+    assert (REPO / c["command"][1]).is_file()  # the script the image runs is in the repo
+    (mount,) = c["volumeMounts"]
+    (volume,) = pod["volumes"]
+    assert volume["name"] == mount["name"] and template == f"{mount['mountPath']}/rayjob-refit.yaml"
+    assert volume["configMap"]["name"] == "meta-study-refit-rayjob"
+
+
+def test_mlflow_server_uses_postgres_and_s3_with_secrets_by_reference():
+    dep = one("Deployment")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    args = " ".join(c["args"])
+    assert "--backend-store-uri=postgresql+psycopg2://mlflow@postgres.meta-study.svc:5432/mlflow" in args
+    assert "--artifacts-destination=s3://BUCKET/" in args and "--serve-artifacts" in args
+    # MLflow 3's host check must accept the name the Ray pods use.
+    allowed = next(a for a in c["args"] if a.startswith("--allowed-hosts=")).split("=", 1)[1].split(",")
+    assert urllib.parse.urlsplit(TRACKING_URI).netloc in allowed
+    env = {e["name"]: e for e in c["env"]}
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-postgres"
+    assert {"secretRef": {"name": "mlflow-s3", "optional": True}} in c["envFrom"]
+    services = {s["metadata"]["name"]: s for s in docs_of("Service")}
+    assert services["mlflow"]["spec"]["ports"][0]["port"] == 5000
+    assert services["postgres"]["spec"]["ports"][0]["port"] == 5432
+    pg = one("StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e for e in pg["env"]}["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-postgres"
+
+
+def test_no_secret_values_inline():
+    for name, docs in KUBE.items():
+        for c in containers(docs):
+            for e in c.get("env", []):
+                if SECRETISH.search(e["name"]):
+                    assert "value" not in e and "secretKeyRef" in e["valueFrom"], (name, e["name"])
+    for path in [*CLUSTER.rglob("*.yaml"), *CLUSTER.rglob("*.service"), LAUNCHER]:
+        text = path.read_text()
+        assert not re.search(r"://[^/\s:@]+:[^/\s@]+@", text), path  # user:password@ in a URI
+        assert not re.search(r"(?i)\b(password|secret|token)\s*[:=]\s*['\"][^'\"$]+['\"]", text), path
+
+
+def test_ray_images_pin_this_ray_and_python():
+    ray_images = [c["image"] for d in docs_of("RayCluster") + docs_of("RayJob") + docs_of("CronJob")
+                  for c in containers(d)]
+    assert len(ray_images) == 6  # RayCluster: head, cpu, gpu; RayJob: head, cpu; CronJob: submitter
+    for image in ray_images:
+        m = RAY_IMAGE.search(image)
+        assert m and m.group(1) == ray.__version__ and m.groups()[1:3] == PY_TAG, image
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    assert f"FROM rayproject/ray:{ray.__version__}-py{''.join(PY_TAG)}-${{FLAVOR}}" in dockerfile
+
+
+def test_render_fills_in_site_names(tmp_path):
+    env = dict(os.environ, BUCKET="lab-bucket", REGISTRY="123456789012.dkr.ecr.us-west-2.amazonaws.com")
+    subprocess.run(["bash", str(CLUSTER / "render.sh"), str(tmp_path)], env=env, check=True, timeout=60)
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            code = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+            assert "BUCKET" not in code and "REGISTRY" not in code, path
+    job = yaml.safe_load((tmp_path / "kuberay" / "rayjob-refit.yaml").read_text())
+    assert job["spec"]["entrypoint"] == REFIT.replace("BUCKET", "lab-bucket")
+    images = {c["image"] for c in containers(yaml.safe_load((tmp_path / "kuberay" / "rayjob-refit.yaml").read_text()))}
+    (image,) = images
+    assert image.startswith("123456789012.dkr.ecr.us-west-2.amazonaws.com/meta-study:") and RAY_IMAGE.search(image)
+    policy = json.loads((tmp_path / "aws" / "worker-policy.json").read_text())
+    assert "arn:aws:s3:::lab-bucket/meta-study/*" in json.dumps(policy)
+    bad = subprocess.run(["bash", str(CLUSTER / "render.sh"), str(tmp_path / "x")], capture_output=True, text=True,
+                         env=dict(env, BUCKET="Bad#Bucket"), timeout=60)
+    assert bad.returncode == 2 and "not an S3 bucket name" in bad.stderr
+
+
+# --- the refit CronJob's submitter against a fake Kubernetes API ------------------------------------
+
+class FakeRayJobApi:
+    """Just enough of the Kubernetes API for rayjobs.ray.io in one namespace. A created RayJob
+    moves one deployment state further on every GET, ending with ``final_job_status``."""
+
+    STATES = ["", "Initializing", "Running", "Complete"]
+
+    def __init__(self, final_job_status: str = "SUCCEEDED") -> None:
+        self.jobs: dict[str, dict] = {}
+        self.calls: list[str] = []
+        self.final = final_job_status
+        self.created = 0
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, code: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _route(self):
+                url = urllib.parse.urlsplit(self.path)
+                prefix = f"/apis/ray.io/v1/namespaces/{NAMESPACE}/rayjobs"
+                assert url.path.startswith(prefix), url.path
+                assert self.headers["Authorization"] == "Bearer t0ken"
+                return url.path[len(prefix):].lstrip("/"), urllib.parse.parse_qs(url.query)
+
+            def _body(self) -> dict:
+                return json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+
+            def do_GET(self):
+                name, query = self._route()
+                if not name:
+                    api.calls.append("list")
+                    key, value = query["labelSelector"][0].split("=")
+                    items = [j for j in api.jobs.values() if j["metadata"].get("labels", {}).get(key) == value]
+                    return self._reply(200, {"kind": "RayJobList", "items": items})
+                api.calls.append("get")
+                if name not in api.jobs:
+                    return self._reply(404, {"kind": "Status", "code": 404})
+                job = api.jobs[name]
+                status = job.setdefault("status", {})
+                i = api.STATES.index(status.get("jobDeploymentStatus", ""))
+                status["jobDeploymentStatus"] = api.STATES[min(i + 1, len(api.STATES) - 1)]
+                status["jobStatus"] = {"Running": "RUNNING", "Complete": api.final}.get(status["jobDeploymentStatus"], "")
+                return self._reply(200, job)
+
+            def do_POST(self):
+                self._route()
+                api.calls.append("create")
+                job = self._body()
+                api.created += 1
+                job["metadata"]["name"] = f"{job['metadata'].pop('generateName')}{api.created:05d}"
+                job["metadata"]["creationTimestamp"] = f"2026-02-01T00:00:{api.created:02d}Z"
+                api.jobs[job["metadata"]["name"]] = job
+                return self._reply(201, job)
+
+            def do_DELETE(self):
+                name, _ = self._route()
+                api.calls.append("delete")
+                assert self._body() == {"propagationPolicy": "Background"}
+                del api.jobs[name]
+                return self._reply(200, {"kind": "Status", "status": "Success"})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def add(self, name: str, deployment: str, stamp: str, labels: dict | None = None) -> None:
+        labels = {"app.kubernetes.io/name": "meta-study-refit"} if labels is None else labels
+        self.jobs[name] = {"metadata": {"name": name, "creationTimestamp": stamp, "labels": labels},
+                           "status": {"jobDeploymentStatus": deployment}}
+
+
+@pytest.fixture
+def submit_refit():
+    spec = importlib.util.spec_from_file_location("submit_refit", CLUSTER / "kuberay" / "submit_refit.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_submitter(module, api: FakeRayJobApi, tmp_path: Path, *extra: str) -> int:
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    return module.main(["--template", str(CLUSTER / "kuberay" / "rayjob-refit.yaml"), "--api", api.url,
+                        "--token-file", str(token), "--poll", "0.01", *extra])
+
+
+def role_verbs() -> set[str]:
+    return set(one("Role")["rules"][0]["verbs"])
+
+
+def test_submitter_creates_waits_and_prunes(submit_refit, tmp_path):
+    api = FakeRayJobApi()
+    for i in range(12):
+        api.add(f"meta-study-refit-old{i:02d}", "Complete" if i % 2 else "Failed", f"2026-01-{i + 1:02d}T03:17:00Z")
+    api.add("someone-elses-job", "Complete", "2025-01-01T00:00:00Z", labels={})
+    try:
+        assert run_submitter(submit_refit, api, tmp_path, "--keep", "3") == 0
+    finally:
+        api.server.shutdown()
+    kept_old = sorted(n for n in api.jobs if "old" in n)
+    assert kept_old == ["meta-study-refit-old09", "meta-study-refit-old10", "meta-study-refit-old11"]
+    assert "someone-elses-job" in api.jobs
+    (created,) = [j for n, j in api.jobs.items() if n.startswith("meta-study-refit-0")]
+    template = yaml.safe_load((CLUSTER / "kuberay" / "rayjob-refit.yaml").read_text())
+    assert created["spec"] == template["spec"] and created["metadata"]["namespace"] == NAMESPACE
+    assert created["status"]["jobStatus"] == "SUCCEEDED"
+    assert set(api.calls) <= role_verbs() and api.calls.count("create") == 1
+
+
+def test_submitter_does_not_overlap_a_running_refit(submit_refit, tmp_path, capsys):
+    api = FakeRayJobApi()
+    api.add("meta-study-refit-abcde", "Running", "2026-01-01T03:17:00Z")
+    try:
+        assert run_submitter(submit_refit, api, tmp_path) == 0
+    finally:
+        api.server.shutdown()
+    assert api.calls == ["list"] and "still running" in capsys.readouterr().out
+
+
+def test_submitter_fails_when_the_refit_fails(submit_refit, tmp_path):
+    api = FakeRayJobApi(final_job_status="FAILED")
+    try:
+        assert run_submitter(submit_refit, api, tmp_path) == 1
+    finally:
+        api.server.shutdown()
+    assert set(api.calls) <= role_verbs()
+
+
+# --- (c) cluster/local-up.sh and local-down.sh, for real ----------------------------------------------
+
+def run_script(name: str, state: Path, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
+    e = dict(os.environ, PYTHON=sys.executable, **env)
+    for var in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "META_STUDY_LOCAL_DIR"):
+        e.pop(var, None)
+    return subprocess.run(["bash", str(CLUSTER / name), str(state)], env=e, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def processes_under(*paths: Path) -> list[str]:
+    """Live (non-zombie) processes whose command line mentions one of ``paths``."""
+    ps = subprocess.run(["ps", "-e", "-ww", "-o", "stat=", "-o", "args="], capture_output=True, text=True, check=True).stdout
+    return [line for line in ps.splitlines()
+            if not line.lstrip().startswith("Z") and any(str(p) in line for p in paths)]
+
+
+def alive(pid: int) -> bool:
+    ps = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+    return ps.returncode == 0 and not ps.stdout.strip().startswith("Z")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def state_dir(tmp_path):
+    state = tmp_path / "meta-study-local"
+    yield state
+    run_script("local-down.sh", state, timeout=120)  # whatever happened, leave nothing running
+    ray_tmp = state / "ray"
+    if ray_tmp.is_symlink():  # the short stand-in under /tmp for a deep state dir
+        subprocess.run(["rm", "-rf", os.path.realpath(ray_tmp)], check=False)
+
+
+def test_local_up_and_down(state_dir):
+    up = run_script("local-up.sh", state_dir)
+    assert up.returncode == 0, up.stderr
+    exports = dict(re.findall(r"^export (\w+)=(\S+)$", up.stdout, re.M))
+    assert set(exports) >= {"RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "MLFLOW_TRACKING_URI"}
+    assert re.search(r"^# MLflow UI: http://127\.0\.0\.1:\d+$", up.stdout, re.M)
+    assert (state_dir / "env.sh").read_text() == up.stdout
+    assert stat.S_IMODE((state_dir / "ray-auth-token").stat().st_mode) == 0o600
+    client_env = dict(os.environ, **exports)
+
+    status = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "status", "--address", exports["RAY_ADDRESS"]],
+                            env=client_env, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0 and "Resources" in status.stdout, status.stderr
+    # A driver connects with the printed address, and its tasks see the MLflow URI the raylet got.
+    probe = ("import os, ray\n"
+             "ray.init(address=os.environ['RAY_ADDRESS'], log_to_driver=False)\n"
+             "@ray.remote\n"
+             "def uri():\n"
+             "    return os.environ.get('MLFLOW_TRACKING_URI')\n"
+             "print(ray.get(uri.remote()))")
+    task = subprocess.run([sys.executable, "-c", probe], env=client_env, capture_output=True, text=True, timeout=120)
+    assert task.returncode == 0 and task.stdout.strip().splitlines()[-1] == exports["MLFLOW_TRACKING_URI"], task.stderr
+    with urllib.request.urlopen(exports["MLFLOW_TRACKING_URI"] + "/health", timeout=10) as r:
+        assert r.status == 200
+    search = urllib.request.Request(exports["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/experiments/search",
+                                    data=b'{"max_results": 1}', headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(search, timeout=10) as r:
+        assert "experiments" in json.load(r)
+
+    again = run_script("local-up.sh", state_dir)  # idempotent: reports the running setup
+    assert again.returncode == 0 and again.stdout == up.stdout and "already running" in again.stderr
+
+    leaders = [int((state_dir / f"{s}.pid").read_text()) for s in ("ray", "mlflow")]
+    ray_tmp = Path(os.path.realpath(state_dir / "ray"))
+    assert processes_under(state_dir, ray_tmp)
+    down = run_script("local-down.sh", state_dir, timeout=180)
+    assert down.returncode == 0, down.stderr
+    assert not any(alive(p) for p in leaders)
+    assert processes_under(state_dir, ray_tmp) == []
+    for uri in (exports["MLFLOW_TRACKING_URI"], "http://" + exports["RAY_ADDRESS"]):
+        assert not port_open(urllib.parse.urlsplit(uri).port)
+    assert not (state_dir / "env.sh").exists() and (state_dir / "mlflow" / "mlflow.db").exists()
+
+    twice = run_script("local-down.sh", state_dir)  # idempotent
+    assert twice.returncode == 0 and "not running" in twice.stderr
+
+
+def test_local_up_leaves_nothing_behind_when_startup_fails(state_dir):
+    up = run_script("local-up.sh", state_dir, META_STUDY_MLFLOW_ARGS="--no-such-option")
+    assert up.returncode != 0 and "mlflow exited during startup" in up.stderr
+    assert "ray: stopped" in up.stderr  # Ray had been started and was stopped again
+    assert up.stdout == ""
+    ray_tmp = Path(os.path.realpath(state_dir / "ray"))
+    assert processes_under(state_dir, ray_tmp) == []
+    assert not (state_dir / "ray.pid").exists() and not (state_dir / "mlflow.pid").exists()

@@ -1,0 +1,259 @@
+"""Sweeps on a local Ray (2 CPUs) with a real ``mlflow server``: every script's smoke run, ingest
+with the default mapping, a crashing trial, a killed driver resumed, a flaky tracking server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from meta_study.schema import ds_metric_key, us_metric_key
+from meta_study.store import Store
+from conftest import REPO, run_cli
+
+SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.py"))
+SMOKE_DS = ("synth_combo", "synth_count", "synth_texture")
+SMOKE_SHOTS = (1, 10)
+
+
+def sweep(name: str, *args: str, cwd: Path, env: dict | None = None, timeout: float = 900,
+          background: bool = False):
+    cmd = [sys.executable, str(REPO / "sweeps" / f"{name}.py"), "--smoke", *args]
+    e = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    e.pop("RAY_ADDRESS", None)
+    if background:
+        return subprocess.Popen(cmd, cwd=cwd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    return subprocess.run(cmd, cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
+
+
+def summary(stdout: str) -> dict:
+    start = stdout.index('{\n "sweep"')
+    return json.loads(stdout[start:stdout.index("}", start) + 1])
+
+
+def child_runs(uri: str, experiment: str) -> list:
+    c = MlflowClient(uri)
+    e = c.get_experiment_by_name(experiment)
+    runs = c.search_runs([e.experiment_id], max_results=1000)
+    return [r for r in runs if r.data.tags.get("meta_study.role") == "trial"]
+
+
+def check_trial_run(client: MlflowClient, run, us_task: str = "synth_us") -> None:
+    m, p = run.data.metrics, run.data.params
+    assert run.info.status == "FINISHED"
+    assert 0 <= m[us_metric_key(us_task)] <= 1
+    for ds in SMOKE_DS:
+        for k in SMOKE_SHOTS:
+            assert 0 <= m[ds_metric_key(ds, k)] <= 1
+    assert {"model_name", "lr", "head_lr", "head_wd", "wd", "epochs", "batch_size", "seed", "param_count"} <= set(p)
+    assert run.data.tags["sweep"] and run.data.tags["git_sha"] and run.data.tags["researcher"]
+    arts = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")]
+    assert "checkpoint/checkpoint.pt" in arts
+    assert run.data.tags["checkpoint_uri"].endswith("/checkpoint")
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_smoke_run_of_each_sweep(name, mlflow_server, tmp_path):
+    exp = f"{name}-{uuid.uuid4().hex[:6]}"
+    r = sweep(name, "--tracking-uri", mlflow_server.uri, "--experiment", exp, "--storage-path", str(tmp_path / "ray"),
+              cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    s = summary(r.stdout)
+    assert s["trials"] >= 2 and s["finished"] == s["trials"] and s["errored"] == 0
+    client = MlflowClient(mlflow_server.uri)
+    runs = child_runs(mlflow_server.uri, exp)
+    assert len(runs) == s["trials"]
+    for run in runs:
+        check_trial_run(client, run)
+        assert run.data.tags["mlflow.parentRunId"] == s["mlflow_parent_run"]
+    parent = client.get_run(s["mlflow_parent_run"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweep"] == s["sweep"]
+    if name == "head_wd":
+        # the default mapping ingests the sweep with no mapping file
+        store = tmp_path / "store"
+        ing = run_cli("ingest", mlflow_server.uri, "--experiment", exp, "--store", str(store), "--quiet")
+        assert ing.returncode == 0, ing.stderr
+        df = Store(str(store)).to_pandas()
+        assert len(df) == s["trials"] * len(SMOKE_DS) * len(SMOKE_SHOTS)
+        assert set(df["head_wd"]) == {0.0, 0.1} and set(df["us_task"]) == {"synth_us"}
+        assert (df["eval_protocol"] == "fewshot").all() and df["checkpoint_uri"].notna().all()
+        assert set(df["arch_family"]) == {"vit"} and (df["param_count"] > 0).all()
+        assert len(Store(str(store)).quarantine()) == 0
+
+
+def test_a_crashing_trial_is_retried_from_its_checkpoint(mlflow_server, tmp_path):
+    exp = f"crash-{uuid.uuid4().hex[:6]}"
+    r = sweep("head_wd", "--tracking-uri", mlflow_server.uri, "--experiment", exp, "--fail-once",
+              "--storage-path", str(tmp_path / "ray"), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    s = summary(r.stdout)
+    assert s["finished"] == s["trials"] == 2
+    runs = child_runs(mlflow_server.uri, exp)
+    assert len(runs) == 2                      # the restart reused its run: no duplicates
+    client = MlflowClient(mlflow_server.uri)
+    for run in runs:
+        check_trial_run(client, run)
+    errors = list((tmp_path / "ray").rglob("error.txt"))
+    assert len(errors) == 2 and all("injected failure" in e.read_text() for e in errors)
+
+
+def test_killed_driver_resumes_without_duplicates(mlflow_server, tmp_path):
+    exp = f"resume-{uuid.uuid4().hex[:6]}"
+    args = ("--tracking-uri", mlflow_server.uri, "--experiment", exp, "--storage-path", str(tmp_path / "ray"),
+            "--max-concurrent", "1")
+    p = sweep("head_wd", *args, cwd=tmp_path, background=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            pytest.fail("the sweep finished before it could be killed: " + p.stdout.read()[-2000:])
+        runs = child_runs(mlflow_server.uri, exp) if MlflowClient(mlflow_server.uri).get_experiment_by_name(exp) else []
+        if any(r.info.status == "FINISHED" for r in runs):
+            break
+        time.sleep(1)
+    os.killpg(p.pid, signal.SIGKILL)            # the driver and the local Ray it started
+    p.wait()
+    first = [r for r in child_runs(mlflow_server.uri, exp) if r.info.status == "FINISHED"]
+    assert len(first) == 1
+    r = sweep("head_wd", *args, "--resume", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    runs = child_runs(mlflow_server.uri, exp)
+    assert len(runs) == 2 and all(x.info.status == "FINISHED" for x in runs)
+    assert len({x.data.tags["trial_id"] for x in runs}) == 2
+    again = MlflowClient(mlflow_server.uri).get_run(first[0].info.run_id)
+    assert again.data.metrics == first[0].data.metrics        # the finished trial did not run again
+    parents = {x.data.tags["mlflow.parentRunId"] for x in runs}
+    assert len(parents) == 1
+
+
+class Proxy:
+    """A TCP proxy to the MLflow server that the test can switch off (connections refused)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sock.listen(64)
+        self.on = True
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            if not self.on:
+                c.close()
+                continue
+            try:
+                u = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                c.close()
+                continue
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def test_a_briefly_unreachable_tracking_server_does_not_kill_trials(mlflow_server, tmp_path):
+    proxy = Proxy(mlflow_server.port)
+    uri = f"http://127.0.0.1:{proxy.port}"
+    exp = f"flaky-{uuid.uuid4().hex[:6]}"
+    p = sweep("head_wd", "--tracking-uri", uri, "--experiment", exp, "--storage-path", str(tmp_path / "ray"),
+              cwd=tmp_path, background=True)
+    # switch the server off once the parent run exists, for most of the sweep
+    client = MlflowClient(mlflow_server.uri)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and client.get_experiment_by_name(exp) is None:
+        time.sleep(0.5)
+    proxy.on = False
+    time.sleep(25)
+    proxy.on = True
+    out, _ = p.communicate(timeout=900)
+    assert p.returncode == 0, out[-3000:]
+    s = summary(out)
+    assert s["finished"] == s["trials"] == 2
+    runs = child_runs(mlflow_server.uri, exp)
+    assert len(runs) == 2
+    for run in runs:
+        check_trial_run(client, run)
+
+
+def test_data_parallel_trials_run_a_torch_trainer(mlflow_server, tmp_path):
+    """--workers-per-trial 2: each trial is a Ray Train TorchTrainer with 2 gloo workers (on CPU
+    here; one GPU each with --gpus-per-trial), started inside the trial function."""
+    exp = f"ddp-{uuid.uuid4().hex[:6]}"
+    r = sweep("head_wd", "--tracking-uri", mlflow_server.uri, "--experiment", exp, "--workers-per-trial", "2",
+              "--cpus-per-trial", "0.9", "--storage-path", str(tmp_path / "ray"), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert summary(r.stdout)["finished"] == 2
+    client = MlflowClient(mlflow_server.uri)
+    runs = child_runs(mlflow_server.uri, exp)
+    assert len(runs) == 2
+    for run in runs:
+        check_trial_run(client, run)
+        assert run.data.params["batch_size"] == "128"        # the global batch, split over 2 workers
+
+
+def test_ray_job_submit_the_real_way(tmp_path):
+    """A Ray head started with `ray start --head` (cluster/local-up.sh: random ports, a real
+    mlflow server), the sweep submitted with `ray job submit --working-dir .`, then both stopped."""
+    state = tmp_path / "local"
+    # as in an activated virtualenv: the job's `python` is the one Ray and meta-study live in
+    env = {**os.environ, "PYTHON": sys.executable, "META_STUDY_RAY_START_ARGS": "--num-cpus=2",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    up = subprocess.run(["bash", str(REPO / "cluster" / "local-up.sh"), str(state)], env=env, capture_output=True,
+                        text=True, timeout=300)
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        exports = dict(line[len("export "):].split("=", 1) for line in up.stdout.splitlines()
+                       if line.startswith("export "))
+        job_env = {**env, **{k: v.strip("'\"") for k, v in exports.items()}}
+        assert "RAY_API_SERVER_ADDRESS" in job_env, up.stdout
+        exp = f"job-{uuid.uuid4().hex[:6]}"
+        bin_dir = Path(sys.executable).parent
+        r = subprocess.run([str(bin_dir / "ray"), "job", "submit", "--address", job_env["RAY_API_SERVER_ADDRESS"],
+                            "--working-dir", str(REPO), "--", "python", "sweeps/head_wd.py", "--smoke",
+                            "--tracking-uri", job_env["MLFLOW_TRACKING_URI"], "--experiment", exp,
+                            "--storage-path", str(tmp_path / "ray")],
+                           env=job_env, capture_output=True, text=True, timeout=900, cwd=REPO)
+        assert r.returncode == 0 and "succeeded" in r.stdout, r.stdout[-4000:] + r.stderr[-2000:]
+        s = summary(r.stdout)
+        assert s["finished"] == s["trials"] == 2
+        client = MlflowClient(job_env["MLFLOW_TRACKING_URI"])
+        runs = child_runs(job_env["MLFLOW_TRACKING_URI"], exp)
+        assert len(runs) == 2
+        for run in runs:
+            check_trial_run(client, run)
+    finally:
+        down = subprocess.run(["bash", str(REPO / "cluster" / "local-down.sh"), str(state)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert down.returncode == 0, down.stderr[-2000:]
