@@ -524,6 +524,22 @@ def report(store_uri: str, out_dir: str, trials: int, samples: int, threshold: f
     click.echo(f"report: {os.path.relpath(page)}")
 
 
+@cli.command()
+@click.option("--workdir", default="meta-study-demo", show_default=True, metavar="DIR",
+              help="Everything the demo writes goes here: MLflow db and artifacts, store, refits, report.")
+@click.option("--synthetic", is_flag=True, help="Skip training: a simulated meta-study with a known law (~1 min).")
+@click.option("--serial", is_flag=True, help="One trial at a time, analysis without Ray workers.")
+def demo(workdir: str, synthetic: bool, serial: bool) -> None:
+    """The whole system on embedded defaults: train a small model zoo on the procedural suite
+    (local Ray, MLflow in a sqlite file), ingest it, refit with sensitivity, write the report.
+
+    Takes 3-10 minutes on a 2-core CPU; running it again reuses what the first run made.
+    """
+    from .demo import run_demo
+
+    run_demo(workdir, synthetic=synthetic, serial=serial, log=click.echo)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="meta-study")

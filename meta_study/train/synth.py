@@ -20,6 +20,8 @@ clutter blobs). The 24 triples it never shows are the classes of ``synth_combo``
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 from dataclasses import dataclass, fields
 
@@ -376,9 +378,14 @@ def _task(name: str, sampler, num_classes: int, description: str, img_size: int,
     )
 
 
+def sample_upstream_subset(rng: np.random.Generator, labels: np.ndarray, triples: np.ndarray) -> Scenes:
+    """synth_us with ``n_triples`` < 120: label = index into ``triples`` * 2 + layout."""
+    return _sample_objects(rng, triples[labels // 2], labels % 2, clutter=True)
+
+
 @register_task("synth_us")
 def synth_us(img_size: int = 32, seed: int = 0, n_train: int = 48_000, n_test: int = 2_400,
-             cache_mb: float = 1024.0) -> Task:
+             cache_mb: float = 1024.0, n_triples: int = 120) -> Task:
     """Upstream: 240 classes = 120 (shape, texture, colour) triples x 2 layouts.
 
     Args:
@@ -387,8 +394,18 @@ def synth_us(img_size: int = 32, seed: int = 0, n_train: int = 48_000, n_test: i
         n_train: training images (200 per class by default); ``data_fraction`` takes a subset.
         n_test: held-out images the US accuracy is measured on (10 per class: +-1% standard error).
         cache_mb: keep rendered images in memory when a split fits (48k at 32 px: 147 MB).
+        n_triples: use this many of the 120 triples, evenly spaced (``2 * n_triples`` classes): an
+            easier upstream task, e.g. 12 (24-way) for the CPU demo, where tiny models trained for
+            seconds spread over a useful range of US accuracy instead of staying near chance.
     """
-    return _task("synth_us", sample_upstream, 2 * len(US_TRIPLES), "shape x texture x colour x layout (240-way)",
+    if not 1 <= n_triples <= len(US_TRIPLES):
+        raise ValueError(f"n_triples must be in [1, {len(US_TRIPLES)}], got {n_triples}")
+    if n_triples == len(US_TRIPLES):
+        sampler = sample_upstream
+    else:
+        pick = np.linspace(0, len(US_TRIPLES) - 1, n_triples).round().astype(int)
+        sampler = functools.partial(sample_upstream_subset, triples=US_TRIPLES[pick])
+    return _task("synth_us", sampler, 2 * n_triples, f"shape x texture x colour x layout ({2 * n_triples}-way)",
                  img_size, seed, n_train, n_test, cache_mb)
 
 

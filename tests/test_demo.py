@@ -1,0 +1,59 @@
+"""`meta-study demo`: the README's main job, end to end on embedded defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_cli
+
+
+def _check_workdir(wd: Path, experiment: str, min_models: int) -> None:
+    assert (wd / "mlflow.db").exists() and (wd / "store").exists()
+    latest = (wd / "LATEST").read_text().strip()
+    report = wd / "refits" / latest / "index.html"
+    assert report.exists() and "scaling stops paying" in report.read_text()
+    assert (wd / "refits" / latest / "figures" / "sensitivity.png").exists()
+    df = pd.read_parquet(wd / "store")
+    assert df["run_id"].nunique() >= min_models
+    client = MlflowClient(f"sqlite:///{wd / 'mlflow.db'}")
+    refits = client.get_experiment_by_name("meta-study/refits")
+    runs = client.search_runs([refits.experiment_id])
+    assert len(runs) == 1 and {a.path for a in client.list_artifacts(runs[0].info.run_id)} >= {"index.html", "fits.parquet"}
+    assert client.get_experiment_by_name(experiment) is not None
+    for p in wd.rglob("*"):                     # everything stays under the working directory
+        assert p.resolve().is_relative_to(wd.resolve())
+
+
+def test_synthetic_demo_end_to_end_and_again(tmp_path):
+    wd = tmp_path / "demo"
+    r = run_cli("demo", "--workdir", str(wd), "--synthetic", timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "known saturation vs the hull fit's" in r.stdout and "mlflow ui --backend-store-uri" in r.stdout
+    _check_workdir(wd, "meta-study-demo-synthetic", 240)
+    known = [line.split() for line in r.stdout.splitlines() if " known " in line and "fitted" in line]
+    assert len(known) == 3
+    for _, _, truth, _, fitted in known:         # the known saturation is recovered within 5 points
+        assert abs(float(truth) - float(fitted)) < 0.05, known
+    again = run_cli("demo", "--workdir", str(wd), "--synthetic", timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "refit: noop" in again.stdout and "0 new, 0 updated" in again.stdout
+    _check_workdir(wd, "meta-study-demo-synthetic", 240)
+
+
+@pytest.mark.slow
+def test_full_demo_trains_real_models(tmp_path):
+    wd = tmp_path / "demo"
+    r = run_cli("demo", "--workdir", str(wd), timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _check_workdir(wd, "meta-study-demo", 18)
+    df = pd.read_parquet(wd / "store")
+    assert set(df["model_name"]) == {"vit_tiny_cpu", "mixer_tiny_cpu", "vit_small_cpu"}
+    # real training: US accuracy spreads well beyond chance (1/24) and grows with epochs
+    by_epochs = df.groupby("epochs")["us_accuracy"].mean()
+    assert df["us_accuracy"].max() > 0.3 and by_epochs.loc[4] > by_epochs.loc[1]
+    again = run_cli("demo", "--workdir", str(wd), timeout=900)
+    assert again.returncode == 0 and "refit: noop" in again.stdout, again.stdout[-2000:]
