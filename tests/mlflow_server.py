@@ -26,13 +26,14 @@ def free_port() -> int:
 
 
 class MlflowServer:
-    def __init__(self, root: Path, *, auth: bool = False, db: Path | None = None) -> None:
+    def __init__(self, root: Path, *, auth: bool = False, db: Path | None = None, cpus: str | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.db = db or (self.root / "mlflow.db")
         self.auth = auth
+        self.cpus = cpus  # e.g. "1": pin the server to CPU 1 (taskset), as if it ran on another machine
         self.username, self.password = "admin", "s3cret-Pa55word-for-tests"
         self.proc: subprocess.Popen | None = None
 
@@ -40,6 +41,8 @@ class MlflowServer:
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
                "--backend-store-uri", f"sqlite:///{self.db}", "--artifacts-destination", str(self.root / "artifacts"),
                "--workers", "1"]
+        if self.cpus is not None:
+            cmd = ["taskset", "-c", self.cpus, *cmd]
         env = dict(os.environ)
         if self.auth:
             ini = self.root / "basic_auth.ini"

@@ -37,6 +37,8 @@ def split_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
 def register_datasets(specs: Mapping[str, str]) -> None:
     """Register on-disk datasets as tasks: ``{"pets": "imagefolder:/data/pets"}``,
     ``{"jft": "parquet:/data/jft/train.parquet,/data/jft/test.parquet"}``."""
+    if not specs:
+        return  # importing the engine (torch, timm) costs seconds: only when there is work
     from ..train import load_imagefolder, load_parquet, register_task
 
     for name, spec in specs.items():
@@ -100,8 +102,14 @@ def _write_final(metrics: Mapping[str, Any]) -> None:
     fs.move(tmp, path)
 
 
-def train_trial(config: dict[str, Any]) -> None:
-    """The Tune function trainable (``tune.with_resources(train_trial, ...)``)."""
+#: body(cfg, hooks) -> final metrics to report, or None if the body reported them itself.
+TrialBody = Callable[[dict[str, Any], dict[str, Any]], "dict[str, Any] | None"]
+
+
+def run_with_machinery(config: dict[str, Any], body: TrialBody) -> None:
+    """The sweep machinery around a trial body: a trial that already finished (its completion
+    record exists) only re-reports; otherwise datasets are registered, the body runs, and its
+    final metrics are recorded durably, then reported."""
     from ray import tune
 
     done = _read_final()
@@ -110,13 +118,24 @@ def train_trial(config: dict[str, Any]) -> None:
         return
     cfg, hooks = split_config(config)
     register_datasets(hooks.get("_datasets") or {})
+    final = body(cfg, hooks)
+    if final is not None:
+        _write_final(final)
+        tune.report(final)
+
+
+def _engine_body(cfg: dict[str, Any], hooks: dict[str, Any]) -> dict[str, Any] | None:
     if int(hooks.get("_workers") or 1) > 1:
-        _train_distributed(cfg, hooks)
-    else:
-        _train_local(cfg, hooks)
+        return _train_distributed(cfg, hooks)
+    return _train_local(cfg, hooks)
 
 
-def _train_local(cfg: dict[str, Any], hooks: dict[str, Any]) -> None:
+def train_trial(config: dict[str, Any]) -> None:
+    """The Tune function trainable (``tune.with_resources(train_trial, ...)``)."""
+    run_with_machinery(config, _engine_body)
+
+
+def _train_local(cfg: dict[str, Any], hooks: dict[str, Any]) -> dict[str, Any]:
     from ray import tune
 
     from ..train import run_trial
@@ -130,9 +149,7 @@ def _train_local(cfg: dict[str, Any], hooks: dict[str, Any]) -> None:
                            and start_ckpt is None)
         result = run_trial(cfg, on_report=report, checkpoint_dir=ckpt_dir, resume_from=resume,
                            on_start=lambda c, i: resolved.update(resolved_params(c, i)))
-        final = {**result.metrics(), RESOLVED_KEY: resolved, FINAL_KEY: 1.0}
-        _write_final(final)
-        tune.report(final)
+        return {**result.metrics(), RESOLVED_KEY: resolved, FINAL_KEY: 1.0}
 
 
 def _reporter(report: Callable[..., None], checkpoint_cls: Any, resolved: dict[str, Any], *,
@@ -145,7 +162,7 @@ def _reporter(report: Callable[..., None], checkpoint_cls: Any, resolved: dict[s
     return on_report
 
 
-def _train_distributed(cfg: dict[str, Any], hooks: dict[str, Any]) -> None:
+def _train_distributed(cfg: dict[str, Any], hooks: dict[str, Any]) -> None:  # reports via TuneReportCallback
     """A data-parallel trial: a TorchTrainer inside the trial function, its rank-0 reports
     forwarded to Tune by Ray's TuneReportCallback (Ray Train V2)."""
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
