@@ -1,6 +1,6 @@
 """Benchmark (b): a paper-scale sample-size sensitivity run.
 
-    python benchmarks/bench_sensitivity.py [--groups 100] [--points 4800] [--baseline-groups 5]
+    python benchmarks/bench_sensitivity.py [--groups 100] [--points 4800] [--baseline-groups 5] [--repeats 2]
 
 100 groups of ~4,800 points; per group 8 sample sizes x 10 trials x {hull, all}, with the hull
 recomputed inside every draw (exactly ``meta-study sensitivity``'s protocol). Measured:
@@ -16,8 +16,14 @@ Targets: >= 30x against the curve_fit protocol, >= 1.7x from 1 to 2 Ray workers.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
+
+# One core per process, as in the Ray workers: BLAS's own threads would blur "serial" and
+# oversubscribe the cores of the 2-worker run.
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_v] = "1"
 
 import numpy as np
 from scipy.optimize import curve_fit
@@ -80,19 +86,22 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=100)
     ap.add_argument("--points", type=int, default=4800)
     ap.add_argument("--baseline-groups", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=2, help="Ray runs per worker count (best is kept)")
     args = ap.parse_args()
     groups = make_groups(args.groups, args.points, 0)
     opts = SensitivityOptions(trials=10, seed=0, fit=FitOptions())
 
     t_serial, table = timed(sensitivity, groups, opts)
-    from meta_study.analysis.parallel import sensitivity_ray
+    from meta_study.analysis.parallel import init_ray, sensitivity_ray
     import ray
 
-    walls = {}
-    for w in (1, 2):
-        ray.init(num_cpus=w, include_dashboard=False, log_to_driver=False)
+    # 1 and 2 workers alternately, best of each: the machine's noise hits both alike
+    walls: dict[int, float] = {1: float("inf"), 2: float("inf")}
+    for w in (1, 2) * args.repeats:
+        init_ray(num_workers=w)
         sensitivity_ray(groups[:2], opts, num_workers=w)          # warm the workers up
-        walls[w], t2 = timed(sensitivity_ray, groups, opts, num_workers=w)
+        wall, t2 = timed(sensitivity_ray, groups, opts, num_workers=w)
+        walls[w] = min(walls[w], wall)
         assert t2.equals(table), "Ray and serial results differ"
         ray.shutdown()
 

@@ -77,3 +77,24 @@ def test_degenerate_groups_get_statuses_and_nan_errors():
     assert allf.fit.status == "degenerate"
     hull, allf = fit_group(np.array([1.0, 1.0, 1.0, 1.0]), np.array([0.9, 0.8, 0.7, 0.6]))  # e_US = 0
     assert allf.fit.status == "degenerate" and not allf.fit.usable
+
+
+def test_batched_frontier_errors_equal_the_per_fit_ones():
+    from meta_study.analysis.holdout import FitOptions, frontier_errors, frontier_errors_many, prepare
+    from meta_study.analysis.powerlaw import fit_power_laws
+
+    rng = np.random.default_rng(5)
+    us = rng.uniform(0.3, 0.9, 400)
+    ds = 1 - (0.8 * (1 - us) ** 1.2 + 0.1) - rng.exponential(0.03, 400)
+    for quantile in (0.8, None):                      # with and without held-out points
+        p = prepare(us, ds, FitOptions(holdout_quantile=quantile))
+        used = [rng.choice(p.fit_idx, size=int(n), replace=False) for n in (2, 5, 40, 200)]  # 2 points: unusable
+        used += [p.hull_idx]
+        frontiers = ["all", "hull", "all", "hull", "hull"]
+        fits = fit_power_laws([1 - us[i] for i in used], [1 - ds[i] for i in used])
+        assert not fits[0].usable
+        fe, pe = frontier_errors_many(p, frontiers, fits, used)
+        for j, (fr, f, idx) in enumerate(zip(frontiers, fits, used)):
+            want = frontier_errors(p, fr, f, idx)
+            np.testing.assert_allclose([fe[j], pe[j]], want, rtol=1e-12, atol=1e-15, equal_nan=True)
+        assert np.isnan(fe[0]) and np.isfinite(fe[1:]).all()

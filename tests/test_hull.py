@@ -50,3 +50,33 @@ def test_duplicates_and_degenerate_inputs():
 def test_frontier_interpolates_and_is_nan_outside():
     v = hull_frontier(np.array([0.2, 0.6, 1.0]), np.array([0.1, 0.5, 0.6]), np.array([0.4, 0.8, 0.1, 1.0]))
     assert v[0] == pytest.approx(0.3) and v[1] == pytest.approx(0.55) and np.isnan(v[2]) and v[3] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("nondecreasing", [False, True])
+def test_subset_hulls_equal_the_hull_of_each_subset(nondecreasing):
+    from meta_study.analysis.hull import SubsetHulls
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    x = np.round(rng.uniform(0.2, 0.9, n), 3)               # ties in US accuracy
+    y = 1 - 0.7 * (1 - x) ** 1.3 - rng.exponential(0.05, n)
+    y[::97] = np.nan                                        # ignored, as by upper_hull
+    hulls = SubsetHulls(x, y, nondecreasing=nondecreasing)
+    for trial in range(200):
+        size = int(rng.integers(1, n))
+        s = rng.choice(n, size=size, replace=bool(trial % 2))   # with replacement: repeated points
+        got = hulls.hull(s)
+        want = s[upper_hull(x[s], y[s], nondecreasing=nondecreasing)]
+        # same vertices (a repeated point may be named by another of its copies: same coordinates)
+        np.testing.assert_array_equal(np.c_[x[got], y[got]], np.c_[x[want], y[want]])
+
+
+def test_pruning_falls_back_to_the_sequential_chain(monkeypatch):
+    import meta_study.analysis.hull as hull
+
+    rng = np.random.default_rng(3)
+    x = rng.random(500)
+    y = np.sqrt(x) + rng.normal(0, 0.02, 500)
+    want = upper_hull(x, y)
+    monkeypatch.setattr(hull, "_MAX_PRUNE_PASSES", 0)       # every candidate through the sequential chain
+    assert list(upper_hull(x, y)) == list(want) == scipy_upper(x, y)

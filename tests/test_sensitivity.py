@@ -93,3 +93,17 @@ def test_bootstrap_interval_covers_the_truth():
     again = bootstrap_group(("up", "d", "fewshot", 5), us, ds,
                             BootstrapOptions(n_boot=300, fit=FitOptions(holdout_quantile=None)))
     pd.testing.assert_frame_equal(t, again)
+
+
+def test_ray_chunks_are_balanced_and_keep_group_order():
+    from meta_study.analysis.parallel import _chunks
+
+    rng = np.random.default_rng(0)
+    costs = rng.uniform(5e4, 1e5, 100)
+    chunks = _chunks(costs, 2)
+    assert [i for c in chunks for i in c] == list(range(100))      # every group once, in order
+    sums = [costs[c].sum() for c in chunks]
+    assert max(sums) <= np.mean(sums) + costs.max()                 # within one group of the mean
+    assert len(chunks) >= 4                                         # at least 2 per worker
+    assert _chunks([], 2) == [] and _chunks([0, 0, 0], 4) == [[0], [1], [2]]
+    assert _chunks([1e9, 1, 1, 1], 2) == [[0], [1, 2, 3]]           # a huge group alone

@@ -35,7 +35,17 @@ def upper_hull(us_acc: np.ndarray, ds_acc: np.ndarray, *, nondecreasing: bool = 
         return np.zeros(0, np.int64)
     # sort by x ascending, then y descending, then index (stable, so ties keep the first point)
     order = ok[np.lexsort((ok, -y[ok], x[ok]))]
-    xs, ys = x[order], y[order]
+    idx = order[_upper_chain(x[order], y[order])]
+    if nondecreasing and idx.size:
+        top = int(np.argmax(y[idx]))  # the first highest vertex
+        idx = idx[: top + 1]
+    return idx
+
+
+def _upper_chain(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Positions of the upper-hull vertices of points sorted by x ascending, then y descending."""
+    if xs.size == 0:
+        return np.zeros(0, np.int64)
     # prefix records: strictly above everything to the left
     prev_max = np.concatenate([[-np.inf], np.maximum.accumulate(ys)[:-1]])
     pre = ys > prev_max
@@ -47,6 +57,31 @@ def upper_hull(us_acc: np.ndarray, ds_acc: np.ndarray, *, nondecreasing: bool = 
     cx = xs[cand]
     first_of_x = np.concatenate([[True], cx[1:] != cx[:-1]])
     cand = cand[first_of_x]
+    # Vectorized pruning: a candidate that does not turn clockwise with its current neighbours
+    # lies on or below a segment between two of the points, so it is no vertex; drop all such at
+    # once and repeat. What survives turns clockwise everywhere: the hull. Typically a few passes
+    # of ~10 us; pathological inputs fall through to the sequential monotone chain.
+    for _ in range(_MAX_PRUNE_PASSES):
+        if cand.size < 3:
+            return cand.astype(np.int64)
+        ax, ay = xs[cand[:-2]], ys[cand[:-2]]
+        bx, by = xs[cand[1:-1]], ys[cand[1:-1]]
+        px, py = xs[cand[2:]], ys[cand[2:]]
+        t1, t2 = (bx - ax) * (py - ay), (by - ay) * (px - ax)
+        drop = t1 - t2 >= -1e-12 * (np.abs(t1) + np.abs(t2))
+        if not drop.any():
+            return cand.astype(np.int64)
+        keep = np.ones(cand.size, dtype=bool)
+        keep[1:-1] = ~drop
+        cand = cand[keep]
+    return _monotone_chain(xs, ys, cand)
+
+
+_MAX_PRUNE_PASSES = 64
+
+
+def _monotone_chain(xs: np.ndarray, ys: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Andrew's monotone chain (upper part) over candidate positions, sequentially."""
     chain: list[int] = []
     for c in cand:
         px, py = xs[c], ys[c]
@@ -61,11 +96,40 @@ def upper_hull(us_acc: np.ndarray, ds_acc: np.ndarray, *, nondecreasing: bool = 
             else:
                 break
         chain.append(int(c))
-    idx = order[np.asarray(chain, dtype=np.int64)]
-    if nondecreasing and idx.size:
-        top = int(np.argmax(y[idx]))  # the first highest vertex
-        idx = idx[: top + 1]
-    return idx
+    return np.asarray(chain, dtype=np.int64)
+
+
+class SubsetHulls:
+    """Upper hulls of many subsets of one point set (sensitivity draws, bootstrap resamples).
+
+    The points are sorted once (O(n log n)); each subset's hull then costs O(n) with no sort: mark
+    the subset in the sorted order, read the marks back in order, run the chain on the candidates.
+    For 5,000 points that is ~40 us a subset against ~400 us for :func:`upper_hull`'s sort. The
+    vertices are the same points as ``s[upper_hull(us[s], ds[s])]`` (a subset that repeats a point,
+    or holds two identical points, gives one of them: same coordinates, so the same fits).
+    """
+
+    def __init__(self, us_acc: np.ndarray, ds_acc: np.ndarray, *, nondecreasing: bool = False) -> None:
+        x = np.asarray(us_acc, dtype=float).ravel()
+        y = np.asarray(ds_acc, dtype=float).ravel()
+        ok = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
+        self.order = ok[np.lexsort((ok, -y[ok], x[ok]))]
+        self.xs, self.ys = x[self.order], y[self.order]
+        self.pos = np.full(x.size, -1, dtype=np.int64)      # point -> place in the sorted order
+        self.pos[self.order] = np.arange(self.order.size)
+        self.nondecreasing = nondecreasing
+
+    def hull(self, subset: np.ndarray) -> np.ndarray:
+        """Indices (into the full point set) of the upper-hull vertices of ``subset``, in increasing
+        US accuracy."""
+        pos = self.pos[np.asarray(subset, dtype=np.int64)]
+        mark = np.zeros(self.order.size, dtype=bool)
+        mark[pos[pos >= 0]] = True
+        sel = np.flatnonzero(mark)
+        chain = sel[_upper_chain(self.xs[sel], self.ys[sel])]
+        if self.nondecreasing and chain.size:
+            chain = chain[: int(np.argmax(self.ys[chain])) + 1]   # up to the first highest vertex
+        return self.order[chain]
 
 
 def hull_frontier(hull_us: np.ndarray, hull_ds: np.ndarray, at_us: np.ndarray) -> np.ndarray:

@@ -48,19 +48,22 @@ def init_ray(address: str | None = None, num_workers: int | None = None) -> Any:
 
 def _chunks(costs: Sequence[float], n_workers: int) -> list[list[int]]:
     """Consecutive groups packed into chunks of about TARGET_TASK_COST, at least 2 per worker
-    when there is enough work (load balance), never splitting a group."""
-    total = float(sum(costs))
-    n_chunks = max(1, min(len(costs), max(2 * n_workers, int(total // TARGET_TASK_COST))))
-    per = total / n_chunks
-    out: list[list[int]] = [[]]
-    acc = 0.0
-    for i, c in enumerate(costs):
-        if out[-1] and acc + c > per * 1.05 and len(out) < n_chunks:
-            out.append([])
-            acc = 0.0
-        out[-1].append(i)
-        acc += c
-    return out
+    when there is enough work (load balance), never splitting a group.
+
+    Each group goes to the chunk in which the midpoint of its cost falls on the cumulative cost
+    axis, so chunks are balanced to within one group (a greedy "fill up to the mean" packing can
+    leave a last chunk many times the mean, which then runs alone at the end).
+    """
+    c = np.maximum(np.asarray(costs, dtype=float), 0.0)
+    if c.size == 0:
+        return []
+    total = float(c.sum())
+    n_chunks = max(1, min(c.size, max(2 * n_workers, int(total // TARGET_TASK_COST))))
+    if total <= 0:
+        c, total = np.ones(c.size), float(c.size)
+    mid = np.cumsum(c) - c / 2
+    ids = np.minimum((mid / (total / n_chunks)).astype(np.int64), n_chunks - 1)
+    return [np.flatnonzero(ids == k).tolist() for k in np.unique(ids)]
 
 
 def _run(kind: str, groups: Sequence[Any], options: Any, costs: Sequence[float], *, address: str | None,
@@ -71,7 +74,12 @@ def _run(kind: str, groups: Sequence[Any], options: Any, costs: Sequence[float],
 
     @ray.remote(num_cpus=1)
     def task(payload: list[tuple[Any, np.ndarray, np.ndarray]], idx: list[int], opts: Any) -> list[pd.DataFrame]:
-        return [fn(payload[i][0], payload[i][1], payload[i][2], opts) for i in idx]
+        # one CPU per task: BLAS thread pools held to one thread even in workers of a Ray that
+        # was started without our runtime_env (else N tasks x N BLAS threads thrash N cores)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1):
+            return [fn(payload[i][0], payload[i][1], payload[i][2], opts) for i in idx]
 
     workers = num_workers or int(ray.cluster_resources().get("CPU", 1))
     chunks = _chunks(costs, workers)

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .holdout import FitOptions, frontier_errors, prepare
-from .hull import upper_hull
+from .holdout import FitOptions, frontier_errors_many, prepare
+from .hull import SubsetHulls
 from .powerlaw import PowerLawFit, fit_power_laws
 from .groups import GROUP_COLUMNS, stable_hash
 
@@ -89,6 +89,7 @@ def sensitivity_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray
     p = prepare(us_acc, ds_acc, options.fit)
     pool = p.fit_idx
     sizes = list(options.sizes) if options.sizes else default_sizes(pool.size, options.n_sizes, options.min_size)
+    hulls = SubsetHulls(p.us, p.ds, nondecreasing=options.fit.nondecreasing)
     problems_us, problems_ds, used, meta = [], [], [], []
     for n in sizes:
         n_draw = n if options.replace else min(n, pool.size)
@@ -97,7 +98,7 @@ def sensitivity_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray
                 s = pool
             else:
                 s = _rng(options.seed, key, _SENSITIVITY_STREAM, n, t).choice(pool, size=n_draw, replace=options.replace)
-            h = s[upper_hull(p.us[s], p.ds[s], nondecreasing=options.fit.nondecreasing)]
+            h = hulls.hull(s)
             for frontier, idx in (("hull", h), ("all", s)):
                 problems_us.append(1.0 - p.us[idx])
                 problems_ds.append(1.0 - p.ds[idx])
@@ -106,8 +107,9 @@ def sensitivity_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray
     fits = fit_power_laws(problems_us, problems_ds, loss=options.fit.loss, alpha_max=options.fit.alpha_max)
     key_d = dict(zip(GROUP_COLUMNS, key))
     rows = _rows(key_d, fits, meta)
-    for row, f, (frontier, idx) in zip(rows, fits, used):
-        row["fit_err"], row["pred_err"] = frontier_errors(p, frontier, f, idx)
+    fit_err, pred_err = frontier_errors_many(p, [fr for fr, _ in used], fits, [idx for _, idx in used])
+    for row, fe, pe in zip(rows, fit_err.tolist(), pred_err.tolist()):
+        row["fit_err"], row["pred_err"] = fe, pe
     return pd.DataFrame(rows, columns=list(SENSITIVITY_COLUMNS))
 
 
@@ -154,8 +156,9 @@ def bootstrap_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray,
         e_us.append(1.0 - p.us[idx])
         e_ds.append(1.0 - p.ds[idx])
         frontiers.append(frontier)
+    hulls = SubsetHulls(p.us, p.ds, nondecreasing=options.fit.nondecreasing)
     for s in draws:
-        h = s[upper_hull(p.us[s], p.ds[s], nondecreasing=options.fit.nondecreasing)]
+        h = hulls.hull(s)
         for frontier, idx in (("hull", h), ("all", s)):
             e_us.append(1.0 - p.us[idx])
             e_ds.append(1.0 - p.ds[idx])
