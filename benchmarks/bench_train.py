@@ -10,6 +10,9 @@
 2. Procedural data generation rate (images/s, rendering only, no cache) next to the training
    rate: rendering must never be the bottleneck of a tiny model.
 3. Few-shot evaluation on cached features: 5 tasks x 4 shot settings x 3 seeds (ViT-S width).
+4. ``--vit-b32`` (on a GPU): images/s and MFU of the loop for ViT-B/32 at 224 px in bf16.
+
+    .venv/bin/python benchmarks/bench_train.py --vit-b32 --batch 256 --steps 50   # on a GPU machine
 """
 
 from __future__ import annotations
@@ -107,12 +110,55 @@ def bench_fewshot(dim: int = 384, repeats: int = 3) -> tuple[float, float]:
     return tuple(statistics.median(v) for v in times.values())  # type: ignore[return-value]
 
 
+#: Dense bf16 peak of common accelerators, TFLOP/s (vendor datasheets, SXM parts, no sparsity).
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+
+
+def train_flops_per_image(model: torch.nn.Module, img: int) -> float:
+    """FLOPs of one training step per image (forward and backward), counted by torch's
+    FlopCounterMode on one image (matmuls and convolutions; the usual MFU convention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, img, img)
+    with FlopCounterMode(display=False) as fc:
+        model(x).sum().backward()
+    model.zero_grad(set_to_none=True)
+    return float(fc.get_total_flops())
+
+
+def bench_vit_b32(device: str, steps: int, batch: int, peak_tflops: float | None) -> None:
+    """Images/s and MFU of our pre-training loop for ViT-B/32 at 224 px in bf16 (the paper's
+    smallest ViT): what one GPU does for a lab. MFU = images/s x training FLOPs per image / peak."""
+    name, img = "vit_base_patch32_224", 224
+    model, info = create_model(name, num_classes=1000, img_size=img)
+    flops = train_flops_per_image(model, img)
+    task = _in_memory_task(max(batch * 8, 64), img, 1000)
+    cfg = TrainConfig(model_name=name, steps=steps, batch_size=batch, device=device, precision="bf16")
+    ips = pretrain(model, info, task, cfg).images_per_s
+    dev = torch.device(device)
+    label = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    if peak_tflops is None:
+        peak_tflops = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in label), None)
+    mfu = f"{100 * ips * flops / (peak_tflops * 1e12):.1f}% of {peak_tflops:g} TFLOP/s" if peak_tflops else "n/a (give --peak-tflops)"
+    print(f"{name} bf16 on {label}: batch {batch}, {steps} steps: {ips:,.1f} img/s, "
+          f"{flops / 1e9:.1f} GFLOP per image (fwd+bwd), MFU {mfu}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--vit-b32", action="store_true",
+                    help="only the GPU benchmark: ViT-B/32 at 224 px in bf16, images/s and MFU")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak (default: by name)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.vit_b32:
+        bench_vit_b32(args.device, args.steps, args.batch, args.peak_tflops)
+        return
     steps, repeats = (8, 3) if args.quick else (16, 5)
     print(f"$ {' '.join([sys.executable.split('/')[-1], *sys.argv])}   (torch {torch.__version__}, "
           f"{args.threads} threads, batch 128, 32 px, 240 classes)\n")

@@ -81,3 +81,46 @@ def test_restarted_trial_reuses_its_run_and_never_relogs_params(mlflow_server, t
         assert cb.flush(timeout_s=60)
     runs = [r for r in MlflowClient(mlflow_server.uri).search_runs([exp_id]) if r.data.tags.get("trial_id") == "t1"]
     assert len(runs) == 1 and runs[0].data.params == {"lr": "0.5", "wd": "0.1"}
+
+
+def test_writer_outlives_a_killed_driver_and_holds_the_lock_until_done(mlflow_server, tmp_path):
+    """The driver dies with operations queued: its writer process sends them, then exits and
+    frees the experiment directory's lock (which a resumed sweep's writer waits for)."""
+    import fcntl
+    import subprocess
+    import sys
+
+    from meta_study.tune.writer import LOCK_FILE
+
+    exp = f"orphan-{uuid.uuid4().hex[:6]}"
+    state = tmp_path / "state"
+    state.mkdir()
+    exp_id, parent = parent_run(mlflow_server.uri, exp, "s", str(state), params={}, tags={})
+    driver = f"""
+import os, time
+from meta_study.tune.writer import WriterProcess, _Op
+w = WriterProcess({mlflow_server.uri!r}, {exp_id!r}, {parent!r}, {str(state)!r})
+w.put(_Op("run", "dead1", {{"name": "t_dead1", "config": {{"lr": 0.1}}}}))
+w.put(_Op("metrics", "dead1", {{"metrics": {{"final": 1.0}}, "step": 1, "time": 1}}))
+w.put(_Op("end", "dead1", {{"status": "FINISHED"}}))
+time.sleep(1.0)      # the feeder thread has handed the lines to the pipe
+os._exit(0)          # killed: no flush, no close
+"""
+    subprocess.run([sys.executable, "-c", driver], check=True, timeout=120)
+    client = MlflowClient(mlflow_server.uri)
+    deadline = time.monotonic() + 90
+    runs: list = []
+    while time.monotonic() < deadline:
+        runs = [r for r in client.search_runs([exp_id]) if r.data.tags.get("trial_id") == "dead1"]
+        if runs and runs[0].info.status == "FINISHED":
+            break
+        time.sleep(0.5)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].data.metrics["final"] == 1.0
+    with open(state / LOCK_FILE, "a") as f:       # released once the orphaned writer is done
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the orphaned writer never released its lock"
+                time.sleep(0.2)

@@ -2,8 +2,9 @@
 
 Why on the driver: trial workers never talk to MLflow, so they can never fall back to a local file
 store (ray-project/ray #36257), and a tracking server that is down never slows or kills a trial.
-The callback turns Tune events into MLflow calls and hands them to one background writer thread;
-Tune's event loop never waits on the network.
+The callback turns Tune events into MLflow operations and hands them to a writer process
+(:mod:`meta_study.tune.writer`); Tune's event loop never waits on the network, and the writer's
+work never competes with it for the driver's GIL.
 
 - **One parent run per sweep**, created once by :func:`parent_run` and remembered in the Tune
   experiment directory, so ``--resume`` reuses it (ray #19909/#19978: children are nested under it).
@@ -24,37 +25,20 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import zlib
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from ray.tune import Callback
 
-MAX_METRICS_PER_BATCH = 1000
-MAX_PARAMS_PER_BATCH = 100
+from .writer import (MAX_PARAMS_PER_BATCH, RUNS_FILE, SPOOL_FILE, MlflowWriter, WriterProcess, _Op, _plan,  # noqa: F401
+                     flatten)
+
 PARENT_FILE = "mlflow_parent.json"
-RUNS_FILE = "mlflow_runs.jsonl"   # append-only: one {"trial": ..., "run": ...} line per run
-SPOOL_FILE = "mlflow_spool.jsonl"
 #: Result keys that are Tune bookkeeping, not metrics.
 TUNE_KEYS = {"done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s", "pid",
              "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore", "experiment_tag",
              "checkpoint_dir_name", "should_checkpoint", "step"}
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config -> ``{"a.b": "value"}`` strings, as MLflow params (values cut at 6,000 chars)."""
-    out: dict[str, str] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = (json.dumps(v) if isinstance(v, (list, tuple)) else str(v))[:6000]
-    return out
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
@@ -107,58 +91,6 @@ def parent_run(tracking_uri: str, experiment: str, sweep: str, state_dir: str, *
     return exp_id, run.info.run_id
 
 
-class _RestRuns:
-    """The three calls every trial makes (runs/create, runs/log-batch, runs/update) over plain
-    keep-alive HTTP sessions, one per writer thread: ~2 ms of client CPU per call against ~5 ms
-    through MlflowClient, which on a small driver machine is CPU that Ray's own scheduling needs.
-    Credentials and TLS settings come from MLflow's own resolution of the environment."""
-
-    def __init__(self, tracking_uri: str) -> None:
-        from mlflow.utils.credentials import get_default_host_creds
-
-        self.creds = get_default_host_creds(tracking_uri)
-        self.base = self.creds.host.rstrip("/") + "/api/2.0/mlflow/"
-        self.local = threading.local()
-
-    def _session(self) -> Any:
-        s = getattr(self.local, "session", None)
-        if s is None:
-            import requests
-
-            c = self.creds
-            s = requests.Session()
-            if c.token:
-                s.headers["Authorization"] = f"Bearer {c.token}"
-            elif c.username:
-                s.auth = (c.username, c.password or "")
-            s.verify = False if c.ignore_tls_verification else (c.server_cert_path or True)
-            if c.client_cert_path:
-                s.cert = c.client_cert_path
-            self.local.session = s
-        return s
-
-    def post(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        r = self._session().post(self.base + endpoint, data=json.dumps(body, allow_nan=False, default=str),
-                                 headers={"Content-Type": "application/json"}, timeout=60)
-        if r.status_code != 200:
-            raise RuntimeError(f"MLflow {endpoint}: HTTP {r.status_code}: {r.text[:300]}")
-        return r.json()
-
-    @staticmethod
-    def num(v: float) -> Any:
-        """JSON has no NaN or infinities; MLflow's protobuf JSON takes them as strings."""
-        return v if v == v and abs(v) != float("inf") else ("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity"))
-
-
-@dataclass
-class _Op:
-    """One MLflow operation for the writer thread (JSON-serializable, for the spool)."""
-
-    kind: str                       # "run", "params", "metrics", "artifacts", "tag", "end"
-    trial: str
-    payload: dict[str, Any] = field(default_factory=dict)
-
-
 class MlflowSweepCallback(Callback):
     """Driver-side Tune callback: a child MLflow run per trial under the sweep's parent run.
 
@@ -190,34 +122,16 @@ class MlflowSweepCallback(Callback):
         self._init_runtime()
 
     def _init_runtime(self) -> None:
-        self._queues: list[queue.Queue[_Op | None]] = []
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self._spool_lock = threading.Lock()
-        self._runs: dict[str, str] = {}
-        self._created: set[str] = set()          # runs created by this process: no lookups needed
-        self._resumed = False                    # a runs file existed: trials may already have runs
+        self._writer: WriterProcess | None = None
         self._resolved_sent: set[str] = set()
         self._train_checkpoints: dict[str, str] = {}
-        self._client: Any = None
-        self._rest: _RestRuns | None = None
-        self._stop = threading.Event()
         self.errors = 0          # calls that failed at least once (for tests and the summary)
 
     # ---- Tune events (driver thread: never block) ------------------------------------------------
 
     def setup(self, **info: Any) -> None:
-        path = Path(self.state_dir) / RUNS_FILE
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    d = json.loads(line)
-                except ValueError:  # a line cut short by a killed driver
-                    continue
-                self._runs[d["trial"]] = d["run"]
-            self._resumed = True
-        self._start()
-        self._replay_spool()
+        # the writer process loads the trial -> run map and replays the spool as it starts
+        self._put(_Op("noop", ""))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._put(_Op("run", trial.trial_id, {"name": str(trial), "config": _clean_config(trial.config)}))
@@ -262,231 +176,23 @@ class MlflowSweepCallback(Callback):
             self._put(_Op("tag", trial.trial_id, {"key": "checkpoint_uri", "value": str(path)}))
         self._put(_Op("end", trial.trial_id, {"status": status}))
 
-    # ---- the writer threads ---------------------------------------------------------------------
-    # Operations of one trial always go to the same thread (in order); threads drain their queue in
-    # batches and merge each trial's pending operations into as few MLflow calls as possible:
-    # typically create_run, one log_batch (params, tags, metrics) and set_terminated per trial.
-
-    WRITERS = 4  # HTTP calls overlap; more threads only add GIL contention on small machines
+    # ---- the writer process ----------------------------------------------------------------------
 
     def _put(self, op: _Op) -> None:
-        self._start()
-        self._queues[zlib.crc32(op.trial.encode()) % self.WRITERS].put(op)
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._threads and all(t.is_alive() for t in self._threads):
-                return
-            self._stop.clear()
-            if not self._queues:
-                self._queues = [queue.Queue() for _ in range(self.WRITERS)]
-            self._threads = [threading.Thread(target=self._work, args=(q,), name=f"mlflow-sweep-writer-{i}",
-                                              daemon=True) for i, q in enumerate(self._queues)]
-            for t in self._threads:
-                t.start()
-
-    def _work(self, q: "queue.Queue[_Op | None]") -> None:
-        # Background work: below the driver's priority, so that on a busy driver machine Ray's own
-        # scheduling goes first and the writers catch up in idle time (Linux: per-thread nice).
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        except (AttributeError, OSError):
-            pass
-        while True:
-            first = q.get()
-            batch = [first]
-            while len(batch) < 256:
-                try:
-                    batch.append(q.get_nowait())
-                except queue.Empty:
-                    break
-            ops = [o for o in batch if o is not None]
-            by_trial: dict[str, list[_Op]] = {}
-            for o in ops:
-                by_trial.setdefault(o.trial, []).append(o)
-            for trial, trial_ops in by_trial.items():
-                self._apply(trial, trial_ops)
-            for _ in batch:
-                q.task_done()
-            if first is None or any(o is None for o in batch):
-                return
-
-    def _apply(self, trial: str, ops: list[_Op]) -> None:
-        """Carry out one trial's pending operations, retrying with back-off (0.5 s doubling to 30 s).
-        Each step is done once: a retry resumes at the step that failed, so nothing is logged twice."""
-        steps = _plan(ops)
-        done = 0
-        delay = 0.5
-        while done < len(steps):
-            try:
-                self._do_step(trial, steps[done])
-                done += 1
-                delay = 0.5
-            except Exception:  # noqa: BLE001 - the server is down or flaky: retry, never raise
-                self.errors += 1
-                if self._stop.is_set() or self._stop.wait(delay):   # flush gave up: spool the rest
-                    self._spool([_Op(kind=s_[0], trial=trial, payload=s_[1]) for s_ in steps[done:]])
-                    return
-                delay = min(delay * 2, 30.0)
+        if self._writer is None:
+            self._writer = WriterProcess(self.tracking_uri, self.experiment_id, self.parent_run_id, self.state_dir,
+                                         tags=self.tags, flush_timeout_s=self.flush_timeout_s)
+        self._writer.put(op)
 
     def flush(self, timeout_s: float | None = None) -> bool:
-        """Wait until every queued call is done; spool the rest after the timeout. True if all went."""
-        deadline = time.monotonic() + (self.flush_timeout_s if timeout_s is None else timeout_s)
-        pending = lambda: sum(q.unfinished_tasks for q in self._queues)  # noqa: E731
-        while pending() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not pending():
+        """Wait until every operation is sent; spool the rest after the timeout. True if all went.
+        The writer process exits (a later operation starts a new one)."""
+        if self._writer is None:
             return True
-        self._stop.set()   # ops in flight wake from their back-off and spool themselves
-        left: list[_Op] = []
-        for q in self._queues:
-            while True:
-                try:
-                    op = q.get_nowait()
-                except queue.Empty:
-                    break
-                if op is not None:
-                    left.append(op)
-                q.task_done()
-        self._spool(left)
-        end = time.monotonic() + 30   # a call in flight has at most its HTTP timeout left
-        while pending() and time.monotonic() < end:
-            time.sleep(0.02)
-        self._stop.clear()
-        return False
-
-    def _spool(self, ops: list[_Op]) -> None:
-        if not ops:
-            return
-        with self._spool_lock, open(Path(self.state_dir) / SPOOL_FILE, "a") as f:
-            for op in ops:
-                f.write(json.dumps({"kind": op.kind, "trial": op.trial, "payload": op.payload}) + "\n")
-
-    def _replay_spool(self) -> None:
-        path = Path(self.state_dir) / SPOOL_FILE
-        if not path.exists():
-            return
-        ops = [_Op(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-        path.unlink()
-        for op in ops:
-            self._put(op)
-
-    # ---- MLflow calls ---------------------------------------------------------------------------
-
-    def _mlflow(self) -> Any:
-        if self._client is None:
-            from ..mlflow_client import mlflow_client
-
-            self._client = mlflow_client(self.tracking_uri)
-        return self._client
-
-    def _rest_client(self) -> _RestRuns | None:
-        """The lean REST path for http(s) tracking servers (not Databricks); None otherwise."""
-        if self._rest is None and self.tracking_uri.startswith(("http://", "https://")):
-            self._rest = _RestRuns(self.tracking_uri)
-        return self._rest
-
-    def run_id(self, trial_id: str, name: str | None = None) -> str:
-        """The trial's child run: from the map, else (only on resume) found by tag, else created."""
-        rid = self._runs.get(trial_id)
-        if rid:
-            return rid
-        client = self._mlflow()
-        found = []
-        if self._resumed:  # the map may lack a run created just before the driver died
-            found = client.search_runs([self.experiment_id], filter_string=(
-                f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.trial_id = '{trial_id}'"), max_results=1)
-        if found:
-            rid = found[0].info.run_id
-        else:
-            tags = {**self.tags, "mlflow.parentRunId": self.parent_run_id, "trial_id": trial_id,
-                    "meta_study.role": "trial", "mlflow.runName": name or trial_id}
-            rest = self._rest_client()
-            if rest is not None:
-                rid = rest.post("runs/create", {"experiment_id": self.experiment_id, "run_name": name or trial_id,
-                                                "start_time": int(time.time() * 1000),
-                                                "tags": [{"key": k, "value": str(v)} for k, v in tags.items()]}
-                                )["run"]["info"]["run_id"]
-            else:
-                rid = client.create_run(self.experiment_id, run_name=name or trial_id, tags=tags).info.run_id
-            self._created.add(rid)
-        with self._lock:
-            self._runs[trial_id] = rid
-            # O(1) per trial (a whole-map rewrite would be quadratic over thousands of trials); a
-            # line lost to a crash is recovered on resume by the tag search above
-            with open(Path(self.state_dir) / RUNS_FILE, "a") as f:
-                f.write(json.dumps({"trial": trial_id, "run": rid}) + "\n")
-        return rid
-
-    def _do_step(self, trial: str, step: tuple[str, dict[str, Any]]) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
-        kind, p = step
-        client = self._mlflow()
-        rid = self.run_id(trial, p.get("name"))
-        if kind == "batch":
-            params = p.get("params", {})
-            if params and rid not in self._created:   # a restarted trial's run: log each param once
-                existing = set(client.get_run(rid).data.params)
-                params = {k: v for k, v in params.items() if k not in existing}
-            ps = list(params.items())
-            ts = list(p.get("tags", {}).items())
-            ms = list(p.get("metrics", []))
-            rest = self._rest_client()
-            # MLflow limits: 100 params, 100 tags and 1,000 entities in all per log_batch
-            while ps or ts or ms:
-                bp, ps = ps[:MAX_PARAMS_PER_BATCH], ps[MAX_PARAMS_PER_BATCH:]
-                bt, ts = ts[:100], ts[100:]
-                room = MAX_METRICS_PER_BATCH - len(bp) - len(bt)
-                bm, ms = ms[:room], ms[room:]
-                if rest is not None:
-                    rest.post("runs/log-batch", {
-                        "run_id": rid, "params": [{"key": k, "value": v} for k, v in bp],
-                        "tags": [{"key": k, "value": v} for k, v in bt],
-                        "metrics": [{"key": k, "value": rest.num(v), "timestamp": t, "step": s_} for k, v, t, s_ in bm]})
-                else:
-                    client.log_batch(rid, metrics=[Metric(k, v, t, s_) for k, v, t, s_ in bm],
-                                     params=[Param(k, v) for k, v in bp], tags=[RunTag(k, v) for k, v in bt])
-        elif kind == "artifacts":
-            client.log_artifacts(rid, p["dir"], artifact_path="checkpoint")
-            client.set_tag(rid, "checkpoint_uri", f"{client.get_run(rid).info.artifact_uri}/checkpoint")
-        elif kind == "end":
-            rest = self._rest_client()
-            if rest is not None:
-                rest.post("runs/update", {"run_id": rid, "status": p["status"], "end_time": int(time.time() * 1000)})
-            else:
-                client.set_terminated(rid, status=p["status"])
-
-
-def _plan(ops: list[_Op]) -> list[tuple[str, dict[str, Any]]]:
-    """One trial's queued operations as MLflow steps: consecutive params / tags / metrics are merged
-    into one "batch" step; artifacts and the end status keep their place in the order."""
-    steps: list[tuple[str, dict[str, Any]]] = []
-    cur: dict[str, Any] | None = None
-    for op in ops:
-        p = op.payload
-        if op.kind in ("run", "metrics", "tag", "batch"):
-            if cur is None:
-                cur = {"params": {}, "tags": {}, "metrics": []}
-                steps.append(("batch", cur))
-            if op.kind == "run":
-                cfg = {k: v for k, v in p["config"].items() if v is not None}
-                cur["params"].update(flatten(cfg))
-                cur.setdefault("name", p.get("name"))
-                if cfg.get("arch_family") is not None:
-                    cur["tags"]["arch_family"] = str(cfg["arch_family"])
-            elif op.kind == "metrics":
-                cur["metrics"] += [(k, v, p["time"], p["step"]) for k, v in p["metrics"].items()]
-            elif op.kind == "tag":
-                cur["tags"][p["key"]] = str(p["value"])
-            else:  # a spooled batch
-                cur["params"].update(p.get("params", {}))
-                cur["tags"].update(p.get("tags", {}))
-                cur["metrics"] += [tuple(m) for m in p.get("metrics", [])]
-        else:
-            steps.append((op.kind, dict(p)))
-            cur = None
-    return steps
+        ok = self._writer.close(timeout_s)
+        self.errors += self._writer.errors
+        self._writer = None
+        return ok
 
 
 def _resolved(result: Mapping[str, Any]) -> dict[str, Any] | None:
