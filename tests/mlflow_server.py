@@ -73,6 +73,21 @@ class MlflowServer:
         self.__exit__()
         raise RuntimeError("mlflow server did not become healthy in 120 s")
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the server and its workers (user + system)."""
+        import psutil
+
+        procs = [psutil.Process(self.proc.pid)]
+        procs += procs[0].children(recursive=True)
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
     def __exit__(self, *exc: object) -> None:
         if self.proc and self.proc.poll() is None:
             import signal
