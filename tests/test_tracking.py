@@ -98,8 +98,8 @@ def test_writer_outlives_a_killed_driver_and_holds_the_lock_until_done(mlflow_se
     exp_id, parent = parent_run(mlflow_server.uri, exp, "s", str(state), params={}, tags={})
     driver = f"""
 import os, time
-from meta_study.tune.writer import WriterProcess, _Op
-w = WriterProcess({mlflow_server.uri!r}, {exp_id!r}, {parent!r}, {str(state)!r})
+from meta_study.tune.writer import SweepTarget, WriterProcess, _Op
+w = WriterProcess(SweepTarget({mlflow_server.uri!r}, {exp_id!r}, {parent!r}, {str(state)!r}))
 w.put(_Op("run", "dead1", {{"name": "t_dead1", "config": {{"lr": 0.1}}}}))
 w.put(_Op("metrics", "dead1", {{"metrics": {{"final": 1.0}}, "step": 1, "time": 1}}))
 w.put(_Op("end", "dead1", {{"status": "FINISHED"}}))

@@ -14,6 +14,7 @@ and registered under a name with :func:`register_task`, so a sweep config can na
 
 from __future__ import annotations
 
+import abc
 import fnmatch
 import math
 from dataclasses import dataclass
@@ -78,7 +79,7 @@ def to_float(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float().mul_(2.0 / 255.0).sub_(1.0)
 
 
-class CachedSplit:
+class CachedSplit(abc.ABC):
     """Base of splits whose images are produced on demand (rendered, decoded) as uint8.
 
     Subclasses set ``labels`` and implement ``_produce(idx) -> uint8 (len(idx), C, S, S)``.
@@ -97,8 +98,9 @@ class CachedSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @abc.abstractmethod
     def _produce(self, idx: np.ndarray) -> torch.Tensor:
-        raise NotImplementedError
+        """uint8 images ``(len(idx), C, S, S)`` for the indices ``idx``."""
 
     def pixels(self, idx: np.ndarray) -> torch.Tensor:
         """uint8 images at ``idx``, produced or from the cache."""

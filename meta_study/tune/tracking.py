@@ -31,8 +31,8 @@ from typing import Any, Mapping
 
 from ray.tune import Callback
 
-from .writer import (MAX_PARAMS_PER_BATCH, RUNS_FILE, SPOOL_FILE, MlflowWriter, WriterProcess, _Op, _plan,  # noqa: F401
-                     flatten)
+from .writer import (MAX_PARAMS_PER_BATCH, RUNS_FILE, SPOOL_FILE, MlflowWriter, SweepTarget,  # noqa: F401
+                     WriterProcess, _Op, _plan, flatten)
 
 PARENT_FILE = "mlflow_parent.json"
 #: Result keys that are Tune bookkeeping, not metrics.
@@ -105,12 +105,8 @@ class MlflowSweepCallback(Callback):
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, state_dir: str, *,
                  tags: Mapping[str, str] | None = None, flush_timeout_s: float = 300.0) -> None:
-        self.tracking_uri = tracking_uri
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-        self.state_dir = state_dir
-        self.tags = dict(tags or {})
-        self.flush_timeout_s = flush_timeout_s
+        self.target = SweepTarget(tracking_uri, experiment_id, parent_run_id, state_dir, dict(tags or {}),
+                                  flush_timeout_s)
         self._init_runtime()
 
     # Tune pickles the run config (callbacks included) for Tuner.restore: keep threads out of it.
@@ -180,8 +176,7 @@ class MlflowSweepCallback(Callback):
 
     def _put(self, op: _Op) -> None:
         if self._writer is None:
-            self._writer = WriterProcess(self.tracking_uri, self.experiment_id, self.parent_run_id, self.state_dir,
-                                         tags=self.tags, flush_timeout_s=self.flush_timeout_s)
+            self._writer = WriterProcess(self.target)
         self._writer.put(op)
 
     def flush(self, timeout_s: float | None = None) -> bool:

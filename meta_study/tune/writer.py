@@ -41,6 +41,25 @@ LOCK_FILE = "mlflow_writer.lock"
 LOCK_WAIT_S = 120.0               # a dead driver's writer gets this long to finish its queue
 
 
+@dataclass(frozen=True)
+class SweepTarget:
+    """Where a sweep's child runs go, and where its writer keeps its state.
+
+    Attributes:
+        tracking_uri, experiment_id, parent_run_id: the MLflow side.
+        state_dir: the Tune experiment directory (trial -> run map, spool and lock live there).
+        tags: tags of every child run.
+        flush_timeout_s: how long a flush waits for an unreachable server before spooling.
+    """
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    state_dir: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    flush_timeout_s: float = 300.0
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested config -> ``{"a.b": "value"}`` strings, as MLflow params (values cut at 6,000 chars)."""
     out: dict[str, str] = {}
@@ -119,25 +138,12 @@ class _Op:
 
 
 class MlflowWriter:
-    """Sends a sweep's MLflow operations: child runs under the parent run, batched and retried.
-
-    Args:
-        tracking_uri, experiment_id, parent_run_id: where the child runs go.
-        state_dir: the Tune experiment directory (trial -> run map, spool and lock live there).
-        tags: tags of every child run.
-        flush_timeout_s: how long :meth:`flush` waits for an unreachable server before spooling.
-    """
+    """Sends a sweep's MLflow operations: child runs under the parent run, batched and retried."""
 
     WRITERS = 4  # HTTP calls overlap; more threads only add GIL contention on small machines
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, state_dir: str, *,
-                 tags: Mapping[str, str] | None = None, flush_timeout_s: float = 300.0) -> None:
-        self.tracking_uri = tracking_uri
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-        self.state_dir = state_dir
-        self.tags = dict(tags or {})
-        self.flush_timeout_s = flush_timeout_s
+    def __init__(self, target: SweepTarget) -> None:
+        self.target = target
         self._queues: list[queue.Queue[_Op | None]] = []
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -153,7 +159,7 @@ class MlflowWriter:
 
     def setup(self) -> None:
         """Load the trial -> run map of earlier runs of the sweep, start, replay the spool."""
-        path = Path(self.state_dir) / RUNS_FILE
+        path = Path(self.target.state_dir) / RUNS_FILE
         if path.exists():
             for line in path.read_text().splitlines():
                 try:
@@ -228,7 +234,7 @@ class MlflowWriter:
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every queued call is done; spool the rest after the timeout. True if all went."""
-        deadline = time.monotonic() + (self.flush_timeout_s if timeout_s is None else timeout_s)
+        deadline = time.monotonic() + (self.target.flush_timeout_s if timeout_s is None else timeout_s)
         pending = lambda: sum(q.unfinished_tasks for q in self._queues)  # noqa: E731
         while pending() and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -255,12 +261,12 @@ class MlflowWriter:
     def _spool(self, ops: list[_Op]) -> None:
         if not ops:
             return
-        with self._spool_lock, open(Path(self.state_dir) / SPOOL_FILE, "a") as f:
+        with self._spool_lock, open(Path(self.target.state_dir) / SPOOL_FILE, "a") as f:
             for op in ops:
                 f.write(json.dumps({"kind": op.kind, "trial": op.trial, "payload": op.payload}) + "\n")
 
     def _replay_spool(self) -> None:
-        path = Path(self.state_dir) / SPOOL_FILE
+        path = Path(self.target.state_dir) / SPOOL_FILE
         if not path.exists():
             return
         ops = [_Op(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
@@ -274,13 +280,13 @@ class MlflowWriter:
         if self._client is None:
             from ..mlflow_client import mlflow_client
 
-            self._client = mlflow_client(self.tracking_uri)
+            self._client = mlflow_client(self.target.tracking_uri)
         return self._client
 
     def _rest_client(self) -> _RestRuns | None:
         """The lean REST path for http(s) tracking servers (not Databricks); None otherwise."""
-        if self._rest is None and self.tracking_uri.startswith(("http://", "https://")):
-            self._rest = _RestRuns(self.tracking_uri, self.creds)
+        if self._rest is None and self.target.tracking_uri.startswith(("http://", "https://")):
+            self._rest = _RestRuns(self.target.tracking_uri, self.creds)
         return self._rest
 
     def run_id(self, trial_id: str, name: str | None = None) -> str:
@@ -290,27 +296,30 @@ class MlflowWriter:
             return rid
         found = []
         if self._resumed:  # the map may lack a run created just before the driver died
-            found = self._mlflow().search_runs([self.experiment_id], filter_string=(
-                f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.trial_id = '{trial_id}'"), max_results=1)
+            t = self.target
+            found = self._mlflow().search_runs([t.experiment_id], filter_string=(
+                f"tags.`mlflow.parentRunId` = '{t.parent_run_id}' and tags.trial_id = '{trial_id}'"), max_results=1)
         if found:
             rid = found[0].info.run_id
         else:
-            tags = {**self.tags, "mlflow.parentRunId": self.parent_run_id, "trial_id": trial_id,
+            tags = {**self.target.tags, "mlflow.parentRunId": self.target.parent_run_id, "trial_id": trial_id,
                     "meta_study.role": "trial", "mlflow.runName": name or trial_id}
             rest = self._rest_client()
             if rest is not None:
-                rid = rest.post("runs/create", {"experiment_id": self.experiment_id, "run_name": name or trial_id,
+                rid = rest.post("runs/create", {"experiment_id": self.target.experiment_id,
+                                                "run_name": name or trial_id,
                                                 "start_time": int(time.time() * 1000),
                                                 "tags": [{"key": k, "value": str(v)} for k, v in tags.items()]}
                                 )["run"]["info"]["run_id"]
             else:
-                rid = self._mlflow().create_run(self.experiment_id, run_name=name or trial_id, tags=tags).info.run_id
+                rid = self._mlflow().create_run(self.target.experiment_id, run_name=name or trial_id,
+                                                tags=tags).info.run_id
             self._created.add(rid)
         with self._lock:
             self._runs[trial_id] = rid
             # O(1) per trial (a whole-map rewrite would be quadratic over thousands of trials); a
             # line lost to a crash is recovered on resume by the tag search above
-            with open(Path(self.state_dir) / RUNS_FILE, "a") as f:
+            with open(Path(self.target.state_dir) / RUNS_FILE, "a") as f:
                 f.write(json.dumps({"trial": trial_id, "run": rid}) + "\n")
         return rid
 
@@ -392,15 +401,10 @@ def _plan(ops: list[_Op]) -> list[tuple[str, dict[str, Any]]]:
 
 
 class WriterProcess:
-    """The driver's handle on a writer child process: ``put`` never blocks, ``flush`` waits.
+    """The driver's handle on a writer child process: ``put`` never blocks, ``flush`` waits."""
 
-    Args: as :class:`MlflowWriter`.
-    """
-
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, state_dir: str, *,
-                 tags: Mapping[str, str] | None = None, flush_timeout_s: float = 300.0) -> None:
-        self.args = {"tracking_uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent_run_id,
-                     "state_dir": state_dir, "tags": dict(tags or {}), "flush_timeout_s": flush_timeout_s}
+    def __init__(self, target: SweepTarget) -> None:
+        self.target = target
         self.errors = 0
         self._outbox: queue.Queue[str | None] = queue.Queue()
         self._proc: subprocess.Popen[str] | None = None
@@ -412,10 +416,11 @@ class WriterProcess:
             if self._proc is not None and self._proc.poll() is None:
                 return
             # stdout carries the replies; the child's logs go to the driver's stderr
-            self._proc = subprocess.Popen([sys.executable, "-m", "meta_study.tune.writer", json.dumps(self.args)],
+            self._proc = subprocess.Popen([sys.executable, "-m", "meta_study.tune.writer",
+                                           json.dumps({**asdict(self.target), "tags": dict(self.target.tags)})],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
             self._outbox = queue.Queue()
-            uri = self.args["tracking_uri"]
+            uri = self.target.tracking_uri
             # first line: the driver-resolved credentials (never on the command line, which `ps` shows)
             self._outbox.put(json.dumps({"creds": resolve_creds(uri) if uri.startswith(("http://", "https://"))
                                          else None}))
@@ -445,7 +450,7 @@ class WriterProcess:
         timeout (False)."""
         if self._proc is None:
             return True
-        timeout = self.args["flush_timeout_s"] if timeout_s is None else timeout_s
+        timeout = self.target.flush_timeout_s if timeout_s is None else timeout_s
         self._outbox.put(json.dumps({"flush": timeout}))
         assert self._proc.stdout is not None
         reply = self._proc.stdout.readline()      # the child answers within timeout + one HTTP timeout
@@ -499,9 +504,9 @@ def _serve(args: dict[str, Any]) -> None:
         os.nice(10)                    # background work: the driver's scheduling goes first
     except OSError:
         pass
-    lock = _lock_state_dir(args["state_dir"])
-    w = MlflowWriter(args["tracking_uri"], args["experiment_id"], args["parent_run_id"], args["state_dir"],
-                     tags=args["tags"], flush_timeout_s=args["flush_timeout_s"])
+    target = SweepTarget(**args)
+    lock = _lock_state_dir(target.state_dir)
+    w = MlflowWriter(target)
     first = sys.stdin.readline()
     w.creds = json.loads(first)["creds"] if first else None
     w.setup()
