@@ -189,8 +189,11 @@ EOF
     mlflow_ok=1
     note "MLflow is healthy"
   fi
-  if [ "$ray_ok" -eq 0 ] && env "${ray_auth[@]}" "$PY" -m ray.scripts.scripts status \
-      --address "127.0.0.1:$ray_port" > /dev/null 2>&1; then
+  # `ray status` exits 0 as soon as the GCS answers, but prints "No cluster status" until the head
+  # node has reported its resources (a few seconds later, longer on a loaded machine); a job
+  # submitted before that may wait, so healthy means the resources table is there.
+  if [ "$ray_ok" -eq 0 ] && ray_status="$(env "${ray_auth[@]}" "$PY" -m ray.scripts.scripts status \
+      --address "127.0.0.1:$ray_port" 2>/dev/null)" && [[ "$ray_status" == *$'\nResources'* ]]; then
     ray_ok=1
     note "Ray is healthy"
   fi
