@@ -26,7 +26,8 @@ def free_port() -> int:
 
 
 class MlflowServer:
-    def __init__(self, root: Path, *, auth: bool = False, db: Path | None = None, cpus: str | None = None) -> None:
+    def __init__(self, root: Path, *, auth: bool = False, db: Path | None = None, cpus: str | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -35,12 +36,13 @@ class MlflowServer:
         self.auth = auth
         self.cpus = cpus  # e.g. "1": pin the server to CPU 1 (taskset), as if it ran on another machine
         self.username, self.password = "admin", "s3cret-Pa55word-for-tests"
+        self.args = tuple(args)  # extra `mlflow server` arguments, e.g. ("--gunicorn-opts", "...")
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "MlflowServer":
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
                "--backend-store-uri", f"sqlite:///{self.db}", "--artifacts-destination", str(self.root / "artifacts"),
-               "--workers", "1"]
+               "--workers", "1", *self.args]
         if self.cpus is not None:
             cmd = ["taskset", "-c", self.cpus, *cmd]
         env = dict(os.environ)

@@ -124,3 +124,146 @@ os._exit(0)          # killed: no flush, no close
             except OSError:
                 assert time.monotonic() < deadline, "the orphaned writer never released its lock"
                 time.sleep(0.2)
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files), made with ``cryptography``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_pem, key_pem = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return cert_pem, key_pem
+
+
+def test_rest_transport_tls_auth_and_connections_the_server_closed(tmp_path, monkeypatch):
+    """The writer's own HTTP client: TLS verified against MLflow's CA setting (or not verified when
+    asked), the credentials' header, a fresh connection when the server has dropped an idle
+    keep-alive one, and requests' proxy handling when a proxy applies."""
+    import http.server
+    import ssl
+    import threading
+
+    from meta_study.tune.writer import _RestRuns
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"   # keep-alive
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.path, self.headers.get("Authorization")))
+            out = json.dumps({"echo": json.loads(body)}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            self.wfile.flush()
+            self.close_connection = True   # ...yet drop it right after, without saying so
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    cert, key = _self_signed(tmp_path)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    host = f"https://127.0.0.1:{srv.server_address[1]}"
+    creds = dict.fromkeys(_RestRuns.CRED_FIELDS)
+    try:
+        monkeypatch.delenv("HTTPS_PROXY", raising=False)
+        monkeypatch.delenv("https_proxy", raising=False)
+        rest = _RestRuns(host, {**creds, "host": host, "username": "ada", "password": "pw",
+                                "server_cert_path": str(cert)})
+        assert not rest.via_requests
+        for i in range(3):   # the 2nd and 3rd go out on a new connection: the server closed the old one
+            assert rest.post("runs/create", {"i": i, "x": 1.5}) == {"echo": {"i": i, "x": 1.5}}
+            time.sleep(0.2)
+        assert seen[0] == ("/api/2.0/mlflow/runs/create", "Basic YWRhOnB3")   # base64("ada:pw")
+        with pytest.raises(ssl.SSLCertVerificationError):   # not our CA: refused
+            _RestRuns(host, {**creds, "host": host}).post("runs/create", {})
+        insecure = _RestRuns(host, {**creds, "host": host, "token": "tok", "ignore_tls_verification": True})
+        assert insecure.post("runs/update", {"a": 1}) == {"echo": {"a": 1}}
+        assert seen[-1] == ("/api/2.0/mlflow/runs/update", "Bearer tok")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    # a proxy from the environment: requests does the sending (it knows proxies); NO_PROXY wins
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert _RestRuns(host, {**creds, "host": host}).via_requests
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert not _RestRuns(host, {**creds, "host": host}).via_requests
+
+
+def test_writer_logs_to_a_server_with_basic_auth(tmp_path, monkeypatch):
+    from mlflow_server import MlflowServer
+
+    from meta_study.tune.writer import MlflowWriter, SweepTarget
+
+    with MlflowServer(tmp_path / "auth-server", auth=True) as srv:
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", srv.username)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", srv.password)
+        state = tmp_path / "state"
+        state.mkdir()
+        exp_id, parent = parent_run(srv.uri, "secure-sweep", "s", str(state), params={}, tags={})
+        w = MlflowWriter(SweepTarget(srv.uri, exp_id, parent, str(state)))
+        w.setup()
+        w.put(_Op("run", "a1", {"name": "t_a1", "config": {"lr": 0.1}}))
+        w.put(_Op("metrics", "a1", {"metrics": {"final": 1.0}, "step": 1, "time": 1}))
+        w.put(_Op("end", "a1", {"status": "FINISHED"}))
+        assert w.flush(timeout_s=60) and w.errors == 0
+        runs = [r for r in MlflowClient(srv.uri).search_runs([exp_id]) if r.data.tags.get("trial_id") == "a1"]
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].data.params == {"lr": "0.1"}
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+        w2 = MlflowWriter(SweepTarget(srv.uri, exp_id, parent, str(state / "x")))
+        (state / "x").mkdir()
+        w2.setup()
+        w2.put(_Op("run", "a2", {"name": "t_a2", "config": {}}))
+        assert w2.flush(timeout_s=3) is False and w2.errors > 0   # 401: retried, then spooled
+
+
+def test_pipe_to_the_writer_never_blocks_and_keeps_order(tmp_path):
+    """A child that is not reading: lines beyond the pipe's 64 KiB wait in the backlog (send
+    returns at once), then reach the child in order once it reads; close() ends its stdin."""
+    import subprocess
+    import sys
+
+    from meta_study.tune.writer import _Pipe
+
+    out = tmp_path / "got"
+    go = tmp_path / "go"
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, time\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\n"
+        f"open({str(out)!r}, 'wb').write(sys.stdin.buffer.read())\n")], stdin=subprocess.PIPE)
+    assert child.stdin is not None
+    pipe = _Pipe(child.stdin)
+    lines = [f"{i:06d} " + "x" * 93 for i in range(5000)]     # 500 kB
+    for line in lines:
+        pipe.send(line)
+    with pipe.cond:
+        assert pipe.backlog, "the pipe should be full while the child sleeps"
+    go.touch()
+    pipe.close()
+    assert child.wait(timeout=60) == 0
+    assert out.read_text().splitlines() == lines

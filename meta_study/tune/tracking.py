@@ -122,6 +122,7 @@ class MlflowSweepCallback(Callback):
         self._resolved_sent: set[str] = set()
         self._train_checkpoints: dict[str, str] = {}
         self.errors = 0          # calls that failed at least once (for tests and the summary)
+        self.writer_cpu_s = 0.0  # CPU seconds its writer processes used (for the overhead benchmark)
 
     # ---- Tune events (driver thread: never block) ------------------------------------------------
 
@@ -186,6 +187,7 @@ class MlflowSweepCallback(Callback):
             return True
         ok = self._writer.close(timeout_s)
         self.errors += self._writer.errors
+        self.writer_cpu_s += self._writer.cpu_s
         self._writer = None
         return ok
 
