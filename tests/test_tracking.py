@@ -267,3 +267,45 @@ def test_pipe_to_the_writer_never_blocks_and_keeps_order(tmp_path):
     pipe.close()
     assert child.wait(timeout=60) == 0
     assert out.read_text().splitlines() == lines
+
+
+def test_rest_transport_follows_a_redirecting_server_through_requests(monkeypatch):
+    import http.server
+    import threading
+
+    from meta_study.tune.writer import _RestRuns
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path.startswith("/old/"):   # e.g. a proxy that moved the API: 307 keeps the POST
+                self.send_response(307)
+                self.send_header("Location", self.path[len("/old"):])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            out = json.dumps({"path": self.path, "echo": json.loads(body)}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    for var in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        host = f"http://127.0.0.1:{srv.server_address[1]}/old"
+        rest = _RestRuns(host, {**dict.fromkeys(_RestRuns.CRED_FIELDS), "host": host})
+        assert not rest.via_requests
+        for i in range(2):
+            assert rest.post("runs/update", {"i": i}) == {"path": "/api/2.0/mlflow/runs/update", "echo": {"i": i}}
+            assert rest.via_requests
+    finally:
+        srv.shutdown()
+        srv.server_close()

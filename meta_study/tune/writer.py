@@ -81,7 +81,8 @@ class _RestRuns:
     Cost, measured against a local server: ~1.1 ms of client CPU per call with ``http.client``,
     ~2.8 ms with a ``requests`` session and ~5 ms through ``MlflowClient``; at three calls per
     trial that is CPU the Tune driver's machine needs for scheduling. ``requests`` is kept for
-    what ``http.client`` lacks: a proxy from the environment (HTTP(S)_PROXY, NO_PROXY).
+    what ``http.client`` lacks: a proxy from the environment (HTTP(S)_PROXY, NO_PROXY) and
+    redirects (a server that answers with one is talked to through ``requests`` from then on).
 
     Credentials and TLS settings come from MLflow's own resolution of the environment, done by the
     driver (which has MLflow imported already) and handed to the writer process over its stdin:
@@ -168,6 +169,9 @@ class _RestRuns:
             except BaseException:
                 conn.close()   # a half-done exchange leaves the connection unusable
                 raise
+            if status in (301, 302, 303, 307, 308):   # a redirecting server: requests follows those
+                self.via_requests = True
+                return self.post(endpoint, body)
         if status != 200:
             raise RuntimeError(f"MLflow {endpoint}: HTTP {status}: {text[:300]}")
         return json.loads(text)
