@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -100,20 +101,31 @@ def main() -> None:
                     help="the MLflow server on CPU 1 alone and Ray on CPU 0 (for both sweeps), as if the server "
                          "ran on another machine, as it does in a lab")
     args = ap.parse_args()
+    if args.server_db_dir and not os.path.isdir(args.server_db_dir):
+        ap.error(f"--server-db-dir {args.server_db_dir}: not a directory")   # one line, exit 2
+    if args.server_workers < 1 or args.rounds < 1 or args.trials < 1:
+        ap.error("--trials, --rounds and --server-workers must be at least 1")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "60")
+    work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
+    db_dir = Path(tempfile.mkdtemp(prefix="bench-sweep-db-", dir=args.server_db_dir)) if args.server_db_dir else None
+    try:
+        _bench(args, work, db_dir / "mlflow.db" if db_dir else None)
+    finally:   # Ray's files and the sqlite file (in RAM when under /dev/shm)
+        for d in (work, db_dir):
+            if d is not None:
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def _bench(args: argparse.Namespace, work: Path, db: Path | None) -> None:
     import ray
 
     from meta_study.tune.tracking import MlflowSweepCallback, parent_run
 
-    work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     if args.pin:
         os.sched_setaffinity(0, {0})    # this driver and every Ray process it starts
     ray.init(num_cpus=1 if args.pin else 2, include_dashboard=False, log_to_driver=False)
     server_args = ("--workers", str(args.server_workers),
                    *(("--gunicorn-opts", "--log-level warning") if args.server == "gunicorn" else ()))
-    db = None
-    if args.server_db_dir:
-        db = Path(tempfile.mkdtemp(prefix="bench-sweep-db-", dir=args.server_db_dir)) / "mlflow.db"
     with MlflowServer(work / "mlflow", cpus="1" if args.pin else None, args=server_args, db=db) as server:
         run(bare, 4, str(work / "ray"), "warmup")                      # workers and imports warm
         run(ours, 4, str(work / "ray"), "warmup-ours")
@@ -123,7 +135,7 @@ def main() -> None:
         # to round (no variant always comes first, or right after another). Each round gives a
         # paired ratio (ours / bare of that round: slow drift of the machine cancels); the median
         # over rounds is the result. Single sweeps vary by +-20% here (machinery alone, which adds
-        # nothing measurable, came out at 0.76-1.10x of bare in single rounds).
+        # nothing measurable, came out at 0.76-1.14x of bare in single rounds).
         times: dict[str, list[float]] = {"bare": [], "machinery": [], "ours": []}
         flushes, server_ms, writer_ms = [], [], []
 

@@ -37,6 +37,7 @@ from typing import IO, Any, Mapping
 
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
+MAX_TAGS_PER_BATCH = 100
 RUNS_FILE = "mlflow_runs.jsonl"   # append-only: one {"trial": ..., "run": ...} line per run
 SPOOL_FILE = "mlflow_spool.jsonl"
 LOCK_FILE = "mlflow_writer.lock"
@@ -192,9 +193,9 @@ def resolve_creds(tracking_uri: str) -> dict[str, Any]:
 
 @dataclass
 class _Op:
-    """One MLflow operation for the writer thread (JSON-serializable, for the spool)."""
+    """One MLflow operation for the writer (JSON-serializable: it crosses the pipe and the spool)."""
 
-    kind: str                       # "run", "params", "metrics", "artifacts", "tag", "end"
+    kind: str                       # "run", "metrics", "tag", "artifacts", "end"; "batch" (spooled); "noop"
     trial: str
     payload: dict[str, Any] = field(default_factory=dict)
 
@@ -402,7 +403,7 @@ class MlflowWriter:
             # MLflow limits: 100 params, 100 tags and 1,000 entities in all per log_batch
             while ps or ts or ms:
                 bp, ps = ps[:MAX_PARAMS_PER_BATCH], ps[MAX_PARAMS_PER_BATCH:]
-                bt, ts = ts[:100], ts[100:]
+                bt, ts = ts[:MAX_TAGS_PER_BATCH], ts[MAX_TAGS_PER_BATCH:]
                 room = MAX_METRICS_PER_BATCH - len(bp) - len(bt)
                 bm, ms = ms[:room], ms[room:]
                 if rest is not None:
@@ -425,7 +426,6 @@ class MlflowWriter:
                 rest.post("runs/update", {"run_id": rid, "status": p["status"], "end_time": int(time.time() * 1000)})
             else:
                 self._mlflow().set_terminated(rid, status=p["status"])
-
 
 
 def _plan(ops: list[_Op]) -> list[tuple[str, dict[str, Any]]]:
