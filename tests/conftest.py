@@ -20,6 +20,17 @@ TIMM_DIR = Path(os.environ.get("META_STUDY_TIMM_DATA", REPO.parent / "shared" / 
 MAPPINGS = REPO / "examples" / "mappings"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest tests first: ``@pytest.mark.slow(seconds)`` gives a test's rough duration on the
+    2-core CI machine. The two xdist workers take tests in this order as they free up, so the
+    long ones overlap instead of one of them running alone at the end (the sort is stable, and
+    the same in every worker, as xdist requires)."""
+    def seconds(item: pytest.Item) -> float:
+        m = item.get_closest_marker("slow")
+        return 0.0 if m is None else float(m.args[0] if m.args else 30)
+    items.sort(key=seconds, reverse=True)
+
+
 @pytest.fixture(scope="session")
 def timm_dir() -> Path:
     if not (TIMM_DIR / "results-imagenet.csv").exists():

@@ -516,6 +516,7 @@ def state_dir(tmp_path):
         subprocess.run(["rm", "-rf", os.path.realpath(ray_tmp)], check=False)
 
 
+@pytest.mark.slow(40)
 def test_local_up_and_down(state_dir):
     up = run_script("local-up.sh", state_dir)
     assert up.returncode == 0, up.stderr
@@ -563,6 +564,7 @@ def test_local_up_and_down(state_dir):
     assert twice.returncode == 0 and "not running" in twice.stderr
 
 
+@pytest.mark.slow(20)
 def test_local_up_leaves_nothing_behind_when_startup_fails(state_dir):
     up = run_script("local-up.sh", state_dir, META_STUDY_MLFLOW_ARGS="--no-such-option")
     assert up.returncode != 0 and "mlflow exited during startup" in up.stderr

@@ -28,6 +28,7 @@ def _check_workdir(wd: Path, experiment: str, min_models: int) -> None:
         assert p.resolve().is_relative_to(wd.resolve())
 
 
+@pytest.mark.slow(55)
 def test_synthetic_demo_end_to_end_and_again(tmp_path):
     wd = tmp_path / "demo"
     r = run_cli("demo", "--workdir", str(wd), "--synthetic", timeout=600)
@@ -44,7 +45,7 @@ def test_synthetic_demo_end_to_end_and_again(tmp_path):
     _check_workdir(wd, "meta-study-demo-synthetic", 240)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(150)
 def test_full_demo_trains_real_models(tmp_path):
     wd = tmp_path / "demo"
     r = run_cli("demo", "--workdir", str(wd), timeout=900)

@@ -22,6 +22,9 @@ from meta_study.schema import ds_metric_key, us_metric_key
 from meta_study.store import Store
 from conftest import REPO, run_cli
 
+# each test runs a whole sweep (Ray started, models trained, MLflow checked): ~40 s unless marked
+pytestmark = pytest.mark.slow(40)
+
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.py"))
 SMOKE_DS = ("synth_combo", "synth_count", "synth_texture")
 SMOKE_SHOTS = (1, 10)
@@ -109,6 +112,7 @@ def test_a_crashing_trial_is_retried_from_its_checkpoint(mlflow_server, tmp_path
     assert len(errors) == 2 and all("injected failure" in e.read_text() for e in errors)
 
 
+@pytest.mark.slow(60)
 def test_killed_driver_resumes_without_duplicates(mlflow_server, tmp_path):
     exp = f"resume-{uuid.uuid4().hex[:6]}"
     args = ("--tracking-uri", mlflow_server.uri, "--experiment", exp, "--storage-path", str(tmp_path / "ray"),
@@ -182,6 +186,7 @@ class Proxy:
                     pass
 
 
+@pytest.mark.slow(60)
 def test_a_briefly_unreachable_tracking_server_does_not_kill_trials(mlflow_server, tmp_path):
     proxy = Proxy(mlflow_server.port)
     uri = f"http://127.0.0.1:{proxy.port}"
@@ -206,6 +211,7 @@ def test_a_briefly_unreachable_tracking_server_does_not_kill_trials(mlflow_serve
         check_trial_run(client, run)
 
 
+@pytest.mark.slow(100)
 def test_data_parallel_trials_run_a_torch_trainer(mlflow_server, tmp_path):
     """--workers-per-trial 2: each trial is a Ray Train TorchTrainer with 2 gloo workers (on CPU
     here; one GPU each with --gpus-per-trial), started inside the trial function."""
@@ -222,6 +228,7 @@ def test_data_parallel_trials_run_a_torch_trainer(mlflow_server, tmp_path):
         assert run.data.params["batch_size"] == "128"        # the global batch, split over 2 workers
 
 
+@pytest.mark.slow(70)
 def test_ray_job_submit_the_real_way(tmp_path):
     """A Ray head started with `ray start --head` (cluster/local-up.sh: random ports, a real
     mlflow server), the sweep submitted with `ray job submit --working-dir .`, then both stopped."""
