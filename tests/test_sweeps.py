@@ -14,7 +14,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
