@@ -22,9 +22,10 @@ MAPPINGS = REPO / "examples" / "mappings"
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Longest tests first: ``@pytest.mark.slow(seconds)`` gives a test's rough duration on the
-    2-core CI machine. The two xdist workers take tests in this order as they free up, so the
-    long ones overlap instead of one of them running alone at the end (the sort is stable, and
-    the same in every worker, as xdist requires)."""
+    2-core CI machine. xdist deals the first quarter of this order to its two workers in turn and
+    hands out the rest as they free up, so the long tests run side by side instead of one of them
+    alone at the end (the sort is stable, so every worker collects the same order, as xdist
+    requires)."""
     def seconds(item: pytest.Item) -> float:
         m = item.get_closest_marker("slow")
         return 0.0 if m is None else float(m.args[0] if m.args else 30)
