@@ -239,7 +239,15 @@ def _fit_options(f: Any) -> Any:
                      help="Fit on points with US accuracy at or below this value (wins over the quantile)."),
         click.option("--loss", type=click.Choice(["lsq", "huber", "log"]), default="lsq", show_default=True),
         click.option("--alpha-max", type=float, default=10.0, show_default=True, help="Upper bound on alpha."),
-        click.option("--nondecreasing", is_flag=True, help="Keep only the hull's non-decreasing part."),
+        click.option("--nondecreasing", is_flag=True, help="Keep only each frontier's non-decreasing part."),
+        click.option("--laws", default=None, metavar="L1,L2",
+                     help="Laws to fit and back-test (default: all of eq1, eq1-bayes, power, logit-linear, "
+                          "probit-linear)."),
+        click.option("--frontiers", default=None, metavar="F1,F2",
+                     help="Frontier estimators (default: all of vertices, hull-curve, bins, hull-curve-upper, "
+                          "bins-upper, all)."),
+        click.option("--tolerance", type=float, default=3.0, show_default=True,
+                     help="Back-test RMSE (accuracy points) above which a headline is not trusted."),
     ]):
         f = opt(f)
     return f
@@ -252,9 +260,23 @@ def _selection(us_task: tuple[str, ...], ds_task: tuple[str, ...], protocol: tup
     return Selection(us_task=us_task, ds_task=ds_task, protocol=protocol, shots=shots, layer=layer)
 
 
+def _names(option: str, text: str | None, registry: Any) -> tuple[str, ...]:
+    if text is None:
+        return tuple(registry)
+    names = tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+    bad = [n for n in names if n not in registry]
+    if bad or not names:
+        _fail(f"{option}: unknown name(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(registry)}")
+    return names
+
+
 def _fit_opts(holdout_quantile: float, holdout_above: float | None, loss: str, alpha_max: float,
-              nondecreasing: bool) -> Any:
+              nondecreasing: bool, laws: str | None = None, frontiers: str | None = None,
+              tolerance: float = 3.0, payoff_threshold: float = 0.1) -> Any:
+    from .analysis.frontiers import FRONTIERS
     from .analysis.holdout import FitOptions
+    from .analysis.laws import LAWS
+    from .analysis.selection import SelectionOptions
 
     if not 0 < holdout_quantile <= 1:
         _fail(f"--holdout-quantile must be in (0, 1], got {holdout_quantile}")
@@ -262,8 +284,14 @@ def _fit_opts(holdout_quantile: float, holdout_above: float | None, loss: str, a
         _fail(f"--holdout-above is a US accuracy in [0, 1], got {holdout_above}")
     if not 0.001 < alpha_max <= 100:
         _fail(f"--alpha-max must be in (0.001, 100], got {alpha_max}")
+    if not 0 < tolerance <= 100:
+        _fail(f"--tolerance is in accuracy points, in (0, 100], got {tolerance}")
+    if not payoff_threshold > 0:
+        _fail(f"--threshold must be > 0 DS points per US point, got {payoff_threshold}")
+    selection = SelectionOptions(laws=_names("--laws", laws, LAWS), frontiers=_names("--frontiers", frontiers, FRONTIERS),
+                                 tolerance=tolerance / 100.0, payoff_threshold=payoff_threshold)
     return FitOptions(holdout_quantile=holdout_quantile, holdout_above=holdout_above, loss=loss,
-                      alpha_max=alpha_max, nondecreasing=nondecreasing)
+                      alpha_max=alpha_max, nondecreasing=nondecreasing, selection=selection)
 
 
 def _report_outputs(out: Any, out_dir: str) -> None:
@@ -283,10 +311,12 @@ def _report_outputs(out: Any, out_dir: str) -> None:
 @click.option("--no-figures", is_flag=True, help="Tables only.")
 @click.option("--max-group-figures", default=60, show_default=True, help="Per-group figures to draw at most.")
 def fit(store_uri: str, out_dir: str, no_figures: bool, max_group_figures: int, **kw: Any) -> None:
-    """Fit e_DS = k e_US^alpha + e_IR to the upper hull and to all points of every group.
+    """Fit every law to every frontier of each group, back-test them, and pick each headline.
 
-    Writes DIR/fits.parquet (+ .csv): one row per group x frontier with k, alpha, e_ir,
-    saturation, fit_err and pred_err; and figures under DIR/figures.
+    Writes DIR/fits.parquet (+ .csv): one row per group x law x frontier with the parameters,
+    fit_err, pred_err, backtest_err, and for the headline row (headline = true) its trust
+    flags, saturation, stop-paying US accuracy and prediction with intervals; figures under
+    DIR/figures. --holdout-quantile 1.0 fits on every point (the back-tests run inside them).
     """
     from .analysis.run import run_fit
     from .store import open_store
@@ -297,11 +327,22 @@ def fit(store_uri: str, out_dir: str, no_figures: bool, max_group_figures: int, 
                       max_group_figures=max_group_figures)
     if df.empty:
         _fail(f"{store_uri}: no rows match the selection")
+    import pandas as pd
+
+    from .analysis.run import headlines
+
     ok = df["status"].isin(["ok", "at_bound"])
-    click.echo(f"{df.groupby(['us_task', 'ds_task', 'eval_protocol', 'shots'], dropna=False).ngroups} groups, "
-               f"{int(ok.sum())}/{len(df)} fits usable")
-    for r in df[~ok].itertuples():
-        click.echo(f"  {r.us_task} -> {r.ds_task} ({r.eval_protocol}) {r.frontier}: {r.status}: {r.message}")
+    heads = headlines(df)
+    click.echo(f"{len(heads)} groups, {int(heads['trusted'].sum())} trusted; {int(ok.sum())}/{len(df)} fits usable")
+    for r in heads.itertuples():
+        shots = "" if r.shots is pd.NA or pd.isna(r.shots) else f", {int(r.shots)}-shot"
+        what = f"{r.law} on {r.frontier}, back-test {100 * r.backtest_err:.1f} pt"
+        if r.trusted:
+            sp = ("keeps paying up to 100% US" if pd.isna(r.stop_paying_us)
+                  else f"stops paying at {100 * r.stop_paying_us:.1f}% US")
+            click.echo(f"  {r.us_task} -> {r.ds_task} ({r.eval_protocol}{shots}): {sp} ({what})")
+        else:
+            click.echo(f"  {r.us_task} -> {r.ds_task} ({r.eval_protocol}{shots}): not identified ({what}): {r.warnings}")
     _report_outputs(out, out_dir)
 
 
@@ -345,7 +386,9 @@ def sensitivity(store_uri: str, out_dir: str, sizes: str | None, trials: int, re
         _fail(f"--trials must be at least 1, got {trials}")
     store_obj = open_store(store_uri)
     sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
-    opts = SensitivityOptions(sizes=_parse_sizes(sizes), trials=trials, replace=replace, seed=seed, fit=_fit_opts(**kw))
+    fo = _fit_opts(**kw)
+    opts = SensitivityOptions(sizes=_parse_sizes(sizes), trials=trials, replace=replace, seed=seed, fit=fo,
+                              frontiers=fo.selection.frontiers)
     with progress_bar() as progress:
         table, out = run_sensitivity(store_obj, out_dir, selection=sel, options=opts, address=address,
                                      num_workers=workers, use_ray=not serial, progress=progress,
@@ -450,7 +493,7 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
     from .refit import RefitConfig, parse_every, refit as run_refit
 
     period = parse_every(every) if every else None
-    fit_opts = _fit_opts(**kw)
+    fit_opts = _fit_opts(payoff_threshold=threshold, **kw)
     if trials < 1 or samples < 10:
         _fail("--trials must be >= 1 and --samples >= 10")
     cfg = RefitConfig(store=store_uri, out=out_dir, sources=sources, mapping=mapping_path, sources_file=sources_file,
@@ -509,7 +552,7 @@ def report(store_uri: str, out_dir: str, trials: int, samples: int, threshold: f
 
     store_obj = open_store(store_uri)
     sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
-    fit_opts = _fit_opts(**kw)
+    fit_opts = _fit_opts(payoff_threshold=threshold, **kw)
     fits, _ = run_fit(store_obj, out_dir, selection=sel, options=fit_opts)
     if fits.empty:
         _fail(f"{store_uri}: no rows match the selection")

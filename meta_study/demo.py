@@ -214,9 +214,14 @@ def _compare_known_laws(store: Path, log: Callable[[str], None]) -> None:
     from .store import Store
 
     groups = [g for g in load_groups(Store(str(store)), shots=[10])]
-    fits = fit_groups([(g.us_acc, g.ds_acc) for g in groups], FitOptions(holdout_quantile=None))
-    log("  known saturation vs the hull fit's (10 shots, all models, no held-out split):")
-    for g, (hull, _) in zip(groups, fits):
+    fits = fit_groups([(g.us_acc, g.ds_acc) for g in groups], FitOptions(holdout_quantile=None),
+                      keys=[g.key for g in groups])
+    log("  known saturation vs Eq. 1 on the hull vertices and the headline (10 shots, all models):")
+    for g, sel in zip(groups, fits):
         k, a, c = SYNTH_LAWS[g.ds_task]
         truth = 1.0 - (1.0 - 0.04 * math.log(10)) * c
-        log(f"    {g.ds_task:5s} known {truth:.3f}  fitted {hull.fit.saturation:.3f}")
+        paper = next(x for x in sel.candidates if (x.law, x.frontier) == ("eq1", "vertices"))
+        head = sel.best
+        log(f"    {g.ds_task:5s} known {truth:.3f}  eq1/vertices {paper.fit.saturation:.3f}  "
+            f"headline {head.law}/{head.frontier} {head.fit.saturation:.3f}"
+            f" ({'trusted' if sel.trusted else 'not trusted'})")

@@ -241,9 +241,9 @@ def _analyze(cfg: RefitConfig, store: Store, groups: list[Group], changed: list[
     boot = _merge(bootstrap_table(changed, cfg.bootstrap, **kw), prev_dir, "bootstrap.parquet", unchanged_keys)
     write_table(_in_group_order(boot, groups), str(out / "bootstrap"), outs)
     run_correlations(store, str(out), fits=fits)
-    bad = fits[~fits["status"].isin(["ok", "at_bound"])]
-    unfittable = sorted({f"{r.us_task} -> {r.ds_task} ({r.eval_protocol}, shots={r.shots}) {r.frontier}: "
-                         f"{r.status}: {r.message}" for r in bad.itertuples()})
+    bad = fits[fits["headline"] & ~fits["status"].isin(["ok", "at_bound"])]   # groups with no usable headline
+    unfittable = sorted({f"{r.us_task} -> {r.ds_task} ({r.eval_protocol}, shots={r.shots}): "
+                         f"{r.status}: {r.warnings or r.message}" for r in bad.itertuples()})
     info = {
         "time": _now_iso(), "store": store.uri, "store_version": store.version, "meta_study": __version__,
         "sources": list(cfg.sources) + ([cfg.sources_file] if cfg.sources_file else []),
@@ -329,13 +329,19 @@ def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any])
     fits = pd.read_parquet(version_dir / "fits.parquet")
     now = int(time.time() * 1000)
     metrics = []
-    for r in fits.itertuples():
-        for name in ("saturation", "alpha", "k", "e_ir", "fit_err", "pred_err"):
-            v = float(getattr(r, name))
-            if math.isfinite(v):
-                metrics.append(Metric(metric_key("fit", r.us_task, r.ds_task, r.eval_protocol,
-                                                 None if pd.isna(r.shots) else int(r.shots), r.frontier, name),
-                                      v, now, 0))
+    # per group: the headline (slot "headline") and the paper's Eq. 1 on the hull vertices (slot
+    # "vertices"); the other candidates are in the fits.parquet artifact
+    paper = fits[(fits["law"] == "eq1") & (fits["frontier"] == "vertices")]
+    for slot, rows in (("headline", fits[fits["headline"]]), ("vertices", paper)):
+        names = (("saturation", "alpha", "k", "e_ir", "fit_err", "pred_err", "backtest_err", "stop_paying_us",
+                  "trusted") if slot == "headline" else ("saturation", "alpha", "k", "e_ir", "fit_err", "pred_err"))
+        for r in rows.itertuples():
+            for name in names:
+                v = float(getattr(r, name))
+                if math.isfinite(v):
+                    metrics.append(Metric(metric_key("fit", r.us_task, r.ds_task, r.eval_protocol,
+                                                     None if pd.isna(r.shots) else int(r.shots), slot, name),
+                                          v, now, 0))
     metrics.append(Metric("refit/groups", float(len(info["groups"])), now, 0))
     metrics.append(Metric("refit/changed", float(len(info["changed"])), now, 0))
     client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()], tags=[RunTag("n_metrics",

@@ -18,8 +18,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from . import __version__
-from .analysis.payoff import stop_paying_us
-from .analysis.powerlaw import PowerLawFit
+from .analysis.run import headlines
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
@@ -51,50 +50,60 @@ def _pct(v: Any) -> str:
     return "never" if not math.isfinite(f) else f"{100 * f:.1f}%"
 
 
-def _fit_of(row: Mapping[str, Any]) -> PowerLawFit:
-    return PowerLawFit(k=float(row["k"]), alpha=float(row["alpha"]), e_ir=float(row["e_ir"]), sse=math.nan,
-                       loss="lsq", loss_value=math.nan, n_points=int(row["n_fit"]), status=str(row["status"]),
-                       message=str(row.get("message") or ""))
+def _range(lo: Any, hi: Any) -> str:
+    if pd.isna(lo) or pd.isna(hi):
+        return ""
+    return f" [{_pct(lo)}&ndash;{_pct(hi)}]"
 
 
-def summary_table(fits: pd.DataFrame, boot: pd.DataFrame | None, threshold: float) -> pd.DataFrame:
-    """One row per group x frontier: parameters with CIs, errors and where scaling stops paying."""
-    keys = ["us_task", "ds_task", "eval_protocol", "shots", "frontier"]
-    t = fits.copy()
-    t["stop_paying_us"] = [stop_paying_us(_fit_of(r), threshold) for r in t.to_dict("records")]
-    if boot is not None and not boot.empty:
-        b = boot.astype({"shots": "Int64"})
-        wide = b.pivot_table(index=keys, columns="param", values=["lo", "hi"], aggfunc="first", dropna=False)
-        wide.columns = [f"{p}_{side}" for side, p in wide.columns]
-        t = t.astype({"shots": "Int64"}).merge(wide.reset_index(), on=keys, how="left")
-    return t
+def answer(r: Mapping[str, Any], threshold: float) -> str:
+    """The sentence a headline row of ``fits.parquet`` supports (HTML)."""
+    if not bool(r["trusted"]):
+        why = str(r.get("warnings") or r.get("message") or "no usable fit")
+        return f"not identified: {_e(why)}"
+    sp = r["stop_paying_us"]
+    stop = (f"scaling stops paying (+1 US point buys &lt; {threshold:g} DS points) at {_pct(sp)} US"
+            + _range(r["stop_paying_lo"], r["stop_paying_hi"]) if not pd.isna(sp)
+            else f"scaling keeps paying at least {threshold:g} DS points per US point up to 100% US")
+    pred = (f"; at {_pct(r['predict_us'])} US, expect {_pct(r['predict_ds'])} DS"
+            + _range(r["predict_lo"], r["predict_hi"]) if not pd.isna(r["predict_ds"]) else "")
+    return stop + pred
 
 
-def _fmt_ci(row: Mapping[str, Any], p: str, digits: int = 3) -> str:
-    lo, hi = row.get(f"{p}_lo"), row.get(f"{p}_hi")
-    ci = ""
-    if lo is not None and hi is not None and not (pd.isna(lo) or pd.isna(hi)):
-        ci = f" <span class=prov>[{_num(lo, digits)}, {_num(hi, digits)}]</span>"
-    return _num(row.get(p), digits) + ci
+def _answers_html(heads: pd.DataFrame, threshold: float) -> str:
+    items = []
+    for r in heads.to_dict("records"):
+        cls = "" if bool(r["trusted"]) else " class=bad"
+        shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
+        items.append(f"<li{cls}><b>{_e(r['us_task'])} &rarr; {_e(r['ds_task'])}</b> ({_e(r['eval_protocol'])}{shots}): "
+                     f"{answer(r, threshold)} <span class=prov>({_e(r['law'])} on {_e(r['frontier'])}, back-test "
+                     f"error {_num(100 * float(r['backtest_err']), 3)} pt)</span></li>")
+    return "<ul>" + "".join(items) + "</ul>"
 
 
-def _table_html(t: pd.DataFrame, threshold: float) -> str:
+def _table_html(fits: pd.DataFrame) -> str:
+    """Per group: the headline and the paper's Eq. 1 on the hull vertices, side by side."""
     head = ("<tr><th class=l>US task</th><th class=l>DS task</th><th class=l>protocol</th><th>shots</th>"
-            "<th class=l>frontier</th><th>points</th><th>saturation (1&minus;e<sub>IR</sub>) [95% CI]</th>"
-            "<th>&alpha; [CI]</th><th>k [CI]</th><th>fit err</th><th>pred err</th>"
-            f"<th>scaling stops paying at US acc. (&lt;{threshold:g} DS pt per US pt)</th><th class=l>status</th></tr>")
+            "<th class=l>law</th><th class=l>frontier</th><th>points</th><th>saturation (%)</th>"
+            "<th>back-test err (pt)</th><th>flat guess back-test (pt)</th><th>pred err (pt)</th>"
+            "<th>interval coverage</th><th class=l>role</th><th class=l>status / warnings</th></tr>")
     rows = []
-    for r in t.to_dict("records"):
+    pick = fits[fits["headline"].astype(bool) | ((fits["law"] == "eq1") & (fits["frontier"] == "vertices"))]
+    for r in pick.to_dict("records"):
         bad = r["status"] not in ("ok", "at_bound")
         shots = "" if pd.isna(r["shots"]) else str(int(r["shots"]))
-        status = _e(r["status"]) + (f": {_e(r['message'])}" if r.get("message") else "")
+        role = (("headline, trusted" if r["trusted"] else "headline, not trusted") if r["headline"]
+                else "paper (Eq. 1 on hull vertices)")
+        note = _e(r["status"]) + (f": {_e(r['message'])}" if r.get("message") else "")
+        if r.get("warnings"):
+            note += f" &middot; {_e(r['warnings'])}"
         rows.append(
             f"<tr class='{'bad' if bad else ''}'><td class=l>{_e(r['us_task'])}</td><td class=l>{_e(r['ds_task'])}</td>"
-            f"<td class=l>{_e(r['eval_protocol'])}</td><td>{shots}</td><td class=l>{_e(r['frontier'])}</td>"
-            f"<td>{int(r['n_fit'])}/{int(r['n_points'])}</td><td>{_fmt_ci(r, 'saturation')}</td>"
-            f"<td>{_fmt_ci(r, 'alpha')}</td><td>{_fmt_ci(r, 'k')}</td>"
-            f"<td>{_num(100 * float(r['fit_err']), 3)}</td><td>{_num(100 * float(r['pred_err']), 3)}</td>"
-            f"<td>{_pct(r['stop_paying_us']) if not bad else '&ndash;'}</td><td class=l>{status}</td></tr>")
+            f"<td class=l>{_e(r['eval_protocol'])}</td><td>{shots}</td><td class=l>{_e(r['law'])}</td>"
+            f"<td class=l>{_e(r['frontier'])}</td><td>{int(r['n_fit'])}/{int(r['n_points'])}</td>"
+            f"<td>{_num(100 * float(r['saturation']), 3)}</td><td>{_num(100 * float(r['backtest_err']), 3)}</td>"
+            f"<td>{_num(100 * float(r['flat_backtest_err']), 3)}</td><td>{_num(100 * float(r['pred_err']), 3)}</td>"
+            f"<td>{_num(r['coverage'], 2)}</td><td class=l>{role}</td><td class=l>{note}</td></tr>")
     return f"<table>{head}{''.join(rows)}</table>"
 
 
@@ -114,8 +123,7 @@ def render_report(results_dir: str | os.PathLike[str], *, title: str = "meta-stu
     """
     root = Path(results_dir)
     fits = pd.read_parquet(root / "fits.parquet")
-    boot = pd.read_parquet(root / "bootstrap.parquet") if (root / "bootstrap.parquet").exists() else None
-    table = summary_table(fits, boot, threshold)
+    heads = headlines(fits)
     figs = root / "figures"
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     prov = dict(provenance or {})
@@ -126,15 +134,15 @@ def render_report(results_dir: str | os.PathLike[str], *, title: str = "meta-stu
              f"<h1>{_e(title)}</h1><p class=prov>" + " &middot; ".join(f"{_e(k)}: {_e(v)}" for k, v in prov.items())
              + "</p>"]
     n_groups = fits.groupby(["us_task", "ds_task", "eval_protocol", "shots"], dropna=False).ngroups
-    bad = table[~table["status"].isin(["ok", "at_bound"])]
-    parts.append(f"<p class=note>{n_groups} groups. The law <i>e</i><sub>DS</sub> = <i>k</i> "
-                 "<i>e</i><sub>US</sub><sup>&alpha;</sup> + <i>e</i><sub>IR</sub> is fitted to the upper convex hull "
-                 "of each group (the best DS accuracy any randomized combination of models reaches) and, for "
-                 "comparison, to all points. Saturation is the DS accuracy the law predicts at 100% US accuracy. "
-                 "Errors are in accuracy points; pred err is measured on the held-out models with the highest US "
-                 "accuracy. Definitions: docs/analysis.md." + (f" <b>{len(bad)} fits could not be made</b> (rows in "
-                 "red, with the reason)." if len(bad) else "") + "</p>")
-    parts.append("<h2>Fits</h2>" + _table_html(table, threshold))
+    n_trusted = int(heads["trusted"].sum())
+    n_bad = int((~heads["status"].isin(["ok", "at_bound"])).sum())
+    unfit = (f" <b>Fits could not be made for {n_bad} groups</b> (in red, with the reason)." if n_bad else "")
+    parts.append(f"<h2>Answers</h2><p class=note>{n_groups} groups, {n_trusted} with a trusted answer.{unfit} Per group, "
+                 "every law is fitted to every frontier estimator of the visible models and back-tested inside them "
+                 "(fit below a US cut, predict the frontier above it); the best predictor is the headline. A "
+                 "headline is trusted only when no warning applies. Accuracies and errors in points; definitions: "
+                 "docs/analysis.md.</p>" + _answers_html(heads, threshold))
+    parts.append("<h2>Headline and the paper's fit</h2>" + _table_html(fits))
     if (figs / "fits_grid.png").exists():
         parts.append("<h2>DS vs US accuracy</h2>" + _img("figures/fits_grid.png", "fits grid"))
     group_pngs = sorted((figs / "groups").glob("*.png")) if (figs / "groups").exists() else []
@@ -142,8 +150,8 @@ def render_report(results_dir: str | os.PathLike[str], *, title: str = "meta-stu
         parts.append("<h2>Per task</h2><div class=grid>" +
                      "".join(_img(f"figures/groups/{p.name}", p.stem) for p in group_pngs) + "</div>")
     if (figs / "sensitivity.png").exists():
-        parts.append("<h2>Sample-size sensitivity</h2><p class=note>Fitting and prediction error of hull and "
-                     "all-point fits on random subsamples of the models (mean &plusmn; sd over trials).</p>"
+        parts.append("<h2>Sample-size sensitivity</h2><p class=note>Fitting and prediction error of Eq. 1 on each frontier "
+                     "estimator on random subsamples of the models (mean &plusmn; sd over trials).</p>"
                      + _img("figures/sensitivity.png", "sensitivity"))
     if (figs / "params_vs_shots.png").exists():
         parts.append("<h2>Parameters vs shots</h2>" + _img("figures/params_vs_shots.png", "params vs shots"))

@@ -1,17 +1,32 @@
-"""The held-out split and the fit_err / pred_err definitions, checked by hand."""
+"""The held-out split, back-tested selection, trust flags and intervals, checked on known laws."""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
 
-from meta_study.analysis.holdout import FitOptions, fit_group, holdout_threshold
+from meta_study.analysis.holdout import FitOptions, fit_group, fit_groups, holdout_threshold
+from meta_study.analysis.hull import upper_hull
+from meta_study.analysis.laws import LAWS
+from meta_study.analysis.selection import SelectionOptions
+
+#: Laws whose frontiers differ enough over [0.3, 0.95] for a back-test to tell them apart.
+DISTINCT = {
+    "eq1": ({"k": 0.9, "alpha": 1.6, "e_ir": 0.25}, 0.95),
+    "eq1-bayes": ({"k": 0.8, "alpha": 0.5, "e_ir": 0.1, "e_us_star": 0.1}, 0.89),
+    "power": ({"k": 0.9, "alpha": 0.6}, 0.95),
+    "logit-linear": ({"a": 0.4, "b": 1.6}, 0.95),
+    "probit-linear": ({"a": 0.3, "b": 1.5}, 0.95),
+}
 
 
-def law_acc(us, k, alpha, c):
-    return 1 - (k * (1 - us) ** alpha + c)
+def cloud(law: str, params: dict, seed: int, *, n: int = 1500, hi: float = 0.95, gap: float = 0.003):
+    rng = np.random.default_rng(seed)
+    us = rng.uniform(0.3, hi, n)
+    return us, np.clip(LAWS[law].predict(params, us) - rng.exponential(gap, n), 0, 1)
 
 
 def test_threshold_by_quantile_and_by_value():
@@ -19,82 +34,124 @@ def test_threshold_by_quantile_and_by_value():
     assert holdout_threshold(us, FitOptions()) == pytest.approx(np.quantile(us, 0.8))
     assert holdout_threshold(us, FitOptions(holdout_above=0.55)) == 0.55
     assert holdout_threshold(us, FitOptions(holdout_quantile=None)) == 1.0
+    assert holdout_threshold(us, FitOptions(holdout_quantile=1.0)) == 1.0
 
 
-def test_errors_follow_the_definitions():
-    rng = np.random.default_rng(0)
-    us = np.sort(rng.uniform(0.3, 0.95, 120))
-    ds = law_acc(us, 0.9, 1.3, 0.1) - np.abs(rng.normal(0, 0.03, us.size))   # points under a frontier
-    hull, allf = fit_group(us, ds, FitOptions(holdout_above=0.8))
-    fit_mask = us <= 0.8
-    assert hull.holdout_threshold == 0.8 and allf.n_fit == fit_mask.sum() and hull.n_heldout == (~fit_mask).sum()
-    # all points: fit_err over fitting points, pred_err over held-out points
-    pa = allf.fit.predict_accuracy(us)
-    assert allf.fit_err == pytest.approx(np.mean(np.abs(pa[fit_mask] - ds[fit_mask])))
-    assert allf.pred_err == pytest.approx(np.mean(np.abs(pa[~fit_mask] - ds[~fit_mask])))
-    # hull: fit_err over the hull vertices of the fitting points ...
-    from meta_study.analysis.hull import hull_frontier, upper_hull
-    fi = np.flatnonzero(fit_mask)
-    hv = fi[upper_hull(us[fi], ds[fi])]
-    ph = hull.fit.predict_accuracy(us)
-    assert hull.n_fit == hv.size
-    assert hull.fit_err == pytest.approx(np.mean(np.abs(ph[hv] - ds[hv])))
-    # ... pred_err against the whole group's hull at the held-out US accuracies
-    full = upper_hull(us, ds)
-    target = hull_frontier(us[full], ds[full], us[~fit_mask])
-    assert hull.pred_err == pytest.approx(np.mean(np.abs(ph[~fit_mask] - target)))
+def test_every_candidate_is_fitted_and_exactly_one_is_the_headline():
+    us, ds = cloud("eq1", DISTINCT["eq1"][0], 0)
+    s = fit_group(us, ds)
+    assert len(s.candidates) == len(LAWS) * 6
+    assert {(c.law, c.frontier) for c in s.candidates} >= {("eq1", "vertices"), ("logit-linear", "all")}
+    assert s.best.frontier != "all" and s.best.fit.usable
+    others = [c.backtest_err for c in s.candidates if c.headline_eligible and c is not s.best]
+    assert s.best.backtest_err <= min(others) and s.backtest_margin == pytest.approx(
+        sorted(others)[0] - s.best.backtest_err)
 
 
-def test_hull_fit_predicts_the_frontier_better_than_the_cloud():
-    # models scattered below a frontier law: beyond the fitting range, the hull fit tracks the
-    # frontier (the best achievable accuracy) and the all-points fit tracks the cloud below it
-    grid = np.linspace(0.86, 0.95, 20)
-    truth = law_acc(grid, 0.9, 1.3, 0.1)
-    hull_err, all_err = [], []
-    for seed in range(6):
-        rng = np.random.default_rng(seed)
-        us = rng.uniform(0.3, 0.95, 1500)
-        ds = law_acc(us, 0.9, 1.3, 0.1) - rng.exponential(0.03, us.size)
-        hull, allf = fit_group(us, ds)
-        hull_err.append(np.mean(np.abs(hull.fit.predict_accuracy(grid) - truth)))
-        all_err.append(np.mean(np.abs(allf.fit.predict_accuracy(grid) - truth)))
-    assert np.mean(hull_err) < 0.5 * np.mean(all_err)
-    assert np.mean(hull_err) < 0.02
+def test_pred_err_is_the_rmse_against_the_heldout_frontier():
+    us, ds = cloud("eq1", DISTINCT["eq1"][0], 1, gap=0.03)
+    s = fit_group(us, ds, FitOptions(holdout_above=0.8))
+    held = us > 0.8
+    h = upper_hull(us[held], ds[held])
+    tx, ty = us[held][h], ds[held][h]
+    for c in s.candidates:
+        if c.frontier == "all":
+            want = np.sqrt(np.mean((c.fit.predict_accuracy(us[held]) - ds[held]) ** 2))
+        else:
+            want = np.sqrt(np.mean((c.fit.predict_accuracy(tx) - ty) ** 2))
+        assert c.pred_err == pytest.approx(want, rel=1e-12)
+    assert s.flat_pred_err == pytest.approx(np.sqrt(np.mean((ds[~held].max() - ty) ** 2)))
+    assert s.n_heldout == held.sum() and s.holdout_threshold == 0.8
 
 
-def test_no_heldout_points_gives_nan_pred_err():
-    us = np.linspace(0.3, 0.9, 30)
-    hull, allf = fit_group(us, law_acc(us, 0.5, 1.0, 0.1), FitOptions(holdout_above=1.0))
-    assert hull.n_heldout == 0 and math.isnan(hull.pred_err) and math.isnan(allf.pred_err)
-    assert allf.fit_err < 1e-9
+def test_heldout_models_never_change_the_choice():
+    # the models above the hold-out line are only scored: moving them changes pred_err, not the fits
+    us, ds = cloud("power", DISTINCT["power"][0], 2)
+    thr = float(np.quantile(us, 0.8))
+    ds2 = np.where(us > thr, ds * 0.5, ds)
+    a, b = fit_group(us, ds), fit_group(us, ds2)
+    assert (a.best.law, a.best.frontier) == (b.best.law, b.best.frontier)
+    assert a.best.fit.params == b.best.fit.params and a.best.pred_err != b.best.pred_err
 
 
-def test_degenerate_groups_get_statuses_and_nan_errors():
-    hull, allf = fit_group(np.array([0.5, 0.6]), np.array([0.3, 0.4]))
-    assert hull.fit.status == allf.fit.status == "too_few_points"
-    assert math.isnan(hull.fit_err) and math.isnan(allf.pred_err)
-    hull, allf = fit_group(np.full(5, 0.7), np.linspace(0.1, 0.5, 5))
-    assert allf.fit.status == "degenerate"
-    hull, allf = fit_group(np.array([1.0, 1.0, 1.0, 1.0]), np.array([0.9, 0.8, 0.7, 0.6]))  # e_US = 0
-    assert allf.fit.status == "degenerate" and not allf.fit.usable
+@pytest.mark.parametrize("law", sorted(DISTINCT))
+def test_selection_picks_the_true_law(law):
+    params, hi = DISTINCT[law]
+    picks = Counter(fit_group(*cloud(law, params, seed, hi=hi)).best.law for seed in range(4))
+    assert picks.most_common(1)[0][0] == law and picks[law] >= 3, picks
 
 
-def test_batched_frontier_errors_equal_the_per_fit_ones():
-    from meta_study.analysis.holdout import FitOptions, frontier_errors, frontier_errors_many, prepare
-    from meta_study.analysis.powerlaw import fit_power_laws
+def test_a_clean_group_is_trusted_and_its_claims_are_right():
+    p = {"k": 0.9, "alpha": 1.6, "e_ir": 0.25}
+    us, ds = cloud("eq1", p, 3, hi=0.995)
+    s = fit_group(us, ds, FitOptions(holdout_quantile=1.0))      # the answer from every model
+    assert s.trusted and s.warnings == (), s.warnings
+    cl = s.claims
+    t = 0.1
+    u_star = 1 - (t / (p["k"] * p["alpha"])) ** (1 / (p["alpha"] - 1))
+    assert cl.stop_paying_lo - 0.01 <= u_star <= cl.stop_paying_hi + 0.01
+    truth = LAWS["eq1"].predict(p, np.array([cl.predict_us]))[0]
+    assert cl.predict_lo <= truth <= cl.predict_hi
+    assert cl.saturation == pytest.approx(0.75, abs=0.03)
 
-    rng = np.random.default_rng(5)
-    us = rng.uniform(0.3, 0.9, 400)
-    ds = 1 - (0.8 * (1 - us) ** 1.2 + 0.1) - rng.exponential(0.03, 400)
-    for quantile in (0.8, None):                      # with and without held-out points
-        p = prepare(us, ds, FitOptions(holdout_quantile=quantile))
-        used = [rng.choice(p.fit_idx, size=int(n), replace=False) for n in (2, 5, 40, 200)]  # 2 points: unusable
-        used += [p.hull_idx]
-        frontiers = ["all", "hull", "all", "hull", "hull"]
-        fits = fit_power_laws([1 - us[i] for i in used], [1 - ds[i] for i in used])
-        assert not fits[0].usable
-        fe, pe = frontier_errors_many(p, frontiers, fits, used)
-        for j, (fr, f, idx) in enumerate(zip(frontiers, fits, used)):
-            want = frontier_errors(p, fr, f, idx)
-            np.testing.assert_allclose([fe[j], pe[j]], want, rtol=1e-12, atol=1e-15, equal_nan=True)
-        assert np.isnan(fe[0]) and np.isfinite(fe[1:]).all()
+
+def test_a_chord_is_flagged():
+    # a few weak models far to the left and an accelerating cloud near the top: the hull is one
+    # long chord with no model near it
+    rng = np.random.default_rng(4)
+    us = np.concatenate([rng.uniform(0.40, 0.42, 5), rng.uniform(0.75, 0.9, 600)])
+    ds = np.concatenate([rng.uniform(0.02, 0.05, 5), np.clip(4.0 * (us[5:] - 0.75) ** 1.5, 0, 1)])
+    ds[5:] -= rng.exponential(0.01, 600)
+    s = fit_group(us, np.clip(ds, 0, 1))
+    vertices = next(c for c in s.candidates if (c.law, c.frontier) == ("eq1", "vertices"))
+    assert any(w.startswith("chord:") for w in vertices.warnings), vertices.warnings
+
+
+def test_too_few_points_are_flagged_and_never_trusted():
+    u = np.array([0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9])
+    d = 1 - (0.9 * (1 - u) ** 1.5 + 0.2)
+    s = fit_group(u, d)
+    assert not s.trusted
+    assert any(w.startswith("few_points:") for w in s.warnings) or any(w.startswith("backtest: no back-test")
+                                                                      for w in s.warnings)
+    tiny = fit_group(np.array([0.5, 0.6]), np.array([0.3, 0.4]))
+    assert not tiny.trusted and tiny.warnings and all(not c.fit.usable for c in tiny.candidates
+                                                      if c.law in ("eq1", "eq1-bayes"))
+
+
+def test_backtest_tolerance_decides_trust():
+    us, ds = cloud("eq1", {"k": 0.9, "alpha": 1.6, "e_ir": 0.25}, 5, hi=0.99, gap=0.02)
+    loose = fit_group(us, ds, FitOptions(selection=SelectionOptions(tolerance=0.5)))
+    strict = fit_group(us, ds, FitOptions(selection=SelectionOptions(tolerance=1e-5)))
+    assert not strict.trusted and any(w.startswith("backtest: error") for w in strict.warnings)
+    assert (loose.best.law, loose.best.frontier) == (strict.best.law, strict.best.frontier)
+
+
+def test_interval_coverage_on_synthetic_groups():
+    # 40 groups from a known law with noisy models; the 90% prediction interval at predict_us
+    # must cover the true frontier in most groups, and the back-test coverage is reported
+    p = {"k": 0.9, "alpha": 1.4, "e_ir": 0.2}
+    groups = [cloud("eq1", p, 100 + i, n=400, gap=0.02) for i in range(40)]
+    sels = fit_groups(groups, FitOptions(selection=SelectionOptions(n_boot=60)), keys=[(i,) for i in range(40)])
+    hit = [s.claims.predict_lo <= LAWS["eq1"].predict(p, np.array([s.claims.predict_us]))[0] <= s.claims.predict_hi
+           for s in sels]
+    assert np.mean(hit) >= 0.8, np.mean(hit)
+    cov = np.array([s.best.coverage for s in sels])
+    assert np.isfinite(cov).all() and 0.7 <= cov.mean() <= 1.0
+
+
+def test_holdout_quantile_one_fits_every_point():
+    us, ds = cloud("eq1", DISTINCT["eq1"][0], 6)
+    s = fit_group(us, ds, FitOptions(holdout_quantile=1.0))
+    assert s.n_heldout == 0 and math.isnan(s.best.pred_err) and math.isfinite(s.best.backtest_err)
+    allf = next(c for c in s.candidates if (c.law, c.frontier) == ("eq1", "all"))
+    assert allf.n_fit == us.size
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="unknown law"):
+        SelectionOptions(laws=("eq2",))
+    with pytest.raises(ValueError, match="unknown frontier"):
+        SelectionOptions(frontiers=("hull",))
+    with pytest.raises(ValueError, match="cuts"):
+        SelectionOptions(cuts=(0.5, 1.5))

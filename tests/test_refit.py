@@ -68,7 +68,7 @@ def test_only_changed_groups_are_resampled(tmp_path):
         pd.testing.assert_frame_equal(old[old["ds_task"] == task].reset_index(drop=True),
                                       new[new["ds_task"] == task].reset_index(drop=True))
     fits = pd.read_parquet(Path(second.version_dir) / "fits.parquet")
-    assert fits.set_index(["ds_task", "frontier"]).loc[("b", "all"), "n_points"] == 70
+    assert fits.set_index(["ds_task", "law", "frontier"]).loc[("b", "eq1", "all"), "n_points"] == 70
     info = json.loads((Path(second.version_dir) / "refit.json").read_text())
     assert info["previous"] == Path(first.version_dir).name and len(info["changed"]) == 1
 
@@ -97,10 +97,15 @@ def test_refit_publishes_one_mlflow_run(tmp_path, mlflow_server):
     assert run.data.params["store"] == s.uri and run.data.params["n_groups"] == "3"
     info = json.loads((Path(r.version_dir) / "refit.json").read_text())
     assert run.data.params["fingerprint"] == info["fingerprint"]
-    fits = pd.read_parquet(Path(r.version_dir) / "fits.parquet").set_index(["ds_task", "frontier"])
-    key = metric_key("fit", "up", "a", "fewshot", 5, "hull", "saturation")
-    assert key == "fit/up/a/fewshot/5/hull/saturation"
-    assert run.data.metrics[key] == pytest.approx(fits.loc[("a", "hull"), "saturation"])
+    fits = pd.read_parquet(Path(r.version_dir) / "fits.parquet")
+    key = metric_key("fit", "up", "a", "fewshot", 5, "vertices", "saturation")
+    assert key == "fit/up/a/fewshot/5/vertices/saturation"
+    paper = fits.set_index(["ds_task", "law", "frontier"]).loc[("a", "eq1", "vertices")]
+    assert run.data.metrics[key] == pytest.approx(paper["saturation"])
+    head = fits[fits["headline"]].set_index("ds_task").loc["a"]
+    assert run.data.metrics[metric_key("fit", "up", "a", "fewshot", 5, "headline", "backtest_err")] == \
+        pytest.approx(head["backtest_err"])
+    assert run.data.metrics[metric_key("fit", "up", "a", "fewshot", 5, "headline", "trusted")] == float(head["trusted"])
     arts = {a.path for a in client.list_artifacts(r.mlflow_run_id)}
     assert {"index.html", "fits.parquet", "sensitivity.parquet", "bootstrap.parquet", "figures", "correlations"} <= arts
     figs = {a.path for a in client.list_artifacts(r.mlflow_run_id, "figures")}

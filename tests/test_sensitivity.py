@@ -31,11 +31,12 @@ def test_sensitivity_rows_and_determinism():
     b = sensitivity_group(g.key, g.us_acc, g.ds_acc, opts)
     pd.testing.assert_frame_equal(a, b)
     sizes = default_sizes(int((g.us_acc <= np.quantile(g.us_acc, 0.8)).sum()))
-    assert len(a) == len(sizes) * 4 * 2
-    assert set(a["frontier"]) == {"hull", "all"} and a["n"].max() == sizes[-1]
+    from meta_study.analysis.frontiers import FRONTIERS
+    assert len(a) == len(sizes) * 4 * len(FRONTIERS)
+    assert set(a["frontier"]) == set(FRONTIERS) and a["n"].max() == sizes[-1]
     # the all-points fit of a draw of size n uses n points; the hull uses its vertices
     assert (a.loc[a["frontier"] == "all", "n_fit"] == a.loc[a["frontier"] == "all", "n"]).all()
-    assert (a.loc[a["frontier"] == "hull", "n_fit"] < a.loc[a["frontier"] == "hull", "n"]).all()
+    assert (a.loc[a["frontier"] == "vertices", "n_fit"] < a.loc[a["frontier"] == "vertices", "n"]).all()
     c = sensitivity_group(g.key, g.us_acc, g.ds_acc, SensitivityOptions(trials=4, seed=4))
     assert not np.allclose(a["alpha"], c["alpha"], equal_nan=True)
 
@@ -44,7 +45,7 @@ def test_errors_shrink_with_more_models():
     g = synthetic_group("a", 800, 1)
     t = sensitivity_group(g.key, g.us_acc, g.ds_acc, SensitivityOptions(trials=10))
     s = summarize_sensitivity(t)
-    hull = s[s["frontier"] == "hull"].sort_values("n")
+    hull = s[s["frontier"] == "vertices"].sort_values("n")
     assert hull["pred_err_mean"].iloc[-1] < hull["pred_err_mean"].iloc[0]
     assert hull["pred_err_std"].iloc[-2] < hull["pred_err_std"].iloc[0]
 

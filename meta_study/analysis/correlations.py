@@ -20,9 +20,13 @@ import pandas as pd
 from scipy import stats
 
 FIT_PARAMS = ("k", "alpha", "e_ir")
+#: F.1 and F.2 are about the paper's Eq. 1 on its two frontiers (hull vertices and all points).
+PAPER_FRONTIERS = ("vertices", "all")
 
 
 def _usable(fits: pd.DataFrame) -> pd.DataFrame:
+    if "law" in fits:
+        fits = fits[(fits["law"] == "eq1") & fits["frontier"].isin(PAPER_FRONTIERS)]
     f = fits[fits["status"].isin(["ok", "at_bound"]) & fits["shots"].notna()]
     return f.astype({"shots": "int64"})
 

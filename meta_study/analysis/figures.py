@@ -1,9 +1,10 @@
 """Figures in the paper's style, written as PNG and SVG.
 
 - :func:`plot_fit_grid` / :func:`plot_group`: DS vs US accuracy per group with all points, the
-  upper hull, both fitted laws extended over the held-out range and the saturation line
-  (paper Fig. 1, F.6-F.9).
-- :func:`plot_sensitivity`: fit_err and pred_err against sample size, hull vs all (Fig. 3, F.10-F.16).
+  headline's frontier and law (with its prediction interval) and the paper's Eq. 1 on the hull
+  vertices, extended over the held-out range (paper Fig. 1, F.6-F.9).
+- :func:`plot_sensitivity`: fit_err and pred_err against sample size per frontier estimator
+  (Fig. 3, F.10-F.16).
 - :func:`plot_params_vs_shots`: k, alpha and e_ir against the number of shots (F.4/F.5).
 - :func:`plot_heatmap`: correlation matrices (F.20/F.21).
 
@@ -20,11 +21,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .holdout import FrontierFit
+from .selection import Candidate, GroupSelection
 
 HULL_COLOR = "#c0392b"
 ALL_COLOR = "#2471a3"
 POINT_COLOR = "#7f8c8d"
+FRONTIER_COLORS = {"vertices": HULL_COLOR, "hull-curve": "#e67e22", "bins": "#27ae60", "hull-curve-upper": "#8e44ad",
+                   "bins-upper": "#16a085", "all": ALL_COLOR}
 
 
 def _plt() -> Any:
@@ -52,35 +55,44 @@ def save(fig: Any, stem: str, footer: str | None = None) -> list[str]:
     return paths
 
 
-def _fit_label(name: str, f: FrontierFit) -> str:
-    if not f.fit.usable:
-        return f"{name}: {f.fit.status}"
-    return (f"{name}: k={f.fit.k:.3g}, α={f.fit.alpha:.3g}, sat={f.fit.saturation:.3f}"
-            + (f", pred err={f.pred_err:.3f}" if math.isfinite(f.pred_err) else ""))
+def _fit_label(name: str, c: Candidate) -> str:
+    if not c.fit.usable:
+        return f"{name}: {c.fit.status}"
+    err = f", pred err {100 * c.pred_err:.1f} pt" if math.isfinite(c.pred_err) else ""
+    return f"{name}: {c.law} on {c.frontier}, sat {100 * c.fit.saturation:.1f}%{err}"
 
 
-def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, hull: FrontierFit, allf: FrontierFit, title: str,
-               hull_idx: np.ndarray | None = None) -> None:
-    """One DS-vs-US panel (accuracies in percent)."""
-    thr = hull.holdout_threshold
+def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelection, paper: Candidate | None,
+               title: str, frontier_us: np.ndarray | None = None, frontier_ds: np.ndarray | None = None) -> None:
+    """One DS-vs-US panel (accuracies in percent): the headline in red, the paper's Eq. 1 on the
+    hull vertices in blue (dashed beyond the hold-out line)."""
+    thr = selection.holdout_threshold
     held = us > thr if math.isfinite(thr) else np.zeros(us.size, bool)
     ax.scatter(us[~held] * 100, ds[~held] * 100, s=6, color=POINT_COLOR, alpha=0.45, lw=0, label="models")
     if held.any():
         ax.scatter(us[held] * 100, ds[held] * 100, s=9, facecolors="none", edgecolors=POINT_COLOR, lw=0.6,
                    alpha=0.8, label="held out")
-    if hull_idx is not None and hull_idx.size:
-        ax.plot(us[hull_idx] * 100, ds[hull_idx] * 100, "o-", color=HULL_COLOR, ms=3, lw=0.8, alpha=0.7,
-                label="upper hull (fit data)")
+    head = selection.best
+    if frontier_us is not None and frontier_us.size:
+        ax.plot(frontier_us * 100, frontier_ds * 100, ".", color=HULL_COLOR, ms=3, alpha=0.6,
+                label=f"{head.frontier} frontier (fit data)")
     lo = float(np.nanmin(us)) if us.size else 0.0
     xs_fit = np.linspace(lo, thr if math.isfinite(thr) else float(np.nanmax(us)), 200)
     xs_ext = np.linspace(xs_fit[-1], min(1.0, max(float(np.nanmax(us)) + 0.02, xs_fit[-1] + 0.02)), 80)
-    for f, color, name in ((hull, HULL_COLOR, "hull fit"), (allf, ALL_COLOR, "all-points fit")):
-        if not f.fit.usable:
+    trust = "trusted" if selection.trusted else "not trusted"
+    shown = [(head, HULL_COLOR, f"headline ({trust})")]
+    if paper is not None and (paper.law, paper.frontier) != (head.law, head.frontier):
+        shown.append((paper, ALL_COLOR, "paper"))
+    for c, color, name in shown:
+        if not c.fit.usable:
             continue
-        ax.plot(xs_fit * 100, f.fit.predict_accuracy(xs_fit) * 100, color=color, lw=1.4, label=_fit_label(name, f))
-        ax.plot(xs_ext * 100, f.fit.predict_accuracy(xs_ext) * 100, color=color, lw=1.4, ls="--")
-    if hull.fit.usable:
-        ax.axhline(hull.fit.saturation * 100, color=HULL_COLOR, lw=0.8, ls=":", label="hull saturation")
+        ax.plot(xs_fit * 100, c.fit.predict_accuracy(xs_fit) * 100, color=color, lw=1.4, label=_fit_label(name, c))
+        ax.plot(xs_ext * 100, c.fit.predict_accuracy(xs_ext) * 100, color=color, lw=1.4, ls="--")
+    cl = selection.claims
+    if math.isfinite(cl.predict_lo):
+        ax.errorbar([cl.predict_us * 100], [cl.predict_ds * 100],
+                    yerr=[[100 * (cl.predict_ds - cl.predict_lo)], [100 * (cl.predict_hi - cl.predict_ds)]],
+                    fmt="s", color=HULL_COLOR, ms=4, capsize=3, lw=1, label="prediction, 90% interval")
     if math.isfinite(thr) and held.any():
         ax.axvline(thr * 100, color="#444444", lw=0.6, ls="-.", alpha=0.6)
     # the axes follow the data: an extrapolated law must not squash the points
@@ -90,7 +102,7 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, hull: FrontierFit, allf:
     ax.set_title(title)
     ax.set_xlabel("US accuracy (%)")
     ax.set_ylabel("DS accuracy (%)")
-    ax.legend(fontsize=6, loc="best", frameon=False)
+    ax.legend(fontsize=6, loc="upper left", frameon=False)
 
 
 def plot_fit_grid(panels: Sequence[dict[str, Any]], stem: str, *, footer: str | None = None,
@@ -118,12 +130,12 @@ def plot_group(panel: dict[str, Any], stem: str, *, footer: str | None = None) -
 
 def plot_sensitivity(summary: pd.DataFrame, stem: str, *, footer: str | None = None,
                      title: str = "Sample-size sensitivity") -> list[str]:
-    """Fit and prediction error against the number of models, hull vs all (mean ± sd over trials,
-    averaged over groups)."""
+    """Fit and prediction error against the number of models per frontier estimator (mean ± sd
+    over trials, averaged over groups)."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), squeeze=False)
     for ax, metric, name in ((axes[0, 0], "fit_err", "fitting error"), (axes[0, 1], "pred_err", "prediction error")):
-        for frontier, color in (("hull", HULL_COLOR), ("all", ALL_COLOR)):
+        for frontier, color in FRONTIER_COLORS.items():
             s = summary[summary["frontier"] == frontier]
             if s.empty:
                 continue
@@ -153,11 +165,11 @@ def plot_params_vs_shots(fits: pd.DataFrame, stem: str, *, footer: str | None = 
     cmap = plt.get_cmap("tab10")
     for ax, p in zip(axes.flat, ("k", "alpha", "e_ir")):
         for i, ds in enumerate(tasks):
-            for frontier, ls in (("hull", "-"), ("all", "--")):
+            for frontier, ls in (("vertices", "-"), ("all", "--")):
                 g = f[(f["ds_task"] == ds) & (f["frontier"] == frontier)].sort_values("shots")
                 if len(g):
                     ax.plot(g["shots"], g[p], ls=ls, marker="o", ms=3, color=cmap(i % 10),
-                            label=f"{ds}" if frontier == "hull" else None)
+                            label=f"{ds}" if frontier == "vertices" else None)
         ax.set_xscale("log")
         ax.set_xlabel("shots")
         ax.set_title({"k": "k", "alpha": "α", "e_ir": "e_IR"}[p])
@@ -166,7 +178,7 @@ def plot_params_vs_shots(fits: pd.DataFrame, stem: str, *, footer: str | None = 
     else:
         axes[0, 1].text(0.5, 0.5, "no few-shot groups with several shot settings", ha="center", va="center",
                         transform=axes[0, 1].transAxes)
-    fig.suptitle("Fitted parameters vs shots (hull solid, all points dashed)")
+    fig.suptitle("Eq. 1 parameters vs shots (hull vertices solid, all points dashed)")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return save(fig, stem, footer)
 

@@ -21,13 +21,24 @@ import pyarrow.parquet as pq
 from .. import __version__
 from .correlations import correlation_tables
 from .groups import Group, load_groups
-from .holdout import FitOptions, FrontierFit, fit_groups, prepare
+from .frontiers import frontier_points
+from .holdout import FitOptions, fit_groups
+from .laws import PARAM_COLUMNS
+from .selection import GroupSelection
 from .sensitivity import BootstrapOptions, SensitivityOptions, bootstrap, sensitivity, summarize_sensitivity
 
 Progress = Callable[[str, int, int | None], None]
 
-FITS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "frontier", "n_points", "n_fit", "k", "alpha", "e_ir",
-                "saturation", "fit_err", "pred_err", "holdout_threshold", "status", "message")
+#: fits.parquet: one row per group x law x frontier. Accuracies and errors are fractions; the
+#: claims (saturation ... predict_hi) are filled for the headline row only.
+FITS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "law", "frontier", "n_points", "n_fit", "n_support",
+                *PARAM_COLUMNS, "saturation", "fit_err", "pred_err", "backtest_err", "backtest_margin",
+                "flat_backtest_err", "flat_pred_err", "coverage", "holdout_threshold", "n_heldout",
+                "headline", "trusted", "warnings",
+                "saturation_lo", "saturation_hi", "stop_paying_us", "stop_paying_lo", "stop_paying_hi",
+                "predict_us", "predict_ds", "predict_lo", "predict_hi", "status", "message")
+CLAIM_COLUMNS = ("saturation_lo", "saturation_hi", "stop_paying_us", "stop_paying_lo", "stop_paying_hi",
+                 "predict_us", "predict_ds", "predict_lo", "predict_hi")
 #: CSV copies are written for tables up to this many rows.
 CSV_MAX_ROWS = 200_000
 
@@ -80,22 +91,39 @@ def footer(store: Any, what: str) -> str:
     return f"data: {store.uri} (store v{version}) · {what} · meta-study {__version__} · {now}"
 
 
-def fits_frame(groups: Sequence[Group], pairs: Sequence[tuple[FrontierFit, FrontierFit]]) -> pd.DataFrame:
+def fits_frame(groups: Sequence[Group], selections: Sequence[GroupSelection]) -> pd.DataFrame:
+    """The rows of ``fits.parquet`` (:data:`FITS_COLUMNS`) for groups and their selections."""
     rows = []
-    for g, pair in zip(groups, pairs):
-        for f in pair:
-            rows.append({**g.key_dict, "frontier": f.frontier, "n_points": f.n_points, "n_fit": f.n_fit,
-                         "k": f.fit.k, "alpha": f.fit.alpha, "e_ir": f.fit.e_ir, "saturation": f.fit.saturation,
-                         "fit_err": f.fit_err, "pred_err": f.pred_err, "holdout_threshold": f.holdout_threshold,
-                         "status": f.fit.status, "message": f.fit.message})
+    for g, sel in zip(groups, selections):
+        for i, c in enumerate(sel.candidates):
+            head = i == sel.headline
+            row = {**g.key_dict, "law": c.law, "frontier": c.frontier, "n_points": sel.n_points, "n_fit": c.n_fit,
+                   "n_support": c.n_support, **{p: float(c.fit.params.get(p, math.nan)) for p in PARAM_COLUMNS},
+                   "saturation": c.fit.saturation, "fit_err": c.fit_err, "pred_err": c.pred_err,
+                   "backtest_err": c.backtest_err, "backtest_margin": sel.backtest_margin if head else math.nan,
+                   "flat_backtest_err": sel.flat_backtest_err, "flat_pred_err": sel.flat_pred_err,
+                   "coverage": c.coverage, "holdout_threshold": sel.holdout_threshold, "n_heldout": sel.n_heldout,
+                   "headline": head, "trusted": bool(sel.trusted) if head else False,
+                   "warnings": "; ".join(sel.warnings if head else c.warnings),
+                   **{col: float(getattr(sel.claims, col)) if head else math.nan for col in CLAIM_COLUMNS},
+                   "status": c.fit.status, "message": c.fit.message}
+            rows.append(row)
     df = pd.DataFrame(rows, columns=list(FITS_COLUMNS))
-    return df.astype({"shots": "Int64", "n_points": "int64", "n_fit": "int64"})
+    return df.astype({"shots": "Int64", "n_points": "int64", "n_fit": "int64", "n_support": "int64",
+                      "n_heldout": "int64", "headline": bool, "trusted": bool, "warnings": str})
+
+
+def headlines(fits: pd.DataFrame) -> pd.DataFrame:
+    """The headline row of every group (one per group, in the table's order)."""
+    return fits[fits["headline"].astype(bool)].reset_index(drop=True)
 
 
 def _options_text(o: FitOptions) -> str:
     split = (f"holdout above {o.holdout_above:g}" if o.holdout_above is not None
              else f"holdout q={o.holdout_quantile:g}" if o.holdout_quantile is not None else "no holdout")
-    return f"loss={o.loss}, {split}, alpha<={o.alpha_max:g}" + (", non-decreasing hull" if o.nondecreasing else "")
+    return (f"{split}, {len(o.selection.laws)} laws x {len(o.selection.frontiers)} frontiers, back-test cuts "
+            f"{','.join(f'{c:g}' for c in o.selection.cuts)}, eq1 loss={o.loss}, alpha<={o.alpha_max:g}"
+            + (", non-decreasing frontiers" if o.nondecreasing else ""))
 
 
 def run_fit(store: Any, out_dir: str, *, selection: Selection = Selection(), options: FitOptions = FitOptions(),
@@ -112,28 +140,32 @@ def run_fit(store: Any, out_dir: str, *, selection: Selection = Selection(), opt
 def fit_to_dir(groups: Sequence[Group], out_dir: str, *, options: FitOptions = FitOptions(), figures: bool = True,
                max_group_figures: int = 60, footer_text: str | None = None) -> tuple[pd.DataFrame, Outputs]:
     """:func:`run_fit` on given groups."""
-    pairs = fit_groups([(g.us_acc, g.ds_acc) for g in groups], options)
-    df = fits_frame(groups, pairs)
+    selections = fit_groups([(g.us_acc, g.ds_acc) for g in groups], options, keys=[g.key for g in groups])
+    df = fits_frame(groups, selections)
     out = Outputs()
     write_table(df, os.path.join(out_dir, "fits"), out)
     if figures and groups:
         from . import figures as fig
 
-        n_panels = max(12, max_group_figures)  # the grid shows the first 12 groups
-        panels = [_panel(g, h, a, options) for g, (h, a) in zip(groups[:n_panels], pairs[:n_panels])]
-        out.figures += fig.plot_fit_grid(panels[:12], os.path.join(out_dir, "figures", "fits_grid"),
-                                         footer=footer_text, title="DS vs US accuracy: upper hull and fitted laws")
+        panels = [_panel(g, s, options) for g, s in zip(groups, selections)]
+        out.figures += fig.plot_fit_grid(panels, os.path.join(out_dir, "figures", "fits_grid"),
+                                         footer=footer_text, title="DS vs US accuracy: headline and Eq. 1 on the hull")
         for g, p in zip(groups[:max_group_figures], panels[:max_group_figures]):
             out.figures += fig.plot_group(p, os.path.join(out_dir, "figures", "groups", g.slug), footer=footer_text)
-        if df["shots"].notna().any():
-            out.figures += fig.plot_params_vs_shots(df, os.path.join(out_dir, "figures", "params_vs_shots"),
+        eq1 = df[(df["law"] == "eq1")]
+        if eq1["shots"].notna().any():
+            out.figures += fig.plot_params_vs_shots(eq1, os.path.join(out_dir, "figures", "params_vs_shots"),
                                                     footer=footer_text)
     return df, out
 
 
-def _panel(g: Group, hull: FrontierFit, allf: FrontierFit, options: FitOptions) -> dict[str, Any]:
-    p = prepare(g.us_acc, g.ds_acc, options)
-    return {"us": g.us_acc, "ds": g.ds_acc, "hull": hull, "allf": allf, "title": g.label, "hull_idx": p.hull_idx}
+def _panel(g: Group, sel: GroupSelection, options: FitOptions) -> dict[str, Any]:
+    vis = g.us_acc <= sel.holdout_threshold
+    paper = next((c for c in sel.candidates if (c.law, c.frontier) == ("eq1", "vertices")), None)
+    head = sel.best
+    F = frontier_points(head.frontier, g.us_acc[vis], g.ds_acc[vis], nondecreasing=options.nondecreasing)
+    return {"us": g.us_acc, "ds": g.ds_acc, "selection": sel, "paper": paper, "title": g.label,
+            "frontier_us": F.us, "frontier_ds": F.ds}
 
 
 def sensitivity_table(groups: Sequence[Group], options: SensitivityOptions, *, address: str | None = None,
@@ -219,7 +251,7 @@ def run_correlations(store: Any, out_dir: str, *, selection: Selection = Selecti
     rows = rows[rl.isna()] if selection.layer is None else rows[rl == selection.layer]
     if fits is None:
         groups = selection.load(store)
-        fits = fits_frame(groups, fit_groups([(g.us_acc, g.ds_acc) for g in groups]))
+        fits = fits_frame(groups, fit_groups([(g.us_acc, g.ds_acc) for g in groups], keys=[g.key for g in groups]))
     tables = correlation_tables(rows, fits)
     out = Outputs()
     for name, t in tables.items():
@@ -250,6 +282,3 @@ def _safe(key: Sequence[Any]) -> str:
     raw = "_".join("" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v) for v in key)
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in raw).strip("_")[:80]
 
-
-def finite_or_none(v: float) -> float | None:
-    return None if v is None or not np.isfinite(v) else float(v)

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .frontiers import FRONTIERS, frontier_points
 from .holdout import FitOptions, frontier_errors_many, prepare
-from .hull import SubsetHulls
 from .powerlaw import PowerLawFit, fit_power_laws
 from .groups import GROUP_COLUMNS, stable_hash
 
@@ -35,6 +35,7 @@ class SensitivityOptions:
         replace: draw with replacement (the bootstrap variant) instead of without.
         seed: the master seed.
         fit: how each draw is split and fitted.
+        frontiers: the frontier estimators compared (the paper's Eq. 1 is fitted to each).
     """
 
     sizes: tuple[int, ...] | None = None
@@ -44,6 +45,28 @@ class SensitivityOptions:
     replace: bool = False
     seed: int = 0
     fit: FitOptions = field(default_factory=FitOptions)
+    frontiers: tuple[str, ...] = tuple(FRONTIERS)
+
+    def __post_init__(self) -> None:
+        _check_frontiers(self.frontiers)
+
+
+def _check_frontiers(names: Sequence[str]) -> None:
+    bad = [f for f in names if f not in FRONTIERS]
+    if bad or not names:
+        raise ValueError(f"unknown frontier(s) {', '.join(bad) or '(none given)'}; the frontiers are "
+                         f"{', '.join(FRONTIERS)}")
+
+
+def _draw_problems(p: Any, s: np.ndarray, frontiers: Sequence[str], nondecreasing: bool
+                   ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(frontier, US, DS) points of each frontier estimator on the draw ``s`` (indices)."""
+    us, ds = p.us[s], p.ds[s]
+    out = []
+    for fr in frontiers:
+        F = frontier_points(fr, us, ds, nondecreasing=nondecreasing)
+        out.append((fr, F.us, F.ds))
+    return out
 
 
 def default_sizes(n_fit: int, n_sizes: int = 8, min_size: int = 10) -> list[int]:
@@ -74,11 +97,11 @@ def _rows(key: dict[str, Any], fits: Sequence[PowerLawFit], meta: Sequence[dict[
 
 def sensitivity_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray,
                       options: SensitivityOptions = SensitivityOptions()) -> pd.DataFrame:
-    """Fit both frontiers on random subsamples of a group's fitting points.
+    """Fit Eq. 1 to every frontier estimator on random subsamples of a group's fitting points.
 
-    For each size ``n`` and trial: draw ``n`` fitting points uniformly, recompute the upper hull
-    inside the draw, fit the hull and all points, and score ``fit_err`` (on the points each fit
-    used) and ``pred_err`` (on the group's held-out points, exactly as in :mod:`holdout`).
+    For each size ``n`` and trial: draw ``n`` fitting points uniformly, recompute each frontier
+    inside the draw, fit it, and score ``fit_err`` (on the points each fit used) and ``pred_err``
+    (against the group's held-out frontier, exactly as in :mod:`holdout`).
 
     Args:
         key: the group key (us_task, ds_task, eval_protocol, shots); seeds the draws.
@@ -89,7 +112,6 @@ def sensitivity_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray
     p = prepare(us_acc, ds_acc, options.fit)
     pool = p.fit_idx
     sizes = list(options.sizes) if options.sizes else default_sizes(pool.size, options.n_sizes, options.min_size)
-    hulls = SubsetHulls(p.us, p.ds, nondecreasing=options.fit.nondecreasing)
     problems_us, problems_ds, used, meta = [], [], [], []
     for n in sizes:
         n_draw = n if options.replace else min(n, pool.size)
@@ -98,16 +120,15 @@ def sensitivity_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray
                 s = pool
             else:
                 s = _rng(options.seed, key, _SENSITIVITY_STREAM, n, t).choice(pool, size=n_draw, replace=options.replace)
-            h = hulls.hull(s)
-            for frontier, idx in (("hull", h), ("all", s)):
-                problems_us.append(1.0 - p.us[idx])
-                problems_ds.append(1.0 - p.ds[idx])
-                used.append((frontier, idx))
-                meta.append({"n": int(n), "trial": t, "frontier": frontier, "n_fit": int(idx.size)})
+            for frontier, fu, fd in _draw_problems(p, s, options.frontiers, options.fit.nondecreasing):
+                problems_us.append(1.0 - fu)
+                problems_ds.append(1.0 - fd)
+                used.append((frontier, fu, fd))
+                meta.append({"n": int(n), "trial": t, "frontier": frontier, "n_fit": int(fu.size)})
     fits = fit_power_laws(problems_us, problems_ds, loss=options.fit.loss, alpha_max=options.fit.alpha_max)
     key_d = dict(zip(GROUP_COLUMNS, key))
     rows = _rows(key_d, fits, meta)
-    fit_err, pred_err = frontier_errors_many(p, [fr for fr, _ in used], fits, [idx for _, idx in used])
+    fit_err, pred_err = frontier_errors_many(p, [fr for fr, _, _ in used], fits, [(u, d) for _, u, d in used])
     for row, fe, pe in zip(rows, fit_err.tolist(), pred_err.tolist()):
         row["fit_err"], row["pred_err"] = fe, pe
     return pd.DataFrame(rows, columns=list(SENSITIVITY_COLUMNS))
@@ -128,20 +149,26 @@ BOOTSTRAP_COLUMNS = (*GROUP_COLUMNS, "frontier", "param", "estimate", "lo", "hi"
 
 @dataclass(frozen=True)
 class BootstrapOptions:
-    """B resamples (with replacement) of the fitting points; percentile intervals at ``level``."""
+    """B resamples (with replacement) of the fitting points; percentile intervals at ``level``,
+    for Eq. 1 on each of ``frontiers`` (the paper's pair by default: the headline's own intervals
+    are in ``fits.parquet``)."""
 
     n_boot: int = 1000
     level: float = 0.95
     seed: int = 0
     fit: FitOptions = field(default_factory=FitOptions)
+    frontiers: tuple[str, ...] = ("vertices", "all")
+
+    def __post_init__(self) -> None:
+        _check_frontiers(self.frontiers)
 
 
 def bootstrap_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray,
                     options: BootstrapOptions = BootstrapOptions()) -> pd.DataFrame:
-    """Percentile bootstrap intervals for k, alpha, e_ir and saturation, hull and all points.
+    """Percentile bootstrap intervals for k, alpha, e_ir and saturation of Eq. 1 on each frontier.
 
-    Each resample draws the fitting points with replacement, recomputes the hull inside the draw
-    and fits both frontiers. The estimate is the fit on the fitting points themselves.
+    Each resample draws the fitting points with replacement, recomputes every frontier inside the
+    draw and fits it. The estimate is the fit on the fitting points themselves.
 
     Returns:
         One row per (frontier, param): :data:`BOOTSTRAP_COLUMNS`; ``n_ok`` counts usable resamples.
@@ -151,24 +178,19 @@ def bootstrap_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray,
     rng = _rng(options.seed, key, _BOOTSTRAP_STREAM)
     draws = [rng.choice(pool, size=pool.size, replace=True) if pool.size else pool for _ in range(options.n_boot)]
     e_us, e_ds, frontiers = [], [], []
-    base = [("hull", p.hull_idx), ("all", pool)]
-    for frontier, idx in base:
-        e_us.append(1.0 - p.us[idx])
-        e_ds.append(1.0 - p.ds[idx])
-        frontiers.append(frontier)
-    hulls = SubsetHulls(p.us, p.ds, nondecreasing=options.fit.nondecreasing)
-    for s in draws:
-        h = hulls.hull(s)
-        for frontier, idx in (("hull", h), ("all", s)):
-            e_us.append(1.0 - p.us[idx])
-            e_ds.append(1.0 - p.ds[idx])
+    nd = options.fit.nondecreasing
+    for s in [pool, *draws]:
+        for frontier, fu, fd in _draw_problems(p, s, options.frontiers, nd):
+            e_us.append(1.0 - fu)
+            e_ds.append(1.0 - fd)
             frontiers.append(frontier)
     fits = fit_power_laws(e_us, e_ds, loss=options.fit.loss, alpha_max=options.fit.alpha_max)
+    m = len(options.frontiers)
     alpha_tail = (1.0 - options.level) / 2.0
     rows = []
-    for j, (frontier, _) in enumerate(base):
+    for j, frontier in enumerate(options.frontiers):
         est = fits[j]
-        boot = [f for f, fr in zip(fits[2:], frontiers[2:]) if fr == frontier and f.usable]
+        boot = [f for f, fr in zip(fits[m:], frontiers[m:]) if fr == frontier and f.usable]
         for param in PARAMS:
             vals = np.array([getattr(f, param) for f in boot], dtype=float)
             lo, hi = (np.quantile(vals, [alpha_tail, 1 - alpha_tail]) if vals.size else (math.nan, math.nan))

@@ -1,0 +1,396 @@
+"""A registry of DS-vs-US laws, each with a batched global fit and one frozen result type.
+
+Every law maps an upstream accuracy ``u`` to a downstream accuracy (fractions), with errors
+``e = 1 - accuracy``:
+
+========================  =====================================================  ==========================
+name                      law                                                    fitted by
+========================  =====================================================  ==========================
+``eq1``                   ``e_DS = k e_US^alpha + e_IR`` (Abnar et al., Eq. 1)   least squares in accuracy,
+                                                                                 variable projection
+                                                                                 (:mod:`powerlaw`, exact)
+``eq1-bayes``             ``e_DS = k (e_US - e_US*)^alpha + e_IR``, an upstream  least squares in accuracy:
+                          Bayes-error floor ``0 <= e_US* < min e_US`` (the       eq1's exact fit on a
+                          paper's footnote 2)                                    profile over ``e_US*``
+``power``                 ``e_DS = k e_US^alpha`` (the paper's log-linear        ordinary least squares of
+                          baseline)                                              ``log e_DS`` on ``log e_US``
+``logit-linear``          ``logit a_DS = a + b logit a_US`` (Kornblith et al.    ordinary least squares in
+                          2019; the paper's Fig. F.2)                            logit space
+``probit-linear``         ``Phi^-1(a_DS) = a + b Phi^-1(a_US)`` (Miller et al.   ordinary least squares in
+                          2021, "accuracy on the line")                          probit space
+========================  =====================================================  ==========================
+
+Each law is fitted by the criterion its authors use. The three linear-in-transform laws are
+convex least-squares problems solved in closed form, so every fit is its global optimum within
+its bounds (``b >= 0``, ``alpha >= 0``: DS does not fall as US rises). ``eq1-bayes`` is exact for
+each ``e_US*`` and searched on a grid of 12 values of ``e_US* / min e_US`` in [0, 0.98] refined by
+golden section (20 steps, to ~1e-4 of ``min e_US``).
+
+Transforms are clipped to accuracies in ``[CLIP, 1 - CLIP]`` (``CLIP = 1e-4``): an accuracy of
+exactly 0 or 1 would be infinite in logit/probit space and ``log 0`` in log space.
+
+Saturation is the DS accuracy the law reaches as US accuracy reaches its best value (100%, or
+``1 - e_US*`` for ``eq1-bayes``): ``1 - e_IR`` for the Eq. 1 laws, and 1.0 (no saturation below
+100%) for ``power`` and, with ``b > 0``, the two linear laws. The slope ``d a_DS / d a_US`` is "DS
+points per +1 US point".
+
+Cost: the closed-form laws are a few segment sums per problem (~0.05 us a point); ``eq1`` is ~0.3
+us a point (see :mod:`powerlaw`); ``eq1-bayes`` is about 32 ``eq1`` fits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from scipy.special import expit, logit, ndtr, ndtri
+
+from .powerlaw import ALPHA_MAX, fit_power_laws
+
+CLIP = 1e-4
+#: Every parameter any law has: the columns of ``fits.parquet`` (NaN where a law lacks one).
+PARAM_COLUMNS = ("k", "alpha", "e_ir", "e_us_star", "a", "b")
+BAYES_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)  # e_US* / min e_US
+BAYES_MAX = BAYES_GRID[-1]
+GOLDEN_STEPS = 20
+
+
+@dataclass(frozen=True)
+class LawFit:
+    """One fitted law. A failed fit is data: ``status`` says why and the parameters are NaN.
+
+    Attributes:
+        law: the law's registry name.
+        params: parameter name -> value (the law's own parameters only).
+        sse: sum of squared residuals in accuracy units over the points fitted.
+        n_points: points fitted.
+        status: ``ok``, ``at_bound`` (a constraint is active; still the optimum), ``too_few_points``,
+            ``degenerate`` or ``nonfinite``, as for :class:`~meta_study.analysis.powerlaw.PowerLawFit`.
+        message: detail for any status but ``ok``.
+    """
+
+    law: str
+    params: Mapping[str, float] = field(hash=False)
+    sse: float
+    n_points: int
+    status: str
+    message: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.status in ("ok", "at_bound")
+
+    def _law(self) -> "Law":
+        return LAWS[self.law]
+
+    def predict_accuracy(self, us_accuracy: np.ndarray | float) -> np.ndarray:
+        """DS accuracy (fraction) predicted at US accuracies ``us_accuracy`` (NaN when unusable)."""
+        u = np.asarray(us_accuracy, dtype=float)
+        if not self.usable:
+            return np.full(u.shape, np.nan)
+        return self._law().predict(self.params, u)
+
+    def slope(self, us_accuracy: np.ndarray | float) -> np.ndarray:
+        """DS points per +1 US point at ``us_accuracy``."""
+        u = np.asarray(us_accuracy, dtype=float)
+        if not self.usable:
+            return np.full(u.shape, np.nan)
+        return self._law().slope(self.params, u)
+
+    @property
+    def saturation(self) -> float:
+        """The DS accuracy reached at the best US accuracy (see the module doc); NaN when unusable."""
+        return self._law().saturation(self.params) if self.usable else math.nan
+
+
+FitMany = Callable[..., list[LawFit]]
+Params = Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Law:
+    """A registered law: its parameters, bounds, fit, prediction, slope and saturation.
+
+    ``fit_many(us_seq, ds_seq, loss=..., alpha_max=...)`` takes accuracies (fractions), one array
+    pair per problem, and returns one :class:`LawFit` per problem, in order. ``loss`` and
+    ``alpha_max`` reach the Eq. 1 fitter (:func:`powerlaw.fit_power_laws`); the closed-form laws
+    have their own criterion and ignore them.
+    """
+
+    name: str
+    formula: str
+    params: tuple[str, ...]
+    bounds: str
+    fit_many: FitMany
+    predict: Callable[[Params, np.ndarray], np.ndarray]
+    slope: Callable[[Params, np.ndarray], np.ndarray]
+    saturation: Callable[[Params], float]
+
+    @property
+    def n_params(self) -> int:
+        return len(self.params)
+
+    def fit(self, us_acc: np.ndarray, ds_acc: np.ndarray) -> LawFit:
+        return self.fit_many([us_acc], [ds_acc])[0]
+
+    def from_row(self, row: Mapping[str, Any]) -> LawFit:
+        """A :class:`LawFit` from a row of ``fits.parquet`` (its parameter columns and status)."""
+        return LawFit(law=self.name, params={p: float(row[p]) for p in self.params}, sse=math.nan,
+                      n_points=int(row.get("n_fit", 0) or 0), status=str(row["status"]),
+                      message=str(row.get("message") or ""))
+
+
+def _failed(law: str, params: tuple[str, ...], status: str, message: str, n: int) -> LawFit:
+    return LawFit(law=law, params={p: math.nan for p in params}, sse=math.nan, n_points=n, status=status,
+                  message=message)
+
+
+def _check(us: np.ndarray, ds: np.ndarray, n_min: int) -> tuple[str, str] | None:
+    """The input checks every law shares: None when the problem can be fitted."""
+    if us.size != ds.size:
+        return "degenerate", f"US has {us.size} values but DS has {ds.size}"
+    if not (np.isfinite(us).all() and np.isfinite(ds).all()):
+        return "nonfinite", "NaN or infinite accuracies in the input"
+    if us.size < n_min:
+        return "too_few_points", f"{us.size} point(s); the law has {n_min} parameters"
+    if us.min() < 0 or us.max() > 1 or ds.min() < 0 or ds.max() > 1:
+        return "degenerate", "accuracies outside [0, 1]"
+    if us.max() == us.min():
+        return "degenerate", "all points have the same US accuracy; the law is not identified"
+    return None
+
+
+def _sse(pred: np.ndarray, ds: np.ndarray) -> float:
+    return float(np.sum((pred - ds) ** 2))
+
+
+# ---- eq1 -------------------------------------------------------------------------------------
+
+def _eq1_predict(p: Params, u: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 1.0 - (p["k"] * np.power(np.clip(1.0 - u, 0.0, None), p["alpha"]) + p["e_ir"])
+
+
+def _eq1_slope(p: Params, u: np.ndarray) -> np.ndarray:
+    e = np.clip(1.0 - u, 0.0, None)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return p["k"] * p["alpha"] * np.power(e, p["alpha"] - 1.0)
+
+
+def _eq1_fit_many(us_seq: Sequence[np.ndarray], ds_seq: Sequence[np.ndarray], *, loss: str = "lsq",
+                  alpha_max: float = ALPHA_MAX) -> list[LawFit]:
+    us = [np.asarray(u, float).ravel() for u in us_seq]
+    ds = [np.asarray(d, float).ravel() for d in ds_seq]
+    fits = fit_power_laws([1.0 - u for u in us], [1.0 - d for d in ds], loss=loss, alpha_max=alpha_max)
+    return [LawFit(law="eq1", params={"k": f.k, "alpha": f.alpha, "e_ir": f.e_ir}, sse=f.sse, n_points=f.n_points,
+                   status=f.status, message=f.message) for f in fits]
+
+
+# ---- eq1-bayes -------------------------------------------------------------------------------
+
+def _bayes_predict(p: Params, u: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = np.clip(1.0 - u - p["e_us_star"], 0.0, None)   # past the US Bayes accuracy the law is flat
+        return 1.0 - (p["k"] * np.power(x, p["alpha"]) + p["e_ir"])
+
+
+def _bayes_slope(p: Params, u: np.ndarray) -> np.ndarray:
+    x = 1.0 - u - p["e_us_star"]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        s = p["k"] * p["alpha"] * np.power(np.clip(x, 0.0, None), p["alpha"] - 1.0)
+    return np.where(x < 0, 0.0, s)
+
+
+def _bayes_fit_many(us_seq: Sequence[np.ndarray], ds_seq: Sequence[np.ndarray], *, loss: str = "lsq",
+                    alpha_max: float = ALPHA_MAX) -> list[LawFit]:
+    """Profile over f = e_US* / min e_US: eq1's exact fit at each f, a grid, then golden section
+    between the best grid value's neighbours (the profile is smooth in f: it only rescales the
+    distances of the points to the floor)."""
+    name, params = "eq1-bayes", ("k", "alpha", "e_ir", "e_us_star")
+    us = [np.asarray(u, float).ravel() for u in us_seq]
+    ds = [np.asarray(d, float).ravel() for d in ds_seq]
+    out: list[LawFit | None] = [None] * len(us)
+    good = []
+    for i, (u, d) in enumerate(zip(us, ds)):
+        bad = _check(u, d, 4)
+        if bad is None and (1.0 - u.max()) <= 0:
+            bad = ("degenerate", "a model at 100% US accuracy leaves no room for an upstream Bayes error")
+        if bad:
+            out[i] = _failed(name, params, *bad, u.size)
+        else:
+            good.append(i)
+    if not good:
+        return out  # type: ignore[return-value]
+    emin = np.array([1.0 - us[i].max() for i in good])
+
+    def profile(fr: np.ndarray) -> list[Any]:
+        fits = fit_power_laws([1.0 - us[i] - f * m for i, f, m in zip(good, fr, emin)],
+                              [1.0 - ds[i] for i in good], loss=loss, alpha_max=alpha_max)
+        return fits
+
+    def sse_of(fits: list[Any]) -> np.ndarray:
+        return np.array([f.sse if f.usable else np.inf for f in fits])
+
+    grid = np.array(BAYES_GRID)
+    table = np.stack([sse_of(profile(np.full(len(good), g))) for g in grid], axis=1)   # (problems, grid)
+    j = np.argmin(table, axis=1)
+    lo, hi = grid[np.maximum(j - 1, 0)], grid[np.minimum(j + 1, grid.size - 1)]
+    best_f, best_s = grid[j], table[np.arange(len(good)), j]
+    inv = (math.sqrt(5.0) - 1.0) / 2.0
+    x1, x2 = hi - inv * (hi - lo), lo + inv * (hi - lo)
+    s1, s2 = sse_of(profile(x1)), sse_of(profile(x2))
+    for _ in range(GOLDEN_STEPS):
+        left = s1 < s2                       # the minimum is in [lo, x2]
+        hi = np.where(left, x2, hi)
+        lo = np.where(left, lo, x1)
+        x2n = np.where(left, x1, lo + inv * (hi - lo))
+        x1n = np.where(left, hi - inv * (hi - lo), x2)
+        known = np.where(left, s1, s2)
+        x1, x2 = x1n, x2n
+        fresh = profile(np.where(left, x1, x2))
+        sf = sse_of(fresh)
+        s1, s2 = np.where(left, sf, known), np.where(left, known, sf)
+    for xs, ss in ((x1, s1), (x2, s2)):
+        better = ss < best_s
+        best_f, best_s = np.where(better, xs, best_f), np.where(better, ss, best_s)
+    final = profile(best_f)
+    for i, f, fr, m in zip(good, final, best_f, emin):
+        if not f.usable:
+            out[i] = _failed(name, params, f.status, f.message, us[i].size)
+            continue
+        notes = [f.message] if f.message else []
+        if fr <= 0.0:
+            notes.append("e_us_star = 0 (the law is eq1)")
+        if fr >= BAYES_MAX:
+            notes.append(f"e_us_star at its upper bound {BAYES_MAX:g} x the best model's US error")
+        out[i] = LawFit(law=name, params={"k": f.k, "alpha": f.alpha, "e_ir": f.e_ir, "e_us_star": float(fr * m)},
+                        sse=f.sse, n_points=f.n_points, status="at_bound" if notes else "ok",
+                        message="; ".join(notes))
+    return out  # type: ignore[return-value]
+
+
+# ---- the closed-form laws: y = a + b x in a transformed space -------------------------------
+
+def _ols_many(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per problem: OLS intercept and slope with the slope bounded below by 0, and whether the
+    bound is active. Segment sums over the concatenated problems (no Python loop per point)."""
+    n = np.array([x.size for x in xs], dtype=float)
+    seg = np.repeat(np.arange(len(xs)), [x.size for x in xs])
+    X, Y = np.concatenate(xs), np.concatenate(ys)
+    mx = np.bincount(seg, X, len(xs)) / n
+    my = np.bincount(seg, Y, len(xs)) / n
+    dx, dy = X - mx[seg], Y - my[seg]
+    sxx = np.bincount(seg, dx * dx, len(xs))
+    sxy = np.bincount(seg, dx * dy, len(xs))
+    b = np.where(sxx > 0, sxy / np.where(sxx > 0, sxx, 1.0), 0.0)
+    clipped = b < 0
+    b = np.maximum(b, 0.0)
+    return my - b * mx, b, clipped
+
+
+def _closed_form(name: str, params: tuple[str, str], to_x: Callable[[np.ndarray], np.ndarray],
+                 to_y: Callable[[np.ndarray], np.ndarray], make: Callable[[float, float], dict[str, float]],
+                 predict: Callable[[Params, np.ndarray], np.ndarray], bound_note: str) -> FitMany:
+    def fit_many(us_seq: Sequence[np.ndarray], ds_seq: Sequence[np.ndarray], **_ignored: Any) -> list[LawFit]:
+        us = [np.asarray(u, float).ravel() for u in us_seq]
+        ds = [np.asarray(d, float).ravel() for d in ds_seq]
+        out: list[LawFit | None] = [None] * len(us)
+        good = []
+        for i, (u, d) in enumerate(zip(us, ds)):
+            bad = _check(u, d, 2)
+            if bad is None and np.ptp(to_x(u)) == 0:
+                bad = ("degenerate", "all points have the same US accuracy after clipping; the law is not identified")
+            if bad:
+                out[i] = _failed(name, params, *bad, u.size)
+            else:
+                good.append(i)
+        if good:
+            a, b, clipped = _ols_many([to_x(us[i]) for i in good], [to_y(ds[i]) for i in good])
+            for j, i in enumerate(good):
+                p = make(float(a[j]), float(b[j]))
+                out[i] = LawFit(law=name, params=p, sse=_sse(predict(p, us[i]), ds[i]), n_points=int(us[i].size),
+                                status="at_bound" if clipped[j] else "ok", message=bound_note if clipped[j] else "")
+        return out  # type: ignore[return-value]
+    return fit_many
+
+
+def _clip(a: np.ndarray) -> np.ndarray:
+    return np.clip(a, CLIP, 1.0 - CLIP)
+
+
+def _power_predict(p: Params, u: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 1.0 - p["k"] * np.power(np.clip(1.0 - u, 0.0, None), p["alpha"])
+
+
+def _logit_predict(p: Params, u: np.ndarray) -> np.ndarray:
+    return expit(p["a"] + p["b"] * logit(_clip(u)))
+
+
+def _logit_slope(p: Params, u: np.ndarray) -> np.ndarray:
+    uc = _clip(u)
+    y = _logit_predict(p, u)
+    return y * (1.0 - y) * p["b"] / (uc * (1.0 - uc))
+
+
+def _probit_predict(p: Params, u: np.ndarray) -> np.ndarray:
+    return ndtr(p["a"] + p["b"] * ndtri(_clip(u)))
+
+
+def _phi(z: np.ndarray) -> np.ndarray:
+    return np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+
+
+def _probit_slope(p: Params, u: np.ndarray) -> np.ndarray:
+    z = ndtri(_clip(u))
+    return _phi(p["a"] + p["b"] * z) * p["b"] / _phi(z)
+
+
+def _linear_saturation(p: Params) -> float:
+    return 1.0 if p["b"] > 0 else float(expit(p["a"]))
+
+
+def _probit_saturation(p: Params) -> float:
+    return 1.0 if p["b"] > 0 else float(ndtr(p["a"]))
+
+
+LAWS: dict[str, Law] = {
+    "eq1": Law("eq1", "e_DS = k e_US^alpha + e_IR", ("k", "alpha", "e_ir"),
+               f"k >= 0, {1e-3:g} <= alpha <= {ALPHA_MAX:g}, 0 <= e_IR <= 1",
+               _eq1_fit_many, _eq1_predict, _eq1_slope, lambda p: 1.0 - p["e_ir"]),
+    "eq1-bayes": Law("eq1-bayes", "e_DS = k (e_US - e_US*)^alpha + e_IR", ("k", "alpha", "e_ir", "e_us_star"),
+                     f"as eq1, and 0 <= e_US* <= {BAYES_MAX:g} x the best model's US error",
+                     _bayes_fit_many, _bayes_predict, _bayes_slope, lambda p: 1.0 - p["e_ir"]),
+    "power": Law("power", "e_DS = k e_US^alpha", ("k", "alpha"), "k > 0, alpha >= 0",
+                 _closed_form("power", ("k", "alpha"), lambda u: np.log(np.clip(1.0 - u, CLIP, None)),
+                              lambda d: np.log(np.clip(1.0 - d, CLIP, None)),
+                              lambda a, b: {"k": math.exp(a), "alpha": b}, _power_predict,
+                              "alpha = 0 (DS error does not fall with US error)"),
+                 _power_predict, lambda p, u: _eq1_slope({**p, "e_ir": 0.0}, u), lambda p: 1.0),
+    "logit-linear": Law("logit-linear", "logit a_DS = a + b logit a_US", ("a", "b"), "b >= 0",
+                        _closed_form("logit-linear", ("a", "b"), lambda u: logit(_clip(u)), lambda d: logit(_clip(d)),
+                                     lambda a, b: {"a": a, "b": b}, _logit_predict, "b = 0 (DS does not rise with US)"),
+                        _logit_predict, _logit_slope, _linear_saturation),
+    "probit-linear": Law("probit-linear", "probit a_DS = a + b probit a_US", ("a", "b"), "b >= 0",
+                         _closed_form("probit-linear", ("a", "b"), lambda u: ndtri(_clip(u)), lambda d: ndtri(_clip(d)),
+                                      lambda a, b: {"a": a, "b": b}, _probit_predict, "b = 0 (DS does not rise with US)"),
+                         _probit_predict, _probit_slope, _probit_saturation),
+}
+
+
+def get_law(name: str) -> Law:
+    """The registered law ``name``; a ValueError names the choices."""
+    try:
+        return LAWS[name]
+    except KeyError:
+        raise ValueError(f"unknown law {name!r}; the laws are {', '.join(LAWS)}") from None
+
+
+def fit_law_many(law: str, us_seq: Sequence[np.ndarray], ds_seq: Sequence[np.ndarray], **kw: Any) -> list[LawFit]:
+    """Fit ``law`` to many problems (accuracies, fractions) in one batched call."""
+    return get_law(law).fit_many(us_seq, ds_seq, **kw)
+
+
+__all__ = ["CLIP", "LAWS", "Law", "LawFit", "PARAM_COLUMNS", "fit_law_many", "get_law"]
