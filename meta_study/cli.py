@@ -248,6 +248,8 @@ def _fit_options(f: Any) -> Any:
                           "bins-upper, all)."),
         click.option("--tolerance", type=float, default=3.0, show_default=True,
                      help="Back-test RMSE (accuracy points) above which a headline is not trusted."),
+        click.option("--ds-target", type=float, default=None, metavar="ACC",
+                     help="A DS accuracy (fraction); the headline then says what US accuracy reaches it."),
     ]):
         f = opt(f)
     return f
@@ -272,7 +274,7 @@ def _names(option: str, text: str | None, registry: Any) -> tuple[str, ...]:
 
 def _fit_opts(holdout_quantile: float, holdout_above: float | None, loss: str, alpha_max: float,
               nondecreasing: bool, laws: str | None = None, frontiers: str | None = None,
-              tolerance: float = 3.0, payoff_threshold: float = 0.1) -> Any:
+              tolerance: float = 3.0, ds_target: float | None = None, payoff_threshold: float = 0.1) -> Any:
     from .analysis.frontiers import FRONTIERS
     from .analysis.holdout import FitOptions
     from .analysis.laws import LAWS
@@ -286,10 +288,13 @@ def _fit_opts(holdout_quantile: float, holdout_above: float | None, loss: str, a
         _fail(f"--alpha-max must be in (0.001, 100], got {alpha_max}")
     if not 0 < tolerance <= 100:
         _fail(f"--tolerance is in accuracy points, in (0, 100], got {tolerance}")
+    if ds_target is not None and not 0 < ds_target <= 1:
+        _fail(f"--ds-target is a DS accuracy in (0, 1], got {ds_target}")
     if not payoff_threshold > 0:
         _fail(f"--threshold must be > 0 DS points per US point, got {payoff_threshold}")
     selection = SelectionOptions(laws=_names("--laws", laws, LAWS), frontiers=_names("--frontiers", frontiers, FRONTIERS),
-                                 tolerance=tolerance / 100.0, payoff_threshold=payoff_threshold)
+                                 tolerance=tolerance / 100.0, payoff_threshold=payoff_threshold,
+                                 ds_target=ds_target)
     return FitOptions(holdout_quantile=holdout_quantile, holdout_above=holdout_above, loss=loss,
                       alpha_max=alpha_max, nondecreasing=nondecreasing, selection=selection)
 
@@ -340,6 +345,9 @@ def fit(store_uri: str, out_dir: str, no_figures: bool, max_group_figures: int, 
         if r.trusted:
             sp = ("keeps paying up to 100% US" if pd.isna(r.stop_paying_us)
                   else f"stops paying at {100 * r.stop_paying_us:.1f}% US")
+            if not pd.isna(r.ds_target):
+                sp += (f"; {100 * r.ds_target:g}% DS " + ("is never reached" if pd.isna(r.us_needed)
+                                                          else f"needs {100 * r.us_needed:.1f}% US"))
             click.echo(f"  {r.us_task} -> {r.ds_task} ({r.eval_protocol}{shots}): {sp} ({what})")
         else:
             click.echo(f"  {r.us_task} -> {r.ds_task} ({r.eval_protocol}{shots}): not identified ({what}): {r.warnings}")

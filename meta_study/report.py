@@ -67,7 +67,12 @@ def answer(r: Mapping[str, Any], threshold: float) -> str:
             else f"scaling keeps paying at least {threshold:g} DS points per US point up to 100% US")
     pred = (f"; at {_pct(r['predict_us'])} US, expect {_pct(r['predict_ds'])} DS"
             + _range(r["predict_lo"], r["predict_hi"]) if not pd.isna(r["predict_ds"]) else "")
-    return stop + pred
+    need = ""
+    if not pd.isna(r.get("ds_target", math.nan)):
+        need = (f"; {_pct(r['ds_target'])} DS needs {_pct(r['us_needed'])} US"
+                + _range(r["us_needed_lo"], r["us_needed_hi"])) if not pd.isna(r["us_needed"]) else \
+            f"; {_pct(r['ds_target'])} DS is above what the law reaches"
+    return stop + pred + need
 
 
 def _answers_html(heads: pd.DataFrame, threshold: float) -> str:
@@ -150,8 +155,19 @@ def render_report(results_dir: str | os.PathLike[str], *, title: str = "meta-stu
         parts.append("<h2>Per task</h2><div class=grid>" +
                      "".join(_img(f"figures/groups/{p.name}", p.stem) for p in group_pngs) + "</div>")
     if (figs / "sensitivity.png").exists():
+        rank = ""
+        if (root / "sensitivity_frontiers.parquet").exists():
+            rk = pd.read_parquet(root / "sensitivity_frontiers.parquet")
+            rk = rk[rk["pred_err_small_n"].notna()]
+            if len(rk):
+                top = rk.iloc[0]
+                rank = (f" On this data the most robust frontier at small n is <b>{_e(top['frontier'])}</b> "
+                        f"(prediction error {_num(100 * float(top['pred_err_small_n']), 3)} pt at the smallest sample, "
+                        f"{_num(100 * float(top['pred_err_full_n']), 3)} pt with all models); "
+                        + ", ".join(f"{_e(r['frontier'])} {_num(100 * float(r['pred_err_small_n']), 3)} pt"
+                                    for r in rk.iloc[1:].to_dict("records")) + ".")
         parts.append("<h2>Sample-size sensitivity</h2><p class=note>Fitting and prediction error of Eq. 1 on each frontier "
-                     "estimator on random subsamples of the models (mean &plusmn; sd over trials).</p>"
+                     "estimator on random subsamples of the models (mean &plusmn; sd over trials)." + rank + "</p>"
                      + _img("figures/sensitivity.png", "sensitivity"))
     if (figs / "params_vs_shots.png").exists():
         parts.append("<h2>Parameters vs shots</h2>" + _img("figures/params_vs_shots.png", "params vs shots"))

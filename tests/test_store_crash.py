@@ -90,7 +90,7 @@ def test_random_sigkills_never_corrupt(tmp_path):
     s = Store(root)
     rng = random.Random(7)
     valid_sizes = {0}
-    for b in range(1, 30):
+    for b in range(1, 31):   # up to all 30 batches: a fast writer finishes before the kill
         valid_sizes.add(40 * b)  # batches of 20 runs x 2 tasks
     for trial in range(8):
         p = _writer(root, f"w{trial}", 30, 20, "--update")

@@ -74,12 +74,18 @@ def vertices(us: np.ndarray, ds: np.ndarray, *, nondecreasing: bool = False) -> 
     return Frontier("vertices", us[h], ds[h], h)
 
 
+def curve_points(hull_us: np.ndarray, hull_ds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The hull polyline through vertices ``(hull_us, hull_ds)`` (increasing US) at CURVE_POINTS
+    evenly spaced US accuracies over its range; fewer than 2 vertices are returned as they are."""
+    if hull_us.size < 2:
+        return hull_us, hull_ds
+    x = np.linspace(hull_us[0], hull_us[-1], CURVE_POINTS)
+    return x, hull_frontier(hull_us, hull_ds, x)
+
+
 def hull_curve(us: np.ndarray, ds: np.ndarray, *, nondecreasing: bool = False) -> Frontier:
     h = upper_hull(us, ds, nondecreasing=nondecreasing)
-    if h.size < 2:
-        return Frontier("hull-curve", us[h], ds[h], h)
-    x = np.linspace(us[h[0]], us[h[-1]], CURVE_POINTS)
-    return Frontier("hull-curve", x, hull_frontier(us[h], ds[h], x), h)
+    return Frontier("hull-curve", *curve_points(us[h], ds[h]), h)
 
 
 def n_bins(n: int) -> int:
@@ -147,4 +153,4 @@ def frontier_points(name: str, us_acc: np.ndarray, ds_acc: np.ndarray, *, nondec
     return fn(np.asarray(us_acc, dtype=float), np.asarray(ds_acc, dtype=float), nondecreasing=nondecreasing)
 
 
-__all__ = ["CURVE_POINTS", "FRONTIERS", "FRONTIER_KINDS", "Frontier", "frontier_points", "n_bins"]
+__all__ = ["CURVE_POINTS", "FRONTIERS", "FRONTIER_KINDS", "Frontier", "curve_points", "frontier_points", "n_bins"]

@@ -25,7 +25,8 @@ from .frontiers import frontier_points
 from .holdout import FitOptions, fit_groups
 from .laws import PARAM_COLUMNS
 from .selection import GroupSelection
-from .sensitivity import BootstrapOptions, SensitivityOptions, bootstrap, sensitivity, summarize_sensitivity
+from .sensitivity import (BootstrapOptions, SensitivityOptions, bootstrap, rank_frontiers, sensitivity,
+                          summarize_sensitivity)
 
 Progress = Callable[[str, int, int | None], None]
 
@@ -36,9 +37,10 @@ FITS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "law", "frontier
                 "flat_backtest_err", "flat_pred_err", "coverage", "holdout_threshold", "n_heldout",
                 "headline", "trusted", "warnings",
                 "saturation_lo", "saturation_hi", "stop_paying_us", "stop_paying_lo", "stop_paying_hi",
-                "predict_us", "predict_ds", "predict_lo", "predict_hi", "status", "message")
+                "predict_us", "predict_ds", "predict_lo", "predict_hi", "ds_target", "us_needed", "us_needed_lo",
+                "us_needed_hi", "status", "message")
 CLAIM_COLUMNS = ("saturation_lo", "saturation_hi", "stop_paying_us", "stop_paying_lo", "stop_paying_hi",
-                 "predict_us", "predict_ds", "predict_lo", "predict_hi")
+                 "predict_us", "predict_ds", "predict_lo", "predict_hi", "us_needed", "us_needed_lo", "us_needed_hi")
 #: CSV copies are written for tables up to this many rows.
 CSV_MAX_ROWS = 200_000
 
@@ -91,7 +93,8 @@ def footer(store: Any, what: str) -> str:
     return f"data: {store.uri} (store v{version}) · {what} · meta-study {__version__} · {now}"
 
 
-def fits_frame(groups: Sequence[Group], selections: Sequence[GroupSelection]) -> pd.DataFrame:
+def fits_frame(groups: Sequence[Group], selections: Sequence[GroupSelection],
+               ds_target: float | None = None) -> pd.DataFrame:
     """The rows of ``fits.parquet`` (:data:`FITS_COLUMNS`) for groups and their selections."""
     rows = []
     for g, sel in zip(groups, selections):
@@ -106,6 +109,7 @@ def fits_frame(groups: Sequence[Group], selections: Sequence[GroupSelection]) ->
                    "headline": head, "trusted": bool(sel.trusted) if head else False,
                    "warnings": "; ".join(sel.warnings if head else c.warnings),
                    **{col: float(getattr(sel.claims, col)) if head else math.nan for col in CLAIM_COLUMNS},
+                   "ds_target": math.nan if ds_target is None else float(ds_target),
                    "status": c.fit.status, "message": c.fit.message}
             rows.append(row)
     df = pd.DataFrame(rows, columns=list(FITS_COLUMNS))
@@ -141,7 +145,7 @@ def fit_to_dir(groups: Sequence[Group], out_dir: str, *, options: FitOptions = F
                max_group_figures: int = 60, footer_text: str | None = None) -> tuple[pd.DataFrame, Outputs]:
     """:func:`run_fit` on given groups."""
     selections = fit_groups([(g.us_acc, g.ds_acc) for g in groups], options, keys=[g.key for g in groups])
-    df = fits_frame(groups, selections)
+    df = fits_frame(groups, selections, options.selection.ds_target)
     out = Outputs()
     write_table(df, os.path.join(out_dir, "fits"), out)
     if figures and groups:
@@ -184,11 +188,12 @@ def sensitivity_table(groups: Sequence[Group], options: SensitivityOptions, *, a
 
 def write_sensitivity(table: pd.DataFrame, out_dir: str, *, figures: bool = True, footer_text: str | None = None,
                       out: Outputs | None = None) -> Outputs:
-    """``sensitivity.parquet``, its per-size summary and the Fig. 3 figure."""
+    """``sensitivity.parquet``, its per-size summary, the frontier ranking and the Fig. 3 figure."""
     out = out or Outputs()
     write_table(table, os.path.join(out_dir, "sensitivity"), out)
     summ = summarize_sensitivity(table)
     write_table(summ, os.path.join(out_dir, "sensitivity_summary"), out)
+    write_table(rank_frontiers(summ), os.path.join(out_dir, "sensitivity_frontiers"), out)
     if figures and not summ.empty:
         from . import figures as fig
 

@@ -43,7 +43,7 @@ from .frontiers import FRONTIER_KINDS, FRONTIERS, frontier_points
 from .groups import stable_hash
 from .hull import upper_hull
 from .laws import LAWS, LawFit, get_law
-from .payoff import stop_paying_many
+from .payoff import stop_paying_many, us_needed_many
 
 MIN_ABOVE = 3            # models above a back-test cut, at least
 CHORD_TOL = 0.02         # a model within 2 DS points below a frontier edge supports it
@@ -90,6 +90,9 @@ class Claims:
     predict_ds: float = math.nan
     predict_lo: float = math.nan
     predict_hi: float = math.nan
+    us_needed: float = math.nan      # the US accuracy the law needs for SelectionOptions.ds_target
+    us_needed_lo: float = math.nan
+    us_needed_hi: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,10 @@ class SelectionOptions:
         level: the prediction interval's nominal coverage.
         n_boot: bootstrap resamples of the headline (0: no intervals).
         payoff_threshold: "stops paying" below this many DS points per US point.
+        ds_target: a DS accuracy (fraction) for the calculator's "US needed" (None: not asked).
         seed: the bootstrap's master seed (each group's stream also depends on its key).
+
+    Interval ends that are "never" (the law does not get there before 100% US) are ``inf``.
     """
 
     laws: tuple[str, ...] = tuple(LAWS)
@@ -135,6 +141,7 @@ class SelectionOptions:
     level: float = 0.9
     n_boot: int = 100
     payoff_threshold: float = 0.1
+    ds_target: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -151,6 +158,8 @@ class SelectionOptions:
             raise ValueError(f"level must be in (0, 1), got {self.level}")
         if self.tolerance <= 0 or self.n_boot < 0 or self.payoff_threshold <= 0:
             raise ValueError("tolerance and payoff_threshold must be > 0 and n_boot >= 0")
+        if self.ds_target is not None and not (0 < self.ds_target <= 1):
+            raise ValueError(f"ds_target is a DS accuracy in (0, 1], got {self.ds_target}")
 
 
 def target_frontier(us: np.ndarray, ds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -390,7 +399,7 @@ def _with_claims(gs: list[_Group], sel: list[GroupSelection], o: SelectionOption
         boots = [f for f in (solved[lw][i] for lw, i in mine) if f.usable]
 
         def interval(vals: np.ndarray) -> tuple[float, float]:
-            v = vals[np.isfinite(vals)]
+            v = vals[~np.isnan(vals)]
             if v.size < max(10, len(mine) // 2):
                 return math.nan, math.nan
             lo, hi = np.quantile(v, [tail, 1.0 - tail])
@@ -399,13 +408,17 @@ def _with_claims(gs: list[_Group], sel: list[GroupSelection], o: SelectionOption
         sat = c.fit.saturation
         sp = float(stop_paying_many(c.law, [c.fit.params], o.payoff_threshold)[0])
         pd_ = float(c.fit.predict_accuracy(np.array([pu]))[0]) if math.isfinite(pu) else math.nan
-        sat_lo = sat_hi = sp_lo = sp_hi = p_lo = p_hi = math.nan
+        un = (float(us_needed_many(c.law, [c.fit.params], o.ds_target)[0]) if o.ds_target is not None
+              else math.nan)
+        sat_lo = sat_hi = sp_lo = sp_hi = p_lo = p_hi = un_lo = un_hi = math.nan
         if boots:
             sat_lo, sat_hi = interval(np.array([f.saturation for f in boots]))
-            sps = stop_paying_many(c.law, [f.params for f in boots], o.payoff_threshold)
-            never = ~np.isfinite(sps)
-            sps = np.where(never, 1.0, sps)   # "never" sorts above every accuracy
-            sp_lo, sp_hi = interval(sps)
+            # "never" (NaN) sorts above every accuracy: inf, which an interval end can be
+            sp_lo, sp_hi = interval(np.nan_to_num(stop_paying_many(c.law, [f.params for f in boots],
+                                                                   o.payoff_threshold), nan=math.inf))
+            if o.ds_target is not None:
+                un_lo, un_hi = interval(np.nan_to_num(us_needed_many(c.law, [f.params for f in boots], o.ds_target),
+                                                      nan=math.inf))
             if math.isfinite(pu):
                 preds = np.array([float(f.predict_accuracy(np.array([pu]))[0]) for f in boots])
                 lo, hi = interval(preds)
@@ -415,7 +428,7 @@ def _with_claims(gs: list[_Group], sel: list[GroupSelection], o: SelectionOption
                 p_lo, p_hi = max(0.0, pd_ - half), min(1.0, pd_ + half)
         claims = Claims(saturation=sat, saturation_lo=sat_lo, saturation_hi=sat_hi, stop_paying_us=sp,
                         stop_paying_lo=sp_lo, stop_paying_hi=sp_hi, predict_us=pu, predict_ds=pd_,
-                        predict_lo=p_lo, predict_hi=p_hi)
+                        predict_lo=p_lo, predict_hi=p_hi, us_needed=un, us_needed_lo=un_lo, us_needed_hi=un_hi)
         warnings = list(c.warnings)
         if math.isfinite(sp) and sp > 0 and math.isfinite(e_best):
             reach = math.log(e_best / max(1.0 - sp, 1e-9))
@@ -423,6 +436,12 @@ def _with_claims(gs: list[_Group], sel: list[GroupSelection], o: SelectionOption
                 warnings.append(f"extrapolation: the stop-paying point {100 * sp:.1f}% US is "
                                 f"{reach / max(s.horizon, 1e-9):.1f}x the back-tested horizon beyond the best "
                                 f"model ({100 * (1 - e_best):.1f}%)")
+        if math.isfinite(un) and un > 0 and math.isfinite(e_best):
+            reach = math.log(e_best / max(1.0 - un, 1e-9))
+            if reach > EXTRAPOLATION * max(s.horizon, 1e-9):
+                warnings.append(f"extrapolation: the US accuracy needed for {100 * (o.ds_target or 0):g}% DS, "
+                                f"{100 * un:.1f}%, is {reach / max(s.horizon, 1e-9):.1f}x the back-tested horizon "
+                                f"beyond the best model ({100 * (1 - e_best):.1f}%)")
         if g.held.size and math.isfinite(e_best):
             reach = math.log(max(1.0 - float(g.threshold), 1e-9) / max(1.0 - float(g.us[g.held].max()), 1e-9))
             if reach > EXTRAPOLATION * max(s.horizon, 1e-9):

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .frontiers import FRONTIERS, frontier_points
+from .frontiers import FRONTIERS, curve_points, frontier_points
+from .hull import SubsetHulls
 from .holdout import FitOptions, frontier_errors_many, prepare
 from .powerlaw import PowerLawFit, fit_power_laws
 from .groups import GROUP_COLUMNS, stable_hash
@@ -58,14 +59,23 @@ def _check_frontiers(names: Sequence[str]) -> None:
                          f"{', '.join(FRONTIERS)}")
 
 
-def _draw_problems(p: Any, s: np.ndarray, frontiers: Sequence[str], nondecreasing: bool
+def _draw_problems(p: Any, s: np.ndarray, frontiers: Sequence[str], hulls: SubsetHulls
                    ) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(frontier, US, DS) points of each frontier estimator on the draw ``s`` (indices)."""
+    """(frontier, US, DS) points of each frontier estimator on the draw ``s`` (indices).
+
+    The hull-based frontiers come from ``hulls`` (one sort per group, O(n) per draw: the same
+    vertices as ``frontier_points`` on the drawn points); the others from ``frontier_points``."""
     us, ds = p.us[s], p.ds[s]
     out = []
+    h = hulls.hull(s) if ("vertices" in frontiers or "hull-curve" in frontiers) else None
     for fr in frontiers:
-        F = frontier_points(fr, us, ds, nondecreasing=nondecreasing)
-        out.append((fr, F.us, F.ds))
+        if fr == "vertices":
+            out.append((fr, p.us[h], p.ds[h]))
+        elif fr == "hull-curve":
+            out.append((fr, *curve_points(p.us[h], p.ds[h])))
+        else:
+            F = frontier_points(fr, us, ds, nondecreasing=hulls.nondecreasing)
+            out.append((fr, F.us, F.ds))
     return out
 
 
@@ -112,6 +122,7 @@ def sensitivity_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray
     p = prepare(us_acc, ds_acc, options.fit)
     pool = p.fit_idx
     sizes = list(options.sizes) if options.sizes else default_sizes(pool.size, options.n_sizes, options.min_size)
+    hulls = SubsetHulls(p.us, p.ds, nondecreasing=options.fit.nondecreasing)
     problems_us, problems_ds, used, meta = [], [], [], []
     for n in sizes:
         n_draw = n if options.replace else min(n, pool.size)
@@ -120,7 +131,7 @@ def sensitivity_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray
                 s = pool
             else:
                 s = _rng(options.seed, key, _SENSITIVITY_STREAM, n, t).choice(pool, size=n_draw, replace=options.replace)
-            for frontier, fu, fd in _draw_problems(p, s, options.frontiers, options.fit.nondecreasing):
+            for frontier, fu, fd in _draw_problems(p, s, options.frontiers, hulls):
                 problems_us.append(1.0 - fu)
                 problems_ds.append(1.0 - fd)
                 used.append((frontier, fu, fd))
@@ -178,9 +189,9 @@ def bootstrap_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray,
     rng = _rng(options.seed, key, _BOOTSTRAP_STREAM)
     draws = [rng.choice(pool, size=pool.size, replace=True) if pool.size else pool for _ in range(options.n_boot)]
     e_us, e_ds, frontiers = [], [], []
-    nd = options.fit.nondecreasing
+    hulls = SubsetHulls(p.us, p.ds, nondecreasing=options.fit.nondecreasing)
     for s in [pool, *draws]:
-        for frontier, fu, fd in _draw_problems(p, s, options.frontiers, nd):
+        for frontier, fu, fd in _draw_problems(p, s, options.frontiers, hulls):
             e_us.append(1.0 - fu)
             e_ds.append(1.0 - fd)
             frontiers.append(frontier)
@@ -219,5 +230,29 @@ def summarize_sensitivity(table: pd.DataFrame) -> pd.DataFrame:
              .reset_index())
 
 
+def rank_frontiers(summary: pd.DataFrame) -> pd.DataFrame:
+    """Which frontier is more robust at small n, on this data: per frontier, the mean over groups
+    of the mean prediction and fitting errors at each group's smallest and largest size step,
+    ranked by the prediction error at the smallest step (1 = most robust)."""
+    cols = ["frontier", "groups", "pred_err_small_n", "pred_err_full_n", "fit_err_small_n", "fit_err_full_n",
+            "rank_small_n"]
+    if summary.empty:
+        return pd.DataFrame(columns=cols)
+    keys = list(GROUP_COLUMNS) + ["frontier"]
+    s = summary.sort_values("n")
+    first = s.groupby(keys, dropna=False).head(1)
+    last = s.groupby(keys, dropna=False).tail(1)
+    out = pd.DataFrame({
+        "groups": first.groupby("frontier").size(),
+        "pred_err_small_n": first.groupby("frontier")["pred_err_mean"].mean(),
+        "pred_err_full_n": last.groupby("frontier")["pred_err_mean"].mean(),
+        "fit_err_small_n": first.groupby("frontier")["fit_err_mean"].mean(),
+        "fit_err_full_n": last.groupby("frontier")["fit_err_mean"].mean(),
+    }).reset_index()
+    out["rank_small_n"] = out["pred_err_small_n"].rank(method="min").astype("Int64")
+    return out.sort_values(["rank_small_n", "frontier"]).reset_index(drop=True)[cols]
+
+
 __all__ = ["BOOTSTRAP_COLUMNS", "BootstrapOptions", "SENSITIVITY_COLUMNS", "SensitivityOptions", "bootstrap",
-           "bootstrap_group", "default_sizes", "sensitivity", "sensitivity_group", "summarize_sensitivity"]
+           "bootstrap_group", "default_sizes", "rank_frontiers", "sensitivity", "sensitivity_group",
+           "summarize_sensitivity"]
