@@ -33,7 +33,7 @@ was tested.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -193,6 +193,8 @@ class _Problems:
 
 @dataclass
 class _Group:
+    """One group while it is being selected: its split, frontiers and problem references."""
+
     us: np.ndarray
     ds: np.ndarray
     key: Any
@@ -342,7 +344,7 @@ def _flag(c: Candidate, g: _Group, o: SelectionOptions, flat_bt: float) -> Candi
     if not c.fit.usable:
         w.append(f"few_points: no fit ({c.fit.status}: {c.fit.message})" if c.fit.status == "too_few_points"
                  else f"no fit: {c.fit.status}: {c.fit.message}")
-        return _replace(c, warnings=tuple(w))
+        return replace(c, warnings=tuple(w))
     if c.n_support < n_par + 2:
         w.append(f"few_points: {c.n_support} frontier models for {n_par} parameters (need {n_par + 2})")
     F = g.frontiers[c.frontier]
@@ -361,12 +363,7 @@ def _flag(c: Candidate, g: _Group, o: SelectionOptions, flat_bt: float) -> Candi
     elif math.isfinite(flat_bt) and c.backtest_err >= flat_bt:
         w.append(f"backtest: error {100 * c.backtest_err:.1f} points does not beat the flat guess "
                  f"({100 * flat_bt:.1f})")
-    return _replace(c, warnings=tuple(w))
-
-
-def _replace(obj: Any, **kw: Any) -> Any:
-    from dataclasses import replace
-    return replace(obj, **kw)
+    return replace(c, warnings=tuple(w))
 
 
 def _with_claims(gs: list[_Group], sel: list[GroupSelection], o: SelectionOptions, nondecreasing: bool,
@@ -392,7 +389,7 @@ def _with_claims(gs: list[_Group], sel: list[GroupSelection], o: SelectionOption
     for g, s, mine in zip(gs, sel, refs):
         c = s.best
         if not c.fit.usable:
-            out.append(_replace(s, trusted=False))
+            out.append(replace(s, trusted=False))
             continue
         e_best = max(1.0 - float(g.us[g.vis].max()), 1e-6) if g.vis.size else math.nan
         pu = 1.0 - e_best * math.exp(-s.horizon) if g.vis.size else math.nan
@@ -402,8 +399,9 @@ def _with_claims(gs: list[_Group], sel: list[GroupSelection], o: SelectionOption
             v = vals[~np.isnan(vals)]
             if v.size < max(10, len(mine) // 2):
                 return math.nan, math.nan
-            lo, hi = np.quantile(v, [tail, 1.0 - tail])
-            return float(lo), float(hi)
+            # inf ("never") sorts last; quantiles are taken with it as 2.0 and mapped back
+            lo, hi = np.quantile(np.where(np.isinf(v), 2.0, v), [tail, 1.0 - tail])
+            return (math.inf if lo > 1.5 else float(lo)), (math.inf if hi > 1.5 else float(hi))
 
         sat = c.fit.saturation
         sp = float(stop_paying_many(c.law, [c.fit.params], o.payoff_threshold)[0])
@@ -447,7 +445,7 @@ def _with_claims(gs: list[_Group], sel: list[GroupSelection], o: SelectionOption
             if reach > EXTRAPOLATION * max(s.horizon, 1e-9):
                 warnings.append(f"extrapolation: the held-out models reach {reach / max(s.horizon, 1e-9):.1f}x "
                                 f"the back-tested horizon")
-        out.append(_replace(s, claims=claims, warnings=tuple(warnings), trusted=not warnings))
+        out.append(replace(s, claims=claims, warnings=tuple(warnings), trusted=not warnings))
     return out
 
 

@@ -73,6 +73,8 @@ def _draw_problems(p: Any, s: np.ndarray, frontiers: Sequence[str], hulls: Subse
             out.append((fr, p.us[h], p.ds[h]))
         elif fr == "hull-curve":
             out.append((fr, *curve_points(p.us[h], p.ds[h])))
+        elif fr == "all":
+            out.append((fr, us, ds))          # every drawn point; the order does not matter to a fit
         else:
             F = frontier_points(fr, us, ds, nondecreasing=hulls.nondecreasing)
             out.append((fr, F.us, F.ds))

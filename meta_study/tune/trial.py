@@ -96,6 +96,10 @@ def _write_final(metrics: Mapping[str, Any]) -> None:
     if m is None:
         return
     fs, path = m
+    # Tune creates a trial's directory lazily (on its first checkpoint or result sync): a trial
+    # that finishes within milliseconds, an ASHA-stopped one or a fast evaluation job can get
+    # here first. Creating it is idempotent (and a no-op on object stores).
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     with fs.open_output_stream(tmp) as f:
         f.write(json.dumps(metrics, default=str).encode())
