@@ -9,6 +9,12 @@
     guess (the best visible DS accuracy) and the paper's Eq. 1 on the hull vertices. Targets: the
     headline's median RMSE <= 0.6x the baseline's, at or below the flat guess on >= 4 of 5 groups,
     and >= 90% of trusted groups within 5 points.
+(c) **Held-out protocol on derived tables** (``--zoo``): the same protocol on the tables one can
+    build from the raw timm CSVs beside the main table: every upstream of ImageNet, ImageNet-ReaL
+    and ImageNetV2 against every other test set (ImageNet-A/-R/-Sketch/-ReaL/V2 and the 200-class
+    ImageNet-A/-R subsets), for all models, for ImageNet-1k-only models and for convnets (63
+    tables of 100+ models). A guard against tuning to five groups, not a substitute for unseen
+    zoos.
 (b) **Cost**: selection with back-tests on ``--groups`` synthetic groups of ``--points`` models,
     against the fit this project had before (Eq. 1 on the hull vertices and on all points, one
     batched call), in the same run. Target: under 60 s on 2 cores.
@@ -68,6 +74,61 @@ def protocol(path: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+RAW = {"imagenet": "results-imagenet.csv", "real": "results-imagenet-real.csv",
+       "v2": "results-imagenetv2-matched-frequency.csv", "sketch": "results-sketch.csv", "a": "results-imagenet-a.csv",
+       "r": "results-imagenet-r.csv", "a-clean": "results-imagenet-a-clean.csv", "r-clean": "results-imagenet-r-clean.csv"}
+
+
+def _in1k_only(model: str) -> bool:
+    return "in1k" in model and not any(t in model for t in ("in22k", "in12k", "ig", "clip", "laion", "jft", "m38m"))
+
+
+def _cnn(model: str) -> bool:
+    return any(t in model for t in ("resnet", "resnext", "conv", "efficientnet", "regnet", "mobilenet", "dense"))
+
+
+def zoo_tables(folder: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, US, DS) of every derived table with 100 or more models (accuracies, fractions)."""
+    acc = {k: pd.read_csv(os.path.join(folder, v)).set_index(["model", "img_size"])["top1"] / 100 for k, v in RAW.items()}
+    out = []
+    for us_name in ("imagenet", "real", "v2"):
+        for ds_name in RAW:
+            if ds_name == us_name:
+                continue
+            j = pd.concat([acc[us_name].rename("us"), acc[ds_name].rename("ds")], axis=1).dropna()
+            models = j.index.get_level_values(0)
+            for subset, keep in (("all", None), ("in1k", _in1k_only), ("cnn", _cnn)):
+                t = j if keep is None else j[[keep(m) for m in models]]
+                if len(t) >= 100:
+                    out.append((f"{us_name}>{ds_name}[{subset}]", t["us"].to_numpy(float), t["ds"].to_numpy(float)))
+    return out
+
+
+def zoo_protocol(folder: str) -> pd.DataFrame:
+    """The held-out protocol on every derived table: headline, flat guess and Eq. 1 on vertices."""
+    tables = zoo_tables(folder)
+    groups, targets, flats = [], [], []
+    for name, us, ds in tables:
+        vis = us <= np.quantile(us, 0.8)
+        h = upper_hull(us[~vis], ds[~vis])
+        targets.append((us[~vis][h], ds[~vis][h]))
+        flats.append(float(ds[vis].max()))
+        groups.append(Group("us", name, "shift", None, us[vis], ds[vis]))
+    sels = fit_groups([(g.us_acc, g.ds_acc) for g in groups], FitOptions(holdout_quantile=1.0),
+                      keys=[g.key for g in groups])
+    fits = fits_frame(groups, sels)
+    rows = []
+    for g, (tx, ty), flat in zip(groups, targets, flats):
+        f = fits[fits["ds_task"] == g.ds_task]
+        head = f[f["headline"]].iloc[0]
+        paper = f[(f["law"] == "eq1") & (f["frontier"] == "vertices")].iloc[0]
+        rows.append({"table": g.ds_task, "flat": rmse_points(np.full(tx.shape, flat), ty),
+                     "eq1/vertices": rmse_points(predict_fit(paper, tx), ty),
+                     "headline": rmse_points(predict_fit(head, tx), ty), "trusted": bool(head["trusted"]),
+                     "covered": bool(np.all((predict_fit(head, tx) - ty) ** 2 <= 0.05 ** 2))})
+    return pd.DataFrame(rows)
+
+
 def synthetic(n_groups: int, n_points: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
     out = []
@@ -96,6 +157,7 @@ def main() -> None:
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--groups", type=int, default=100)
     ap.add_argument("--points", type=int, default=4800)
+    ap.add_argument("--zoo", action="store_true", help="also (c): the protocol on 63 derived timm tables")
     a = ap.parse_args()
     if not os.path.exists(a.data):
         sys.exit(f"bench_selection: {a.data}: no such file (the timm table from ../shared/data/timm)")
@@ -115,6 +177,13 @@ def main() -> None:
     print(f"headline median {head:.2f} vs eq1/vertices {base:.2f} (ratio {head / base:.2f}, target <= 0.6); "
           f"flat median {t['flat'].median():.2f}; headline <= flat on {wins}/{len(t)} groups (target >= 4); "
           f"trusted {len(trusted)}, within 5 points {ok5:.0%} (target >= 90%)")
+    if a.zoo:
+        z = zoo_protocol(os.path.dirname(a.data))
+        tr = z[z["trusted"]]
+        print(f"(c) {len(z)} derived tables: headline median {z['headline'].median():.2f} vs eq1/vertices "
+              f"{z['eq1/vertices'].median():.2f} (ratio {z['headline'].median() / z['eq1/vertices'].median():.2f}) "
+              f"and flat {z['flat'].median():.2f}; headline <= flat on {int((z['headline'] <= z['flat'] + 1e-9).sum())}"
+              f"/{len(z)}; trusted {len(tr)}, within 5 points {(tr['headline'] <= 5).mean():.0%}")
     groups = synthetic(a.groups, a.points, 0)
     t0 = time.perf_counter()
     old_fit(groups)
