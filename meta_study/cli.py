@@ -381,7 +381,7 @@ def _parse_sizes(sizes: str | None) -> tuple[int, ...] | None:
 @click.option("--no-figures", is_flag=True, help="Tables only.")
 def sensitivity(store_uri: str, out_dir: str, sizes: str | None, trials: int, replace: bool, seed: int,
                 address: str | None, workers: int | None, serial: bool, no_figures: bool, **kw: Any) -> None:
-    """Sample-size sensitivity: fit hull and all points on random subsamples of each group.
+    """Sample-size sensitivity: fit Eq. 1 to every frontier estimator on random subsamples of each group.
 
     Writes DIR/sensitivity.parquet (one row per group x n x trial x frontier),
     DIR/sensitivity_summary.parquet and the figure DIR/figures/sensitivity.png.
@@ -420,7 +420,7 @@ def sensitivity(store_uri: str, out_dir: str, sizes: str | None, trials: int, re
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
 def bootstrap_cmd(store_uri: str, out_dir: str, samples: int, level: float, seed: int, address: str | None,
                   workers: int | None, serial: bool, **kw: Any) -> None:
-    """Bootstrap confidence intervals for k, alpha, e_IR and saturation (hull and all points).
+    """Bootstrap confidence intervals for Eq. 1's k, alpha, e_IR and saturation (hull vertices and all points).
 
     Writes DIR/bootstrap.parquet: one row per group x frontier x parameter.
     """
@@ -548,9 +548,10 @@ def _echo_refit(res: Any) -> None:
               help="'Scaling stops paying' where +1 US point buys fewer DS points than this.")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
 def report(store_uri: str, out_dir: str, trials: int, samples: int, threshold: float, serial: bool, **kw: Any) -> None:
-    """Build a static HTML report of STORE in DIR/index.html: per-task figures, a table of
-    saturation (with CI), alpha and k for hull and all-point fits with their errors and where
-    scaling stops paying, the sensitivity figure and the correlation heatmaps."""
+    """Build a static HTML report of STORE in DIR/index.html: per task, the headline's answer
+    (where scaling stops paying and a prediction, with intervals) or why it is not identified; the
+    headline next to the paper's Eq. 1 on the hull vertices; per-task figures, the sensitivity
+    figure and the correlation heatmaps."""
     import os
 
     from .analysis.run import run_bootstrap, run_correlations, run_fit, run_sensitivity

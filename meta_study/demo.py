@@ -90,7 +90,7 @@ def run_demo(workdir: str = "meta-study-demo", *, synthetic: bool = False, seria
         if not rep.ok:
             raise RuntimeError(f"demo ingest failed: {rep.error}")
         log(f"  {rep.line()}")
-    with step("refit: hull and all-point fits, sensitivity, bootstrap, report, MLflow run"):
+    with step("refit: back-tested fits of every law and frontier, sensitivity, bootstrap, report, MLflow run"):
         res = _refit(wd, store, tracking, serial)
         log(f"  refit: {res.status} {res.message}".rstrip())
     report = Path(res.version_dir) / "index.html" if res.version_dir else None
@@ -208,7 +208,7 @@ def log_synthetic(tracking_uri: str) -> int:
 
 
 def _compare_known_laws(store: Path, log: Callable[[str], None]) -> None:
-    """The known saturation of each simulated task next to the hull fit's on all its models."""
+    """The known saturation of each simulated task next to Eq. 1 on the hull vertices and the headline."""
     from .analysis.groups import load_groups
     from .analysis.holdout import FitOptions, fit_groups
     from .store import Store

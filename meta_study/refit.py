@@ -7,7 +7,7 @@ One refit:
 2. ingests the sources, if any;
 3. fingerprints every group (sha256 of its runs and accuracies) and compares with the last refit:
    if no group and no option changed, it stops here (a no-op takes seconds);
-4. fits every group (hull and all points: cheap), and runs sample-size sensitivity and bootstrap
+4. fits every group (every law on every frontier, back-tested: seconds), and runs sample-size sensitivity and bootstrap
    only for groups whose data changed, reusing the last refit's rows for the others;
 5. builds the correlation tables, the figures and the HTML report in a new version directory
    ``OUT/refits/<UTC time>/``, written under a temporary name and renamed into place, then points

@@ -132,7 +132,8 @@ def _options_text(o: FitOptions) -> str:
 
 def run_fit(store: Any, out_dir: str, *, selection: Selection = Selection(), options: FitOptions = FitOptions(),
             figures: bool = True, max_group_figures: int = 60) -> tuple[pd.DataFrame, Outputs]:
-    """Fit every selected group (hull and all points) and write ``fits.parquet`` and figures.
+    """Fit every law to every frontier of each selected group, back-test them and pick the headline;
+    write ``fits.parquet`` and figures.
 
     Returns:
         The fits table (one row per group x frontier) and the paths written.
