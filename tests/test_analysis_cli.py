@@ -108,11 +108,34 @@ def test_bad_groups_are_reported_and_the_run_goes_on(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_fit_on_every_point_with_a_target_and_chosen_candidates(timm_store, tmp_path):
+    out = tmp_path / "o"
+    r = run_cli("fit", timm_store, "--out", str(out), "--holdout-quantile", "1.0", "--ds-target", "0.8",
+                "--laws", "eq1,logit-linear", "--frontiers", "vertices,bins,all", "--ds-task", "imagenetv2",
+                "--ds-task", "imagenet-real", "--no-figures")
+    assert r.returncode == 0, r.stderr
+    fits = pd.read_parquet(out / "fits.parquet")
+    assert len(fits) == 2 * 2 * 3 and set(fits["law"]) == {"eq1", "logit-linear"}
+    assert (fits["n_heldout"] == 0).all() and fits["pred_err"].isna().all()      # nothing held out
+    assert fits["backtest_err"].notna().all()                                     # back-tests inside the data
+    heads = fits[fits["headline"]].set_index("ds_task")
+    assert (heads["ds_target"] == 0.8).all()
+    v2 = heads.loc["imagenetv2"]
+    from meta_study.analysis import predict_fit
+    if v2["us_needed"] < 1:    # the law reaches 80% DS at the US accuracy it says
+        assert predict_fit(v2, [v2["us_needed"]])[0] == pytest.approx(0.8, abs=2e-3)
+        assert v2["us_needed_lo"] <= v2["us_needed_hi"]
+
+
 def test_analysis_user_errors(timm_store, tmp_path):
     for args, needle in [(("fit", str(tmp_path / "nope"), "--out", str(tmp_path)), "no such store"),
                          (("fit", timm_store, "--out", str(tmp_path), "--holdout-quantile", "1.5"), "--holdout-quantile"),
                          (("fit", timm_store, "--out", str(tmp_path), "--ds-task", "cifar"), "no rows match"),
                          (("sensitivity", timm_store, "--out", str(tmp_path), "--sizes", "10,x"), "--sizes"),
-                         (("sensitivity", timm_store, "--out", str(tmp_path), "--trials", "0"), "--trials")]:
+                         (("sensitivity", timm_store, "--out", str(tmp_path), "--trials", "0"), "--trials"),
+                         (("fit", timm_store, "--out", str(tmp_path), "--laws", "eq1,eq7"), "--laws: unknown name(s) eq7"),
+                         (("fit", timm_store, "--out", str(tmp_path), "--frontiers", "hull"), "--frontiers"),
+                         (("fit", timm_store, "--out", str(tmp_path), "--tolerance", "0"), "--tolerance"),
+                         (("fit", timm_store, "--out", str(tmp_path), "--ds-target", "80"), "--ds-target")]:
         r = run_cli(*args)
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)

@@ -27,7 +27,10 @@ def us16():
 def test_tiny_models_beat_chance(us16, name: str) -> None:
     torch.manual_seed(0)
     model, info = create_model(name, num_classes=us16.num_classes, img_size=16)
-    r = pretrain(model, info, us16, TrainConfig(model_name=name, epochs=2, batch_size=64, lr=2e-3))
+    # the tiny ResNet learns slowly at 2e-3 in 190 steps (3.2-4.0x chance over seeds with torch 2.14,
+    # on the 4x line); at 5e-3 it reaches 8-14x, and 1e-2 diverges on some seeds
+    lr = 5e-3 if name == "resnet_tiny_cpu" else 2e-3
+    r = pretrain(model, info, us16, TrainConfig(model_name=name, epochs=2, batch_size=64, lr=lr))
     chance = 1 / us16.num_classes  # 0.42%
     # ~190 steps reach 4-10% (10-25x chance) here; 4x chance on 1,200 test images is ~20 correct vs ~5 by luck.
     assert r.us_accuracy > 4 * chance, r.us_accuracy
