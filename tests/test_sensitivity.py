@@ -66,6 +66,20 @@ def test_bad_groups_do_not_stop_the_run():
     assert "ok" in by["a"] or "at_bound" in by["a"]
 
 
+def test_groups_too_small_to_fit_keep_their_rows():
+    from meta_study.analysis.run import bootstrap_table, sensitivity_table
+
+    one = Group("up", "one", "fewshot", 10, np.array([0.5]), np.array([0.2]))
+    two = Group("up", "two", "fewshot", 10, np.array([0.5, 0.6]), np.array([0.2, 0.3]))
+    good = synthetic_group("a", 60, 0)
+    s = sensitivity_table([one, two, good], SensitivityOptions(trials=2), use_ray=False)
+    b = bootstrap_table([one, two, good], BootstrapOptions(n_boot=20), use_ray=False)
+    for t in (s, b):
+        assert set(t["ds_task"]) == {"one", "two", "a"}
+        assert set(t.loc[t["ds_task"].isin(["one", "two"]), "status"]) == {"too_few_points"}
+    assert b.loc[b["ds_task"] == "one", "estimate"].isna().all() and (b.loc[b["ds_task"] == "one", "n_ok"] == 0).all()
+
+
 def test_ray_and_serial_paths_agree():
     from meta_study.analysis.parallel import bootstrap_ray, sensitivity_ray
 

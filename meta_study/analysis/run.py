@@ -176,8 +176,7 @@ def _panel(g: Group, sel: GroupSelection, options: FitOptions) -> dict[str, Any]
 def sensitivity_table(groups: Sequence[Group], options: SensitivityOptions, *, address: str | None = None,
                       num_workers: int | None = None, use_ray: bool = True,
                       progress: Progress | None = None) -> pd.DataFrame:
-    """The sensitivity rows of ``groups`` (groups with fewer than 3 points are left out)."""
-    groups = [g for g in groups if g.n >= 3]
+    """The sensitivity rows of ``groups``; a group too small to fit keeps its rows, with the status."""
     if use_ray and groups:
         from .parallel import sensitivity_ray
 
@@ -220,8 +219,7 @@ def run_sensitivity(store: Any, out_dir: str, *, selection: Selection = Selectio
 def bootstrap_table(groups: Sequence[Group], options: BootstrapOptions, *, address: str | None = None,
                     num_workers: int | None = None, use_ray: bool = True,
                     progress: Progress | None = None) -> pd.DataFrame:
-    """The bootstrap rows of ``groups`` (groups with fewer than 3 points are left out)."""
-    groups = [g for g in groups if g.n >= 3]
+    """The bootstrap rows of ``groups``; a group too small to fit keeps its rows, with the status."""
     if use_ray and groups:
         from .parallel import bootstrap_ray
 

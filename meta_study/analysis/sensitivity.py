@@ -157,7 +157,7 @@ def sensitivity(groups: Sequence[Any], options: SensitivityOptions = Sensitivity
 # Bootstrap confidence intervals
 # --------------------------------------------------------------------------------------------
 
-BOOTSTRAP_COLUMNS = (*GROUP_COLUMNS, "frontier", "param", "estimate", "lo", "hi", "level", "n_boot", "n_ok")
+BOOTSTRAP_COLUMNS = (*GROUP_COLUMNS, "frontier", "param", "estimate", "lo", "hi", "level", "n_boot", "n_ok", "status")
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,9 @@ def bootstrap_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray,
     draw and fits it. The estimate is the fit on the fitting points themselves.
 
     Returns:
-        One row per (frontier, param): :data:`BOOTSTRAP_COLUMNS`; ``n_ok`` counts usable resamples.
+        One row per (frontier, param): :data:`BOOTSTRAP_COLUMNS`; ``n_ok`` counts usable resamples
+        and ``status`` is the status of the fit on the fitting points (a group too small to fit
+        keeps its rows, NaN, with that status).
     """
     p = prepare(us_acc, ds_acc, options.fit)
     pool = p.fit_idx
@@ -209,7 +211,8 @@ def bootstrap_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray,
             lo, hi = (np.quantile(vals, [alpha_tail, 1 - alpha_tail]) if vals.size else (math.nan, math.nan))
             rows.append({**dict(zip(GROUP_COLUMNS, key)), "frontier": frontier, "param": param,
                          "estimate": getattr(est, param) if est.usable else math.nan, "lo": float(lo),
-                         "hi": float(hi), "level": options.level, "n_boot": options.n_boot, "n_ok": int(vals.size)})
+                         "hi": float(hi), "level": options.level, "n_boot": options.n_boot, "n_ok": int(vals.size),
+                         "status": est.status})
     return pd.DataFrame(rows, columns=list(BOOTSTRAP_COLUMNS))
 
 
