@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -165,6 +166,28 @@ def _is_missing(v: Any) -> bool:
     return v is None or v is pd.NA or v is pd.NaT or _is_nan(v)
 
 
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?([eE][+-]?\d+)?")
+
+
+def _number_text(v: str) -> str | None:
+    """The text of a number as ``float`` should read it, or None when it is not one we accept.
+
+    Commas are accepted only as thousands separators in the standard grouping (``"1,014.45"``);
+    any other comma (``"0,1"``: a decimal comma?) is ambiguous and rejected, as are underscores
+    (``"0.8_5"``: Python's ``float`` would take it as 0.85).
+    """
+    t = v.strip()
+    if "_" in t:
+        return None
+    if "," in t:
+        return t.replace(",", "") if _THOUSANDS.fullmatch(t) else None
+    return t
+
+
+#: Integers a column type can hold (a float64 beyond them would wrap around in the cast).
+_INT_LIMITS = {pa.int32(): 2 ** 31 - 1, pa.int64(): 2 ** 63 - 1}
+
+
 def _coerce_numeric(s: pd.Series, integer: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Coerce to float64. Returns (values, wrong_type, is_nan); missing values become NaN too,
     and are the NaNs that are neither wrong nor ``is_nan``."""
@@ -194,13 +217,16 @@ def _coerce_numeric(s: pd.Series, integer: bool) -> tuple[np.ndarray, np.ndarray
                 else:
                     vals[i] = float(v)
             elif isinstance(v, str):
-                t = v.strip().replace(",", "")
+                t = _number_text(v)
                 if t == "":
                     continue
                 try:
-                    vals[i] = float(t)
+                    vals[i] = float(t) if t is not None else math.nan
                 except ValueError:
+                    t = None
+                if t is None:
                     wrong[i] = True
+                    vals[i] = math.nan
                     continue
                 if math.isnan(vals[i]):
                     nan[i] = True
@@ -318,7 +344,9 @@ def validate(frame: pd.DataFrame, *, raw: Sequence[str] | None = None) -> Valida
 
     arrays: dict[str, pa.Array] = {}
     for col in COLUMNS:
-        s = frame[col.name] if col.name in frame.columns else pd.Series([None] * n, dtype=object)
+        # The store owns ingested_at and schema_version: whatever an input says is ignored.
+        present = col.name in frame.columns and col.name not in STORE_FILLED
+        s = frame[col.name] if present else pd.Series([None] * n, dtype=object)
         t = col.type
         if pa.types.is_floating(t) or pa.types.is_integer(t):
             integer = pa.types.is_integer(t)
@@ -346,6 +374,11 @@ def validate(frame: pd.DataFrame, *, raw: Sequence[str] | None = None) -> Valida
                      + (" (a percent in a fraction field? set its unit to percent)" if c.hi == 1.0 and v[i] <= 100 else ""))
             good = finite
             if integer:
+                limit = _INT_LIMITS[t]
+                # float64 holds 2**63 exactly; anything at or past it does not fit an int64
+                over = finite & ((v > limit) | (v < -limit - 1) | (np.abs(v) >= 2.0 ** 63))
+                flag(over, lambda i, c=col.name, v=v, t=t: f"{c}: {v[i]:g} does not fit the column's {t} type")
+                good = finite & ~over
                 arrays[col.name] = pa.array(np.where(good, v, 0).astype("int64"), type=pa.int64(), mask=~good).cast(t, safe=False)
             else:
                 arrays[col.name] = pa.array(np.where(good, v, 0.0), type=t, mask=~good)
@@ -427,15 +460,26 @@ def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.T
 
 
 def key_strings(table: pa.Table, columns: Iterable[str] = KEY) -> np.ndarray:
-    """One string per row that identifies its key; null is encoded distinctly from any value."""
+    """One string per row that identifies its key, unambiguously for any values.
+
+    Each value is written as ``<length>:<value>`` (length in code points) and a null as ``-``,
+    so no value, whatever characters it holds, can run into the next one (a separator alone
+    would let ``"s\x1fx" + "y"`` equal ``"s" + "x\x1fy"``). :func:`key_of` is the same for
+    Python values."""
     import pyarrow.compute as pc
 
     parts = []
     for c in columns:
         a = table.column(c).cast(pa.string())
-        parts.append(pc.fill_null(pc.binary_join_element_wise("\x02", a, "\x02"), "\x00"))
-    joined = pc.binary_join_element_wise(*parts, "\x1f")
+        n = pc.cast(pc.utf8_length(a), pa.string())
+        parts.append(pc.fill_null(pc.binary_join_element_wise(n, a, ":"), "-"))
+    joined = pc.binary_join_element_wise(*parts, "|")
     return np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def key_of(values: Iterable[Any]) -> str:
+    """:func:`key_strings` of one row given as Python values (None for null)."""
+    return "|".join("-" if v is None else f"{len(str(v))}:{v}" for v in values)
 
 
 def schema_markdown() -> str:

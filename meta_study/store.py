@@ -59,7 +59,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import StoreLockedError, UserError
-from .schema import FILE_SCHEMA, GROUP, KEY, PARTITION, SCHEMA, SCHEMA_VERSION, conform, key_strings
+from .schema import FILE_SCHEMA, GROUP, KEY, PARTITION, SCHEMA, SCHEMA_VERSION, conform, key_of, key_strings
 
 FORMAT = "meta-study-store"
 FORMAT_VERSION = 1
@@ -696,6 +696,7 @@ def _quarantine_table(q: pd.DataFrame | pa.Table, now: _dt.datetime) -> pa.Table
         if c not in df.columns:
             df[c] = None
     df = df[["source", "run_id", "reason", "raw"]].astype(object).where(lambda d: d.notna(), None)
+    # (the separator format is persisted in every store's quarantine: kept as it is)
     df["payload_hash"] = [hashlib.sha256(f"{s}\x1f{r}\x1f{w}".encode()).hexdigest()
                           for s, r, w in zip(df["source"], df["reason"], df["raw"])]
     df = df.drop_duplicates("payload_hash")
@@ -753,7 +754,7 @@ class _Plan:
         if delete_runs:
             for p in self.data:
                 touched.setdefault(p, None)
-        dels = {f"{s}\x1f{r}" for s, r in delete_runs}
+        dels = {key_of((s, r)) for s, r in delete_runs}
         for part, rows in touched.items():
             old_e = self.data.get(part)
             old = None
@@ -786,8 +787,7 @@ class _Plan:
             old = SCHEMA.empty_table()
         keep = np.ones(old.num_rows, bool)
         if dels and old.num_rows:
-            sr = pc.binary_join_element_wise(old.column("source"), old.column("run_id"), "\x1f")
-            gone = np.isin(np.asarray(sr.to_numpy(zero_copy_only=False), dtype=object), list(dels))
+            gone = np.isin(key_strings(old, ("source", "run_id")), list(dels))
             c["deleted"] = int(gone.sum())
             keep &= ~gone
         add = None

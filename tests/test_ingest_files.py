@@ -13,7 +13,7 @@ import pytest
 from meta_study.errors import UserError
 from meta_study.ingest import ingest_sources, load_mapping, open_sources
 from meta_study.store import Store
-from conftest import MAPPINGS, make_rows
+from conftest import MAPPINGS, make_rows, run_cli
 
 TIMM_DS = {"imagenet-real": 1556, "imagenetv2": 1556, "sketch": 1556, "imagenet-a": 1555, "imagenet-r": 1556}
 
@@ -195,3 +195,18 @@ def test_unreadable_inputs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="holds no CSV"):
         open_sources([str(tmp_path / "empty")], None)
+
+
+def test_two_files_with_one_name_are_refused(tmp_path):
+    # both would get source 'x' from their file name, and b's rows would replace a's
+    rows = _canonical_frame().drop(columns=["source"], errors="ignore")
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        rows.to_csv(tmp_path / d / "x.csv", index=False)
+    store = str(tmp_path / "st")
+    r = run_cli("ingest", str(tmp_path / "a" / "x.csv"), str(tmp_path / "b" / "x.csv"), "--store", store)
+    assert r.returncode == 2 and "both would be source 'x'" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "st").exists() or len(Store(store).to_pandas()) == 0
+    # one file named twice is one source, not a clash
+    r = run_cli("ingest", str(tmp_path / "a" / "x.csv"), str(tmp_path / "a" / "x.csv"), "--store", store)
+    assert r.returncode == 0, r.stderr

@@ -119,3 +119,55 @@ def test_metric_keys_follow_the_convention():
 def test_docs_schema_table_is_generated_from_the_module():
     doc = (REPO / "docs" / "schema.md").read_text()
     assert schema.schema_markdown() in doc, "docs/schema.md is out of date: paste schema.schema_markdown()"
+
+
+# ---- wrong values are never stored silently -------------------------------------------------
+
+@pytest.mark.parametrize("column,value", [("shots", 4294967301), ("shots", "4294967301"),
+                                          ("representation_layer", 2147483648), ("param_count", 1e30),
+                                          ("seed", 2.0 ** 63), ("batch_size", -1e19)])
+def test_integers_out_of_their_type_range_are_quarantined(column, value):
+    rows = make_rows(1, ds_tasks=("a",))
+    rows[column] = [value]
+    v = validate(rows)
+    assert v.table.num_rows == 0, v.table.to_pandas()[column]      # never wrapped around into a real value
+    assert f"{column}:" in v.rejected["reason"].iloc[0] and "does not fit" in v.rejected["reason"].iloc[0]
+
+
+@pytest.mark.parametrize("text,ok,value", [("1,014.45", True, 1014.45), ("12,345,678", True, 12345678.0),
+                                           ("0,1", False, None), ("0,0", False, None), ("1,00", False, None),
+                                           ("0.8_5", False, None), ("1_000", False, None), (" 0.85 ", True, 0.85)])
+def test_commas_only_as_thousands_separators_and_no_underscores(text, ok, value):
+    rows = make_rows(1, ds_tasks=("a",))
+    rows["lr"] = [text]
+    v = validate(rows)
+    if ok:
+        assert v.table.num_rows == 1 and v.table.column("lr")[0].as_py() == pytest.approx(value)
+    else:
+        assert v.table.num_rows == 0 and "lr: wrong type" in v.rejected["reason"].iloc[0]
+
+
+def test_store_managed_columns_from_an_input_are_ignored():
+    rows = make_rows(2, ds_tasks=("a",))
+    rows["schema_version"] = 999
+    rows["ingested_at"] = pd.Timestamp("1999-01-01", tz="UTC")
+    v = validate(rows)
+    assert v.table.num_rows == 2
+    t = schema.conform(v.table)
+    assert set(t.column("schema_version").to_pylist()) == {schema.SCHEMA_VERSION}
+    assert min(t.column("ingested_at").to_pylist()).year >= 2026
+
+
+def test_keys_are_unambiguous_whatever_the_values_hold():
+    a = make_rows(1, ds_tasks=("a",))
+    b = a.copy()
+    a["source"], a["run_id"] = "s\x1f\x02\x02x", "y"
+    b["source"], b["run_id"] = "s", "x\x1f\x02\x02y"
+    c = a.copy()
+    c["source"], c["run_id"] = "s|1:x", "y"
+    d = a.copy()
+    d["source"], d["run_id"] = "s", "x|1:y"
+    t = pa.concat_tables([validate(x).table for x in (a, b, c, d)])
+    keys = schema.key_strings(t)
+    assert len(set(keys)) == 4
+    assert schema.key_of(["s", None, "x"]) != schema.key_of(["s", "", "x"]) != schema.key_of(["s", "x"])

@@ -204,3 +204,16 @@ def test_object_store_code_path(tmp_path):
     assert len(s.quarantine()) == 1 and s.read_state("mlflow:x").num_rows == 1
     assert "LEASE.json" not in s._f.listdir("_meta")            # the lease is released
     assert len([n for n in s._f.listdir("us_task=up/ds_task=a")]) == 1  # superseded files deleted
+
+
+def test_delete_runs_is_exact_whatever_the_ids_hold(tmp_path):
+    # source 's\x1fx' with run 'y' and source 's' with run 'x\x1fy' are different runs
+    s = Store(str(tmp_path / "st"))
+    a = make_rows(1, ds_tasks=("a",))
+    b = a.copy()
+    a["source"], a["run_id"] = "s\x1fx", "y"
+    b["source"], b["run_id"] = "s", "x\x1fy"
+    s.commit(validate(pd.concat([a, b])).table)
+    assert len(s.to_pandas()) == 2
+    assert s.commit(delete_runs=[("s", "x\x1fy")]).deleted == 1
+    assert s.to_pandas()["source"].tolist() == ["s\x1fx"]

@@ -270,4 +270,19 @@ def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOp
     paths = expand_paths(specs)
     if mapping is not None and mapping.join is not None:
         return [FileSource(paths=paths, mapping=mapping, source_name=options.source_name)]
+    if options.source_name is None and (mapping is None or mapping.source is None):
+        _refuse_shared_stems(paths)
     return [FileSource(paths=[p], mapping=mapping, source_name=options.source_name) for p in paths]
+
+
+def _refuse_shared_stems(paths: Sequence[str]) -> None:
+    """Each file's rows get its name without extension as their ``source``: two files with one
+    name would silently replace each other's rows (same source and run ids), so refuse."""
+    seen: dict[str, str] = {}
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0]
+        if stem in seen and os.path.abspath(seen[stem]) != os.path.abspath(p):
+            raise UserError(f"{seen[stem]} and {p}: both would be source {stem!r} (a file's name without its "
+                            "extension) and replace each other's rows; rename one, set 'source:' in the mapping, "
+                            "or give each a 'name:' in a --sources-file")
+        seen[stem] = p
