@@ -128,8 +128,9 @@ def _train(wd: Path, tracking: str, serial: bool) -> int:
     from .tune.runner import run_sweep
 
     storage = wd / "ray"
+    # --address local: the demo's Ray is its own, never a cluster that `ray start` left running
     argv = ["--smoke", "--tracking-uri", tracking, "--experiment", EXPERIMENT, "--storage-path", str(storage),
-            "--name", "demo", "--cpus-per-trial", "1"]
+            "--name", "demo", "--cpus-per-trial", "1", "--address", "local"]
     if (storage / "demo").exists():
         argv.append("--resume")   # a second demo reuses the trained models (finished trials are kept)
     if serial:
@@ -148,7 +149,7 @@ def _refit(wd: Path, store: Path, tracking: str, serial: bool):
     fit = FitOptions(holdout_quantile=0.8)
     cfg = RefitConfig(store=str(store), out=str(wd), tracking_uri=tracking, fit=fit,
                       sensitivity=SensitivityOptions(trials=10, fit=fit), bootstrap=BootstrapOptions(n_boot=300, fit=fit),
-                      use_ray=not serial, max_group_figures=24)
+                      use_ray=not serial, max_group_figures=24, address="local")
     res = refit(cfg, log=lambda m: None)
     if res.status == "noop":  # nothing changed since the last demo: point at its report
         from .refit import _previous

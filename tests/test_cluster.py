@@ -516,7 +516,7 @@ def state_dir(tmp_path):
         subprocess.run(["rm", "-rf", os.path.realpath(ray_tmp)], check=False)
 
 
-@pytest.mark.slow(40)
+@pytest.mark.slow(70)
 def test_local_up_and_down(state_dir):
     up = run_script("local-up.sh", state_dir)
     assert up.returncode == 0, up.stderr
@@ -545,6 +545,14 @@ def test_local_up_and_down(state_dir):
                                     data=b'{"max_results": 1}', headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(search, timeout=10) as r:
         assert "experiments" in json.load(r)
+
+    # The demo's embedded defaults are its own: with this cluster up and RAY_ADDRESS exported, it
+    # still starts a Ray of its own (before, its analysis joined the cluster through RAY_ADDRESS)
+    demo = subprocess.run([sys.executable, "-m", "meta_study.cli", "demo", "--synthetic", "--workdir",
+                           str(state_dir / "demo")], env=client_env, capture_output=True, text=True, timeout=600)
+    assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
+    assert "Connecting to existing Ray cluster" not in demo.stdout + demo.stderr
+    assert "Started a local Ray instance" in demo.stdout + demo.stderr
 
     again = run_script("local-up.sh", state_dir)  # idempotent: reports the running setup
     assert again.returncode == 0 and again.stdout == up.stdout and "already running" in again.stderr
