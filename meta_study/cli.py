@@ -180,11 +180,12 @@ def _table(df: Any, cols: list[str]) -> str:
 @click.option("--page-size", default=10_000, show_default=True, help="MLflow runs per search call.")
 @click.option("--overlap", "overlap_s", default=300.0, show_default=True,
               help="Seconds behind the last ingested end time to re-read (clock skew between loggers).")
-@click.option("--strict", is_flag=True, help="Exit 2 if any source fails (default: only if all fail).")
+@click.option("--keep-going", is_flag=True,
+              help="Exit 0 when some sources fail but others were ingested (default: exit 1).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, sources_file: str | None,
            experiments: tuple[str, ...], filter_string: str | None, include_running: bool, drop_deleted: bool,
-           full: bool, history: str, page_size: int, overlap_s: float, strict: bool, quiet: bool) -> None:
+           full: bool, history: str, page_size: int, overlap_s: float, keep_going: bool, quiet: bool) -> None:
     """Ingest sources into STORE: MLflow tracking URIs (http(s)://host:port, sqlite:///path.db,
     ...) and CSV / Parquet / JSONL exports (files or directories).
 
@@ -210,8 +211,13 @@ def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, s
     for r in reports:
         click.echo(r.line(), err=not r.ok)
     failed = [r for r in reports if not r.ok]
-    if failed and (strict or len(failed) == len(reports)):
-        sys.exit(2)
+    if failed and len(failed) == len(reports):
+        sys.exit(2)                       # nothing ingested: the failure lines above say why
+    if failed:
+        click.echo(f"ingest: {len(failed)} of {len(reports)} sources failed (above); the others were ingested"
+                   + ("" if keep_going else "; exit 1 (--keep-going exits 0)"), err=True)
+        if not keep_going:
+            sys.exit(1)
 
 
 # --------------------------------------------------------------------------------------------

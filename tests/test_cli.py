@@ -78,9 +78,13 @@ def test_a_failing_source_among_good_ones_does_not_stop_the_rest(tmp_path, timm_
     bad.write_text("a,b\n1,2\n")
     r = run_cli("ingest", str(timm_dir / "timm_us_ds.csv"), str(bad), "--mapping", str(MAPPINGS / "timm_long.yaml"),
                 "--store", store)
-    # one mapping, two files: the file without the mapped columns fails, the other is ingested
-    assert r.returncode == 0
+    # one mapping, two files: the file without the mapped columns fails, the other is ingested,
+    # and the exit code says that not everything went in (it was 0 before)
+    assert r.returncode == 1 and "ingest: 1 of 2 sources failed" in r.stderr
     assert "FAILED" in r.stderr and "7779 new" in r.stdout
+    again = run_cli("ingest", str(timm_dir / "timm_us_ds.csv"), str(bad), "--mapping", str(MAPPINGS / "timm_long.yaml"),
+                    "--store", store, "--keep-going")
+    assert again.returncode == 0 and "7779 unchanged" in again.stdout, again.stderr
 
 
 def test_import_meta_study_is_light():
