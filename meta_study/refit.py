@@ -314,9 +314,9 @@ def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any])
     from .mlflow_client import mlflow_client
 
     client = mlflow_client(cfg.tracking_uri)
-    exp = client.get_experiment_by_name(cfg.experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        cfg.experiment, artifact_location=_artifact_location(cfg.tracking_uri, cfg.experiment))
+    from .tune.tracking import get_or_create_experiment
+
+    exp_id = get_or_create_experiment(client, cfg.tracking_uri, cfg.experiment)
     run = client.create_run(exp_id, run_name=f"refit {version_dir.name}",
                             tags={"meta_study.refit": version_dir.name, "meta_study.version": __version__})
     rid = run.info.run_id

@@ -23,6 +23,9 @@ def _check_workdir(wd: Path, experiment: str, min_models: int) -> None:
     assert df["run_id"].nunique() >= min_models
     client = MlflowClient(f"sqlite:///{wd / 'mlflow.db'}")
     refits = client.get_experiment_by_name("meta-study/refits")
+    # both experiments open on their runs in MLflow's UI, not in its GenAI view
+    for exp in (refits, client.get_experiment_by_name(experiment)):
+        assert exp.tags.get("mlflow.experimentKind") == "custom_model_development", exp.tags
     runs = client.search_runs([refits.experiment_id])
     assert len(runs) == 1 and {a.path for a in client.list_artifacts(runs[0].info.run_id)} >= {"index.html", "fits.parquet"}
     assert client.get_experiment_by_name(experiment) is not None

@@ -91,6 +91,7 @@ def test_refit_publishes_one_mlflow_run(tmp_path, mlflow_server):
     r = refit(_cfg(s, tmp_path / "out", tracking_uri=mlflow_server.uri, experiment=exp), log=lambda m: None)
     client = MlflowClient(mlflow_server.uri)
     e = client.get_experiment_by_name(exp)
+    assert e.tags.get("mlflow.experimentKind") == "custom_model_development"   # the UI lists its runs
     runs = client.search_runs([e.experiment_id])
     assert len(runs) == 1 and runs[0].info.run_id == r.mlflow_run_id and runs[0].info.status == "FINISHED"
     run = runs[0]

@@ -53,12 +53,23 @@ def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
     return loc(tracking_uri, experiment)
 
 
+#: MLflow 3 opens an experiment without this tag in its GenAI view (traces, token usage, "no
+#: data"); this value marks a model-training experiment, whose runs the UI then lists.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def get_or_create_experiment(client: Any, tracking_uri: str, name: str) -> str:
+    """The id of experiment ``name``, created if absent, tagged as a model-training experiment
+    (an existing experiment gets the tag only if it has none: a user's choice is kept)."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if EXPERIMENT_KIND_TAG not in (exp.tags or {}):
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=_artifact_location(tracking_uri, name))
+        return client.create_experiment(name, artifact_location=_artifact_location(tracking_uri, name),
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except Exception:  # noqa: BLE001 - another driver created it between the two calls
         exp = client.get_experiment_by_name(name)
         if exp is None:
