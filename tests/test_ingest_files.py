@@ -210,3 +210,27 @@ def test_two_files_with_one_name_are_refused(tmp_path):
     # one file named twice is one source, not a clash
     r = run_cli("ingest", str(tmp_path / "a" / "x.csv"), str(tmp_path / "a" / "x.csv"), "--store", store)
     assert r.returncode == 0, r.stderr
+
+
+def test_inputs_that_used_to_hang_or_abort_fail_in_one_line(tmp_path):
+    import gzip
+    import time
+
+    good = tmp_path / "good.csv"
+    _canonical_frame().to_csv(good, index=False)
+    full = gzip.compress(good.read_bytes() * 50)
+    (tmp_path / "cut.csv.gz").write_bytes(full[: len(full) // 2])                  # truncated gzip
+    lines = "\n".join(json.dumps(r) for r in _canonical_frame().to_dict("records"))
+    z = gzip.compress(((lines + "\n") * 50).encode())
+    (tmp_path / "cut.jsonl.gz").write_bytes(z[: len(z) // 2])
+    (tmp_path / "wide.csv").write_text(",".join(f"c{i}" for i in range(100_000)) + "\n1\n")   # 100k columns
+    (tmp_path / "oneline.csv").write_bytes(b"x" * (5 << 20))                                 # no newline
+    store = str(tmp_path / "st")
+    for bad, needle in (("cut.csv.gz", "truncated compressed file"), ("cut.jsonl.gz", "truncated compressed file"),
+                        ("wide.csv", "100,000 columns"), ("oneline.csv", "longer than 1 MB")):
+        t0 = time.monotonic()
+        r = run_cli("ingest", str(tmp_path / bad), str(good), "--store", store)
+        assert time.monotonic() - t0 < 60
+        assert r.returncode == 1, (bad, r.returncode, r.stderr)       # the good file after it still went in
+        assert needle in r.stderr and bad in r.stderr and "Traceback" not in r.stderr and "Aborted" not in r.stderr
+        assert "3 new" in r.stdout or "3 unchanged" in r.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -64,6 +65,7 @@ def read_export(path: str) -> pd.DataFrame:
     fmt = _format_of(path)
     try:
         if fmt in ("csv", "tsv"):
+            _check_header(path, "\t" if fmt == "tsv" else ",")
             # dtype=str keeps "87.5" and "1,014.45" as written; "" is the only missing marker so
             # a literal "NaN" reaches validation and is quarantined as NaN.
             return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False,
@@ -88,10 +90,35 @@ def read_export(path: str) -> pd.DataFrame:
             return pd.DataFrame.from_records(records)
     except UserError:
         raise
-    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+    except (OSError, EOFError, zlib.error, ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        # EOFError: a truncated .gz (it must not reach click, which turns it into "Aborted")
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, EOFError):
+            msg = f"truncated compressed file: {msg}"
         raise UserError(f"{path}: cannot read {fmt} ({msg})") from None
     raise UserError(f"{path}: unknown file type")
+
+
+#: A header line longer than this, or with more columns, is refused before parsing: pandas needs
+#: minutes and gigabytes for a 16 MB header (its duplicate-name handling), and a file with no
+#: newline at all would be read whole as one header.
+MAX_HEADER_BYTES = 1 << 20
+MAX_COLUMNS = 20_000
+
+
+def _check_header(path: str, sep: str) -> None:
+    """Refuse, in one line, a CSV/TSV whose header line is absurdly long or wide (reads <= 1 MB)."""
+    import gzip
+
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        head = f.readline(MAX_HEADER_BYTES + 1)
+    if len(head) > MAX_HEADER_BYTES:
+        raise UserError(f"{path}: the first line is longer than {MAX_HEADER_BYTES >> 20} MB (no header, "
+                        "or not a CSV/TSV file)")
+    n = head.count(sep.encode()) + 1
+    if n > MAX_COLUMNS:
+        raise UserError(f"{path}: the header has {n:,} columns (at most {MAX_COLUMNS:,})")
 
 
 def _payload(path: str, rec: dict, **more: object) -> str:
