@@ -107,6 +107,15 @@ def test_a_chord_is_flagged():
     assert any(w.startswith("chord:") for w in vertices.warnings), vertices.warnings
 
 
+def test_an_untrusted_group_states_no_finding():
+    us, ds = cloud("eq1", DISTINCT["eq1"][0], 7)
+    s = fit_group(us, ds)                  # the stop-paying point lies far beyond the data
+    assert not s.trusted and any(w.startswith("extrapolation:") for w in s.warnings)
+    c = s.claims
+    assert all(math.isnan(v) for v in (c.saturation_lo, c.stop_paying_us, c.predict_ds, c.predict_lo, c.us_needed))
+    assert math.isfinite(s.best.fit.saturation)          # the fit itself is still described
+
+
 def test_too_few_points_are_flagged_and_never_trusted():
     u = np.array([0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9])
     d = 1 - (0.9 * (1 - u) ** 1.5 + 0.2)
@@ -128,13 +137,17 @@ def test_backtest_tolerance_decides_trust():
 
 
 def test_interval_coverage_on_synthetic_groups():
-    # 40 groups from a known law with noisy models; the 90% prediction interval at predict_us
-    # must cover the true frontier in most groups, and the back-test coverage is reported
-    p = {"k": 0.9, "alpha": 1.4, "e_ir": 0.2}
-    groups = [cloud("eq1", p, 100 + i, n=400, gap=0.02) for i in range(40)]
-    sels = fit_groups(groups, FitOptions(selection=SelectionOptions(n_boot=60)), keys=[(i,) for i in range(40)])
+    # 40 groups from a known law with noisy models (every model visible, the stop-paying point
+    # inside the data, so the groups are trusted and state intervals); the 90% prediction
+    # interval at predict_us must cover the true frontier in most groups, and the back-test
+    # coverage is reported
+    p = {"k": 0.9, "alpha": 1.6, "e_ir": 0.2}
+    groups = [cloud("eq1", p, 100 + i, n=400, gap=0.02, hi=0.995) for i in range(40)]
+    sels = fit_groups(groups, FitOptions(holdout_quantile=1.0, selection=SelectionOptions(n_boot=60)),
+                      keys=[(i,) for i in range(40)])
+    assert sum(s.trusted for s in sels) >= 30
     hit = [s.claims.predict_lo <= LAWS["eq1"].predict(p, np.array([s.claims.predict_us]))[0] <= s.claims.predict_hi
-           for s in sels]
+           for s in sels if s.trusted]
     assert np.mean(hit) >= 0.8, np.mean(hit)
     cov = np.array([s.best.coverage for s in sels])
     assert np.isfinite(cov).all() and 0.7 <= cov.mean() <= 1.0

@@ -23,7 +23,8 @@ Judged by prediction, not by fit. For every group:
    ``sigma_bt`` the RMS of the headline's back-test residuals. ``coverage`` is that interval's
    measured coverage on the back-tests, leave-one-cut-out (``sigma_bt`` from the other cuts).
 5. **Trust.** A headline is ``trusted`` only when none of :data:`FLAGS` applies; ``warnings``
-   names each that does. An untrusted group reports no saturation or stop-paying finding.
+   names each that does. An untrusted group reports no finding: its :class:`Claims` (intervals,
+   stop-paying point, prediction, US needed) are NaN.
 
 The prediction is stated at ``predict_us``: as far beyond the best visible model (in log US
 error) as the back-tests reached beyond their cuts, so the statement is no farther out than what
@@ -445,7 +446,10 @@ def _with_claims(gs: list[_Group], sel: list[GroupSelection], o: SelectionOption
             if reach > EXTRAPOLATION * max(s.horizon, 1e-9):
                 warnings.append(f"extrapolation: the held-out models reach {reach / max(s.horizon, 1e-9):.1f}x "
                                 f"the back-tested horizon")
-        out.append(replace(s, claims=claims, warnings=tuple(warnings), trusted=not warnings))
+        # an untrusted group states no finding: its claims stay NaN (the law's own parameters and
+        # saturation remain in its candidate row, as a description of the fit)
+        out.append(replace(s, claims=claims if not warnings else Claims(), warnings=tuple(warnings),
+                           trusted=not warnings))
     return out
 
 
