@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from pathlib import Path
@@ -309,3 +310,25 @@ def test_rest_transport_follows_a_redirecting_server_through_requests(monkeypatc
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_a_sweep_refuses_credentials_in_its_tracking_uri(how, tmp_path):
+    # the secret would reach the writer child's argv (ps), mlflow_parent.json and the summary
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    uri = "http://alice:s3cret@127.0.0.1:9"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    args = [sys.executable, str(REPO / "sweeps" / "head_wd.py"), "--smoke", "--storage-path", str(tmp_path)]
+    if how == "flag":
+        args += ["--tracking-uri", uri]
+    else:
+        env["MLFLOW_TRACKING_URI"] = uri
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and "credentials in the tracking URI are refused" in r.stderr, r.stderr[-2000:]
+    assert "s3cret" not in r.stdout + r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.rglob("mlflow_parent.json"))

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from ..errors import UserError
+
 # Experiment state is synced at most every 60 s (default "auto" re-syncs far more often once
 # thousands of trials are tracked; ray #11233, #7608). Must be set before ray.tune is imported.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "60")
@@ -169,8 +171,19 @@ def _storage(args: argparse.Namespace) -> str:
     return s if "://" in s else os.path.abspath(s)
 
 
+def refuse_credentials(uri: str) -> None:
+    """A UserError for a tracking URI with credentials in it: they would reach the writer child's
+    argv (visible in ``ps``), ``mlflow_parent.json`` and the sweep summary."""
+    from ..ingest.mlflow_source import has_credentials, safe_uri
+
+    if has_credentials(uri):
+        raise UserError(f"--tracking-uri {safe_uri(uri)}: credentials in the tracking URI are refused; set "
+                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
+
+
 def _tracking_uri(args: argparse.Namespace, storage: str) -> str:
     if args.tracking_uri:
+        refuse_credentials(args.tracking_uri)
         return args.tracking_uri
     root = Path(storage).parent if "://" not in storage else Path(os.getcwd()) / DEFAULT_ROOT
     root.mkdir(parents=True, exist_ok=True)
@@ -195,6 +208,8 @@ class SweepResult:
 def run_sweep(spec: SweepSpec, argv: Sequence[str] | None = None) -> SweepResult:
     """Parse arguments, run (or resume) the sweep, finalize early-stopped trials."""
     args = build_parser(spec).parse_args(argv)
+    if args.tracking_uri:
+        refuse_credentials(args.tracking_uri)   # before Ray starts
     t0 = time.monotonic()
     import ray
     from ray import tune
@@ -350,8 +365,13 @@ class _TrialRef:
 
 
 def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``sweeps/<name>.py``: run, print a summary, exit non-zero if trials errored."""
-    res = run_sweep(spec, argv)
+    """Entry point of ``sweeps/<name>.py``: run, print a summary, exit non-zero if trials errored
+    (a user error: one line on stderr, exit 2)."""
+    try:
+        res = run_sweep(spec, argv)
+    except UserError as e:
+        print(f"{spec.name}: {e}", file=sys.stderr)
+        sys.exit(2)
     print(json.dumps({"sweep": res.name, "trials": res.trials, "finished": res.finished, "errored": res.errored,
                       "early_stopped": res.early_stopped, "seconds": round(res.seconds, 1),
                       "tune_dir": res.experiment_dir, "tracking_uri": res.tracking_uri,
