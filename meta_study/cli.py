@@ -21,6 +21,26 @@ def _fail(msg: str) -> None:
     raise UserError(msg)
 
 
+def _out_dir(ctx: Any, param: Any, value: str | None) -> str | None:
+    """``--out``: a directory we can write, created if absent; else one line naming the problem."""
+    import os
+    import tempfile
+
+    if value is None:
+        return value
+    if "://" in value:
+        _fail(f"--out {value}: outputs go to a local directory, not a URI")
+    if os.path.exists(value) and not os.path.isdir(value):
+        _fail(f"--out {value}: exists and is not a directory")
+    try:
+        os.makedirs(value, exist_ok=True)
+        with tempfile.TemporaryFile(dir=value):
+            pass
+    except OSError as e:
+        _fail(f"--out {value}: cannot write there ({e.strerror or e})")
+    return value
+
+
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator[Any]:
     """A rich progress bar on stderr as a ``progress(description, completed, total)`` callback."""
@@ -316,7 +336,7 @@ def _report_outputs(out: Any, out_dir: str) -> None:
 
 @cli.command()
 @click.argument("store_uri", metavar="STORE")
-@click.option("--out", "out_dir", required=True, metavar="DIR", help="Output directory.")
+@click.option("--out", "out_dir", callback=_out_dir, required=True, metavar="DIR", help="Output directory.")
 @_selection_options
 @_fit_options
 @click.option("--no-figures", is_flag=True, help="Tables only.")
@@ -374,7 +394,7 @@ def _parse_sizes(sizes: str | None) -> tuple[int, ...] | None:
 
 @cli.command()
 @click.argument("store_uri", metavar="STORE")
-@click.option("--out", "out_dir", required=True, metavar="DIR", help="Output directory.")
+@click.option("--out", "out_dir", callback=_out_dir, required=True, metavar="DIR", help="Output directory.")
 @_selection_options
 @_fit_options
 @click.option("--sizes", default=None, help="Sample sizes, e.g. 10,30,100 (default: ~8 geometric steps from 10 to all).")
@@ -415,7 +435,7 @@ def sensitivity(store_uri: str, out_dir: str, sizes: str | None, trials: int, re
 
 @cli.command("bootstrap")
 @click.argument("store_uri", metavar="STORE")
-@click.option("--out", "out_dir", required=True, metavar="DIR", help="Output directory.")
+@click.option("--out", "out_dir", callback=_out_dir, required=True, metavar="DIR", help="Output directory.")
 @_selection_options
 @_fit_options
 @click.option("--samples", default=1000, show_default=True, help="Bootstrap resamples per group.")
@@ -451,7 +471,7 @@ def bootstrap_cmd(store_uri: str, out_dir: str, samples: int, level: float, seed
 
 @cli.command()
 @click.argument("store_uri", metavar="STORE")
-@click.option("--out", "out_dir", required=True, metavar="DIR", help="Output directory.")
+@click.option("--out", "out_dir", callback=_out_dir, required=True, metavar="DIR", help="Output directory.")
 @_selection_options
 @click.option("--no-figures", is_flag=True, help="Tables only.")
 def correlations(store_uri: str, out_dir: str, no_figures: bool, **kw: Any) -> None:
@@ -481,7 +501,7 @@ def correlations(store_uri: str, out_dir: str, no_figures: bool, **kw: Any) -> N
 @click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", show_envvar=True,
               help="Publish each refit as an MLflow run here (default: $MLFLOW_TRACKING_URI; none: no run).")
 @click.option("--experiment", default="meta-study/refits", show_default=True, help="MLflow experiment of the runs.")
-@click.option("--out", "out_dir", default="meta-study-refits", show_default=True, metavar="DIR",
+@click.option("--out", "out_dir", callback=_out_dir, default="meta-study-refits", show_default=True, metavar="DIR",
               help="Where versioned results go: DIR/refits/<UTC time>/, DIR/LATEST.")
 @click.option("--every", default=None, metavar="DURATION", help="Refit in a loop, e.g. 30m, 1h, 1d.")
 @_fit_options
@@ -545,7 +565,7 @@ def _echo_refit(res: Any) -> None:
 
 @cli.command()
 @click.argument("store_uri", metavar="STORE")
-@click.option("--out", "out_dir", required=True, metavar="DIR", help="Where the report and its tables go.")
+@click.option("--out", "out_dir", callback=_out_dir, required=True, metavar="DIR", help="Where the report and its tables go.")
 @_selection_options
 @_fit_options
 @click.option("--trials", default=5, show_default=True, help="Sensitivity draws per sample size.")

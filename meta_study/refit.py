@@ -164,6 +164,24 @@ def _rows_of(table_path: Path, keys: set[tuple]) -> pd.DataFrame | None:
 # --------------------------------------------------------------------------------------------
 
 
+def _remove_stale_tmp(refits: Path) -> None:
+    """Delete the half-written version directories of refits that were killed: ``.tmp-<stamp>-<pid>``
+    whose process is gone (a live one may be another store's refit writing to the same OUT)."""
+    if not refits.is_dir():
+        return
+    for d in refits.glob(".tmp-*"):
+        try:
+            pid = int(d.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+            alive = pid != os.getpid()
+        except ProcessLookupError:
+            alive = False
+        except (ValueError, IndexError, PermissionError):
+            alive = True   # not ours to judge
+        if not alive:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[str], None] = print) -> RefitResult:
     """Run one refit (see the module doc). Never raises for a group that cannot be fitted."""
     t0 = time.perf_counter()
@@ -172,6 +190,7 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
     with refit_lock(store, cfg.out) as held:
         if not held:
             return RefitResult(status="locked", message=f"another refit is running on {cfg.store}; skipped")
+        _remove_stale_tmp(Path(cfg.out) / "refits")
         res.ingest_lines = _ingest(cfg, store, progress)
         for line in res.ingest_lines:
             log(line)

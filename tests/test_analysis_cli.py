@@ -128,6 +128,8 @@ def test_fit_on_every_point_with_a_target_and_chosen_candidates(timm_store, tmp_
 
 
 def test_analysis_user_errors(timm_store, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
     for args, needle in [(("fit", str(tmp_path / "nope"), "--out", str(tmp_path)), "no such store"),
                          (("fit", timm_store, "--out", str(tmp_path), "--holdout-quantile", "1.5"), "--holdout-quantile"),
                          (("fit", timm_store, "--out", str(tmp_path), "--ds-task", "cifar"), "no rows match"),
@@ -136,6 +138,9 @@ def test_analysis_user_errors(timm_store, tmp_path):
                          (("fit", timm_store, "--out", str(tmp_path), "--laws", "eq1,eq7"), "--laws: unknown name(s) eq7"),
                          (("fit", timm_store, "--out", str(tmp_path), "--frontiers", "hull"), "--frontiers"),
                          (("fit", timm_store, "--out", str(tmp_path), "--tolerance", "0"), "--tolerance"),
-                         (("fit", timm_store, "--out", str(tmp_path), "--ds-target", "80"), "--ds-target")]:
+                         (("fit", timm_store, "--out", str(tmp_path), "--ds-target", "80"), "--ds-target"),
+                         (("fit", timm_store, "--out", str(a_file)), "exists and is not a directory"),
+                         (("report", timm_store, "--out", "/dev/null/x"), "cannot write there"),
+                         (("fit", timm_store, "--out", "s3://bucket/x"), "local directory, not a URI")]:
         r = run_cli(*args)
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)

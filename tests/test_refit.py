@@ -161,3 +161,17 @@ def test_cli_refit_and_report(tmp_path):
 def test_helpers():
     assert parse_every("90s") == 90 and parse_every("30m") == 1800 and parse_every("1d") == 86400
     assert metric_key("fit", "up", "..", "a/b", None, "hull", "k") == "fit/up/_/a_b/na/hull/k"
+
+
+def test_a_killed_refits_half_written_directory_is_removed(tmp_path):
+    s = _store(tmp_path / "st")
+    refits = tmp_path / "out" / "refits"
+    dead = refits / ".tmp-20260101T000000Z-999999999"          # no such pid: a SIGKILLed refit
+    (dead / "figures").mkdir(parents=True)
+    (dead / "fits.parquet").write_bytes(b"half")
+    live = refits / f".tmp-20260101T000001Z-{os.getppid()}"    # a live process's: not ours to remove
+    live.mkdir()
+    r = refit(_cfg(s, tmp_path / "out"), log=lambda m: None)
+    assert r.status == "refitted"
+    assert not dead.exists() and live.exists()
+    assert not [d for d in refits.glob(".tmp-*") if d != live]
