@@ -156,6 +156,10 @@ constants: {us_task: jft, ds_task: pets, eval_protocol: fewshot, shots: 10}
     ("join: {on: [a], upstream: {file: x, task: t, accuracy: a}, downstream: []}", "join: needs 'key'"),
     ("rename: {a: ingested_at}", "filled by the store"),
     ("arch_family: {vit: '('}", "arch_family.vit: bad regex"),
+    ("constants: {us_task: [a, b]}", "constants.us_task: must be a single value"),   # was a ValueError traceback
+    ("run_id: '{x.y}'", "run_id: {x.y} in '{x.y}' is not a column name"),          # was a KeyError
+    ("run_id: '{}-{0}'", "is not a column name"),
+    ("run_id: '{model'", "run_id: bad template"),
 ])
 def test_bad_mappings_name_the_problem(tmp_path, text, message):
     mp = tmp_path / "m.yaml"

@@ -176,8 +176,11 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
     constants = doc.get("constants") or {}
     if not isinstance(constants, dict):
         raise _format_err(where, "'constants' must be a map")
-    for c in constants:
+    for c, value in constants.items():
         _canonical(c, where, "constants")
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise _format_err(where, f"constants.{c}: must be a single value, not {type(value).__name__} "
+                                     f"{value!r}")
     if "eval_protocol" in constants and constants["eval_protocol"] not in EVAL_PROTOCOLS:
         raise _format_err(where, f"constants.eval_protocol: unknown protocol {constants['eval_protocol']!r} "
                                  f"(expected one of {', '.join(EVAL_PROTOCOLS)})")
@@ -193,6 +196,15 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
     run_id = doc.get("run_id")
     if run_id is not None and (not isinstance(run_id, str) or not run_id):
         raise _format_err(where, "'run_id' must be a column name or a template such as '{model}@{img_size}'")
+    if run_id is not None:
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(run_id) if f is not None]
+        except ValueError as e:
+            raise _format_err(where, f"run_id: bad template {run_id!r} ({e})") from None
+        bad = [f for f in names if not f or any(ch in f for ch in ".[]")]
+        if bad:
+            raise _format_err(where, f"run_id: {{{bad[0]}}} in {run_id!r} is not a column name (attribute, index "
+                                     "and positional fields are not supported)")
     extra = doc.get("extra", "rest")
     if isinstance(extra, list):
         extra = tuple(str(x) for x in extra)
