@@ -14,6 +14,7 @@ import datetime as _dt
 import json
 import math
 import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -164,6 +165,23 @@ def _is_nan(v: Any) -> bool:
 
 def _is_missing(v: Any) -> bool:
     return v is None or v is pd.NA or v is pd.NaT or _is_nan(v)
+
+
+#: A partition directory is ``ds_task=<percent-encoded name>``; file systems allow 255 bytes a name.
+MAX_PARTITION_NAME_BYTES = 240
+_RESERVED_PARTITION = "__HIVE_DEFAULT_PARTITION__"   # Hive's name for null: readers would fail on it
+
+
+def _partition_problem(value: str | None) -> str | None:
+    """Why a task name cannot be a partition directory, or None."""
+    if value is None:
+        return None
+    if value == _RESERVED_PARTITION:
+        return f"{value!r} is reserved (Hive's name for a null partition)"
+    n = len(urllib.parse.quote(value, safe=""))
+    if n > MAX_PARTITION_NAME_BYTES:
+        return f"name too long for a partition directory ({n} bytes percent-encoded, at most {MAX_PARTITION_NAME_BYTES})"
+    return None
 
 
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?([eE][+-]?\d+)?")
@@ -388,6 +406,9 @@ def validate(frame: pd.DataFrame, *, raw: Sequence[str] | None = None) -> Valida
             v = np.array(vals_s, dtype=object)
             if col.required:
                 flag(np.array([x is None or x == "" for x in v], bool) & ~wrong, f"{col.name}: missing required field")
+            if col.name in PARTITION:
+                flag(np.array([_partition_problem(x) is not None for x in v], bool),
+                     lambda i, c=col.name, v=v: f"{c}: {_partition_problem(v[i])}")
             if col.choices is not None:
                 bad = np.array([x is not None and x not in col.choices for x in v], bool)
                 label = "unknown protocol" if col.name == "eval_protocol" else f"unknown {col.name}"

@@ -238,3 +238,15 @@ def test_inputs_that_used_to_hang_or_abort_fail_in_one_line(tmp_path):
         assert r.returncode == 1, (bad, r.returncode, r.stderr)       # the good file after it still went in
         assert needle in r.stderr and bad in r.stderr and "Traceback" not in r.stderr and "Aborted" not in r.stderr
         assert "3 new" in r.stdout or "3 unchanged" in r.stdout
+
+
+def test_a_task_name_too_long_for_a_directory_loses_only_its_row(tmp_path):
+    df = _canonical_frame()
+    df.loc[0, "ds_task"] = "t" * 300
+    df.loc[1, "ds_task"] = "__HIVE_DEFAULT_PARTITION__"
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False)
+    store = tmp_path / "st"
+    r = run_cli("ingest", str(path), "--store", str(store))
+    assert r.returncode == 0 and "2 quarantined" in r.stdout, r.stdout + r.stderr
+    assert len(pd.read_parquet(store)) == len(df) - 2       # a plain reader still reads the store

@@ -171,3 +171,14 @@ def test_keys_are_unambiguous_whatever_the_values_hold():
     keys = schema.key_strings(t)
     assert len(set(keys)) == 4
     assert schema.key_of(["s", None, "x"]) != schema.key_of(["s", "", "x"]) != schema.key_of(["s", "x"])
+
+
+@pytest.mark.parametrize("name,needle", [("x" * 241, "name too long for a partition directory"),
+                                         ("日本語" * 10, "name too long"),            # 9 bytes each encoded
+                                         ("__HIVE_DEFAULT_PARTITION__", "reserved")])
+def test_task_names_that_cannot_be_partitions_are_quarantined_alone(name, needle):
+    rows = make_rows(2, ds_tasks=("a",))
+    rows.loc[0, "ds_task"] = name
+    v = validate(rows)
+    assert v.table.num_rows == 1                                  # the valid row of the file is kept
+    assert needle in v.rejected["reason"].iloc[0] and v.rejected["reason"].iloc[0].startswith("ds_task:")
