@@ -325,6 +325,22 @@ def _fit_opts(holdout_quantile: float, holdout_above: float | None, loss: str, a
                       alpha_max=alpha_max, nondecreasing=nondecreasing, selection=selection)
 
 
+def _no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
+    """'no rows match the selection', with the values the store has for each option given."""
+    groups = store_obj.summary().groups
+    have = []
+    for opt, col, given in (("--us-task", "us_task", sel.us_task), ("--ds-task", "ds_task", sel.ds_task),
+                            ("--protocol", "eval_protocol", sel.protocol), ("--shots", "shots", sel.shots)):
+        if given and col in groups:
+            vals = sorted({str(int(v)) if col == "shots" else str(v) for v in groups[col].dropna()},
+                          key=lambda v: (len(v), v) if col == "shots" else v)
+            shown = ", ".join(vals[:20]) + (f", ... ({len(vals)} in all)" if len(vals) > 20 else "")
+            have.append(f"{opt}: the store has {shown or 'none'}")
+    if sel.layer is not None:
+        have.append(f"--layer {sel.layer}: no pre-logits rows of that layer match")
+    return f"{store_uri}: no rows match the selection" + (f" ({'; '.join(have)})" if have else " (the store is empty)")
+
+
 def _report_outputs(out: Any, out_dir: str) -> None:
     import os
 
@@ -357,7 +373,7 @@ def fit(store_uri: str, out_dir: str, no_figures: bool, max_group_figures: int, 
     df, out = run_fit(store_obj, out_dir, selection=sel, options=_fit_opts(**kw), figures=not no_figures,
                       max_group_figures=max_group_figures)
     if df.empty:
-        _fail(f"{store_uri}: no rows match the selection")
+        _fail(_no_match(store_uri, store_obj, sel))
     import pandas as pd
 
     from .analysis.run import headlines
@@ -485,7 +501,19 @@ def correlations(store_uri: str, out_dir: str, no_figures: bool, **kw: Any) -> N
     tables, out = run_correlations(store_obj, out_dir, selection=sel, figures=not no_figures)
     for name, t in tables.items():
         click.echo(f"{name}: {len(t)} rows")
+    if tables["f1_shots_correlation"].empty or tables["f2_increase_likelihood"].empty:
+        click.echo(f"  F.1/F.2 are empty: {_why_no_shot_tables(store_obj.summary().groups)}")
     _report_outputs(out, out_dir)
+
+
+def _why_no_shot_tables(groups: Any) -> str:
+    """Why tables F.1 (>= 3 shot settings per DS task) and F.2 (>= 2) have no rows."""
+    shots = groups.dropna(subset=["shots"]) if "shots" in groups else groups.iloc[:0]
+    if shots.empty:
+        return "no group has a shot setting (the data has no few-shot evaluations, e.g. eval_protocol 'shift')"
+    most = int(shots.groupby(["us_task", "ds_task"])["shots"].nunique().max())
+    return (f"they compare fits across shot settings of one DS task; the most settings any task has here is "
+            f"{most} (F.1 needs 3, F.2 needs 2)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -590,7 +618,7 @@ def report(store_uri: str, out_dir: str, trials: int, samples: int, threshold: f
     fit_opts = _fit_opts(payoff_threshold=threshold, **kw)
     fits, _ = run_fit(store_obj, out_dir, selection=sel, options=fit_opts)
     if fits.empty:
-        _fail(f"{store_uri}: no rows match the selection")
+        _fail(_no_match(store_uri, store_obj, sel))
     with progress_bar() as progress:
         run_sensitivity(store_obj, out_dir, selection=sel, options=SensitivityOptions(trials=trials, fit=fit_opts),
                         use_ray=not serial, progress=progress)

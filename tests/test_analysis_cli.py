@@ -80,6 +80,7 @@ def test_bootstrap_and_correlations(timm_store, tmp_path):
     assert len(b) == 8 and (b["lo"] <= b["hi"]).all()
     r = run_cli("correlations", timm_store, "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
+    assert "F.1/F.2 are empty: no group has a shot setting" in r.stdout     # says why, not just "0 rows"
     f21 = pd.read_parquet(tmp_path / "correlations" / "f21_us_ds_spearman.parquet").set_index("ds_task")
     assert f21.loc["imagenet-real", "spearman"] > 0.95 and f21.loc["imagenet-real", "n_models"] == 1556
     f20 = pd.read_parquet(tmp_path / "correlations" / "f20_ds_task_spearman.parquet")
@@ -132,7 +133,9 @@ def test_analysis_user_errors(timm_store, tmp_path):
     a_file.write_text("not a directory")
     for args, needle in [(("fit", str(tmp_path / "nope"), "--out", str(tmp_path)), "no such store"),
                          (("fit", timm_store, "--out", str(tmp_path), "--holdout-quantile", "1.5"), "--holdout-quantile"),
-                         (("fit", timm_store, "--out", str(tmp_path), "--ds-task", "cifar"), "no rows match"),
+                         (("fit", timm_store, "--out", str(tmp_path), "--ds-task", "cifar"),
+                          "no rows match the selection (--ds-task: the store has imagenet-a, imagenet-r, "
+                          "imagenet-real, imagenetv2, sketch)"),
                          (("sensitivity", timm_store, "--out", str(tmp_path), "--sizes", "10,x"), "--sizes"),
                          (("sensitivity", timm_store, "--out", str(tmp_path), "--trials", "0"), "--trials"),
                          (("fit", timm_store, "--out", str(tmp_path), "--laws", "eq1,eq7"), "--laws: unknown name(s) eq7"),
