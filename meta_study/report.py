@@ -112,6 +112,13 @@ def _table_html(fits: pd.DataFrame) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _natural(p: Path) -> list[Any]:
+    """Sort key that orders numbers in names by value ("f20_up_fewshot_5" before "..._10")."""
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+
 def _img(rel: str, alt: str) -> str:
     return f"<a href='{_e(rel)}'><img src='{_e(rel)}' alt='{_e(alt)}' loading='eager'></a>"
 
@@ -171,7 +178,7 @@ def render_report(results_dir: str | os.PathLike[str], *, title: str = "meta-stu
                      + _img("figures/sensitivity.png", "sensitivity"))
     if (figs / "params_vs_shots.png").exists():
         parts.append("<h2>Parameters vs shots</h2>" + _img("figures/params_vs_shots.png", "params vs shots"))
-    heat = sorted(figs.glob("f2*.png")) if figs.exists() else []
+    heat = sorted(figs.glob("f2*.png"), key=_natural) if figs.exists() else []   # 1, 5, 10, 25 shots
     if heat:
         parts.append("<h2>Correlations</h2><div class=grid>" +
                      "".join(_img(f"figures/{p.name}", p.stem) for p in heat) + "</div>")

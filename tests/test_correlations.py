@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -68,3 +69,31 @@ def test_correlation_tables_long_forms():
     assert len(t["f20_ds_task_spearman"]) == 9 and len(t["f21_us_ds_spearman"]) == 3
     few = us_ds_correlations(_rows().head(6))
     assert few["spearman"].isna().all()
+
+
+def test_shots_are_ordered_as_numbers_in_figures_and_the_report(tmp_path):
+    # as text, 10 and 25 sort before 5 (seen: heatmaps and F.21 in the order 10, 1, 25, 5)
+    import meta_study.analysis.figures as fig
+    from meta_study.analysis.run import run_correlations
+    from meta_study.report import _natural
+    from meta_study.schema import validate
+    from meta_study.store import Store
+    from conftest import make_rows
+
+    s = Store(str(tmp_path / "st"))
+    s.commit(validate(make_rows(30, ds_tasks=("a", "b"), shots=(1, 5, 10, 25))).table)
+    seen = {}
+    orig = fig.plot_heatmap
+
+    def spy(m, stem, **kw):
+        seen[Path(stem).name] = list(m.index)
+        return orig(m, stem, **kw)
+
+    fig.plot_heatmap = spy
+    try:
+        run_correlations(s, str(tmp_path / "o"))
+    finally:
+        fig.plot_heatmap = orig
+    assert seen["f21_us_ds"] == [f"up/fewshot/{k}shot" for k in (1, 5, 10, 25)]
+    names = sorted((tmp_path / "o" / "figures").glob("f20_*.png"), key=_natural)
+    assert [p.stem.rsplit("_", 1)[1] for p in names] == ["1", "5", "10", "25"]

@@ -274,9 +274,11 @@ def run_correlations(store: Any, out_dir: str, *, selection: Selection = Selecti
                                             footer=foot)
         f21 = tables["f21_us_ds_spearman"]
         if not f21.empty:
-            m = f21.assign(slice=f21["us_task"] + "/" + f21["eval_protocol"].astype(str)
-                           + f21["shots"].map(lambda s: "" if pd.isna(s) else f"/{int(s)}shot")) \
-                .pivot_table(index="slice", columns="ds_task", values="spearman")
+            labelled = f21.assign(slice=f21["us_task"] + "/" + f21["eval_protocol"].astype(str)
+                                  + f21["shots"].map(lambda s: "" if pd.isna(s) else f"/{int(s)}shot"))
+            # rows in (US task, protocol, shots as numbers) order: as text, 10 would sort before 5
+            order = labelled.sort_values(["us_task", "eval_protocol", "shots"], na_position="first")["slice"].unique()
+            m = labelled.pivot_table(index="slice", columns="ds_task", values="spearman").reindex(order)
             out.figures += fig.plot_heatmap(m, os.path.join(out_dir, "figures", "f21_us_ds"),
                                             title="US-DS rank correlation", footer=foot)
     return tables, out
