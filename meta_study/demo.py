@@ -16,7 +16,6 @@ is there: finished trials are not retrained, ingest and refit are no-ops, the re
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -39,7 +39,7 @@ import pandas as pd
 from . import __version__
 from .analysis.groups import GROUP_COLUMNS, Group
 from .analysis.holdout import FitOptions
-from .analysis.run import (Outputs, Selection, bootstrap_table, fit_to_dir, footer, run_correlations, sensitivity_table,
+from .analysis.run import (Selection, bootstrap_table, fit_to_dir, footer, run_correlations, sensitivity_table,
                            write_sensitivity, write_table)
 from .analysis.sensitivity import BootstrapOptions, SensitivityOptions
 from .errors import UserError

@@ -29,7 +29,7 @@ Cost: one sort, O(n log n) (~0.3 ms for 5,000 points).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -144,13 +144,18 @@ FRONTIERS: dict[str, Estimator] = {"vertices": vertices, "hull-curve": hull_curv
                                    "bins-upper": _upper(bins, "bins-upper"), "all": all_points}
 
 
+def check_frontier_names(names: Sequence[str]) -> None:
+    """A ValueError naming the unknown frontier(s) and the choices (or that none was given)."""
+    bad = [f for f in names if f not in FRONTIERS]
+    if bad or not names:
+        raise ValueError(f"unknown frontier(s) {', '.join(map(repr, bad)) or '(none given)'}; the frontiers are "
+                         f"{', '.join(FRONTIERS)}")
+
+
 def frontier_points(name: str, us_acc: np.ndarray, ds_acc: np.ndarray, *, nondecreasing: bool = False) -> Frontier:
     """The frontier ``name`` of a group's points (accuracies, fractions); a ValueError names the choices."""
-    try:
-        fn = FRONTIERS[name]
-    except KeyError:
-        raise ValueError(f"unknown frontier {name!r}; the frontiers are {', '.join(FRONTIERS)}") from None
-    return fn(np.asarray(us_acc, dtype=float), np.asarray(ds_acc, dtype=float), nondecreasing=nondecreasing)
+    check_frontier_names([name])
+    return FRONTIERS[name](np.asarray(us_acc, dtype=float), np.asarray(ds_acc, dtype=float), nondecreasing=nondecreasing)
 
 
-__all__ = ["CURVE_POINTS", "FRONTIERS", "FRONTIER_KINDS", "Frontier", "curve_points", "frontier_points", "n_bins"]
+__all__ = ["CURVE_POINTS", "FRONTIERS", "FRONTIER_KINDS", "Frontier", "check_frontier_names", "curve_points", "frontier_points", "n_bins"]

@@ -25,7 +25,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .frontiers import FRONTIERS
 from .hull import upper_hull
 from .powerlaw import ALPHA_MAX, PowerLawFit
 from .selection import GroupSelection, SelectionOptions, select_groups
@@ -135,5 +134,5 @@ def fit_group(us_acc: np.ndarray, ds_acc: np.ndarray, options: FitOptions = FitO
     return fit_groups([(us_acc, ds_acc)], options)[0]
 
 
-__all__ = ["FRONTIERS", "FitOptions", "Prepared", "fit_group", "fit_groups", "frontier_errors_many",
+__all__ = ["FitOptions", "Prepared", "fit_group", "fit_groups", "frontier_errors_many",
            "holdout_threshold", "prepare"]

@@ -162,6 +162,25 @@ def _check(us: np.ndarray, ds: np.ndarray, n_min: int) -> tuple[str, str] | None
     return None
 
 
+def _screen(name: str, params: tuple[str, ...], us_seq: Sequence[np.ndarray], ds_seq: Sequence[np.ndarray],
+            n_min: int, extra: Callable[[np.ndarray], tuple[str, str] | None]
+            ) -> tuple[list[np.ndarray], list[np.ndarray], list[LawFit | None], list[int]]:
+    """Flatten the problems and check them (:func:`_check`, then the law's own ``extra`` check).
+
+    Returns (US arrays, DS arrays, results with the failures filled in, indices of the good ones)."""
+    us = [np.asarray(u, float).ravel() for u in us_seq]
+    ds = [np.asarray(d, float).ravel() for d in ds_seq]
+    out: list[LawFit | None] = [None] * len(us)
+    good = []
+    for i, (u, d) in enumerate(zip(us, ds)):
+        bad = _check(u, d, n_min) or extra(u)
+        if bad:
+            out[i] = _failed(name, params, *bad, u.size)
+        else:
+            good.append(i)
+    return us, ds, out, good
+
+
 def _sse(pred: np.ndarray, ds: np.ndarray) -> float:
     return float(np.sum((pred - ds) ** 2))
 
@@ -209,18 +228,9 @@ def _bayes_fit_many(us_seq: Sequence[np.ndarray], ds_seq: Sequence[np.ndarray], 
     between the best grid value's neighbours (the profile is smooth in f: it only rescales the
     distances of the points to the floor)."""
     name, params = "eq1-bayes", ("k", "alpha", "e_ir", "e_us_star")
-    us = [np.asarray(u, float).ravel() for u in us_seq]
-    ds = [np.asarray(d, float).ravel() for d in ds_seq]
-    out: list[LawFit | None] = [None] * len(us)
-    good = []
-    for i, (u, d) in enumerate(zip(us, ds)):
-        bad = _check(u, d, 4)
-        if bad is None and (1.0 - u.max()) <= 0:
-            bad = ("degenerate", "a model at 100% US accuracy leaves no room for an upstream Bayes error")
-        if bad:
-            out[i] = _failed(name, params, *bad, u.size)
-        else:
-            good.append(i)
+    us, ds, out, good = _screen(name, params, us_seq, ds_seq, 4, lambda u: (
+        ("degenerate", "a model at 100% US accuracy leaves no room for an upstream Bayes error")
+        if u.max() >= 1.0 else None))
     if not good:
         return out  # type: ignore[return-value]
     emin = np.array([1.0 - us[i].max() for i in good])
@@ -294,18 +304,9 @@ def _closed_form(name: str, params: tuple[str, str], to_x: Callable[[np.ndarray]
                  to_y: Callable[[np.ndarray], np.ndarray], make: Callable[[float, float], dict[str, float]],
                  predict: Callable[[Params, np.ndarray], np.ndarray], bound_note: str) -> FitMany:
     def fit_many(us_seq: Sequence[np.ndarray], ds_seq: Sequence[np.ndarray], **_ignored: Any) -> list[LawFit]:
-        us = [np.asarray(u, float).ravel() for u in us_seq]
-        ds = [np.asarray(d, float).ravel() for d in ds_seq]
-        out: list[LawFit | None] = [None] * len(us)
-        good = []
-        for i, (u, d) in enumerate(zip(us, ds)):
-            bad = _check(u, d, 2)
-            if bad is None and np.ptp(to_x(u)) == 0:
-                bad = ("degenerate", "all points have the same US accuracy after clipping; the law is not identified")
-            if bad:
-                out[i] = _failed(name, params, *bad, u.size)
-            else:
-                good.append(i)
+        us, ds, out, good = _screen(name, params, us_seq, ds_seq, 2, lambda u: (
+            ("degenerate", "all points have the same US accuracy after clipping; the law is not identified")
+            if np.ptp(to_x(u)) == 0 else None))
         if good:
             a, b, clipped = _ols_many([to_x(us[i]) for i in good], [to_y(ds[i]) for i in good])
             for j, i in enumerate(good):

@@ -53,7 +53,7 @@ def stop_paying_many(law: str, params: Sequence[Mapping[str, float]], threshold:
     if not params:
         return np.zeros(0)
     s = _stack(law, params, "slope")[:, :-1]               # the slope at 100% US itself is a limit
-    bad = ~np.isfinite(s).any(axis=1) & ~np.isinf(s).any(axis=1)
+    bad = np.isnan(s).all(axis=1)                         # an unusable parameter set
     pays = np.where(np.isnan(s), False, s >= threshold)
     any_pays = pays.any(axis=1)
     last = np.where(any_pays, s.shape[1] - 1 - np.argmax(pays[:, ::-1], axis=1), -1)

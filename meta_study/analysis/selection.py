@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.special import ndtri
 
-from .frontiers import FRONTIER_KINDS, FRONTIERS, frontier_points
+from .frontiers import FRONTIER_KINDS, FRONTIERS, check_frontier_names, frontier_points
 from .groups import stable_hash
 from .hull import upper_hull
 from .laws import LAWS, LawFit, get_law
@@ -148,11 +148,9 @@ class SelectionOptions:
     def __post_init__(self) -> None:
         for name in self.laws:
             get_law(name)
-        for name in self.frontiers:
-            if name not in FRONTIERS:
-                raise ValueError(f"unknown frontier {name!r}; the frontiers are {', '.join(FRONTIERS)}")
-        if not self.laws or not self.frontiers:
-            raise ValueError("need at least one law and one frontier")
+        check_frontier_names(self.frontiers)
+        if not self.laws:
+            raise ValueError("need at least one law")
         if not all(0 < c < 1 for c in self.cuts):
             raise ValueError(f"back-test cuts must be quantiles in (0, 1), got {self.cuts}")
         if not (0 < self.level < 1):
@@ -276,7 +274,7 @@ def select_groups(groups_xy: Sequence[tuple[np.ndarray, np.ndarray]], keys: Sequ
 
 def _choose(g: _Group, solved: dict[str, list[LawFit]], o: SelectionOptions) -> GroupSelection:
     us, ds = g.us, g.ds
-    uv, dv = us[g.vis], ds[g.vis]
+    dv = ds[g.vis]
     held_t = target_frontier(us[g.held], ds[g.held]) if g.held.size else (us[:0], ds[:0])
     cands = []
     for (law, fr), (lw, i) in g.final.items():
@@ -367,6 +365,14 @@ def _flag(c: Candidate, g: _Group, o: SelectionOptions, flat_bt: float) -> Candi
     return replace(c, warnings=tuple(w))
 
 
+def _horizons(e_from: float, u_to: float, horizon: float) -> float:
+    """How many back-tested horizons a claim at US accuracy ``u_to`` lies beyond US error
+    ``e_from``, in log US error (0 for a claim at 0% US or one that is NaN)."""
+    if not (math.isfinite(e_from) and math.isfinite(u_to)) or u_to <= 0:
+        return 0.0
+    return math.log(max(e_from, 1e-9) / max(1.0 - u_to, 1e-9)) / max(horizon, 1e-9)
+
+
 def _with_claims(gs: list[_Group], sel: list[GroupSelection], o: SelectionOptions, nondecreasing: bool,
                  fit_kw: dict[str, Any]) -> list[GroupSelection]:
     """Bootstrap every headline (batched per law), then the claims, the extrapolation flag and trust."""
@@ -429,23 +435,15 @@ def _with_claims(gs: list[_Group], sel: list[GroupSelection], o: SelectionOption
                         stop_paying_lo=sp_lo, stop_paying_hi=sp_hi, predict_us=pu, predict_ds=pd_,
                         predict_lo=p_lo, predict_hi=p_hi, us_needed=un, us_needed_lo=un_lo, us_needed_hi=un_hi)
         warnings = list(c.warnings)
-        if math.isfinite(sp) and sp > 0 and math.isfinite(e_best):
-            reach = math.log(e_best / max(1.0 - sp, 1e-9))
-            if reach > EXTRAPOLATION * max(s.horizon, 1e-9):
-                warnings.append(f"extrapolation: the stop-paying point {100 * sp:.1f}% US is "
-                                f"{reach / max(s.horizon, 1e-9):.1f}x the back-tested horizon beyond the best "
-                                f"model ({100 * (1 - e_best):.1f}%)")
-        if math.isfinite(un) and un > 0 and math.isfinite(e_best):
-            reach = math.log(e_best / max(1.0 - un, 1e-9))
-            if reach > EXTRAPOLATION * max(s.horizon, 1e-9):
-                warnings.append(f"extrapolation: the US accuracy needed for {100 * (o.ds_target or 0):g}% DS, "
-                                f"{100 * un:.1f}%, is {reach / max(s.horizon, 1e-9):.1f}x the back-tested horizon "
-                                f"beyond the best model ({100 * (1 - e_best):.1f}%)")
-        if g.held.size and math.isfinite(e_best):
-            reach = math.log(max(1.0 - float(g.threshold), 1e-9) / max(1.0 - float(g.us[g.held].max()), 1e-9))
-            if reach > EXTRAPOLATION * max(s.horizon, 1e-9):
-                warnings.append(f"extrapolation: the held-out models reach {reach / max(s.horizon, 1e-9):.1f}x "
-                                f"the back-tested horizon")
+        best = f" beyond the best model ({100 * (1 - e_best):.1f}%)"
+        for what, e_from, u_to, where in (
+                (f"the stop-paying point {100 * sp:.1f}% US is", e_best, sp, best),
+                (f"the US accuracy needed for {100 * (o.ds_target or 0):g}% DS, {100 * un:.1f}%, is", e_best, un, best),
+                ("the held-out models reach", 1.0 - g.threshold, float(g.us[g.held].max()) if g.held.size else math.nan,
+                 "")):
+            times = _horizons(e_from, u_to, s.horizon)
+            if times > EXTRAPOLATION:
+                warnings.append(f"extrapolation: {what} {times:.1f}x the back-tested horizon{where}")
         # an untrusted group states no finding: its claims stay NaN (the law's own parameters and
         # saturation remain in its candidate row, as a description of the fit)
         out.append(replace(s, claims=claims if not warnings else Claims(), warnings=tuple(warnings),

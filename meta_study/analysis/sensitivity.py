@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .frontiers import FRONTIERS, curve_points, frontier_points
+from .frontiers import FRONTIERS, check_frontier_names, curve_points, frontier_points
 from .hull import SubsetHulls
 from .holdout import FitOptions, frontier_errors_many, prepare
 from .powerlaw import PowerLawFit, fit_power_laws
@@ -49,14 +49,7 @@ class SensitivityOptions:
     frontiers: tuple[str, ...] = tuple(FRONTIERS)
 
     def __post_init__(self) -> None:
-        _check_frontiers(self.frontiers)
-
-
-def _check_frontiers(names: Sequence[str]) -> None:
-    bad = [f for f in names if f not in FRONTIERS]
-    if bad or not names:
-        raise ValueError(f"unknown frontier(s) {', '.join(bad) or '(none given)'}; the frontiers are "
-                         f"{', '.join(FRONTIERS)}")
+        check_frontier_names(self.frontiers)
 
 
 def _draw_problems(p: Any, s: np.ndarray, frontiers: Sequence[str], hulls: SubsetHulls
@@ -173,7 +166,7 @@ class BootstrapOptions:
     frontiers: tuple[str, ...] = ("vertices", "all")
 
     def __post_init__(self) -> None:
-        _check_frontiers(self.frontiers)
+        check_frontier_names(self.frontiers)
 
 
 def bootstrap_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray,
