@@ -143,7 +143,8 @@ def store_info(store_uri: str, as_json: bool) -> None:
     click.echo(f"quarantine {s.quarantined}")
     click.echo(f"last ingest {s.last_ingest or '-'}")
     if s.pending_finalize:
-        click.echo("note: the last commit was interrupted after its commit point; the next write finishes it")
+        click.echo("note: the last commit was interrupted after its commit point and could not be finished "
+                   "now (another writer holds the lock, or the store is read-only)")
     click.echo("")
     click.echo(_table(s.sources, ["source", "rows", "runs", "last_ingested_at"]))
     click.echo("")
@@ -165,6 +166,36 @@ def store_quarantine(store_uri: str, source: str | None, limit: int) -> None:
     shown = q if limit == 0 else q.head(limit)
     for r in shown.astype(object).where(shown.notna(), None).itertuples():
         click.echo(f"- [{r.source}] {r.run_id or '-'}: {r.reason}")
+
+
+@store.command("check")
+@click.argument("store_uri", metavar="STORE")
+@click.option("--repair", is_flag=True,
+              help="Set damaged files aside (moved to STORE/_damaged/, never deleted) and commit a version "
+                   "without them; re-ingest their sources to restore the rows.")
+def store_check(store_uri: str, repair: bool) -> None:
+    """Check every file of STORE against its manifest: present, the recorded size and checksum,
+    readable Parquet with the recorded row count, and no stray files that plain readers would read.
+
+    Exit 0 if the store is sound (or was repaired), 1 if damage was found and left as it is.
+    """
+    from .store import open_store
+
+    r = open_store(store_uri).check(repair=repair)
+    for d in r.damage:
+        rows = f", {d.rows} rows" if d.rows else ""
+        click.echo(f"{'set aside' if r.repaired_version else 'damaged'}: {d.path} ({d.kind}{rows}): {d.problem}",
+                   err=not r.repaired_version)
+    if r.ok:
+        click.echo(f"{r.uri}: version {r.version}, {r.files} files checked, no damage")
+    elif r.repaired_version:
+        click.echo(f"{r.uri}: repaired as version {r.repaired_version}: {len(r.damage)} file(s) moved to "
+                   f"_damaged/{r.repaired_version:010d}/, {r.rows_dropped} rows dropped; re-ingest the sources "
+                   "of the partitions above to restore them (ingest state was reset where data was lost)")
+    else:
+        click.echo(f"{r.uri}: {len(r.damage)} damaged file(s) of {r.files}; restore them from a backup, or run "
+                   f"'meta-study store check --repair {r.uri}'", err=True)
+        sys.exit(1)
 
 
 def _table(df: Any, cols: list[str]) -> str:

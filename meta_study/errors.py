@@ -17,3 +17,11 @@ class UserError(Exception):
 
 class StoreLockedError(UserError):
     """Another writer holds the store's lock for longer than the timeout."""
+
+
+class StoreDamagedError(UserError):
+    """A file the store's manifest lists is missing, truncated or unreadable.
+
+    The message names the file and says what to do: ``meta-study store check STORE`` lists every
+    damaged file, ``--repair`` sets them aside and drops them from the store.
+    """

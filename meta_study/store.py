@@ -8,6 +8,7 @@ Layout of a store at ``ROOT`` (a local path or any URI pyarrow filesystems accep
     ROOT/_meta/manifests/<version>.json                              the commit log; newest wins
     ROOT/_meta/LOCK                                                  writers' lock (flock)
     ROOT/_staging/<txn>/...                                          files of a commit in flight
+    ROOT/_damaged/<version>/...                                      files 'store check --repair' set aside
 
 Plain ``pyarrow.dataset`` / ``pandas.read_parquet(ROOT)`` skip names starting with ``_`` or ``.``,
 so they see exactly the live data files whenever no commit is finalizing.
@@ -44,6 +45,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import time
 import urllib.parse
@@ -58,7 +60,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .errors import StoreLockedError, UserError
+from .errors import StoreDamagedError, StoreLockedError, UserError
 from .schema import FILE_SCHEMA, GROUP, KEY, PARTITION, SCHEMA, SCHEMA_VERSION, conform, key_of, key_strings
 
 FORMAT = "meta-study-store"
@@ -144,6 +146,25 @@ class _Files:
             except FileNotFoundError:
                 time.sleep(0.05)
         return sorted(os.path.basename(i.path) for i in self.fs.get_file_info(sel))
+
+    def sizes(self) -> dict[str, int]:
+        """Size in bytes of every file under the root, by relative path (one listing).
+
+        Costs one ``readdir`` per directory locally (a few ms for thousands of partitions) and a
+        few LIST requests on object stores. Call it under the lock: a concurrent writer may
+        unlink files between the listing and the stat."""
+        out: dict[str, int] = {}
+        if self.local:
+            for d, _, names in os.walk(self.root):
+                for n in names:
+                    with contextlib.suppress(FileNotFoundError):
+                        out[os.path.relpath(os.path.join(d, n), self.root)] = os.stat(os.path.join(d, n)).st_size
+            return out
+        sel = pafs.FileSelector(self.root, allow_not_found=True, recursive=True)
+        for i in self.fs.get_file_info(sel):
+            if i.type == pafs.FileType.File:
+                out[i.path[len(self.root):].lstrip("/")] = int(i.size or 0)
+        return out
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write and (locally) fsync a file; the parent directory is created."""
@@ -347,6 +368,32 @@ class StoreSummary:
     pending_finalize: bool
 
 
+@dataclass(frozen=True)
+class Damage:
+    """One damaged file found by :meth:`Store.check`."""
+
+    path: str     # relative to the store root
+    kind: str     # data | quarantine | state | untracked (a file plain readers read that no manifest lists)
+    problem: str
+    rows: int     # rows the manifest records for the file (0 when untracked)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What ``meta-study store check`` found (and, with ``repair``, did)."""
+
+    uri: str
+    version: int
+    files: int                    # manifest files checked
+    damage: tuple[Damage, ...]
+    repaired_version: int | None = None   # the version the repair committed, if it ran
+    rows_dropped: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.damage
+
+
 @dataclass
 class _Manifest:
     version: int = 0
@@ -442,7 +489,26 @@ class Store:
             raise UserError(f"{self.uri}: no such store")
         if not self.exists():
             raise UserError(f"{self.uri}: not a meta-study store (no _meta/manifests)")
+        self._finish_interrupted()
         return self
+
+    def _finish_interrupted(self) -> None:
+        """Finish a commit whose writer died between the commit point and the end of finalize.
+
+        Until then a plain Parquet reader sees a torn layout (new files beside superseded ones,
+        or the old files only); ``Store.read`` does not, it follows the manifest. Every command
+        opens the store through :meth:`require`, so the first command after a crash repairs what
+        plain readers see. Only when no writer holds the lock (a live writer finalizes itself)
+        and the store is writable; otherwise nothing happens."""
+        if not self._pending(self._load()):
+            return
+        try:
+            with self._lock(timeout_s=0.0):
+                m = self._load()
+                self._finalize(m)
+                self._collect_garbage(m)
+        except (StoreLockedError, OSError):  # a live writer, or a read-only store
+            return
 
     @property
     def version(self) -> int:
@@ -454,6 +520,12 @@ class Store:
 
     # ---- reading ---------------------------------------------------------------------------
 
+    def _damaged(self, rel: str, problem: str, more: int = 0) -> StoreDamagedError:
+        also = f" (and {more} more)" if more else ""
+        return StoreDamagedError(
+            f"{self.uri}/{rel}: damaged store file: {problem}{also}; 'meta-study store check {self.uri}' "
+            "lists the damage, '--repair' sets the files aside and drops their rows (re-ingest to restore them)")
+
     def _read_file(self, entry: Mapping[str, Any], schema: pa.Schema) -> pa.Table:
         for rel in (entry["path"], entry.get("staged")):
             if rel and self._f.exists(rel):
@@ -461,19 +533,25 @@ class Store:
                     return pq.read_table(self._f.p(rel), filesystem=self._f.fs, schema=schema)
                 except FileNotFoundError:
                     continue
+                except (pa.ArrowException, OSError) as e:  # truncated, overwritten, not Parquet
+                    raise self._damaged(rel, _first_line(e)) from None
         raise FileNotFoundError(entry["path"])
 
     def _with_retry(self, fn: Callable[[_Manifest], Any]) -> Any:
         # A concurrent writer may delete a file of the manifest we loaded after we loaded it;
-        # the newer manifest then describes a complete snapshot. A few retries always suffice
-        # unless writers commit faster than we read.
+        # the newer manifest then describes a complete snapshot. A file that is still missing
+        # after three tries at the *same* version was lost, not superseded: the store is damaged.
         last: Exception | None = None
+        seen: dict[int, int] = {}
         for _ in range(20):
             m = self._load()
             try:
                 return fn(m)
             except FileNotFoundError as e:
                 last = e
+                seen[m.version] = seen.get(m.version, 0) + 1
+                if seen[m.version] >= 3:
+                    raise self._damaged(str(e.args[0]) if e.args else "?", "missing") from None
                 time.sleep(0.05)
         raise RuntimeError(f"{self.uri}: files kept disappearing while reading ({last})")
 
@@ -569,21 +647,129 @@ class Store:
             s = pd.DataFrame(columns=["source", "rows", "runs", "last_ingested_at"])
             last = None
         q = sum(int(e.get("rows", 0)) for e in m.quarantine)
-        pending = any(self._f.exists(p) for p in m.pending_delete) or any(e.get("staged") and self._f.exists(e["staged"]) for e in m.live_files())
+        pending = self._pending(m)
         return StoreSummary(uri=self.uri, version=m.version, rows=len(t), quarantined=q, groups=g, sources=s,
                             last_ingest=last, last_commit=m.log[-1] if m.log else None, pending_finalize=pending)
 
     # ---- writing ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
+    def _lock(self, timeout_s: float | None = None) -> Iterator[None]:
+        timeout_s = self.lock_timeout_s if timeout_s is None else timeout_s
         if self._f.local:
             self._f.mkdirs("_meta")
-            with _local_lock(self._f.p("_meta/LOCK"), self.lock_timeout_s, self.uri):
+            with _local_lock(self._f.p("_meta/LOCK"), timeout_s, self.uri):
                 yield
         else:
-            with _lease_lock(self._f, self.lock_timeout_s, self.uri):
+            with _lease_lock(self._f, timeout_s, self.uri):
                 yield
+
+    # ---- damage ----------------------------------------------------------------------------
+
+    def _inspect(self, m: _Manifest, *, deep: bool) -> list[Damage]:
+        """Damaged files of manifest ``m``.
+
+        Shallow (every commit): one listing; each file must exist with the size the manifest
+        records. Entries written before sizes were recorded get their Parquet footer read once and
+        their size recorded in the next manifest. Deep (``store check``): every file is read
+        whole, its sha256 and row count compared, and files that plain readers would read but no
+        manifest lists are reported too."""
+        sizes = self._f.sizes()
+        entries = ([("data", e) for e in m.data] + [("quarantine", e) for e in m.quarantine]
+                   + [("state", e) for e in m.state.values()])
+        out = []
+        for kind, e in entries:
+            rel = next((r for r in (e["path"], e.get("staged")) if r and r in sizes), None)
+            if rel is None:
+                out.append(Damage(e["path"], kind, "missing", int(e.get("rows", 0))))
+                continue
+            problem = None
+            if "bytes" in e and sizes[rel] != e["bytes"]:
+                problem = f"{sizes[rel]} bytes, the manifest says {e['bytes']}"
+            elif deep or "bytes" not in e:
+                problem = self._verify_file(rel, e, deep)
+                if problem is None and "bytes" not in e:
+                    e["bytes"] = sizes[rel]   # checked once; the next manifest records it
+            if problem:
+                out.append(Damage(rel, kind, problem, int(e.get("rows", 0))))
+        if deep:
+            tracked = {r for _, e in entries for r in (e["path"], e.get("staged")) if r}
+            tracked.update(m.pending_delete)
+            for rel in sorted(sizes):
+                # plain readers skip every path with a component starting with '_' or '.'
+                if rel not in tracked and not any(c.startswith(("_", ".")) for c in rel.split("/")):
+                    out.append(Damage(rel, "untracked", "not part of the store, but plain readers read it", 0))
+        return out
+
+    def _verify_file(self, rel: str, e: Mapping[str, Any], deep: bool) -> str | None:
+        try:
+            if deep:
+                data = self._f.read_bytes(rel)
+                if "sha256" in e and hashlib.sha256(data).hexdigest() != e["sha256"]:
+                    return "its contents differ from what was written (sha256)"
+                n = pq.read_table(pa.BufferReader(data)).num_rows
+            else:
+                n = pq.read_metadata(self._f.p(rel), filesystem=self._f.fs).num_rows
+        except (pa.ArrowException, OSError) as err:
+            return _first_line(err)
+        if n != int(e.get("rows", n)):
+            return f"{n} rows, the manifest says {e['rows']}"
+        return None
+
+    def _refuse_damage(self, m: _Manifest) -> None:
+        damage = self._inspect(m, deep=False)
+        if damage:
+            raise self._damaged(damage[0].path, damage[0].problem, len(damage) - 1)
+
+    def check(self, *, repair: bool = False) -> CheckResult:
+        """Check every file against the manifest (``meta-study store check``).
+
+        With ``repair``, commit a version without the damaged files: they are moved, never
+        deleted, to ``_damaged/<version>/``, their rows leave the store, and if data was lost
+        every ingest state is dropped so that the next ingest of each source reads it whole and
+        restores its rows. Takes the writers' lock (a read-only store is checked without it)."""
+        self.require()
+        try:
+            lock = self._lock()
+            lock.__enter__()
+        except OSError:
+            if repair:
+                raise UserError(f"{self.uri}: store is read-only; cannot repair it") from None
+            lock = None
+        try:
+            m = self._load()
+            if lock is not None:
+                self._finalize(m)
+                self._collect_garbage(m)
+            damage = tuple(self._inspect(m, deep=True))
+            n_files = len(m.live_files())
+            if not repair or not damage:
+                return CheckResult(self.uri, m.version, n_files, damage)
+            return self._repair(m, damage, n_files)
+        finally:
+            if lock is not None:
+                lock.__exit__(None, None, None)
+
+    def _repair(self, m: _Manifest, damage: tuple[Damage, ...], n_files: int) -> CheckResult:
+        bad = {d.path for d in damage}
+        keep = lambda e: e["path"] not in bad and e.get("staged") not in bad  # noqa: E731
+        lost_data = any(d.kind == "data" for d in damage)
+        state = {} if lost_data else {n: e for n, e in m.state.items() if keep(e)}
+        dropped_state = [e["path"] for n, e in m.state.items() if n not in state and keep(e)]
+        rows = sum(d.rows for d in damage if d.kind in ("data", "quarantine"))
+        now = _now()
+        entry = {"version": m.version + 1, "time": now.isoformat(), "operation": "repair",
+                 "set_aside": sorted(bad), "rows_dropped": rows, "state_dropped": len(m.state) - len(state)}
+        m2 = _Manifest(version=m.version + 1, data=[e for e in m.data if keep(e)],
+                       quarantine=[e for e in m.quarantine if keep(e)], state=state,
+                       pending_delete=dropped_state, log=(m.log + [entry])[-KEEP_LOG:], created_at=now.isoformat())
+        self._publish(m2, f"{m2.version:010d}-{uuid.uuid4().hex[:8]}")
+        for d in damage:
+            if self._f.exists(d.path):
+                self._f.move(d.path, f"_damaged/{m2.version:010d}/{d.path}")
+                self._f.prune_empty_dirs(os.path.dirname(d.path))
+        self._finalize(m2)
+        return CheckResult(self.uri, m.version, n_files, damage, repaired_version=m2.version, rows_dropped=rows)
 
     def _check_writable_location(self) -> None:
         info = self._f.fs.get_file_info(self._f.root)
@@ -595,14 +781,29 @@ class Store:
                 raise UserError(f"{self.uri}: directory is not empty and is not a meta-study store "
                                 f"(found {', '.join(others[:3])})")
 
+    def _pending(self, m: _Manifest) -> bool:
+        """True if ``m``'s commit has not been finalized (files still staged or superseded)."""
+        return (any(self._f.exists(p) for p in m.pending_delete)
+                or any(e.get("staged") and self._f.exists(e["staged"]) for e in m.live_files()))
+
     def _finalize(self, m: _Manifest) -> None:
-        """Roll a committed manifest forward: staged files into place, superseded files away."""
+        """Roll a committed manifest forward: staged files into place, superseded files away.
+
+        Partition by partition: a new file is moved in and the file it supersedes (same
+        directory) is unlinked right after, so a plain reader listing the store meanwhile sees
+        each partition old or new (both for the microseconds between the rename and the unlink),
+        never both for the whole finalize."""
+        superseded: dict[str, list[str]] = {}
+        for rel in m.pending_delete:
+            superseded.setdefault(os.path.dirname(rel), []).append(rel)
         for i, e in enumerate(m.live_files()):
             staged = e.get("staged")
             if staged and not self._f.exists(e["path"]) and self._f.exists(staged):
                 self._f.move(staged, e["path"])
                 if i == 0:
                     _failpoint("mid_finalize")
+                for rel in superseded.pop(os.path.dirname(e["path"]), []):
+                    self._f.delete(rel)
         for rel in m.pending_delete:
             self._f.delete(rel)
             self._f.prune_empty_dirs(os.path.dirname(rel))
@@ -663,6 +864,7 @@ class Store:
             m = self._load()
             self._finalize(m)        # roll forward an interrupted commit before building on it
             self._collect_garbage(m)
+            self._refuse_damage(m)   # never build a new version on a damaged one
             txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:8]}"
             plan = _Plan(self, m, txn, now)
             counts = plan.merge_data(new, delete_runs)
@@ -688,6 +890,14 @@ class Store:
         if not self._f.publish(tmp, f"_meta/manifests/{m.version:010d}.json"):
             raise RuntimeError(f"{self.uri}: version {m.version} was committed by another writer "
                                "despite the lock; refusing to overwrite it")
+
+
+def _first_line(e: BaseException) -> str:
+    """A reader's error as a short phrase: first line, first sentence, without the path that
+    pyarrow repeats (the caller names the file)."""
+    lines = str(e).strip().splitlines()
+    text = re.sub(r"Could not open Parquet input source '[^']*': ", "", lines[0] if lines else type(e).__name__)
+    return text.split(". ")[0].rstrip(".")[:200]
 
 
 def _quarantine_table(q: pd.DataFrame | pa.Table, now: _dt.datetime) -> pa.Table:
@@ -735,9 +945,12 @@ class _Plan:
 
     def _stage(self, final_rel: str, table: pa.Table) -> dict[str, Any]:
         staged = f"_staging/{self.txn}/{final_rel}"
-        self.s._f.write_bytes(staged, _table_bytes(table))
+        data = _table_bytes(table)
+        self.s._f.write_bytes(staged, data)
         _failpoint("after_stage")
-        return {"path": final_rel, "staged": staged, "rows": table.num_rows}
+        # size: checked against one listing at every commit; sha256: by 'store check'
+        return {"path": final_rel, "staged": staged, "rows": table.num_rows, "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest()}
 
     def _uid(self) -> str:
         return f"{self.m.version + 1:010d}-{uuid.uuid4().hex[:8]}"

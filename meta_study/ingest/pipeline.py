@@ -8,7 +8,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..errors import StoreLockedError, UserError
+from ..errors import StoreDamagedError, StoreLockedError, UserError
 from ..schema import validate
 from ..store import Store
 from .sources import Progress, Source, dedupe_keys, no_progress
@@ -61,7 +61,7 @@ def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progres
         try:
             for batch in src.batches(store, progress):
                 _commit_batch(store, src, batch, rep)
-        except StoreLockedError:
+        except (StoreLockedError, StoreDamagedError):
             raise  # the store, not the source, is the problem: stop everything
         except UserError as e:
             rep.error = str(e)

@@ -1,0 +1,160 @@
+"""A damaged store is detected and named in one line; ``store check`` finds it, ``--repair`` recovers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from meta_study.errors import StoreDamagedError
+from meta_study.schema import validate
+from meta_study.store import Store
+from conftest import make_rows, run_cli
+
+
+def _csv(path: Path, *, source_rows: int = 6, ds_tasks=("a", "b"), seed: int = 0, bad: int = 0) -> Path:
+    df = make_rows(source_rows, ds_tasks=ds_tasks, seed=seed, run_prefix=path.stem + "-").drop(columns=["extra"])
+    if bad:  # rows that go to quarantine
+        df.loc[: bad - 1, "ds_accuracy"] = 7.5
+    df.to_csv(path, index=False)
+    return path
+
+
+def _ingested(tmp_path: Path, *, bad: int = 0) -> tuple[str, Path]:
+    store = str(tmp_path / "st")
+    src = _csv(tmp_path / "x.csv", bad=bad)
+    r = run_cli("ingest", str(src), "--store", store, "--quiet")
+    assert r.returncode == 0, r.stderr
+    return store, src
+
+
+def _one_line(r, code: int, *needles: str) -> str:
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def _part_file(store: str, ds: str) -> Path:
+    (f,) = (Path(store) / "us_task=up" / f"ds_task={ds}").glob("part-*.parquet")
+    return f
+
+
+def _truncate(f: Path, keep: int = 0) -> None:
+    data = f.read_bytes()
+    f.write_bytes(data[: keep or len(data) // 2])
+
+
+def test_truncated_partition_is_named_everywhere_and_repaired(tmp_path):
+    store, src = _ingested(tmp_path)
+    before = Store(store).to_pandas()
+    f = _part_file(store, "a")
+    rel = f.relative_to(store).as_posix()
+    _truncate(f)
+
+    _one_line(run_cli("store", "info", store), 2, rel, "damaged store file", "store check")
+    _one_line(run_cli("fit", store, "--out", str(tmp_path / "fit")), 2, rel, "damaged store file")
+    # an ingest that touches the damaged partition, and one into another partition: both refuse
+    _one_line(run_cli("ingest", str(src), "--store", store, "--quiet"), 2, rel)
+    other = _csv(tmp_path / "y.csv", ds_tasks=("c",))
+    _one_line(run_cli("ingest", str(other), "--store", store, "--quiet"), 2, rel)
+    assert not (Path(store) / "us_task=up" / "ds_task=c").exists(), "an ingest built on a damaged version"
+
+    r = run_cli("store", "check", store)
+    assert r.returncode == 1, r.stderr
+    assert f"damaged: {rel} (data, 6 rows)" in r.stderr and "--repair" in r.stderr
+
+    r = run_cli("store", "check", "--repair", store)
+    assert r.returncode == 0, r.stderr
+    assert "6 rows dropped" in r.stdout
+    aside = list((Path(store) / "_damaged").rglob("part-*.parquet"))
+    assert [p.name for p in aside] == [f.name], "the damaged file is kept, set aside"
+    assert run_cli("store", "check", store).returncode == 0
+    assert len(Store(store).to_pandas()) == len(before) - 6
+    # plain readers agree with the store after the repair
+    assert len(pd.read_parquet(store)) == len(before) - 6
+
+    # re-ingesting the source restores the lost rows
+    r = run_cli("ingest", str(src), "--store", store, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "6 new" in r.stdout
+    after = Store(store).to_pandas()
+    cols = ["run_id", "ds_task", "ds_accuracy"]
+    pd.testing.assert_frame_equal(after[cols].sort_values(cols).reset_index(drop=True),
+                                  before[cols].sort_values(cols).reset_index(drop=True))
+
+
+def test_deleted_partition_is_missing_not_a_retry_loop(tmp_path):
+    store, _ = _ingested(tmp_path)
+    f = _part_file(store, "b")
+    f.unlink()
+    with pytest.raises(StoreDamagedError, match="missing"):
+        Store(store).read()
+    _one_line(run_cli("store", "info", store), 2, f.relative_to(store).as_posix(), "missing")
+    r = run_cli("store", "check", store)
+    assert r.returncode == 1 and "missing" in r.stderr
+
+
+def test_truncated_quarantine_file(tmp_path):
+    store, src = _ingested(tmp_path, bad=2)
+    (q,) = (Path(store) / "_quarantine").glob("*.parquet")
+    _truncate(q)
+    rel = q.relative_to(store).as_posix()
+    _one_line(run_cli("store", "quarantine", store), 2, rel, "damaged store file")
+    again = _csv(tmp_path / "z.csv", bad=1, seed=3)
+    _one_line(run_cli("ingest", str(again), "--store", store, "--quiet"), 2, rel)
+    r = run_cli("store", "check", "--repair", store)
+    assert r.returncode == 0 and "(quarantine, 2 rows)" in r.stdout, r.stdout + r.stderr
+    # data was not lost, so the ingest state is kept; the quarantine is rebuilt by re-ingesting
+    r = run_cli("ingest", str(src), str(again), "--store", store, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert len(Store(store).quarantine()) == 3
+
+
+def test_same_size_corruption_found_by_checksum(tmp_path):
+    store, _ = _ingested(tmp_path)
+    f = _part_file(store, "a")
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF       # one flipped byte: same size, so only the deep check sees it
+    f.write_bytes(bytes(data))
+    r = run_cli("store", "check", store)
+    assert r.returncode == 1 and "sha256" in r.stderr, r.stderr
+
+
+def test_stray_file_that_plain_readers_would_read(tmp_path):
+    store, _ = _ingested(tmp_path)
+    n = len(Store(store).to_pandas())
+    stray = _part_file(store, "a").with_name("part-copy.parquet")
+    stray.write_bytes(_part_file(store, "a").read_bytes())
+    assert len(pd.read_parquet(store)) == n + 6          # what a plain reader sees
+    r = run_cli("store", "check", store)
+    assert r.returncode == 1 and "untracked" in r.stderr and "part-copy.parquet" in r.stderr, r.stderr
+    assert run_cli("store", "check", "--repair", store).returncode == 0
+    assert len(pd.read_parquet(store)) == len(Store(store).to_pandas()) == n
+    assert stray.name in [p.name for p in (Path(store) / "_damaged").rglob("*")]
+
+
+def test_stores_written_before_sizes_were_recorded(tmp_path):
+    """Manifests of older versions carry no sizes: the first commit reads each footer once and
+    records the size, so damage is caught from then on."""
+    store, _ = _ingested(tmp_path)
+    mdir = Path(store) / "_meta" / "manifests"
+    latest = sorted(mdir.glob("*.json"))[-1]
+    m = json.loads(latest.read_text())
+    for e in m["data"] + m["quarantine"] + list(m["state"].values()):
+        e.pop("bytes", None)
+        e.pop("sha256", None)
+    latest.write_text(json.dumps(m))
+    s = Store(store)
+    s.commit(validate(make_rows(1, ds_tasks=("c",), run_prefix="new-")).table)
+    m2 = json.loads(sorted(mdir.glob("*.json"))[-1].read_text())
+    assert all("bytes" in e for e in m2["data"])
+    _truncate(_part_file(store, "b"))
+    with pytest.raises(StoreDamagedError):
+        s.commit(validate(make_rows(1, ds_tasks=("d",), run_prefix="new2-")).table)
+    assert not os.path.exists(Path(store) / "us_task=up" / "ds_task=d")
