@@ -257,6 +257,7 @@ def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, s
     if sources_file:
         srcs += open_source_specs(load_sources_file(sources_file), options)
     store_obj = Store(store_uri)
+    store_obj.probe()                     # an unreachable store fails once, not once per source
     with progress_bar(not quiet) as progress:
         reports = ingest_sources(srcs, store_obj, progress=progress)
     for r in reports:

@@ -91,10 +91,33 @@ def _resolve(uri: str) -> tuple[pafs.FileSystem, str, bool]:
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri)), True
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
-        raise UserError(f"{uri}: cannot open store location ({e})") from None
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"{display_uri(uri)}: cannot open store location ({_first_line(e)})") from None
     local = isinstance(fs, pafs.LocalFileSystem)
+    if not local and not path.strip("/"):
+        # 's3://' or 'gs://': the root of an object store is no directory a store can live in
+        scheme = uri.split("://", 1)[0]
+        raise UserError(f"{display_uri(uri)}: a store on an object store needs a bucket: {scheme}://BUCKET/PREFIX")
     return fs, path.rstrip("/") or "/", local
+
+
+_SECRET_PARAMS = ("key", "secret", "token", "password", "credential", "session")
+
+
+def display_uri(uri: str) -> str:
+    """The store URI as it may appear in messages, reports and MLflow: secrets given in the query
+    (``?access_key=..&secret_key=..``) or as user info are replaced by ``***``; the rest stays,
+    since ``endpoint_override`` or ``region`` say where the store is."""
+    if "://" not in uri:
+        return uri
+    p = urllib.parse.urlsplit(uri)
+    query = "&".join(
+        f"{k}={'***' if any(w in k.lower() for w in _SECRET_PARAMS) else v}"
+        for k, v in urllib.parse.parse_qsl(p.query, keep_blank_values=True))
+    netloc = p.netloc
+    if p.password is not None:
+        netloc = f"{p.username}:***@{netloc.rsplit('@', 1)[1]}"
+    return urllib.parse.urlunsplit((p.scheme, netloc, p.path, query, p.fragment))
 
 
 def _quote(value: str) -> str:
@@ -176,6 +199,8 @@ class _Files:
                 while view:  # os.write may write less than asked
                     view = view[os.write(fd, view):]
                 os.fsync(fd)
+            except OSError as e:  # os.write's ENOSPC names no file: name it
+                raise OSError(e.errno, e.strerror, self.p(rel)) from None
             finally:
                 os.close(fd)
         else:
@@ -446,7 +471,7 @@ class Store:
     """
 
     def __init__(self, uri: str, *, lock_timeout_s: float = 900.0) -> None:
-        self.uri = uri
+        self.uri = display_uri(uri)   # what messages and provenance show; never holds a secret
         fs, root, local = _resolve(uri)
         self._f = _Files(fs, root, local)
         self.lock_timeout_s = lock_timeout_s
@@ -482,9 +507,17 @@ class Store:
                 time.sleep(0.01)
         raise RuntimeError(f"{self.uri}: manifests kept disappearing while reading")
 
+    def probe(self) -> pafs.FileInfo:
+        """What is at the store's location; a :class:`UserError` if it cannot be reached
+        (network, credentials, permissions), so that no command starts work it cannot store."""
+        try:
+            return self._f.fs.get_file_info(self._f.root)
+        except (pa.ArrowException, OSError) as e:
+            raise UserError(f"{self.uri}: cannot reach store location ({_first_line(e)})") from None
+
     def require(self) -> "Store":
         """Raise a :class:`UserError` unless this is a store; returns self."""
-        info = self._f.fs.get_file_info(self._f.root)
+        info = self.probe()
         if info.type == pafs.FileType.NotFound:
             raise UserError(f"{self.uri}: no such store")
         if not self.exists():
@@ -772,7 +805,7 @@ class Store:
         return CheckResult(self.uri, m.version, n_files, damage, repaired_version=m2.version, rows_dropped=rows)
 
     def _check_writable_location(self) -> None:
-        info = self._f.fs.get_file_info(self._f.root)
+        info = self.probe()
         if info.type == pafs.FileType.File:
             raise UserError(f"{self.uri}: is a file, not a store directory")
         if info.type == pafs.FileType.Directory and not self.exists():
@@ -866,23 +899,44 @@ class Store:
             self._collect_garbage(m)
             self._refuse_damage(m)   # never build a new version on a damaged one
             txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:8]}"
-            plan = _Plan(self, m, txn, now)
-            counts = plan.merge_data(new, delete_runs)
-            n_q = plan.add_quarantine(q_new)
-            plan.replace_state(state or {})
-            if not plan.changed:
-                return CommitResult(version=None, unchanged=counts["unchanged"])
-            entry = {"version": m.version + 1, "time": now.isoformat(), "operation": operation,
-                     **{k: v for k, v in counts.items()}, "quarantined": n_q, **dict(info or {})}
-            m2 = plan.manifest(entry)
-            _failpoint("before_publish")
-            self._publish(m2, txn)
+            try:
+                plan = _Plan(self, m, txn, now)
+                counts = plan.merge_data(new, delete_runs)
+                n_q = plan.add_quarantine(q_new)
+                plan.replace_state(state or {})
+                if not plan.changed:
+                    return CommitResult(version=None, unchanged=counts["unchanged"])
+                entry = {"version": m.version + 1, "time": now.isoformat(), "operation": operation,
+                         **{k: v for k, v in counts.items()}, "quarantined": n_q, **dict(info or {})}
+                m2 = plan.manifest(entry)
+                _failpoint("before_publish")
+                self._publish(m2, txn)
+            except OSError as e:
+                if m.version + 1 in self._manifest_versions():
+                    raise  # committed after all: its staged files are the new version's data
+                # Roll back now: a full disk must not stay full of this commit's staged files
+                # until the next writer comes along.
+                self._f.rmtree(f"_staging/{txn}")
+                self._f.delete(f"_meta/manifests/.tmp-{txn}")
+                raise self._write_error(e) from None
             _failpoint("after_publish")
             self._finalize(m2)
             self._f.rmtree(f"_staging/{txn}")
             return CommitResult(version=m2.version, inserted=counts["inserted"], updated=counts["updated"],
                                 unchanged=counts["unchanged"], deleted=counts["deleted"], quarantined=n_q,
                                 partitions_written=plan.partitions_written)
+
+    def _write_error(self, e: OSError) -> Exception:
+        import errno
+
+        where = e.filename or self.uri
+        why = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+               errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+               errno.EPERM: "permission denied", errno.EFBIG: "file too large"}.get(e.errno or 0)
+        if why is None:
+            return e
+        return UserError(f"{where}: {why}; the commit was rolled back (the store keeps version "
+                         f"{self.version}) and its staged files were removed")
 
     def _publish(self, m: _Manifest, txn: str) -> None:
         tmp = f"_meta/manifests/.tmp-{txn}"

@@ -158,3 +158,57 @@ def test_stores_written_before_sizes_were_recorded(tmp_path):
     with pytest.raises(StoreDamagedError):
         s.commit(validate(make_rows(1, ds_tasks=("d",), run_prefix="new2-")).table)
     assert not os.path.exists(Path(store) / "us_task=up" / "ds_task=d")
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A real 1 MiB tmpfs (mounting needs root, as on the CI machine)."""
+    import subprocess
+
+    d = tmp_path / "tiny"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_disk_full_is_one_line_with_the_path_and_frees_the_space(tmp_path, tiny_fs):
+    import numpy as np
+
+    store = str(tiny_fs / "st")
+    small = _csv(tmp_path / "small.csv")
+    assert run_cli("ingest", str(small), "--store", store, "--quiet").returncode == 0
+    before = Store(store).to_pandas()
+    used = os.statvfs(tiny_fs)
+    free_before = used.f_bavail * used.f_frsize
+
+    big = make_rows(3000, ds_tasks=("a", "b", "c"), run_prefix="big-").drop(columns=["extra"])
+    rng = np.random.default_rng(0)
+    big["checkpoint_uri"] = [rng.bytes(200).hex() for _ in range(len(big))]  # incompressible: ~4 MB
+    big.to_csv(tmp_path / "big.csv", index=False)
+    line = _one_line(run_cli("ingest", str(tmp_path / "big.csv"), "--store", store, "--quiet"), 2,
+                     "no space left on device", "rolled back", "version 1")
+    assert str(tiny_fs / "st" / "_staging") in line, line   # the file that did not fit
+    st = os.statvfs(tiny_fs)
+    assert st.f_bavail * st.f_frsize >= free_before - 64 * 1024, "staged files still fill the disk"
+    assert not any((tiny_fs / "st" / "_staging").iterdir())
+    pd.testing.assert_frame_equal(Store(store).to_pandas(), before)
+    # the store still takes a commit that fits
+    assert run_cli("ingest", str(_csv(tmp_path / "more.csv", ds_tasks=("d",))), "--store", store,
+                   "--quiet").returncode == 0
+
+
+def test_object_store_uris_fail_in_one_line_without_secrets(tmp_path):
+    _one_line(run_cli("store", "info", "s3://"), 2, "s3://", "needs a bucket")
+    _one_line(run_cli("fit", "gs://", "--out", str(tmp_path / "o")), 2, "gs://", "needs a bucket")
+    # an S3 endpoint that refuses connections, with the keys as user info (pyarrow's S3 URI form)
+    uri = "s3://AKX:SKX@bucket/p?endpoint_override=127.0.0.1:9&scheme=http&region=us-east-1"
+    env = {"AWS_EC2_METADATA_DISABLED": "true"}
+    for args in (("store", "info", uri), ("fit", uri, "--out", str(tmp_path / "o")),
+                 ("ingest", str(_csv(tmp_path / "x.csv")), "--store", uri)):
+        line = _one_line(run_cli(*args, env=env), 2, "cannot reach store location", "AKX:***@bucket")
+        assert "SKX" not in line
