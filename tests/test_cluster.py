@@ -39,6 +39,7 @@ LAUNCHER = CLUSTER / "ray-cluster-aws.yaml"
 KUBE = {p.name: list(yaml.safe_load_all(p.read_text())) for p in sorted(CLUSTER.glob("*/*.yaml"))}
 NAMESPACE = "meta-study"
 TRACKING_URI = "http://mlflow.meta-study.svc:5000"
+RAY_TOKEN_SECRET = "ray-auth-token"
 #: `meta-study refit`'s arguments: ingest MLflow, publish there, keep versions on a volume (--out is a
 #: local directory), fan out to the job's own cluster.
 REFIT = ("python analysis/refit.py --store s3://BUCKET/meta-study/store --source http://mlflow.meta-study.svc:5000 "
@@ -159,7 +160,7 @@ def test_aws_iam_policies_are_valid_json():
 # ray.io/v1 fields used here (ray-operator/apis/ray/v1/raycluster_types.go, rayjob_types.go): a typo
 # would be pruned silently by the API server, so it is caught here.
 RAYCLUSTER_SPEC = {"headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling",
-                   "autoscalerOptions", "headServiceAnnotations", "suspend"}
+                   "autoscalerOptions", "headServiceAnnotations", "suspend", "authOptions"}
 HEAD_GROUP = {"serviceType", "headService", "enableIngress", "rayStartParams", "template"}
 WORKER_GROUP = {"groupName", "replicas", "minReplicas", "maxReplicas", "numOfHosts", "rayStartParams",
                 "template", "scaleStrategy"}
@@ -198,6 +199,8 @@ def containers(obj) -> list[dict]:
 def check_ray_cluster_spec(spec: dict) -> None:
     assert set(spec) <= RAYCLUSTER_SPEC
     assert spec["rayVersion"] == ray.__version__
+    # Ray's job API runs arbitrary code: every cluster takes requests with the token only
+    assert spec["authOptions"] == {"mode": "token", "secretName": RAY_TOKEN_SECRET}
     assert spec["enableInTreeAutoscaling"] is True and set(spec["autoscalerOptions"]) <= AUTOSCALER
     head = spec["headGroupSpec"]
     assert set(head) <= HEAD_GROUP and isinstance(head["rayStartParams"], dict)
@@ -214,6 +217,7 @@ def check_ray_cluster_spec(spec: dict) -> None:
 def test_every_manifest_has_the_basics():
     expected = {
         "raycluster.yaml": ["ServiceAccount", "RayCluster"],
+        "networkpolicy.yaml": ["NetworkPolicy"],
         "rayjob-refit.yaml": ["RayJob"],
         "refit-volume.yaml": ["PersistentVolumeClaim"],
         "cronjob-refit.yaml": ["ServiceAccount", "Role", "RoleBinding", "CronJob"],
@@ -226,6 +230,32 @@ def test_every_manifest_has_the_basics():
             assert d["apiVersion"] and d["metadata"]["namespace"] == NAMESPACE
             assert d["metadata"].get("name") or d["metadata"].get("generateName")
             assert d["kind"] != "Secret"  # secrets are created with kubectl, never committed
+
+
+def test_ray_pods_take_connections_only_from_their_peers():
+    """The NetworkPolicy fences every Ray pod: Ray pods reach each other on any port, this
+    namespace's pods and the KubeRay operator reach the job API only, nobody else anything."""
+    pol = one("NetworkPolicy")
+    assert pol["apiVersion"] == "networking.k8s.io/v1"
+    ray_pods = {"ray.io/is-ray-node": "yes"}   # the label KubeRay gives every Ray pod
+    assert pol["spec"]["podSelector"] == {"matchLabels": ray_pods}
+    assert "Ingress" in pol["spec"]["policyTypes"]
+    rules = pol["spec"]["ingress"]
+    for rule in rules:
+        assert rule.get("from"), "a rule without 'from' admits every source"
+        for peer in rule["from"]:
+            assert "ipBlock" not in peer, peer
+            if "namespaceSelector" in peer:   # one named namespace, never all of them
+                assert list(peer["namespaceSelector"]["matchLabels"]) == ["kubernetes.io/metadata.name"]
+        unrestricted = rule["from"] == [{"podSelector": {"matchLabels": ray_pods}}]
+        if not unrestricted:
+            assert rule.get("ports") == [{"protocol": "TCP", "port": 8265}], rule
+    # every Ray pod of the manifests carries no opt-out of the token
+    for d in docs_of("RayCluster") + docs_of("RayJob"):
+        for c in containers(d):
+            assert all(e["name"] not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN") for e in c.get("env", [])), c["name"]
+    # the token's Secret is created by hand, as the docs say
+    assert f"create secret generic {RAY_TOKEN_SECRET}" in (REPO / "docs" / "cluster.md").read_text()
 
 
 def test_raycluster_autoscales_cpu_and_gpu_workers():
