@@ -191,7 +191,7 @@ def store_check(store_uri: str, repair: bool) -> None:
     elif r.repaired_version:
         click.echo(f"{r.uri}: repaired as version {r.repaired_version}: {len(r.damage)} file(s) moved to "
                    f"_damaged/{r.repaired_version:010d}/, {r.rows_dropped} rows dropped; re-ingest the sources "
-                   "of the partitions above to restore them (ingest state was reset where data was lost)")
+                   "of the partitions above to restore them (ingest state was reset where rows were lost)")
     else:
         click.echo(f"{r.uri}: {len(r.damage)} damaged file(s) of {r.files}; restore them from a backup, or run "
                    f"'meta-study store check --repair {r.uri}'", err=True)

@@ -16,11 +16,12 @@ import math
 import re
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 #: Bumped when a column is added, removed or changes meaning. Stored in every row.
 SCHEMA_VERSION = 1
@@ -220,11 +221,23 @@ def _coerce_numeric(s: pd.Series, integer: bool) -> tuple[np.ndarray, np.ndarray
     else:
         # Object or text columns: in a text column (CSV read as str) a NaN is an empty cell.
         text_col = pd.api.types.is_string_dtype(s.dtype) and not pd.api.types.is_object_dtype(s.dtype)
-        obj = s.astype(object).to_numpy()
         vals = np.full(n, np.nan)
         wrong = np.zeros(n, bool)
         nan = np.zeros(n, bool)
-        for i, v in enumerate(obj):
+        # Fast path (CSV cells): plain decimal numbers parsed by Arrow, which rounds correctly, as
+        # Python's float does, so the values are the same bit for bit. ~50x faster than the
+        # loop below, which still sees every other cell (commas, NaN, inf, wrong types).
+        plain = _plain_numbers(s)
+        if plain is not None:
+            ok, parsed = plain
+            vals[ok] = parsed
+            rest = np.flatnonzero(~ok)
+            obj = s.iloc[rest].astype(object).to_numpy()
+        else:
+            rest = np.arange(n)
+            obj = s.astype(object).to_numpy()
+        for j, i in enumerate(rest.tolist()):
+            v = obj[j]
             if v is None or v is pd.NA:
                 continue
             if isinstance(v, (bool, np.bool_)):
@@ -256,10 +269,48 @@ def _coerce_numeric(s: pd.Series, integer: bool) -> tuple[np.ndarray, np.ndarray
     return vals, wrong, nan
 
 
-def _coerce_string(s: pd.Series) -> tuple[list[str | None], np.ndarray]:
+#: A decimal number as Arrow's cast parses it: no spaces, commas, underscores, nan or inf.
+_PLAIN_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+
+
+def _as_strings(s: pd.Series) -> pa.Array | None:
+    """The series as an Arrow string array when every cell is a string or missing (None, NaN,
+    NA), else None. Zero-copy for pandas' Arrow-backed ``str`` columns (CSV read as text)."""
+    try:
+        arr = pa.array(s, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_large_string(arr.type) or pa.types.is_string_view(arr.type):
+        arr = arr.cast(pa.string())
+    if pa.types.is_null(arr.type):
+        return pa.nulls(len(arr), pa.string())
+    return arr if pa.types.is_string(arr.type) else None
+
+
+def _plain_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mask of cells that are plain decimal strings, their float64 values), or None when the
+    cells are not all strings or missing (JSON values, numbers in object columns)."""
+    import pyarrow.compute as pc
+
+    arr = _as_strings(s)
+    if arr is None:
+        return None
+    ok = pc.fill_null(pc.match_substring_regex(arr, _PLAIN_NUMBER), False)
+    parsed = pc.filter(arr, ok).cast(pa.float64())
+    return ok.to_numpy(zero_copy_only=False), parsed.to_numpy()
+
+
+def _coerce_string(s: pd.Series) -> tuple[pa.Array, np.ndarray]:
+    """(an Arrow string array, mask of cells of a wrong type); integers become their text."""
+    arr = _as_strings(s)
+    if arr is not None:  # fast path: every cell a string or missing
+        return arr, np.zeros(len(s), bool)
+    obj = s.astype(object).to_numpy()
     out: list[str | None] = []
     wrong = np.zeros(len(s), bool)
-    for i, v in enumerate(s.astype(object).to_numpy()):
+    for i, v in enumerate(obj):
         if _is_missing(v):
             out.append(None)
         elif isinstance(v, str):
@@ -269,13 +320,19 @@ def _coerce_string(s: pd.Series) -> tuple[list[str | None], np.ndarray]:
         else:
             out.append(None)
             wrong[i] = True
-    return out, wrong
+    return pa.array(out, type=pa.string()), wrong
+
+
+def _is_in(arr: pa.Array, values: Sequence[str]) -> np.ndarray:
+    return pc.fill_null(pc.is_in(arr, value_set=pa.array(values, pa.string())), False).to_numpy(zero_copy_only=False)
 
 
 def _coerce_timestamp(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
         ts = s if getattr(s.dt, "tz", None) is not None else s.dt.tz_localize("UTC")
         return ts.dt.tz_convert("UTC"), np.zeros(len(s), bool)
+    if s.isna().all():   # a column the input does not have: no parsing
+        return pd.Series(pd.NaT, index=s.index, dtype="datetime64[us, UTC]"), np.zeros(len(s), bool)
     obj = s.astype(object)
     missing = obj.map(_is_missing).to_numpy(bool)
     ts = pd.to_datetime(obj.where(~missing, None), errors="coerce", utc=True, format="mixed")
@@ -337,13 +394,19 @@ def _finite(v: Any) -> Any:
     return v
 
 
-def validate(frame: pd.DataFrame, *, raw: Sequence[str] | None = None) -> Validated:
+#: Quarantine payloads of the rows at the given positions: a list, or a function that builds only
+#: the payloads of the rejected rows (JSON for every row costs ~70 us each, most of an ingest).
+RawPayloads = Union[Sequence[str], Callable[[np.ndarray], Sequence[str]]]
+
+
+def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None) -> Validated:
     """Coerce raw rows to the canonical schema and give a reason for each bad row.
 
     Args:
         frame: raw rows with canonical column names. Missing columns are treated as null;
             unknown columns are an error (put them in ``extra`` first).
-        raw: optional payload per row for the quarantine (defaults to the row as JSON).
+        raw: optional payload per row for the quarantine (defaults to the row as JSON): a list,
+            or a function of the rejected rows' positions.
 
     Returns:
         :class:`Validated` with the good rows as an Arrow table and the rejected rows with reasons.
@@ -354,11 +417,11 @@ def validate(frame: pd.DataFrame, *, raw: Sequence[str] | None = None) -> Valida
         raise ValueError(f"unknown columns {unknown}; map them to canonical names or to 'extra'")
     n = len(frame)
     frame = frame.reset_index(drop=True)
-    reasons: list[list[str]] = [[] for _ in range(n)]
+    reasons: dict[int, list[str]] = {}   # only rejected rows have an entry: most rows have none
 
     def flag(mask: np.ndarray, msg: Any) -> None:
-        for i in np.flatnonzero(mask):
-            reasons[i].append(msg(i) if callable(msg) else msg)
+        for i in np.flatnonzero(mask).tolist():
+            reasons.setdefault(i, []).append(msg(i) if callable(msg) else msg)
 
     arrays: dict[str, pa.Array] = {}
     for col in COLUMNS:
@@ -369,8 +432,8 @@ def validate(frame: pd.DataFrame, *, raw: Sequence[str] | None = None) -> Valida
         if pa.types.is_floating(t) or pa.types.is_integer(t):
             integer = pa.types.is_integer(t)
             v, wrong, nan = _coerce_numeric(s, integer)
-            raw_vals = s.to_numpy(dtype=object)
-            flag(wrong, lambda i, c=col.name, rv=raw_vals: f"{c}: wrong type ({rv[i]!r} is not {'an integer' if integer else 'a number'})")
+            flag(wrong, lambda i, c=col.name, ss=s, it=integer:
+                 f"{c}: wrong type ({ss.iloc[i]!r} is not {'an integer' if it else 'a number'})")
             missing = np.isnan(v) & ~wrong & ~nan
             if col.required and col.name not in STORE_FILLED:
                 flag(nan, f"{col.name}: NaN")
@@ -401,19 +464,26 @@ def validate(frame: pd.DataFrame, *, raw: Sequence[str] | None = None) -> Valida
             else:
                 arrays[col.name] = pa.array(np.where(good, v, 0.0), type=t, mask=~good)
         elif pa.types.is_string(t):
-            vals_s, wrong = _coerce_string(s)
-            flag(wrong, lambda i, c=col.name: f"{c}: wrong type ({type(s.iloc[i]).__name__} is not a string)")
-            v = np.array(vals_s, dtype=object)
+            arr, wrong = _coerce_string(s)
+            flag(wrong, lambda i, c=col.name, ss=s: f"{c}: wrong type ({type(ss.iloc[i]).__name__} is not a string)")
+            text = lambda i, a=arr: a[i].as_py()  # noqa: E731 (one cell, for a message)
             if col.required:
-                flag(np.array([x is None or x == "" for x in v], bool) & ~wrong, f"{col.name}: missing required field")
-            if col.name in PARTITION:
-                flag(np.array([_partition_problem(x) is not None for x in v], bool),
-                     lambda i, c=col.name, v=v: f"{c}: {_partition_problem(v[i])}")
-            if col.choices is not None:
-                bad = np.array([x is not None and x not in col.choices for x in v], bool)
-                label = "unknown protocol" if col.name == "eval_protocol" else f"unknown {col.name}"
-                flag(bad, lambda i, c=col, v=v, lb=label: f"{c.name}: {lb} {v[i]!r} (expected one of {', '.join(c.choices)})")
-            arrays[col.name] = pa.array(list(v), type=t)
+                empty = pc.fill_null(pc.equal(arr, ""), True).to_numpy(zero_copy_only=False)
+                flag(empty & ~wrong, f"{col.name}: missing required field")
+            if col.name in PARTITION or col.choices is not None:
+                # a few distinct names in a million rows: check each name once
+                names = pc.unique(arr.drop_null()).to_pylist()
+                if col.name in PARTITION:
+                    problems = [x for x in names if _partition_problem(x) is not None]
+                    if problems:
+                        flag(_is_in(arr, problems), lambda i, c=col.name, tx=text: f"{c}: {_partition_problem(tx(i))}")
+                if col.choices is not None:
+                    unknown = [x for x in names if x not in col.choices]
+                    label = "unknown protocol" if col.name == "eval_protocol" else f"unknown {col.name}"
+                    if unknown:
+                        flag(_is_in(arr, unknown), lambda i, c=col, tx=text, lb=label:
+                             f"{c.name}: {lb} {tx(i)!r} (expected one of {', '.join(c.choices)})")
+            arrays[col.name] = arr
         elif pa.types.is_timestamp(t):
             ts, wrong = _coerce_timestamp(s)
             flag(wrong, lambda i, c=col.name: f"{c}: wrong type ({s.iloc[i]!r} is not a timestamp)")
@@ -433,7 +503,8 @@ def validate(frame: pd.DataFrame, *, raw: Sequence[str] | None = None) -> Valida
     shots_raw_missing = frame["shots"].isna().to_numpy() if "shots" in frame else np.ones(n, bool)
     flag((proto == "fewshot") & shots_raw_missing, "shots: missing (required when eval_protocol is 'fewshot')")
 
-    bad = np.array([bool(r) for r in reasons], bool) if n else np.zeros(0, bool)
+    bad = np.zeros(n, bool)
+    bad[list(reasons)] = True
     table = pa.table(arrays, schema=_INPUT_SCHEMA)
     good_idx = np.flatnonzero(~bad)
     table = table.take(pa.array(good_idx, type=pa.int64()))
@@ -441,6 +512,8 @@ def validate(frame: pd.DataFrame, *, raw: Sequence[str] | None = None) -> Valida
     if raw is None:
         records = frame.iloc[bad_idx].to_dict("records") if len(bad_idx) else []
         raw_bad = [row_json(r) for r in records]
+    elif callable(raw):
+        raw_bad = list(raw(bad_idx)) if len(bad_idx) else []
     else:
         raw_bad = [raw[i] for i in bad_idx]
     def ident(c: str) -> list[Any]:

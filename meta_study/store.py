@@ -758,9 +758,9 @@ class Store:
         """Check every file against the manifest (``meta-study store check``).
 
         With ``repair``, commit a version without the damaged files: they are moved, never
-        deleted, to ``_damaged/<version>/``, their rows leave the store, and if data was lost
-        every ingest state is dropped so that the next ingest of each source reads it whole and
-        restores its rows. Takes the writers' lock (a read-only store is checked without it)."""
+        deleted, to ``_damaged/<version>/``, their rows leave the store, and if rows (data or
+        quarantine) were lost every ingest state is dropped so that the next ingest of each source
+        reads it whole and restores them. Takes the writers' lock (a read-only store is checked without it)."""
         self.require()
         try:
             lock = self._lock()
@@ -786,8 +786,10 @@ class Store:
     def _repair(self, m: _Manifest, damage: tuple[Damage, ...], n_files: int) -> CheckResult:
         bad = {d.path for d in damage}
         keep = lambda e: e["path"] not in bad and e.get("staged") not in bad  # noqa: E731
-        lost_data = any(d.kind == "data" for d in damage)
-        state = {} if lost_data else {n: e for n, e in m.state.items() if keep(e)}
+        # rows lost (data or quarantine): drop every ingest state, so that each source's next
+        # ingest reads it whole instead of skipping what it believes is already stored
+        lost_rows = any(d.kind in ("data", "quarantine") for d in damage)
+        state = {} if lost_rows else {n: e for n, e in m.state.items() if keep(e)}
         dropped_state = [e["path"] for n, e in m.state.items() if n not in state and keep(e)]
         rows = sum(d.rows for d in damage if d.kind in ("data", "quarantine"))
         now = _now()

@@ -576,6 +576,18 @@ def test_local_up_and_down(state_dir):
     with urllib.request.urlopen(search, timeout=10) as r:
         assert "experiments" in json.load(r)
 
+    # `ray job submit` works with the printed lines (token mode and the private token file), and is
+    # refused without them: Ray 2.60 turns token authentication on for `ray start --head`.
+    assert "RAY_API_SERVER_ADDRESS" in exports
+    submit = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address",
+              exports["RAY_API_SERVER_ADDRESS"], "--", "python", "-c", "print('job-ran-' + 'ok')"]
+    job = subprocess.run(submit, env=client_env, capture_output=True, text=True, timeout=180)
+    assert job.returncode == 0 and "job-ran-ok" in job.stdout, job.stdout[-2000:] + job.stderr[-2000:]
+    no_token = {k: v for k, v in client_env.items() if not k.startswith("RAY_AUTH")}
+    job = subprocess.run(submit, env=no_token, capture_output=True, text=True, timeout=180)
+    assert job.returncode != 0 and "job-ran-ok" not in job.stdout
+    assert "token" in (job.stdout + job.stderr).lower()
+
     # The demo's embedded defaults are its own: with this cluster up and RAY_ADDRESS exported, it
     # still starts a Ray of its own (before, its analysis joined the cluster through RAY_ADDRESS)
     demo = subprocess.run([sys.executable, "-m", "meta_study.cli", "demo", "--synthetic", "--workdir",

@@ -37,10 +37,44 @@ def test_timm_long_table(tmp_path, timm_dir):
     assert eva.loc["imagenet-real", "ds_accuracy"] == pytest.approx(0.91144)
     assert eva.loc["imagenet-real", "param_count"] == 305_080_000
     assert eva.loc["imagenet-real", "arch_family"] == "vit"
-    # second ingest: nothing new, nothing written
+    # second ingest: the same file (by sha256), mapping and schema: not even read, nothing written
     (rep2,) = _ingest(s, timm_dir / "timm_us_ds.csv", mapping=MAPPINGS / "timm_long.yaml")
-    assert (rep2.new, rep2.updated, rep2.unchanged, rep2.commits) == (0, 0, 7779, 0)
+    assert (rep2.new, rep2.updated, rep2.unchanged, rep2.commits) == (0, 0, 0, 0)
+    assert rep2.stats == {"unchanged_files": 1} and "not read again" in rep2.line()
     assert s.version == 1
+
+
+def test_a_changed_file_or_another_writer_of_its_source_is_read_again(tmp_path, timm_dir):
+    s = Store(str(tmp_path / "st"))
+    src = tmp_path / "timm.csv"
+    src.write_bytes((timm_dir / "timm_us_ds.csv").read_bytes())
+    mapping = MAPPINGS / "timm_long.yaml"
+    _ingest(s, src, mapping=mapping)
+    # the same rows in a file that differs by one byte (a trailing newline): read, and unchanged
+    src.write_bytes(src.read_bytes() + b"\n")
+    (rep,) = _ingest(s, src, mapping=mapping)
+    assert (rep.new, rep.updated, rep.unchanged) == (0, 0, 7779)
+    # one value edited: read again, that row updated
+    text = src.read_text().splitlines()
+    head = text[0].split(",")
+    first = text[1].split(",")
+    col = next(i for i, h in enumerate(head) if h in ("top1", "us_top1", "imagenet_top1", "top1_imagenet"))
+    first[col] = str(round(float(first[col]) - 0.5, 3))
+    src.write_text("\n".join([text[0], ",".join(first), *text[2:]]) + "\n")
+    (rep,) = _ingest(s, src, mapping=mapping)
+    assert rep.updated >= 1 and rep.new == 0
+    # a mapping file that parses to the same mapping is the same mapping: skipped
+    other = tmp_path / "m.yaml"
+    other.write_text(mapping.read_text() + "\n# a comment changes nothing\n")
+    (rep,) = _ingest(s, src, mapping=other)
+    assert rep.stats.get("unchanged_files") == 1
+    # another file ingested as the same source replaced its rows: this one is read again
+    impostor = tmp_path / "elsewhere" / "timm.csv"
+    impostor.parent.mkdir()
+    impostor.write_text("\n".join(src.read_text().splitlines()[:50]) + "\n")
+    _ingest(s, impostor, mapping=mapping)
+    (rep,) = _ingest(s, src, mapping=mapping)
+    assert "unchanged_files" not in rep.stats and rep.unchanged > 0
 
 
 def test_timm_wide_files_joined_on_model_and_img_size(tmp_path, timm_dir):
@@ -237,7 +271,7 @@ def test_inputs_that_used_to_hang_or_abort_fail_in_one_line(tmp_path):
         assert time.monotonic() - t0 < 60
         assert r.returncode == 1, (bad, r.returncode, r.stderr)       # the good file after it still went in
         assert needle in r.stderr and bad in r.stderr and "Traceback" not in r.stderr and "Aborted" not in r.stderr
-        assert "3 new" in r.stdout or "3 unchanged" in r.stdout
+        assert "3 new" in r.stdout or "unchanged since its last ingest" in r.stdout
 
 
 def test_a_task_name_too_long_for_a_directory_loses_only_its_row(tmp_path):

@@ -110,7 +110,7 @@ def test_truncated_quarantine_file(tmp_path):
     _one_line(run_cli("ingest", str(again), "--store", store, "--quiet"), 2, rel)
     r = run_cli("store", "check", "--repair", store)
     assert r.returncode == 0 and "(quarantine, 2 rows)" in r.stdout, r.stdout + r.stderr
-    # data was not lost, so the ingest state is kept; the quarantine is rebuilt by re-ingesting
+    # quarantined rows were lost, so every ingest state was reset: re-ingesting rebuilds them
     r = run_cli("ingest", str(src), str(again), "--store", store, "--quiet")
     assert r.returncode == 0, r.stderr
     assert len(Store(store).quarantine()) == 3

@@ -27,24 +27,18 @@ TARGET_TASK_COST = 2e5
 
 def init_ray(address: str | None = None, num_workers: int | None = None) -> Any:
     """Connect to ``address`` (``auto``, ``ray://host:10001``, ``host:6379``), else to
-    ``$RAY_ADDRESS`` if set, else (or with ``address="local"``) start a Ray of our own with
-    ``num_workers`` CPUs (default: all). Workers run numpy single-threaded.
+    ``$RAY_ADDRESS`` if set, else (or with ``address="local"``) start a token-protected Ray of our
+    own with ``num_workers`` CPUs (default: all); see :mod:`meta_study.ray_session`. Workers run
+    numpy single-threaded.
     """
     try:
         import ray
     except ImportError as e:  # pragma: no cover - ray is a dependency
         raise ImportError("the parallel analysis needs Ray: pip install 'ray[tune,train]'") from e
-    if not ray.is_initialized():
-        env = {"env_vars": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
-        if address != "local" and (address or os.environ.get("RAY_ADDRESS")):
-            # an existing cluster (RAY_ADDRESS is what `ray start`/local-up.sh export): its CPUs are
-            # its own, so no num_cpus here (Ray refuses one when connecting)
-            ray.init(address=address, runtime_env=env, log_to_driver=False)
-        else:
-            # our own Ray, always: address="local" never joins a cluster that `ray start` recorded
-            # in Ray's temp dir (a plain ray.init() would, and then refuses num_cpus)
-            ray.init(address="local", num_cpus=num_workers or os.cpu_count(), include_dashboard=False,
-                     runtime_env=env, log_to_driver=False)
+    from ..ray_session import start_or_connect
+
+    env = {"env_vars": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
+    start_or_connect(address, num_cpus=num_workers, runtime_env=env)
     return ray
 
 

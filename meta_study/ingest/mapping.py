@@ -133,6 +133,12 @@ class IngestMapping:
     tags: Mapping[str, str] = field(default_factory=dict)     # MLflow tag name -> canonical column
     accuracy_unit: str = "fraction"
 
+    def fingerprint(self) -> str:
+        """sha256 of everything the mapping says (its repr): equal mappings, equal rows."""
+        import hashlib
+
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:24]
+
     def unit_of(self, column: str) -> str:
         if column in self.units:
             return self.units[column]

@@ -39,6 +39,10 @@ class SourceReport:
             head, sep, rest = self.error.partition(": ")
             err = rest if sep and head and self.label.startswith(head) else self.error
             return f"{self.label}: FAILED: {err}"
+        if self.stats.get("unchanged_files") and not (self.new or self.updated or self.unchanged or self.quarantined
+                                                       or self.deleted):
+            return (f"{self.label}: unchanged since its last ingest (same content, mapping and schema), "
+                    f"not read again ({self.seconds:.1f} s)")
         extra = "".join(f", {v} {k.replace('_', ' ')}" for k, v in sorted(self.stats.items()) if v)
         dele = f", {self.deleted} deleted" if self.deleted else ""
         return (f"{self.label}: {self.new} new, {self.updated} updated, {self.unchanged} unchanged, "
@@ -74,6 +78,9 @@ def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progres
 
 def _commit_batch(store: Store, src: Source, batch, rep: SourceReport) -> None:
     v = validate(batch.rows, raw=batch.raw)
+    # The raw rows are done with: let them go before the commit, whose merge is the other half of
+    # an ingest's peak memory (the caller's loop still holds the batch object itself).
+    batch.rows, batch.raw = pd.DataFrame(), None
     table, conflicts = dedupe_keys(v.table)
     parts = [p for p in (batch.rejected, v.rejected.drop(columns=["row"]), conflicts) if p is not None and len(p)]
     quarantine = pd.concat(parts, ignore_index=True) if parts else None

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ..errors import UserError
-from ..schema import key_strings, row_json
+from ..schema import RawPayloads, key_strings, row_json
 from ..store import Store
 from .mapping import IngestMapping
 
@@ -34,7 +34,8 @@ class SourceBatch:
 
     Attributes:
         rows: rows with canonical column names, raw (not yet validated) values.
-        raw: one payload per row for the quarantine (JSON), or None to use the row itself.
+        raw: one payload per row for the quarantine (JSON), a function that builds the payloads
+            of rows at given positions (only rejected rows need one), or None to use the row itself.
         rejected: rows the source rejected before validation: source, run_id, reason, raw.
         state: state tables to commit with the rows (e.g. which MLflow runs were seen).
         delete_runs: (source, run_id) pairs to remove.
@@ -42,7 +43,7 @@ class SourceBatch:
     """
 
     rows: pd.DataFrame
-    raw: list[str] | None = None
+    raw: RawPayloads | None = None
     rejected: pd.DataFrame | None = None
     state: dict[str, pa.Table] = field(default_factory=dict)
     delete_runs: list[tuple[str, str]] = field(default_factory=list)

@@ -217,8 +217,9 @@ def run_sweep(spec: SweepSpec, argv: Sequence[str] | None = None) -> SweepResult
     from .tracking import MlflowSweepCallback, parent_run
     from .trial import FINAL_KEY, train_trial
 
-    if not ray.is_initialized():
-        ray.init(address=args.address, include_dashboard=False, log_to_driver=bool(os.environ.get("META_STUDY_TRIAL_LOGS")))
+    from ..ray_session import start_or_connect
+
+    start_or_connect(args.address, log_to_driver=bool(os.environ.get("META_STUDY_TRIAL_LOGS")))
     name = args.name or (f"{spec.name}-smoke" if args.smoke else spec.name)
     storage = _storage(args)
     exp_dir = storage.rstrip("/") + "/" + name
