@@ -1,0 +1,220 @@
+"""One analysis pipeline: store -> :class:`Analysis` -> a results directory -> the report.
+
+``meta-study fit / sensitivity / bootstrap / correlations / report``, the refit job and the demo
+all go through :func:`analyze` and :class:`ResultsDir`:
+
+- :func:`analyze` computes the parts asked for (``fits``, ``sensitivity``, ``bootstrap``,
+  ``correlations``) and returns a frozen :class:`Analysis` holding their tables, the options that
+  made each, and the provenance (store, store version, selection, meta-study version).
+- :class:`ResultsDir` owns the layout of a results directory. ``results.json`` records, per part,
+  the options and selection it was made with and the store version it saw. A part already there
+  with the same options, selection and store version is **reused**, not recomputed. A part made
+  with other options or another selection is never overwritten silently: the command refuses in
+  one line and names the difference (use another ``--out``, or the same options). The same
+  options on a newer store version recompute the part: that is an update, not a conflict.
+- :func:`meta_study.report.render_report` renders an :class:`Analysis`.
+
+Every table is written to a temporary name and renamed into place (:func:`run.write_table`), and
+``results.json`` last, so an interrupted command leaves either the old part or the new one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
+
+from .. import __version__
+from ..errors import UserError
+from .holdout import FitOptions
+from .run import (Outputs, Selection, bootstrap_table, correlations_tables, fit_table, footer, sensitivity_table,
+                  write_correlations, write_fits, write_sensitivity, write_table)
+from .sensitivity import BootstrapOptions, SensitivityOptions
+
+Progress = Callable[[str, int, int | None], None]
+
+PARTS = ("fits", "sensitivity", "bootstrap", "correlations")
+MANIFEST = "results.json"
+#: The main table of each part: present means the part was written.
+MAIN_TABLE = {"fits": "fits.parquet", "sensitivity": "sensitivity.parquet", "bootstrap": "bootstrap.parquet",
+              "correlations": "correlations/f21_us_ds_spearman.parquet"}
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """What to compute. ``None`` leaves a part out. The execution settings (Ray, workers) are
+    not options: they never change a result (draws are seeded per group)."""
+
+    fit: FitOptions = FitOptions()
+    sensitivity: SensitivityOptions | None = None
+    bootstrap: BootstrapOptions | None = None
+    correlations: bool = False
+
+    def parts(self) -> tuple[str, ...]:
+        return ("fits",) + tuple(p for p, on in (("sensitivity", self.sensitivity is not None),
+                                                 ("bootstrap", self.bootstrap is not None),
+                                                 ("correlations", self.correlations)) if on)
+
+    def of(self, part: str) -> Any:
+        """The options that determine ``part`` (fit options for the fits and correlations)."""
+        return {"fits": self.fit, "sensitivity": self.sensitivity, "bootstrap": self.bootstrap,
+                "correlations": self.fit}[part]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The results of one analysis of one store version: tables, options, provenance.
+
+    ``fits`` follows :data:`run.FITS_COLUMNS`; ``sensitivity`` and ``bootstrap`` are None when not
+    computed; ``correlations`` maps table names (``f1_shots_correlation``, ...) to tables.
+    ``reused`` names the parts read back from a results directory instead of computed.
+    """
+
+    fits: pd.DataFrame
+    options: AnalysisOptions
+    provenance: Mapping[str, Any]
+    sensitivity: pd.DataFrame | None = None
+    bootstrap: pd.DataFrame | None = None
+    correlations: Mapping[str, pd.DataFrame] | None = None
+    reused: tuple[str, ...] = ()
+    # for the figures of freshly computed fits (the groups' points and selections); not persisted
+    panels: Sequence[Mapping[str, Any]] = field(default=(), repr=False, compare=False)
+
+
+def _key(part: str, options: AnalysisOptions, selection: Selection) -> dict[str, str]:
+    # repr of frozen dataclasses of numbers, strings and tuples: stable across runs and processes
+    return {"options": repr(options.of(part)), "selection": repr(selection)}
+
+
+def _describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    if old.get("selection") != new["selection"]:
+        return f"another selection ({old.get('selection')})"
+    a, b = str(old.get("options", "")), new["options"]
+    # the first differing field, as 'name=old' vs 'name=new', keeps the message one short line
+    import re
+
+    fa = dict(re.findall(r"(\w+)=([^,()]+)", a))
+    fb = dict(re.findall(r"(\w+)=([^,()]+)", b))
+    diffs = [f"{k} {fa.get(k)} (this command: {fb.get(k)})" for k in fb if fa.get(k) != fb.get(k)]
+    return "other options: " + ("; ".join(diffs[:3]) if diffs else a[:120])
+
+
+class ResultsDir:
+    """A results directory: its tables, figures, ``results.json`` and ``index.html``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def manifest(self) -> dict[str, Any]:
+        p = self.path / MANIFEST
+        if not p.exists():
+            return {"parts": {}}
+        try:
+            m = json.loads(p.read_text())
+        except ValueError as e:
+            raise UserError(f"{p}: not a meta-study results manifest ({e})") from None
+        return m if isinstance(m.get("parts"), dict) else {"parts": {}}
+
+    def plan(self, part: str, options: AnalysisOptions, selection: Selection, store_version: int) -> str:
+        """``reuse``, or ``compute``; raises a one-line :class:`UserError` rather than overwrite a
+        part made with other options or another selection."""
+        have = self.manifest()["parts"].get(part)
+        if not (self.path / MAIN_TABLE[part]).exists():
+            return "compute"
+        if have is None:
+            # written before results.json existed, or by hand: not ours to overwrite blindly
+            raise UserError(f"{self.path / MAIN_TABLE[part]}: results of unknown options are already there "
+                            "(no results.json); give another --out, or remove them")
+        key = _key(part, options, selection)
+        if {k: have.get(k) for k in key} != key:
+            raise UserError(f"{self.path / MAIN_TABLE[part]}: made with {_describe_difference(have, key)}; "
+                            "give another --out, or the same options to reuse it")
+        return "reuse" if have.get("store_version") == store_version else "compute"
+
+    def load(self, part: str) -> Any:
+        if part == "correlations":
+            return {p.stem: pd.read_parquet(p) for p in sorted((self.path / "correlations").glob("*.parquet"))}
+        return pd.read_parquet(self.path / MAIN_TABLE[part])
+
+    def write(self, analysis: Analysis, selection: Selection, *, figures: bool = True,
+              max_group_figures: int = 60, footer_text: str | None = None) -> Outputs:
+        """Write the parts of ``analysis`` that were computed (reused ones are there already),
+        their figures, and then ``results.json``."""
+        out = Outputs()
+        root = str(self.path)
+        version = analysis.provenance.get("store version")
+        done = []
+        for part in analysis.options.parts():
+            if part in analysis.reused:
+                continue
+            if part == "fits":
+                write_fits(analysis.fits, analysis.panels if figures else (), root, out=out,
+                           max_group_figures=max_group_figures, footer_text=footer_text)
+            elif part == "sensitivity" and analysis.sensitivity is not None:
+                write_sensitivity(analysis.sensitivity, root, figures=figures, footer_text=footer_text, out=out)
+            elif part == "bootstrap" and analysis.bootstrap is not None:
+                write_table(analysis.bootstrap, os.path.join(root, "bootstrap"), out)
+            elif part == "correlations" and analysis.correlations is not None:
+                write_correlations(analysis.correlations, root, figures=figures, out=out,
+                                   footer_text=footer_text)
+            done.append(part)
+        m = self.manifest()
+        for part in done:
+            m["parts"][part] = {**_key(part, analysis.options, selection), "store_version": version,
+                                "store": analysis.provenance.get("store"),
+                                "written": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                                "meta_study": __version__}
+        tmp = self.path / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.write_text(json.dumps(m, indent=1, sort_keys=True))
+        os.replace(tmp, self.path / MANIFEST)
+        return out
+
+
+def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOptions = AnalysisOptions(), *,
+            results: ResultsDir | None = None, use_ray: bool = True, address: str | None = None,
+            num_workers: int | None = None, progress: Progress | None = None) -> Analysis:
+    """Compute (or, from ``results``, reuse) every part ``options`` asks for.
+
+    Raises:
+        UserError: ``results`` holds a part made with other options or another selection.
+    """
+    version = store.version
+    plans = {p: (results.plan(p, options, selection, version) if results is not None else "compute")
+             for p in options.parts()}    # every refusal before any work
+    reused = tuple(p for p, how in plans.items() if how == "reuse")
+    assert results is not None or not reused
+    groups = selection.load(store) if any(how == "compute" for how in plans.values()) else []
+    kw = dict(address=address, num_workers=num_workers, use_ray=use_ray, progress=progress)
+
+    panels: Sequence[Mapping[str, Any]] = ()
+    if plans["fits"] == "reuse":
+        fits = results.load("fits")  # type: ignore[union-attr]
+    else:
+        fits, panels = fit_table(groups, options.fit)
+    sens = boot = corr = None
+    if options.sensitivity is not None:
+        sens = (results.load("sensitivity") if plans["sensitivity"] == "reuse"  # type: ignore[union-attr]
+                else sensitivity_table(groups, options.sensitivity, **kw))
+    if options.bootstrap is not None:
+        boot = (results.load("bootstrap") if plans["bootstrap"] == "reuse"  # type: ignore[union-attr]
+                else bootstrap_table(groups, options.bootstrap, **kw))
+    if options.correlations:
+        corr = (results.load("correlations") if plans["correlations"] == "reuse"  # type: ignore[union-attr]
+                else correlations_tables(store, selection, fits))
+    prov = {"store": store.uri, "store version": version, "meta-study": __version__,
+            "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    if reused:
+        prov["reused"] = ", ".join(reused)
+    return Analysis(fits=fits, options=options, provenance=prov, sensitivity=sens, bootstrap=boot,
+                    correlations=corr, reused=reused, panels=panels)
+
+
+def with_provenance(analysis: Analysis, **more: Any) -> Analysis:
+    """The same analysis with more provenance lines (the refit's stamp, fingerprints)."""
+    return replace(analysis, provenance={**analysis.provenance, **more})
