@@ -373,6 +373,27 @@ def _no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
     return f"{store_uri}: no rows match the selection" + (f" ({'; '.join(have)})" if have else " (the store is empty)")
 
 
+def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: Any, *, serial: bool = True,
+             address: str | None = None, workers: int | None = None, figures: bool = True,
+             max_group_figures: int = 60) -> tuple[Any, Any]:
+    """The one pipeline every analysis command runs: analyze (reusing what DIR holds with the same
+    options), write what was computed, and say what was reused."""
+    from .analysis.results import ResultsDir, analyze
+    from .analysis.run import options_text, footer
+
+    results = ResultsDir(out_dir)
+    with progress_bar(not serial) as progress:
+        a = analyze(store_obj, sel, options, results=results, use_ray=not serial, address=address,
+                    num_workers=workers, progress=progress)
+    if a.n_groups == 0:
+        _fail(_no_match(store_uri, store_obj, sel))
+    out = results.write(a, sel, figures=figures, max_group_figures=max_group_figures,
+                        footer_text=footer(store_obj, options_text(options.fit)))
+    for part in a.reused:
+        click.echo(f"reused {part} from {out_dir} (same options, selection and store version)")
+    return a, out
+
+
 def _report_outputs(out: Any, out_dir: str) -> None:
     import os
 
@@ -397,15 +418,14 @@ def fit(store_uri: str, out_dir: str, no_figures: bool, max_group_figures: int, 
     flags, saturation, stop-paying US accuracy and prediction with intervals; figures under
     DIR/figures. --holdout-quantile 1.0 fits on every point (the back-tests run inside them).
     """
-    from .analysis.run import run_fit
+    from .analysis.results import AnalysisOptions
     from .store import open_store
 
     store_obj = open_store(store_uri)
     sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
-    df, out = run_fit(store_obj, out_dir, selection=sel, options=_fit_opts(**kw), figures=not no_figures,
-                      max_group_figures=max_group_figures)
-    if df.empty:
-        _fail(_no_match(store_uri, store_obj, sel))
+    a, out = _analyze(store_obj, store_uri, sel, out_dir, AnalysisOptions(fit=_fit_opts(**kw)),
+                      figures=not no_figures, max_group_figures=max_group_figures)
+    df = a.fits
     import pandas as pd
 
     from .analysis.run import headlines
@@ -460,7 +480,7 @@ def sensitivity(store_uri: str, out_dir: str, sizes: str | None, trials: int, re
     Writes DIR/sensitivity.parquet (one row per group x n x trial x frontier),
     DIR/sensitivity_summary.parquet and the figure DIR/figures/sensitivity.png.
     """
-    from .analysis.run import run_sensitivity
+    from .analysis.results import AnalysisOptions
     from .analysis.sensitivity import SensitivityOptions
     from .store import open_store
 
@@ -471,10 +491,9 @@ def sensitivity(store_uri: str, out_dir: str, sizes: str | None, trials: int, re
     fo = _fit_opts(**kw)
     opts = SensitivityOptions(sizes=_parse_sizes(sizes), trials=trials, replace=replace, seed=seed, fit=fo,
                               frontiers=fo.selection.frontiers)
-    with progress_bar() as progress:
-        table, out = run_sensitivity(store_obj, out_dir, selection=sel, options=opts, address=address,
-                                     num_workers=workers, use_ray=not serial, progress=progress,
-                                     figures=not no_figures)
+    a, out = _analyze(store_obj, store_uri, sel, out_dir, AnalysisOptions(fit=fo, fits=False, sensitivity=opts),
+                      serial=serial, address=address, workers=workers, figures=not no_figures)
+    table = a.sensitivity
     if table.empty:
         _fail(f"{store_uri}: no groups with at least 3 points match the selection")
     click.echo(f"{len(table)} fits over {table.groupby(['us_task', 'ds_task', 'eval_protocol', 'shots'], dropna=False).ngroups} groups")
@@ -498,7 +517,7 @@ def bootstrap_cmd(store_uri: str, out_dir: str, samples: int, level: float, seed
 
     Writes DIR/bootstrap.parquet: one row per group x frontier x parameter.
     """
-    from .analysis.run import run_bootstrap
+    from .analysis.results import AnalysisOptions
     from .analysis.sensitivity import BootstrapOptions
     from .store import open_store
 
@@ -508,10 +527,11 @@ def bootstrap_cmd(store_uri: str, out_dir: str, samples: int, level: float, seed
         _fail(f"--level must be in (0, 1), got {level}")
     store_obj = open_store(store_uri)
     sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
-    opts = BootstrapOptions(n_boot=samples, level=level, seed=seed, fit=_fit_opts(**kw))
-    with progress_bar() as progress:
-        table, out = run_bootstrap(store_obj, out_dir, selection=sel, options=opts, address=address,
-                                   num_workers=workers, use_ray=not serial, progress=progress)
+    fo = _fit_opts(**kw)
+    opts = BootstrapOptions(n_boot=samples, level=level, seed=seed, fit=fo)
+    a, out = _analyze(store_obj, store_uri, sel, out_dir, AnalysisOptions(fit=fo, fits=False, bootstrap=opts),
+                      serial=serial, address=address, workers=workers)
+    table = a.bootstrap
     if table.empty:
         _fail(f"{store_uri}: no groups with at least 3 points match the selection")
     _report_outputs(out, out_dir)
@@ -525,12 +545,15 @@ def bootstrap_cmd(store_uri: str, out_dir: str, samples: int, level: float, seed
 def correlations(store_uri: str, out_dir: str, no_figures: bool, **kw: Any) -> None:
     """The paper's correlation tables: F.1 and F.2 (parameters vs shots), F.20 (between DS
     tasks) and F.21 (DS vs US), written under DIR/correlations with heatmaps."""
-    from .analysis.run import run_correlations
+    from .analysis.holdout import FitOptions
+    from .analysis.results import AnalysisOptions
     from .store import open_store
 
     store_obj = open_store(store_uri)
     sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
-    tables, out = run_correlations(store_obj, out_dir, selection=sel, figures=not no_figures)
+    a, out = _analyze(store_obj, store_uri, sel, out_dir, AnalysisOptions(fit=FitOptions(), fits=False, correlations=True),
+                      figures=not no_figures)
+    tables = a.correlations
     for name, t in tables.items():
         click.echo(f"{name}: {len(t)} rows")
     if tables["f1_shots_correlation"].empty or tables["f2_increase_likelihood"].empty:
@@ -640,7 +663,7 @@ def report(store_uri: str, out_dir: str, trials: int, samples: int, threshold: f
     figure and the correlation heatmaps."""
     import os
 
-    from .analysis.run import run_bootstrap, run_correlations, run_fit, run_sensitivity
+    from .analysis.results import AnalysisOptions
     from .analysis.sensitivity import BootstrapOptions, SensitivityOptions
     from .report import render_report
     from .store import open_store
@@ -648,17 +671,12 @@ def report(store_uri: str, out_dir: str, trials: int, samples: int, threshold: f
     store_obj = open_store(store_uri)
     sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
     fit_opts = _fit_opts(payoff_threshold=threshold, **kw)
-    fits, _ = run_fit(store_obj, out_dir, selection=sel, options=fit_opts)
-    if fits.empty:
-        _fail(_no_match(store_uri, store_obj, sel))
-    with progress_bar() as progress:
-        run_sensitivity(store_obj, out_dir, selection=sel, options=SensitivityOptions(trials=trials, fit=fit_opts),
-                        use_ray=not serial, progress=progress)
-        run_bootstrap(store_obj, out_dir, selection=sel, options=BootstrapOptions(n_boot=samples, fit=fit_opts),
-                      use_ray=not serial, progress=progress)
-    run_correlations(store_obj, out_dir, selection=sel, fits=fits)
-    page = render_report(out_dir, threshold=threshold, provenance={"store": store_obj.uri,
-                                                                   "store version": store_obj.version})
+    # built as `sensitivity` and `bootstrap` build them, so that their outputs in DIR are reused
+    sens = SensitivityOptions(trials=trials, fit=fit_opts, frontiers=fit_opts.selection.frontiers)
+    options = AnalysisOptions(fit=fit_opts, sensitivity=sens,
+                              bootstrap=BootstrapOptions(n_boot=samples, fit=fit_opts), correlations=True)
+    a, _ = _analyze(store_obj, store_uri, sel, out_dir, options, serial=serial)
+    page = render_report(a, out_dir, threshold=threshold)
     click.echo(f"report: {os.path.relpath(page)}")
 
 

@@ -39,8 +39,8 @@ import pandas as pd
 from . import __version__
 from .analysis.groups import GROUP_COLUMNS, Group
 from .analysis.holdout import FitOptions
-from .analysis.run import (Selection, bootstrap_table, fit_to_dir, footer, run_correlations, sensitivity_table,
-                           write_sensitivity, write_table)
+from .analysis.results import Analysis, AnalysisOptions, ResultsDir
+from .analysis.run import Selection, bootstrap_table, correlations_tables, fit_table, footer, sensitivity_table
 from .analysis.sensitivity import BootstrapOptions, SensitivityOptions
 from .errors import UserError
 from .store import Store
@@ -249,17 +249,21 @@ def _analyze(cfg: RefitConfig, store: Store, groups: list[Group], changed: list[
     from .report import render_report
 
     foot = footer(store, f"refit {stamp}")
-    fits, outs = fit_to_dir(groups, str(out), options=cfg.fit, max_group_figures=cfg.max_group_figures,
-                            footer_text=foot)
+    fits, panels = fit_table(groups, cfg.fit)
     changed_keys = {_key(g.key) for g in changed}
     unchanged_keys = set(fps) - changed_keys
     kw = dict(address=cfg.address, num_workers=cfg.workers, use_ray=cfg.use_ray, progress=progress)
     # sensitivity and bootstrap: new rows for changed groups, the last refit's rows for the others
     sens = _merge(sensitivity_table(changed, cfg.sensitivity, **kw), prev_dir, "sensitivity.parquet", unchanged_keys)
-    write_sensitivity(_in_group_order(sens, groups), str(out), footer_text=foot, out=outs)
     boot = _merge(bootstrap_table(changed, cfg.bootstrap, **kw), prev_dir, "bootstrap.parquet", unchanged_keys)
-    write_table(_in_group_order(boot, groups), str(out / "bootstrap"), outs)
-    run_correlations(store, str(out), fits=fits)
+    options = AnalysisOptions(fit=cfg.fit, sensitivity=cfg.sensitivity, bootstrap=cfg.bootstrap, correlations=True)
+    analysis = Analysis(fits=fits, options=options, panels=panels,
+                        sensitivity=_in_group_order(sens, groups), bootstrap=_in_group_order(boot, groups),
+                        correlations=correlations_tables(store, Selection(), fits),
+                        provenance={"store": store.uri, "store version": store.version, "refit": stamp,
+                                    "groups": len(groups), "changed": len(changed), "meta-study": __version__,
+                                    "generated": _now_iso()})
+    ResultsDir(out).write(analysis, Selection(), max_group_figures=cfg.max_group_figures, footer_text=foot)
     bad = fits[fits["headline"] & ~fits["status"].isin(["ok", "at_bound"])]   # groups with no usable headline
     unfittable = sorted({f"{r.us_task} -> {r.ds_task} ({r.eval_protocol}, shots={r.shots}): "
                          f"{r.status}: {r.warnings or r.message}" for r in bad.itertuples()})
@@ -273,9 +277,8 @@ def _analyze(cfg: RefitConfig, store: Store, groups: list[Group], changed: list[
         "previous": prev_dir.name if prev_dir else None,
     }
     (out / "refit.json").write_text(json.dumps(info, indent=1, default=str))
-    render_report(out, title="meta-study refit", threshold=cfg.threshold, provenance={
-        "store": store.uri, "store version": store.version, "refit": stamp,
-        "groups": len(groups), "changed": len(changed), "fingerprint": info["fingerprint"]})
+    render_report(analysis, out, title="meta-study refit", threshold=cfg.threshold,
+                  provenance={"fingerprint": info["fingerprint"]})
     return info
 
 

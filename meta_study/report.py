@@ -1,4 +1,4 @@
-"""The static HTML report of a results directory (what ``meta-study report`` and refits write).
+"""The static HTML report of an analysis (what ``meta-study report``, refits and the demo write).
 
 The page sits next to the tables and figures it shows (``DIR/index.html`` with ``figures/...``
 linked relatively), so the directory can be copied, served or attached to MLflow as it is. It
@@ -8,17 +8,18 @@ hold anything) is HTML-escaped.
 
 from __future__ import annotations
 
-import datetime as _dt
 import html
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 
-from . import __version__
 from .analysis.run import headlines
+
+if TYPE_CHECKING:
+    from .analysis.results import Analysis
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
@@ -119,28 +120,37 @@ def _natural(p: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
 
 
+def _table_links(root: Path) -> list[tuple[str, str]]:
+    """(link, note) per table of ``root``: the CSV copy, or the Parquet file when too big for one."""
+    out = []
+    for sub in ("", "correlations/"):
+        d = root / sub if sub else root
+        for p in sorted(d.glob("*.parquet")) if d.exists() else []:
+            csv = p.with_suffix(".csv")
+            out.append((f"{sub}{csv.name}", "") if csv.exists() else (f"{sub}{p.name}", " (Parquet: too many rows for CSV)"))
+    return out
+
+
 def _img(rel: str, alt: str) -> str:
     return f"<a href='{_e(rel)}'><img src='{_e(rel)}' alt='{_e(alt)}' loading='eager'></a>"
 
 
-def render_report(results_dir: str | os.PathLike[str], *, title: str = "meta-study report",
+def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, title: str = "meta-study report",
                   provenance: Mapping[str, Any] | None = None, threshold: float = 0.1) -> str:
-    """Write ``results_dir/index.html`` from the tables and figures in ``results_dir``.
-
-    Reads ``fits.parquet`` (required), and when present ``bootstrap.parquet``,
-    ``sensitivity_summary.parquet``, ``correlations/*.parquet`` and ``figures/``.
+    """Write ``results_dir/index.html`` for ``analysis``: its tables come from the
+    :class:`~meta_study.analysis.results.Analysis`, its figures from ``results_dir/figures``
+    (where :class:`~meta_study.analysis.results.ResultsDir` wrote them).
 
     Returns:
         The path of the page.
     """
+    from .analysis.sensitivity import rank_frontiers, summarize_sensitivity
+
     root = Path(results_dir)
-    fits = pd.read_parquet(root / "fits.parquet")
+    fits = analysis.fits
     heads = headlines(fits)
     figs = root / "figures"
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    prov = dict(provenance or {})
-    prov.setdefault("generated", now)
-    prov.setdefault("meta-study", __version__)
+    prov = {**analysis.provenance, **dict(provenance or {})}
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
              f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head><body>",
              f"<h1>{_e(title)}</h1><p class=prov>" + " &middot; ".join(f"{_e(k)}: {_e(v)}" for k, v in prov.items())
@@ -163,8 +173,8 @@ def render_report(results_dir: str | os.PathLike[str], *, title: str = "meta-stu
                      "".join(_img(f"figures/groups/{p.name}", p.stem) for p in group_pngs) + "</div>")
     if (figs / "sensitivity.png").exists():
         rank = ""
-        if (root / "sensitivity_frontiers.parquet").exists():
-            rk = pd.read_parquet(root / "sensitivity_frontiers.parquet")
+        if analysis.sensitivity is not None and len(analysis.sensitivity):
+            rk = rank_frontiers(summarize_sensitivity(analysis.sensitivity))
             rk = rk[rk["pred_err_small_n"].notna()]
             if len(rk):
                 top = rk.iloc[0]
@@ -182,9 +192,9 @@ def render_report(results_dir: str | os.PathLike[str], *, title: str = "meta-stu
     if heat:
         parts.append("<h2>Correlations</h2><div class=grid>" +
                      "".join(_img(f"figures/{p.name}", p.stem) for p in heat) + "</div>")
-    tables = sorted(p.name for p in root.glob("*.parquet")) + sorted(
-        f"correlations/{p.name}" for p in (root / "correlations").glob("*.parquet")) if root.exists() else []
-    parts.append("<h2>Tables</h2><ul>" + "".join(f"<li><a href='{_e(t)}'>{_e(t)}</a></li>" for t in tables) + "</ul>")
+    parts.append("<h2>Tables</h2><p class=note>Each table as CSV (the Parquet beside it is the record: fractions, "
+                 "not points; docs/analysis.md defines every column).</p><ul>" + "".join(
+                     f"<li><a href='{_e(t)}'>{_e(t)}</a>{_e(what)}</li>" for t, what in _table_links(root)) + "</ul>")
     parts.append("</body></html>")
     out = root / "index.html"
     tmp = root / f".index.html.tmp-{os.getpid()}"

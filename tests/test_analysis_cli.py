@@ -147,3 +147,42 @@ def test_analysis_user_errors(timm_store, tmp_path):
                          (("fit", timm_store, "--out", "s3://bucket/x"), "local directory, not a URI")]:
         r = run_cli(*args)
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+@pytest.mark.slow(60)
+def test_outputs_are_reused_with_the_same_options_and_never_overwritten_with_others(timm_store, tmp_path):
+    """One results directory, several commands: what was made with the same options, selection and
+    store version is reused; a command with other options refuses in one line and writes nothing."""
+    import shutil
+
+    timm_store = shutil.copytree(timm_store, tmp_path / "store")   # this test commits to its store
+    timm_store = str(timm_store)
+    out = str(tmp_path / "out")
+    sel = ("--ds-task", "imagenetv2", "--ds-task", "imagenet-real")
+    assert run_cli("bootstrap", timm_store, "--out", out, "--samples", "50", "--serial", *sel).returncode == 0
+    assert run_cli("sensitivity", timm_store, "--out", out, "--trials", "2", "--serial", *sel).returncode == 0
+    boot = Path(out) / "bootstrap.parquet"
+    before = boot.read_bytes(), boot.stat().st_mtime_ns
+
+    # the report of the same options reuses both, and computes only what is missing
+    r = run_cli("report", timm_store, "--out", out, "--samples", "50", "--trials", "2", "--serial", *sel)
+    assert r.returncode == 0, r.stderr
+    assert "reused bootstrap" in r.stdout and "reused sensitivity" in r.stdout and "reused fits" not in r.stdout
+    assert (boot.read_bytes(), boot.stat().st_mtime_ns) == before
+    assert (Path(out) / "index.html").exists() and "reused: " in (Path(out) / "index.html").read_text()
+
+    # other options (the report's default 200 resamples): one line, exit 2, nothing rewritten
+    r = run_cli("report", timm_store, "--out", out, "--trials", "2", "--serial", *sel)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if x.strip()]
+    assert "bootstrap.parquet" in line and "n_boot 50 (this command: 200)" in line and "another --out" in line
+    assert (boot.read_bytes(), boot.stat().st_mtime_ns) == before
+    # another selection is refused the same way
+    r = run_cli("fit", timm_store, "--out", out)
+    assert r.returncode == 2 and "another selection" in r.stderr
+    # the same fit again is reused; a new store version recomputes it (an update, not a conflict)
+    r = run_cli("fit", timm_store, "--out", out, *sel)
+    assert r.returncode == 0 and "reused fits" in r.stdout
+    Store(timm_store).commit(validate(make_rows(3, us_task="other", run_prefix="reuse-")).table)
+    r = run_cli("fit", timm_store, "--out", out, *sel)
+    assert r.returncode == 0 and "reused fits" not in r.stdout

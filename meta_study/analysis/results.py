@@ -52,14 +52,15 @@ class AnalysisOptions:
     not options: they never change a result (draws are seeded per group)."""
 
     fit: FitOptions = FitOptions()
+    fits: bool = True
     sensitivity: SensitivityOptions | None = None
     bootstrap: BootstrapOptions | None = None
     correlations: bool = False
 
     def parts(self) -> tuple[str, ...]:
-        return ("fits",) + tuple(p for p, on in (("sensitivity", self.sensitivity is not None),
-                                                 ("bootstrap", self.bootstrap is not None),
-                                                 ("correlations", self.correlations)) if on)
+        return tuple(p for p, on in (("fits", self.fits), ("sensitivity", self.sensitivity is not None),
+                                     ("bootstrap", self.bootstrap is not None),
+                                     ("correlations", self.correlations)) if on)
 
     def of(self, part: str) -> Any:
         """The options that determine ``part`` (fit options for the fits and correlations)."""
@@ -71,14 +72,18 @@ class AnalysisOptions:
 class Analysis:
     """The results of one analysis of one store version: tables, options, provenance.
 
-    ``fits`` follows :data:`run.FITS_COLUMNS`; ``sensitivity`` and ``bootstrap`` are None when not
-    computed; ``correlations`` maps table names (``f1_shots_correlation``, ...) to tables.
-    ``reused`` names the parts read back from a results directory instead of computed.
+    ``fits`` follows :data:`run.FITS_COLUMNS` (None when not asked for, e.g. by ``meta-study
+    bootstrap``; correlations compute the fits they need without keeping them); ``sensitivity``
+    and ``bootstrap`` are None when not computed; ``correlations`` maps table names
+    (``f1_shots_correlation``, ...) to tables. ``reused`` names the parts read back from a
+    results directory instead of computed; ``n_groups`` counts the groups the selection matched
+    (-1: not counted, every part was reused).
     """
 
-    fits: pd.DataFrame
+    fits: pd.DataFrame | None
     options: AnalysisOptions
     provenance: Mapping[str, Any]
+    n_groups: int = 0
     sensitivity: pd.DataFrame | None = None
     bootstrap: pd.DataFrame | None = None
     correlations: Mapping[str, pd.DataFrame] | None = None
@@ -99,9 +104,10 @@ def _describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     # the first differing field, as 'name=old' vs 'name=new', keeps the message one short line
     import re
 
-    fa = dict(re.findall(r"(\w+)=([^,()]+)", a))
-    fb = dict(re.findall(r"(\w+)=([^,()]+)", b))
-    diffs = [f"{k} {fa.get(k)} (this command: {fb.get(k)})" for k in fb if fa.get(k) != fb.get(k)]
+    # fields in order: nested options repeat names (n_boot, seed), so pair them by position
+    fa = re.findall(r"(\w+)=([^,()]+)", a)
+    fb = re.findall(r"(\w+)=([^,()]+)", b)
+    diffs = [f"{kb} {va} (this command: {vb})" for (ka, va), (kb, vb) in zip(fa, fb) if (ka, va) != (kb, vb)]
     return "other options: " + ("; ".join(diffs[:3]) if diffs else a[:120])
 
 
@@ -189,13 +195,17 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
              for p in options.parts()}    # every refusal before any work
     reused = tuple(p for p, how in plans.items() if how == "reuse")
     assert results is not None or not reused
-    groups = selection.load(store) if any(how == "compute" for how in plans.values()) else []
+    computing = any(how == "compute" for how in plans.values())
+    groups = selection.load(store) if computing else []
+    # every part reused: they were made from a selection that matched (an empty one writes nothing)
+    n_groups = len(groups) if computing else -1
     kw = dict(address=address, num_workers=num_workers, use_ray=use_ray, progress=progress)
 
     panels: Sequence[Mapping[str, Any]] = ()
-    if plans["fits"] == "reuse":
+    fits = None
+    if plans.get("fits") == "reuse":
         fits = results.load("fits")  # type: ignore[union-attr]
-    else:
+    elif options.fits:
         fits, panels = fit_table(groups, options.fit)
     sens = boot = corr = None
     if options.sensitivity is not None:
@@ -211,8 +221,8 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
             "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     if reused:
         prov["reused"] = ", ".join(reused)
-    return Analysis(fits=fits, options=options, provenance=prov, sensitivity=sens, bootstrap=boot,
-                    correlations=corr, reused=reused, panels=panels)
+    return Analysis(fits=fits, options=options, provenance=prov, n_groups=n_groups, sensitivity=sens,
+                    bootstrap=boot, correlations=corr, reused=reused, panels=panels)
 
 
 def with_provenance(analysis: Analysis, **more: Any) -> Analysis:

@@ -121,7 +121,7 @@ def headlines(fits: pd.DataFrame) -> pd.DataFrame:
     return fits[fits["headline"].astype(bool)].reset_index(drop=True)
 
 
-def _options_text(o: FitOptions) -> str:
+def options_text(o: FitOptions) -> str:
     split = (f"holdout above {o.holdout_above:g}" if o.holdout_above is not None
              else f"holdout q={o.holdout_quantile:g}" if o.holdout_quantile is not None else "no holdout")
     return (f"{split}, {len(o.selection.laws)} laws x {len(o.selection.frontiers)} frontiers, back-test cuts "
@@ -138,28 +138,43 @@ def run_fit(store: Any, out_dir: str, *, selection: Selection = Selection(), opt
         The fits table (one row per group x frontier) and the paths written.
     """
     return fit_to_dir(selection.load(store), out_dir, options=options, figures=figures,
-                      max_group_figures=max_group_figures, footer_text=footer(store, _options_text(options)))
+                      max_group_figures=max_group_figures, footer_text=footer(store, options_text(options)))
+
+
+def fit_table(groups: Sequence[Group], options: FitOptions = FitOptions()) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The fits table of ``groups`` and, per group, what its figures draw (points, selection)."""
+    selections = fit_groups([(g.us_acc, g.ds_acc) for g in groups], options, keys=[g.key for g in groups])
+    df = fits_frame(groups, selections, options.selection.ds_target)
+    return df, [_panel(g, s, options) for g, s in zip(groups, selections)]
+
+
+def write_fits(df: pd.DataFrame, panels: Sequence[dict[str, Any]], out_dir: str, *, out: Outputs | None = None,
+               max_group_figures: int = 60, footer_text: str | None = None) -> Outputs:
+    """``fits.parquet`` (+ .csv) and, when ``panels`` are given, the grid, per-group and
+    parameters-vs-shots figures."""
+    out = out or Outputs()
+    write_table(df, os.path.join(out_dir, "fits"), out)
+    if panels:
+        from . import figures as fig
+
+        drawn = [{k: v for k, v in p.items() if k != "slug"} for p in panels]   # the slug names files only
+        out.figures += fig.plot_fit_grid(drawn, os.path.join(out_dir, "figures", "fits_grid"),
+                                         footer=footer_text, title="DS vs US accuracy: headline and Eq. 1 on the hull")
+        for p, d in list(zip(panels, drawn))[:max_group_figures]:
+            out.figures += fig.plot_group(d, os.path.join(out_dir, "figures", "groups", p["slug"]), footer=footer_text)
+        eq1 = df[(df["law"] == "eq1")]
+        if eq1["shots"].notna().any():
+            out.figures += fig.plot_params_vs_shots(eq1, os.path.join(out_dir, "figures", "params_vs_shots"),
+                                                    footer=footer_text)
+    return out
 
 
 def fit_to_dir(groups: Sequence[Group], out_dir: str, *, options: FitOptions = FitOptions(), figures: bool = True,
                max_group_figures: int = 60, footer_text: str | None = None) -> tuple[pd.DataFrame, Outputs]:
     """:func:`run_fit` on given groups."""
-    selections = fit_groups([(g.us_acc, g.ds_acc) for g in groups], options, keys=[g.key for g in groups])
-    df = fits_frame(groups, selections, options.selection.ds_target)
-    out = Outputs()
-    write_table(df, os.path.join(out_dir, "fits"), out)
-    if figures and groups:
-        from . import figures as fig
-
-        panels = [_panel(g, s, options) for g, s in zip(groups, selections)]
-        out.figures += fig.plot_fit_grid(panels, os.path.join(out_dir, "figures", "fits_grid"),
-                                         footer=footer_text, title="DS vs US accuracy: headline and Eq. 1 on the hull")
-        for g, p in zip(groups[:max_group_figures], panels[:max_group_figures]):
-            out.figures += fig.plot_group(p, os.path.join(out_dir, "figures", "groups", g.slug), footer=footer_text)
-        eq1 = df[(df["law"] == "eq1")]
-        if eq1["shots"].notna().any():
-            out.figures += fig.plot_params_vs_shots(eq1, os.path.join(out_dir, "figures", "params_vs_shots"),
-                                                    footer=footer_text)
+    df, panels = fit_table(groups, options)
+    out = write_fits(df, panels if figures and groups else (), out_dir, max_group_figures=max_group_figures,
+                     footer_text=footer_text)
     return df, out
 
 
@@ -169,7 +184,7 @@ def _panel(g: Group, sel: GroupSelection, options: FitOptions) -> dict[str, Any]
     head = sel.best
     F = frontier_points(head.frontier, g.us_acc[vis], g.ds_acc[vis], nondecreasing=options.nondecreasing)
     return {"us": g.us_acc, "ds": g.ds_acc, "selection": sel, "paper": paper, "title": g.label,
-            "frontier_us": F.us, "frontier_ds": F.ds}
+            "frontier_us": F.us, "frontier_ds": F.ds, "slug": g.slug}
 
 
 def sensitivity_table(groups: Sequence[Group], options: SensitivityOptions, *, address: str | None = None,
@@ -211,7 +226,7 @@ def run_sensitivity(store: Any, out_dir: str, *, selection: Selection = Selectio
                               progress=progress)
     what = (f"{table.groupby(list(table.columns[:4]), dropna=False).ngroups if len(table) else 0} groups, "
             f"{options.trials} trials, {'with' if options.replace else 'without'} replacement, seed {options.seed}, "
-            + _options_text(options.fit))
+            + options_text(options.fit))
     return table, write_sensitivity(table, out_dir, figures=figures, footer_text=footer(store, what))
 
 
@@ -240,9 +255,9 @@ def run_bootstrap(store: Any, out_dir: str, *, selection: Selection = Selection(
     return table, out
 
 
-def run_correlations(store: Any, out_dir: str, *, selection: Selection = Selection(),
-                     fits: pd.DataFrame | None = None, figures: bool = True) -> tuple[dict[str, pd.DataFrame], Outputs]:
-    """Tables F.1, F.2 (when fits with shots exist), F.20 and F.21, and their heatmaps."""
+def correlations_tables(store: Any, selection: Selection = Selection(),
+                        fits: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """Tables F.1, F.2 (from ``fits``, computed when not given), F.20 and F.21 of the selection."""
     filters: dict[str, Any] = {}
     for col, vals in (("us_task", selection.us_task), ("ds_task", selection.ds_task),
                       ("eval_protocol", selection.protocol), ("shots", selection.shots)):
@@ -255,14 +270,19 @@ def run_correlations(store: Any, out_dir: str, *, selection: Selection = Selecti
     if fits is None:
         groups = selection.load(store)
         fits = fits_frame(groups, fit_groups([(g.us_acc, g.ds_acc) for g in groups], keys=[g.key for g in groups]))
-    tables = correlation_tables(rows, fits)
-    out = Outputs()
+    return correlation_tables(rows, fits)
+
+
+def write_correlations(tables: dict[str, pd.DataFrame], out_dir: str, *, figures: bool = True,
+                       out: Outputs | None = None, footer_text: str | None = None) -> Outputs:
+    """``correlations/*.parquet`` and the F.20 / F.21 heatmaps."""
+    out = out or Outputs()
     for name, t in tables.items():
         write_table(t, os.path.join(out_dir, "correlations", name), out)
     if figures:
         from . import figures as fig
 
-        foot = footer(store, "Spearman rank correlation across models")
+        foot = footer_text
         f20 = tables["f20_ds_task_spearman"]
         for key, g in f20.groupby(["us_task", "eval_protocol", "shots"], dropna=False, sort=True):
             m = g.pivot(index="ds_task_a", columns="ds_task_b", values="spearman")
@@ -280,6 +300,15 @@ def run_correlations(store: Any, out_dir: str, *, selection: Selection = Selecti
             m = labelled.pivot_table(index="slice", columns="ds_task", values="spearman").reindex(order)
             out.figures += fig.plot_heatmap(m, os.path.join(out_dir, "figures", "f21_us_ds"),
                                             title="US-DS rank correlation", footer=foot)
+    return out
+
+
+def run_correlations(store: Any, out_dir: str, *, selection: Selection = Selection(),
+                     fits: pd.DataFrame | None = None, figures: bool = True) -> tuple[dict[str, pd.DataFrame], Outputs]:
+    """Tables F.1, F.2 (when fits with shots exist), F.20 and F.21, and their heatmaps."""
+    tables = correlations_tables(store, selection, fits)
+    out = write_correlations(tables, out_dir, figures=figures,
+                             footer_text=footer(store, "Spearman rank correlation across models"))
     return tables, out
 
 
