@@ -2,8 +2,9 @@
 
 The page sits next to the tables and figures it shows (``DIR/index.html`` with ``figures/...``
 linked relatively), so the directory can be copied, served or attached to MLflow as it is. It
-needs no JavaScript and loads nothing from the network. Every value from the data (task names can
-hold anything) is HTML-escaped.
+loads nothing from the network and reads without JavaScript; a few inline lines of it make each
+table sortable by clicking a column header. Every value from the data (task names can hold
+anything) is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ h1{font-size:1.5rem;margin-bottom:.2rem} h2{font-size:1.15rem;margin-top:2rem;bo
 .prov{color:#555;font-size:.85rem} table{border-collapse:collapse;font-size:.82rem;margin:.5rem 0}
 th,td{border:1px solid #ddd;padding:.25rem .45rem;text-align:right} th{background:#f4f4f4} td.l,th.l{text-align:left}
 tr.bad td{color:#a33} img{max-width:100%;border:1px solid #eee;margin:.3rem 0} .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:.6rem}
-.note{font-size:.85rem;color:#444;max-width:60rem}
+.note{font-size:.85rem;color:#444;max-width:60rem} .verdict{background:#fff4e5;border-left:4px solid #e69500;padding:.5rem .8rem;max-width:60rem}
+table.sortable th{cursor:pointer}
 """
 
 
@@ -87,6 +89,41 @@ def _answers_html(heads: pd.DataFrame, threshold: float) -> str:
     return "<ul>" + "".join(items) + "</ul>"
 
 
+#: Click a header to sort its table by that column (numbers as numbers), click again to reverse.
+SORT_JS = """
+document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventListener('click', () => {
+  const body = th.closest('table').tBodies[0], rows = Array.from(body.rows);
+  const key = r => { const t = r.cells[col].innerText.trim(), x = parseFloat(t);
+                     return isNaN(x) ? t.toLowerCase() : x; };
+  const dir = th.dataset.dir === 'asc' ? -1 : 1; th.dataset.dir = dir === 1 ? 'asc' : 'desc';
+  rows.sort((a, b) => { const p = key(a), q = key(b);
+    return (typeof p === typeof q ? (p < q ? -1 : p > q ? 1 : 0) : (typeof p === 'number' ? -1 : 1)) * dir; });
+  rows.forEach(r => body.appendChild(r));
+}));
+"""
+
+
+def _verdict(heads: pd.DataFrame) -> str:
+    """Said plainly when no group is identified: how many models, and which flags stopped them."""
+    from .analysis.selection import FLAGS
+
+    if len(heads) == 0 or bool(heads["trusted"].any()):
+        return ""
+    flags: dict[str, int] = {}
+    for w in heads["warnings"].fillna(""):
+        for part in str(w).split(";"):
+            name = part.strip().split(":")[0]
+            if name in FLAGS:
+                flags[name] = flags.get(name, 0) + 1
+    why = ", ".join(f"{k} in {v}" for k, v in sorted(flags.items(), key=lambda kv: -kv[1])[:4])
+    n = heads["n_points"].astype(int)
+    span = f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())}&ndash;{int(n.max())}"
+    return (f"<p class=verdict><b>No task is identified here.</b> With {span} models "
+            f"per group, no law predicted the held-back frontier within the tolerance on any group "
+            f"(flags: {_e(why) or 'none'}). This says nothing about scaling yet: it needs more models per task, "
+            "spread over a wider range of upstream accuracy (docs/analysis.md, trust flags).</p>")
+
+
 def _table_html(fits: pd.DataFrame) -> str:
     """Per group: the headline and the paper's Eq. 1 on the hull vertices, side by side."""
     head = ("<tr><th class=l>US task</th><th class=l>DS task</th><th class=l>protocol</th><th>shots</th>"
@@ -110,7 +147,7 @@ def _table_html(fits: pd.DataFrame) -> str:
             f"<td>{_num(100 * float(r['saturation']), 3)}</td><td>{_num(100 * float(r['backtest_err']), 3)}</td>"
             f"<td>{_num(100 * float(r['flat_backtest_err']), 3)}</td><td>{_num(100 * float(r['pred_err']), 3)}</td>"
             f"<td>{_num(r['coverage'], 2)}</td><td class=l>{role}</td><td class=l>{note}</td></tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
+    return f"<table class=sortable><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _natural(p: Path) -> list[Any]:
@@ -163,7 +200,7 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                  "every law is fitted to every frontier estimator of the visible models and back-tested inside them "
                  "(fit below a US cut, predict the frontier above it); the best predictor is the headline. A "
                  "headline is trusted only when no warning applies. Accuracies and errors in points; definitions: "
-                 "docs/analysis.md.</p>" + _answers_html(heads, threshold))
+                 "docs/analysis.md.</p>" + _verdict(heads) + _answers_html(heads, threshold))
     parts.append("<h2>Headline and the paper's fit</h2>" + _table_html(fits))
     if (figs / "fits_grid.png").exists():
         parts.append("<h2>DS vs US accuracy</h2>" + _img("figures/fits_grid.png", "fits grid"))
@@ -195,7 +232,7 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     parts.append("<h2>Tables</h2><p class=note>Each table as CSV (the Parquet beside it is the record: fractions, "
                  "not points; docs/analysis.md defines every column).</p><ul>" + "".join(
                      f"<li><a href='{_e(t)}'>{_e(t)}</a>{_e(what)}</li>" for t, what in _table_links(root)) + "</ul>")
-    parts.append("</body></html>")
+    parts.append(f"<script>{SORT_JS}</script></body></html>")
     out = root / "index.html"
     tmp = root / f".index.html.tmp-{os.getpid()}"
     tmp.write_text("\n".join(parts), encoding="utf-8")

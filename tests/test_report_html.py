@@ -14,8 +14,21 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
          "--disable-component-update", "--disable-sync"]
 
 
-def open_in_chromium(page_path: Path) -> tuple[list, list]:
-    """(images as [src, complete, naturalWidth], console messages + page errors) after load."""
+#: Click the "back-test err (pt)" header of the first sortable table, twice: the column's values
+#: after each click (the inline sort script must order them as numbers, up then down).
+SORT_PROBE = """() => {
+  const t = document.querySelector('table.sortable');
+  const col = Array.from(t.tHead.rows[0].cells).findIndex(c => c.innerText.startsWith('back-test err'));
+  const values = () => Array.from(t.tBodies[0].rows).map(r => parseFloat(r.cells[col].innerText));
+  t.tHead.rows[0].cells[col].click(); const up = values();
+  t.tHead.rows[0].cells[col].click(); const down = values();
+  return [up, down];
+}"""
+
+
+def open_in_chromium(page_path: Path, probe: str | None = None) -> tuple[list, list] | tuple[list, list, object]:
+    """(images as [src, complete, naturalWidth], console messages + page errors) after load, and
+    what ``probe`` (a JS function) returns when given."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
@@ -29,8 +42,9 @@ def open_in_chromium(page_path: Path) -> tuple[list, list]:
         page.on("requestfailed", lambda r: messages.append(("requestfailed", r.url)))
         page.goto(page_path.resolve().as_uri(), wait_until="load")
         images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+        probed = page.evaluate(probe) if probe else None
         browser.close()
-    return images, messages
+    return (images, messages, probed) if probe else (images, messages)
 
 
 def test_report_of_the_timm_results_renders(tmp_path, timm_dir):
@@ -44,7 +58,9 @@ def test_report_of_the_timm_results_renders(tmp_path, timm_dir):
     assert "<h2>Answers</h2>" in html and "imagenet-real" in html and "not identified" in html
     # every group has its sentence: trusted ones state where scaling stops paying, the others why not
     assert html.count("<li") >= 5 and ("scaling stops paying" in html or "keeps paying" in html)
-    images, messages = open_in_chromium(page)
+    assert "<table class=sortable>" in html and "fits.csv" in html   # HTML tables, CSV downloads
+    images, messages, (up, down) = open_in_chromium(page, SORT_PROBE)
+    assert len(up) >= 10 and up == sorted(up) and down == sorted(up, reverse=True), (up, down)
     assert len(images) >= 9, images            # grid, 5 groups, sensitivity, 2 heatmaps
     broken = [i for i in images if not (i[1] and i[2] > 0)]
     assert not broken, broken
@@ -64,5 +80,7 @@ def test_hostile_task_names_are_escaped(tmp_path):
     assert r.returncode == 0, r.stderr
     html = (tmp_path / "rep" / "index.html").read_text()
     assert "<img src=x onerror" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    # 30 random models per group identify nothing, and the page says so plainly
+    assert "No task is identified here" in html and "With 30 models per group" in html
     images, messages = open_in_chromium(tmp_path / "rep" / "index.html")
     assert all(i[1] and i[2] > 0 for i in images) and not messages, (images, messages)
