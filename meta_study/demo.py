@@ -129,7 +129,7 @@ def _train(wd: Path, tracking: str, serial: bool) -> int:
     storage = wd / "ray"
     # --address local: the demo's Ray is its own, never a cluster that `ray start` left running
     argv = ["--smoke", "--tracking-uri", tracking, "--experiment", EXPERIMENT, "--storage-path", str(storage),
-            "--name", "demo", "--cpus-per-trial", "1", "--address", "local"]
+            "--name", "demo", "--cpus-per-trial", "1", "--address", "local", "--quiet"]
     if (storage / "demo").exists():
         argv.append("--resume")   # a second demo reuses the trained models (finished trials are kept)
     if serial:

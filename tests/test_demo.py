@@ -66,3 +66,18 @@ def test_full_demo_trains_real_models(tmp_path):
     assert df["us_accuracy"].max() > 0.3 and by_epochs.loc[4] > by_epochs.loc[1]
     again = run_cli("demo", "--workdir", str(wd), timeout=900)
     assert again.returncode == 0 and "refit: noop" in again.stdout, again.stdout[-2000:]
+    # the demo speaks for itself: no Tune tables, trial configs, TensorBoard or token warnings
+    # (2,183 lines before; the first run and the resumed one)
+    for run in (r, again):
+        text = run.stdout + run.stderr
+        assert len(text.splitlines()) < 60, text[-3000:]
+        for noise in ("TBXLoggerCallback", "Could not fetch metrics", "Token authentication is enabled",
+                      "Trial status", "started with configuration"):
+            assert noise not in text, noise
+    # when the demo's 18 models identify no task, its report says so plainly
+    page = next((wd / "refits").glob("*/index.html"))
+    fits = pd.read_parquet(page.parent / "fits.parquet")
+    if not fits.loc[fits["headline"], "trusted"].any():
+        assert "No task is identified here" in page.read_text()
+    else:
+        assert "scaling stops paying" in page.read_text() or "keeps paying" in page.read_text()

@@ -93,6 +93,8 @@ def build_parser(spec: SweepSpec) -> argparse.ArgumentParser:
     a("--set", action="append", default=[], metavar="KEY=VALUE", help="override any TrainConfig field")
     a("--researcher", default=os.environ.get("USER") or _user(), help="tag of every run")
     a("--address", default=None, help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
+    a("--quiet", action="store_true",
+      help="no Tune progress tables, trial configs or TensorBoard logs (the demo); MLflow still gets every run")
     a("--fail-once", action="store_true", help=argparse.SUPPRESS)  # test hook: each trial crashes once
     return p
 
@@ -219,6 +221,14 @@ def run_sweep(spec: SweepSpec, argv: Sequence[str] | None = None) -> SweepResult
 
     from ..ray_session import start_or_connect
 
+    if args.quiet:
+        import logging
+
+        # Tune's default CSV/JSON/TensorBoard loggers: MLflow is the record, and TensorBoard warns
+        # about every list-valued config ("invalid value ... via TBXLoggerCallback")
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+        for name in ("ray.tune", "ray.train", "ray.air"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     start_or_connect(args.address, log_to_driver=bool(os.environ.get("META_STUDY_TRIAL_LOGS")))
     name = args.name or (f"{spec.name}-smoke" if args.smoke else spec.name)
     storage = _storage(args)
@@ -301,7 +311,7 @@ def _new_tuner(spec: SweepSpec, args: argparse.Namespace, trainable: Any, fixed:
         run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[callback],
                                   failure_config=tune.FailureConfig(max_failures=args.max_failures),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                  verbose=1))
+                                  verbose=0 if args.quiet else 1))
 
 
 class TrialName:
