@@ -220,8 +220,9 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                         f"{_num(100 * float(top['pred_err_full_n']), 3)} pt with all models); "
                         + ", ".join(f"{_e(r['frontier'])} {_num(100 * float(r['pred_err_small_n']), 3)} pt"
                                     for r in rk.iloc[1:].to_dict("records")) + ".")
-        parts.append("<h2>Sample-size sensitivity</h2><p class=note>Fitting and prediction error of Eq. 1 on each frontier "
-                     "estimator on random subsamples of the models (mean &plusmn; sd over trials)." + rank + "</p>"
+        parts.append("<h2>Sample-size sensitivity</h2><p class=note>Per DS task (the paper's Fig. 3): fitting and "
+                     "prediction error of Eq. 1, in accuracy points, on each frontier estimator on random subsamples "
+                     "of the models (mean &plusmn; sd over trials)." + rank + "</p>"
                      + _img("figures/sensitivity.png", "sensitivity"))
     if (figs / "params_vs_shots.png").exists():
         parts.append("<h2>Parameters vs shots</h2>" + _img("figures/params_vs_shots.png", "params vs shots"))

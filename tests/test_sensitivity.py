@@ -122,3 +122,26 @@ def test_ray_chunks_are_balanced_and_keep_group_order():
     assert len(chunks) >= 4                                         # at least 2 per worker
     assert _chunks([], 2) == [] and _chunks([0, 0, 0], 4) == [[0], [1], [2]]
     assert _chunks([1e9, 1, 1, 1], 2) == [[0], [1, 2, 3]]           # a huge group alone
+
+
+def test_fig3_has_a_row_per_ds_task_with_plain_sample_size_ticks():
+    """Fig. 3 is drawn per DS task, as in the paper; sizes 10-14 on a log axis used to be labelled
+    '10^1, 1.05x10^1, ...' on top of each other."""
+    import numpy as np
+    import pandas as pd
+
+    from meta_study.analysis.figures import sensitivity_figure
+
+    rows = [dict(us_task="in", ds_task=ds, eval_protocol="fewshot", shots=5, frontier=fr, n=n, fit_err_mean=0.02,
+                 fit_err_std=0.01, pred_err_mean=0.05, pred_err_std=0.01)
+            for ds in ("a", "b", "c") for fr in ("vertices", "all") for n in (10, 11, 12, 13, 14)]
+    fig = sensitivity_figure(pd.DataFrame(rows))
+    fig.canvas.draw()
+    axes = fig.get_axes()
+    assert len(axes) == 6 and [a.get_title() for a in axes[::2]] == ["a: fitting error", "b: fitting error",
+                                                                       "c: fitting error"]
+    for ax in axes:
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["10", "11", "12", "13", "14"]
+        assert ax.get_legend() is None            # one legend for the figure, above the panels
+    assert len(fig.legends) == 1 and [t.get_text() for t in fig.legends[0].get_texts()] == ["vertices", "all"]
+    assert np.isclose(axes[1].lines[0].get_ydata()[0], 5.0)   # accuracy points, not fractions

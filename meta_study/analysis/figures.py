@@ -130,30 +130,60 @@ def plot_group(panel: dict[str, Any], stem: str, *, footer: str | None = None) -
 
 def plot_sensitivity(summary: pd.DataFrame, stem: str, *, footer: str | None = None,
                      title: str = "Sample-size sensitivity") -> list[str]:
-    """Fit and prediction error against the number of models per frontier estimator (mean ± sd
-    over trials, averaged over groups)."""
+    """Fig. 3 per DS task, as in the paper (:func:`sensitivity_figure`), saved as PNG and SVG."""
+    return save(sensitivity_figure(summary, title=title), stem, footer)
+
+
+def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensitivity") -> Any:
+    """One row per DS task: fitting and prediction error (in accuracy points) against the number
+    of models, one line per frontier estimator, mean ± sd over trials. A DS task with several
+    groups (shots, protocols) averages them by size step. One legend above the panels, off the
+    data; the x ticks are the sample sizes drawn, as plain numbers."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), squeeze=False)
-    for ax, metric, name in ((axes[0, 0], "fit_err", "fitting error"), (axes[0, 1], "pred_err", "prediction error")):
-        for frontier, color in FRONTIER_COLORS.items():
-            s = summary[summary["frontier"] == frontier]
-            if s.empty:
-                continue
-            # Groups have their own size grids (10 ... their number of fitting points), so average
-            # the k-th size step over groups rather than equal n values.
-            step = s.groupby(["us_task", "ds_task", "eval_protocol", "shots"], dropna=False)["n"].rank(method="dense")
-            agg = s.assign(step=step).groupby("step").agg(
-                n=("n", "mean"), m=(f"{metric}_mean", "mean"), sd=(f"{metric}_std", "mean")).reset_index()
-            ax.errorbar(agg["n"], agg["m"] * 100, yerr=agg["sd"].fillna(0) * 100, color=color, marker="o", ms=3,
-                        capsize=2, lw=1.2, label=frontier)
-        ax.set_xscale("log")
-        ax.set_xlabel("number of models in the sample")
-        ax.set_ylabel(f"{name} (accuracy points)")
-        ax.set_title(name)
-        ax.legend(frameon=False)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    return save(fig, stem, footer)
+    tasks = sorted(summary["ds_task"].unique()) if not summary.empty else []
+    rows = max(1, len(tasks))
+    fig, axes = plt.subplots(rows, 2, figsize=(9, 1.2 + 2.5 * rows), squeeze=False)
+    handles: dict[str, Any] = {}
+    for r, task in enumerate(tasks or [None]):
+        part = summary[summary["ds_task"] == task] if task is not None else summary
+        for c, (metric, name) in enumerate((("fit_err", "fitting error"), ("pred_err", "prediction error"))):
+            ax = axes[r, c]
+            ns: list[float] = []
+            for frontier, color in FRONTIER_COLORS.items():
+                sf = part[part["frontier"] == frontier]
+                if sf.empty:
+                    continue
+                # groups have their own size grids (10 ... their number of fitting points), so
+                # average the k-th size step over groups rather than equal n values
+                step = sf.groupby(["us_task", "ds_task", "eval_protocol", "shots"], dropna=False)["n"].rank(method="dense")
+                agg = sf.assign(step=step).groupby("step").agg(
+                    n=("n", "mean"), m=(f"{metric}_mean", "mean"), sd=(f"{metric}_std", "mean")).reset_index()
+                h = ax.errorbar(agg["n"], agg["m"] * 100, yerr=agg["sd"].fillna(0) * 100, color=color, marker="o",
+                                ms=3, capsize=2, lw=1.2, label=frontier)
+                handles.setdefault(frontier, h)
+                ns += agg["n"].tolist()
+            if ns and max(ns) >= 3 * min(ns):
+                ax.set_xscale("log")
+            # plain numbers at the sizes drawn (log axes otherwise label 10^1, 1.05x10^1, ...)
+            ticks = sorted({round(x) for x in ns})
+            if ticks:
+                if len(ticks) > 7:
+                    ticks = [ticks[i] for i in np.linspace(0, len(ticks) - 1, 7).round().astype(int)]
+                ax.xaxis.set_major_locator(FixedLocator(ticks))
+                ax.xaxis.set_major_formatter(ScalarFormatter())
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_ylabel(f"{name} (points)")
+            ax.set_title(f"{task}: {name}" if task is not None else name, fontsize=9)
+            if r == rows - 1:
+                ax.set_xlabel("number of models in the sample")
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="upper center", ncol=min(len(handles), 6),
+                   frameon=False, bbox_to_anchor=(0.5, 1 - 0.35 / (1.2 + 2.5 * rows)), fontsize=8)
+    fig.suptitle(title + " (per DS task)")
+    fig.tight_layout(rect=(0, 0.03, 1, 1 - 0.8 / (1.2 + 2.5 * rows)))
+    return fig
 
 
 def plot_params_vs_shots(fits: pd.DataFrame, stem: str, *, footer: str | None = None) -> list[str]:
