@@ -382,7 +382,7 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
     from .analysis.run import options_text, footer
 
     results = ResultsDir(out_dir)
-    with progress_bar(not serial) as progress:
+    with progress_bar() as progress:
         a = analyze(store_obj, sel, options, results=results, use_ray=not serial, address=address,
                     num_workers=workers, progress=progress)
     if a.n_groups == 0:

@@ -40,7 +40,8 @@ from . import __version__
 from .analysis.groups import GROUP_COLUMNS, Group
 from .analysis.holdout import FitOptions
 from .analysis.results import Analysis, AnalysisOptions, ResultsDir
-from .analysis.run import Selection, bootstrap_table, correlations_tables, fit_table, footer, sensitivity_table
+from .analysis.run import (Selection, bootstrap_table, correlations_tables, fit_table, footer, points_table,
+                           sensitivity_table)
 from .analysis.sensitivity import BootstrapOptions, SensitivityOptions
 from .errors import UserError
 from .store import Store
@@ -257,7 +258,7 @@ def _analyze(cfg: RefitConfig, store: Store, groups: list[Group], changed: list[
     sens = _merge(sensitivity_table(changed, cfg.sensitivity, **kw), prev_dir, "sensitivity.parquet", unchanged_keys)
     boot = _merge(bootstrap_table(changed, cfg.bootstrap, **kw), prev_dir, "bootstrap.parquet", unchanged_keys)
     options = AnalysisOptions(fit=cfg.fit, sensitivity=cfg.sensitivity, bootstrap=cfg.bootstrap, correlations=True)
-    analysis = Analysis(fits=fits, options=options, panels=panels,
+    analysis = Analysis(fits=fits, options=options, panels=panels, points=points_table(groups),
                         sensitivity=_in_group_order(sens, groups), bootstrap=_in_group_order(boot, groups),
                         correlations=correlations_tables(store, Selection(), fits),
                         provenance={"store": store.uri, "store version": store.version, "refit": stamp,

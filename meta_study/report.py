@@ -30,6 +30,10 @@ th,td{border:1px solid #ddd;padding:.25rem .45rem;text-align:right} th{backgroun
 tr.bad td{color:#a33} img{max-width:100%;border:1px solid #eee;margin:.3rem 0} .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:.6rem}
 .note{font-size:.85rem;color:#444;max-width:60rem} .verdict{background:#fff4e5;border-left:4px solid #e69500;padding:.5rem .8rem;max-width:60rem}
 table.sortable th{cursor:pointer}
+svg.points .ax{stroke:#999} svg.points .tk{font-size:9px;fill:#555} svg.points .lb{font-size:10px;fill:#333}
+svg.points circle.v{fill:#3a6ea5;fill-opacity:.55} svg.points circle.h{fill:none;stroke:#3a6ea5}
+svg.points circle:hover{fill:#e67e22;fill-opacity:1;r:4} svg.points .law{fill:none;stroke:#c0392b;stroke-width:1.6}
+figure{margin:0} figcaption{font-size:.85rem}
 """
 
 
@@ -86,7 +90,7 @@ def _answers_html(heads: pd.DataFrame, threshold: float) -> str:
         items.append(f"<li{cls}><b>{_e(r['us_task'])} &rarr; {_e(r['ds_task'])}</b> ({_e(r['eval_protocol'])}{shots}): "
                      f"{answer(r, threshold)} <span class=prov>({_e(r['law'])} on {_e(r['frontier'])}, back-test "
                      f"error {_num(100 * float(r['backtest_err']), 3)} pt)</span></li>")
-    return "<ul>" + "".join(items) + "</ul>"
+    return "<ul class=answers>" + "".join(items) + "</ul>"
 
 
 #: Click a header to sort its table by that column (numbers as numbers), click again to reverse.
@@ -122,6 +126,71 @@ def _verdict(heads: pd.DataFrame) -> str:
             f"per group, no law predicted the held-back frontier within the tolerance on any group "
             f"(flags: {_e(why) or 'none'}). This says nothing about scaling yet: it needs more models per task, "
             "spread over a wider range of upstream accuracy (docs/analysis.md, trust flags).</p>")
+
+
+#: Groups drawn in the hover view at most (each point is an SVG circle: ~120 bytes).
+MAX_HOVER_GROUPS = 60
+
+
+def _points_svg(r: Mapping[str, Any], pts: pd.DataFrame) -> str:
+    """One group's models as an inline SVG scatter: hover a point for its run (model), US and DS
+    accuracy; hollow points were held out; the red line is the headline law. No script needed."""
+    import numpy as np
+
+    from .analysis import predict_fit
+
+    w, h, pad = 380, 270, 42
+    us, ds = pts["us_accuracy"].to_numpy(float) * 100, pts["ds_accuracy"].to_numpy(float) * 100
+    x0, x1 = math.floor(us.min()), math.ceil(us.max())
+    y0, y1 = math.floor(ds.min()), math.ceil(ds.max())
+    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+    sx = lambda v: pad + (v - x0) / (x1 - x0) * (w - pad - 10)  # noqa: E731
+    sy = lambda v: h - pad - (v - y0) / (y1 - y0) * (h - pad - 10)  # noqa: E731
+    held = pts["us_accuracy"].to_numpy(float) > float(r["holdout_threshold"])
+    out = [f"<svg class=points viewBox='0 0 {w} {h}' width={w} height={h} role=img "
+           f"aria-label='{_e(r['us_task'])} to {_e(r['ds_task'])}'>",
+           f"<line x1={pad} y1={h - pad} x2={w - 10} y2={h - pad} class=ax /><line x1={pad} y1=10 x2={pad} "
+           f"y2={h - pad} class=ax />"]
+    for v in np.linspace(x0, x1, 5):
+        out.append(f"<text x={sx(v):.1f} y={h - pad + 14} class=tk text-anchor=middle>{v:.0f}</text>")
+    for v in np.linspace(y0, y1, 5):
+        out.append(f"<text x={pad - 4} y={sy(v) + 3:.1f} class=tk text-anchor=end>{v:.0f}</text>")
+    out.append(f"<text x={(pad + w) / 2:.0f} y={h - 6} class=lb text-anchor=middle>US accuracy (%)</text>"
+               f"<text x=10 y={(h - pad) / 2:.0f} class=lb text-anchor=middle transform='rotate(-90 10 "
+               f"{(h - pad) / 2:.0f})'>DS accuracy (%)</text>")
+    xs = np.linspace(x0, x1, 80)
+    ys = predict_fit(r, xs / 100) * 100
+    ok = np.isfinite(ys) & (ys >= y0) & (ys <= y1)
+    if ok.sum() > 1:
+        out.append("<polyline class=law points='" + " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(xs[ok], ys[ok]))
+                   + "'><title>headline: " + _e(r["law"]) + " on " + _e(r["frontier"]) + "</title></polyline>")
+    for run, a, b, hd in zip(pts["run_id"].astype(object), us, ds, held):
+        out.append(f"<circle cx={sx(a):.1f} cy={sy(b):.1f} r=2.6 class={'h' if hd else 'v'}><title>"
+                   f"{_e(run if run is not None else '?')}: US {a:.2f}%, DS {b:.2f}%{' (held out)' if hd else ''}"
+                   "</title></circle>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _hover_html(heads: pd.DataFrame, points: pd.DataFrame | None) -> str:
+    if points is None or points.empty or heads.empty:
+        return ""
+    keys = ["us_task", "ds_task", "eval_protocol", "shots"]
+    by = {k: g for k, g in points.groupby(keys, dropna=False, sort=False)}
+    cells = []
+    for r in heads.head(MAX_HOVER_GROUPS).to_dict("records"):
+        k = tuple(None if pd.isna(r[c]) else r[c] for c in keys)
+        g = next((v for kk, v in by.items() if tuple(None if pd.isna(x) else x for x in kk) == k), None)
+        if g is None or g.empty:
+            continue
+        shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
+        cells.append(f"<figure><figcaption>{_e(r['us_task'])} &rarr; {_e(r['ds_task'])} ({_e(r['eval_protocol'])}"
+                     f"{shots})</figcaption>{_points_svg(r, g)}</figure>")
+    more = (f" The first {MAX_HOVER_GROUPS} of {len(heads)} groups are drawn; points.parquet has them all."
+            if len(heads) > MAX_HOVER_GROUPS else "")
+    return ("<h2>Which model is which</h2><p class=note>Hover over a point for its run (model) and accuracies; "
+            f"hollow points were held out, the red line is the headline law.{more}</p><div class=grid>"
+            + "".join(cells) + "</div>")
 
 
 def _table_html(fits: pd.DataFrame) -> str:
@@ -204,6 +273,7 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     parts.append("<h2>Headline and the paper's fit</h2>" + _table_html(fits))
     if (figs / "fits_grid.png").exists():
         parts.append("<h2>DS vs US accuracy</h2>" + _img("figures/fits_grid.png", "fits grid"))
+    parts.append(_hover_html(heads, analysis.points))
     group_pngs = sorted((figs / "groups").glob("*.png")) if (figs / "groups").exists() else []
     if group_pngs:
         parts.append("<h2>Per task</h2><div class=grid>" +

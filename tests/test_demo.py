@@ -53,6 +53,26 @@ def test_synthetic_demo_end_to_end_and_again(tmp_path):
     _check_workdir(wd, "meta-study-demo-synthetic", 240)
 
 
+ANSWERS_PROBE = """() => [Array.from(document.querySelectorAll('ul.answers > li')).map(li => li.innerText), document.querySelectorAll('table.sortable tbody tr').length,
+    document.querySelectorAll('svg.points').length]"""
+
+
+def _check_report_in_a_browser(page) -> None:
+    """In Chromium: every group has its answer line (an answer or 'not identified: why'), the
+    comparison table is an HTML table, every image loads, and the console stays clean."""
+    from test_report_html import open_in_chromium
+
+    fits = pd.read_parquet(page.parent / "fits.parquet")
+    heads = fits[fits["headline"]]
+    images, messages, (answers, table_rows, hover) = open_in_chromium(page, ANSWERS_PROBE)
+    assert len(answers) == len(heads), (answers, len(heads))
+    for ds in heads["ds_task"]:
+        assert any(ds in a for a in answers), ds
+    assert all(("not identified:" in a) or ("scaling" in a) for a in answers), answers
+    assert table_rows >= len(heads) and hover == len(heads)
+    assert images and all(i[1] and i[2] > 0 for i in images) and not messages, (images, messages)
+
+
 @pytest.mark.slow(150)
 def test_full_demo_trains_real_models(tmp_path):
     wd = tmp_path / "demo"
@@ -76,6 +96,7 @@ def test_full_demo_trains_real_models(tmp_path):
             assert noise not in text, noise
     # when the demo's 18 models identify no task, its report says so plainly
     page = next((wd / "refits").glob("*/index.html"))
+    _check_report_in_a_browser(page)
     fits = pd.read_parquet(page.parent / "fits.parquet")
     if not fits.loc[fits["headline"], "trusted"].any():
         assert "No task is identified here" in page.read_text()

@@ -26,6 +26,11 @@ SORT_PROBE = """() => {
 }"""
 
 
+#: Per hover view: (number of points, the first point's tooltip).
+HOVER_PROBE = """() => Array.from(document.querySelectorAll('svg.points')).map(
+  s => [s.querySelectorAll('circle').length, s.querySelector('circle title').textContent])"""
+
+
 def open_in_chromium(page_path: Path, probe: str | None = None) -> tuple[list, list] | tuple[list, list, object]:
     """(images as [src, complete, naturalWidth], console messages + page errors) after load, and
     what ``probe`` (a JS function) returns when given."""
@@ -61,6 +66,13 @@ def test_report_of_the_timm_results_renders(tmp_path, timm_dir):
     assert "<table class=sortable>" in html and "fits.csv" in html   # HTML tables, CSV downloads
     images, messages, (up, down) = open_in_chromium(page, SORT_PROBE)
     assert len(up) >= 10 and up == sorted(up) and down == sorted(up, reverse=True), (up, down)
+    # hover: every group's models as points whose tooltip names the run (the model)
+    _, _, hover = open_in_chromium(page, HOVER_PROBE)
+    import pandas as pd
+
+    points = pd.read_parquet(tmp_path / "report" / "points.parquet")
+    assert [n for n, _ in hover] == points.groupby("ds_task", sort=False).size().tolist()
+    assert all(t.startswith("eva02") or "@" in t for _, t in hover) and all(": US " in t for _, t in hover)
     assert len(images) >= 9, images            # grid, 5 groups, sensitivity, 2 heatmaps
     broken = [i for i in images if not (i[1] and i[2] > 0)]
     assert not broken, broken

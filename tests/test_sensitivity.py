@@ -145,3 +145,22 @@ def test_fig3_has_a_row_per_ds_task_with_plain_sample_size_ticks():
         assert ax.get_legend() is None            # one legend for the figure, above the panels
     assert len(fig.legends) == 1 and [t.get_text() for t in fig.legends[0].get_texts()] == ["vertices", "all"]
     assert np.isclose(axes[1].lines[0].get_ydata()[0], 5.0)   # accuracy points, not fractions
+
+
+def test_progress_counts_as_groups_complete():
+    """Progress moves as work completes (it stayed at 0/5 until the end, serially)."""
+    import numpy as np
+
+    from meta_study.analysis.groups import Group
+    from meta_study.analysis.sensitivity import BootstrapOptions, SensitivityOptions, bootstrap, sensitivity
+
+    rng = np.random.default_rng(0)
+    groups = []
+    for i in range(5):
+        us = rng.uniform(0.3, 0.9, 40)
+        groups.append(Group("u", f"d{i}", "fewshot", 5, us, np.clip(0.9 - 0.5 * (1 - us) ** 1.2, 0, 1)))
+    for fn, opts, kind in ((sensitivity, SensitivityOptions(trials=1, sizes=(10, 20)), "sensitivity"),
+                           (bootstrap, BootstrapOptions(n_boot=10), "bootstrap")):
+        seen = []
+        fn(groups, opts, progress=lambda k, done, total: seen.append((k, done, total)))
+        assert seen == [(kind, i, 5) for i in range(6)], seen

@@ -33,8 +33,8 @@ import pandas as pd
 from .. import __version__
 from ..errors import UserError
 from .holdout import FitOptions
-from .run import (Outputs, Selection, bootstrap_table, correlations_tables, fit_table, footer, sensitivity_table,
-                  write_correlations, write_fits, write_sensitivity, write_table)
+from .run import (Outputs, Selection, bootstrap_table, correlations_tables, fit_table, footer, points_table,
+                  sensitivity_table, write_correlations, write_fits, write_sensitivity, write_table)
 from .sensitivity import BootstrapOptions, SensitivityOptions
 
 Progress = Callable[[str, int, int | None], None]
@@ -88,6 +88,7 @@ class Analysis:
     bootstrap: pd.DataFrame | None = None
     correlations: Mapping[str, pd.DataFrame] | None = None
     reused: tuple[str, ...] = ()
+    points: pd.DataFrame | None = None   # run.POINTS_COLUMNS: the fitted groups' models (points.parquet)
     # for the figures of freshly computed fits (the groups' points and selections); not persisted
     panels: Sequence[Mapping[str, Any]] = field(default=(), repr=False, compare=False)
 
@@ -162,6 +163,8 @@ class ResultsDir:
             if part == "fits":
                 write_fits(analysis.fits, analysis.panels if figures else (), root, out=out,
                            max_group_figures=max_group_figures, footer_text=footer_text)
+                if analysis.points is not None:
+                    write_table(analysis.points, os.path.join(root, "points"), out, csv=False)
             elif part == "sensitivity" and analysis.sensitivity is not None:
                 write_sensitivity(analysis.sensitivity, root, figures=figures, footer_text=footer_text, out=out)
             elif part == "bootstrap" and analysis.bootstrap is not None:
@@ -202,11 +205,14 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
     kw = dict(address=address, num_workers=num_workers, use_ray=use_ray, progress=progress)
 
     panels: Sequence[Mapping[str, Any]] = ()
-    fits = None
+    fits = points = None
     if plans.get("fits") == "reuse":
         fits = results.load("fits")  # type: ignore[union-attr]
+        p = results.path / "points.parquet"   # type: ignore[union-attr]
+        points = pd.read_parquet(p) if p.exists() else None
     elif options.fits:
         fits, panels = fit_table(groups, options.fit)
+        points = points_table(groups)
     sens = boot = corr = None
     if options.sensitivity is not None:
         sens = (results.load("sensitivity") if plans["sensitivity"] == "reuse"  # type: ignore[union-attr]
@@ -222,7 +228,7 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
     if reused:
         prov["reused"] = ", ".join(reused)
     return Analysis(fits=fits, options=options, provenance=prov, n_groups=n_groups, sensitivity=sens,
-                    bootstrap=boot, correlations=corr, reused=reused, panels=panels)
+                    bootstrap=boot, correlations=corr, reused=reused, panels=panels, points=points)
 
 
 def with_provenance(analysis: Analysis, **more: Any) -> Analysis:

@@ -141,6 +141,20 @@ def run_fit(store: Any, out_dir: str, *, selection: Selection = Selection(), opt
                       max_group_figures=max_group_figures, footer_text=footer(store, options_text(options)))
 
 
+#: points.parquet: every model of every fitted group, for the report's hover view (which model is
+#: that outlier?). Accuracies are fractions.
+POINTS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "run_id", "us_accuracy", "ds_accuracy")
+
+
+def points_table(groups: Sequence[Group]) -> pd.DataFrame:
+    """One row per (group, run): the points the fits were made from."""
+    parts = [pd.DataFrame({**{c: [v] * len(g.us_acc) for c, v in g.key_dict.items()},
+                           "run_id": (list(g.run_ids) if len(g.run_ids) == len(g.us_acc) else [None] * len(g.us_acc)),
+                           "us_accuracy": g.us_acc, "ds_accuracy": g.ds_acc}) for g in groups]
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(POINTS_COLUMNS))
+    return df[list(POINTS_COLUMNS)].astype({"shots": "Int64"})
+
+
 def fit_table(groups: Sequence[Group], options: FitOptions = FitOptions()) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """The fits table of ``groups`` and, per group, what its figures draw (points, selection)."""
     selections = fit_groups([(g.us_acc, g.ds_acc) for g in groups], options, keys=[g.key for g in groups])
@@ -196,7 +210,7 @@ def sensitivity_table(groups: Sequence[Group], options: SensitivityOptions, *, a
 
         table = sensitivity_ray(groups, options, address=address, num_workers=num_workers, progress=progress)
     else:
-        table = sensitivity(groups, options)
+        table = sensitivity(groups, options, progress=progress)
     return table.astype({"shots": "Int64"})
 
 
@@ -239,7 +253,7 @@ def bootstrap_table(groups: Sequence[Group], options: BootstrapOptions, *, addre
 
         table = bootstrap_ray(groups, options, address=address, num_workers=num_workers, progress=progress)
     else:
-        table = bootstrap(groups, options)
+        table = bootstrap(groups, options, progress=progress)
     return table.astype({"shots": "Int64"})
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -140,9 +140,23 @@ def sensitivity_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray
     return pd.DataFrame(rows, columns=list(SENSITIVITY_COLUMNS))
 
 
-def sensitivity(groups: Sequence[Any], options: SensitivityOptions = SensitivityOptions()) -> pd.DataFrame:
+def _serially(kind: str, fn: Callable[..., pd.DataFrame], groups: Sequence[Any], options: Any,
+              progress: Callable[[str, int, int | None], None] | None) -> list[pd.DataFrame]:
+    """``fn`` for each group in turn, reporting progress after each (the Ray path reports per task)."""
+    frames = []
+    for i, g in enumerate(groups):
+        if progress:
+            progress(kind, i, len(groups))
+        frames.append(fn(g.key, g.us_acc, g.ds_acc, options))
+    if progress:
+        progress(kind, len(groups), len(groups))
+    return frames
+
+
+def sensitivity(groups: Sequence[Any], options: SensitivityOptions = SensitivityOptions(), *,
+                progress: Callable[[str, int, int | None], None] | None = None) -> pd.DataFrame:
     """:func:`sensitivity_group` for every group (objects with ``key``, ``us_acc``, ``ds_acc``), serially."""
-    frames = [sensitivity_group(g.key, g.us_acc, g.ds_acc, options) for g in groups]
+    frames = _serially("sensitivity", sensitivity_group, groups, options, progress)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(SENSITIVITY_COLUMNS))
 
 
@@ -209,9 +223,10 @@ def bootstrap_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray,
     return pd.DataFrame(rows, columns=list(BOOTSTRAP_COLUMNS))
 
 
-def bootstrap(groups: Sequence[Any], options: BootstrapOptions = BootstrapOptions()) -> pd.DataFrame:
+def bootstrap(groups: Sequence[Any], options: BootstrapOptions = BootstrapOptions(), *,
+              progress: Callable[[str, int, int | None], None] | None = None) -> pd.DataFrame:
     """:func:`bootstrap_group` for every group, serially."""
-    frames = [bootstrap_group(g.key, g.us_acc, g.ds_acc, options) for g in groups]
+    frames = _serially("bootstrap", bootstrap_group, groups, options, progress)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(BOOTSTRAP_COLUMNS))
 
 
