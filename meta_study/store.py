@@ -51,7 +51,7 @@ import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -928,6 +928,84 @@ class Store:
                                 unchanged=counts["unchanged"], deleted=counts["deleted"], quarantined=n_q,
                                 partitions_written=plan.partitions_written)
 
+    def commit_stream(
+        self,
+        batches: Iterable[tuple[pa.Table | None, pd.DataFrame | None]],
+        *,
+        dedupe: Callable[[pa.Table], tuple[pa.Table, pd.DataFrame]],
+        quarantine: pd.DataFrame | None = None,
+        state: Mapping[str, pa.Table] | None = None,
+        operation: str = "write",
+        info: Mapping[str, Any] | None = None,
+        now: _dt.datetime | None = None,
+    ) -> CommitResult:
+        """:meth:`commit` of any number of batches as **one** transaction, in bounded memory.
+
+        Each batch is ``(validated rows, rejected rows)``. While the batches arrive, each one's
+        rows are split by partition and spilled to Parquet under the commit's staging directory
+        (invisible to every reader, removed on any failure); then each touched partition is
+        merged on its own: its spilled rows are read back, ``dedupe`` collapses keys repeated
+        across batches (conflicts go to the quarantine), and the partition is upserted as
+        :meth:`commit` does. Peak memory is one batch plus one partition, whatever the total.
+        """
+        now = now or _now()
+        self._check_writable_location()
+        with self._lock():
+            m = self._load()
+            self._finalize(m)
+            self._collect_garbage(m)
+            self._refuse_damage(m)
+            txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:8]}"
+            try:
+                spilled: dict[tuple[str, str], list[str]] = {}
+                rejected = [quarantine] if quarantine is not None and len(quarantine) else []
+                for i, (table, rej) in enumerate(batches):
+                    if rej is not None and len(rej):
+                        rejected.append(rej)
+                    if table is None or not table.num_rows:
+                        continue
+                    for part, rows in _by_partition(conform(table, ingested_at=now)):
+                        rel = f"_staging/{txn}/spill/{hashlib.sha1(repr(part).encode()).hexdigest()[:16]}-{i:06d}.parquet"
+                        self._f.write_bytes(rel, _table_bytes(rows))
+                        spilled.setdefault(part, []).append(rel)
+                plan = _Plan(self, m, txn, now)
+                counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+                for part in sorted(spilled):
+                    new = pa.concat_tables([pq.read_table(self._f.p(r), filesystem=self._f.fs, schema=SCHEMA)
+                                            for r in spilled[part]])
+                    new, conflicts = dedupe(new)
+                    if len(conflicts):
+                        rejected.append(conflicts)
+                    for k, v in plan.merge_data(new, ()).items():
+                        counts[k] += v
+                    for r in spilled.pop(part):
+                        self._f.delete(r)   # staged data only: the disk holds one copy at a time
+                q = pd.concat(rejected, ignore_index=True) if rejected else None
+                n_q = plan.add_quarantine(_quarantine_table(q, now) if q is not None and len(q) else None)
+                plan.replace_state(state or {})
+                if not plan.changed:
+                    self._f.rmtree(f"_staging/{txn}")
+                    return CommitResult(version=None, unchanged=counts["unchanged"])
+                entry = {"version": m.version + 1, "time": now.isoformat(), "operation": operation,
+                         **counts, "quarantined": n_q, **dict(info or {})}
+                m2 = plan.manifest(entry)
+                _failpoint("before_publish")
+                self._publish(m2, txn)
+            except BaseException as e:
+                if m.version + 1 in self._manifest_versions():
+                    raise
+                self._f.rmtree(f"_staging/{txn}")
+                self._f.delete(f"_meta/manifests/.tmp-{txn}")
+                if isinstance(e, OSError):
+                    raise self._write_error(e) from None
+                raise
+            _failpoint("after_publish")
+            self._finalize(m2)
+            self._f.rmtree(f"_staging/{txn}")
+            return CommitResult(version=m2.version, inserted=counts["inserted"], updated=counts["updated"],
+                                unchanged=counts["unchanged"], deleted=counts["deleted"], quarantined=n_q,
+                                partitions_written=plan.partitions_written)
+
     def _write_error(self, e: OSError) -> Exception:
         import errno
 
@@ -946,6 +1024,19 @@ class Store:
         if not self._f.publish(tmp, f"_meta/manifests/{m.version:010d}.json"):
             raise RuntimeError(f"{self.uri}: version {m.version} was committed by another writer "
                                "despite the lock; refusing to overwrite it")
+
+
+def _by_partition(table: pa.Table) -> Iterator[tuple[tuple[str, str], pa.Table]]:
+    """``table``'s rows per (us_task, ds_task), in Arrow (no Python string per row)."""
+    pair = pc.binary_join_element_wise(table.column("us_task"), table.column("ds_task"), "\x00").combine_chunks()
+    enc = pc.dictionary_encode(pair)
+    codes = enc.indices.to_numpy(zero_copy_only=False)
+    names = enc.dictionary.to_pylist()
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    for idx in np.split(order, bounds):
+        us, ds = names[codes[idx[0]]].split("\x00", 1)
+        yield (us, ds), table.take(pa.array(idx, pa.int64()))
 
 
 def _first_line(e: BaseException) -> str:

@@ -284,3 +284,48 @@ def test_a_task_name_too_long_for_a_directory_loses_only_its_row(tmp_path):
     r = run_cli("ingest", str(path), "--store", str(store))
     assert r.returncode == 0 and "2 quarantined" in r.stdout, r.stdout + r.stderr
     assert len(pd.read_parquet(store)) == len(df) - 2       # a plain reader still reads the store
+
+
+def test_a_large_file_is_read_in_pieces_and_committed_once(tmp_path, monkeypatch):
+    """Bounded memory: a CSV above the piece size is validated and staged piece by piece, and
+    still lands as one commit with exactly the rows, quarantine and line numbers of a whole read."""
+    from meta_study.ingest import files
+
+    df = make_rows(900, ds_tasks=("a", "b", "c"), run_prefix="r").drop(columns=["extra"])   # 2,700 rows
+    df.loc[1500, "ds_accuracy"] = 7.5                      # a bad row in the third piece
+    dup = df.iloc[[10]]                                    # an identical duplicate, in the last piece
+    conflict = df.iloc[[20]].assign(ds_accuracy=0.123)     # a conflicting duplicate, in the last piece
+    pd.concat([df, dup, conflict]).to_csv(tmp_path / "big.csv", index=False)
+    whole = Store(str(tmp_path / "whole"))
+    (ref,) = _ingest(whole, tmp_path / "big.csv")
+    assert whole.version == 1
+
+    monkeypatch.setattr(files, "CHUNK_ROWS", 500)          # 6 pieces
+    pieces = []
+    stream = Store.commit_stream
+
+    def counting(self, batches, **kw):
+        return stream(self, (pieces.append(b[0].num_rows) or b for b in batches), **kw)
+    monkeypatch.setattr(Store, "commit_stream", counting)
+    s = Store(str(tmp_path / "st"))
+    (rep,) = _ingest(s, tmp_path / "big.csv")
+    assert s.version == 1 and rep.commits == 1             # one transaction
+    assert len(pieces) == 6 and sum(pieces) == 2702 - 1      # validated piece by piece (one row rejected)
+    assert (rep.new, rep.quarantined, rep.error) == (ref.new, ref.quarantined, None) == (2698, 3, None)
+    cols = ["source", "run_id", "ds_task", "ds_accuracy"]
+    pd.testing.assert_frame_equal(s.to_pandas()[cols].sort_values(cols).reset_index(drop=True),
+                                  whole.to_pandas()[cols].sort_values(cols).reset_index(drop=True))
+    q, qref = s.quarantine().to_pandas(), whole.quarantine().to_pandas()
+    assert sorted(q["reason"]) == sorted(qref["reason"])
+    assert '"_line": 1502' in q.loc[q["reason"].str.contains("out of range"), "raw"].iloc[0]   # header is line 1
+    assert not any((tmp_path / "st" / "_staging").iterdir())
+
+    # a piece that cannot be parsed: nothing of the file is stored, nothing staged is left
+    bad = tmp_path / "broken.csv"
+    text = (tmp_path / "big.csv").read_text().splitlines()
+    text[2000] = text[2000] + ',"unterminated'
+    bad.write_text("\n".join(text) + "\n")
+    t = Store(str(tmp_path / "t"))
+    (rep,) = _ingest(t, bad)
+    assert rep.error and "broken.csv" in rep.error and not t.exists()
+    assert not (tmp_path / "t" / "_staging").exists() or not any((tmp_path / "t" / "_staging").iterdir())

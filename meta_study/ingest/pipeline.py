@@ -77,6 +77,9 @@ def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progres
 
 
 def _commit_batch(store: Store, src: Source, batch, rep: SourceReport) -> None:
+    if batch.chunks is not None:
+        _commit_chunks(store, src, batch, rep)
+        return
     v = validate(batch.rows, raw=batch.raw)
     # The raw rows are done with: let them go before the commit, whose merge is the other half of
     # an ingest's peak memory (the caller's loop still holds the batch object itself).
@@ -86,6 +89,21 @@ def _commit_batch(store: Store, src: Source, batch, rep: SourceReport) -> None:
     quarantine = pd.concat(parts, ignore_index=True) if parts else None
     res = store.commit(table, quarantine=quarantine, state=batch.state, delete_runs=batch.delete_runs,
                        operation="ingest", info={"source": src.label})
+    _count(rep, res, batch)
+
+
+def _commit_chunks(store: Store, src: Source, batch, rep: SourceReport) -> None:
+    """A large input in pieces, validated piece by piece and committed once (bounded memory)."""
+    def pieces():
+        for rows, raw in batch.chunks:
+            v = validate(rows, raw=raw)
+            yield v.table, v.rejected.drop(columns=["row"])
+    res = store.commit_stream(pieces(), dedupe=dedupe_keys, quarantine=batch.rejected, state=batch.state,
+                              operation="ingest", info={"source": src.label})
+    _count(rep, res, batch)
+
+
+def _count(rep: SourceReport, res, batch) -> None:
     rep.new += res.inserted
     rep.updated += res.updated
     rep.unchanged += res.unchanged

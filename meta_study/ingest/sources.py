@@ -40,6 +40,9 @@ class SourceBatch:
         state: state tables to commit with the rows (e.g. which MLflow runs were seen).
         delete_runs: (source, run_id) pairs to remove.
         stats: counters for the summary line (e.g. ``runs``, ``skipped_files``).
+        chunks: instead of ``rows``/``raw``, an iterator of ``(rows, raw)`` pieces of one input
+            (a large file read in pieces): all of them are committed as one transaction, in
+            bounded memory (:meth:`Store.commit_stream`).
     """
 
     rows: pd.DataFrame
@@ -48,6 +51,7 @@ class SourceBatch:
     state: dict[str, pa.Table] = field(default_factory=dict)
     delete_runs: list[tuple[str, str]] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
+    chunks: Iterator[tuple[pd.DataFrame, RawPayloads | None]] | None = None
 
 
 class Source(Protocol):
