@@ -123,7 +123,8 @@ def _bench(args: argparse.Namespace, work: Path, db: Path | None) -> None:
 
     if args.pin:
         os.sched_setaffinity(0, {0})    # this driver and every Ray process it starts
-    ray.init(num_cpus=1 if args.pin else 2, include_dashboard=False, log_to_driver=False)
+    # address="local": our own Ray, never a cluster that `ray start` recorded in Ray's temp dir
+    ray.init(address="local", num_cpus=1 if args.pin else 2, include_dashboard=False, log_to_driver=False)
     server_args = ("--workers", str(args.server_workers),
                    *(("--gunicorn-opts", "--log-level warning") if args.server == "gunicorn" else ()))
     with MlflowServer(work / "mlflow", cpus="1" if args.pin else None, args=server_args, db=db) as server:

@@ -151,9 +151,9 @@ def _refit(wd: Path, store: Path, tracking: str, serial: bool):
                       use_ray=not serial, max_group_figures=24, address="local")
     res = refit(cfg, log=lambda m: None)
     if res.status == "noop":  # nothing changed since the last demo: point at its report
-        from .refit import _previous
+        from .refit import previous_refit
 
-        prev_dir, _ = _previous(cfg.out)
+        prev_dir, _ = previous_refit(cfg.out)
         res.version_dir = str(prev_dir) if prev_dir else None
     return res
 

@@ -21,3 +21,16 @@ def mlflow_client(tracking_uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def artifact_location(tracking_uri: str, name: str) -> str | None:
+    """For a local sqlite tracking store, where an experiment's artifacts go: next to the
+    database (MLflow would otherwise use ./mlruns relative to wherever the job runs); None for
+    servers, which choose for themselves."""
+    import re
+    from pathlib import Path
+
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        return (db.parent / "mlartifacts" / re.sub(r"[^A-Za-z0-9_.-]", "_", name)).resolve().as_uri()
+    return None

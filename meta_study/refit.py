@@ -105,7 +105,8 @@ def refit_lock(store: Store, out: str) -> Iterator[bool]:
     The lock lives in the store's ``_meta`` for local stores (so two refits writing different OUT
     directories still exclude each other) and in OUT for object stores.
     """
-    path = Path(store._f.p("_meta/REFIT.lock")) if store._f.local else Path(out) / ".refit.lock"
+    local = store.local_path("_meta/REFIT.lock")
+    path = Path(local) if local else Path(out) / ".refit.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -141,7 +142,7 @@ def group_fingerprint(g: Group) -> str:
     return h.hexdigest()[:24]
 
 
-def _previous(out: str) -> tuple[Path | None, dict[str, Any]]:
+def previous_refit(out: str) -> tuple[Path | None, dict[str, Any]]:
     latest = Path(out) / "LATEST"
     if not latest.exists():
         return None, {}
@@ -200,7 +201,7 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
         if not groups:
             return RefitResult(status="empty", message=f"{cfg.store}: no groups to fit", seconds=time.perf_counter() - t0)
         fps = {_key(g.key): group_fingerprint(g) for g in groups}
-        prev_dir, prev = _previous(cfg.out)
+        prev_dir, prev = previous_refit(cfg.out)
         prev_fps = {_key(json.loads(k)): v for k, v in prev.get("groups", {}).items()}
         same_opts = prev.get("options_fingerprint") == cfg.options_fingerprint()
         changed = [g for g in groups if not same_opts or prev_fps.get(_key(g.key)) != fps[_key(g.key)]]
@@ -318,15 +319,6 @@ def metric_key(*parts: Any) -> str:
         s = _KEY_OK.sub("_", "na" if p is None or p is pd.NA else str(p))
         segs.append("_" if s in ("", ".", "..") else s)
     return "/".join(segs)
-
-
-def _artifact_location(tracking_uri: str, name: str) -> str | None:
-    """For a local sqlite tracking store, keep artifacts next to the database (MLflow would
-    otherwise use ./mlruns relative to wherever the job runs)."""
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///"):])
-        return (db.parent / "mlartifacts" / re.sub(r"[^A-Za-z0-9_.-]", "_", name)).resolve().as_uri()
-    return None
 
 
 def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> str:

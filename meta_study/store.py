@@ -543,6 +543,11 @@ class Store:
         except (StoreLockedError, OSError):  # a live writer, or a read-only store
             return
 
+    def local_path(self, rel: str) -> str | None:
+        """The local filesystem path of ``rel`` inside the store, or None for object stores
+        (for locks of other writers, e.g. the refit's ``_meta/REFIT.lock``)."""
+        return self._f.p(rel) if self._f.local else None
+
     @property
     def version(self) -> int:
         return self._load().version

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from meta_study.tune.tracking import SPOOL_FILE, MlflowSweepCallback, _Op, _plan, flatten, parent_run
+from meta_study.tune.tracking import SPOOL_FILE, MlflowSweepCallback, Op, plan_ops, flatten, parent_run
 
 
 class Trial:
@@ -23,13 +23,13 @@ class Trial:
 
 
 def test_plan_merges_a_trials_operations():
-    ops = [_Op("run", "t", {"config": {"lr": 0.1, "head_lr": None, "cfg": {"a": 1}}, "name": "x"}),
-           _Op("metrics", "t", {"metrics": {"us/u/top1": 0.5}, "step": 1, "time": 5}),
-           _Op("tag", "t", {"key": "k", "value": "v"}),
-           _Op("artifacts", "t", {"dir": "/x"}),
-           _Op("metrics", "t", {"metrics": {"final": 1.0}, "step": 2, "time": 6}),
-           _Op("end", "t", {"status": "FINISHED"})]
-    steps = _plan(ops)
+    ops = [Op("run", "t", {"config": {"lr": 0.1, "head_lr": None, "cfg": {"a": 1}}, "name": "x"}),
+           Op("metrics", "t", {"metrics": {"us/u/top1": 0.5}, "step": 1, "time": 5}),
+           Op("tag", "t", {"key": "k", "value": "v"}),
+           Op("artifacts", "t", {"dir": "/x"}),
+           Op("metrics", "t", {"metrics": {"final": 1.0}, "step": 2, "time": 6}),
+           Op("end", "t", {"status": "FINISHED"})]
+    steps = plan_ops(ops)
     assert [k for k, _ in steps] == ["batch", "artifacts", "batch", "end"]
     assert steps[0][1]["params"] == {"lr": "0.1", "cfg.a": "1"}          # None values are not params
     assert steps[0][1]["tags"] == {"k": "v"} and steps[0][1]["metrics"] == [("us/u/top1", 0.5, 5, 1)]
@@ -99,11 +99,11 @@ def test_writer_outlives_a_killed_driver_and_holds_the_lock_until_done(mlflow_se
     exp_id, parent = parent_run(mlflow_server.uri, exp, "s", str(state), params={}, tags={})
     driver = f"""
 import os, time
-from meta_study.tune.writer import SweepTarget, WriterProcess, _Op
+from meta_study.tune.writer import SweepTarget, WriterProcess, Op
 w = WriterProcess(SweepTarget({mlflow_server.uri!r}, {exp_id!r}, {parent!r}, {str(state)!r}))
-w.put(_Op("run", "dead1", {{"name": "t_dead1", "config": {{"lr": 0.1}}}}))
-w.put(_Op("metrics", "dead1", {{"metrics": {{"final": 1.0}}, "step": 1, "time": 1}}))
-w.put(_Op("end", "dead1", {{"status": "FINISHED"}}))
+w.put(Op("run", "dead1", {{"name": "t_dead1", "config": {{"lr": 0.1}}}}))
+w.put(Op("metrics", "dead1", {{"metrics": {{"final": 1.0}}, "step": 1, "time": 1}}))
+w.put(Op("end", "dead1", {{"status": "FINISHED"}}))
 time.sleep(1.0)      # the feeder thread has handed the lines to the pipe
 os._exit(0)          # killed: no flush, no close
 """
@@ -229,9 +229,9 @@ def test_writer_logs_to_a_server_with_basic_auth(tmp_path, monkeypatch):
         exp_id, parent = parent_run(srv.uri, "secure-sweep", "s", str(state), params={}, tags={})
         w = MlflowWriter(SweepTarget(srv.uri, exp_id, parent, str(state)))
         w.setup()
-        w.put(_Op("run", "a1", {"name": "t_a1", "config": {"lr": 0.1}}))
-        w.put(_Op("metrics", "a1", {"metrics": {"final": 1.0}, "step": 1, "time": 1}))
-        w.put(_Op("end", "a1", {"status": "FINISHED"}))
+        w.put(Op("run", "a1", {"name": "t_a1", "config": {"lr": 0.1}}))
+        w.put(Op("metrics", "a1", {"metrics": {"final": 1.0}, "step": 1, "time": 1}))
+        w.put(Op("end", "a1", {"status": "FINISHED"}))
         assert w.flush(timeout_s=60) and w.errors == 0
         runs = [r for r in MlflowClient(srv.uri).search_runs([exp_id]) if r.data.tags.get("trial_id") == "a1"]
         assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].data.params == {"lr": "0.1"}
@@ -239,7 +239,7 @@ def test_writer_logs_to_a_server_with_basic_auth(tmp_path, monkeypatch):
         w2 = MlflowWriter(SweepTarget(srv.uri, exp_id, parent, str(state / "x")))
         (state / "x").mkdir()
         w2.setup()
-        w2.put(_Op("run", "a2", {"name": "t_a2", "config": {}}))
+        w2.put(Op("run", "a2", {"name": "t_a2", "config": {}}))
         assert w2.flush(timeout_s=3) is False and w2.errors > 0   # 401: retried, then spooled
 
 

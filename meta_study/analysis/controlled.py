@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .figures import _plt, save
+from .figures import pyplot, save
 
 
 def head_wd_effect(rows: pd.DataFrame, *, shots: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -78,7 +78,7 @@ def layerwise(rows: pd.DataFrame) -> pd.DataFrame:
 
 def plot_head_wd(curves: pd.DataFrame, best: pd.DataFrame, stem: str, *, footer: str | None = None) -> list[str]:
     """D.1/D.3: US accuracy (left) and DS accuracy per task (right) against head weight decay."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), squeeze=False)
     cmap = plt.get_cmap("tab10")
     us = curves.groupby("head_wd")["us_accuracy"].mean().reset_index()
@@ -109,7 +109,7 @@ def plot_head_wd(curves: pd.DataFrame, best: pd.DataFrame, stem: str, *, footer:
 
 def plot_optimal_vs_correlation(table: pd.DataFrame, stem: str, *, footer: str | None = None) -> list[str]:
     """D.4: best head weight decay per DS task against its US-DS rank correlation."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.8))
     ax.scatter(table["us_ds_spearman"], table["best_head_wd"], color="#2471a3")
     for r in table.itertuples():
@@ -125,7 +125,7 @@ def plot_optimal_vs_correlation(table: pd.DataFrame, stem: str, *, footer: str |
 
 def plot_layerwise(table: pd.DataFrame, stem: str, *, footer: str | None = None) -> list[str]:
     """Fig. 6: probe accuracy against block index, one line per DS task (pre-logits at the right)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     cmap = plt.get_cmap("tab10")
     for i, ((ds, shots), g) in enumerate(table.groupby(["ds_task", "shots"], dropna=False)):

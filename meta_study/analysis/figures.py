@@ -30,7 +30,7 @@ FRONTIER_COLORS = {"vertices": HULL_COLOR, "hull-curve": "#e67e22", "bins": "#27
                    "bins-upper": "#16a085", "all": ALL_COLOR}
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -108,7 +108,7 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
 def plot_fit_grid(panels: Sequence[dict[str, Any]], stem: str, *, footer: str | None = None,
                   columns: int = 3, title: str | None = None) -> list[str]:
     """A grid of :func:`draw_group` panels (kwargs per panel) saved as ``stem``.png/svg."""
-    plt = _plt()
+    plt = pyplot()
     n = max(1, len(panels))
     cols = min(columns, n)
     rows = math.ceil(n / cols)
@@ -141,7 +141,7 @@ def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensi
     data; the x ticks are the sample sizes drawn, as plain numbers."""
     from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 
-    plt = _plt()
+    plt = pyplot()
     tasks = sorted(summary["ds_task"].unique()) if not summary.empty else []
     rows = max(1, len(tasks))
     fig, axes = plt.subplots(rows, 2, figsize=(9, 1.2 + 2.5 * rows), squeeze=False)
@@ -188,7 +188,7 @@ def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensi
 
 def plot_params_vs_shots(fits: pd.DataFrame, stem: str, *, footer: str | None = None) -> list[str]:
     """k, alpha and e_ir against shots, one line per DS task, hull solid and all dashed."""
-    plt = _plt()
+    plt = pyplot()
     f = fits[fits["status"].isin(["ok", "at_bound"]) & fits["shots"].notna()].astype({"shots": "int64"})
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), squeeze=False)
     tasks = sorted(f["ds_task"].unique()) if not f.empty else []
@@ -215,7 +215,7 @@ def plot_params_vs_shots(fits: pd.DataFrame, stem: str, *, footer: str | None = 
 
 def plot_heatmap(matrix: pd.DataFrame, stem: str, *, title: str, footer: str | None = None) -> list[str]:
     """A labelled correlation heatmap with values in the cells."""
-    plt = _plt()
+    plt = pyplot()
     m = matrix.astype(float)
     size = max(3.2, 0.55 * max(m.shape) + 1.6)
     fig, ax = plt.subplots(figsize=(size + 0.8, size))

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 from ray.tune import Callback
 
 from .writer import (MAX_PARAMS_PER_BATCH, RUNS_FILE, SPOOL_FILE, MlflowWriter, SweepTarget,  # noqa: F401
-                     WriterProcess, _Op, _plan, flatten)
+                     WriterProcess, Op, plan_ops, flatten)
 
 PARENT_FILE = "mlflow_parent.json"
 #: Result keys that are Tune bookkeeping, not metrics.
@@ -45,12 +45,6 @@ def _atomic_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
     os.replace(tmp, path)
-
-
-def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
-    from ..refit import _artifact_location as loc
-
-    return loc(tracking_uri, experiment)
 
 
 #: MLflow 3 opens an experiment without this tag in its GenAI view (traces, token usage, "no
@@ -68,7 +62,9 @@ def get_or_create_experiment(client: Any, tracking_uri: str, name: str) -> str:
             client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=_artifact_location(tracking_uri, name),
+        from ..mlflow_client import artifact_location
+
+        return client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name),
                                         tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except Exception:  # noqa: BLE001 - another driver created it between the two calls
         exp = client.get_experiment_by_name(name)
@@ -139,10 +135,10 @@ class MlflowSweepCallback(Callback):
 
     def setup(self, **info: Any) -> None:
         # the writer process loads the trial -> run map and replays the spool as it starts
-        self._put(_Op("noop", ""))
+        self._put(Op("noop", ""))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._put(_Op("run", trial.trial_id, {"name": str(trial), "config": _clean_config(trial.config)}))
+        self._put(Op("run", trial.trial_id, {"name": str(trial), "config": _clean_config(trial.config)}))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if isinstance(result.get("checkpoint_path"), str):  # a Ray Train trial's checkpoint (TuneReportCallback)
@@ -150,12 +146,12 @@ class MlflowSweepCallback(Callback):
         resolved = _resolved(result)
         if resolved and trial.trial_id not in self._resolved_sent:
             self._resolved_sent.add(trial.trial_id)
-            self._put(_Op("run", trial.trial_id, {"name": str(trial), "config": resolved}))
+            self._put(Op("run", trial.trial_id, {"name": str(trial), "config": resolved}))
         metrics = {k: float(v) for k, v in result.items()
                    if k not in TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
         step = int(result.get("step", result.get("training_iteration", 0)) or 0)
         if metrics:
-            self._put(_Op("metrics", trial.trial_id, {"metrics": metrics, "step": step,
+            self._put(Op("metrics", trial.trial_id, {"metrics": metrics, "step": step,
                                                       "time": int(time.time() * 1000)}))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -170,23 +166,23 @@ class MlflowSweepCallback(Callback):
     def log_final(self, trial_id: str, metrics: Mapping[str, float], checkpoint_dir: str | None) -> None:
         """Final metrics of a trial evaluated after the sweep (an early-stopped trial's last
         checkpoint), then its checkpoint artifact and FINISHED status."""
-        self._put(_Op("metrics", trial_id, {"metrics": dict(metrics), "step": 0, "time": int(time.time() * 1000)}))
+        self._put(Op("metrics", trial_id, {"metrics": dict(metrics), "step": 0, "time": int(time.time() * 1000)}))
         if checkpoint_dir:
-            self._put(_Op("artifacts", trial_id, {"dir": checkpoint_dir}))
-        self._put(_Op("end", trial_id, {"status": "FINISHED"}))
+            self._put(Op("artifacts", trial_id, {"dir": checkpoint_dir}))
+        self._put(Op("end", trial_id, {"status": "FINISHED"}))
 
     def _finish(self, trial: Any, status: str) -> None:
         ckpt = getattr(trial, "checkpoint", None)
         path = getattr(ckpt, "path", None) if ckpt is not None else self._train_checkpoints.get(trial.trial_id)
         if path and os.path.isdir(path):
-            self._put(_Op("artifacts", trial.trial_id, {"dir": path}))
+            self._put(Op("artifacts", trial.trial_id, {"dir": path}))
         elif path:
-            self._put(_Op("tag", trial.trial_id, {"key": "checkpoint_uri", "value": str(path)}))
-        self._put(_Op("end", trial.trial_id, {"status": status}))
+            self._put(Op("tag", trial.trial_id, {"key": "checkpoint_uri", "value": str(path)}))
+        self._put(Op("end", trial.trial_id, {"status": status}))
 
     # ---- the writer process ----------------------------------------------------------------------
 
-    def _put(self, op: _Op) -> None:
+    def _put(self, op: Op) -> None:
         if self._writer is None:
             self._writer = WriterProcess(self.target)
         self._writer.put(op)

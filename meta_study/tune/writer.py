@@ -192,7 +192,7 @@ def resolve_creds(tracking_uri: str) -> dict[str, Any]:
 
 
 @dataclass
-class _Op:
+class Op:
     """One MLflow operation for the writer (JSON-serializable: it crosses the pipe and the spool)."""
 
     kind: str                       # "run", "metrics", "tag", "artifacts", "end"; "batch" (spooled); "noop"
@@ -207,7 +207,7 @@ class MlflowWriter:
 
     def __init__(self, target: SweepTarget) -> None:
         self.target = target
-        self._queues: list[queue.Queue[_Op | None]] = []
+        self._queues: list[queue.Queue[Op | None]] = []
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._spool_lock = threading.Lock()
@@ -239,7 +239,7 @@ class MlflowWriter:
     # batches and merge each trial's pending operations into as few MLflow calls as possible:
     # typically create_run, one log_batch (params, tags, metrics) and set_terminated per trial.
 
-    def put(self, op: _Op) -> None:
+    def put(self, op: Op) -> None:
         self._start()
         if op.kind == "noop":      # the driver's "start now" (setup): nothing to send
             return
@@ -257,7 +257,7 @@ class MlflowWriter:
             for t in self._threads:
                 t.start()
 
-    def _work(self, q: "queue.Queue[_Op | None]") -> None:
+    def _work(self, q: "queue.Queue[Op | None]") -> None:
         while True:
             first = q.get()
             batch = [first]
@@ -267,7 +267,7 @@ class MlflowWriter:
                 except queue.Empty:
                     break
             ops = [o for o in batch if o is not None]
-            by_trial: dict[str, list[_Op]] = {}
+            by_trial: dict[str, list[Op]] = {}
             for o in ops:
                 by_trial.setdefault(o.trial, []).append(o)
             for trial, trial_ops in by_trial.items():
@@ -277,10 +277,10 @@ class MlflowWriter:
             if first is None or any(o is None for o in batch):
                 return
 
-    def _apply(self, trial: str, ops: list[_Op]) -> None:
+    def _apply(self, trial: str, ops: list[Op]) -> None:
         """Carry out one trial's pending operations, retrying with back-off (0.5 s doubling to 30 s).
         Each step is done once: a retry resumes at the step that failed, so nothing is logged twice."""
-        steps = _plan(ops)
+        steps = plan_ops(ops)
         done = 0
         delay = 0.5
         while done < len(steps):
@@ -291,7 +291,7 @@ class MlflowWriter:
             except Exception:  # noqa: BLE001 - the server is down or flaky: retry, never raise
                 self.errors += 1
                 if self._stop.is_set() or self._stop.wait(delay):   # flush gave up: spool the rest
-                    self._spool([_Op(kind=s_[0], trial=trial, payload=s_[1]) for s_ in steps[done:]])
+                    self._spool([Op(kind=s_[0], trial=trial, payload=s_[1]) for s_ in steps[done:]])
                     return
                 delay = min(delay * 2, 30.0)
 
@@ -304,7 +304,7 @@ class MlflowWriter:
         if not pending():
             return True
         self._stop.set()   # ops in flight wake from their back-off and spool themselves
-        left: list[_Op] = []
+        left: list[Op] = []
         for q in self._queues:
             while True:
                 try:
@@ -321,7 +321,7 @@ class MlflowWriter:
         self._stop.clear()
         return False
 
-    def _spool(self, ops: list[_Op]) -> None:
+    def _spool(self, ops: list[Op]) -> None:
         if not ops:
             return
         with self._spool_lock, open(Path(self.target.state_dir) / SPOOL_FILE, "a") as f:
@@ -332,7 +332,7 @@ class MlflowWriter:
         path = Path(self.target.state_dir) / SPOOL_FILE
         if not path.exists():
             return
-        ops = [_Op(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+        ops = [Op(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
         path.unlink()
         for op in ops:
             self.put(op)
@@ -428,7 +428,7 @@ class MlflowWriter:
                 self._mlflow().set_terminated(rid, status=p["status"])
 
 
-def _plan(ops: list[_Op]) -> list[tuple[str, dict[str, Any]]]:
+def plan_ops(ops: list[Op]) -> list[tuple[str, dict[str, Any]]]:
     """One trial's queued operations as MLflow steps: consecutive params / tags / metrics are merged
     into one "batch" step; artifacts and the end status keep their place in the order."""
     steps: list[tuple[str, dict[str, Any]]] = []
@@ -551,7 +551,7 @@ class WriterProcess:
             self._pipe.send(json.dumps({"creds": resolve_creds(uri) if uri.startswith(("http://", "https://"))
                                         else None}))
 
-    def put(self, op: _Op) -> None:
+    def put(self, op: Op) -> None:
         self._ensure()
         assert self._pipe is not None
         self._pipe.send(json.dumps(asdict(op), default=str))
@@ -631,7 +631,7 @@ def _serve(args: dict[str, Any]) -> None:
             # cpu_s: this process's CPU seconds so far (all threads), for the overhead benchmark
             reply.write(json.dumps({"ok": ok, "errors": w.errors, "cpu_s": time.process_time()}) + "\n")
         else:
-            w.put(_Op(**d))
+            w.put(Op(**d))
     w.flush()                          # end of input: a normal close, or the driver died
     del lock
 
