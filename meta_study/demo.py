@@ -64,10 +64,22 @@ def _sweep_spec():  # a function: importing meta_study.demo must not import ray
     )
 
 
+def _quiet_mlflow() -> None:
+    """The demo's own lines only: MLflow's sqlite set-up ("Creating initial MLflow database
+    tables...", alembic's migrations) is logged at INFO on every fresh database."""
+    import logging
+
+    import mlflow  # noqa: F401 - configures its loggers on import; ours are set after
+
+    for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def run_demo(workdir: str = "meta-study-demo", *, synthetic: bool = False, serial: bool = False,
              log: Callable[[str], None] = print) -> DemoResult:
     """Run the demo (see the module doc); every step prints one line with its time."""
     t0 = time.monotonic()
+    _quiet_mlflow()
     wd = Path(workdir).resolve()
     wd.mkdir(parents=True, exist_ok=True)
     tracking = f"sqlite:///{wd / 'mlflow.db'}"

@@ -119,8 +119,6 @@ STORE_FILLED = ("ingested_at", "schema_version")
 _INPUT_SCHEMA: pa.Schema = pa.schema([f.with_nullable(True) if f.name in ("ingested_at", "schema_version") else f
                                       for f in SCHEMA])
 
-HPARAM_COLUMNS = ("lr", "wd", "head_lr", "head_wd", "epochs", "data_fraction", "batch_size", "optimizer")
-
 
 def empty_table() -> pa.Table:
     """A zero-row table with the canonical schema."""
@@ -150,10 +148,6 @@ class Validated:
 
     table: pa.Table
     rejected: pd.DataFrame
-
-    @property
-    def n_good(self) -> int:
-        return self.table.num_rows
 
     @property
     def n_rejected(self) -> int:
@@ -597,8 +591,6 @@ def schema_markdown() -> str:
 #: Params logged by every sweep trial, under the same names as the columns they fill.
 PARAM_NAMES = ("model_name", "lr", "wd", "head_lr", "head_wd", "epochs", "data_fraction", "batch_size",
                "optimizer", "seed")
-#: Tags logged by every sweep trial.
-TAG_NAMES = ("researcher", "arch_family", "sweep")
 
 
 def us_metric_key(us_task: str) -> str:

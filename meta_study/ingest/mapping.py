@@ -35,7 +35,6 @@ from ..schema import ARCH_FAMILIES, COLUMN_BY_NAME, EVAL_PROTOCOLS, STORE_FILLED
 
 ACCURACY_UNITS = ("fraction", "percent", "error", "error_percent")
 COUNT_UNITS = ("count", "thousands", "millions")
-UNITS = ACCURACY_UNITS + COUNT_UNITS
 
 #: Default architecture-family rules, applied to ``model_name`` when a row has no ``arch_family``.
 #: Regexes are matched with ``re.search`` on the lower-cased name; the first family that matches wins.

@@ -35,7 +35,6 @@ FILL = len(SHAPES)  # shape id of a full-image "object" (texture task)
 TEXTURES = ("solid", "stripes", "checker", "dots", "waves", "grid")
 US_TEXTURES = 4  # textures 0..3 appear upstream; waves and grid are novel
 COLOURS = ("red", "yellow", "green", "cyan", "blue", "magenta")
-LAYOUTS = ("single", "pair")
 _HUES = np.array([0.0, 60.0, 120.0, 180.0, 240.0, 300.0]) / 360.0
 _NOISE_BANK = 64  # noise fields per task; an example picks one (per-pixel noise without per-pixel RNG)
 
