@@ -651,8 +651,10 @@ def _echo_refit(res: Any) -> None:
 @click.option("--out", "out_dir", callback=_out_dir, required=True, metavar="DIR", help="Where the report and its tables go.")
 @_selection_options
 @_fit_options
-@click.option("--trials", default=5, show_default=True, help="Sensitivity draws per sample size.")
-@click.option("--samples", default=200, show_default=True, help="Bootstrap resamples per group.")
+# the same defaults as `sensitivity` and `bootstrap`, so that the README's tour (those commands,
+# then `report`, into one DIR) reuses their outputs instead of refusing them
+@click.option("--trials", default=10, show_default=True, help="Sensitivity draws per sample size.")
+@click.option("--samples", default=1000, show_default=True, help="Bootstrap resamples per group.")
 @click.option("--threshold", default=0.1, show_default=True,
               help="'Scaling stops paying' where +1 US point buys fewer DS points than this.")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")

@@ -23,3 +23,21 @@ def test_no_module_imports_another_modules_private_names():
                     and node.value.id not in ("self", "cls") and path.name != "store.py"):
                 bad.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value.id}._f")
     assert not bad, "\n".join(bad)
+
+
+def test_commands_that_share_a_results_directory_share_their_defaults():
+    """`sensitivity`, `bootstrap` and then `report` into one DIR (the README's tour) reuse each
+    other's outputs only if their defaults agree (report's were 5 trials and 200 resamples, so the
+    tour, run as written, was refused)."""
+    from meta_study.analysis.sensitivity import BootstrapOptions, SensitivityOptions
+    from meta_study.cli import cli
+
+    def default(command: str, option: str):
+        (p,) = [p for p in cli.commands[command].params if p.name == option]
+        return p.default
+
+    for command in ("sensitivity", "report", "refit"):
+        assert default(command, "trials") == SensitivityOptions().trials, command
+    for command in ("report", "refit"):
+        assert default(command, "samples") == BootstrapOptions().n_boot, command
+    assert default("bootstrap", "samples") == BootstrapOptions().n_boot
