@@ -171,11 +171,11 @@ def test_outputs_are_reused_with_the_same_options_and_never_overwritten_with_oth
     assert (boot.read_bytes(), boot.stat().st_mtime_ns) == before
     assert (Path(out) / "index.html").exists() and "reused: " in (Path(out) / "index.html").read_text()
 
-    # other options (the report's default 200 resamples): one line, exit 2, nothing rewritten
+    # other options (the report's default, 1000 resamples): one line, exit 2, nothing rewritten
     r = run_cli("report", timm_store, "--out", out, "--trials", "2", "--serial", *sel)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     (line,) = [x for x in r.stderr.splitlines() if x.strip()]
-    assert "bootstrap.parquet" in line and "n_boot 50 (this command: 200)" in line and "another --out" in line
+    assert "bootstrap.parquet" in line and "n_boot 50 (this command: 1000)" in line and "another --out" in line
     assert (boot.read_bytes(), boot.stat().st_mtime_ns) == before
     # another selection is refused the same way
     r = run_cli("fit", timm_store, "--out", out)
