@@ -14,6 +14,7 @@ from typing import Any, Iterator, Sequence
 import click
 
 from . import __version__
+from . import defaults as D
 from .errors import UserError
 
 
@@ -291,12 +292,12 @@ def _selection_options(f: Any) -> Any:
 
 def _fit_options(f: Any) -> Any:
     for opt in reversed([
-        click.option("--holdout-quantile", type=float, default=0.8, show_default=True,
+        click.option("--holdout-quantile", type=float, default=D.HOLDOUT_QUANTILE, show_default=True,
                      help="Fit on points at or below this quantile of US accuracy; predict the rest."),
         click.option("--holdout-above", type=float, default=None,
                      help="Fit on points with US accuracy at or below this value (wins over the quantile)."),
-        click.option("--loss", type=click.Choice(["lsq", "huber", "log"]), default="lsq", show_default=True),
-        click.option("--alpha-max", type=float, default=10.0, show_default=True, help="Upper bound on alpha."),
+        click.option("--loss", type=click.Choice(["lsq", "huber", "log"]), default=D.LOSS, show_default=True),
+        click.option("--alpha-max", type=float, default=D.ALPHA_MAX, show_default=True, help="Upper bound on alpha."),
         click.option("--nondecreasing", is_flag=True, help="Keep only each frontier's non-decreasing part."),
         click.option("--laws", default=None, metavar="L1,L2",
                      help="Laws to fit and back-test (default: all of eq1, eq1-bayes, power, logit-linear, "
@@ -304,7 +305,7 @@ def _fit_options(f: Any) -> Any:
         click.option("--frontiers", default=None, metavar="F1,F2",
                      help="Frontier estimators (default: all of vertices, hull-curve, bins, hull-curve-upper, "
                           "bins-upper, all)."),
-        click.option("--tolerance", type=float, default=3.0, show_default=True,
+        click.option("--tolerance", type=float, default=100 * D.TOLERANCE, show_default=True,
                      help="Back-test RMSE (accuracy points) above which a headline is not trusted."),
         click.option("--ds-target", type=float, default=None, metavar="ACC",
                      help="A DS accuracy (fraction); the headline then says what US accuracy reaches it."),
@@ -332,7 +333,8 @@ def _names(option: str, text: str | None, registry: Any) -> tuple[str, ...]:
 
 def _fit_opts(holdout_quantile: float, holdout_above: float | None, loss: str, alpha_max: float,
               nondecreasing: bool, laws: str | None = None, frontiers: str | None = None,
-              tolerance: float = 3.0, ds_target: float | None = None, payoff_threshold: float = 0.1) -> Any:
+              tolerance: float = 100 * D.TOLERANCE, ds_target: float | None = None,
+              payoff_threshold: float = D.PAYOFF_THRESHOLD) -> Any:
     from .analysis.frontiers import FRONTIERS
     from .analysis.holdout import FitOptions
     from .analysis.laws import LAWS
@@ -466,7 +468,7 @@ def _parse_sizes(sizes: str | None) -> tuple[int, ...] | None:
 @_selection_options
 @_fit_options
 @click.option("--sizes", default=None, help="Sample sizes, e.g. 10,30,100 (default: ~8 geometric steps from 10 to all).")
-@click.option("--trials", default=10, show_default=True, help="Draws per sample size.")
+@click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, help="Draws per sample size.")
 @click.option("--bootstrap", "replace", is_flag=True, help="Draw with replacement instead of without.")
 @click.option("--seed", default=0, show_default=True, help="Master seed; results are deterministic for a seed.")
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
@@ -505,8 +507,8 @@ def sensitivity(store_uri: str, out_dir: str, sizes: str | None, trials: int, re
 @click.option("--out", "out_dir", callback=_out_dir, required=True, metavar="DIR", help="Output directory.")
 @_selection_options
 @_fit_options
-@click.option("--samples", default=1000, show_default=True, help="Bootstrap resamples per group.")
-@click.option("--level", default=0.95, show_default=True, help="Confidence level of the percentile intervals.")
+@click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
+@click.option("--level", default=D.BOOTSTRAP_LEVEL, show_default=True, help="Confidence level of the percentile intervals.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
 @click.option("--workers", type=int, default=None, help="Ray workers for a local Ray (default: all CPUs).")
@@ -588,9 +590,9 @@ def _why_no_shot_tables(groups: Any) -> str:
               help="Where versioned results go: DIR/refits/<UTC time>/, DIR/LATEST.")
 @click.option("--every", default=None, metavar="DURATION", help="Refit in a loop, e.g. 30m, 1h, 1d.")
 @_fit_options
-@click.option("--trials", default=10, show_default=True, help="Sensitivity draws per sample size.")
-@click.option("--samples", default=1000, show_default=True, help="Bootstrap resamples per group.")
-@click.option("--threshold", default=0.1, show_default=True,
+@click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, help="Sensitivity draws per sample size.")
+@click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
+@click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True,
               help="'Scaling stops paying' where +1 US point buys fewer DS points than this.")
 @click.option("--address", default=None, help="Ray cluster address (default: a local Ray).")
 @click.option("--workers", type=int, default=None, help="Ray workers for a local Ray.")
@@ -653,9 +655,9 @@ def _echo_refit(res: Any) -> None:
 @_fit_options
 # the same defaults as `sensitivity` and `bootstrap`, so that the README's tour (those commands,
 # then `report`, into one DIR) reuses their outputs instead of refusing them
-@click.option("--trials", default=10, show_default=True, help="Sensitivity draws per sample size.")
-@click.option("--samples", default=1000, show_default=True, help="Bootstrap resamples per group.")
-@click.option("--threshold", default=0.1, show_default=True,
+@click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, help="Sensitivity draws per sample size.")
+@click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
+@click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True,
               help="'Scaling stops paying' where +1 US point buys fewer DS points than this.")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
 def report(store_uri: str, out_dir: str, trials: int, samples: int, threshold: float, serial: bool, **kw: Any) -> None:

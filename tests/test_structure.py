@@ -41,3 +41,20 @@ def test_commands_that_share_a_results_directory_share_their_defaults():
     for command in ("report", "refit"):
         assert default(command, "samples") == BootstrapOptions().n_boot, command
     assert default("bootstrap", "samples") == BootstrapOptions().n_boot
+
+
+def test_fit_option_defaults_come_from_one_place():
+    """`--holdout-quantile 0.8` was written in three places; the CLI's defaults are the dataclasses'."""
+    from meta_study import defaults
+    from meta_study.analysis.holdout import FitOptions
+    from meta_study.cli import cli
+
+    fo = FitOptions()
+    for command in ("fit", "sensitivity", "bootstrap", "report", "refit"):
+        params = {p.name: p.default for p in cli.commands[command].params}
+        assert params["holdout_quantile"] == fo.holdout_quantile == defaults.HOLDOUT_QUANTILE, command
+        assert params["loss"] == fo.loss and params["alpha_max"] == fo.alpha_max, command
+        assert params["tolerance"] == 100 * fo.selection.tolerance, command    # points on the command line
+    for command in ("report", "refit"):
+        params = {p.name: p.default for p in cli.commands[command].params}
+        assert params["threshold"] == fo.selection.payoff_threshold, command

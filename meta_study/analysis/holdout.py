@@ -19,6 +19,7 @@ definitions.
 
 from __future__ import annotations
 
+from ..defaults import HOLDOUT_QUANTILE, LOSS
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -34,9 +35,9 @@ from .selection import GroupSelection, SelectionOptions, select_groups
 class FitOptions:
     """How groups are fitted. Defaults follow the paper."""
 
-    holdout_quantile: float | None = 0.8     # None: no held-out split by quantile
+    holdout_quantile: float | None = HOLDOUT_QUANTILE   # None: no held-out split by quantile
     holdout_above: float | None = None       # a US accuracy; wins over the quantile
-    loss: str = "lsq"
+    loss: str = LOSS
     alpha_max: float = ALPHA_MAX
     nondecreasing: bool = False              # keep only the frontier's non-decreasing part
     selection: SelectionOptions = field(default_factory=SelectionOptions)   # laws, frontiers, back-tests

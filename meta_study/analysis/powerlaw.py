@@ -48,7 +48,7 @@ STATUSES = ("ok", "at_bound", "too_few_points", "degenerate", "nonfinite")
 #: Default bounds on alpha. alpha -> 0 with k -> inf approaches a + b*log(e_US); alpha_min keeps
 #: the problem well posed and is reported as a bound when hit.
 ALPHA_MIN = 1e-3
-ALPHA_MAX = 10.0
+from ..defaults import ALPHA_MAX  # noqa: E402 - one default for the fitter and the CLI
 GRID_POINTS = 24  # 12 already matched a 6,000-point brute force on 840 test problems: 2x margin
 #: log-loss floor on errors (a DS accuracy of exactly 100% would make log(e) = -inf)
 LOG_EPS = 1e-6

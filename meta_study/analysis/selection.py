@@ -33,6 +33,7 @@ was tested.
 
 from __future__ import annotations
 
+from ..defaults import PAYOFF_THRESHOLD, TOLERANCE
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
@@ -138,10 +139,10 @@ class SelectionOptions:
     laws: tuple[str, ...] = tuple(LAWS)
     frontiers: tuple[str, ...] = tuple(FRONTIERS)
     cuts: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8)
-    tolerance: float = 0.03
+    tolerance: float = TOLERANCE
     level: float = 0.9
     n_boot: int = 100
-    payoff_threshold: float = 0.1
+    payoff_threshold: float = PAYOFF_THRESHOLD
     ds_target: float | None = None
     seed: int = 0
 

@@ -8,6 +8,7 @@ same numbers bit for bit.
 
 from __future__ import annotations
 
+from ..defaults import BOOTSTRAP_LEVEL, BOOTSTRAP_SAMPLES, SENSITIVITY_TRIALS
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -42,7 +43,7 @@ class SensitivityOptions:
     sizes: tuple[int, ...] | None = None
     n_sizes: int = 8
     min_size: int = 10
-    trials: int = 10
+    trials: int = SENSITIVITY_TRIALS
     replace: bool = False
     seed: int = 0
     fit: FitOptions = field(default_factory=FitOptions)
@@ -173,8 +174,8 @@ class BootstrapOptions:
     for Eq. 1 on each of ``frontiers`` (the paper's pair by default: the headline's own intervals
     are in ``fits.parquet``)."""
 
-    n_boot: int = 1000
-    level: float = 0.95
+    n_boot: int = BOOTSTRAP_SAMPLES
+    level: float = BOOTSTRAP_LEVEL
     seed: int = 0
     fit: FitOptions = field(default_factory=FitOptions)
     frontiers: tuple[str, ...] = ("vertices", "all")

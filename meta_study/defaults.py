@@ -1,0 +1,20 @@
+"""The analysis defaults, in one place: the option dataclasses and the command line both read them.
+
+A module of plain constants (no imports), so that ``meta-study --help`` and ``store info`` do
+not pay for importing the analysis (~0.7 s) to show a default.
+"""
+
+#: Fit below this quantile of each group's US accuracy, predict above it (the paper's protocol).
+HOLDOUT_QUANTILE = 0.8
+#: Eq. 1's loss ("lsq", "huber", "log") and the upper bound on its exponent alpha.
+LOSS = "lsq"
+ALPHA_MAX = 10.0
+#: Back-test RMSE above which a headline is not trusted, as a fraction (3 accuracy points).
+TOLERANCE = 0.03
+#: "Scaling stops paying" where +1 US point buys fewer DS points than this.
+PAYOFF_THRESHOLD = 0.1
+#: Sample-size sensitivity: draws per sample size.
+SENSITIVITY_TRIALS = 10
+#: Bootstrap confidence intervals: resamples per group and confidence level.
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_LEVEL = 0.95
