@@ -745,7 +745,9 @@ class Store:
                 data = self._f.read_bytes(rel)
                 if "sha256" in e and hashlib.sha256(data).hexdigest() != e["sha256"]:
                     return "its contents differ from what was written (sha256)"
-                n = pq.read_table(pa.BufferReader(data)).num_rows
+                # one thread: a check is not worth Arrow's pool, whose threads were seen to abort
+                # the process at exit ("terminate called without an active exception") under load
+                n = pq.read_table(pa.BufferReader(data), use_threads=False).num_rows
             else:
                 n = pq.read_metadata(self._f.p(rel), filesystem=self._f.fs).num_rows
         except (pa.ArrowException, OSError) as err:
