@@ -920,14 +920,8 @@ class Store:
                 m2 = plan.manifest(entry)
                 _failpoint("before_publish")
                 self._publish(m2, txn)
-            except OSError as e:
-                if m.version + 1 in self._manifest_versions():
-                    raise  # committed after all: its staged files are the new version's data
-                # Roll back now: a full disk must not stay full of this commit's staged files
-                # until the next writer comes along.
-                self._f.rmtree(f"_staging/{txn}")
-                self._f.delete(f"_meta/manifests/.tmp-{txn}")
-                raise self._write_error(e) from None
+            except BaseException as e:
+                raise self._roll_back(m, txn, e) from None
             _failpoint("after_publish")
             self._finalize(m2)
             self._f.rmtree(f"_staging/{txn}")
@@ -999,19 +993,22 @@ class Store:
                 _failpoint("before_publish")
                 self._publish(m2, txn)
             except BaseException as e:
-                if m.version + 1 in self._manifest_versions():
-                    raise
-                self._f.rmtree(f"_staging/{txn}")
-                self._f.delete(f"_meta/manifests/.tmp-{txn}")
-                if isinstance(e, OSError):
-                    raise self._write_error(e) from None
-                raise
+                raise self._roll_back(m, txn, e) from None
             _failpoint("after_publish")
             self._finalize(m2)
             self._f.rmtree(f"_staging/{txn}")
             return CommitResult(version=m2.version, inserted=counts["inserted"], updated=counts["updated"],
                                 unchanged=counts["unchanged"], deleted=counts["deleted"], quarantined=n_q,
                                 partitions_written=plan.partitions_written)
+
+    def _roll_back(self, m: _Manifest, txn: str, e: BaseException) -> BaseException:
+        """What a commit that failed before its commit point raises, after removing its staged
+        files at once (a full disk must not stay full of them until the next writer comes)."""
+        if m.version + 1 in self._manifest_versions():
+            return e  # committed after all: its staged files are the new version's data
+        self._f.rmtree(f"_staging/{txn}")
+        self._f.delete(f"_meta/manifests/.tmp-{txn}")
+        return self._write_error(e) if isinstance(e, OSError) else e
 
     def _write_error(self, e: OSError) -> Exception:
         import errno

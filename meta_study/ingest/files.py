@@ -114,36 +114,31 @@ def read_export(path: str) -> pd.DataFrame:
         UserError: the file cannot be read or parsed.
     """
     fmt = _format_of(path)
-    try:
-        if fmt in ("csv", "tsv"):
-            _check_header(path, "\t" if fmt == "tsv" else ",")
-            return pd.read_csv(path, **_csv_kwargs(fmt))
-        if fmt == "parquet":
-            return pq.read_table(path).to_pandas()
-        if fmt == "jsonl":
-            import gzip
-            opener = gzip.open if path.lower().endswith(".gz") else open
-            records = []
-            with opener(path, "rt", encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = json.loads(line)
-                    except ValueError as e:
-                        raise UserError(f"{path}:{lineno}: invalid JSON ({e})") from None
-                    if not isinstance(rec, dict):
-                        raise UserError(f"{path}:{lineno}: each line must be a JSON object")
-                    records.append(rec)
-            return pd.DataFrame.from_records(records)
-    except UserError:
-        raise
-    except (OSError, EOFError, zlib.error, ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        # EOFError: a truncated .gz (it must not reach click, which turns it into "Aborted")
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if isinstance(e, EOFError):
-            msg = f"truncated compressed file: {msg}"
-        raise UserError(f"{path}: cannot read {fmt} ({msg})") from None
+    return _reading(path, fmt, lambda: _read_whole(path, fmt))
+
+
+def _read_whole(path: str, fmt: str | None) -> pd.DataFrame:
+    if fmt in ("csv", "tsv"):
+        _check_header(path, "\t" if fmt == "tsv" else ",")
+        return pd.read_csv(path, **_csv_kwargs(fmt))
+    if fmt == "parquet":
+        return pq.read_table(path).to_pandas()
+    if fmt == "jsonl":
+        import gzip
+        opener = gzip.open if path.lower().endswith(".gz") else open
+        records = []
+        with opener(path, "rt", encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError as e:
+                    raise UserError(f"{path}:{lineno}: invalid JSON ({e})") from None
+                if not isinstance(rec, dict):
+                    raise UserError(f"{path}:{lineno}: each line must be a JSON object")
+                records.append(rec)
+        return pd.DataFrame.from_records(records)
     raise UserError(f"{path}: unknown file type")
 
 
