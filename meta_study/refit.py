@@ -251,7 +251,7 @@ def _analyze(cfg: RefitConfig, store: Store, groups: list[Group], changed: list[
     from .report import render_report
 
     foot = footer(store, f"refit {stamp}")
-    fits, panels = fit_table(groups, cfg.fit)
+    fits, panels = fit_table(groups, cfg.fit, progress=progress)
     changed_keys = {_key(g.key) for g in changed}
     unchanged_keys = set(fps) - changed_keys
     kw = dict(address=cfg.address, num_workers=cfg.workers, use_ray=cfg.use_ray, progress=progress)

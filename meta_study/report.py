@@ -3,7 +3,8 @@
 The page sits next to the tables and figures it shows (``DIR/index.html`` with ``figures/...``
 linked relatively), so the directory can be copied, served or attached to MLflow as it is. It
 loads nothing from the network and reads without JavaScript; a few inline lines of it make each
-table sortable by clicking a column header. Every value from the data (task names can hold
+table sortable by clicking a column header, and :mod:`meta_study.explorer` adds a zoomable view of
+any group's models. Every value from the data (task names can hold
 anything) is HTML-escaped.
 """
 
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 import pandas as pd
 
 from .analysis.run import headlines
+from .explorer import CSS as EXPLORER_CSS
+from .explorer import explorer_html
 
 if TYPE_CHECKING:
     from .analysis.results import Analysis
@@ -258,7 +261,7 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     figs = root / "figures"
     prov = {**analysis.provenance, **dict(provenance or {})}
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
-             f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head><body>",
+             f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}{EXPLORER_CSS}</style></head><body>",
              f"<h1>{_e(title)}</h1><p class=prov>" + " &middot; ".join(f"{_e(k)}: {_e(v)}" for k, v in prov.items())
              + "</p>"]
     n_groups = fits.groupby(["us_task", "ds_task", "eval_protocol", "shots"], dropna=False).ngroups
@@ -273,6 +276,7 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     parts.append("<h2>Headline and the paper's fit</h2>" + _table_html(fits))
     if (figs / "fits_grid.png").exists():
         parts.append("<h2>DS vs US accuracy</h2>" + _img("figures/fits_grid.png", "fits grid"))
+    parts.append(explorer_html(heads, analysis.points))
     parts.append(_hover_html(heads, analysis.points))
     group_pngs = sorted((figs / "groups").glob("*.png")) if (figs / "groups").exists() else []
     if group_pngs:

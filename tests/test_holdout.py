@@ -168,3 +168,23 @@ def test_options_are_checked():
         SelectionOptions(frontiers=("hull",))
     with pytest.raises(ValueError, match="cuts"):
         SelectionOptions(cuts=(0.5, 1.5))
+
+
+def test_fit_progress_moves_per_chunk_and_does_not_change_the_results():
+    """Fits report progress as chunks of groups complete (they said nothing until the end)."""
+    from meta_study.analysis.holdout import PROGRESS_CHUNK
+
+    rng = np.random.default_rng(3)
+    groups = []
+    for _ in range(2 * PROGRESS_CHUNK + 3):
+        us = rng.uniform(0.3, 0.9, 25)
+        groups.append((us, np.clip(0.9 - 0.6 * (1 - us) ** 1.3 + rng.normal(0, 0.01, us.size), 0, 1)))
+    seen = []
+    with_progress = fit_groups(groups, FitOptions(), progress=lambda *a: seen.append(a))
+    n = len(groups)
+    assert seen == [("fits", 0, n), ("fits", PROGRESS_CHUNK, n), ("fits", 2 * PROGRESS_CHUNK, n), ("fits", n, n)]
+    plain = fit_groups(groups, FitOptions())
+    for a, b in zip(with_progress, plain):
+        assert (a.best.law, a.best.frontier, a.trusted) == (b.best.law, b.best.frontier, b.trusted)
+        assert np.allclose([a.best.fit.saturation, a.claims.predict_ds, a.claims.predict_lo],
+                           [b.best.fit.saturation, b.claims.predict_ds, b.claims.predict_lo], equal_nan=True)

@@ -31,6 +31,24 @@ HOVER_PROBE = """() => Array.from(document.querySelectorAll('svg.points')).map(
   s => [s.querySelectorAll('circle').length, s.querySelector('circle title').textContent])"""
 
 
+#: The explorer: choose the last group, mark the eva02 models, zoom in at the centre, reset.
+#: Returns (groups offered, circles drawn, marked, info line, domain before, after zoom, after reset).
+EXPLORE_PROBE = """() => {
+  const sel = document.getElementById('ex-group'), svg = document.getElementById('ex-svg');
+  const find = document.getElementById('ex-find');
+  sel.value = String(sel.options.length - 1); sel.dispatchEvent(new Event('change'));
+  find.value = 'eva02'; find.dispatchEvent(new Event('input'));
+  const before = svg.dataset.domain.split(',').map(Number), r = svg.getBoundingClientRect();
+  svg.dispatchEvent(new WheelEvent('wheel', {deltaY: -400, clientX: r.left + r.width / 2,
+                                             clientY: r.top + r.height / 2, bubbles: true, cancelable: true}));
+  const zoomed = svg.dataset.domain.split(',').map(Number);
+  svg.dispatchEvent(new MouseEvent('dblclick', {bubbles: true}));
+  return [sel.options.length, svg.querySelectorAll('circle').length, svg.querySelectorAll('circle.hit').length,
+          document.getElementById('ex-info').textContent, before, zoomed, svg.dataset.domain.split(',').map(Number),
+          Array.from(svg.querySelectorAll('circle.hit title')).map(t => t.textContent)];
+}"""
+
+
 def open_in_chromium(page_path: Path, probe: str | None = None) -> tuple[list, list] | tuple[list, list, object]:
     """(images as [src, complete, naturalWidth], console messages + page errors) after load, and
     what ``probe`` (a JS function) returns when given."""
@@ -73,6 +91,14 @@ def test_report_of_the_timm_results_renders(tmp_path, timm_dir):
     points = pd.read_parquet(tmp_path / "report" / "points.parquet")
     assert [n for n, _ in hover] == points.groupby("ds_task", sort=False).size().tolist()
     assert all(t.startswith("eva02") or "@" in t for _, t in hover) and all(": US " in t for _, t in hover)
+    # the explorer: every group, zoom at the cursor, reset, marking a model family by name
+    _, msgs, (n_opts, n_circles, n_hit, line, before, zoomed, reset, hit_titles) = open_in_chromium(page, EXPLORE_PROBE)
+    last = points[points["ds_task"] == points["ds_task"].unique()[-1]]
+    n_eva = int(last["run_id"].str.lower().str.contains("eva02").sum())
+    assert n_opts == 5 and n_circles == len(last) and n_hit == n_eva > 0, (n_opts, n_circles, n_hit)
+    assert line == f"{n_eva} of {len(last)} models match" and all(t.startswith("eva02") for t in hit_titles)
+    assert zoomed[1] - zoomed[0] < 0.7 * (before[1] - before[0]) and zoomed[0] > before[0]   # zoomed in, at the centre
+    assert reset == before and not msgs, (before, reset, msgs)
     assert len(images) >= 9, images            # grid, 5 groups, sensitivity, 2 heatmaps
     broken = [i for i in images if not (i[1] and i[2] > 0)]
     assert not broken, broken
@@ -96,3 +122,33 @@ def test_hostile_task_names_are_escaped(tmp_path):
     assert "No task is identified here" in html and "With 30 models per group" in html
     images, messages = open_in_chromium(tmp_path / "rep" / "index.html")
     assert all(i[1] and i[2] > 0 for i in images) and not messages, (images, messages)
+
+
+def test_explorer_offers_every_group_and_caps_the_page(monkeypatch):
+    """The static hover views stop at the first 60 groups; the explorer offers all of them, and a
+    page too large to embed says how many groups it left out."""
+    import numpy as np
+    import pandas as pd
+
+    from meta_study import explorer
+
+    n = 70
+    heads = pd.DataFrame({"us_task": "up", "ds_task": [f"t{i:02d}" for i in range(n)], "eval_protocol": "fewshot",
+                          "shots": 5, "law": "power", "frontier": "vertices", "holdout_threshold": 0.8, "status": "ok",
+                          "k": 0.9, "alpha": 1.2, "e_ir": np.nan, "e_us_star": np.nan})
+    rng = np.random.default_rng(0)
+    points = pd.concat([pd.DataFrame({"us_task": "up", "ds_task": f"t{i:02d}", "eval_protocol": "fewshot", "shots": 5,
+                                      "run_id": [f"m{j}</script>" for j in range(20)],
+                                      "us_accuracy": rng.uniform(0.3, 0.9, 20), "ds_accuracy": rng.uniform(0.2, 0.8, 20)})
+                        for i in range(n)], ignore_index=True)
+    page = explorer.explorer_html(heads, points)
+    assert page.count("<option ") == n and "not embedded" not in page
+    blob = page.split("<script type=application/json id=ex-data>")[1].split("</script>")[0]
+    import json
+
+    data = json.loads(blob)
+    assert len(data["runs"]) == 20 and all(len(g["p"]) == 20 for g in data["groups"])   # names once
+    assert data["groups"][0]["t"] == 80.0 and len(data["groups"][0]["l"]) > 100
+    monkeypatch.setattr(explorer, "MAX_POINTS", 20 * 30)
+    page = explorer.explorer_html(heads, points)
+    assert page.count("<option ") == 30 and "40 more groups are not embedded" in page

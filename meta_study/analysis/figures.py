@@ -8,8 +8,11 @@
 - :func:`plot_params_vs_shots`: k, alpha and e_ir against the number of shots (F.4/F.5).
 - :func:`plot_heatmap`: correlation matrices (F.20/F.21).
 
-Every figure carries a footer naming the data and the fit settings that produced it. matplotlib is
-imported here only (Agg backend: no display needed).
+Every figure carries a footer, just under it, naming the data and the fit settings that produced
+it. Legends sit off the data: under each DS-vs-US panel, above Fig. 3, right of F.4/F.5. The figure
+functions (:func:`fit_grid_figure`, :func:`sensitivity_figure`, :func:`params_figure`) return the
+unsaved figure, for tests and notebooks. matplotlib is imported here only (Agg backend: no display
+needed).
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ def pyplot() -> Any:
 def save(fig: Any, stem: str, footer: str | None = None) -> list[str]:
     """Write ``stem.png`` and ``stem.svg`` (directories created); returns the paths."""
     if footer:
-        fig.text(0.01, 0.005, footer, fontsize=6.5, color="#555555", ha="left", va="bottom")
+        # just under the figure (bbox_inches="tight" takes it in), so that no layout has to
+        # leave room for it and it never covers a legend
+        fig.text(0.01, 0.0, footer, fontsize=6.5, color="#555555", ha="left", va="top")
     os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
     paths = [f"{stem}.png", f"{stem}.svg"]
     for p in paths:
@@ -58,8 +63,9 @@ def save(fig: Any, stem: str, footer: str | None = None) -> list[str]:
 def _fit_label(name: str, c: Candidate) -> str:
     if not c.fit.usable:
         return f"{name}: {c.fit.status}"
-    err = f", pred err {100 * c.pred_err:.1f} pt" if math.isfinite(c.pred_err) else ""
-    return f"{name}: {c.law} on {c.frontier}, sat {100 * c.fit.saturation:.1f}%{err}"
+    err = f" · pred err {100 * c.pred_err:.1f} pt" if math.isfinite(c.pred_err) else ""
+    # two lines, so that a legend fits under a 4-inch panel at 6 pt
+    return f"{name}\n{c.law} on {c.frontier} · sat {100 * c.fit.saturation:.1f}%{err}"
 
 
 def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelection, paper: Candidate | None,
@@ -96,31 +102,41 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
     if math.isfinite(thr) and held.any():
         ax.axvline(thr * 100, color="#444444", lw=0.6, ls="-.", alpha=0.6)
     # the axes follow the data: an extrapolated law must not squash the points
+    # (and the prediction's interval, which lies beyond the points by design)
     y_lo, y_hi = float(np.nanmin(ds)), float(np.nanmax(ds))
+    if math.isfinite(cl.predict_lo):
+        y_lo, y_hi = min(y_lo, cl.predict_lo), max(y_hi, cl.predict_hi)
     pad = max(0.02, 0.08 * (y_hi - y_lo))
     ax.set_ylim(max(0.0, y_lo - pad) * 100, min(1.0, y_hi + pad) * 100)
     ax.set_title(title)
     ax.set_xlabel("US accuracy (%)")
     ax.set_ylabel("DS accuracy (%)")
-    ax.legend(fontsize=6, loc="upper left", frameon=False)
+    # under the axes, never on the points: where the data leave room differs per task
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=2, frameon=False,
+              borderaxespad=0.0, columnspacing=1.0, handlelength=1.6)
 
 
 def plot_fit_grid(panels: Sequence[dict[str, Any]], stem: str, *, footer: str | None = None,
                   columns: int = 3, title: str | None = None) -> list[str]:
     """A grid of :func:`draw_group` panels (kwargs per panel) saved as ``stem``.png/svg."""
+    return save(fit_grid_figure(panels, columns=columns, title=title), stem, footer)
+
+
+def fit_grid_figure(panels: Sequence[dict[str, Any]], *, columns: int = 3, title: str | None = None) -> Any:
+    """The figure of :func:`plot_fit_grid`: each panel's legend under it, off the data."""
     plt = pyplot()
     n = max(1, len(panels))
     cols = min(columns, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    # constrained layout makes room for the legends under each panel (tight_layout ignores them)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 4.6 * rows), squeeze=False, layout="constrained")
     for ax, p in zip(axes.flat, panels):
         draw_group(ax, **p)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
-    return save(fig, stem, footer)
+    return fig
 
 
 def plot_group(panel: dict[str, Any], stem: str, *, footer: str | None = None) -> list[str]:
@@ -188,9 +204,14 @@ def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensi
 
 def plot_params_vs_shots(fits: pd.DataFrame, stem: str, *, footer: str | None = None) -> list[str]:
     """k, alpha and e_ir against shots, one line per DS task, hull solid and all dashed."""
+    return save(params_figure(fits), stem, footer)
+
+
+def params_figure(fits: pd.DataFrame) -> Any:
+    """The figure of :func:`plot_params_vs_shots`: one legend of DS tasks right of the panels."""
     plt = pyplot()
     f = fits[fits["status"].isin(["ok", "at_bound"]) & fits["shots"].notna()].astype({"shots": "int64"})
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), squeeze=False, layout="constrained")
     tasks = sorted(f["ds_task"].unique()) if not f.empty else []
     cmap = plt.get_cmap("tab10")
     for ax, p in zip(axes.flat, ("k", "alpha", "e_ir")):
@@ -204,13 +225,14 @@ def plot_params_vs_shots(fits: pd.DataFrame, stem: str, *, footer: str | None = 
         ax.set_xlabel("shots")
         ax.set_title({"k": "k", "alpha": "α", "e_ir": "e_IR"}[p])
     if tasks:
-        axes[0, 0].legend(fontsize=6, frameon=False)
+        # one legend for the three panels, to their right, off the lines
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right upper", fontsize=7, frameon=False,
+                   title="DS task", title_fontsize=7)
     else:
         axes[0, 1].text(0.5, 0.5, "no few-shot groups with several shot settings", ha="center", va="center",
                         transform=axes[0, 1].transAxes)
     fig.suptitle("Eq. 1 parameters vs shots (hull vertices solid, all points dashed)")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    return save(fig, stem, footer)
+    return fig
 
 
 def plot_heatmap(matrix: pd.DataFrame, stem: str, *, title: str, footer: str | None = None) -> list[str]:

@@ -211,7 +211,7 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
         p = results.path / "points.parquet"   # type: ignore[union-attr]
         points = pd.read_parquet(p) if p.exists() else None
     elif options.fits:
-        fits, panels = fit_table(groups, options.fit)
+        fits, panels = fit_table(groups, options.fit, progress=progress)
         points = points_table(groups)
     sens = boot = corr = None
     if options.sensitivity is not None:

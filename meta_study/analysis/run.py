@@ -155,9 +155,11 @@ def points_table(groups: Sequence[Group]) -> pd.DataFrame:
     return df[list(POINTS_COLUMNS)].astype({"shots": "Int64"})
 
 
-def fit_table(groups: Sequence[Group], options: FitOptions = FitOptions()) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def fit_table(groups: Sequence[Group], options: FitOptions = FitOptions(), *,
+              progress: Progress | None = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """The fits table of ``groups`` and, per group, what its figures draw (points, selection)."""
-    selections = fit_groups([(g.us_acc, g.ds_acc) for g in groups], options, keys=[g.key for g in groups])
+    selections = fit_groups([(g.us_acc, g.ds_acc) for g in groups], options, keys=[g.key for g in groups],
+                            progress=progress)
     df = fits_frame(groups, selections, options.selection.ds_target)
     return df, [_panel(g, s, options) for g, s in zip(groups, selections)]
 

@@ -1,0 +1,159 @@
+"""The report's interactive view: any group's models, zoomable, with each model's name.
+
+The static hover SVGs of the report stop at the first groups (every point is a DOM element in the
+page). This view holds every group in one compact JSON block (model names once, in a string
+table; accuracies in points with 2 decimals: ~16 bytes a point) and draws the chosen group into
+one SVG with a few dozen lines of inline script: pick a group, scroll to zoom at the cursor, drag
+to pan, double-click to reset, type part of a model name to mark its points. Nothing is loaded
+from the network; without script the static views and figures remain.
+
+Size: a page embeds at most :data:`MAX_POINTS` points (~4 MB); a larger analysis embeds its first
+groups up to that and says so (points.parquet holds them all).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: Points embedded in one page at most (~16 bytes each in the JSON block).
+MAX_POINTS = 250_000
+KEYS = ["us_task", "ds_task", "eval_protocol", "shots"]
+
+CSS = """
+.explore select,.explore input{font-size:.85rem;margin:.2rem .4rem .2rem 0} .explore .info{font-size:.85rem;color:#333}
+svg.explore{border:1px solid #eee;touch-action:none;cursor:grab;max-width:100%;height:auto}
+svg.explore .ax{stroke:#999} svg.explore .tk{font-size:10px;fill:#555} svg.explore .lb{font-size:11px;fill:#333}
+svg.explore circle.v{fill:#3a6ea5;fill-opacity:.5} svg.explore circle.h{fill:none;stroke:#3a6ea5}
+svg.explore circle.hit{fill:#e67e22;fill-opacity:1;stroke:#000;stroke-width:.6}
+svg.explore circle:hover{fill:#e67e22;fill-opacity:1} svg.explore .law{fill:none;stroke:#c0392b;stroke-width:1.6}
+svg.explore .thr{stroke:#444;stroke-dasharray:4 3;opacity:.6}
+"""
+
+# The viewer. State is the chosen group and its domain [x0, x1, y0, y1] in accuracy points; the
+# domain is mirrored in data-domain (for tests and for anyone scripting the page).
+JS = r"""
+(() => {
+const D = JSON.parse(document.getElementById('ex-data').textContent);
+const svg = document.getElementById('ex-svg'), sel = document.getElementById('ex-group');
+const find = document.getElementById('ex-find'), info = document.getElementById('ex-info');
+const NS = 'http://www.w3.org/2000/svg', W = 760, H = 460, L = 52, B = 44, T = 12, R = 14;
+let g = null, dom = null, drag = null;
+const el = (n, a, t) => { const e = document.createElementNS(NS, n);
+  for (const k in a) e.setAttribute(k, a[k]); if (t !== undefined) e.textContent = t; return e; };
+const ext = a => { let lo = Infinity, hi = -Infinity; for (const v of a) { if (v < lo) lo = v; if (v > hi) hi = v; } return [lo, hi]; };
+const sx = v => L + (v - dom[0]) / (dom[1] - dom[0]) * (W - L - R);
+const sy = v => H - B - (v - dom[2]) / (dom[3] - dom[2]) * (H - B - T);
+const ticks = (lo, hi) => { const span = hi - lo, base = Math.pow(10, Math.floor(Math.log10(span / 5)));
+  const step = [1, 2, 5, 10].map(m => m * base).find(s => span / s <= 7);
+  const out = []; for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9; v += step) out.push(v);
+  return [out, step < 1 ? Math.min(3, Math.ceil(-Math.log10(step))) : 0]; };
+function reset() {
+  const [x0, x1] = ext(g.p.map(p => p[0])), [y0, y1] = ext(g.p.map(p => p[1]));
+  const px = Math.max(0.5, 0.04 * (x1 - x0)), py = Math.max(0.5, 0.04 * (y1 - y0));
+  dom = [x0 - px, x1 + px, y0 - py, y1 + py]; draw(); }
+function draw() {
+  svg.replaceChildren(); svg.dataset.domain = dom.map(v => v.toFixed(3)).join(',');
+  const defs = el('defs'), clip = el('clipPath', {id: 'ex-clip'});
+  clip.append(el('rect', {x: L, y: T, width: W - L - R, height: H - B - T})); defs.append(clip); svg.append(defs);
+  svg.append(el('line', {x1: L, y1: H - B, x2: W - R, y2: H - B, class: 'ax'}), el('line', {x1: L, y1: T, x2: L, y2: H - B, class: 'ax'}));
+  const [xt, xd] = ticks(dom[0], dom[1]), [yt, yd] = ticks(dom[2], dom[3]);
+  for (const v of xt) svg.append(el('text', {x: sx(v), y: H - B + 15, class: 'tk', 'text-anchor': 'middle'}, v.toFixed(xd)));
+  for (const v of yt) svg.append(el('text', {x: L - 5, y: sy(v) + 3, class: 'tk', 'text-anchor': 'end'}, v.toFixed(yd)));
+  svg.append(el('text', {x: (L + W) / 2, y: H - 8, class: 'lb', 'text-anchor': 'middle'}, 'US accuracy (%)'),
+             el('text', {x: 14, y: (H - B) / 2, class: 'lb', 'text-anchor': 'middle', transform: `rotate(-90 14 ${(H - B) / 2})`}, 'DS accuracy (%)'));
+  const plot = el('g', {'clip-path': 'url(#ex-clip)'});
+  if (g.t !== null) plot.append(el('line', {x1: sx(g.t), y1: T, x2: sx(g.t), y2: H - B, class: 'thr'}));
+  if (g.l.length > 1) { const pl = el('polyline', {class: 'law', points: g.l.map(q => `${sx(q[0]).toFixed(1)},${sy(q[1]).toFixed(1)}`).join(' ')});
+    pl.append(el('title', {}, 'headline: ' + g.law)); plot.append(pl); }
+  const q = find.value.trim().toLowerCase(), marked = [];
+  for (const p of g.p) {
+    const name = D.runs[p[2]] ?? '?', held = g.t !== null && p[0] > g.t, hit = q !== '' && name.toLowerCase().includes(q);
+    const c = el('circle', {cx: sx(p[0]).toFixed(1), cy: sy(p[1]).toFixed(1), r: hit ? 4.5 : 3, class: (held ? 'h' : 'v') + (hit ? ' hit' : '')});
+    c.append(el('title', {}, `${name}: US ${p[0].toFixed(2)}%, DS ${p[1].toFixed(2)}%${held ? ' (held out)' : ''}`));
+    if (hit) marked.push(c); else plot.append(c); }
+  plot.append(...marked);    // marked models on top
+  svg.append(plot); const hits = marked.length;
+  info.textContent = q === '' ? `${g.p.length} models` : `${hits} of ${g.p.length} models match`; }
+const at = e => { const m = svg.getScreenCTM().inverse(), p = new DOMPoint(e.clientX, e.clientY).matrixTransform(m);
+  return [dom[0] + (p.x - L) / (W - L - R) * (dom[1] - dom[0]), dom[2] + (H - B - p.y) / (H - B - T) * (dom[3] - dom[2])]; };
+svg.addEventListener('wheel', e => { e.preventDefault(); const [x, y] = at(e), f = Math.exp(0.0015 * e.deltaY);
+  dom = [x - (x - dom[0]) * f, x + (dom[1] - x) * f, y - (y - dom[2]) * f, y + (dom[3] - y) * f]; draw(); }, {passive: false});
+svg.addEventListener('pointerdown', e => { drag = at(e); svg.setPointerCapture(e.pointerId); });
+svg.addEventListener('pointermove', e => { if (!drag) return; const [x, y] = at(e);
+  dom = [dom[0] - (x - drag[0]), dom[1] - (x - drag[0]), dom[2] - (y - drag[1]), dom[3] - (y - drag[1])]; draw(); });
+svg.addEventListener('pointerup', () => { drag = null; });
+svg.addEventListener('dblclick', reset);
+svg.addEventListener('mouseover', e => { const t = e.target.querySelector && e.target.querySelector('title');
+  if (e.target.tagName === 'circle' && t) info.textContent = t.textContent; });
+sel.addEventListener('change', () => { g = D.groups[+sel.value]; reset(); });
+find.addEventListener('input', draw);
+g = D.groups[0]; reset();
+})();
+"""
+
+
+def _label(r: dict[str, Any]) -> str:
+    shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
+    return f"{r['us_task']} → {r['ds_task']} ({r['eval_protocol']}{shots})"
+
+
+def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, Any], int]:
+    """The JSON the viewer reads: ``runs`` (each model name once) and one entry per group with
+    its label, hold-out threshold (points, or null), headline law as a polyline and points as
+    [US, DS, run index]; and how many groups were left out for :data:`MAX_POINTS`."""
+    from .analysis import predict_fit
+
+    norm = lambda k: tuple(None if pd.isna(x) else x for x in k)  # noqa: E731
+    by = {norm(k): g for k, g in points.groupby(KEYS, dropna=False, sort=False)}
+    runs: dict[str, int] = {}
+    groups, total, left = [], 0, 0
+    for r in heads.to_dict("records"):
+        g = by.get(norm(tuple(r[c] for c in KEYS)))
+        if g is None or g.empty:
+            continue
+        if total + len(g) > MAX_POINTS:
+            left += 1
+            continue
+        total += len(g)
+        us, ds = g["us_accuracy"].to_numpy(float) * 100, g["ds_accuracy"].to_numpy(float) * 100
+        idx = [runs.setdefault("?" if run is None or (isinstance(run, float) and math.isnan(run)) else str(run),
+                               len(runs)) for run in g["run_id"].astype(object)]
+        lo, hi = float(np.nanmin(us)), float(np.nanmax(us))
+        xs = np.linspace(max(0.0, lo - 0.1 * (hi - lo)), min(100.0, hi + 0.1 * (hi - lo)), 200)
+        ys = predict_fit(r, xs / 100) * 100
+        ok = np.isfinite(ys)
+        thr = float(r["holdout_threshold"])
+        groups.append({"k": _label(r), "law": f"{r['law']} on {r['frontier']}",
+                       "t": round(100 * thr, 3) if math.isfinite(thr) and thr < 1 else None,
+                       "l": [[round(float(a), 3), round(float(b), 3)] for a, b in zip(xs[ok], ys[ok])],
+                       "p": [[round(float(a), 2), round(float(b), 2), i] for a, b, i in zip(us, ds, idx)]})
+    return {"runs": list(runs), "groups": groups}, left
+
+
+def explorer_html(heads: pd.DataFrame, points: pd.DataFrame | None) -> str:
+    """The "Explore a group" section (empty when there are no points)."""
+    if points is None or points.empty or heads.empty:
+        return ""
+    data, left = explorer_data(heads, points)
+    if not data["groups"]:
+        return ""
+    # JSON inside <script>: '<' escaped so that no value can close the element
+    blob = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")
+    options = "".join(f"<option value={i}>{html.escape(g['k'])}</option>" for i, g in enumerate(data["groups"]))
+    more = (f" {left} more groups are not embedded (this page holds at most {MAX_POINTS:,} points); "
+            "points.parquet has them all." if left else "")
+    return ("<h2>Explore a group</h2><p class=note>Every group's models: pick a group, scroll to zoom at the cursor, "
+            "drag to pan, double-click to reset; type part of a model's name to mark it. Hollow points were held out "
+            f"(right of the dashed line); the red line is the headline law.{more}</p>"
+            f"<div class=explore><select id=ex-group aria-label='group'>{options}</select>"
+            "<input id=ex-find type=search placeholder='find a model' aria-label='find a model'>"
+            "<span id=ex-info class=info></span><br>"
+            "<svg id=ex-svg class=explore viewBox='0 0 760 460' width=760 height=460 role=img "
+            "aria-label='the chosen group'></svg></div>"
+            f"<script type=application/json id=ex-data>{blob}</script><script>{JS}</script>")
