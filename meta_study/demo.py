@@ -41,23 +41,21 @@ class DemoResult:
     seconds: float
 
 
-def _sweep_spec():  # a function: importing meta_study.demo must not import ray
-    from ray import tune
-
-    from .tune.runner import SweepSpec
+def _sweep_spec():
+    from .tune.runner import SweepSpec, grid
 
     return SweepSpec(
         name="demo",
         doc=__doc__,
-        space=lambda args: {
-            "model_name": tune.grid_search(["vit_tiny_cpu", "mixer_tiny_cpu", "vit_small_cpu"]),
-            "epochs": tune.grid_search([1, 2, 4]),
-            "data_fraction": tune.grid_search([0.3, 1.0]),
+        space=lambda options: {
+            "model_name": grid(["vit_tiny_cpu", "mixer_tiny_cpu", "vit_small_cpu"]),
+            "epochs": grid([1, 2, 4]),
+            "data_fraction": grid([0.3, 1.0]),
         },
         # A 24-way upstream task (12 of synth_us's 120 triples): tiny models trained for seconds then
         # spread from ~7% to ~75% US accuracy, a range a law can be fitted to; on the full 240-way
         # task they would all sit below 10%.
-        smoke=dict(img_size=16, batch_size=128, lr=2e-3, eval_every=0, fewshot_seeds=2, margin_examples=256,
+        smoke=dict(lr=2e-3, eval_every=0, fewshot_seeds=2,   # on top of runner.SMOKE (16 px, batch 128)
                    us_task_kwargs={"n_train": 4000, "n_test": 800, "n_triples": 12},
                    ds_task_kwargs={"n_train_per_class": 25, "n_test": 200}, shots=[1, 5, 10, 25],
                    ds_tasks=["synth_combo", "synth_shape", "synth_count", "synth_texture"]),
@@ -79,6 +77,10 @@ def run_demo(workdir: str = "meta-study-demo", *, synthetic: bool = False, seria
              log: Callable[[str], None] = print) -> DemoResult:
     """Run the demo (see the module doc); every step prints one line with its time."""
     t0 = time.monotonic()
+    if not synthetic:
+        from .extras import require_training
+
+        require_training("meta-study demo (without --synthetic)")
     _quiet_mlflow()
     wd = Path(workdir).resolve()
     wd.mkdir(parents=True, exist_ok=True)
@@ -136,17 +138,16 @@ class _Steps:
 
 
 def _train(wd: Path, tracking: str, serial: bool) -> int:
-    from .tune.runner import run_sweep
+    from .tune.runner import SweepOptions, run_sweep
 
     storage = wd / "ray"
-    # --address local: the demo's Ray is its own, never a cluster that `ray start` left running
-    argv = ["--smoke", "--tracking-uri", tracking, "--experiment", EXPERIMENT, "--storage-path", str(storage),
-            "--name", "demo", "--cpus-per-trial", "1", "--address", "local", "--quiet"]
-    if (storage / "demo").exists():
-        argv.append("--resume")   # a second demo reuses the trained models (finished trials are kept)
-    if serial:
-        argv += ["--max-concurrent", "1"]
-    res = run_sweep(_sweep_spec(), argv)
+    options = SweepOptions(
+        smoke=True, tracking_uri=tracking, experiment=EXPERIMENT, storage_path=str(storage), name="demo",
+        cpus_per_trial=1.0, quiet=True,
+        address="local",                           # its own Ray, never a cluster `ray start` left running
+        resume=(storage / "demo").exists(),        # a second demo reuses the trained models
+        max_concurrent=1 if serial else None)
+    res = run_sweep(_sweep_spec(), options)
     if res.errored:
         raise RuntimeError(f"{res.errored} demo trial(s) failed; see {res.experiment_dir}")
     return res.finished
@@ -201,7 +202,7 @@ def log_synthetic(tracking_uri: str) -> int:
     from mlflow.entities import Metric, Param, RunTag
 
     from .mlflow_client import mlflow_client
-    from .tune.tracking import get_or_create_experiment
+    from .mlflow_client import get_or_create_experiment
 
     client = mlflow_client(tracking_uri)
     exp = get_or_create_experiment(client, tracking_uri, SYNTH_EXPERIMENT)

@@ -1,4 +1,6 @@
-"""One way to get an MLflow client, with meta-study's defaults.
+"""MLflow helpers every part shares (sweeps, the demo, refits), with meta-study's defaults: one
+client, where a sqlite store keeps artifacts, and experiments tagged as model training. Nothing
+here imports Ray, so the core install (no ``ray[tune]``) publishes refits too.
 
 MLflow 3 sends usage telemetry from a background thread, and that thread sets and unsets an
 environment variable while other threads may be iterating ``os.environ`` (``urllib`` does, for
@@ -34,3 +36,27 @@ def artifact_location(tracking_uri: str, name: str) -> str | None:
         db = Path(tracking_uri[len("sqlite:///"):])
         return (db.parent / "mlartifacts" / re.sub(r"[^A-Za-z0-9_.-]", "_", name)).resolve().as_uri()
     return None
+
+
+#: MLflow 3 opens an experiment without this tag in its GenAI view (traces, token usage, "no
+#: data"); this value marks a model-training experiment, whose runs the UI then lists.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
+def get_or_create_experiment(client: Any, tracking_uri: str, name: str) -> str:
+    """The id of experiment ``name``, created if absent, tagged as a model-training experiment
+    (an existing experiment gets the tag only if it has none: a user's choice is kept)."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if EXPERIMENT_KIND_TAG not in (exp.tags or {}):
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name),
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    except Exception:  # noqa: BLE001 - another driver created it between the two calls
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id

@@ -329,7 +329,7 @@ def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any])
     from .mlflow_client import mlflow_client
 
     client = mlflow_client(cfg.tracking_uri)
-    from .tune.tracking import get_or_create_experiment
+    from .mlflow_client import get_or_create_experiment
 
     exp_id = get_or_create_experiment(client, cfg.tracking_uri, cfg.experiment)
     run = client.create_run(exp_id, run_name=f"refit {version_dir.name}",

@@ -7,9 +7,7 @@ Full size: ViT-S at 32 px on the procedural upstream task, 30 epochs, body lr 8e
 0.1x to 10x the body's. About 0.3 A100-hours per trial (~5 GPU-hours in all).
 """
 
-from ray import tune
-
-from meta_study.tune.runner import SweepSpec, sweep_main
+from meta_study.tune.runner import SweepSpec, grid, sweep_main
 
 BODY_LR = 8e-4
 SMOKE_LR = 2e-3
@@ -17,15 +15,13 @@ SMOKE_LR = 2e-3
 SPEC = SweepSpec(
     name="head_lr",
     doc=__doc__,
-    space=lambda args: {
-        "head_lr": tune.grid_search([m * (SMOKE_LR if args.smoke else BODY_LR)
-                                     for m in ([0.1, 10.0] if args.smoke else [0.1, 0.3, 1.0, 3.0, 10.0])]),
-        "seed": tune.grid_search([0] if args.smoke else [0, 1, 2]),
+    space=lambda options: {
+        "head_lr": grid([m * (SMOKE_LR if options.smoke else BODY_LR)
+                         for m in ([0.1, 10.0] if options.smoke else [0.1, 0.3, 1.0, 3.0, 10.0])]),
+        "seed": grid([0] if options.smoke else [0, 1, 2]),
     },
     base=dict(model_name="vit_s", img_size=32, epochs=30, batch_size=512, lr=BODY_LR, eval_every=500),
-    smoke=dict(model_name="vit_tiny_cpu", img_size=16, epochs=2, batch_size=128, lr=SMOKE_LR, eval_every=20,
-               us_task_kwargs={"n_train": 3000, "n_test": 600}, ds_task_kwargs={"n_train_per_class": 25, "n_test": 200},
-               shots=[1, 10], ds_tasks=["synth_combo", "synth_count", "synth_texture"], margin_examples=256),
+    smoke=dict(model_name="vit_tiny_cpu", epochs=2, lr=SMOKE_LR),   # on top of runner.SMOKE
 )
 
 if __name__ == "__main__":

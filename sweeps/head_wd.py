@@ -12,22 +12,18 @@ Then: ``meta-study ingest $MLFLOW_TRACKING_URI --experiment head_wd --store S`` 
 ``python analysis/head_wd_d1_d4.py S --out figs``.
 """
 
-from ray import tune
-
-from meta_study.tune.runner import SweepSpec, sweep_main
+from meta_study.tune.runner import SweepSpec, grid, sweep_main
 
 SPEC = SweepSpec(
     name="head_wd",
     doc=__doc__,
-    space=lambda args: {
-        "head_wd": tune.grid_search([0.0, 0.1] if args.smoke else [0.0, 1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0]),
-        "seed": tune.grid_search([0] if args.smoke else [0, 1, 2]),
+    space=lambda options: {
+        "head_wd": grid([0.0, 0.1] if options.smoke else [0.0, 1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0]),
+        "seed": grid([0] if options.smoke else [0, 1, 2]),
     },
     base=dict(model_name="vit_s", img_size=32, epochs=30, batch_size=512, wd=0.1, eval_every=500,
               shots=[1, 5, 10, 25]),
-    smoke=dict(model_name="vit_tiny_cpu", img_size=16, epochs=2, batch_size=128, lr=2e-3, eval_every=20,
-               us_task_kwargs={"n_train": 3000, "n_test": 600}, ds_task_kwargs={"n_train_per_class": 25, "n_test": 200},
-               shots=[1, 10], ds_tasks=["synth_combo", "synth_count", "synth_texture"], margin_examples=256),
+    smoke=dict(model_name="vit_tiny_cpu", epochs=2, lr=2e-3),   # on top of runner.SMOKE
 )
 
 if __name__ == "__main__":

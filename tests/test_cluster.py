@@ -111,8 +111,9 @@ def test_launcher_node_types(launcher):
 
 def test_launcher_installs_the_project_and_sets_mlflow_env(launcher):
     assert launcher["file_mounts"] == {"~/meta-study": "."}
-    assert "pip install --quiet -e ~/meta-study" in launcher["setup_commands"]
-    assert "pip install --quiet -e ~/meta-study" in launcher["available_node_types"]["gpu"]["worker_setup_commands"]
+    # nodes run sweeps: the training extra, not the core alone (which has no torch)
+    assert "pip install --quiet -e ~/meta-study'[train]'" in launcher["setup_commands"]
+    assert "pip install --quiet -e ~/meta-study'[train]'" in launcher["available_node_types"]["gpu"]["worker_setup_commands"]
     opts = launcher["docker"]["run_options"]
     assert "--env MLFLOW_TRACKING_URI=http://mlflow.meta-study.internal:5000" in opts
     assert "--env-file /home/ubuntu/.meta-study/cluster.env" in opts
@@ -349,6 +350,7 @@ def test_ray_images_pin_this_ray_and_python():
         assert m and m.group(1) == ray.__version__ and m.groups()[1:3] == PY_TAG, image
     dockerfile = (CLUSTER / "Dockerfile").read_text()
     assert f"FROM rayproject/ray:{ray.__version__}-py{''.join(PY_TAG)}-${{FLAVOR}}" in dockerfile
+    assert "['optional-dependencies']['train']" in dockerfile     # the image trains: torch, timm
 
 
 def test_render_fills_in_site_names(tmp_path):

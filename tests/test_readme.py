@@ -22,7 +22,7 @@ def test_readme_has_two_commands_at_the_top():
     text = (REPO / "README.md").read_text()
     a, b = _commands()
     assert text.index(a) < text.index("## ")  # both commands come before the first section
-    assert "pip install -e ." in a and "meta-study" in a
+    assert "pip install -e '.[train]'" in a and "meta-study demo" in a   # the demo trains: the [train] extra
     assert "pip install -e '.[test]'" in b and b.rstrip().endswith("pytest")
 
 

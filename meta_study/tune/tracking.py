@@ -31,6 +31,7 @@ from typing import Any, Mapping
 
 from ray.tune import Callback
 
+from ..mlflow_client import get_or_create_experiment
 from .writer import (MAX_PARAMS_PER_BATCH, RUNS_FILE, SPOOL_FILE, MlflowWriter, SweepTarget,  # noqa: F401
                      WriterProcess, Op, plan_ops, flatten)
 
@@ -45,32 +46,6 @@ def _atomic_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
     os.replace(tmp, path)
-
-
-#: MLflow 3 opens an experiment without this tag in its GenAI view (traces, token usage, "no
-#: data"); this value marks a model-training experiment, whose runs the UI then lists.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
-
-
-def get_or_create_experiment(client: Any, tracking_uri: str, name: str) -> str:
-    """The id of experiment ``name``, created if absent, tagged as a model-training experiment
-    (an existing experiment gets the tag only if it has none: a user's choice is kept)."""
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if EXPERIMENT_KIND_TAG not in (exp.tags or {}):
-            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-        return exp.experiment_id
-    try:
-        from ..mlflow_client import artifact_location
-
-        return client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name),
-                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
-    except Exception:  # noqa: BLE001 - another driver created it between the two calls
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
 
 
 def parent_run(tracking_uri: str, experiment: str, sweep: str, state_dir: str, *, params: Mapping[str, Any],

@@ -1,15 +1,11 @@
 """The Tune trainable: one trial = one meta-study point (``meta_study.train.run_trial``).
 
-A trial config is a flat dict of :class:`~meta_study.train.TrainConfig` fields plus a few keys
-that start with ``_`` and belong to the sweep machinery, not to the model:
-
-- ``_datasets``: ``{task name: "imagefolder:/path" | "parquet:/train[,/test]"}``, registered as
-  tasks in the worker before training (real data on shared storage);
-- ``_workers``: > 1 runs the trial as a Ray Train ``TorchTrainer`` with that many data-parallel
-  workers (``_use_gpu`` for one GPU each), started inside the trial function (Ray Train V2:
-  a Trainer is never passed to a Tuner);
-- ``_fail_once``: a test hook; the trial raises after its first checkpoint on its first attempt,
-  so FailureConfig's restart-from-checkpoint path is exercised.
+A trial's config is a flat dict of :class:`~meta_study.train.TrainConfig` fields (what Tune
+searches and what MLflow records as params). What the sweep machinery tells a trial besides
+them is a typed :class:`TrialHooks`, bound to the trainable with ``tune.with_parameters``, never
+riding inside the config: on-disk datasets to register, a data-parallel TorchTrainer per trial,
+and a test hook. Keys starting with ``_`` in a config are dropped before the model sees them
+(Optuna's own suggestion names in ``sweeps/zoo.py``).
 
 Reports: every pre-training report (US accuracy, loss, lr, with a checkpoint) goes to Tune, and at
 the end one report with every metric of docs/tracking.md plus ``final = 1``. Each report also
@@ -21,17 +17,41 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 FINAL_KEY = "final"
 RESOLVED_KEY = "resolved"
 
 
-def split_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(TrainConfig fields, sweep-machinery keys starting with '_')."""
-    cfg = {k: v for k, v in config.items() if not str(k).startswith("_")}
-    hooks = {k: v for k, v in config.items() if str(k).startswith("_")}
-    return cfg, hooks
+@dataclass(frozen=True)
+class TrialHooks:
+    """What the sweep machinery tells every trial of a sweep, besides its TrainConfig fields.
+
+    Attributes:
+        datasets: ``{task name: "imagefolder:/path" | "parquet:/train[,/test]"}``, registered as
+            tasks in the worker before training (real data on shared storage).
+        workers: > 1 runs the trial as a Ray Train ``TorchTrainer`` with that many data-parallel
+            workers, started inside the trial function (Ray Train V2: a Trainer is never passed to
+            a Tuner).
+        use_gpu: one GPU per Train worker.
+        worker_cpus: CPUs per Train worker.
+        train_max_failures: restarts of the TorchTrainer inside one trial attempt.
+        fail_once: a test hook; the trial raises after its first checkpoint on its first attempt,
+            so FailureConfig's restart-from-checkpoint path is exercised.
+    """
+
+    datasets: Mapping[str, str] = field(default_factory=dict)
+    workers: int = 1
+    use_gpu: bool = False
+    worker_cpus: float = 1.0
+    train_max_failures: int = 1
+    fail_once: bool = False
+
+
+def model_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The TrainConfig fields of a trial config (keys starting with '_' dropped)."""
+    return {k: v for k, v in config.items() if not str(k).startswith("_")}
 
 
 def register_datasets(specs: Mapping[str, str]) -> None:
@@ -107,10 +127,10 @@ def _write_final(metrics: Mapping[str, Any]) -> None:
 
 
 #: body(cfg, hooks) -> final metrics to report, or None if the body reported them itself.
-TrialBody = Callable[[dict[str, Any], dict[str, Any]], "dict[str, Any] | None"]
+TrialBody = Callable[[dict[str, Any], TrialHooks], "dict[str, Any] | None"]
 
 
-def run_with_machinery(config: dict[str, Any], body: TrialBody) -> None:
+def run_with_machinery(config: dict[str, Any], body: TrialBody, hooks: TrialHooks = TrialHooks()) -> None:
     """The sweep machinery around a trial body: a trial that already finished (its completion
     record exists) only re-reports; otherwise datasets are registered, the body runs, and its
     final metrics are recorded durably, then reported."""
@@ -120,26 +140,27 @@ def run_with_machinery(config: dict[str, Any], body: TrialBody) -> None:
     if done is not None:  # this trial finished before the driver was restarted: report, do not rerun
         tune.report(done)
         return
-    cfg, hooks = split_config(config)
-    register_datasets(hooks.get("_datasets") or {})
+    cfg = model_config(config)
+    register_datasets(hooks.datasets)
     final = body(cfg, hooks)
     if final is not None:
         _write_final(final)
         tune.report(final)
 
 
-def _engine_body(cfg: dict[str, Any], hooks: dict[str, Any]) -> dict[str, Any] | None:
-    if int(hooks.get("_workers") or 1) > 1:
+def _engine_body(cfg: dict[str, Any], hooks: TrialHooks) -> dict[str, Any] | None:
+    if hooks.workers > 1:
         return _train_distributed(cfg, hooks)
     return _train_local(cfg, hooks)
 
 
-def train_trial(config: dict[str, Any]) -> None:
-    """The Tune function trainable (``tune.with_resources(train_trial, ...)``)."""
-    run_with_machinery(config, _engine_body)
+def train_trial(config: dict[str, Any], hooks: TrialHooks = TrialHooks()) -> None:
+    """The Tune function trainable
+    (``tune.with_resources(tune.with_parameters(train_trial, hooks=...), ...)``)."""
+    run_with_machinery(config, _engine_body, hooks)
 
 
-def _train_local(cfg: dict[str, Any], hooks: dict[str, Any]) -> dict[str, Any]:
+def _train_local(cfg: dict[str, Any], hooks: TrialHooks) -> dict[str, Any]:
     from ray import tune
 
     from ..train import run_trial
@@ -149,8 +170,7 @@ def _train_local(cfg: dict[str, Any], hooks: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="meta-study-trial-") as work:
         resume = start_ckpt.to_directory(os.path.join(work, "resume")) if start_ckpt else None
         ckpt_dir = os.path.join(work, "checkpoint")
-        report = _reporter(tune.report, tune.Checkpoint, resolved, fail_once=bool(hooks.get("_fail_once"))
-                           and start_ckpt is None)
+        report = _reporter(tune.report, tune.Checkpoint, resolved, fail_once=hooks.fail_once and start_ckpt is None)
         result = run_trial(cfg, on_report=report, checkpoint_dir=ckpt_dir, resume_from=resume,
                            on_start=lambda c, i: resolved.update(resolved_params(c, i)))
         return {**result.metrics(), RESOLVED_KEY: resolved, FINAL_KEY: 1.0}
@@ -162,11 +182,11 @@ def _reporter(report: Callable[..., None], checkpoint_cls: Any, resolved: dict[s
         ckpt = checkpoint_cls.from_directory(ckpt_dir) if ckpt_dir else None
         report({**metrics, RESOLVED_KEY: resolved}, checkpoint=ckpt)
         if fail_once and ckpt is not None:
-            raise RuntimeError("injected failure (_fail_once): the trial must resume from its checkpoint")
+            raise RuntimeError("injected failure (fail_once): the trial must resume from its checkpoint")
     return on_report
 
 
-def _train_distributed(cfg: dict[str, Any], hooks: dict[str, Any]) -> None:  # reports via TuneReportCallback
+def _train_distributed(cfg: dict[str, Any], hooks: TrialHooks) -> None:  # reports via TuneReportCallback
     """A data-parallel trial: a TorchTrainer inside the trial function, its rank-0 reports
     forwarded to Tune by Ray's TuneReportCallback (Ray Train V2)."""
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -176,16 +196,16 @@ def _train_distributed(cfg: dict[str, Any], hooks: dict[str, Any]) -> None:  # r
 
     ctx = tune.get_context()
     storage = os.path.join(ctx.get_trial_dir(), "train")
-    use_gpu = bool(hooks.get("_use_gpu"))
+    use_gpu = hooks.use_gpu
     trainer = TorchTrainer(
         _train_loop_per_worker,
-        train_loop_config={"cfg": cfg, "hooks": {k: v for k, v in hooks.items() if k != "_workers"}},
-        scaling_config=train.ScalingConfig(num_workers=int(hooks["_workers"]), use_gpu=use_gpu,
-                                           resources_per_worker={"CPU": float(hooks.get("_worker_cpus", 1.0)),
+        train_loop_config={"cfg": cfg, "datasets": dict(hooks.datasets)},
+        scaling_config=train.ScalingConfig(num_workers=hooks.workers, use_gpu=use_gpu,
+                                           resources_per_worker={"CPU": float(hooks.worker_cpus),
                                                                  **({"GPU": 1.0} if use_gpu else {})}),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=train.RunConfig(name="train", storage_path=storage, callbacks=[TuneReportCallback()],
-                                   failure_config=train.FailureConfig(max_failures=int(hooks.get("_train_max_failures", 1)))),
+                                   failure_config=train.FailureConfig(max_failures=hooks.train_max_failures)),
     )
     result = trainer.fit()
     if (result.metrics or {}).get(FINAL_KEY) == 1.0 and RESOLVED_KEY in result.metrics:
@@ -198,8 +218,8 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     from ..train import run_trial
 
-    cfg, hooks = loop_config["cfg"], loop_config["hooks"]
-    register_datasets(hooks.get("_datasets") or {})
+    cfg = loop_config["cfg"]
+    register_datasets(loop_config["datasets"])
     rank = train.get_context().get_world_rank()
     start_ckpt = train.get_checkpoint()
     resolved: dict[str, Any] = {}
@@ -213,13 +233,14 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         train.report(final)
 
 
-def evaluate_trial_checkpoint(config: dict[str, Any], checkpoint_path: str) -> dict[str, Any]:
+def evaluate_trial_checkpoint(config: dict[str, Any], checkpoint_path: str,
+                              hooks: TrialHooks = TrialHooks()) -> dict[str, Any]:
     """Final metrics of a trial stopped early (by ASHA, say), from its last checkpoint: the same
     evaluation a finished trial reports, without further training. Runs in a Ray task."""
     from ..train import evaluate_checkpoint
 
-    cfg, hooks = split_config(config)
-    register_datasets(hooks.get("_datasets") or {})
+    cfg = model_config(config)
+    register_datasets(hooks.datasets)
     resolved: dict[str, Any] = {}
     result = evaluate_checkpoint(cfg, checkpoint_path,
                                  on_start=lambda c, i: resolved.update(resolved_params(c, i)))
