@@ -10,8 +10,8 @@ from meta_study.analysis import scripts
 
 
 def main() -> None:
-    from meta_study.analysis.holdout import FitOptions
-    from meta_study.analysis.run import run_fit
+    from meta_study.analysis.fitting import FitOptions
+    from meta_study.analysis.tables import run_fit
     from meta_study.store import open_store
 
     p = scripts.parser(__doc__)

@@ -11,7 +11,7 @@ from meta_study.analysis import scripts
 
 
 def main() -> None:
-    from meta_study.analysis.run import run_sensitivity
+    from meta_study.analysis.tables import run_sensitivity
     from meta_study.analysis.sensitivity import SensitivityOptions
     from meta_study.store import open_store
 

@@ -9,7 +9,7 @@ from meta_study.analysis import scripts
 
 
 def main() -> None:
-    from meta_study.analysis.run import run_correlations
+    from meta_study.analysis.tables import run_correlations
     from meta_study.store import open_store
 
     a = scripts.parser(__doc__).parse_args()

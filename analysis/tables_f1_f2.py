@@ -14,7 +14,7 @@ from meta_study.analysis import scripts
 def main() -> None:
     from meta_study.analysis import figures
     from meta_study.analysis.correlations import increase_likelihood, shots_correlation
-    from meta_study.analysis.run import Outputs, fit_to_dir, footer, write_table
+    from meta_study.analysis.tables import fit_to_dir, footer, write_table
     from meta_study.store import open_store
 
     a = scripts.parser(__doc__).parse_args()

@@ -79,7 +79,7 @@ def main() -> None:
     print(f"speed-up                 {t_ref / t_ours:8.1f}x   (target >= 30x)")
     print(f"ours worse by >1e-6 rel  {worse} ({100 * worse / args.problems:.3f}%)   (target <= 0.1%)")
     print(f"curve_fit worse          {better} ({100 * better / args.problems:.2f}%)")
-    print(f"statuses                 " + ", ".join(f"{s}={sum(f.status == s for f in ours)}"
+    print("statuses                 " + ", ".join(f"{s}={sum(f.status == s for f in ours)}"
                                                    for s in ("ok", "at_bound", "degenerate", "nonfinite")))
 
 

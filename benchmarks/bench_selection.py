@@ -32,10 +32,10 @@ import pandas as pd
 
 from meta_study.analysis import predict_fit
 from meta_study.analysis.groups import Group
-from meta_study.analysis.holdout import FitOptions, fit_groups
+from meta_study.analysis.fitting import FitOptions, fit_groups
 from meta_study.analysis.hull import upper_hull
 from meta_study.analysis.powerlaw import fit_power_laws
-from meta_study.analysis.run import fits_frame
+from meta_study.analysis.tables import fits_frame
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(HERE, "..", "..", "shared", "data", "timm", "timm_us_ds.csv")
@@ -57,7 +57,7 @@ def protocol(path: str) -> pd.DataFrame:
         targets.append((us[~vis][h], ds[~vis][h]))
         flats.append(float(ds[vis].max()))
         groups.append(Group("imagenet", str(ds_task), "shift", None, us[vis], ds[vis]))
-    sels = fit_groups([(g.us_acc, g.ds_acc) for g in groups], FitOptions(holdout_quantile=1.0),
+    sels = fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], FitOptions(holdout_quantile=1.0),
                       keys=[g.key for g in groups])
     fits = fits_frame(groups, sels)
     rows = []
@@ -116,7 +116,7 @@ def zoo_protocol(folder: str) -> pd.DataFrame:
         targets.append((us[~vis][h], ds[~vis][h]))
         flats.append(float(ds[vis].max()))
         groups.append(Group("us", name, "shift", None, us[vis], ds[vis]))
-    sels = fit_groups([(g.us_acc, g.ds_acc) for g in groups], FitOptions(holdout_quantile=1.0),
+    sels = fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], FitOptions(holdout_quantile=1.0),
                       keys=[g.key for g in groups])
     fits = fits_frame(groups, sels)
     rows = []

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.optimize import curve_fit
 
 from meta_study.analysis.groups import Group
-from meta_study.analysis.holdout import FitOptions, prepare
+from meta_study.analysis.fitting import FitOptions, prepare
 from meta_study.analysis.hull import upper_hull
 from meta_study.analysis.powerlaw import ALPHA_MAX, ALPHA_MIN
 from meta_study.analysis.sensitivity import SensitivityOptions, _SENSITIVITY_STREAM, _rng, default_sizes, sensitivity
@@ -55,7 +55,7 @@ def curve_fit_protocol(groups: list[Group], opts: SensitivityOptions) -> int:
     """The same draws and hulls as sensitivity_group, fitted one at a time with curve_fit."""
     fits = 0
     for g in groups:
-        p = prepare(g.us_acc, g.ds_acc, opts.fit)
+        p = prepare(g.us_accuracy, g.ds_accuracy, opts.fit)
         pool = p.fit_idx
         for n in default_sizes(pool.size, opts.n_sizes, opts.min_size):
             for t in range(opts.trials):
@@ -99,9 +99,9 @@ def main() -> None:
     # 1 and 2 workers alternately, best of each: the machine's noise hits both alike
     walls: dict[int, float] = {1: float("inf"), 2: float("inf")}
     for w in (1, 2) * args.repeats:
-        init_ray(num_workers=w)
-        sensitivity_ray(groups[:2], opts, num_workers=w)          # warm the workers up
-        wall, t2 = timed(sensitivity_ray, groups, opts, num_workers=w)
+        init_ray(workers=w)
+        sensitivity_ray(groups[:2], opts, workers=w)          # warm the workers up
+        wall, t2 = timed(sensitivity_ray, groups, opts, workers=w)
         walls[w] = min(walls[w], wall)
         assert t2.equals(table), "Ray and serial results differ"
         ray.shutdown()

@@ -316,7 +316,7 @@ def _fit_options(f: Any) -> Any:
 
 def _selection(us_task: tuple[str, ...], ds_task: tuple[str, ...], protocol: tuple[str, ...],
                shots: tuple[int, ...], layer: int | None) -> Any:
-    from .analysis.run import Selection
+    from .analysis.tables import Selection
 
     return Selection(us_task=us_task, ds_task=ds_task, protocol=protocol, shots=shots, layer=layer)
 
@@ -336,7 +336,7 @@ def _fit_opts(holdout_quantile: float, holdout_above: float | None, loss: str, a
               tolerance: float = 100 * D.TOLERANCE, ds_target: float | None = None,
               payoff_threshold: float = D.PAYOFF_THRESHOLD) -> Any:
     from .analysis.frontiers import FRONTIERS
-    from .analysis.holdout import FitOptions
+    from .analysis.fitting import FitOptions
     from .analysis.laws import LAWS
     from .analysis.selection import SelectionOptions
 
@@ -381,12 +381,12 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
     """The one pipeline every analysis command runs: analyze (reusing what DIR holds with the same
     options), write what was computed, and say what was reused."""
     from .analysis.results import ResultsDir, analyze
-    from .analysis.run import options_text, footer
+    from .analysis.tables import options_text, footer
 
     results = ResultsDir(out_dir)
     with progress_bar() as progress:
         a = analyze(store_obj, sel, options, results=results, use_ray=not serial, address=address,
-                    num_workers=workers, progress=progress)
+                    workers=workers, progress=progress)
     if a.n_groups == 0:
         _fail(_no_match(store_uri, store_obj, sel))
     out = results.write(a, sel, figures=figures, max_group_figures=max_group_figures,
@@ -430,7 +430,7 @@ def fit(store_uri: str, out_dir: str, no_figures: bool, max_group_figures: int, 
     df = a.fits
     import pandas as pd
 
-    from .analysis.run import headlines
+    from .analysis.tables import headlines
 
     ok = df["status"].isin(["ok", "at_bound"])
     heads = headlines(df)
@@ -520,7 +520,7 @@ def bootstrap_cmd(store_uri: str, out_dir: str, samples: int, level: float, seed
     Writes DIR/bootstrap.parquet: one row per group x frontier x parameter.
     """
     from .analysis.results import AnalysisOptions
-    from .analysis.sensitivity import BootstrapOptions
+    from .analysis.bootstrap import BootstrapOptions
     from .store import open_store
 
     if samples < 10:
@@ -530,7 +530,7 @@ def bootstrap_cmd(store_uri: str, out_dir: str, samples: int, level: float, seed
     store_obj = open_store(store_uri)
     sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
     fo = _fit_opts(**kw)
-    opts = BootstrapOptions(n_boot=samples, level=level, seed=seed, fit=fo)
+    opts = BootstrapOptions(samples=samples, level=level, seed=seed, fit=fo)
     a, out = _analyze(store_obj, store_uri, sel, out_dir, AnalysisOptions(fit=fo, fits=False, bootstrap=opts),
                       serial=serial, address=address, workers=workers)
     table = a.bootstrap
@@ -547,7 +547,7 @@ def bootstrap_cmd(store_uri: str, out_dir: str, samples: int, level: float, seed
 def correlations(store_uri: str, out_dir: str, no_figures: bool, **kw: Any) -> None:
     """The paper's correlation tables: F.1 and F.2 (parameters vs shots), F.20 (between DS
     tasks) and F.21 (DS vs US), written under DIR/correlations with heatmaps."""
-    from .analysis.holdout import FitOptions
+    from .analysis.fitting import FitOptions
     from .analysis.results import AnalysisOptions
     from .store import open_store
 
@@ -608,7 +608,8 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
     """
     import time as _time
 
-    from .analysis.sensitivity import BootstrapOptions, SensitivityOptions
+    from .analysis.bootstrap import BootstrapOptions
+    from .analysis.sensitivity import SensitivityOptions
     from .refit import RefitConfig, parse_every, refit as run_refit
 
     period = parse_every(every) if every else None
@@ -618,7 +619,7 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
     cfg = RefitConfig(store=store_uri, out=out_dir, sources=sources, mapping=mapping_path, sources_file=sources_file,
                       tracking_uri=tracking_uri, experiment=experiment, fit=fit_opts,
                       sensitivity=SensitivityOptions(trials=trials, fit=fit_opts),
-                      bootstrap=BootstrapOptions(n_boot=samples, fit=fit_opts), address=address, workers=workers,
+                      bootstrap=BootstrapOptions(samples=samples, fit=fit_opts), address=address, workers=workers,
                       use_ray=not serial, threshold=threshold)
     while True:
         start = _time.monotonic()
@@ -668,7 +669,8 @@ def report(store_uri: str, out_dir: str, trials: int, samples: int, threshold: f
     import os
 
     from .analysis.results import AnalysisOptions
-    from .analysis.sensitivity import BootstrapOptions, SensitivityOptions
+    from .analysis.bootstrap import BootstrapOptions
+    from .analysis.sensitivity import SensitivityOptions
     from .report import render_report
     from .store import open_store
 
@@ -678,7 +680,7 @@ def report(store_uri: str, out_dir: str, trials: int, samples: int, threshold: f
     # built as `sensitivity` and `bootstrap` build them, so that their outputs in DIR are reused
     sens = SensitivityOptions(trials=trials, fit=fit_opts, frontiers=fit_opts.selection.frontiers)
     options = AnalysisOptions(fit=fit_opts, sensitivity=sens,
-                              bootstrap=BootstrapOptions(n_boot=samples, fit=fit_opts), correlations=True)
+                              bootstrap=BootstrapOptions(samples=samples, fit=fit_opts), correlations=True)
     a, _ = _analyze(store_obj, store_uri, sel, out_dir, options, serial=serial)
     page = render_report(a, out_dir, threshold=threshold)
     click.echo(f"report: {os.path.relpath(page)}")

@@ -154,13 +154,14 @@ def _train(wd: Path, tracking: str, serial: bool) -> int:
 
 
 def _refit(wd: Path, store: Path, tracking: str, serial: bool):
-    from .analysis.holdout import FitOptions
-    from .analysis.sensitivity import BootstrapOptions, SensitivityOptions
+    from .analysis.fitting import FitOptions
+    from .analysis.bootstrap import BootstrapOptions
+    from .analysis.sensitivity import SensitivityOptions
     from .refit import RefitConfig, refit
 
     fit = FitOptions(holdout_quantile=0.8)
     cfg = RefitConfig(store=str(store), out=str(wd), tracking_uri=tracking, fit=fit,
-                      sensitivity=SensitivityOptions(trials=10, fit=fit), bootstrap=BootstrapOptions(n_boot=300, fit=fit),
+                      sensitivity=SensitivityOptions(trials=10, fit=fit), bootstrap=BootstrapOptions(samples=300, fit=fit),
                       use_ray=not serial, max_group_figures=24, address="local")
     res = refit(cfg, log=lambda m: None)
     if res.status == "noop":  # nothing changed since the last demo: point at its report
@@ -223,11 +224,11 @@ def log_synthetic(tracking_uri: str) -> int:
 def _compare_known_laws(store: Path, log: Callable[[str], None]) -> None:
     """The known saturation of each simulated task next to Eq. 1 on the hull vertices and the headline."""
     from .analysis.groups import load_groups
-    from .analysis.holdout import FitOptions, fit_groups
+    from .analysis.fitting import FitOptions, fit_groups
     from .store import Store
 
     groups = [g for g in load_groups(Store(str(store)), shots=[10])]
-    fits = fit_groups([(g.us_acc, g.ds_acc) for g in groups], FitOptions(holdout_quantile=None),
+    fits = fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], FitOptions(holdout_quantile=None),
                       keys=[g.key for g in groups])
     log("  known saturation vs Eq. 1 on the hull vertices and the headline (10 shots, all models):")
     for g, sel in zip(groups, fits):

@@ -38,11 +38,12 @@ import pandas as pd
 
 from . import __version__
 from .analysis.groups import GROUP_COLUMNS, Group
-from .analysis.holdout import FitOptions
+from .analysis.fitting import FitOptions
 from .analysis.results import Analysis, AnalysisOptions, ResultsDir
-from .analysis.run import (Selection, bootstrap_table, correlations_tables, fit_table, footer, points_table,
+from .analysis.tables import (Selection, bootstrap_table, correlations_tables, fit_table, footer, points_table,
                            sensitivity_table)
-from .analysis.sensitivity import BootstrapOptions, SensitivityOptions
+from .analysis.bootstrap import BootstrapOptions
+from .analysis.sensitivity import SensitivityOptions
 from .errors import UserError
 from .store import Store
 
@@ -63,7 +64,7 @@ class RefitConfig:
     experiment: str = DEFAULT_EXPERIMENT
     fit: FitOptions = field(default_factory=FitOptions)
     sensitivity: SensitivityOptions = field(default_factory=SensitivityOptions)
-    bootstrap: BootstrapOptions = field(default_factory=lambda: BootstrapOptions(n_boot=1000))
+    bootstrap: BootstrapOptions = field(default_factory=lambda: BootstrapOptions(samples=1000))
     address: str | None = None
     workers: int | None = None
     use_ray: bool = True
@@ -134,11 +135,11 @@ def _key(k: Sequence[Any]) -> tuple:
 
 def group_fingerprint(g: Group) -> str:
     """sha256 of a group's runs and accuracies, independent of row order."""
-    order = np.lexsort((g.ds_acc, g.us_acc, g.run_ids.astype(str)))
+    order = np.lexsort((g.ds_accuracy, g.us_accuracy, g.run_ids.astype(str)))
     h = hashlib.sha256(repr(g.key).encode())
     h.update("\x1f".join(g.run_ids.astype(str)[order]).encode())
-    h.update(np.ascontiguousarray(g.us_acc[order]).tobytes())
-    h.update(np.ascontiguousarray(g.ds_acc[order]).tobytes())
+    h.update(np.ascontiguousarray(g.us_accuracy[order]).tobytes())
+    h.update(np.ascontiguousarray(g.ds_accuracy[order]).tobytes())
     return h.hexdigest()[:24]
 
 
@@ -254,7 +255,7 @@ def _analyze(cfg: RefitConfig, store: Store, groups: list[Group], changed: list[
     fits, panels = fit_table(groups, cfg.fit, progress=progress)
     changed_keys = {_key(g.key) for g in changed}
     unchanged_keys = set(fps) - changed_keys
-    kw = dict(address=cfg.address, num_workers=cfg.workers, use_ray=cfg.use_ray, progress=progress)
+    kw = dict(address=cfg.address, workers=cfg.workers, use_ray=cfg.use_ray, progress=progress)
     # sensitivity and bootstrap: new rows for changed groups, the last refit's rows for the others
     sens = _merge(sensitivity_table(changed, cfg.sensitivity, **kw), prev_dir, "sensitivity.parquet", unchanged_keys)
     boot = _merge(bootstrap_table(changed, cfg.bootstrap, **kw), prev_dir, "bootstrap.parquet", unchanged_keys)
@@ -340,7 +341,7 @@ def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any])
               "n_changed": len(info["changed"]), "n_unfittable": len(info["unfittable"]),
               "sources": ",".join(safe_uri(s) if "://" in s else s for s in info["sources"])[:6000] or "-",
               "holdout_quantile": cfg.fit.holdout_quantile, "loss": cfg.fit.loss,
-              "trials": cfg.sensitivity.trials, "bootstrap_samples": cfg.bootstrap.n_boot}
+              "trials": cfg.sensitivity.trials, "samples": cfg.bootstrap.samples}
     fits = pd.read_parquet(version_dir / "fits.parquet")
     now = int(time.time() * 1000)
     metrics = []

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 
-from .analysis.run import headlines
+from .analysis.tables import headlines
 from .explorer import CSS as EXPLORER_CSS
 from .explorer import explorer_html
 

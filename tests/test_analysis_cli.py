@@ -9,7 +9,7 @@ import pytest
 
 from meta_study.analysis.frontiers import FRONTIERS
 from meta_study.analysis.laws import LAWS
-from meta_study.analysis.run import FITS_COLUMNS
+from meta_study.analysis.tables import FITS_COLUMNS
 from meta_study.schema import validate
 from meta_study.store import Store
 from conftest import MAPPINGS, make_rows, run_cli
@@ -175,7 +175,7 @@ def test_outputs_are_reused_with_the_same_options_and_never_overwritten_with_oth
     r = run_cli("report", timm_store, "--out", out, "--trials", "2", "--serial", *sel)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     (line,) = [x for x in r.stderr.splitlines() if x.strip()]
-    assert "bootstrap.parquet" in line and "n_boot 50 (this command: 1000)" in line and "another --out" in line
+    assert "bootstrap.parquet" in line and "samples 50 (this command: 1000)" in line and "another --out" in line
     assert (boot.read_bytes(), boot.stat().st_mtime_ns) == before
     # another selection is refused the same way
     r = run_cli("fit", timm_store, "--out", out)

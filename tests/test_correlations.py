@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +73,7 @@ def test_correlation_tables_long_forms():
 def test_shots_are_ordered_as_numbers_in_figures_and_the_report(tmp_path):
     # as text, 10 and 25 sort before 5 (seen: heatmaps and F.21 in the order 10, 1, 25, 5)
     import meta_study.analysis.figures as fig
-    from meta_study.analysis.run import run_correlations
+    from meta_study.analysis.tables import run_correlations
     from meta_study.report import _natural
     from meta_study.schema import validate
     from meta_study.store import Store

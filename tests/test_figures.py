@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from meta_study.analysis.groups import Group
-from meta_study.analysis.run import fit_table
+from meta_study.analysis.tables import fit_table
 
 
 @pytest.fixture(scope="module")

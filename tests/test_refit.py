@@ -11,12 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from meta_study.analysis.sensitivity import BootstrapOptions, SensitivityOptions
+from meta_study.analysis.bootstrap import BootstrapOptions
+from meta_study.analysis.sensitivity import SensitivityOptions
 from meta_study.refit import RefitConfig, metric_key, parse_every, refit, refit_lock
 from meta_study.schema import validate
 from meta_study.store import Store
@@ -31,7 +31,7 @@ def _store(path: Path, seed: int = 0, runs: int = 60, tasks=("a", "b", "c")) -> 
 
 def _cfg(store: Store, out: Path, **kw) -> RefitConfig:
     return RefitConfig(store=store.uri, out=str(out), sensitivity=SensitivityOptions(trials=2),
-                       bootstrap=BootstrapOptions(n_boot=20), use_ray=False, max_group_figures=2, **kw)
+                       bootstrap=BootstrapOptions(samples=20), use_ray=False, max_group_figures=2, **kw)
 
 
 def test_second_refit_is_a_noop(tmp_path):

@@ -106,7 +106,6 @@ def test_report_of_the_timm_results_renders(tmp_path, timm_dir):
 
 
 def test_hostile_task_names_are_escaped(tmp_path):
-    import pandas as pd
 
     from meta_study.schema import validate
     from meta_study.store import Store

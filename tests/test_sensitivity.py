@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from meta_study.analysis.groups import Group
-from meta_study.analysis.holdout import FitOptions
-from meta_study.analysis.sensitivity import (BootstrapOptions, SensitivityOptions, bootstrap, bootstrap_group,
-                                             default_sizes, sensitivity, sensitivity_group, summarize_sensitivity)
+from meta_study.analysis.fitting import FitOptions
+from meta_study.analysis.bootstrap import BootstrapOptions, bootstrap, bootstrap_group
+from meta_study.analysis.sensitivity import SensitivityOptions, default_sizes, sensitivity, sensitivity_group, summarize_sensitivity
 
 
 def synthetic_group(name: str, n: int, seed: int, k=0.9, alpha=1.3, c=0.1) -> Group:
@@ -27,23 +26,23 @@ def test_default_sizes():
 def test_sensitivity_rows_and_determinism():
     g = synthetic_group("a", 300, 0)
     opts = SensitivityOptions(trials=4, seed=3)
-    a = sensitivity_group(g.key, g.us_acc, g.ds_acc, opts)
-    b = sensitivity_group(g.key, g.us_acc, g.ds_acc, opts)
+    a = sensitivity_group(g.key, g.us_accuracy, g.ds_accuracy, opts)
+    b = sensitivity_group(g.key, g.us_accuracy, g.ds_accuracy, opts)
     pd.testing.assert_frame_equal(a, b)
-    sizes = default_sizes(int((g.us_acc <= np.quantile(g.us_acc, 0.8)).sum()))
+    sizes = default_sizes(int((g.us_accuracy <= np.quantile(g.us_accuracy, 0.8)).sum()))
     from meta_study.analysis.frontiers import FRONTIERS
     assert len(a) == len(sizes) * 4 * len(FRONTIERS)
     assert set(a["frontier"]) == set(FRONTIERS) and a["n"].max() == sizes[-1]
     # the all-points fit of a draw of size n uses n points; the hull uses its vertices
     assert (a.loc[a["frontier"] == "all", "n_fit"] == a.loc[a["frontier"] == "all", "n"]).all()
     assert (a.loc[a["frontier"] == "vertices", "n_fit"] < a.loc[a["frontier"] == "vertices", "n"]).all()
-    c = sensitivity_group(g.key, g.us_acc, g.ds_acc, SensitivityOptions(trials=4, seed=4))
+    c = sensitivity_group(g.key, g.us_accuracy, g.ds_accuracy, SensitivityOptions(trials=4, seed=4))
     assert not np.allclose(a["alpha"], c["alpha"], equal_nan=True)
 
 
 def test_errors_shrink_with_more_models():
     g = synthetic_group("a", 800, 1)
-    t = sensitivity_group(g.key, g.us_acc, g.ds_acc, SensitivityOptions(trials=10))
+    t = sensitivity_group(g.key, g.us_accuracy, g.ds_accuracy, SensitivityOptions(trials=10))
     s = summarize_sensitivity(t)
     hull = s[s["frontier"] == "vertices"].sort_values("n")
     assert hull["pred_err_mean"].iloc[-1] < hull["pred_err_mean"].iloc[0]
@@ -52,7 +51,7 @@ def test_errors_shrink_with_more_models():
 
 def test_with_replacement_option_draws_repeats():
     g = synthetic_group("a", 100, 2)
-    t = sensitivity_group(g.key, g.us_acc, g.ds_acc, SensitivityOptions(sizes=(200,), trials=2, replace=True))
+    t = sensitivity_group(g.key, g.us_accuracy, g.ds_accuracy, SensitivityOptions(sizes=(200,), trials=2, replace=True))
     assert set(t["n"]) == {200} and (t.loc[t["frontier"] == "all", "n_fit"] == 200).all()
 
 
@@ -67,13 +66,13 @@ def test_bad_groups_do_not_stop_the_run():
 
 
 def test_groups_too_small_to_fit_keep_their_rows():
-    from meta_study.analysis.run import bootstrap_table, sensitivity_table
+    from meta_study.analysis.tables import bootstrap_table, sensitivity_table
 
     one = Group("up", "one", "fewshot", 10, np.array([0.5]), np.array([0.2]))
     two = Group("up", "two", "fewshot", 10, np.array([0.5, 0.6]), np.array([0.2, 0.3]))
     good = synthetic_group("a", 60, 0)
     s = sensitivity_table([one, two, good], SensitivityOptions(trials=2), use_ray=False)
-    b = bootstrap_table([one, two, good], BootstrapOptions(n_boot=20), use_ray=False)
+    b = bootstrap_table([one, two, good], BootstrapOptions(samples=20), use_ray=False)
     for t in (s, b):
         assert set(t["ds_task"]) == {"one", "two", "a"}
         assert set(t.loc[t["ds_task"].isin(["one", "two"]), "status"]) == {"too_few_points"}
@@ -87,11 +86,11 @@ def test_ray_and_serial_paths_agree():
     opts = SensitivityOptions(trials=3, seed=11)
     serial = sensitivity(groups, opts)
     seen = []
-    par = sensitivity_ray(groups, opts, num_workers=2, progress=lambda d, done, total: seen.append(done))
+    par = sensitivity_ray(groups, opts, workers=2, progress=lambda d, done, total: seen.append(done))
     pd.testing.assert_frame_equal(serial, par)
     assert seen[-1] == 5
-    bopts = BootstrapOptions(n_boot=30, seed=2)
-    pd.testing.assert_frame_equal(bootstrap(groups[:3], bopts), bootstrap_ray(groups[:3], bopts, num_workers=2))
+    bopts = BootstrapOptions(samples=30, seed=2)
+    pd.testing.assert_frame_equal(bootstrap(groups[:3], bopts), bootstrap_ray(groups[:3], bopts, workers=2))
 
 
 def test_bootstrap_interval_covers_the_truth():
@@ -99,14 +98,14 @@ def test_bootstrap_interval_covers_the_truth():
     us = rng.uniform(0.3, 0.95, 400)
     ds = 1 - (0.8 * (1 - us) ** 1.5 + 0.12) + rng.normal(0, 0.01, us.size)
     t = bootstrap_group(("up", "d", "fewshot", 5), us, ds,
-                        BootstrapOptions(n_boot=300, fit=FitOptions(holdout_quantile=None)))
+                        BootstrapOptions(samples=300, fit=FitOptions(holdout_quantile=None)))
     row = t[(t["frontier"] == "all")].set_index("param")
     for p, truth in (("k", 0.8), ("alpha", 1.5), ("e_ir", 0.12), ("saturation", 0.88)):
         assert row.loc[p, "lo"] <= truth <= row.loc[p, "hi"], (p, row.loc[p].to_dict())
         assert row.loc[p, "lo"] <= row.loc[p, "estimate"] <= row.loc[p, "hi"]
     assert (t["n_ok"] == 300).all()
     again = bootstrap_group(("up", "d", "fewshot", 5), us, ds,
-                            BootstrapOptions(n_boot=300, fit=FitOptions(holdout_quantile=None)))
+                            BootstrapOptions(samples=300, fit=FitOptions(holdout_quantile=None)))
     pd.testing.assert_frame_equal(t, again)
 
 
@@ -152,7 +151,8 @@ def test_progress_counts_as_groups_complete():
     import numpy as np
 
     from meta_study.analysis.groups import Group
-    from meta_study.analysis.sensitivity import BootstrapOptions, SensitivityOptions, bootstrap, sensitivity
+    from meta_study.analysis.bootstrap import BootstrapOptions, bootstrap
+    from meta_study.analysis.sensitivity import SensitivityOptions, sensitivity
 
     rng = np.random.default_rng(0)
     groups = []
@@ -160,7 +160,7 @@ def test_progress_counts_as_groups_complete():
         us = rng.uniform(0.3, 0.9, 40)
         groups.append(Group("u", f"d{i}", "fewshot", 5, us, np.clip(0.9 - 0.5 * (1 - us) ** 1.2, 0, 1)))
     for fn, opts, kind in ((sensitivity, SensitivityOptions(trials=1, sizes=(10, 20)), "sensitivity"),
-                           (bootstrap, BootstrapOptions(n_boot=10), "bootstrap")):
+                           (bootstrap, BootstrapOptions(samples=10), "bootstrap")):
         seen = []
         fn(groups, opts, progress=lambda k, done, total: seen.append((k, done, total)))
         assert seen == [(kind, i, 5) for i in range(6)], seen

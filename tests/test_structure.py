@@ -29,7 +29,8 @@ def test_commands_that_share_a_results_directory_share_their_defaults():
     """`sensitivity`, `bootstrap` and then `report` into one DIR (the README's tour) reuse each
     other's outputs only if their defaults agree (report's were 5 trials and 200 resamples, so the
     tour, run as written, was refused)."""
-    from meta_study.analysis.sensitivity import BootstrapOptions, SensitivityOptions
+    from meta_study.analysis.bootstrap import BootstrapOptions
+    from meta_study.analysis.sensitivity import SensitivityOptions
     from meta_study.cli import cli
 
     def default(command: str, option: str):
@@ -39,14 +40,14 @@ def test_commands_that_share_a_results_directory_share_their_defaults():
     for command in ("sensitivity", "report", "refit"):
         assert default(command, "trials") == SensitivityOptions().trials, command
     for command in ("report", "refit"):
-        assert default(command, "samples") == BootstrapOptions().n_boot, command
-    assert default("bootstrap", "samples") == BootstrapOptions().n_boot
+        assert default(command, "samples") == BootstrapOptions().samples, command
+    assert default("bootstrap", "samples") == BootstrapOptions().samples
 
 
 def test_fit_option_defaults_come_from_one_place():
     """`--holdout-quantile 0.8` was written in three places; the CLI's defaults are the dataclasses'."""
     from meta_study import defaults
-    from meta_study.analysis.holdout import FitOptions
+    from meta_study.analysis.fitting import FitOptions
     from meta_study.cli import cli
 
     fo = FitOptions()

@@ -152,10 +152,10 @@ def check_frontier_names(names: Sequence[str]) -> None:
                          f"{', '.join(FRONTIERS)}")
 
 
-def frontier_points(name: str, us_acc: np.ndarray, ds_acc: np.ndarray, *, nondecreasing: bool = False) -> Frontier:
+def frontier_points(name: str, us_accuracy: np.ndarray, ds_accuracy: np.ndarray, *, nondecreasing: bool = False) -> Frontier:
     """The frontier ``name`` of a group's points (accuracies, fractions); a ValueError names the choices."""
     check_frontier_names([name])
-    return FRONTIERS[name](np.asarray(us_acc, dtype=float), np.asarray(ds_acc, dtype=float), nondecreasing=nondecreasing)
+    return FRONTIERS[name](np.asarray(us_accuracy, dtype=float), np.asarray(ds_accuracy, dtype=float), nondecreasing=nondecreasing)
 
 
 __all__ = ["CURVE_POINTS", "FRONTIERS", "FRONTIER_KINDS", "Frontier", "check_frontier_names", "curve_points", "frontier_points", "n_bins"]

@@ -20,7 +20,7 @@ class Group:
 
     Attributes:
         us_task, ds_task, eval_protocol, shots: the group key (shots None where not applicable).
-        us_acc, ds_acc: accuracies (fractions), one per run.
+        us_accuracy, ds_accuracy: accuracies (fractions), one per run.
         run_ids: the runs' ids, aligned with the accuracies.
     """
 
@@ -28,8 +28,8 @@ class Group:
     ds_task: str
     eval_protocol: str
     shots: int | None
-    us_acc: np.ndarray = field(repr=False)
-    ds_acc: np.ndarray = field(repr=False)
+    us_accuracy: np.ndarray = field(repr=False)
+    ds_accuracy: np.ndarray = field(repr=False)
     run_ids: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, object))
 
     @property
@@ -54,7 +54,7 @@ class Group:
 
     @property
     def n(self) -> int:
-        return int(self.us_acc.size)
+        return int(self.us_accuracy.size)
 
 
 def stable_hash(key: Iterable[Any]) -> int:
@@ -80,7 +80,7 @@ def groups_from_frame(df: pd.DataFrame, *, layer: int | None = None) -> list[Gro
         g = df.loc[idx]
         shots_v = None if shots is None or (isinstance(shots, float) and np.isnan(shots)) else int(shots)
         out.append(Group(us_task=str(us), ds_task=str(ds_), eval_protocol=str(proto), shots=shots_v,
-                         us_acc=g["us_accuracy"].to_numpy(float), ds_acc=g["ds_accuracy"].to_numpy(float),
+                         us_accuracy=g["us_accuracy"].to_numpy(float), ds_accuracy=g["ds_accuracy"].to_numpy(float),
                          run_ids=g["run_id"].to_numpy(object) if "run_id" in g else np.zeros(0, object)))
     return out
 

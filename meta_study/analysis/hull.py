@@ -18,18 +18,18 @@ from __future__ import annotations
 import numpy as np
 
 
-def upper_hull(us_acc: np.ndarray, ds_acc: np.ndarray, *, nondecreasing: bool = False) -> np.ndarray:
+def upper_hull(us_accuracy: np.ndarray, ds_accuracy: np.ndarray, *, nondecreasing: bool = False) -> np.ndarray:
     """Indices of the upper-convex-hull vertices, in increasing US accuracy.
 
     Args:
-        us_acc, ds_acc: accuracies (any finite floats; NaN points are ignored).
+        us_accuracy, ds_accuracy: accuracies (any finite floats; NaN points are ignored).
         nondecreasing: keep only the part of the chain up to its highest DS accuracy.
 
     Returns:
         int64 indices into the inputs. One point gives one index; none gives an empty array.
     """
-    x = np.asarray(us_acc, dtype=float).ravel()
-    y = np.asarray(ds_acc, dtype=float).ravel()
+    x = np.asarray(us_accuracy, dtype=float).ravel()
+    y = np.asarray(ds_accuracy, dtype=float).ravel()
     ok = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
     if ok.size == 0:
         return np.zeros(0, np.int64)
@@ -109,9 +109,9 @@ class SubsetHulls:
     or holds two identical points, gives one of them: same coordinates, so the same fits).
     """
 
-    def __init__(self, us_acc: np.ndarray, ds_acc: np.ndarray, *, nondecreasing: bool = False) -> None:
-        x = np.asarray(us_acc, dtype=float).ravel()
-        y = np.asarray(ds_acc, dtype=float).ravel()
+    def __init__(self, us_accuracy: np.ndarray, ds_accuracy: np.ndarray, *, nondecreasing: bool = False) -> None:
+        x = np.asarray(us_accuracy, dtype=float).ravel()
+        y = np.asarray(ds_accuracy, dtype=float).ravel()
         ok = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
         self.order = ok[np.lexsort((ok, -y[ok], x[ok]))]
         self.xs, self.ys = x[self.order], y[self.order]

@@ -132,8 +132,8 @@ class Law:
     def n_params(self) -> int:
         return len(self.params)
 
-    def fit(self, us_acc: np.ndarray, ds_acc: np.ndarray) -> LawFit:
-        return self.fit_many([us_acc], [ds_acc])[0]
+    def fit(self, us_accuracy: np.ndarray, ds_accuracy: np.ndarray) -> LawFit:
+        return self.fit_many([us_accuracy], [ds_accuracy])[0]
 
     def from_row(self, row: Mapping[str, Any]) -> LawFit:
         """A :class:`LawFit` from a row of ``fits.parquet`` (its parameter columns and status)."""

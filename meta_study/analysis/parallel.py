@@ -9,14 +9,13 @@ the serial path's bit for bit, whichever worker computes which group.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .sensitivity import (BOOTSTRAP_COLUMNS, SENSITIVITY_COLUMNS, BootstrapOptions, SensitivityOptions,
-                          bootstrap_group, default_sizes, sensitivity_group)
+from .bootstrap import BOOTSTRAP_COLUMNS, BootstrapOptions, bootstrap_group
+from .sensitivity import SENSITIVITY_COLUMNS, SensitivityOptions, default_sizes, sensitivity_group
 
 Progress = Callable[[str, int, int | None], None]
 
@@ -25,10 +24,10 @@ Progress = Callable[[str, int, int | None], None]
 TARGET_TASK_COST = 2e5
 
 
-def init_ray(address: str | None = None, num_workers: int | None = None) -> Any:
+def init_ray(address: str | None = None, workers: int | None = None) -> Any:
     """Connect to ``address`` (``auto``, ``ray://host:10001``, ``host:6379``), else to
     ``$RAY_ADDRESS`` if set, else (or with ``address="local"``) start a token-protected Ray of our
-    own with ``num_workers`` CPUs (default: all); see :mod:`meta_study.ray_session`. Workers run
+    own with ``workers`` CPUs (default: all); see :mod:`meta_study.ray_session`. Workers run
     numpy single-threaded.
     """
     try:
@@ -38,7 +37,7 @@ def init_ray(address: str | None = None, num_workers: int | None = None) -> Any:
     from ..ray_session import start_or_connect
 
     env = {"env_vars": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
-    start_or_connect(address, num_cpus=num_workers, runtime_env=env)
+    start_or_connect(address, num_cpus=workers, runtime_env=env)
     return ray
 
 
@@ -63,9 +62,9 @@ def _chunks(costs: Sequence[float], n_workers: int) -> list[list[int]]:
 
 
 def _run(kind: str, groups: Sequence[Any], options: Any, costs: Sequence[float], *, address: str | None,
-         num_workers: int | None, progress: Progress | None, columns: Sequence[str]) -> pd.DataFrame:
-    ray = init_ray(address, num_workers)
-    data = ray.put([(g.key, np.asarray(g.us_acc, float), np.asarray(g.ds_acc, float)) for g in groups])
+         workers: int | None, progress: Progress | None, columns: Sequence[str]) -> pd.DataFrame:
+    ray = init_ray(address, workers)
+    data = ray.put([(g.key, np.asarray(g.us_accuracy, float), np.asarray(g.ds_accuracy, float)) for g in groups])
     fn = sensitivity_group if kind == "sensitivity" else bootstrap_group
 
     @ray.remote(num_cpus=1)
@@ -77,7 +76,7 @@ def _run(kind: str, groups: Sequence[Any], options: Any, costs: Sequence[float],
         with threadpool_limits(limits=1):
             return [fn(payload[i][0], payload[i][1], payload[i][2], opts) for i in idx]
 
-    workers = num_workers or int(ray.cluster_resources().get("CPU", 1))
+    workers = workers or int(ray.cluster_resources().get("CPU", 1))
     chunks = _chunks(costs, workers)
     pending = {task.remote(data, c, options): c for c in chunks}
     results: dict[int, pd.DataFrame] = {}
@@ -98,21 +97,21 @@ def _run(kind: str, groups: Sequence[Any], options: Any, costs: Sequence[float],
 
 
 def sensitivity_ray(groups: Sequence[Any], options: SensitivityOptions = SensitivityOptions(), *,
-                    address: str | None = None, num_workers: int | None = None,
+                    address: str | None = None, workers: int | None = None,
                     progress: Progress | None = None) -> pd.DataFrame:
     """:func:`meta_study.analysis.sensitivity.sensitivity` on Ray; same rows, same order."""
     def cost(g: Any) -> float:
-        n_fit = int(np.sum(np.asarray(g.us_acc) <= np.quantile(g.us_acc, options.fit.holdout_quantile or 1.0))) \
-            if len(g.us_acc) else 0
+        n_fit = int(np.sum(np.asarray(g.us_accuracy) <= np.quantile(g.us_accuracy, options.fit.holdout_quantile or 1.0))) \
+            if len(g.us_accuracy) else 0
         sizes = options.sizes or default_sizes(n_fit, options.n_sizes, options.min_size)
         return options.trials * (sum(sizes) + 50 * len(sizes))  # 50: per-draw overhead (hull, small fits)
     return _run("sensitivity", groups, options, [cost(g) for g in groups], address=address,
-                num_workers=num_workers, progress=progress, columns=SENSITIVITY_COLUMNS)
+                workers=workers, progress=progress, columns=SENSITIVITY_COLUMNS)
 
 
 def bootstrap_ray(groups: Sequence[Any], options: BootstrapOptions = BootstrapOptions(), *,
-                  address: str | None = None, num_workers: int | None = None,
+                  address: str | None = None, workers: int | None = None,
                   progress: Progress | None = None) -> pd.DataFrame:
     """:func:`meta_study.analysis.sensitivity.bootstrap` on Ray; same rows, same order."""
-    return _run("bootstrap", groups, options, [options.n_boot * (len(g.us_acc) + 50) for g in groups],
-                address=address, num_workers=num_workers, progress=progress, columns=BOOTSTRAP_COLUMNS)
+    return _run("bootstrap", groups, options, [options.samples * (len(g.us_accuracy) + 50) for g in groups],
+                address=address, workers=workers, progress=progress, columns=BOOTSTRAP_COLUMNS)

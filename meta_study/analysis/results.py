@@ -32,10 +32,11 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import UserError
-from .holdout import FitOptions
-from .run import (Outputs, Selection, bootstrap_table, correlations_tables, fit_table, footer, points_table,
+from .fitting import FitOptions
+from .tables import (Outputs, Selection, bootstrap_table, correlations_tables, fit_table, points_table,
                   sensitivity_table, write_correlations, write_fits, write_sensitivity, write_table)
-from .sensitivity import BootstrapOptions, SensitivityOptions
+from .bootstrap import BootstrapOptions
+from .sensitivity import SensitivityOptions
 
 Progress = Callable[[str, int, int | None], None]
 
@@ -105,7 +106,7 @@ def _describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     # the first differing field, as 'name=old' vs 'name=new', keeps the message one short line
     import re
 
-    # fields in order: nested options repeat names (n_boot, seed), so pair them by position
+    # fields in order: nested options repeat names (seed, fit), so pair them by position
     fa = re.findall(r"(\w+)=([^,()]+)", a)
     fb = re.findall(r"(\w+)=([^,()]+)", b)
     diffs = [f"{kb} {va} (this command: {vb})" for (ka, va), (kb, vb) in zip(fa, fb) if (ka, va) != (kb, vb)]
@@ -187,7 +188,7 @@ class ResultsDir:
 
 def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOptions = AnalysisOptions(), *,
             results: ResultsDir | None = None, use_ray: bool = True, address: str | None = None,
-            num_workers: int | None = None, progress: Progress | None = None) -> Analysis:
+            workers: int | None = None, progress: Progress | None = None) -> Analysis:
     """Compute (or, from ``results``, reuse) every part ``options`` asks for.
 
     Raises:
@@ -202,7 +203,7 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
     groups = selection.load(store) if computing else []
     # every part reused: they were made from a selection that matched (an empty one writes nothing)
     n_groups = len(groups) if computing else -1
-    kw = dict(address=address, num_workers=num_workers, use_ray=use_ray, progress=progress)
+    kw = dict(address=address, workers=workers, use_ray=use_ray, progress=progress)
 
     panels: Sequence[Mapping[str, Any]] = ()
     fits = points = None

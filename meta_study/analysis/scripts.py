@@ -23,7 +23,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 
 def selection(args: argparse.Namespace) -> Any:
-    from .run import Selection
+    from .tables import Selection
 
     return Selection(us_task=tuple(args.us_task), ds_task=tuple(args.ds_task), protocol=tuple(args.protocol),
                      shots=tuple(args.shots))

@@ -16,7 +16,7 @@ Judged by prediction, not by fit. For every group:
    winner's. Without any back-test (too few models) the paper's ``eq1`` on ``vertices`` is the
    headline, flagged. The flat guess (the best DS accuracy seen below the cut) is back-tested
    beside the laws.
-4. **Uncertainty.** The headline law is refitted on ``n_boot`` resamples of the visible models,
+4. **Uncertainty.** The headline law is refitted on ``interval_samples`` resamples of the visible models,
    with the frontier recomputed on each: percentile intervals for saturation, the stop-paying US
    accuracy and the prediction. The prediction interval adds the back-test error in quadrature:
    half-width ``sqrt(h_boot^2 + (z sigma_bt)^2)`` with ``z`` the normal quantile of ``level`` and
@@ -128,7 +128,7 @@ class SelectionOptions:
         cuts: back-test cuts, quantiles of the visible US accuracies.
         tolerance: back-test RMSE (fraction) above which a headline is not trusted (0.03 = 3 points).
         level: the prediction interval's nominal coverage.
-        n_boot: bootstrap resamples of the headline (0: no intervals).
+        interval_samples: bootstrap resamples of the headline (0: no intervals).
         payoff_threshold: "stops paying" below this many DS points per US point.
         ds_target: a DS accuracy (fraction) for the calculator's "US needed" (None: not asked).
         seed: the bootstrap's master seed (each group's stream also depends on its key).
@@ -141,7 +141,7 @@ class SelectionOptions:
     cuts: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8)
     tolerance: float = TOLERANCE
     level: float = 0.9
-    n_boot: int = 100
+    interval_samples: int = 100
     payoff_threshold: float = PAYOFF_THRESHOLD
     ds_target: float | None = None
     seed: int = 0
@@ -156,8 +156,8 @@ class SelectionOptions:
             raise ValueError(f"back-test cuts must be quantiles in (0, 1), got {self.cuts}")
         if not (0 < self.level < 1):
             raise ValueError(f"level must be in (0, 1), got {self.level}")
-        if self.tolerance <= 0 or self.n_boot < 0 or self.payoff_threshold <= 0:
-            raise ValueError("tolerance and payoff_threshold must be > 0 and n_boot >= 0")
+        if self.tolerance <= 0 or self.interval_samples < 0 or self.payoff_threshold <= 0:
+            raise ValueError("tolerance and payoff_threshold must be > 0 and interval_samples >= 0")
         if self.ds_target is not None and not (0 < self.ds_target <= 1):
             raise ValueError(f"ds_target is a DS accuracy in (0, 1], got {self.ds_target}")
 
@@ -382,10 +382,10 @@ def _with_claims(gs: list[_Group], sel: list[GroupSelection], o: SelectionOption
     for g, s in zip(gs, sel):
         c = s.best
         mine: list[tuple[str, int]] = []
-        if c.fit.usable and o.n_boot > 0 and g.vis.size >= 2:
+        if c.fit.usable and o.interval_samples > 0 and g.vis.size >= 2:
             rng = np.random.default_rng(np.random.SeedSequence([o.seed, stable_hash(g.key) & 0xFFFFFFFF, 7]))
             uv, dv = g.us[g.vis], g.ds[g.vis]
-            for _ in range(o.n_boot):
+            for _ in range(o.interval_samples):
                 d = rng.integers(0, uv.size, uv.size)
                 F = frontier_points(c.frontier, uv[d], dv[d], nondecreasing=nondecreasing)
                 mine.append(probs.add(c.law, F.us, F.ds))

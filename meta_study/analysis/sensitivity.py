@@ -1,28 +1,26 @@
-"""Sample-size sensitivity and bootstrap confidence intervals (Abnar et al. 2022, Fig. 3, F.10-F.16).
+"""Sample-size sensitivity (Abnar et al. 2022, Fig. 3, F.10-F.16): how fitting and prediction
+errors move with the number of models, per frontier estimator.
 
-Both are pure functions of one group and a seed. The random stream of every draw is derived from
-(seed, a stable hash of the group key, sample size, trial), so the result does not depend on
-which process computes which group: the Ray path (``parallel.py``) and the serial path give the
-same numbers bit for bit.
+A pure function of one group and a seed; each draw's stream is derived from (seed, group, size,
+trial) (:mod:`.resampling`), so the Ray path (``parallel.py``) and the serial path give the same
+numbers bit for bit. The bootstrap is :mod:`.bootstrap`.
 """
 
 from __future__ import annotations
 
-from ..defaults import BOOTSTRAP_LEVEL, BOOTSTRAP_SAMPLES, SENSITIVITY_TRIALS
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .frontiers import FRONTIERS, check_frontier_names, curve_points, frontier_points
+from ..defaults import SENSITIVITY_TRIALS
+from .fitting import FitOptions, frontier_errors_many, prepare
+from .frontiers import FRONTIERS, check_frontier_names
+from .groups import GROUP_COLUMNS
 from .hull import SubsetHulls
-from .holdout import FitOptions, frontier_errors_many, prepare
 from .powerlaw import PowerLawFit, fit_power_laws
-from .groups import GROUP_COLUMNS, stable_hash
-
-PARAMS = ("k", "alpha", "e_ir", "saturation")
+from .resampling import SENSITIVITY_STREAM, draw_problems, group_rng, serially
 SENSITIVITY_COLUMNS = (*GROUP_COLUMNS, "n", "trial", "frontier", "n_fit", "k", "alpha", "e_ir", "saturation",
                        "fit_err", "pred_err", "status")
 
@@ -53,28 +51,6 @@ class SensitivityOptions:
         check_frontier_names(self.frontiers)
 
 
-def _draw_problems(p: Any, s: np.ndarray, frontiers: Sequence[str], hulls: SubsetHulls
-                   ) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(frontier, US, DS) points of each frontier estimator on the draw ``s`` (indices).
-
-    The hull-based frontiers come from ``hulls`` (one sort per group, O(n) per draw: the same
-    vertices as ``frontier_points`` on the drawn points); the others from ``frontier_points``."""
-    us, ds = p.us[s], p.ds[s]
-    out = []
-    h = hulls.hull(s) if ("vertices" in frontiers or "hull-curve" in frontiers) else None
-    for fr in frontiers:
-        if fr == "vertices":
-            out.append((fr, p.us[h], p.ds[h]))
-        elif fr == "hull-curve":
-            out.append((fr, *curve_points(p.us[h], p.ds[h])))
-        elif fr == "all":
-            out.append((fr, us, ds))          # every drawn point; the order does not matter to a fit
-        else:
-            F = frontier_points(fr, us, ds, nondecreasing=hulls.nondecreasing)
-            out.append((fr, F.us, F.ds))
-    return out
-
-
 def default_sizes(n_fit: int, n_sizes: int = 8, min_size: int = 10) -> list[int]:
     """About ``n_sizes`` geometric steps from ``min_size`` up to ``n_fit`` (duplicates removed)."""
     if n_fit <= 0:
@@ -82,15 +58,6 @@ def default_sizes(n_fit: int, n_sizes: int = 8, min_size: int = 10) -> list[int]
     if n_fit <= min_size:
         return [n_fit]
     return sorted({int(round(v)) for v in np.geomspace(min_size, n_fit, n_sizes)})
-
-
-_SENSITIVITY_STREAM, _BOOTSTRAP_STREAM = 0, 1
-
-
-def _rng(seed: int, key: Sequence[Any], stream: int, *more: int) -> np.random.Generator:
-    """An independent generator per (seed, group, stream, more...): order-free, process-free."""
-    h = stable_hash(key)
-    return np.random.default_rng(np.random.SeedSequence([seed, h & 0xFFFFFFFF, h >> 32, stream, *more]))
 
 
 def _rows(key: dict[str, Any], fits: Sequence[PowerLawFit], meta: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -101,7 +68,7 @@ def _rows(key: dict[str, Any], fits: Sequence[PowerLawFit], meta: Sequence[dict[
     return out
 
 
-def sensitivity_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray,
+def sensitivity_group(key: Sequence[Any], us_accuracy: np.ndarray, ds_accuracy: np.ndarray,
                       options: SensitivityOptions = SensitivityOptions()) -> pd.DataFrame:
     """Fit Eq. 1 to every frontier estimator on random subsamples of a group's fitting points.
 
@@ -115,7 +82,7 @@ def sensitivity_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray
     Returns:
         One row per (n, trial, frontier): :data:`SENSITIVITY_COLUMNS`.
     """
-    p = prepare(us_acc, ds_acc, options.fit)
+    p = prepare(us_accuracy, ds_accuracy, options.fit)
     pool = p.fit_idx
     sizes = list(options.sizes) if options.sizes else default_sizes(pool.size, options.n_sizes, options.min_size)
     hulls = SubsetHulls(p.us, p.ds, nondecreasing=options.fit.nondecreasing)
@@ -126,8 +93,8 @@ def sensitivity_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray
             if pool.size == 0:
                 s = pool
             else:
-                s = _rng(options.seed, key, _SENSITIVITY_STREAM, n, t).choice(pool, size=n_draw, replace=options.replace)
-            for frontier, fu, fd in _draw_problems(p, s, options.frontiers, hulls):
+                s = group_rng(options.seed, key, SENSITIVITY_STREAM, n, t).choice(pool, size=n_draw, replace=options.replace)
+            for frontier, fu, fd in draw_problems(p, s, options.frontiers, hulls):
                 problems_us.append(1.0 - fu)
                 problems_ds.append(1.0 - fd)
                 used.append((frontier, fu, fd))
@@ -141,94 +108,11 @@ def sensitivity_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray
     return pd.DataFrame(rows, columns=list(SENSITIVITY_COLUMNS))
 
 
-def _serially(kind: str, fn: Callable[..., pd.DataFrame], groups: Sequence[Any], options: Any,
-              progress: Callable[[str, int, int | None], None] | None) -> list[pd.DataFrame]:
-    """``fn`` for each group in turn, reporting progress after each (the Ray path reports per task)."""
-    frames = []
-    for i, g in enumerate(groups):
-        if progress:
-            progress(kind, i, len(groups))
-        frames.append(fn(g.key, g.us_acc, g.ds_acc, options))
-    if progress:
-        progress(kind, len(groups), len(groups))
-    return frames
-
-
 def sensitivity(groups: Sequence[Any], options: SensitivityOptions = SensitivityOptions(), *,
                 progress: Callable[[str, int, int | None], None] | None = None) -> pd.DataFrame:
-    """:func:`sensitivity_group` for every group (objects with ``key``, ``us_acc``, ``ds_acc``), serially."""
-    frames = _serially("sensitivity", sensitivity_group, groups, options, progress)
+    """:func:`sensitivity_group` for every group (objects with ``key``, ``us_accuracy``, ``ds_accuracy``), serially."""
+    frames = serially("sensitivity", sensitivity_group, groups, options, progress)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(SENSITIVITY_COLUMNS))
-
-
-# --------------------------------------------------------------------------------------------
-# Bootstrap confidence intervals
-# --------------------------------------------------------------------------------------------
-
-BOOTSTRAP_COLUMNS = (*GROUP_COLUMNS, "frontier", "param", "estimate", "lo", "hi", "level", "n_boot", "n_ok", "status")
-
-
-@dataclass(frozen=True)
-class BootstrapOptions:
-    """B resamples (with replacement) of the fitting points; percentile intervals at ``level``,
-    for Eq. 1 on each of ``frontiers`` (the paper's pair by default: the headline's own intervals
-    are in ``fits.parquet``)."""
-
-    n_boot: int = BOOTSTRAP_SAMPLES
-    level: float = BOOTSTRAP_LEVEL
-    seed: int = 0
-    fit: FitOptions = field(default_factory=FitOptions)
-    frontiers: tuple[str, ...] = ("vertices", "all")
-
-    def __post_init__(self) -> None:
-        check_frontier_names(self.frontiers)
-
-
-def bootstrap_group(key: Sequence[Any], us_acc: np.ndarray, ds_acc: np.ndarray,
-                    options: BootstrapOptions = BootstrapOptions()) -> pd.DataFrame:
-    """Percentile bootstrap intervals for k, alpha, e_ir and saturation of Eq. 1 on each frontier.
-
-    Each resample draws the fitting points with replacement, recomputes every frontier inside the
-    draw and fits it. The estimate is the fit on the fitting points themselves.
-
-    Returns:
-        One row per (frontier, param): :data:`BOOTSTRAP_COLUMNS`; ``n_ok`` counts usable resamples
-        and ``status`` is the status of the fit on the fitting points (a group too small to fit
-        keeps its rows, NaN, with that status).
-    """
-    p = prepare(us_acc, ds_acc, options.fit)
-    pool = p.fit_idx
-    rng = _rng(options.seed, key, _BOOTSTRAP_STREAM)
-    draws = [rng.choice(pool, size=pool.size, replace=True) if pool.size else pool for _ in range(options.n_boot)]
-    e_us, e_ds, frontiers = [], [], []
-    hulls = SubsetHulls(p.us, p.ds, nondecreasing=options.fit.nondecreasing)
-    for s in [pool, *draws]:
-        for frontier, fu, fd in _draw_problems(p, s, options.frontiers, hulls):
-            e_us.append(1.0 - fu)
-            e_ds.append(1.0 - fd)
-            frontiers.append(frontier)
-    fits = fit_power_laws(e_us, e_ds, loss=options.fit.loss, alpha_max=options.fit.alpha_max)
-    m = len(options.frontiers)
-    alpha_tail = (1.0 - options.level) / 2.0
-    rows = []
-    for j, frontier in enumerate(options.frontiers):
-        est = fits[j]
-        boot = [f for f, fr in zip(fits[m:], frontiers[m:]) if fr == frontier and f.usable]
-        for param in PARAMS:
-            vals = np.array([getattr(f, param) for f in boot], dtype=float)
-            lo, hi = (np.quantile(vals, [alpha_tail, 1 - alpha_tail]) if vals.size else (math.nan, math.nan))
-            rows.append({**dict(zip(GROUP_COLUMNS, key)), "frontier": frontier, "param": param,
-                         "estimate": getattr(est, param) if est.usable else math.nan, "lo": float(lo),
-                         "hi": float(hi), "level": options.level, "n_boot": options.n_boot, "n_ok": int(vals.size),
-                         "status": est.status})
-    return pd.DataFrame(rows, columns=list(BOOTSTRAP_COLUMNS))
-
-
-def bootstrap(groups: Sequence[Any], options: BootstrapOptions = BootstrapOptions(), *,
-              progress: Callable[[str, int, int | None], None] | None = None) -> pd.DataFrame:
-    """:func:`bootstrap_group` for every group, serially."""
-    frames = _serially("bootstrap", bootstrap_group, groups, options, progress)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(BOOTSTRAP_COLUMNS))
 
 
 def summarize_sensitivity(table: pd.DataFrame) -> pd.DataFrame:
@@ -267,6 +151,5 @@ def rank_frontiers(summary: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["rank_small_n", "frontier"]).reset_index(drop=True)[cols]
 
 
-__all__ = ["BOOTSTRAP_COLUMNS", "BootstrapOptions", "SENSITIVITY_COLUMNS", "SensitivityOptions", "bootstrap",
-           "bootstrap_group", "default_sizes", "rank_frontiers", "sensitivity", "sensitivity_group",
-           "summarize_sensitivity"]
+__all__ = ["SENSITIVITY_COLUMNS", "SensitivityOptions", "default_sizes", "rank_frontiers", "sensitivity",
+           "sensitivity_group", "summarize_sensitivity"]

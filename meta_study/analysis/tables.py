@@ -21,11 +21,11 @@ from .. import __version__
 from .correlations import correlation_tables
 from .groups import Group, load_groups
 from .frontiers import frontier_points
-from .holdout import FitOptions, fit_groups
+from .fitting import FitOptions, fit_groups
 from .laws import PARAM_COLUMNS
 from .selection import GroupSelection
-from .sensitivity import (BootstrapOptions, SensitivityOptions, bootstrap, rank_frontiers, sensitivity,
-                          summarize_sensitivity)
+from .bootstrap import BootstrapOptions, bootstrap
+from .sensitivity import SensitivityOptions, rank_frontiers, sensitivity, summarize_sensitivity
 
 Progress = Callable[[str, int, int | None], None]
 
@@ -148,9 +148,9 @@ POINTS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "run_id", "us_
 
 def points_table(groups: Sequence[Group]) -> pd.DataFrame:
     """One row per (group, run): the points the fits were made from."""
-    parts = [pd.DataFrame({**{c: [v] * len(g.us_acc) for c, v in g.key_dict.items()},
-                           "run_id": (list(g.run_ids) if len(g.run_ids) == len(g.us_acc) else [None] * len(g.us_acc)),
-                           "us_accuracy": g.us_acc, "ds_accuracy": g.ds_acc}) for g in groups]
+    parts = [pd.DataFrame({**{c: [v] * len(g.us_accuracy) for c, v in g.key_dict.items()},
+                           "run_id": (list(g.run_ids) if len(g.run_ids) == len(g.us_accuracy) else [None] * len(g.us_accuracy)),
+                           "us_accuracy": g.us_accuracy, "ds_accuracy": g.ds_accuracy}) for g in groups]
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(POINTS_COLUMNS))
     return df[list(POINTS_COLUMNS)].astype({"shots": "Int64"})
 
@@ -158,7 +158,7 @@ def points_table(groups: Sequence[Group]) -> pd.DataFrame:
 def fit_table(groups: Sequence[Group], options: FitOptions = FitOptions(), *,
               progress: Progress | None = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """The fits table of ``groups`` and, per group, what its figures draw (points, selection)."""
-    selections = fit_groups([(g.us_acc, g.ds_acc) for g in groups], options, keys=[g.key for g in groups],
+    selections = fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], options, keys=[g.key for g in groups],
                             progress=progress)
     df = fits_frame(groups, selections, options.selection.ds_target)
     return df, [_panel(g, s, options) for g, s in zip(groups, selections)]
@@ -195,22 +195,22 @@ def fit_to_dir(groups: Sequence[Group], out_dir: str, *, options: FitOptions = F
 
 
 def _panel(g: Group, sel: GroupSelection, options: FitOptions) -> dict[str, Any]:
-    vis = g.us_acc <= sel.holdout_threshold
+    vis = g.us_accuracy <= sel.holdout_threshold
     paper = next((c for c in sel.candidates if (c.law, c.frontier) == ("eq1", "vertices")), None)
     head = sel.best
-    F = frontier_points(head.frontier, g.us_acc[vis], g.ds_acc[vis], nondecreasing=options.nondecreasing)
-    return {"us": g.us_acc, "ds": g.ds_acc, "selection": sel, "paper": paper, "title": g.label,
+    F = frontier_points(head.frontier, g.us_accuracy[vis], g.ds_accuracy[vis], nondecreasing=options.nondecreasing)
+    return {"us": g.us_accuracy, "ds": g.ds_accuracy, "selection": sel, "paper": paper, "title": g.label,
             "frontier_us": F.us, "frontier_ds": F.ds, "slug": g.slug}
 
 
 def sensitivity_table(groups: Sequence[Group], options: SensitivityOptions, *, address: str | None = None,
-                      num_workers: int | None = None, use_ray: bool = True,
+                      workers: int | None = None, use_ray: bool = True,
                       progress: Progress | None = None) -> pd.DataFrame:
     """The sensitivity rows of ``groups``; a group too small to fit keeps its rows, with the status."""
     if use_ray and groups:
         from .parallel import sensitivity_ray
 
-        table = sensitivity_ray(groups, options, address=address, num_workers=num_workers, progress=progress)
+        table = sensitivity_ray(groups, options, address=address, workers=workers, progress=progress)
     else:
         table = sensitivity(groups, options, progress=progress)
     return table.astype({"shots": "Int64"})
@@ -233,12 +233,12 @@ def write_sensitivity(table: pd.DataFrame, out_dir: str, *, figures: bool = True
 
 def run_sensitivity(store: Any, out_dir: str, *, selection: Selection = Selection(),
                     options: SensitivityOptions = SensitivityOptions(), address: str | None = None,
-                    num_workers: int | None = None, use_ray: bool = True, progress: Progress | None = None,
+                    workers: int | None = None, use_ray: bool = True, progress: Progress | None = None,
                     figures: bool = True) -> tuple[pd.DataFrame, Outputs]:
     """Sample-size sensitivity of every selected group; writes ``sensitivity.parquet``, its
     per-size summary and the Fig. 3 figure."""
     groups = selection.load(store)
-    table = sensitivity_table(groups, options, address=address, num_workers=num_workers, use_ray=use_ray,
+    table = sensitivity_table(groups, options, address=address, workers=workers, use_ray=use_ray,
                               progress=progress)
     what = (f"{table.groupby(list(table.columns[:4]), dropna=False).ngroups if len(table) else 0} groups, "
             f"{options.trials} trials, {'with' if options.replace else 'without'} replacement, seed {options.seed}, "
@@ -247,13 +247,13 @@ def run_sensitivity(store: Any, out_dir: str, *, selection: Selection = Selectio
 
 
 def bootstrap_table(groups: Sequence[Group], options: BootstrapOptions, *, address: str | None = None,
-                    num_workers: int | None = None, use_ray: bool = True,
+                    workers: int | None = None, use_ray: bool = True,
                     progress: Progress | None = None) -> pd.DataFrame:
     """The bootstrap rows of ``groups``; a group too small to fit keeps its rows, with the status."""
     if use_ray and groups:
         from .parallel import bootstrap_ray
 
-        table = bootstrap_ray(groups, options, address=address, num_workers=num_workers, progress=progress)
+        table = bootstrap_ray(groups, options, address=address, workers=workers, progress=progress)
     else:
         table = bootstrap(groups, options, progress=progress)
     return table.astype({"shots": "Int64"})
@@ -261,10 +261,10 @@ def bootstrap_table(groups: Sequence[Group], options: BootstrapOptions, *, addre
 
 def run_bootstrap(store: Any, out_dir: str, *, selection: Selection = Selection(),
                   options: BootstrapOptions = BootstrapOptions(), address: str | None = None,
-                  num_workers: int | None = None, use_ray: bool = True,
+                  workers: int | None = None, use_ray: bool = True,
                   progress: Progress | None = None) -> tuple[pd.DataFrame, Outputs]:
     """Bootstrap confidence intervals of every selected group; writes ``bootstrap.parquet``."""
-    table = bootstrap_table(selection.load(store), options, address=address, num_workers=num_workers,
+    table = bootstrap_table(selection.load(store), options, address=address, workers=workers,
                             use_ray=use_ray, progress=progress)
     out = Outputs()
     write_table(table, os.path.join(out_dir, "bootstrap"), out)
@@ -285,7 +285,7 @@ def correlations_tables(store: Any, selection: Selection = Selection(),
     rows = rows[rl.isna()] if selection.layer is None else rows[rl == selection.layer]
     if fits is None:
         groups = selection.load(store)
-        fits = fits_frame(groups, fit_groups([(g.us_acc, g.ds_acc) for g in groups], keys=[g.key for g in groups]))
+        fits = fits_frame(groups, fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], keys=[g.key for g in groups]))
     return correlation_tables(rows, fits)
 
 

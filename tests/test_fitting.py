@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from meta_study.analysis.holdout import FitOptions, fit_group, fit_groups, holdout_threshold
+from meta_study.analysis.fitting import FitOptions, fit_group, fit_groups, holdout_threshold
 from meta_study.analysis.hull import upper_hull
 from meta_study.analysis.laws import LAWS
 from meta_study.analysis.selection import SelectionOptions
@@ -143,7 +143,7 @@ def test_interval_coverage_on_synthetic_groups():
     # coverage is reported
     p = {"k": 0.9, "alpha": 1.6, "e_ir": 0.2}
     groups = [cloud("eq1", p, 100 + i, n=400, gap=0.02, hi=0.995) for i in range(40)]
-    sels = fit_groups(groups, FitOptions(holdout_quantile=1.0, selection=SelectionOptions(n_boot=60)),
+    sels = fit_groups(groups, FitOptions(holdout_quantile=1.0, selection=SelectionOptions(interval_samples=60)),
                       keys=[(i,) for i in range(40)])
     assert sum(s.trusted for s in sels) >= 30
     hit = [s.claims.predict_lo <= LAWS["eq1"].predict(p, np.array([s.claims.predict_us]))[0] <= s.claims.predict_hi
@@ -172,7 +172,7 @@ def test_options_are_checked():
 
 def test_fit_progress_moves_per_chunk_and_does_not_change_the_results():
     """Fits report progress as chunks of groups complete (they said nothing until the end)."""
-    from meta_study.analysis.holdout import PROGRESS_CHUNK
+    from meta_study.analysis.fitting import PROGRESS_CHUNK
 
     rng = np.random.default_rng(3)
     groups = []

@@ -48,9 +48,9 @@ class FitOptions:
             raise ValueError(f"holdout_quantile must be in (0, 1], got {q}")
 
 
-def holdout_threshold(us_acc: np.ndarray, options: FitOptions) -> float:
+def holdout_threshold(us_accuracy: np.ndarray, options: FitOptions) -> float:
     """The US accuracy at or below which points are fitting data."""
-    us = np.asarray(us_acc, dtype=float)
+    us = np.asarray(us_accuracy, dtype=float)
     if options.holdout_above is not None:
         return float(options.holdout_above)
     if options.holdout_quantile is None or options.holdout_quantile >= 1 or us.size == 0:
@@ -71,10 +71,10 @@ class Prepared:
     target_ds: np.ndarray
 
 
-def prepare(us_acc: np.ndarray, ds_acc: np.ndarray, options: FitOptions) -> Prepared:
+def prepare(us_accuracy: np.ndarray, ds_accuracy: np.ndarray, options: FitOptions) -> Prepared:
     """Split one group at its threshold and compute its held-out frontier."""
-    us = np.asarray(us_acc, dtype=float)
-    ds = np.asarray(ds_acc, dtype=float)
+    us = np.asarray(us_accuracy, dtype=float)
+    ds = np.asarray(ds_accuracy, dtype=float)
     thr = holdout_threshold(us, options)
     fit_idx = np.flatnonzero(us <= thr)
     held_idx = np.flatnonzero(~(us <= thr))
@@ -151,9 +151,9 @@ def fit_groups(groups_xy: Sequence[tuple[np.ndarray, np.ndarray]], options: FitO
     return out
 
 
-def fit_group(us_acc: np.ndarray, ds_acc: np.ndarray, options: FitOptions = FitOptions()) -> GroupSelection:
+def fit_group(us_accuracy: np.ndarray, ds_accuracy: np.ndarray, options: FitOptions = FitOptions()) -> GroupSelection:
     """:func:`fit_groups` for one group."""
-    return fit_groups([(us_acc, ds_acc)], options)[0]
+    return fit_groups([(us_accuracy, ds_accuracy)], options)[0]
 
 
 __all__ = ["FitOptions", "Prepared", "fit_group", "fit_groups", "frontier_errors_many",

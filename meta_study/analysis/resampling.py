@@ -1,0 +1,64 @@
+"""What sample-size sensitivity and the bootstrap share: seeded draws of a group's fitting points.
+
+The random stream of every draw is derived from (seed, a stable hash of the group key, stream,
+more...), so a result does not depend on which process computes which group: the Ray path
+(``parallel.py``) and the serial path give the same numbers bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .frontiers import curve_points, frontier_points
+from .groups import stable_hash
+from .hull import SubsetHulls
+
+#: The Eq. 1 parameters both report per draw.
+PARAMS = ("k", "alpha", "e_ir", "saturation")
+
+#: Random streams: one per kind of draw, so sensitivity and bootstrap never share draws.
+SENSITIVITY_STREAM, BOOTSTRAP_STREAM = 0, 1
+
+
+def group_rng(seed: int, key: Sequence[Any], stream: int, *more: int) -> np.random.Generator:
+    """An independent generator per (seed, group, stream, more...): order-free, process-free."""
+    h = stable_hash(key)
+    return np.random.default_rng(np.random.SeedSequence([seed, h & 0xFFFFFFFF, h >> 32, stream, *more]))
+
+
+def draw_problems(p: Any, s: np.ndarray, frontiers: Sequence[str], hulls: SubsetHulls
+                   ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(frontier, US, DS) points of each frontier estimator on the draw ``s`` (indices).
+
+    The hull-based frontiers come from ``hulls`` (one sort per group, O(n) per draw: the same
+    vertices as ``frontier_points`` on the drawn points); the others from ``frontier_points``."""
+    us, ds = p.us[s], p.ds[s]
+    out = []
+    h = hulls.hull(s) if ("vertices" in frontiers or "hull-curve" in frontiers) else None
+    for fr in frontiers:
+        if fr == "vertices":
+            out.append((fr, p.us[h], p.ds[h]))
+        elif fr == "hull-curve":
+            out.append((fr, *curve_points(p.us[h], p.ds[h])))
+        elif fr == "all":
+            out.append((fr, us, ds))          # every drawn point; the order does not matter to a fit
+        else:
+            F = frontier_points(fr, us, ds, nondecreasing=hulls.nondecreasing)
+            out.append((fr, F.us, F.ds))
+    return out
+
+
+def serially(kind: str, fn: Callable[..., pd.DataFrame], groups: Sequence[Any], options: Any,
+              progress: Callable[[str, int, int | None], None] | None) -> list[pd.DataFrame]:
+    """``fn`` for each group in turn, reporting progress after each (the Ray path reports per task)."""
+    frames = []
+    for i, g in enumerate(groups):
+        if progress:
+            progress(kind, i, len(groups))
+        frames.append(fn(g.key, g.us_accuracy, g.ds_accuracy, options))
+    if progress:
+        progress(kind, len(groups), len(groups))
+    return frames
