@@ -1,6 +1,6 @@
 """Tables F.1 and F.2, and F.4/F.5: how the fitted parameters move with the number of shots.
 
-    python analysis/tables_f1_f2.py STORE --out DIR [--protocol fewshot]
+    python analysis/tables_f1_f2.py STORE --out DIR [--eval-protocol fewshot]
 
 F.1: correlation of k, alpha and e_IR with the number of shots per (US task, DS task).
 F.2: the likelihood that each parameter increases as shots increase, averaged over DS tasks.

@@ -15,7 +15,7 @@ import click
 
 from . import __version__
 from . import defaults as D
-from .errors import UserError
+from .errors import OptionError, UserError
 
 
 def _fail(msg: str) -> None:
@@ -282,7 +282,8 @@ def _selection_options(f: Any) -> Any:
     for opt in reversed([
         click.option("--us-task", multiple=True, help="Only these upstream tasks (repeatable)."),
         click.option("--ds-task", multiple=True, help="Only these downstream tasks (repeatable)."),
-        click.option("--protocol", multiple=True, help="Only these eval protocols (repeatable)."),
+        click.option("--eval-protocol", "--protocol", "eval_protocol", multiple=True,
+                     help="Only these eval protocols, e.g. fewshot (repeatable; --protocol is an alias)."),
         click.option("--shots", multiple=True, type=int, help="Only these shot counts (repeatable)."),
         click.option("--layer", type=int, default=None, help="Probe of this block (default: pre-logits rows)."),
     ]):
@@ -314,11 +315,11 @@ def _fit_options(f: Any) -> Any:
     return f
 
 
-def _selection(us_task: tuple[str, ...], ds_task: tuple[str, ...], protocol: tuple[str, ...],
+def _selection(us_task: tuple[str, ...], ds_task: tuple[str, ...], eval_protocol: tuple[str, ...],
                shots: tuple[int, ...], layer: int | None) -> Any:
     from .analysis.tables import Selection
 
-    return Selection(us_task=us_task, ds_task=ds_task, protocol=protocol, shots=shots, layer=layer)
+    return Selection(us_task=us_task, ds_task=ds_task, eval_protocol=eval_protocol, shots=shots, layer=layer)
 
 
 def _names(option: str, text: str | None, registry: Any) -> tuple[str, ...]:
@@ -335,23 +336,27 @@ def _fit_opts(holdout_quantile: float, holdout_above: float | None, loss: str, a
               nondecreasing: bool, laws: str | None = None, frontiers: str | None = None,
               tolerance: float = 100 * D.TOLERANCE, ds_target: float | None = None,
               payoff_threshold: float = D.PAYOFF_THRESHOLD) -> Any:
-    from .analysis.frontiers import FRONTIERS
+    # the dataclasses check their own ranges; here each field is named by its flag, in its units
+    flags = {"holdout_quantile": ("--holdout-quantile", 1.0, ""), "holdout_above": ("--holdout-above", 1.0, "a US accuracy "),
+             "alpha_max": ("--alpha-max", 1.0, ""), "tolerance": ("--tolerance", 100.0, "in accuracy points, "),
+             "ds_target": ("--ds-target", 1.0, "a DS accuracy (fraction) "),
+             "payoff_threshold": ("--threshold", 1.0, "DS points per US point ")}
+    try:
+        return _build_fit_opts(holdout_quantile, holdout_above, loss, alpha_max, nondecreasing, laws, frontiers,
+                               tolerance, ds_target, payoff_threshold)
+    except OptionError as e:
+        flag, scale, unit = flags.get(e.option, ("--" + e.option.replace("_", "-"), 1.0, ""))
+        raise UserError(f"{flag} must be {unit}{e.allowed.text(scale)}, got {e.value * scale:g}") from None
+
+
+def _build_fit_opts(holdout_quantile: float, holdout_above: float | None, loss: str, alpha_max: float,
+                    nondecreasing: bool, laws: str | None, frontiers: str | None, tolerance: float,
+                    ds_target: float | None, payoff_threshold: float) -> Any:
     from .analysis.fitting import FitOptions
+    from .analysis.frontiers import FRONTIERS
     from .analysis.laws import LAWS
     from .analysis.selection import SelectionOptions
 
-    if not 0 < holdout_quantile <= 1:
-        _fail(f"--holdout-quantile must be in (0, 1], got {holdout_quantile}")
-    if holdout_above is not None and not 0 <= holdout_above <= 1:
-        _fail(f"--holdout-above is a US accuracy in [0, 1], got {holdout_above}")
-    if not 0.001 < alpha_max <= 100:
-        _fail(f"--alpha-max must be in (0.001, 100], got {alpha_max}")
-    if not 0 < tolerance <= 100:
-        _fail(f"--tolerance is in accuracy points, in (0, 100], got {tolerance}")
-    if ds_target is not None and not 0 < ds_target <= 1:
-        _fail(f"--ds-target is a DS accuracy in (0, 1], got {ds_target}")
-    if not payoff_threshold > 0:
-        _fail(f"--threshold must be > 0 DS points per US point, got {payoff_threshold}")
     selection = SelectionOptions(laws=_names("--laws", laws, LAWS), frontiers=_names("--frontiers", frontiers, FRONTIERS),
                                  tolerance=tolerance / 100.0, payoff_threshold=payoff_threshold,
                                  ds_target=ds_target)
@@ -364,7 +369,7 @@ def _no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
     groups = store_obj.summary().groups
     have = []
     for opt, col, given in (("--us-task", "us_task", sel.us_task), ("--ds-task", "ds_task", sel.ds_task),
-                            ("--protocol", "eval_protocol", sel.protocol), ("--shots", "shots", sel.shots)):
+                            ("--eval-protocol", "eval_protocol", sel.eval_protocol), ("--shots", "shots", sel.shots)):
         if given and col in groups:
             vals = sorted({str(int(v)) if col == "shots" else str(v) for v in groups[col].dropna()},
                           key=lambda v: (len(v), v) if col == "shots" else v)
@@ -424,7 +429,7 @@ def fit(store_uri: str, out_dir: str, no_figures: bool, max_group_figures: int, 
     from .store import open_store
 
     store_obj = open_store(store_uri)
-    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
+    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "eval_protocol", "shots", "layer")))
     a, out = _analyze(store_obj, store_uri, sel, out_dir, AnalysisOptions(fit=_fit_opts(**kw)),
                       figures=not no_figures, max_group_figures=max_group_figures)
     df = a.fits
@@ -489,7 +494,7 @@ def sensitivity(store_uri: str, out_dir: str, sizes: str | None, trials: int, re
     if trials < 1:
         _fail(f"--trials must be at least 1, got {trials}")
     store_obj = open_store(store_uri)
-    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
+    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "eval_protocol", "shots", "layer")))
     fo = _fit_opts(**kw)
     opts = SensitivityOptions(sizes=_parse_sizes(sizes), trials=trials, replace=replace, seed=seed, fit=fo,
                               frontiers=fo.selection.frontiers)
@@ -528,7 +533,7 @@ def bootstrap_cmd(store_uri: str, out_dir: str, samples: int, level: float, seed
     if not 0 < level < 1:
         _fail(f"--level must be in (0, 1), got {level}")
     store_obj = open_store(store_uri)
-    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
+    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "eval_protocol", "shots", "layer")))
     fo = _fit_opts(**kw)
     opts = BootstrapOptions(samples=samples, level=level, seed=seed, fit=fo)
     a, out = _analyze(store_obj, store_uri, sel, out_dir, AnalysisOptions(fit=fo, fits=False, bootstrap=opts),
@@ -552,7 +557,7 @@ def correlations(store_uri: str, out_dir: str, no_figures: bool, **kw: Any) -> N
     from .store import open_store
 
     store_obj = open_store(store_uri)
-    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
+    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "eval_protocol", "shots", "layer")))
     a, out = _analyze(store_obj, store_uri, sel, out_dir, AnalysisOptions(fit=FitOptions(), fits=False, correlations=True),
                       figures=not no_figures)
     tables = a.correlations
@@ -675,7 +680,7 @@ def report(store_uri: str, out_dir: str, trials: int, samples: int, threshold: f
     from .store import open_store
 
     store_obj = open_store(store_uri)
-    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "protocol", "shots", "layer")))
+    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "eval_protocol", "shots", "layer")))
     fit_opts = _fit_opts(payoff_threshold=threshold, **kw)
     # built as `sensitivity` and `bootstrap` build them, so that their outputs in DIR are reused
     sens = SensitivityOptions(trials=trials, fit=fit_opts, frontiers=fit_opts.selection.frontiers)

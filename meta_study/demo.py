@@ -180,17 +180,19 @@ def _refit(wd: Path, store: Path, tracking: str, serial: bool):
 def synthetic_runs(n_models: int = 240, seed: int = 0) -> list[dict]:
     """Simulated models: each a run with US accuracy and few-shot DS accuracies below a frontier
     that follows the task's known law (SYNTH_LAWS); more shots move the frontier up a little."""
+    from .schema import ds_metric_key, us_metric_key
+
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n_models):
         us = float(rng.uniform(0.35, 0.93))
-        metrics = {"us/sim_up/top1": us}
+        metrics = {us_metric_key("sim_up"): us}
         for task, (k, a, c) in SYNTH_LAWS.items():
             for shots in SYNTH_SHOTS:
                 boost = 1.0 - 0.04 * math.log(shots)          # more shots: smaller error
                 frontier = 1.0 - boost * (k * (1.0 - us) ** a + c)
                 gap = float(rng.exponential(0.04))            # most models sit below the frontier
-                metrics[f"ds/{task}/{shots}shot/top1"] = float(np.clip(frontier - gap, 0.0, 1.0))
+                metrics[ds_metric_key(task, shots)] = float(np.clip(frontier - gap, 0.0, 1.0))
         family = ("vit", "mixer", "resnet")[i % 3]
         out.append({"metrics": metrics, "params": {"model_name": f"{family}_sim_{i % 7}", "seed": i,
                                                     "lr": 8e-4, "head_wd": float(rng.choice([0.0, 0.01, 0.1]))},

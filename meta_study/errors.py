@@ -25,3 +25,36 @@ class StoreDamagedError(UserError):
     The message names the file and says what to do: ``meta-study store check STORE`` lists every
     damaged file, ``--repair`` sets them aside and drops them from the store.
     """
+
+
+class OptionError(UserError, ValueError):
+    """An option outside its range, raised where the option is defined (the dataclasses), so
+    that every caller checks the same thing. ``option`` is the field name, ``value`` its value and
+    ``allowed`` its :class:`Range`; the command line re-words it with its flag and units."""
+
+    def __init__(self, option: str, value: float, allowed: "Range", what: str = "") -> None:
+        self.option, self.value, self.allowed, self.what = option, value, allowed, what
+        super().__init__(f"{option}{' (' + what + ')' if what else ''} must be {allowed.text()}, got {value:g}")
+
+
+class Range:
+    """A numeric range: ``Range(0, 1, lo_open=True)`` is (0, 1]; ``hi=None`` has no upper end."""
+
+    def __init__(self, lo: float, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False) -> None:
+        self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
+
+    def contains(self, v: float) -> bool:
+        above = v > self.lo if self.lo_open else v >= self.lo
+        below = self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+        return bool(above and below)   # False for NaN
+
+    def text(self, scale: float = 1.0) -> str:
+        lo = f"{self.lo * scale:g}"
+        if self.hi is None:
+            return f"> {lo}" if self.lo_open else f">= {lo}"
+        return f"in {'(' if self.lo_open else '['}{lo}, {self.hi * scale:g}{')' if self.hi_open else ']'}"
+
+    def check(self, option: str, value: float, what: str = "") -> None:
+        """Raise :class:`OptionError` unless ``value`` is in the range."""
+        if not self.contains(value):
+            raise OptionError(option, value, self, what)

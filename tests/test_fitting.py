@@ -170,6 +170,28 @@ def test_options_are_checked():
         SelectionOptions(cuts=(0.5, 1.5))
 
 
+@pytest.mark.parametrize("make, option", [
+    (lambda: FitOptions(holdout_quantile=1.5), "holdout_quantile"),
+    (lambda: FitOptions(holdout_quantile=0.0), "holdout_quantile"),
+    (lambda: FitOptions(holdout_above=-0.1), "holdout_above"),
+    (lambda: FitOptions(alpha_max=0.0), "alpha_max"),
+    (lambda: SelectionOptions(tolerance=0.0), "tolerance"),
+    (lambda: SelectionOptions(tolerance=float("nan")), "tolerance"),
+    (lambda: SelectionOptions(payoff_threshold=0.0), "payoff_threshold"),
+    (lambda: SelectionOptions(ds_target=80.0), "ds_target"),
+    (lambda: SelectionOptions(interval_samples=-1), "interval_samples"),
+    (lambda: SelectionOptions(level=1.0), "level"),
+])
+def test_ranges_are_checked_once_where_options_are_defined(make, option):
+    """The command line used to repeat these checks; now the dataclasses own them (the CLI only
+    names the flag), so a refit config or a library caller is held to the same ranges."""
+    from meta_study.errors import OptionError
+
+    with pytest.raises(OptionError) as e:
+        make()
+    assert e.value.option == option and isinstance(e.value, ValueError)
+
+
 def test_fit_progress_moves_per_chunk_and_does_not_change_the_results():
     """Fits report progress as chunks of groups complete (they said nothing until the end)."""
     from meta_study.analysis.fitting import PROGRESS_CHUNK

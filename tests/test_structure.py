@@ -59,3 +59,36 @@ def test_fit_option_defaults_come_from_one_place():
     for command in ("report", "refit"):
         params = {p.name: p.default for p in cli.commands[command].params}
         assert params["threshold"] == fo.selection.payoff_threshold, command
+
+
+def test_the_default_mlflow_mapping_reads_the_keys_schema_defines():
+    """The MLflow keys were defined twice (schema.py for the sweeps that log them, the default
+    mapping YAML for the ingest that reads them): the YAML must say what schema.py says."""
+    import yaml
+
+    from meta_study import schema
+
+    d = yaml.safe_load((REPO / "meta_study" / "data" / "mlflow_default.yaml").read_text())
+    patterns = {m["pattern"]: m.get("eval_protocol") for m in d["metrics"]}
+    assert patterns == {
+        schema.us_metric_key("{us_task}"): None,
+        schema.ds_metric_key("{ds_task}", "{shots}"): "fewshot",          # type: ignore[arg-type]
+        schema.ds_metric_key("{ds_task}", "{shots}", "{representation_layer}"): "fewshot",  # type: ignore[arg-type]
+        schema.finetune_metric_key("{ds_task}"): "finetune",
+    }
+    # every param a sweep logs fills the column of the same name, and every mapped name is a column
+    assert set(d["params"]) == set(schema.PARAM_NAMES) | {"param_count"}
+    assert all(k == v for k, v in d["params"].items())
+    columns = {c.name for c in schema.COLUMNS}
+    assert set(d["params"].values()) <= columns and set(d["tags"].values()) <= columns
+
+
+def test_the_module_map_names_every_module_and_nothing_else():
+    """docs/modules.md is the maintainer's map: it must match the tree."""
+    import re
+
+    text = (REPO / "docs" / "modules.md").read_text()
+    named = set(re.findall(r"`(meta_study/[\w/]+\.py)`", text))
+    tree = {str(p.relative_to(REPO)) for p in (REPO / "meta_study").rglob("*.py")}
+    assert not tree - named, f"modules missing from docs/modules.md: {sorted(tree - named)}"
+    assert not named - tree, f"docs/modules.md names modules that do not exist: {sorted(named - tree)}"

@@ -20,6 +20,7 @@ definitions.
 from __future__ import annotations
 
 from ..defaults import HOLDOUT_QUANTILE, LOSS
+from ..errors import Range
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -43,9 +44,11 @@ class FitOptions:
     selection: SelectionOptions = field(default_factory=SelectionOptions)   # laws, frontiers, back-tests
 
     def __post_init__(self) -> None:
-        q = self.holdout_quantile
-        if q is not None and not (0 < q <= 1):
-            raise ValueError(f"holdout_quantile must be in (0, 1], got {q}")
+        if self.holdout_quantile is not None:
+            Range(0, 1, lo_open=True).check("holdout_quantile", self.holdout_quantile)
+        if self.holdout_above is not None:
+            Range(0, 1).check("holdout_above", self.holdout_above, "a US accuracy")
+        Range(0.001, 100, lo_open=True).check("alpha_max", self.alpha_max)
 
 
 def holdout_threshold(us_accuracy: np.ndarray, options: FitOptions) -> float:

@@ -86,7 +86,7 @@ def groups_from_frame(df: pd.DataFrame, *, layer: int | None = None) -> list[Gro
 
 
 def load_groups(store: Any, *, us_task: Sequence[str] | None = None, ds_task: Sequence[str] | None = None,
-                protocol: Sequence[str] | None = None, shots: Sequence[int] | None = None,
+                eval_protocol: Sequence[str] | None = None, shots: Sequence[int] | None = None,
                 layer: int | None = None) -> list[Group]:
     """Read the groups of a store, filtered; see :func:`groups_from_frame`."""
     filters: dict[str, Any] = {}
@@ -94,8 +94,8 @@ def load_groups(store: Any, *, us_task: Sequence[str] | None = None, ds_task: Se
         filters["us_task"] = list(us_task)
     if ds_task:
         filters["ds_task"] = list(ds_task)
-    if protocol:
-        filters["eval_protocol"] = list(protocol)
+    if eval_protocol:
+        filters["eval_protocol"] = list(eval_protocol)
     if shots:
         filters["shots"] = list(shots)
     cols = ["run_id", *GROUP_COLUMNS, "representation_layer", "us_accuracy", "ds_accuracy"]

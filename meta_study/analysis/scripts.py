@@ -17,7 +17,8 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--us-task", action="append", default=[], help="only these upstream tasks")
     p.add_argument("--ds-task", action="append", default=[], help="only these downstream tasks")
-    p.add_argument("--protocol", action="append", default=[], help="only these eval protocols")
+    p.add_argument("--eval-protocol", "--protocol", dest="eval_protocol", action="append", default=[],
+                   help="only these eval protocols (--protocol is an alias)")
     p.add_argument("--shots", action="append", type=int, default=[], help="only these shot counts")
     return p
 
@@ -25,14 +26,14 @@ def parser(doc: str) -> argparse.ArgumentParser:
 def selection(args: argparse.Namespace) -> Any:
     from .tables import Selection
 
-    return Selection(us_task=tuple(args.us_task), ds_task=tuple(args.ds_task), protocol=tuple(args.protocol),
+    return Selection(us_task=tuple(args.us_task), ds_task=tuple(args.ds_task), eval_protocol=tuple(args.eval_protocol),
                      shots=tuple(args.shots))
 
 
 def rows(store: Any, args: argparse.Namespace) -> Any:
     """The store's rows under the selection (all layers), as pandas."""
     filters = {k: v for k, v in (("us_task", args.us_task), ("ds_task", args.ds_task),
-                                 ("eval_protocol", args.protocol), ("shots", args.shots)) if v}
+                                 ("eval_protocol", args.eval_protocol), ("shots", args.shots)) if v}
     return store.to_pandas(filters)
 
 

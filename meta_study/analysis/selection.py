@@ -33,6 +33,8 @@ was tested.
 
 from __future__ import annotations
 
+from ..errors import Range
+
 from ..defaults import PAYOFF_THRESHOLD, TOLERANCE
 import math
 from dataclasses import dataclass, field, replace
@@ -154,12 +156,12 @@ class SelectionOptions:
             raise ValueError("need at least one law")
         if not all(0 < c < 1 for c in self.cuts):
             raise ValueError(f"back-test cuts must be quantiles in (0, 1), got {self.cuts}")
-        if not (0 < self.level < 1):
-            raise ValueError(f"level must be in (0, 1), got {self.level}")
-        if self.tolerance <= 0 or self.interval_samples < 0 or self.payoff_threshold <= 0:
-            raise ValueError("tolerance and payoff_threshold must be > 0 and interval_samples >= 0")
-        if self.ds_target is not None and not (0 < self.ds_target <= 1):
-            raise ValueError(f"ds_target is a DS accuracy in (0, 1], got {self.ds_target}")
+        Range(0, 1, lo_open=True, hi_open=True).check("level", self.level)
+        Range(0, 1, lo_open=True).check("tolerance", self.tolerance, "a fraction of accuracy")
+        Range(0).check("interval_samples", self.interval_samples)
+        Range(0, lo_open=True).check("payoff_threshold", self.payoff_threshold, "DS points per US point")
+        if self.ds_target is not None:
+            Range(0, 1, lo_open=True).check("ds_target", self.ds_target, "a DS accuracy")
 
 
 def target_frontier(us: np.ndarray, ds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -50,12 +50,12 @@ class Selection:
 
     us_task: tuple[str, ...] = ()
     ds_task: tuple[str, ...] = ()
-    protocol: tuple[str, ...] = ()
+    eval_protocol: tuple[str, ...] = ()
     shots: tuple[int, ...] = ()
     layer: int | None = None
 
     def load(self, store: Any) -> list[Group]:
-        return load_groups(store, us_task=self.us_task, ds_task=self.ds_task, protocol=self.protocol,
+        return load_groups(store, us_task=self.us_task, ds_task=self.ds_task, eval_protocol=self.eval_protocol,
                            shots=self.shots, layer=self.layer)
 
 
@@ -276,7 +276,7 @@ def correlations_tables(store: Any, selection: Selection = Selection(),
     """Tables F.1, F.2 (from ``fits``, computed when not given), F.20 and F.21 of the selection."""
     filters: dict[str, Any] = {}
     for col, vals in (("us_task", selection.us_task), ("ds_task", selection.ds_task),
-                      ("eval_protocol", selection.protocol), ("shots", selection.shots)):
+                      ("eval_protocol", selection.eval_protocol), ("shots", selection.shots)):
         if vals:
             filters[col] = list(vals)
     rows = store.to_pandas(filters, columns=["source", "run_id", "us_task", "ds_task", "eval_protocol", "shots",

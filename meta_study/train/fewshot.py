@@ -1,6 +1,6 @@
 """big_vision's ``fewshot_lsr`` protocol: closed-form ridge regression on frozen features.
 
-For each downstream task, shots k in (1, 5, 10, 25) and seeds (0, 1, 2): draw k training
+For each downstream task, shots in (1, 5, 10, 25) and seeds (0, 1, 2): draw that many training
 examples per class, standardize the features with the mean/std of those examples, append a
 constant bias feature (100, so the bias is almost unregularized), and solve L2-regularized
 least squares onto one-hot targets in {-1, +1}; predict the argmax on the task's test split.
@@ -108,7 +108,7 @@ def _accuracy(design: torch.Tensor, cache: ProbeCache, y: torch.Tensor, l2: floa
 def fewshot_draw(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
     """Indices of ``shots`` examples per class (fewer if a class has fewer), for draw ``seed``.
 
-    Within a seed, draws are nested: the k-shot set is a prefix of the 25-shot set per class.
+    Within a seed, draws are nested: the 5-shot set is a prefix of the 25-shot set per class.
     """
     rng = np.random.RandomState(seed)
     out = []
@@ -165,17 +165,17 @@ def fewshot_lsr(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, te
     """
     l2s = [l2] + [v for v in l2_sweep if v != l2]
     y_test = torch.as_tensor(np.asarray(test_y))
-    draw = draw or (lambda k, seed: fewshot_draw(train_y, k, seed))
+    draw = draw or (lambda n_shots, seed: fewshot_draw(train_y, n_shots, seed))
     out = []
-    for k in shots:
+    for n_shots in shots:
         acc = np.zeros((len(seeds), len(l2s)))
         for i, seed in enumerate(seeds):
-            idx = draw(k, seed)
+            idx = draw(n_shots, seed)
             cache = fit_probe(train_x[idx], train_y[idx], num_classes)
             z = cache.design(test_x)  # standardized once per draw, reused for every l2
             acc[i] = [_accuracy(z, cache, y_test, v) for v in l2s]
         mean = acc.mean(0)
-        out.append(FewShotResult(task, k, layer, float(mean[0]), tuple(float(a) for a in acc[:, 0]), l2,
+        out.append(FewShotResult(task, n_shots, layer, float(mean[0]), tuple(float(a) for a in acc[:, 0]), l2,
                                  {float(v): float(m) for v, m in zip(l2s, mean)}))
     return out
 
@@ -250,7 +250,7 @@ def fewshot_features(fs: FeatureSet, *, shots: Sequence[int] = DEFAULT_SHOTS, se
                      l2: float = DEFAULT_L2, l2_sweep: Sequence[float] = (), layerwise: bool = False,
                      ) -> list[FewShotResult]:
     """Few-shot results of a :class:`FeatureSet`: pre-logits, then each block if ``layerwise``."""
-    kw = dict(task=fs.task, shots=shots, seeds=seeds, l2=l2, l2_sweep=l2_sweep, draw=lambda k, s: _rows(fs, k, s))
+    kw = dict(task=fs.task, shots=shots, seeds=seeds, l2=l2, l2_sweep=l2_sweep, draw=lambda n_shots, s: _rows(fs, n_shots, s))
     out = fewshot_lsr(fs.train, fs.train_labels, fs.test, fs.test_labels, fs.num_classes, **kw)
     if layerwise:
         for i, (tr, te) in enumerate(zip(fs.train_layers, fs.test_layers)):
