@@ -3,6 +3,25 @@
 :mod:`._shards` sends runs/create, runs/log-batch and runs/update through :class:`_RestRuns` to
 http(s) tracking servers, and everything else (artifacts, lookups, other servers) through MLflow's
 own client.
+
+Why not one long-lived ``MlflowClient`` for these three too (it would follow MLflow's transport
+across releases)? Measured 2026-12-01 with ``benchmarks/bench_tracking_client.py`` (500 runs per
+repetition through the writer itself, 4 threads, best of 3; BENCHMARKS.md): ``MlflowClient`` costs
+5.9-7.8 ms of client CPU per run against 1.35-1.8 ms here, 3.9-4.5x, in every repetition; runs/s
+came out at 0.89-1.24x, which says nothing on a 2-core machine where the server spends 17-35 ms of
+CPU per run. In the sweep benchmark (200 trivial trials, ``--pin``, gunicorn) the writer with
+``MlflowClient`` cost 12.3-12.8 ms of CPU per trial on Ray's core, left a 4-5 s wait at the end, and
+the sweep took 2.1-2.6x bare Tune against 1.07x with this client (target 1.25x). So this client
+stays. Its cost is per request: MLflow resolves its request-header providers every time (the
+Databricks one probes for a notebook context by importing modules that are not installed), then
+goes through ``requests`` with a retry adapter, and the writer process would also have to import
+MLflow's client (1.1-1.2 s of CPU here, once per sweep). Replacing this module would take an MLflow request path without
+those per-request costs; then the benchmark decides again.
+
+Credentials and TLS follow MLflow's own resolution (``get_default_host_creds``, see
+:func:`resolve_creds`). Not carried: ``MLFLOW_TRACKING_AWS_SIGV4`` and ``MLFLOW_TRACKING_AUTH``
+(request-auth plugins); a server behind either needs this client to learn them, or the writer to
+use its ``MlflowClient`` path for it.
 """
 
 from __future__ import annotations
