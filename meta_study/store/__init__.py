@@ -13,8 +13,8 @@ Layout of a store at ``ROOT`` (a local path or any URI pyarrow filesystems accep
 Plain ``pyarrow.dataset`` / ``pandas.read_parquet(ROOT)`` skip names starting with ``_`` or ``.``,
 so they see exactly the live data files whenever no commit is finalizing.
 
-
-The package, bottom to top (each module imports only the ones above it):
+The package, bottom to top (each module imports only the ones above it; ``_merge`` names
+``Store`` for type checking only):
 
 - ``_files``: the filesystem behind a store URI (local or pyarrow), URIs as messages show them,
   fsync, fault injection for the crash tests, Parquet bytes;
