@@ -393,6 +393,11 @@ def _finite(v: Any) -> Any:
 RawPayloads = Union[Sequence[str], Callable[[np.ndarray], Sequence[str]]]
 
 
+#: ``flag(mask, message)``: give every row in ``mask`` a reason (a string, or a function of the
+#: row's position that builds it).
+_Flag = Callable[[np.ndarray, Any], None]
+
+
 def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None) -> Validated:
     """Coerce raw rows to the canonical schema and give a reason for each bad row.
 
@@ -422,87 +427,121 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None) -> Validate
         # The store owns ingested_at and schema_version: whatever an input says is ignored.
         present = col.name in frame.columns and col.name not in STORE_FILLED
         s = frame[col.name] if present else pd.Series([None] * n, dtype=object)
-        t = col.type
-        if pa.types.is_floating(t) or pa.types.is_integer(t):
-            integer = pa.types.is_integer(t)
-            v, wrong, nan = _coerce_numeric(s, integer)
-            flag(wrong, lambda i, c=col.name, ss=s, it=integer:
-                 f"{c}: wrong type ({ss.iloc[i]!r} is not {'an integer' if it else 'a number'})")
-            missing = np.isnan(v) & ~wrong & ~nan
-            if col.required and col.name not in STORE_FILLED:
-                flag(nan, f"{col.name}: NaN")
-                flag(missing, f"{col.name}: missing required field")
-            elif not integer:
-                # NaN in an optional hyper-parameter column means "not recorded" (pandas' CSV
-                # convention); it is stored as null.
-                pass
-            else:
-                flag(nan & ~s.isna().to_numpy(), f"{col.name}: NaN")
-            inf = np.isinf(v)
-            flag(inf, f"{col.name}: not finite")
-            finite = np.isfinite(v)
-            if col.lo is not None:
-                flag(finite & (v < col.lo), lambda i, c=col, v=v: f"{c.name}: {v[i]:g} out of range [{c.lo:g}, {c.hi if c.hi is not None else math.inf:g}]")
-            if col.hi is not None:
-                # 1 < v <= 100 in a fraction column is almost always a percent: say so.
-                flag(finite & (v > col.hi), lambda i, c=col, v=v: f"{c.name}: {v[i]:g} out of range [{c.lo:g}, {c.hi:g}]"
-                     + (" (a percent in a fraction field? set its unit to percent)" if c.hi == 1.0 and v[i] <= 100 else ""))
-            good = finite
-            if integer:
-                limit = _INT_LIMITS[t]
-                # float64 holds 2**63 exactly; anything at or past it does not fit an int64
-                over = finite & ((v > limit) | (v < -limit - 1) | (np.abs(v) >= 2.0 ** 63))
-                flag(over, lambda i, c=col.name, v=v, t=t: f"{c}: {v[i]:g} does not fit the column's {t} type")
-                good = finite & ~over
-                arrays[col.name] = pa.array(np.where(good, v, 0).astype("int64"), type=pa.int64(), mask=~good).cast(t, safe=False)
-            else:
-                arrays[col.name] = pa.array(np.where(good, v, 0.0), type=t, mask=~good)
-        elif pa.types.is_string(t):
-            arr, wrong = _coerce_string(s)
-            flag(wrong, lambda i, c=col.name, ss=s: f"{c}: wrong type ({type(ss.iloc[i]).__name__} is not a string)")
-            text = lambda i, a=arr: a[i].as_py()  # noqa: E731 (one cell, for a message)
-            if col.required:
-                empty = pc.fill_null(pc.equal(arr, ""), True).to_numpy(zero_copy_only=False)
-                flag(empty & ~wrong, f"{col.name}: missing required field")
-            if col.name in PARTITION or col.choices is not None:
-                # a few distinct names in a million rows: check each name once
-                names = pc.unique(arr.drop_null()).to_pylist()
-                if col.name in PARTITION:
-                    problems = [x for x in names if _partition_problem(x) is not None]
-                    if problems:
-                        flag(_is_in(arr, problems), lambda i, c=col.name, tx=text: f"{c}: {_partition_problem(tx(i))}")
-                if col.choices is not None:
-                    unknown = [x for x in names if x not in col.choices]
-                    label = "unknown protocol" if col.name == "eval_protocol" else f"unknown {col.name}"
-                    if unknown:
-                        flag(_is_in(arr, unknown), lambda i, c=col, tx=text, lb=label:
-                             f"{c.name}: {lb} {tx(i)!r} (expected one of {', '.join(c.choices)})")
-            arrays[col.name] = arr
-        elif pa.types.is_timestamp(t):
-            ts, wrong = _coerce_timestamp(s)
-            flag(wrong, lambda i, c=col.name: f"{c}: wrong type ({s.iloc[i]!r} is not a timestamp)")
-            if col.required:
-                flag(ts.isna().to_numpy() & ~wrong & (col.name not in STORE_FILLED), f"{col.name}: missing required field")
-            naive_utc = ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
-            arrays[col.name] = pa.array(naive_utc, type=pa.timestamp("us"), from_pandas=True).cast(t)
-        elif pa.types.is_map(t):
-            vals_m, wrong = _coerce_map(s)
-            flag(wrong, lambda i, c=col.name: f"{c}: wrong type (expected a string -> string map)")
-            arrays[col.name] = pa.array(vals_m, type=t)
-        else:  # pragma: no cover - the schema has no other types
-            raise TypeError(f"unsupported column type {t}")
-
-    # Cross-column rules.
-    proto = arrays["eval_protocol"].to_numpy(zero_copy_only=False)
-    shots_raw_missing = frame["shots"].isna().to_numpy() if "shots" in frame else np.ones(n, bool)
-    flag((proto == "fewshot") & shots_raw_missing, "shots: missing (required when eval_protocol is 'fewshot')")
+        arrays[col.name] = _column_array(col, s, flag)
+    _check_across_columns(frame, arrays, flag)
 
     bad = np.zeros(n, bool)
     bad[list(reasons)] = True
     table = pa.table(arrays, schema=_INPUT_SCHEMA)
     good_idx = np.flatnonzero(~bad)
     table = table.take(pa.array(good_idx, type=pa.int64()))
-    bad_idx = np.flatnonzero(bad)
+    return Validated(table=table, rejected=_rejected_rows(frame, np.flatnonzero(bad), reasons, raw))
+
+
+def _column_array(col: Column, s: pd.Series, flag: _Flag) -> pa.Array:
+    """One input column as the Arrow array of ``col``'s type; its bad cells are flagged (and null)."""
+    t = col.type
+    if pa.types.is_floating(t) or pa.types.is_integer(t):
+        return _numeric_array(col, s, flag)
+    if pa.types.is_string(t):
+        return _string_array(col, s, flag)
+    if pa.types.is_timestamp(t):
+        return _timestamp_array(col, s, flag)
+    if pa.types.is_map(t):
+        vals_m, wrong = _coerce_map(s)
+        flag(wrong, lambda i, c=col.name: f"{c}: wrong type (expected a string -> string map)")
+        return pa.array(vals_m, type=t)
+    raise TypeError(f"unsupported column type {t}")  # pragma: no cover - the schema has no other types
+
+
+def _numeric_array(col: Column, s: pd.Series, flag: _Flag) -> pa.Array:
+    """A number column: wrong types, NaN where it is not allowed, missing required values,
+    infinities, values out of range and integers too large for the column are flagged."""
+    t = col.type
+    integer = pa.types.is_integer(t)
+    v, wrong, nan = _coerce_numeric(s, integer)
+    flag(wrong, lambda i, c=col.name, ss=s, it=integer:
+         f"{c}: wrong type ({ss.iloc[i]!r} is not {'an integer' if it else 'a number'})")
+    missing = np.isnan(v) & ~wrong & ~nan
+    if col.required and col.name not in STORE_FILLED:
+        flag(nan, f"{col.name}: NaN")
+        flag(missing, f"{col.name}: missing required field")
+    elif not integer:
+        # NaN in an optional hyper-parameter column means "not recorded" (pandas' CSV
+        # convention); it is stored as null.
+        pass
+    else:
+        flag(nan & ~s.isna().to_numpy(), f"{col.name}: NaN")
+    inf = np.isinf(v)
+    flag(inf, f"{col.name}: not finite")
+    finite = np.isfinite(v)
+    _flag_out_of_range(col, v, finite, flag)
+    good = finite
+    if integer:
+        limit = _INT_LIMITS[t]
+        # float64 holds 2**63 exactly; anything at or past it does not fit an int64
+        over = finite & ((v > limit) | (v < -limit - 1) | (np.abs(v) >= 2.0 ** 63))
+        flag(over, lambda i, c=col.name, v=v, t=t: f"{c}: {v[i]:g} does not fit the column's {t} type")
+        good = finite & ~over
+        return pa.array(np.where(good, v, 0).astype("int64"), type=pa.int64(), mask=~good).cast(t, safe=False)
+    return pa.array(np.where(good, v, 0.0), type=t, mask=~good)
+
+
+def _flag_out_of_range(col: Column, v: np.ndarray, finite: np.ndarray, flag: _Flag) -> None:
+    """Finite values outside ``[col.lo, col.hi]``."""
+    if col.lo is not None:
+        flag(finite & (v < col.lo), lambda i, c=col, v=v: f"{c.name}: {v[i]:g} out of range [{c.lo:g}, {c.hi if c.hi is not None else math.inf:g}]")
+    if col.hi is not None:
+        # 1 < v <= 100 in a fraction column is almost always a percent: say so.
+        flag(finite & (v > col.hi), lambda i, c=col, v=v: f"{c.name}: {v[i]:g} out of range [{c.lo:g}, {c.hi:g}]"
+             + (" (a percent in a fraction field? set its unit to percent)" if c.hi == 1.0 and v[i] <= 100 else ""))
+
+
+def _string_array(col: Column, s: pd.Series, flag: _Flag) -> pa.Array:
+    """A string column: wrong types, empty required values, task names that cannot be a
+    partition directory and values outside the column's choices are flagged."""
+    arr, wrong = _coerce_string(s)
+    flag(wrong, lambda i, c=col.name, ss=s: f"{c}: wrong type ({type(ss.iloc[i]).__name__} is not a string)")
+    text = lambda i, a=arr: a[i].as_py()  # noqa: E731 (one cell, for a message)
+    if col.required:
+        empty = pc.fill_null(pc.equal(arr, ""), True).to_numpy(zero_copy_only=False)
+        flag(empty & ~wrong, f"{col.name}: missing required field")
+    if col.name in PARTITION or col.choices is not None:
+        # a few distinct names in a million rows: check each name once
+        names = pc.unique(arr.drop_null()).to_pylist()
+        if col.name in PARTITION:
+            problems = [x for x in names if _partition_problem(x) is not None]
+            if problems:
+                flag(_is_in(arr, problems), lambda i, c=col.name, tx=text: f"{c}: {_partition_problem(tx(i))}")
+        if col.choices is not None:
+            unknown = [x for x in names if x not in col.choices]
+            label = "unknown protocol" if col.name == "eval_protocol" else f"unknown {col.name}"
+            if unknown:
+                flag(_is_in(arr, unknown), lambda i, c=col, tx=text, lb=label:
+                     f"{c.name}: {lb} {tx(i)!r} (expected one of {', '.join(c.choices)})")
+    return arr
+
+
+def _timestamp_array(col: Column, s: pd.Series, flag: _Flag) -> pa.Array:
+    """A timestamp column, in UTC: wrong types and missing required values are flagged."""
+    ts, wrong = _coerce_timestamp(s)
+    flag(wrong, lambda i, c=col.name: f"{c}: wrong type ({s.iloc[i]!r} is not a timestamp)")
+    if col.required:
+        flag(ts.isna().to_numpy() & ~wrong & (col.name not in STORE_FILLED), f"{col.name}: missing required field")
+    naive_utc = ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    return pa.array(naive_utc, type=pa.timestamp("us"), from_pandas=True).cast(col.type)
+
+
+def _check_across_columns(frame: pd.DataFrame, arrays: Mapping[str, pa.Array], flag: _Flag) -> None:
+    """Rules between columns: a few-shot row needs its shots."""
+    proto = arrays["eval_protocol"].to_numpy(zero_copy_only=False)
+    shots_raw_missing = frame["shots"].isna().to_numpy() if "shots" in frame else np.ones(len(frame), bool)
+    flag((proto == "fewshot") & shots_raw_missing, "shots: missing (required when eval_protocol is 'fewshot')")
+
+
+def _rejected_rows(frame: pd.DataFrame, bad_idx: np.ndarray, reasons: Mapping[int, list[str]],
+                   raw: RawPayloads | None) -> pd.DataFrame:
+    """The rejected rows: position, source, run_id, reasons and the payload for the quarantine."""
     if raw is None:
         records = frame.iloc[bad_idx].to_dict("records") if len(bad_idx) else []
         raw_bad = [row_json(r) for r in records]
@@ -510,19 +549,19 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None) -> Validate
         raw_bad = list(raw(bad_idx)) if len(bad_idx) else []
     else:
         raw_bad = [raw[i] for i in bad_idx]
+
     def ident(c: str) -> list[Any]:
         if c not in frame.columns:
             return [None] * len(bad_idx)
         return [None if _is_missing(x) else str(x) for x in frame[c].to_numpy(dtype=object)[bad_idx]]
 
-    rejected = pd.DataFrame({
+    return pd.DataFrame({
         "row": bad_idx.astype("int64"),
         "source": ident("source"),
         "run_id": ident("run_id"),
         "reason": ["; ".join(reasons[i]) for i in bad_idx],
         "raw": raw_bad,
     })
-    return Validated(table=table, rejected=rejected)
 
 
 def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.Table:

@@ -161,7 +161,7 @@ def test_rest_transport_tls_auth_and_connections_the_server_closed(tmp_path, mon
     import ssl
     import threading
 
-    from meta_study.tune.writer import _RestRuns
+    from meta_study.tune._rest import _RestRuns
 
     seen: list[tuple[str, str | None]] = []
 
@@ -274,7 +274,7 @@ def test_rest_transport_follows_a_redirecting_server_through_requests(monkeypatc
     import http.server
     import threading
 
-    from meta_study.tune.writer import _RestRuns
+    from meta_study.tune._rest import _RestRuns
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"

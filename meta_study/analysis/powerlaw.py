@@ -271,6 +271,18 @@ class _BatchSolver:
         neighbours, take a Newton step with the parabola's curvature (10% long, so that a near-exact
         step still lands past the root and brackets it), then cubic steps on f'(log alpha) inside
         the bracket. Returns per problem (objective, log alpha, k, c) of its best lane."""
+        uc, at_c, ue, at_e = self._newton_start(ch, p, j, f_grid)
+        bracket = _Bracket.around(uc, at_c, ue, at_e)
+        for _ in range(self.REFINE_ITERS):
+            if not bracket.iterate(ch, p):
+                break
+        return bracket.best_per_problem(p, P)
+
+    def _newton_start(self, ch: "_Chunk", p: np.ndarray, j: np.ndarray, f_grid: np.ndarray) -> tuple[
+            np.ndarray, tuple[np.ndarray, ...], np.ndarray, tuple[np.ndarray, ...]]:
+        """The first two points of each lane, ``uc`` and ``ue``, each with (f, f', k, c) there:
+        the parabola's vertex and a Newton step from it, or the grid neighbour on the downhill side
+        when the step fell short of the root."""
         G = self.u_grid.size
         h = self.u_grid[1] - self.u_grid[0]
         jm, jp = np.maximum(j - 1, 0), np.minimum(j + 1, G - 1)
@@ -296,62 +308,7 @@ class _BatchSolver:
             uc[si], f_c[si], g_c[si], k_c[si], c_c[si] = ue[si], f_e[si], g_e[si], k_e[si], c_e[si]
             ue[si] = far
             f_e[si], g_e[si], k_e[si], c_e[si] = ch.evaluate(p[si], far)
-        go_left = ue < uc
-        take_e = f_e < f_c
-        bf, bu = np.where(take_e, f_e, f_c), np.where(take_e, ue, uc)
-        bk, bc = np.where(take_e, k_e, k_c), np.where(take_e, c_e, c_c)
-        a, b = np.where(go_left, ue, uc), np.where(go_left, uc, ue)
-        fa, fb = np.where(go_left, f_e, f_c), np.where(go_left, f_c, f_e)
-        ga, gb = np.where(go_left, g_e, g_c), np.where(go_left, g_c, g_e)
-        # A bracket needs f' < 0 at a and > 0 at b. Without one the minimum is at a bound of
-        # alpha (or k = 0 made f flat), and the best point evaluated is the answer.
-        active = (ga < 0) & (gb > 0) & (b > a)
-        # The last two iterates and how many times in a row the same bracket end was replaced:
-        # a cubic over a bracket whose far end is stale (a kink where the active set of the
-        # inner problem changes) creeps from one side; a secant through the last two iterates
-        # then extrapolates to the root (Dekker's fallback).
-        u1, g1 = np.where(go_left, ue, uc), np.where(go_left, g_e, g_c)
-        u0, g0 = np.where(go_left, uc, ue), np.where(go_left, g_c, g_e)
-        same = np.zeros(p.size, np.int8)
-        last_side = np.zeros(p.size, np.int8)
-        for _ in range(self.REFINE_ITERS):
-            idx = np.flatnonzero(active)
-            if idx.size == 0:
-                break
-            u = _cubic_step(a[idx], fa[idx], ga[idx], b[idx], fb[idx], gb[idx])
-            stale = same[idx] >= 2
-            if stale.any():
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    sec = u1[idx] - g1[idx] * (u1[idx] - u0[idx]) / (g1[idx] - g0[idx])
-                ok = stale & np.isfinite(sec) & (sec > a[idx]) & (sec < b[idx])
-                u = np.where(ok, sec, np.where(stale, 0.5 * (a[idx] + b[idx]), u))
-            f_u, g_u, k_u, c_u = ch.evaluate(p[idx], u)
-            u0[idx], g0[idx], u1[idx], g1[idx] = u1[idx], g1[idx], u, g_u
-            side = np.where(g_u > 0, 1, -1).astype(np.int8)
-            same[idx] = np.where(side == last_side[idx], same[idx] + 1, 0)
-            last_side[idx] = side
-            better = f_u < bf[idx]
-            bf[idx] = np.where(better, f_u, bf[idx])
-            bu[idx] = np.where(better, u, bu[idx])
-            bk[idx] = np.where(better, k_u, bk[idx])
-            bc[idx] = np.where(better, c_u, bc[idx])
-            right = g_u > 0  # the minimum is left of u: u becomes the new b
-            ib, ia = idx[right], idx[~right]
-            step = np.minimum(u - a[idx], b[idx] - u)
-            b[ib], fb[ib], gb[ib] = u[right], f_u[right], g_u[right]
-            a[ia], fa[ia], ga[ia] = u[~right], f_u[~right], g_u[~right]
-            # Converged when the objective is provably close: near the minimum f(u) - f* is about
-            # g^2 / (2 f''), with f'' from the bracket's derivative secant; stop below 1e-13 of f
-            # (the brute-force test asks for 1e-9). Or when the step shrinks below 1e-9.
-            with np.errstate(divide="ignore", invalid="ignore"):
-                curv = (gb[idx] - ga[idx]) / (b[idx] - a[idx])
-                excess = np.where(curv > 0, g_u * g_u / (2.0 * curv), np.inf)
-            done = (excess <= 1e-13 * np.abs(f_u) + 1e-300) | (step < 1e-9) | (g_u == 0) | ((b[idx] - a[idx]) < 1e-9)
-            active[idx[done]] = False
-        best: list[tuple[float, float, float, float]] = [(math.inf, math.nan, math.nan, math.nan)] * P
-        for lane in np.argsort(bf, kind="stable")[::-1]:  # the best lane is written last
-            best[p[lane]] = (float(bf[lane]), float(bu[lane]), float(bk[lane]), float(bc[lane]))
-        return best
+        return uc, (f_c, g_c, k_c, c_c), ue, (f_e, g_e, k_e, c_e)
 
     def _result(self, n: int, obj: float, u: float, k: float, c: float, sse: float) -> PowerLawFit:
         if not all(map(math.isfinite, (obj, u, k, c, sse))):
@@ -489,6 +446,104 @@ class _Chunk:
             best_f, best_k, best_c = np.where(better, f, best_f), np.where(better, k, best_k), np.where(better, c, best_c)
             T = p0 * (1.0 + logY - np.log(p0))
         return best_k, best_c
+
+
+@dataclass
+class _Bracket:
+    """The refinement's state, per lane: the bracket ``[a, b]`` (f' < 0 at a, > 0 at b) with f and
+    f' at its ends, the best point evaluated so far, the last two iterates and the lanes still
+    refining."""
+
+    a: np.ndarray
+    fa: np.ndarray
+    ga: np.ndarray
+    b: np.ndarray
+    fb: np.ndarray
+    gb: np.ndarray
+    bf: np.ndarray          # the best point so far: objective, log alpha, k, c
+    bu: np.ndarray
+    bk: np.ndarray
+    bc: np.ndarray
+    u0: np.ndarray          # the iterate before last, and f' there
+    g0: np.ndarray
+    u1: np.ndarray          # the last iterate, and f' there
+    g1: np.ndarray
+    same: np.ndarray        # how many times in a row the same bracket end was replaced
+    last_side: np.ndarray   # which end the last iterate replaced (+1: b, -1: a)
+    active: np.ndarray
+
+    @classmethod
+    def around(cls, uc: np.ndarray, at_c: tuple[np.ndarray, ...], ue: np.ndarray,
+               at_e: tuple[np.ndarray, ...]) -> "_Bracket":
+        """The bracket of two points with (f, f', k, c) at each."""
+        f_c, g_c, k_c, c_c = at_c
+        f_e, g_e, k_e, c_e = at_e
+        go_left = ue < uc
+        take_e = f_e < f_c
+        bf, bu = np.where(take_e, f_e, f_c), np.where(take_e, ue, uc)
+        bk, bc = np.where(take_e, k_e, k_c), np.where(take_e, c_e, c_c)
+        a, b = np.where(go_left, ue, uc), np.where(go_left, uc, ue)
+        fa, fb = np.where(go_left, f_e, f_c), np.where(go_left, f_c, f_e)
+        ga, gb = np.where(go_left, g_e, g_c), np.where(go_left, g_c, g_e)
+        # A bracket needs f' < 0 at a and > 0 at b. Without one the minimum is at a bound of
+        # alpha (or k = 0 made f flat), and the best point evaluated is the answer.
+        active = (ga < 0) & (gb > 0) & (b > a)
+        # The last two iterates and how many times in a row the same bracket end was replaced:
+        # a cubic over a bracket whose far end is stale (a kink where the active set of the
+        # inner problem changes) creeps from one side; a secant through the last two iterates
+        # then extrapolates to the root (Dekker's fallback).
+        u1, g1 = np.where(go_left, ue, uc), np.where(go_left, g_e, g_c)
+        u0, g0 = np.where(go_left, uc, ue), np.where(go_left, g_c, g_e)
+        return cls(a, fa, ga, b, fb, gb, bf, bu, bk, bc, u0, g0, u1, g1, np.zeros(uc.size, np.int8),
+                   np.zeros(uc.size, np.int8), active)
+
+    def iterate(self, ch: "_Chunk", p: np.ndarray) -> bool:
+        """One cubic step (a secant or bisection one where the bracket went stale) in every
+        active lane; False when no lane is active any more."""
+        a, fa, ga, b, fb, gb = self.a, self.fa, self.ga, self.b, self.fb, self.gb
+        bf, bu, bk, bc = self.bf, self.bu, self.bk, self.bc
+        u0, g0, u1, g1, same, last_side = self.u0, self.g0, self.u1, self.g1, self.same, self.last_side
+        idx = np.flatnonzero(self.active)
+        if idx.size == 0:
+            return False
+        u = _cubic_step(a[idx], fa[idx], ga[idx], b[idx], fb[idx], gb[idx])
+        stale = same[idx] >= 2
+        if stale.any():
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sec = u1[idx] - g1[idx] * (u1[idx] - u0[idx]) / (g1[idx] - g0[idx])
+            ok = stale & np.isfinite(sec) & (sec > a[idx]) & (sec < b[idx])
+            u = np.where(ok, sec, np.where(stale, 0.5 * (a[idx] + b[idx]), u))
+        f_u, g_u, k_u, c_u = ch.evaluate(p[idx], u)
+        u0[idx], g0[idx], u1[idx], g1[idx] = u1[idx], g1[idx], u, g_u
+        side = np.where(g_u > 0, 1, -1).astype(np.int8)
+        same[idx] = np.where(side == last_side[idx], same[idx] + 1, 0)
+        last_side[idx] = side
+        better = f_u < bf[idx]
+        bf[idx] = np.where(better, f_u, bf[idx])
+        bu[idx] = np.where(better, u, bu[idx])
+        bk[idx] = np.where(better, k_u, bk[idx])
+        bc[idx] = np.where(better, c_u, bc[idx])
+        right = g_u > 0  # the minimum is left of u: u becomes the new b
+        ib, ia = idx[right], idx[~right]
+        step = np.minimum(u - a[idx], b[idx] - u)
+        b[ib], fb[ib], gb[ib] = u[right], f_u[right], g_u[right]
+        a[ia], fa[ia], ga[ia] = u[~right], f_u[~right], g_u[~right]
+        # Converged when the objective is provably close: near the minimum f(u) - f* is about
+        # g^2 / (2 f''), with f'' from the bracket's derivative secant; stop below 1e-13 of f
+        # (the brute-force test asks for 1e-9). Or when the step shrinks below 1e-9.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            curv = (gb[idx] - ga[idx]) / (b[idx] - a[idx])
+            excess = np.where(curv > 0, g_u * g_u / (2.0 * curv), np.inf)
+        done = (excess <= 1e-13 * np.abs(f_u) + 1e-300) | (step < 1e-9) | (g_u == 0) | ((b[idx] - a[idx]) < 1e-9)
+        self.active[idx[done]] = False
+        return True
+
+    def best_per_problem(self, p: np.ndarray, P: int) -> list[tuple[float, float, float, float]]:
+        """(objective, log alpha, k, c) of each problem's best lane; ``inf`` for a problem without lanes."""
+        best: list[tuple[float, float, float, float]] = [(math.inf, math.nan, math.nan, math.nan)] * P
+        for lane in np.argsort(self.bf, kind="stable")[::-1]:  # the best lane is written last
+            best[p[lane]] = (float(self.bf[lane]), float(self.bu[lane]), float(self.bk[lane]), float(self.bc[lane]))
+        return best
 
 
 def _cubic_step(a: np.ndarray, fa: np.ndarray, ga: np.ndarray, b: np.ndarray, fb: np.ndarray,

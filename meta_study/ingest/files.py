@@ -13,7 +13,7 @@ import json
 import os
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -232,6 +232,40 @@ def map_join(frames: dict[str, pd.DataFrame], mapping: IngestMapping, *, where: 
     """
     join: JoinSpec = mapping.join  # type: ignore[assignment]
     paths = list(frames)
+    up_path, ds_paths = _join_files(join, frames, where)
+    on = list(join.on)
+    rejected: list[dict] = []
+    up_rows = _unique_keys(frames[up_path], on, up_path, source, rejected)
+    up = _Upstream(path=up_path, task=join.upstream.task, rows=up_rows, accuracy=up_rows[join.upstream.accuracy],
+                   model_cols={raw: canon for raw, canon in mapping.rename.items() if raw in up_rows.columns})
+    parts, raws = [], []
+    for spec, p in zip(join.downstream, ds_paths):
+        d = _unique_keys(frames[p], on, p, source, rejected)
+        rows, payloads = _join_downstream(d, p, spec, up, on, mapping, rejected, source=source, where=where)
+        parts.append(rows)
+        raws.extend(payloads)
+    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    _check_required(rows, where, mapping)
+    used = {up_path, *ds_paths}
+    unused = [p for p in paths if p not in used]
+    return rows, raws, rejected_frame(rejected), unused
+
+
+@dataclass(frozen=True)
+class _Upstream:
+    """The upstream table of a join, without its duplicate keys."""
+
+    path: str
+    task: str
+    rows: pd.DataFrame
+    accuracy: pd.Series          # raw; finish_rows converts units once for every column
+    model_cols: dict[str, str]   # its columns that the mapping renames: raw -> canonical
+
+
+def _join_files(join: JoinSpec, frames: Mapping[str, pd.DataFrame], where: str) -> tuple[str, list[str]]:
+    """The files the join's tables match (upstream, then one per downstream table); a
+    :class:`UserError` if one of them lacks a key or accuracy column."""
+    paths = list(frames)
     up_path = _match_table(join.upstream, paths, where)
     ds_paths = [_match_table(s, paths, where) for s in join.downstream]
     used = {up_path, *ds_paths}
@@ -242,56 +276,49 @@ def map_join(frames: dict[str, pd.DataFrame], mapping: IngestMapping, *, where: 
         missing = [c for c in need if c not in f.columns]
         if missing:
             raise UserError(f"{p}: no column(s) {', '.join(missing)} needed by the join")
-    on = list(join.on)
-    up = frames[up_path].copy()
-    up["_row"] = range(len(up))
-    rejected: list[dict] = []
-    dup = up.duplicated(on, keep=False)
-    for rec in up[dup].to_dict("records"):
-        rejected.append({"source": source, "run_id": None,
-                         "reason": f"duplicate key {_key_text(rec, on)} in {os.path.basename(up_path)}",
-                         "raw": _payload(up_path, rec)})
-    up = up[~dup]
-    us_acc = up[join.upstream.accuracy]  # raw; finish_rows converts units once for every column
+    return up_path, ds_paths
 
-    model_cols = {raw: canon for raw, canon in mapping.rename.items() if raw in up.columns}
-    parts, raws = [], []
-    for spec, p in zip(join.downstream, ds_paths):
-        d = frames[p].copy()
-        d["_row"] = range(len(d))
-        ddup = d.duplicated(on, keep=False)
-        for rec in d[ddup].to_dict("records"):
-            rejected.append({"source": source, "run_id": None,
-                             "reason": f"duplicate key {_key_text(rec, on)} in {os.path.basename(p)}",
-                             "raw": _payload(p, rec)})
-        d = d[~ddup]
-        m = d.merge(up[on].assign(_us_acc=us_acc.to_numpy(), **{
-            f"_m_{raw}": up[raw].to_numpy() for raw in model_cols}), on=on, how="left", indicator=True)
-        orphan = m["_merge"] == "left_only"
-        for rec in d.loc[d.index[orphan.to_numpy()]].to_dict("records"):
-            rejected.append({"source": source, "run_id": None,
-                             "reason": f"missing US metric: no row for {_key_text(rec, on)} in "
-                                       f"{os.path.basename(up_path)} (downstream {spec.task})",
-                             "raw": _payload(p, rec)})
-        m = m[~orphan].reset_index(drop=True)
-        d_ok = d.loc[d.index[(~orphan).to_numpy()]].reset_index(drop=True)
-        canon = pd.DataFrame({
-            "us_task": join.upstream.task, "ds_task": spec.task,
-            "us_accuracy": m["_us_acc"].to_numpy(),
-            "ds_accuracy": m[spec.accuracy].to_numpy(),
-        })
-        for raw, canon_col in model_cols.items():
-            if canon_col not in ("us_accuracy", "ds_accuracy", "us_task", "ds_task"):
-                canon[canon_col] = m[f"_m_{raw}"].to_numpy()
-        extra_cols = [c for c in d_ok.columns if not c.startswith("_") and c != spec.accuracy
-                      and c not in mapping.rename]
-        rows = finish_rows(canon, d_ok, mapping, extra_columns=extra_cols, source=source, where=where)
-        parts.append(rows)
-        raws.extend(_payload(p, rec, _upstream_file=os.path.basename(up_path)) for rec in d_ok.to_dict("records"))
-    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    _check_required(rows, where, mapping)
-    unused = [p for p in paths if p not in used]
-    return rows, raws, rejected_frame(rejected), unused
+
+def _unique_keys(frame: pd.DataFrame, on: list[str], path: str, source: str, rejected: list[dict]) -> pd.DataFrame:
+    """``frame`` with its row numbers (``_row``), without the rows whose key repeats: those go to
+    ``rejected``, every copy of the key."""
+    f = frame.copy()
+    f["_row"] = range(len(f))
+    dup = f.duplicated(on, keep=False)
+    for rec in f[dup].to_dict("records"):
+        rejected.append({"source": source, "run_id": None,
+                         "reason": f"duplicate key {_key_text(rec, on)} in {os.path.basename(path)}",
+                         "raw": _payload(path, rec)})
+    return f[~dup]
+
+
+def _join_downstream(d: pd.DataFrame, path: str, spec: TableSpec, up: _Upstream, on: list[str],
+                     mapping: IngestMapping, rejected: list[dict], *, source: str,
+                     where: str) -> tuple[pd.DataFrame, list[str]]:
+    """One downstream table joined to the upstream one: canonical rows and their raw payloads.
+    Rows with no upstream row go to ``rejected`` (missing US metric)."""
+    m = d.merge(up.rows[on].assign(_us_acc=up.accuracy.to_numpy(), **{
+        f"_m_{raw}": up.rows[raw].to_numpy() for raw in up.model_cols}), on=on, how="left", indicator=True)
+    orphan = m["_merge"] == "left_only"
+    for rec in d.loc[d.index[orphan.to_numpy()]].to_dict("records"):
+        rejected.append({"source": source, "run_id": None,
+                         "reason": f"missing US metric: no row for {_key_text(rec, on)} in "
+                                   f"{os.path.basename(up.path)} (downstream {spec.task})",
+                         "raw": _payload(path, rec)})
+    m = m[~orphan].reset_index(drop=True)
+    d_ok = d.loc[d.index[(~orphan).to_numpy()]].reset_index(drop=True)
+    canon = pd.DataFrame({
+        "us_task": up.task, "ds_task": spec.task,
+        "us_accuracy": m["_us_acc"].to_numpy(),
+        "ds_accuracy": m[spec.accuracy].to_numpy(),
+    })
+    for raw, canon_col in up.model_cols.items():
+        if canon_col not in ("us_accuracy", "ds_accuracy", "us_task", "ds_task"):
+            canon[canon_col] = m[f"_m_{raw}"].to_numpy()
+    extra_cols = [c for c in d_ok.columns if not c.startswith("_") and c != spec.accuracy
+                  and c not in mapping.rename]
+    rows = finish_rows(canon, d_ok, mapping, extra_columns=extra_cols, source=source, where=where)
+    return rows, [_payload(path, rec, _upstream_file=os.path.basename(up.path)) for rec in d_ok.to_dict("records")]
 
 
 def _key_text(rec: dict, on: Sequence[str]) -> str:

@@ -1,0 +1,142 @@
+"""What a store records and returns: the manifest format (the commit log; the newest wins), the
+quarantine's table, and the results of a commit and of a check (with its damage records)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import pandas as pd
+import pyarrow as pa
+
+from ..errors import UserError
+from ..schema import SCHEMA_VERSION
+
+FORMAT = "meta-study-store"
+FORMAT_VERSION = 1
+#: Manifests older than this many versions are pruned (they are history only: their files are gone).
+KEEP_MANIFESTS = 20
+#: Commit-log entries carried in each manifest.
+KEEP_LOG = 500
+
+QUARANTINE_SCHEMA = pa.schema([
+    pa.field("source", pa.string()),
+    pa.field("run_id", pa.string()),
+    pa.field("reason", pa.string()),
+    pa.field("raw", pa.string()),          # the rejected payload as JSON; never parsed or executed
+    pa.field("payload_hash", pa.string()),  # sha256 of (source, reason, raw): quarantine is idempotent
+    pa.field("quarantined_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What one commit did. ``version`` is None when nothing changed and nothing was written."""
+
+    version: int | None
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+    partitions_written: int = 0
+
+    @property
+    def wrote(self) -> bool:
+        return self.version is not None
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """``meta-study store info``: what is in a store."""
+
+    uri: str
+    version: int
+    rows: int
+    quarantined: int
+    groups: pd.DataFrame          # us_task, ds_task, eval_protocol, shots, rows, models
+    sources: pd.DataFrame         # source, rows, runs, last_ingested_at
+    last_ingest: str | None
+    last_commit: Mapping[str, Any] | None
+    pending_finalize: bool
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One damaged file found by :meth:`Store.check`."""
+
+    path: str     # relative to the store root
+    kind: str     # data | quarantine | state | untracked (a file plain readers read that no manifest lists)
+    problem: str
+    rows: int     # rows the manifest records for the file (0 when untracked)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What ``meta-study store check`` found (and, with ``repair``, did)."""
+
+    uri: str
+    version: int
+    files: int                    # manifest files checked
+    damage: tuple[Damage, ...]
+    repaired_version: int | None = None   # the version the repair committed, if it ran
+    rows_dropped: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.damage
+
+
+@dataclass
+class _Manifest:
+    version: int = 0
+    data: list[dict[str, Any]] = field(default_factory=list)        # path, staged, us_task, ds_task, rows
+    quarantine: list[dict[str, Any]] = field(default_factory=list)  # path, staged, rows
+    state: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> path, staged, rows
+    pending_delete: list[str] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    created_at: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "format": FORMAT, "format_version": FORMAT_VERSION, "schema_version": SCHEMA_VERSION,
+            "version": self.version, "created_at": self.created_at, "data": self.data,
+            "quarantine": self.quarantine, "state": self.state, "pending_delete": self.pending_delete,
+            "log": self.log,
+        }, indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, where: str) -> "_Manifest":
+        try:
+            d = json.loads(raw)
+        except ValueError as e:
+            raise UserError(f"{where}: corrupt manifest ({e})") from None
+        if d.get("format") != FORMAT:
+            raise UserError(f"{where}: not a meta-study manifest")
+        if d.get("format_version", 0) > FORMAT_VERSION:
+            raise UserError(f"{where}: store format {d['format_version']} is newer than this meta-study "
+                            f"({FORMAT_VERSION}); upgrade meta-study")
+        return cls(version=d["version"], data=d["data"], quarantine=d["quarantine"], state=d["state"],
+                   pending_delete=d["pending_delete"], log=d["log"], created_at=d.get("created_at", ""))
+
+    def live_files(self) -> list[dict[str, Any]]:
+        return self.data + self.quarantine + list(self.state.values())
+
+
+def _quarantine_table(q: pd.DataFrame | pa.Table, now: _dt.datetime) -> pa.Table:
+    df = q.to_pandas() if isinstance(q, pa.Table) else q.copy()
+    for c in ("source", "run_id", "reason", "raw"):
+        if c not in df.columns:
+            df[c] = None
+    df = df[["source", "run_id", "reason", "raw"]].astype(object).where(lambda d: d.notna(), None)
+    # (the separator format is persisted in every store's quarantine: kept as it is)
+    df["payload_hash"] = [hashlib.sha256(f"{s}\x1f{r}\x1f{w}".encode()).hexdigest()
+                          for s, r, w in zip(df["source"], df["reason"], df["raw"])]
+    df = df.drop_duplicates("payload_hash")
+    cols = {c: pa.array(df[c].tolist(), pa.string()) for c in ("source", "run_id", "reason", "raw", "payload_hash")}
+    cols["quarantined_at"] = pa.array([now] * len(df), QUARANTINE_SCHEMA.field("quarantined_at").type)
+    return pa.table(cols, schema=QUARANTINE_SCHEMA)

@@ -1,0 +1,189 @@
+"""One commit's plan: which partitions it rewrites, how their rows merge (upsert), and the files
+it stages and the manifest it publishes (see the commit protocol in :mod:`._store`)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import uuid
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..schema import FILE_SCHEMA, KEY, PARTITION, SCHEMA, key_of, key_strings
+from ._files import _failpoint, _table_bytes, partition_dir
+from ._manifest import KEEP_LOG, QUARANTINE_SCHEMA, _Manifest
+
+if TYPE_CHECKING:
+    from ._store import Store
+
+
+def _by_partition(table: pa.Table) -> Iterator[tuple[tuple[str, str], pa.Table]]:
+    """``table``'s rows per (us_task, ds_task), in Arrow (no Python string per row)."""
+    pair = pc.binary_join_element_wise(table.column("us_task"), table.column("ds_task"), "\x00").combine_chunks()
+    enc = pc.dictionary_encode(pair)
+    codes = enc.indices.to_numpy(zero_copy_only=False)
+    names = enc.dictionary.to_pylist()
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    for idx in np.split(order, bounds):
+        us, ds = names[codes[idx[0]]].split("\x00", 1)
+        yield (us, ds), table.take(pa.array(idx, pa.int64()))
+
+
+def _content_equal(a: pa.Table, b: pa.Table) -> np.ndarray:
+    """Row-wise equality of two aligned tables (nulls equal nulls), ignoring ``ingested_at``."""
+    eq = np.ones(a.num_rows, bool)
+    for name in a.column_names:
+        if name == "ingested_at":
+            continue
+        x, y = a.column(name), b.column(name)
+        if pa.types.is_map(x.type):
+            eq &= np.array([p == q for p, q in zip(x.to_pylist(), y.to_pylist())], bool)
+            continue
+        same = pc.equal(x, y)
+        both_null = pc.and_(pc.is_null(x), pc.is_null(y))
+        eq &= pc.fill_null(pc.or_kleene(same, both_null), False).to_numpy(zero_copy_only=False)
+    return eq
+
+
+class _Plan:
+    """The files one commit writes and the manifest it publishes."""
+
+    def __init__(self, store: Store, m: _Manifest, txn: str, now: _dt.datetime) -> None:
+        self.s, self.m, self.txn, self.now = store, m, txn, now
+        self.data = {(e["us_task"], e["ds_task"]): e for e in m.data}
+        self.quarantine = list(m.quarantine)
+        self.state = dict(m.state)
+        self.superseded: list[str] = []
+        self.changed = False
+        self.partitions_written = 0
+
+    def _stage(self, final_rel: str, table: pa.Table) -> dict[str, Any]:
+        staged = f"_staging/{self.txn}/{final_rel}"
+        data = _table_bytes(table)
+        self.s._f.write_bytes(staged, data)
+        _failpoint("after_stage")
+        # size: checked against one listing at every commit; sha256: by 'store check'
+        return {"path": final_rel, "staged": staged, "rows": table.num_rows, "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest()}
+
+    def _uid(self) -> str:
+        return f"{self.m.version + 1:010d}-{uuid.uuid4().hex[:8]}"
+
+    def merge_data(self, new: pa.Table | None, delete_runs: Sequence[tuple[str, str]]) -> dict[str, int]:
+        counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+        touched: dict[tuple[str, str], pa.Table | None] = {}
+        if new is not None:
+            us = new.column("us_task").to_numpy(zero_copy_only=False)
+            ds = new.column("ds_task").to_numpy(zero_copy_only=False)
+            parts = pd.DataFrame({"us": us, "ds": ds}).groupby(["us", "ds"], sort=True).indices
+            for (u, d), idx in parts.items():
+                touched[(u, d)] = new.take(pa.array(idx, pa.int64()))
+        if delete_runs:
+            for p in self.data:
+                touched.setdefault(p, None)
+        dels = {key_of((s, r)) for s, r in delete_runs}
+        for part, rows in touched.items():
+            old_e = self.data.get(part)
+            old = None
+            if old_e is not None:
+                old = self.s._read_file(old_e, FILE_SCHEMA)
+                for c in PARTITION:
+                    old = old.append_column(c, pa.array([part[PARTITION.index(c)]] * old.num_rows, pa.string()))
+                old = old.select(SCHEMA.names).cast(SCHEMA)
+            merged, c = self._merge_partition(old, rows, dels)
+            for k in counts:
+                counts[k] += c[k]
+            if c["inserted"] == c["updated"] == c["deleted"] == 0:
+                continue
+            self.changed = True
+            self.partitions_written += 1
+            if old_e is not None:
+                self.superseded.append(old_e["path"])
+                del self.data[part]
+            if merged.num_rows:
+                rel = f"{partition_dir(*part)}/part-{self._uid()}.parquet"
+                e = self._stage(rel, merged.drop_columns(list(PARTITION)))
+                e.update(us_task=part[0], ds_task=part[1])
+                self.data[part] = e
+        return counts
+
+    @staticmethod
+    def _merge_partition(old: pa.Table | None, new: pa.Table | None, dels: set[str]) -> tuple[pa.Table, dict[str, int]]:
+        c = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+        if old is None:
+            old = SCHEMA.empty_table()
+        keep = np.ones(old.num_rows, bool)
+        if dels and old.num_rows:
+            gone = np.isin(key_strings(old, ("source", "run_id")), list(dels))
+            c["deleted"] = int(gone.sum())
+            keep &= ~gone
+        add = None
+        if new is not None and new.num_rows:
+            ok = key_strings(old)
+            nk = key_strings(new)
+            pos = {k: i for i, k in enumerate(ok)}
+            match_new = np.array([k in pos for k in nk], bool)
+            match_old = np.array([pos[k] for k in nk[match_new]], dtype=np.int64)
+            same = np.zeros(len(nk), bool)
+            if match_new.any():
+                eq = _content_equal(old.take(pa.array(match_old)), new.filter(pa.array(match_new)))
+                # a deleted-then-rewritten row counts as written, not unchanged
+                eq &= keep[match_old]
+                same[np.flatnonzero(match_new)] = eq
+                replaced = match_old[~eq]
+                c["updated"] = int((keep[replaced]).sum())
+                keep[replaced] = False
+            c["inserted"] = int((~match_new).sum())
+            c["unchanged"] = int(same.sum())
+            add = new.filter(pa.array(~same))
+        merged = old.filter(pa.array(keep))
+        if add is not None and add.num_rows:
+            merged = pa.concat_tables([merged, add])
+        if merged.num_rows:
+            order = pc.sort_indices(merged, sort_keys=[(k, "ascending") for k in KEY])
+            merged = merged.take(order)
+        return merged, c
+
+    def add_quarantine(self, q: pa.Table | None) -> int:
+        if q is None or not q.num_rows:
+            return 0
+        seen: set[str] = set()
+        for e in self.quarantine:
+            seen.update(self.s._read_file(e, pa.schema([QUARANTINE_SCHEMA.field("payload_hash")]))
+                        .column("payload_hash").to_pylist())
+        fresh = q.filter(pa.array([h not in seen for h in q.column("payload_hash").to_pylist()]))
+        if not fresh.num_rows:
+            return 0
+        self.changed = True
+        self.quarantine.append(self._stage(f"_quarantine/part-{self._uid()}.parquet", fresh))
+        return fresh.num_rows
+
+    def replace_state(self, state: Mapping[str, pa.Table]) -> None:
+        for name, table in state.items():
+            safe = hashlib.sha1(name.encode()).hexdigest()[:16]  # names may hold URIs: never a path
+            old = self.state.get(name)
+            if old is not None:
+                prev = self.s._read_file(old, None)  # type: ignore[arg-type]
+                if prev.equals(table.cast(prev.schema) if prev.schema.names == table.schema.names else table):
+                    continue
+                self.superseded.append(old["path"])
+            e = self._stage(f"_state/{safe}-{self._uid()}.parquet", table)
+            e["name"] = name
+            self.state[name] = e
+            self.changed = True
+
+    def manifest(self, log_entry: Mapping[str, Any]) -> _Manifest:
+        return _Manifest(
+            version=self.m.version + 1,
+            data=sorted(self.data.values(), key=lambda e: e["path"]),
+            quarantine=self.quarantine,
+            state=self.state,
+            pending_delete=self.superseded,
+            log=(self.m.log + [dict(log_entry)])[-KEEP_LOG:],
+            created_at=self.now.isoformat(),
+        )

@@ -1,0 +1,328 @@
+"""The writer's threads: a sweep's MLflow operations, sharded by trial, merged, retried and spooled.
+
+:class:`MlflowWriter` runs inside the writer process (see :mod:`.writer`). Operations of one trial
+always go to the same one of its threads, in order; each thread drains its queue in batches and
+merges each trial's pending operations (:func:`plan_ops`) into as few MLflow calls as possible,
+typically create_run, one log_batch and set_terminated, sent through :mod:`._rest` to http(s)
+servers and through MLflow's client otherwise. A failed call is retried with back-off; what a
+flush cannot send in time goes to the spool (``mlflow_spool.jsonl``), which the next run of the
+sweep replays first.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ._rest import _RestRuns
+
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+MAX_TAGS_PER_BATCH = 100
+RUNS_FILE = "mlflow_runs.jsonl"   # append-only: one {"trial": ..., "run": ...} line per run
+SPOOL_FILE = "mlflow_spool.jsonl"
+
+
+@dataclass(frozen=True)
+class SweepTarget:
+    """Where a sweep's child runs go, and where its writer keeps its state.
+
+    Attributes:
+        tracking_uri, experiment_id, parent_run_id: the MLflow side.
+        state_dir: the Tune experiment directory (trial -> run map, spool and lock live there).
+        tags: tags of every child run.
+        flush_timeout_s: how long a flush waits for an unreachable server before spooling.
+    """
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    state_dir: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    flush_timeout_s: float = 300.0
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> ``{"a.b": "value"}`` strings, as MLflow params (values cut at 6,000 chars)."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = (json.dumps(v) if isinstance(v, (list, tuple)) else str(v))[:6000]
+    return out
+
+
+@dataclass
+class Op:
+    """One MLflow operation for the writer (JSON-serializable: it crosses the pipe and the spool)."""
+
+    kind: str                       # "run", "metrics", "tag", "artifacts", "end"; "batch" (spooled); "noop"
+    trial: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+class MlflowWriter:
+    """Sends a sweep's MLflow operations: child runs under the parent run, batched and retried."""
+
+    WRITERS = 4  # HTTP calls overlap; more threads only add GIL contention on small machines
+
+    def __init__(self, target: SweepTarget) -> None:
+        self.target = target
+        self._queues: list[queue.Queue[Op | None]] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._spool_lock = threading.Lock()
+        self._runs: dict[str, str] = {}
+        self._created: set[str] = set()          # runs created by this process: no lookups needed
+        self._resumed = False                    # a runs file existed: trials may already have runs
+        self._client: Any = None
+        self._rest: _RestRuns | None = None
+        self.creds: dict[str, Any] | None = None     # resolved by the driver; None: resolve here
+        self._stop = threading.Event()
+        self.errors = 0          # calls that failed at least once (for tests and the summary)
+
+    def setup(self) -> None:
+        """Load the trial -> run map of earlier runs of the sweep, start, replay the spool."""
+        path = Path(self.target.state_dir) / RUNS_FILE
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    d = json.loads(line)
+                except ValueError:  # a line cut short by a killed driver
+                    continue
+                self._runs[d["trial"]] = d["run"]
+            self._resumed = True
+        self._start()
+        self._replay_spool()
+
+    # ---- the writer threads ---------------------------------------------------------------------
+    # Operations of one trial always go to the same thread (in order); threads drain their queue in
+    # batches and merge each trial's pending operations into as few MLflow calls as possible:
+    # typically create_run, one log_batch (params, tags, metrics) and set_terminated per trial.
+
+    def put(self, op: Op) -> None:
+        self._start()
+        if op.kind == "noop":      # the driver's "start now" (setup): nothing to send
+            return
+        self._queues[zlib.crc32(op.trial.encode()) % self.WRITERS].put(op)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._threads and all(t.is_alive() for t in self._threads):
+                return
+            self._stop.clear()
+            if not self._queues:
+                self._queues = [queue.Queue() for _ in range(self.WRITERS)]
+            self._threads = [threading.Thread(target=self._work, args=(q,), name=f"mlflow-sweep-writer-{i}",
+                                              daemon=True) for i, q in enumerate(self._queues)]
+            for t in self._threads:
+                t.start()
+
+    def _work(self, q: "queue.Queue[Op | None]") -> None:
+        while True:
+            first = q.get()
+            batch = [first]
+            while len(batch) < 256:
+                try:
+                    batch.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            ops = [o for o in batch if o is not None]
+            by_trial: dict[str, list[Op]] = {}
+            for o in ops:
+                by_trial.setdefault(o.trial, []).append(o)
+            for trial, trial_ops in by_trial.items():
+                self._apply(trial, trial_ops)
+            for _ in batch:
+                q.task_done()
+            if first is None or any(o is None for o in batch):
+                return
+
+    def _apply(self, trial: str, ops: list[Op]) -> None:
+        """Carry out one trial's pending operations, retrying with back-off (0.5 s doubling to 30 s).
+        Each step is done once: a retry resumes at the step that failed, so nothing is logged twice."""
+        steps = plan_ops(ops)
+        done = 0
+        delay = 0.5
+        while done < len(steps):
+            try:
+                self._do_step(trial, steps[done])
+                done += 1
+                delay = 0.5
+            except Exception:  # noqa: BLE001 - the server is down or flaky: retry, never raise
+                self.errors += 1
+                if self._stop.is_set() or self._stop.wait(delay):   # flush gave up: spool the rest
+                    self._spool([Op(kind=s_[0], trial=trial, payload=s_[1]) for s_ in steps[done:]])
+                    return
+                delay = min(delay * 2, 30.0)
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every queued call is done; spool the rest after the timeout. True if all went."""
+        deadline = time.monotonic() + (self.target.flush_timeout_s if timeout_s is None else timeout_s)
+        pending = lambda: sum(q.unfinished_tasks for q in self._queues)  # noqa: E731
+        while pending() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not pending():
+            return True
+        self._stop.set()   # ops in flight wake from their back-off and spool themselves
+        left: list[Op] = []
+        for q in self._queues:
+            while True:
+                try:
+                    op = q.get_nowait()
+                except queue.Empty:
+                    break
+                if op is not None:
+                    left.append(op)
+                q.task_done()
+        self._spool(left)
+        end = time.monotonic() + 30   # a call in flight has at most its HTTP timeout left
+        while pending() and time.monotonic() < end:
+            time.sleep(0.02)
+        self._stop.clear()
+        return False
+
+    def _spool(self, ops: list[Op]) -> None:
+        if not ops:
+            return
+        with self._spool_lock, open(Path(self.target.state_dir) / SPOOL_FILE, "a") as f:
+            for op in ops:
+                f.write(json.dumps({"kind": op.kind, "trial": op.trial, "payload": op.payload}) + "\n")
+
+    def _replay_spool(self) -> None:
+        path = Path(self.target.state_dir) / SPOOL_FILE
+        if not path.exists():
+            return
+        ops = [Op(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+        path.unlink()
+        for op in ops:
+            self.put(op)
+
+    # ---- MLflow calls ---------------------------------------------------------------------------
+
+    def _mlflow(self) -> Any:
+        if self._client is None:
+            from ..mlflow_client import mlflow_client
+
+            self._client = mlflow_client(self.target.tracking_uri)
+        return self._client
+
+    def _rest_client(self) -> _RestRuns | None:
+        """The lean REST path for http(s) tracking servers (not Databricks); None otherwise."""
+        if self._rest is None and self.target.tracking_uri.startswith(("http://", "https://")):
+            self._rest = _RestRuns(self.target.tracking_uri, self.creds)
+        return self._rest
+
+    def run_id(self, trial_id: str, name: str | None = None) -> str:
+        """The trial's child run: from the map, else (only on resume) found by tag, else created."""
+        rid = self._runs.get(trial_id)
+        if rid:
+            return rid
+        found = []
+        if self._resumed:  # the map may lack a run created just before the driver died
+            t = self.target
+            found = self._mlflow().search_runs([t.experiment_id], filter_string=(
+                f"tags.`mlflow.parentRunId` = '{t.parent_run_id}' and tags.trial_id = '{trial_id}'"), max_results=1)
+        if found:
+            rid = found[0].info.run_id
+        else:
+            tags = {**self.target.tags, "mlflow.parentRunId": self.target.parent_run_id, "trial_id": trial_id,
+                    "meta_study.role": "trial", "mlflow.runName": name or trial_id}
+            rest = self._rest_client()
+            if rest is not None:
+                rid = rest.post("runs/create", {"experiment_id": self.target.experiment_id,
+                                                "run_name": name or trial_id,
+                                                "start_time": int(time.time() * 1000),
+                                                "tags": [{"key": k, "value": str(v)} for k, v in tags.items()]}
+                                )["run"]["info"]["run_id"]
+            else:
+                rid = self._mlflow().create_run(self.target.experiment_id, run_name=name or trial_id,
+                                                tags=tags).info.run_id
+            self._created.add(rid)
+        with self._lock:
+            self._runs[trial_id] = rid
+            # O(1) per trial (a whole-map rewrite would be quadratic over thousands of trials); a
+            # line lost to a crash is recovered on resume by the tag search above
+            with open(Path(self.target.state_dir) / RUNS_FILE, "a") as f:
+                f.write(json.dumps({"trial": trial_id, "run": rid}) + "\n")
+        return rid
+
+    def _do_step(self, trial: str, step: tuple[str, dict[str, Any]]) -> None:
+        # MLflow's client (and its import) only off the REST path: artifacts, a restarted trial's
+        # params, servers that are not http(s)
+        kind, p = step
+        rid = self.run_id(trial, p.get("name"))
+        if kind == "batch":
+            params = p.get("params", {})
+            if params and rid not in self._created:   # a restarted trial's run: log each param once
+                existing = set(self._mlflow().get_run(rid).data.params)
+                params = {k: v for k, v in params.items() if k not in existing}
+            ps = list(params.items())
+            ts = list(p.get("tags", {}).items())
+            ms = list(p.get("metrics", []))
+            rest = self._rest_client()
+            # MLflow limits: 100 params, 100 tags and 1,000 entities in all per log_batch
+            while ps or ts or ms:
+                bp, ps = ps[:MAX_PARAMS_PER_BATCH], ps[MAX_PARAMS_PER_BATCH:]
+                bt, ts = ts[:MAX_TAGS_PER_BATCH], ts[MAX_TAGS_PER_BATCH:]
+                room = MAX_METRICS_PER_BATCH - len(bp) - len(bt)
+                bm, ms = ms[:room], ms[room:]
+                if rest is not None:
+                    rest.post("runs/log-batch", {
+                        "run_id": rid, "params": [{"key": k, "value": v} for k, v in bp],
+                        "tags": [{"key": k, "value": v} for k, v in bt],
+                        "metrics": [{"key": k, "value": rest.num(v), "timestamp": t, "step": s_} for k, v, t, s_ in bm]})
+                else:
+                    from mlflow.entities import Metric, Param, RunTag
+
+                    self._mlflow().log_batch(rid, metrics=[Metric(k, v, t, s_) for k, v, t, s_ in bm],
+                                     params=[Param(k, v) for k, v in bp], tags=[RunTag(k, v) for k, v in bt])
+        elif kind == "artifacts":
+            client = self._mlflow()
+            client.log_artifacts(rid, p["dir"], artifact_path="checkpoint")
+            client.set_tag(rid, "checkpoint_uri", f"{client.get_run(rid).info.artifact_uri}/checkpoint")
+        elif kind == "end":
+            rest = self._rest_client()
+            if rest is not None:
+                rest.post("runs/update", {"run_id": rid, "status": p["status"], "end_time": int(time.time() * 1000)})
+            else:
+                self._mlflow().set_terminated(rid, status=p["status"])
+
+
+def plan_ops(ops: list[Op]) -> list[tuple[str, dict[str, Any]]]:
+    """One trial's queued operations as MLflow steps: consecutive params / tags / metrics are merged
+    into one "batch" step; artifacts and the end status keep their place in the order."""
+    steps: list[tuple[str, dict[str, Any]]] = []
+    cur: dict[str, Any] | None = None
+    for op in ops:
+        p = op.payload
+        if op.kind in ("run", "metrics", "tag", "batch"):
+            if cur is None:
+                cur = {"params": {}, "tags": {}, "metrics": []}
+                steps.append(("batch", cur))
+            if op.kind == "run":
+                cfg = {k: v for k, v in p["config"].items() if v is not None}
+                cur["params"].update(flatten(cfg))
+                cur.setdefault("name", p.get("name"))
+                if cfg.get("arch_family") is not None:
+                    cur["tags"]["arch_family"] = str(cfg["arch_family"])
+            elif op.kind == "metrics":
+                cur["metrics"] += [(k, v, p["time"], p["step"]) for k, v in p["metrics"].items()]
+            elif op.kind == "tag":
+                cur["tags"][p["key"]] = str(p["value"])
+            else:  # a spooled batch
+                cur["params"].update(p.get("params", {}))
+                cur["tags"].update(p.get("tags", {}))
+                cur["metrics"] += [tuple(m) for m in p.get("metrics", [])]
+        else:
+            steps.append((op.kind, dict(p)))
+            cur = None
+    return steps
