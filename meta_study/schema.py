@@ -337,7 +337,15 @@ def _coerce_timestamp(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
 def _coerce_map(s: pd.Series) -> tuple[list[list[tuple[str, str]] | None], np.ndarray]:
     out: list[list[tuple[str, str]] | None] = []
     wrong = np.zeros(len(s), bool)
+    prev: Any = None
     for i, v in enumerate(s.astype(object)):
+        if i and v is prev:
+            # the rows of one MLflow run share one dict: convert it once (~5 us a row, 0.7 s for
+            # 160,000 rows otherwise)
+            out.append(out[-1])
+            wrong[i] = wrong[i - 1]
+            continue
+        prev = v
         if v is None or _is_nan(v):
             out.append(None)
         elif isinstance(v, Mapping):
