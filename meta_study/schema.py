@@ -509,7 +509,8 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None) -> Validate
     bad[list(reasons)] = True
     table = pa.table(arrays, schema=_INPUT_SCHEMA)
     good_idx = np.flatnonzero(~bad)
-    table = table.take(pa.array(good_idx, type=pa.int64()))
+    if len(good_idx) < n:  # a take copies every column: ~0.15 s for 160,000 rows, for nothing when all are good
+        table = table.take(pa.array(good_idx, type=pa.int64()))
     bad_idx = np.flatnonzero(bad)
     if raw is None:
         records = frame.iloc[bad_idx].to_dict("records") if len(bad_idx) else []

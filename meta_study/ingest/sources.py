@@ -1,7 +1,8 @@
 """The source interface and registry: anything that yields raw canonical rows for the store.
 
-A source is looked up by name (``files``, ``mlflow``) from a spec string: an existing local path
-is a file export; a URI with a tracking-store scheme is an MLflow server. A source yields
+A source is looked up by name (``files``, ``mlflow``, ``mlflow-sql``) from a spec string: an
+existing local path is a file export; a URI with a tracking-store scheme is an MLflow server, and
+``mlflow-sql:`` before an SQLAlchemy URL is an MLflow tracking database read directly. A source yields
 :class:`SourceBatch` es; each batch is validated and committed on its own, so a long ingest
 that is killed keeps every batch committed before the kill and the next run resumes.
 """
@@ -112,7 +113,7 @@ def _load_builtin() -> None:
     # Importing registers them; kept lazy so `import meta_study.ingest` stays cheap.
     from . import files  # noqa: F401
     try:
-        from . import mlflow_source  # noqa: F401
+        from . import mlflow_source, mlflow_sql  # noqa: F401
     except ImportError:  # pragma: no cover - mlflow is a hard dependency; guard for slim installs
         pass
 
