@@ -215,7 +215,8 @@ class MlflowSqlSource:
 
         return engine, password
 
-    def _connect(self) -> tuple[Any, Any, str | None]:
+    def connect(self) -> tuple[Any, Any, str | None]:
+        """(engine, an open read-only connection, the password used): close both when done."""
         from sqlalchemy.exc import SQLAlchemyError
 
         engine, password = self._engine()
@@ -332,7 +333,7 @@ class MlflowSqlSource:
     def batches(self, store: Store, progress: Progress) -> Iterator[SourceBatch]:
         from sqlalchemy.exc import SQLAlchemyError
 
-        engine, conn, password = self._connect()
+        engine, conn, password = self.connect()
         try:
             yield from self._batches(conn, store, progress)
         except SQLAlchemyError as e:
