@@ -48,6 +48,10 @@ from .sources import Progress, SourceBatch, SourceOptions, register_source
 PREFIX = "mlflow-sql:"
 DIALECTS = ("sqlite", "postgresql", "mysql")
 USER_ENV, PASSWORD_ENV = "META_STUDY_DB_USER", "META_STUDY_DB_PASSWORD"
+#: What to install when SQLAlchemy's default driver of a dialect is missing.
+DRIVER_HINTS = {"sqlite": "sqlite3 is part of Python",
+                "postgresql": "pip install 'psycopg[binary]' (or name another driver: postgresql+psycopg2://...)",
+                "mysql": "pip install mysqlclient (or pip install pymysql and use mysql+pymysql://...)"}
 #: ids per IN list: under sqlite's 32,766 bound variables, and a few ms of SQL text each.
 CHUNK = 5_000
 #: table -> columns this source reads (``metrics`` only with history="max").
@@ -200,8 +204,8 @@ class MlflowSqlSource:
         try:
             engine = sqlalchemy.create_engine(url, poolclass=NullPool)
         except ImportError as e:  # the dialect's driver
-            raise UserError(f"{t.shown}: the database driver is not installed ({e}); e.g. pip install "
-                            f"{'psycopg2-binary' if t.dialect == 'postgresql' else 'pymysql'}") from None
+            hint = DRIVER_HINTS[t.dialect]
+            raise UserError(f"{t.shown}: the database driver is not installed ({e}); {hint}") from None
 
         @sqlalchemy.event.listens_for(engine, "connect")
         def _read_only(dbapi_conn: Any, _rec: Any) -> None:
