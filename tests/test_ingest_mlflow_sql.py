@@ -56,8 +56,10 @@ def zoo(mlflow_server, tmp_path):
     ids["bob"] = [bob_run(c, b, i) for i in range(3)]
     ids["many"] = [alice_run(c, many, i) for i in range(20)]   # i > 20: out of range
     # history: a metric logged twice, the later value lower (history="max" takes the first)
-    c.log_metric(ids["good"][0], "ds/pets/1shot/top1", 0.95)
-    c.log_metric(ids["good"][0], "ds/pets/1shot/top1", 0.11)
+    c.log_metric(ids["good"][0], "ds/pets/1shot/top1", 0.95, step=1)
+    c.log_metric(ids["good"][0], "ds/pets/1shot/top1", 0.11, step=2)
+    c.log_metric(ids["good"][0], "diag/head_norm", 9.0, step=1)      # not an accuracy: always the latest
+    c.log_metric(ids["good"][0], "diag/head_norm", 3.5, step=2)
     gone = c.create_experiment(f"sql-gone-{tag}")
     alice_run(c, gone, 0)
     c.delete_experiment(gone)
@@ -95,17 +97,20 @@ def _quarantine(store: str) -> pd.DataFrame:
 @pytest.mark.slow(40)
 @pytest.mark.parametrize("flags", [(), ("--include-running", "--history", "max", "--page-size", "4")])
 def test_same_rows_values_extra_and_quarantine_as_rest(zoo, flags):
-    stores = {}
+    stores, counts = {}, {}
     for kind in ("rest", "sql"):
         stores[kind] = str(zoo["tmp"] / f"store-{kind}")
         r = run_cli("ingest", "--sources-file", str(zoo[kind]), "--store", stores[kind], "--quiet", *flags)
         assert r.returncode == 0, r.stderr
+        # the summary without label and time: rows and runs new, unchanged, quarantined, without metrics
+        counts[kind] = [line.split("]: ", 1)[1].rsplit(" (", 1)[0] for line in r.stdout.splitlines()]
     rest, sql = _rows(stores["rest"]), _rows(stores["sql"])
     ids = zoo["ids"]
     assert len(rest) > 20 * 6 and set(rest["run_id"]) >= set(ids["many"]) | set(ids["good"]) | {ids["odd"]}
     assert (ids["running"] in set(rest["run_id"])) == bool(flags)
     assert not {ids["failed"], ids["deleted"], ids["no_us"]} & set(rest["run_id"])
     pd.testing.assert_frame_equal(sql, rest)
+    assert counts["sql"] == counts["rest"] and "runs unchanged" not in " ".join(counts["sql"]), counts
     q_rest, q_sql = _quarantine(stores["rest"]), _quarantine(stores["sql"])
     assert {ids["nan"], ids["pct"], ids["no_us"], ids["odd"]} <= set(q_rest["run_id"])
     pd.testing.assert_frame_equal(q_sql, q_rest)
@@ -115,6 +120,8 @@ def test_same_rows_values_extra_and_quarantine_as_rest(zoo, flags):
     assert extra["metric:weird key"] == "1.0" and extra["param:not_mapped"] == "7" and extra["tag:team"] == "vision"
     best = sql[(sql["run_id"] == ids["good"][0]) & (sql["ds_task"] == "pets") & (sql["shots"] == 1)]["ds_accuracy"]
     assert list(best) == [pytest.approx(0.95 if flags else 0.11)]
+    norm = sql[sql["run_id"] == ids["good"][0]]["extra"].map(dict).map(lambda e: e["metric:diag/head_norm"])
+    assert set(norm) == {"3.5"}
 
 
 @pytest.mark.slow(20)
