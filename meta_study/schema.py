@@ -563,15 +563,17 @@ def key_strings(table: pa.Table, columns: Iterable[str] = KEY) -> np.ndarray:
     so no value, whatever characters it holds, can run into the next one (a separator alone
     would let ``"s\x1fx" + "y"`` equal ``"s" + "x\x1fy"``). :func:`key_of` is the same for
     Python values."""
-    import pyarrow.compute as pc
+    return np.asarray(key_array(table, columns).to_numpy(zero_copy_only=False), dtype=object)
 
+
+def key_array(table: pa.Table, columns: Iterable[str] = KEY) -> pa.ChunkedArray:
+    """:func:`key_strings` as Arrow strings (no Python string per row: ~4x cheaper to count)."""
     parts = []
     for c in columns:
         a = table.column(c).cast(pa.string())
         n = pc.cast(pc.utf8_length(a), pa.string())
         parts.append(pc.fill_null(pc.binary_join_element_wise(n, a, ":"), "-"))
-    joined = pc.binary_join_element_wise(*parts, "|")
-    return np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object)
+    return pc.binary_join_element_wise(*parts, "|")
 
 
 def key_of(values: Iterable[Any]) -> str:

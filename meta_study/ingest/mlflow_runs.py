@@ -219,25 +219,30 @@ class RunExpander:
         problems: list[tuple[int, str]] = []
         starts: list[int | None] = []
         ends: list[int | None] = []
+        values = metric_values or {}
         for i, rec in enumerate(records):
-            metrics = (metric_values or {}).get(rec.run_id, rec.metrics)
             us: dict[str, float] = {}
-            ds: list[tuple[int, float]] = []
+            ds_i: list[int] = []
+            ds_v: list[float] = []
             extra: dict[str, str] = {}
-            for key, value in sorted(metrics.items()):  # sorted: the same rows whatever order a source reads
-                spec = self.spec(key)
+            # sorted: the same rows whatever order a source reads the metrics in
+            for key, value in sorted(values.get(rec.run_id, rec.metrics).items()):
+                spec = self._keys[key] if key in self._keys else self.spec(key)
                 if spec is None:
                     extra[f"metric:{key}"] = repr(value)
                     continue
-                v = _to_fraction(float(value), spec.unit) if isinstance(value, (int, float)) else value
+                v = value
+                if spec.unit != "fraction" and isinstance(value, (int, float)):
+                    v = _to_fraction(float(value), spec.unit)
                 if spec.role == "us":
                     us[spec.us_task] = v
                 else:
-                    ds.append((spec.ds_index, v))
-            if not ds:
+                    ds_i.append(spec.ds_index)
+                    ds_v.append(v)
+            if not ds_i:
                 continue  # no rows, no problem: upstream-only or metric-less
             if not us:
-                names = ", ".join(sorted({self._keys_ds_task(j) for j, _ in ds}))
+                names = ", ".join(sorted({self._keys_ds_task(j) for j in ds_i}))
                 problems.append((i, f"missing US metric: the run has downstream metrics ({names}) but none matching "
                                     + " or ".join(p.pattern for p in self.mapping.metrics if p.role == "us")))
                 continue
@@ -246,14 +251,14 @@ class RunExpander:
             base_run.append(i)
             starts.append(rec.start_time or None)
             ends.append(rec.end_time or None)
-            for us_task, us_v in us.items():
-                for j, v in ds:
-                    row_base.append(b)
-                    us_tasks.append(us_task)
-                    us_vals.append(us_v)
-                    ds_idx.append(j)
-                    ds_vals.append(v)
-            counts[i] = len(us) * len(ds)
+            n = len(ds_i)
+            for us_task, us_v in us.items():   # rows: every US metric x every DS metric
+                row_base.extend([b] * n)
+                us_tasks.extend([us_task] * n)
+                us_vals.extend([us_v] * n)
+                ds_idx.extend(ds_i)
+                ds_vals.extend(ds_v)
+            counts[i] = len(us) * n
         if not bases:
             return ExpandedRuns(pd.DataFrame(), np.zeros(0, np.int64), counts, tuple(problems))
         frame = self._frame(bases, starts, ends)

@@ -13,11 +13,13 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import UserError
-from ..schema import RawPayloads, key_strings, row_json
+from ..schema import RawPayloads, key_array, row_json
 from ..store import Store
 from .mapping import IngestMapping
 
@@ -224,7 +226,10 @@ def dedupe_keys(table: pa.Table) -> tuple[pa.Table, pd.DataFrame]:
     empty = pd.DataFrame(columns=["source", "run_id", "reason", "raw"])
     if table.num_rows < 2:
         return table, empty
-    keys = key_strings(table)
+    arr = key_array(table)
+    if pc.count_distinct(arr).as_py() == table.num_rows:  # the usual case, without a Python string per row
+        return table, empty
+    keys = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object)
     codes, uniques = pd.factorize(keys)
     counts = pd.Series(codes).value_counts()
     dup_codes = set(counts[counts > 1].index)
