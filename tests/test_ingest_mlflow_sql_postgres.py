@@ -99,6 +99,11 @@ def test_postgres_same_rows_as_rest_with_a_read_only_role(postgres, tmp_path):
         assert pgpass.returncode == 0, pgpass.stderr
         wrong = run_cli("ingest", spec, "--store", str(tmp_path / "store-wrong"),
                         env={"META_STUDY_DB_USER": "reader", "META_STUDY_DB_PASSWORD": "not-" + READER_PW})
+        engine = sqlalchemy.create_engine(f"{admin}/mlflow")
+        with engine.begin() as c:   # a role that may not read a table the source needs
+            c.execute(sqlalchemy.text("REVOKE SELECT ON params FROM reader"))
+        engine.dispose()
+        denied = run_cli("ingest", spec, "--store", str(tmp_path / "store-denied"), "--full", env=env)
 
     r, s = _rows(stores["rest"]), _rows(stores["sql"])
     assert len(r) == 3 * 6 + 5 and nan in set(_quarantine(stores["rest"])["run_id"])
@@ -115,6 +120,9 @@ def test_postgres_same_rows_as_rest_with_a_read_only_role(postgres, tmp_path):
     assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
     (line,) = errors(wrong.stderr)
     assert line.startswith(f"{spec}: FAILED: cannot connect (authentication failed") and READER_PW not in line, line
+    assert denied.returncode == 2 and "Traceback" not in denied.stderr
+    (line,) = errors(denied.stderr)
+    assert line.startswith(f"{spec}: FAILED: ") and "permission denied for table params" in line, line
 
 
 def test_postgres_session_is_read_only(postgres, monkeypatch):

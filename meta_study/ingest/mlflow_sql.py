@@ -338,9 +338,11 @@ class MlflowSqlSource:
         from sqlalchemy.exc import SQLAlchemyError
 
         engine, conn, password = self.connect()
+        # fetch() runs the driver's cursor: its errors are the driver's own, not SQLAlchemy's
+        driver_error = getattr(engine.dialect.loaded_dbapi, "Error", SQLAlchemyError)
         try:
             yield from self._batches(conn, store, progress)
-        except SQLAlchemyError as e:
+        except (SQLAlchemyError, driver_error) as e:
             raise UserError(f"{self.target.shown}: {_short(e, self.target, password)}") from None
         finally:
             conn.close()
