@@ -76,7 +76,7 @@ def main() -> None:
             return time.perf_counter() - t0
 
         t_raw1 = raw()
-        rest_full, rest_noop, _ = timed_ingest(server.uri, work / "store-rest", args.runs)
+        rest_full, rest_noop, _, _ = timed_ingest(server.uri, work / "store-rest", args.runs)
         sql = [timed_ingest(sql_spec, work / f"store-sql-{i}", args.runs) for i in range(args.repeat)]
         t_raw2 = raw()
     t_raw = min(t_raw1, t_raw2)
