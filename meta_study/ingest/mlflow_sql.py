@@ -1,4 +1,4 @@
-"""MLflow's SQL tracking database read directly, read-only: the REST source's rows, ~20x faster.
+"""MLflow's SQL tracking database read directly, read-only: the REST source's rows, ~10x faster.
 
 Spec: ``mlflow-sql:`` before an SQLAlchemy URL (``mlflow-sql:sqlite:////abs/mlflow.db``,
 ``mlflow-sql:postgresql://db:5432/mlflow``, ``mlflow-sql:mysql+pymysql://db/mlflow``). A plain
@@ -10,8 +10,9 @@ user), ``latest_metrics``, ``params`` and ``tags``, and ``metrics`` only with ``
 From there on, the rows, state, watermark, overlap and fingerprints are the REST source's
 (:mod:`.mlflow_runs`): the same runs give the same rows. One page of ``page_size`` runs is four
 queries (runs by keyset on end time, then their metrics, params and tags in chunks of 5,000 ids),
-~0.1 s per 10,000 runs on sqlite; its transaction ends before the page is committed to the store,
-so the tracking DB is never locked while the store writes.
+~0.4 s of CPU per 10,000 runs on sqlite (a whole ingest of them ~1.7 s, see BENCHMARKS.md); its
+transaction ends before the page is committed to the store, so the tracking DB is never locked
+while the store writes.
 
 Read-only: sqlite is opened with ``mode=ro`` (and ``PRAGMA query_only``), PostgreSQL and MySQL
 sessions with ``SET ... TRANSACTION READ ONLY``; no table is created and no migration run. The
