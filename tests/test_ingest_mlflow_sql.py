@@ -7,6 +7,8 @@ import hashlib
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -282,3 +284,33 @@ def test_history_max_needs_the_metrics_table(tmp_path):
     assert ok.returncode == 0 and "0 new" in ok.stdout, ok.stderr
     r = run_cli("ingest", sql_spec(db), "--store", store, "--history", "max")
     assert r.returncode == 2 and "(metrics lacks run_uuid, key, value, is_nan)" in r.stderr, r.stderr
+
+
+def _read_only_mount(src: Path, dst: Path) -> list[str] | None:
+    """A command prefix that runs a command with ``dst`` a read-only bind mount of ``src`` (in a
+    private mount namespace), or None where this machine cannot (not root, no unshare)."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return None
+    prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+              f'mount --bind "{src}" "{dst}" && mount -o remount,bind,ro "{dst}" && exec "$@"', "sh"]
+    probe = subprocess.run([*prefix, "sh", "-c", f'! touch "{dst}/probe" 2>/dev/null'], capture_output=True)
+    return prefix if probe.returncode == 0 and not (src / "probe").exists() else None
+
+
+@pytest.mark.slow(10)
+def test_a_database_on_a_read_only_file_system_is_read(zoo, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    dst.mkdir()
+    shutil.copy(zoo["db"], src / "mlflow.db")
+    prefix = _read_only_mount(src, dst)
+    if prefix is None:
+        pytest.skip("needs root and unshare for a read-only bind mount")
+    before = _sha(src / "mlflow.db")
+    store = tmp_path / "store"
+    r = subprocess.run([*prefix, sys.executable, "-m", "meta_study.cli", "ingest", sql_spec(dst / "mlflow.db"),
+                        "--experiment", f"sql-alice-{zoo['tag']}", "--store", str(store), "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and " new, 0 updated" in r.stdout, r.stderr
+    assert len(Store(str(store)).to_pandas()) > 20
+    assert _sha(src / "mlflow.db") == before and os.listdir(src) == ["mlflow.db"]
