@@ -60,7 +60,8 @@ def postgres():
     try:
         yield {"port": port, "driver": driver, "root": root}
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True, timeout=120)
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"], check=False, capture_output=True,
+                       timeout=120)
         shutil.rmtree(root, ignore_errors=True)
 
 

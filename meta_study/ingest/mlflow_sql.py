@@ -80,7 +80,7 @@ def known_revisions() -> frozenset[str]:
 
     spec = importlib.util.find_spec("mlflow")
     root = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
-    rx = re.compile(r"^revision\s*=\s*['\"](\w+)['\"]", re.M)
+    rx = re.compile(r"^revision\s*=\s*['\"](\w+)['\"]", re.MULTILINE)
     out: set[str] = set()
     for f in (root / "store" / "db_migrations" / "versions").glob("*.py") if root else ():
         out.update(rx.findall(f.read_text(encoding="utf-8")))
@@ -120,7 +120,7 @@ def parse_target(spec: str) -> DbTarget:
     return DbTarget(url=url, dialect=dialect, shown=shown)
 
 
-def _short(e: BaseException, target: DbTarget, password: str | None) -> str:
+def _short(e: BaseException, password: str | None) -> str:
     """One line of a driver error, with the password (if any) blanked."""
     msg = str(getattr(e, "orig", None) or e).strip()
     first = msg.splitlines()[0] if msg else type(e).__name__
@@ -228,7 +228,7 @@ class MlflowSqlSource:
         try:
             return engine, engine.connect(), password
         except SQLAlchemyError as e:
-            raise UserError(f"{self.target.shown}: cannot connect ({_short(e, self.target, password)})") from None
+            raise UserError(f"{self.target.shown}: cannot connect ({_short(e, password)})") from None
 
     def check_schema(self, conn: Any) -> None:
         """:class:`UserError` unless the database is an MLflow tracking DB this source can read."""
@@ -344,7 +344,7 @@ class MlflowSqlSource:
         try:
             yield from self._batches(conn, store, progress)
         except (SQLAlchemyError, driver_error) as e:
-            raise UserError(f"{self.target.shown}: {_short(e, self.target, password)}") from None
+            raise UserError(f"{self.target.shown}: {_short(e, password)}") from None
         finally:
             conn.close()
             engine.dispose()
