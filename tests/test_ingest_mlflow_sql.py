@@ -313,3 +313,12 @@ def test_a_database_on_a_read_only_file_system_is_read(zoo, tmp_path):
     assert r.returncode == 0 and " new, 0 updated" in r.stdout, r.stderr
     assert len(Store(str(store)).to_pandas()) > 20
     assert _sha(src / "mlflow.db") == before and os.listdir(src) == ["mlflow.db"]
+
+
+def test_safe_uri_strips_credentials_inside_a_prefixed_url():
+    from meta_study.ingest.mlflow_runs import safe_uri
+
+    assert safe_uri(f"mlflow-sql:postgresql://ann:{SECRET}@db.lab:5432/mlflow?password={SECRET}") == \
+        "mlflow-sql:postgresql://db.lab:5432/mlflow"
+    assert safe_uri("mlflow-sql:sqlite:////abs/mlflow.db?mode=rw") == "mlflow-sql:sqlite:////abs/mlflow.db"
+    assert safe_uri("sqlite:////abs/mlflow.db") == "sqlite:////abs/mlflow.db"

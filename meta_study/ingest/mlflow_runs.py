@@ -49,9 +49,12 @@ def safe_uri(uri: str) -> str:
     """The URI without user info, query or fragment: what may appear in the store and in messages.
 
     ``sqlite:////abs/path.db`` and ``file:///x`` have no host and stay as they are (an empty netloc
-    must not swallow a slash of the path).
+    must not swallow a slash of the path). A prefixed URL (``mlflow-sql:postgresql://u@h/db``) has
+    its inner URL made safe.
     """
     p = urllib.parse.urlsplit(uri)
+    if not p.netloc and "://" in p.path:
+        return f"{p.scheme}:{safe_uri(p.path + (f'?{p.query}' if p.query else ''))}"
     if not p.netloc:
         return uri.split("?", 1)[0].split("#", 1)[0]
     host = p.hostname or ""
