@@ -239,11 +239,13 @@ def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, s
            experiments: tuple[str, ...], filter_string: str | None, include_running: bool, drop_deleted: bool,
            full: bool, history: str, page_size: int, overlap_s: float, keep_going: bool, quiet: bool) -> None:
     """Ingest sources into STORE: MLflow tracking URIs (http(s)://host:port, sqlite:///path.db,
-    ...) and CSV / Parquet / JSONL exports (files or directories).
+    ...), MLflow tracking databases read directly and read-only (mlflow-sql:SQLALCHEMY_URL) and
+    CSV / Parquet / JSONL exports (files or directories).
 
     Rows are validated; bad rows go to the store's quarantine with a reason. Re-ingesting
     unchanged data writes nothing. MLflow credentials come only from MLFLOW_TRACKING_USERNAME /
-    MLFLOW_TRACKING_PASSWORD / MLFLOW_TRACKING_TOKEN.
+    MLFLOW_TRACKING_PASSWORD / MLFLOW_TRACKING_TOKEN, database ones from META_STUDY_DB_USER /
+    META_STUDY_DB_PASSWORD (or the driver's, e.g. PGPASSWORD).
     """
     from .ingest import SourceOptions, ingest_sources, load_mapping, load_sources_file, open_source_specs, open_sources
     from .store import Store

@@ -337,7 +337,15 @@ def _coerce_timestamp(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
 def _coerce_map(s: pd.Series) -> tuple[list[list[tuple[str, str]] | None], np.ndarray]:
     out: list[list[tuple[str, str]] | None] = []
     wrong = np.zeros(len(s), bool)
+    prev: Any = None
     for i, v in enumerate(s.astype(object)):
+        if i and v is prev:
+            # the rows of one MLflow run share one dict: convert it once (~5 us a row, 0.7 s for
+            # 160,000 rows otherwise)
+            out.append(out[-1])
+            wrong[i] = wrong[i - 1]
+            continue
+        prev = v
         if v is None or _is_nan(v):
             out.append(None)
         elif isinstance(v, Mapping):
@@ -434,7 +442,8 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None) -> Validate
     bad[list(reasons)] = True
     table = pa.table(arrays, schema=_INPUT_SCHEMA)
     good_idx = np.flatnonzero(~bad)
-    table = table.take(pa.array(good_idx, type=pa.int64()))
+    if len(good_idx) < n:  # a take copies every column: ~0.15 s for 160,000 rows, for nothing when all are good
+        table = table.take(pa.array(good_idx, type=pa.int64()))
     return Validated(table=table, rejected=_rejected_rows(frame, np.flatnonzero(bad), reasons, raw))
 
 
@@ -593,15 +602,17 @@ def key_strings(table: pa.Table, columns: Iterable[str] = KEY) -> np.ndarray:
     so no value, whatever characters it holds, can run into the next one (a separator alone
     would let ``"s\x1fx" + "y"`` equal ``"s" + "x\x1fy"``). :func:`key_of` is the same for
     Python values."""
-    import pyarrow.compute as pc
+    return np.asarray(key_array(table, columns).to_numpy(zero_copy_only=False), dtype=object)
 
+
+def key_array(table: pa.Table, columns: Iterable[str] = KEY) -> pa.ChunkedArray:
+    """:func:`key_strings` as Arrow strings (no Python string per row: ~4x cheaper to count)."""
     parts = []
     for c in columns:
         a = table.column(c).cast(pa.string())
         n = pc.cast(pc.utf8_length(a), pa.string())
         parts.append(pc.fill_null(pc.binary_join_element_wise(n, a, ":"), "-"))
-    joined = pc.binary_join_element_wise(*parts, "|")
-    return np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object)
+    return pc.binary_join_element_wise(*parts, "|")
 
 
 def key_of(values: Iterable[Any]) -> str:

@@ -3,8 +3,8 @@
     with MlflowServer(tmp_path) as server:
         client = MlflowClient(server.uri)
 
-A free port is picked at random; the backend is sqlite in the given directory and artifacts are
-served from it. With ``auth=True`` the server runs MLflow's basic-auth app (admin credentials in
+A free port is picked at random; the backend is sqlite in the given directory (or the SQLAlchemy
+URL ``backend``) and artifacts are served from it. With ``auth=True`` the server runs MLflow's basic-auth app (admin credentials in
 ``server.username`` / ``server.password``).
 """
 
@@ -27,12 +27,13 @@ def free_port() -> int:
 
 class MlflowServer:
     def __init__(self, root: Path, *, auth: bool = False, db: Path | None = None, cpus: str | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), backend: str | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.db = db or (self.root / "mlflow.db")
+        self.backend = backend or f"sqlite:///{self.db}"   # or e.g. postgresql+psycopg://user:pw@host/db
         self.auth = auth
         self.cpus = cpus  # e.g. "1": pin the server to CPU 1 (taskset), as if it ran on another machine
         self.username, self.password = "admin", "s3cret-Pa55word-for-tests"
@@ -41,7 +42,7 @@ class MlflowServer:
 
     def __enter__(self) -> "MlflowServer":
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--backend-store-uri", f"sqlite:///{self.db}", "--artifacts-destination", str(self.root / "artifacts"),
+               "--backend-store-uri", self.backend, "--artifacts-destination", str(self.root / "artifacts"),
                "--workers", "1", *self.args]
         if self.cpus is not None:
             cmd = ["taskset", "-c", self.cpus, *cmd]

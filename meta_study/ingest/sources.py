@@ -1,7 +1,8 @@
 """The source interface and registry: anything that yields raw canonical rows for the store.
 
-A source is looked up by name (``files``, ``mlflow``) from a spec string: an existing local path
-is a file export; a URI with a tracking-store scheme is an MLflow server. A source yields
+A source is looked up by name (``files``, ``mlflow``, ``mlflow-sql``) from a spec string: an
+existing local path is a file export; a URI with a tracking-store scheme is an MLflow server, and
+``mlflow-sql:`` before an SQLAlchemy URL is an MLflow tracking database read directly. A source yields
 :class:`SourceBatch` es; each batch is validated and committed on its own, so a long ingest
 that is killed keeps every batch committed before the kill and the next run resumes.
 """
@@ -12,11 +13,13 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import UserError
-from ..schema import RawPayloads, key_strings, row_json
+from ..schema import RawPayloads, key_array, row_json
 from ..store import Store
 from .mapping import IngestMapping
 
@@ -112,7 +115,7 @@ def _load_builtin() -> None:
     # Importing registers them; kept lazy so `import meta_study.ingest` stays cheap.
     from . import files  # noqa: F401
     try:
-        from . import mlflow_source  # noqa: F401
+        from . import mlflow_source, mlflow_sql  # noqa: F401
     except ImportError:  # pragma: no cover - mlflow is a hard dependency; guard for slim installs
         pass
 
@@ -223,7 +226,10 @@ def dedupe_keys(table: pa.Table) -> tuple[pa.Table, pd.DataFrame]:
     empty = pd.DataFrame(columns=["source", "run_id", "reason", "raw"])
     if table.num_rows < 2:
         return table, empty
-    keys = key_strings(table)
+    arr = key_array(table)
+    if pc.count_distinct(arr).as_py() == table.num_rows:  # the usual case, without a Python string per row
+        return table, empty
+    keys = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object)
     codes, uniques = pd.factorize(keys)
     counts = pd.Series(codes).value_counts()
     dup_codes = set(counts[counts > 1].index)

@@ -123,7 +123,10 @@ class _Plan:
             c["deleted"] = int(gone.sum())
             keep &= ~gone
         add = None
-        if new is not None and new.num_rows:
+        if new is not None and new.num_rows and not old.num_rows:  # a new partition: every row is new
+            c["inserted"] = new.num_rows
+            add = new
+        elif new is not None and new.num_rows:
             ok = key_strings(old)
             nk = key_strings(new)
             pos = {k: i for i, k in enumerate(ok)}
