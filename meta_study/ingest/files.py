@@ -297,7 +297,7 @@ def _join_downstream(d: pd.DataFrame, path: str, spec: TableSpec, up: _Upstream,
                      where: str) -> tuple[pd.DataFrame, list[str]]:
     """One downstream table joined to the upstream one: canonical rows and their raw payloads.
     Rows with no upstream row go to ``rejected`` (missing US metric)."""
-    m = d.merge(up.rows[on].assign(_us_acc=up.accuracy.to_numpy(), **{
+    m = d.merge(up.rows[on].assign(_us_accuracy=up.accuracy.to_numpy(), **{
         f"_m_{raw}": up.rows[raw].to_numpy() for raw in up.model_cols}), on=on, how="left", indicator=True)
     orphan = m["_merge"] == "left_only"
     for rec in d.loc[d.index[orphan.to_numpy()]].to_dict("records"):
@@ -309,7 +309,7 @@ def _join_downstream(d: pd.DataFrame, path: str, spec: TableSpec, up: _Upstream,
     d_ok = d.loc[d.index[(~orphan).to_numpy()]].reset_index(drop=True)
     canon = pd.DataFrame({
         "us_task": up.task, "ds_task": spec.task,
-        "us_accuracy": m["_us_acc"].to_numpy(),
+        "us_accuracy": m["_us_accuracy"].to_numpy(),
         "ds_accuracy": m[spec.accuracy].to_numpy(),
     })
     for raw, canon_col in up.model_cols.items():

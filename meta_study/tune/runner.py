@@ -106,6 +106,7 @@ class SweepOptions:
     gpus_per_trial: float | None = None
     cpus_per_trial: float | None = None
     workers_per_trial: int = 1
+    torch_trainer: bool = False
     max_concurrent: int | None = None
     max_failures: int = 2
     us_task: str | None = None
@@ -145,6 +146,7 @@ def build_parser(spec: SweepSpec) -> argparse.ArgumentParser:
     a("--cpus-per-trial", type=float, default=None,
       help="CPUs per trial (per Train worker with --workers-per-trial > 1); default 1")
     a("--workers-per-trial", type=int, default=1, help="> 1: data-parallel Ray Train TorchTrainer per trial")
+    a("--torch-trainer", action="store_true", help="a Ray Train TorchTrainer per trial even with one worker")
     a("--max-concurrent", type=int, default=None, help="trials running at once")
     a("--max-failures", type=int, default=2, help="restarts of a crashed trial from its last checkpoint")
     a("--us-task", default=None, help="upstream task (default: the procedural synth_us)")
@@ -195,7 +197,8 @@ def parse_options(spec: SweepSpec, argv: Sequence[str] | None = None) -> SweepOp
     return SweepOptions(
         smoke=a.smoke, num_samples=a.num_samples, tracking_uri=a.tracking_uri, experiment=a.experiment,
         storage_path=a.storage_path, name=a.name, resume=a.resume, gpus_per_trial=a.gpus_per_trial,
-        cpus_per_trial=a.cpus_per_trial, workers_per_trial=a.workers_per_trial, max_concurrent=a.max_concurrent,
+        cpus_per_trial=a.cpus_per_trial, workers_per_trial=a.workers_per_trial, torch_trainer=a.torch_trainer,
+        max_concurrent=a.max_concurrent,
         max_failures=a.max_failures, us_task=a.us_task, ds_tasks=tuple(a.ds_task or ()),
         datasets=dict(_pairs(a.dataset, "--dataset")), layerwise=a.layerwise,
         overrides={k: _literal(v) for k, v in _pairs(a.set, "--set")}, address=a.address, quiet=a.quiet,
@@ -220,6 +223,7 @@ def trial_hooks(options: SweepOptions) -> "TrialHooks":
     from .trial import TrialHooks
 
     return TrialHooks(datasets=dict(options.datasets), workers=options.workers_per_trial,
+                      torch_trainer=options.torch_trainer or options.workers_per_trial > 1,
                       use_gpu=bool(options.gpus_per_trial),
                       worker_cpus=options.cpus_per_trial if options.cpus_per_trial is not None else 1.0,
                       fail_once=options.fail_once)
@@ -228,7 +232,7 @@ def trial_hooks(options: SweepOptions) -> "TrialHooks":
 def _resources(options: SweepOptions) -> dict[str, float]:
     gpus = options.gpus_per_trial if options.gpus_per_trial is not None else 0.0
     cpus = options.cpus_per_trial if options.cpus_per_trial is not None else 1.0
-    if options.workers_per_trial > 1:
+    if options.torch_trainer or options.workers_per_trial > 1:
         # the trial function only drives its TorchTrainer, whose workers ask for their own resources
         # (--cpus-per-trial CPUs and one GPU each): 0.1 CPU is enough to wait on them
         return {"cpu": 0.1, "gpu": 0.0}

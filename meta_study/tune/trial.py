@@ -31,9 +31,11 @@ class TrialHooks:
     Attributes:
         datasets: ``{task name: "imagefolder:/path" | "parquet:/train[,/test]"}``, registered as
             tasks in the worker before training (real data on shared storage).
-        workers: > 1 runs the trial as a Ray Train ``TorchTrainer`` with that many data-parallel
-            workers, started inside the trial function (Ray Train V2: a Trainer is never passed to
-            a Tuner).
+        workers: data-parallel workers of the trial's Ray Train ``TorchTrainer``.
+        torch_trainer: run the trial as a ``TorchTrainer`` of ``workers`` workers, started inside
+            the trial function (Ray Train V2: a Trainer is never passed to a Tuner); always so
+            when ``workers`` > 1, and with one worker when asked (the GPU check runs that path
+            on one GPU).
         use_gpu: one GPU per Train worker.
         worker_cpus: CPUs per Train worker.
         train_max_failures: restarts of the TorchTrainer inside one trial attempt.
@@ -43,6 +45,7 @@ class TrialHooks:
 
     datasets: Mapping[str, str] = field(default_factory=dict)
     workers: int = 1
+    torch_trainer: bool = False
     use_gpu: bool = False
     worker_cpus: float = 1.0
     train_max_failures: int = 1
@@ -149,7 +152,7 @@ def run_with_machinery(config: dict[str, Any], body: TrialBody, hooks: TrialHook
 
 
 def _engine_body(cfg: dict[str, Any], hooks: TrialHooks) -> dict[str, Any] | None:
-    if hooks.workers > 1:
+    if hooks.torch_trainer or hooks.workers > 1:
         return _train_distributed(cfg, hooks)
     return _train_local(cfg, hooks)
 
