@@ -43,7 +43,11 @@ step() {  # step NAME TIMEOUT_S CMD...: run, keep its output, say how it went
   return "$rc"
 }
 
-(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi") >"$out/device.txt" 2>&1
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/device.txt" 2>&1
+else
+  echo "no nvidia-smi" >"$out/device.txt"
+fi
 "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" >>"$out/device.txt" 2>&1
 cat "$out/device.txt"
