@@ -98,6 +98,17 @@ g = D.groups[0]; reset();
 """
 
 
+def group_key(values: Any) -> tuple[Any, ...]:
+    """A group's (us_task, ds_task, eval_protocol, shots) with NaN/NA as None, so that a row of
+    ``fits.parquet`` and a group of ``points.parquet`` meet in one dict."""
+    return tuple(None if pd.isna(x) else x for x in values)
+
+
+def points_by_group(points: pd.DataFrame) -> dict[tuple[Any, ...], pd.DataFrame]:
+    """``points.parquet``'s rows per group, keyed by :func:`group_key`."""
+    return {group_key(k): g for k, g in points.groupby(KEYS, dropna=False, sort=False)}
+
+
 def _label(r: dict[str, Any]) -> str:
     shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
     return f"{r['us_task']} → {r['ds_task']} ({r['eval_protocol']}{shots})"
@@ -109,12 +120,11 @@ def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, 
     [US, DS, run index]; and how many groups were left out for :data:`MAX_POINTS`."""
     from .analysis import predict_fit
 
-    norm = lambda k: tuple(None if pd.isna(x) else x for x in k)  # noqa: E731
-    by = {norm(k): g for k, g in points.groupby(KEYS, dropna=False, sort=False)}
+    by = points_by_group(points)
     runs: dict[str, int] = {}
     groups, total, left = [], 0, 0
     for r in heads.to_dict("records"):
-        g = by.get(norm(tuple(r[c] for c in KEYS)))
+        g = by.get(group_key(r[c] for c in KEYS))
         if g is None or g.empty:
             continue
         if total + len(g) > MAX_POINTS:

@@ -20,7 +20,8 @@ import pandas as pd
 
 from .analysis.tables import headlines
 from .explorer import CSS as EXPLORER_CSS
-from .explorer import explorer_html
+from .explorer import KEYS as EXPLORE_KEYS
+from .explorer import explorer_html, group_key, points_by_group
 
 if TYPE_CHECKING:
     from .analysis.results import Analysis
@@ -178,12 +179,10 @@ def _points_svg(r: Mapping[str, Any], pts: pd.DataFrame) -> str:
 def _hover_html(heads: pd.DataFrame, points: pd.DataFrame | None) -> str:
     if points is None or points.empty or heads.empty:
         return ""
-    keys = ["us_task", "ds_task", "eval_protocol", "shots"]
-    by = {k: g for k, g in points.groupby(keys, dropna=False, sort=False)}
+    by = points_by_group(points)
     cells = []
     for r in heads.head(MAX_HOVER_GROUPS).to_dict("records"):
-        k = tuple(None if pd.isna(r[c]) else r[c] for c in keys)
-        g = next((v for kk, v in by.items() if tuple(None if pd.isna(x) else x for x in kk) == k), None)
+        g = by.get(group_key(r[c] for c in EXPLORE_KEYS))
         if g is None or g.empty:
             continue
         shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"

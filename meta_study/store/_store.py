@@ -503,21 +503,9 @@ class Store:
                 counts = plan.merge_data(new, delete_runs)
                 n_q = plan.add_quarantine(q_new)
                 plan.replace_state(state or {})
-                if not plan.changed:
-                    return CommitResult(version=None, unchanged=counts["unchanged"])
-                entry = {"version": m.version + 1, "time": now.isoformat(), "operation": operation,
-                         **{k: v for k, v in counts.items()}, "quarantined": n_q, **dict(info or {})}
-                m2 = plan.manifest(entry)
-                _failpoint("before_publish")
-                self._publish(m2, txn)
             except BaseException as e:
                 raise self._roll_back(m, txn, e) from None
-            _failpoint("after_publish")
-            self._finalize(m2)
-            self._f.rmtree(f"_staging/{txn}")
-            return CommitResult(version=m2.version, inserted=counts["inserted"], updated=counts["updated"],
-                                unchanged=counts["unchanged"], deleted=counts["deleted"], quarantined=n_q,
-                                partitions_written=plan.partitions_written)
+            return self._commit_plan(m, txn, plan, counts, n_q, operation, info, now)
 
     def commit_stream(
         self,
@@ -574,22 +562,32 @@ class Store:
                 q = pd.concat(rejected, ignore_index=True) if rejected else None
                 n_q = plan.add_quarantine(_quarantine_table(q, now) if q is not None and len(q) else None)
                 plan.replace_state(state or {})
-                if not plan.changed:
-                    self._f.rmtree(f"_staging/{txn}")
-                    return CommitResult(version=None, unchanged=counts["unchanged"])
-                entry = {"version": m.version + 1, "time": now.isoformat(), "operation": operation,
-                         **counts, "quarantined": n_q, **dict(info or {})}
-                m2 = plan.manifest(entry)
-                _failpoint("before_publish")
-                self._publish(m2, txn)
             except BaseException as e:
                 raise self._roll_back(m, txn, e) from None
-            _failpoint("after_publish")
-            self._finalize(m2)
-            self._f.rmtree(f"_staging/{txn}")
-            return CommitResult(version=m2.version, inserted=counts["inserted"], updated=counts["updated"],
-                                unchanged=counts["unchanged"], deleted=counts["deleted"], quarantined=n_q,
-                                partitions_written=plan.partitions_written)
+            return self._commit_plan(m, txn, plan, counts, n_q, operation, info, now)
+
+    def _commit_plan(self, m: _Manifest, txn: str, plan: _Plan, counts: Mapping[str, int], n_q: int, operation: str,
+                     info: Mapping[str, Any] | None, now: _dt.datetime) -> CommitResult:
+        """The end every commit shares, under the lock: no version when nothing changed; else
+        publish the next manifest (the commit point; a failure before it rolls back), then
+        finalize and drop the staging directory."""
+        try:
+            if not plan.changed:
+                self._f.rmtree(f"_staging/{txn}")
+                return CommitResult(version=None, unchanged=counts["unchanged"])
+            entry = {"version": m.version + 1, "time": now.isoformat(), "operation": operation,
+                     **counts, "quarantined": n_q, **dict(info or {})}
+            m2 = plan.manifest(entry)
+            _failpoint("before_publish")
+            self._publish(m2, txn)
+        except BaseException as e:
+            raise self._roll_back(m, txn, e) from None
+        _failpoint("after_publish")
+        self._finalize(m2)
+        self._f.rmtree(f"_staging/{txn}")
+        return CommitResult(version=m2.version, inserted=counts["inserted"], updated=counts["updated"],
+                            unchanged=counts["unchanged"], deleted=counts["deleted"], quarantined=n_q,
+                            partitions_written=plan.partitions_written)
 
     def _roll_back(self, m: _Manifest, txn: str, e: BaseException) -> BaseException:
         """What a commit that failed before its commit point raises, after removing its staged
