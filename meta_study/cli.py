@@ -178,25 +178,59 @@ def store_check(store_uri: str, repair: bool) -> None:
     """Check every file of STORE against its manifest: present, the recorded size and checksum,
     readable Parquet with the recorded row count, and no stray files that plain readers would read.
 
-    Exit 0 if the store is sound (or was repaired), 1 if damage was found and left as it is.
+    Exit 0 if the store is sound (or was repaired), 1 if damage was found and left as it is, or
+    if a commit is left unfinished (plain readers see a mix of versions) and cannot be finished here.
     """
-    from .store import open_store
+    from .store import Store
 
-    r = open_store(store_uri).check(repair=repair)
+    r = Store(store_uri).check(repair=repair)
     for d in r.damage:
         rows = f", {d.rows} rows" if d.rows else ""
         click.echo(f"{'set aside' if r.repaired_version else 'damaged'}: {d.path} ({d.kind}{rows}): {d.problem}",
                    err=not r.repaired_version)
-    if r.ok:
+    if r.manifest_restored:
+        click.echo(f"{r.uri}: manifest of version {r.version} restored from its intact copy (the damaged one is in "
+                   f"_damaged/{r.version:010d}/)")
+    if r.rolled_back_to is not None:
+        click.echo(f"{r.uri}: rolled back from damaged version {r.version} to version {r.rolled_back_to}, the newest "
+                   f"intact one, committed as version {r.repaired_version}; re-ingest your sources to restore what "
+                   "the damaged versions added (ingest state was reset)")
+    if r.unfinished:
+        click.echo(f"{r.uri}: the commit of version {r.version} is unfinished (its writer stopped after the commit "
+                   "point) and cannot be finished here (read-only store, or another writer holds the lock): plain "
+                   "Parquet readers see a mix of versions until a command with write access opens the store", err=True)
+    if not r.damage:
+        if r.unfinished:
+            sys.exit(1)
         click.echo(f"{r.uri}: version {r.version}, {r.files} files checked, no damage")
     elif r.repaired_version:
+        again = ("; re-ingest the sources of the partitions above to restore them (ingest state was reset where "
+                 "rows were lost)") if r.rows_dropped else ""
         click.echo(f"{r.uri}: repaired as version {r.repaired_version}: {len(r.damage)} file(s) moved to "
-                   f"_damaged/{r.repaired_version:010d}/, {r.rows_dropped} rows dropped; re-ingest the sources "
-                   "of the partitions above to restore them (ingest state was reset where rows were lost)")
+                   f"_damaged/{r.repaired_version:010d}/, {r.rows_dropped} rows dropped{again}")
     else:
         click.echo(f"{r.uri}: {len(r.damage)} damaged file(s) of {r.files}; restore them from a backup, or run "
                    f"'meta-study store check --repair {r.uri}'", err=True)
         sys.exit(1)
+
+
+@store.command("unlock")
+@click.argument("store_uri", metavar="STORE")
+def store_unlock(store_uri: str) -> None:
+    """Break the writers' lease of an object store whose writer died (a waiting writer names it,
+    and takes an expired lease over by itself). Safe even if that writer is alive: its commit
+    then fails its commit point and is merged again or refused, never half-applied. A local
+    store's lock needs no unlocking: the kernel frees it when its holder dies."""
+    from .store import Store
+
+    s = Store(store_uri)
+    s.probe()
+    holder = s.unlock()
+    if holder is None:
+        click.echo(f"{s.uri}: not locked")
+    else:
+        state = "expired" if holder.expired else "valid"
+        click.echo(f"{s.uri}: broke the lease of {holder.describe()} ({state} until {holder.expires_at})")
 
 
 def _table(df: Any, cols: list[str]) -> str:
@@ -260,7 +294,7 @@ def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, s
     if sources_file:
         srcs += open_source_specs(load_sources_file(sources_file), options)
     store_obj = Store(store_uri)
-    store_obj.probe()                     # an unreachable store fails once, not once per source
+    store_obj.check_writable()            # an unreachable or read-only store fails once, not once per source
     with progress_bar(not quiet) as progress:
         reports = ingest_sources(srcs, store_obj, progress=progress)
     for r in reports:

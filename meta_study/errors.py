@@ -19,6 +19,11 @@ class StoreLockedError(UserError):
     """Another writer holds the store's lock for longer than the timeout."""
 
 
+class StoreConflictError(UserError):
+    """Another writer published the store version a commit was built for (object stores, when
+    a lease expired under a paused writer or was broken): nothing of the commit was stored."""
+
+
 class StoreDamagedError(UserError):
     """A file the store's manifest lists is missing, truncated or unreadable.
 

@@ -188,24 +188,6 @@ def test_commit_time_is_recorded(tmp_path):
     assert set(s.read().column("ingested_at").to_pylist()) == {when}
 
 
-def test_object_store_code_path(tmp_path):
-    """Everything that differs for object stores (no flock: a lease file; pyarrow moves instead of
-    os renames) on pyarrow's in-memory filesystem, which is neither local nor POSIX."""
-    s = Store("mock:///lab/store")
-    assert not s._f.local
-    t = _table(3)
-    assert s.commit(t, quarantine=pd.DataFrame({"source": ["s"], "reason": ["x"], "raw": ["{}"]})).inserted == 6
-    assert s.commit(t).version is None
-    df = make_rows(3)
-    df["ds_accuracy"] = 0.5
-    r = s.commit(validate(df).table, state={"mlflow:x": pa.table({"a": [1]})})
-    assert r.updated == 6 and s.version == 2
-    assert len(s.read()) == 6 and set(s.read().column("ds_accuracy").to_pylist()) == {0.5}
-    assert len(s.quarantine()) == 1 and s.read_state("mlflow:x").num_rows == 1
-    assert "LEASE.json" not in s._f.listdir("_meta")            # the lease is released
-    assert len([n for n in s._f.listdir("us_task=up/ds_task=a")]) == 1  # superseded files deleted
-
-
 def test_delete_runs_is_exact_whatever_the_ids_hold(tmp_path):
     # source 's\x1fx' with run 'y' and source 's' with run 'x\x1fy' are different runs
     s = Store(str(tmp_path / "st"))

@@ -11,7 +11,7 @@ import pytest
 
 from meta_study.errors import StoreDamagedError
 from meta_study.schema import validate
-from meta_study.store import Store
+from meta_study.store import Store, partition_dir
 from conftest import make_rows, run_cli
 
 
@@ -41,7 +41,7 @@ def _one_line(r, code: int, *needles: str) -> str:
 
 
 def _part_file(store: str, ds: str) -> Path:
-    (f,) = (Path(store) / "us_task=up" / f"ds_task={ds}").glob("part-*.parquet")
+    (f,) = (Path(store) / partition_dir("up", ds)).glob("part-*.parquet")
     return f
 
 
@@ -63,7 +63,7 @@ def test_truncated_partition_is_named_everywhere_and_repaired(tmp_path):
     _one_line(run_cli("ingest", str(src), "--store", store, "--quiet"), 2, rel)
     other = _csv(tmp_path / "y.csv", ds_tasks=("c",))
     _one_line(run_cli("ingest", str(other), "--store", store, "--quiet"), 2, rel)
-    assert not (Path(store) / "us_task=up" / "ds_task=c").exists(), "an ingest built on a damaged version"
+    assert not (Path(store) / partition_dir("up", "c")).exists(), "an ingest built on a damaged version"
 
     r = run_cli("store", "check", store)
     assert r.returncode == 1, r.stderr
@@ -157,7 +157,7 @@ def test_stores_written_before_sizes_were_recorded(tmp_path):
     _truncate(_part_file(store, "b"))
     with pytest.raises(StoreDamagedError):
         s.commit(validate(make_rows(1, ds_tasks=("d",), run_prefix="new2-")).table)
-    assert not os.path.exists(Path(store) / "us_task=up" / "ds_task=d")
+    assert not os.path.exists(Path(store) / partition_dir("up", "d"))
 
 
 @pytest.fixture

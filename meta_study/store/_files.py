@@ -1,9 +1,10 @@
 """The filesystem behind a store: a local path or any URI pyarrow filesystems accept.
 
 :class:`_Files` is every byte the store reads or writes, relative to the store's root: fsynced
-writes locally, an atomic publish (hard link) that fails if the name exists, moves and deletes.
-Also here: URIs as messages may show them, partition directory names, the fault-injection points
-of the crash tests, and a table as the Parquet bytes the store writes.
+writes locally, an exclusive create (a hard link locally, a conditional PUT on S3) that fails
+if the name exists, moves and deletes. Also here: URIs as messages may show them, partition
+directory names, the fault-injection points of the crash tests, and Parquet bytes to and from
+tables (parsed on the calling thread: see :func:`_parse_parquet`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..errors import UserError
+from ._s3 import S3Objects
 
 
 def _resolve(uri: str) -> tuple[pafs.FileSystem, str, bool]:
@@ -59,14 +61,30 @@ def display_uri(uri: str) -> str:
     return urllib.parse.urlunsplit((p.scheme, netloc, p.path, query, p.fragment))
 
 
-def _quote(value: str) -> str:
-    # Task names may hold '/', spaces or '..'; percent-encode so a partition is always one
-    # directory level below its parent. pyarrow's hive partitioning decodes this ("uri" encoding).
-    return urllib.parse.quote(value, safe="")
+def _dir_name(value: str) -> str:
+    """A task name as one directory name: percent-encoded (a name may hold '/', spaces, '..' or
+    '='), and a leading '_' or '.' encoded too, since plain readers skip such directories."""
+    q = urllib.parse.quote(value, safe="")
+    return {"_": "%5F", ".": "%2E"}.get(q[:1], q[:1]) + q[1:]
 
 
 def partition_dir(us_task: str, ds_task: str) -> str:
-    return f"us_task={_quote(us_task)}/ds_task={_quote(ds_task)}"
+    """The directory of a partition's file: ``<us_task>/<ds_task>``, each name encoded.
+
+    Not ``us_task=<name>`` (hive style): readers infer a hive partition's type from its values, so
+    tasks ``007`` and ``7`` became the integer 7 in pyarrow and polars, and pandas failed on the
+    duplicate category. The partition columns are stored in the files instead, as strings,
+    and no reader derives a column from these names."""
+    return f"{_dir_name(us_task)}/{_dir_name(ds_task)}"
+
+
+def partition_key(rel: str) -> str:
+    """The partition a data file's path belongs to, in either layout (``us_task=A/ds_task=B/f``
+    of format 1, ``A/B/f`` of format 2), as its format-2 directory."""
+    parts = rel.split("/")
+    if len(parts) == 3 and parts[0].startswith("us_task=") and parts[1].startswith("ds_task="):
+        return partition_dir(urllib.parse.unquote(parts[0][8:]), urllib.parse.unquote(parts[1][8:]))
+    return "/".join(parts[:-1])
 
 
 def _now() -> _dt.datetime:
@@ -78,6 +96,24 @@ class _Files:
     fs: pafs.FileSystem
     root: str
     local: bool
+    uri: str = ""        # the store URI as given (may hold secrets: never shown)
+    shown: str = ""      # the store URI as messages show it
+    _objects: S3Objects | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "file" if self.local else self.uri.split("://", 1)[0].lower()
+
+    def objects(self) -> S3Objects:
+        """The conditional-write calls of an s3:// store; a :class:`UserError` for other object
+        stores, whose commits meta-study cannot make safe (no conditional writes through pyarrow)."""
+        if self.scheme != "s3":
+            raise UserError(f"{self.shown}: meta-study writes stores on local or shared filesystems and on s3:// "
+                            f"only (a commit needs conditional writes); {self.scheme}:// stores can be read, not "
+                            "written. Use s3:// (S3, MinIO, Ceph, or GCS through its S3-compatible XML API) or a path")
+        if self._objects is None:
+            self._objects = S3Objects(self.uri, self.shown)
+        return self._objects
 
     def p(self, rel: str) -> str:
         return f"{self.root}/{rel}" if rel else self.root
@@ -146,33 +182,52 @@ class _Files:
             with self.fs.open_output_stream(self.p(rel)) as f:
                 f.write(data)
 
+    def replace_bytes(self, rel: str, data: bytes) -> None:
+        """Overwrite ``rel`` atomically (a reader sees the old bytes or the new, never a mix)."""
+        if not self.local:
+            self.write_bytes(rel, data)   # an object PUT is atomic
+            return
+        tmp = f"{rel}.tmp-{os.getpid()}"
+        self.write_bytes(tmp, data)
+        os.replace(self.p(tmp), self.p(rel))
+        _fsync_dir(os.path.dirname(self.p(rel)))
+
     def read_bytes(self, rel: str) -> bytes:
         with self.fs.open_input_stream(self.p(rel)) as f:
             return f.read()
 
-    def publish(self, tmp_rel: str, final_rel: str) -> bool:
-        """Atomically give ``tmp`` the name ``final``; False if ``final`` already exists."""
+    def create_exclusive(self, rel: str, data: bytes, tmp_rel: str) -> bool:
+        """Create ``rel`` holding ``data`` whole, atomically, only if no file has that name:
+        True if we created it, False if it existed. Of any number of writers racing to create one
+        name, exactly one gets True, whatever their timing (the commit point).
+
+        Locally: write and fsync ``tmp_rel``, hard-link it to ``rel`` (``link`` fails if the name
+        exists), drop the temporary name. On S3: one PUT with ``If-None-Match: *``."""
         if self.local:
+            self.write_bytes(tmp_rel, data)
             try:
-                os.link(self.p(tmp_rel), self.p(final_rel))
+                os.link(self.p(tmp_rel), self.p(rel))
             except FileExistsError:
-                os.unlink(self.p(tmp_rel))
                 return False
-            os.unlink(self.p(tmp_rel))
-            _fsync_dir(os.path.dirname(self.p(final_rel)))
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.p(tmp_rel))
+            _fsync_dir(os.path.dirname(self.p(rel)))
             return True
-        if self.exists(final_rel):  # object stores: guarded by the lease lock
-            self.fs.delete_file(self.p(tmp_rel))
-            return False
-        self.fs.move(self.p(tmp_rel), self.p(final_rel))
-        return True
+        return self.objects().create(rel, data) is not None
 
     def move(self, src_rel: str, dst_rel: str) -> None:
+        """Move a file. If another process moved it first (two writers finishing one commit,
+        object stores only), that is not an error: the file is where it belongs."""
         self.mkdirs(os.path.dirname(dst_rel))
         if self.local:
             os.replace(self.p(src_rel), self.p(dst_rel))
-        else:
-            self.fs.move(self.p(src_rel), self.p(dst_rel))
+            return
+        try:
+            self.fs.move(self.p(src_rel), self.p(dst_rel))   # S3: copy, then delete the source
+        except (OSError, pa.ArrowException):
+            if self.exists(src_rel) or not self.exists(dst_rel):
+                raise
 
     def delete(self, rel: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -202,18 +257,30 @@ _FAILPOINT_HITS: dict[str, int] = {}
 
 
 def _failpoint(name: str) -> None:
-    """Fault injection for the crash tests: with ``META_STUDY_FAILPOINT=name`` (or ``name:N`` for
-    the N-th time this point is reached) the writer stops here, announcing it on stderr, until it
-    is killed. One environment lookup when unset."""
+    """Fault injection for the crash and concurrency tests, and for external checks.
+
+    ``META_STUDY_FAILPOINT=name`` (or ``name:N`` for the N-th time this point is reached): the
+    writer stops here, announcing ``failpoint name`` on stderr, until it is killed.
+    ``META_STUDY_FAILPOINT=stall_name``: it announces ``failpoint stall_name``, sleeps
+    ``META_STUDY_STALL_S`` seconds (default 10), and goes on, as a slow PUT or a long GC pause
+    would (``stall_before_publish``: just before the commit point). One environment lookup when
+    unset."""
     spec = os.environ.get("META_STUDY_FAILPOINT")
-    if not spec or spec.split(":")[0] != name:
+    if not spec:
         return
-    _FAILPOINT_HITS[name] = _FAILPOINT_HITS.get(name, 0) + 1
-    if _FAILPOINT_HITS[name] == int(spec.split(":")[1]) if ":" in spec else True:
-        import sys
-        print(f"failpoint {name}", file=sys.stderr, flush=True)
-        while True:
-            time.sleep(3600)
+    point = spec.split(":")[0]
+    if point not in (name, f"stall_{name}"):
+        return
+    _FAILPOINT_HITS[point] = _FAILPOINT_HITS.get(point, 0) + 1
+    if ":" in spec and _FAILPOINT_HITS[point] != int(spec.split(":")[1]):
+        return
+    import sys
+    print(f"failpoint {point}", file=sys.stderr, flush=True)
+    if point != name:
+        time.sleep(float(os.environ.get("META_STUDY_STALL_S", "10")))
+        return
+    while True:
+        time.sleep(3600)
 
 
 def _fsync_dir(path: str) -> None:
@@ -230,6 +297,25 @@ def _table_bytes(table: pa.Table) -> bytes:
     # zstd: ~3x smaller than snappy on this record (many repeated strings), still fast to read.
     pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()
+
+
+def _parse_parquet(data: bytes, schema: pa.Schema | None = None) -> pa.Table:
+    """Parquet bytes as a table, on this thread.
+
+    With ``schema``: its columns in its order, a column the file lacks as nulls, cast to its types
+    and nullability (a null in a required column raises, so a corrupt file that still decodes
+    fails here, on its own). ``ParquetFile`` over a buffer with ``use_threads=False`` starts no
+    Arrow thread pool worker: ``pq.read_table`` (and a read by path) does, and such a worker torn
+    down at interpreter exit aborted ``meta-study store check`` under load with "terminate called
+    without an active exception" (exit -6; apache/arrow#34314, #39862). Costs nothing here: a
+    store file is one partition, parsed in milliseconds."""
+    f = pq.ParquetFile(pa.BufferReader(data))
+    if schema is None:
+        return f.read(use_threads=False)
+    have = set(f.schema_arrow.names)
+    t = f.read(columns=[n for n in schema.names if n in have], use_threads=False)
+    cols = [t.column(n) if n in have else pa.nulls(t.num_rows, schema.field(n).type) for n in schema.names]
+    return pa.Table.from_arrays(cols, names=schema.names).cast(schema)
 
 
 

@@ -1,78 +1,273 @@
-"""The writers' lock of a store.
+"""The writers' lock of a store: who may commit now.
 
-On a local filesystem ``fcntl.flock`` on ``_meta/LOCK`` serializes writers (released by the kernel
-if a writer dies). On object stores, which have no locks, a lease file stands in; it is best
-effort, so run one writer per object-store store (the refit job) or keep the store on a shared
-filesystem.
+**Local filesystems**: ``fcntl.flock`` on ``_meta/LOCK``. The kernel releases it when the
+holder exits or dies, so it is never stale; the file records the holder (pid, host, user, since)
+for messages.
+
+**Object stores (s3://)**: a lease object ``_meta/LEASE.json`` written only with conditional
+PUTs (see :mod:`._s3`):
+
+- *take*: create it if absent (``If-None-Match: *``); if present and released, or expired
+  (not renewed for its ``lease_s``, judged on the server's clock), replace it if it is still the
+  version we read (``If-Match: <etag>``). Of two writers racing for it, exactly one succeeds.
+- *hold*: a heartbeat thread renews it every ``lease_s / 4`` with ``If-Match`` on our last
+  ETag, so a long commit keeps a short lease. A renewal that fails its precondition means the
+  lease was broken (``store unlock``) or taken over after expiring (this process was paused):
+  the lease is *lost* and the heartbeat stops.
+- *release*: replace it with a released record (``If-Match``): the lease object is never deleted,
+  so every change to it is conditional.
+- *wait*: a writer that finds the lease held says once who holds it (pid, host, user, since),
+  until when, and how to break it (``meta-study store unlock STORE``), then polls until it is
+  released, expires or ``timeout_s`` passes (a one-line :class:`StoreLockedError`).
+
+The lease is for liveness only (writers queue instead of racing). What keeps the store correct
+when two writers do run at once (a lease expired under a paused writer, or was broken) is the
+commit protocol in :mod:`._store`: the manifest of a version is created only if absent, and a
+writer only ever deletes its own staging directory or those of versions already decided.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
+import getpass
 import json
 import os
 import socket
+import threading
 import time
 import uuid
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
-from ..errors import StoreLockedError
-from ._files import _Files, _now
+from ..errors import StoreLockedError, UserError
+from ._files import _now
+from ._s3 import S3Objects
+
+LEASE = "_meta/LEASE.json"
+#: Default lease of an object-store writer, in seconds; ``META_STUDY_LEASE_S`` overrides it. A
+#: heartbeat renews it every quarter, so it only bounds how long a *dead* writer blocks others.
+LEASE_S = 60.0
+
+Notify = Callable[[str], None]
+
+
+def lease_seconds() -> float:
+    """The lease length writers take: ``META_STUDY_LEASE_S`` or :data:`LEASE_S` (at least 1 s)."""
+    raw = os.environ.get("META_STUDY_LEASE_S", "")
+    try:
+        return max(1.0, float(raw)) if raw else LEASE_S
+    except ValueError:
+        raise UserError(f"META_STUDY_LEASE_S={raw!r}: expected seconds, e.g. 60") from None
+
+
+def _me() -> dict[str, object]:
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        user = "?"
+    return {"pid": os.getpid(), "host": socket.gethostname(), "user": user, "since": _now().isoformat(timespec="seconds")}
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a store's lock, as its lock file or lease records it."""
+
+    pid: int | None
+    host: str
+    user: str
+    since: str
+    expires_at: str | None = None   # object stores: when the lease expires unless renewed
+    expired: bool = False
+
+    def describe(self) -> str:
+        return f"pid {self.pid if self.pid is not None else '?'} on {self.host} (user {self.user}, since {self.since})"
+
+    @classmethod
+    def from_record(cls, raw: bytes, expires_at: str | None = None, expired: bool = False) -> "LockHolder":
+        try:
+            d = json.loads(raw)
+            if not isinstance(d, dict):
+                raise ValueError
+        except ValueError:   # a lock file of an older meta-study: free text
+            text = raw.decode(errors="replace").strip()[:200]
+            return cls(None, text or "?", "?", "?", expires_at, expired)
+        pid = d.get("pid")
+        return cls(pid if isinstance(pid, int) else None, str(d.get("host", "?")), str(d.get("user", "?")),
+                   str(d.get("since", "?")), expires_at, expired)
+
+
+# ---- local: flock ---------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def _local_lock(path: str, timeout_s: float, what: str) -> Iterator[None]:
+def _local_lock(path: str, timeout_s: float, what: str, notify: Notify | None = None) -> Iterator[None]:
     import fcntl
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + timeout_s
+        start = time.monotonic()
         delay = 0.005
+        told = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() > deadline:
-                    try:
-                        holder = os.pread(fd, 512, 0).decode(errors="replace").strip()
-                    except OSError:
-                        holder = "?"
-                    raise StoreLockedError(f"{what}: locked by another writer ({holder or 'unknown'}) "
+                waited = time.monotonic() - start
+                if waited > timeout_s:
+                    raise StoreLockedError(f"{what}: locked by another writer ({_read_holder(fd).describe()}) "
                                            f"for more than {timeout_s:g} s") from None
+                if not told and waited > 2.0 and notify is not None:
+                    notify(f"{what}: waiting for the writer holding its lock: {_read_holder(fd).describe()} "
+                           "(a local lock is freed when that process exits or dies)")
+                    told = True
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now().isoformat()}".encode(), 0)
+        os.pwrite(fd, json.dumps(_me()).encode(), 0)
         yield
     finally:
         os.close(fd)  # closing releases the flock; the kernel also releases it if we are killed
 
 
-@contextlib.contextmanager
-def _lease_lock(files: _Files, timeout_s: float, what: str, lease_s: float = 600.0) -> Iterator[None]:
-    """Best-effort lock for object stores: a lease file with an owner and an expiry."""
-    rel = "_meta/LEASE.json"
-    me = uuid.uuid4().hex
-    deadline = time.monotonic() + timeout_s
-    while True:
-        held = None
-        if files.exists(rel):
-            with contextlib.suppress(Exception):
-                held = json.loads(files.read_bytes(rel))
-        if held is None or held.get("expires", 0) < time.time():
-            files.write_bytes(rel, json.dumps({"owner": me, "expires": time.time() + lease_s}).encode())
-            time.sleep(0.5)  # let a racing writer's lease land, then check who won
-            with contextlib.suppress(Exception):
-                if json.loads(files.read_bytes(rel)).get("owner") == me:
-                    break
-        if time.monotonic() > deadline:
-            raise StoreLockedError(f"{what}: lease held by another writer for more than {timeout_s:g} s")
-        time.sleep(1.0)
+def _read_holder(fd: int) -> LockHolder:
     try:
-        yield
+        return LockHolder.from_record(os.pread(fd, 4096, 0))
+    except OSError:
+        return LockHolder(None, "?", "?", "?")
+
+
+def local_holder(path: str) -> LockHolder | None:
+    """Who holds the flock on ``path`` now, or None if nobody does (probed without waiting)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)   # a shared lock conflicts with a writer's
+        except BlockingIOError:
+            return _read_holder(fd)
+        return None
     finally:
-        with contextlib.suppress(Exception):
-            if json.loads(files.read_bytes(rel)).get("owner") == me:
-                files.delete(rel)
+        os.close(fd)
+
+
+# ---- object stores: a lease with conditional writes -----------------------------------------
+
+
+def _expiry(obj_modified: _dt.datetime, lease_s: float) -> str:
+    return (obj_modified + _dt.timedelta(seconds=lease_s)).isoformat(timespec="seconds")
+
+
+def _lease_state(objects: S3Objects) -> tuple[LockHolder | None, str | None, bool]:
+    """(holder, etag, free) of the lease object: free when absent, released or expired."""
+    obj = objects.get(LEASE)
+    if obj is None:
+        return None, None, True
+    try:
+        rec = json.loads(obj.data)
+        lease_s = float(rec.get("lease_s", LEASE_S))
+        released = bool(rec.get("released"))
+    except (ValueError, TypeError, AttributeError):   # unreadable: free once a full default lease has passed
+        lease_s, released = LEASE_S, False
+    expired = obj.age_s > lease_s
+    holder = LockHolder.from_record(obj.data, _expiry(obj.last_modified, lease_s), expired)
+    return (None if released else holder), obj.etag, released or expired
+
+
+class _Heartbeat(threading.Thread):
+    """Renews a held lease every ``lease_s / 4`` until stopped; sets ``lost`` if it cannot."""
+
+    def __init__(self, objects: S3Objects, record: dict[str, object], etag: str, lease_s: float) -> None:
+        super().__init__(name="meta-study-lease", daemon=True)
+        self.objects, self.record, self.etag, self.lease_s = objects, record, etag, lease_s
+        self.lost = False
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.lease_s / 4):
+            rec = {**self.record, "renewed_at": _now().isoformat(timespec="seconds")}
+            try:
+                etag = self.objects.replace(LEASE, json.dumps(rec).encode(), self.etag)
+            except OSError:
+                continue   # a network blip: the next beat tries again (the lease lasts four beats)
+            if etag is None:
+                self.lost = True   # broken by 'store unlock', or taken over after we were paused
+                return
+            self.etag = etag
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+@contextlib.contextmanager
+def _lease_lock(objects: S3Objects, timeout_s: float, what: str, lease_s: float,
+                notify: Notify | None = None) -> Iterator[_Heartbeat]:
+    """Hold the store's lease (module docstring); yields the heartbeat (``.lost``)."""
+    record = {**_me(), "owner": uuid.uuid4().hex, "lease_s": lease_s}
+    body = json.dumps(record).encode()
+    start = time.monotonic()
+    told: str | None = None
+    poll = min(2.0, max(0.2, lease_s / 8))
+    while True:
+        etag = objects.create(LEASE, body)
+        if etag is not None:
+            break
+        holder, cur, free = _lease_state(objects)
+        if cur is None:
+            continue   # gone between our PUT and GET (nobody deletes it, but a person may): create again
+        if free:
+            etag = objects.replace(LEASE, body, cur)
+            if etag is not None:
+                if holder is not None and notify is not None:
+                    notify(f"{what}: took over the expired lease of {holder.describe()} (it expired at "
+                           f"{holder.expires_at}: that writer died or stalled)")
+                break
+            continue   # another writer took it first: look again
+        assert holder is not None
+        if time.monotonic() - start >= timeout_s:
+            raise StoreLockedError(
+                f"{what}: locked by another writer for more than {timeout_s:g} s: {holder.describe()}, lease "
+                f"until {holder.expires_at} unless renewed; if that writer is dead, 'meta-study store unlock "
+                f"{what}' breaks the lease")
+        if notify is not None and told != holder.describe():
+            notify(f"{what}: waiting for the writer holding its lease: {holder.describe()}, until "
+                   f"{holder.expires_at} unless renewed; if that writer is dead, the lease expires then, or "
+                   f"'meta-study store unlock {what}' breaks it now")
+            told = holder.describe()
+        time.sleep(poll)
+    beat = _Heartbeat(objects, record, etag, lease_s)
+    beat.start()
+    try:
+        yield beat
+    finally:
+        beat.stop()
+        if not beat.lost:
+            with contextlib.suppress(OSError):
+                objects.replace(LEASE, json.dumps({**record, "released": True}).encode(), beat.etag)
+
+
+def lease_holder(objects: S3Objects) -> LockHolder | None:
+    """Who holds the lease now (expired ones included, marked so), or None."""
+    holder, _, _ = _lease_state(objects)
+    return holder
+
+
+def break_lease(objects: S3Objects) -> LockHolder | None:
+    """Release the lease whoever holds it (``meta-study store unlock``); returns the holder it
+    took the lease from, or None if it was free. Safe even if that writer is alive: the commit
+    point lets at most one writer publish a version, so a broken writer's commit fails and is
+    retried, never half-applied."""
+    while True:
+        holder, etag, _ = _lease_state(objects)
+        if holder is None or etag is None:
+            return None
+        rec = {"released": True, "broken_by": _me(), "broke": holder.describe()}
+        if objects.replace(LEASE, json.dumps(rec).encode(), etag) is not None:
+            return holder

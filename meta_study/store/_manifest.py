@@ -16,7 +16,11 @@ from ..errors import UserError
 from ..schema import SCHEMA_VERSION
 
 FORMAT = "meta-study-store"
-FORMAT_VERSION = 1
+#: 1: partitions in hive directories ``us_task=<name>/ds_task=<name>/``, the partition columns
+#:    only in those names (plain readers inferred their type: task ``007`` read back as 7).
+#: 2: partitions in ``<name>/<name>/``, the partition columns stored in each file as strings;
+#:    manifests carry a checksum and a copy. A writer upgrades a format-1 store at its first commit.
+FORMAT_VERSION = 2
 #: Manifests older than this many versions are pruned (they are history only: their files are gone).
 KEEP_MANIFESTS = 20
 #: Commit-log entries carried in each manifest.
@@ -70,7 +74,8 @@ class Damage:
     """One damaged file found by :meth:`Store.check`."""
 
     path: str     # relative to the store root
-    kind: str     # data | quarantine | state | untracked (a file plain readers read that no manifest lists)
+    kind: str     # data | quarantine | state | manifest | untracked (a file plain readers read that no
+                  # manifest lists)
     problem: str
     rows: int     # rows the manifest records for the file (0 when untracked)
 
@@ -85,10 +90,26 @@ class CheckResult:
     damage: tuple[Damage, ...]
     repaired_version: int | None = None   # the version the repair committed, if it ran
     rows_dropped: int = 0
+    #: the latest commit passed its commit point but its files are not all in place, and this
+    #: check could not finish it (read-only store, or another writer holds the lock): plain
+    #: Parquet readers see another version than meta-study until a writer finishes it
+    unfinished: bool = False
+    #: the repair went back to this version because the newer manifests were damaged
+    rolled_back_to: int | None = None
+    #: the repair rewrote the damaged latest manifest from its intact copy
+    manifest_restored: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.damage
+        return not self.damage and not self.unfinished
+
+
+class _CorruptManifest(ValueError):
+    """A manifest that does not parse, lacks fields, or fails its checksum (the message says which)."""
+
+
+def _dumps(d: Mapping[str, Any]) -> bytes:
+    return json.dumps(d, indent=1, sort_keys=True).encode()
 
 
 @dataclass
@@ -100,28 +121,47 @@ class _Manifest:
     pending_delete: list[str] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
     created_at: str = ""
+    format_version: int = FORMAT_VERSION   # the layout of its files (see FORMAT_VERSION)
+    txn: str = ""   # the transaction that published it: a writer recognizes its own commit
 
     def to_json(self) -> bytes:
-        return json.dumps({
-            "format": FORMAT, "format_version": FORMAT_VERSION, "schema_version": SCHEMA_VERSION,
+        d = {
+            "format": FORMAT, "format_version": self.format_version, "schema_version": SCHEMA_VERSION,
             "version": self.version, "created_at": self.created_at, "data": self.data,
             "quarantine": self.quarantine, "state": self.state, "pending_delete": self.pending_delete,
-            "log": self.log,
-        }, indent=1, sort_keys=True).encode()
+            "log": self.log, "txn": self.txn,
+        }
+        # sha256 of the manifest without this field: a truncated or altered manifest that still
+        # parses (a flipped digit in a row count or a checksum) is caught on load
+        d["checksum"] = hashlib.sha256(_dumps(d)).hexdigest()
+        return _dumps(d)
 
     @classmethod
     def from_json(cls, raw: bytes, where: str) -> "_Manifest":
+        """Parse a manifest. A :class:`_CorruptManifest` if it is damaged, a :class:`UserError` if
+        it is not a meta-study manifest or is newer than this meta-study."""
         try:
             d = json.loads(raw)
+            if not isinstance(d, dict):
+                raise ValueError("not a JSON object")
         except ValueError as e:
-            raise UserError(f"{where}: corrupt manifest ({e})") from None
+            raise _CorruptManifest(f"does not parse ({str(e)[:80]}, {len(raw)} bytes)") from None
         if d.get("format") != FORMAT:
             raise UserError(f"{where}: not a meta-study manifest")
         if d.get("format_version", 0) > FORMAT_VERSION:
             raise UserError(f"{where}: store format {d['format_version']} is newer than this meta-study "
                             f"({FORMAT_VERSION}); upgrade meta-study")
-        return cls(version=d["version"], data=d["data"], quarantine=d["quarantine"], state=d["state"],
-                   pending_delete=d["pending_delete"], log=d["log"], created_at=d.get("created_at", ""))
+        if "checksum" in d:   # manifests of format 1 have none
+            want = d.pop("checksum")
+            if hashlib.sha256(_dumps(d)).hexdigest() != want:
+                raise _CorruptManifest("its contents differ from what was written (checksum)")
+        try:
+            return cls(version=int(d["version"]), data=list(d["data"]), quarantine=list(d["quarantine"]),
+                       state=dict(d["state"]), pending_delete=list(d["pending_delete"]), log=list(d["log"]),
+                       created_at=d.get("created_at", ""), format_version=int(d.get("format_version", 1)),
+                       txn=str(d.get("txn", "")))
+        except (KeyError, TypeError, ValueError) as e:
+            raise _CorruptManifest(f"lacks or garbles field {e}") from None
 
     def live_files(self) -> list[dict[str, Any]]:
         return self.data + self.quarantine + list(self.state.values())

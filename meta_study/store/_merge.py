@@ -13,9 +13,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..schema import FILE_SCHEMA, KEY, PARTITION, SCHEMA, key_of, key_strings
+from ..schema import FILE_SCHEMA, KEY, SCHEMA, key_of, key_strings
 from ._files import _failpoint, _table_bytes, partition_dir
-from ._manifest import KEEP_LOG, QUARANTINE_SCHEMA, _Manifest
+from ._manifest import FORMAT_VERSION, KEEP_LOG, QUARANTINE_SCHEMA, _Manifest
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -61,6 +61,7 @@ class _Plan:
         self.superseded: list[str] = []
         self.changed = False
         self.partitions_written = 0
+        self.format_version = m.format_version
 
     def _stage(self, final_rel: str, table: pa.Table) -> dict[str, Any]:
         staged = f"_staging/{self.txn}/{final_rel}"
@@ -91,10 +92,7 @@ class _Plan:
             old_e = self.data.get(part)
             old = None
             if old_e is not None:
-                old = self.s._read_file(old_e, FILE_SCHEMA)
-                for c in PARTITION:
-                    old = old.append_column(c, pa.array([part[PARTITION.index(c)]] * old.num_rows, pa.string()))
-                old = old.select(SCHEMA.names).cast(SCHEMA)
+                old = self.s._read_data(old_e, FILE_SCHEMA).select(SCHEMA.names).cast(SCHEMA)
             merged, c = self._merge_partition(old, rows, dels)
             for k in counts:
                 counts[k] += c[k]
@@ -106,11 +104,26 @@ class _Plan:
                 self.superseded.append(old_e["path"])
                 del self.data[part]
             if merged.num_rows:
-                rel = f"{partition_dir(*part)}/part-{self._uid()}.parquet"
-                e = self._stage(rel, merged.drop_columns(list(PARTITION)))
-                e.update(us_task=part[0], ds_task=part[1])
-                self.data[part] = e
+                self.data[part] = self._stage_partition(part, merged)
         return counts
+
+    def _stage_partition(self, part: tuple[str, str], rows: pa.Table) -> dict[str, Any]:
+        # the partition columns stay in the file (format 2): plain readers read them as strings
+        e = self._stage(f"{partition_dir(*part)}/part-{self._uid()}.parquet", rows)
+        e.update(us_task=part[0], ds_task=part[1])
+        return e
+
+    def upgrade_layout(self) -> int:
+        """Rewrite every partition of a format-1 store in the current layout (its rows unchanged);
+        the number of partitions rewritten. One commit, so plain readers never see a mix."""
+        for part, old_e in sorted(self.data.items()):
+            rows = self.s._read_data(old_e, FILE_SCHEMA).select(SCHEMA.names).cast(SCHEMA)
+            self.superseded.append(old_e["path"])
+            self.data[part] = self._stage_partition(part, rows)
+            self.partitions_written += 1
+        self.format_version = FORMAT_VERSION
+        self.changed = True
+        return self.partitions_written
 
     @staticmethod
     def _merge_partition(old: pa.Table | None, new: pa.Table | None, dels: set[str]) -> tuple[pa.Table, dict[str, int]]:
@@ -189,4 +202,6 @@ class _Plan:
             pending_delete=self.superseded,
             log=(self.m.log + [dict(log_entry)])[-KEEP_LOG:],
             created_at=self.now.isoformat(),
+            format_version=self.format_version,
+            txn=self.txn,
         )

@@ -1,27 +1,48 @@
 """The meta-study store: :class:`Store` reads, commits to and checks one store (the package's
 docstring gives its layout).
 
-Commit protocol (under the writers' lock):
+Commit protocol (under the writers' lock; what keeps the store correct does *not* depend on
+the lock, so two writers that both believe they hold it still cannot damage it):
 
-1. *Recover*: finish the previous commit if it was interrupted (roll forward, see 5) and delete
-   staging directories of commits that never reached their commit point.
+1. *Recover*: finish the latest version if its writer died after its commit point (roll forward,
+   see 5), then collect garbage (below). Refuse to go on if a live file of the latest version is
+   damaged. A store of format 1 is first upgraded to the current layout, as its own version.
 2. Merge: for each partition touched, read its live file, replace rows whose key is written again
    (upsert), add new rows. Rows whose content is unchanged are not rewritten; if nothing changed,
    nothing is written at all.
-3. Write every new file under ``_staging/<txn>/`` (invisible to plain readers), fsync it.
-4. **Commit point**: publish manifest ``<version+1>.json`` atomically (write a temp file, then
-   hard-link it to its final name, which fails if that version exists). It lists the live files,
-   where each new one is staged, and the superseded files to delete.
-5. Finalize: move staged files into place, delete superseded files and the staging directory.
+3. Stage every new file under ``_staging/<txn>/``, where ``txn = <version+1>-<random>`` is this
+   transaction's own name (no other writer ever writes there); fsync it (local).
+4. **Commit point**: create manifest ``<version+1>.json``, *only if no file has that name*: a
+   hard link locally (``link`` fails if the name exists), a PUT with ``If-None-Match: *`` on
+   S3. Of any writers racing for one version, exactly one creates it, whatever their timing.
+   A writer that finds the name taken has lost: it deletes its own staging directory (nothing
+   else) and either starts again from 1 on top of the winner's version (:meth:`Store.commit`)
+   or fails in one line (:meth:`Store.commit_stream`, whose input was consumed).
+5. Write the manifest's copy ``<version+1>.copy.json`` (so a damaged manifest can be restored),
+   finalize: move staged files into place, delete the superseded files and the staging directory.
 
-A writer killed before 4 leaves the previous version fully intact (its staged files are garbage
-collected by the next writer). A writer killed after 4 leaves a committed version whose files are
-either in place or still staged; :meth:`Store.read` follows the manifest and reads them wherever
-they are, and the next writer finishes step 5. Readers never take the lock.
+A writer killed before 4 leaves the previous version fully intact. A writer killed after 4 leaves
+a committed version whose files are either in place or still staged; :meth:`Store.read` follows
+the manifest and reads them wherever they are, and the next writer (or the next command that can
+take the lock) finishes step 5. Readers never take the lock.
 
-Two writers: on a local filesystem ``fcntl.flock`` serializes them (released by the kernel if a
-writer dies). On object stores, which have no locks, a lease file is used; it is best effort, so
-run one writer per object-store store (the refit job) or keep the store on a shared filesystem.
+Garbage: a staging directory ``_staging/<w>-<random>`` is deleted only once version ``w`` is
+decided, i.e. ``w`` <= the version just finalized: its transaction either *is* that version (its
+files were just moved out) or lost the race for ``w`` and can never publish. A writer therefore
+never deletes the files of a commit that may still succeed, however long that writer stalls.
+Locally, under ``flock`` (which the kernel releases when a writer dies, so a staging directory
+not ours belongs to a dead writer), every staging directory is deleted at once, freeing the disk.
+
+Locks: ``flock`` locally; on S3 a lease with conditional writes, renewed by a heartbeat, whose
+holder is named to a waiting writer and which ``meta-study store unlock`` can break (see
+:mod:`._lock`). Other object stores (``gs://``, ...) can be read but not written: pyarrow's
+filesystems have no conditional writes.
+
+Damage: every file's size and sha256 are in the manifest and are checked on every read, so a
+damaged file fails the command that reads it in one line (:class:`StoreDamagedError`). Every
+manifest carries a checksum and has a copy; a damaged latest manifest is read from its copy, and
+``store check --repair`` restores it, or, without an intact copy, rolls the store back to the
+newest intact manifest.
 """
 
 from __future__ import annotations
@@ -31,6 +52,7 @@ import datetime as _dt
 import fnmatch
 import hashlib
 import os
+import sys
 import time
 import uuid
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -41,30 +63,59 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..errors import StoreDamagedError, StoreLockedError, UserError
+from ..errors import StoreConflictError, StoreDamagedError, StoreLockedError, UserError
 from ..schema import FILE_SCHEMA, GROUP, PARTITION, SCHEMA, conform, key_strings
-from ._files import _Files, _failpoint, _first_line, _now, _resolve, _table_bytes, display_uri
-from ._lock import _lease_lock, _local_lock
-from ._manifest import (KEEP_LOG, KEEP_MANIFESTS, QUARANTINE_SCHEMA, CheckResult, CommitResult, Damage,
-                        StoreSummary, _Manifest, _quarantine_table)
+from ._files import _failpoint, _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_uri
+from ._lock import LockHolder, Notify, _lease_lock, _local_lock, break_lease, lease_holder, lease_seconds, local_holder
+from ._manifest import (FORMAT_VERSION, KEEP_LOG, KEEP_MANIFESTS, QUARANTINE_SCHEMA, CheckResult, CommitResult,
+                        Damage, StoreSummary, _CorruptManifest, _Manifest, _quarantine_table)
 from ._merge import _by_partition, _Plan
 
 Filter = Mapping[str, Any]
+
+#: How often :meth:`Store.commit` merges again after losing the race for a version.
+COMMIT_ATTEMPTS = 5
+
+
+def _stderr_notice(msg: str) -> None:
+    print(f"meta-study: {msg}", file=sys.stderr, flush=True)
+
+
+def _mrel(v: int) -> str:
+    return f"_meta/manifests/{v:010d}.json"
+
+
+def _copy_rel(v: int) -> str:
+    return f"_meta/manifests/{v:010d}.copy.json"
+
+
+def _txn_version(name: str) -> int | None:
+    """The version a staging directory ``<version>-<random>`` was staged for, or None."""
+    head = name.split("-", 1)[0]
+    return int(head) if head.isdigit() else None
 
 
 class Store:
     """A meta-study store at a local path or URI.
 
     Args:
-        uri: ``/path``, ``file:///path``, ``s3://bucket/prefix``, ``gs://...``.
+        uri: ``/path``, ``file:///path``, ``s3://bucket/prefix`` (read and write), ``gs://...``
+            and other pyarrow filesystems (read only).
         lock_timeout_s: how long a writer waits for another writer before giving up.
+        lease_s: object stores: the lease a writer holds (renewed every quarter of it while it
+            runs); None: ``META_STUDY_LEASE_S`` or 60 s. Bounds how long a dead writer blocks others.
+        notify: where one-line notices go (waiting for another writer, retrying a commit);
+            stderr by default, None for silence.
     """
 
-    def __init__(self, uri: str, *, lock_timeout_s: float = 900.0) -> None:
+    def __init__(self, uri: str, *, lock_timeout_s: float = 900.0, lease_s: float | None = None,
+                 notify: Notify | None = _stderr_notice) -> None:
         self.uri = display_uri(uri)   # what messages and provenance show; never holds a secret
         fs, root, local = _resolve(uri)
-        self._f = _Files(fs, root, local)
+        self._f = _Files(fs, root, local, uri, self.uri)
         self.lock_timeout_s = lock_timeout_s
+        self.lease_s = lease_s
+        self.notify = notify
 
     # ---- inspection ------------------------------------------------------------------------
 
@@ -81,6 +132,8 @@ class Store:
         return sorted(out)
 
     def _load(self, version: int | None = None) -> _Manifest:
+        """The latest manifest (or ``version``); a damaged one is read from its copy, and without
+        an intact copy it is a one-line :class:`StoreDamagedError` saying how to roll back."""
         # A writer may prune the manifest we listed before we read it (only old ones are pruned,
         # so a newer one exists): list again.
         for _ in range(50):
@@ -88,14 +141,37 @@ class Store:
             if not versions:
                 return _Manifest()
             v = versions[-1] if version is None else version
-            rel = f"_meta/manifests/{v:010d}.json"
             try:
-                return _Manifest.from_json(self._f.read_bytes(rel), f"{self.uri}/{rel}")
+                m, problem = self._read_manifest(v)
             except FileNotFoundError:
                 if version is not None:
                     raise
                 time.sleep(0.01)
+                continue
+            if m is None:
+                raise StoreDamagedError(
+                    f"{self.uri}/{_mrel(v)}: damaged manifest: {problem}, and it has no intact copy; "
+                    f"'meta-study store check --repair {self.uri}' rolls the store back to its newest intact "
+                    "version (re-ingest to restore what that drops)")
+            return m
         raise RuntimeError(f"{self.uri}: manifests kept disappearing while reading")
+
+    def _read_manifest(self, v: int) -> tuple[_Manifest | None, str | None]:
+        """(manifest, problem): the manifest of version ``v`` and None if it is intact; its copy
+        and the problem if only the copy is; None and the problem if neither is."""
+        rel = _mrel(v)
+        raw = self._f.read_bytes(rel)   # FileNotFoundError: pruned meanwhile
+        try:
+            return _Manifest.from_json(raw, f"{self.uri}/{rel}"), None
+        except _CorruptManifest as e:
+            problem = str(e)
+        try:
+            copy = _Manifest.from_json(self._f.read_bytes(_copy_rel(v)), f"{self.uri}/{_copy_rel(v)}")
+            if copy.version == v:
+                return copy, problem
+        except (FileNotFoundError, _CorruptManifest):
+            pass
+        return None, problem
 
     def probe(self) -> pafs.FileInfo:
         """What is at the store's location; a :class:`UserError` if it cannot be reached
@@ -105,13 +181,16 @@ class Store:
         except (pa.ArrowException, OSError) as e:
             raise UserError(f"{self.uri}: cannot reach store location ({_first_line(e)})") from None
 
-    def require(self) -> "Store":
-        """Raise a :class:`UserError` unless this is a store; returns self."""
+    def _require_exists(self) -> None:
         info = self.probe()
         if info.type == pafs.FileType.NotFound:
             raise UserError(f"{self.uri}: no such store")
         if not self.exists():
             raise UserError(f"{self.uri}: not a meta-study store (no _meta/manifests)")
+
+    def require(self) -> "Store":
+        """Raise a :class:`UserError` unless this is a store; returns self."""
+        self._require_exists()
         self._finish_interrupted()
         return self
 
@@ -130,7 +209,7 @@ class Store:
                 m = self._load()
                 self._finalize(m)
                 self._collect_garbage(m)
-        except (StoreLockedError, OSError):  # a live writer, or a read-only store
+        except (UserError, OSError):  # a live writer, a read-only store, or one we cannot write
             return
 
     def local_path(self, rel: str) -> str | None:
@@ -154,15 +233,26 @@ class Store:
             f"{self.uri}/{rel}: damaged store file: {problem}{also}; 'meta-study store check {self.uri}' "
             "lists the damage, '--repair' sets the files aside and drops their rows (re-ingest to restore them)")
 
-    def _read_file(self, entry: Mapping[str, Any], schema: pa.Schema) -> pa.Table:
+    def _read_file(self, entry: Mapping[str, Any], schema: pa.Schema | None) -> pa.Table:
+        """A file of the manifest, verified against the size and sha256 it records (so a flipped
+        bit is named damage, never read as data) and parsed with ``schema``."""
         for rel in (entry["path"], entry.get("staged")):
-            if rel and self._f.exists(rel):
-                try:
-                    return pq.read_table(self._f.p(rel), filesystem=self._f.fs, schema=schema)
-                except FileNotFoundError:
-                    continue
-                except (pa.ArrowException, OSError) as e:  # truncated, overwritten, not Parquet
-                    raise self._damaged(rel, _first_line(e)) from None
+            if not rel:
+                continue
+            try:
+                data = self._f.read_bytes(rel)
+            except FileNotFoundError:
+                continue
+            except (pa.ArrowException, OSError) as e:
+                raise self._damaged(rel, _first_line(e)) from None
+            if "bytes" in entry and len(data) != entry["bytes"]:
+                raise self._damaged(rel, f"{len(data)} bytes, the manifest says {entry['bytes']}")
+            if "sha256" in entry and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise self._damaged(rel, "its contents differ from what was written (sha256)")
+            try:
+                return _parse_parquet(data, schema)
+            except (pa.ArrowException, OSError, ValueError) as e:  # truncated, overwritten, not Parquet
+                raise self._damaged(rel, _first_line(e)) from None
         raise FileNotFoundError(entry["path"])
 
     def _with_retry(self, fn: Callable[[_Manifest], Any]) -> Any:
@@ -182,6 +272,14 @@ class Store:
                     raise self._damaged(str(e.args[0]) if e.args else "?", "missing") from None
                 time.sleep(0.05)
         raise RuntimeError(f"{self.uri}: files kept disappearing while reading ({last})")
+
+    def _read_data(self, entry: Mapping[str, Any], file_schema: pa.Schema) -> pa.Table:
+        """A partition's rows: ``file_schema``'s columns, then the partition columns from the
+        manifest (files of format 2 hold them too, those of format 1 do not)."""
+        t = self._read_file(entry, file_schema)
+        for c in PARTITION:
+            t = t.append_column(SCHEMA.field(c), pa.array([entry[c]] * t.num_rows, pa.string()))
+        return t
 
     def read(self, filters: Filter | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         """Read rows of the latest committed version, as an Arrow table with :data:`SCHEMA`.
@@ -208,21 +306,11 @@ class Store:
         file_cols = [c for c in dict.fromkeys(cols + [c for c in filters if c not in PARTITION])
                      if c not in PARTITION]
         file_schema = pa.schema([FILE_SCHEMA.field(c) for c in file_cols])
+        out_schema = pa.schema([SCHEMA.field(c) for c in dict.fromkeys(cols + list(filters))])
 
         def run(m: _Manifest) -> pa.Table:
-            parts = []
-            for e in m.data:
-                if not want(e):
-                    continue
-                t = self._read_file(e, file_schema)
-                for c in PARTITION:
-                    t = t.append_column(c, pa.array([e[c]] * t.num_rows, pa.string()))
-                parts.append(t)
-            out_schema = pa.schema([SCHEMA.field(c) for c in dict.fromkeys(cols + list(filters))])
-            if not parts:
-                return out_schema.empty_table()
-            t = pa.concat_tables([p.select(out_schema.names) for p in parts])
-            return t.cast(out_schema)
+            parts = [self._read_data(e, file_schema).select(out_schema.names) for e in m.data if want(e)]
+            return pa.concat_tables(parts) if parts else out_schema.empty_table()
 
         table = self._with_retry(run)
         for c, v in filters.items():
@@ -239,7 +327,8 @@ class Store:
 
     def to_pandas(self, filters: Filter | None = None, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """:meth:`read` as a pandas DataFrame."""
-        return self.read(filters, columns).to_pandas()
+        # on this thread: no Arrow pool workers to abort the process at exit (see _parse_parquet)
+        return self.read(filters, columns).to_pandas(use_threads=False)
 
     def quarantine(self) -> pa.Table:
         """All quarantined rows: source, run_id, reason, raw, payload_hash, quarantined_at."""
@@ -252,7 +341,7 @@ class Store:
         """A state table written with ``commit(state={name: table})``, or None."""
         def run(m: _Manifest) -> pa.Table | None:
             e = m.state.get(name)
-            return None if e is None else self._read_file(e, None)  # type: ignore[arg-type]
+            return None if e is None else self._read_file(e, None)
         return self._with_retry(run)
 
     def state_names(self, pattern: str = "*") -> list[str]:
@@ -262,7 +351,7 @@ class Store:
         """Rows per (US task, DS task, protocol, shots), sources, last ingest time."""
         self.require()
         m = self._load()
-        t = self.read(columns=["source", "run_id", "model_name", *GROUP, "ingested_at"]).to_pandas()
+        t = self.read(columns=["source", "run_id", "model_name", *GROUP, "ingested_at"]).to_pandas(use_threads=False)
         if len(t):
             g = (t.assign(shots=t["shots"].astype("Int64"))
                    .groupby(list(GROUP), dropna=False)
@@ -279,18 +368,40 @@ class Store:
         return StoreSummary(uri=self.uri, version=m.version, rows=len(t), quarantined=q, groups=g, sources=s,
                             last_ingest=last, last_commit=m.log[-1] if m.log else None, pending_finalize=pending)
 
-    # ---- writing ---------------------------------------------------------------------------
+    # ---- the writers' lock -----------------------------------------------------------------
 
     @contextlib.contextmanager
     def _lock(self, timeout_s: float | None = None) -> Iterator[None]:
         timeout_s = self.lock_timeout_s if timeout_s is None else timeout_s
         if self._f.local:
             self._f.mkdirs("_meta")
-            with _local_lock(self._f.p("_meta/LOCK"), timeout_s, self.uri):
+            with _local_lock(self._f.p("_meta/LOCK"), timeout_s, self.uri, self.notify):
                 yield
         else:
-            with _lease_lock(self._f, timeout_s, self.uri):
+            lease_s = self.lease_s if self.lease_s is not None else lease_seconds()
+            with _lease_lock(self._f.objects(), timeout_s, self.uri, lease_s, self.notify):
                 yield
+
+    def lock_holder(self) -> LockHolder | None:
+        """Who holds the writers' lock now (an expired lease included, marked so), or None."""
+        if self._f.local:
+            return local_holder(self._f.p("_meta/LOCK"))
+        return lease_holder(self._f.objects())
+
+    def unlock(self) -> LockHolder | None:
+        """Break the writers' lease of an object store (``meta-study store unlock``): returns the
+        holder it was taken from, or None if it was free. Safe even if that writer is alive (its
+        commit then loses the race for its version and is retried or refused, see the protocol).
+        A local store's ``flock`` cannot be stale: the kernel frees it when its holder dies, so
+        a held one is a :class:`UserError` naming the live process."""
+        if self._f.local:
+            holder = local_holder(self._f.p("_meta/LOCK"))
+            if holder is not None:
+                raise UserError(f"{self.uri}: its lock is held by {holder.describe()}, a live process (a local "
+                                "store's lock is freed by the kernel when its holder exits or dies); stop that "
+                                "process if it is stuck")
+            return None
+        return break_lease(self._f.objects())
 
     # ---- damage ----------------------------------------------------------------------------
 
@@ -315,7 +426,7 @@ class Store:
             if "bytes" in e and sizes[rel] != e["bytes"]:
                 problem = f"{sizes[rel]} bytes, the manifest says {e['bytes']}"
             elif deep or "bytes" not in e:
-                problem = self._verify_file(rel, e, deep)
+                problem = self._verify_file(rel, kind, e, deep)
                 if problem is None and "bytes" not in e:
                     e["bytes"] = sizes[rel]   # checked once; the next manifest records it
             if problem:
@@ -329,18 +440,17 @@ class Store:
                     out.append(Damage(rel, "untracked", "not part of the store, but plain readers read it", 0))
         return out
 
-    def _verify_file(self, rel: str, e: Mapping[str, Any], deep: bool) -> str | None:
+    def _verify_file(self, rel: str, kind: str, e: Mapping[str, Any], deep: bool) -> str | None:
+        schema = {"data": FILE_SCHEMA, "quarantine": QUARANTINE_SCHEMA}.get(kind) if deep else None
         try:
-            if deep:
-                data = self._f.read_bytes(rel)
-                if "sha256" in e and hashlib.sha256(data).hexdigest() != e["sha256"]:
-                    return "its contents differ from what was written (sha256)"
-                # one thread: a check is not worth Arrow's pool, whose threads were seen to abort
-                # the process at exit ("terminate called without an active exception") under load
-                n = pq.read_table(pa.BufferReader(data), use_threads=False).num_rows
+            data = self._f.read_bytes(rel)
+            if deep and "sha256" in e and hashlib.sha256(data).hexdigest() != e["sha256"]:
+                return "its contents differ from what was written (sha256)"
+            if deep:   # whole, with its columns' types and required values
+                n = _parse_parquet(data, schema).num_rows
             else:
-                n = pq.read_metadata(self._f.p(rel), filesystem=self._f.fs).num_rows
-        except (pa.ArrowException, OSError) as err:
+                n = pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
+        except (pa.ArrowException, OSError, ValueError) as err:
             return _first_line(err)
         if n != int(e.get("rows", n)):
             return f"{n} rows, the manifest says {e['rows']}"
@@ -357,53 +467,105 @@ class Store:
         With ``repair``, commit a version without the damaged files: they are moved, never
         deleted, to ``_damaged/<version>/``, their rows leave the store, and if rows (data or
         quarantine) were lost every ingest state is dropped so that the next ingest of each source
-        reads it whole and restores them. Takes the writers' lock (a read-only store is checked without it)."""
-        self.require()
+        reads it whole and restores them. A damaged latest manifest is rewritten from its copy,
+        or, without an intact copy, the store goes back to its newest intact manifest (and the
+        files that one lacks are repaired as above). Takes the writers' lock; a store that cannot
+        be written here is checked without it, and a commit it cannot finish is reported."""
+        self._require_exists()
+        lock: Any = self._lock()
         try:
-            lock = self._lock()
             lock.__enter__()
-        except OSError:
+        except StoreLockedError:
+            raise
+        except (OSError, UserError) as e:   # read-only, or a store this install cannot write
             if repair:
-                raise UserError(f"{self.uri}: store is read-only; cannot repair it") from None
+                raise UserError(f"{self.uri}: cannot repair the store here: {_first_line(e)}") from None
             lock = None
         try:
-            m = self._load()
-            if lock is not None:
+            latest = self._manifest_versions()[-1]
+            m, problem = self._read_manifest(latest)
+            base = m if m is not None else self._newest_intact(latest)
+            damage = [Damage(_mrel(latest), "manifest", f"{problem}; " + ("its copy is intact" if m is not None else
+                             f"no intact copy: the newest intact manifest is version {base.version}"), 0)] \
+                if problem else []
+            if lock is not None and m is not None:
                 self._finalize(m)
                 self._collect_garbage(m)
-            damage = tuple(self._inspect(m, deep=True))
-            n_files = len(m.live_files())
+            unfinished = lock is None and m is not None and self._pending(m)
+            damage += self._inspect(base, deep=True)
+            n_files = len(base.live_files())
             if not repair or not damage:
-                return CheckResult(self.uri, m.version, n_files, damage)
-            return self._repair(m, damage, n_files)
+                return CheckResult(self.uri, latest, n_files, tuple(damage), unfinished=unfinished)
+            return self._repair(base, tuple(damage), n_files, latest, restore=m is not None and problem is not None)
         finally:
             if lock is not None:
                 lock.__exit__(None, None, None)
 
-    def _repair(self, m: _Manifest, damage: tuple[Damage, ...], n_files: int) -> CheckResult:
+    def _newest_intact(self, below: int) -> _Manifest:
+        for v in reversed([v for v in self._manifest_versions() if v < below]):
+            with contextlib.suppress(FileNotFoundError):
+                m, _ = self._read_manifest(v)
+                if m is not None:
+                    return m
+        return _Manifest(version=0)
+
+    def _repair(self, m: _Manifest, damage: tuple[Damage, ...], n_files: int, latest: int, *,
+                restore: bool) -> CheckResult:
+        """Repair under the lock: ``m`` is the manifest to build on (the latest, its copy, or
+        the newest intact one when ``m.version < latest``)."""
+        rolled_back = m.version < latest
+        reported, damage = damage, tuple(d for d in damage if d.kind != "manifest")
+        if restore:   # the latest manifest is damaged, its copy intact: write it back, keep the bad bytes
+            self._f.write_bytes(f"_damaged/{latest:010d}/{_mrel(latest)}", self._f.read_bytes(_mrel(latest)))
+            self._f.replace_bytes(_mrel(latest), self._f.read_bytes(_copy_rel(latest)))
+            if not damage:
+                return CheckResult(self.uri, latest, n_files, reported, repaired_version=latest, manifest_restored=True)
         bad = {d.path for d in damage}
         keep = lambda e: e["path"] not in bad and e.get("staged") not in bad  # noqa: E731
-        # rows lost (data or quarantine): drop every ingest state, so that each source's next
-        # ingest reads it whole instead of skipping what it believes is already stored
-        lost_rows = any(d.kind in ("data", "quarantine") for d in damage)
+        # rows lost (data or quarantine, or a rollback): drop every ingest state, so that each
+        # source's next ingest reads it whole instead of skipping what it believes is stored
+        lost_rows = rolled_back or any(d.kind in ("data", "quarantine") for d in damage)
         state = {} if lost_rows else {n: e for n, e in m.state.items() if keep(e)}
         dropped_state = [e["path"] for n, e in m.state.items() if n not in state and keep(e)]
         rows = sum(d.rows for d in damage if d.kind in ("data", "quarantine"))
         now = _now()
-        entry = {"version": m.version + 1, "time": now.isoformat(), "operation": "repair",
-                 "set_aside": sorted(bad), "rows_dropped": rows, "state_dropped": len(m.state) - len(state)}
-        m2 = _Manifest(version=m.version + 1, data=[e for e in m.data if keep(e)],
+        version = latest + 1
+        txn = f"{version:010d}-{uuid.uuid4().hex[:12]}"
+        entry = {"version": version, "time": now.isoformat(), "operation": "repair", "set_aside": sorted(bad),
+                 "rows_dropped": rows, "state_dropped": len(m.state) - len(state)}
+        if rolled_back:
+            entry.update(rolled_back_from=latest, rolled_back_to=m.version)
+        m2 = _Manifest(version=version, data=[e for e in m.data if keep(e)],
                        quarantine=[e for e in m.quarantine if keep(e)], state=state,
-                       pending_delete=dropped_state, log=(m.log + [entry])[-KEEP_LOG:], created_at=now.isoformat())
-        self._publish(m2, f"{m2.version:010d}-{uuid.uuid4().hex[:8]}")
+                       pending_delete=dropped_state, log=(m.log + [entry])[-KEEP_LOG:], created_at=now.isoformat(),
+                       format_version=m.format_version, txn=txn)
+        self._publish(m2, txn)
+        aside = f"_damaged/{version:010d}"
         for d in damage:
-            if self._f.exists(d.path):
-                self._f.move(d.path, f"_damaged/{m2.version:010d}/{d.path}")
+            if d.kind != "manifest" and self._f.exists(d.path):
+                self._f.move(d.path, f"{aside}/{d.path}")
                 self._f.prune_empty_dirs(os.path.dirname(d.path))
+        if rolled_back:   # the damaged manifests, and files only they listed, go aside too
+            for v in self._manifest_versions():
+                if m.version < v < version:
+                    for rel in (_mrel(v), _copy_rel(v)):
+                        if self._f.exists(rel):
+                            self._f.move(rel, f"{aside}/{rel}")
+            live = {r for e in m2.live_files() for r in (e["path"], e.get("staged")) if r}
+            for d in ("_quarantine", "_state"):
+                for name in self._f.listdir(d):
+                    if f"{d}/{name}" not in live:
+                        self._f.move(f"{d}/{name}", f"{aside}/{d}/{name}")
         self._finalize(m2)
-        return CheckResult(self.uri, m.version, n_files, damage, repaired_version=m2.version, rows_dropped=rows)
+        return CheckResult(self.uri, latest, n_files, reported, repaired_version=version, rows_dropped=rows,
+                           rolled_back_to=m.version if rolled_back else None, manifest_restored=restore)
 
-    def _check_writable_location(self) -> None:
+    def check_writable(self) -> None:
+        """A one-line :class:`UserError` unless a commit can go here: a store, or an empty or
+        absent directory, that can be reached, on a local filesystem or on s3:// with boto3
+        installed (other object stores are read only). Ingest calls it before reading sources."""
+        if not self._f.local:
+            _ = self._f.objects().client   # a store we cannot commit to safely is refused before any work
         info = self.probe()
         if info.type == pafs.FileType.File:
             raise UserError(f"{self.uri}: is a file, not a store directory")
@@ -412,6 +574,8 @@ class Store:
             if others:
                 raise UserError(f"{self.uri}: directory is not empty and is not a meta-study store "
                                 f"(found {', '.join(others[:3])})")
+
+    # ---- committing ------------------------------------------------------------------------
 
     def _pending(self, m: _Manifest) -> bool:
         """True if ``m``'s commit has not been finalized (files still staged or superseded)."""
@@ -422,33 +586,47 @@ class Store:
         """Roll a committed manifest forward: staged files into place, superseded files away.
 
         Partition by partition: a new file is moved in and the file it supersedes (same
-        directory) is unlinked right after, so a plain reader listing the store meanwhile sees
+        partition) is unlinked right after, so a plain reader listing the store meanwhile sees
         each partition old or new (both for the microseconds between the rename and the unlink),
-        never both for the whole finalize."""
+        never both for the whole finalize. Two writers may finalize one version at once (object
+        stores, a lease that expired under a paused writer): each step is idempotent."""
+        from ._files import partition_key
+
         superseded: dict[str, list[str]] = {}
         for rel in m.pending_delete:
-            superseded.setdefault(os.path.dirname(rel), []).append(rel)
+            superseded.setdefault(partition_key(rel), []).append(rel)
         for i, e in enumerate(m.live_files()):
             staged = e.get("staged")
             if staged and not self._f.exists(e["path"]) and self._f.exists(staged):
                 self._f.move(staged, e["path"])
                 if i == 0:
                     _failpoint("mid_finalize")
-                for rel in superseded.pop(os.path.dirname(e["path"]), []):
+                for rel in superseded.pop(partition_key(e["path"]), []):
                     self._f.delete(rel)
+                    self._f.prune_empty_dirs(os.path.dirname(rel))
         for rel in m.pending_delete:
             self._f.delete(rel)
             self._f.prune_empty_dirs(os.path.dirname(rel))
+        if m.version and m.format_version >= 2 and not self._f.exists(_copy_rel(m.version)):
+            self._f.write_bytes(_copy_rel(m.version), m.to_json())   # its writer died before writing it
 
-    def _collect_garbage(self, m: _Manifest) -> None:
+    def _collect_garbage(self, m: _Manifest, keep_txn: str | None = None) -> None:
+        """Delete leftovers, never the files of a commit that may still succeed (module docstring):
+        staging directories of decided versions (all of them under a local ``flock``), manifests
+        older than the last :data:`KEEP_MANIFESTS`, temporary manifests (local)."""
+        exclusive = self._f.local
         for txn in self._f.listdir("_staging"):
-            self._f.rmtree(f"_staging/{txn}")
+            w = _txn_version(txn)
+            if txn != keep_txn and (exclusive or (w is not None and w <= m.version)):
+                self._f.rmtree(f"_staging/{txn}")
         versions = self._manifest_versions()
         for v in versions[:-KEEP_MANIFESTS]:
-            self._f.delete(f"_meta/manifests/{v:010d}.json")
-        for name in self._f.listdir("_meta/manifests"):
-            if name.startswith(".tmp-"):
-                self._f.delete(f"_meta/manifests/{name}")
+            self._f.delete(_mrel(v))
+            self._f.delete(_copy_rel(v))
+        if exclusive:
+            for name in self._f.listdir("_meta/manifests"):
+                if name.startswith(".tmp-"):
+                    self._f.delete(f"_meta/manifests/{name}")
 
     def recover(self) -> None:
         """Finish an interrupted commit and clear leftovers of aborted ones. Takes the lock."""
@@ -456,6 +634,23 @@ class Store:
             m = self._load()
             self._finalize(m)
             self._collect_garbage(m)
+
+    def _begin(self, now: _dt.datetime) -> _Manifest:
+        """Step 1 of every commit, under the lock: the manifest to build on."""
+        m = self._load()
+        self._finalize(m)        # roll forward an interrupted commit before building on it
+        self._collect_garbage(m)
+        self._refuse_damage(m)   # never build a new version on a damaged one
+        if m.version and m.format_version < FORMAT_VERSION:
+            txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:12]}"
+            try:
+                plan = _Plan(self, m, txn, now)
+                n = plan.upgrade_layout()
+            except BaseException as e:
+                raise self._roll_back(m, txn, e) from None
+            self._commit_plan(m, txn, plan, {"rewritten": n}, 0, "upgrade", {"format_version": FORMAT_VERSION}, now)
+            m = self._load()
+        return m
 
     def commit(
         self,
@@ -482,6 +677,9 @@ class Store:
 
         Returns:
             A :class:`CommitResult`; ``version`` is None if nothing changed (nothing written).
+            If another writer published the version this commit was built for first (possible
+            on object stores only, when a lease expired under a paused writer or was broken),
+            the commit is merged again on top of it, up to :data:`COMMIT_ATTEMPTS` times.
         """
         now = now or _now()
         new = conform(upserts, ingested_at=now) if upserts is not None and upserts.num_rows else None
@@ -491,21 +689,26 @@ class Store:
                 raise ValueError("duplicate keys within one commit; deduplicate first (see ingest.dedupe_keys)")
         q_new = _quarantine_table(quarantine, now) if quarantine is not None and len(quarantine) else None
 
-        self._check_writable_location()
-        with self._lock():
-            m = self._load()
-            self._finalize(m)        # roll forward an interrupted commit before building on it
-            self._collect_garbage(m)
-            self._refuse_damage(m)   # never build a new version on a damaged one
-            txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:8]}"
+        self.check_writable()
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                plan = _Plan(self, m, txn, now)
-                counts = plan.merge_data(new, delete_runs)
-                n_q = plan.add_quarantine(q_new)
-                plan.replace_state(state or {})
-            except BaseException as e:
-                raise self._roll_back(m, txn, e) from None
-            return self._commit_plan(m, txn, plan, counts, n_q, operation, info, now)
+                with self._lock():
+                    m = self._begin(now)
+                    txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:12]}"
+                    try:
+                        plan = _Plan(self, m, txn, now)
+                        counts = plan.merge_data(new, delete_runs)
+                        n_q = plan.add_quarantine(q_new)
+                        plan.replace_state(state or {})
+                    except BaseException as e:
+                        raise self._roll_back(m, txn, e) from None
+                    return self._commit_plan(m, txn, plan, counts, n_q, operation, info, now)
+            except StoreConflictError as e:
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                if self.notify is not None:
+                    self.notify(f"{e}; merging again on top of it (attempt {attempt + 1} of {COMMIT_ATTEMPTS})")
+        raise AssertionError("unreachable")
 
     def commit_stream(
         self,
@@ -526,15 +729,14 @@ class Store:
         merged on its own: its spilled rows are read back, ``dedupe`` collapses keys repeated
         across batches (conflicts go to the quarantine), and the partition is upserted as
         :meth:`commit` does. Peak memory is one batch plus one partition, whatever the total.
+        The batches are consumed once, so losing the race for a version (see :meth:`commit`)
+        is a one-line :class:`StoreConflictError`: nothing was committed, run it again.
         """
         now = now or _now()
-        self._check_writable_location()
+        self.check_writable()
         with self._lock():
-            m = self._load()
-            self._finalize(m)
-            self._collect_garbage(m)
-            self._refuse_damage(m)
-            txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:8]}"
+            m = self._begin(now)
+            txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:12]}"
             try:
                 spilled: dict[tuple[str, str], list[str]] = {}
                 rejected = [quarantine] if quarantine is not None and len(quarantine) else []
@@ -550,8 +752,7 @@ class Store:
                 plan = _Plan(self, m, txn, now)
                 counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
                 for part in sorted(spilled):
-                    new = pa.concat_tables([pq.read_table(self._f.p(r), filesystem=self._f.fs, schema=SCHEMA)
-                                            for r in spilled[part]])
+                    new = pa.concat_tables([_parse_parquet(self._f.read_bytes(r), SCHEMA) for r in spilled[part]])
                     new, conflicts = dedupe(new)
                     if len(conflicts):
                         rejected.append(conflicts)
@@ -574,28 +775,48 @@ class Store:
         try:
             if not plan.changed:
                 self._f.rmtree(f"_staging/{txn}")
-                return CommitResult(version=None, unchanged=counts["unchanged"])
+                return CommitResult(version=None, unchanged=counts.get("unchanged", 0))
             entry = {"version": m.version + 1, "time": now.isoformat(), "operation": operation,
                      **counts, "quarantined": n_q, **dict(info or {})}
             m2 = plan.manifest(entry)
-            _failpoint("before_publish")
+            _failpoint("before_publish")   # also META_STUDY_FAILPOINT=stall_before_publish
             self._publish(m2, txn)
         except BaseException as e:
             raise self._roll_back(m, txn, e) from None
         _failpoint("after_publish")
         self._finalize(m2)
         self._f.rmtree(f"_staging/{txn}")
-        return CommitResult(version=m2.version, inserted=counts["inserted"], updated=counts["updated"],
-                            unchanged=counts["unchanged"], deleted=counts["deleted"], quarantined=n_q,
+        self._collect_garbage(m2)   # object stores: staging dirs of writers that lost this version
+        return CommitResult(version=m2.version, inserted=counts.get("inserted", 0), updated=counts.get("updated", 0),
+                            unchanged=counts.get("unchanged", 0), deleted=counts.get("deleted", 0), quarantined=n_q,
                             partitions_written=plan.partitions_written)
 
+    def _published_by(self, version: int) -> str | None:
+        """The transaction that published ``version``, "" if unknown, None if it is not published."""
+        if version not in self._manifest_versions():
+            return None
+        try:
+            m, _ = self._read_manifest(version)
+        except FileNotFoundError:
+            return None
+        return m.txn if m is not None else ""
+
     def _roll_back(self, m: _Manifest, txn: str, e: BaseException) -> BaseException:
-        """What a commit that failed before its commit point raises, after removing its staged
-        files at once (a full disk must not stay full of them until the next writer comes)."""
-        if m.version + 1 in self._manifest_versions():
-            return e  # committed after all: its staged files are the new version's data
+        """What a commit that failed before its commit point raises, after removing its own
+        staged files at once (a full disk must not stay full of them until the next writer
+        comes). Only this transaction's files: never another writer's."""
+        try:
+            by = self._published_by(m.version + 1)
+        except (OSError, UserError, pa.ArrowException):
+            by = None   # cannot tell (the store is unreachable): our staged files are ours to remove
+        if by == txn:
+            return e  # committed after all (a reply lost after the write): its staged files are the new version's data
         self._f.rmtree(f"_staging/{txn}")
         self._f.delete(f"_meta/manifests/.tmp-{txn}")
+        if by is not None:   # another writer won the race for this version
+            return StoreConflictError(f"{self.uri}: version {m.version + 1} was committed by another writer while this "
+                                      "commit was being prepared (this writer's lease expired or was broken); nothing "
+                                      "of this commit was stored")
         return self._write_error(e) if isinstance(e, OSError) else e
 
     def _write_error(self, e: OSError) -> Exception:
@@ -611,11 +832,12 @@ class Store:
                          f"{self.version}) and its staged files were removed")
 
     def _publish(self, m: _Manifest, txn: str) -> None:
-        tmp = f"_meta/manifests/.tmp-{txn}"
-        self._f.write_bytes(tmp, m.to_json())
-        if not self._f.publish(tmp, f"_meta/manifests/{m.version:010d}.json"):
-            raise RuntimeError(f"{self.uri}: version {m.version} was committed by another writer "
-                               "despite the lock; refusing to overwrite it")
+        """The commit point: create ``m``'s manifest only if no writer has (module docstring),
+        then its copy. A :class:`StoreConflictError` if another writer published that version."""
+        if not self._f.create_exclusive(_mrel(m.version), m.to_json(), f"_meta/manifests/.tmp-{txn}"):
+            raise StoreConflictError(f"{self.uri}: version {m.version} was committed by another writer first")
+        with contextlib.suppress(OSError):   # redundancy only: finalize writes it if this fails
+            self._f.write_bytes(_copy_rel(m.version), m.to_json())
 
 
 def open_store(uri: str, *, must_exist: bool = True) -> Store:

@@ -1,0 +1,153 @@
+"""The few S3 calls a store's commit needs that pyarrow's filesystem lacks: conditional writes.
+
+- :meth:`S3Objects.create`: PUT with ``If-None-Match: *``: creates the object only if no object
+  has that key (the commit point: a manifest ``<version>.json``; taking a free lease);
+- :meth:`S3Objects.replace`: PUT with ``If-Match: <etag>``: replaces the object only if it is
+  still the version we read (renewing, releasing or taking over a lease);
+- :meth:`S3Objects.get`: the object with its ETag, its last-modified time and the server's clock
+  (lease expiry is judged on the server's clock: no clock skew between writers' hosts).
+
+S3 has offered both preconditions since 2024; MinIO and Ceph RGW speak them too, as does moto's
+server used by the tests (``tests/s3_server.py``). The calls go through boto3 (the ``s3`` extra),
+imported only when a store on ``s3://`` is written to; reading a store needs only pyarrow.
+
+Where the objects are and who we are comes from the store URI as pyarrow reads it
+(``s3://[KEY:SECRET@]BUCKET/PREFIX?endpoint_override=HOST:PORT&scheme=http&region=R``) and,
+for anything the URI does not say, from the standard AWS environment: ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``/``AWS_DEFAULT_REGION``,
+``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` (MinIO, Ceph), profiles and instance roles: the
+same sources pyarrow uses for the data files.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import email.utils
+import os
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UserError
+
+#: How to get boto3, in every message that needs it.
+INSTALL_S3 = "pip install 'meta-study[s3]' (or pip install boto3)"
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """An object as read, with what conditional writes and lease expiry need."""
+
+    data: bytes
+    etag: str
+    last_modified: _dt.datetime     # server time of the last write (UTC)
+    server_now: _dt.datetime        # the server's clock when it answered (UTC)
+
+    @property
+    def age_s(self) -> float:
+        """Seconds since the last write, on the server's clock (1 s resolution: HTTP dates)."""
+        return (self.server_now - self.last_modified).total_seconds()
+
+
+class S3Objects:
+    """Conditional reads and writes of objects under one store's prefix.
+
+    Args:
+        uri: the store URI (``s3://...``), secrets included: it never appears in messages.
+        shown: the URI as messages show it (secrets replaced).
+    """
+
+    def __init__(self, uri: str, shown: str) -> None:
+        p = urllib.parse.urlsplit(uri)
+        self.shown = shown
+        self.bucket = p.hostname or ""
+        self.prefix = p.path.strip("/")
+        q = dict(urllib.parse.parse_qsl(p.query))
+        self._endpoint = None
+        if q.get("endpoint_override"):
+            ep = q["endpoint_override"]
+            self._endpoint = ep if "://" in ep else f"{q.get('scheme', 'https')}://{ep}"
+        self._region = q.get("region")
+        key = q.get("access_key") or (urllib.parse.unquote(p.username) if p.username else None)
+        secret = q.get("secret_key") or (urllib.parse.unquote(p.password) if p.password else None)
+        self._keys = (key, secret, q.get("session_token")) if key and secret else None
+        self._client: Any = None
+
+    def key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                import boto3
+                from botocore.config import Config
+            except ImportError:
+                raise UserError(f"{self.shown}: writing a store on s3:// needs boto3 for its conditional "
+                                f"writes: {INSTALL_S3}") from None
+            custom = self._endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            # Path-style addressing for MinIO/Ceph endpoints (bucket names as hosts need DNS there).
+            # Short timeouts and few retries: an unreachable endpoint fails in seconds, not minutes.
+            cfg = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 4, "mode": "standard"},
+                         s3={"addressing_style": "path" if custom else "auto"})
+            kw: dict[str, Any] = {"config": cfg}
+            if self._endpoint:
+                kw["endpoint_url"] = self._endpoint
+            if self._region:
+                kw["region_name"] = self._region
+            if self._keys:
+                kw.update(aws_access_key_id=self._keys[0], aws_secret_access_key=self._keys[1],
+                          aws_session_token=self._keys[2])
+            self._client = boto3.session.Session().client("s3", **kw)
+        return self._client
+
+    def _call(self, what: str, rel: str, fn: Any, **kw: Any) -> Any:
+        """Run one S3 call; None when its precondition failed, an OSError (one line) on any
+        other failure (network, credentials, permissions)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(Bucket=self.bucket, Key=self.key(rel), **kw)
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            # 412: the precondition failed; 409: a concurrent conditional write to the same key
+            # was in flight (S3 answers one of the two racers so): both mean "someone else won"
+            if status in (412, 409) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return None
+            if status == 404 or code in ("NoSuchKey", "404"):
+                raise FileNotFoundError(f"{self.shown}/{rel}") from None
+            if code == "NotImplemented" or status == 501:
+                raise OSError(f"{self.shown}: the S3 endpoint does not support conditional writes "
+                              f"({what}: {code}), which a store's commit needs") from None
+            raise OSError(f"{self.shown}/{rel}: {what} failed: {code or status}: "
+                          f"{e.response.get('Error', {}).get('Message', '')}".rstrip(": ")) from None
+        except BotoCoreError as e:
+            raise OSError(f"{self.shown}/{rel}: {what} failed: {str(e).splitlines()[0]}") from None
+
+    def create(self, rel: str, data: bytes) -> str | None:
+        """PUT ``data`` only if no object has this key; its ETag, or None if one does."""
+        r = self._call("conditional PUT", rel, self.client.put_object, Body=data, IfNoneMatch="*")
+        return None if r is None else str(r["ETag"])
+
+    def replace(self, rel: str, data: bytes, etag: str) -> str | None:
+        """PUT ``data`` only if the object is still at ``etag``; the new ETag, or None."""
+        r = self._call("conditional PUT", rel, self.client.put_object, Body=data, IfMatch=etag)
+        return None if r is None else str(r["ETag"])
+
+    def get(self, rel: str) -> S3Object | None:
+        """The object, or None if there is none."""
+        try:
+            r = self._call("GET", rel, self.client.get_object)
+        except FileNotFoundError:
+            return None
+        if r is None:
+            return None
+        data = r["Body"].read()
+        modified = r["LastModified"].astimezone(_dt.timezone.utc)
+        date = r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        try:
+            now = email.utils.parsedate_to_datetime(date).astimezone(_dt.timezone.utc) if date else None
+        except (TypeError, ValueError):
+            now = None
+        return S3Object(data, str(r["ETag"]), modified, now or _dt.datetime.now(_dt.timezone.utc))

@@ -1,0 +1,260 @@
+"""A store on S3 (a real S3 API server on 127.0.0.1, tests/s3_server.py): commits whose safety
+needs no timing assumption (the manifest of a version is created with ``If-None-Match: *``), a
+lease that names its holder, expires when its writer dies and can be broken, and the failpoint
+external checks use (``META_STUDY_FAILPOINT=stall_before_publish``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from conftest import make_rows, run_cli
+from meta_study.errors import StoreConflictError, UserError
+from meta_study.schema import KEY, validate
+from meta_study.store import Store, partition_dir
+
+boto3 = pytest.importorskip("boto3")
+from s3_server import S3Server  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    with S3Server(tmp_path_factory.mktemp("s3")) as server:
+        server.make_bucket("lab")
+        yield server
+
+
+@pytest.fixture
+def s3env(s3, monkeypatch):
+    for k, v in s3.env.items():
+        monkeypatch.setenv(k, v)
+    return s3.env
+
+
+def _uri(request) -> str:
+    return f"s3://lab/{request.node.name.replace('[', '-').replace(']', '')}"
+
+
+def _csv(path: Path, prefix: str, n: int = 5) -> Path:
+    make_rows(n, run_prefix=prefix, ds_tasks=("a", "b")).drop(columns=["extra"]).to_csv(path, index=False)
+    return path
+
+
+def _start(*args: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "meta_study.cli", *args], env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_line(p: subprocess.Popen, marker: str, timeout: float = 120) -> list[str]:
+    """stderr lines of ``p`` up to the first holding ``marker``."""
+    assert p.stderr is not None
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = p.stderr.readline()
+        seen.append(line)
+        if marker in line:
+            return seen
+        if not line and p.poll() is not None:
+            break
+    raise AssertionError(f"never saw {marker!r} (exit {p.poll()}): {''.join(seen)[-2000:]}")
+
+
+def _finish(p: subprocess.Popen, earlier: list[str] = (), timeout: float = 180) -> tuple[str, str]:
+    out, err = p.communicate(timeout=timeout)
+    err = "".join(earlier) + err
+    assert p.returncode == 0, err[-3000:]
+    return out, err
+
+
+def _assert_sound(uri: str, env: dict, runs: set[str]) -> pd.DataFrame:
+    df = Store(uri).to_pandas()
+    assert not df.duplicated(list(KEY)).any()
+    assert set(df["run_id"]) == runs                      # exactly the union, nothing lost, nothing extra
+    r = run_cli("store", "check", uri, env=env)
+    assert r.returncode == 0 and "no damage" in r.stdout, r.stdout + r.stderr
+    return df
+
+
+def _runs(prefix: str, n: int = 5) -> set[str]:
+    return {f"{prefix}{i}" for i in range(n)}
+
+
+def test_s3_commit_read_and_release(request, s3, s3env):
+    """What differs for object stores (a lease instead of flock, copies instead of renames, the
+    conditional commit point) on the real S3 API."""
+    s = Store(_uri(request), lease_s=5)
+    t = validate(make_rows(3)).table
+    assert s.commit(t, quarantine=pd.DataFrame({"source": ["s"], "reason": ["x"], "raw": ["{}"]})).inserted == 6
+    assert s.commit(t).version is None
+    df = make_rows(3)
+    df["ds_accuracy"] = 0.5
+    r = s.commit(validate(df).table, state={"mlflow:x": pa.table({"a": [1]})})
+    assert r.updated == 6 and s.version == 2
+    assert len(s.read()) == 6 and set(s.read().column("ds_accuracy").to_pylist()) == {0.5}
+    assert len(s.quarantine()) == 1 and s.read_state("mlflow:x").num_rows == 1
+    assert s.lock_holder() is None                                 # released
+    assert s._f.listdir(partition_dir("up", "a")) and len(s._f.listdir(partition_dir("up", "a"))) == 1
+    assert not s._f.listdir("_staging")
+    lease = json.loads(s3.client().get_object(Bucket="lab", Key=f"{request.node.name}/_meta/LEASE.json")["Body"].read())
+    assert lease["released"] and lease["pid"] == os.getpid()
+    assert s.check().ok
+
+
+def test_losing_the_commit_point_merges_again_and_never_deletes_the_winners_files(request, s3env):
+    """The commit point alone decides: a writer whose version was taken while it prepared its
+    commit (its lease broken meanwhile) deletes only its own staging directory and merges again."""
+    uri = _uri(request)
+    a, b = Store(uri, lease_s=30, notify=None), Store(uri, lease_s=30, notify=None)
+    a.commit(validate(make_rows(2, run_prefix="base-")).table)
+    notices: list[str] = []
+    b.notify = notices.append
+
+    real_publish = b._publish
+    def publish_after_a(m, txn):        # noqa: ANN001 - b stalls at its commit point; a commits meanwhile
+        b._publish = real_publish
+        assert a.unlock() is not None   # a breaks b's lease ('store unlock'), as after a long pause
+        a.commit(validate(make_rows(2, run_prefix="a-")).table)
+        return real_publish(m, txn)
+    b._publish = publish_after_a
+    r = b.commit(validate(make_rows(2, run_prefix="b-")).table)
+    assert r.version == 3 and r.inserted == 4
+    assert any("committed by another writer" in n and "merging again" in n for n in notices), notices
+    assert set(Store(uri).to_pandas()["run_id"]) == {"base-0", "base-1", "a-0", "a-1", "b-0", "b-1"}
+    assert [h["version"] for h in Store(uri).history()] == [1, 2, 3]
+    assert not a._f.listdir("_staging")
+    assert Store(uri).check().ok
+
+    # commit_stream consumed its input: it fails in one line instead, having stored nothing
+    def publish_after_a2(m, txn):       # noqa: ANN001
+        b._publish = real_publish
+        a.unlock()
+        a.commit(validate(make_rows(2, run_prefix="a2-")).table)
+        return real_publish(m, txn)
+    b._publish = publish_after_a2
+    from meta_study.ingest.pipeline import dedupe_keys
+    with pytest.raises(StoreConflictError, match="version 4 was committed by another writer"):
+        b.commit_stream([(validate(make_rows(2, run_prefix="b2-")).table, None)], dedupe=dedupe_keys)
+    assert "b2-0" not in set(Store(uri).to_pandas()["run_id"]) and Store(uri).check().ok
+    assert not a._f.listdir("_staging")
+
+
+@pytest.mark.slow(40)
+def test_concurrent_ingests_with_a_writer_stalled_before_publish(request, s3, s3env, tmp_path):
+    uri = _uri(request)
+    env = {**s3.env, "META_STUDY_LEASE_S": "6"}
+    a = _start("ingest", str(_csv(tmp_path / "a.csv", "a-")), "--store", uri,
+               env={**env, "META_STUDY_FAILPOINT": "stall_before_publish", "META_STUDY_STALL_S": "8"})
+    early = _wait_line(a, "failpoint stall_before_publish")
+    b = _start("ingest", str(_csv(tmp_path / "b.csv", "b-")), "--store", uri, env=env)
+    # b waits for a (whose heartbeat keeps its lease through the stall) and says for whom
+    waited = _wait_line(b, "waiting for the writer holding its lease")
+    assert f"pid {a.pid} on " in waited[-1] and "store unlock" in waited[-1], waited[-1]
+    _finish(a, early)
+    out_b, err_b = _finish(b, waited)
+    assert "took over" not in err_b                          # a finished first: no expiry needed
+    _assert_sound(uri, s3.env, _runs("a-") | _runs("b-"))
+    assert [Path(h["source"]).stem for h in Store(uri).history()] == ["a", "b"]   # one after the other
+
+
+@pytest.mark.slow(60)
+def test_writer_paused_past_its_lease_loses_the_race_and_commits_after(request, s3, s3env, tmp_path):
+    """The failure of the old lease: a writer paused (SIGSTOP, as a long GC pause or a stalled
+    PUT) between its checks and its commit point while another takes the expired lease."""
+    uri = _uri(request)
+    env = {**s3.env, "META_STUDY_LEASE_S": "3"}
+    a = _start("ingest", str(_csv(tmp_path / "a.csv", "a-")), "--store", uri,
+               env={**env, "META_STUDY_FAILPOINT": "stall_before_publish", "META_STUDY_STALL_S": "1"})
+    early = _wait_line(a, "failpoint stall_before_publish")
+    a.send_signal(signal.SIGSTOP)                 # staged, not published, heartbeat frozen
+    try:
+        out_b, err_b = _finish(_start("ingest", str(_csv(tmp_path / "b.csv", "b-")), "--store", uri, env=env))
+        assert f"took over the expired lease of pid {a.pid} on " in err_b, err_b
+        assert "10 new" in out_b
+    finally:
+        a.send_signal(signal.SIGCONT)
+    out_a, err_a = _finish(a, early)
+    assert "committed by another writer" in err_a and "merging again" in err_a, err_a
+    assert "10 new" in out_a
+    _assert_sound(uri, s3.env, _runs("a-") | _runs("b-"))
+    assert [Path(h["source"]).stem for h in Store(uri).history()] == ["b", "a"]
+
+
+@pytest.mark.slow(50)
+def test_killed_writer_lease_expires_with_a_message_or_is_unlocked(request, s3, s3env, tmp_path):
+    uri = _uri(request)
+    # a writer SIGKILLed holding a 4 s lease: the next one says who holds it, then takes it over
+    a = _start("ingest", str(_csv(tmp_path / "a.csv", "a-")), "--store", uri,
+               env={**s3.env, "META_STUDY_LEASE_S": "4", "META_STUDY_FAILPOINT": "before_publish"})
+    _wait_line(a, "failpoint before_publish")
+    a.send_signal(signal.SIGKILL)
+    a.wait()
+    out, err = _finish(_start("ingest", str(_csv(tmp_path / "b.csv", "b-")), "--store", uri, env=s3.env))
+    assert f"waiting for the writer holding its lease: pid {a.pid} on " in err, err
+    assert f"took over the expired lease of pid {a.pid}" in err, err
+
+    # one SIGKILLed holding a 10-minute lease: 'store unlock' breaks it for the writer waiting
+    c = _start("ingest", str(_csv(tmp_path / "c.csv", "c-")), "--store", uri,
+               env={**s3.env, "META_STUDY_LEASE_S": "600", "META_STUDY_FAILPOINT": "before_publish"})
+    _wait_line(c, "failpoint before_publish")
+    c.send_signal(signal.SIGKILL)
+    c.wait()
+    d = _start("ingest", str(_csv(tmp_path / "d.csv", "d-")), "--store", uri, env=s3.env)
+    waited = _wait_line(d, "waiting for the writer holding its lease")
+    assert f"pid {c.pid} on " in waited[-1] and f"'meta-study store unlock {uri}'" in waited[-1]
+    r = run_cli("store", "unlock", uri, env=s3.env)
+    assert r.returncode == 0 and f"broke the lease of pid {c.pid} on " in r.stdout, r.stdout + r.stderr
+    _finish(d, waited)
+    assert run_cli("store", "unlock", uri, env=s3.env).stdout.strip().endswith("not locked")
+    _assert_sound(uri, s3.env, _runs("b-") | _runs("d-"))
+    assert not Store(uri)._f.listdir("_staging")             # the dead writers' staged files are gone
+
+
+def _one_line(r: subprocess.CompletedProcess, *needles: str) -> str:
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+NO_BOTO3 = '''
+import importlib.abc, sys
+class _NoBoto(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("boto3", "botocore"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, _NoBoto())
+'''
+
+
+def test_without_boto3_s3_stores_read_but_writes_say_what_to_install(request, s3, s3env, tmp_path):
+    uri = _uri(request)
+    assert run_cli("ingest", str(_csv(tmp_path / "a.csv", "a-")), "--store", uri, env=s3.env).returncode == 0
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NO_BOTO3)
+    env = {**s3.env, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    r = run_cli("store", "info", uri, env=env)
+    assert r.returncode == 0 and "rows       10" in r.stdout, r.stderr
+    assert run_cli("store", "check", uri, env=env).returncode == 0
+    _one_line(run_cli("ingest", str(_csv(tmp_path / "b.csv", "b-")), "--store", uri, env=env),
+              uri, "needs boto3", "pip install 'meta-study[s3]'")
+
+
+def test_object_stores_without_conditional_writes_are_refused_in_one_line(tmp_path):
+    src = str(_csv(tmp_path / "a.csv", "a-"))
+    for uri in ("gs://lab/st", "mock:///lab/st"):
+        _one_line(run_cli("ingest", src, "--store", uri, env={"AWS_EC2_METADATA_DISABLED": "true"}),
+                  uri.split("://")[0] + "://", "can be read, not written", "s3://")
+    with pytest.raises(UserError, match="can be read, not written"):
+        Store("mock:///lab/st").commit(validate(make_rows(1)).table)
