@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -120,10 +121,140 @@ def test_same_size_corruption_found_by_checksum(tmp_path):
     store, _ = _ingested(tmp_path)
     f = _part_file(store, "a")
     data = bytearray(f.read_bytes())
-    data[len(data) // 2] ^= 0xFF       # one flipped byte: same size, so only the deep check sees it
+    data[len(data) // 2] ^= 0xFF       # one flipped byte: same size
     f.write_bytes(bytes(data))
     r = run_cli("store", "check", store)
     assert r.returncode == 1 and "sha256" in r.stderr, r.stderr
+
+
+def _flip_that_still_decodes(f: Path) -> int:
+    """Flip one byte of ``f`` such that Parquet still decodes it, to other values or to nulls
+    where none may be (what a careless reader takes for data); the offset flipped."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from meta_study.schema import FILE_SCHEMA
+
+    data = f.read_bytes()
+    good = pq.read_table(pa.BufferReader(data))
+    for off in range(len(data) // 4, len(data) - 8):
+        d = bytearray(data)
+        d[off] ^= 0xFF
+        try:
+            t = pq.read_table(pa.BufferReader(bytes(d)))
+            if t.equals(good):
+                continue
+            with contextlib.suppress(pa.ArrowException):
+                t.select(FILE_SCHEMA.names).cast(FILE_SCHEMA)
+        except (pa.ArrowException, OSError):
+            continue
+        f.write_bytes(bytes(d))
+        return off
+    raise AssertionError("no flip that still decodes")
+
+
+def test_same_size_flip_that_decodes_is_one_line_damage_for_every_reader(tmp_path):
+    store, src = _ingested(tmp_path)
+    f = _part_file(store, "a")
+    rel = f.relative_to(store).as_posix()
+    _flip_that_still_decodes(f)
+    with pytest.raises(StoreDamagedError, match="sha256"):
+        Store(store).read()
+    more = _csv(tmp_path / "y.csv", seed=5)   # an ingest that merges into the damaged partition
+    for args in (("fit", store, "--out", str(tmp_path / "fit")), ("store", "info", store),
+                 ("ingest", str(more), "--store", store, "--quiet")):
+        _one_line(run_cli(*args), 2, rel, "damaged store file", "sha256", "store check")
+    r = run_cli("store", "check", "--repair", store)
+    assert r.returncode == 0 and "6 rows dropped" in r.stdout, r.stdout + r.stderr
+    assert run_cli("ingest", str(src), "--store", store, "--quiet").returncode == 0
+    assert len(Store(store).to_pandas()) == 12 and run_cli("store", "check", store).returncode == 0
+
+
+def _manifest(store: str, v: int, copy: bool = False) -> Path:
+    return Path(store) / "_meta" / "manifests" / f"{v:010d}{'.copy' if copy else ''}.json"
+
+
+def test_truncated_manifest_is_read_from_its_copy_and_restored(tmp_path):
+    store, src = _ingested(tmp_path)
+    before = Store(store).to_pandas()
+    v = Store(store).version
+    _truncate(_manifest(store, v))
+    assert run_cli("store", "info", store).returncode == 0          # the copy stands in
+    pd.testing.assert_frame_equal(Store(store).to_pandas(), before)
+    r = run_cli("store", "check", store)
+    assert r.returncode == 1 and "(manifest)" in r.stderr and "its copy is intact" in r.stderr, r.stderr
+    r = run_cli("store", "check", "--repair", store)
+    assert r.returncode == 0 and "restored from its intact copy" in r.stdout, r.stdout + r.stderr
+    assert _manifest(store, v).read_bytes() == _manifest(store, v, copy=True).read_bytes()
+    assert run_cli("store", "check", store).returncode == 0
+    pd.testing.assert_frame_equal(Store(store).to_pandas(), before)
+
+
+def test_truncated_manifest_without_copy_rolls_back_to_the_last_good_version(tmp_path):
+    store, src = _ingested(tmp_path)
+    first = Store(store).to_pandas()
+    more = _csv(tmp_path / "more.csv", seed=4)
+    assert run_cli("ingest", str(more), "--store", store, "--quiet").returncode == 0
+    v = Store(store).version
+    _truncate(_manifest(store, v))
+    _manifest(store, v, copy=True).unlink(missing_ok=True)
+    for args in (("store", "info", store), ("fit", store, "--out", str(tmp_path / "fit")),
+                 ("ingest", str(src), "--store", store, "--quiet")):
+        _one_line(run_cli(*args), 2, f"{v:010d}.json", "damaged manifest", "store check --repair", "rolls the store back")
+    r = run_cli("store", "check", store)
+    assert r.returncode == 1 and "(manifest)" in r.stderr and f"newest intact manifest is version {v - 1}" in r.stderr
+    r = run_cli("store", "check", "--repair", store)
+    assert r.returncode == 0 and f"rolled back from damaged version {v} to version {v - 1}" in r.stdout, r.stdout + r.stderr
+    assert run_cli("store", "check", store).returncode == 0
+    cols = ["run_id", "ds_task", "ds_accuracy"]
+    assert len(pd.read_parquet(store)) == len(Store(store).to_pandas())       # plain readers agree
+    # the rollback reset ingest state: re-ingesting both sources restores everything
+    assert run_cli("ingest", str(src), str(more), "--store", store, "--quiet").returncode == 0
+    after = Store(store).to_pandas()
+    assert len(after) == len(first) + 12 and not after.duplicated(cols[:2] + ["source"]).any()
+    assert run_cli("store", "check", store).returncode == 0
+
+
+@pytest.fixture
+def read_only_view(tmp_path):
+    """A read-only bind mount of a directory (needs root, as on the CI machine)."""
+    import subprocess
+
+    views = []
+
+    def make(src: str) -> str:
+        dst = tmp_path / f"ro{len(views)}"
+        dst.mkdir()
+        for cmd in (["mount", "--bind", src, str(dst)], ["mount", "-o", "remount,ro,bind", str(dst)]):
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                subprocess.run(["umount", str(dst)], capture_output=True)
+                pytest.skip(f"cannot make a read-only bind mount here: {r.stderr.strip()}")
+        views.append(dst)
+        return str(dst)
+    yield make
+    for d in views:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_read_only_store_with_an_unfinished_commit_says_so(tmp_path, read_only_view):
+    from test_store_crash import _wait_for, _writer
+    import signal
+
+    store, _ = _ingested(tmp_path)
+    p = _writer(store, "w", 1, 5, env={"META_STUDY_FAILPOINT": "after_publish"})
+    _wait_for(p, "failpoint after_publish")
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    ro = read_only_view(store)
+    assert len(pd.read_parquet(ro)) != len(Store(ro).to_pandas())   # plain readers see the old version
+    r = run_cli("store", "check", ro)
+    assert r.returncode == 1 and "unfinished" in r.stderr and "plain Parquet readers" in r.stderr, r.stdout + r.stderr
+    assert "no damage" not in r.stdout
+    r = run_cli("store", "info", ro)
+    assert r.returncode == 0 and "could not be finished" in r.stdout
+    assert run_cli("store", "check", store).returncode == 0               # with write access it is finished
+    assert run_cli("store", "check", ro).returncode == 0
 
 
 def test_stray_file_that_plain_readers_would_read(tmp_path):

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import make_rows, run_cli
-from meta_study.errors import StoreConflictError, UserError
+from meta_study import errors
 from meta_study.schema import KEY, validate
 from meta_study.store import Store, partition_dir
 
@@ -142,7 +142,7 @@ def test_losing_the_commit_point_merges_again_and_never_deletes_the_winners_file
         return real_publish(m, txn)
     b._publish = publish_after_a2
     from meta_study.ingest.pipeline import dedupe_keys
-    with pytest.raises(StoreConflictError, match="version 4 was committed by another writer"):
+    with pytest.raises(errors.StoreConflictError, match="version 4 was committed by another writer"):
         b.commit_stream([(validate(make_rows(2, run_prefix="b2-")).table, None)], dedupe=dedupe_keys)
     assert "b2-0" not in set(Store(uri).to_pandas()["run_id"]) and Store(uri).check().ok
     assert not a._f.listdir("_staging")
@@ -248,7 +248,7 @@ def test_without_boto3_s3_stores_read_but_writes_say_what_to_install(request, s3
     assert r.returncode == 0 and "rows       10" in r.stdout, r.stderr
     assert run_cli("store", "check", uri, env=env).returncode == 0
     _one_line(run_cli("ingest", str(_csv(tmp_path / "b.csv", "b-")), "--store", uri, env=env),
-              uri, "needs boto3", "pip install 'meta-study[s3]'")
+              uri, "needs boto3", "pip install boto3")
 
 
 def test_object_stores_without_conditional_writes_are_refused_in_one_line(tmp_path):
@@ -256,5 +256,5 @@ def test_object_stores_without_conditional_writes_are_refused_in_one_line(tmp_pa
     for uri in ("gs://lab/st", "mock:///lab/st"):
         _one_line(run_cli("ingest", src, "--store", uri, env={"AWS_EC2_METADATA_DISABLED": "true"}),
                   uri.split("://")[0] + "://", "can be read, not written", "s3://")
-    with pytest.raises(UserError, match="can be read, not written"):
+    with pytest.raises(errors.UserError, match="can be read, not written"):
         Store("mock:///lab/st").commit(validate(make_rows(1)).table)

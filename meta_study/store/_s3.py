@@ -8,8 +8,8 @@
   (lease expiry is judged on the server's clock: no clock skew between writers' hosts).
 
 S3 has offered both preconditions since 2024; MinIO and Ceph RGW speak them too, as does moto's
-server used by the tests (``tests/s3_server.py``). The calls go through boto3 (the ``s3`` extra),
-imported only when a store on ``s3://`` is written to; reading a store needs only pyarrow.
+server used by the tests (``tests/s3_server.py``). The calls go through boto3 (a dependency of
+meta-study), imported only when a store on ``s3://`` is written to; reading needs only pyarrow.
 
 Where the objects are and who we are comes from the store URI as pyarrow reads it
 (``s3://[KEY:SECRET@]BUCKET/PREFIX?endpoint_override=HOST:PORT&scheme=http&region=R``) and,
@@ -31,7 +31,7 @@ from typing import Any
 from ..errors import UserError
 
 #: How to get boto3, in every message that needs it.
-INSTALL_S3 = "pip install 'meta-study[s3]' (or pip install boto3)"
+INSTALL_S3 = "pip install boto3 (a dependency of meta-study: this environment lacks it)"
 
 
 @dataclass(frozen=True)
