@@ -110,7 +110,8 @@ COLUMNS: tuple[Column, ...] = (
 COLUMN_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 SCHEMA: pa.Schema = pa.schema([pa.field(c.name, c.type, nullable=not c.required) for c in COLUMNS])
-#: The physical schema of a data file: partition columns live in the directory names.
+#: The columns a store reads from a data file; the partition columns come from its manifest entry
+#: (format-2 files hold them too, as strings; format-1 files only in their directory names).
 FILE_SCHEMA: pa.Schema = pa.schema([f for f in SCHEMA if f.name not in PARTITION])
 #: Columns filled in by the store, not by a source.
 STORE_FILLED = ("ingested_at", "schema_version")

@@ -199,3 +199,28 @@ def test_delete_runs_is_exact_whatever_the_ids_hold(tmp_path):
     assert len(s.to_pandas()) == 2
     assert s.commit(delete_runs=[("s", "x\x1fy")]).deleted == 1
     assert s.to_pandas()["source"].tolist() == ["s\x1fx"]
+
+
+def test_unlock_of_a_local_store_names_a_live_holder(tmp_path):
+    """A local store's flock is freed by the kernel when its holder dies: 'store unlock' has
+    nothing to break, and names a live holder in one line."""
+    import signal
+
+    from conftest import run_cli
+    from test_store_crash import _wait_for, _writer
+
+    root = str(tmp_path / "st")
+    Store(root).commit(_table(1))
+    r = run_cli("store", "unlock", root)
+    assert r.returncode == 0 and r.stdout.strip().endswith("not locked"), r.stderr
+    p = _writer(root, "w", 1, 2, env={"META_STUDY_FAILPOINT": "before_publish"})
+    try:
+        _wait_for(p, "failpoint before_publish")
+        r = run_cli("store", "unlock", root)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and f"held by pid {p.pid} on " in lines[0], r.stderr
+        assert Store(root).lock_holder().pid == p.pid
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert Store(root).lock_holder() is None                 # released by the kernel

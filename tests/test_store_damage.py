@@ -190,6 +190,7 @@ def test_truncated_manifest_is_read_from_its_copy_and_restored(tmp_path):
     pd.testing.assert_frame_equal(Store(store).to_pandas(), before)
 
 
+@pytest.mark.slow(12)
 def test_truncated_manifest_without_copy_rolls_back_to_the_last_good_version(tmp_path):
     store, src = _ingested(tmp_path)
     first = Store(store).to_pandas()

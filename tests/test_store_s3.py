@@ -110,6 +110,21 @@ def test_s3_commit_read_and_release(request, s3, s3env):
     assert s.check().ok
 
 
+def test_endpoint_and_keys_from_the_store_uri(request, s3, monkeypatch):
+    """Without AWS_ENDPOINT_URL*: the endpoint in the URI (pyarrow's form) serves both the data
+    files (pyarrow) and the conditional writes (boto3), keys given as the URI's user info."""
+    for k in list(os.environ):
+        if k.startswith("AWS_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    uri = (f"s3://testing:testing-secret@lab/{request.node.name}?endpoint_override=127.0.0.1:{s3.port}"
+           "&scheme=http&region=us-east-1")
+    s = Store(uri, lease_s=5)
+    assert "testing-secret" not in s.uri
+    assert s.commit(validate(make_rows(2)).table).version == 1
+    assert len(Store(uri).read()) == 4 and s.check().ok and s.lock_holder() is None
+
+
 def test_losing_the_commit_point_merges_again_and_never_deletes_the_winners_files(request, s3env):
     """The commit point alone decides: a writer whose version was taken while it prepared its
     commit (its lease broken meanwhile) deletes only its own staging directory and merges again."""
@@ -151,7 +166,7 @@ def test_losing_the_commit_point_merges_again_and_never_deletes_the_winners_file
 @pytest.mark.slow(40)
 def test_concurrent_ingests_with_a_writer_stalled_before_publish(request, s3, s3env, tmp_path):
     uri = _uri(request)
-    env = {**s3.env, "META_STUDY_LEASE_S": "6"}
+    env = {**s3.env, "META_STUDY_LEASE_S": "20"}   # renewed every 5 s: it never expires under a live writer
     a = _start("ingest", str(_csv(tmp_path / "a.csv", "a-")), "--store", uri,
                env={**env, "META_STUDY_FAILPOINT": "stall_before_publish", "META_STUDY_STALL_S": "8"})
     early = _wait_line(a, "failpoint stall_before_publish")
@@ -173,9 +188,9 @@ def test_writer_paused_past_its_lease_loses_the_race_and_commits_after(request, 
     uri = _uri(request)
     env = {**s3.env, "META_STUDY_LEASE_S": "3"}
     a = _start("ingest", str(_csv(tmp_path / "a.csv", "a-")), "--store", uri,
-               env={**env, "META_STUDY_FAILPOINT": "stall_before_publish", "META_STUDY_STALL_S": "1"})
+               env={**env, "META_STUDY_FAILPOINT": "stall_before_publish", "META_STUDY_STALL_S": "5"})
     early = _wait_line(a, "failpoint stall_before_publish")
-    a.send_signal(signal.SIGSTOP)                 # staged, not published, heartbeat frozen
+    a.send_signal(signal.SIGSTOP)                 # staged, not published (5 s to spare), heartbeat frozen
     try:
         out_b, err_b = _finish(_start("ingest", str(_csv(tmp_path / "b.csv", "b-")), "--store", uri, env=env))
         assert f"took over the expired lease of pid {a.pid} on " in err_b, err_b

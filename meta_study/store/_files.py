@@ -187,7 +187,7 @@ class _Files:
         if not self.local:
             self.write_bytes(rel, data)   # an object PUT is atomic
             return
-        tmp = f"{rel}.tmp-{os.getpid()}"
+        tmp = f"{os.path.dirname(rel)}/.tmp-{os.getpid()}-{os.path.basename(rel)}".lstrip("/")
         self.write_bytes(tmp, data)
         os.replace(self.p(tmp), self.p(rel))
         _fsync_dir(os.path.dirname(self.p(rel)))

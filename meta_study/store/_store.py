@@ -608,7 +608,7 @@ class Store:
             self._f.delete(rel)
             self._f.prune_empty_dirs(os.path.dirname(rel))
         if m.version and m.format_version >= 2 and not self._f.exists(_copy_rel(m.version)):
-            self._f.write_bytes(_copy_rel(m.version), m.to_json())   # its writer died before writing it
+            self._f.replace_bytes(_copy_rel(m.version), m.to_json())   # its writer died before writing it
 
     def _collect_garbage(self, m: _Manifest, keep_txn: str | None = None) -> None:
         """Delete leftovers, never the files of a commit that may still succeed (module docstring):
@@ -837,7 +837,7 @@ class Store:
         if not self._f.create_exclusive(_mrel(m.version), m.to_json(), f"_meta/manifests/.tmp-{txn}"):
             raise StoreConflictError(f"{self.uri}: version {m.version} was committed by another writer first")
         with contextlib.suppress(OSError):   # redundancy only: finalize writes it if this fails
-            self._f.write_bytes(_copy_rel(m.version), m.to_json())
+            self._f.replace_bytes(_copy_rel(m.version), m.to_json())
 
 
 def open_store(uri: str, *, must_exist: bool = True) -> Store:
