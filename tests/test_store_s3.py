@@ -125,6 +125,52 @@ def test_endpoint_and_keys_from_the_store_uri(request, s3, monkeypatch):
     assert len(Store(uri).read()) == 4 and s.check().ok and s.lock_holder() is None
 
 
+def test_a_held_lease_names_its_holder_to_a_waiting_writer(request, s3env):
+    uri = _uri(request)
+    holder = Store(uri, lease_s=30, notify=None)
+    holder.commit(validate(make_rows(1)).table)
+    notices: list[str] = []
+    waiter = Store(uri, lock_timeout_s=1.0, notify=notices.append)
+    with holder._lock():
+        h = waiter.lock_holder()
+        assert h is not None and h.pid == os.getpid() and not h.expired
+        with pytest.raises(errors.StoreLockedError) as e:
+            waiter.commit(validate(make_rows(1, run_prefix="w-")).table)
+    line = str(e.value)
+    assert f"pid {os.getpid()} on " in line and "lease until" in line and f"'meta-study store unlock {uri}'" in line
+    assert notices and "waiting for the writer holding its lease" in notices[0]
+    assert waiter.lock_holder() is None                      # released on leaving the block
+
+
+@pytest.mark.slow(15)
+def test_heartbeat_keeps_a_short_lease_through_a_long_commit(request, s3env, monkeypatch):
+    """A commit stalled for more than two lease lengths keeps its lease (renewed every quarter),
+    so the other writer waits instead of taking it over."""
+    import threading
+
+    from meta_study.store import _files
+
+    uri = _uri(request)
+    _files._FAILPOINT_HITS.clear()
+    monkeypatch.setenv("META_STUDY_FAILPOINT", "stall_before_publish:1")   # the first commit only
+    monkeypatch.setenv("META_STUDY_STALL_S", "9")
+    notes: list[str] = []
+    a, b = Store(uri, lease_s=4, notify=None), Store(uri, lease_s=4, notify=notes.append)
+    t = threading.Thread(target=a.commit, args=(validate(make_rows(2, run_prefix="a-")).table,),
+                         kwargs={"info": {"source": "a"}})
+    t.start()
+    deadline = time.monotonic() + 60
+    while b.lock_holder() is None:
+        assert time.monotonic() < deadline and t.is_alive()
+        time.sleep(0.05)
+    b.commit(validate(make_rows(2, run_prefix="b-")).table, info={"source": "b"})
+    t.join()
+    assert [h["source"] for h in Store(uri).history()] == ["a", "b"]
+    assert any("waiting for the writer holding its lease" in n for n in notes), notes
+    assert not any("took over" in n or "merging again" in n for n in notes), notes
+    assert Store(uri).check().ok
+
+
 def test_losing_the_commit_point_merges_again_and_never_deletes_the_winners_files(request, s3env):
     """The commit point alone decides: a writer whose version was taken while it prepared its
     commit (its lease broken meanwhile) deletes only its own staging directory and merges again."""
@@ -163,7 +209,7 @@ def test_losing_the_commit_point_merges_again_and_never_deletes_the_winners_file
     assert not a._f.listdir("_staging")
 
 
-@pytest.mark.slow(40)
+@pytest.mark.slow(20)
 def test_concurrent_ingests_with_a_writer_stalled_before_publish(request, s3, s3env, tmp_path):
     uri = _uri(request)
     env = {**s3.env, "META_STUDY_LEASE_S": "20"}   # renewed every 5 s: it never expires under a live writer
@@ -181,7 +227,7 @@ def test_concurrent_ingests_with_a_writer_stalled_before_publish(request, s3, s3
     assert [Path(h["source"]).stem for h in Store(uri).history()] == ["a", "b"]   # one after the other
 
 
-@pytest.mark.slow(60)
+@pytest.mark.slow(20)
 def test_writer_paused_past_its_lease_loses_the_race_and_commits_after(request, s3, s3env, tmp_path):
     """The failure of the old lease: a writer paused (SIGSTOP, as a long GC pause or a stalled
     PUT) between its checks and its commit point while another takes the expired lease."""
@@ -204,7 +250,7 @@ def test_writer_paused_past_its_lease_loses_the_race_and_commits_after(request, 
     assert [Path(h["source"]).stem for h in Store(uri).history()] == ["b", "a"]
 
 
-@pytest.mark.slow(50)
+@pytest.mark.slow(25)
 def test_killed_writer_lease_expires_with_a_message_or_is_unlocked(request, s3, s3env, tmp_path):
     uri = _uri(request)
     # a writer SIGKILLed holding a 4 s lease: the next one says who holds it, then takes it over
