@@ -188,7 +188,7 @@ def _partition_problem(value: str | None) -> str | None:
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?([eE][+-]?\d+)?")
 
 
-def _number_text(v: str) -> str | None:
+def number_text(v: str) -> str | None:
     """The text of a number as ``float`` should read it, or None when it is not one we accept.
 
     Commas are accepted only as thousands separators in the standard grouping (``"1,014.45"``);
@@ -253,7 +253,7 @@ def _coerce_numeric(s: pd.Series, integer: bool) -> tuple[np.ndarray, np.ndarray
                 else:
                     vals[i] = f
             elif isinstance(v, str):
-                t = _number_text(v)
+                t = number_text(v)
                 if t == "":
                     continue
                 try:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from ..schema import ARCH_FAMILIES, COLUMN_BY_NAME, EVAL_PROTOCOLS, STORE_FILLED, extra_text
+from ..schema import ARCH_FAMILIES, COLUMN_BY_NAME, EVAL_PROTOCOLS, STORE_FILLED, extra_text, number_text
 
 ACCURACY_UNITS = ("fraction", "percent", "error", "error_percent")
 COUNT_UNITS = ("count", "thousands", "millions")
@@ -366,14 +366,33 @@ def convert_unit(values: pd.Series, unit: str) -> pd.Series:
     """Convert raw values to canonical units. Non-numeric values pass through for validation to flag."""
     if unit in ("fraction", "count"):
         return values
-    num = pd.to_numeric(values.astype(object).map(lambda v: v.replace(",", "") if isinstance(v, str) else v),
-                        errors="coerce")
+    num = pd.Series([_unit_number(v) for v in values.astype(object)], index=values.index, dtype="float64")
     # Rounded to 1e-12 so that 90.056 % and 0.90056 give the same float (upserts stay no-ops).
     conv = {"percent": lambda x: np.round(x / 100.0, 12), "error": lambda x: np.round(1.0 - x, 12),
             "error_percent": lambda x: np.round(1.0 - x / 100.0, 12),
             "thousands": lambda x: x * 1e3, "millions": lambda x: np.round(x * 1e6)}[unit](num)
     # keep the raw value where it was not a number, so validation reports it as the wrong type
     return conv.astype(object).where(num.notna(), values.astype(object))
+
+
+def _unit_number(v: Any) -> float:
+    """A raw value as the number a unit converts, or NaN (the raw value then reaches validation,
+    which names the problem): text as :func:`~meta_study.schema.number_text` reads it (ASCII only,
+    commas only as thousands separators: ``"0,5"`` is never 5), never a boolean."""
+    if isinstance(v, (bool, np.bool_)) or v is None:
+        return np.nan
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        try:
+            return float(v)
+        except OverflowError:
+            return np.nan
+    if isinstance(v, str):
+        t = number_text(v)
+        try:
+            return float(t) if t else np.nan
+        except ValueError:
+            return np.nan
+    return np.nan
 
 
 def template_fields(template: str) -> list[str]:

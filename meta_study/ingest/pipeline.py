@@ -169,6 +169,13 @@ class _Seen:
                                 f"nothing of this source was stored; set 'units: {{{col}: percent}}' (or "
                                 "'accuracy_unit: percent') in a --mapping")
 
+    @property
+    def failed(self) -> bool:
+        """Rows were read and none was valid: the source failed, and its batch changes nothing
+        but the quarantine (no stale rows removed, no state recorded: the next ingest reads the
+        file again)."""
+        return self.valid == 0 and self.rejected > 0
+
     def key_hashes(self) -> np.ndarray:
         return np.concatenate(self.hashes) if self.hashes else np.zeros(0, np.uint64)
 
@@ -280,9 +287,9 @@ def _commit_batch(store: Store, src: Source, batch: SourceBatch, rep: SourceRepo
     seen.valid = table.num_rows
     parts = [p for p in (batch.rejected, v.rejected.drop(columns=["row"]), conflicts) if p is not None and len(p)]
     quarantine = pd.concat(parts, ignore_index=True) if parts else None
-    repl = (_plan_replacement(store, seen.runs, seen.key_hashes(), batch.drop_missing) if batch.replace_runs
-            else _Replacement())
-    res = store.commit(table, quarantine=quarantine, state=batch.state,
+    whole_runs = batch.replace_runs and not seen.failed
+    repl = _plan_replacement(store, seen.runs, seen.key_hashes(), batch.drop_missing) if whole_runs else _Replacement()
+    res = store.commit(table, quarantine=quarantine, state={} if batch.replace_runs and seen.failed else batch.state,
                        delete_runs=list(batch.delete_runs) + list(repl.delete_runs),
                        operation="ingest", info={"source": src.label})
     _count(rep, res, batch, seen)
@@ -310,6 +317,11 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
     res = store.commit_stream(pieces(), dedupe=dedupe_keys, quarantine=batch.rejected,
                               state={} if two_step else batch.state, operation="ingest", info={"source": src.label})
     _count(rep, res, batch, seen)
+    if batch.replace_runs and seen.failed:
+        if not two_step:   # the state went in with the rows: replace it with one that never matches
+            store.commit(state={name: pa.table({"fingerprint": ["every row quarantined: read it again"]})
+                                for name in batch.state}, operation="ingest", info={"source": src.label})
+        return
     if two_step:
         _finish_replacement(store, src, batch, rep, seen)
 
