@@ -343,7 +343,8 @@ def _coerce_timestamp(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
     obj = s.astype(object)
     missing = obj.map(_is_missing).to_numpy(bool)
     # Only text and datetimes are timestamps: pandas would read a number as nanoseconds since 1970.
-    texty = obj.map(lambda v: isinstance(v, (str, _dt.datetime, _dt.date, np.datetime64))).to_numpy(bool)
+    texty = (np.ones(len(s), bool) if _as_strings(s) is not None else   # text (a CSV column): no loop
+             obj.map(lambda v: isinstance(v, (str, _dt.datetime, _dt.date, np.datetime64))).to_numpy(bool))
     ts = pd.to_datetime(obj.where(~missing & texty, None), errors="coerce", utc=True, format="mixed")
     wrong = ts.isna().to_numpy() & ~missing
     return ts, wrong
