@@ -402,7 +402,16 @@ def extra_text(v: Any) -> str:
     never as a Python repr (``{'a': [1, 2]}``, ``True``) that no other reader parses."""
     if isinstance(v, str):
         return v
-    return json.dumps(_finite(v), default=_json_default, ensure_ascii=False)
+    if v is None:                 # a missing value: empty, as a missing cell of an extra column
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return str(v.item() if isinstance(v, np.generic) else v)
+    if isinstance(v, (Mapping, list, tuple, np.ndarray)):
+        return json.dumps(_finite(v), default=_json_default, ensure_ascii=False)
+    d = _json_default(v)          # a timestamp as ISO 8601 text, anything else as its str
+    return d if isinstance(d, str) else json.dumps(d)
 
 
 def printable(text: str) -> str:

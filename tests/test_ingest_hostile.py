@@ -4,7 +4,8 @@ code, or the right rows, and none hangs or prints a traceback.
 Each case builds its inputs in a fresh directory and runs ``meta-study ingest`` (and sometimes
 ``store quarantine``) as a user would, one or more steps; a step names the exit code, a text its
 output must hold, and optionally a check of the store. A hang fails the step at its subprocess
-timeout (generous for a loaded machine; every case finishes in about a second on an idle one).
+timeout (generous for a loaded machine; the whole corpus takes ~22 s at load 4.4 on 2 cores, the longest
+case, five steps, 2.3 s).
 """
 
 from __future__ import annotations
