@@ -92,7 +92,8 @@ class _Group(click.Group):
             click.echo(f"{where}: error: {e.format_message()}", err=True)
             sys.exit(2)
         except UserError as e:
-            click.echo(f"meta-study: error: {e}", err=True)
+            from .schema import printable   # a value from an input, shown on one line, not obeyed
+            click.echo(f"meta-study: error: {printable(str(e))}", err=True)
             sys.exit(2)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
@@ -160,13 +161,16 @@ def store_quarantine(store_uri: str, source: str | None, limit: int) -> None:
     """Rejected rows with their reasons."""
     from .store import open_store
 
+    from .schema import printable
+
     q = open_store(store_uri).quarantine().to_pandas()
     if source is not None:
         q = q[q["source"] == source]
     click.echo(f"{len(q)} quarantined row(s)")
     shown = q if limit == 0 else q.head(limit)
     for r in shown.astype(object).where(shown.notna(), None).itertuples():
-        click.echo(f"- [{r.source}] {r.run_id or '-'}: {r.reason}")
+        # values from the source: an ANSI escape or a newline in a run id is shown, not obeyed
+        click.echo(printable(f"- [{r.source}] {r.run_id or '-'}: {r.reason}"))
 
 
 @store.command("check")
@@ -260,6 +264,9 @@ def _table(df: Any, cols: list[str]) -> str:
 @click.option("--filter", "filter_string", default=None, help="An MLflow search filter, e.g. \"params.dataset = 'jft'\".")
 @click.option("--include-running", is_flag=True, help="Also ingest RUNNING MLflow runs (re-read every time).")
 @click.option("--drop-deleted", is_flag=True, help="Remove rows of runs since deleted in MLflow.")
+@click.option("--drop-missing", is_flag=True,
+              help="Files: also remove the stored runs of a file's source that the file no longer contains "
+                   "(default: keep and count them). Stale rows of the runs a file does contain are always replaced.")
 @click.option("--full", is_flag=True, help="Rescan every MLflow run, not only those that ended since the last ingest.")
 @click.option("--history", type=click.Choice(["latest", "max"]), default="latest", show_default=True,
               help="Each metric's latest value, or its best over the logged history (one call per metric).")
@@ -271,24 +278,26 @@ def _table(df: Any, cols: list[str]) -> str:
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, sources_file: str | None,
            experiments: tuple[str, ...], filter_string: str | None, include_running: bool, drop_deleted: bool,
-           full: bool, history: str, page_size: int, overlap_s: float, keep_going: bool, quiet: bool) -> None:
+           drop_missing: bool, full: bool, history: str, page_size: int, overlap_s: float, keep_going: bool,
+           quiet: bool) -> None:
     """Ingest sources into STORE: MLflow tracking URIs (http(s)://host:port, sqlite:///path.db,
     ...), MLflow tracking databases read directly and read-only (mlflow-sql:SQLALCHEMY_URL) and
     CSV / Parquet / JSONL exports (files or directories).
 
     Rows are validated; bad rows go to the store's quarantine with a reason. Re-ingesting
-    unchanged data writes nothing. MLflow credentials come only from MLFLOW_TRACKING_USERNAME /
+    unchanged data writes nothing; re-ingesting a changed file replaces its runs' rows. MLflow credentials come only from MLFLOW_TRACKING_USERNAME /
     MLFLOW_TRACKING_PASSWORD / MLFLOW_TRACKING_TOKEN, database ones from META_STUDY_DB_USER /
     META_STUDY_DB_PASSWORD (or the driver's, e.g. PGPASSWORD).
     """
     from .ingest import SourceOptions, ingest_sources, load_mapping, load_sources_file, open_source_specs, open_sources
+    from .schema import printable
     from .store import Store
 
     if not sources and not sources_file:
         _fail("ingest: give at least one SOURCE or --sources-file")
     options = SourceOptions(experiments=experiments, filter_string=filter_string, include_running=include_running,
                             drop_deleted=drop_deleted, history=history, page_size=page_size, overlap_s=overlap_s,
-                            full=full)
+                            full=full, drop_missing=drop_missing)
     mapping = load_mapping(mapping_path) if mapping_path else None
     srcs = open_sources(list(sources), mapping, options) if sources else []
     if sources_file:
@@ -299,6 +308,8 @@ def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, s
         reports = ingest_sources(srcs, store_obj, progress=progress)
     for r in reports:
         click.echo(r.line(), err=not r.ok)
+        for note in r.notes:
+            click.echo(printable(note), err=True)
     failed = [r for r in reports if not r.ok]
     if failed and len(failed) == len(reports):
         sys.exit(2)                       # nothing ingested: the failure lines above say why

@@ -15,7 +15,7 @@ import json
 import math
 import re
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
@@ -149,6 +149,12 @@ class Validated:
 
     table: pa.Table
     rejected: pd.DataFrame
+    #: reason kind (the reason without the row's value, e.g. ``"ds_accuracy: out of range [0, 1]"``)
+    #: -> rows that have it: the summary line's "most for ..." (each rejected row counts once per kind).
+    reason_kinds: Mapping[str, int] = field(default_factory=dict)
+    #: column with a [0, 1] range -> (values in (1, 100], finite values): a column whose values are
+    #: mostly in (1, 100] is in percent, and ingest refuses it as a whole (see :func:`percent_columns`).
+    above_one: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def n_rejected(self) -> int:
@@ -183,15 +189,16 @@ def _partition_problem(value: str | None) -> str | None:
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?([eE][+-]?\d+)?")
 
 
-def _number_text(v: str) -> str | None:
+def number_text(v: str) -> str | None:
     """The text of a number as ``float`` should read it, or None when it is not one we accept.
 
     Commas are accepted only as thousands separators in the standard grouping (``"1,014.45"``);
     any other comma (``"0,1"``: a decimal comma?) is ambiguous and rejected, as are underscores
-    (``"0.8_5"``: Python's ``float`` would take it as 0.85).
+    (``"0.8_5"``: Python's ``float`` would take it as 0.85) and every non-ASCII character: Python's
+    ``float`` reads Arabic-Indic (``"١٠"``) and full-width (``"１０"``) digits as 10, a guess.
     """
     t = v.strip()
-    if "_" in t:
+    if "_" in t or not t.isascii():
         return None
     if "," in t:
         return t.replace(",", "") if _THOUSANDS.fullmatch(t) else None
@@ -238,12 +245,16 @@ def _coerce_numeric(s: pd.Series, integer: bool) -> tuple[np.ndarray, np.ndarray
             if isinstance(v, (bool, np.bool_)):
                 wrong[i] = True
             elif isinstance(v, (int, float, np.integer, np.floating)):
-                if math.isnan(v):
+                try:
+                    f = float(v)
+                except OverflowError:   # a JSON integer past float64 (10**400): beyond any column
+                    f = math.inf if v > 0 else -math.inf
+                if math.isnan(f):
                     nan[i] = not text_col
                 else:
-                    vals[i] = float(v)
+                    vals[i] = f
             elif isinstance(v, str):
-                t = _number_text(v)
+                t = number_text(v)
                 if t == "":
                     continue
                 try:
@@ -273,7 +284,9 @@ def _as_strings(s: pd.Series) -> pa.Array | None:
     NA), else None. Zero-copy for pandas' Arrow-backed ``str`` columns (CSV read as text)."""
     try:
         arr = pa.array(s, from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        # OverflowError: a JSON integer >= 2**63 (Arrow converts ints to int64 first); the slow
+        # path of the caller takes such cells one by one
         return None
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -330,7 +343,10 @@ def _coerce_timestamp(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
         return pd.Series(pd.NaT, index=s.index, dtype="datetime64[us, UTC]"), np.zeros(len(s), bool)
     obj = s.astype(object)
     missing = obj.map(_is_missing).to_numpy(bool)
-    ts = pd.to_datetime(obj.where(~missing, None), errors="coerce", utc=True, format="mixed")
+    # Only text and datetimes are timestamps: pandas would read a number as nanoseconds since 1970.
+    texty = (np.ones(len(s), bool) if _as_strings(s) is not None else   # text (a CSV column): no loop
+             obj.map(lambda v: isinstance(v, (str, _dt.datetime, _dt.date, np.datetime64))).to_numpy(bool))
+    ts = pd.to_datetime(obj.where(~missing & texty, None), errors="coerce", utc=True, format="mixed")
     wrong = ts.isna().to_numpy() & ~missing
     return ts, wrong
 
@@ -350,16 +366,16 @@ def _coerce_map(s: pd.Series) -> tuple[list[list[tuple[str, str]] | None], np.nd
         if v is None or _is_nan(v):
             out.append(None)
         elif isinstance(v, Mapping):
-            out.append(sorted((str(k), "" if _is_missing(x) else str(x)) for k, x in v.items()))
+            out.append(sorted((str(k), "" if _is_missing(x) else extra_text(x)) for k, x in v.items()))
         elif isinstance(v, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in v):
-            out.append(sorted((str(k), str(x)) for k, x in v))
+            out.append(sorted((str(k), extra_text(x)) for k, x in v))
         elif isinstance(v, str):
             try:
                 d = json.loads(v)
-            except ValueError:
+            except (ValueError, RecursionError):
                 d = None
             if isinstance(d, dict):
-                out.append(sorted((str(k), str(x)) for k, x in d.items()))
+                out.append(sorted((str(k), "" if x is None else extra_text(x)) for k, x in d.items()))
             else:
                 out.append(None)
                 wrong[i] = True
@@ -379,6 +395,34 @@ def _json_default(v: Any) -> Any:
     if isinstance(v, np.ndarray):
         return v.tolist()
     return str(v)
+
+
+def extra_text(v: Any) -> str:
+    """A value for ``extra`` (string -> string): a string as it is, anything else as JSON, so a
+    nested object from a JSONL export is stored as ``{"a": [1, 2]}`` and a boolean as ``true``,
+    never as a Python repr (``{'a': [1, 2]}``, ``True``) that no other reader parses."""
+    if isinstance(v, str):
+        return v
+    if v is None:                 # a missing value: empty, as a missing cell of an extra column
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return str(v.item() if isinstance(v, np.generic) else v)
+    if isinstance(v, (Mapping, list, tuple, np.ndarray)):
+        return json.dumps(_finite(v), default=_json_default, ensure_ascii=False)
+    d = _json_default(v)          # a timestamp as ISO 8601 text, anything else as its str
+    return d if isinstance(d, str) else json.dumps(d)
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that a terminal acts on (control characters such as ANSI
+    escapes and line breaks, bidi overrides, other invisible format characters) written as its
+    Python escape (``\\x1b``, ``\\n``, ``\\u202e``): values from a source printed on one line,
+    as written."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def row_json(row: Mapping[str, Any]) -> str:
@@ -402,9 +446,29 @@ def _finite(v: Any) -> Any:
 RawPayloads = Union[Sequence[str], Callable[[np.ndarray], Sequence[str]]]
 
 
-#: ``flag(mask, message)``: give every row in ``mask`` a reason (a string, or a function of the
-#: row's position that builds it).
-_Flag = Callable[[np.ndarray, Any], None]
+class _Flags:
+    """The reasons of one :func:`validate`: ``flag(mask, message, kind)`` gives every row in
+    ``mask`` a reason (a string, or a function of the row's position that builds it) and counts
+    it under ``kind``, the reason without the row's value (default: the message itself)."""
+
+    def __init__(self) -> None:
+        self.reasons: dict[int, list[str]] = {}   # only rejected rows have an entry: most rows have none
+        self.kinds: dict[int, set[str]] = {}
+        self.above_one: dict[str, tuple[int, int]] = {}
+
+    def __call__(self, mask: np.ndarray, msg: Any, kind: str | None = None) -> None:
+        k = kind if kind is not None else (msg if isinstance(msg, str) else "?")
+        for i in np.flatnonzero(mask).tolist():
+            self.reasons.setdefault(i, []).append(msg(i) if callable(msg) else msg)
+            self.kinds.setdefault(i, set()).add(k)
+
+    def kind_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for ks in self.kinds.values():
+            for k in ks:
+                out[k] = out.get(k, 0) + 1
+        return out
+
 
 
 def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None) -> Validated:
@@ -425,11 +489,8 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None) -> Validate
         raise ValueError(f"unknown columns {unknown}; map them to canonical names or to 'extra'")
     n = len(frame)
     frame = frame.reset_index(drop=True)
-    reasons: dict[int, list[str]] = {}   # only rejected rows have an entry: most rows have none
-
-    def flag(mask: np.ndarray, msg: Any) -> None:
-        for i in np.flatnonzero(mask).tolist():
-            reasons.setdefault(i, []).append(msg(i) if callable(msg) else msg)
+    flag = _Flags()
+    reasons = flag.reasons
 
     arrays: dict[str, pa.Array] = {}
     for col in COLUMNS:
@@ -445,10 +506,11 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None) -> Validate
     good_idx = np.flatnonzero(~bad)
     if len(good_idx) < n:  # a take copies every column: ~0.15 s for 160,000 rows, for nothing when all are good
         table = table.take(pa.array(good_idx, type=pa.int64()))
-    return Validated(table=table, rejected=_rejected_rows(frame, np.flatnonzero(bad), reasons, raw))
+    return Validated(table=table, rejected=_rejected_rows(frame, np.flatnonzero(bad), reasons, raw),
+                     reason_kinds=flag.kind_counts(), above_one=dict(flag.above_one))
 
 
-def _column_array(col: Column, s: pd.Series, flag: _Flag) -> pa.Array:
+def _column_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
     """One input column as the Arrow array of ``col``'s type; its bad cells are flagged (and null)."""
     t = col.type
     if pa.types.is_floating(t) or pa.types.is_integer(t):
@@ -459,19 +521,20 @@ def _column_array(col: Column, s: pd.Series, flag: _Flag) -> pa.Array:
         return _timestamp_array(col, s, flag)
     if pa.types.is_map(t):
         vals_m, wrong = _coerce_map(s)
-        flag(wrong, lambda i, c=col.name: f"{c}: wrong type (expected a string -> string map)")
+        flag(wrong, f"{col.name}: wrong type (expected a string -> string map)")
         return pa.array(vals_m, type=t)
     raise TypeError(f"unsupported column type {t}")  # pragma: no cover - the schema has no other types
 
 
-def _numeric_array(col: Column, s: pd.Series, flag: _Flag) -> pa.Array:
+def _numeric_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
     """A number column: wrong types, NaN where it is not allowed, missing required values,
     infinities, values out of range and integers too large for the column are flagged."""
     t = col.type
     integer = pa.types.is_integer(t)
     v, wrong, nan = _coerce_numeric(s, integer)
-    flag(wrong, lambda i, c=col.name, ss=s, it=integer:
-         f"{c}: wrong type ({ss.iloc[i]!r} is not {'an integer' if it else 'a number'})")
+    what = 'an integer' if integer else 'a number'
+    flag(wrong, lambda i, c=col.name, ss=s: f"{c}: wrong type ({ss.iloc[i]!r} is not {what})",
+         f"{col.name}: wrong type (not {what})")
     missing = np.isnan(v) & ~wrong & ~nan
     if col.required and col.name not in STORE_FILLED:
         flag(nan, f"{col.name}: NaN")
@@ -491,27 +554,36 @@ def _numeric_array(col: Column, s: pd.Series, flag: _Flag) -> pa.Array:
         limit = _INT_LIMITS[t]
         # float64 holds 2**63 exactly; anything at or past it does not fit an int64
         over = finite & ((v > limit) | (v < -limit - 1) | (np.abs(v) >= 2.0 ** 63))
-        flag(over, lambda i, c=col.name, v=v, t=t: f"{c}: {v[i]:g} does not fit the column's {t} type")
+        flag(over, lambda i, c=col.name, v=v, t=t: f"{c}: {v[i]:g} does not fit the column's {t} type",
+             f"{col.name}: does not fit the column's {t} type")
         good = finite & ~over
         return pa.array(np.where(good, v, 0).astype("int64"), type=pa.int64(), mask=~good).cast(t, safe=False)
     return pa.array(np.where(good, v, 0.0), type=t, mask=~good)
 
 
-def _flag_out_of_range(col: Column, v: np.ndarray, finite: np.ndarray, flag: _Flag) -> None:
+def _flag_out_of_range(col: Column, v: np.ndarray, finite: np.ndarray, flag: _Flags) -> None:
     """Finite values outside ``[col.lo, col.hi]``."""
+    if col.lo is None and col.hi is None:
+        return
+    bounds = f"[{col.lo if col.lo is not None else -math.inf:g}, {col.hi if col.hi is not None else math.inf:g}]"
+    kind = f"{col.name}: out of range {bounds}"
     if col.lo is not None:
-        flag(finite & (v < col.lo), lambda i, c=col, v=v: f"{c.name}: {v[i]:g} out of range [{c.lo:g}, {c.hi if c.hi is not None else math.inf:g}]")
+        flag(finite & (v < col.lo), lambda i, c=col, v=v: f"{c.name}: {v[i]:g} out of range {bounds}", kind)
     if col.hi is not None:
         # 1 < v <= 100 in a fraction column is almost always a percent: say so.
-        flag(finite & (v > col.hi), lambda i, c=col, v=v: f"{c.name}: {v[i]:g} out of range [{c.lo:g}, {c.hi:g}]"
-             + (" (a percent in a fraction field? set its unit to percent)" if c.hi == 1.0 and v[i] <= 100 else ""))
+        flag(finite & (v > col.hi), lambda i, c=col, v=v: f"{c.name}: {v[i]:g} out of range {bounds}"
+             + (" (a percent in a fraction field? set its unit to percent)" if c.hi == 1.0 and v[i] <= 100 else ""),
+             kind)
+        if col.hi == 1.0:
+            flag.above_one[col.name] = (int((finite & (v > 1) & (v <= 100)).sum()), int(finite.sum()))
 
 
-def _string_array(col: Column, s: pd.Series, flag: _Flag) -> pa.Array:
+def _string_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
     """A string column: wrong types, empty required values, task names that cannot be a
     partition directory and values outside the column's choices are flagged."""
     arr, wrong = _coerce_string(s)
-    flag(wrong, lambda i, c=col.name, ss=s: f"{c}: wrong type ({type(ss.iloc[i]).__name__} is not a string)")
+    flag(wrong, lambda i, c=col.name, ss=s: f"{c}: wrong type ({type(ss.iloc[i]).__name__} is not a string)",
+         f"{col.name}: wrong type (not a string)")
     text = lambda i, a=arr: a[i].as_py()  # noqa: E731 (one cell, for a message)
     if col.required:
         empty = pc.fill_null(pc.equal(arr, ""), True).to_numpy(zero_copy_only=False)
@@ -522,27 +594,34 @@ def _string_array(col: Column, s: pd.Series, flag: _Flag) -> pa.Array:
         if col.name in PARTITION:
             problems = [x for x in names if _partition_problem(x) is not None]
             if problems:
-                flag(_is_in(arr, problems), lambda i, c=col.name, tx=text: f"{c}: {_partition_problem(tx(i))}")
+                flag(_is_in(arr, problems), lambda i, c=col.name, tx=text: f"{c}: {_partition_problem(tx(i))}",
+                     f"{col.name}: cannot be a partition directory")
         if col.choices is not None:
             unknown = [x for x in names if x not in col.choices]
             label = "unknown protocol" if col.name == "eval_protocol" else f"unknown {col.name}"
-            if unknown:
-                flag(_is_in(arr, unknown), lambda i, c=col, tx=text, lb=label:
-                     f"{c.name}: {lb} {tx(i)!r} (expected one of {', '.join(c.choices)})")
+            expected = f"(expected one of {', '.join(col.choices)})"
+            if len(unknown) <= 20:   # a kind per value: "unknown protocol 'kfold' (4104 rows)"
+                for x in unknown:
+                    flag(_is_in(arr, [x]), f"{col.name}: {label} {x!r} {expected}")
+            elif unknown:            # (one pass over the rows, whatever the number of values)
+                flag(_is_in(arr, unknown), lambda i, c=col.name, tx=text: f"{c}: {label} {tx(i)!r} {expected}",
+                     f"{col.name}: {label} {expected}")
     return arr
 
 
-def _timestamp_array(col: Column, s: pd.Series, flag: _Flag) -> pa.Array:
+def _timestamp_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
     """A timestamp column, in UTC: wrong types and missing required values are flagged."""
     ts, wrong = _coerce_timestamp(s)
-    flag(wrong, lambda i, c=col.name: f"{c}: wrong type ({s.iloc[i]!r} is not a timestamp)")
+    flag(wrong, lambda i, c=col.name: f"{c}: wrong type ({s.iloc[i]!r} is not a timestamp)",
+         f"{col.name}: wrong type (not a timestamp)")
     if col.required:
         flag(ts.isna().to_numpy() & ~wrong & (col.name not in STORE_FILLED), f"{col.name}: missing required field")
-    naive_utc = ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    # floored to the column's microseconds: "…T00:00:00.0000001" would not cast otherwise
+    naive_utc = ts.dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("us").to_numpy()
     return pa.array(naive_utc, type=pa.timestamp("us"), from_pandas=True).cast(col.type)
 
 
-def _check_across_columns(frame: pd.DataFrame, arrays: Mapping[str, pa.Array], flag: _Flag) -> None:
+def _check_across_columns(frame: pd.DataFrame, arrays: Mapping[str, pa.Array], flag: _Flags) -> None:
     """Rules between columns: a few-shot row needs its shots."""
     proto = arrays["eval_protocol"].to_numpy(zero_copy_only=False)
     shots_raw_missing = frame["shots"].isna().to_numpy() if "shots" in frame else np.ones(len(frame), bool)

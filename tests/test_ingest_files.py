@@ -329,3 +329,51 @@ def test_a_large_file_is_read_in_pieces_and_committed_once(tmp_path, monkeypatch
     (rep,) = _ingest(t, bad)
     assert rep.error and "broken.csv" in rep.error and not t.exists()
     assert not (tmp_path / "t" / "_staging").exists() or not any((tmp_path / "t" / "_staging").iterdir())
+
+
+def test_a_large_file_replaces_its_stale_rows_in_a_second_commit(tmp_path, monkeypatch):
+    """A file read in pieces learns its stale rows only at its end: its rows go in first, without
+    the file's state; a second commit removes the stale rows and records the state. Killed between
+    the two, the next ingest reads the file again and finishes."""
+    from meta_study.ingest import files
+
+    monkeypatch.setattr(files, "CHUNK_ROWS", 500)
+    df = make_rows(900, ds_tasks=("a", "b", "c"), shots=(1,)).drop(columns=["extra", "source"])   # 2,700 rows
+    path = tmp_path / "big.csv"
+    df.to_csv(path, index=False)
+    s = Store(str(tmp_path / "st"))
+    (rep,) = _ingest(s, path)
+    assert (rep.new, rep.commits) == (2700, 1)                      # a new store: one commit, as before
+    fixed = df[df["run_id"] != "r7"].copy()                         # r7 left the file: kept (no --drop-missing)
+    fixed.loc[fixed["run_id"] == "r5", "shots"] = 10                # r5's key corrected: its 3 old rows are stale
+    fixed.to_csv(path, index=False)
+
+    commit = Store.commit
+
+    def killed(self, *a, **kw):
+        if (kw.get("info") or {}).get("step") == "stale rows":
+            raise KeyboardInterrupt("killed between the two commits")
+        return commit(self, *a, **kw)
+    monkeypatch.setattr(Store, "commit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _ingest(s, path)
+    assert len(s.to_pandas()) == 2700 + 3                          # the new rows in, the stale ones still there
+    monkeypatch.setattr(Store, "commit", commit)
+
+    (rep,) = _ingest(s, path)                                       # read again: its state was not recorded
+    assert "unchanged_files" not in rep.stats
+    assert (rep.new, rep.deleted, rep.kept_runs, rep.commits) == (0, 3, 1, 1)
+    back = s.to_pandas()
+    assert len(back) == 2700 and back.loc[back["run_id"] == "r5", "shots"].tolist() == [10, 10, 10]
+    assert len(back[back["run_id"] == "r7"]) == 3
+    (rep,) = _ingest(s, path)
+    assert rep.stats.get("unchanged_files") == 1
+
+
+def test_drop_missing_with_files_that_share_a_source_is_refused(tmp_path):
+    for name in ("a", "b"):
+        _canonical_frame().to_csv(tmp_path / f"{name}.csv", index=False)
+    (tmp_path / "m.yaml").write_text("source: lab\n")
+    r = run_cli("ingest", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--mapping", str(tmp_path / "m.yaml"),
+                "--drop-missing", "--store", str(tmp_path / "st"))
+    assert r.returncode == 2 and "--drop-missing: 2 files share the source 'lab'" in r.stderr, r.stderr

@@ -59,6 +59,14 @@ def test_strings_from_csv_are_coerced():
     ("started_at", "yesterday-ish", "started_at: wrong type"),
     ("extra", 42, "extra: wrong type"),
     ("shots", None, "shots: missing (required when eval_protocol is 'fewshot')"),
+    # issue 24: values that crashed validation or were guessed
+    ("shots", "١٠", "shots: wrong type ('١٠' is not an integer)"),          # Arabic-Indic digits: not 10
+    ("shots", "１０", "shots: wrong type ('１０' is not an integer)"),        # full-width digits
+    ("us_accuracy", "٠.٥", "us_accuracy: wrong type"),
+    ("shots", 2 ** 64, "shots: 1.84467e+19 does not fit the column's int32 type"),   # was an OverflowError
+    ("seed", -(2 ** 64), "seed: -1.84467e+19 does not fit the column's int64 type"),
+    ("shots", 10 ** 400, "shots: not finite"),                                    # beyond float64
+    ("started_at", 1.5, "started_at: wrong type (1.5 is not a timestamp)"),       # was an ArrowInvalid
 ])
 def test_each_bad_value_gets_a_reason(column, value, expected):
     df = make_rows(2, ds_tasks=("a",)).astype(object)
@@ -182,3 +190,33 @@ def test_task_names_that_cannot_be_partitions_are_quarantined_alone(name, needle
     v = validate(rows)
     assert v.table.num_rows == 1                                  # the valid row of the file is kept
     assert needle in v.rejected["reason"].iloc[0] and v.rejected["reason"].iloc[0].startswith("ds_task:")
+
+
+def test_integer_ids_past_int64_are_their_digits_and_extra_values_are_json():
+    df = make_rows(2, ds_tasks=("a",)).astype(object)
+    df.at[0, "run_id"] = 2 ** 64                      # a JSON integer: Arrow's int64 conversion overflowed
+    df.at[0, "extra"] = {"cfg": {"a": [1, 2]}, "flag": True, "none": None}
+    v = validate(df)
+    assert v.n_rejected == 0, v.rejected
+    row = v.table.to_pylist()[0]
+    assert row["run_id"] == "18446744073709551616"
+    assert dict(row["extra"]) == {"cfg": '{"a": [1, 2]}', "flag": "true", "none": ""}   # JSON, not repr
+
+
+def test_reason_kinds_and_values_above_one_are_counted():
+    df = make_rows(4, ds_tasks=("a",)).astype(object)
+    df.loc[[0, 1, 2], "ds_accuracy"] = [55.0, 70.0, 1e6]
+    df.at[3, "eval_protocol"] = "kfold"
+    v = validate(df)
+    assert v.above_one["ds_accuracy"] == (2, 4)       # 1e6 is out of range, but not a percent
+    assert v.reason_kinds == {"ds_accuracy: out of range [0, 1]": 3, "eval_protocol: unknown protocol 'kfold' "
+                              "(expected one of fewshot, finetune, linear, zeroshot, shift, other)": 1}
+
+
+@pytest.mark.parametrize("raw,expected", [("87.5", 0.875), ("1,014.5", 10.145), ("0,5", "0,5"), ("١٠", "١٠"),
+                                          (True, True), ("nan", "nan")])
+def test_units_convert_only_what_validation_reads_as_a_number(raw, expected):
+    from meta_study.ingest.mapping import convert_unit
+
+    (got,) = convert_unit(pd.Series([raw], dtype=object), "percent").tolist()
+    assert got == expected   # a decimal comma was read as 05 (0.05), a boolean as 1 (0.01)

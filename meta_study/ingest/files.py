@@ -8,9 +8,12 @@ fraction column reaches validation as what it is and is quarantined with a reaso
 
 from __future__ import annotations
 
+import csv
 import fnmatch
+import io
 import json
 import os
+import stat
 import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -21,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import UserError
-from ..schema import COLUMN_BY_NAME, row_json
+from ..schema import COLUMN_BY_NAME, printable, row_json
 from ..store import Store
 from .mapping import IngestMapping, JoinSpec, TableSpec, finish_rows
 from .sources import Progress, SourceBatch, SourceOptions, is_local_path, register_source, rejected_frame
@@ -32,42 +35,160 @@ SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet
 REQUIRED_AFTER_MAPPING = ("run_id", "us_task", "us_accuracy", "ds_task", "ds_accuracy", "eval_protocol")
 
 
-def _format_of(path: str) -> str | None:
+def _suffix_of(path: str) -> str | None:
     low = path.lower()
     for suf in sorted(SUFFIXES, key=len, reverse=True):
         if low.endswith(suf):
-            return SUFFIXES[suf]
+            return suf
     return None
 
 
-def expand_paths(specs: Sequence[str]) -> list[str]:
-    """Files named directly, plus supported files directly inside named directories (sorted)."""
+def _format_of(path: str) -> str | None:
+    suf = _suffix_of(path)
+    return None if suf is None else SUFFIXES[suf]
+
+
+def source_stem(path: str) -> str:
+    """The default ``source`` of a file's rows: its name without its whole suffix, the
+    compression's included (``x.csv.gz`` -> ``x``, as ``x.csv``: one export, one source)."""
+    name = os.path.basename(path)
+    suf = _suffix_of(name)
+    return name[: -len(suf)] if suf else os.path.splitext(name)[0]
+
+
+def _kind_of_entry(mode: int) -> str:
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _special(path: str) -> str | None:
+    """What ``path`` is when it is not a regular file (after symlinks: a link to ``/dev/zero`` is a
+    character device), or None. Ingest reads only regular files: a FIFO blocks forever, a device
+    never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    return None if stat.S_ISREG(mode) else _kind_of_entry(mode)
+
+
+@dataclass(frozen=True)
+class ExpandedPaths:
+    """The files a list of specs names, and the directory entries that were passed over."""
+
+    paths: list[str]
+    skipped: list[str]    # one "path: skipped (why)" line each
+
+
+def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
+    """Files named directly, plus supported regular files directly inside named directories
+    (sorted). A directory entry with a supported name that is not a regular file (a FIFO, a
+    device, a link to one, a directory) is skipped and listed; a file named directly must be a
+    regular file.
+
+    Raises:
+        UserError: a spec names nothing, a special file, or a directory without a file to read.
+    """
     out: list[str] = []
+    skipped: list[str] = []
     for spec in specs:
         if os.path.isdir(spec):
             names = sorted(n for n in os.listdir(spec) if _format_of(n) and not n.startswith((".", "_")))
-            if not names:
-                raise UserError(f"{spec}: directory holds no CSV, TSV, Parquet or JSONL files")
-            out.extend(os.path.join(spec, n) for n in names)
-        elif os.path.isfile(spec):
+            files = []
+            for n in names:
+                p = os.path.join(spec, n)
+                why = _special(p)
+                if why is None:
+                    files.append(p)
+                else:
+                    skipped.append(f"{p}: skipped ({why})")
+            if not files:
+                raise UserError(f"{spec}: directory holds no CSV, TSV, Parquet or JSONL files"
+                                + (f" ({len(skipped)} entries that are not regular files skipped)" if skipped else ""))
+            out.extend(files)
+        elif os.path.exists(spec):
+            why = _special(spec)
+            if why is not None:
+                raise UserError(f"{spec}: cannot read {why}: ingest reads regular files only")
             if _format_of(spec) is None:
                 raise UserError(f"{spec}: unknown file type (expected .csv, .tsv, .parquet or .jsonl)")
             out.append(spec)
         else:
             raise UserError(f"{spec}: no such file or directory")
-    return out
+    return ExpandedPaths(paths=out, skipped=skipped)
 
 
 #: A CSV/TSV with more rows than this is read, validated and staged in pieces of this many rows
 #: (~50 MB of text, ~0.5 GB at peak), and committed once: memory stays bounded for any size.
 CHUNK_ROWS = 500_000
 
+#: A line of a CSV, TSV or JSONL file longer than this is refused, in one line naming it: parsing
+#: costs ~13x a line's size in memory (a 1 GB line took 12.7 GB, or aborted with std::bad_alloc),
+#: and no row of this schema needs more than a few kB.
+MAX_LINE_BYTES = 8 << 20
+
 
 def _csv_kwargs(fmt: str) -> dict:
     # dtype=str keeps "87.5" and "1,014.45" as written; "" is the only missing marker so a literal
-    # "NaN" reaches validation and is quarantined as NaN.
+    # "NaN" reaches validation and is quarantined as NaN. The caller decompresses (compression=None).
     return dict(sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False, na_values=[""],
-                skipinitialspace=True)
+                skipinitialspace=True, compression=None, encoding="utf-8")
+
+
+class _LineCapped(io.RawIOBase):
+    """A binary file that raises :class:`UserError` as soon as a line grows past ``cap`` bytes,
+    so that pandas never holds more than that of one line. Costs one ``find`` per read."""
+
+    def __init__(self, f: Any, path: str, cap: int = MAX_LINE_BYTES) -> None:
+        self.f, self.path, self.cap = f, path, cap
+        self.run = 0      # bytes since the last newline
+        self.lines = 0    # newlines seen
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self.f.read(len(b))
+        n = len(data)
+        first = data.find(b"\n")
+        if first < 0:
+            self.run += n
+        else:
+            if self.run + first > self.cap:
+                self._too_long(self.lines + 1)
+            last = data.rfind(b"\n")
+            if last - first > self.cap:   # a read longer than the cap: a long line may lie inside it
+                pos = first
+                while pos < last:
+                    nxt = data.find(b"\n", pos + 1)
+                    if nxt - pos - 1 > self.cap:
+                        self._too_long(self.lines + data.count(b"\n", 0, pos + 1) + 1)
+                    pos = nxt
+            self.lines += data.count(b"\n")
+            self.run = n - last - 1
+        if self.run > self.cap:
+            self._too_long(self.lines + 1)
+        b[:n] = data
+        return n
+
+    def _too_long(self, line: int) -> None:
+        raise UserError(f"{self.path}: line {line} is longer than {self.cap >> 20} MB (a row of that size is not "
+                        "a result; is it the right file?)")
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
+
+
+def _open_capped(path: str) -> io.BufferedReader:
+    """``path`` (gzip-decompressed when it ends in .gz) as a line-capped binary stream."""
+    import gzip
+
+    f = gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
+    return io.BufferedReader(_LineCapped(f, path), buffer_size=1 << 20)
 
 
 def read_export_chunks(path: str, rows: int | None = None) -> Iterator[tuple[int, pd.DataFrame]]:
@@ -80,13 +201,14 @@ def read_export_chunks(path: str, rows: int | None = None) -> Iterator[tuple[int
         return
     _check_header_or_fail(path, fmt)
     start = 0
-    reader = _reading(path, fmt, lambda: pd.read_csv(path, chunksize=rows, **_csv_kwargs(fmt)))
-    while True:
-        frame = _reading(path, fmt, lambda: next(reader, None))
-        if frame is None:
-            return
-        yield start, frame
-        start += len(frame)
+    with _open_capped(path) as f:
+        reader = _reading(path, fmt, lambda: pd.read_csv(f, chunksize=rows, **_csv_kwargs(fmt)))
+        while True:
+            frame = _reading(path, fmt, lambda: next(reader, None))
+            if frame is None:
+                return
+            yield start, frame
+            start += len(frame)
 
 
 def _check_header_or_fail(path: str, fmt: str) -> None:
@@ -120,26 +242,71 @@ def read_export(path: str) -> pd.DataFrame:
 def _read_whole(path: str, fmt: str | None) -> pd.DataFrame:
     if fmt in ("csv", "tsv"):
         _check_header(path, "\t" if fmt == "tsv" else ",")
-        return pd.read_csv(path, **_csv_kwargs(fmt))
+        with _open_capped(path) as f:
+            return pd.read_csv(f, **_csv_kwargs(fmt))
     if fmt == "parquet":
-        return pq.read_table(path).to_pandas()
+        table = pq.read_table(path)
+        _refuse_duplicate_names(path, table.column_names)
+        return table.to_pandas()
     if fmt == "jsonl":
-        import gzip
-        opener = gzip.open if path.lower().endswith(".gz") else open
-        records = []
-        with opener(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError as e:
-                    raise UserError(f"{path}:{lineno}: invalid JSON ({e})") from None
-                if not isinstance(rec, dict):
-                    raise UserError(f"{path}:{lineno}: each line must be a JSON object")
-                records.append(rec)
-        return pd.DataFrame.from_records(records)
+        return _read_jsonl(path)
     raise UserError(f"{path}: unknown file type")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise _DuplicateKey(dup)
+    return d
+
+
+def _read_jsonl(path: str) -> pd.DataFrame:
+    """One JSON object a line. A line longer than :data:`MAX_LINE_BYTES`, invalid JSON, a line
+    that is not an object, and a key repeated in one object are refused, naming the line: a
+    repeated key would otherwise keep its last value silently (a CSV's repeated header is refused
+    the same way)."""
+    import gzip
+
+    records = []
+    with (gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")) as f:
+        for lineno, line in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+            if len(line) > MAX_LINE_BYTES:
+                raise UserError(f"{path}:{lineno}: line longer than {MAX_LINE_BYTES >> 20} MB "
+                                "(a JSON object of that size is not a result; is it the right file?)")
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line.decode("utf-8"), object_pairs_hook=_object_without_duplicates)
+            except _DuplicateKey as e:
+                raise UserError(f"{path}:{lineno}: key {printable(repr(e.args[0]))} appears twice in one object "
+                                "(which value is meant?)") from None
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not UTF-8 text (byte {e.start})") from None
+            except RecursionError:
+                raise UserError(f"{path}:{lineno}: invalid JSON (nested too deeply)") from None
+            except ValueError as e:
+                raise UserError(f"{path}:{lineno}: invalid JSON ({e})") from None
+            if not isinstance(rec, dict):
+                raise UserError(f"{path}:{lineno}: each line must be a JSON object")
+            records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+def _refuse_duplicate_names(path: str, names: Sequence[str]) -> None:
+    """A column name twice in one file: pandas would rename the second (``ds_accuracy.1``) and
+    ingest would move it to ``extra`` silently, keeping the first. Which one is meant?"""
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names, 1):
+        if n in seen:
+            raise UserError(f"{path}: column {printable(repr(n))} appears twice in the header (columns {seen[n]} "
+                            f"and {i}); rename one")
+        seen[n] = i
 
 
 #: A header line longer than this, or with more columns, is refused before parsing: pandas needs
@@ -150,7 +317,8 @@ MAX_COLUMNS = 20_000
 
 
 def _check_header(path: str, sep: str) -> None:
-    """Refuse, in one line, a CSV/TSV whose header line is absurdly long or wide (reads <= 1 MB)."""
+    """Refuse, in one line, a CSV/TSV whose header line is absurdly long or wide, or names a
+    column twice (reads <= 1 MB)."""
     import gzip
 
     opener = gzip.open if path.lower().endswith(".gz") else open
@@ -162,6 +330,10 @@ def _check_header(path: str, sep: str) -> None:
     n = head.count(sep.encode()) + 1
     if n > MAX_COLUMNS:
         raise UserError(f"{path}: the header has {n:,} columns (at most {MAX_COLUMNS:,})")
+    # as pandas reads it: a BOM dropped, quotes removed, spaces after a separator skipped
+    text = head.decode("utf-8-sig").rstrip("\r\n")
+    names = next(csv.reader([text], delimiter=sep, skipinitialspace=True), [])
+    _refuse_duplicate_names(path, names)
 
 
 def _payload(path: str, rec: dict, **more: object) -> str:
@@ -287,7 +459,7 @@ def _unique_keys(frame: pd.DataFrame, on: list[str], path: str, source: str, rej
     dup = f.duplicated(on, keep=False)
     for rec in f[dup].to_dict("records"):
         rejected.append({"source": source, "run_id": None,
-                         "reason": f"duplicate key {_key_text(rec, on)} in {os.path.basename(path)}",
+                         "reason": f"duplicate join key in {os.path.basename(path)}: {_key_text(rec, on)}",
                          "raw": _payload(path, rec)})
     return f[~dup]
 
@@ -332,6 +504,8 @@ class FileSource:
     paths: list[str]
     mapping: IngestMapping | None
     source_name: str | None = None
+    drop_missing: bool = False          # also remove stored runs of its sources that the file lacks
+    notes: tuple[str, ...] = ()         # lines for the user, given with the first batch (skipped entries)
 
     @property
     def label(self) -> str:
@@ -341,24 +515,33 @@ class FileSource:
         return f"{common}/ ({len(self.paths)} files)" if common else f"{len(self.paths)} files"
 
     def batches(self, store: Store, progress: Progress) -> Iterator[SourceBatch]:
+        """One batch per file (a join: one for all its files). Each holds every row of the runs it
+        contains (``replace_runs``): the pipeline removes that source's stored rows of those runs
+        that the file no longer has (a key value corrected in the file, say ``shots`` 1 -> 10)."""
+        notes = list(self.notes)
         if self.mapping is not None and self.mapping.join is not None:
             source = self.source_name or self.mapping.source or self.mapping.name
-            name, seen = _file_state(store, source, self.paths, self.mapping)
+            name, seen = _file_state(store, source, self.paths, self.mapping, self.drop_missing)
             if seen is None:
-                yield SourceBatch(rows=pd.DataFrame(), stats={"unchanged_files": len(self.paths)})
+                yield SourceBatch(rows=pd.DataFrame(), stats={"unchanged_files": len(self.paths)}, notes=notes)
                 return
-            yield self._join_batch(source, progress, state={name: seen})
+            batch = self._join_batch(source, progress, state={name: seen})
+            batch.notes = notes
+            yield batch
             return
         for i, p in enumerate(self.paths):
             progress(f"reading {os.path.basename(p)}", i, len(self.paths))
-            source = self.source_name or os.path.splitext(os.path.basename(p))[0]
-            name, seen = _file_state(store, source, [p], self.mapping)
+            source = self.source_name or source_stem(p)
+            name, seen = _file_state(store, source, [p], self.mapping, self.drop_missing)
             if seen is None:  # unchanged since its last ingest into this store: nothing to read
-                yield SourceBatch(rows=pd.DataFrame(), stats={"unchanged_files": 1})
-                continue
-            # built in a helper so that this generator holds no reference to the frames while the
-            # pipeline commits (they are half of an ingest's peak memory)
-            yield self._long_batch(p, state={name: seen})
+                yield SourceBatch(rows=pd.DataFrame(), stats={"unchanged_files": 1}, notes=notes)
+            else:
+                # built in a helper so that this generator holds no reference to the frames while the
+                # pipeline commits (they are half of an ingest's peak memory)
+                batch = self._long_batch(p, state={name: seen})
+                batch.notes = notes
+                yield batch
+            notes = []
         progress("read", len(self.paths), len(self.paths))
 
     def _join_batch(self, source: str, progress: Progress, state: dict) -> SourceBatch:
@@ -369,32 +552,35 @@ class FileSource:
             frames[p] = read_export(p)
         rows, raws, rejected, unused = map_join(frames, self.mapping, where=self.mapping.name, source=source)
         progress("joined", len(self.paths), len(self.paths))
-        return SourceBatch(rows=rows, raw=raws, rejected=rejected, state=state, stats={"skipped_files": len(unused)})
+        return SourceBatch(rows=rows, raw=raws, rejected=rejected, state=state, stats={"skipped_files": len(unused)},
+                           replace_runs=True, drop_missing=self.drop_missing)
 
     def _long_batch(self, p: str, state: dict) -> SourceBatch:
         """The file as one batch, read in pieces when it is a large CSV/TSV (committed once)."""
         if _format_of(p) in ("csv", "tsv") and os.path.getsize(p) > CHUNK_ROWS * 60:   # ~60 B/row or more
-            return SourceBatch(rows=pd.DataFrame(), state=state, chunks=self._pieces(p))
+            return SourceBatch(rows=pd.DataFrame(), state=state, chunks=self._pieces(p), replace_runs=True,
+                               drop_missing=self.drop_missing)
         rows, raw = self._mapped(p, 0, read_export(p))
-        return SourceBatch(rows=rows, raw=raw, state=state)
+        return SourceBatch(rows=rows, raw=raw, state=state, replace_runs=True, drop_missing=self.drop_missing)
 
     def _pieces(self, p: str) -> Iterator[tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]]:
         for start, frame in read_export_chunks(p):
             yield self._mapped(p, start, frame)
 
     def _mapped(self, p: str, start: int, frame: pd.DataFrame) -> tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]:
-        source = os.path.splitext(os.path.basename(p))[0]
-        rows = map_long(frame, self.mapping, where=p, source=source)
+        rows = map_long(frame, self.mapping, where=p, source=source_stem(p))
         if self.source_name:
             rows["source"] = self.source_name
         return rows, _raw_payloads(frame, p, offset=start)
 
 
 #: Bump when the way a file becomes rows changes, so that unchanged files are read again.
-FILE_STATE_VERSION = 1
+#: 2: nested ``extra`` values as JSON, non-ASCII digits refused, stale rows of a file's runs removed.
+FILE_STATE_VERSION = 2
 
 
-def _file_state(store: Store, source: str, paths: Sequence[str], mapping: IngestMapping | None) -> tuple[str, pa.Table | None]:
+def _file_state(store: Store, source: str, paths: Sequence[str], mapping: IngestMapping | None,
+                drop_missing: bool = False) -> tuple[str, pa.Table | None]:
     """(state name, the state to commit with the file's rows), or (name, None) when the store's
     state says that this very file, with the same content, mapping and schema, was the last one
     ingested as ``source``: re-ingesting it would change nothing, so it is not even read.
@@ -416,8 +602,8 @@ def _file_state(store: Store, source: str, paths: Sequence[str], mapping: Ingest
                 h.update(block)
         files[os.path.abspath(path)] = h.hexdigest()
     fp = json.dumps({"files": files, "schema": SCHEMA_VERSION,
-                     "v": FILE_STATE_VERSION, "mapping": mapping.fingerprint() if mapping is not None else None},
-                    sort_keys=True)
+                     "v": FILE_STATE_VERSION, "mapping": mapping.fingerprint() if mapping is not None else None,
+                     **({"drop_missing": True} if drop_missing else {})}, sort_keys=True)
     name = f"files/{source}"
     table = pa.table({"fingerprint": [fp]})
     old = store.read_state(name) if store.exists() else None
@@ -432,22 +618,36 @@ def _claims(spec: str) -> bool:
 
 @register_source("files", _claims)
 def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOptions) -> list[FileSource]:
-    paths = expand_paths(specs)
+    found = expand_paths(specs)
+    paths, notes = found.paths, tuple(found.skipped)
     if mapping is not None and mapping.join is not None:
-        return [FileSource(paths=paths, mapping=mapping, source_name=options.source_name)]
+        return [FileSource(paths=paths, mapping=mapping, source_name=options.source_name,
+                           drop_missing=options.drop_missing, notes=notes)]
     if options.source_name is None and (mapping is None or mapping.source is None):
-        _refuse_shared_stems(paths)
-    return [FileSource(paths=[p], mapping=mapping, source_name=options.source_name) for p in paths]
+        paths = _refuse_shared_stems(paths)
+    elif options.drop_missing and len(paths) > 1:
+        shared = options.source_name or (mapping.source if mapping is not None else None)
+        raise UserError(f"--drop-missing: {len(paths)} files share the source {shared!r}, and each would remove the "
+                        "runs of the others; ingest them one source a file, or as one join")
+    return [FileSource(paths=[p], mapping=mapping, source_name=options.source_name, drop_missing=options.drop_missing,
+                       notes=notes if i == 0 else ()) for i, p in enumerate(paths)]
 
 
-def _refuse_shared_stems(paths: Sequence[str]) -> None:
-    """Each file's rows get its name without extension as their ``source``: two files with one
-    name would silently replace each other's rows (same source and run ids), so refuse."""
+def _refuse_shared_stems(paths: Sequence[str]) -> list[str]:
+    """``paths`` without repeats of one file. Each file's rows get its name without its suffix as
+    their ``source`` (:func:`source_stem`): two files with one name (``a/x.csv`` and ``b/x.csv``,
+    or ``x.csv`` and ``x.csv.gz``) would store every run twice or replace each other's rows, so
+    refuse them."""
     seen: dict[str, str] = {}
+    out = []
     for p in paths:
-        stem = os.path.splitext(os.path.basename(p))[0]
-        if stem in seen and os.path.abspath(seen[stem]) != os.path.abspath(p):
+        stem = source_stem(p)
+        if stem in seen:
+            if os.path.realpath(seen[stem]) == os.path.realpath(p):
+                continue
             raise UserError(f"{seen[stem]} and {p}: both would be source {stem!r} (a file's name without its "
-                            "extension) and replace each other's rows; rename one, set 'source:' in the mapping, "
-                            "or give each a 'name:' in a --sources-file")
+                            "suffixes) and store the same runs twice or replace each other's rows; remove or rename "
+                            "one, set 'source:' in the mapping, or give each a 'name:' in a --sources-file")
         seen[stem] = p
+        out.append(p)
+    return out

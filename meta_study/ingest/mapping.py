@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from ..schema import ARCH_FAMILIES, COLUMN_BY_NAME, EVAL_PROTOCOLS, STORE_FILLED
+from ..schema import ARCH_FAMILIES, COLUMN_BY_NAME, EVAL_PROTOCOLS, STORE_FILLED, extra_text, number_text
 
 ACCURACY_UNITS = ("fraction", "percent", "error", "error_percent")
 COUNT_UNITS = ("count", "thousands", "millions")
@@ -212,7 +212,11 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
                                      "and positional fields are not supported)")
     extra = doc.get("extra", "rest")
     if isinstance(extra, list):
-        extra = tuple(str(x) for x in extra)
+        bad_extra = [x for x in extra if not isinstance(x, str) or not x]
+        if bad_extra or not extra:
+            raise _format_err(where, f"extra: {bad_extra[0]!r} is not a column name" if bad_extra else
+                              "extra: an empty list (use 'none' for no extra columns)")
+        extra = tuple(extra)
     elif extra not in ("rest", "none"):
         raise _format_err(where, "'extra' must be 'rest', 'none' or a list of columns")
     arch = doc.get("arch_family")
@@ -228,6 +232,8 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
             except re.error as e:
                 raise _format_err(where, f"arch_family.{fam}: bad regex ({e})") from None
     join = _parse_join(doc.get("join"), where) if doc.get("join") is not None else None
+    if not isinstance(doc.get("metrics") or [], list):
+        raise _format_err(where, "'metrics' must be a list of patterns")
     metrics = tuple(_parse_metric(m, where, i) for i, m in enumerate(doc.get("metrics") or []))
     params = _as_str_map(doc.get("params"), where, "params")
     tags = _as_str_map(doc.get("tags"), where, "tags")
@@ -271,6 +277,8 @@ def _parse_metric(d: Any, where: str, i: int) -> MetricPattern:
         d = {"pattern": d}
     if not isinstance(d, dict) or "pattern" not in d:
         raise _format_err(where, f"{what}: needs 'pattern'")
+    if not isinstance(d.get("constants") or {}, dict):
+        raise _format_err(where, f"{what}.constants: must be a map")
     pattern = str(d["pattern"])
     try:
         rx = compile_pattern(pattern)
@@ -297,19 +305,56 @@ def _parse_metric(d: Any, where: str, i: int) -> MetricPattern:
                          constants=dict(d.get("constants") or {}))
 
 
-def load_mapping(path: str) -> IngestMapping:
-    """Load and validate a mapping YAML file. Raises :class:`UserError` on any problem."""
+#: A mapping or sources file larger than this is refused unread: they are a few hundred bytes.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_yaml(path: str, what: str) -> Any:
+    """The document of a small YAML config file (a mapping, a sources file), or one
+    :class:`UserError` naming ``path`` and the problem.
+
+    Read with a safe loader (no object is ever constructed) that also refuses aliases (``*name``):
+    nine nested aliases expand a 400-byte file to 10**9 nodes (a "billion laughs"), which any
+    code that walks the document then takes minutes and gigabytes over. Only a regular file of
+    at most :data:`MAX_CONFIG_BYTES` of UTF-8 is read (not a FIFO or a device, which never end).
+    """
+    import stat
+
     import yaml
 
+    class _NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.YAMLError(f"YAML aliases (*{event.anchor}) are not allowed, at line "
+                                     f"{event.start_mark.line + 1}")
+            return super().compose_node(parent, index)
+
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)  # safe_load: a mapping file can never construct objects
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"{path}: cannot read {what} (not a regular file)")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise UserError(f"{path}: cannot read {what} ({st.st_size:,} bytes; a {what} is at most "
+                            f"{MAX_CONFIG_BYTES >> 20} MB)")
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        text = data.decode("utf-8")
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader, without aliases)
     except FileNotFoundError:
-        raise UserError(f"{path}: mapping file not found") from None
+        raise UserError(f"{path}: {what} not found") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: cannot read {what} (not UTF-8 text: byte {e.start})") from None
+    except RecursionError:
+        raise UserError(f"{path}: cannot read {what} (nested too deeply)") from None
     except (OSError, yaml.YAMLError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: cannot read mapping ({first})") from None
-    return parse_mapping(doc, path)
+        raise UserError(f"{path}: cannot read {what} ({first})") from None
+
+
+def load_mapping(path: str) -> IngestMapping:
+    """Load and validate a mapping YAML file. Raises :class:`UserError` on any problem."""
+    return parse_mapping(read_yaml(path, "mapping"), path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,8 +366,7 @@ def convert_unit(values: pd.Series, unit: str) -> pd.Series:
     """Convert raw values to canonical units. Non-numeric values pass through for validation to flag."""
     if unit in ("fraction", "count"):
         return values
-    num = pd.to_numeric(values.astype(object).map(lambda v: v.replace(",", "") if isinstance(v, str) else v),
-                        errors="coerce")
+    num = pd.Series([_unit_number(v) for v in values.astype(object)], index=values.index, dtype="float64")
     # Rounded to 1e-12 so that 90.056 % and 0.90056 give the same float (upserts stay no-ops).
     conv = {"percent": lambda x: np.round(x / 100.0, 12), "error": lambda x: np.round(1.0 - x, 12),
             "error_percent": lambda x: np.round(1.0 - x / 100.0, 12),
@@ -331,14 +375,38 @@ def convert_unit(values: pd.Series, unit: str) -> pd.Series:
     return conv.astype(object).where(num.notna(), values.astype(object))
 
 
+def _unit_number(v: Any) -> float:
+    """A raw value as the number a unit converts, or NaN (the raw value then reaches validation,
+    which names the problem): text as :func:`~meta_study.schema.number_text` reads it (ASCII only,
+    commas only as thousands separators: ``"0,5"`` is never 5), never a boolean."""
+    if isinstance(v, (bool, np.bool_)) or v is None:
+        return np.nan
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        try:
+            return float(v)
+        except OverflowError:
+            return np.nan
+    if isinstance(v, str):
+        t = number_text(v)
+        try:
+            return float(t) if t else np.nan
+        except ValueError:
+            return np.nan
+    return np.nan
+
+
 def template_fields(template: str) -> list[str]:
-    return [m.group(1) for m in _TEMPLATE_FIELD.finditer(template)]
+    """The ``{column}`` fields of a run_id template; ``{{`` and ``}}`` are literal braces."""
+    try:
+        return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError:   # unbalanced braces: parse_mapping refuses them; a bare column name here
+        return []
 
 
 def render_template(template: str, frame: pd.DataFrame, where: str) -> pd.Series:
     """Fill ``{column}`` placeholders row by row; a bare column name selects that column."""
     fields = template_fields(template)
-    if not fields:
+    if not fields and "{" not in template and "}" not in template:
         if template not in frame.columns:
             raise _format_err(where, f"run_id: column {template!r} not found (columns: {', '.join(map(str, frame.columns))})")
         return frame[template].astype(object).map(lambda v: None if pd.isna(v) else str(v))
@@ -395,10 +463,14 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
     elif mapping.extra == "rest":
         cols = [c for c in extra_columns if c not in COLUMN_BY_NAME]
     else:
-        cols = [c for c in mapping.extra if c in raw.columns]
+        missing = [c for c in mapping.extra if c not in raw.columns]
+        if missing:
+            raise _format_err(where, f"extra: column(s) {', '.join(map(repr, missing))} not in the input "
+                                     f"(columns: {', '.join(map(str, raw.columns))})")
+        cols = list(mapping.extra)
     if cols:
         vals = {c: raw[c].astype(object).to_numpy() for c in cols}
-        rest = [{c: str(vals[c][i]) for c in cols if not _na(vals[c][i])} for i in range(len(raw))]
+        rest = [{c: extra_text(vals[c][i]) for c in cols if not _na(vals[c][i])} for i in range(len(raw))]
         if "extra" in out.columns:  # the source has an `extra` column of its own: merge into it
             rest = [_merge_extra(e, r) for e, r in zip(out["extra"].astype(object).to_numpy(), rest)]
         out["extra"] = rest
@@ -414,10 +486,10 @@ def _merge_extra(existing: Any, rest: dict[str, str]) -> Any:
         import json
         try:
             existing = json.loads(existing)
-        except ValueError:
+        except (ValueError, RecursionError):
             return existing
     if isinstance(existing, dict):
-        return {**{str(k): str(v) for k, v in existing.items()}, **rest}
+        return {**{str(k): "" if v is None else extra_text(v) for k, v in existing.items()}, **rest}
     return existing
 
 

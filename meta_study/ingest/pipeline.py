@@ -1,17 +1,36 @@
-"""``meta-study ingest``: sources -> validation -> quarantine / upsert, one commit per batch."""
+"""``meta-study ingest``: sources -> validation -> quarantine / upsert, one commit per batch.
+
+Three rules keep a source from storing wrong data quietly:
+
+- *Stale rows*: a batch that holds every row of the runs it contains (a file, ``replace_runs``)
+  replaces that source's stored rows of those runs: a stored row whose key the file no longer
+  has (``shots`` corrected from 1 to 10) is removed in the same commit. Stored runs the file lacks
+  are kept and counted, or removed with ``drop_missing`` (``--drop-missing``).
+- *Percent*: when most values of an accuracy column lie in (1, 100], the column is in percent,
+  and the batch is refused whole (nothing stored) with the unit to set, instead of storing the few
+  values that happen to be <= 1 as fractions.
+- *All quarantined*: a source that read rows and stored none of them has failed (exit code), and
+  every summary line names the most common quarantine reason with its count.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import StoreDamagedError, StoreLockedError, UserError
-from ..schema import validate
+from ..schema import KEY, Validated, key_array, key_of, printable, validate
 from ..store import Store
-from .sources import Progress, Source, dedupe_keys, no_progress
+from .sources import Progress, Source, SourceBatch, dedupe_keys, no_progress
+
+#: Accuracy columns whose values, when most of them lie in (1, 100], are taken to be percents.
+PERCENT_SUSPECTS = ("us_accuracy", "ds_accuracy")
 
 
 @dataclass
@@ -22,31 +41,55 @@ class SourceReport:
     new: int = 0
     updated: int = 0
     unchanged: int = 0
-    quarantined: int = 0
-    deleted: int = 0
+    quarantined: int = 0         # rows added to the quarantine (a payload already there is not added again)
+    deleted: int = 0             # stale rows of the source's runs, and runs dropped with --drop-missing
     commits: int = 0
     seconds: float = 0.0
     error: str | None = None
     stats: dict[str, int] = field(default_factory=dict)
+    valid: int = 0               # rows read that passed validation
+    rejected: int = 0            # rows read that were rejected (quarantined now or before)
+    reasons: dict[str, int] = field(default_factory=dict)   # reason kind -> rejected rows
+    kept_runs: int = 0           # stored runs of the source that its file lacks, kept (no --drop-missing)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def all_quarantined(self) -> bool:
+        """Rows were read and every one of them was rejected: the source failed."""
+        return self.error is None and self.rejected > 0 and self.valid == 0
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and not self.all_quarantined
+
+    def top_reason(self) -> tuple[str, int] | None:
+        if not self.reasons:
+            return None
+        kind = max(sorted(self.reasons), key=lambda k: self.reasons[k])
+        return kind, self.reasons[kind]
 
     def line(self) -> str:
+        """One line; values from the source (labels, reasons) with control characters escaped."""
         if self.error:
             # errors name their input ("URI: problem"); the label already does
             head, sep, rest = self.error.partition(": ")
             err = rest if sep and head and self.label.startswith(head) else self.error
-            return f"{self.label}: FAILED: {err}"
+            return printable(f"{self.label}: FAILED: {err}")
         if self.stats.get("unchanged_files") and not (self.new or self.updated or self.unchanged or self.quarantined
-                                                       or self.deleted):
-            return (f"{self.label}: unchanged since its last ingest (same content, mapping and schema), "
-                    f"not read again ({self.seconds:.1f} s)")
+                                                       or self.deleted or self.rejected):
+            return printable(f"{self.label}: unchanged since its last ingest (same content, mapping and schema), "
+                             f"not read again ({self.seconds:.1f} s)")
+        top = self.top_reason()
+        if self.all_quarantined and top is not None:
+            return printable(f"{self.label}: FAILED: all {self.rejected} rows quarantined, nothing stored; "
+                             f"{top[1]} for: {top[0]} (meta-study store quarantine lists them)")
         extra = "".join(f", {v} {k.replace('_', ' ')}" for k, v in sorted(self.stats.items()) if v)
         dele = f", {self.deleted} deleted" if self.deleted else ""
-        return (f"{self.label}: {self.new} new, {self.updated} updated, {self.unchanged} unchanged, "
-                f"{self.quarantined} quarantined{dele}{extra} ({self.seconds:.1f} s)")
+        kept = (f", {self.kept_runs} stored runs not in the file kept (--drop-missing removes them)"
+                if self.kept_runs else "")
+        why = f"; {top[1]} of {self.rejected} rejected for: {top[0]}" if top is not None else ""
+        return printable(f"{self.label}: {self.new} new, {self.updated} updated, {self.unchanged} unchanged, "
+                         f"{self.quarantined} quarantined{dele}{kept}{extra} ({self.seconds:.1f} s){why}")
 
 
 def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progress = no_progress) -> list[SourceReport]:
@@ -64,6 +107,7 @@ def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progres
         t0 = time.perf_counter()
         try:
             for batch in src.batches(store, progress):
+                rep.notes.extend(batch.notes)
                 _commit_batch(store, src, batch, rep)
         except (StoreLockedError, StoreDamagedError):
             raise  # the store, not the source, is the problem: stop everything
@@ -76,39 +120,246 @@ def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progres
     return reports
 
 
-def _commit_batch(store: Store, src: Source, batch, rep: SourceReport) -> None:
+# --------------------------------------------------------------------------------------------
+# What one batch read: counts, reasons, the percent check, and its runs and keys
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Seen:
+    """What the validated pieces of one batch held (one piece, or many for a large file)."""
+
+    valid: int = 0
+    rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    above_one: dict[str, list[int]] = field(default_factory=dict)   # column -> [in (1, 100], finite]
+    runs: set[tuple[str, str]] = field(default_factory=set)        # (source, run_id) of every row
+    hashes: list[np.ndarray] = field(default_factory=list)         # 64-bit hashes of the valid rows' keys
+
+    def add(self, v: Validated, *, keys: bool) -> None:
+        for kind, n in v.reason_kinds.items():
+            self.reasons[kind] = self.reasons.get(kind, 0) + n
+        for col, (k, n) in v.above_one.items():
+            acc = self.above_one.setdefault(col, [0, 0])
+            acc[0] += k
+            acc[1] += n
+        self.rejected += v.n_rejected
+        if keys:
+            # distinct (source, run_id) pairs in Arrow: a few thousand tuples, not one per row
+            pairs = v.table.select(["source", "run_id"]).group_by(["source", "run_id"]).aggregate([])
+            self._add_runs(pairs.column("source").to_pylist(), pairs.column("run_id").to_pylist())
+            self._add_runs(v.rejected["source"].tolist(), v.rejected["run_id"].tolist())
+            self.hashes.append(_key_hashes(v.table))
+
+    def add_rejected(self, frame: pd.DataFrame | None) -> None:
+        """Rows rejected outside validation: by the source (a join), or as conflicting duplicates."""
+        if frame is None or not len(frame):
+            return
+        self.rejected += len(frame)
+        for reason, n in frame["reason"].map(_reason_kind).value_counts().items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + int(n)
+
+    def _add_runs(self, sources: Iterable[Any], runs: Iterable[Any]) -> None:
+        self.runs.update((s, r) for s, r in zip(sources, runs) if isinstance(s, str) and isinstance(r, str))
+
+    def refuse_percent(self) -> None:
+        """A :class:`UserError` when most values of an accuracy column are in (1, 100]."""
+        for col in PERCENT_SUSPECTS:
+            k, n = self.above_one.get(col, (0, 0))
+            if n and 2 * k > n:
+                raise UserError(f"{col} is in percent, not a fraction: {k} of {n} values are in (1, 100], so "
+                                f"nothing of this source was stored; set 'units: {{{col}: percent}}' (or "
+                                "'accuracy_unit: percent') in a --mapping")
+
+    @property
+    def failed(self) -> bool:
+        """Rows were read and none was valid: the source failed, and its batch changes nothing
+        but the quarantine (no stale rows removed, no state recorded: the next ingest reads the
+        file again)."""
+        return self.valid == 0 and self.rejected > 0
+
+    def key_hashes(self) -> np.ndarray:
+        return np.concatenate(self.hashes) if self.hashes else np.zeros(0, np.uint64)
+
+
+def _reason_kind(reason: str) -> str:
+    """A source's reason without its row's value: the text before the first ': '
+    (``"missing US metric: no row for model=x ..."`` -> ``"missing US metric"``)."""
+    head, sep, _ = str(reason).partition(": ")
+    return head if sep else str(reason)
+
+
+def _key_hashes(table: pa.Table) -> np.ndarray:
+    """A 64-bit hash of each row's key (8 bytes a row, where the key strings take ~100). Two keys
+    may collide with a chance of ~n²/2⁶⁵; a collision can only keep a stale row, never remove one
+    that the file has."""
+    if not table.num_rows:
+        return np.zeros(0, np.uint64)
+    keys = np.asarray(key_array(table).to_numpy(zero_copy_only=False), dtype=object)
+    return pd.util.hash_array(keys, categorize=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Stale rows and missing runs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Replacement:
+    """What a batch that holds whole runs changes beyond its own rows.
+
+    Attributes:
+        delete_runs: ``(source, run_id)`` to delete in the commit (the store deletes whole runs):
+            runs with a stale row, whose current rows the commit writes again, and with
+            ``drop_missing`` the runs the batch lacks.
+        rerun: of those, the runs with a stale row (their current rows are written again).
+        stale: stored rows of the batch's runs whose key the batch does not have.
+        rewritten: stored rows of the runs with a stale row that the batch does have: deleted and
+            written again by the commit (the store counts them as deleted).
+        missing_runs, missing_rows: stored runs (and their rows) of the batch's sources that the
+            batch does not contain; deleted only when ``dropped``.
+    """
+
+    delete_runs: tuple[tuple[str, str], ...] = ()
+    rerun: tuple[tuple[str, str], ...] = ()
+    stale: int = 0
+    rewritten: int = 0
+    missing_runs: int = 0
+    missing_rows: int = 0
+    dropped: bool = False
+
+
+def _plan_replacement(store: Store, runs: set[tuple[str, str]], new_hashes: np.ndarray,
+                      drop_missing: bool) -> _Replacement:
+    """Compare the store's rows of the batch's sources with the batch's runs and keys.
+
+    Cost: one read and hash of the key columns of every stored row of those sources (~0.6 s per
+    100,000 rows on 2 cores); nothing when the store does not exist yet.
+    """
+    if not runs or not store.exists():
+        return _Replacement()
+    stored = store.read(filters={"source": sorted({s for s, _ in runs})}, columns=list(KEY))
+    if not stored.num_rows:
+        return _Replacement()
+    run_keys = key_array(stored, ("source", "run_id"))
+    in_batch = pc.fill_null(pc.is_in(run_keys, value_set=pa.array([key_of(r) for r in runs], pa.string())),
+                            False).to_numpy(zero_copy_only=False)
+    have = np.isin(_key_hashes(stored), new_hashes)
+    stale = in_batch & ~have
+    src = stored.column("source").to_numpy(zero_copy_only=False)
+    rid = stored.column("run_id").to_numpy(zero_copy_only=False)
+    rerun = sorted({(src[i], rid[i]) for i in np.flatnonzero(stale).tolist()})
+    rerun_mask = np.isin(np.asarray(run_keys.to_numpy(zero_copy_only=False), dtype=object),
+                         [key_of(r) for r in rerun]) if rerun else np.zeros(len(src), bool)
+    missing = sorted({(src[i], rid[i]) for i in np.flatnonzero(~in_batch).tolist()})
+    return _Replacement(delete_runs=tuple(rerun) + (tuple(missing) if drop_missing else ()), rerun=tuple(rerun),
+                        stale=int(stale.sum()), rewritten=int((rerun_mask & have).sum()),
+                        missing_runs=len(missing), missing_rows=int((~in_batch).sum()), dropped=drop_missing)
+
+
+def _count_replacement(rep: SourceReport, repl: _Replacement, rewritten: int, *, counted: bool) -> None:
+    """The store counts every row of a deleted run as deleted: of those, the rows written again
+    are updates (unless the caller's first commit ``counted`` them already); the others were
+    stale or dropped."""
+    rep.deleted -= rewritten
+    if not counted:
+        rep.updated += rewritten
+    if not repl.dropped:
+        rep.kept_runs += repl.missing_runs
+
+
+# --------------------------------------------------------------------------------------------
+# Commits
+# --------------------------------------------------------------------------------------------
+
+
+def _commit_batch(store: Store, src: Source, batch: SourceBatch, rep: SourceReport) -> None:
     if batch.chunks is not None:
         _commit_chunks(store, src, batch, rep)
         return
+    seen = _Seen()
     v = validate(batch.rows, raw=batch.raw)
+    seen.add(v, keys=batch.replace_runs and store.exists())   # a new store has no stale rows
+    seen.refuse_percent()
     # The raw rows are done with: let them go before the commit, whose merge is the other half of
     # an ingest's peak memory (the caller's loop still holds the batch object itself).
     batch.rows, batch.raw = pd.DataFrame(), None
     table, conflicts = dedupe_keys(v.table)
+    seen.add_rejected(batch.rejected)
+    seen.add_rejected(conflicts)
+    seen.valid = table.num_rows
     parts = [p for p in (batch.rejected, v.rejected.drop(columns=["row"]), conflicts) if p is not None and len(p)]
     quarantine = pd.concat(parts, ignore_index=True) if parts else None
-    res = store.commit(table, quarantine=quarantine, state=batch.state, delete_runs=batch.delete_runs,
+    whole_runs = batch.replace_runs and not seen.failed
+    repl = _plan_replacement(store, seen.runs, seen.key_hashes(), batch.drop_missing) if whole_runs else _Replacement()
+    res = store.commit(table, quarantine=quarantine, state={} if batch.replace_runs and seen.failed else batch.state,
+                       delete_runs=list(batch.delete_runs) + list(repl.delete_runs),
                        operation="ingest", info={"source": src.label})
-    _count(rep, res, batch)
+    _count(rep, res, batch, seen)
+    _count_replacement(rep, repl, repl.rewritten, counted=False)
 
 
-def _commit_chunks(store: Store, src: Source, batch, rep: SourceReport) -> None:
-    """A large input in pieces, validated piece by piece and committed once (bounded memory)."""
+def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceReport) -> None:
+    """A large input in pieces, validated piece by piece and committed once (bounded memory).
+
+    A batch that replaces runs in a store that already exists needs a second commit: the stale
+    rows are known only once every piece was read. The first commit then holds the rows without
+    the source's state, so that a kill between the two leaves a file that the next ingest reads
+    again (and finishes); the second removes the stale rows and records the state."""
+    seen = _Seen()
+    two_step = batch.replace_runs and store.exists()
+
     def pieces():
         for rows, raw in batch.chunks:
             v = validate(rows, raw=raw)
+            seen.add(v, keys=two_step)
+            seen.valid += v.table.num_rows
             yield v.table, v.rejected.drop(columns=["row"])
-    res = store.commit_stream(pieces(), dedupe=dedupe_keys, quarantine=batch.rejected, state=batch.state,
-                              operation="ingest", info={"source": src.label})
-    _count(rep, res, batch)
+        seen.refuse_percent()   # raised inside the commit: it rolls back, nothing is stored
+    seen.add_rejected(batch.rejected)
+    res = store.commit_stream(pieces(), dedupe=dedupe_keys, quarantine=batch.rejected,
+                              state={} if two_step else batch.state, operation="ingest", info={"source": src.label})
+    _count(rep, res, batch, seen)
+    if batch.replace_runs and seen.failed:
+        if not two_step:   # the state went in with the rows: replace it with one that never matches
+            store.commit(state={name: pa.table({"fingerprint": ["every row quarantined: read it again"]})
+                                for name in batch.state}, operation="ingest", info={"source": src.label})
+        return
+    if two_step:
+        _finish_replacement(store, src, batch, rep, seen)
 
 
-def _count(rep: SourceReport, res, batch) -> None:
+def _finish_replacement(store: Store, src: Source, batch: SourceBatch, rep: SourceReport, seen: _Seen) -> None:
+    """The second commit of :func:`_commit_chunks`: delete the runs with stale rows, write their
+    current rows (read back from the store) again, and record the batch's state."""
+    new_hashes = seen.key_hashes()
+    repl = _plan_replacement(store, seen.runs, new_hashes, batch.drop_missing)
+    keep = None
+    if repl.rerun:
+        rows = store.read(filters={"source": sorted({s for s, _ in repl.rerun}),
+                                   "run_id": sorted({r for _, r in repl.rerun})})
+        in_rerun = pc.is_in(key_array(rows, ("source", "run_id")),
+                            value_set=pa.array([key_of(r) for r in repl.rerun], pa.string()))
+        rows = rows.filter(pc.fill_null(in_rerun, False))
+        keep = rows.filter(pa.array(np.isin(_key_hashes(rows), new_hashes)))
+    res = store.commit(keep, delete_runs=list(repl.delete_runs), state=batch.state, operation="ingest",
+                       info={"source": src.label, "step": "stale rows"})
+    rep.commits += int(res.wrote)
+    rep.deleted += res.deleted
+    _count_replacement(rep, repl, keep.num_rows if keep is not None else 0, counted=True)
+
+
+def _count(rep: SourceReport, res: Any, batch: SourceBatch, seen: _Seen) -> None:
     rep.new += res.inserted
     rep.updated += res.updated
     rep.unchanged += res.unchanged
     rep.quarantined += res.quarantined
     rep.deleted += res.deleted
     rep.commits += int(res.wrote)
+    rep.valid += seen.valid
+    rep.rejected += seen.rejected
+    for k, n in seen.reasons.items():
+        rep.reasons[k] = rep.reasons.get(k, 0) + n
     for k, n in batch.stats.items():
         rep.stats[k] = rep.stats.get(k, 0) + n
+

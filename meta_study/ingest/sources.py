@@ -46,6 +46,11 @@ class SourceBatch:
         chunks: instead of ``rows``/``raw``, an iterator of ``(rows, raw)`` pieces of one input
             (a large file read in pieces): all of them are committed as one transaction, in
             bounded memory (:meth:`Store.commit_stream`).
+        replace_runs: the batch holds *every* row of each ``(source, run_id)`` it contains (a
+            file): stored rows of those runs whose key it lacks are stale and removed.
+        drop_missing: with ``replace_runs``, the batch is also the whole of its sources: stored
+            runs of those sources that it lacks are removed (otherwise kept, and counted).
+        notes: lines to show the user with the source's summary (e.g. entries that were skipped).
     """
 
     rows: pd.DataFrame
@@ -55,6 +60,9 @@ class SourceBatch:
     delete_runs: list[tuple[str, str]] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
     chunks: Iterator[tuple[pd.DataFrame, RawPayloads | None]] | None = None
+    replace_runs: bool = False
+    drop_missing: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
 class Source(Protocol):
@@ -81,6 +89,7 @@ class SourceOptions:
     overlap_s: float = 300.0            # re-read finished runs this far behind the watermark (clock skew)
     full: bool = False                  # rescan every run, not only those past the watermark
     source_name: str | None = None      # the `source` column's value (default: URI or file stem)
+    drop_missing: bool = False          # files: remove stored runs of a file's sources that it lacks
 
     def __post_init__(self) -> None:
         if self.history not in ("latest", "max"):
@@ -168,15 +177,9 @@ def load_sources_file(path: str) -> list[SourceSpec]:
           - uri: exports/bob.csv
             mapping: mappings/bob.yaml
     """
-    import yaml
+    from .mapping import read_yaml
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: sources file not found") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"{path}: cannot read sources file ({str(e).splitlines()[0]})") from None
+    doc = read_yaml(path, "sources file")
     if not isinstance(doc, dict) or not isinstance(doc.get("sources"), list) or not doc["sources"]:
         raise UserError(f"{path}: expected a map with a non-empty list 'sources'")
     base = os.path.dirname(os.path.abspath(path))
@@ -186,18 +189,32 @@ def load_sources_file(path: str) -> list[SourceSpec]:
 
     out = []
     for i, d in enumerate(doc["sources"]):
-        if not isinstance(d, dict) or not isinstance(d.get("uri"), str):
+        if not isinstance(d, dict) or not isinstance(d.get("uri"), str) or not d["uri"]:
             raise UserError(f"{path}: sources[{i}] needs a 'uri'")
         unknown = set(d) - {"uri", "mapping", "name", "experiments", "filter"}
         if unknown:
-            raise UserError(f"{path}: sources[{i}]: unknown key(s) {', '.join(sorted(unknown))}")
+            raise UserError(f"{path}: sources[{i}]: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+        for key, what in (("mapping", "the path of a mapping file"), ("name", "a source name"),
+                          ("filter", "an MLflow search filter")):
+            if d.get(key) is not None and not (isinstance(d[key], str) and d[key]):
+                raise UserError(f"{path}: sources[{i}].{key}: must be {what}, not {_short(d[key])}")
         exps = d.get("experiments") or []
         if isinstance(exps, str):
             exps = [exps]
+        if not isinstance(exps, list) or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in exps):
+            raise UserError(f"{path}: sources[{i}].experiments: must be a list of names, ids or globs")
         out.append(SourceSpec(spec=rel(d["uri"]), mapping=rel(d["mapping"]) if d.get("mapping") else None,
                               name=d.get("name"), experiments=tuple(str(x) for x in exps),
                               filter_string=d.get("filter")))
     return out
+
+
+def _short(v: Any) -> str:
+    """A config value for a one-line message: its repr, at most 60 characters, escaped."""
+    from ..schema import printable
+
+    r = repr(v)
+    return printable(r if len(r) <= 60 else r[:57] + "...")
 
 
 def open_source_specs(entries: Sequence[SourceSpec], options: SourceOptions = SourceOptions()) -> list[Source]:
