@@ -41,6 +41,8 @@ class TrialHooks:
         train_max_failures: restarts of the TorchTrainer inside one trial attempt.
         fail_once: a test hook; the trial raises after its first checkpoint on its first attempt,
             so FailureConfig's restart-from-checkpoint path is exercised.
+        fail_eval_once: a test hook; each end-of-sweep evaluation fails on its first attempt, so
+            the retry path is exercised.
     """
 
     datasets: Mapping[str, str] = field(default_factory=dict)
@@ -50,6 +52,7 @@ class TrialHooks:
     worker_cpus: float = 1.0
     train_max_failures: int = 1
     fail_once: bool = False
+    fail_eval_once: bool = False
 
 
 def model_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,6 +88,7 @@ def resolved_params(cfg: Any, info: Any) -> dict[str, Any]:
 
 
 FINAL_FILE = "meta_study_final.json"
+EVAL_ATTEMPT_FILE = "meta_study_eval_attempt"   # the fail_eval_once test hook's marker
 
 
 def _final_marker() -> tuple[Any, str] | None:
@@ -100,33 +104,47 @@ def _final_marker() -> tuple[Any, str] | None:
         return None
 
 
-def _read_final() -> dict[str, Any] | None:
+def read_record(fs: Any, path: str) -> dict[str, Any] | None:
+    """A completion record (JSON) on a pyarrow filesystem, or None if there is none."""
     import json
 
     import pyarrow.fs as pafs
 
-    m = _final_marker()
-    if m is None or m[0].get_file_info(m[1]).type == pafs.FileType.NotFound:
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return None
-    with m[0].open_input_stream(m[1]) as f:
+    with fs.open_input_stream(path) as f:
         return json.loads(f.read())
 
 
-def _write_final(metrics: Mapping[str, Any]) -> None:
+def write_record(fs: Any, path: str, metrics: Mapping[str, Any]) -> None:
+    """Write a completion record atomically: renamed into place on a local filesystem, one object
+    upload on an object store."""
     import json
 
-    m = _final_marker()
-    if m is None:
-        return
-    fs, path = m
     # Tune creates a trial's directory lazily (on its first checkpoint or result sync): a trial
     # that finishes within milliseconds, an ASHA-stopped one or a fast evaluation job can get
     # here first. Creating it is idempotent (and a no-op on object stores).
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    data = json.dumps(metrics, default=str).encode()
+    if fs.type_name != "local":
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+        return
     tmp = f"{path}.tmp-{os.getpid()}"
     with fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(metrics, default=str).encode())
+        f.write(data)
     fs.move(tmp, path)
+
+
+def _read_final() -> dict[str, Any] | None:
+    m = _final_marker()
+    return None if m is None else read_record(*m)
+
+
+def _write_final(metrics: Mapping[str, Any]) -> None:
+    m = _final_marker()
+    if m is not None:
+        write_record(m[0], m[1], metrics)
 
 
 #: body(cfg, hooks) -> final metrics to report, or None if the body reported them itself.
@@ -248,3 +266,25 @@ def evaluate_trial_checkpoint(config: dict[str, Any], checkpoint_path: str,
     result = evaluate_checkpoint(cfg, checkpoint_path,
                                  on_start=lambda c, i: resolved.update(resolved_params(c, i)))
     return {**result.metrics(), RESOLVED_KEY: resolved, FINAL_KEY: 1.0, "early_stopped": 1.0}
+
+
+def evaluate_stopped_trial(config: dict[str, Any], checkpoint: Any, hooks: TrialHooks = TrialHooks()) -> dict[str, Any]:
+    """:func:`evaluate_trial_checkpoint` of a Tune ``Checkpoint`` (a path on the sweep's storage,
+    local, shared or an object store), recorded like a finished trial's result: an evaluation
+    done once is read back, not run again (a retry, a resumed sweep). Any node that reaches the
+    storage can run it."""
+    fs = checkpoint.filesystem
+    trial_dir = checkpoint.path.rstrip("/").rsplit("/", 1)[0]
+    record = f"{trial_dir}/{FINAL_FILE}"
+    done = read_record(fs, record)
+    if done is not None and done.get(FINAL_KEY) == 1.0:
+        return done
+    if hooks.fail_eval_once:   # test hook: the first attempt of each evaluation fails
+        marker = f"{trial_dir}/{EVAL_ATTEMPT_FILE}"
+        if read_record(fs, marker) is None:
+            write_record(fs, marker, {"attempt": 1})
+            raise RuntimeError("injected evaluation failure (fail_eval_once): the task must be retried")
+    with tempfile.TemporaryDirectory(prefix="meta-study-eval-") as d:
+        metrics = evaluate_trial_checkpoint(config, checkpoint.to_directory(d), hooks)
+    write_record(fs, record, metrics)
+    return metrics
