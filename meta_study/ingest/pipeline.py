@@ -14,6 +14,16 @@ from ..store import Store
 from .sources import Progress, Source, dedupe_keys, no_progress
 
 
+def _stat_hints() -> dict[str, str]:
+    from .mlflow_runs import NO_DS_HINT, NO_DS_STAT
+
+    return {NO_DS_STAT: NO_DS_HINT}
+
+
+#: stat -> what the summary line adds when the stat is not zero (what it means, what to do).
+STAT_HINTS = _stat_hints()
+
+
 @dataclass
 class SourceReport:
     """What ingest did with one source: the per-source summary line."""
@@ -45,8 +55,9 @@ class SourceReport:
                     f"not read again ({self.seconds:.1f} s)")
         extra = "".join(f", {v} {k.replace('_', ' ')}" for k, v in sorted(self.stats.items()) if v)
         dele = f", {self.deleted} deleted" if self.deleted else ""
+        hints = "".join(f"; {h}" for k, h in STAT_HINTS.items() if self.stats.get(k))
         return (f"{self.label}: {self.new} new, {self.updated} updated, {self.unchanged} unchanged, "
-                f"{self.quarantined} quarantined{dele}{extra} ({self.seconds:.1f} s)")
+                f"{self.quarantined} quarantined{dele}{extra} ({self.seconds:.1f} s){hints}")
 
 
 def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progress = no_progress) -> list[SourceReport]:
