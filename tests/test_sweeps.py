@@ -82,6 +82,16 @@ def test_smoke_run_of_each_sweep(name, mlflow_server, tmp_path):
         assert run.data.tags["mlflow.parentRunId"] == s["mlflow_parent_run"]
     parent = client.get_run(s["mlflow_parent_run"])
     assert parent.info.status == "FINISHED" and parent.data.tags["sweep"] == s["sweep"]
+    if name == "zoo":
+        # each trial asked Ray for what its model needs (sweeps/zoo.py: resources)
+        from meta_study.tune.runner import PerTrialResources, SweepOptions
+        from sweeps.zoo import SPEC as ZOO
+
+        per_trial = PerTrialResources(ZOO.resources, SweepOptions(smoke=True))
+        for run in runs:
+            want = per_trial({"model_name": run.data.params["model_name"]})
+            got = json.loads(run.data.tags["resources"])
+            assert got["CPU"] == want["cpu"] and got["memory"] == want["memory"], (run.data.params["model_name"], got)
     if name == "head_wd":
         # the default mapping ingests the sweep with no mapping file
         store = tmp_path / "store"
@@ -140,8 +150,24 @@ def test_killed_driver_resumes_without_duplicates(mlflow_server, tmp_path):
         if len(first) == 1:
             break
     assert len(first) == 1, "both trials finished before every kill"
+    # the code changed between the kill and the resume: refused with the reason, nothing started
+    from dataclasses import replace
+
+    from meta_study.tune.state import StateDir
+
+    st = StateDir(args[args.index("--storage-path") + 1] + "/head_wd-smoke")
+    rec = st.read_record()
+    old_code = rec.sessions[-1].code
+    st.write_record(replace(rec, sessions=(replace(rec.sessions[-1], code="0123456789abcdef"),)))
     r = sweep("head_wd", *args, "--resume", cwd=tmp_path)
+    assert r.returncode == 2 and "code changed since sweep head_wd-smoke last ran" in r.stderr, r.stderr[-2000:]
+    assert "--allow-code-change" in r.stderr.strip().splitlines()[-1]
+    r = sweep("head_wd", *args, "--resume", "--allow-code-change", cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    sessions = st.read_record().sessions
+    assert [x.code_changed for x in sessions] == [False, True] and sessions[-1].code == old_code
+    parent_tags = MlflowClient(mlflow_server.uri).get_run(summary(r.stdout)["mlflow_parent_run"]).data.tags
+    assert parent_tags["session.2.code_changed"] == "1" and parent_tags["session.2.code_version"] == old_code
     runs = child_runs(mlflow_server.uri, exp)
     assert len(runs) == 2 and all(x.info.status == "FINISHED" for x in runs)
     assert len({x.data.tags["trial_id"] for x in runs}) == 2
@@ -238,15 +264,20 @@ def test_data_parallel_trials_run_a_torch_trainer(mlflow_server, tmp_path):
         assert run.data.params["batch_size"] == "128"        # the global batch, split over 2 workers
 
 
-@pytest.mark.slow(70)
+@pytest.mark.slow(100)
 def test_ray_job_submit_the_real_way(tmp_path):
     """A Ray head started with `ray start --head` (cluster/local-up.sh: random ports, a real
-    mlflow server), the sweep submitted with `ray job submit --working-dir .`, then both stopped."""
+    mlflow server) from a shell without the virtualenv on its PATH, the sweep submitted with
+    `python -m meta_study.tune.submit` (`ray job submit --working-dir .` plus the commit and the
+    submitting person), then both stopped. Jobs that carry secrets in their runtime_env, or that
+    give no storage path, are refused in one line."""
     state = tmp_path / "local"
-    # as in an activated virtualenv: the job's `python` is the one Ray and meta-study live in
-    env = {**os.environ, "PYTHON": sys.executable, "META_STUDY_RAY_START_ARGS": "--num-cpus=2",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("RAY_ADDRESS", None)
+    # no venv active: PYTHON alone says which interpreter Ray, MLflow and the jobs' `python` are
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep) if d != venv_bin)
+    env = {**os.environ, "PYTHON": sys.executable, "META_STUDY_RAY_START_ARGS": "--num-cpus=2", "PATH": path}
+    for var in ("RAY_ADDRESS", "VIRTUAL_ENV", "PYTHONPATH", "META_STUDY_RESEARCHER", "META_STUDY_GIT_SHA"):
+        env.pop(var, None)
     up = subprocess.run(["bash", str(REPO / "cluster" / "local-up.sh"), str(state)], env=env, capture_output=True,
                         text=True, timeout=300)
     try:
@@ -256,10 +287,10 @@ def test_ray_job_submit_the_real_way(tmp_path):
         job_env = {**env, **{k: v.strip("'\"") for k, v in exports.items()}}
         assert "RAY_API_SERVER_ADDRESS" in job_env, up.stdout
         exp = f"job-{uuid.uuid4().hex[:6]}"
-        bin_dir = Path(sys.executable).parent
-        r = subprocess.run([str(bin_dir / "ray"), "job", "submit", "--address", job_env["RAY_API_SERVER_ADDRESS"],
-                            "--working-dir", str(REPO), "--", "python", "sweeps/head_wd.py", "--smoke",
-                            "--tracking-uri", job_env["MLFLOW_TRACKING_URI"], "--experiment", exp,
+        sweep_args = ["--", "python", "sweeps/head_wd.py", "--smoke", "--tracking-uri", job_env["MLFLOW_TRACKING_URI"],
+                      "--experiment", exp]
+        r = subprocess.run([sys.executable, "-m", "meta_study.tune.submit", "--address", job_env["RAY_API_SERVER_ADDRESS"],
+                            "--working-dir", str(REPO), "--researcher", "ada", *sweep_args,
                             "--storage-path", str(tmp_path / "ray")],
                            env=job_env, capture_output=True, text=True, timeout=900, cwd=REPO)
         assert r.returncode == 0 and "succeeded" in r.stdout, r.stdout[-4000:] + r.stderr[-2000:]
@@ -268,8 +299,24 @@ def test_ray_job_submit_the_real_way(tmp_path):
         client = MlflowClient(job_env["MLFLOW_TRACKING_URI"])
         runs = child_runs(job_env["MLFLOW_TRACKING_URI"], exp)
         assert len(runs) == 2
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
         for run in runs:
             check_trial_run(client, run)
+            # the job's working dir has no .git: the commit came from the submitting machine
+            assert run.data.tags["git_sha"].removesuffix("-dirty") == head and run.data.tags["researcher"] == "ada"
+            assert len(run.data.tags["code_version"]) == 16
+
+        # refused in one line, before Ray or MLflow are touched by the sweep
+        bin_dir = Path(sys.executable).parent
+        submit = [str(bin_dir / "ray"), "job", "submit", "--address", job_env["RAY_API_SERVER_ADDRESS"],
+                  "--working-dir", str(REPO)]
+        r = subprocess.run([*submit, "--runtime-env-json", '{"env_vars": {"AWS_SECRET_ACCESS_KEY": "s3cr3t"}}',
+                            *sweep_args, "--storage-path", str(tmp_path / "ray")],
+                           env=job_env, capture_output=True, text=True, timeout=600, cwd=REPO)
+        assert r.returncode != 0 and "the job's runtime_env sets AWS_SECRET_ACCESS_KEY" in r.stdout, r.stdout[-3000:]
+        r = subprocess.run([*submit, *sweep_args], env=job_env, capture_output=True, text=True, timeout=600, cwd=REPO)
+        assert r.returncode != 0 and "no --storage-path: under `ray job submit`" in r.stdout, r.stdout[-3000:]
+        assert len(child_runs(job_env["MLFLOW_TRACKING_URI"], exp)) == 2
     finally:
         down = subprocess.run(["bash", str(REPO / "cluster" / "local-down.sh"), str(state)], env=env,
                               capture_output=True, text=True, timeout=300)

@@ -309,9 +309,7 @@ def _tracking_uri(options: SweepOptions, storage: str) -> str:
         raise UserError(f"--storage-path {storage}: give --tracking-uri (or MLFLOW_TRACKING_URI) too: the default, a "
                         "sqlite file, would live on this machine's disk only, and a resume elsewhere would not find "
                         "the sweep's runs")
-    root = Path(storage).parent
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    return f"sqlite:///{(Path(storage).parent / 'mlflow.db').resolve()}"   # its directory: made by run_sweep
 
 
 def refuse_credentials(uri: str) -> None:
@@ -450,6 +448,8 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
         for name in ("ray.tune", "ray.train", "ray.air"):
             logging.getLogger(name).setLevel(logging.ERROR)
+    if p.tracking.startswith("sqlite:///"):
+        Path(p.tracking[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     private = not (o.address != "local" and (o.address or os.environ.get("RAY_ADDRESS")))
     start_or_connect(o.address, log_to_driver=bool(os.environ.get("META_STUDY_TRIAL_LOGS")))
     if not private:      # a Ray of our own is this machine: its workers share our disk and environment
