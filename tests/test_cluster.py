@@ -211,6 +211,9 @@ def check_ray_cluster_spec(spec: dict) -> None:
     for c in containers(spec):
         assert c["workingDir"] == workdir  # the image's checkout: job drivers resolve sweeps/, analysis/ there
         assert {"secretRef": {"name": "mlflow-credentials"}} in c["envFrom"]   # credentials by reference
+        # object-store keys and endpoint (MinIO, Ceph) from a Secret every Ray pod reads, where one
+        # exists (on EKS the ServiceAccount's role instead): never in a job's runtime_env
+        assert {"secretRef": {"name": "object-store-credentials", "optional": True}} in c["envFrom"]
 
 
 def test_every_manifest_has_the_basics():
