@@ -224,12 +224,12 @@ class MlflowWriter:
             self._rest = _RestRuns(self.target.tracking_uri, self.creds)
         return self._rest
 
-    def run_id(self, trial_id: str, name: str | None = None) -> str:
+    def run_id(self, trial_id: str, name: str | None = None, config_key: str | None = None) -> str:
         """The trial's child run: from the map, else (only on resume) found by tag, else created."""
         rid = self._runs.get(trial_id)
         if rid:
             if trial_id in self._unmapped:      # created, but its map entry failed to write
-                self.state.add_run(trial_id, rid)
+                self.state.add_run(trial_id, rid, config_key)
                 self._unmapped.discard(trial_id)
             return rid
         found = []
@@ -241,7 +241,8 @@ class MlflowWriter:
             rid = found[0].info.run_id
         else:
             tags = {**self.target.tags, "mlflow.parentRunId": self.target.parent_run_id, "trial_id": trial_id,
-                    "meta_study.role": "trial", "mlflow.runName": name or trial_id}
+                    "meta_study.role": "trial", "mlflow.runName": name or trial_id,
+                    **({"config_key": config_key} if config_key else {})}
             rest = self._rest_client()
             if rest is not None:
                 rid = rest.post("runs/create", {"experiment_id": self.target.experiment_id,
@@ -258,7 +259,7 @@ class MlflowWriter:
             self._unmapped.add(trial_id)
         # one object per run (O(1) per trial, no appends on an object store); an entry lost to a
         # crash between create and this write is recovered on resume by the tag search above
-        self.state.add_run(trial_id, rid)
+        self.state.add_run(trial_id, rid, config_key)
         self._unmapped.discard(trial_id)
         return rid
 
@@ -269,9 +270,9 @@ class MlflowWriter:
         if kind == "map":          # a run found by the driver (a dead driver's run): adopt it
             with self._lock:
                 self._runs[trial] = p["run"]
-            self.state.add_run(trial, p["run"])
+            self.state.add_run(trial, p["run"], p.get("config_key"))
             return
-        rid = self.run_id(trial, p.get("name"))
+        rid = self.run_id(trial, p.get("name"), p.get("config_key"))
         if kind == "batch":
             params = p.get("params", {})
             if params and rid not in self._created:   # a restarted trial's run: log each param once
@@ -324,6 +325,8 @@ def plan_ops(ops: list[Op]) -> list[tuple[str, dict[str, Any]]]:
                 cfg = {k: v for k, v in p["config"].items() if v is not None}
                 cur["params"].update(flatten(cfg))
                 cur.setdefault("name", p.get("name"))
+                if p.get("config_key"):
+                    cur.setdefault("config_key", p["config_key"])
                 if cfg.get("arch_family") is not None:
                     cur["tags"]["arch_family"] = str(cfg["arch_family"])
             elif op.kind == "metrics":

@@ -31,7 +31,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -455,7 +455,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     if not private:      # a Ray of our own is this machine: its workers share our disk and environment
         check_storage_on_nodes(p.storage)
     fixed = fixed_config(spec, o)
-    hooks = trial_hooks(o)
+    hooks = replace(trial_hooks(o), resumed=p.resume)
     tags = {"sweep": p.name, "git_sha": provenance.git_sha(), "researcher": o.researcher, "code_version": p.code}
     rec = _record_session(p, o, fixed, tags)
     callback = MlflowSweepCallback(p.tracking, rec.experiment_id, rec.parent_run_id, p.exp_dir, tags=tags,

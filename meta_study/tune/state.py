@@ -3,7 +3,7 @@ head node's disk.
 
     <storage>/<name>/                                 Tune's experiment directory
     <storage>/<name>/meta_study/sweep.json            the sweep record (:class:`SweepRecord`)
-    <storage>/<name>/meta_study/runs/<trial>.<run>    the trial -> MLflow run map: one empty object per run
+    <storage>/<name>/meta_study/runs/<trial>.<run>.<config key>   the trial -> MLflow run map: one empty object per run
     <storage>/<name>/meta_study/spool/<id>.jsonl      MLflow operations a writer could not send
     <storage>/<name>/meta_study/writer.json           the live writer's heartbeat
 
@@ -190,17 +190,24 @@ class StateDir:
 
     # ---- the run map --------------------------------------------------------------------------
 
-    def runs(self) -> dict[str, str]:
-        """trial id -> MLflow run id (the newest name wins if a trial has two: never expected)."""
-        out: dict[str, str] = {}
+    def run_entries(self) -> list[tuple[str, str, str | None]]:
+        """(trial id, MLflow run id, config key or None) of every entry of the run map."""
+        out = []
         for n in self.names(RUNS):
-            trial, sep, run = n.rpartition(".")
-            if sep and trial and run:
-                out[trial] = run
+            parts = n.split(".")
+            if len(parts) in (2, 3) and all(parts):
+                out.append((parts[0], parts[1], parts[2] if len(parts) == 3 else None))
         return out
 
-    def add_run(self, trial_id: str, run_id: str) -> None:
-        self.write_bytes(f"{RUNS}/{trial_id}.{run_id}", b"")
+    def runs(self) -> dict[str, str]:
+        """trial id -> MLflow run id (a trial with two entries, an adopted run re-keyed: the last)."""
+        return {t: r for t, r, _ in self.run_entries()}
+
+    def add_run(self, trial_id: str, run_id: str, config_key: str | None = None) -> None:
+        """Record a trial's run; ``config_key`` (what the trial trains) lets a resumed sweep give a
+        run whose trial was lost to the same configuration drawn again (Tune trial ids and run
+        ids hold no dots)."""
+        self.write_bytes(f"{RUNS}/{trial_id}.{run_id}" + (f".{config_key}" if config_key else ""), b"")
 
     # ---- the spool ----------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from ray.tune import Callback
 from ..mlflow_client import get_or_create_experiment
 from .provenance import full_uri
 from .state import RECORD, StateDir, SweepRecord, is_remote
+from .trial import config_key
 from .writer import (MAX_PARAMS_PER_BATCH, RUNS_FILE, SPOOL_FILE, MlflowWriter, SweepTarget,  # noqa: F401
                      WriterProcess, Op, plan_ops, flatten)
 
@@ -120,6 +121,9 @@ class MlflowSweepCallback(Callback):
         self._resolved_sent: set[str] = set()
         self._train_checkpoints: dict[str, str] = {}
         self.ended: set[str] = set()   # trials whose run this session ended (or left for evaluation)
+        self._mapped: set[str] = set()  # trials with a run in the stored map (a resumed sweep)
+        self._by_key: dict[str, list[tuple[str, str]]] = {}   # config key -> (trial, run) of earlier sessions
+        self._adopted: set[str] = set()
         self.errors = 0          # calls that failed at least once (for tests and the summary)
         self.writer_cpu_s = 0.0  # CPU seconds its writer processes used (for the overhead benchmark)
 
@@ -128,12 +132,36 @@ class MlflowSweepCallback(Callback):
     def setup(self, **info: Any) -> None:
         # the writer process loads the trial -> run map and replays the spool as it starts
         self._put(Op("noop", ""))
+        if self.target.resumed:   # runs of earlier sessions, by what their trials train
+            for trial, run, key in StateDir(self.target.state_dir).run_entries():
+                self._mapped.add(trial)
+                if key:
+                    self._by_key.setdefault(key, []).append((trial, run))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._put(Op("run", trial.trial_id, {"name": str(trial), "config": _clean_config(trial.config)}))
+        key = config_key(trial.config)
+        if self._by_key.get(key) and trial.trial_id not in self._mapped:
+            self._adopt_lost(trial.trial_id, key, trials)
+        self._put(Op("run", trial.trial_id, {"name": str(trial), "config": _clean_config(trial.config),
+                                             "config_key": key}))
         res = _resources(trial)
         if res:   # what Ray reserved for this trial (a spec's per-config resources)
             self._put(Op("tag", trial.trial_id, {"key": "resources", "value": res}))
+
+    def _adopt_lost(self, trial_id: str, key: str, trials: list) -> None:
+        """A new trial of a resumed sweep whose configuration an earlier trial ran, and that trial is
+        unknown to Tune now (started after Tune's last saved state, lost with the driver; a restored
+        Optuna search draws the configuration again under a new id): the new trial takes over that
+        trial's run, never a second run for the same model (its result too: see ``TrialHooks.resumed``)."""
+        known = {t.trial_id for t in trials}
+        for old, run in self._by_key[key]:
+            if old not in known and run not in self._adopted:
+                self._adopted.add(run)
+                self._mapped.add(trial_id)
+                self._put(Op("map", trial_id, {"run": run, "config_key": key}))
+                self._put(Op("tag", trial_id, {"key": "trial_id", "value": trial_id}))
+                self._put(Op("tag", trial_id, {"key": "meta_study.adopted_from", "value": old}))
+                return
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if isinstance(result.get("checkpoint_path"), str):  # a Ray Train trial's checkpoint (TuneReportCallback)
@@ -193,7 +221,8 @@ class MlflowSweepCallback(Callback):
         """Bring a trial's run in line with Tune's record of it: a trial that ended while its
         driver died (its run left RUNNING, or never created) gets its config, its last result and
         its end status. Idempotent: what is already there is logged again with the same values."""
-        self._put(Op("run", trial_id, {"name": name, "config": _clean_config(config)}))
+        self._put(Op("run", trial_id, {"name": name, "config": _clean_config(config),
+                                       "config_key": config_key(config)}))
         resolved = _resolved(result)
         if resolved:
             self._put(Op("run", trial_id, {"name": name, "config": resolved}))

@@ -43,6 +43,9 @@ class TrialHooks:
             so FailureConfig's restart-from-checkpoint path is exercised.
         fail_eval_once: a test hook; each end-of-sweep evaluation fails on its first attempt, so
             the retry path is exercised.
+        resumed: a later session of the sweep: a trial whose exact configuration already finished
+            under another trial id (a trial lost with the driver's unsaved state and drawn again by
+            a restored search) re-reports that result instead of training the same model again.
     """
 
     datasets: Mapping[str, str] = field(default_factory=dict)
@@ -53,11 +56,22 @@ class TrialHooks:
     train_max_failures: int = 1
     fail_once: bool = False
     fail_eval_once: bool = False
+    resumed: bool = False
 
 
 def model_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The TrainConfig fields of a trial config (keys starting with '_' dropped)."""
     return {k: v for k, v in config.items() if not str(k).startswith("_")}
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """A trial's identity by what it trains: sha1 (16 hex digits) of its TrainConfig fields (keys
+    starting with '_' left out). Equal keys, equal seeded models."""
+    import hashlib
+    import json
+
+    blob = json.dumps(model_config(config), sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 def register_datasets(specs: Mapping[str, str]) -> None:
@@ -141,10 +155,46 @@ def _read_final() -> dict[str, Any] | None:
     return None if m is None else read_record(*m)
 
 
-def _write_final(metrics: Mapping[str, Any]) -> None:
+DONE_DIR = "meta_study/done"   # under the experiment dir: <config key>/<trial id>.json per finished trial
+
+
+def _done_dir(config: Mapping[str, Any]) -> tuple[Any, str] | None:
+    """(filesystem, directory) of the finished results of this trial's configuration."""
+    from ray import tune
+
+    try:
+        st = tune.get_context().get_storage()
+        return st.storage_filesystem, f"{st.experiment_fs_path}/{DONE_DIR}/{config_key(config)}"
+    except Exception:  # noqa: BLE001 - no storage context: no records
+        return None
+
+
+def _read_done(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A finished result of the same configuration under another trial id, if any (the oldest)."""
+    import pyarrow.fs as pafs
+
+    d = _done_dir(config)
+    if d is None:
+        return None
+    fs, path = d
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    for info in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.base_name):
+        rec = read_record(fs, info.path)
+        if rec is not None and rec.get(FINAL_KEY) == 1.0:
+            return rec
+    return None
+
+
+def _write_final(metrics: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
     m = _final_marker()
-    if m is not None:
-        write_record(m[0], m[1], metrics)
+    if m is None:
+        return
+    write_record(m[0], m[1], metrics)
+    d = _done_dir(config) if config is not None else None
+    if d is not None:
+        from ray import tune
+
+        write_record(d[0], f"{d[1]}/{tune.get_context().get_trial_id()}.json", metrics)
 
 
 #: body(cfg, hooks) -> final metrics to report, or None if the body reported them itself.
@@ -161,11 +211,17 @@ def run_with_machinery(config: dict[str, Any], body: TrialBody, hooks: TrialHook
     if done is not None:  # this trial finished before the driver was restarted: report, do not rerun
         tune.report(done)
         return
+    if hooks.resumed:     # the same configuration finished under a trial id the restored state lost
+        done = _read_done(config)
+        if done is not None:
+            _write_final(done)
+            tune.report(done)
+            return
     cfg = model_config(config)
     register_datasets(hooks.datasets)
     final = body(cfg, hooks)
     if final is not None:
-        _write_final(final)
+        _write_final(final, config)
         tune.report(final)
 
 
@@ -230,7 +286,7 @@ def _train_distributed(cfg: dict[str, Any], hooks: TrialHooks) -> None:  # repor
     )
     result = trainer.fit()
     if (result.metrics or {}).get(FINAL_KEY) == 1.0 and RESOLVED_KEY in result.metrics:
-        _write_final(result.metrics)
+        _write_final(result.metrics, cfg)
 
 
 def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
