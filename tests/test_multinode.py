@@ -39,11 +39,16 @@ CLUSTER = REPO / "cluster"
 SMOKE_ROWS_PER_TRIAL = 3 * 2      # runner.SMOKE: 3 DS tasks x 2 shot counts
 
 
-def can_unshare() -> bool:
-    """Root and a working ``unshare -m``: a node can get its own mount namespace."""
+def can_unshare(scratch: Path) -> bool:
+    """Root, ``unshare -m`` and a tmpfs mount in it: a node can get its own view of a directory.
+    Without them (no root, a container without CAP_SYS_ADMIN) the second node shares the head's
+    disk, and only what does not need a separate disk is tested."""
     if os.geteuid() != 0 or not shutil.which("unshare"):
         return False
-    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+    scratch.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs tmpfs {shlex.quote(str(scratch))}"],
+                       capture_output=True)
+    return r.returncode == 0
 
 
 class LocalCluster:
@@ -145,9 +150,8 @@ def test_storage_that_some_node_cannot_use_is_refused_up_front(tmp_path, s3):
     """The second node has neither the head's disk (its own mount namespace, where possible) nor
     the object store's endpoint in its environment: both storage paths are refused before any
     trial starts, each in one line that says what to pass."""
-    private = can_unshare()
     head_disk = tmp_path / "head-disk"
-    head_disk.mkdir()
+    private = can_unshare(head_disk)
     env = base_env(s3)
     cl = LocalCluster(tmp_path, env)
     try:
@@ -197,12 +201,12 @@ def test_driver_and_worker_node_killed_with_s3_storage(tmp_path, s3):
     sweep is resumed from a fresh directory: nothing the driver kept locally is needed. (a) The
     second node's raylet is SIGKILLed while it runs a trial: Tune restarts that trial on the head."""
     head_disk = tmp_path / "head-disk"
-    head_disk.mkdir()
+    private = can_unshare(head_disk)
     env = base_env(s3)
     cl = LocalCluster(tmp_path, env)
     try:
         cl.up()
-        cl.add_node("node2", env, private_dir=head_disk if can_unshare() else None)
+        cl.add_node("node2", env, private_dir=head_disk if private else None)
         drv = {**cl.client_env(env), "META_STUDY_RESEARCHER": "ada"}
         uri = cl.exports["MLFLOW_TRACKING_URI"]
 
