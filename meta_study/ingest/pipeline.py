@@ -57,7 +57,7 @@ class SourceReport:
         dele = f", {self.deleted} deleted" if self.deleted else ""
         hints = "".join(f"; {h}" for k, h in STAT_HINTS.items() if self.stats.get(k))
         return (f"{self.label}: {self.new} new, {self.updated} updated, {self.unchanged} unchanged, "
-                f"{self.quarantined} quarantined{dele}{extra} ({self.seconds:.1f} s){hints}")
+                f"{self.quarantined} quarantined{dele}{extra}{hints} ({self.seconds:.1f} s)")
 
 
 def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progress = no_progress) -> list[SourceReport]:
