@@ -113,6 +113,7 @@ class StateDir:
     def __init__(self, experiment_dir: str) -> None:
         self.experiment_dir = experiment_dir
         self.uri = join(experiment_dir, SUBDIR)
+        self._runs_dir_made = False
 
     @cached_property
     def _fs(self) -> tuple[Any, str]:
@@ -206,8 +207,17 @@ class StateDir:
     def add_run(self, trial_id: str, run_id: str, config_key: str | None = None) -> None:
         """Record a trial's run; ``config_key`` (what the trial trains) lets a resumed sweep give a
         run whose trial was lost to the same configuration drawn again (Tune trial ids and run
-        ids hold no dots)."""
-        self.write_bytes(f"{RUNS}/{trial_id}.{run_id}" + (f".{config_key}" if config_key else ""), b"")
+        ids hold no dots). An empty file needs no temporary name: it exists whole or not at all
+        (locally ~20 us, against ~300 us through pyarrow's write-and-rename)."""
+        name = f"{RUNS}/{trial_id}.{run_id}" + (f".{config_key}" if config_key else "")
+        if self.remote:
+            self.write_bytes(name, b"")
+            return
+        path = self.path(name)
+        if not self._runs_dir_made:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self._runs_dir_made = True
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
 
     # ---- the spool ----------------------------------------------------------------------------
 
