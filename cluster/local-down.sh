@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Stop the single-machine services that cluster/local-up.sh started: the Ray head and the MLflow
-# tracking server of one state directory. Idempotent: stopping what is not running is a no-op.
+# Stop the single-machine services that cluster/local-up.sh started: the Ray head, the nodes
+# cluster/local-add-node.sh added, and the MLflow tracking server of one state directory.
+# Idempotent: stopping what is not running is a no-op.
 #
 #   cluster/local-down.sh [STATE_DIR]      # default: $META_STUDY_LOCAL_DIR, else ./meta-study-local
 #
@@ -97,7 +98,14 @@ stop_service() {
 ray_tmp="$state/ray"
 [ -d "$ray_tmp" ] && ray_tmp="$(cd "$ray_tmp" && pwd -P)"
 
-# Ray first: its drivers and tasks may still be logging to MLflow while the node drains.
+# Nodes that cluster/local-add-node.sh added, then the head: its drivers and tasks may still be
+# logging to MLflow while the node drains.
+for pidfile in "$state"/*.pid; do
+  [ -f "$pidfile" ] || continue
+  node="$(basename "$pidfile" .pid)"
+  case "$node" in ray|mlflow) continue ;; esac
+  stop_service "ray node $node" "$pidfile" "--temp-dir=$ray_tmp" 60
+done
 stop_service ray "$state/ray.pid" "--temp-dir=$ray_tmp" 60
 stop_service mlflow "$state/mlflow.pid" "$state/mlflow/" 30
 rm -f "$state/env.sh"  # its addresses belong to the services just stopped

@@ -8,7 +8,9 @@
 #
 # Settings (environment):
 #   PYTHON                      interpreter that has ray and mlflow (default: python3 on PATH, i.e.
-#                               the active virtualenv's); ray and mlflow are run as `$PYTHON -m ...`
+#                               the active virtualenv's); ray and mlflow are run as `$PYTHON -m ...`,
+#                               and `python` / `python3` in Ray jobs and tasks are this interpreter
+#                               too (STATE_DIR/bin, first on the raylet's PATH), venv active or not
 #   META_STUDY_RAY_PORT         Ray GCS port (default: a free port)
 #   META_STUDY_MLFLOW_PORT      MLflow port (default: a free port)
 #   META_STUDY_RAY_START_ARGS   extra `ray start` arguments, e.g. "--num-cpus=8 --num-gpus=1"
@@ -17,6 +19,7 @@
 #
 # Layout of STATE_DIR:
 #   env.sh                 RAY_ADDRESS, RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH, MLFLOW_TRACKING_URI
+#   bin/python, bin/python3  `exec $PYTHON "$@"`: what `python` means in jobs (`ray job submit -- python ...`)
 #   ray-auth-token         this cluster's Ray token (0600)
 #   ray.pid, ray.log       `ray start --head --block` (the session leader of every Ray process)
 #   ray/                   Ray's --temp-dir: session logs (a link to /tmp when STATE_DIR is deep)
@@ -45,6 +48,17 @@ fi
 
 mkdir -p "$state/mlflow/artifacts"
 state="$(cd "$state" && pwd -P)"
+
+# `python` in jobs and tasks is $PYTHON, whatever the PATH of the shell that ran this script:
+# `ray job submit -- python sweeps/...` runs in the raylet's environment, and without a venv
+# active, `python` there would be another interpreter (without meta-study, or another Ray).
+py_abs="$(command -v "$PY")" || die "$PY: not found"
+py_abs="$(cd "$(dirname "$py_abs")" && pwd -P)/$(basename "$py_abs")"
+mkdir -p "$state/bin"
+for name in python python3; do
+  printf '#!/bin/sh\nexec %q "$@"\n' "$py_abs" > "$state/bin/$name.tmp"
+  chmod 755 "$state/bin/$name.tmp" && mv "$state/bin/$name.tmp" "$state/bin/$name"
+done
 # Keeps the default ./meta-study-local out of `git status`.
 [ -f "$state/.gitignore" ] || printf '*\n' > "$state/.gitignore"
 
@@ -152,7 +166,7 @@ started=1
 # Tasks and job drivers inherit the raylet's environment, so MLFLOW_TRACKING_URI set here reaches
 # every trial without any configuration in the sweep.
 detach "$state/ray.log" env -u RAY_ADDRESS "${ray_auth[@]}" MLFLOW_TRACKING_URI="$mlflow_uri" \
-  "$PY" -m ray.scripts.scripts "${ray_args[@]}"
+  PATH="$state/bin:$PATH" "$PY" -m ray.scripts.scripts "${ray_args[@]}"
 echo $! > "$state/ray.pid"
 
 # --- start MLflow --------------------------------------------------------------------------------------

@@ -145,7 +145,8 @@ def _train(wd: Path, tracking: str, serial: bool) -> int:
         smoke=True, tracking_uri=tracking, experiment=EXPERIMENT, storage_path=str(storage), name="demo",
         cpus_per_trial=1.0, quiet=True,
         address="local",                           # its own Ray, never a cluster `ray start` left running
-        resume=(storage / "demo").exists(),        # a second demo reuses the trained models
+        resume=(storage / "demo").exists(),        # a second demo reuses the trained models,
+        allow_code_change=True,                    # also after an upgrade of meta-study (recorded)
         max_concurrent=1 if serial else None)
     res = run_sweep(_sweep_spec(), options)
     if res.errored:

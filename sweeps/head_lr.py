@@ -1,7 +1,8 @@
 """Appendix C.2: sweep the head's learning rate (a multiple of the body's) with everything else fixed.
 
     python sweeps/head_lr.py --smoke                                   # CPU, ~2 minutes, 2 trials
-    ray job submit --working-dir . -- python sweeps/head_lr.py --gpus-per-trial 1   # 5 x 3 = 15 trials
+    python -m meta_study.tune.submit -- python sweeps/head_lr.py \\
+        --storage-path s3://lab/meta-study/tune --gpus-per-trial 1     # 5 x 3 = 15 trials
 
 Full size: ViT-S at 32 px on the procedural upstream task, 30 epochs, body lr 8e-4; head lr from
 0.1x to 10x the body's. About 0.3 A100-hours per trial (~5 GPU-hours in all).

@@ -1,7 +1,7 @@
 """Appendix C.1: sweep the head's weight decay with the body's fixed; probe several DS tasks and shots.
 
     python sweeps/head_wd.py --smoke                                   # CPU, ~2 minutes, 2 trials
-    ray job submit --working-dir . -- python sweeps/head_wd.py \\
+    python -m meta_study.tune.submit -- python sweeps/head_wd.py --storage-path s3://lab/meta-study/tune \\
         --tracking-uri http://mlflow.lab:5000 --gpus-per-trial 1        # 7 head WDs x 3 seeds = 21 trials
 
 Full size: ViT-S at 32 px on the procedural upstream task (240 classes), 30 epochs, batch 512, body

@@ -1,7 +1,8 @@
 """Section 3: controlled scaling of model size x upstream data fraction x epochs.
 
     python sweeps/scaling.py --smoke                                   # CPU, ~3 minutes, 2 trials
-    ray job submit --working-dir . -- python sweeps/scaling.py --gpus-per-trial 1   # 4 x 3 x 3 = 36 trials
+    python -m meta_study.tune.submit -- python sweeps/scaling.py \\
+        --storage-path s3://lab/meta-study/tune --gpus-per-trial 1     # 4 x 3 x 3 = 36 trials
 
 Full size: ViT Ti/S/B and ViT-L (4 sizes) x data fraction {0.1, 0.3, 1.0} x epochs {7, 14, 30} on the
 procedural upstream task at 32 px. Cost grows with size and epochs: from ~0.05 A100-hours (Ti, 7

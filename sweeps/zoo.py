@@ -1,22 +1,46 @@
 """The model zoo that feeds the meta-study: thousands of heterogeneous configurations.
 
     python sweeps/zoo.py --smoke --num-samples 3                       # CPU, ~3 minutes
-    ray job submit --working-dir . -- python sweeps/zoo.py --num-samples 2000 \\
-        --gpus-per-trial 0.5 --max-concurrent 64                        # two small trials per GPU
+    python -m meta_study.tune.submit -- python sweeps/zoo.py --num-samples 2000 \\
+        --storage-path s3://lab/meta-study/tune --gpus-per-trial 1 --max-concurrent 64
 
 Families ViT / Mixer / ResNet at several sizes, Adam or SGD, lr, wd, head wd, head lr, epochs and
 upstream data fraction, drawn by Optuna (TPE, define-by-run) so that family-specific knobs (patch
 size for ViT and Mixer, momentum for SGD) exist only where they apply. Trials stopped early by
 ASHA are evaluated from their last checkpoint, so every trial is a meta-study point. At full size
 (32 px procedural task, 7-30 epochs) a trial takes 0.05-1 A100-hours: ~600 GPU-hours for 2,000.
+
+Each trial is sized to its model (:func:`resources`): ``--gpus-per-trial`` is what the largest
+models get (ViT-B, Mixer-B: one A100 at 32 px, batch 512), and smaller ones a share of it, so
+four ViT-Ti or ResNet-18 trials share one GPU while a ViT-B has one to itself.
 """
 
-from typing import Any
+from typing import Any, Mapping
 
-from meta_study.tune.runner import SweepSpec, sweep_main
+from meta_study.tune.runner import SweepOptions, SweepSpec, TrialResources, sweep_main
 
 FULL = {"vit": ["vit_ti", "vit_s", "vit_b"], "mixer": ["mixer_s", "mixer_b"], "resnet": ["resnet_18", "resnet_50"]}
 SMOKE = {"vit": ["vit_tiny_cpu"], "mixer": ["mixer_tiny_cpu"], "resnet": ["resnet_tiny_cpu"]}
+
+
+#: model -> (share of --gpus-per-trial, host memory in GiB) at full size (32 px, batch 512, one
+#: A100 40 GB for the largest): activations and optimizer state scale with the parameter count
+#: (ViT-Ti 5.7M, S 22M, B 86M; ResNet-18 11M, 50 25M; Mixer-S 18M, B 59M), and a quarter of an
+#: A100 still keeps a ViT-Ti busy. Unknown models get a whole share.
+SIZES = {"vit_ti": (0.25, 4), "vit_s": (0.5, 6), "vit_b": (1.0, 12), "mixer_s": (0.5, 6), "mixer_b": (1.0, 12),
+         "resnet_18": (0.25, 4), "resnet_50": (0.5, 8),
+         # smoke models (CPU): the ResNet takes half a core, so the three families differ in the test
+         "vit_tiny_cpu": (1.0, 0.25), "mixer_tiny_cpu": (1.0, 0.25), "resnet_tiny_cpu": (0.5, 0.25)}
+
+
+def resources(config: Mapping[str, Any], options: SweepOptions) -> TrialResources:
+    """A trial's resources from its model: a share of ``--gpus-per-trial`` (GPU runs) or of
+    ``--cpus-per-trial`` (CPU runs: the smoke models), and host memory to match."""
+    share, memory_gb = SIZES.get(str(config.get("model_name")), (1.0, 8.0))
+    cpus = options.cpus_per_trial if options.cpus_per_trial is not None else 1.0
+    if options.gpus_per_trial:
+        return TrialResources(cpu=cpus, gpu=round(options.gpus_per_trial * share, 4), memory_gb=memory_gb)
+    return TrialResources(cpu=round(cpus * share, 4), memory_gb=memory_gb)
 
 
 class ZooSpace:
@@ -56,6 +80,7 @@ SPEC = SweepSpec(
     space=lambda options: ZooSpace(options.smoke),
     search="optuna",
     scheduler="asha",
+    resources=resources,
     num_samples=2000,
     smoke_samples=3,
     base=dict(img_size=32, batch_size=512, eval_every=500),

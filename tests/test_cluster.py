@@ -211,6 +211,9 @@ def check_ray_cluster_spec(spec: dict) -> None:
     for c in containers(spec):
         assert c["workingDir"] == workdir  # the image's checkout: job drivers resolve sweeps/, analysis/ there
         assert {"secretRef": {"name": "mlflow-credentials"}} in c["envFrom"]   # credentials by reference
+        # object-store keys and endpoint (MinIO, Ceph) from a Secret every Ray pod reads, where one
+        # exists (on EKS the ServiceAccount's role instead): never in a job's runtime_env
+        assert {"secretRef": {"name": "object-store-credentials", "optional": True}} in c["envFrom"]
 
 
 def test_every_manifest_has_the_basics():
@@ -500,7 +503,11 @@ def test_submitter_fails_when_the_refit_fails(submit_refit, tmp_path):
 # --- (c) cluster/local-up.sh and local-down.sh, for real ----------------------------------------------
 
 def run_script(name: str, state: Path, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
-    e = dict(os.environ, PYTHON=sys.executable, **env)
+    # no venv on the PATH, as with PYTHON set in a plain shell: PYTHON alone picks the interpreter
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep) if d != venv_bin)
+    e = dict(os.environ, PYTHON=sys.executable, PATH=path, **env)
+    e.pop("VIRTUAL_ENV", None)
     for var in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "META_STUDY_LOCAL_DIR"):
         e.pop(var, None)
     return subprocess.run(["bash", str(CLUSTER / name), str(state)], env=e, capture_output=True, text=True,
@@ -535,7 +542,7 @@ def state_dir(tmp_path):
         subprocess.run(["rm", "-rf", os.path.realpath(ray_tmp)], check=False)
 
 
-@pytest.mark.slow(70)
+@pytest.mark.slow(85)
 def test_local_up_and_down(state_dir):
     up = run_script("local-up.sh", state_dir)
     assert up.returncode == 0, up.stderr
@@ -549,6 +556,10 @@ def test_local_up_and_down(state_dir):
     status = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "status", "--address", exports["RAY_ADDRESS"]],
                             env=client_env, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and "Resources" in status.stdout, status.stderr
+    # a second node joins with the head's address and token (local-add-node.sh); local-down.sh stops it
+    add = run_script("local-add-node.sh", state_dir, timeout=240, META_STUDY_NODE_ARGS="--num-cpus=1")
+    assert add.returncode == 0 and "node2 joined (2 nodes)" in add.stderr, add.stderr[-2000:]
+    node2 = int((state_dir / "node2.pid").read_text())
     # A driver connects with the printed address, and its tasks see the MLflow URI the raylet got.
     probe = ("import os, ray\n"
              "ray.init(address=os.environ['RAY_ADDRESS'], log_to_driver=False)\n"
@@ -568,13 +579,14 @@ def test_local_up_and_down(state_dir):
     # `ray job submit` works with the printed lines (token mode and the private token file), and is
     # refused without them: Ray 2.60 turns token authentication on for `ray start --head`.
     assert "RAY_API_SERVER_ADDRESS" in exports
+    # `python` in a job is $PYTHON (here: this interpreter), though no venv is on local-up's PATH
     submit = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address",
-              exports["RAY_API_SERVER_ADDRESS"], "--", "python", "-c", "print('job-ran-' + 'ok')"]
+              exports["RAY_API_SERVER_ADDRESS"], "--", "python", "-c", "import sys; print('job-ran-' + sys.prefix)"]
     job = subprocess.run(submit, env=client_env, capture_output=True, text=True, timeout=180)
-    assert job.returncode == 0 and "job-ran-ok" in job.stdout, job.stdout[-2000:] + job.stderr[-2000:]
+    assert job.returncode == 0 and f"job-ran-{sys.prefix}\n" in job.stdout, job.stdout[-2000:] + job.stderr[-2000:]
     no_token = {k: v for k, v in client_env.items() if not k.startswith("RAY_AUTH")}
     job = subprocess.run(submit, env=no_token, capture_output=True, text=True, timeout=180)
-    assert job.returncode != 0 and "job-ran-ok" not in job.stdout
+    assert job.returncode != 0 and "job-ran-" not in job.stdout
     assert "token" in (job.stdout + job.stderr).lower()
 
     # The demo's embedded defaults are its own: with this cluster up and RAY_ADDRESS exported, it
@@ -588,7 +600,7 @@ def test_local_up_and_down(state_dir):
     again = run_script("local-up.sh", state_dir)  # idempotent: reports the running setup
     assert again.returncode == 0 and again.stdout == up.stdout and "already running" in again.stderr
 
-    leaders = [int((state_dir / f"{s}.pid").read_text()) for s in ("ray", "mlflow")]
+    leaders = [int((state_dir / f"{s}.pid").read_text()) for s in ("ray", "mlflow")] + [node2]
     ray_tmp = Path(os.path.realpath(state_dir / "ray"))
     assert processes_under(state_dir, ray_tmp)
     down = run_script("local-down.sh", state_dir, timeout=180)

@@ -43,3 +43,199 @@ def test_bad_flags_are_one_line_user_errors(argv, says):
     with pytest.raises(UserError, match=None) as e:
         parse_options(SPEC, argv)
     assert says in str(e.value)
+
+
+# ---- items 3, 6, 7 and 8 of issue 23: checks before anything starts, provenance, resources ----------
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from conftest import REPO
+
+from meta_study.tune.preflight import (default_storage, plan_session, refuse_runtime_env_secrets, refuse_secrets,
+                                       runtime_env_of_job)
+from meta_study.tune.state import Session, StateDir, SweepRecord
+
+
+def _record(code: str = "c1", experiment: str = "exp", tracking: str = "http://mlflow:5000") -> SweepRecord:
+    return SweepRecord(sweep="s", experiment=experiment, experiment_id="1", parent_run_id="p", tracking_uri=tracking,
+                       sessions=(Session(started="t", code=code, git_sha="g", researcher="r"),))
+
+
+def _plan(**kw):
+    args = dict(record=None, tune_state=False, resume=False, experiment=None, default_experiment="exp", code="c1",
+                allow_code_change=False, experiment_dir="/st/s", tracking_uri="http://mlflow:5000")
+    return plan_session(**{**args, **kw})
+
+
+def test_resume_needs_something_to_restore_and_a_sweep_is_never_started_over():
+    assert _plan().resume is False and _plan(experiment="mine").experiment == "mine"
+    with pytest.raises(UserError, match="--resume: nothing to restore at /st/s"):
+        _plan(resume=True)
+    with pytest.raises(UserError, match="Tune state but no meta-study sweep record"):
+        _plan(resume=True, tune_state=True)
+    with pytest.raises(UserError, match="exists already: pass --resume"):
+        _plan(record=_record())
+    with pytest.raises(UserError, match="exists already"):
+        _plan(tune_state=True)
+    p = _plan(record=_record(), tune_state=True, resume=True)
+    assert p.resume and p.restore_tune and p.experiment == "exp" and not p.code_changed
+    # a record without Tune's state (the driver died before Tune's first save): same sweep, a new Tuner
+    assert _plan(record=_record(), resume=True).restore_tune is False
+
+
+def test_a_resume_logs_where_the_sweep_always_did():
+    with pytest.raises(UserError, match="logs to MLflow experiment 'exp', not 'other'"):
+        _plan(record=_record(), tune_state=True, resume=True, experiment="other")
+    assert _plan(record=_record(), tune_state=True, resume=True, experiment="exp").experiment == "exp"
+    with pytest.raises(UserError, match="logs to http://mlflow:5000, not http://elsewhere:5000"):
+        _plan(record=_record(), tune_state=True, resume=True, tracking_uri="http://elsewhere:5000")
+
+
+def test_a_code_change_is_refused_with_the_reason_or_allowed_and_recorded():
+    with pytest.raises(UserError, match=r"code changed since sweep s last ran \(code version c1 -> c2\)"):
+        _plan(record=_record(code="c1"), tune_state=True, resume=True, code="c2")
+    p = _plan(record=_record(code="c1"), tune_state=True, resume=True, code="c2", allow_code_change=True)
+    assert p.resume and p.code_changed
+
+
+def test_no_default_storage_in_a_ray_jobs_working_dir(tmp_path):
+    """Under `ray job submit` the cwd is a per-upload copy named after a hash of the code: a code
+    change moved the old default storage, and a resume silently started the sweep over."""
+    assert default_storage("root", str(tmp_path)) == str(tmp_path / "root" / "ray")
+    job = "/tmp/ray/session_x/runtime_resources/working_dir_files/_ray_pkg_2ebe52e8896e5be7"
+    with pytest.raises(UserError, match="no --storage-path: under `ray job submit`.*s3://BUCKET/PATH"):
+        default_storage("root", job)
+
+
+@pytest.mark.parametrize("kw, says", [
+    (dict(storage_path="s3://AKIAXXXX:s3cr3t@lab/tune"), "--storage-path s3://lab/tune: credentials"),
+    (dict(tracking_uri="http://u:pw@mlflow:5000"), "--tracking-uri http://mlflow:5000: credentials"),
+    (dict(datasets={"pets": "parquet:s3://k:s3cr3t@lab/train.parquet"}), "--dataset pets: credentials"),
+])
+def test_secrets_in_uris_are_refused_without_repeating_them(kw, says):
+    with pytest.raises(UserError) as e:
+        refuse_secrets(**{"tracking_uri": None, "storage_path": None, **kw})
+    assert says in str(e.value) and "s3cr3t" not in str(e.value) and "pw@" not in str(e.value)
+
+
+def test_secrets_in_a_jobs_runtime_env_are_refused():
+    job = {"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {
+        "working_dir": "gcs://_ray_pkg_x.zip", "env_vars": {"AWS_SECRET_ACCESS_KEY": "x", "AWS_REGION": "eu-west-1",
+                                                            "META_STUDY_GIT_SHA": "abc"}}})}
+    env = runtime_env_of_job(job)
+    assert env["env_vars"]["AWS_REGION"] == "eu-west-1"
+    with pytest.raises(UserError, match="runtime_env sets AWS_SECRET_ACCESS_KEY: Ray's job API shows") as e:
+        refuse_runtime_env_secrets(env)
+    assert "x" not in str(e.value).split("sets ", 1)[1].split(":")[0].replace("AWS_SECRET_ACCESS_KEY", "")
+    refuse_runtime_env_secrets({"env_vars": {"AWS_REGION": "x", "AWS_ENDPOINT_URL_S3": "http://minio:9000"}})
+    assert runtime_env_of_job({}) == {}
+
+
+def test_the_submit_wrapper_hands_provenance_to_the_job_and_refuses_secrets(tmp_path):
+    from meta_study.tune.submit import job_runtime_env, refuse_secret_args, submit_git_sha
+
+    env = job_runtime_env(".", {"env_vars": {"FOO": "1"}, "pip": ["x"]}, git_sha="abc", researcher="ada")
+    assert env == {"working_dir": ".", "pip": ["x"], "env_vars": {"FOO": "1", "META_STUDY_GIT_SHA": "abc",
+                                                                  "META_STUDY_RESEARCHER": "ada"}}
+    with pytest.raises(UserError, match="MLFLOW_TRACKING_PASSWORD"):
+        job_runtime_env(".", {"env_vars": {"MLFLOW_TRACKING_PASSWORD": "pw"}}, git_sha="a", researcher="r")
+    with pytest.raises(UserError, match="command line holds credentials"):
+        refuse_secret_args(["python", "sweeps/zoo.py", "--tracking-uri=http://u:pw@mlflow:5000"])
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert submit_git_sha(str(REPO)).removesuffix("-dirty") == head
+    assert submit_git_sha(str(tmp_path)) == "unknown"
+    # refused before anything reaches Ray's job API
+    r = subprocess.run([sys.executable, "-m", "meta_study.tune.submit", "--address", "http://127.0.0.1:9",
+                        "--runtime-env-json", '{"env_vars": {"AWS_SECRET_ACCESS_KEY": "s3cr3t"}}', "--",
+                        "python", "sweeps/head_wd.py"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 2 and "submit: the job's runtime_env sets AWS_SECRET_ACCESS_KEY" in r.stderr
+    assert "s3cr3t" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_provenance_outside_git_and_the_researcher(monkeypatch, tmp_path):
+    from meta_study.tune import provenance
+
+    monkeypatch.setenv("META_STUDY_GIT_SHA", "abc123")
+    assert provenance.git_sha() == "abc123"                           # what the submit wrapper set
+    monkeypatch.delenv("META_STUDY_GIT_SHA")
+    assert provenance.git_sha(tmp_path) == "unknown"                  # a job's working dir: no .git
+    monkeypatch.setenv("META_STUDY_RESEARCHER", "ada")
+    monkeypatch.setenv("USER", "ray")
+    assert provenance.researcher() == "ada" and provenance.researcher("bob") == "bob"
+    assert SweepOptions().researcher == "ada"
+    monkeypatch.delenv("META_STUDY_RESEARCHER")
+    assert provenance.researcher() == "ray"
+    v = provenance.code_version()
+    assert len(v) == 16 and v == provenance.code_version()
+
+
+def test_checkpoint_uris_are_full():
+    from meta_study.tune.provenance import full_uri
+
+    env = {"AWS_ENDPOINT_URL_S3": "http://minio.lab:9000"}
+    assert (full_uri("lab/tune/s/t1/checkpoint_000003", "s3", "s3://lab/tune", env)
+            == "s3://lab/tune/s/t1/checkpoint_000003?endpoint_override=http%3A%2F%2Fminio.lab%3A9000")
+    assert full_uri("lab/tune/s/t1/checkpoint_000003", "s3", "s3://lab/tune", {}) == \
+        "s3://lab/tune/s/t1/checkpoint_000003"                       # AWS itself: no endpoint
+    assert full_uri("b/t/checkpoint_000001", "gcs", "gs://b/t", {}) == "gs://b/t/checkpoint_000001"
+    assert full_uri("/nfs/tune/s/t1/checkpoint_000001", "local", "/nfs/tune", {}) == \
+        "file:///nfs/tune/s/t1/checkpoint_000001"
+
+
+def test_the_zoo_sizes_each_trial_to_its_model():
+    sys.path.insert(0, str(REPO))
+    try:
+        from sweeps.zoo import SPEC as ZOO, resources
+    finally:
+        sys.path.remove(str(REPO))
+    from meta_study.tune.runner import PerTrialResources
+
+    gpu = SweepOptions(gpus_per_trial=1.0, cpus_per_trial=4.0)
+    assert ZOO.resources is resources
+    sized = {m: resources({"model_name": m}, gpu) for m in ("vit_ti", "vit_s", "vit_b", "resnet_18", "resnet_50")}
+    assert [sized[m].gpu for m in ("vit_ti", "vit_s", "vit_b")] == [0.25, 0.5, 1.0]
+    assert sized["resnet_18"].gpu < sized["resnet_50"].gpu and all(r.cpu == 4.0 for r in sized.values())
+    assert sized["vit_b"].memory_gb > sized["vit_ti"].memory_gb
+    per_trial = PerTrialResources(ZOO.resources, gpu)
+    assert per_trial({"model_name": "vit_ti"}) == {"cpu": 4.0, "gpu": 0.25, "memory": 4 * 2**30}
+    assert PerTrialResources(ZOO.resources, SweepOptions(workers_per_trial=2))({"model_name": "vit_b"}) == \
+        {"cpu": 0.1, "gpu": 0.0}                                    # a TorchTrainer's workers ask for their own
+    smoke = SweepOptions(smoke=True)
+    assert resources({"model_name": "resnet_tiny_cpu"}, smoke).cpu == 0.5
+    assert resources({"model_name": "vit_tiny_cpu"}, smoke).cpu == 1.0
+    # node-type targeting: custom resources and a GPU model
+    from meta_study.tune.runner import TrialResources
+
+    assert TrialResources(gpu=1, custom={"large_gpu": 1}, accelerator_type="A100").as_tune() == \
+        {"cpu": 1.0, "gpu": 1.0, "large_gpu": 1.0, "accelerator_type:A100": 0.001}
+
+
+def test_resume_with_nothing_to_restore_fails_in_one_line_and_starts_nothing(tmp_path):
+    """Before, --resume without a sweep to restore started a new one (after a code change moved
+    the default storage: the same seeded models trained again)."""
+    st = tmp_path / "ray"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    base = [sys.executable, str(REPO / "sweeps" / "head_wd.py"), "--smoke", "--storage-path", str(st),
+            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    r = subprocess.run([*base, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stderr.strip().splitlines() == [
+        f"head_wd: --resume: nothing to restore at {st}/head_wd-smoke (no sweep there); check --storage-path and "
+        "--name, or drop --resume to start a new sweep"]
+    assert not st.exists() and not (tmp_path / "mlflow.db").exists()        # no Ray, no MLflow, no storage
+    # a sweep record of another experiment under that name: a new sweep is refused, a resume too
+    StateDir(str(st / "head_wd-smoke")).write_record(
+        _record(experiment="someone-elses", tracking=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    r = subprocess.run(base, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "exists already: pass --resume" in r.stderr, r.stderr[-2000:]
+    r = subprocess.run([*base, "--resume", "--experiment", f"mine-{uuid.uuid4().hex[:4]}"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "logs to MLflow experiment 'someone-elses'" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "mlflow.db").exists()

@@ -30,8 +30,8 @@ SMOKE_SHOTS = (1, 10)
 
 
 def sweep(name: str, *args: str, cwd: Path, env: dict | None = None, timeout: float = 900,
-          background: bool = False):
-    cmd = [sys.executable, str(REPO / "sweeps" / f"{name}.py"), "--smoke", *args]
+          background: bool = False, script: Path | None = None):
+    cmd = [sys.executable, str(script or REPO / "sweeps" / f"{name}.py"), "--smoke", *args]
     e = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     e.pop("RAY_ADDRESS", None)
     if background:
@@ -82,6 +82,16 @@ def test_smoke_run_of_each_sweep(name, mlflow_server, tmp_path):
         assert run.data.tags["mlflow.parentRunId"] == s["mlflow_parent_run"]
     parent = client.get_run(s["mlflow_parent_run"])
     assert parent.info.status == "FINISHED" and parent.data.tags["sweep"] == s["sweep"]
+    if name == "zoo":
+        # each trial asked Ray for what its model needs (sweeps/zoo.py: resources)
+        from meta_study.tune.runner import PerTrialResources, SweepOptions
+        from sweeps.zoo import SPEC as ZOO
+
+        per_trial = PerTrialResources(ZOO.resources, SweepOptions(smoke=True))
+        for run in runs:
+            want = per_trial({"model_name": run.data.params["model_name"]})
+            got = json.loads(run.data.tags["resources"])
+            assert got["CPU"] == want["cpu"] and got["memory"] == want["memory"], (run.data.params["model_name"], got)
     if name == "head_wd":
         # the default mapping ingests the sweep with no mapping file
         store = tmp_path / "store"
@@ -111,44 +121,77 @@ def test_a_crashing_trial_is_retried_from_its_checkpoint(mlflow_server, tmp_path
     assert len(errors) == 2 and all("injected failure" in e.read_text() for e in errors)
 
 
-@pytest.mark.slow(60)
-def _kill_after_the_first_trial(mlflow_server, tmp_path: Path, attempt: int):
-    """Start a 2-trial sweep and SIGKILL its driver once one trial has finished. Returns (args,
-    finished runs at the kill). The second trial can finish inside the polling gap (the writer
-    process outlives the driver and still logs it): then the caller tries again."""
+def _kill_after_two_trials(mlflow_server, tmp_path: Path, attempt: int):
+    """Start a 3-trial Optuna sweep, one trial at a time, with Tune saving its experiment state
+    only at the start, and SIGKILL its driver once two trials have finished: Tune's saved state
+    knows the first trial only, as after a crash within TUNE_GLOBAL_CHECKPOINT_S of a save.
+    Returns (args, experiment, finished runs at the kill); the caller tries again if the third
+    trial finished inside the polling gap."""
     exp = f"resume-{uuid.uuid4().hex[:6]}"
     args = ("--tracking-uri", mlflow_server.uri, "--experiment", exp, "--storage-path", str(tmp_path / f"ray{attempt}"),
-            "--max-concurrent", "1")
-    p = sweep("head_wd", *args, cwd=tmp_path, background=True)
+            "--max-concurrent", "1", "--set", "epochs=1")
+    p = sweep("optuna_zoo", *args, cwd=tmp_path, background=True, env={"TUNE_GLOBAL_CHECKPOINT_S": "3600"},
+              script=REPO / "tests" / "optuna_sweep.py")
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if p.poll() is not None:
             pytest.fail("the sweep finished before it could be killed: " + p.stdout.read()[-2000:])
         runs = child_runs(mlflow_server.uri, exp) if MlflowClient(mlflow_server.uri).get_experiment_by_name(exp) else []
-        if any(r.info.status == "FINISHED" for r in runs):
+        if sum(r.info.status == "FINISHED" for r in runs) >= 2:
             break
         time.sleep(0.2)
-    os.killpg(p.pid, signal.SIGKILL)            # the driver and the local Ray it started
+    os.killpg(p.pid, signal.SIGKILL)            # the driver, its writer and the local Ray it started
     p.wait()
-    time.sleep(2)                                # the writer flushes what the driver handed it
     return args, exp, [r for r in child_runs(mlflow_server.uri, exp) if r.info.status == "FINISHED"]
 
 
+@pytest.mark.slow(150)
 def test_killed_driver_resumes_without_duplicates(mlflow_server, tmp_path):
+    """A resume after a crash that Tune's saved state does not cover: the second trial finished
+    after the last save, so the restored Optuna search draws its configuration again under a new
+    trial id. That trial takes over the old run and its result (no second run, no retraining), the
+    third continues under its run, and a code change in between is refused, then allowed and
+    recorded."""
     for attempt in range(3):
-        args, exp, first = _kill_after_the_first_trial(mlflow_server, tmp_path, attempt)
-        if len(first) == 1:
+        args, exp, first = _kill_after_two_trials(mlflow_server, tmp_path, attempt)
+        if len(first) == 2:
             break
-    assert len(first) == 1, "both trials finished before every kill"
-    r = sweep("head_wd", *args, "--resume", cwd=tmp_path)
+    assert len(first) == 2, "all three trials finished before every kill"
+    # the code changed between the kill and the resume: refused with the reason, nothing started
+    from dataclasses import replace
+
+    from meta_study.tune.state import StateDir
+
+    st = StateDir(args[args.index("--storage-path") + 1] + "/optuna_zoo-smoke")
+    rec = st.read_record()
+    old_code = rec.sessions[-1].code
+    st.write_record(replace(rec, sessions=(replace(rec.sessions[-1], code="0123456789abcdef"),)))
+    script = REPO / "tests" / "optuna_sweep.py"
+    r = sweep("optuna_zoo", *args, "--resume", cwd=tmp_path, script=script)
+    assert r.returncode == 2 and "code changed since sweep optuna_zoo-smoke last ran" in r.stderr, r.stderr[-2000:]
+    assert "--allow-code-change" in r.stderr.strip().splitlines()[-1]
+    r = sweep("optuna_zoo", *args, "--resume", "--allow-code-change", cwd=tmp_path, script=script)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    s = summary(r.stdout)
+    assert s["trials"] == s["finished"] == 3 and s["orphaned"] == 0
     runs = child_runs(mlflow_server.uri, exp)
-    assert len(runs) == 2 and all(x.info.status == "FINISHED" for x in runs)
-    assert len({x.data.tags["trial_id"] for x in runs}) == 2
-    again = MlflowClient(mlflow_server.uri).get_run(first[0].info.run_id)
-    assert again.data.metrics == first[0].data.metrics        # the finished trial did not run again
-    parents = {x.data.tags["mlflow.parentRunId"] for x in runs}
-    assert len(parents) == 1
+    assert sorted(x.info.status for x in runs) == ["FINISHED"] * 3, [(x.data.tags["trial_id"], x.info.status) for x in runs]
+    assert len({x.data.tags["trial_id"] for x in runs}) == 3 and len({x.data.tags["config_key"] for x in runs}) == 3
+    before = {x.info.run_id: x.data.metrics for x in first}
+    for x in runs:
+        if x.info.run_id in before:                # finished before the kill: not trained again
+            assert x.data.metrics == before[x.info.run_id]
+    assert set(before) <= {x.info.run_id for x in runs}
+    assert any("meta_study.adopted_from" in x.data.tags for x in runs)   # a lost trial's run, taken over
+    assert len({x.data.tags["mlflow.parentRunId"] for x in runs}) == 1
+    sessions = st.read_record().sessions
+    assert [x.code_changed for x in sessions] == [False, True] and sessions[-1].code == old_code
+    parent_tags = MlflowClient(mlflow_server.uri).get_run(s["mlflow_parent_run"]).data.tags
+    assert parent_tags["session.2.code_changed"] == "1" and parent_tags["session.2.code_version"] == old_code
+    store = tmp_path / "store"
+    ing = run_cli("ingest", mlflow_server.uri, "--experiment", exp, "--store", str(store), "--quiet")
+    assert ing.returncode == 0, ing.stderr
+    assert Store(str(store)).to_pandas()["run_id"].nunique() == 3             # each point once
 
 
 class Proxy:
@@ -238,15 +281,20 @@ def test_data_parallel_trials_run_a_torch_trainer(mlflow_server, tmp_path):
         assert run.data.params["batch_size"] == "128"        # the global batch, split over 2 workers
 
 
-@pytest.mark.slow(70)
+@pytest.mark.slow(100)
 def test_ray_job_submit_the_real_way(tmp_path):
     """A Ray head started with `ray start --head` (cluster/local-up.sh: random ports, a real
-    mlflow server), the sweep submitted with `ray job submit --working-dir .`, then both stopped."""
+    mlflow server) from a shell without the virtualenv on its PATH, the sweep submitted with
+    `python -m meta_study.tune.submit` (`ray job submit --working-dir .` plus the commit and the
+    submitting person), then both stopped. Jobs that carry secrets in their runtime_env, or that
+    give no storage path, are refused in one line."""
     state = tmp_path / "local"
-    # as in an activated virtualenv: the job's `python` is the one Ray and meta-study live in
-    env = {**os.environ, "PYTHON": sys.executable, "META_STUDY_RAY_START_ARGS": "--num-cpus=2",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("RAY_ADDRESS", None)
+    # no venv active: PYTHON alone says which interpreter Ray, MLflow and the jobs' `python` are
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep) if d != venv_bin)
+    env = {**os.environ, "PYTHON": sys.executable, "META_STUDY_RAY_START_ARGS": "--num-cpus=2", "PATH": path}
+    for var in ("RAY_ADDRESS", "VIRTUAL_ENV", "PYTHONPATH", "META_STUDY_RESEARCHER", "META_STUDY_GIT_SHA"):
+        env.pop(var, None)
     up = subprocess.run(["bash", str(REPO / "cluster" / "local-up.sh"), str(state)], env=env, capture_output=True,
                         text=True, timeout=300)
     try:
@@ -256,10 +304,10 @@ def test_ray_job_submit_the_real_way(tmp_path):
         job_env = {**env, **{k: v.strip("'\"") for k, v in exports.items()}}
         assert "RAY_API_SERVER_ADDRESS" in job_env, up.stdout
         exp = f"job-{uuid.uuid4().hex[:6]}"
-        bin_dir = Path(sys.executable).parent
-        r = subprocess.run([str(bin_dir / "ray"), "job", "submit", "--address", job_env["RAY_API_SERVER_ADDRESS"],
-                            "--working-dir", str(REPO), "--", "python", "sweeps/head_wd.py", "--smoke",
-                            "--tracking-uri", job_env["MLFLOW_TRACKING_URI"], "--experiment", exp,
+        sweep_args = ["--", "python", "sweeps/head_wd.py", "--smoke", "--tracking-uri", job_env["MLFLOW_TRACKING_URI"],
+                      "--experiment", exp]
+        r = subprocess.run([sys.executable, "-m", "meta_study.tune.submit", "--address", job_env["RAY_API_SERVER_ADDRESS"],
+                            "--working-dir", str(REPO), "--researcher", "ada", *sweep_args,
                             "--storage-path", str(tmp_path / "ray")],
                            env=job_env, capture_output=True, text=True, timeout=900, cwd=REPO)
         assert r.returncode == 0 and "succeeded" in r.stdout, r.stdout[-4000:] + r.stderr[-2000:]
@@ -268,8 +316,24 @@ def test_ray_job_submit_the_real_way(tmp_path):
         client = MlflowClient(job_env["MLFLOW_TRACKING_URI"])
         runs = child_runs(job_env["MLFLOW_TRACKING_URI"], exp)
         assert len(runs) == 2
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
         for run in runs:
             check_trial_run(client, run)
+            # the job's working dir has no .git: the commit came from the submitting machine
+            assert run.data.tags["git_sha"].removesuffix("-dirty") == head and run.data.tags["researcher"] == "ada"
+            assert len(run.data.tags["code_version"]) == 16
+
+        # refused in one line, before Ray or MLflow are touched by the sweep
+        bin_dir = Path(sys.executable).parent
+        submit = [str(bin_dir / "ray"), "job", "submit", "--address", job_env["RAY_API_SERVER_ADDRESS"],
+                  "--working-dir", str(REPO)]
+        r = subprocess.run([*submit, "--runtime-env-json", '{"env_vars": {"AWS_SECRET_ACCESS_KEY": "s3cr3t"}}',
+                            *sweep_args, "--storage-path", str(tmp_path / "ray")],
+                           env=job_env, capture_output=True, text=True, timeout=600, cwd=REPO)
+        assert r.returncode != 0 and "the job's runtime_env sets AWS_SECRET_ACCESS_KEY" in r.stdout, r.stdout[-3000:]
+        r = subprocess.run([*submit, *sweep_args], env=job_env, capture_output=True, text=True, timeout=600, cwd=REPO)
+        assert r.returncode != 0 and "no --storage-path: under `ray job submit`" in r.stdout, r.stdout[-3000:]
+        assert len(child_runs(job_env["MLFLOW_TRACKING_URI"], exp)) == 2
     finally:
         down = subprocess.run(["bash", str(REPO / "cluster" / "local-down.sh"), str(state)], env=env,
                               capture_output=True, text=True, timeout=300)

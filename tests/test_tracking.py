@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from meta_study.tune.tracking import SPOOL_FILE, MlflowSweepCallback, Op, plan_ops, flatten, parent_run
+from meta_study.tune.state import StateDir
+from meta_study.tune.tracking import MlflowSweepCallback, Op, plan_ops, flatten, parent_run
 
 
 class Trial:
@@ -52,12 +53,13 @@ def test_unreachable_server_spools_then_replays(mlflow_server, tmp_path):
     dead.on_trial_result(0, [], t, {"us/up/top1": 0.25, "resolved": {"head_lr": 0.001}, "training_iteration": 1})
     dead.on_trial_complete(0, [], t)
     assert dead.flush(timeout_s=2) is False and dead.errors > 0
-    spooled = [json.loads(x) for x in (state / SPOOL_FILE).read_text().splitlines()]
+    spooled = [json.loads(x) for _, lines in StateDir(str(state)).spooled() for x in lines]
     assert spooled and all(x["trial"] == "abc" for x in spooled)
-    # the next sweep process (--resume) replays the spool against the reachable server
+    # the next sweep process (--resume) replays the spool against the reachable server, and drops
+    # the spool once everything went out
     live = MlflowSweepCallback(mlflow_server.uri, exp_id, parent, str(state), tags={"sweep": "s"})
     live.setup()
-    assert live.flush(timeout_s=60) is True and not (state / SPOOL_FILE).exists()
+    assert live.flush(timeout_s=60) is True and StateDir(str(state)).spooled() == []
     client = MlflowClient(mlflow_server.uri)
     runs = [r for r in client.search_runs([exp_id]) if r.data.tags.get("trial_id") == "abc"]
     assert len(runs) == 1
@@ -84,14 +86,13 @@ def test_restarted_trial_reuses_its_run_and_never_relogs_params(mlflow_server, t
     assert len(runs) == 1 and runs[0].data.params == {"lr": "0.5", "wd": "0.1"}
 
 
-def test_writer_outlives_a_killed_driver_and_holds_the_lock_until_done(mlflow_server, tmp_path):
+def test_writer_outlives_a_killed_driver_and_beats_until_done(mlflow_server, tmp_path):
     """The driver dies with operations queued: its writer process sends them, then exits and
-    frees the experiment directory's lock (which a resumed sweep's writer waits for)."""
-    import fcntl
+    removes its heartbeat (which a resumed sweep's writer waits for)."""
     import subprocess
     import sys
 
-    from meta_study.tune.writer import LOCK_FILE
+    from meta_study.tune.state import WRITER
 
     exp = f"orphan-{uuid.uuid4().hex[:6]}"
     state = tmp_path / "state"
@@ -117,14 +118,31 @@ os._exit(0)          # killed: no flush, no close
             break
         time.sleep(0.5)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].data.metrics["final"] == 1.0
-    with open(state / LOCK_FILE, "a") as f:       # released once the orphaned writer is done
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the orphaned writer never released its lock"
-                time.sleep(0.2)
+    assert StateDir(str(state)).runs() == {"dead1": runs[0].info.run_id}     # the map is in the storage
+    while StateDir(str(state)).read_json(WRITER) is not None:   # gone once the orphaned writer is done
+        assert time.monotonic() < deadline, "the orphaned writer never stopped beating"
+        time.sleep(0.2)
+
+
+def test_a_new_writer_waits_while_the_old_one_beats(tmp_path):
+    """The heartbeat that replaces a file lock (object stores have none): a new writer waits while
+    an old writer's beat advances, goes on once it stops (the writer died), and not at all when
+    there is none."""
+    import threading
+
+    from meta_study.tune.state import Heartbeat
+
+    st = StateDir(str(tmp_path / "exp"))
+    assert Heartbeat(st).wait_for_previous() == "none"
+    old = Heartbeat(st, every_s=0.2)
+    old.start()
+    threading.Timer(1.5, old.stop).start()          # the old writer finishes its queue after 1.5 s
+    t0 = time.monotonic()
+    assert Heartbeat(st, every_s=0.2).wait_for_previous(max_wait_s=60) == "finished"
+    assert time.monotonic() - t0 >= 1.0
+    dead = Heartbeat(st, every_s=0.2)
+    dead._beat(7)                                    # a writer killed mid-queue: its file stays, frozen
+    assert Heartbeat(st, every_s=0.2).wait_for_previous(max_wait_s=60) == "stale"
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:

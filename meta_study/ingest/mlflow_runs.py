@@ -336,6 +336,14 @@ class RunExpander:
         return self.spec(key) is not None
 
 
+#: The summary's count of finished runs without a downstream metric (so without rows); the ingest
+#: summary adds :data:`NO_DS_HINT` when it is not zero.
+NO_DS_STAT = "finished_runs_without_downstream_metrics"
+NO_DS_HINT = ("a finished run without downstream metrics gives no rows: a sweep trial whose end-of-sweep evaluation "
+              "failed has the tag meta_study.eval_status=failed and the reason in meta_study.eval_error (resume the "
+              "sweep with --resume to retry, then ingest again with --full); other runs need a mapping whose metric "
+              "patterns match their keys")
+
 #: history(records) -> run_id -> metric values replacing the latest ones (``history="max"``).
 History = Callable[[Sequence[RunRecord]], Mapping[str, Mapping[str, float]]]
 
@@ -347,7 +355,7 @@ def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str],
     ``state`` is updated in place; the batch carries a copy of it as a table, committed with the
     rows. Runs whose fingerprint is unchanged cost only the fingerprint.
     """
-    stats = {"runs_new": 0, "runs_changed": 0, "runs_unchanged": 0, "runs_without_metrics": 0}
+    stats = {"runs_new": 0, "runs_changed": 0, "runs_unchanged": 0, NO_DS_STAT: 0}
     todo: list[RunRecord] = []
     fps: list[str] = []
     for rec in records:
@@ -369,8 +377,10 @@ def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str],
             exp = experiments.get(rec.experiment_id, rec.experiment_id)
             rejected.append({"source": expander.source, "run_id": rec.run_id, "reason": problems[i],
                              "raw": expander.payload(rec, exp)})
-        elif not out.counts[i]:
-            stats["runs_without_metrics"] += 1
+        elif not out.counts[i] and rec.status == "FINISHED" and rec.tags.get("meta_study.role") != "sweep":
+            # a finished run that gives no rows: never skipped silently (a sweep's parent run has
+            # no metrics by design, a run still RUNNING is not done yet)
+            stats[NO_DS_STAT] += 1
 
     def payloads(positions: np.ndarray) -> list[str]:  # only rejected rows need one (~50 us each)
         runs = out.row_run[positions]

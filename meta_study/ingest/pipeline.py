@@ -33,6 +33,16 @@ from .sources import Progress, Source, SourceBatch, dedupe_keys, no_progress
 PERCENT_SUSPECTS = ("us_accuracy", "ds_accuracy")
 
 
+def _stat_hints() -> dict[str, str]:
+    from .mlflow_runs import NO_DS_HINT, NO_DS_STAT
+
+    return {NO_DS_STAT: NO_DS_HINT}
+
+
+#: stat -> what the summary line adds when the stat is not zero (what it means, what to do).
+STAT_HINTS = _stat_hints()
+
+
 @dataclass
 class SourceReport:
     """What ingest did with one source: the per-source summary line."""
@@ -87,9 +97,10 @@ class SourceReport:
         dele = f", {self.deleted} deleted" if self.deleted else ""
         kept = (f", {self.kept_runs} stored runs not in the file kept (--drop-missing removes them)"
                 if self.kept_runs else "")
+        hints = "".join(f"; {h}" for k, h in STAT_HINTS.items() if self.stats.get(k))
         why = f"; {top[1]} of {self.rejected} rejected for: {top[0]}" if top is not None else ""
         return printable(f"{self.label}: {self.new} new, {self.updated} updated, {self.unchanged} unchanged, "
-                         f"{self.quarantined} quarantined{dele}{kept}{extra} ({self.seconds:.1f} s){why}")
+                         f"{self.quarantined} quarantined{dele}{kept}{extra}{hints} ({self.seconds:.1f} s){why}")
 
 
 def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progress = no_progress) -> list[SourceReport]:

@@ -3,9 +3,10 @@ replies out on stdout.
 
 The first line on stdin is the credentials the driver resolved (never on the command line, which
 ``ps`` shows); every further line is an :class:`Op` or a flush request. At end of input (a normal
-close, or the driver died) the child sends what it has, spools the rest and exits. It holds
-``mlflow_writer.lock`` in the experiment directory while it runs, so that a resumed sweep's writer
-waits for it before reading the trial -> run map.
+close, or the driver died) the child sends what it has, spools the rest and exits. While it runs
+it beats in ``meta_study/writer.json`` in the sweep's storage (:class:`~.state.Heartbeat`), and a
+resumed sweep's writer waits for a beating writer to finish before it reads the trial -> run map,
+on this machine or any other.
 """
 
 from __future__ import annotations
@@ -14,35 +15,13 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from ._shards import MlflowWriter, Op, SweepTarget
+from .state import WRITER, WRITER_WAIT_S, Heartbeat, StateDir
 
-LOCK_FILE = "mlflow_writer.lock"
-LOCK_WAIT_S = 120.0               # a dead driver's writer gets this long to finish its queue
-
-
-def _lock_state_dir(state_dir: str) -> Any:
-    """Hold the experiment directory's writer lock (waiting up to LOCK_WAIT_S for an orphaned
-    writer of a killed driver to finish). The lock goes with the process."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        return None
-    Path(state_dir).mkdir(parents=True, exist_ok=True)
-    f = open(Path(state_dir) / LOCK_FILE, "a")
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while True:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return f
-        except OSError:
-            if time.monotonic() > deadline:
-                print(f"meta-study writer: {state_dir}: another writer still holds {LOCK_FILE}; going on",
-                      file=sys.stderr)
-                return f
-            time.sleep(0.2)
+LOCK_FILE = f"meta_study/{WRITER}"   # the heartbeat under the experiment dir (was a flock file)
+LOCK_WAIT_S = WRITER_WAIT_S          # a dead driver's writer gets this long to finish its queue
 
 
 def _serve(args: dict[str, Any]) -> None:
@@ -54,7 +33,10 @@ def _serve(args: dict[str, Any]) -> None:
     except OSError:
         pass
     target = SweepTarget(**args)
-    lock = _lock_state_dir(target.state_dir)
+    beat = Heartbeat(StateDir(target.state_dir),
+                     log=lambda m: print(f"meta-study writer: {m}", file=sys.stderr))
+    beat.wait_for_previous()
+    beat.start()
     w = MlflowWriter(target)
     first = sys.stdin.readline()
     w.creds = json.loads(first)["creds"] if first else None
@@ -68,4 +50,4 @@ def _serve(args: dict[str, Any]) -> None:
         else:
             w.put(Op(**d))
     w.flush()                          # end of input: a normal close, or the driver died
-    del lock
+    beat.stop()

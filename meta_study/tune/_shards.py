@@ -17,16 +17,16 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 from ._rest import _RestRuns
+from .state import RUNS, SPOOL, StateDir
 
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_TAGS_PER_BATCH = 100
-RUNS_FILE = "mlflow_runs.jsonl"   # append-only: one {"trial": ..., "run": ...} line per run
-SPOOL_FILE = "mlflow_spool.jsonl"
+RUNS_FILE = f"meta_study/{RUNS}"     # the trial -> run map under the experiment dir (see .state)
+SPOOL_FILE = f"meta_study/{SPOOL}"   # spooled operations under the experiment dir
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,12 @@ class SweepTarget:
 
     Attributes:
         tracking_uri, experiment_id, parent_run_id: the MLflow side.
-        state_dir: the Tune experiment directory (trial -> run map, spool and lock live there).
+        state_dir: the Tune experiment directory, a path or a URI (its ``meta_study/`` holds the
+            trial -> run map, the spool and the writer's heartbeat: :mod:`.state`).
         tags: tags of every child run.
         flush_timeout_s: how long a flush waits for an unreachable server before spooling.
+        resumed: a later session of the sweep: a trial missing from the run map is looked up by
+            its tag before a run is created for it.
     """
 
     tracking_uri: str
@@ -46,6 +49,7 @@ class SweepTarget:
     state_dir: str
     tags: Mapping[str, str] = field(default_factory=dict)
     flush_timeout_s: float = 300.0
+    resumed: bool = False
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -64,7 +68,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 class Op:
     """One MLflow operation for the writer (JSON-serializable: it crosses the pipe and the spool)."""
 
-    kind: str                       # "run", "metrics", "tag", "artifacts", "end"; "batch" (spooled); "noop"
+    kind: str                       # "run", "metrics", "tag", "artifacts", "end", "map"; "batch" (spooled); "noop"
     trial: str
     payload: dict[str, Any] = field(default_factory=dict)
 
@@ -82,7 +86,10 @@ class MlflowWriter:
         self._spool_lock = threading.Lock()
         self._runs: dict[str, str] = {}
         self._created: set[str] = set()          # runs created by this process: no lookups needed
-        self._resumed = False                    # a runs file existed: trials may already have runs
+        self._unmapped: set[str] = set()         # trials whose run is not in the stored map yet
+        self._resumed = target.resumed           # trials may already have runs (map or tag)
+        self.state = StateDir(target.state_dir)
+        self._replayed: list[str] = []           # spool objects queued again, dropped once sent
         self._client: Any = None
         self._rest: _RestRuns | None = None
         self.creds: dict[str, Any] | None = None     # resolved by the driver; None: resolve here
@@ -91,15 +98,8 @@ class MlflowWriter:
 
     def setup(self) -> None:
         """Load the trial -> run map of earlier runs of the sweep, start, replay the spool."""
-        path = Path(self.target.state_dir) / RUNS_FILE
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    d = json.loads(line)
-                except ValueError:  # a line cut short by a killed driver
-                    continue
-                self._runs[d["trial"]] = d["run"]
-            self._resumed = True
+        self._runs.update(self.state.runs())
+        self._resumed = self._resumed or bool(self._runs)
         self._start()
         self._replay_spool()
 
@@ -171,6 +171,9 @@ class MlflowWriter:
         while pending() and time.monotonic() < deadline:
             time.sleep(0.02)
         if not pending():
+            if self._replayed:          # everything a spool held went out: drop those objects
+                self.state.drop_spooled(self._replayed)
+                self._replayed = []
             return True
         self._stop.set()   # ops in flight wake from their back-off and spool themselves
         left: list[Op] = []
@@ -193,18 +196,18 @@ class MlflowWriter:
     def _spool(self, ops: list[Op]) -> None:
         if not ops:
             return
-        with self._spool_lock, open(Path(self.target.state_dir) / SPOOL_FILE, "a") as f:
-            for op in ops:
-                f.write(json.dumps({"kind": op.kind, "trial": op.trial, "payload": op.payload}) + "\n")
+        with self._spool_lock:   # one object per call: object stores have no appends
+            self.state.spool([json.dumps({"kind": op.kind, "trial": op.trial, "payload": op.payload})
+                              for op in ops])
 
     def _replay_spool(self) -> None:
-        path = Path(self.target.state_dir) / SPOOL_FILE
-        if not path.exists():
-            return
-        ops = [Op(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-        path.unlink()
-        for op in ops:
-            self.put(op)
+        """Queue what earlier sessions spooled. Their objects go once a flush has sent everything
+        (a writer killed before then leaves them for the next session: a replayed operation is
+        idempotent, the run map keeps its run)."""
+        for name, lines in self.state.spooled():
+            for line in lines:
+                self.put(Op(**json.loads(line)))
+            self._replayed.append(name)
 
     # ---- MLflow calls ---------------------------------------------------------------------------
 
@@ -221,10 +224,13 @@ class MlflowWriter:
             self._rest = _RestRuns(self.target.tracking_uri, self.creds)
         return self._rest
 
-    def run_id(self, trial_id: str, name: str | None = None) -> str:
+    def run_id(self, trial_id: str, name: str | None = None, config_key: str | None = None) -> str:
         """The trial's child run: from the map, else (only on resume) found by tag, else created."""
         rid = self._runs.get(trial_id)
         if rid:
+            if trial_id in self._unmapped:      # created, but its map entry failed to write
+                self.state.add_run(trial_id, rid, config_key)
+                self._unmapped.discard(trial_id)
             return rid
         found = []
         if self._resumed:  # the map may lack a run created just before the driver died
@@ -235,7 +241,8 @@ class MlflowWriter:
             rid = found[0].info.run_id
         else:
             tags = {**self.target.tags, "mlflow.parentRunId": self.target.parent_run_id, "trial_id": trial_id,
-                    "meta_study.role": "trial", "mlflow.runName": name or trial_id}
+                    "meta_study.role": "trial", "mlflow.runName": name or trial_id,
+                    **({"config_key": config_key} if config_key else {})}
             rest = self._rest_client()
             if rest is not None:
                 rid = rest.post("runs/create", {"experiment_id": self.target.experiment_id,
@@ -247,19 +254,25 @@ class MlflowWriter:
                 rid = self._mlflow().create_run(self.target.experiment_id, run_name=name or trial_id,
                                                 tags=tags).info.run_id
             self._created.add(rid)
-        with self._lock:
+        with self._lock:       # before the map write: a retry must never create a second run
             self._runs[trial_id] = rid
-            # O(1) per trial (a whole-map rewrite would be quadratic over thousands of trials); a
-            # line lost to a crash is recovered on resume by the tag search above
-            with open(Path(self.target.state_dir) / RUNS_FILE, "a") as f:
-                f.write(json.dumps({"trial": trial_id, "run": rid}) + "\n")
+            self._unmapped.add(trial_id)
+        # one object per run (O(1) per trial, no appends on an object store); an entry lost to a
+        # crash between create and this write is recovered on resume by the tag search above
+        self.state.add_run(trial_id, rid, config_key)
+        self._unmapped.discard(trial_id)
         return rid
 
     def _do_step(self, trial: str, step: tuple[str, dict[str, Any]]) -> None:
         # MLflow's client (and its import) only off the REST path: artifacts, a restarted trial's
         # params, servers that are not http(s)
         kind, p = step
-        rid = self.run_id(trial, p.get("name"))
+        if kind == "map":          # a run found by the driver (a dead driver's run): adopt it
+            with self._lock:
+                self._runs[trial] = p["run"]
+            self.state.add_run(trial, p["run"], p.get("config_key"))
+            return
+        rid = self.run_id(trial, p.get("name"), p.get("config_key"))
         if kind == "batch":
             params = p.get("params", {})
             if params and rid not in self._created:   # a restarted trial's run: log each param once
@@ -312,6 +325,8 @@ def plan_ops(ops: list[Op]) -> list[tuple[str, dict[str, Any]]]:
                 cfg = {k: v for k, v in p["config"].items() if v is not None}
                 cur["params"].update(flatten(cfg))
                 cur.setdefault("name", p.get("name"))
+                if p.get("config_key"):
+                    cur.setdefault("config_key", p["config_key"])
                 if cfg.get("arch_family") is not None:
                     cur["tags"]["arch_family"] = str(cfg["arch_family"])
             elif op.kind == "metrics":

@@ -5,33 +5,43 @@ and calls :func:`sweep_main`, which parses its flags into :class:`SweepOptions` 
 :func:`run_sweep`; a program (the demo) builds the options and calls :func:`run_sweep` itself.
 Importing this module does not import Ray, torch or timm. What happens:
 
-1. The Ray address comes from ``--address``, else ``$RAY_ADDRESS`` (as under ``ray job submit``),
-   else a local Ray is started.
-2. The sweep's MLflow parent run is created once (or found again on ``--resume``), and a
-   driver-side callback logs one child run per trial (:mod:`meta_study.tune.tracking`).
-3. ``Tuner(train_trial, ...)`` runs the trials with ``FailureConfig(max_failures)`` (a crashed trial
+1. Checks that need nothing started (:mod:`.preflight`): no credentials on the command line or
+   in the job's runtime_env; ``--resume``, ``--name`` and ``--experiment`` against the sweep
+   record in the storage path (a sweep is never started over or forked quietly).
+2. The Ray address comes from ``--address``, else ``$RAY_ADDRESS`` (as under ``ray job submit``),
+   else a local Ray is started. On a cluster, every node that can run a trial must read and write
+   the storage path, or the sweep is refused before any trial starts.
+3. The sweep's MLflow parent run is created once (or found again on ``--resume``) and recorded,
+   with the run map and everything else a resume needs, in the storage path (:mod:`.state`); a
+   driver-side callback logs one child run per trial (:mod:`.tracking`).
+4. ``Tuner(train_trial, ...)`` runs the trials with ``FailureConfig(max_failures)`` (a crashed trial
    restarts from its last checkpoint) and ``reuse_actors``; ``--resume`` is ``Tuner.restore`` with
-   ``resume_errored`` (finished trials are not run again).
-4. Trials an early-stopping scheduler (ASHA) stopped are evaluated from their last checkpoint in Ray
-   tasks, so they log final US and DS metrics too: they are meta-study points as well.
+   ``resume_errored`` (finished trials are not run again). Each trial asks for the resources its
+   configuration needs (``SweepSpec.resources``).
+5. Trials an early-stopping scheduler (ASHA) stopped are evaluated from their last checkpoint in Ray
+   tasks, and runs a dead driver left open are settled or closed (:mod:`.finalize`).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import getpass
+import datetime
 import json
 import os
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..errors import UserError
 from ..extras import require_training
+from . import provenance
+from .preflight import (check_storage_on_nodes, default_storage, experiment_dir, plan_session, refuse_runtime_env_secrets,
+                        refuse_secrets, runtime_env_of_job)
+from .state import Session, StateDir, SweepRecord, is_remote
+from .finalize import TrialRef
 
 # Experiment state is synced at most every 60 s (default "auto" re-syncs far more often once
 # thousands of trials are tracked; ray #11233, #7608). Must be set before ray.tune is imported.
@@ -61,6 +71,9 @@ class SweepSpec:
         num_samples / smoke_samples: Tune ``num_samples`` (repeats of a grid, or random draws).
         search: ``grid`` / ``random`` (both from ``space``) or ``optuna``.
         scheduler: None or ``asha`` (early stopping on the US accuracy).
+        resources: (trial config, options) -> :class:`TrialResources`: each configuration asks
+            for what its model needs (a ViT-Ti a quarter of a GPU, a ViT-B a whole one). None: every
+            trial gets ``--cpus-per-trial`` and ``--gpus-per-trial``.
     """
 
     name: str
@@ -72,6 +85,40 @@ class SweepSpec:
     smoke_samples: int = 1
     search: str = "grid"
     scheduler: str | None = None
+    resources: Callable[[Mapping[str, Any], "SweepOptions"], "TrialResources"] | None = None
+
+
+@dataclass(frozen=True)
+class TrialResources:
+    """What one trial asks Ray for (Tune reserves it per trial, from the trial's config).
+
+    Attributes:
+        cpu: CPUs (fractions allowed).
+        gpu: GPUs: a fraction shares one GPU (0.25: four trials on one), more than 1 for a
+            trial that uses several (its own code must use them: ``--workers-per-trial``).
+        memory_gb: host memory reserved for the trial (GiB; 0: not reserved). Ray then places
+            no more trials on a node than its memory holds.
+        custom: custom resources, e.g. ``{"large_gpu": 1}`` for nodes started with
+            ``--resources='{"large_gpu": 1}'`` (node-type targeting).
+        accelerator_type: a GPU model (``"A100"``, ``"H100"``): only nodes that have it (Ray's
+            ``accelerator_type:<T>`` resource, which a GPU node advertises by itself).
+    """
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+    memory_gb: float = 0.0
+    custom: Mapping[str, float] = field(default_factory=dict)
+    accelerator_type: str | None = None
+
+    def as_tune(self) -> dict[str, float]:
+        """The resource dict ``tune.with_resources`` takes (memory in bytes)."""
+        d: dict[str, float] = {"cpu": float(self.cpu), "gpu": float(self.gpu)}
+        if self.memory_gb:
+            d["memory"] = float(self.memory_gb) * 2**30
+        d.update({k: float(v) for k, v in self.custom.items()})
+        if self.accelerator_type:
+            d[f"accelerator_type:{self.accelerator_type}"] = 0.001   # Ray's convention: a tiny share
+        return d
 
 
 #: What every ``--smoke`` run shares (tiny, CPU, minutes): 16 px images, small procedural tasks,
@@ -93,7 +140,9 @@ class SweepOptions:
 
     ``tracking_uri`` None means ``$MLFLOW_TRACKING_URI`` when :func:`parse_options` reads the
     flags, else a sqlite file under the storage path; ``address`` None means ``$RAY_ADDRESS``,
-    else a local Ray (``"local"``: always a Ray of our own).
+    else a local Ray (``"local"``: always a Ray of our own). ``researcher`` defaults to
+    ``$META_STUDY_RESEARCHER`` (the submitting user, set by ``python -m meta_study.tune.submit``),
+    else ``$USER``.
     """
 
     smoke: bool = False
@@ -114,10 +163,12 @@ class SweepOptions:
     datasets: Mapping[str, str] = field(default_factory=dict)
     layerwise: bool = False
     overrides: Mapping[str, Any] = field(default_factory=dict)
-    researcher: str = field(default_factory=lambda: os.environ.get("USER") or _user())
+    researcher: str = field(default_factory=provenance.researcher)
     address: str | None = None
     quiet: bool = False
+    allow_code_change: bool = False
     fail_once: bool = False
+    fail_eval_once: bool = False
 
     def __post_init__(self) -> None:
         for name, spec in self.datasets.items():
@@ -139,9 +190,13 @@ def build_parser(spec: SweepSpec) -> argparse.ArgumentParser:
     a("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
       help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --storage-path)")
     a("--experiment", default=None, help="MLflow experiment (default: the sweep's name)")
-    a("--storage-path", default=None, help=f"Tune storage: a path or URI (default: ./{DEFAULT_ROOT}/ray)")
+    a("--storage-path", default=None,
+      help=f"Tune storage and the sweep's state: s3://..., gs://... or a path every node mounts "
+           f"(default on one machine: ./{DEFAULT_ROOT}/ray)")
     a("--name", default=None, help="Tune experiment name (default: the sweep's name, '-smoke' with --smoke)")
     a("--resume", action="store_true", help="continue a killed sweep (Tuner.restore); finished trials stay done")
+    a("--allow-code-change", action="store_true",
+      help="with --resume: go on although the code changed since the sweep last ran (recorded)")
     a("--gpus-per-trial", type=float, default=None, help="GPUs per trial (fractions allowed)")
     a("--cpus-per-trial", type=float, default=None,
       help="CPUs per trial (per Train worker with --workers-per-trial > 1); default 1")
@@ -155,19 +210,13 @@ def build_parser(spec: SweepSpec) -> argparse.ArgumentParser:
       help="register a dataset on disk as a task (repeatable)")
     a("--layerwise", action="store_true", help="also probe every block (Fig. 6)")
     a("--set", action="append", default=[], metavar="KEY=VALUE", help="override any TrainConfig field")
-    a("--researcher", default=None, help="tag of every run (default: $USER)")
+    a("--researcher", default=None, help="tag of every run (default: $META_STUDY_RESEARCHER, else $USER)")
     a("--address", default=None, help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
     a("--quiet", action="store_true",
       help="no Tune progress tables, trial configs or TensorBoard logs (the demo); MLflow still gets every run")
     a("--fail-once", action="store_true", help=argparse.SUPPRESS)  # test hook: each trial crashes once
+    a("--fail-eval-once", action="store_true", help=argparse.SUPPRESS)  # test hook: each evaluation fails once
     return p
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001
-        return "unknown"
 
 
 def _pairs(items: Sequence[str], flag: str) -> list[tuple[str, str]]:
@@ -202,7 +251,8 @@ def parse_options(spec: SweepSpec, argv: Sequence[str] | None = None) -> SweepOp
         max_failures=a.max_failures, us_task=a.us_task, ds_tasks=tuple(a.ds_task or ()),
         datasets=dict(_pairs(a.dataset, "--dataset")), layerwise=a.layerwise,
         overrides={k: _literal(v) for k, v in _pairs(a.set, "--set")}, address=a.address, quiet=a.quiet,
-        fail_once=a.fail_once, **({"researcher": a.researcher} if a.researcher else {}))
+        allow_code_change=a.allow_code_change, fail_once=a.fail_once, fail_eval_once=a.fail_eval_once,
+        **({"researcher": a.researcher} if a.researcher else {}))
 
 
 def fixed_config(spec: SweepSpec, options: SweepOptions) -> dict[str, Any]:
@@ -226,54 +276,56 @@ def trial_hooks(options: SweepOptions) -> "TrialHooks":
                       torch_trainer=options.torch_trainer or options.workers_per_trial > 1,
                       use_gpu=bool(options.gpus_per_trial),
                       worker_cpus=options.cpus_per_trial if options.cpus_per_trial is not None else 1.0,
-                      fail_once=options.fail_once)
+                      fail_once=options.fail_once, fail_eval_once=options.fail_eval_once)
 
 
-def _resources(options: SweepOptions) -> dict[str, float]:
-    gpus = options.gpus_per_trial if options.gpus_per_trial is not None else 0.0
-    cpus = options.cpus_per_trial if options.cpus_per_trial is not None else 1.0
-    if options.torch_trainer or options.workers_per_trial > 1:
-        # the trial function only drives its TorchTrainer, whose workers ask for their own resources
-        # (--cpus-per-trial CPUs and one GPU each): 0.1 CPU is enough to wait on them
-        return {"cpu": 0.1, "gpu": 0.0}
-    return {"cpu": cpus, "gpu": gpus}
+def default_resources(config: Mapping[str, Any], options: SweepOptions) -> TrialResources:
+    """``--cpus-per-trial`` (default 1) and ``--gpus-per-trial`` (default 0) for every trial."""
+    return TrialResources(cpu=options.cpus_per_trial if options.cpus_per_trial is not None else 1.0,
+                          gpu=options.gpus_per_trial or 0.0)
 
 
-def _git_sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).resolve().parents[2]).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+class PerTrialResources:
+    """A trial config -> Tune resource dict, from a spec's ``resources`` (a class, not a closure:
+    Tune pickles it with the trainable)."""
 
+    def __init__(self, fn: Callable[[Mapping[str, Any], SweepOptions], TrialResources] | None,
+                 options: SweepOptions) -> None:
+        self.fn, self.options = fn or default_resources, options
 
-def _storage(options: SweepOptions) -> str:
-    s = options.storage_path or os.path.join(os.getcwd(), DEFAULT_ROOT, "ray")
-    return s if "://" in s else os.path.abspath(s)
-
-
-def refuse_credentials(uri: str) -> None:
-    """A UserError for a tracking URI with credentials in it: they would reach the writer child's
-    argv (visible in ``ps``), ``mlflow_parent.json`` and the sweep summary."""
-    from ..ingest.mlflow_source import has_credentials, safe_uri
-
-    if has_credentials(uri):
-        raise UserError(f"--tracking-uri {safe_uri(uri)}: credentials in the tracking URI are refused; set "
-                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
+    def __call__(self, config: Mapping[str, Any]) -> dict[str, float]:
+        o = self.options
+        if o.torch_trainer or o.workers_per_trial > 1:
+            # the trial function only drives its TorchTrainer, whose workers ask for their own resources
+            # (--cpus-per-trial CPUs and one GPU each): 0.1 CPU is enough to wait on them
+            return {"cpu": 0.1, "gpu": 0.0}
+        return self.fn(config, o).as_tune()
 
 
 def _tracking_uri(options: SweepOptions, storage: str) -> str:
     if options.tracking_uri:
-        refuse_credentials(options.tracking_uri)
         return options.tracking_uri
-    root = Path(storage).parent if "://" not in storage else Path(os.getcwd()) / DEFAULT_ROOT
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    if is_remote(storage):
+        raise UserError(f"--storage-path {storage}: give --tracking-uri (or MLFLOW_TRACKING_URI) too: the default, a "
+                        "sqlite file, would live on this machine's disk only, and a resume elsewhere would not find "
+                        "the sweep's runs")
+    return f"sqlite:///{(Path(storage).parent / 'mlflow.db').resolve()}"   # its directory: made by run_sweep
+
+
+def refuse_credentials(uri: str) -> None:
+    """A UserError for a tracking URI with credentials in it: they would reach the writer child's
+    argv (visible in ``ps``), the sweep record and the sweep summary."""
+    refuse_secrets(tracking_uri=uri, storage_path=None)
 
 
 @dataclass
 class SweepResult:
-    """What :func:`run_sweep` did."""
+    """What :func:`run_sweep` did.
+
+    ``eval_failed``: early-stopped trials whose end-of-sweep evaluation failed (the reason is on
+    each run); ``settled`` / ``orphaned``: runs a dead driver had left open, settled from Tune's
+    record or closed (:mod:`.finalize`).
+    """
 
     name: str
     experiment_dir: str
@@ -284,26 +336,109 @@ class SweepResult:
     errored: int
     early_stopped: int
     seconds: float
+    eval_failed: int = 0
+    settled: int = 0
+    orphaned: int = 0
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything :func:`run_sweep` decided before Ray starts."""
+
+    name: str
+    storage: str
+    exp_dir: str
+    tracking: str
+    state: StateDir
+    record: SweepRecord | None
+    resume: bool
+    restore_tune: bool
+    experiment: str
+    code: str
+    code_changed: bool
+
+
+def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
+    """The checks and decisions that need neither Ray nor MLflow (:mod:`.preflight`): secrets,
+    the storage path, the tracking URI, and what ``--resume`` / ``--name`` / ``--experiment``
+    mean against the sweep record in the storage. UserError (one line) on any refusal."""
+    from ..ingest.mlflow_source import safe_uri
+
+    refuse_secrets(tracking_uri=o.tracking_uri, storage_path=o.storage_path, datasets=o.datasets)
+    refuse_runtime_env_secrets(runtime_env_of_job())
+    name = o.name or (f"{spec.name}-smoke" if o.smoke else spec.name)
+    storage = o.storage_path or default_storage(DEFAULT_ROOT)
+    storage = storage if is_remote(storage) else os.path.abspath(storage.removeprefix("file://"))
+    exp_dir = experiment_dir(storage, name)
+    tracking = _tracking_uri(o, storage)
+    state = StateDir(exp_dir)
+    record = state.read_record()
+    from ray import tune
+
+    code = provenance.code_version([f for f in [provenance.script_of(spec.space)] if f])
+    sp = plan_session(record=record, tune_state=tune.Tuner.can_restore(exp_dir), resume=o.resume,
+                      experiment=o.experiment, default_experiment=spec.name, code=code,
+                      allow_code_change=o.allow_code_change, experiment_dir=exp_dir, tracking_uri=safe_uri(tracking))
+    return _Plan(name=name, storage=storage, exp_dir=exp_dir, tracking=tracking, state=state, record=record,
+                 resume=sp.resume, restore_tune=sp.restore_tune, experiment=sp.experiment, code=code,
+                 code_changed=sp.code_changed)
+
+
+def _record_session(p: _Plan, o: SweepOptions, fixed: Mapping[str, Any], tags: dict[str, str]) -> SweepRecord:
+    """Create the parent run (a new sweep) or find it (a resume), and write the sweep record with
+    this session in it, before any trial starts."""
+    from ..ingest.mlflow_source import safe_uri
+    from ..mlflow_client import mlflow_client
+    from .tracking import create_parent_run
+
+    session = Session(started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                      code=p.code, git_sha=tags["git_sha"], researcher=o.researcher, resume=p.resume,
+                      code_changed=p.code_changed)
+    if p.record is None:
+        exp_id, parent = create_parent_run(p.tracking, p.experiment, p.name,
+                                           params={"sweep": p.name, "smoke": o.smoke, **fixed}, tags=tags)
+        rec = SweepRecord(sweep=p.name, experiment=p.experiment, experiment_id=exp_id, parent_run_id=parent,
+                          tracking_uri=safe_uri(p.tracking), sessions=(session,))
+    else:
+        rec = p.record.with_session(session)
+        n = len(rec.sessions)
+        try:   # the parent run says which code, commit and person each session ran with
+            mlflow_client(p.tracking).log_batch(rec.parent_run_id, tags=_session_tags(session, n))
+        except Exception as e:  # noqa: BLE001 - the record in the storage has it; say so, go on
+            print(f"warning: could not tag the parent run {rec.parent_run_id} with session {n}: {e}", file=sys.stderr)
+    p.state.write_record(rec)
+    return rec
+
+
+def _session_tags(s: Session, n: int) -> list[Any]:
+    from mlflow.entities import RunTag
+
+    return [RunTag(f"session.{n}.{k}", str(v)) for k, v in
+            (("started", s.started), ("code_version", s.code), ("git_sha", s.git_sha), ("researcher", s.researcher),
+             ("code_changed", int(s.code_changed)))]
 
 
 def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepResult:
-    """Run (or resume) the sweep, finalize early-stopped trials.
+    """Run (or resume) the sweep, evaluate early-stopped trials, settle what a dead driver left.
 
     Raises:
-        UserError: credentials in the tracking URI, or an install without the training extra
-            (both before Ray starts).
+        UserError: one line, before any trial starts: credentials in a URI or the job's
+            runtime_env, an install without the training extra, a storage path some node cannot
+            use, ``--resume`` with nothing to restore, a sweep that exists without ``--resume``,
+            another experiment or tracking server than the sweep's, or code changed since it
+            last ran (without ``--allow-code-change``).
     """
     o = options
-    if o.tracking_uri:
-        refuse_credentials(o.tracking_uri)   # before Ray starts
+    refuse_secrets(tracking_uri=o.tracking_uri, storage_path=o.storage_path, datasets=o.datasets)
     require_training(f"sweep {spec.name}")   # a core install: one line, not a worker's traceback
     t0 = time.monotonic()
+    p = plan_sweep(spec, o)
     from ray import tune
 
-    from .tracking import MlflowSweepCallback, parent_run
-    from .trial import FINAL_KEY, train_trial
-
     from ..ray_session import start_or_connect
+    from .tracking import MlflowSweepCallback
+    from .trial import train_trial
 
     if o.quiet:
         import logging
@@ -313,42 +448,70 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
         for name in ("ray.tune", "ray.train", "ray.air"):
             logging.getLogger(name).setLevel(logging.ERROR)
+    if p.tracking.startswith("sqlite:///"):
+        Path(p.tracking[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    private = not (o.address != "local" and (o.address or os.environ.get("RAY_ADDRESS")))
     start_or_connect(o.address, log_to_driver=bool(os.environ.get("META_STUDY_TRIAL_LOGS")))
-    name = o.name or (f"{spec.name}-smoke" if o.smoke else spec.name)
-    storage = _storage(o)
-    exp_dir = storage.rstrip("/") + "/" + name
-    local_state = exp_dir if "://" not in exp_dir else os.path.join(os.getcwd(), DEFAULT_ROOT, "state", name)
-    os.makedirs(local_state, exist_ok=True)
-    tracking = _tracking_uri(o, storage)
+    if not private:      # a Ray of our own is this machine: its workers share our disk and environment
+        check_storage_on_nodes(p.storage)
     fixed = fixed_config(spec, o)
-    hooks = trial_hooks(o)
-    tags = {"sweep": name, "git_sha": _git_sha(), "researcher": o.researcher}
-    exp_id, parent = parent_run(tracking, o.experiment or spec.name, name, local_state,
-                                params={"sweep": name, "smoke": o.smoke, **fixed}, tags=tags)
-    callback = MlflowSweepCallback(tracking, exp_id, parent, local_state, tags=tags)
+    hooks = replace(trial_hooks(o), resumed=p.resume)
+    tags = {"sweep": p.name, "git_sha": provenance.git_sha(), "researcher": o.researcher, "code_version": p.code}
+    rec = _record_session(p, o, fixed, tags)
+    callback = MlflowSweepCallback(p.tracking, rec.experiment_id, rec.parent_run_id, p.exp_dir, tags=tags,
+                                   resumed=p.resume, storage_uri=p.storage)
+    resources = PerTrialResources(spec.resources, o)
     # the hooks travel beside the config (Tune's object store), so the config is TrainConfig only
-    trainable = tune.with_resources(tune.with_parameters(train_trial, hooks=hooks), _resources(o))
-    if o.resume and tune.Tuner.can_restore(exp_dir):
-        tuner = tune.Tuner.restore(exp_dir, trainable, resume_errored=True)
+    trainable = tune.with_resources(tune.with_parameters(train_trial, hooks=hooks), resources)
+    if p.restore_tune:
+        tuner = tune.Tuner.restore(p.exp_dir, trainable, resume_errored=True)
+        _use_callback(tuner, callback)
     else:
-        tuner = _new_tuner(spec, o, trainable, fixed, name, storage, callback)
+        tuner = _new_tuner(spec, o, trainable, fixed, p.name, p.storage, callback)
     grid = tuner.fit()
-    finished = errored = early = 0
-    pending = []
-    for r in grid:
-        if r.error is not None:
-            errored += 1
-        elif r.metrics.get(FINAL_KEY) == 1.0:
-            finished += 1
-        elif r.checkpoint is not None:
-            pending.append(r)
-    early = _finalize(pending, callback, _resources(o), hooks)
-    callback.flush()
-    _end_parent(tracking, parent, "FAILED" if errored else "FINISHED")
-    res = SweepResult(name=name, experiment_dir=exp_dir, tracking_uri=tracking, parent_run_id=parent,
-                      trials=len(grid), finished=finished + early, errored=errored, early_stopped=early,
-                      seconds=time.monotonic() - t0)
-    return res
+    results = list(grid)
+    out = _finish(spec, results, callback, p, rec, resources, hooks)
+    finished = sum(1 for r in results if r.error is None and (r.metrics or {}).get("final") == 1.0)
+    errored = sum(1 for r in results if r.error is not None)
+    ok = out["eval_done"]
+    _end_parent(p.tracking, rec.parent_run_id, "FAILED" if errored or out["eval_failed"] else "FINISHED")
+    return SweepResult(name=p.name, experiment_dir=p.exp_dir, tracking_uri=p.tracking,
+                       parent_run_id=rec.parent_run_id, trials=len(results), finished=finished + ok,
+                       errored=errored, early_stopped=ok + out["eval_failed"], seconds=time.monotonic() - t0,
+                       eval_failed=out["eval_failed"], settled=out["settled"], orphaned=out["orphaned"],
+                       resumed=p.resume)
+
+
+def _use_callback(tuner: Any, callback: Any) -> None:
+    """Give a restored Tuner this session's MLflow callback. ``Tuner.restore`` unpickles the run
+    config of the session that started the sweep, callbacks included, with that session's tags
+    (git SHA, researcher) and without knowing it resumes; Tune has no public way to replace a
+    restored run config's callbacks, so this swaps them in the (private) TunerInternal."""
+    from .tracking import MlflowSweepCallback
+
+    rc = tuner._local_tuner.get_run_config()
+    rc.callbacks = [callback if isinstance(c, MlflowSweepCallback) else c for c in (rc.callbacks or [])]
+    if callback not in rc.callbacks:
+        rc.callbacks.append(callback)
+
+
+def _finish(spec: SweepSpec, results: list[Any], callback: Any, p: _Plan, rec: SweepRecord,
+            resources: PerTrialResources, hooks: "TrialHooks") -> dict[str, int]:
+    """Evaluate the early-stopped trials, then settle what earlier sessions left open."""
+    from .finalize import evaluate_stopped, is_stopped_early, reconcile
+
+    stopped = [r for r in results if is_stopped_early(r)]
+    ev = evaluate_stopped(stopped, callback, resources=resources, hooks=hooks)
+    sent = callback.flush()
+    settled = orphaned = 0
+    if sent:   # the server holds everything this session logged: what is still RUNNING is left over
+        name = TrialName(spec.name)
+        rc = reconcile(results, callback, tracking_uri=p.tracking, experiment_id=rec.experiment_id,
+                       parent_run_id=rec.parent_run_id, runs_map=p.state.runs(),
+                       name_of=lambda tid: name(TrialRef(tid)))
+        callback.flush()
+        settled, orphaned = len(rc.settled), len(rc.orphaned)
+    return {"eval_done": len(ev.done), "eval_failed": len(ev.failed), "settled": settled, "orphaned": orphaned}
 
 
 def _end_parent(tracking_uri: str, run_id: str, status: str) -> None:
@@ -422,43 +585,6 @@ class WithFixed:
         return {**self.fixed, **self.define(trial)}
 
 
-def _finalize(results: Sequence[Any], callback: Any, resources: Mapping[str, float], hooks: "TrialHooks") -> int:
-    """Evaluate early-stopped trials from their last checkpoint (Ray tasks) and log their final
-    metrics to their MLflow runs."""
-    if not results:
-        return 0
-    import ray
-
-    from .trial import evaluate_trial_checkpoint
-
-    @ray.remote(num_cpus=max(resources.get("cpu", 1.0), 0.5), num_gpus=resources.get("gpu", 0.0))
-    def evaluate(config: dict[str, Any], checkpoint: Any) -> dict[str, Any]:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as d:
-            return evaluate_trial_checkpoint(config, checkpoint.to_directory(d), hooks)
-
-    refs = {evaluate.remote(r.config, r.checkpoint): r for r in results}
-    done = 0
-    for ref, r in refs.items():
-        metrics = ray.get(ref)
-        trial_id = r.metrics.get("trial_id")
-        callback.on_trial_result(0, [], _TrialRef(trial_id), metrics)
-        callback.log_final(trial_id, {"early_stopped": 1.0}, None)
-        done += 1
-    return done
-
-
-@dataclass
-class _TrialRef:
-    """The part of a Tune Trial the callback reads, for trials finished after the Tuner."""
-
-    trial_id: str
-
-    def __str__(self) -> str:
-        return self.trial_id
-
-
 def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
     """Entry point of ``sweeps/<name>.py``: run, print a summary, exit non-zero if trials errored
     (a user error: one line on stderr, exit 2)."""
@@ -468,9 +594,13 @@ def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
         print(f"{spec.name}: {e}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps({"sweep": res.name, "trials": res.trials, "finished": res.finished, "errored": res.errored,
-                      "early_stopped": res.early_stopped, "seconds": round(res.seconds, 1),
+                      "early_stopped": res.early_stopped, "eval_failed": res.eval_failed, "settled": res.settled,
+                      "orphaned": res.orphaned, "resumed": res.resumed, "seconds": round(res.seconds, 1),
                       "tune_dir": res.experiment_dir, "tracking_uri": res.tracking_uri,
                       "mlflow_parent_run": res.parent_run_id}, indent=1))
     print(f"browse: mlflow ui --backend-store-uri {res.tracking_uri}" if res.tracking_uri.startswith("sqlite")
           else f"browse: {res.tracking_uri}")
-    sys.exit(1 if res.errored else 0)
+    if res.eval_failed:
+        print(f"{res.eval_failed} early-stopped trial(s) could not be evaluated: see the tag meta_study.eval_error on "
+              "their runs; --resume retries them", file=sys.stderr)
+    sys.exit(1 if res.errored or res.eval_failed else 0)

@@ -6,59 +6,57 @@ The callback turns Tune events into MLflow operations and hands them to a writer
 (:mod:`meta_study.tune.writer`); Tune's event loop never waits on the network, and the writer's
 work never competes with it for the driver's GIL.
 
-- **One parent run per sweep**, created once by :func:`parent_run` and remembered in the Tune
-  experiment directory, so ``--resume`` reuses it (ray #19909/#19978: children are nested under it).
+- **One parent run per sweep**, created once (:func:`create_parent_run`) and remembered in the
+  sweep record in the sweep's storage (:mod:`.state`), so ``--resume`` reuses it from any machine
+  (ray #19909/#19978: children are nested under it).
 - **One child run per trial**, tagged with the sweep's parent run and the trial id. The trial ->
-  run map is persisted in the experiment directory, and a restarted or restored trial finds its run
-  there (or by tag), so no duplicate runs appear.
+  run map is kept in the sweep's storage, and a restarted or restored trial finds its run there
+  (or by tag), so no duplicate runs appear.
 - **Params** are the flattened resolved config, logged once per run (a trial's config never changes,
   so re-logging them after a restart is a no-op and never conflicts: ray #30649).
 - **Metrics** follow docs/tracking.md and go out in batches of at most 1,000 (MLflow's limit);
   params in batches of at most 100.
+- **A trial stopped early** (ASHA) keeps its run open, tagged ``meta_study.eval_status=pending``,
+  until the end-of-sweep evaluation logs its final metrics (or the reason it failed).
 - **Failures**: every call is retried with exponential back-off (0.5 s doubling to 30 s). At the end
-  of the sweep the writer keeps retrying for ``flush_timeout_s``, then spools what is left to
-  ``mlflow_spool.jsonl`` in the experiment directory; the next run of the sweep (``--resume``)
-  replays it first.
+  of the sweep the writer keeps retrying for ``flush_timeout_s``, then spools what is left to the
+  sweep's storage; the next run of the sweep (``--resume``) replays it first.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 from typing import Any, Mapping
 
 from ray.tune import Callback
 
 from ..mlflow_client import get_or_create_experiment
+from .provenance import full_uri
+from .state import RECORD, StateDir, SweepRecord, is_remote
+from .trial import config_key
 from .writer import (MAX_PARAMS_PER_BATCH, RUNS_FILE, SPOOL_FILE, MlflowWriter, SweepTarget,  # noqa: F401
                      WriterProcess, Op, plan_ops, flatten)
 
-PARENT_FILE = "mlflow_parent.json"
+PARENT_FILE = f"meta_study/{RECORD}"    # the sweep record, under the experiment dir
+#: Tags a trial's run carries about its end-of-sweep evaluation (an early-stopped trial).
+EVAL_STATUS_TAG = "meta_study.eval_status"     # pending, ok, failed
+EVAL_ERROR_TAG = "meta_study.eval_error"       # why it failed (one line)
+STATUS_TAG = "meta_study.status"               # orphaned: a run no trial of the sweep owns
+REASON_TAG = "meta_study.reason"
 #: Result keys that are Tune bookkeeping, not metrics.
 TUNE_KEYS = {"done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s", "pid",
              "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore", "experiment_tag",
              "checkpoint_dir_name", "should_checkpoint", "step"}
 
 
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def parent_run(tracking_uri: str, experiment: str, sweep: str, state_dir: str, *, params: Mapping[str, Any],
-               tags: Mapping[str, str]) -> tuple[str, str]:
-    """The sweep's parent run: created once, reused on resume. Returns (experiment_id, run_id)."""
+def create_parent_run(tracking_uri: str, experiment: str, sweep: str, *, params: Mapping[str, Any],
+                      tags: Mapping[str, str]) -> tuple[str, str]:
+    """Create the sweep's parent run (and its experiment if needed). Returns (experiment_id, run_id)."""
     from mlflow.entities import Param
 
     from ..mlflow_client import mlflow_client
 
-    path = Path(state_dir) / PARENT_FILE
-    if path.exists():
-        d = json.loads(path.read_text())
-        return d["experiment_id"], d["run_id"]
     client = mlflow_client(tracking_uri)
     exp_id = get_or_create_experiment(client, tracking_uri, experiment)
     run = client.create_run(exp_id, run_name=f"sweep {sweep}", tags={"sweep": sweep, "meta_study.role": "sweep",
@@ -68,9 +66,23 @@ def parent_run(tracking_uri: str, experiment: str, sweep: str, state_dir: str, *
     for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
         client.log_batch(run.info.run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
     client.set_tag(run.info.run_id, "n_params", str(len(items)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_json(path, {"experiment_id": exp_id, "run_id": run.info.run_id, "tracking_uri": tracking_uri})
     return exp_id, run.info.run_id
+
+
+def parent_run(tracking_uri: str, experiment: str, sweep: str, state_dir: str, *, params: Mapping[str, Any],
+               tags: Mapping[str, str]) -> tuple[str, str]:
+    """The sweep's parent run: created once and recorded in the sweep record under ``state_dir``
+    (the experiment dir, a path or a URI), reused after. Returns (experiment_id, run_id)."""
+    from ..ingest.mlflow_runs import safe_uri
+
+    state = StateDir(state_dir)
+    rec = state.read_record()
+    if rec is not None:
+        return rec.experiment_id, rec.parent_run_id
+    exp_id, run_id = create_parent_run(tracking_uri, experiment, sweep, params=params, tags=tags)
+    state.write_record(SweepRecord(sweep=sweep, experiment=experiment, experiment_id=exp_id, parent_run_id=run_id,
+                                   tracking_uri=safe_uri(tracking_uri)))
+    return exp_id, run_id
 
 
 class MlflowSweepCallback(Callback):
@@ -78,17 +90,22 @@ class MlflowSweepCallback(Callback):
 
     Args:
         tracking_uri: where to log (never a worker's default).
-        experiment_id, parent_run_id: from :func:`parent_run`.
-        state_dir: the Tune experiment directory (trial -> run map and spool live there).
+        experiment_id, parent_run_id: from :func:`create_parent_run`.
+        state_dir: the Tune experiment directory, a path or a URI (the run map and spool live in
+            its ``meta_study/``).
         tags: tags of every child run (sweep, git SHA, researcher, ...).
         flush_timeout_s: how long the end of the sweep waits for an unreachable server before
             spooling what is left.
+        resumed: a later session of the sweep (trials may already have runs).
+        storage_uri: Tune's storage path, for full checkpoint URIs (default: ``state_dir``'s).
     """
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, state_dir: str, *,
-                 tags: Mapping[str, str] | None = None, flush_timeout_s: float = 300.0) -> None:
+                 tags: Mapping[str, str] | None = None, flush_timeout_s: float = 300.0, resumed: bool = False,
+                 storage_uri: str | None = None) -> None:
         self.target = SweepTarget(tracking_uri, experiment_id, parent_run_id, state_dir, dict(tags or {}),
-                                  flush_timeout_s)
+                                  flush_timeout_s, resumed)
+        self.storage_uri = storage_uri or state_dir
         self._init_runtime()
 
     # Tune pickles the run config (callbacks included) for Tuner.restore: keep threads out of it.
@@ -103,6 +120,10 @@ class MlflowSweepCallback(Callback):
         self._writer: WriterProcess | None = None
         self._resolved_sent: set[str] = set()
         self._train_checkpoints: dict[str, str] = {}
+        self.ended: set[str] = set()   # trials whose run this session ended (or left for evaluation)
+        self._mapped: set[str] = set()  # trials with a run in the stored map (a resumed sweep)
+        self._by_key: dict[str, list[tuple[str, str]]] = {}   # config key -> (trial, run) of earlier sessions
+        self._adopted: set[str] = set()
         self.errors = 0          # calls that failed at least once (for tests and the summary)
         self.writer_cpu_s = 0.0  # CPU seconds its writer processes used (for the overhead benchmark)
 
@@ -111,9 +132,36 @@ class MlflowSweepCallback(Callback):
     def setup(self, **info: Any) -> None:
         # the writer process loads the trial -> run map and replays the spool as it starts
         self._put(Op("noop", ""))
+        if self.target.resumed:   # runs of earlier sessions, by what their trials train
+            for trial, run, key in StateDir(self.target.state_dir).run_entries():
+                self._mapped.add(trial)
+                if key:
+                    self._by_key.setdefault(key, []).append((trial, run))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._put(Op("run", trial.trial_id, {"name": str(trial), "config": _clean_config(trial.config)}))
+        key = config_key(trial.config)
+        if self._by_key.get(key) and trial.trial_id not in self._mapped:
+            self._adopt_lost(trial.trial_id, key, trials)
+        self._put(Op("run", trial.trial_id, {"name": str(trial), "config": _clean_config(trial.config),
+                                             "config_key": key}))
+        res = _resources(trial)
+        if res:   # what Ray reserved for this trial (a spec's per-config resources)
+            self._put(Op("tag", trial.trial_id, {"key": "resources", "value": res}))
+
+    def _adopt_lost(self, trial_id: str, key: str, trials: list) -> None:
+        """A new trial of a resumed sweep whose configuration an earlier trial ran, and that trial is
+        unknown to Tune now (started after Tune's last saved state, lost with the driver; a restored
+        Optuna search draws the configuration again under a new id): the new trial takes over that
+        trial's run, never a second run for the same model (its result too: see ``TrialHooks.resumed``)."""
+        known = {t.trial_id for t in trials}
+        for old, run in self._by_key[key]:
+            if old not in known and run not in self._adopted:
+                self._adopted.add(run)
+                self._mapped.add(trial_id)
+                self._put(Op("map", trial_id, {"run": run, "config_key": key}))
+                self._put(Op("tag", trial_id, {"key": "trial_id", "value": trial_id}))
+                self._put(Op("tag", trial_id, {"key": "meta_study.adopted_from", "value": old}))
+                return
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if isinstance(result.get("checkpoint_path"), str):  # a Ray Train trial's checkpoint (TuneReportCallback)
@@ -122,15 +170,21 @@ class MlflowSweepCallback(Callback):
         if resolved and trial.trial_id not in self._resolved_sent:
             self._resolved_sent.add(trial.trial_id)
             self._put(Op("run", trial.trial_id, {"name": str(trial), "config": resolved}))
-        metrics = {k: float(v) for k, v in result.items()
-                   if k not in TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = _metrics(result)
         step = int(result.get("step", result.get("training_iteration", 0)) or 0)
         if metrics:
             self._put(Op("metrics", trial.trial_id, {"metrics": metrics, "step": step,
                                                       "time": int(time.time() * 1000)}))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, "FINISHED")
+        last = getattr(trial, "last_result", None) or {}
+        if last.get("final") == 1.0 or not last:
+            self._finish(trial, "FINISHED")
+            return
+        # stopped early (ASHA): the run stays open until the end-of-sweep evaluation logs its
+        # final metrics, so no reader takes its training-time numbers for a finished point
+        self.ended.add(trial.trial_id)
+        self._put(Op("tag", trial.trial_id, {"key": EVAL_STATUS_TAG, "value": "pending"}))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, "FAILED")
@@ -138,22 +192,82 @@ class MlflowSweepCallback(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.flush()
 
+    # ---- after the Tuner: evaluations, and runs a dead driver left behind --------------------------
+
+    def log_evaluation(self, trial_id: str, metrics: Mapping[str, float] | None, *, error: str | None = None,
+                       checkpoint: Any = None) -> None:
+        """The end-of-sweep evaluation of an early-stopped trial: its final metrics, or the reason
+        it failed (``meta_study.eval_status`` / ``meta_study.eval_error`` tags). The run ends
+        FINISHED either way: training did finish, and ingest reports a run without downstream
+        metrics (docs/tracking.md)."""
+        if metrics:
+            self._put(Op("metrics", trial_id, {"metrics": dict(metrics), "step": 0, "time": int(time.time() * 1000)}))
+        status = "ok" if error is None else "failed"
+        self._put(Op("tag", trial_id, {"key": EVAL_STATUS_TAG, "value": status}))
+        if error is not None:
+            self._put(Op("tag", trial_id, {"key": EVAL_ERROR_TAG, "value": error[:4000]}))
+        self._checkpoint_ops(trial_id, checkpoint)
+        self._end(trial_id, "FINISHED")
+
     def log_final(self, trial_id: str, metrics: Mapping[str, float], checkpoint_dir: str | None) -> None:
-        """Final metrics of a trial evaluated after the sweep (an early-stopped trial's last
-        checkpoint), then its checkpoint artifact and FINISHED status."""
+        """Final metrics of a trial evaluated after the sweep, then its checkpoint and FINISHED."""
         self._put(Op("metrics", trial_id, {"metrics": dict(metrics), "step": 0, "time": int(time.time() * 1000)}))
         if checkpoint_dir:
             self._put(Op("artifacts", trial_id, {"dir": checkpoint_dir}))
-        self._put(Op("end", trial_id, {"status": "FINISHED"}))
+        self._end(trial_id, "FINISHED")
+
+    def settle(self, trial_id: str, name: str, config: Mapping[str, Any], result: Mapping[str, Any], status: str,
+               checkpoint: Any = None) -> None:
+        """Bring a trial's run in line with Tune's record of it: a trial that ended while its
+        driver died (its run left RUNNING, or never created) gets its config, its last result and
+        its end status. Idempotent: what is already there is logged again with the same values."""
+        self._put(Op("run", trial_id, {"name": name, "config": _clean_config(config),
+                                       "config_key": config_key(config)}))
+        resolved = _resolved(result)
+        if resolved:
+            self._put(Op("run", trial_id, {"name": name, "config": resolved}))
+        metrics = _metrics(result)
+        if metrics:
+            self._put(Op("metrics", trial_id, {"metrics": metrics, "step": int(result.get("step", 0) or 0),
+                                                "time": int(time.time() * 1000)}))
+        self._checkpoint_ops(trial_id, checkpoint)
+        self._end(trial_id, status)
+
+    def adopt(self, trial_id: str, run_id: str) -> None:
+        """Make ``run_id`` the trial's run (a run found in MLflow that the run map lacks)."""
+        self._put(Op("map", trial_id, {"run": run_id}))
+
+    def close_orphan(self, trial_id: str, reason: str) -> None:
+        """End a run that no trial of the sweep owns any more (KILLED, with the reason)."""
+        self._put(Op("tag", trial_id, {"key": STATUS_TAG, "value": "orphaned"}))
+        self._put(Op("tag", trial_id, {"key": REASON_TAG, "value": reason[:4000]}))
+        self._end(trial_id, "KILLED")
 
     def _finish(self, trial: Any, status: str) -> None:
         ckpt = getattr(trial, "checkpoint", None)
-        path = getattr(ckpt, "path", None) if ckpt is not None else self._train_checkpoints.get(trial.trial_id)
-        if path and os.path.isdir(path):
-            self._put(Op("artifacts", trial.trial_id, {"dir": path}))
-        elif path:
-            self._put(Op("tag", trial.trial_id, {"key": "checkpoint_uri", "value": str(path)}))
-        self._put(Op("end", trial.trial_id, {"status": status}))
+        self._checkpoint_ops(trial.trial_id, ckpt if ckpt is not None else self._train_checkpoints.get(trial.trial_id))
+        self._end(trial.trial_id, status)
+
+    def _end(self, trial_id: str, status: str) -> None:
+        self.ended.add(trial_id)
+        self._put(Op("end", trial_id, {"status": status}))
+
+    def _checkpoint_ops(self, trial_id: str, ckpt: Any) -> None:
+        """A local checkpoint directory is copied into the run's artifacts (``checkpoint_uri`` then
+        names the artifact); one on remote storage stays there and ``checkpoint_uri`` is its full
+        URI (scheme, bucket, and the endpoint when it is not AWS's)."""
+        if ckpt is None:
+            return
+        path = getattr(ckpt, "path", ckpt)
+        if not path:
+            return
+        fs = getattr(ckpt, "filesystem", None)
+        fs_type = getattr(fs, "type_name", None) or ("local" if not is_remote(self.storage_uri) else "remote")
+        if fs_type == "local" and os.path.isdir(str(path)):
+            self._put(Op("artifacts", trial_id, {"dir": str(path)}))
+        else:
+            self._put(Op("tag", trial_id, {"key": "checkpoint_uri",
+                                           "value": full_uri(str(path), fs_type, self.storage_uri)}))
 
     # ---- the writer process ----------------------------------------------------------------------
 
@@ -172,6 +286,24 @@ class MlflowSweepCallback(Callback):
         self.writer_cpu_s += self._writer.cpu_s
         self._writer = None
         return ok
+
+
+def _resources(trial: Any) -> str | None:
+    """A trial's reserved resources as compact JSON (``{"CPU": 0.5, "GPU": 0.25, "memory": ...}``)."""
+    import json
+
+    try:
+        req = trial.placement_group_factory.required_resources
+    except Exception:  # noqa: BLE001 - not a Tune Trial (tests, TrialRef)
+        return None
+    return json.dumps({k: (int(v) if float(v).is_integer() else float(v)) for k, v in sorted(req.items()) if v},
+                      separators=(",", ":"))
+
+
+def _metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric metrics of a Tune result (Tune's bookkeeping left out)."""
+    return {k: float(v) for k, v in result.items()
+            if k not in TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _resolved(result: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -41,6 +41,11 @@ class TrialHooks:
         train_max_failures: restarts of the TorchTrainer inside one trial attempt.
         fail_once: a test hook; the trial raises after its first checkpoint on its first attempt,
             so FailureConfig's restart-from-checkpoint path is exercised.
+        fail_eval_once: a test hook; each end-of-sweep evaluation fails on its first attempt, so
+            the retry path is exercised.
+        resumed: a later session of the sweep: a trial whose exact configuration already finished
+            under another trial id (a trial lost with the driver's unsaved state and drawn again by
+            a restored search) re-reports that result instead of training the same model again.
     """
 
     datasets: Mapping[str, str] = field(default_factory=dict)
@@ -50,11 +55,23 @@ class TrialHooks:
     worker_cpus: float = 1.0
     train_max_failures: int = 1
     fail_once: bool = False
+    fail_eval_once: bool = False
+    resumed: bool = False
 
 
 def model_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The TrainConfig fields of a trial config (keys starting with '_' dropped)."""
     return {k: v for k, v in config.items() if not str(k).startswith("_")}
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """A trial's identity by what it trains: sha1 (16 hex digits) of its TrainConfig fields (keys
+    starting with '_' left out). Equal keys, equal seeded models."""
+    import hashlib
+    import json
+
+    blob = json.dumps(model_config(config), sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 def register_datasets(specs: Mapping[str, str]) -> None:
@@ -85,6 +102,7 @@ def resolved_params(cfg: Any, info: Any) -> dict[str, Any]:
 
 
 FINAL_FILE = "meta_study_final.json"
+EVAL_ATTEMPT_FILE = "meta_study_eval_attempt"   # the fail_eval_once test hook's marker
 
 
 def _final_marker() -> tuple[Any, str] | None:
@@ -100,33 +118,83 @@ def _final_marker() -> tuple[Any, str] | None:
         return None
 
 
-def _read_final() -> dict[str, Any] | None:
+def read_record(fs: Any, path: str) -> dict[str, Any] | None:
+    """A completion record (JSON) on a pyarrow filesystem, or None if there is none."""
     import json
 
     import pyarrow.fs as pafs
 
-    m = _final_marker()
-    if m is None or m[0].get_file_info(m[1]).type == pafs.FileType.NotFound:
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return None
-    with m[0].open_input_stream(m[1]) as f:
+    with fs.open_input_stream(path) as f:
         return json.loads(f.read())
 
 
-def _write_final(metrics: Mapping[str, Any]) -> None:
+def write_record(fs: Any, path: str, metrics: Mapping[str, Any]) -> None:
+    """Write a completion record atomically: renamed into place on a local filesystem, one object
+    upload on an object store."""
     import json
 
-    m = _final_marker()
-    if m is None:
-        return
-    fs, path = m
     # Tune creates a trial's directory lazily (on its first checkpoint or result sync): a trial
     # that finishes within milliseconds, an ASHA-stopped one or a fast evaluation job can get
     # here first. Creating it is idempotent (and a no-op on object stores).
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    data = json.dumps(metrics, default=str).encode()
+    if fs.type_name != "local":
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+        return
     tmp = f"{path}.tmp-{os.getpid()}"
     with fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(metrics, default=str).encode())
+        f.write(data)
     fs.move(tmp, path)
+
+
+def _read_final() -> dict[str, Any] | None:
+    m = _final_marker()
+    return None if m is None else read_record(*m)
+
+
+DONE_DIR = "meta_study/done"   # under the experiment dir: <config key>/<trial id>.json per finished trial
+
+
+def _done_dir(config: Mapping[str, Any]) -> tuple[Any, str] | None:
+    """(filesystem, directory) of the finished results of this trial's configuration."""
+    from ray import tune
+
+    try:
+        st = tune.get_context().get_storage()
+        return st.storage_filesystem, f"{st.experiment_fs_path}/{DONE_DIR}/{config_key(config)}"
+    except Exception:  # noqa: BLE001 - no storage context: no records
+        return None
+
+
+def _read_done(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A finished result of the same configuration under another trial id, if any (the oldest)."""
+    import pyarrow.fs as pafs
+
+    d = _done_dir(config)
+    if d is None:
+        return None
+    fs, path = d
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    for info in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.base_name):
+        rec = read_record(fs, info.path)
+        if rec is not None and rec.get(FINAL_KEY) == 1.0:
+            return rec
+    return None
+
+
+def _write_final(metrics: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
+    m = _final_marker()
+    if m is None:
+        return
+    write_record(m[0], m[1], metrics)
+    d = _done_dir(config) if config is not None else None
+    if d is not None:
+        from ray import tune
+
+        write_record(d[0], f"{d[1]}/{tune.get_context().get_trial_id()}.json", metrics)
 
 
 #: body(cfg, hooks) -> final metrics to report, or None if the body reported them itself.
@@ -143,11 +211,17 @@ def run_with_machinery(config: dict[str, Any], body: TrialBody, hooks: TrialHook
     if done is not None:  # this trial finished before the driver was restarted: report, do not rerun
         tune.report(done)
         return
+    if hooks.resumed:     # the same configuration finished under a trial id the restored state lost
+        done = _read_done(config)
+        if done is not None:
+            _write_final(done)
+            tune.report(done)
+            return
     cfg = model_config(config)
     register_datasets(hooks.datasets)
     final = body(cfg, hooks)
     if final is not None:
-        _write_final(final)
+        _write_final(final, config)
         tune.report(final)
 
 
@@ -212,7 +286,7 @@ def _train_distributed(cfg: dict[str, Any], hooks: TrialHooks) -> None:  # repor
     )
     result = trainer.fit()
     if (result.metrics or {}).get(FINAL_KEY) == 1.0 and RESOLVED_KEY in result.metrics:
-        _write_final(result.metrics)
+        _write_final(result.metrics, cfg)
 
 
 def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -248,3 +322,25 @@ def evaluate_trial_checkpoint(config: dict[str, Any], checkpoint_path: str,
     result = evaluate_checkpoint(cfg, checkpoint_path,
                                  on_start=lambda c, i: resolved.update(resolved_params(c, i)))
     return {**result.metrics(), RESOLVED_KEY: resolved, FINAL_KEY: 1.0, "early_stopped": 1.0}
+
+
+def evaluate_stopped_trial(config: dict[str, Any], checkpoint: Any, hooks: TrialHooks = TrialHooks()) -> dict[str, Any]:
+    """:func:`evaluate_trial_checkpoint` of a Tune ``Checkpoint`` (a path on the sweep's storage,
+    local, shared or an object store), recorded like a finished trial's result: an evaluation
+    done once is read back, not run again (a retry, a resumed sweep). Any node that reaches the
+    storage can run it."""
+    fs = checkpoint.filesystem
+    trial_dir = checkpoint.path.rstrip("/").rsplit("/", 1)[0]
+    record = f"{trial_dir}/{FINAL_FILE}"
+    done = read_record(fs, record)
+    if done is not None and done.get(FINAL_KEY) == 1.0:
+        return done
+    if hooks.fail_eval_once:   # test hook: the first attempt of each evaluation fails
+        marker = f"{trial_dir}/{EVAL_ATTEMPT_FILE}"
+        if read_record(fs, marker) is None:
+            write_record(fs, marker, {"attempt": 1})
+            raise RuntimeError("injected evaluation failure (fail_eval_once): the task must be retried")
+    with tempfile.TemporaryDirectory(prefix="meta-study-eval-") as d:
+        metrics = evaluate_trial_checkpoint(config, checkpoint.to_directory(d), hooks)
+    write_record(fs, record, metrics)
+    return metrics

@@ -11,11 +11,12 @@ meta_study.tune.writer``) it shares nothing with the driver but a pipe:
   loop), and ``flush`` asks for a one-line reply;
 - the child runs :class:`MlflowWriter`: sharded writer threads that merge each trial's pending
   operations into as few MLflow calls as possible, retry with back-off, and spool what cannot be
-  sent to ``mlflow_spool.jsonl`` for the next run of the sweep to replay;
+  sent to the sweep's storage (``meta_study/spool/``) for the next run of the sweep to replay;
 - if the driver dies, the child sees end-of-file on stdin, sends what it has (up to the flush
-  timeout), spools the rest and exits. It holds ``mlflow_writer.lock`` in the experiment
-  directory while it runs, and a resumed sweep's writer waits for that lock before reading the
-  trial -> run map, so a run being created by the old writer is never created twice.
+  timeout), spools the rest and exits. It beats in ``meta_study/writer.json`` in the sweep's
+  storage while it runs, and a resumed sweep's writer waits while that beat advances before
+  reading the trial -> run map, so a run being created by the old writer is never created twice
+  (:mod:`.state`).
 
 Nothing here imports Ray (the child starts in ~1 s, most of it importing MLflow's credentials).
 

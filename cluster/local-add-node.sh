@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Add a Ray worker node on this machine to the cluster that cluster/local-up.sh started: a second
+# node to try (and test) what changes with more than one node. cluster/local-down.sh stops it.
+#
+#   cluster/local-add-node.sh [STATE_DIR] [NAME]   # default: $META_STUDY_LOCAL_DIR, else ./meta-study-local; node2
+#
+# Settings (environment):
+#   PYTHON                      as for local-up.sh (default: python3 on PATH)
+#   META_STUDY_NODE_ARGS        extra `ray start` arguments, e.g. "--num-cpus=2 --resources='{\"big\": 1}'"
+#   META_STUDY_UP_TIMEOUT       seconds to wait for the node to join (default 120)
+#
+# The node joins with the head's address and token from STATE_DIR/env.sh (RAY_ADDRESS,
+# RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH): without the token, Ray refuses it (InvalidAuthToken). It
+# inherits this shell's environment (object-store credentials and endpoint, for instance), as a
+# node on another machine would get its own. Its ports are picked free, so several nodes fit on
+# one machine. It writes STATE_DIR/NAME.pid and NAME.log.
+#
+# On another machine, the same `ray start --address HEAD_IP:PORT` with the token file copied there
+# (mode 0600) joins the cluster, where HEAD_IP is an address of the head that machine reaches (not
+# 127.0.0.1): docs/cluster.md, "Adding nodes".
+set -euo pipefail
+
+state="${1:-${META_STUDY_LOCAL_DIR:-./meta-study-local}}"
+name="${2:-node2}"
+PY="${PYTHON:-python3}"
+timeout_s="${META_STUDY_UP_TIMEOUT:-120}"
+
+note() { echo "local-add-node: $*" >&2; }
+die() { note "error: $*"; exit 1; }
+
+[[ "$name" =~ ^[A-Za-z0-9_-]+$ ]] || die "node name $name: letters, digits, - and _ only"
+[ -f "$state/env.sh" ] || die "$state/env.sh not found: start the head with cluster/local-up.sh $state first"
+state="$(cd "$state" && pwd -P)"
+# shellcheck disable=SC1091
+. "$state/env.sh"
+[ -n "${RAY_ADDRESS:-}" ] || die "$state/env.sh has no RAY_ADDRESS"
+
+running() { [ -f "$1" ] && [[ "$(ps -ww -o args= -p "$(cat "$1")" 2>/dev/null)" == *"$2"* ]]; }
+ray_tmp="$(cd "$state/ray" && pwd -P)"
+marker="--temp-dir=$ray_tmp"
+if running "$state/$name.pid" "$marker"; then
+  note "$name is already running (pid $(cat "$state/$name.pid"))"
+  exit 0
+fi
+
+# nodes now, to see this one join
+count_nodes() {
+  "$PY" -m ray.scripts.scripts status --address "$RAY_ADDRESS" 2>/dev/null \
+    | awk '/^Active:/ {a=1; next} /^Pending:/ {a=0} a && /node_/ {n++} END {print n+0}'
+}
+before="$(count_nodes)"
+
+read -r p_agent_http p_agent_grpc p_metrics p_runtime_env p_manager p_object < <(
+  "$PY" - <<'EOF'
+import socket
+socks = [socket.socket() for _ in range(6)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+EOF
+)
+ray_args=(
+  start --address="$RAY_ADDRESS" --block
+  --temp-dir="$ray_tmp"
+  --dashboard-agent-listen-port="$p_agent_http" --dashboard-agent-grpc-port="$p_agent_grpc"
+  --metrics-export-port="$p_metrics" --runtime-env-agent-port="$p_runtime_env"
+  --node-manager-port="$p_manager" --object-manager-port="$p_object"
+  --disable-usage-stats
+)
+# shellcheck disable=SC2206  # split extra arguments into words on purpose
+ray_args+=(${META_STUDY_NODE_ARGS:-})
+
+echo "=== local-add-node $(date -u +%FT%TZ)" >> "$state/$name.log"
+note "starting Ray node $name, joining $RAY_ADDRESS (log: $state/$name.log)"
+# the leader of its own session, like the head: local-down.sh stops exactly its processes
+PATH="$state/bin:$PATH" "$PY" -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' \
+  env -u RAY_ADDRESS "$PY" -m ray.scripts.scripts "${ray_args[@]}" < /dev/null >> "$state/$name.log" 2>&1 &
+echo $! > "$state/$name.pid"
+
+deadline=$((SECONDS + timeout_s))
+while [ "$(count_nodes)" -le "$before" ]; do
+  if ! kill -0 "$(cat "$state/$name.pid")" 2>/dev/null; then
+    tail -n 20 "$state/$name.log" >&2 || true
+    rm -f "$state/$name.pid"
+    die "$name exited before joining (log: $state/$name.log)"
+  fi
+  [ "$SECONDS" -lt "$deadline" ] || die "$name did not join in ${timeout_s} s (log: $state/$name.log)"
+  sleep 1
+done
+note "$name joined ($((before + 1)) nodes); stop everything with cluster/local-down.sh $state"

@@ -1,0 +1,166 @@
+"""The end of a sweep, after the Tuner: evaluate early-stopped trials, then make MLflow agree with
+Tune's record of every trial.
+
+**Evaluations.** A trial an early-stopping scheduler (ASHA) stopped is a meta-study point too: its
+last checkpoint gets the same evaluation a finished trial reports (few-shot probes, diagnostics),
+in a Ray task per trial. Each task is independent: it reads the checkpoint from the sweep's
+storage (which every node reaches, :func:`~.preflight.check_storage_on_nodes`), is retried up to
+``retries`` times on whatever node the scheduler picks (a crashed node, a flaky read), and records
+its result next to the trial's checkpoints, so a retry or a later ``--resume`` reads it back
+instead of evaluating again. A failure is data: the trial's run gets
+``meta_study.eval_status=failed`` and the reason in ``meta_study.eval_error``; the other trials go on.
+
+**Reconciliation.** A driver that died (a head node lost) can leave runs behind: a trial Tune
+recorded as ended whose run was never ended (or never created), and runs of trials that Tune's
+last saved state does not know (the state is saved every ``TUNE_GLOBAL_CHECKPOINT_S``; a trial
+started after the last save is created again, under the same id for grid and random searches,
+which then finds its run in the run map). After the evaluations, every run of the sweep still
+RUNNING in MLflow is either settled from Tune's result for its trial (its last metrics and end
+status) or, if no trial of the sweep owns it, ended KILLED with ``meta_study.status=orphaned``
+and the reason. Nothing is left RUNNING, nothing is created twice.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from .trial import FINAL_KEY, TrialHooks
+
+ORPHAN_REASON = ("no trial of the sweep owns this run: its trial was started after Tune's last saved state "
+                 "and lost with the driver; the resumed sweep ran that configuration again under its own run")
+
+
+@dataclass(frozen=True)
+class TrialRef:
+    """The part of a Tune Trial the callback and the trial namer read, for trials handled after
+    the Tuner."""
+
+    trial_id: str
+
+    def __str__(self) -> str:
+        return self.trial_id
+
+
+@dataclass(frozen=True)
+class Evaluations:
+    """What the end-of-sweep evaluation did: trial ids evaluated, and those that failed (with why)."""
+
+    done: tuple[str, ...]
+    failed: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """Runs brought in line with Tune: settled (trial known), orphaned (closed KILLED)."""
+
+    settled: tuple[str, ...]
+    orphaned: tuple[str, ...]
+
+
+def trial_id_of(result: Any) -> str:
+    """A Tune ``Result``'s trial id (its directory is named after it: runner's ``_trial_dir``)."""
+    tid = (result.metrics or {}).get("trial_id")
+    return str(tid) if tid else os.path.basename(str(result.path).rstrip("/"))
+
+
+def is_stopped_early(result: Any) -> bool:
+    """Ended without error and without its final report: an early-stopping scheduler stopped it."""
+    return result.error is None and (result.metrics or {}).get(FINAL_KEY) != 1.0 and bool(result.metrics)
+
+
+def _reason(e: BaseException) -> str:
+    cause = getattr(e, "cause", None) or e
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}"[:2000]
+
+
+def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callable[[Mapping[str, Any]], Mapping],
+                     hooks: TrialHooks, retries: int = 2) -> Evaluations:
+    """Evaluate every early-stopped trial of ``results`` from its last checkpoint (Ray tasks) and
+    log the outcome to its run (:meth:`~.tracking.MlflowSweepCallback.log_evaluation`).
+
+    Args:
+        results: Tune ``Result`` objects of the early-stopped trials.
+        callback: the sweep's MLflow callback.
+        resources: a trial config -> Tune resource dict (``cpu``, ``gpu``, ``memory``, custom).
+        hooks: what every trial gets besides its config.
+        retries: task retries on any failure, on any node.
+    """
+    import ray
+
+    from .trial import evaluate_stopped_trial
+
+    done: list[str] = []
+    failed: dict[str, str] = {}
+    refs: dict[Any, Any] = {}
+    task = ray.remote(evaluate_stopped_trial)
+    for r in results:
+        tid = trial_id_of(r)
+        if r.checkpoint is None:
+            failed[tid] = "stopped before its first checkpoint: nothing to evaluate"
+            callback.log_evaluation(tid, None, error=failed[tid])
+            continue
+        res = dict(resources(r.config))
+        custom = {k: float(v) for k, v in res.items() if k not in ("cpu", "gpu", "memory", "CPU", "GPU")}
+        ref = task.options(num_cpus=max(float(res.get("cpu", res.get("CPU", 1.0))), 0.5),
+                           num_gpus=float(res.get("gpu", res.get("GPU", 0.0))),
+                           memory=float(res.get("memory", 0.0)) or None, resources=custom or None,
+                           max_retries=retries, retry_exceptions=True,
+                           ).remote(r.config, r.checkpoint, hooks)
+        refs[ref] = r
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        r = refs[ready[0]]
+        tid = trial_id_of(r)
+        try:
+            metrics = ray.get(ready[0])
+        except Exception as e:  # noqa: BLE001 - one trial's failure is recorded on its run, the rest go on
+            failed[tid] = _reason(e)
+            callback.log_evaluation(tid, None, error=failed[tid], checkpoint=r.checkpoint)
+            continue
+        callback.on_trial_result(0, [], TrialRef(tid), metrics)
+        callback.log_evaluation(tid, {"early_stopped": 1.0}, checkpoint=r.checkpoint)
+        done.append(tid)
+    return Evaluations(done=tuple(done), failed=failed)
+
+
+def reconcile(results: Sequence[Any], callback: Any, *, tracking_uri: str, experiment_id: str, parent_run_id: str,
+              runs_map: Mapping[str, str], name_of: Callable[[str], str]) -> Reconciled:
+    """Settle or close every run of the sweep that is still RUNNING, and create the run of a
+    trial Tune recorded but whose run was never created (see the module doc). Call after the
+    callback's operations are flushed; flush again after."""
+    from ..mlflow_client import mlflow_client
+
+    client = mlflow_client(tracking_uri)
+    running: dict[str, str] = {}
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=(
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'"),
+            max_results=1000, page_token=token)
+        for run in page:
+            running[run.data.tags.get("trial_id", run.info.run_id)] = run.info.run_id
+        token = page.token
+        if not token:
+            break
+    by_trial = {trial_id_of(r): r for r in results}
+    settled, orphaned = [], []
+    for tid, r in by_trial.items():
+        if tid in callback.ended:
+            continue                       # this session ended it (or is evaluating it)
+        if tid in running or tid not in runs_map:
+            if tid in running and runs_map.get(tid) != running[tid]:
+                callback.adopt(tid, running[tid])
+            status = "FAILED" if r.error is not None else "FINISHED"
+            callback.settle(tid, name_of(tid), r.config, r.metrics or {}, status, r.checkpoint)
+            settled.append(tid)
+    for tid, run_id in running.items():
+        if tid not in by_trial:
+            if runs_map.get(tid) != run_id:
+                callback.adopt(tid, run_id)
+            callback.close_orphan(tid, ORPHAN_REASON)
+            orphaned.append(tid)
+    return Reconciled(settled=tuple(settled), orphaned=tuple(orphaned))

@@ -1,0 +1,261 @@
+"""Checks before a sweep starts anything: each refusal is one line that says what to pass instead.
+
+- :func:`refuse_secrets`: credentials on the command line (a tracking URI, a storage path or a
+  dataset with a user, password or token in it) would reach ``ps``, the job API and the records.
+- :func:`refuse_runtime_env_secrets`: secrets in a job's ``runtime_env`` (``ray job submit
+  --runtime-env-json '{"env_vars": {...}}'``), which Ray's job API serves to anyone who can list
+  jobs (``ray job list``, the dashboard).
+- :func:`default_storage`: no default storage inside a Ray job's working directory (a per-upload
+  copy: a code change moves it, and Ray deletes it).
+- :func:`plan_session`: what ``--resume``, ``--name`` and ``--experiment`` mean against the sweep
+  record in the storage (pure: no Ray, no MLflow).
+- :func:`check_storage_on_nodes`: every Ray node that can run a trial reads and writes the storage
+  path (needs Ray). A path on the head's disk fails on the other nodes, an object store without
+  credentials or endpoint on a node fails there; both are refused before any trial starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from ..errors import UserError
+from .state import SweepRecord, filesystem, is_remote, join
+
+#: Environment variable names that hold secrets (matched anywhere in the name, any case).
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|API_KEY|SESSION_KEY",
+                         re.IGNORECASE)
+JOB_DIR_MARK = "/runtime_resources/working_dir_files/"
+CREDENTIALS_DOC = "docs/cluster.md#object-storage-credentials"
+STORAGE_HINT = ("pass --storage-path s3://BUCKET/PATH, gs://BUCKET/PATH or a path every node mounts "
+                "(NFS, EFS, Filestore)")
+
+
+def has_credentials(uri: str) -> bool:
+    """Whether a URI (or ``kind:URI`` dataset spec) carries a user, a password or a token."""
+    from ..ingest.mlflow_source import has_credentials as uri_has
+
+    inner = uri.split(":", 1)[1] if re.match(r"^(imagefolder|parquet):", uri) else uri
+    return any(uri_has(part) for part in inner.split(",") if "://" in part)
+
+
+def refuse_secrets(*, tracking_uri: str | None, storage_path: str | None,
+                   datasets: Mapping[str, str] = {}) -> None:  # noqa: B006 - read only
+    """UserError for credentials in any URI given on the command line."""
+    from ..ingest.mlflow_source import safe_uri
+
+    if tracking_uri and has_credentials(tracking_uri):
+        raise UserError(f"--tracking-uri {safe_uri(tracking_uri)}: credentials in the tracking URI are refused; set "
+                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
+    if storage_path and has_credentials(storage_path):
+        raise UserError(f"--storage-path {safe_uri(storage_path)}: credentials in the storage URI are refused (they "
+                        f"would be in ps, the job API and every record); give the nodes credentials through their "
+                        f"environment or role ({CREDENTIALS_DOC})")
+    for name, spec in datasets.items():
+        if has_credentials(str(spec)):
+            raise UserError(f"--dataset {name}: credentials in the dataset URI are refused; give the nodes "
+                            f"credentials through their environment or role ({CREDENTIALS_DOC})")
+
+
+def runtime_env_of_job(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``runtime_env`` a Ray job was submitted with ({} outside a job). Ray hands it to the
+    job's driver in ``RAY_JOB_CONFIG_JSON_ENV_VAR``."""
+    env = os.environ if environ is None else environ
+    raw = env.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    try:
+        return dict(json.loads(raw).get("runtime_env") or {})
+    except (ValueError, AttributeError):
+        return {}
+
+
+def secret_names(env_vars: Mapping[str, Any]) -> list[str]:
+    """The names among ``env_vars`` that hold secrets (by name)."""
+    return sorted(k for k, v in env_vars.items() if SECRET_NAME.search(k) and str(v))
+
+
+def refuse_runtime_env_secrets(runtime_env: Mapping[str, Any]) -> None:
+    """UserError if a runtime_env carries secrets in its ``env_vars``."""
+    names = secret_names(dict(runtime_env.get("env_vars") or {}))
+    if names:
+        raise UserError(f"the job's runtime_env sets {', '.join(names)}: Ray's job API shows a job's runtime_env "
+                        f"in clear text to anyone who can list jobs; give the nodes credentials through their own "
+                        f"environment (a Kubernetes Secret, an env file, an instance role) instead ({CREDENTIALS_DOC})")
+
+
+def in_job_package(cwd: str | None = None) -> bool:
+    """Whether the current directory is a Ray job's working-dir package (``_ray_pkg_<hash>``)."""
+    return JOB_DIR_MARK in (cwd or os.getcwd()) + "/"
+
+
+def default_storage(root: str, cwd: str | None = None) -> str:
+    """``<cwd>/<root>/ray``, unless the current directory is a Ray job's working-dir package:
+    that directory is named after a hash of the uploaded code and deleted with the job's session,
+    so checkpoints there are lost, and a code change would start the sweep over (UserError)."""
+    here = cwd or os.getcwd()
+    if in_job_package(here):
+        raise UserError("no --storage-path: under `ray job submit` the working directory is a per-upload copy of "
+                        "the code (a code change moves it, and Ray deletes it with the session); " + STORAGE_HINT)
+    return os.path.join(here, root, "ray")
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """What this start of a sweep does.
+
+    Attributes:
+        resume: continue the recorded sweep (its parent run, run map and experiment).
+        restore_tune: Tune's experiment state exists: ``Tuner.restore``; else a new Tuner in the
+            same directory (a driver that died before Tune's first save).
+        experiment: the MLflow experiment.
+        code_changed: resumed with other code than the previous session's.
+    """
+
+    resume: bool
+    restore_tune: bool
+    experiment: str
+    code_changed: bool = False
+
+
+def plan_session(*, record: SweepRecord | None, tune_state: bool, resume: bool, experiment: str | None,
+                 default_experiment: str, code: str, allow_code_change: bool, experiment_dir: str,
+                 tracking_uri: str) -> SessionPlan:
+    """Decide between a new sweep and a resume, or refuse (UserError, one line).
+
+    - ``--resume`` with nothing to restore fails: it never starts a new sweep quietly.
+    - A sweep that exists is never started over: it needs ``--resume`` or another ``--name``.
+    - A resume logs where the sweep always did: another ``--experiment`` or tracking server is
+      refused (the record's experiment is the default).
+    - A resume with other code than the last session's is refused with both versions, unless
+      ``allow_code_change`` (then it is recorded in the sweep record and on the parent run).
+    """
+    if not resume:
+        if record is not None or tune_state:
+            raise UserError(f"sweep {experiment_dir} exists already: pass --resume to continue it, or --name for a "
+                            "new sweep")
+        return SessionPlan(resume=False, restore_tune=False, experiment=experiment or default_experiment)
+    if record is None:
+        what = ("Tune state but no meta-study sweep record (meta_study/sweep.json)" if tune_state
+                else "no sweep there")
+        raise UserError(f"--resume: nothing to restore at {experiment_dir} ({what}); check --storage-path and "
+                        "--name, or drop --resume to start a new sweep")
+    if experiment and experiment != record.experiment:
+        raise UserError(f"--resume: sweep {record.sweep} logs to MLflow experiment {record.experiment!r}, not "
+                        f"{experiment!r}: drop --experiment (or pass {record.experiment!r}), or start a new sweep "
+                        "with --name")
+    if tracking_uri != record.tracking_uri:
+        raise UserError(f"--resume: sweep {record.sweep} logs to {record.tracking_uri}, not {tracking_uri}: its "
+                        "parent run and trial runs are there; pass --tracking-uri " + record.tracking_uri)
+    last = record.sessions[-1].code if record.sessions else code
+    changed = last != code
+    if changed and not allow_code_change:
+        raise UserError(f"--resume: the code changed since sweep {record.sweep} last ran (code version {last} -> "
+                        f"{code}): its finished trials came from the old code; pass --allow-code-change to go on "
+                        "with the new code (recorded on the sweep), or start a new sweep with --name")
+    return SessionPlan(resume=True, restore_tune=tune_state, experiment=record.experiment, code_changed=changed)
+
+
+# ---- storage reachable from every node (Ray) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeCheck:
+    """One node's answer to the storage probe: ``error`` None means it read and wrote."""
+
+    node_id: str
+    address: str
+    error: str | None
+
+
+def _probe(uri: str, name: str, token: str) -> str | None:
+    """On a node: read the driver's probe object and write one of our own (None: fine)."""
+    try:
+        fs, base = filesystem(uri)
+        path = f"{base.rstrip('/')}/{name}"
+        try:
+            with fs.open_input_stream(path) as f:
+                got = f.read().decode()
+        except (FileNotFoundError, OSError) as e:
+            if isinstance(e, FileNotFoundError) or "does not exist" in str(e) or "NoSuchKey" in str(e):
+                return "the driver's probe file is not there (another disk)"
+            raise
+        if got != token:
+            return "the probe file there is not the driver's (another disk)"
+        mine = f"{path}-{uuid.uuid4().hex[:8]}"
+        with fs.open_output_stream(mine) as f:
+            f.write(b"ok")
+        fs.delete_file(mine)
+        return None
+    except Exception as e:  # noqa: BLE001 - any failure is this node's answer
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+
+
+def trial_nodes(nodes: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The alive nodes that can run a trial (they have CPUs or GPUs)."""
+    return [n for n in nodes if n.get("Alive") and (float(n.get("Resources", {}).get("CPU", 0)) > 0
+                                                    or float(n.get("Resources", {}).get("GPU", 0)) > 0)]
+
+
+def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[NodeCheck]:
+    """Probe ``storage`` (a path or a URI) from every Ray node that can run a trial, and refuse
+    (UserError) if any of them cannot read what the driver wrote there, or cannot write.
+
+    Cost: one zero-CPU task per node (a worker start each, ~1-3 s, in parallel) and two small
+    writes per node. Nodes that join later (an autoscaler) are not checked: on an autoscaling
+    cluster, use an object store or a path every node mounts. With no node that can run a
+    trial yet (a head that takes none, workers still to come), a local path is refused.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = trial_nodes(ray.nodes())
+    if not nodes:
+        if not is_remote(storage):
+            raise UserError(f"--storage-path {storage}: no Ray node can run a trial yet (nodes the autoscaler adds "
+                            "later cannot be checked), so a local path is refused; " + STORAGE_HINT)
+        return []
+    fs, base = filesystem(storage)
+    fs.create_dir(base, recursive=True)
+    name = f".meta-study-probe-{uuid.uuid4().hex}"
+    token = uuid.uuid4().hex
+    path = f"{base.rstrip('/')}/{name}"
+    with fs.open_output_stream(path) as f:
+        f.write(token.encode())
+    probe = ray.remote(num_cpus=0, max_retries=0)(_probe)
+    try:
+        refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                .remote(storage, name, token): n for n in nodes}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+        out = []
+        for ref, n in refs.items():
+            err = ray.get(ref) if ref in ready else f"did not answer in {timeout_s:.0f} s"
+            out.append(NodeCheck(n["NodeID"], n.get("NodeManagerAddress", "?"), err))
+    finally:
+        try:
+            fs.delete_file(path)
+        except OSError:
+            pass
+    bad = [c for c in out if c.error]
+    if bad:
+        where = "; ".join(f"node {c.node_id[:8]} at {c.address}: {c.error}" for c in bad[:3])
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        from ..ingest.mlflow_source import safe_uri
+
+        if is_remote(storage):
+            raise UserError(f"--storage-path {safe_uri(storage)}: {len(bad)} of {len(out)} Ray nodes cannot use it "
+                            f"({where}{more}); give every node the object store's credentials and endpoint "
+                            f"(a role, or AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL_S3 in the "
+                            f"nodes' environment: {CREDENTIALS_DOC})")
+        raise UserError(f"--storage-path {storage}: {len(bad)} of {len(out)} Ray nodes cannot use it ({where}{more}): "
+                        f"trials and their checkpoints run on every node; " + STORAGE_HINT)
+    return out
+
+
+def experiment_dir(storage: str, name: str) -> str:
+    """Tune's experiment directory of sweep ``name`` under ``storage`` (a path or a URI)."""
+    return join(storage, name)

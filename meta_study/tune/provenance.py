@@ -1,0 +1,127 @@
+"""Where a sweep's code, person and checkpoints come from, recorded so that they survive a cluster.
+
+- **git commit**: ``ray job submit --working-dir .`` uploads the tree without ``.git``, so a job
+  cannot ask git. The commit is taken on the submitting machine (``python -m
+  meta_study.tune.submit`` puts it in ``META_STUDY_GIT_SHA``), else from git where the code runs
+  (a checkout), else ``unknown``.
+- **code version**: a sha256 of the code that runs (``meta_study/`` and the sweep's script),
+  computed wherever it runs, so it is never unknown. ``--resume`` compares it with the version
+  that started the sweep.
+- **researcher**: ``--researcher``, else ``META_STUDY_RESEARCHER`` (set by the submit wrapper to
+  the submitting user), else the user running the driver.
+- **checkpoint URIs**: a full URI with the scheme, the bucket and, for an endpoint that is not
+  AWS's (MinIO, Ceph), the endpoint as ``pyarrow.fs.FileSystem.from_uri`` reads it back.
+
+Nothing here imports Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+GIT_SHA_ENV = "META_STUDY_GIT_SHA"
+RESEARCHER_ENV = "META_STUDY_RESEARCHER"
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]      # meta_study/
+
+
+def git_sha(repo: Path | None = None) -> str:
+    """The commit the code came from: ``$META_STUDY_GIT_SHA`` (set at submit time), else
+    ``git rev-parse HEAD`` in the checkout, else ``unknown`` (a job's working dir has no .git)."""
+    env = os.environ.get(GIT_SHA_ENV, "").strip()
+    if env:
+        return env
+    root = repo or PACKAGE_ROOT.parent
+    if not (root / ".git").exists():     # a directory, or a worktree's file
+        return "unknown"
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=root)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def git_dirty(repo: Path) -> bool | None:
+    """Whether the checkout has uncommitted changes to tracked files (None: not a git checkout)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                             text=True, timeout=20, cwd=repo)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
+def researcher(flag: str | None = None) -> str:
+    """Who ran the sweep: the flag, else ``$META_STUDY_RESEARCHER``, else ``$USER``, else the login."""
+    for v in (flag, os.environ.get(RESEARCHER_ENV), os.environ.get("USER")):
+        if v and v.strip():
+            return v.strip()
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry (a container's arbitrary uid)
+        return "unknown"
+
+
+def code_files(extra: Iterable[str | Path] = ()) -> list[Path]:
+    """The files whose content is the code version: meta_study's Python and YAML, plus ``extra``
+    (the sweep script)."""
+    files = sorted(p for p in PACKAGE_ROOT.rglob("*") if p.suffix in (".py", ".yaml") and p.is_file()
+                   and "__pycache__" not in p.parts)
+    return files + sorted(Path(e).resolve() for e in extra if Path(e).is_file())
+
+
+def code_version(extra: Iterable[str | Path] = ()) -> str:
+    """sha256 (first 16 hex digits) of the code that runs: ~150 files, ~10 ms. Paths are relative
+    to meta_study's parent, so the same tree gives the same version wherever it is unpacked."""
+    h = hashlib.sha256()
+    base = PACKAGE_ROOT.parent
+    for p in code_files(extra):
+        try:
+            rel = p.relative_to(base).as_posix()
+        except ValueError:
+            rel = p.name
+        h.update(rel.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def script_of(obj: Any) -> str | None:
+    """The file a sweep spec's search space was defined in (its script), if there is one."""
+    mod = sys.modules.get(getattr(obj, "__module__", "") or "")
+    f = getattr(mod, "__file__", None)
+    return f if f and Path(f).is_file() else None
+
+
+def s3_endpoint(environ: Mapping[str, str] | None = None) -> str | None:
+    """The S3 endpoint the AWS SDKs (boto3, pyarrow) use when it is not AWS's: ``AWS_ENDPOINT_URL_S3``,
+    else ``AWS_ENDPOINT_URL``; None for AWS itself."""
+    env = os.environ if environ is None else environ
+    return env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+
+
+def full_uri(path: str, filesystem_type: str, storage_uri: str, environ: Mapping[str, str] | None = None) -> str:
+    """A full URI of ``path`` (as a Ray ``Checkpoint`` holds it: ``bucket/key`` on an object
+    store, an absolute path locally) on the filesystem of ``storage_uri``.
+
+    ``s3://bucket/key`` gets ``?endpoint_override=...`` when the endpoint is not AWS's (from the
+    storage URI's own query, else the environment), which ``pyarrow.fs.FileSystem.from_uri`` reads.
+    """
+    if filesystem_type == "local" or "://" not in storage_uri:
+        return Path(path).resolve().as_uri() if not path.startswith("file://") else path
+    parts = urllib.parse.urlsplit(storage_uri)
+    scheme = parts.scheme
+    if path.startswith(f"{scheme}://"):
+        path = path[len(scheme) + 3:]
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    keep = {k: v for k, v in query.items() if k in ("endpoint_override", "scheme", "region")}
+    if scheme == "s3" and "endpoint_override" not in keep:
+        endpoint = s3_endpoint(environ)
+        if endpoint:
+            keep["endpoint_override"] = endpoint
+    q = urllib.parse.urlencode(sorted(keep.items()))
+    return f"{scheme}://{path.lstrip('/')}" + (f"?{q}" if q else "")

@@ -1,0 +1,312 @@
+"""A sweep's own state, next to Tune's experiment state in the storage path, never only on the
+head node's disk.
+
+    <storage>/<name>/                                 Tune's experiment directory
+    <storage>/<name>/meta_study/sweep.json            the sweep record (:class:`SweepRecord`)
+    <storage>/<name>/meta_study/runs/<trial>.<run>.<config key>   the trial -> MLflow run map: one empty object per run
+    <storage>/<name>/meta_study/spool/<id>.jsonl      MLflow operations a writer could not send
+    <storage>/<name>/meta_study/writer.json           the live writer's heartbeat
+
+``<storage>`` is a local or shared path, or any URI pyarrow reads (``s3://``, ``gs://``): a new
+head node, or a laptop, resumes the sweep from it alone (with the MLflow server, which holds the
+runs). Why these shapes:
+
+- **Every write is atomic.** A local file is written to a temporary name and renamed; an object
+  appears whole when its upload completes, or not at all. A reader never sees half a record.
+- **No appends.** Object stores have none, so the run map is one object per run, its name holding
+  the trial and the run id (zero bytes): one LIST reads the whole map (1,000 names per request:
+  2 requests for 2,000 trials), and adding a run is one PUT that never rewrites the others.
+- **The spool** is one object per flush that gave up, deleted once its operations went out.
+- **The writer's heartbeat** replaces a file lock, which object stores lack: a killed driver's
+  writer still sending its queue beats every ``HEARTBEAT_S``; a resumed sweep's writer waits while
+  the beat advances, and goes on once it stops (the writer died) or the file is gone (it finished).
+  No clocks are compared, so skew between machines cannot fool it.
+
+Nothing here imports Ray or MLflow (the writer process uses it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
+from typing import Any, Callable
+
+SUBDIR = "meta_study"
+RECORD = "sweep.json"
+RUNS = "runs"
+SPOOL = "spool"
+WRITER = "writer.json"
+HEARTBEAT_S = 5.0          # a live writer rewrites writer.json this often (one small PUT)
+STALE_BEATS = 3            # unchanged for this many beats: the writer is dead
+WRITER_WAIT_S = 120.0      # the longest a new writer waits for a live old one to finish its queue
+
+
+def is_remote(uri: str) -> bool:
+    """Whether a storage path is a URI of another filesystem than this machine's (``s3://``...)."""
+    return "://" in uri and not uri.startswith("file://")
+
+
+def join(base: str, *parts: str) -> str:
+    """``base/part/...`` for a path or a URI (a URI's query, such as ``?endpoint_override=``, stays
+    at the end)."""
+    head, sep, query = base.partition("?")
+    return "/".join([head.rstrip("/"), *[p.strip("/") for p in parts]]) + (sep + query if sep else "")
+
+
+def filesystem(uri: str) -> tuple[Any, str]:
+    """(pyarrow filesystem, path on it) of a local path or a URI."""
+    import pyarrow.fs as pafs
+
+    if is_remote(uri):
+        return pafs.FileSystem.from_uri(uri)
+    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    return pafs.LocalFileSystem(), os.path.abspath(path)
+
+
+@dataclass(frozen=True)
+class Session:
+    """One start or resume of a sweep: what ran, and who ran it."""
+
+    started: str                 # ISO time, UTC
+    code: str                    # provenance.code_version()
+    git_sha: str
+    researcher: str
+    resume: bool = False
+    code_changed: bool = False   # resumed with other code than the previous session's (allowed)
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """What a sweep is: its MLflow home and its sessions.
+
+    Attributes:
+        sweep: the sweep's name (Tune's experiment name).
+        experiment, experiment_id, parent_run_id: where its runs are in MLflow.
+        tracking_uri: the tracking URI without credentials.
+        sessions: every start and resume, oldest first.
+    """
+
+    sweep: str
+    experiment: str
+    experiment_id: str
+    parent_run_id: str
+    tracking_uri: str
+    sessions: tuple[Session, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "SweepRecord":
+        return cls(**{**d, "sessions": tuple(Session(**s) for s in d.get("sessions", ()))})
+
+    def with_session(self, s: Session) -> "SweepRecord":
+        return replace(self, sessions=(*self.sessions, s))
+
+
+class StateDir:
+    """The ``meta_study/`` directory of a sweep, on a local path or an object store."""
+
+    def __init__(self, experiment_dir: str) -> None:
+        self.experiment_dir = experiment_dir
+        self.uri = join(experiment_dir, SUBDIR)
+        self._runs_dir_made = False
+
+    @cached_property
+    def _fs(self) -> tuple[Any, str]:
+        return filesystem(self.uri)
+
+    @property
+    def remote(self) -> bool:
+        return is_remote(self.uri)
+
+    def path(self, name: str) -> str:
+        return self._fs[1].rstrip("/") + "/" + name
+
+    # ---- files ------------------------------------------------------------------------------
+
+    def read_bytes(self, name: str) -> bytes | None:
+        fs = self._fs[0]
+        try:
+            with fs.open_input_stream(self.path(name)) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as e:   # pyarrow's S3 says "Path does not exist" as an OSError
+            if "does not exist" in str(e) or "NoSuchKey" in str(e):
+                return None
+            raise
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Write atomically: a temporary file renamed locally, one object upload remotely."""
+        fs, _ = self._fs
+        path = self.path(name)
+        parent = path.rsplit("/", 1)[0]
+        if not self.remote:
+            fs.create_dir(parent, recursive=True)
+            tmp = f"{parent}/.tmp-{uuid.uuid4().hex[:12]}"
+            with fs.open_output_stream(tmp) as f:
+                f.write(data)
+            fs.move(tmp, path)            # rename(2): atomic on POSIX filesystems
+        else:
+            with fs.open_output_stream(path) as f:    # the object exists once the upload completes
+                f.write(data)
+
+    def read_json(self, name: str) -> Any | None:
+        data = self.read_bytes(name)
+        return None if data is None else json.loads(data)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        self.write_bytes(name, json.dumps(obj, indent=1, sort_keys=True, default=str).encode())
+
+    def delete(self, name: str) -> None:
+        try:
+            self._fs[0].delete_file(self.path(name))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if "does not exist" not in str(e) and "NoSuchKey" not in str(e):
+                raise
+
+    def names(self, sub: str) -> list[str]:
+        """The file names directly under ``sub`` (none if it does not exist)."""
+        import pyarrow.fs as pafs
+
+        sel = pafs.FileSelector(self.path(sub), allow_not_found=True, recursive=False)
+        infos = self._fs[0].get_file_info(sel)
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.File
+                      and not i.base_name.startswith(".tmp-"))
+
+    # ---- the sweep record ---------------------------------------------------------------------
+
+    def read_record(self) -> SweepRecord | None:
+        d = self.read_json(RECORD)
+        return None if d is None else SweepRecord.from_json(d)
+
+    def write_record(self, rec: SweepRecord) -> None:
+        self.write_json(RECORD, asdict(rec))
+
+    # ---- the run map --------------------------------------------------------------------------
+
+    def run_entries(self) -> list[tuple[str, str, str | None]]:
+        """(trial id, MLflow run id, config key or None) of every entry of the run map."""
+        out = []
+        for n in self.names(RUNS):
+            parts = n.split(".")
+            if len(parts) in (2, 3) and all(parts):
+                out.append((parts[0], parts[1], parts[2] if len(parts) == 3 else None))
+        return out
+
+    def runs(self) -> dict[str, str]:
+        """trial id -> MLflow run id (a trial with two entries, an adopted run re-keyed: the last)."""
+        return {t: r for t, r, _ in self.run_entries()}
+
+    def add_run(self, trial_id: str, run_id: str, config_key: str | None = None) -> None:
+        """Record a trial's run; ``config_key`` (what the trial trains) lets a resumed sweep give a
+        run whose trial was lost to the same configuration drawn again (Tune trial ids and run
+        ids hold no dots). An empty file needs no temporary name: it exists whole or not at all
+        (locally ~20 us, against ~300 us through pyarrow's write-and-rename)."""
+        name = f"{RUNS}/{trial_id}.{run_id}" + (f".{config_key}" if config_key else "")
+        if self.remote:
+            self.write_bytes(name, b"")
+            return
+        path = self.path(name)
+        if not self._runs_dir_made:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self._runs_dir_made = True
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+
+    # ---- the spool ----------------------------------------------------------------------------
+
+    def spool(self, lines: list[str]) -> str:
+        """Write one spool object of JSON lines; returns its name."""
+        name = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
+        self.write_bytes(f"{SPOOL}/{name}", ("\n".join(lines) + "\n").encode())
+        return name
+
+    def spooled(self) -> list[tuple[str, list[str]]]:
+        """(name, lines) of every spool object, oldest first."""
+        out = []
+        for n in self.names(SPOOL):
+            data = self.read_bytes(f"{SPOOL}/{n}")
+            if data is not None:
+                out.append((n, [x for x in data.decode().splitlines() if x.strip()]))
+        return out
+
+    def drop_spooled(self, names: list[str]) -> None:
+        for n in names:
+            self.delete(f"{SPOOL}/{n}")
+
+
+class Heartbeat:
+    """The writer's heartbeat in ``writer.json`` (see the module doc): one live writer per sweep.
+
+    Args:
+        state: the sweep's state directory.
+        every_s: seconds between beats.
+        log: where "waiting for ..." lines go.
+    """
+
+    def __init__(self, state: StateDir, *, every_s: float = HEARTBEAT_S,
+                 log: Callable[[str], None] = lambda m: None) -> None:
+        self.state = state
+        self.every_s = every_s
+        self.log = log
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wait_for_previous(self, max_wait_s: float = WRITER_WAIT_S) -> str:
+        """Wait while another writer's beat advances. Returns why it stopped waiting: ``none``
+        (no other writer), ``finished`` (its file went away), ``stale`` (its beat stopped: it
+        died) or ``timeout``."""
+        d = self.state.read_json(WRITER)
+        if d is None:
+            return "none"
+        self.log(f"waiting for the previous writer {d.get('owner')} to finish its queue")
+        last, seen = (d.get("owner"), d.get("beat")), time.monotonic()
+        deadline = time.monotonic() + max_wait_s
+        while time.monotonic() < deadline:
+            time.sleep(min(1.0, self.every_s / 2))
+            d = self.state.read_json(WRITER)
+            if d is None:
+                return "finished"
+            now = (d.get("owner"), d.get("beat"))
+            if now != last:
+                last, seen = now, time.monotonic()
+            elif time.monotonic() - seen > STALE_BEATS * self.every_s:
+                return "stale"
+        self.log(f"the previous writer {last[0]} still beats after {max_wait_s:.0f} s; going on")
+        return "timeout"
+
+    def start(self) -> None:
+        self._beat(0)
+        self._thread = threading.Thread(target=self._run, name="sweep-writer-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self, n: int) -> None:
+        self.state.write_json(WRITER, {"owner": self.owner, "beat": n})
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.wait(self.every_s):
+            n += 1
+            try:
+                self._beat(n)
+            except Exception:  # noqa: BLE001 - a missed beat only makes a new writer wait less
+                pass
+
+    def stop(self) -> None:
+        """Stop beating and remove the file (if it is still ours)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        try:
+            d = self.state.read_json(WRITER)
+            if d is not None and d.get("owner") == self.owner:
+                self.state.delete(WRITER)
+        except Exception:  # noqa: BLE001 - the next writer sees a stale beat instead
+            pass

@@ -1,0 +1,104 @@
+"""``python -m meta_study.tune.submit -- python sweeps/<name>.py ...``: ``ray job submit`` with the
+provenance a job cannot find for itself.
+
+``ray job submit --working-dir .`` uploads the tree without ``.git``, and the job runs as the
+cluster's user. So this wrapper, on the submitting machine:
+
+- takes the commit (``git rev-parse HEAD``, ``-dirty`` when tracked files have changes) and the
+  submitting person (``--researcher``, else ``$META_STUDY_RESEARCHER``, else the login name), and
+  hands them to the job as ``META_STUDY_GIT_SHA`` and ``META_STUDY_RESEARCHER`` in its
+  ``runtime_env`` (not secrets: the job API shows them);
+- refuses secrets before anything is submitted: in ``--runtime-env-json`` env_vars (the job API
+  serves a job's runtime_env in clear text) and in URIs on the job's command line (its
+  entrypoint is shown too);
+- then runs ``ray job submit`` with the rest (``--address``, ``--no-wait``; Ray's own
+  ``RAY_ADDRESS`` / ``RAY_API_SERVER_ADDRESS`` and the ``RAY_AUTH_*`` token variables apply as usual).
+
+Exit status: ``ray job submit``'s, or 2 for a refusal (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import UserError
+from . import provenance
+from .preflight import has_credentials, refuse_runtime_env_secrets
+
+
+def job_runtime_env(working_dir: str, user_env: dict | None, *, git_sha: str, researcher: str) -> dict:
+    """The runtime_env to submit: the user's, with the working dir and the provenance variables
+    (UserError for secrets in the user's env_vars)."""
+    env = dict(user_env or {})
+    refuse_runtime_env_secrets(env)
+    env.setdefault("working_dir", working_dir)
+    env["env_vars"] = {**dict(env.get("env_vars") or {}), provenance.GIT_SHA_ENV: git_sha,
+                       provenance.RESEARCHER_ENV: researcher}
+    return env
+
+
+def refuse_secret_args(cmd: Sequence[str]) -> None:
+    """UserError for a URI with credentials anywhere in the job's command line."""
+    from ..ingest.mlflow_source import safe_uri
+
+    for arg in cmd:
+        for part in str(arg).split("="):
+            if "://" in part and has_credentials(part):
+                raise UserError(f"the job's command line holds credentials ({safe_uri(part)}): Ray's job API shows a "
+                                "job's entrypoint to anyone who can list jobs; use MLFLOW_TRACKING_USERNAME / "
+                                "MLFLOW_TRACKING_PASSWORD and the nodes' own credentials instead")
+
+
+def submit_git_sha(working_dir: str) -> str:
+    """The commit of ``working_dir`` (``-dirty`` appended when tracked files have changes), or
+    ``unknown`` outside a git checkout."""
+    root = Path(working_dir).resolve()
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=root)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    sha = out.stdout.strip()
+    if out.returncode != 0 or not sha:
+        return "unknown"
+    return sha + ("-dirty" if provenance.git_dirty(root) else "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m meta_study.tune.submit",
+                                description="ray job submit with the commit and the submitting person")
+    p.add_argument("--address", default=None, help="the job API (default: Ray's RAY_API_SERVER_ADDRESS / RAY_ADDRESS)")
+    p.add_argument("--working-dir", default=".", help="uploaded as the job's working directory (default: .)")
+    p.add_argument("--runtime-env-json", default=None, help="more runtime_env (no secrets: they are refused)")
+    p.add_argument("--researcher", default=None, help="who submits (default: $META_STUDY_RESEARCHER, else the login)")
+    p.add_argument("--no-wait", action="store_true", help="return once submitted")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the job's command, e.g. python sweeps/zoo.py ...")
+    a = p.parse_args(argv)
+    cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
+    try:
+        if not cmd:
+            raise UserError("no job command: put it after --, e.g. -- python sweeps/head_wd.py --smoke")
+        refuse_secret_args(cmd)
+        user_env = json.loads(a.runtime_env_json) if a.runtime_env_json else None
+        env = job_runtime_env(a.working_dir, user_env, git_sha=submit_git_sha(a.working_dir),
+                              researcher=a.researcher or provenance.researcher())
+    except (UserError, ValueError) as e:
+        print(f"submit: {e}", file=sys.stderr)
+        return 2
+    ray = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit"]
+    if a.address:
+        ray += ["--address", a.address]
+    if a.no_wait:
+        ray.append("--no-wait")
+    print(f"submit: git {env['env_vars'][provenance.GIT_SHA_ENV]}, researcher "
+          f"{env['env_vars'][provenance.RESEARCHER_ENV]}", file=sys.stderr)
+    return subprocess.run([*ray, "--runtime-env-json", json.dumps(env), "--", *cmd], env=os.environ).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
