@@ -1,80 +1,68 @@
-"""Trust issue benchmarks: the held-out protocol on real data, and the cost of back-tested selection.
+"""The answer issue's benchmark: the held-out protocol on many tables, and what the answer costs.
 
-    python benchmarks/bench_selection.py [--data ../shared/data/timm/timm_us_ds.csv] [--groups 100] [--points 4800]
+    python benchmarks/bench_selection.py [--tables all|TABLE,...] [--groups 100] [--points 4800] [--no-cost]
 
-(a) **Held-out protocol** (the issue's): per group, hide the models above the 80th percentile of
-    US accuracy, run the fit on the rest (``--holdout-quantile 1.0``: the back-tests run inside
-    the visible models), and score each fit against the hidden models' upper-hull vertices (RMSE
-    in accuracy points, through ``predict_fit`` on the ``fits.parquet`` rows). Baselines: the flat
-    guess (the best visible DS accuracy) and the paper's Eq. 1 on the hull vertices. Targets: the
-    headline's median RMSE <= 0.6x the baseline's, at or below the flat guess on >= 4 of 5 groups,
-    and >= 90% of trusted groups within 5 points.
-(c) **Held-out protocol on derived tables** (``--zoo``): the same protocol on the tables one can
-    build from the raw timm CSVs beside the main table: every upstream of ImageNet, ImageNet-ReaL
-    and ImageNetV2 against every other test set (ImageNet-A/-R/-Sketch/-ReaL/V2 and the 200-class
-    ImageNet-A/-R subsets), for all models, for ImageNet-1k-only models and for convnets (63
-    tables of 100+ models). A guard against tuning to five groups, not a substitute for unseen
-    zoos.
-(b) **Cost**: selection with back-tests on ``--groups`` synthetic groups of ``--points`` models,
-    against the fit this project had before (Eq. 1 on the hull vertices and on all points, one
-    batched call), in the same run. Target: under 60 s on 2 cores.
+(a) **Held-out protocol, per table.** Per group: hide the models above the 80th percentile of US
+    accuracy, fit the rest exactly as ``meta-study fit --holdout-quantile 1.0`` does (the
+    back-tests run inside the visible models), write the ``fits.parquet`` rows, and score the
+    headline row through ``predict_fit`` and ``predict_interval`` at the hidden models'
+    upper-hull vertices. No hidden model takes part in any choice. Per table: the headline's
+    median RMSE against the flat guess (the best visible DS accuracy) and against the paper's
+    Eq. 1 on the hull vertices, the share of groups at or below the flat guess, how many groups
+    are trusted and how many of those are within 5 points (RMSE) of the hidden frontier, and the
+    share of hidden frontier points inside the 90% interval. Then the geometric mean over tables
+    of the RMSE ratios, and the pooled shares.
+
+    Tables: every ``examples/data/*/us_ds.csv`` (public model zoos, see examples/data/README.md),
+    the 5 timm groups, 63 tables derived from the raw timm CSVs (US from ImageNet, -ReaL or V2
+    against every other test set, for all models, ImageNet-1k-only models and convnets), and
+    synthetic families with known laws. Groups need 10 or more models.
+(s) **Synthetic families with a known law: the claims' intervals against the truth.** The demo's
+    simulator and our own families (eq1, eq1 with an upstream Bayes error, logit-linear), every
+    model visible: in trusted groups, the share of 90% intervals that hold the true law's value at
+    +1, +3 and +5 US points (within the tested horizon) and at ``predict_us``, the true US accuracy
+    needed for a DS target 2 points past the best model, and the true stop-paying point where one
+    is stated.
+(b) **Cost**: the whole answer (every law on every frontier, back-tests, headline, claims) on
+    ``--groups`` synthetic groups of ``--points`` models, against the fit this project had first
+    (Eq. 1 on the hull vertices and on all points, one batched call), in the same run. Target:
+    under 60 s on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import math
 import os
 import sys
 import time
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from meta_study.analysis import predict_fit
-from meta_study.analysis.groups import Group
+from meta_study.analysis import predict_fit, predict_interval
 from meta_study.analysis.fitting import FitOptions, fit_groups
+from meta_study.analysis.groups import Group
 from meta_study.analysis.hull import upper_hull
+from meta_study.analysis.laws import LAWS, LawFit
+from meta_study.analysis.payoff import stop_paying_us, us_needed
 from meta_study.analysis.powerlaw import fit_power_laws
+from meta_study.analysis.selection import SelectionOptions
 from meta_study.analysis.tables import fits_frame
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_DATA = os.path.join(HERE, "..", "..", "shared", "data", "timm", "timm_us_ds.csv")
+DATA = os.path.join(HERE, "..", "examples", "data")
+MIN_MODELS = 10
+Table = tuple[str, str, np.ndarray, np.ndarray]      # (table, group, US, DS)
 
 
 def rmse_points(pred: np.ndarray, target: np.ndarray) -> float:
     return float(100 * np.sqrt(np.mean((pred - target) ** 2)))
 
 
-def protocol(path: str) -> pd.DataFrame:
-    """One row per group: RMSE (points) of every (law, frontier), the headline and the baselines."""
-    df = pd.read_csv(path)
-    groups, targets, flats = [], [], []
-    for ds_task, g in df.groupby("ds_task", sort=True):
-        us, ds = g["us_top1"].to_numpy(float), g["ds_top1"].to_numpy(float)
-        thr = np.quantile(us, 0.8)
-        vis = us <= thr
-        h = upper_hull(us[~vis], ds[~vis])
-        targets.append((us[~vis][h], ds[~vis][h]))
-        flats.append(float(ds[vis].max()))
-        groups.append(Group("imagenet", str(ds_task), "shift", None, us[vis], ds[vis]))
-    sels = fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], FitOptions(holdout_quantile=1.0),
-                      keys=[g.key for g in groups])
-    fits = fits_frame(groups, sels)
-    rows = []
-    for g, (tx, ty), flat in zip(groups, targets, flats):
-        f = fits[fits["ds_task"] == g.ds_task]
-        row = {"ds_task": g.ds_task, "n_visible": g.n, "n_target": tx.size,
-               "flat": rmse_points(np.full(tx.shape, flat), ty)}
-        for r in f.to_dict("records"):
-            row[f"{r['law']}/{r['frontier']}"] = rmse_points(predict_fit(r, tx), ty)
-        head = f[f["headline"]].iloc[0]
-        sel = sels[len(rows)]
-        row.update(headline=rmse_points(predict_fit(head, tx), ty), pick=f"{head['law']}/{head['frontier']}",
-                   trusted=bool(head["trusted"]), backtest=100 * float(head["backtest_err"]),
-                   coverage_bt=float(head["coverage"]), coverage_heldout=heldout_coverage(sel, head, tx, ty))
-        rows.append(row)
-    return pd.DataFrame(rows)
-
+# ---- tables -----------------------------------------------------------------------------------
 
 RAW = {"imagenet": "results-imagenet.csv", "real": "results-imagenet-real.csv",
        "v2": "results-imagenetv2-matched-frequency.csv", "sketch": "results-sketch.csv", "a": "results-imagenet-a.csv",
@@ -89,8 +77,16 @@ def _cnn(model: str) -> bool:
     return any(t in model for t in ("resnet", "resnext", "conv", "efficientnet", "regnet", "mobilenet", "dense"))
 
 
-def zoo_tables(folder: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, US, DS) of every derived table with 100 or more models (accuracies, fractions)."""
+def timm_groups(folder: str) -> list[Table]:
+    """The 5 groups of the joined timm table (ImageNet -> each shifted test set)."""
+    df = pd.read_csv(os.path.join(folder, "timm_us_ds.csv"))
+    return [("timm", str(t), g["us_top1"].to_numpy(float), g["ds_top1"].to_numpy(float))
+            for t, g in df.groupby("ds_task", sort=True)]
+
+
+def timm_derived(folder: str) -> list[Table]:
+    """Every derived table of 100+ models: US from ImageNet, -ReaL or V2 against every other test
+    set, for all models (``timm-all``), ImageNet-1k-only models (``timm-in1k``) and convnets."""
     acc = {k: pd.read_csv(os.path.join(folder, v)).set_index(["model", "img_size"])["top1"] / 100 for k, v in RAW.items()}
     out = []
     for us_name in ("imagenet", "real", "v2"):
@@ -102,45 +98,154 @@ def zoo_tables(folder: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
             for subset, keep in (("all", None), ("in1k", _in1k_only), ("cnn", _cnn)):
                 t = j if keep is None else j[[keep(m) for m in models]]
                 if len(t) >= 100:
-                    out.append((f"{us_name}>{ds_name}[{subset}]", t["us"].to_numpy(float), t["ds"].to_numpy(float)))
+                    out.append((f"timm-{subset}", f"{us_name}>{ds_name}", t["us"].to_numpy(float), t["ds"].to_numpy(float)))
     return out
 
 
-def zoo_protocol(folder: str) -> pd.DataFrame:
-    """The held-out protocol on every derived table: headline, flat guess and Eq. 1 on vertices."""
-    tables = zoo_tables(folder)
-    groups, targets, flats = [], [], []
-    for name, us, ds in tables:
-        vis = us <= np.quantile(us, 0.8)
+def zoo_groups(path: str) -> list[Table]:
+    """The groups of one ``us_ds.csv`` (examples/data/*/): one per (US task, DS task, protocol, shots)."""
+    df = pd.read_csv(path)
+    table = os.path.basename(os.path.dirname(path))
+    out = []
+    for key, g in df.groupby(["us_task", "ds_task", "eval_protocol", "shots"], dropna=False, sort=True):
+        if len(g) >= MIN_MODELS:
+            out.append((table, "/".join(str(k) for k in key), g["us_accuracy"].to_numpy(float),
+                        g["ds_accuracy"].to_numpy(float)))
+    return out
+
+
+def law_families(seed: int, n_groups: int = 60) -> list[tuple[str, np.ndarray, np.ndarray, LawFit]]:
+    """Groups of 60-500 models drawn below known laws (eq1, eq1-bayes, logit-linear) with
+    exponential gaps of 1-4 points: (name, US, DS, the true law)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_groups):
+        n = int(rng.choice([60, 120, 240, 500]))
+        us = rng.uniform(rng.uniform(0.2, 0.5), rng.uniform(0.8, 0.97), n)
+        kind = ("eq1", "logit-linear", "eq1-bayes")[i % 3]
+        p = ({"k": rng.uniform(0.5, 1.2), "alpha": rng.uniform(1.1, 3.0), "e_ir": rng.uniform(0.02, 0.4)} if kind == "eq1"
+             else {"a": rng.uniform(-1, 1), "b": rng.uniform(0.5, 1.8)} if kind == "logit-linear"
+             else {"k": rng.uniform(0.5, 1.2), "alpha": rng.uniform(1.1, 2.5), "e_ir": rng.uniform(0.02, 0.3),
+                   "e_us_star": rng.uniform(0.0, 0.02)})
+        law = LawFit(kind, p, math.nan, 0, "ok")
+        ds = np.clip(law.predict_accuracy(us) - rng.exponential(rng.choice([0.01, 0.02, 0.04]), n), 0, 1)
+        out.append((f"{kind}-{seed}-{i}", us, ds, law))
+    return out
+
+
+def demo_simulator(seed: int) -> list[tuple[str, np.ndarray, np.ndarray, LawFit]]:
+    """The demo's simulated meta-study (meta_study.demo.synthetic_runs) with its known laws."""
+    from meta_study.demo import SYNTH_LAWS, SYNTH_SHOTS, synthetic_runs
+    from meta_study.schema import ds_metric_key, us_metric_key
+
+    runs = synthetic_runs(seed=seed)
+    us = np.array([r["metrics"][us_metric_key("sim_up")] for r in runs])
+    out = []
+    for task, (k, a, c) in SYNTH_LAWS.items():
+        for shots in SYNTH_SHOTS:
+            b = 1.0 - 0.04 * math.log(shots)
+            ds = np.array([r["metrics"][ds_metric_key(task, shots)] for r in runs])
+            out.append((f"demo-{task}-{shots}-{seed}", us, ds, LawFit("eq1", {"k": b * k, "alpha": a, "e_ir": b * c},
+                                                                      math.nan, 0, "ok")))
+    return out
+
+
+def all_tables(which: str) -> list[Table]:
+    tables = []
+    timm = os.path.join(DATA, "timm")
+    if which == "all" or "timm" in which:
+        tables += timm_groups(timm) + timm_derived(timm)
+    for path in sorted(glob.glob(os.path.join(DATA, "*", "us_ds.csv"))):
+        name = os.path.basename(os.path.dirname(path))
+        if which == "all" or name in which.split(","):
+            tables += zoo_groups(path)
+    if which == "all" or "synth" in which:
+        tables += [("synth", name, us, ds) for name, us, ds, _ in law_families(100, 40)]
+    return tables
+
+
+# ---- (a) the held-out protocol ----------------------------------------------------------------
+
+def protocol(tables: list[Table], quantile: float = 0.8) -> pd.DataFrame:
+    """One row per group: RMSE (points) of the headline, the flat guess and Eq. 1 on vertices at
+    the hidden frontier, trust, and hidden frontier points inside the 90% interval."""
+    groups, targets = [], []
+    for table, name, us, ds in tables:
+        vis = us <= np.quantile(us, quantile)
         h = upper_hull(us[~vis], ds[~vis])
+        groups.append(Group(table, name, "heldout", None, us[vis], ds[vis]))
         targets.append((us[~vis][h], ds[~vis][h]))
-        flats.append(float(ds[vis].max()))
-        groups.append(Group("us", name, "shift", None, us[vis], ds[vis]))
     sels = fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], FitOptions(holdout_quantile=1.0),
                       keys=[g.key for g in groups])
     fits = fits_frame(groups, sels)
+    heads = fits[fits["headline"]].reset_index(drop=True)
+    paper = fits[(fits["law"] == "eq1") & (fits["frontier"] == "vertices")].reset_index(drop=True)
     rows = []
-    for g, (tx, ty), flat, sel in zip(groups, targets, flats, sels):
-        f = fits[fits["ds_task"] == g.ds_task]
-        head = f[f["headline"]].iloc[0]
-        paper = f[(f["law"] == "eq1") & (f["frontier"] == "vertices")].iloc[0]
-        rows.append({"table": g.ds_task, "flat": rmse_points(np.full(tx.shape, flat), ty),
-                     "eq1/vertices": rmse_points(predict_fit(paper, tx), ty),
-                     "headline": rmse_points(predict_fit(head, tx), ty), "trusted": bool(head["trusted"]),
-                     "coverage_bt": float(head["coverage"]), "coverage_heldout": heldout_coverage(sel, head, tx, ty)})
+    for g, (tx, ty), h, p in zip(groups, targets, heads.to_dict("records"), paper.to_dict("records")):
+        pred = predict_fit(h, tx)
+        lo, hi = predict_interval(h, tx)
+        rows.append({"table": g.us_task, "group": g.ds_task, "models": g.n, "targets": tx.size,
+                     "flat": rmse_points(np.full(tx.shape, g.ds_accuracy.max()), ty), "headline": rmse_points(pred, ty),
+                     "eq1/vertices": rmse_points(predict_fit(p, tx), ty), "trusted": bool(h["trusted"]),
+                     "backtest": 100 * float(h["backtest_err"]), "inside": int(np.sum((ty >= lo) & (ty <= hi)))})
     return pd.DataFrame(rows)
 
 
-def heldout_coverage(sel, head, tx: np.ndarray, ty: np.ndarray, z: float = 1.6449) -> float:
-    """Share of the hidden frontier points inside ``prediction +- z sigma_bt`` (the back-test part of
-    the 90% interval; the bootstrap part, known only at predict_us, would widen it further)."""
-    sigma = sel.best.backtest_sigma
-    if not np.isfinite(sigma):
-        return float("nan")
-    return float(np.mean(np.abs(predict_fit(head, tx) - ty) <= z * sigma))
+def per_table(d: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for t, x in d.groupby("table", sort=True):
+        tr = x[x["trusted"]]
+        out.append({"table": t, "groups": len(x), "flat": x["flat"].median(), "headline": x["headline"].median(),
+                    "eq1/vertices": x["eq1/vertices"].median(),
+                    "vs flat": x["headline"].median() / x["flat"].median(),
+                    "vs eq1": x["headline"].median() / x["eq1/vertices"].median(),
+                    "<= flat": float((x["headline"] <= x["flat"] + 1e-9).mean()), "trusted": len(tr),
+                    "trusted %": len(tr) / len(x), "within 5": float((tr["headline"] <= 5).mean()) if len(tr) else math.nan,
+                    "coverage": x["inside"].sum() / x["targets"].sum()})
+    return pd.DataFrame(out)
 
 
-def synthetic(n_groups: int, n_points: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def summary_line(d: pd.DataFrame, t: pd.DataFrame) -> str:
+    tr = d[d["trusted"]]
+    geo = lambda c: float(np.exp(np.log(t[c].clip(lower=1e-9)).mean()))  # noqa: E731
+    return (f"{len(t)} tables, {len(d)} groups: headline/flat {geo('vs flat'):.2f} (geometric mean over tables; worst "
+            f"{t['vs flat'].max():.2f}, {t.loc[t['vs flat'].idxmax(), 'table']}), headline/eq1-on-vertices {geo('vs eq1'):.2f}; "
+            f"at or below flat on {(d['headline'] <= d['flat'] + 1e-9).mean():.0%} of groups; trusted {len(tr)} "
+            f"({len(tr) / len(d):.0%}), {(tr['headline'] <= 5).mean():.0%} of them within 5 points; 90% intervals "
+            f"cover {d['inside'].sum() / d['targets'].sum():.0%} of the hidden frontier points "
+            f"({t['coverage'].min():.0%}-{t['coverage'].max():.0%} per table)")
+
+
+# ---- (s) synthetic families: the claims against the truth -------------------------------------
+
+def claims_check(groups: list[tuple[str, np.ndarray, np.ndarray, LawFit]], threshold: float = 0.1) -> pd.DataFrame:
+    """Per group and claim type: whether the 90% interval holds the truth (trusted groups flagged)."""
+    rows = []
+    for name, us, ds, law in groups:
+        target = float(min(0.999, law.predict_accuracy(np.array([us.max() + 0.02]))[0]))
+        s = fit_groups([(us, ds)], FitOptions(holdout_quantile=1.0, selection=SelectionOptions(ds_target=target)))[0]
+        cl = s.claims
+        truth = lambda u: float(law.predict_accuracy(np.array([u]))[0])  # noqa: E731
+        checks: list[tuple[str, bool]] = []
+        if math.isfinite(cl.predict_us):
+            checks.append(("DS at the horizon", cl.predict_lo <= truth(cl.predict_us) <= cl.predict_hi))
+        for st in cl.steps:
+            if math.isfinite(st.ds) and not st.beyond_horizon:
+                checks.append((f"DS at +{st.points}", st.lo <= truth(st.us) <= st.hi))
+        un = us_needed(law, target)
+        if math.isfinite(cl.us_needed) and math.isfinite(un):
+            checks.append(("US needed", cl.us_needed_lo <= un <= cl.us_needed_hi))
+        if cl.stop_paying_supported:
+            sp = stop_paying_us(law, threshold)
+            checks.append(("stop paying", cl.stop_paying_lo <= (1.0 if math.isnan(sp) else sp) <= cl.stop_paying_hi))
+        rows += [{"group": name, "family": name.split("-")[0], "trusted": s.trusted, "claim": c, "covered": ok}
+                 for c, ok in checks]
+    return pd.DataFrame(rows)
+
+
+# ---- (b) cost ---------------------------------------------------------------------------------
+
+def synthetic_groups(n_groups: int, n_points: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n_groups):
@@ -151,8 +256,8 @@ def synthetic(n_groups: int, n_points: int, seed: int) -> list[tuple[np.ndarray,
 
 
 def old_fit(groups: list[tuple[np.ndarray, np.ndarray]]) -> None:
-    """The fit before back-tested selection: Eq. 1 on the hull vertices and on all points of the
-    visible models (80% hold-out), every group in one batched call."""
+    """The first fit: Eq. 1 on the hull vertices and on all points of the visible models (80%
+    hold-out), every group in one batched call."""
     e_us, e_ds = [], []
     for us, ds in groups:
         vis = np.flatnonzero(us <= np.quantile(us, 0.8))
@@ -163,50 +268,43 @@ def old_fit(groups: list[tuple[np.ndarray, np.ndarray]]) -> None:
     fit_power_laws(e_us, e_ds)
 
 
+def timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--tables", default="all", help="all, or a comma list of examples/data folders (timm, synth, ...)")
     ap.add_argument("--groups", type=int, default=100)
     ap.add_argument("--points", type=int, default=4800)
-    ap.add_argument("--zoo", action="store_true", help="also (c): the protocol on 63 derived timm tables")
+    ap.add_argument("--no-cost", action="store_true", help="skip (b)")
+    ap.add_argument("--csv", help="also write the per-group rows of (a) here")
     a = ap.parse_args()
-    if not os.path.exists(a.data):
-        sys.exit(f"bench_selection: {a.data}: no such file (the timm table from ../shared/data/timm)")
-    t = protocol(a.data)
-    pairs = [c for c in t.columns if "/" in c]
-    pd.set_option("display.width", 200)
-    print("(a) held-out protocol, RMSE in points against the hidden frontier")
-    print(t[["ds_task", "n_visible", "n_target", "flat", "eq1/vertices", "headline", "pick", "backtest",
-             "trusted", "coverage_bt", "coverage_heldout"]].round(2).to_string(index=False))
-    med = t[pairs].median().sort_values()
-    print("median RMSE per (law, frontier), best 10:")
-    print(med.head(10).round(2).to_string())
-    base, head = t["eq1/vertices"].median(), t["headline"].median()
-    wins = int((t["headline"] <= t["flat"] + 1e-9).sum())
-    trusted = t[t["trusted"]]
-    ok5 = float((trusted["headline"] <= 5).mean()) if len(trusted) else float("nan")
-    print(f"headline median {head:.2f} vs eq1/vertices {base:.2f} (ratio {head / base:.2f}, target <= 0.6); "
-          f"flat median {t['flat'].median():.2f}; headline <= flat on {wins}/{len(t)} groups (target >= 4); "
-          f"trusted {len(trusted)}, within 5 points {ok5:.0%} (target >= 90%); 90% intervals cover "
-          f"{t['coverage_bt'].mean():.0%} of the back-test frontier points (leave-one-cut-out) and "
-          f"{t['coverage_heldout'].mean():.0%} of the hidden frontier points")
-    if a.zoo:
-        z = zoo_protocol(os.path.dirname(a.data))
-        tr = z[z["trusted"]]
-        print(f"(c) {len(z)} derived tables: headline median {z['headline'].median():.2f} vs eq1/vertices "
-              f"{z['eq1/vertices'].median():.2f} (ratio {z['headline'].median() / z['eq1/vertices'].median():.2f}) "
-              f"and flat {z['flat'].median():.2f}; headline <= flat on {int((z['headline'] <= z['flat'] + 1e-9).sum())}"
-              f"/{len(z)}; trusted {len(tr)}, within 5 points {(tr['headline'] <= 5).mean():.0%}; 90% intervals "
-              f"cover {z['coverage_bt'].mean():.0%} (back-tests) and {z['coverage_heldout'].mean():.0%} (hidden)")
-    groups = synthetic(a.groups, a.points, 0)
-    t0 = time.perf_counter()
-    old_fit(groups)
-    t_old = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fit_groups(groups, FitOptions(), keys=[(i,) for i in range(len(groups))])
-    t_new = time.perf_counter() - t0
-    print(f"(b) {a.groups} groups x {a.points} points: selection with back-tests {t_new:.1f} s, "
-          f"the old fit {t_old:.2f} s (ratio {t_new / t_old:.0f}x; target < 60 s)")
+    if not os.path.isdir(DATA):
+        sys.exit(f"bench_selection: {DATA}: no such directory (the shipped example data)")
+    pd.set_option("display.width", 220)
+    d = protocol(all_tables(a.tables))
+    t = per_table(d)
+    print("(a) held-out protocol: hide the top 20% of each group by US accuracy, fit the rest, predict the hidden "
+          "frontier (RMSE in points; coverage = hidden frontier points inside the 90% interval)")
+    print(t.round(3).to_string(index=False))
+    print(summary_line(d, t))
+    if a.csv:
+        d.to_csv(a.csv, index=False)
+    c = claims_check(demo_simulator(0) + demo_simulator(1) + law_families(0) + law_families(1))
+    tr = c[c["trusted"]]
+    print("(s) synthetic families with known laws: share of 90% intervals holding the truth, trusted groups "
+          f"({tr['group'].nunique()} of {c['group'].nunique()} trusted)")
+    print(tr.groupby(["claim"])["covered"].agg(["mean", "size"]).round(3).to_string())
+    print(tr.groupby(["family"])["covered"].agg(["mean", "size"]).round(3).to_string())
+    if not a.no_cost:
+        groups = synthetic_groups(a.groups, a.points, 0)
+        t_old = timed(lambda: old_fit(groups))
+        t_new = timed(lambda: fit_groups(groups, FitOptions(), keys=[(i,) for i in range(len(groups))]))
+        print(f"(b) {a.groups} groups x {a.points} points: the whole answer {t_new:.1f} s, the first fit {t_old:.2f} s "
+              f"(ratio {t_new / t_old:.0f}x; target < 60 s)")
 
 
 if __name__ == "__main__":

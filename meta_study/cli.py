@@ -482,23 +482,18 @@ def fit(store_uri: str, out_dir: str, no_figures: bool, max_group_figures: int, 
     df = a.fits
     import pandas as pd
 
+    from .analysis.answers import answer_text, flags
     from .analysis.tables import headlines
 
-    ok = df["status"].isin(["ok", "at_bound"])
+    ok = df["status"].isin(["ok", "at_bound"]) & ~df["headline"].astype(bool)
     heads = headlines(df)
-    click.echo(f"{len(heads)} groups, {int(heads['trusted'].sum())} trusted; {int(ok.sum())}/{len(df)} fits usable")
-    for r in heads.itertuples():
-        shots = "" if r.shots is pd.NA or pd.isna(r.shots) else f", {int(r.shots)}-shot"
-        what = f"{r.law} on {r.frontier}, back-test {100 * r.backtest_err:.1f} pt"
-        if r.trusted:
-            sp = ("keeps paying up to 100% US" if pd.isna(r.stop_paying_us)
-                  else f"stops paying at {100 * r.stop_paying_us:.1f}% US")
-            if not pd.isna(r.ds_target):
-                sp += (f"; {100 * r.ds_target:g}% DS " + ("is never reached" if pd.isna(r.us_needed)
-                                                          else f"needs {100 * r.us_needed:.1f}% US"))
-            click.echo(f"  {r.us_task} -> {r.ds_task} ({r.eval_protocol}{shots}): {sp} ({what})")
-        else:
-            click.echo(f"  {r.us_task} -> {r.ds_task} ({r.eval_protocol}{shots}): not identified ({what}): {r.warnings}")
+    click.echo(f"{len(heads)} groups, {int(heads['trusted'].sum())} trusted; {int(ok.sum())}/{int((~df['headline']).sum())} "
+               "candidate fits usable")
+    for r in heads.to_dict("records"):
+        shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
+        labels = ", ".join(label for label, _ in flags(r.get("warnings")))
+        click.echo(f"  {r['us_task']} -> {r['ds_task']} ({r['eval_protocol']}{shots}): {answer_text(r)}"
+                   + (f" [{labels}]" if labels else ""))
     _report_outputs(out, out_dir)
 
 

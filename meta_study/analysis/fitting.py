@@ -124,12 +124,15 @@ PROGRESS_CHUNK = 25
 
 def fit_groups(groups_xy: Sequence[tuple[np.ndarray, np.ndarray]], options: FitOptions = FitOptions(),
                keys: Sequence[Any] | None = None,
-               progress: Callable[[str, int, int | None], None] | None = None) -> list[GroupSelection]:
+               progress: Callable[[str, int, int | None], None] | None = None,
+               test_sizes: Sequence[np.ndarray | None] | None = None) -> list[GroupSelection]:
     """Fit every law on every frontier of many groups, back-test them and pick each headline.
 
     Args:
         groups_xy: (US accuracies, DS accuracies) per group, fractions.
-        keys: each group's key (seeds the headline bootstrap); default the group's position.
+        keys: each group's key; default the group's position.
+        test_sizes: per group, each model's DS test-set size (NaN where unknown), or None: the
+            back-test's binomial noise floor is reported where known.
         progress: called as ``progress("fits", groups done, groups)`` before the first chunk of
             groups and after each (:data:`PROGRESS_CHUNK`). The results do not depend on it.
 
@@ -140,6 +143,7 @@ def fit_groups(groups_xy: Sequence[tuple[np.ndarray, np.ndarray]], options: FitO
     n = len(groups_xy)
     thresholds = [holdout_threshold(np.asarray(us, float), options) for us, _ in groups_xy]
     keys = list(keys) if keys is not None else [(i,) for i in range(n)]
+    sizes = list(test_sizes) if test_sizes is not None else [None] * n
     step = n if progress is None else max(PROGRESS_CHUNK, math.ceil(n / 20))
     out: list[GroupSelection] = []
     if progress:
@@ -148,7 +152,7 @@ def fit_groups(groups_xy: Sequence[tuple[np.ndarray, np.ndarray]], options: FitO
         hi = min(n, lo + step)
         out += select_groups(groups_xy[lo:hi], keys[lo:hi], thresholds[lo:hi], options.selection,
                              nondecreasing=options.nondecreasing,
-                             fit_kw={"loss": options.loss, "alpha_max": options.alpha_max})
+                             fit_kw={"loss": options.loss, "alpha_max": options.alpha_max}, test_sizes=sizes[lo:hi])
         if progress:
             progress("fits", hi, n)
     return out

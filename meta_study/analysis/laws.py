@@ -310,8 +310,22 @@ def _closed_form(name: str, params: tuple[str, str], to_x: Callable[[np.ndarray]
         if good:
             a, b, clipped = _ols_many([to_x(us[i]) for i in good], [to_y(ds[i]) for i in good])
             for j, i in enumerate(good):
-                p = make(float(a[j]), float(b[j]))
-                out[i] = LawFit(law=name, params=p, sse=_sse(predict(p, us[i]), ds[i]), n_points=int(us[i].size),
+                try:
+                    p = make(float(a[j]), float(b[j]))
+                except OverflowError:
+                    p = {k: math.inf for k in params}
+                if not all(math.isfinite(v) for v in p.values()):
+                    # e.g. two models 0.0001 apart in US accuracy with DS 20 points apart: the
+                    # slope in transformed space is ~1e4 and exp() of the intercept overflows
+                    out[i] = _failed(name, params, "nonfinite", "the parameters overflow (points nearly tied in US "
+                                     "accuracy but far apart in DS accuracy)", us[i].size)
+                    continue
+                sse = _sse(predict(p, us[i]), ds[i])
+                if not math.isfinite(sse):
+                    out[i] = _failed(name, params, "nonfinite", "the law's predictions overflow at these points",
+                                     us[i].size)
+                    continue
+                out[i] = LawFit(law=name, params=p, sse=sse, n_points=int(us[i].size),
                                 status="at_bound" if clipped[j] else "ok", message=bound_note if clipped[j] else "")
         return out  # type: ignore[return-value]
     return fit_many

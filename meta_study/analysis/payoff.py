@@ -52,16 +52,31 @@ def stop_paying_many(law: str, params: Sequence[Mapping[str, float]], threshold:
     """:func:`stop_paying_us` for many parameter sets of one law (fractions; NaN = never)."""
     if not params:
         return np.zeros(0)
-    s = _stack(law, params, "slope")[:, :-1]               # the slope at 100% US itself is a limit
+    return stop_paying_from_slopes(_stack(law, params, "slope"), threshold)
+
+
+def stop_paying_from_slopes(slopes: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
+                            grid: np.ndarray | None = None) -> np.ndarray:
+    """The stop-paying US accuracy of curves given by their slopes on a grid of US accuracies (one
+    row per curve; any curve, e.g. the headline's): fractions, NaN = still paying at the grid's
+    end (or no slope at all).
+
+    ``grid`` defaults to :data:`U_GRID`, whose last point (100% US) is a limit and is left out;
+    any other grid is taken whole (e.g. one that ends at a back-tested horizon).
+    """
+    s = np.atleast_2d(np.asarray(slopes, dtype=float))
+    if grid is None:
+        grid, s = U_GRID, s[:, :-1]                      # the slope at 100% US itself is a limit
+    U = np.asarray(grid, dtype=float)
     bad = np.isnan(s).all(axis=1)                         # an unusable parameter set
     pays = np.where(np.isnan(s), False, s >= threshold)
     any_pays = pays.any(axis=1)
     last = np.where(any_pays, s.shape[1] - 1 - np.argmax(pays[:, ::-1], axis=1), -1)
-    out = np.zeros(len(params))
+    out = np.zeros(s.shape[0])
     never = any_pays & (last == s.shape[1] - 1)
     mid = any_pays & ~never
     i = last[mid]
-    u0, u1 = U_GRID[i], U_GRID[i + 1]
+    u0, u1 = U[i], U[i + 1]
     s0, s1 = s[mid, i], s[mid, i + 1]
     with np.errstate(all="ignore"):
         w = np.where(np.isfinite(s0) & (s0 != s1), (s0 - threshold) / (s0 - s1), 0.0)
@@ -74,10 +89,16 @@ def us_needed_many(law: str, params: Sequence[Mapping[str, float]], target: floa
     """:func:`us_needed` for many parameter sets of one law (fractions; NaN = never)."""
     if not params:
         return np.zeros(0)
-    y = _stack(law, params, "predict")
+    return us_needed_from_values(_stack(law, params, "predict"), target)
+
+
+def us_needed_from_values(values: np.ndarray, target: float) -> np.ndarray:
+    """The first US accuracy at which curves given by their values on :data:`U_GRID` (one row per
+    curve) reach ``target``: fractions, NaN = never."""
+    y = np.atleast_2d(np.asarray(values, dtype=float))
     reach = np.where(np.isnan(y), False, y >= target - 1e-12)
     first = np.argmax(reach, axis=1)
-    out = np.full(len(params), math.nan)
+    out = np.full(y.shape[0], math.nan)
     some = reach.any(axis=1)
     at0 = some & (first == 0)
     out[at0] = 0.0
@@ -116,4 +137,5 @@ def slope(fit: LawFit, us_accuracy: float) -> float:
     return float(fit.slope(np.asarray([us_accuracy], float))[0])
 
 
-__all__ = ["DEFAULT_THRESHOLD", "slope", "stop_paying_many", "stop_paying_us", "us_needed", "us_needed_many"]
+__all__ = ["DEFAULT_THRESHOLD", "U_GRID", "slope", "stop_paying_from_slopes", "stop_paying_many", "stop_paying_us",
+           "us_needed", "us_needed_from_values", "us_needed_many"]

@@ -165,7 +165,7 @@ class ResultsDir:
                 write_fits(analysis.fits, analysis.panels if figures else (), root, out=out,
                            max_group_figures=max_group_figures, footer_text=footer_text)
                 if analysis.points is not None:
-                    write_table(analysis.points, os.path.join(root, "points"), out, csv=False)
+                    write_table(analysis.points, os.path.join(root, "points"), out)
             elif part == "sensitivity" and analysis.sensitivity is not None:
                 write_sensitivity(analysis.sensitivity, root, figures=figures, footer_text=footer_text, out=out)
             elif part == "bootstrap" and analysis.bootstrap is not None:

@@ -1,66 +1,92 @@
-"""Which (law, frontier) to believe, and how far: back-tested selection, intervals, trust flags.
+"""The answer per group: back-tested candidates, the headline predictor, its interval, trust, claims.
 
 Judged by prediction, not by fit. For every group:
 
-1. **Split.** Points at or below the hold-out threshold (:func:`holdout.holdout_threshold`) are
-   the *visible* data; the others are held out. Held-out models are never used to choose: they
-   only score the reported ``pred_err``.
-2. **Back-test (rolling origin).** For each cut ``c`` in ``cuts`` (quantiles of the visible US
-   accuracies, default 0.5, 0.6, 0.7, 0.8): fit every (law, frontier) to the visible models at or
-   below the cut and predict the frontier above it, the upper-hull vertices of the visible models
-   above the cut (the same target as ``pred_err``). A cut needs ``MIN_ABOVE`` models above it.
-   ``backtest_err`` is the mean over cuts of the RMSE there (accuracy, fraction).
-3. **Headline.** Among the frontier estimators (``all`` predicts the typical model, not the best
-   one, so it is never the headline) and usable fits, the lowest ``backtest_err`` wins; a tie
-   goes to the law with fewer parameters. ``backtest_margin`` is the runner-up's error minus the
-   winner's. Without any back-test (too few models) the paper's ``eq1`` on ``vertices`` is the
-   headline, flagged. The flat guess (the best DS accuracy seen below the cut) is back-tested
-   beside the laws.
-4. **Uncertainty.** The headline law is refitted on ``interval_samples`` resamples of the visible models,
-   with the frontier recomputed on each: percentile intervals for saturation, the stop-paying US
-   accuracy and the prediction. The prediction interval adds the back-test error in quadrature:
-   half-width ``sqrt(h_boot^2 + (z sigma_bt)^2)`` with ``z`` the normal quantile of ``level`` and
-   ``sigma_bt`` the RMS of the headline's back-test residuals. ``coverage`` is that interval's
-   measured coverage on the back-tests, leave-one-cut-out (``sigma_bt`` from the other cuts).
-5. **Trust.** A headline is ``trusted`` only when none of :data:`FLAGS` applies; ``warnings``
-   names each that does. An untrusted group reports no finding: its :class:`Claims` (intervals,
-   stop-paying point, prediction, US needed) are NaN.
+1. **Split.** Points at or below the hold-out threshold (:func:`fitting.holdout_threshold`) are
+   the *visible* data; the others are held out. Held-out models never take part in any choice:
+   they only score the reported ``pred_err``.
+2. **Candidates.** Every law (:mod:`laws`) on every frontier estimator (:mod:`frontiers`) of the
+   visible models.
+3. **Back-test (rolling origin).** For each cut ``c`` in ``cuts`` (quantiles of the visible US
+   accuracies, default 0.5, 0.6, 0.7, 0.8): fit every candidate to the visible models at or below
+   the cut and predict the frontier above it, the upper-hull vertices of the visible models above
+   the cut (the same target as ``pred_err``). A cut needs ``MIN_ABOVE`` models above it. A
+   candidate's ``backtest_err`` is the mean over cuts of the RMSE there (accuracy, fraction).
+4. **Headline** (:mod:`headline`): the median of every usable candidate on a frontier estimator,
+   discounted towards the best visible DS accuracy by what the back-tests saw materialise, with
+   its own leave-one-cut-out back-test error and an interval calibrated on those residuals. The
+   candidate with the lowest back-test error is kept as a description (``best_single``), not as
+   the answer: picking one of ~25 by back-test is mostly noise. The paper's Eq. 1 on the hull
+   vertices stays in the table for comparison.
+5. **Trust, from evidence.** A headline is ``trusted`` when its own back-test error is within the
+   tolerance (``TOLERANCE``, 3 points; on seven public tables 94% of groups trusted this way were
+   within 5 points of the held-out frontier) over at least two cuts. Its statements within the
+   back-tested horizon are then trusted; a statement beyond it is reported with an
+   ``extrapolation`` warning. ``few_points``, ``chord``, ``at_bound``, ``no_trend`` and
+   ``extrapolation`` are warnings: they describe the data and the fit, and never withhold a
+   prediction by themselves.
+6. **The answer.** The predicted DS accuracy, with its interval and the DS points per US point,
+   at +1, +3 and +5 US points beyond the best visible model (:data:`PLUS_POINTS`); the prediction
+   at the end of the tested horizon (``predict_us``); and, only where supported (a trusted
+   headline whose slope falls below the payoff threshold within the tested horizon), the
+   stop-paying point and the saturation. The calculator (``ds_target``: the US accuracy needed)
+   uses the same predictor and inverts the same interval band.
 
-The prediction is stated at ``predict_us``: as far beyond the best visible model (in log US
-error) as the back-tests reached beyond their cuts, so the statement is no farther out than what
-was tested.
+**Measurement noise.** Every residual is measured against accuracies as they were measured, so
+the test sets' sampling noise is part of every back-test error and of the interval. Where the DS
+test-set size is known, or can be read off the accuracies themselves (exact fractions ``k / n``,
+:func:`headline.estimate_test_size`), the binomial noise of the targets is reported beside the
+back-test error (``noise``; a back-test error that is mostly noise says so), and no interval is
+narrower than the binomial band of the accuracy it predicts.
+
+**Tasks that do not track US.** When the visible models' DS accuracy has no significant monotone
+relation to US accuracy (one-sided Spearman test at :data:`TREND_P`), the group says so
+(``no_trend``) and states no stop-paying point or saturation; its prediction stays the
+discounted median, which the back-tests pull towards the best DS accuracy seen.
 """
 
 from __future__ import annotations
 
-from ..errors import Range
-
-from ..defaults import PAYOFF_THRESHOLD, TOLERANCE
 import math
+import warnings as _warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.special import ndtri
 
+from ..defaults import PAYOFF_THRESHOLD, TOLERANCE
+from ..errors import Range
 from .frontiers import FRONTIER_KINDS, FRONTIERS, check_frontier_names, frontier_points
-from .groups import stable_hash
+from .headline import Headline, estimate_test_size, fit_discount, half_width
 from .hull import upper_hull
 from .laws import LAWS, LawFit, get_law
-from .payoff import stop_paying_many, us_needed_many
+from .payoff import U_GRID, stop_paying_from_slopes, us_needed_from_values
 
 MIN_ABOVE = 3            # models above a back-test cut, at least
 CHORD_TOL = 0.02         # a model within 2 DS points below a frontier edge supports it
 CHORD_GAP = 0.25         # ... an unsupported stretch wider than this share of the US range is a chord
-EXTRAPOLATION = 2.0      # claims farther out than this many back-tested horizons (log US error)
-FLAGS = ("few_points", "chord", "at_bound", "backtest", "extrapolation")
+TREND_P = 0.05           # one-sided Spearman test of "DS rises with US" (the conventional level)
+#: The answer's US steps beyond the best visible model, in accuracy points.
+PLUS_POINTS = (1, 3, 5)
+#: Warning labels; each describes the data or a claim, none withholds a prediction by itself.
+FLAGS = ("few_points", "chord", "at_bound", "no_trend", "extrapolation", "backtest")
+FLAG_HELP = {
+    "few_points": "few models define the frontier, so every law's parameters are weakly identified",
+    "chord": "a long stretch of the hull has no model near it (a chord between distant models)",
+    "at_bound": "a parameter sits at its bound (e.g. alpha at its maximum): the optimum is on the constraint",
+    "no_trend": "DS accuracy does not rise with US accuracy in these models (one-sided Spearman test)",
+    "extrapolation": "a statement lies beyond the US range the back-tests reached",
+    "backtest": "the back-test could not be run or did not beat the flat guess",
+}
 
 
 @dataclass(frozen=True)
 class Candidate:
     """One (law, frontier) fitted to one group's visible models, with what it predicted.
 
-    Errors are accuracy fractions (RMSE). ``backtest_err`` is NaN without a back-test.
+    Errors are accuracy fractions (RMSE). ``backtest_err`` is NaN without a back-test;
+    ``residuals`` are its (|back-test residual|, reach) pairs (its interval's calibration, see
+    :func:`headline.half_width`).
     """
 
     law: str
@@ -71,71 +97,112 @@ class Candidate:
     fit_err: float
     pred_err: float
     backtest_err: float
-    backtest_sigma: float
     coverage: float
+    residuals: tuple[tuple[float, float], ...] = ()
     warnings: tuple[str, ...] = ()
 
     @property
     def headline_eligible(self) -> bool:
+        """A member of the headline: a usable fit on a frontier estimator (not ``all``)."""
         return self.frontier in FRONTIER_KINDS and self.fit.usable
 
 
 @dataclass(frozen=True)
-class Claims:
-    """The headline's answer and its intervals (fractions; NaN where undefined, see payoff)."""
+class Step:
+    """The prediction ``points`` US points beyond the best visible model (fractions)."""
 
+    points: int
+    us: float = math.nan
+    ds: float = math.nan
+    lo: float = math.nan
+    hi: float = math.nan
+    slope: float = math.nan          # DS points per +1 US point there
+    beyond_horizon: bool = False
+
+
+@dataclass(frozen=True)
+class Claims:
+    """The headline's answer and its intervals (fractions; NaN where undefined, see payoff).
+
+    ``stop_paying_supported``: the stop-paying point (and so the saturation) lies within the tested
+    horizon of a trusted headline; otherwise both are extrapolations, reported with a warning.
+    """
+
+    steps: tuple[Step, ...] = ()
+    slope_best: float = math.nan     # DS points per +1 US point at the best visible model
     saturation: float = math.nan
     saturation_lo: float = math.nan
     saturation_hi: float = math.nan
     stop_paying_us: float = math.nan
     stop_paying_lo: float = math.nan
     stop_paying_hi: float = math.nan
+    stop_paying_supported: bool = False
     predict_us: float = math.nan
     predict_ds: float = math.nan
     predict_lo: float = math.nan
     predict_hi: float = math.nan
-    us_needed: float = math.nan      # the US accuracy the law needs for SelectionOptions.ds_target
+    us_needed: float = math.nan      # the US accuracy the headline needs for SelectionOptions.ds_target
     us_needed_lo: float = math.nan
     us_needed_hi: float = math.nan
 
 
 @dataclass(frozen=True)
 class GroupSelection:
-    """Every candidate of one group, which one is the headline, and how far it is trusted."""
+    """Every candidate of one group, the headline built from them, and how far it is trusted."""
 
     candidates: tuple[Candidate, ...]
-    headline: int
+    headline: Headline
+    best_single: int                # the candidate with the lowest back-test error (-1: none)
     holdout_threshold: float
     n_points: int
     n_heldout: int
+    n_cuts: int
     flat_backtest_err: float
     flat_pred_err: float
-    backtest_margin: float
-    horizon: float              # back-tested horizon: max over cuts of log(e_cut / e_best_above)
+    backtest_err: float             # the headline's, leave one cut out
+    pred_err: float                 # the headline's, against the held-out frontier
+    fit_err: float                  # the members' median against the visible hull vertices
+    coverage: float                 # the interval's leave-one-cut-out coverage on the back-tests
+    noise: float                    # binomial noise of the back-test targets (NaN: sizes unknown)
+    spearman: float                 # US-DS rank correlation of the visible models
+    spearman_p: float               # one-sided p-value of "DS rises with US"
     claims: Claims = field(default_factory=Claims)
     trusted: bool = False
+    trust_reason: str = ""
     warnings: tuple[str, ...] = ()
 
     @property
-    def best(self) -> Candidate:
-        return self.candidates[self.headline]
+    def horizon(self) -> float:
+        return self.headline.horizon
+
+    @property
+    def usable(self) -> bool:
+        return self.headline.usable
+
+    @property
+    def single(self) -> Candidate | None:
+        """The best single candidate by back-test (a description, not the answer)."""
+        return self.candidates[self.best_single] if self.best_single >= 0 else None
+
+    @property
+    def paper(self) -> Candidate | None:
+        """The paper's Eq. 1 on the hull vertices, when it was among the candidates."""
+        return next((c for c in self.candidates if (c.law, c.frontier) == ("eq1", "vertices")), None)
 
 
 @dataclass(frozen=True)
 class SelectionOptions:
-    """How candidates are back-tested, chosen, bounded and trusted.
+    """How candidates are back-tested, combined, bounded and trusted.
 
     Attributes:
         laws, frontiers: the candidates (registry names).
         cuts: back-test cuts, quantiles of the visible US accuracies.
         tolerance: back-test RMSE (fraction) above which a headline is not trusted (0.03 = 3 points).
         level: the prediction interval's nominal coverage.
-        interval_samples: bootstrap resamples of the headline (0: no intervals).
         payoff_threshold: "stops paying" below this many DS points per US point.
         ds_target: a DS accuracy (fraction) for the calculator's "US needed" (None: not asked).
-        seed: the bootstrap's master seed (each group's stream also depends on its key).
 
-    Interval ends that are "never" (the law does not get there before 100% US) are ``inf``.
+    Interval ends that are "never" (not reached before 100% US) are ``inf``.
     """
 
     laws: tuple[str, ...] = tuple(LAWS)
@@ -143,10 +210,8 @@ class SelectionOptions:
     cuts: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8)
     tolerance: float = TOLERANCE
     level: float = 0.9
-    interval_samples: int = 100
     payoff_threshold: float = PAYOFF_THRESHOLD
     ds_target: float | None = None
-    seed: int = 0
 
     def __post_init__(self) -> None:
         for name in self.laws:
@@ -158,7 +223,6 @@ class SelectionOptions:
             raise ValueError(f"back-test cuts must be quantiles in (0, 1), got {self.cuts}")
         Range(0, 1, lo_open=True, hi_open=True).check("level", self.level)
         Range(0, 1, lo_open=True).check("tolerance", self.tolerance, "a fraction of accuracy")
-        Range(0).check("interval_samples", self.interval_samples)
         Range(0, lo_open=True).check("payoff_threshold", self.payoff_threshold, "DS points per US point")
         if self.ds_target is not None:
             Range(0, 1, lo_open=True).check("ds_target", self.ds_target, "a DS accuracy")
@@ -168,6 +232,19 @@ def target_frontier(us: np.ndarray, ds: np.ndarray) -> tuple[np.ndarray, np.ndar
     """The frontier a prediction is scored against: the upper-hull vertices of the given models."""
     h = upper_hull(us, ds)
     return us[h], ds[h]
+
+
+def noise_floor(ds_accuracy: np.ndarray, test_size: np.ndarray | float | None) -> float:
+    """RMS binomial standard error, ``sqrt(mean p (1 - p) / n)``, of accuracies measured on ``n``
+    test examples each (fractions); NaN when the sizes are unknown."""
+    if test_size is None:
+        return math.nan
+    p = np.asarray(ds_accuracy, float)
+    n = np.broadcast_to(np.asarray(test_size, float), p.shape)
+    ok = np.isfinite(p) & np.isfinite(n) & (n > 0)
+    if not ok.any():
+        return math.nan
+    return float(np.sqrt(np.mean(p[ok] * (1 - p[ok]) / n[ok])))
 
 
 def _rmse(pred: np.ndarray, target: np.ndarray) -> float:
@@ -193,6 +270,30 @@ class _Problems:
         return {law: get_law(law).fit_many(self.us[law], self.ds[law], **fit_kw) for law in self.us}
 
 
+Ref = tuple[str, int]
+
+
+@dataclass
+class _Cut:
+    """One back-test cut: its targets, the flat guess and best model below it, the problems."""
+
+    tx: np.ndarray
+    ty: np.ndarray
+    flat: float
+    best_us: float
+    refs: dict[tuple[str, str], Ref]
+
+    @property
+    def reaches(self) -> np.ndarray:
+        """How far beyond its best model each target lies, in log US error (0 at or below it)."""
+        return np.maximum(0.0, np.log(max(1.0 - self.best_us, 1e-12) / np.clip(1.0 - self.tx, 1e-12, None)))
+
+    @property
+    def reach(self) -> float:
+        """How far beyond its best model the cut predicted, in log US error."""
+        return float(np.max(self.reaches))
+
+
 @dataclass
 class _Group:
     """One group while it is being selected: its split, frontiers and problem references."""
@@ -203,11 +304,11 @@ class _Group:
     threshold: float
     vis: np.ndarray
     held: np.ndarray
+    test_size: float = math.nan          # DS test-set size (given or estimated; NaN: unknown)
     frontiers: dict[str, Any] = field(default_factory=dict)
-    final: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
-    # per cut: (target us, target ds, flat guess, e_cut / e_best ratio, {(law, frontier): ref})
-    cuts: list[tuple[np.ndarray, np.ndarray, float, float, dict[tuple[str, str], tuple[str, int]]]] = \
-        field(default_factory=list)
+    final: dict[tuple[str, str], Ref] = field(default_factory=dict)
+    cuts: list[_Cut] = field(default_factory=list)
+
 
 
 def _chord_gap(fr: Any, us: np.ndarray, ds: np.ndarray) -> float:
@@ -227,26 +328,32 @@ def _chord_gap(fr: Any, us: np.ndarray, ds: np.ndarray) -> float:
 
 def select_groups(groups_xy: Sequence[tuple[np.ndarray, np.ndarray]], keys: Sequence[Any],
                   thresholds: Sequence[float], options: SelectionOptions = SelectionOptions(), *,
-                  nondecreasing: bool = False, fit_kw: dict[str, Any] | None = None) -> list[GroupSelection]:
-    """Back-test, choose, bound and flag every group in batched fits (see the module doc).
+                  nondecreasing: bool = False, fit_kw: dict[str, Any] | None = None,
+                  test_sizes: Sequence[np.ndarray | None] | None = None) -> list[GroupSelection]:
+    """Back-test every candidate, build each headline, bound and trust it, in batched fits.
 
     Args:
         groups_xy: (US accuracies, DS accuracies) per group, fractions.
-        keys: each group's key (seeds its bootstrap).
+        keys: each group's key (names it in messages).
         thresholds: each group's hold-out threshold: points at or below it are visible.
         nondecreasing: frontiers without their decreasing tail.
         fit_kw: ``loss`` and ``alpha_max`` for the Eq. 1 laws.
+        test_sizes: per group, its DS test-set size (a number, or per model: their median), or
+            None: estimated from the accuracies where they are exact fractions ``k / n``.
 
     Returns:
         One :class:`GroupSelection` per group, in order. Never raises on bad data: a group that
-        cannot be fitted gets candidates with failure statuses and an untrusted headline.
+        cannot be fitted gets candidates with failure statuses and an untrusted, unusable headline.
     """
     probs = _Problems()
     gs: list[_Group] = []
-    for (us, ds), key, thr in zip(groups_xy, keys, thresholds):
+    sizes = list(test_sizes) if test_sizes is not None else [None] * len(groups_xy)
+    for (us, ds), key, thr, n_test in zip(groups_xy, keys, thresholds, sizes):
         us, ds = np.asarray(us, float), np.asarray(ds, float)
-        vis, held = np.flatnonzero(us <= thr), np.flatnonzero(us > thr)
-        g = _Group(us=us, ds=ds, key=key, threshold=float(thr), vis=vis, held=held)
+        vis, held = np.flatnonzero(us <= thr), np.flatnonzero(~(us <= thr))
+        size = (float(np.nanmedian(np.asarray(n_test, float))) if n_test is not None and np.isfinite(n_test).any()
+                else estimate_test_size(ds[vis]))
+        g = _Group(us=us, ds=ds, key=key, threshold=float(thr), vis=vis, held=held, test_size=size)
         for fr in options.frontiers:
             F = frontier_points(fr, us[vis], ds[vis], nondecreasing=nondecreasing)
             g.frontiers[fr] = F
@@ -266,81 +373,57 @@ def select_groups(groups_xy: Sequence[tuple[np.ndarray, np.ndarray]], keys: Sequ
                 F = frontier_points(fr, uv[below], dv[below], nondecreasing=nondecreasing)
                 for law in options.laws:
                     refs[(law, fr)] = probs.add(law, F.us, F.ds)
-            ratio = (1.0 - q) / max(1.0 - float(uv[above].max()), 1e-6)
-            g.cuts.append((tx, ty, float(dv[below].max()), ratio, refs))
+            g.cuts.append(_Cut(tx=tx, ty=ty, flat=float(dv[below].max()), best_us=float(uv[below].max()), refs=refs))
         gs.append(g)
-    kw = dict(fit_kw or {})
-    solved = probs.solve(kw)
-    out = [_choose(g, solved, options) for g in gs]
-    return _with_claims(gs, out, options, nondecreasing, kw)
+    solved = probs.solve(dict(fit_kw or {}))
+    return [_select(g, solved, options) for g in gs]
 
 
-def _choose(g: _Group, solved: dict[str, list[LawFit]], o: SelectionOptions) -> GroupSelection:
+def _fit(solved: dict[str, list[LawFit]], ref: Ref) -> LawFit:
+    return solved[ref[0]][ref[1]]
+
+
+def _candidates(g: _Group, solved: dict[str, list[LawFit]], o: SelectionOptions) -> list[Candidate]:
     us, ds = g.us, g.ds
-    dv = ds[g.vis]
     held_t = target_frontier(us[g.held], ds[g.held]) if g.held.size else (us[:0], ds[:0])
-    cands = []
-    for (law, fr), (lw, i) in g.final.items():
-        fit = solved[lw][i]
+    out = []
+    for (law, fr), ref in g.final.items():
+        fit = _fit(solved, ref)
         F = g.frontiers[fr]
         fit_err = _rmse(fit.predict_accuracy(F.us), F.ds) if F.us.size else math.nan
         if fr == "all":
             pred_err = _rmse(fit.predict_accuracy(us[g.held]), ds[g.held]) if g.held.size else math.nan
         else:
             pred_err = _rmse(fit.predict_accuracy(held_t[0]), held_t[1]) if held_t[0].size else math.nan
-        errs, resid = [], []
-        for tx, ty, _flat, _ratio, refs in g.cuts:
-            f = solved[refs[(law, fr)][0]][refs[(law, fr)][1]]
-            r = f.predict_accuracy(tx) - ty
-            errs.append(float(np.sqrt(np.mean(r * r))) if f.usable else math.nan)
-            resid.append(r if f.usable else None)
-        bt = float(np.mean(errs)) if errs and all(np.isfinite(errs)) else math.nan
-        sigma = float(np.sqrt(np.mean(np.concatenate(resid) ** 2))) if errs and np.isfinite(bt) else math.nan
-        cov = _coverage(resid, o.level) if np.isfinite(bt) else math.nan
-        cands.append(Candidate(law=law, frontier=fr, fit=fit, n_fit=int(F.us.size), n_support=F.n_support,
-                               fit_err=fit_err, pred_err=pred_err, backtest_err=bt, backtest_sigma=sigma,
-                               coverage=cov))
-    flat_bt = float(np.mean([_rmse(np.full(tx.shape, flat), ty) for tx, ty, flat, _r, _refs in g.cuts])) \
-        if g.cuts else math.nan
-    flat_pred = _rmse(np.full(held_t[0].shape, dv.max()), held_t[1]) if held_t[0].size and dv.size else math.nan
-    order = sorted((i for i, c in enumerate(cands) if c.headline_eligible and np.isfinite(c.backtest_err)),
-                   key=lambda i: (round(cands[i].backtest_err, 6), get_law(cands[i].law).n_params, i))
-    if order:
-        head = order[0]
-        margin = cands[order[1]].backtest_err - cands[head].backtest_err if len(order) > 1 else math.nan
-    else:
-        fallback = [i for i, c in enumerate(cands) if (c.law, c.frontier) == ("eq1", "vertices")]
-        head, margin = (fallback[0] if fallback else 0), math.nan
-    horizon = float(max(math.log(r) for *_x, r, _refs in g.cuts)) if g.cuts else 0.0
-    cands = [_flag(c, g, o, flat_bt) for c in cands]
-    warnings = cands[head].warnings
-    if not cands[head].fit.usable:
-        # no usable headline: say what is wrong with the data itself (e.g. every model at one US
-        # accuracy is "degenerate" for every law, while the hull of such a cloud is one point)
-        why = dict.fromkeys(w for c in cands if c.frontier == "all" for w in c.warnings)
-        warnings = tuple(dict.fromkeys((*warnings, *why)))
-    return GroupSelection(candidates=tuple(cands), headline=head, holdout_threshold=g.threshold,
-                          n_points=int(us.size), n_heldout=int(g.held.size), flat_backtest_err=flat_bt,
-                          flat_pred_err=flat_pred, backtest_margin=float(margin), horizon=horizon,
-                          trusted=False, warnings=warnings)
+        resid = []
+        for cut in g.cuts:
+            f = _fit(solved, cut.refs[(law, fr)])
+            resid.append(f.predict_accuracy(cut.tx) - cut.ty if f.usable else None)
+        ok = bool(resid) and all(r is not None for r in resid)
+        bt = float(np.mean([np.sqrt(np.mean(r * r)) for r in resid])) if ok else math.nan  # type: ignore[operator]
+        pairs = _residuals(resid, [c.reaches for c in g.cuts]) if ok else ()   # type: ignore[arg-type]
+        out.append(Candidate(law=law, frontier=fr, fit=fit, n_fit=int(F.us.size), n_support=F.n_support,
+                             fit_err=fit_err, pred_err=pred_err, backtest_err=bt,
+                             coverage=_loo_coverage(resid, [c.reaches for c in g.cuts], o.level) if ok else math.nan,
+                             residuals=pairs))
+    return [_flag(c, g) for c in out]
 
 
-def _coverage(resid: list[np.ndarray | None], level: float) -> float:
-    """Leave-one-cut-out coverage of ``pred +- z sigma`` on the back-test residuals."""
+def _loo_coverage(resid: Sequence[np.ndarray | None], reaches: Sequence[np.ndarray], level: float) -> float:
+    """Leave-one-cut-out coverage of the interval on the back-tests: each cut's residuals against
+    the half-width (:func:`headline.half_width`) the other cuts give at its targets' reaches."""
     if len(resid) < 2 or any(r is None for r in resid):
         return math.nan
-    z = float(ndtri(0.5 + level / 2.0))
-    hit, total = 0, 0
-    for i, r in enumerate(resid):
-        rest = np.concatenate([x for j, x in enumerate(resid) if j != i])  # type: ignore[misc]
-        sigma = float(np.sqrt(np.mean(rest ** 2)))
-        hit += int(np.sum(np.abs(r) <= z * sigma))  # type: ignore[arg-type]
-        total += r.size  # type: ignore[union-attr]
+    hit = total = 0
+    for i, (r, x) in enumerate(zip(resid, reaches)):
+        rest = _residuals([v for j, v in enumerate(resid) if j != i], [v for j, v in enumerate(reaches) if j != i])  # type: ignore[misc]
+        hit += int(np.sum(np.abs(r) <= half_width(x, rest, level)))    # type: ignore[arg-type]
+        total += r.size                        # type: ignore[union-attr]
     return hit / total if total else math.nan
 
 
-def _flag(c: Candidate, g: _Group, o: SelectionOptions, flat_bt: float) -> Candidate:
-    """The trust flags that apply to one candidate (extrapolation is added with the claims)."""
+def _flag(c: Candidate, g: _Group) -> Candidate:
+    """The warnings that describe one candidate's fit."""
     w = []
     n_par = get_law(c.law).n_params
     if not c.fit.usable:
@@ -349,9 +432,8 @@ def _flag(c: Candidate, g: _Group, o: SelectionOptions, flat_bt: float) -> Candi
         return replace(c, warnings=tuple(w))
     if c.n_support < n_par + 2:
         w.append(f"few_points: {c.n_support} frontier models for {n_par} parameters (need {n_par + 2})")
-    F = g.frontiers[c.frontier]
     if c.frontier != "all":
-        gap = _chord_gap(F, g.us[g.vis], g.ds[g.vis])
+        gap = _chord_gap(g.frontiers[c.frontier], g.us[g.vis], g.ds[g.vis])
         if gap > CHORD_GAP:
             w.append(f"chord: {100 * gap:.0f}% of the frontier's US range has no model within "
                      f"{100 * CHORD_TOL:g} points of it")
@@ -360,99 +442,220 @@ def _flag(c: Candidate, g: _Group, o: SelectionOptions, flat_bt: float) -> Candi
     if not math.isfinite(c.backtest_err):
         w.append(f"backtest: no back-test (needs {2 * MIN_ABOVE} or more visible models and "
                  f"{MIN_ABOVE} above a cut)")
-    elif c.backtest_err > o.tolerance:
-        w.append(f"backtest: error {100 * c.backtest_err:.1f} points > tolerance {100 * o.tolerance:g}")
-    elif math.isfinite(flat_bt) and c.backtest_err >= flat_bt:
-        w.append(f"backtest: error {100 * c.backtest_err:.1f} points does not beat the flat guess "
-                 f"({100 * flat_bt:.1f})")
     return replace(c, warnings=tuple(w))
 
 
-def _horizons(e_from: float, u_to: float, horizon: float) -> float:
-    """How many back-tested horizons a claim at US accuracy ``u_to`` lies beyond US error
-    ``e_from``, in log US error (0 for a claim at 0% US or one that is NaN)."""
-    if not (math.isfinite(e_from) and math.isfinite(u_to)) or u_to <= 0:
-        return 0.0
-    return math.log(max(e_from, 1e-9) / max(1.0 - u_to, 1e-9)) / max(horizon, 1e-9)
+def _residuals(resid: Sequence[np.ndarray], reaches: Sequence[np.ndarray]) -> tuple[tuple[float, float, int], ...]:
+    """(|residual|, reach, cut) of back-test targets, in cut order (see headline.half_width)."""
+    cut = np.concatenate([np.full(r.size, i) for i, r in enumerate(resid)])
+    return tuple(zip(np.abs(np.concatenate(resid)).tolist(), np.concatenate(reaches).tolist(), cut.tolist()))
 
 
-def _with_claims(gs: list[_Group], sel: list[GroupSelection], o: SelectionOptions, nondecreasing: bool,
-                 fit_kw: dict[str, Any]) -> list[GroupSelection]:
-    """Bootstrap every headline (batched per law), then the claims, the extrapolation flag and trust."""
-    probs = _Problems()
-    refs: list[list[tuple[str, int]]] = []
-    for g, s in zip(gs, sel):
-        c = s.best
-        mine: list[tuple[str, int]] = []
-        if c.fit.usable and o.interval_samples > 0 and g.vis.size >= 2:
-            rng = np.random.default_rng(np.random.SeedSequence([o.seed, stable_hash(g.key) & 0xFFFFFFFF, 7]))
-            uv, dv = g.us[g.vis], g.ds[g.vis]
-            for _ in range(o.interval_samples):
-                d = rng.integers(0, uv.size, uv.size)
-                F = frontier_points(c.frontier, uv[d], dv[d], nondecreasing=nondecreasing)
-                mine.append(probs.add(c.law, F.us, F.ds))
-        refs.append(mine)
-    solved = probs.solve(fit_kw)
-    z = float(ndtri(0.5 + o.level / 2.0))
-    tail = (1.0 - o.level) / 2.0
-    out = []
-    for g, s, mine in zip(gs, sel, refs):
-        c = s.best
-        if not c.fit.usable:
-            out.append(replace(s, trusted=False))
+def unusable_reason(cands: Sequence[Candidate]) -> Candidate | None:
+    """The failed candidate that best says what is wrong with a group's data: one fitted to every
+    point (``all``) when there is one (a frontier of such data is often a single point, which says
+    less), else the first failure."""
+    bad = [c for c in cands if not c.fit.usable]
+    return next((c for c in bad if c.frontier == "all"), bad[0] if bad else None)
+
+
+def _spearman(us: np.ndarray, ds: np.ndarray) -> tuple[float, float]:
+    """(rho, one-sided p of rho > 0); NaN for fewer than 3 models or a constant axis."""
+    if us.size < 3 or np.ptp(us) == 0 or np.ptp(ds) == 0:
+        return math.nan, math.nan
+    from scipy.stats import spearmanr
+
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")
+        rho, p = spearmanr(us, ds)
+    rho, p = float(rho), float(p)
+    if not (math.isfinite(rho) and math.isfinite(p)):
+        return math.nan, math.nan
+    return rho, (p / 2 if rho > 0 else 1 - p / 2)
+
+
+def _headline(g: _Group, cands: list[Candidate], solved: dict[str, list[LawFit]],
+              level: float) -> tuple[Headline, list[np.ndarray], float]:
+    """The headline, its leave-one-cut-out residuals per cut, and its interval's LOO coverage."""
+    members = [c for c in cands if c.headline_eligible]
+    keys = [(c.law, c.frontier) for c in members]
+    cut_meds = []
+    for cut in g.cuts:
+        fits = [f for f in (_fit(solved, cut.refs[k]) for k in keys) if f.usable]
+        if fits:
+            cut_meds.append((cut, np.median(np.stack([f.predict_accuracy(cut.tx) for f in fits]), axis=0)))
+    resid, reaches = [], []
+    for i, (cut, m) in enumerate(cut_meds):
+        others = [(mm, cc.ty, cc.flat) for j, (cc, mm) in enumerate(cut_meds) if j != i]
+        w = fit_discount(others) if others else 1.0
+        resid.append(cut.flat + w * (m - cut.flat) - cut.ty)
+        reaches.append(cut.reaches)
+    w = fit_discount([(m, cut.ty, cut.flat) for cut, m in cut_meds]) if cut_meds else 1.0
+    dv = g.ds[g.vis]
+    h = Headline(members=tuple(c.fit for c in members), names=tuple(f"{c.law}/{c.frontier}" for c in members),
+                 flat=float(dv.max()) if dv.size else math.nan, discount=w,
+                 best_us=float(g.us[g.vis].max()) if g.vis.size else math.nan,
+                 residuals=_residuals(resid, reaches) if resid else (), test_size=g.test_size)
+    return h, resid, _loo_coverage(resid, reaches, level) if len(resid) >= 2 else math.nan
+
+
+def _select(g: _Group, solved: dict[str, list[LawFit]], o: SelectionOptions) -> GroupSelection:
+    us, ds = g.us, g.ds
+    cands = _candidates(g, solved, o)
+    head, resid, coverage = _headline(g, cands, solved, o.level)
+    held_t = target_frontier(us[g.held], ds[g.held]) if g.held.size else (us[:0], ds[:0])
+    dv = ds[g.vis]
+    flat_bt = float(np.mean([_rmse(np.full(c.tx.shape, c.flat), c.ty) for c in g.cuts])) if g.cuts else math.nan
+    flat_pred = _rmse(np.full(held_t[0].shape, dv.max()), held_t[1]) if held_t[0].size and dv.size else math.nan
+    bt = float(np.mean([np.sqrt(np.mean(r * r)) for r in resid])) if resid else math.nan
+    pred_err = _rmse(head.predict_accuracy(held_t[0]), held_t[1]) if held_t[0].size and head.usable else math.nan
+    V = g.frontiers.get("vertices") or frontier_points("vertices", us[g.vis], dv)
+    fit_err = _rmse(head.median(V.us), V.ds) if head.usable and V.us.size else math.nan
+    eligible = [i for i, c in enumerate(cands) if c.headline_eligible and math.isfinite(c.backtest_err)]
+    best_single = min(eligible, key=lambda i: (round(cands[i].backtest_err, 6), get_law(cands[i].law).n_params, i),
+                      default=-1)
+    noise = noise_floor(np.concatenate([c.ty for c in g.cuts]), g.test_size) if g.cuts else math.nan
+    rho, p = _spearman(us[g.vis], dv)
+    sel = GroupSelection(candidates=tuple(cands), headline=head, best_single=best_single,
+                         holdout_threshold=g.threshold, n_points=int(us.size), n_heldout=int(g.held.size),
+                         n_cuts=len(resid), flat_backtest_err=flat_bt, flat_pred_err=flat_pred, backtest_err=bt,
+                         pred_err=pred_err, fit_err=fit_err, coverage=coverage, noise=noise, spearman=rho,
+                         spearman_p=p)
+    return _trust_and_claims(sel, g, o)
+
+
+def _trust(sel: GroupSelection, o: SelectionOptions) -> tuple[bool, str]:
+    """Trusted or not, and why, in one short clause."""
+    tol = f"{100 * o.tolerance:g} pt"
+    if not sel.usable:
+        bad = unusable_reason(sel.candidates)
+        return False, "no usable fit" + (f" ({bad.fit.status}: {bad.fit.message})" if bad else "")
+    if sel.n_cuts == 0:
+        return False, f"no back-test (needs {2 * MIN_ABOVE} or more visible models, {MIN_ABOVE} above a cut)"
+    if sel.n_cuts < 2:
+        return False, "one back-test cut only (the discount needs another cut to be tested on)"
+    noise = (f", of which ~{100 * sel.noise:.1f} pt is test-set noise" if math.isfinite(sel.noise) else "")
+    if sel.backtest_err > o.tolerance:
+        return False, f"back-test error {100 * sel.backtest_err:.1f} pt > tolerance {tol}{noise}"
+    return True, f"back-test error {100 * sel.backtest_err:.1f} pt <= tolerance {tol} over {sel.n_cuts} cuts{noise}"
+
+
+def _tails(vals: np.ndarray, level: float) -> tuple[float, float]:
+    """Equal-tailed ``level`` quantiles; NaN ("never") sorts above every accuracy and maps to inf."""
+    v = np.where(np.isnan(vals), 2.0, vals)
+    if v.size == 0:
+        return math.nan, math.nan
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(v, [tail, 1.0 - tail])
+    return (math.inf if lo > 1.5 else float(lo)), (math.inf if hi > 1.5 else float(hi))
+
+
+def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> GroupSelection:
+    trusted, reason = _trust(sel, o)
+    h = sel.headline
+    warnings = _group_warnings(sel, g)
+    if not h.usable:
+        return replace(sel, trusted=False, trust_reason=reason, warnings=tuple(warnings))
+    hus = h.horizon_us
+    inside = (lambda u: math.isfinite(hus) and u <= hus + 1e-12)
+    steps = []
+    for k in PLUS_POINTS:
+        u = h.best_us + k / 100.0
+        if u >= 1.0:
+            steps.append(Step(points=k))
             continue
-        e_best = max(1.0 - float(g.us[g.vis].max()), 1e-6) if g.vis.size else math.nan
-        pu = 1.0 - e_best * math.exp(-s.horizon) if g.vis.size else math.nan
-        boots = [f for f in (solved[lw][i] for lw, i in mine) if f.usable]
+        lo, hi = h.interval(np.array([u]), o.level)
+        st = Step(points=k, us=u, ds=float(h.predict_accuracy(np.array([u]))[0]), lo=float(lo[0]), hi=float(hi[0]),
+                  slope=float(h.slope(np.array([u]))[0]), beyond_horizon=not inside(u))
+        steps.append(st)
+    beyond = [s for s in steps if s.beyond_horizon]
+    if beyond:
+        warnings.append(f"extrapolation: +{beyond[0].points} US points ({100 * beyond[0].us:.1f}%) and beyond lie "
+                        f"past the tested horizon ({_pct_or_none(hus)})")
+    # stop paying: within the visible models (a finding when trusted), else to 100% US (an extrapolation)
+    trend = not (math.isfinite(sel.spearman_p) and sel.spearman_p >= TREND_P)
+    tested = _tested_grid(h.best_us)
+    sp_in = float(stop_paying_from_slopes(h.slope(tested)[None], o.payoff_threshold, tested)[0]) \
+        if tested is not None else math.nan
+    supported = bool(trusted and trend and math.isfinite(sp_in))
+    if supported:
+        sp = sp_in
+        members_sp = stop_paying_from_slopes(h.member_curves(tested, "slope"), o.payoff_threshold, tested)
+    else:
+        sp = float(stop_paying_from_slopes(h.slope(U_GRID)[None], o.payoff_threshold)[0])
+        members_sp = stop_paying_from_slopes(h.member_curves(U_GRID, "slope"), o.payoff_threshold)
+        if trend and (math.isnan(sp) or sp > h.best_us):
+            where = "is never reached" if math.isnan(sp) else f"at {100 * sp:.1f}% US"
+            warnings.append(f"extrapolation: +1 US point still buys {o.payoff_threshold:g} DS points or more at the "
+                            f"best visible model ({_pct_or_none(h.best_us)}), so the stop-paying point ({where}) "
+                            "and the saturation are not findings")
+    sp_lo, sp_hi = _tails(members_sp, o.level)
+    sat = h.saturation
+    sat_lo, sat_hi = _tails(h.member_curves(np.array([1.0]))[:, 0], o.level)
+    pu = hus if math.isfinite(hus) else math.nan
+    p_ds = p_lo = p_hi = math.nan
+    if math.isfinite(pu):
+        p_ds = float(h.predict_accuracy(np.array([pu]))[0])
+        lo, hi = h.interval(np.array([pu]), o.level)
+        p_lo, p_hi = float(lo[0]), float(hi[0])
+    un = un_lo = un_hi = math.nan
+    if o.ds_target is not None:
+        values = h.predict_accuracy(U_GRID)
+        lo_c, hi_c = h.interval(U_GRID, o.level)
+        un = float(us_needed_from_values(values[None], o.ds_target)[0])
+        # the band's upper edge reaches the target first (the interval's low end), its lower edge last
+        un_lo = float(np.nan_to_num(us_needed_from_values(hi_c[None], o.ds_target), nan=math.inf)[0])
+        un_hi = float(np.nan_to_num(us_needed_from_values(lo_c[None], o.ds_target), nan=math.inf)[0])
+        if math.isfinite(un) and un > h.best_us and not inside(un):
+            warnings.append(f"extrapolation: {100 * o.ds_target:g}% DS needs {100 * un:.1f}% US, past the tested "
+                            f"horizon ({_pct_or_none(hus)})")
+    claims = Claims(steps=tuple(steps), slope_best=float(h.slope(np.array([h.best_us]))[0]),
+                    saturation=sat, saturation_lo=sat_lo, saturation_hi=sat_hi, stop_paying_us=sp,
+                    stop_paying_lo=sp_lo, stop_paying_hi=sp_hi, stop_paying_supported=supported,
+                    predict_us=pu, predict_ds=p_ds, predict_lo=p_lo, predict_hi=p_hi,
+                    us_needed=un, us_needed_lo=un_lo, us_needed_hi=un_hi)
+    return replace(sel, claims=claims, trusted=trusted, trust_reason=reason,
+                   warnings=tuple(dict.fromkeys(warnings)))
 
-        def interval(vals: np.ndarray) -> tuple[float, float]:
-            v = vals[~np.isnan(vals)]
-            if v.size < max(10, len(mine) // 2):
-                return math.nan, math.nan
-            # inf ("never") sorts last; quantiles are taken with it as 2.0 and mapped back
-            lo, hi = np.quantile(np.where(np.isinf(v), 2.0, v), [tail, 1.0 - tail])
-            return (math.inf if lo > 1.5 else float(lo)), (math.inf if hi > 1.5 else float(hi))
 
-        sat = c.fit.saturation
-        sp = float(stop_paying_many(c.law, [c.fit.params], o.payoff_threshold)[0])
-        pd_ = float(c.fit.predict_accuracy(np.array([pu]))[0]) if math.isfinite(pu) else math.nan
-        un = (float(us_needed_many(c.law, [c.fit.params], o.ds_target)[0]) if o.ds_target is not None
-              else math.nan)
-        sat_lo = sat_hi = sp_lo = sp_hi = p_lo = p_hi = un_lo = un_hi = math.nan
-        if boots:
-            sat_lo, sat_hi = interval(np.array([f.saturation for f in boots]))
-            # "never" (NaN) sorts above every accuracy: inf, which an interval end can be
-            sp_lo, sp_hi = interval(np.nan_to_num(stop_paying_many(c.law, [f.params for f in boots],
-                                                                   o.payoff_threshold), nan=math.inf))
-            if o.ds_target is not None:
-                un_lo, un_hi = interval(np.nan_to_num(us_needed_many(c.law, [f.params for f in boots], o.ds_target),
-                                                      nan=math.inf))
-            if math.isfinite(pu):
-                preds = np.array([float(f.predict_accuracy(np.array([pu]))[0]) for f in boots])
-                lo, hi = interval(preds)
-                h_boot = (hi - lo) / 2.0 if math.isfinite(lo) else 0.0
-                half = math.sqrt(h_boot ** 2 + (z * c.backtest_sigma) ** 2) if math.isfinite(c.backtest_sigma) \
-                    else math.nan
-                p_lo, p_hi = max(0.0, pd_ - half), min(1.0, pd_ + half)
-        claims = Claims(saturation=sat, saturation_lo=sat_lo, saturation_hi=sat_hi, stop_paying_us=sp,
-                        stop_paying_lo=sp_lo, stop_paying_hi=sp_hi, predict_us=pu, predict_ds=pd_,
-                        predict_lo=p_lo, predict_hi=p_hi, us_needed=un, us_needed_lo=un_lo, us_needed_hi=un_hi)
-        warnings = list(c.warnings)
-        best = f" beyond the best model ({100 * (1 - e_best):.1f}%)"
-        for what, e_from, u_to, where in (
-                (f"the stop-paying point {100 * sp:.1f}% US is", e_best, sp, best),
-                (f"the US accuracy needed for {100 * (o.ds_target or 0):g}% DS, {100 * un:.1f}%, is", e_best, un, best),
-                ("the held-out models reach", 1.0 - g.threshold, float(g.us[g.held].max()) if g.held.size else math.nan,
-                 "")):
-            times = _horizons(e_from, u_to, s.horizon)
-            if times > EXTRAPOLATION:
-                warnings.append(f"extrapolation: {what} {times:.1f}x the back-tested horizon{where}")
-        # an untrusted group states no finding: its claims stay NaN (the law's own parameters and
-        # saturation remain in its candidate row, as a description of the fit)
-        out.append(replace(s, claims=claims if not warnings else Claims(), warnings=tuple(warnings),
-                           trusted=not warnings))
-    return out
+def _tested_grid(best_us: float) -> np.ndarray | None:
+    """US accuracies from 0 to the best visible model (the payoff grid, then the model): where a
+    stop-paying point is a finding about the data, not a law's extrapolation."""
+    if not 0.0 < best_us < 1.0:
+        return None
+    return np.concatenate([U_GRID[U_GRID < best_us], [best_us]])
 
 
-__all__ = ["CHORD_GAP", "CHORD_TOL", "Candidate", "Claims", "EXTRAPOLATION", "FLAGS", "GroupSelection",
-           "MIN_ABOVE", "SelectionOptions", "select_groups", "target_frontier"]
+def _pct_or_none(u: float) -> str:
+    if not math.isfinite(u):
+        return "no back-test"
+    return f"{100 * u:.{1 if u < 0.99 else 2}f}% US"
+
+
+def _group_warnings(sel: GroupSelection, g: _Group) -> list[str]:
+    """What describes the group's data and headline (each label at most once)."""
+    w: list[str] = []
+    verts = next((c for c in sel.candidates if c.frontier == "vertices" and c.law == "eq1"), None)
+    if verts is not None:
+        for text in verts.warnings:
+            label = text.split(":", 1)[0]
+            if label in ("few_points", "chord"):
+                w.append(text)
+    members = [c for c in sel.candidates if c.headline_eligible]
+    at_bound = sum(c.fit.status == "at_bound" for c in members)
+    if members and at_bound * 2 > len(members):
+        w.append(f"at_bound: {at_bound} of {len(members)} members have a parameter at its bound")
+    if math.isfinite(sel.spearman_p) and sel.spearman_p >= TREND_P:
+        w.append(f"no_trend: DS does not rise with US in these models (Spearman rho = {sel.spearman:.2f}, "
+                 f"one-sided p = {sel.spearman_p:.2f}), so no stop-paying point or saturation is stated")
+    if not sel.usable:
+        why = dict.fromkeys(t for c in sel.candidates if c.frontier == "all" for t in c.warnings)
+        w.extend(why)
+    elif sel.n_cuts and math.isfinite(sel.flat_backtest_err) and sel.backtest_err >= sel.flat_backtest_err:
+        w.append(f"backtest: error {100 * sel.backtest_err:.1f} pt does not beat the flat guess "
+                 f"({100 * sel.flat_backtest_err:.1f} pt)")
+    return w
+
+
+__all__ = ["CHORD_GAP", "CHORD_TOL", "Candidate", "Claims", "FLAGS", "FLAG_HELP", "GroupSelection", "MIN_ABOVE",
+           "PLUS_POINTS", "SelectionOptions", "Step", "TREND_P", "noise_floor", "select_groups", "target_frontier"]

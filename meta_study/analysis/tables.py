@@ -23,23 +23,30 @@ from .groups import Group, load_groups
 from .frontiers import frontier_points
 from .fitting import FitOptions, fit_groups
 from .laws import PARAM_COLUMNS
-from .selection import GroupSelection
+from .headline import ENSEMBLE, residuals_json
+from .selection import PLUS_POINTS, GroupSelection, Step, unusable_reason
 from .bootstrap import BootstrapOptions, bootstrap
 from .sensitivity import SensitivityOptions, rank_frontiers, sensitivity, summarize_sensitivity
 
 Progress = Callable[[str, int, int | None], None]
 
-#: fits.parquet: one row per group x law x frontier. Accuracies and errors are fractions; the
-#: claims (saturation ... predict_hi) are filled for the headline row only.
-FITS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "law", "frontier", "n_points", "n_fit", "n_support",
-                *PARAM_COLUMNS, "saturation", "fit_err", "pred_err", "backtest_err", "backtest_margin",
-                "flat_backtest_err", "flat_pred_err", "coverage", "holdout_threshold", "n_heldout",
-                "headline", "trusted", "warnings",
-                "saturation_lo", "saturation_hi", "stop_paying_us", "stop_paying_lo", "stop_paying_hi",
-                "predict_us", "predict_ds", "predict_lo", "predict_hi", "ds_target", "us_needed", "us_needed_lo",
-                "us_needed_hi", "status", "message")
+#: fits.parquet: per group, its headline row (``law == frontier == "ensemble"``, ``headline`` true)
+#: and one row per law x frontier candidate. Accuracies and errors are fractions; slopes are DS
+#: points per US point. The answer (``ds_plus*``, claims) is on the headline row only; every row
+#: carries ``best_us``, ``horizon_us`` and its own ``interval_residuals``, so that
+#: :func:`meta_study.analysis.predict_interval` works on any row.
+STEP_COLUMNS = tuple(c for k in PLUS_POINTS for c in (f"ds_plus{k}", f"ds_plus{k}_lo", f"ds_plus{k}_hi",
+                                                        f"slope_plus{k}"))
 CLAIM_COLUMNS = ("saturation_lo", "saturation_hi", "stop_paying_us", "stop_paying_lo", "stop_paying_hi",
                  "predict_us", "predict_ds", "predict_lo", "predict_hi", "us_needed", "us_needed_lo", "us_needed_hi")
+FITS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "law", "frontier", "n_points", "n_fit", "n_support",
+                *PARAM_COLUMNS, "saturation", "fit_err", "pred_err", "backtest_err", "flat_backtest_err",
+                "flat_pred_err", "coverage", "holdout_threshold", "n_heldout", "headline", "trusted", "trust_reason",
+                "warnings", "best_single", "best_us", "horizon_us", "flat", "discount", "members", "interval_residuals", "ds_test_size",
+                *STEP_COLUMNS, "slope_best", "saturation_lo", "saturation_hi", "stop_paying_us", "stop_paying_lo",
+                "stop_paying_hi", "stop_paying_supported", "predict_us", "predict_ds", "predict_lo", "predict_hi",
+                "ds_target", "us_needed", "us_needed_lo", "us_needed_hi", "noise", "spearman", "spearman_p",
+                "status", "message")
 #: CSV copies are written for tables up to this many rows.
 CSV_MAX_ROWS = 200_000
 
@@ -97,23 +104,54 @@ def fits_frame(groups: Sequence[Group], selections: Sequence[GroupSelection],
     """The rows of ``fits.parquet`` (:data:`FITS_COLUMNS`) for groups and their selections."""
     rows = []
     for g, sel in zip(groups, selections):
-        for i, c in enumerate(sel.candidates):
-            head = i == sel.headline
-            row = {**g.key_dict, "law": c.law, "frontier": c.frontier, "n_points": sel.n_points, "n_fit": c.n_fit,
-                   "n_support": c.n_support, **{p: float(c.fit.params.get(p, math.nan)) for p in PARAM_COLUMNS},
-                   "saturation": c.fit.saturation, "fit_err": c.fit_err, "pred_err": c.pred_err,
-                   "backtest_err": c.backtest_err, "backtest_margin": sel.backtest_margin if head else math.nan,
-                   "flat_backtest_err": sel.flat_backtest_err, "flat_pred_err": sel.flat_pred_err,
-                   "coverage": c.coverage, "holdout_threshold": sel.holdout_threshold, "n_heldout": sel.n_heldout,
-                   "headline": head, "trusted": bool(sel.trusted) if head else False,
-                   "warnings": "; ".join(sel.warnings if head else c.warnings),
-                   **{col: float(getattr(sel.claims, col)) if head else math.nan for col in CLAIM_COLUMNS},
-                   "ds_target": math.nan if ds_target is None else float(ds_target),
-                   "status": c.fit.status, "message": c.fit.message}
-            rows.append(row)
+        rows.append(_headline_row(g, sel, ds_target))
+        for c in sel.candidates:
+            rows.append({**g.key_dict, "law": c.law, "frontier": c.frontier, "n_points": sel.n_points,
+                         "n_fit": c.n_fit, "n_support": c.n_support,
+                         **{p: float(c.fit.params.get(p, math.nan)) for p in PARAM_COLUMNS},
+                         "saturation": c.fit.saturation, "fit_err": c.fit_err, "pred_err": c.pred_err,
+                         "backtest_err": c.backtest_err, "flat_backtest_err": sel.flat_backtest_err,
+                         "flat_pred_err": sel.flat_pred_err, "coverage": c.coverage,
+                         "holdout_threshold": sel.holdout_threshold, "n_heldout": sel.n_heldout, "headline": False,
+                         "trusted": False, "trust_reason": "", "warnings": "; ".join(c.warnings), "best_single": "",
+                         "best_us": sel.headline.best_us, "horizon_us": sel.headline.horizon_us, "members": "",
+                         "interval_residuals": residuals_json(c.residuals), "ds_test_size": sel.headline.test_size,
+                         "stop_paying_supported": False,
+                         "ds_target": math.nan if ds_target is None else float(ds_target),
+                         "status": c.fit.status, "message": c.fit.message})
     df = pd.DataFrame(rows, columns=list(FITS_COLUMNS))
     return df.astype({"shots": "Int64", "n_points": "int64", "n_fit": "int64", "n_support": "int64",
-                      "n_heldout": "int64", "headline": bool, "trusted": bool, "warnings": str})
+                      "n_heldout": "int64", "headline": bool, "trusted": bool, "stop_paying_supported": bool,
+                      "warnings": str, "trust_reason": str, "members": str, "interval_residuals": str,
+                      "best_single": str})
+
+
+def _headline_row(g: Group, sel: GroupSelection, ds_target: float | None) -> dict[str, Any]:
+    h, cl = sel.headline, sel.claims
+    single = sel.single
+    bad = unusable_reason(sel.candidates)
+    steps = {}
+    for st in cl.steps or tuple(Step(points=k) for k in PLUS_POINTS):
+        steps.update({f"ds_plus{st.points}": st.ds, f"ds_plus{st.points}_lo": st.lo, f"ds_plus{st.points}_hi": st.hi,
+                      f"slope_plus{st.points}": st.slope})
+    return {**g.key_dict, "law": ENSEMBLE, "frontier": ENSEMBLE, "n_points": sel.n_points, "n_fit": len(h.members),
+            "n_support": max((c.n_support for c in sel.candidates if c.frontier == "vertices"), default=0),
+            **{p: math.nan for p in PARAM_COLUMNS}, "saturation": h.saturation, "fit_err": sel.fit_err,
+            "pred_err": sel.pred_err, "backtest_err": sel.backtest_err, "flat_backtest_err": sel.flat_backtest_err,
+            "flat_pred_err": sel.flat_pred_err, "coverage": sel.coverage, "holdout_threshold": sel.holdout_threshold,
+            "n_heldout": sel.n_heldout, "headline": True, "trusted": bool(sel.trusted),
+            "trust_reason": sel.trust_reason, "warnings": "; ".join(sel.warnings),
+            "best_single": f"{single.law}/{single.frontier}" if single is not None else "",
+            **(h.to_row() if h.usable else {"best_us": h.best_us, "horizon_us": h.horizon_us, "members": "",
+                                            "interval_residuals": "[]", "ds_test_size": h.test_size}),
+            **steps, "slope_best": cl.slope_best,
+            **{col: float(getattr(cl, col)) for col in CLAIM_COLUMNS},
+            "stop_paying_supported": bool(cl.stop_paying_supported),
+            "ds_target": math.nan if ds_target is None else float(ds_target),
+            "noise": sel.noise, "spearman": sel.spearman, "spearman_p": sel.spearman_p,
+            "status": "ok" if h.usable else (bad.fit.status if bad else "degenerate"),
+            "message": (f"median of {len(h.members)} candidates, discount {h.discount:.2f}" if h.usable
+                        else (bad.fit.message if bad else "no usable candidate"))}
 
 
 def headlines(fits: pd.DataFrame) -> pd.DataFrame:
@@ -196,10 +234,8 @@ def fit_to_dir(groups: Sequence[Group], out_dir: str, *, options: FitOptions = F
 
 def _panel(g: Group, sel: GroupSelection, options: FitOptions) -> dict[str, Any]:
     vis = g.us_accuracy <= sel.holdout_threshold
-    paper = next((c for c in sel.candidates if (c.law, c.frontier) == ("eq1", "vertices")), None)
-    head = sel.best
-    F = frontier_points(head.frontier, g.us_accuracy[vis], g.ds_accuracy[vis], nondecreasing=options.nondecreasing)
-    return {"us": g.us_accuracy, "ds": g.ds_accuracy, "selection": sel, "paper": paper, "title": g.label,
+    F = frontier_points("vertices", g.us_accuracy[vis], g.ds_accuracy[vis], nondecreasing=options.nondecreasing)
+    return {"us": g.us_accuracy, "ds": g.ds_accuracy, "selection": sel, "paper": sel.paper, "title": g.label,
             "frontier_us": F.us, "frontier_ds": F.ds, "slug": g.slug}
 
 

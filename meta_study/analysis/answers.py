@@ -1,0 +1,112 @@
+"""The answer of a headline row of ``fits.parquet``, in words: one function for the CLI, the
+report and the refit's MLflow run, so that they never say different things.
+
+Every number comes from the row. Accuracies are printed in percent, errors and slopes in
+accuracy points ("pt"); a prediction past the tested horizon says so; an untrusted group states
+its 90% interval, never a point prediction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .selection import FLAG_HELP, PLUS_POINTS
+
+
+def _f(row: Mapping[str, Any], key: str) -> float:
+    try:
+        v = float(row.get(key, math.nan))
+    except (TypeError, ValueError):
+        return math.nan
+    return v
+
+
+def pct(v: float, digits: int = 1) -> str:
+    """An accuracy (fraction) in percent; "never" for inf/NaN ends."""
+    return "never" if not math.isfinite(v) else f"{100 * v:.{digits}f}%"
+
+
+def interval(lo: float, hi: float) -> str:
+    """``[lo-hi]`` in percent, or "" when undefined."""
+    if not (math.isfinite(lo) or math.isfinite(hi)) or math.isnan(lo) or math.isnan(hi):
+        return ""
+    return f" [{pct(lo)}-{pct(hi)}]"
+
+
+def flags(warnings: Any) -> list[tuple[str, str]]:
+    """``(label, detail)`` of each warning of a row, each label once (the first detail kept)."""
+    out: dict[str, str] = {}
+    for part in str(warnings or "").split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        label, _, detail = part.partition(":")
+        label = label.strip()
+        key = label if label in FLAG_HELP else "note"
+        out.setdefault(key, detail.strip() if key != "note" else part)
+    return list(out.items())
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The parts of one group's answer (plain text; the report escapes them)."""
+
+    trusted: bool
+    word: str            # "trusted" or "not trusted"
+    reason: str
+    steps: tuple[str, ...]
+    claims: str
+    flags: tuple[tuple[str, str], ...]
+
+    def text(self) -> str:
+        """One line: trust and why, then the steps, then the supported claims."""
+        body = "; ".join(self.steps)
+        tail = f" {self.claims}" if self.claims else ""
+        return f"{self.word} ({self.reason}). {body}.{tail}".replace("..", ".")
+
+
+def answer(row: Mapping[str, Any], threshold: float = 0.1) -> Answer:
+    """The answer a headline row of ``fits.parquet`` supports (see the module doc)."""
+    trusted = bool(row.get("trusted"))
+    reason = str(row.get("trust_reason") or row.get("message") or "no usable fit")
+    best, flat = _f(row, "best_us"), _f(row, "flat")
+    steps: list[str] = []
+    if math.isfinite(best) and math.isfinite(flat):
+        steps.append(f"best visible model: {pct(best)} US, {pct(flat)} DS")
+    hus = _f(row, "horizon_us")
+    for k in PLUS_POINTS:
+        ds, lo, hi = _f(row, f"ds_plus{k}"), _f(row, f"ds_plus{k}_lo"), _f(row, f"ds_plus{k}_hi")
+        if not math.isfinite(ds):
+            continue
+        u = best + k / 100.0
+        past = " (past the tested horizon)" if not (math.isfinite(hus) and u <= hus + 1e-12) else ""
+        if trusted and not past:
+            slope = _f(row, f"slope_plus{k}")
+            gain = f", {slope:.2f} DS pt per US pt" if math.isfinite(slope) else ""   # a slope is pt per pt
+            steps.append(f"+{k} US pt: {pct(ds)} DS{interval(lo, hi)}{gain}")
+        else:
+            steps.append(f"+{k} US pt: 90% interval{interval(lo, hi) or ' [none]'}{past}")
+    claims = ""
+    if trusted and bool(row.get("stop_paying_supported")):
+        sp = _f(row, "stop_paying_us")
+        claims = (f"Scaling stops paying (+1 US pt buys < {threshold:g} DS pt) at {pct(sp)} US"
+                  f"{interval(_f(row, 'stop_paying_lo'), _f(row, 'stop_paying_hi'))}; DS levels off near "
+                  f"{pct(_f(row, 'saturation'))}{interval(_f(row, 'saturation_lo'), _f(row, 'saturation_hi'))}.")
+    target = _f(row, "ds_target")
+    if math.isfinite(target):
+        un = _f(row, "us_needed")
+        need = (f"{pct(target)} DS needs {pct(un)} US{interval(_f(row, 'us_needed_lo'), _f(row, 'us_needed_hi'))}"
+                if math.isfinite(un) else f"{pct(target)} DS is not reached by the prediction")
+        claims = (claims + " " if claims else "") + need + "."
+    return Answer(trusted=trusted, word="trusted" if trusted else "not trusted", reason=reason,
+                  steps=tuple(steps), claims=claims, flags=tuple(flags(row.get("warnings"))))
+
+
+def answer_text(row: Mapping[str, Any], threshold: float = 0.1) -> str:
+    """:meth:`Answer.text` of :func:`answer`."""
+    return answer(row, threshold).text()
+
+
+__all__ = ["Answer", "answer", "answer_text", "flags", "interval", "pct"]

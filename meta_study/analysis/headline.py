@@ -1,0 +1,315 @@
+"""The headline predictor: the laws' median, discounted by its own track record, with an interval
+calibrated on the back-tests.
+
+Choosing one (law, frontier) per group by its back-test error is mostly noise: within a group the
+candidates' back-test ranks barely predict their ranks on held-out models (rank correlation 0.1-0.6
+on public tables), so the winner is often a lucky one. The headline is therefore built from all
+of them, with one number learned from the back-tests and no tuned constant:
+
+- **Members**: every usable candidate on a frontier estimator (every law on ``vertices``,
+  ``hull-curve``, ``bins`` and their ``-upper`` variants; never ``all``, which predicts the typical
+  model, not the best one).
+- ``m(u)``: the pointwise median of the members' predicted DS accuracies at US accuracy ``u``.
+- ``flat``: the best DS accuracy among the visible models, the "already saturated" guess.
+- **Discount** ``w`` in [0, 1]: how much of the laws' predicted gain over ``flat`` the back-tests
+  saw materialise. Over every back-test target ``t`` (cut ``c``): least squares of
+  ``y_t - flat_c`` on ``m_c(t) - flat_c``, clipped to [0, 1]. ``w = 1`` believes the laws, ``w = 0``
+  says the next models will do no better than the best one seen.
+- **Prediction** ``p(u) = flat + w (m(u) - flat)``; its slope ``p'(u) = w m'(u)`` (``m'`` is the
+  slope of the median member, or the mean of the two middle ones) is "DS points per US point".
+- **Back-test error** of the headline: each cut is predicted with ``w`` learned from the *other*
+  cuts (leave one cut out), so the discount is never scored on the targets it was fitted to; the
+  error is the mean over cuts of the RMSE, as for every candidate.
+- **Tested horizon**: how far beyond its best model each cut predicted, in log US error
+  (``x = ln(e_best / e_target)``), and the median of that over cuts: half the back-tests reached
+  at least this far. A statement past it is an extrapolation and says so.
+- **Interval**: ``p(u) +- h(x(u))`` where ``x(u) = ln((1 - best_us) / (1 - u))`` is how far ``u``
+  lies beyond the best visible model. From the leave-one-cut-out back-test residuals ``r_i`` and
+  their reaches ``x_i``: ``h(x) = max(q_H max(1, x / H), q_M max(1, x / M))`` with ``H`` the
+  longest and ``M`` the median reach, and ``q_R`` the empirical ``level`` quantile of
+  ``|r_i| / max(1, x_i / R)``. The first term is flat out to the farthest back-test (the errors
+  the back-tests saw, at any distance); the second grows in proportion to the distance past the
+  typical back-test (the errors of a farther extrapolation). Past the longest reach both grow,
+  so a far extrapolation gets a wide interval, never a confident one. The residuals are against
+  measured accuracies, so the test sets' sampling noise is in them; where the DS test-set size
+  ``n`` is known or can be read off the accuracies (exact fractions ``k / n``), no half-width is
+  below the binomial ``z sqrt(p (1 - p) / n)`` of the predicted accuracy.
+
+Measured on 11 tables (BENCHMARKS.md; public vision and language-model zoos, derived timm tables,
+synthetic families): the headline's median held-out RMSE is 0.59x the flat guess's (geometric mean
+over tables), at or below it on 85% of groups, and its 90% interval covers 85-99% of the hidden
+frontier points per table (too wide, not too narrow, where it misses).
+
+A headline row of ``fits.parquet`` (``law == "ensemble"``) carries everything needed to predict:
+the members' parameters (``members``, JSON), ``flat``, ``discount``, ``best_us``, ``horizon_us``,
+the back-test residuals (``interval_residuals``, JSON) and ``ds_test_size``;
+:meth:`Headline.from_row` rebuilds it.
+
+Cost: a prediction is one evaluation per member (25 at most), ~20 us for a few points.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .laws import LawFit, get_law
+
+#: The ``law`` (and ``frontier``) of a headline row in ``fits.parquet``.
+ENSEMBLE = "ensemble"
+
+
+def empirical_quantile(scores: Sequence[float], level: float) -> float:
+    """The ``ceil(n level)``-th smallest of ``n`` scores (the sample ``level`` quantile, no
+    interpolation); NaN without scores."""
+    s = np.sort(np.asarray(scores, dtype=float))
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        return math.nan
+    return float(s[min(s.size, max(1, math.ceil(s.size * level))) - 1])
+
+
+def distance(us_accuracy: np.ndarray, best_us: float) -> np.ndarray:
+    """``x(u)``: how far ``u`` lies beyond ``best_us`` in log US error (0 at or below it, inf at 100%)."""
+    u = np.asarray(us_accuracy, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.log(max(1.0 - best_us, 1e-12) / np.clip(1.0 - u, 0.0, None))
+    return np.where(np.isnan(x), np.nan, np.maximum(x, 0.0))
+
+
+def half_width(x: np.ndarray, residuals: Sequence[Sequence[float]], level: float) -> np.ndarray:
+    """The interval's half-width at distances ``x`` (log US error beyond the best model), from
+    back-test (|residual|, reach) pairs; see the module doc. NaN without residuals.
+
+    ``max(q_H max(1, x / H), q_M max(1, x / M))``: ``H`` is the longest reach (the horizon),
+    ``M`` the median reach, and ``q_R`` the empirical ``level`` quantile of
+    ``|r| / max(1, reach / R)``. With no reach at all (every target at the best model's US
+    accuracy), any distance beyond it is infinitely uncertain.
+    """
+    x = np.asarray(x, dtype=float)
+    if not len(residuals):
+        return np.full(x.shape, np.nan)
+    pairs = np.asarray(residuals, dtype=float)
+    r, reach = pairs[:, 0], pairs[:, 1]
+    positive = reach[reach > 0]
+    if positive.size == 0:
+        return np.where(x > 0, np.inf, empirical_quantile(r, level))
+    out = np.zeros(x.shape)
+    for R in (float(positive.max()), float(np.median(positive))):
+        q = empirical_quantile(r / np.maximum(1.0, reach / R), level)
+        with np.errstate(invalid="ignore"):
+            out = np.maximum(out, q * np.maximum(1.0, x / R))
+    return out
+
+
+def tested_reach(residuals: Sequence[Sequence[float]]) -> float:
+    """The tested horizon (log US error; 0 for none): the median over back-test cuts of how far
+    each cut predicted beyond its best model, so that half the cuts reached at least this far.
+    The single longest reach (the earliest cut's) vouches for too little to be the horizon.
+    ``residuals`` are (|residual|, reach, cut) triples; pairs count as one cut."""
+    if not len(residuals):
+        return 0.0
+    arr = np.asarray(residuals, dtype=float)
+    cut = arr[:, 2] if arr.shape[1] > 2 else np.zeros(arr.shape[0])
+    farthest = [float(arr[cut == c, 1].max()) for c in np.unique(cut)]
+    return max(0.0, float(np.median(farthest)))
+
+
+def estimate_test_size(accuracies: np.ndarray, max_size: int = 200_000) -> float:
+    """The test-set size behind accuracies measured as ``k / n`` on one test set: the least common
+    multiple of their reduced denominators, when every value is such a fraction (to 1e-9) and the
+    result is at most ``max_size``; NaN otherwise (rounded or averaged values say nothing)."""
+    from fractions import Fraction
+
+    n = 1
+    for v in np.unique(np.asarray(accuracies, dtype=float)):
+        if not np.isfinite(v):
+            continue
+        f = Fraction(float(v)).limit_denominator(max_size)
+        if abs(float(f) - v) > 1e-9:
+            return math.nan
+        n = math.lcm(n, f.denominator)
+        if n > max_size:
+            return math.nan
+    return float(n) if n > 1 else math.nan
+
+
+def noise_half_width(pred: np.ndarray, test_size: float, level: float) -> np.ndarray:
+    """The binomial floor of an interval: ``z sqrt(p (1 - p) / n)``, ``z`` the normal quantile of
+    ``level``; 0 where the test-set size is unknown. A measured accuracy cannot be predicted more
+    precisely than the sampling noise of its test set."""
+    if not (math.isfinite(test_size) and test_size > 0):
+        return np.zeros(np.shape(pred))
+    from scipy.special import ndtri
+
+    p = np.clip(np.asarray(pred, dtype=float), 0.0, 1.0)
+    return float(ndtri(0.5 + level / 2.0)) * np.sqrt(p * (1.0 - p) / test_size)
+
+
+def interval_around(pred: np.ndarray, us_accuracy: np.ndarray, residuals: Sequence[Sequence[float]],
+                    best_us: float, level: float, test_size: float = math.nan) -> tuple[np.ndarray, np.ndarray]:
+    """``pred +- max(half_width(x(u)), binomial floor)`` clipped to [0, 1] (see the module doc);
+    NaN without residuals."""
+    half = np.fmax(half_width(distance(us_accuracy, best_us), residuals, level) if len(residuals)
+                   else np.full(np.shape(us_accuracy), np.nan), noise_half_width(pred, test_size, level))
+    if not len(residuals):
+        half = np.full(np.shape(us_accuracy), np.nan)
+    with np.errstate(invalid="ignore"):
+        lo = np.clip(pred - half, 0.0, 1.0)
+        hi = np.clip(pred + half, 0.0, 1.0)
+    return np.where(np.isnan(half), np.nan, lo), np.where(np.isnan(half), np.nan, hi)
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The discounted median of the members (see the module doc). Accuracies are fractions.
+
+    Attributes:
+        members: the members' fits (usable ones only).
+        names: ``law/frontier`` of each member.
+        flat: the best visible DS accuracy.
+        discount: ``w`` in [0, 1].
+        best_us: the best visible US accuracy.
+        residuals: (|residual|, reach, cut) of every leave-one-cut-out back-test target: how far
+            it missed, how far (log US error) beyond its cut's best model it lay, and which cut
+            (empty: no back-test).
+    """
+
+    members: tuple[LawFit, ...]
+    names: tuple[str, ...]
+    flat: float
+    discount: float
+    best_us: float
+    residuals: tuple[tuple[float, ...], ...] = ()
+    test_size: float = math.nan      # DS test-set size (known or estimated; NaN: unknown)
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.members) and math.isfinite(self.flat)
+
+    @property
+    def horizon(self) -> float:
+        """The tested horizon, log US error (0: no back-test): see :func:`tested_reach`."""
+        return tested_reach(self.residuals)
+
+    @property
+    def horizon_us(self) -> float:
+        """The US accuracy the back-tests reached to, beyond the best model (NaN: no back-test)."""
+        return us_at(self.best_us, self.horizon)
+
+    def _stack(self, u: np.ndarray, what: str) -> np.ndarray:
+        return np.stack([(f.predict_accuracy(u) if what == "predict" else f.slope(u)) for f in self.members])
+
+    def median(self, us_accuracy: np.ndarray | float) -> np.ndarray:
+        """``m(u)``: the members' pointwise median (undiscounted)."""
+        u = np.asarray(us_accuracy, dtype=float)
+        if not self.members:
+            return np.full(u.shape, np.nan)
+        return np.median(self._stack(u, "predict"), axis=0)
+
+    def predict_accuracy(self, us_accuracy: np.ndarray | float) -> np.ndarray:
+        """``p(u)``: the predicted DS accuracy of the best models at ``us_accuracy``."""
+        u = np.asarray(us_accuracy, dtype=float)
+        if not self.usable:
+            return np.full(u.shape, np.nan)
+        return np.clip(self.flat + self.discount * (self.median(u) - self.flat), 0.0, 1.0)
+
+    def slope(self, us_accuracy: np.ndarray | float) -> np.ndarray:
+        """``p'(u) = w m'(u)``: DS points gained per +1 US point at ``us_accuracy``."""
+        u = np.asarray(us_accuracy, dtype=float)
+        if not self.usable:
+            return np.full(u.shape, np.nan)
+        P, S = self._stack(u, "predict"), self._stack(u, "slope")
+        n = P.shape[0]
+        order = np.argsort(P, axis=0, kind="stable")
+        lo = np.take_along_axis(S, order[(n - 1) // 2][None], axis=0)[0]
+        hi = np.take_along_axis(S, order[n // 2][None], axis=0)[0]
+        with np.errstate(invalid="ignore", over="ignore"):
+            return self.discount * 0.5 * (lo + hi)
+
+    def member_curves(self, us_accuracy: np.ndarray, what: str = "predict") -> np.ndarray:
+        """Each member discounted as the headline is, ``flat + w (f_j(u) - flat)`` (or its
+        slope): (members, points). Their spread describes the disagreement between the laws."""
+        u = np.asarray(us_accuracy, dtype=float)
+        X = self._stack(u, what)
+        with np.errstate(invalid="ignore", over="ignore"):   # an infinite slope at 100% US stays inf (or NaN at w = 0)
+            return self.flat + self.discount * (X - self.flat) if what == "predict" else self.discount * X
+
+    def interval(self, us_accuracy: np.ndarray | float, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        """The ``level`` prediction interval (lo, hi) at ``us_accuracy`` (see the module doc)."""
+        u = np.asarray(us_accuracy, dtype=float)
+        return interval_around(self.predict_accuracy(u), u, self.residuals, self.best_us, level, self.test_size)
+
+    @property
+    def saturation(self) -> float:
+        """``p(100% US)``: an extrapolation by definition."""
+        return float(self.predict_accuracy(np.array([1.0]))[0]) if self.usable else math.nan
+
+    # ---- fits.parquet -------------------------------------------------------------------
+
+    def to_row(self) -> dict[str, Any]:
+        """The columns a headline row carries so that :meth:`from_row` can rebuild it."""
+        members = [[f.law, name.split("/", 1)[1], {k: float(v) for k, v in f.params.items()}, f.status]
+                   for f, name in zip(self.members, self.names)]
+        return {"members": json.dumps(members, separators=(",", ":")), "flat": self.flat,
+                "discount": self.discount, "best_us": self.best_us, "horizon_us": self.horizon_us,
+                "interval_residuals": residuals_json(self.residuals), "ds_test_size": self.test_size}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Headline":
+        """The headline a row of ``fits.parquet`` describes (``law == "ensemble"``)."""
+        raw = row.get("members")
+        members = json.loads(raw) if isinstance(raw, str) and raw else []
+        fits = tuple(LawFit(law=law, params=params, sse=math.nan, n_points=0, status=status)
+                     for law, _fr, params, status in members)
+        for f in fits:
+            get_law(f.law)
+        return cls(members=fits, names=tuple(f"{law}/{fr}" for law, fr, *_ in members), flat=float(row["flat"]),
+                   discount=float(row["discount"]), best_us=float(row["best_us"]),
+                   residuals=parse_residuals(row.get("interval_residuals")),
+                   test_size=_float(row.get("ds_test_size")))
+
+
+def us_at(best_us: float, reach: float) -> float:
+    """The US accuracy ``reach`` (log US error) beyond ``best_us``; NaN for no reach."""
+    return 1.0 - (1.0 - best_us) * math.exp(-reach) if reach > 0 and math.isfinite(best_us) else math.nan
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def residuals_json(residuals: Sequence[Sequence[float]]) -> str:
+    """(|residual|, reach, cut) triples as a short JSON list (floats to 1e-6)."""
+    return json.dumps([[round(float(v), 6) for v in t] for t in residuals], separators=(",", ":"))
+
+
+def parse_residuals(raw: Any) -> tuple[tuple[float, ...], ...]:
+    if isinstance(raw, str) and raw:
+        return tuple(tuple(float(v) for v in t) for t in json.loads(raw))
+    return ()
+
+
+def fit_discount(pairs: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> float:
+    """``w``: least squares of ``y - flat`` on ``m - flat`` over (m, y, flat) per cut, clipped to
+    [0, 1]; 1 when the laws predicted no gain anywhere (nothing to learn a discount from)."""
+    num = den = 0.0
+    for m, y, flat in pairs:
+        d = np.asarray(m, float) - flat
+        ok = np.isfinite(d) & np.isfinite(y)
+        num += float(np.sum(d[ok] * (np.asarray(y, float)[ok] - flat)))
+        den += float(np.sum(d[ok] * d[ok]))
+    if den <= 0:
+        return 1.0
+    return float(min(1.0, max(0.0, num / den)))
+
+
+__all__ = ["ENSEMBLE", "Headline", "distance", "empirical_quantile", "estimate_test_size", "fit_discount", "half_width",
+           "interval_around", "noise_half_width", "parse_residuals", "residuals_json", "tested_reach", "us_at"]
