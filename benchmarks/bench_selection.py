@@ -46,7 +46,7 @@ from meta_study.analysis import predict_fit, predict_interval
 from meta_study.analysis.fitting import FitOptions, fit_groups
 from meta_study.analysis.groups import Group
 from meta_study.analysis.hull import upper_hull
-from meta_study.analysis.laws import LAWS, LawFit
+from meta_study.analysis.laws import LawFit
 from meta_study.analysis.payoff import stop_paying_us, us_needed
 from meta_study.analysis.powerlaw import fit_power_laws
 from meta_study.analysis.selection import SelectionOptions

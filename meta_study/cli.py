@@ -92,7 +92,7 @@ class _Group(click.Group):
             click.echo(f"{where}: error: {e.format_message()}", err=True)
             sys.exit(2)
         except UserError as e:
-            from .schema import printable   # a value from an input, shown on one line, not obeyed
+            from .validation import printable   # a value from an input, shown on one line, not obeyed
             click.echo(f"meta-study: error: {printable(str(e))}", err=True)
             sys.exit(2)
         except click.exceptions.Exit as e:
@@ -161,7 +161,7 @@ def store_quarantine(store_uri: str, source: str | None, limit: int) -> None:
     """Rejected rows with their reasons."""
     from .store import open_store
 
-    from .schema import printable
+    from .validation import printable
 
     q = open_store(store_uri).quarantine().to_pandas()
     if source is not None:
@@ -290,7 +290,7 @@ def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, s
     META_STUDY_DB_PASSWORD (or the driver's, e.g. PGPASSWORD).
     """
     from .ingest import SourceOptions, ingest_sources, load_mapping, load_sources_file, open_source_specs, open_sources
-    from .schema import printable
+    from .validation import printable
     from .store import Store
 
     if not sources and not sources_file:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from conftest import make_rows
-from meta_study.schema import validate
+from meta_study.validation import validate
 from meta_study.store import Store
 
 

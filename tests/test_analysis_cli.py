@@ -10,7 +10,7 @@ import pytest
 from meta_study.analysis.frontiers import FRONTIERS
 from meta_study.analysis.laws import LAWS
 from meta_study.analysis.tables import FITS_COLUMNS
-from meta_study.schema import validate
+from meta_study.validation import validate
 from meta_study.store import Store
 from conftest import MAPPINGS, make_rows, run_cli
 

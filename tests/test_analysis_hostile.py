@@ -10,7 +10,7 @@ import pytest
 
 from conftest import make_rows, run_cli
 from meta_study.analysis.fitting import fit_groups
-from meta_study.schema import validate
+from meta_study.validation import validate
 from meta_study.store import Store
 
 NAMES = ["\\badcommand", "$x^2$", "<script>alert(1)</script>", "a & b", "007", "7"]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from meta_study.schema import validate
+from meta_study.validation import validate
 from meta_study.store import Store
 from conftest import MAPPINGS, REPO, run_cli
 

@@ -75,7 +75,7 @@ def test_shots_are_ordered_as_numbers_in_figures_and_the_report(tmp_path):
     import meta_study.analysis.figures as fig
     from meta_study.analysis.tables import run_correlations
     from meta_study.report import _natural
-    from meta_study.schema import validate
+    from meta_study.validation import validate
     from meta_study.store import Store
     from conftest import make_rows
 

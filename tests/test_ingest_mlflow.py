@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from meta_study.store import Store
-from conftest import MAPPINGS, REPO, run_cli
+from conftest import MAPPINGS, run_cli
 
 DS_TASKS = ("cifar100", "pets", "dtd")
 

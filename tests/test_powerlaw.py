@@ -43,7 +43,6 @@ def _profile(e_us: np.ndarray, e_ds: np.ndarray, us: np.ndarray) -> np.ndarray:
     feasible of the interior solution and the three edge minimizers, residuals explicit."""
     X = np.power(e_us[None, :], np.exp(us)[:, None])           # (G, n)
     y = e_ds[None, :]
-    n = e_us.size
     mx, my = X.mean(1, keepdims=True), y.mean()
     sxx = ((X - mx) ** 2).sum(1)
     k_u = np.where(sxx > 0, ((X - mx) * (y - my)).sum(1) / np.where(sxx > 0, sxx, 1), 0.0)

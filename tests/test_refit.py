@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from meta_study.analysis.bootstrap import BootstrapOptions
 from meta_study.analysis.sensitivity import SensitivityOptions
 from meta_study.refit import RefitConfig, metric_key, parse_every, refit, refit_lock
-from meta_study.schema import validate
+from meta_study.validation import validate
 from meta_study.store import Store
 from conftest import make_rows, run_cli
 

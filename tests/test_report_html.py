@@ -108,7 +108,7 @@ def test_report_of_the_timm_results_renders(tmp_path, timm_dir):
 
 def test_hostile_task_names_are_escaped(tmp_path):
 
-    from meta_study.schema import validate
+    from meta_study.validation import validate
     from meta_study.store import Store
     from conftest import make_rows
 

@@ -7,8 +7,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from meta_study import schema
-from meta_study.schema import KEY, SCHEMA, validate
+from meta_study import keys, schema, validation
+from meta_study.schema import KEY, SCHEMA
+from meta_study.validation import validate
 from conftest import REPO, make_rows
 
 
@@ -108,7 +109,7 @@ def test_key_strings_distinguish_null_from_text():
     t = pa.table({c: pa.array(["x"]) for c in ("a", "b")})
     t2 = pa.table({"a": pa.array(["x"]), "b": pa.array([None], pa.string())})
     t3 = pa.table({"a": pa.array(["x"]), "b": pa.array([""])})
-    ks = {schema.key_strings(x, ("a", "b"))[0] for x in (t, t2, t3)}
+    ks = {keys.key_strings(x, ("a", "b"))[0] for x in (t, t2, t3)}
     assert len(ks) == 3
 
 
@@ -161,7 +162,7 @@ def test_store_managed_columns_from_an_input_are_ignored():
     rows["ingested_at"] = pd.Timestamp("1999-01-01", tz="UTC")
     v = validate(rows)
     assert v.table.num_rows == 2
-    t = schema.conform(v.table)
+    t = validation.conform(v.table)
     assert set(t.column("schema_version").to_pylist()) == {schema.SCHEMA_VERSION}
     assert min(t.column("ingested_at").to_pylist()).year >= 2026
 
@@ -176,9 +177,9 @@ def test_keys_are_unambiguous_whatever_the_values_hold():
     d = a.copy()
     d["source"], d["run_id"] = "s", "x|1:y"
     t = pa.concat_tables([validate(x).table for x in (a, b, c, d)])
-    keys = schema.key_strings(t)
-    assert len(set(keys)) == 4
-    assert schema.key_of(["s", None, "x"]) != schema.key_of(["s", "", "x"]) != schema.key_of(["s", "x"])
+    strings = keys.key_strings(t)
+    assert len(set(strings)) == 4
+    assert keys.key_of(["s", None, "x"]) != keys.key_of(["s", "", "x"]) != keys.key_of(["s", "x"])
 
 
 @pytest.mark.parametrize("name,needle", [("x" * 241, "name too long for a partition directory"),

@@ -10,7 +10,8 @@ import pyarrow.dataset as pads
 import pytest
 
 from meta_study.errors import UserError
-from meta_study.schema import KEY, SCHEMA, validate
+from meta_study.schema import KEY, SCHEMA
+from meta_study.validation import validate
 from meta_study.store import Store, open_store
 from conftest import make_rows
 

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from conftest import make_rows
-from meta_study.schema import validate
+from meta_study.validation import validate
 from meta_study.store import Store
 
 

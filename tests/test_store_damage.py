@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from meta_study.errors import StoreDamagedError
-from meta_study.schema import validate
+from meta_study.validation import validate
 from meta_study.store import Store, partition_dir
 from conftest import make_rows, run_cli
 

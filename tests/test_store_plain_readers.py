@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import make_rows, run_cli
-from meta_study.schema import FILE_SCHEMA, validate
+from meta_study.schema import FILE_SCHEMA
+from meta_study.validation import validate
 from meta_study.store import Store
 
 # names a reader could take for numbers, dates, booleans, or hide (a leading '_' or '.')

@@ -19,7 +19,8 @@ import pytest
 
 from conftest import make_rows, run_cli
 from meta_study import errors
-from meta_study.schema import KEY, validate
+from meta_study.schema import KEY
+from meta_study.validation import validate
 from meta_study.store import Store, partition_dir
 
 boto3 = pytest.importorskip("boto3")

@@ -149,3 +149,28 @@ def test_the_module_map_names_every_module_and_nothing_else():
     tree = {str(p.relative_to(REPO)) for p in (REPO / "meta_study").rglob("*.py")}
     assert not tree - named, f"modules missing from docs/modules.md: {sorted(tree - named)}"
     assert not named - tree, f"docs/modules.md names modules that do not exist: {sorted(named - tree)}"
+
+
+def test_the_code_passes_ruff():
+    """`ruff check` with the project's configuration (pyproject.toml: unused and undefined names,
+    pycodestyle's errors that are bugs), so that CI runs the linter through the README's test
+    command."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."], cwd=REPO,
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-1000:]
+
+
+def test_importing_the_sweep_runner_leaves_the_environment_alone():
+    """`meta_study.tune.runner` used to set Tune's variables at import; now only planning or
+    running a sweep does (runner.tune_environment)."""
+    import subprocess
+    import sys
+
+    code = ("import os; before = dict(os.environ); import meta_study.tune.runner; "
+            "print(sorted(k for k in os.environ if os.environ.get(k) != before.get(k)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+                       env={k: v for k, v in __import__("os").environ.items() if not k.startswith(("TUNE_", "RAY_TRAIN"))})
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import uuid
+
 import pytest
 
+from conftest import REPO
 from meta_study.errors import UserError
 from meta_study.tune.runner import SMOKE, SweepOptions, SweepSpec, fixed_config, grid, parse_options, trial_hooks
+from meta_study.tune.preflight import (default_storage, plan_session, refuse_runtime_env_secrets, refuse_secrets,
+                                       runtime_env_of_job)
+from meta_study.tune.state import Session, StateDir, SweepRecord
 
 SPEC = SweepSpec(name="t", doc="A test sweep.\n", space=lambda o: {"seed": grid([0, 1] if o.smoke else [0])},
                  base=dict(model_name="vit_s", img_size=32), smoke=dict(model_name="vit_tiny_cpu", epochs=2))
@@ -47,18 +57,6 @@ def test_bad_flags_are_one_line_user_errors(argv, says):
 
 # ---- items 3, 6, 7 and 8 of issue 23: checks before anything starts, provenance, resources ----------
 
-import json
-import os
-import subprocess
-import sys
-import uuid
-from pathlib import Path
-
-from conftest import REPO
-
-from meta_study.tune.preflight import (default_storage, plan_session, refuse_runtime_env_secrets, refuse_secrets,
-                                       runtime_env_of_job)
-from meta_study.tune.state import Session, StateDir, SweepRecord
 
 
 def _record(code: str = "c1", experiment: str = "exp", tracking: str = "http://mlflow:5000") -> SweepRecord:

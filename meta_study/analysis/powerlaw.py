@@ -43,7 +43,6 @@ from typing import Sequence
 import numpy as np
 
 LOSSES = ("lsq", "huber", "log")
-STATUSES = ("ok", "at_bound", "too_few_points", "degenerate", "nonfinite")
 
 #: Default bounds on alpha. alpha -> 0 with k -> inf approaches a + b*log(e_US); alpha_min keeps
 #: the problem well posed and is reported as a bound when hit.
@@ -346,11 +345,9 @@ class _Chunk:
         self.sy = self.Y.sum(1)
         self.my = self.sy / self.n
         self.Yc = (self.Y - self.my[:, None]) * self.M
-        self.syy = np.einsum("pn,pn->p", self.Yc, self.Yc)
         self.Mf = self.M.astype(float)
         self.L0 = np.where(np.isfinite(self.L), self.L, 0.0)
         self.L32 = self.L.astype(np.float32)
-        self.Y32 = self.Y.astype(np.float32)
         self.Yc32 = self.Yc.astype(np.float32)
         if self.loss == "log":
             self.logY = np.where(self.M, np.log(np.maximum(self.Y, LOG_EPS)), 0.0)

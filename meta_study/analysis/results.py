@@ -14,7 +14,7 @@ all go through :func:`analyze` and :class:`ResultsDir`:
   options on a newer store version recompute the part: that is an update, not a conflict.
 - :func:`meta_study.report.render_report` renders an :class:`Analysis`.
 
-Every table is written to a temporary name and renamed into place (:func:`run.write_table`), and
+Every table is written to a temporary name and renamed into place (:func:`tables.write_table`), and
 ``results.json`` last, so an interrupted command leaves either the old part or the new one.
 """
 
@@ -24,7 +24,7 @@ import datetime as _dt
 import json
 import os
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -40,7 +40,6 @@ from .sensitivity import SensitivityOptions
 
 Progress = Callable[[str, int, int | None], None]
 
-PARTS = ("fits", "sensitivity", "bootstrap", "correlations")
 MANIFEST = "results.json"
 #: The main table of each part: present means the part was written.
 MAIN_TABLE = {"fits": "fits.parquet", "sensitivity": "sensitivity.parquet", "bootstrap": "bootstrap.parquet",
@@ -73,7 +72,7 @@ class AnalysisOptions:
 class Analysis:
     """The results of one analysis of one store version: tables, options, provenance.
 
-    ``fits`` follows :data:`run.FITS_COLUMNS` (None when not asked for, e.g. by ``meta-study
+    ``fits`` follows :data:`tables.FITS_COLUMNS` (None when not asked for, e.g. by ``meta-study
     bootstrap``; correlations compute the fits they need without keeping them); ``sensitivity``
     and ``bootstrap`` are None when not computed; ``correlations`` maps table names
     (``f1_shots_correlation``, ...) to tables. ``reused`` names the parts read back from a
@@ -89,7 +88,7 @@ class Analysis:
     bootstrap: pd.DataFrame | None = None
     correlations: Mapping[str, pd.DataFrame] | None = None
     reused: tuple[str, ...] = ()
-    points: pd.DataFrame | None = None   # run.POINTS_COLUMNS: the fitted groups' models (points.parquet)
+    points: pd.DataFrame | None = None   # tables.POINTS_COLUMNS: the fitted groups' models (points.parquet)
     # for the figures of freshly computed fits (the groups' points and selections); not persisted
     panels: Sequence[Mapping[str, Any]] = field(default=(), repr=False, compare=False)
 
@@ -230,8 +229,3 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
         prov["reused"] = ", ".join(reused)
     return Analysis(fits=fits, options=options, provenance=prov, n_groups=n_groups, sensitivity=sens,
                     bootstrap=boot, correlations=corr, reused=reused, panels=panels, points=points)
-
-
-def with_provenance(analysis: Analysis, **more: Any) -> Analysis:
-    """The same analysis with more provenance lines (the refit's stamp, fingerprints)."""
-    return replace(analysis, provenance={**analysis.provenance, **more})

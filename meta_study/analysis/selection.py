@@ -557,7 +557,9 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> Gr
     if not h.usable:
         return replace(sel, trusted=False, trust_reason=reason, warnings=tuple(warnings))
     hus = h.horizon_us
-    inside = (lambda u: math.isfinite(hus) and u <= hus + 1e-12)
+
+    def inside(u: float) -> bool:
+        return math.isfinite(hus) and u <= hus + 1e-12
     steps = []
     for k in PLUS_POINTS:
         u = h.best_us + k / 100.0

@@ -295,18 +295,6 @@ def bootstrap_table(groups: Sequence[Group], options: BootstrapOptions, *, addre
     return table.astype({"shots": "Int64"})
 
 
-def run_bootstrap(store: Any, out_dir: str, *, selection: Selection = Selection(),
-                  options: BootstrapOptions = BootstrapOptions(), address: str | None = None,
-                  workers: int | None = None, use_ray: bool = True,
-                  progress: Progress | None = None) -> tuple[pd.DataFrame, Outputs]:
-    """Bootstrap confidence intervals of every selected group; writes ``bootstrap.parquet``."""
-    table = bootstrap_table(selection.load(store), options, address=address, workers=workers,
-                            use_ray=use_ray, progress=progress)
-    out = Outputs()
-    write_table(table, os.path.join(out_dir, "bootstrap"), out)
-    return table, out
-
-
 def correlations_tables(store: Any, selection: Selection = Selection(),
                         fits: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Tables F.1, F.2 (from ``fits``, computed when not given), F.20 and F.21 of the selection."""

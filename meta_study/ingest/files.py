@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import UserError
-from ..schema import COLUMN_BY_NAME, printable, row_json
+from ..schema import COLUMN_BY_NAME
+from ..validation import printable, row_json
 from ..store import Store
 from .mapping import IngestMapping, JoinSpec, TableSpec, finish_rows
 from .sources import Progress, SourceBatch, SourceOptions, is_local_path, register_source, rejected_frame

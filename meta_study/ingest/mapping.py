@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from ..schema import ARCH_FAMILIES, COLUMN_BY_NAME, EVAL_PROTOCOLS, STORE_FILLED, extra_text, number_text
+from ..schema import ARCH_FAMILIES, COLUMN_BY_NAME, EVAL_PROTOCOLS, STORE_FILLED
+from ..validation import extra_text, number_text
 
 ACCURACY_UNITS = ("fraction", "percent", "error", "error_percent")
 COUNT_UNITS = ("count", "thousands", "millions")

@@ -31,7 +31,8 @@ import pandas as pd
 import pyarrow as pa
 
 from ..errors import UserError
-from ..schema import COLUMN_BY_NAME, row_json
+from ..schema import COLUMN_BY_NAME
+from ..validation import row_json
 from ..store import Store
 from .mapping import IngestMapping, infer_arch_family, parse_mapping
 from .sources import SourceBatch, SourceOptions, rejected_frame

@@ -25,7 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import StoreDamagedError, StoreLockedError, UserError
-from ..schema import KEY, Validated, key_array, key_of, printable, validate
+from ..schema import KEY
+from ..validation import Validated, printable, validate
+from ..keys import key_array, key_of
 from ..store import Store
 from .sources import Progress, Source, SourceBatch, dedupe_keys, no_progress
 

@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import UserError
-from ..schema import RawPayloads, key_array, row_json
+from ..validation import RawPayloads, row_json
+from ..keys import key_array
 from ..store import Store
 from .mapping import IngestMapping
 
@@ -211,7 +212,7 @@ def load_sources_file(path: str) -> list[SourceSpec]:
 
 def _short(v: Any) -> str:
     """A config value for a one-line message: its repr, at most 60 characters, escaped."""
-    from ..schema import printable
+    from ..validation import printable
 
     r = repr(v)
     return printable(r if len(r) <= 60 else r[:57] + "...")

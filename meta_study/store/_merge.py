@@ -13,7 +13,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..schema import FILE_SCHEMA, KEY, SCHEMA, key_of, key_strings
+from ..schema import FILE_SCHEMA, KEY, SCHEMA
+
+from ..keys import key_of, key_strings
 from ._files import _failpoint, _table_bytes, partition_dir
 from ._manifest import FORMAT_VERSION, KEEP_LOG, QUARANTINE_SCHEMA, _Manifest
 

@@ -64,7 +64,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..errors import StoreConflictError, StoreDamagedError, StoreLockedError, UserError
-from ..schema import FILE_SCHEMA, GROUP, PARTITION, SCHEMA, conform, key_strings
+from ..schema import FILE_SCHEMA, GROUP, PARTITION, SCHEMA
+from ..validation import conform
+from ..keys import key_strings
 from ._files import _failpoint, _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_uri
 from ._lock import LockHolder, Notify, _lease_lock, _local_lock, break_lease, lease_holder, lease_seconds, local_holder
 from ._manifest import (FORMAT_VERSION, KEEP_LOG, KEEP_MANIFESTS, QUARANTINE_SCHEMA, CheckResult, CommitResult,
@@ -666,7 +668,7 @@ class Store:
         """Upsert rows, delete runs, add quarantined rows and replace state tables, atomically.
 
         Args:
-            upserts: canonical rows (see :func:`meta_study.schema.validate`). Keys must be unique
+            upserts: canonical rows (see :func:`meta_study.validation.validate`). Keys must be unique
                 within the batch. A row whose key exists replaces the stored row if any value
                 other than ``ingested_at`` differs, and is skipped otherwise.
             delete_runs: ``(source, run_id)`` pairs whose rows are removed.

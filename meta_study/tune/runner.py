@@ -43,11 +43,21 @@ from .preflight import (check_storage_on_nodes, default_storage, experiment_dir,
 from .state import Session, StateDir, SweepRecord, is_remote
 from .finalize import TrialRef
 
-# Experiment state is synced at most every 60 s (default "auto" re-syncs far more often once
-# thousands of trials are tracked; ray #11233, #7608). Must be set before ray.tune is imported.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "60")
-os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def tune_environment() -> None:
+    """Set (where unset) what Tune reads from the environment when it is imported, so it must run
+    before the first ``import ray.tune`` and before the Ray whose workers inherit it starts.
+    Importing this module changes nothing; planning or running a sweep calls this first.
+
+    - ``TUNE_GLOBAL_CHECKPOINT_S=60``: experiment state synced at most every 60 s (the default
+      "auto" re-syncs far more often once thousands of trials are tracked; ray #11233, #7608);
+    - ``RAY_TRAIN_V2_ENABLED=1``: Ray Train V2 (a TorchTrainer inside the trial function);
+    - ``MLFLOW_DISABLE_TELEMETRY``: no telemetry thread racing ``os.environ`` (mlflow_client.py).
+    """
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "60")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 DEFAULT_ROOT = "meta-study-sweeps"
 
@@ -374,6 +384,7 @@ def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
     tracking = _tracking_uri(o, storage)
     state = StateDir(exp_dir)
     record = state.read_record()
+    tune_environment()
     from ray import tune
 
     code = provenance.code_version([f for f in [provenance.script_of(spec.space)] if f])
@@ -434,6 +445,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     require_training(f"sweep {spec.name}")   # a core install: one line, not a worker's traceback
     t0 = time.monotonic()
     p = plan_sweep(spec, o)
+    tune_environment()
     from ray import tune
 
     from ..ray_session import start_or_connect
@@ -468,8 +480,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         _use_callback(tuner, callback)
     else:
         tuner = _new_tuner(spec, o, trainable, fixed, p.name, p.storage, callback)
-    grid = tuner.fit()
-    results = list(grid)
+    results = list(tuner.fit())
     out = _finish(spec, results, callback, p, rec, resources, hooks)
     finished = sum(1 for r in results if r.error is None and (r.metrics or {}).get("final") == 1.0)
     errored = sum(1 for r in results if r.error is not None)
