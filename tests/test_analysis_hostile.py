@@ -38,6 +38,7 @@ def hostile_rows() -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+@pytest.mark.slow(25)
 def test_two_thousand_random_groups_of_five_each_get_a_status():
     rng = np.random.default_rng(0)
     groups = [(rng.uniform(0, 1, 5), rng.uniform(0, 1, 5)) for _ in range(2000)]

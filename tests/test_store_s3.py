@@ -203,9 +203,8 @@ def test_losing_the_commit_point_merges_again_and_never_deletes_the_winners_file
         a.commit(validate(make_rows(2, run_prefix="a2-")).table)
         return real_publish(m, txn)
     b._publish = publish_after_a2
-    from meta_study.ingest.pipeline import dedupe_keys
     with pytest.raises(errors.StoreConflictError, match="version 4 was committed by another writer"):
-        b.commit_stream([(validate(make_rows(2, run_prefix="b2-")).table, None)], dedupe=dedupe_keys)
+        b.commit_stream([(validate(make_rows(2, run_prefix="b2-")).table, None)])
     assert "b2-0" not in set(Store(uri).to_pandas()["run_id"]) and Store(uri).check().ok
     assert not a._f.listdir("_staging")
 

@@ -174,3 +174,56 @@ def test_importing_the_sweep_runner_leaves_the_environment_alone():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
                        env={k: v for k, v in __import__("os").environ.items() if not k.startswith(("TUNE_", "RAY_TRAIN"))})
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+#: The floors of the data flow (docs/modules.md): a module imports only from lower floors or from
+#: its own package. A sweep logs runs, ingest turns them into the store, the analysis reads it, a
+#: report is made from the fits, the refit and the demo chain them, the CLI calls them all.
+FLOORS = [
+    {"meta_study", "errors", "defaults", "schema"},        # the record: its names and constants
+    {"keys", "extras"},
+    {"validation"},
+    {"store", "mlflow_client", "ray_session"},             # where data lives, where work runs
+    {"ingest", "train", "analysis"},                       # data in, models trained, answers out
+    {"tune", "explorer"},
+    {"report"},
+    {"refit"},
+    {"demo"},
+    {"cli"},
+]
+#: Plug-ins whose modules are their package's business: outside it, use the package's API.
+PLUGINS = ("meta_study.ingest.mlflow_runs", "meta_study.ingest.mlflow_source", "meta_study.ingest.mlflow_sql",
+           "meta_study.ingest.files", "meta_study.ingest.mapping")
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    rel = path.relative_to(REPO)
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(rel))):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("meta_study")):
+            out.append((node.lineno, ".".join(_imported_module(rel, node))))
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.startswith("meta_study")]
+    return out
+
+
+def _part(dotted: str) -> str:
+    parts = dotted.split(".")
+    return parts[1] if len(parts) > 1 else "meta_study"
+
+
+def test_no_import_climbs_a_floor_and_no_plugin_module_is_reached_from_outside():
+    floor = {name: i for i, names in enumerate(FLOORS) for name in names}
+    bad = []
+    for path in sorted((REPO / "meta_study").rglob("*.py")):
+        rel = path.relative_to(REPO)
+        parts = rel.with_suffix("").parts
+        me = _part(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+        assert me in floor, f"{rel}: put its package on a floor in FLOORS"
+        for line, target in _imports(path):
+            them = _part(target)
+            if them != me and them in floor and floor[them] >= floor[me]:
+                bad.append(f"{rel}:{line}: {me} (floor {floor[me]}) imports {target} (floor {floor[them]})")
+            if any(target == p or target.startswith(p + ".") for p in PLUGINS) and me != "ingest":
+                bad.append(f"{rel}:{line}: {target} is an ingest plug-in's own module")
+    assert not bad, "\n".join(bad)

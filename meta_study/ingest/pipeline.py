@@ -26,10 +26,10 @@ import pyarrow.compute as pc
 
 from ..errors import StoreDamagedError, StoreLockedError, UserError
 from ..schema import KEY
-from ..validation import Validated, printable, validate
+from ..validation import Validated, dedupe_keys, printable, validate
 from ..keys import key_array, key_of
 from ..store import Store
-from .sources import Progress, Source, SourceBatch, dedupe_keys, no_progress
+from .sources import Progress, Source, SourceBatch, no_progress
 
 #: Accuracy columns whose values, when most of them lie in (1, 100], are taken to be percents.
 PERCENT_SUSPECTS = ("us_accuracy", "ds_accuracy")
@@ -330,7 +330,7 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
             yield v.table, v.rejected.drop(columns=["row"])
         seen.refuse_percent()   # raised inside the commit: it rolls back, nothing is stored
     seen.add_rejected(batch.rejected)
-    res = store.commit_stream(pieces(), dedupe=dedupe_keys, quarantine=batch.rejected,
+    res = store.commit_stream(pieces(), quarantine=batch.rejected,
                               state={} if two_step else batch.state, operation="ingest", info={"source": src.label})
     _count(rep, res, batch, seen)
     if batch.replace_runs and seen.failed:

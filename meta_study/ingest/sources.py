@@ -13,14 +13,11 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import UserError
-from ..validation import RawPayloads, row_json
-from ..keys import key_array
+from ..validation import RawPayloads
 from ..store import Store
 from .mapping import IngestMapping
 
@@ -233,46 +230,6 @@ def open_source_specs(entries: Sequence[SourceSpec], options: SourceOptions = So
 
 def is_local_path(spec: str) -> bool:
     return "://" not in spec and os.path.exists(spec)
-
-
-def dedupe_keys(table: pa.Table) -> tuple[pa.Table, pd.DataFrame]:
-    """Collapse rows that repeat a key with identical values; quarantine keys with conflicting ones.
-
-    Returns:
-        (rows with unique keys, rejected rows with source, run_id, reason, raw).
-    """
-    empty = pd.DataFrame(columns=["source", "run_id", "reason", "raw"])
-    if table.num_rows < 2:
-        return table, empty
-    arr = key_array(table)
-    if pc.count_distinct(arr).as_py() == table.num_rows:  # the usual case, without a Python string per row
-        return table, empty
-    keys = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object)
-    codes, uniques = pd.factorize(keys)
-    counts = pd.Series(codes).value_counts()
-    dup_codes = set(counts[counts > 1].index)
-    if not dup_codes:
-        return table, empty
-    keep = []
-    rejected = []
-    seen: dict[int, list[int]] = {}
-    for i, c in enumerate(codes):
-        if c in dup_codes:
-            seen.setdefault(c, []).append(i)
-        else:
-            keep.append(i)
-    content_cols = [c for c in table.column_names if c != "ingested_at"]
-    for c, idx in seen.items():
-        rows = table.select(content_cols).take(pa.array(idx)).to_pylist()
-        if all(r == rows[0] for r in rows[1:]):
-            keep.append(idx[0])
-        else:
-            for r in rows:
-                rejected.append({"source": r["source"], "run_id": r["run_id"],
-                                 "reason": f"conflicting duplicate key: {len(idx)} rows share this key with "
-                                           "different values", "raw": row_json(r)})
-    keep.sort()
-    return table.take(pa.array(keep, pa.int64())), pd.DataFrame(rejected, columns=["source", "run_id", "reason", "raw"])
 
 
 def rejected_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:

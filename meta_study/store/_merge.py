@@ -6,21 +6,19 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import uuid
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..schema import FILE_SCHEMA, KEY, SCHEMA
+from ..errors import StoreDamagedError
+from ..schema import FILE_SCHEMA, KEY, PARTITION, SCHEMA
 
 from ..keys import key_of, key_strings
-from ._files import _failpoint, _table_bytes, partition_dir
+from ._files import _failpoint, _Files, _first_line, _parse_parquet, _table_bytes, partition_dir
 from ._manifest import FORMAT_VERSION, KEEP_LOG, QUARANTINE_SCHEMA, _Manifest
-
-if TYPE_CHECKING:
-    from ._store import Store
 
 
 def _by_partition(table: pa.Table) -> Iterator[tuple[tuple[str, str], pa.Table]]:
@@ -52,11 +50,58 @@ def _content_equal(a: pa.Table, b: pa.Table) -> np.ndarray:
     return eq
 
 
+class _Verified:
+    """The store's files as the manifest describes them: reads verified against the size and
+    sha256 the manifest records (a flipped bit is named damage, never read as data), and writes.
+    What a commit plan needs of a store, and no more."""
+
+    def __init__(self, files: _Files, uri: str) -> None:
+        self.files, self.uri = files, uri
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        self.files.write_bytes(rel, data)
+
+    def damaged(self, rel: str, problem: str, more: int = 0) -> StoreDamagedError:
+        also = f" (and {more} more)" if more else ""
+        return StoreDamagedError(
+            f"{self.uri}/{rel}: damaged store file: {problem}{also}; 'meta-study store check {self.uri}' "
+            "lists the damage, '--repair' sets the files aside and drops their rows (re-ingest to restore them)")
+
+    def read_file(self, entry: Mapping[str, Any], schema: pa.Schema | None) -> pa.Table:
+        """A file of the manifest, verified and parsed with ``schema``."""
+        for rel in (entry["path"], entry.get("staged")):
+            if not rel:
+                continue
+            try:
+                data = self.files.read_bytes(rel)
+            except FileNotFoundError:
+                continue
+            except (pa.ArrowException, OSError) as e:
+                raise self.damaged(rel, _first_line(e)) from None
+            if "bytes" in entry and len(data) != entry["bytes"]:
+                raise self.damaged(rel, f"{len(data)} bytes, the manifest says {entry['bytes']}")
+            if "sha256" in entry and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise self.damaged(rel, "its contents differ from what was written (sha256)")
+            try:
+                return _parse_parquet(data, schema)
+            except (pa.ArrowException, OSError, ValueError) as e:  # truncated, overwritten, not Parquet
+                raise self.damaged(rel, _first_line(e)) from None
+        raise FileNotFoundError(entry["path"])
+
+    def read_data(self, entry: Mapping[str, Any], file_schema: pa.Schema) -> pa.Table:
+        """A partition's rows: ``file_schema``'s columns, then the partition columns from the
+        manifest (files of format 2 hold them too, those of format 1 do not)."""
+        t = self.read_file(entry, file_schema)
+        for c in PARTITION:
+            t = t.append_column(SCHEMA.field(c), pa.array([entry[c]] * t.num_rows, pa.string()))
+        return t
+
+
 class _Plan:
     """The files one commit writes and the manifest it publishes."""
 
-    def __init__(self, store: Store, m: _Manifest, txn: str, now: _dt.datetime) -> None:
-        self.s, self.m, self.txn, self.now = store, m, txn, now
+    def __init__(self, files: _Verified, m: _Manifest, txn: str, now: _dt.datetime) -> None:
+        self.s, self.m, self.txn, self.now = files, m, txn, now
         self.data = {(e["us_task"], e["ds_task"]): e for e in m.data}
         self.quarantine = list(m.quarantine)
         self.state = dict(m.state)
@@ -68,7 +113,7 @@ class _Plan:
     def _stage(self, final_rel: str, table: pa.Table) -> dict[str, Any]:
         staged = f"_staging/{self.txn}/{final_rel}"
         data = _table_bytes(table)
-        self.s._f.write_bytes(staged, data)
+        self.s.write_bytes(staged, data)
         _failpoint("after_stage")
         # size: checked against one listing at every commit; sha256: by 'store check'
         return {"path": final_rel, "staged": staged, "rows": table.num_rows, "bytes": len(data),
@@ -94,7 +139,7 @@ class _Plan:
             old_e = self.data.get(part)
             old = None
             if old_e is not None:
-                old = self.s._read_data(old_e, FILE_SCHEMA).select(SCHEMA.names).cast(SCHEMA)
+                old = self.s.read_data(old_e, FILE_SCHEMA).select(SCHEMA.names).cast(SCHEMA)
             merged, c = self._merge_partition(old, rows, dels)
             for k in counts:
                 counts[k] += c[k]
@@ -119,7 +164,7 @@ class _Plan:
         """Rewrite every partition of a format-1 store in the current layout (its rows unchanged);
         the number of partitions rewritten. One commit, so plain readers never see a mix."""
         for part, old_e in sorted(self.data.items()):
-            rows = self.s._read_data(old_e, FILE_SCHEMA).select(SCHEMA.names).cast(SCHEMA)
+            rows = self.s.read_data(old_e, FILE_SCHEMA).select(SCHEMA.names).cast(SCHEMA)
             self.superseded.append(old_e["path"])
             self.data[part] = self._stage_partition(part, rows)
             self.partitions_written += 1
@@ -172,7 +217,7 @@ class _Plan:
             return 0
         seen: set[str] = set()
         for e in self.quarantine:
-            seen.update(self.s._read_file(e, pa.schema([QUARANTINE_SCHEMA.field("payload_hash")]))
+            seen.update(self.s.read_file(e, pa.schema([QUARANTINE_SCHEMA.field("payload_hash")]))
                         .column("payload_hash").to_pylist())
         fresh = q.filter(pa.array([h not in seen for h in q.column("payload_hash").to_pylist()]))
         if not fresh.num_rows:
@@ -186,7 +231,7 @@ class _Plan:
             safe = hashlib.sha1(name.encode()).hexdigest()[:16]  # names may hold URIs: never a path
             old = self.state.get(name)
             if old is not None:
-                prev = self.s._read_file(old, None)  # type: ignore[arg-type]
+                prev = self.s.read_file(old, None)  # type: ignore[arg-type]
                 if prev.equals(table.cast(prev.schema) if prev.schema.names == table.schema.names else table):
                     continue
                 self.superseded.append(old["path"])

@@ -65,13 +65,13 @@ import pyarrow.parquet as pq
 
 from ..errors import StoreConflictError, StoreDamagedError, StoreLockedError, UserError
 from ..schema import FILE_SCHEMA, GROUP, PARTITION, SCHEMA
-from ..validation import conform
 from ..keys import key_strings
+from ..validation import conform, dedupe_keys
 from ._files import _failpoint, _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_uri
 from ._lock import LockHolder, Notify, _lease_lock, _local_lock, break_lease, lease_holder, lease_seconds, local_holder
 from ._manifest import (FORMAT_VERSION, KEEP_LOG, KEEP_MANIFESTS, QUARANTINE_SCHEMA, CheckResult, CommitResult,
                         Damage, StoreSummary, _CorruptManifest, _Manifest, _quarantine_table)
-from ._merge import _by_partition, _Plan
+from ._merge import _by_partition, _Plan, _Verified
 
 Filter = Mapping[str, Any]
 
@@ -115,6 +115,7 @@ class Store:
         self.uri = display_uri(uri)   # what messages and provenance show; never holds a secret
         fs, root, local = _resolve(uri)
         self._f = _Files(fs, root, local, uri, self.uri)
+        self._v = _Verified(self._f, self.uri)
         self.lock_timeout_s = lock_timeout_s
         self.lease_s = lease_s
         self.notify = notify
@@ -230,32 +231,10 @@ class Store:
     # ---- reading ---------------------------------------------------------------------------
 
     def _damaged(self, rel: str, problem: str, more: int = 0) -> StoreDamagedError:
-        also = f" (and {more} more)" if more else ""
-        return StoreDamagedError(
-            f"{self.uri}/{rel}: damaged store file: {problem}{also}; 'meta-study store check {self.uri}' "
-            "lists the damage, '--repair' sets the files aside and drops their rows (re-ingest to restore them)")
+        return self._v.damaged(rel, problem, more)
 
     def _read_file(self, entry: Mapping[str, Any], schema: pa.Schema | None) -> pa.Table:
-        """A file of the manifest, verified against the size and sha256 it records (so a flipped
-        bit is named damage, never read as data) and parsed with ``schema``."""
-        for rel in (entry["path"], entry.get("staged")):
-            if not rel:
-                continue
-            try:
-                data = self._f.read_bytes(rel)
-            except FileNotFoundError:
-                continue
-            except (pa.ArrowException, OSError) as e:
-                raise self._damaged(rel, _first_line(e)) from None
-            if "bytes" in entry and len(data) != entry["bytes"]:
-                raise self._damaged(rel, f"{len(data)} bytes, the manifest says {entry['bytes']}")
-            if "sha256" in entry and hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                raise self._damaged(rel, "its contents differ from what was written (sha256)")
-            try:
-                return _parse_parquet(data, schema)
-            except (pa.ArrowException, OSError, ValueError) as e:  # truncated, overwritten, not Parquet
-                raise self._damaged(rel, _first_line(e)) from None
-        raise FileNotFoundError(entry["path"])
+        return self._v.read_file(entry, schema)
 
     def _with_retry(self, fn: Callable[[_Manifest], Any]) -> Any:
         # A concurrent writer may delete a file of the manifest we loaded after we loaded it;
@@ -276,12 +255,7 @@ class Store:
         raise RuntimeError(f"{self.uri}: files kept disappearing while reading ({last})")
 
     def _read_data(self, entry: Mapping[str, Any], file_schema: pa.Schema) -> pa.Table:
-        """A partition's rows: ``file_schema``'s columns, then the partition columns from the
-        manifest (files of format 2 hold them too, those of format 1 do not)."""
-        t = self._read_file(entry, file_schema)
-        for c in PARTITION:
-            t = t.append_column(SCHEMA.field(c), pa.array([entry[c]] * t.num_rows, pa.string()))
-        return t
+        return self._v.read_data(entry, file_schema)
 
     def read(self, filters: Filter | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         """Read rows of the latest committed version, as an Arrow table with :data:`SCHEMA`.
@@ -646,7 +620,7 @@ class Store:
         if m.version and m.format_version < FORMAT_VERSION:
             txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:12]}"
             try:
-                plan = _Plan(self, m, txn, now)
+                plan = _Plan(self._v, m, txn, now)
                 n = plan.upgrade_layout()
             except BaseException as e:
                 raise self._roll_back(m, txn, e) from None
@@ -688,7 +662,7 @@ class Store:
         if new is not None:
             keys = key_strings(new)
             if len(set(keys)) != len(keys):
-                raise ValueError("duplicate keys within one commit; deduplicate first (see ingest.dedupe_keys)")
+                raise ValueError("duplicate keys within one commit; deduplicate first (see validation.dedupe_keys)")
         q_new = _quarantine_table(quarantine, now) if quarantine is not None and len(quarantine) else None
 
         self.check_writable()
@@ -698,7 +672,7 @@ class Store:
                     m = self._begin(now)
                     txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:12]}"
                     try:
-                        plan = _Plan(self, m, txn, now)
+                        plan = _Plan(self._v, m, txn, now)
                         counts = plan.merge_data(new, delete_runs)
                         n_q = plan.add_quarantine(q_new)
                         plan.replace_state(state or {})
@@ -716,7 +690,6 @@ class Store:
         self,
         batches: Iterable[tuple[pa.Table | None, pd.DataFrame | None]],
         *,
-        dedupe: Callable[[pa.Table], tuple[pa.Table, pd.DataFrame]],
         quarantine: pd.DataFrame | None = None,
         state: Mapping[str, pa.Table] | None = None,
         operation: str = "write",
@@ -728,8 +701,8 @@ class Store:
         Each batch is ``(validated rows, rejected rows)``. While the batches arrive, each one's
         rows are split by partition and spilled to Parquet under the commit's staging directory
         (invisible to every reader, removed on any failure); then each touched partition is
-        merged on its own: its spilled rows are read back, ``dedupe`` collapses keys repeated
-        across batches (conflicts go to the quarantine), and the partition is upserted as
+        merged on its own: its spilled rows are read back, :func:`~meta_study.validation.dedupe_keys`
+        collapses keys repeated across batches (conflicts go to the quarantine), and the partition is upserted as
         :meth:`commit` does. Peak memory is one batch plus one partition, whatever the total.
         The batches are consumed once, so losing the race for a version (see :meth:`commit`)
         is a one-line :class:`StoreConflictError`: nothing was committed, run it again.
@@ -751,11 +724,11 @@ class Store:
                         rel = f"_staging/{txn}/spill/{hashlib.sha1(repr(part).encode()).hexdigest()[:16]}-{i:06d}.parquet"
                         self._f.write_bytes(rel, _table_bytes(rows))
                         spilled.setdefault(part, []).append(rel)
-                plan = _Plan(self, m, txn, now)
+                plan = _Plan(self._v, m, txn, now)
                 counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
                 for part in sorted(spilled):
                     new = pa.concat_tables([_parse_parquet(self._f.read_bytes(r), SCHEMA) for r in spilled[part]])
-                    new, conflicts = dedupe(new)
+                    new, conflicts = dedupe_keys(new)
                     if len(conflicts):
                         rejected.append(conflicts)
                     for k, v in plan.merge_data(new, ()).items():

@@ -190,6 +190,10 @@ class SweepOptions:
             raise UserError(f"--max-failures {self.max_failures}: must be >= 0")
 
 
+#: The dataclass's defaults, which the command line shows and uses (one place for each).
+_DEFAULTS = SweepOptions()
+
+
 def build_parser(spec: SweepSpec) -> argparse.ArgumentParser:
     """The arguments every sweep script takes."""
     p = argparse.ArgumentParser(prog=f"sweeps/{spec.name}.py", description=spec.doc.strip().splitlines()[0],
@@ -210,10 +214,12 @@ def build_parser(spec: SweepSpec) -> argparse.ArgumentParser:
     a("--gpus-per-trial", type=float, default=None, help="GPUs per trial (fractions allowed)")
     a("--cpus-per-trial", type=float, default=None,
       help="CPUs per trial (per Train worker with --workers-per-trial > 1); default 1")
-    a("--workers-per-trial", type=int, default=1, help="> 1: data-parallel Ray Train TorchTrainer per trial")
+    a("--workers-per-trial", type=int, default=_DEFAULTS.workers_per_trial,
+      help="> 1: data-parallel Ray Train TorchTrainer per trial")
     a("--torch-trainer", action="store_true", help="a Ray Train TorchTrainer per trial even with one worker")
     a("--max-concurrent", type=int, default=None, help="trials running at once")
-    a("--max-failures", type=int, default=2, help="restarts of a crashed trial from its last checkpoint")
+    a("--max-failures", type=int, default=_DEFAULTS.max_failures,
+      help="restarts of a crashed trial from its last checkpoint")
     a("--us-task", default=None, help="upstream task (default: the procedural synth_us)")
     a("--ds-task", action="append", default=None, help="downstream task (repeatable; default: the procedural suite)")
     a("--dataset", action="append", default=[], metavar="NAME=imagefolder:PATH|parquet:TRAIN[,TEST]",
