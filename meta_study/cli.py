@@ -664,6 +664,12 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
     from .analysis.sensitivity import SensitivityOptions
     from .refit import RefitConfig, parse_every, refit as run_refit
 
+    from .mlflow_client import refuse_credentials
+
+    if tracking_uri:   # named by where it came from; the message never repeats the credentials
+        source = click.get_current_context().get_parameter_source("tracking_uri")
+        refuse_credentials(tracking_uri, "MLFLOW_TRACKING_URI" if source == click.core.ParameterSource.ENVIRONMENT
+                           else "--tracking-uri")
     period = parse_every(every) if every else None
     fit_opts = _fit_opts(payoff_threshold=threshold, **kw)
     if trials < 1 or samples < 10:
@@ -697,6 +703,9 @@ def _echo_refit(res: Any) -> None:
         click.echo(f"report: {res.version_dir}/index.html")
         if res.mlflow_run_id:
             click.echo(f"mlflow run: {res.mlflow_run_id}")
+    elif res.status == "published":
+        click.echo(f"refit: published: {res.message} -> {res.version_dir} ({res.seconds:.1f} s)")
+        click.echo(f"mlflow run: {res.mlflow_run_id}")
     else:
         click.echo(f"refit: {res.status}: {res.message} ({res.seconds:.1f} s)")
 

@@ -15,6 +15,18 @@ import os
 from typing import Any
 
 
+def refuse_credentials(tracking_uri: str, where: str = "--tracking-uri") -> None:
+    """UserError, in one line that does not repeat them, for a tracking URI with credentials in it
+    (user info, or a token or password in its query): they would reach process lists, logs,
+    records and tracebacks. ``where`` names where the URI came from."""
+    from .errors import UserError
+    from .ingest.mlflow_runs import has_credentials, safe_uri
+
+    if has_credentials(tracking_uri):
+        raise UserError(f"{where} {safe_uri(tracking_uri)}: credentials in the tracking URI are refused; set "
+                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
+
+
 def mlflow_client(tracking_uri: str) -> Any:
     """``MlflowClient(tracking_uri)`` with telemetry off by default (see the module doc)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
