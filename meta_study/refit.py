@@ -38,6 +38,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -250,7 +251,13 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            info = _analyze(cfg, store, groups, changed, prev_dir, tmp, stamp, fps, progress)
+            with warnings.catch_warnings():
+                # matplotlib's layout warnings (a legend or labels that do not fit: the figure is
+                # drawn anyway) are about looks, not results; they leaked into cron logs
+                warnings.filterwarnings("ignore", category=UserWarning,
+                                        message=r"(Tight layout not applied|This figure includes Axes that are not "
+                                                r"compatible with tight_layout|constrained_layout not applied)")
+                info = _analyze(cfg, store, groups, changed, prev_dir, tmp, stamp, fps, progress)
             res.unfittable = info["unfittable"]
             os.replace(tmp, final)
         except BaseException:
