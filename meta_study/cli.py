@@ -808,10 +808,10 @@ def _echo_refit(res: Any) -> None:
             click.echo(f"  could not fit: {u}")
         click.echo(f"report: {res.version_dir}/index.html")
         if res.mlflow_run_id:
-            click.echo(f"mlflow run: {res.mlflow_run_id}")
+            click.echo(f"mlflow run: {res.mlflow_run_id}" + (f" ({res.mlflow_url})" if res.mlflow_url else ""))
     elif res.status == "published":
         click.echo(f"refit: published: {res.message} -> {res.version_dir} ({res.seconds:.1f} s)")
-        click.echo(f"mlflow run: {res.mlflow_run_id}")
+        click.echo(f"mlflow run: {res.mlflow_run_id}" + (f" ({res.mlflow_url})" if res.mlflow_url else ""))
     else:
         click.echo(f"refit: {res.status}: {res.message} ({res.seconds:.1f} s)")
 

@@ -101,6 +101,7 @@ class RefitResult:
     unfittable: list[str] = field(default_factory=list)
     ingest_lines: list[str] = field(default_factory=list)
     mlflow_run_id: str | None = None
+    mlflow_url: str | None = None       # the run in the MLflow UI (http(s) tracking URIs)
     seconds: float = 0.0
     message: str = ""
 
@@ -237,6 +238,7 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
                 close_abandoned_runs(cfg, prev_dir.name)
                 return RefitResult(status="published", version_dir=str(prev_dir), unchanged=len(groups),
                                    ingest_lines=res.ingest_lines, mlflow_run_id=rid,
+                                   mlflow_url=published_url(cfg, prev_dir.name),
                                    seconds=time.perf_counter() - t0,
                                    message=f"nothing changed since the refit of {prev.get('time')}, which an "
                                            f"earlier run had left unpublished: published it now")
@@ -267,6 +269,7 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
         res.version_dir = str(final)
         if cfg.tracking_uri:
             res.mlflow_run_id = publish_to_mlflow(cfg, final, info)
+            res.mlflow_url = published_url(cfg, final.name)
             close_abandoned_runs(cfg, final.name)
     res.seconds = time.perf_counter() - t0
     return res
@@ -464,6 +467,16 @@ def _write_ledger(path: Path, entry: dict[str, Any]) -> None:
 def is_published(cfg: RefitConfig, stamp: str) -> bool:
     """Whether version ``stamp`` of OUT is published to the refit's tracking URI and experiment."""
     return _read_ledger(_ledger_path(cfg, stamp)).get("status") == "published"
+
+
+def published_url(cfg: RefitConfig, stamp: str) -> str | None:
+    """The MLflow UI address of version ``stamp``'s run (None for a tracking URI with no UI)."""
+    from .mlflow_client import experiment_url
+
+    entry = _read_ledger(_ledger_path(cfg, stamp))
+    if not cfg.tracking_uri or not entry.get("run_id"):
+        return None
+    return experiment_url(cfg.tracking_uri, entry["experiment_id"], entry["run_id"])
 
 
 def close_abandoned_runs(cfg: RefitConfig, latest: str) -> list[str]:

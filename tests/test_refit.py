@@ -94,6 +94,9 @@ def test_refit_publishes_one_mlflow_run(tmp_path, mlflow_server):
     assert e.tags.get("mlflow.experimentKind") == "custom_model_development"   # the UI lists its runs
     runs = client.search_runs([e.experiment_id])
     assert len(runs) == 1 and runs[0].info.run_id == r.mlflow_run_id and runs[0].info.status == "FINISHED"
+    # the address the CLI prints opens the run in the UI's model-training view (tests/test_mlflow_ui.py)
+    assert r.mlflow_url == f"{mlflow_server.uri}/#/experiments/{e.experiment_id}/runs/{r.mlflow_run_id}" \
+                           "?workflowType=machine_learning"
     run = runs[0]
     assert run.data.params["store"] == s.uri and run.data.params["n_groups"] == "3"
     info = json.loads((Path(r.version_dir) / "refit.json").read_text())
@@ -154,7 +157,7 @@ def test_cli_refit_and_report(tmp_path):
     r = run_cli("report", s.uri, "--out", str(tmp_path / "rep"), "--serial", "--trials", "2", "--samples", "20")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "rep" / "index.html").exists()
-    bad = run_cli("refit", "--store", s.uri, "--every", "soon")
+    bad = run_cli("refit", "--store", s.uri, "--every", "soon", cwd=tmp_path)   # its default --out is made there
     assert bad.returncode == 2 and "--every" in bad.stderr
 
 

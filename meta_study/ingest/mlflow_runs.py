@@ -365,6 +365,8 @@ def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str],
         if rec.tags.get("meta_study.role") == "refit" or "meta_study.refit" in rec.tags:
             stats[REFIT_STAT] += 1       # a refit's published results, never its input
             continue
+        if rec.tags.get("meta_study.role") == "sweep":
+            continue                     # a sweep's parent: its summary metrics (best/...) are not points
         fp = run_fingerprint(rec)
         prev = state.get(rec.run_id)
         if prev is not None and prev[3] == fp:
