@@ -235,7 +235,6 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
             if cfg.tracking_uri and not is_published(cfg, prev_dir.name):
                 # an earlier refit wrote this version but was killed or failed before publishing it
                 rid = publish_to_mlflow(cfg, prev_dir, prev)
-                close_abandoned_runs(cfg, prev_dir.name)
                 return RefitResult(status="published", version_dir=str(prev_dir), unchanged=len(groups),
                                    ingest_lines=res.ingest_lines, mlflow_run_id=rid,
                                    mlflow_url=published_url(cfg, prev_dir.name),
@@ -270,7 +269,6 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
         if cfg.tracking_uri:
             res.mlflow_run_id = publish_to_mlflow(cfg, final, info)
             res.mlflow_url = published_url(cfg, final.name)
-            close_abandoned_runs(cfg, final.name)
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -512,7 +510,8 @@ def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any])
     directory as artifacts. Exactly once per version, tracking URI and experiment: OUT/published/
     records the run as soon as it exists and when it is complete, so a publish that was killed
     or failed is finished by the next refit, in the same run (every value is logged again
-    identically: the metrics carry the version's time as their timestamp).
+    identically: the metrics carry the version's time as their timestamp). Then ends the runs of
+    versions this one replaced that were left RUNNING (:func:`close_abandoned_runs`).
 
     Raises:
         UserError: one line naming the version and the server (without credentials) if publishing failed.
@@ -524,7 +523,9 @@ def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any])
     ledger = _ledger_path(cfg, stamp)
     try:
         with _http_settings(PUBLISH_RETRIES, PUBLISH_TIMEOUT_S):
-            return _publish(cfg, version_dir, info, ledger)
+            rid = _publish(cfg, version_dir, info, ledger)
+            close_abandoned_runs(cfg, stamp)
+            return rid
     except Exception as e:  # noqa: BLE001 - the version is safe on disk; the next refit publishes it
         raise UserError(f"refit {stamp}: publishing to {safe_uri(cfg.tracking_uri)} failed "
                         f"({_one_line(e, cfg.tracking_uri)}); the results are in {version_dir}, and the next "

@@ -437,7 +437,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     p = plan_sweep(spec, o)
     from ray import tune
 
-    from ..ray_session import start_or_connect
+    from ..ray_session import own_ray_requested, start_or_connect
     from .tracking import MlflowSweepCallback
     from .trial import train_trial
 
@@ -451,7 +451,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
             logging.getLogger(name).setLevel(logging.ERROR)
     if p.tracking.startswith("sqlite:///"):
         Path(p.tracking[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    private = not (o.address != "local" and (o.address or os.environ.get("RAY_ADDRESS")))
+    private = own_ray_requested(o.address)
     start_or_connect(o.address, log_to_driver=bool(os.environ.get("META_STUDY_TRIAL_LOGS")))
     if not private:      # a Ray of our own is this machine: its workers share our disk and environment
         check_storage_on_nodes(p.storage)
