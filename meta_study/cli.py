@@ -630,7 +630,8 @@ def sensitivity(store_uri: str, out_dir: str, sizes: str | None, trials: int, re
     """Sample-size sensitivity of every frontier's fit.
 
     Fits Eq. 1 to every frontier estimator on random subsamples of each group, and prints per
-    frontier the median prediction error at each group's smallest and full sample. Writes DIR/sensitivity.parquet (one row per group x n x trial x frontier),
+    frontier the median prediction error at each group's smallest and full sample. Writes
+    DIR/sensitivity.parquet (one row per group x n x trial x frontier),
     DIR/sensitivity_summary.parquet and the figure DIR/figures/sensitivity.png.
     """
     from .analysis.results import AnalysisOptions

@@ -217,7 +217,10 @@ def _start_own(ray: Any, num_cpus: int | None, kwargs: dict[str, Any]) -> None:
     node = getattr(ray._private.worker, "_global_node", None)   # no public API names the session dir
     session = node.get_session_dir_path() if node is not None else None
     if session:
-        os.write(_watchdog["pipe"], os.fsencode(session) + b"\n")
+        try:
+            os.write(_watchdog["pipe"], os.fsencode(session) + b"\n")
+        except OSError:         # the watchdog is gone (killed by someone): Ray's own fate sharing remains
+            pass
 
 
 def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:

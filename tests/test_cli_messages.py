@@ -4,7 +4,6 @@ outputs git-ignored, and a refit that never reads its own published runs."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
