@@ -18,6 +18,11 @@ from . import defaults as D
 from .errors import OptionError, UserError
 
 
+#: Where the Ray commands' Ray comes from (meta_study/ray_session.py; docs/cluster.md says the same).
+D_ADDRESS_HELP = ("Ray cluster to join: host:port, ray://host:port or auto (default: $RAY_ADDRESS if set, else a "
+                  "Ray of its own on this machine, as with 'local').")
+
+
 def _fail(msg: str) -> None:
     raise UserError(msg)
 
@@ -43,24 +48,48 @@ def _out_dir(ctx: Any, param: Any, value: str | None) -> str | None:
 
 
 @contextmanager
-def progress_bar(enabled: bool = True) -> Iterator[Any]:
-    """A rich progress bar on stderr as a ``progress(description, completed, total)`` callback."""
+def progress_bar(enabled: bool = True, *, clock: Any = None) -> Iterator[Any]:
+    """A rich progress bar on stderr as a ``progress(description, completed, total)`` callback.
+
+    Without a terminal (CI logs, cron) it prints plain lines instead: at most one every 10 s, none
+    for an operation that finishes within 2 s (a quick failure stays a one-line error), and, for
+    every operation it printed a line for, a last line with its final count (``sensitivity: 5/5``,
+    not the ``0/5`` of the line before), when it completes, when the next operation starts or at
+    the end. ``clock``: seconds, for tests (default: ``time.monotonic``).
+    """
     if not enabled or not sys.stderr.isatty():
         import time
 
-        start = time.monotonic()
-        last: dict[str, float] = {}
+        now_s = clock or time.monotonic
+        start = now_s()
+        printed: set[str] = set()              # operations that got a line
+        state: dict[str, Any] = {"last": -1e9, "pending": None}
+
+        def emit(description: str, completed: int, total: int | None, at: float) -> None:
+            of = f"/{total}" if total else ""
+            click.echo(f"  {description}: {completed}{of} ({at - start:.0f} s)", err=True)
+            printed.add(description)
+            state["pending"] = None
+
+        def flush() -> None:
+            if state["pending"] is not None and state["pending"][0] in printed:
+                emit(*state["pending"])
 
         def plain(description: str, completed: int, total: int | None) -> None:
-            # Without a terminal (CI logs, cron): a line at most every 10 s, and none for an
-            # operation that finishes within 2 s, so a quick failure stays a one-line error.
-            now = time.monotonic()
-            if not enabled or now - start < 2 or now - last.get("t", -1e9) < 10:
+            if not enabled:
                 return
-            last["t"] = now
-            of = f"/{total}" if total else ""
-            click.echo(f"  {description}: {completed}{of} ({now - start:.0f} s)", err=True)
+            now = now_s()
+            if state["pending"] is not None and state["pending"][0] != description:
+                flush()                        # the last operation's final count, before the next one
+            state["pending"] = (description, completed, total, now)
+            final = total is not None and completed >= total
+            if now - start < 2:
+                return
+            if now - state["last"] >= 10 or (final and description in printed):
+                state["last"] = now
+                emit(description, completed, total, now)
         yield plain
+        flush()
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -354,7 +383,8 @@ def _fit_options(f: Any) -> Any:
                      help="Frontier estimators (default: all of vertices, hull-curve, bins, hull-curve-upper, "
                           "bins-upper, all)."),
         click.option("--tolerance", type=float, default=100 * D.TOLERANCE, show_default=True,
-                     help="Back-test RMSE (accuracy points) above which a headline is not trusted."),
+                     help="Back-test RMSE in accuracy points (3 = 3 points) above which a headline is not "
+                          "trusted; values below 0.5 look like fractions and are refused."),
         click.option("--ds-target", type=float, default=None, metavar="ACC",
                      help="A DS accuracy (fraction); the headline then says what US accuracy reaches it."),
     ]):
@@ -379,6 +409,10 @@ def _names(option: str, text: str | None, registry: Any) -> tuple[str, ...]:
     return names
 
 
+#: --tolerance below this many points looks like a fraction (0.03 for 3 points) and is refused.
+MIN_TOLERANCE_PT = 0.5
+
+
 def _fit_opts(holdout_quantile: float, holdout_above: float | None, loss: str, alpha_max: float,
               nondecreasing: bool, laws: str | None = None, frontiers: str | None = None,
               tolerance: float = 100 * D.TOLERANCE, ds_target: float | None = None,
@@ -388,6 +422,10 @@ def _fit_opts(holdout_quantile: float, holdout_above: float | None, loss: str, a
              "alpha_max": ("--alpha-max", 1.0, ""), "tolerance": ("--tolerance", 100.0, "in accuracy points, "),
              "ds_target": ("--ds-target", 1.0, "a DS accuracy (fraction) "),
              "payoff_threshold": ("--threshold", 1.0, "DS points per US point ")}
+    if 0 < tolerance < MIN_TOLERANCE_PT:
+        raise UserError(f"--tolerance {tolerance:g}: the tolerance is in accuracy points (3 = a back-test RMSE of "
+                        f"3 points), not a fraction, and at least {MIN_TOLERANCE_PT:g}; did you mean "
+                        f"{100 * tolerance:g}?")
     try:
         return _build_fit_opts(holdout_quantile, holdout_above, loss, alpha_max, nondecreasing, laws, frontiers,
                                tolerance, ds_target, payoff_threshold)
@@ -497,6 +535,66 @@ def fit(store_uri: str, out_dir: str, no_figures: bool, max_group_figures: int, 
     _report_outputs(out, out_dir)
 
 
+#: Groups a command lists one line each for at most (the table has them all).
+MAX_GROUP_LINES = 20
+
+
+def _group_label(r: Any) -> str:
+    import pandas as pd
+
+    shots = "" if r.shots is pd.NA or pd.isna(r.shots) else f", {int(r.shots)}-shot"
+    return f"{r.us_task} -> {r.ds_task} ({r.eval_protocol}{shots})"
+
+
+def sensitivity_lines(table: Any) -> list[str]:
+    """Per frontier: the median over groups of the mean prediction error (points) at each group's
+    smallest sample and at its full sample."""
+    import numpy as np
+
+    keys = ["us_task", "ds_task", "eval_protocol", "shots"]
+    per = table.groupby([*keys, "frontier", "n"], dropna=False)["pred_err"].mean().reset_index()
+
+    def pt(values: Any) -> str:
+        v = np.asarray(values, dtype=float)
+        return f"{100 * float(np.median(v[np.isfinite(v)])):.1f} pt" if np.isfinite(v).any() else "no fit"
+
+    lines = ["prediction error (RMSE; median over groups) at each group's smallest and full sample:"]
+    for frontier, f in per.groupby("frontier", sort=False):
+        by = f.groupby(keys, dropna=False)["n"]
+        small, full = f[f["n"] == by.transform("min")], f[f["n"] == by.transform("max")]
+        lo, hi = int(small["n"].min()), int(small["n"].max())
+        lines.append(f"  {frontier}: {pt(small['pred_err'])} at n={lo}{'' if lo == hi else f'..{hi}'}, "
+                     f"{pt(full['pred_err'])} at the full sample")
+    return lines
+
+
+def bootstrap_lines(table: Any, alpha_max: float) -> list[str]:
+    """Per group (the first ``MAX_GROUP_LINES``): alpha on each frontier with its interval, and
+    whether the estimate, or an end of the interval, sits on alpha's bound ``alpha_max``."""
+    import math
+
+    def at_bound(v: float) -> bool:
+        return math.isfinite(v) and abs(v - alpha_max) <= 1e-6 * max(1.0, alpha_max)
+
+    def one(frontier: str, est: float, lo: float, hi: float) -> str:
+        text = f"{frontier} " + ("no fit" if not math.isfinite(est) else f"{est:.3g} [{lo:.3g}, {hi:.3g}]")
+        if at_bound(est):
+            return text + f" at its bound {alpha_max:g}"
+        return text + (f" (interval reaches its bound {alpha_max:g})" if at_bound(lo) or at_bound(hi) else "")
+
+    alpha = table[table["param"] == "alpha"]
+    keys = ["us_task", "ds_task", "eval_protocol", "shots"]
+    groups = list(alpha.groupby(keys, dropna=False, sort=False))
+    level = f" {100 * float(alpha['level'].iloc[0]):g}%" if len(alpha) else ""
+    lines = [f"alpha with its{level} interval:"]
+    for _, g in groups[:MAX_GROUP_LINES]:
+        parts = [one(r.frontier, float(r.estimate), float(r.lo), float(r.hi)) for r in g.itertuples()]
+        lines.append(f"  {_group_label(g.iloc[0])}: {'; '.join(parts)}")
+    if len(groups) > MAX_GROUP_LINES:
+        lines.append(f"  ... and {len(groups) - MAX_GROUP_LINES} more groups (bootstrap.parquet has them all)")
+    return lines
+
+
 def _parse_sizes(sizes: str | None) -> tuple[int, ...] | None:
     if not sizes:
         return None
@@ -518,15 +616,17 @@ def _parse_sizes(sizes: str | None) -> tuple[int, ...] | None:
 @click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, help="Draws per sample size.")
 @click.option("--bootstrap", "replace", is_flag=True, help="Draw with replacement instead of without.")
 @click.option("--seed", default=0, show_default=True, help="Master seed; results are deterministic for a seed.")
-@click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
-@click.option("--workers", type=int, default=None, help="Ray workers for a local Ray (default: all CPUs).")
+@click.option("--address", default=None, help=D_ADDRESS_HELP)
+@click.option("--workers", type=int, default=None, help="Ray workers for a Ray of its own (default: all CPUs).")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
 @click.option("--no-figures", is_flag=True, help="Tables only.")
 def sensitivity(store_uri: str, out_dir: str, sizes: str | None, trials: int, replace: bool, seed: int,
                 address: str | None, workers: int | None, serial: bool, no_figures: bool, **kw: Any) -> None:
-    """Sample-size sensitivity: fit Eq. 1 to every frontier estimator on random subsamples of each group.
+    """Sample-size sensitivity of every frontier's fit.
 
-    Writes DIR/sensitivity.parquet (one row per group x n x trial x frontier),
+    Fits Eq. 1 to every frontier estimator on random subsamples of each group, and prints per
+    frontier the median prediction error at each group's smallest and full sample. Writes
+    DIR/sensitivity.parquet (one row per group x n x trial x frontier),
     DIR/sensitivity_summary.parquet and the figure DIR/figures/sensitivity.png.
     """
     from .analysis.results import AnalysisOptions
@@ -546,6 +646,8 @@ def sensitivity(store_uri: str, out_dir: str, sizes: str | None, trials: int, re
     if table.empty:
         _fail(f"{store_uri}: no groups with at least 3 points match the selection")
     click.echo(f"{len(table)} fits over {table.groupby(['us_task', 'ds_task', 'eval_protocol', 'shots'], dropna=False).ngroups} groups")
+    for line in sensitivity_lines(table):
+        click.echo(line)
     _report_outputs(out, out_dir)
 
 
@@ -557,14 +659,17 @@ def sensitivity(store_uri: str, out_dir: str, sizes: str | None, trials: int, re
 @click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
 @click.option("--level", default=D.BOOTSTRAP_LEVEL, show_default=True, help="Confidence level of the percentile intervals.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
-@click.option("--workers", type=int, default=None, help="Ray workers for a local Ray (default: all CPUs).")
+@click.option("--address", default=None, help=D_ADDRESS_HELP)
+@click.option("--workers", type=int, default=None, help="Ray workers for a Ray of its own (default: all CPUs).")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
 def bootstrap_cmd(store_uri: str, out_dir: str, samples: int, level: float, seed: int, address: str | None,
                   workers: int | None, serial: bool, **kw: Any) -> None:
-    """Bootstrap confidence intervals for Eq. 1's k, alpha, e_IR and saturation (hull vertices and all points).
+    """Bootstrap confidence intervals of the law's parameters.
 
-    Writes DIR/bootstrap.parquet: one row per group x frontier x parameter.
+    Resamples each group's points and refits Eq. 1 for k, alpha, e_IR and saturation (on the hull
+    vertices and on all points), and prints per group alpha with its interval, saying when an end
+    sits on alpha's bound (--alpha-max). Writes DIR/bootstrap.parquet: one row per group x
+    frontier x parameter.
     """
     from .analysis.results import AnalysisOptions
     from .analysis.bootstrap import BootstrapOptions
@@ -583,6 +688,8 @@ def bootstrap_cmd(store_uri: str, out_dir: str, samples: int, level: float, seed
     table = a.bootstrap
     if table.empty:
         _fail(f"{store_uri}: no groups with at least 3 points match the selection")
+    for line in bootstrap_lines(table, fo.alpha_max):
+        click.echo(line)
     _report_outputs(out, out_dir)
 
 
@@ -641,8 +748,8 @@ def _why_no_shot_tables(groups: Any) -> str:
 @click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
 @click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True,
               help="'Scaling stops paying' where +1 US point buys fewer DS points than this.")
-@click.option("--address", default=None, help="Ray cluster address (default: a local Ray).")
-@click.option("--workers", type=int, default=None, help="Ray workers for a local Ray.")
+@click.option("--address", default=None, help=D_ADDRESS_HELP)
+@click.option("--workers", type=int, default=None, help="Ray workers for a Ray of its own (default: all CPUs).")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
 def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, sources_file: str | None,
           tracking_uri: str | None, experiment: str, out_dir: str, every: str | None, trials: int, samples: int,
@@ -659,6 +766,12 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
     from .analysis.sensitivity import SensitivityOptions
     from .refit import RefitConfig, parse_every, refit as run_refit
 
+    from .mlflow_client import refuse_credentials
+
+    if tracking_uri:   # named by where it came from; the message never repeats the credentials
+        source = click.get_current_context().get_parameter_source("tracking_uri")
+        refuse_credentials(tracking_uri, "MLFLOW_TRACKING_URI" if source == click.core.ParameterSource.ENVIRONMENT
+                           else "--tracking-uri")
     period = parse_every(every) if every else None
     fit_opts = _fit_opts(payoff_threshold=threshold, **kw)
     if trials < 1 or samples < 10:
@@ -691,7 +804,10 @@ def _echo_refit(res: Any) -> None:
             click.echo(f"  could not fit: {u}")
         click.echo(f"report: {res.version_dir}/index.html")
         if res.mlflow_run_id:
-            click.echo(f"mlflow run: {res.mlflow_run_id}")
+            click.echo(f"mlflow run: {res.mlflow_run_id}" + (f" ({res.mlflow_url})" if res.mlflow_url else ""))
+    elif res.status == "published":
+        click.echo(f"refit: published: {res.message} -> {res.version_dir} ({res.seconds:.1f} s)")
+        click.echo(f"mlflow run: {res.mlflow_run_id}" + (f" ({res.mlflow_url})" if res.mlflow_url else ""))
     else:
         click.echo(f"refit: {res.status}: {res.message} ({res.seconds:.1f} s)")
 

@@ -134,8 +134,17 @@ def run_demo(workdir: str = "meta-study-demo", *, synthetic: bool = False, seria
     log(f"done in {out.seconds:.0f} s. Everything is under {wd}:")
     log(f"  report     {report}")
     log(f"  store      {store}   (pandas.read_parquet works on it)")
-    log(f"  MLflow UI  mlflow ui --backend-store-uri {tracking} --port 5000   then http://127.0.0.1:5000")
+    log(f"  MLflow UI  mlflow ui --backend-store-uri {tracking} --port 5000   then {_ui_url(tracking, experiment)}")
     return out
+
+
+def _ui_url(tracking: str, experiment: str) -> str:
+    """The local MLflow UI's address of the demo's runs, in its model-training view."""
+    from .mlflow_client import experiment_url, mlflow_client
+
+    exp = mlflow_client(tracking).get_experiment_by_name(experiment)
+    ui = "http://127.0.0.1:5000"
+    return (experiment_url(tracking, exp.experiment_id, ui=ui) or ui) if exp is not None else ui
 
 
 class _Steps:

@@ -1,5 +1,6 @@
 """MLflow helpers every part shares (sweeps, the demo, refits), with meta-study's defaults: one
-client, where a sqlite store keeps artifacts, and experiments tagged as model training. Nothing
+client, where a sqlite store keeps artifacts, experiments tagged as model training, and UI
+addresses that open on their runs (:func:`experiment_url`). Nothing
 here imports Ray, so the core install (no ``ray[tune]``) publishes refits too.
 
 MLflow 3 sends usage telemetry from a background thread, and that thread sets and unsets an
@@ -13,6 +14,18 @@ from __future__ import annotations
 
 import os
 from typing import Any
+
+
+def refuse_credentials(tracking_uri: str, where: str = "--tracking-uri") -> None:
+    """UserError, in one line that does not repeat them, for a tracking URI with credentials in it
+    (user info, or a token or password in its query): they would reach process lists, logs,
+    records and tracebacks. ``where`` names where the URI came from."""
+    from .errors import UserError
+    from .ingest.mlflow_runs import has_credentials, safe_uri
+
+    if has_credentials(tracking_uri):
+        raise UserError(f"{where} {safe_uri(tracking_uri)}: credentials in the tracking URI are refused; set "
+                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
 
 
 def mlflow_client(tracking_uri: str) -> Any:
@@ -38,10 +51,32 @@ def artifact_location(tracking_uri: str, name: str) -> str | None:
     return None
 
 
-#: MLflow 3 opens an experiment without this tag in its GenAI view (traces, token usage, "no
-#: data"); this value marks a model-training experiment, whose runs the UI then lists.
+#: The experiment kind MLflow 2.22-3.x reads from an experiment's tags; meta-study's experiments
+#: are model training. MLflow 3.17's UI ignores it (see :func:`experiment_url`) but keeps it, and
+#: other versions and tools read it.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+#: The UI's query parameter that picks its "Model training" view. MLflow 3.17's UI chooses the
+#: view of every experiment from one browser-wide switch ("GenAI" / "Model training" at the top of
+#: its sidebar, default GenAI, remembered in the browser's localStorage) or from this parameter,
+#: and no longer from the experiment's tag: without it an experiment opens on the GenAI overview
+#: (traces, token usage: all empty) and a sweep's parent run sits under "Evaluation runs".
+#: Measured in Chromium against `mlflow server` 3.17.2 (tests/test_mlflow_ui.py).
+UI_VIEW = "workflowType=machine_learning"
+
+
+def experiment_url(tracking_uri: str, experiment_id: str, run_id: str | None = None, *,
+                   ui: str | None = None) -> str | None:
+    """The MLflow UI address of an experiment's runs (or of one run), in the UI's model-training
+    view. ``ui``: the UI's base address when the tracking URI is not one (a sqlite file browsed
+    with ``mlflow ui``); None when there is no UI to name. Never holds credentials."""
+    from .ingest.mlflow_runs import safe_uri
+
+    base = ui or (safe_uri(tracking_uri) if tracking_uri.startswith(("http://", "https://")) else None)
+    if base is None:
+        return None
+    page = f"experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+    return f"{base.rstrip('/')}/#/{page}?{UI_VIEW}"
 
 
 def get_or_create_experiment(client: Any, tracking_uri: str, name: str) -> str:

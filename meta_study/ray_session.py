@@ -1,30 +1,149 @@
 """Where meta-study's Ray comes from: a cluster the user names, or a private one of its own.
 
-Every entry point (the analysis fan-out, sweeps, the demo) starts Ray through :func:`start_or_connect`:
+Every entry point (the analysis fan-out, sweeps, the demo) starts Ray through :func:`start_or_connect`.
+The rule, the same for every command (``--help`` and docs/cluster.md say it too):
 
-- ``address`` (``auto``, ``host:6379``, ``ray://host:10001``) or ``$RAY_ADDRESS`` (what
-  ``ray job submit`` and ``cluster/local-up.sh`` export): connect to that cluster; its CPUs and
-  its authentication are its own.
-- Otherwise, or with ``address="local"``: start a Ray of our own. Never a plain ``ray.init()``,
+- ``address`` (``auto``, ``host:6379``, ``ray://host:10001``), else ``$RAY_ADDRESS`` (what
+  ``ray job submit`` and ``cluster/local-up.sh`` export): join that cluster; its CPUs and its
+  authentication are its own. An address nothing answers at fails in one line within seconds
+  (:func:`check_address`), never Ray's minutes of "Failed to connect to GCS" retries.
+- ``address="local"``, or neither given: start a Ray of our own. Never a plain ``ray.init()``,
   which would join a cluster that ``ray start`` recorded in Ray's temp directory (and then refuse
   ``num_cpus``).
 
-The Ray we start takes only clients that hold a token. Ray 2.60 binds its GCS and raylet gRPC
-servers to all interfaces whatever node address it is given (measured with ``ss -ltnp``: GCS,
-raylet and workers on ``*``; ``_node_ip_address="127.0.0.1"`` is not honoured for them, and Ray's
-change to bind servers to the node IP, PR #59852, was reverted in #60003), so the port is
-reachable from the network and the token is what keeps strangers out. Ray's own default token
-file (``~/.ray/auth_token``) is created world-readable (0644); ours is a fresh random token per
-process, in the environment only (``/proc/<pid>/environ`` is readable by its owner alone), which
-Ray's processes inherit. A token the user set (``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``) is
-used instead.
+The Ray we start is private to this process and dies with it:
+
+- **Loopback only.** Its node address is 127.0.0.1, so every server it runs (GCS, raylet, workers,
+  agents, the dashboard's API server) listens on 127.0.0.1 alone (measured with ``ss -ltnp``).
+  With Ray's default node address (the machine's outgoing IP) the gRPC servers listened on all
+  interfaces and the per-node agent served an unauthenticated Prometheus ``/metrics`` on 0.0.0.0.
+  Ray turns ``127.0.0.1`` given as ``_node_ip_address`` back into the outgoing IP unless its
+  "single-machine" switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read once at import) is off,
+  so :func:`_loopback_node` sets both the variable and the constant.
+- **Nothing the analysis does not use.** Metrics collection (the agents' Prometheus exporter) and
+  usage statistics are off, the dashboard is not included. Two loopback-only Prometheus endpoints
+  remain, which Ray offers no switch for: the dashboard head's (port 44227) and the autoscaler
+  monitor's (44217).
+- **A token.** It takes only clients that hold a fresh random token (256 bits, in the environment
+  only: ``/proc/<pid>/environ`` is readable by its owner alone), which Ray's processes inherit.
+  Ray's own default token file (``~/.ray/auth_token``) is created world-readable (0644). A token
+  the user set (``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``) is used instead.
+- **It dies with the driver.** Ray's own fate sharing ends GCS, raylet and workers within seconds
+  of a SIGKILLed driver, but its dashboard and runtime-env agents kept listening for 60 s and more
+  (measured: they wait on a GCS that is gone). Every process this Ray starts carries a marker in
+  its environment (``META_STUDY_RAY_SESSION``); a watchdog process waits on a pipe from the driver,
+  and when the pipe closes (the driver exited or was killed) it SIGKILLs every process that carries
+  the marker. It costs one idle Python process (~10 MB) and no CPU while the driver lives.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-from typing import Any, Mapping
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Iterator, Mapping
+
+from .errors import UserError
+
+#: The environment variable that marks every process of the Ray this process started.
+SESSION_MARK = "META_STUDY_RAY_SESSION"
+#: Seconds to wait for a TCP connection to a named cluster before calling it unreachable.
+CONNECT_TIMEOUT_S = 5.0
+
+# The watchdog: reads its stdin (a pipe whose only writer is the driver: the session directories
+# of the Rays it started, one a line) until EOF, then kills every process of those Rays until none
+# is left (a raylet may start a worker between two scans). A process is one of them if its
+# environment holds the marker, or, for Ray's agents (whose setproctitle overwrites their
+# environment), if its name starts with "ray::" and it holds a file open in a session directory.
+# Zombies have an empty environment and no files, and are skipped. Plain Python, no imports of
+# ours: it runs with -I, so nothing on PYTHONPATH is loaded.
+_WATCHDOG = r"""
+import os, signal, sys, time
+needle = b"\0" + sys.argv[1].encode() + b"\0"
+try:
+    sessions = tuple(line.rstrip("/") + "/" for line in sys.stdin.buffer.read().decode().split("\n") if line)
+except BaseException:
+    sessions = ()
+me = os.getpid()
+
+def ours(pid):
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            if needle in b"\0" + f.read():
+                return True
+        with open("/proc/%d/comm" % pid) as f:
+            if not sessions or not f.read().startswith("ray::"):
+                return False
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith(sessions):
+                return True
+    except OSError:
+        pass
+    return False
+
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    pids = [int(d) for d in os.listdir("/proc") if d.isdigit() and int(d) != me and ours(int(d))]
+    if not pids:
+        break
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    time.sleep(0.1)
+"""
+
+_watchdog: dict[str, Any] = {}   # "mark": the marker value, "pipe": the write end, "proc": the Popen
+
+
+def own_ray_requested(address: str | None) -> bool:
+    """Whether :func:`start_or_connect` would start a Ray of its own for ``address``."""
+    return address == "local" or not (address or os.environ.get("RAY_ADDRESS"))
+
+
+def describe_target(address: str | None) -> str:
+    """One line saying which Ray a command uses (for the CLI to print when it is not obvious)."""
+    if own_ray_requested(address):
+        return "ray: a Ray of its own on this machine"
+    from .ingest.mlflow_runs import safe_uri
+
+    if address:
+        return f"ray: the cluster at {safe_uri(address)} (--address)"
+    return (f"ray: the cluster at {safe_uri(os.environ['RAY_ADDRESS'])} (from $RAY_ADDRESS; --address local "
+            "starts a Ray of its own)")
+
+
+def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S, source: str = "--address") -> None:
+    """UserError, in one line, if nothing accepts a TCP connection at a cluster address
+    (``host:port`` or ``ray://host:port``); ``auto`` and other forms are left to Ray."""
+    from urllib.parse import urlsplit
+
+    from .ingest.mlflow_runs import safe_uri
+
+    text = address.strip()
+    if text in ("auto", "local") or "://" in text and not text.startswith("ray://"):
+        return
+    try:
+        p = urlsplit(text if "://" in text else f"gcs://{text}")
+        host, port = p.hostname, p.port
+    except ValueError:
+        raise UserError(f"{source} {safe_uri(address)}: not a Ray address (host:port, ray://host:port or auto)") \
+            from None
+    if not host or not port:
+        raise UserError(f"{source} {safe_uri(address)}: not a Ray address (host:port, ray://host:port or auto)")
+    what = "Ray client server" if text.startswith("ray://") else "Ray cluster (GCS)"
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as e:
+        why = (f"no answer within {timeout_s:g} s" if isinstance(e, socket.timeout)
+               else (e.strerror or type(e).__name__).lower())
+        raise UserError(f"{source} {safe_uri(address)}: no {what} answers there ({why})") from None
 
 
 def _private_token() -> None:
@@ -40,9 +159,94 @@ def _private_token() -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the processes started inside, then restore them."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """Make Ray take 127.0.0.1 as this node's address (see the module doc)."""
+    from ray._private import ray_constants
+
+    old = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old
+
+
+def _start_watchdog() -> str:
+    """Start the watchdog once per process; returns the marker value Ray's processes carry."""
+    if _watchdog.get("proc") is not None and _watchdog["proc"].poll() is None:
+        return _watchdog["mark"]
+    mark = secrets.token_hex(16)
+    r, w = os.pipe()            # both ends non-inheritable: Ray's processes never hold the write end
+    env = {k: v for k, v in os.environ.items() if k != SESSION_MARK}
+    try:
+        proc = subprocess.Popen([sys.executable, "-I", "-c", _WATCHDOG, f"{SESSION_MARK}={mark}"], stdin=r,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                start_new_session=True)   # no Ctrl-C from the terminal's process group
+    finally:
+        os.close(r)
+    _watchdog.update(mark=mark, pipe=w, proc=proc)
+    return mark
+
+
+def _start_own(ray: Any, num_cpus: int | None, kwargs: dict[str, Any]) -> None:
+    _private_token()
+    mark = _start_watchdog()
+    env = {SESSION_MARK: mark,
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",      # its processes take 127.0.0.1 too
+           "RAY_enable_metrics_collection": "0",          # no Prometheus exporter in the agents
+           "RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}
+    with _environment(env), _loopback_node():
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 _node_ip_address="127.0.0.1", _system_config={"enable_metrics_collection": False}, **kwargs)
+    node = getattr(ray._private.worker, "_global_node", None)   # no public API names the session dir
+    session = node.get_session_dir_path() if node is not None else None
+    if session:
+        try:
+            os.write(_watchdog["pipe"], os.fsencode(session) + b"\n")
+        except OSError:         # the watchdog is gone (killed by someone): Ray's own fate sharing remains
+            pass
+
+
+def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
+    from .ingest.mlflow_runs import safe_uri
+
+    source = "--address" if address else "RAY_ADDRESS"
+    target = address or os.environ["RAY_ADDRESS"]
+    if not address:    # joining a cluster nobody named on the command line: say so
+        print(describe_target(None), file=sys.stderr)
+    check_address(target, source=source)
+    t0 = time.monotonic()
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{source} {safe_uri(target)}: could not join the Ray cluster there after "
+                        f"{time.monotonic() - t0:.0f} s ({first[:200]})") from None
+
+
 def start_or_connect(address: str | None = None, *, num_cpus: int | None = None,
                      runtime_env: Mapping[str, Any] | None = None, log_to_driver: bool = False) -> Any:
-    """Initialize Ray unless it is (see the module doc); returns the ``ray`` module."""
+    """Initialize Ray unless it is (see the module doc); returns the ``ray`` module.
+
+    Raises:
+        UserError: one line, within seconds, if a named cluster does not answer.
+    """
     import ray
 
     if ray.is_initialized():
@@ -50,9 +254,8 @@ def start_or_connect(address: str | None = None, *, num_cpus: int | None = None,
     kwargs: dict[str, Any] = {"log_to_driver": log_to_driver}
     if runtime_env:
         kwargs["runtime_env"] = dict(runtime_env)
-    if address != "local" and (address or os.environ.get("RAY_ADDRESS")):
-        ray.init(address=address, **kwargs)
+    if own_ray_requested(address):
+        _start_own(ray, num_cpus, kwargs)
     else:
-        _private_token()
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)
+        _connect(ray, address, kwargs)
     return ray

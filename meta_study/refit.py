@@ -15,6 +15,15 @@ One refit:
 6. logs one MLflow run (experiment ``meta-study/refits`` by default) with the store, sources and
    fingerprint as params, every group's parameters and errors as metrics, and the version
    directory (tables, figures, report) as artifacts.
+
+Publishing is exactly once per version (:func:`publish_to_mlflow`): ``OUT/published/`` records the
+run as soon as it exists and again when it is complete. A refit killed after ``OUT/LATEST`` moved
+but before its run was complete, or whose server failed mid-publish, leaves the version
+unpublished; the next refit, even with nothing changed, publishes it (into the same run, if one was
+started) before anything else, and ends KILLED the runs of versions that a newer one replaced.
+A tracking server that does not answer fails the refit in one line before any work
+(:func:`check_tracking`), and a tracking URI with credentials in it is refused: the messages only
+ever hold the URI without them.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -80,8 +90,9 @@ class RefitConfig:
 
 @dataclass
 class RefitResult:
-    """What a refit did. ``status``: ``refitted``, ``noop`` (nothing changed), ``locked`` (another
-    refit holds the store) or ``empty`` (no groups)."""
+    """What a refit did. ``status``: ``refitted``, ``noop`` (nothing changed), ``published``
+    (nothing changed, and the last version, which an earlier refit had left unpublished, was
+    published), ``locked`` (another refit holds the store) or ``empty`` (no groups)."""
 
     status: str
     version_dir: str | None = None
@@ -90,6 +101,7 @@ class RefitResult:
     unfittable: list[str] = field(default_factory=list)
     ingest_lines: list[str] = field(default_factory=list)
     mlflow_run_id: str | None = None
+    mlflow_url: str | None = None       # the run in the MLflow UI (http(s) tracking URIs)
     seconds: float = 0.0
     message: str = ""
 
@@ -186,13 +198,25 @@ def _remove_stale_tmp(refits: Path) -> None:
 
 
 def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[str], None] = print) -> RefitResult:
-    """Run one refit (see the module doc). Never raises for a group that cannot be fitted."""
+    """Run one refit (see the module doc). Never raises for a group that cannot be fitted.
+
+    Raises:
+        UserError: one line: credentials in the tracking URI, a tracking server that does not
+            answer (nothing is done), or a publish that failed (the version is on disk, and the
+            next refit publishes it).
+    """
+    from .mlflow_client import refuse_credentials
+
     t0 = time.perf_counter()
+    if cfg.tracking_uri:
+        refuse_credentials(cfg.tracking_uri)
     store = Store(cfg.store)
     res = RefitResult(status="refitted")
     with refit_lock(store, cfg.out) as held:
         if not held:
             return RefitResult(status="locked", message=f"another refit is running on {cfg.store}; skipped")
+        if cfg.tracking_uri:
+            check_tracking(cfg)       # before any work: a dead server is one line in seconds
         _remove_stale_tmp(Path(cfg.out) / "refits")
         res.ingest_lines = _ingest(cfg, store, progress)
         for line in res.ingest_lines:
@@ -207,6 +231,16 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
         same_opts = prev.get("options_fingerprint") == cfg.options_fingerprint()
         changed = [g for g in groups if not same_opts or prev_fps.get(_key(g.key)) != fps[_key(g.key)]]
         if not changed and set(prev_fps) == set(fps):
+            assert prev_dir is not None
+            if cfg.tracking_uri and not is_published(cfg, prev_dir.name):
+                # an earlier refit wrote this version but was killed or failed before publishing it
+                rid = publish_to_mlflow(cfg, prev_dir, prev)
+                return RefitResult(status="published", version_dir=str(prev_dir), unchanged=len(groups),
+                                   ingest_lines=res.ingest_lines, mlflow_run_id=rid,
+                                   mlflow_url=published_url(cfg, prev_dir.name),
+                                   seconds=time.perf_counter() - t0,
+                                   message=f"nothing changed since the refit of {prev.get('time')}, which an "
+                                           f"earlier run had left unpublished: published it now")
             return RefitResult(status="noop", version_dir=str(prev_dir), unchanged=len(groups),
                                ingest_lines=res.ingest_lines, seconds=time.perf_counter() - t0,
                                message=f"nothing changed since the refit of {prev.get('time')}")
@@ -218,7 +252,13 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            info = _analyze(cfg, store, groups, changed, prev_dir, tmp, stamp, fps, progress)
+            with warnings.catch_warnings():
+                # matplotlib's layout warnings (a legend or labels that do not fit: the figure is
+                # drawn anyway) are about looks, not results; they leaked into cron logs
+                warnings.filterwarnings("ignore", category=UserWarning,
+                                        message=r"(Tight layout not applied|This figure includes Axes that are not "
+                                                r"compatible with tight_layout|constrained_layout not applied)")
+                info = _analyze(cfg, store, groups, changed, prev_dir, tmp, stamp, fps, progress)
             res.unfittable = info["unfittable"]
             os.replace(tmp, final)
         except BaseException:
@@ -228,6 +268,7 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
         res.version_dir = str(final)
         if cfg.tracking_uri:
             res.mlflow_run_id = publish_to_mlflow(cfg, final, info)
+            res.mlflow_url = published_url(cfg, final.name)
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -322,20 +363,216 @@ def metric_key(*parts: Any) -> str:
     return "/".join(segs)
 
 
+#: How a refit talks to its tracking server. MLflow's defaults (7 retries, back-off factor 2,
+#: 120 s per request) kept a refit against a dead server retrying for ~4 minutes: the reachability
+#: check makes one attempt of at most CHECK_TIMEOUT_S; publishing, once the server answered, retries
+#: a failing request PUBLISH_RETRIES times (1 and 2 s apart) with PUBLISH_TIMEOUT_S per request (an
+#: artifact upload included), so a server lost mid-publish fails it within ~1.5 minutes at worst
+#: (seconds when the connection is refused). A user's own MLFLOW_HTTP_REQUEST_* settings win.
+CHECK_TIMEOUT_S = 10
+PUBLISH_RETRIES = 2
+PUBLISH_TIMEOUT_S = 30
+#: Tags of a refit's run: ingest never reads a run with ``meta_study.role = refit`` as data, and
+#: a refit finds the run of a version it left unpublished by ``meta_study.refit`` and ``OUT_TAG``.
+ROLE_TAG, ROLE = "meta_study.role", "refit"
+VERSION_TAG = "meta_study.refit"
+OUT_TAG = "meta_study.refit_out"
+
+
+def _http_settings(retries: int, timeout_s: int) -> contextlib.AbstractContextManager[None]:
+    """MLflow's HTTP retry settings for the calls inside (read by MLflow at each request)."""
+    values = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    return _environment({k: v for k, v in values.items() if k not in os.environ})
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _one_line(e: BaseException, uri: str) -> str:
+    """Why a request to the tracking server failed, in a few words (MLflow's messages run to a
+    paragraph of urllib3 internals), with the tracking URI, were it to appear, in its safe form."""
+    from .ingest.mlflow_source import safe_uri
+
+    text = " ".join(str(e).split()) or type(e).__name__
+    for needle, why in (("Connection refused", "connection refused"), ("timed out", "no answer in time"),
+                        ("Name or service not known", "unknown host"), ("nodename nor servname", "unknown host"),
+                        ("Temporary failure in name resolution", "unknown host"),
+                        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted")):
+        if needle in text:
+            return why
+    code = re.search(r"error code (\d+)", text)
+    if code:
+        return f"HTTP {code.group(1)}"
+    return text.replace(uri, safe_uri(uri))[:200]
+
+
+def check_tracking(cfg: RefitConfig) -> str:
+    """The id of the refit's experiment (created and tagged if absent): one request, no retries.
+
+    Raises:
+        UserError: one line, within about ``CHECK_TIMEOUT_S`` seconds, if the server does not answer.
+    """
+    from .ingest.mlflow_source import safe_uri
+    from .mlflow_client import get_or_create_experiment, mlflow_client
+
+    assert cfg.tracking_uri
+    try:
+        with _http_settings(0, CHECK_TIMEOUT_S):
+            return get_or_create_experiment(mlflow_client(cfg.tracking_uri), cfg.tracking_uri, cfg.experiment)
+    except Exception as e:  # noqa: BLE001 - any failure to reach it is the same one line
+        raise UserError(f"--tracking-uri {safe_uri(cfg.tracking_uri)}: no MLflow tracking server answers there "
+                        f"({_one_line(e, cfg.tracking_uri)}); nothing was refitted") from None
+
+
+def _out_id(out: str) -> str:
+    """A short id of an OUT directory (a refit's run is found again by it and its version)."""
+    return hashlib.sha256(str(Path(out).resolve()).encode()).hexdigest()[:16]
+
+
+def _ledger_path(cfg: RefitConfig, stamp: str) -> Path:
+    """Where OUT records the publishing of version ``stamp`` to this tracking URI and experiment."""
+    from .ingest.mlflow_source import safe_uri
+
+    key = hashlib.sha256(f"{safe_uri(cfg.tracking_uri or '')}\n{cfg.experiment}".encode()).hexdigest()[:12]
+    return Path(cfg.out) / "published" / f"{stamp}.{key}.json"
+
+
+def _read_ledger(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_ledger(path: Path, entry: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(entry, indent=1))
+    os.replace(tmp, path)
+
+
+def is_published(cfg: RefitConfig, stamp: str) -> bool:
+    """Whether version ``stamp`` of OUT is published to the refit's tracking URI and experiment."""
+    return _read_ledger(_ledger_path(cfg, stamp)).get("status") == "published"
+
+
+def published_url(cfg: RefitConfig, stamp: str) -> str | None:
+    """The MLflow UI address of version ``stamp``'s run (None for a tracking URI with no UI)."""
+    from .mlflow_client import experiment_url
+
+    entry = _read_ledger(_ledger_path(cfg, stamp))
+    if not cfg.tracking_uri or not entry.get("run_id"):
+        return None
+    return experiment_url(cfg.tracking_uri, entry["experiment_id"], entry["run_id"])
+
+
+def close_abandoned_runs(cfg: RefitConfig, latest: str) -> list[str]:
+    """End KILLED (tag ``meta_study.status = superseded``) the runs of this OUT left RUNNING for
+    versions other than ``latest``: a refit killed mid-publish, whose version a newer one replaced
+    before it was published. Returns their ids."""
+    from .mlflow_client import get_or_create_experiment, mlflow_client
+
+    assert cfg.tracking_uri
+    client = mlflow_client(cfg.tracking_uri)
+    exp_id = get_or_create_experiment(client, cfg.tracking_uri, cfg.experiment)
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{OUT_TAG}` = '{_out_id(cfg.out)}' and "
+                                                      "attributes.status = 'RUNNING'", max_results=1000)
+    closed = []
+    for r in runs:
+        if r.data.tags.get(VERSION_TAG) != latest:
+            client.set_tag(r.info.run_id, "meta_study.status", "superseded")
+            client.set_terminated(r.info.run_id, status="KILLED")
+            closed.append(r.info.run_id)
+    return closed
+
+
+def _find_run(client: Any, exp_id: str, stamp: str, out_id: str) -> Any | None:
+    """The run an earlier, killed publish of this version created (None if none)."""
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{VERSION_TAG}` = '{stamp}' and "
+                                                      f"tags.`{OUT_TAG}` = '{out_id}'", max_results=5)
+    done = [r for r in runs if r.info.status == "FINISHED"]
+    return (done or runs or [None])[0]
+
+
 def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> str:
-    """One MLflow run for a refit: params, per-group metrics and the version directory as artifacts."""
+    """Publish a refit version as one MLflow run: params, per-group metrics and the version
+    directory as artifacts. Exactly once per version, tracking URI and experiment: OUT/published/
+    records the run as soon as it exists and when it is complete, so a publish that was killed
+    or failed is finished by the next refit, in the same run (every value is logged again
+    identically: the metrics carry the version's time as their timestamp). Then ends the runs of
+    versions this one replaced that were left RUNNING (:func:`close_abandoned_runs`).
+
+    Raises:
+        UserError: one line naming the version and the server (without credentials) if publishing failed.
+    """
+    from .ingest.mlflow_source import safe_uri
+
+    assert cfg.tracking_uri
+    stamp = version_dir.name
+    ledger = _ledger_path(cfg, stamp)
+    try:
+        with _http_settings(PUBLISH_RETRIES, PUBLISH_TIMEOUT_S):
+            rid = _publish(cfg, version_dir, info, ledger)
+            close_abandoned_runs(cfg, stamp)
+            return rid
+    except Exception as e:  # noqa: BLE001 - the version is safe on disk; the next refit publishes it
+        raise UserError(f"refit {stamp}: publishing to {safe_uri(cfg.tracking_uri)} failed "
+                        f"({_one_line(e, cfg.tracking_uri)}); the results are in {version_dir}, and the next "
+                        "refit publishes them") from None
+
+
+def _publish(cfg: RefitConfig, version_dir: Path, info: dict[str, Any], ledger: Path) -> str:
     from mlflow.entities import Metric, Param, RunTag
 
     from .ingest.mlflow_source import safe_uri
-    from .mlflow_client import mlflow_client
+    from .mlflow_client import get_or_create_experiment, mlflow_client
 
+    assert cfg.tracking_uri
+    stamp = version_dir.name
     client = mlflow_client(cfg.tracking_uri)
-    from .mlflow_client import get_or_create_experiment
-
     exp_id = get_or_create_experiment(client, cfg.tracking_uri, cfg.experiment)
-    run = client.create_run(exp_id, run_name=f"refit {version_dir.name}",
-                            tags={"meta_study.refit": version_dir.name, "meta_study.version": __version__})
+    entry = _read_ledger(ledger)
+    run = client.get_run(entry["run_id"]) if entry.get("run_id") else _find_run(client, exp_id, stamp,
+                                                                                  _out_id(cfg.out))
+    if run is not None and run.info.lifecycle_stage == "deleted":
+        run = None
+    if run is None:
+        run = client.create_run(exp_id, run_name=f"refit {stamp}",
+                                tags={VERSION_TAG: stamp, OUT_TAG: _out_id(cfg.out), ROLE_TAG: ROLE,
+                                      "meta_study.version": __version__})
     rid = run.info.run_id
+    entry = {"version": stamp, "tracking_uri": safe_uri(cfg.tracking_uri), "experiment": cfg.experiment,
+             "experiment_id": exp_id, "run_id": rid, "status": "started", "time": _now_iso()}
+    _write_ledger(ledger, entry)
+    if run.info.status != "FINISHED":
+        params, metrics = _run_values(cfg, version_dir, info)
+        client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+                         tags=[RunTag("n_metrics", str(len(metrics)))])
+        for i in range(0, len(metrics), 1000):  # MLflow's per-batch limit
+            client.log_batch(rid, metrics=[Metric(k, v, ts, 0) for k, v, ts in metrics[i:i + 1000]])
+        client.log_artifacts(rid, str(version_dir))
+        client.set_terminated(rid)
+    _write_ledger(ledger, {**entry, "status": "published", "time": _now_iso()})
+    return rid
+
+
+def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tuple[dict[str, Any],
+                                                                                      list[tuple[str, float, int]]]:
+    """A version's params and its metrics as (key, value, timestamp ms): the same every time."""
+    from .ingest.mlflow_source import safe_uri
+
     params = {"store": info["store"], "store_version": info["store_version"], "fingerprint": info["fingerprint"],
               "options_fingerprint": info["options_fingerprint"], "n_groups": len(info["groups"]),
               "n_changed": len(info["changed"]), "n_unfittable": len(info["unfittable"]),
@@ -343,8 +580,8 @@ def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any])
               "holdout_quantile": cfg.fit.holdout_quantile, "loss": cfg.fit.loss,
               "trials": cfg.sensitivity.trials, "samples": cfg.bootstrap.samples}
     fits = pd.read_parquet(version_dir / "fits.parquet")
-    now = int(time.time() * 1000)
-    metrics = []
+    ts = int(_dt.datetime.fromisoformat(info["time"]).timestamp() * 1000)   # the version's time
+    metrics: list[tuple[str, float, int]] = []
     # per group: the headline (slot "headline") and the paper's Eq. 1 on the hull vertices (slot
     # "vertices"); the other candidates are in the fits.parquet artifact
     paper = fits[(fits["law"] == "eq1") & (fits["frontier"] == "vertices")]
@@ -355,18 +592,11 @@ def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any])
             for name in names:
                 v = float(getattr(r, name))
                 if math.isfinite(v):
-                    metrics.append(Metric(metric_key("fit", r.us_task, r.ds_task, r.eval_protocol,
-                                                     None if pd.isna(r.shots) else int(r.shots), slot, name),
-                                          v, now, 0))
-    metrics.append(Metric("refit/groups", float(len(info["groups"])), now, 0))
-    metrics.append(Metric("refit/changed", float(len(info["changed"])), now, 0))
-    client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()], tags=[RunTag("n_metrics",
-                                                                                                  str(len(metrics)))])
-    for i in range(0, len(metrics), 1000):  # MLflow's per-batch limit
-        client.log_batch(rid, metrics=metrics[i:i + 1000])
-    client.log_artifacts(rid, str(version_dir))
-    client.set_terminated(rid)
-    return rid
+                    metrics.append((metric_key("fit", r.us_task, r.ds_task, r.eval_protocol,
+                                               None if pd.isna(r.shots) else int(r.shots), slot, name), v, ts))
+    metrics.append(("refit/groups", float(len(info["groups"])), ts))
+    metrics.append(("refit/changed", float(len(info["changed"])), ts))
+    return params, metrics
 
 
 def parse_every(text: str) -> float:

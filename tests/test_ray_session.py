@@ -1,4 +1,6 @@
-"""The Ray that meta-study starts for itself takes only clients with its private token."""
+"""The Ray that meta-study starts for itself: only clients with its private token, loopback
+listeners only, and every process gone soon after its driver is SIGKILLed; a named cluster that
+does not answer fails in one line within seconds."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -38,12 +41,14 @@ def test_own_ray_refuses_clients_without_its_token():
         gcs = server.stdout.readline().strip()
         mode, token = server.stdout.readline().split()
         assert gcs and mode == "token" and len(token) == 64
-        # a client without the token, on the address Ray advertises (not loopback here)
+        # a client without the token, on the address Ray advertises (a loopback one: the client
+        # must not turn 127.0.0.1 into this machine's outgoing IP, as Ray does by default)
+        assert gcs.startswith("127.0.0.1:"), gcs
         r = subprocess.run([sys.executable, "-c", CLIENT, gcs], capture_output=True, text=True, timeout=120,
-                           env=_env(RAY_AUTH_MODE="disabled"))
+                           env=_env(RAY_AUTH_MODE="disabled", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"))
         assert r.returncode != 0 and "CONNECTED" not in r.stdout
         r = subprocess.run([sys.executable, "-c", CLIENT, gcs], capture_output=True, text=True, timeout=120,
-                           env=_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token))
+                           env=_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"))
         assert r.returncode == 0 and "CONNECTED 1.0" in r.stdout, r.stderr[-2000:]
         # the token is in no file another user could read (Ray's default ~/.ray/auth_token is 0644)
         home_token = os.path.expanduser("~/.ray/auth_token")
@@ -52,3 +57,88 @@ def test_own_ray_refuses_clients_without_its_token():
     finally:
         server.stdin.close()
         server.wait(timeout=60)
+
+
+DRIVER = textwrap.dedent("""
+    import os, sys, time
+    from meta_study.analysis.parallel import init_ray
+    ray = init_ray("local", 1)
+
+    @ray.remote
+    def pid():
+        return os.getpid()
+
+    print(ray.get(pid.remote()), flush=True)   # a worker exists
+    time.sleep(600)
+""")
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def _listening(pids: set[int]) -> list[tuple[int, str, int]]:
+    import psutil
+
+    return [(c.pid, c.laddr.ip, c.laddr.port) for c in psutil.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in pids]
+
+
+def _alive(pids: set[int]) -> set[int]:
+    import psutil
+
+    out = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@pytest.mark.slow(40)
+def test_own_ray_listens_on_loopback_only_and_dies_with_a_killed_driver():
+    import psutil
+
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, env=_env())
+    try:
+        assert driver.stdout is not None
+        worker = int(driver.stdout.readline())
+        procs = {p.pid for p in psutil.Process(driver.pid).children(recursive=True)}
+        assert worker in procs and len(procs) >= 5     # gcs, raylet, agents, a worker, ...
+        names = {psutil.Process(p).name() for p in procs}
+        assert {"gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names, names
+        listeners = _listening(procs | {driver.pid})
+        assert listeners and all(ip in LOOPBACK for _, ip, _ in listeners), listeners   # no 0.0.0.0, no ::
+        ports = {port for _, _, port in listeners}
+    finally:
+        driver.kill()
+        driver.wait(timeout=60)
+    # Ray's agents alone outlived a SIGKILLed driver by 60 s and more; the watchdog ends them all
+    deadline = time.monotonic() + 30
+    while _alive(procs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _alive(procs)
+    assert not left, [(p, psutil.Process(p).name()) for p in left]
+    still = [c for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.laddr.port in ports
+             and c.pid in procs]
+    assert not still, still
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:9", "ray://127.0.0.1:9", "no-port-here"])
+def test_an_address_nothing_answers_at_fails_in_one_line(address, tmp_path):
+    from conftest import run_cli
+    from meta_study.schema import validate
+    from meta_study.store import Store
+    from conftest import make_rows
+
+    store = Store(str(tmp_path / "st"))
+    store.commit(validate(make_rows(12, ds_tasks=("a",))).table)
+    for how in ({"args": ("--address", address), "env": {}}, {"args": (), "env": {"RAY_ADDRESS": address}}):
+        t0 = time.monotonic()
+        r = run_cli("bootstrap", store.uri, "--out", str(tmp_path / "out"), "--samples", "10", *how["args"],
+                    env=how["env"], timeout=120)
+        assert r.returncode == 2, r.stderr
+        errors = [line for line in r.stderr.splitlines() if "error" in line.lower()]
+        assert len(errors) == 1 and address in errors[0] and "Traceback" not in r.stderr, r.stderr
+        assert ("--address" if how["args"] else "RAY_ADDRESS") in errors[0]
+        assert time.monotonic() - t0 < 60      # Ray alone retried for over 300 s ("within ~15 s" measured)

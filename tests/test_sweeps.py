@@ -82,6 +82,14 @@ def test_smoke_run_of_each_sweep(name, mlflow_server, tmp_path):
         assert run.data.tags["mlflow.parentRunId"] == s["mlflow_parent_run"]
     parent = client.get_run(s["mlflow_parent_run"])
     assert parent.info.status == "FINISHED" and parent.data.tags["sweep"] == s["sweep"]
+    # the parent carries the sweep's summary (the MLflow UI's runs table shows it), and the
+    # address printed opens the UI's model-training view of the experiment (tests/test_mlflow_ui.py)
+    pm = parent.data.metrics
+    assert pm["sweep/trials"] == s["trials"] and pm["sweep/finished"] == s["finished"] and pm["sweep/errored"] == 0
+    us = us_metric_key("synth_us")
+    assert pm[f"best/{us}"] == max(run.data.metrics[us] for run in runs)
+    exp_id = client.get_experiment_by_name(exp).experiment_id
+    assert f"browse: {mlflow_server.uri}/#/experiments/{exp_id}/runs?workflowType=machine_learning" in r.stdout
     if name == "zoo":
         # each trial asked Ray for what its model needs (sweeps/zoo.py: resources)
         from meta_study.tune.runner import PerTrialResources, SweepOptions

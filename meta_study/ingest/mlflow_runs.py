@@ -345,6 +345,9 @@ NO_DS_HINT = ("a finished run without downstream metrics gives no rows: a sweep 
               "sweep with --resume to retry, then ingest again with --full); other runs need a mapping whose metric "
               "patterns match their keys")
 
+#: Runs a refit published (tag ``meta_study.role = refit``): results, never read as data.
+REFIT_STAT = "refit_result_runs_not_read"
+
 #: history(records) -> run_id -> metric values replacing the latest ones (``history="max"``).
 History = Callable[[Sequence[RunRecord]], Mapping[str, Mapping[str, float]]]
 
@@ -356,10 +359,15 @@ def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str],
     ``state`` is updated in place; the batch carries a copy of it as a table, committed with the
     rows. Runs whose fingerprint is unchanged cost only the fingerprint.
     """
-    stats = {"runs_new": 0, "runs_changed": 0, "runs_unchanged": 0, NO_DS_STAT: 0}
+    stats = {"runs_new": 0, "runs_changed": 0, "runs_unchanged": 0, NO_DS_STAT: 0, REFIT_STAT: 0}
     todo: list[RunRecord] = []
     fps: list[str] = []
     for rec in records:
+        if rec.tags.get("meta_study.role") == "refit" or "meta_study.refit" in rec.tags:
+            stats[REFIT_STAT] += 1       # a refit's published results, never its input
+            continue
+        if rec.tags.get("meta_study.role") == "sweep":
+            continue                     # a sweep's parent: its summary metrics (best/...) are not points
         fp = run_fingerprint(rec)
         prev = state.get(rec.run_id)
         if prev is not None and prev[3] == fp:

@@ -356,6 +356,7 @@ class SweepResult:
     settled: int = 0
     orphaned: int = 0
     resumed: bool = False
+    experiment_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -454,7 +455,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     tune_environment()
     from ray import tune
 
-    from ..ray_session import start_or_connect
+    from ..ray_session import own_ray_requested, start_or_connect
     from .tracking import MlflowSweepCallback
     from .trial import train_trial
 
@@ -468,7 +469,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
             logging.getLogger(name).setLevel(logging.ERROR)
     if p.tracking.startswith("sqlite:///"):
         Path(p.tracking[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    private = not (o.address != "local" and (o.address or os.environ.get("RAY_ADDRESS")))
+    private = own_ray_requested(o.address)
     start_or_connect(o.address, log_to_driver=bool(os.environ.get("META_STUDY_TRIAL_LOGS")))
     if not private:      # a Ray of our own is this machine: its workers share our disk and environment
         check_storage_on_nodes(p.storage)
@@ -491,12 +492,14 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     finished = sum(1 for r in results if r.error is None and (r.metrics or {}).get("final") == 1.0)
     errored = sum(1 for r in results if r.error is not None)
     ok = out["eval_done"]
-    _end_parent(p.tracking, rec.parent_run_id, "FAILED" if errored or out["eval_failed"] else "FINISHED")
+    _end_parent(p.tracking, rec, "FAILED" if errored or out["eval_failed"] else "FINISHED",
+                {"trials": len(results), "finished": finished + ok, "errored": errored,
+                 "early_stopped": ok + out["eval_failed"], "eval_failed": out["eval_failed"]})
     return SweepResult(name=p.name, experiment_dir=p.exp_dir, tracking_uri=p.tracking,
                        parent_run_id=rec.parent_run_id, trials=len(results), finished=finished + ok,
                        errored=errored, early_stopped=ok + out["eval_failed"], seconds=time.monotonic() - t0,
                        eval_failed=out["eval_failed"], settled=out["settled"], orphaned=out["orphaned"],
-                       resumed=p.resume)
+                       resumed=p.resume, experiment_id=rec.experiment_id)
 
 
 def _use_callback(tuner: Any, callback: Any) -> None:
@@ -531,14 +534,18 @@ def _finish(spec: SweepSpec, results: list[Any], callback: Any, p: _Plan, rec: S
     return {"eval_done": len(ev.done), "eval_failed": len(ev.failed), "settled": settled, "orphaned": orphaned}
 
 
-def _end_parent(tracking_uri: str, run_id: str, status: str) -> None:
-    """Close the sweep's parent run (``--resume`` sets it running again by logging to it)."""
+def _end_parent(tracking_uri: str, rec: SweepRecord, status: str, counts: Mapping[str, int]) -> None:
+    """Give the sweep's parent run its summary metrics and close it (``--resume`` sets it running
+    again by logging to it)."""
     from ..mlflow_client import mlflow_client
+    from .tracking import log_sweep_summary
 
     try:
-        mlflow_client(tracking_uri).set_terminated(run_id, status=status)
+        log_sweep_summary(tracking_uri, rec.experiment_id, rec.parent_run_id, counts)
+        mlflow_client(tracking_uri).set_terminated(rec.parent_run_id, status=status)
     except Exception as e:  # noqa: BLE001 - the trials are done and logged; say so, do not fail
-        print(f"warning: could not close the MLflow parent run {run_id}: {e}", file=sys.stderr)
+        print(f"warning: could not summarize and close the MLflow parent run {rec.parent_run_id}: {e}",
+              file=sys.stderr)
 
 
 def _metric(fixed: Mapping[str, Any]) -> str:
@@ -602,6 +609,17 @@ class WithFixed:
         return {**self.fixed, **self.define(trial)}
 
 
+def browse_line(tracking_uri: str, experiment_id: str) -> str:
+    """Where to see a sweep's runs: the MLflow UI address in its model-training view (MLflow 3.17
+    opens experiments in its GenAI view otherwise; see meta_study/mlflow_client.py)."""
+    from ..mlflow_client import experiment_url
+
+    if tracking_uri.startswith("sqlite"):
+        return (f"browse: mlflow ui --backend-store-uri {tracking_uri}, then "
+                f"{experiment_url(tracking_uri, experiment_id, ui='http://127.0.0.1:5000')}")
+    return f"browse: {experiment_url(tracking_uri, experiment_id) or tracking_uri}"
+
+
 def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
     """Entry point of ``sweeps/<name>.py``: run, print a summary, exit non-zero if trials errored
     (a user error: one line on stderr, exit 2)."""
@@ -615,8 +633,7 @@ def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
                       "orphaned": res.orphaned, "resumed": res.resumed, "seconds": round(res.seconds, 1),
                       "tune_dir": res.experiment_dir, "tracking_uri": res.tracking_uri,
                       "mlflow_parent_run": res.parent_run_id}, indent=1))
-    print(f"browse: mlflow ui --backend-store-uri {res.tracking_uri}" if res.tracking_uri.startswith("sqlite")
-          else f"browse: {res.tracking_uri}")
+    print(browse_line(res.tracking_uri, res.experiment_id))
     if res.eval_failed:
         print(f"{res.eval_failed} early-stopped trial(s) could not be evaluated: see the tag meta_study.eval_error on "
               "their runs; --resume retries them", file=sys.stderr)

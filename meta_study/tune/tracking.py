@@ -8,7 +8,8 @@ work never competes with it for the driver's GIL.
 
 - **One parent run per sweep**, created once (:func:`create_parent_run`) and remembered in the
   sweep record in the sweep's storage (:mod:`.state`), so ``--resume`` reuses it from any machine
-  (ray #19909/#19978: children are nested under it).
+  (ray #19909/#19978: children are nested under it). At the end of each session it gets the
+  sweep's summary as metrics (:func:`log_sweep_summary`: trial counts, best accuracies).
 - **One child run per trial**, tagged with the sweep's parent run and the trial id. The trial ->
   run map is kept in the sweep's storage, and a restarted or restored trial finds its run there
   (or by tag), so no duplicate runs appear.
@@ -25,9 +26,11 @@ work never competes with it for the driver's GIL.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import time
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from ray.tune import Callback
 
@@ -67,6 +70,47 @@ def create_parent_run(tracking_uri: str, experiment: str, sweep: str, *, params:
         client.log_batch(run.info.run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
     client.set_tag(run.info.run_id, "n_params", str(len(items)))
     return exp_id, run.info.run_id
+
+
+#: Child-run metrics whose best value over the sweep the parent run carries as ``best/<key>``:
+#: the accuracies of docs/tracking.md (fractions, higher is better).
+ACCURACY_KEY = re.compile(r"(us|ds)/.+/top1")
+
+
+def best_accuracies(child_metrics: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """``best/<key>``: the highest value of each accuracy key over the children (NaN ignored)."""
+    best: dict[str, float] = {}
+    for metrics in child_metrics:
+        for k, v in metrics.items():
+            if ACCURACY_KEY.fullmatch(k) and math.isfinite(v) and v > best.get(f"best/{k}", -math.inf):
+                best[f"best/{k}"] = float(v)
+    return dict(sorted(best.items()))
+
+
+def log_sweep_summary(tracking_uri: str, experiment_id: str, parent_run_id: str,
+                      counts: Mapping[str, int]) -> dict[str, float]:
+    """Give the sweep's parent run its summary as metrics, so the MLflow UI's runs table shows
+    it: ``sweep/<count>`` (trials, finished, errored, ...) and ``best/<accuracy key>`` over the
+    sweep's child runs of every session (one paged search of the children, 1,000 a page).
+    Returns what it logged."""
+    from mlflow.entities import Metric
+
+    from ..mlflow_client import mlflow_client
+
+    client = mlflow_client(tracking_uri)
+    children: list[Mapping[str, float]] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                                  max_results=1000, page_token=token)
+        children += [r.data.metrics for r in page]
+        token = page.token
+        if not token:
+            break
+    summary = {f"sweep/{k}": float(v) for k, v in counts.items()} | best_accuracies(children)
+    now = int(time.time() * 1000)
+    client.log_batch(parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
+    return summary
 
 
 def parent_run(tracking_uri: str, experiment: str, sweep: str, state_dir: str, *, params: Mapping[str, Any],

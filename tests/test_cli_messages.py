@@ -1,0 +1,145 @@
+"""The CLI says what it did: progress that ends at its total, a result line from sensitivity and
+bootstrap, whole summaries in --help, fractions refused as a tolerance in points, the Ray it uses,
+outputs git-ignored, and a refit that never reads its own published runs."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from meta_study.cli import bootstrap_lines, cli, progress_bar, sensitivity_lines
+from meta_study.schema import validate
+from meta_study.store import Store
+from conftest import REPO, make_rows, run_cli
+
+
+def _store(path: Path, runs: int = 30) -> Store:
+    s = Store(str(path))
+    s.commit(validate(make_rows(runs, ds_tasks=("a", "b"))).table)
+    return s
+
+
+def test_plain_progress_ends_each_operation_at_its_total(capsys):
+    now = [0.0]
+    with progress_bar(clock=lambda: now[0]) as progress:   # no terminal under pytest: plain lines
+        for t, done in ((0, 0), (13, 0), (15, 3), (16, 5)):
+            now[0] = t
+            progress("sensitivity", done, 5)
+        now[0] = 17
+        progress("bootstrap", 0, 5)
+        now[0] = 30
+        progress("bootstrap", 2, 5)
+        now[0] = 31
+        progress("bootstrap", 4, 5)          # the operation ends without a last update: flushed at exit
+        progress("listing experiments", 0, None)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["  sensitivity: 0/5 (13 s)", "  sensitivity: 5/5 (16 s)", "  bootstrap: 2/5 (30 s)",
+                   "  bootstrap: 4/5 (31 s)"], err
+    # an operation done within 2 s prints nothing at all (a quick failure stays one line)
+    now[0] = 0.0
+    with progress_bar(clock=lambda: now[0]) as progress:
+        progress("fits", 0, 3)
+        now[0] = 1.5
+        progress("fits", 3, 3)
+    assert capsys.readouterr().err == ""
+
+
+def test_help_summaries_are_whole_sentences():
+    out = CliRunner().invoke(cli, ["--help"], terminal_width=80).output
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  ") and ln.split()}
+    for name in ("bootstrap", "sensitivity"):
+        assert not lines[name].rstrip().endswith(("Eq.", "...")), lines[name]
+    for name in ("sensitivity", "bootstrap", "refit"):
+        text = " ".join(CliRunner().invoke(cli, [name, "--help"]).output.split())
+        assert "default: $RAY_ADDRESS if set, else a Ray of its own" in text, text
+
+
+def test_sensitivity_and_bootstrap_print_a_result_line(tmp_path):
+    s = _store(tmp_path / "st")
+    r = run_cli("sensitivity", s.uri, "--out", str(tmp_path / "sens"), "--serial", "--trials", "2",
+                "--frontiers", "vertices,all", "--no-figures")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("prediction error"))
+    result = {ln.split(":")[0].strip(): ln for ln in lines[i + 1:i + 3]}
+    assert set(result) == {"vertices", "all"}, lines
+    assert all(" pt at n=10, " in ln and ln.endswith(" pt at the full sample") for ln in result.values()), lines
+    r = run_cli("bootstrap", s.uri, "--out", str(tmp_path / "boot"), "--serial", "--samples", "20")
+    assert r.returncode == 0, r.stderr
+    assert "alpha with its 95% interval:" in r.stdout
+    assert "  up -> a (fewshot, 5-shot): vertices " in r.stdout and "; all " in r.stdout, r.stdout
+
+
+def test_result_lines_say_when_alpha_sits_on_its_bound():
+    def row(frontier, est, lo, hi):
+        return {"us_task": "up", "ds_task": "a", "eval_protocol": "fewshot", "shots": 5, "frontier": frontier,
+                "param": "alpha", "estimate": est, "lo": lo, "hi": hi, "level": 0.95}
+    t = pd.DataFrame([row("vertices", 10.0, 10.0, 10.0), row("all", 2.0, 1.5, 10.0), row("bins", 2.0, 1.0, 3.0)])
+    line = bootstrap_lines(t, alpha_max=10.0)[1]
+    assert line == ("  up -> a (fewshot, 5-shot): vertices 10 [10, 10] at its bound 10; all 2 [1.5, 10] (interval "
+                    "reaches its bound 10); bins 2 [1, 3]")
+    sens = pd.DataFrame([{"us_task": "up", "ds_task": "a", "eval_protocol": "fewshot", "shots": 5,
+                          "frontier": "all", "n": n, "pred_err": e}
+                         for n, e in ((10, 0.05), (10, 0.07), (40, 0.02), (40, 0.02))])
+    assert sensitivity_lines(sens)[1] == "  all: 6.0 pt at n=10, 2.0 pt at the full sample"
+
+
+@pytest.mark.parametrize("value,ok", [("0.03", False), ("0.4", False), ("0.5", True), ("3", True)])
+def test_a_tolerance_that_looks_like_a_fraction_is_refused(tmp_path, value, ok):
+    s = _store(tmp_path / "st", runs=12)
+    r = run_cli("fit", s.uri, "--out", str(tmp_path / "fit"), "--tolerance", value, "--no-figures")
+    if ok:
+        assert r.returncode == 0, r.stderr
+    else:
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "accuracy points" in r.stderr and f"did you mean {100 * float(value):g}?" in r.stderr
+
+
+def test_joining_the_cluster_in_ray_address_is_said(tmp_path):
+    s = _store(tmp_path / "st", runs=12)
+    r = run_cli("bootstrap", s.uri, "--out", str(tmp_path / "boot"), "--samples", "10",
+                env={"RAY_ADDRESS": "127.0.0.1:9"}, timeout=120)
+    assert r.returncode == 2
+    assert "ray: the cluster at 127.0.0.1:9 (from $RAY_ADDRESS; --address local starts a Ray of its own)" in r.stderr
+    assert "RAY_ADDRESS 127.0.0.1:9: no Ray cluster (GCS) answers there (connection refused)" in r.stderr
+
+
+def test_default_output_directories_are_git_ignored():
+    for path in ("meta-study-refits/refits/x/index.html", "meta-study-sweeps/ray/x", "meta-study-demo/x"):
+        r = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
+        assert r.returncode == 0, path
+
+
+@pytest.mark.slow(40)
+def test_a_refit_never_reads_its_own_published_runs(tmp_path):
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_server import MlflowServer
+
+    with MlflowServer(tmp_path / "mlflow") as server:    # its own: only this test's experiments
+        client = MlflowClient(server.uri)
+        exp = client.create_experiment("zoo")
+        now = int(time.time() * 1000)
+        for i in range(12):
+            rid = client.create_run(exp).info.run_id
+            us = 0.3 + 0.04 * i
+            client.log_batch(rid, metrics=[Metric("us/up/top1", us, now, 0),
+                                           Metric("ds/a/5shot/top1", 0.2 + 0.5 * us, now, 0)])
+            client.set_terminated(rid)
+        store, out = str(tmp_path / "st"), str(tmp_path / "out")
+        args = ("refit", "--store", store, "--source", server.uri, "--tracking-uri", server.uri, "--out", out,
+                "--serial", "--trials", "2", "--samples", "20")
+        first = run_cli(*args)
+        assert first.returncode == 0 and "refit: 1 changed" in first.stdout, first.stdout + first.stderr
+        second = run_cli(*args)
+        assert second.returncode == 0, second.stderr
+        ingest_line = next(ln for ln in second.stdout.splitlines() if ln.startswith(server.uri))
+        assert "1 refit result runs not read" in ingest_line and "without downstream" not in ingest_line, ingest_line
+        assert second.stdout.splitlines()[-1].startswith("refit: noop"), second.stdout
+        assert len(Store(store).to_pandas()) == 12
