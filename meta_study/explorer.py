@@ -4,8 +4,11 @@ The static hover SVGs of the report stop at the first groups (every point is a D
 page). This view holds every group in one compact JSON block (model names once, in a string
 table; accuracies in points with 2 decimals: ~16 bytes a point) and draws the chosen group into
 one SVG with a few dozen lines of inline script: pick a group, scroll to zoom at the cursor, drag
-to pan, double-click to reset, type part of a model name to mark its points. Nothing is loaded
-from the network; without script the static views and figures remain.
+to pan, double-click to reset, type part of a model name to mark its points. A legend says what
+the marks mean; the count of models (or of matches) and the hovered model have lines of their own.
+Points are named by :func:`point_name` (the store's model name, not a 32-digit run id). The red
+line is the headline's prediction from the best visible model to the tested horizon, as in the
+figures. Nothing is loaded from the network; without script the static views and figures remain.
 
 Size: a page embeds at most :data:`MAX_POINTS` points (~4 MB); a larger analysis embeds its first
 groups up to that and says so (points.parquet holds them all).

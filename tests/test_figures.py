@@ -158,7 +158,7 @@ def test_heatmap_cells_are_legible_and_missing_cells_are_not_white():
 
     m = pd.DataFrame([[1.0, 0.5, np.nan], [0.5, 1.0, 0.2]], index=["u/a", "u/b"], columns=["x", "y", "z"])
     fig = heatmap_figure(m, title="t")
-    r, axes = _boxes(fig)
+    _, axes = _boxes(fig)
     ax = axes[0]
     values = [t for t in ax.texts]
     assert len(values) == 5 and all(t.get_fontsize() >= HEAT_PT >= 10 for t in values)

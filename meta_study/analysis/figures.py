@@ -4,15 +4,20 @@
   headline's frontier and law (with its prediction interval) and the paper's Eq. 1 on the hull
   vertices, extended over the held-out range (paper Fig. 1, F.6-F.9).
 - :func:`plot_sensitivity`: fit_err and pred_err against sample size per frontier estimator
-  (Fig. 3, F.10-F.16).
-- :func:`plot_params_vs_shots`: k, alpha and e_ir against the number of shots (F.4/F.5).
-- :func:`plot_heatmap`: correlation matrices (F.20/F.21).
+  (Fig. 3, F.10-F.16); ``all``, never a headline frontier, dashed and labelled so.
+- :func:`plot_params_vs_shots`: k, alpha and e_ir against the number of shots (F.4/F.5), values
+  at their bound hollow.
+- :func:`plot_heatmap`: correlation matrices (F.20/F.21), missing pairs grey.
 
 Every figure carries a footer, just under it, naming the data and the fit settings that produced
 it. Legends sit off the data: under each DS-vs-US panel, above Fig. 3, right of F.4/F.5. The figure
-functions (:func:`fit_grid_figure`, :func:`sensitivity_figure`, :func:`params_figure`) return the
-unsaved figure, for tests and notebooks. matplotlib is imported here only (Agg backend: no display
-needed).
+functions (:func:`fit_grid_figure`, :func:`sensitivity_figure`, :func:`params_figure`,
+:func:`heatmap_figure`) return the unsaved figure, for tests and notebooks. matplotlib is imported
+here only (Agg backend: no display needed).
+
+Sizes are chosen for the report, which shows each PNG at its printed size (:data:`SAVE_DPI`
+pixels a figure inch, one CSS inch on the page) unless it is wider than the page: legends, ticks
+and heatmap values are 10 pt there, and only the footer (:data:`FOOTER_ID`) is smaller.
 """
 
 from __future__ import annotations
@@ -59,7 +64,8 @@ def save(fig: Any, stem: str, footer: str | None = None) -> list[str]:
     if footer:
         # just under the figure (bbox_inches="tight" takes it in), so that no layout has to
         # leave room for it and it never covers a legend
-        fig.text(0.01, 0.0, tex_safe(footer), fontsize=6.5, color="#555555", ha="left", va="top", gid=FOOTER_ID)
+        fig.text(0.01, 0.0, tex_safe(footer), fontsize=6.5, color="#555555", ha="left", va="top", gid=FOOTER_ID,
+                 wrap=True)   # wrapped at the figure's width: a long store path must not widen a small figure
     os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
     paths = [f"{stem}.png", f"{stem}.svg"]
     for p in paths:
