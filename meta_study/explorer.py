@@ -4,8 +4,11 @@ The static hover SVGs of the report stop at the first groups (every point is a D
 page). This view holds every group in one compact JSON block (model names once, in a string
 table; accuracies in points with 2 decimals: ~16 bytes a point) and draws the chosen group into
 one SVG with a few dozen lines of inline script: pick a group, scroll to zoom at the cursor, drag
-to pan, double-click to reset, type part of a model name to mark its points. Nothing is loaded
-from the network; without script the static views and figures remain.
+to pan, double-click to reset, type part of a model name to mark its points. A legend says what
+the marks mean; the count of models (or of matches) and the hovered model have lines of their own.
+Points are named by :func:`point_name` (the store's model name, not a 32-digit run id). The red
+line is the headline's prediction from the best visible model to the tested horizon, as in the
+figures. Nothing is loaded from the network; without script the static views and figures remain.
 
 Size: a page embeds at most :data:`MAX_POINTS` points (~4 MB); a larger analysis embeds its first
 groups up to that and says so (points.parquet holds them all).
@@ -33,6 +36,9 @@ svg.explore circle.v{fill:#3a6ea5;fill-opacity:.5} svg.explore circle.h{fill:non
 svg.explore circle.hit{fill:#e67e22;fill-opacity:1;stroke:#000;stroke-width:.6}
 svg.explore circle:hover{fill:#e67e22;fill-opacity:1} svg.explore .law{fill:none;stroke:#c0392b;stroke-width:1.6}
 svg.explore .thr{stroke:#444;stroke-dasharray:4 3;opacity:.6}
+.explore .hover{font-size:.85rem;color:#333;margin-left:.8rem;font-family:ui-monospace,monospace}
+.ex-legend{font-size:.85rem;color:#333;margin:.2rem 0} .ex-legend span{margin-right:1rem;white-space:nowrap}
+.ex-legend svg{vertical-align:middle;margin-right:.25rem}
 """
 
 # The viewer. State is the chosen group and its domain [x0, x1, y0, y1] in accuracy points; the
@@ -42,6 +48,7 @@ JS = r"""
 const D = JSON.parse(document.getElementById('ex-data').textContent);
 const svg = document.getElementById('ex-svg'), sel = document.getElementById('ex-group');
 const find = document.getElementById('ex-find'), info = document.getElementById('ex-info');
+const hover = document.getElementById('ex-hover');
 const NS = 'http://www.w3.org/2000/svg', W = 760, H = 460, L = 52, B = 44, T = 12, R = 14;
 let g = null, dom = null, drag = null;
 const el = (n, a, t) => { const e = document.createElementNS(NS, n);
@@ -70,10 +77,12 @@ function draw() {
   const plot = el('g', {'clip-path': 'url(#ex-clip)'});
   if (g.t !== null) plot.append(el('line', {x1: sx(g.t), y1: T, x2: sx(g.t), y2: H - B, class: 'thr'}));
   if (g.l.length > 1) { const pl = el('polyline', {class: 'law', points: g.l.map(q => `${sx(q[0]).toFixed(1)},${sy(q[1]).toFixed(1)}`).join(' ')});
-    pl.append(el('title', {}, 'headline: ' + g.law)); plot.append(pl); }
+    pl.append(el('title', {}, 'headline prediction, from the best visible model to the tested horizon')); plot.append(pl); }
+  document.getElementById('ex-leg-law').hidden = g.l.length < 2;
+  document.getElementById('ex-leg-thr').hidden = g.t === null;
   const q = find.value.trim().toLowerCase(), marked = [];
   for (const p of g.p) {
-    const name = D.runs[p[2]] ?? '?', held = g.t !== null && p[0] > g.t, hit = q !== '' && name.toLowerCase().includes(q);
+    const name = D.names[p[2]] ?? '?', held = g.t !== null && p[0] > g.t, hit = q !== '' && name.toLowerCase().includes(q);
     const c = el('circle', {cx: sx(p[0]).toFixed(1), cy: sy(p[1]).toFixed(1), r: hit ? 4.5 : 3, class: (held ? 'h' : 'v') + (hit ? ' hit' : '')});
     c.append(el('title', {}, `${name}: US ${p[0].toFixed(2)}%, DS ${p[1].toFixed(2)}%${held ? ' (held out)' : ''}`));
     if (hit) marked.push(c); else plot.append(c); }
@@ -89,9 +98,10 @@ svg.addEventListener('pointermove', e => { if (!drag) return; const [x, y] = at(
   dom = [dom[0] - (x - drag[0]), dom[1] - (x - drag[0]), dom[2] - (y - drag[1]), dom[3] - (y - drag[1])]; draw(); });
 svg.addEventListener('pointerup', () => { drag = null; });
 svg.addEventListener('dblclick', reset);
+// the hovered model goes to its own line: the count of matches stays readable
 svg.addEventListener('mouseover', e => { const t = e.target.querySelector && e.target.querySelector('title');
-  if (e.target.tagName === 'circle' && t) info.textContent = t.textContent; });
-sel.addEventListener('change', () => { g = D.groups[+sel.value]; reset(); });
+  if (e.target.tagName === 'circle' && t) hover.textContent = t.textContent; });
+sel.addEventListener('change', () => { g = D.groups[+sel.value]; hover.textContent = ''; reset(); });
 find.addEventListener('input', draw);
 g = D.groups[0]; reset();
 })();
@@ -114,14 +124,52 @@ def _label(r: dict[str, Any]) -> str:
     return f"{r['us_task']} → {r['ds_task']} ({r['eval_protocol']}{shots})"
 
 
-def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, Any], int]:
-    """The JSON the viewer reads: ``runs`` (each model name once) and one entry per group with
-    its label, hold-out threshold (points, or null), headline law as a polyline and points as
-    [US, DS, run index]; and how many groups were left out for :data:`MAX_POINTS`."""
+def _missing(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) or str(v) == ""
+
+
+def point_name(run_id: Any, model_name: Any) -> str:
+    """How the report names one model: its ``model_name`` from the store, followed by the first
+    8 characters of its run id where the id does not already contain the name (an MLflow run id
+    is 32 hex digits; several runs, e.g. seeds, share a model name); the run id alone where the
+    store has no model name; "?" where it has neither."""
+    run = "" if _missing(run_id) else str(run_id)
+    model = "" if _missing(model_name) else str(model_name)
+    if not model:
+        return run or "?"
+    if not run or model in run:
+        return run or model
+    return f"{model} · {run[:8]}"
+
+
+def point_names(points: pd.DataFrame) -> list[str]:
+    """:func:`point_name` of every row of ``points.parquet`` (one written before it had
+    ``model_name`` names its runs)."""
+    models = points["model_name"] if "model_name" in points else [None] * len(points)
+    return [point_name(r, m) for r, m in zip(points["run_id"].astype(object), models)]
+
+
+def prediction_line(r: dict[str, Any], points: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """The headline's prediction (US, DS accuracy in points) from the best visible model to the
+    tested horizon, as the figures draw it: empty where the row has no back-tested horizon."""
     from .analysis import predict_fit
 
+    best, hus = float(r.get("best_us", math.nan)), float(r.get("horizon_us", math.nan))
+    if not (math.isfinite(best) and math.isfinite(hus) and hus > best):
+        return np.zeros(0), np.zeros(0)
+    xs = np.linspace(best, hus, points)
+    ys = predict_fit(r, xs)
+    ok = np.isfinite(ys)
+    return xs[ok] * 100, ys[ok] * 100
+
+
+def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, Any], int]:
+    """The JSON the viewer reads: ``names`` (each model's :func:`point_name` once) and one entry
+    per group with its label, hold-out threshold (points, or null), the headline's prediction as
+    a polyline (:func:`prediction_line`) and points as [US, DS, name index]; and how many groups
+    were left out for :data:`MAX_POINTS`."""
     by = points_by_group(points)
-    runs: dict[str, int] = {}
+    names: dict[str, int] = {}
     groups, total, left = [], 0, 0
     for r in heads.to_dict("records"):
         g = by.get(group_key(r[c] for c in KEYS))
@@ -132,18 +180,26 @@ def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, 
             continue
         total += len(g)
         us, ds = g["us_accuracy"].to_numpy(float) * 100, g["ds_accuracy"].to_numpy(float) * 100
-        idx = [runs.setdefault("?" if run is None or (isinstance(run, float) and math.isnan(run)) else str(run),
-                               len(runs)) for run in g["run_id"].astype(object)]
-        lo, hi = float(np.nanmin(us)), float(np.nanmax(us))
-        xs = np.linspace(max(0.0, lo - 0.1 * (hi - lo)), min(100.0, hi + 0.1 * (hi - lo)), 200)
-        ys = predict_fit(r, xs / 100) * 100
-        ok = np.isfinite(ys)
+        idx = [names.setdefault(n, len(names)) for n in point_names(g)]
+        xs, ys = prediction_line(r)
         thr = float(r["holdout_threshold"])
-        groups.append({"k": _label(r), "law": f"{r['law']} on {r['frontier']}",
-                       "t": round(100 * thr, 3) if math.isfinite(thr) and thr < 1 else None,
-                       "l": [[round(float(a), 3), round(float(b), 3)] for a, b in zip(xs[ok], ys[ok])],
+        groups.append({"k": _label(r), "t": round(100 * thr, 3) if math.isfinite(thr) and thr < 1 else None,
+                       "l": [[round(float(a), 3), round(float(b), 3)] for a, b in zip(xs, ys)],
                        "p": [[round(float(a), 2), round(float(b), 2), i] for a, b, i in zip(us, ds, idx)]})
-    return {"runs": list(runs), "groups": groups}, left
+    return {"names": list(names), "groups": groups}, left
+
+
+#: What the explorer's marks mean (the law and threshold entries hide for a group without them).
+LEGEND = ("<div class=ex-legend>"
+          "<span><svg width=12 height=12><circle cx=6 cy=6 r=3.5 fill='#3a6ea5' fill-opacity=.5 /></svg>model</span>"
+          "<span><svg width=12 height=12><circle cx=6 cy=6 r=3.5 fill=none stroke='#3a6ea5' /></svg>"
+          "held out (not fitted)</span>"
+          "<span><svg width=12 height=12><circle cx=6 cy=6 r=4.5 fill='#e67e22' stroke='#000' stroke-width=.6 />"
+          "</svg>matches the search</span>"
+          "<span id=ex-leg-law><svg width=22 height=12><line x1=1 y1=6 x2=21 y2=6 stroke='#c0392b' stroke-width=1.6 />"
+          "</svg>headline prediction, best visible model to the tested horizon</span>"
+          "<span id=ex-leg-thr><svg width=22 height=12><line x1=11 y1=0 x2=11 y2=12 stroke='#444' "
+          "stroke-dasharray='4 3' /></svg>hold-out threshold</span></div>")
 
 
 def explorer_html(heads: pd.DataFrame, points: pd.DataFrame | None) -> str:
@@ -159,11 +215,11 @@ def explorer_html(heads: pd.DataFrame, points: pd.DataFrame | None) -> str:
     more = (f" {left} more groups are not embedded (this page holds at most {MAX_POINTS:,} points); "
             "points.parquet has them all." if left else "")
     return ("<h2>Explore a group</h2><p class=note>Every group's models: pick a group, scroll to zoom at the cursor, "
-            "drag to pan, double-click to reset; type part of a model's name to mark it. Hollow points were held out "
-            f"(right of the dashed line); the red line is the headline law.{more}</p>"
+            "drag to pan, double-click to reset; type part of a model's name to mark it, hover a point for its "
+            f"model and accuracies.{more}</p>"
             f"<div class=explore><select id=ex-group aria-label='group'>{options}</select>"
             "<input id=ex-find type=search placeholder='find a model' aria-label='find a model'>"
-            "<span id=ex-info class=info></span><br>"
+            "<span id=ex-info class=info></span><span id=ex-hover class=hover></span>" + LEGEND +
             "<svg id=ex-svg class=explore viewBox='0 0 760 460' width=760 height=460 role=img "
             "aria-label='the chosen group'></svg></div>"
             f"<script type=application/json id=ex-data>{blob}</script><script>{JS}</script>")

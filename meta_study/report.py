@@ -23,7 +23,7 @@ from .analysis.selection import FLAG_HELP
 from .analysis.tables import headlines
 from .explorer import CSS as EXPLORER_CSS
 from .explorer import KEYS as EXPLORE_KEYS
-from .explorer import explorer_html, group_key, points_by_group
+from .explorer import explorer_html, group_key, point_names, points_by_group, prediction_line
 
 if TYPE_CHECKING:
     from .analysis.results import Analysis
@@ -33,7 +33,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem 
 h1{font-size:1.5rem;margin-bottom:.2rem} h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
 .prov{color:#555;font-size:.85rem} table{border-collapse:collapse;font-size:.82rem;margin:.5rem 0}
 th,td{border:1px solid #ddd;padding:.25rem .45rem;text-align:right} th{background:#f4f4f4} td.l,th.l{text-align:left}
-tr.bad td{color:#a33} img{max-width:100%;border:1px solid #eee;margin:.3rem 0} .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:.6rem}
+tr.bad td{color:#a33} img{max-width:100%;height:auto;border:1px solid #eee;margin:.3rem 0} .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:.6rem}
+.figs{display:flex;flex-wrap:wrap;gap:.6rem;align-items:flex-start}
 .note{font-size:.85rem;color:#444;max-width:60rem} .flag{display:inline-block;font-size:.75rem;background:#eef;border:1px solid #ccd;border-radius:3px;padding:0 .3rem;margin:0 .1rem;cursor:help} .verdict{background:#fff4e5;border-left:4px solid #e69500;padding:.5rem .8rem;max-width:60rem}
 table.sortable th{cursor:pointer}
 svg.points .ax{stroke:#999} svg.points .tk{font-size:9px;fill:#555} svg.points .lb{font-size:10px;fill:#333}
@@ -114,11 +115,10 @@ MAX_HOVER_GROUPS = 60
 
 
 def _points_svg(r: Mapping[str, Any], pts: pd.DataFrame) -> str:
-    """One group's models as an inline SVG scatter: hover a point for its run (model), US and DS
-    accuracy; hollow points were held out; the red line is the headline law. No script needed."""
+    """One group's models as an inline SVG scatter: hover a point for its model (:func:`point_name`),
+    US and DS accuracy; hollow points were held out; the red line is the headline's prediction from
+    the best visible model to the tested horizon. No script needed."""
     import numpy as np
-
-    from .analysis import predict_fit
 
     w, h, pad = 380, 270, 42
     us, ds = pts["us_accuracy"].to_numpy(float) * 100, pts["ds_accuracy"].to_numpy(float) * 100
@@ -139,17 +139,14 @@ def _points_svg(r: Mapping[str, Any], pts: pd.DataFrame) -> str:
     out.append(f"<text x={(pad + w) / 2:.0f} y={h - 6} class=lb text-anchor=middle>US accuracy (%)</text>"
                f"<text x=10 y={(h - pad) / 2:.0f} class=lb text-anchor=middle transform='rotate(-90 10 "
                f"{(h - pad) / 2:.0f})'>DS accuracy (%)</text>")
-    best, hus = float(r.get("best_us", math.nan)), float(r.get("horizon_us", math.nan))
-    end = hus if math.isfinite(hus) else best
-    xs = np.linspace(max(x0, 100 * best), min(x1, 100 * end), 40) if math.isfinite(best) else np.zeros(0)
-    ys = predict_fit(r, xs / 100) * 100
-    ok = np.isfinite(ys) & (ys >= y0) & (ys <= y1)
+    xs, ys = prediction_line(r, 40)
+    ok = (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
     if ok.sum() > 1:
         out.append("<polyline class=law points='" + " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(xs[ok], ys[ok]))
                    + "'><title>headline prediction, from the best visible model to the tested horizon</title></polyline>")
-    for run, a, b, hd in zip(pts["run_id"].astype(object), us, ds, held):
+    for name, a, b, hd in zip(point_names(pts), us, ds, held):
         out.append(f"<circle cx={sx(a):.1f} cy={sy(b):.1f} r=2.6 class={'h' if hd else 'v'}><title>"
-                   f"{_e(run if run is not None else '?')}: US {a:.2f}%, DS {b:.2f}%{' (held out)' if hd else ''}"
+                   f"{_e(name)}: US {a:.2f}%, DS {b:.2f}%{' (held out)' if hd else ''}"
                    "</title></circle>")
     out.append("</svg>")
     return "".join(out)
@@ -184,7 +181,8 @@ def _table_html(fits: pd.DataFrame) -> str:
     """Per group: the headline and the paper's Eq. 1 on the hull vertices, side by side. Accuracies
     in percent, errors in accuracy points; the fit's status apart from the group's warnings."""
     head = ("<tr><th class=l>US task</th><th class=l>DS task</th><th class=l>protocol</th><th>shots</th>"
-            "<th class=l>predictor</th><th title='models the fit used / models in the group'>models fitted / all</th>"
+            "<th class=l>predictor</th><th title='models in the group (in brackets: held out, i.e. above the "
+            "hold-out threshold: never fitted, they score the held-out error)'>models (held out)</th>"
             "<th>back-test err (pt)</th><th>flat guess back-test (pt)</th><th>held-out err (pt)</th>"
             "<th title='leave-one-cut-out share of back-test targets inside the 90% interval'>interval coverage (%)</th>"
             "<th class=l>role</th><th class=l>fit status</th><th class=l>warnings</th></tr>")
@@ -195,20 +193,46 @@ def _table_html(fits: pd.DataFrame) -> str:
         shots = "" if pd.isna(r["shots"]) else str(int(r["shots"]))
         if r["headline"]:
             role = "headline, trusted" if r["trusted"] else "headline, not trusted"
-            what = f"median of {int(r['n_fit'])} laws x frontiers, discount {float(r['discount']):.2f}" \
+            # the headline's n_fit counts its member fits (law x frontier), not models
+            what = f"median of {int(r['n_fit'])} law x frontier fits, discount {float(r['discount']):.2f}" \
                 if not pd.isna(r.get("discount")) else "ensemble"
         else:
-            role, what = "paper", "Eq. 1 on hull vertices"
+            role, what = "paper", f"Eq. 1 on the {int(r['n_fit'])} hull vertices"
         status = _e(r["status"]) + (f": {_e(r['message'])}" if r.get("message") and not r["headline"] else "")
         cov = r.get("coverage")
         rows.append(
             f"<tr class='{'bad' if bad else ''}'><td class=l>{_e(r['us_task'])}</td><td class=l>{_e(r['ds_task'])}</td>"
             f"<td class=l>{_e(r['eval_protocol'])}</td><td>{shots}</td><td class=l>{_e(what)}</td>"
-            f"<td>{int(r['n_fit'])} / {int(r['n_points'])}</td><td>{_pt(r['backtest_err'])}</td>"
+            f"<td>{int(r['n_points'])} ({int(r['n_heldout'])})</td><td>{_pt(r['backtest_err'])}</td>"
             f"<td>{_pt(r['flat_backtest_err'])}</td><td>{_pt(r['pred_err'])}</td>"
             f"<td>{_num(100 * float(cov), 3) if cov is not None and not pd.isna(cov) else '&ndash;'}</td>"
             f"<td class=l>{role}</td><td class=l>{status}</td><td class=l>{_flags_html(r.get('warnings'))}</td></tr>")
     return f"<table class=sortable><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _sensitivity_text(sensitivity: pd.DataFrame | None) -> str:
+    """What Fig. 3 says about the headline's members, from the ranking of the frontiers a headline
+    can use (``all`` never enters it: its numbers are given apart, for the paper's comparison)."""
+    from .analysis.sensitivity import rank_frontiers, summarize_sensitivity
+
+    if sensitivity is None or not len(sensitivity):
+        return ""
+    rk = rank_frontiers(summarize_sensitivity(sensitivity))
+    rk = rk[rk["pred_err_small_n"].notna()]
+    members = rk[rk["in_headline"].astype(bool)]
+    out = (" The headline is the median of every law on the frontier estimators drawn solid; the paper's Eq. 1 "
+           "on each of them shows how that kind of member degrades with fewer models.")
+    if len(members):
+        top = members.iloc[0]
+        out += (f" Among them, on this data, <b>{_e(top['frontier'])}</b> predicts best at the smallest sample "
+                f"({_pt(top['pred_err_small_n'])} pt prediction error; {_pt(top['pred_err_full_n'])} pt with all "
+                "models)" + "".join(f", then {_e(r['frontier'])} ({_pt(r['pred_err_small_n'])} pt)"
+                                    for r in members.iloc[1:].to_dict("records")) + ".")
+    for r in rk[~rk["in_headline"].astype(bool)].to_dict("records"):
+        out += (f" <b>{_e(r['frontier'])}</b> (dashed; {_pt(r['pred_err_small_n'])} pt at the smallest sample) fits "
+                "every model: it estimates the typical model, not the frontier, so it is never part of the headline "
+                "whatever its error here.")
+    return out
 
 
 def _natural(p: Path) -> list[Any]:
@@ -216,6 +240,18 @@ def _natural(p: Path) -> list[Any]:
     import re
 
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+
+def png_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) in pixels from a PNG's header, or None when it is not a readable PNG."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
 def _table_links(root: Path) -> list[tuple[str, str]]:
@@ -229,8 +265,14 @@ def _table_links(root: Path) -> list[tuple[str, str]]:
     return out
 
 
-def _img(rel: str, alt: str) -> str:
-    return f"<a href='{_e(rel)}'><img src='{_e(rel)}' alt='{_e(alt)}' loading='eager'></a>"
+def _img(root: Path, rel: str, alt: str) -> str:
+    """A figure at its printed size (1 figure inch = 1 CSS inch: its text reads at the point sizes
+    it was drawn with), shrunk only where wider than the page; a click opens the full image."""
+    from .analysis.figures import SAVE_DPI
+
+    size = png_size(root / rel)
+    dims = f" width={round(size[0] * 96 / SAVE_DPI)} height={round(size[1] * 96 / SAVE_DPI)}" if size else ""
+    return f"<a href='{_e(rel)}'><img src='{_e(rel)}' alt='{_e(alt)}'{dims} loading='eager'></a>"
 
 
 def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, title: str = "meta-study report",
@@ -242,8 +284,6 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     Returns:
         The path of the page.
     """
-    from .analysis.sensitivity import rank_frontiers, summarize_sensitivity
-
     root = Path(results_dir)
     fits = analysis.fits
     heads = headlines(fits)
@@ -266,37 +306,31 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                  "definitions: docs/analysis.md.</p>" + _verdict(heads) + _answers_html(heads, threshold))
     parts.append("<h2>Headline and the paper's fit</h2>" + _table_html(fits))
     if (figs / "fits_grid.png").exists():
-        parts.append("<h2>DS vs US accuracy</h2>" + _img("figures/fits_grid.png", "fits grid"))
+        parts.append("<h2>DS vs US accuracy</h2>" + _img(root, "figures/fits_grid.png", "fits grid"))
     parts.append(explorer_html(heads, analysis.points))
     parts.append(_hover_html(heads, analysis.points))
-    group_pngs = sorted((figs / "groups").glob("*.png")) if (figs / "groups").exists() else []
+    # shots by value (1, 5, 10, 25), not as text (1, 10, 25, 5)
+    group_pngs = sorted((figs / "groups").glob("*.png"), key=_natural) if (figs / "groups").exists() else []
     if group_pngs:
-        parts.append("<h2>Per task</h2><div class=grid>" +
-                     "".join(_img(f"figures/groups/{p.name}", p.stem) for p in group_pngs) + "</div>")
+        parts.append("<h2>Per task</h2><div class=figs>" +
+                     "".join(_img(root, f"figures/groups/{p.name}", p.stem) for p in group_pngs) + "</div>")
     if (figs / "sensitivity.png").exists():
-        rank = ""
-        if analysis.sensitivity is not None and len(analysis.sensitivity):
-            rk = rank_frontiers(summarize_sensitivity(analysis.sensitivity))
-            rk = rk[rk["pred_err_small_n"].notna()]
-            if len(rk):
-                top = rk.iloc[0]
-                rank = (f" On this data the most robust frontier at small n is <b>{_e(top['frontier'])}</b> "
-                        f"(prediction error {_num(100 * float(top['pred_err_small_n']), 3)} pt at the smallest sample, "
-                        f"{_num(100 * float(top['pred_err_full_n']), 3)} pt with all models); "
-                        + ", ".join(f"{_e(r['frontier'])} {_num(100 * float(r['pred_err_small_n']), 3)} pt"
-                                    for r in rk.iloc[1:].to_dict("records")) + ".")
         parts.append("<h2>Sample-size sensitivity</h2><p class=note>Per DS task (the paper's Fig. 3): fitting and "
                      "prediction error of Eq. 1, in accuracy points, on each frontier estimator on random subsamples "
-                     "of the models (mean &plusmn; sd over trials)." + rank + "</p>"
-                     + _img("figures/sensitivity.png", "sensitivity"))
+                     "of the models (mean &plusmn; sd over trials)." + _sensitivity_text(analysis.sensitivity) + "</p>"
+                     + _img(root, "figures/sensitivity.png", "sensitivity"))
     if (figs / "params_vs_shots.png").exists():
-        parts.append("<h2>Parameters vs shots</h2>" + _img("figures/params_vs_shots.png", "params vs shots"))
+        parts.append("<h2>Parameters vs shots</h2><p class=note>Eq. 1's parameters on the hull vertices (solid) and "
+                     "on all points (dashed) per DS task; a hollow marker is a value at its bound (the constraint, "
+                     "not an estimate).</p>" + _img(root, "figures/params_vs_shots.png", "params vs shots"))
     heat = sorted(figs.glob("f2*.png"), key=_natural) if figs.exists() else []   # 1, 5, 10, 25 shots
     if heat:
-        parts.append("<h2>Correlations</h2><div class=grid>" +
-                     "".join(_img(f"figures/{p.name}", p.stem) for p in heat) + "</div>")
-    parts.append("<h2>Tables</h2><p class=note>Each table as CSV (the Parquet beside it is the record: fractions, "
-                 "not points; docs/analysis.md defines every column).</p><ul>" + "".join(
+        parts.append("<h2>Correlations</h2><p class=note>Spearman rank correlation of DS accuracy between DS tasks "
+                     "(per US task, protocol and shots), and of US with DS accuracy (grey: no such pair).</p>"
+                     "<div class=figs>" + "".join(_img(root, f"figures/{p.name}", p.stem) for p in heat) + "</div>")
+    parts.append("<h2>Tables</h2><p class=note>Each table as CSV, a copy of the Parquet record beside it. Unlike "
+                 "this page, the tables keep fractions: an accuracy of 0.853 is 85.3%, an error of 0.012 is 1.2 pt "
+                 "(docs/analysis.md defines every column).</p><ul>" + "".join(
                      f"<li><a href='{_e(t)}'>{_e(t)}</a>{_e(what)}</li>" for t, what in _table_links(root)) + "</ul>")
     parts.append(f"<script>{SORT_JS}</script></body></html>")
     out = root / "index.html"

@@ -65,20 +65,139 @@ def test_grid_legends_sit_under_their_panels_off_every_axes(fitted):
     plt.close(fig)
 
 
-def test_params_vs_shots_has_one_legend_right_of_the_panels_and_clear_titles(fitted):
-    """F.4/F.5: the legend sat in the first panel, on its lines; the suptitle covered 'α'."""
+def test_params_vs_shots_legends_right_of_the_panels_labelled_axes_and_bound_values_hollow(fitted):
+    """F.4/F.5: the legend sat in the first panel, on its lines; the suptitle covered 'α'. Then: no y
+    labels, two x ticks (1 and 10) for four shot settings, and α pinned at its bound drawn as data."""
     from meta_study.analysis.figures import params_figure
 
     df, _ = fitted
-    fig = params_figure(df[df["law"] == "eq1"])
+    eq1 = df[df["law"] == "eq1"].copy()
+    pinned = eq1.index[(eq1["frontier"] == "vertices") & (eq1["ds_task"] == "beta-task") & (eq1["shots"] == 10)][0]
+    eq1.loc[pinned, ["alpha", "status", "message"]] = [10.0, "at_bound", "alpha at its upper bound 10"]
+    fig = params_figure(eq1)
     r, axes = _boxes(fig)
     assert len(axes) == 3 and all(a.get_legend() is None for a in axes)
-    assert len(fig.legends) == 1
-    lb = fig.legends[0].get_window_extent(r)
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["alpha-task", "beta-task", "gamma-task"]
-    assert all(lb.x0 >= a.get_window_extent(r).x1 for a in axes)
+    tasks, keys = fig.legends
+    assert [t.get_text() for t in tasks.get_texts()] == ["alpha-task", "beta-task", "gamma-task"]
+    assert any("at its bound" in t.get_text() for t in keys.get_texts())       # the legend says what hollow means
+    for lg in fig.legends:
+        lb = lg.get_window_extent(r)
+        assert all(lb.x0 >= a.get_window_extent(r).x1 for a in axes)
     title = fig._suptitle.get_window_extent(r)
     assert not any(_overlap(title, a.title.get_window_extent(r)) for a in axes)
+    for a in axes:
+        assert a.get_ylabel()                                                 # every panel says what it shows
+        assert [t.get_text() for t in a.get_xticklabels()] == ["1", "5", "10", "25"]   # every shot setting
+        assert len(a.xaxis.get_minor_locator()()) == 0                            # and no unlabelled tick
+    alpha = axes[1]
+    hollow = [ln for ln in alpha.lines if ln.get_marker() == "o" and ln.get_markerfacecolor() == "white" and len(ln.get_xdata())]
+    assert [(float(ln.get_xdata()[0]), float(ln.get_ydata()[0])) for ln in hollow] == [(10.0, 10.0)]
+    assert not [ln for ln in axes[0].lines if ln.get_markerfacecolor() == "white" and len(ln.get_xdata())]   # k is free
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_bound_params_reads_the_power_law_fit_messages():
+    """The hollow markers rest on powerlaw's wording: a fit pinned at alpha_max says so."""
+    from meta_study.analysis.figures import bound_params
+    from meta_study.analysis.powerlaw import fit_power_law
+
+    e_us = np.linspace(0.1, 0.6, 12)
+    f = fit_power_law(e_us, 0.05 + 0.9 * e_us ** 3.0, alpha_max=1.5)
+    assert f.status == "at_bound" and bound_params(f.message) == {"alpha"}
+    free = fit_power_law(e_us, 0.05 + 0.9 * e_us ** 1.2)
+    assert bound_params(free.message) == frozenset()
+    assert bound_params("k = 0 (alpha is not identified); e_ir = 0") == {"k", "alpha", "e_ir"}
+
+
+@pytest.fixture(scope="module")
+def sens_summary():
+    """Fig. 3's input for two DS tasks, 8 size steps each (as the CLI's default)."""
+    from meta_study.analysis.sensitivity import SensitivityOptions, sensitivity, summarize_sensitivity
+
+    rng = np.random.default_rng(1)
+    groups = []
+    for d in ("alpha-task", "beta-task"):
+        us = rng.uniform(0.3, 0.9, 80)
+        groups.append(Group("up", d, "fewshot", 5, us, np.clip(0.9 - 0.7 * (1 - us) ** 1.5 + rng.normal(0, 0.02, 80), 0, 1)))
+    return summarize_sensitivity(sensitivity(groups, SensitivityOptions(trials=2)))
+
+
+def test_sensitivity_ticks_all_labelled_legend_under_the_title_without_a_gap(sens_summary):
+    """Fig. 3 had an unlabelled x tick, a blank band under its legend (and the legend on the
+    title), and named `all` like a headline frontier."""
+    from meta_study.analysis.figures import LEGEND_PT, sensitivity_figure
+
+    fig = sensitivity_figure(sens_summary)
+    r, axes = _boxes(fig)
+    assert len(axes) == 4
+    for a in axes:
+        labels = [t.get_text() for t in a.get_xticklabels()]
+        assert len(labels) >= 6 and all(labels), labels          # every major tick has its number
+        assert len(a.xaxis.get_minor_locator()()) == 0                # no minor (unlabelled) ticks
+    (lg,) = fig.legends
+    lb = lg.get_window_extent(r)
+    assert all(t.get_fontsize() >= LEGEND_PT for t in lg.get_texts())
+    assert any("never in the headline" in t.get_text() for t in lg.get_texts() if t.get_text().startswith("all"))
+    tops = [a.title.get_window_extent(r) for a in axes]
+    assert not any(_overlap(lb, t) for t in tops) and not any(_overlap(lb, a.get_window_extent(r)) for a in axes)
+    gap = lb.y0 - max(t.y1 for t in tops)                         # pixels between legend and the first titles
+    assert 0 <= gap < 0.25 * fig.dpi, gap
+    assert fig._suptitle is None or not _overlap(lb, fig._suptitle.get_window_extent(r))
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_heatmap_cells_are_legible_and_missing_cells_are_not_white():
+    """F.20/F.21: 7 pt values in thumbnails, and a missing pair drawn white like rho = 0."""
+    import pandas as pd
+
+    from meta_study.analysis.figures import HEAT_PT, heatmap_figure
+
+    m = pd.DataFrame([[1.0, 0.5, np.nan], [0.5, 1.0, 0.2]], index=["u/a", "u/b"], columns=["x", "y", "z"])
+    fig = heatmap_figure(m, title="t")
+    _, axes = _boxes(fig)
+    ax = axes[0]
+    values = [t for t in ax.texts]
+    assert len(values) == 5 and all(t.get_fontsize() >= HEAT_PT >= 10 for t in values)
+    img = ax.images[0].get_array()
+    assert np.ma.is_masked(img) and bool(img.mask[0, 2])          # the missing cell shows the axes' face
+    assert ax.get_facecolor()[:3] != (1.0, 1.0, 1.0) and "grey" in ax.get_title()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_no_curve_leaves_its_axes(fitted):
+    """Every curve of every DS-vs-US panel lies inside its axes where it is drawn: the headline
+    once plunged to 0% DS or shot off the top (a law drawn over the whole US range, the y axis
+    following the points only)."""
+    from meta_study.analysis.figures import fit_grid_figure
+
+    _, panels = fitted
+    drawn = [{k: v for k, v in p.items() if k != "slug"} for p in panels]
+    # a steep, then flat cloud whose low end lies far under the fitted laws' reach
+    rng = np.random.default_rng(3)
+    us = np.concatenate([rng.uniform(0.05, 0.3, 15), rng.uniform(0.7, 0.95, 40)])
+    ds = np.clip(np.where(us > 0.5, 0.2 + 0.7 * np.sqrt(np.clip(us - 0.5, 0, None)), 0.02) + rng.normal(0, 0.01, us.size), 0, 1)
+    _, extra = fit_table([Group("up", "steep", "shift", None, us, ds)])
+    drawn += [{k: v for k, v in p.items() if k != "slug"} for p in extra]
+    fig = fit_grid_figure(drawn)
+    n_lines = 0
+    for ax in (a for a in fig.get_axes() if a.axison):
+        x0, x1 = ax.get_xlim()
+        y0, y1 = ax.get_ylim()
+        for ln in ax.lines:
+            if ln.get_transform() != ax.transData or ln.get_linestyle() in ("None", ""):
+                continue                          # markers, and axvlines (axes coordinates in y)
+            x, y = np.asarray(ln.get_xdata(), float), np.asarray(ln.get_ydata(), float)
+            inside = (x >= x0) & (x <= x1) & np.isfinite(y)
+            n_lines += 1
+            assert ((y[inside] >= y0 - 1e-9) & (y[inside] <= y1 + 1e-9)).all(), (ax.get_title(), ln.get_label(), (y0, y1))
+            assert ln.get_clip_on()
+    assert n_lines >= 3 * len(drawn)
     import matplotlib.pyplot as plt
 
     plt.close(fig)

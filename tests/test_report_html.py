@@ -138,7 +138,8 @@ def test_explorer_offers_every_group_and_caps_the_page(monkeypatch):
     n = 70
     heads = pd.DataFrame({"us_task": "up", "ds_task": [f"t{i:02d}" for i in range(n)], "eval_protocol": "fewshot",
                           "shots": 5, "law": "power", "frontier": "vertices", "holdout_threshold": 0.8, "status": "ok",
-                          "k": 0.9, "alpha": 1.2, "e_ir": np.nan, "e_us_star": np.nan})
+                          "k": 0.9, "alpha": 1.2, "e_ir": np.nan, "e_us_star": np.nan, "best_us": 0.8,
+                          "horizon_us": 0.86})
     rng = np.random.default_rng(0)
     points = pd.concat([pd.DataFrame({"us_task": "up", "ds_task": f"t{i:02d}", "eval_protocol": "fewshot", "shots": 5,
                                       "run_id": [f"m{j}</script>" for j in range(20)],
@@ -150,8 +151,191 @@ def test_explorer_offers_every_group_and_caps_the_page(monkeypatch):
     import json
 
     data = json.loads(blob)
-    assert len(data["runs"]) == 20 and all(len(g["p"]) == 20 for g in data["groups"])   # names once
-    assert data["groups"][0]["t"] == 80.0 and len(data["groups"][0]["l"]) > 100
+    assert len(data["names"]) == 20 and all(len(g["p"]) == 20 for g in data["groups"])   # names once
+    # the headline's prediction only from the best visible model to the tested horizon
+    line = data["groups"][0]["l"]
+    assert data["groups"][0]["t"] == 80.0 and len(line) > 10 and line[0][0] == 80.0 and line[-1][0] == 86.0
     monkeypatch.setattr(explorer, "MAX_POINTS", 20 * 30)
     page = explorer.explorer_html(heads, points)
     assert page.count("<option ") == 30 and "40 more groups are not embedded" in page
+
+
+# --- a synthetic report the way an MLflow sweep fills the store: 32-digit run ids, model names -------
+
+@pytest.fixture(scope="module")
+def mlflow_like_report(tmp_path_factory):
+    """``meta-study report`` of 48 runs (5 model names, MLflow-style run ids) x 2 DS tasks x shots
+    1/5/10/25: 8 groups, every figure of the page (grid, per task, Fig. 3, F.4/F.5, heatmaps)."""
+    import uuid
+
+    from conftest import make_rows
+    from meta_study.schema import validate
+    from meta_study.store import Store
+
+    root = tmp_path_factory.mktemp("mlflow_like")
+    df = make_rows(48, ds_tasks=("alpha", "beta"), shots=(1, 5, 10, 25))
+    ids = {r: uuid.UUID(int=i + 12345).hex for i, r in enumerate(df["run_id"].unique())}
+    df["run_id"] = df["run_id"].map(ids)
+    df["model_name"] = df["seed"].map(lambda i: f"vit_s{i % 5}")
+    s = Store(str(root / "st"))
+    s.commit(validate(df).table)
+    r = run_cli("report", s.uri, "--out", str(root / "rep"), "--serial", "--trials", "2", "--samples", "20")
+    assert r.returncode == 0, r.stderr
+    return root / "rep"
+
+
+#: Each image of the page: [src, displayed width in CSS px, natural width in px].
+IMAGE_SIZES = "() => Array.from(document.images).map(i => [i.getAttribute('src'), i.getBoundingClientRect().width, i.naturalWidth])"
+
+
+def svg_font_sizes(path: Path) -> tuple[list[float], list[float]]:
+    """(every text's size, the legends' text sizes) in figure points, from a matplotlib SVG beside
+    its PNG (``svg.fonttype: none`` writes ``font-size: Npx`` in the figure's pt units); the
+    provenance footer is left out."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    from meta_study.analysis.figures import FOOTER_ID
+
+    ns = "{http://www.w3.org/2000/svg}"
+    every, legends = [], []
+
+    def walk(el, footer: bool, legend: bool) -> None:
+        footer = footer or el.get("id") == FOOTER_ID
+        legend = legend or (el.get("id") or "").startswith("legend")
+        if el.tag == f"{ns}text" and not footer:     # its own style, or its tspans' (mathtext: 10^0)
+            styles = [el.get("style", "")] + [t.get("style", "") for t in el.iter(f"{ns}tspan")]
+            sizes = [float(m.group(1)) for st in styles for m in [re.search(r"font-size:\s*([\d.]+)px", st)] if m]
+            assert sizes, ET.tostring(el)[:200]
+            every.append(min(sizes))
+            if legend:
+                legends.append(min(sizes))
+        for c in el:
+            walk(c, footer, legend)
+
+    walk(ET.parse(path).getroot(), False, False)
+    return every, legends
+
+
+@pytest.mark.slow(25)
+def test_report_of_an_mlflow_sweep_reads_well(mlflow_like_report):
+    """One report (built once: ~15 s), three checks: every figure's text reads at >= 9 pt on the
+    page; points are named by model and the explorer keeps its count apart from the hover; shots
+    in order and every number with its unit."""
+    check_figure_text_sizes(mlflow_like_report)
+    check_model_names_and_explorer(mlflow_like_report)
+    check_order_and_units(mlflow_like_report)
+
+
+def check_figure_text_sizes(mlflow_like_report: Path) -> None:
+    """Screenshot geometry in Chromium at 1280 x 900: each figure's text (legends, ticks, heatmap
+    values; not the provenance footer) as rendered on the page, from the PNG's scale in the page
+    and the point sizes its SVG twin was drawn with, is at least 9 pt. The heatmaps were 360 px
+    thumbnails with 7 pt values (~4 pt on the page), F.4/F.5's legend ~7 pt."""
+    from playwright.sync_api import sync_playwright
+
+    from meta_study.analysis.figures import SAVE_DPI
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto((mlflow_like_report / "index.html").resolve().as_uri(), wait_until="load")
+        images = page.evaluate(IMAGE_SIZES)
+        browser.close()
+    figures = {src: (shown, natural) for src, shown, natural in images if src.startswith("figures/")}
+    assert {"figures/fits_grid.png", "figures/sensitivity.png", "figures/params_vs_shots.png",
+            "figures/f21_us_ds.png"} <= set(figures) and len(figures) >= 16, sorted(figures)
+    small = []
+    for src, (shown, natural) in figures.items():
+        every, legends = svg_font_sizes(mlflow_like_report / src.replace(".png", ".svg"))
+        # figure pt -> PNG px (SAVE_DPI / 72) -> CSS px on the page (shown / natural) -> CSS pt (x 0.75)
+        to_page = SAVE_DPI / 72 * shown / natural * 0.75
+        if min(every) * to_page < 9:
+            small.append((src, round(min(every) * to_page, 1), round(shown), natural))
+        if src == "figures/fits_grid.png":
+            assert legends and min(legends) * to_page >= 9, (min(legends) * to_page, shown, natural)
+    assert not small, small
+
+
+#: The explorer after marking the models named like "vit_s3" and hovering one point: (count line,
+#: hover line, legend entries shown, the first point's tooltip).
+EXPLORER_HOVER_PROBE = """() => {
+  const find = document.getElementById('ex-find'), svg = document.getElementById('ex-svg');
+  find.value = 'vit_s3'; find.dispatchEvent(new Event('input'));
+  const c = svg.querySelector('circle.hit');
+  c.dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));
+  const legend = Array.from(document.querySelectorAll('.ex-legend > span')).filter(s => !s.hidden).map(s => s.innerText);
+  return [document.getElementById('ex-info').textContent, document.getElementById('ex-hover').textContent, legend,
+          svg.querySelectorAll('circle').length, c.querySelector('title').textContent];
+}"""
+
+
+def check_model_names_and_explorer(mlflow_like_report: Path) -> None:
+    """Hovers and the explorer named points by 32-digit run ids although the store has model
+    names; the explorer had no legend, and hovering a point overwrote its "N of M match" count."""
+    points = pd.read_parquet(mlflow_like_report / "points.parquet")
+    assert set(points["model_name"]) == {f"vit_s{i}" for i in range(5)}
+    _, messages, hover = open_in_chromium(mlflow_like_report / "index.html", HOVER_PROBE)
+    assert hover and all(t.startswith("vit_s") and " · " in t for _, t in hover), hover[:3]
+    name = hover[0][1].split(":")[0]
+    run = points.loc[points["model_name"] == name.split(" · ")[0], "run_id"]
+    assert any(r.startswith(name.split(" · ")[1]) for r in run)          # the run id's first 8 digits follow
+    _, messages, (count, hovered, legend, n, title) = open_in_chromium(mlflow_like_report / "index.html",
+                                                                        EXPLORER_HOVER_PROBE)
+    first = points.groupby(["ds_task", "shots"], sort=True).get_group(("alpha", 1))
+    n_hit = int((first["model_name"] == "vit_s3").sum())
+    assert n == len(first) and count == f"{n_hit} of {len(first)} models match", count
+    assert hovered == title and hovered.startswith("vit_s3 · ") and ": US " in hovered
+    assert legend[:3] == ["model", "held out (not fitted)", "matches the search"], legend
+    assert not messages, messages
+
+
+def check_order_and_units(mlflow_like_report: Path) -> None:
+    """"Per task" ordered 1, 10, 25, 5; the table's "models fitted / all" column showed the
+    headline's number of member fits as if it were models; every number says its unit."""
+    import re
+
+    html = (mlflow_like_report / "index.html").read_text()
+    per_task = html.split("<h2>Per task</h2>")[1].split("<h2>")[0]
+    shots = [int(m) for m in re.findall(r"figures/groups/up_alpha_fewshot_(\d+)-\d+\.png' alt", per_task)]
+    assert shots == [1, 5, 10, 25], shots
+    table = html.split("<table class=sortable>")[1].split("</table>")[0]
+    heads = re.findall(r"<th(?:\s[^>]*)?>(.*?)</th>", table)
+    for h in heads:                      # every numeric column names its unit or what it counts
+        assert h in ("US task", "DS task", "protocol", "shots", "predictor", "role", "fit status", "warnings") \
+            or re.search(r"\((pt|%|held out)\)$", h), h
+    assert re.search(r"<th title='models in the group \(in brackets: held out", table)
+    fits = pd.read_parquet(mlflow_like_report / "fits.parquet")
+    head = fits[fits["headline"]].iloc[0]
+    first_row = table.split("<tbody>")[1].split("</tr>")[0]
+    assert f"<td>{int(head['n_points'])} ({int(head['n_heldout'])})</td>" in first_row
+    assert "fit status" in heads and "ok · " not in table          # the fit's status apart from the flags
+    assert "<a href='points.csv'>points.csv</a>" in html and "Parquet only" not in html
+    assert "0.853 is 85.3%" in html                                # the CSVs' fractions, said once
+
+
+def test_sensitivity_text_never_recommends_a_frontier_the_headline_cannot_use():
+    """The report called `all` "the most robust frontier" (it predicted best at small n), while the
+    headline never uses it. Now only headline frontiers are ranked, and `all` is said for what it is."""
+    import numpy as np
+
+    from meta_study.analysis.frontiers import FRONTIER_KINDS
+    from meta_study.analysis.sensitivity import rank_frontiers, summarize_sensitivity
+    from meta_study.report import _sensitivity_text
+
+    rows = []
+    for f_i, frontier in enumerate(("all", *FRONTIER_KINDS)):          # `all` has the smallest error
+        for n in (10, 20):
+            for t in range(2):
+                rows.append({"us_task": "up", "ds_task": "a", "eval_protocol": "fewshot", "shots": 5, "n": n,
+                             "trial": t, "frontier": frontier, "n_fit": n, "k": 1.0, "alpha": 1.0, "e_ir": 0.1,
+                             "saturation": 0.9, "fit_err": 0.01, "pred_err": 0.01 * (f_i + 1) * (30 - n) / 10,
+                             "status": "ok"})
+    table = pd.DataFrame(rows).astype({"shots": "Int64"})
+    rk = rank_frontiers(summarize_sensitivity(table))
+    assert rk.loc[rk["frontier"] == "all", "rank_small_n"].isna().all()
+    assert rk.iloc[0]["frontier"] == "vertices" and int(rk.iloc[0]["rank_small_n"]) == 1
+    assert not rk.loc[rk["frontier"] == "all", "in_headline"].any() and rk["in_headline"].sum() == len(FRONTIER_KINDS)
+    text = _sensitivity_text(table)
+    assert "<b>vertices</b> predicts best" in text and "<b>all</b> (dashed" in text
+    assert "never part of the headline" in text and np.isfinite(rk["pred_err_small_n"]).all()

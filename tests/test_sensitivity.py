@@ -142,7 +142,8 @@ def test_fig3_has_a_row_per_ds_task_with_plain_sample_size_ticks():
     for ax in axes:
         assert [t.get_text() for t in ax.get_xticklabels()] == ["10", "11", "12", "13", "14"]
         assert ax.get_legend() is None            # one legend for the figure, above the panels
-    assert len(fig.legends) == 1 and [t.get_text() for t in fig.legends[0].get_texts()] == ["vertices", "all"]
+    assert len(fig.legends) == 1 and [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "vertices", "all (every model; never in the headline)"]      # `all` is never a headline frontier
     assert np.isclose(axes[1].lines[0].get_ydata()[0], 5.0)   # accuracy points, not fractions
 
 

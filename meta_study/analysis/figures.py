@@ -4,15 +4,20 @@
   headline's frontier and law (with its prediction interval) and the paper's Eq. 1 on the hull
   vertices, extended over the held-out range (paper Fig. 1, F.6-F.9).
 - :func:`plot_sensitivity`: fit_err and pred_err against sample size per frontier estimator
-  (Fig. 3, F.10-F.16).
-- :func:`plot_params_vs_shots`: k, alpha and e_ir against the number of shots (F.4/F.5).
-- :func:`plot_heatmap`: correlation matrices (F.20/F.21).
+  (Fig. 3, F.10-F.16); ``all``, never a headline frontier, dashed and labelled so.
+- :func:`plot_params_vs_shots`: k, alpha and e_ir against the number of shots (F.4/F.5), values
+  at their bound hollow.
+- :func:`plot_heatmap`: correlation matrices (F.20/F.21), missing pairs grey.
 
 Every figure carries a footer, just under it, naming the data and the fit settings that produced
 it. Legends sit off the data: under each DS-vs-US panel, above Fig. 3, right of F.4/F.5. The figure
-functions (:func:`fit_grid_figure`, :func:`sensitivity_figure`, :func:`params_figure`) return the
-unsaved figure, for tests and notebooks. matplotlib is imported here only (Agg backend: no display
-needed).
+functions (:func:`fit_grid_figure`, :func:`sensitivity_figure`, :func:`params_figure`,
+:func:`heatmap_figure`) return the unsaved figure, for tests and notebooks. matplotlib is imported
+here only (Agg backend: no display needed).
+
+Sizes are chosen for the report, which shows each PNG at its printed size (:data:`SAVE_DPI`
+pixels a figure inch, one CSS inch on the page) unless it is wider than the page: legends, ticks
+and heatmap values are 10 pt there, and only the footer (:data:`FOOTER_ID`) is smaller.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .frontiers import FRONTIER_KINDS
 from .selection import Candidate, GroupSelection
 
 HULL_COLOR = "#c0392b"
@@ -33,8 +39,13 @@ POINT_COLOR = "#5d6d7e"
 #: Frontier colours (colour-blind-safe Okabe-Ito; ``bins`` and ``bins-upper`` no longer two greens).
 FRONTIER_COLORS = {"vertices": "#D55E00", "hull-curve": "#E69F00", "bins": "#009E73", "hull-curve-upper": "#CC79A7",
                    "bins-upper": "#56B4E9", "all": "#0072B2"}
-#: Legend font size (points): with two panels a row the report shows the grid at ~0.9x, so >= 9 pt there.
+#: Legend font size (points). The report shows each figure at its printed size (1 figure inch = 1
+#: CSS inch), shrunk only where wider than the page, so figures are sized to keep text >= 9 pt there.
 LEGEND_PT = 10
+#: Pixels per figure inch of the PNGs: the report reads it to show a PNG at its printed size.
+SAVE_DPI = 130
+#: The SVG/artist id of the provenance footer (the one text allowed under 9 pt).
+FOOTER_ID = "footer"
 
 
 def pyplot() -> Any:
@@ -43,7 +54,7 @@ def pyplot() -> Any:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 130, "font.size": 10, "axes.titlesize": 10,
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": SAVE_DPI, "font.size": 10, "axes.titlesize": 10,
                          "axes.spines.top": False, "axes.spines.right": False, "svg.fonttype": "none"})
     return plt
 
@@ -53,7 +64,8 @@ def save(fig: Any, stem: str, footer: str | None = None) -> list[str]:
     if footer:
         # just under the figure (bbox_inches="tight" takes it in), so that no layout has to
         # leave room for it and it never covers a legend
-        fig.text(0.01, 0.0, tex_safe(footer), fontsize=6.5, color="#555555", ha="left", va="top")
+        fig.text(0.01, 0.0, tex_safe(footer), fontsize=6.5, color="#555555", ha="left", va="top", gid=FOOTER_ID,
+                 wrap=True)   # wrapped at the figure's width: a long store path must not widen a small figure
     os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
     paths = [f"{stem}.png", f"{stem}.svg"]
     for p in paths:
@@ -87,12 +99,13 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
         ax.plot(frontier_us * 100, frontier_ds * 100, "D", color=HULL_COLOR, ms=3.5, alpha=0.8, lw=0,
                 label="hull vertices (fit data)")
     h = selection.headline
-    y_lo, y_hi = float(np.nanmin(ds)), float(np.nanmax(ds))
+    drawn: list[np.ndarray] = [ds]          # every y value drawn (fractions): the y axis holds them all
     vis_lo = float(np.nanmin(us[~held])) if (~held).any() else float(np.nanmin(us))
     if h.usable:
         xs_fit = np.linspace(vis_lo, h.best_us, 150)
-        ax.plot(xs_fit * 100, h.median(xs_fit) * 100, color=HEAD_COLOR, lw=1.0, alpha=0.6,
-                label="laws' median (fit range)")
+        med = h.median(xs_fit)
+        drawn.append(med)
+        ax.plot(xs_fit * 100, med * 100, color=HEAD_COLOR, lw=1.0, alpha=0.6, label="laws' median (fit range)")
         hus = h.horizon_us
         end = hus if math.isfinite(hus) else h.best_us
         far = float(np.nanmax(us)) if held.any() else end
@@ -105,10 +118,11 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
             p = h.predict_accuracy(xs)
             lo, hi = selection_interval(selection, xs)
             ax.plot(xs * 100, p * 100, color=HEAD_COLOR, lw=2.0, ls=ls, label=label)
+            drawn.append(p)
             if np.isfinite(lo).any():
                 ax.fill_between(xs * 100, lo * 100, hi * 100, color=HEAD_COLOR, alpha=0.15 if ls == "-" else 0.07,
                                 lw=0, label="90% interval" if ls == "-" else None)
-                y_lo, y_hi = min(y_lo, float(np.nanmin(lo))), max(y_hi, float(np.nanmax(hi)))
+                drawn += [lo, hi]
         if math.isfinite(hus):
             ax.axvline(hus * 100, color="#444444", lw=0.9, ls=":", label="tested horizon")
     if paper is not None and paper.fit.usable:
@@ -116,14 +130,22 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
         xs = np.linspace(vis_lo, top, 150)
         ax.plot(xs * 100, paper.fit.predict_accuracy(xs) * 100, color=ALL_COLOR, lw=1.3,
                 label="paper: Eq. 1 on hull vertices")
+        drawn.append(paper.fit.predict_accuracy(xs))
         if held.any():
             xe = np.linspace(top, float(np.nanmax(us)), 50)
             ax.plot(xe * 100, paper.fit.predict_accuracy(xe) * 100, color=ALL_COLOR, lw=1.3, ls="--")
+            drawn.append(paper.fit.predict_accuracy(xe))
     if math.isfinite(thr) and held.any():
         ax.axvline(thr * 100, color="#444444", lw=0.6, ls="-.", alpha=0.6)
-    # the axes follow the data (and the interval where it is drawn): a curve that leaves them is cut
+    # the y axis holds the points and every curve drawn (each only over its fitted or tested range,
+    # so none can squash the points): no curve leaves its axes
+    ys = np.concatenate([np.asarray(d, float).ravel() for d in drawn])
+    ys = ys[np.isfinite(ys)]
+    y_lo, y_hi = float(ys.min()), float(ys.max())
     pad = max(0.02, 0.08 * (y_hi - y_lo))
-    ax.set_ylim(max(0.0, y_lo - pad) * 100, min(1.0, y_hi + pad) * 100)
+    # within 0-100% unless a law itself leaves it (then that is what the reader must see)
+    ax.set_ylim((y_lo - pad if y_lo < 0 else max(0.0, y_lo - pad)) * 100,
+                (y_hi + pad if y_hi > 1 else min(1.0, y_hi + pad)) * 100)
     ax.set_title(tex_safe(title), fontsize=LEGEND_PT + 1)
     ax.set_xlabel("US accuracy (%)")
     ax.set_ylabel("DS accuracy (%)")
@@ -166,23 +188,51 @@ def plot_group(panel: dict[str, Any], stem: str, *, footer: str | None = None) -
     return plot_fit_grid([panel], stem, footer=footer, columns=1)
 
 
+def plain_ticks(axis: Any, values: Sequence[float], *, log: bool) -> None:
+    """Ticks at ``values`` only, each labelled as a plain number, and no minor ticks (a log axis
+    otherwise draws unlabelled ones, or labels 10^1). A value within 9% of the axis span of the
+    last kept one is skipped, so that no two labels collide."""
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    vals = sorted({round(float(v)) for v in values if math.isfinite(v) and (v > 0 or not log)})
+    if not vals:
+        return
+    pos = [math.log10(v) if log else float(v) for v in vals]
+    span = (pos[-1] - pos[0]) or 1.0
+    kept = [vals[0]]
+    last = pos[0]
+    for v, x in zip(vals[1:], pos[1:]):
+        if x - last >= 0.09 * span:
+            kept.append(v)
+            last = x
+    axis.set_major_locator(FixedLocator(kept))
+    fmt = ScalarFormatter()
+    fmt.set_scientific(False)
+    axis.set_major_formatter(fmt)
+    axis.set_minor_locator(NullLocator())
+
+
 def plot_sensitivity(summary: pd.DataFrame, stem: str, *, footer: str | None = None,
                      title: str = "Sample-size sensitivity") -> list[str]:
     """Fig. 3 per DS task, as in the paper (:func:`sensitivity_figure`), saved as PNG and SVG."""
     return save(sensitivity_figure(summary, title=title), stem, footer)
 
 
+def frontier_label(frontier: str) -> str:
+    """A frontier's legend entry; ``all`` says that it never enters the headline."""
+    return frontier if frontier in FRONTIER_KINDS else f"{frontier} (every model; never in the headline)"
+
+
 def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensitivity") -> Any:
     """One row per DS task: fitting and prediction error (in accuracy points) against the number
     of models, one line per frontier estimator, mean ± sd over trials. A DS task with several
     groups (shots, protocols) averages them by size step. One legend above the panels, off the
-    data; the x ticks are the sample sizes drawn, as plain numbers."""
-    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
-
+    data and under the title (constrained layout: no gap, no overlap); the x ticks are the
+    sample sizes drawn, every one labelled."""
     plt = pyplot()
     tasks = sorted(summary["ds_task"].unique()) if not summary.empty else []
     rows = max(1, len(tasks))
-    fig, axes = plt.subplots(rows, 2, figsize=(9, 1.2 + 2.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, 2, figsize=(9, 0.9 + 2.6 * rows), squeeze=False, layout="constrained")
     handles: dict[str, Any] = {}
     for r, task in enumerate(tasks or [None]):
         part = summary[summary["ds_task"] == task] if task is not None else summary
@@ -199,28 +249,26 @@ def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensi
                 agg = sf.assign(step=step).groupby("step").agg(
                     n=("n", "mean"), m=(f"{metric}_mean", "mean"), sd=(f"{metric}_std", "mean")).reset_index()
                 h = ax.errorbar(agg["n"], agg["m"] * 100, yerr=agg["sd"].fillna(0) * 100, color=color, marker="o",
-                                ms=3, capsize=2, lw=1.2, label=frontier)
+                                ms=3, capsize=2, lw=1.2, ls="--" if frontier not in FRONTIER_KINDS else "-",
+                                label=frontier_label(frontier))
                 handles.setdefault(frontier, h)
                 ns += agg["n"].tolist()
-            if ns and max(ns) >= 3 * min(ns):
+            log = bool(ns) and max(ns) >= 3 * min(ns)
+            if log:
                 ax.set_xscale("log")
-            # plain numbers at the sizes drawn (log axes otherwise label 10^1, 1.05x10^1, ...)
-            ticks = sorted({round(x) for x in ns})
-            if ticks:
-                if len(ticks) > 7:
-                    ticks = [ticks[i] for i in np.linspace(0, len(ticks) - 1, 7).round().astype(int)]
-                ax.xaxis.set_major_locator(FixedLocator(ticks))
-                ax.xaxis.set_major_formatter(ScalarFormatter())
-                ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_ylabel(f"{name} (points)")
-            ax.set_title(tex_safe(f"{task}: {name}") if task is not None else name, fontsize=LEGEND_PT)
+            plain_ticks(ax.xaxis, ns, log=log)
+            ax.set_ylabel(f"{name} (pt)")
+            ax.set_title(tex_safe(f"{task}: {name}") if task is not None else name, fontsize=LEGEND_PT + 1)
             if r == rows - 1:
                 ax.set_xlabel("number of models in the sample")
+    heading = tex_safe(title) + ": Eq. 1 on each frontier estimator, per DS task"
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="upper center", ncol=min(len(handles), 6),
-                   frameon=False, bbox_to_anchor=(0.5, 1 - 0.35 / (1.2 + 2.5 * rows)), fontsize=8)
-    fig.suptitle(tex_safe(title) + " (per DS task)")
-    fig.tight_layout(rect=(0, 0.03, 1, 1 - 0.8 / (1.2 + 2.5 * rows)))
+        # the legend's title is the figure's (a suptitle and an "outside" legend share the top edge)
+        fig.legend(list(handles.values()), [frontier_label(f) for f in handles], loc="outside upper center",
+                   ncol=3, frameon=False, fontsize=LEGEND_PT, columnspacing=1.2, handlelength=2.2,
+                   title=heading, title_fontsize=LEGEND_PT + 2)
+    else:
+        fig.suptitle(heading)
     return fig
 
 
@@ -229,50 +277,109 @@ def plot_params_vs_shots(fits: pd.DataFrame, stem: str, *, footer: str | None = 
     return save(params_figure(fits), stem, footer)
 
 
+def bound_params(message: Any) -> frozenset[str]:
+    """The Eq. 1 parameters that a fit's ``message`` says sit at a bound, in
+    :mod:`.powerlaw`'s words ("alpha at its lower/upper bound ...", "k = 0 (alpha is not
+    identified)", "e_ir = 0", "e_ir = 1"). Such a value is the constraint, not an estimate."""
+    m = str(message or "")
+    out: set[str] = set()
+    if "alpha at its" in m:
+        out.add("alpha")
+    if "k = 0" in m:
+        out |= {"k", "alpha"}
+    if "e_ir = 0" in m or "e_ir = 1" in m:
+        out.add("e_ir")
+    return frozenset(out)
+
+
+#: params_figure's panels: (column, y label, scale). e_IR is an error: shown in percent, as the page.
+PARAM_PANELS = (("k", "k (scale)", 1.0), ("alpha", "α (exponent)", 1.0), ("e_ir", "e_IR: DS error floor (%)", 100.0))
+
+
 def params_figure(fits: pd.DataFrame) -> Any:
-    """The figure of :func:`plot_params_vs_shots`: one legend of DS tasks right of the panels."""
+    """The figure of :func:`plot_params_vs_shots`: Eq. 1 on the hull vertices (solid) and on all
+    points (dashed) per DS task; a value at its bound (``message``, :func:`bound_params`) is a
+    hollow marker. Two legends right of the panels: the DS tasks, and what lines and markers mean."""
+    from matplotlib.lines import Line2D
+
     plt = pyplot()
     f = fits[fits["status"].isin(["ok", "at_bound"]) & fits["shots"].notna()].astype({"shots": "int64"})
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4), squeeze=False, layout="constrained")
     tasks = sorted(f["ds_task"].unique()) if not f.empty else []
     cmap = plt.get_cmap("tab10")
-    for ax, p in zip(axes.flat, ("k", "alpha", "e_ir")):
+    any_bound = False
+    for ax, (p, ylabel, scale) in zip(axes.flat, PARAM_PANELS):
         for i, ds in enumerate(tasks):
+            color = cmap(i % 10)
             for frontier, ls in (("vertices", "-"), ("all", "--")):
                 g = f[(f["ds_task"] == ds) & (f["frontier"] == frontier)].sort_values("shots")
-                if len(g):
-                    ax.plot(g["shots"], g[p], ls=ls, marker="o", ms=3, color=cmap(i % 10),
-                            label=tex_safe(ds) if frontier == "vertices" else None)
+                if not len(g):
+                    continue
+                y = g[p].to_numpy(float) * scale
+                bound = np.array([p in bound_params(m) for m in g.get("message", pd.Series([""] * len(g)))], bool)
+                any_bound |= bool(bound.any())
+                ax.plot(g["shots"], y, ls=ls, color=color, lw=1.3)
+                ax.plot(g["shots"][~bound], y[~bound], "o", ms=4.5, color=color)
+                ax.plot(g["shots"][bound], y[bound], "o", ms=6, mfc="white", mec=color, mew=1.4)
         ax.set_xscale("log")
+        plain_ticks(ax.xaxis, f["shots"].unique().tolist() if len(f) else [], log=True)
         ax.set_xlabel("shots")
-        ax.set_title({"k": "k", "alpha": "α", "e_ir": "e_IR"}[p])
+        ax.set_ylabel(ylabel)
     if tasks:
-        # one legend for the three panels, to their right, off the lines
-        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right upper", fontsize=7, frameon=False,
-                   title="DS task", title_fontsize=7)
+        # off the lines: the DS tasks, then what the line styles and markers mean
+        fig.legend([Line2D([], [], color=cmap(i % 10), lw=1.6) for i in range(len(tasks))],
+                   [tex_safe(t) for t in tasks], loc="outside right upper", fontsize=LEGEND_PT, frameon=False,
+                   title="DS task", title_fontsize=LEGEND_PT)
+        keys = [(Line2D([], [], color="#444444", ls="-"), "hull vertices"),
+                (Line2D([], [], color="#444444", ls="--"), "all points"),
+                (Line2D([], [], color="#444444", marker="o", ls="", ms=4.5), "estimate")]
+        if any_bound:
+            keys.append((Line2D([], [], color="#444444", marker="o", ls="", ms=6, mfc="white", mew=1.4),
+                         "at its bound\n(a constraint,\nnot an estimate)"))
+        fig.legend(*zip(*keys), loc="outside right lower", fontsize=LEGEND_PT, frameon=False,
+                   title="Eq. 1 fitted to", title_fontsize=LEGEND_PT)
     else:
         axes[0, 1].text(0.5, 0.5, "no few-shot groups with several shot settings", ha="center", va="center",
                         transform=axes[0, 1].transAxes)
-    fig.suptitle("Eq. 1 parameters vs shots (hull vertices solid, all points dashed)")
+    fig.suptitle("Eq. 1 parameters vs shots")
     return fig
 
 
+#: Heatmap cell values (points): at the report's printed size, as legible as the legends.
+HEAT_PT = 10
+#: A heatmap cell's side (inches).
+HEAT_CELL = 0.6
+
+
 def plot_heatmap(matrix: pd.DataFrame, stem: str, *, title: str, footer: str | None = None) -> list[str]:
-    """A labelled correlation heatmap with values in the cells."""
+    """A labelled correlation heatmap with values in the cells (:func:`heatmap_figure`)."""
+    return save(heatmap_figure(matrix, title=title), stem, footer)
+
+
+def heatmap_figure(matrix: pd.DataFrame, *, title: str) -> Any:
+    """Spearman ρ per cell, its value written in it at :data:`HEAT_PT`; cells sized to hold it.
+    A cell without data (no such pair) is grey, never white (which reads as ρ = 0)."""
     plt = pyplot()
     m = matrix.astype(float)
-    size = max(3.2, 0.55 * max(m.shape) + 1.6)
-    fig, ax = plt.subplots(figsize=(size + 0.8, size))
-    im = ax.imshow(m.to_numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_xticks(range(m.shape[1]), [tex_safe(c) for c in m.columns], rotation=45, ha="right")
-    ax.set_yticks(range(m.shape[0]), [tex_safe(i) for i in m.index])
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            v = m.iat[i, j]
+    rows, cols = m.shape
+    # room for the labels: ~0.075 in a character at 10 pt; the column labels are rotated by 45 degrees
+    row_lab = 0.3 + 0.075 * max([len(str(v)) for v in m.index] or [4])
+    col_lab = 0.3 + 0.055 * max([len(str(v)) for v in m.columns] or [4])
+    fig, ax = plt.subplots(figsize=(HEAT_CELL * cols + row_lab + 1.3, HEAT_CELL * rows + col_lab + 0.5),
+                           layout="constrained")
+    values = m.to_numpy()
+    ax.set_facecolor("#d0d0d0")
+    im = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set_xticks(range(cols), [tex_safe(c) for c in m.columns], rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(rows), [tex_safe(i) for i in m.index])
+    ax.spines[:].set_visible(False)
+    for i in range(rows):
+        for j in range(cols):
+            v = values[i, j]
             if np.isfinite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=HEAT_PT,
                         color="white" if abs(v) > 0.6 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="Spearman ρ")
-    ax.set_title(tex_safe(title))
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    return save(fig, stem, footer)
+    fig.colorbar(im, ax=ax, label="Spearman ρ")
+    missing = not np.isfinite(values).all()
+    ax.set_title(tex_safe(title) + ("\n(grey: no such pair)" if missing else ""), fontsize=LEGEND_PT + 1)
+    return fig

@@ -22,6 +22,8 @@ class Group:
         us_task, ds_task, eval_protocol, shots: the group key (shots None where not applicable).
         us_accuracy, ds_accuracy: accuracies (fractions), one per run.
         run_ids: the runs' ids, aligned with the accuracies.
+        model_names: the runs' ``model_name`` (None where the store has none), aligned likewise;
+            empty when the rows had no such column. Only the report uses it, to name points.
     """
 
     us_task: str
@@ -31,6 +33,7 @@ class Group:
     us_accuracy: np.ndarray = field(repr=False)
     ds_accuracy: np.ndarray = field(repr=False)
     run_ids: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, object))
+    model_names: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, object))
 
     @property
     def key(self) -> tuple[str, str, str, int | None]:
@@ -81,7 +84,8 @@ def groups_from_frame(df: pd.DataFrame, *, layer: int | None = None) -> list[Gro
         shots_v = None if shots is None or (isinstance(shots, float) and np.isnan(shots)) else int(shots)
         out.append(Group(us_task=str(us), ds_task=str(ds_), eval_protocol=str(proto), shots=shots_v,
                          us_accuracy=g["us_accuracy"].to_numpy(float), ds_accuracy=g["ds_accuracy"].to_numpy(float),
-                         run_ids=g["run_id"].to_numpy(object) if "run_id" in g else np.zeros(0, object)))
+                         run_ids=g["run_id"].to_numpy(object) if "run_id" in g else np.zeros(0, object),
+                         model_names=g["model_name"].to_numpy(object) if "model_name" in g else np.zeros(0, object)))
     return out
 
 
@@ -98,5 +102,5 @@ def load_groups(store: Any, *, us_task: Sequence[str] | None = None, ds_task: Se
         filters["eval_protocol"] = list(eval_protocol)
     if shots:
         filters["shots"] = list(shots)
-    cols = ["run_id", *GROUP_COLUMNS, "representation_layer", "us_accuracy", "ds_accuracy"]
+    cols = ["run_id", "model_name", *GROUP_COLUMNS, "representation_layer", "us_accuracy", "ds_accuracy"]
     return groups_from_frame(store.to_pandas(filters, columns=cols), layer=layer)

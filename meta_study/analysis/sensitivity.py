@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..defaults import SENSITIVITY_TRIALS
 from .fitting import FitOptions, frontier_errors_many, prepare
-from .frontiers import FRONTIERS, check_frontier_names
+from .frontiers import FRONTIER_KINDS, FRONTIERS, check_frontier_names
 from .groups import GROUP_COLUMNS
 from .hull import SubsetHulls
 from .powerlaw import PowerLawFit, fit_power_laws
@@ -131,9 +131,12 @@ def summarize_sensitivity(table: pd.DataFrame) -> pd.DataFrame:
 def rank_frontiers(summary: pd.DataFrame) -> pd.DataFrame:
     """Which frontier is more robust at small n, on this data: per frontier, the mean over groups
     of the mean prediction and fitting errors at each group's smallest and largest size step,
-    ranked by the prediction error at the smallest step (1 = most robust)."""
-    cols = ["frontier", "groups", "pred_err_small_n", "pred_err_full_n", "fit_err_small_n", "fit_err_full_n",
-            "rank_small_n"]
+    ranked by the prediction error at the smallest step (1 = most robust). Only the frontiers a
+    headline can use (``in_headline``, :data:`~.frontiers.FRONTIER_KINDS`) are ranked; ``all``
+    (every model: the typical model, not the frontier) keeps its errors for the paper's
+    comparison, with no rank."""
+    cols = ["frontier", "in_headline", "groups", "pred_err_small_n", "pred_err_full_n", "fit_err_small_n",
+            "fit_err_full_n", "rank_small_n"]
     if summary.empty:
         return pd.DataFrame(columns=cols)
     keys = list(GROUP_COLUMNS) + ["frontier"]
@@ -147,8 +150,9 @@ def rank_frontiers(summary: pd.DataFrame) -> pd.DataFrame:
         "fit_err_small_n": first.groupby("frontier")["fit_err_mean"].mean(),
         "fit_err_full_n": last.groupby("frontier")["fit_err_mean"].mean(),
     }).reset_index()
-    out["rank_small_n"] = out["pred_err_small_n"].rank(method="min").astype("Int64")
-    return out.sort_values(["rank_small_n", "frontier"]).reset_index(drop=True)[cols]
+    out["in_headline"] = out["frontier"].isin(FRONTIER_KINDS)
+    out["rank_small_n"] = out["pred_err_small_n"].where(out["in_headline"]).rank(method="min").astype("Int64")
+    return out.sort_values(["rank_small_n", "frontier"], na_position="last").reset_index(drop=True)[cols]
 
 
 __all__ = ["SENSITIVITY_COLUMNS", "SensitivityOptions", "default_sizes", "rank_frontiers", "sensitivity",

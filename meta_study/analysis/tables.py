@@ -180,14 +180,18 @@ def run_fit(store: Any, out_dir: str, *, selection: Selection = Selection(), opt
 
 
 #: points.parquet: every model of every fitted group, for the report's hover view (which model is
-#: that outlier?). Accuracies are fractions.
-POINTS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "run_id", "us_accuracy", "ds_accuracy")
+#: that outlier?). ``model_name`` is the store's (None where it has none). Accuracies are fractions.
+POINTS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "run_id", "model_name", "us_accuracy",
+                  "ds_accuracy")
 
 
 def points_table(groups: Sequence[Group]) -> pd.DataFrame:
     """One row per (group, run): the points the fits were made from."""
+    def aligned(g: Group, values: Any) -> list[Any]:
+        return list(values) if len(values) == len(g.us_accuracy) else [None] * len(g.us_accuracy)
+
     parts = [pd.DataFrame({**{c: [v] * len(g.us_accuracy) for c, v in g.key_dict.items()},
-                           "run_id": (list(g.run_ids) if len(g.run_ids) == len(g.us_accuracy) else [None] * len(g.us_accuracy)),
+                           "run_id": aligned(g, g.run_ids), "model_name": aligned(g, g.model_names),
                            "us_accuracy": g.us_accuracy, "ds_accuracy": g.ds_accuracy}) for g in groups]
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(POINTS_COLUMNS))
     return df[list(POINTS_COLUMNS)].astype({"shots": "Int64"})
@@ -326,8 +330,9 @@ def write_correlations(tables: dict[str, pd.DataFrame], out_dir: str, *, figures
         f20 = tables["f20_ds_task_spearman"]
         for key, g in f20.groupby(["us_task", "eval_protocol", "shots"], dropna=False, sort=True):
             m = g.pivot(index="ds_task_a", columns="ds_task_b", values="spearman")
-            shots = "" if key[2] is None or (isinstance(key[2], float) and math.isnan(key[2])) or key[2] is pd.NA \
-                else f", {key[2]}-shot"
+            # shots as an integer ("5", never "5.0": a float column after the pivot tables' NaN)
+            key = (key[0], key[1], None if pd.isna(key[2]) else int(key[2]))
+            shots = "" if key[2] is None else f", {key[2]}-shot"
             stem = os.path.join(out_dir, "figures", f"f20_{_safe(key)}")
             out.figures += fig.plot_heatmap(m, stem, title=f"DS-task rank correlation ({key[0]}, {key[1]}{shots})",
                                             footer=foot)
