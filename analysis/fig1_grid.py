@@ -11,15 +11,15 @@ from meta_study.analysis import scripts
 
 def main() -> None:
     from meta_study.analysis.fitting import FitOptions
-    from meta_study.analysis.tables import run_fit
-    from meta_study.store import open_store
+    from meta_study.analysis.results import AnalysisOptions
+    from meta_study.defaults import HOLDOUT_QUANTILE
 
     p = scripts.parser(__doc__)
-    p.add_argument("--holdout-quantile", type=float, default=0.8)
+    p.add_argument("--holdout-quantile", type=float, default=HOLDOUT_QUANTILE)
     p.add_argument("--max-group-figures", type=int, default=60)
     a = p.parse_args()
-    _, out = run_fit(open_store(a.store), a.out, selection=scripts.selection(a),
-                     options=FitOptions(holdout_quantile=a.holdout_quantile), max_group_figures=a.max_group_figures)
+    _, out = scripts.analyse(a, AnalysisOptions(fit=FitOptions(holdout_quantile=a.holdout_quantile)),
+                             max_group_figures=a.max_group_figures)
     scripts.done(out)
 
 

@@ -11,9 +11,8 @@ from meta_study.analysis import scripts
 
 
 def main() -> None:
-    from meta_study.analysis.tables import run_sensitivity
+    from meta_study.analysis.results import AnalysisOptions
     from meta_study.analysis.sensitivity import SensitivityOptions
-    from meta_study.store import open_store
 
     p = scripts.parser(__doc__)
     p.add_argument("--trials", type=int, default=10)
@@ -23,9 +22,8 @@ def main() -> None:
     p.add_argument("--serial", action="store_true")
     a = p.parse_args()
     sizes = tuple(int(x) for x in a.sizes.split(",")) if a.sizes else None
-    _, out = run_sensitivity(open_store(a.store), a.out, selection=scripts.selection(a),
-                             options=SensitivityOptions(sizes=sizes, trials=a.trials, seed=a.seed),
-                             address=a.address, use_ray=not a.serial)
+    options = AnalysisOptions(fits=False, sensitivity=SensitivityOptions(sizes=sizes, trials=a.trials, seed=a.seed))
+    _, out = scripts.analyse(a, options, address=a.address, use_ray=not a.serial)
     scripts.done(out)
 
 

@@ -12,7 +12,7 @@ from meta_study.analysis import scripts
 
 def main() -> None:
     from meta_study.analysis.controlled import layerwise, plot_layerwise
-    from meta_study.analysis.tables import Outputs, footer, write_table
+    from meta_study.analysis.outputs import Outputs, footer, write_table
     from meta_study.errors import UserError
     from meta_study.store import open_store
 

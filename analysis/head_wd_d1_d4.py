@@ -14,7 +14,7 @@ from meta_study.analysis import scripts
 
 def main() -> None:
     from meta_study.analysis.controlled import write_all
-    from meta_study.analysis.tables import footer
+    from meta_study.analysis.outputs import footer
     from meta_study.errors import UserError
     from meta_study.store import open_store
 

@@ -9,11 +9,10 @@ from meta_study.analysis import scripts
 
 
 def main() -> None:
-    from meta_study.analysis.tables import run_correlations
-    from meta_study.store import open_store
+    from meta_study.analysis.results import AnalysisOptions
 
     a = scripts.parser(__doc__).parse_args()
-    _, out = run_correlations(open_store(a.store), a.out, selection=scripts.selection(a))
+    _, out = scripts.analyse(a, AnalysisOptions(fits=False, correlations=True))
     scripts.done(out)
 
 

@@ -14,12 +14,14 @@ from meta_study.analysis import scripts
 def main() -> None:
     from meta_study.analysis import figures
     from meta_study.analysis.correlations import increase_likelihood, shots_correlation
-    from meta_study.analysis.tables import fit_to_dir, footer, write_table
+    from meta_study.analysis.results import AnalysisOptions
+    from meta_study.analysis.outputs import footer, write_table
     from meta_study.store import open_store
 
     a = scripts.parser(__doc__).parse_args()
     store = open_store(a.store)
-    fits, out = fit_to_dir(scripts.selection(a).load(store), a.out, figures=False)
+    analysis, out = scripts.analyse(a, AnalysisOptions(), figures=False)
+    fits = analysis.fits
     write_table(shots_correlation(fits), f"{a.out}/correlations/f1_shots_correlation", out)
     write_table(increase_likelihood(fits), f"{a.out}/correlations/f2_increase_likelihood", out)
     out.figures += figures.plot_params_vs_shots(fits, f"{a.out}/figures/params_vs_shots",

@@ -394,7 +394,7 @@ def _fit_options(f: Any) -> Any:
 
 def _selection(us_task: tuple[str, ...], ds_task: tuple[str, ...], eval_protocol: tuple[str, ...],
                shots: tuple[int, ...], layer: int | None) -> Any:
-    from .analysis.tables import Selection
+    from .analysis.groups import Selection
 
     return Selection(us_task=us_task, ds_task=ds_task, eval_protocol=eval_protocol, shots=shots, layer=layer)
 
@@ -471,7 +471,8 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
     """The one pipeline every analysis command runs: analyze (reusing what DIR holds with the same
     options), write what was computed, and say what was reused."""
     from .analysis.results import ResultsDir, analyze
-    from .analysis.tables import options_text, footer
+    from .analysis.tables import options_text
+    from .analysis.outputs import footer
 
     results = ResultsDir(out_dir)
     with progress_bar() as progress:

@@ -13,7 +13,33 @@ The "View run at ..." lines that ``set_terminated`` prints (one extra request ea
 from __future__ import annotations
 
 import os
+import urllib.parse
 from typing import Any
+
+
+def safe_uri(uri: str) -> str:
+    """The URI without user info, query or fragment: what may appear in the store and in messages.
+
+    ``sqlite:////abs/path.db`` and ``file:///x`` have no host and stay as they are (an empty netloc
+    must not swallow a slash of the path). A prefixed URL (``mlflow-sql:postgresql://u@h/db``) has
+    its inner URL made safe.
+    """
+    p = urllib.parse.urlsplit(uri)
+    if not p.netloc and "://" in p.path:
+        return f"{p.scheme}:{safe_uri(p.path + (f'?{p.query}' if p.query else ''))}"
+    if not p.netloc:
+        return uri.split("?", 1)[0].split("#", 1)[0]
+    host = p.hostname or ""
+    if p.port:
+        host = f"{host}:{p.port}"
+    return urllib.parse.urlunsplit((p.scheme, host, p.path, "", ""))
+
+
+def has_credentials(uri: str) -> bool:
+    """Whether the URI carries a user, a password or a token (in its user info or its query)."""
+    p = urllib.parse.urlsplit(uri)
+    q = (p.query or "").lower()
+    return bool(p.username or p.password) or "token=" in q or "password=" in q
 
 
 def refuse_credentials(tracking_uri: str, where: str = "--tracking-uri") -> None:
@@ -21,10 +47,9 @@ def refuse_credentials(tracking_uri: str, where: str = "--tracking-uri") -> None
     (user info, or a token or password in its query): they would reach process lists, logs,
     records and tracebacks. ``where`` names where the URI came from."""
     from .errors import UserError
-    from .ingest.mlflow_runs import has_credentials, safe_uri
 
     if has_credentials(tracking_uri):
-        raise UserError(f"{where} {safe_uri(tracking_uri)}: credentials in the tracking URI are refused; set "
+        raise UserError(f"{where + ' ' if where else ''}{safe_uri(tracking_uri)}: credentials in the tracking URI are refused; set "
                         "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
 
 
@@ -70,8 +95,6 @@ def experiment_url(tracking_uri: str, experiment_id: str, run_id: str | None = N
     """The MLflow UI address of an experiment's runs (or of one run), in the UI's model-training
     view. ``ui``: the UI's base address when the tracking URI is not one (a sqlite file browsed
     with ``mlflow ui``); None when there is no UI to name. Never holds credentials."""
-    from .ingest.mlflow_runs import safe_uri
-
     base = ui or (safe_uri(tracking_uri) if tracking_uri.startswith(("http://", "https://")) else None)
     if base is None:
         return None

@@ -110,7 +110,7 @@ def describe_target(address: str | None) -> str:
     """One line saying which Ray a command uses (for the CLI to print when it is not obvious)."""
     if own_ray_requested(address):
         return "ray: a Ray of its own on this machine"
-    from .ingest.mlflow_runs import safe_uri
+    from .mlflow_client import safe_uri
 
     if address:
         return f"ray: the cluster at {safe_uri(address)} (--address)"
@@ -123,7 +123,7 @@ def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S, source:
     (``host:port`` or ``ray://host:port``); ``auto`` and other forms are left to Ray."""
     from urllib.parse import urlsplit
 
-    from .ingest.mlflow_runs import safe_uri
+    from .mlflow_client import safe_uri
 
     text = address.strip()
     if text in ("auto", "local") or "://" in text and not text.startswith("ray://"):
@@ -224,7 +224,7 @@ def _start_own(ray: Any, num_cpus: int | None, kwargs: dict[str, Any]) -> None:
 
 
 def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
-    from .ingest.mlflow_runs import safe_uri
+    from .mlflow_client import safe_uri
 
     source = "--address" if address else "RAY_ADDRESS"
     target = address or os.environ["RAY_ADDRESS"]

@@ -41,17 +41,16 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
 
 from . import __version__
-from .analysis.groups import GROUP_COLUMNS, Group
+from .analysis.groups import Group, Selection
 from .analysis.fitting import FitOptions
-from .analysis.results import Analysis, AnalysisOptions, ResultsDir
-from .analysis.tables import (Selection, bootstrap_table, correlations_tables, fit_table, footer, points_table,
-                           sensitivity_table)
+from .analysis.results import AnalysisOptions, Previous, ResultsDir, analyze, group_key
+from .analysis.outputs import footer
 from .analysis.bootstrap import BootstrapOptions
 from .analysis.sensitivity import SensitivityOptions
 from .errors import UserError
@@ -139,12 +138,6 @@ def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _key(k: Sequence[Any]) -> tuple:
-    """A group key with NA normalized to None, usable in sets and dicts."""
-    return tuple(None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else
-                 (int(v) if i == 3 else str(v)) for i, v in enumerate(k))
-
-
 def group_fingerprint(g: Group) -> str:
     """sha256 of a group's runs and accuracies, independent of row order."""
     order = np.lexsort((g.ds_accuracy, g.us_accuracy, g.run_ids.astype(str)))
@@ -164,14 +157,6 @@ def previous_refit(out: str) -> tuple[Path | None, dict[str, Any]]:
         return d, json.loads((d / "refit.json").read_text())
     except (OSError, ValueError):
         return None, {}
-
-
-def _rows_of(table_path: Path, keys: set[tuple]) -> pd.DataFrame | None:
-    if not table_path.exists() or not keys:
-        return None
-    t = pd.read_parquet(table_path)
-    mask = [(_key(k) in keys) for k in t[list(GROUP_COLUMNS)].itertuples(index=False)]
-    return t[mask]
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,11 +210,11 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
         groups = Selection().load(store)
         if not groups:
             return RefitResult(status="empty", message=f"{cfg.store}: no groups to fit", seconds=time.perf_counter() - t0)
-        fps = {_key(g.key): group_fingerprint(g) for g in groups}
+        fps = {group_key(g.key): group_fingerprint(g) for g in groups}
         prev_dir, prev = previous_refit(cfg.out)
-        prev_fps = {_key(json.loads(k)): v for k, v in prev.get("groups", {}).items()}
+        prev_fps = {group_key(json.loads(k)): v for k, v in prev.get("groups", {}).items()}
         same_opts = prev.get("options_fingerprint") == cfg.options_fingerprint()
-        changed = [g for g in groups if not same_opts or prev_fps.get(_key(g.key)) != fps[_key(g.key)]]
+        changed = [g for g in groups if not same_opts or prev_fps.get(group_key(g.key)) != fps[group_key(g.key)]]
         if not changed and set(prev_fps) == set(fps):
             assert prev_dir is not None
             if cfg.tracking_uri and not is_published(cfg, prev_dir.name):
@@ -293,20 +278,14 @@ def _analyze(cfg: RefitConfig, store: Store, groups: list[Group], changed: list[
     from .report import render_report
 
     foot = footer(store, f"refit {stamp}")
-    fits, panels = fit_table(groups, cfg.fit, progress=progress)
-    changed_keys = {_key(g.key) for g in changed}
-    unchanged_keys = set(fps) - changed_keys
-    kw = dict(address=cfg.address, workers=cfg.workers, use_ray=cfg.use_ray, progress=progress)
-    # sensitivity and bootstrap: new rows for changed groups, the last refit's rows for the others
-    sens = _merge(sensitivity_table(changed, cfg.sensitivity, **kw), prev_dir, "sensitivity.parquet", unchanged_keys)
-    boot = _merge(bootstrap_table(changed, cfg.bootstrap, **kw), prev_dir, "bootstrap.parquet", unchanged_keys)
+    # the one pipeline, incrementally: sensitivity and bootstrap only for the groups that changed
+    unchanged = frozenset(set(fps) - {group_key(g.key) for g in changed})
     options = AnalysisOptions(fit=cfg.fit, sensitivity=cfg.sensitivity, bootstrap=cfg.bootstrap, correlations=True)
-    analysis = Analysis(fits=fits, options=options, panels=panels, points=points_table(groups),
-                        sensitivity=_in_group_order(sens, groups), bootstrap=_in_group_order(boot, groups),
-                        correlations=correlations_tables(store, Selection(), fits),
-                        provenance={"store": store.uri, "store version": store.version, "refit": stamp,
-                                    "groups": len(groups), "changed": len(changed), "meta-study": __version__,
-                                    "generated": _now_iso()})
+    analysis = analyze(store, Selection(), options, groups=groups, use_ray=cfg.use_ray, address=cfg.address,
+                       workers=cfg.workers, progress=progress,
+                       previous=Previous(prev_dir, unchanged) if prev_dir is not None else None,
+                       provenance={"refit": stamp, "groups": len(groups), "changed": len(changed)})
+    fits = analysis.fits
     ResultsDir(out).write(analysis, Selection(), max_group_figures=cfg.max_group_figures, footer_text=foot)
     bad = fits[fits["headline"] & ~fits["status"].isin(["ok", "at_bound"])]   # groups with no usable headline
     unfittable = sorted({f"{r.us_task} -> {r.ds_task} ({r.eval_protocol}, shots={r.shots}): "
@@ -317,27 +296,13 @@ def _analyze(cfg: RefitConfig, store: Store, groups: list[Group], changed: list[
         "options_fingerprint": cfg.options_fingerprint(),
         "fingerprint": hashlib.sha256(json.dumps(sorted(fps.values())).encode()).hexdigest()[:24],
         "groups": {json.dumps(list(k)): v for k, v in fps.items()},
-        "changed": [list(_key(g.key)) for g in changed], "unfittable": unfittable,
+        "changed": [list(group_key(g.key)) for g in changed], "unfittable": unfittable,
         "previous": prev_dir.name if prev_dir else None,
     }
     (out / "refit.json").write_text(json.dumps(info, indent=1, default=str))
     render_report(analysis, out, title="meta-study refit", threshold=cfg.threshold,
                   provenance={"fingerprint": info["fingerprint"]})
     return info
-
-
-def _merge(new: pd.DataFrame, prev_dir: Path | None, name: str, keys: set[tuple]) -> pd.DataFrame:
-    old = _rows_of(prev_dir / name, keys) if prev_dir else None
-    parts = [t for t in (old, new) if t is not None and len(t)]
-    return pd.concat(parts, ignore_index=True).astype({"shots": "Int64"}) if parts else new
-
-
-def _in_group_order(table: pd.DataFrame, groups: list[Group]) -> pd.DataFrame:
-    if table is None or table.empty:
-        return table
-    rank = {_key(g.key): i for i, g in enumerate(groups)}
-    order = [rank.get(_key(k), len(rank)) for k in table[list(GROUP_COLUMNS)].itertuples(index=False)]
-    return table.assign(_o=order).sort_values("_o", kind="stable").drop(columns="_o").reset_index(drop=True)
 
 
 def _write_latest(out: str, stamp: str) -> None:
@@ -403,7 +368,7 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 def _one_line(e: BaseException, uri: str) -> str:
     """Why a request to the tracking server failed, in a few words (MLflow's messages run to a
     paragraph of urllib3 internals), with the tracking URI, were it to appear, in its safe form."""
-    from .ingest.mlflow_source import safe_uri
+    from .mlflow_client import safe_uri
 
     text = " ".join(str(e).split()) or type(e).__name__
     for needle, why in (("Connection refused", "connection refused"), ("timed out", "no answer in time"),
@@ -424,7 +389,7 @@ def check_tracking(cfg: RefitConfig) -> str:
     Raises:
         UserError: one line, within about ``CHECK_TIMEOUT_S`` seconds, if the server does not answer.
     """
-    from .ingest.mlflow_source import safe_uri
+    from .mlflow_client import safe_uri
     from .mlflow_client import get_or_create_experiment, mlflow_client
 
     assert cfg.tracking_uri
@@ -443,7 +408,7 @@ def _out_id(out: str) -> str:
 
 def _ledger_path(cfg: RefitConfig, stamp: str) -> Path:
     """Where OUT records the publishing of version ``stamp`` to this tracking URI and experiment."""
-    from .ingest.mlflow_source import safe_uri
+    from .mlflow_client import safe_uri
 
     key = hashlib.sha256(f"{safe_uri(cfg.tracking_uri or '')}\n{cfg.experiment}".encode()).hexdigest()[:12]
     return Path(cfg.out) / "published" / f"{stamp}.{key}.json"
@@ -517,7 +482,7 @@ def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any])
     Raises:
         UserError: one line naming the version and the server (without credentials) if publishing failed.
     """
-    from .ingest.mlflow_source import safe_uri
+    from .mlflow_client import safe_uri
 
     assert cfg.tracking_uri
     stamp = version_dir.name
@@ -536,7 +501,7 @@ def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any])
 def _publish(cfg: RefitConfig, version_dir: Path, info: dict[str, Any], ledger: Path) -> str:
     from mlflow.entities import Metric, Param, RunTag
 
-    from .ingest.mlflow_source import safe_uri
+    from .mlflow_client import safe_uri
     from .mlflow_client import get_or_create_experiment, mlflow_client
 
     assert cfg.tracking_uri
@@ -571,7 +536,7 @@ def _publish(cfg: RefitConfig, version_dir: Path, info: dict[str, Any], ledger: 
 def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tuple[dict[str, Any],
                                                                                       list[tuple[str, float, int]]]:
     """A version's params and its metrics as (key, value, timestamp ms): the same every time."""
-    from .ingest.mlflow_source import safe_uri
+    from .mlflow_client import safe_uri
 
     params = {"store": info["store"], "store_version": info["store_version"], "fingerprint": info["fingerprint"],
               "options_fingerprint": info["options_fingerprint"], "n_groups": len(info["groups"]),

@@ -73,7 +73,8 @@ def test_correlation_tables_long_forms():
 def test_shots_are_ordered_as_numbers_in_figures_and_the_report(tmp_path):
     # as text, 10 and 25 sort before 5 (seen: heatmaps and F.21 in the order 10, 1, 25, 5)
     import meta_study.analysis.figures as fig
-    from meta_study.analysis.tables import run_correlations
+    from meta_study.analysis.results import AnalysisOptions, ResultsDir, analyze
+    from meta_study.analysis.groups import Selection
     from meta_study.report import _natural
     from meta_study.validation import validate
     from meta_study.store import Store
@@ -90,7 +91,8 @@ def test_shots_are_ordered_as_numbers_in_figures_and_the_report(tmp_path):
 
     fig.plot_heatmap = spy
     try:
-        run_correlations(s, str(tmp_path / "o"))
+        a = analyze(s, options=AnalysisOptions(fits=False, correlations=True), use_ray=False)
+        ResultsDir(tmp_path / "o").write(a, Selection())
     finally:
         fig.plot_heatmap = orig
     assert seen["f21_us_ds"] == [f"up/fewshot/{k}shot" for k in (1, 5, 10, 25)]

@@ -316,7 +316,7 @@ def test_a_database_on_a_read_only_file_system_is_read(zoo, tmp_path):
 
 
 def test_safe_uri_strips_credentials_inside_a_prefixed_url():
-    from meta_study.ingest.mlflow_runs import safe_uri
+    from meta_study.mlflow_client import safe_uri
 
     assert safe_uri(f"mlflow-sql:postgresql://ann:{SECRET}@db.lab:5432/mlflow?password={SECRET}") == \
         "mlflow-sql:postgresql://db.lab:5432/mlflow"

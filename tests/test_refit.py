@@ -44,7 +44,7 @@ def test_second_refit_is_a_noop(tmp_path, monkeypatch):
         assert (v / f).exists(), f
     assert (tmp_path / "out" / "LATEST").read_text().strip() == v.name
     with monkeypatch.context() as m:   # a no-op stops at the fingerprints: it fits nothing
-        m.setattr("meta_study.refit.fit_table", lambda *a, **k: pytest.fail("a no-op refit fitted"))
+        m.setattr("meta_study.analysis.results.fit_table", lambda *a, **k: pytest.fail("a no-op refit fitted"))
         second = refit(_cfg(s, tmp_path / "out"), log=lambda m: None)
     assert second.status == "noop" and "nothing changed" in second.message
     assert len(list((tmp_path / "out" / "refits").iterdir())) == 1
@@ -71,6 +71,31 @@ def test_only_changed_groups_are_resampled(tmp_path):
     assert fits.set_index(["ds_task", "law", "frontier"]).loc[("b", "eq1", "all"), "n_points"] == 70
     info = json.loads((Path(second.version_dir) / "refit.json").read_text())
     assert info["previous"] == Path(first.version_dir).name and len(info["changed"]) == 1
+
+
+def test_the_refit_and_meta_study_fit_make_the_same_tables(tmp_path):
+    """The refit goes through the same orchestrator as `meta-study fit` / `report` and the demo
+    (analysis.results.analyze): on one store with one set of options, its fits.parquet equals
+    fit's, and after one group changed, its incremental sensitivity and bootstrap (the changed
+    group resampled, the others' rows kept) equal a full analysis of the new store."""
+    from meta_study.analysis.results import AnalysisOptions, analyze
+
+    s = _store(tmp_path / "st")
+    cfg = _cfg(s, tmp_path / "out")
+    first = refit(cfg, log=lambda m: None)
+    r = run_cli("fit", s.uri, "--out", str(tmp_path / "fit"), "--no-figures")
+    assert r.returncode == 0, r.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(Path(first.version_dir) / "fits.parquet"),
+                                  pd.read_parquet(tmp_path / "fit" / "fits.parquet"))
+    time.sleep(1.1)  # version directories are named by the second
+    s.commit(validate(make_rows(10, ds_tasks=("b",), seed=9, run_prefix="new")).table)
+    second = refit(cfg, log=lambda m: None)
+    assert [k[1] for k in second.changed] == ["b"]
+    full = analyze(Store(s.uri), options=AnalysisOptions(fit=cfg.fit, sensitivity=cfg.sensitivity,
+                                                         bootstrap=cfg.bootstrap), use_ray=False)
+    for name, table in (("fits", full.fits), ("sensitivity", full.sensitivity), ("bootstrap", full.bootstrap)):
+        pd.testing.assert_frame_equal(pd.read_parquet(Path(second.version_dir) / f"{name}.parquet"),
+                                      table.reset_index(drop=True), check_dtype=False, obj=name)
 
 
 def test_unfittable_groups_are_reported_and_the_refit_goes_on(tmp_path):

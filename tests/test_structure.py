@@ -183,7 +183,8 @@ FLOORS = [
     {"meta_study", "errors", "defaults", "schema"},        # the record: its names and constants
     {"keys", "extras"},
     {"validation"},
-    {"store", "mlflow_client", "ray_session"},             # where data lives, where work runs
+    {"store", "mlflow_client"},                            # where data and runs live
+    {"ray_session"},                                       # where work runs
     {"ingest", "train", "analysis"},                       # data in, models trained, answers out
     {"tune", "explorer"},
     {"report"},

@@ -147,7 +147,7 @@ def plot_layerwise(table: pd.DataFrame, stem: str, *, footer: str | None = None)
 
 def write_all(rows: pd.DataFrame, out_dir: str, *, footer: str | None = None, shots: int | None = None) -> dict[str, Any]:
     """The controlled-experiment tables and figures that the rows support (empty tables otherwise)."""
-    from .tables import Outputs, write_table
+    from .outputs import Outputs, write_table
 
     out = Outputs()
     curves, best = head_wd_effect(rows, shots=shots)

@@ -104,3 +104,23 @@ def load_groups(store: Any, *, us_task: Sequence[str] | None = None, ds_task: Se
         filters["shots"] = list(shots)
     cols = ["run_id", "model_name", *GROUP_COLUMNS, "representation_layer", "us_accuracy", "ds_accuracy"]
     return groups_from_frame(store.to_pandas(filters, columns=cols), layer=layer)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which groups to analyse (empty = all) and which representation layer (None = pre-logits)."""
+
+    us_task: tuple[str, ...] = ()
+    ds_task: tuple[str, ...] = ()
+    eval_protocol: tuple[str, ...] = ()
+    shots: tuple[int, ...] = ()
+    layer: int | None = None
+
+    def filters(self) -> dict[str, list[Any]]:
+        """The store filters of this selection (the layer is filtered after reading)."""
+        return {col: list(vals) for col, vals in (("us_task", self.us_task), ("ds_task", self.ds_task),
+                                                  ("eval_protocol", self.eval_protocol), ("shots", self.shots)) if vals}
+
+    def load(self, store: Any) -> list[Group]:
+        return load_groups(store, us_task=self.us_task, ds_task=self.ds_task, eval_protocol=self.eval_protocol,
+                           shots=self.shots, layer=self.layer)

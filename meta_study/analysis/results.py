@@ -1,7 +1,7 @@
 """One analysis pipeline: store -> :class:`Analysis` -> a results directory -> the report.
 
-``meta-study fit / sensitivity / bootstrap / correlations / report``, the refit job and the demo
-all go through :func:`analyze` and :class:`ResultsDir`:
+``meta-study fit / sensitivity / bootstrap / correlations / report``, the refit job (and so the
+demo) all go through :func:`analyze` and :class:`ResultsDir`:
 
 - :func:`analyze` computes the parts asked for (``fits``, ``sensitivity``, ``bootstrap``,
   ``correlations``) and returns a frozen :class:`Analysis` holding their tables, the options that
@@ -12,6 +12,10 @@ all go through :func:`analyze` and :class:`ResultsDir`:
   with other options or another selection is never overwritten silently: the command refuses in
   one line and names the difference (use another ``--out``, or the same options). The same
   options on a newer store version recompute the part: that is an update, not a conflict.
+- **Incremental** (the refit): given the groups and a :class:`Previous` results directory with the
+  keys of the groups that did not change, sensitivity and bootstrap are computed for the changed
+  groups only and the previous rows of the others are reused; the fits are always made for every
+  group (seconds). The tables equal a full analysis of the same store with the same options.
 - :func:`meta_study.report.render_report` renders an :class:`Analysis`.
 
 Every table is written to a temporary name and renamed into place (:func:`tables.write_table`), and
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -33,8 +38,9 @@ import pandas as pd
 from .. import __version__
 from ..errors import UserError
 from .fitting import FitOptions
-from .tables import (Outputs, Selection, bootstrap_table, correlations_tables, fit_table, points_table,
-                  sensitivity_table, write_correlations, write_fits, write_sensitivity, write_table)
+from .groups import GROUP_COLUMNS, Group, Selection
+from .outputs import Outputs, write_correlations, write_fits, write_sensitivity, write_table
+from .tables import bootstrap_table, correlations_tables, fit_table, points_table, sensitivity_table
 from .bootstrap import BootstrapOptions
 from .sensitivity import SensitivityOptions
 
@@ -185,10 +191,56 @@ class ResultsDir:
         return out
 
 
+def group_key(values: Sequence[Any]) -> tuple:
+    """A group key with NA normalized to None and shots to int: usable in sets and dicts."""
+    return tuple(None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else
+                 (int(v) if i == 3 else str(v)) for i, v in enumerate(values))
+
+
+@dataclass(frozen=True)
+class Previous:
+    """An earlier results directory, and the keys (:func:`group_key`) of the groups whose data
+    has not changed since it was made: their sensitivity and bootstrap rows are reused."""
+
+    directory: Path
+    unchanged: frozenset[tuple]
+
+    def rows(self, name: str) -> pd.DataFrame | None:
+        path = self.directory / name
+        if not path.exists() or not self.unchanged:
+            return None
+        t = pd.read_parquet(path)
+        return t[[group_key(k) in self.unchanged for k in t[list(GROUP_COLUMNS)].itertuples(index=False)]]
+
+
+def _incremental(compute: Callable[[Sequence[Group]], pd.DataFrame], groups: Sequence[Group],
+                 previous: Previous | None, name: str) -> pd.DataFrame:
+    """``compute`` on the groups that changed, the previous rows of the others, in group order."""
+    if previous is None:
+        return compute(groups)
+    changed = [g for g in groups if group_key(g.key) not in previous.unchanged]
+    new = compute(changed) if changed else None
+    parts = [t for t in (previous.rows(name), new) if t is not None and len(t)]
+    if not parts:
+        return compute([])
+    table = pd.concat(parts, ignore_index=True).astype({"shots": "Int64"})
+    rank = {group_key(g.key): i for i, g in enumerate(groups)}
+    order = [rank.get(group_key(k), len(rank)) for k in table[list(GROUP_COLUMNS)].itertuples(index=False)]
+    return table.assign(_o=order).sort_values("_o", kind="stable").drop(columns="_o").reset_index(drop=True)
+
+
 def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOptions = AnalysisOptions(), *,
             results: ResultsDir | None = None, use_ray: bool = True, address: str | None = None,
-            workers: int | None = None, progress: Progress | None = None) -> Analysis:
+            workers: int | None = None, progress: Progress | None = None, groups: Sequence[Group] | None = None,
+            previous: Previous | None = None, provenance: Mapping[str, Any] | None = None) -> Analysis:
     """Compute (or, from ``results``, reuse) every part ``options`` asks for.
+
+    Args:
+        groups: the selection's groups when the caller has them already (the refit
+            fingerprints them); default ``selection.load(store)``.
+        previous: an earlier results directory and the groups unchanged since (see the module
+            doc): only the changed groups are resampled.
+        provenance: more provenance lines (the refit's stamp and counts).
 
     Raises:
         UserError: ``results`` holds a part made with other options or another selection.
@@ -199,7 +251,8 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
     reused = tuple(p for p, how in plans.items() if how == "reuse")
     assert results is not None or not reused
     computing = any(how == "compute" for how in plans.values())
-    groups = selection.load(store) if computing else []
+    if groups is None:
+        groups = selection.load(store) if computing else []
     # every part reused: they were made from a selection that matched (an empty one writes nothing)
     n_groups = len(groups) if computing else -1
     kw = dict(address=address, workers=workers, use_ray=use_ray, progress=progress)
@@ -215,16 +268,18 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
         points = points_table(groups)
     sens = boot = corr = None
     if options.sensitivity is not None:
+        so = options.sensitivity
         sens = (results.load("sensitivity") if plans["sensitivity"] == "reuse"  # type: ignore[union-attr]
-                else sensitivity_table(groups, options.sensitivity, **kw))
+                else _incremental(lambda gs: sensitivity_table(gs, so, **kw), groups, previous, MAIN_TABLE["sensitivity"]))
     if options.bootstrap is not None:
+        bo = options.bootstrap
         boot = (results.load("bootstrap") if plans["bootstrap"] == "reuse"  # type: ignore[union-attr]
-                else bootstrap_table(groups, options.bootstrap, **kw))
+                else _incremental(lambda gs: bootstrap_table(gs, bo, **kw), groups, previous, MAIN_TABLE["bootstrap"]))
     if options.correlations:
         corr = (results.load("correlations") if plans["correlations"] == "reuse"  # type: ignore[union-attr]
                 else correlations_tables(store, selection, fits))
     prov = {"store": store.uri, "store version": version, "meta-study": __version__,
-            "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **dict(provenance or {})}
     if reused:
         prov["reused"] = ", ".join(reused)
     return Analysis(fits=fits, options=options, provenance=prov, n_groups=n_groups, sensitivity=sens,

@@ -24,7 +24,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 
 def selection(args: argparse.Namespace) -> Any:
-    from .tables import Selection
+    from .groups import Selection
 
     return Selection(us_task=tuple(args.us_task), ds_task=tuple(args.ds_task), eval_protocol=tuple(args.eval_protocol),
                      shots=tuple(args.shots))
@@ -44,6 +44,27 @@ def run(main: Callable[[], None]) -> None:
     except UserError as e:
         print(f"{sys.argv[0]}: error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def analyse(args: argparse.Namespace, options: Any, *, figures: bool = True, max_group_figures: int = 60,
+            address: str | None = None, use_ray: bool = False) -> tuple[Any, Any]:
+    """The one pipeline (:func:`~meta_study.analysis.results.analyze`, then the results
+    directory), as the CLI runs it: returns (analysis, paths written). A selection that matches
+    nothing is a :class:`UserError`."""
+    from ..store import open_store
+    from .results import ResultsDir, analyze
+    from .tables import options_text
+    from .outputs import footer
+
+    store = open_store(args.store)
+    sel = selection(args)
+    results = ResultsDir(args.out)
+    analysis = analyze(store, sel, options, results=results, use_ray=use_ray, address=address)
+    if analysis.n_groups == 0:
+        raise UserError(f"{args.store}: no rows match the selection")
+    out = results.write(analysis, sel, figures=figures, max_group_figures=max_group_figures,
+                        footer_text=footer(store, options_text(options.fit)))
+    return analysis, out
 
 
 def done(out: Any) -> None:

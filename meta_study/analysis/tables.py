@@ -6,27 +6,20 @@ temporary name and renamed into place, so an interrupted run never leaves a half
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
-import os
-import uuid
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .. import __version__
 from .correlations import correlation_tables
-from .groups import Group, load_groups
+from .groups import Group, Selection
 from .frontiers import frontier_points
 from .fitting import FitOptions, fit_groups
 from .laws import PARAM_COLUMNS
 from .headline import ENSEMBLE, residuals_json
 from .selection import PLUS_POINTS, GroupSelection, Step, unusable_reason
 from .bootstrap import BootstrapOptions, bootstrap
-from .sensitivity import SensitivityOptions, rank_frontiers, sensitivity, summarize_sensitivity
+from .sensitivity import SensitivityOptions, sensitivity
 
 Progress = Callable[[str, int, int | None], None]
 
@@ -47,58 +40,6 @@ FITS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "law", "frontier
                 "stop_paying_hi", "stop_paying_supported", "predict_us", "predict_ds", "predict_lo", "predict_hi",
                 "ds_target", "us_needed", "us_needed_lo", "us_needed_hi", "noise", "spearman", "spearman_p",
                 "status", "message")
-#: CSV copies are written for tables up to this many rows.
-CSV_MAX_ROWS = 200_000
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which groups to analyse (empty = all) and which representation layer (None = pre-logits)."""
-
-    us_task: tuple[str, ...] = ()
-    ds_task: tuple[str, ...] = ()
-    eval_protocol: tuple[str, ...] = ()
-    shots: tuple[int, ...] = ()
-    layer: int | None = None
-
-    def load(self, store: Any) -> list[Group]:
-        return load_groups(store, us_task=self.us_task, ds_task=self.ds_task, eval_protocol=self.eval_protocol,
-                           shots=self.shots, layer=self.layer)
-
-
-@dataclass
-class Outputs:
-    """Paths written by a run, for the caller to print or attach to MLflow."""
-
-    tables: list[str] = field(default_factory=list)
-    figures: list[str] = field(default_factory=list)
-
-
-def write_table(df: pd.DataFrame, stem: str, out: Outputs, *, csv: bool | None = None) -> None:
-    """``stem.parquet`` (+ ``stem.csv`` when small), each written atomically."""
-    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
-    table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
-    tmp = f"{stem}.parquet.tmp-{uuid.uuid4().hex[:8]}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, f"{stem}.parquet")
-    out.tables.append(f"{stem}.parquet")
-    if csv if csv is not None else len(df) <= CSV_MAX_ROWS:
-        tmp = f"{stem}.csv.tmp-{uuid.uuid4().hex[:8]}"
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, f"{stem}.csv")
-        out.tables.append(f"{stem}.csv")
-
-
-def footer(store: Any, what: str) -> str:
-    """The provenance line every figure carries."""
-    try:
-        version = store.version
-    except Exception:  # noqa: BLE001 - a footer must never fail a run
-        version = "?"
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"data: {store.uri} (store v{version}) · {what} · meta-study {__version__} · {now}"
-
-
 def fits_frame(groups: Sequence[Group], selections: Sequence[GroupSelection],
                ds_target: float | None = None) -> pd.DataFrame:
     """The rows of ``fits.parquet`` (:data:`FITS_COLUMNS`) for groups and their selections."""
@@ -167,18 +108,6 @@ def options_text(o: FitOptions) -> str:
             + (", non-decreasing frontiers" if o.nondecreasing else ""))
 
 
-def run_fit(store: Any, out_dir: str, *, selection: Selection = Selection(), options: FitOptions = FitOptions(),
-            figures: bool = True, max_group_figures: int = 60) -> tuple[pd.DataFrame, Outputs]:
-    """Fit every law to every frontier of each selected group, back-test them and pick the headline;
-    write ``fits.parquet`` and figures.
-
-    Returns:
-        The fits table (one row per group x frontier) and the paths written.
-    """
-    return fit_to_dir(selection.load(store), out_dir, options=options, figures=figures,
-                      max_group_figures=max_group_figures, footer_text=footer(store, options_text(options)))
-
-
 #: points.parquet: every model of every fitted group, for the report's hover view (which model is
 #: that outlier?). ``model_name`` is the store's (None where it has none). Accuracies are fractions.
 POINTS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "run_id", "model_name", "us_accuracy",
@@ -206,43 +135,6 @@ def fit_table(groups: Sequence[Group], options: FitOptions = FitOptions(), *,
     return df, [_panel(g, s, options) for g, s in zip(groups, selections)]
 
 
-def write_fits(df: pd.DataFrame, panels: Sequence[dict[str, Any]], out_dir: str, *, out: Outputs | None = None,
-               max_group_figures: int = 60, footer_text: str | None = None) -> Outputs:
-    """``fits.parquet`` (+ .csv) and, when ``panels`` are given, the grid, per-group and
-    parameters-vs-shots figures."""
-    out = out or Outputs()
-    write_table(df, os.path.join(out_dir, "fits"), out)
-    if panels:
-        from . import figures as fig
-
-        drawn = [{k: v for k, v in p.items() if k != "slug"} for p in panels]   # the slug names files only
-        out.figures += fig.plot_fit_grid(drawn, os.path.join(out_dir, "figures", "fits_grid"),
-                                         footer=footer_text, title="DS vs US accuracy: headline and Eq. 1 on the hull")
-        for p, d in list(zip(panels, drawn))[:max_group_figures]:
-            out.figures += fig.plot_group(d, os.path.join(out_dir, "figures", "groups", p["slug"]), footer=footer_text)
-        eq1 = df[(df["law"] == "eq1")]
-        if eq1["shots"].notna().any():
-            out.figures += fig.plot_params_vs_shots(eq1, os.path.join(out_dir, "figures", "params_vs_shots"),
-                                                    footer=footer_text)
-    return out
-
-
-def fit_to_dir(groups: Sequence[Group], out_dir: str, *, options: FitOptions = FitOptions(), figures: bool = True,
-               max_group_figures: int = 60, footer_text: str | None = None) -> tuple[pd.DataFrame, Outputs]:
-    """:func:`run_fit` on given groups."""
-    df, panels = fit_table(groups, options)
-    out = write_fits(df, panels if figures and groups else (), out_dir, max_group_figures=max_group_figures,
-                     footer_text=footer_text)
-    return df, out
-
-
-def _panel(g: Group, sel: GroupSelection, options: FitOptions) -> dict[str, Any]:
-    vis = g.us_accuracy <= sel.holdout_threshold
-    F = frontier_points("vertices", g.us_accuracy[vis], g.ds_accuracy[vis], nondecreasing=options.nondecreasing)
-    return {"us": g.us_accuracy, "ds": g.ds_accuracy, "selection": sel, "paper": sel.paper, "title": g.label,
-            "frontier_us": F.us, "frontier_ds": F.ds, "slug": g.slug}
-
-
 def sensitivity_table(groups: Sequence[Group], options: SensitivityOptions, *, address: str | None = None,
                       workers: int | None = None, use_ray: bool = True,
                       progress: Progress | None = None) -> pd.DataFrame:
@@ -254,36 +146,6 @@ def sensitivity_table(groups: Sequence[Group], options: SensitivityOptions, *, a
     else:
         table = sensitivity(groups, options, progress=progress)
     return table.astype({"shots": "Int64"})
-
-
-def write_sensitivity(table: pd.DataFrame, out_dir: str, *, figures: bool = True, footer_text: str | None = None,
-                      out: Outputs | None = None) -> Outputs:
-    """``sensitivity.parquet``, its per-size summary, the frontier ranking and the Fig. 3 figure."""
-    out = out or Outputs()
-    write_table(table, os.path.join(out_dir, "sensitivity"), out)
-    summ = summarize_sensitivity(table)
-    write_table(summ, os.path.join(out_dir, "sensitivity_summary"), out)
-    write_table(rank_frontiers(summ), os.path.join(out_dir, "sensitivity_frontiers"), out)
-    if figures and not summ.empty:
-        from . import figures as fig
-
-        out.figures += fig.plot_sensitivity(summ, os.path.join(out_dir, "figures", "sensitivity"), footer=footer_text)
-    return out
-
-
-def run_sensitivity(store: Any, out_dir: str, *, selection: Selection = Selection(),
-                    options: SensitivityOptions = SensitivityOptions(), address: str | None = None,
-                    workers: int | None = None, use_ray: bool = True, progress: Progress | None = None,
-                    figures: bool = True) -> tuple[pd.DataFrame, Outputs]:
-    """Sample-size sensitivity of every selected group; writes ``sensitivity.parquet``, its
-    per-size summary and the Fig. 3 figure."""
-    groups = selection.load(store)
-    table = sensitivity_table(groups, options, address=address, workers=workers, use_ray=use_ray,
-                              progress=progress)
-    what = (f"{table.groupby(list(table.columns[:4]), dropna=False).ngroups if len(table) else 0} groups, "
-            f"{options.trials} trials, {'with' if options.replace else 'without'} replacement, seed {options.seed}, "
-            + options_text(options.fit))
-    return table, write_sensitivity(table, out_dir, figures=figures, footer_text=footer(store, what))
 
 
 def bootstrap_table(groups: Sequence[Group], options: BootstrapOptions, *, address: str | None = None,
@@ -302,12 +164,7 @@ def bootstrap_table(groups: Sequence[Group], options: BootstrapOptions, *, addre
 def correlations_tables(store: Any, selection: Selection = Selection(),
                         fits: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Tables F.1, F.2 (from ``fits``, computed when not given), F.20 and F.21 of the selection."""
-    filters: dict[str, Any] = {}
-    for col, vals in (("us_task", selection.us_task), ("ds_task", selection.ds_task),
-                      ("eval_protocol", selection.eval_protocol), ("shots", selection.shots)):
-        if vals:
-            filters[col] = list(vals)
-    rows = store.to_pandas(filters, columns=["source", "run_id", "us_task", "ds_task", "eval_protocol", "shots",
+    rows = store.to_pandas(selection.filters(), columns=["source", "run_id", "us_task", "ds_task", "eval_protocol", "shots",
                                              "representation_layer", "us_accuracy", "ds_accuracy"])
     rl = rows["representation_layer"]
     rows = rows[rl.isna()] if selection.layer is None else rows[rl == selection.layer]
@@ -317,47 +174,8 @@ def correlations_tables(store: Any, selection: Selection = Selection(),
     return correlation_tables(rows, fits)
 
 
-def write_correlations(tables: dict[str, pd.DataFrame], out_dir: str, *, figures: bool = True,
-                       out: Outputs | None = None, footer_text: str | None = None) -> Outputs:
-    """``correlations/*.parquet`` and the F.20 / F.21 heatmaps."""
-    out = out or Outputs()
-    for name, t in tables.items():
-        write_table(t, os.path.join(out_dir, "correlations", name), out)
-    if figures:
-        from . import figures as fig
-
-        foot = footer_text
-        f20 = tables["f20_ds_task_spearman"]
-        for key, g in f20.groupby(["us_task", "eval_protocol", "shots"], dropna=False, sort=True):
-            m = g.pivot(index="ds_task_a", columns="ds_task_b", values="spearman")
-            # shots as an integer ("5", never "5.0": a float column after the pivot tables' NaN)
-            key = (key[0], key[1], None if pd.isna(key[2]) else int(key[2]))
-            shots = "" if key[2] is None else f", {key[2]}-shot"
-            stem = os.path.join(out_dir, "figures", f"f20_{_safe(key)}")
-            out.figures += fig.plot_heatmap(m, stem, title=f"DS-task rank correlation ({key[0]}, {key[1]}{shots})",
-                                            footer=foot)
-        f21 = tables["f21_us_ds_spearman"]
-        if not f21.empty:
-            labelled = f21.assign(slice=f21["us_task"] + "/" + f21["eval_protocol"].astype(str)
-                                  + f21["shots"].map(lambda s: "" if pd.isna(s) else f"/{int(s)}shot"))
-            # rows in (US task, protocol, shots as numbers) order: as text, 10 would sort before 5
-            order = labelled.sort_values(["us_task", "eval_protocol", "shots"], na_position="first")["slice"].unique()
-            m = labelled.pivot_table(index="slice", columns="ds_task", values="spearman").reindex(order)
-            out.figures += fig.plot_heatmap(m, os.path.join(out_dir, "figures", "f21_us_ds"),
-                                            title="US-DS rank correlation", footer=foot)
-    return out
-
-
-def run_correlations(store: Any, out_dir: str, *, selection: Selection = Selection(),
-                     fits: pd.DataFrame | None = None, figures: bool = True) -> tuple[dict[str, pd.DataFrame], Outputs]:
-    """Tables F.1, F.2 (when fits with shots exist), F.20 and F.21, and their heatmaps."""
-    tables = correlations_tables(store, selection, fits)
-    out = write_correlations(tables, out_dir, figures=figures,
-                             footer_text=footer(store, "Spearman rank correlation across models"))
-    return tables, out
-
-
-def _safe(key: Sequence[Any]) -> str:
-    raw = "_".join("" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v) for v in key)
-    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in raw).strip("_")[:80]
-
+def _panel(g: Group, sel: GroupSelection, options: FitOptions) -> dict[str, Any]:
+    vis = g.us_accuracy <= sel.holdout_threshold
+    F = frontier_points("vertices", g.us_accuracy[vis], g.ds_accuracy[vis], nondecreasing=options.nondecreasing)
+    return {"us": g.us_accuracy, "ds": g.ds_accuracy, "selection": sel, "paper": sel.paper, "title": g.label,
+            "frontier_us": F.us, "frontier_ds": F.ds, "slug": g.slug}

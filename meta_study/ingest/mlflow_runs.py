@@ -21,7 +21,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import urllib.parse
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -44,31 +43,6 @@ STATE_SCHEMA = pa.schema([("run_id", pa.string()), ("experiment_id", pa.string()
                           ("end_time", pa.int64()), ("fingerprint", pa.string()), ("rows", pa.int64())])
 #: run_id -> (experiment_id, status, end_time in ms since the epoch (0: none), fingerprint, rows).
 RunState = dict[str, tuple[str, str, int, str, int]]
-
-
-def safe_uri(uri: str) -> str:
-    """The URI without user info, query or fragment: what may appear in the store and in messages.
-
-    ``sqlite:////abs/path.db`` and ``file:///x`` have no host and stay as they are (an empty netloc
-    must not swallow a slash of the path). A prefixed URL (``mlflow-sql:postgresql://u@h/db``) has
-    its inner URL made safe.
-    """
-    p = urllib.parse.urlsplit(uri)
-    if not p.netloc and "://" in p.path:
-        return f"{p.scheme}:{safe_uri(p.path + (f'?{p.query}' if p.query else ''))}"
-    if not p.netloc:
-        return uri.split("?", 1)[0].split("#", 1)[0]
-    host = p.hostname or ""
-    if p.port:
-        host = f"{host}:{p.port}"
-    return urllib.parse.urlunsplit((p.scheme, host, p.path, "", ""))
-
-
-def has_credentials(uri: str) -> bool:
-    """Whether the URI carries a user, a password or a token (in its user info or its query)."""
-    p = urllib.parse.urlsplit(uri)
-    q = (p.query or "").lower()
-    return bool(p.username or p.password) or "token=" in q or "password=" in q
 
 
 def default_mapping() -> IngestMapping:

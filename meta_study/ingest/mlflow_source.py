@@ -33,14 +33,13 @@ from typing import Any, Iterator, Sequence
 import pandas as pd
 
 from ..errors import UserError
+from ..mlflow_client import refuse_credentials, safe_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RunExpander, RunQuery, RunRecord, default_mapping, expand_page, has_credentials,
-                          load_state, mlflow_mapping, plan_queries, run_record, safe_uri, select_experiments,
-                          state_table)
+from .mlflow_runs import (RunExpander, RunQuery, RunRecord, default_mapping, expand_page, load_state, mlflow_mapping, plan_queries, run_record, select_experiments, state_table)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
-__all__ = ["MlflowSource", "default_mapping", "has_credentials", "mlflow_mapping", "safe_uri"]
+__all__ = ["MlflowSource", "default_mapping", "mlflow_mapping"]
 
 SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "file")
 
@@ -55,9 +54,7 @@ class MlflowSource:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        if has_credentials(self.uri):
-            raise UserError(f"{safe_uri(self.uri)}: credentials in the tracking URI are refused; set "
-                            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
+        refuse_credentials(self.uri, where="")
         self.source = self.name or self.options.source_name or self.mapping.source or safe_uri(self.uri)
 
     @property

@@ -40,10 +40,10 @@ from typing import Any, Iterator, Sequence
 import pandas as pd
 
 from ..errors import UserError
+from ..mlflow_client import has_credentials, safe_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RunExpander, RunQuery, RunRecord, expand_page, has_credentials, load_state,
-                          mlflow_mapping, plan_queries, safe_uri, select_experiments, state_table)
+from .mlflow_runs import (RunExpander, RunQuery, RunRecord, expand_page, load_state, mlflow_mapping, plan_queries, select_experiments, state_table)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
 PREFIX = "mlflow-sql:"

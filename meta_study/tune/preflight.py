@@ -37,7 +37,7 @@ STORAGE_HINT = ("pass --storage-path s3://BUCKET/PATH, gs://BUCKET/PATH or a pat
 
 def has_credentials(uri: str) -> bool:
     """Whether a URI (or ``kind:URI`` dataset spec) carries a user, a password or a token."""
-    from ..ingest.mlflow_source import has_credentials as uri_has
+    from ..mlflow_client import has_credentials as uri_has
 
     inner = uri.split(":", 1)[1] if re.match(r"^(imagefolder|parquet):", uri) else uri
     return any(uri_has(part) for part in inner.split(",") if "://" in part)
@@ -46,11 +46,12 @@ def has_credentials(uri: str) -> bool:
 def refuse_secrets(*, tracking_uri: str | None, storage_path: str | None,
                    datasets: Mapping[str, str] = {}) -> None:  # noqa: B006 - read only
     """UserError for credentials in any URI given on the command line."""
-    from ..ingest.mlflow_source import safe_uri
+    from ..mlflow_client import safe_uri
 
-    if tracking_uri and has_credentials(tracking_uri):
-        raise UserError(f"--tracking-uri {safe_uri(tracking_uri)}: credentials in the tracking URI are refused; set "
-                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
+    if tracking_uri:
+        from ..mlflow_client import refuse_credentials
+
+        refuse_credentials(tracking_uri)
     if storage_path and has_credentials(storage_path):
         raise UserError(f"--storage-path {safe_uri(storage_path)}: credentials in the storage URI are refused (they "
                         f"would be in ps, the job API and every record); give the nodes credentials through their "
@@ -244,7 +245,7 @@ def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[No
     if bad:
         where = "; ".join(f"node {c.node_id[:8]} at {c.address}: {c.error}" for c in bad[:3])
         more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
-        from ..ingest.mlflow_source import safe_uri
+        from ..mlflow_client import safe_uri
 
         if is_remote(storage):
             raise UserError(f"--storage-path {safe_uri(storage)}: {len(bad)} of {len(out)} Ray nodes cannot use it "

@@ -380,7 +380,7 @@ def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
     """The checks and decisions that need neither Ray nor MLflow (:mod:`.preflight`): secrets,
     the storage path, the tracking URI, and what ``--resume`` / ``--name`` / ``--experiment``
     mean against the sweep record in the storage. UserError (one line) on any refusal."""
-    from ..ingest.mlflow_source import safe_uri
+    from ..mlflow_client import safe_uri
 
     refuse_secrets(tracking_uri=o.tracking_uri, storage_path=o.storage_path, datasets=o.datasets)
     refuse_runtime_env_secrets(runtime_env_of_job())
@@ -406,7 +406,7 @@ def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
 def _record_session(p: _Plan, o: SweepOptions, fixed: Mapping[str, Any], tags: dict[str, str]) -> SweepRecord:
     """Create the parent run (a new sweep) or find it (a resume), and write the sweep record with
     this session in it, before any trial starts."""
-    from ..ingest.mlflow_source import safe_uri
+    from ..mlflow_client import safe_uri
     from ..mlflow_client import mlflow_client
     from .tracking import create_parent_run
 

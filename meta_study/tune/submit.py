@@ -45,7 +45,7 @@ def job_runtime_env(working_dir: str, user_env: dict | None, *, git_sha: str, re
 
 def refuse_secret_args(cmd: Sequence[str]) -> None:
     """UserError for a URI with credentials anywhere in the job's command line."""
-    from ..ingest.mlflow_source import safe_uri
+    from ..mlflow_client import safe_uri
 
     for arg in cmd:
         for part in str(arg).split("="):

@@ -117,7 +117,7 @@ def parent_run(tracking_uri: str, experiment: str, sweep: str, state_dir: str, *
                tags: Mapping[str, str]) -> tuple[str, str]:
     """The sweep's parent run: created once and recorded in the sweep record under ``state_dir``
     (the experiment dir, a path or a URI), reused after. Returns (experiment_id, run_id)."""
-    from ..ingest.mlflow_runs import safe_uri
+    from ..mlflow_client import safe_uri
 
     state = StateDir(state_dir)
     rec = state.read_record()

@@ -1,0 +1,129 @@
+"""Writing an analysis: tables (Parquet, and a CSV copy when small), figures with their
+provenance footer. Every file is written to a temporary name and renamed into place, so an
+interrupted run never leaves a half-written table. :class:`~meta_study.analysis.results.ResultsDir`
+calls these; so do the ``analysis/*.py`` scripts for their extra tables.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import __version__
+from .sensitivity import rank_frontiers, summarize_sensitivity
+
+#: CSV copies are written for tables up to this many rows.
+CSV_MAX_ROWS = 200_000
+
+
+@dataclass
+class Outputs:
+    """Paths written by a run, for the caller to print or attach to MLflow."""
+
+    tables: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+
+
+def write_table(df: pd.DataFrame, stem: str, out: Outputs, *, csv: bool | None = None) -> None:
+    """``stem.parquet`` (+ ``stem.csv`` when small), each written atomically."""
+    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
+    table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+    tmp = f"{stem}.parquet.tmp-{uuid.uuid4().hex[:8]}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, f"{stem}.parquet")
+    out.tables.append(f"{stem}.parquet")
+    if csv if csv is not None else len(df) <= CSV_MAX_ROWS:
+        tmp = f"{stem}.csv.tmp-{uuid.uuid4().hex[:8]}"
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, f"{stem}.csv")
+        out.tables.append(f"{stem}.csv")
+
+
+def footer(store: Any, what: str) -> str:
+    """The provenance line every figure carries."""
+    try:
+        version = store.version
+    except Exception:  # noqa: BLE001 - a footer must never fail a run
+        version = "?"
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"data: {store.uri} (store v{version}) · {what} · meta-study {__version__} · {now}"
+
+
+def write_fits(df: pd.DataFrame, panels: Sequence[dict[str, Any]], out_dir: str, *, out: Outputs | None = None,
+               max_group_figures: int = 60, footer_text: str | None = None) -> Outputs:
+    """``fits.parquet`` (+ .csv) and, when ``panels`` are given, the grid, per-group and
+    parameters-vs-shots figures."""
+    out = out or Outputs()
+    write_table(df, os.path.join(out_dir, "fits"), out)
+    if panels:
+        from . import figures as fig
+
+        drawn = [{k: v for k, v in p.items() if k != "slug"} for p in panels]   # the slug names files only
+        out.figures += fig.plot_fit_grid(drawn, os.path.join(out_dir, "figures", "fits_grid"),
+                                         footer=footer_text, title="DS vs US accuracy: headline and Eq. 1 on the hull")
+        for p, d in list(zip(panels, drawn))[:max_group_figures]:
+            out.figures += fig.plot_group(d, os.path.join(out_dir, "figures", "groups", p["slug"]), footer=footer_text)
+        eq1 = df[(df["law"] == "eq1")]
+        if eq1["shots"].notna().any():
+            out.figures += fig.plot_params_vs_shots(eq1, os.path.join(out_dir, "figures", "params_vs_shots"),
+                                                    footer=footer_text)
+    return out
+
+
+def write_sensitivity(table: pd.DataFrame, out_dir: str, *, figures: bool = True, footer_text: str | None = None,
+                      out: Outputs | None = None) -> Outputs:
+    """``sensitivity.parquet``, its per-size summary, the frontier ranking and the Fig. 3 figure."""
+    out = out or Outputs()
+    write_table(table, os.path.join(out_dir, "sensitivity"), out)
+    summ = summarize_sensitivity(table)
+    write_table(summ, os.path.join(out_dir, "sensitivity_summary"), out)
+    write_table(rank_frontiers(summ), os.path.join(out_dir, "sensitivity_frontiers"), out)
+    if figures and not summ.empty:
+        from . import figures as fig
+
+        out.figures += fig.plot_sensitivity(summ, os.path.join(out_dir, "figures", "sensitivity"), footer=footer_text)
+    return out
+
+
+def write_correlations(tables: dict[str, pd.DataFrame], out_dir: str, *, figures: bool = True,
+                       out: Outputs | None = None, footer_text: str | None = None) -> Outputs:
+    """``correlations/*.parquet`` and the F.20 / F.21 heatmaps."""
+    out = out or Outputs()
+    for name, t in tables.items():
+        write_table(t, os.path.join(out_dir, "correlations", name), out)
+    if figures:
+        from . import figures as fig
+
+        foot = footer_text
+        f20 = tables["f20_ds_task_spearman"]
+        for key, g in f20.groupby(["us_task", "eval_protocol", "shots"], dropna=False, sort=True):
+            m = g.pivot(index="ds_task_a", columns="ds_task_b", values="spearman")
+            # shots as an integer ("5", never "5.0": a float column after the pivot tables' NaN)
+            key = (key[0], key[1], None if pd.isna(key[2]) else int(key[2]))
+            shots = "" if key[2] is None else f", {key[2]}-shot"
+            stem = os.path.join(out_dir, "figures", f"f20_{_safe(key)}")
+            out.figures += fig.plot_heatmap(m, stem, title=f"DS-task rank correlation ({key[0]}, {key[1]}{shots})",
+                                            footer=foot)
+        f21 = tables["f21_us_ds_spearman"]
+        if not f21.empty:
+            labelled = f21.assign(slice=f21["us_task"] + "/" + f21["eval_protocol"].astype(str)
+                                  + f21["shots"].map(lambda s: "" if pd.isna(s) else f"/{int(s)}shot"))
+            # rows in (US task, protocol, shots as numbers) order: as text, 10 would sort before 5
+            order = labelled.sort_values(["us_task", "eval_protocol", "shots"], na_position="first")["slice"].unique()
+            m = labelled.pivot_table(index="slice", columns="ds_task", values="spearman").reindex(order)
+            out.figures += fig.plot_heatmap(m, os.path.join(out_dir, "figures", "f21_us_ds"),
+                                            title="US-DS rank correlation", footer=foot)
+    return out
+
+
+def _safe(key: Sequence[Any]) -> str:
+    raw = "_".join("" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v) for v in key)
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in raw).strip("_")[:80]
