@@ -7,9 +7,12 @@ own usage errors are folded into the same one-line form. Heavy imports happen in
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sys
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from dataclasses import replace
+from typing import Any, Callable, Iterator, Sequence
 
 import click
 
@@ -299,8 +302,8 @@ def _table(df: Any, cols: list[str]) -> str:
 @click.option("--full", is_flag=True, help="Rescan every MLflow run, not only those that ended since the last ingest.")
 @click.option("--history", type=click.Choice(["latest", "max"]), default="latest", show_default=True,
               help="Each metric's latest value, or its best over the logged history (one call per metric).")
-@click.option("--page-size", default=10_000, show_default=True, help="MLflow runs per search call.")
-@click.option("--overlap", "overlap_s", default=300.0, show_default=True,
+@click.option("--page-size", default=D.MLFLOW_PAGE_SIZE, show_default=True, help="MLflow runs per search call.")
+@click.option("--overlap", "overlap_s", default=D.MLFLOW_OVERLAP_S, show_default=True,
               help="Seconds behind the last ingested end time to re-read (clock skew between loggers).")
 @click.option("--keep-going", is_flag=True,
               help="Exit 0 when some sources fail but others were ingested (default: exit 1).")
@@ -392,6 +395,52 @@ def _fit_options(f: Any) -> Any:
     return f
 
 
+SELECTION_KEYS = ("us_task", "ds_task", "eval_protocol", "shots", "layer")
+FIT_KEYS = ("holdout_quantile", "holdout_above", "loss", "alpha_max", "nondecreasing", "laws", "frontiers",
+            "tolerance", "ds_target")
+#: An option dataclass's field -> (its flag, the scale from the field's unit to the flag's, the unit said).
+FLAGS = {"holdout_quantile": ("--holdout-quantile", 1.0, ""), "holdout_above": ("--holdout-above", 1.0, "a US accuracy "),
+         "alpha_max": ("--alpha-max", 1.0, ""), "tolerance": ("--tolerance", 100.0, "in accuracy points, "),
+         "ds_target": ("--ds-target", 1.0, "a DS accuracy (fraction) "),
+         "payoff_threshold": ("--threshold", 1.0, "DS points per US point "), "trials": ("--trials", 1.0, ""),
+         "sizes": ("--sizes", 1.0, "sample sizes "), "samples": ("--samples", 1.0, ""), "level": ("--level", 1.0, "")}
+
+
+@contextlib.contextmanager
+def flag_errors() -> Iterator[None]:
+    """An :class:`OptionError` (raised where the option is defined) as one line that names the
+    command line's flag, in the flag's units."""
+    try:
+        yield
+    except OptionError as e:
+        flag, scale, unit = FLAGS.get(e.option, ("--" + e.option.replace("_", "-"), 1.0, ""))
+        raise UserError(f"{flag} must be {unit}{e.allowed.text(scale)}, got {e.value * scale:g}") from None
+
+
+def analysis_command(name: str | None = None, *, fit_options: bool = True, out_help: str = "Output directory.") -> Any:
+    """An analysis command: ``STORE``, ``--out DIR``, the group selection and (unless
+    ``fit_options=False``) the fit options, before the command's own options. The function gets
+    ``store_uri``, ``store`` (opened), ``out_dir``, ``sel`` (a Selection) and ``fit``
+    (FitOptions, or None), and its own options; an option out of its range is one line."""
+    def deco(fn: Callable[..., None]) -> Any:
+        @functools.wraps(fn)
+        def command(store_uri: str, out_dir: str, **kw: Any) -> None:
+            from .store import open_store
+
+            sel = _selection(*(kw.pop(k) for k in SELECTION_KEYS))
+            fit = _fit_opts(**{k: kw.pop(k) for k in FIT_KEYS}) if fit_options else None
+            with flag_errors():
+                fn(store_uri=store_uri, store=open_store(store_uri), out_dir=out_dir, sel=sel, fit=fit, **kw)
+
+        if fit_options:
+            command = _fit_options(command)
+        command = _selection_options(command)
+        command = click.option("--out", "out_dir", callback=_out_dir, required=True, metavar="DIR",
+                               help=out_help)(command)
+        return cli.command(name)(click.argument("store_uri", metavar="STORE")(command))
+    return deco
+
+
 def _selection(us_task: tuple[str, ...], ds_task: tuple[str, ...], eval_protocol: tuple[str, ...],
                shots: tuple[int, ...], layer: int | None) -> Any:
     from .analysis.groups import Selection
@@ -417,21 +466,14 @@ def _fit_opts(holdout_quantile: float, holdout_above: float | None, loss: str, a
               nondecreasing: bool, laws: str | None = None, frontiers: str | None = None,
               tolerance: float = 100 * D.TOLERANCE, ds_target: float | None = None,
               payoff_threshold: float = D.PAYOFF_THRESHOLD) -> Any:
-    # the dataclasses check their own ranges; here each field is named by its flag, in its units
-    flags = {"holdout_quantile": ("--holdout-quantile", 1.0, ""), "holdout_above": ("--holdout-above", 1.0, "a US accuracy "),
-             "alpha_max": ("--alpha-max", 1.0, ""), "tolerance": ("--tolerance", 100.0, "in accuracy points, "),
-             "ds_target": ("--ds-target", 1.0, "a DS accuracy (fraction) "),
-             "payoff_threshold": ("--threshold", 1.0, "DS points per US point ")}
+    # the dataclasses check their own ranges; flag_errors names each field by its flag, in its units
     if 0 < tolerance < MIN_TOLERANCE_PT:
         raise UserError(f"--tolerance {tolerance:g}: the tolerance is in accuracy points (3 = a back-test RMSE of "
                         f"3 points), not a fraction, and at least {MIN_TOLERANCE_PT:g}; did you mean "
                         f"{100 * tolerance:g}?")
-    try:
+    with flag_errors():
         return _build_fit_opts(holdout_quantile, holdout_above, loss, alpha_max, nondecreasing, laws, frontiers,
                                tolerance, ds_target, payoff_threshold)
-    except OptionError as e:
-        flag, scale, unit = flags.get(e.option, ("--" + e.option.replace("_", "-"), 1.0, ""))
-        raise UserError(f"{flag} must be {unit}{e.allowed.text(scale)}, got {e.value * scale:g}") from None
 
 
 def _build_fit_opts(holdout_quantile: float, holdout_above: float | None, loss: str, alpha_max: float,
@@ -496,14 +538,10 @@ def _report_outputs(out: Any, out_dir: str) -> None:
         click.echo(f"wrote {len(out.figures)} figure files under {os.path.relpath(os.path.join(out_dir, 'figures'))}")
 
 
-@cli.command()
-@click.argument("store_uri", metavar="STORE")
-@click.option("--out", "out_dir", callback=_out_dir, required=True, metavar="DIR", help="Output directory.")
-@_selection_options
-@_fit_options
+@analysis_command()
 @click.option("--no-figures", is_flag=True, help="Tables only.")
 @click.option("--max-group-figures", default=60, show_default=True, help="Per-group figures to draw at most.")
-def fit(store_uri: str, out_dir: str, no_figures: bool, max_group_figures: int, **kw: Any) -> None:
+def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures: bool, max_group_figures: int) -> None:
     """Fit every law to every frontier of each group, back-test them, and pick each headline.
 
     Writes DIR/fits.parquet (+ .csv): one row per group x law x frontier with the parameters,
@@ -512,11 +550,8 @@ def fit(store_uri: str, out_dir: str, no_figures: bool, max_group_figures: int, 
     DIR/figures. --holdout-quantile 1.0 fits on every point (the back-tests run inside them).
     """
     from .analysis.results import AnalysisOptions
-    from .store import open_store
 
-    store_obj = open_store(store_uri)
-    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "eval_protocol", "shots", "layer")))
-    a, out = _analyze(store_obj, store_uri, sel, out_dir, AnalysisOptions(fit=_fit_opts(**kw)),
+    a, out = _analyze(store, store_uri, sel, out_dir, AnalysisOptions(fit=fit),
                       figures=not no_figures, max_group_figures=max_group_figures)
     df = a.fits
     import pandas as pd
@@ -608,11 +643,7 @@ def _parse_sizes(sizes: str | None) -> tuple[int, ...] | None:
     return tuple(sorted(set(vals)))
 
 
-@cli.command()
-@click.argument("store_uri", metavar="STORE")
-@click.option("--out", "out_dir", callback=_out_dir, required=True, metavar="DIR", help="Output directory.")
-@_selection_options
-@_fit_options
+@analysis_command()
 @click.option("--sizes", default=None, help="Sample sizes, e.g. 10,30,100 (default: ~8 geometric steps from 10 to all).")
 @click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, help="Draws per sample size.")
 @click.option("--bootstrap", "replace", is_flag=True, help="Draw with replacement instead of without.")
@@ -621,8 +652,8 @@ def _parse_sizes(sizes: str | None) -> tuple[int, ...] | None:
 @click.option("--workers", type=int, default=None, help="Ray workers for a Ray of its own (default: all CPUs).")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
 @click.option("--no-figures", is_flag=True, help="Tables only.")
-def sensitivity(store_uri: str, out_dir: str, sizes: str | None, trials: int, replace: bool, seed: int,
-                address: str | None, workers: int | None, serial: bool, no_figures: bool, **kw: Any) -> None:
+def sensitivity(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, sizes: str | None, trials: int,
+                replace: bool, seed: int, address: str | None, workers: int | None, serial: bool, no_figures: bool) -> None:
     """Sample-size sensitivity of every frontier's fit.
 
     Fits Eq. 1 to every frontier estimator on random subsamples of each group, and prints per
@@ -632,16 +663,10 @@ def sensitivity(store_uri: str, out_dir: str, sizes: str | None, trials: int, re
     """
     from .analysis.results import AnalysisOptions
     from .analysis.sensitivity import SensitivityOptions
-    from .store import open_store
 
-    if trials < 1:
-        _fail(f"--trials must be at least 1, got {trials}")
-    store_obj = open_store(store_uri)
-    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "eval_protocol", "shots", "layer")))
-    fo = _fit_opts(**kw)
-    opts = SensitivityOptions(sizes=_parse_sizes(sizes), trials=trials, replace=replace, seed=seed, fit=fo,
-                              frontiers=fo.selection.frontiers)
-    a, out = _analyze(store_obj, store_uri, sel, out_dir, AnalysisOptions(fit=fo, fits=False, sensitivity=opts),
+    opts = SensitivityOptions(sizes=_parse_sizes(sizes), trials=trials, replace=replace, seed=seed, fit=fit,
+                              frontiers=fit.selection.frontiers)
+    a, out = _analyze(store, store_uri, sel, out_dir, AnalysisOptions(fit=fit, fits=False, sensitivity=opts),
                       serial=serial, address=address, workers=workers, figures=not no_figures)
     table = a.sensitivity
     if table.empty:
@@ -652,19 +677,15 @@ def sensitivity(store_uri: str, out_dir: str, sizes: str | None, trials: int, re
     _report_outputs(out, out_dir)
 
 
-@cli.command("bootstrap")
-@click.argument("store_uri", metavar="STORE")
-@click.option("--out", "out_dir", callback=_out_dir, required=True, metavar="DIR", help="Output directory.")
-@_selection_options
-@_fit_options
+@analysis_command("bootstrap")
 @click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
 @click.option("--level", default=D.BOOTSTRAP_LEVEL, show_default=True, help="Confidence level of the percentile intervals.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--address", default=None, help=D_ADDRESS_HELP)
 @click.option("--workers", type=int, default=None, help="Ray workers for a Ray of its own (default: all CPUs).")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
-def bootstrap_cmd(store_uri: str, out_dir: str, samples: int, level: float, seed: int, address: str | None,
-                  workers: int | None, serial: bool, **kw: Any) -> None:
+def bootstrap_cmd(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, samples: int, level: float, seed: int,
+                  address: str | None, workers: int | None, serial: bool) -> None:
     """Bootstrap confidence intervals of the law's parameters.
 
     Resamples each group's points and refits Eq. 1 for k, alpha, e_IR and saturation (on the hull
@@ -674,47 +695,33 @@ def bootstrap_cmd(store_uri: str, out_dir: str, samples: int, level: float, seed
     """
     from .analysis.results import AnalysisOptions
     from .analysis.bootstrap import BootstrapOptions
-    from .store import open_store
 
-    if samples < 10:
-        _fail(f"--samples must be at least 10, got {samples}")
-    if not 0 < level < 1:
-        _fail(f"--level must be in (0, 1), got {level}")
-    store_obj = open_store(store_uri)
-    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "eval_protocol", "shots", "layer")))
-    fo = _fit_opts(**kw)
-    opts = BootstrapOptions(samples=samples, level=level, seed=seed, fit=fo)
-    a, out = _analyze(store_obj, store_uri, sel, out_dir, AnalysisOptions(fit=fo, fits=False, bootstrap=opts),
+    opts = BootstrapOptions(samples=samples, level=level, seed=seed, fit=fit)
+    a, out = _analyze(store, store_uri, sel, out_dir, AnalysisOptions(fit=fit, fits=False, bootstrap=opts),
                       serial=serial, address=address, workers=workers)
     table = a.bootstrap
     if table.empty:
         _fail(f"{store_uri}: no groups with at least 3 points match the selection")
-    for line in bootstrap_lines(table, fo.alpha_max):
+    for line in bootstrap_lines(table, fit.alpha_max):
         click.echo(line)
     _report_outputs(out, out_dir)
 
 
-@cli.command()
-@click.argument("store_uri", metavar="STORE")
-@click.option("--out", "out_dir", callback=_out_dir, required=True, metavar="DIR", help="Output directory.")
-@_selection_options
+@analysis_command(fit_options=False)
 @click.option("--no-figures", is_flag=True, help="Tables only.")
-def correlations(store_uri: str, out_dir: str, no_figures: bool, **kw: Any) -> None:
+def correlations(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures: bool) -> None:
     """The paper's correlation tables: F.1 and F.2 (parameters vs shots), F.20 (between DS
     tasks) and F.21 (DS vs US), written under DIR/correlations with heatmaps."""
     from .analysis.fitting import FitOptions
     from .analysis.results import AnalysisOptions
-    from .store import open_store
 
-    store_obj = open_store(store_uri)
-    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "eval_protocol", "shots", "layer")))
-    a, out = _analyze(store_obj, store_uri, sel, out_dir, AnalysisOptions(fit=FitOptions(), fits=False, correlations=True),
+    a, out = _analyze(store, store_uri, sel, out_dir, AnalysisOptions(fit=FitOptions(), fits=False, correlations=True),
                       figures=not no_figures)
     tables = a.correlations
     for name, t in tables.items():
         click.echo(f"{name}: {len(t)} rows")
     if tables["f1_shots_correlation"].empty or tables["f2_increase_likelihood"].empty:
-        click.echo(f"  F.1/F.2 are empty: {_why_no_shot_tables(store_obj.summary().groups)}")
+        click.echo(f"  F.1/F.2 are empty: {_why_no_shot_tables(store.summary().groups)}")
     _report_outputs(out, out_dir)
 
 
@@ -740,13 +747,15 @@ def _why_no_shot_tables(groups: Any) -> str:
 @click.option("--sources-file", default=None, metavar="SOURCES.yaml", help="Sources to ingest first.")
 @click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", show_envvar=True,
               help="Publish each refit as an MLflow run here (default: $MLFLOW_TRACKING_URI; none: no run).")
-@click.option("--experiment", default="meta-study/refits", show_default=True, help="MLflow experiment of the runs.")
+@click.option("--publish-experiment", "--experiment", "experiment", default=D.REFIT_EXPERIMENT, show_default=True,
+              help="The MLflow experiment the refit's runs are published to (--experiment is the old name: for "
+                   "ingest it means where runs are read from).")
 @click.option("--out", "out_dir", callback=_out_dir, default="meta-study-refits", show_default=True, metavar="DIR",
               help="Where versioned results go: DIR/refits/<UTC time>/, DIR/LATEST.")
 @click.option("--every", default=None, metavar="DURATION", help="Refit in a loop, e.g. 30m, 1h, 1d.")
 @_fit_options
 @click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, help="Sensitivity draws per sample size.")
-@click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
+@click.option("--samples", default=D.REFIT_BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
 @click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True,
               help="'Scaling stops paying' where +1 US point buys fewer DS points than this.")
 @click.option("--address", default=None, help=D_ADDRESS_HELP)
@@ -775,13 +784,12 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
                            else "--tracking-uri")
     period = parse_every(every) if every else None
     fit_opts = _fit_opts(payoff_threshold=threshold, **kw)
-    if trials < 1 or samples < 10:
-        _fail("--trials must be >= 1 and --samples >= 10")
-    cfg = RefitConfig(store=store_uri, out=out_dir, sources=sources, mapping=mapping_path, sources_file=sources_file,
-                      tracking_uri=tracking_uri, experiment=experiment, fit=fit_opts,
-                      sensitivity=SensitivityOptions(trials=trials, fit=fit_opts),
-                      bootstrap=BootstrapOptions(samples=samples, fit=fit_opts), address=address, workers=workers,
-                      use_ray=not serial, threshold=threshold)
+    with flag_errors():
+        cfg = RefitConfig(store=store_uri, out=out_dir, sources=sources, mapping=mapping_path, sources_file=sources_file,
+                          tracking_uri=tracking_uri, experiment=experiment, fit=fit_opts,
+                          sensitivity=SensitivityOptions(trials=trials, fit=fit_opts),
+                          bootstrap=BootstrapOptions(samples=samples, fit=fit_opts), address=address, workers=workers,
+                          use_ray=not serial, threshold=threshold)
     while True:
         start = _time.monotonic()
         with progress_bar() as progress:
@@ -813,11 +821,7 @@ def _echo_refit(res: Any) -> None:
         click.echo(f"refit: {res.status}: {res.message} ({res.seconds:.1f} s)")
 
 
-@cli.command()
-@click.argument("store_uri", metavar="STORE")
-@click.option("--out", "out_dir", callback=_out_dir, required=True, metavar="DIR", help="Where the report and its tables go.")
-@_selection_options
-@_fit_options
+@analysis_command(out_help="Where the report and its tables go.")
 # the same defaults as `sensitivity` and `bootstrap`, so that the README's tour (those commands,
 # then `report`, into one DIR) reuses their outputs instead of refusing them
 @click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, help="Sensitivity draws per sample size.")
@@ -825,7 +829,8 @@ def _echo_refit(res: Any) -> None:
 @click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True,
               help="'Scaling stops paying' where +1 US point buys fewer DS points than this.")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
-def report(store_uri: str, out_dir: str, trials: int, samples: int, threshold: float, serial: bool, **kw: Any) -> None:
+def report(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, trials: int, samples: int, threshold: float,
+           serial: bool) -> None:
     """Build a static HTML report of STORE in DIR/index.html: per task, the headline's answer
     (where scaling stops paying and a prediction, with intervals) or why it is not identified; the
     headline next to the paper's Eq. 1 on the hull vertices; per-task figures, the sensitivity
@@ -836,16 +841,13 @@ def report(store_uri: str, out_dir: str, trials: int, samples: int, threshold: f
     from .analysis.bootstrap import BootstrapOptions
     from .analysis.sensitivity import SensitivityOptions
     from .report import render_report
-    from .store import open_store
 
-    store_obj = open_store(store_uri)
-    sel = _selection(*(kw.pop(k) for k in ("us_task", "ds_task", "eval_protocol", "shots", "layer")))
-    fit_opts = _fit_opts(payoff_threshold=threshold, **kw)
+    fit_opts = replace(fit, selection=replace(fit.selection, payoff_threshold=threshold))
     # built as `sensitivity` and `bootstrap` build them, so that their outputs in DIR are reused
     sens = SensitivityOptions(trials=trials, fit=fit_opts, frontiers=fit_opts.selection.frontiers)
     options = AnalysisOptions(fit=fit_opts, sensitivity=sens,
                               bootstrap=BootstrapOptions(samples=samples, fit=fit_opts), correlations=True)
-    a, _ = _analyze(store_obj, store_uri, sel, out_dir, options, serial=serial)
+    a, _ = _analyze(store, store_uri, sel, out_dir, options, serial=serial)
     page = render_report(a, out_dir, threshold=threshold)
     click.echo(f"report: {os.path.relpath(page)}")
 

@@ -18,3 +18,11 @@ SENSITIVITY_TRIALS = 10
 #: Bootstrap confidence intervals: resamples per group and confidence level.
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_LEVEL = 0.95
+#: The refit: the MLflow experiment its runs are published to, and its bootstrap resamples (more
+#: than an interactive `meta-study bootstrap`: a scheduled job has the time).
+REFIT_EXPERIMENT = "meta-study/refits"
+REFIT_BOOTSTRAP_SAMPLES = 1000
+#: MLflow ingest: runs per search call (MLflow allows up to 50,000), and how far behind the
+#: watermark finished runs are read again (clock skew between the server and its clients).
+MLFLOW_PAGE_SIZE = 10_000
+MLFLOW_OVERLAP_S = 300.0

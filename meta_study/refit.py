@@ -53,11 +53,12 @@ from .analysis.results import AnalysisOptions, Previous, ResultsDir, analyze, gr
 from .analysis.outputs import footer
 from .analysis.bootstrap import BootstrapOptions
 from .analysis.sensitivity import SensitivityOptions
+from .defaults import REFIT_BOOTSTRAP_SAMPLES, REFIT_EXPERIMENT
 from .errors import UserError
 from .store import Store
 
 Progress = Callable[[str, int, int | None], None]
-DEFAULT_EXPERIMENT = "meta-study/refits"
+DEFAULT_EXPERIMENT = REFIT_EXPERIMENT
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class RefitConfig:
     experiment: str = DEFAULT_EXPERIMENT
     fit: FitOptions = field(default_factory=FitOptions)
     sensitivity: SensitivityOptions = field(default_factory=SensitivityOptions)
-    bootstrap: BootstrapOptions = field(default_factory=lambda: BootstrapOptions(samples=1000))
+    bootstrap: BootstrapOptions = field(default_factory=lambda: BootstrapOptions(samples=REFIT_BOOTSTRAP_SAMPLES))
     address: str | None = None
     workers: int | None = None
     use_ray: bool = True

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from meta_study.cli import bootstrap_lines, cli, progress_bar, sensitivity_lines
-from meta_study.schema import validate
+from meta_study.validation import validate
 from meta_study.store import Store
 from conftest import REPO, make_rows, run_cli
 

@@ -127,7 +127,7 @@ def test_own_ray_listens_on_loopback_only_and_dies_with_a_killed_driver():
 @pytest.mark.parametrize("address", ["127.0.0.1:9", "ray://127.0.0.1:9", "no-port-here"])
 def test_an_address_nothing_answers_at_fails_in_one_line(address, tmp_path):
     from conftest import run_cli
-    from meta_study.schema import validate
+    from meta_study.validation import validate
     from meta_study.store import Store
     from conftest import make_rows
 

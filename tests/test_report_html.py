@@ -169,7 +169,7 @@ def mlflow_like_report(tmp_path_factory):
     import uuid
 
     from conftest import make_rows
-    from meta_study.schema import validate
+    from meta_study.validation import validate
     from meta_study.store import Store
 
     root = tmp_path_factory.mktemp("mlflow_like")

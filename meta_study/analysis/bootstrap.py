@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..defaults import BOOTSTRAP_LEVEL, BOOTSTRAP_SAMPLES
 from .fitting import FitOptions, prepare
+from ..errors import Range
 from .frontiers import check_frontier_names
 from .groups import GROUP_COLUMNS
 from .hull import SubsetHulls
@@ -40,6 +41,8 @@ class BootstrapOptions:
 
     def __post_init__(self) -> None:
         check_frontier_names(self.frontiers)
+        Range(10).check("samples", self.samples, "resamples per group")
+        Range(0, 1, lo_open=True, hi_open=True).check("level", self.level)
 
 
 def bootstrap_group(key: Sequence[Any], us_accuracy: np.ndarray, ds_accuracy: np.ndarray,

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..defaults import SENSITIVITY_TRIALS
 from .fitting import FitOptions, frontier_errors_many, prepare
+from ..errors import Range
 from .frontiers import FRONTIER_KINDS, FRONTIERS, check_frontier_names
 from .groups import GROUP_COLUMNS
 from .hull import SubsetHulls
@@ -49,6 +50,10 @@ class SensitivityOptions:
 
     def __post_init__(self) -> None:
         check_frontier_names(self.frontiers)
+        Range(1).check("trials", self.trials, "draws per sample size")
+        if self.sizes is not None:
+            for n in self.sizes:
+                Range(3).check("sizes", n, "models in a sample")
 
 
 def default_sizes(n_fit: int, n_sizes: int = 8, min_size: int = 10) -> list[int]:

@@ -23,7 +23,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from importlib import resources
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,8 +41,18 @@ SYSTEM_TAGS = {"mlflow.runName": "run_name", "mlflow.parentRunId": "parent_run_i
                "mlflow.source.git.commit": "git_commit", "mlflow.source.name": "source_name"}
 STATE_SCHEMA = pa.schema([("run_id", pa.string()), ("experiment_id", pa.string()), ("status", pa.string()),
                           ("end_time", pa.int64()), ("fingerprint", pa.string()), ("rows", pa.int64())])
-#: run_id -> (experiment_id, status, end_time in ms since the epoch (0: none), fingerprint, rows).
-RunState = dict[str, tuple[str, str, int, str, int]]
+class RunEntry(NamedTuple):
+    """What ingest remembers of one MLflow run (one row of the source's state table)."""
+
+    experiment_id: str
+    status: str
+    end_time: int          # ms since the epoch (0: none)
+    fingerprint: str       # run_fingerprint: a changed run is read again
+    rows: int              # canonical rows it gave
+
+
+#: run_id -> what ingest remembers of it.
+RunState = dict[str, RunEntry]
 
 
 def default_mapping() -> IngestMapping:
@@ -344,7 +354,7 @@ def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str],
             continue                     # a sweep's parent: its summary metrics (best/...) are not points
         fp = run_fingerprint(rec)
         prev = state.get(rec.run_id)
-        if prev is not None and prev[3] == fp:
+        if prev is not None and prev.fingerprint == fp:
             stats["runs_unchanged"] += 1
             continue
         stats["runs_new" if prev is None else "runs_changed"] += 1
@@ -355,7 +365,7 @@ def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str],
     problems = dict(out.problems)
     rejected = []
     for i, rec in enumerate(todo):
-        state[rec.run_id] = (rec.experiment_id, rec.status, int(rec.end_time or 0), fps[i], int(out.counts[i]))
+        state[rec.run_id] = RunEntry(rec.experiment_id, rec.status, int(rec.end_time or 0), fps[i], int(out.counts[i]))
         if i in problems:
             exp = experiments.get(rec.experiment_id, rec.experiment_id)
             rejected.append({"source": expander.source, "run_id": rec.run_id, "reason": problems[i],
@@ -415,7 +425,7 @@ def select_experiments(found: Iterable[tuple[str, str]], specs: Sequence[str], w
 
 def watermark(state: RunState, experiment_id: str) -> int | None:
     """The latest end time (ms) of a finished run of the experiment already ingested."""
-    ends = [v[2] for v in state.values() if v[0] == experiment_id and v[1] == "FINISHED" and v[2]]
+    ends = [v.end_time for v in state.values() if v.experiment_id == experiment_id and v.status == "FINISHED" and v.end_time]
     return max(ends) if ends else None
 
 
@@ -425,7 +435,7 @@ def load_state(store: Store, name: str) -> RunState:
     if t is None:
         return {}
     d = t.to_pydict()
-    return {r: (e, s, int(t_), f, int(n)) for r, e, s, t_, f, n in
+    return {r: RunEntry(e, s, int(t_), f, int(n)) for r, e, s, t_, f, n in
             zip(d["run_id"], d["experiment_id"], d["status"], d["end_time"], d["fingerprint"], d["rows"])}
 
 

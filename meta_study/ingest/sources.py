@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import pandas as pd
 import pyarrow as pa
 
+from ..defaults import MLFLOW_OVERLAP_S, MLFLOW_PAGE_SIZE
 from ..errors import UserError
 from ..validation import RawPayloads
 from ..store import Store
@@ -83,8 +84,8 @@ class SourceOptions:
     include_running: bool = False       # also take RUNNING runs (re-read on every ingest)
     drop_deleted: bool = False          # remove rows of runs deleted in MLflow since they were ingested
     history: str = "latest"             # "latest" value of each metric, or "max" over its history (slow)
-    page_size: int = 10_000             # runs per search call (MLflow allows up to 50,000)
-    overlap_s: float = 300.0            # re-read finished runs this far behind the watermark (clock skew)
+    page_size: int = MLFLOW_PAGE_SIZE     # runs per search call (MLflow allows up to 50,000)
+    overlap_s: float = MLFLOW_OVERLAP_S   # re-read finished runs this far behind the watermark (clock skew)
     full: bool = False                  # rescan every run, not only those past the watermark
     source_name: str | None = None      # the `source` column's value (default: URI or file stem)
     drop_missing: bool = False          # files: remove stored runs of a file's sources that it lacks
