@@ -34,6 +34,7 @@ state="$(cd "$state" && pwd -P)"
 # shellcheck disable=SC1091
 . "$state/env.sh"
 [ -n "${RAY_ADDRESS:-}" ] || die "$state/env.sh has no RAY_ADDRESS"
+unset RAY_AUTH_TOKEN   # the cluster's token is the file env.sh names (an env.sh before this line: unset here)
 
 running() { [ -f "$1" ] && [[ "$(ps -ww -o args= -p "$(cat "$1")" 2>/dev/null)" == *"$2"* ]]; }
 ray_tmp="$(cd "$state/ray" && pwd -P)"
@@ -43,12 +44,25 @@ if running "$state/$name.pid" "$marker"; then
   exit 0
 fi
 
-# nodes now, to see this one join
+# nodes now, to see this one join. `ray status` fails for a few seconds after the head starts
+# ("No cluster status") and under load: a failed call counts as "unknown" (-1), never as an exit
+# (under `set -e -o pipefail` a failing pipeline here would end this script without a word).
+status_err="$state/$name.status-err"
 count_nodes() {
-  "$PY" -m ray.scripts.scripts status --address "$RAY_ADDRESS" 2>/dev/null \
-    | awk '/^Active:/ {a=1; next} /^Pending:/ {a=0} a && /node_/ {n++} END {print n+0}'
+  local out
+  out="$("$PY" -m ray.scripts.scripts status --address "$RAY_ADDRESS" 2>"$status_err")" || { echo -1; return 0; }
+  awk '/^Active:/ {a=1; next} /^Pending:/ {a=0} a && /node_/ {n++} END {print n+0}' <<< "$out"
 }
+deadline=$((SECONDS + timeout_s))
 before="$(count_nodes)"
+while [ "$before" -lt 1 ]; do
+  if grep -q InvalidAuthToken "$status_err" 2>/dev/null; then
+    die "the head at $RAY_ADDRESS refuses this node's token ($RAY_AUTH_TOKEN_PATH): InvalidAuthToken"
+  fi
+  [ "$SECONDS" -lt "$deadline" ] || die "the head at $RAY_ADDRESS reports no nodes after ${timeout_s} s (ray status: $(grep -v '^\s*$' "$status_err" | tail -n 1))"
+  sleep 1
+  before="$(count_nodes)"
+done
 
 read -r p_agent_http p_agent_grpc p_metrics p_runtime_env p_manager p_object < <(
   "$PY" - <<'EOF'

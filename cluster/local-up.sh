@@ -130,6 +130,13 @@ if [ ! -s "$state/ray-auth-token" ]; then
   (umask 077 && "$PY" -c 'import secrets; print(secrets.token_hex(32), end="")' > "$state/ray-auth-token")
 fi
 ray_auth=(RAY_AUTH_MODE=token "RAY_AUTH_TOKEN_PATH=$state/ray-auth-token")
+# Ray prefers a RAY_AUTH_TOKEN in the environment to RAY_AUTH_TOKEN_PATH: one left in this shell
+# (another cluster's) would become the head's token while env.sh hands clients the file's, and every
+# client and node would then be refused (InvalidAuthToken). This cluster's token is the file.
+if [ -n "${RAY_AUTH_TOKEN:-}" ]; then
+  note "ignoring RAY_AUTH_TOKEN from this shell: this cluster's token is $state/ray-auth-token (env.sh unsets it)"
+fi
+unset RAY_AUTH_TOKEN
 
 # detach LOG CMD...: run CMD as the leader of a new session (so local-down.sh can stop exactly its
 # processes), stdin closed, output appended to LOG. Portable setsid via Python's os.setsid.
@@ -218,6 +225,7 @@ done
 
 # --- print what a shell needs -----------------------------------------------------------------------------
 {
+  echo "unset RAY_AUTH_TOKEN  # another cluster's token would win over RAY_AUTH_TOKEN_PATH"
   echo "export RAY_ADDRESS=127.0.0.1:$ray_port"
   echo "export RAY_AUTH_MODE=token"
   echo "export RAY_AUTH_TOKEN_PATH=$(printf %q "$state/ray-auth-token")"
@@ -229,4 +237,4 @@ done
 } > "$state/env.sh.tmp"
 mv "$state/env.sh.tmp" "$state/env.sh"
 cat "$state/env.sh"
-note "up; paste the export lines above, or: . $(printf %q "$state/env.sh")"
+note "up; paste the lines above, or: . $(printf %q "$state/env.sh")"

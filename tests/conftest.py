@@ -93,6 +93,17 @@ class CliResult:
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
+def sweep_module(name: str):
+    """sweeps/NAME.py as a module, loaded by path: ``sweeps/`` is scripts, not a package on the
+    path (plain ``pytest`` does not put the checkout on sys.path, ``python -m pytest`` does)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"sweeps_{name}", REPO / "sweeps" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300,
             subprocess_: bool | None = None) -> CliResult:
     """Run ``meta-study ARGS`` and return its exit code and output.

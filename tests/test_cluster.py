@@ -508,7 +508,7 @@ def run_script(name: str, state: Path, timeout: float = 240, **env: str) -> subp
     path = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep) if d != venv_bin)
     e = dict(os.environ, PYTHON=sys.executable, PATH=path, **env)
     e.pop("VIRTUAL_ENV", None)
-    for var in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "META_STUDY_LOCAL_DIR"):
+    for var in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "META_STUDY_LOCAL_DIR"):
         e.pop(var, None)
     return subprocess.run(["bash", str(CLUSTER / name), str(state)], env=e, capture_output=True, text=True,
                           timeout=timeout)
@@ -551,7 +551,9 @@ def test_local_up_and_down(state_dir):
     assert re.search(r"^# MLflow UI: http://127\.0\.0\.1:\d+$", up.stdout, re.M)
     assert (state_dir / "env.sh").read_text() == up.stdout
     assert stat.S_IMODE((state_dir / "ray-auth-token").stat().st_mode) == 0o600
-    client_env = dict(os.environ, **exports)
+    # a shell after `. env.sh`: its one unset (another cluster's token would beat the file), its exports
+    assert "unset RAY_AUTH_TOKEN" in up.stdout
+    client_env = {**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}, **exports}
 
     status = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "status", "--address", exports["RAY_ADDRESS"]],
                             env=client_env, capture_output=True, text=True, timeout=120)

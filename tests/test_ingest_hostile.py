@@ -349,3 +349,24 @@ def test_hostile_input(tmp_path, case):
         if step.check is not None:
             step.check(tmp_path)
 
+
+
+@pytest.mark.parametrize("doc, refused", [
+    ({"extra": ["nope"]}, True),            # an MLflow ingest keeps every unnamed param and tag already
+    ({"extra": "none"}, True),
+    ({"extra": "rest"}, False),              # the default, said out loud
+    ({"params": {"my_lr": "lr"}}, False),
+])
+def test_an_mlflow_mapping_refuses_what_it_would_ignore(doc, refused):
+    """`extra` (like `join` and `rename`) means nothing to an MLflow ingest: refused in one line,
+    never silently ignored."""
+    from meta_study.errors import UserError
+    from meta_study.ingest.mapping import parse_mapping
+    from meta_study.ingest.mlflow_runs import mlflow_mapping
+
+    m = parse_mapping(doc, "m.yaml")
+    if refused:
+        with pytest.raises(UserError, match=r"^m.yaml: 'extra' is for file exports; an MLflow ingest keeps every"):
+            mlflow_mapping(m)
+    else:
+        assert mlflow_mapping(m).name == "m.yaml"

@@ -61,6 +61,8 @@ class LocalCluster:
                     "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI"):
             self.env.pop(var, None)
         self.exports: dict[str, str] = {}
+        self.unsets: list[str] = []
+        self.up_stderr = ""
 
     def up(self) -> None:
         r = subprocess.run(["bash", str(CLUSTER / "local-up.sh"), str(self.state)], capture_output=True, text=True,
@@ -68,6 +70,8 @@ class LocalCluster:
         assert r.returncode == 0, r.stderr[-3000:]
         self.exports = {k: v.strip("'\"") for k, v in (line[len("export "):].split("=", 1) for line in
                                                       r.stdout.splitlines() if line.startswith("export "))}
+        self.unsets = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("unset ")]
+        self.up_stderr = r.stderr
 
     def add_node(self, name: str, env: dict[str, str], private_dir: Path | None = None) -> None:
         """Start a 1-CPU node; with ``private_dir``, in its own mount namespace with a fresh tmpfs
@@ -78,7 +82,9 @@ class LocalCluster:
         e = {**{k: v for k, v in self.env.items() if k in ("PATH", "HOME", "PYTHON", "LANG", "TMPDIR")}, **env,
              "PYTHON": sys.executable, "META_STUDY_NODE_ARGS": "--num-cpus=1"}
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=e)
-        assert r.returncode == 0, r.stderr[-3000:]
+        log = self.state / f"{name}.log"
+        assert r.returncode == 0, (f"exit {r.returncode}\n{r.stdout[-1500:]}\n{r.stderr[-3000:]}\n"
+                                   + (log.read_text()[-3000:] if log.exists() else "(no node log)"))
 
     def node_processes(self, name: str) -> list[tuple[int, str]]:
         """(pid, command line) of the processes of a node added as ``name`` (its session)."""
@@ -92,7 +98,8 @@ class LocalCluster:
         return out
 
     def client_env(self, base: dict[str, str]) -> dict[str, str]:
-        return {**base, **self.exports}
+        """``base`` after ``. env.sh``: its unsets, then its exports."""
+        return {**{k: v for k, v in base.items() if k not in self.unsets}, **self.exports}
 
     def down(self) -> None:
         subprocess.run(["bash", str(CLUSTER / "local-down.sh"), str(self.state)], capture_output=True, text=True,
@@ -152,10 +159,14 @@ def test_storage_that_some_node_cannot_use_is_refused_up_front(tmp_path, s3):
     trial starts, each in one line that says what to pass."""
     head_disk = tmp_path / "head-disk"
     private = can_unshare(head_disk)
-    env = base_env(s3)
+    # another cluster's token left in the shell that starts this one: Ray would prefer it to the
+    # token file, and every client of env.sh and this node (which gets no copy of it) would be
+    # refused; local-up.sh ignores it, says so, and env.sh unsets it
+    env = {**base_env(s3), "RAY_AUTH_TOKEN": "f" * 64}
     cl = LocalCluster(tmp_path, env)
     try:
         cl.up()
+        assert "ignoring RAY_AUTH_TOKEN from this shell" in cl.up_stderr and cl.unsets == ["RAY_AUTH_TOKEN"]
         cl.add_node("node2", {"PYTHONPATH": str(REPO)}, private_dir=head_disk if private else None)
         drv = cl.client_env(env)
         exp = f"refuse-{uuid.uuid4().hex[:6]}"

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, sweep_module
 from meta_study.errors import UserError
 from meta_study.tune.runner import SMOKE, SweepOptions, SweepSpec, fixed_config, grid, parse_options, trial_hooks
 from meta_study.tune.preflight import (default_storage, plan_session, refuse_runtime_env_secrets, refuse_secrets,
@@ -187,11 +187,8 @@ def test_checkpoint_uris_are_full():
 
 
 def test_the_zoo_sizes_each_trial_to_its_model():
-    sys.path.insert(0, str(REPO))
-    try:
-        from sweeps.zoo import SPEC as ZOO, resources
-    finally:
-        sys.path.remove(str(REPO))
+    zoo = sweep_module("zoo")
+    ZOO, resources = zoo.SPEC, zoo.resources
     from meta_study.tune.runner import PerTrialResources
 
     gpu = SweepOptions(gpus_per_trial=1.0, cpus_per_trial=4.0)
@@ -237,3 +234,44 @@ def test_resume_with_nothing_to_restore_fails_in_one_line_and_starts_nothing(tmp
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "logs to MLflow experiment 'someone-elses'" in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_new_sweeps_record_is_created_by_exactly_one_driver(tmp_path):
+    """Two drivers start the same new sweep at once: the record is created once (link(2) locally,
+    If-None-Match on s3:// in tests/test_store_s3.py), the loser is refused in one line and closes
+    the parent run it made, so no second parent stays RUNNING."""
+    import threading
+
+    from mlflow.tracking import MlflowClient
+
+    from meta_study.errors import UserError
+    from meta_study.tune.runner import SweepOptions, _Plan, _record_session
+
+    exp_dir = str(tmp_path / "ray" / "s")
+    wins = []
+    barrier = threading.Barrier(8)
+
+    def create(i: int) -> None:
+        barrier.wait()
+        wins.append(StateDir(exp_dir).create_record(_record(experiment=f"e{i}", tracking="sqlite:///x.db")))
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(wins) == [False] * 7 + [True]
+    assert not [p for p in (tmp_path / "ray" / "s" / "meta_study").iterdir() if p.name.startswith(".tmp-")]
+
+    # the loser of the race, as the runner sees it: planned with no record, finds one on creating
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    winner = StateDir(exp_dir).read_record()
+    plan = _Plan(name="s", storage=str(tmp_path / "ray"), exp_dir=exp_dir, tracking=tracking, state=StateDir(exp_dir),
+                 record=None, resume=False, restore_tune=False, experiment="mine", code="c", code_changed=False)
+    with pytest.raises(UserError, match=r"^sweep s: another driver started it at the same time") as e:
+        _record_session(plan, SweepOptions(smoke=True), {}, {"git_sha": "x"})
+    assert "--resume" in str(e.value)
+    assert StateDir(exp_dir).read_record() == winner                         # the winner's record stands
+    client = MlflowClient(tracking)
+    runs = client.search_runs([client.get_experiment_by_name("mine").experiment_id])
+    assert [r.info.status for r in runs] == ["KILLED"]                       # ours, closed

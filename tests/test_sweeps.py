@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from meta_study.schema import ds_metric_key, us_metric_key
 from meta_study.store import Store
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, sweep_module
 
 # each test runs a whole sweep (Ray started, models trained, MLflow checked): ~40 s unless marked
 pytestmark = pytest.mark.slow(40)
@@ -93,7 +93,7 @@ def test_smoke_run_of_each_sweep(name, mlflow_server, tmp_path):
     if name == "zoo":
         # each trial asked Ray for what its model needs (sweeps/zoo.py: resources)
         from meta_study.tune.runner import PerTrialResources, SweepOptions
-        from sweeps.zoo import SPEC as ZOO
+        ZOO = sweep_module("zoo").SPEC
 
         per_trial = PerTrialResources(ZOO.resources, SweepOptions(smoke=True))
         for run in runs:
@@ -301,7 +301,7 @@ def test_ray_job_submit_the_real_way(tmp_path):
     venv_bin = str(Path(sys.executable).parent)
     path = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep) if d != venv_bin)
     env = {**os.environ, "PYTHON": sys.executable, "META_STUDY_RAY_START_ARGS": "--num-cpus=2", "PATH": path}
-    for var in ("RAY_ADDRESS", "VIRTUAL_ENV", "PYTHONPATH", "META_STUDY_RESEARCHER", "META_STUDY_GIT_SHA"):
+    for var in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "VIRTUAL_ENV", "PYTHONPATH", "META_STUDY_RESEARCHER", "META_STUDY_GIT_SHA"):
         env.pop(var, None)
     up = subprocess.run(["bash", str(REPO / "cluster" / "local-up.sh"), str(state)], env=env, capture_output=True,
                         text=True, timeout=300)

@@ -651,8 +651,8 @@ def _group_warnings(sel: GroupSelection, g: _Group) -> list[str]:
         w.append(f"no_trend: DS does not rise with US in these models (Spearman rho = {sel.spearman:.2f}, "
                  f"one-sided p = {sel.spearman_p:.2f}), so no stop-paying point or saturation is stated")
     if not sel.usable:
-        why = dict.fromkeys(t for c in sel.candidates if c.frontier == "all" for t in c.warnings)
-        w.extend(why)
+        bad = unusable_reason(sel.candidates)      # one reason, not one per law that could not fit
+        w.extend(bad.warnings if bad is not None else ())
     elif sel.n_cuts and math.isfinite(sel.flat_backtest_err) and sel.backtest_err >= sel.flat_backtest_err:
         w.append(f"backtest: error {100 * sel.backtest_err:.1f} pt does not beat the flat guess "
                  f"({100 * sel.flat_backtest_err:.1f} pt)")

@@ -71,8 +71,12 @@ def mlflow_mapping(user: IngestMapping | None) -> IngestMapping:
     if user.join is not None or user.rename:
         raise UserError(f"{user.name}: 'join' and 'rename' are for file exports; an MLflow mapping uses "
                         "'metrics', 'params' and 'tags'")
+    if user.extra != "rest":
+        # every param and tag a mapping does not name is kept in `extra` already (param:NAME, tag:NAME)
+        raise UserError(f"{user.name}: 'extra' is for file exports; an MLflow ingest keeps every param and tag "
+                        "the mapping does not name in extra (as param:NAME and tag:NAME)")
     return replace(base, name=user.name, source=user.source, constants=user.constants or base.constants,
-                   units=user.units or base.units, extra=user.extra,
+                   units=user.units or base.units,
                    arch_family=user.arch_family, metrics=user.metrics or base.metrics,
                    params=user.params or base.params, tags=user.tags or base.tags,
                    accuracy_unit=user.accuracy_unit)

@@ -263,8 +263,10 @@ def _failpoint(name: str) -> None:
     writer stops here, announcing ``failpoint name`` on stderr, until it is killed.
     ``META_STUDY_FAILPOINT=stall_name``: it announces ``failpoint stall_name``, sleeps
     ``META_STUDY_STALL_S`` seconds (default 10), and goes on, as a slow PUT or a long GC pause
-    would (``stall_before_publish``: just before the commit point). One environment lookup when
-    unset."""
+    would (``stall_before_publish``: just before the commit point). With
+    ``META_STUDY_STALL_UNTIL=PATH`` it goes on as soon as PATH exists instead (``STALL_S`` is then
+    the longest it waits): a test orders two writers by a condition, not by a race against the
+    clock. One environment lookup when unset."""
     spec = os.environ.get("META_STUDY_FAILPOINT")
     if not spec:
         return
@@ -277,7 +279,10 @@ def _failpoint(name: str) -> None:
     import sys
     print(f"failpoint {point}", file=sys.stderr, flush=True)
     if point != name:
-        time.sleep(float(os.environ.get("META_STUDY_STALL_S", "10")))
+        until, longest = os.environ.get("META_STUDY_STALL_UNTIL"), float(os.environ.get("META_STUDY_STALL_S", "10"))
+        deadline = time.monotonic() + longest
+        while time.monotonic() < deadline and not (until and os.path.exists(until)):
+            time.sleep(min(0.05, longest))
         return
     while True:
         time.sleep(3600)

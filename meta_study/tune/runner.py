@@ -418,6 +418,16 @@ def _record_session(p: _Plan, o: SweepOptions, fixed: Mapping[str, Any], tags: d
                                            params={"sweep": p.name, "smoke": o.smoke, **fixed}, tags=tags)
         rec = SweepRecord(sweep=p.name, experiment=p.experiment, experiment_id=exp_id, parent_run_id=parent,
                           tracking_uri=safe_uri(p.tracking), sessions=(session,))
+        if not p.state.create_record(rec):
+            # another driver started this sweep between our plan and now: it owns the name
+            try:
+                mlflow_client(p.tracking).set_terminated(parent, status="KILLED")
+            except Exception:  # noqa: BLE001 - the refusal below is what matters
+                pass
+            raise UserError(f"sweep {p.name}: another driver started it at the same time (its record is in "
+                            f"{p.state.uri}); this one started nothing: pass --resume to join its history "
+                            f"once it ends, or another --name")
+        return rec
     else:
         rec = p.record.with_session(session)
         n = len(rec.sessions)

@@ -189,6 +189,44 @@ class StateDir:
     def write_record(self, rec: SweepRecord) -> None:
         self.write_json(RECORD, asdict(rec))
 
+    def create_record(self, rec: SweepRecord) -> bool:
+        """Write a new sweep's record only if there is none: False if another driver's record is
+        there (two drivers started the same sweep at once; exactly one of them wins).
+
+        Locally: the record is written to a temporary name and hard-linked to ``sweep.json``
+        (``link(2)`` fails if the name exists, atomically). On ``s3://``: one PUT with
+        ``If-None-Match: *`` (S3, MinIO and Ceph RGW speak it). Other object stores (``gs://``)
+        have no create-if-absent that pyarrow exposes: the record is read back after writing, and
+        a record of another parent run means this driver lost.
+        """
+        data = json.dumps(asdict(rec), indent=1, sort_keys=True, default=str).encode()
+        if not self.remote:
+            fs, _ = self._fs
+            path = self.path(RECORD)
+            parent = path.rsplit("/", 1)[0]
+            fs.create_dir(parent, recursive=True)
+            tmp = f"{parent}/.tmp-{uuid.uuid4().hex[:12]}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+        if self.uri.startswith("s3://"):
+            from ..store._s3 import S3Objects
+
+            return S3Objects(self.uri, self.uri.partition("?")[0]).create(RECORD, data) is not None
+        if self.read_bytes(RECORD) is not None:
+            return False
+        self.write_bytes(RECORD, data)
+        back = self.read_record()
+        return back is not None and back.parent_run_id == rec.parent_run_id
+
     # ---- the run map --------------------------------------------------------------------------
 
     def run_entries(self) -> list[tuple[str, str, str | None]]:

@@ -124,9 +124,16 @@ def parent_run(tracking_uri: str, experiment: str, sweep: str, state_dir: str, *
     if rec is not None:
         return rec.experiment_id, rec.parent_run_id
     exp_id, run_id = create_parent_run(tracking_uri, experiment, sweep, params=params, tags=tags)
-    state.write_record(SweepRecord(sweep=sweep, experiment=experiment, experiment_id=exp_id, parent_run_id=run_id,
-                                   tracking_uri=safe_uri(tracking_uri)))
-    return exp_id, run_id
+    if state.create_record(SweepRecord(sweep=sweep, experiment=experiment, experiment_id=exp_id, parent_run_id=run_id,
+                                       tracking_uri=safe_uri(tracking_uri))):
+        return exp_id, run_id
+    # another process created the sweep meanwhile: its parent run is the sweep's, ours is closed
+    from ..mlflow_client import mlflow_client
+
+    mlflow_client(tracking_uri).set_terminated(run_id, status="KILLED")
+    winner = state.read_record()
+    assert winner is not None
+    return winner.experiment_id, winner.parent_run_id
 
 
 class MlflowSweepCallback(Callback):
