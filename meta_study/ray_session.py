@@ -160,8 +160,8 @@ def _private_token() -> None:
 
 
 @contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for the processes started inside, then restore them."""
+def scoped_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for what runs inside (and the processes it starts), then restore them."""
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -211,7 +211,7 @@ def _start_own(ray: Any, num_cpus: int | None, kwargs: dict[str, Any]) -> None:
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",      # its processes take 127.0.0.1 too
            "RAY_enable_metrics_collection": "0",          # no Prometheus exporter in the agents
            "RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}
-    with _environment(env), _loopback_node():
+    with scoped_environment(env), _loopback_node():
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                  _node_ip_address="127.0.0.1", _system_config={"enable_metrics_collection": False}, **kwargs)
     node = getattr(ray._private.worker, "_global_node", None)   # no public API names the session dir

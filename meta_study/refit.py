@@ -349,21 +349,9 @@ def _http_settings(retries: int, timeout_s: int) -> contextlib.AbstractContextMa
     """MLflow's HTTP retry settings for the calls inside (read by MLflow at each request)."""
     values = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
               "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
-    return _environment({k: v for k, v in values.items() if k not in os.environ})
+    from .ray_session import scoped_environment
 
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return scoped_environment({k: v for k, v in values.items() if k not in os.environ})
 
 
 def _one_line(e: BaseException, uri: str) -> str:
