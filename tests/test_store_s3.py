@@ -355,3 +355,7 @@ def test_a_sweep_record_on_s3_is_created_once(request, s3env):
     assert sorted(wins.values()) == [False, False, False, True], wins
     winner = next(i for i, won in wins.items() if won)
     assert StateDir(exp_dir).read_record().parent_run_id == f"parent-{winner}"
+    # a bucket the endpoint does not have: one line, not a traceback through the sweep
+    with pytest.raises(errors.UserError, match=r"^s3://no-such-bucket/tune/sweep-a/meta_study: cannot write the sweep record: no such bucket"):
+        StateDir("s3://no-such-bucket/tune/sweep-a").create_record(
+            SweepRecord(sweep="a", experiment="e", experiment_id="1", parent_run_id="p", tracking_uri="http://mlflow"))

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any, Callable
 
+from ..errors import UserError
+
 SUBDIR = "meta_study"
 RECORD = "sweep.json"
 RUNS = "runs"
@@ -107,6 +109,11 @@ class SweepRecord:
         return replace(self, sessions=(*self.sessions, s))
 
 
+def _json_bytes(obj: Any) -> bytes:
+    """A state file's bytes: indented, sorted keys (diffable by eye)."""
+    return json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
+
+
 class StateDir:
     """The ``meta_study/`` directory of a sweep, on a local path or an object store."""
 
@@ -160,7 +167,7 @@ class StateDir:
         return None if data is None else json.loads(data)
 
     def write_json(self, name: str, obj: Any) -> None:
-        self.write_bytes(name, json.dumps(obj, indent=1, sort_keys=True, default=str).encode())
+        self.write_bytes(name, _json_bytes(obj))
 
     def delete(self, name: str) -> None:
         try:
@@ -199,7 +206,7 @@ class StateDir:
         have no create-if-absent that pyarrow exposes: the record is read back after writing, and
         a record of another parent run means this driver lost.
         """
-        data = json.dumps(asdict(rec), indent=1, sort_keys=True, default=str).encode()
+        data = _json_bytes(asdict(rec))
         if not self.remote:
             fs, _ = self._fs
             path = self.path(RECORD)
@@ -220,7 +227,13 @@ class StateDir:
         if self.uri.startswith("s3://"):
             from ..store._s3 import S3Objects
 
-            return S3Objects(self.uri, self.uri.partition("?")[0]).create(RECORD, data) is not None
+            try:
+                return S3Objects(self.uri, self.uri.partition("?")[0]).create(RECORD, data) is not None
+            except FileNotFoundError:     # S3 answered 404: no such bucket
+                raise UserError(f"{self.uri.partition('?')[0]}: cannot write the sweep record: no such bucket "
+                                "at this endpoint") from None
+            except OSError as e:              # one line already (S3Objects), without secrets
+                raise UserError(f"cannot write the sweep record: {e}") from None
         if self.read_bytes(RECORD) is not None:
             return False
         self.write_bytes(RECORD, data)
