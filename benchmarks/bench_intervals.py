@@ -38,17 +38,14 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from bench_selection import DATA, all_tables
+from bench_selection import DATA, all_tables, heldout_fits
 from meta_study.analysis import predict_fit
-from meta_study.analysis.fitting import FitOptions, fit_groups
-from meta_study.analysis.groups import Group
 from meta_study.analysis.headline import (Headline, distance, empirical_quantile, half_width, noise_half_width,
                                           parse_residuals)
-from meta_study.analysis.hull import upper_hull
-from meta_study.analysis.tables import fits_frame
 
 LEVEL = 0.9
-Rule = Callable[[np.ndarray, np.ndarray, Headline], np.ndarray]   # (x, residuals, headline) -> half-width
+#: (x, residuals, headline, US accuracies) -> half-width (accuracy, fraction) at each distance
+Rule = Callable[[np.ndarray, np.ndarray, Headline, np.ndarray], np.ndarray]
 
 
 def _knee(x: np.ndarray, res: np.ndarray, which: str) -> np.ndarray:
@@ -81,7 +78,7 @@ def _flat_spread(x: np.ndarray, res: np.ndarray, h: Headline, u: np.ndarray) -> 
     return np.fmax(np.full(x.shape, empirical_quantile(res[:, 0], LEVEL)), spread)
 
 
-RULES: dict[str, Callable[[np.ndarray, np.ndarray, Headline, np.ndarray], np.ndarray]] = {
+RULES: dict[str, Rule] = {
     "chosen": lambda x, res, h, u: half_width(x, res, LEVEL),
     "flat": lambda x, res, h, u: np.full(x.shape, empirical_quantile(res[:, 0], LEVEL)),
     "past H": lambda x, res, h, u: _knee(x, res, "H"),
@@ -93,15 +90,7 @@ RULES: dict[str, Callable[[np.ndarray, np.ndarray, Headline, np.ndarray], np.nda
 
 def collect(tables: list[tuple[str, str, np.ndarray, np.ndarray]]) -> list[dict]:
     """Per group: the hidden frontier, the headline row rebuilt, its residuals."""
-    groups, targets = [], []
-    for table, name, us, ds in tables:
-        vis = us <= np.quantile(us, 0.8)
-        hv = upper_hull(us[~vis], ds[~vis])
-        groups.append(Group(table, name, "heldout", None, us[vis], ds[vis]))
-        targets.append((us[~vis][hv], ds[~vis][hv]))
-    sels = fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], FitOptions(holdout_quantile=1.0),
-                      keys=[g.key for g in groups])
-    fits = fits_frame(groups, sels)
+    groups, targets, fits = heldout_fits(tables)
     heads = fits[fits["headline"]].to_dict("records")
     out = []
     for g, (tx, ty), row in zip(groups, targets, heads):

@@ -166,9 +166,11 @@ def all_tables(which: str) -> list[Table]:
 
 # ---- (a) the held-out protocol ----------------------------------------------------------------
 
-def protocol(tables: list[Table], quantile: float = 0.8) -> pd.DataFrame:
-    """One row per group: RMSE (points) of the headline, the flat guess and Eq. 1 on vertices at
-    the hidden frontier, trust, and hidden frontier points inside the 90% interval."""
+def heldout_fits(tables: list[Table], quantile: float = 0.8
+                 ) -> tuple[list[Group], list[tuple[np.ndarray, np.ndarray]], pd.DataFrame]:
+    """Per group: hide the models above the ``quantile`` of US accuracy and fit the rest as
+    ``meta-study fit --holdout-quantile 1.0`` does. Returns the visible groups, the hidden models'
+    upper-hull vertices (US, DS) and the ``fits.parquet`` rows."""
     groups, targets = [], []
     for table, name, us, ds in tables:
         vis = us <= np.quantile(us, quantile)
@@ -177,7 +179,13 @@ def protocol(tables: list[Table], quantile: float = 0.8) -> pd.DataFrame:
         targets.append((us[~vis][h], ds[~vis][h]))
     sels = fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], FitOptions(holdout_quantile=1.0),
                       keys=[g.key for g in groups])
-    fits = fits_frame(groups, sels)
+    return groups, targets, fits_frame(groups, sels)
+
+
+def protocol(tables: list[Table], quantile: float = 0.8) -> pd.DataFrame:
+    """One row per group: RMSE (points) of the headline, the flat guess and Eq. 1 on vertices at
+    the hidden frontier, trust, and hidden frontier points inside the 90% interval."""
+    groups, targets, fits = heldout_fits(tables, quantile)
     heads = fits[fits["headline"]].reset_index(drop=True)
     paper = fits[(fits["law"] == "eq1") & (fits["frontier"] == "vertices")].reset_index(drop=True)
     rows = []
