@@ -28,23 +28,6 @@ class Trial:
         return f"zoo_{self.trial_id}"
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    from meta_study.ray_session import start_or_connect
-
-    # a Ray of our own puts its token in this process's environment (ray_session._private_token);
-    # the xdist worker goes on to start clusters whose clients must not inherit it
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-    ray = start_or_connect("local", num_cpus=2)
-    yield ray
-    ray.shutdown()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
 def _config() -> dict:
     from meta_study.tune.runner import SMOKE
 

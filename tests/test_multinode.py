@@ -13,12 +13,15 @@ endpoint through their environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_K
 - a driver killed mid-sweep, its working directory deleted (a lost head's local state), then
   ``--resume``: exactly one FINISHED run per trial, nothing RUNNING, the parent closed, one
   parent, no duplicate store rows;
-- the second node's raylet SIGKILLed mid-trial: the sweep finishes, nothing duplicated or RUNNING.
+- the second node's raylet SIGKILLed mid-trial: the sweep finishes, nothing duplicated or RUNNING;
+- a node with its own disk that joins after the driver checked every node (an autoscaler's): the
+  trial it gets stops in one line before training, and nothing finishes there.
 """
 
 from __future__ import annotations
 
 import os
+import selectors
 import shlex
 import shutil
 import signal
@@ -260,5 +263,61 @@ def test_driver_and_worker_node_killed_with_s3_storage(tmp_path, s3):
         out, _ = p.communicate(timeout=900)
         assert p.returncode == 0, out[-4000:]
         check_one_finished_run_per_trial(uri, exp, 2)
+    finally:
+        cl.down()
+
+
+def _wait_for_output(p: subprocess.Popen, text: str, timeout: float) -> str:
+    """The background sweep's output up to the line holding ``text`` (fails on exit or timeout)."""
+    out: list[str] = []
+    sel = selectors.DefaultSelector()
+    sel.register(p.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sel.select(timeout=1.0):
+            line = p.stdout.readline()
+            if not line:
+                pytest.fail(f"the sweep ended before {text!r}: " + "".join(out)[-3000:])
+            out.append(line)
+            if text in line:
+                return "".join(out)
+    pytest.fail(f"no {text!r} within {timeout:.0f} s: " + "".join(out)[-3000:])
+
+
+@pytest.mark.slow(120)
+def test_a_node_that_joins_after_the_storage_check_runs_no_trial_on_its_own_disk(tmp_path):
+    """The storage path is on the head's disk; the driver checks the cluster's only node (the
+    head), then waits at its ``after_node_check`` failpoint while a second node joins in its own
+    mount namespace (another disk, as an autoscaler's node would be). Of the two trials (one CPU
+    on each node), the one on the new node stops at once, in one line naming the node and the
+    sweep record it cannot see; the other finishes on the head."""
+    head_disk = tmp_path / "head-disk"
+    if not can_unshare(head_disk):
+        pytest.skip("needs root and unshare -m for a node with its own disk")
+    env = base_env(None)
+    cl = LocalCluster(tmp_path, env)
+    try:
+        cl.up()
+        go = tmp_path / "go"
+        drv = {**cl.client_env(env), "META_STUDY_FAILPOINT": "stall_after_node_check",
+               "META_STUDY_STALL_UNTIL": str(go), "META_STUDY_STALL_S": "600"}
+        exp = f"late-{uuid.uuid4().hex[:6]}"
+        p = sweep("--storage-path", str(head_disk / "ray"), "--experiment", exp, "--max-failures", "0",
+                  cwd=tmp_path / "work", env=drv, background=True)
+        try:
+            early = _wait_for_output(p, "failpoint stall_after_node_check", 300)
+            cl.add_node("node2", {"PYTHONPATH": str(REPO)}, private_dir=head_disk)
+            go.touch()
+            rest, _ = p.communicate(timeout=900)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        out = early + rest
+        assert p.returncode == 1, out[-4000:]                     # a trial errored
+        assert "StorageNotShared: node " in out and "cannot see this sweep's storage" in out, out[-4000:]
+        assert f"{head_disk}/ray/head_wd-smoke/meta_study/sweep.json" in out, out[-4000:]
+        runs = [r for r in trial_runs(cl.exports["MLFLOW_TRACKING_URI"], exp)
+                if r.data.tags.get("meta_study.role") == "trial"]
+        assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"], [r.info.status for r in runs]
     finally:
         cl.down()

@@ -149,10 +149,10 @@ def test_heartbeat_keeps_a_short_lease_through_a_long_commit(request, s3env, mon
     so the other writer waits instead of taking it over."""
     import threading
 
-    from meta_study.store import _files
+    from meta_study import failpoints
 
     uri = _uri(request)
-    _files._FAILPOINT_HITS.clear()
+    failpoints.HITS.clear()
     monkeypatch.setenv("META_STUDY_FAILPOINT", "stall_before_publish:1")   # the first commit only
     monkeypatch.setenv("META_STUDY_STALL_S", "9")
     notes: list[str] = []

@@ -17,7 +17,8 @@ from ..errors import StoreDamagedError
 from ..schema import FILE_SCHEMA, KEY, PARTITION, SCHEMA
 
 from ..keys import key_of, key_strings
-from ._files import _failpoint, _Files, _first_line, _parse_parquet, _table_bytes, partition_dir
+from ..failpoints import failpoint as _failpoint
+from ._files import _Files, _first_line, _parse_parquet, _table_bytes, partition_dir
 from ._manifest import FORMAT_VERSION, KEEP_LOG, QUARANTINE_SCHEMA, _Manifest
 
 

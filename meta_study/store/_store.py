@@ -67,7 +67,8 @@ from ..errors import StoreConflictError, StoreDamagedError, StoreLockedError, Us
 from ..schema import FILE_SCHEMA, GROUP, PARTITION, SCHEMA
 from ..keys import key_strings
 from ..validation import conform, dedupe_keys
-from ._files import _failpoint, _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_uri
+from ..failpoints import failpoint as _failpoint
+from ._files import _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_uri
 from ._lock import LockHolder, Notify, _lease_lock, _local_lock, break_lease, lease_holder, lease_seconds, local_holder
 from ._manifest import (FORMAT_VERSION, KEEP_LOG, KEEP_MANIFESTS, QUARANTINE_SCHEMA, CheckResult, CommitResult,
                         Damage, StoreSummary, _CorruptManifest, _Manifest, _quarantine_table)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..errors import UserError
 from ..extras import require_training
+from ..failpoints import failpoint
 from . import provenance
 from .preflight import (check_storage_on_nodes, default_storage, experiment_dir, plan_session, refuse_runtime_env_secrets,
                         refuse_secrets, runtime_env_of_job)
@@ -292,7 +293,7 @@ def trial_hooks(options: SweepOptions) -> "TrialHooks":
                       torch_trainer=options.torch_trainer or options.workers_per_trial > 1,
                       use_gpu=bool(options.gpus_per_trial),
                       worker_cpus=options.cpus_per_trial if options.cpus_per_trial is not None else 1.0,
-                      fail_once=options.fail_once, fail_eval_once=options.fail_eval_once)
+                      fail_once=options.fail_once, fail_eval_once=options.fail_eval_once, sweep_storage=True)
 
 
 def default_resources(config: Mapping[str, Any], options: SweepOptions) -> TrialResources:
@@ -483,6 +484,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     start_or_connect(o.address, log_to_driver=bool(os.environ.get("META_STUDY_TRIAL_LOGS")))
     if not private:      # a Ray of our own is this machine: its workers share our disk and environment
         check_storage_on_nodes(p.storage)
+        failpoint("after_node_check")   # a test adds a node here: one the check never saw (an autoscaler's)
     fixed = fixed_config(spec, o)
     hooks = replace(trial_hooks(o), resumed=p.resume)
     tags = {"sweep": p.name, "git_sha": provenance.git_sha(), "researcher": o.researcher, "code_version": p.code}

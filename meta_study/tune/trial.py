@@ -46,6 +46,10 @@ class TrialHooks:
         resumed: a later session of the sweep: a trial whose exact configuration already finished
             under another trial id (a trial lost with the driver's unsaved state and drawn again by
             a restored search) re-reports that result instead of training the same model again.
+        sweep_storage: the driver wrote the sweep record into the storage before any trial (the
+            runner always does): each trial first checks that its node sees it there, so on a
+            node that joined after the driver's storage check (an autoscaler's) and has another
+            disk the trial stops before training, in one line (:func:`check_sweep_storage`).
     """
 
     datasets: Mapping[str, str] = field(default_factory=dict)
@@ -57,6 +61,7 @@ class TrialHooks:
     fail_once: bool = False
     fail_eval_once: bool = False
     resumed: bool = False
+    sweep_storage: bool = False
 
 
 def model_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -201,12 +206,59 @@ def _write_final(metrics: Mapping[str, Any], config: Mapping[str, Any] | None = 
 TrialBody = Callable[[dict[str, Any], TrialHooks], "dict[str, Any] | None"]
 
 
-def run_with_machinery(config: dict[str, Any], body: TrialBody, hooks: TrialHooks = TrialHooks()) -> None:
-    """The sweep machinery around a trial body: a trial that already finished (its completion
-    record exists) only re-reports; otherwise datasets are registered, the body runs, and its
-    final metrics are recorded durably, then reported."""
+class StorageNotShared(RuntimeError):
+    """This trial's node does not see the sweep's storage as the driver does."""
+
+
+def check_sweep_storage() -> None:
+    """Refuse to run a trial on a node that cannot see the sweep record the driver wrote into
+    the storage before any trial started: a node that joined after the driver probed every node
+    (an autoscaler's), with a local storage path on a disk it does not share. Ray Train refuses
+    such a node only when the trial saves its first checkpoint, after training up to it, and not
+    at all for a completion record written without one (a trial that re-reports a result that
+    finished earlier): that record would land on the node's own disk, where the driver and a
+    ``--resume`` never look. Cost: one stat (one HEAD request on an object store) per trial.
+
+    Raises:
+        StorageNotShared: one line naming the node and the path; Tune records the trial as
+            errored (retried per ``--max-failures``, perhaps on another node).
+    """
+    import pyarrow.fs as pafs
     from ray import tune
 
+    from .state import RECORD, SUBDIR
+
+    import warnings
+
+    try:
+        with warnings.catch_warnings():   # Ray warns, then returns None, outside a Tuner
+            warnings.simplefilter("ignore")
+            st = tune.get_context().get_storage()
+    except Exception:  # noqa: BLE001 - no storage context (a plain function call): nothing to check
+        return
+    if st is None:
+        return
+    path = f"{st.experiment_fs_path}/{SUBDIR}/{RECORD}"
+    if st.storage_filesystem.get_file_info(path).type != pafs.FileType.NotFound:
+        return
+    import ray
+
+    raise StorageNotShared(
+        f"node {ray.util.get_node_ip_address()} cannot see this sweep's storage: the sweep record {path} that "
+        "the driver wrote before any trial is not there (this node joined after the driver checked every node, "
+        "and has another disk); use s3://BUCKET/PATH, gs://BUCKET/PATH or a path every node mounts "
+        "(--storage-path), as on an autoscaling cluster")
+
+
+def run_with_machinery(config: dict[str, Any], body: TrialBody, hooks: TrialHooks = TrialHooks()) -> None:
+    """The sweep machinery around a trial body: a trial on a node that cannot see the sweep's
+    storage stops at once; a trial that already finished (its completion record exists) only
+    re-reports; otherwise datasets are registered, the body runs, and its final metrics are
+    recorded durably, then reported."""
+    from ray import tune
+
+    if hooks.sweep_storage:
+        check_sweep_storage()
     done = _read_final()
     if done is not None:  # this trial finished before the driver was restarted: report, do not rerun
         tune.report(done)
