@@ -27,7 +27,9 @@ The Ray we start is private to this process and dies with it:
 - **A token.** It takes only clients that hold a fresh random token (256 bits, in the environment
   only: ``/proc/<pid>/environ`` is readable by its owner alone), which Ray's processes inherit.
   Ray's own default token file (``~/.ray/auth_token``) is created world-readable (0644). A token
-  the user set (``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``) is used instead.
+  the user set (``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``) is used instead. The driver's own
+  environment holds the token only while Ray starts, so processes it starts later do not inherit
+  it, and a named cluster joined after ``ray.shutdown()`` gets the environment's token, not ours.
 - **It dies with the driver.** Ray's own fate sharing ends GCS, raylet and workers within seconds
   of a SIGKILLed driver, but its dashboard and runtime-env agents kept listening for 60 s and more
   (measured: they wait on a GCS that is gone). Every process this Ray starts carries a marker in
@@ -146,13 +148,22 @@ def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S, source:
         raise UserError(f"{source} {safe_uri(address)}: no {what} answers there ({why})") from None
 
 
-def _private_token() -> None:
-    os.environ["RAY_AUTH_MODE"] = "token"
+#: Whether this process started a Ray of its own: Ray's loader then still holds that Ray's token.
+_own: dict[str, bool] = {"started": False}
+
+
+def _private_token_env() -> dict[str, str]:
+    """Token authentication, with a fresh random token (256 bits) unless the user set one.
+    Setting ``RAY_AUTH_MODE`` also silences Ray's token banner."""
+    env = {"RAY_AUTH_MODE": "token"}
     if not os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)   # 256 bits
-    # Ray's C++ config and token loader read the environment once, at import: refresh both so
-    # that this driver, not only the processes it starts, uses the token (as Ray's own
-    # _enable_token_auth does). Setting RAY_AUTH_MODE also silences Ray's token banner.
+        env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    return env
+
+
+def _reload_auth() -> None:
+    """Make Ray's C++ config and token loader read the environment again: both read it once and
+    keep it (as Ray's own ``_enable_token_auth`` refreshes them)."""
     from ray._raylet import AuthenticationTokenLoader, Config
 
     Config.initialize("")
@@ -205,13 +216,17 @@ def _start_watchdog() -> str:
 
 
 def _start_own(ray: Any, num_cpus: int | None, kwargs: dict[str, Any]) -> None:
-    _private_token()
     mark = _start_watchdog()
-    env = {SESSION_MARK: mark,
+    env = {**_private_token_env(), SESSION_MARK: mark,
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",      # its processes take 127.0.0.1 too
            "RAY_enable_metrics_collection": "0",          # no Prometheus exporter in the agents
            "RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}
+    # The token is in the environment only while Ray starts: its processes (GCS, raylet, and the
+    # workers the raylet starts later) inherit it, this driver keeps it in Ray's loader, and
+    # nothing this process starts afterwards (a cluster's scripts, another driver) inherits it.
     with scoped_environment(env), _loopback_node():
+        _reload_auth()
+        _own["started"] = True
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                  _node_ip_address="127.0.0.1", _system_config={"enable_metrics_collection": False}, **kwargs)
     node = getattr(ray._private.worker, "_global_node", None)   # no public API names the session dir
@@ -231,6 +246,8 @@ def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
     if not address:    # joining a cluster nobody named on the command line: say so
         print(describe_target(None), file=sys.stderr)
     check_address(target, source=source)
+    if _own["started"]:   # after a Ray of our own (shut down since): not its token, the environment's
+        _reload_auth()
     t0 = time.monotonic()
     try:
         ray.init(address=address, **kwargs)

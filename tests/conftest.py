@@ -159,19 +159,11 @@ def mlflow_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A private Ray (2 CPUs) in this test process for one module, shut down after it.
-
-    A Ray of our own puts its token in this process's environment (ray_session._private_token);
-    the xdist worker goes on to start clusters whose clients must not inherit it, so the
-    environment is restored."""
+    """A private Ray (2 CPUs) in this test process for one module, shut down after it. It leaves
+    no token in this process's environment (test_ray_session checks), so clusters the xdist
+    worker starts later are not handed it."""
     from meta_study.ray_session import start_or_connect
 
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     ray = start_or_connect("local", num_cpus=2)
     yield ray
     ray.shutdown()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v

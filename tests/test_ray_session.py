@@ -19,7 +19,12 @@ SERVER = textwrap.dedent("""
     from meta_study.analysis.parallel import init_ray
     ray = init_ray("local", 1)
     print(ray.get_runtime_context().gcs_address, flush=True)
-    print(os.environ["RAY_AUTH_MODE"], os.environ["RAY_AUTH_TOKEN"], flush=True)
+
+    @ray.remote
+    def auth():               # a worker the raylet started: it holds the token
+        return os.environ["RAY_AUTH_MODE"], os.environ["RAY_AUTH_TOKEN"]
+
+    print(*ray.get(auth.remote()), flush=True)
     sys.stdin.read()          # keep Ray up until the test closes stdin
 """)
 CLIENT = "import ray, sys; ray.init(address=sys.argv[1]); print('CONNECTED', ray.cluster_resources()['CPU'])"
@@ -142,3 +147,48 @@ def test_an_address_nothing_answers_at_fails_in_one_line(address, tmp_path):
         assert len(errors) == 1 and address in errors[0] and "Traceback" not in r.stderr, r.stderr
         assert ("--address" if how["args"] else "RAY_ADDRESS") in errors[0]
         assert time.monotonic() - t0 < 60      # Ray alone retried for over 300 s ("within ~15 s" measured)
+
+
+LEAK = textwrap.dedent("""
+    import os, subprocess, sys
+    from meta_study.ray_session import start_or_connect
+    before = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    ray = start_or_connect("local", num_cpus=1)
+    assert {k: os.environ.get(k) for k in before} == before, "the token stayed in the driver's environment"
+
+    @ray.remote
+    class Worker:             # a new worker process, started after ray.init returned
+        def token(self):
+            return os.environ.get("RAY_AUTH_TOKEN")
+
+    mine = ray.get(Worker.remote().token.remote())
+    assert mine and len(mine) == 64
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('RAY_AUTH_TOKEN'))"],
+                           capture_output=True, text=True).stdout.strip()
+    assert child == "None", "a process started afterwards inherited the token"
+    ray.shutdown()
+    # then a cluster with another token, named by the environment as a user would name it
+    gcs, token = sys.argv[1], sys.argv[2]
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    ray = start_or_connect(gcs)
+    print("JOINED", ray.cluster_resources()["CPU"], flush=True)
+""")
+
+
+@pytest.mark.slow(60)
+def test_own_ray_leaves_no_token_behind():
+    """The driver's environment holds our token only while our Ray starts: workers started later
+    have it, a process the driver starts afterwards does not, and after ``ray.shutdown()`` the
+    driver joins another cluster with that cluster's token (not ours, which Ray's loader kept)."""
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, env=_env())
+    try:
+        assert server.stdout is not None
+        gcs = server.stdout.readline().strip()
+        _, token = server.stdout.readline().split()
+        r = subprocess.run([sys.executable, "-c", LEAK, gcs, token], capture_output=True, text=True, timeout=300,
+                           env=_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"))
+        assert r.returncode == 0 and "JOINED 1.0" in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
+    finally:
+        server.stdin.close()
+        server.wait(timeout=60)
