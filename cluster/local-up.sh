@@ -93,20 +93,25 @@ trap 'exit 143' TERM
 # --- ports ---------------------------------------------------------------------------------------
 # Every port Ray would otherwise take at a fixed default (GCS 6379, dashboard 8265, dashboard
 # agent 52365, client server 10001) is picked free, so two setups (or a test run) never collide.
-# All sockets are held open together so the picks are distinct; another program could still grab
-# one before Ray binds it, in which case startup fails cleanly and can be rerun.
-read -r p_gcs p_mlflow p_dash p_agent_http p_agent_grpc p_metrics p_runtime_env p_client < <(
-  "$PY" - <<'EOF'
+# All sockets are held open together so the picks are distinct; another program can still take
+# one before Ray or MLflow binds it (a busy machine, tests starting servers beside this): that
+# service then exits with "address already in use", and everything is started again on new ports
+# (up to 3 times; ports given in the environment are kept, and such a failure is final).
+pick_ports() {
+  read -r p_gcs p_mlflow p_dash p_agent_http p_agent_grpc p_metrics p_runtime_env p_client < <(
+    "$PY" - <<'EOF'
 import socket
 socks = [socket.socket() for _ in range(8)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
 EOF
-)
-ray_port="${META_STUDY_RAY_PORT:-$p_gcs}"
-mlflow_port="${META_STUDY_MLFLOW_PORT:-$p_mlflow}"
-mlflow_uri="http://127.0.0.1:$mlflow_port"
+  )
+  ray_port="${META_STUDY_RAY_PORT:-$p_gcs}"
+  mlflow_port="${META_STUDY_MLFLOW_PORT:-$p_mlflow}"
+  mlflow_uri="http://127.0.0.1:$mlflow_port"
+}
+pick_ports
 
 # --- Ray's temp dir --------------------------------------------------------------------------------
 # Unix socket paths are limited to 107 bytes and Ray puts sockets ~62 bytes below --temp-dir
@@ -147,80 +152,110 @@ detach() {
     < /dev/null >> "$log" 2>&1 &
 }
 
-# --- start Ray ---------------------------------------------------------------------------------------
+# --- start Ray and MLflow ----------------------------------------------------------------------------
 if "$PY" -c 'import sys, ray._private.utils as u; sys.exit(u.get_dashboard_dependency_error() is not None)' 2>/dev/null; then
   dashboard=true   # needs ray[default]; the job API (`ray job submit`) lives in the dashboard
 else
   dashboard=false
 fi
-ray_args=(
-  start --head --block
-  --port="$ray_port"
-  --temp-dir="$ray_tmp"
-  --include-dashboard="$dashboard" --dashboard-host=127.0.0.1 --dashboard-port="$p_dash"
-  --dashboard-agent-listen-port="$p_agent_http" --dashboard-agent-grpc-port="$p_agent_grpc"
-  --metrics-export-port="$p_metrics" --runtime-env-agent-port="$p_runtime_env"
-  --disable-usage-stats
-)
-# The client server (ray://) only starts when ray[client] is installed, on 10001 by default.
-if "$PY" -c 'import grpc' 2>/dev/null; then ray_args+=(--ray-client-server-port="$p_client"); fi
-# shellcheck disable=SC2206  # split extra arguments into words on purpose
-ray_args+=(${META_STUDY_RAY_START_ARGS:-})
+grpc=false
+if "$PY" -c 'import grpc' 2>/dev/null; then grpc=true; fi
+declare -A log_from   # per service: the size of its log before this attempt
 
-for svc in ray mlflow; do echo "=== local-up $(date -u +%FT%TZ)" >> "$state/$svc.log"; done
-note "starting Ray head on 127.0.0.1:$ray_port (logs: $state/ray.log, $state/ray/session_latest/logs)"
-started=1
-# Tasks and job drivers inherit the raylet's environment, so MLFLOW_TRACKING_URI set here reaches
-# every trial without any configuration in the sweep.
-detach "$state/ray.log" env -u RAY_ADDRESS "${ray_auth[@]}" MLFLOW_TRACKING_URI="$mlflow_uri" \
-  PATH="$state/bin:$PATH" "$PY" -m ray.scripts.scripts "${ray_args[@]}"
-echo $! > "$state/ray.pid"
+start_services() {
+  local svc
+  local -a ray_args mlflow_args
+  ray_args=(
+    start --head --block
+    --port="$ray_port"
+    --temp-dir="$ray_tmp"
+    --include-dashboard="$dashboard" --dashboard-host=127.0.0.1 --dashboard-port="$p_dash"
+    --dashboard-agent-listen-port="$p_agent_http" --dashboard-agent-grpc-port="$p_agent_grpc"
+    --metrics-export-port="$p_metrics" --runtime-env-agent-port="$p_runtime_env"
+    --disable-usage-stats
+  )
+  # The client server (ray://) only starts when ray[client] is installed, on 10001 by default.
+  if [ "$grpc" = true ]; then ray_args+=(--ray-client-server-port="$p_client"); fi
+  # shellcheck disable=SC2206  # split extra arguments into words on purpose
+  ray_args+=(${META_STUDY_RAY_START_ARGS:-})
 
-# --- start MLflow --------------------------------------------------------------------------------------
-mlflow_args=(
-  server --host 127.0.0.1 --port "$mlflow_port" --workers 1
-  --backend-store-uri "sqlite:///$state/mlflow/mlflow.db"
-  --artifacts-destination "$state/mlflow/artifacts" --serve-artifacts
-)
-# shellcheck disable=SC2206
-mlflow_args+=(${META_STUDY_MLFLOW_ARGS:-})
-note "starting MLflow on $mlflow_uri (log: $state/mlflow.log)"
-# MLflow's GenAI job runner (5 huey consumer processes, ~1.2 GB) is not used by meta-study.
-detach "$state/mlflow.log" env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false "$PY" -m mlflow "${mlflow_args[@]}"
-echo $! > "$state/mlflow.pid"
-
-# --- wait until both are healthy -------------------------------------------------------------------------
-# The first MLflow start creates the database (~10-30 s); Ray is up in ~10 s.
-mlflow_ok=0
-ray_ok=0
-deadline=$((SECONDS + timeout_s))
-while :; do
   for svc in ray mlflow; do
-    if ! kill -0 "$(cat "$state/$svc.pid")" 2>/dev/null; then
-      tail -n 20 "$state/$svc.log" >&2 || true
-      die "$svc exited during startup (log: $state/$svc.log)"
-    fi
+    echo "=== local-up $(date -u +%FT%TZ)" >> "$state/$svc.log"
+    log_from[$svc]=$(wc -c < "$state/$svc.log")
   done
-  if [ "$mlflow_ok" -eq 0 ] && "$PY" - "$mlflow_uri/health" <<'EOF' 2>/dev/null
-import sys, urllib.request
-with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
-    sys.exit(r.status != 200)
+  note "starting Ray head on 127.0.0.1:$ray_port (logs: $state/ray.log, $state/ray/session_latest/logs)"
+  started=1
+  # Tasks and job drivers inherit the raylet's environment, so MLFLOW_TRACKING_URI set here reaches
+  # every trial without any configuration in the sweep.
+  detach "$state/ray.log" env -u RAY_ADDRESS "${ray_auth[@]}" MLFLOW_TRACKING_URI="$mlflow_uri" \
+    PATH="$state/bin:$PATH" "$PY" -m ray.scripts.scripts "${ray_args[@]}"
+  echo $! > "$state/ray.pid"
+
+  mlflow_args=(
+    server --host 127.0.0.1 --port "$mlflow_port" --workers 1
+    --backend-store-uri "sqlite:///$state/mlflow/mlflow.db"
+    --artifacts-destination "$state/mlflow/artifacts" --serve-artifacts
+  )
+  # shellcheck disable=SC2206
+  mlflow_args+=(${META_STUDY_MLFLOW_ARGS:-})
+  note "starting MLflow on $mlflow_uri (log: $state/mlflow.log)"
+  # MLflow's GenAI job runner (5 huey consumer processes, ~1.2 GB) is not used by meta-study.
+  detach "$state/mlflow.log" env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false "$PY" -m mlflow "${mlflow_args[@]}"
+  echo $! > "$state/mlflow.pid"
+}
+
+# wait_healthy: 0 when both answer; 2 when one exited because another program had taken its port
+# (start again on new ports); dies on anything else. The first MLflow start creates the database
+# (~10-30 s); Ray is up in ~10 s. MLflow counts as up when its REST API answers as MLflow does: a
+# /health that answers 200 can be another server that took the port (seen once in a test run).
+wait_healthy() {
+  local mlflow_ok=0 ray_ok=0 deadline=$((SECONDS + timeout_s)) svc ray_status
+  while :; do
+    for svc in ray mlflow; do
+      if ! kill -0 "$(cat "$state/$svc.pid")" 2>/dev/null; then
+        if tail -c "+$((log_from[$svc] + 1))" "$state/$svc.log" | grep -qiE 'address already in use|errno 98'; then
+          note "$svc: another program took its port before it could bind it"
+          return 2
+        fi
+        tail -n 20 "$state/$svc.log" >&2 || true
+        die "$svc exited during startup (log: $state/$svc.log)"
+      fi
+    done
+    if [ "$mlflow_ok" -eq 0 ] && "$PY" - "$mlflow_uri" <<'EOF' 2>/dev/null
+import json, sys, urllib.request
+url = sys.argv[1] + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+with urllib.request.urlopen(url, timeout=2) as r:
+    sys.exit(r.status != 200 or "experiment" not in json.load(r))
 EOF
-  then
-    mlflow_ok=1
-    note "MLflow is healthy"
-  fi
-  # `ray status` exits 0 as soon as the GCS answers, but prints "No cluster status" until the head
-  # node has reported its resources (a few seconds later, longer on a loaded machine); a job
-  # submitted before that may wait, so healthy means the resources table is there.
-  if [ "$ray_ok" -eq 0 ] && ray_status="$(env "${ray_auth[@]}" "$PY" -m ray.scripts.scripts status \
-      --address "127.0.0.1:$ray_port" 2>/dev/null)" && [[ "$ray_status" == *$'\nResources'* ]]; then
-    ray_ok=1
-    note "Ray is healthy"
-  fi
-  if [ "$mlflow_ok" -eq 1 ] && [ "$ray_ok" -eq 1 ]; then break; fi
-  [ "$SECONDS" -lt "$deadline" ] || die "not healthy after ${timeout_s} s (logs in $state)"
-  sleep 1
+    then
+      mlflow_ok=1
+      note "MLflow is healthy"
+    fi
+    # `ray status` exits 0 as soon as the GCS answers, but prints "No cluster status" until the head
+    # node has reported its resources (a few seconds later, longer on a loaded machine); a job
+    # submitted before that may wait, so healthy means the resources table is there.
+    if [ "$ray_ok" -eq 0 ] && ray_status="$(env "${ray_auth[@]}" "$PY" -m ray.scripts.scripts status \
+        --address "127.0.0.1:$ray_port" 2>/dev/null)" && [[ "$ray_status" == *$'\nResources'* ]]; then
+      ray_ok=1
+      note "Ray is healthy"
+    fi
+    if [ "$mlflow_ok" -eq 1 ] && [ "$ray_ok" -eq 1 ]; then return 0; fi
+    [ "$SECONDS" -lt "$deadline" ] || die "not healthy after ${timeout_s} s (logs in $state)"
+    sleep 1
+  done
+}
+
+fixed="${META_STUDY_RAY_PORT:-}${META_STUDY_MLFLOW_PORT:-}"
+for attempt in 1 2 3; do
+  start_services
+  rc=0
+  wait_healthy || rc=$?
+  [ "$rc" -eq 0 ] && break
+  [ -z "$fixed" ] || die "a port was taken during startup (META_STUDY_RAY_PORT / META_STUDY_MLFLOW_PORT are fixed; logs in $state)"
+  [ "$attempt" -lt 3 ] || die "a port was taken during startup, 3 times (logs in $state)"
+  "$here/local-down.sh" "$state" > /dev/null 2>&1 || true
+  pick_ports
+  note "starting again on new ports (attempt $((attempt + 1)) of 3)"
 done
 
 # --- print what a shell needs -----------------------------------------------------------------------------

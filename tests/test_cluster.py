@@ -626,3 +626,35 @@ def test_local_up_leaves_nothing_behind_when_startup_fails(state_dir):
     ray_tmp = Path(os.path.realpath(state_dir / "ray"))
     assert processes_under(state_dir, ray_tmp) == []
     assert not (state_dir / "ray.pid").exists() and not (state_dir / "mlflow.pid").exists()
+
+
+@pytest.mark.slow(30)
+def test_local_up_is_not_fooled_by_another_server_on_the_mlflow_port(state_dir):
+    """Another program holds MLflow's port and answers ``/health`` with 200 (in a test run, a
+    server another test started took a port local-up.sh had picked). MLflow cannot bind and exits;
+    local-up.sh must not take the other server for MLflow and export its address: with the port
+    fixed it fails in one line (with a picked port it starts again on new ones)."""
+    import http.server
+    import threading
+
+    class Healthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        up = run_script("local-up.sh", state_dir, META_STUDY_MLFLOW_PORT=str(port))
+        assert up.returncode != 0, up.stdout + up.stderr[-2000:]
+        last = up.stderr.strip().splitlines()[-1]
+        assert "mlflow: another program took its port" in up.stderr, up.stderr[-2000:]
+        assert "a port was taken during startup (META_STUDY_RAY_PORT / META_STUDY_MLFLOW_PORT are fixed" in up.stderr, last
+        assert up.stdout == "" and not (state_dir / "env.sh").exists()
+    finally:
+        server.shutdown()
