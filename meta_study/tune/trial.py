@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -227,8 +228,6 @@ def check_sweep_storage() -> None:
     from ray import tune
 
     from .state import RECORD, SUBDIR
-
-    import warnings
 
     try:
         with warnings.catch_warnings():   # Ray warns, then returns None, outside a Tuner
