@@ -227,6 +227,7 @@ def check_sweep_storage() -> None:
     import pyarrow.fs as pafs
     from ray import tune
 
+    from .preflight import STORAGE_HINT
     from .state import RECORD, SUBDIR
 
     try:
@@ -245,8 +246,7 @@ def check_sweep_storage() -> None:
     raise StorageNotShared(
         f"node {ray.util.get_node_ip_address()} cannot see this sweep's storage: the sweep record {path} that "
         "the driver wrote before any trial is not there (this node joined after the driver checked every node, "
-        "and has another disk); use s3://BUCKET/PATH, gs://BUCKET/PATH or a path every node mounts "
-        "(--storage-path), as on an autoscaling cluster")
+        "and has another disk); " + STORAGE_HINT)
 
 
 def run_with_machinery(config: dict[str, Any], body: TrialBody, hooks: TrialHooks = TrialHooks()) -> None:
