@@ -529,13 +529,23 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
     return a, out
 
 
+def shown_path(path: str) -> str:
+    """A path as a user reads it back: relative under the working directory, else absolute
+    (``--out /tmp/x`` run from a repository printed ``../../tmp/x``)."""
+    import os
+
+    full = os.path.abspath(path)
+    rel = os.path.relpath(full)
+    return full if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
+
+
 def _report_outputs(out: Any, out_dir: str) -> None:
     import os
 
     for p in out.tables:
-        click.echo(f"wrote {os.path.relpath(p)}")
+        click.echo(f"wrote {shown_path(p)}")
     if out.figures:
-        click.echo(f"wrote {len(out.figures)} figure files under {os.path.relpath(os.path.join(out_dir, 'figures'))}")
+        click.echo(f"wrote {len(out.figures)} figure files under {shown_path(os.path.join(out_dir, 'figures'))}")
 
 
 @analysis_command()
@@ -835,8 +845,6 @@ def report(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, trials:
     (where scaling stops paying and a prediction, with intervals) or why it is not identified; the
     headline next to the paper's Eq. 1 on the hull vertices; per-task figures, the sensitivity
     figure and the correlation heatmaps."""
-    import os
-
     from .analysis.results import AnalysisOptions
     from .analysis.bootstrap import BootstrapOptions
     from .analysis.sensitivity import SensitivityOptions
@@ -849,7 +857,7 @@ def report(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, trials:
                               bootstrap=BootstrapOptions(samples=samples, fit=fit_opts), correlations=True)
     a, _ = _analyze(store, store_uri, sel, out_dir, options, serial=serial)
     page = render_report(a, out_dir, threshold=threshold)
-    click.echo(f"report: {os.path.relpath(page)}")
+    click.echo(f"report: {shown_path(page)}")
 
 
 @cli.command()
@@ -861,7 +869,7 @@ def demo(workdir: str, synthetic: bool, serial: bool) -> None:
     """The whole system on embedded defaults: train a small model zoo on the procedural suite
     (local Ray, MLflow in a sqlite file), ingest it, refit with sensitivity, write the report.
 
-    Takes 1-3 minutes on a 2-core CPU (58 s measured); running it again reuses what the first run made.
+    Takes 1-3 minutes on a 2-core CPU (the README has the latest measurement); running it again reuses what the first run made.
     """
     from .demo import run_demo
 

@@ -60,8 +60,8 @@ const ticks = (lo, hi) => { const span = hi - lo, base = Math.pow(10, Math.floor
   const step = [1, 2, 5, 10].map(m => m * base).find(s => span / s <= 7);
   const out = []; for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9; v += step) out.push(v);
   return [out, step < 1 ? Math.min(3, Math.ceil(-Math.log10(step))) : 0]; };
-function reset() {
-  const [x0, x1] = ext(g.p.map(p => p[0])), [y0, y1] = ext(g.p.map(p => p[1]));
+function reset() {   // the models and the prediction line in view
+  const all = g.p.concat(g.l), [x0, x1] = ext(all.map(p => p[0])), [y0, y1] = ext(all.map(p => p[1]));
   const px = Math.max(0.5, 0.04 * (x1 - x0)), py = Math.max(0.5, 0.04 * (y1 - y0));
   dom = [x0 - px, x1 + px, y0 - py, y1 + py]; draw(); }
 function draw() {
@@ -76,8 +76,9 @@ function draw() {
              el('text', {x: 14, y: (H - B) / 2, class: 'lb', 'text-anchor': 'middle', transform: `rotate(-90 14 ${(H - B) / 2})`}, 'DS accuracy (%)'));
   const plot = el('g', {'clip-path': 'url(#ex-clip)'});
   if (g.t !== null) plot.append(el('line', {x1: sx(g.t), y1: T, x2: sx(g.t), y2: H - B, class: 'thr'}));
-  if (g.l.length > 1) { const pl = el('polyline', {class: 'law', points: g.l.map(q => `${sx(q[0]).toFixed(1)},${sy(q[1]).toFixed(1)}`).join(' ')});
-    pl.append(el('title', {}, 'headline prediction, from the best visible model to the tested horizon')); plot.append(pl); }
+  let pl = null;   // the prediction goes over the models (drawn after them), the marked models over it
+  if (g.l.length > 1) { pl = el('polyline', {class: 'law', points: g.l.map(q => `${sx(q[0]).toFixed(1)},${sy(q[1]).toFixed(1)}`).join(' ')});
+    pl.append(el('title', {}, 'headline prediction, from the best visible model to the tested horizon')); }
   document.getElementById('ex-leg-law').hidden = g.l.length < 2;
   document.getElementById('ex-leg-thr').hidden = g.t === null;
   const q = find.value.trim().toLowerCase(), marked = [];
@@ -86,6 +87,7 @@ function draw() {
     const c = el('circle', {cx: sx(p[0]).toFixed(1), cy: sy(p[1]).toFixed(1), r: hit ? 4.5 : 3, class: (held ? 'h' : 'v') + (hit ? ' hit' : '')});
     c.append(el('title', {}, `${name}: US ${p[0].toFixed(2)}%, DS ${p[1].toFixed(2)}%${held ? ' (held out)' : ''}`));
     if (hit) marked.push(c); else plot.append(c); }
+  if (pl) plot.append(pl);
   plot.append(...marked);    // marked models on top
   svg.append(plot); const hits = marked.length;
   info.textContent = q === '' ? `${g.p.length} models` : `${hits} of ${g.p.length} models match`; }
@@ -147,6 +149,20 @@ def point_names(points: pd.DataFrame) -> list[str]:
     ``model_name`` names its runs)."""
     models = points["model_name"] if "model_name" in points else [None] * len(points)
     return [point_name(r, m) for r, m in zip(points["run_id"].astype(object), models)]
+
+
+def nice_ticks(lo: float, hi: float, most: int = 7) -> list[float]:
+    """Round tick values (steps of 1, 2 or 5 times a power of ten, at most ``most`` intervals) from a
+    tick at or below ``lo`` to one at or above ``hi``: an axis of accuracy points that reads 40, 50,
+    60 rather than 40, 52.5, 65."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"ticks need finite ends, got {lo!r}, {hi!r}")
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.5, hi + 0.5
+    base = 10.0 ** math.floor(math.log10((hi - lo) / most))
+    step = next(m * base for m in (1, 2, 5, 10, 20) if (math.ceil(hi / (m * base)) - math.floor(lo / (m * base))) <= most)
+    a, b = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    return [round(i * step, 10) for i in range(a, b + 1)]
 
 
 def prediction_line(r: dict[str, Any], points: int = 60) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ from .analysis.selection import FLAG_HELP
 from .analysis.tables import headlines
 from .explorer import CSS as EXPLORER_CSS
 from .explorer import KEYS as EXPLORE_KEYS
-from .explorer import explorer_html, group_key, point_names, points_by_group, prediction_line
+from .explorer import explorer_html, group_key, nice_ticks, point_names, points_by_group, prediction_line
 
 if TYPE_CHECKING:
     from .analysis.results import Analysis
@@ -122,9 +122,12 @@ def _points_svg(r: Mapping[str, Any], pts: pd.DataFrame) -> str:
 
     w, h, pad = 380, 270, 42
     us, ds = pts["us_accuracy"].to_numpy(float) * 100, pts["ds_accuracy"].to_numpy(float) * 100
-    x0, x1 = math.floor(us.min()), math.ceil(us.max())
-    y0, y1 = math.floor(ds.min()), math.ceil(ds.max())
-    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+    xs, ys = prediction_line(r, 40)
+    line = np.isfinite(xs) & np.isfinite(ys)
+    # the axes hold the models and the prediction line, ending on round ticks
+    ax, ay = np.concatenate([us, xs[line]]), np.concatenate([ds, ys[line]])
+    xt, yt = nice_ticks(float(ax.min()), float(ax.max())), nice_ticks(float(ay.min()), float(ay.max()))
+    x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
     sx = lambda v: pad + (v - x0) / (x1 - x0) * (w - pad - 10)  # noqa: E731
     sy = lambda v: h - pad - (v - y0) / (y1 - y0) * (h - pad - 10)  # noqa: E731
     held = pts["us_accuracy"].to_numpy(float) > float(r["holdout_threshold"])
@@ -132,22 +135,20 @@ def _points_svg(r: Mapping[str, Any], pts: pd.DataFrame) -> str:
            f"aria-label='{_e(r['us_task'])} to {_e(r['ds_task'])}'>",
            f"<line x1={pad} y1={h - pad} x2={w - 10} y2={h - pad} class=ax /><line x1={pad} y1=10 x2={pad} "
            f"y2={h - pad} class=ax />"]
-    for v in np.linspace(x0, x1, 5):
-        out.append(f"<text x={sx(v):.1f} y={h - pad + 14} class=tk text-anchor=middle>{v:.0f}</text>")
-    for v in np.linspace(y0, y1, 5):
-        out.append(f"<text x={pad - 4} y={sy(v) + 3:.1f} class=tk text-anchor=end>{v:.0f}</text>")
+    for v in xt:
+        out.append(f"<text x={sx(v):.1f} y={h - pad + 14} class=tk text-anchor=middle>{v:g}</text>")
+    for v in yt:
+        out.append(f"<text x={pad - 4} y={sy(v) + 3:.1f} class=tk text-anchor=end>{v:g}</text>")
     out.append(f"<text x={(pad + w) / 2:.0f} y={h - 6} class=lb text-anchor=middle>US accuracy (%)</text>"
                f"<text x=10 y={(h - pad) / 2:.0f} class=lb text-anchor=middle transform='rotate(-90 10 "
                f"{(h - pad) / 2:.0f})'>DS accuracy (%)</text>")
-    xs, ys = prediction_line(r, 40)
-    ok = (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
-    if ok.sum() > 1:
-        out.append("<polyline class=law points='" + " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(xs[ok], ys[ok]))
-                   + "'><title>headline prediction, from the best visible model to the tested horizon</title></polyline>")
     for name, a, b, hd in zip(point_names(pts), us, ds, held):
         out.append(f"<circle cx={sx(a):.1f} cy={sy(b):.1f} r=2.6 class={'h' if hd else 'v'}><title>"
                    f"{_e(name)}: US {a:.2f}%, DS {b:.2f}%{' (held out)' if hd else ''}"
                    "</title></circle>")
+    if line.sum() > 1:       # drawn last, over the models (a group can have thousands)
+        out.append("<polyline class=law points='" + " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(xs[line], ys[line]))
+                   + "'><title>headline prediction, from the best visible model to the tested horizon</title></polyline>")
     out.append("</svg>")
     return "".join(out)
 
@@ -184,7 +185,7 @@ def _table_html(fits: pd.DataFrame) -> str:
             "<th class=l>predictor</th><th title='models in the group (in brackets: held out, i.e. above the "
             "hold-out threshold: never fitted, they score the held-out error)'>models (held out)</th>"
             "<th>back-test err (pt)</th><th>flat guess back-test (pt)</th><th>held-out err (pt)</th>"
-            "<th title='leave-one-cut-out share of back-test targets inside the 90% interval'>interval coverage (%)</th>"
+            "<th title='leave-one-cut-out: the share of back-test targets inside the 90% interval that the other cuts give (the held-out models are scored in the held-out check, not here)'>back-test interval coverage (%)</th>"
             "<th class=l>role</th><th class=l>fit status</th><th class=l>warnings</th></tr>")
     rows = []
     pick = fits[fits["headline"].astype(bool) | ((fits["law"] == "eq1") & (fits["frontier"] == "vertices"))]

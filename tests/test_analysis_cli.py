@@ -36,6 +36,7 @@ def test_fit(timm_store, tmp_path):
     r = run_cli("fit", timm_store, "--out", str(out), "--max-group-figures", "2")
     assert r.returncode == 0, r.stderr
     assert "5 groups, " in r.stdout and "150/150 candidate fits usable" in r.stdout
+    assert f"wrote {out / 'fits.parquet'}\n" in r.stdout        # an --out outside the working directory: absolute
     fits = pd.read_parquet(out / "fits.parquet")
     assert list(fits.columns) == list(FITS_COLUMNS)
     # per group: its headline row and every law on every frontier

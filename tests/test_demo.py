@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,19 @@ def _check_held_out(stdout: str) -> None:
     lines = [line for line in stdout.splitlines() if "inside the 90% interval" in line and "hidden" in line]
     assert lines, stdout[-3000:]
     assert any(line.strip().startswith("imagenet -> imagenetv2") for line in lines), lines
+    # each check says whether the answer was right, and a last line counts them (the step said "ok"
+    # even where a trusted answer missed by 7 points)
+    for line in lines:
+        m = re.search(r"off by ([0-9.]+) pt RMSE \(flat guess ([0-9.]+) pt\)", line)   # printed to 0.1 pt
+        rmse, flat = float(m.group(1)), float(m.group(2))
+        assert re.search(r"interval: (right|MISSED \(more than 5 pt off\))(, worse than the flat guess)?$", line), line
+        if abs(rmse - 5.0) > 0.05:
+            assert ("MISSED" in line) == (rmse > 5.0), line
+        if abs(rmse - flat) > 0.1:
+            assert ("worse than the flat guess" in line) == (rmse > flat), line
+    summary = re.search(r"(\d+) of (\d+) trusted answers within 5 pt of the models they did not see", stdout)
+    assert summary, stdout[-3000:]
+    assert (int(summary.group(1)), int(summary.group(2))) == (sum("MISSED" not in x for x in lines), len(lines))
 
 
 def _check_workdir(wd: Path, experiment: str, min_models: int) -> None:
@@ -93,6 +107,8 @@ def test_full_demo_trains_real_models(tmp_path):
     assert df["us_accuracy"].max() > 0.3 and by_epochs.loc[4] > by_epochs.loc[1]
     again = run_cli("demo", "--workdir", str(wd), timeout=1200)
     assert again.returncode == 0 and "refit: noop" in again.stdout, again.stdout[-2000:]
+    # a rerun says that it reuses the trained models (it said "18 models trained", in 7 s)
+    assert "[1] sweep: 18 models trained" in r.stdout and "[1] sweep: the last demo's 18 models, resumed" in again.stdout
     # the demo speaks for itself: no Tune tables, trial configs, TensorBoard or token warnings
     # (2,183 lines before; the first run and the resumed one)
     for run in (r, again):

@@ -55,6 +55,10 @@ def test_grid_legends_sit_under_their_panels_off_every_axes(fitted):
         assert lb.y1 <= ab.y0 and lb.x0 < (ab.x0 + ab.x1) / 2 < lb.x1      # under its own panel
     title = fig._suptitle.get_window_extent(r)
     assert not any(_overlap(title, a.title.get_window_extent(r)) for a in axes)
+    # every line drawn is in its legend: the dash-dot hold-out line was the one a reader could not name
+    for a in axes:
+        labels = [t.get_text() for t in a.get_legend().get_texts()]
+        assert "hold-out threshold" in labels and "tested horizon" in labels, labels
     for a in axes:                      # the prediction's interval is inside the axes' y range
         lo, hi = a.get_ylim()
         for line in a.lines:

@@ -74,8 +74,11 @@ def answer(row: Mapping[str, Any], threshold: float = 0.1) -> Answer:
     best, flat = _f(row, "best_us"), _f(row, "flat")
     steps: list[str] = []
     if math.isfinite(best) and math.isfinite(flat):
-        steps.append(f"best visible model: {pct(best)} US, {pct(flat)} DS")
+        # the highest US and the highest DS accuracy among the visible models: often two models
+        steps.append(f"best visible model: {pct(best)} US; best DS seen: {pct(flat)}")
+    no_trend = "no_trend" in dict(flags(row.get("warnings")))
     hus = _f(row, "horizon_us")
+    noted = False
     for k in PLUS_POINTS:
         ds, lo, hi = _f(row, f"ds_plus{k}"), _f(row, f"ds_plus{k}_lo"), _f(row, f"ds_plus{k}_hi")
         if not math.isfinite(ds):
@@ -84,8 +87,15 @@ def answer(row: Mapping[str, Any], threshold: float = 0.1) -> Answer:
         past = " (past the tested horizon)" if not (math.isfinite(hus) and u <= hus + 1e-12) else ""
         if trusted and not past:
             slope = _f(row, f"slope_plus{k}")
-            gain = f", {slope:.2f} DS pt per US pt" if math.isfinite(slope) else ""   # a slope is pt per pt
-            steps.append(f"+{k} US pt: {pct(ds)} DS{interval(lo, hi)}{gain}")
+            if no_trend:     # the laws' slope is not evidence when DS does not rise with US in the data
+                gain = ", no DS gain per US pt measurable (DS does not rise with US in these models)"
+            else:
+                gain = f", {slope:.2f} DS pt per US pt" if math.isfinite(slope) else ""   # a slope is pt per pt
+            # the headline is the laws' trend: a best DS seen above it is a model above the trend
+            below = (f" (below the best DS seen, {pct(flat)}: that model lies above the laws' trend)"
+                     if math.isfinite(flat) and ds < flat - 5e-4 and not noted else "")
+            noted = noted or bool(below)
+            steps.append(f"+{k} US pt: {pct(ds)} DS{interval(lo, hi)}{gain}{below}")
         else:
             steps.append(f"+{k} US pt: 90% interval{interval(lo, hi) or ' [none]'}{past}")
     claims = ""
@@ -97,8 +107,14 @@ def answer(row: Mapping[str, Any], threshold: float = 0.1) -> Answer:
     target = _f(row, "ds_target")
     if math.isfinite(target):
         un = _f(row, "us_needed")
-        need = (f"{pct(target)} DS needs {pct(un)} US{interval(_f(row, 'us_needed_lo'), _f(row, 'us_needed_hi'))}"
-                if math.isfinite(un) else f"{pct(target)} DS is not reached by the prediction")
+        iv = interval(_f(row, "us_needed_lo"), _f(row, "us_needed_hi"))
+        if not trusted:         # as the steps: an untrusted group states the interval, never a point
+            need = f"{pct(target)} DS needs US in the 90% interval{iv or ' [none]'}"
+        elif math.isfinite(un):
+            past = "" if math.isfinite(hus) and un <= hus + 1e-12 else " (past the tested horizon)"
+            need = f"{pct(target)} DS needs {pct(un)} US{iv}{past}"
+        else:
+            need = f"{pct(target)} DS is not reached by the prediction"
         claims = (claims + " " if claims else "") + need + "."
     return Answer(trusted=trusted, word="trusted" if trusted else "not trusted", reason=reason,
                   steps=tuple(steps), claims=claims, flags=tuple(flags(row.get("warnings"))))

@@ -136,7 +136,7 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
             ax.plot(xe * 100, paper.fit.predict_accuracy(xe) * 100, color=ALL_COLOR, lw=1.3, ls="--")
             drawn.append(paper.fit.predict_accuracy(xe))
     if math.isfinite(thr) and held.any():
-        ax.axvline(thr * 100, color="#444444", lw=0.6, ls="-.", alpha=0.6)
+        ax.axvline(thr * 100, color="#444444", lw=0.6, ls="-.", alpha=0.6, label="hold-out threshold")
     # the y axis holds the points and every curve drawn (each only over its fitted or tested range,
     # so none can squash the points): no curve leaves its axes
     ys = np.concatenate([np.asarray(d, float).ravel() for d in drawn])

@@ -1,0 +1,50 @@
+"""The answer in words (``meta_study.analysis.answers``) says only what its row supports."""
+
+from __future__ import annotations
+
+import math
+
+from meta_study.analysis.answers import answer_text
+
+
+def _row(**kw):
+    row = {"trusted": True, "trust_reason": "back-test error 1.0 pt <= tolerance 3 pt over 4 cuts",
+           "best_us": 0.349, "flat": 0.207, "horizon_us": 0.40, "warnings": "",
+           "ds_plus1": 0.25, "ds_plus1_lo": 0.23, "ds_plus1_hi": 0.27, "slope_plus1": 0.5,
+           "ds_plus3": 0.26, "ds_plus3_lo": 0.23, "ds_plus3_hi": 0.29, "slope_plus3": 0.5,
+           "ds_plus5": 0.27, "ds_plus5_lo": 0.23, "ds_plus5_hi": 0.31, "slope_plus5": 0.5,
+           "ds_target": math.nan}
+    row.update(kw)
+    return row
+
+
+def test_the_best_ds_seen_is_not_called_the_best_models():
+    # best_us and flat are the highest US and the highest DS among the visible models: often two models
+    text = answer_text(_row())
+    assert "best visible model: 34.9% US; best DS seen: 20.7%" in text
+    assert "+1 US pt: 25.0% DS [23.0%-27.0%], 0.50 DS pt per US pt" in text
+    assert "below the best DS seen" not in text
+
+
+def test_a_prediction_below_the_best_ds_seen_says_why_once():
+    text = answer_text(_row(ds_plus1=0.193, ds_plus1_lo=0.178, ds_plus1_hi=0.207,
+                            ds_plus3=0.195, ds_plus3_lo=0.17, ds_plus3_hi=0.21))
+    assert "+1 US pt: 19.3% DS [17.8%-20.7%], 0.50 DS pt per US pt (below the best DS seen, 20.7%" in text
+    assert text.count("below the best DS seen") == 1
+
+
+def test_no_trend_states_no_gain_per_us_point():
+    text = answer_text(_row(warnings="no_trend: DS does not rise with US in these models (Spearman rho = -0.08, p = 0.6)"))
+    assert "DS pt per US pt" not in text
+    assert "no DS gain per US pt measurable" in text
+
+
+def test_the_calculator_gives_an_untrusted_group_an_interval_not_a_point():
+    untrusted = answer_text(_row(trusted=False, trust_reason="back-test error 5.0 pt > tolerance 3 pt",
+                                 ds_target=0.5, us_needed=0.999, us_needed_lo=0.479, us_needed_hi=math.inf))
+    assert "50.0% DS needs US in the 90% interval [47.9%-never]" in untrusted
+    assert "99.9%" not in untrusted
+    trusted = answer_text(_row(ds_target=0.26, us_needed=0.385, us_needed_lo=0.37, us_needed_hi=0.41))
+    assert "26.0% DS needs 38.5% US [37.0%-41.0%]." in trusted
+    past = answer_text(_row(ds_target=0.3, us_needed=0.45, us_needed_lo=0.41, us_needed_hi=0.6))
+    assert "30.0% DS needs 45.0% US [41.0%-60.0%] (past the tested horizon)" in past
