@@ -31,9 +31,9 @@ def _fail(msg: str) -> None:
 
 
 def _out_dir(ctx: Any, param: Any, value: str | None) -> str | None:
-    """``--out``: a directory we can write, created if absent; else one line naming the problem."""
+    """``--out``, as given: a local path that is not a file (it is created, beside the store and
+    never in it, by :func:`prepare_out` once the store is known)."""
     import os
-    import tempfile
 
     if value is None:
         return value
@@ -41,13 +41,36 @@ def _out_dir(ctx: Any, param: Any, value: str | None) -> str | None:
         _fail(f"--out {value}: outputs go to a local directory, not a URI")
     if os.path.exists(value) and not os.path.isdir(value):
         _fail(f"--out {value}: exists and is not a directory")
+    return value
+
+
+def _finite_at_least_0(flag: str, value: float) -> float:
+    """A finite number >= 0 (click's FloatRange lets NaN through)."""
+    import math
+
+    if not (math.isfinite(value) and value >= 0):
+        _fail(f"{flag} must be a finite number >= 0, got {value:g}")
+    return value
+
+
+def prepare_out(out_dir: str, store_uri: str) -> None:
+    """Create ``--out`` and check that it can be written, unless it is the local store ``STORE`` or
+    lies inside it: results written there are files the store's manifest does not list, and a
+    plain ``pandas.read_parquet(STORE)`` then fails on them (one line, nothing created)."""
+    import os
+    import tempfile
+
+    if "://" not in store_uri:
+        store, out = os.path.realpath(store_uri), os.path.realpath(out_dir)
+        if out == store or out.startswith(store.rstrip(os.sep) + os.sep):
+            _fail(f"--out {out_dir}: is {'the store' if out == store else 'inside the store'} {store_uri}; "
+                  "results go to a directory of their own")
     try:
-        os.makedirs(value, exist_ok=True)
-        with tempfile.TemporaryFile(dir=value):
+        os.makedirs(out_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
             pass
     except OSError as e:
-        _fail(f"--out {value}: cannot write there ({e.strerror or e})")
-    return value
+        _fail(f"--out {out_dir}: cannot write there ({e.strerror or e})")
 
 
 @contextmanager
@@ -304,6 +327,7 @@ def _table(df: Any, cols: list[str]) -> str:
               help="Each metric's latest value, or its best over the logged history (one call per metric).")
 @click.option("--page-size", default=D.MLFLOW_PAGE_SIZE, show_default=True, help="MLflow runs per search call.")
 @click.option("--overlap", "overlap_s", default=D.MLFLOW_OVERLAP_S, show_default=True,
+              type=float, callback=lambda ctx, param, v: _finite_at_least_0("--overlap", v),
               help="Seconds behind the last ingested end time to re-read (clock skew between loggers).")
 @click.option("--keep-going", is_flag=True,
               help="Exit 0 when some sources fail but others were ingested (default: exit 1).")
@@ -430,7 +454,9 @@ def analysis_command(name: str | None = None, *, fit_options: bool = True, out_h
             sel = _selection(*(kw.pop(k) for k in SELECTION_KEYS))
             fit = _fit_opts(**{k: kw.pop(k) for k in FIT_KEYS}) if fit_options else None
             with flag_errors():
-                fn(store_uri=store_uri, store=open_store(store_uri), out_dir=out_dir, sel=sel, fit=fit, **kw)
+                opened = open_store(store_uri)
+                prepare_out(out_dir, store_uri)
+                fn(store_uri=store_uri, store=opened, out_dir=out_dir, sel=sel, fit=fit, **kw)
 
         if fit_options:
             command = _fit_options(command)
@@ -550,7 +576,8 @@ def _report_outputs(out: Any, out_dir: str) -> None:
 
 @analysis_command()
 @click.option("--no-figures", is_flag=True, help="Tables only.")
-@click.option("--max-group-figures", default=60, show_default=True, help="Per-group figures to draw at most.")
+@click.option("--max-group-figures", default=60, show_default=True, type=click.IntRange(min=0),
+              help="Per-group figures to draw at most.")
 def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures: bool, max_group_figures: int) -> None:
     """Fit every law to every frontier of each group, back-test them, and pick each headline.
 
@@ -793,6 +820,7 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
         refuse_credentials(tracking_uri, "MLFLOW_TRACKING_URI" if source == click.core.ParameterSource.ENVIRONMENT
                            else "--tracking-uri")
     period = parse_every(every) if every else None
+    prepare_out(out_dir, store_uri)
     fit_opts = _fit_opts(payoff_threshold=threshold, **kw)
     with flag_errors():
         cfg = RefitConfig(store=store_uri, out=out_dir, sources=sources, mapping=mapping_path, sources_file=sources_file,

@@ -6,6 +6,8 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import math
+
 
 class UserError(Exception):
     """Bad input from the user: a missing file, a malformed mapping, a store that is not a store.
@@ -43,14 +45,15 @@ class OptionError(UserError, ValueError):
 
 
 class Range:
-    """A numeric range: ``Range(0, 1, lo_open=True)`` is (0, 1]; ``hi=None`` has no upper end."""
+    """A numeric range: ``Range(0, 1, lo_open=True)`` is (0, 1]; ``hi=None`` has no upper end but
+    holds finite values only (``--threshold inf`` is a typo, not a setting)."""
 
     def __init__(self, lo: float, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False) -> None:
         self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
 
     def contains(self, v: float) -> bool:
         above = v > self.lo if self.lo_open else v >= self.lo
-        below = self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+        below = math.isfinite(v) if self.hi is None else (v < self.hi if self.hi_open else v <= self.hi)
         return bool(above and below)   # False for NaN
 
     def text(self, scale: float = 1.0) -> str:

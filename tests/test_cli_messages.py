@@ -143,3 +143,35 @@ def test_a_refit_never_reads_its_own_published_runs(tmp_path):
         assert "1 refit result runs not read" in ingest_line and "without downstream" not in ingest_line, ingest_line
         assert second.stdout.splitlines()[-1].startswith("refit: noop"), second.stdout
         assert len(Store(store).to_pandas()) == 12
+
+
+def test_results_are_never_written_into_the_store(tmp_path):
+    """`fit STORE --out STORE` wrote fits.parquet, points and results.json into the store root:
+    a plain pandas.read_parquet(STORE) then failed on fits.csv and `store check` found untracked files."""
+    s = _store(tmp_path / "st", runs=12)
+    before = sorted(p.relative_to(s.uri) for p in Path(s.uri).rglob("*"))
+    for cmd, out, opts in (("fit", s.uri, ("--no-figures",)), ("fit", str(Path(s.uri) / "new-dir"), ("--no-figures",)),
+                           ("correlations", s.uri, ()), ("report", str(Path(s.uri) / "_meta"), ("--serial",))):
+        r = run_cli(cmd, s.uri, "--out", out, *opts)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, (cmd, r.stderr)
+        assert f"--out {out}: is " in r.stderr and "the store" in r.stderr, r.stderr
+    assert sorted(p.relative_to(s.uri) for p in Path(s.uri).rglob("*")) == before   # nothing created in it
+    assert len(pd.read_parquet(s.uri)) > 0
+    ok = run_cli("fit", s.uri, "--out", str(tmp_path / "beside"), "--no-figures")    # beside it: fine
+    assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize("args,flag", [(("--threshold", "inf"), "--threshold"), (("--threshold", "150"), "--threshold"),
+                                       (("--max-group-figures", "-1"), "--max-group-figures")])
+def test_option_values_out_of_range_are_refused(tmp_path, args, flag):
+    s = _store(tmp_path / "st", runs=12)
+    cmd = "report" if args[0] == "--threshold" else "fit"
+    r = run_cli(cmd, s.uri, "--out", str(tmp_path / "o"), "--serial" if cmd == "report" else "--no-figures", *args)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and flag in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_an_overlap_that_is_not_a_number_of_seconds_is_refused(tmp_path):
+    for value in ("nan", "inf", "-5"):
+        r = run_cli("ingest", str(tmp_path / "missing.csv"), "--store", str(tmp_path / "st"), "--overlap", value)
+        assert r.returncode == 2 and r.stderr.strip() == f"meta-study: error: --overlap must be a finite number >= 0, got {value}"

@@ -223,7 +223,8 @@ class SelectionOptions:
             raise ValueError(f"back-test cuts must be quantiles in (0, 1), got {self.cuts}")
         Range(0, 1, lo_open=True, hi_open=True).check("level", self.level)
         Range(0, 1, lo_open=True).check("tolerance", self.tolerance, "a fraction of accuracy")
-        Range(0, lo_open=True).check("payoff_threshold", self.payoff_threshold, "DS points per US point")
+        # +1 US point cannot buy more than 100 DS points: a larger threshold is a unit mix-up
+        Range(0, 100, lo_open=True).check("payoff_threshold", self.payoff_threshold, "DS points per US point")
         if self.ds_target is not None:
             Range(0, 1, lo_open=True).check("ds_target", self.ds_target, "a DS accuracy")
 
