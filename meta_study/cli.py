@@ -265,8 +265,13 @@ def store_check(store_uri: str, repair: bool) -> None:
     elif r.repaired_version:
         again = ("; re-ingest the sources of the partitions above to restore them (ingest state was reset where "
                  "rows were lost)") if r.rows_dropped else ""
+        # after a rollback, what the damaged versions added is gone too, and uncounted: their
+        # manifests, which list it, cannot be read ("0 rows dropped" said so falsely)
+        dropped = (f"{r.rows_dropped} rows of damaged files dropped besides what the damaged versions added "
+                   "(not counted: their manifests cannot be read)" if r.rolled_back_to is not None
+                   else f"{r.rows_dropped} rows dropped")
         click.echo(f"{r.uri}: repaired as version {r.repaired_version}: {len(r.damage)} file(s) moved to "
-                   f"_damaged/{r.repaired_version:010d}/, {r.rows_dropped} rows dropped{again}")
+                   f"_damaged/{r.repaired_version:010d}/, {dropped}{again}")
     else:
         click.echo(f"{r.uri}: {len(r.damage)} damaged file(s) of {r.files}; restore them from a backup, or run "
                    f"'meta-study store check --repair {r.uri}'", err=True)

@@ -2,9 +2,10 @@
 
 :class:`_Files` is every byte the store reads or writes, relative to the store's root: fsynced
 writes locally, an exclusive create (a hard link locally, a conditional PUT on S3) that fails
-if the name exists, moves and deletes. Also here: URIs as messages may show them, partition
-directory names, the fault-injection points of the crash tests, and Parquet bytes to and from
-tables (parsed on the calling thread: see :func:`_parse_parquet`).
+if the name exists, moves and deletes; locally, nothing but a regular file is ever opened for
+reading (a FIFO would block: :class:`NotAFileError`). Also here: URIs as messages may show them,
+partition directory names, the fault-injection points of the crash tests, and Parquet bytes to
+and from tables (parsed on the calling thread: see :func:`_parse_parquet`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import datetime as _dt
 import io
 import os
 import re
+import stat
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -87,6 +89,23 @@ def partition_key(rel: str) -> str:
     return "/".join(parts[:-1])
 
 
+#: What a local path is, as messages say it (``S_IFMT`` bits of its mode).
+_KINDS = {stat.S_IFREG: "a file", stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO",
+          stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket",
+          stat.S_IFLNK: "a symbolic link"}
+
+
+def kind_of_mode(mode: int) -> str:
+    """``os.stat``'s mode as "a file", "a directory", "a FIFO", ..."""
+    return _KINDS.get(stat.S_IFMT(mode), "not a file")
+
+
+class NotAFileError(OSError):
+    """A store file's name holds a FIFO, a device, a socket or a directory: never opened (a FIFO
+    would block the reader forever), reported as damage like a corrupt file. The message is the
+    problem, without the path (the caller names it): "is a FIFO, not a file"."""
+
+
 def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
@@ -118,6 +137,31 @@ class _Files:
     def p(self, rel: str) -> str:
         return f"{self.root}/{rel}" if rel else self.root
 
+    def kind(self, rel: str) -> str | None:
+        """What is at ``rel``: "a file", "a directory", "a FIFO", ... (local; a symbolic link is
+        what it points to), "a file" or "a directory" (object stores), None if nothing is."""
+        if self.local:
+            try:
+                return kind_of_mode(os.stat(self.p(rel)).st_mode)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+        t = self.fs.get_file_info(self.p(rel)).type
+        return {pafs.FileType.NotFound: None, pafs.FileType.File: "a file",
+                pafs.FileType.Directory: "a directory"}.get(t, "not a file")
+
+    def not_a_directory(self, rel: str) -> str | None:
+        """The first of the root, ``rel``'s parents and ``rel`` itself (local) that exists and is
+        not a directory, as "PATH: is a file, not a directory"; None if there is none."""
+        parts = [c for c in rel.split("/") if c]
+        for i in range(len(parts) + 1):
+            sub = "/".join(parts[:i])
+            kind = self.kind(sub)
+            if kind is None:
+                return None
+            if kind != "a directory":
+                return f"{self.shown}{'/' + sub if sub else ''}: is {kind}, not a directory"
+        return None
+
     def exists(self, rel: str) -> bool:
         if self.local:
             return os.path.exists(self.p(rel))
@@ -137,6 +181,8 @@ class _Files:
                 return sorted(os.listdir(self.p(rel)))
             except FileNotFoundError:
                 return []
+            except NotADirectoryError:   # the root, or a directory of the store, is a file
+                raise UserError(self.not_a_directory(rel) or f"{self.shown}/{rel}: not a directory") from None
         sel = pafs.FileSelector(self.p(rel), allow_not_found=True, recursive=False)
         for _ in range(10):
             try:
@@ -193,7 +239,27 @@ class _Files:
         _fsync_dir(os.path.dirname(self.p(rel)))
 
     def read_bytes(self, rel: str) -> bytes:
-        with self.fs.open_input_stream(self.p(rel)) as f:
+        """The whole file. Locally a :class:`NotAFileError` if ``rel`` is no regular file: it is
+        never opened (opening a FIFO blocks until a writer comes, reading a device never ends).
+        Costs one ``stat`` more than the read; the ``fstat`` after the non-blocking open closes the
+        race with a file replaced between the two."""
+        if not self.local:   # an object is a file, or a "directory" (a prefix)
+            try:
+                with self.fs.open_input_stream(self.p(rel)) as f:
+                    return f.read()
+            except OSError:
+                if self.fs.get_file_info(self.p(rel)).type == pafs.FileType.Directory:
+                    raise NotAFileError("is a directory, not a file") from None
+                raise
+        path = self.p(rel)
+        mode = os.stat(path).st_mode   # FileNotFoundError: absent
+        if not stat.S_ISREG(mode):
+            raise NotAFileError(f"is {kind_of_mode(mode)}, not a file")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise NotAFileError(f"is {kind_of_mode(mode)}, not a file")
             return f.read()
 
     def create_exclusive(self, rel: str, data: bytes, tmp_rel: str) -> bool:

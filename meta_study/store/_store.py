@@ -42,7 +42,8 @@ Damage: every file's size and sha256 are in the manifest and are checked on ever
 damaged file fails the command that reads it in one line (:class:`StoreDamagedError`). Every
 manifest carries a checksum and has a copy; a damaged latest manifest is read from its copy, and
 ``store check --repair`` restores it, or, without an intact copy, rolls the store back to the
-newest intact manifest.
+newest intact manifest; when none is intact it refuses and moves nothing. A FIFO, device or
+directory where a file should be is damage too, never opened (see :meth:`._Files.read_bytes`).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ from ..schema import FILE_SCHEMA, GROUP, PARTITION, SCHEMA
 from ..keys import key_strings
 from ..validation import conform, dedupe_keys
 from ..failpoints import failpoint as _failpoint
-from ._files import _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_uri
+from ._files import (NotAFileError, _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_uri,
+                     kind_of_mode)
 from ._lock import LockHolder, Notify, _lease_lock, _local_lock, break_lease, lease_holder, lease_seconds, local_holder
 from ._manifest import (FORMAT_VERSION, KEEP_LOG, KEEP_MANIFESTS, QUARANTINE_SCHEMA, CheckResult, CommitResult,
                         Damage, StoreSummary, _CorruptManifest, _Manifest, _quarantine_table)
@@ -153,27 +155,41 @@ class Store:
                 time.sleep(0.01)
                 continue
             if m is None:
-                raise StoreDamagedError(
-                    f"{self.uri}/{_mrel(v)}: damaged manifest: {problem}, and it has no intact copy; "
-                    f"'meta-study store check --repair {self.uri}' rolls the store back to its newest intact "
-                    "version (re-ingest to restore what that drops)")
+                raise self._unreadable(v, problem or "damaged")
             return m
         raise RuntimeError(f"{self.uri}: manifests kept disappearing while reading")
 
+    def _unreadable(self, v: int, problem: str) -> StoreDamagedError:
+        """The one line for a latest manifest ``v`` that is damaged and has no intact copy: what
+        ``--repair`` would roll back to, or, when no manifest is intact, that nothing can be and
+        what to do (reads the older manifests: on this error path only)."""
+        where = f"{self.uri}/{_mrel(v)}: damaged manifest: {problem}"
+        base = self._newest_intact(v)
+        if base is not None:
+            return StoreDamagedError(
+                f"{where}, and it has no intact copy; 'meta-study store check --repair {self.uri}' rolls the store "
+                f"back to version {base.version}, its newest intact version (re-ingest to restore what that drops)")
+        n = sum(1 for rel in self._f.sizes() if _plain(rel))
+        return StoreDamagedError(
+            f"{where}; neither its copy nor any older manifest is intact, so there is no version to read or to roll "
+            f"back to ('--repair' changes nothing; the {n} data file(s) are kept untouched): restore "
+            f"{self.uri}/_meta/manifests from a backup")
+
     def _read_manifest(self, v: int) -> tuple[_Manifest | None, str | None]:
         """(manifest, problem): the manifest of version ``v`` and None if it is intact; its copy
-        and the problem if only the copy is; None and the problem if neither is."""
+        and the problem if only the copy is; None and the problem if neither is. A FIFO, device
+        or directory in a manifest's place is damage, never opened."""
         rel = _mrel(v)
-        raw = self._f.read_bytes(rel)   # FileNotFoundError: pruned meanwhile
         try:
+            raw = self._f.read_bytes(rel)   # FileNotFoundError: pruned meanwhile
             return _Manifest.from_json(raw, f"{self.uri}/{rel}"), None
-        except _CorruptManifest as e:
+        except (_CorruptManifest, NotAFileError) as e:
             problem = str(e)
         try:
             copy = _Manifest.from_json(self._f.read_bytes(_copy_rel(v)), f"{self.uri}/{_copy_rel(v)}")
             if copy.version == v:
                 return copy, problem
-        except (FileNotFoundError, _CorruptManifest):
+        except (FileNotFoundError, _CorruptManifest, NotAFileError):
             pass
         return None, problem
 
@@ -185,11 +201,18 @@ class Store:
         except (pa.ArrowException, OSError) as e:
             raise UserError(f"{self.uri}: cannot reach store location ({_first_line(e)})") from None
 
+    def _require_directory(self, info: pafs.FileInfo) -> None:
+        """A :class:`UserError` if the store's location holds something other than a directory
+        (a file, a FIFO, a device): never opened, never listed into."""
+        if info.type not in (pafs.FileType.Directory, pafs.FileType.NotFound):
+            raise UserError(f"{self.uri}: is {self._f.kind('') or 'not a directory'}, not a store directory")
+
     def _require_exists(self) -> None:
         info = self.probe()
         if info.type == pafs.FileType.NotFound:
             raise UserError(f"{self.uri}: no such store")
-        if not self.exists():
+        self._require_directory(info)
+        if not self.exists():   # a UserError if _meta/manifests is not a directory
             raise UserError(f"{self.uri}: not a meta-study store (no _meta/manifests)")
 
     def require(self) -> "Store":
@@ -397,11 +420,11 @@ class Store:
         for kind, e in entries:
             rel = next((r for r in (e["path"], e.get("staged")) if r and r in sizes), None)
             if rel is None:
-                out.append(Damage(e["path"], kind, "missing", int(e.get("rows", 0))))
+                out.append(Damage(e["path"], kind, self._not_a_file(e["path"]) or "missing", int(e.get("rows", 0))))
                 continue
             problem = None
             if "bytes" in e and sizes[rel] != e["bytes"]:
-                problem = f"{sizes[rel]} bytes, the manifest says {e['bytes']}"
+                problem = self._not_a_file(rel) or f"{sizes[rel]} bytes, the manifest says {e['bytes']}"
             elif deep or "bytes" not in e:
                 problem = self._verify_file(rel, kind, e, deep)
                 if problem is None and "bytes" not in e:
@@ -412,10 +435,15 @@ class Store:
             tracked = {r for _, e in entries for r in (e["path"], e.get("staged")) if r}
             tracked.update(m.pending_delete)
             for rel in sorted(sizes):
-                # plain readers skip every path with a component starting with '_' or '.'
-                if rel not in tracked and not any(c.startswith(("_", ".")) for c in rel.split("/")):
+                if rel not in tracked and _plain(rel):
                     out.append(Damage(rel, "untracked", "not part of the store, but plain readers read it", 0))
         return out
+
+    def _not_a_file(self, rel: str) -> str | None:
+        """"is a FIFO, not a file" (or a directory, a device) if that is at ``rel``; else None.
+        Only for damage already found: it costs a stat."""
+        kind = self._f.kind(rel)
+        return f"is {kind}, not a file" if kind not in (None, "a file") else None
 
     def _verify_file(self, rel: str, kind: str, e: Mapping[str, Any], deep: bool) -> str | None:
         schema = {"data": FILE_SCHEMA, "quarantine": QUARANTINE_SCHEMA}.get(kind) if deep else None
@@ -462,6 +490,8 @@ class Store:
             latest = self._manifest_versions()[-1]
             m, problem = self._read_manifest(latest)
             base = m if m is not None else self._newest_intact(latest)
+            if base is None:   # nothing to roll back to: a rollback to version 0 would set every file aside
+                raise self._unreadable(latest, problem or "damaged")
             damage = [Damage(_mrel(latest), "manifest", f"{problem}; " + ("its copy is intact" if m is not None else
                              f"no intact copy: the newest intact manifest is version {base.version}"), 0)] \
                 if problem else []
@@ -478,13 +508,14 @@ class Store:
             if lock is not None:
                 lock.__exit__(None, None, None)
 
-    def _newest_intact(self, below: int) -> _Manifest:
+    def _newest_intact(self, below: int) -> _Manifest | None:
+        """The newest intact manifest (or intact copy) older than ``below``; None if there is none."""
         for v in reversed([v for v in self._manifest_versions() if v < below]):
             with contextlib.suppress(FileNotFoundError):
                 m, _ = self._read_manifest(v)
                 if m is not None:
                     return m
-        return _Manifest(version=0)
+        return None
 
     def _repair(self, m: _Manifest, damage: tuple[Damage, ...], n_files: int, latest: int, *,
                 restore: bool) -> CheckResult:
@@ -493,7 +524,11 @@ class Store:
         rolled_back = m.version < latest
         reported, damage = damage, tuple(d for d in damage if d.kind != "manifest")
         if restore:   # the latest manifest is damaged, its copy intact: write it back, keep the bad bytes
-            self._f.write_bytes(f"_damaged/{latest:010d}/{_mrel(latest)}", self._f.read_bytes(_mrel(latest)))
+            aside = f"_damaged/{latest:010d}/{_mrel(latest)}"
+            if self._f.kind(_mrel(latest)) == "a file":
+                self._f.write_bytes(aside, self._f.read_bytes(_mrel(latest)))
+            else:   # a FIFO, a device or a directory: never opened, moved aside whole
+                self._f.move(_mrel(latest), aside)
             self._f.replace_bytes(_mrel(latest), self._f.read_bytes(_copy_rel(latest)))
             if not damage:
                 return CheckResult(self.uri, latest, n_files, reported, repaired_version=latest, manifest_restored=True)
@@ -544,8 +579,14 @@ class Store:
         if not self._f.local:
             _ = self._f.objects().client   # a store we cannot commit to safely is refused before any work
         info = self.probe()
-        if info.type == pafs.FileType.File:
-            raise UserError(f"{self.uri}: is a file, not a store directory")
+        self._require_directory(info)
+        if info.type == pafs.FileType.NotFound and self._f.local:
+            parent = os.path.dirname(self._f.root)   # the nearest existing parent must be a directory
+            while not os.path.lexists(parent):
+                parent = os.path.dirname(parent)
+            if not os.path.isdir(parent):
+                raise UserError(f"{self.uri}: cannot create a store there: {parent} is "
+                                f"{kind_of_mode(os.lstat(parent).st_mode)}, not a directory")
         if info.type == pafs.FileType.Directory and not self.exists():
             others = [n for n in self._f.listdir("") if n not in ("_meta", "_staging")]
             if others:
@@ -814,6 +855,11 @@ class Store:
             raise StoreConflictError(f"{self.uri}: version {m.version} was committed by another writer first")
         with contextlib.suppress(OSError):   # redundancy only: finalize writes it if this fails
             self._f.replace_bytes(_copy_rel(m.version), m.to_json())
+
+
+def _plain(rel: str) -> bool:
+    """True for a path plain Parquet readers read: none of its components starts with '_' or '.'."""
+    return not any(c.startswith(("_", ".")) for c in rel.split("/"))
 
 
 def open_store(uri: str, *, must_exist: bool = True) -> Store:
