@@ -4,6 +4,10 @@ Without a mapping, columns must already carry canonical names (unknown ones go t
 With a mapping, columns are renamed, units converted, constants set, and wide per-task files
 can be joined on key columns (``join:``). Values are read as text (CSV) so that a percent in a
 fraction column reaches validation as what it is and is quarantined with a reason.
+
+A file is refused whole, in one line, when a CSV/TSV row has more fields than its header (pandas
+would store it shifted by a column), when it holds no rows (a header alone), and when a column
+declared in percent holds fractions (:class:`~meta_study.ingest.mapping.PercentTally`).
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import fnmatch
 import io
 import json
 import os
+import re
 import stat
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -27,7 +32,7 @@ from ..errors import UserError
 from ..schema import COLUMN_BY_NAME
 from ..validation import printable, row_json
 from ..store import Store
-from .mapping import IngestMapping, JoinSpec, TableSpec, finish_rows
+from .mapping import IngestMapping, JoinSpec, PercentTally, TableSpec, finish_rows
 from .sources import Progress, SourceBatch, SourceOptions, is_local_path, register_source, rejected_frame
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
@@ -81,7 +86,12 @@ class ExpandedPaths:
     """The files a list of specs names, and the directory entries that were passed over."""
 
     paths: list[str]
-    skipped: list[str]    # one "path: skipped (why)" line each
+    special: dict[str, str]   # directory entry that is not a regular file -> what it is ("a FIFO")
+
+    @property
+    def skipped(self) -> list[str]:
+        """One ``"path: skipped (why)"`` line per entry passed over."""
+        return [f"{p}: skipped ({why})" for p, why in self.special.items()]
 
 
 def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
@@ -94,21 +104,22 @@ def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
         UserError: a spec names nothing, a special file, or a directory without a file to read.
     """
     out: list[str] = []
-    skipped: list[str] = []
+    special: dict[str, str] = {}
     for spec in specs:
         if os.path.isdir(spec):
             names = sorted(n for n in os.listdir(spec) if _format_of(n) and not n.startswith((".", "_")))
-            files = []
+            files, passed = [], 0
             for n in names:
                 p = os.path.join(spec, n)
                 why = _special(p)
                 if why is None:
                     files.append(p)
                 else:
-                    skipped.append(f"{p}: skipped ({why})")
+                    special[p] = why
+                    passed += 1
             if not files:
                 raise UserError(f"{spec}: directory holds no CSV, TSV, Parquet or JSONL files"
-                                + (f" ({len(skipped)} entries that are not regular files skipped)" if skipped else ""))
+                                + (f" ({passed} entries that are not regular files skipped)" if passed else ""))
             out.extend(files)
         elif os.path.exists(spec):
             why = _special(spec)
@@ -119,7 +130,7 @@ def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
             out.append(spec)
         else:
             raise UserError(f"{spec}: no such file or directory")
-    return ExpandedPaths(paths=out, skipped=skipped)
+    return ExpandedPaths(paths=out, special=special)
 
 
 #: A CSV/TSV with more rows than this is read, validated and staged in pieces of this many rows
@@ -200,20 +211,20 @@ def read_export_chunks(path: str, rows: int | None = None) -> Iterator[tuple[int
     if fmt not in ("csv", "tsv"):
         yield 0, read_export(path)
         return
-    _check_header_or_fail(path, fmt)
-    start = 0
+    columns = _reading(path, fmt, lambda: _csv_columns(path, fmt))
+    start, first = 0, True
     with _open_capped(path) as f:
-        reader = _reading(path, fmt, lambda: pd.read_csv(f, chunksize=rows, **_csv_kwargs(fmt)))
+        reader = _reading(path, fmt, lambda: pd.read_csv(f, chunksize=rows, **_csv_body_kwargs(fmt)))
         while True:
             frame = _reading(path, fmt, lambda: next(reader, None))
             if frame is None:
-                return
-            yield start, frame
+                break
+            frame, first = _with_header(frame, columns, first=first), False
+            if len(frame):
+                yield start, frame
             start += len(frame)
-
-
-def _check_header_or_fail(path: str, fmt: str) -> None:
-    _reading(path, fmt, lambda: _check_header(path, "\t" if fmt == "tsv" else ","))
+    if start == 0:
+        raise _no_rows(path, fmt)
 
 
 def _reading(path: str, fmt: str | None, fn: Callable[[], Any]) -> Any:
@@ -225,6 +236,11 @@ def _reading(path: str, fmt: str | None, fn: Callable[[], Any]) -> Any:
     except (OSError, EOFError, zlib.error, ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
         # EOFError: a truncated .gz (it must not reach click, which turns it into "Aborted")
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        extra = _EXTRA_FIELDS.search(msg) if isinstance(e, pd.errors.ParserError) else None
+        if extra is not None:
+            n, line, saw = (int(x) for x in extra.groups())
+            raise UserError(f"{path}: line {line} has {saw} fields but the header has {n} (a value too many, or a "
+                            "separator at the end of the line?); nothing of this source was stored") from None
         if isinstance(e, EOFError):
             msg = f"truncated compressed file: {msg}"
         raise UserError(f"{path}: cannot read {fmt} ({msg})") from None
@@ -234,17 +250,57 @@ def read_export(path: str) -> pd.DataFrame:
     """Read one export file into a DataFrame of raw values (strings for CSV/TSV).
 
     Raises:
-        UserError: the file cannot be read or parsed.
+        UserError: the file cannot be read or parsed, a CSV/TSV row has more fields than the
+            header, or the file holds no rows (a header alone, an empty Parquet or JSONL file):
+            a file of results that holds none is cut short, not a success that stores nothing.
     """
     fmt = _format_of(path)
-    return _reading(path, fmt, lambda: _read_whole(path, fmt))
+    frame = _reading(path, fmt, lambda: _read_whole(path, fmt))
+    if not len(frame):
+        raise _no_rows(path, fmt)
+    return frame
+
+
+def _no_rows(path: str, fmt: str | None) -> UserError:
+    what = "only a header" if fmt in ("csv", "tsv") else "no record"
+    return UserError(f"{path}: no rows ({what}): nothing to ingest; an export cut short?")
+
+
+#: pandas' C parser on a row with more fields than the first line (read as data, ``header=None``).
+_EXTRA_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+def _csv_body_kwargs(fmt: str) -> dict:
+    # The header line is read as a row of data (header=None) and dropped (_with_header), so that
+    # it fixes the number of fields: a row with more fields is a ParserError naming its line. With
+    # header=0, pandas instead takes a first row with one field too many as an index column (every
+    # value stored shifted by one column), and with index_col=False it drops the extra field
+    # silently (always when it is empty: a trailing separator).
+    return dict(_csv_kwargs(fmt), header=None, index_col=False)
+
+
+def _csv_columns(path: str, fmt: str) -> list[str]:
+    """The column names of a CSV/TSV as pandas names them (an empty name is ``Unnamed: i``),
+    after :func:`_check_header`."""
+    _check_header(path, "\t" if fmt == "tsv" else ",")
+    with _open_capped(path) as f:
+        return [str(c) for c in pd.read_csv(f, nrows=0, index_col=False, **_csv_kwargs(fmt)).columns]
+
+
+def _with_header(frame: pd.DataFrame, columns: list[str], *, first: bool) -> pd.DataFrame:
+    """A piece read with ``header=None``: without the header line (in the first piece), with the
+    header's column names."""
+    if first:
+        frame = frame.iloc[1:].reset_index(drop=True)
+    frame.columns = columns
+    return frame
 
 
 def _read_whole(path: str, fmt: str | None) -> pd.DataFrame:
     if fmt in ("csv", "tsv"):
-        _check_header(path, "\t" if fmt == "tsv" else ",")
+        columns = _csv_columns(path, fmt)
         with _open_capped(path) as f:
-            return pd.read_csv(f, **_csv_kwargs(fmt))
+            return _with_header(pd.read_csv(f, **_csv_body_kwargs(fmt)), columns, first=True)
     if fmt == "parquet":
         table = pq.read_table(path)
         _refuse_duplicate_names(path, table.column_names)
@@ -362,8 +418,10 @@ def _check_required(rows: pd.DataFrame, where: str, mapping: IngestMapping | Non
         raise UserError(f"{where}: no column for {', '.join(missing)} after mapping{hint}")
 
 
-def map_long(frame: pd.DataFrame, mapping: IngestMapping | None, *, where: str, source: str) -> pd.DataFrame:
-    """Rows of a long export (one row per evaluation) -> raw canonical rows."""
+def map_long(frame: pd.DataFrame, mapping: IngestMapping | None, *, where: str, source: str,
+             tally: PercentTally | None = None) -> pd.DataFrame:
+    """Rows of a long export (one row per evaluation) -> raw canonical rows; ``tally`` counts the
+    raw values of columns declared in percent (the caller refuses the batch on them)."""
     mapping = mapping or IngestMapping(name="none")
     if mapping.join is not None:
         raise UserError(f"{where}: mapping {mapping.name} is a join mapping; it needs all its files at once")
@@ -382,41 +440,55 @@ def map_long(frame: pd.DataFrame, mapping: IngestMapping | None, *, where: str, 
         if target in COLUMN_BY_NAME:
             canon[target] = frame[col]
     extra_cols = [c for c in frame.columns if c not in mapping.rename and c not in COLUMN_BY_NAME]
-    rows = finish_rows(canon, frame, mapping, extra_columns=extra_cols, source=source, where=where)
+    rows = finish_rows(canon, frame, mapping, extra_columns=extra_cols, source=source, where=where, tally=tally)
     _check_required(rows, where, mapping if mapping.name != "none" else None)
     return rows
 
 
-def _match_table(spec: TableSpec, paths: Sequence[str], where: str) -> str:
+def _match_table(spec: TableSpec, paths: Sequence[str], where: str, special: Mapping[str, str]) -> str:
     hits = [p for p in paths if fnmatch.fnmatch(os.path.basename(p), spec.file)]
     if not hits:
+        passed = [(p, why) for p, why in special.items() if fnmatch.fnmatch(os.path.basename(p), spec.file)]
+        if passed:
+            raise UserError(f"{where}: join table {spec.file!r} ({spec.task}) is {passed[0][0]}, which is "
+                            f"{passed[0][1]}: ingest reads regular files only")
         raise UserError(f"{where}: join table {spec.file!r} ({spec.task}) matched no input file")
     if len(hits) > 1:
         raise UserError(f"{where}: join table {spec.file!r} matched several files: {', '.join(hits)}")
     return hits[0]
 
 
-def map_join(frames: dict[str, pd.DataFrame], mapping: IngestMapping, *, where: str,
-             source: str) -> tuple[pd.DataFrame, list[str], pd.DataFrame, list[str]]:
+def map_join(frames: dict[str, pd.DataFrame], mapping: IngestMapping, *, where: str, source: str,
+             special: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, list[str], pd.DataFrame, list[str]]:
     """Join wide per-task files on key columns into long canonical rows.
+
+    Args:
+        special: directory entries passed over as not regular files (path -> what it is): a
+            table that names one is refused saying what it is.
 
     Returns:
         (rows, raw payload per row, rejected rows, files the mapping did not use).
+
+    Raises:
+        UserError: a table matches no file or several, lacks a column, or a column declared in
+            percent holds fractions (:meth:`PercentTally.refuse_fractions`).
     """
     join: JoinSpec = mapping.join  # type: ignore[assignment]
     paths = list(frames)
-    up_path, ds_paths = _join_files(join, frames, where)
+    up_path, ds_paths = _join_files(join, frames, where, special or {})
     on = list(join.on)
     rejected: list[dict] = []
     up_rows = _unique_keys(frames[up_path], on, up_path, source, rejected)
     up = _Upstream(path=up_path, task=join.upstream.task, rows=up_rows, accuracy=up_rows[join.upstream.accuracy],
                    model_cols={raw: canon for raw, canon in mapping.rename.items() if raw in up_rows.columns})
-    parts, raws = [], []
+    parts, raws, tally = [], [], PercentTally()
     for spec, p in zip(join.downstream, ds_paths):
         d = _unique_keys(frames[p], on, p, source, rejected)
-        rows, payloads = _join_downstream(d, p, spec, up, on, mapping, rejected, source=source, where=where)
+        rows, payloads = _join_downstream(d, p, spec, up, on, mapping, rejected, source=source, where=where,
+                                          tally=tally)
         parts.append(rows)
         raws.extend(payloads)
+    tally.refuse_fractions()
     rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     _check_required(rows, where, mapping)
     used = {up_path, *ds_paths}
@@ -435,12 +507,13 @@ class _Upstream:
     model_cols: dict[str, str]   # its columns that the mapping renames: raw -> canonical
 
 
-def _join_files(join: JoinSpec, frames: Mapping[str, pd.DataFrame], where: str) -> tuple[str, list[str]]:
+def _join_files(join: JoinSpec, frames: Mapping[str, pd.DataFrame], where: str,
+                special: Mapping[str, str]) -> tuple[str, list[str]]:
     """The files the join's tables match (upstream, then one per downstream table); a
     :class:`UserError` if one of them lacks a key or accuracy column."""
     paths = list(frames)
-    up_path = _match_table(join.upstream, paths, where)
-    ds_paths = [_match_table(s, paths, where) for s in join.downstream]
+    up_path = _match_table(join.upstream, paths, where, special)
+    ds_paths = [_match_table(s, paths, where, special) for s in join.downstream]
     used = {up_path, *ds_paths}
     for p in used:
         f = frames[p]
@@ -466,8 +539,8 @@ def _unique_keys(frame: pd.DataFrame, on: list[str], path: str, source: str, rej
 
 
 def _join_downstream(d: pd.DataFrame, path: str, spec: TableSpec, up: _Upstream, on: list[str],
-                     mapping: IngestMapping, rejected: list[dict], *, source: str,
-                     where: str) -> tuple[pd.DataFrame, list[str]]:
+                     mapping: IngestMapping, rejected: list[dict], *, source: str, where: str,
+                     tally: PercentTally | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One downstream table joined to the upstream one: canonical rows and their raw payloads.
     Rows with no upstream row go to ``rejected`` (missing US metric)."""
     m = d.merge(up.rows[on].assign(_us_accuracy=up.accuracy.to_numpy(), **{
@@ -490,7 +563,7 @@ def _join_downstream(d: pd.DataFrame, path: str, spec: TableSpec, up: _Upstream,
             canon[canon_col] = m[f"_m_{raw}"].to_numpy()
     extra_cols = [c for c in d_ok.columns if not c.startswith("_") and c != spec.accuracy
                   and c not in mapping.rename]
-    rows = finish_rows(canon, d_ok, mapping, extra_columns=extra_cols, source=source, where=where)
+    rows = finish_rows(canon, d_ok, mapping, extra_columns=extra_cols, source=source, where=where, tally=tally)
     return rows, [_payload(path, rec, _upstream_file=os.path.basename(up.path)) for rec in d_ok.to_dict("records")]
 
 
@@ -506,7 +579,10 @@ class FileSource:
     mapping: IngestMapping | None
     source_name: str | None = None
     drop_missing: bool = False          # also remove stored runs of its sources that the file lacks
-    notes: tuple[str, ...] = ()         # lines for the user, given with the first batch (skipped entries)
+    #: lines for the user (skipped directory entries): the pipeline shows them with the source's
+    #: summary line before reading anything, so whether or not the source fails
+    notes: tuple[str, ...] = ()
+    special: Mapping[str, str] = field(default_factory=dict)   # skipped entries: path -> what it is
 
     @property
     def label(self) -> str:
@@ -519,30 +595,24 @@ class FileSource:
         """One batch per file (a join: one for all its files). Each holds every row of the runs it
         contains (``replace_runs``): the pipeline removes that source's stored rows of those runs
         that the file no longer has (a key value corrected in the file, say ``shots`` 1 -> 10)."""
-        notes = list(self.notes)
         if self.mapping is not None and self.mapping.join is not None:
             source = self.source_name or self.mapping.source or self.mapping.name
             name, seen = _file_state(store, source, self.paths, self.mapping, self.drop_missing)
             if seen is None:
-                yield SourceBatch(rows=pd.DataFrame(), stats={"unchanged_files": len(self.paths)}, notes=notes)
+                yield SourceBatch(rows=pd.DataFrame(), stats={"unchanged_files": len(self.paths)})
                 return
-            batch = self._join_batch(source, progress, state={name: seen})
-            batch.notes = notes
-            yield batch
+            yield self._join_batch(source, progress, state={name: seen})
             return
         for i, p in enumerate(self.paths):
             progress(f"reading {os.path.basename(p)}", i, len(self.paths))
             source = self.source_name or source_stem(p)
             name, seen = _file_state(store, source, [p], self.mapping, self.drop_missing)
             if seen is None:  # unchanged since its last ingest into this store: nothing to read
-                yield SourceBatch(rows=pd.DataFrame(), stats={"unchanged_files": 1}, notes=notes)
+                yield SourceBatch(rows=pd.DataFrame(), stats={"unchanged_files": 1})
             else:
                 # built in a helper so that this generator holds no reference to the frames while the
                 # pipeline commits (they are half of an ingest's peak memory)
-                batch = self._long_batch(p, state={name: seen})
-                batch.notes = notes
-                yield batch
-            notes = []
+                yield self._long_batch(p, state={name: seen})
         progress("read", len(self.paths), len(self.paths))
 
     def _join_batch(self, source: str, progress: Progress, state: dict) -> SourceBatch:
@@ -551,25 +621,33 @@ class FileSource:
         for i, p in enumerate(self.paths):
             progress(f"reading {os.path.basename(p)}", i, len(self.paths))
             frames[p] = read_export(p)
-        rows, raws, rejected, unused = map_join(frames, self.mapping, where=self.mapping.name, source=source)
+        rows, raws, rejected, unused = map_join(frames, self.mapping, where=self.mapping.name, source=source,
+                                                special=self.special)
         progress("joined", len(self.paths), len(self.paths))
         return SourceBatch(rows=rows, raw=raws, rejected=rejected, state=state, stats={"skipped_files": len(unused)},
                            replace_runs=True, drop_missing=self.drop_missing)
 
     def _long_batch(self, p: str, state: dict) -> SourceBatch:
-        """The file as one batch, read in pieces when it is a large CSV/TSV (committed once)."""
+        """The file as one batch, read in pieces when it is a large CSV/TSV (committed once).
+        A column declared in percent that holds fractions refuses the file (after its last piece,
+        inside the commit: nothing is stored)."""
         if _format_of(p) in ("csv", "tsv") and os.path.getsize(p) > CHUNK_ROWS * 60:   # ~60 B/row or more
             return SourceBatch(rows=pd.DataFrame(), state=state, chunks=self._pieces(p), replace_runs=True,
                                drop_missing=self.drop_missing)
-        rows, raw = self._mapped(p, 0, read_export(p))
+        tally = PercentTally()
+        rows, raw = self._mapped(p, 0, read_export(p), tally)
+        tally.refuse_fractions()
         return SourceBatch(rows=rows, raw=raw, state=state, replace_runs=True, drop_missing=self.drop_missing)
 
     def _pieces(self, p: str) -> Iterator[tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]]:
+        tally = PercentTally()
         for start, frame in read_export_chunks(p):
-            yield self._mapped(p, start, frame)
+            yield self._mapped(p, start, frame, tally)
+        tally.refuse_fractions()
 
-    def _mapped(self, p: str, start: int, frame: pd.DataFrame) -> tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]:
-        rows = map_long(frame, self.mapping, where=p, source=source_stem(p))
+    def _mapped(self, p: str, start: int, frame: pd.DataFrame,
+                tally: PercentTally) -> tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]:
+        rows = map_long(frame, self.mapping, where=p, source=source_stem(p), tally=tally)
         if self.source_name:
             rows["source"] = self.source_name
         return rows, _raw_payloads(frame, p, offset=start)
@@ -577,7 +655,9 @@ class FileSource:
 
 #: Bump when the way a file becomes rows changes, so that unchanged files are read again.
 #: 2: nested ``extra`` values as JSON, non-ASCII digits refused, stale rows of a file's runs removed.
-FILE_STATE_VERSION = 2
+#: 3: a CSV row with more fields than the header refused (it was stored shifted by a column), a
+#: file without rows refused, a percent unit on fractions refused.
+FILE_STATE_VERSION = 3
 
 
 def _file_state(store: Store, source: str, paths: Sequence[str], mapping: IngestMapping | None,
@@ -623,7 +703,7 @@ def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOp
     paths, notes = found.paths, tuple(found.skipped)
     if mapping is not None and mapping.join is not None:
         return [FileSource(paths=paths, mapping=mapping, source_name=options.source_name,
-                           drop_missing=options.drop_missing, notes=notes)]
+                           drop_missing=options.drop_missing, notes=notes, special=dict(found.special))]
     if options.source_name is None and (mapping is None or mapping.source is None):
         paths = _refuse_shared_stems(paths)
     elif options.drop_missing and len(paths) > 1:

@@ -17,6 +17,12 @@ count      a number                             unchanged
 thousands  a count in thousands                 ``x * 1e3``
 millions   a count in millions (timm's params)  ``x * 1e6``
 ========== ==================================== ==============================
+
+A percent unit on values that are fractions would divide them silently (0.8 -> 0.008), so the
+raw values of a column declared ``percent`` or ``error_percent`` are tallied
+(:class:`PercentTally`) and the source is refused whole, in one line, when they cannot all be
+percents (:meth:`PercentTally.refuse_fractions`): the mirror of the pipeline's refusal of a
+fraction column that holds percents.
 """
 
 from __future__ import annotations
@@ -32,10 +38,12 @@ import pandas as pd
 
 from ..errors import UserError
 from ..schema import ARCH_FAMILIES, COLUMN_BY_NAME, EVAL_PROTOCOLS, STORE_FILLED
-from ..validation import extra_text, number_text
+from ..validation import extra_text, number_text, printable
 
 ACCURACY_UNITS = ("fraction", "percent", "error", "error_percent")
 COUNT_UNITS = ("count", "thousands", "millions")
+#: Accuracy units whose raw values are in [0, 100]: tallied by :class:`PercentTally`.
+PERCENT_UNITS = ("percent", "error_percent")
 
 #: Default architecture-family rules, applied to ``model_name`` when a row has no ``arch_family``.
 #: Regexes are matched with ``re.search`` on the lower-cased name; the first family that matches wins.
@@ -363,11 +371,93 @@ def load_mapping(path: str) -> IngestMapping:
 # --------------------------------------------------------------------------------------------
 
 
-def convert_unit(values: pd.Series, unit: str) -> pd.Series:
-    """Convert raw values to canonical units. Non-numeric values pass through for validation to flag."""
+#: Within one task, values in (0, 1] that are at least one in this many of its nonzero values,
+#: beside a value above PERCENT_CLEARLY_ABOVE, are fractions among percents. Real percent
+#: accuracies hold a few values <= 1 % (near-chance models on a hard task): 1 of 1,556 on timm's
+#: ImageNet-A; one in ten leaves a wide margin above that, and still refuses ten rows with one
+#: fraction among them.
+PERCENT_MIXED_ONE_IN = 10
+#: A value above this (10 %) is no fraction, and no near-chance accuracy beside which values <= 1 %
+#: would be ordinary: a task whose values all lie in [0, 10] is near chance, in percent.
+PERCENT_CLEARLY_ABOVE = 10.0
+#: The task column whose values group each accuracy column's tally.
+TASK_OF = {"us_accuracy": "us_task", "ds_accuracy": "ds_task"}
+
+
+@dataclass
+class PercentTally:
+    """The raw values of accuracy columns declared in percent (``percent``, ``error_percent``),
+    counted per task across the pieces of one batch, so that a column that holds fractions is
+    refused whole (:meth:`refuse_fractions`).
+
+    ``counts[(column, unit)][task]``: values in (0, 1], values above :data:`PERCENT_CLEARLY_ABOVE`,
+    and finite nonzero values (0 is 0 in either unit: it says nothing about the unit)."""
+
+    counts: dict[tuple[str, str], dict[str, list[int]]] = field(default_factory=dict)
+
+    def add(self, column: str, unit: str, numbers: np.ndarray, tasks: Sequence[Any] | None = None) -> None:
+        """Count raw ``numbers`` (floats, NaN where not a number) of ``column`` declared in ``unit``;
+        ``tasks``: each value's task (its row's ``us_task`` or ``ds_task``; None: one group)."""
+        v = np.asarray(numbers, dtype="float64")
+        keep = np.isfinite(v) & (v != 0)
+        t = pd.Series(list(tasks) if tasks is not None else [""] * len(v), dtype=object).astype("string").fillna("")
+        frame = pd.DataFrame({"task": t.to_numpy(), "low": (v > 0) & (v <= 1), "big": v > PERCENT_CLEARLY_ABOVE,
+                              "n": 1})[keep]
+        by_task = self.counts.setdefault((column, unit), {})
+        for task, (low, big, n) in frame.groupby("task")[["low", "big", "n"]].sum().iterrows():
+            acc = by_task.setdefault(str(task), [0, 0, 0])
+            acc[0] += int(low)
+            acc[1] += int(big)
+            acc[2] += int(n)
+
+    def refuse_fractions(self) -> None:
+        """A :class:`UserError` when a column declared in percent holds fractions.
+
+        - Most of the column's nonzero values in (0, 1] (``2k > n``, the "most" of the
+          pipeline's reverse check): the column is in fractions (0.8 would be stored as 0.008,
+          an error rate 0.2 as accuracy 0.998). The fix: remove its percent unit.
+        - ``percent`` only, per task: one in :data:`PERCENT_MIXED_ONE_IN` or more of a task's
+          nonzero values in (0, 1] beside a value above :data:`PERCENT_CLEARLY_ABOVE` of the same
+          task, or every value of a task in (0, 1] beside a value above it of another task: the
+          column mixes fractions with percents (81.3 and 0.84), which no unit stores right.
+          Near-chance models score near each other, not at 0.8 % beside 80 % on one task: a
+          task whose values lie in [0, 10] (a hard one, in percent) is not refused unless most
+          of the column is <= 1. Not for ``error_percent``: error rates <= 1 % beside ones above
+          10 % are strong models on an easy and a hard task.
+        """
+        for (col, unit), by_task in self.counts.items():
+            k, big, n = (sum(c[i] for c in by_task.values()) for i in range(3))
+            if n and 2 * k > n:
+                raise UserError(f"{col} is declared {unit} but holds fractions: {k} of {n} nonzero values are in "
+                                f"(0, 1], so nothing of this source was stored; remove the unit {unit} of {col} from "
+                                "the mapping (accuracy_unit, units, or a metric pattern's unit)")
+            if unit != "percent":
+                continue
+            for task, (k_t, big_t, n_t) in sorted(by_task.items()):
+                if k_t and k_t * PERCENT_MIXED_ONE_IN >= n_t and (big_t or (k_t == n_t and big)):
+                    which = f" for {TASK_OF.get(col, 'task')} {printable(repr(task))}" if task else ""
+                    seen = (f"{k_t} of {n_t} nonzero values are in (0, 1] and {big_t} above "
+                            f"{PERCENT_CLEARLY_ABOVE:g}" if big_t else
+                            f"all {n_t} nonzero values are in (0, 1], beside {big} of other tasks above "
+                            f"{PERCENT_CLEARLY_ABOVE:g}")
+                    raise UserError(f"{col} is declared percent but mixes fractions with percents{which}: {seen}, so "
+                                    "nothing of this source was stored; give the column one unit (all fractions, "
+                                    "without 'percent' in the mapping, or all percents)")
+
+
+def unit_numbers(values: pd.Series) -> pd.Series:
+    """Raw values as the numbers a unit converts (float64, NaN where not a number)."""
+    return pd.Series([_unit_number(v) for v in values.astype(object)], index=values.index, dtype="float64")
+
+
+def convert_unit(values: pd.Series, unit: str, numbers: pd.Series | None = None) -> pd.Series:
+    """Convert raw values to canonical units. Non-numeric values pass through for validation to flag.
+
+    ``numbers``: the values as :func:`unit_numbers` reads them, when the caller has them already.
+    """
     if unit in ("fraction", "count"):
         return values
-    num = pd.Series([_unit_number(v) for v in values.astype(object)], index=values.index, dtype="float64")
+    num = unit_numbers(values) if numbers is None else numbers
     # Rounded to 1e-12 so that 90.056 % and 0.90056 give the same float (upserts stay no-ops).
     conv = {"percent": lambda x: np.round(x / 100.0, 12), "error": lambda x: np.round(1.0 - x, 12),
             "error_percent": lambda x: np.round(1.0 - x / 100.0, 12),
@@ -434,7 +524,7 @@ def infer_arch_family(model_names: pd.Series, rules: Mapping[str, str]) -> pd.Se
 
 
 def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, *, extra_columns: Sequence[str],
-                source: str, where: str) -> pd.DataFrame:
+                source: str, where: str, tally: PercentTally | None = None) -> pd.DataFrame:
     """Common tail of every mapping: constants, units, arch family, run_id, source and ``extra``.
 
     Args:
@@ -442,6 +532,8 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
         raw: the raw columns; ``run_id`` templates and ``extra`` read from here.
         extra_columns: raw columns that go to ``extra`` when the mapping says ``extra: rest``.
         source: the ``source`` value when neither the data nor the mapping sets one.
+        tally: counts the raw values of columns declared in percent; the caller refuses the
+            batch (:meth:`PercentTally.refuse_fractions`) once all of its pieces are mapped.
     """
     out = canon.copy()
     for col, v in mapping.constants.items():
@@ -456,7 +548,11 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
         if col in COLUMN_BY_NAME and col not in mapping.constants:
             unit = mapping.unit_of(col)
             if unit not in ("fraction", "count"):
-                out[col] = convert_unit(out[col], unit)
+                num = unit_numbers(out[col])
+                if tally is not None and unit in PERCENT_UNITS:
+                    task = TASK_OF.get(col)
+                    tally.add(col, unit, num.to_numpy(), out[task].to_numpy() if task in out.columns else None)
+                out[col] = convert_unit(out[col], unit, num)
     if "model_name" in out.columns and ("arch_family" not in out.columns or out["arch_family"].isna().all()):
         out["arch_family"] = infer_arch_family(out["model_name"], mapping.arch_family)
     if mapping.extra == "none":

@@ -33,7 +33,7 @@ from ..errors import UserError
 from ..schema import COLUMN_BY_NAME
 from ..validation import row_json
 from ..store import Store
-from .mapping import IngestMapping, infer_arch_family, parse_mapping
+from .mapping import PERCENT_UNITS, IngestMapping, PercentTally, infer_arch_family, parse_mapping
 from .sources import SourceBatch, SourceOptions, rejected_frame
 
 #: MLflow system tags kept in ``extra`` under a short name.
@@ -199,6 +199,10 @@ class RunExpander:
 
         A run with no metric matching a DS pattern gives no rows and no problem (a sweep's parent
         run, a run still training); one with DS metrics but no US metric is a problem.
+
+        Raises:
+            UserError: the raw values of a column declared in percent, over the runs that give
+                rows, are fractions (:meth:`~meta_study.ingest.mapping.PercentTally.refuse_fractions`).
         """
         bases: list[dict[str, Any]] = []
         base_run: list[int] = []                       # per base: position of its run
@@ -212,11 +216,13 @@ class RunExpander:
         starts: list[int | None] = []
         ends: list[int | None] = []
         values = metric_values or {}
+        declared: dict[tuple[str, str], list[tuple[str, float]]] = {}   # (column, percent unit) -> (task, raw value)
         for i, rec in enumerate(records):
             us: dict[str, float] = {}
             ds_i: list[int] = []
             ds_v: list[float] = []
             extra: dict[str, str] = {}
+            pct: list[tuple[tuple[str, str], str, float]] = []   # this run's, kept if it gives rows
             # sorted: the same rows whatever order a source reads the metrics in
             for key, value in sorted(values.get(rec.run_id, rec.metrics).items()):
                 spec = self._keys[key] if key in self._keys else self.spec(key)
@@ -226,6 +232,9 @@ class RunExpander:
                 v = value
                 if spec.unit != "fraction" and isinstance(value, (int, float)):
                     v = _to_fraction(float(value), spec.unit)
+                    if spec.unit in PERCENT_UNITS:
+                        pct.append(((f"{spec.role}_accuracy", spec.unit),
+                                    spec.us_task if spec.role == "us" else spec.ds_task, float(value)))
                 if spec.role == "us":
                     us[spec.us_task] = v
                 else:
@@ -238,6 +247,8 @@ class RunExpander:
                 problems.append((i, f"missing US metric: the run has downstream metrics ({names}) but none matching "
                                     + " or ".join(p.pattern for p in self.mapping.metrics if p.role == "us")))
                 continue
+            for col_unit, task, raw_v in pct:
+                declared.setdefault(col_unit, []).append((task, raw_v))
             b = len(bases)
             bases.append(self._base(rec, experiments.get(rec.experiment_id, rec.experiment_id), extra))
             base_run.append(i)
@@ -251,6 +262,10 @@ class RunExpander:
                 ds_idx.extend(ds_i)
                 ds_vals.extend(ds_v)
             counts[i] = len(us) * n
+        tally = PercentTally()
+        for (col, unit), raw in declared.items():
+            tally.add(col, unit, np.asarray([v for _, v in raw], np.float64), [t for t, _ in raw])
+        tally.refuse_fractions()
         if not bases:
             return ExpandedRuns(pd.DataFrame(), np.zeros(0, np.int64), counts, tuple(problems))
         frame = self._frame(bases, starts, ends)

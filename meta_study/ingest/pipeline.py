@@ -8,7 +8,9 @@ Three rules keep a source from storing wrong data quietly:
   are kept and counted, or removed with ``drop_missing`` (``--drop-missing``).
 - *Percent*: when most values of an accuracy column lie in (1, 100], the column is in percent,
   and the batch is refused whole (nothing stored) with the unit to set, instead of storing the few
-  values that happen to be <= 1 as fractions.
+  values that happen to be <= 1 as fractions. Its mirror, a column declared in percent that holds
+  fractions, is refused by the source before validation, from the raw values
+  (:class:`~meta_study.ingest.mapping.PercentTally`).
 - *All quarantined*: a source that read rows and stored none of them has failed (exit code), and
   every summary line names the most common quarantine reason with its count.
 """
@@ -117,6 +119,7 @@ def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progres
     reports = []
     for src in sources:
         rep = SourceReport(label=src.label)
+        rep.notes.extend(getattr(src, "notes", ()))   # known before reading: shown whether or not it fails
         t0 = time.perf_counter()
         try:
             for batch in src.batches(store, progress):

@@ -65,7 +65,13 @@ class SourceBatch:
 
 
 class Source(Protocol):
-    """What ingest needs from a source."""
+    """What ingest needs from a source.
+
+    A source may also have ``notes``, lines for the user that it knows before reading (a file
+    source: the directory entries it skipped): the pipeline shows them with the source's summary
+    line whether or not the source then fails. Lines learnt while reading go in
+    :attr:`SourceBatch.notes`.
+    """
 
     #: How the source is named in messages: never contains credentials.
     label: str
