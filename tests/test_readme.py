@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_cli
 
 
 def _commands() -> list[str]:
@@ -64,3 +64,19 @@ def test_the_tour_runs_copy_paste_from_the_repository_root(tmp_path):
         ran.append(argv[3] if argv[0] == sys.executable and len(argv) > 3 and argv[2] == "meta_study.cli" else cmd)
     assert {"ingest", "store", "fit", "report", "correlations"} <= set(ran), ran
     assert (tmp_path / "out" / "index.html").exists() and (tmp_path / "out" / "fits.parquet").exists()
+
+
+def test_the_join_mapping_in_docs_ingest_runs_as_written(tmp_path):
+    """docs/ingest.md's `join:` example lacked eval_protocol and param_count's unit: run as written
+    on the shipped timm results it failed ('no column for eval_protocol'), then stored parameter
+    counts in millions. It is a whole mapping now, and it ingests every row."""
+    text = (REPO / "docs" / "ingest.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if b.startswith("join:"))
+    (tmp_path / "join.yaml").write_text(block)
+    r = run_cli("ingest", str(REPO / "examples" / "data" / "timm"), "--mapping", str(tmp_path / "join.yaml"),
+                "--store", str(tmp_path / "st"))
+    assert r.returncode == 0 and " 0 quarantined" in r.stdout, r.stdout + r.stderr
+    import pandas as pd
+
+    df = pd.read_parquet(tmp_path / "st")
+    assert set(df["ds_task"]) == {"imagenet-real", "sketch"} and df["param_count"].min() > 1e5
