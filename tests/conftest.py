@@ -104,6 +104,16 @@ def sweep_module(name: str):
     return module
 
 
+def one_error_line(r: "CliResult | subprocess.CompletedProcess", *needles: str) -> str:
+    """The line a user error prints, asserted: exit code 2, one non-blank line on stderr, no
+    traceback, every needle in it."""
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, (r.returncode, r.stdout, r.stderr)
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300,
             subprocess_: bool | None = None) -> CliResult:
     """Run ``meta-study ARGS`` and return its exit code and output.

@@ -12,7 +12,7 @@ import pytest
 
 from meta_study import __version__
 from meta_study.cli import cli
-from conftest import MAPPINGS, run_cli
+from conftest import MAPPINGS, one_error_line, run_cli
 
 
 def _all_commands(group: click.Group, prefix=()):
@@ -34,24 +34,16 @@ def test_every_command_has_help(path):
     assert "Usage:" in r.stdout and len(r.stdout.splitlines()) > 3
 
 
-def _one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, r.stderr
-    assert "Traceback" not in r.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-
 
 def test_user_errors_are_one_line(tmp_path):
-    _one_line_error(run_cli("ingest", str(tmp_path / "nope.csv"), "--store", str(tmp_path / "s")), "nope.csv", "no such file")
-    _one_line_error(run_cli("ingest", "x.csv"), "--store")
-    _one_line_error(run_cli("store", "info", str(tmp_path)), "not a meta-study store")
-    _one_line_error(run_cli("store", "info", str(tmp_path / "missing")), "no such store")
-    _one_line_error(run_cli("frobnicate"), "No such command")
+    one_error_line(run_cli("ingest", str(tmp_path / "nope.csv"), "--store", str(tmp_path / "s")), "nope.csv", "no such file")
+    one_error_line(run_cli("ingest", "x.csv"), "--store")
+    one_error_line(run_cli("store", "info", str(tmp_path)), "not a meta-study store")
+    one_error_line(run_cli("store", "info", str(tmp_path / "missing")), "no such store")
+    one_error_line(run_cli("frobnicate"), "No such command")
     bad = tmp_path / "m.yaml"
     bad.write_text("units: {us_accuracy: percnt}")
-    _one_line_error(run_cli("ingest", str(tmp_path), "--store", str(tmp_path / "s"), "--mapping", str(bad)),
+    one_error_line(run_cli("ingest", str(tmp_path), "--store", str(tmp_path / "s"), "--mapping", str(bad)),
                     "m.yaml", "unknown unit 'percnt'")
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from meta_study.store import Store
-from conftest import MAPPINGS, run_cli
+from conftest import MAPPINGS, one_error_line, run_cli
 
 H = "run_id,us_task,us_accuracy,ds_task,ds_accuracy,eval_protocol,shots"
 GOOD = ["m1,imagenet,0.8,pets,0.7,fewshot,10", "m2,imagenet,0.6,pets,0.5,fewshot,10",
@@ -41,12 +41,9 @@ def _ingest(tmp_path: Path, *args: str):
 
 
 def _refused(r, *needles: str) -> str:
-    """One error line on stderr, nothing on stdout, exit code 2; that line."""
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and not r.stdout.strip(), r.stdout + r.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    """One error line on stderr (:func:`one_error_line`) and nothing on stdout; that line."""
+    assert not r.stdout.strip(), r.stdout + r.stderr
+    return one_error_line(r, *needles)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from meta_study.errors import StoreDamagedError
 from meta_study.validation import validate
 from meta_study.store import Store, partition_dir
-from conftest import make_rows, run_cli
+from conftest import make_rows, one_error_line, run_cli
 
 
 def _csv(path: Path, *, source_rows: int = 6, ds_tasks=("a", "b"), seed: int = 0, bad: int = 0) -> Path:
@@ -31,14 +31,6 @@ def _ingested(tmp_path: Path, *, bad: int = 0) -> tuple[str, Path]:
     assert r.returncode == 0, r.stderr
     return store, src
 
-
-def _one_line(r, code: int, *needles: str) -> str:
-    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 def _part_file(store: str, ds: str) -> Path:
@@ -58,12 +50,12 @@ def test_truncated_partition_is_named_everywhere_and_repaired(tmp_path):
     rel = f.relative_to(store).as_posix()
     _truncate(f)
 
-    _one_line(run_cli("store", "info", store), 2, rel, "damaged store file", "store check")
-    _one_line(run_cli("fit", store, "--out", str(tmp_path / "fit")), 2, rel, "damaged store file")
+    one_error_line(run_cli("store", "info", store), rel, "damaged store file", "store check")
+    one_error_line(run_cli("fit", store, "--out", str(tmp_path / "fit")), rel, "damaged store file")
     # an ingest that touches the damaged partition, and one into another partition: both refuse
-    _one_line(run_cli("ingest", str(src), "--store", store, "--quiet"), 2, rel)
+    one_error_line(run_cli("ingest", str(src), "--store", store, "--quiet"), rel)
     other = _csv(tmp_path / "y.csv", ds_tasks=("c",))
-    _one_line(run_cli("ingest", str(other), "--store", store, "--quiet"), 2, rel)
+    one_error_line(run_cli("ingest", str(other), "--store", store, "--quiet"), rel)
     assert not (Path(store) / partition_dir("up", "c")).exists(), "an ingest built on a damaged version"
 
     r = run_cli("store", "check", store)
@@ -96,7 +88,7 @@ def test_deleted_partition_is_missing_not_a_retry_loop(tmp_path):
     f.unlink()
     with pytest.raises(StoreDamagedError, match="missing"):
         Store(store).read()
-    _one_line(run_cli("store", "info", store), 2, f.relative_to(store).as_posix(), "missing")
+    one_error_line(run_cli("store", "info", store), f.relative_to(store).as_posix(), "missing")
     r = run_cli("store", "check", store)
     assert r.returncode == 1 and "missing" in r.stderr
 
@@ -106,9 +98,9 @@ def test_truncated_quarantine_file(tmp_path):
     (q,) = (Path(store) / "_quarantine").glob("*.parquet")
     _truncate(q)
     rel = q.relative_to(store).as_posix()
-    _one_line(run_cli("store", "quarantine", store), 2, rel, "damaged store file")
+    one_error_line(run_cli("store", "quarantine", store), rel, "damaged store file")
     again = _csv(tmp_path / "z.csv", bad=1, seed=3)
-    _one_line(run_cli("ingest", str(again), "--store", store, "--quiet"), 2, rel)
+    one_error_line(run_cli("ingest", str(again), "--store", store, "--quiet"), rel)
     r = run_cli("store", "check", "--repair", store)
     assert r.returncode == 0 and "(quarantine, 2 rows)" in r.stdout, r.stdout + r.stderr
     # quarantined rows were lost, so every ingest state was reset: re-ingesting rebuilds them
@@ -163,7 +155,7 @@ def test_same_size_flip_that_decodes_is_one_line_damage_for_every_reader(tmp_pat
     more = _csv(tmp_path / "y.csv", seed=5)   # an ingest that merges into the damaged partition
     for args in (("fit", store, "--out", str(tmp_path / "fit")), ("store", "info", store),
                  ("ingest", str(more), "--store", store, "--quiet")):
-        _one_line(run_cli(*args), 2, rel, "damaged store file", "sha256", "store check")
+        one_error_line(run_cli(*args), rel, "damaged store file", "sha256", "store check")
     r = run_cli("store", "check", "--repair", store)
     assert r.returncode == 0 and "6 rows dropped" in r.stdout, r.stdout + r.stderr
     assert run_cli("ingest", str(src), "--store", store, "--quiet").returncode == 0
@@ -201,7 +193,7 @@ def test_truncated_manifest_without_copy_rolls_back_to_the_last_good_version(tmp
     _manifest(store, v, copy=True).unlink(missing_ok=True)
     for args in (("store", "info", store), ("fit", store, "--out", str(tmp_path / "fit")),
                  ("ingest", str(src), "--store", store, "--quiet")):
-        _one_line(run_cli(*args), 2, f"{v:010d}.json", "damaged manifest", "store check --repair", "rolls the store back")
+        one_error_line(run_cli(*args), f"{v:010d}.json", "damaged manifest", "store check --repair", "rolls the store back")
     r = run_cli("store", "check", store)
     assert r.returncode == 1 and "(manifest)" in r.stderr and f"newest intact manifest is version {v - 1}" in r.stderr
     r = run_cli("store", "check", "--repair", store)
@@ -324,7 +316,7 @@ def test_disk_full_is_one_line_with_the_path_and_frees_the_space(tmp_path, tiny_
     rng = np.random.default_rng(0)
     big["checkpoint_uri"] = [rng.bytes(200).hex() for _ in range(len(big))]  # incompressible: ~4 MB
     big.to_csv(tmp_path / "big.csv", index=False)
-    line = _one_line(run_cli("ingest", str(tmp_path / "big.csv"), "--store", store, "--quiet"), 2,
+    line = one_error_line(run_cli("ingest", str(tmp_path / "big.csv"), "--store", store, "--quiet"),
                      "no space left on device", "rolled back", "version 1")
     assert str(tiny_fs / "st" / "_staging") in line, line   # the file that did not fit
     st = os.statvfs(tiny_fs)
@@ -337,12 +329,12 @@ def test_disk_full_is_one_line_with_the_path_and_frees_the_space(tmp_path, tiny_
 
 
 def test_object_store_uris_fail_in_one_line_without_secrets(tmp_path):
-    _one_line(run_cli("store", "info", "s3://"), 2, "s3://", "needs a bucket")
-    _one_line(run_cli("fit", "gs://", "--out", str(tmp_path / "o")), 2, "gs://", "needs a bucket")
+    one_error_line(run_cli("store", "info", "s3://"), "s3://", "needs a bucket")
+    one_error_line(run_cli("fit", "gs://", "--out", str(tmp_path / "o")), "gs://", "needs a bucket")
     # an S3 endpoint that refuses connections, with the keys as user info (pyarrow's S3 URI form)
     uri = "s3://AKX:SKX@bucket/p?endpoint_override=127.0.0.1:9&scheme=http&region=us-east-1"
     env = {"AWS_EC2_METADATA_DISABLED": "true"}
     for args in (("store", "info", uri), ("fit", uri, "--out", str(tmp_path / "o")),
                  ("ingest", str(_csv(tmp_path / "x.csv")), "--store", uri)):
-        line = _one_line(run_cli(*args, env=env), 2, "cannot reach store location", "AKX:***@bucket")
+        line = one_error_line(run_cli(*args, env=env), "cannot reach store location", "AKX:***@bucket")
         assert "SKX" not in line

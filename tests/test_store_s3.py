@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from conftest import make_rows, run_cli
+from conftest import make_rows, one_error_line, run_cli
 from meta_study import errors
 from meta_study.schema import KEY
 from meta_study.validation import validate
@@ -288,13 +288,6 @@ def test_killed_writer_lease_expires_with_a_message_or_is_unlocked(request, s3, 
     assert not Store(uri)._f.listdir("_staging")             # the dead writers' staged files are gone
 
 
-def _one_line(r: subprocess.CompletedProcess, *needles: str) -> str:
-    lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
-
 
 NO_BOTO3 = '''
 import importlib.abc, sys
@@ -316,14 +309,14 @@ def test_without_boto3_s3_stores_read_but_writes_say_what_to_install(request, s3
     r = run_cli("store", "info", uri, env=env)
     assert r.returncode == 0 and "rows       10" in r.stdout, r.stderr
     assert run_cli("store", "check", uri, env=env).returncode == 0
-    _one_line(run_cli("ingest", str(_csv(tmp_path / "b.csv", "b-")), "--store", uri, env=env),
+    one_error_line(run_cli("ingest", str(_csv(tmp_path / "b.csv", "b-")), "--store", uri, env=env),
               uri, "needs boto3", "pip install boto3")
 
 
 def test_object_stores_without_conditional_writes_are_refused_in_one_line(tmp_path):
     src = str(_csv(tmp_path / "a.csv", "a-"))
     for uri in ("gs://lab/st", "mock:///lab/st"):
-        _one_line(run_cli("ingest", src, "--store", uri, env={"AWS_EC2_METADATA_DISABLED": "true"}),
+        one_error_line(run_cli("ingest", src, "--store", uri, env={"AWS_EC2_METADATA_DISABLED": "true"}),
                   uri.split("://")[0] + "://", "can be read, not written", "s3://")
     with pytest.raises(errors.UserError, match="can be read, not written"):
         Store("mock:///lab/st").commit(validate(make_rows(1)).table)

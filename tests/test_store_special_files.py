@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import MAPPINGS, REPO, make_rows, run_cli
+from conftest import MAPPINGS, REPO, make_rows, one_error_line, run_cli
 
 TIMM = REPO / "examples" / "data" / "timm"
 V2 = "_meta/manifests/0000000002.json"
@@ -60,14 +60,6 @@ def _cli(*args: str, hang_safe: bool = False):
     except subprocess.TimeoutExpired:
         pytest.fail(f"meta-study {' '.join(args)} blocked (still running after 60 s)")
 
-
-def _one_line(r, code: int, *needles: str) -> str:
-    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 def _rows(store: Path) -> pd.DataFrame:
@@ -114,7 +106,7 @@ def test_store_path_that_is_not_a_directory_is_one_line(built, tmp_path, what):
     before = _files(store) if store.is_dir() else None
     for args in _reading_commands(store, tmp_path, csv) + [("store", "check", str(store)),
                                                            ("store", "check", "--repair", str(store))]:
-        line = _one_line(_cli(*args), 2, str(store), needle)
+        line = one_error_line(_cli(*args), str(store), needle)
         assert "good.csv" not in line, f"{args}: the store's problem blames the source: {line}"
     if what == "file":
         assert store.read_bytes() == b"keep me"
@@ -126,9 +118,9 @@ def test_store_below_a_file_is_refused_naming_the_file(tmp_path):
     (tmp_path / "regfile").write_bytes(b"")
     csv = _csv(tmp_path / "good.csv")
     store = tmp_path / "regfile" / "sub"
-    _one_line(_cli("ingest", str(csv), "--store", str(store), "--quiet"), 2,
+    one_error_line(_cli("ingest", str(csv), "--store", str(store), "--quiet"),
               str(store), f"{tmp_path / 'regfile'} is a file, not a directory")
-    _one_line(_cli("store", "info", str(store)), 2, str(store), "no such store")
+    one_error_line(_cli("store", "info", str(store)), str(store), "no such store")
 
 
 @pytest.mark.parametrize("by", ["directory", "fifo"])
@@ -140,7 +132,7 @@ def test_latest_manifest_and_copy_replaced_are_damage_and_roll_back(built, tmp_p
     problem = {"fifo": "is a FIFO, not a file", "directory": "is a directory, not a file"}[by]
     hang_safe = by == "fifo"
     for args in _reading_commands(store, tmp_path, built["csv"]):
-        _one_line(_cli(*args, hang_safe=hang_safe), 2, f"{store}/{V2}", "damaged manifest", problem,
+        one_error_line(_cli(*args, hang_safe=hang_safe), f"{store}/{V2}", "damaged manifest", problem,
                   "rolls the store back to version 1")
     r = _cli("store", "check", str(store), hang_safe=hang_safe)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
@@ -180,7 +172,7 @@ def test_data_file_replaced_by_a_fifo_is_damage_not_a_hang(built, tmp_path):
     changed = _csv(tmp_path / "more.csv", scale=0.9)    # same runs, new values: the ingest reads up/a
     for args in (("store", "info", str(store)), ("fit", str(store), "--out", str(tmp_path / "fit")),
                  ("ingest", str(changed), "--store", str(store), "--quiet")):
-        _one_line(_cli(*args, hang_safe=True), 2, f"{store}/{rel}", "damaged store file", "is a FIFO, not a file")
+        one_error_line(_cli(*args, hang_safe=True), f"{store}/{rel}", "damaged store file", "is a FIFO, not a file")
     r = _cli("store", "check", str(store), hang_safe=True)
     assert r.returncode == 1 and f"damaged: {rel} (data, 3 rows): is a FIFO, not a file" in r.stderr, r.stderr
     r = _cli("store", "check", "--repair", str(store), hang_safe=True)
@@ -202,7 +194,7 @@ def test_every_manifest_damaged_refuses_repair_and_moves_nothing(built, tmp_path
     assert len(rows) == 7782
     for args in _reading_commands(store, tmp_path, built["csv"]) + [("store", "check", str(store)),
                                                                       ("store", "check", "--repair", str(store))]:
-        line = _one_line(_cli(*args), 2, f"{store}/{V2}", "damaged manifest", "no version to read or to roll back to",
+        line = one_error_line(_cli(*args), f"{store}/{V2}", "damaged manifest", "no version to read or to roll back to",
                          "6 data file(s) are kept untouched", f"restore {store}/_meta/manifests from a backup")
         assert "rolls the store back" not in line, line
     assert _files(store) == before, "a refused repair moved or changed files"
