@@ -522,17 +522,42 @@ def _build_fit_opts(holdout_quantile: float, holdout_above: float | None, loss: 
                       alpha_max=alpha_max, nondecreasing=nondecreasing, selection=selection)
 
 
+def _selected(sel: Any) -> tuple[tuple[str, str, tuple[Any, ...]], ...]:
+    return (("--us-task", "us_task", sel.us_task), ("--ds-task", "ds_task", sel.ds_task),
+            ("--eval-protocol", "eval_protocol", sel.eval_protocol), ("--shots", "shots", sel.shots))
+
+
+def _store_values(groups: Any, col: str) -> list[str]:
+    vals = sorted({str(int(v)) if col == "shots" else str(v) for v in groups[col].dropna()},
+                  key=lambda v: (len(v), v) if col == "shots" else v)
+    return vals
+
+
+def _shown_values(vals: list[str]) -> str:
+    return ", ".join(vals[:20]) + (f", ... ({len(vals)} in all)" if len(vals) > 20 else "")
+
+
+def _unknown_selection(store_uri: str, store_obj: Any, sel: Any) -> str | None:
+    """A value given to a selection option that no group of the store has (a typo among several
+    names dropped its group silently): one line naming it, with what the store has."""
+    groups = store_obj.summary().groups
+    for opt, col, given in _selected(sel):
+        if given and col in groups and len(groups):
+            have = _store_values(groups, col)
+            missing = [str(v) for v in given if (str(int(v)) if col == "shots" else str(v)) not in have]
+            if missing and len(missing) < len(given):     # none matching at all: _no_match says it
+                return (f"{store_uri}: {opt} {', '.join(missing)}: no such value in the store "
+                        f"(it has {_shown_values(have) or 'none'})")
+    return None
+
+
 def _no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
     """'no rows match the selection', with the values the store has for each option given."""
     groups = store_obj.summary().groups
     have = []
-    for opt, col, given in (("--us-task", "us_task", sel.us_task), ("--ds-task", "ds_task", sel.ds_task),
-                            ("--eval-protocol", "eval_protocol", sel.eval_protocol), ("--shots", "shots", sel.shots)):
+    for opt, col, given in _selected(sel):
         if given and col in groups:
-            vals = sorted({str(int(v)) if col == "shots" else str(v) for v in groups[col].dropna()},
-                          key=lambda v: (len(v), v) if col == "shots" else v)
-            shown = ", ".join(vals[:20]) + (f", ... ({len(vals)} in all)" if len(vals) > 20 else "")
-            have.append(f"{opt}: the store has {shown or 'none'}")
+            have.append(f"{opt}: the store has {_shown_values(_store_values(groups, col)) or 'none'}")
     if sel.layer is not None:
         have.append(f"--layer {sel.layer}: no pre-logits rows of that layer match")
     return f"{store_uri}: no rows match the selection" + (f" ({'; '.join(have)})" if have else " (the store is empty)")
@@ -547,6 +572,9 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
     from .analysis.tables import options_text
     from .analysis.outputs import footer
 
+    unknown = _unknown_selection(store_uri, store_obj, sel)
+    if unknown:
+        _fail(unknown)
     results = ResultsDir(out_dir)
     with progress_bar() as progress:
         a = analyze(store_obj, sel, options, results=results, use_ray=not serial, address=address,
@@ -557,6 +585,9 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
                         footer_text=footer(store_obj, options_text(options.fit)))
     for part in a.reused:
         click.echo(f"reused {part} from {out_dir} (same options, selection and store version)")
+    if figures and a.n_groups > max_group_figures:   # the rest have no figure: said, not silent
+        click.echo(f"per-group figures for the first {max_group_figures} of {a.n_groups} groups (in the order of "
+                   "fits.csv; --max-group-figures for more, or --ds-task to choose)")
     return a, out
 
 

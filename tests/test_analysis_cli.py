@@ -37,6 +37,7 @@ def test_fit(timm_store, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "5 groups, " in r.stdout and "150/150 candidate fits usable" in r.stdout
     assert f"wrote {out / 'fits.parquet'}\n" in r.stdout        # an --out outside the working directory: absolute
+    assert "per-group figures for the first 2 of 5 groups" in r.stdout  # the other 3 have none: said
     fits = pd.read_parquet(out / "fits.parquet")
     assert list(fits.columns) == list(FITS_COLUMNS)
     # per group: its headline row and every law on every frontier

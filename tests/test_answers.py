@@ -48,3 +48,25 @@ def test_the_calculator_gives_an_untrusted_group_an_interval_not_a_point():
     assert "26.0% DS needs 38.5% US [37.0%-41.0%]." in trusted
     past = answer_text(_row(ds_target=0.3, us_needed=0.45, us_needed_lo=0.41, us_needed_hi=0.6))
     assert "30.0% DS needs 45.0% US [41.0%-60.0%] (past the tested horizon)" in past
+
+
+def test_a_target_already_reached_and_a_limit_below_the_best_ds_seen_say_so():
+    """The calculator gave '60% DS needs US in [48.6%-69.0%]' where a visible model had 63.1%; a
+    trusted claim said 'DS levels off near 30.8%' beside 'best DS seen: 30.9%'."""
+    text = answer_text(_row(ds_target=0.2, us_needed=0.3, us_needed_lo=0.28, us_needed_hi=0.33))
+    assert "20.0% DS is reached already (best DS seen: 20.7%)." in text and "needs" not in text
+    text = answer_text(_row(stop_paying_supported=True, stop_paying_us=0.3, stop_paying_lo=0.25, stop_paying_hi=0.33,
+                            saturation=0.205, saturation_lo=0.2, saturation_hi=0.21))
+    assert "DS has levelled off: the laws' limit, 20.5%, is below the best DS seen (20.7%)." in text
+    text = answer_text(_row(stop_paying_supported=True, stop_paying_us=0.3, stop_paying_lo=0.25, stop_paying_hi=0.33,
+                            saturation=0.26, saturation_lo=0.25, saturation_hi=0.28))
+    assert "DS levels off near 26.0% [25.0%-28.0%]." in text
+
+
+def test_a_detail_with_a_semicolon_is_no_label_of_its_own():
+    from meta_study.analysis.answers import flags
+    from meta_study.analysis.tables import join_warnings
+
+    joined = join_warnings(["few_points: no fit (too_few_points: 2 point(s); the law has 3 parameters)",
+                            "extrapolation: past the horizon"])
+    assert [label for label, _ in flags(joined)] == ["few_points", "extrapolation"]

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from meta_study.cli import bootstrap_lines, cli, progress_bar, sensitivity_lines
 from meta_study.validation import validate
 from meta_study.store import Store
-from conftest import REPO, make_rows, run_cli
+from conftest import REPO, make_rows, one_error_line, run_cli
 
 
 def _store(path: Path, runs: int = 30) -> Store:
@@ -175,3 +175,27 @@ def test_an_overlap_that_is_not_a_number_of_seconds_is_refused(tmp_path):
     for value in ("nan", "inf", "-5"):
         r = run_cli("ingest", str(tmp_path / "missing.csv"), "--store", str(tmp_path / "st"), "--overlap", value)
         assert r.returncode == 2 and r.stderr.strip() == f"meta-study: error: --overlap must be a finite number >= 0, got {value}"
+
+
+def test_a_misspelled_name_among_several_is_refused_not_dropped(tmp_path):
+    """`--ds-task a --ds-task typo` analysed a alone and said nothing of the typo."""
+    s = _store(tmp_path / "st", runs=12)
+    r = run_cli("fit", s.uri, "--out", str(tmp_path / "o"), "--no-figures", "--ds-task", "a", "--ds-task", "bb")
+    assert one_error_line(r, "--ds-task bb: no such value in the store (it has a, b)")
+    assert not (tmp_path / "o" / "fits.parquet").exists()
+    ok = run_cli("fit", s.uri, "--out", str(tmp_path / "o"), "--no-figures", "--ds-task", "a", "--ds-task", "b")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_params_vs_shots_only_with_several_shot_settings(tmp_path):
+    """With one shot setting per task (0-shot language-model tasks) the figure had empty
+    log-scaled panels and a legend of every task."""
+    one = Store(str(tmp_path / "one"))
+    one.commit(validate(make_rows(30, ds_tasks=("a", "b"), shots=(5,))).table)
+    several = Store(str(tmp_path / "several"))
+    several.commit(validate(make_rows(30, ds_tasks=("a", "b"), shots=(1, 5))).table)
+    for store, drawn in ((one, False), (several, True)):
+        out = tmp_path / f"fit-{drawn}"
+        r = run_cli("fit", store.uri, "--out", str(out), "--max-group-figures", "0")
+        assert r.returncode == 0, r.stderr
+        assert (out / "figures" / "params_vs_shots.png").exists() == drawn

@@ -54,12 +54,20 @@ def test_every_candidate_is_fitted_and_the_headline_is_their_discounted_median()
     assert single is not None and single.backtest_err <= min(others)
 
 
-def test_slope_is_the_median_members_slope_times_the_discount():
+def test_slope_is_what_one_us_point_buys():
+    """DS points per US point is the change of the prediction over the US point centred on u (the
+    derivative of the members' median jumped at its kinks: 0.68, 0.05, 0.70 at +1, +3, +5 points
+    on a public group whose prediction rose ~0.5 per point), so the steps add up to the rise."""
     us, ds = cloud("eq1", DISTINCT["eq1"][0], 1, gap=0.02)
     h = fit_group(us, ds).headline
     u = np.linspace(0.5, 0.95, 7)
-    numeric = (h.predict_accuracy(u + 1e-6) - h.predict_accuracy(u - 1e-6)) / 2e-6
-    assert np.allclose(h.slope(u), numeric, rtol=1e-3, atol=1e-4)
+    one_point = (h.predict_accuracy(u + 0.005) - h.predict_accuracy(u - 0.005)) / 0.01
+    assert np.allclose(h.slope(u), one_point, rtol=1e-12, atol=1e-12)
+    mids = np.arange(0.805, 0.95, 0.01)            # consecutive US points from 80% to 95%
+    assert np.sum(h.slope(mids)) * 0.01 == pytest.approx(float(h.predict_accuracy(0.95) - h.predict_accuracy(0.8)))
+    members = h.member_curves(u, "slope")          # each member's, the same way
+    P = h.member_curves(np.stack([u - 0.005, u + 0.005]), "predict")
+    assert np.allclose(members, (P[:, 1] - P[:, 0]) / 0.01)
 
 
 def test_pred_err_is_the_rmse_against_the_heldout_frontier():
@@ -179,15 +187,23 @@ def test_stop_paying_is_a_finding_only_within_the_data():
     # DS levels off inside the data (alpha 3: the slope falls below 0.1 at 81.7% US): a trusted
     # group whose headline stopped paying before its best model states it, with an interval that
     # holds the truth (its upper end may be "never": some laws never level off)
-    p = {"k": 1.0, "alpha": 3.0, "e_ir": 0.2}
-    us, ds = cloud("eq1", p, 3, hi=0.95, gap=0.004)
+    p = {"k": 1.0, "alpha": 4.0, "e_ir": 0.2}
+    us, ds = cloud("eq1", p, 3, hi=0.9, gap=0.004)
     s = fit_group(us, ds, FitOptions(holdout_quantile=1.0))
     assert s.trusted, s.trust_reason
     cl = s.claims
     u_star = 1 - (0.1 / (p["k"] * p["alpha"])) ** (1 / (p["alpha"] - 1))
-    assert cl.stop_paying_supported and cl.stop_paying_us <= s.headline.best_us
+    assert cl.stop_paying_supported and us.min() <= cl.stop_paying_us <= s.headline.best_us
     assert cl.stop_paying_lo <= u_star <= cl.stop_paying_hi
+    assert cl.stop_paying_lo <= cl.stop_paying_us <= cl.stop_paying_hi       # the interval holds the answer
+    assert cl.steps[0].slope < 0.1                 # and the first step does not say it pays again
     assert cl.saturation == pytest.approx(0.8, abs=0.04)
+    # a curve that pays again at +1 US point has not stopped paying (alpha 3 to 95%: the headline
+    # still buys 0.12 DS pt per US pt at +1; stating "stops paying at 82%" beside it contradicted it)
+    us, ds = cloud("eq1", {"k": 1.0, "alpha": 3.0, "e_ir": 0.2}, 3, hi=0.95, gap=0.004)
+    s = fit_group(us, ds, FitOptions(holdout_quantile=1.0))
+    assert s.claims.steps[0].slope >= 0.1 and not s.claims.stop_paying_supported
+    assert any("still buys 0.1 DS points or more at +1 US point" in w for w in s.warnings), s.warnings
     # still rising at the best model (alpha 1.6, data to 85%): the stop-paying point is an extrapolation
     us, ds = cloud("eq1", {"k": 0.9, "alpha": 1.6, "e_ir": 0.1}, 4, hi=0.85, gap=0.004)
     s = fit_group(us, ds, FitOptions(holdout_quantile=1.0))

@@ -101,14 +101,20 @@ def answer(row: Mapping[str, Any], threshold: float = 0.1) -> Answer:
     claims = ""
     if trusted and bool(row.get("stop_paying_supported")):
         sp = _f(row, "stop_paying_us")
+        sat = _f(row, "saturation")
+        # a limit below the best DS seen: that model sits above the laws' curve, which has levelled off
+        level = (f"DS has levelled off: the laws' limit, {pct(sat)}, is below the best DS seen ({pct(flat)})"
+                 if math.isfinite(flat) and sat < flat - 5e-4 else
+                 f"DS levels off near {pct(sat)}{interval(_f(row, 'saturation_lo'), _f(row, 'saturation_hi'))}")
         claims = (f"Scaling stops paying (+1 US pt buys < {threshold:g} DS pt) at {pct(sp)} US"
-                  f"{interval(_f(row, 'stop_paying_lo'), _f(row, 'stop_paying_hi'))}; DS levels off near "
-                  f"{pct(_f(row, 'saturation'))}{interval(_f(row, 'saturation_lo'), _f(row, 'saturation_hi'))}.")
+                  f"{interval(_f(row, 'stop_paying_lo'), _f(row, 'stop_paying_hi'))}; {level}.")
     target = _f(row, "ds_target")
     if math.isfinite(target):
         un = _f(row, "us_needed")
         iv = interval(_f(row, "us_needed_lo"), _f(row, "us_needed_hi"))
-        if not trusted:         # as the steps: an untrusted group states the interval, never a point
+        if math.isfinite(flat) and target <= flat:      # no prediction needed: a visible model has it
+            need = f"{pct(target)} DS is reached already (best DS seen: {pct(flat)})"
+        elif not trusted:       # as the steps: an untrusted group states the interval, never a point
             need = f"{pct(target)} DS needs US in the 90% interval{iv or ' [none]'}"
         elif math.isfinite(un):
             past = "" if math.isfinite(hus) and un <= hus + 1e-12 else " (past the tested horizon)"

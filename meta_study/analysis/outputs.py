@@ -72,7 +72,10 @@ def write_fits(df: pd.DataFrame, panels: Sequence[dict[str, Any]], out_dir: str,
         for p, d in list(zip(panels, drawn))[:max_group_figures]:
             out.figures += fig.plot_group(d, os.path.join(out_dir, "figures", "groups", p["slug"]), footer=footer_text)
         eq1 = df[(df["law"] == "eq1")]
-        if eq1["shots"].notna().any():
+        # against the number of shots: only where a task has several shot settings (a single one,
+        # e.g. 0-shot language-model tasks, drew empty log-scaled panels and a legend of every task)
+        shots = eq1.dropna(subset=["shots"]).groupby(["us_task", "ds_task"])["shots"].nunique()
+        if (shots > 1).any():
             out.figures += fig.plot_params_vs_shots(eq1, os.path.join(out_dir, "figures", "params_vs_shots"),
                                                     footer=footer_text)
     return out

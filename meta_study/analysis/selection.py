@@ -535,10 +535,14 @@ def _trust(sel: GroupSelection, o: SelectionOptions) -> tuple[bool, str]:
         return False, f"no back-test (needs {2 * MIN_ABOVE} or more visible models, {MIN_ABOVE} above a cut)"
     if sel.n_cuts < 2:
         return False, "one back-test cut only (the discount needs another cut to be tested on)"
-    noise = (f", of which ~{100 * sel.noise:.1f} pt is test-set noise" if math.isfinite(sel.noise) else "")
+    # the test sets' sampling noise at the targets, beside (not a share of) the error: an RMS
+    # estimate, it can exceed an error that happened to come out small
+    noise = (f"; test-set noise alone ~{100 * sel.noise:.1f} pt" if math.isfinite(sel.noise) else "")
+    err = 100 * sel.backtest_err
+    shown = f"{err:.2f}" if abs(err - 100 * o.tolerance) < 0.05 else f"{err:.1f}"   # never "3.0 > 3"
     if sel.backtest_err > o.tolerance:
-        return False, f"back-test error {100 * sel.backtest_err:.1f} pt > tolerance {tol}{noise}"
-    return True, f"back-test error {100 * sel.backtest_err:.1f} pt <= tolerance {tol} over {sel.n_cuts} cuts{noise}"
+        return False, f"back-test error {shown} pt > tolerance {tol}{noise}"
+    return True, f"back-test error {shown} pt <= tolerance {tol} over {sel.n_cuts} cuts{noise}"
 
 
 def _tails(vals: np.ndarray, level: float) -> tuple[float, float]:
@@ -575,24 +579,38 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> Gr
     if beyond:
         warnings.append(f"extrapolation: +{beyond[0].points} US points ({100 * beyond[0].us:.1f}%) and beyond lie "
                         f"past the tested horizon ({_pct_or_none(hus)})")
-    # stop paying: within the visible models (a finding when trusted), else to 100% US (an extrapolation)
+    # stop paying, on the headline's curve (the one whose slopes the steps state). A finding (when
+    # trusted) only within the data: between the weakest and the best visible model, the last
+    # point where +1 US point still buys the threshold; and only if the answer's first step (+1 US
+    # point, when the back-tests reached it) does not pay again (a kink at the best model said
+    # "stops paying at 79%" beside "+1 US pt: 0.33 DS pt per US pt"). A curve that never paid in
+    # the data (discount 0) has no point to state: its steps say "no gain". Elsewhere: the point
+    # to 100% US, an extrapolation.
     trend = not (math.isfinite(sel.spearman_p) and sel.spearman_p >= TREND_P)
-    tested = _tested_grid(h.best_us)
-    sp_in = float(stop_paying_from_slopes(h.slope(tested)[None], o.payoff_threshold, tested)[0]) \
+    lowest = float(g.us[g.vis].min()) if g.vis.size else 0.0
+    tested = _tested_grid(h.best_us, lowest)
+    step = h.best_us + PLUS_POINTS[0] / 100.0
+    step_pays = bool(inside(step) and h.slope(np.array([step]))[0] >= o.payoff_threshold)
+    data_slopes = h.slope(tested) if tested is not None else None
+    sp_in = float(stop_paying_from_slopes(data_slopes[None], o.payoff_threshold, tested)[0]) \
         if tested is not None else math.nan
-    supported = bool(trusted and trend and math.isfinite(sp_in))
+    ever_paid = data_slopes is not None and bool(np.any(data_slopes >= o.payoff_threshold))
+    supported = bool(trusted and trend and math.isfinite(sp_in) and ever_paid and not step_pays)
     if supported:
         sp = sp_in
         members_sp = stop_paying_from_slopes(h.member_curves(tested, "slope"), o.payoff_threshold, tested)
     else:
         sp = float(stop_paying_from_slopes(h.slope(U_GRID)[None], o.payoff_threshold)[0])
         members_sp = stop_paying_from_slopes(h.member_curves(U_GRID, "slope"), o.payoff_threshold)
-        if trend and (math.isnan(sp) or sp > h.best_us):
+        if trend and (math.isnan(sp) or sp > h.best_us or step_pays):
             where = "is never reached" if math.isnan(sp) else f"at {100 * sp:.1f}% US"
-            warnings.append(f"extrapolation: +1 US point still buys {o.payoff_threshold:g} DS points or more at the "
-                            f"best visible model ({_pct_or_none(h.best_us)}), so the stop-paying point ({where}) "
-                            "and the saturation are not findings")
+            at = f"+{PLUS_POINTS[0]} US point ({_pct_or_none(step)})" if step_pays else \
+                f"the best visible model ({_pct_or_none(h.best_us)})"
+            warnings.append(f"extrapolation: +1 US point still buys {o.payoff_threshold:g} DS points or more at "
+                            f"{at}, so the stop-paying point ({where}) and the saturation are not findings")
     sp_lo, sp_hi = _tails(members_sp, o.level)
+    if math.isfinite(sp):   # the members' spread describes the laws' disagreement; it holds the answer itself
+        sp_lo, sp_hi = min(sp_lo, sp), max(sp_hi, sp)
     sat = h.saturation
     sat_lo, sat_hi = _tails(h.member_curves(np.array([1.0]))[:, 0], o.level)
     pu = hus if math.isfinite(hus) else math.nan
@@ -621,12 +639,14 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> Gr
                    warnings=tuple(dict.fromkeys(warnings)))
 
 
-def _tested_grid(best_us: float) -> np.ndarray | None:
-    """US accuracies from 0 to the best visible model (the payoff grid, then the model): where a
-    stop-paying point is a finding about the data, not a law's extrapolation."""
-    if not 0.0 < best_us < 1.0:
+def _tested_grid(end_us: float, start_us: float = 0.0) -> np.ndarray | None:
+    """US accuracies from ``start_us`` (the weakest visible model) to ``end_us`` (the best one):
+    the payoff grid between them and both ends. Where a stop-paying point is a finding, not a
+    law's extrapolation to either side."""
+    if not 0.0 < end_us < 1.0 or not start_us < end_us:
         return None
-    return np.concatenate([U_GRID[U_GRID < best_us], [best_us]])
+    inner = U_GRID[(U_GRID > start_us) & (U_GRID < end_us)]
+    return np.concatenate([[start_us], inner, [end_us]])
 
 
 def _pct_or_none(u: float) -> str:

@@ -40,6 +40,13 @@ FITS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "law", "frontier
                 "stop_paying_hi", "stop_paying_supported", "predict_us", "predict_ds", "predict_lo", "predict_hi",
                 "ds_target", "us_needed", "us_needed_lo", "us_needed_hi", "noise", "spearman", "spearman_p",
                 "status", "message")
+
+def join_warnings(warnings: Sequence[str]) -> str:
+    """The ``warnings`` column: each ``label: detail`` once, joined by "; ", which readers split
+    on (:func:`~meta_study.analysis.answers.flags`); a "; " inside a detail (a fit's message, "2
+    point(s); the law has 3 parameters") becomes ", " so that it cannot read as a label."""
+    return "; ".join(w.replace("; ", ", ") for w in warnings)
+
 def fits_frame(groups: Sequence[Group], selections: Sequence[GroupSelection],
                ds_target: float | None = None) -> pd.DataFrame:
     """The rows of ``fits.parquet`` (:data:`FITS_COLUMNS`) for groups and their selections."""
@@ -54,7 +61,7 @@ def fits_frame(groups: Sequence[Group], selections: Sequence[GroupSelection],
                          "backtest_err": c.backtest_err, "flat_backtest_err": sel.flat_backtest_err,
                          "flat_pred_err": sel.flat_pred_err, "coverage": c.coverage,
                          "holdout_threshold": sel.holdout_threshold, "n_heldout": sel.n_heldout, "headline": False,
-                         "trusted": False, "trust_reason": "", "warnings": "; ".join(c.warnings), "best_single": "",
+                         "trusted": False, "trust_reason": "", "warnings": join_warnings(c.warnings), "best_single": "",
                          "best_us": sel.headline.best_us, "horizon_us": sel.headline.horizon_us, "members": "",
                          "interval_residuals": residuals_json(c.residuals), "ds_test_size": sel.headline.test_size,
                          "stop_paying_supported": False,
@@ -81,7 +88,7 @@ def _headline_row(g: Group, sel: GroupSelection, ds_target: float | None) -> dic
             "pred_err": sel.pred_err, "backtest_err": sel.backtest_err, "flat_backtest_err": sel.flat_backtest_err,
             "flat_pred_err": sel.flat_pred_err, "coverage": sel.coverage, "holdout_threshold": sel.holdout_threshold,
             "n_heldout": sel.n_heldout, "headline": True, "trusted": bool(sel.trusted),
-            "trust_reason": sel.trust_reason, "warnings": "; ".join(sel.warnings),
+            "trust_reason": sel.trust_reason, "warnings": join_warnings(sel.warnings),
             "best_single": f"{single.law}/{single.frontier}" if single is not None else "",
             **(h.to_row() if h.usable else {"best_us": h.best_us, "horizon_us": h.horizon_us, "members": "",
                                             "interval_residuals": "[]", "ds_test_size": h.test_size}),
