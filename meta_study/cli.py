@@ -614,7 +614,11 @@ def _report_outputs(out: Any, out_dir: str) -> None:
 @click.option("--no-figures", is_flag=True, help="Tables only.")
 @click.option("--max-group-figures", default=60, show_default=True, type=click.IntRange(min=0),
               help="Per-group figures to draw at most.")
-def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures: bool, max_group_figures: int) -> None:
+@click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True,
+              help="'Scaling stops paying' where +1 US point buys fewer DS points than this (as report's, so that "
+                   "report reuses the fits in DIR).")
+def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures: bool, max_group_figures: int,
+        threshold: float) -> None:
     """Fit every law to every frontier of each group, back-test them, and pick each headline.
 
     Writes DIR/fits.parquet (+ .csv): one row per group x law x frontier with the parameters,
@@ -624,6 +628,7 @@ def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures
     """
     from .analysis.results import AnalysisOptions
 
+    fit = replace(fit, selection=replace(fit.selection, payoff_threshold=threshold))
     a, out = _analyze(store, store_uri, sel, out_dir, AnalysisOptions(fit=fit),
                       figures=not no_figures, max_group_figures=max_group_figures)
     df = a.fits
@@ -639,7 +644,7 @@ def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures
     for r in heads.to_dict("records"):
         shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
         labels = ", ".join(label for label, _ in flags(r.get("warnings")))
-        click.echo(f"  {r['us_task']} -> {r['ds_task']} ({r['eval_protocol']}{shots}): {answer_text(r)}"
+        click.echo(f"  {r['us_task']} -> {r['ds_task']} ({r['eval_protocol']}{shots}): {answer_text(r, threshold)}"
                    + (f" [{labels}]" if labels else ""))
     _report_outputs(out, out_dir)
 

@@ -199,3 +199,16 @@ def test_params_vs_shots_only_with_several_shot_settings(tmp_path):
         r = run_cli("fit", store.uri, "--out", str(out), "--max-group-figures", "0")
         assert r.returncode == 0, r.stderr
         assert (out / "figures" / "params_vs_shots.png").exists() == drawn
+
+
+def test_fit_takes_the_threshold_that_report_takes(tmp_path):
+    """`report --threshold 0.5` into a folder made by `fit` was refused ("made with other options:
+    payoff_threshold 0.1"), and no `fit` option could make it."""
+    s = _store(tmp_path / "st", runs=30)
+    out = tmp_path / "o"
+    r = run_cli("fit", s.uri, "--out", str(out), "--threshold", "0.5", "--no-figures")
+    assert r.returncode == 0, r.stderr
+    again = run_cli("report", s.uri, "--out", str(out), "--threshold", "0.5", "--serial", "--trials", "2",
+                    "--samples", "10")
+    assert again.returncode == 0, again.stderr
+    assert "reused fits" in again.stdout, again.stdout
