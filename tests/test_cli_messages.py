@@ -212,3 +212,31 @@ def test_fit_takes_the_threshold_that_report_takes(tmp_path):
                     "--samples", "10")
     assert again.returncode == 0, again.stderr
     assert "reused fits" in again.stdout, again.stdout
+
+
+def test_an_interrupted_write_is_redone_by_the_same_command_not_a_blocked_folder(tmp_path):
+    """A report killed while drawing left sensitivity.parquet unrecorded; the same command then
+    refused the folder ("results of unknown options are already there") until files were
+    deleted by hand. Now the part is recorded as incomplete, with its options, before it is written."""
+    import os
+    import signal
+    import sys
+
+    s = _store(tmp_path / "st", runs=30)
+    out = tmp_path / "o"
+    args = [sys.executable, "-m", "meta_study.cli", "fit", s.uri, "--out", str(out), "--no-figures"]
+    p = subprocess.Popen(args, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "META_STUDY_FAILPOINT": "results_part_written"})
+    try:
+        assert "failpoint results_part_written" in p.stderr.readline()
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert (out / "fits.parquet").exists()
+    other = run_cli("fit", s.uri, "--out", str(out), "--no-figures", "--tolerance", "4")   # other options: refused
+    assert one_error_line(other, "fits.parquet: made with")
+    again = run_cli("fit", s.uri, "--out", str(out), "--no-figures")
+    assert again.returncode == 0, again.stderr
+    assert '"incomplete"' not in (out / "results.json").read_text()
+    reuse = run_cli("fit", s.uri, "--out", str(out), "--no-figures")
+    assert "reused fits" in reuse.stdout

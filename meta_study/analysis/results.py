@@ -19,7 +19,9 @@ demo) all go through :func:`analyze` and :class:`ResultsDir`:
 - :func:`meta_study.report.render_report` renders an :class:`Analysis`.
 
 Every table is written to a temporary name and renamed into place (:func:`tables.write_table`), and
-``results.json`` last, so an interrupted command leaves either the old part or the new one.
+``results.json`` last, so an interrupted command leaves either the old part or the new one; a part
+is recorded as ``incomplete`` (with its options) before it is written, so that the same command
+run again redoes what an interruption left, where other options are still refused.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import UserError
+from ..failpoints import failpoint
 from .fitting import FitOptions
 from .groups import GROUP_COLUMNS, Group, Selection
 from .outputs import Outputs, write_correlations, write_fits, write_sensitivity, write_table
@@ -142,12 +145,15 @@ class ResultsDir:
             return "compute"
         if have is None:
             # written before results.json existed, or by hand: not ours to overwrite blindly
+            why = "not in results.json" if (self.path / MANIFEST).exists() else "no results.json"
             raise UserError(f"{self.path / MAIN_TABLE[part]}: results of unknown options are already there "
-                            "(no results.json); give another --out, or remove them")
+                            f"({why}); give another --out, or remove them")
         key = _key(part, options, selection)
         if {k: have.get(k) for k in key} != key:
             raise UserError(f"{self.path / MAIN_TABLE[part]}: made with {_describe_difference(have, key)}; "
                             "give another --out, or the same options to reuse it")
+        if have.get("incomplete"):      # an interrupted write of these very options: redone
+            return "compute"
         return "reuse" if have.get("store_version") == store_version else "compute"
 
     def load(self, part: str) -> Any:
@@ -161,11 +167,14 @@ class ResultsDir:
         their figures, and then ``results.json``."""
         out = Outputs()
         root = str(self.path)
-        version = analysis.provenance.get("store version")
         done = []
         for part in analysis.options.parts():
             if part in analysis.reused:
                 continue
+            # recorded as incomplete before a byte of it is written: a command interrupted while
+            # writing it (a figure of 202 groups takes minutes) leaves files the same options redo,
+            # not "results of unknown options" that blocked the folder
+            self._record([part], analysis, selection, incomplete=True)
             if part == "fits":
                 write_fits(analysis.fits, analysis.panels if figures else (), root, out=out,
                            max_group_figures=max_group_figures, footer_text=footer_text)
@@ -178,17 +187,26 @@ class ResultsDir:
             elif part == "correlations" and analysis.correlations is not None:
                 write_correlations(analysis.correlations, root, figures=figures, out=out,
                                    footer_text=footer_text)
+            failpoint("results_part_written")   # a test stops here: the part is on disk, not yet recorded
             done.append(part)
+        self._record(done, analysis, selection)
+        return out
+
+    def _record(self, parts: Sequence[str], analysis: Analysis, selection: Selection, *,
+                incomplete: bool = False) -> None:
+        """``results.json`` with ``parts`` made by ``analysis`` (written atomically)."""
         m = self.manifest()
-        for part in done:
-            m["parts"][part] = {**_key(part, analysis.options, selection), "store_version": version,
+        for part in parts:
+            m["parts"][part] = {**_key(part, analysis.options, selection),
+                                "store_version": analysis.provenance.get("store version"),
                                 "store": analysis.provenance.get("store"),
                                 "written": _dt.datetime.now(_dt.timezone.utc).isoformat(),
                                 "meta_study": __version__}
+            if incomplete:
+                m["parts"][part]["incomplete"] = True
         tmp = self.path / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
         tmp.write_text(json.dumps(m, indent=1, sort_keys=True))
         os.replace(tmp, self.path / MANIFEST)
-        return out
 
 
 def group_key(values: Sequence[Any]) -> tuple:
