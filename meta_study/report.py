@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import pandas as pd
 
 from .analysis.answers import answer, flags
+from .analysis.groups import group_slug
 from .analysis.selection import FLAG_HELP
 from .analysis.tables import headlines
 from .explorer import CSS as EXPLORER_CSS
@@ -66,15 +67,24 @@ def _flags_html(warnings: Any) -> str:
     return " ".join(out)
 
 
-def _answers_html(heads: pd.DataFrame, threshold: float) -> str:
+def _slug(r: Mapping[str, Any]) -> str:
+    shots = None if pd.isna(r["shots"]) else int(r["shots"])
+    return group_slug((str(r["us_task"]), str(r["ds_task"]), str(r["eval_protocol"]), shots))
+
+
+def _answers_html(heads: pd.DataFrame, threshold: float, figures: set[str] = frozenset()) -> str:
+    """One item per group, each an anchor (``#answer-SLUG``) that links to its figure in "Per task"
+    (``#figure-SLUG``) where one was drawn: with 200 groups, finding a task's figure was a scroll."""
     items = []
     for r in heads.to_dict("records"):
         a = answer(r, threshold)
         cls = "" if a.trusted else " class=bad"
         shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
-        items.append(f"<li{cls}><b>{_e(r['us_task'])} &rarr; {_e(r['ds_task'])}</b> ({_e(r['eval_protocol'])}{shots}): "
-                     f"<b>{_e(a.word)}</b> ({_e(a.reason)}). {_e('; '.join(a.steps))}. {_e(a.claims)} "
-                     f"{_flags_html(r.get('warnings'))}</li>")
+        slug = _slug(r)
+        link = f" <a href='#figure-{_e(slug)}'>figure</a>" if slug in figures else ""
+        items.append(f"<li{cls} id='answer-{_e(slug)}'><b>{_e(r['us_task'])} &rarr; {_e(r['ds_task'])}</b> "
+                     f"({_e(r['eval_protocol'])}{shots}): <b>{_e(a.word)}</b> ({_e(a.reason)}). "
+                     f"{_e('; '.join(a.steps))}. {_e(a.claims)} {_flags_html(r.get('warnings'))}{link}</li>")
     return "<ul class=answers>" + "".join(items) + "</ul>"
 
 
@@ -297,6 +307,8 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     n_groups = fits.groupby(["us_task", "ds_task", "eval_protocol", "shots"], dropna=False).ngroups
     n_trusted = int(heads["trusted"].sum())
     n_bad = int((~heads["status"].isin(["ok", "at_bound"])).sum())
+    # shots by value (1, 5, 10, 25), not as text (1, 10, 25, 5)
+    group_pngs = sorted((figs / "groups").glob("*.png"), key=_natural) if (figs / "groups").exists() else []
     unfit = (f" <b>Fits could not be made for {n_bad} groups</b> (in red, with the reason)." if n_bad else "")
     parts.append(f"<h2>Answers</h2><p class=note>{n_groups} groups, {n_trusted} with a trusted answer.{unfit} Per group, "
                  "every law is fitted to every frontier estimator of the visible models; the headline is their "
@@ -304,17 +316,17 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                  "predict the frontier above it) saw materialise. It is trusted when its own back-test error is "
                  "within the tolerance; warnings describe the data and never withhold an answer by themselves "
                  "(hover a label). Accuracies in percent, errors and slopes in accuracy points (pt); "
-                 "definitions: docs/analysis.md.</p>" + _verdict(heads) + _answers_html(heads, threshold))
+                 "definitions: docs/analysis.md.</p>" + _verdict(heads)
+                 + _answers_html(heads, threshold, {p.stem for p in group_pngs}))
     parts.append("<h2>Headline and the paper's fit</h2>" + _table_html(fits))
     if (figs / "fits_grid.png").exists():
         parts.append("<h2>DS vs US accuracy</h2>" + _img(root, "figures/fits_grid.png", "fits grid"))
     parts.append(explorer_html(heads, analysis.points))
     parts.append(_hover_html(heads, analysis.points))
-    # shots by value (1, 5, 10, 25), not as text (1, 10, 25, 5)
-    group_pngs = sorted((figs / "groups").glob("*.png"), key=_natural) if (figs / "groups").exists() else []
     if group_pngs:
         parts.append("<h2>Per task</h2><div class=figs>" +
-                     "".join(_img(root, f"figures/groups/{p.name}", p.stem) for p in group_pngs) + "</div>")
+                     "".join(f"<span id='figure-{_e(p.stem)}'>{_img(root, f'figures/groups/{p.name}', p.stem)}</span>"
+                             for p in group_pngs) + "</div>")
     if (figs / "sensitivity.png").exists():
         parts.append("<h2>Sample-size sensitivity</h2><p class=note>Per DS task (the paper's Fig. 3): fitting and "
                      "prediction error of Eq. 1, in accuracy points, on each frontier estimator on random subsamples "

@@ -83,6 +83,11 @@ def test_report_of_the_timm_results_renders(tmp_path, timm_dir):
     # every group has its sentence: trusted ones state what +1/+3/+5 US points buy, the others why not
     assert html.count("<li") >= 5 and "DS pt per US pt" in html and "90% interval" in html
     assert "<table class=sortable>" in html and "fits.csv" in html   # HTML tables, CSV downloads
+    # each answer links to its group's figure in "Per task" (5 groups, 5 figures)
+    import re
+
+    links = re.findall(r"<a href='#figure-([^']+)'>figure</a>", html)
+    assert len(links) == 5 and all(f"<span id='figure-{slug}'>" in html for slug in links), links
     images, messages, (up, down) = open_in_chromium(page, SORT_PROBE)
     assert len(up) >= 10 and up == sorted(up) and down == sorted(up, reverse=True), (up, down)
     # hover: every group's models as points whose tooltip names the run (the model)

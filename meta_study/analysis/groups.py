@@ -14,6 +14,14 @@ from ..schema import GROUP
 GROUP_COLUMNS = GROUP  # ("us_task", "ds_task", "eval_protocol", "shots")
 
 
+def group_slug(key: tuple[str, str, str, int | None]) -> str:
+    """A file-name-safe name for a group's figures, from its (us_task, ds_task, eval_protocol,
+    shots) key; also the report's anchor of the group's figure."""
+    raw = "_".join(str(x) for x in key if x is not None)
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in raw)
+    return f"{safe[:80]}-{stable_hash(key) % 10**6:06d}"
+
+
 @dataclass(frozen=True)
 class Group:
     """One analysis group: a cloud of (US accuracy, DS accuracy) points, one per model run.
@@ -50,10 +58,8 @@ class Group:
 
     @property
     def slug(self) -> str:
-        """A file-name-safe name for the group's figures."""
-        raw = "_".join(str(x) for x in self.key if x is not None)
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in raw)
-        return f"{safe[:80]}-{stable_hash(self.key) % 10**6:06d}"
+        """A file-name-safe name for the group's figures (:func:`group_slug`)."""
+        return group_slug(self.key)
 
     @property
     def n(self) -> int:
