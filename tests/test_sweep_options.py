@@ -48,6 +48,12 @@ def test_the_config_holds_train_config_fields_only_and_hooks_travel_beside_it():
     (["--set", "lr"], "--set 'lr': expected KEY=VALUE"),
     (["--dataset", "pets=/data/pets"], "expected NAME=imagefolder:PATH"),
     (["--workers-per-trial", "0"], "--workers-per-trial 0: must be >= 1"),
+    # 0 ran the sweep's default number of trials, -1 sampled forever; a negative resource reached Ray
+    (["--num-samples", "0"], "--num-samples 0: must be >= 1"),
+    (["--num-samples", "-1"], "--num-samples -1: must be >= 1"),
+    (["--cpus-per-trial", "-1"], "--cpus-per-trial -1: must be a number >= 0"),
+    (["--gpus-per-trial", "-1"], "--gpus-per-trial -1: must be a number >= 0"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial 0: a trial needs a CPU or a GPU"),
 ])
 def test_bad_flags_are_one_line_user_errors(argv, says):
     with pytest.raises(UserError, match=None) as e:

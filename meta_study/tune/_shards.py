@@ -118,6 +118,15 @@ class MlflowWriter:
         with self._lock:
             if self._threads and all(t.is_alive() for t in self._threads):
                 return
+            # mlflow imported here, once, before the threads: four threads importing it at once (a
+            # resume replaying its spool) got "partially initialized module 'mlflow'" errors, taken
+            # for a server that is down, and the replay hung in flush for good
+            import mlflow  # noqa: F401
+            import mlflow.entities  # noqa: F401
+            import mlflow.tracking  # noqa: F401
+
+            from ..mlflow_client import mlflow_client  # noqa: F401
+
             self._stop.clear()
             if not self._queues:
                 self._queues = [queue.Queue() for _ in range(self.WRITERS)]
@@ -212,11 +221,12 @@ class MlflowWriter:
     # ---- MLflow calls ---------------------------------------------------------------------------
 
     def _mlflow(self) -> Any:
-        if self._client is None:
-            from ..mlflow_client import mlflow_client
+        with self._lock:          # one client for the writer threads, made once
+            if self._client is None:
+                from ..mlflow_client import mlflow_client
 
-            self._client = mlflow_client(self.target.tracking_uri)
-        return self._client
+                self._client = mlflow_client(self.target.tracking_uri)
+            return self._client
 
     def _rest_client(self) -> _RestRuns | None:
         """The lean REST path for http(s) tracking servers (not Databricks); None otherwise."""

@@ -24,6 +24,8 @@ Importing this module does not import Ray, torch or timm. What happens:
 
 from __future__ import annotations
 
+import math
+
 import argparse
 import ast
 import datetime
@@ -189,6 +191,14 @@ class SweepOptions:
             raise UserError(f"--workers-per-trial {self.workers_per_trial}: must be >= 1")
         if self.max_failures < 0:
             raise UserError(f"--max-failures {self.max_failures}: must be >= 0")
+        # 0 ran the sweep's default and -1 is Tune's "sample forever": neither is what a user meant
+        if self.num_samples is not None and self.num_samples < 1:
+            raise UserError(f"--num-samples {self.num_samples}: must be >= 1")
+        for flag, v in (("--cpus-per-trial", self.cpus_per_trial), ("--gpus-per-trial", self.gpus_per_trial)):
+            if v is not None and not (math.isfinite(v) and v >= 0):     # -1 reached Ray: a hang, or a traceback
+                raise UserError(f"{flag} {v:g}: must be a number >= 0")
+        if self.cpus_per_trial == 0 and not self.gpus_per_trial:
+            raise UserError("--cpus-per-trial 0: a trial needs a CPU or a GPU")
 
 
 #: The dataclass's defaults, which the command line shows and uses (one place for each).
