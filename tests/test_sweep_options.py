@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, sweep_module
 from meta_study.errors import UserError
-from meta_study.tune.runner import SMOKE, SweepOptions, SweepSpec, fixed_config, grid, parse_options, trial_hooks
+from meta_study.tune.runner import SMOKE, SweepOptions, SweepSpec, fixed_config, grid, parse_options, run_sweep, trial_hooks
 from meta_study.tune.preflight import (default_storage, plan_session, refuse_runtime_env_secrets, refuse_secrets,
                                        runtime_env_of_job)
 from meta_study.tune.state import Session, StateDir, SweepRecord
@@ -281,3 +281,20 @@ def test_a_new_sweeps_record_is_created_by_exactly_one_driver(tmp_path):
     client = MlflowClient(tracking)
     runs = client.search_runs([client.get_experiment_by_name("mine").experiment_id])
     assert [r.info.status for r in runs] == ["KILLED"]                       # ours, closed
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--set", "lr=abc"], "--set lr='abc': expected a number (default None)"),
+    (["--set", "nosuchkey=1"], "--set nosuchkey: no such trial setting"),
+    (["--set", "model_name=nosuchmodel"], "model_name 'nosuchmodel': neither a preset"),
+    (["--us-task", "nosuch"], "us_task 'nosuch': no such task"),
+    (["--ds-task", "nosuch"], "ds_tasks 'nosuch': no such task"),
+])
+def test_a_bad_trial_setting_stops_the_sweep_before_ray_starts(tmp_path, argv, says):
+    """Found inside the trials, each cost a minute of Ray, retried trials, hundreds of lines of
+    tracebacks and a sweep name used up."""
+    options = parse_options(SPEC, ["--smoke", "--storage-path", str(tmp_path / "sw"), *argv])
+    with pytest.raises(UserError) as e:
+        run_sweep(SPEC, options)
+    assert says in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "sw").exists()                      # nothing made: the name is free

@@ -295,6 +295,54 @@ def fixed_config(spec: SweepSpec, options: SweepOptions) -> dict[str, Any]:
     return cfg
 
 
+def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
+    """The fixed part of every trial's config, checked before Ray starts: unknown keys, a value of
+    the wrong type (``--set lr=abc``), an unknown model, US task or DS task. Found inside the
+    trials, each cost a minute of Ray start-up, retried trials, hundreds of lines of tracebacks
+    and a sweep name used up. One :class:`UserError` line naming the value."""
+    import dataclasses
+    import numbers
+
+    from ..train.data import list_tasks
+    from ..train.loop import TrainConfig
+    from ..train.models import list_presets
+
+    cfg = fixed_config(spec, options)
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(cfg) - set(fields))
+    if unknown:
+        raise UserError(f"--set {unknown[0]}: no such trial setting (TrainConfig has {', '.join(fields)})")
+
+    def number(v: Any) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+    for key, v in cfg.items():
+        ann, default = str(fields[key].type), fields[key].default
+        if v is None and "None" in ann:
+            continue
+        ok = (number(v) if ann.split(" |")[0] in ("float", "int") else
+              isinstance(v, bool) if ann.startswith("bool") else
+              isinstance(v, str) if ann.startswith("str") else
+              isinstance(v, (list, tuple)) if ann.startswith("tuple") else
+              isinstance(v, Mapping) if ann.startswith("Mapping") else True)
+        if not ok:
+            want = "a number" if ann.split(" |")[0] in ("float", "int") else ann
+            raise UserError(f"--set {key}={v!r}: expected {want}" + (f" (default {default!r})"
+                                                                      if default is not dataclasses.MISSING else ""))
+    tasks = set(list_tasks())
+    for key, names in (("us_task", [cfg.get("us_task")]), ("ds_tasks", list(cfg.get("ds_tasks") or []))):
+        for name in names:
+            if name is not None and name not in tasks and name not in options.datasets:
+                raise UserError(f"{key} {name!r}: no such task (tasks: {', '.join(sorted(tasks))}; on-disk "
+                                "datasets come with --dataset NAME=...)")
+    model = cfg.get("model_name")
+    if isinstance(model, str) and model not in list_presets():
+        import timm
+
+        if not timm.is_model(model):
+            raise UserError(f"model_name {model!r}: neither a preset ({', '.join(list_presets())}) nor a timm model")
+
+
 def trial_hooks(options: SweepOptions) -> "TrialHooks":
     """What the machinery tells every trial besides its config (:class:`~.trial.TrialHooks`)."""
     from .trial import TrialHooks
@@ -471,6 +519,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     o = options
     refuse_secrets(tracking_uri=o.tracking_uri, storage_path=o.storage_path, datasets=o.datasets)
     require_training(f"sweep {spec.name}")   # a core install: one line, not a worker's traceback
+    check_fixed_config(spec, o)
     t0 = time.monotonic()
     p = plan_sweep(spec, o)
     tune_environment()
