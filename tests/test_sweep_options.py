@@ -298,3 +298,17 @@ def test_a_bad_trial_setting_stops_the_sweep_before_ray_starts(tmp_path, argv, s
         run_sweep(SPEC, options)
     assert says in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "sw").exists()                      # nothing made: the name is free
+
+
+def test_an_unreachable_tracking_server_is_one_line_before_ray_starts(tmp_path):
+    """--tracking-uri http://127.0.0.1:9 hung the sweep without a word (MLflow retries for minutes)."""
+    import socket
+
+    with socket.socket() as sock:                     # a port nobody listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        options = parse_options(SPEC, ["--smoke", "--storage-path", str(tmp_path / "sw"),
+                                       "--tracking-uri", f"http://127.0.0.1:{port}"])
+        with pytest.raises(UserError) as e:     # (it hung: the test's timeout would end it)
+            run_sweep(SPEC, options)
+    assert f"--tracking-uri http://127.0.0.1:{port}: cannot reach the tracking server" in str(e.value)

@@ -62,6 +62,28 @@ def refuse_secrets(*, tracking_uri: str | None, storage_path: str | None,
                             f"credentials through their environment or role ({CREDENTIALS_DOC})")
 
 
+def check_tracking_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
+    """An http(s) tracking server that answers no TCP connection is one line before Ray starts (the
+    sweep hung without a word: MLflow's client retries a refused connection for minutes). A server
+    that goes away later is the writer's business: it spools and replays. One connect, no request."""
+    import socket
+    import urllib.parse
+
+    from ..mlflow_client import safe_uri
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    u = urllib.parse.urlsplit(tracking_uri)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    try:
+        with socket.create_connection((u.hostname or "", port), timeout=timeout_s):
+            pass
+    except OSError as e:
+        why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise UserError(f"--tracking-uri {safe_uri(tracking_uri)}: cannot reach the tracking server ({why}); "
+                        "is it running, and is the address right?") from None
+
+
 def runtime_env_of_job(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The ``runtime_env`` a Ray job was submitted with ({} outside a job). Ray hands it to the
     job's driver in ``RAY_JOB_CONFIG_JSON_ENV_VAR``."""

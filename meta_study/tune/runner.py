@@ -41,8 +41,8 @@ from ..errors import UserError
 from ..extras import require_training
 from ..failpoints import failpoint
 from . import provenance
-from .preflight import (check_storage_on_nodes, default_storage, experiment_dir, plan_session, refuse_runtime_env_secrets,
-                        refuse_secrets, runtime_env_of_job)
+from .preflight import (check_storage_on_nodes, check_tracking_reachable, default_storage, experiment_dir, plan_session,
+                        refuse_runtime_env_secrets, refuse_secrets, runtime_env_of_job)
 from .state import Session, StateDir, SweepRecord, is_remote
 from .finalize import TrialRef
 
@@ -522,6 +522,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     check_fixed_config(spec, o)
     t0 = time.monotonic()
     p = plan_sweep(spec, o)
+    check_tracking_reachable(p.tracking)
     tune_environment()
     from ray import tune
 
