@@ -152,7 +152,7 @@ class SweepOptions:
     """How to run a sweep: every ``sweeps/*.py`` flag (``--help`` describes each), typed.
 
     ``tracking_uri`` None means ``$MLFLOW_TRACKING_URI`` when :func:`parse_options` reads the
-    flags, else a sqlite file under the storage path; ``address`` None means ``$RAY_ADDRESS``,
+    flags, else a sqlite file beside the storage path (its parent directory); ``address`` None means ``$RAY_ADDRESS``,
     else a local Ray (``"local"``: always a Ray of our own). ``researcher`` defaults to
     ``$META_STUDY_RESEARCHER`` (the submitting user, set by ``python -m meta_study.tune.submit``),
     else ``$USER``.
@@ -213,7 +213,8 @@ def build_parser(spec: SweepSpec) -> argparse.ArgumentParser:
     a("--smoke", action="store_true", help="tiny models, CPU, minutes")
     a("--num-samples", type=int, default=None, help="Tune num_samples (default: the sweep's)")
     a("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
-      help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --storage-path)")
+      help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///PARENT/mlflow.db, PARENT being "
+           "--storage-path's parent directory, with the artifacts in PARENT/mlartifacts/EXPERIMENT)")
     a("--experiment", default=None, help="MLflow experiment (default: the sweep's name)")
     a("--storage-path", default=None,
       help=f"Tune storage and the sweep's state: s3://..., gs://... or a path every node mounts "
