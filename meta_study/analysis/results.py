@@ -196,6 +196,7 @@ class ResultsDir:
                 incomplete: bool = False) -> None:
         """``results.json`` with ``parts`` made by ``analysis`` (written atomically)."""
         m = self.manifest()
+        self.path.mkdir(parents=True, exist_ok=True)     # before the first part: nothing may have made it yet
         for part in parts:
             m["parts"][part] = {**_key(part, analysis.options, selection),
                                 "store_version": analysis.provenance.get("store version"),
