@@ -528,9 +528,9 @@ def _selected(sel: Any) -> tuple[tuple[str, str, tuple[Any, ...]], ...]:
 
 
 def _store_values(groups: Any, col: str) -> list[str]:
-    vals = sorted({str(int(v)) if col == "shots" else str(v) for v in groups[col].dropna()},
+    """A group column's values in the store, as a user types them (shots in numeric order)."""
+    return sorted({str(int(v)) if col == "shots" else str(v) for v in groups[col].dropna()},
                   key=lambda v: (len(v), v) if col == "shots" else v)
-    return vals
 
 
 def _shown_values(vals: list[str]) -> str:
