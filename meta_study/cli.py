@@ -540,6 +540,8 @@ def _shown_values(vals: list[str]) -> str:
 def _unknown_selection(store_uri: str, store_obj: Any, sel: Any) -> str | None:
     """A value given to a selection option that no group of the store has (a typo among several
     names dropped its group silently): one line naming it, with what the store has."""
+    if not any(given for _, _, given in _selected(sel)):
+        return None                       # nothing named: no summary to read (a manifest read on s3)
     groups = store_obj.summary().groups
     for opt, col, given in _selected(sel):
         if given and col in groups and len(groups):
