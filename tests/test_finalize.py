@@ -60,7 +60,7 @@ def test_each_stopped_trials_evaluation_is_retried_and_a_failure_is_recorded(loc
     from meta_study.tune.finalize import evaluate_stopped, is_stopped_early
     from meta_study.tune.runner import PerTrialResources, SweepOptions
     from meta_study.tune.tracking import MlflowSweepCallback, parent_run
-    from meta_study.tune.trial import EVAL_ATTEMPT_FILE, FINAL_FILE, TrialHooks
+    from meta_study.tune.trial import EVAL_ATTEMPT_FILE, EVAL_FILE, FINAL_FILE, TrialHooks
 
     exp = f"finalize-{uuid.uuid4().hex[:6]}"
     state = str(tmp_path / "ray" / "zoo")
@@ -87,7 +87,8 @@ def test_each_stopped_trials_evaluation_is_retried_and_a_failure_is_recorded(loc
                           hooks=TrialHooks(fail_eval_once=True), retries=2)
     assert ev.done == ("good",) and set(ev.failed) == {"gone"}
     assert (tmp_path / "ray" / "zoo" / "good" / EVAL_ATTEMPT_FILE).exists()    # it did fail once first
-    assert (tmp_path / "ray" / "zoo" / "good" / FINAL_FILE).exists()           # recorded: never evaluated twice
+    assert (tmp_path / "ray" / "zoo" / "good" / EVAL_FILE).exists()            # recorded: never evaluated twice
+    assert not (tmp_path / "ray" / "zoo" / "good" / FINAL_FILE).exists()       # not a training completion record
     assert cb.flush(timeout_s=60)
     runs = {r.data.tags["trial_id"]: r for r in client.search_runs([exp_id], "tags.`meta_study.role` = 'trial'")}
     ok, bad = runs["good"], runs["gone"]
@@ -109,6 +110,15 @@ def test_each_stopped_trials_evaluation_is_retried_and_a_failure_is_recorded(loc
     assert "1 finished runs without downstream metrics" in r.stdout and "meta_study.eval_status=failed" in r.stdout
     df = Store(str(store)).to_pandas()
     assert set(df["run_id"]) == {ok.info.run_id}
+
+    # a later session (--resume) whose evaluation of the failed trial succeeds (its checkpoint back):
+    # the earlier session's error does not stay on the run beside eval_status=ok
+    later = MlflowSweepCallback(mlflow_server.uri, exp_id, parent, state, tags={"sweep": "zoo"}, resumed=True)
+    later.log_evaluation("gone", {ds_metric_key("synth_combo", 10): 0.5, "early_stopped": 1.0})
+    assert later.flush(timeout_s=60)
+    fixed = client.get_run(bad.info.run_id)
+    assert fixed.info.status == "FINISHED" and fixed.data.tags["meta_study.eval_status"] == "ok"
+    assert "meta_study.eval_error" not in fixed.data.tags
 
 
 def test_runs_a_dead_driver_left_open_are_settled_or_closed(mlflow_server, tmp_path):

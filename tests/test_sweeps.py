@@ -202,6 +202,55 @@ def test_killed_driver_resumes_without_duplicates(mlflow_server, tmp_path):
     assert Store(str(store)).to_pandas()["run_id"].nunique() == 3             # each point once
 
 
+@pytest.mark.slow(120)
+def test_ctrl_c_leaves_unfinished_runs_for_resume(mlflow_server, tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group) while both trials train: Tune stops and
+    returns normally, and its stopped trials look early-stopped. They are not evaluated as if
+    finished (a half-trained model recorded as a final point, and its completion record then
+    stopped --resume from training it), the writer process survives the keystroke, every open run
+    ends KILLED with meta_study.status=interrupted, the parent KILLED, exit 130 with what to do.
+    --resume then trains both to the end under the same runs, with the stale tags gone."""
+    exp = f"intr-{uuid.uuid4().hex[:6]}"
+    storage = tmp_path / "ray"
+    args = ("--tracking-uri", mlflow_server.uri, "--experiment", exp, "--storage-path", str(storage),
+            "--set", "epochs=30")
+    p = sweep("head_wd", *args, cwd=tmp_path, background=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and p.poll() is None:   # both trials past their second checkpoint
+        if len(list(storage.glob("head_wd-smoke/*/checkpoint_000002"))) == 2:
+            break
+        time.sleep(0.2)
+    assert p.poll() is None, "the sweep ended before it could be interrupted: " + p.stdout.read()[-3000:]
+    os.killpg(p.pid, signal.SIGINT)
+    out = p.communicate(timeout=600)[0]
+    assert p.returncode == 130, out[-4000:]
+    assert "KeyboardInterrupt" not in out, out[-4000:]            # the writer process ignored it
+    s = summary(out)
+    assert s["interrupted"] == 2 and s["finished"] == 0 and s["early_stopped"] == 0, s
+    assert "interrupted (SIGINT)" in out and "--resume" in out.strip().splitlines()[-1]
+    client = MlflowClient(mlflow_server.uri)
+    runs = child_runs(mlflow_server.uri, exp)
+    assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"]
+    for r in runs:
+        assert r.data.tags["meta_study.status"] == "interrupted" and "--resume" in r.data.tags["meta_study.reason"]
+        assert "meta_study.eval_status" not in r.data.tags and "early_stopped" not in r.data.metrics
+    assert not list(storage.glob("head_wd-smoke/*/meta_study_final.json"))   # nothing recorded as done
+    assert client.get_run(s["mlflow_parent_run"]).info.status == "KILLED"
+    before = {r.info.run_id for r in runs}
+
+    r2 = sweep("head_wd", *args, "--resume", cwd=tmp_path)
+    assert r2.returncode == 0, r2.stdout[-3000:] + r2.stderr[-3000:]
+    s2 = summary(r2.stdout)
+    assert s2["finished"] == s2["trials"] == 2 and s2["interrupted"] == 0
+    runs = child_runs(mlflow_server.uri, exp)
+    assert {r.info.run_id for r in runs} == before                  # the same runs, continued
+    for r in runs:
+        check_trial_run(client, r)
+        assert r.data.metrics["train/epochs"] == 30 and "early_stopped" not in r.data.metrics   # trained to the end
+        assert not {"meta_study.status", "meta_study.reason", "meta_study.eval_status"} & set(r.data.tags)
+    assert client.get_run(s["mlflow_parent_run"]).info.status == "FINISHED"
+
+
 class Proxy:
     """A TCP proxy to the MLflow server that the test can switch off (connections refused)."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -26,6 +27,10 @@ LOCK_WAIT_S = WRITER_WAIT_S          # a dead driver's writer gets this long to 
 
 def _serve(args: dict[str, Any]) -> None:
     """The child: read operations from stdin, answer flushes on (the original) stdout."""
+    # Ctrl-C in a terminal reaches the whole process group: the driver decides when the sweep
+    # stops, and closes this process's stdin then (or dies, which closes it too); a child killed
+    # by the same keystroke lost the operations it had queued
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)                      # anything a library prints goes to stderr, not the replies
     try:

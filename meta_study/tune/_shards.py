@@ -68,7 +68,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 class Op:
     """One MLflow operation for the writer (JSON-serializable: it crosses the pipe and the spool)."""
 
-    kind: str                       # "run", "metrics", "tag", "artifacts", "end", "map"; "batch" (spooled); "noop"
+    kind: str                       # "run", "metrics", "tag", "artifacts", "end", "map", "reopen"; "batch" (spooled); "noop"
     trial: str
     payload: dict[str, Any] = field(default_factory=dict)
 
@@ -312,6 +312,13 @@ class MlflowWriter:
             client = self._mlflow()
             client.log_artifacts(rid, p["dir"], artifact_path="checkpoint")
             client.set_tag(rid, "checkpoint_uri", f"{client.get_run(rid).info.artifact_uri}/checkpoint")
+        elif kind == "reopen":   # a later session continues the run: RUNNING again, an earlier session's tags off
+            client = self._mlflow()
+            present = set(client.get_run(rid).data.tags)
+            for key in p.get("untag", []):
+                if key in present:         # deleting an absent tag is an error (RESOURCE_DOES_NOT_EXIST)
+                    client.delete_tag(rid, key)
+            client.update_run(rid, status="RUNNING")
         elif kind == "end":
             rest = self._rest_client()
             if rest is not None:

@@ -28,14 +28,17 @@ import math
 
 import argparse
 import ast
+import contextlib
 import datetime
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from ..errors import UserError
 from ..extras import require_training
@@ -400,7 +403,8 @@ class SweepResult:
 
     ``eval_failed``: early-stopped trials whose end-of-sweep evaluation failed (the reason is on
     each run); ``settled`` / ``orphaned``: runs a dead driver had left open, settled from Tune's
-    record or closed (:mod:`.finalize`).
+    record or closed (:mod:`.finalize`); ``interrupted``: runs left unfinished by Tune's stop
+    signal (``stop_signal``: Ctrl-C), ended KILLED for ``--resume`` to continue.
     """
 
     name: str
@@ -417,6 +421,8 @@ class SweepResult:
     orphaned: int = 0
     resumed: bool = False
     experiment_id: str = ""
+    interrupted: int = 0
+    stop_signal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -560,10 +566,20 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         _use_callback(tuner, callback)
     else:
         tuner = _new_tuner(spec, o, trainable, fixed, p.name, p.storage, callback)
-    results = list(tuner.fit())
-    out = _finish(spec, results, callback, p, rec, resources, hooks)
+    with _signal_handlers_kept():
+        results = list(tuner.fit())
     finished = sum(1 for r in results if r.error is None and (r.metrics or {}).get("final") == 1.0)
     errored = sum(1 for r in results if r.error is not None)
+    if callback.stop_signal:   # Ctrl-C: nothing is evaluated or settled, every open run ends KILLED
+        left = callback.close_interrupted(callback.stop_signal)
+        callback.flush()
+        _end_parent(p.tracking, rec, "KILLED", {"trials": len(results), "finished": finished, "errored": errored,
+                                               "interrupted": len(left)})
+        return SweepResult(name=p.name, experiment_dir=p.exp_dir, tracking_uri=p.tracking,
+                           parent_run_id=rec.parent_run_id, trials=len(results), finished=finished, errored=errored,
+                           early_stopped=0, seconds=time.monotonic() - t0, resumed=p.resume,
+                           experiment_id=rec.experiment_id, interrupted=len(left), stop_signal=callback.stop_signal)
+    out = _finish(spec, results, callback, p, rec, resources, hooks)
     ok = out["eval_done"]
     _end_parent(p.tracking, rec, "FAILED" if errored or out["eval_failed"] else "FINISHED",
                 {"trials": len(results), "finished": finished + ok, "errored": errored,
@@ -573,6 +589,23 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
                        errored=errored, early_stopped=ok + out["eval_failed"], seconds=time.monotonic() - t0,
                        eval_failed=out["eval_failed"], settled=out["settled"], orphaned=out["orphaned"],
                        resumed=p.resume, experiment_id=rec.experiment_id)
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """Put back the SIGINT and SIGUSR1 handlers ``Tuner.fit`` replaces: Tune leaves its own
+    installed after ``fit`` returns, and a Ctrl-C during the evaluations after it would only set
+    an event nobody reads any more (the keystroke swallowed, the driver going on)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = [s for s in (signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s is not None]
+    saved = {s: signal.getsignal(s) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def _use_callback(tuner: Any, callback: Any) -> None:
@@ -703,10 +736,15 @@ def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     print(json.dumps({"sweep": res.name, "trials": res.trials, "finished": res.finished, "errored": res.errored,
                       "early_stopped": res.early_stopped, "eval_failed": res.eval_failed, "settled": res.settled,
-                      "orphaned": res.orphaned, "resumed": res.resumed, "seconds": round(res.seconds, 1),
-                      "tune_dir": res.experiment_dir, "tracking_uri": res.tracking_uri,
-                      "mlflow_parent_run": res.parent_run_id}, indent=1))
+                      "orphaned": res.orphaned, "interrupted": res.interrupted, "resumed": res.resumed,
+                      "seconds": round(res.seconds, 1), "tune_dir": res.experiment_dir,
+                      "tracking_uri": res.tracking_uri, "mlflow_parent_run": res.parent_run_id}, indent=1))
     print(browse_line(res.tracking_uri, res.experiment_id))
+    if res.stop_signal:
+        print(f"{spec.name}: interrupted ({res.stop_signal}): {res.interrupted} unfinished trial(s) ended KILLED with "
+              "the tag meta_study.status=interrupted (ingest leaves them out); run the same command with --resume to "
+              "continue them from their last checkpoints", file=sys.stderr)
+        sys.exit(130)   # the shell's code for a process ended by SIGINT
     if res.eval_failed:
         print(f"{res.eval_failed} early-stopped trial(s) could not be evaluated: see the tag meta_study.eval_error on "
               "their runs; --resume retries them", file=sys.stderr)

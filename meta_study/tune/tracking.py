@@ -19,6 +19,12 @@ work never competes with it for the driver's GIL.
   params in batches of at most 100.
 - **A trial stopped early** (ASHA) keeps its run open, tagged ``meta_study.eval_status=pending``,
   until the end-of-sweep evaluation logs its final metrics (or the reason it failed).
+- **An interrupted sweep** (Ctrl-C: Tune's stop signal, SIGINT or SIGUSR1) is not an early stop:
+  the callback notes the signal (:attr:`MlflowSweepCallback.stop_signal`), the runner evaluates
+  nothing, and every run still open ends KILLED with ``meta_study.status=interrupted``. When
+  ``--resume`` restarts such a trial its run is set RUNNING again and the stale tags
+  (``meta_study.status``/``reason``/``eval_status``/``eval_error``) are deleted; an evaluation that
+  succeeds in a later session deletes an earlier session's error the same way.
 - **Failures**: every call is retried with exponential back-off (0.5 s doubling to 30 s). At the end
   of the sweep the writer keeps retrying for ``flush_timeout_s``, then spools what is left to the
   sweep's storage; the next run of the sweep (``--resume``) replays it first.
@@ -45,8 +51,12 @@ PARENT_FILE = f"meta_study/{RECORD}"    # the sweep record, under the experiment
 #: Tags a trial's run carries about its end-of-sweep evaluation (an early-stopped trial).
 EVAL_STATUS_TAG = "meta_study.eval_status"     # pending, ok, failed
 EVAL_ERROR_TAG = "meta_study.eval_error"       # why it failed (one line)
-STATUS_TAG = "meta_study.status"               # orphaned: a run no trial of the sweep owns
+STATUS_TAG = "meta_study.status"               # orphaned (no trial of the sweep owns it), interrupted
 REASON_TAG = "meta_study.reason"
+#: What an earlier session may have left on a run that a later session continues or evaluates.
+STALE_TAGS = (STATUS_TAG, REASON_TAG, EVAL_STATUS_TAG, EVAL_ERROR_TAG)
+INTERRUPTED_REASON = ("the sweep was interrupted ({signal}) before this trial finished; run the sweep's command again "
+                      "with --resume to continue it from its last checkpoint")
 #: Result keys that are Tune bookkeeping, not metrics.
 TUNE_KEYS = {"done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s", "pid",
              "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore", "experiment_tag",
@@ -172,6 +182,8 @@ class MlflowSweepCallback(Callback):
         self._resolved_sent: set[str] = set()
         self._train_checkpoints: dict[str, str] = {}
         self.ended: set[str] = set()   # trials whose run this session ended (or left for evaluation)
+        self.open: set[str] = set()    # trials whose run this session started or left pending, not ended
+        self.stop_signal: str | None = None   # "SIGINT" once Tune's stop signal arrived (see setup)
         self._mapped: set[str] = set()  # trials with a run in the stored map (a resumed sweep)
         self._by_key: dict[str, list[tuple[str, str]]] = {}   # config key -> (trial, run) of earlier sessions
         self._adopted: set[str] = set()
@@ -181,6 +193,7 @@ class MlflowSweepCallback(Callback):
     # ---- Tune events (driver thread: never block) ------------------------------------------------
 
     def setup(self, **info: Any) -> None:
+        self._watch_stop_signals()
         # the writer process loads the trial -> run map and replays the spool as it starts
         self._put(Op("noop", ""))
         if self.target.resumed:   # runs of earlier sessions, by what their trials train
@@ -189,10 +202,36 @@ class MlflowSweepCallback(Callback):
                 if key:
                     self._by_key.setdefault(key, []).append((trial, run))
 
+    def _watch_stop_signals(self) -> None:
+        """Note Tune's stop signal. ``Tuner.fit`` installs its own SIGINT and SIGUSR1 handlers
+        before it sets callbacks up (ray/tune/tune.py ``_setup_signal_catching``): on the first
+        Ctrl-C it ends the run, saves the experiment state and returns normally, and the trials it
+        stopped look like early-stopped ones. Each of its handlers is wrapped to record the signal
+        first; the runner restores the handlers after ``fit``. Only in the main thread (where Tune
+        installs them at all); a handler that is not Tune's (``TUNE_DISABLE_SIGINT_HANDLER=1``:
+        Python's KeyboardInterrupt ends the driver) is left alone."""
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, getattr(signal, "SIGUSR1", None)):
+            prev = signal.getsignal(sig) if sig is not None else None
+            if sig is None or not callable(prev) or prev is signal.default_int_handler:
+                continue
+
+            def noted(signum: int, frame: Any, _prev: Any = prev) -> None:
+                self.stop_signal = signal.Signals(signum).name
+                _prev(signum, frame)
+            signal.signal(sig, noted)
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         key = config_key(trial.config)
         if self._by_key.get(key) and trial.trial_id not in self._mapped:
             self._adopt_lost(trial.trial_id, key, trials)
+        self.open.add(trial.trial_id)
+        if trial.trial_id in self._mapped:   # an earlier session's run, continued: running again, stale tags off
+            self._put(Op("reopen", trial.trial_id, {"untag": list(STALE_TAGS)}))
         self._put(Op("run", trial.trial_id, {"name": str(trial), "config": _clean_config(trial.config),
                                              "config_key": key}))
         res = _resources(trial)
@@ -235,6 +274,7 @@ class MlflowSweepCallback(Callback):
         # stopped early (ASHA): the run stays open until the end-of-sweep evaluation logs its
         # final metrics, so no reader takes its training-time numbers for a finished point
         self.ended.add(trial.trial_id)
+        self.open.add(trial.trial_id)
         self._put(Op("tag", trial.trial_id, {"key": EVAL_STATUS_TAG, "value": "pending"}))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -254,6 +294,9 @@ class MlflowSweepCallback(Callback):
         if metrics:
             self._put(Op("metrics", trial_id, {"metrics": dict(metrics), "step": 0, "time": int(time.time() * 1000)}))
         status = "ok" if error is None else "failed"
+        if self.target.resumed:   # an earlier session's interruption or failed evaluation is not true any more
+            stale = [STATUS_TAG, REASON_TAG] + ([EVAL_ERROR_TAG] if error is None else [])
+            self._put(Op("reopen", trial_id, {"untag": stale}))
         self._put(Op("tag", trial_id, {"key": EVAL_STATUS_TAG, "value": status}))
         if error is not None:
             self._put(Op("tag", trial_id, {"key": EVAL_ERROR_TAG, "value": error[:4000]}))
@@ -288,6 +331,18 @@ class MlflowSweepCallback(Callback):
         """Make ``run_id`` the trial's run (a run found in MLflow that the run map lacks)."""
         self._put(Op("map", trial_id, {"run": run_id}))
 
+    def close_interrupted(self, signal_name: str) -> list[str]:
+        """End every run this session left open (a trial training, or stopped early and waiting for
+        its evaluation) KILLED, tagged ``meta_study.status=interrupted`` with what to do; returns
+        their trial ids. Ingest reads FINISHED runs only, so none of them becomes a data point until
+        ``--resume`` finishes it."""
+        left = sorted(self.open)
+        for tid in left:
+            self._put(Op("tag", tid, {"key": STATUS_TAG, "value": "interrupted"}))
+            self._put(Op("tag", tid, {"key": REASON_TAG, "value": INTERRUPTED_REASON.format(signal=signal_name)}))
+            self._end(tid, "KILLED")
+        return left
+
     def close_orphan(self, trial_id: str, reason: str) -> None:
         """End a run that no trial of the sweep owns any more (KILLED, with the reason)."""
         self._put(Op("tag", trial_id, {"key": STATUS_TAG, "value": "orphaned"}))
@@ -301,6 +356,7 @@ class MlflowSweepCallback(Callback):
 
     def _end(self, trial_id: str, status: str) -> None:
         self.ended.add(trial_id)
+        self.open.discard(trial_id)
         self._put(Op("end", trial_id, {"status": status}))
 
     def _checkpoint_ops(self, trial_id: str, ckpt: Any) -> None:

@@ -108,6 +108,10 @@ def resolved_params(cfg: Any, info: Any) -> dict[str, Any]:
 
 
 FINAL_FILE = "meta_study_final.json"
+#: An early-stopped trial's end-of-sweep evaluation, beside its checkpoints. Never FINAL_FILE: a
+#: trial whose completion record exists only re-reports it, so an evaluation of a trial that Tune
+#: later trains on (a stop that was not the scheduler's) would end its training.
+EVAL_FILE = "meta_study_eval.json"
 EVAL_ATTEMPT_FILE = "meta_study_eval_attempt"   # the fail_eval_once test hook's marker
 
 
@@ -382,10 +386,11 @@ def evaluate_stopped_trial(config: dict[str, Any], checkpoint: Any, hooks: Trial
     storage can run it."""
     fs = checkpoint.filesystem
     trial_dir = checkpoint.path.rstrip("/").rsplit("/", 1)[0]
-    record = f"{trial_dir}/{FINAL_FILE}"
-    done = read_record(fs, record)
-    if done is not None and done.get(FINAL_KEY) == 1.0:
-        return done
+    record = f"{trial_dir}/{EVAL_FILE}"
+    for path in (f"{trial_dir}/{FINAL_FILE}", record):   # finished after all, or evaluated before
+        done = read_record(fs, path)
+        if done is not None and done.get(FINAL_KEY) == 1.0:
+            return done
     if hooks.fail_eval_once:   # test hook: the first attempt of each evaluation fails
         marker = f"{trial_dir}/{EVAL_ATTEMPT_FILE}"
         if read_record(fs, marker) is None:
