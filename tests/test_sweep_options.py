@@ -107,6 +107,30 @@ def test_a_code_change_is_refused_with_the_reason_or_allowed_and_recorded():
     assert p.resume and p.code_changed
 
 
+def test_a_resume_with_other_settings_is_refused_naming_the_first_that_differs(tmp_path):
+    """Tuner.restore goes on with the first session's search space and sample count: a resume
+    with --set lr=0.01 or --num-samples 10 ran the old ones without a word."""
+    from dataclasses import replace
+
+    from meta_study.tune.runner import sweep_settings
+
+    started = sweep_settings(SPEC, parse_options(SPEC, ["--smoke"]))
+    assert started["num_samples"] == SPEC.smoke_samples and started["epochs"] == 2
+    rec = replace(_record(), settings=started)
+    same = sweep_settings(SPEC, parse_options(SPEC, ["--smoke", "--resume"]))
+    assert _plan(record=rec, tune_state=True, resume=True, settings=same).resume
+    for argv, says in ((["--set", "lr=0.01"], "started with lr=None, this command gives 0.01"),
+                       (["--set", "epochs=3"], "started with epochs=2, this command gives 3"),
+                       (["--num-samples", "10"], f"started with num_samples={SPEC.smoke_samples}, this command gives 10"),
+                       (["--ds-task", "synth_count"], "started with ds_tasks=")):
+        other = sweep_settings(SPEC, parse_options(SPEC, ["--smoke", "--resume", *argv]))
+        with pytest.raises(UserError) as e:
+            _plan(record=rec, tune_state=True, resume=True, settings=other)
+        assert says in str(e.value) and "--name" in str(e.value), str(e.value)
+    # a record from before settings were kept: nothing to compare
+    assert _plan(record=_record(), tune_state=True, resume=True, settings=same).resume
+
+
 def test_no_default_storage_in_a_ray_jobs_working_dir(tmp_path):
     """Under `ray job submit` the cwd is a per-upload copy named after a hash of the code: a code
     change moved the old default storage, and a resume silently started the sweep over."""
@@ -275,7 +299,7 @@ def test_a_new_sweeps_record_is_created_by_exactly_one_driver(tmp_path):
     plan = _Plan(name="s", storage=str(tmp_path / "ray"), exp_dir=exp_dir, tracking=tracking, state=StateDir(exp_dir),
                  record=None, resume=False, restore_tune=False, experiment="mine", code="c", code_changed=False)
     with pytest.raises(UserError, match=r"^sweep s: another driver started it at the same time") as e:
-        _record_session(plan, SweepOptions(smoke=True), {}, {"git_sha": "x"})
+        _record_session(SPEC, plan, SweepOptions(smoke=True), {}, {"git_sha": "x"})
     assert "--resume" in str(e.value)
     assert StateDir(exp_dir).read_record() == winner                         # the winner's record stands
     client = MlflowClient(tracking)
@@ -312,3 +336,33 @@ def test_an_unreachable_tracking_server_is_one_line_before_ray_starts(tmp_path):
         with pytest.raises(UserError) as e:     # (it hung: the test's timeout would end it)
             run_sweep(SPEC, options)
     assert f"--tracking-uri http://127.0.0.1:{port}: cannot reach the tracking server" in str(e.value)
+
+
+def test_a_storage_path_that_cannot_be_a_directory_is_one_line(tmp_path):
+    """A file (or a file on the way) where the storage directory goes gave a pyarrow traceback from
+    reading the sweep record."""
+    f = tmp_path / "afile"
+    f.write_text("x")
+    for path, says in ((f, "is not a directory"), (f / "below", f"cannot be made: {f} is not a directory")):
+        options = parse_options(SPEC, ["--smoke", "--storage-path", str(path)])
+        with pytest.raises(UserError) as e:
+            run_sweep(SPEC, options)
+        assert str(e.value) == f"--storage-path {path}: {says}"
+    assert f.read_text() == "x"
+
+
+def test_a_missing_dataset_path_is_refused_on_our_own_ray_and_warned_about_on_a_cluster(tmp_path, capsys):
+    """--dataset pets=imagefolder:/nonexistent was accepted; every trial then failed on it."""
+    from meta_study.tune.preflight import check_dataset_paths
+
+    there = tmp_path / "train.parquet"
+    there.write_text("")
+    options = parse_options(SPEC, ["--smoke", "--storage-path", str(tmp_path / "sw"), "--ds-task", "pets",
+                                   "--dataset", f"pets=parquet:{there},{tmp_path}/test.parquet"])
+    with pytest.raises(UserError) as e:
+        run_sweep(SPEC, options)
+    assert str(e.value) == f"--dataset pets=parquet:{there},{tmp_path}/test.parquet: {tmp_path}/test.parquet does not exist"
+    assert not (tmp_path / "sw").exists()
+    check_dataset_paths({"pets": "imagefolder:/nonexistent/pets"}, on_this_machine=False)   # a cluster: a warning
+    assert "warning: --dataset pets=imagefolder:/nonexistent/pets: /nonexistent/pets does not exist" in capsys.readouterr().err
+    check_dataset_paths({"pets": f"parquet:{there}", "jft": "parquet:s3://lab/jft.parquet"}, on_this_machine=True)

@@ -5,6 +5,8 @@
 - :func:`refuse_runtime_env_secrets`: secrets in a job's ``runtime_env`` (``ray job submit
   --runtime-env-json '{"env_vars": {...}}'``), which Ray's job API serves to anyone who can list
   jobs (``ray job list``, the dashboard).
+- :func:`check_local_storage`: a local storage path is a directory this process can write.
+- :func:`check_dataset_paths`: ``--dataset`` paths exist (refused on our own Ray, a warning on a cluster).
 - :func:`default_storage`: no default storage inside a Ray job's working directory (a per-upload
   copy: a code change moves it, and Ray deletes it).
 - :func:`plan_session`: what ``--resume``, ``--name`` and ``--experiment`` mean against the sweep
@@ -127,6 +129,50 @@ def default_storage(root: str, cwd: str | None = None) -> str:
     return os.path.join(here, root, "ray")
 
 
+def check_local_storage(path: str) -> None:
+    """A local ``--storage-path`` must be a directory this process can create and write: a file,
+    a FIFO or a read-only directory in the way otherwise gave a pyarrow traceback from reading
+    the sweep record, or failed later inside Tune with the parent run left RUNNING.
+
+    Raises:
+        UserError: one line naming the path and what is wrong with it.
+    """
+    p = os.path.abspath(path)
+    probe = p
+    while not os.path.lexists(probe):     # the nearest part of the path that exists
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        what = "is not a directory" if probe == p else f"cannot be made: {probe} is not a directory"
+        raise UserError(f"--storage-path {path}: {what}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--storage-path {path}: {probe} is not writable by this user")
+
+
+def check_dataset_paths(datasets: Mapping[str, str], *, on_this_machine: bool) -> None:
+    """The local paths of ``--dataset NAME=imagefolder:PATH`` / ``parquet:TRAIN[,TEST]`` exist.
+    With a Ray of our own (this machine runs every trial) a missing path is refused: every trial
+    failed on it instead, retried ``--max-failures`` times, each with a traceback. On a cluster
+    the trials' nodes may mount what the driver's does not: one warning line on stderr.
+
+    Raises:
+        UserError: one line naming the dataset and the missing path.
+    """
+    import sys
+
+    for name, spec in datasets.items():
+        kind, _, paths = str(spec).partition(":")
+        for path in (paths.split(",") if kind == "parquet" else [paths]):
+            if not path or "://" in path or os.path.exists(path):
+                continue
+            msg = f"--dataset {name}={spec}: {path} does not exist"
+            if on_this_machine:
+                raise UserError(msg)
+            print(f"warning: {msg} on this machine; the trials fail unless their nodes have it", file=sys.stderr)
+
+
 @dataclass(frozen=True)
 class SessionPlan:
     """What this start of a sweep does.
@@ -147,7 +193,7 @@ class SessionPlan:
 
 def plan_session(*, record: SweepRecord | None, tune_state: bool, resume: bool, experiment: str | None,
                  default_experiment: str, code: str, allow_code_change: bool, experiment_dir: str,
-                 tracking_uri: str) -> SessionPlan:
+                 tracking_uri: str, settings: Mapping[str, Any] | None = None) -> SessionPlan:
     """Decide between a new sweep and a resume, or refuse (UserError, one line).
 
     - ``--resume`` with nothing to restore fails: it never starts a new sweep quietly.
@@ -156,6 +202,9 @@ def plan_session(*, record: SweepRecord | None, tune_state: bool, resume: bool, 
       refused (the record's experiment is the default).
     - A resume with other code than the last session's is refused with both versions, unless
       ``allow_code_change`` (then it is recorded in the sweep record and on the parent run).
+    - A resume with other ``settings`` than the sweep's (``--set``, ``--num-samples``, tasks) is
+      refused, naming the first that differs: ``Tuner.restore`` would go on with the old ones
+      without a word.
     """
     if not resume:
         if record is not None or tune_state:
@@ -174,6 +223,15 @@ def plan_session(*, record: SweepRecord | None, tune_state: bool, resume: bool, 
     if tracking_uri != record.tracking_uri:
         raise UserError(f"--resume: sweep {record.sweep} logs to {record.tracking_uri}, not {tracking_uri}: its "
                         "parent run and trial runs are there; pass --tracking-uri " + record.tracking_uri)
+    if settings is not None and record.settings:
+        was, now = json.loads(json.dumps(record.settings, default=str)), json.loads(json.dumps(settings, default=str))
+        for key in sorted(set(was) | set(now)):
+            if was.get(key) != now.get(key):
+                flag = "--num-samples" if key == "num_samples" else "--set"
+                raise UserError(f"--resume: sweep {record.sweep} was started with {key}={was.get(key)!r}, this command "
+                                f"gives {now.get(key)!r}: a resume continues the sweep as it was started (Tune keeps "
+                                f"its search space and sample count); pass the same {flag} and options, or start a new "
+                                "sweep with --name")
     last = record.sessions[-1].code if record.sessions else code
     changed = last != code
     if changed and not allow_code_change:

@@ -44,8 +44,9 @@ from ..errors import UserError
 from ..extras import require_training
 from ..failpoints import failpoint
 from . import provenance
-from .preflight import (check_storage_on_nodes, check_tracking_reachable, default_storage, experiment_dir, plan_session,
-                        refuse_runtime_env_secrets, refuse_secrets, runtime_env_of_job)
+from .preflight import (check_dataset_paths, check_local_storage, check_storage_on_nodes, check_tracking_reachable,
+                        default_storage, experiment_dir, plan_session, refuse_runtime_env_secrets, refuse_secrets,
+                        runtime_env_of_job)
 from .state import Session, StateDir, SweepRecord, is_remote
 from .finalize import TrialRef
 
@@ -299,6 +300,16 @@ def fixed_config(spec: SweepSpec, options: SweepOptions) -> dict[str, Any]:
     return cfg
 
 
+def sweep_settings(spec: SweepSpec, options: SweepOptions) -> dict[str, Any]:
+    """What a resume cannot change (SweepRecord.settings): every trial's fixed config and the
+    number of samples (the sweep's default when ``--num-samples`` is not given)."""
+    return {**fixed_config(spec, options), "num_samples": _samples(spec, options)}
+
+
+def _samples(spec: SweepSpec, options: SweepOptions) -> int:
+    return options.num_samples or (spec.smoke_samples if options.smoke else spec.num_samples)
+
+
 def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
     """The fixed part of every trial's config, checked before Ray starts: unknown keys, a value of
     the wrong type (``--set lr=abc``), an unknown model, US task or DS task. Found inside the
@@ -453,6 +464,8 @@ def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
     name = o.name or (f"{spec.name}-smoke" if o.smoke else spec.name)
     storage = o.storage_path or default_storage(DEFAULT_ROOT)
     storage = storage if is_remote(storage) else os.path.abspath(storage.removeprefix("file://"))
+    if not is_remote(storage):
+        check_local_storage(storage)
     exp_dir = experiment_dir(storage, name)
     tracking = _tracking_uri(o, storage)
     state = StateDir(exp_dir)
@@ -463,13 +476,15 @@ def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
     code = provenance.code_version([f for f in [provenance.script_of(spec.space)] if f])
     sp = plan_session(record=record, tune_state=tune.Tuner.can_restore(exp_dir), resume=o.resume,
                       experiment=o.experiment, default_experiment=spec.name, code=code,
-                      allow_code_change=o.allow_code_change, experiment_dir=exp_dir, tracking_uri=safe_uri(tracking))
+                      allow_code_change=o.allow_code_change, experiment_dir=exp_dir, tracking_uri=safe_uri(tracking),
+                      settings=sweep_settings(spec, o))
     return _Plan(name=name, storage=storage, exp_dir=exp_dir, tracking=tracking, state=state, record=record,
                  resume=sp.resume, restore_tune=sp.restore_tune, experiment=sp.experiment, code=code,
                  code_changed=sp.code_changed)
 
 
-def _record_session(p: _Plan, o: SweepOptions, fixed: Mapping[str, Any], tags: dict[str, str]) -> SweepRecord:
+def _record_session(spec: SweepSpec, p: _Plan, o: SweepOptions, fixed: Mapping[str, Any],
+                    tags: dict[str, str]) -> SweepRecord:
     """Create the parent run (a new sweep) or find it (a resume), and write the sweep record with
     this session in it, before any trial starts."""
     from ..mlflow_client import safe_uri
@@ -483,7 +498,7 @@ def _record_session(p: _Plan, o: SweepOptions, fixed: Mapping[str, Any], tags: d
         exp_id, parent = create_parent_run(p.tracking, p.experiment, p.name,
                                            params={"sweep": p.name, "smoke": o.smoke, **fixed}, tags=tags)
         rec = SweepRecord(sweep=p.name, experiment=p.experiment, experiment_id=exp_id, parent_run_id=parent,
-                          tracking_uri=safe_uri(p.tracking), sessions=(session,))
+                          tracking_uri=safe_uri(p.tracking), sessions=(session,), settings=sweep_settings(spec, o))
         if not p.state.create_record(rec):
             # another driver started this sweep between our plan and now: it owns the name
             try:
@@ -527,13 +542,16 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     refuse_secrets(tracking_uri=o.tracking_uri, storage_path=o.storage_path, datasets=o.datasets)
     require_training(f"sweep {spec.name}")   # a core install: one line, not a worker's traceback
     check_fixed_config(spec, o)
+    from ..ray_session import own_ray_requested
+
+    check_dataset_paths(o.datasets, on_this_machine=own_ray_requested(o.address))
     t0 = time.monotonic()
     p = plan_sweep(spec, o)
     check_tracking_reachable(p.tracking)
     tune_environment()
     from ray import tune
 
-    from ..ray_session import own_ray_requested, start_or_connect
+    from ..ray_session import start_or_connect
     from .tracking import MlflowSweepCallback
     from .trial import train_trial
 
@@ -555,7 +573,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     fixed = fixed_config(spec, o)
     hooks = replace(trial_hooks(o), resumed=p.resume)
     tags = {"sweep": p.name, "git_sha": provenance.git_sha(), "researcher": o.researcher, "code_version": p.code}
-    rec = _record_session(p, o, fixed, tags)
+    rec = _record_session(spec, p, o, fixed, tags)
     callback = MlflowSweepCallback(p.tracking, rec.experiment_id, rec.parent_run_id, p.exp_dir, tags=tags,
                                    resumed=p.resume, storage_uri=p.storage)
     resources = PerTrialResources(spec.resources, o)
@@ -679,7 +697,7 @@ def _new_tuner(spec: SweepSpec, options: SweepOptions, trainable: Any, fixed: di
 
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode="max", grace_period=1,
                                   reduction_factor=3, max_t=10_000)
-    samples = options.num_samples or (spec.smoke_samples if options.smoke else spec.num_samples)
+    samples = _samples(spec, options)
     return tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(num_samples=samples, search_alg=search_alg, scheduler=scheduler,

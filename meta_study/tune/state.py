@@ -35,7 +35,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ..errors import UserError
 
@@ -92,6 +92,10 @@ class SweepRecord:
         experiment, experiment_id, parent_run_id: where its runs are in MLflow.
         tracking_uri: the tracking URI without credentials.
         sessions: every start and resume, oldest first.
+        settings: what the sweep was started with that a resume cannot change (``Tuner.restore``
+            keeps the first session's search space and sample count): every trial's fixed config
+            (``--set``, ``--us-task``, ``--ds-task``, ``--smoke``) and ``num_samples``. Empty in
+            records written before 2026-12-03 (nothing to compare).
     """
 
     sweep: str
@@ -100,6 +104,7 @@ class SweepRecord:
     parent_run_id: str
     tracking_uri: str
     sessions: tuple[Session, ...] = field(default_factory=tuple)
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "SweepRecord":
