@@ -56,6 +56,11 @@ def check_trial_run(client: MlflowClient, run, us_task: str = "synth_us") -> Non
     m, p = run.data.metrics, run.data.params
     assert run.info.status == "FINISHED"
     assert 0 <= m[us_metric_key(us_task)] <= 1
+    # the final US accuracy is the last point of its history, at the last training step (it was
+    # logged at Tune's iteration count: step 8 after step 690, first on the UI's plot)
+    hist = sorted(client.get_metric_history(run.info.run_id, us_metric_key(us_task)), key=lambda h: h.timestamp)
+    steps = [h.step for h in hist]
+    assert steps == sorted(steps) and steps[-1] == m["train/steps"], [(h.step, h.timestamp, h.value) for h in hist]
     for ds in SMOKE_DS:
         for k in SMOKE_SHOTS:
             assert 0 <= m[ds_metric_key(ds, k)] <= 1
@@ -90,6 +95,8 @@ def test_smoke_run_of_each_sweep(name, mlflow_server, tmp_path):
     assert pm[f"best/{us}"] == max(run.data.metrics[us] for run in runs)
     exp_id = client.get_experiment_by_name(exp).experiment_id
     assert f"browse: {mlflow_server.uri}/#/experiments/{exp_id}/runs?workflowType=machine_learning" in r.stdout
+    assert s["experiment"] == exp                  # what to ingest next, copy-paste ready
+    assert f"next: meta-study ingest {mlflow_server.uri} --experiment {exp} --store STORE" in r.stdout
     if name == "zoo":
         # each trial asked Ray for what its model needs (sweeps/zoo.py: resources)
         from meta_study.tune.runner import PerTrialResources, SweepOptions

@@ -32,6 +32,7 @@ import contextlib
 import datetime
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -434,6 +435,7 @@ class SweepResult:
     experiment_id: str = ""
     interrupted: int = 0
     stop_signal: str | None = None
+    experiment: str = ""
 
 
 @dataclass(frozen=True)
@@ -596,7 +598,8 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         return SweepResult(name=p.name, experiment_dir=p.exp_dir, tracking_uri=p.tracking,
                            parent_run_id=rec.parent_run_id, trials=len(results), finished=finished, errored=errored,
                            early_stopped=0, seconds=time.monotonic() - t0, resumed=p.resume,
-                           experiment_id=rec.experiment_id, interrupted=len(left), stop_signal=callback.stop_signal)
+                           experiment_id=rec.experiment_id, interrupted=len(left), stop_signal=callback.stop_signal,
+                           experiment=rec.experiment)
     out = _finish(spec, results, callback, p, rec, resources, hooks)
     ok = out["eval_done"]
     _end_parent(p.tracking, rec, "FAILED" if errored or out["eval_failed"] else "FINISHED",
@@ -606,7 +609,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
                        parent_run_id=rec.parent_run_id, trials=len(results), finished=finished + ok,
                        errored=errored, early_stopped=ok + out["eval_failed"], seconds=time.monotonic() - t0,
                        eval_failed=out["eval_failed"], settled=out["settled"], orphaned=out["orphaned"],
-                       resumed=p.resume, experiment_id=rec.experiment_id)
+                       resumed=p.resume, experiment_id=rec.experiment_id, experiment=rec.experiment)
 
 
 @contextlib.contextmanager
@@ -756,8 +759,12 @@ def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
                       "early_stopped": res.early_stopped, "eval_failed": res.eval_failed, "settled": res.settled,
                       "orphaned": res.orphaned, "interrupted": res.interrupted, "resumed": res.resumed,
                       "seconds": round(res.seconds, 1), "tune_dir": res.experiment_dir,
-                      "tracking_uri": res.tracking_uri, "mlflow_parent_run": res.parent_run_id}, indent=1))
+                      "tracking_uri": res.tracking_uri, "experiment": res.experiment,
+                      "mlflow_parent_run": res.parent_run_id}, indent=1))
     print(browse_line(res.tracking_uri, res.experiment_id))
+    if res.finished:
+        print(f"next: meta-study ingest {shlex.quote(res.tracking_uri)} --experiment {shlex.quote(res.experiment)} "
+              "--store STORE")
     if res.stop_signal:
         print(f"{spec.name}: interrupted ({res.stop_signal}): {res.interrupted} unfinished trial(s) ended KILLED with "
               "the tag meta_study.status=interrupted (ingest leaves them out); run the same command with --resume to "

@@ -181,6 +181,7 @@ class MlflowSweepCallback(Callback):
         self._writer: WriterProcess | None = None
         self._resolved_sent: set[str] = set()
         self._train_checkpoints: dict[str, str] = {}
+        self._last_step: dict[str, int] = {}   # trial -> the training step of its last report
         self.ended: set[str] = set()   # trials whose run this session ended (or left for evaluation)
         self.open: set[str] = set()    # trials whose run this session started or left pending, not ended
         self.stop_signal: str | None = None   # "SIGINT" once Tune's stop signal arrived (see setup)
@@ -261,7 +262,15 @@ class MlflowSweepCallback(Callback):
             self._resolved_sent.add(trial.trial_id)
             self._put(Op("run", trial.trial_id, {"name": str(trial), "config": resolved}))
         metrics = _metrics(result)
-        step = int(result.get("step", result.get("training_iteration", 0)) or 0)
+        # the training step; the final report has none (its metrics are the trained model's):
+        # it goes at the trial's last step, not at Tune's iteration count (8 after step 690), which
+        # put the final accuracy at the start of the run's metric history
+        if "step" in result:
+            step = int(result["step"] or 0)
+            self._last_step[trial.trial_id] = step
+        else:
+            step = int(result.get("train/steps") or self._last_step.get(trial.trial_id)
+                       or result.get("training_iteration", 0) or 0)
         if metrics:
             self._put(Op("metrics", trial.trial_id, {"metrics": metrics, "step": step,
                                                       "time": int(time.time() * 1000)}))
