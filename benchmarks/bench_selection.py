@@ -107,7 +107,8 @@ def zoo_groups(path: str) -> list[Table]:
     df = pd.read_csv(path)
     table = os.path.basename(os.path.dirname(path))
     out = []
-    for key, g in df.groupby(["us_task", "ds_task", "eval_protocol", "shots"], dropna=False, sort=True):
+    # `protocol`: the table's own protocol name (`eval_protocol` is meta-study's vocabulary)
+    for key, g in df.groupby(["us_task", "ds_task", "protocol", "shots"], dropna=False, sort=True):
         if len(g) >= MIN_MODELS:
             out.append((table, "/".join(str(k) for k in key), g["us_accuracy"].to_numpy(float),
                         g["ds_accuracy"].to_numpy(float)))

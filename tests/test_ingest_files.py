@@ -376,3 +376,34 @@ def test_drop_missing_with_files_that_share_a_source_is_refused(tmp_path):
     r = run_cli("ingest", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--mapping", str(tmp_path / "m.yaml"),
                 "--drop-missing", "--store", str(tmp_path / "st"))
     assert r.returncode == 2 and "--drop-missing: 2 files share the source 'lab'" in r.stderr, r.stderr
+
+
+def test_every_shipped_public_table_ingests_as_is(tmp_path):
+    """`meta-study ingest examples/data/*/us_ds.csv --store S` with no mapping: each table under its
+    own source (every file is named us_ds.csv; each names its source in a column), nothing
+    quarantined, meta-study's protocol vocabulary, the table's own protocol kept in extra. Before,
+    every one failed (no run_id column, protocols such as natural-shift or icl-lm), and two of them
+    together were refused as one source."""
+    from conftest import REPO
+
+    files = sorted((REPO / "examples" / "data").glob("*/us_ds.csv"))
+    assert len(files) == 6
+    r = run_cli("ingest", *map(str, files), "--store", str(tmp_path / "s"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    s = Store(str(tmp_path / "s"))
+    df = s.to_pandas()
+    assert len(s.quarantine()) == 0
+    for f in files:
+        raw = pd.read_csv(f)
+        got = df[df["source"] == f.parent.name]
+        assert len(got) == len(raw) and got["run_id"].nunique() == raw["run_id"].nunique(), f
+        assert sorted(got["extra"].map(lambda e: dict(e)["protocol"]).unique()) == sorted(raw["protocol"].unique())
+    # files without a source column of their own still take their name: two named alike are refused
+    plain = [tmp_path / d / "us_ds.csv" for d in ("x", "y")]
+    for p in plain:
+        p.parent.mkdir()
+        pd.read_csv(files[0]).drop(columns=["source"]).head(5).to_csv(p, index=False)
+    r = run_cli("ingest", str(files[0]), *map(str, plain), "--store", str(tmp_path / "t"))
+    assert r.returncode == 2 and f"{plain[0]} and {plain[1]}: both would be source 'us_ds'" in r.stderr, r.stderr
+    r = run_cli("ingest", str(files[0]), str(plain[0]), "--store", str(tmp_path / "t"), "--quiet")
+    assert r.returncode == 0 and set(Store(str(tmp_path / "t")).to_pandas()["source"]) == {"clip_benchmark_probe", "us_ds"}

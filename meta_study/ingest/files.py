@@ -605,7 +605,7 @@ class FileSource:
             return
         for i, p in enumerate(self.paths):
             progress(f"reading {os.path.basename(p)}", i, len(self.paths))
-            source = self.source_name or source_stem(p)
+            source = self.source_name or declared_source(p, self.mapping) or source_stem(p)
             name, seen = _file_state(store, source, [p], self.mapping, self.drop_missing)
             if seen is None:  # unchanged since its last ingest into this store: nothing to read
                 yield SourceBatch(rows=pd.DataFrame(), stats={"unchanged_files": 1})
@@ -705,7 +705,7 @@ def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOp
         return [FileSource(paths=paths, mapping=mapping, source_name=options.source_name,
                            drop_missing=options.drop_missing, notes=notes, special=dict(found.special))]
     if options.source_name is None and (mapping is None or mapping.source is None):
-        paths = _refuse_shared_stems(paths)
+        paths = _refuse_shared_stems(paths, mapping)
     elif options.drop_missing and len(paths) > 1:
         shared = options.source_name or (mapping.source if mapping is not None else None)
         raise UserError(f"--drop-missing: {len(paths)} files share the source {shared!r}, and each would remove the "
@@ -714,15 +714,42 @@ def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOp
                        notes=notes if i == 0 else ()) for i, p in enumerate(paths)]
 
 
-def _refuse_shared_stems(paths: Sequence[str]) -> list[str]:
+def declared_source(path: str, mapping: IngestMapping | None) -> str | None:
+    """The one value of a file's own ``source`` column (what its rows are stored under instead of
+    the file's name), or None: no such column (or the mapping renames one to or from it), or more
+    than one value. Cost: one column read (CSV/TSV, Parquet; JSON Lines: None)."""
+    if mapping is not None and ("source" in mapping.rename or "source" in mapping.rename.values()):
+        return None
+    fmt = _format_of(path)
+    try:
+        if fmt in ("csv", "tsv"):
+            if "source" not in _csv_columns(path, fmt):
+                return None
+            with _open_capped(path) as f:
+                values = pd.read_csv(f, usecols=["source"], index_col=False, **_csv_kwargs(fmt))["source"]
+        elif fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            if "source" not in pq.read_schema(path).names:
+                return None
+            values = pq.read_table(path, columns=["source"]).column("source").to_pandas()
+        else:
+            return None
+    except Exception:  # noqa: BLE001 - a broken file (truncated gzip: EOFError): reading it says what, in one line
+        return None
+    got = values.dropna().unique()
+    return str(got[0]) if len(got) == 1 and values.notna().all() else None
+
+
+def _refuse_shared_stems(paths: Sequence[str], mapping: IngestMapping | None = None) -> list[str]:
     """``paths`` without repeats of one file. Each file's rows get its name without its suffix as
-    their ``source`` (:func:`source_stem`): two files with one name (``a/x.csv`` and ``b/x.csv``,
-    or ``x.csv`` and ``x.csv.gz``) would store every run twice or replace each other's rows, so
-    refuse them."""
+    their ``source`` (:func:`source_stem`) unless the file names its own (:func:`declared_source`):
+    two files with one source (``a/x.csv`` and ``b/x.csv``, or ``x.csv`` and ``x.csv.gz``) would
+    store every run twice or replace each other's rows, so refuse them."""
     seen: dict[str, str] = {}
     out = []
     for p in paths:
-        stem = source_stem(p)
+        stem = declared_source(p, mapping) or source_stem(p)
         if stem in seen:
             if os.path.realpath(seen[stem]) == os.path.realpath(p):
                 continue

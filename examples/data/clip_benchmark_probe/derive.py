@@ -25,6 +25,17 @@ DS_N = {
 LP_ALIAS = {"ViT-B-32 laion400m_e32": "ViT-B-32-quickgelu laion400m_e32"}
 LP_TASK = "VTAB mean (linear probe, full training set)"
 
+def canonical(df: pd.DataFrame, table: str, protocols: dict) -> pd.DataFrame:
+    """meta-study's column names and protocol vocabulary, so that `meta-study ingest
+    examples/data/*/us_ds.csv --store S` needs no mapping (one source per table); the table's own
+    protocol name stays in `protocol`, which ingest keeps in `extra`."""
+    assert set(df["eval_protocol"]) <= set(protocols), set(df["eval_protocol"]) - set(protocols)
+    df = df.assign(source=table, run_id=df["model"], protocol=df["eval_protocol"],
+                   eval_protocol=df["eval_protocol"].map(protocols)).rename(columns={"model": "model_name"})
+    return df[["source", "run_id", "model_name", "us_task", "ds_task", "eval_protocol", "protocol", "shots",
+               "us_accuracy", "ds_accuracy", "us_n", "ds_n"]]
+
+
 res = pd.read_csv("openclip_results.csv")
 res = res.rename(columns={"model_fullname": "model"})
 us = res[res.downstream_dataset == US_DS].set_index("model")["acc1"]
@@ -59,6 +70,6 @@ out["ds_accuracy"] = pd.to_numeric(out["ds_accuracy"], errors="coerce")
 out = out.dropna(subset=["us_accuracy", "ds_accuracy"])
 out = out[out.us_accuracy.between(0, 1) & out.ds_accuracy.between(0, 1)]
 out = out.drop_duplicates()
-out.to_csv("us_ds.csv", index=False)
+canonical(out, "clip_benchmark_probe", {"zeroshot": "zeroshot", "zeroshot-retrieval": "zeroshot", "linear": "linear"}).to_csv("us_ds.csv", index=False)
 print(f"{out.model.nunique()} models, {out.ds_task.nunique()} ds_tasks, {len(out)} rows; "
       + ", ".join(f"{k}: {v}" for k, v in out.eval_protocol.value_counts().items()))

@@ -5,6 +5,17 @@ COLS = ["model", "us_task", "ds_task", "eval_protocol", "shots",
         "us_accuracy", "ds_accuracy", "us_n", "ds_n"]
 US = "lambada_openai"
 
+def canonical(df: pd.DataFrame, table: str, protocols: dict) -> pd.DataFrame:
+    """meta-study's column names and protocol vocabulary, so that `meta-study ingest
+    examples/data/*/us_ds.csv --store S` needs no mapping (one source per table); the table's own
+    protocol name stays in `protocol`, which ingest keeps in `extra`."""
+    assert set(df["eval_protocol"]) <= set(protocols), set(df["eval_protocol"]) - set(protocols)
+    df = df.assign(source=table, run_id=df["model"], protocol=df["eval_protocol"],
+                   eval_protocol=df["eval_protocol"].map(protocols)).rename(columns={"model": "model_name"})
+    return df[["source", "run_id", "model_name", "us_task", "ds_task", "eval_protocol", "protocol", "shots",
+               "us_accuracy", "ds_accuracy", "us_n", "ds_n"]]
+
+
 db = pd.read_csv("DCLM_model_database.csv")
 
 # per-task accuracy columns: the block from mmlu_zeroshot to svamp_cot, plus svamp;
@@ -31,5 +42,6 @@ for _, r in db.iterrows():
                      "us_n": N[US], "ds_n": N.get(t, "")})
 out = pd.DataFrame(rows, columns=COLS).dropna(subset=["us_accuracy", "ds_accuracy"])
 out = out[out.us_accuracy.between(0, 1) & out.ds_accuracy.between(0, 1)].drop_duplicates()
-out.to_csv("us_ds.csv", index=False)
+# in-context learning with shot counts mostly not given: meta-study's "other", not "fewshot" (which needs them)
+canonical(out, "dclm", {"icl-lm": "other"}).to_csv("us_ds.csv", index=False)
 print(f"{len(db)} rows read, {out.model.nunique()} models, {out.ds_task.nunique()} ds_tasks, {len(out)} rows")

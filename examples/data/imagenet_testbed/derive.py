@@ -9,6 +9,17 @@ COLS = ["model", "us_task", "ds_task", "eval_protocol", "shots",
         "us_accuracy", "ds_accuracy", "us_n", "ds_n"]
 US = "val"
 
+def canonical(df: pd.DataFrame, table: str, protocols: dict) -> pd.DataFrame:
+    """meta-study's column names and protocol vocabulary, so that `meta-study ingest
+    examples/data/*/us_ds.csv --store S` needs no mapping (one source per table); the table's own
+    protocol name stays in `protocol`, which ingest keeps in `extra`."""
+    assert set(df["eval_protocol"]) <= set(protocols), set(df["eval_protocol"]) - set(protocols)
+    df = df.assign(source=table, run_id=df["model"], protocol=df["eval_protocol"],
+                   eval_protocol=df["eval_protocol"].map(protocols)).rename(columns={"model": "model_name"})
+    return df[["source", "run_id", "model_name", "us_task", "ds_task", "eval_protocol", "protocol", "shots",
+               "us_accuracy", "ds_accuracy", "us_n", "ds_n"]]
+
+
 wide = pd.read_csv("robustness_top1s.csv")
 wide = wide.drop_duplicates()
 
@@ -35,6 +46,6 @@ for _, r in wide.iterrows():
                          "us_n": 50000, "ds_n": N.get(c, "")})
 out = pd.DataFrame(rows, columns=COLS).dropna(subset=["us_accuracy", "ds_accuracy"])
 out = out[out.us_accuracy.between(0, 1) & out.ds_accuracy.between(0, 1)].drop_duplicates()
-out.to_csv("us_ds.csv", index=False)
+canonical(out, "imagenet_testbed", {"natural-shift": "shift", "synthetic-shift": "shift", "adversarial": "shift"}).to_csv("us_ds.csv", index=False)
 print(f"{len(wide)} rows parsed, {out.model.nunique()} models, {out.ds_task.nunique()} ds_tasks, {len(out)} rows")
 print(out.groupby("eval_protocol").agg(models=("model", "nunique"), tasks=("ds_task", "nunique"), rows=("model", "size")))

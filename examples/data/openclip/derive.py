@@ -6,6 +6,17 @@ COLS = ["model", "us_task", "ds_task", "eval_protocol", "shots",
 US = "ImageNet 1k"
 US_N = 50000  # ImageNet-1k validation set
 
+def canonical(df: pd.DataFrame, table: str, protocols: dict) -> pd.DataFrame:
+    """meta-study's column names and protocol vocabulary, so that `meta-study ingest
+    examples/data/*/us_ds.csv --store S` needs no mapping (one source per table); the table's own
+    protocol name stays in `protocol`, which ingest keeps in `extra`."""
+    assert set(df["eval_protocol"]) <= set(protocols), set(df["eval_protocol"]) - set(protocols)
+    df = df.assign(source=table, run_id=df["model"], protocol=df["eval_protocol"],
+                   eval_protocol=df["eval_protocol"].map(protocols)).rename(columns={"model": "model_name"})
+    return df[["source", "run_id", "model_name", "us_task", "ds_task", "eval_protocol", "protocol", "shots",
+               "us_accuracy", "ds_accuracy", "us_n", "ds_n"]]
+
+
 # Test-set sizes we are confident about; anything not listed is left empty.
 DS_N = {
     "CIFAR-10": 10000, "CIFAR-100": 10000, "Country211": 21100,
@@ -56,5 +67,5 @@ out = pd.concat([long(res, us, cls_cols, "zeroshot"),
 out = out.dropna(subset=["us_accuracy", "ds_accuracy"])
 out = out[out.us_accuracy.between(0, 1) & out.ds_accuracy.between(0, 1)]
 out = out.drop_duplicates()
-out.to_csv("us_ds.csv", index=False)
+canonical(out, "openclip", {"zeroshot": "zeroshot", "zeroshot-retrieval": "zeroshot"}).to_csv("us_ds.csv", index=False)
 print(f"{out.model.nunique()} models, {out.ds_task.nunique()} ds_tasks, {len(out)} rows")

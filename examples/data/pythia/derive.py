@@ -11,6 +11,17 @@ COLS = ["model", "us_task", "ds_task", "eval_protocol", "shots",
 US = "lambada_openai"
 SIZES = ["70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b"]
 
+def canonical(df: pd.DataFrame, table: str, protocols: dict) -> pd.DataFrame:
+    """meta-study's column names and protocol vocabulary, so that `meta-study ingest
+    examples/data/*/us_ds.csv --store S` needs no mapping (one source per table); the table's own
+    protocol name stays in `protocol`, which ingest keeps in `extra`."""
+    assert set(df["eval_protocol"]) <= set(protocols), set(df["eval_protocol"]) - set(protocols)
+    df = df.assign(source=table, run_id=df["model"], protocol=df["eval_protocol"],
+                   eval_protocol=df["eval_protocol"].map(protocols)).rename(columns={"model": "model_name"})
+    return df[["source", "run_id", "model_name", "us_task", "ds_task", "eval_protocol", "protocol", "shots",
+               "us_accuracy", "ds_accuracy", "us_n", "ds_n"]]
+
+
 
 def n_from_stderr(acc, se):
     """lm-eval reports the sample standard error sqrt(p(1-p)/(n-1)); invert it for n."""
@@ -51,5 +62,5 @@ for _, step, size, d in runs:
 
 out = pd.DataFrame(rows, columns=COLS).dropna(subset=["us_accuracy", "ds_accuracy"])
 out = out[out.us_accuracy.between(0, 1) & out.ds_accuracy.between(0, 1)].drop_duplicates()
-out.to_csv("us_ds.csv", index=False)
+canonical(out, "pythia", {"zeroshot-lm": "zeroshot"}).to_csv("us_ds.csv", index=False)
 print(f"{len(runs)} files, {out.model.nunique()} models, {out.ds_task.nunique()} ds_tasks, {len(out)} rows")

@@ -6,6 +6,17 @@ COLS = ["model", "us_task", "ds_task", "eval_protocol", "shots",
         "us_accuracy", "ds_accuracy", "us_n", "ds_n"]
 D = "model_info/cifar10/corruptions/"
 
+def canonical(df: pd.DataFrame, table: str, protocols: dict) -> pd.DataFrame:
+    """meta-study's column names and protocol vocabulary, so that `meta-study ingest
+    examples/data/*/us_ds.csv --store S` needs no mapping (one source per table); the table's own
+    protocol name stays in `protocol`, which ingest keeps in `extra`."""
+    assert set(df["eval_protocol"]) <= set(protocols), set(df["eval_protocol"]) - set(protocols)
+    df = df.assign(source=table, run_id=df["model"], protocol=df["eval_protocol"],
+                   eval_protocol=df["eval_protocol"].map(protocols)).rename(columns={"model": "model_name"})
+    return df[["source", "run_id", "model_name", "us_task", "ds_task", "eval_protocol", "protocol", "shots",
+               "us_accuracy", "ds_accuracy", "us_n", "ds_n"]]
+
+
 # two header rows: corruption name, severity 1-5; one row per model; accuracies are fractions
 u = pd.read_csv(D + "unaggregated_results.csv", header=[0, 1], index_col=0)
 u.columns = [f"{c}-{s}" for c, s in u.columns]
@@ -39,5 +50,5 @@ for model, r in u.iterrows():
                      "ds_accuracy": v, "us_n": 10000, "ds_n": "" if three_dec else 10000})
 out = pd.DataFrame(rows, columns=COLS).dropna(subset=["us_accuracy", "ds_accuracy"])
 out = out[out.us_accuracy.between(0, 1) & out.ds_accuracy.between(0, 1)].drop_duplicates()
-out.to_csv("us_ds.csv", index=False)
+canonical(out, "robustbench_cifar10c", {"corruption-shift": "shift"}).to_csv("us_ds.csv", index=False)
 print(f"{out.model.nunique()} models, {out.ds_task.nunique()} ds_tasks, {len(out)} rows; dropped (inconsistent JSON): {dropped}")
