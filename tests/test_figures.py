@@ -3,6 +3,7 @@ drawn, the prediction's interval inside the axes."""
 
 from __future__ import annotations
 
+import os
 import numpy as np
 import pytest
 
@@ -154,6 +155,23 @@ def test_sensitivity_ticks_all_labelled_legend_under_the_title_without_a_gap(sen
     plt.close(fig)
 
 
+def test_the_sensitivity_figure_of_many_tasks_is_one_row_of_their_mean(sens_summary):
+    """202 DS tasks (the testbed) made a 526-inch-tall figure that took minutes to encode."""
+    import pandas as pd
+
+    from meta_study.analysis.figures import SENS_TASKS_MAX, sensitivity_figure
+
+    many = pd.concat([sens_summary.assign(ds_task=f"{t}-{i}") for i in range(SENS_TASKS_MAX) for t in ("a", "b")])
+    fig = sensitivity_figure(many)
+    assert len(fig.axes) == 2 and fig.get_size_inches()[1] < 5
+    assert fig.axes[0].get_title().startswith(f"mean over {2 * SENS_TASKS_MAX} DS tasks")
+    few = sensitivity_figure(many[many["ds_task"].isin(sorted(many["ds_task"].unique())[:SENS_TASKS_MAX])])
+    assert len(few.axes) == 2 * SENS_TASKS_MAX                     # a row per task up to the limit
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    plt.close(few)
+
 def test_heatmap_cells_are_legible_and_missing_cells_are_not_white():
     """F.20/F.21: 7 pt values in thumbnails, and a missing pair drawn white like rho = 0."""
     import pandas as pd
@@ -220,3 +238,28 @@ def test_footer_is_under_the_figure(tmp_path, fitted):
     wa, ha = Image.open(with_footer).size
     wb, hb = Image.open(without).size
     assert ha > hb + 5                      # the footer adds its own strip under the figure
+
+
+def test_a_heatmap_of_hundreds_of_tasks_stays_a_readable_size(tmp_path):
+    """The testbed's 202 DS tasks drew a 121-inch square with 40,804 numbers (minutes, 6 GB of
+    memory, unreadable). Beyond HEAT_TEXT_MAX tasks a side: colour only, cells within
+    HEAT_MAX_IN inches, the title says where the values are."""
+    import pandas as pd
+
+    from meta_study.analysis.figures import HEAT_MAX_IN, HEAT_TEXT_MAX, heatmap_figure, save
+
+    n = 202
+    rng = np.random.default_rng(0)
+    names = [f"imagenet-c.task-{i}.severity-{i % 5 + 1}" for i in range(n)]
+    m = pd.DataFrame(rng.uniform(-1, 1, (n, n)), index=names, columns=names)
+    fig = heatmap_figure(m, title="t")
+    w, h = fig.get_size_inches()
+    assert not fig.axes[0].texts and max(w, h) < HEAT_MAX_IN + 12 and "values in the correlations table" in fig.axes[0].get_title()
+    assert len(fig.axes[0].get_xticklabels()) == n                 # every task still named
+    paths = save(fig, str(tmp_path / "big"))
+    assert all(os.path.getsize(p) < 20e6 for p in paths)
+    small = heatmap_figure(m.iloc[:HEAT_TEXT_MAX, :HEAT_TEXT_MAX], title="t")
+    assert len(small.axes[0].texts) == HEAT_TEXT_MAX ** 2          # values written up to the limit
+    import matplotlib.pyplot as plt
+
+    plt.close(small)

@@ -407,3 +407,23 @@ def test_every_shipped_public_table_ingests_as_is(tmp_path):
     assert r.returncode == 2 and f"{plain[0]} and {plain[1]}: both would be source 'us_ds'" in r.stderr, r.stderr
     r = run_cli("ingest", str(files[0]), str(plain[0]), "--store", str(tmp_path / "t"), "--quiet")
     assert r.returncode == 0 and set(Store(str(tmp_path / "t")).to_pandas()["source"]) == {"clip_benchmark_probe", "us_ds"}
+
+
+def test_a_constant_never_overwrites_the_inputs_own_values(tmp_path):
+    """`constants: {eval_protocol: shift}` on a file with its own eval_protocol column replaced
+    every value without a word; now refused naming the column (equal values are fine)."""
+    df = _canonical_frame()
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False)
+    own = str(df["eval_protocol"].iloc[0])
+    other = next(p for p in ("shift", "linear") if p != own)
+    for value, ok in ((other, False), (own, True)):
+        m = tmp_path / f"m-{value}.yaml"
+        m.write_text(f"constants: {{eval_protocol: {value}}}\n")
+        r = run_cli("ingest", str(path), "--mapping", str(m), "--store", str(tmp_path / f"s-{value}"))
+        if ok:
+            assert r.returncode == 0, r.stderr
+        else:
+            assert r.returncode == 2 and f"constants.eval_protocol='{other}' would overwrite the input's own " \
+                f"eval_protocol values (3 rows, e.g. '{own}')" in r.stderr, r.stderr
+            assert not (tmp_path / f"s-{value}").exists() or len(Store(str(tmp_path / f"s-{value}")).to_pandas()) == 0

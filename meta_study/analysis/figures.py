@@ -223,6 +223,11 @@ def frontier_label(frontier: str) -> str:
     return frontier if frontier in FRONTIER_KINDS else f"{frontier} (every model; never in the headline)"
 
 
+#: DS tasks up to which the sensitivity figure has a row each; beyond, one row of their mean (the
+#: testbed's 202 tasks made a 526-inch-tall figure: 68,000 px, minutes to encode, unreadable).
+SENS_TASKS_MAX = 12
+
+
 def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensitivity") -> Any:
     """One row per DS task: fitting and prediction error (in accuracy points) against the number
     of models, one line per frontier estimator, mean ± sd over trials. A DS task with several
@@ -231,10 +236,11 @@ def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensi
     sample sizes drawn, every one labelled."""
     plt = pyplot()
     tasks = sorted(summary["ds_task"].unique()) if not summary.empty else []
-    rows = max(1, len(tasks))
+    pooled = len(tasks) > SENS_TASKS_MAX
+    rows = 1 if pooled else max(1, len(tasks))
     fig, axes = plt.subplots(rows, 2, figsize=(9, 0.9 + 2.6 * rows), squeeze=False, layout="constrained")
     handles: dict[str, Any] = {}
-    for r, task in enumerate(tasks or [None]):
+    for r, task in enumerate([None] if pooled else (tasks or [None])):
         part = summary[summary["ds_task"] == task] if task is not None else summary
         for c, (metric, name) in enumerate((("fit_err", "fitting error"), ("pred_err", "prediction error"))):
             ax = axes[r, c]
@@ -258,10 +264,13 @@ def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensi
                 ax.set_xscale("log")
             plain_ticks(ax.xaxis, ns, log=log)
             ax.set_ylabel(f"{name} (pt)")
-            ax.set_title(tex_safe(f"{task}: {name}") if task is not None else name, fontsize=LEGEND_PT + 1)
+            label = f"{task}: {name}" if task is not None else (
+                f"mean over {len(tasks)} DS tasks: {name}" if pooled else name)
+            ax.set_title(tex_safe(label), fontsize=LEGEND_PT + 1)
             if r == rows - 1:
                 ax.set_xlabel("number of models in the sample")
-    heading = tex_safe(title) + ": Eq. 1 on each frontier estimator, per DS task"
+    heading = tex_safe(title) + (": Eq. 1 on each frontier estimator, per DS task" if not pooled else
+                                 ": Eq. 1 on each frontier estimator (per task: sensitivity_summary)")
     if handles:
         # the legend's title is the figure's (a suptitle and an "outside" legend share the top edge)
         fig.legend(list(handles.values()), [frontier_label(f) for f in handles], loc="outside upper center",
@@ -349,6 +358,12 @@ def params_figure(fits: pd.DataFrame) -> Any:
 HEAT_PT = 10
 #: A heatmap cell's side (inches).
 HEAT_CELL = 0.6
+#: Tasks per side up to which each cell holds its value. Beyond, cells shrink so that the cells
+#: span at most HEAT_MAX_IN inches, labels shrink to the cell, and the values stay in the
+#: correlations table: the testbed's 202 DS tasks drew a 121-inch square (16,000 px at SAVE_DPI,
+#: 40,804 texts) that took minutes and 6 GB, and no one reads 40,804 numbers off a picture.
+HEAT_TEXT_MAX = 30
+HEAT_MAX_IN = 20.0
 
 
 def plot_heatmap(matrix: pd.DataFrame, stem: str, *, title: str, footer: str | None = None) -> list[str]:
@@ -357,29 +372,36 @@ def plot_heatmap(matrix: pd.DataFrame, stem: str, *, title: str, footer: str | N
 
 
 def heatmap_figure(matrix: pd.DataFrame, *, title: str) -> Any:
-    """Spearman ρ per cell, its value written in it at :data:`HEAT_PT`; cells sized to hold it.
-    A cell without data (no such pair) is grey, never white (which reads as ρ = 0)."""
+    """Spearman ρ per cell, its value written in it at :data:`HEAT_PT`; cells sized to hold it, up
+    to :data:`HEAT_TEXT_MAX` tasks a side (beyond, colour only, within :data:`HEAT_MAX_IN`). A cell
+    without data (no such pair) is grey, never white (which reads as ρ = 0)."""
     plt = pyplot()
     m = matrix.astype(float)
     rows, cols = m.shape
+    written = max(rows, cols) <= HEAT_TEXT_MAX
+    cell = HEAT_CELL if written else max(HEAT_MAX_IN / max(rows, cols), 0.08)
+    label_pt = 10.0 if written else min(10.0, max(cell * 72 * 0.8, 4.0))
     # room for the labels: ~0.075 in a character at 10 pt; the column labels are rotated by 45 degrees
-    row_lab = 0.3 + 0.075 * max([len(str(v)) for v in m.index] or [4])
-    col_lab = 0.3 + 0.055 * max([len(str(v)) for v in m.columns] or [4])
-    fig, ax = plt.subplots(figsize=(HEAT_CELL * cols + row_lab + 1.3, HEAT_CELL * rows + col_lab + 0.5),
+    row_lab = 0.3 + 0.075 * label_pt / 10 * max([len(str(v)) for v in m.index] or [4])
+    col_lab = 0.3 + 0.055 * label_pt / 10 * max([len(str(v)) for v in m.columns] or [4])
+    fig, ax = plt.subplots(figsize=(cell * cols + row_lab + 1.3, cell * rows + col_lab + 0.5),
                            layout="constrained")
     values = m.to_numpy()
     ax.set_facecolor("#d0d0d0")
     im = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_xticks(range(cols), [tex_safe(c) for c in m.columns], rotation=45, ha="right", rotation_mode="anchor")
-    ax.set_yticks(range(rows), [tex_safe(i) for i in m.index])
+    ax.set_xticks(range(cols), [tex_safe(c) for c in m.columns], rotation=45, ha="right", rotation_mode="anchor",
+                  fontsize=label_pt)
+    ax.set_yticks(range(rows), [tex_safe(i) for i in m.index], fontsize=label_pt)
     ax.spines[:].set_visible(False)
-    for i in range(rows):
+    for i in range(rows if written else 0):
         for j in range(cols):
             v = values[i, j]
             if np.isfinite(v):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=HEAT_PT,
                         color="white" if abs(v) > 0.6 else "black")
-    fig.colorbar(im, ax=ax, label="Spearman ρ")
+    fig.colorbar(im, ax=ax, label="Spearman ρ", shrink=min(1.0, max(0.3, 6 / (cell * rows + 1))))
     missing = not np.isfinite(values).all()
-    ax.set_title(tex_safe(title) + ("\n(grey: no such pair)" if missing else ""), fontsize=LEGEND_PT + 1)
+    note = [] if written else [f"{rows} x {cols}: values in the correlations table, not in the cells"]
+    note += ["grey: no such pair"] if missing else []
+    ax.set_title(tex_safe(title) + "".join(f"\n({n})" for n in note), fontsize=LEGEND_PT + 1)
     return fig

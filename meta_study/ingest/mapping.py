@@ -537,6 +537,13 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
     """
     out = canon.copy()
     for col, v in mapping.constants.items():
+        if col in out.columns:   # the input has its own values: overwriting them without a word lost them
+            own = out[col][out[col].notna()]
+            differ = own[own.astype(str) != str(v)]
+            if len(differ):
+                raise UserError(f"{where}: constants.{col}={v!r} would overwrite the input's own {col} values "
+                                f"({len(differ)} rows, e.g. {differ.iloc[0]!r}) in mapping {mapping.name}; drop the "
+                                "constant, or rename the column away")
         out[col] = v
     if mapping.source is not None:
         out["source"] = mapping.source
