@@ -263,3 +263,32 @@ def test_a_heatmap_of_hundreds_of_tasks_stays_a_readable_size(tmp_path):
     import matplotlib.pyplot as plt
 
     plt.close(small)
+
+
+def test_a_groups_figure_zooms_on_the_best_models_and_the_prediction():
+    """Over a group's whole US range (0-85% on OpenCLIP) the prediction from the best model to the
+    tested horizon was a sliver at the edge of its figure: a second panel zooms on it."""
+    from meta_study.analysis.figures import answer_window, group_figure
+
+    rng = np.random.default_rng(3)
+    us = rng.uniform(0.02, 0.85, 120)
+    ds = np.clip(0.92 - 0.85 * (1 - us) ** 2 - rng.exponential(0.04, us.size), 0, 1)
+    _, panels = fit_table([Group("up", "wide", "zeroshot", None, us, ds)])
+    panel = {k: v for k, v in panels[0].items() if k != "slug"}
+    h = panel["selection"].headline
+    fig = group_figure(panel)
+    full, zoom = fig.axes[:2]
+    assert full.get_legend() is not None and zoom.get_legend() is None        # one legend for both
+    x0, x1 = zoom.get_xlim()
+    assert x0 < h.best_us * 100 < x1 and x1 >= max(h.horizon_us, us.max()) * 100
+    assert (x1 - x0) < 0.6 * (full.get_xlim()[1] - full.get_xlim()[0])
+    assert (x1 - h.best_us * 100) >= 0.35 * (x1 - x0)                          # the prediction: 40% of the width
+    y0, y1 = zoom.get_ylim()
+    lo, hi = h.interval(np.array([h.best_us, h.horizon_us]), 0.9)
+    inside = (us * 100 >= x0) & (us * 100 <= x1)
+    assert y0 <= min(ds[inside].min(), np.nanmin(lo)) * 100 and y1 >= min(100.0, np.nanmax(hi) * 100) - 1e-9
+    (wx0, wx1), _ = answer_window(us, ds, panel["selection"])
+    assert (wx0 * 100, wx1 * 100) == (x0, x1)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

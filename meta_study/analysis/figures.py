@@ -2,7 +2,8 @@
 
 - :func:`plot_fit_grid` / :func:`plot_group`: DS vs US accuracy per group with all points, the
   headline's frontier and law (with its prediction interval) and the paper's Eq. 1 on the hull
-  vertices, extended over the held-out range (paper Fig. 1, F.6-F.9).
+  vertices, extended over the held-out range (paper Fig. 1, F.6-F.9); a group's own figure adds
+  the same panel zoomed on the best models and the prediction (:func:`answer_window`).
 - :func:`plot_sensitivity`: fit_err and pred_err against sample size per frontier estimator
   (Fig. 3, F.10-F.16); ``all``, never a headline frontier, dashed and labelled so.
 - :func:`plot_params_vs_shots`: k, alpha and e_ir against the number of shots (F.4/F.5), values
@@ -184,8 +185,62 @@ def fit_grid_figure(panels: Sequence[dict[str, Any]], *, columns: int = 2, title
 
 
 def plot_group(panel: dict[str, Any], stem: str, *, footer: str | None = None) -> list[str]:
-    """One group's panel on its own."""
-    return plot_fit_grid([panel], stem, footer=footer, columns=1)
+    """One group's figure (:func:`group_figure`)."""
+    return save(group_figure(panel), stem, footer)
+
+
+def group_figure(panel: dict[str, Any]) -> Any:
+    """One group: its panel over the whole US range, and beside it the same drawing zoomed on
+    where the answer is (:func:`answer_window`). Over the whole range of a group whose models span
+    0-85% US, the prediction from the best model to the tested horizon was a sliver at the edge."""
+    plt = pyplot()
+    fig, (full, zoom) = plt.subplots(1, 2, figsize=(10.4, 6.2), layout="constrained", width_ratios=(1, 0.8))
+    draw_group(full, **panel)
+    window = answer_window(panel["us"], panel["ds"], panel["selection"], panel.get("paper"))
+    if window is None:
+        zoom.axis("off")
+        return fig
+    draw_group(zoom, **panel)
+    zoom.get_legend().remove()      # the same drawing: one legend, under the full panel
+    (x0, x1), (y0, y1) = window
+    zoom.set_xlim(x0 * 100, x1 * 100)
+    zoom.set_ylim(y0 * 100, y1 * 100)
+    zoom.set_title("zoom: the best models and the prediction", fontsize=LEGEND_PT + 1)
+    return fig
+
+
+def answer_window(us: np.ndarray, ds: np.ndarray, selection: GroupSelection,
+                  paper: Candidate | None = None) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """((US from, to), (DS from, to)) as fractions: from the best visible model's neighbours to the
+    farther of the tested horizon and the held-out models, the prediction taking the right 40% of
+    the width; the DS range holds every model, curve and interval drawn inside it. None without a
+    usable headline."""
+    h = selection.headline
+    if not h.usable:
+        return None
+    us, ds = np.asarray(us, float), np.asarray(ds, float)
+    right = max(h.horizon_us if math.isfinite(h.horizon_us) else h.best_us, float(np.nanmax(us)), h.best_us + 0.005)
+    span = right - h.best_us
+    left = h.best_us - max(1.5 * span, 0.02)
+    thr = selection.holdout_threshold
+    if math.isfinite(thr) and (us > thr).any():
+        left = min(left, thr - 0.25 * span)
+    pad = 0.03 * (right - left)
+    x0, x1 = left - pad, right + pad
+    xs = np.linspace(max(x0, float(np.nanmin(us))), x1, 120)
+    inside = (us >= x0) & (us <= x1)
+    ys = [ds[inside], h.predict_accuracy(xs[xs >= h.best_us]), h.median(xs[xs <= h.best_us])]
+    lo, hi = selection_interval(selection, xs[xs >= h.best_us])
+    ys += [lo, hi]
+    if paper is not None and paper.fit.usable:
+        ys.append(paper.fit.predict_accuracy(xs))
+    y = np.concatenate([np.asarray(v, float).ravel() for v in ys])
+    y = y[np.isfinite(y)]
+    if not y.size:
+        return None
+    y_lo, y_hi = float(y.min()), float(y.max())
+    ypad = max(0.005, 0.06 * (y_hi - y_lo))
+    return (x0, x1), (max(0.0, y_lo - ypad) if y_lo >= 0 else y_lo - ypad, min(1.0, y_hi + ypad) if y_hi <= 1 else y_hi + ypad)
 
 
 def plain_ticks(axis: Any, values: Sequence[float], *, log: bool) -> None:
