@@ -366,3 +366,27 @@ def test_a_missing_dataset_path_is_refused_on_our_own_ray_and_warned_about_on_a_
     check_dataset_paths({"pets": "imagefolder:/nonexistent/pets"}, on_this_machine=False)   # a cluster: a warning
     assert "warning: --dataset pets=imagefolder:/nonexistent/pets: /nonexistent/pets does not exist" in capsys.readouterr().err
     check_dataset_paths({"pets": f"parquet:{there}", "jft": "parquet:s3://lab/jft.parquet"}, on_this_machine=True)
+
+
+def test_a_sweep_script_from_another_checkout_is_refused_unless_its_code_is_imported(tmp_path):
+    """`python other/sweeps/zoo.py` imported meta_study from the installed (editable) tree: the trials
+    ran, and the runs recorded as code_version, another checkout's code than the one run."""
+    from meta_study.tune.preflight import check_script_tree
+    from conftest import REPO
+
+    other = tmp_path / "other"
+    (other / "meta_study").mkdir(parents=True)
+    (other / "meta_study" / "__init__.py").write_text("")
+    (other / "sweeps").mkdir()
+    script = other / "sweeps" / "zoo.py"
+    script.write_text("")
+    with pytest.raises(UserError) as e:
+        check_script_tree(str(script))
+    assert str(e.value).startswith(f"{script} belongs to the checkout {other}, but meta_study was imported from {REPO}")
+    assert f"PYTHONPATH={other} python {script}" in str(e.value)
+    check_script_tree(str(REPO / "sweeps" / "zoo.py"))             # this checkout's own script
+    own = tmp_path / "proj" / "sweeps" / "mine.py"                  # a user's own sweep outside any checkout
+    own.parent.mkdir(parents=True)
+    own.write_text("")
+    check_script_tree(str(own))
+    check_script_tree(None)

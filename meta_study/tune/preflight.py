@@ -6,6 +6,7 @@
   --runtime-env-json '{"env_vars": {...}}'``), which Ray's job API serves to anyone who can list
   jobs (``ray job list``, the dashboard).
 - :func:`check_local_storage`: a local storage path is a directory this process can write.
+- :func:`check_script_tree`: a sweep script from a checkout runs that checkout's ``meta_study``.
 - :func:`check_dataset_paths`: ``--dataset`` paths exist (refused on our own Ray, a warning on a cluster).
 - :func:`default_storage`: no default storage inside a Ray job's working directory (a per-upload
   copy: a code change moves it, and Ray deletes it).
@@ -149,6 +150,27 @@ def check_local_storage(path: str) -> None:
         raise UserError(f"--storage-path {path}: {what}")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"--storage-path {path}: {probe} is not writable by this user")
+
+
+def check_script_tree(script: str | None) -> None:
+    """A sweep script from a checkout of meta-study runs that checkout's code. ``python
+    other/sweeps/zoo.py`` puts ``other/sweeps`` on ``sys.path``, not ``other``: ``meta_study`` then
+    came from the installed (editable) tree, so the trials ran, and the runs recorded as
+    ``code_version``, another checkout's code than the one the user ran.
+
+    Raises:
+        UserError: one line naming both trees and the fix.
+    """
+    from pathlib import Path
+
+    if not script:
+        return
+    root = Path(script).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]          # the tree meta_study was imported from
+    if (root / "meta_study" / "__init__.py").is_file() and root != here:
+        raise UserError(f"{script} belongs to the checkout {root}, but meta_study was imported from {here} (the "
+                        f"installed one): the trials would run that code; run it as PYTHONPATH={root} python "
+                        f"{script} ..., or pip install -e {root}")
 
 
 def check_dataset_paths(datasets: Mapping[str, str], *, on_this_machine: bool) -> None:

@@ -45,9 +45,9 @@ from ..errors import UserError
 from ..extras import require_training
 from ..failpoints import failpoint
 from . import provenance
-from .preflight import (check_dataset_paths, check_local_storage, check_storage_on_nodes, check_tracking_reachable,
-                        default_storage, experiment_dir, plan_session, refuse_runtime_env_secrets, refuse_secrets,
-                        runtime_env_of_job)
+from .preflight import (check_dataset_paths, check_local_storage, check_script_tree, check_storage_on_nodes,
+                        check_tracking_reachable, default_storage, experiment_dir, plan_session,
+                        refuse_runtime_env_secrets, refuse_secrets, runtime_env_of_job)
 from .state import Session, StateDir, SweepRecord, is_remote
 from .finalize import TrialRef
 
@@ -544,6 +544,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     refuse_secrets(tracking_uri=o.tracking_uri, storage_path=o.storage_path, datasets=o.datasets)
     require_training(f"sweep {spec.name}")   # a core install: one line, not a worker's traceback
     check_fixed_config(spec, o)
+    check_script_tree(provenance.script_of(spec.space))
     from ..ray_session import own_ray_requested
 
     check_dataset_paths(o.datasets, on_this_machine=own_ray_requested(o.address))
