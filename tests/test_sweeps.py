@@ -136,6 +136,24 @@ def test_a_crashing_trial_is_retried_from_its_checkpoint(mlflow_server, tmp_path
     assert len(errors) == 2 and all("injected failure" in e.read_text() for e in errors)
 
 
+def test_errored_trials_are_one_line_each_and_quiet_means_no_tracebacks(mlflow_server, tmp_path):
+    """--quiet kept every errored trial's traceback (Tune logs them at ERROR), and without it the
+    summary never said which trials errored or why."""
+    exp = f"err-{uuid.uuid4().hex[:6]}"
+    r = sweep("head_wd", "--tracking-uri", mlflow_server.uri, "--experiment", exp, "--fail-once", "--max-failures", "0",
+              "--quiet", "--storage-path", str(tmp_path / "ray"), cwd=tmp_path)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    s = summary(r.stdout)
+    assert s["errored"] == s["trials"] == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("trial ")]
+    assert len(lines) == 2, r.stderr[-3000:]
+    for ln in lines:
+        assert "errored: RuntimeError: injected failure (fail_once)" in ln and ln.endswith("/error.txt)")
+        assert Path(ln.rsplit("(traceback: ", 1)[1][:-1]).is_file()
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr[-3000:]
+    assert sorted(x.info.status for x in child_runs(mlflow_server.uri, exp)) == ["FAILED", "FAILED"]
+
+
 def _kill_after_two_trials(mlflow_server, tmp_path: Path, attempt: int):
     """Start a 3-trial Optuna sweep, one trial at a time, with Tune saving its experiment state
     only at the start, and SIGKILL its driver once two trials have finished: Tune's saved state

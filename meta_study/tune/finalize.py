@@ -70,7 +70,9 @@ def is_stopped_early(result: Any) -> bool:
     return result.error is None and (result.metrics or {}).get(FINAL_KEY) != 1.0 and bool(result.metrics)
 
 
-def _reason(e: BaseException) -> str:
+def error_line(e: BaseException) -> str:
+    """An error as one line: the type and last line of its cause (a Ray task's or trial's error
+    wraps the exception the code raised)."""
     cause = getattr(e, "cause", None) or e
     text = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {text[-1] if text else ''}"[:2000]
@@ -118,7 +120,7 @@ def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callab
         try:
             metrics = ray.get(ready[0])
         except Exception as e:  # noqa: BLE001 - one trial's failure is recorded on its run, the rest go on
-            failed[tid] = _reason(e)
+            failed[tid] = error_line(e)
             callback.log_evaluation(tid, None, error=failed[tid], checkpoint=r.checkpoint)
             continue
         callback.on_trial_result(0, [], TrialRef(tid), metrics)

@@ -49,7 +49,7 @@ from .preflight import (check_dataset_paths, check_local_storage, check_script_t
                         check_tracking_reachable, default_storage, experiment_dir, plan_session,
                         refuse_runtime_env_secrets, refuse_secrets, runtime_env_of_job)
 from .state import Session, StateDir, SweepRecord, is_remote
-from .finalize import TrialRef
+from .finalize import TrialRef, error_line, trial_id_of
 
 
 
@@ -246,7 +246,8 @@ def build_parser(spec: SweepSpec) -> argparse.ArgumentParser:
     a("--researcher", default=None, help="tag of every run (default: $META_STUDY_RESEARCHER, else $USER)")
     a("--address", default=None, help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
     a("--quiet", action="store_true",
-      help="no Tune progress tables, trial configs or TensorBoard logs (the demo); MLflow still gets every run")
+      help="no Tune progress tables, trial configs, tracebacks or TensorBoard logs (the demo); an errored trial is "
+           "one line at the end (its traceback: error.txt in its trial directory); MLflow still gets every run")
     a("--fail-once", action="store_true", help=argparse.SUPPRESS)  # test hook: each trial crashes once
     a("--fail-eval-once", action="store_true", help=argparse.SUPPRESS)  # test hook: each evaluation fails once
     return p
@@ -436,6 +437,7 @@ class SweepResult:
     interrupted: int = 0
     stop_signal: str | None = None
     experiment: str = ""
+    errors: tuple[tuple[str, str, str], ...] = ()   # errored trials: (trial id, last line of the error, error.txt)
 
 
 @dataclass(frozen=True)
@@ -564,8 +566,9 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         # Tune's default CSV/JSON/TensorBoard loggers: MLflow is the record, and TensorBoard warns
         # about every list-valued config ("invalid value ... via TBXLoggerCallback")
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+        # an errored trial's traceback (Tune logs it at ERROR) is one line of the summary instead
         for name in ("ray.tune", "ray.train", "ray.air"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     if p.tracking.startswith("sqlite:///"):
         Path(p.tracking[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     private = own_ray_requested(o.address)
@@ -591,6 +594,8 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         results = list(tuner.fit())
     finished = sum(1 for r in results if r.error is None and (r.metrics or {}).get("final") == 1.0)
     errored = sum(1 for r in results if r.error is not None)
+    errors = tuple((trial_id_of(r), error_line(r.error), f"{str(r.path).rstrip('/')}/error.txt")
+                   for r in results if r.error is not None)
     if callback.stop_signal:   # Ctrl-C: nothing is evaluated or settled, every open run ends KILLED
         left = callback.close_interrupted(callback.stop_signal)
         callback.flush()
@@ -600,7 +605,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
                            parent_run_id=rec.parent_run_id, trials=len(results), finished=finished, errored=errored,
                            early_stopped=0, seconds=time.monotonic() - t0, resumed=p.resume,
                            experiment_id=rec.experiment_id, interrupted=len(left), stop_signal=callback.stop_signal,
-                           experiment=rec.experiment)
+                           experiment=rec.experiment, errors=errors)
     out = _finish(spec, results, callback, p, rec, resources, hooks)
     ok = out["eval_done"]
     _end_parent(p.tracking, rec, "FAILED" if errored or out["eval_failed"] else "FINISHED",
@@ -610,7 +615,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
                        parent_run_id=rec.parent_run_id, trials=len(results), finished=finished + ok,
                        errored=errored, early_stopped=ok + out["eval_failed"], seconds=time.monotonic() - t0,
                        eval_failed=out["eval_failed"], settled=out["settled"], orphaned=out["orphaned"],
-                       resumed=p.resume, experiment_id=rec.experiment_id, experiment=rec.experiment)
+                       resumed=p.resume, experiment_id=rec.experiment_id, experiment=rec.experiment, errors=errors)
 
 
 @contextlib.contextmanager
@@ -766,6 +771,10 @@ def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
     if res.finished:
         print(f"next: meta-study ingest {shlex.quote(res.tracking_uri)} --experiment {shlex.quote(res.experiment)} "
               "--store STORE")
+    for tid, line, where in res.errors[:20]:
+        print(f"trial {tid} errored: {line} (traceback: {where})", file=sys.stderr)
+    if len(res.errors) > 20:
+        print(f"... and {len(res.errors) - 20} more errored trials (error.txt in each trial directory)", file=sys.stderr)
     if res.stop_signal:
         print(f"{spec.name}: interrupted ({res.stop_signal}): {res.interrupted} unfinished trial(s) ended KILLED with "
               "the tag meta_study.status=interrupted (ingest leaves them out); run the same command with --resume to "
