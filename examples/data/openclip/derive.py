@@ -1,20 +1,15 @@
 """Derive us_ds.csv from the raw open_clip result tables (run from this folder)."""
+import os
+import sys
 import pandas as pd
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from canonical import canonical  # noqa: E402  (examples/data/canonical.py)
 
 COLS = ["model", "us_task", "ds_task", "eval_protocol", "shots",
         "us_accuracy", "ds_accuracy", "us_n", "ds_n"]
 US = "ImageNet 1k"
 US_N = 50000  # ImageNet-1k validation set
-
-def canonical(df: pd.DataFrame, table: str, protocols: dict) -> pd.DataFrame:
-    """meta-study's column names and protocol vocabulary, so that `meta-study ingest
-    examples/data/*/us_ds.csv --store S` needs no mapping (one source per table); the table's own
-    protocol name stays in `protocol`, which ingest keeps in `extra`."""
-    assert set(df["eval_protocol"]) <= set(protocols), set(df["eval_protocol"]) - set(protocols)
-    df = df.assign(source=table, run_id=df["model"], protocol=df["eval_protocol"],
-                   eval_protocol=df["eval_protocol"].map(protocols)).rename(columns={"model": "model_name"})
-    return df[["source", "run_id", "model_name", "us_task", "ds_task", "eval_protocol", "protocol", "shots",
-               "us_accuracy", "ds_accuracy", "us_n", "ds_n"]]
 
 
 # Test-set sizes we are confident about; anything not listed is left empty.
