@@ -271,7 +271,7 @@ def test_a_groups_figure_zooms_on_the_best_models_and_the_prediction():
     from meta_study.analysis.figures import answer_window, group_figure
 
     rng = np.random.default_rng(3)
-    us = rng.uniform(0.02, 0.85, 120)
+    us = np.concatenate([rng.uniform(0.02, 0.79, 100), rng.uniform(0.79, 0.85, 25)])   # as OpenCLIP
     ds = np.clip(0.92 - 0.85 * (1 - us) ** 2 - rng.exponential(0.04, us.size), 0, 1)
     _, panels = fit_table([Group("up", "wide", "zeroshot", None, us, ds)])
     panel = {k: v for k, v in panels[0].items() if k != "slug"}
@@ -289,6 +289,12 @@ def test_a_groups_figure_zooms_on_the_best_models_and_the_prediction():
     assert y0 <= min(ds[inside].min(), np.nanmin(lo)) * 100 and y1 >= min(100.0, np.nanmax(hi) * 100) - 1e-9
     (wx0, wx1), _ = answer_window(us, ds, panel["selection"])
     assert (wx0 * 100, wx1 * 100) == (x0, x1)
+    # where the answer's region is most of the range (few models, a far prediction): the panel alone
+    few = np.concatenate([rng.uniform(0.05, 0.35, 16), rng.uniform(0.45, 0.75, 4)])   # as the demo's own tasks
+    _, panels = fit_table([Group("up", "few", "zeroshot", None, few, np.clip(0.1 + 0.6 * few, 0, 1))])
+    alone = group_figure({k: v for k, v in panels[0].items() if k != "slug"})
+    assert len([a for a in alone.axes if a.axison]) == 1
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+    plt.close(alone)

@@ -192,14 +192,15 @@ def plot_group(panel: dict[str, Any], stem: str, *, footer: str | None = None) -
 def group_figure(panel: dict[str, Any]) -> Any:
     """One group: its panel over the whole US range, and beside it the same drawing zoomed on
     where the answer is (:func:`answer_window`). Over the whole range of a group whose models span
-    0-85% US, the prediction from the best model to the tested horizon was a sliver at the edge."""
+    0-85% US, the prediction from the best model to the tested horizon was a sliver at the edge.
+    Where that region is most of the range already (more than 60% of it), the panel alone."""
+    window = answer_window(panel["us"], panel["ds"], panel["selection"], panel.get("paper"))
+    us = np.asarray(panel["us"], float)
+    if window is None or (window[0][1] - window[0][0]) > 0.6 * (np.nanmax(us) - np.nanmin(us)):
+        return fit_grid_figure([panel], columns=1)    # the whole range is the answer's region already
     plt = pyplot()
     fig, (full, zoom) = plt.subplots(1, 2, figsize=(10.4, 6.2), layout="constrained", width_ratios=(1, 0.8))
     draw_group(full, **panel)
-    window = answer_window(panel["us"], panel["ds"], panel["selection"], panel.get("paper"))
-    if window is None:
-        zoom.axis("off")
-        return fig
     draw_group(zoom, **panel)
     zoom.get_legend().remove()      # the same drawing: one legend, under the full panel
     (x0, x1), (y0, y1) = window
@@ -225,6 +226,7 @@ def answer_window(us: np.ndarray, ds: np.ndarray, selection: GroupSelection,
     thr = selection.holdout_threshold
     if math.isfinite(thr) and (us > thr).any():
         left = min(left, thr - 0.25 * span)
+    left = max(left, float(np.nanmin(us)))          # never left of the data (nor below 0)
     pad = 0.03 * (right - left)
     x0, x1 = left - pad, right + pad
     xs = np.linspace(max(x0, float(np.nanmin(us))), x1, 120)
