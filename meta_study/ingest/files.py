@@ -605,7 +605,7 @@ class FileSource:
             return
         for i, p in enumerate(self.paths):
             progress(f"reading {os.path.basename(p)}", i, len(self.paths))
-            source = self.source_name or declared_source(p, self.mapping) or source_stem(p)
+            source = self.source_name or file_key(p, self.mapping)
             name, seen = _file_state(store, source, [p], self.mapping, self.drop_missing)
             if seen is None:  # unchanged since its last ingest into this store: nothing to read
                 yield SourceBatch(rows=pd.DataFrame(), stats={"unchanged_files": 1})
@@ -741,21 +741,32 @@ def declared_source(path: str, mapping: IngestMapping | None) -> str | None:
     return str(got[0]) if len(got) == 1 and values.notna().all() else None
 
 
+def file_key(path: str, mapping: IngestMapping | None) -> str:
+    """What identifies a file among the inputs and keys its ingest state: its name without its
+    suffixes (:func:`source_stem`), under its own source when it names one
+    (:func:`declared_source`): ``openclip/us_ds`` and ``dclm/us_ds`` are two tables, where two
+    ``us_ds.csv`` without a source of their own would be one."""
+    declared = declared_source(path, mapping)
+    return f"{declared}/{source_stem(path)}" if declared else source_stem(path)
+
+
 def _refuse_shared_stems(paths: Sequence[str], mapping: IngestMapping | None = None) -> list[str]:
     """``paths`` without repeats of one file. Each file's rows get its name without its suffix as
-    their ``source`` (:func:`source_stem`) unless the file names its own (:func:`declared_source`):
-    two files with one source (``a/x.csv`` and ``b/x.csv``, or ``x.csv`` and ``x.csv.gz``) would
-    store every run twice or replace each other's rows, so refuse them."""
+    their ``source`` (:func:`source_stem`) unless the file names its own: two files with one key
+    (:func:`file_key`: ``a/x.csv`` and ``b/x.csv``, or ``x.csv`` and ``x.csv.gz``) would store every
+    run twice or replace each other's rows, so refuse them."""
     seen: dict[str, str] = {}
     out = []
     for p in paths:
-        stem = declared_source(p, mapping) or source_stem(p)
+        stem = file_key(p, mapping)
         if stem in seen:
             if os.path.realpath(seen[stem]) == os.path.realpath(p):
                 continue
-            raise UserError(f"{seen[stem]} and {p}: both would be source {stem!r} (a file's name without its "
-                            "suffixes) and store the same runs twice or replace each other's rows; remove or rename "
-                            "one, set 'source:' in the mapping, or give each a 'name:' in a --sources-file")
+            what = (f"both would be source {stem!r} (a file's name without its suffixes)" if stem == source_stem(p)
+                    else f"both name the source {stem.rsplit('/', 1)[0]!r} in a column and are named alike")
+            raise UserError(f"{seen[stem]} and {p}: {what} and store the same runs twice or replace each other's rows; "
+                            "remove or rename one, set 'source:' in the mapping, or give each a 'name:' in a "
+                            "--sources-file")
         seen[stem] = p
         out.append(p)
     return out
