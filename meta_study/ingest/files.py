@@ -715,9 +715,10 @@ def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOp
 
 
 def declared_source(path: str, mapping: IngestMapping | None) -> str | None:
-    """The one value of a file's own ``source`` column (what its rows are stored under instead of
-    the file's name), or None: no such column (or the mapping renames one to or from it), or more
-    than one value. Cost: one column read (CSV/TSV, Parquet; JSON Lines: None)."""
+    """The ``source`` a file names for its rows in a column of that name (its first row's value),
+    or None: no such column, an empty first value, or a mapping that renames a column to or from
+    it. It tells files apart (:func:`file_key`); each row keeps its own value. Cost: the header and
+    one row (CSV/TSV), one column's first batch (Parquet); JSON Lines: None."""
     if mapping is not None and ("source" in mapping.rename or "source" in mapping.rename.values()):
         return None
     fmt = _format_of(path)
@@ -726,19 +727,20 @@ def declared_source(path: str, mapping: IngestMapping | None) -> str | None:
             if "source" not in _csv_columns(path, fmt):
                 return None
             with _open_capped(path) as f:
-                values = pd.read_csv(f, usecols=["source"], index_col=False, **_csv_kwargs(fmt))["source"]
+                values = pd.read_csv(f, usecols=["source"], nrows=1, index_col=False, **_csv_kwargs(fmt))["source"]
         elif fmt == "parquet":
             import pyarrow.parquet as pq
 
-            if "source" not in pq.read_schema(path).names:
+            pf = pq.ParquetFile(path)
+            if "source" not in pf.schema_arrow.names:
                 return None
-            values = pq.read_table(path, columns=["source"]).column("source").to_pandas()
+            first = next(pf.iter_batches(batch_size=1, columns=["source"]), None)
+            values = first.column(0).to_pandas() if first is not None else pd.Series([], dtype=object)
         else:
             return None
     except Exception:  # noqa: BLE001 - a broken file (truncated gzip: EOFError): reading it says what, in one line
         return None
-    got = values.dropna().unique()
-    return str(got[0]) if len(got) == 1 and values.notna().all() else None
+    return str(values.iloc[0]) if len(values) and pd.notna(values.iloc[0]) and str(values.iloc[0]) else None
 
 
 def file_key(path: str, mapping: IngestMapping | None) -> str:
