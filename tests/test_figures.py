@@ -298,3 +298,18 @@ def test_a_groups_figure_zooms_on_the_best_models_and_the_prediction():
 
     plt.close(fig)
     plt.close(alone)
+
+
+def test_the_fits_grid_of_many_groups_shows_the_first_few_and_says_so(tmp_path, fitted, monkeypatch):
+    """487 groups (the six public tables at once) made a grid 1,500 inches tall."""
+    from meta_study.analysis import outputs
+
+    df, panels = fitted
+    monkeypatch.setattr(outputs, "GRID_MAX", 4)        # the cap's logic, on the 12 groups at hand
+    outputs.write_fits(df, panels, str(tmp_path), max_group_figures=0)
+    svg = (tmp_path / "figures" / "fits_grid.svg").read_text()
+    assert svg.count("US accuracy (%)") == 4 and "the first 4 of 12 groups" in svg
+    monkeypatch.setattr(outputs, "GRID_MAX", 30)
+    outputs.write_fits(df, panels, str(tmp_path / "all"), max_group_figures=0)
+    svg = (tmp_path / "all" / "figures" / "fits_grid.svg").read_text()
+    assert svg.count("US accuracy (%)") == 12 and "the first" not in svg

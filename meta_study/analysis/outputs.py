@@ -57,6 +57,10 @@ def footer(store: Any, what: str) -> str:
     return f"data: {store.uri} (store v{version}) · {what} · meta-study {__version__} · {now}"
 
 
+#: Panels in the fits grid: beyond, the first GRID_MAX (two a row: 94 inches tall at most).
+GRID_MAX = 30
+
+
 def write_fits(df: pd.DataFrame, panels: Sequence[dict[str, Any]], out_dir: str, *, out: Outputs | None = None,
                max_group_figures: int = 60, footer_text: str | None = None) -> Outputs:
     """``fits.parquet`` (+ .csv) and, when ``panels`` are given, the grid, per-group and
@@ -67,8 +71,11 @@ def write_fits(df: pd.DataFrame, panels: Sequence[dict[str, Any]], out_dir: str,
         from . import figures as fig
 
         drawn = [{k: v for k, v in p.items() if k != "slug"} for p in panels]   # the slug names files only
-        out.figures += fig.plot_fit_grid(drawn, os.path.join(out_dir, "figures", "fits_grid"),
-                                         footer=footer_text, title="DS vs US accuracy: headline and Eq. 1 on the hull")
+        title = "DS vs US accuracy: headline and Eq. 1 on the hull"
+        if len(drawn) > GRID_MAX:   # 487 groups made a 1,500-inch-tall grid (minutes to encode, unreadable)
+            title += f"\n(the first {GRID_MAX} of {len(drawn)} groups; each group: its own figure, and fits.csv)"
+        out.figures += fig.plot_fit_grid(drawn[:GRID_MAX], os.path.join(out_dir, "figures", "fits_grid"),
+                                         footer=footer_text, title=title)
         for p, d in list(zip(panels, drawn))[:max_group_figures]:
             out.figures += fig.plot_group(d, os.path.join(out_dir, "figures", "groups", p["slug"]), footer=footer_text)
         eq1 = df[(df["law"] == "eq1")]
