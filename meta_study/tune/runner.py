@@ -593,9 +593,9 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     with _signal_handlers_kept():
         results = list(tuner.fit())
     finished = sum(1 for r in results if r.error is None and (r.metrics or {}).get("final") == 1.0)
-    errored = sum(1 for r in results if r.error is not None)
     errors = tuple((trial_id_of(r), error_line(r.error), f"{str(r.path).rstrip('/')}/error.txt")
                    for r in results if r.error is not None)
+    errored = len(errors)
     if callback.stop_signal:   # Ctrl-C: nothing is evaluated or settled, every open run ends KILLED
         left = callback.close_interrupted(callback.stop_signal)
         callback.flush()
