@@ -70,3 +70,13 @@ def test_a_detail_with_a_semicolon_is_no_label_of_its_own():
     joined = join_warnings(["few_points: no fit (too_few_points: 2 point(s); the law has 3 parameters)",
                             "extrapolation: past the horizon"])
     assert [label for label, _ in flags(joined)] == ["few_points", "extrapolation"]
+
+
+def test_a_group_without_a_fit_or_a_back_test_says_so_in_one_sentence():
+    nofit = answer_text({"trusted": False, "trust_reason": "no usable fit (too_few_points: 1 point(s))",
+                         "best_us": math.nan, "flat": math.nan, "warnings": "", "ds_target": math.nan})
+    assert nofit == "not trusted (no usable fit (too_few_points: 1 point(s)))."
+    nan = {f"ds_plus{k}{s}": math.nan for k in (1, 3, 5) for s in ("_lo", "_hi")}    # no interval
+    text = answer_text(_row(trusted=False, trust_reason="no back-test", horizon_us=math.nan, **nan))
+    assert text.endswith("+1/+3/+5 US pt: no 90% interval (no back-test to calibrate one).") and ". ." not in text
+    assert "[none]" not in text

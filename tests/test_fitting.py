@@ -321,3 +321,69 @@ def test_fit_progress_moves_per_chunk_and_does_not_change_the_results():
     plain = fit_groups(groups, FitOptions())
     for a, b in zip(with_progress, plain):
         assert a.headline == b.headline and a.trusted == b.trusted and repr(a.claims) == repr(b.claims)
+
+
+def test_a_trusted_answer_the_held_out_models_contradict_says_so():
+    """A task levelling off where the hidden models sit: the back-tests (all on the rise) trust the
+    laws, the hidden models at 90% DS say otherwise; the answer must carry that beside it."""
+    rng = np.random.default_rng(1)
+    us = np.sort(rng.uniform(0.55, 0.88, 40))
+    ds = np.minimum(0.90, 0.745 + (us - 0.56) * 0.75) + rng.normal(0, 0.002, 40)
+    s = fit_group(us, ds)
+    assert s.pred_err > s.flat_pred_err
+    held = [w for w in s.warnings if w.startswith("held_out:")]
+    assert len(held) == 1 and "the flat guess by 0.2 pt" in held[0] and "on the 8 models above" in held[0], held
+    # a group the hidden models agree with says nothing
+    clean = fit_group(*cloud("eq1", DISTINCT["eq1"][0], 3, n=300, gap=0.01))
+    assert clean.pred_err <= clean.flat_pred_err and not any(w.startswith("held_out:") for w in clean.warnings)
+
+
+def test_three_models_in_order_are_not_a_trend():
+    """scipy's asymptotic p was 0 for 3 models in perfect order; the exact one is 1/6."""
+    from meta_study.analysis.selection import _spearman
+
+    assert _spearman(np.array([0.6, 0.7, 0.8]), np.array([0.41, 0.45, 0.5])) == (1.0, pytest.approx(1 / 6))
+    assert _spearman(np.arange(8.0), np.arange(8.0))[1] == pytest.approx(1 / 40320)
+    assert _spearman(np.arange(5.0), np.array([1.0, 1.0, 2.0, 2.0, 3.0]))[1] < 0.05
+    s = fit_group(np.array([0.6, 0.7, 0.8]), np.array([0.41, 0.45, 0.5]), FitOptions(holdout_quantile=1.0))
+    assert any(w.startswith("no_trend:") and "p = 0.17" in w for w in s.warnings), s.warnings
+
+
+def test_the_stop_paying_warning_states_the_slope_it_sees():
+    """Below the threshold at the best model but steeper again towards 100% US (alpha < 1): the
+    warning said '+1 US point still buys 0.4 DS points or more at the best visible model' beside
+    a slope of 0.35 there."""
+    rng = np.random.default_rng(0)
+    us = np.sort(rng.uniform(0.5, 0.8, 60))
+    ds = 1 - (0.25 * (1 - us) ** 0.8 + 0.2) - rng.exponential(0.003, 60)
+    s = fit_group(us, ds, FitOptions(holdout_quantile=1.0, selection=SelectionOptions(payoff_threshold=0.4)))
+    slope = float(s.headline.slope(np.array([s.headline.best_us]))[0])
+    assert slope < 0.4
+    text = next(w for w in s.warnings if "stop-paying point" in w)
+    assert f"+1 US point buys {slope:.2f} DS points at the best visible model" in text, text
+    assert "below 0.4, but the laws' curve steepens to 0.4 or more again from" in text and "still buys" not in text
+
+
+def test_a_run_repeated_by_another_source_is_counted_once():
+    """The same export ingested as results_v1 and results_v2 doubled every point: the intervals
+    narrowed (+5 US pt [74.4-78.1] instead of [71.7-81.0]) and nothing said so."""
+    import pandas as pd
+
+    from meta_study.analysis.groups import groups_from_frame
+
+    us, ds = cloud("eq1", DISTINCT["eq1"][0], 4, n=40, gap=0.01)
+    one = pd.DataFrame({"source": "results_v1", "run_id": [f"m{i}" for i in range(40)], "us_task": "in",
+                        "ds_task": "c100", "eval_protocol": "linear", "shots": None, "representation_layer": None,
+                        "us_accuracy": us, "ds_accuracy": ds})
+    other = one.assign(source="results_v2")
+    remeasured = one.iloc[:3].assign(source="zoo", ds_accuracy=ds[:3] - 0.01)   # other numbers: kept
+    [g] = groups_from_frame(pd.concat([one, other, remeasured], ignore_index=True))
+    assert g.n == 43
+    assert g.repeated == ("repeated: 40 rows repeated a run's accuracies from another source and were counted once "
+                          "(e.g. run m0 in results_v1 and results_v2)")
+    [alone] = groups_from_frame(one)
+    assert alone.repeated == ""
+    from meta_study.analysis.tables import fit_table
+
+    fits, _ = fit_table([g])
+    assert "repeated: 40 rows" in fits.loc[fits["headline"], "warnings"].iloc[0]

@@ -62,9 +62,8 @@ class Answer:
 
     def text(self) -> str:
         """One line: trust and why, then the steps, then the supported claims."""
-        body = "; ".join(self.steps)
-        tail = f" {self.claims}" if self.claims else ""
-        return f"{self.word} ({self.reason}). {body}.{tail}".replace("..", ".")
+        parts = [f"{self.word} ({self.reason}).", "; ".join(self.steps) + "." if self.steps else "", self.claims]
+        return " ".join(p for p in parts if p).replace("..", ".")
 
 
 def answer(row: Mapping[str, Any], threshold: float = 0.1) -> Answer:
@@ -79,6 +78,7 @@ def answer(row: Mapping[str, Any], threshold: float = 0.1) -> Answer:
     no_trend = "no_trend" in dict(flags(row.get("warnings")))
     hus = _f(row, "horizon_us")
     noted = False
+    unstated: list[int] = []
     for k in PLUS_POINTS:
         ds, lo, hi = _f(row, f"ds_plus{k}"), _f(row, f"ds_plus{k}_lo"), _f(row, f"ds_plus{k}_hi")
         if not math.isfinite(ds):
@@ -96,8 +96,13 @@ def answer(row: Mapping[str, Any], threshold: float = 0.1) -> Answer:
                      if math.isfinite(flat) and ds < flat - 5e-4 and not noted else "")
             noted = noted or bool(below)
             steps.append(f"+{k} US pt: {pct(ds)} DS{interval(lo, hi)}{gain}{below}")
+        elif interval(lo, hi):
+            steps.append(f"+{k} US pt: 90% interval{interval(lo, hi)}{past}")
         else:
-            steps.append(f"+{k} US pt: 90% interval{interval(lo, hi) or ' [none]'}{past}")
+            unstated.append(k)
+    if unstated:       # one line for them all, not "[none] (past the tested horizon)" three times
+        pts = "/".join(f"+{k}" for k in unstated)
+        steps.append(f"{pts} US pt: no 90% interval ({'no back-test to calibrate one' if not math.isfinite(hus) else 'none'})")
     claims = ""
     if trusted and bool(row.get("stop_paying_supported")):
         sp = _f(row, "stop_paying_us")

@@ -42,6 +42,7 @@ class Group:
     ds_accuracy: np.ndarray = field(repr=False)
     run_ids: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, object))
     model_names: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, object))
+    repeated: str = ""      # a `repeated` warning: rows of another source that repeated a run, dropped
 
     @property
     def key(self) -> tuple[str, str, str, int | None]:
@@ -87,12 +88,33 @@ def groups_from_frame(df: pd.DataFrame, *, layer: int | None = None) -> list[Gro
     for key, idx in keys.groupby(list(GROUP_COLUMNS), dropna=False, sort=True).groups.items():
         us, ds_, proto, shots = key
         g = df.loc[idx]
+        g, repeated = _drop_repeats(g)
         shots_v = None if shots is None or (isinstance(shots, float) and np.isnan(shots)) else int(shots)
         out.append(Group(us_task=str(us), ds_task=str(ds_), eval_protocol=str(proto), shots=shots_v,
                          us_accuracy=g["us_accuracy"].to_numpy(float), ds_accuracy=g["ds_accuracy"].to_numpy(float),
                          run_ids=g["run_id"].to_numpy(object) if "run_id" in g else np.zeros(0, object),
-                         model_names=g["model_name"].to_numpy(object) if "model_name" in g else np.zeros(0, object)))
+                         model_names=g["model_name"].to_numpy(object) if "model_name" in g else np.zeros(0, object),
+                         repeated=repeated))
     return out
+
+
+def _drop_repeats(g: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """One group's rows without the ones that repeat a run's accuracies from another source (the
+    same export ingested twice under two names, an MLflow run beside its CSV export): counted
+    twice they would halve the back-tests' apparent noise and narrow every interval. A run with
+    other accuracies in another source is another measurement and stays. Returns the rows kept
+    and a ``repeated`` warning ("" when nothing repeats)."""
+    if "source" not in g.columns or "run_id" not in g.columns or len(g) < 2:
+        return g, ""
+    dup = g.duplicated(["run_id", "us_accuracy", "ds_accuracy"], keep="first")
+    if not dup.any():
+        return g, ""
+    first = g[dup].iloc[0]
+    sources = sorted(str(v) for v in g.loc[g["run_id"] == first["run_id"], "source"].unique())
+    n = int(dup.sum())
+    return g[~dup], (f"repeated: {n} row{'s' if n != 1 else ''} repeated a run's accuracies from another source "
+                     f"and {'were' if n != 1 else 'was'} counted once (e.g. run {first['run_id']} in "
+                     f"{' and '.join(sources[:2])})")
 
 
 def load_groups(store: Any, *, us_task: Sequence[str] | None = None, ds_task: Sequence[str] | None = None,
@@ -108,7 +130,7 @@ def load_groups(store: Any, *, us_task: Sequence[str] | None = None, ds_task: Se
         filters["eval_protocol"] = list(eval_protocol)
     if shots:
         filters["shots"] = list(shots)
-    cols = ["run_id", "model_name", *GROUP_COLUMNS, "representation_layer", "us_accuracy", "ds_accuracy"]
+    cols = ["source", "run_id", "model_name", *GROUP_COLUMNS, "representation_layer", "us_accuracy", "ds_accuracy"]
     return groups_from_frame(store.to_pandas(filters, columns=cols), layer=layer)
 
 

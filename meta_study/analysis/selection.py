@@ -69,14 +69,17 @@ TREND_P = 0.05           # one-sided Spearman test of "DS rises with US" (the co
 #: The answer's US steps beyond the best visible model, in accuracy points.
 PLUS_POINTS = (1, 3, 5)
 #: Warning labels; each describes the data or a claim, none withholds a prediction by itself.
-FLAGS = ("few_points", "chord", "at_bound", "no_trend", "extrapolation", "backtest")
+FLAGS = ("few_points", "chord", "at_bound", "no_trend", "extrapolation", "backtest", "held_out", "no_fit", "repeated")
 FLAG_HELP = {
     "few_points": "few models define the frontier, so every law's parameters are weakly identified",
     "chord": "a long stretch of the hull has no model near it (a chord between distant models)",
     "at_bound": "a parameter sits at its bound (e.g. alpha at its maximum): the optimum is on the constraint",
-    "no_trend": "DS accuracy does not rise with US accuracy in these models (one-sided Spearman test)",
+    "no_trend": "DS accuracy is not shown to rise with US accuracy in these models (one-sided Spearman test)",
     "extrapolation": "a statement lies beyond the US range the back-tests reached",
     "backtest": "the back-test could not be run or did not beat the flat guess",
+    "held_out": "the models above the hold-out line, which the fit did not see, were predicted worse than by the flat guess",
+    "no_fit": "no law could be fitted to these points (e.g. every model has the same US accuracy)",
+    "repeated": "rows of another source repeated a run's accuracies and were counted once",
 }
 
 
@@ -429,7 +432,7 @@ def _flag(c: Candidate, g: _Group) -> Candidate:
     n_par = get_law(c.law).n_params
     if not c.fit.usable:
         w.append(f"few_points: no fit ({c.fit.status}: {c.fit.message})" if c.fit.status == "too_few_points"
-                 else f"no fit: {c.fit.status}: {c.fit.message}")
+                 else f"no_fit: {c.fit.status}: {c.fit.message}")
         return replace(c, warnings=tuple(w))
     if c.n_support < n_par + 2:
         w.append(f"few_points: {c.n_support} frontier models for {n_par} parameters (need {n_par + 2})")
@@ -460,11 +463,17 @@ def unusable_reason(cands: Sequence[Candidate]) -> Candidate | None:
     return next((c for c in bad if c.frontier == "all"), bad[0] if bad else None)
 
 
+#: Up to this many models the trend test's p-value is exact (every permutation: 40,320 at 8,
+#: ~10 ms); above it, scipy's t approximation (which gave p = 0 for 3 models in perfect order,
+#: whose exact p is 1/6).
+EXACT_SPEARMAN_MAX = 8
+
+
 def _spearman(us: np.ndarray, ds: np.ndarray) -> tuple[float, float]:
     """(rho, one-sided p of rho > 0); NaN for fewer than 3 models or a constant axis."""
     if us.size < 3 or np.ptp(us) == 0 or np.ptp(ds) == 0:
         return math.nan, math.nan
-    from scipy.stats import spearmanr
+    from scipy.stats import rankdata, spearmanr
 
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore")
@@ -472,6 +481,14 @@ def _spearman(us: np.ndarray, ds: np.ndarray) -> tuple[float, float]:
     rho, p = float(rho), float(p)
     if not (math.isfinite(rho) and math.isfinite(p)):
         return math.nan, math.nan
+    if us.size <= EXACT_SPEARMAN_MAX:
+        # the permutation distribution of the rank correlation (ties kept as average ranks)
+        from itertools import permutations
+
+        ru, rd = rankdata(us) - (us.size + 1) / 2, rankdata(ds) - (us.size + 1) / 2
+        perms = np.array(list(permutations(range(us.size))))
+        stat = rd[perms] @ ru
+        return rho, float(np.mean(stat >= float(rd @ ru) - 1e-9))
     return rho, (p / 2 if rho > 0 else 1 - p / 2)
 
 
@@ -558,9 +575,9 @@ def _tails(vals: np.ndarray, level: float) -> tuple[float, float]:
 def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> GroupSelection:
     trusted, reason = _trust(sel, o)
     h = sel.headline
-    warnings = _group_warnings(sel, g)
+    warnings = _group_warnings(sel, g, o.level)
     if not h.usable:
-        return replace(sel, trusted=False, trust_reason=reason, warnings=tuple(warnings))
+        return replace(sel, trusted=False, trust_reason=reason, warnings=tuple(dict.fromkeys(warnings)))
     hus = h.horizon_us
 
     def inside(u: float) -> bool:
@@ -604,10 +621,21 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> Gr
         members_sp = stop_paying_from_slopes(h.member_curves(U_GRID, "slope"), o.payoff_threshold)
         if trend and (math.isnan(sp) or sp > h.best_us or step_pays):
             where = "is never reached" if math.isnan(sp) else f"at {100 * sp:.1f}% US"
-            at = f"+{PLUS_POINTS[0]} US point ({_pct_or_none(step)})" if step_pays else \
-                f"the best visible model ({_pct_or_none(h.best_us)})"
-            warnings.append(f"extrapolation: +1 US point still buys {o.payoff_threshold:g} DS points or more at "
-                            f"{at}, so the stop-paying point ({where}) and the saturation are not findings")
+            thr = f"{o.payoff_threshold:g}"
+            s_best = float(h.slope(np.array([h.best_us]))[0])
+            if step_pays:
+                why = f"+1 US point still buys {thr} DS points or more at +{PLUS_POINTS[0]} US point ({_pct_or_none(step)})"
+            elif s_best >= o.payoff_threshold:
+                why = (f"+1 US point still buys {s_best:.2f} DS points (at least {thr}) at the best visible model "
+                       f"({_pct_or_none(h.best_us)})")
+            else:
+                # below the threshold at the best model, but the curve steepens again past it (a
+                # law with alpha < 1 grows steeper towards 100% US): the text must not say it pays here
+                later = U_GRID[(U_GRID > h.best_us) & (h.slope(U_GRID) >= o.payoff_threshold)]
+                again = f" from {_pct_or_none(float(later[0]))}" if later.size else ""
+                why = (f"+1 US point buys {s_best:.2f} DS points at the best visible model ({_pct_or_none(h.best_us)}), "
+                       f"below {thr}, but the laws' curve steepens to {thr} or more again{again}, past the data")
+            warnings.append(f"extrapolation: {why}, so the stop-paying point ({where}) and the saturation are not findings")
     sp_lo, sp_hi = _tails(members_sp, o.level)
     if math.isfinite(sp):   # the members' spread describes the laws' disagreement; it holds the answer itself
         sp_lo, sp_hi = min(sp_lo, sp), max(sp_hi, sp)
@@ -655,7 +683,7 @@ def _pct_or_none(u: float) -> str:
     return f"{100 * u:.{1 if u < 0.99 else 2}f}% US"
 
 
-def _group_warnings(sel: GroupSelection, g: _Group) -> list[str]:
+def _group_warnings(sel: GroupSelection, g: _Group, level: float) -> list[str]:
     """What describes the group's data and headline (each label at most once)."""
     w: list[str] = []
     verts = next((c for c in sel.candidates if c.frontier == "vertices" and c.law == "eq1"), None)
@@ -669,7 +697,7 @@ def _group_warnings(sel: GroupSelection, g: _Group) -> list[str]:
     if members and at_bound * 2 > len(members):
         w.append(f"at_bound: {at_bound} of {len(members)} members have a parameter at its bound")
     if math.isfinite(sel.spearman_p) and sel.spearman_p >= TREND_P:
-        w.append(f"no_trend: DS does not rise with US in these models (Spearman rho = {sel.spearman:.2f}, "
+        w.append(f"no_trend: DS is not shown to rise with US in these models (Spearman rho = {sel.spearman:.2f}, "
                  f"one-sided p = {sel.spearman_p:.2f}), so no stop-paying point or saturation is stated")
     if not sel.usable:
         bad = unusable_reason(sel.candidates)      # one reason, not one per law that could not fit
@@ -677,6 +705,19 @@ def _group_warnings(sel: GroupSelection, g: _Group) -> list[str]:
     elif sel.n_cuts and math.isfinite(sel.flat_backtest_err) and sel.backtest_err >= sel.flat_backtest_err:
         w.append(f"backtest: error {100 * sel.backtest_err:.1f} pt does not beat the flat guess "
                  f"({100 * sel.flat_backtest_err:.1f} pt)")
+    # the held-out models are the evidence nearest to the answer; trust stays a back-test record
+    # (so that the held-out check stays a check), but a check it fails is said beside the answer
+    if sel.usable and math.isfinite(sel.pred_err) and math.isfinite(sel.flat_pred_err) \
+            and sel.pred_err > sel.flat_pred_err:
+        tx, ty = target_frontier(g.us[g.held], g.ds[g.held])
+        lo, hi = sel.headline.interval(tx, level)
+        known = np.isfinite(lo) & np.isfinite(hi)
+        inside = (f", {int(np.sum((ty >= lo) & (ty <= hi) & known))} of {tx.size} of their frontier points inside "
+                  f"the {100 * level:g}% interval" if known.all() else "")
+        n = sel.n_heldout
+        w.append(f"held_out: on the {n} model{'s' if n != 1 else ''} above {100 * sel.holdout_threshold:.1f}% US that "
+                 f"the fit did not see, the prediction is off by {100 * sel.pred_err:.1f} pt RMSE, the flat guess by "
+                 f"{100 * sel.flat_pred_err:.1f} pt{inside}")
     return w
 
 
