@@ -18,7 +18,7 @@ import click
 
 from . import __version__
 from . import defaults as D
-from .errors import OptionError, UserError
+from .errors import OptionError, UserError, option_flag
 
 
 #: Where the Ray commands' Ray comes from (meta_study/ray_session.py; docs/cluster.md says the same).
@@ -427,14 +427,6 @@ def _fit_options(f: Any) -> Any:
 SELECTION_KEYS = ("us_task", "ds_task", "eval_protocol", "shots", "layer")
 FIT_KEYS = ("holdout_quantile", "holdout_above", "loss", "alpha_max", "nondecreasing", "laws", "frontiers",
             "tolerance", "ds_target")
-#: An option dataclass's field -> (its flag, the scale from the field's unit to the flag's, the unit said).
-FLAGS = {"holdout_quantile": ("--holdout-quantile", 1.0, ""), "holdout_above": ("--holdout-above", 1.0, "a US accuracy "),
-         "alpha_max": ("--alpha-max", 1.0, ""), "tolerance": ("--tolerance", 100.0, "in accuracy points, "),
-         "ds_target": ("--ds-target", 1.0, "a DS accuracy (fraction) "),
-         "payoff_threshold": ("--threshold", 1.0, "DS points per US point "), "trials": ("--trials", 1.0, ""),
-         "sizes": ("--sizes", 1.0, "sample sizes "), "samples": ("--samples", 1.0, ""), "level": ("--level", 1.0, "")}
-
-
 @contextlib.contextmanager
 def flag_errors() -> Iterator[None]:
     """An :class:`OptionError` (raised where the option is defined) as one line that names the
@@ -442,7 +434,7 @@ def flag_errors() -> Iterator[None]:
     try:
         yield
     except OptionError as e:
-        flag, scale, unit = FLAGS.get(e.option, ("--" + e.option.replace("_", "-"), 1.0, ""))
+        flag, scale, unit = option_flag(e.option)
         raise UserError(f"{flag} must be {unit}{e.allowed.text(scale)}, got {e.value * scale:g}") from None
 
 

@@ -34,6 +34,22 @@ class StoreDamagedError(UserError):
     """
 
 
+#: An option dataclass's field -> (its command-line flag, the scale from the field's unit to the
+#: flag's, the unit said): so that a message about an option names what the user typed.
+OPTION_FLAGS = {"holdout_quantile": ("--holdout-quantile", 1.0, ""),
+                "holdout_above": ("--holdout-above", 1.0, "a US accuracy "),
+                "alpha_max": ("--alpha-max", 1.0, ""), "tolerance": ("--tolerance", 100.0, "in accuracy points, "),
+                "ds_target": ("--ds-target", 1.0, "a DS accuracy (fraction) "),
+                "payoff_threshold": ("--threshold", 1.0, "DS points per US point "), "trials": ("--trials", 1.0, ""),
+                "sizes": ("--sizes", 1.0, "sample sizes "), "samples": ("--samples", 1.0, ""),
+                "level": ("--level", 1.0, "")}
+
+
+def option_flag(option: str) -> tuple[str, float, str]:
+    """(flag, scale, unit) of an option field (:data:`OPTION_FLAGS`; else ``--field-name``)."""
+    return OPTION_FLAGS.get(option, ("--" + option.replace("_", "-"), 1.0, ""))
+
+
 class OptionError(UserError, ValueError):
     """An option outside its range, raised where the option is defined (the dataclasses), so
     that every caller checks the same thing. ``option`` is the field name, ``value`` its value and

@@ -235,6 +235,8 @@ def test_an_interrupted_write_is_redone_by_the_same_command_not_a_blocked_folder
     assert (out / "fits.parquet").exists()
     other = run_cli("fit", s.uri, "--out", str(out), "--no-figures", "--tolerance", "4")   # other options: refused
     assert one_error_line(other, "fits.parquet: made with")
+    # named as the user types it: the flag, in its units ("tolerance 0.03" read as an internal field)
+    assert "other options: --tolerance 3 (this command: 4)" in other.stderr, other.stderr
     again = run_cli("fit", s.uri, "--out", str(out), "--no-figures")
     assert again.returncode == 0, again.stderr
     assert '"incomplete"' not in (out / "results.json").read_text()

@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from .. import __version__
-from ..errors import UserError
+from ..errors import UserError, option_flag
 from ..failpoints import failpoint
 from .fitting import FitOptions
 from .groups import GROUP_COLUMNS, Group, Selection
@@ -107,6 +107,17 @@ def _key(part: str, options: AnalysisOptions, selection: Selection) -> dict[str,
     return {"options": repr(options.of(part)), "selection": repr(selection)}
 
 
+def _as_flag(field_name: str, value: str) -> str:
+    """``--flag value`` in the flag's units, as the user would type it (``payoff_threshold 0.2``
+    is ``--threshold 0.2``; ``tolerance 0.03`` is ``--tolerance 3``)."""
+    flag, scale, _unit = option_flag(field_name)
+    try:
+        shown = f"{float(value) * scale:g}"
+    except ValueError:
+        shown = value
+    return f"{flag} {shown}"
+
+
 def _describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     if old.get("selection") != new["selection"]:
         return f"another selection ({old.get('selection')})"
@@ -117,7 +128,8 @@ def _describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     # fields in order: nested options repeat names (seed, fit), so pair them by position
     fa = re.findall(r"(\w+)=([^,()]+)", a)
     fb = re.findall(r"(\w+)=([^,()]+)", b)
-    diffs = [f"{kb} {va} (this command: {vb})" for (ka, va), (kb, vb) in zip(fa, fb) if (ka, va) != (kb, vb)]
+    diffs = [f"{_as_flag(kb, va)} (this command: {_as_flag(kb, vb).split(' ', 1)[1]})"
+             for (ka, va), (kb, vb) in zip(fa, fb) if (ka, va) != (kb, vb)]
     return "other options: " + ("; ".join(diffs[:3]) if diffs else a[:120])
 
 
