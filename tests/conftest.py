@@ -22,7 +22,7 @@ MAPPINGS = REPO / "examples" / "mappings"
 
 #: The slow tier (`pytest -m slow`): modules whose tests start real servers (MLflow, S3,
 #: PostgreSQL), Ray clusters or sweeps, kill processes on purpose, or drive a browser. The fast
-#: tier (`pytest -m "not slow"`, ~2-3 minutes on 2 cores) is the library's behaviour without them;
+#: tier (`pytest -m "not slow"`, about 2 minutes on 2 cores; the README gives the time) is the library's behaviour without them;
 #: CI runs both. A test elsewhere that takes more than ~10 s carries its own ``slow`` mark.
 SLOW_MODULES = {"test_store_s3", "test_store_crash", "test_store_concurrency", "test_store_cli_exit",
                 "test_ingest_mlflow", "test_ingest_mlflow_sql", "test_ingest_mlflow_sql_postgres", "test_tracking",
