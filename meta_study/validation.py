@@ -71,6 +71,22 @@ def _is_missing(v: Any) -> bool:
     return v is None or v is pd.NA or v is pd.NaT or _is_nan(v)
 
 
+#: Optional columns of a frame given to :func:`validate`: a reason that the source gives a row
+#: (a value only the source can judge: a fraction among a task's percents), and the reason
+#: without its value for the summary's counts (default: the reason). Neither is stored.
+SOURCE_REASON = "_reason"
+SOURCE_REASON_KIND = "_reason_kind"
+_SOURCE_COLUMNS = (SOURCE_REASON, SOURCE_REASON_KIND)
+
+
+def shown(v: Any) -> str:
+    """A raw value for a reason, as its source wrote it: ``1.5``, ``'abc'``, ``True``, never a
+    numpy repr (``np.float64(1.5)``) that no user wrote."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    return repr(v)
+
+
 #: A partition directory is ``ds_task=<percent-encoded name>``; file systems allow 255 bytes a name.
 MAX_PARTITION_NAME_BYTES = 240
 _RESERVED_PARTITION = "__HIVE_DEFAULT_PARTITION__"   # Hive's name for null: readers would fail on it
@@ -364,6 +380,11 @@ class _Flags:
             self.reasons.setdefault(i, []).append(msg(i) if callable(msg) else msg)
             self.kinds.setdefault(i, set()).add(k)
 
+    def one(self, i: int, msg: str, kind: str) -> None:
+        """Row ``i`` gets the reason ``msg``, counted under ``kind``."""
+        self.reasons.setdefault(i, []).append(msg)
+        self.kinds.setdefault(i, set()).add(kind)
+
     def kind_counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for ks in self.kinds.values():
@@ -386,7 +407,7 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None) -> Validate
         :class:`Validated` with the good rows as an Arrow table and the rejected rows with reasons.
         Reasons name the column and the problem, e.g. ``"ds_accuracy: 87.5 out of range [0, 1]"``.
     """
-    unknown = [c for c in frame.columns if c not in COLUMN_BY_NAME]
+    unknown = [c for c in frame.columns if c not in COLUMN_BY_NAME and c not in _SOURCE_COLUMNS]
     if unknown:
         raise ValueError(f"unknown columns {unknown}; map them to canonical names or to 'extra'")
     n = len(frame)
@@ -401,6 +422,7 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None) -> Validate
         s = frame[col.name] if present else pd.Series([None] * n, dtype=object)
         arrays[col.name] = _column_array(col, s, flag)
     _check_across_columns(frame, arrays, flag)
+    _flag_source_reasons(frame, flag)
 
     bad = np.zeros(n, bool)
     bad[list(reasons)] = True
@@ -435,7 +457,7 @@ def _numeric_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
     integer = pa.types.is_integer(t)
     v, wrong, nan = _coerce_numeric(s, integer)
     what = 'an integer' if integer else 'a number'
-    flag(wrong, lambda i, c=col.name, ss=s: f"{c}: wrong type ({ss.iloc[i]!r} is not {what})",
+    flag(wrong, lambda i, c=col.name, ss=s: f"{c}: wrong type ({shown(ss.iloc[i])} is not {what})",
          f"{col.name}: wrong type (not {what})")
     missing = np.isnan(v) & ~wrong & ~nan
     if col.required and col.name not in STORE_FILLED:
@@ -481,9 +503,15 @@ def _flag_out_of_range(col: Column, v: np.ndarray, finite: np.ndarray, flag: _Fl
 
 
 def _string_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
-    """A string column: wrong types, empty required values, task names that cannot be a
-    partition directory and values outside the column's choices are flagged."""
+    """A string column, without whitespace at either end of its values: wrong types, empty
+    required values, task names that cannot be a partition directory and values outside the
+    column's choices are flagged.
+
+    ``"  pets "`` is ``pets``: CSV readers skip the spaces after a separator but keep those before
+    the next one, and JSON and Parquet keep both, so without this one name would be two tasks (or
+    runs, or sources) depending on the file's format. Spaces inside a value are kept."""
     arr, wrong = _coerce_string(s)
+    arr = pc.utf8_trim_whitespace(arr)   # Unicode whitespace, as str.strip(); ~10 ms per million cells
     flag(wrong, lambda i, c=col.name, ss=s: f"{c}: wrong type ({type(ss.iloc[i]).__name__} is not a string)",
          f"{col.name}: wrong type (not a string)")
     text = lambda i, a=arr: a[i].as_py()  # noqa: E731 (one cell, for a message)
@@ -514,13 +542,24 @@ def _string_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
 def _timestamp_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
     """A timestamp column, in UTC: wrong types and missing required values are flagged."""
     ts, wrong = _coerce_timestamp(s)
-    flag(wrong, lambda i, c=col.name: f"{c}: wrong type ({s.iloc[i]!r} is not a timestamp)",
+    flag(wrong, lambda i, c=col.name: f"{c}: wrong type ({shown(s.iloc[i])} is not a timestamp)",
          f"{col.name}: wrong type (not a timestamp)")
     if col.required:
         flag(ts.isna().to_numpy() & ~wrong & (col.name not in STORE_FILLED), f"{col.name}: missing required field")
     # floored to the column's microseconds: "…T00:00:00.0000001" would not cast otherwise
     naive_utc = ts.dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("us").to_numpy()
     return pa.array(naive_utc, type=pa.timestamp("us"), from_pandas=True).cast(col.type)
+
+
+def _flag_source_reasons(frame: pd.DataFrame, flag: _Flags) -> None:
+    """The reasons a source gave rows (:data:`SOURCE_REASON`), counted under their kind."""
+    if SOURCE_REASON not in frame.columns:
+        return
+    reasons = frame[SOURCE_REASON].to_numpy(dtype=object)
+    kinds = (frame[SOURCE_REASON_KIND].to_numpy(dtype=object) if SOURCE_REASON_KIND in frame.columns
+             else reasons)
+    for i in np.flatnonzero([isinstance(r, str) and r != "" for r in reasons]).tolist():
+        flag.one(i, reasons[i], kinds[i] if isinstance(kinds[i], str) else reasons[i])
 
 
 def _check_across_columns(frame: pd.DataFrame, arrays: Mapping[str, pa.Array], flag: _Flags) -> None:
@@ -534,7 +573,8 @@ def _rejected_rows(frame: pd.DataFrame, bad_idx: np.ndarray, reasons: Mapping[in
                    raw: RawPayloads | None) -> pd.DataFrame:
     """The rejected rows: position, source, run_id, reasons and the payload for the quarantine."""
     if raw is None:
-        records = frame.iloc[bad_idx].to_dict("records") if len(bad_idx) else []
+        records = frame.drop(columns=[c for c in _SOURCE_COLUMNS if c in frame.columns]).iloc[bad_idx].to_dict(
+            "records") if len(bad_idx) else []
         raw_bad = [row_json(r) for r in records]
     elif callable(raw):
         raw_bad = list(raw(bad_idx)) if len(bad_idx) else []

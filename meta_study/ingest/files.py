@@ -12,6 +12,7 @@ declared in percent holds fractions (:class:`~meta_study.ingest.mapping.PercentT
 
 from __future__ import annotations
 
+import array
 import csv
 import fnmatch
 import io
@@ -239,7 +240,12 @@ def _reading(path: str, fmt: str | None, fn: Callable[[], Any]) -> Any:
         extra = _EXTRA_FIELDS.search(msg) if isinstance(e, pd.errors.ParserError) else None
         if extra is not None:
             n, line, saw = (int(x) for x in extra.groups())
-            raise UserError(f"{path}: line {line} has {saw} fields but the header has {n} (a value too many, or a "
+            # pandas counts a quoted field's line breaks as no line: the record's first line in the file
+            scanner = RecordScanner(path, fmt or "csv")
+            where = scanner.line_of_parser_line(line)
+            scanner.close()
+            at = f"line {where}" if where is not None else f"record {line}"
+            raise UserError(f"{path}: {at} has {saw} fields but the header has {n} (a value too many, or a "
                             "separator at the end of the line?); nothing of this source was stored") from None
         if isinstance(e, EOFError):
             msg = f"truncated compressed file: {msg}"
@@ -284,7 +290,14 @@ def _csv_columns(path: str, fmt: str) -> list[str]:
     after :func:`_check_header`."""
     _check_header(path, "\t" if fmt == "tsv" else ",")
     with _open_capped(path) as f:
-        return [str(c) for c in pd.read_csv(f, nrows=0, index_col=False, **_csv_kwargs(fmt)).columns]
+        return column_names(pd.read_csv(f, nrows=0, index_col=False, **_csv_kwargs(fmt)).columns)
+
+
+def column_names(names: Sequence[Any]) -> list[str]:
+    """Column names without spaces at either end (``"us_accuracy "`` is ``us_accuracy``), as
+    string values are stored (:func:`~meta_study.validation.validate`): a space a spreadsheet
+    left after a name never makes a column unknown, in any format."""
+    return [str(c).strip() for c in names]
 
 
 def _with_header(frame: pd.DataFrame, columns: list[str], *, first: bool) -> pd.DataFrame:
@@ -303,8 +316,9 @@ def _read_whole(path: str, fmt: str | None) -> pd.DataFrame:
             return _with_header(pd.read_csv(f, **_csv_body_kwargs(fmt)), columns, first=True)
     if fmt == "parquet":
         table = pq.read_table(path)
-        _refuse_duplicate_names(path, table.column_names)
-        return table.to_pandas()
+        names = column_names(table.column_names)
+        _refuse_duplicate_names(path, names)
+        return table.rename_columns(names).to_pandas()
     if fmt == "jsonl":
         return _read_jsonl(path)
     raise UserError(f"{path}: unknown file type")
@@ -315,6 +329,7 @@ class _DuplicateKey(ValueError):
 
 
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    pairs = [(k.strip(), v) for k, v in pairs]   # names as column_names() has them
     d = dict(pairs)
     if len(d) != len(pairs):
         seen: set[str] = set()
@@ -389,25 +404,161 @@ def _check_header(path: str, sep: str) -> None:
         raise UserError(f"{path}: the header has {n:,} columns (at most {MAX_COLUMNS:,})")
     # as pandas reads it: a BOM dropped, quotes removed, spaces after a separator skipped
     text = head.decode("utf-8-sig").rstrip("\r\n")
-    names = next(csv.reader([text], delimiter=sep, skipinitialspace=True), [])
+    names = column_names(next(csv.reader([text], delimiter=sep, skipinitialspace=True), []))
+    _refuse_other_separator(path, names, sep)
     _refuse_duplicate_names(path, names)
 
 
-def _payload(path: str, rec: dict, **more: object) -> str:
-    """A raw row for the quarantine: the file, the row's line (CSV: header is line 1) and its values."""
+def _refuse_other_separator(path: str, names: Sequence[str], sep: str) -> None:
+    """A header that is one column holding ``;``, a tab or a comma: the file uses another separator
+    (a European spreadsheet's ``;``), and every row would be one value or a field count error.
+    No file of results has a single column, so this refuses nothing that could be read."""
+    if len(names) != 1:
+        return
+    for other, what, fix in ((";", "';'-separated", "export it with ',' between values and '.' as the decimal mark"),
+                             ("\t", "tab-separated", "name it .tsv"),
+                             (",", "','-separated", "name it .csv")):
+        if other != sep and other in names[0]:
+            shown = printable(repr(names[0][:40])) + ("..." if len(names[0]) > 40 else "")
+            raise UserError(f"{path}: the header is one column, {shown}: the file looks {what}; {fix} (ingest reads "
+                            "',' in .csv and tabs in .tsv files)")
+
+
+class RecordScanner:
+    """Where each record of a CSV/TSV starts in the file, and the text of its fields as written,
+    read with Python's csv module on demand, forward only, for quarantined rows and errors.
+
+    pandas numbers neither: a quoted field with a line break makes its record span two lines, and
+    its reader skips spaces after a separator (``skipinitialspace``: ``a, "b,c"`` is two fields,
+    where ``" b"`` would keep its quotes). Cost: ~0.4 s per million rows read up to the last one
+    asked for, paid only when a file has a rejected row (a clean file is never scanned); 8 bytes
+    a record for the line numbers."""
+
+    def __init__(self, path: str, fmt: str) -> None:
+        self.path, self.sep = path, "\t" if fmt == "tsv" else ","
+        self._reader: Any = None
+        self._file: Any = None
+        self.starts = array.array("q")   # data record i (0: the first after the header) -> its first line
+        self.parser_lines = 0            # rows read, blank lines included: pandas' "line N" in its errors
+        self.end_line = 0                # the last line of the last row read
+        self.header_seen = False
+        self.broken = False              # the csv module could not read on (then: record numbers)
+
+    def _next(self) -> tuple[int, list[str]] | None:
+        """(first line, fields) of the next row of the file (a blank line: no fields), or None."""
+        if self.broken:
+            return None
+        try:
+            if self._reader is None:
+                import gzip
+
+                csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
+                opener: Any = gzip.open if self.path.lower().endswith(".gz") else open
+                self._file = opener(self.path, "rt", encoding="utf-8-sig", newline="")
+                self._reader = csv.reader(self._file, delimiter=self.sep)
+            row = next(self._reader, None)
+        except (OSError, EOFError, csv.Error, UnicodeDecodeError, zlib.error):
+            row = None
+        if row is None:   # the end, or a file the csv module cannot read on
+            self.close()
+            return None
+        start, self.end_line = self.end_line + 1, self._reader.line_num
+        self.parser_lines += 1
+        return start, row
+
+    def close(self) -> None:
+        """Stop: the file is closed, and records not read yet have no line."""
+        self.broken = True
+        if self._file is not None:
+            self._file.close()
+
+    def records(self, wanted: Sequence[int]) -> dict[int, tuple[int, list[str] | None]]:
+        """Data record index -> (its first line, its fields as written; None for a record the
+        scan had passed already), for the ``wanted`` records that the file has."""
+        out: dict[int, tuple[int, list[str] | None]] = {}
+        todo = set(wanted)
+        for i in sorted(todo):
+            if i < len(self.starts):
+                out[i] = (self.starts[i], None)
+        todo -= set(out)
+        last = max(todo, default=-1)
+        while len(self.starts) <= last:
+            got = self._next()
+            if got is None:
+                break
+            start, row = got
+            if not row:        # a blank line: pandas skips it too
+                continue
+            if not self.header_seen:
+                self.header_seen = True
+                continue
+            i = len(self.starts)
+            self.starts.append(start)
+            if i in todo:
+                out[i] = (start, row)
+        return out
+
+    def line_of_parser_line(self, n: int) -> int | None:
+        """The first line in the file of pandas' "line ``n``" (it counts blank lines, but not the
+        line breaks inside quoted fields), or None when the scan does not reach it."""
+        while self.parser_lines < n:
+            got = self._next()
+            if got is None:
+                return None
+            if self.parser_lines == n:
+                return got[0]
+        return None
+
+
+def _payload(path: str, rec: dict, *, scanned: tuple[int, list[str] | None] | None = None,
+             scanner: RecordScanner | None = None, **more: object) -> str:
+    """A raw row for the quarantine: the file, where the row is and its values as read.
+
+    CSV/TSV: ``_line``, the record's first line in the file (header: line 1), from ``scanned``
+    (:class:`RecordScanner`), with the fields as written where the scan has them; ``_record``
+    (1: the first after the header) when the scan could not place it. An empty cell is ``""``:
+    only an empty cell is missing in a CSV, and ``"nan"`` would read as the text NaN. Other
+    formats: ``_row``, the row's position (0: the first). ``scanner``: the file's, to find
+    ``scanned`` for this one row."""
     row = rec.get("_row")
-    line = {"_line": int(row) + 2} if row is not None and _format_of(path) in ("csv", "tsv") else \
-        ({"_row": int(row)} if row is not None else {})
-    return row_json({"_file": os.path.basename(path), **line, **more,
-                     **{k: v for k, v in rec.items() if not str(k).startswith("_")}})
+    if scanned is None and scanner is not None and row is not None:
+        scanned = scanner.records([int(row)]).get(int(row))
+    values = {k: v for k, v in rec.items() if not str(k).startswith("_")}
+    where: dict[str, int] = {}
+    if row is not None and _format_of(path) in ("csv", "tsv"):
+        values = {k: "" if isinstance(v, float) and np.isnan(v) else v for k, v in values.items()}
+        if scanned is None:
+            where = {"_record": int(row) + 1}
+        else:
+            where = {"_line": scanned[0]}
+            values = _as_written(values, scanned[1])
+    elif row is not None:
+        where = {"_row": int(row)}
+    return row_json({"_file": os.path.basename(path), **where, **more, **values})
 
 
-def _raw_payloads(frame: pd.DataFrame, path: str, offset: int = 0) -> Callable[[np.ndarray], list[str]]:
+def _as_written(values: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
+    """``values`` (as pandas read them) with each field's text as written in the file (spaces
+    after a separator kept), where the field is that value: a field ``  "b,c"`` that pandas read
+    as ``b,c`` keeps pandas' value."""
+    if fields is None or len(fields) != len(values):
+        return values
+    out = {}
+    for (k, v), f in zip(values.items(), fields):
+        out[k] = f if isinstance(v, str) and (f == v or f.lstrip(" ") == v or (v == "" and not f.strip(" "))) else v
+    return out
+
+
+def _raw_payloads(frame: pd.DataFrame, path: str, offset: int = 0,
+                  scanner: RecordScanner | None = None) -> Callable[[np.ndarray], list[str]]:
     """The quarantine payloads of the rows at given positions, built only for rejected rows;
-    ``offset``: the frame's first row in the file (a piece of a large file)."""
+    ``offset``: the frame's first row in the file (a piece of a large file); ``scanner``: the
+    file's, shared by its pieces (CSV/TSV)."""
     def payloads(idx: np.ndarray) -> list[str]:
         recs = frame.iloc[idx].to_dict("records")
-        return [_payload(path, {"_row": offset + int(i), **rec}) for i, rec in zip(idx, recs)]
+        rows = [offset + int(i) for i in idx]
+        found = scanner.records(rows) if scanner is not None else {}
+        return [_payload(path, {"_row": r, **rec}, scanned=found.get(r)) for r, rec in zip(rows, recs)]
     return payloads
 
 
@@ -478,14 +629,15 @@ def map_join(frames: dict[str, pd.DataFrame], mapping: IngestMapping, *, where: 
     up_path, ds_paths = _join_files(join, frames, where, special or {})
     on = list(join.on)
     rejected: list[dict] = []
-    up_rows = _unique_keys(frames[up_path], on, up_path, source, rejected)
+    up_rows = _unique_keys(frames[up_path], on, up_path, source, rejected, scanner_of(up_path))
     up = _Upstream(path=up_path, task=join.upstream.task, rows=up_rows, accuracy=up_rows[join.upstream.accuracy],
                    model_cols={raw: canon for raw, canon in mapping.rename.items() if raw in up_rows.columns})
     parts, raws, tally = [], [], PercentTally()
     for spec, p in zip(join.downstream, ds_paths):
-        d = _unique_keys(frames[p], on, p, source, rejected)
+        scanner = scanner_of(p)
+        d = _unique_keys(frames[p], on, p, source, rejected, scanner)
         rows, payloads = _join_downstream(d, p, spec, up, on, mapping, rejected, source=source, where=where,
-                                          tally=tally)
+                                          tally=tally, scanner=scanner)
         parts.append(rows)
         raws.extend(payloads)
     tally.refuse_fractions()
@@ -525,7 +677,14 @@ def _join_files(join: JoinSpec, frames: Mapping[str, pd.DataFrame], where: str,
     return up_path, ds_paths
 
 
-def _unique_keys(frame: pd.DataFrame, on: list[str], path: str, source: str, rejected: list[dict]) -> pd.DataFrame:
+def scanner_of(path: str) -> RecordScanner | None:
+    """A :class:`RecordScanner` for a CSV/TSV file, None for other formats."""
+    fmt = _format_of(path)
+    return RecordScanner(path, fmt) if fmt in ("csv", "tsv") else None
+
+
+def _unique_keys(frame: pd.DataFrame, on: list[str], path: str, source: str, rejected: list[dict],
+                 scanner: RecordScanner | None = None) -> pd.DataFrame:
     """``frame`` with its row numbers (``_row``), without the rows whose key repeats: those go to
     ``rejected``, every copy of the key."""
     f = frame.copy()
@@ -534,13 +693,14 @@ def _unique_keys(frame: pd.DataFrame, on: list[str], path: str, source: str, rej
     for rec in f[dup].to_dict("records"):
         rejected.append({"source": source, "run_id": None,
                          "reason": f"duplicate join key in {os.path.basename(path)}: {_key_text(rec, on)}",
-                         "raw": _payload(path, rec)})
+                         "raw": _payload(path, rec, scanner=scanner)})
     return f[~dup]
 
 
 def _join_downstream(d: pd.DataFrame, path: str, spec: TableSpec, up: _Upstream, on: list[str],
                      mapping: IngestMapping, rejected: list[dict], *, source: str, where: str,
-                     tally: PercentTally | None = None) -> tuple[pd.DataFrame, list[str]]:
+                     tally: PercentTally | None = None,
+                     scanner: RecordScanner | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One downstream table joined to the upstream one: canonical rows and their raw payloads.
     Rows with no upstream row go to ``rejected`` (missing US metric)."""
     m = d.merge(up.rows[on].assign(_us_accuracy=up.accuracy.to_numpy(), **{
@@ -550,7 +710,7 @@ def _join_downstream(d: pd.DataFrame, path: str, spec: TableSpec, up: _Upstream,
         rejected.append({"source": source, "run_id": None,
                          "reason": f"missing US metric: no row for {_key_text(rec, on)} in "
                                    f"{os.path.basename(up.path)} (downstream {spec.task})",
-                         "raw": _payload(path, rec)})
+                         "raw": _payload(path, rec, scanner=scanner)})
     m = m[~orphan].reset_index(drop=True)
     d_ok = d.loc[d.index[(~orphan).to_numpy()]].reset_index(drop=True)
     canon = pd.DataFrame({
@@ -564,7 +724,8 @@ def _join_downstream(d: pd.DataFrame, path: str, spec: TableSpec, up: _Upstream,
     extra_cols = [c for c in d_ok.columns if not c.startswith("_") and c != spec.accuracy
                   and c not in mapping.rename]
     rows = finish_rows(canon, d_ok, mapping, extra_columns=extra_cols, source=source, where=where, tally=tally)
-    return rows, [_payload(path, rec, _upstream_file=os.path.basename(up.path)) for rec in d_ok.to_dict("records")]
+    return rows, [_payload(path, rec, scanner=scanner, _upstream_file=os.path.basename(up.path))
+                  for rec in d_ok.to_dict("records")]
 
 
 def _key_text(rec: dict, on: Sequence[str]) -> str:
@@ -606,7 +767,9 @@ class FileSource:
         for i, p in enumerate(self.paths):
             progress(f"reading {os.path.basename(p)}", i, len(self.paths))
             source = self.source_name or file_key(p, self.mapping)
-            name, seen = _file_state(store, source, [p], self.mapping, self.drop_missing)
+            # a key of the file's own name (no source given): another file of that name is another table
+            own_key = self.source_name is None and (self.mapping is None or self.mapping.source is None)
+            name, seen = _file_state(store, source, [p], self.mapping, self.drop_missing, own_key=own_key)
             if seen is None:  # unchanged since its last ingest into this store: nothing to read
                 yield SourceBatch(rows=pd.DataFrame(), stats={"unchanged_files": 1})
             else:
@@ -640,28 +803,30 @@ class FileSource:
         return SourceBatch(rows=rows, raw=raw, state=state, replace_runs=True, drop_missing=self.drop_missing)
 
     def _pieces(self, p: str) -> Iterator[tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]]:
-        tally = PercentTally()
+        tally, scanner = PercentTally(), scanner_of(p)
         for start, frame in read_export_chunks(p):
-            yield self._mapped(p, start, frame, tally)
+            yield self._mapped(p, start, frame, tally, scanner)
         tally.refuse_fractions()
 
-    def _mapped(self, p: str, start: int, frame: pd.DataFrame,
-                tally: PercentTally) -> tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]:
+    def _mapped(self, p: str, start: int, frame: pd.DataFrame, tally: PercentTally,
+                scanner: RecordScanner | None = None) -> tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]:
         rows = map_long(frame, self.mapping, where=p, source=source_stem(p), tally=tally)
         if self.source_name:
             rows["source"] = self.source_name
-        return rows, _raw_payloads(frame, p, offset=start)
+        return rows, _raw_payloads(frame, p, offset=start, scanner=scanner or scanner_of(p))
 
 
 #: Bump when the way a file becomes rows changes, so that unchanged files are read again.
 #: 2: nested ``extra`` values as JSON, non-ASCII digits refused, stale rows of a file's runs removed.
 #: 3: a CSV row with more fields than the header refused (it was stored shifted by a column), a
 #: file without rows refused, a percent unit on fractions refused.
-FILE_STATE_VERSION = 3
+#: 4: strings and column names without spaces at either end, a lone fraction among a task's
+#: percents quarantined.
+FILE_STATE_VERSION = 4
 
 
 def _file_state(store: Store, source: str, paths: Sequence[str], mapping: IngestMapping | None,
-                drop_missing: bool = False) -> tuple[str, pa.Table | None]:
+                drop_missing: bool = False, *, own_key: bool = False) -> tuple[str, pa.Table | None]:
     """(state name, the state to commit with the file's rows), or (name, None) when the store's
     state says that this very file, with the same content, mapping and schema, was the last one
     ingested as ``source``: re-ingesting it would change nothing, so it is not even read.
@@ -670,7 +835,11 @@ def _file_state(store: Store, source: str, paths: Sequence[str], mapping: Ingest
     touched file is still recognized and an edited one never is. The state is per source, so a
     different file ingested as the same source in between (which replaced these rows) makes the
     next ingest of this one read it again. ``store check --repair`` drops every state when data
-    was lost, so that the next ingest restores it."""
+    was lost, so that the next ingest restores it.
+
+    ``own_key``: the source is the file's name (:func:`file_key`, no ``source`` given), and a file
+    of that name at another path, with other content, is another table that would replace this
+    one's rows: refused (:func:`_refuse_other_file`)."""
     import hashlib
 
     from ..schema import SCHEMA_VERSION
@@ -690,7 +859,31 @@ def _file_state(store: Store, source: str, paths: Sequence[str], mapping: Ingest
     old = store.read_state(name) if store.exists() else None
     if old is not None and old.column_names == ["fingerprint"] and old.column("fingerprint").to_pylist() == [fp]:
         return name, None
+    if own_key and old is not None and len(paths) == 1:
+        _refuse_other_file(paths[0], files, old, source)
     return name, table
+
+
+def _refuse_other_file(path: str, files: Mapping[str, str], old: pa.Table, source: str) -> None:
+    """A :class:`UserError` when the last file ingested as ``source`` (the state ``old``) was
+    another file: another path, other content. Both are named ``x.csv``, so both are source
+    ``x``, and this one would replace the other's rows of every run they share (``a/results.csv``
+    then ``b/results.csv``), as two such files in one call would (:func:`_refuse_shared_stems`).
+    The same path (a corrected file) and the same content (a file moved) are the same table. A
+    state without a path (written before paths were compared, or not by a file) refuses nothing."""
+    try:
+        before = json.loads(old.column("fingerprint")[0].as_py())["files"]
+    except (KeyError, TypeError, ValueError, IndexError, pa.ArrowException):
+        return
+    if not isinstance(before, dict) or len(before) != 1:
+        return
+    (old_path, old_sha), = before.items()
+    if os.path.realpath(old_path) == os.path.realpath(path) or old_sha in files.values():
+        return
+    raise UserError(f"{path}: this store's source {source!r} came from {old_path}, another file of the same name; "
+                    "ingesting this one would replace its rows of every run they share. Rename this file, or give it "
+                    "its own source ('source:' in a --mapping, a 'name:' in a --sources-file, or a 'source' column); "
+                    f"to replace that file, ingest this one from {old_path}")
 
 
 def _claims(spec: str) -> bool:
@@ -724,23 +917,29 @@ def declared_source(path: str, mapping: IngestMapping | None) -> str | None:
     fmt = _format_of(path)
     try:
         if fmt in ("csv", "tsv"):
-            if "source" not in _csv_columns(path, fmt):
+            columns = _csv_columns(path, fmt)
+            if "source" not in columns:
                 return None
-            with _open_capped(path) as f:
-                values = pd.read_csv(f, usecols=["source"], nrows=1, index_col=False, **_csv_kwargs(fmt))["source"]
+            with _open_capped(path) as f:   # by position: the header's own name may have spaces around it
+                first_row = pd.read_csv(f, usecols=[columns.index("source")], nrows=1, index_col=False,
+                                        **_csv_kwargs(fmt))
+            values = first_row.iloc[:, 0]
         elif fmt == "parquet":
             import pyarrow.parquet as pq
 
             pf = pq.ParquetFile(path)
-            if "source" not in pf.schema_arrow.names:
+            names = column_names(pf.schema_arrow.names)
+            if "source" not in names:
                 return None
-            first = next(pf.iter_batches(batch_size=1, columns=["source"]), None)
+            first = next(pf.iter_batches(batch_size=1, columns=[pf.schema_arrow.names[names.index("source")]]), None)
             values = first.column(0).to_pandas() if first is not None else pd.Series([], dtype=object)
         else:
             return None
     except Exception:  # noqa: BLE001 - a broken file (truncated gzip: EOFError): reading it says what, in one line
         return None
-    return str(values.iloc[0]) if len(values) and pd.notna(values.iloc[0]) and str(values.iloc[0]) else None
+    # stripped as validation strips the stored value: "  openclip " is source openclip
+    first_value = str(values.iloc[0]).strip() if len(values) and pd.notna(values.iloc[0]) else ""
+    return first_value or None
 
 
 def file_key(path: str, mapping: IngestMapping | None) -> str:

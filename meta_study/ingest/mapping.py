@@ -38,7 +38,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ..schema import ARCH_FAMILIES, COLUMN_BY_NAME, EVAL_PROTOCOLS, STORE_FILLED
-from ..validation import extra_text, number_text, printable
+from ..validation import SOURCE_REASON, SOURCE_REASON_KIND, extra_text, number_text, printable
 
 ACCURACY_UNITS = ("fraction", "percent", "error", "error_percent")
 COUNT_UNITS = ("count", "thousands", "millions")
@@ -394,6 +394,9 @@ class PercentTally:
     and finite nonzero values (0 is 0 in either unit: it says nothing about the unit)."""
 
     counts: dict[tuple[str, str], dict[str, list[int]]] = field(default_factory=dict)
+    #: ``(column, task)`` -> [lowest, highest] of its raw values above 1 (percent only), over the
+    #: pieces read so far: what :meth:`lone_fractions` compares a value in (0, 1] with
+    above_one: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
     def add(self, column: str, unit: str, numbers: np.ndarray, tasks: Sequence[Any] | None = None) -> None:
         """Count raw ``numbers`` (floats, NaN where not a number) of ``column`` declared in ``unit``;
@@ -409,6 +412,41 @@ class PercentTally:
             acc[0] += int(low)
             acc[1] += int(big)
             acc[2] += int(n)
+        if unit == "percent":
+            high = pd.DataFrame({"task": t.to_numpy(), "v": v})[keep & (v > 1)]
+            for task, (lo, hi) in high.groupby("task")["v"].agg(["min", "max"]).iterrows():
+                rng = self.above_one.setdefault((column, str(task)), [lo, hi])
+                rng[0], rng[1] = min(rng[0], lo), max(rng[1], hi)
+
+    def lone_fractions(self, column: str, unit: str, numbers: np.ndarray,
+                       tasks: Sequence[Any] | None = None) -> list[str | None] | None:
+        """A reason for each value in (0, 1] of a ``percent`` column whose task's values above 1
+        (read so far, these included: call :meth:`add` first) all lie above
+        :data:`PERCENT_CLEARLY_ABOVE`, None for the others; None when there is none.
+
+        Too few to refuse the column (:meth:`refuse_fractions`), such a value is one fraction
+        among percents, and would be stored divided by 100 (0.62 as 0.0062): near-chance models
+        score near each other (ImageNet-A's 0.48 % beside 1.12 %, 1.13 %, ...), so a value <= 1 %
+        with nothing in (1 %, 10 %] beside it is a fraction, or a broken run: its row is
+        quarantined, and the rest stored."""
+        if unit != "percent":
+            return None
+        v = np.asarray(numbers, dtype="float64")
+        lone = np.flatnonzero(np.isfinite(v) & (v > 0) & (v <= 1))
+        if not len(lone):
+            return None
+        task_of = list(tasks) if tasks is not None else [""] * len(v)
+        out: list[str | None] = [None] * len(v)
+        for i in lone.tolist():
+            task = "" if task_of[i] is None or (isinstance(task_of[i], float) and np.isnan(task_of[i])) \
+                else str(task_of[i])
+            rng = self.above_one.get((column, task))
+            if rng is None or rng[0] <= PERCENT_CLEARLY_ABOVE:
+                continue
+            which = f"for {TASK_OF.get(column, 'task')} {printable(repr(task))} " if task else ""
+            out[i] = (f"{column}: {v[i]:g} in a percent column whose other values {which}lie in "
+                      f"[{rng[0]:g}, {rng[1]:g}]: a fraction? (not stored as {v[i] / 100:g})")
+        return out if any(r is not None for r in out) else None
 
     def refuse_fractions(self) -> None:
         """A :class:`UserError` when a column declared in percent holds fractions.
@@ -513,7 +551,7 @@ def render_template(template: str, frame: pd.DataFrame, where: str) -> pd.Series
 def infer_arch_family(model_names: pd.Series, rules: Mapping[str, str]) -> pd.Series:
     """``vit``/``mixer``/``resnet``/``other`` from timm model names, by the mapping's regex rules."""
     out = pd.Series("other", index=model_names.index, dtype=object)
-    names = model_names.astype(object).map(lambda v: v.lower() if isinstance(v, str) else "")
+    names = model_names.astype(object).map(lambda v: v.strip().lower() if isinstance(v, str) else "")
     assigned = pd.Series(False, index=model_names.index)
     for fam, rx in rules.items():
         hit = names.str.contains(rx, regex=True) & ~assigned
@@ -558,7 +596,10 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
                 num = unit_numbers(out[col])
                 if tally is not None and unit in PERCENT_UNITS:
                     task = TASK_OF.get(col)
-                    tally.add(col, unit, num.to_numpy(), out[task].to_numpy() if task in out.columns else None)
+                    tasks = out[task].to_numpy() if task in out.columns else None
+                    tally.add(col, unit, num.to_numpy(), tasks)
+                    _add_reasons(out, tally.lone_fractions(col, unit, num.to_numpy(), tasks),
+                                 f"{col}: a fraction in a percent column?")
                 out[col] = convert_unit(out[col], unit, num)
     if "model_name" in out.columns and ("arch_family" not in out.columns or out["arch_family"].isna().all()):
         out["arch_family"] = infer_arch_family(out["model_name"], mapping.arch_family)
@@ -578,7 +619,21 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
         if "extra" in out.columns:  # the source has an `extra` column of its own: merge into it
             rest = [_merge_extra(e, r) for e, r in zip(out["extra"].astype(object).to_numpy(), rest)]
         out["extra"] = rest
-    return out[[c for c in out.columns if c in COLUMN_BY_NAME]]
+    return out[[c for c in out.columns if c in COLUMN_BY_NAME or c in (SOURCE_REASON, SOURCE_REASON_KIND)]]
+
+
+def _add_reasons(out: pd.DataFrame, reasons: list[str | None] | None, kind: str) -> None:
+    """Give rows of ``out`` a reason for validation to quarantine them with (:data:`SOURCE_REASON`)."""
+    if reasons is None:
+        return
+    new = pd.Series(reasons, index=out.index, dtype=object)
+    kinds = new.where(new.isna(), kind)
+    if SOURCE_REASON in out.columns:   # both accuracy columns: one reason after the other
+        old, old_kind = out[SOURCE_REASON], out[SOURCE_REASON_KIND]
+        new = old.where(new.isna(), old.where(old.isna(), old + "; ") .fillna("") + new)
+        kinds = old_kind.where(kinds.isna(), kinds)
+    out[SOURCE_REASON] = new
+    out[SOURCE_REASON_KIND] = kinds
 
 
 def _merge_extra(existing: Any, rest: dict[str, str]) -> Any:
