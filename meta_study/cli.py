@@ -576,7 +576,7 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
     if a.n_groups == 0:
         _fail(_no_match(store_uri, store_obj, sel))
     out = results.write(a, sel, figures=figures, max_group_figures=max_group_figures,
-                        footer_text=footer(store_obj, options_text(options.fit)))
+                        footer_text=footer(store_obj, options_text(options.fit), a.provenance.get("store version")))
     for part in a.reused:
         click.echo(f"reused {part} from {out_dir} (same options, selection and store version)")
     if figures and a.n_groups > max_group_figures:   # the rest have no figure: said, not silent
@@ -855,6 +855,10 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
         refuse_credentials(tracking_uri, "MLFLOW_TRACKING_URI" if source == click.core.ParameterSource.ENVIRONMENT
                            else "--tracking-uri")
     period = parse_every(every) if every else None
+    if not sources and not sources_file:   # else the ingest creates it
+        from .store import open_store
+
+        open_store(store_uri)   # before --out is made: a mistyped --store creates nothing
     prepare_out(out_dir, store_uri)
     fit_opts = _fit_opts(payoff_threshold=threshold, **kw)
     with flag_errors():

@@ -2,16 +2,19 @@
 
 One refit:
 
-1. takes the store's refit lock (non-blocking: a refit already running on the store means this
-   one is skipped, so cron, systemd timers and ``--every`` loops never overlap);
+1. takes the store's refit lock, then OUT's (non-blocking: a refit already running on the store,
+   or writing to OUT, means this one is skipped, so cron, systemd timers and ``--every`` loops
+   never overlap);
 2. ingests the sources, if any;
 3. fingerprints every group (sha256 of its runs and accuracies) and compares with the last refit:
    if no group and no option changed, it stops here (a no-op takes seconds);
 4. fits every group (every law on every frontier, back-tested: seconds), and runs sample-size sensitivity and bootstrap
    only for groups whose data changed, reusing the last refit's rows for the others;
 5. builds the correlation tables, the figures and the HTML report in a new version directory
-   ``OUT/refits/<UTC time>/``, written under a temporary name and renamed into place, then points
-   ``OUT/LATEST`` at it;
+   ``OUT/refits/<version>/``, written under a temporary name and renamed into place, then points
+   ``OUT/LATEST`` at it; a version is named by its UTC time (``20261203T220248Z``), with ``-02``,
+   ``-03``, ... when a version of that second exists already (:func:`version_name`), so names
+   never collide and sort by time;
 6. logs one MLflow run (experiment ``meta-study/refits`` by default) with the store, sources and
    fingerprint as params, every group's parameters and errors as metrics, and the version
    directory (tables, figures, report) as artifacts.
@@ -41,13 +44,13 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import __version__
-from .analysis.groups import Group, Selection
+from .analysis.groups import Group, Selection, Snapshot
 from .analysis.fitting import FitOptions
 from .analysis.results import AnalysisOptions, Previous, ResultsDir, analyze, group_key
 from .analysis.outputs import footer
@@ -92,7 +95,7 @@ class RefitConfig:
 class RefitResult:
     """What a refit did. ``status``: ``refitted``, ``noop`` (nothing changed), ``published``
     (nothing changed, and the last version, which an earlier refit had left unpublished, was
-    published), ``locked`` (another refit holds the store) or ``empty`` (no groups)."""
+    published), ``locked`` (another refit holds the store or OUT) or ``empty`` (no groups)."""
 
     status: str
     version_dir: str | None = None
@@ -119,7 +122,24 @@ def refit_lock(store: Store, out: str) -> Iterator[bool]:
     directories still exclude each other) and in OUT for object stores.
     """
     local = store.local_path("_meta/REFIT.lock")
-    path = Path(local) if local else Path(out) / ".refit.lock"
+    with _flock(Path(local) if local else Path(out) / ".refit.lock") as held:
+        yield held
+
+
+@contextlib.contextmanager
+def out_lock(out: str) -> Iterator[bool]:
+    """Yield True if this process holds the lock of OUT (``OUT/.refit-out.lock``), False if another
+    refit does. Refits of two stores into one OUT would otherwise run at once: each would end the
+    other's MLflow run as superseded while it was still publishing, and LATEST would flip between
+    them mid-refit. Taken after the store's lock, never before, so that no two refits wait on each
+    other."""
+    with _flock(Path(out) / ".refit-out.lock") as held:
+        yield held
+
+
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[bool]:
+    """A non-blocking exclusive ``flock`` of ``path`` (created), which records its holder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -135,18 +155,67 @@ def refit_lock(store: Store, out: str) -> Iterator[bool]:
         os.close(fd)
 
 
+def _holder(path: Path) -> str:
+    """Who holds a lock of :func:`_flock` (``pid 123 since ...``), or "" when unknown."""
+    try:
+        return path.read_text().strip()[:80]
+    except OSError:
+        return ""
+
+
 def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def group_fingerprint(g: Group) -> str:
-    """sha256 of a group's runs and accuracies, independent of row order."""
-    order = np.lexsort((g.ds_accuracy, g.us_accuracy, g.run_ids.astype(str)))
+    """sha256 of everything of a group that its results show, independent of row order: its runs,
+    accuracies, model names (the report names points by them) and ``repeated`` warning.
+
+    The model names and the warning joined the fingerprint later: the first refit after that
+    upgrade sees every group as changed and recomputes them all, once."""
+    names = [_name(v) for v in g.model_names] if g.model_names.size == g.n else []
+    keys = (g.ds_accuracy, g.us_accuracy, g.run_ids.astype(str))
+    # the names sort too: two rows of one run differing only in name hash the same in any order
+    order = np.lexsort(((np.array([json.dumps(n) for n in names]),) if names else ()) + keys)
     h = hashlib.sha256(repr(g.key).encode())
     h.update("\x1f".join(g.run_ids.astype(str)[order]).encode())
     h.update(np.ascontiguousarray(g.us_accuracy[order]).tobytes())
     h.update(np.ascontiguousarray(g.ds_accuracy[order]).tobytes())
+    h.update(json.dumps([names[i] for i in order] if names else None).encode())
+    h.update(json.dumps(g.repeated).encode())
     return h.hexdigest()[:24]
+
+
+def _name(v: Any) -> str | None:
+    """A model name as the fingerprint hashes it: None for a missing one (None, NaN or NA)."""
+    return None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+@contextlib.contextmanager
+def refit_locks(store: Store, cfg: RefitConfig) -> Iterator[str]:
+    """Take the store's refit lock, then OUT's; yield "" when both are held, else why this refit
+    is skipped (one line)."""
+    with refit_lock(store, cfg.out) as held:
+        if not held:
+            yield f"another refit is running on {cfg.store}; skipped"
+            return
+        with out_lock(cfg.out) as held_out:
+            holder = "" if held_out else _holder(Path(cfg.out) / ".refit-out.lock")
+            yield "" if held_out else (f"another refit is writing to {cfg.out}"
+                                       + (f" ({holder})" if holder else "") + "; skipped")
+
+
+def version_name(out: str) -> str:
+    """The name of a new version of OUT: its UTC time to the second (``20261203T220248Z``), with
+    ``-02``, ``-03``, ... when that name is taken, in ``refits/`` or in ``published/`` (the ledger
+    of a version removed by hand would make the new one look published). Names sort by time.
+    Race-free because a refit holds OUT's lock (:func:`out_lock`) while it names and writes."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    name, n = stamp, 1
+    while (Path(out) / "refits" / name).exists() or any((Path(out) / "published").glob(f"{name}.*.json")):
+        n += 1
+        name = f"{stamp}-{n:02d}"
+    return name
 
 
 def previous_refit(out: str) -> tuple[Path | None, dict[str, Any]]:
@@ -187,8 +256,9 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
     """Run one refit (see the module doc). Never raises for a group that cannot be fitted.
 
     Raises:
-        UserError: one line: credentials in the tracking URI, a tracking server that does not
-            answer (nothing is done), or a publish that failed (the version is on disk, and the
+        UserError: one line: no store at ``cfg.store`` (and no sources to create it from),
+            credentials in the tracking URI, a tracking server that does not answer (nothing is
+            done), or a publish that failed (the version is on disk, and the
             next refit publishes it).
     """
     from .mlflow_client import refuse_credentials
@@ -197,10 +267,12 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
     if cfg.tracking_uri:
         refuse_credentials(cfg.tracking_uri)
     store = Store(cfg.store)
+    if not cfg.sources and not cfg.sources_file:
+        store.require()   # before the locks: a mistyped --store creates neither it nor OUT's files
     res = RefitResult(status="refitted")
-    with refit_lock(store, cfg.out) as held:
-        if not held:
-            return RefitResult(status="locked", message=f"another refit is running on {cfg.store}; skipped")
+    with refit_locks(store, cfg) as busy:
+        if busy:
+            return RefitResult(status="locked", message=busy)
         if cfg.tracking_uri:
             check_tracking(cfg)       # before any work: a dead server is one line in seconds
         _remove_stale_tmp(Path(cfg.out) / "refits")
@@ -208,7 +280,8 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
         for line in res.ingest_lines:
             log(line)
         store.require()
-        groups = Selection().load(store)
+        snap = Selection().snapshot(store)   # one store version for the fingerprints, the fits and the record
+        groups = snap.groups
         if not groups:
             return RefitResult(status="empty", message=f"{cfg.store}: no groups to fit", seconds=time.perf_counter() - t0)
         fps = {group_key(g.key): group_fingerprint(g) for g in groups}
@@ -232,7 +305,7 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
                                message=f"nothing changed since the refit of {prev.get('time')}")
         res.changed = [g.key for g in changed]
         res.unchanged = len(groups) - len(changed)
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = version_name(cfg.out)
         final = Path(cfg.out) / "refits" / stamp
         tmp = Path(cfg.out) / "refits" / f".tmp-{stamp}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -244,7 +317,7 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
                 warnings.filterwarnings("ignore", category=UserWarning,
                                         message=r"(Tight layout not applied|This figure includes Axes that are not "
                                                 r"compatible with tight_layout|constrained_layout not applied)")
-                info = _analyze(cfg, store, groups, changed, prev_dir, tmp, stamp, fps, progress)
+                info = _analyze(cfg, store, snap, changed, prev_dir, tmp, stamp, fps, progress)
             res.unfittable = info["unfittable"]
             os.replace(tmp, final)
         except BaseException:
@@ -272,17 +345,18 @@ def _ingest(cfg: RefitConfig, store: Store, progress: Progress | None) -> list[s
     return [r.line() for r in reports]
 
 
-def _analyze(cfg: RefitConfig, store: Store, groups: list[Group], changed: list[Group], prev_dir: Path | None,
+def _analyze(cfg: RefitConfig, store: Store, snap: Snapshot, changed: list[Group], prev_dir: Path | None,
              out: Path, stamp: str, fps: dict[tuple, str], progress: Progress | None) -> dict[str, Any]:
-    """Tables, figures and the report of refit ``stamp``, written in ``out``; returns what
-    refit.json records."""
+    """Tables, figures and the report of refit ``stamp`` (of the store version ``snap`` read),
+    written in ``out``; returns what refit.json records."""
     from .report import render_report
 
-    foot = footer(store, f"refit {stamp}")
+    groups = snap.groups
+    foot = footer(store, f"refit {stamp}", snap.version)
     # the one pipeline, incrementally: sensitivity and bootstrap only for the groups that changed
     unchanged = frozenset(set(fps) - {group_key(g.key) for g in changed})
     options = AnalysisOptions(fit=cfg.fit, sensitivity=cfg.sensitivity, bootstrap=cfg.bootstrap, correlations=True)
-    analysis = analyze(store, Selection(), options, groups=groups, use_ray=cfg.use_ray, address=cfg.address,
+    analysis = analyze(store, Selection(), options, snapshot=snap, use_ray=cfg.use_ray, address=cfg.address,
                        workers=cfg.workers, progress=progress,
                        previous=Previous(prev_dir, unchanged) if prev_dir is not None else None,
                        provenance={"refit": stamp, "groups": len(groups), "changed": len(changed)})
@@ -292,7 +366,7 @@ def _analyze(cfg: RefitConfig, store: Store, groups: list[Group], changed: list[
     unfittable = sorted({f"{r.us_task} -> {r.ds_task} ({r.eval_protocol}, shots={r.shots}): "
                          f"{r.status}: {r.warnings or r.message}" for r in bad.itertuples()})
     info = {
-        "time": _now_iso(), "store": store.uri, "store_version": store.version, "meta_study": __version__,
+        "time": _now_iso(), "store": store.uri, "store_version": snap.version, "meta_study": __version__,
         "sources": list(cfg.sources) + ([cfg.sources_file] if cfg.sources_file else []),
         "options_fingerprint": cfg.options_fingerprint(),
         "fingerprint": hashlib.sha256(json.dumps(sorted(fps.values())).encode()).hexdigest()[:24],
@@ -319,14 +393,33 @@ def _write_latest(out: str, stamp: str) -> None:
 _KEY_OK = re.compile(r"[^A-Za-z0-9_\-. :]")
 
 
-def metric_key(*parts: Any) -> str:
-    """An MLflow-safe metric key from group parts: other characters become '_', and no segment
-    is empty, '.' or '..' (MLflow refuses keys that resolve to other paths)."""
-    segs = []
-    for p in parts:
-        s = _KEY_OK.sub("_", "na" if p is None or p is pd.NA else str(p))
-        segs.append("_" if s in ("", ".", "..") else s)
-    return "/".join(segs)
+#: MLflow refuses metric keys longer than this (``mlflow.utils.validation.MAX_ENTITY_KEY_LENGTH``).
+MLFLOW_KEY_MAX = 250
+#: Characters of each of a group's us_task, ds_task and eval_protocol kept in its metric keys: with
+#: ``fit/``, shots (<= 20), the hash (13), the slot and the longest name it is <= 244 < MLFLOW_KEY_MAX.
+KEY_NAME_MAX = 60
+
+
+def metric_key(group: Sequence[Any], slot: str, name: str) -> str:
+    """The MLflow key of metric ``name`` of ``slot`` of a group (us_task, ds_task, eval_protocol, shots).
+
+    ``fit/{us_task}/{ds_task}/{eval_protocol}/{shots or na}/{slot}/{name}`` when each task and
+    protocol name is kept as it is: at most KEY_NAME_MAX characters, all letters, digits or
+    ``_-. :``, and not ``.`` or ``..``. Otherwise each name has its other characters replaced by
+    ``_`` and is cut to KEY_NAME_MAX, and the shots segment gets ``-`` and 12 hex digits of the
+    sha256 of the exact group key (``["up", "vtab/dtd", "fewshot", 5]``): ``a/b`` and ``a_b``, or
+    two names that differ only past the cut, keep keys of their own. A kept name never holds that
+    suffix (shots is an integer or ``na``), so no group's key is another's.
+    """
+    us, ds, proto, shots = group_key(group)
+    names = ["" if v is None else str(v) for v in (us, ds, proto)]
+    safe = [_KEY_OK.sub("_", n)[:KEY_NAME_MAX] for n in names]
+    safe = ["_" if s in ("", ".", "..") else s for s in safe]   # MLflow refuses keys that resolve to other paths
+    shots_seg = "na" if shots is None else str(shots)
+    if safe != names:
+        exact = json.dumps([us, ds, proto, shots])
+        shots_seg += "-" + hashlib.sha256(exact.encode()).hexdigest()[:12]
+    return "/".join(["fit", *safe, shots_seg, slot, name])
 
 
 #: How a refit talks to its tracking server. MLflow's defaults (7 retries, back-off factor 2,
@@ -546,8 +639,7 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
             for name in names:
                 v = float(getattr(r, name))
                 if math.isfinite(v):
-                    metrics.append((metric_key("fit", r.us_task, r.ds_task, r.eval_protocol,
-                                               None if pd.isna(r.shots) else int(r.shots), slot, name), v, ts))
+                    metrics.append((metric_key((r.us_task, r.ds_task, r.eval_protocol, r.shots), slot, name), v, ts))
     metrics.append(("refit/groups", float(len(info["groups"])), ts))
     metrics.append(("refit/changed", float(len(info["changed"])), ts))
     return params, metrics

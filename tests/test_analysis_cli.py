@@ -191,3 +191,19 @@ def test_outputs_are_reused_with_the_same_options_and_never_overwritten_with_oth
     Store(timm_store).commit(validate(make_rows(3, us_task="other", run_prefix="reuse-")).table)
     r = run_cli("fit", timm_store, "--out", out, *sel)
     assert r.returncode == 0 and "reused fits" not in r.stdout
+
+
+def test_results_of_another_store_are_never_reused(tmp_path):
+    """`fit stA --out R` then `fit stB --out R` said "reused fits from R (same options, selection
+    and store version)" and gave stA's fits for stB: both stores were at version 1."""
+    a, b = Store(str(tmp_path / "a")), Store(str(tmp_path / "b"))
+    a.commit(validate(make_rows(40, ds_tasks=("from_a",), seed=1)).table)
+    b.commit(validate(make_rows(40, ds_tasks=("from_b",), seed=2)).table)
+    out = tmp_path / "R"
+    assert run_cli("fit", a.uri, "--out", str(out), "--no-figures").returncode == 0
+    second = run_cli("fit", b.uri, "--out", str(out), "--no-figures")
+    assert second.returncode == 0, second.stderr
+    assert "reused" not in second.stdout
+    assert set(pd.read_parquet(out / "fits.parquet")["ds_task"]) == {"from_b"}
+    again = run_cli("fit", b.uri, "--out", str(out), "--no-figures")   # the same store and version: reused
+    assert "reused fits" in again.stdout

@@ -20,7 +20,7 @@ from meta_study.analysis.sensitivity import SensitivityOptions
 from meta_study.refit import RefitConfig, metric_key, parse_every, refit, refit_lock
 from meta_study.validation import validate
 from meta_study.store import Store
-from conftest import make_rows, run_cli
+from conftest import make_rows, one_error_line, run_cli
 
 
 def _store(path: Path, seed: int = 0, runs: int = 60, tasks=("a", "b", "c")) -> Store:
@@ -127,14 +127,14 @@ def test_refit_publishes_one_mlflow_run(tmp_path, mlflow_server):
     info = json.loads((Path(r.version_dir) / "refit.json").read_text())
     assert run.data.params["fingerprint"] == info["fingerprint"]
     fits = pd.read_parquet(Path(r.version_dir) / "fits.parquet")
-    key = metric_key("fit", "up", "a", "fewshot", 5, "vertices", "saturation")
+    key = metric_key(("up", "a", "fewshot", 5), "vertices", "saturation")
     assert key == "fit/up/a/fewshot/5/vertices/saturation"
     paper = fits.set_index(["ds_task", "law", "frontier"]).loc[("a", "eq1", "vertices")]
     assert run.data.metrics[key] == pytest.approx(paper["saturation"])
     head = fits[fits["headline"]].set_index("ds_task").loc["a"]
-    assert run.data.metrics[metric_key("fit", "up", "a", "fewshot", 5, "headline", "backtest_err")] == \
+    assert run.data.metrics[metric_key(("up", "a", "fewshot", 5), "headline", "backtest_err")] == \
         pytest.approx(head["backtest_err"])
-    assert run.data.metrics[metric_key("fit", "up", "a", "fewshot", 5, "headline", "trusted")] == float(head["trusted"])
+    assert run.data.metrics[metric_key(("up", "a", "fewshot", 5), "headline", "trusted")] == float(head["trusted"])
     arts = {a.path for a in client.list_artifacts(r.mlflow_run_id)}
     assert {"index.html", "fits.parquet", "sensitivity.parquet", "bootstrap.parquet", "figures", "correlations"} <= arts
     figs = {a.path for a in client.list_artifacts(r.mlflow_run_id, "figures")}
@@ -188,7 +188,8 @@ def test_cli_refit_and_report(tmp_path):
 
 def test_helpers():
     assert parse_every("90s") == 90 and parse_every("30m") == 1800 and parse_every("1d") == 86400
-    assert metric_key("fit", "up", "..", "a/b", None, "hull", "k") == "fit/up/_/a_b/na/hull/k"
+    key = metric_key(("up", "..", "a/b", None), "hull", "k")     # made MLflow-safe, and marked by a hash
+    assert key.startswith("fit/up/_/a_b/na-") and key.endswith("/hull/k")
 
 
 def test_a_killed_refits_half_written_directory_is_removed(tmp_path):
@@ -317,3 +318,132 @@ def test_a_failed_publish_is_one_line_that_says_the_next_refit_publishes(tmp_pat
     assert "\n" not in str(e.value) and "the next refit publishes them" in str(e.value) and "refused" in str(e.value)
     assert not is_published(dead, version.name)
     assert is_published(_cfg(s, tmp_path / "out", tracking_uri=mlflow_server.uri, experiment=exp), version.name)
+
+
+def test_a_refit_is_of_the_store_version_it_read(tmp_path, monkeypatch):
+    """An ingest that committed while a refit ran made refit.json, results.json and the figures
+    say version 2 while fits.parquet held version 1's groups and the correlation tables (which
+    read the store again) version 2's rows."""
+    from meta_study.analysis.groups import Selection
+
+    s = _store(tmp_path / "st")
+    read = Selection.snapshot
+
+    def then_an_ingest(self, store):
+        snap = read(self, store)
+        s.commit(validate(make_rows(20, ds_tasks=("late",), seed=5, run_prefix="late")).table)   # version 2
+        return snap
+
+    monkeypatch.setattr(Selection, "snapshot", then_an_ingest)
+    r = refit(_cfg(s, tmp_path / "out"), log=lambda m: None)
+    assert s.version == 2
+    v = Path(r.version_dir)
+    assert json.loads((v / "refit.json").read_text())["store_version"] == 1
+    part = json.loads((v / "results.json").read_text())["parts"]["fits"]
+    assert part["store_version"] == 1 and part["store_snapshot"].startswith("1:")
+    assert set(pd.read_parquet(v / "fits.parquet")["ds_task"]) == {"a", "b", "c"}
+    f21 = pd.read_parquet(v / "correlations" / "f21_us_ds_spearman.parquet")
+    assert "late" not in set(f21.astype(str).stack())
+
+
+def test_two_versions_of_one_second_in_one_out_both_exist(tmp_path, monkeypatch):
+    """Refits of two stores into one --out in the same second crashed (`OSError: [Errno 39]
+    Directory not empty: '.tmp-...' -> '.../refits/20261203T220248Z'`) and lost the analysis:
+    version names were only unique to the second."""
+    import datetime as dt
+    import types
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime(2026, 12, 3, 22, 2, 48, tzinfo=tz)
+
+    monkeypatch.setattr("meta_study.refit._dt", types.SimpleNamespace(datetime=Frozen, timezone=dt.timezone))
+    one, two = _store(tmp_path / "st1", runs=12, tasks=("a",)), _store(tmp_path / "st2", runs=12, tasks=("b",), seed=1)
+    first = refit(_cfg(one, tmp_path / "out"), log=lambda m: None)
+    second = refit(_cfg(two, tmp_path / "out"), log=lambda m: None)
+    assert first.status == second.status == "refitted"
+    names = sorted(p.name for p in (tmp_path / "out" / "refits").iterdir())
+    assert names == ["20261203T220248Z", "20261203T220248Z-02"]      # sorted by name = by time
+    assert Path(second.version_dir).name == names[-1] == (tmp_path / "out" / "LATEST").read_text().strip()
+    assert json.loads((Path(second.version_dir) / "refit.json").read_text())["previous"] == names[0]
+
+
+def test_a_refit_into_an_out_another_refit_writes_is_skipped(tmp_path):
+    """Refits of two stores (two store locks) into one --out ran at once: each would end the
+    other's MLflow run as superseded mid-publish. The second is skipped, like on one store."""
+    from meta_study.refit import out_lock
+
+    one, two = _store(tmp_path / "st1", runs=12, tasks=("a",)), _store(tmp_path / "st2", runs=12, tasks=("b",))
+    with out_lock(str(tmp_path / "out")) as held:
+        assert held
+        r = refit(_cfg(two, tmp_path / "out"), log=lambda m: None)
+        assert r.status == "locked" and f"another refit is writing to {tmp_path / 'out'} (pid {os.getpid()}" in r.message
+        assert not (tmp_path / "out" / "refits").exists()
+    assert refit(_cfg(one, tmp_path / "out"), log=lambda m: None).status == "refitted"
+
+
+def test_a_refit_of_no_store_creates_nothing(tmp_path):
+    """`refit --store nosuch --out O6` created nosuch/_meta/REFIT.lock and O6, then said "not a
+    meta-study store"."""
+    from meta_study.errors import UserError
+
+    r = run_cli("refit", "--store", str(tmp_path / "nosuch"), "--out", str(tmp_path / "O6"), "--serial",
+                env={"MLFLOW_TRACKING_URI": ""})
+    assert one_error_line(r, f"{tmp_path / 'nosuch'}: no such store")
+    with pytest.raises(UserError, match="no such store"):
+        refit(RefitConfig(store=str(tmp_path / "nosuch"), out=str(tmp_path / "O7"), use_ray=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_metric_keys_are_unique_per_group_and_within_mlflows_limit():
+    from meta_study.refit import MLFLOW_KEY_MAX
+
+    assert metric_key(("up", "a", "fewshot", 5), "vertices", "k") == "fit/up/a/fewshot/5/vertices/k"
+    assert metric_key(("up", "a", "linear", None), "headline", "alpha") == "fit/up/a/linear/na/headline/alpha"
+    groups = [("up", "a/b", "fewshot", 5), ("up", "a_b", "fewshot", 5), ("up", "..", "fewshot", 5),
+              ("up", "_", "fewshot", 5), ("u" * 300, "d" * 300 + "1", "p" * 300, -2**63),
+              ("u" * 300, "d" * 300 + "2", "p" * 300, -2**63), ("up", "ü", "fewshot", None), ("up", "_", "fewshot", None)]
+    keys = [metric_key(g, "headline", "stop_paying_us") for g in groups]
+    assert len(set(keys)) == len(keys), keys
+    assert max(map(len, keys)) <= MLFLOW_KEY_MAX
+    assert keys[0].startswith("fit/up/a_b/fewshot/5-") and keys[1] == "fit/up/a_b/fewshot/5/headline/stop_paying_us"
+    assert metric_key(("up", "a/b", "fewshot", 5), "headline", "stop_paying_us") == keys[0]   # the same in every refit
+
+
+def test_long_and_slashed_group_names_publish(tmp_path, mlflow_server):
+    """A group whose metric key ran past MLflow's 250 characters failed every publish (and left
+    the run RUNNING); `a/b` and `a_b` shared keys and overwrote each other's metrics."""
+    rows = pd.concat([make_rows(12, us_task="u" * 100, ds_tasks=("d" * 200,)),
+                      make_rows(12, ds_tasks=("a/b", "a_b"), seed=3, run_prefix="s")], ignore_index=True)
+    s = Store(str(tmp_path / "st"))
+    s.commit(validate(rows).table)
+    exp = f"meta-study/refits-keys-{os.getpid()}-{time.time_ns()}"
+    r = refit(_cfg(s, tmp_path / "out", tracking_uri=mlflow_server.uri, experiment=exp), log=lambda m: None)
+    run = MlflowClient(mlflow_server.uri).get_run(r.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    fits = pd.read_parquet(Path(r.version_dir) / "fits.parquet")
+    paper = fits[(fits["law"] == "eq1") & (fits["frontier"] == "vertices")].set_index("ds_task")
+    for task, us in (("a/b", "up"), ("a_b", "up"), ("d" * 200, "u" * 100)):
+        key = metric_key((us, task, "fewshot", 5), "vertices", "saturation")
+        assert run.data.metrics[key] == pytest.approx(paper.loc[task, "saturation"]), task
+
+
+def test_renaming_a_model_or_a_repeat_warning_changes_the_fingerprint():
+    """A model renamed in a re-ingested file left the fingerprint, so the next refit was a no-op
+    and its report named the model by its old name."""
+    import dataclasses
+
+    import numpy as np
+
+    from meta_study.analysis.groups import Group
+    from meta_study.refit import group_fingerprint
+
+    g = Group("up", "a", "fewshot", 5, np.array([0.5, 0.6]), np.array([0.3, 0.4]), np.array(["r0", "r1"], object),
+              np.array(["vit", None], object))
+    fp = group_fingerprint(g)
+    assert group_fingerprint(dataclasses.replace(g, model_names=np.array(["vit-b", None], object))) != fp
+    assert group_fingerprint(dataclasses.replace(g, repeated="repeated: 1 row ...")) != fp
+    reordered = dataclasses.replace(g, us_accuracy=g.us_accuracy[::-1], ds_accuracy=g.ds_accuracy[::-1],
+                                    run_ids=g.run_ids[::-1], model_names=g.model_names[::-1])
+    assert group_fingerprint(reordered) == fp

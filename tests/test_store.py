@@ -225,3 +225,17 @@ def test_unlock_of_a_local_store_names_a_live_holder(tmp_path):
         p.send_signal(signal.SIGKILL)
         p.wait()
     assert Store(root).lock_holder() is None                 # released by the kernel
+
+
+def test_a_snapshot_names_the_version_its_rows_are_from_and_no_other_store_shares_it(tmp_path):
+    a, b = Store(str(tmp_path / "a")), Store(str(tmp_path / "b"))
+    assert a.snapshot_id == "0:"
+    rows = validate(make_rows(10, ds_tasks=("x",))).table
+    a.commit(rows)
+    b.commit(rows)
+    table, sid = a.snapshot(columns=["run_id"])
+    assert table.num_rows == 10 and sid == a.snapshot_id and sid.startswith("1:")
+    assert b.snapshot_id.startswith("1:") and b.snapshot_id != sid      # same version, same rows: another store
+    a.commit(validate(make_rows(5, ds_tasks=("y",), run_prefix="more")).table)
+    table2, sid2 = a.snapshot({"ds_task": "y"})
+    assert sid2.startswith("2:") and table2.num_rows == 5 and a.read({"ds_task": "y"}).equals(table2)

@@ -23,8 +23,10 @@ and heatmap values are 10 pt there, and only the footer (:data:`FOOTER_ID`) is s
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import uuid
 from typing import Any, Sequence
 
 import numpy as np
@@ -70,7 +72,17 @@ def save(fig: Any, stem: str, footer: str | None = None) -> list[str]:
     os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
     paths = [f"{stem}.png", f"{stem}.svg"]
     for p in paths:
-        fig.savefig(p, bbox_inches="tight")
+        # atomic, like every table: an interrupted save leaves the old figure, not half a PNG.
+        # The temporary name does not end in .png (the report lists figures/**/*.png), so the
+        # format is given explicitly
+        tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            fig.savefig(tmp, bbox_inches="tight", format=p.rsplit(".", 1)[1])
+            os.replace(tmp, p)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
     import matplotlib.pyplot as plt
 
     plt.close(fig)

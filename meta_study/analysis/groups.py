@@ -130,8 +130,26 @@ def load_groups(store: Any, *, us_task: Sequence[str] | None = None, ds_task: Se
         filters["eval_protocol"] = list(eval_protocol)
     if shots:
         filters["shots"] = list(shots)
-    cols = ["source", "run_id", "model_name", *GROUP_COLUMNS, "representation_layer", "us_accuracy", "ds_accuracy"]
-    return groups_from_frame(store.to_pandas(filters, columns=cols), layer=layer)
+    return groups_from_frame(store.to_pandas(filters, columns=ROW_COLUMNS), layer=layer)
+
+
+#: The store columns an analysis reads: the groups' and the correlation tables'.
+ROW_COLUMNS = ["source", "run_id", "model_name", *GROUP_COLUMNS, "representation_layer", "us_accuracy", "ds_accuracy"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A selection's rows of one store version, read from one manifest: its groups, the rows
+    themselves (:data:`ROW_COLUMNS`; the correlation tables read them) and the version's
+    :attr:`~meta_study.store.Store.snapshot_id` (``"<version>:<transaction>"``)."""
+
+    groups: list[Group]
+    rows: pd.DataFrame = field(repr=False)
+    snapshot_id: str
+
+    @property
+    def version(self) -> int:
+        return int(self.snapshot_id.split(":", 1)[0])
 
 
 @dataclass(frozen=True)
@@ -152,3 +170,9 @@ class Selection:
     def load(self, store: Any) -> list[Group]:
         return load_groups(store, us_task=self.us_task, ds_task=self.ds_task, eval_protocol=self.eval_protocol,
                            shots=self.shots, layer=self.layer)
+
+    def snapshot(self, store: Any) -> Snapshot:
+        """The selection's groups and rows of the store's latest version, and which version."""
+        table, sid = store.snapshot(self.filters(), columns=ROW_COLUMNS)
+        rows = table.to_pandas(use_threads=False)
+        return Snapshot(groups_from_frame(rows, layer=self.layer), rows, sid)

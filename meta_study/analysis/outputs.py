@@ -33,9 +33,18 @@ class Outputs:
 
 
 def write_table(df: pd.DataFrame, stem: str, out: Outputs, *, csv: bool | None = None) -> None:
-    """``stem.parquet`` (+ ``stem.csv`` when small), each written atomically."""
+    """``stem.parquet`` (+ ``stem.csv`` when small), each written atomically.
+
+    The old ``stem.csv`` is removed first, whether or not a new one is written: a table that grew
+    past CSV_MAX_ROWS kept its stale copy, which the report linked to; and an interruption between
+    the two files now leaves the table without a copy (the report links the Parquet file), never
+    beside an old one."""
     os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
     table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+    try:
+        os.remove(f"{stem}.csv")
+    except FileNotFoundError:
+        pass
     tmp = f"{stem}.parquet.tmp-{uuid.uuid4().hex[:8]}"
     pq.write_table(table, tmp)
     os.replace(tmp, f"{stem}.parquet")
@@ -47,12 +56,16 @@ def write_table(df: pd.DataFrame, stem: str, out: Outputs, *, csv: bool | None =
         out.tables.append(f"{stem}.csv")
 
 
-def footer(store: Any, what: str) -> str:
-    """The provenance line every figure carries."""
-    try:
-        version = store.version
-    except Exception:  # noqa: BLE001 - a footer must never fail a run
-        version = "?"
+def footer(store: Any, what: str, version: int | None = None) -> str:
+    """The provenance line every figure carries: ``version`` is the store version the figures
+    are of (an analysis's ``provenance["store version"]``); read from the store without it (an
+    ingest since could make that a newer one)."""
+    if version is None:
+        try:
+            version = store.version
+        except Exception:  # noqa: BLE001 - a footer must never fail a run
+            version = None
+    version = "?" if version is None else version
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"data: {store.uri} (store v{version}) · {what} · meta-study {__version__} · {now}"
 

@@ -41,7 +41,7 @@ from .. import __version__
 from ..errors import UserError, option_flag
 from ..failpoints import failpoint
 from .fitting import FitOptions
-from .groups import GROUP_COLUMNS, Group, Selection
+from .groups import GROUP_COLUMNS, Group, Selection, Snapshot
 from .outputs import Outputs, write_correlations, write_fits, write_sensitivity, write_table
 from .tables import bootstrap_table, correlations_tables, fit_table, points_table, sensitivity_table
 from .bootstrap import BootstrapOptions
@@ -98,6 +98,7 @@ class Analysis:
     correlations: Mapping[str, pd.DataFrame] | None = None
     reused: tuple[str, ...] = ()
     points: pd.DataFrame | None = None   # tables.POINTS_COLUMNS: the fitted groups' models (points.parquet)
+    snapshot_id: str = ""                # the store version the parts are of (Store.snapshot_id)
     # for the figures of freshly computed fits (the groups' points and selections); not persisted
     panels: Sequence[Mapping[str, Any]] = field(default=(), repr=False, compare=False)
 
@@ -133,6 +134,21 @@ def _describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     return "other options: " + ("; ".join(diffs[:3]) if diffs else a[:120])
 
 
+def _manifest_problem(m: Any) -> str:
+    """What keeps the JSON ``m`` from being a ``results.json`` ("" if nothing)."""
+    if not isinstance(m, dict):
+        return f"a JSON {_json_type(m)}, not an object"
+    if not isinstance(m.get("parts"), dict):
+        return "no \"parts\" object" if "parts" not in m else f"\"parts\" is a JSON {_json_type(m['parts'])}"
+    bad = sorted(str(k) for k, v in m["parts"].items() if not isinstance(v, dict))
+    return f"part {bad[0]!r} is not an object" if bad else ""
+
+
+def _json_type(v: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(v), type(v).__name__)
+
+
 class ResultsDir:
     """A results directory: its tables, figures, ``results.json`` and ``index.html``."""
 
@@ -140,18 +156,31 @@ class ResultsDir:
         self.path = Path(path)
 
     def manifest(self) -> dict[str, Any]:
+        """``results.json``: ``{"parts": {part: {options, selection, ...}}}`` (no parts when absent).
+
+        Raises:
+            UserError: one line, when it cannot be read or is not of that shape: never read as
+                empty, which would let the next write replace what it holds.
+        """
         p = self.path / MANIFEST
         if not p.exists():
             return {"parts": {}}
         try:
             m = json.loads(p.read_text())
-        except ValueError as e:
-            raise UserError(f"{p}: not a meta-study results manifest ({e})") from None
-        return m if isinstance(m.get("parts"), dict) else {"parts": {}}
+        except (OSError, ValueError) as e:
+            raise UserError(f"{p}: not a meta-study results manifest ({getattr(e, 'strerror', None) or e})") from None
+        why = _manifest_problem(m)
+        if why:
+            raise UserError(f"{p}: not a meta-study results manifest ({why})")
+        return m
 
-    def plan(self, part: str, options: AnalysisOptions, selection: Selection, store_version: int) -> str:
+    def plan(self, part: str, options: AnalysisOptions, selection: Selection, snapshot_id: str) -> str:
         """``reuse``, or ``compute``; raises a one-line :class:`UserError` rather than overwrite a
-        part made with other options or another selection."""
+        part made with other options or another selection.
+
+        Reused only when made from this very store version (``snapshot_id``: the version and its
+        commit's random id): a version number alone matched another store's, or a store deleted
+        and made again, and gave one store's results as another's."""
         have = self.manifest()["parts"].get(part)
         if not (self.path / MAIN_TABLE[part]).exists():
             return "compute"
@@ -166,7 +195,7 @@ class ResultsDir:
                             "give another --out, or the same options to reuse it")
         if have.get("incomplete"):      # an interrupted write of these very options: redone
             return "compute"
-        return "reuse" if have.get("store_version") == store_version else "compute"
+        return "reuse" if have.get("store_snapshot") == snapshot_id else "compute"
 
     def load(self, part: str) -> Any:
         if part == "correlations":
@@ -212,6 +241,7 @@ class ResultsDir:
         for part in parts:
             m["parts"][part] = {**_key(part, analysis.options, selection),
                                 "store_version": analysis.provenance.get("store version"),
+                                "store_snapshot": analysis.snapshot_id,
                                 "store": analysis.provenance.get("store"),
                                 "written": _dt.datetime.now(_dt.timezone.utc).isoformat(),
                                 "meta_study": __version__}
@@ -262,13 +292,14 @@ def _incremental(compute: Callable[[Sequence[Group]], pd.DataFrame], groups: Seq
 
 def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOptions = AnalysisOptions(), *,
             results: ResultsDir | None = None, use_ray: bool = True, address: str | None = None,
-            workers: int | None = None, progress: Progress | None = None, groups: Sequence[Group] | None = None,
+            workers: int | None = None, progress: Progress | None = None, snapshot: Snapshot | None = None,
             previous: Previous | None = None, provenance: Mapping[str, Any] | None = None) -> Analysis:
     """Compute (or, from ``results``, reuse) every part ``options`` asks for.
 
     Args:
-        groups: the selection's groups when the caller has them already (the refit
-            fingerprints them); default ``selection.load(store)``.
+        snapshot: the selection's rows and groups when the caller has read them already (the
+            refit fingerprints the groups); default ``selection.snapshot(store)`` when a part is
+            computed. Every part computed is of that one store version, and says so.
         previous: an earlier results directory and the groups unchanged since (see the module
             doc): only the changed groups are resampled.
         provenance: more provenance lines (the refit's stamp and counts).
@@ -276,14 +307,21 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
     Raises:
         UserError: ``results`` holds a part made with other options or another selection.
     """
-    version = store.version
-    plans = {p: (results.plan(p, options, selection, version) if results is not None else "compute")
+    sid = snapshot.snapshot_id if snapshot is not None else store.snapshot_id
+    plans = {p: (results.plan(p, options, selection, sid) if results is not None else "compute")
              for p in options.parts()}    # every refusal before any work
     reused = tuple(p for p, how in plans.items() if how == "reuse")
     assert results is not None or not reused
     computing = any(how == "compute" for how in plans.values())
-    if groups is None:
-        groups = selection.load(store) if computing else []
+    if computing and snapshot is None:
+        snapshot = selection.snapshot(store)
+        if snapshot.snapshot_id != sid:   # an ingest committed since the plan: nothing older is reused
+            sid = snapshot.snapshot_id
+            plans = {p: (results.plan(p, options, selection, sid) if results is not None else "compute")
+                     for p in options.parts()}
+            reused = tuple(p for p, how in plans.items() if how == "reuse")
+    groups = snapshot.groups if snapshot is not None and computing else []
+    version = int(sid.split(":", 1)[0])
     # every part reused: they were made from a selection that matched (an empty one writes nothing)
     n_groups = len(groups) if computing else -1
     kw = dict(address=address, workers=workers, use_ray=use_ray, progress=progress)
@@ -308,10 +346,11 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
                 else _incremental(lambda gs: bootstrap_table(gs, bo, **kw), groups, previous, MAIN_TABLE["bootstrap"]))
     if options.correlations:
         corr = (results.load("correlations") if plans["correlations"] == "reuse"  # type: ignore[union-attr]
-                else correlations_tables(store, selection, fits))
+                else correlations_tables(store, selection, fits, rows=snapshot.rows if snapshot is not None else None))
     prov = {"store": store.uri, "store version": version, "meta-study": __version__,
             "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **dict(provenance or {})}
     if reused:
         prov["reused"] = ", ".join(reused)
     return Analysis(fits=fits, options=options, provenance=prov, n_groups=n_groups, sensitivity=sens,
-                    bootstrap=boot, correlations=corr, reused=reused, panels=panels, points=points)
+                    bootstrap=boot, correlations=corr, reused=reused, panels=panels, points=points,
+                    snapshot_id=sid)

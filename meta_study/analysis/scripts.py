@@ -63,7 +63,7 @@ def analyse(args: argparse.Namespace, options: Any, *, figures: bool = True, max
     if analysis.n_groups == 0:
         raise UserError(f"{args.store}: no rows match the selection")
     out = results.write(analysis, sel, figures=figures, max_group_figures=max_group_figures,
-                        footer_text=footer(store, options_text(options.fit)))
+                        footer_text=footer(store, options_text(options.fit), analysis.provenance.get("store version")))
     return analysis, out
 
 

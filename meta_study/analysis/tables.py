@@ -169,10 +169,14 @@ def bootstrap_table(groups: Sequence[Group], options: BootstrapOptions, *, addre
 
 
 def correlations_tables(store: Any, selection: Selection = Selection(),
-                        fits: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
-    """Tables F.1, F.2 (from ``fits``, computed when not given), F.20 and F.21 of the selection."""
-    rows = store.to_pandas(selection.filters(), columns=["source", "run_id", "us_task", "ds_task", "eval_protocol", "shots",
-                                             "representation_layer", "us_accuracy", "ds_accuracy"])
+                        fits: pd.DataFrame | None = None, rows: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """Tables F.1, F.2 (from ``fits``, computed when not given), F.20 and F.21 of the selection;
+    from ``rows`` (the selection's, as :meth:`Selection.snapshot` read them) when given, so that
+    they are of the same store version as the fits."""
+    if rows is None:
+        rows = store.to_pandas(selection.filters(), columns=["source", "run_id", "us_task", "ds_task", "eval_protocol",
+                                                             "shots", "representation_layer", "us_accuracy",
+                                                             "ds_accuracy"])
     rl = rows["representation_layer"]
     rows = rows[rl.isna()] if selection.layer is None else rows[rl == selection.layer]
     if fits is None:

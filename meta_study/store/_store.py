@@ -248,6 +248,15 @@ class Store:
     def version(self) -> int:
         return self._load().version
 
+    @property
+    def snapshot_id(self) -> str:
+        """The latest committed version as ``"<version>:<transaction>"``: unique to this store and
+        version (the transaction id is random per commit), so a results directory made from
+        another store, or from a store deleted and made again (both at version 1), is never taken
+        for this one. ``"0:"`` for a store without a commit."""
+        m = self._load()
+        return f"{m.version}:{m.txn}"
+
     def history(self) -> list[dict[str, Any]]:
         """The commit log, oldest first: version, time, operation and what it did."""
         return list(self._load().log)
@@ -289,6 +298,12 @@ class Store:
                 partitions without reading them; other columns filter rows.
             columns: a subset of columns (default all), in schema order.
         """
+        return self.snapshot(filters, columns)[0]
+
+    def snapshot(self, filters: Filter | None = None, columns: Sequence[str] | None = None) -> tuple[pa.Table, str]:
+        """:meth:`read`, and the :attr:`snapshot_id` of the version the rows are from: one manifest for
+        both, so an ingest that commits meanwhile can never give rows of one version labelled
+        with another."""
         filters = dict(filters or {})
         cols = list(columns) if columns else list(SCHEMA.names)
         unknown = [c for c in list(cols) + list(filters) if c not in SCHEMA.names]
@@ -308,11 +323,11 @@ class Store:
         file_schema = pa.schema([FILE_SCHEMA.field(c) for c in file_cols])
         out_schema = pa.schema([SCHEMA.field(c) for c in dict.fromkeys(cols + list(filters))])
 
-        def run(m: _Manifest) -> pa.Table:
+        def run(m: _Manifest) -> tuple[pa.Table, str]:
             parts = [self._read_data(e, file_schema).select(out_schema.names) for e in m.data if want(e)]
-            return pa.concat_tables(parts) if parts else out_schema.empty_table()
+            return (pa.concat_tables(parts) if parts else out_schema.empty_table()), f"{m.version}:{m.txn}"
 
-        table = self._with_retry(run)
+        table, state = self._with_retry(run)
         for c, v in filters.items():
             if c in PARTITION:
                 continue
@@ -323,7 +338,7 @@ class Store:
             if has_null:
                 mask = pc.or_(pc.fill_null(mask, False), pc.is_null(table.column(c)))
             table = table.filter(pc.fill_null(mask, False))
-        return table.select(cols)
+        return table.select(cols), state
 
     def to_pandas(self, filters: Filter | None = None, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """:meth:`read` as a pandas DataFrame."""
