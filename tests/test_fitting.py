@@ -257,6 +257,9 @@ def test_too_few_points_are_never_trusted():
     assert not s.trusted and ("back-test" in s.trust_reason or "cut" in s.trust_reason), s.trust_reason
     tiny = fit_group(np.array([0.5, 0.6]), np.array([0.3, 0.4]))
     assert not tiny.trusted and all(not c.fit.usable for c in tiny.candidates if c.law in ("eq1", "eq1-bayes"))
+    # six models at one US accuracy: the hull is one point, and the warning says whose points it counts
+    same = fit_group(np.full(6, 0.7), np.array([0.4, 0.5, 0.6, 0.45, 0.55, 0.5]), FitOptions(holdout_quantile=1.0))
+    assert "few_points: no fit to the vertices frontier (too_few_points: 1 point(s)" in "; ".join(same.warnings)
 
 
 def test_backtest_tolerance_decides_trust():

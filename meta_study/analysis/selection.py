@@ -431,7 +431,11 @@ def _flag(c: Candidate, g: _Group) -> Candidate:
     w = []
     n_par = get_law(c.law).n_params
     if not c.fit.usable:
-        w.append(f"few_points: no fit ({c.fit.status}: {c.fit.message})" if c.fit.status == "too_few_points"
+        # the frontier named: "1 point(s)" of a group of 6 models read as a miscount (they were
+        # 6 models at one US accuracy, whose hull is one point)
+        where = "all models" if c.frontier == "all" else f"the {c.frontier} frontier"
+        w.append(f"few_points: no fit to {where} ({c.fit.status}: {c.fit.message})"
+                 if c.fit.status == "too_few_points"
                  else f"no_fit: {c.fit.status}: {c.fit.message}")
         return replace(c, warnings=tuple(w))
     if c.n_support < n_par + 2:
