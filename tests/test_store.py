@@ -239,3 +239,43 @@ def test_a_snapshot_names_the_version_its_rows_are_from_and_no_other_store_share
     a.commit(validate(make_rows(5, ds_tasks=("y",), run_prefix="more")).table)
     table2, sid2 = a.snapshot({"ds_task": "y"})
     assert sid2.startswith("2:") and table2.num_rows == 5 and a.read({"ds_task": "y"}).equals(table2)
+
+
+def test_a_writer_that_stalled_past_pruning_cannot_publish_a_freed_version_name(tmp_path):
+    """A writer paused past its S3 lease while another made 21 commits found its version's
+    manifest name free again (pruned) and published it; finalizing it deleted a file the latest
+    version still used, and every read failed. Replayed here in that order on a local store."""
+    import datetime as _dt
+
+    from meta_study.errors import StoreConflictError
+    from meta_study.store._merge import _Plan
+    from meta_study.validation import conform
+
+    s = Store(str(tmp_path / "st"))
+    s.commit(validate(make_rows(2, ds_tasks=("x", "y"))).table)              # v1: partitions x and y
+    now = _dt.datetime.now(_dt.timezone.utc)
+    m = s._begin(now)
+    txn = f"{m.version + 1:010d}-stalled"
+    plan = _Plan(s._v, m, txn, now)                 # writer A replaces partition x's file, then stalls
+    counts = plan.merge_data(conform(validate(make_rows(1, ds_tasks=("x",), seed=7)).table), ())
+    assert plan.superseded
+    for i in range(21):                             # writer B: 21 commits to partition y; v2 is pruned
+        s.commit(validate(make_rows(1, ds_tasks=("y",), seed=100 + i, run_prefix=f"b{i}")).table)
+    assert 2 not in s._manifest_versions()
+    before = s.read()
+    with pytest.raises(StoreConflictError, match="stalled past its lease"):
+        s._commit_plan(m, txn, plan, counts, 0, "write", None, _dt.datetime.now(_dt.timezone.utc))
+    assert s.version == 22 and 2 not in s._manifest_versions()
+    assert s.read().equals(before) and s.check().ok       # every file of the latest version is there
+
+
+def test_a_successor_of_this_very_commit_is_not_taken_for_a_pruned_name(tmp_path):
+    """The guard's other side: a newer manifest that records this commit's own log entry (a
+    writer that built on it at once) leaves the commit published."""
+    s = Store(str(tmp_path / "st"))
+    s.commit(validate(make_rows(2, ds_tasks=("x",))).table)
+    m = s._load()
+    s._refuse_a_pruned_name(m)                      # nothing newer: nothing to do
+    s.commit(validate(make_rows(1, ds_tasks=("x",), seed=3, run_prefix="n")).table)
+    s._refuse_a_pruned_name(m)                      # v2 built on v1: v1's entry is in v2's log
+    assert s._manifest_versions() == [1, 2]

@@ -52,6 +52,7 @@ import contextlib
 import datetime as _dt
 import fnmatch
 import hashlib
+import json
 import os
 import sys
 import time
@@ -868,8 +869,40 @@ class Store:
         then its copy. A :class:`StoreConflictError` if another writer published that version."""
         if not self._f.create_exclusive(_mrel(m.version), m.to_json(), f"_meta/manifests/.tmp-{txn}"):
             raise StoreConflictError(f"{self.uri}: version {m.version} was committed by another writer first")
+        self._refuse_a_pruned_name(m)
         with contextlib.suppress(OSError):   # redundancy only: finalize writes it if this fails
             self._f.replace_bytes(_copy_rel(m.version), m.to_json())
+
+
+    def _refuse_a_pruned_name(self, m: _Manifest) -> None:
+        """Undo a manifest whose name was free only because pruning had freed it, before it is
+        finalized.
+
+        The commit point refuses a version name another writer has taken, but pruning deletes
+        manifests older than the last :data:`KEEP_MANIFESTS`. A writer that stalled past its S3
+        lease (a paused VM, a sleeping laptop) while another made 21 commits found its version's
+        name free again and published it; finalizing it then deleted files it replaced, which
+        the latest version still used: every read failed until a repair dropped those rows.
+        A newer manifest that is a successor of this one (another writer took over the lease and
+        built on it, within this very moment) records this commit's log entry; a pruned name's
+        successors record another. Cost: one listing and, only when a newer version exists, one
+        manifest read."""
+        newer = [v for v in self._manifest_versions() if v > m.version]
+        if not newer:
+            return
+        try:
+            latest, _ = self._read_manifest(newer[-1])
+        except FileNotFoundError:
+            latest = None
+        ours = json.loads(json.dumps(m.log[-1], default=str)) if m.log else None
+        theirs = next((e for e in (latest.log if latest is not None else []) if e.get("version") == m.version), None)
+        if theirs == ours:
+            return
+        with contextlib.suppress(OSError):
+            self._f.delete(_mrel(m.version))
+        raise StoreConflictError(f"{self.uri}: this writer stalled past its lease while others committed up to version "
+                                 f"{newer[-1]}; its version {m.version} was withdrawn before taking effect, and "
+                                 "nothing of this commit was stored (run it again)")
 
 
 def _plain(rel: str) -> bool:
