@@ -279,3 +279,27 @@ def test_a_successor_of_this_very_commit_is_not_taken_for_a_pruned_name(tmp_path
     s.commit(validate(make_rows(1, ds_tasks=("x",), seed=3, run_prefix="n")).table)
     s._refuse_a_pruned_name(m)                      # v2 built on v1: v1's entry is in v2's log
     assert s._manifest_versions() == [1, 2]
+
+
+def test_a_commit_whose_fate_cannot_be_told_keeps_its_staged_files(tmp_path, monkeypatch):
+    """The conditional write landed, its reply was lost and the listing that would tell failed:
+    the roll-back removed the staged files the published manifest points at, losing the rows."""
+    s = Store(str(tmp_path / "st"))
+    s.commit(validate(make_rows(3, ds_tasks=("x",))).table)
+    publish = Store._publish
+
+    def landed_then_lost(self, m, txn):
+        publish(self, m, txn)
+        raise OSError("connection reset (the reply of the write that landed)")
+
+    def unreachable(self, version):
+        raise OSError("connection reset")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(Store, "_publish", landed_then_lost)
+        mp.setattr(Store, "_published_by", unreachable)
+        with pytest.raises(OSError):
+            s.commit(validate(make_rows(2, ds_tasks=("x",), seed=4, run_prefix="new")).table)
+    s.recover()                                     # the next writer finishes the published version
+    assert s.version == 2 and s.check().ok
+    assert s.read({"ds_task": "x"}).num_rows == 5

@@ -841,7 +841,11 @@ class Store:
         try:
             by = self._published_by(m.version + 1)
         except (OSError, UserError, pa.ArrowException):
-            by = None   # cannot tell (the store is unreachable): our staged files are ours to remove
+            # cannot tell (the store is unreachable): the conditional write may have landed with
+            # its reply lost, and then the staged files are the new version's data. Kept: the next
+            # writer finalizes that version if it is published, and its garbage collection removes
+            # them if it is not (staging of versions at or below the latest).
+            return e
         if by == txn:
             return e  # committed after all (a reply lost after the write): its staged files are the new version's data
         self._f.rmtree(f"_staging/{txn}")
