@@ -169,7 +169,9 @@ def test_data_file_replaced_by_a_fifo_is_damage_not_a_hang(built, tmp_path):
     (part,) = (store / "up" / "a").glob("part-*.parquet")
     rel = part.relative_to(store).as_posix()
     _replace(part, "fifo")
-    changed = _csv(tmp_path / "more.csv", scale=0.9)    # same runs, new values: the ingest reads up/a
+    # rows of task a from another file (a file of the same name from elsewhere is refused before
+    # the store is read): the ingest merges into up/a, so it reads the FIFO
+    changed = _csv(tmp_path / "other.csv", scale=0.9)
     for args in (("store", "info", str(store)), ("fit", str(store), "--out", str(tmp_path / "fit")),
                  ("ingest", str(changed), "--store", str(store), "--quiet")):
         one_error_line(_cli(*args, hang_safe=True), f"{store}/{rel}", "damaged store file", "is a FIFO, not a file")
