@@ -584,7 +584,9 @@ def _rejected_rows(frame: pd.DataFrame, bad_idx: np.ndarray, reasons: Mapping[in
     def ident(c: str) -> list[Any]:
         if c not in frame.columns:
             return [None] * len(bad_idx)
-        return [None if _is_missing(x) else str(x) for x in frame[c].to_numpy(dtype=object)[bad_idx]]
+        # trimmed as the stored rows' are (_string_array): the quarantine and the replacement of
+        # a source's runs must name a rejected row's run as its stored rows name it
+        return [None if _is_missing(x) else str(x).strip() for x in frame[c].to_numpy(dtype=object)[bad_idx]]
 
     return pd.DataFrame({
         "row": bad_idx.astype("int64"),

@@ -177,6 +177,26 @@ def test_too_many_fields_names_the_physical_line(tmp_path, newline):
     one_error_line(r, "x.csv: FAILED: line 6 has 8 fields but the header has 7")
 
 
+def test_a_quoted_field_after_a_space_is_one_record_as_pandas_reads_it(tmp_path):
+    """`r1, "multi<newline>line"` is one record to pandas (it skips the space after the comma):
+    the scanner read two and named line 5 for the bad row on line 6."""
+    _write(tmp_path / "x.csv", H + '\nr1, "multi\nline",imagenet,0.5,c,0.4,linear\n\nr2,b,imagenet,0.5,c,0.4,linear\n'
+                                   "r3,c,imagenet,0.5,c,0.4,linear,\n")
+    r = _ingest(tmp_path, "x.csv")
+    one_error_line(r, "x.csv: FAILED: line 6 has 8 fields but the header has 7")
+
+
+def test_a_rejected_row_is_filed_under_its_trimmed_run_and_source():
+    from meta_study.validation import validate
+
+    frame = pd.DataFrame({"source": [" src ", " src "], "run_id": ["r1 ", "r2 "], "us_task": "u",
+                          "us_accuracy": [0.5, 0.5], "ds_task": "d", "ds_accuracy": [1.4, 0.4],
+                          "eval_protocol": "linear"})
+    v = validate(frame)
+    assert v.table.column("run_id").to_pylist() == ["r2"]
+    assert list(v.rejected["source"]) == ["src"] and list(v.rejected["run_id"]) == ["r1"]
+
+
 def test_lines_of_a_large_file_read_in_pieces(tmp_path, monkeypatch):
     """The pieces of a large file share one scan: rows of later pieces get their lines too."""
     import meta_study.ingest.files as files
@@ -244,8 +264,8 @@ def test_quarantine_payload_keeps_empty_cells_and_spaces(tmp_path):
     assert r.returncode == 2 and "all 2 rows quarantined" in r.stdout + r.stderr
     raws = sorted(_raws(tmp_path / "st"), key=lambda x: x["run_id"])
     assert raws[0]["us_accuracy"] == "" and raws[0]["notes"] == ""         # empty, not "nan"
-    assert raws[0]["model_name"] == "  spaced  model "                      # as written
-    assert raws[1]["ds_accuracy"] == "NaN" and raws[1]["notes"] == " n "
+    assert raws[0]["model_name"] == "spaced  model "    # as written, less the spaces after the comma (as pandas)
+    assert raws[1]["ds_accuracy"] == "NaN" and raws[1]["notes"] == "n "
     assert [x["_line"] for x in raws] == [2, 3]
 
 

@@ -891,13 +891,21 @@ class Store:
         built on it, within this very moment) records this commit's log entry; a pruned name's
         successors record another. Cost: one listing and, only when a newer version exists, one
         manifest read."""
-        newer = [v for v in self._manifest_versions() if v > m.version]
-        if not newer:
+        for _ in range(3):   # the newest pruned between the listing and the read: list again
+            try:
+                newer = [v for v in self._manifest_versions() if v > m.version]
+                if not newer:
+                    return
+                latest, _ = self._read_manifest(newer[-1])
+                break
+            except FileNotFoundError:
+                continue
+            except (OSError, UserError, pa.ArrowException):
+                # no evidence either way (a transient listing error): the commit stands, as it
+                # did before this check; reporting a published commit as failed would be worse
+                return
+        else:
             return
-        try:
-            latest, _ = self._read_manifest(newer[-1])
-        except FileNotFoundError:
-            latest = None
         ours = json.loads(json.dumps(m.log[-1], default=str)) if m.log else None
         theirs = next((e for e in (latest.log if latest is not None else []) if e.get("version") == m.version), None)
         if theirs == ours:
