@@ -131,6 +131,17 @@ def test_another_file_of_the_same_name_is_refused_in_a_later_call(tmp_path):
     assert len(got) == 4 and set(got["ds_accuracy"]) == {0.4}
 
 
+def test_a_file_naming_its_source_is_refused_as_such_in_a_later_call(tmp_path):
+    """Two us_ds.csv that name the source `zoo` in a column share a key (zoo/us_ds): the line
+    says why, not only "the same name"."""
+    for d, acc in (("a", 0.4), ("b", 0.3)):
+        _write(tmp_path / d / "us_ds.csv", H + ",source\n" + "".join(
+            f"m{i},vit,imagenet,0.5,pets,{acc},linear,zoo\n" for i in range(4)))
+    assert _ingest(tmp_path, "a/us_ds.csv").returncode == 0
+    one_error_line(_ingest(tmp_path, "b/us_ds.csv"), "this store's source 'zoo/us_ds' came from",
+                   "another file of the same name that names the source 'zoo' in a column")
+
+
 def test_the_same_file_corrected_or_moved_is_ingested_again(tmp_path):
     _results(tmp_path / "a" / "results.csv", range(4), 0.4)
     assert _ingest(tmp_path, "a/results.csv").returncode == 0

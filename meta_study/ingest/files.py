@@ -430,9 +430,9 @@ class RecordScanner:
 
     pandas numbers neither: a quoted field with a line break makes its record span two lines. Read
     as pandas reads (``skipinitialspace``: ``a, "b,c"`` is two fields, and the spaces right after
-    a separator are not part of a field), so that both split the file into the same records. Cost: ~0.4 s per million rows read up to the last one
-    asked for, paid only when a file has a rejected row (a clean file is never scanned); 8 bytes
-    a record for the line numbers."""
+    a separator are not part of a field), so that both split the file into the same records.
+    Cost: ~0.4 s per million rows read up to the last one asked for, paid only when a file has a
+    rejected row (a clean file is never scanned); 8 bytes a record for the line numbers."""
 
     def __init__(self, path: str, fmt: str) -> None:
         self.path, self.sep = path, "\t" if fmt == "tsv" else ","
@@ -882,7 +882,9 @@ def _refuse_other_file(path: str, files: Mapping[str, str], old: pa.Table, sourc
     (old_path, old_sha), = before.items()
     if os.path.realpath(old_path) == os.path.realpath(path) or old_sha in files.values():
         return
-    raise UserError(f"{path}: this store's source {source!r} came from {old_path}, another file of the same name; "
+    alike = ("another file of the same name" if source == source_stem(path) else
+             f"another file of the same name that names the source {source.rsplit('/', 1)[0]!r} in a column")
+    raise UserError(f"{path}: this store's source {source!r} came from {old_path}, {alike}; "
                     "ingesting this one would replace its rows of every run they share. Rename this file, or give it "
                     "its own source ('source:' in a --mapping, a 'name:' in a --sources-file, or a 'source' column); "
                     f"to replace that file, ingest this one from {old_path}")

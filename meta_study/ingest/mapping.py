@@ -630,7 +630,7 @@ def _add_reasons(out: pd.DataFrame, reasons: list[str | None] | None, kind: str)
     kinds = new.where(new.isna(), kind)
     if SOURCE_REASON in out.columns:   # both accuracy columns: one reason after the other
         old, old_kind = out[SOURCE_REASON], out[SOURCE_REASON_KIND]
-        new = old.where(new.isna(), old.where(old.isna(), old + "; ") .fillna("") + new)
+        new = old.where(new.isna(), old.where(old.isna(), old + "; ").fillna("") + new)
         kinds = old_kind.where(kinds.isna(), kinds)
     out[SOURCE_REASON] = new
     out[SOURCE_REASON_KIND] = kinds
