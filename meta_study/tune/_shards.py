@@ -19,6 +19,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ..failpoints import failpoint
 from ._rest import _RestRuns
 from .state import RUNS, SPOOL, StateDir
 
@@ -264,6 +265,7 @@ class MlflowWriter:
                 rid = self._mlflow().create_run(self.target.experiment_id, run_name=name or trial_id,
                                                 tags=tags).info.run_id
             self._created.add(rid)
+            failpoint("run_created")     # a test kills the driver here: a run the map does not know
         with self._lock:       # before the map write: a retry must never create a second run
             self._runs[trial_id] = rid
             self._unmapped.add(trial_id)

@@ -580,6 +580,15 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     hooks = replace(trial_hooks(o), resumed=p.resume)
     tags = {"sweep": p.name, "git_sha": provenance.git_sha(), "researcher": o.researcher, "code_version": p.code}
     rec = _record_session(spec, p, o, fixed, tags)
+    if p.resume:   # runs created just before a driver died, whose map entries never got written
+        from .tracking import recover_run_map
+
+        try:
+            recover_run_map(p.tracking, rec.experiment_id, rec.parent_run_id, p.state)
+        except Exception as e:  # noqa: BLE001 - without it a lost run may be closed as an orphan: say so
+            print(f"warning: could not list the runs of parent run {rec.parent_run_id} to complete the sweep's "
+                  f"run map ({error_line(e)}); a run created just before the driver died may be closed as an "
+                  f"orphan", file=sys.stderr)
     callback = MlflowSweepCallback(p.tracking, rec.experiment_id, rec.parent_run_id, p.exp_dir, tags=tags,
                                    resumed=p.resume, storage_uri=p.storage)
     resources = PerTrialResources(spec.resources, o)
