@@ -127,3 +127,46 @@ def test_the_consistency_check_holds_for_an_empty_store(tmp_path):
     # allows: the duplicate check must pass on it (a groupby-size check gave NaN there, and failed)
     s = Store(str(tmp_path / "st"))
     assert len(_assert_consistent(s, str(tmp_path / "st"))) == 0
+
+
+def test_staged_names_are_durable_before_the_manifest_names_them(tmp_path, monkeypatch):
+    """Each staged file is fsynced, but a new name lives in its directory: before the manifest
+    (whose directory is fsynced) is linked into place, every directory of the transaction's
+    staging tree, and the one it was created in, must have been fsynced too, or a power loss
+    could leave a committed version whose files are gone."""
+    import meta_study.store._files as files
+
+    synced: list[str] = []
+    linked: list[tuple[str, list[str]]] = []
+    real_sync, real_link = files._fsync_dir, os.link
+    monkeypatch.setattr(files, "_fsync_dir", lambda p: (synced.append(os.path.realpath(p)), real_sync(p))[1])
+
+    def link(src, dst, *a, **k):
+        linked.append((str(dst), list(synced)))
+        return real_link(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "link", link)
+    root = tmp_path / "st"
+    s = Store(str(root))
+    s.commit(batch_rows("w", 0, 4), operation="test")
+    staged_dirs: set[str] = set()
+    real_write = files._Files.write_bytes
+
+    def write(self, rel, data):
+        if rel.startswith("_staging/"):
+            d = os.path.dirname(os.path.realpath(self.p(rel)))
+            while d != os.path.realpath(self.p("_staging")):
+                staged_dirs.add(d)
+                d = os.path.dirname(d)
+            staged_dirs.add(d)
+        return real_write(self, rel, data)
+
+    monkeypatch.setattr(files._Files, "write_bytes", write)
+    linked.clear()
+    r = s.commit(batch_rows("w", 1, 4), operation="test")
+    assert r.version == 2 and staged_dirs
+    manifest_links = [(d, before) for d, before in linked if "/_meta/manifests/" in d]
+    assert manifest_links, linked
+    before = set(manifest_links[0][1])
+    assert staged_dirs <= before, sorted(staged_dirs - before)
+    assert len(_assert_consistent(Store(str(root)), str(root))) == 2 * len(batch_rows("w", 0, 4))

@@ -19,6 +19,7 @@ import stat
 import time
 import urllib.parse
 from dataclasses import dataclass
+from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -281,6 +282,26 @@ class _Files:
             _fsync_dir(os.path.dirname(self.p(rel)))
             return True
         return self.objects().create(rel, data) is not None
+
+    def sync_dirs(self, rels: Iterable[str], tree: bool = False) -> None:
+        """Make new names in these directories durable (local; object stores have no directories).
+
+        A file's own fsync does not persist its name: after a power loss, a manifest whose
+        directory was fsynced could name staged files that are gone. With ``tree``, every
+        directory below each of ``rels`` too, deepest first, then the parent of each (where
+        ``rels`` itself was created). One ``fsync`` per directory (~0.1-5 ms each)."""
+        if not self.local:
+            return
+        done: set[str] = set()
+        for rel in rels:
+            top = self.p(rel)
+            dirs = [top]
+            if tree:
+                dirs = [d for d, _, _ in os.walk(top)][::-1] + [os.path.dirname(top)]
+            for d in dirs:
+                if d not in done:
+                    done.add(d)
+                    _fsync_dir(d)
 
     def move(self, src_rel: str, dst_rel: str) -> None:
         """Move a file. If another process moved it first (two writers finishing one commit,

@@ -812,6 +812,7 @@ class Store:
             entry = {"version": m.version + 1, "time": now.isoformat(), "operation": operation,
                      **counts, "quarantined": n_q, **dict(info or {})}
             m2 = plan.manifest(entry)
+            self._f.sync_dirs([f"_staging/{txn}"], tree=True)   # the staged names, before a manifest names them
             _failpoint("before_publish")   # also META_STUDY_FAILPOINT=stall_before_publish
             self._publish(m2, txn)
         except BaseException as e:
