@@ -209,6 +209,35 @@ def test_losing_the_commit_point_merges_again_and_never_deletes_the_winners_file
     assert not a._f.listdir("_staging")
 
 
+def test_a_commit_whose_reply_was_lost_and_retried_into_412_is_reported_stored(request, s3env, monkeypatch):
+    """The conditional PUT of the manifest landed but its reply timed out; the client's retry
+    found the name taken (412). That is this writer's own commit: both commit (which merged again
+    and said "nothing changed") and commit_stream (which said "nothing of this commit was
+    stored") reported a stored version as not stored."""
+    from meta_study.store._s3 import S3Objects
+
+    uri = _uri(request)
+    real_create = S3Objects.create
+    lost = []
+
+    def landed_reply_lost(self, rel, data):   # noqa: ANN001
+        etag = real_create(self, rel, data)
+        if "/manifests/" in f"/{rel}" and etag is not None:
+            lost.append(rel)
+            return real_create(self, rel, data)   # the retry: 412, None
+        return etag
+
+    monkeypatch.setattr(S3Objects, "create", landed_reply_lost)
+    s = Store(uri, lease_s=30, notify=None)
+    r = s.commit(validate(make_rows(2, run_prefix="a-")).table)
+    assert r.version == 1 and r.inserted == 4, r
+    r = s.commit_stream([(validate(make_rows(2, run_prefix="b-")).table, None)])
+    assert r.version == 2 and r.inserted == 4, r
+    assert len(lost) == 2
+    assert set(Store(uri).to_pandas()["run_id"]) == {"a-0", "a-1", "b-0", "b-1"} and Store(uri).check().ok
+    assert not s._f.listdir("_staging") and [h["version"] for h in Store(uri).history()] == [1, 2]
+
+
 @pytest.mark.slow(20)
 def test_concurrent_ingests_with_a_writer_stalled_before_publish(request, s3, s3env, tmp_path):
     uri = _uri(request)

@@ -872,7 +872,10 @@ class Store:
     def _publish(self, m: _Manifest, txn: str) -> None:
         """The commit point: create ``m``'s manifest only if no writer has (module docstring),
         then its copy. A :class:`StoreConflictError` if another writer published that version."""
-        if not self._f.create_exclusive(_mrel(m.version), m.to_json(), f"_meta/manifests/.tmp-{txn}"):
+        if (not self._f.create_exclusive(_mrel(m.version), m.to_json(), f"_meta/manifests/.tmp-{txn}")
+                # the name is taken, by this very write if its reply was lost and the client's
+                # retry got 412 (S3 clients retry a PUT whose reply timed out): then it is ours
+                and self._published_by(m.version) != txn):
             raise StoreConflictError(f"{self.uri}: version {m.version} was committed by another writer first")
         self._refuse_a_pruned_name(m)
         with contextlib.suppress(OSError):   # redundancy only: finalize writes it if this fails
