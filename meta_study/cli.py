@@ -334,13 +334,17 @@ def _table(df: Any, cols: list[str]) -> str:
 @click.option("--overlap", "overlap_s", default=D.MLFLOW_OVERLAP_S, show_default=True,
               type=float, callback=lambda ctx, param, v: _finite_at_least_0("--overlap", v),
               help="Seconds behind the last ingested end time to re-read (clock skew between loggers).")
+@click.option("--source", "source_name", default=None, metavar="NAME",
+              help="The rows' source name, for one SOURCE (default: a file's name without its extension, an "
+                   "MLflow URI). A new export of a file saved elsewhere under the same name: --source with that "
+                   "name takes it as the same source.")
 @click.option("--keep-going", is_flag=True,
               help="Exit 0 when some sources fail but others were ingested (default: exit 1).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, sources_file: str | None,
            experiments: tuple[str, ...], filter_string: str | None, include_running: bool, drop_deleted: bool,
-           drop_missing: bool, full: bool, history: str, page_size: int, overlap_s: float, keep_going: bool,
-           quiet: bool) -> None:
+           drop_missing: bool, full: bool, history: str, page_size: int, overlap_s: float, source_name: str | None,
+           keep_going: bool, quiet: bool) -> None:
     """Ingest sources into STORE: MLflow tracking URIs (http(s)://host:port, sqlite:///path.db,
     ...), MLflow tracking databases read directly and read-only (mlflow-sql:SQLALCHEMY_URL) and
     CSV / Parquet / JSONL exports (files or directories).
@@ -356,9 +360,16 @@ def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, s
 
     if not sources and not sources_file:
         _fail("ingest: give at least one SOURCE or --sources-file")
+    if source_name is not None:
+        if len(sources) != 1 or sources_file:
+            _fail(f"ingest: --source {source_name!r} names the rows of one SOURCE; {len(sources)} given"
+                  + (" and a --sources-file (give each entry a 'name:' there)" if sources_file else ""))
+        if not source_name.strip() or not printable(source_name) == source_name:
+            _fail(f"ingest: --source {source_name!r}: give a name of printable characters")
+        source_name = source_name.strip()
     options = SourceOptions(experiments=experiments, filter_string=filter_string, include_running=include_running,
                             drop_deleted=drop_deleted, history=history, page_size=page_size, overlap_s=overlap_s,
-                            full=full, drop_missing=drop_missing)
+                            full=full, drop_missing=drop_missing, source_name=source_name)
     mapping = load_mapping(mapping_path) if mapping_path else None
     srcs = open_sources(list(sources), mapping, options) if sources else []
     if sources_file:

@@ -126,9 +126,16 @@ def test_another_file_of_the_same_name_is_refused_in_a_later_call(tmp_path):
     r = _ingest(tmp_path, "b/results.csv")
     line = one_error_line(r, "b/results.csv: FAILED: this store's source 'results' came from",
                           str(tmp_path / "a" / "results.csv"), "Rename this file, or give it its own source")
-    assert r.returncode == 2 and "deleted" not in line
+    assert r.returncode == 2 and "deleted" not in line and "pass --source 'results'" in line
     got = pd.read_parquet(tmp_path / "st")
     assert len(got) == 4 and set(got["ds_accuracy"]) == {0.4}
+    # a new export of the same table, saved elsewhere: --source takes it as that source
+    r = _ingest(tmp_path, "b/results.csv", "--source", "results")
+    assert r.returncode == 0 and "4 updated" in r.stdout, r.stdout + r.stderr
+    got = pd.read_parquet(tmp_path / "st")
+    assert len(got) == 4 and set(got["ds_accuracy"]) == {0.3} and set(got["source"]) == {"results"}
+    one_error_line(_ingest(tmp_path, "a/results.csv", "b/results.csv", "--source", "results"),
+                   "ingest: --source 'results' names the rows of one SOURCE; 2 given")
 
 
 def test_a_file_naming_its_source_is_refused_as_such_in_a_later_call(tmp_path):
@@ -138,8 +145,14 @@ def test_a_file_naming_its_source_is_refused_as_such_in_a_later_call(tmp_path):
         _write(tmp_path / d / "us_ds.csv", H + ",source\n" + "".join(
             f"m{i},vit,imagenet,0.5,pets,{acc},linear,zoo\n" for i in range(4)))
     assert _ingest(tmp_path, "a/us_ds.csv").returncode == 0
-    one_error_line(_ingest(tmp_path, "b/us_ds.csv"), "this store's source 'zoo/us_ds' came from",
-                   "another file of the same name that names the source 'zoo' in a column")
+    line = one_error_line(_ingest(tmp_path, "b/us_ds.csv"), "this store's source 'zoo/us_ds' came from",
+                          "another file of the same name that names the source 'zoo' in a column")
+    name = line.split("pass --source ", 1)[1].split(" ", 1)[0].strip("'")
+    before = pd.read_parquet(tmp_path / "st")
+    r = _ingest(tmp_path, "b/us_ds.csv", "--source", name)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = pd.read_parquet(tmp_path / "st")
+    assert len(got) == 4 and set(got["ds_accuracy"]) == {0.3}, (before, got)
 
 
 def test_the_same_file_corrected_or_moved_is_ingested_again(tmp_path):

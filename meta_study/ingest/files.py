@@ -882,12 +882,15 @@ def _refuse_other_file(path: str, files: Mapping[str, str], old: pa.Table, sourc
     (old_path, old_sha), = before.items()
     if os.path.realpath(old_path) == os.path.realpath(path) or old_sha in files.values():
         return
-    alike = ("another file of the same name" if source == source_stem(path) else
+    own = source == source_stem(path)
+    alike = ("another file of the same name" if own else
              f"another file of the same name that names the source {source.rsplit('/', 1)[0]!r} in a column")
+    rows_source = source if own else source.rsplit("/", 1)[0]     # what its rows' `source` column holds
     raise UserError(f"{path}: this store's source {source!r} came from {old_path}, {alike}; "
                     "ingesting this one would replace its rows of every run they share. Rename this file, or give it "
-                    "its own source ('source:' in a --mapping, a 'name:' in a --sources-file, or a 'source' column); "
-                    f"to replace that file, ingest this one from {old_path}")
+                    "its own source (--source NAME, 'source:' in a --mapping, a 'name:' in a --sources-file, or a "
+                    f"'source' column); if it is a new export of that file, pass --source {rows_source!r} (its rows "
+                    "replace the other's)")
 
 
 def _claims(spec: str) -> bool:
