@@ -85,9 +85,12 @@ class RefitConfig:
     max_group_figures: int = 60
 
     def options_fingerprint(self) -> str:
-        """What, besides the data, decides the results: a change refits everything."""
+        """What, besides the data, decides the results: a change refits everything (the
+        analysis code too: an upgrade that changes a law or a frontier refits every group)."""
+        from .analysis.results import analysis_code
+
         opts = {"fit": asdict(self.fit), "sensitivity": asdict(self.sensitivity), "bootstrap": asdict(self.bootstrap),
-                "threshold": self.threshold}
+                "threshold": self.threshold, "code": analysis_code()}
         return hashlib.sha256(json.dumps(opts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

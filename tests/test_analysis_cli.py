@@ -207,3 +207,14 @@ def test_results_of_another_store_are_never_reused(tmp_path):
     assert set(pd.read_parquet(out / "fits.parquet")["ds_task"]) == {"from_b"}
     again = run_cli("fit", b.uri, "--out", str(out), "--no-figures")   # the same store and version: reused
     assert "reused fits" in again.stdout
+    # made by other analysis code (an upgrade, a fix to a law): the package version alone did not
+    # change between commits, and the old fits were reused
+    import json
+
+    m = json.loads((out / "results.json").read_text())
+    assert m["parts"]["fits"]["code"]
+    m["parts"]["fits"]["code"] = "0123456789abcdef"
+    (out / "results.json").write_text(json.dumps(m))
+    third = run_cli("fit", b.uri, "--out", str(out), "--no-figures")
+    assert third.returncode == 0 and "reused" not in third.stdout, third.stdout
+    assert "reused fits" in run_cli("fit", b.uri, "--out", str(out), "--no-figures").stdout

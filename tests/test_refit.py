@@ -49,8 +49,15 @@ def test_second_refit_is_a_noop(tmp_path, monkeypatch):
     assert second.status == "noop" and "nothing changed" in second.message
     assert len(list((tmp_path / "out" / "refits").iterdir())) == 1
     # changing an analysis option refits everything
+    m = monkeypatch
     third = refit(RefitConfig(**{**_cfg(s, tmp_path / "out").__dict__, "threshold": 0.2}), log=lambda m: None)
     assert third.status == "refitted" and len(third.changed) == 3
+    # and so does other analysis code (an upgrade; the package version did not change)
+    assert refit(RefitConfig(**{**_cfg(s, tmp_path / "out").__dict__, "threshold": 0.2}),
+                 log=lambda m: None).status == "noop"
+    m.setattr("meta_study.analysis.results._CODE", ["0123456789abcdef"])
+    fourth = refit(RefitConfig(**{**_cfg(s, tmp_path / "out").__dict__, "threshold": 0.2}), log=lambda m: None)
+    assert fourth.status == "refitted" and len(fourth.changed) == 3
 
 
 def test_only_changed_groups_are_resampled(tmp_path):

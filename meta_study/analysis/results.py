@@ -103,6 +103,25 @@ class Analysis:
     panels: Sequence[Mapping[str, Any]] = field(default=(), repr=False, compare=False)
 
 
+_CODE: list[str] = []
+
+
+def analysis_code() -> str:
+    """sha256 (16 hex digits) of the code that makes results: meta_study/analysis/*.py with the
+    package's defaults and schema (~25 files, ~2 ms, once per process). Results made by other code
+    (an upgrade, a fix to a law or a frontier) are not reused: the package version alone does not
+    change between a developer's commits."""
+    if not _CODE:
+        import hashlib
+
+        here = Path(__file__).resolve().parent
+        h = hashlib.sha256(__version__.encode() + b"\0")
+        for p in sorted(here.glob("*.py")) + [here.parent / "defaults.py", here.parent / "schema.py"]:
+            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+        _CODE.append(h.hexdigest()[:16])
+    return _CODE[0]
+
+
 def _key(part: str, options: AnalysisOptions, selection: Selection) -> dict[str, str]:
     # repr of frozen dataclasses of numbers, strings and tuples: stable across runs and processes
     return {"options": repr(options.of(part)), "selection": repr(selection)}
@@ -195,7 +214,8 @@ class ResultsDir:
                             "give another --out, or the same options to reuse it")
         if have.get("incomplete"):      # an interrupted write of these very options: redone
             return "compute"
-        return "reuse" if have.get("store_snapshot") == snapshot_id else "compute"
+        # made from this very store version by this very code
+        return "reuse" if have.get("store_snapshot") == snapshot_id and have.get("code") == analysis_code() else "compute"
 
     def load(self, part: str) -> Any:
         if part == "correlations":
@@ -244,7 +264,7 @@ class ResultsDir:
                                 "store_snapshot": analysis.snapshot_id,
                                 "store": analysis.provenance.get("store"),
                                 "written": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                                "meta_study": __version__}
+                                "meta_study": __version__, "code": analysis_code()}
             if incomplete:
                 m["parts"][part]["incomplete"] = True
         tmp = self.path / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
