@@ -102,6 +102,11 @@ def timm_derived(folder: str) -> list[Table]:
     return out
 
 
+#: (table, group) -> each model's DS test-set size where the table records it (``ds_n``), as
+#: ``meta-study fit`` reads it from a row's ``extra`` (NaN: unknown, estimated from the accuracies)
+TEST_SIZES: dict[tuple[str, str], np.ndarray] = {}
+
+
 def zoo_groups(path: str) -> list[Table]:
     """The groups of one ``us_ds.csv`` (examples/data/*/): one per (US task, DS task, protocol, shots)."""
     df = pd.read_csv(path)
@@ -110,8 +115,10 @@ def zoo_groups(path: str) -> list[Table]:
     # `protocol`: the table's own protocol name (`eval_protocol` is meta-study's vocabulary)
     for key, g in df.groupby(["us_task", "ds_task", "protocol", "shots"], dropna=False, sort=True):
         if len(g) >= MIN_MODELS:
-            out.append((table, "/".join(str(k) for k in key), g["us_accuracy"].to_numpy(float),
-                        g["ds_accuracy"].to_numpy(float)))
+            name = "/".join(str(k) for k in key)
+            out.append((table, name, g["us_accuracy"].to_numpy(float), g["ds_accuracy"].to_numpy(float)))
+            if "ds_n" in g:
+                TEST_SIZES[(table, name)] = pd.to_numeric(g["ds_n"], errors="coerce").to_numpy(float)
     return out
 
 
@@ -172,14 +179,16 @@ def heldout_fits(tables: list[Table], quantile: float = 0.8
     """Per group: hide the models above the ``quantile`` of US accuracy and fit the rest as
     ``meta-study fit --holdout-quantile 1.0`` does. Returns the visible groups, the hidden models'
     upper-hull vertices (US, DS) and the ``fits.parquet`` rows."""
-    groups, targets = [], []
+    groups, targets, sizes = [], [], []
     for table, name, us, ds in tables:
         vis = us <= np.quantile(us, quantile)
         h = upper_hull(us[~vis], ds[~vis])
         groups.append(Group(table, name, "heldout", None, us[vis], ds[vis]))
         targets.append((us[~vis][h], ds[~vis][h]))
+        n = TEST_SIZES.get((table, name))
+        sizes.append(n[vis] if n is not None else None)
     sels = fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], FitOptions(holdout_quantile=1.0),
-                      keys=[g.key for g in groups])
+                      keys=[g.key for g in groups], test_sizes=sizes)
     return groups, targets, fits_frame(groups, sels)
 
 

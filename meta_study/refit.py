@@ -172,7 +172,8 @@ def _now_iso() -> str:
 
 def group_fingerprint(g: Group) -> str:
     """sha256 of everything of a group that its results show, independent of row order: its runs,
-    accuracies, model names (the report names points by them) and ``repeated`` warning.
+    accuracies, model names (the report names points by them), ``repeated`` warning and known
+    DS test-set sizes.
 
     The model names and the warning joined the fingerprint later: the first refit after that
     upgrade sees every group as changed and recomputes them all, once."""
@@ -186,6 +187,8 @@ def group_fingerprint(g: Group) -> str:
     h.update(np.ascontiguousarray(g.ds_accuracy[order]).tobytes())
     h.update(json.dumps([names[i] for i in order] if names else None).encode())
     h.update(json.dumps(g.repeated).encode())
+    if g.ds_test_size.size == g.n:    # known test-set sizes floor the intervals (none: hashes as before)
+        h.update(b"ds_n" + np.ascontiguousarray(np.nan_to_num(g.ds_test_size[order], nan=-1.0)).tobytes())
     return h.hexdigest()[:24]
 
 

@@ -100,6 +100,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("extra", pa.map_(pa.string(), pa.string()), False, "other", "anything else, as string -> string"),
 )
 
+#: The key of ``extra`` that holds a row's DS test-set size (examples evaluated on, a count):
+#: the analysis floors its intervals at that test set's binomial noise. Without it the size is
+#: read off the accuracies where they are exact fractions ``k / n`` (never a power of ten, which
+#: rounding gives). The shipped public tables carry it as a ``ds_n`` column, which ingest puts here.
+EXTRA_DS_TEST_SIZE = "ds_n"
+
 COLUMN_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 SCHEMA: pa.Schema = pa.schema([pa.field(c.name, c.type, nullable=not c.required) for c in COLUMNS])
 #: The columns a store reads from a data file; the partition columns come from its manifest entry

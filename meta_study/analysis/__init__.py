@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .frontiers import FRONTIERS, frontier_points
-from .headline import ENSEMBLE, Headline, interval_around, parse_residuals
+from .headline import ENSEMBLE, Headline, _float, interval_around, parse_residuals
 from .hull import hull_frontier, upper_hull
 from .laws import LAWS, LawFit, get_law
 from .powerlaw import PowerLawFit, fit_power_law, fit_power_laws
@@ -21,6 +21,18 @@ def _curve(row: Mapping[str, Any]) -> Any:
     if str(row["law"]) == ENSEMBLE:
         return Headline.from_row(row)
     return get_law(str(row["law"])).from_row(row)
+
+
+def _us(us_accuracy: Any) -> np.ndarray:
+    """US accuracies as fractions, or a ValueError: 85 (a percent) or -0.2 gave a number (85
+    predicted the saturation, 100% US), not an error."""
+    u = np.asarray(us_accuracy, dtype=float)
+    bad = np.isfinite(u) & ((u < 0.0) | (u > 1.0)) | np.isinf(u)
+    if np.any(bad):
+        v = float(u[bad].flat[0]) if u.ndim else float(u)
+        hint = " (a percent? give fractions: 0.85, not 85)" if 1.0 < v <= 100.0 else ""
+        raise ValueError(f"us_accuracy must be fractions in [0, 1], got {v:g}{hint}")
+    return u
 
 
 def predict_fit(row: Mapping[str, Any], us_accuracy: Any) -> np.ndarray:
@@ -33,29 +45,38 @@ def predict_fit(row: Mapping[str, Any], us_accuracy: Any) -> np.ndarray:
         us_accuracy: US accuracies (fractions), any shape.
 
     Returns:
-        An array of the same shape: NaN where the row's fit is unusable. For the headline and
-        every frontier fit this is the DS accuracy of the best models at that US accuracy.
+        An array of the same shape, in [0, 1] (a candidate law's curve is clipped there: far from
+        its data Eq. 1 on bins went below 0): NaN where the row's fit is unusable or
+        ``us_accuracy`` is NaN. For the headline and every frontier fit this is the DS accuracy
+        of the best models at that US accuracy.
+
+    Raises:
+        ValueError: a US accuracy outside [0, 1] (e.g. 85 for 85%).
     """
-    return np.asarray(_curve(row).predict_accuracy(np.asarray(us_accuracy, dtype=float)), dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.clip(np.asarray(_curve(row).predict_accuracy(_us(us_accuracy)), dtype=float), 0.0, 1.0)
 
 
 def predict_interval(row: Mapping[str, Any], us_accuracy: Any, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
     """The ``level`` prediction interval ``(lo, hi)`` (DS accuracies, fractions) of a row of
     ``fits.parquet`` at ``us_accuracy``.
 
-    The half-width is the split-conformal ``level`` quantile of the row's back-test |residuals|
-    (``interval_scores``; for the headline, leave one cut out), growing in proportion to the
-    distance past the back-tested horizon (``horizon_us``, in log US error) and clipped to [0, 1];
-    see :mod:`~meta_study.analysis.headline`. NaN where the row has no back-test or no usable fit.
+    The half-width comes from the row's back-test |residuals| (``interval_residuals``; for the
+    headline, leave one cut out): their ``level`` quantile, flat out to the farthest back-test and
+    growing in proportion to the distance (log US error) past the typical back-test's reach; the
+    interval is clipped to [0, 1]; see :mod:`~meta_study.analysis.headline`. NaN where the row
+    has no back-test or no usable fit.
+
+    Raises:
+        ValueError: ``level`` outside (0, 1), or a US accuracy outside [0, 1].
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
-    u = np.asarray(us_accuracy, dtype=float)
+    u = _us(us_accuracy)
     if str(row["law"]) == ENSEMBLE:
         return Headline.from_row(row).interval(u, level)
-    size = row.get("ds_test_size")
     return interval_around(predict_fit(row, u), u, parse_residuals(row.get("interval_residuals")),
-                           float(row["best_us"]), level, float(size) if size is not None else float("nan"))
+                           _float(row.get("best_us")), level, _float(row.get("ds_test_size")))
 
 
 __all__ = ["FRONTIERS", "LAWS", "Headline", "LawFit", "PowerLawFit", "fit_power_law", "fit_power_laws",

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..schema import GROUP
+from ..schema import EXTRA_DS_TEST_SIZE, GROUP
 
 GROUP_COLUMNS = GROUP  # ("us_task", "ds_task", "eval_protocol", "shots")
 
@@ -43,6 +43,8 @@ class Group:
     run_ids: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, object))
     model_names: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, object))
     repeated: str = ""      # a `repeated` warning: rows of another source that repeated a run, dropped
+    #: each run's DS test-set size (``extra.ds_n``; NaN where unknown), aligned; empty: none known
+    ds_test_size: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, float))
 
     @property
     def key(self) -> tuple[str, str, str, int | None]:
@@ -94,8 +96,33 @@ def groups_from_frame(df: pd.DataFrame, *, layer: int | None = None) -> list[Gro
                          us_accuracy=g["us_accuracy"].to_numpy(float), ds_accuracy=g["ds_accuracy"].to_numpy(float),
                          run_ids=g["run_id"].to_numpy(object) if "run_id" in g else np.zeros(0, object),
                          model_names=g["model_name"].to_numpy(object) if "model_name" in g else np.zeros(0, object),
-                         repeated=repeated))
+                         repeated=repeated, ds_test_size=_sizes(g)))
     return out
+
+
+def _sizes(g: pd.DataFrame) -> np.ndarray:
+    """A group's ``ds_test_size`` column (see :func:`with_test_sizes`) when any is known, else empty."""
+    if "ds_test_size" not in g.columns:
+        return np.zeros(0, float)
+    n = pd.to_numeric(g["ds_test_size"], errors="coerce").to_numpy(float, copy=True)
+    n[~(n > 0)] = np.nan
+    return n if np.isfinite(n).any() else np.zeros(0, float)
+
+
+def with_test_sizes(table: Any) -> pd.DataFrame:
+    """Store rows (an Arrow table) as pandas, with ``extra``'s DS test-set size as a number column
+    ``ds_test_size`` (NaN: unknown or not a number) instead of the ``extra`` map. One vectorised
+    map lookup (~10 ms per 100,000 rows)."""
+    import pyarrow.compute as pc
+
+    size = None
+    if "extra" in table.column_names:
+        size = pc.map_lookup(table.column("extra"), EXTRA_DS_TEST_SIZE, "first")
+        table = table.drop_columns(["extra"])
+    df = table.to_pandas(use_threads=False)
+    if size is not None:
+        df["ds_test_size"] = pd.to_numeric(pd.Series(size.to_pandas(), index=df.index), errors="coerce")
+    return df
 
 
 def _drop_repeats(g: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -130,11 +157,13 @@ def load_groups(store: Any, *, us_task: Sequence[str] | None = None, ds_task: Se
         filters["eval_protocol"] = list(eval_protocol)
     if shots:
         filters["shots"] = list(shots)
-    return groups_from_frame(store.to_pandas(filters, columns=ROW_COLUMNS), layer=layer)
+    return groups_from_frame(with_test_sizes(store.read(filters, columns=ROW_COLUMNS)), layer=layer)
 
 
-#: The store columns an analysis reads: the groups' and the correlation tables'.
-ROW_COLUMNS = ["source", "run_id", "model_name", *GROUP_COLUMNS, "representation_layer", "us_accuracy", "ds_accuracy"]
+#: The store columns an analysis reads: the groups' and the correlation tables' (``extra`` for
+#: the DS test-set size only: :func:`with_test_sizes`).
+ROW_COLUMNS = ["source", "run_id", "model_name", *GROUP_COLUMNS, "representation_layer", "us_accuracy", "ds_accuracy",
+               "extra"]
 
 
 @dataclass(frozen=True)
@@ -174,5 +203,5 @@ class Selection:
     def snapshot(self, store: Any) -> Snapshot:
         """The selection's groups and rows of the store's latest version, and which version."""
         table, sid = store.snapshot(self.filters(), columns=ROW_COLUMNS)
-        rows = table.to_pandas(use_threads=False)
+        rows = with_test_sizes(table)
         return Snapshot(groups_from_frame(rows, layer=self.layer), rows, sid)

@@ -137,7 +137,9 @@ class Law:
 
     def from_row(self, row: Mapping[str, Any]) -> LawFit:
         """A :class:`LawFit` from a row of ``fits.parquet`` (its parameter columns and status)."""
-        return LawFit(law=self.name, params={p: float(row[p]) for p in self.params}, sse=math.nan,
+        # None: a row read back with pyarrow (to_pylist), where pandas wrote NaN
+        return LawFit(law=self.name, params={p: math.nan if row[p] is None else float(row[p]) for p in self.params},
+                      sse=math.nan,
                       n_points=int(row.get("n_fit", 0) or 0), status=str(row["status"]),
                       message=str(row.get("message") or ""))
 

@@ -610,16 +610,19 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> Gr
                         f"past the tested horizon ({_pct_or_none(hus)})")
     # stop paying, on the headline's curve (the one whose slopes the steps state). A finding (when
     # trusted) only within the data: between the weakest and the best visible model, the last
-    # point where +1 US point still buys the threshold; and only if the answer's first step (+1 US
-    # point, when the back-tests reached it) does not pay again (a kink at the best model said
+    # point where +1 US point still buys the threshold; and only if no step the answer states
+    # within the tested horizon (+1, +3, +5 US points) pays again (a kink at the best model said
     # "stops paying at 79%" beside "+1 US pt: 0.33 DS pt per US pt"). A curve that never paid in
     # the data (discount 0) has no point to state: its steps say "no gain". Elsewhere: the point
     # to 100% US, an extrapolation.
     trend = not (math.isfinite(sel.spearman_p) and sel.spearman_p >= TREND_P)
     lowest = float(g.us[g.vis].min()) if g.vis.size else 0.0
     tested = _tested_grid(h.best_us, lowest)
-    step = h.best_us + PLUS_POINTS[0] / 100.0
-    step_pays = bool(inside(step) and h.slope(np.array([step]))[0] >= o.payoff_threshold)
+    # every step the answer states as a point within the tested horizon, not only +1: "+5 US pt:
+    # 0.13 DS pt per US pt" was stated beside "stops paying (< 0.1) at 60.2% US"
+    paying = [s for s in steps if math.isfinite(s.us) and not s.beyond_horizon and s.slope >= o.payoff_threshold]
+    step_pays = bool(paying)
+    step, step_points = (paying[0].us, paying[0].points) if paying else (math.nan, PLUS_POINTS[0])
     data_slopes = h.slope(tested) if tested is not None else None
     sp_in = float(stop_paying_from_slopes(data_slopes[None], o.payoff_threshold, tested)[0]) \
         if tested is not None else math.nan
@@ -636,7 +639,8 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> Gr
             thr = f"{o.payoff_threshold:g}"
             s_best = float(h.slope(np.array([h.best_us]))[0])
             if step_pays:
-                why = f"+1 US point still buys {thr} DS points or more at +{PLUS_POINTS[0]} US point ({_pct_or_none(step)})"
+                why = (f"+1 US point still buys {thr} DS points or more at +{step_points} US point"
+                       f"{'s' if step_points != 1 else ''} ({_pct_or_none(step)})")
             elif s_best >= o.payoff_threshold:
                 why = (f"+1 US point still buys {s_best:.2f} DS points (at least {thr}) at the best visible model "
                        f"({_pct_or_none(h.best_us)})")

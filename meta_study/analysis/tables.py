@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from .correlations import correlation_tables
@@ -133,11 +134,16 @@ def points_table(groups: Sequence[Group]) -> pd.DataFrame:
     return df[list(POINTS_COLUMNS)].astype({"shots": "Int64"})
 
 
+def test_sizes(groups: Sequence[Group]) -> list[np.ndarray | None]:
+    """Each group's known DS test-set sizes for :func:`fit_groups` (None: estimate them)."""
+    return [g.ds_test_size if g.ds_test_size.size else None for g in groups]
+
+
 def fit_table(groups: Sequence[Group], options: FitOptions = FitOptions(), *,
               progress: Progress | None = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """The fits table of ``groups`` and, per group, what its figures draw (points, selection)."""
     selections = fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], options, keys=[g.key for g in groups],
-                            progress=progress)
+                            progress=progress, test_sizes=test_sizes(groups))
     df = fits_frame(groups, selections, options.selection.ds_target)
     return df, [_panel(g, s, options) for g, s in zip(groups, selections)]
 
@@ -181,7 +187,8 @@ def correlations_tables(store: Any, selection: Selection = Selection(),
     rows = rows[rl.isna()] if selection.layer is None else rows[rl == selection.layer]
     if fits is None:
         groups = selection.load(store)
-        fits = fits_frame(groups, fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], keys=[g.key for g in groups]))
+        fits = fits_frame(groups, fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], keys=[g.key for g in groups],
+                                             test_sizes=test_sizes(groups)))
     return correlation_tables(rows, fits)
 
 
