@@ -580,10 +580,15 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
     unknown = _unknown_selection(store_uri, store_obj, sel)
     if unknown:
         _fail(unknown)
+    if options.fits and set(options.fit.selection.frontiers) <= {"all"}:
+        # every group said "not trusted (no usable fit)" beside "15/15 candidate fits usable"
+        _fail("--frontiers all: the headline is built from frontier estimators (the best models at each US "
+              "accuracy); 'all' fits every model, the typical one, and is only shown beside them. Add one, e.g. "
+              "--frontiers vertices,all")
     results = ResultsDir(out_dir)
     with progress_bar() as progress:
         a = analyze(store_obj, sel, options, results=results, use_ray=not serial, address=address,
-                    workers=workers, progress=progress)
+                    workers=workers, progress=progress, figures=figures)
     if a.n_groups == 0:
         _fail(_no_match(store_uri, store_obj, sel))
     out = results.write(a, sel, figures=figures, max_group_figures=max_group_figures,
@@ -692,14 +697,23 @@ def bootstrap_lines(table: Any, alpha_max: float) -> list[str]:
     whether the estimate, or an end of the interval, sits on alpha's bound ``alpha_max``."""
     import math
 
-    def at_bound(v: float) -> bool:
-        return math.isfinite(v) and abs(v - alpha_max) <= 1e-6 * max(1.0, alpha_max)
+    from .analysis.powerlaw import ALPHA_MIN
+
+    def bound(v: float) -> float | None:
+        """The bound ``v`` sits on: ``alpha_max``, or the lower one (reached when ``k = 0``: the
+        law is flat and alpha is not identified; "0.001 [0.001, 0.001]" read as a precise alpha)."""
+        for b in (alpha_max, ALPHA_MIN):
+            if math.isfinite(v) and abs(v - b) <= 1e-6 * max(1.0, b):
+                return b
+        return None
 
     def one(frontier: str, est: float, lo: float, hi: float) -> str:
         text = f"{frontier} " + ("no fit" if not math.isfinite(est) else f"{est:.3g} [{lo:.3g}, {hi:.3g}]")
-        if at_bound(est):
-            return text + f" at its bound {alpha_max:g}"
-        return text + (f" (interval reaches its bound {alpha_max:g})" if at_bound(lo) or at_bound(hi) else "")
+        b = bound(est)
+        if b is not None:
+            return text + f" at its bound {b:g}" + (" (k = 0: a flat law, alpha not identified)" if b == ALPHA_MIN else "")
+        ends = [x for x in (bound(lo), bound(hi)) if x is not None]
+        return text + (f" (interval reaches its bound {ends[0]:g})" if ends else "")
 
     alpha = table[table["param"] == "alpha"]
     keys = ["us_task", "ds_task", "eval_protocol", "shots"]

@@ -12,7 +12,7 @@ from meta_study.analysis.laws import LAWS
 from meta_study.analysis.tables import FITS_COLUMNS
 from meta_study.validation import validate
 from meta_study.store import Store
-from conftest import MAPPINGS, make_rows, run_cli
+from conftest import one_error_line, MAPPINGS, make_rows, run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -191,6 +191,39 @@ def test_outputs_are_reused_with_the_same_options_and_never_overwritten_with_oth
     Store(timm_store).commit(validate(make_rows(3, us_task="other", run_prefix="reuse-")).table)
     r = run_cli("fit", timm_store, "--out", out, *sel)
     assert r.returncode == 0 and "reused fits" not in r.stdout
+
+
+def test_a_bootstrap_is_reused_by_a_report_with_other_answer_options(timm_store, tmp_path):
+    """`bootstrap --out D` then `report --out D --threshold 0.2` was refused: "made with other
+    options: --threshold 0.1", an option bootstrap does not have (nor --ds-target, --tolerance,
+    none of which change a bootstrap)."""
+    out = str(tmp_path / "out")
+    sel = ("--ds-task", "imagenetv2")
+    assert run_cli("bootstrap", timm_store, "--out", out, "--samples", "20", "--serial", *sel).returncode == 0
+    r = run_cli("report", timm_store, "--out", out, "--samples", "20", "--trials", "2", "--serial", "--threshold", "0.2",
+                "--ds-target", "0.8", *sel)
+    assert r.returncode == 0, r.stderr
+    assert "reused bootstrap" in r.stdout
+    # the fits are another matter: a fit with a target, then one without, names the flag plainly
+    r = run_cli("fit", timm_store, "--out", out, "--threshold", "0.2", *sel)
+    line = one_error_line(r, "fits.parquet: made with other options: --ds-target")
+    assert "None" not in line and "not given" in line, line
+
+
+def test_a_report_on_fits_made_without_figures_draws_them(timm_store, tmp_path):
+    """`fit --no-figures` then `report` said "reused fits", and the page had no fits grid and no
+    per-group figures, without a word."""
+    out = tmp_path / "out"
+    sel = ("--ds-task", "imagenetv2")
+    assert run_cli("fit", timm_store, "--out", str(out), "--no-figures", *sel).returncode == 0
+    assert not (out / "figures" / "fits_grid.png").exists()
+    r = run_cli("report", timm_store, "--out", str(out), "--samples", "20", "--trials", "2", "--serial", *sel)
+    assert r.returncode == 0, r.stderr
+    assert "reused fits" not in r.stdout and (out / "figures" / "fits_grid.png").exists()
+    assert "DS vs US accuracy" in (out / "index.html").read_text()
+    # with its figures drawn, the fits are reused by the next report
+    r = run_cli("report", timm_store, "--out", str(out), "--samples", "20", "--trials", "2", "--serial", *sel)
+    assert "reused fits" in r.stdout
 
 
 def test_results_of_another_store_are_never_reused(tmp_path):

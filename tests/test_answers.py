@@ -60,7 +60,9 @@ def test_a_target_already_reached_and_a_limit_below_the_best_ds_seen_say_so():
     assert "DS has levelled off: the laws' limit, 20.5%, is below the best DS seen (20.7%)." in text
     text = answer_text(_row(stop_paying_supported=True, stop_paying_us=0.3, stop_paying_lo=0.25, stop_paying_hi=0.33,
                             saturation=0.26, saturation_lo=0.25, saturation_hi=0.28))
-    assert "DS levels off near 26.0% [25.0%-28.0%]." in text
+    # the saturation is p(100% US): stated as an extrapolation even beside a supported stop-paying
+    # point ('DS levels off near 97.5%' on a task whose true limit was 85%)
+    assert "the laws' limit at 100% US, an extrapolation: 26.0% [25.0%-28.0%]." in text
 
 
 def test_a_detail_with_a_semicolon_is_no_label_of_its_own():

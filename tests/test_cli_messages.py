@@ -83,6 +83,11 @@ def test_result_lines_say_when_alpha_sits_on_its_bound():
     line = bootstrap_lines(t, alpha_max=10.0)[1]
     assert line == ("  up -> a (fewshot, 5-shot): vertices 10 [10, 10] at its bound 10; all 2 [1.5, 10] (interval "
                     "reaches its bound 10); bins 2 [1, 3]")
+    # the lower bound (k = 0, a flat law): "vertices 0.001 [0.001, 0.001]" read as a precise alpha
+    flat = pd.DataFrame([row("vertices", 1e-3, 1e-3, 1e-3), row("all", 2.0, 1e-3, 3.0)])
+    assert bootstrap_lines(flat, alpha_max=10.0)[1] == (
+        "  up -> a (fewshot, 5-shot): vertices 0.001 [0.001, 0.001] at its bound 0.001 (k = 0: a flat law, alpha "
+        "not identified); all 2 [0.001, 3] (interval reaches its bound 0.001)")
     sens = pd.DataFrame([{"us_task": "up", "ds_task": "a", "eval_protocol": "fewshot", "shots": 5,
                           "frontier": "all", "n": n, "pred_err": e}
                          for n, e in ((10, 0.05), (10, 0.07), (40, 0.02), (40, 0.02))])
@@ -242,3 +247,14 @@ def test_an_interrupted_write_is_redone_by_the_same_command_not_a_blocked_folder
     assert '"incomplete"' not in (out / "results.json").read_text()
     reuse = run_cli("fit", s.uri, "--out", str(out), "--no-figures")
     assert "reused fits" in reuse.stdout
+
+
+def test_a_fit_of_the_all_frontier_alone_is_refused_in_one_line(tmp_path):
+    """`fit --frontiers all` printed "15/15 candidate fits usable" and then "not trusted (no usable
+    fit)" for every group: the headline never uses 'all'."""
+    s = _store(tmp_path / "st", runs=12)
+    r = run_cli("fit", s.uri, "--out", str(tmp_path / "fit"), "--frontiers", "all", "--no-figures")
+    one_error_line(r, "--frontiers all: the headline is built from frontier estimators", "--frontiers vertices,all")
+    assert r.returncode == 2
+    assert run_cli("fit", s.uri, "--out", str(tmp_path / "fit2"), "--frontiers", "vertices,all",
+                   "--no-figures").returncode == 0

@@ -110,7 +110,9 @@ def answer(row: Mapping[str, Any], threshold: float = 0.1) -> Answer:
         # a limit below the best DS seen: that model sits above the laws' curve, which has levelled off
         level = (f"DS has levelled off: the laws' limit, {pct(sat)}, is below the best DS seen ({pct(flat)})"
                  if math.isfinite(flat) and sat < flat - 5e-4 else
-                 f"DS levels off near {pct(sat)}{interval(_f(row, 'saturation_lo'), _f(row, 'saturation_hi'))}")
+                 # p(100% US): never a finding, however well the stop-paying point is supported
+                 f"the laws' limit at 100% US, an extrapolation: {pct(sat)}"
+                 f"{interval(_f(row, 'saturation_lo'), _f(row, 'saturation_hi'))}")
         claims = (f"Scaling stops paying (+1 US pt buys < {threshold:g} DS pt) at {pct(sp)} US"
                   f"{interval(_f(row, 'stop_paying_lo'), _f(row, 'stop_paying_hi'))}; {level}.")
     target = _f(row, "ds_target")

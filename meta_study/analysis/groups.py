@@ -137,7 +137,10 @@ def _drop_repeats(g: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     if not dup.any():
         return g, ""
     first = g[dup].iloc[0]
-    sources = sorted(str(v) for v in g.loc[g["run_id"] == first["run_id"], "source"].unique())
+    # the sources that repeated these very accuracies, not every source with a run of that id
+    same = ((g["run_id"] == first["run_id"]) & (g["us_accuracy"] == first["us_accuracy"])
+            & (g["ds_accuracy"] == first["ds_accuracy"]))
+    sources = sorted(str(v) for v in g.loc[same, "source"].unique())
     n = int(dup.sum())
     return g[~dup], (f"repeated: {n} row{'s' if n != 1 else ''} repeated a run's accuracies from another source "
                      f"and {'were' if n != 1 else 'was'} counted once (e.g. run {first['run_id']} in "

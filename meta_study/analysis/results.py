@@ -72,8 +72,21 @@ class AnalysisOptions:
                                      ("correlations", self.correlations)) if on)
 
     def of(self, part: str) -> Any:
-        """The options that determine ``part`` (fit options for the fits and correlations)."""
-        return {"fits": self.fit, "sensitivity": self.sensitivity, "bootstrap": self.bootstrap,
+        """The options that determine ``part`` (fit options for the fits and correlations).
+
+        Sensitivity and bootstrap refit Eq. 1 on their own frontiers: the selection's options
+        (laws, frontiers, --threshold, --ds-target, --tolerance) do not change them, so they are
+        left out (at their defaults). With them, `bootstrap --out D` then `report --out D
+        --threshold 0.2` was refused as "made with other options: --threshold 0.1", an option
+        `bootstrap` does not even have."""
+        from dataclasses import replace
+
+        from .selection import SelectionOptions
+
+        def own(o: Any) -> Any:
+            return None if o is None else replace(o, fit=replace(o.fit, selection=SelectionOptions()))
+
+        return {"fits": self.fit, "sensitivity": own(self.sensitivity), "bootstrap": own(self.bootstrap),
                 "correlations": self.fit}[part]
 
 
@@ -134,7 +147,7 @@ def _as_flag(field_name: str, value: str) -> str:
     try:
         shown = f"{float(value) * scale:g}"
     except ValueError:
-        shown = value
+        shown = "not given" if value == "None" else value     # not Python's repr of a missing option
     return f"{flag} {shown}"
 
 
@@ -193,7 +206,8 @@ class ResultsDir:
             raise UserError(f"{p}: not a meta-study results manifest ({why})")
         return m
 
-    def plan(self, part: str, options: AnalysisOptions, selection: Selection, snapshot_id: str) -> str:
+    def plan(self, part: str, options: AnalysisOptions, selection: Selection, snapshot_id: str, *,
+             figures: bool = False) -> str:
         """``reuse``, or ``compute``; raises a one-line :class:`UserError` rather than overwrite a
         part made with other options or another selection.
 
@@ -213,6 +227,10 @@ class ResultsDir:
             raise UserError(f"{self.path / MAIN_TABLE[part]}: made with {_describe_difference(have, key)}; "
                             "give another --out, or the same options to reuse it")
         if have.get("incomplete"):      # an interrupted write of these very options: redone
+            return "compute"
+        if figures and have.get("figures") is False and part != "bootstrap":
+            # made by `fit --no-figures`: a report reusing it had no fits grid and no per-group
+            # figures, and said nothing (the bootstrap has no figures)
             return "compute"
         # made from this very store version by this very code
         return "reuse" if have.get("store_snapshot") == snapshot_id and have.get("code") == analysis_code() else "compute"
@@ -250,11 +268,11 @@ class ResultsDir:
                                    footer_text=footer_text)
             failpoint("results_part_written")   # a test stops here: the part is on disk, not yet recorded
             done.append(part)
-        self._record(done, analysis, selection)
+        self._record(done, analysis, selection, figures=figures)
         return out
 
     def _record(self, parts: Sequence[str], analysis: Analysis, selection: Selection, *,
-                incomplete: bool = False) -> None:
+                incomplete: bool = False, figures: bool = True) -> None:
         """``results.json`` with ``parts`` made by ``analysis`` (written atomically)."""
         m = self.manifest()
         self.path.mkdir(parents=True, exist_ok=True)     # before the first part: nothing may have made it yet
@@ -264,7 +282,7 @@ class ResultsDir:
                                 "store_snapshot": analysis.snapshot_id,
                                 "store": analysis.provenance.get("store"),
                                 "written": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                                "meta_study": __version__, "code": analysis_code()}
+                                "meta_study": __version__, "code": analysis_code(), "figures": figures}
             if incomplete:
                 m["parts"][part]["incomplete"] = True
         tmp = self.path / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
@@ -313,7 +331,8 @@ def _incremental(compute: Callable[[Sequence[Group]], pd.DataFrame], groups: Seq
 def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOptions = AnalysisOptions(), *,
             results: ResultsDir | None = None, use_ray: bool = True, address: str | None = None,
             workers: int | None = None, progress: Progress | None = None, snapshot: Snapshot | None = None,
-            previous: Previous | None = None, provenance: Mapping[str, Any] | None = None) -> Analysis:
+            previous: Previous | None = None, provenance: Mapping[str, Any] | None = None,
+            figures: bool = False) -> Analysis:
     """Compute (or, from ``results``, reuse) every part ``options`` asks for.
 
     Args:
@@ -323,12 +342,14 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
         previous: an earlier results directory and the groups unchanged since (see the module
             doc): only the changed groups are resampled.
         provenance: more provenance lines (the refit's stamp and counts).
+        figures: the caller will draw figures: a part of ``results`` written without them is
+            computed again (a fits part from ``fit --no-figures`` has no panels to draw from).
 
     Raises:
         UserError: ``results`` holds a part made with other options or another selection.
     """
     sid = snapshot.snapshot_id if snapshot is not None else store.snapshot_id
-    plans = {p: (results.plan(p, options, selection, sid) if results is not None else "compute")
+    plans = {p: (results.plan(p, options, selection, sid, figures=figures) if results is not None else "compute")
              for p in options.parts()}    # every refusal before any work
     reused = tuple(p for p, how in plans.items() if how == "reuse")
     assert results is not None or not reused
@@ -337,7 +358,7 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
         snapshot = selection.snapshot(store)
         if snapshot.snapshot_id != sid:   # an ingest committed since the plan: nothing older is reused
             sid = snapshot.snapshot_id
-            plans = {p: (results.plan(p, options, selection, sid) if results is not None else "compute")
+            plans = {p: (results.plan(p, options, selection, sid, figures=figures) if results is not None else "compute")
                      for p in options.parts()}
             reused = tuple(p for p, how in plans.items() if how == "reuse")
     groups = snapshot.groups if snapshot is not None and computing else []
