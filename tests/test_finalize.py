@@ -98,10 +98,24 @@ def test_each_stopped_trials_evaluation_is_retried_and_a_failure_is_recorded(loc
     assert "checkpoint_000000" in bad.data.tags["meta_study.eval_error"]
     assert not any(k.startswith("ds/") for k in bad.data.metrics)
 
-    # a retry (a resumed sweep) reads the recorded evaluation back instead of evaluating again
-    again = evaluate_stopped([good], cb, resources=PerTrialResources(None, SweepOptions()), hooks=TrialHooks())
-    assert again.done == ("good",)
-    assert cb.flush(timeout_s=60)
+    # a resumed sweep (Tune returns every trial again) leaves an evaluation an earlier session
+    # logged alone: it reopened the run, logged its metrics a second time and uploaded its
+    # checkpoint again, at every --resume
+    key = ds_metric_key("synth_combo", 10)
+    history = len(client.get_metric_history(ok.info.run_id, key))
+    resumed = MlflowSweepCallback(mlflow_server.uri, exp_id, parent, state, tags={"sweep": "zoo"}, resumed=True)
+    again = evaluate_stopped([good], resumed, resources=PerTrialResources(None, SweepOptions()), hooks=TrialHooks())
+    assert again.done == () and again.logged == ("good",) and not again.failed
+    assert resumed.flush(timeout_s=60)
+    same = client.get_run(ok.info.run_id)
+    assert same.info.status == "FINISHED" and same.info.end_time == ok.info.end_time
+    assert len(client.get_metric_history(ok.info.run_id, key)) == history
+    # a trial this session stopped early (its run open here) is evaluated as before
+    pending = MlflowSweepCallback(mlflow_server.uri, exp_id, parent, state, tags={"sweep": "zoo"}, resumed=True)
+    pending.open.add("good")          # this session's own (still open) run: evaluated as before
+    assert evaluate_stopped([good], pending, resources=PerTrialResources(None, SweepOptions()),
+                            hooks=TrialHooks()).done == ("good",)
+    assert pending.flush(timeout_s=60)
 
     # ingest: the good run's rows; the failed one counted with a hint, not skipped silently
     store = tmp_path / "store"

@@ -45,10 +45,12 @@ class TrialRef:
 
 @dataclass(frozen=True)
 class Evaluations:
-    """What the end-of-sweep evaluation did: trial ids evaluated, and those that failed (with why)."""
+    """What the end-of-sweep evaluation did: trial ids evaluated, those that failed (with why),
+    and those an earlier session had evaluated and logged (left alone)."""
 
     done: tuple[str, ...]
     failed: Mapping[str, str]
+    logged: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,11 @@ def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callab
     failed: dict[str, str] = {}
     refs: dict[Any, Any] = {}
     task = ray.remote(evaluate_stopped_trial)
+    logged = _evaluated(callback)
     for r in results:
         tid = trial_id_of(r)
+        if tid in logged:
+            continue
         if r.checkpoint is None:
             failed[tid] = "stopped before its first checkpoint: nothing to evaluate"
             callback.log_evaluation(tid, None, error=failed[tid])
@@ -126,7 +131,34 @@ def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callab
         callback.on_trial_result(0, [], TrialRef(tid), metrics)
         callback.log_evaluation(tid, {"early_stopped": 1.0}, checkpoint=r.checkpoint)
         done.append(tid)
-    return Evaluations(done=tuple(done), failed=failed)
+    return Evaluations(done=tuple(done), failed=failed,
+                       logged=tuple(t for t in map(trial_id_of, results) if t in logged))
+
+
+def _evaluated(callback: Any) -> set[str]:
+    """Trials of the sweep whose run an earlier session ended with its evaluation logged
+    (FINISHED, ``meta_study.eval_status=ok``). ``Tuner.restore().fit()`` returns every trial of
+    the experiment, so each ``--resume`` evaluated every early-stopped trial again: the record read
+    back, but its run reopened (RUNNING until the end), its metrics logged a second time (the
+    history grew by one point per resume) and its checkpoint uploaded again. One paged search per
+    sweep end; on any failure none are known, and all are evaluated as before."""
+    from ..mlflow_client import mlflow_client
+    from .tracking import EVAL_STATUS_TAG
+
+    t = callback.target
+    found: set[str] = set()
+    try:
+        client, token = mlflow_client(t.tracking_uri), None
+        while True:
+            page = client.search_runs([t.experiment_id], filter_string=(
+                f"tags.`mlflow.parentRunId` = '{t.parent_run_id}' and tags.`{EVAL_STATUS_TAG}` = 'ok' "
+                "and attributes.status = 'FINISHED'"), max_results=1000, page_token=token)
+            found.update(r.data.tags["trial_id"] for r in page if r.data.tags.get("trial_id"))
+            token = page.token
+            if not token:
+                return found - set(callback.open)
+    except Exception:  # noqa: BLE001 - evaluating again is safe (the record is read back), only wasteful
+        return set()
 
 
 def reconcile(results: Sequence[Any], callback: Any, *, tracking_uri: str, experiment_id: str, parent_run_id: str,
