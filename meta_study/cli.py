@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import replace
@@ -463,8 +464,15 @@ def analysis_command(name: str | None = None, *, fit_options: bool = True, out_h
             fit = _fit_opts(**{k: kw.pop(k) for k in FIT_KEYS}) if fit_options else None
             with flag_errors():
                 opened = open_store(store_uri)
+                made = not os.path.lexists(out_dir)
                 prepare_out(out_dir, store_uri)
-                fn(store_uri=store_uri, store=opened, out_dir=out_dir, sel=sel, fit=fit, **kw)
+                try:
+                    fn(store_uri=store_uri, store=opened, out_dir=out_dir, sel=sel, fit=fit, **kw)
+                except BaseException:
+                    if made:   # a refused option left an empty --out behind; only if still empty
+                        with contextlib.suppress(OSError):
+                            os.rmdir(out_dir)
+                    raise
 
         if fit_options:
             command = _fit_options(command)
@@ -479,7 +487,12 @@ def _selection(us_task: tuple[str, ...], ds_task: tuple[str, ...], eval_protocol
                shots: tuple[int, ...], layer: int | None) -> Any:
     from .analysis.groups import Selection
 
-    return Selection(us_task=us_task, ds_task=ds_task, eval_protocol=eval_protocol, shots=shots, layer=layer)
+    def names(values: tuple[str, ...]) -> tuple[str, ...]:
+        # as the store holds them (ingest strips spaces at either end): "oxford pets " matched nothing
+        return tuple(dict.fromkeys(v.strip() for v in values))
+
+    return Selection(us_task=names(us_task), ds_task=names(ds_task), eval_protocol=names(eval_protocol), shots=shots,
+                     layer=layer)
 
 
 def _names(option: str, text: str | None, registry: Any) -> tuple[str, ...]:

@@ -190,6 +190,9 @@ def test_a_misspelled_name_among_several_is_refused_not_dropped(tmp_path):
     assert not (tmp_path / "o" / "fits.parquet").exists()
     ok = run_cli("fit", s.uri, "--out", str(tmp_path / "o"), "--no-figures", "--ds-task", "a", "--ds-task", "b")
     assert ok.returncode == 0, ok.stderr
+    # names as the store holds them: spaces at either end (a shell quote) are no part of one
+    ok = run_cli("fit", s.uri, "--out", str(tmp_path / "o"), "--no-figures", "--ds-task", "a ", "--ds-task", " b")
+    assert ok.returncode == 0 and "reused fits" in ok.stdout, ok.stderr
 
 
 def test_params_vs_shots_only_with_several_shot_settings(tmp_path):
@@ -211,7 +214,7 @@ def test_fit_takes_the_threshold_that_report_takes(tmp_path):
     payoff_threshold 0.1"), and no `fit` option could make it."""
     s = _store(tmp_path / "st", runs=30)
     out = tmp_path / "o"
-    r = run_cli("fit", s.uri, "--out", str(out), "--threshold", "0.5", "--no-figures")
+    r = run_cli("fit", s.uri, "--out", str(out), "--threshold", "0.5")   # with figures: a report needs them
     assert r.returncode == 0, r.stderr
     again = run_cli("report", s.uri, "--out", str(out), "--threshold", "0.5", "--serial", "--trials", "2",
                     "--samples", "10")
@@ -258,3 +261,13 @@ def test_a_fit_of_the_all_frontier_alone_is_refused_in_one_line(tmp_path):
     assert r.returncode == 2
     assert run_cli("fit", s.uri, "--out", str(tmp_path / "fit2"), "--frontiers", "vertices,all",
                    "--no-figures").returncode == 0
+
+
+def test_a_refused_option_leaves_no_empty_out_directory(tmp_path):
+    s = _store(tmp_path / "st", runs=12)
+    r = run_cli("fit", s.uri, "--out", str(tmp_path / "new"), "--threshold", "-1")
+    one_error_line(r, "--threshold must be DS points per US point")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()                      # one the user made stays
+    run_cli("fit", s.uri, "--out", str(tmp_path / "mine"), "--threshold", "-1")
+    assert (tmp_path / "mine").is_dir()
