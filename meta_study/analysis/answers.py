@@ -121,6 +121,8 @@ def answer(row: Mapping[str, Any], threshold: float = 0.1) -> Answer:
         iv = interval(_f(row, "us_needed_lo"), _f(row, "us_needed_hi"))
         if math.isfinite(flat) and target <= flat:      # no prediction needed: a visible model has it
             need = f"{pct(target)} DS is reached already (best DS seen: {pct(flat)})"
+        elif no_trend:   # "needs US in [89.8%-never]" on a task whose DS falls as US rises
+            need = f"{pct(target)} DS: no US accuracy is predicted to reach it (DS does not rise with US in these models)"
         elif not trusted:       # as the steps: an untrusted group states the interval, never a point
             need = f"{pct(target)} DS needs US in the 90% interval{iv or ' [none]'}"
         elif math.isfinite(un):
