@@ -299,10 +299,13 @@ def store_unlock(store_uri: str) -> None:
 
 
 def _table(df: Any, cols: list[str]) -> str:
+    from .validation import printable
+
     if df is None or len(df) == 0:
         return "(none)"
-    rows = [[("-" if v is None or (isinstance(v, float) and v != v) or str(v) == "<NA>" else str(v)) for v in r]
-            for r in df[cols].itertuples(index=False)]
+    # names from sources: a tab or an escape code shown as written, never obeyed (nor a column shifted)
+    rows = [[("-" if v is None or (isinstance(v, float) and v != v) or str(v) == "<NA>" else printable(str(v)))
+             for v in r] for r in df[cols].itertuples(index=False)]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*cols), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
@@ -659,6 +662,7 @@ def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures
 
     from .analysis.answers import answer_text, flags
     from .analysis.tables import headlines
+    from .validation import printable
 
     ok = df["status"].isin(["ok", "at_bound"]) & ~df["headline"].astype(bool)
     heads = headlines(df)
@@ -667,8 +671,9 @@ def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures
     for r in heads.to_dict("records"):
         shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
         labels = ", ".join(label for label, _ in flags(r.get("warnings")))
-        click.echo(f"  {r['us_task']} -> {r['ds_task']} ({r['eval_protocol']}{shots}): {answer_text(r, threshold)}"
-                   + (f" [{labels}]" if labels else ""))
+        # task names from a source, on one line as written (a tab or an escape code is shown, not obeyed)
+        click.echo(printable(f"  {r['us_task']} -> {r['ds_task']} ({r['eval_protocol']}{shots}): "
+                             f"{answer_text(r, threshold)}") + (f" [{labels}]" if labels else ""))
     _report_outputs(out, out_dir)
 
 
@@ -679,8 +684,10 @@ MAX_GROUP_LINES = 20
 def _group_label(r: Any) -> str:
     import pandas as pd
 
+    from .validation import printable
+
     shots = "" if r.shots is pd.NA or pd.isna(r.shots) else f", {int(r.shots)}-shot"
-    return f"{r.us_task} -> {r.ds_task} ({r.eval_protocol}{shots})"
+    return printable(f"{r.us_task} -> {r.ds_task} ({r.eval_protocol}{shots})")
 
 
 def sensitivity_lines(table: Any) -> list[str]:

@@ -271,3 +271,17 @@ def test_a_refused_option_leaves_no_empty_out_directory(tmp_path):
     (tmp_path / "mine").mkdir()                      # one the user made stays
     run_cli("fit", s.uri, "--out", str(tmp_path / "mine"), "--threshold", "-1")
     assert (tmp_path / "mine").is_dir()
+
+
+def test_a_task_name_with_a_tab_is_shown_as_written(tmp_path):
+    """`fit` and `store info` printed a tab inside a task name raw (columns shifted; an escape code
+    would have been obeyed)."""
+    from meta_study.store import Store
+    from meta_study.validation import validate
+
+    s = Store(str(tmp_path / "st"))
+    s.commit(validate(make_rows(12, ds_tasks=("oxford\tpets",))).table)
+    info = run_cli("store", "info", s.uri)
+    assert info.returncode == 0 and "oxford\\tpets" in info.stdout and "\t" not in info.stdout
+    r = run_cli("fit", s.uri, "--out", str(tmp_path / "o"), "--no-figures")
+    assert r.returncode == 0 and "up -> oxford\\tpets (fewshot, 5-shot):" in r.stdout and "\t" not in r.stdout
