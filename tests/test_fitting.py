@@ -391,3 +391,17 @@ def test_a_run_repeated_by_another_source_is_counted_once():
 
     fits, _ = fit_table([g])
     assert "repeated: 40 rows" in fits.loc[fits["headline"], "warnings"].iloc[0]
+
+
+def test_the_us_needed_for_a_target_above_every_visible_model_lies_beyond_them():
+    """A noisy group's band is wide; its upper edge reached a target no visible model had reached
+    below the best visible model ('70% DS needs US in [82.6%-never]', every model up to 84.7%
+    below 65.5%)."""
+    rng = np.random.default_rng(3)
+    us = rng.uniform(0.3, 0.85, 300)
+    ds = np.clip(0.2 + 0.5 * us - rng.exponential(0.08, us.size), 0, 1)
+    flat = float(ds.max())
+    sel = fit_group(us, ds, FitOptions(holdout_quantile=1.0, selection=SelectionOptions(ds_target=flat + 0.03)))
+    c = sel.claims
+    assert c.us_needed_lo >= float(us.max()) - 1e-12, (c.us_needed_lo, us.max())
+    assert not (c.us_needed < float(us.max()))

@@ -671,6 +671,12 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> Gr
         # the band's upper edge reaches the target first (the interval's low end), its lower edge last
         un_lo = float(np.nan_to_num(us_needed_from_values(hi_c[None], o.ds_target), nan=math.inf)[0])
         un_hi = float(np.nan_to_num(us_needed_from_values(lo_c[None], o.ds_target), nan=math.inf)[0])
+        if math.isfinite(h.flat) and o.ds_target > h.flat:
+            # no visible model up to the best one reaches it: the US needed lies beyond it (the
+            # band is a prediction interval for models past the data; inside it said "70% DS needs
+            # US in [82.6%-never]" where every model up to 84.7% stayed below 65.5%)
+            un_lo = max(un_lo, h.best_us)
+            un = max(un, h.best_us) if math.isfinite(un) else un
         if math.isfinite(un) and un > h.best_us and not inside(un):
             warnings.append(f"extrapolation: {100 * o.ds_target:g}% DS needs {100 * un:.1f}% US, past the tested "
                             f"horizon ({_pct_or_none(hus)})")
