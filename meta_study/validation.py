@@ -123,6 +123,23 @@ def number_text(v: str) -> str | None:
     return t
 
 
+#: Texts that mean "no value" in exports (pandas' default na_values, case-insensitive, and a
+#: spreadsheet's errors that say the same): missing in an optional number column.
+MISSING_TOKENS = frozenset({"nan", "-nan", "+nan", "na", "n/a", "#n/a", "#n/a n/a", "#na", "<na>", "null", "none",
+                            "nat"})
+
+
+def _missing_tokens(s: pd.Series, cells: np.ndarray) -> np.ndarray:
+    """A mask of the ``cells`` (positions) of ``s`` that hold a text of :data:`MISSING_TOKENS`;
+    only cells already wrong or NaN are looked at (a few, or none, in a clean column)."""
+    out = np.zeros(len(s), bool)
+    if not len(cells) or pd.api.types.is_numeric_dtype(s.dtype):
+        return out
+    for i, v in zip(cells.tolist(), s.iloc[cells].astype(object).tolist()):
+        out[i] = isinstance(v, str) and v.strip().lower() in MISSING_TOKENS
+    return out
+
+
 #: Integers a column type can hold (a float64 beyond them would wrap around in the cast).
 _INT_LIMITS = {pa.int32(): 2 ** 31 - 1, pa.int64(): 2 ** 63 - 1}
 
@@ -456,11 +473,19 @@ def _numeric_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
     t = col.type
     integer = pa.types.is_integer(t)
     v, wrong, nan = _coerce_numeric(s, integer)
+    optional = not (col.required and col.name not in STORE_FILLED)
+    if optional:
+        # The usual "not recorded" texts (pandas' `to_csv(na_rep='NaN')`, R's `NA`, a spreadsheet's
+        # `#N/A`) are missing values in an optional column, integer or float alike: an integer
+        # column quarantined every row of such a file ("shots: NaN") where a float column stored
+        # null. A required column keeps its reason (NaN, wrong type).
+        token = _missing_tokens(s, np.flatnonzero(wrong | nan))
+        wrong, nan = wrong & ~token, nan & ~token
     what = 'an integer' if integer else 'a number'
     flag(wrong, lambda i, c=col.name, ss=s: f"{c}: wrong type ({shown(ss.iloc[i])} is not {what})",
          f"{col.name}: wrong type (not {what})")
     missing = np.isnan(v) & ~wrong & ~nan
-    if col.required and col.name not in STORE_FILLED:
+    if not optional:
         flag(nan, f"{col.name}: NaN")
         flag(missing, f"{col.name}: missing required field")
     elif not integer:

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import stat
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -630,6 +631,7 @@ def map_join(frames: dict[str, pd.DataFrame], mapping: IngestMapping, *, where: 
     paths = list(frames)
     up_path, ds_paths = _join_files(join, frames, where, special or {})
     on = list(join.on)
+    frames = {p: (_join_keys(f, on) if p in (up_path, *ds_paths) else f) for p, f in frames.items()}
     rejected: list[dict] = []
     up_rows = _unique_keys(frames[up_path], on, up_path, source, rejected, scanner_of(up_path))
     up = _Upstream(path=up_path, task=join.upstream.task, rows=up_rows, accuracy=up_rows[join.upstream.accuracy],
@@ -668,15 +670,68 @@ def _join_files(join: JoinSpec, frames: Mapping[str, pd.DataFrame], where: str,
     paths = list(frames)
     up_path = _match_table(join.upstream, paths, where, special)
     ds_paths = [_match_table(s, paths, where, special) for s in join.downstream]
-    used = {up_path, *ds_paths}
-    for p in used:
-        f = frames[p]
-        need = list(join.on) + [join.upstream.accuracy if p == up_path else
-                                join.downstream[ds_paths.index(p)].accuracy]
-        missing = [c for c in need if c not in f.columns]
+    # One wide file may serve several tables (each task a column of it): every table's accuracy
+    # column is needed, not only the first one's, or a wrong name failed later as a KeyError.
+    need: dict[str, list[str]] = {}
+    for spec, p in [(join.upstream, up_path), *zip(join.downstream, ds_paths)]:
+        cols = need.setdefault(p, list(join.on))
+        if spec.accuracy not in cols:
+            cols.append(spec.accuracy)
+    for p, cols in need.items():
+        missing = [c for c in cols if c not in frames[p].columns]
         if missing:
-            raise UserError(f"{p}: no column(s) {', '.join(missing)} needed by the join")
+            have = [str(c) for c in frames[p].columns]
+            shown = ", ".join(have[:12]) + (f", ... ({len(have)} in all)" if len(have) > 12 else "")
+            raise UserError(printable(f"{p}: no column(s) {', '.join(map(repr, missing))} needed by the join "
+                                      f"(columns: {shown})"))
     return up_path, ds_paths
+
+
+#: A number as text in a join key: no leading zero before digits ("007" stays text, an id), no
+#: thousands separators, no nan or inf.
+_KEY_NUMBER = re.compile(r"[+-]?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
+
+
+def _key_value(v: Any) -> Any:
+    """One join key value as the text that equal keys share, or None (missing): a string without
+    spaces at either end (as names are stored), a number in its shortest form, integral ones as
+    integers (``224``, ``224.0`` and the Parquet integer 224 are all ``"224"``; ``0.50`` is
+    ``"0.5"``). Exact (``Decimal``), so distinct numbers never meet."""
+    from decimal import Decimal, InvalidOperation
+
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        d = Decimal(repr(float(v)))          # the float's shortest text: 0.1 is 0.1, not 0.1000000000000000055...
+    else:
+        text = str(v).strip()
+        if not _KEY_NUMBER.fullmatch(text):
+            return text
+        try:
+            d = Decimal(text)
+        except InvalidOperation:  # pragma: no cover - the pattern admits only numbers
+            return text
+    if not d.is_finite():
+        return str(v).strip()
+    if d == d.to_integral_value():
+        return str(int(d))
+    return format(d.normalize(), "f")
+
+
+def _join_keys(frame: pd.DataFrame, on: Sequence[str]) -> pd.DataFrame:
+    """``frame`` with its key columns as :func:`_key_value` text. The files of a join come in any
+    mix of formats: a Parquet integer column beside a CSV's text failed pandas' merge (``You are
+    trying to merge on str and int64 columns``), ``224.0`` never met ``224``, and ``"model_03 "``
+    never met ``model_03`` (its row was quarantined as without an upstream row). The run_id
+    template and ``extra`` read these values too, so one run has one id in every table."""
+    f = frame.copy()
+    for c in on:
+        f[c] = pd.Series([_key_value(v) for v in f[c].tolist()], index=f.index, dtype=object)
+    return f
 
 
 def scanner_of(path: str) -> RecordScanner | None:
@@ -746,6 +801,9 @@ class FileSource:
     #: summary line before reading anything, so whether or not the source fails
     notes: tuple[str, ...] = ()
     special: Mapping[str, str] = field(default_factory=dict)   # skipped entries: path -> what it is
+    #: shared by the file sources of one call: the store's file states as they were before the
+    #: call committed anything (:func:`_peer_states`), read once, on first need
+    peers: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -760,25 +818,36 @@ class FileSource:
         that the file no longer has (a key value corrected in the file, say ``shots`` 1 -> 10)."""
         if self.mapping is not None and self.mapping.join is not None:
             source = self.source_name or self.mapping.source or self.mapping.name
-            name, seen = _file_state(store, source, self.paths, self.mapping, self.drop_missing)
+            name, seen, earlier = _file_state(store, source, self.paths, self.mapping, self.drop_missing,
+                                              rows_source=source, peers=self._peers(store))
             if seen is None:
                 yield SourceBatch(rows=pd.DataFrame(), stats={"unchanged_files": len(self.paths)})
                 return
-            yield self._join_batch(source, progress, state={name: seen})
+            batch = self._join_batch(source, progress, state={name: seen})
+            batch.earlier_inputs = earlier
+            yield batch
             return
         for i, p in enumerate(self.paths):
             progress(f"reading {os.path.basename(p)}", i, len(self.paths))
             source = self.source_name or file_key(p, self.mapping)
             # a key of the file's own name (no source given): another file of that name is another table
             own_key = self.source_name is None and (self.mapping is None or self.mapping.source is None)
-            name, seen = _file_state(store, source, [p], self.mapping, self.drop_missing, own_key=own_key)
+            rows_source = None if own_key else self.source_name or self.mapping.source  # type: ignore[union-attr]
+            name, seen, earlier = _file_state(store, source, [p], self.mapping, self.drop_missing, own_key=own_key,
+                                              rows_source=rows_source,
+                                              peers=self._peers(store) if rows_source is not None else None)
             if seen is None:  # unchanged since its last ingest into this store: nothing to read
                 yield SourceBatch(rows=pd.DataFrame(), stats={"unchanged_files": 1})
             else:
                 # built in a helper so that this generator holds no reference to the frames while the
                 # pipeline commits (they are half of an ingest's peak memory)
-                yield self._long_batch(p, state={name: seen})
+                yield self._long_batch(p, state={name: seen}, earlier=earlier)
         progress("read", len(self.paths), len(self.paths))
+
+    def _peers(self, store: Store) -> dict[str, list[tuple[str, int | None]]]:
+        if "states" not in self.peers:
+            self.peers["states"] = _peer_states(store)
+        return self.peers["states"]
 
     def _join_batch(self, source: str, progress: Progress, state: dict) -> SourceBatch:
         assert self.mapping is not None
@@ -792,17 +861,18 @@ class FileSource:
         return SourceBatch(rows=rows, raw=raws, rejected=rejected, state=state, stats={"skipped_files": len(unused)},
                            replace_runs=True, drop_missing=self.drop_missing)
 
-    def _long_batch(self, p: str, state: dict) -> SourceBatch:
+    def _long_batch(self, p: str, state: dict, earlier: Callable[[], tuple[str, ...]] | None = None) -> SourceBatch:
         """The file as one batch, read in pieces when it is a large CSV/TSV (committed once).
         A column declared in percent that holds fractions refuses the file (after its last piece,
         inside the commit: nothing is stored)."""
         if _format_of(p) in ("csv", "tsv") and os.path.getsize(p) > CHUNK_ROWS * 60:   # ~60 B/row or more
             return SourceBatch(rows=pd.DataFrame(), state=state, chunks=self._pieces(p), replace_runs=True,
-                               drop_missing=self.drop_missing)
+                               drop_missing=self.drop_missing, earlier_inputs=earlier)
         tally = PercentTally()
         rows, raw = self._mapped(p, 0, read_export(p), tally)
         tally.refuse_fractions()
-        return SourceBatch(rows=rows, raw=raw, state=state, replace_runs=True, drop_missing=self.drop_missing)
+        return SourceBatch(rows=rows, raw=raw, state=state, replace_runs=True, drop_missing=self.drop_missing,
+                           earlier_inputs=earlier)
 
     def _pieces(self, p: str) -> Iterator[tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]]:
         tally, scanner = PercentTally(), scanner_of(p)
@@ -824,11 +894,15 @@ class FileSource:
 #: file without rows refused, a percent unit on fractions refused.
 #: 4: strings and column names without spaces at either end, a lone fraction among a task's
 #: percents quarantined.
-FILE_STATE_VERSION = 4
+#: 5: join keys compared as normalised text (224.0 is 224, spaces at either end dropped), text
+#: NaN / NA in an optional integer column stored as null.
+FILE_STATE_VERSION = 5
 
 
 def _file_state(store: Store, source: str, paths: Sequence[str], mapping: IngestMapping | None,
-                drop_missing: bool = False, *, own_key: bool = False) -> tuple[str, pa.Table | None]:
+                drop_missing: bool = False, *, own_key: bool = False, rows_source: str | None = None,
+                peers: Mapping[str, Sequence[tuple[str, int | None]]] | None = None,
+                ) -> tuple[str, pa.Table | None, Callable[[], tuple[str, ...]] | None]:
     """(state name, the state to commit with the file's rows), or (name, None) when the store's
     state says that this very file, with the same content, mapping and schema, was the last one
     ingested as ``source``: re-ingesting it would change nothing, so it is not even read.
@@ -841,7 +915,16 @@ def _file_state(store: Store, source: str, paths: Sequence[str], mapping: Ingest
 
     ``own_key``: the source is the file's name (:func:`file_key`, no ``source`` given), and a file
     of that name at another path, with other content, is another table that would replace this
-    one's rows: refused (:func:`_refuse_other_file`)."""
+    one's rows: refused (:func:`_refuse_other_file`).
+
+    ``rows_source``: the ``source`` of every row, when it is given (``--source``, ``source:``):
+    recorded in the state, so that another file of that source is found (:func:`_earlier_inputs`).
+    ``peers``: the file states of each such source before this call (:func:`_peer_states`): an
+    unchanged file is read again when another file of its source was ingested after it, since that
+    file replaced the rows of the runs they share (this one's, which its ingest restores).
+    The third value says, when called, which earlier inputs of the source are not these files:
+    the pipeline calls it only when the ingest removes stale rows (they may be those inputs'
+    rows), to say so in the summary line."""
     import hashlib
 
     from ..schema import SCHEMA_VERSION
@@ -855,15 +938,83 @@ def _file_state(store: Store, source: str, paths: Sequence[str], mapping: Ingest
         files[os.path.abspath(path)] = h.hexdigest()
     fp = json.dumps({"files": files, "schema": SCHEMA_VERSION,
                      "v": FILE_STATE_VERSION, "mapping": mapping.fingerprint() if mapping is not None else None,
-                     **({"drop_missing": True} if drop_missing else {})}, sort_keys=True)
+                     **({"drop_missing": True} if drop_missing else {}),
+                     **({"source": rows_source} if rows_source is not None else {})}, sort_keys=True)
     name = f"files/{source}"
-    table = pa.table({"fingerprint": [fp]})
+    # when, beside what: which of a source's files was ingested last (_earlier_inputs); only the
+    # fingerprint says whether a file is unchanged
+    table = pa.table({"fingerprint": [fp], "ingested_ns": pa.array([time.time_ns()], pa.int64())})
     old = store.read_state(name) if store.exists() else None
-    if old is not None and old.column_names == ["fingerprint"] and old.column("fingerprint").to_pylist() == [fp]:
-        return name, None
+    if old is not None and "fingerprint" in old.column_names and old.column("fingerprint").to_pylist() == [fp]:
+        mine = _state_files(old)[2]
+        overtaken = rows_source is not None and peers is not None and any(
+            other != name and at is not None and (mine is None or at > mine) for other, at in peers.get(rows_source, ()))
+        if not overtaken:
+            return name, None, None
     if own_key and old is not None and len(paths) == 1:
         _refuse_other_file(paths[0], files, old, source)
-    return name, table
+    return name, table, lambda: _earlier_inputs(store, name, old, files, rows_source)
+
+
+def _state_files(state: pa.Table | None) -> tuple[dict[str, str], Any, int | None]:
+    """(path -> sha256, the rows' source or None, when it was ingested or None) of a file state;
+    empty for any other table (a state written before these were recorded has no source or time)."""
+    if state is None or "fingerprint" not in state.column_names or not state.num_rows:
+        return {}, None, None
+    at = state.column("ingested_ns")[0].as_py() if "ingested_ns" in state.column_names else None
+    try:
+        fp = json.loads(state.column("fingerprint")[0].as_py())
+    except (TypeError, ValueError, pa.ArrowException):
+        return {}, None, at
+    if not isinstance(fp, dict):
+        return {}, None, at
+    files = fp.get("files")
+    return (files if isinstance(files, dict) else {}), fp.get("source"), at
+
+
+def _peer_states(store: Store) -> dict[str, list[tuple[str, int | None]]]:
+    """The store's file states that recorded the source of their rows: source -> [(state name,
+    when it was ingested)]. One read per file state."""
+    out: dict[str, list[tuple[str, int | None]]] = {}
+    if not store.exists():
+        return out
+    for name in store.state_names("files/*"):
+        _, src, at = _state_files(store.read_state(name))
+        if isinstance(src, str):
+            out.setdefault(src, []).append((name, at))
+    return out
+
+
+def _earlier_inputs(store: Store, name: str, old: pa.Table | None, files: Mapping[str, str],
+                    rows_source: str | None) -> tuple[str, ...]:
+    """The inputs ingested before under this source that ``files`` (path -> sha256) are not: not
+    the same path (a corrected file) and not the same content (a moved file). Stale rows that an
+    ingest of ``files`` removes came from them: a new export of that table replacing it, or a
+    file of other tasks of the same runs (which needs a join), which must not pass in silence.
+
+    Those are the files of the state ``old`` (this key's last ingest) and, with ``rows_source``,
+    of every file state that recorded that source and was ingested after ``old`` (one read per
+    file state, paid only when stale rows are removed): a file corrected at its path removes its
+    own stale rows, unless another file of its runs came in since. None found for a file never
+    ingested here: "another input" (an MLflow run, a file ingested before sources were recorded)."""
+    real = {os.path.realpath(p) for p in files}
+
+    def others(state: pa.Table | None) -> list[str]:
+        return [str(p) for p, sha in _state_files(state)[0].items()
+                if os.path.realpath(str(p)) not in real and sha not in files.values()]
+
+    out = others(old)
+    mine = _state_files(old)[2] if old is not None else None
+    if rows_source is not None:
+        for other in store.state_names("files/*"):
+            if other != name:
+                state = store.read_state(other)
+                _, src, at = _state_files(state)
+                if src == rows_source and (old is None or (at is not None and (mine is None or at > mine))):
+                    out.extend(p for p in others(state) if p not in out)
+    if not out and old is None:
+        out = ["another input"]
+    return tuple(out)
 
 
 def _refuse_other_file(path: str, files: Mapping[str, str], old: pa.Table, source: str) -> None:
@@ -904,14 +1055,79 @@ def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOp
     if mapping is not None and mapping.join is not None:
         return [FileSource(paths=paths, mapping=mapping, source_name=options.source_name,
                            drop_missing=options.drop_missing, notes=notes, special=dict(found.special))]
-    if options.source_name is None and (mapping is None or mapping.source is None):
+    peers: dict[str, Any] = {}   # one snapshot of the store's file states for every file of the call
+    explicit = options.source_name or (mapping.source if mapping is not None else None)
+    if explicit is None:
         paths = _refuse_shared_stems(paths, mapping)
     elif options.drop_missing and len(paths) > 1:
-        shared = options.source_name or (mapping.source if mapping is not None else None)
-        raise UserError(f"--drop-missing: {len(paths)} files share the source {shared!r}, and each would remove the "
+        raise UserError(f"--drop-missing: {len(paths)} files share the source {explicit!r}, and each would remove the "
                         "runs of the others; ingest them one source a file, or as one join")
+    _refuse_shared_runs(paths, mapping, options.source_name, explicit)
     return [FileSource(paths=[p], mapping=mapping, source_name=options.source_name, drop_missing=options.drop_missing,
-                       notes=notes if i == 0 else ()) for i, p in enumerate(paths)]
+                       notes=notes if i == 0 else (), peers=peers) for i, p in enumerate(paths)]
+
+
+def _refuse_shared_runs(paths: Sequence[str], mapping: IngestMapping | None, source_name: str | None,
+                        explicit: str | None) -> None:
+    """Refuse, before anything is stored, files of one call that share a source and a run.
+
+    A file is the whole truth about its runs: its commit removes the source's stored rows of
+    every run it holds that it lacks. Two files of one source with the same runs (one file per
+    downstream task, ``source: lab`` in the mapping) therefore left only the last file's rows,
+    with exit code 0 ("39 deleted"). Making them work file by file would need each to replace
+    only its own (run, task) rows, and then a corrected file (a task renamed) would keep the old
+    task's rows beside the new ones; they are one table, and a ``join:`` mapping (or a source a
+    file) says so.
+
+    Only groups of two or more files with one source are read (all of them when the source is
+    given, ``source:`` or ``--source``; otherwise files whose ``source`` column names the same
+    one): their run ids, piece by piece, ~1 s per million rows. A file that cannot be read or
+    mapped is passed over here: it fails on its own, in its line, when it is ingested."""
+    if len(paths) < 2:
+        return
+    if explicit is not None:
+        groups = [list(paths)]
+    else:
+        by_source: dict[str, list[str]] = {}
+        for p in paths:
+            declared = declared_source(p, mapping)
+            if declared is not None:
+                by_source.setdefault(declared, []).append(p)
+        groups = [g for g in by_source.values() if len(g) > 1]
+    for group in groups:
+        owner: dict[tuple[str, str], str] = {}    # (source, run_id) -> the first file that holds it
+        real: set[str] = set()
+        for p in group:
+            if os.path.realpath(p) in real:        # one file named twice is ingested once, then unchanged
+                continue
+            real.add(os.path.realpath(p))
+            mine = _runs_of(p, mapping, source_name)
+            clash = sorted(k for k in mine if k in owner)
+            if clash:
+                (src, run), first = clash[0], owner[clash[0]]
+                more = f" and {len(clash) - 1} more" if len(clash) > 1 else ""
+                raise UserError(printable(
+                    f"{first} and {p}: both hold run {run!r}{more} of source {src!r}; a file replaces its source's "
+                    "rows of every run it holds, so the second would delete the first's rows of those runs. "
+                    "Nothing was stored: if they hold other tasks of the same runs, join them (a 'join:' mapping, "
+                    "docs/ingest.md); otherwise give each file its own source (a mapping with its own 'source:' "
+                    "per file, --source in a call per file, or a 'name:' per file in a --sources-file)"))
+            owner.update((k, p) for k in mine)
+
+
+def _runs_of(path: str, mapping: IngestMapping | None, source_name: str | None) -> set[tuple[str, str]]:
+    """The ``(source, run_id)`` pairs of a file's rows as ingest would store them (stripped, as
+    validation strips them), or an empty set when the file cannot be read or mapped."""
+    out: set[tuple[str, str]] = set()
+    try:
+        for _, frame in read_export_chunks(path):
+            rows = map_long(frame, mapping, where=path, source=source_stem(path))
+            sources = ([source_name] * len(rows) if source_name else rows["source"].tolist())
+            out.update((str(s).strip(), str(r).strip()) for s, r in zip(sources, rows["run_id"].tolist())
+                       if s is not None and r is not None and not pd.isna(s) and not pd.isna(r))
+    except (UserError, OSError, ValueError, KeyError):
+        return set()
+    return out
 
 
 def declared_source(path: str, mapping: IngestMapping | None) -> str | None:

@@ -66,6 +66,9 @@ class SourceReport:
     reasons: dict[str, int] = field(default_factory=dict)   # reason kind -> rejected rows
     kept_runs: int = 0           # stored runs of the source that its file lacks, kept (no --drop-missing)
     notes: list[str] = field(default_factory=list)
+    #: stale rows removed that other inputs of the source stored (``SourceBatch.earlier_inputs``):
+    #: (rows, runs, sources, those inputs); said in the line, never in silence
+    replaced: tuple[int, int, tuple[str, ...], tuple[str, ...]] | None = None
 
     @property
     def all_quarantined(self) -> bool:
@@ -102,6 +105,11 @@ class SourceReport:
         kept = (f", {self.kept_runs} stored runs not in the file kept (--drop-missing removes them)"
                 if self.kept_runs else "")
         hints = "".join(f"; {h}" for k, h in STAT_HINTS.items() if self.stats.get(k))
+        if self.replaced is not None:
+            rows, runs, srcs, files = self.replaced
+            hints += (f"; {rows} deleted rows ({runs} runs of source {', '.join(map(repr, srcs))}) were stored "
+                      f"from {', '.join(files)} and are not in this file: a file replaces every row of the runs it "
+                      "holds (files of other tasks of the same runs: one 'join:' mapping, or a source per file)")
         why = f"; {top[1]} of {self.rejected} rejected for: {top[0]}" if top is not None else ""
         return printable(f"{self.label}: {self.new} new, {self.updated} updated, {self.unchanged} unchanged, "
                          f"{self.quarantined} quarantined{dele}{kept}{extra}{hints} ({self.seconds:.1f} s){why}")
@@ -273,6 +281,23 @@ def _plan_replacement(store: Store, runs: set[tuple[str, str]], new_hashes: np.n
                         missing_runs=len(missing), missing_rows=int((~in_batch).sum()), dropped=drop_missing)
 
 
+def _note_earlier(rep: SourceReport, repl: _Replacement, batch: SourceBatch) -> None:
+    """Stale rows removed while the source's last ingest was another file: they may be that
+    file's other tasks of the same runs (a per-task file under a shared ``source:``), which the
+    store loses by design. The line says how many, of which source, and from which file."""
+    if not repl.stale or batch.earlier_inputs is None:
+        return
+    inputs = batch.earlier_inputs()
+    if not inputs:       # this very file (a corrected one) stored them: the documented replacement
+        return
+    rows, runs = repl.stale, len(repl.rerun)
+    srcs = tuple(sorted({s for s, _ in repl.rerun}))
+    if rep.replaced is not None:
+        rows, runs = rows + rep.replaced[0], runs + rep.replaced[1]
+        srcs = tuple(sorted({*srcs, *rep.replaced[2]}))
+    rep.replaced = (rows, runs, srcs, inputs)
+
+
 def _count_replacement(rep: SourceReport, repl: _Replacement, rewritten: int, *, counted: bool) -> None:
     """The store counts every row of a deleted run as deleted: of those, the rows written again
     are updates (unless the caller's first commit ``counted`` them already); the others were
@@ -313,6 +338,7 @@ def _commit_batch(store: Store, src: Source, batch: SourceBatch, rep: SourceRepo
                        operation="ingest", info={"source": src.label})
     _count(rep, res, batch, seen)
     _count_replacement(rep, repl, repl.rewritten, counted=False)
+    _note_earlier(rep, repl, batch)
 
 
 def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceReport) -> None:
@@ -363,6 +389,7 @@ def _finish_replacement(store: Store, src: Source, batch: SourceBatch, rep: Sour
     rep.commits += int(res.wrote)
     rep.deleted += res.deleted
     _count_replacement(rep, repl, keep.num_rows if keep is not None else 0, counted=True)
+    _note_earlier(rep, repl, batch)
 
 
 def _count(rep: SourceReport, res: Any, batch: SourceBatch, seen: _Seen) -> None:

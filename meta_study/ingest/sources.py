@@ -50,6 +50,10 @@ class SourceBatch:
         drop_missing: with ``replace_runs``, the batch is also the whole of its sources: stored
             runs of those sources that it lacks are removed (otherwise kept, and counted).
         notes: lines to show the user with the source's summary (e.g. entries that were skipped).
+        earlier_inputs: with ``replace_runs``, a function that names the inputs ingested before
+            under the batch's source that the batch is not (another file, another path): the
+            stale rows the batch removes may be theirs (another file's tasks of the same runs),
+            and the summary line says so. Called only when stale rows are removed.
     """
 
     rows: pd.DataFrame
@@ -62,6 +66,7 @@ class SourceBatch:
     replace_runs: bool = False
     drop_missing: bool = False
     notes: list[str] = field(default_factory=list)
+    earlier_inputs: Callable[[], tuple[str, ...]] | None = None
 
 
 class Source(Protocol):
