@@ -195,3 +195,23 @@ def test_a_missing_value_text_in_an_optional_integer_column_is_null(tmp_path, to
     r = _ingest(tmp_path, "req.csv", store="st2")
     q = Store(str(tmp_path / "st2")).quarantine().to_pandas()
     assert r.returncode == 0 and len(q) == 1 and q["reason"].iloc[0].startswith("ds_accuracy: "), q
+
+
+def test_a_name_written_with_a_combining_accent_is_the_same_task(tmp_path):
+    """'Café Scènes' typed with é and exported with e + U+0301 looked the same and were two groups;
+    `--ds-task` with the other form then matched nothing."""
+    import unicodedata
+
+    from meta_study.store import Store
+
+    nfc, nfd = "Café Scènes", unicodedata.normalize("NFD", "Café Scènes")
+    assert nfc != nfd
+    for name, task, runs in (("a.csv", nfc, range(0, 6)), ("b.csv", nfd, range(6, 12))):
+        (tmp_path / name).write_text("run_id,us_task,us_accuracy,ds_task,ds_accuracy,eval_protocol\n" + "".join(
+            f"m{i},up,{0.3 + 0.05 * i:.2f},{task},{0.2 + 0.04 * i:.2f},linear\n" for i in runs), encoding="utf-8")
+        r = run_cli("ingest", str(tmp_path / name), "--store", str(tmp_path / "st"), "--quiet")
+        assert r.returncode == 0, r.stderr
+    df = Store(str(tmp_path / "st")).to_pandas()
+    assert set(df["ds_task"]) == {nfc} and len(df) == 12
+    r = run_cli("fit", str(tmp_path / "st"), "--out", str(tmp_path / "o"), "--no-figures", "--ds-task", nfd)
+    assert r.returncode == 0, r.stderr

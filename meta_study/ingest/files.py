@@ -895,7 +895,7 @@ class FileSource:
 #: 4: strings and column names without spaces at either end, a lone fraction among a task's
 #: percents quarantined.
 #: 5: join keys compared as normalised text (224.0 is 224, spaces at either end dropped), text
-#: NaN / NA in an optional integer column stored as null.
+#: NaN / NA in an optional integer column stored as null, strings in Unicode's composed form (NFC).
 FILE_STATE_VERSION = 5
 
 
