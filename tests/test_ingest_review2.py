@@ -215,3 +215,17 @@ def test_a_name_written_with_a_combining_accent_is_the_same_task(tmp_path):
     assert set(df["ds_task"]) == {nfc} and len(df) == 12
     r = run_cli("fit", str(tmp_path / "st"), "--out", str(tmp_path / "o"), "--no-figures", "--ds-task", nfd)
     assert r.returncode == 0, r.stderr
+
+
+def test_rows_rejected_again_say_they_are_in_the_quarantine_already(tmp_path):
+    """A re-ingest said '0 quarantined ...; 2 of 2 rejected': the two were there from before."""
+    head = "run_id,us_task,us_accuracy,ds_task,ds_accuracy,eval_protocol\n"
+    rows = "".join(f"m{i},up,{0.3 + 0.05 * i:.2f},pets,{0.2 + 0.04 * i:.2f},linear\n" for i in range(6))
+    bad = "b1,up,0.5,pets,,linear\nb2,up,0.6,pets,,linear\n"
+    f = tmp_path / "zoo.csv"
+    f.write_text(head + rows + bad)
+    assert run_cli("ingest", str(f), "--store", str(tmp_path / "st")).returncode == 0
+    f.write_text(head + rows + bad + "m9,up,0.9,pets,0.6,linear\n")
+    r = run_cli("ingest", str(f), "--store", str(tmp_path / "st"))
+    assert r.returncode == 0 and "0 quarantined" in r.stdout, r.stdout
+    assert "2 of 2 rejected for: ds_accuracy: missing required field (2 of them already in the quarantine)" in r.stdout

@@ -111,8 +111,11 @@ class SourceReport:
                       f"from {', '.join(files)} and are not in this file: a file replaces every row of the runs it "
                       "holds (files of other tasks of the same runs: one 'join:' mapping, or a source per file)")
         why = f"; {top[1]} of {self.rejected} rejected for: {top[0]}" if top is not None else ""
+        # "0 quarantined ...; 2 of 2 rejected" read as a contradiction: the rest were there already
+        before = self.rejected - self.quarantined
+        was = (f" ({before} of them already in the quarantine)" if before > 0 and top is not None else "")
         return printable(f"{self.label}: {self.new} new, {self.updated} updated, {self.unchanged} unchanged, "
-                         f"{self.quarantined} quarantined{dele}{kept}{extra}{hints} ({self.seconds:.1f} s){why}")
+                         f"{self.quarantined} quarantined{dele}{kept}{extra}{hints} ({self.seconds:.1f} s){why}{was}")
 
 
 def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progress = no_progress) -> list[SourceReport]:
