@@ -229,3 +229,17 @@ def test_rows_rejected_again_say_they_are_in_the_quarantine_already(tmp_path):
     r = run_cli("ingest", str(f), "--store", str(tmp_path / "st"))
     assert r.returncode == 0 and "0 quarantined" in r.stdout, r.stdout
     assert "2 of 2 rejected for: ds_accuracy: missing required field (2 of them already in the quarantine)" in r.stdout
+
+
+def test_a_directory_says_which_data_files_it_did_not_read(tmp_path):
+    """zoo.json beside zoo.csv was passed over without a word (exit 0)."""
+    d = tmp_path / "exports"
+    d.mkdir()
+    (d / "zoo.csv").write_text("run_id,us_task,us_accuracy,ds_task,ds_accuracy,eval_protocol\n"
+                               "m1,up,0.5,pets,0.4,linear\nm2,up,0.6,pets,0.5,linear\n")
+    (d / "zoo.json").write_text('[{"run_id": "m3"}]')
+    (d / "README.md").write_text("notes")
+    r = run_cli("ingest", str(d), "--store", str(tmp_path / "st"))
+    assert r.returncode == 0, r.stderr
+    assert f"{d / 'zoo.json'}: skipped (JSON is not read: JSON Lines (one object a line) ends in .jsonl)" in r.stderr
+    assert "README" not in r.stderr

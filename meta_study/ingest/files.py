@@ -89,11 +89,22 @@ class ExpandedPaths:
 
     paths: list[str]
     special: dict[str, str]   # directory entry that is not a regular file -> what it is ("a FIFO")
+    #: a directory's files that look like data in a format ingest does not read -> why
+    other: dict[str, str] = field(default_factory=dict)
 
     @property
     def skipped(self) -> list[str]:
         """One ``"path: skipped (why)"`` line per entry passed over."""
-        return [f"{p}: skipped ({why})" for p, why in self.special.items()]
+        return [f"{p}: skipped ({why})" for p, why in {**self.special, **self.other}.items()]
+
+
+#: Suffixes of data files ingest does not read, noted when a directory holds them (a zoo.json
+#: beside zoo.csv was passed over without a word); README.md and the like are not data.
+_UNREAD = {".json": "JSON is not read: JSON Lines (one object a line) ends in .jsonl",
+           ".ndjson": "JSON Lines is read as .jsonl", ".xlsx": "a spreadsheet: export it as CSV",
+           ".xls": "a spreadsheet: export it as CSV", ".feather": "Feather is not read: write Parquet",
+           ".arrow": "Arrow IPC is not read: write Parquet", ".pq": "Parquet is read as .parquet",
+           ".txt": "not a CSV, TSV, Parquet or JSONL name", ".zip": "an archive: unpack it"}
 
 
 def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
@@ -107,9 +118,15 @@ def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
     """
     out: list[str] = []
     special: dict[str, str] = {}
+    other: dict[str, str] = {}
     for spec in specs:
         if os.path.isdir(spec):
-            names = sorted(n for n in os.listdir(spec) if _format_of(n) and not n.startswith((".", "_")))
+            entries = sorted(n for n in os.listdir(spec) if not n.startswith((".", "_")))
+            names = [n for n in entries if _format_of(n)]
+            for n in entries:
+                why_not = _UNREAD.get(os.path.splitext(n)[1].lower()) if not _format_of(n) else None
+                if why_not and os.path.isfile(os.path.join(spec, n)):
+                    other[os.path.join(spec, n)] = why_not
             files, passed = [], 0
             for n in names:
                 p = os.path.join(spec, n)
@@ -132,7 +149,7 @@ def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
             out.append(spec)
         else:
             raise UserError(f"{spec}: no such file or directory")
-    return ExpandedPaths(paths=out, special=special)
+    return ExpandedPaths(paths=out, special=special, other=other)
 
 
 #: A CSV/TSV with more rows than this is read, validated and staged in pieces of this many rows
