@@ -101,7 +101,7 @@ class ExpandedPaths:
 #: Suffixes of data files ingest does not read, noted when a directory holds them (a zoo.json
 #: beside zoo.csv was passed over without a word); README.md and the like are not data.
 _UNREAD = {".json": "JSON is not read: JSON Lines (one object a line) ends in .jsonl",
-           ".ndjson": "JSON Lines is read as .jsonl", ".xlsx": "a spreadsheet: export it as CSV",
+           ".xlsx": "a spreadsheet: export it as CSV",
            ".xls": "a spreadsheet: export it as CSV", ".feather": "Feather is not read: write Parquet",
            ".arrow": "Arrow IPC is not read: write Parquet", ".pq": "Parquet is read as .parquet",
            ".txt": "not a CSV, TSV, Parquet or JSONL name", ".zip": "an archive: unpack it"}
