@@ -480,7 +480,9 @@ class PercentTally:
                             f"{PERCENT_CLEARLY_ABOVE:g}")
                     raise UserError(f"{col} is declared percent but mixes fractions with percents{which}: {seen}, so "
                                     "nothing of this source was stored; give the column one unit (all fractions, "
-                                    "without 'percent' in the mapping, or all percents)")
+                                    "without 'percent' in the mapping, or all percents). If they are all percents "
+                                    "already (near-chance models at 0.5 beside others at 12), the two cannot be told "
+                                    "apart: write the column as fractions (divided by 100) and drop its unit")
 
 
 def unit_numbers(values: pd.Series) -> pd.Series:
