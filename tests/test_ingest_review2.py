@@ -243,3 +243,21 @@ def test_a_directory_says_which_data_files_it_did_not_read(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"{d / 'zoo.json'}: skipped (JSON is not read: JSON Lines (one object a line) ends in .jsonl)" in r.stderr
     assert "README" not in r.stderr
+
+
+def test_a_wide_file_serving_several_tables_quarantines_each_tasks_row(tmp_path):
+    """Two rejected rows of one model (two tasks of one wide row) had one payload and became one
+    quarantine entry: 40 quarantined of 42 rejected."""
+    from meta_study.store import Store
+
+    (tmp_path / "wide.csv").write_text("model,imagenet,c100,pets\nm1,0.5,,\nm2,0.6,0.4,0.3\nm3,0.7,0.5,0.4\n")
+    (tmp_path / "map.yaml").write_text(
+        "source: zoo\njoin:\n  key: [model]\n  upstream: {file: wide.csv, task: imagenet, accuracy: imagenet}\n"
+        "  downstream:\n    - {file: wide.csv, task: c100, accuracy: c100}\n"
+        "    - {file: wide.csv, task: pets, accuracy: pets}\n"
+        "run_id: \"{model}\"\nconstants: {eval_protocol: linear}\n")
+    r = run_cli("ingest", str(tmp_path / "wide.csv"), "--mapping", str(tmp_path / "map.yaml"),
+                "--store", str(tmp_path / "st"))
+    assert r.returncode == 0 and "4 new" in r.stdout and "2 quarantined" in r.stdout, r.stdout + r.stderr
+    q = Store(str(tmp_path / "st")).quarantine().to_pandas()
+    assert len(q) == 2 and {'"_table":"c100"' in x or '"_table": "c100"' in x for x in q["raw"]} == {True, False}

@@ -657,8 +657,11 @@ def map_join(frames: dict[str, pd.DataFrame], mapping: IngestMapping, *, where: 
     for spec, p in zip(join.downstream, ds_paths):
         scanner = scanner_of(p)
         d = _unique_keys(frames[p], on, p, source, rejected, scanner)
+        # a file that serves several tables: each row's payload names its table, or the rejected
+        # rows of two tasks of one model were one quarantine entry (one payload, one hash)
+        shared = ds_paths.count(p) > 1 or p == up_path
         rows, payloads = _join_downstream(d, p, spec, up, on, mapping, rejected, source=source, where=where,
-                                          tally=tally, scanner=scanner)
+                                          tally=tally, scanner=scanner, table=spec.task if shared else None)
         parts.append(rows)
         raws.extend(payloads)
     tally.refuse_fractions()
@@ -773,10 +776,12 @@ def _unique_keys(frame: pd.DataFrame, on: list[str], path: str, source: str, rej
 
 def _join_downstream(d: pd.DataFrame, path: str, spec: TableSpec, up: _Upstream, on: list[str],
                      mapping: IngestMapping, rejected: list[dict], *, source: str, where: str,
-                     tally: PercentTally | None = None,
-                     scanner: RecordScanner | None = None) -> tuple[pd.DataFrame, list[str]]:
+                     tally: PercentTally | None = None, scanner: RecordScanner | None = None,
+                     table: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One downstream table joined to the upstream one: canonical rows and their raw payloads.
-    Rows with no upstream row go to ``rejected`` (missing US metric)."""
+    Rows with no upstream row go to ``rejected`` (missing US metric). ``table``: the downstream
+    task, named in every payload (a file that serves several tables)."""
+    named = {"_table": table} if table is not None else {}
     m = d.merge(up.rows[on].assign(_us_accuracy=up.accuracy.to_numpy(), **{
         f"_m_{raw}": up.rows[raw].to_numpy() for raw in up.model_cols}), on=on, how="left", indicator=True)
     orphan = m["_merge"] == "left_only"
@@ -784,7 +789,7 @@ def _join_downstream(d: pd.DataFrame, path: str, spec: TableSpec, up: _Upstream,
         rejected.append({"source": source, "run_id": None,
                          "reason": f"missing US metric: no row for {_key_text(rec, on)} in "
                                    f"{os.path.basename(up.path)} (downstream {spec.task})",
-                         "raw": _payload(path, rec, scanner=scanner)})
+                         "raw": _payload(path, rec, scanner=scanner, **named)})
     m = m[~orphan].reset_index(drop=True)
     d_ok = d.loc[d.index[(~orphan).to_numpy()]].reset_index(drop=True)
     canon = pd.DataFrame({
@@ -798,7 +803,7 @@ def _join_downstream(d: pd.DataFrame, path: str, spec: TableSpec, up: _Upstream,
     extra_cols = [c for c in d_ok.columns if not c.startswith("_") and c != spec.accuracy
                   and c not in mapping.rename]
     rows = finish_rows(canon, d_ok, mapping, extra_columns=extra_cols, source=source, where=where, tally=tally)
-    return rows, [_payload(path, rec, scanner=scanner, _upstream_file=os.path.basename(up.path))
+    return rows, [_payload(path, rec, scanner=scanner, _upstream_file=os.path.basename(up.path), **named)
                   for rec in d_ok.to_dict("records")]
 
 
