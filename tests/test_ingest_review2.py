@@ -16,21 +16,9 @@ import pytest
 
 from meta_study.store import Store
 from conftest import one_error_line, run_cli
+from test_ingest_review import _ingest, _write  # noqa: F401 - the same helpers: files, and ingest without a traceback
 
 H = "run_id,model_name,us_task,us_accuracy,ds_task,ds_accuracy,eval_protocol,shots"
-
-
-def _write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
-def _ingest(cwd: Path, *args: str, store: str = "st"):
-    r = run_cli("ingest", *args, "--store", str(cwd / store), cwd=cwd)
-    out = r.stdout + r.stderr
-    assert "Traceback" not in out and "Aborted" not in out, out
-    return r
 
 
 def _task_file(path: Path, task: str, runs: int = 4, offset: float = 0.0) -> Path:
