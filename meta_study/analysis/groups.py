@@ -121,7 +121,7 @@ def with_test_sizes(table: Any) -> pd.DataFrame:
         table = table.drop_columns(["extra"])
     df = table.to_pandas(use_threads=False)
     if size is not None:
-        df["ds_test_size"] = pd.to_numeric(pd.Series(size.to_pandas(), index=df.index), errors="coerce")
+        df["ds_test_size"] = pd.to_numeric(pd.Series(size.to_pandas().to_numpy(), index=df.index), errors="coerce")
     return df
 
 
