@@ -28,7 +28,7 @@ SLOW_MODULES = {"test_store_s3", "test_store_crash", "test_store_concurrency", "
                 "test_ingest_mlflow", "test_ingest_mlflow_sql", "test_ingest_mlflow_sql_postgres", "test_tracking",
                 "test_sweeps", "test_multinode", "test_finalize", "test_demo", "test_refit", "test_train_ddp",
                 "test_many_trials", "test_core_install", "test_report_html", "test_ray_session", "test_cluster",
-                "test_analysis_scripts"}
+                "test_analysis_scripts", "test_writer_faults"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import queue
+import sys
 import threading
 import time
 import zlib
@@ -69,7 +70,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 class Op:
     """One MLflow operation for the writer (JSON-serializable: it crosses the pipe and the spool)."""
 
-    kind: str                       # "run", "metrics", "tag", "artifacts", "end", "map", "reopen"; "batch" (spooled); "noop"
+    kind: str                       # "run", "metrics", "tag", "artifacts", "end", "map", "reopen"; "batch" (spooled); "noop", "retry"
     trial: str
     payload: dict[str, Any] = field(default_factory=dict)
 
@@ -87,6 +88,8 @@ class MlflowWriter:
         self._spool_lock = threading.Lock()
         self._runs: dict[str, str] = {}
         self._created: set[str] = set()          # runs created by this process: no lookups needed
+        self._create_failed: set[str] = set()    # trials whose create raised: it may have created the run
+        self._held: dict[str, list[Op]] = {}     # trial -> ops neither sent nor spooled (the storage failed too)
         self._unmapped: set[str] = set()         # trials whose run is not in the stored map yet
         self._resumed = target.resumed           # trials may already have runs (map or tag)
         self.state = StateDir(target.state_dir)
@@ -117,7 +120,7 @@ class MlflowWriter:
 
     def _start(self) -> None:
         with self._lock:
-            if self._threads and all(t.is_alive() for t in self._threads):
+            if len(self._threads) == self.WRITERS and all(t.is_alive() for t in self._threads):
                 return
             # mlflow imported here, once, before the threads: four threads importing it at once (a
             # resume replaying its spool) got "partially initialized module 'mlflow'" errors, taken
@@ -128,13 +131,20 @@ class MlflowWriter:
 
             from ..mlflow_client import mlflow_client  # noqa: F401
 
-            self._stop.clear()
+            if not any(t.is_alive() for t in self._threads):
+                self._stop.clear()   # a fresh start; never while a live thread may be spooling for a flush
             if not self._queues:
                 self._queues = [queue.Queue() for _ in range(self.WRITERS)]
-            self._threads = [threading.Thread(target=self._work, args=(q,), name=f"mlflow-sweep-writer-{i}",
-                                              daemon=True) for i, q in enumerate(self._queues)]
-            for t in self._threads:
-                t.start()
+            # only a dead thread is replaced: a second consumer of a live thread's queue would
+            # split one trial's operations between two threads, and their order with them
+            threads: list[threading.Thread | None] = [*self._threads] if self._threads else [None] * self.WRITERS
+            for i, q in enumerate(self._queues):
+                old = threads[i]
+                if old is None or not old.is_alive():
+                    t = threading.Thread(target=self._work, args=(q,), name=f"mlflow-sweep-writer-{i}", daemon=True)
+                    t.start()
+                    threads[i] = t
+            self._threads = [t for t in threads if t is not None]
 
     def _work(self, q: "queue.Queue[Op | None]") -> None:
         while True:
@@ -149,10 +159,20 @@ class MlflowWriter:
             by_trial: dict[str, list[Op]] = {}
             for o in ops:
                 by_trial.setdefault(o.trial, []).append(o)
-            for trial, trial_ops in by_trial.items():
-                self._apply(trial, trial_ops)
-            for _ in batch:
-                q.task_done()
+            try:
+                for trial, trial_ops in by_trial.items():
+                    # what a failed spool kept goes first: it is older than anything queued since
+                    trial_ops = self._take_held(trial) + trial_ops
+                    try:
+                        self._apply(trial, trial_ops)
+                    except Exception as e:  # noqa: BLE001 - a bug, not the server: keep the thread and the ops
+                        print(f"meta-study writer: trial {trial}: {type(e).__name__}: {e}; spooling its operations",
+                              file=sys.stderr)
+                        self._spool(trial_ops, older=True)
+            finally:
+                # always: a batch never marked done makes every later flush wait its whole timeout
+                for _ in batch:
+                    q.task_done()
             if first is None or any(o is None for o in batch):
                 return
 
@@ -162,6 +182,8 @@ class MlflowWriter:
         steps = plan_ops(ops)
         done = 0
         delay = 0.5
+        if not steps:
+            return
         while done < len(steps):
             try:
                 self._do_step(trial, steps[done])
@@ -170,17 +192,21 @@ class MlflowWriter:
             except Exception:  # noqa: BLE001 - the server is down or flaky: retry, never raise
                 self.errors += 1
                 if self._stop.is_set() or self._stop.wait(delay):   # flush gave up: spool the rest
-                    self._spool([Op(kind=s_[0], trial=trial, payload=s_[1]) for s_ in steps[done:]])
+                    self._spool([Op(kind=s_[0], trial=trial, payload=s_[1]) for s_ in steps[done:]], older=True)
                     return
                 delay = min(delay * 2, 30.0)
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every queued call is done; spool the rest after the timeout. True if all went."""
+        with self._spool_lock:    # what an earlier flush could neither send nor spool: send it again now
+            held = list(self._held)
+        for trial in held:
+            self.put(Op(kind="retry", trial=trial))
         deadline = time.monotonic() + (self.target.flush_timeout_s if timeout_s is None else timeout_s)
         pending = lambda: sum(q.unfinished_tasks for q in self._queues)  # noqa: E731
         while pending() and time.monotonic() < deadline:
             time.sleep(0.02)
-        if not pending():
+        if not pending() and not self._held:
             if self._replayed:          # everything a spool held went out: drop those objects
                 self.state.drop_spooled(self._replayed)
                 self._replayed = []
@@ -196,6 +222,8 @@ class MlflowWriter:
                 if op is not None:
                     left.append(op)
                 q.task_done()
+        # now, not after the calls in flight (up to an HTTP timeout): a writer killed meanwhile
+        # keeps them; a trial's ops in flight that cannot be spooled either go ahead of these
         self._spool(left)
         end = time.monotonic() + 30   # a call in flight has at most its HTTP timeout left
         while pending() and time.monotonic() < end:
@@ -203,12 +231,36 @@ class MlflowWriter:
         self._stop.clear()
         return False
 
-    def _spool(self, ops: list[Op]) -> None:
-        if not ops:
-            return
+    def _spool(self, ops: list[Op], *, older: bool = False) -> bool:
+        """Spool ``ops`` (with whatever an earlier failed spool kept); True if they are stored. Never
+        raises: when the storage fails too (an OSError from the store), the operations are kept in
+        memory, per trial, and go again at the trial's next operations and at every later flush
+        (sent if the server is back, else spooled again), so a writer thread never dies of it and
+        nothing is lost while the process lives. ``older``: ``ops`` were taken from their queue
+        before the kept ones of their trials (a trial's ops in flight), and go ahead of them."""
         with self._spool_lock:   # one object per call: object stores have no appends
-            self.state.spool([json.dumps({"kind": op.kind, "trial": op.trial, "payload": op.payload})
-                              for op in ops])
+            held = [o for trial_ops in self._held.values() for o in trial_ops]
+            ops = [o for o in ops if o.kind != "retry"]
+            if not ops and not held:
+                return True
+            # each trial's ops in the order they were queued: replay and a retry keep it
+            by_trial: dict[str, list[Op]] = {}
+            for o in (ops + held if older else held + ops):
+                by_trial.setdefault(o.trial, []).append(o)
+            try:
+                self.state.spool([json.dumps({"kind": o.kind, "trial": o.trial, "payload": o.payload})
+                                  for trial_ops in by_trial.values() for o in trial_ops])
+            except Exception as e:  # noqa: BLE001 - the storage is down too: keep them for the next try
+                self._held = by_trial
+                print(f"meta-study writer: could not spool {sum(map(len, by_trial.values()))} operation(s), "
+                      f"kept to send or spool again: {type(e).__name__}: {e}", file=sys.stderr)
+                return False
+            self._held = {}
+            return True
+
+    def _take_held(self, trial: str) -> list[Op]:
+        with self._spool_lock:
+            return self._held.pop(trial, [])
 
     def _replay_spool(self) -> None:
         """Queue what earlier sessions spooled. Their objects go once a flush has sent everything
@@ -243,27 +295,41 @@ class MlflowWriter:
                 self.state.add_run(trial_id, rid, config_key)
                 self._unmapped.discard(trial_id)
             return rid
-        found = []
-        if self._resumed:  # the map may lack a run created just before the driver died
+        found: list[str] = []
+        # a resume: the map may lack a run created just before the driver died; a create of this
+        # process that raised: its request may have reached the server and only the reply was lost
+        if self._resumed or trial_id in self._create_failed:
             t = self.target
-            found = self._mlflow().search_runs([t.experiment_id], filter_string=(
-                f"tags.`mlflow.parentRunId` = '{t.parent_run_id}' and tags.trial_id = '{trial_id}'"), max_results=1)
+            where = f"tags.`mlflow.parentRunId` = '{t.parent_run_id}' and tags.trial_id = '{trial_id}'"
+            rest = self._rest_client()
+            if rest is not None and trial_id in self._create_failed:
+                # the REST path, as the create took: MLflow's client retries a down server for
+                # minutes, which held a flush that gave up (and its spool) for as long
+                found = [r["info"]["run_id"] for r in rest.post("runs/search", {
+                    "experiment_ids": [t.experiment_id], "filter": where, "max_results": 1}).get("runs", [])]
+            else:
+                found = [r.info.run_id for r in self._mlflow().search_runs([t.experiment_id], filter_string=where,
+                                                                           max_results=1)]
         if found:
-            rid = found[0].info.run_id
+            rid = found[0]
         else:
             tags = {**self.target.tags, "mlflow.parentRunId": self.target.parent_run_id, "trial_id": trial_id,
                     "meta_study.role": "trial", "mlflow.runName": name or trial_id,
                     **({"config_key": config_key} if config_key else {})}
             rest = self._rest_client()
-            if rest is not None:
-                rid = rest.post("runs/create", {"experiment_id": self.target.experiment_id,
-                                                "run_name": name or trial_id,
-                                                "start_time": int(time.time() * 1000),
-                                                "tags": [{"key": k, "value": str(v)} for k, v in tags.items()]}
-                                )["run"]["info"]["run_id"]
-            else:
-                rid = self._mlflow().create_run(self.target.experiment_id, run_name=name or trial_id,
-                                                tags=tags).info.run_id
+            try:
+                if rest is not None:
+                    rid = rest.post("runs/create", {"experiment_id": self.target.experiment_id,
+                                                    "run_name": name or trial_id,
+                                                    "start_time": int(time.time() * 1000),
+                                                    "tags": [{"key": k, "value": str(v)} for k, v in tags.items()]}
+                                    )["run"]["info"]["run_id"]
+                else:
+                    rid = self._mlflow().create_run(self.target.experiment_id, run_name=name or trial_id,
+                                                    tags=tags).info.run_id
+            except Exception:
+                self._create_failed.add(trial_id)   # outcome unknown: the retry searches before creating
+                raise
             self._created.add(rid)
             failpoint("run_created")     # a test kills the driver here: a run the map does not know
         with self._lock:       # before the map write: a retry must never create a second run
@@ -352,11 +418,15 @@ def plan_ops(ops: list[Op]) -> list[tuple[str, dict[str, Any]]]:
                 cur["metrics"] += [(k, v, p["time"], p["step"]) for k, v in p["metrics"].items()]
             elif op.kind == "tag":
                 cur["tags"][p["key"]] = str(p["value"])
-            else:  # a spooled batch
+            else:  # a spooled batch: its run's name and config key too (a run created on replay needs them)
+                if p.get("name") and not cur.get("name"):
+                    cur["name"] = p["name"]
+                if p.get("config_key") and not cur.get("config_key"):
+                    cur["config_key"] = p["config_key"]
                 cur["params"].update(p.get("params", {}))
                 cur["tags"].update(p.get("tags", {}))
                 cur["metrics"] += [tuple(m) for m in p.get("metrics", [])]
-        else:
+        elif op.kind != "retry":   # "retry": only wakes a trial's held operations (see MlflowWriter._spool)
             steps.append((op.kind, dict(p)))
             cur = None
     return steps

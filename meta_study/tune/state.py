@@ -207,7 +207,8 @@ class StateDir:
 
         Locally: the record is written to a temporary name and hard-linked to ``sweep.json``
         (``link(2)`` fails if the name exists, atomically). On ``s3://``: one PUT with
-        ``If-None-Match: *`` (S3, MinIO and Ceph RGW speak it). Other object stores (``gs://``)
+        ``If-None-Match: *`` (S3, MinIO and Ceph RGW speak it); a 412 is read back, since a retried
+        PUT whose first reply was lost gets one for its own record. Other object stores (``gs://``)
         have no create-if-absent that pyarrow exposes: the record is read back after writing, and
         a record of another parent run means this driver lost.
         """
@@ -233,7 +234,12 @@ class StateDir:
             from ..store._s3 import S3Objects
 
             try:
-                return S3Objects(self.uri, self.uri.partition("?")[0]).create(RECORD, data) is not None
+                if S3Objects(self.uri, self.uri.partition("?")[0]).create(RECORD, data) is not None:
+                    return True
+                # the name is taken; by this very PUT when its reply was lost and botocore's retry
+                # got 412: the record then names this driver's parent run, and this driver won
+                back = self.read_record()
+                return back is not None and back.parent_run_id == rec.parent_run_id
             except FileNotFoundError:     # S3 answered 404: no such bucket
                 raise UserError(f"{self.uri.partition('?')[0]}: cannot write the sweep record: no such bucket "
                                 "at this endpoint") from None

@@ -292,18 +292,22 @@ class MlflowSweepCallback(Callback):
             self._resolved_sent.add(trial.trial_id)
             self._put(Op("run", trial.trial_id, {"name": str(trial), "config": resolved}))
         metrics = _metrics(result)
-        # the training step; the final report has none (its metrics are the trained model's):
-        # it goes at the trial's last step, not at Tune's iteration count (8 after step 690), which
-        # put the final accuracy at the start of the run's metric history
+        step = self._step_of(trial.trial_id, result)
         if "step" in result:
-            step = int(result["step"] or 0)
             self._last_step[trial.trial_id] = step
-        else:
-            step = int(result.get("train/steps") or self._last_step.get(trial.trial_id)
-                       or result.get("training_iteration", 0) or 0)
         if metrics:
             self._put(Op("metrics", trial.trial_id, {"metrics": metrics, "step": step,
                                                       "time": int(time.time() * 1000)}))
+
+    def _step_of(self, trial_id: str, result: Mapping[str, Any]) -> int:
+        """The step a result's metrics go at: its training step; the final report has none (its
+        metrics are the trained model's): it goes at the trial's last step, not at Tune's iteration
+        count (8 after step 690), which put the final accuracy at the start of the run's metric
+        history."""
+        if "step" in result:
+            return int(result["step"] or 0)
+        return int(result.get("train/steps") or self._last_step.get(trial_id)
+                   or result.get("training_iteration", 0) or 0)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = getattr(trial, "last_result", None) or {}
@@ -361,7 +365,9 @@ class MlflowSweepCallback(Callback):
             self._put(Op("run", trial_id, {"name": name, "config": resolved}))
         metrics = _metrics(result)
         if metrics:
-            self._put(Op("metrics", trial_id, {"metrics": metrics, "step": int(result.get("step", 0) or 0),
+            # a settled trial's last result is usually its final one, which has no "step": at step 0
+            # it sat under the last training value, which MLflow (latest = highest step) then showed
+            self._put(Op("metrics", trial_id, {"metrics": metrics, "step": self._step_of(trial_id, result),
                                                 "time": int(time.time() * 1000)}))
         self._checkpoint_ops(trial_id, checkpoint)
         self._end(trial_id, status)
