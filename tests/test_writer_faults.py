@@ -230,3 +230,51 @@ def test_an_s3_sweep_record_whose_put_reply_was_lost_is_this_drivers(tmp_path_fa
         assert state.create_record(rec("mine")) is True
         assert state.create_record(rec("other")) is False      # a real loser still loses
         assert StateDir("s3://lab/tune/sweep-lost").read_record().parent_run_id == "mine"
+
+
+@pytest.mark.slow(20)
+def test_a_resume_waits_for_the_old_writer_and_refuses_while_it_still_beats(tmp_path):
+    """A resume read the run map while a dead driver's writer still sent its queue (a run it made
+    after the read was closed as an orphan, its configuration run again), and a --resume of a live
+    sweep started a second driver on the same runs."""
+    import time
+
+    from meta_study.errors import UserError
+    from meta_study.tune.preflight import wait_for_previous_writer
+    from meta_study.tune.state import WRITER, Heartbeat, StateDir
+
+    state = StateDir(str(tmp_path / "sweep"))
+    assert wait_for_previous_writer(state, "s", max_wait_s=1) == "none"
+    live = Heartbeat(state, every_s=0.2)
+    live.start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(UserError, match=r"sweep s: its writer .* still logs after 2 s: another driver"):
+            wait_for_previous_writer(state, "s", max_wait_s=2)
+        assert time.monotonic() - t0 >= 2
+    finally:
+        live.stop()
+    assert wait_for_previous_writer(state, "s", max_wait_s=1) == "none"      # it ended: its file is gone
+    state.write_json(WRITER, {"owner": "host:1:dead", "beat": 7})           # a writer killed mid-beat
+    assert wait_for_previous_writer(state, "s", max_wait_s=30) == "stale"
+
+
+def test_an_operation_mlflow_refuses_for_good_is_dropped_not_retried_forever(store, capfd):
+    """A run deleted in the UI mid-sweep: its metrics and end were retried until the flush gave up,
+    spooled, and replayed (and spooled again) by every later session; the sweep's end never
+    reconciled. Now the step is dropped after three refusals, said on stderr, and the flush is
+    clean; the other trials' operations go out."""
+    w = _writer(store, flush_timeout_s=30)
+    w.put(Op("run", "bad", {"name": "s_bad", "config": {"lr": 0.1}, "config_key": "k"}))
+    w.put(Op("run", "ok", {"name": "s_ok", "config": {"lr": 0.2}, "config_key": "k1"}))
+    assert w.flush(10)
+    store.client.delete_run(StateDir(store.state_dir).runs()["bad"])
+    for trial in ("bad", "ok"):
+        w.put(Op("metrics", trial, {"metrics": {"m": 1.0}, "step": 1, "time": 1}))
+        w.put(Op("end", trial, {"status": "FINISHED"}))
+    t0 = time.monotonic()
+    assert w.flush(20) and time.monotonic() - t0 < 15
+    assert w.dropped >= 1 and not StateDir(store.state_dir).spooled()
+    assert "meta-study writer: trial bad: MLflow refuses its" in capfd.readouterr().err
+    [ok] = _runs(store, "ok")
+    assert ok.info.status == "FINISHED" and ok.data.metrics["m"] == 1.0

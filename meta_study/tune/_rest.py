@@ -31,6 +31,14 @@ import threading
 from typing import Any, Mapping
 
 
+class RestError(RuntimeError):
+    """An MLflow REST call answered with an error: its HTTP status and MLflow's ``error_code``."""
+
+    def __init__(self, message: str, status: int, error_code: str | None) -> None:
+        super().__init__(message)
+        self.status, self.error_code = status, error_code
+
+
 class _RestRuns:
     """The three calls every trial makes (runs/create, runs/log-batch, runs/update) over keep-alive
     HTTP connections, one per writer thread.
@@ -130,7 +138,11 @@ class _RestRuns:
                 self.via_requests = True
                 return self.post(endpoint, body)
         if status != 200:
-            raise RuntimeError(f"MLflow {endpoint}: HTTP {status}: {text[:300]}")
+            try:
+                code = json.loads(text).get("error_code")
+            except (ValueError, AttributeError):
+                code = None
+            raise RestError(f"MLflow {endpoint}: HTTP {status}: {text[:300]}", status, code)
         return json.loads(text)
 
     @staticmethod

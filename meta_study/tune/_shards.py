@@ -99,6 +99,7 @@ class MlflowWriter:
         self.creds: dict[str, Any] | None = None     # resolved by the driver; None: resolve here
         self._stop = threading.Event()
         self.errors = 0          # calls that failed at least once (for tests and the summary)
+        self.dropped = 0         # steps MLflow refused for good, dropped (said on stderr)
 
     def setup(self) -> None:
         """Load the trial -> run map of earlier runs of the sweep, start, replay the spool."""
@@ -178,10 +179,14 @@ class MlflowWriter:
 
     def _apply(self, trial: str, ops: list[Op]) -> None:
         """Carry out one trial's pending operations, retrying with back-off (0.5 s doubling to 30 s).
-        Each step is done once: a retry resumes at the step that failed, so nothing is logged twice."""
+        Each step is done once: a retry resumes at the step that failed, so nothing is logged twice.
+        A step MLflow refuses for good (:func:`permanent`) three times in a row is dropped, said on
+        stderr: retried forever, it held every flush to its timeout, turned reconciliation off and
+        was spooled and replayed by every later session."""
         steps = plan_ops(ops)
         done = 0
         delay = 0.5
+        refused = 0
         if not steps:
             return
         while done < len(steps):
@@ -189,8 +194,19 @@ class MlflowWriter:
                 self._do_step(trial, steps[done])
                 done += 1
                 delay = 0.5
-            except Exception:  # noqa: BLE001 - the server is down or flaky: retry, never raise
+                refused = 0
+            except Exception as e:  # noqa: BLE001 - the server is down or flaky: retry, never raise
                 self.errors += 1
+                refused = refused + 1 if permanent(e) else 0
+                if refused >= 3:
+                    import sys
+
+                    self.dropped += 1
+                    print(f"meta-study writer: trial {trial}: MLflow refuses its {steps[done][0]} for good "
+                          f"({str(e).splitlines()[0][:300] if str(e) else type(e).__name__}); dropped",
+                          file=sys.stderr, flush=True)
+                    done, delay, refused = done + 1, 0.5, 0
+                    continue
                 if self._stop.is_set() or self._stop.wait(delay):   # flush gave up: spool the rest
                     self._spool([Op(kind=s_[0], trial=trial, payload=s_[1]) for s_ in steps[done:]], older=True)
                     return
@@ -393,6 +409,17 @@ class MlflowWriter:
                 rest.post("runs/update", {"run_id": rid, "status": p["status"], "end_time": int(time.time() * 1000)})
             else:
                 self._mlflow().set_terminated(rid, status=p["status"])
+
+
+#: MLflow's answers that no retry changes: the run is gone (deleted in the UI), a value or a state
+#: it will never accept. Not credentials (401/403: fixed by the user, then sent) nor 429/5xx.
+PERMANENT_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "INVALID_STATE"})
+
+
+def permanent(e: BaseException) -> bool:
+    """True when ``e`` is an MLflow refusal that a retry cannot change (:data:`PERMANENT_CODES`)."""
+    code = getattr(e, "error_code", None)
+    return isinstance(code, str) and code in PERMANENT_CODES
 
 
 def plan_ops(ops: list[Op]) -> list[tuple[str, dict[str, Any]]]:

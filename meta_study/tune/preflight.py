@@ -213,6 +213,35 @@ class SessionPlan:
     code_changed: bool = False
 
 
+def wait_for_previous_writer(state: Any, sweep: str, *, max_wait_s: float | None = None) -> str:
+    """Before a resume reads anything: wait while the sweep's writer heartbeat (``writer.json``)
+    still advances, as the new writer process does, and refuse when it still beats after
+    ``max_wait_s`` (default :data:`~.state.WRITER_WAIT_S`). Returns why it stopped waiting.
+
+    A resume read the run map and started trials while the old writer was still sending its
+    queue (it flushes for up to 5 minutes after its driver dies): a run it created after that read
+    was unknown to the resume (a configuration drawn again got a second run; the old one was closed
+    as an orphan). And a ``--resume`` of a sweep whose driver was still alive started a second
+    driver on the same trials and runs. Its heartbeat stops within ~15 s of its death.
+
+    Raises:
+        UserError: the heartbeat still advances after ``max_wait_s``.
+    """
+    import sys
+
+    from .state import WRITER, WRITER_WAIT_S, Heartbeat
+
+    wait = WRITER_WAIT_S if max_wait_s is None else max_wait_s
+    beat = Heartbeat(state, log=lambda m: print(f"sweep {sweep}: {m}", file=sys.stderr) if m.startswith("waiting") else None)
+    why = beat.wait_for_previous(wait)
+    if why == "timeout":
+        owner = (state.read_json(WRITER) or {}).get("owner", "?")
+        raise UserError(f"sweep {sweep}: its writer {owner} (host:pid) still logs after {wait:.0f} s: another driver "
+                        "of this sweep is running, or a dead driver's writer is still sending its queue; nothing was "
+                        "started: let it end (or stop that driver), then --resume again")
+    return why
+
+
 def plan_session(*, record: SweepRecord | None, tune_state: bool, resume: bool, experiment: str | None,
                  default_experiment: str, code: str, allow_code_change: bool, experiment_dir: str,
                  tracking_uri: str, settings: Mapping[str, Any] | None = None) -> SessionPlan:

@@ -47,7 +47,7 @@ from ..failpoints import failpoint
 from . import provenance
 from .preflight import (check_dataset_paths, check_local_storage, check_script_tree, check_storage_on_nodes,
                         check_tracking_reachable, default_storage, experiment_dir, plan_session,
-                        refuse_runtime_env_secrets, refuse_secrets, runtime_env_of_job)
+                        refuse_runtime_env_secrets, refuse_secrets, runtime_env_of_job, wait_for_previous_writer)
 from .state import Session, StateDir, SweepRecord, is_remote
 from .finalize import TrialRef, error_line, trial_id_of
 
@@ -553,6 +553,8 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     t0 = time.monotonic()
     p = plan_sweep(spec, o)
     check_tracking_reachable(p.tracking)
+    if p.resume:   # nothing of the sweep is read for the resume while its old writer still writes
+        wait_for_previous_writer(p.state, p.name)
     tune_environment()
     from ray import tune
 
