@@ -199,8 +199,6 @@ class MlflowWriter:
                 self.errors += 1
                 refused = refused + 1 if permanent(e) else 0
                 if refused >= 3:
-                    import sys
-
                     self.dropped += 1
                     print(f"meta-study writer: trial {trial}: MLflow refuses its {steps[done][0]} for good "
                           f"({str(e).splitlines()[0][:300] if str(e) else type(e).__name__}); dropped",
