@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .frontiers import FRONTIERS, frontier_points
-from .headline import ENSEMBLE, Headline, interval_around, parse_residuals
+from .headline import ENSEMBLE, Headline, interval_around, parse_residuals, row_number
 from .hull import hull_frontier, upper_hull
 from .laws import LAWS, LawFit, get_law
 from .powerlaw import PowerLawFit, fit_power_law, fit_power_laws
@@ -21,14 +21,6 @@ def _curve(row: Mapping[str, Any]) -> Any:
     if str(row["law"]) == ENSEMBLE:
         return Headline.from_row(row)
     return get_law(str(row["law"])).from_row(row)
-
-
-def _float(v: Any) -> float:
-    """A number of a row; NaN for None (pyarrow's null), NA or text."""
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def _us(us_accuracy: Any) -> np.ndarray:
@@ -84,7 +76,7 @@ def predict_interval(row: Mapping[str, Any], us_accuracy: Any, level: float = 0.
     if str(row["law"]) == ENSEMBLE:
         return Headline.from_row(row).interval(u, level)
     return interval_around(predict_fit(row, u), u, parse_residuals(row.get("interval_residuals")),
-                           _float(row.get("best_us")), level, _float(row.get("ds_test_size")))
+                           row_number(row.get("best_us")), level, row_number(row.get("ds_test_size")))
 
 
 __all__ = ["FRONTIERS", "LAWS", "Headline", "LawFit", "PowerLawFit", "fit_power_law", "fit_power_laws",

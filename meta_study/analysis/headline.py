@@ -309,10 +309,10 @@ class Headline:
         for f in fits:
             get_law(f.law)
         # a row read back with pyarrow (to_pylist) has None where pandas wrote NaN
-        return cls(members=fits, names=tuple(f"{law}/{fr}" for law, fr, *_ in members), flat=_float(row.get("flat")),
-                   discount=_float(row.get("discount")), best_us=_float(row.get("best_us")),
+        return cls(members=fits, names=tuple(f"{law}/{fr}" for law, fr, *_ in members), flat=row_number(row.get("flat")),
+                   discount=row_number(row.get("discount")), best_us=row_number(row.get("best_us")),
                    residuals=parse_residuals(row.get("interval_residuals")),
-                   test_size=_float(row.get("ds_test_size")))
+                   test_size=row_number(row.get("ds_test_size")))
 
 
 def us_at(best_us: float, reach: float) -> float:
@@ -320,7 +320,7 @@ def us_at(best_us: float, reach: float) -> float:
     return 1.0 - (1.0 - best_us) * math.exp(-reach) if reach > 0 and math.isfinite(best_us) else math.nan
 
 
-def _float(v: Any) -> float:
+def row_number(v: Any) -> float:
     """A number of a ``fits.parquet`` row; NaN for None (pyarrow's null), NA or text."""
     try:
         return float(v)
@@ -353,6 +353,6 @@ def fit_discount(pairs: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> float
     return float(min(1.0, max(0.0, num / den)))
 
 
-__all__ = ["ENSEMBLE", "HALF_POINT", "Headline", "distance", "empirical_quantile", "estimate_test_size", "fit_discount", "half_width",
+__all__ = ["ENSEMBLE", "HALF_POINT", "Headline", "row_number", "distance", "empirical_quantile", "estimate_test_size", "fit_discount", "half_width",
            "interval_around", "noise_half_width", "parse_residuals", "point_secant", "residuals_json", "tested_reach",
            "us_at"]
