@@ -439,6 +439,14 @@ def _fit_options(f: Any) -> Any:
     return f
 
 
+def _given_options(*names: str) -> list[str]:
+    """The flags among ``names`` (parameter names) given on the command line or by the
+    environment, not left at their defaults."""
+    ctx = click.get_current_context()
+    return [f"--{n.replace('_', '-')}" for n in names
+            if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)]
+
+
 SELECTION_KEYS = ("us_task", "ds_task", "eval_protocol", "shots", "layer")
 FIT_KEYS = ("holdout_quantile", "holdout_above", "loss", "alpha_max", "nondecreasing", "laws", "frontiers",
             "tolerance", "ds_target")
@@ -809,14 +817,22 @@ def bootstrap_cmd(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, 
     """Bootstrap confidence intervals of the law's parameters.
 
     Resamples each group's points and refits Eq. 1 for k, alpha, e_IR and saturation (on the hull
-    vertices and on all points), and prints per group alpha with its interval, saying when an end
+    vertices and on all points, the paper's pair, unless --frontiers names others), and prints per group alpha with its interval, saying when an end
     sits on alpha's bound (--alpha-max). Writes DIR/bootstrap.parquet: one row per group x
     frontier x parameter.
     """
     from .analysis.results import AnalysisOptions
     from .analysis.bootstrap import BootstrapOptions
 
-    opts = BootstrapOptions(samples=samples, level=level, seed=seed, fit=fit)
+    # The bootstrap refits the paper's Eq. 1 only, on the paper's pair of frontiers unless
+    # --frontiers names others; the headline's options change nothing here, so a flag given for
+    # them was silently ignored: refused in one line instead.
+    given = _given_options("laws", "tolerance", "ds_target")
+    if given:
+        _fail(f"{', '.join(given)}: bootstrap refits the paper's Eq. 1 only, with no headline or trust; "
+              "those options are for fit and report (bootstrap takes --frontiers)")
+    frontiers = {"frontiers": fit.selection.frontiers} if _given_options("frontiers") else {}
+    opts = BootstrapOptions(samples=samples, level=level, seed=seed, fit=fit, **frontiers)
     a, out = _analyze(store, store_uri, sel, out_dir, AnalysisOptions(fit=fit, fits=False, bootstrap=opts),
                       serial=serial, address=address, workers=workers)
     table = a.bootstrap
@@ -912,7 +928,8 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
     with flag_errors():
         cfg = RefitConfig(store=store_uri, out=out_dir, sources=sources, mapping=mapping_path, sources_file=sources_file,
                           tracking_uri=tracking_uri, experiment=experiment, fit=fit_opts,
-                          sensitivity=SensitivityOptions(trials=trials, fit=fit_opts),
+                          sensitivity=SensitivityOptions(trials=trials, fit=fit_opts,
+                                                         frontiers=fit_opts.selection.frontiers),
                           bootstrap=BootstrapOptions(samples=samples, fit=fit_opts), address=address, workers=workers,
                           use_ray=not serial, threshold=threshold)
     while True:

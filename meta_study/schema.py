@@ -87,7 +87,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("head_lr", pa.float64(), False, "hparams", "head learning rate (peak)", lo=0.0),
     Column("head_wd", pa.float64(), False, "hparams", "head weight decay", lo=0.0),
     Column("epochs", pa.float64(), False, "hparams", "upstream epochs (may be fractional)", lo=0.0),
-    Column("data_fraction", pa.float64(), False, "hparams", "fraction of the upstream training set used, in (0, 1]", lo=0.0, hi=1.0),
+    Column("data_fraction", pa.float64(), False, "hparams", "fraction of the upstream training set used (0: none, an untrained baseline)", lo=0.0, hi=1.0),
     Column("batch_size", pa.int64(), False, "hparams", "upstream batch size (global)", lo=1),
     Column("optimizer", pa.string(), False, "hparams", "optimizer name, e.g. adam, sgd"),
     # Provenance

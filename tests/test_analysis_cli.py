@@ -193,6 +193,21 @@ def test_outputs_are_reused_with_the_same_options_and_never_overwritten_with_oth
     assert r.returncode == 0 and "reused fits" not in r.stdout
 
 
+def test_bootstrap_takes_frontiers_and_refuses_the_headlines_options(timm_store, tmp_path):
+    """`bootstrap --frontiers bins` bootstrapped vertices and all (the default) without a word, and
+    --laws, --tolerance, --ds-target were accepted and ignored."""
+    out = tmp_path / "b"
+    r = run_cli("bootstrap", timm_store, "--out", str(out), "--samples", "20", "--serial", "--ds-task", "imagenetv2",
+                "--frontiers", "bins")
+    assert r.returncode == 0, r.stderr
+    assert set(pd.read_parquet(out / "bootstrap.parquet")["frontier"]) == {"bins"}
+    for flag, value in (("--laws", "power"), ("--tolerance", "5"), ("--ds-target", "0.8")):
+        r = run_cli("bootstrap", timm_store, "--out", str(tmp_path / "x"), "--samples", "20", "--serial", flag, value)
+        line = one_error_line(r, f"{flag}: bootstrap refits the paper's Eq. 1 only")
+        assert "--frontiers" in line
+        assert not (tmp_path / "x").exists()
+
+
 def test_a_bootstrap_is_reused_by_a_report_with_other_answer_options(timm_store, tmp_path):
     """`bootstrap --out D` then `report --out D --threshold 0.2` was refused: "made with other
     options: --threshold 0.1", an option bootstrap does not have (nor --ds-target, --tolerance,

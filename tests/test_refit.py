@@ -193,6 +193,17 @@ def test_cli_refit_and_report(tmp_path):
     assert bad.returncode == 2 and "--every" in bad.stderr
 
 
+def test_refit_frontiers_reach_the_sensitivity_step(tmp_path):
+    """`refit --frontiers vertices` fitted on vertices only but ran the sample-size sensitivity on
+    all six frontiers (`sensitivity --frontiers` and `report --frontiers` honour the flag)."""
+    s = _store(tmp_path / "st")
+    r = run_cli("refit", "--store", s.uri, "--out", str(tmp_path / "out"), "--serial", "--trials", "2",
+                "--samples", "20", "--frontiers", "vertices,bins", env={"MLFLOW_TRACKING_URI": ""})
+    assert r.returncode == 0, r.stderr
+    [sens] = (tmp_path / "out").glob("refits/*/sensitivity.parquet")
+    assert set(pd.read_parquet(sens)["frontier"]) == {"vertices", "bins"}
+
+
 def test_helpers():
     assert parse_every("90s") == 90 and parse_every("30m") == 1800 and parse_every("1d") == 86400
     key = metric_key(("up", "..", "a/b", None), "hull", "k")     # made MLflow-safe, and marked by a hash

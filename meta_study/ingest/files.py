@@ -103,7 +103,7 @@ class ExpandedPaths:
 _UNREAD = {".json": "JSON is not read: JSON Lines (one object a line) ends in .jsonl",
            ".xlsx": "a spreadsheet: export it as CSV",
            ".xls": "a spreadsheet: export it as CSV", ".feather": "Feather is not read: write Parquet",
-           ".arrow": "Arrow IPC is not read: write Parquet", ".pq": "Parquet is read as .parquet",
+           ".arrow": "Arrow IPC is not read: write Parquet",
            ".txt": "not a CSV, TSV, Parquet or JSONL name", ".zip": "an archive: unpack it"}
 
 

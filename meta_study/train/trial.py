@@ -7,7 +7,7 @@ MLflow; this module has neither)::
         result = run_trial(config, on_report=lambda step, m, ck: tune.report(m, checkpoint=...))
         tune.report(result.metrics())
 
-A smoke config (:func:`smoke_config`) runs in ~10-20 s on one CPU core.
+A smoke config (:func:`smoke_config`) runs in ~4 s on one CPU core (3.6-3.9 s measured, 2026-12-03).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class TrialResult:
 
 
 def smoke_config(**overrides: Any) -> TrainConfig:
-    """A config that runs end to end in ~10-20 s on one CPU core (16 px, 6k upstream images)."""
+    """A config that runs end to end in ~4 s on one CPU core (16 px, 6k upstream images)."""
     base = dict(model_name="vit_tiny_cpu", img_size=16, epochs=2.0, batch_size=128, lr=2e-3,
                 us_task_kwargs={"n_train": 6000, "n_test": 1200},
                 ds_task_kwargs={"n_train_per_class": 30, "n_test": 300},
