@@ -313,6 +313,11 @@ def test_a_new_sweeps_record_is_created_by_exactly_one_driver(tmp_path):
     (["--set", "model_name=nosuchmodel"], "model_name 'nosuchmodel': neither a preset"),
     (["--us-task", "nosuch"], "us_task 'nosuch': no such task"),
     (["--ds-task", "nosuch"], "ds_tasks 'nosuch': no such task"),
+    # out of range: the sweep ran, trained nothing and logged chance accuracies as finished runs
+    (["--set", "epochs=-1"], "--set epochs=-1: must be a number >= 0"),
+    (["--set", "data_fraction=0"], "--set data_fraction=0: must be in (0, 1]"),
+    (["--set", "optimizer=adamw"], "--set optimizer='adamw': must be adam or sgd"),
+    (["--set", "shots=[0,5]"], "--set shots=(0, 5): must be shot counts >= 1"),
 ])
 def test_a_bad_trial_setting_stops_the_sweep_before_ray_starts(tmp_path, argv, says):
     """Found inside the trials, each cost a minute of Ray, retried trials, hundreds of lines of

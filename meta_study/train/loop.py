@@ -94,6 +94,50 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model: ~1 min to compile, pays off after ~1k GPU steps
     num_workers: int = 0  # DataLoader workers rendering/decoding batches; 0: in the training process
 
+    def __post_init__(self) -> None:
+        bad = self.problems()
+        if bad:
+            raise ValueError(bad[0])
+
+    def problems(self) -> list[str]:
+        """What is out of range, one ``"field=value: must be ..."`` each (empty when none). A
+        negative epoch count or learning rate trained nothing, logged chance accuracies as a
+        finished run, and reached the store as a point on the frontier's floor."""
+        import math
+
+        def num(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        out: list[str] = []
+
+        def need(name: str, ok: bool, what: str) -> None:
+            if not ok:
+                out.append(f"{name}={getattr(self, name)!r}: must be {what}")
+
+        def at_least(name: str, lo: float, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            need(name, num(v) and math.isfinite(v) and v >= lo, f"a number >= {lo:g}")
+
+        for name in ("lr", "head_lr", "head_wd"):
+            at_least(name, 0, optional=True)
+        for name in ("wd", "epochs", "steps", "grad_clip", "eval_every", "us_eval_examples", "l2",
+                     "margin_examples", "finetune_lr", "num_workers"):
+            at_least(name, 0)
+        for name in ("batch_size", "img_size", "eval_batch_size", "fewshot_seeds", "finetune_examples",
+                     "finetune_steps", "finetune_batch_size"):
+            at_least(name, 1)
+        need("data_fraction", num(self.data_fraction) and 0 < self.data_fraction <= 1, "in (0, 1]")
+        need("warmup_fraction", num(self.warmup_fraction) and 0 <= self.warmup_fraction <= 1, "in [0, 1]")
+        need("momentum", num(self.momentum) and 0 <= self.momentum <= 1, "in [0, 1]")
+        need("betas", len(tuple(self.betas)) == 2 and all(num(b) and 0 <= b < 1 for b in self.betas),
+             "two numbers in [0, 1)")
+        need("shots", all(num(k) and k >= 1 for k in self.shots), "shot counts >= 1")
+        need("optimizer", self.optimizer in ("adam", "sgd"), "adam or sgd")
+        need("precision", self.precision in ("auto", "fp32", "bf16"), "auto, fp32 or bf16")
+        return out
+
     def resolved(self, info: ModelInfo) -> "TrainConfig":
         """A copy with lr, head_lr and head_wd filled in for this model."""
         lr = info.default_lr if self.lr is None else self.lr

@@ -346,6 +346,10 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
             want = "a number" if ann.split(" |")[0] in ("float", "int") else ann
             raise UserError(f"--set {key}={v!r}: expected {want}" + (f" (default {default!r})"
                                                                       if default is not dataclasses.MISSING else ""))
+    try:   # the ranges (epochs >= 0, data_fraction in (0, 1], ...), the searched fields at their defaults
+        TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    except (ValueError, TypeError) as e:
+        raise UserError(f"--set {e}") from None
     tasks = set(list_tasks())
     for key, names in (("us_task", [cfg.get("us_task")]), ("ds_tasks", list(cfg.get("ds_tasks") or []))):
         for name in names:
