@@ -54,6 +54,8 @@ def test_the_config_holds_train_config_fields_only_and_hooks_travel_beside_it():
     (["--cpus-per-trial", "-1"], "--cpus-per-trial -1: must be a number >= 0"),
     (["--gpus-per-trial", "-1"], "--gpus-per-trial -1: must be a number >= 0"),
     (["--cpus-per-trial", "0"], "--cpus-per-trial 0: a trial needs a CPU or a GPU"),
+    # 0 ran every trial at once (Tune's "no limit"), -1 reached Tune
+    (["--max-concurrent", "0"], "--max-concurrent 0: must be >= 1"),
 ])
 def test_bad_flags_are_one_line_user_errors(argv, says):
     with pytest.raises(UserError, match=None) as e:

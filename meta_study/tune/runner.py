@@ -196,6 +196,9 @@ class SweepOptions:
             raise UserError(f"--workers-per-trial {self.workers_per_trial}: must be >= 1")
         if self.max_failures < 0:
             raise UserError(f"--max-failures {self.max_failures}: must be >= 0")
+        if self.max_concurrent is not None and self.max_concurrent < 1:   # Tune reads 0 as "no limit"
+            raise UserError(f"--max-concurrent {self.max_concurrent}: must be >= 1 (leave it out for no limit "
+                            "beyond the cluster's CPUs and GPUs)")
         # 0 ran the sweep's default and -1 is Tune's "sample forever": neither is what a user meant
         if self.num_samples is not None and self.num_samples < 1:
             raise UserError(f"--num-samples {self.num_samples}: must be >= 1")
@@ -234,7 +237,8 @@ def build_parser(spec: SweepSpec) -> argparse.ArgumentParser:
     a("--workers-per-trial", type=int, default=_DEFAULTS.workers_per_trial,
       help="> 1: data-parallel Ray Train TorchTrainer per trial")
     a("--torch-trainer", action="store_true", help="a Ray Train TorchTrainer per trial even with one worker")
-    a("--max-concurrent", type=int, default=None, help="trials running at once")
+    a("--max-concurrent", type=int, default=None,
+      help="trials running at once (default: as many as the cluster's CPUs and GPUs fit)")
     a("--max-failures", type=int, default=_DEFAULTS.max_failures,
       help="restarts of a crashed trial from its last checkpoint")
     a("--us-task", default=None, help="upstream task (default: the procedural synth_us)")
