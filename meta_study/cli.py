@@ -159,6 +159,17 @@ class _Group(click.Group):
         except click.ClickException as e:
             click.echo(f"meta-study: error: {e.format_message()}", err=True)
             sys.exit(2)
+        except OSError as e:
+            # the machine or a server failed partway (a full disk, an S3 endpoint gone after the
+            # first request): one line with the OS's own words and the path they name, exit 1 (the
+            # input was fine); META_STUDY_TRACEBACK=1 shows where
+            if os.environ.get("META_STUDY_TRACEBACK"):
+                raise
+            from .validation import printable
+
+            text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            click.echo(f"meta-study: error: {printable(text)} (META_STUDY_TRACEBACK=1 shows where)", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -86,3 +86,27 @@ def test_import_meta_study_is_light():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "", f"heavy modules imported: {r.stdout}"
+
+
+def test_an_os_failure_partway_is_one_line_with_exit_1(tmp_path, monkeypatch, capsys):
+    """An OSError raised partway through a command (a full disk, an S3 endpoint gone after the
+    first request) ended in a traceback; the input was fine, so exit 1, not 2, and
+    META_STUDY_TRACEBACK=1 still shows where."""
+    import errno
+
+    import meta_study.store as store_mod
+    from meta_study.cli import main
+
+    def failing(uri, *a, **k):
+        raise OSError(errno.EIO, "Input/output error", f"{uri}/_meta/manifests/0000000001.json")
+
+    monkeypatch.setattr(store_mod, "open_store", failing)
+    with pytest.raises(SystemExit) as e:
+        main(["store", "info", str(tmp_path / "st")])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "Traceback" not in err
+    assert err.count("\n") == 1 and "Input/output error" in err and "0000000001.json" in err, err
+    monkeypatch.setenv("META_STUDY_TRACEBACK", "1")
+    with pytest.raises(OSError):
+        main(["store", "info", str(tmp_path / "st")])
+
