@@ -107,6 +107,27 @@ class NotAFileError(OSError):
     problem, without the path (the caller names it): "is a FIFO, not a file"."""
 
 
+class WrongSizeError(OSError):
+    """A store file whose size is not the one its manifest records: refused before it is read.
+    The message is the problem, without the path: "3221225472 bytes, the manifest says 8943"."""
+
+
+def _check_size(actual: int, expected: int | None, limit: int | None = None) -> None:
+    if expected is not None and actual != expected:
+        raise WrongSizeError(f"{actual} bytes, the manifest says {expected}")
+    if limit is not None and actual > limit:
+        raise WrongSizeError(f"{actual} bytes, more than any such file holds ({limit})")
+
+
+def _unstattable(e: OSError) -> str:
+    """What a name whose ``stat`` fails (not for being absent) is, as messages say it."""
+    import errno
+
+    if e.errno == errno.ELOOP:
+        return "a symbolic link loop"
+    return f"unreadable ({e.strerror or type(e).__name__})"
+
+
 def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
@@ -145,7 +166,10 @@ class _Files:
             try:
                 return kind_of_mode(os.stat(self.p(rel)).st_mode)
             except (FileNotFoundError, NotADirectoryError):
-                return None
+                # a symbolic link to nothing is something (plain readers list it and fail on it)
+                return "a symbolic link to nothing" if os.path.islink(self.p(rel)) else None
+            except OSError as e:   # a symbolic link loop (ELOOP), a directory we may not search
+                return _unstattable(e)
         t = self.fs.get_file_info(self.p(rel)).type
         return {pafs.FileType.NotFound: None, pafs.FileType.File: "a file",
                 pafs.FileType.Directory: "a directory"}.get(t, "not a file")
@@ -202,8 +226,14 @@ class _Files:
         if self.local:
             for d, _, names in os.walk(self.root):
                 for n in names:
-                    with contextlib.suppress(FileNotFoundError):
-                        out[os.path.relpath(os.path.join(d, n), self.root)] = os.stat(os.path.join(d, n)).st_size
+                    path = os.path.join(d, n)
+                    try:
+                        out[os.path.relpath(path, self.root)] = os.stat(path).st_size
+                    except FileNotFoundError:
+                        if os.path.islink(path):   # a symbolic link to nothing: listed, never a size
+                            out[os.path.relpath(path, self.root)] = -1
+                    except OSError:   # a symbolic link loop, ...: a name no size matches (-1)
+                        out[os.path.relpath(path, self.root)] = -1
             return out
         sel = pafs.FileSelector(self.root, allow_not_found=True, recursive=True)
         for i in self.fs.get_file_info(sel):
@@ -239,28 +269,46 @@ class _Files:
         os.replace(self.p(tmp), self.p(rel))
         _fsync_dir(os.path.dirname(self.p(rel)))
 
-    def read_bytes(self, rel: str) -> bytes:
+    def read_bytes(self, rel: str, size: int | None = None, limit: int | None = None) -> bytes:
         """The whole file. Locally a :class:`NotAFileError` if ``rel`` is no regular file: it is
         never opened (opening a FIFO blocks until a writer comes, reading a device never ends).
         Costs one ``stat`` more than the read; the ``fstat`` after the non-blocking open closes the
-        race with a file replaced between the two."""
+        race with a file replaced between the two.
+
+        ``size``: the size the manifest records; a file of another size is a
+        :class:`WrongSizeError` before a byte is read (a 50 GB file in a partition's place would
+        otherwise be read whole into memory, only to be refused). ``limit``: the most bytes a
+        file of its kind can hold (a manifest); a larger one is a :class:`WrongSizeError` too."""
         if not self.local:   # an object is a file, or a "directory" (a prefix)
             try:
-                with self.fs.open_input_stream(self.p(rel)) as f:
+                with self.fs.open_input_file(self.p(rel)) as f:   # its size from the same HEAD
+                    _check_size(f.size(), size, limit)
                     return f.read()
+            except WrongSizeError:
+                raise
             except OSError:
                 if self.fs.get_file_info(self.p(rel)).type == pafs.FileType.Directory:
                     raise NotAFileError("is a directory, not a file") from None
                 raise
         path = self.p(rel)
-        mode = os.stat(path).st_mode   # FileNotFoundError: absent
+        try:
+            mode = os.stat(path).st_mode   # FileNotFoundError: absent
+        except FileNotFoundError:
+            if os.path.islink(path):
+                raise NotAFileError("is a symbolic link to nothing, not a file") from None
+            raise
+        except NotADirectoryError:
+            raise
+        except OSError as e:   # a symbolic link loop: damage, as a FIFO is (not a traceback)
+            raise NotAFileError(f"is {_unstattable(e)}, not a file") from None
         if not stat.S_ISREG(mode):
             raise NotAFileError(f"is {kind_of_mode(mode)}, not a file")
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         with os.fdopen(fd, "rb") as f:
-            mode = os.fstat(fd).st_mode
-            if not stat.S_ISREG(mode):
-                raise NotAFileError(f"is {kind_of_mode(mode)}, not a file")
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotAFileError(f"is {kind_of_mode(st.st_mode)}, not a file")
+            _check_size(st.st_size, size, limit)
             return f.read()
 
     def create_exclusive(self, rel: str, data: bytes, tmp_rel: str) -> bool:
@@ -315,6 +363,20 @@ class _Files:
         except (OSError, pa.ArrowException):
             if self.exists(src_rel) or not self.exists(dst_rel):
                 raise
+
+    def keep_copy(self, src_rel: str, dst_rel: str) -> None:
+        """Keep ``src_rel``'s bytes also at ``dst_rel`` without reading them into memory (the
+        file may be huge): a hard link locally, a server-side copy on object stores."""
+        self.mkdirs(os.path.dirname(dst_rel))
+        if self.local:
+            try:
+                os.link(self.p(src_rel), self.p(dst_rel))
+            except OSError:   # no hard links here (some network filesystems): a streamed copy
+                import shutil
+
+                shutil.copyfile(self.p(src_rel), self.p(dst_rel))
+            return
+        self.fs.copy_file(self.p(src_rel), self.p(dst_rel))
 
     def delete(self, rel: str) -> None:
         with contextlib.suppress(FileNotFoundError):

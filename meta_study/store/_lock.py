@@ -34,6 +34,7 @@ import getpass
 import json
 import os
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -41,8 +42,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from ..errors import StoreLockedError, UserError
-from ._files import _now
-from ._s3 import S3Objects
+from ._files import _now, kind_of_mode
+from ._s3 import S3Object, S3Objects
 
 LEASE = "_meta/LEASE.json"
 #: Default lease of an object-store writer, in seconds; ``META_STUDY_LEASE_S`` overrides it. A
@@ -105,7 +106,8 @@ def _local_lock(path: str, timeout_s: float, what: str, notify: Notify | None = 
     import fcntl
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    _refuse_a_special_lock_file(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)
     try:
         start = time.monotonic()
         delay = 0.005
@@ -132,6 +134,21 @@ def _local_lock(path: str, timeout_s: float, what: str, notify: Notify | None = 
         os.close(fd)  # closing releases the flock; the kernel also releases it if we are killed
 
 
+def _refuse_a_special_lock_file(path: str) -> None:
+    """A one-line :class:`UserError` if the lock file's name holds a directory, a FIFO, a device
+    or a socket: opening a FIFO for reading blocks until a writer comes ('store unlock' hung),
+    and flock or truncating one failed with a bare "[Errno 22] Invalid argument"."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise UserError(f"{path}: the store's lock file cannot be used ({e.strerror}); remove it") from None
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{path}: is {kind_of_mode(mode)}, not the store's lock file (a plain file); remove it "
+                        "and run again")
+
+
 def _read_holder(fd: int) -> LockHolder:
     try:
         return LockHolder.from_record(os.pread(fd, 4096, 0))
@@ -143,8 +160,9 @@ def local_holder(path: str) -> LockHolder | None:
     """Who holds the flock on ``path`` now, or None if nobody does (probed without waiting)."""
     import fcntl
 
+    _refuse_a_special_lock_file(path)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     try:
@@ -166,7 +184,17 @@ def _expiry(obj_modified: _dt.datetime, lease_s: float) -> str:
 
 def _lease_state(objects: S3Objects) -> tuple[LockHolder | None, str | None, bool]:
     """(holder, etag, free) of the lease object: free when absent, released or expired."""
-    obj = objects.get(LEASE)
+    return _state_of(objects.get(LEASE))
+
+
+def _ours(obj: S3Object | None, body: bytes) -> str | None:
+    """The ETag of the lease object if it holds exactly ``body``, this writer's own record (which
+    carries a random owner id): a conditional PUT of ours that landed but whose reply was lost,
+    so that the client's retry was answered 412. None if it holds anything else."""
+    return obj.etag if obj is not None and obj.data == body else None
+
+
+def _state_of(obj: S3Object | None) -> tuple[LockHolder | None, str | None, bool]:
     if obj is None:
         return None, None, True
     try:
@@ -192,8 +220,11 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self._stop_event.wait(self.lease_s / 4):
             rec = {**self.record, "renewed_at": _now().isoformat(timespec="seconds")}
+            body = json.dumps(rec).encode()
             try:
-                etag = self.objects.replace(LEASE, json.dumps(rec).encode(), self.etag)
+                etag = self.objects.replace(LEASE, body, self.etag)
+                if etag is None:   # our renewal landed and its reply was lost (the retry got 412)?
+                    etag = _ours(self.objects.get(LEASE), body)
             except OSError:
                 continue   # a network blip: the next beat tries again (the lease lasts four beats)
             if etag is None:
@@ -219,7 +250,11 @@ def _lease_lock(objects: S3Objects, timeout_s: float, what: str, lease_s: float,
         etag = objects.create(LEASE, body)
         if etag is not None:
             break
-        holder, cur, free = _lease_state(objects)
+        obj = objects.get(LEASE)
+        etag = _ours(obj, body)   # our create or takeover landed, its reply lost: never wait for ourselves
+        if etag is not None:
+            break
+        holder, cur, free = _state_of(obj)
         if cur is None:
             continue   # gone between our PUT and GET (nobody deletes it, but a person may): create again
         if free:

@@ -73,8 +73,8 @@ class _Verified:
         for rel in (entry["path"], entry.get("staged")):
             if not rel:
                 continue
-            try:
-                data = self.files.read_bytes(rel)
+            try:   # a file of another size is refused before it is read (it may be huge)
+                data = self.files.read_bytes(rel, entry.get("bytes"))
             except FileNotFoundError:
                 continue
             except (pa.ArrowException, OSError) as e:

@@ -30,8 +30,11 @@ Garbage: a staging directory ``_staging/<w>-<random>`` is deleted only once vers
 decided, i.e. ``w`` <= the version just finalized: its transaction either *is* that version (its
 files were just moved out) or lost the race for ``w`` and can never publish. A writer therefore
 never deletes the files of a commit that may still succeed, however long that writer stalls.
-Locally, under ``flock`` (which the kernel releases when a writer dies, so a staging directory
-not ours belongs to a dead writer), every staging directory is deleted at once, freeing the disk.
+Locally, under ``flock``, every other staging directory whose writer is gone is deleted at once,
+freeing the disk: each writer holds an ``flock`` on its own staging directory while its
+transaction runs (the kernel releases it when the writer dies), so a writer that also believes it
+holds the store's lock (its lock file deleted or replaced meanwhile, an NFS mount without working
+locks) never has its staged files deleted under it.
 
 Locks: ``flock`` locally; on S3 a lease with conditional writes, renewed by a heartbeat, whose
 holder is named to a waiting writer and which ``meta-study store unlock`` can break (see
@@ -70,7 +73,7 @@ from ..schema import FILE_SCHEMA, GROUP, PARTITION, SCHEMA
 from ..keys import key_strings
 from ..validation import conform, dedupe_keys
 from ..failpoints import failpoint as _failpoint
-from ._files import (NotAFileError, _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_uri,
+from ._files import (NotAFileError, WrongSizeError, _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_uri,
                      kind_of_mode)
 from ._lock import LockHolder, Notify, _lease_lock, _local_lock, break_lease, lease_holder, lease_seconds, local_holder
 from ._manifest import (FORMAT_VERSION, KEEP_LOG, KEEP_MANIFESTS, QUARANTINE_SCHEMA, CheckResult, CommitResult,
@@ -85,6 +88,11 @@ COMMIT_ATTEMPTS = 5
 
 def _stderr_notice(msg: str) -> None:
     print(f"meta-study: {msg}", file=sys.stderr, flush=True)
+
+
+#: The largest manifest read (one is ~0.5 KB per live file plus its log: ~50 MB for 100k
+#: partitions); a larger file in a manifest's place is damage, not read into memory.
+MAX_MANIFEST_BYTES = 1 << 30
 
 
 def _mrel(v: int) -> str:
@@ -182,15 +190,16 @@ class Store:
         or directory in a manifest's place is damage, never opened."""
         rel = _mrel(v)
         try:
-            raw = self._f.read_bytes(rel)   # FileNotFoundError: pruned meanwhile
+            raw = self._f.read_bytes(rel, limit=MAX_MANIFEST_BYTES)   # FileNotFoundError: pruned meanwhile
             return _Manifest.from_json(raw, f"{self.uri}/{rel}"), None
-        except (_CorruptManifest, NotAFileError) as e:
+        except (_CorruptManifest, NotAFileError, WrongSizeError) as e:
             problem = str(e)
         try:
-            copy = _Manifest.from_json(self._f.read_bytes(_copy_rel(v)), f"{self.uri}/{_copy_rel(v)}")
+            raw = self._f.read_bytes(_copy_rel(v), limit=MAX_MANIFEST_BYTES)
+            copy = _Manifest.from_json(raw, f"{self.uri}/{_copy_rel(v)}")
             if copy.version == v:
                 return copy, problem
-        except (FileNotFoundError, _CorruptManifest, NotAFileError):
+        except (FileNotFoundError, _CorruptManifest, NotAFileError, WrongSizeError):
             pass
         return None, problem
 
@@ -512,8 +521,11 @@ class Store:
                              f"no intact copy: the newest intact manifest is version {base.version}"), 0)] \
                 if problem else []
             if lock is not None and m is not None:
-                self._finalize(m)
+                self._finalize(m)   # writes a missing copy
                 self._collect_garbage(m)
+            copy_problem = self._copy_problem(m) if m is not None and not problem else None
+            if copy_problem:   # the redundancy a damaged manifest is restored from, lost silently
+                damage.append(Damage(_copy_rel(latest), "manifest", f"{copy_problem}; the manifest itself is intact", 0))
             unfinished = lock is None and m is not None and self._pending(m)
             damage += self._inspect(base, deep=True)
             n_files = len(base.live_files())
@@ -523,6 +535,21 @@ class Store:
         finally:
             if lock is not None:
                 lock.__exit__(None, None, None)
+
+    def _copy_problem(self, m: _Manifest) -> str | None:
+        """What is wrong with the copy of intact manifest ``m`` (damaged, not a file, another
+        version's or another commit's), or None if it is sound or absent (a format-1 manifest has
+        none; a writer that died before writing it left none, and the next writer writes it)."""
+        rel = _copy_rel(m.version)
+        try:
+            copy = _Manifest.from_json(self._f.read_bytes(rel, limit=MAX_MANIFEST_BYTES), f"{self.uri}/{rel}")
+        except FileNotFoundError:
+            return None
+        except (_CorruptManifest, NotAFileError, WrongSizeError, UserError) as e:
+            return f"its copy is damaged: {e}"
+        if (copy.version, copy.txn) != (m.version, m.txn):
+            return f"its copy is that of another commit (version {copy.version})"
+        return None
 
     def _newest_intact(self, below: int) -> _Manifest | None:
         """The newest intact manifest (or intact copy) older than ``below``; None if there is none."""
@@ -538,11 +565,18 @@ class Store:
         """Repair under the lock: ``m`` is the manifest to build on (the latest, its copy, or
         the newest intact one when ``m.version < latest``)."""
         rolled_back = m.version < latest
+        if not restore and not rolled_back and any(d.path == _copy_rel(latest) for d in damage):
+            # the manifest is intact, its copy is not: the copy is written again from it
+            rel = _copy_rel(latest)
+            self._f.move(rel, f"_damaged/{latest:010d}/{rel}")   # the bad bytes kept, as everywhere
+            self._f.replace_bytes(rel, self._f.read_bytes(_mrel(latest)))
+            if all(d.kind == "manifest" for d in damage):
+                return CheckResult(self.uri, latest, n_files, damage, repaired_version=latest)
         reported, damage = damage, tuple(d for d in damage if d.kind != "manifest")
         if restore:   # the latest manifest is damaged, its copy intact: write it back, keep the bad bytes
             aside = f"_damaged/{latest:010d}/{_mrel(latest)}"
-            if self._f.kind(_mrel(latest)) == "a file":
-                self._f.write_bytes(aside, self._f.read_bytes(_mrel(latest)))
+            if self._f.kind(_mrel(latest)) == "a file":   # kept in place until replaced: readers never miss it
+                self._f.keep_copy(_mrel(latest), aside)
             else:   # a FIFO, a device or a directory: never opened, moved aside whole
                 self._f.move(_mrel(latest), aside)
             self._f.replace_bytes(_mrel(latest), self._f.read_bytes(_copy_rel(latest)))
@@ -570,7 +604,7 @@ class Store:
         self._publish(m2, txn)
         aside = f"_damaged/{version:010d}"
         for d in damage:
-            if d.kind != "manifest" and self._f.exists(d.path):
+            if d.kind != "manifest" and self._f.kind(d.path) is not None:   # a link to nothing too
                 self._f.move(d.path, f"{aside}/{d.path}")
                 self._f.prune_empty_dirs(os.path.dirname(d.path))
         if rolled_back:   # the damaged manifests, and files only they listed, go aside too
@@ -612,9 +646,21 @@ class Store:
     # ---- committing ------------------------------------------------------------------------
 
     def _pending(self, m: _Manifest) -> bool:
-        """True if ``m``'s commit has not been finalized (files still staged or superseded)."""
+        """True if ``m``'s commit has not been finalized (files still staged or superseded, or
+        files its repair set aside still in place)."""
         return (any(self._f.exists(p) for p in m.pending_delete)
-                or any(e.get("staged") and self._f.exists(e["staged"]) for e in m.live_files()))
+                or any(e.get("staged") and self._f.exists(e["staged"]) for e in m.live_files())
+                or bool(self._not_yet_aside(m)))
+
+    def _not_yet_aside(self, m: _Manifest) -> list[str]:
+        """Files a repair committed as ``m`` set aside that are still where they were: its writer
+        died after the commit point, before moving them to ``_damaged/`` (a damaged data file left
+        in its partition is read by plain readers, beside the rows that replaced it)."""
+        last = m.log[-1] if m.log else {}
+        if last.get("operation") != "repair" or last.get("version") != m.version:
+            return []
+        live = {r for e in m.live_files() for r in (e["path"], e.get("staged")) if r}
+        return [rel for rel in last.get("set_aside", ()) if rel not in live and self._f.kind(rel) is not None]
 
     def _finalize(self, m: _Manifest) -> None:
         """Roll a committed manifest forward: staged files into place, superseded files away.
@@ -641,18 +687,86 @@ class Store:
         for rel in m.pending_delete:
             self._f.delete(rel)
             self._f.prune_empty_dirs(os.path.dirname(rel))
+        for rel in self._not_yet_aside(m):   # a repair whose writer died after its commit point
+            self._f.move(rel, f"_damaged/{m.version:010d}/{rel}")
+            self._f.prune_empty_dirs(os.path.dirname(rel))
         if m.version and m.format_version >= 2 and not self._f.exists(_copy_rel(m.version)):
             self._f.replace_bytes(_copy_rel(m.version), m.to_json())   # its writer died before writing it
 
+    @contextlib.contextmanager
+    def _claimed(self, m: _Manifest, txn: str) -> Iterator[None]:
+        """Hold this transaction's staging directory, locally, with an ``flock`` of its own while
+        the transaction runs (the kernel frees it when this process dies), so that a garbage
+        collection deletes it only once its writer is gone, even when another process believes it
+        holds the store's lock too (the lock file deleted or replaced while held, an NFS mount
+        without working locks): it deleted every staging directory, and this writer then published
+        a version naming files that were gone, deleting the files they superseded. Nothing on
+        object stores (their garbage rule needs no liveness)."""
+        if not self._f.local:
+            yield
+            return
+        import fcntl
+
+        rel = f"_staging/{txn}"
+        fd = None
+        try:
+            for _ in range(10):   # a collection that took it between our mkdir and our flock: again
+                self._f.mkdirs(rel)
+                fd = os.open(self._f.p(rel), os.O_RDONLY | os.O_DIRECTORY)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(self._f.p(rel)).st_ino == os.fstat(fd).st_ino:
+                        break
+                os.close(fd)
+                fd = None
+            else:
+                raise OSError(f"{self.uri}/{rel}: its staging directory kept being deleted by another process")
+        except BaseException as e:
+            if fd is not None:
+                os.close(fd)
+            raise self._roll_back(m, txn, e) from None
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+    def _collect_local_staging(self, txn: str) -> None:
+        """Delete a local staging directory unless its writer still holds it (:meth:`_claimed`);
+        the probing ``flock`` is held while deleting, so its writer cannot claim it meanwhile."""
+        import fcntl
+
+        try:
+            fd = os.open(self._f.p(f"_staging/{txn}"), os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:   # gone, or nothing we can open: no writer holds it
+            self._f.rmtree(f"_staging/{txn}")
+            self._f.delete(f"_staging/{txn}")
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return   # a live writer's transaction
+            except OSError:
+                pass
+            self._f.rmtree(f"_staging/{txn}")
+            if self._f.kind(f"_staging/{txn}") not in (None, "a directory"):
+                self._f.delete(f"_staging/{txn}")   # a file or FIFO someone put there
+        finally:
+            os.close(fd)
+
     def _collect_garbage(self, m: _Manifest, keep_txn: str | None = None) -> None:
         """Delete leftovers, never the files of a commit that may still succeed (module docstring):
-        staging directories of decided versions (all of them under a local ``flock``), manifests
+        staging directories of decided versions (locally, under ``flock``, also those whose writer is gone), manifests
         older than the last :data:`KEEP_MANIFESTS`, temporary manifests (local)."""
         exclusive = self._f.local
         for txn in self._f.listdir("_staging"):
             w = _txn_version(txn)
-            if txn != keep_txn and (exclusive or (w is not None and w <= m.version)):
+            if txn == keep_txn:
+                continue
+            if w is not None and w <= m.version:
                 self._f.rmtree(f"_staging/{txn}")
+            elif exclusive:   # under flock: every one whose writer is gone (a live one holds its own)
+                self._collect_local_staging(txn)
         versions = self._manifest_versions()
         for v in versions[:-KEEP_MANIFESTS]:
             self._f.delete(_mrel(v))
@@ -677,12 +791,14 @@ class Store:
         self._refuse_damage(m)   # never build a new version on a damaged one
         if m.version and m.format_version < FORMAT_VERSION:
             txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:12]}"
-            try:
-                plan = _Plan(self._v, m, txn, now)
-                n = plan.upgrade_layout()
-            except BaseException as e:
-                raise self._roll_back(m, txn, e) from None
-            self._commit_plan(m, txn, plan, {"rewritten": n}, 0, "upgrade", {"format_version": FORMAT_VERSION}, now)
+            with self._claimed(m, txn):
+                try:
+                    plan = _Plan(self._v, m, txn, now)
+                    n = plan.upgrade_layout()
+                except BaseException as e:
+                    raise self._roll_back(m, txn, e) from None
+                self._commit_plan(m, txn, plan, {"rewritten": n}, 0, "upgrade", {"format_version": FORMAT_VERSION},
+                                  now)
             m = self._load()
         return m
 
@@ -729,14 +845,15 @@ class Store:
                 with self._lock():
                     m = self._begin(now)
                     txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:12]}"
-                    try:
-                        plan = _Plan(self._v, m, txn, now)
-                        counts = plan.merge_data(new, delete_runs)
-                        n_q = plan.add_quarantine(q_new)
-                        plan.replace_state(state or {})
-                    except BaseException as e:
-                        raise self._roll_back(m, txn, e) from None
-                    return self._commit_plan(m, txn, plan, counts, n_q, operation, info, now)
+                    with self._claimed(m, txn):
+                        try:
+                            plan = _Plan(self._v, m, txn, now)
+                            counts = plan.merge_data(new, delete_runs)
+                            n_q = plan.add_quarantine(q_new)
+                            plan.replace_state(state or {})
+                        except BaseException as e:
+                            raise self._roll_back(m, txn, e) from None
+                        return self._commit_plan(m, txn, plan, counts, n_q, operation, info, now)
             except StoreConflictError as e:
                 if attempt == COMMIT_ATTEMPTS:
                     raise
@@ -770,35 +887,42 @@ class Store:
         with self._lock():
             m = self._begin(now)
             txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:12]}"
-            try:
-                spilled: dict[tuple[str, str], list[str]] = {}
-                rejected = [quarantine] if quarantine is not None and len(quarantine) else []
-                for i, (table, rej) in enumerate(batches):
-                    if rej is not None and len(rej):
-                        rejected.append(rej)
-                    if table is None or not table.num_rows:
-                        continue
-                    for part, rows in _by_partition(conform(table, ingested_at=now)):
-                        rel = f"_staging/{txn}/spill/{hashlib.sha1(repr(part).encode()).hexdigest()[:16]}-{i:06d}.parquet"
-                        self._f.write_bytes(rel, _table_bytes(rows))
-                        spilled.setdefault(part, []).append(rel)
-                plan = _Plan(self._v, m, txn, now)
-                counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
-                for part in sorted(spilled):
-                    new = pa.concat_tables([_parse_parquet(self._f.read_bytes(r), SCHEMA) for r in spilled[part]])
-                    new, conflicts = dedupe_keys(new)
-                    if len(conflicts):
-                        rejected.append(conflicts)
-                    for k, v in plan.merge_data(new, ()).items():
-                        counts[k] += v
-                    for r in spilled.pop(part):
-                        self._f.delete(r)   # staged data only: the disk holds one copy at a time
-                q = pd.concat(rejected, ignore_index=True) if rejected else None
-                n_q = plan.add_quarantine(_quarantine_table(q, now) if q is not None and len(q) else None)
-                plan.replace_state(state or {})
-            except BaseException as e:
-                raise self._roll_back(m, txn, e) from None
-            return self._commit_plan(m, txn, plan, counts, n_q, operation, info, now)
+            with self._claimed(m, txn):
+                return self._commit_batches(m, txn, batches, quarantine, state, operation, info, now)
+
+    def _commit_batches(self, m: _Manifest, txn: str, batches: Iterable[tuple[pa.Table | None, pd.DataFrame | None]],
+                        quarantine: pd.DataFrame | None, state: Mapping[str, pa.Table] | None, operation: str,
+                        info: Mapping[str, Any] | None, now: _dt.datetime) -> CommitResult:
+        """:meth:`commit_stream` under the lock, in its claimed transaction ``txn``."""
+        try:
+            spilled: dict[tuple[str, str], list[str]] = {}
+            rejected = [quarantine] if quarantine is not None and len(quarantine) else []
+            for i, (table, rej) in enumerate(batches):
+                if rej is not None and len(rej):
+                    rejected.append(rej)
+                if table is None or not table.num_rows:
+                    continue
+                for part, rows in _by_partition(conform(table, ingested_at=now)):
+                    rel = f"_staging/{txn}/spill/{hashlib.sha1(repr(part).encode()).hexdigest()[:16]}-{i:06d}.parquet"
+                    self._f.write_bytes(rel, _table_bytes(rows))
+                    spilled.setdefault(part, []).append(rel)
+            plan = _Plan(self._v, m, txn, now)
+            counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+            for part in sorted(spilled):
+                new = pa.concat_tables([_parse_parquet(self._f.read_bytes(r), SCHEMA) for r in spilled[part]])
+                new, conflicts = dedupe_keys(new)
+                if len(conflicts):
+                    rejected.append(conflicts)
+                for k, v in plan.merge_data(new, ()).items():
+                    counts[k] += v
+                for r in spilled.pop(part):
+                    self._f.delete(r)   # staged data only: the disk holds one copy at a time
+            q = pd.concat(rejected, ignore_index=True) if rejected else None
+            n_q = plan.add_quarantine(_quarantine_table(q, now) if q is not None and len(q) else None)
+            plan.replace_state(state or {})
+        except BaseException as e:
+            raise self._roll_back(m, txn, e) from None
+        return self._commit_plan(m, txn, plan, counts, n_q, operation, info, now)
 
     def _commit_plan(self, m: _Manifest, txn: str, plan: _Plan, counts: Mapping[str, int], n_q: int, operation: str,
                      info: Mapping[str, Any] | None, now: _dt.datetime) -> CommitResult:
@@ -818,9 +942,17 @@ class Store:
         except BaseException as e:
             raise self._roll_back(m, txn, e) from None
         _failpoint("after_publish")
-        self._finalize(m2)
-        self._f.rmtree(f"_staging/{txn}")
-        self._collect_garbage(m2)   # object stores: staging dirs of writers that lost this version
+        try:
+            self._finalize(m2)
+            self._f.rmtree(f"_staging/{txn}")
+            self._collect_garbage(m2)   # object stores: staging dirs of writers that lost this version
+        except (OSError, pa.ArrowException) as e:
+            # past the commit point the version is stored: reporting the commit as failed would make
+            # its caller say "FAILED" of rows that are in the store (and retry them as new). What is
+            # left is what a writer killed here leaves, and the next command finishes it.
+            if self.notify is not None:
+                self.notify(f"{self.uri}: version {m2.version} is committed, but moving its files into place "
+                            f"failed ({_first_line(e)}); the next command that opens the store finishes it")
         return CommitResult(version=m2.version, inserted=counts.get("inserted", 0), updated=counts.get("updated", 0),
                             unchanged=counts.get("unchanged", 0), deleted=counts.get("deleted", 0), quarantined=n_q,
                             partitions_written=plan.partitions_written)
@@ -872,7 +1004,19 @@ class Store:
     def _publish(self, m: _Manifest, txn: str) -> None:
         """The commit point: create ``m``'s manifest only if no writer has (module docstring),
         then its copy. A :class:`StoreConflictError` if another writer published that version."""
-        if (not self._f.create_exclusive(_mrel(m.version), m.to_json(), f"_meta/manifests/.tmp-{txn}")
+        try:
+            created = self._f.create_exclusive(_mrel(m.version), m.to_json(), f"_meta/manifests/.tmp-{txn}")
+        except OSError:
+            # the write may have landed with its reply lost (a read timeout or a 5xx on the last
+            # of the client's retries): then the version is stored, and is ours to finish
+            try:
+                ours = self._published_by(m.version) == txn
+            except (OSError, UserError, pa.ArrowException):
+                ours = False
+            if not ours:
+                raise
+            created = True
+        if (not created
                 # the name is taken, by this very write if its reply was lost and the client's
                 # retry got 412 (S3 clients retry a PUT whose reply timed out): then it is ours
                 and self._published_by(m.version) != txn):
