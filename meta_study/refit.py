@@ -56,7 +56,7 @@ from .analysis.results import AnalysisOptions, Previous, ResultsDir, analyze, gr
 from .analysis.outputs import footer
 from .analysis.bootstrap import BootstrapOptions
 from .analysis.sensitivity import SensitivityOptions
-from .defaults import REFIT_BOOTSTRAP_SAMPLES, REFIT_EXPERIMENT
+from .defaults import PAYOFF_THRESHOLD, REFIT_BOOTSTRAP_SAMPLES, REFIT_EXPERIMENT
 from .errors import UserError
 from .store import Store
 
@@ -81,8 +81,33 @@ class RefitConfig:
     address: str | None = None
     workers: int | None = None
     use_ray: bool = True
-    threshold: float = 0.1            # "scaling stops paying" below this many DS points per US point
+    threshold: float = PAYOFF_THRESHOLD   # "scaling stops paying" below this many DS points per US point
     max_group_figures: int = 60
+
+    def __post_init__(self) -> None:
+        from dataclasses import replace
+
+        if set(self.fit.selection.frontiers) <= {"all"}:
+            # as `fit` and `report` refuse it: every group of the version (and of its MLflow run)
+            # said "could not fit: degenerate: no usable candidate", exit status 0
+            raise UserError("--frontiers all: the headline is built from frontier estimators (the best models at "
+                            "each US accuracy); 'all' fits every model, the typical one, and is only shown beside "
+                            "them. Add one, e.g. --frontiers vertices,all")
+        # One threshold: the fits find the stop-paying point with fit.selection.payoff_threshold,
+        # and the report and the run say ``threshold``. Given apart (RefitConfig(threshold=0.5)),
+        # the page said "< 0.5 DS pt" beside a point found at 0.1. The one set away from the
+        # default is both; two different ones set are refused.
+        fit_thr = self.fit.selection.payoff_threshold
+        if self.threshold == fit_thr:
+            return
+        if fit_thr == PAYOFF_THRESHOLD:
+            object.__setattr__(self, "fit", replace(self.fit, selection=replace(self.fit.selection,
+                                                                                payoff_threshold=self.threshold)))
+        elif self.threshold == PAYOFF_THRESHOLD:
+            object.__setattr__(self, "threshold", fit_thr)
+        else:
+            raise ValueError(f"RefitConfig: threshold {self.threshold:g} and fit.selection.payoff_threshold "
+                             f"{fit_thr:g} differ; they are one setting (DS points per US point)")
 
     def options_fingerprint(self) -> str:
         """What, besides the data, decides the results: a change refits everything (the
@@ -383,6 +408,9 @@ def _analyze(cfg: RefitConfig, store: Store, snap: Snapshot, changed: list[Group
     (out / "refit.json").write_text(json.dumps(info, indent=1, default=str))
     render_report(analysis, out, title="meta-study refit", threshold=cfg.threshold,
                   provenance={"fingerprint": info["fingerprint"]})
+    # the results directory's write lock guards shared directories; a version is this refit's
+    # alone, and the lock file is no artifact to publish
+    (out / ".results.lock").unlink(missing_ok=True)
     return info
 
 
@@ -551,6 +579,20 @@ def close_abandoned_runs(cfg: RefitConfig, latest: str) -> list[str]:
     return closed
 
 
+def _get_run(client: Any, run_id: str) -> Any | None:
+    """The run the ledger names, or None when the server no longer has it: deleted for good (``mlflow
+    gc``) or a tracking database reset at the same URI. Every later refit failed "publishing ...
+    failed (RESOURCE_DOES_NOT_EXIST)", and said the next refit would publish the version."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
 def _find_run(client: Any, exp_id: str, stamp: str, out_id: str) -> Any | None:
     """The run an earlier, killed publish of this version created (None if none)."""
     runs = client.search_runs([exp_id], filter_string=f"tags.`{VERSION_TAG}` = '{stamp}' and "
@@ -597,8 +639,9 @@ def _publish(cfg: RefitConfig, version_dir: Path, info: dict[str, Any], ledger: 
     client = mlflow_client(cfg.tracking_uri)
     exp_id = get_or_create_experiment(client, cfg.tracking_uri, cfg.experiment)
     entry = _read_ledger(ledger)
-    run = client.get_run(entry["run_id"]) if entry.get("run_id") else _find_run(client, exp_id, stamp,
-                                                                                  _out_id(cfg.out))
+    run = _get_run(client, entry["run_id"]) if entry.get("run_id") else None
+    if run is None:
+        run = _find_run(client, exp_id, stamp, _out_id(cfg.out))
     if run is not None and run.info.lifecycle_stage == "deleted":
         run = None
     if run is None:

@@ -82,9 +82,11 @@ def _answers_html(heads: pd.DataFrame, threshold: float, figures: set[str] = fro
         shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
         slug = _slug(r)
         link = f" <a href='#figure-{_e(slug)}'>figure</a>" if slug in figures else ""
+        # a group with no usable fit has no steps: no lone ". " after its reason
+        steps = f"{_e('; '.join(a.steps))}. " if a.steps else ""
         items.append(f"<li{cls} id='answer-{_e(slug)}'><b>{_e(r['us_task'])} &rarr; {_e(r['ds_task'])}</b> "
                      f"({_e(r['eval_protocol'])}{shots}): <b>{_e(a.word)}</b> ({_e(a.reason)}). "
-                     f"{_e('; '.join(a.steps))}. {_e(a.claims)} {_flags_html(r.get('warnings'))}{link}</li>")
+                     f"{steps}{_e(a.claims)} {_flags_html(r.get('warnings'))}{link}</li>")
     return "<ul class=answers>" + "".join(items) + "</ul>"
 
 
@@ -115,9 +117,31 @@ def _verdict(heads: pd.DataFrame) -> str:
     why = ", ".join(f"{k}: {v} of {len(heads)} groups" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
     n = heads["n_points"].astype(int)
     span = f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())}&ndash;{int(n.max())}"
-    return (f"<p class=verdict><b>No group has a trusted answer here.</b> With {span} models per group: "
-            f"{_e(why)}. Each answer still gives its 90% interval; docs/analysis.md says what each reason means "
-            "and what data would settle it.</p>")
+    # said only as far as the rows hold intervals: a group with no usable fit or no back-test has none
+    with_iv = int(_has_interval(heads).sum())
+    iv = ("Each answer still gives its 90% interval" if with_iv == len(heads) else
+          "No answer has a 90% interval either (no back-test to calibrate one, or no usable fit)" if with_iv == 0
+          else f"{with_iv} of {len(heads)} answers still give their 90% interval (the others have none: no "
+          "back-test to calibrate one, or no usable fit)")
+    models = "model" if span == "1" else "models"
+    return (f"<p class=verdict><b>No group has a trusted answer here.</b> With {span} {models} per group: "
+            f"{_e(why)}. {iv}; docs/analysis.md says what each reason means and what data would settle it.</p>")
+
+
+def _has_interval(heads: pd.DataFrame) -> pd.Series:
+    """Per headline row: whether its answer states a 90% interval at +1, +3 or +5 US points (as
+    :func:`~meta_study.analysis.answers.interval` prints one)."""
+    from .analysis.answers import interval
+    from .analysis.selection import PLUS_POINTS
+
+    def _f(r: Mapping[str, Any], key: str) -> float:
+        try:
+            return float(r.get(key))
+        except (TypeError, ValueError):
+            return math.nan
+
+    return pd.Series([any(interval(_f(r, f"ds_plus{k}_lo"), _f(r, f"ds_plus{k}_hi")) for k in PLUS_POINTS)
+                      for r in heads.to_dict("records")], index=heads.index, dtype=bool)
 
 
 #: Groups drawn in the hover view at most (each point is an SVG circle: ~120 bytes).
@@ -298,6 +322,10 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     root = Path(results_dir)
     fits = analysis.fits
     heads = headlines(fits)
+    if analysis.options.fits:
+        # the stop-paying points in the rows were found with the fits' own threshold: the text says
+        # that one ("+1 US pt buys < 0.1 DS pt" beside a point found at 0.5 was a claim no row made)
+        threshold = analysis.options.fit.selection.payoff_threshold
     figs = root / "figures"
     prov = {**analysis.provenance, **dict(provenance or {})}
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
@@ -309,6 +337,10 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     n_bad = int((~heads["status"].isin(["ok", "at_bound"])).sum())
     # shots by value (1, 5, 10, 25), not as text (1, 10, 25, 5)
     group_pngs = sorted((figs / "groups").glob("*.png"), key=_natural) if (figs / "groups").exists() else []
+    # only the figures of groups in these fits: a group whose runs were deleted since an earlier
+    # command drew it left its figure in figures/groups, and the page showed it as one of its own
+    slugs = {_slug(r) for r in heads.to_dict("records")}
+    group_pngs = [p for p in group_pngs if p.stem in slugs]
     unfit = (f" <b>Fits could not be made for {n_bad} groups</b> (in red, with the reason)." if n_bad else "")
     parts.append(f"<h2>Answers</h2><p class=note>{n_groups} groups, {n_trusted} with a trusted answer.{unfit} Per group, "
                  "every law is fitted to every frontier estimator of the visible models; the headline is their "
@@ -347,7 +379,29 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                      f"<li><a href='{_e(t)}'>{_e(t)}</a>{_e(what)}</li>" for t, what in _table_links(root)) + "</ul>")
     parts.append(f"<script>{SORT_JS}</script></body></html>")
     out = root / "index.html"
-    tmp = root / f".index.html.tmp-{os.getpid()}"
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, out)
+    from .analysis.results import ResultsDir
+
+    results = ResultsDir(root)
+    with results.locked():     # no other command's write between the check and the page
+        _check_unchanged(results, analysis)
+        tmp = root / f".index.html.tmp-{os.getpid()}"
+        tmp.write_text("\n".join(parts), encoding="utf-8")
+        os.replace(tmp, out)
     return str(out)
+
+
+def _check_unchanged(results: Any, analysis: "Analysis") -> None:
+    """Raise a one-line UserError when ``results.json`` no longer records ``analysis``'s parts as
+    of its store version: another command wrote the directory after this one did (its page would
+    state one version's numbers over another's tables and figures)."""
+    from .errors import UserError
+
+    if not analysis.snapshot_id or not (results.path / "results.json").exists():
+        return
+    recorded = results.manifest()["parts"]
+    for part in analysis.options.parts():
+        have = recorded.get(part)
+        if have is not None and (have.get("store_snapshot") != analysis.snapshot_id or have.get("incomplete")):
+            raise UserError(f"{results.path}: another command wrote {part} (store version "
+                            f"{have.get('store_version')}) while this report was made; no index.html was written, "
+                            "run the report again")

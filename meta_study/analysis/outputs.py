@@ -89,16 +89,38 @@ def write_fits(df: pd.DataFrame, panels: Sequence[dict[str, Any]], out_dir: str,
             title += f"\n(the first {GRID_MAX} of {len(drawn)} groups; each group: its own figure, and fits.csv)"
         out.figures += fig.plot_fit_grid(drawn[:GRID_MAX], os.path.join(out_dir, "figures", "fits_grid"),
                                          footer=footer_text, title=title)
+        mine: list[str] = []
         for p, d in list(zip(panels, drawn))[:max_group_figures]:
-            out.figures += fig.plot_group(d, os.path.join(out_dir, "figures", "groups", p["slug"]), footer=footer_text)
+            mine += fig.plot_group(d, os.path.join(out_dir, "figures", "groups", p["slug"]), footer=footer_text)
         eq1 = df[(df["law"] == "eq1")]
         # against the number of shots: only where a task has several shot settings (a single one,
         # e.g. 0-shot language-model tasks, drew empty log-scaled panels and a legend of every task)
         shots = eq1.dropna(subset=["shots"]).groupby(["us_task", "ds_task"])["shots"].nunique()
         if (shots > 1).any():
-            out.figures += fig.plot_params_vs_shots(eq1, os.path.join(out_dir, "figures", "params_vs_shots"),
-                                                    footer=footer_text)
+            mine += fig.plot_params_vs_shots(eq1, os.path.join(out_dir, "figures", "params_vs_shots"),
+                                             footer=footer_text)
+        for pattern in ("groups/*", "params_vs_shots"):
+            _remove_stale_figures(out_dir, pattern + ".*", mine)
+        out.figures += mine
     return out
+
+
+def _remove_stale_figures(out_dir: str, pattern: str, written: Sequence[str]) -> None:
+    """Remove the figures (PNG and SVG) under ``out_dir/figures`` matching ``pattern`` (a glob of
+    stems, e.g. ``groups/*`` or ``f20_*``) that this write did not draw (``written``: its paths).
+
+    A figure of data that has since left the store (a group or a slice whose runs were deleted,
+    a second shot setting gone, groups too small for Fig. 3) stayed beside the new tables, and
+    the report, which shows what ``figures/`` holds, showed it as one of its own."""
+    import glob
+
+    keep = {os.path.abspath(p) for p in written}
+    for path in glob.glob(os.path.join(glob.escape(os.path.join(out_dir, "figures")), pattern)):
+        if path.endswith((".png", ".svg")) and os.path.abspath(path) not in keep:
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
 
 
 def write_sensitivity(table: pd.DataFrame, out_dir: str, *, figures: bool = True, footer_text: str | None = None,
@@ -109,10 +131,14 @@ def write_sensitivity(table: pd.DataFrame, out_dir: str, *, figures: bool = True
     summ = summarize_sensitivity(table)
     write_table(summ, os.path.join(out_dir, "sensitivity_summary"), out)
     write_table(rank_frontiers(summ), os.path.join(out_dir, "sensitivity_frontiers"), out)
-    if figures and not summ.empty:
-        from . import figures as fig
+    if figures:
+        mine: list[str] = []
+        if not summ.empty:
+            from . import figures as fig
 
-        out.figures += fig.plot_sensitivity(summ, os.path.join(out_dir, "figures", "sensitivity"), footer=footer_text)
+            mine = fig.plot_sensitivity(summ, os.path.join(out_dir, "figures", "sensitivity"), footer=footer_text)
+        _remove_stale_figures(out_dir, "sensitivity.*", mine)
+        out.figures += mine
     return out
 
 
@@ -126,6 +152,7 @@ def write_correlations(tables: dict[str, pd.DataFrame], out_dir: str, *, figures
         from . import figures as fig
 
         foot = footer_text
+        mine: list[str] = []
         f20 = tables["f20_ds_task_spearman"]
         for key, g in f20.groupby(["us_task", "eval_protocol", "shots"], dropna=False, sort=True):
             m = g.pivot(index="ds_task_a", columns="ds_task_b", values="spearman")
@@ -133,8 +160,8 @@ def write_correlations(tables: dict[str, pd.DataFrame], out_dir: str, *, figures
             key = (key[0], key[1], None if pd.isna(key[2]) else int(key[2]))
             shots = "" if key[2] is None else f", {key[2]}-shot"
             stem = os.path.join(out_dir, "figures", f"f20_{_safe(key)}")
-            out.figures += fig.plot_heatmap(m, stem, title=f"DS-task rank correlation ({key[0]}, {key[1]}{shots})",
-                                            footer=foot)
+            mine += fig.plot_heatmap(m, stem, title=f"DS-task rank correlation ({key[0]}, {key[1]}{shots})",
+                                     footer=foot)
         f21 = tables["f21_us_ds_spearman"]
         if not f21.empty:
             labelled = f21.assign(slice=f21["us_task"] + "/" + f21["eval_protocol"].astype(str)
@@ -142,8 +169,11 @@ def write_correlations(tables: dict[str, pd.DataFrame], out_dir: str, *, figures
             # rows in (US task, protocol, shots as numbers) order: as text, 10 would sort before 5
             order = labelled.sort_values(["us_task", "eval_protocol", "shots"], na_position="first")["slice"].unique()
             m = labelled.pivot_table(index="slice", columns="ds_task", values="spearman").reindex(order)
-            out.figures += fig.plot_heatmap(m, os.path.join(out_dir, "figures", "f21_us_ds"),
-                                            title="US-DS rank correlation", footer=foot)
+            mine += fig.plot_heatmap(m, os.path.join(out_dir, "figures", "f21_us_ds"),
+                                     title="US-DS rank correlation", footer=foot)
+        for pattern in ("f20_*", "f21_us_ds.*"):
+            _remove_stale_figures(out_dir, pattern, mine)
+        out.figures += mine
     return out
 
 

@@ -26,6 +26,7 @@ run again redoes what an interruption left, where other options are still refuse
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -33,7 +34,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pandas as pd
 
@@ -240,13 +241,44 @@ class ResultsDir:
             return {p.stem: pd.read_parquet(p) for p in sorted((self.path / "correlations").glob("*.parquet"))}
         return pd.read_parquet(self.path / MAIN_TABLE[part])
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the directory's write lock (``DIR/.results.lock``, an exclusive ``flock``; waits
+        for another command's write). Two commands writing one DIR at once (an hourly ``report``
+        overrunning the next, a ``fit`` beside it) interleaved their tables and their
+        ``results.json`` updates: DIR/results.json said one store version, fits.parquet held
+        another's groups, and the next command reused it as the version recorded."""
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / ".results.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def write(self, analysis: Analysis, selection: Selection, *, figures: bool = True,
               max_group_figures: int = 60, footer_text: str | None = None) -> Outputs:
         """Write the parts of ``analysis`` that were computed (reused ones are there already),
-        their figures, and then ``results.json``."""
+        their figures, and then ``results.json``, holding the directory's lock (:meth:`locked`)."""
+        with self.locked():
+            return self._write(analysis, selection, figures=figures, max_group_figures=max_group_figures,
+                               footer_text=footer_text)
+
+    def _write(self, analysis: Analysis, selection: Selection, *, figures: bool,
+               max_group_figures: int, footer_text: str | None) -> Outputs:
         out = Outputs()
         root = str(self.path)
         done = []
+        if any(p not in analysis.reused for p in analysis.options.parts()):
+            # an index.html of earlier parts would stand beside these, saying their numbers over
+            # the figures redrawn here (`report --out D`, an ingest, `fit --out D`): it goes, and
+            # `report` writes the page of what D then holds
+            try:
+                (self.path / "index.html").unlink()
+            except FileNotFoundError:
+                pass
         for part in analysis.options.parts():
             if part in analysis.reused:
                 continue
