@@ -934,7 +934,7 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
         from .store import open_store
 
         open_store(store_uri)   # before --out is made: a mistyped --store creates nothing
-    prepare_out(out_dir, store_uri)
+    # the options before --out is made: a refused one leaves no empty directory behind
     fit_opts = _fit_opts(payoff_threshold=threshold, **kw)
     with flag_errors():
         cfg = RefitConfig(store=store_uri, out=out_dir, sources=sources, mapping=mapping_path, sources_file=sources_file,
@@ -943,11 +943,23 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
                                                          frontiers=fit_opts.selection.frontiers),
                           bootstrap=BootstrapOptions(samples=samples, fit=fit_opts), address=address, workers=workers,
                           use_ray=not serial, threshold=threshold)
+    prepare_out(out_dir, store_uri)
+    first = True
     while True:
         start = _time.monotonic()
-        with progress_bar() as progress:
-            res = run_refit(cfg, progress=progress, log=click.echo)
-        _echo_refit(res)
+        try:
+            with progress_bar() as progress:
+                res = run_refit(cfg, progress=progress, log=click.echo)
+        except (UserError, OSError) as e:
+            # a schedule outlives a tracking server restarting or a store briefly unreachable: the
+            # error is said and the next refit comes; only the first run fails (a wrong setting
+            # is said at once, not once an hour)
+            if period is None or first:
+                raise
+            click.echo(f"refit: failed: {_first_line_of(e)}; the next refit tries again", err=True)
+        else:
+            _echo_refit(res)
+        first = False
         if period is None:
             return
         wait = max(0.0, period - (_time.monotonic() - start))
@@ -956,6 +968,12 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
             _time.sleep(wait)
         except KeyboardInterrupt:
             return
+
+
+def _first_line_of(e: BaseException) -> str:
+    from .validation import printable
+
+    return printable((str(e).strip().splitlines() or [type(e).__name__])[0])
 
 
 def _echo_refit(res: Any) -> None:

@@ -180,6 +180,36 @@ def test_every_loop_from_the_cli(tmp_path):
     assert "next refit in" in text
 
 
+def test_a_scheduled_refit_outlives_a_failed_run(tmp_path):
+    """`refit --every 1h` exited 2 at the first error of any later run (the store or the tracking
+    server briefly unreachable), ending the schedule; the error is now said and the loop goes on."""
+    s = _store(tmp_path / "st")
+    p = subprocess.Popen([sys.executable, "-m", "meta_study.cli", "refit", "--store", s.uri, "--out",
+                          str(tmp_path / "out"), "--every", "1s", "--serial", "--trials", "2", "--samples", "20"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + 240
+    moved = False
+    while time.monotonic() < deadline:
+        line = p.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "refit: 3 changed" in line:      # the store goes away between two runs
+            os.rename(tmp_path / "st", tmp_path / "gone")
+            moved = True
+        elif moved and "the next refit tries again" in line:
+            os.rename(tmp_path / "gone", tmp_path / "st")
+            moved = False
+        elif "refit: noop" in line:
+            break
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=60)
+    text = "".join(lines)
+    assert "refit: failed: " in text and "refit: noop" in text, text     # failed once, then on again
+    assert "Traceback" not in text
+
+
 def test_cli_refit_and_report(tmp_path):
     s = _store(tmp_path / "st")
     r = run_cli("refit", "--store", s.uri, "--out", str(tmp_path / "out"), "--serial", "--trials", "2",
