@@ -63,3 +63,15 @@ def test_a_malformed_results_json_is_one_line(tmp_path, manifest, why):
     r = run_cli("fit", s.uri, "--out", str(out), "--no-figures")
     assert one_error_line(r, f"{out / 'results.json'}: not a meta-study results manifest ({why})")
     assert json.loads((out / "results.json").read_text()) == manifest     # left as it was
+
+
+def test_no_empty_heatmap_for_a_store_without_pairs(tmp_path, recwarn):
+    """One model per group: every rank correlation is undefined; F.21 was drawn as an empty axis
+    with matplotlib's "identical low and high xlims" warning in the refit's and report's output."""
+    from meta_study.analysis.correlations import correlation_tables
+
+    rows = validate(make_rows(1, ds_tasks=("a", "b"))).table.to_pandas()
+    tables = correlation_tables(rows)
+    out = outputs.write_correlations(tables, str(tmp_path))
+    assert not list((tmp_path / "figures").glob("f2*.png")) and not [f for f in out.figures if "f2" in f]
+    assert not [w for w in recwarn if "xlims" in str(w.message)]

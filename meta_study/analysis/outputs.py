@@ -105,6 +105,14 @@ def write_fits(df: pd.DataFrame, panels: Sequence[dict[str, Any]], out_dir: str,
     return out
 
 
+def _any_value(matrix: pd.DataFrame) -> bool:
+    """Whether a heatmap's matrix holds a value to colour: an empty one (one DS task; a single
+    model, whose correlations are all undefined) drew an empty axis and a matplotlib warning."""
+    import numpy as np
+
+    return bool(matrix.size) and bool(np.isfinite(matrix.to_numpy(dtype=float)).any())
+
+
 def _remove_stale_figures(out_dir: str, pattern: str, written: Sequence[str]) -> None:
     """Remove the figures (PNG and SVG) under ``out_dir/figures`` matching ``pattern`` (a glob of
     stems, e.g. ``groups/*`` or ``f20_*``) that this write did not draw (``written``: its paths).
@@ -160,6 +168,8 @@ def write_correlations(tables: dict[str, pd.DataFrame], out_dir: str, *, figures
             key = (key[0], key[1], None if pd.isna(key[2]) else int(key[2]))
             shots = "" if key[2] is None else f", {key[2]}-shot"
             stem = os.path.join(out_dir, "figures", f"f20_{_safe(key)}")
+            if not _any_value(m):   # one DS task, or one model: no pair has a rank correlation
+                continue
             mine += fig.plot_heatmap(m, stem, title=f"DS-task rank correlation ({key[0]}, {key[1]}{shots})",
                                      footer=foot)
         f21 = tables["f21_us_ds_spearman"]
@@ -169,8 +179,9 @@ def write_correlations(tables: dict[str, pd.DataFrame], out_dir: str, *, figures
             # rows in (US task, protocol, shots as numbers) order: as text, 10 would sort before 5
             order = labelled.sort_values(["us_task", "eval_protocol", "shots"], na_position="first")["slice"].unique()
             m = labelled.pivot_table(index="slice", columns="ds_task", values="spearman").reindex(order)
-            mine += fig.plot_heatmap(m, os.path.join(out_dir, "figures", "f21_us_ds"),
-                                     title="US-DS rank correlation", footer=foot)
+            if _any_value(m):
+                mine += fig.plot_heatmap(m, os.path.join(out_dir, "figures", "f21_us_ds"),
+                                         title="US-DS rank correlation", footer=foot)
         for pattern in ("f20_*", "f21_us_ds.*"):
             _remove_stale_figures(out_dir, pattern, mine)
         out.figures += mine
