@@ -603,6 +603,15 @@ def _no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
             have.append(f"{opt}: the store has {_shown_values(_store_values(groups, col)) or 'none'}")
     if sel.layer is not None:
         have.append(f"--layer {sel.layer}: no pre-logits rows of that layer match")
+    if not have and store_obj.summary().rows:
+        # rows, none of them at the pre-logits layer the analysis reads by default: "the store is
+        # empty" sent a researcher with a layer-wise sweep looking for lost data
+        from .analysis.groups import layers_only_note
+
+        note = layers_only_note(store_obj.read(columns=["representation_layer"]).column("representation_layer")
+                                .to_pylist())
+        if note:
+            have.append(note)
     return f"{store_uri}: no rows match the selection" + (f" ({'; '.join(have)})" if have else " (the store is empty)")
 
 

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .analysis.groups import Group, Selection, Snapshot
+from .analysis.groups import Group, Selection, Snapshot, layers_only_note
 from .analysis.fitting import FitOptions
 from .analysis.results import AnalysisOptions, Previous, ResultsDir, analyze, group_key
 from .analysis.outputs import footer
@@ -314,7 +314,9 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
         snap = Selection().snapshot(store)   # one store version for the fingerprints, the fits and the record
         groups = snap.groups
         if not groups:
-            return RefitResult(status="empty", message=f"{cfg.store}: no groups to fit", seconds=time.perf_counter() - t0)
+            note = layers_only_note(snap.rows["representation_layer"]) if len(snap.rows) else ""
+            return RefitResult(status="empty", message=f"{cfg.store}: no groups to fit" + (f" ({note})" if note else ""),
+                               seconds=time.perf_counter() - t0)
         fps = {group_key(g.key): group_fingerprint(g) for g in groups}
         prev_dir, prev = previous_refit(cfg.out)
         prev_fps = {group_key(json.loads(k)): v for k, v in prev.get("groups", {}).items()}

@@ -266,3 +266,17 @@ def test_results_of_another_store_are_never_reused(tmp_path):
     third = run_cli("fit", b.uri, "--out", str(out), "--no-figures")
     assert third.returncode == 0 and "reused" not in third.stdout, third.stdout
     assert "reused fits" in run_cli("fit", b.uri, "--out", str(out), "--no-figures").stdout
+
+
+def test_a_store_of_layer_probes_only_is_not_called_empty(tmp_path):
+    """A layer-wise sweep's store (every row a probe of an intermediate layer): `fit` said "no rows
+    match the selection (the store is empty)", and sent its owner looking for lost data."""
+    rows = make_rows(12).assign(representation_layer=3)
+    s = Store(str(tmp_path / "st"))
+    s.commit(validate(rows).table)
+    r = run_cli("fit", s.uri, "--out", str(tmp_path / "o"))
+    line = one_error_line(r, "no rows match the selection")
+    assert "empty" not in line and "every row is a probe of an intermediate layer (3); fit, report, ... --layer N" in line, line
+    assert run_cli("fit", s.uri, "--out", str(tmp_path / "o"), "--layer", "3", "--no-figures").returncode == 0
+    r = run_cli("refit", "--store", s.uri, "--out", str(tmp_path / "r"), "--serial", env={"MLFLOW_TRACKING_URI": ""})
+    assert r.returncode == 0 and "refit: empty" in r.stdout and "intermediate layer (3)" in r.stdout, r.stdout

@@ -74,6 +74,19 @@ def stable_hash(key: Iterable[Any]) -> int:
     return int.from_bytes(hashlib.sha256(repr(tuple(key)).encode()).digest()[:8], "little")
 
 
+def layers_only_note(layers: Iterable[Any]) -> str:
+    """Why rows made no pre-logits group when each of them probes an intermediate layer
+    (``representation_layer`` set, a layer-wise sweep): one clause naming the layers, or "" when
+    some row is at the pre-logits layer or there is none. "The store is empty" said of such a
+    store sent its owner looking for lost data."""
+    vals = list(layers)
+    if not vals or any(v is None or (isinstance(v, float) and np.isnan(v)) for v in vals):
+        return ""
+    found = sorted({int(v) for v in vals})
+    shown = ", ".join(map(str, found[:8])) + (", ..." if len(found) > 8 else "")
+    return f"every row is a probe of an intermediate layer ({shown}); fit, report, ... --layer N analyse one"
+
+
 def groups_from_frame(df: pd.DataFrame, *, layer: int | None = None) -> list[Group]:
     """Split canonical rows into groups (pre-logits rows only unless ``layer`` is given).
 
