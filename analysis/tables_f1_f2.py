@@ -4,7 +4,8 @@
 
 F.1: correlation of k, alpha and e_IR with the number of shots per (US task, DS task).
 F.2: the likelihood that each parameter increases as shots increase, averaged over DS tasks.
-Writes DIR/correlations/f1_*.parquet, f2_*.parquet and DIR/figures/params_vs_shots.{png,svg}.
+Writes DIR/correlations/f1_*.parquet, f2_*.parquet and DIR/figures/params_vs_shots.{png,svg} (no figure
+when no group has several shot settings).
 Needs groups with several shot settings (few-shot sweeps); shift/finetune data gives empty tables.
 """
 
@@ -22,10 +23,14 @@ def main() -> None:
     store = open_store(a.store)
     analysis, out = scripts.analyse(a, AnalysisOptions(), figures=False)
     fits = analysis.fits
-    write_table(shots_correlation(fits), f"{a.out}/correlations/f1_shots_correlation", out)
+    f1 = shots_correlation(fits)
+    write_table(f1, f"{a.out}/correlations/f1_shots_correlation", out)
     write_table(increase_likelihood(fits), f"{a.out}/correlations/f2_increase_likelihood", out)
-    out.figures += figures.plot_params_vs_shots(fits, f"{a.out}/figures/params_vs_shots",
-                                                footer=footer(store, "fits per shot setting"))
+    if f1.empty:   # an empty figure of three blank panels said nothing the tables do not
+        print("no figure: no few-shot group has several shot settings (the tables are empty)")
+    else:
+        out.figures += figures.plot_params_vs_shots(fits, f"{a.out}/figures/params_vs_shots",
+                                                    footer=footer(store, "fits per shot setting"))
     scripts.done(out)
 
 

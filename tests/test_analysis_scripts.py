@@ -87,3 +87,7 @@ def test_paper_figures_on_the_timm_results(timm_dir, tmp_path):
     assert r.returncode == 0 and (tmp_path / "f20" / "figures" / "f21_us_ds.png").exists(), r.stderr
     r = script("head_wd_d1_d4.py", store, "--out", str(tmp_path / "d"))
     assert r.returncode == 2 and "no rows with head_wd" in r.stderr and "Traceback" not in r.stderr
+    # no shot settings in the timm results: empty tables, and no figure of three blank panels
+    r = script("tables_f1_f2.py", store, "--out", str(tmp_path / "t"))
+    assert r.returncode == 0 and "no figure: no few-shot group has several shot settings" in r.stdout, r.stderr
+    assert not (tmp_path / "t" / "figures" / "params_vs_shots.png").exists()
