@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
@@ -30,8 +31,9 @@ import pandas as pd
 import pyarrow as pa
 
 from ..errors import UserError
-from ..schema import COLUMN_BY_NAME
-from ..validation import row_json
+from ..keys import key_strings
+from ..schema import COLUMN_BY_NAME, KEY, SCHEMA_VERSION
+from ..validation import row_json, validate
 from ..store import Store
 from .mapping import PERCENT_UNITS, IngestMapping, PercentTally, infer_arch_family, parse_mapping
 from .sources import SourceBatch, SourceOptions, rejected_frame
@@ -53,6 +55,12 @@ class RunEntry(NamedTuple):
 
 #: run_id -> what ingest remembers of it.
 RunState = dict[str, RunEntry]
+
+#: The status of a run ingest dropped because it was deleted in MLflow (``--drop-deleted``): kept
+#: in the state so that a run restored in the UI is read again, whatever its end time.
+DELETED = "DELETED"
+#: Tombstoned run ids per query of restored runs (an ``IN`` list: short SQL and REST filters).
+RESTORED_CHUNK = 200
 
 
 def default_mapping() -> IngestMapping:
@@ -109,6 +117,13 @@ def run_record(run: Any) -> RunRecord:
                      metrics=data.metrics, params=data.params, tags=data.tags)
 
 
+def mapping_digest(mapping: IngestMapping) -> str:
+    """12 hex digits naming what turns a run into rows (the mapping without its name, and the
+    schema version): part of every run's fingerprint, so a changed mapping reads every run again."""
+    text = repr((replace(mapping, name="", source=None), SCHEMA_VERSION))
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 def run_fingerprint(rec: RunRecord) -> str:
     """sha1 of a run's status, end time, metrics, params and tags (~20 us): unchanged runs are skipped."""
     payload = json.dumps([rec.status, rec.end_time, sorted(rec.metrics.items()), sorted(rec.params.items()),
@@ -162,6 +177,20 @@ class RunExpander:
     source: str
     _keys: dict[str, KeySpec | None] = field(default_factory=dict, init=False, repr=False)
     _ds_fields: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
+    _digest: str = field(default="", init=False, repr=False)
+
+    @property
+    def digest(self) -> str:
+        """:func:`mapping_digest` of the mapping: the prefix of the fingerprints this expander writes."""
+        if not self._digest:
+            self._digest = mapping_digest(self.mapping)
+        return self._digest
+
+    def fingerprint(self, rec: RunRecord, experiment: str) -> str:
+        """The state's fingerprint of a run read with this mapping: ``digest:run_fingerprint``, the
+        run's experiment name included (an experiment renamed in the UI is the rows' ``experiment``)."""
+        name = hashlib.sha1(experiment.encode()).hexdigest()[:8]
+        return f"{self.digest}:{run_fingerprint(rec)}:{name}"
 
     def spec(self, key: str) -> KeySpec | None:
         """The key's meaning, or None when no pattern matches (the first matching pattern wins)."""
@@ -351,32 +380,52 @@ NO_DS_HINT = ("a finished run without downstream metrics gives no rows: a sweep 
 #: Runs a refit published (tag ``meta_study.role = refit``): results, never read as data.
 REFIT_STAT = "refit_result_runs_not_read"
 
+#: Runs read while RUNNING (``--include-running``) that then ended FAILED or KILLED: their rows are
+#: removed, as such a run is never read as data.
+ENDED_STAT = "runs_ended_failed_or_killed"
+
 #: history(records) -> run_id -> metric values replacing the latest ones (``history="max"``).
 History = Callable[[Sequence[RunRecord]], Mapping[str, Mapping[str, float]]]
 
 
 def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str], state: RunState,
-                expander: RunExpander, state_name: str, history: History | None = None) -> SourceBatch:
+                expander: RunExpander, state_name: str, history: History | None = None,
+                store: Store | None = None) -> SourceBatch:
     """One page of runs as a batch: rows of new and changed runs, their quarantine, the new state.
 
     ``state`` is updated in place; the batch carries a copy of it as a table, committed with the
-    rows. Runs whose fingerprint is unchanged cost only the fingerprint.
+    rows. Runs whose fingerprint is unchanged cost only the fingerprint. A changed run whose
+    stored rows (in ``store``) include a key its rows no longer give as valid rows (a metric whose
+    latest value is now NaN, a key the mapping now names otherwise) is deleted and written again in
+    the batch's commit, so the store keeps nothing the run no longer says.
     """
-    stats = {"runs_new": 0, "runs_changed": 0, "runs_unchanged": 0, NO_DS_STAT: 0, REFIT_STAT: 0}
+    stats = {"runs_new": 0, "runs_changed": 0, "runs_unchanged": 0, NO_DS_STAT: 0, REFIT_STAT: 0, ENDED_STAT: 0}
     todo: list[RunRecord] = []
     fps: list[str] = []
+    prev_rows: dict[str, int] = {}      # changed runs: rows they gave before
+    ended: list[tuple[str, str]] = []   # runs read while RUNNING that ended FAILED or KILLED
     for rec in records:
+        if rec.status not in ("FINISHED", "RUNNING"):
+            prev = state.get(rec.run_id)
+            if prev is not None and prev.status == "RUNNING":
+                state[rec.run_id] = RunEntry(rec.experiment_id, rec.status, int(rec.end_time or 0), "", 0)
+                if prev.rows:
+                    ended.append((expander.source, rec.run_id))
+                    stats[ENDED_STAT] += 1
+            continue
         if rec.tags.get("meta_study.role") == "refit" or "meta_study.refit" in rec.tags:
             stats[REFIT_STAT] += 1       # a refit's published results, never its input
             continue
         if rec.tags.get("meta_study.role") == "sweep":
             continue                     # a sweep's parent: its summary metrics (best/...) are not points
-        fp = run_fingerprint(rec)
+        fp = expander.fingerprint(rec, experiments.get(rec.experiment_id, rec.experiment_id))
         prev = state.get(rec.run_id)
         if prev is not None and prev.fingerprint == fp:
             stats["runs_unchanged"] += 1
             continue
-        stats["runs_new" if prev is None else "runs_changed"] += 1
+        stats["runs_new" if prev is None or prev.status == DELETED else "runs_changed"] += 1
+        if prev is not None:
+            prev_rows[rec.run_id] = prev.rows
         todo.append(rec)
         fps.append(fp)
     values = history(todo) if history is not None and todo else None
@@ -399,31 +448,86 @@ def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str],
         return [expander.payload(todo[r], experiments.get(todo[r].experiment_id, todo[r].experiment_id))
                 for r in runs.tolist()]
 
+    stored = [i for i, rec in enumerate(todo) if prev_rows.get(rec.run_id, 0) > 0]
+    stale = _stale_runs(store, expander.source, todo, stored, out) if store is not None and stored else []
     return SourceBatch(rows=out.rows, raw=payloads, rejected=rejected_frame(rejected),
-                       state={state_name: state_table(state)}, stats=stats)
+                       state={state_name: state_table(state)}, stats=stats, delete_runs=stale + ended)
+
+
+def _stale_runs(store: Store, source: str, todo: Sequence[RunRecord], positions: Sequence[int],
+                out: ExpandedRuns) -> list[tuple[str, str]]:
+    """(source, run_id) of the runs at ``positions`` that have a stored row whose key their rows
+    no longer give as a valid row. Costs one validation of those runs' rows and one store read of
+    their keys: only changed runs that gave rows before get here."""
+    if not store.exists():
+        return []
+    ids = sorted({todo[i].run_id for i in positions})
+    old = store.read(filters={"source": [source], "run_id": ids}, columns=list(KEY))
+    if not old.num_rows:
+        return []
+    have: set[str] = set()
+    if len(out.rows):
+        mine = np.isin(out.row_run, np.asarray(positions, np.int64))
+        if mine.any():
+            have = set(key_strings(validate(out.rows[mine].reset_index(drop=True)).table).tolist())
+    old_keys = key_strings(old)
+    gone = [k not in have for k in old_keys.tolist()]
+    runs = old.column("run_id").to_numpy(zero_copy_only=False)[np.asarray(gone, bool)]
+    return [(source, r) for r in sorted(set(runs.tolist()))]
 
 
 @dataclass(frozen=True)
 class RunQuery:
     """Runs to read from some experiments: finished ones that ended at or after ``end_min`` (ms;
-    None: all of them), or running ones."""
+    None: all of them), or running ones; with ``run_ids``, only those runs (whatever their end time)."""
 
     experiment_ids: tuple[str, ...]
-    status: str                      # "FINISHED" or "RUNNING"
+    status: str                      # "FINISHED" or "RUNNING" (with run_ids also "FAILED", "KILLED")
     end_min: int | None = None
+    run_ids: tuple[str, ...] | None = None
 
 
-def plan_queries(experiment_ids: Sequence[str], state: RunState, options: SourceOptions) -> list[RunQuery]:
-    """Finished runs per experiment from its watermark (all at once for new experiments, or with
-    ``full``), then the running ones with ``include_running``."""
+def plan_queries(experiment_ids: Sequence[str], state: RunState, options: SourceOptions, *,
+                 mapping_digest: str | None = None, now_ms: int | None = None) -> list[RunQuery]:
+    """Finished runs per experiment from its watermark (all at once for new experiments, with
+    ``full``, or when the state holds runs read with another mapping than ``mapping_digest``),
+    then the running ones with ``include_running``, then runs dropped as deleted (``DELETED`` in
+    the state) that are active again: restored in the UI, their end time is behind the watermark;
+    and the runs the state holds as RUNNING that have ended since (any end time).
+
+    The watermark is never later than ``now_ms`` (this machine's clock, ms; default: now): a run
+    whose end time lies in the future (logged from a machine whose clock is ahead) would otherwise
+    hide every run that ends before that time.
+    """
     overlap_ms = int(options.overlap_s * 1000)
-    marks = {e: None if options.full else watermark(state, e) for e in experiment_ids}
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    remapped = _remapped(state, mapping_digest) if mapping_digest else set()
+    marks = {e: None if options.full or e in remapped else watermark(state, e) for e in experiment_ids}
+    marks = {e: None if m is None else min(m, now) for e, m in marks.items()}
     fresh = tuple(e for e in experiment_ids if not marks[e])
     out = [RunQuery(fresh, "FINISHED")] if fresh else []
     out += [RunQuery((e,), "FINISHED", marks[e] - overlap_ms) for e in experiment_ids if marks[e]]
     if options.include_running:
         out.append(RunQuery(tuple(experiment_ids), "RUNNING"))
+    selected = set(experiment_ids)
+    dropped = sorted(r for r, v in state.items() if v.status == DELETED and v.experiment_id in selected)
+    for i in range(0, len(dropped), RESTORED_CHUNK):
+        out.append(RunQuery(tuple(experiment_ids), "FINISHED", run_ids=tuple(dropped[i:i + RESTORED_CHUNK])))
+    # runs read while RUNNING: finished behind the watermark (their end time is the logging
+    # machine's), or ended FAILED / KILLED, whose rows are then removed (expand_page)
+    running = sorted(r for r, v in state.items() if v.status == "RUNNING" and v.experiment_id in selected)
+    for i in range(0, len(running), RESTORED_CHUNK):
+        for status in ("FINISHED", "FAILED", "KILLED"):
+            out.append(RunQuery(tuple(experiment_ids), status, run_ids=tuple(running[i:i + RESTORED_CHUNK])))
     return out
+
+
+def _remapped(state: RunState, digest: str) -> set[str]:
+    """Experiments with a run in the state read with another mapping (or before fingerprints named
+    it). Runs dropped as deleted or ended FAILED / KILLED gave no rows and are not counted."""
+    prefix = digest + ":"
+    return {v.experiment_id for v in state.values()
+            if v.status in ("FINISHED", "RUNNING") and not v.fingerprint.startswith(prefix)}
 
 
 def select_experiments(found: Iterable[tuple[str, str]], specs: Sequence[str], where: str) -> list[tuple[str, str]]:
@@ -440,6 +544,18 @@ def select_experiments(found: Iterable[tuple[str, str]], specs: Sequence[str], w
             raise UserError(f"{where}: no experiment matches {spec!r}")
         out.update(hits)
     return sorted(out.items())
+
+
+def drop_deleted(state: RunState, run_ids: Iterable[str], source: str) -> list[tuple[str, str]]:
+    """Mark runs deleted in MLflow as ``DELETED`` in the state (a tombstone: a restored run is read
+    again) and return the (source, run_id) pairs whose rows to delete: those not dropped before."""
+    gone = []
+    for r in run_ids:
+        prev = state.get(r)
+        if prev is not None and prev.status != DELETED:
+            state[r] = prev._replace(status=DELETED, fingerprint=DELETED, rows=0)
+            gone.append((source, r))
+    return gone
 
 
 def watermark(state: RunState, experiment_id: str) -> int | None:

@@ -9,7 +9,8 @@ Reading (the slow part at scale, see mlflow/mlflow #2730, #8277, #23253):
   fingerprint of its metrics, params and tags. It is committed with the rows of each page, in the
   same store transaction, so an ingest killed at any moment resumes where it stopped.
 - Finished runs are fetched per experiment with ``end_time >= watermark - overlap``, ordered by end
-  time; the watermark is the latest end time already ingested. The overlap (5 minutes by default)
+  time and paged by end time (keyset), not by MLflow's offset tokens; the watermark is the latest
+  end time already ingested, never later than this machine's clock. The overlap (5 minutes by default)
   absorbs clock skew between the machines that log runs. Runs whose fingerprint is unchanged are
   skipped without producing rows, so a re-run with no changes writes nothing.
 - A run changed after it finished (metrics logged to it later) is not newer than the watermark:
@@ -36,7 +37,7 @@ from ..errors import UserError
 from ..mlflow_client import refuse_credentials, safe_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RunExpander, RunQuery, RunRecord, default_mapping, expand_page, load_state, mlflow_mapping, plan_queries, run_record, select_experiments, state_table)
+from .mlflow_runs import (RunExpander, RunQuery, RunRecord, default_mapping, drop_deleted, expand_page, load_state, mlflow_mapping, plan_queries, run_record, select_experiments, state_table)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
 __all__ = ["MlflowSource", "default_mapping", "mlflow_mapping"]
@@ -117,6 +118,33 @@ class MlflowSource:
             if not token:
                 return
 
+    def _finished(self, client: Any, exp_ids: Sequence[str], flt: str) -> Iterator[list[Any]]:
+        """Pages of finished runs by end time, each read from the end time where the last one
+        stopped (keyset), not with MLflow's page tokens: a token is an offset, so a run of an earlier
+        page deleted or resumed meanwhile shifted a later run out of every page, and past the
+        watermark for good. The runs that end at a page's last end time are read whole with it (by
+        tokens: one millisecond's runs), so a page may hold a few more than ``page_size``."""
+        from mlflow.entities import ViewType
+
+        order = ["attributes.end_time ASC"]
+        after: int | None = None
+        while True:
+            page_flt = flt if after is None else f"{flt} and attributes.end_time > {after}"
+            page = next(self._search(client, exp_ids, page_flt, ViewType.ACTIVE_ONLY, order), [])
+            if len(page) < self.options.page_size:
+                if page:
+                    yield page
+                return
+            last = page[-1].info.end_time
+            if last is None:    # finished without an end time (sorted last): the rest by offset
+                yield from self._search(client, exp_ids, page_flt, ViewType.ACTIVE_ONLY, order)
+                return
+            head = [r for r in page if r.info.end_time != last]
+            ties = [r for p in self._search(client, exp_ids, f"{flt} and attributes.end_time = {last}",
+                                             ViewType.ACTIVE_ONLY, order) for r in p]
+            yield head + ties
+            after = last
+
     # ---- batches --------------------------------------------------------------------------------
 
     def batches(self, store: Store, progress: Progress) -> Iterator[SourceBatch]:
@@ -130,21 +158,19 @@ class MlflowSource:
         expander = RunExpander(self.mapping, self.source)
         history = (lambda recs: self._history_max(client, expander, recs)) if self.options.history == "max" else None
         seen = 0
-        for q in plan_queries([e for e, _ in exps], state, self.options):
-            order = ["attributes.end_time ASC"] if q.status == "FINISHED" else None
-            for runs in self._search(client, q.experiment_ids, _filter_of(q), ViewType.ACTIVE_ONLY, order):
+        for q in plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest):
+            pages = (self._finished(client, q.experiment_ids, _filter_of(q)) if q.status == "FINISHED" and q.run_ids is None
+                     else self._search(client, q.experiment_ids, _filter_of(q), ViewType.ACTIVE_ONLY, None))
+            for runs in pages:
                 seen += len(runs)
                 progress(f"{self.label}: runs", seen, None)
                 yield expand_page([run_record(r) for r in runs], experiments=names, state=state,
-                                  expander=expander, state_name=self.state_name, history=history)
+                                  expander=expander, state_name=self.state_name, history=history, store=store)
 
         if self.options.drop_deleted:
             gone: list[tuple[str, str]] = []
             for runs in self._search(client, [e for e, _ in exps], "", ViewType.DELETED_ONLY, None):
-                for r in runs:
-                    if r.info.run_id in state:
-                        gone.append((self.source, r.info.run_id))
-                        del state[r.info.run_id]
+                gone += drop_deleted(state, [r.info.run_id for r in runs], self.source)
             if gone:
                 yield SourceBatch(rows=pd.DataFrame(), state={self.state_name: state_table(state)},
                                   delete_runs=gone, stats={"runs_deleted": len(gone)})
@@ -167,6 +193,8 @@ class MlflowSource:
 
 def _filter_of(q: RunQuery) -> str:
     flt = f"attributes.status = '{q.status}'"
+    if q.run_ids is not None:   # MLflow run ids are hex: nothing to quote
+        flt += " and attributes.run_id IN (" + ", ".join(f"'{r}'" for r in q.run_ids) + ")"
     return flt if q.end_min is None else f"{flt} and attributes.end_time >= {q.end_min}"
 
 

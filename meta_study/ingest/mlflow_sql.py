@@ -43,7 +43,7 @@ from ..errors import UserError
 from ..mlflow_client import has_credentials, safe_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RunExpander, RunQuery, RunRecord, expand_page, load_state, mlflow_mapping, plan_queries, select_experiments, state_table)
+from .mlflow_runs import (RunExpander, RunQuery, RunRecord, drop_deleted, expand_page, load_state, mlflow_mapping, plan_queries, select_experiments, state_table)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
 PREFIX = "mlflow-sql:"
@@ -276,6 +276,9 @@ class MlflowSqlSource:
         if q.end_min is not None:
             where.append("end_time >= :end_min")
             params["end_min"] = q.end_min
+        if q.run_ids is not None:
+            where.append("run_uuid IN :ids")
+            params["ids"] = list(q.run_ids)
         last: tuple[int, str] | None = None
         while True:
             page_where = list(where)
@@ -359,7 +362,7 @@ class MlflowSqlSource:
         expander = RunExpander(self.mapping, self.source)
         history = (lambda recs: self._history_max(conn, expander, recs)) if self.options.history == "max" else None
         seen = 0
-        for q in plan_queries([e for e, _ in exps], state, self.options):
+        for q in plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest):
             pages = self._runs(conn, q)
             while True:
                 runs = next(pages, None)
@@ -369,16 +372,14 @@ class MlflowSqlSource:
                 seen += len(runs)
                 progress(f"{self.label}: runs", seen, None)
                 batch = expand_page(recs, experiments=names, state=state, expander=expander,
-                                    state_name=self.state_name, history=history)
+                                    state_name=self.state_name, history=history, store=store)
                 conn.rollback()   # end the read transaction: no lock on the DB while the store commits
                 yield batch
         if self.options.drop_deleted and exps:
             deleted = [r[0] for r in fetch(conn, "SELECT run_uuid FROM runs WHERE lifecycle_stage = 'deleted' AND "
                                            "experiment_id IN :exps", {"exps": [int(e) for e, _ in exps]})]
             conn.rollback()
-            gone = [(self.source, r) for r in deleted if r in state]
-            for _, r in gone:
-                del state[r]
+            gone = drop_deleted(state, deleted, self.source)
             if gone:
                 yield SourceBatch(rows=pd.DataFrame(), state={self.state_name: state_table(state)},
                                   delete_runs=gone, stats={"runs_deleted": len(gone)})
