@@ -232,3 +232,27 @@ def test_runs_with_one_end_time_across_pages_all_come_in(exp, reader):
     assert "3 new" in r.stdout, r.stdout
     df = _rows(exp)
     assert set(df["run_id"]) == set(ids + more) and len(df) == 10
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_one_bad_new_run_beside_stored_ones_is_no_failed_source(exp, reader):
+    """An incremental ingest whose only new run was wholly rejected said "FAILED: all 2 rows
+    quarantined, nothing stored" and exited 2, of a source whose other runs are stored and
+    unchanged: the bad run is quarantined and said, the source did not fail."""
+    _run(exp["client"], exp["id"], 0)
+    r = _ingest(exp, reader)
+    assert r.returncode == 0 and "1 new" in r.stdout, r.stdout
+    bad = exp["client"].create_run(exp["id"]).info.run_id
+    exp["client"].log_batch(bad, metrics=[Metric("us/jft/top1", -0.2, 0, 0), Metric("ds/pets/10shot/top1", 0.3, 0, 0)])
+    exp["client"].set_terminated(bad)
+    r = _ingest(exp, reader)
+    assert r.returncode == 0 and "FAILED" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert "1 quarantined" in r.stdout and "rejected for" in r.stdout, r.stdout
+    # a source whose every row is rejected, with nothing of it stored, still fails
+    name = f"bad-{uuid.uuid4().hex[:8]}"
+    only_bad = exp["client"].create_experiment(name)
+    rid = exp["client"].create_run(only_bad).info.run_id
+    exp["client"].log_batch(rid, metrics=[Metric("us/jft/top1", -0.2, 0, 0), Metric("ds/pets/10shot/top1", 0.3, 0, 0)])
+    exp["client"].set_terminated(rid)
+    r = _ingest(dict(exp, name=name, store=str(exp["tmp"] / "other")), reader)
+    assert r.returncode == 2 and "FAILED: all" in r.stdout + r.stderr, r.stdout + r.stderr

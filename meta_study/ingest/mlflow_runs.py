@@ -36,7 +36,7 @@ from ..schema import COLUMN_BY_NAME, KEY, SCHEMA_VERSION
 from ..validation import row_json, validate
 from ..store import Store
 from .mapping import PERCENT_UNITS, IngestMapping, PercentTally, infer_arch_family, parse_mapping
-from .sources import SourceBatch, SourceOptions, rejected_frame
+from .sources import STORED_BEFORE, SourceBatch, SourceOptions, rejected_frame
 
 #: MLflow system tags kept in ``extra`` under a short name.
 SYSTEM_TAGS = {"mlflow.runName": "run_name", "mlflow.parentRunId": "parent_run_id", "mlflow.user": "user",
@@ -390,16 +390,19 @@ History = Callable[[Sequence[RunRecord]], Mapping[str, Mapping[str, float]]]
 
 def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str], state: RunState,
                 expander: RunExpander, state_name: str, history: History | None = None,
-                store: Store | None = None) -> SourceBatch:
+                store: Store | None = None, stored_before: bool = False) -> SourceBatch:
     """One page of runs as a batch: rows of new and changed runs, their quarantine, the new state.
 
     ``state`` is updated in place; the batch carries a copy of it as a table, committed with the
     rows. Runs whose fingerprint is unchanged cost only the fingerprint. A changed run whose
     stored rows (in ``store``) include a key its rows no longer give as valid rows (a metric whose
     latest value is now NaN, a key the mapping now names otherwise) is deleted and written again in
-    the batch's commit, so the store keeps nothing the run no longer says.
+    the batch's commit, so the store keeps nothing the run no longer says. ``stored_before``: an
+    earlier ingest of the source gave rows (:func:`gave_rows`), so a page whose every row is
+    rejected is a bad update, not a failed source.
     """
-    stats = {"runs_new": 0, "runs_changed": 0, "runs_unchanged": 0, NO_DS_STAT: 0, REFIT_STAT: 0, ENDED_STAT: 0}
+    stats = {"runs_new": 0, "runs_changed": 0, "runs_unchanged": 0, NO_DS_STAT: 0, REFIT_STAT: 0, ENDED_STAT: 0,
+             STORED_BEFORE: int(stored_before)}
     todo: list[RunRecord] = []
     fps: list[str] = []
     prev_rows: dict[str, int] = {}      # changed runs: rows they gave before
@@ -556,6 +559,12 @@ def drop_deleted(state: RunState, run_ids: Iterable[str], source: str) -> list[t
             state[r] = prev._replace(status=DELETED, fingerprint=DELETED, rows=0)
             gone.append((source, r))
     return gone
+
+
+def gave_rows(state: RunState) -> bool:
+    """Whether an earlier ingest of the source, as its loaded state says, gave rows: call it before
+    this ingest changes the state."""
+    return any(v.rows > 0 and v.status in ("FINISHED", "RUNNING") for v in state.values())
 
 
 def watermark(state: RunState, experiment_id: str) -> int | None:

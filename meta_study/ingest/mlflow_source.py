@@ -37,7 +37,7 @@ from ..errors import UserError
 from ..mlflow_client import refuse_credentials, safe_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RunExpander, RunQuery, RunRecord, default_mapping, drop_deleted, expand_page, load_state, mlflow_mapping, plan_queries, run_record, select_experiments, state_table)
+from .mlflow_runs import (RunExpander, RunQuery, RunRecord, default_mapping, drop_deleted, expand_page, gave_rows, load_state, mlflow_mapping, plan_queries, run_record, select_experiments, state_table)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
 __all__ = ["MlflowSource", "default_mapping", "mlflow_mapping"]
@@ -155,6 +155,7 @@ class MlflowSource:
         exps = self.experiments(client)
         names = dict(exps)
         state = load_state(store, self.state_name)
+        before = gave_rows(state)   # before this ingest changes it
         expander = RunExpander(self.mapping, self.source)
         history = (lambda recs: self._history_max(client, expander, recs)) if self.options.history == "max" else None
         seen = 0
@@ -165,7 +166,8 @@ class MlflowSource:
                 seen += len(runs)
                 progress(f"{self.label}: runs", seen, None)
                 yield expand_page([run_record(r) for r in runs], experiments=names, state=state,
-                                  expander=expander, state_name=self.state_name, history=history, store=store)
+                                  expander=expander, state_name=self.state_name, history=history, store=store,
+                                  stored_before=before)
 
         if self.options.drop_deleted:
             gone: list[tuple[str, str]] = []

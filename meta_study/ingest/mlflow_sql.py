@@ -43,7 +43,7 @@ from ..errors import UserError
 from ..mlflow_client import has_credentials, safe_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RunExpander, RunQuery, RunRecord, drop_deleted, expand_page, load_state, mlflow_mapping, plan_queries, select_experiments, state_table)
+from .mlflow_runs import (RunExpander, RunQuery, RunRecord, drop_deleted, expand_page, gave_rows, load_state, mlflow_mapping, plan_queries, select_experiments, state_table)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
 PREFIX = "mlflow-sql:"
@@ -359,6 +359,7 @@ class MlflowSqlSource:
         conn.rollback()
         names = dict(exps)
         state = load_state(store, self.state_name)
+        before = gave_rows(state)   # before this ingest changes it
         expander = RunExpander(self.mapping, self.source)
         history = (lambda recs: self._history_max(conn, expander, recs)) if self.options.history == "max" else None
         seen = 0
@@ -372,7 +373,8 @@ class MlflowSqlSource:
                 seen += len(runs)
                 progress(f"{self.label}: runs", seen, None)
                 batch = expand_page(recs, experiments=names, state=state, expander=expander,
-                                    state_name=self.state_name, history=history, store=store)
+                                    state_name=self.state_name, history=history, store=store,
+                                  stored_before=before)
                 conn.rollback()   # end the read transaction: no lock on the DB while the store commits
                 yield batch
         if self.options.drop_deleted and exps:

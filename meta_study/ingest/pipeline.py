@@ -31,7 +31,7 @@ from ..schema import KEY
 from ..validation import Validated, dedupe_keys, printable, validate
 from ..keys import key_array, key_of
 from ..store import Store
-from .sources import Progress, Source, SourceBatch, no_progress
+from .sources import STORED_BEFORE, Progress, Source, SourceBatch, no_progress
 
 #: Accuracy columns whose values, when most of them lie in (1, 100], are taken to be percents.
 PERCENT_SUSPECTS = ("us_accuracy", "ds_accuracy")
@@ -72,8 +72,11 @@ class SourceReport:
 
     @property
     def all_quarantined(self) -> bool:
-        """Rows were read and every one of them was rejected: the source failed."""
-        return self.error is None and self.rejected > 0 and self.valid == 0
+        """Rows were read and every one of them was rejected, and nothing of the source was
+        stored before: the source failed. (An incremental MLflow ingest whose one new run was
+        rejected, beside stored, unchanged runs, said "FAILED ... nothing stored" and exited 2.)"""
+        return (self.error is None and self.rejected > 0 and self.valid == 0
+                and not self.stats.get(STORED_BEFORE))
 
     @property
     def ok(self) -> bool:
@@ -100,7 +103,8 @@ class SourceReport:
         if self.all_quarantined and top is not None:
             return printable(f"{self.label}: FAILED: all {self.rejected} rows quarantined, nothing stored; "
                              f"{top[1]} for: {top[0]} (meta-study store quarantine lists them)")
-        extra = "".join(f", {v} {k.replace('_', ' ')}" for k, v in sorted(self.stats.items()) if v)
+        extra = "".join(f", {v} {k.replace('_', ' ')}" for k, v in sorted(self.stats.items())
+                        if v and not k.startswith("_"))
         dele = f", {self.deleted} deleted" if self.deleted else ""
         kept = (f", {self.kept_runs} stored runs not in the file kept (--drop-missing removes them)"
                 if self.kept_runs else "")

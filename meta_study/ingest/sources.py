@@ -30,6 +30,11 @@ def no_progress(description: str, completed: int, total: int | None) -> None:  #
     """A progress callback that shows nothing."""
 
 
+#: A source's stat (not shown): rows of it were stored before this ingest, so a read whose every
+#: row was rejected is a bad update (quarantined and said), not a failed source.
+STORED_BEFORE = "_stored_before"
+
+
 @dataclass
 class SourceBatch:
     """Raw rows from one source, committed to the store as one transaction.
