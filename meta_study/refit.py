@@ -150,7 +150,9 @@ def refit_lock(store: Store, out: str) -> Iterator[bool]:
     directories still exclude each other) and in OUT for object stores.
     """
     local = store.local_path("_meta/REFIT.lock")
-    with _flock(Path(local) if local else Path(out) / ".refit.lock") as held:
+    # in the store's own _meta, never made here: a store gone since it was checked (renamed, its
+    # mount not back) became an empty directory at its path, which no command reads as a store
+    with _flock(Path(local) if local else Path(out) / ".refit.lock", make_parent=not local) as held:
         yield held
 
 
@@ -166,9 +168,11 @@ def out_lock(out: str) -> Iterator[bool]:
 
 
 @contextlib.contextmanager
-def _flock(path: Path) -> Iterator[bool]:
-    """A non-blocking exclusive ``flock`` of ``path`` (created), which records its holder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _flock(path: Path, make_parent: bool = True) -> Iterator[bool]:
+    """A non-blocking exclusive ``flock`` of ``path`` (created, with its directory unless
+    ``make_parent`` is False), which records its holder."""
+    if make_parent:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

@@ -53,7 +53,8 @@ class FitOptions:
 
 def holdout_threshold(us_accuracy: np.ndarray, options: FitOptions) -> float:
     """The US accuracy at or below which points are fitting data."""
-    us = np.asarray(us_accuracy, dtype=float)
+    us = np.asarray(us_accuracy, dtype=float).ravel()
+    us = us[np.isfinite(us)]          # a NaN accuracy is no model: one made the quantile NaN
     if options.holdout_above is not None:
         return float(options.holdout_above)
     if options.holdout_quantile is None or options.holdout_quantile >= 1 or us.size == 0:

@@ -145,10 +145,11 @@ def estimate_test_size(accuracies: np.ndarray, max_size: int = 200_000) -> float
     (timm's percents to 0.001 gave 100,000 for ImageNet-A's 7,500 images; 0.3 and 0.5 typed by
     hand gave 10, a 26-point floor). A test set of exactly 10^k images is then unknown, as any
     size that cannot be told from rounding; 50,000 (ImageNet) stays: rounding to 5 decimals gives
-    odd last digits, k / 50,000 never does."""
+    odd last digits, k / 50,000 never does. Likewise for any divisor of a power of ten that too
+    few values back (0.4 alone gave 5; 0.52 and 0.54 gave 50)."""
     from fractions import Fraction
 
-    n = 1
+    n, distinct = 1, 0
     for v in np.unique(np.asarray(accuracies, dtype=float)):
         if not np.isfinite(v):
             continue
@@ -156,9 +157,18 @@ def estimate_test_size(accuracies: np.ndarray, max_size: int = 200_000) -> float
         if abs(float(f) - v) > 1e-9:
             return math.nan
         n = math.lcm(n, f.denominator)
+        distinct += f.denominator > 1
         if n > max_size:
             return math.nan
     if n <= 1 or 10 ** round(math.log10(n)) == n:
+        return math.nan
+    # n divides 10^d (n = 10^d / m): values rounded to d decimals give it when every one of them
+    # happens to be a multiple of m in its last digits, with chance about m^-distinct. Believed
+    # only where that chance is below 1e-3: one DS accuracy of 0.4 (or 0.52 and 0.54) gave a test
+    # set of 5 (50) examples, an interval floor of +-36 (+-12) points; k / 50,000 over 10 or
+    # more values (ImageNet) stays
+    d = next((k for k in range(1, 20) if 10 ** k % n == 0), None)
+    if d is not None and distinct * math.log10(10 ** d // n) < 3:
         return math.nan
     return float(n)
 
@@ -329,8 +339,11 @@ def row_number(v: Any) -> float:
 
 
 def residuals_json(residuals: Sequence[Sequence[float]]) -> str:
-    """(|residual|, reach, cut) triples as a short JSON list (floats to 1e-6)."""
-    return json.dumps([[round(float(v), 6) for v in t] for t in residuals], separators=(",", ":"))
+    """(|residual|, reach, cut) triples as a JSON list, every float exact (shortest repr), so that
+    a row's interval is the one its answer states: rounded to 1e-6, a reach of 1e-12 (two models
+    1e-12 apart in US) became 0 and the row's 90% interval at +5 US points [29.8%-55.1%] where
+    the answer said [0.0%-89.1%]."""
+    return json.dumps([[float(v) for v in t] for t in residuals], separators=(",", ":"))
 
 
 def parse_residuals(raw: Any) -> tuple[tuple[float, ...], ...]:

@@ -57,7 +57,7 @@ import numpy as np
 
 from ..defaults import PAYOFF_THRESHOLD, TOLERANCE
 from ..errors import Range
-from .frontiers import FRONTIER_KINDS, FRONTIERS, check_frontier_names, frontier_points
+from .frontiers import FRONTIER_KINDS, FRONTIERS, Frontier, check_frontier_names, frontier_points
 from .headline import Headline, estimate_test_size, fit_discount, half_width
 from .hull import upper_hull
 from .laws import LAWS, LawFit, get_law
@@ -354,10 +354,21 @@ def select_groups(groups_xy: Sequence[tuple[np.ndarray, np.ndarray]], keys: Sequ
     gs: list[_Group] = []
     sizes = list(test_sizes) if test_sizes is not None else [None] * len(groups_xy)
     for (us, ds), key, thr, n_test in zip(groups_xy, keys, thresholds, sizes):
-        us, ds = np.asarray(us, float), np.asarray(ds, float)
-        vis, held = np.flatnonzero(us <= thr), np.flatnonzero(~(us <= thr))
-        size = (float(np.nanmedian(np.asarray(n_test, float))) if n_test is not None and np.isfinite(n_test).any()
-                else estimate_test_size(ds[vis]))
+        us, ds = np.asarray(us, float).ravel(), np.asarray(ds, float).ravel()
+        if us.size != ds.size:
+            # no point can be paired: every law is given the raw arrays, and says so (degenerate)
+            g = _Group(us=us, ds=ds, key=key, threshold=float(thr), vis=np.zeros(0, np.int64),
+                       held=np.zeros(0, np.int64))
+            for fr in options.frontiers:
+                g.frontiers[fr] = Frontier(fr, us, ds, np.zeros(0, np.int64))
+                for law in options.laws:
+                    g.final[(law, fr)] = probs.add(law, us, ds)
+            gs.append(g)
+            continue
+        # a NaN or infinite accuracy is no measurement: neither visible nor held out
+        ok = np.isfinite(us) & np.isfinite(ds)
+        vis, held = np.flatnonzero(ok & (us <= thr)), np.flatnonzero(ok & ~(us <= thr))
+        size = _test_size(n_test, ds[vis])
         g = _Group(us=us, ds=ds, key=key, threshold=float(thr), vis=vis, held=held, test_size=size)
         for fr in options.frontiers:
             F = frontier_points(fr, us[vis], ds[vis], nondecreasing=nondecreasing)
@@ -384,6 +395,17 @@ def select_groups(groups_xy: Sequence[tuple[np.ndarray, np.ndarray]], keys: Sequ
     return [_select(g, solved, options) for g in gs]
 
 
+def _test_size(n_test: np.ndarray | float | None, visible_ds: np.ndarray) -> float:
+    """The group's DS test-set size: the median of the known sizes (a size below one example is
+    no size), else estimated from the visible accuracies; NaN when unknown."""
+    if n_test is not None:
+        n = np.asarray(n_test, float).ravel()
+        n = n[np.isfinite(n) & (n >= 1)]
+        if n.size:
+            return float(np.median(n))
+    return estimate_test_size(visible_ds)
+
+
 def _fit(solved: dict[str, list[LawFit]], ref: Ref) -> LawFit:
     return solved[ref[0]][ref[1]]
 
@@ -395,7 +417,7 @@ def _candidates(g: _Group, solved: dict[str, list[LawFit]], o: SelectionOptions)
     for (law, fr), ref in g.final.items():
         fit = _fit(solved, ref)
         F = g.frontiers[fr]
-        fit_err = _rmse(fit.predict_accuracy(F.us), F.ds) if F.us.size else math.nan
+        fit_err = _rmse(fit.predict_accuracy(F.us), F.ds) if F.us.size and fit.usable else math.nan
         if fr == "all":
             pred_err = _rmse(fit.predict_accuracy(us[g.held]), ds[g.held]) if g.held.size else math.nan
         else:
@@ -668,14 +690,16 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> Gr
         values = h.predict_accuracy(U_GRID)
         lo_c, hi_c = h.interval(U_GRID, o.level)
         un = float(us_needed_from_values(values[None], o.ds_target)[0])
-        # the band's upper edge reaches the target first (the interval's low end), its lower edge last
-        un_lo = float(np.nan_to_num(us_needed_from_values(hi_c[None], o.ds_target), nan=math.inf)[0])
-        un_hi = float(np.nan_to_num(us_needed_from_values(lo_c[None], o.ds_target), nan=math.inf)[0])
+        # the band's upper edge reaches the target first (the interval's low end), its lower edge
+        # last; "never" (inf) only where the band exists (no back-test: no band, NaN, not never)
+        band = bool(np.isfinite(lo_c).any())
+        un_lo = float(np.nan_to_num(us_needed_from_values(hi_c[None], o.ds_target), nan=math.inf)[0]) if band else math.nan
+        un_hi = float(np.nan_to_num(us_needed_from_values(lo_c[None], o.ds_target), nan=math.inf)[0]) if band else math.nan
         if math.isfinite(h.flat) and o.ds_target > h.flat:
             # no visible model up to the best one reaches it: the US needed lies beyond it (the
             # band is a prediction interval for models past the data; inside it said "70% DS needs
             # US in [82.6%-never]" where every model up to 84.7% stayed below 65.5%)
-            un_lo = max(un_lo, h.best_us)
+            un_lo = max(un_lo, h.best_us) if band else un_lo
             un = max(un, h.best_us) if math.isfinite(un) else un
         if math.isfinite(un) and un > h.best_us and not inside(un):
             warnings.append(f"extrapolation: {100 * o.ds_target:g}% DS needs {100 * un:.1f}% US, past the tested "
