@@ -143,16 +143,17 @@ class RefitResult:
 
 
 @contextlib.contextmanager
-def refit_lock(store: Store, out: str) -> Iterator[bool]:
+def refit_lock(store: Store, out: str, create: bool = True) -> Iterator[bool]:
     """Yield True if this process holds the refit lock of ``store``, False if another one does.
 
     The lock lives in the store's ``_meta`` for local stores (so two refits writing different OUT
     directories still exclude each other) and in OUT for object stores.
     """
     local = store.local_path("_meta/REFIT.lock")
-    # in the store's own _meta, never made here: a store gone since it was checked (renamed, its
-    # mount not back) became an empty directory at its path, which no command reads as a store
-    with _flock(Path(local) if local else Path(out) / ".refit.lock", make_parent=not local) as held:
+    # in the store's own _meta, made here only when the refit creates the store (``create``: it has
+    # sources to ingest): else a store gone since it was checked (renamed, its mount not back)
+    # became an empty directory at its path, which no command reads as a store
+    with _flock(Path(local) if local else Path(out) / ".refit.lock", make_parent=create or not local) as held:
         yield held
 
 
@@ -230,7 +231,7 @@ def _name(v: Any) -> str | None:
 def refit_locks(store: Store, cfg: RefitConfig) -> Iterator[str]:
     """Take the store's refit lock, then OUT's; yield "" when both are held, else why this refit
     is skipped (one line)."""
-    with refit_lock(store, cfg.out) as held:
+    with refit_lock(store, cfg.out, create=bool(cfg.sources or cfg.sources_file)) as held:
         if not held:
             yield f"another refit is running on {cfg.store}; skipped"
             return
