@@ -165,10 +165,7 @@ class _Group(click.Group):
             # input was fine); META_STUDY_TRACEBACK=1 shows where
             if os.environ.get("META_STUDY_TRACEBACK"):
                 raise
-            from .validation import printable
-
-            text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            click.echo(f"meta-study: error: {printable(text)} (META_STUDY_TRACEBACK=1 shows where)", err=True)
+            click.echo(f"meta-study: error: {_first_line_of(e)} (META_STUDY_TRACEBACK=1 shows where)", err=True)
             sys.exit(1)
 
 
@@ -980,6 +977,7 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
 
 
 def _first_line_of(e: BaseException) -> str:
+    """An error's first line, its control characters shown, not obeyed (an error line of one)."""
     from .validation import printable
 
     return printable((str(e).strip().splitlines() or [type(e).__name__])[0])
