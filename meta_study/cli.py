@@ -593,14 +593,15 @@ def _unknown_selection(store_uri: str, store_obj: Any, sel: Any) -> str | None:
 
 def _no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
     """'no rows match the selection', with the values the store has for each option given."""
-    groups = store_obj.summary().groups
+    summary = store_obj.summary()   # reads every row's group columns: once
+    groups = summary.groups
     have = []
     for opt, col, given in _selected(sel):
         if given and col in groups:
             have.append(f"{opt}: the store has {_shown_values(_store_values(groups, col)) or 'none'}")
     if sel.layer is not None:
         have.append(f"--layer {sel.layer}: no pre-logits rows of that layer match")
-    if not have and store_obj.summary().rows:
+    if not have and summary.rows:
         # rows, none of them at the pre-logits layer the analysis reads by default: "the store is
         # empty" sent a researcher with a layer-wise sweep looking for lost data
         from .analysis.groups import layers_only_note
@@ -834,9 +835,9 @@ def bootstrap_cmd(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, 
     """Bootstrap confidence intervals of the law's parameters.
 
     Resamples each group's points and refits Eq. 1 for k, alpha, e_IR and saturation (on the hull
-    vertices and on all points, the paper's pair, unless --frontiers names others), and prints per group alpha with its interval, saying when an end
-    sits on alpha's bound (--alpha-max). Writes DIR/bootstrap.parquet: one row per group x
-    frontier x parameter.
+    vertices and on all points, the paper's pair, unless --frontiers names others), and prints per
+    group alpha with its interval, saying when an end sits on alpha's bound (--alpha-max). Writes
+    DIR/bootstrap.parquet: one row per group x frontier x parameter.
     """
     from .analysis.results import AnalysisOptions
     from .analysis.bootstrap import BootstrapOptions

@@ -29,7 +29,7 @@ from torch import nn
 from ..schema import us_metric_key
 from .data import StepBatches, Task, fraction_indices, iterate_split
 from .models import ModelInfo
-from .optim import build_optimizer, build_schedule
+from .optim import OPTIMIZERS, build_optimizer, build_schedule
 from .synth import DS_TASKS
 
 #: on_report(step, metrics, checkpoint_dir): checkpoint_dir is None when no checkpoint was saved.
@@ -134,7 +134,7 @@ class TrainConfig:
         need("betas", len(tuple(self.betas)) == 2 and all(num(b) and 0 <= b < 1 for b in self.betas),
              "two numbers in [0, 1)")
         need("shots", all(num(k) and k >= 1 for k in self.shots), "shot counts >= 1")
-        need("optimizer", self.optimizer in ("adam", "sgd"), "adam or sgd")
+        need("optimizer", self.optimizer in OPTIMIZERS, " or ".join(OPTIMIZERS))
         need("precision", self.precision in ("auto", "fp32", "bf16"), "auto, fp32 or bf16")
         return out
 
