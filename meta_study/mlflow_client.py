@@ -35,6 +35,31 @@ def safe_uri(uri: str) -> str:
     return urllib.parse.urlunsplit((p.scheme, host, p.path, "", ""))
 
 
+#: Ports a URL may leave out: ``http://h`` is ``http://h:80``.
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def source_uri(uri: str) -> str:
+    """:func:`safe_uri` in one spelling per tracking server: the name an MLflow source's rows and
+    state carry in the store when no name is given. ``http://h:5000``, ``http://h:5000/``,
+    ``HTTP://h:5000`` and ``http://h:80/`` against ``http://h`` each name one server; as names they
+    were two sources, and one server ingested under both stored every run twice. Scheme lowercased,
+    default port and trailing slashes dropped; URIs other than http(s) are :func:`safe_uri`'s."""
+    s = safe_uri(uri)
+    p = urllib.parse.urlsplit(s)
+    scheme = p.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not p.netloc:
+        return s
+    host = p.hostname or ""
+    try:
+        port = p.port
+    except ValueError:     # not a number: the client refuses the URI; the name stays as typed
+        return s
+    if port and port != DEFAULT_PORTS[scheme]:
+        host = f"{host}:{port}"
+    return urllib.parse.urlunsplit((scheme, host, p.path.rstrip("/"), "", ""))
+
+
 def has_credentials(uri: str) -> bool:
     """Whether the URI carries a user, a password or a token (in its user info or its query)."""
     p = urllib.parse.urlsplit(uri)

@@ -530,10 +530,11 @@ def _out_id(out: str) -> str:
 
 
 def _ledger_path(cfg: RefitConfig, stamp: str) -> Path:
-    """Where OUT records the publishing of version ``stamp`` to this tracking URI and experiment."""
-    from .mlflow_client import safe_uri
+    """Where OUT records the publishing of version ``stamp`` to this tracking URI and experiment
+    (one server however its URI is typed: ``http://h:5000/`` published a version a second time)."""
+    from .mlflow_client import source_uri
 
-    key = hashlib.sha256(f"{safe_uri(cfg.tracking_uri or '')}\n{cfg.experiment}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{source_uri(cfg.tracking_uri or '')}\n{cfg.experiment}".encode()).hexdigest()[:12]
     return Path(cfg.out) / "published" / f"{stamp}.{key}.json"
 
 

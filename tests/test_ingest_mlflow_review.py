@@ -256,3 +256,39 @@ def test_one_bad_new_run_beside_stored_ones_is_no_failed_source(exp, reader):
     exp["client"].set_terminated(rid)
     r = _ingest(dict(exp, name=name, store=str(exp["tmp"] / "other")), reader)
     assert r.returncode == 2 and "FAILED: all" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_one_server_has_one_source_name_however_its_uri_is_typed():
+    from meta_study.mlflow_client import source_uri
+
+    for typed in ("http://h:5000/", "HTTP://h:5000", "http://h:5000//", "http://u@h:5000/?x=1#f"):
+        assert source_uri(typed) == "http://h:5000", typed
+    assert source_uri("http://h:80/") == source_uri("http://h") == "http://h"
+    assert source_uri("https://h:443/mlflow/") == "https://h/mlflow"
+    assert source_uri("https://h:8443/mlflow") == "https://h:8443/mlflow"
+    assert source_uri("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"      # not a server: as typed
+
+
+def test_a_trailing_slash_is_the_same_server_not_a_second_copy_of_its_runs(exp):
+    # ``http://h:5000/`` and ``http://h:5000`` were two sources: every run was stored twice
+    for i in range(2):
+        _run(exp["client"], exp["id"], i)
+    _ingest(exp, "rest")
+    e2 = dict(exp, uri=exp["uri"].rstrip("/") + "/")
+    r = _ingest(e2, "rest")
+    assert r.returncode == 0 and "0 new" in r.stdout, r.stdout
+    rows = _rows(exp)
+    assert len(rows) == 2 and set(rows["source"]) == {exp["uri"].rstrip("/")}
+
+
+def test_a_store_that_holds_a_server_under_an_older_spelling_keeps_that_name(exp):
+    # stores written before names were canonical hold ``http://h:5000/``: the plain URI adopts it
+    # (its runs are replaced, not stored a second time under the new spelling)
+    old = exp["uri"].rstrip("/") + "/"
+    _run(exp["client"], exp["id"], 0)
+    _ingest(exp, "rest", "--source", old)
+    _run(exp["client"], exp["id"], 1)
+    r = _ingest(exp, "rest")
+    assert r.returncode == 0 and "1 new" in r.stdout, r.stdout
+    rows = _rows(exp)
+    assert len(rows) == 2 and set(rows["source"]) == {old}

@@ -583,6 +583,22 @@ def load_state(store: Store, name: str) -> RunState:
             zip(d["run_id"], d["experiment_id"], d["status"], d["end_time"], d["fingerprint"], d["rows"])}
 
 
+def stored_source(store: Store, prefix: str, source: str) -> str:
+    """The name the store already gives ``source`` (a :func:`~meta_study.mlflow_client.source_uri`):
+    a stored state ``prefix + name`` whose name is spelt differently but is the same server
+    (``http://h:5000/`` stored before names were canonical). Its rows keep their name, so the
+    runs are replaced, not stored a second time. ``source`` when none is, or the store is new."""
+    from ..mlflow_client import source_uri
+
+    if not store.exists():
+        return source
+    for name in sorted(store.state_names(f"{prefix}*")):
+        old = name[len(prefix):]
+        if old != source and source_uri(old) == source:
+            return old
+    return source
+
+
 def state_table(state: RunState) -> pa.Table:
     """The state as the store keeps it, sorted by run id."""
     ids = sorted(state)

@@ -34,10 +34,11 @@ from typing import Any, Iterator, Sequence
 import pandas as pd
 
 from ..errors import UserError
-from ..mlflow_client import refuse_credentials, safe_uri
+from ..mlflow_client import refuse_credentials, safe_uri, source_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RunExpander, RunQuery, RunRecord, default_mapping, drop_deleted, expand_page, gave_rows, load_state, mlflow_mapping, plan_queries, run_record, select_experiments, state_table)
+from .mlflow_runs import (RunExpander, RunQuery, RunRecord, default_mapping, drop_deleted, expand_page, gave_rows, load_state,
+                          mlflow_mapping, plan_queries, run_record, select_experiments, state_table, stored_source)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
 __all__ = ["MlflowSource", "default_mapping", "mlflow_mapping"]
@@ -56,7 +57,9 @@ class MlflowSource:
 
     def __post_init__(self) -> None:
         refuse_credentials(self.uri, where="")
-        self.source = self.name or self.options.source_name or self.mapping.source or safe_uri(self.uri)
+        given = self.name or self.options.source_name or self.mapping.source
+        self._named = given is not None
+        self.source = given or source_uri(self.uri)
 
     @property
     def label(self) -> str:
@@ -154,6 +157,8 @@ class MlflowSource:
         progress(f"{self.label}: listing experiments", 0, None)
         exps = self.experiments(client)
         names = dict(exps)
+        if not self._named:
+            self.source = stored_source(store, "mlflow:", self.source)
         state = load_state(store, self.state_name)
         before = gave_rows(state)   # before this ingest changes it
         expander = RunExpander(self.mapping, self.source)
