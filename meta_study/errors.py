@@ -26,6 +26,12 @@ class StoreConflictError(UserError):
     a lease expired under a paused writer or was broken): nothing of the commit was stored."""
 
 
+class StoreBusyError(UserError):
+    """Every try of a read met a store changed under it (manifests or files gone between listing
+    and reading, as other processes committed and collected garbage): nothing is wrong with the
+    store, and the same command run again reads it."""
+
+
 class StoreDamagedError(UserError):
     """A file the store's manifest lists is missing, truncated or unreadable.
 

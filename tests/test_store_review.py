@@ -384,3 +384,29 @@ def test_a_lease_renewal_whose_reply_was_lost_keeps_the_lease(request, s3env, mo
         assert not beat.lost
     assert renewed_after.is_set()
     assert lease_holder(objects) is None   # released, not left to expire
+
+
+# ---- a store changed under every read ----------------------------------------------------------
+
+def test_a_read_that_loses_every_race_is_one_line_to_run_again(tmp_path, monkeypatch):
+    # the readers' retry loops ended in a bare RuntimeError (a traceback) when other processes
+    # kept pruning manifests, or collecting files, between a reader's listing and its read
+    from dataclasses import replace
+
+    from meta_study.errors import StoreBusyError, UserError
+    from meta_study.store import _store as mod
+
+    st = Store(_store(tmp_path))
+    real_load = mod.Store._load
+    monkeypatch.setattr(mod.Store, "_read_manifest", lambda self, v: (_ for _ in ()).throw(FileNotFoundError(v)))
+    with pytest.raises(StoreBusyError, match="run the command again") as e:
+        st.to_pandas()
+    assert isinstance(e.value, UserError) and "\n" not in str(e.value)
+    monkeypatch.undo()
+
+    bump = iter(range(10, 10_000))     # a new version each time: superseded, never "lost"
+    monkeypatch.setattr(mod.Store, "_load", lambda self, version=None: replace(real_load(self), version=next(bump)))
+    monkeypatch.setattr(mod.Store, "_read_data", lambda self, entry, schema: (_ for _ in ()).throw(
+        FileNotFoundError("part-x.parquet")))
+    with pytest.raises(StoreBusyError, match=r"last: part-x\.parquet.*run the command again"):
+        st.to_pandas()

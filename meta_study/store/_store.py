@@ -68,7 +68,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..errors import StoreConflictError, StoreDamagedError, StoreLockedError, UserError
+from ..errors import StoreBusyError, StoreConflictError, StoreDamagedError, StoreLockedError, UserError
 from ..schema import FILE_SCHEMA, GROUP, PARTITION, SCHEMA
 from ..keys import key_strings
 from ..validation import conform, dedupe_keys
@@ -166,7 +166,8 @@ class Store:
             if m is None:
                 raise self._unreadable(v, problem or "damaged")
             return m
-        raise RuntimeError(f"{self.uri}: manifests kept disappearing while reading")
+        raise StoreBusyError(f"{self.uri}: the store's latest manifest was replaced under each of 50 reads (other "
+                             "processes committing and pruning faster than this one reads); run the command again")
 
     def _unreadable(self, v: int, problem: str) -> StoreDamagedError:
         """The one line for a latest manifest ``v`` that is damaged and has no intact copy: what
@@ -295,7 +296,9 @@ class Store:
                 if seen[m.version] >= 3:
                     raise self._damaged(str(e.args[0]) if e.args else "?", "missing") from None
                 time.sleep(0.05)
-        raise RuntimeError(f"{self.uri}: files kept disappearing while reading ({last})")
+        raise StoreBusyError(f"{self.uri}: files of the store's latest version were collected under each of 20 "
+                             f"reads (other processes committing faster than this one reads; last: {_first_line(last) if last else '?'}); "
+                             "run the command again")
 
     def _read_data(self, entry: Mapping[str, Any], file_schema: pa.Schema) -> pa.Table:
         return self._v.read_data(entry, file_schema)
