@@ -292,3 +292,12 @@ def test_a_store_that_holds_a_server_under_an_older_spelling_keeps_that_name(exp
     assert r.returncode == 0 and "1 new" in r.stdout, r.stdout
     rows = _rows(exp)
     assert len(rows) == 2 and set(rows["source"]) == {old}
+
+
+def test_an_experiment_named_like_a_glob_selects_itself_only():
+    from meta_study.ingest.mlflow_runs import select_experiments
+
+    found = [("1", "ablation[1]"), ("2", "ablation1"), ("3", "ablation2")]
+    assert select_experiments(found, ["ablation[1]"], "x") == [("1", "ablation[1]")]
+    assert select_experiments(found, ["ablation[12]"], "x") == [("2", "ablation1"), ("3", "ablation2")]
+    assert select_experiments(found, ["3"], "x") == [("3", "ablation2")]

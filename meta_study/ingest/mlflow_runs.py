@@ -541,8 +541,11 @@ def select_experiments(found: Iterable[tuple[str, str]], specs: Sequence[str], w
         return found
     out: dict[str, str] = {}
     for spec in specs:
-        hits = [(i, n) for i, n in found if i == spec or n == spec or
-                (any(c in spec for c in "*?[") and fnmatch.fnmatchcase(n, spec))]
+        # an experiment named or numbered exactly so is the one meant: "ablation[1]" is a name,
+        # and as a glob it also took "ablation1"
+        hits = [(i, n) for i, n in found if i == spec or n == spec]
+        if not hits and any(c in spec for c in "*?["):
+            hits = [(i, n) for i, n in found if fnmatch.fnmatchcase(n, spec)]
         if not hits:
             raise UserError(f"{where}: no experiment matches {spec!r}")
         out.update(hits)
