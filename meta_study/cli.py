@@ -335,7 +335,7 @@ def _table(df: Any, cols: list[str]) -> str:
               help="MLflow experiments to read (repeatable; default: every active experiment).")
 @click.option("--filter", "filter_string", default=None, help="An MLflow search filter, e.g. \"params.dataset = 'jft'\".")
 @click.option("--include-running", is_flag=True, help="Also ingest RUNNING MLflow runs (re-read every time).")
-@click.option("--drop-deleted", is_flag=True, help="Remove rows of runs since deleted in MLflow.")
+@click.option("--drop-deleted", is_flag=True, help="Remove rows of runs since deleted in MLflow, and of runs of experiments deleted there.")
 @click.option("--drop-missing", is_flag=True,
               help="Files: also remove the stored runs of a file's source that the file no longer contains "
                    "(default: keep and count them). Stale rows of the runs a file does contain are always replaced.")

@@ -301,3 +301,29 @@ def test_an_experiment_named_like_a_glob_selects_itself_only():
     assert select_experiments(found, ["ablation[1]"], "x") == [("1", "ablation[1]")]
     assert select_experiments(found, ["ablation[12]"], "x") == [("2", "ablation1"), ("3", "ablation2")]
     assert select_experiments(found, ["3"], "x") == [("3", "ablation2")]
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_drop_deleted_drops_the_runs_of_a_deleted_experiment_and_a_restore_brings_them_back(exp, reader):
+    # a deleted experiment's runs stay "active" in MLflow's trash: --drop-deleted listed only
+    # deleted runs of active experiments, so the rows of a deleted experiment stayed in the store
+    c = exp["client"]
+    other = c.create_experiment(f"{exp['name']}-kept")
+    _run(c, exp["id"], 0), _run(c, exp["id"], 1), _run(c, other, 2)
+    e = dict(exp, name=f"{exp['name']}*")          # both experiments, by a glob
+    _ingest(e, reader)
+    assert len(_rows(exp)) == 3
+    c.delete_experiment(exp["id"])
+    r = _ingest(e, reader)
+    assert r.returncode == 0 and len(_rows(exp)) == 3, r.stdout     # without the flag, rows stay
+    r = _ingest(e, reader, "--drop-deleted")
+    assert r.returncode == 0 and "2 runs deleted" in r.stdout, r.stdout + r.stderr
+    assert len(_rows(exp)) == 1
+    # the deleted experiment named alone: nothing active matches, but it is no error with the flag
+    r = _ingest(exp, reader, "--drop-deleted")
+    assert r.returncode == 0 and "runs deleted" not in r.stdout, r.stdout + r.stderr
+    assert _ingest(exp, reader).returncode == 2                     # without it, nothing matches
+    c.restore_experiment(exp["id"])
+    r = _ingest(e, reader, "--drop-deleted")
+    assert r.returncode == 0 and "2 new" in r.stdout, r.stdout
+    assert len(_rows(exp)) == 3

@@ -533,23 +533,47 @@ def _remapped(state: RunState, digest: str) -> set[str]:
             if v.status in ("FINISHED", "RUNNING") and not v.fingerprint.startswith(prefix)}
 
 
-def select_experiments(found: Iterable[tuple[str, str]], specs: Sequence[str], where: str) -> list[tuple[str, str]]:
+def _matches(found: Sequence[tuple[str, str]], spec: str) -> list[tuple[str, str]]:
+    # an experiment named or numbered exactly so is the one meant: "ablation[1]" is a name,
+    # and as a glob it also took "ablation1"
+    hits = [(i, n) for i, n in found if i == spec or n == spec]
+    if not hits and any(c in spec for c in "*?["):
+        hits = [(i, n) for i, n in found if fnmatch.fnmatchcase(n, spec)]
+    return hits
+
+
+def select_experiments(found: Iterable[tuple[str, str]], specs: Sequence[str], where: str,
+                       deleted: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str]]:
     """(id, name) of the experiments that ``specs`` (names, ids or globs) select among ``found``;
-    all of them when there are no specs. :class:`UserError` naming ``where`` if a spec selects none."""
-    found = list(found)
+    all of them when there are no specs. :class:`UserError` naming ``where`` if a spec selects none
+    of them nor of ``deleted`` (experiments in MLflow's trash, listed for ``--drop-deleted``)."""
+    found, deleted = list(found), list(deleted)
     if not specs:
         return found
     out: dict[str, str] = {}
     for spec in specs:
-        # an experiment named or numbered exactly so is the one meant: "ablation[1]" is a name,
-        # and as a glob it also took "ablation1"
-        hits = [(i, n) for i, n in found if i == spec or n == spec]
-        if not hits and any(c in spec for c in "*?["):
-            hits = [(i, n) for i, n in found if fnmatch.fnmatchcase(n, spec)]
-        if not hits:
+        hits = _matches(found, spec)
+        if not hits and not _matches(deleted, spec):
             raise UserError(f"{where}: no experiment matches {spec!r}")
         out.update(hits)
     return sorted(out.items())
+
+
+def runs_of_deleted_experiments(state: RunState, active: Iterable[str], deleted: Sequence[tuple[str, str]],
+                                specs: Sequence[str]) -> list[str]:
+    """Runs the state holds of experiments deleted in MLflow, for ``--drop-deleted``: a deleted
+    experiment's runs are not listed as deleted runs (they stay active in a deleted experiment),
+    and its rows stayed in the store. ``deleted`` are the experiments in the trash (id, name);
+    one gone for good (``mlflow gc``) is in neither it nor ``active`` (ids). Without ``specs``
+    every such experiment counts; with them, those the specs select (one gone for good: by its
+    ID, its name being gone with it)."""
+    active = set(active)
+    if specs:
+        chosen = {i for spec in specs for i, _ in _matches(deleted, spec)}
+        chosen |= {s for s in specs if s not in active}
+    else:
+        chosen = {i for i, _ in deleted} | ({v.experiment_id for v in state.values()} - active)
+    return sorted(r for r, v in state.items() if v.experiment_id in chosen and v.status != DELETED)
 
 
 def drop_deleted(state: RunState, run_ids: Iterable[str], source: str) -> list[tuple[str, str]]:

@@ -38,7 +38,8 @@ from ..mlflow_client import refuse_credentials, safe_uri, source_uri
 from ..store import Store
 from .mapping import IngestMapping
 from .mlflow_runs import (RunExpander, RunQuery, RunRecord, default_mapping, drop_deleted, expand_page, gave_rows, load_state,
-                          mlflow_mapping, plan_queries, run_record, select_experiments, state_table, stored_source)
+                          mlflow_mapping, plan_queries, run_record, runs_of_deleted_experiments, select_experiments,
+                          state_table, stored_source)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
 __all__ = ["MlflowSource", "default_mapping", "mlflow_mapping"]
@@ -96,17 +97,20 @@ class MlflowSource:
         """(id, name) of the selected experiments: names, ids or globs; all active ones if none."""
         from mlflow.entities import ViewType
 
-        found: list[Any] = []
-        token = None
-        while True:
-            page = self._call(client.search_experiments, view_type=ViewType.ACTIVE_ONLY, max_results=1000,
-                              page_token=token)
-            found.extend(page)
-            token = page.token
-            if not token:
-                break
-        return select_experiments([(e.experiment_id, e.name) for e in found], self.options.experiments,
-                                  safe_uri(self.uri))
+        def listed(view: int) -> list[tuple[str, str]]:
+            found: list[Any] = []
+            token = None
+            while True:
+                page = self._call(client.search_experiments, view_type=view, max_results=1000, page_token=token)
+                found.extend(page)
+                token = page.token
+                if not token:
+                    return [(e.experiment_id, e.name) for e in found]
+
+        active = listed(ViewType.ACTIVE_ONLY)
+        self._active_ids = [i for i, _ in active]
+        self._deleted_exps = listed(ViewType.DELETED_ONLY) if self.options.drop_deleted else []
+        return select_experiments(active, self.options.experiments, safe_uri(self.uri), self._deleted_exps)
 
     def _search(self, client: Any, exp_ids: Sequence[str], extra_filter: str, view: int,
                 order: list[str] | None) -> Iterator[list[Any]]:
@@ -164,7 +168,7 @@ class MlflowSource:
         expander = RunExpander(self.mapping, self.source)
         history = (lambda recs: self._history_max(client, expander, recs)) if self.options.history == "max" else None
         seen = 0
-        for q in plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest):
+        for q in plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest) if exps else []:
             pages = (self._finished(client, q.experiment_ids, _filter_of(q)) if q.status == "FINISHED" and q.run_ids is None
                      else self._search(client, q.experiment_ids, _filter_of(q), ViewType.ACTIVE_ONLY, None))
             for runs in pages:
@@ -176,8 +180,11 @@ class MlflowSource:
 
         if self.options.drop_deleted:
             gone: list[tuple[str, str]] = []
-            for runs in self._search(client, [e for e, _ in exps], "", ViewType.DELETED_ONLY, None):
-                gone += drop_deleted(state, [r.info.run_id for r in runs], self.source)
+            if exps:
+                for runs in self._search(client, [e for e, _ in exps], "", ViewType.DELETED_ONLY, None):
+                    gone += drop_deleted(state, [r.info.run_id for r in runs], self.source)
+            gone += drop_deleted(state, runs_of_deleted_experiments(
+                state, self._active_ids, self._deleted_exps, self.options.experiments), self.source)
             if gone:
                 yield SourceBatch(rows=pd.DataFrame(), state={self.state_name: state_table(state)},
                                   delete_runs=gone, stats={"runs_deleted": len(gone)})

@@ -43,7 +43,8 @@ from ..errors import UserError
 from ..mlflow_client import has_credentials, safe_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RunExpander, RunQuery, RunRecord, drop_deleted, expand_page, gave_rows, load_state, mlflow_mapping, plan_queries, select_experiments, state_table)
+from .mlflow_runs import (RunExpander, RunQuery, RunRecord, drop_deleted, expand_page, gave_rows, load_state, mlflow_mapping,
+                          plan_queries, runs_of_deleted_experiments, select_experiments, state_table)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
 PREFIX = "mlflow-sql:"
@@ -261,9 +262,11 @@ class MlflowSqlSource:
 
         ws = " AND workspace = 'default'" if self._workspaces else ""
         rows = conn.execute(sqlalchemy.text(
-            f"SELECT experiment_id, name FROM experiments WHERE lifecycle_stage = 'active'{ws} "
-            "ORDER BY experiment_id")).all()
-        return select_experiments([(str(i), n) for i, n in rows], self.options.experiments, self.target.shown)
+            f"SELECT experiment_id, name, lifecycle_stage FROM experiments WHERE 1 = 1{ws} ORDER BY experiment_id")).all()
+        active = [(str(i), n) for i, n, stage in rows if stage == "active"]
+        self._active_ids = [i for i, _ in active]
+        self._deleted_exps = [(str(i), n) for i, n, stage in rows if stage == "deleted"] if self.options.drop_deleted else []
+        return select_experiments(active, self.options.experiments, self.target.shown, self._deleted_exps)
 
     def _runs(self, conn: Any, q: RunQuery) -> Iterator[list[tuple]]:
         """Pages of (run_uuid, experiment_id, status, start_time, end_time, user_id), by end time.
@@ -363,7 +366,7 @@ class MlflowSqlSource:
         expander = RunExpander(self.mapping, self.source)
         history = (lambda recs: self._history_max(conn, expander, recs)) if self.options.history == "max" else None
         seen = 0
-        for q in plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest):
+        for q in plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest) if exps else []:
             pages = self._runs(conn, q)
             while True:
                 runs = next(pages, None)
@@ -377,10 +380,11 @@ class MlflowSqlSource:
                                   stored_before=before)
                 conn.rollback()   # end the read transaction: no lock on the DB while the store commits
                 yield batch
-        if self.options.drop_deleted and exps:
+        if self.options.drop_deleted:
             deleted = [r[0] for r in fetch(conn, "SELECT run_uuid FROM runs WHERE lifecycle_stage = 'deleted' AND "
-                                           "experiment_id IN :exps", {"exps": [int(e) for e, _ in exps]})]
+                                           "experiment_id IN :exps", {"exps": [int(e) for e, _ in exps]})] if exps else []
             conn.rollback()
+            deleted += runs_of_deleted_experiments(state, self._active_ids, self._deleted_exps, self.options.experiments)
             gone = drop_deleted(state, deleted, self.source)
             if gone:
                 yield SourceBatch(rows=pd.DataFrame(), state={self.state_name: state_table(state)},
