@@ -130,7 +130,8 @@ def _verdict(heads: pd.DataFrame) -> str:
 
 def _has_interval(heads: pd.DataFrame) -> pd.Series:
     """Per headline row: whether its answer states a 90% interval at +1, +3 or +5 US points (as
-    :func:`~meta_study.analysis.answers.interval` prints one)."""
+    :func:`~meta_study.analysis.answers.interval` prints one), or, every step lying past 100% US,
+    at the tested horizon."""
     from .analysis.answers import interval
     from .analysis.selection import PLUS_POINTS
 
@@ -140,7 +141,11 @@ def _has_interval(heads: pd.DataFrame) -> pd.Series:
         except (TypeError, ValueError):
             return math.nan
 
+    def past_100(r: Mapping[str, Any]) -> bool:
+        return _f(r, "best_us") + min(PLUS_POINTS) / 100.0 > 1.0 + 1e-9
+
     return pd.Series([any(interval(_f(r, f"ds_plus{k}_lo"), _f(r, f"ds_plus{k}_hi")) for k in PLUS_POINTS)
+                      or (past_100(r) and bool(interval(_f(r, "predict_lo"), _f(r, "predict_hi"))))
                       for r in heads.to_dict("records")], index=heads.index, dtype=bool)
 
 

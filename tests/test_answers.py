@@ -41,7 +41,7 @@ def test_no_trend_states_no_gain_per_us_point():
     target = answer_text(_row(trusted=False, ds_target=0.9, us_needed=math.nan, us_needed_lo=0.898,
                               us_needed_hi=math.inf,
                               warnings="no_trend: DS does not rise with US in these models (Spearman rho = -0.4, p = 0.01)"))
-    assert "90.0% DS: no US accuracy is predicted to reach it (DS does not rise with US in these models)" in target
+    assert "90.0% DS: no US accuracy is stated (DS is not shown to rise with US in these models)" in target
     assert "89.8%" not in target
 
 
@@ -88,3 +88,73 @@ def test_a_group_without_a_fit_or_a_back_test_says_so_in_one_sentence():
     text = answer_text(_row(trusted=False, trust_reason="no back-test", horizon_us=math.nan, **nan))
     assert text.endswith("+1/+3/+5 US pt: no 90% interval (no back-test to calibrate one).") and ". ." not in text
     assert "[none]" not in text
+
+
+def test_steps_past_100_percent_us_are_said_and_the_horizon_stands_in():
+    """A trusted group whose best model is at 99.5% US said nothing but its best model: every +k
+    step lay past 100% US and was dropped without a word."""
+    nan = {f"ds_plus{k}{s}": math.nan for k in (1, 3, 5) for s in ("", "_lo", "_hi")}
+    text = answer_text(_row(best_us=0.995, flat=0.931, horizon_us=0.99936, predict_us=0.99936, predict_ds=0.96,
+                            predict_lo=0.921, predict_hi=0.999, **nan))
+    assert "+1/+3/+5 US pt: past 100% US; at the tested horizon (99.94% US): 96.0% DS [92.1%-99.9%]." in text, text
+    untrusted = answer_text(_row(trusted=False, best_us=0.995, predict_us=0.99936, predict_ds=0.96,
+                                 predict_lo=0.921, predict_hi=0.999, **nan))
+    assert "at the tested horizon (99.94% US): 90% interval [92.1%-99.9%]" in untrusted and "96.0%" not in untrusted
+    some = {f"ds_plus{k}{s}": math.nan for k in (3, 5) for s in ("", "_lo", "_hi")}
+    text = answer_text(_row(best_us=0.98, horizon_us=0.999, **some))
+    assert "+3/+5 US pt: past 100% US." in text and "tested horizon (" not in text
+
+
+def test_a_best_model_at_99_percent_us_states_its_step_to_100():
+    import numpy as np
+
+    from meta_study.analysis.fitting import FitOptions, fit_group
+
+    rng = np.random.default_rng(3)
+    us = np.concatenate([rng.uniform(0.6, 0.985, 40), [0.99]])
+    ds = 0.9 - 0.5 * (1 - us) ** 1.2 - rng.exponential(0.004, us.size)
+    s = fit_group(us, ds, FitOptions(holdout_quantile=1.0))
+    steps = {st.points: st for st in s.claims.steps}
+    assert math.isfinite(steps[1].ds) and steps[1].us == 1.0            # exactly 100% US is a step
+    assert math.isnan(steps[3].ds) and math.isnan(steps[5].ds)
+
+
+def test_a_supported_stop_paying_point_says_past_the_data_not_never():
+    text = answer_text(_row(stop_paying_supported=True, stop_paying_us=0.752, stop_paying_lo=0.5,
+                            stop_paying_hi=math.inf, saturation=0.3, saturation_lo=0.28, saturation_hi=0.32))
+    assert "at 75.2% US [50.0%-past the data]" in text and "never" not in text
+
+
+def test_the_calculator_near_the_best_model_and_past_the_prediction():
+    # the laws' trend passes 90% at 81.2% US but no visible model (best at 81.8%, 89.9%) reaches
+    # it: "needs 81.8% US" named the best model's US accuracy, which has less
+    text = answer_text(_row(best_us=0.818, flat=0.899, horizon_us=0.85, ds_target=0.9, us_needed=0.818,
+                            us_needed_lo=0.818, us_needed_hi=math.inf))
+    assert "90.0% DS needs more US than the best visible model's 81.8% [81.8%-never]." in text, text
+    # a prediction that never reaches the target, beside an interval that does
+    text = answer_text(_row(ds_target=0.97, us_needed=math.nan, us_needed_lo=0.975, us_needed_hi=math.inf))
+    assert "97.0% DS is not reached by the prediction (90% interval [97.5%-never])." in text, text
+
+
+def test_a_curve_that_never_pays_in_the_data_stops_at_the_weakest_model():
+    import numpy as np
+
+    from meta_study.analysis.payoff import stop_paying_from_slopes
+
+    grid = np.array([0.5, 0.6, 0.7, 0.8])
+    out = stop_paying_from_slopes(np.array([[0.05, 0.04, 0.03, 0.02], [0.3, 0.2, 0.2, 0.2], [0.3, 0.2, 0.05, 0.01]]),
+                                  0.1, grid)
+    assert out[0] == 0.5 and math.isnan(out[1]) and 0.6 < out[2] < 0.7
+
+
+def test_the_report_counts_an_interval_at_the_horizon_when_every_step_is_past_100_percent():
+    # its verdict said "the others have none: no back-test to calibrate one, or no usable fit" of a
+    # group with four back-test cuts whose steps lay past 100% US
+    import pandas as pd
+
+    from meta_study.report import _has_interval
+
+    nan = {f"ds_plus{k}{s}": math.nan for k in (1, 3, 5) for s in ("", "_lo", "_hi")}
+    heads = pd.DataFrame([_row(best_us=0.995, predict_lo=0.92, predict_hi=0.99, **nan),
+                          _row(best_us=0.5, predict_lo=0.92, predict_hi=0.99, **nan)])
+    assert _has_interval(heads).tolist() == [True, False]

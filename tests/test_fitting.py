@@ -363,7 +363,7 @@ def test_the_stop_paying_warning_states_the_slope_it_sees():
     slope = float(s.headline.slope(np.array([s.headline.best_us]))[0])
     assert slope < 0.4
     text = next(w for w in s.warnings if "stop-paying point" in w)
-    assert f"+1 US point buys {slope:.2f} DS points at the best visible model" in text, text
+    assert f"the laws' slope is {slope:.2f} DS points per US point at the best visible model" in text, text
     assert "below 0.4, but the laws' curve steepens to 0.4 or more again from" in text and "still buys" not in text
 
 

@@ -79,16 +79,19 @@ def answer(row: Mapping[str, Any], threshold: float = 0.1) -> Answer:
     hus = _f(row, "horizon_us")
     noted = False
     unstated: list[int] = []
+    past_100: list[int] = []
     for k in PLUS_POINTS:
         ds, lo, hi = _f(row, f"ds_plus{k}"), _f(row, f"ds_plus{k}_lo"), _f(row, f"ds_plus{k}_hi")
-        if not math.isfinite(ds):
-            continue
         u = best + k / 100.0
+        if not math.isfinite(ds):
+            if math.isfinite(best) and u > 1.0 + 1e-9:
+                past_100.append(k)    # said, not dropped: a trusted group at 99.5% US stated nothing
+            continue
         past = " (past the tested horizon)" if not (math.isfinite(hus) and u <= hus + 1e-12) else ""
         if trusted and not past:
             slope = _f(row, f"slope_plus{k}")
-            if no_trend:     # the laws' slope is not evidence when DS does not rise with US in the data
-                gain = ", no DS gain per US pt measurable (DS does not rise with US in these models)"
+            if no_trend:     # the laws' slope is not evidence when DS is not shown to rise with US
+                gain = ", no DS gain per US pt measurable (DS is not shown to rise with US in these models)"
             else:
                 gain = f", {slope:.2f} DS pt per US pt" if math.isfinite(slope) else ""   # a slope is pt per pt
             # the headline is the laws' trend: a best DS seen above it is a model above the trend
@@ -103,6 +106,15 @@ def answer(row: Mapping[str, Any], threshold: float = 0.1) -> Answer:
     if unstated:       # one line for them all, not "[none] (past the tested horizon)" three times
         pts = "/".join(f"+{k}" for k in unstated)
         steps.append(f"{pts} US pt: no 90% interval ({'no back-test to calibrate one' if not math.isfinite(hus) else 'none'})")
+    if past_100:
+        pts = "/".join(f"+{k}" for k in past_100)
+        steps.append(f"{pts} US pt: past 100% US")
+        p_us, p_ds = _f(row, "predict_us"), _f(row, "predict_ds")
+        if len(past_100) == len(PLUS_POINTS) and math.isfinite(p_us) and math.isfinite(p_ds):
+            # no step left to state: the prediction at the end of the tested horizon instead
+            iv_p = interval(_f(row, "predict_lo"), _f(row, "predict_hi"))
+            steps.append(f"at the tested horizon ({pct(p_us, 2)} US): " +
+                         (f"{pct(p_ds)} DS{iv_p}" if trusted else f"90% interval{iv_p or ' [none]'}"))
     claims = ""
     if trusted and bool(row.get("stop_paying_supported")):
         sp = _f(row, "stop_paying_us")
@@ -113,8 +125,13 @@ def answer(row: Mapping[str, Any], threshold: float = 0.1) -> Answer:
                  # p(100% US): never a finding, however well the stop-paying point is supported
                  f"the laws' limit at 100% US, an extrapolation: {pct(sat)}"
                  f"{interval(_f(row, 'saturation_lo'), _f(row, 'saturation_hi'))}")
+        # a supported point lies within the data: a member still paying at the best visible
+        # model stops past the data, not "never" (which the laws' own extrapolation may say)
+        sp_lo, sp_hi = _f(row, "stop_paying_lo"), _f(row, "stop_paying_hi")
+        sp_iv = (f" [{pct(sp_lo)}-past the data]" if math.isfinite(sp_lo) and sp_hi == math.inf
+                 else interval(sp_lo, sp_hi))
         claims = (f"Scaling stops paying (+1 US pt buys < {threshold:g} DS pt) at {pct(sp)} US"
-                  f"{interval(_f(row, 'stop_paying_lo'), _f(row, 'stop_paying_hi'))}; {level}.")
+                  f"{sp_iv}; {level}.")
     target = _f(row, "ds_target")
     if math.isfinite(target):
         un = _f(row, "us_needed")
@@ -122,14 +139,18 @@ def answer(row: Mapping[str, Any], threshold: float = 0.1) -> Answer:
         if math.isfinite(flat) and target <= flat:      # no prediction needed: a visible model has it
             need = f"{pct(target)} DS is reached already (best DS seen: {pct(flat)})"
         elif no_trend:   # "needs US in [89.8%-never]" on a task whose DS falls as US rises
-            need = f"{pct(target)} DS: no US accuracy is predicted to reach it (DS does not rise with US in these models)"
+            need = f"{pct(target)} DS: no US accuracy is stated (DS is not shown to rise with US in these models)"
         elif not trusted:       # as the steps: an untrusted group states the interval, never a point
             need = f"{pct(target)} DS needs US in the 90% interval{iv or ' [none]'}"
+        elif math.isfinite(un) and math.isfinite(best) and un <= best + 1e-12:
+            # the laws' trend passes the target within the data, but no visible model reaches it
+            # (the trend runs above them there): "needs 81.8% US", the best model's, which has less
+            need = f"{pct(target)} DS needs more US than the best visible model's {pct(best)}{iv}"
         elif math.isfinite(un):
             past = "" if math.isfinite(hus) and un <= hus + 1e-12 else " (past the tested horizon)"
             need = f"{pct(target)} DS needs {pct(un)} US{iv}{past}"
         else:
-            need = f"{pct(target)} DS is not reached by the prediction"
+            need = f"{pct(target)} DS is not reached by the prediction" + (f" (90% interval{iv})" if iv else "")
         claims = (claims + " " if claims else "") + need + "."
     return Answer(trusted=trusted, word="trusted" if trusted else "not trusted", reason=reason,
                   steps=tuple(steps), claims=claims, flags=tuple(flags(row.get("warnings"))))

@@ -59,7 +59,7 @@ def stop_paying_from_slopes(slopes: np.ndarray, threshold: float = DEFAULT_THRES
                             grid: np.ndarray | None = None) -> np.ndarray:
     """The stop-paying US accuracy of curves given by their slopes on a grid of US accuracies (one
     row per curve; any curve, e.g. the headline's): fractions, NaN = still paying at the grid's
-    end (or no slope at all).
+    end (or no slope at all), the grid's start for a curve that never pays on it.
 
     ``grid`` defaults to :data:`U_GRID`, whose last point (100% US) is a limit and is left out;
     any other grid is taken whole (e.g. one that ends at a back-tested horizon).
@@ -72,7 +72,9 @@ def stop_paying_from_slopes(slopes: np.ndarray, threshold: float = DEFAULT_THRES
     pays = np.where(np.isnan(s), False, s >= threshold)
     any_pays = pays.any(axis=1)
     last = np.where(any_pays, s.shape[1] - 1 - np.argmax(pays[:, ::-1], axis=1), -1)
-    out = np.zeros(s.shape[0])
+    # a curve that never pays on the grid stops paying at its start: 0 on U_GRID, the weakest
+    # visible model on a grid of the data (it was 0 there too: "[0.0%-...]" below every model)
+    out = np.full(s.shape[0], float(U[0]))
     never = any_pays & (last == s.shape[1] - 1)
     mid = any_pays & ~never
     i = last[mid]

@@ -619,9 +619,10 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> Gr
     steps = []
     for k in PLUS_POINTS:
         u = h.best_us + k / 100.0
-        if u >= 1.0:
+        if u > 1.0 + 1e-9:          # past 100% US: no step (the answer says so); exactly 100% is one
             steps.append(Step(points=k))
             continue
+        u = min(u, 1.0)
         lo, hi = h.interval(np.array([u]), o.level)
         st = Step(points=k, us=u, ds=float(h.predict_accuracy(np.array([u]))[0]), lo=float(lo[0]), hi=float(hi[0]),
                   slope=float(h.slope(np.array([u]))[0]), beyond_horizon=not inside(u))
@@ -664,15 +665,15 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> Gr
                 why = (f"+1 US point still buys {thr} DS points or more at +{step_points} US point"
                        f"{'s' if step_points != 1 else ''} ({_pct_or_none(step)})")
             elif s_best >= o.payoff_threshold:
-                why = (f"+1 US point still buys {s_best:.2f} DS points (at least {thr}) at the best visible model "
-                       f"({_pct_or_none(h.best_us)})")
+                why = (f"the laws' slope is still {s_best:.2f} DS points per US point (at least {thr}) at the best "
+                       f"visible model ({_pct_or_none(h.best_us)})")
             else:
                 # below the threshold at the best model, but the curve steepens again past it (a
                 # law with alpha < 1 grows steeper towards 100% US): the text must not say it pays here
                 later = U_GRID[(U_GRID > h.best_us) & (h.slope(U_GRID) >= o.payoff_threshold)]
                 again = f" from {_pct_or_none(float(later[0]))}" if later.size else ""
-                why = (f"+1 US point buys {s_best:.2f} DS points at the best visible model ({_pct_or_none(h.best_us)}), "
-                       f"below {thr}, but the laws' curve steepens to {thr} or more again{again}, past the data")
+                why = (f"the laws' slope is {s_best:.2f} DS points per US point at the best visible model "
+                       f"({_pct_or_none(h.best_us)}), below {thr}, but the laws' curve steepens to {thr} or more again{again}, past the data")
             warnings.append(f"extrapolation: {why}, so the stop-paying point ({where}) and the saturation are not findings")
     sp_lo, sp_hi = _tails(members_sp, o.level)
     if math.isfinite(sp):   # the members' spread describes the laws' disagreement; it holds the answer itself
