@@ -142,6 +142,11 @@ def schema_markdown() -> str:
 PARAM_NAMES = ("model_name", "lr", "wd", "head_lr", "head_wd", "epochs", "data_fraction", "batch_size",
                "optimizer", "seed")
 
+#: The upstream epochs a trial trained, among its final metrics. Its ``epochs`` param is logged when
+#: the trial starts: the configured value (10, the default, for a trial planned in ``steps``), more
+#: than was trained for a trial a scheduler (ASHA) stopped early. Ingest fills ``epochs`` from it.
+TRAINED_EPOCHS_KEY = "train/epochs"
+
 
 def us_metric_key(us_task: str) -> str:
     """``us/{us_task}/top1``: upstream top-1 accuracy on the held-out upstream split."""

@@ -327,3 +327,21 @@ def test_drop_deleted_drops_the_runs_of_a_deleted_experiment_and_a_restore_bring
     r = _ingest(e, reader, "--drop-deleted")
     assert r.returncode == 0 and "2 new" in r.stdout, r.stdout
     assert len(_rows(exp)) == 3
+
+
+def test_epochs_are_the_epochs_trained_not_the_configured_param(exp):
+    # a trial ASHA stopped at its second epoch logged epochs=10 (its config) as a param when it
+    # started, and train/epochs=2 with its final metrics: the store said 10
+    c, now = exp["client"], int(time.time() * 1000)
+    stopped = c.create_run(exp["id"]).info.run_id
+    c.log_batch(stopped, metrics=[Metric("us/jft/top1", 0.4, now, 0), Metric("ds/pets/10shot/top1", 0.3, now, 0),
+                                  Metric("train/epochs", 2.0, now, 0)],
+                params=[Param("model_name", "vit_tiny_cpu"), Param("epochs", "10.0")])
+    c.set_terminated(stopped)
+    plain = _run(c, exp["id"], 1)
+    c.log_param(plain, "epochs", "7")
+    _ingest(exp, "rest")
+    rows = _rows(exp).set_index("run_id")
+    assert rows.loc[stopped, "epochs"] == 2.0 and rows.loc[plain, "epochs"] == 7.0
+    assert dict(rows.loc[stopped, "extra"]).get("epochs_configured") == "10.0", rows.loc[stopped, "extra"]
+    assert "epochs_configured" not in dict(rows.loc[plain, "extra"])

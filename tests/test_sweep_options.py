@@ -319,7 +319,13 @@ def test_a_new_sweeps_record_is_created_by_exactly_one_driver(tmp_path):
     (["--set", "epochs=-1"], "--set epochs=-1: must be a number >= 0"),
     (["--set", "data_fraction=0"], "--set data_fraction=0: must be in (0, 1]"),
     (["--set", "optimizer=adamw"], "--set optimizer='adamw': must be adam or sgd"),
-    (["--set", "shots=[0,5]"], "--set shots=(0, 5): must be shot counts >= 1"),
+    (["--set", "shots=[0,5]"], "--set shots=(0, 5): must be one or more whole shot counts >= 1"),
+    # each crashed a trial: in numpy's seeding, in torch after setup, or after pre-training
+    (["--set", "seed=-1"], "--set seed=-1: must be a number >= 0"),
+    (["--set", "steps=10.5"], "--set steps=10.5: must be a whole number"),
+    (["--set", "shots=[]"], "--set shots=(): must be one or more whole shot counts >= 1"),
+    (["--set", "shots=[2.5]"], "--set shots=(2.5,): must be one or more whole shot counts >= 1"),
+    (["--set", "margin_examples=0"], "--set margin_examples=0: must be at least 1 with diagnostics"),
 ])
 def test_a_bad_trial_setting_stops_the_sweep_before_ray_starts(tmp_path, argv, says):
     """Found inside the trials, each cost a minute of Ray, retried trials, hundreds of lines of

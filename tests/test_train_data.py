@@ -191,3 +191,26 @@ def test_arrow_ipc_and_int_labels(tmp_path: Path) -> None:
         w.write_table(t)
     task = load_parquet(tmp_path / "data.arrow", name="c", img_size=8, test_fraction=0.25)
     _check_colour_task(task, 9, 3)
+
+
+def test_imagefolder_split_folders_in_any_case_are_never_classes(tmp_path: Path) -> None:
+    # Fruits-360: root/Training/<class>, root/Test/<class> became a 2-class task "Training vs Test"
+    _write_folder(tmp_path / "a", "Training", 4)
+    _write_folder(tmp_path / "a", "Test", 2)
+    _check_colour_task(load_imagefolder(tmp_path / "a", name="c", img_size=8), 12, 6)
+    _write_folder(tmp_path / "b", "Train_set", 4)
+    _write_folder(tmp_path / "b", "Validation", 2)
+    with pytest.raises(ValueError, match="folders Validation look like splits, not classes"):
+        load_imagefolder(tmp_path / "b", name="c", img_size=8)
+    _check_colour_task(load_imagefolder(tmp_path / "b", name="c", img_size=8, train_dir="Train_set"), 12, 6)
+    with pytest.raises(FileNotFoundError, match="no such test directory"):
+        load_imagefolder(tmp_path / "a", name="c", img_size=8, test_dir="holdout")
+
+
+def test_negative_int_labels_are_refused(tmp_path: Path) -> None:
+    t = _table(4, False)
+    t = t.set_column(1, "label", pa.array([-1] * t.num_rows, pa.int64()))
+    pq.write_table(t, tmp_path / "test.parquet")
+    pq.write_table(_table(4, False), tmp_path / "train.parquet")
+    with pytest.raises(ValueError, match="label -1: class ids must be >= 0"):
+        load_parquet(tmp_path / "test.parquet", name="c", img_size=8)

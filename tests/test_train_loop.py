@@ -122,3 +122,42 @@ def test_bf16_autocast_and_channels_last_paths(us16) -> None:
     assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     rt = resolve_runtime(TrainConfig(device="cpu"), "resnet")
     assert (rt.autocast_dtype, rt.channels_last, rt.compile) == (None, False, False)  # CPU default: all off
+
+
+def test_a_diverged_run_fails_instead_of_reporting_chance(us16, tmp_path: Path) -> None:
+    """lr 1e4 without clipping: 3 of 46 losses finite, and the run reported US 1/240 and DS 1/6
+    (argmax of NaN logits) as a finished run, its loss the mean of the finite steps."""
+    from meta_study.train.loop import DivergedError
+
+    reports = []
+    torch.manual_seed(0)
+    model, info = create_model("vit_tiny_cpu", num_classes=us16.num_classes, img_size=16)
+    cfg = TrainConfig(steps=12, batch_size=32, eval_every=6, lr=1e4, grad_clip=0, optimizer="sgd",
+                      us_eval_examples=100)
+    with pytest.raises(DivergedError, match=r"training diverged: the loss is not finite from step \d+ of 12") as e:
+        pretrain(model, info, us16, cfg, on_report=lambda s, m, ck: reports.append(s), checkpoint_dir=str(tmp_path))
+    first = int(str(e.value).split("from step ")[1].split()[0])
+    assert all(s < first for s in reports), (reports, first)        # no report, no checkpoint, past it
+
+
+def test_the_reported_lr_is_the_last_updates() -> None:
+    # it was read after the scheduler's step: the next update's lr, and 0 at the end of every run
+    task = get_task("synth_us", img_size=16, n_train=640, n_test=100)
+    torch.manual_seed(0)
+    model, info = create_model("mixer_tiny_cpu", num_classes=task.num_classes, img_size=16)
+    reports = []
+    cfg = TrainConfig(steps=10, batch_size=32, eval_every=5, lr=1e-3, us_eval_examples=50)
+    pretrain(model, info, task, cfg, on_report=lambda s, m, ck: reports.append(m["train/lr"]))
+    from meta_study.train.optim import WarmupLinearDecay
+
+    sched = WarmupLinearDecay(plan_steps(cfg, 640).warmup_steps, 10)
+    assert reports == pytest.approx([1e-3 * sched(4), 1e-3 * sched(9)]) and reports[-1] > 0
+
+
+def test_whole_floats_count_as_integers_and_parts_do_not() -> None:
+    # tune.quniform gives 64.0: it crashed the trial in numpy's seeding ("seed must be integer")
+    cfg = TrainConfig(batch_size=64.0, steps=10.0, shots=[5.0, 10])
+    assert cfg.batch_size == 64 and isinstance(cfg.batch_size, int) and cfg.shots == (5, 10)
+    with pytest.raises(ValueError, match="steps=10.5: must be a whole number"):
+        TrainConfig(steps=10.5)
+    assert TrainConfig(margin_examples=0, diagnostics=False).margin_examples == 0

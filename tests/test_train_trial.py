@@ -75,3 +75,14 @@ def test_resume_a_finished_trial(tmp_path) -> None:
 def test_config_fields_start_with_the_schema_params() -> None:
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     assert tuple(names[:len(PARAM_NAMES)]) == PARAM_NAMES
+
+
+def test_a_ds_task_with_fewer_examples_a_class_than_shots_fails_before_pre_training() -> None:
+    """10 examples a class and shots (10, 25): the 25-shot key held the 10-shot draw, the same for
+    every seed, logged as a mean over 3 seeds, after the whole pre-training."""
+    started = []
+    cfg = smoke_config(ds_tasks=("synth_shape",), ds_task_kwargs={"n_train_per_class": 10, "n_test": 60},
+                       shots=(10, 25))
+    with pytest.raises(ValueError, match="DS task synth_shape: its smallest class has 10 train examples, fewer than 25"):
+        run_trial(cfg, on_start=lambda c, i: started.append(c))
+    assert not started

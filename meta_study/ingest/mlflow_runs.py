@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from ..errors import UserError
 from ..keys import key_strings
-from ..schema import COLUMN_BY_NAME, KEY, SCHEMA_VERSION
+from ..schema import COLUMN_BY_NAME, KEY, SCHEMA_VERSION, TRAINED_EPOCHS_KEY
 from ..validation import row_json, validate
 from ..store import Store
 from .mapping import PERCENT_UNITS, IngestMapping, PercentTally, infer_arch_family, parse_mapping
@@ -117,10 +117,23 @@ def run_record(run: Any) -> RunRecord:
                      metrics=data.metrics, params=data.params, tags=data.tags)
 
 
+#: What the expander makes of a run besides its mapping; a new one reads every run again, once.
+#: 2: ``epochs`` from the trained epochs (:data:`~meta_study.schema.TRAINED_EPOCHS_KEY`).
+EXPANSION_VERSION = 2
+
+
+def _number(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
 def mapping_digest(mapping: IngestMapping) -> str:
-    """12 hex digits naming what turns a run into rows (the mapping without its name, and the
-    schema version): part of every run's fingerprint, so a changed mapping reads every run again."""
-    text = repr((replace(mapping, name="", source=None), SCHEMA_VERSION))
+    """12 hex digits naming what turns a run into rows (the mapping without its name, the schema
+    version and :data:`EXPANSION_VERSION`): part of every run's fingerprint, so a changed mapping
+    reads every run again."""
+    text = repr((replace(mapping, name="", source=None), SCHEMA_VERSION, EXPANSION_VERSION))
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -324,6 +337,13 @@ class RunExpander:
                 row[col] = v
             else:
                 extra[f"param:{p}"] = v
+        trained = rec.metrics.get(TRAINED_EPOCHS_KEY)
+        if "epochs" in params.values() and isinstance(trained, float) and np.isfinite(trained):
+            # the epochs trained, not the param (configured: more than trained for a trial ASHA
+            # stopped early); the configured value stays in extra
+            if "epochs" in row and _number(row["epochs"]) != trained:
+                extra["epochs_configured"] = row["epochs"]
+            row["epochs"] = trained
         for t, v in rec.tags.items():
             col = tags.get(t)
             if col is not None:

@@ -133,7 +133,7 @@ def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:
 
         @register_task("pets")
         def pets(img_size: int = 224, seed: int = 0) -> Task:
-            return load_imagefolder("pets", "/data/pets", img_size=img_size)
+            return load_imagefolder("/data/pets", name="pets", img_size=img_size, seed=seed)
     """
 
     def deco(factory: TaskFactory) -> TaskFactory:

@@ -28,6 +28,10 @@ from .data import CachedSplit, Task
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 TEST_DIRS = ("test", "val", "validation")
+#: Folder names of a split, matched case-insensitively: a root whose folders are named so holds
+#: splits, not classes (Fruits-360's Training/ and Test/ became a 2-class task).
+TRAIN_DIRS = ("train", "training")
+SPLIT_NAMES = frozenset(TRAIN_DIRS + TEST_DIRS + ("testing", "valid", "eval", "evaluation"))
 
 
 class EncodedSplit(CachedSplit):
@@ -66,7 +70,10 @@ def _label_ids(names: Sequence[object], classes: Sequence[object] | None) -> tup
     """Integer labels: ints stay as they are; anything else is numbered in sorted order of ``classes``."""
     arr = np.asarray(names, dtype=object)
     if classes is None and all(isinstance(v, (int, np.integer)) for v in arr):
-        return arr.astype(np.int64), sorted(set(arr.tolist()))
+        ids = arr.astype(np.int64)
+        if ids.size and ids.min() < 0:      # Hugging Face's unlabeled test splits: -1; every accuracy 0
+            raise ValueError(f"label {int(ids.min())}: class ids must be >= 0 (an unlabeled split?)")
+        return ids, sorted(set(arr.tolist()))
     classes = sorted(set(arr.tolist())) if classes is None else list(classes)
     index = {c: i for i, c in enumerate(classes)}
     unknown = set(arr.tolist()) - set(index)
@@ -86,8 +93,18 @@ def _scan_folder(root: Path) -> tuple[list[str], list[str]]:
     return paths, names
 
 
+def _subdir(root: Path, given: str | None, defaults: Sequence[str], what: str) -> Path | None:
+    """``root/given`` (an error if missing), else the first of ``defaults`` present in any case."""
+    if given is not None:
+        if not (root / given).is_dir():
+            raise FileNotFoundError(f"{root / given}: no such {what} directory")
+        return root / given
+    by_name = {d.name.lower(): d for d in sorted(root.iterdir()) if d.is_dir()} if root.is_dir() else {}
+    return next((by_name[d] for d in defaults if d in by_name), None)
+
+
 def load_imagefolder(root: str | os.PathLike, *, name: str | None = None, img_size: int = 224, seed: int = 0,
-                     train_dir: str = "train", test_dir: str | None = None, test_fraction: float = 0.2,
+                     train_dir: str | None = None, test_dir: str | None = None, test_fraction: float = 0.2,
                      cache_mb: float = 1024.0) -> Task:
     """A task from ``root/train/<class>/*.png`` and ``root/test/<class>/...`` (torchvision layout).
 
@@ -96,8 +113,11 @@ def load_imagefolder(root: str | os.PathLike, *, name: str | None = None, img_si
         name: task name (default: the directory's name).
         img_size: images are resized to this square.
         seed: which examples go to test when there is no test directory.
-        train_dir: the training subdirectory; if absent, ``root`` itself holds the class folders.
-        test_dir: the test subdirectory; default the first of test/val/validation that exists.
+        train_dir: the training subdirectory (an error if missing); default the first of
+            train/training in any case, and without one ``root`` itself holds the class folders
+            (an error if some of them are named like splits: test, val, ...).
+        test_dir: the test subdirectory (an error if missing); default the first of
+            test/val/validation, in any case, that exists beside the training one.
             Without one, a stratification-free random ``test_fraction`` of train is held out.
         test_fraction: used only without a test directory.
         cache_mb: keep decoded images in memory when a split fits.
@@ -106,14 +126,20 @@ def load_imagefolder(root: str | os.PathLike, *, name: str | None = None, img_si
         A :class:`Task`; classes are the sorted train class-folder names.
     """
     root = Path(root)
-    tr_root = root / train_dir if (root / train_dir).is_dir() else root
-    te_name = test_dir or next((d for d in TEST_DIRS if (root / d).is_dir()), None)
+    tr_root = _subdir(root, train_dir, TRAIN_DIRS, "train") or root
+    te_root = _subdir(root, test_dir, TEST_DIRS, "test")
+    if tr_root == root:
+        splits = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name.lower() in SPLIT_NAMES) \
+            if root.is_dir() else []
+        if splits:
+            raise ValueError(f"{root}: folders {', '.join(splits)} look like splits, not classes; name the "
+                             "training one (train_dir=...) and the test one (test_dir=...)")
     paths, names = _scan_folder(tr_root)
     if not paths:
         raise FileNotFoundError(f"{tr_root}: no images in class subdirectories")
     labels, classes = _label_ids(names, sorted(set(names)))
-    if te_name is not None and tr_root != root:
-        te_paths, te_names = _scan_folder(root / te_name)
+    if te_root is not None:
+        te_paths, te_names = _scan_folder(te_root)
         te_labels, _ = _label_ids(te_names, classes)
     else:
         tr, te = _split_off(len(paths), test_fraction, seed)

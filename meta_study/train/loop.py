@@ -94,7 +94,20 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model: ~1 min to compile, pays off after ~1k GPU steps
     num_workers: int = 0  # DataLoader workers rendering/decoding batches; 0: in the training process
 
+    #: Fields that count things: integers. A whole float (64.0 from ``tune.quniform``) is taken as
+    #: its integer; 64.0 crashed the trial in numpy's seeding, 10.5 steps in torch after setup.
+    INT_FIELDS = ("batch_size", "seed", "steps", "img_size", "data_seed", "eval_every", "us_eval_examples",
+                  "eval_batch_size", "fewshot_seeds", "margin_examples", "finetune_examples", "finetune_steps",
+                  "finetune_batch_size", "num_workers")
+
     def __post_init__(self) -> None:
+        for name in self.INT_FIELDS:
+            v = getattr(self, name)
+            if isinstance(v, float) and v.is_integer():
+                object.__setattr__(self, name, int(v))
+        if isinstance(self.shots, (list, tuple)):
+            object.__setattr__(self, "shots", tuple(int(k) if isinstance(k, float) and k.is_integer() else k
+                                                    for k in self.shots))
         bad = self.problems()
         if bad:
             raise ValueError(bad[0])
@@ -133,7 +146,16 @@ class TrainConfig:
         need("momentum", num(self.momentum) and 0 <= self.momentum <= 1, "in [0, 1]")
         need("betas", len(tuple(self.betas)) == 2 and all(num(b) and 0 <= b < 1 for b in self.betas),
              "two numbers in [0, 1)")
-        need("shots", all(num(k) and k >= 1 for k in self.shots), "shot counts >= 1")
+        for name in self.INT_FIELDS:
+            v = getattr(self, name)
+            if num(v) and not isinstance(v, int) and not (isinstance(v, float) and v.is_integer()):
+                out.append(f"{name}={v!r}: must be a whole number")
+        at_least("seed", 0)
+        at_least("data_seed", 0)
+        need("shots", len(tuple(self.shots)) > 0 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
+                                                         for k in self.shots), "one or more whole shot counts >= 1")
+        need("margin_examples", not self.diagnostics or (num(self.margin_examples) and self.margin_examples >= 1),
+             "at least 1 with diagnostics (margins are measured on them)")
         need("optimizer", self.optimizer in OPTIMIZERS, " or ".join(OPTIMIZERS))
         need("precision", self.precision in ("auto", "fp32", "bf16"), "auto, fp32 or bf16")
         return out
@@ -390,14 +412,29 @@ def _setup(model: nn.Module, cfg: TrainConfig, arch_family: str, n_train: int, r
     return _Run(model, fwd, opt, sched, rt, plan, losses, start, last_report=start)
 
 
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite: the model's accuracies would be chance levels
+    (argmax of NaN logits), logged as a finished run and stored as a point of the meta-study."""
+
+
 def _report(run: _Run, step: int, task: Task, cfg: TrainConfig, eval_idx: np.ndarray, checkpoint_dir: str | None,
             on_report: ReportFn | None) -> float:
-    """Evaluate, checkpoint, call ``on_report``; returns the US accuracy."""
-    acc = evaluate(run.fwd, task.test, run.rt, cfg.eval_batch_size, eval_idx)
+    """Evaluate, checkpoint, call ``on_report``; returns the US accuracy. :class:`DivergedError`
+    (before any of it: no checkpoint of a diverged model) when a loss since the last report is
+    not finite (one device sync per report, none per step)."""
     window = run.losses[run.last_report:step]
+    finite = torch.isfinite(window)
+    if not bool(finite.all()):
+        first = run.last_report + int((~finite).nonzero()[0, 0]) + 1
+        raise DivergedError(f"training diverged: the loss is not finite from step {first} of "
+                            f"{run.plan.total_steps} (lr {cfg.lr:g}, grad_clip {cfg.grad_clip:g}); its accuracies "
+                            "would be chance levels")
+    acc = evaluate(run.fwd, task.test, run.rt, cfg.eval_batch_size, eval_idx)
     metrics = {"step": float(step), "epoch": step / run.plan.steps_per_epoch,
-               "train/loss": float(window.nanmean()) if len(window) else math.nan,
-               "train/lr": float(run.opt.param_groups[0]["lr"]),
+               "train/loss": float(window.mean()) if len(window) else math.nan,
+               # the lr of the update that made this step (the optimizer's is already the next one's)
+               "train/lr": float(run.sched.base_lrs[0] * run.sched.lr_lambdas[0](step - 1))
+               if isinstance(run.sched, torch.optim.lr_scheduler.LambdaLR) else float(run.opt.param_groups[0]["lr"]),
                "train/images_per_s": (step - run.start) * run.plan.batch_size / max(run.train_s, 1e-9),  # global
                us_metric_key(task.name): acc}
     run.history.append(metrics)

@@ -30,7 +30,8 @@ OPTIMIZERS = ("adam", "sgd")
 
 @dataclass(frozen=True)
 class WarmupLinearDecay:
-    """LR multiplier: linear from 0 to 1 over ``warmup_steps``, then linear to ``end_factor`` at ``total_steps``.
+    """LR multiplier: linear from ``1 / warmup_steps`` (the first update) to 1 over ``warmup_steps``,
+    then linear to ``end_factor`` at ``total_steps``.
 
     A dataclass rather than a lambda so ``LambdaLR.state_dict()`` saves it (checkpointable).
     The multiplier at step t is the one used for the update that makes step t+1.
