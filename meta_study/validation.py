@@ -104,7 +104,9 @@ def _partition_problem(value: str | None) -> str | None:
     return None
 
 
-_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?([eE][+-]?\d+)?")
+#: Standard thousands grouping: the first group has no leading zero ("0,001" is a decimal comma,
+#: and was read as 1: an export's lr 0,001 was stored as 1.0, wd 0,050 as 50.0).
+_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(,\d{3})+(\.\d*)?([eE][+-]?\d+)?")
 
 
 def number_text(v: str) -> str | None:
@@ -121,6 +123,13 @@ def number_text(v: str) -> str | None:
     if "," in t:
         return t.replace(",", "") if _THOUSANDS.fullmatch(t) else None
     return t
+
+
+def _comma_hint(v: Any) -> str:
+    """"; a decimal comma? ..." for a text number with a comma that is no thousands grouping."""
+    if isinstance(v, str) and "," in v and number_text(v.replace(",", ".", 1)) is not None and v.count(",") == 1:
+        return f"; a decimal comma? write {v.strip().replace(',', '.')}"
+    return ""
 
 
 #: Texts that mean "no value" in exports (pandas' default na_values, case-insensitive, and a
@@ -482,7 +491,8 @@ def _numeric_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
         token = _missing_tokens(s, np.flatnonzero(wrong | nan))
         wrong, nan = wrong & ~token, nan & ~token
     what = 'an integer' if integer else 'a number'
-    flag(wrong, lambda i, c=col.name, ss=s: f"{c}: wrong type ({shown(ss.iloc[i])} is not {what})",
+    flag(wrong, lambda i, c=col.name, ss=s: f"{c}: wrong type ({shown(ss.iloc[i])} is not {what}"
+                                            f"{_comma_hint(ss.iloc[i])})",
          f"{col.name}: wrong type (not {what})")
     missing = np.isnan(v) & ~wrong & ~nan
     if not optional:
@@ -608,8 +618,18 @@ def _flag_source_reasons(frame: pd.DataFrame, flag: _Flags) -> None:
 def _check_across_columns(frame: pd.DataFrame, arrays: Mapping[str, pa.Array], flag: _Flags) -> None:
     """Rules between columns: a few-shot row needs its shots."""
     proto = arrays["eval_protocol"].to_numpy(zero_copy_only=False)
-    shots_raw_missing = frame["shots"].isna().to_numpy() if "shots" in frame else np.ones(len(frame), bool)
-    flag((proto == "fewshot") & shots_raw_missing, "shots: missing (required when eval_protocol is 'fewshot')")
+    if "shots" in frame:
+        raw = frame["shots"]
+        missing = np.array(raw.isna().to_numpy(), dtype=bool)
+        if "shots" in arrays:
+            # "NA", "#N/A", "nan" or blank texts became null without a reason of their own (a wrong type
+            # has one): few-shot rows without shots were stored, a group with no shot count
+            cells = np.flatnonzero(arrays["shots"].is_null().to_numpy(zero_copy_only=False) & ~missing)
+            missing |= _missing_tokens(raw, cells)
+            missing[cells] |= np.array([isinstance(v, str) and not v.strip() for v in raw.iloc[cells].tolist()], bool)
+    else:
+        missing = np.ones(len(frame), bool)
+    flag((proto == "fewshot") & missing, "shots: missing (required when eval_protocol is 'fewshot')")
 
 
 def _rejected_rows(frame: pd.DataFrame, bad_idx: np.ndarray, reasons: Mapping[int, list[str]],

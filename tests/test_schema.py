@@ -145,6 +145,7 @@ def test_integers_out_of_their_type_range_are_quarantined(column, value):
 
 @pytest.mark.parametrize("text,ok,value", [("1,014.45", True, 1014.45), ("12,345,678", True, 12345678.0),
                                            ("0,1", False, None), ("0,0", False, None), ("1,00", False, None),
+                                           ("0,001", False, None), ("0,050", False, None), ("-0,500", False, None),
                                            ("0.8_5", False, None), ("1_000", False, None), (" 0.85 ", True, 0.85)])
 def test_commas_only_as_thousands_separators_and_no_underscores(text, ok, value):
     rows = make_rows(1, ds_tasks=("a",))
@@ -221,3 +222,23 @@ def test_units_convert_only_what_validation_reads_as_a_number(raw, expected):
 
     (got,) = convert_unit(pd.Series([raw], dtype=object), "percent").tolist()
     assert got == expected   # a decimal comma was read as 05 (0.05), a boolean as 1 (0.01)
+
+
+def test_a_decimal_comma_is_named_in_the_reason():
+    # "0,001" was read as thousands (1.0); "0,500" as 500, quarantined as "out of range"
+    rows = make_rows(1, ds_tasks=("a",))
+    rows["us_accuracy"] = ["0,500"]
+    v = validate(rows)
+    assert v.table.num_rows == 0
+    assert "a decimal comma? write 0.500" in v.rejected["reason"].iloc[0], v.rejected["reason"].iloc[0]
+
+
+@pytest.mark.parametrize("token", ["NA", "NaN", "#N/A", "null", ""])
+def test_few_shot_rows_with_a_missing_token_for_shots_are_quarantined(token):
+    # only the empty cell was: "NA", "NaN", "#N/A" were stored with no shots, a bogus group
+    rows = make_rows(2, ds_tasks=("a",))
+    rows["eval_protocol"] = "fewshot"
+    rows["shots"] = pd.Series([token, "10"], dtype=object)
+    v = validate(rows)
+    assert v.table.num_rows == 1
+    assert "shots: missing (required when eval_protocol is 'fewshot')" in v.rejected["reason"].iloc[0]
