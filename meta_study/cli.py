@@ -966,6 +966,13 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
             click.echo(f"refit: failed: {_first_line_of(e)}; the next refit tries again", err=True)
         else:
             _echo_refit(res)
+            if res.failed_sources:
+                # as `ingest`: a source that failed is an exit code, not only a line among others
+                # (a cron refit published results of old data and exited 0)
+                click.echo(f"refit: {len(res.failed_sources)} source(s) failed; this refit used the store as it "
+                           "was (refit.json: failed_sources)", err=True)
+                if period is None:
+                    sys.exit(1)
         first = False
         if period is None:
             return

@@ -131,6 +131,7 @@ class RefitResult:
     unchanged: int = 0
     unfittable: list[str] = field(default_factory=list)
     ingest_lines: list[str] = field(default_factory=list)
+    failed_sources: list[str] = field(default_factory=list)   # their ingest lines: the refit used the store as it was
     mlflow_run_id: str | None = None
     mlflow_url: str | None = None       # the run in the MLflow UI (http(s) tracking URIs)
     seconds: float = 0.0
@@ -153,8 +154,19 @@ def refit_lock(store: Store, out: str, create: bool = True) -> Iterator[bool]:
     # in the store's own _meta, made here only when the refit creates the store (``create``: it has
     # sources to ingest): else a store gone since it was checked (renamed, its mount not back)
     # became an empty directory at its path, which no command reads as a store
-    with _flock(Path(local) if local else Path(out) / ".refit.lock", make_parent=create or not local) as held:
-        yield held
+    made = [d for d in (Path(local).parent.parent, Path(local).parent) if not d.exists()] if local and create else []
+    try:
+        with _flock(Path(local) if local else Path(out) / ".refit.lock", make_parent=create or not local) as held:
+            yield held
+    finally:
+        if made and not store.exists():
+            # the refit made no store (every source failed): nothing of its lock stays, or the
+            # path read "not a meta-study store" to every later command
+            assert local is not None
+            Path(local).unlink(missing_ok=True)
+            for d in reversed(made):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
 
 
 @contextlib.contextmanager
@@ -312,15 +324,21 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
         if cfg.tracking_uri:
             check_tracking(cfg)       # before any work: a dead server is one line in seconds
         _remove_stale_tmp(Path(cfg.out) / "refits")
-        res.ingest_lines = _ingest(cfg, store, progress)
+        reports = _ingest(cfg, store, progress)
+        res.ingest_lines = [r.line() for r in reports]
+        res.failed_sources = [r.line() for r in reports if not r.ok]
         for line in res.ingest_lines:
             log(line)
+        if reports and not store.exists():
+            raise UserError(f"{cfg.store}: no store was made, nothing to refit: every source failed "
+                            f"({res.failed_sources[0] if res.failed_sources else 'no rows'})")
         store.require()
         snap = Selection().snapshot(store)   # one store version for the fingerprints, the fits and the record
         groups = snap.groups
         if not groups:
             note = layers_only_note(snap.rows["representation_layer"]) if len(snap.rows) else ""
             return RefitResult(status="empty", message=f"{cfg.store}: no groups to fit" + (f" ({note})" if note else ""),
+                               ingest_lines=res.ingest_lines, failed_sources=res.failed_sources,
                                seconds=time.perf_counter() - t0)
         fps = {group_key(g.key): group_fingerprint(g) for g in groups}
         prev_dir, prev = previous_refit(cfg.out)
@@ -333,13 +351,14 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
                 # an earlier refit wrote this version but was killed or failed before publishing it
                 rid = publish_to_mlflow(cfg, prev_dir, prev)
                 return RefitResult(status="published", version_dir=str(prev_dir), unchanged=len(groups),
-                                   ingest_lines=res.ingest_lines, mlflow_run_id=rid,
+                                   ingest_lines=res.ingest_lines, failed_sources=res.failed_sources, mlflow_run_id=rid,
                                    mlflow_url=published_url(cfg, prev_dir.name),
                                    seconds=time.perf_counter() - t0,
                                    message=f"nothing changed since the refit of {prev.get('time')}, which an "
                                            f"earlier run had left unpublished: published it now")
             return RefitResult(status="noop", version_dir=str(prev_dir), unchanged=len(groups),
-                               ingest_lines=res.ingest_lines, seconds=time.perf_counter() - t0,
+                               ingest_lines=res.ingest_lines, failed_sources=res.failed_sources,
+                               seconds=time.perf_counter() - t0,
                                message=f"nothing changed since the refit of {prev.get('time')}")
         res.changed = [g.key for g in changed]
         res.unchanged = len(groups) - len(changed)
@@ -355,7 +374,7 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
                 warnings.filterwarnings("ignore", category=UserWarning,
                                         message=r"(Tight layout not applied|This figure includes Axes that are not "
                                                 r"compatible with tight_layout|constrained_layout not applied)")
-                info = _analyze(cfg, store, snap, changed, prev_dir, tmp, stamp, fps, progress)
+                info = _analyze(cfg, store, snap, changed, prev_dir, tmp, stamp, fps, progress, res.failed_sources)
             res.unfittable = info["unfittable"]
             os.replace(tmp, final)
         except BaseException:
@@ -370,7 +389,8 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
     return res
 
 
-def _ingest(cfg: RefitConfig, store: Store, progress: Progress | None) -> list[str]:
+def _ingest(cfg: RefitConfig, store: Store, progress: Progress | None) -> list[Any]:
+    """The ingest reports of the refit's sources (none without sources)."""
     if not cfg.sources and not cfg.sources_file:
         return []
     from .ingest import ingest_sources, load_mapping, load_sources_file, open_source_specs, open_sources
@@ -379,12 +399,12 @@ def _ingest(cfg: RefitConfig, store: Store, progress: Progress | None) -> list[s
     srcs = open_sources(list(cfg.sources), mapping) if cfg.sources else []
     if cfg.sources_file:
         srcs += open_source_specs(load_sources_file(cfg.sources_file))
-    reports = ingest_sources(srcs, store, progress=progress or (lambda *a: None))
-    return [r.line() for r in reports]
+    return ingest_sources(srcs, store, progress=progress or (lambda *a: None))
 
 
 def _analyze(cfg: RefitConfig, store: Store, snap: Snapshot, changed: list[Group], prev_dir: Path | None,
-             out: Path, stamp: str, fps: dict[tuple, str], progress: Progress | None) -> dict[str, Any]:
+             out: Path, stamp: str, fps: dict[tuple, str], progress: Progress | None,
+             failed_sources: Sequence[str] = ()) -> dict[str, Any]:
     """Tables, figures and the report of refit ``stamp`` (of the store version ``snap`` read),
     written in ``out``; returns what refit.json records."""
     from .report import render_report
@@ -406,6 +426,7 @@ def _analyze(cfg: RefitConfig, store: Store, snap: Snapshot, changed: list[Group
     info = {
         "time": _now_iso(), "store": store.uri, "store_version": snap.version, "meta_study": __version__,
         "sources": list(cfg.sources) + ([cfg.sources_file] if cfg.sources_file else []),
+        "failed_sources": list(failed_sources),    # their lines: this version is of the store as it was
         "options_fingerprint": cfg.options_fingerprint(),
         "fingerprint": hashlib.sha256(json.dumps(sorted(fps.values())).encode()).hexdigest()[:24],
         "groups": {json.dumps(list(k)): v for k, v in fps.items()},

@@ -244,3 +244,33 @@ def test_a_report_of_a_directory_another_command_rewrote_is_refused(tmp_path):
     assert not (d.path / "index.html").exists()
     render_report(v2, d.path)
     assert "store version: 2" in (d.path / "index.html").read_text()
+
+
+def test_a_refit_whose_source_failed_exits_1_and_records_it(tmp_path):
+    """An ingest source that failed was a line among others: the refit published results of the
+    store as it was and exited 0, so a cron refit never showed the failure."""
+    ok = tmp_path / "ok.csv"
+    make_rows(12, ds_tasks=("a",)).drop(columns=["extra"]).to_csv(ok, index=False)
+    bad = tmp_path / "typo.csv"
+    bad.write_text("run_id,us_task,us_accuracy\nr1,up,0.5\n")
+    out = tmp_path / "out"
+    r = run_cli("refit", "--store", str(tmp_path / "st"), "--source", str(ok), "--source", str(bad), "--serial",
+                "--out", str(out), "--trials", "1", "--samples", "10")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "refit: 1 source(s) failed; this refit used the store as it was" in r.stderr
+    assert "refit: 1 changed" in r.stdout
+    (version,) = (out / "refits").iterdir()
+    failed = json.loads((version / "refit.json").read_text())["failed_sources"]
+    assert len(failed) == 1 and failed[0].startswith(str(bad)) and "FAILED" in failed[0]
+
+
+def test_a_refit_into_a_new_store_whose_only_source_fails_leaves_nothing_there(tmp_path):
+    # it said "not a meta-study store (no _meta/manifests)" and left _meta/REFIT.lock at the path,
+    # which every later command then read as a damaged store
+    bad = tmp_path / "typo.csv"
+    bad.write_text("run_id,us_task,us_accuracy\nr1,up,0.5\n")
+    st = tmp_path / "new"
+    r = run_cli("refit", "--store", str(st), "--source", str(bad), "--serial", "--out", str(tmp_path / "out"))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no store was made, nothing to refit: every source failed" in r.stderr and "manifests" not in r.stderr
+    assert not st.exists()
