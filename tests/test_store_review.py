@@ -410,3 +410,41 @@ def test_a_read_that_loses_every_race_is_one_line_to_run_again(tmp_path, monkeyp
         FileNotFoundError("part-x.parquet")))
     with pytest.raises(StoreBusyError, match=r"last: part-x\.parquet.*run the command again"):
         st.to_pandas()
+
+
+# ---- the quarantine of a run read again -------------------------------------------------------
+
+def test_a_fixed_file_takes_its_runs_out_of_the_quarantine(tmp_path):
+    # the quarantine only grew: a user who fixed the file saw the row still quarantined and took
+    # the fix for failed
+    rows = make_rows(3, ds_tasks=("a", "b"), seed=0).drop(columns=["extra"])
+    rows["shots"] = rows["shots"].astype(object)
+    rows.loc[0, "shots"] = "ten"
+    rows.loc[0, "eval_protocol"] = "fewshot"
+    f = tmp_path / "q.csv"
+    rows.to_csv(f, index=False)
+    store = str(tmp_path / "st")
+    r = run_cli("ingest", str(f), "--store", store, "--quiet")
+    assert r.returncode == 0 and len(Store(store).quarantine()) == 1, r.stdout + r.stderr
+    bad_run = rows.loc[0, "run_id"]
+    r = run_cli("ingest", str(f), "--store", store, "--quiet")       # unchanged: nothing read again
+    assert len(Store(store).quarantine()) == 1
+    rows.loc[0, "shots"] = 10
+    rows.to_csv(f, index=False)
+    r = run_cli("ingest", str(f), "--store", store)
+    assert r.returncode == 0, r.stderr
+    st = Store(store)
+    assert len(st.quarantine()) == 0 and bad_run in set(st.to_pandas()["run_id"])
+    # a run read again and rejected again changes nothing: no new version
+    rows.loc[1, "us_accuracy"] = 7.5
+    rows.to_csv(f, index=False)
+    run_cli("ingest", str(f), "--store", store, "--quiet")
+    st = Store(store)
+    q = st.quarantine().to_pandas()
+    assert len(q) == 1
+    again = st.commit(quarantine=q[["source", "run_id", "reason", "raw"]],
+                      settle_quarantine=[(q["source"][0], q["run_id"][0])])
+    assert again.version is None and len(Store(store).quarantine()) == 1
+    # a deleted run's quarantine goes with it
+    gone = st.commit(delete_runs=[(q["source"][0], q["run_id"][0])])
+    assert gone.version is not None and len(Store(store).quarantine()) == 0

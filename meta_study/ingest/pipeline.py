@@ -164,7 +164,8 @@ class _Seen:
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     above_one: dict[str, list[int]] = field(default_factory=dict)   # column -> [in (1, 100], finite]
-    runs: set[tuple[str, str]] = field(default_factory=set)        # (source, run_id) of every row
+    runs: set[tuple[str, str]] = field(default_factory=set)        # (source, run_id) of every row (with keys)
+    read: set[tuple[str, str]] = field(default_factory=set)        # the same, always: their quarantine settles
     hashes: list[np.ndarray] = field(default_factory=list)         # 64-bit hashes of the valid rows' keys
 
     def add(self, v: Validated, *, keys: bool) -> None:
@@ -175,11 +176,12 @@ class _Seen:
             acc[0] += k
             acc[1] += n
         self.rejected += v.n_rejected
+        # distinct (source, run_id) pairs in Arrow: a few thousand tuples, not one per row
+        pairs = v.table.select(["source", "run_id"]).group_by(["source", "run_id"]).aggregate([])
+        self._add_runs(self.read, pairs.column("source").to_pylist(), pairs.column("run_id").to_pylist())
+        self._add_runs(self.read, v.rejected["source"].tolist(), v.rejected["run_id"].tolist())
         if keys:
-            # distinct (source, run_id) pairs in Arrow: a few thousand tuples, not one per row
-            pairs = v.table.select(["source", "run_id"]).group_by(["source", "run_id"]).aggregate([])
-            self._add_runs(pairs.column("source").to_pylist(), pairs.column("run_id").to_pylist())
-            self._add_runs(v.rejected["source"].tolist(), v.rejected["run_id"].tolist())
+            self.runs |= self.read
             self.hashes.append(_key_hashes(v.table))
 
     def add_rejected(self, frame: pd.DataFrame | None) -> None:
@@ -190,8 +192,9 @@ class _Seen:
         for reason, n in frame["reason"].map(_reason_kind).value_counts().items():
             self.reasons[reason] = self.reasons.get(reason, 0) + int(n)
 
-    def _add_runs(self, sources: Iterable[Any], runs: Iterable[Any]) -> None:
-        self.runs.update((s, r) for s, r in zip(sources, runs) if isinstance(s, str) and isinstance(r, str))
+    @staticmethod
+    def _add_runs(into: set[tuple[str, str]], sources: Iterable[Any], runs: Iterable[Any]) -> None:
+        into.update((s, r) for s, r in zip(sources, runs) if isinstance(s, str) and isinstance(r, str))
 
     def refuse_percent(self) -> None:
         """A :class:`UserError` when most values of an accuracy column are in (1, 100]."""
@@ -342,7 +345,7 @@ def _commit_batch(store: Store, src: Source, batch: SourceBatch, rep: SourceRepo
     repl = _plan_replacement(store, seen.runs, seen.key_hashes(), batch.drop_missing) if whole_runs else _Replacement()
     res = store.commit(table, quarantine=quarantine, state={} if batch.replace_runs and seen.failed else batch.state,
                        delete_runs=list(batch.delete_runs) + list(repl.delete_runs),
-                       operation="ingest", info={"source": src.label})
+                       settle_quarantine=seen.read, operation="ingest", info={"source": src.label})
     _count(rep, res, batch, seen)
     _count_replacement(rep, repl, repl.rewritten, counted=False)
     _note_earlier(rep, repl, batch)
@@ -366,7 +369,7 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
             yield v.table, v.rejected.drop(columns=["row"])
         seen.refuse_percent()   # raised inside the commit: it rolls back, nothing is stored
     seen.add_rejected(batch.rejected)
-    res = store.commit_stream(pieces(), quarantine=batch.rejected,
+    res = store.commit_stream(pieces(), quarantine=batch.rejected, settle_quarantine=lambda: seen.read,
                               state={} if two_step else batch.state, operation="ingest", info={"source": src.label})
     _count(rep, res, batch, seen)
     if batch.replace_runs and seen.failed:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import uuid
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -212,6 +212,36 @@ class _Plan:
             order = pc.sort_indices(merged, sort_keys=[(k, "ascending") for k in KEY])
             merged = merged.take(order)
         return merged, c
+
+    def settle_quarantine(self, runs: Iterable[tuple[str, str]], fresh: pa.Table | None) -> int:
+        """Drop the quarantined rows of ``runs`` ((source, run_id) read again, or deleted) that
+        this commit does not quarantine again (``fresh``, by payload hash): the quarantine holds
+        what each run's latest read rejected. A fixed file's rows stayed quarantined for good,
+        and the user took the fix for failed. A run read again and rejected again changes
+        nothing. Returns the rows dropped; cost: one read of three quarantine columns."""
+        runs = set(runs)
+        if not runs or not self.quarantine:
+            return 0
+        again = set(fresh.column("payload_hash").to_pylist()) if fresh is not None else set()
+        cols = pa.schema([QUARANTINE_SCHEMA.field(c) for c in ("source", "run_id", "payload_hash")])
+        kept, dropped = [], 0
+        for e in self.quarantine:
+            t = self.s.read_file(e, cols)
+            gone = np.array([(a, b) in runs and h not in again for a, b, h in zip(
+                t.column("source").to_pylist(), t.column("run_id").to_pylist(),
+                t.column("payload_hash").to_pylist())], dtype=bool)
+            if not gone.any():
+                kept.append(e)
+                continue
+            dropped += int(gone.sum())
+            self.superseded.append(e["path"])
+            if not gone.all():
+                rest = self.s.read_file(e, QUARANTINE_SCHEMA).filter(pa.array(~gone))
+                kept.append(self._stage(f"_quarantine/part-{self._uid()}.parquet", rest))
+        if dropped:
+            self.changed = True
+            self.quarantine = kept
+        return dropped
 
     def add_quarantine(self, q: pa.Table | None) -> int:
         if q is None or not q.num_rows:

@@ -815,6 +815,7 @@ class Store:
         operation: str = "write",
         info: Mapping[str, Any] | None = None,
         now: _dt.datetime | None = None,
+        settle_quarantine: Iterable[tuple[str, str]] = (),
     ) -> CommitResult:
         """Upsert rows, delete runs, add quarantined rows and replace state tables, atomically.
 
@@ -827,6 +828,8 @@ class Store:
                 (same source, reason and raw) are not added again.
             state: named tables that replace the previous table of that name.
             operation, info: recorded in the commit log.
+            settle_quarantine: ``(source, run_id)`` of runs read again: their quarantined rows
+                that ``quarantine`` does not hold again are dropped (deleted runs' too).
 
         Returns:
             A :class:`CommitResult`; ``version`` is None if nothing changed (nothing written).
@@ -852,6 +855,7 @@ class Store:
                         try:
                             plan = _Plan(self._v, m, txn, now)
                             counts = plan.merge_data(new, delete_runs)
+                            plan.settle_quarantine(list(settle_quarantine) + list(delete_runs), q_new)
                             n_q = plan.add_quarantine(q_new)
                             plan.replace_state(state or {})
                         except BaseException as e:
@@ -873,6 +877,7 @@ class Store:
         operation: str = "write",
         info: Mapping[str, Any] | None = None,
         now: _dt.datetime | None = None,
+        settle_quarantine: Callable[[], Iterable[tuple[str, str]]] | Iterable[tuple[str, str]] = (),
     ) -> CommitResult:
         """:meth:`commit` of any number of batches as **one** transaction, in bounded memory.
 
@@ -884,6 +889,7 @@ class Store:
         :meth:`commit` does. Peak memory is one batch plus one partition, whatever the total.
         The batches are consumed once, so losing the race for a version (see :meth:`commit`)
         is a one-line :class:`StoreConflictError`: nothing was committed, run it again.
+        ``settle_quarantine`` as :meth:`commit`'s, or a callable giving it once the batches are read.
         """
         now = now or _now()
         self.check_writable()
@@ -891,11 +897,14 @@ class Store:
             m = self._begin(now)
             txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:12]}"
             with self._claimed(m, txn):
-                return self._commit_batches(m, txn, batches, quarantine, state, operation, info, now)
+                return self._commit_batches(m, txn, batches, quarantine, state, operation, info, now,
+                                            settle_quarantine)
 
     def _commit_batches(self, m: _Manifest, txn: str, batches: Iterable[tuple[pa.Table | None, pd.DataFrame | None]],
                         quarantine: pd.DataFrame | None, state: Mapping[str, pa.Table] | None, operation: str,
-                        info: Mapping[str, Any] | None, now: _dt.datetime) -> CommitResult:
+                        info: Mapping[str, Any] | None, now: _dt.datetime,
+                        settle_quarantine: Callable[[], Iterable[tuple[str, str]]] | Iterable[tuple[str, str]] = (),
+                        ) -> CommitResult:
         """:meth:`commit_stream` under the lock, in its claimed transaction ``txn``."""
         try:
             spilled: dict[tuple[str, str], list[str]] = {}
@@ -921,7 +930,9 @@ class Store:
                 for r in spilled.pop(part):
                     self._f.delete(r)   # staged data only: the disk holds one copy at a time
             q = pd.concat(rejected, ignore_index=True) if rejected else None
-            n_q = plan.add_quarantine(_quarantine_table(q, now) if q is not None and len(q) else None)
+            q_new = _quarantine_table(q, now) if q is not None and len(q) else None
+            plan.settle_quarantine(settle_quarantine() if callable(settle_quarantine) else settle_quarantine, q_new)
+            n_q = plan.add_quarantine(q_new)
             plan.replace_state(state or {})
         except BaseException as e:
             raise self._roll_back(m, txn, e) from None
