@@ -227,8 +227,19 @@ def store_quarantine(store_uri: str, source: str | None, limit: int) -> None:
 
     from .validation import printable
 
-    q = open_store(store_uri).quarantine().to_pandas()
+    if limit < 0:
+        raise click.BadParameter(f"{limit}: a number of rows >= 0 (0 = all)", param_hint="--limit")
+    st = open_store(store_uri)
+    q = st.quarantine().to_pandas()
     if source is not None:
+        known = set(q["source"].dropna())
+        if source not in known:
+            known |= set(st.read(columns=["source"]).column("source").unique().to_pylist())
+        if source not in known:
+            # a typo looked like a clean source ("0 quarantined row(s)", exit 0)
+            names = sorted(known)
+            raise UserError(f"--source {printable(source)}: no such source in {st.uri} (its sources: "
+                            f"{', '.join(map(printable, names[:10])) or 'none'}{', ...' if len(names) > 10 else ''})")
         q = q[q["source"] == source]
     click.echo(f"{len(q)} quarantined row(s)")
     shown = q if limit == 0 else q.head(limit)
@@ -297,7 +308,16 @@ def store_unlock(store_uri: str) -> None:
     from .store import Store
 
     s = Store(store_uri)
-    s.probe()
+    info = s.probe()
+    # a mistyped path said "not locked", exit 0; a file's path named a lock inside it. A store
+    # whose first commit never landed (a lock, no version yet) may still be unlocked.
+    import pyarrow.fs as pafs
+
+    if info.type == pafs.FileType.NotFound:
+        raise UserError(f"{s.uri}: no such store")
+    s._require_directory(info)
+    if not s.exists() and not s._f.exists("_meta"):
+        raise UserError(f"{s.uri}: not a meta-study store (no _meta)")
     holder = s.unlock()
     if holder is None:
         click.echo(f"{s.uri}: not locked")

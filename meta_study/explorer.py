@@ -83,7 +83,7 @@ function draw() {
   document.getElementById('ex-leg-thr').hidden = g.t === null;
   const q = find.value.trim().toLowerCase(), marked = [];
   for (const p of g.p) {
-    const name = D.names[p[2]] ?? '?', held = g.t !== null && p[0] > g.t, hit = q !== '' && name.toLowerCase().includes(q);
+    const name = D.names[p[2]] ?? '?', held = p[3] === 1, hit = q !== '' && name.toLowerCase().includes(q);
     const c = el('circle', {cx: sx(p[0]).toFixed(1), cy: sy(p[1]).toFixed(1), r: hit ? 4.5 : 3, class: (held ? 'h' : 'v') + (hit ? ' hit' : '')});
     c.append(el('title', {}, `${name}: US ${p[0].toFixed(2)}%, DS ${p[1].toFixed(2)}%${held ? ' (held out)' : ''}`));
     if (hit) marked.push(c); else plot.append(c); }
@@ -182,7 +182,7 @@ def prediction_line(r: dict[str, Any], points: int = 60) -> tuple[np.ndarray, np
 def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, Any], int]:
     """The JSON the viewer reads: ``names`` (each model's :func:`point_name` once) and one entry
     per group with its label, hold-out threshold (points, or null), the headline's prediction as
-    a polyline (:func:`prediction_line`) and points as [US, DS, name index]; and how many groups
+    a polyline (:func:`prediction_line`) and points as [US, DS, name index, held out (1/0)]; and how many groups
     were left out for :data:`MAX_POINTS`."""
     by = points_by_group(points)
     names: dict[str, int] = {}
@@ -201,7 +201,11 @@ def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, 
         thr = float(r["holdout_threshold"])
         groups.append({"k": _label(r), "t": round(100 * thr, 3) if math.isfinite(thr) and thr < 1 else None,
                        "l": [[round(float(a), 3), round(float(b), 3)] for a, b in zip(xs, ys)],
-                       "p": [[round(float(a), 2), round(float(b), 2), i] for a, b, i in zip(us, ds, idx)]})
+                       # held out as the fit decided, on the unrounded accuracy: compared in the page, a
+                       # point rounded to 2 decimals against the threshold to 3 (83.46 > 83.459) showed
+                       # the fitted best model as held out
+                       "p": [[round(float(a), 2), round(float(b), 2), i, int(bool(f > thr))]
+                             for a, b, i, f in zip(us, ds, idx, g["us_accuracy"].to_numpy(float))]})
     return {"names": list(names), "groups": groups}, left
 
 

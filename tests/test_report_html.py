@@ -344,3 +344,27 @@ def test_sensitivity_text_never_recommends_a_frontier_the_headline_cannot_use():
     text = _sensitivity_text(table)
     assert "<b>vertices</b> predicts best" in text and "<b>all</b> (dashed" in text
     assert "never part of the headline" in text and np.isfinite(rk["pred_err_small_n"]).all()
+
+
+def test_the_explorer_marks_held_out_points_as_the_fit_did():
+    """Compared in the page, a point rounded to 2 decimals against the threshold to 3 (83.46 >
+    83.459) showed the fitted model at the hold-out threshold as held out."""
+    import json
+
+    import pandas as pd
+
+    from meta_study import explorer
+
+    thr = 0.834585
+    heads = pd.DataFrame({"us_task": ["up"], "ds_task": ["a"], "eval_protocol": ["fewshot"], "shots": [5],
+                          "law": ["power"], "frontier": ["vertices"], "holdout_threshold": [thr], "status": ["ok"],
+                          "k": [0.9], "alpha": [1.2], "e_ir": [float("nan")], "e_us_star": [float("nan")],
+                          "best_us": [thr], "horizon_us": [0.86]})
+    points = pd.DataFrame({"us_task": "up", "ds_task": "a", "eval_protocol": "fewshot", "shots": 5,
+                           "run_id": ["at", "above", "below"], "us_accuracy": [thr, 0.84, 0.5],
+                           "ds_accuracy": [0.5, 0.52, 0.3]})
+    page = explorer.explorer_html(heads, points)
+    data = json.loads(page.split("<script type=application/json id=ex-data>")[1].split("</script>")[0])
+    held = {data["names"][p[2]]: p[3] for p in data["groups"][0]["p"]}
+    assert held == {"at": 0, "above": 1, "below": 0}
+    assert "held = p[3] === 1" in page

@@ -448,3 +448,21 @@ def test_a_fixed_file_takes_its_runs_out_of_the_quarantine(tmp_path):
     # a deleted run's quarantine goes with it
     gone = st.commit(delete_runs=[(q["source"][0], q["run_id"][0])])
     assert gone.version is not None and len(Store(store).quarantine()) == 0
+
+
+def test_store_unlock_and_quarantine_refuse_what_is_no_store_or_source(tmp_path):
+    # unlock of a mistyped path said "not locked", exit 0; of a file, named a lock inside it; a
+    # --source typo looked like a clean source; --limit -1 showed every row but the last
+    one_error_line(run_cli("store", "unlock", str(tmp_path / "nope")), "no such store")
+    (tmp_path / "dir").mkdir()
+    one_error_line(run_cli("store", "unlock", str(tmp_path / "dir")), "not a meta-study store")
+    f = _csv(tmp_path / "x.csv")
+    one_error_line(run_cli("store", "unlock", str(f)), "not a store directory")
+    store = _store(tmp_path)
+    assert run_cli("store", "unlock", store).returncode == 0
+    one_error_line(run_cli("store", "quarantine", store, "--source", "nope"), "--source nope: no such source",
+                   "its sources: src")
+    r = run_cli("store", "quarantine", store, "--source", "src")
+    assert r.returncode == 0 and r.stdout.startswith("0 quarantined row(s)"), r.stderr
+    r = run_cli("store", "quarantine", store, "--limit", "-1")
+    assert r.returncode == 2 and "--limit" in r.stderr
