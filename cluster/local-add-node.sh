@@ -29,8 +29,18 @@ note() { echo "local-add-node: $*" >&2; }
 die() { note "error: $*"; exit 1; }
 
 [[ "$name" =~ ^[A-Za-z0-9_-]+$ ]] || die "node name $name: letters, digits, - and _ only"
+# the head's and MLflow's PID and log files have these names: a node named so overwrote mlflow.pid,
+# and local-down.sh then stopped neither
+case "$name" in ray|mlflow|env|boot_id) die "node name $name is reserved (the head's own files); pick another" ;; esac
 [ -f "$state/env.sh" ] || die "$state/env.sh not found: start the head with cluster/local-up.sh $state first"
 state="$(cd "$state" && pwd -P)"
+# One of local-up, local-add-node, local-down at a time per state directory: two local-up at once
+# raced MLflow's database migration, and each one's cleanup stopped the other's services, leaving a
+# Ray head and an MLflow server running with no PID file. The lock is fd 9; services never inherit it.
+if [ -z "${META_STUDY_LOCK_HELD:-}" ] && command -v flock > /dev/null; then
+  exec 9> "$state/.lock"
+  flock -w "${META_STUDY_LOCK_WAIT:-300}" 9 || { echo "local-add-node: another local-up, local-add-node or local-down holds $state/.lock (waited ${META_STUDY_LOCK_WAIT:-300} s)" >&2; exit 1; }
+fi
 # shellcheck disable=SC1091
 . "$state/env.sh"
 [ -n "${RAY_ADDRESS:-}" ] || die "$state/env.sh has no RAY_ADDRESS"
@@ -88,7 +98,8 @@ echo "=== local-add-node $(date -u +%FT%TZ)" >> "$state/$name.log"
 note "starting Ray node $name, joining $RAY_ADDRESS (log: $state/$name.log)"
 # the leader of its own session, like the head: local-down.sh stops exactly its processes
 PATH="$state/bin:$PATH" "$PY" -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' \
-  env -u RAY_ADDRESS "$PY" -m ray.scripts.scripts "${ray_args[@]}" < /dev/null >> "$state/$name.log" 2>&1 &
+  env -u RAY_ADDRESS RAY_enable_metrics_collection=0 "$PY" -m ray.scripts.scripts "${ray_args[@]}" \
+  < /dev/null >> "$state/$name.log" 2>&1 9>&- &
 echo $! > "$state/$name.pid"
 
 deadline=$((SECONDS + timeout_s))

@@ -15,6 +15,10 @@
 #      (up to 30 s); `mlflow server` forwards the signal to its uvicorn workers.
 #   2. Whatever is still in the session after the grace period (a hung worker, a process whose
 #      leader was SIGKILLed) gets SIGTERM, then SIGKILL 5 s later.
+# A PID file is believed only for the boot that wrote it (STATE_DIR/boot_id), and where its leader
+# is gone, only session members whose command line names this state's directories are signalled:
+# a stale file (the PID reused by a program that started a session of its own) once killed
+# processes local-up.sh never started.
 set -euo pipefail
 
 state="${1:-${META_STUDY_LOCAL_DIR:-./meta-study-local}}"
@@ -23,8 +27,20 @@ if [ ! -d "$state" ]; then
   exit 0
 fi
 state="$(cd "$state" && pwd -P)"
+# One of local-up, local-add-node, local-down at a time per state directory: two local-up at once
+# raced MLflow's database migration, and each one's cleanup stopped the other's services, leaving a
+# Ray head and an MLflow server running with no PID file. The lock is fd 9; services never inherit it.
+if [ -z "${META_STUDY_LOCK_HELD:-}" ] && command -v flock > /dev/null; then
+  exec 9> "$state/.lock"
+  flock -w "${META_STUDY_LOCK_WAIT:-300}" 9 || { echo "local-down: another local-up, local-add-node or local-down holds $state/.lock (waited ${META_STUDY_LOCK_WAIT:-300} s)" >&2; exit 1; }
+fi
 
 note() { echo "local-down: $*" >&2; }
+
+boot_now="$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || true)"
+boot_then="$(cat "$state/boot_id" 2>/dev/null || true)"
+rebooted=0
+[ -n "$boot_now" ] && [ -n "$boot_then" ] && [ "$boot_now" != "$boot_then" ] && rebooted=1
 
 # PIDs of the processes in session $1 (Linux ps; empty when the session is gone).
 session_members() {
@@ -52,9 +68,9 @@ wait_gone() {
   done
 }
 
-# stop_service NAME PIDFILE MARKER GRACE_SECONDS
+# stop_service NAME PIDFILE MARKER GRACE_SECONDS MEMBER_MARKER
 stop_service() {
-  local name="$1" pidfile="$2" marker="$3" grace="$4" leader members
+  local name="$1" pidfile="$2" marker="$3" grace="$4" member_marker="$5" leader members alive=0 p kept
   if [ ! -f "$pidfile" ]; then
     note "$name: not running"
     return 0
@@ -62,6 +78,11 @@ stop_service() {
   leader="$(cat "$pidfile")"
   if [[ ! "$leader" =~ ^[0-9]+$ ]]; then
     note "$name: ignoring malformed pid file $pidfile"
+    rm -f "$pidfile"
+    return 0
+  fi
+  if [ "$rebooted" -eq 1 ]; then
+    note "$name: stale pid file (written before a reboot): nothing to stop"
     rm -f "$pidfile"
     return 0
   fi
@@ -73,11 +94,21 @@ stop_service() {
     return 0
   fi
   if kill -0 "$leader" 2>/dev/null; then
+    alive=1
     note "$name: stopping (pid $leader)"
     kill -TERM "$leader" 2>/dev/null || true
     wait_gone "$grace" "$leader" || note "$name: still running after ${grace} s"
   fi
   members="$(session_members "$leader")"
+  if [ "$alive" -eq 0 ] && [ -n "$members" ]; then
+    # The leader was gone before we came: the session's members are ours only if they say so
+    # (a live leader of ours holds its PID, so then every member is ours).
+    kept=""
+    for p in $members; do
+      if is_ours "$p" "$member_marker"; then kept="$kept $p"; else note "$name: leaving pid $p alone (not ours)"; fi
+    done
+    members="$(echo "$kept" | tr ' ' '\n' | sed '/^$/d')"
+  fi
   if [ -n "$members" ]; then
     note "$name: terminating leftover processes: $(echo "$members" | tr '\n' ' ')"
     # shellcheck disable=SC2086  # one PID per word
@@ -104,8 +135,8 @@ for pidfile in "$state"/*.pid; do
   [ -f "$pidfile" ] || continue
   node="$(basename "$pidfile" .pid)"
   case "$node" in ray|mlflow) continue ;; esac
-  stop_service "ray node $node" "$pidfile" "--temp-dir=$ray_tmp" 60
+  stop_service "ray node $node" "$pidfile" "--temp-dir=$ray_tmp" 60 "$ray_tmp"
 done
-stop_service ray "$state/ray.pid" "--temp-dir=$ray_tmp" 60
-stop_service mlflow "$state/mlflow.pid" "$state/mlflow/" 30
+stop_service ray "$state/ray.pid" "--temp-dir=$ray_tmp" 60 "$ray_tmp"
+stop_service mlflow "$state/mlflow.pid" "$state/mlflow/" 30 "$state/mlflow/"
 rm -f "$state/env.sh"  # its addresses belong to the services just stopped

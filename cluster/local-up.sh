@@ -24,6 +24,7 @@
 #   ray.pid, ray.log       `ray start --head --block` (the session leader of every Ray process)
 #   ray/                   Ray's --temp-dir: session logs (a link to /tmp when STATE_DIR is deep)
 #   mlflow.pid, mlflow.log `mlflow server`
+#   mlflow.port            its port, kept across restarts while free (a sweep records its tracking URI)
 #   mlflow/mlflow.db       the tracking database (sqlite)
 #   mlflow/artifacts/      the artifact store, served by the tracking server (--serve-artifacts)
 #
@@ -48,6 +49,13 @@ fi
 
 mkdir -p "$state/mlflow/artifacts"
 state="$(cd "$state" && pwd -P)"
+# One of local-up, local-add-node, local-down at a time per state directory: two local-up at once
+# raced MLflow's database migration, and each one's cleanup stopped the other's services, leaving a
+# Ray head and an MLflow server running with no PID file. The lock is fd 9; services never inherit it.
+if [ -z "${META_STUDY_LOCK_HELD:-}" ] && command -v flock > /dev/null; then
+  exec 9> "$state/.lock"
+  flock -w "${META_STUDY_LOCK_WAIT:-300}" 9 || { echo "local-up: another local-up, local-add-node or local-down holds $state/.lock (waited ${META_STUDY_LOCK_WAIT:-300} s)" >&2; exit 1; }
+fi
 
 # `python` in jobs and tasks is $PYTHON, whatever the PATH of the shell that ran this script:
 # `ray job submit -- python sweeps/...` runs in the raylet's environment, and without a venv
@@ -82,7 +90,7 @@ on_exit() {
   local rc=$?
   if [ "$rc" -ne 0 ] && [ "$started" -eq 1 ]; then
     note "failed; stopping what was started"
-    "$here/local-down.sh" "$state" || true
+    META_STUDY_LOCK_HELD=1 "$here/local-down.sh" "$state" || true
   fi
   exit "$rc"
 }
@@ -92,26 +100,44 @@ trap 'exit 143' TERM
 
 # --- ports ---------------------------------------------------------------------------------------
 # Every port Ray would otherwise take at a fixed default (GCS 6379, dashboard 8265, dashboard
-# agent 52365, client server 10001) is picked free, so two setups (or a test run) never collide.
+# agent 52365, client server 10001, the dashboard's and the autoscaler's Prometheus endpoints 44227
+# and 44217) is picked free, so two setups (or a test run) never collide. Metrics collection is off:
+# the agents' /metrics exporter listened on 0.0.0.0 without the token.
 # All sockets are held open together so the picks are distinct; another program can still take
 # one before Ray or MLflow binds it (a busy machine, tests starting servers beside this): that
 # service then exits with "address already in use", and everything is started again on new ports
 # (up to 3 times; ports given in the environment are kept, and such a failure is final).
+# MLflow keeps the port of its last start when it is free (pick_ports keep): a sweep records its
+# tracking URI, and a --resume after local-down / local-up named a server that was gone.
 pick_ports() {
-  read -r p_gcs p_mlflow p_dash p_agent_http p_agent_grpc p_metrics p_runtime_env p_client < <(
-    "$PY" - <<'EOF'
-import socket
-socks = [socket.socket() for _ in range(8)]
+  local saved=""
+  [ "${1:-}" = keep ] && saved="$(cat "$state/mlflow.port" 2>/dev/null || true)"
+  read -r p_gcs p_mlflow p_dash p_agent_http p_agent_grpc p_metrics p_runtime_env p_client p_dash_metrics \
+    p_autoscaler_metrics < <(
+    "$PY" - "$saved" <<'EOF'
+import socket, sys
+socks = [socket.socket() for _ in range(10)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
+ports = [s.getsockname()[1] for s in socks]
+saved = sys.argv[1] if len(sys.argv) > 1 else ""
+if saved.isdigit() and int(saved) not in ports:
+    t = socket.socket()
+    try:
+        t.bind(("127.0.0.1", int(saved)))
+        ports[1] = int(saved)
+    except OSError:
+        pass
+    finally:
+        t.close()
+print(*ports)
 EOF
   )
   ray_port="${META_STUDY_RAY_PORT:-$p_gcs}"
   mlflow_port="${META_STUDY_MLFLOW_PORT:-$p_mlflow}"
   mlflow_uri="http://127.0.0.1:$mlflow_port"
 }
-pick_ports
+pick_ports keep
 
 # --- Ray's temp dir --------------------------------------------------------------------------------
 # Unix socket paths are limited to 107 bytes and Ray puts sockets ~62 bytes below --temp-dir
@@ -132,8 +158,16 @@ ray_tmp="$(cd "$ray_tmp" && pwd -P)"  # canonical, as local-down.sh matches it a
 
 # --- Ray auth token --------------------------------------------------------------------------------
 if [ ! -s "$state/ray-auth-token" ]; then
-  (umask 077 && "$PY" -c 'import secrets; print(secrets.token_hex(32), end="")' > "$state/ray-auth-token")
+  # written beside, then moved into place: an empty file left with mode 0644 was refilled in place,
+  # a token anyone on the machine could read
+  (umask 077 && "$PY" -c 'import secrets; print(secrets.token_hex(32), end="")' > "$state/ray-auth-token.new" \
+    && mv -f "$state/ray-auth-token.new" "$state/ray-auth-token")
 fi
+# a token others can read, or that another user owns, is no secret of this cluster's
+case "$(stat -c '%u %a' "$state/ray-auth-token")" in
+  "$(id -u) 600"|"$(id -u) 400") ;;
+  *) die "$state/ray-auth-token: must be yours with mode 0600 (it is $(stat -c '%U %a' "$state/ray-auth-token")); chmod 600 it, or delete it for a new token" ;;
+esac
 ray_auth=(RAY_AUTH_MODE=token "RAY_AUTH_TOKEN_PATH=$state/ray-auth-token")
 # Ray prefers a RAY_AUTH_TOKEN in the environment to RAY_AUTH_TOKEN_PATH: one left in this shell
 # (another cluster's) would become the head's token while env.sh hands clients the file's, and every
@@ -149,7 +183,7 @@ detach() {
   local log="$1"
   shift
   "$PY" -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' "$@" \
-    < /dev/null >> "$log" 2>&1 &
+    < /dev/null >> "$log" 2>&1 9>&- &
 }
 
 # --- start Ray and MLflow ----------------------------------------------------------------------------
@@ -184,10 +218,13 @@ start_services() {
     log_from[$svc]=$(wc -c < "$state/$svc.log")
   done
   note "starting Ray head on 127.0.0.1:$ray_port (logs: $state/ray.log, $state/ray/session_latest/logs)"
+  # the boot the PID files below belong to: after a reboot local-down.sh signals none of them
+  cat /proc/sys/kernel/random/boot_id > "$state/boot_id" 2>/dev/null || rm -f "$state/boot_id"
   started=1
   # Tasks and job drivers inherit the raylet's environment, so MLFLOW_TRACKING_URI set here reaches
   # every trial without any configuration in the sweep.
   detach "$state/ray.log" env -u RAY_ADDRESS "${ray_auth[@]}" MLFLOW_TRACKING_URI="$mlflow_uri" \
+    RAY_enable_metrics_collection=0 DASHBOARD_METRIC_PORT="$p_dash_metrics" AUTOSCALER_METRIC_PORT="$p_autoscaler_metrics" \
     PATH="$state/bin:$PATH" "$PY" -m ray.scripts.scripts "${ray_args[@]}"
   echo $! > "$state/ray.pid"
 
@@ -253,10 +290,12 @@ for attempt in 1 2 3; do
   [ "$rc" -eq 0 ] && break
   [ -z "$fixed" ] || die "a port was taken during startup (META_STUDY_RAY_PORT / META_STUDY_MLFLOW_PORT are fixed; logs in $state)"
   [ "$attempt" -lt 3 ] || die "a port was taken during startup, 3 times (logs in $state)"
-  "$here/local-down.sh" "$state" > /dev/null 2>&1 || true
+  META_STUDY_LOCK_HELD=1 "$here/local-down.sh" "$state" > /dev/null 2>&1 || true
   pick_ports
   note "starting again on new ports (attempt $((attempt + 1)) of 3)"
 done
+
+echo "$mlflow_port" > "$state/mlflow.port"
 
 # --- print what a shell needs -----------------------------------------------------------------------------
 {

@@ -192,6 +192,8 @@ def store_info(store_uri: str, as_json: bool) -> None:
     """Rows per (US task, DS task, protocol, shots), sources and the last ingest."""
     import json
 
+    from pandas import isna as pd_isna
+
     from .store import open_store
 
     s = open_store(store_uri).summary()
@@ -200,7 +202,10 @@ def store_info(store_uri: str, as_json: bool) -> None:
             "uri": s.uri, "version": s.version, "rows": s.rows, "quarantined": s.quarantined,
             "last_ingest": s.last_ingest, "pending_finalize": s.pending_finalize,
             "groups": s.groups.astype(object).where(s.groups.notna(), None).to_dict("records"),
-            "sources": s.sources.astype(str).to_dict("records"),
+            # counts as numbers, as the groups' (they were strings: "37"), the time as text
+            "sources": [{"source": r["source"], "rows": int(r["rows"]), "runs": int(r["runs"]),
+                         "last_ingested_at": None if pd_isna(r["last_ingested_at"]) else str(r["last_ingested_at"])}
+                        for r in s.sources.to_dict("records")],
         }, indent=1, default=str))
         return
     click.echo(f"store      {s.uri}")
@@ -406,6 +411,18 @@ def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, s
     srcs = open_sources(list(sources), mapping, options) if sources else []
     if sources_file:
         srcs += open_source_specs(load_sources_file(sources_file), options)
+    from .ingest.mlflow_source import MlflowSource
+    from .ingest.mlflow_sql import MlflowSqlSource
+
+    ctx = click.get_current_context()
+    mlflow_only = [p.opts[0] for p in ctx.command.params
+                   if p.name in ("experiments", "filter_string", "include_running", "drop_deleted", "full", "history",
+                                 "page_size", "overlap_s")
+                   and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+    if mlflow_only and not any(isinstance(x, (MlflowSource, MlflowSqlSource)) for x in srcs):
+        # silently ignored before: a --full or --experiment with files only changed nothing
+        _fail(f"ingest: {', '.join(mlflow_only)}: for MLflow sources, and none is given (a file is read whole "
+              "whenever it changes)")
     store_obj = Store(store_uri)
     store_obj.check_writable()            # an unreachable or read-only store fails once, not once per source
     with progress_bar(not quiet) as progress:
@@ -920,7 +937,8 @@ def _why_no_shot_tables(groups: Any) -> str:
 @click.option("--mapping", "mapping_path", default=None, metavar="MAPPING.yaml", help="Mapping for --source.")
 @click.option("--sources-file", default=None, metavar="SOURCES.yaml", help="Sources to ingest first.")
 @click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", show_envvar=True,
-              help="Publish each refit as an MLflow run here (default: $MLFLOW_TRACKING_URI; none: no run).")
+              help="Publish each refit as an MLflow run here (default: $MLFLOW_TRACKING_URI; unset or 'none': no "
+                   "run).")
 @click.option("--publish-experiment", "--experiment", "experiment", default=D.REFIT_EXPERIMENT, show_default=True,
               help="The MLflow experiment the refit's runs are published to (--experiment is the old name: for "
                    "ingest it means where runs are read from).")
@@ -952,6 +970,11 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
 
     from .mlflow_client import refuse_credentials
 
+    if tracking_uri and tracking_uri.strip().lower() == "none":   # no run, whatever the environment says
+        tracking_uri = None
+    if mapping_path and not sources:
+        raise UserError(f"--mapping {mapping_path}: it maps the files of --source, and none is given (a "
+                        "--sources-file names each source's mapping itself)")
     if tracking_uri:   # named by where it came from; the message never repeats the credentials
         source = click.get_current_context().get_parameter_source("tracking_uri")
         refuse_credentials(tracking_uri, "MLFLOW_TRACKING_URI" if source == click.core.ParameterSource.ENVIRONMENT

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -140,12 +141,38 @@ def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S, source:
         raise UserError(f"{source} {safe_uri(address)}: not a Ray address (host:port, ray://host:port or auto)")
     what = "Ray client server" if text.startswith("ray://") else "Ray cluster (GCS)"
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            speaks = _speaks_grpc(sock, timeout_s)
     except OSError as e:
         why = (f"no answer within {timeout_s:g} s" if isinstance(e, socket.timeout)
                else (e.strerror or type(e).__name__).lower())
         raise UserError(f"{source} {safe_uri(address)}: no {what} answers there ({why})") from None
+    if not speaks:
+        # Ray's own connect retries such a port for ~13 minutes (20 tries of ~40 s)
+        raise UserError(f"{source} {safe_uri(address)}: a server answers there, but not a {what} (it does not "
+                        "speak gRPC: another service's port, or an address from before the cluster restarted?)")
+
+
+#: The HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, its client
+#: server) answers with a SETTINGS frame of its own; an HTTP/1 server (MLflow, a dashboard)
+#: answers "400 Bad Request" or closes.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _speaks_grpc(sock: socket.socket, timeout_s: float) -> bool:
+    """Whether the server on ``sock`` speaks HTTP/2 (gRPC): its first frame is SETTINGS (type 4).
+    True without a probe under TLS (``RAY_USE_TLS``), where the preface would be refused."""
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return True
+    sock.settimeout(timeout_s)
+    sock.sendall(_H2_PREFACE)
+    head = b""
+    while len(head) < 9:
+        chunk = sock.recv(9 - len(head))
+        if not chunk:
+            return False
+        head += chunk
+    return head[3] == 0x04
 
 
 #: Whether this process started a Ray of its own: Ray's loader then still holds that Ray's token.
@@ -253,8 +280,14 @@ def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
         ray.init(address=address, **kwargs)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # Ray 2.60 clusters want a token: without one Ray's error names neither it nor the
+        # address typed (20 lines of InvalidAuthToken, then "Failed to connect")
+        hint = ("; no Ray token is set here: export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (the lines of the "
+                "cluster's env.sh)" if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"))
+                else "; is RAY_AUTH_TOKEN_PATH this cluster's token?" if re.search(r"auth|token", str(e), re.I)
+                else "")
         raise UserError(f"{source} {safe_uri(target)}: could not join the Ray cluster there after "
-                        f"{time.monotonic() - t0:.0f} s ({first[:200]})") from None
+                        f"{time.monotonic() - t0:.0f} s ({first[:200]}){hint}") from None
 
 
 def start_or_connect(address: str | None = None, *, num_cpus: int | None = None,

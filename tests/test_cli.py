@@ -60,6 +60,9 @@ def test_ingest_then_info_on_timm(tmp_path, timm_dir):
     assert info.returncode == 0 and "rows       7779" in info.stdout and "imagenet-a" in info.stdout
     js = json.loads(run_cli("store", "info", store, "--json").stdout)
     assert js["rows"] == 7779 and js["quarantined"] == 1 and len(js["groups"]) == 5
+    # counts are numbers in sources as in groups (they were strings: "7779")
+    assert all(isinstance(x["rows"], int) and isinstance(x["runs"], int) for x in js["sources"])
+    assert sum(x["rows"] for x in js["sources"]) == 7779
     q = run_cli("store", "quarantine", store)
     assert "resmlp_24_224.fb_dino" in q.stdout
 

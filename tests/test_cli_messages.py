@@ -285,3 +285,54 @@ def test_a_task_name_with_a_tab_is_shown_as_written(tmp_path):
     assert info.returncode == 0 and "oxford\\tpets" in info.stdout and "\t" not in info.stdout
     r = run_cli("fit", s.uri, "--out", str(tmp_path / "o"), "--no-figures")
     assert r.returncode == 0 and "up -> oxford\\tpets (fewshot, 5-shot):" in r.stdout and "\t" not in r.stdout
+
+
+def test_an_address_where_another_server_answers_is_one_line_not_minutes(tmp_path):
+    """A stale RAY_ADDRESS whose port MLflow (or any HTTP server) took after a restart: the TCP
+    check passed and Ray's connect retried for ~13 minutes."""
+    import http.server
+    import threading
+
+    from meta_study.errors import UserError
+    from meta_study.ray_session import check_address
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        port = srv.server_address[1]
+        with pytest.raises(UserError, match=r"a server answers there, but not a Ray cluster \(GCS\)"):
+            check_address(f"127.0.0.1:{port}", timeout_s=5)
+    finally:
+        srv.shutdown()
+
+
+def test_mlflow_only_ingest_options_with_files_only_are_refused(tmp_path):
+    # silently ignored: `--full` or `--experiment` with a CSV changed nothing and said nothing
+    from conftest import make_rows, one_error_line
+
+    f = tmp_path / "x.csv"
+    make_rows(3, ds_tasks=("a",)).drop(columns=["extra"]).to_csv(f, index=False)
+    one_error_line(run_cli("ingest", str(f), "--store", str(tmp_path / "st"), "--full", "--experiment", "e"),
+                   "ingest: --experiment, --full: for MLflow sources, and none is given")
+    assert not (tmp_path / "st").exists()
+    assert run_cli("ingest", str(f), "--store", str(tmp_path / "st"), "--quiet").returncode == 0
+
+
+def test_exact_repeats_and_two_us_accuracies_of_one_run_are_said(tmp_path):
+    # 42 rows gave "39 new + 2 quarantined" with no word of the repeat; a run with US 0.5 on one
+    # row and 0.9 on another was stored in silence
+    from conftest import make_rows
+
+    rows = make_rows(3, ds_tasks=("a", "b")).drop(columns=["extra"])
+    run = rows["run_id"].unique()[1]
+    idx = rows.index[rows["run_id"] == run]
+    rows.loc[idx, "us_accuracy"] = 0.9
+    rows.loc[idx[0], "us_accuracy"] = 0.5
+    other = rows.index[rows["run_id"] == rows["run_id"].unique()[2]][0]
+    rows = pd.concat([rows, rows.loc[[other]]], ignore_index=True)          # one exact repeat
+    f = tmp_path / "x.csv"
+    rows.to_csv(f, index=False)
+    r = run_cli("ingest", str(f), "--store", str(tmp_path / "st"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "1 row(s) repeated another row exactly (key and values) and were stored once" in r.stderr, r.stderr
+    assert f"1 run(s) have two or more US accuracies for one US task (e.g. {run} on up: 0.5 and 0.9)" in r.stderr

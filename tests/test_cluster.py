@@ -615,6 +615,11 @@ def test_local_up_and_down(state_dir):
 
     twice = run_script("local-down.sh", state_dir)  # idempotent
     assert twice.returncode == 0 and "not running" in twice.stderr
+    # a restart keeps MLflow's port: a sweep records its tracking URI, and `--resume` after a
+    # restart named a server that was gone
+    back = run_script("local-up.sh", state_dir)
+    assert back.returncode == 0, back.stderr[-2000:]
+    assert f"export MLFLOW_TRACKING_URI={exports['MLFLOW_TRACKING_URI']}\n" in back.stdout, back.stdout
 
 
 @pytest.mark.slow(20)
@@ -658,3 +663,73 @@ def test_local_up_is_not_fooled_by_another_server_on_the_mlflow_port(state_dir):
         assert up.stdout == "" and not (state_dir / "env.sh").exists()
     finally:
         server.shutdown()
+
+
+def test_local_down_never_signals_a_session_it_did_not_start(tmp_path):
+    """A stale ray.pid whose PID a program reused for a session of its own, its leader gone and a
+    child still running: local-down.sh killed the child ("terminating leftover processes")."""
+    state = tmp_path / "st"
+    state.mkdir()
+    leader = tmp_path / "leader"
+    subprocess.run(["setsid", "sh", "-c", f"sleep 4242 & echo $$ > {leader}; exit"], check=True, timeout=30)
+    sid = leader.read_text().strip()
+    child = next(int(line.split()[0]) for line in subprocess.run(
+        ["ps", "-e", "-o", "pid=", "-o", "sid=", "-o", "args="], capture_output=True, text=True).stdout.splitlines()
+        if line.split()[1] == sid and "sleep 4242" in line)
+    try:
+        (state / "ray.pid").write_text(sid + "\n")
+        r = run_script("local-down.sh", state, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert alive(child) and f"leaving pid {child} alone (not ours)" in r.stderr, r.stderr
+        # written before a reboot: no PID of it is believed at all
+        (state / "ray.pid").write_text(sid + "\n")
+        (state / "boot_id").write_text("00000000-0000-0000-0000-000000000000\n")
+        r = run_script("local-down.sh", state, timeout=60)
+        assert alive(child) and "stale pid file (written before a reboot)" in r.stderr, r.stderr
+    finally:
+        os.kill(child, 9)
+
+
+@pytest.mark.parametrize("state", ["ValidationFailed", "Suspended"])
+def test_submitter_is_not_blocked_for_ever_by_a_refit_that_can_never_finish(submit_refit, tmp_path, state):
+    """A RayJob in ValidationFailed (a bad spec: no cluster, for good) or Suspended counted as
+    still running: every later schedule skipped with exit 0, and nightly refits stopped silently."""
+    api = FakeRayJobApi()
+    api.add("meta-study-refit-stuck", state, "2026-01-01T03:17:00Z")
+    try:
+        assert run_submitter(submit_refit, api, tmp_path) == 0
+    finally:
+        api.server.shutdown()
+    assert api.calls.count("create") == 1
+
+
+def test_local_up_refuses_a_token_others_can_read_and_add_node_a_reserved_name(tmp_path):
+    # an empty 0644 token file was refilled in place: a world-readable token; a non-empty one of
+    # any mode was used without a word
+    state = tmp_path / "st"
+    state.mkdir()
+    token = state / "ray-auth-token"
+    token.write_text("0" * 64)
+    token.chmod(0o644)
+    r = run_script("local-up.sh", state, timeout=120)
+    assert r.returncode == 1 and "ray-auth-token: must be yours with mode 0600" in r.stderr, r.stderr
+    assert not (state / "ray.pid").exists() and not (state / "mlflow.pid").exists()
+    # a node named like the head's own files overwrote mlflow.pid (local-down then stopped neither)
+    for name in ("mlflow", "ray"):
+        r = subprocess.run(["bash", str(CLUSTER / "local-add-node.sh"), str(state), name], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 1 and f"node name {name} is reserved" in r.stderr, r.stderr
+
+
+def test_the_local_scripts_take_turns_on_one_state_directory(tmp_path):
+    # two local-up at once raced MLflow's migration and stopped each other's services
+    import fcntl
+
+    state = tmp_path / "st"
+    state.mkdir()
+    with open(state / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        r = run_script("local-down.sh", state, timeout=60, META_STUDY_LOCK_WAIT="1")
+    assert r.returncode == 1 and "another local-up, local-add-node or local-down holds" in r.stderr, r.stderr
+    r = run_script("local-down.sh", state, timeout=60, META_STUDY_LOCK_WAIT="1")
+    assert r.returncode == 0, r.stderr

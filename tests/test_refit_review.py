@@ -274,3 +274,16 @@ def test_a_refit_into_a_new_store_whose_only_source_fails_leaves_nothing_there(t
     assert r.returncode == 2, r.stdout + r.stderr
     assert "no store was made, nothing to refit: every source failed" in r.stderr and "manifests" not in r.stderr
     assert not st.exists()
+
+
+def test_refit_tracking_uri_none_publishes_nothing_and_a_lone_mapping_is_refused(tmp_path):
+    # the help said "none: no run", and --tracking-uri none failed: "no MLflow tracking server
+    # answers there"; --mapping without --source was silently ignored
+    st = _store(tmp_path / "st")
+    r = run_cli("refit", "--store", st.uri, "--tracking-uri", "none", "--serial", "--out", str(tmp_path / "out"),
+                "--trials", "1", "--samples", "10")
+    assert r.returncode == 0 and "mlflow run" not in r.stdout, r.stdout + r.stderr
+    m = tmp_path / "m.yaml"
+    m.write_text("name: x\n")
+    r = run_cli("refit", "--store", st.uri, "--mapping", str(m), "--serial", "--out", str(tmp_path / "out2"))
+    assert r.returncode == 2 and "it maps the files of --source, and none is given" in r.stderr, r.stderr

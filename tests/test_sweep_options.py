@@ -176,6 +176,14 @@ def test_the_submit_wrapper_hands_provenance_to_the_job_and_refuses_secrets(tmp_
         job_runtime_env(".", {"env_vars": {"MLFLOW_TRACKING_PASSWORD": "pw"}}, git_sha="a", researcher="r")
     with pytest.raises(UserError, match="command line holds credentials"):
         refuse_secret_args(["python", "sweeps/zoo.py", "--tracking-uri=http://u:pw@mlflow:5000"])
+    # a secret assigned on the command line (Ray's job API shows the entrypoint to anyone)
+    for cmd in (["MLFLOW_TRACKING_PASSWORD=hunter2", "python", "sweeps/zoo.py"],
+                ["env", "AWS_SECRET_ACCESS_KEY=abc", "python", "sweeps/zoo.py"]):
+        with pytest.raises(UserError, match=r"holds a secret \(\w+=\.\.\.\)") as e:
+            refuse_secret_args(cmd)
+        assert "hunter2" not in str(e.value) and "abc" not in str(e.value)
+    refuse_secret_args(["env", "RAY_AUTH_TOKEN_PATH=/etc/ray/token", "python", "sweeps/zoo.py", "--set",
+                        "tokens=3", "MAX_TOKENS="])   # a file's path, lower-case options, no value: no secret
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     assert submit_git_sha(str(REPO)).removesuffix("-dirty") == head
     assert submit_git_sha(str(tmp_path)) == "unknown"
@@ -403,3 +411,15 @@ def test_a_sweep_script_from_another_checkout_is_refused_unless_its_code_is_impo
     own.write_text("")
     check_script_tree(str(own))
     check_script_tree(None)
+
+
+def test_a_relative_storage_path_inside_a_ray_jobs_package_is_refused(tmp_path, monkeypatch):
+    # only the default was refused: --storage-path tune under `ray job submit` put the sweep's
+    # checkpoints in the per-upload copy of the code, which Ray deletes with the session
+    job = tmp_path / "runtime_resources" / "working_dir_files" / "_ray_pkg_0123abcd"
+    job.mkdir(parents=True)
+    monkeypatch.chdir(job)
+    options = parse_options(SPEC, ["--smoke", "--storage-path", "tune"])
+    with pytest.raises(UserError, match=r"--storage-path tune: under `ray job submit` it resolves into the job's"):
+        run_sweep(SPEC, options)
+    assert not (job / "tune").exists()

@@ -36,7 +36,12 @@ import yaml
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 LABEL = "app.kubernetes.io/name=meta-study-refit"
-TERMINAL = {"Complete", "Failed"}  # KubeRay's terminal JobDeploymentStatus values
+#: KubeRay's JobDeploymentStatus values of a RayJob still under way ("": not seen by the operator
+#: yet). Every other value is final for a refit: Complete, Failed, and also ValidationFailed (a
+#: bad spec: no cluster, for good) and Suspended, which once blocked every later refit while the
+#: CronJob still exited 0. Unknown future values count as final too: a refit is never skipped
+#: for ever on a state this script does not know.
+ACTIVE = {"", "New", "Initializing", "Running", "Retrying", "Waiting", "Suspending"}
 
 
 class KubeApi:
@@ -82,7 +87,7 @@ def log(msg: str) -> None:
 
 def prune(api: KubeApi, refits: list[dict], keep: int) -> None:
     """Delete finished refit RayJobs except the newest ``keep``."""
-    done = [r for r in refits if deployment_status(r) in TERMINAL]
+    done = [r for r in refits if deployment_status(r) not in ACTIVE]
     done.sort(key=lambda r: r["metadata"]["creationTimestamp"], reverse=True)
     for r in done[keep:]:
         log(f"deleting finished {r['metadata']['name']}")
@@ -114,7 +119,7 @@ def wait(api: KubeApi, name: str, poll_s: float, max_errors: int) -> dict[str, A
             if status != last:
                 log(f"{name}: {status or 'New'} (job {rayjob.get('status', {}).get('jobStatus') or '-'})")
                 last = status
-            if status in TERMINAL:
+            if status not in ACTIVE:
                 return rayjob
         time.sleep(poll_s)
 
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     api = connect(args, rayjob)
 
     refits = api.list_refits()
-    running = [r["metadata"]["name"] for r in refits if deployment_status(r) not in TERMINAL]
+    running = [r["metadata"]["name"] for r in refits if deployment_status(r) in ACTIVE]
     if running:
         log(f"not submitting: refit {', '.join(running)} is still running")
         return 0

@@ -336,6 +336,7 @@ def _commit_batch(store: Store, src: Source, batch: SourceBatch, rep: SourceRepo
     # an ingest's peak memory (the caller's loop still holds the batch object itself).
     batch.rows, batch.raw = pd.DataFrame(), None
     table, conflicts = dedupe_keys(v.table)
+    rep.notes.extend(_data_notes(v.table.num_rows - table.num_rows - len(conflicts), _us_ranges(table)))
     seen.add_rejected(batch.rejected)
     seen.add_rejected(conflicts)
     seen.valid = table.num_rows
@@ -351,6 +352,41 @@ def _commit_batch(store: Store, src: Source, batch: SourceBatch, rep: SourceRepo
     _note_earlier(rep, repl, batch)
 
 
+#: (source, run_id, us_task) -> (lowest, highest) US accuracy among a batch's valid rows
+UsRanges = dict[tuple[str, str, str], tuple[float, float]]
+
+
+def _us_ranges(table: pa.Table, into: UsRanges | None = None) -> UsRanges:
+    """The US accuracies of each run and US task in ``table`` (one grouped pass), merged into
+    ``into`` (the pieces of one large file)."""
+    out: UsRanges = {} if into is None else into
+    if not table.num_rows:
+        return out
+    g = table.select(["source", "run_id", "us_task", "us_accuracy"]).group_by(
+        ["source", "run_id", "us_task"]).aggregate([("us_accuracy", "min"), ("us_accuracy", "max")])
+    for s, r, u, lo, hi in zip(*(g.column(c).to_pylist() for c in
+                                 ("source", "run_id", "us_task", "us_accuracy_min", "us_accuracy_max"))):
+        a, b = out.get((s, r, u), (lo, hi))
+        out[(s, r, u)] = (min(a, lo), max(b, hi))
+    return out
+
+
+def _data_notes(collapsed: int, us: UsRanges) -> list[str]:
+    """What a batch's valid rows say that is legal but likely a mistake, in words for the
+    source's line: rows that repeated another exactly (stored once: the count said nothing of
+    them), and runs with two US accuracies for one US task (every row of a run carries its US
+    accuracy; two values are two models under one run id, or a copy error)."""
+    notes = []
+    if collapsed > 0:
+        notes.append(f"{collapsed} row(s) repeated another row exactly (key and values) and were stored once")
+    bad = [(k, v) for k, v in us.items() if v[1] - v[0] > 1e-12]
+    if bad:
+        (_, run, task), (lo, hi) = bad[0]
+        notes.append(f"{len(bad)} run(s) have two or more US accuracies for one US task (e.g. {printable(str(run))} "
+                     f"on {printable(str(task))}: {lo:g} and {hi:g}): two models under one run id?")
+    return notes
+
+
 def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceReport) -> None:
     """A large input in pieces, validated piece by piece and committed once (bounded memory).
 
@@ -361,10 +397,13 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
     seen = _Seen()
     two_step = batch.replace_runs and store.exists()
 
+    us: UsRanges = {}
+
     def pieces():
         for rows, raw in batch.chunks:
             v = validate(rows, raw=raw)
             seen.add(v, keys=two_step)
+            _us_ranges(v.table, us)
             seen.valid += v.table.num_rows
             yield v.table, v.rejected.drop(columns=["row"])
         seen.refuse_percent()   # raised inside the commit: it rolls back, nothing is stored
@@ -372,6 +411,7 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
     res = store.commit_stream(pieces(), quarantine=batch.rejected, settle_quarantine=lambda: seen.read,
                               state={} if two_step else batch.state, operation="ingest", info={"source": src.label})
     _count(rep, res, batch, seen)
+    rep.notes.extend(_data_notes(res.collapsed, us))
     if batch.replace_runs and seen.failed:
         if not two_step:   # the state went in with the rows: replace it with one that never matches
             store.commit(state={name: pa.table({"fingerprint": ["every row quarantined: read it again"]})

@@ -110,7 +110,7 @@ class SourceOptions:
         if self.history not in ("latest", "max"):
             raise UserError(f"history must be 'latest' or 'max', not {self.history!r}")
         if not 1 <= self.page_size <= 50_000:
-            raise UserError(f"page size must be in [1, 50000], got {self.page_size}")
+            raise UserError(f"--page-size {self.page_size}: must be in [1, 50000] (runs per MLflow request)")
         if self.overlap_s < 0:
             raise UserError(f"overlap must be >= 0 seconds, got {self.overlap_s}")
 

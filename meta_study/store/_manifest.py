@@ -48,6 +48,7 @@ class CommitResult:
     deleted: int = 0
     quarantined: int = 0
     partitions_written: int = 0
+    collapsed: int = 0      # rows that repeated another exactly (key and values), stored once (commit_stream)
 
     @property
     def wrote(self) -> bool:

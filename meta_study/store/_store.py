@@ -52,6 +52,7 @@ directory where a file should be is damage too, never opened (see :meth:`._Files
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import fnmatch
 import hashlib
@@ -920,9 +921,12 @@ class Store:
                     spilled.setdefault(part, []).append(rel)
             plan = _Plan(self._v, m, txn, now)
             counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+            collapsed = 0
             for part in sorted(spilled):
                 new = pa.concat_tables([_parse_parquet(self._f.read_bytes(r), SCHEMA) for r in spilled[part]])
+                before = new.num_rows
                 new, conflicts = dedupe_keys(new)
+                collapsed += before - new.num_rows - len(conflicts)
                 if len(conflicts):
                     rejected.append(conflicts)
                 for k, v in plan.merge_data(new, ()).items():
@@ -936,7 +940,7 @@ class Store:
             plan.replace_state(state or {})
         except BaseException as e:
             raise self._roll_back(m, txn, e) from None
-        return self._commit_plan(m, txn, plan, counts, n_q, operation, info, now)
+        return dataclasses.replace(self._commit_plan(m, txn, plan, counts, n_q, operation, info, now), collapsed=collapsed)
 
     def _commit_plan(self, m: _Manifest, txn: str, plan: _Plan, counts: Mapping[str, int], n_q: int, operation: str,
                      info: Mapping[str, Any] | None, now: _dt.datetime) -> CommitResult:

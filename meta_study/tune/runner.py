@@ -45,9 +45,10 @@ from ..errors import UserError
 from ..extras import require_training
 from ..failpoints import failpoint
 from . import provenance
-from .preflight import (check_dataset_paths, check_local_storage, check_script_tree, check_storage_on_nodes,
-                        check_tracking_reachable, default_storage, experiment_dir, plan_session,
-                        refuse_runtime_env_secrets, refuse_secrets, runtime_env_of_job, wait_for_previous_writer)
+from .preflight import (STORAGE_HINT, check_dataset_paths, check_local_storage, check_script_tree,
+                        check_storage_on_nodes, check_tracking_reachable, default_storage, experiment_dir,
+                        in_job_package, plan_session, refuse_runtime_env_secrets, refuse_secrets, runtime_env_of_job,
+                        wait_for_previous_writer)
 from .state import Session, StateDir, SweepRecord, is_remote
 from .finalize import TrialRef, error_line, trial_id_of
 
@@ -477,6 +478,12 @@ def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
     storage = o.storage_path or default_storage(DEFAULT_ROOT)
     storage = storage if is_remote(storage) else os.path.abspath(storage.removeprefix("file://"))
     if not is_remote(storage):
+        if o.storage_path and in_job_package(storage):
+            # a relative --storage-path under `ray job submit` lands in the per-upload copy of the
+            # code, which Ray deletes with the session: the sweep's checkpoints with it
+            raise UserError(f"--storage-path {o.storage_path}: under `ray job submit` it resolves into the job's "
+                            f"per-upload copy of the code ({storage}), which Ray deletes with the session; "
+                            + STORAGE_HINT)
         check_local_storage(storage)
     exp_dir = experiment_dir(storage, name)
     tracking = _tracking_uri(o, storage)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,10 +45,19 @@ def job_runtime_env(working_dir: str, user_env: dict | None, *, git_sha: str, re
 
 
 def refuse_secret_args(cmd: Sequence[str]) -> None:
-    """UserError for a URI with credentials anywhere in the job's command line."""
+    """UserError for a URI with credentials anywhere in the job's command line, or a secret's
+    value assigned in it (``env AWS_SECRET_ACCESS_KEY=... python ...``)."""
     from ..mlflow_client import safe_uri
+    from .preflight import SECRET_NAME
 
     for arg in cmd:
+        # environment assignments (``env NAME=value cmd``); a *_PATH or *_FILE names a file, no secret
+        name, eq, value = str(arg).partition("=")
+        if (eq and value and re.fullmatch(r"[A-Z_][A-Z0-9_]*", name) and SECRET_NAME.search(name)
+                and not name.endswith(("_PATH", "_FILE"))):
+            raise UserError(f"the job's command line holds a secret ({name}=...): Ray's job API shows a job's "
+                            "entrypoint to anyone who can list jobs; give it to the nodes' environment (or the "
+                            "runtime_env of the cluster's own config) instead")
         for part in str(arg).split("="):
             if "://" in part and has_credentials(part):
                 raise UserError(f"the job's command line holds credentials ({safe_uri(part)}): Ray's job API shows a "
