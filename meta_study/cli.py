@@ -313,16 +313,7 @@ def store_unlock(store_uri: str) -> None:
     from .store import Store
 
     s = Store(store_uri)
-    info = s.probe()
-    # a mistyped path said "not locked", exit 0; a file's path named a lock inside it. A store
-    # whose first commit never landed (a lock, no version yet) may still be unlocked.
-    import pyarrow.fs as pafs
-
-    if info.type == pafs.FileType.NotFound:
-        raise UserError(f"{s.uri}: no such store")
-    s._require_directory(info)
-    if not s.exists() and not s._f.exists("_meta"):
-        raise UserError(f"{s.uri}: not a meta-study store (no _meta)")
+    s.require_location()   # a mistyped path said "not locked", exit 0; a file's named a lock inside it
     holder = s.unlock()
     if holder is None:
         click.echo(f"{s.uri}: not locked")
@@ -411,15 +402,12 @@ def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, s
     srcs = open_sources(list(sources), mapping, options) if sources else []
     if sources_file:
         srcs += open_source_specs(load_sources_file(sources_file), options)
-    from .ingest.mlflow_source import MlflowSource
-    from .ingest.mlflow_sql import MlflowSqlSource
-
     ctx = click.get_current_context()
     mlflow_only = [p.opts[0] for p in ctx.command.params
                    if p.name in ("experiments", "filter_string", "include_running", "drop_deleted", "full", "history",
                                  "page_size", "overlap_s")
                    and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
-    if mlflow_only and not any(isinstance(x, (MlflowSource, MlflowSqlSource)) for x in srcs):
+    if mlflow_only and not any(getattr(x, "uses_run_options", False) for x in srcs):
         # silently ignored before: a --full or --experiment with files only changed nothing
         _fail(f"ingest: {', '.join(mlflow_only)}: for MLflow sources, and none is given (a file is read whole "
               "whenever it changes)")

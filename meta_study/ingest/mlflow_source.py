@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import pandas as pd
 
@@ -50,6 +50,8 @@ SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databrick
 @dataclass
 class MlflowSource:
     """One MLflow tracking URI with its experiment selection and mapping."""
+
+    uses_run_options: ClassVar[bool] = True    # SourceOptions' run options apply (see Source)
 
     uri: str
     mapping: IngestMapping

@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import pandas as pd
 
@@ -161,6 +161,8 @@ def fetch(conn: Any, sql: str, params: dict[str, Any]) -> list[tuple]:
 @dataclass
 class MlflowSqlSource:
     """One MLflow tracking database, read directly, with its experiment selection and mapping."""
+
+    uses_run_options: ClassVar[bool] = True    # SourceOptions' run options apply (see Source)
 
     spec: str
     mapping: IngestMapping

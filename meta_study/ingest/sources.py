@@ -80,7 +80,9 @@ class Source(Protocol):
     A source may also have ``notes``, lines for the user that it knows before reading (a file
     source: the directory entries it skipped): the pipeline shows them with the source's summary
     line whether or not the source then fails. Lines learnt while reading go in
-    :attr:`SourceBatch.notes`.
+    :attr:`SourceBatch.notes`. A source that honours the run options of :class:`SourceOptions`
+    (experiments, filter, deleted runs, ...) says so with ``uses_run_options = True``: given to
+    sources that all lack it, those options are refused, not ignored.
     """
 
     #: How the source is named in messages: never contains credentials.

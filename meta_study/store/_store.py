@@ -227,6 +227,17 @@ class Store:
         if not self.exists():   # a UserError if _meta/manifests is not a directory
             raise UserError(f"{self.uri}: not a meta-study store (no _meta/manifests)")
 
+    def require_location(self) -> "Store":
+        """Raise a :class:`UserError` unless the location holds a store, or at least its
+        ``_meta`` (a store whose first commit never landed: it may hold a lock to break)."""
+        info = self.probe()
+        if info.type == pafs.FileType.NotFound:
+            raise UserError(f"{self.uri}: no such store")
+        self._require_directory(info)
+        if not self.exists() and not self._f.exists("_meta"):
+            raise UserError(f"{self.uri}: not a meta-study store (no _meta)")
+        return self
+
     def require(self) -> "Store":
         """Raise a :class:`UserError` unless this is a store; returns self."""
         self._require_exists()
