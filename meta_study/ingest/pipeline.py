@@ -178,10 +178,12 @@ class _Seen:
         self.rejected += v.n_rejected
         # distinct (source, run_id) pairs in Arrow: a few thousand tuples, not one per row
         pairs = v.table.select(["source", "run_id"]).group_by(["source", "run_id"]).aggregate([])
-        self._add_runs(self.read, pairs.column("source").to_pylist(), pairs.column("run_id").to_pylist())
-        self._add_runs(self.read, v.rejected["source"].tolist(), v.rejected["run_id"].tolist())
+        piece: set[tuple[str, str]] = set()
+        self._add_runs(piece, pairs.column("source").to_pylist(), pairs.column("run_id").to_pylist())
+        self._add_runs(piece, v.rejected["source"].tolist(), v.rejected["run_id"].tolist())
+        self.read |= piece
         if keys:
-            self.runs |= self.read
+            self.runs |= piece
             self.hashes.append(_key_hashes(v.table))
 
     def add_rejected(self, frame: pd.DataFrame | None) -> None:
