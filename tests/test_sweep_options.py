@@ -174,6 +174,8 @@ def test_the_submit_wrapper_hands_provenance_to_the_job_and_refuses_secrets(tmp_
                                                                   "META_STUDY_RESEARCHER": "ada"}}
     with pytest.raises(UserError, match="MLFLOW_TRACKING_PASSWORD"):
         job_runtime_env(".", {"env_vars": {"MLFLOW_TRACKING_PASSWORD": "pw"}}, git_sha="a", researcher="r")
+    # Hugging Face's TOKENIZERS_PARALLELISM names no secret (it was refused as a "TOKEN")
+    job_runtime_env(".", {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}, git_sha="a", researcher="r")
     with pytest.raises(UserError, match="command line holds credentials"):
         refuse_secret_args(["python", "sweeps/zoo.py", "--tracking-uri=http://u:pw@mlflow:5000"])
     # a secret assigned on the command line (Ray's job API shows the entrypoint to anyone)
@@ -182,8 +184,8 @@ def test_the_submit_wrapper_hands_provenance_to_the_job_and_refuses_secrets(tmp_
         with pytest.raises(UserError, match=r"holds a secret \(\w+=\.\.\.\)") as e:
             refuse_secret_args(cmd)
         assert "hunter2" not in str(e.value) and "abc" not in str(e.value)
-    refuse_secret_args(["env", "RAY_AUTH_TOKEN_PATH=/etc/ray/token", "python", "sweeps/zoo.py", "--set",
-                        "tokens=3", "MAX_TOKENS="])   # a file's path, lower-case options, no value: no secret
+    refuse_secret_args(["env", "RAY_AUTH_TOKEN_PATH=/etc/ray/token", "TOKENIZERS_PARALLELISM=false", "python",
+                        "sweeps/zoo.py", "--set", "tokens=3", "MAX_TOKENS="])   # no secret among them
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     assert submit_git_sha(str(REPO)).removesuffix("-dirty") == head
     assert submit_git_sha(str(tmp_path)) == "unknown"

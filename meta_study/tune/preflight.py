@@ -30,8 +30,8 @@ from ..errors import UserError
 from .state import SweepRecord, filesystem, is_remote, join
 
 #: Environment variable names that hold secrets (matched anywhere in the name, any case).
-SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|API_KEY|SESSION_KEY",
-                         re.IGNORECASE)
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN(?!IZER)|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|API_KEY|SESSION_KEY",
+                         re.IGNORECASE)   # not TOKENIZERS_PARALLELISM (Hugging Face's, no secret)
 JOB_DIR_MARK = "/runtime_resources/working_dir_files/"
 CREDENTIALS_DOC = "docs/cluster.md#object-storage-credentials"
 STORAGE_HINT = ("pass --storage-path s3://BUCKET/PATH, gs://BUCKET/PATH or a path every node mounts "
