@@ -310,3 +310,34 @@ def test_a_number_as_a_timestamp_is_shown_as_written(tmp_path):
     frame["shots"] = np.array([True])
     assert validate(frame).rejected["reason"].tolist() == [
         "shots: wrong type (True is not an integer); started_at: wrong type (1.5 is not a timestamp)"]
+
+
+# --------------------------------------------------------------------------------------------
+# 9. A misspelt canonical column is named, not kept in extra in silence
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pieces", [False, True])
+def test_a_misspelt_column_is_named(tmp_path, monkeypatch, pieces):
+    """``param_cout`` and ``Seed`` went to ``extra`` without a word: every row stored without its
+    parameter count and seed. They are stored as before, and the ingest names them."""
+    import meta_study.ingest.files as files
+    from meta_study.ingest.files import FileSource
+    from meta_study.ingest.pipeline import ingest_sources
+
+    if pieces:
+        monkeypatch.setattr(files, "CHUNK_ROWS", 1)    # read in pieces: the note comes from the header
+    body = "".join(f"r{i},m{i},imagenet,0.{5 + i},c,0.4,linear,{100 + i},1,x\n" for i in range(3))
+    p = _write(tmp_path / "x.csv", H + ",param_cout,Seed,my_note\n" + body)
+    [rep] = ingest_sources([FileSource(paths=[str(p)], mapping=None)], Store(str(tmp_path / "st")))
+    assert rep.new == 3
+    assert [n for n in rep.notes if "did you mean" in n] == [
+        f"{p}: column(s) 'param_cout' (did you mean 'param_count'?), 'Seed' (did you mean 'seed'?) are not "
+        "meta-study columns and were kept in extra; rename them in the file or a mapping (docs/ingest.md) to use them"]
+    t = Store(str(tmp_path / "st")).read().to_pandas()
+    assert t["param_count"].isna().all() and t["extra"].map(dict).map(lambda d: d["param_cout"]).tolist() == ["100", "101", "102"]
+
+
+def test_no_note_for_columns_that_are_meant_for_extra(tmp_path):
+    _write(tmp_path / "x.csv", H + ",ds_n,notes,my_seed_list\nr0,m,imagenet,0.5,c,0.4,linear,100,a,1\n")
+    r = _ingest(tmp_path, "x.csv")
+    assert r.returncode == 0 and "did you mean" not in r.stdout + r.stderr, r.stdout + r.stderr

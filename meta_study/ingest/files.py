@@ -616,6 +616,34 @@ def map_long(frame: pd.DataFrame, mapping: IngestMapping | None, *, where: str, 
     return rows
 
 
+def _squashed(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def near_miss_note(where: str, columns: Sequence[Any], mapping: IngestMapping | None) -> list[str]:
+    """A line naming the file's columns that go to ``extra`` but look like a canonical column
+    the file lacks (``DS_Accuracy``, ``model name``, ``param_cout``): a typo there stores every
+    row without that column, silently. Empty when there is none. Costs a string comparison per
+    column pair (~30 x columns)."""
+    import difflib
+
+    rename = mapping.rename if mapping is not None else {}
+    present = {rename.get(c, c) for c in map(str, columns)} & set(COLUMN_BY_NAME)
+    wanted = [c for c in COLUMN_BY_NAME if c not in present and c not in ("extra", "ingested_at", "schema_version")]
+    by_squashed = {_squashed(c): c for c in wanted}
+    hits = []
+    for col in map(str, columns):
+        if col in rename or col in COLUMN_BY_NAME or col.startswith("_"):
+            continue
+        guess = by_squashed.get(_squashed(col)) or next(iter(difflib.get_close_matches(col.lower(), wanted, 1, 0.85)), None)
+        if guess is not None:
+            hits.append(f"{col!r} (did you mean {guess!r}?)")
+    if not hits:
+        return []
+    return [printable(f"{where}: column(s) {', '.join(hits)} are not meta-study columns and were kept in "
+                      f"extra; rename them in the file or a mapping (docs/ingest.md) to use them")]
+
+
 def _match_table(spec: TableSpec, paths: Sequence[str], where: str, special: Mapping[str, str]) -> str:
     hits = [p for p in paths if fnmatch.fnmatch(os.path.basename(p), spec.file)]
     if not hits:
@@ -887,14 +915,18 @@ class FileSource:
         """The file as one batch, read in pieces when it is a large CSV/TSV (committed once).
         A column declared in percent that holds fractions refuses the file (after its last piece,
         inside the commit: nothing is stored)."""
-        if _format_of(p) in ("csv", "tsv") and os.path.getsize(p) > CHUNK_ROWS * 60:   # ~60 B/row or more
+        fmt = _format_of(p)
+        if fmt in ("csv", "tsv") and os.path.getsize(p) > CHUNK_ROWS * 60:   # ~60 B/row or more
+            header = _reading(p, fmt, lambda: _csv_columns(p, fmt))
             return SourceBatch(rows=pd.DataFrame(), state=state, chunks=self._pieces(p), replace_runs=True,
-                               drop_missing=self.drop_missing, earlier_inputs=earlier)
+                               drop_missing=self.drop_missing, earlier_inputs=earlier,
+                               notes=near_miss_note(p, header, self.mapping))
         tally = PercentTally()
-        rows, raw = self._mapped(p, 0, read_export(p), tally)
+        frame = read_export(p)
+        rows, raw = self._mapped(p, 0, frame, tally)
         tally.refuse_fractions()
         return SourceBatch(rows=rows, raw=raw, state=state, replace_runs=True, drop_missing=self.drop_missing,
-                           earlier_inputs=earlier)
+                           earlier_inputs=earlier, notes=near_miss_note(p, frame.columns, self.mapping))
 
     def _pieces(self, p: str) -> Iterator[tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]]:
         tally, scanner = PercentTally(), scanner_of(p)
