@@ -219,23 +219,24 @@ class Store:
         if info.type not in (pafs.FileType.Directory, pafs.FileType.NotFound):
             raise UserError(f"{self.uri}: is {self._f.kind('') or 'not a directory'}, not a store directory")
 
-    def _require_exists(self) -> None:
+    def _require_exists(self, half_made: bool = False) -> None:
+        """A :class:`UserError` unless the location is a store; with ``half_made``, a store whose
+        first commit never landed (only ``_meta``: it may hold a lock to break) passes too."""
         info = self.probe()
         if info.type == pafs.FileType.NotFound:
             raise UserError(f"{self.uri}: no such store")
         self._require_directory(info)
-        if not self.exists():   # a UserError if _meta/manifests is not a directory
+        if self.exists():   # a UserError if _meta/manifests is not a directory
+            return
+        if not half_made:
             raise UserError(f"{self.uri}: not a meta-study store (no _meta/manifests)")
+        if not self._f.exists("_meta"):
+            raise UserError(f"{self.uri}: not a meta-study store (no _meta)")
 
     def require_location(self) -> "Store":
         """Raise a :class:`UserError` unless the location holds a store, or at least its
         ``_meta`` (a store whose first commit never landed: it may hold a lock to break)."""
-        info = self.probe()
-        if info.type == pafs.FileType.NotFound:
-            raise UserError(f"{self.uri}: no such store")
-        self._require_directory(info)
-        if not self.exists() and not self._f.exists("_meta"):
-            raise UserError(f"{self.uri}: not a meta-study store (no _meta)")
+        self._require_exists(half_made=True)
         return self
 
     def require(self) -> "Store":
