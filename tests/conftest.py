@@ -168,6 +168,26 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A real S3 API on 127.0.0.1 (``tests/s3_server.py``) with a bucket ``lab``, one per test
+    module; skipped without boto3 (the ``[s3]`` extra)."""
+    pytest.importorskip("boto3")
+    from s3_server import S3Server
+
+    with S3Server(tmp_path_factory.mktemp("s3")) as server:
+        server.make_bucket("lab")
+        yield server
+
+
+@pytest.fixture
+def s3env(s3, monkeypatch):
+    """The S3 server's endpoint and keys in this test's environment (what a store URI reads)."""
+    for k, v in s3.env.items():
+        monkeypatch.setenv(k, v)
+    return s3.env
+
+
+@pytest.fixture(scope="module")
 def local_ray():
     """A private Ray (2 CPUs) in this test process for one module, shut down after it. It leaves
     no token in this process's environment (test_ray_session checks), so clusters the xdist

@@ -306,23 +306,6 @@ def test_a_lock_file_that_is_a_fifo_or_a_directory_is_one_line(tmp_path, kind):
 # ---- S3: a lease write whose reply was lost ----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    pytest.importorskip("boto3")
-    from s3_server import S3Server
-
-    with S3Server(tmp_path_factory.mktemp("s3")) as server:
-        server.make_bucket("lab")
-        yield server
-
-
-@pytest.fixture
-def s3env(s3, monkeypatch):
-    for k, v in s3.env.items():
-        monkeypatch.setenv(k, v)
-    return s3.env
-
-
 def _uri(request) -> str:
     return f"s3://lab/review-{request.node.name.replace('[', '-').replace(']', '')}"
 

@@ -24,21 +24,6 @@ from meta_study.validation import validate
 from meta_study.store import Store, partition_dir
 
 boto3 = pytest.importorskip("boto3")
-from s3_server import S3Server  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    with S3Server(tmp_path_factory.mktemp("s3")) as server:
-        server.make_bucket("lab")
-        yield server
-
-
-@pytest.fixture
-def s3env(s3, monkeypatch):
-    for k, v in s3.env.items():
-        monkeypatch.setenv(k, v)
-    return s3.env
 
 
 def _uri(request) -> str:
