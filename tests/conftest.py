@@ -157,6 +157,28 @@ def _run_in_process(args: list[str], cwd: Path | None) -> CliResult:
     return CliResult(r.exit_code, r.stdout, stderr)
 
 
+def committed_store(path: Path, runs: int = 60, tasks: tuple[str, ...] = ("a", "b", "c"), seed: int = 0):
+    """A local store at ``path`` holding :func:`make_rows` (``runs`` runs on DS ``tasks``), validated
+    and committed once."""
+    from meta_study.store import Store
+    from meta_study.validation import validate
+
+    s = Store(str(path))
+    s.commit(validate(make_rows(runs, ds_tasks=tasks, seed=seed)).table)
+    return s
+
+
+def quick_refit_config(store, out: Path, **kw):
+    """A :class:`RefitConfig` of ``store`` into ``out`` sized for tests: 2 sensitivity trials, 20
+    bootstrap samples, no Ray, at most 2 group figures; ``kw`` sets the rest."""
+    from meta_study.analysis.bootstrap import BootstrapOptions
+    from meta_study.analysis.sensitivity import SensitivityOptions
+    from meta_study.refit import RefitConfig
+
+    return RefitConfig(store=store.uri, out=str(out), sensitivity=SensitivityOptions(trials=2),
+                       bootstrap=BootstrapOptions(samples=20), use_ray=False, max_group_figures=2, **kw)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """One real ``mlflow server`` (sqlite backend) for the whole session; tests use their own

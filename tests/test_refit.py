@@ -15,23 +15,14 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from meta_study.analysis.bootstrap import BootstrapOptions
-from meta_study.analysis.sensitivity import SensitivityOptions
 from meta_study.refit import RefitConfig, metric_key, parse_every, refit, refit_lock
 from meta_study.validation import validate
 from meta_study.store import Store
-from conftest import make_rows, one_error_line, run_cli
+from conftest import committed_store, make_rows, one_error_line, quick_refit_config, run_cli
 
 
-def _store(path: Path, seed: int = 0, runs: int = 60, tasks=("a", "b", "c")) -> Store:
-    s = Store(str(path))
-    s.commit(validate(make_rows(runs, ds_tasks=tasks, seed=seed)).table)
-    return s
-
-
-def _cfg(store: Store, out: Path, **kw) -> RefitConfig:
-    return RefitConfig(store=store.uri, out=str(out), sensitivity=SensitivityOptions(trials=2),
-                       bootstrap=BootstrapOptions(samples=20), use_ray=False, max_group_figures=2, **kw)
+_store = committed_store           # 60 runs on DS tasks a, b, c
+_cfg = quick_refit_config
 
 
 def test_second_refit_is_a_noop(tmp_path, monkeypatch):

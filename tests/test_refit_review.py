@@ -5,6 +5,7 @@ describe data it no longer holds."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 import json
 import re
@@ -13,27 +14,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from meta_study.analysis.bootstrap import BootstrapOptions
 from meta_study.analysis.fitting import FitOptions
 from meta_study.analysis.results import AnalysisOptions, analyze
 from meta_study.analysis.selection import SelectionOptions
-from meta_study.analysis.sensitivity import SensitivityOptions
 from meta_study.refit import RefitConfig, refit
 from meta_study.report import render_report
 from meta_study.store import Store
 from meta_study.validation import validate
-from conftest import make_rows, run_cli
+from conftest import committed_store, make_rows, quick_refit_config, run_cli
 
 
-def _store(path: Path, runs: int = 30, tasks=("a",), seed: int = 0) -> Store:
-    s = Store(str(path))
-    s.commit(validate(make_rows(runs, ds_tasks=tasks, seed=seed)).table)
-    return s
-
-
-def _cfg(store: Store, out: Path, **kw) -> RefitConfig:
-    return RefitConfig(store=store.uri, out=str(out), sensitivity=SensitivityOptions(trials=2),
-                       bootstrap=BootstrapOptions(samples=20), use_ray=False, max_group_figures=2, **kw)
+_store = functools.partial(committed_store, runs=30, tasks=("a",))
+_cfg = quick_refit_config
 
 
 def _text(page: Path) -> str:
