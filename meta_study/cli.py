@@ -447,7 +447,13 @@ def _selection_options(f: Any) -> Any:
     return f
 
 
-def _fit_options(f: Any) -> Any:
+#: the fit options that shape only the headline (fit, report): sensitivity and bootstrap refit the
+#: paper's Eq. 1 with no headline, so they hide these and refuse them when given
+HEADLINE_KEYS = ("laws", "tolerance", "ds_target")
+
+
+def _fit_options(f: Any, headline: bool = True) -> Any:
+    hidden = not headline
     for opt in reversed([
         click.option("--holdout-quantile", type=float, default=D.HOLDOUT_QUANTILE, show_default=True,
                      help="Fit on points at or below this quantile of US accuracy; predict the rest."),
@@ -456,16 +462,16 @@ def _fit_options(f: Any) -> Any:
         click.option("--loss", type=click.Choice(["lsq", "huber", "log"]), default=D.LOSS, show_default=True),
         click.option("--alpha-max", type=float, default=D.ALPHA_MAX, show_default=True, help="Upper bound on alpha."),
         click.option("--nondecreasing", is_flag=True, help="Keep only each frontier's non-decreasing part."),
-        click.option("--laws", default=None, metavar="L1,L2",
+        click.option("--laws", default=None, metavar="L1,L2", hidden=hidden,
                      help="Laws to fit and back-test (default: all of eq1, eq1-bayes, power, logit-linear, "
                           "probit-linear)."),
         click.option("--frontiers", default=None, metavar="F1,F2",
                      help="Frontier estimators (default: all of vertices, hull-curve, bins, hull-curve-upper, "
                           "bins-upper, all)."),
-        click.option("--tolerance", type=float, default=100 * D.TOLERANCE, show_default=True,
+        click.option("--tolerance", type=float, default=100 * D.TOLERANCE, show_default=True, hidden=hidden,
                      help="Back-test RMSE in accuracy points (3 = 3 points) above which a headline is not "
                           "trusted; values below 0.5 look like fractions and are refused."),
-        click.option("--ds-target", type=float, default=None, metavar="ACC",
+        click.option("--ds-target", type=float, default=None, metavar="ACC", hidden=hidden,
                      help="A DS accuracy (fraction); the headline then says what US accuracy reaches it."),
     ]):
         f = opt(f)
@@ -494,16 +500,26 @@ def flag_errors() -> Iterator[None]:
         raise UserError(f"{flag} must be {unit}{e.allowed.text(scale)}, got {e.value * scale:g}") from None
 
 
-def analysis_command(name: str | None = None, *, fit_options: bool = True, out_help: str = "Output directory.") -> Any:
+def analysis_command(name: str | None = None, *, fit_options: bool = True, headline: bool = True,
+                     out_help: str = "Output directory.") -> Any:
     """An analysis command: ``STORE``, ``--out DIR``, the group selection and (unless
     ``fit_options=False``) the fit options, before the command's own options. The function gets
     ``store_uri``, ``store`` (opened), ``out_dir``, ``sel`` (a Selection) and ``fit``
-    (FitOptions, or None), and its own options; an option out of its range is one line."""
+    (FitOptions, or None), and its own options; an option out of its range is one line. With
+    ``headline=False`` (a command that refits Eq. 1 only) the headline's options
+    (:data:`HEADLINE_KEYS`) are hidden and refused in one line when given."""
     def deco(fn: Callable[..., None]) -> Any:
+        cmd_name = name or fn.__name__
+
         @functools.wraps(fn)
         def command(store_uri: str, out_dir: str, **kw: Any) -> None:
             from .store import open_store
 
+            given = [] if headline or not fit_options else _given_options(*HEADLINE_KEYS)
+            if given:
+                # they were accepted and ignored (sensitivity recorded --laws power beside all laws)
+                raise UserError(f"{', '.join(given)}: {cmd_name} refits the paper's Eq. 1 only, with no headline "
+                                "or trust; those options are for fit and report (it takes --frontiers)")
             sel = _selection(*(kw.pop(k) for k in SELECTION_KEYS))
             fit = _fit_opts(**{k: kw.pop(k) for k in FIT_KEYS}) if fit_options else None
             with flag_errors():
@@ -519,7 +535,7 @@ def analysis_command(name: str | None = None, *, fit_options: bool = True, out_h
                     raise
 
         if fit_options:
-            command = _fit_options(command)
+            command = _fit_options(command, headline=headline)
         command = _selection_options(command)
         command = click.option("--out", "out_dir", callback=_out_dir, required=True, metavar="DIR",
                                help=out_help)(command)
@@ -814,7 +830,7 @@ def _parse_sizes(sizes: str | None) -> tuple[int, ...] | None:
     return tuple(sorted(set(vals)))
 
 
-@analysis_command()
+@analysis_command(headline=False)
 @click.option("--sizes", default=None, help="Sample sizes, e.g. 10,30,100 (default: ~8 geometric steps from 10 to all).")
 @click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, help="Draws per sample size.")
 @click.option("--bootstrap", "replace", is_flag=True, help="Draw with replacement instead of without.")
@@ -848,7 +864,7 @@ def sensitivity(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, si
     _report_outputs(out, out_dir)
 
 
-@analysis_command("bootstrap")
+@analysis_command("bootstrap", headline=False)
 @click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
 @click.option("--level", default=D.BOOTSTRAP_LEVEL, show_default=True, help="Confidence level of the percentile intervals.")
 @click.option("--seed", default=0, show_default=True)
@@ -867,13 +883,7 @@ def bootstrap_cmd(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, 
     from .analysis.results import AnalysisOptions
     from .analysis.bootstrap import BootstrapOptions
 
-    # The bootstrap refits the paper's Eq. 1 only, on the paper's pair of frontiers unless
-    # --frontiers names others; the headline's options change nothing here, so a flag given for
-    # them was silently ignored: refused in one line instead.
-    given = _given_options("laws", "tolerance", "ds_target")
-    if given:
-        _fail(f"{', '.join(given)}: bootstrap refits the paper's Eq. 1 only, with no headline or trust; "
-              "those options are for fit and report (bootstrap takes --frontiers)")
+    # the paper's pair of frontiers unless --frontiers names others
     frontiers = {"frontiers": fit.selection.frontiers} if _given_options("frontiers") else {}
     opts = BootstrapOptions(samples=samples, level=level, seed=seed, fit=fit, **frontiers)
     a, out = _analyze(store, store_uri, sel, out_dir, AnalysisOptions(fit=fit, fits=False, bootstrap=opts),
@@ -1000,8 +1010,11 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
             if res.failed_sources:
                 # as `ingest`: a source that failed is an exit code, not only a line among others
                 # (a cron refit published results of old data and exited 0)
+                # only a new version has a refit.json of its own; a refit that changed nothing
+                # (or found no groups) wrote none, so the line above it is the record
+                where = " (refit.json: failed_sources)" if res.status == "refitted" else ""
                 click.echo(f"refit: {len(res.failed_sources)} source(s) failed; this refit used the store as it "
-                           "was (refit.json: failed_sources)", err=True)
+                           f"was{where}", err=True)
                 if period is None:
                     sys.exit(1)
         first = False

@@ -193,7 +193,7 @@ def test_outputs_are_reused_with_the_same_options_and_never_overwritten_with_oth
     assert r.returncode == 0 and "reused fits" not in r.stdout
 
 
-def test_bootstrap_takes_frontiers_and_refuses_the_headlines_options(timm_store, tmp_path):
+def test_bootstrap_and_sensitivity_refuse_the_headlines_options(timm_store, tmp_path):
     """`bootstrap --frontiers bins` bootstrapped vertices and all (the default) without a word, and
     --laws, --tolerance, --ds-target were accepted and ignored."""
     out = tmp_path / "b"
@@ -201,11 +201,16 @@ def test_bootstrap_takes_frontiers_and_refuses_the_headlines_options(timm_store,
                 "--frontiers", "bins")
     assert r.returncode == 0, r.stderr
     assert set(pd.read_parquet(out / "bootstrap.parquet")["frontier"]) == {"bins"}
-    for flag, value in (("--laws", "power"), ("--tolerance", "5"), ("--ds-target", "0.8")):
-        r = run_cli("bootstrap", timm_store, "--out", str(tmp_path / "x"), "--samples", "20", "--serial", flag, value)
-        line = one_error_line(r, f"{flag}: bootstrap refits the paper's Eq. 1 only")
-        assert "--frontiers" in line
-        assert not (tmp_path / "x").exists()
+    for cmd, own in (("bootstrap", ("--samples", "20")), ("sensitivity", ("--trials", "1"))):
+        # sensitivity took them too, and recorded --laws power beside the five laws it did not fit
+        for flag, value in (("--laws", "power"), ("--tolerance", "5"), ("--ds-target", "0.8")):
+            r = run_cli(cmd, timm_store, "--out", str(tmp_path / "x"), *own, "--serial", flag, value)
+            line = one_error_line(r, f"{flag}: {cmd} refits the paper's Eq. 1 only")
+            assert "--frontiers" in line
+            assert not (tmp_path / "x").exists()
+        # and their help no longer offers them
+        shown = run_cli(cmd, "--help").stdout
+        assert "--frontiers" in shown and not any(f in shown for f in ("--laws", "--tolerance", "--ds-target"))
 
 
 def test_a_bootstrap_is_reused_by_a_report_with_other_answer_options(timm_store, tmp_path):

@@ -254,6 +254,13 @@ def test_a_refit_whose_source_failed_exits_1_and_records_it(tmp_path):
     (version,) = (out / "refits").iterdir()
     failed = json.loads((version / "refit.json").read_text())["failed_sources"]
     assert len(failed) == 1 and failed[0].startswith(str(bad)) and "FAILED" in failed[0]
+    assert "(refit.json: failed_sources)" in r.stderr
+    # again: nothing changed, so no version and no refit.json records it; the line says no more
+    r = run_cli("refit", "--store", str(tmp_path / "st"), "--source", str(ok), "--source", str(bad), "--serial",
+                "--out", str(out), "--trials", "1", "--samples", "10")
+    assert r.returncode == 1 and "refit: noop" in r.stdout, r.stdout + r.stderr
+    assert "refit: 1 source(s) failed; this refit used the store as it was\n" in r.stderr, r.stderr
+    assert len(list((out / "refits").iterdir())) == 1
 
 
 def test_a_refit_into_a_new_store_whose_only_source_fails_leaves_nothing_there(tmp_path):

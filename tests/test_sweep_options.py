@@ -56,6 +56,8 @@ def test_the_config_holds_train_config_fields_only_and_hooks_travel_beside_it():
     (["--cpus-per-trial", "0"], "--cpus-per-trial 0: a trial needs a CPU or a GPU"),
     # 0 ran every trial at once (Tune's "no limit"), -1 reached Tune
     (["--max-concurrent", "0"], "--max-concurrent 0: must be >= 1"),
+    # --ds-task repeats; a second --us-task replaced the first without a word
+    (["--us-task", "a", "--us-task", "b"], "--us-task given 2 times (a, b): a sweep pre-trains on one upstream task"),
 ])
 def test_bad_flags_are_one_line_user_errors(argv, says):
     with pytest.raises(UserError, match=None) as e:

@@ -242,7 +242,7 @@ def build_parser(spec: SweepSpec) -> argparse.ArgumentParser:
       help="trials running at once (default: as many as the cluster's CPUs and GPUs fit)")
     a("--max-failures", type=int, default=_DEFAULTS.max_failures,
       help="restarts of a crashed trial from its last checkpoint")
-    a("--us-task", default=None, help="upstream task (default: the procedural synth_us)")
+    a("--us-task", action="append", default=None, help="upstream task (one; default: the procedural synth_us)")
     a("--ds-task", action="append", default=None, help="downstream task (repeatable; default: the procedural suite)")
     a("--dataset", action="append", default=[], metavar="NAME=imagefolder:PATH|parquet:TRAIN[,TEST]",
       help="register a dataset on disk as a task (repeatable)")
@@ -282,6 +282,11 @@ def parse_options(spec: SweepSpec, argv: Sequence[str] | None = None) -> SweepOp
         UserError: a malformed ``--set`` or ``--dataset``, or an invalid value.
     """
     a = build_parser(spec).parse_args(argv)
+    if a.us_task and len(set(a.us_task)) > 1:
+        # --ds-task repeats; a second --us-task silently replaced the first (a sweep has one)
+        raise UserError(f"--us-task given {len(a.us_task)} times ({', '.join(a.us_task)}): a sweep pre-trains on "
+                        "one upstream task; run one sweep per upstream task")
+    a.us_task = a.us_task[0] if a.us_task else None
     return SweepOptions(
         smoke=a.smoke, num_samples=a.num_samples, tracking_uri=a.tracking_uri, experiment=a.experiment,
         storage_path=a.storage_path, name=a.name, resume=a.resume, gpus_per_trial=a.gpus_per_trial,
