@@ -158,3 +158,18 @@ def test_the_report_counts_an_interval_at_the_horizon_when_every_step_is_past_10
     heads = pd.DataFrame([_row(best_us=0.995, predict_lo=0.92, predict_hi=0.99, **nan),
                           _row(best_us=0.5, predict_lo=0.92, predict_hi=0.99, **nan)])
     assert _has_interval(heads).tolist() == [True, False]
+
+
+def test_a_best_model_just_below_100_percent_does_not_read_100_percent():
+    """A best model at 99.95% US read "best visible model: 100.0% US" beside "+1 US pt: past 100% US"."""
+    nan = {f"ds_plus{k}{s}": math.nan for k in (1, 3, 5) for s in ("", "_lo", "_hi")}
+    text = answer_text(_row(best_us=0.9995, flat=0.931, horizon_us=0.9995, **nan))
+    assert "best visible model: 99.95% US" in text, text
+    assert "best visible model: 34.9% US" in answer_text(_row())          # one decimal otherwise
+
+
+def test_a_backtest_warning_never_compares_two_equal_looking_numbers():
+    from meta_study.analysis.selection import _apart
+
+    assert _apart(9.53, 9.46) == ("9.53", "9.46")       # read "9.5 pt does not beat the flat guess (9.5 pt)"
+    assert _apart(9.5, 9.5) == ("9.5", "9.5") and _apart(3.04, 2.0) == ("3.0", "2.0")

@@ -24,8 +24,16 @@ def _f(row: Mapping[str, Any], key: str) -> float:
 
 
 def pct(v: float, digits: int = 1) -> str:
-    """An accuracy (fraction) in percent; "never" for inf/NaN ends."""
-    return "never" if not math.isfinite(v) else f"{100 * v:.{digits}f}%"
+    """An accuracy (fraction) in percent; "never" for inf/NaN ends. A value that would round to
+    100% (or 0%) without being it gets more digits, up to 3: a best model at 99.95% US read
+    "100.0% US", beside "+1 US pt: past 100% US"."""
+    if not math.isfinite(v):
+        return "never"
+    text = f"{100 * v:.{digits}f}"
+    while digits < 3 and ((v < 1 and float(text) >= 100) or (v > 0 and float(text) <= 0)):
+        digits += 1
+        text = f"{100 * v:.{digits}f}"
+    return f"{text}%"
 
 
 def interval(lo: float, hi: float) -> str:
