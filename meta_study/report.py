@@ -115,7 +115,9 @@ def _verdict(heads: pd.DataFrame) -> str:
                else why.split(" (")[0])
         reasons[key] = reasons.get(key, 0) + 1
     why = ", ".join(f"{k}: {v} of {len(heads)} groups" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
-    n = heads["n_points"].astype(int)
+    # the models the fits saw: held-out ones are no fitting data ("60 models per group: no usable
+    # fit" read beside answers that said "no points", every model being held out)
+    n = heads["n_points"].astype(int) - heads["n_heldout"].fillna(0).astype(int)
     span = f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())}&ndash;{int(n.max())}"
     # said only as far as the rows hold intervals: a group with no usable fit or no back-test has none
     with_iv = int(_has_interval(heads).sum())
@@ -123,7 +125,7 @@ def _verdict(heads: pd.DataFrame) -> str:
           "No answer has a 90% interval either (no back-test to calibrate one, or no usable fit)" if with_iv == 0
           else f"{with_iv} of {len(heads)} answers still give their 90% interval (the others have none: no "
           "back-test to calibrate one, or no usable fit)")
-    models = "model" if span == "1" else "models"
+    models = "visible model" if span == "1" else "visible models"
     return (f"<p class=verdict><b>No group has a trusted answer here.</b> With {span} {models} per group: "
             f"{_e(why)}. {iv}; docs/analysis.md says what each reason means and what data would settle it.</p>")
 

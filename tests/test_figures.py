@@ -83,7 +83,8 @@ def test_params_vs_shots_legends_right_of_the_panels_labelled_axes_and_bound_val
     r, axes = _boxes(fig)
     assert len(axes) == 3 and all(a.get_legend() is None for a in axes)
     tasks, keys = fig.legends
-    assert [t.get_text() for t in tasks.get_texts()] == ["alpha-task", "beta-task", "gamma-task"]
+    assert [t.get_text() for t in tasks.get_texts()] == ["up \u2192 alpha-task", "up \u2192 beta-task",
+                                                         "up \u2192 gamma-task"]
     assert any("at its bound" in t.get_text() for t in keys.get_texts())       # the legend says what hollow means
     for lg in fig.legends:
         lb = lg.get_window_extent(r)
@@ -313,3 +314,145 @@ def test_the_fits_grid_of_many_groups_shows_the_first_few_and_says_so(tmp_path, 
     outputs.write_fits(df, panels, str(tmp_path / "all"), max_group_figures=0)
     svg = (tmp_path / "all" / "figures" / "fits_grid.svg").read_text()
     assert svg.count("US accuracy (%)") == 12 and "the first" not in svg
+
+
+def _two_us_groups(seed: int = 5):
+    """One DS task under two US tasks (the paper's JFT and ImageNet-21k), four shot counts each,
+    with clearly different laws (k about 0.9 and 0.5)."""
+    rng = np.random.default_rng(seed)
+    groups = []
+    for us_task, k in (("jft", 0.5), ("in21k", 0.9)):
+        for shots in (1, 5, 10, 25):
+            us = rng.uniform(0.3, 0.9, 40)
+            ds = 0.95 - k * (1 - us) ** 1.3 - 0.004 * shots + rng.normal(0, 0.005, 40)
+            groups.append(Group(us_task, "pets", "fewshot", shots, us, np.clip(ds, 0, 1)))
+    return groups
+
+
+def test_params_vs_shots_draws_one_line_per_us_task_of_a_shared_ds_task():
+    """One DS task under two US tasks was one line zig-zagging between k = 0.5 and 0.9 at every
+    shot count, named by the DS task only."""
+    from meta_study.analysis.figures import params_figure
+
+    df, _ = fit_table(_two_us_groups())
+    fig = params_figure(df[df["law"] == "eq1"])
+    series, _ = fig.legends
+    assert sorted(t.get_text() for t in series.get_texts()) == ["in21k \u2192 pets", "jft \u2192 pets"]
+    k_axis = fig.axes[0]
+    hull = [ln for ln in k_axis.lines if ln.get_linestyle() == "-" and len(ln.get_xdata()) > 1]
+    assert len(hull) == 2                                     # one line per US task
+    for ln in hull:
+        x = np.asarray(ln.get_xdata(), float)
+        assert list(x) == [1.0, 5.0, 10.0, 25.0]             # each shot once, in order: no zig-zag
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_the_sensitivity_figure_keeps_us_tasks_apart():
+    """Groups of different US tasks were averaged into one row titled by the DS task."""
+    from meta_study.analysis.figures import sensitivity_figure
+    from meta_study.analysis.sensitivity import SensitivityOptions, sensitivity, summarize_sensitivity
+
+    groups = [g for g in _two_us_groups() if g.shots == 5]
+    summ = summarize_sensitivity(sensitivity(groups, SensitivityOptions(trials=1)))
+    fig = sensitivity_figure(summ)
+    titles = [a.get_title() for a in fig.axes if a.axison]
+    assert len(titles) == 4, titles                          # a row per US task
+    assert sum(t.startswith("in21k \u2192 pets") for t in titles) == 2
+    assert sum(t.startswith("jft \u2192 pets") for t in titles) == 2
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_long_task_names_are_shortened_in_legends_and_drawing_warnings_are_quiet(tmp_path, fitted):
+    """200-character DS-task names ran across every panel of params_vs_shots, and matplotlib's
+    missing-glyph and constrained_layout warnings flooded stderr (two lines each)."""
+    import warnings
+
+    from meta_study.analysis.figures import params_figure, save
+
+    df, _ = fitted
+    eq1 = df[df["law"] == "eq1"].copy()
+    names = {"alpha-task": "very-long-task-name-" + "x" * 180 + "A", "beta-task": "very-long-task-name-" + "x" * 180 + "B",
+             "gamma-task": "pets \U0001F436 <b>bold</b>"}
+    eq1["ds_task"] = eq1["ds_task"].map(names)
+    fig = params_figure(eq1)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(labels) == 3 and all(len(t) <= 60 for t in labels), labels
+    assert sum("\u2026" in t for t in labels) == 2                       # the cut is marked,
+    assert labels[1].endswith("xA") and labels[2].endswith("xB")            # and the names stay apart
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        save(fig, str(tmp_path / "p"))
+    noisy = [str(w.message) for w in seen if "missing from" in str(w.message) or "constrained_layout" in str(w.message)]
+    assert not noisy, noisy
+    from PIL import Image
+
+    assert Image.open(tmp_path / "p.png").size[0] < 20 * 130          # the legend no longer sets the width
+
+
+def test_the_zoom_of_a_group_near_100_percent_us_stays_below_100_and_on_the_data():
+    """With the best model at >= 99.5% US the zoom ran past 100% US, where the interval is [0, 1],
+    and its DS range became 0-100%: every model in one flat line at the top."""
+    from meta_study.analysis.figures import answer_window, group_figure
+    from meta_study.analysis.fitting import FitOptions
+
+    rng = np.random.default_rng(2)
+    us = np.concatenate([rng.uniform(0.5, 0.95, 60), np.linspace(0.95, 0.998, 20)])
+    ds = np.clip(0.97 - 0.9 * (1 - us) ** 1.3 - rng.exponential(0.005, us.size), 0, 1)
+    _, panels = fit_table([Group("up", "near100", "linear", None, us, ds)], FitOptions(holdout_quantile=1.0))
+    panel = {k: v for k, v in panels[0].items() if k != "slug"}
+    assert panel["selection"].headline.usable and panel["selection"].headline.best_us >= 0.995
+    (x0, x1), (y0, y1) = answer_window(us, ds, panel["selection"], panel["paper"])
+    assert x1 <= 1.0 and x0 < 0.998
+    assert y1 - y0 < 0.3 and y0 > 0.5, (y0, y1)           # the data's DS range, not 0-100%
+    fig = group_figure(panel)
+    zoom = fig.axes[1]
+    assert zoom.get_xlim()[1] <= 100.0
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_hull_vertices_are_drawn_only_as_the_papers_eq1_fit_data():
+    """Under --laws power --frontiers bins, red diamonds labelled "hull vertices (fit data)"
+    marked points that no fit used."""
+    from meta_study.analysis.figures import group_figure
+    from meta_study.analysis.fitting import FitOptions
+    from meta_study.analysis.selection import SelectionOptions
+
+    rng = np.random.default_rng(4)
+    us = rng.uniform(0.3, 0.9, 50)
+    ds = np.clip(0.95 - 0.8 * (1 - us) ** 1.4 - rng.exponential(0.01, 50), 0, 1)
+    g = Group("up", "t", "linear", None, us, ds)
+    import matplotlib.pyplot as plt
+
+    def labels(options):
+        _, panels = fit_table([g], options)
+        fig = group_figure({k: v for k, v in panels[0].items() if k != "slug"})
+        out = [ln.get_label() for ln in fig.axes[0].lines]
+        plt.close(fig)
+        return out
+
+    other = labels(FitOptions(selection=SelectionOptions(laws=("power",), frontiers=("bins",))))
+    assert not [lb for lb in other if "hull vertices" in lb], other
+    assert "hull vertices (paper's Eq. 1 fit data)" in labels(FitOptions())
+
+
+def test_saving_a_figure_with_an_emoji_says_nothing_on_stderr(tmp_path):
+    """A task name's emoji made matplotlib warn "Glyph 128054 missing from font(s)" at every
+    save: dozens of two-line warnings in `fit` and `report` (the glyph is drawn as a box)."""
+    import warnings
+
+    from meta_study.analysis import figures
+
+    plt = figures.pyplot()
+    fig, ax = plt.subplots(layout="constrained")
+    ax.set_title("pets \U0001F436")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        figures.save(fig, str(tmp_path / "f"))
+        warnings.warn("another warning still shows", UserWarning)
+    assert [str(w.message) for w in seen] == ["another warning still shows"]

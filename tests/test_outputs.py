@@ -75,3 +75,37 @@ def test_no_empty_heatmap_for_a_store_without_pairs(tmp_path, recwarn):
     out = outputs.write_correlations(tables, str(tmp_path))
     assert not list((tmp_path / "figures").glob("f2*.png")) and not [f for f in out.figures if "f2" in f]
     assert not [w for w in recwarn if "xlims" in str(w.message)]
+
+
+def test_heatmaps_of_slices_whose_names_differ_in_punctuation_are_both_written(tmp_path):
+    """US tasks `imagenet 1k` and `imagenet-1k` both wrote figures/f20_imagenet-1k_fewshot_5.png:
+    one heatmap silently replaced the other. A slice of one DS task drew a 1x1 heatmap of that
+    task with itself (the diagonal's rho = 1 counted as data)."""
+    from meta_study.analysis.correlations import correlation_tables
+
+    rows = pd.concat([make_rows(20, us_task="imagenet 1k", ds_tasks=("a", "b")),
+                      make_rows(20, us_task="imagenet-1k", ds_tasks=("a", "b"), run_prefix="q", seed=1),
+                      make_rows(20, us_task="lonely", ds_tasks=("a",), run_prefix="l", seed=2)])
+    tables = correlation_tables(validate(rows).table.to_pandas())
+    out = outputs.write_correlations(tables, str(tmp_path))
+    f20 = sorted(p.name for p in (tmp_path / "figures").glob("f20_*.png"))
+    assert not [n for n in f20 if "lonely" in n], f20          # one DS task: no pair, no heatmap
+    assert len(f20) == 2, f20                                   # one per slice with a pair
+    assert "f20_imagenet-1k_fewshot_5.png" in f20               # a name that spells its key stays as it was
+    titles = {(tmp_path / "figures" / n).with_suffix(".svg").read_text().count("imagenet 1k") > 0 for n in f20}
+    assert titles == {True, False}                              # each slice its own figure
+    assert not [f for f in out.figures if "lonely" in f] and len(out.figures) == 2 * 2 + 2   # + f21 (PNG, SVG)
+
+
+def test_no_sensitivity_figure_when_no_group_could_be_fitted(tmp_path):
+    """A store of one model: every sensitivity error is NaN, and Fig. 3 was drawn anyway, blank
+    panels under the full legend."""
+    from meta_study.analysis.groups import Group
+    from meta_study.analysis.sensitivity import SensitivityOptions, sensitivity
+
+    import numpy as np
+
+    table = sensitivity([Group("up", "a", "fewshot", 5, np.array([0.5]), np.array([0.4]))], SensitivityOptions(trials=1))
+    out = outputs.write_sensitivity(table, str(tmp_path))
+    assert not list((tmp_path / "figures").glob("sensitivity.*")) and not out.figures
+    assert (tmp_path / "sensitivity_summary.parquet").exists()

@@ -126,7 +126,10 @@ def test_hostile_task_names_are_escaped(tmp_path):
     # when no group is trusted, the page says so plainly, with the reasons counted per group
     fits = pd.read_parquet(tmp_path / "rep" / "fits.parquet")
     if not fits.loc[fits["headline"], "trusted"].any():
-        assert "No group has a trusted answer here" in html and "With 30 models per group" in html
+        heads = fits[fits["headline"]]
+        visible = sorted(set(heads["n_points"] - heads["n_heldout"]))
+        span = f"{visible[0]}" if len(visible) == 1 else f"{visible[0]}&ndash;{visible[-1]}"
+        assert "No group has a trusted answer here" in html and f"With {span} visible models per group" in html
         assert "of 2 groups" in html
     images, messages = open_in_chromium(tmp_path / "rep" / "index.html")
     assert all(i[1] and i[2] > 0 for i in images) and not messages, (images, messages)
@@ -368,3 +371,17 @@ def test_the_explorer_marks_held_out_points_as_the_fit_did():
     held = {data["names"][p[2]]: p[3] for p in data["groups"][0]["p"]}
     assert held == {"at": 0, "above": 1, "below": 0}
     assert "held = p[3] === 1" in page
+
+
+def test_the_no_trusted_answer_box_counts_the_visible_models():
+    """Every model held out (--holdout-above 0.1): the box said "With 60 models per group: no
+    usable fit" beside answers that said "no points"; with 5-7 models (one held out) it said 5-7
+    beside "needs 6 or more visible models"."""
+    from meta_study.report import _verdict
+
+    heads = pd.DataFrame({"trusted": [False, False], "trust_reason": ["no usable fit", "no usable fit"],
+                          "n_points": [60, 60], "n_heldout": [60, 60], "best_us": [float("nan")] * 2})
+    text = _verdict(heads)
+    assert "With 0 visible models per group" in text and "60" not in text, text
+    heads = heads.assign(n_points=[5, 7], n_heldout=[1, 1], trust_reason=["no back-test (needs 6 or more)"] * 2)
+    assert "With 4&ndash;6 visible models per group" in _verdict(heads)

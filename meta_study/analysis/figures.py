@@ -47,6 +47,8 @@ FRONTIER_COLORS = {"vertices": "#D55E00", "hull-curve": "#E69F00", "bins": "#009
 LEGEND_PT = 10
 #: Pixels per figure inch of the PNGs: the report reads it to show a PNG at its printed size.
 SAVE_DPI = 130
+#: The legend entry of the hull vertices: the data of the paper's Eq. 1 fit (not the headline's).
+HULL_LABEL = "hull vertices (paper's Eq. 1 fit data)"
 #: The SVG/artist id of the provenance footer (the one text allowed under 9 pt).
 FOOTER_ID = "footer"
 
@@ -77,7 +79,8 @@ def save(fig: Any, stem: str, footer: str | None = None) -> list[str]:
         # format is given explicitly
         tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
         try:
-            fig.savefig(tmp, bbox_inches="tight", format=p.rsplit(".", 1)[1])
+            with quiet_drawing():
+                fig.savefig(tmp, bbox_inches="tight", format=p.rsplit(".", 1)[1])
             os.replace(tmp, p)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -87,6 +90,72 @@ def save(fig: Any, stem: str, footer: str | None = None) -> list[str]:
 
     plt.close(fig)
     return paths
+
+
+#: matplotlib's drawing warnings that say nothing a reader of ``fit`` or ``report`` can act on: a
+#: task name's emoji or CJK glyph missing from the font (drawn as a box), and a layout that could
+#: not make room (dozens of two-line warnings on stderr for a store with such names).
+QUIET_WARNINGS = (r"Glyph \d+ .*missing from (current )?font", r"constrained_layout not applied")
+
+
+@contextlib.contextmanager
+def quiet_drawing() -> Any:
+    """Drawing without :data:`QUIET_WARNINGS` (every other warning still shows)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        for pattern in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern, category=UserWarning)
+        yield
+
+
+#: Characters a legend label or panel title keeps of a task name (the rest an ellipsis): the
+#: testbed's 200-character names pushed the legend across every panel.
+LABEL_MAX = 40
+
+
+def short(text: Any, width: int = LABEL_MAX) -> str:
+    """``text`` cut to ``width`` characters, an ellipsis marking the cut: its start and its end
+    kept (names that differ only at the end, "...-severity-3", stay apart)."""
+    s = str(text)
+    if len(s) <= width:
+        return s
+    tail = max(0, (width - 1) // 3)
+    return s[:width - 1 - tail] + "\u2026" + (s[-tail:] if tail else "")
+
+
+def series_label(us_task: Any, ds_task: Any, protocol: Any = None, *, widths: tuple[int, int, int] = (18, 28, 12)) -> str:
+    """A series' legend label, ``us → ds`` (each name shortened to ``widths``), the protocol in
+    brackets when given (several protocols in one figure)."""
+    text = f"{short(us_task, widths[0])} \u2192 {short(ds_task, widths[1])}"
+    return text + (f" ({short(protocol, widths[2])})" if protocol is not None else "")
+
+
+#: The columns that make a series of the shots and sensitivity figures: only shots are averaged
+#: or drawn along x; a DS task under two US tasks (JFT and ImageNet-21k in the paper) is two.
+SERIES_KEYS = ("us_task", "eval_protocol", "ds_task")
+
+
+def series_keys(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """The (us_task, eval_protocol, ds_task) series of ``frame``, sorted by US, DS task, protocol."""
+    if frame.empty:
+        return []
+    keys = {tuple(str(v) for v in k) for k in frame[list(SERIES_KEYS)].drop_duplicates().itertuples(index=False)}
+    return sorted(keys, key=lambda k: (k[0], k[2], k[1]))
+
+
+def series_labels(keys: Sequence[tuple[str, str, str]], widths: tuple[int, int, int] = (18, 28, 12)) -> list[str]:
+    """:func:`series_label` of each key; the protocol said only where the keys have several."""
+    several = len({k[1] for k in keys}) > 1
+    return [series_label(us, ds, p if several else None, widths=widths) for us, p, ds in keys]
+
+
+def of_series(frame: pd.DataFrame, key: tuple[str, str, str]) -> pd.DataFrame:
+    """The rows of ``frame`` in series ``key``."""
+    mask = np.ones(len(frame), bool)
+    for col, v in zip(SERIES_KEYS, key):
+        mask &= (frame[col].astype(str) == v).to_numpy()
+    return frame[mask]
 
 
 def tex_safe(text: Any) -> str:
@@ -109,8 +178,10 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
         ax.scatter(us[held] * 100, ds[held] * 100, s=16, facecolors="none", edgecolors=POINT_COLOR, lw=0.8,
                    label="held out")
     if frontier_us is not None and frontier_us.size:
+        # the data of the paper's Eq. 1 fit (tables._panel gives them only when that fit was made:
+        # under --laws/--frontiers without it, no fit used them)
         ax.plot(frontier_us * 100, frontier_ds * 100, "D", color=HULL_COLOR, ms=3.5, alpha=0.8, lw=0,
-                label="hull vertices (fit data)")
+                label=HULL_LABEL)
     h = selection.headline
     drawn: list[np.ndarray] = [ds]          # every y value drawn (fractions): the y axis holds them all
     vis_lo = float(np.nanmin(us[~held])) if (~held).any() else float(np.nanmin(us))
@@ -233,6 +304,7 @@ def answer_window(us: np.ndarray, ds: np.ndarray, selection: GroupSelection,
         return None
     us, ds = np.asarray(us, float), np.asarray(ds, float)
     right = max(h.horizon_us if math.isfinite(h.horizon_us) else h.best_us, float(np.nanmax(us)), h.best_us + 0.005)
+    right = min(right, 1.0)                 # no US accuracy lies past 100% (a best model at >= 99.5%)
     span = right - h.best_us
     left = h.best_us - max(1.5 * span, 0.02)
     thr = selection.holdout_threshold
@@ -240,11 +312,13 @@ def answer_window(us: np.ndarray, ds: np.ndarray, selection: GroupSelection,
         left = min(left, thr - 0.25 * span)
     left = max(left, float(np.nanmin(us)))          # never left of the data (nor below 0)
     pad = 0.03 * (right - left)
-    x0, x1 = left - pad, right + pad
+    x0, x1 = left - pad, min(right + pad, 1.0)
     xs = np.linspace(max(x0, float(np.nanmin(us))), x1, 120)
     inside = (us >= x0) & (us <= x1)
     ys = [ds[inside], h.predict_accuracy(xs[xs >= h.best_us]), h.median(xs[xs <= h.best_us])]
-    lo, hi = selection_interval(selection, xs[xs >= h.best_us])
+    # the interval where it says something: at 100% US it is [0, 1] (nothing to extrapolate from),
+    # which set the zoom's DS range to 0-100% and flattened every model into one line
+    lo, hi = selection_interval(selection, xs[(xs >= h.best_us) & (xs < 1.0)])
     ys += [lo, hi]
     if paper is not None and paper.fit.usable:
         ys.append(paper.fit.predict_accuracy(xs))
@@ -298,19 +372,25 @@ SENS_TASKS_MAX = 12
 
 
 def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensitivity") -> Any:
-    """One row per DS task: fitting and prediction error (in accuracy points) against the number
-    of models, one line per frontier estimator, mean ± sd over trials. A DS task with several
-    groups (shots, protocols) averages them by size step. One legend above the panels, off the
-    data and under the title (constrained layout: no gap, no overlap); the x ticks are the
-    sample sizes drawn, every one labelled."""
+    """One row per (US task, protocol, DS task): fitting and prediction error (in accuracy points)
+    against the number of models, one line per frontier estimator, mean ± sd over trials. A row's
+    groups (its shot settings) are averaged by size step; a DS task under two US tasks is two rows
+    (titled ``us → ds``). One legend above the panels, off the data and under the title
+    (constrained layout: no gap, no overlap); the x ticks are the sample sizes drawn, every one
+    labelled."""
     plt = pyplot()
-    tasks = sorted(summary["ds_task"].unique()) if not summary.empty else []
-    pooled = len(tasks) > SENS_TASKS_MAX
-    rows = 1 if pooled else max(1, len(tasks))
+    # a row only where some error is finite: a group too small to fit drew blank panels
+    errors = [c for c in ("fit_err_mean", "pred_err_mean") if c in summary]
+    keys = [k for k in series_keys(summary) if errors and of_series(summary, k)[errors].notna().any().any()]
+    keys = keys or series_keys(summary)
+    labels = series_labels(keys, widths=(12, 20, 8))        # a panel's title holds ~44 characters
+    pooled = len(keys) > SENS_TASKS_MAX
+    rows = 1 if pooled else max(1, len(keys))
     fig, axes = plt.subplots(rows, 2, figsize=(9, 0.9 + 2.6 * rows), squeeze=False, layout="constrained")
     handles: dict[str, Any] = {}
-    for r, task in enumerate([None] if pooled else (tasks or [None])):
-        part = summary[summary["ds_task"] == task] if task is not None else summary
+    one_us = len({k[0] for k in keys}) <= 1 and len({k[1] for k in keys}) <= 1
+    for r, (key, row_label) in enumerate([(None, None)] if pooled or not keys else list(zip(keys, labels))):
+        part = of_series(summary, key) if key is not None else summary
         for c, (metric, name) in enumerate((("fit_err", "fitting error"), ("pred_err", "prediction error"))):
             ax = axes[r, c]
             ns: list[float] = []
@@ -333,12 +413,15 @@ def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensi
                 ax.set_xscale("log")
             plain_ticks(ax.xaxis, ns, log=log)
             ax.set_ylabel(f"{name} (pt)")
-            label = f"{task}: {name}" if task is not None else (
-                f"mean over {len(tasks)} DS tasks: {name}" if pooled else name)
+            what = "DS tasks" if one_us else "US \u2192 DS task pairs"
+            row = (short(key[2]) if one_us else row_label) if key is not None else None
+            label = ((f"{row}: {name}" if len(row) + len(name) <= 42 else f"{row}\n{name}") if row is not None else (
+                f"mean over {len(keys)} {what}: {name}" if pooled else name))
             ax.set_title(tex_safe(label), fontsize=LEGEND_PT + 1)
             if r == rows - 1:
                 ax.set_xlabel("number of models in the sample")
-    heading = tex_safe(title) + (": Eq. 1 on each frontier estimator, per DS task" if not pooled else
+    per = "per DS task" if one_us else "per US \u2192 DS task"
+    heading = tex_safe(title) + (f": Eq. 1 on each frontier estimator, {per}" if not pooled else
                                  ": Eq. 1 on each frontier estimator (per task: sensitivity_summary)")
     if handles:
         # the legend's title is the figure's (a suptitle and an "outside" legend share the top edge)
@@ -351,7 +434,8 @@ def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensi
 
 
 def plot_params_vs_shots(fits: pd.DataFrame, stem: str, *, footer: str | None = None) -> list[str]:
-    """k, alpha and e_ir against shots, one line per DS task, hull solid and all dashed."""
+    """k, alpha and e_ir against shots, one line per (US task, protocol, DS task), hull solid and all
+    dashed."""
     return save(params_figure(fits), stem, footer)
 
 
@@ -376,21 +460,24 @@ PARAM_PANELS = (("k", "k (scale)", 1.0), ("alpha", "α (exponent)", 1.0), ("e_ir
 
 def params_figure(fits: pd.DataFrame) -> Any:
     """The figure of :func:`plot_params_vs_shots`: Eq. 1 on the hull vertices (solid) and on all
-    points (dashed) per DS task; a value at its bound (``message``, :func:`bound_params`) is a
-    hollow marker. Two legends right of the panels: the DS tasks, and what lines and markers mean."""
+    points (dashed) per (US task, protocol, DS task), labelled ``us → ds`` (names shortened); a
+    value at its bound (``message``, :func:`bound_params`) is a hollow marker. Two legends right of
+    the panels: the series, and what lines and markers mean."""
     from matplotlib.lines import Line2D
 
     plt = pyplot()
     f = fits[fits["status"].isin(["ok", "at_bound"]) & fits["shots"].notna()].astype({"shots": "int64"})
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.4), squeeze=False, layout="constrained")
-    tasks = sorted(f["ds_task"].unique()) if not f.empty else []
-    cmap = plt.get_cmap("tab10")
+    keys = series_keys(f)
+    cmap = plt.get_cmap("tab10" if len(keys) <= 10 else "tab20")
+    ncol = 10 if len(keys) <= 10 else 20
     any_bound = False
     for ax, (p, ylabel, scale) in zip(axes.flat, PARAM_PANELS):
-        for i, ds in enumerate(tasks):
-            color = cmap(i % 10)
+        for i, key in enumerate(keys):
+            color = cmap(i % ncol)
+            series = of_series(f, key)
             for frontier, ls in (("vertices", "-"), ("all", "--")):
-                g = f[(f["ds_task"] == ds) & (f["frontier"] == frontier)].sort_values("shots")
+                g = series[series["frontier"] == frontier].sort_values("shots")
                 if not len(g):
                     continue
                 y = g[p].to_numpy(float) * scale
@@ -403,18 +490,18 @@ def params_figure(fits: pd.DataFrame) -> Any:
         plain_ticks(ax.xaxis, f["shots"].unique().tolist() if len(f) else [], log=True)
         ax.set_xlabel("shots")
         ax.set_ylabel(ylabel)
-    if tasks:
-        # off the lines: the DS tasks, then what the line styles and markers mean
-        fig.legend([Line2D([], [], color=cmap(i % 10), lw=1.6) for i in range(len(tasks))],
-                   [tex_safe(t) for t in tasks], loc="outside right upper", fontsize=LEGEND_PT, frameon=False,
-                   title="DS task", title_fontsize=LEGEND_PT)
-        keys = [(Line2D([], [], color="#444444", ls="-"), "hull vertices"),
-                (Line2D([], [], color="#444444", ls="--"), "all points"),
-                (Line2D([], [], color="#444444", marker="o", ls="", ms=4.5), "estimate")]
+    if keys:
+        # off the lines: the series, then what the line styles and markers mean
+        fig.legend([Line2D([], [], color=cmap(i % ncol), lw=1.6) for i in range(len(keys))],
+                   [tex_safe(t) for t in series_labels(keys)], loc="outside right upper", fontsize=LEGEND_PT,
+                   frameon=False, title="US task \u2192 DS task", title_fontsize=LEGEND_PT)
+        marks = [(Line2D([], [], color="#444444", ls="-"), "hull vertices"),
+                 (Line2D([], [], color="#444444", ls="--"), "all points"),
+                 (Line2D([], [], color="#444444", marker="o", ls="", ms=4.5), "estimate")]
         if any_bound:
-            keys.append((Line2D([], [], color="#444444", marker="o", ls="", ms=6, mfc="white", mew=1.4),
-                         "at its bound\n(a constraint,\nnot an estimate)"))
-        fig.legend(*zip(*keys), loc="outside right lower", fontsize=LEGEND_PT, frameon=False,
+            marks.append((Line2D([], [], color="#444444", marker="o", ls="", ms=6, mfc="white", mew=1.4),
+                          "at its bound\n(a constraint,\nnot an estimate)"))
+        fig.legend(*zip(*marks), loc="outside right lower", fontsize=LEGEND_PT, frameon=False,
                    title="Eq. 1 fitted to", title_fontsize=LEGEND_PT)
     else:
         axes[0, 1].text(0.5, 0.5, "no few-shot groups with several shot settings", ha="center", va="center",

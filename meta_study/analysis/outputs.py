@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__
+from .groups import stable_hash
 from .sensitivity import rank_frontiers, summarize_sensitivity
 
 #: CSV copies are written for tables up to this many rows.
@@ -113,6 +114,18 @@ def _any_value(matrix: pd.DataFrame) -> bool:
     return bool(matrix.size) and bool(np.isfinite(matrix.to_numpy(dtype=float)).any())
 
 
+def _any_pair(matrix: pd.DataFrame) -> bool:
+    """Whether a task-by-task matrix holds a value for two different tasks: the diagonal (a task
+    with itself, always 1) is no data, and one DS task drew a 1x1 heatmap of it."""
+    import numpy as np
+
+    if len(set(matrix.index) | set(matrix.columns)) < 2:
+        return False
+    values = matrix.to_numpy(dtype=float)
+    off = np.array([[a != b for b in matrix.columns] for a in matrix.index], bool).reshape(values.shape)
+    return bool((np.isfinite(values) & off).any())
+
+
 def _remove_stale_figures(out_dir: str, pattern: str, written: Sequence[str]) -> None:
     """Remove the figures (PNG and SVG) under ``out_dir/figures`` matching ``pattern`` (a glob of
     stems, e.g. ``groups/*`` or ``f20_*``) that this write did not draw (``written``: its paths).
@@ -141,7 +154,8 @@ def write_sensitivity(table: pd.DataFrame, out_dir: str, *, figures: bool = True
     write_table(rank_frontiers(summ), os.path.join(out_dir, "sensitivity_frontiers"), out)
     if figures:
         mine: list[str] = []
-        if not summ.empty:
+        # a summary of groups too small to fit is all NaN: it drew blank panels under a full legend
+        if any(c in summ and summ[c].notna().any() for c in ("fit_err_mean", "pred_err_mean")):
             from . import figures as fig
 
             mine = fig.plot_sensitivity(summ, os.path.join(out_dir, "figures", "sensitivity"), footer=footer_text)
@@ -167,8 +181,8 @@ def write_correlations(tables: dict[str, pd.DataFrame], out_dir: str, *, figures
             # shots as an integer ("5", never "5.0": a float column after the pivot tables' NaN)
             key = (key[0], key[1], None if pd.isna(key[2]) else int(key[2]))
             shots = "" if key[2] is None else f", {key[2]}-shot"
-            stem = os.path.join(out_dir, "figures", f"f20_{_safe(key)}")
-            if not _any_value(m):   # one DS task, or one model: no pair has a rank correlation
+            stem = os.path.join(out_dir, "figures", f"f20_{_figure_name(key)}")
+            if not _any_pair(m):    # one DS task, or one model: no pair has a rank correlation
                 continue
             mine += fig.plot_heatmap(m, stem, title=f"DS-task rank correlation ({key[0]}, {key[1]}{shots})",
                                      footer=foot)
@@ -188,6 +202,22 @@ def write_correlations(tables: dict[str, pd.DataFrame], out_dir: str, *, figures
     return out
 
 
+def _missing(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def _figure_name(key: Sequence[Any]) -> str:
+    """A slice's figure name: :func:`_safe` of its key, as before where that spells the key
+    exactly; where it does not (a character replaced, an ``_`` that reads as the separator, cut at
+    80 characters), with ``group_slug``'s hash suffix. US tasks ``imagenet 1k`` and
+    ``imagenet-1k`` both wrote ``f20_imagenet-1k_zeroshot``, and one heatmap was lost."""
+    parts = [str(v) for v in key if not _missing(v)]
+    exact = len("_".join(parts)) <= 80 and all(p and all(ch.isalnum() or ch in "-." for ch in p) for p in parts)
+    return _safe(key) if exact else f"{_safe(key)}-{stable_hash(key) % 10**6:06d}"
+
+
 def _safe(key: Sequence[Any]) -> str:
-    raw = "_".join("" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v) for v in key)
+    """A readable file-name part for ``key``; keys that differ only in punctuation, or after 80
+    characters, share it (:func:`_figure_name` tells them apart)."""
+    raw = "_".join("" if _missing(v) else str(v) for v in key)
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in raw).strip("_")[:80]

@@ -193,6 +193,11 @@ def correlations_tables(store: Any, selection: Selection = Selection(),
 
 
 def _panel(g: Group, sel: GroupSelection, options: FitOptions) -> dict[str, Any]:
+    """What a group's figure draws. The hull vertices are the data of the paper's Eq. 1 fit: given
+    only when that fit was made (``--laws`` / ``--frontiers`` without it: no fit used them)."""
+    if sel.paper is None:
+        return {"us": g.us_accuracy, "ds": g.ds_accuracy, "selection": sel, "paper": None, "title": g.label,
+                "frontier_us": None, "frontier_ds": None, "slug": g.slug}
     vis = g.us_accuracy <= sel.holdout_threshold
     F = frontier_points("vertices", g.us_accuracy[vis], g.ds_accuracy[vis], nondecreasing=options.nondecreasing)
     return {"us": g.us_accuracy, "ds": g.ds_accuracy, "selection": sel, "paper": sel.paper, "title": g.label,
