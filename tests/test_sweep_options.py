@@ -427,3 +427,217 @@ def test_a_relative_storage_path_inside_a_ray_jobs_package_is_refused(tmp_path, 
     with pytest.raises(UserError, match=r"--storage-path tune: under `ray job submit` it resolves into the job's"):
         run_sweep(SPEC, options)
     assert not (job / "tune").exists()
+
+
+# ---- the sweep runner's review (items 1-8): refusals before anything starts, counts, resume ----------
+
+
+def _no_ray(monkeypatch):
+    """Fail the test if the sweep gets as far as starting or joining Ray."""
+    import meta_study.ray_session as rs
+
+    def started(*a, **k):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(rs, "start_or_connect", started)
+
+
+@pytest.mark.parametrize("uri, says", [
+    ("127.0.0.1:5000", "--tracking-uri 127.0.0.1:5000: no scheme"),
+    ("localhost:5000", "--tracking-uri localhost:5000: no scheme"),
+    ("ftp://x", "--tracking-uri ftp://x: MLflow has no tracking store for ftp:// URIs"),
+    ("http://[::1", "--tracking-uri http://[::1: not a valid URI"),
+    ("http://mlflow:abc", "--tracking-uri http://mlflow:abc: not a valid URI"),
+    ("./mlruns", "--tracking-uri ./mlruns: a plain path is MLflow's file store"),
+])
+def test_a_tracking_uri_mlflow_cannot_use_is_one_line_before_ray_starts(tmp_path, monkeypatch, capsys, uri, says):
+    """Each was a traceback when the parent run was created, after Ray had started (exit 1)."""
+    from meta_study.tune.runner import sweep_main
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    _no_ray(monkeypatch)
+    with pytest.raises(SystemExit) as e:
+        sweep_main(SPEC, ["--smoke", "--storage-path", str(tmp_path / "sw"), "--tracking-uri", uri])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(f"t: {says}") and err.count("\n") == 1, err
+    assert not (tmp_path / "sw").exists()
+
+
+def test_tracking_uris_mlflow_takes_still_pass(monkeypatch):
+    from meta_study.tune.preflight import check_tracking_uri
+
+    for uri in ("http://127.0.0.1:5000", "https://mlflow.lab", "HTTP://h:5000/", "sqlite:///tmp/x/mlflow.db",
+                "postgresql://db:5432/mlflow", "postgresql+psycopg2://db/mlflow", "mysql://db/m", "mssql://db/m",
+                "databricks", "databricks://profile", "databricks-uc", "http://[::1]:5000"):
+        check_tracking_uri(uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")      # MLflow 3 takes a path only then
+    for uri in ("./mlruns", "/tmp/mlruns", "file:///tmp/mlruns"):
+        check_tracking_uri(uri)
+
+
+def test_a_deleted_experiment_is_one_line_with_how_to_restore_it(tmp_path, monkeypatch, capsys):
+    """An experiment deleted in the MLflow UI refused the parent run ("must be in the 'active'
+    state"): a traceback after Ray had started."""
+    from mlflow.tracking import MlflowClient
+
+    from meta_study.tune.runner import sweep_main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("gone")
+    client.delete_experiment(exp)
+    _no_ray(monkeypatch)
+    with pytest.raises(SystemExit) as e:
+        sweep_main(SPEC, ["--smoke", "--storage-path", str(tmp_path / "sw"), "--tracking-uri", uri,
+                          "--experiment", "gone"])
+    err = capsys.readouterr().err.splitlines()[-1]          # (MLflow's own lines from making the db above)
+    assert e.value.code == 2 and err.startswith(f"t: --experiment gone: the MLflow experiment (id {exp}) is deleted")
+    assert f"mlflow experiments restore --experiment-id {exp}" in err and "another --experiment" in err
+    assert not client.search_runs([exp], run_view_type=3)          # no run made in it
+
+
+def test_a_machine_or_server_failure_in_a_sweep_is_one_line_exit_1(monkeypatch, capsys):
+    from mlflow.exceptions import MlflowException
+
+    import meta_study.tune.runner as runner
+
+    def failing(spec, options):
+        raise MlflowException("API request to http://mlflow:5000 failed\nwith many lines")
+
+    monkeypatch.setattr(runner, "run_sweep", failing)
+    monkeypatch.delenv("META_STUDY_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as e:
+        runner.sweep_main(SPEC, ["--smoke"])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err == ("t: error: API request to http://mlflow:5000 failed "
+                                         "(META_STUDY_TRACEBACK=1 shows where)\n")
+    monkeypatch.setenv("META_STUDY_TRACEBACK", "1")
+    with pytest.raises(MlflowException):
+        runner.sweep_main(SPEC, ["--smoke"])
+    monkeypatch.setattr(runner, "run_sweep", lambda spec, options: {}["a bug"])
+    monkeypatch.delenv("META_STUDY_TRACEBACK")
+    with pytest.raises(KeyError):          # a bug keeps its traceback
+        runner.sweep_main(SPEC, ["--smoke"])
+
+
+@pytest.mark.parametrize("sweep, argv, key", [
+    ("scaling", ["--set", "epochs=1"], "epochs"),
+    ("scaling", ["--smoke", "--set", "epochs=1"], "epochs"),
+    ("zoo", ["--set", "epochs=5", "--set", "lr=0.01"], "epochs"),      # Optuna, define-by-run
+    ("zoo", ["--smoke", "--set", "lr=0.01"], "lr"),
+    ("zoo", ["--smoke", "--set", "momentum=0.9"], "momentum"),         # drawn for SGD only
+    ("head_wd", ["--smoke", "--set", "seed=3"], "seed"),
+])
+def test_a_set_on_a_key_the_sweep_searches_is_refused(sweep, argv, key):
+    """The search space overwrote it in every trial while the parent run recorded it: ignored
+    without a word."""
+    from meta_study.tune.runner import check_fixed_config
+
+    spec = sweep_module(sweep).SPEC
+    with pytest.raises(UserError) as e:
+        check_fixed_config(spec, parse_options(spec, argv))
+    assert str(e.value).startswith(f"--set {key}: sweep {spec.name} searches {key} ") and "\n" not in str(e.value)
+    check_fixed_config(spec, parse_options(spec, ["--smoke", "--set", "img_size=16"]))     # not searched: fine
+
+
+def test_a_whole_float_for_an_integer_setting_is_its_integer():
+    """--set batch_size=64.0: logged "64.0" at the trial's start, "64" resolved; MLflow refused the
+    second and, with it, the trial's first metrics."""
+    cfg = fixed_config(SPEC, parse_options(SPEC, ["--set", "batch_size=64.0", "--set", "shots=[1.0, 5]",
+                                                  "--set", "lr=1.0"]))
+    assert (cfg["batch_size"], cfg["shots"], cfg["lr"]) == (64, [1, 5], 1.0)
+    assert type(cfg["batch_size"]) is int and type(cfg["lr"]) is float
+
+
+@pytest.mark.parametrize("value, says", [
+    ("[1]", "expected a JSON object (a runtime_env) such as"),
+    ('{"env_vars": [1]}', "expected a JSON object of NAME: value pairs for env_vars, not a list"),
+    ('"abc"', "expected a JSON object (a runtime_env) such as"),
+    ("notjson", "not JSON (Expecting value"),
+])
+def test_submit_refuses_a_runtime_env_that_is_no_json_object(capsys, value, says):
+    from meta_study.tune.submit import main
+
+    assert main(["--runtime-env-json", value, "--", "python", "sweeps/head_wd.py"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"submit: --runtime-env-json: {says}") and err.count("\n") == 1, err
+
+
+def test_a_resume_with_other_concurrency_or_retries_is_refused():
+    """Tuner.restore keeps the first session's TuneConfig and FailureConfig: --max-concurrent and
+    --max-failures given on --resume were ignored without a word."""
+    from dataclasses import replace
+
+    from meta_study.tune.runner import sweep_settings
+
+    started = sweep_settings(SPEC, parse_options(SPEC, ["--smoke", "--max-concurrent", "2", "--max-failures", "1"]))
+    rec = replace(_record(), settings=started)
+    same = sweep_settings(SPEC, parse_options(SPEC, ["--smoke", "--resume", "--max-concurrent", "2",
+                                                     "--max-failures", "1", "--quiet"]))
+    assert _plan(record=rec, tune_state=True, resume=True, settings=same).resume
+    for argv, says in ((["--max-failures", "1"], "started with max_concurrent=2, this command gives None"),
+                       (["--max-concurrent", "4", "--max-failures", "1"], "max_concurrent=2, this command gives 4"),
+                       (["--max-concurrent", "2"], "started with max_failures=1, this command gives 2")):
+        other = sweep_settings(SPEC, parse_options(SPEC, ["--smoke", "--resume", *argv]))
+        with pytest.raises(UserError) as e:
+            _plan(record=rec, tune_state=True, resume=True, settings=other)
+        flag = "--max-concurrent" if "concurrent" in says else "--max-failures"
+        assert says in str(e.value) and f"pass the same {flag}" in str(e.value), str(e.value)
+    # a record from before they were kept: not compared
+    old = {k: v for k, v in started.items() if k not in ("max_concurrent", "max_failures")}
+    assert _plan(record=replace(_record(), settings=old), tune_state=True, resume=True, settings=same).resume
+
+
+def test_a_restored_tuner_takes_this_sessions_verbosity():
+    from types import SimpleNamespace
+
+    from meta_study.tune.runner import _use_callback
+
+    rc = SimpleNamespace(callbacks=[], verbose=1)
+    tuner = SimpleNamespace(_local_tuner=SimpleNamespace(get_run_config=lambda: rc))
+    _use_callback(tuner, "cb", verbose=0)
+    assert rc.verbose == 0 and rc.callbacks == ["cb"]
+
+
+def test_early_stopped_trials_an_earlier_session_evaluated_still_count(monkeypatch):
+    """On resume they were left alone (right) and left out of the counts: trials != finished +
+    errored + early_stopped in the summary and on the parent run."""
+    import meta_study.tune.finalize as finalize
+    from meta_study.tune.runner import _finish
+
+    monkeypatch.setattr(finalize, "is_stopped_early", lambda r: True)
+    monkeypatch.setattr(finalize, "evaluate_stopped", lambda stopped, callback, **kw: finalize.Evaluations(
+        done=("a",), failed={"c": "no checkpoint"}, logged=("b", "d")))
+    callback = SimpleCallback()
+    out = _finish(SPEC, [object()] * 4, callback, None, None, None, None)
+    assert (out["eval_done"], out["eval_failed"]) == (3, 1)
+
+
+class SimpleCallback:
+    def flush(self) -> bool:
+        return False            # nothing sent: no reconciliation
+
+
+def test_a_resumed_session_sets_the_parent_run_running(tmp_path):
+    """_end_parent said --resume set the parent running again; it stayed FINISHED (or KILLED) all
+    through the resumed session."""
+    from dataclasses import replace
+
+    from mlflow.tracking import MlflowClient
+
+    from meta_study.tune.runner import _Plan, _record_session
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking)
+    exp = client.create_experiment("e")
+    parent = client.create_run(exp).info.run_id
+    client.set_terminated(parent, status="FINISHED")
+    exp_dir = str(tmp_path / "ray" / "s")
+    rec = replace(_record(experiment="e", tracking=tracking), experiment_id=exp, parent_run_id=parent)
+    StateDir(exp_dir).write_record(rec)
+    plan = _Plan(name="s", storage=str(tmp_path / "ray"), exp_dir=exp_dir, tracking=tracking, state=StateDir(exp_dir),
+                 record=rec, resume=True, restore_tune=True, experiment="e", code="c1", code_changed=False)
+    _record_session(SPEC, plan, SweepOptions(smoke=True), {}, {"git_sha": "x"})
+    run = client.get_run(parent)
+    assert run.info.status == "RUNNING" and run.data.tags["session.2.code_version"] == "c1"
+    assert len(StateDir(exp_dir).read_record().sessions) == 2

@@ -278,3 +278,35 @@ def test_an_operation_mlflow_refuses_for_good_is_dropped_not_retried_forever(sto
     assert "meta-study writer: trial bad: MLflow refuses its" in capfd.readouterr().err
     [ok] = _runs(store, "ok")
     assert ok.info.status == "FINISHED" and ok.data.metrics["m"] == 1.0
+
+
+def test_a_param_sent_again_with_another_value_loses_nothing(mlflow_server, tmp_path, capfd):
+    """A trial's params went at its start ("batch_size": "64.0", as tune.quniform or --set gave it)
+    and again from its resolved config ("64"): MLflow refuses a changed param for good
+    (INVALID_PARAMETER_VALUE), and after three tries the whole batch was dropped: the first metrics,
+    the resolved lr, param_count and the arch_family tag. Now a param goes once per run (its first
+    value stays), and a run whose params this writer did not send is read back after a refusal."""
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.create_experiment(f"params-{uuid.uuid4().hex[:6]}")
+    s = SimpleNamespace(uri=mlflow_server.uri, client=client, exp=exp, parent=client.create_run(exp).info.run_id,
+                        state_dir=str(tmp_path / "exp"))
+    w = _writer(s, flush_timeout_s=30)
+    w.put(Op("run", "t1", {"name": "s_t1", "config": {"batch_size": 64.0, "lr": None}, "config_key": "k"}))
+    assert w.flush(20)
+    w.put(Op("run", "t1", {"name": "s_t1", "config": {"batch_size": 64, "lr": 0.1, "param_count": 1234,
+                                                       "arch_family": "vit"}}))
+    w.put(Op("metrics", "t1", {"metrics": {"us_acc": 0.5}, "step": 1, "time": 1000}))
+    assert w.flush(20)
+    [run] = _runs(s, "t1")
+    assert run.data.params["batch_size"] == "64.0" and run.data.params["lr"] == "0.1"
+    assert run.data.params["param_count"] == "1234" and run.data.tags["arch_family"] == "vit"
+    assert run.data.metrics["us_acc"] == 0.5 and w.dropped == 0 and w.errors == 0
+    # a param this writer never sent (another process's): refused once, read back, the rest goes
+    client.log_param(run.info.run_id, "img_size", "32")
+    w.put(Op("run", "t1", {"name": "s_t1", "config": {"img_size": 32.0, "wd": 0.05}}))
+    w.put(Op("metrics", "t1", {"metrics": {"us_acc": 0.7}, "step": 2, "time": 2000}))
+    assert w.flush(20)
+    run = client.get_run(run.info.run_id)
+    assert run.data.params["img_size"] == "32" and run.data.params["wd"] == "0.05"
+    assert run.data.metrics["us_acc"] == 0.7 and w.dropped == 0
+    assert "dropped" not in capfd.readouterr().err

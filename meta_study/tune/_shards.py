@@ -89,6 +89,12 @@ class MlflowWriter:
         self._runs: dict[str, str] = {}
         self._created: set[str] = set()          # runs created by this process: no lookups needed
         self._create_failed: set[str] = set()    # trials whose create raised: it may have created the run
+        # params each run holds (what this process sent or read back): MLflow refuses a param sent
+        # again with another value (INVALID_PARAMETER_VALUE, for good), and with it the whole batch:
+        # a trial's start-time 64.0 and its resolved 64 lost its first metrics and tags
+        self._params_sent: dict[str, dict[str, str]] = {}
+        self._params_read: set[str] = set()      # runs whose params were read from the server
+        self._params_unsure: set[str] = set()    # trials whose batch was refused: read the run's params again
         self._held: dict[str, list[Op]] = {}     # trial -> ops neither sent nor spooled (the storage failed too)
         self._unmapped: set[str] = set()         # trials whose run is not in the stored map yet
         self._resumed = target.resumed           # trials may already have runs (map or tag)
@@ -198,6 +204,8 @@ class MlflowWriter:
             except Exception as e:  # noqa: BLE001 - the server is down or flaky: retry, never raise
                 self.errors += 1
                 refused = refused + 1 if permanent(e) else 0
+                if refused and steps[done][0] == "batch":   # a param the run holds with another value?
+                    self._params_unsure.add(trial)
                 if refused >= 3:
                     self.dropped += 1
                     print(f"meta-study writer: trial {trial}: MLflow refuses its {steps[done][0]} for good "
@@ -367,9 +375,15 @@ class MlflowWriter:
         rid = self.run_id(trial, p.get("name"), p.get("config_key"))
         if kind == "batch":
             params = p.get("params", {})
-            if params and rid not in self._created:   # a restarted trial's run: log each param once
-                existing = set(self._mlflow().get_run(rid).data.params)
-                params = {k: v for k, v in params.items() if k not in existing}
+            # each param once per run, its first value kept: a later one (the resolved config's 64
+            # after the start's 64.0) is refused by MLflow, and the whole batch with it. A run this
+            # process did not create (a restarted trial's), or one whose batch was refused, is read
+            if params and ((rid not in self._created and rid not in self._params_read) or trial in self._params_unsure):
+                self._params_sent.setdefault(rid, {}).update(self._mlflow().get_run(rid).data.params)
+                self._params_read.add(rid)
+                self._params_unsure.discard(trial)
+            sent = self._params_sent.get(rid, {})
+            params = {k: v for k, v in params.items() if k not in sent}
             ps = list(params.items())
             ts = list(p.get("tags", {}).items())
             ms = list(p.get("metrics", []))
@@ -390,6 +404,8 @@ class MlflowWriter:
 
                     self._mlflow().log_batch(rid, metrics=[Metric(k, v, t, s_) for k, v, t, s_ in bm],
                                      params=[Param(k, v) for k, v in bp], tags=[RunTag(k, v) for k, v in bt])
+                if bp:
+                    self._params_sent.setdefault(rid, {}).update(bp)
         elif kind == "artifacts":
             client = self._mlflow()
             client.log_artifacts(rid, p["dir"], artifact_path="checkpoint")

@@ -2,6 +2,7 @@
 
 - :func:`refuse_secrets`: credentials on the command line (a tracking URI, a storage path or a
   dataset with a user, password or token in it) would reach ``ps``, the job API and the records.
+- :func:`check_tracking_uri`: a tracking URI MLflow's client can use (a scheme it knows, a URI that parses).
 - :func:`refuse_runtime_env_secrets`: secrets in a job's ``runtime_env`` (``ray job submit
   --runtime-env-json '{"env_vars": {...}}'``), which Ray's job API serves to anyone who can list
   jobs (``ray job list``, the dashboard).
@@ -54,6 +55,7 @@ def refuse_secrets(*, tracking_uri: str | None, storage_path: str | None,
     if tracking_uri:
         from ..mlflow_client import refuse_credentials
 
+        check_tracking_uri(tracking_uri)     # one that does not parse: one line here, not urllib's traceback
         refuse_credentials(tracking_uri)
     if storage_path and has_credentials(storage_path):
         raise UserError(f"--storage-path {safe_uri(storage_path)}: credentials in the storage URI are refused (they "
@@ -63,6 +65,74 @@ def refuse_secrets(*, tracking_uri: str | None, storage_path: str | None,
         if has_credentials(str(spec)):
             raise UserError(f"--dataset {name}: credentials in the dataset URI are refused; give the nodes "
                             f"credentials through their environment or role ({CREDENTIALS_DOC})")
+
+
+#: Tracking-store schemes MLflow 3's client takes (its registry), besides plugins' (entry points
+#: ``mlflow.tracking_store``); a database scheme may name its driver (``postgresql+psycopg2``).
+TRACKING_SCHEMES = frozenset({"http", "https", "databricks", "databricks-uc", "uc", "sqlite", "postgresql", "mysql",
+                              "mssql"})
+DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+TRACKING_URI_HINT = "e.g. http://HOST:5000, https://..., sqlite:///PATH/mlflow.db, postgresql://..., databricks"
+
+
+def _shown_uri(uri: str) -> str:
+    """A URI for a message without its user info, also when it does not parse (``safe_uri`` raises)."""
+    from ..mlflow_client import safe_uri
+    from ..validation import printable
+
+    try:
+        return printable(safe_uri(uri))
+    except ValueError:
+        return printable(re.sub(r"//[^/@]*@", "//", uri.split("?", 1)[0]))
+
+
+def check_tracking_uri(tracking_uri: str) -> None:
+    """A tracking URI MLflow's client cannot use is one line naming ``--tracking-uri``, before Ray
+    starts: ``127.0.0.1:5000`` (no scheme: MLflow took it for a directory), ``ftp://x`` (no such
+    store), ``http://[::1`` (does not parse), ``http://h:abc`` (no port). They were tracebacks when
+    the parent run was created, after Ray had started. A plain path (or ``file://``) is MLflow's
+    file store, which MLflow 3 refuses unless ``MLFLOW_ALLOW_FILE_STORE=true``: refused here
+    likewise. Nothing is contacted.
+
+    Raises:
+        UserError: one line naming the URI (without credentials) and what is wrong.
+    """
+    import urllib.parse
+    from importlib.metadata import entry_points
+
+    uri = tracking_uri.strip()
+    shown = _shown_uri(tracking_uri)
+    try:
+        p = urllib.parse.urlsplit(uri)
+        p.port   # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as e:
+        raise UserError(f"--tracking-uri {shown}: not a valid URI ({e}); {TRACKING_URI_HINT}") from None
+    if uri in ("databricks", "databricks-uc", "uc"):      # MLflow's names without a scheme
+        return
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*:\d+(/.*)?", uri):
+        raise UserError(f"--tracking-uri {shown}: no scheme (MLflow would take it for a directory or an unknown "
+                        f"store); a tracking server is http://{shown} (or https://...)")
+    scheme = p.scheme.lower()
+    scheme = next((db for db in DB_SCHEMES if scheme.startswith(db)), scheme)
+    if len(scheme) == 1:      # a Windows drive letter: a path
+        scheme = ""
+    if scheme in ("http", "https"):
+        if not p.hostname:
+            raise UserError(f"--tracking-uri {shown}: no host; {TRACKING_URI_HINT}")
+        return
+    if scheme in ("", "file"):
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1"):
+            return
+        raise UserError(f"--tracking-uri {shown}: a plain path is MLflow's file store, which MLflow 3 refuses unless "
+                        "MLFLOW_ALLOW_FILE_STORE=true; use sqlite:///PATH/mlflow.db (or a tracking server, "
+                        "http://HOST:PORT)")
+    try:
+        plugins = {e.name for e in entry_points(group="mlflow.tracking_store")}
+    except Exception:  # noqa: BLE001 - broken package metadata: the built-in stores only
+        plugins = set()
+    if scheme not in TRACKING_SCHEMES | plugins:
+        raise UserError(f"--tracking-uri {shown}: MLflow has no tracking store for {scheme}:// URIs; "
+                        f"{TRACKING_URI_HINT}")
 
 
 def check_tracking_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
@@ -96,7 +166,7 @@ def runtime_env_of_job(environ: Mapping[str, str] | None = None) -> dict[str, An
         return {}
     try:
         return dict(json.loads(raw).get("runtime_env") or {})
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, TypeError):
         return {}
 
 
@@ -107,7 +177,10 @@ def secret_names(env_vars: Mapping[str, Any]) -> list[str]:
 
 def refuse_runtime_env_secrets(runtime_env: Mapping[str, Any]) -> None:
     """UserError if a runtime_env carries secrets in its ``env_vars``."""
-    names = secret_names(dict(runtime_env.get("env_vars") or {}))
+    env_vars = runtime_env.get("env_vars") or {}
+    if not isinstance(env_vars, Mapping):   # Ray refuses it; nothing here to look through
+        return
+    names = secret_names(dict(env_vars))
     if names:
         raise UserError(f"the job's runtime_env sets {', '.join(names)}: Ray's job API shows a job's runtime_env "
                         f"in clear text to anyone who can list jobs; give the nodes credentials through their own "
@@ -242,6 +315,12 @@ def wait_for_previous_writer(state: Any, sweep: str, *, max_wait_s: float | None
     return why
 
 
+#: Settings of a sweep record that come from a flag of the runner, not from ``--set``: a resume
+#: cannot change them (Tune restores its TuneConfig and FailureConfig as the first session made them).
+SESSION_FLAGS = {"num_samples": "--num-samples", "max_concurrent": "--max-concurrent",
+                 "max_failures": "--max-failures"}
+
+
 def plan_session(*, record: SweepRecord | None, tune_state: bool, resume: bool, experiment: str | None,
                  default_experiment: str, code: str, allow_code_change: bool, experiment_dir: str,
                  tracking_uri: str, settings: Mapping[str, Any] | None = None) -> SessionPlan:
@@ -253,9 +332,9 @@ def plan_session(*, record: SweepRecord | None, tune_state: bool, resume: bool, 
       refused (the record's experiment is the default).
     - A resume with other code than the last session's is refused with both versions, unless
       ``allow_code_change`` (then it is recorded in the sweep record and on the parent run).
-    - A resume with other ``settings`` than the sweep's (``--set``, ``--num-samples``, tasks) is
-      refused, naming the first that differs: ``Tuner.restore`` would go on with the old ones
-      without a word.
+    - A resume with other ``settings`` than the sweep's (``--set``, ``--num-samples``, tasks,
+      ``--max-concurrent``, ``--max-failures``) is refused, naming the first that differs:
+      ``Tuner.restore`` would go on with the old ones without a word.
     """
     if not resume:
         if record is not None or tune_state:
@@ -277,11 +356,13 @@ def plan_session(*, record: SweepRecord | None, tune_state: bool, resume: bool, 
     if settings is not None and record.settings:
         was, now = json.loads(json.dumps(record.settings, default=str)), json.loads(json.dumps(settings, default=str))
         for key in sorted(set(was) | set(now)):
+            if key in SESSION_FLAGS and key not in was:   # a record from before it was kept: unknown
+                continue
             if was.get(key) != now.get(key):
-                flag = "--num-samples" if key == "num_samples" else "--set"
+                flag = SESSION_FLAGS.get(key, "--set")
                 raise UserError(f"--resume: sweep {record.sweep} was started with {key}={was.get(key)!r}, this command "
                                 f"gives {now.get(key)!r}: a resume continues the sweep as it was started (Tune keeps "
-                                f"its search space and sample count); pass the same {flag} and options, or start a new "
+                                f"its search space, sample count, concurrency and retries); pass the same {flag} and options, or start a new "
                                 "sweep with --name")
     last = record.sessions[-1].code if record.sessions else code
     changed = last != code

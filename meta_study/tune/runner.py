@@ -59,8 +59,10 @@ def tune_environment() -> None:
     before the first ``import ray.tune`` and before the Ray whose workers inherit it starts.
     Importing this module changes nothing; planning or running a sweep calls this first.
 
-    - ``TUNE_GLOBAL_CHECKPOINT_S=60``: experiment state synced at most every 60 s (the default
-      "auto" re-syncs far more often once thousands of trials are tracked; ray #11233, #7608);
+    - ``TUNE_GLOBAL_CHECKPOINT_S=60``: experiment state synced every 60 s on its own (the default
+      "auto" re-syncs far more often once thousands of trials are tracked; ray #11233, #7608); Ray
+      2.60 also forces a sync whenever a trial has checkpointed ``num_to_keep`` (2) times since the
+      last one, so that the state never names a deleted checkpoint (``_ExperimentCheckpointManager``);
     - ``RAY_TRAIN_V2_ENABLED=1``: Ray Train V2 (a TorchTrainer inside the trial function);
     - ``MLFLOW_DISABLE_TELEMETRY``: no telemetry thread racing ``os.environ`` (mlflow_client.py).
     """
@@ -308,14 +310,37 @@ def fixed_config(spec: SweepSpec, options: SweepOptions) -> dict[str, Any]:
         cfg["ds_tasks"] = list(options.ds_tasks)
     if options.layerwise:
         cfg["layerwise"] = True
-    cfg.update(options.overrides)
+    cfg.update(_whole_ints(options.overrides))
     return cfg
 
 
+def _whole_ints(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``--set batch_size=64.0`` as 64, as TrainConfig takes it: the trial's params were logged at
+    its start as "64.0" and its resolved config said "64", which MLflow refuses as a changed param."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, float) and v.is_integer()
+
+    if not any(whole(v) or (isinstance(v, (list, tuple)) and any(map(whole, v))) for v in overrides.values()):
+        return dict(overrides)       # nothing to convert: TrainConfig (torch) not imported
+    from ..train.loop import TrainConfig
+
+    out = dict(overrides)
+    for k, v in overrides.items():
+        if k in TrainConfig.INT_FIELDS and whole(v):
+            out[k] = int(v)
+        elif k == "shots" and isinstance(v, (list, tuple)):
+            out[k] = type(v)(int(x) if whole(x) else x for x in v)
+    return out
+
+
 def sweep_settings(spec: SweepSpec, options: SweepOptions) -> dict[str, Any]:
-    """What a resume cannot change (SweepRecord.settings): every trial's fixed config and the
-    number of samples (the sweep's default when ``--num-samples`` is not given)."""
-    return {**fixed_config(spec, options), "num_samples": _samples(spec, options)}
+    """What a resume cannot change (SweepRecord.settings): every trial's fixed config, the
+    number of samples (the sweep's default when ``--num-samples`` is not given), and
+    ``--max-concurrent`` and ``--max-failures``: ``Tuner.restore`` goes on with the first session's
+    TuneConfig and FailureConfig (each trial keeps its max_failures), and Tune offers no way to
+    change them on a restore (:data:`~.preflight.SESSION_FLAGS`)."""
+    return {**fixed_config(spec, options), "num_samples": _samples(spec, options),
+            "max_concurrent": options.max_concurrent, "max_failures": options.max_failures}
 
 
 def _samples(spec: SweepSpec, options: SweepOptions) -> int:
@@ -326,7 +351,8 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
     """The fixed part of every trial's config, checked before Ray starts: unknown keys, a value of
     the wrong type (``--set lr=abc``), an unknown model, US task or DS task. Found inside the
     trials, each cost a minute of Ray start-up, retried trials, hundreds of lines of tracebacks
-    and a sweep name used up. One :class:`UserError` line naming the value."""
+    and a sweep name used up. A ``--set`` of a key the search space sets (:func:`searched_keys`)
+    is refused too: every trial overwrote it, without a word. One :class:`UserError` line naming the value."""
     import dataclasses
     import numbers
 
@@ -372,6 +398,43 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
 
         if not timm.is_model(model):
             raise UserError(f"model_name {model!r}: neither a preset ({', '.join(list_presets())}) nor a timm model")
+    searched = searched_keys(spec, options)
+    for key in options.overrides:
+        if key in searched:
+            # the search space sets it per trial: the value was ignored without a word (and the
+            # parent run recorded it as if it held)
+            raise UserError(f"--set {key}: sweep {spec.name} searches {key} (its search space sets it for every "
+                            f"trial, so --set {key}={options.overrides[key]!r} would be ignored); drop it, or run "
+                            "another sweep whose space leaves it fixed")
+
+
+def searched_keys(spec: SweepSpec, options: SweepOptions, *, draws: int = 32) -> set[str]:
+    """The trial settings the sweep's search space sets (top-level config keys). A define-by-run
+    (Optuna) space is drawn ``draws`` times in a throw-away in-memory study (random sampler,
+    seeded: the same keys every time; no storage, no Ray): the keys of what it returns and the
+    names it suggests (those starting with ``_`` are Optuna's own, left out of the config). A
+    conditional key on a branch no draw took is not known; a space that fails to draw: none."""
+    space = spec.space(options)
+    if spec.search != "optuna":
+        return set(space) if isinstance(space, Mapping) else set()
+    try:
+        import optuna
+    except ImportError:
+        return set()
+    was = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)     # no "A new study created in memory" line
+    try:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        keys: set[str] = set()
+        for _ in range(draws):
+            trial = study.ask()
+            ret = space(trial)
+            keys |= set(trial.params) | set(ret or {})
+        return {k for k in keys if not str(k).startswith("_")}
+    except Exception:  # noqa: BLE001 - a space that cannot be drawn here is the Tuner's to report
+        return set()
+    finally:
+        optuna.logging.set_verbosity(was)
 
 
 def trial_hooks(options: SweepOptions) -> "TrialHooks":
@@ -507,6 +570,28 @@ def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
                  code_changed=sp.code_changed)
 
 
+def check_experiment_active(p: _Plan) -> None:
+    """The sweep's MLflow experiment is not deleted (one request, before Ray starts). A deleted
+    experiment (in the UI: it stays, in the "deleted" stage, until ``mlflow gc``) refuses new runs
+    ("must be in the 'active' state"): that was a traceback after Ray had started.
+
+    Raises:
+        UserError: the experiment is deleted: how to restore it, or what to pass instead.
+    """
+    from ..mlflow_client import mlflow_client, safe_uri
+
+    client = mlflow_client(p.tracking)
+    exp = (client.get_experiment(p.record.experiment_id) if p.record is not None
+           else client.get_experiment_by_name(p.experiment))
+    if exp is None or getattr(exp, "lifecycle_stage", "active") != "deleted":
+        return
+    other = ("start a new sweep with --name and another --experiment" if p.record is not None
+             else "pass another --experiment")
+    raise UserError(f"--experiment {exp.name}: the MLflow experiment (id {exp.experiment_id}) is deleted and takes "
+                    f"no runs: restore it with `MLFLOW_TRACKING_URI={safe_uri(p.tracking)} mlflow experiments restore "
+                    f"--experiment-id {exp.experiment_id}`, or {other}")
+
+
 def _record_session(spec: SweepSpec, p: _Plan, o: SweepOptions, fixed: Mapping[str, Any],
                     tags: dict[str, str]) -> SweepRecord:
     """Create the parent run (a new sweep) or find it (a resume), and write the sweep record with
@@ -537,9 +622,14 @@ def _record_session(spec: SweepSpec, p: _Plan, o: SweepOptions, fixed: Mapping[s
         rec = p.record.with_session(session)
         n = len(rec.sessions)
         try:   # the parent run says which code, commit and person each session ran with
-            mlflow_client(p.tracking).log_batch(rec.parent_run_id, tags=_session_tags(session, n))
+            client = mlflow_client(p.tracking)
+            client.log_batch(rec.parent_run_id, tags=_session_tags(session, n))
+            # running again while this session runs (the previous session closed it, or its driver
+            # died with it RUNNING): the UI and `meta-study ingest` see a live sweep
+            client.update_run(rec.parent_run_id, status="RUNNING")
         except Exception as e:  # noqa: BLE001 - the record in the storage has it; say so, go on
-            print(f"warning: could not tag the parent run {rec.parent_run_id} with session {n}: {e}", file=sys.stderr)
+            print(f"warning: could not tag the parent run {rec.parent_run_id} with session {n} and set it RUNNING: "
+                  f"{e}", file=sys.stderr)
     p.state.write_record(rec)
     return rec
 
@@ -573,6 +663,9 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     t0 = time.monotonic()
     p = plan_sweep(spec, o)
     check_tracking_reachable(p.tracking)
+    if p.tracking.startswith("sqlite:///"):
+        Path(p.tracking[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    check_experiment_active(p)
     if p.resume:   # nothing of the sweep is read for the resume while its old writer still writes
         wait_for_previous_writer(p.state, p.name)
     tune_environment()
@@ -591,8 +684,6 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         # an errored trial's traceback (Tune logs it at ERROR) is one line of the summary instead
         for name in ("ray.tune", "ray.train", "ray.air"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-    if p.tracking.startswith("sqlite:///"):
-        Path(p.tracking[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     private = own_ray_requested(o.address)
     start_or_connect(o.address, log_to_driver=bool(os.environ.get("META_STUDY_TRIAL_LOGS")))
     if not private:      # a Ray of our own is this machine: its workers share our disk and environment
@@ -618,7 +709,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     trainable = tune.with_resources(tune.with_parameters(train_trial, hooks=hooks), resources)
     if p.restore_tune:
         tuner = tune.Tuner.restore(p.exp_dir, trainable, resume_errored=True)
-        _use_callback(tuner, callback)
+        _use_callback(tuner, callback, verbose=0 if o.quiet else 1)
     else:
         tuner = _new_tuner(spec, o, trainable, fixed, p.name, p.storage, callback)
     with _signal_handlers_kept():
@@ -666,14 +757,17 @@ def _signal_handlers_kept() -> Iterator[None]:
             signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
-def _use_callback(tuner: Any, callback: Any) -> None:
-    """Give a restored Tuner this session's MLflow callback. ``Tuner.restore`` unpickles the run
-    config of the session that started the sweep, callbacks included, with that session's tags
-    (git SHA, researcher) and without knowing it resumes; Tune has no public way to replace a
-    restored run config's callbacks, so this swaps them in the (private) TunerInternal."""
+def _use_callback(tuner: Any, callback: Any, verbose: int | None = None) -> None:
+    """Give a restored Tuner this session's MLflow callback (and ``--quiet``'s verbosity).
+    ``Tuner.restore`` unpickles the run config of the session that started the sweep, callbacks
+    and verbosity included, with that session's tags (git SHA, researcher) and without knowing it
+    resumes; Tune has no public way to replace a restored run config's callbacks, so this swaps
+    them in the (private) TunerInternal, which reads ``verbose`` from it when ``fit`` starts."""
     from .tracking import MlflowSweepCallback
 
     rc = tuner._local_tuner.get_run_config()
+    if verbose is not None:
+        rc.verbose = verbose
     rc.callbacks = [callback if isinstance(c, MlflowSweepCallback) else c for c in (rc.callbacks or [])]
     if callback not in rc.callbacks:
         rc.callbacks.append(callback)
@@ -681,7 +775,8 @@ def _use_callback(tuner: Any, callback: Any) -> None:
 
 def _finish(spec: SweepSpec, results: list[Any], callback: Any, p: _Plan, rec: SweepRecord,
             resources: PerTrialResources, hooks: "TrialHooks") -> dict[str, int]:
-    """Evaluate the early-stopped trials, then settle what earlier sessions left open."""
+    """Evaluate the early-stopped trials, then settle what earlier sessions left open. ``eval_done``
+    counts the early-stopped trials evaluated, in this session or an earlier one."""
     from .finalize import evaluate_stopped, is_stopped_early, reconcile
 
     stopped = [r for r in results if is_stopped_early(r)]
@@ -695,12 +790,15 @@ def _finish(spec: SweepSpec, results: list[Any], callback: Any, p: _Plan, rec: S
                        name_of=lambda tid: name(TrialRef(tid)))
         callback.flush()
         settled, orphaned = len(rc.settled), len(rc.orphaned)
-    return {"eval_done": len(ev.done), "eval_failed": len(ev.failed), "settled": settled, "orphaned": orphaned}
+    # evaluated now, or by an earlier session (a resume leaves those alone, but they still count:
+    # trials == finished + errored + early_stopped)
+    ok = len(ev.done) + len(getattr(ev, "logged", ()))
+    return {"eval_done": ok, "eval_failed": len(ev.failed), "settled": settled, "orphaned": orphaned}
 
 
 def _end_parent(tracking_uri: str, rec: SweepRecord, status: str, counts: Mapping[str, int]) -> None:
-    """Give the sweep's parent run its summary metrics and close it (``--resume`` sets it running
-    again by logging to it)."""
+    """Give the sweep's parent run its summary metrics and close it (``--resume`` sets it RUNNING
+    again when it records its session: :func:`_record_session`)."""
     from ..mlflow_client import mlflow_client
     from .tracking import log_sweep_summary
 
@@ -784,14 +882,35 @@ def browse_line(tracking_uri: str, experiment_id: str) -> str:
     return f"browse: {experiment_url(tracking_uri, experiment_id) or tracking_uri}"
 
 
+def _machine_error(e: BaseException) -> bool:
+    """An OSError (disk, network, a server gone) or an MLflow exception: not a bug of ours."""
+    return isinstance(e, OSError) or any(c.__module__.split(".")[0] == "mlflow" for c in type(e).__mro__)
+
+
+def _first_line(e: BaseException) -> str:
+    from ..validation import printable
+
+    return printable((str(e).strip().splitlines() or [type(e).__name__])[0])[:500]
+
+
 def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
     """Entry point of ``sweeps/<name>.py``: run, print a summary, exit non-zero if trials errored
     (a user error: one line on stderr, exit 2)."""
+    from ..validation import printable
+
     try:
         res = run_sweep(spec, parse_options(spec, argv))
     except UserError as e:
-        print(f"{spec.name}: {e}", file=sys.stderr)
+        print(f"{spec.name}: {printable(str(e))}", file=sys.stderr)
         sys.exit(2)
+    except Exception as e:
+        # the machine or a server failed (MLflow refused a call, a disk, the network): one line with
+        # its own words, exit 1 (the input was fine), as the meta-study command does; a bug keeps
+        # its traceback, and META_STUDY_TRACEBACK=1 shows where any of them came from
+        if os.environ.get("META_STUDY_TRACEBACK") or not _machine_error(e):
+            raise
+        print(f"{spec.name}: error: {_first_line(e)} (META_STUDY_TRACEBACK=1 shows where)", file=sys.stderr)
+        sys.exit(1)
     print(json.dumps({"sweep": res.name, "trials": res.trials, "finished": res.finished, "errored": res.errored,
                       "early_stopped": res.early_stopped, "eval_failed": res.eval_failed, "settled": res.settled,
                       "orphaned": res.orphaned, "interrupted": res.interrupted, "resumed": res.resumed,

@@ -94,8 +94,9 @@ class SweepRecord:
         sessions: every start and resume, oldest first.
         settings: what the sweep was started with that a resume cannot change (``Tuner.restore``
             keeps the first session's search space and sample count): every trial's fixed config
-            (``--set``, ``--us-task``, ``--ds-task``, ``--smoke``) and ``num_samples``. Empty in
-            records written before 2026-12-03 (nothing to compare).
+            (``--set``, ``--us-task``, ``--ds-task``, ``--smoke``), ``num_samples``, and
+            ``max_concurrent`` and ``max_failures`` (since 2026-12-04; a record without them
+            compares neither). Empty in records written before 2026-12-03 (nothing to compare).
     """
 
     sweep: str

@@ -44,6 +44,32 @@ def job_runtime_env(working_dir: str, user_env: dict | None, *, git_sha: str, re
     return env
 
 
+RUNTIME_ENV_EXAMPLE = """'{"env_vars": {"NAME": "value"}, "pip": ["pkg"]}'"""
+
+
+def runtime_env_arg(text: str) -> dict:
+    """``--runtime-env-json``'s value: a JSON object whose ``env_vars``, if any, is an object too
+    (Ray's runtime_env). UserError, naming the option, for anything else: a list or a string was a
+    TypeError traceback, text that is not JSON a message that did not say which option."""
+    what = "--runtime-env-json"
+    try:
+        env = json.loads(text)
+    except ValueError as e:
+        raise UserError(f"{what}: not JSON ({e}); expected a JSON object such as {RUNTIME_ENV_EXAMPLE}") from None
+    if not isinstance(env, dict):
+        raise UserError(f"{what}: expected a JSON object (a runtime_env) such as {RUNTIME_ENV_EXAMPLE}, not "
+                        f"{_json_kind(env)}")
+    if env.get("env_vars") is not None and not isinstance(env["env_vars"], dict):
+        raise UserError(f"{what}: expected a JSON object of NAME: value pairs for env_vars, not "
+                        f"{_json_kind(env['env_vars'])}")
+    return env
+
+
+def _json_kind(v: object) -> str:
+    return {list: "a list", str: "a string", bool: "a boolean", type(None): "null", dict: "an object"}.get(
+        type(v), "a number")
+
+
 def refuse_secret_args(cmd: Sequence[str]) -> None:
     """UserError for a URI with credentials anywhere in the job's command line, or a secret's
     value assigned in it (``env AWS_SECRET_ACCESS_KEY=... python ...``)."""
@@ -94,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not cmd:
             raise UserError("no job command: put it after --, e.g. -- python sweeps/head_wd.py --smoke")
         refuse_secret_args(cmd)
-        user_env = json.loads(a.runtime_env_json) if a.runtime_env_json else None
+        user_env = runtime_env_arg(a.runtime_env_json) if a.runtime_env_json is not None else None
         env = job_runtime_env(a.working_dir, user_env, git_sha=submit_git_sha(a.working_dir),
                               researcher=a.researcher or provenance.researcher())
     except (UserError, ValueError) as e:
