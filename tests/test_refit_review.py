@@ -71,7 +71,7 @@ def test_an_untrusted_report_claims_no_interval_its_rows_lack(tmp_path):
         assert "Each answer still gives its 90% interval" not in text, text
         assert "No answer has a 90% interval either" in text
         assert ". . " not in text and "). ." not in text, text
-    assert "With 1 model per group" in _text(Path(one.version_dir) / "index.html")
+    assert "With 1 visible model per group" in _text(Path(one.version_dir) / "index.html")
 
 
 def test_a_fit_into_a_reports_directory_leaves_no_stale_page_and_no_deleted_groups_figure(tmp_path):

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -163,7 +164,7 @@ def _kill_after_two_trials(mlflow_server, tmp_path: Path, attempt: int):
     kill); the caller tries again if the third trial finished inside the polling gap."""
     exp = f"resume-{uuid.uuid4().hex[:6]}"
     args = ("--tracking-uri", mlflow_server.uri, "--experiment", exp, "--storage-path", str(tmp_path / f"ray{attempt}"),
-            "--max-concurrent", "1", "--set", "epochs=1")
+            "--max-concurrent", "1")      # (the zoo searches epochs: --set epochs=1 was ignored, now refused)
     # the writer stops just after creating the third trial's run, before its map entry: a driver
     # killed in that window left a run only MLflow knew, closed as an orphan on resume while the
     # configuration got a second run (CI, 2026-12-03)
@@ -351,13 +352,26 @@ def test_a_briefly_unreachable_tracking_server_does_not_kill_trials(mlflow_serve
         check_trial_run(client, run)
 
 
+def train_checkpoints(storage: Path, name: str, trial_id: str) -> tuple[list[Path], list[Path]]:
+    """A data-parallel trial's Ray Train checkpoints: (those on the sweep's storage, those in its
+    local staging directories under /tmp/ray, where they landed before 2026-12-04)."""
+    on_storage = sorted(p for p in storage.glob(f"{name}/{trial_id}/train/checkpoint_*") if p.is_dir())
+    staging = sorted(p for p in Path(tempfile.gettempdir(), "ray").glob(
+        f"session_*/artifacts/*/{name}/working_dirs/{trial_id}/train/checkpoint_*") if p.is_dir())
+    return on_storage, staging
+
+
 @pytest.mark.slow(100)
 def test_data_parallel_trials_run_a_torch_trainer(mlflow_server, tmp_path):
     """--workers-per-trial 2: each trial is a Ray Train TorchTrainer with 2 gloo workers (on CPU
-    here; one GPU each with --gpus-per-trial), started inside the trial function."""
-    exp = f"ddp-{uuid.uuid4().hex[:6]}"
+    here; one GPU each with --gpus-per-trial), started inside the trial function. Its Train run's
+    checkpoints are on the sweep's storage, under the trial's directory, the last 2 of them (they
+    were in the node's /tmp/ray staging directory, every one kept)."""
+    exp, name = f"ddp-{uuid.uuid4().hex[:6]}", f"ddp-{uuid.uuid4().hex[:8]}"
+    storage = tmp_path / "ray"
     r = sweep("head_wd", "--tracking-uri", mlflow_server.uri, "--experiment", exp, "--workers-per-trial", "2",
-              "--cpus-per-trial", "0.9", "--storage-path", str(tmp_path / "ray"), cwd=tmp_path)
+              "--cpus-per-trial", "0.9", "--storage-path", str(storage), "--name", name,
+              "--set", "eval_every=10", cwd=tmp_path)        # ~4 checkpointed reports per trial
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert summary(r.stdout)["finished"] == 2
     client = MlflowClient(mlflow_server.uri)
@@ -366,6 +380,41 @@ def test_data_parallel_trials_run_a_torch_trainer(mlflow_server, tmp_path):
     for run in runs:
         check_trial_run(client, run)
         assert run.data.params["batch_size"] == "128"        # the global batch, split over 2 workers
+        on_storage, staging = train_checkpoints(storage, name, run.data.tags["trial_id"])
+        assert 1 <= len(on_storage) <= 2 and not staging, (on_storage, staging)
+
+
+def test_an_early_stopped_data_parallel_trials_train_checkpoint_is_evaluated(tmp_path):
+    """An early-stopped data-parallel trial has no Tune checkpoint (TuneReportCallback forwards a
+    Train checkpoint only as the metric checkpoint_path): it was recorded as failed, "stopped before
+    its first checkpoint". Its Train run's last checkpoint (<trial>/train/checkpoint_*) is evaluated
+    instead, and the records are looked up and written in the trial's directory, where a finished
+    trial's completion record is (not in <trial>/train/)."""
+    from ray.tune.result_grid import Result
+
+    from meta_study.train import run_trial
+    from meta_study.tune.finalize import checkpoint_of
+    from meta_study.tune.runner import SMOKE
+    from meta_study.tune.trial import EVAL_FILE, FINAL_FILE, evaluate_stopped_trial, trial_dir_of
+
+    cfg = {**SMOKE, "model_name": "vit_tiny_cpu", "epochs": 1, "lr": 2e-3, "eval_every": 4,
+           "us_task_kwargs": {"n_train": 600, "n_test": 200}}
+    trial = tmp_path / "ray" / "sweep" / "abc12_00001"
+    ckpt_dir = trial / "train" / "checkpoint_2026-12-04_12-00-00.000000"
+    run_trial({**cfg, "steps": 4}, checkpoint_dir=str(ckpt_dir))
+    r = Result(metrics={"trial_id": "abc12_00001", "training_iteration": 1, "checkpoint_path": str(ckpt_dir)},
+               checkpoint=None, error=None, path=str(trial))
+    ckpt = checkpoint_of(r)
+    assert ckpt is not None and ckpt.path == str(ckpt_dir)
+    assert trial_dir_of(ckpt.path) == str(trial) and trial_dir_of(str(trial / "checkpoint_000003")) == str(trial)
+    metrics = evaluate_stopped_trial(cfg, ckpt)
+    assert metrics["early_stopped"] == 1.0 and 0 <= metrics[ds_metric_key("synth_combo", 10)] <= 1
+    assert (trial / EVAL_FILE).exists() and not (trial / "train" / EVAL_FILE).exists()
+    (trial / EVAL_FILE).unlink()
+    (trial / FINAL_FILE).write_text(json.dumps({"final": 1.0, "x": 7}))   # finished after all: read back
+    assert evaluate_stopped_trial(cfg, ckpt) == {"final": 1.0, "x": 7}
+    # without a forwarded path there is nothing to evaluate, as before
+    assert checkpoint_of(Result(metrics={"trial_id": "t"}, checkpoint=None, error=None, path=str(trial))) is None
 
 
 @pytest.mark.slow(100)

@@ -23,10 +23,18 @@ and the reason. Nothing is left RUNNING, nothing is created twice.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from .trial import FINAL_KEY, TrialHooks
+
+#: The metric in which Ray's TuneReportCallback forwards a Train checkpoint's path to Tune
+#: (ray.tune.integration.ray_train.CHECKPOINT_PATH_KEY; not imported: Ray is imported lazily).
+CHECKPOINT_PATH_KEY = "checkpoint_path"
+
+#: Seconds between two lines saying that early-stopped trials' evaluations still wait.
+WAIT_NOTE_S = 300.0
 
 ORPHAN_REASON = ("no trial of the sweep owns this run: its trial was started after Tune's last saved state "
                  "and lost with the driver; the resumed sweep ran that configuration again under its own run")
@@ -72,6 +80,26 @@ def is_stopped_early(result: Any) -> bool:
     return result.error is None and (result.metrics or {}).get(FINAL_KEY) != 1.0 and bool(result.metrics)
 
 
+def checkpoint_of(result: Any, callback: Any = None) -> Any:
+    """A trial's last checkpoint: Tune's, or for a data-parallel trial (``--workers-per-trial``)
+    its Ray Train run's last one. Ray's TuneReportCallback forwards a Train checkpoint to Tune only
+    as the metric ``checkpoint_path`` (a path on the sweep's storage filesystem, ``<trial>/train/``),
+    never as a Tune checkpoint, so ``Result.checkpoint`` of such a trial is None: it is rebuilt
+    from the trial's last result (kept in Tune's experiment state, so a ``--resume`` has it too),
+    else from what the MLflow callback saw in this session. None if the trial had none."""
+    if result.checkpoint is not None:
+        return result.checkpoint
+    path = (result.metrics or {}).get(CHECKPOINT_PATH_KEY)
+    if not isinstance(path, str) or not path:
+        path = callback.train_checkpoint(trial_id_of(result)) if callback is not None else None
+    if not isinstance(path, str) or not path:
+        return None
+    from ray.train import Checkpoint
+
+    # on the sweep's storage filesystem (Tune's), which the Train run writes to (trial.py)
+    return Checkpoint(path, filesystem=getattr(result, "filesystem", None))
+
+
 def error_line(e: BaseException) -> str:
     """An error as one line: the type and last line of its cause (a Ray task's or trial's error
     wraps the exception the code raised)."""
@@ -105,7 +133,8 @@ def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callab
         tid = trial_id_of(r)
         if tid in logged:
             continue
-        if r.checkpoint is None:
+        ckpt = checkpoint_of(r, callback)   # a data-parallel trial's is its Train run's
+        if ckpt is None:
             failed[tid] = "stopped before its first checkpoint: nothing to evaluate"
             callback.log_evaluation(tid, None, error=failed[tid])
             continue
@@ -115,21 +144,28 @@ def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callab
                            num_gpus=float(res.get("gpu", res.get("GPU", 0.0))),
                            memory=float(res.get("memory", 0.0)) or None, resources=custom or None,
                            max_retries=retries, retry_exceptions=True,
-                           ).remote(r.config, r.checkpoint, hooks)
-        refs[ref] = r
+                           ).remote(r.config, ckpt, hooks)
+        refs[ref] = (r, ckpt)
     pending = list(refs)
     while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        r = refs[ready[0]]
+        ready, pending = ray.wait(pending, num_returns=1, timeout=WAIT_NOTE_S)
+        if not ready:
+            # said, not waited on in silence: an evaluation that cannot get its resources (a
+            # data-parallel trial stopped early can leave its Ray Train placement group reserved,
+            # ray-project/ray#54305) waits for as long as they stay taken
+            print(f"evaluating early-stopped trials: {len(pending)} still waiting for resources after "
+                  f"{WAIT_NOTE_S:g} s more (free: {ray.available_resources()})", file=sys.stderr, flush=True)
+            continue
+        r, ckpt = refs[ready[0]]
         tid = trial_id_of(r)
         try:
             metrics = ray.get(ready[0])
         except Exception as e:  # noqa: BLE001 - one trial's failure is recorded on its run, the rest go on
             failed[tid] = error_line(e)
-            callback.log_evaluation(tid, None, error=failed[tid], checkpoint=r.checkpoint)
+            callback.log_evaluation(tid, None, error=failed[tid], checkpoint=ckpt)
             continue
         callback.on_trial_result(0, [], TrialRef(tid), metrics)
-        callback.log_evaluation(tid, {"early_stopped": 1.0}, checkpoint=r.checkpoint)
+        callback.log_evaluation(tid, {"early_stopped": 1.0}, checkpoint=ckpt)
         done.append(tid)
     return Evaluations(done=tuple(done), failed=failed,
                        logged=tuple(t for t in map(trial_id_of, results) if t in logged))
@@ -189,7 +225,7 @@ def reconcile(results: Sequence[Any], callback: Any, *, tracking_uri: str, exper
             if tid in running and runs_map.get(tid) != running[tid]:
                 callback.adopt(tid, running[tid])
             status = "FAILED" if r.error is not None else "FINISHED"
-            callback.settle(tid, name_of(tid), r.config, r.metrics or {}, status, r.checkpoint)
+            callback.settle(tid, name_of(tid), r.config, r.metrics or {}, status, checkpoint_of(r, callback))
             settled.append(tid)
     for tid, run_id in running.items():
         if tid not in by_trial:

@@ -299,6 +299,11 @@ class MlflowSweepCallback(Callback):
             self._put(Op("metrics", trial.trial_id, {"metrics": metrics, "step": step,
                                                       "time": int(time.time() * 1000)}))
 
+    def train_checkpoint(self, trial_id: str) -> str | None:
+        """The last checkpoint path a data-parallel trial's Ray Train run forwarded in this session
+        (the metric ``checkpoint_path``: a path on the sweep's storage filesystem), or None."""
+        return self._train_checkpoints.get(trial_id)
+
     def _step_of(self, trial_id: str, result: Mapping[str, Any]) -> int:
         """The step a result's metrics go at: its training step; the final report has none (its
         metrics are the trained model's): it goes at the trial's last step, not at Tune's iteration

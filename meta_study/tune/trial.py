@@ -113,6 +113,22 @@ FINAL_FILE = "meta_study_final.json"
 #: later trains on (a stop that was not the scheduler's) would end its training.
 EVAL_FILE = "meta_study_eval.json"
 EVAL_ATTEMPT_FILE = "meta_study_eval_attempt"   # the fail_eval_once test hook's marker
+#: A data-parallel trial's Ray Train run, under its Tune trial directory on the sweep's storage:
+#: its checkpoints are ``<trial>/train/checkpoint_<time>`` (Tune's are ``<trial>/checkpoint_NNNNNN``).
+TRAIN_DIR = "train"
+#: Checkpoints kept per trial, by Tune (runner.py's ``tune.CheckpointConfig(num_to_keep=2)``) and by
+#: a data-parallel trial's Ray Train run alike: storage does not grow with the number of reports.
+CHECKPOINTS_KEPT = 2
+
+
+def trial_dir_of(checkpoint_path: str) -> str:
+    """The Tune trial directory (on the storage filesystem) of one of its checkpoints: the parent
+    of a Tune checkpoint, the grandparent of a data-parallel trial's Train checkpoint
+    (``<trial>/train/checkpoint_*``). Its records (FINAL_FILE, EVAL_FILE) live there, where
+    :func:`_write_final` writes them."""
+    parent = checkpoint_path.rstrip("/").rsplit("/", 1)[0]
+    head, _, base = parent.rpartition("/")
+    return head if base == TRAIN_DIR and head else parent
 
 
 def _final_marker() -> tuple[Any, str] | None:
@@ -326,8 +342,12 @@ def _train_distributed(cfg: dict[str, Any], hooks: TrialHooks) -> None:  # repor
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    ctx = tune.get_context()
-    storage = os.path.join(ctx.get_trial_dir(), "train")
+    # The Train run lives in the Tune trial's directory ON THE SWEEP'S STORAGE (<trial>/train/):
+    # ``get_trial_dir()`` is the trial's local staging directory (/tmp/ray/session_*/...), where a
+    # restart on another node or a ``--resume`` (a new session) never finds the checkpoints, and
+    # which tracking.py turned into ``s3://tmp/ray/...`` on an object store. On the storage, Ray
+    # Train restores the run from its checkpoint manager's snapshot there when the trial restarts.
+    st = tune.get_context().get_storage()
     use_gpu = hooks.use_gpu
     trainer = TorchTrainer(
         _train_loop_per_worker,
@@ -336,7 +356,10 @@ def _train_distributed(cfg: dict[str, Any], hooks: TrialHooks) -> None:  # repor
                                            resources_per_worker={"CPU": float(hooks.worker_cpus),
                                                                  **({"GPU": 1.0} if use_gpu else {})}),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=train.RunConfig(name="train", storage_path=storage, callbacks=[TuneReportCallback()],
+        run_config=train.RunConfig(name=TRAIN_DIR, storage_path=st.trial_fs_path,
+                                   storage_filesystem=st.storage_filesystem, callbacks=[TuneReportCallback()],
+                                   # Train keeps every checkpoint unless told: as many as Tune's side keeps
+                                   checkpoint_config=train.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
                                    failure_config=train.FailureConfig(max_failures=hooks.train_max_failures)),
     )
     result = trainer.fit()
@@ -380,12 +403,12 @@ def evaluate_trial_checkpoint(config: dict[str, Any], checkpoint_path: str,
 
 
 def evaluate_stopped_trial(config: dict[str, Any], checkpoint: Any, hooks: TrialHooks = TrialHooks()) -> dict[str, Any]:
-    """:func:`evaluate_trial_checkpoint` of a Tune ``Checkpoint`` (a path on the sweep's storage,
-    local, shared or an object store), recorded like a finished trial's result: an evaluation
+    """:func:`evaluate_trial_checkpoint` of a Tune or Train ``Checkpoint`` (a path on the sweep's
+    storage, local, shared or an object store), recorded like a finished trial's result: an evaluation
     done once is read back, not run again (a retry, a resumed sweep). Any node that reaches the
     storage can run it."""
     fs = checkpoint.filesystem
-    trial_dir = checkpoint.path.rstrip("/").rsplit("/", 1)[0]
+    trial_dir = trial_dir_of(checkpoint.path)   # a data-parallel trial's checkpoint is one level deeper
     record = f"{trial_dir}/{EVAL_FILE}"
     for path in (f"{trial_dir}/{FINAL_FILE}", record):   # finished after all, or evaluated before
         done = read_record(fs, path)
