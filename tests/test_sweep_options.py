@@ -575,14 +575,24 @@ def test_a_resume_with_other_concurrency_or_retries_is_refused():
     same = sweep_settings(SPEC, parse_options(SPEC, ["--smoke", "--resume", "--max-concurrent", "2",
                                                      "--max-failures", "1", "--quiet"]))
     assert _plan(record=rec, tune_state=True, resume=True, settings=same).resume
-    for argv, says in ((["--max-failures", "1"], "started with max_concurrent=2, this command gives None"),
-                       (["--max-concurrent", "4", "--max-failures", "1"], "max_concurrent=2, this command gives 4"),
-                       (["--max-concurrent", "2"], "started with max_failures=1, this command gives 2")):
-        other = sweep_settings(SPEC, parse_options(SPEC, ["--smoke", "--resume", *argv]))
+    # left out on the resume: the sweep goes on with its own (as Tune does), no refusal
+    for argv in ([], ["--max-failures", "1"], ["--max-concurrent", "2"]):
+        left_out = sweep_settings(SPEC, parse_options(SPEC, ["--smoke", "--resume", *argv]), given_only=True)
+        assert _plan(record=rec, tune_state=True, resume=True, settings=left_out).resume
+    for argv, says in ((["--max-concurrent", "4", "--max-failures", "1"], "max_concurrent=2, this command gives 4"),
+                       (["--max-failures", "2"], "started with max_failures=1, this command gives 2")):
+        other = sweep_settings(SPEC, parse_options(SPEC, ["--smoke", "--resume", *argv]), given_only=True)
         with pytest.raises(UserError) as e:
             _plan(record=rec, tune_state=True, resume=True, settings=other)
         flag = "--max-concurrent" if "concurrent" in says else "--max-failures"
         assert says in str(e.value) and f"pass the same {flag}" in str(e.value), str(e.value)
+    # a sweep started without them runs with no limit and 2 retries: a resume that gives others is refused
+    plain = replace(_record(), settings=sweep_settings(SPEC, parse_options(SPEC, ["--smoke"])))
+    for argv, says in ((["--max-concurrent", "2"], "max_concurrent=None, this command gives 2"),
+                       (["--max-failures", "3"], "max_failures=2, this command gives 3")):
+        with pytest.raises(UserError, match=says):
+            _plan(record=plain, tune_state=True, resume=True,
+                  settings=sweep_settings(SPEC, parse_options(SPEC, ["--smoke", "--resume", *argv]), given_only=True))
     # a record from before they were kept: not compared
     old = {k: v for k, v in started.items() if k not in ("max_concurrent", "max_failures")}
     assert _plan(record=replace(_record(), settings=old), tune_state=True, resume=True, settings=same).resume

@@ -282,6 +282,34 @@ def test_ctrl_c_leaves_unfinished_runs_for_resume(mlflow_server, tmp_path):
     assert client.get_run(s["mlflow_parent_run"]).info.status == "FINISHED"
 
 
+@pytest.mark.slow(60)
+def test_ctrl_c_during_the_end_of_sweep_evaluations_is_an_interrupt_not_a_traceback(mlflow_server, tmp_path):
+    """Ctrl-C once Tune had returned (its handler gone), during the evaluations of early-stopped
+    trials: a KeyboardInterrupt traceback, with the parent run (and any run waiting for its
+    evaluation) left RUNNING. Now as a Ctrl-C during training: open runs and the parent KILLED,
+    exit 130 with what to do."""
+    exp = f"intr-eval-{uuid.uuid4().hex[:6]}"
+    p = sweep("head_wd", "--tracking-uri", mlflow_server.uri, "--experiment", exp, "--storage-path",
+              str(tmp_path / "ray"), cwd=tmp_path, background=True,
+              env={"META_STUDY_FAILPOINT": "before_evaluations"})
+    seen, deadline = [], time.monotonic() + 600
+    while time.monotonic() < deadline:
+        line = p.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if line.startswith("failpoint before_evaluations"):
+            break
+    assert p.poll() is None and seen and seen[-1].startswith("failpoint"), "".join(seen)[-3000:]
+    os.killpg(p.pid, signal.SIGINT)
+    out = "".join(seen) + p.communicate(timeout=300)[0]
+    assert p.returncode == 130, out[-4000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-4000:]
+    s = summary(out)
+    assert s["trials"] == 2 and "interrupted (SIGINT)" in out and "--resume" in out.strip().splitlines()[-1]
+    assert MlflowClient(mlflow_server.uri).get_run(s["mlflow_parent_run"]).info.status == "KILLED"
+
+
 class Proxy:
     """A TCP proxy to the MLflow server that the test can switch off (connections refused)."""
 

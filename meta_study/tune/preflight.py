@@ -332,9 +332,9 @@ def plan_session(*, record: SweepRecord | None, tune_state: bool, resume: bool, 
       refused (the record's experiment is the default).
     - A resume with other code than the last session's is refused with both versions, unless
       ``allow_code_change`` (then it is recorded in the sweep record and on the parent run).
-    - A resume with other ``settings`` than the sweep's (``--set``, ``--num-samples``, tasks,
-      ``--max-concurrent``, ``--max-failures``) is refused, naming the first that differs:
-      ``Tuner.restore`` would go on with the old ones without a word.
+    - A resume with other ``settings`` than the sweep's (``--set``, ``--num-samples``, tasks, and
+      ``--max-concurrent``, ``--max-failures`` when given) is refused, naming the first that
+      differs: ``Tuner.restore`` would go on with the old ones without a word.
     """
     if not resume:
         if record is not None or tune_state:
@@ -356,7 +356,9 @@ def plan_session(*, record: SweepRecord | None, tune_state: bool, resume: bool, 
     if settings is not None and record.settings:
         was, now = json.loads(json.dumps(record.settings, default=str)), json.loads(json.dumps(settings, default=str))
         for key in sorted(set(was) | set(now)):
-            if key in SESSION_FLAGS and key not in was:   # a record from before it was kept: unknown
+            if key in SESSION_FLAGS and (key not in was or key not in now):
+                # a record from before it was kept (unknown), or a flag this resume leaves out (it
+                # goes on with the sweep's own value, as Tune does): nothing to compare
                 continue
             if was.get(key) != now.get(key):
                 flag = SESSION_FLAGS.get(key, "--set")

@@ -178,7 +178,7 @@ class SweepOptions:
     workers_per_trial: int = 1
     torch_trainer: bool = False
     max_concurrent: int | None = None
-    max_failures: int = 2
+    max_failures: int | None = None     # None: DEFAULT_MAX_FAILURES (a resume: the sweep's own)
     us_task: str | None = None
     ds_tasks: tuple[str, ...] = ()
     datasets: Mapping[str, str] = field(default_factory=dict)
@@ -197,7 +197,7 @@ class SweepOptions:
                 raise UserError(f"--dataset {name}={spec}: expected NAME=imagefolder:PATH or NAME=parquet:TRAIN[,TEST]")
         if self.workers_per_trial < 1:
             raise UserError(f"--workers-per-trial {self.workers_per_trial}: must be >= 1")
-        if self.max_failures < 0:
+        if self.max_failures is not None and self.max_failures < 0:
             raise UserError(f"--max-failures {self.max_failures}: must be >= 0")
         if self.max_concurrent is not None and self.max_concurrent < 1:   # Tune reads 0 as "no limit"
             raise UserError(f"--max-concurrent {self.max_concurrent}: must be >= 1 (leave it out for no limit "
@@ -242,8 +242,8 @@ def build_parser(spec: SweepSpec) -> argparse.ArgumentParser:
     a("--torch-trainer", action="store_true", help="a Ray Train TorchTrainer per trial even with one worker")
     a("--max-concurrent", type=int, default=None,
       help="trials running at once (default: as many as the cluster's CPUs and GPUs fit)")
-    a("--max-failures", type=int, default=_DEFAULTS.max_failures,
-      help="restarts of a crashed trial from its last checkpoint")
+    a("--max-failures", type=int, default=None,
+      help=f"restarts of a crashed trial from its last checkpoint (default {DEFAULT_MAX_FAILURES})")
     a("--us-task", action="append", default=None, help="upstream task (one; default: the procedural synth_us)")
     a("--ds-task", action="append", default=None, help="downstream task (repeatable; default: the procedural suite)")
     a("--dataset", action="append", default=[], metavar="NAME=imagefolder:PATH|parquet:TRAIN[,TEST]",
@@ -333,14 +333,26 @@ def _whole_ints(overrides: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def sweep_settings(spec: SweepSpec, options: SweepOptions) -> dict[str, Any]:
+#: Restarts of a crashed trial from its last checkpoint when ``--max-failures`` is left out.
+DEFAULT_MAX_FAILURES = 2
+
+
+def _max_failures(options: SweepOptions) -> int:
+    return DEFAULT_MAX_FAILURES if options.max_failures is None else options.max_failures
+
+
+def sweep_settings(spec: SweepSpec, options: SweepOptions, *, given_only: bool = False) -> dict[str, Any]:
     """What a resume cannot change (SweepRecord.settings): every trial's fixed config, the
     number of samples (the sweep's default when ``--num-samples`` is not given), and
     ``--max-concurrent`` and ``--max-failures``: ``Tuner.restore`` goes on with the first session's
     TuneConfig and FailureConfig (each trial keeps its max_failures), and Tune offers no way to
     change them on a restore (:data:`~.preflight.SESSION_FLAGS`)."""
-    return {**fixed_config(spec, options), "num_samples": _samples(spec, options),
-            "max_concurrent": options.max_concurrent, "max_failures": options.max_failures}
+    if given_only:   # a resume: a flag left out goes on with the sweep's own value (Tune keeps it anyway)
+        flags = {k: v for k, v in (("max_concurrent", options.max_concurrent),
+                                   ("max_failures", options.max_failures)) if v is not None}
+    else:            # the record of a new sweep: what it runs with
+        flags = {"max_concurrent": options.max_concurrent, "max_failures": _max_failures(options)}
+    return {**fixed_config(spec, options), "num_samples": _samples(spec, options), **flags}
 
 
 def _samples(spec: SweepSpec, options: SweepOptions) -> int:
@@ -564,7 +576,7 @@ def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
     sp = plan_session(record=record, tune_state=tune.Tuner.can_restore(exp_dir), resume=o.resume,
                       experiment=o.experiment, default_experiment=spec.name, code=code,
                       allow_code_change=o.allow_code_change, experiment_dir=exp_dir, tracking_uri=safe_uri(tracking),
-                      settings=sweep_settings(spec, o))
+                      settings=sweep_settings(spec, o, given_only=True))
     return _Plan(name=name, storage=storage, exp_dir=exp_dir, tracking=tracking, state=state, record=record,
                  resume=sp.resume, restore_tune=sp.restore_tune, experiment=sp.experiment, code=code,
                  code_changed=sp.code_changed)
@@ -718,17 +730,28 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     errors = tuple((trial_id_of(r), error_line(r.error), f"{str(r.path).rstrip('/')}/error.txt")
                    for r in results if r.error is not None)
     errored = len(errors)
-    if callback.stop_signal:   # Ctrl-C: nothing is evaluated or settled, every open run ends KILLED
-        left = callback.close_interrupted(callback.stop_signal)
+
+    def interrupted(signal_name: str) -> SweepResult:
+        # nothing (more) is evaluated or settled, every open run ends KILLED; --resume goes on
+        left = callback.close_interrupted(signal_name)
         callback.flush()
         _end_parent(p.tracking, rec, "KILLED", {"trials": len(results), "finished": finished, "errored": errored,
                                                "interrupted": len(left)})
         return SweepResult(name=p.name, experiment_dir=p.exp_dir, tracking_uri=p.tracking,
                            parent_run_id=rec.parent_run_id, trials=len(results), finished=finished, errored=errored,
                            early_stopped=0, seconds=time.monotonic() - t0, resumed=p.resume,
-                           experiment_id=rec.experiment_id, interrupted=len(left), stop_signal=callback.stop_signal,
+                           experiment_id=rec.experiment_id, interrupted=len(left), stop_signal=signal_name,
                            experiment=rec.experiment, errors=errors)
-    out = _finish(spec, results, callback, p, rec, resources, hooks)
+
+    if callback.stop_signal:   # Ctrl-C while trials trained: Tune stopped them and returned
+        return interrupted(callback.stop_signal)
+    try:
+        failpoint("before_evaluations")      # a test interrupts the driver here
+        out = _finish(spec, results, callback, p, rec, resources, hooks)
+    except KeyboardInterrupt:
+        # Ctrl-C during the end-of-sweep evaluations (Tune's handler is gone by then): it was a
+        # traceback, with the early-stopped trials' runs and the parent left RUNNING
+        return interrupted("SIGINT")
     ok = out["eval_done"]
     _end_parent(p.tracking, rec, "FAILED" if errored or out["eval_failed"] else "FINISHED",
                 {"trials": len(results), "finished": finished + ok, "errored": errored,
@@ -842,7 +865,7 @@ def _new_tuner(spec: SweepSpec, options: SweepOptions, trainable: Any, fixed: di
                                     max_concurrent_trials=options.max_concurrent, reuse_actors=True,
                                     trial_name_creator=TrialName(spec.name), trial_dirname_creator=_trial_dir),
         run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[callback],
-                                  failure_config=tune.FailureConfig(max_failures=options.max_failures),
+                                  failure_config=tune.FailureConfig(max_failures=_max_failures(options)),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   verbose=0 if options.quiet else 1))
 
