@@ -341,3 +341,16 @@ def test_no_note_for_columns_that_are_meant_for_extra(tmp_path):
     _write(tmp_path / "x.csv", H + ",ds_n,notes,my_seed_list\nr0,m,imagenet,0.5,c,0.4,linear,100,a,1\n")
     r = _ingest(tmp_path, "x.csv")
     assert r.returncode == 0 and "did you mean" not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_a_misspelt_column_under_a_mapping_without_extra_is_said_not_stored():
+    from meta_study.ingest.files import near_miss_note
+    from meta_study.ingest.mapping import IngestMapping
+
+    cols = ["run_id", "Seed", "param_cout"]
+    assert near_miss_note("x.csv", cols, IngestMapping(extra="none")) == [
+        "x.csv: column(s) 'Seed' (did you mean 'seed'?), 'param_cout' (did you mean 'param_count'?) are not "
+        "meta-study columns and were not stored (the mapping keeps no such extra column); rename them in the "
+        "file or a mapping (docs/ingest.md) to use them"]
+    kept, dropped = near_miss_note("x.csv", cols, IngestMapping(extra=("Seed",)))
+    assert "'Seed'" in kept and "kept in extra" in kept and "'param_cout'" in dropped and "not stored" in dropped

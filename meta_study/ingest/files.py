@@ -631,17 +631,19 @@ def near_miss_note(where: str, columns: Sequence[Any], mapping: IngestMapping | 
     present = {rename.get(c, c) for c in map(str, columns)} & set(COLUMN_BY_NAME)
     wanted = [c for c in COLUMN_BY_NAME if c not in present and c not in ("extra", "ingested_at", "schema_version")]
     by_squashed = {_squashed(c): c for c in wanted}
-    hits = []
+    extra = "rest" if mapping is None else mapping.extra     # where an unmapped column goes
+    hits: dict[bool, list[str]] = {True: [], False: []}       # kept in extra or not stored at all
     for col in map(str, columns):
         if col in rename or col in COLUMN_BY_NAME or col.startswith("_"):
             continue
         guess = by_squashed.get(_squashed(col)) or next(iter(difflib.get_close_matches(col.lower(), wanted, 1, 0.85)), None)
         if guess is not None:
-            hits.append(f"{col!r} (did you mean {guess!r}?)")
-    if not hits:
-        return []
-    return [printable(f"{where}: column(s) {', '.join(hits)} are not meta-study columns and were kept in "
-                      f"extra; rename them in the file or a mapping (docs/ingest.md) to use them")]
+            kept = extra == "rest" or (not isinstance(extra, str) and col in extra)
+            hits[kept].append(f"{col!r} (did you mean {guess!r}?)")
+    return [printable(f"{where}: column(s) {', '.join(cols)} are not meta-study columns and were "
+                      f"{'kept in extra' if kept else 'not stored (the mapping keeps no such extra column)'}; "
+                      "rename them in the file or a mapping (docs/ingest.md) to use them")
+            for kept, cols in hits.items() if cols]
 
 
 def _match_table(spec: TableSpec, paths: Sequence[str], where: str, special: Mapping[str, str]) -> str:
