@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -130,25 +131,43 @@ def _missing(v: Any) -> bool:
     return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) or str(v) == ""
 
 
-def point_name(run_id: Any, model_name: Any) -> str:
+def point_name(run_id: Any, model_name: Any, width: int = 8) -> str:
     """How the report names one model: its ``model_name`` from the store, followed by the first
-    8 characters of its run id where the id does not already contain the name (an MLflow run id
-    is 32 hex digits; several runs, e.g. seeds, share a model name); the run id alone where the
-    store has no model name; "?" where it has neither."""
+    ``width`` characters of its run id where the id does not already contain the name (an MLflow
+    run id is 32 hex digits; several runs, e.g. seeds, share a model name); the run id alone where
+    the store has no model name; "?" where it has neither. :func:`point_names` picks ``width``
+    so that different runs get different names."""
     run = "" if _missing(run_id) else str(run_id)
     model = "" if _missing(model_name) else str(model_name)
     if not model:
         return run or "?"
     if not run or model in run:
         return run or model
-    return f"{model} · {run[:8]}"
+    return f"{model} · {run[:width]}"
+
+
+def prefix_widths(run_ids: Any, least: int = 8) -> dict[str, int]:
+    """Per distinct run id, the length of its shortest prefix (at least ``least``) that no other
+    id in ``run_ids`` starts with, or its whole length. MLflow's 32 hex digits keep 8; ids from a
+    template (``sweep-a-trial-1``, ``sweep-a-trial-2``) grow to where they differ: cut at 8 they
+    were one name in hover, search and the name table. Cost: one sort of the distinct ids."""
+    ids = sorted({str(r) for r in run_ids if not _missing(r)})
+    out: dict[str, int] = {}
+    for i, r in enumerate(ids):   # in sorted order the longest shared prefix is with a neighbour
+        shared = max((len(os.path.commonprefix([r, ids[j]])) for j in (i - 1, i + 1) if 0 <= j < len(ids)),
+                     default=0)
+        out[r] = max(least, shared + 1)
+    return out
 
 
 def point_names(points: pd.DataFrame) -> list[str]:
     """:func:`point_name` of every row of ``points.parquet`` (one written before it had
-    ``model_name`` names its runs)."""
+    ``model_name`` names its runs), distinct for distinct run ids among these rows
+    (:func:`prefix_widths`)."""
     models = points["model_name"] if "model_name" in points else [None] * len(points)
-    return [point_name(r, m) for r, m in zip(points["run_id"].astype(object), models)]
+    runs = points["run_id"].astype(object)
+    widths = prefix_widths(runs)
+    return [point_name(r, m, widths.get(str(r), 8)) for r, m in zip(runs, models)]
 
 
 def nice_ticks(lo: float, hi: float, most: int = 7) -> list[float]:
@@ -183,7 +202,10 @@ def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, 
     """The JSON the viewer reads: ``names`` (each model's :func:`point_name` once) and one entry
     per group with its label, hold-out threshold (points, or null), the headline's prediction as
     a polyline (:func:`prediction_line`) and points as [US, DS, name index, held out (1/0)]; and how many groups
-    were left out for :data:`MAX_POINTS`."""
+    were left out for :data:`MAX_POINTS`. Names are made over all of ``points``, so different
+    runs get different names on the page, whichever groups it holds."""
+    points = points.reset_index(drop=True)
+    name_of = point_names(points)   # by row position
     by = points_by_group(points)
     names: dict[str, int] = {}
     groups, total, left = [], 0, 0
@@ -196,7 +218,7 @@ def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, 
             continue
         total += len(g)
         us, ds = g["us_accuracy"].to_numpy(float) * 100, g["ds_accuracy"].to_numpy(float) * 100
-        idx = [names.setdefault(n, len(names)) for n in point_names(g)]
+        idx = [names.setdefault(name_of[i], len(names)) for i in g.index]
         xs, ys = prediction_line(r)
         thr = float(r["holdout_threshold"])
         groups.append({"k": _label(r), "t": round(100 * thr, 3) if math.isfinite(thr) and thr < 1 else None,

@@ -385,3 +385,33 @@ def test_the_no_trusted_answer_box_counts_the_visible_models():
     assert "With 0 visible models per group" in text and "60" not in text, text
     heads = heads.assign(n_points=[5, 7], n_heldout=[1, 1], trust_reason=["no back-test (needs 6 or more)"] * 2)
     assert "With 4&ndash;6 visible models per group" in _verdict(heads)
+
+
+def test_runs_that_share_their_first_8_characters_keep_distinct_names():
+    """Run ids named by a template (``sweep-a-trial-1``, ``sweep-a-trial-2``) do not hold the model
+    name: both were shown as ``vit · sweep-a-``, one name in hover, search and the name table."""
+    import json
+
+    import pandas as pd
+
+    from meta_study import explorer
+
+    heads = pd.DataFrame({"us_task": ["up"] * 2, "ds_task": ["a", "b"], "eval_protocol": ["fewshot"] * 2,
+                          "shots": [5] * 2, "law": ["power"] * 2, "frontier": ["vertices"] * 2,
+                          "holdout_threshold": [0.9] * 2, "status": ["ok"] * 2, "k": [0.9] * 2, "alpha": [1.2] * 2,
+                          "e_ir": [float("nan")] * 2, "e_us_star": [float("nan")] * 2, "best_us": [0.8] * 2,
+                          "horizon_us": [0.86] * 2})
+    mlflow_ids = ["0123abcd" + "0" * 24, "0123abcd" + "1" * 24, "fedcba98" + "2" * 24]   # 32 hex digits
+    # the two template ids are in different groups: names must be unique per page, not per group
+    points = pd.DataFrame({"us_task": "up", "ds_task": ["a", "a", "b", "a", "a", "b"], "eval_protocol": "fewshot",
+                           "shots": 5, "run_id": ["sweep-a-trial-1", "x", "sweep-a-trial-2", *mlflow_ids],
+                           "model_name": ["vit", "vit", "vit", "vit", "vit", "vit"],
+                           "us_accuracy": [0.5, 0.6, 0.7, 0.55, 0.65, 0.75], "ds_accuracy": [0.3] * 6})
+    page = explorer.explorer_html(heads, points)
+    data = json.loads(page.split("<script type=application/json id=ex-data>")[1].split("</script>")[0])
+    shown = [data["names"][p[2]] for g in data["groups"] for p in g["p"]]
+    assert len(set(shown)) == 6, shown
+    assert "vit · sweep-a-trial-1" in shown and "vit · sweep-a-trial-2" in shown
+    assert "vit · fedcba98" in shown                              # an id unique in 8 characters keeps 8
+    assert {"vit · 0123abcd0", "vit · 0123abcd1"} <= set(shown)   # shared 8: the shortest unique prefix
+    assert len(set(explorer.point_names(points))) == 6            # the report's own hover views too

@@ -11,7 +11,7 @@ Importing this package imports torch and timm; ``import meta_study`` does not im
 from __future__ import annotations
 
 from .data import (Split, StepBatches, Task, TensorSplit, fraction_indices, get_task, iterate_split, list_tasks,
-                   register_task)
+                   register_task, task_kwargs)
 from .diagnostics import Diagnostics, Margins, WeightStats, capture_init, diagnose, margins, weight_stats
 from .disk import load_imagefolder, load_parquet
 from .fewshot import (FeatureSet, FewShotResult, ProbeCache, extract_features, fewshot_draw, fewshot_features,
@@ -33,6 +33,6 @@ __all__ = [
     "finetune", "fit_probe", "fraction_indices", "get_preset", "get_task", "head_module", "head_parameters",
     "iterate_split", "list_presets", "list_tasks", "load_checkpoint", "load_imagefolder", "load_parquet", "margins",
     "param_groups", "plan_steps", "pre_logits", "pretrain", "probe_accuracy", "register_preset", "register_task",
-    "representations", "resolve_runtime", "run_trial", "save_checkpoint", "smoke_config", "train_step",
+    "representations", "resolve_runtime", "run_trial", "save_checkpoint", "smoke_config", "task_kwargs", "train_step",
     "weight_stats",
 ]

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import abc
 import fnmatch
+import inspect
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, Mapping, Protocol
 
 import numpy as np
 import torch
@@ -163,6 +164,38 @@ def get_task(name: str, **kwargs: object) -> Task:
     if name not in _TASKS:
         raise KeyError(f"unknown task {name!r}; registered: {', '.join(sorted(_TASKS))}")
     return _TASKS[name](**kwargs)
+
+
+def _keywords(factory: TaskFactory) -> frozenset[str] | None:
+    """The keyword arguments ``factory`` takes; None when it takes any (``**kwargs``)."""
+    params = inspect.signature(factory).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def task_kwargs(name: str, kwargs: Mapping[str, object], what: str = "task kwargs") -> dict[str, object]:
+    """The part of ``kwargs`` that the factory of task ``name`` takes.
+
+    A sweep sets its task kwargs once for all its tasks: the smoke variant's sizing keys of the
+    procedural suite (``n_train``, ``n_train_per_class``, ``n_test``) mean nothing to a dataset on
+    disk, whose loader failed on them (``load_imagefolder() got an unexpected keyword argument``)
+    in every trial that mixed the two. So each task gets the keys its factory takes. A key that
+    no registered factory takes is a typo, refused by name (``what`` names the config field).
+    """
+    _load_builtins()
+    if name not in _TASKS:
+        raise KeyError(f"unknown task {name!r}; registered: {', '.join(sorted(_TASKS))}")
+    takes = _keywords(_TASKS[name])
+    if takes is None:
+        return dict(kwargs)
+    known = [_keywords(f) for f in _TASKS.values()]
+    for key in kwargs:
+        if key not in takes and not any(k is None or key in k for k in known):
+            anywhere = sorted(set().union(*(k for k in known if k is not None)) - {"img_size", "seed"})
+            raise ValueError(f"{what} key {key!r}: no task factory takes it (the registered ones take "
+                             f"{', '.join(anywhere)})")
+    return {k: v for k, v in kwargs.items() if k in takes}
 
 
 # --------------------------------------------------------------------------------------------

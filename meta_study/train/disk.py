@@ -59,10 +59,18 @@ class EncodedSplit(CachedSplit):
         return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 
-def _split_off(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Disjoint sorted (train, test) indices: a fixed random ``test_fraction`` goes to test."""
+def _split_off(n: int, test_fraction: float, seed: int, where: object) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint sorted (train, test) indices: a fixed random ``test_fraction`` goes to test.
+
+    Raises:
+        ValueError: either side would be empty (named by ``where``, the data's path): an empty
+            test split reported US accuracy 0.0 and broke the few-shot probe.
+    """
     perm = np.random.default_rng([seed, 0x5E11]).permutation(n)
     k = int(round(test_fraction * n))
+    if not 0 < k < n:
+        raise ValueError(f"{where}: test_fraction={test_fraction:g} of {n} images holds out "
+                         f"{'none' if k <= 0 else 'all of them'}; give a test split or another test_fraction")
     return np.sort(perm[k:]), np.sort(perm[:k])
 
 
@@ -140,9 +148,13 @@ def load_imagefolder(root: str | os.PathLike, *, name: str | None = None, img_si
     labels, classes = _label_ids(names, sorted(set(names)))
     if te_root is not None:
         te_paths, te_names = _scan_folder(te_root)
+        if not te_paths:   # Kaggle's test/*.jpg: 0 test images, US accuracy 0.0, a torch.cat error as DS
+            raise ValueError(f"{te_root}: no images in class subdirectories (an unlabeled test set?); name a "
+                             "labelled test folder with test_dir=..., or move this one aside to hold out "
+                             "test_fraction of train")
         te_labels, _ = _label_ids(te_names, classes)
     else:
-        tr, te = _split_off(len(paths), test_fraction, seed)
+        tr, te = _split_off(len(paths), test_fraction, seed, tr_root)
         te_paths, te_labels = [paths[i] for i in te], labels[te]
         paths, labels = [paths[i] for i in tr], labels[tr]
     return Task(name or root.name, len(classes), img_size,
@@ -201,14 +213,18 @@ def load_parquet(train: str | os.PathLike | pa.Table, test: str | os.PathLike | 
     """
     cols = [image_column, label_column]
     tr = _read_table(train, cols)
+    if tr.num_rows == 0:
+        raise ValueError(f"{_source(train)}: no rows in the train table")
     labels, classes = _label_ids(tr.column(label_column).to_pylist(), None)
     images = _image_bytes(tr.column(image_column))
     if test is not None:
         te = _read_table(test, cols)
+        if te.num_rows == 0:   # an empty test split reported US accuracy 0.0 and broke the few-shot probe
+            raise ValueError(f"{_source(test)}: no rows in the test table")
         te_labels, _ = _label_ids(te.column(label_column).to_pylist(), None if _ints(classes) else classes)
         te_images = _image_bytes(te.column(image_column))
     else:
-        a, b = _split_off(len(images), test_fraction, seed)
+        a, b = _split_off(len(images), test_fraction, seed, _source(train))
         te_images, te_labels = [images[i] for i in b], labels[b]
         images, labels = [images[i] for i in a], labels[a]
     if _ints(classes):
@@ -218,6 +234,11 @@ def load_parquet(train: str | os.PathLike | pa.Table, test: str | os.PathLike | 
     return Task(name, num_classes, img_size, EncodedSplit(images, labels, img_size, cache_mb),
                 EncodedSplit(te_images, te_labels, img_size, cache_mb),
                 description=f"table {train} ({num_classes} classes)")
+
+
+def _source(src: str | os.PathLike | pa.Table) -> str:
+    """How an error names a table's source: its path or glob."""
+    return f"a table of {src.num_rows} rows" if isinstance(src, pa.Table) else str(src)
 
 
 def _ints(classes: Sequence[object]) -> bool:

@@ -2,13 +2,15 @@
 
 ``pretrain(model, info, task, cfg)`` trains for ``cfg.steps`` steps, or ``cfg.epochs`` epochs of
 the ``data_fraction`` subset, under linear warm-up then linear decay. Every ``eval_every`` steps
-and at the end it measures US top-1 on the task's test split and calls
+(on a fixed random ``us_eval_examples`` of the task's test split when set) and at the end (on
+the whole test split) it measures US top-1 and calls
 ``on_report(step, metrics, checkpoint_dir)``, after saving a checkpoint when a directory is given.
 
 Resuming is exact: a checkpoint holds the model, optimizer, scheduler, step and the torch /
 numpy / python RNG states, and the data order is a pure function of (seed, epoch) (see
 :class:`~meta_study.train.data.StepBatches`), so a resumed run computes the same next-step loss
-as an uninterrupted one (bit-identical on CPU with the same thread count).
+as an uninterrupted one (bit-identical on CPU with the same thread count). A checkpoint saved
+under another run-defining config (:data:`RUN_FIELDS`) is refused.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Collection, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -69,11 +71,12 @@ class TrainConfig:
     img_size: int = 32  # pixels; every task is rendered / resized to this
     data_seed: int = 0  # seed of the datasets: keep fixed across a sweep so all points see the same data
     us_task_kwargs: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"n_train": 8000} for smoke runs
-    ds_task_kwargs: Mapping[str, Any] = field(default_factory=dict)  # passed to every DS task factory
+    # passed to each DS task factory that takes them (data.task_kwargs: a dataset on disk skips synth sizing keys)
+    ds_task_kwargs: Mapping[str, Any] = field(default_factory=dict)
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)  # timm overrides, e.g. {"patch_size": 32}
     # --- evaluation ---
     eval_every: int = 0  # steps between US evals, reports and checkpoints; 0: only at the end
-    us_eval_examples: int = 0  # US test examples per eval; 0: the whole test split
+    us_eval_examples: int = 0  # test examples per intermediate US eval (fixed random subset); 0 / final: all
     eval_batch_size: int = 512  # forward-only batches (feature extraction, evals)
     shots: tuple[int, ...] = (1, 5, 10, 25)  # few-shot examples per class (big_vision fewshot_lsr)
     fewshot_seeds: int = 3  # draws of the few-shot train set; accuracy is their mean
@@ -228,6 +231,21 @@ class StepPlan:
     epochs: float
 
 
+def check_batch_splits(cfg: TrainConfig, plan: StepPlan, world: int) -> None:
+    """Refuse a global batch that ``world`` data-parallel ranks cannot share equally.
+
+    Each rank takes the mean loss of its shard and DDP averages the ranks' gradients with equal
+    weights, so shards of 3 and 2 examples (batch 5, 2 ranks) weight examples unequally: another
+    run than the single-process one (0.22 off in loss by step 12). A batch smaller than ``world``
+    leaves a rank an empty shard, a NaN loss. The batch is the one after capping at the
+    ``data_fraction`` subset, so a large ``batch_size`` with a small fraction can hit this too.
+    """
+    if world > 1 and plan.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size}, after capping at the {plan.n_train} examples of the "
+                         f"data_fraction={cfg.data_fraction:g} subset {plan.batch_size}, must be a multiple of the "
+                         f"{world} data-parallel workers (each trains on an equal share of every batch)")
+
+
 def plan_steps(cfg: TrainConfig, n_train: int) -> StepPlan:
     """Steps from ``cfg.steps`` or ``cfg.epochs`` over ``n_train`` examples (drop-last batches)."""
     bs = min(cfg.batch_size, n_train)
@@ -245,7 +263,15 @@ def plan_steps(cfg: TrainConfig, n_train: int) -> StepPlan:
 @torch.no_grad()
 def evaluate(model: nn.Module, task_split: Any, rt: Runtime, batch_size: int = 512,
              indices: np.ndarray | None = None) -> float:
-    """Top-1 accuracy (a fraction) of ``model`` on a split; restores train mode afterwards."""
+    """Top-1 accuracy (a fraction) of ``model`` on a split; restores train mode afterwards.
+
+    Raises:
+        ValueError: the split (or ``indices``) holds no examples: there is no accuracy to report
+            (0.0 was reported, a point at the floor of the meta-study).
+    """
+    if (len(task_split) if indices is None else len(indices)) == 0:
+        raise ValueError(f"evaluate: no examples to measure accuracy on (a split of {len(task_split)} examples"
+                         + ("" if indices is None else ", 0 of them selected") + ")")
     was_training = model.training
     model.eval()
     correct, total = torch.zeros((), device=rt.device), 0
@@ -255,7 +281,17 @@ def evaluate(model: nn.Module, task_split: Any, rt: Runtime, batch_size: int = 5
         correct += (logits.argmax(-1) == y.to(rt.device)).sum()
         total += len(y)
     model.train(was_training)
-    return float(correct) / max(1, total)
+    return float(correct) / total
+
+
+def us_eval_indices(n_test: int, cap: int, data_seed: int) -> np.ndarray:
+    """The test examples an intermediate US evaluation measures: all ``n_test`` when ``cap`` is 0
+    or not smaller, else a fixed random ``cap`` of them (sorted), the same at every report and
+    for every run of a sweep (seeded by ``data_seed``). Not the first ``cap``: splits on disk are
+    sorted by class, and 10 of 4 classes x 5 measured classes 0 and 1 only."""
+    if cap <= 0 or cap >= n_test:
+        return np.arange(n_test)
+    return np.sort(np.random.default_rng([data_seed, 0xE7A1]).permutation(n_test)[:cap])
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,12 +334,53 @@ def save_checkpoint(directory: str, *, model: nn.Module, opt: torch.optim.Optimi
     return path
 
 
+#: The config fields that define a run's trajectory: resuming a checkpoint saved under other values
+#: would silently continue another run (the checkpoint's scheduler replaces the new one, so a
+#: longer ``steps`` trained its extra steps at lr 0; a new seed or subset changes the data order
+#: mid-run). How often it reports, evaluates or checkpoints, the hardware and what is probed
+#: afterwards may change. ``epochs`` counts only when ``steps`` is 0.
+RUN_FIELDS = ("model_name", "model_kwargs", "us_task", "us_task_kwargs", "img_size", "data_seed", "data_fraction",
+              "batch_size", "seed", "steps", "epochs", "optimizer", "lr", "wd", "head_lr", "head_wd",
+              "warmup_fraction", "betas", "momentum", "grad_clip")
+
+
+def config_difference(saved: Mapping[str, Any], cfg: TrainConfig, allow: Collection[str] = ()) -> str | None:
+    """The first :data:`RUN_FIELDS` difference between a checkpoint's config (``saved``, a
+    :meth:`TrainConfig.to_dict`) and ``cfg`` (resolved): one phrase naming the field and both
+    values; None when they define the same run. Fields in ``allow``, or absent from ``saved`` (an
+    older checkpoint), are skipped."""
+    new = cfg.to_dict()
+    for name in RUN_FIELDS:
+        if name in allow or name not in saved:
+            continue
+        if name == "epochs" and new["steps"] > 0 and saved.get("steps", 0) > 0:
+            continue
+        if saved[name] != new[name]:
+            return f"saved by a run with {name}={saved[name]!r}, this config has {name}={new[name]!r}"
+    return None
+
+
 def load_checkpoint(path: str, *, model: nn.Module, opt: torch.optim.Optimizer,
-                    sched: torch.optim.lr_scheduler.LRScheduler) -> int:
-    """Restore a checkpoint (a file, or a directory holding ``checkpoint.pt``); returns its step."""
+                    sched: torch.optim.lr_scheduler.LRScheduler, cfg: TrainConfig | None = None,
+                    allow_changed: Collection[str] = ()) -> int:
+    """Restore a checkpoint (a file, or a directory holding ``checkpoint.pt``); returns its step.
+
+    Args:
+        cfg: the (resolved) config of the run that resumes; None skips the check.
+        allow_changed: :data:`RUN_FIELDS` that may differ from the checkpoint's config
+            (``evaluate_checkpoint`` cuts ``steps`` at the checkpoint's step).
+
+    Raises:
+        ValueError: ``cfg`` differs from the checkpoint's config in a run-defining field
+            (:data:`RUN_FIELDS`), named in one line; nothing is restored.
+    """
     if os.path.isdir(path):
         path = os.path.join(path, CHECKPOINT_FILE)
     ck = torch.load(path, map_location="cpu", weights_only=True)
+    diff = None if cfg is None else config_difference(ck.get("config", {}), cfg, allow_changed)
+    if diff is not None:
+        raise ValueError(f"{path}: {diff}; resuming it would continue another run (start this one without "
+                         "resume_from, or resume with the checkpoint's values)")
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
     sched.load_state_dict(ck["scheduler"])
@@ -321,9 +398,10 @@ class PretrainResult:
     """Outcome of :func:`pretrain`.
 
     Attributes:
-        us_accuracy: final upstream top-1 on the test split (fraction).
+        us_accuracy: final upstream top-1 on the whole test split (fraction).
         plan: steps, epochs and warm-up actually used.
-        losses: training loss per step (total_steps,); NaN for steps not run in this call (resumed).
+        losses: training loss per step (total_steps,), of the global batch (averaged over
+            data-parallel ranks); NaN for steps not run in this call (resumed).
         history: the metrics of every report, in order.
         train_indices: the upstream train examples used (the data_fraction subset).
         wall_s: seconds spent in this call.
@@ -343,8 +421,13 @@ def _batches(stream: StepBatches, start: int, stop: int, num_workers: int, pin: 
              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     if num_workers == 0:
         return (stream[s] for s in range(start, stop))
+    # The loader's own generator: iter(loader) draws the workers' base seed from it, else from
+    # torch's global RNG, which also drives dropout and drop-path. That draw made a run with
+    # workers differ from one without, and (made after a checkpoint's RNG state is restored) put
+    # a resumed run one draw ahead of the uninterrupted one. Batches do not depend on the seed.
     loader = torch.utils.data.DataLoader(stream, batch_size=None, sampler=range(start, stop),  # type: ignore[arg-type]
-                                         num_workers=num_workers, pin_memory=pin, prefetch_factor=4)
+                                         num_workers=num_workers, pin_memory=pin, prefetch_factor=4,
+                                         generator=torch.Generator().manual_seed(0))
     return iter(loader)
 
 
@@ -390,7 +473,8 @@ def dist_rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _setup(model: nn.Module, cfg: TrainConfig, arch_family: str, n_train: int, resume_from: str | None) -> _Run:
+def _setup(model: nn.Module, cfg: TrainConfig, arch_family: str, n_train: int, resume_from: str | None,
+           allow_changed: Collection[str] = ()) -> _Run:
     rt = resolve_runtime(cfg, arch_family)
     model.to(rt.device)
     if rt.channels_last:
@@ -399,7 +483,8 @@ def _setup(model: nn.Module, cfg: TrainConfig, arch_family: str, n_train: int, r
     opt = build_optimizer(model, optimizer=cfg.optimizer, lr=cfg.lr, wd=cfg.wd, head_lr=cfg.head_lr,
                           head_wd=cfg.head_wd, betas=cfg.betas, momentum=cfg.momentum)
     sched = build_schedule(opt, plan.total_steps, plan.warmup_steps)
-    start = load_checkpoint(resume_from, model=model, opt=opt, sched=sched) if resume_from else 0
+    start = load_checkpoint(resume_from, model=model, opt=opt, sched=sched, cfg=cfg,
+                            allow_changed=allow_changed) if resume_from else 0
     fwd: nn.Module = model
     if dist_rank_world()[1] > 1:
         # Data parallel (e.g. Ray Train's TorchTrainer): gradients are averaged across ranks in
@@ -417,12 +502,34 @@ class DivergedError(RuntimeError):
     (argmax of NaN logits), logged as a finished run and stored as a point of the meta-study."""
 
 
-def _report(run: _Run, step: int, task: Task, cfg: TrainConfig, eval_idx: np.ndarray, checkpoint_dir: str | None,
-            on_report: ReportFn | None) -> float:
-    """Evaluate, checkpoint, call ``on_report``; returns the US accuracy. :class:`DivergedError`
-    (before any of it: no checkpoint of a diverged model) when a loss since the last report is
-    not finite (one device sync per report, none per step)."""
-    window = run.losses[run.last_report:step]
+def _mean_over_ranks(run: _Run, start: int, stop: int) -> torch.Tensor:
+    """``run.losses[start:stop]`` averaged over the data-parallel ranks, in place; returns it.
+
+    A rank's loss is the mean over its shard, and shards are equal (:func:`check_batch_splits`),
+    so the mean over ranks is the global batch's loss: what ``train/loss`` and
+    ``train/final_loss`` report (rank 0's own half batch was logged before). It also makes the
+    divergence check the same on every rank: a NaN on one rank is NaN in the sum on all, so they
+    all raise, where one rank raising alone left the others blocked in their next collective
+    (NCCL: until its timeout). One all_reduce of ``stop - start`` floats per report.
+    """
+    window = run.losses[start:stop]
+    world = dist_rank_world()[1]
+    if world > 1 and len(window):
+        import torch.distributed as dist
+
+        summed = window.clone()
+        dist.all_reduce(summed)          # SUM: ReduceOp.AVG is NCCL-only
+        window.copy_(summed / world)
+    return window
+
+
+def _report(run: _Run, step: int, task: Task, cfg: TrainConfig, eval_idx: np.ndarray | None,
+            checkpoint_dir: str | None, on_report: ReportFn | None) -> float:
+    """Evaluate (on ``eval_idx`` of the test split; None: all of it), checkpoint, call
+    ``on_report``; returns the US accuracy. :class:`DivergedError` (before any of it: no
+    checkpoint of a diverged model) when a loss since the last report is not finite on any rank
+    (one device sync per report, none per step)."""
+    window = _mean_over_ranks(run, run.last_report, step)
     finite = torch.isfinite(window)
     if not bool(finite.all()):
         first = run.last_report + int((~finite).nonzero()[0, 0]) + 1
@@ -450,7 +557,7 @@ def _report(run: _Run, step: int, task: Task, cfg: TrainConfig, eval_idx: np.nda
 
 def pretrain(model: nn.Module, info: ModelInfo, task: Task, cfg: TrainConfig, *,
              on_report: ReportFn | None = None, checkpoint_dir: str | None = None,
-             resume_from: str | None = None) -> PretrainResult:
+             resume_from: str | None = None, allow_changed: Collection[str] = ()) -> PretrainResult:
     """Pre-train ``model`` on ``task`` upstream.
 
     Args:
@@ -460,30 +567,43 @@ def pretrain(model: nn.Module, info: ModelInfo, task: Task, cfg: TrainConfig, *,
         cfg: the config; None lr/head_lr/head_wd are resolved from ``info``.
         on_report: called at every report with (step, metrics, checkpoint_dir or None).
         checkpoint_dir: where to save a checkpoint at each report; None: no checkpoints.
-        resume_from: a checkpoint file or directory to continue from.
+        resume_from: a checkpoint file or directory to continue from; its config must define the
+            same run (:data:`RUN_FIELDS`), else ValueError.
+        allow_changed: run-defining fields that may differ from the checkpoint's (an explicit
+            opt-out: ``evaluate_checkpoint`` cuts ``steps``).
 
     Returns:
         :class:`PretrainResult`. An exception in ``on_report`` propagates (the run stops there).
+
+    Raises:
+        ValueError: under data parallelism, a batch the ranks cannot share equally
+            (:func:`check_batch_splits`); a checkpoint of another run.
+        DivergedError: a training loss that is not finite, on any rank.
     """
     t0 = time.perf_counter()
     cfg = cfg.resolved(info)
+    if len(task.test) == 0:   # found before training, not at the first report
+        raise ValueError(f"US task {task.name}: its test split holds no examples to measure accuracy on")
     train_idx = fraction_indices(len(task.train), cfg.data_fraction, cfg.data_seed)
-    run = _setup(model, cfg, info.arch_family, len(train_idx), resume_from)
     rank, world = dist_rank_world()
+    check_batch_splits(cfg, plan_steps(cfg, len(train_idx)), world)   # on every rank alike, before any collective
+    run = _setup(model, cfg, info.arch_family, len(train_idx), resume_from, allow_changed)
     stream = StepBatches(task.train, train_idx, run.plan.batch_size, cfg.seed, rank=rank, world=world)
-    eval_idx = np.arange(min(len(task.test), cfg.us_eval_examples or len(task.test)))
+    # intermediate reports: a fixed subset; the final one (us_accuracy, the meta-study's x) the whole split
+    eval_idx = us_eval_indices(len(task.test), cfg.us_eval_examples, cfg.data_seed)
     batches = _batches(stream, run.start, run.plan.total_steps, cfg.num_workers, run.rt.device.type == "cuda")
     acc, tick = math.nan, time.perf_counter()
     model.train()
     for step, (x, y) in enumerate(batches, start=run.start + 1):
         x, y = run.rt.prepare(x), y.to(run.rt.device, non_blocking=True)
         run.losses[step - 1] = train_step(model, run.opt, run.sched, x, y, run.rt, cfg.grad_clip, run.fwd)
-        if step == run.plan.total_steps or (cfg.eval_every and step % cfg.eval_every == 0):
+        last = step == run.plan.total_steps
+        if last or (cfg.eval_every and step % cfg.eval_every == 0):
             run.train_s += time.perf_counter() - tick
-            acc = _report(run, step, task, cfg, eval_idx, checkpoint_dir, on_report)
+            acc = _report(run, step, task, cfg, None if last else eval_idx, checkpoint_dir, on_report)
             tick = time.perf_counter()
     if run.start >= run.plan.total_steps:  # resumed from a finished run: just measure
-        acc = evaluate(run.fwd, task.test, run.rt, cfg.eval_batch_size, eval_idx)
+        acc = evaluate(run.fwd, task.test, run.rt, cfg.eval_batch_size)
     done = (run.plan.total_steps - run.start) * run.plan.batch_size
     return PretrainResult(us_accuracy=acc, plan=run.plan, losses=run.losses.cpu().numpy(), history=tuple(run.history),
                           train_indices=train_idx, wall_s=time.perf_counter() - t0,

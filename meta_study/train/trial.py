@@ -17,13 +17,13 @@ import time
 from dataclasses import dataclass, field
 import dataclasses
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import numpy as np
 import torch
 
 from ..schema import PARAM_NAMES, TRAINED_EPOCHS_KEY, ds_metric_key, finetune_metric_key, us_metric_key
-from .data import Task, get_task
+from .data import Task, get_task, task_kwargs
 from .diagnostics import Diagnostics, capture_init, diagnose
 from .fewshot import FewShotResult, extract_features, fewshot_features
 from .finetune import finetune
@@ -116,13 +116,24 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _us_task(cfg: TrainConfig) -> Task:
+    """The US task, given the ``us_task_kwargs`` its factory takes (:func:`~.data.task_kwargs`)."""
+    return get_task(cfg.us_task, img_size=cfg.img_size, seed=cfg.data_seed,
+                    **task_kwargs(cfg.us_task, cfg.us_task_kwargs, "us_task_kwargs"))
+
+
 def _ds_tasks(cfg: TrainConfig) -> list[Task]:
-    """The DS tasks, each checked to hold ``max(shots)`` train examples in every class: a class
-    with fewer gave the same draw to every larger shot count and every seed, logged as a
-    25-shot mean over 3 seeds that was one 10-shot draw (VTAB-1k's CIFAR-100 has ~10 a class)."""
-    tasks = [get_task(n, img_size=cfg.img_size, seed=cfg.data_seed, **cfg.ds_task_kwargs) for n in cfg.ds_tasks]
+    """The DS tasks, each given the ``ds_task_kwargs`` its factory takes (the procedural suite's
+    sizing keys skip a dataset on disk), and each checked to hold ``max(shots)`` train examples
+    in every class: a class with fewer gave the same draw to every larger shot count and every
+    seed, logged as a 25-shot mean over 3 seeds that was one 10-shot draw (VTAB-1k's CIFAR-100
+    has ~10 a class)."""
+    tasks = [get_task(n, img_size=cfg.img_size, seed=cfg.data_seed,
+                      **task_kwargs(n, cfg.ds_task_kwargs, "ds_task_kwargs")) for n in cfg.ds_tasks]
     k = max(cfg.shots)
     for t in tasks:
+        if len(t.test) == 0:   # the probe's accuracy would be of nothing (a raw torch.cat error)
+            raise ValueError(f"DS task {t.name}: its test split holds no examples to measure accuracy on")
         _, counts = np.unique(np.asarray(t.train.labels), return_counts=True)
         if counts.size and int(counts.min()) < k:
             raise ValueError(f"DS task {t.name}: its smallest class has {int(counts.min())} train examples, fewer "
@@ -154,16 +165,18 @@ StartFn = Callable[[TrainConfig, ModelInfo], None]
 
 def run_trial(config: TrainConfig | Mapping[str, Any], *, on_report: ReportFn | None = None,
               checkpoint_dir: str | None = None, resume_from: str | None = None,
-              on_start: StartFn | None = None) -> TrialResult:
+              on_start: StartFn | None = None, allow_changed: Collection[str] = ()) -> TrialResult:
     """Pre-train, few-shot probe every DS task x shots (x block), diagnose, optionally fine-tune.
 
     Args:
         config: a :class:`TrainConfig`, or a flat dict of its fields (a Tune trial config).
         on_report: called at each pre-training report: (step, metrics, checkpoint_dir or None).
         checkpoint_dir: where pre-training checkpoints go (one file, overwritten per report).
-        resume_from: a checkpoint file or directory to resume pre-training from.
+        resume_from: a checkpoint file or directory to resume pre-training from; it must be of
+            this run (the same :data:`~.loop.RUN_FIELDS`), else ValueError.
         on_start: called once the model is built, with the resolved config (lr, head_lr, head_wd
             filled in) and the model's :class:`ModelInfo` (e.g. to log parameters early).
+        allow_changed: run-defining fields that may differ from ``resume_from``'s config.
 
     Returns:
         :class:`TrialResult`; ``result.metrics()`` is the flat dict to log. Under data-parallel
@@ -172,7 +185,7 @@ def run_trial(config: TrainConfig | Mapping[str, Any], *, on_report: ReportFn | 
     """
     t0 = time.perf_counter()
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    us = get_task(cfg.us_task, img_size=cfg.img_size, seed=cfg.data_seed, **cfg.us_task_kwargs)
+    us = _us_task(cfg)
     _seed_everything(cfg.seed)
     model, info = create_model(cfg.model_name, num_classes=us.num_classes, img_size=us.img_size,
                                in_chans=us.in_chans, **cfg.model_kwargs)
@@ -182,7 +195,8 @@ def run_trial(config: TrainConfig | Mapping[str, Any], *, on_report: ReportFn | 
     ds = _ds_tasks(cfg) if lead else []      # checked before pre-training, not after its hours
     if on_start is not None:
         on_start(cfg, info)
-    pre = pretrain(model, info, us, cfg, on_report=on_report, checkpoint_dir=checkpoint_dir, resume_from=resume_from)
+    pre = pretrain(model, info, us, cfg, on_report=on_report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
+                   allow_changed=allow_changed)
     rt = resolve_runtime(cfg, info.arch_family)
     t1 = time.perf_counter()
     shots = _probe(model, info, ds, cfg, rt)
@@ -207,7 +221,9 @@ def checkpoint_step(path: str) -> int:
 def evaluate_checkpoint(config: TrainConfig | Mapping[str, Any], checkpoint: str, **kw: Any) -> TrialResult:
     """The full trial evaluation (US accuracy, few-shot probes, diagnostics) of a checkpoint,
     without further training: e.g. a trial an early-stopping scheduler stopped mid-way. The plan
-    is cut at the checkpoint's step, so pre-training resumes at its end and only measures."""
+    is cut at the checkpoint's step, so pre-training resumes at its end and only measures: the
+    length (``steps``, ``epochs``) is the one run-defining field allowed to differ from the
+    checkpoint's config; any other difference (another trial's checkpoint) is a ValueError."""
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg = dataclasses.replace(cfg, steps=checkpoint_step(checkpoint), eval_every=0)
-    return run_trial(cfg, resume_from=checkpoint, **kw)
+    return run_trial(cfg, resume_from=checkpoint, allow_changed=("steps", "epochs"), **kw)

@@ -85,17 +85,19 @@ def register_datasets(specs: Mapping[str, str]) -> None:
     ``{"jft": "parquet:/data/jft/train.parquet,/data/jft/test.parquet"}``."""
     if not specs:
         return  # importing the engine (torch, timm) costs seconds: only when there is work
+    import functools
+
     from ..train import load_imagefolder, load_parquet, register_task
 
+    # partials, not lambdas taking **kw: the factory's signature is the loader's, so a task's
+    # kwargs meant for the procedural suite (the smoke sizes) skip it (train.data.task_kwargs)
     for name, spec in specs.items():
         kind, _, path = str(spec).partition(":")
         if kind == "imagefolder":
-            register_task(name)(lambda img_size=224, seed=0, _p=path, _n=name, **kw:
-                                load_imagefolder(_p, name=_n, img_size=img_size, seed=seed, **kw))
+            register_task(name)(functools.partial(load_imagefolder, path, name=name))
         elif kind == "parquet":
             train, _, test = path.partition(",")
-            register_task(name)(lambda img_size=224, seed=0, _t=train, _v=test or None, _n=name, **kw:
-                                load_parquet(_t, _v, name=_n, img_size=img_size, seed=seed, **kw))
+            register_task(name)(functools.partial(load_parquet, train, test or None, name=name))
         else:
             raise ValueError(f"dataset {name}: unknown kind {kind!r} (imagefolder:PATH or parquet:TRAIN[,TEST])")
 
