@@ -172,12 +172,16 @@ def test_not_a_store_errors(tmp_path):
 
 
 def test_newer_format_is_refused(tmp_path):
+    """A newer meta-study writes the manifest and its copy; it may checksum them otherwise (the
+    checksum below is stale), yet both claiming the newer format are its, not damage. A claim in
+    one of the two only is a flipped bit: test_store_review2 reads such a manifest from its copy."""
     s = Store(str(tmp_path / "st"))
     s.commit(_table(1))
-    m = tmp_path / "st" / "_meta" / "manifests" / "0000000001.json"
-    d = json.loads(m.read_text())
-    d["format_version"] = 99
-    m.write_text(json.dumps(d))
+    for name in ("0000000001.json", "0000000001.copy.json"):
+        m = tmp_path / "st" / "_meta" / "manifests" / name
+        d = json.loads(m.read_text())
+        d["format_version"] = 99
+        m.write_text(json.dumps(d))
     with pytest.raises(UserError, match="newer than this meta-study"):
         s.read()
 

@@ -33,6 +33,10 @@ def _resolve(uri: str) -> tuple[pafs.FileSystem, str, bool]:
     """Return (filesystem, root path within it, is_local)."""
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri)), True
+    try:   # before pyarrow, whose parse of 's3://[lab/x' says less
+        urllib.parse.urlsplit(uri)
+    except ValueError as e:
+        raise UserError(f"{display_uri(uri)}: not a valid store URI ({e})") from None
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
     except (pa.ArrowException, OSError) as e:
@@ -54,7 +58,11 @@ def display_uri(uri: str) -> str:
     since ``endpoint_override`` or ``region`` say where the store is."""
     if "://" not in uri:
         return uri
-    p = urllib.parse.urlsplit(uri)
+    try:
+        p = urllib.parse.urlsplit(uri)
+    except ValueError:   # 's3://[lab/x' ("Invalid IPv6 URL"): shown as given, less user info and query
+        head = re.sub(r"^([^:/?#]+://)[^/?#]*@", r"\1***@", uri)
+        return head.split("?", 1)[0] + ("?***" if "?" in head else "")
     query = "&".join(
         f"{k}={'***' if any(w in k.lower() for w in _SECRET_PARAMS) else v}"
         for k, v in urllib.parse.parse_qsl(p.query, keep_blank_values=True))
@@ -153,7 +161,7 @@ class _Files:
                             f"only (a commit needs conditional writes); {self.scheme}:// stores can be read, not "
                             "written. Use s3:// (S3, MinIO, Ceph, or GCS through its S3-compatible XML API) or a path")
         if self._objects is None:
-            self._objects = S3Objects(self.uri, self.shown)
+            self._objects = S3Objects(self.uri, self.shown, self.root)
         return self._objects
 
     def p(self, rel: str) -> str:
@@ -174,9 +182,9 @@ class _Files:
         return {pafs.FileType.NotFound: None, pafs.FileType.File: "a file",
                 pafs.FileType.Directory: "a directory"}.get(t, "not a file")
 
-    def not_a_directory(self, rel: str) -> str | None:
-        """The first of the root, ``rel``'s parents and ``rel`` itself (local) that exists and is
-        not a directory, as "PATH: is a file, not a directory"; None if there is none."""
+    def first_non_directory(self, rel: str) -> tuple[str, str] | None:
+        """(path, what it is) of the first of the root, ``rel``'s parents and ``rel`` itself that
+        exists and is not a directory; None if there is none. One ``stat`` per level."""
         parts = [c for c in rel.split("/") if c]
         for i in range(len(parts) + 1):
             sub = "/".join(parts[:i])
@@ -184,8 +192,34 @@ class _Files:
             if kind is None:
                 return None
             if kind != "a directory":
-                return f"{self.shown}{'/' + sub if sub else ''}: is {kind}, not a directory"
+                return sub, kind
         return None
+
+    def not_a_directory(self, rel: str) -> str | None:
+        """The first of the root, ``rel``'s parents and ``rel`` itself (local) that exists and is
+        not a directory, as "PATH: is a file, not a directory"; None if there is none."""
+        found = self.first_non_directory(rel)
+        if found is None:
+            return None
+        sub, kind = found
+        return f"{self.shown}{'/' + sub if sub else ''}: is {kind}, not a directory"
+
+    def file_size(self, rel: str) -> int | None:
+        """The size in bytes of the regular file at ``rel`` (locally not through a symbolic
+        link); None if nothing is there, -1 if something else is (a directory, a FIFO, a link).
+        One ``lstat`` or HEAD."""
+        if self.local:
+            try:
+                st = os.lstat(self.p(rel))
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except OSError:
+                return -1
+            return st.st_size if stat.S_ISREG(st.st_mode) else -1
+        info = self.fs.get_file_info(self.p(rel))
+        if info.type == pafs.FileType.NotFound:
+            return None
+        return int(info.size or 0) if info.type == pafs.FileType.File else -1
 
     def exists(self, rel: str) -> bool:
         if self.local:
@@ -216,15 +250,16 @@ class _Files:
                 time.sleep(0.05)
         return sorted(os.path.basename(i.path) for i in self.fs.get_file_info(sel))
 
-    def sizes(self) -> dict[str, int]:
-        """Size in bytes of every file under the root, by relative path (one listing).
+    def sizes(self, under: str = "") -> dict[str, int]:
+        """Size in bytes of every file under the root (or its directory ``under``), by path
+        relative to the root (one listing).
 
         Costs one ``readdir`` per directory locally (a few ms for thousands of partitions) and a
-        few LIST requests on object stores. Call it under the lock: a concurrent writer may
-        unlink files between the listing and the stat."""
+        few LIST requests on object stores (1,000 keys each). Call it under the lock: a
+        concurrent writer may unlink files between the listing and the stat."""
         out: dict[str, int] = {}
         if self.local:
-            for d, _, names in os.walk(self.root):
+            for d, _, names in os.walk(self.p(under)):
                 for n in names:
                     path = os.path.join(d, n)
                     try:
@@ -235,7 +270,7 @@ class _Files:
                     except OSError:   # a symbolic link loop, ...: a name no size matches (-1)
                         out[os.path.relpath(path, self.root)] = -1
             return out
-        sel = pafs.FileSelector(self.root, allow_not_found=True, recursive=True)
+        sel = pafs.FileSelector(self.p(under), allow_not_found=True, recursive=True)
         for i in self.fs.get_file_info(sel):
             if i.type == pafs.FileType.File:
                 out[i.path[len(self.root):].lstrip("/")] = int(i.size or 0)

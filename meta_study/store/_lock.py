@@ -32,6 +32,7 @@ import contextlib
 import datetime as _dt
 import getpass
 import json
+import math
 import os
 import socket
 import stat
@@ -49,17 +50,35 @@ LEASE = "_meta/LEASE.json"
 #: Default lease of an object-store writer, in seconds; ``META_STUDY_LEASE_S`` overrides it. A
 #: heartbeat renews it every quarter, so it only bounds how long a *dead* writer blocks others.
 LEASE_S = 60.0
+#: The longest lease a writer may take, in seconds (a day). Longer ones overflowed the expiry's
+#: datetime (``1e12``, ``inf``): the heartbeat died, and every later writer and ``store unlock``
+#: failed with a traceback, even after the lease was released.
+MAX_LEASE_S = 86400.0
+#: Pause between two tries of a lease write another writer's write beat (seconds): an endpoint
+#: that answers every conditional PUT with 409/412 must not be polled at full speed.
+RETRY_S = 0.05
 
 Notify = Callable[[str], None]
 
 
 def lease_seconds() -> float:
-    """The lease length writers take: ``META_STUDY_LEASE_S`` or :data:`LEASE_S` (at least 1 s)."""
+    """The lease length writers take: ``META_STUDY_LEASE_S`` or :data:`LEASE_S` (at least 1 s,
+    at most :data:`MAX_LEASE_S`); a :class:`UserError` for anything else."""
     raw = os.environ.get("META_STUDY_LEASE_S", "")
+    if not raw:
+        return LEASE_S
     try:
-        return max(1.0, float(raw)) if raw else LEASE_S
+        return check_lease_s(float(raw), f"META_STUDY_LEASE_S={raw!r}")
     except ValueError:
         raise UserError(f"META_STUDY_LEASE_S={raw!r}: expected seconds, e.g. 60") from None
+
+
+def check_lease_s(lease_s: float, what: str) -> float:
+    """``lease_s`` if it is finite and at most :data:`MAX_LEASE_S` (raised to 1 s if shorter);
+    a one-line :class:`UserError` naming ``what`` otherwise."""
+    if not math.isfinite(lease_s) or lease_s > MAX_LEASE_S:
+        raise UserError(f"{what}: a lease is at most {MAX_LEASE_S:g} seconds (a day); expected seconds, e.g. 60")
+    return max(1.0, lease_s)
 
 
 def _me() -> dict[str, object]:
@@ -107,7 +126,15 @@ def _local_lock(path: str, timeout_s: float, what: str, notify: Notify | None = 
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     _refuse_a_special_lock_file(path)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)
+    try:   # O_NOFOLLOW: a symbolic link put there since the check is never followed out of the store
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        import errno
+
+        if e.errno != errno.ELOOP:
+            raise
+        raise UserError(f"{path}: is a symbolic link, not the store's lock file (a plain file); remove it and "
+                        "run again") from None
     try:
         start = time.monotonic()
         delay = 0.005
@@ -139,7 +166,9 @@ def _refuse_a_special_lock_file(path: str) -> None:
     or a socket: opening a FIFO for reading blocks until a writer comes ('store unlock' hung),
     and flock or truncating one failed with a bare "[Errno 22] Invalid argument"."""
     try:
-        mode = os.stat(path).st_mode
+        # lstat: a symbolic link, even to nothing, is refused; opening one to nothing with
+        # O_CREAT created its target, anywhere outside the store
+        mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return
     except OSError as e:
@@ -179,7 +208,10 @@ def local_holder(path: str) -> LockHolder | None:
 
 
 def _expiry(obj_modified: _dt.datetime, lease_s: float) -> str:
-    return (obj_modified + _dt.timedelta(seconds=lease_s)).isoformat(timespec="seconds")
+    try:
+        return (obj_modified + _dt.timedelta(seconds=lease_s)).isoformat(timespec="seconds")
+    except (OverflowError, ValueError):   # cannot happen with a sane lease_s (_state_of): never a traceback
+        return "?"
 
 
 def _lease_state(objects: S3Objects) -> tuple[LockHolder | None, str | None, bool]:
@@ -203,9 +235,13 @@ def _state_of(obj: S3Object | None) -> tuple[LockHolder | None, str | None, bool
         released = bool(rec.get("released"))
     except (ValueError, TypeError, AttributeError):   # unreadable: free once a full default lease has passed
         lease_s, released = LEASE_S, False
+    if released:   # its lease_s no longer matters (one of 1e300 made the expiry overflow)
+        return None, obj.etag, True
+    if not (math.isfinite(lease_s) and 1.0 <= lease_s <= MAX_LEASE_S):   # a record no writer writes now
+        lease_s = LEASE_S
     expired = obj.age_s > lease_s
     holder = LockHolder.from_record(obj.data, _expiry(obj.last_modified, lease_s), expired)
-    return (None if released else holder), obj.etag, released or expired
+    return holder, obj.etag, expired
 
 
 class _Heartbeat(threading.Thread):
@@ -241,6 +277,7 @@ class _Heartbeat(threading.Thread):
 def _lease_lock(objects: S3Objects, timeout_s: float, what: str, lease_s: float,
                 notify: Notify | None = None) -> Iterator[_Heartbeat]:
     """Hold the store's lease (module docstring); yields the heartbeat (``.lost``)."""
+    lease_s = check_lease_s(lease_s, f"{what}: lease of {lease_s:g} s")
     record = {**_me(), "owner": uuid.uuid4().hex, "lease_s": lease_s}
     body = json.dumps(record).encode()
     start = time.monotonic()
@@ -255,16 +292,23 @@ def _lease_lock(objects: S3Objects, timeout_s: float, what: str, lease_s: float,
         if etag is not None:
             break
         holder, cur, free = _state_of(obj)
-        if cur is None:
-            continue   # gone between our PUT and GET (nobody deletes it, but a person may): create again
-        if free:
+        if free and cur is not None:
             etag = objects.replace(LEASE, body, cur)
             if etag is not None:
                 if holder is not None and notify is not None:
                     notify(f"{what}: took over the expired lease of {holder.describe()} (it expired at "
                            f"{holder.expires_at}: that writer died or stalled)")
                 break
-            continue   # another writer took it first: look again
+        if cur is None or free:
+            # gone between our PUT and GET (a person deleted it), or another writer took it first:
+            # look again soon, but never spin (an endpoint answering 409/412 to every write) and
+            # never past the timeout
+            if time.monotonic() - start >= timeout_s:
+                raise StoreLockedError(f"{what}: could not take the store's lease in {timeout_s:g} s: every "
+                                       "conditional write of it failed (other writers kept taking it first, or "
+                                       "the S3 endpoint refuses conditional writes)")
+            time.sleep(RETRY_S)
+            continue
         assert holder is not None
         if time.monotonic() - start >= timeout_s:
             raise StoreLockedError(
@@ -299,10 +343,18 @@ def break_lease(objects: S3Objects) -> LockHolder | None:
     took the lease from, or None if it was free. Safe even if that writer is alive: the commit
     point lets at most one writer publish a version, so a broken writer's commit fails and is
     retried, never half-applied."""
-    while True:
+    for _ in range(BREAK_TRIES):
         holder, etag, _ = _lease_state(objects)
         if holder is None or etag is None:
             return None
         rec = {"released": True, "broken_by": _me(), "broke": holder.describe()}
         if objects.replace(LEASE, json.dumps(rec).encode(), etag) is not None:
             return holder
+        time.sleep(RETRY_S)   # it changed since we read it (renewed, taken): read it again
+    raise OSError(f"{objects.shown}: could not break the lease: it changed under each of {BREAK_TRIES} conditional "
+                  "writes (a writer renewing it that fast, or an S3 endpoint refusing conditional writes); run "
+                  "'meta-study store unlock' again")
+
+
+#: Tries of ``store unlock`` before it gives up (each a GET and a conditional PUT, 0.05 s apart).
+BREAK_TRIES = 100

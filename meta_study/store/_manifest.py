@@ -49,6 +49,9 @@ class CommitResult:
     quarantined: int = 0
     partitions_written: int = 0
     collapsed: int = 0      # rows that repeated another exactly (key and values), stored once (commit_stream)
+    #: rows of ``delete_runs`` written again in the same commit: counted in ``deleted`` (and not in
+    #: ``inserted`` or ``updated``), yet stored; rows deleted for good are ``deleted - rewritten``
+    rewritten: int = 0
 
     @property
     def wrote(self) -> bool:
@@ -106,7 +109,15 @@ class CheckResult:
 
 
 class _CorruptManifest(ValueError):
-    """A manifest that does not parse, lacks fields, or fails its checksum (the message says which)."""
+    """A manifest that does not parse, lacks fields, or fails its checksum (the message says which).
+
+    ``newer``: the format version it claims when that is newer than this meta-study's: a newer
+    meta-study may checksum its manifests otherwise, so a manifest *and* its copy that both claim
+    it are that meta-study's (one flipped bit damages only one of the two)."""
+
+    def __init__(self, message: str, newer: int | None = None) -> None:
+        super().__init__(message)
+        self.newer = newer
 
 
 def _dumps(d: Mapping[str, Any]) -> bytes:
@@ -137,6 +148,12 @@ class _Manifest:
         d["checksum"] = hashlib.sha256(_dumps(d)).hexdigest()
         return _dumps(d)
 
+    @staticmethod
+    def newer_error(where: str, format_version: int) -> UserError:
+        """The one line for a manifest of a newer meta-study."""
+        return UserError(f"{where}: store format {format_version} is newer than this meta-study "
+                         f"({FORMAT_VERSION}); upgrade meta-study")
+
     @classmethod
     def from_json(cls, raw: bytes, where: str) -> "_Manifest":
         """Parse a manifest. A :class:`_CorruptManifest` if it is damaged, a :class:`UserError` if
@@ -147,15 +164,31 @@ class _Manifest:
                 raise ValueError("not a JSON object")
         except ValueError as e:
             raise _CorruptManifest(f"does not parse ({str(e)[:80]}, {len(raw)} bytes)") from None
-        if d.get("format") != FORMAT:
-            raise UserError(f"{where}: not a meta-study manifest")
-        if d.get("format_version", 0) > FORMAT_VERSION:
-            raise UserError(f"{where}: store format {d['format_version']} is newer than this meta-study "
-                            f"({FORMAT_VERSION}); upgrade meta-study")
-        if "checksum" in d:   # manifests of format 1 have none
+        # The checksum first: a flipped bit in "format" or "format_version" is damage (read from
+        # the copy), not "not a manifest" or "upgrade meta-study" (which never tried the copy).
+        # Only a manifest that verifies, or one of format 1 (no checksum), may be refused as
+        # foreign or newer.
+        checked = "checksum" in d
+        if checked:
             want = d.pop("checksum")
             if hashlib.sha256(_dumps(d)).hexdigest() != want:
-                raise _CorruptManifest("its contents differ from what was written (checksum)")
+                fv = d.get("format_version")
+                claims = fv if isinstance(fv, int) and not isinstance(fv, bool) and fv > FORMAT_VERSION \
+                    and d.get("format") == FORMAT else None
+                raise _CorruptManifest("its contents differ from what was written (checksum)", claims)
+        fv = d.get("format_version", 1)
+        if not isinstance(fv, int) or isinstance(fv, bool):
+            if not checked:
+                raise _CorruptManifest(f"garbles field 'format_version' ({str(fv)[:40]!r})")
+            raise UserError(f"{where}: not a meta-study manifest (format_version {str(fv)[:40]!r})")
+        if d.get("format") != FORMAT:
+            if not checked and d.get("format") is None and "version" in d and "data" in d:
+                raise _CorruptManifest("lacks field 'format'")   # a damaged key of a manifest of ours
+            raise UserError(f"{where}: not a meta-study manifest")
+        if fv > FORMAT_VERSION:
+            raise cls.newer_error(where, fv)
+        if fv >= 2 and not checked:   # every format-2 manifest carries one: its key was garbled
+            raise _CorruptManifest("lacks its checksum")
         try:
             return cls(version=int(d["version"]), data=list(d["data"]), quarantine=list(d["quarantine"]),
                        state=dict(d["state"]), pending_delete=list(d["pending_delete"]), log=list(d["log"]),

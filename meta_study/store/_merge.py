@@ -70,12 +70,18 @@ class _Verified:
 
     def read_file(self, entry: Mapping[str, Any], schema: pa.Schema | None) -> pa.Table:
         """A file of the manifest, verified and parsed with ``schema``."""
+        blocked = None
         for rel in (entry["path"], entry.get("staged")):
             if not rel:
                 continue
             try:   # a file of another size is refused before it is read (it may be huge)
                 data = self.files.read_bytes(rel, entry.get("bytes"))
             except FileNotFoundError:
+                continue
+            except NotADirectoryError:
+                # a file where its partition's directory belongs: the file may still be staged
+                # (a commit its writer could not finish), and is read from there
+                blocked = blocked or self.files.first_non_directory(rel)
                 continue
             except (pa.ArrowException, OSError) as e:
                 raise self.damaged(rel, _first_line(e)) from None
@@ -87,6 +93,8 @@ class _Verified:
                 return _parse_parquet(data, schema)
             except (pa.ArrowException, OSError, ValueError) as e:  # truncated, overwritten, not Parquet
                 raise self.damaged(rel, _first_line(e)) from None
+        if blocked is not None:
+            raise self.damaged(entry["path"], f"{blocked[0]} is {blocked[1]}, not a directory")
         raise FileNotFoundError(entry["path"])
 
     def read_data(self, entry: Mapping[str, Any], file_schema: pa.Schema) -> pa.Table:
@@ -124,7 +132,7 @@ class _Plan:
         return f"{self.m.version + 1:010d}-{uuid.uuid4().hex[:8]}"
 
     def merge_data(self, new: pa.Table | None, delete_runs: Sequence[tuple[str, str]]) -> dict[str, int]:
-        counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+        counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0, "rewritten": 0}
         touched: dict[tuple[str, str], pa.Table | None] = {}
         if new is not None:
             us = new.column("us_task").to_numpy(zero_copy_only=False)
@@ -175,7 +183,7 @@ class _Plan:
 
     @staticmethod
     def _merge_partition(old: pa.Table | None, new: pa.Table | None, dels: set[str]) -> tuple[pa.Table, dict[str, int]]:
-        c = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+        c = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0, "rewritten": 0}
         if old is None:
             old = SCHEMA.empty_table()
         keep = np.ones(old.num_rows, bool)
@@ -201,6 +209,10 @@ class _Plan:
                 same[np.flatnonzero(match_new)] = eq
                 replaced = match_old[~eq]
                 c["updated"] = int((keep[replaced]).sum())
+                # rows of a deleted run written again (an ingest re-reading a changed run): in
+                # "deleted" (the ingest report relies on it), and also counted here, so that a
+                # commit's result and log entry say the store still holds them
+                c["rewritten"] = int((~keep[replaced]).sum())
                 keep[replaced] = False
             c["inserted"] = int((~match_new).sum())
             c["unchanged"] = int(same.sum())

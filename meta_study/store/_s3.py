@@ -55,13 +55,20 @@ class S3Objects:
     Args:
         uri: the store URI (``s3://...``), secrets included: it never appears in messages.
         shown: the URI as messages show it (secrets replaced).
+        root: ``BUCKET/PREFIX`` as pyarrow parsed ``uri`` for the data files (percent-escapes
+            decoded, the bucket's case kept). The conditional writes must use the same keys: with
+            the URI's raw path, ``s3://lab/my%20store`` put its manifests under ``my%20store/``
+            and its data under ``my store/``, and the store could not be read back.
     """
 
-    def __init__(self, uri: str, shown: str) -> None:
+    def __init__(self, uri: str, shown: str, root: str | None = None) -> None:
         p = urllib.parse.urlsplit(uri)
         self.shown = shown
-        self.bucket = p.hostname or ""
-        self.prefix = p.path.strip("/")
+        if root is None:
+            self.bucket, self.prefix = p.hostname or "", urllib.parse.unquote(p.path).strip("/")
+        else:
+            bucket, _, prefix = root.strip("/").partition("/")
+            self.bucket, self.prefix = bucket, prefix.strip("/")
         q = dict(urllib.parse.parse_qsl(p.query))
         self._endpoint = None
         if q.get("endpoint_override"):
@@ -143,7 +150,12 @@ class S3Objects:
             return None
         if r is None:
             return None
-        data = r["Body"].read()
+        from botocore.exceptions import BotoCoreError
+
+        try:   # the body streams after _call returned: a read timeout or a cut connection lands here
+            data = r["Body"].read()
+        except (BotoCoreError, OSError) as e:
+            raise OSError(f"{self.shown}/{rel}: GET failed while reading: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         modified = r["LastModified"].astimezone(_dt.timezone.utc)
         date = r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
         try:

@@ -140,12 +140,21 @@ class Store:
         return bool(self._manifest_versions())
 
     def _manifest_versions(self) -> list[int]:
-        out = []
+        """The versions that have a manifest, and the newest version if only its copy is left.
+
+        A latest manifest deleted (a partial backup restore, a sync tool) while its copy survived
+        is damage read from the copy: without it every command took the version before as the
+        latest, whose files were gone, and ``--repair`` dropped every row and overwrote the intact
+        copy. Only a copy newer than every manifest counts: older lone copies are those of pruned
+        versions (a writer died between deleting a manifest and its copy). One listing."""
+        out, copies = set(), set()
         for name in self._f.listdir("_meta/manifests"):
-            stem = name[:-5] if name.endswith(".json") else ""
-            if stem.isdigit():
-                out.append(int(stem))
-        return sorted(out)
+            if name.endswith(".copy.json") and name[:-10].isdigit():
+                copies.add(int(name[:-10]))
+            elif name.endswith(".json") and name[:-5].isdigit():
+                out.add(int(name[:-5]))
+        newest = max(out, default=0)
+        return sorted(out | {v for v in copies if v > newest})
 
     def _load(self, version: int | None = None) -> _Manifest:
         """The latest manifest (or ``version``); a damaged one is read from its copy, and without
@@ -191,17 +200,26 @@ class Store:
         and the problem if only the copy is; None and the problem if neither is. A FIFO, device
         or directory in a manifest's place is damage, never opened."""
         rel = _mrel(v)
+        newer = None
         try:
             raw = self._f.read_bytes(rel, limit=MAX_MANIFEST_BYTES)   # FileNotFoundError: pruned meanwhile
             return _Manifest.from_json(raw, f"{self.uri}/{rel}"), None
         except (_CorruptManifest, NotAFileError, WrongSizeError) as e:
             problem = str(e)
+            newer = getattr(e, "newer", None)
+        except FileNotFoundError:
+            if self._f.kind(_copy_rel(v)) is None:
+                raise   # pruned meanwhile (its copy goes right after it), or never there
+            problem = "missing"
         try:
             raw = self._f.read_bytes(_copy_rel(v), limit=MAX_MANIFEST_BYTES)
             copy = _Manifest.from_json(raw, f"{self.uri}/{_copy_rel(v)}")
             if copy.version == v:
                 return copy, problem
-        except (FileNotFoundError, _CorruptManifest, NotAFileError, WrongSizeError):
+        except _CorruptManifest as e:
+            if newer is not None and e.newer == newer:   # both written by a newer meta-study
+                raise _Manifest.newer_error(f"{self.uri}/{rel}", newer) from None
+        except (FileNotFoundError, NotAFileError, WrongSizeError):
             pass
         return None, problem
 
@@ -536,14 +554,16 @@ class Store:
             damage = [Damage(_mrel(latest), "manifest", f"{problem}; " + ("its copy is intact" if m is not None else
                              f"no intact copy: the newest intact manifest is version {base.version}"), 0)] \
                 if problem else []
+            blocked = None
             if lock is not None and m is not None:
-                self._finalize(m)   # writes a missing copy
-                self._collect_garbage(m)
+                blocked = self._finish(m, set_aside=repair)   # writes a missing copy
+                if blocked is not None:
+                    damage.append(blocked)
             copy_problem = self._copy_problem(m) if m is not None and not problem else None
             if copy_problem:   # the redundancy a damaged manifest is restored from, lost silently
                 damage.append(Damage(_copy_rel(latest), "manifest", f"{copy_problem}; the manifest itself is intact", 0))
             unfinished = lock is None and m is not None and self._pending(m)
-            damage += self._inspect(base, deep=True)
+            damage += [d for d in self._inspect(base, deep=True) if blocked is None or d.path != blocked.path]
             n_files = len(base.live_files())
             if not repair or not damage:
                 return CheckResult(self.uri, latest, n_files, tuple(damage), unfinished=unfinished)
@@ -551,6 +571,55 @@ class Store:
         finally:
             if lock is not None:
                 lock.__exit__(None, None, None)
+
+    def _finish(self, m: _Manifest, *, set_aside: bool) -> Damage | None:
+        """Finalize ``m`` and collect garbage, under the lock; if something that is not a directory
+        stands where its files go (a file at ``up/a``), the :class:`Damage` naming it: with
+        ``set_aside`` it is first moved to ``_damaged/<version>/`` and ``m`` finalized, else ``m``
+        stays unfinished (its files still staged, where every read finds them). Set aside under
+        ``_damaged/<version + 1>/``, where the repair that follows (it commits that version to
+        record it) says it moved it."""
+        try:
+            self._finalize(m)
+            self._collect_garbage(m)
+            return None
+        except OSError:
+            found = self._blocker(m)
+            if found is None:
+                raise
+        rel, kind = found
+        d = Damage(rel, "untracked", f"is {kind}, not a directory, where files of version {m.version} go "
+                   "(its commit cannot be finished until it is moved aside)", 0)
+        if set_aside:
+            self._f.move(rel, f"_damaged/{m.version + 1:010d}/{rel}")
+            self._finalize(m)
+            self._collect_garbage(m)
+        return d
+
+    def _blocker(self, m: _Manifest) -> tuple[str, str] | None:
+        """(path, what it is) of the first non-directory standing in a directory's place on the
+        way of a still-staged file of ``m`` to its place; None if there is none (a stat per
+        level, on this error path only)."""
+        for e in m.live_files():
+            if e.get("staged") and self._f.exists(e["staged"]):
+                found = self._f.first_non_directory(os.path.dirname(e["path"]))
+                if found is not None and found[0]:
+                    return found
+        return None
+
+    def _finalize_or_refuse(self, m: _Manifest) -> None:
+        """:meth:`_finalize` and :meth:`_collect_garbage` of ``m`` before building on it; a path
+        in the way of its files is a one-line :class:`StoreDamagedError` naming it (it was an
+        ``[Errno 17] File exists`` from every ingest, and nothing said what to do)."""
+        try:
+            self._finalize(m)
+            self._collect_garbage(m)
+        except OSError:
+            found = self._blocker(m)
+            if found is None:
+                raise
+            raise self._damaged(found[0], f"is {found[1]}, not a directory, where files of version {m.version} go "
+                                "(its commit cannot be finished)") from None
 
     def _copy_problem(self, m: _Manifest) -> str | None:
         """What is wrong with the copy of intact manifest ``m`` (damaged, not a file, another
@@ -591,9 +660,10 @@ class Store:
         reported, damage = damage, tuple(d for d in damage if d.kind != "manifest")
         if restore:   # the latest manifest is damaged, its copy intact: write it back, keep the bad bytes
             aside = f"_damaged/{latest:010d}/{_mrel(latest)}"
-            if self._f.kind(_mrel(latest)) == "a file":   # kept in place until replaced: readers never miss it
+            there = self._f.kind(_mrel(latest))
+            if there == "a file":   # kept in place until replaced: readers never miss it
                 self._f.keep_copy(_mrel(latest), aside)
-            else:   # a FIFO, a device or a directory: never opened, moved aside whole
+            elif there is not None:   # a FIFO, a device or a directory: never opened, moved aside whole
                 self._f.move(_mrel(latest), aside)
             self._f.replace_bytes(_mrel(latest), self._f.read_bytes(_copy_rel(latest)))
             if not damage:
@@ -619,8 +689,10 @@ class Store:
                        format_version=m.format_version, txn=txn)
         self._publish(m2, txn)
         aside = f"_damaged/{version:010d}"
+        live_dirs = _parents(m2)
         for d in damage:
-            if d.kind != "manifest" and self._f.kind(d.path) is not None:   # a link to nothing too
+            # (a file in a partition directory's place, set aside by check: the directory there now is the store's)
+            if d.kind != "manifest" and d.path not in live_dirs and self._f.kind(d.path) is not None:   # a link to nothing too
                 self._f.move(d.path, f"{aside}/{d.path}")
                 self._f.prune_empty_dirs(os.path.dirname(d.path))
         if rolled_back:   # the damaged manifests, and files only they listed, go aside too
@@ -664,9 +736,48 @@ class Store:
     def _pending(self, m: _Manifest) -> bool:
         """True if ``m``'s commit has not been finalized (files still staged or superseded, or
         files its repair set aside still in place)."""
-        return (any(self._f.exists(p) for p in m.pending_delete)
-                or any(e.get("staged") and self._f.exists(e["staged"]) for e in m.live_files())
-                or bool(self._not_yet_aside(m)))
+        return bool(self._still_staged(m) or self._superseded_left(m) or self._not_yet_aside(m))
+
+    def _still_staged(self, m: _Manifest) -> set[str]:
+        """The staged paths of ``m``'s live files that are still staged.
+
+        Every command opens the store through this (:meth:`require`): it lists ``_staging`` once,
+        and then only the staging directories ``m`` names that are still there (none once a
+        commit is finished). Asking for each live file cost 1-2 requests per partition on S3
+        (a HEAD and a LIST each: 8 s for 300 partitions on a local S3 server, minutes for
+        thousands against AWS)."""
+        staged = {e["staged"] for e in m.live_files() if e.get("staged")}
+        txns = {rel.split("/")[1] for rel in staged if rel.startswith("_staging/") and rel.count("/") >= 2}
+        if not txns:
+            return set()
+        out: set[str] = set()
+        for txn in sorted(txns & set(self._f.listdir("_staging"))):
+            out.update(rel for rel in self._f.sizes(f"_staging/{txn}") if rel in staged)
+        return out
+
+    def _superseded_left(self, m: _Manifest) -> list[str]:
+        """The files ``m``'s commit superseded that are still there: a ``stat`` each locally, one
+        listing of the store on object stores once there are more than a few (a HEAD and a LIST
+        each otherwise)."""
+        if self._f.local:
+            return [rel for rel in m.pending_delete if os.path.lexists(self._f.p(rel))]
+        if len(m.pending_delete) <= 3:
+            return [rel for rel in m.pending_delete if self._f.exists(rel)]
+        listed = self._f.sizes()
+        return [rel for rel in m.pending_delete if rel in listed]
+
+    def _unplaced(self, m: _Manifest) -> set[str]:
+        """Staging directories (``_staging/<txn>``) holding a live file of ``m`` that is not also
+        in its place (a regular file of the recorded size there): the only copy of its rows, which
+        garbage collection must never delete."""
+        out = set()
+        still = self._still_staged(m)
+        for e in m.live_files():
+            if e.get("staged") in still:
+                size = self._f.file_size(e["path"])
+                if size is None or size < 0 or size != e.get("bytes", size):
+                    out.add("/".join(e["staged"].split("/")[:2]))
+        return out
 
     def _not_yet_aside(self, m: _Manifest) -> list[str]:
         """Files a repair committed as ``m`` set aside that are still where they were: its writer
@@ -675,7 +786,7 @@ class Store:
         last = m.log[-1] if m.log else {}
         if last.get("operation") != "repair" or last.get("version") != m.version:
             return []
-        live = {r for e in m.live_files() for r in (e["path"], e.get("staged")) if r}
+        live = {r for e in m.live_files() for r in (e["path"], e.get("staged")) if r} | _parents(m)
         return [rel for rel in last.get("set_aside", ()) if rel not in live and self._f.kind(rel) is not None]
 
     def _finalize(self, m: _Manifest) -> None:
@@ -691,16 +802,28 @@ class Store:
         superseded: dict[str, list[str]] = {}
         for rel in m.pending_delete:
             superseded.setdefault(partition_key(rel), []).append(rel)
-        for i, e in enumerate(m.live_files()):
+        still = self._still_staged(m)
+        first = True
+        for e in m.live_files():
             staged = e.get("staged")
-            if staged and not self._f.exists(e["path"]) and self._f.exists(staged):
-                self._f.move(staged, e["path"])
-                if i == 0:
-                    _failpoint("mid_finalize")
-                for rel in superseded.pop(partition_key(e["path"]), []):
-                    self._f.delete(rel)
-                    self._f.prune_empty_dirs(os.path.dirname(rel))
-        for rel in m.pending_delete:
+            if staged not in still:
+                continue   # moved already (or never staged)
+            size = self._f.file_size(e["path"])   # None: nothing there, the usual case
+            if size is not None and size == e.get("bytes", size) and size >= 0:
+                continue   # its copy landed (S3: copy, then delete) and the staged one is a duplicate
+            if size is not None:
+                # a directory, a FIFO or a file of another size in its place: set aside, never
+                # deleted and never counted as the file (garbage collection then deleted the only
+                # copy of its rows, staged)
+                self._f.move(e["path"], f"_damaged/{m.version:010d}/{e['path']}")
+            self._f.move(staged, e["path"])
+            if first:
+                _failpoint("mid_finalize")
+                first = False
+            for rel in superseded.pop(partition_key(e["path"]), []):
+                self._f.delete(rel)
+                self._f.prune_empty_dirs(os.path.dirname(rel))
+        for rel in self._superseded_left(m):
             self._f.delete(rel)
             self._f.prune_empty_dirs(os.path.dirname(rel))
         for rel in self._not_yet_aside(m):   # a repair whose writer died after its commit point
@@ -775,11 +898,16 @@ class Store:
         staging directories of decided versions (locally, under ``flock``, also those whose writer is gone), manifests
         older than the last :data:`KEEP_MANIFESTS`, temporary manifests (local)."""
         exclusive = self._f.local
+        unplaced: set[str] | None = None
         for txn in self._f.listdir("_staging"):
             w = _txn_version(txn)
             if txn == keep_txn:
                 continue
             if w is not None and w <= m.version:
+                if unplaced is None:   # only while staging directories of decided versions are left
+                    unplaced = self._unplaced(m)
+                if f"_staging/{txn}" in unplaced:
+                    continue   # holds the only copy of a live file: finalizing it failed, and is retried
                 self._f.rmtree(f"_staging/{txn}")
             elif exclusive:   # under flock: every one whose writer is gone (a live one holds its own)
                 self._collect_local_staging(txn)
@@ -795,15 +923,12 @@ class Store:
     def recover(self) -> None:
         """Finish an interrupted commit and clear leftovers of aborted ones. Takes the lock."""
         with self._lock():
-            m = self._load()
-            self._finalize(m)
-            self._collect_garbage(m)
+            self._finalize_or_refuse(self._load())
 
     def _begin(self, now: _dt.datetime) -> _Manifest:
         """Step 1 of every commit, under the lock: the manifest to build on."""
         m = self._load()
-        self._finalize(m)        # roll forward an interrupted commit before building on it
-        self._collect_garbage(m)
+        self._finalize_or_refuse(m)   # roll forward an interrupted commit before building on it
         self._refuse_damage(m)   # never build a new version on a damaged one
         if m.version and m.format_version < FORMAT_VERSION:
             txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:12]}"
@@ -932,7 +1057,7 @@ class Store:
                     self._f.write_bytes(rel, _table_bytes(rows))
                     spilled.setdefault(part, []).append(rel)
             plan = _Plan(self._v, m, txn, now)
-            counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+            counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0, "rewritten": 0}
             collapsed = 0
             for part in sorted(spilled):
                 new = pa.concat_tables([_parse_parquet(self._f.read_bytes(r), SCHEMA) for r in spilled[part]])
@@ -985,7 +1110,7 @@ class Store:
                             f"failed ({_first_line(e)}); the next command that opens the store finishes it")
         return CommitResult(version=m2.version, inserted=counts.get("inserted", 0), updated=counts.get("updated", 0),
                             unchanged=counts.get("unchanged", 0), deleted=counts.get("deleted", 0), quarantined=n_q,
-                            partitions_written=plan.partitions_written)
+                            partitions_written=plan.partitions_written, rewritten=counts.get("rewritten", 0))
 
     def _published_by(self, version: int) -> str | None:
         """The transaction that published ``version``, "" if unknown, None if it is not published."""
@@ -1011,6 +1136,8 @@ class Store:
             return e
         if by == txn:
             return e  # committed after all (a reply lost after the write): its staged files are the new version's data
+        if isinstance(e, _Withdrawn):
+            return e  # staged files kept: a writer that took over may be moving them (collected once decided)
         self._f.rmtree(f"_staging/{txn}")
         self._f.delete(f"_meta/manifests/.tmp-{txn}")
         if by is not None:   # another writer won the race for this version
@@ -1053,7 +1180,9 @@ class Store:
             raise StoreConflictError(f"{self.uri}: version {m.version} was committed by another writer first")
         self._refuse_a_pruned_name(m)
         with contextlib.suppress(OSError):   # redundancy only: finalize writes it if this fails
-            self._f.replace_bytes(_copy_rel(m.version), m.to_json())
+            # only if absent: a copy already there may be the one record of a version whose
+            # manifest was lost (it is never overwritten; 'store check' compares the two)
+            self._f.create_exclusive(_copy_rel(m.version), m.to_json(), f"_meta/manifests/.tmp-copy-{txn}")
 
 
     def _refuse_a_pruned_name(self, m: _Manifest) -> None:
@@ -1068,7 +1197,17 @@ class Store:
         A newer manifest that is a successor of this one (another writer took over the lease and
         built on it, within this very moment) records this commit's log entry; a pruned name's
         successors record another. Cost: one listing and, only when a newer version exists, one
-        manifest read."""
+        manifest read.
+
+        When the listing or the read fails, nothing says the name was not a pruned one, and
+        finalizing would then delete files the latest version uses: the commit is withdrawn
+        (fail closed). Withdrawing a commit that was in fact the latest loses nothing: its rows
+        are merged again (:meth:`commit`) or the one line says to run it again. The staged files
+        stay either way (a writer that took over may be finalizing them); garbage collection
+        removes them once the version is decided."""
+        newer: list[int] = []
+        latest: _Manifest | None = None
+        doubt: str | None = None
         for _ in range(3):   # the newest pruned between the listing and the read: list again
             try:
                 newer = [v for v in self._manifest_versions() if v > m.version]
@@ -1078,21 +1217,49 @@ class Store:
                 break
             except FileNotFoundError:
                 continue
-            except (OSError, UserError, pa.ArrowException):
-                # no evidence either way (a transient listing error): the commit stands, as it
-                # did before this check; reporting a published commit as failed would be worse
-                return
+            except (OSError, UserError, pa.ArrowException) as e:
+                doubt = _first_line(e)
+                break
         else:
-            return
-        ours = json.loads(json.dumps(m.log[-1], default=str)) if m.log else None
-        theirs = next((e for e in (latest.log if latest is not None else []) if e.get("version") == m.version), None)
-        if theirs == ours:
-            return
-        with contextlib.suppress(OSError):
+            doubt = "the newest manifest was pruned under each of 3 reads"
+        if doubt is None:
+            ours = json.loads(json.dumps(m.log[-1], default=str)) if m.log else None
+            theirs = next((e for e in (latest.log if latest is not None else []) if e.get("version") == m.version), None)
+            if theirs == ours:
+                return
+        try:
             self._f.delete(_mrel(m.version))
-        raise StoreConflictError(f"{self.uri}: this writer stalled past its lease while others committed up to version "
-                                 f"{newer[-1]}; its version {m.version} was withdrawn before taking effect, and "
-                                 "nothing of this commit was stored (run it again)")
+            withdrawn = True
+        except OSError:
+            withdrawn = False
+        if doubt is None:
+            why = (f"this writer stalled past its lease while others committed up to version {newer[-1]}; its "
+                   f"version {m.version}")
+        else:
+            why = (f"after publishing version {m.version}, listing the store's manifests failed ({doubt}), so "
+                   "nothing showed that its name had not been freed by pruning (a writer stalled past its lease); "
+                   "it")
+        if withdrawn:
+            raise _Withdrawn(f"{self.uri}: {why} was withdrawn before taking effect, and nothing of this commit "
+                             "was stored (run it again)")
+        raise _Withdrawn(f"{self.uri}: {why} could not be withdrawn either ({self.uri}/{_mrel(m.version)}); it was "
+                         "not finalized: the next command that opens the store finishes it if it is the latest "
+                         "version (run this one again: rows stored twice are stored once)")
+
+
+class _Withdrawn(StoreConflictError):
+    """A commit this writer published and then withdrew before finalizing it, because its version's
+    name may have been one that pruning freed (:meth:`Store._refuse_a_pruned_name`)."""
+
+
+def _parents(m: _Manifest) -> set[str]:
+    """Every directory above a live file of ``m`` (``up``, ``up/a``, ``_staging/<txn>``, ...)."""
+    out = set()
+    for e in m.live_files():
+        for rel in (e["path"], e.get("staged")):
+            parts = rel.split("/")[:-1] if rel else []
+            out.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return out
 
 
 def _plain(rel: str) -> bool:
