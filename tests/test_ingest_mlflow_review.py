@@ -147,12 +147,14 @@ def test_plan_queries_watermark_mapping_and_ended_runs():
              "g": RunEntry("1", DELETED, 4_000, DELETED, 0)}
     q = plan_queries(["1"], state, opts, mapping_digest="d", now_ms=10_000)
     assert q[0].end_min == 4_000 and q[0].run_ids is None     # a killed or dropped run is no other mapping
-    assert [x.run_ids for x in q[1:]] == [("g",)]
-    assert plan_queries(["1"], state, opts, mapping_digest="d", now_ms=3_000)[0].end_min == 2_000  # never past now
+    assert (q[1].no_end, q[1].end_min) == (True, 4_000)          # finished runs without an end time
+    assert [x.run_ids for x in q[2:]] == [("g",)]
+    # an end time past now was kept before end times were capped at the read: no watermark
+    assert plan_queries(["1"], state, opts, mapping_digest="d", now_ms=3_000)[0].end_min is None
     assert plan_queries(["1"], state, opts, mapping_digest="e", now_ms=10_000)[0].end_min is None  # remapped: all
     state["r"] = RunEntry("1", "RUNNING", 0, "d:z:w", 2)
     q = plan_queries(["1"], state, opts, mapping_digest="d", now_ms=10_000)
-    assert [(x.status, x.run_ids) for x in q[2:]] == [("FINISHED", ("r",)), ("FAILED", ("r",)), ("KILLED", ("r",))]
+    assert [(x.status, x.run_ids) for x in q[3:]] == [("FINISHED", ("r",)), ("FAILED", ("r",)), ("KILLED", ("r",))]
 
 
 class _DeletingProxy:

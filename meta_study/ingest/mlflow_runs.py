@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -119,7 +120,11 @@ def run_record(run: Any) -> RunRecord:
 
 #: What the expander makes of a run besides its mapping; a new one reads every run again, once.
 #: 2: ``epochs`` from the trained epochs (:data:`~meta_study.schema.TRAINED_EPOCHS_KEY`).
-EXPANSION_VERSION = 2
+#: 3: the history mode is part of the digest, a constant of the mapping no longer overwrites a
+#: run's param or tag, and a filtered ingest has a state of its own: a state that a filtered
+#: ingest advanced under the source's plain name (before 3) is read in full once, so the runs its
+#: filter left out come in (each run read again is upserted by key: nothing is stored twice).
+EXPANSION_VERSION = 3
 
 
 def _number(v: Any) -> float | None:
@@ -129,11 +134,11 @@ def _number(v: Any) -> float | None:
         return None
 
 
-def mapping_digest(mapping: IngestMapping) -> str:
-    """12 hex digits naming what turns a run into rows (the mapping without its name, the schema
-    version and :data:`EXPANSION_VERSION`): part of every run's fingerprint, so a changed mapping
-    reads every run again."""
-    text = repr((replace(mapping, name="", source=None), SCHEMA_VERSION, EXPANSION_VERSION))
+def mapping_digest(mapping: IngestMapping, history: str = "latest") -> str:
+    """12 hex digits naming what turns a run into rows (the mapping without its name, the
+    ``history`` mode, the schema version and :data:`EXPANSION_VERSION`): part of every run's
+    fingerprint, so a changed mapping, or ``--history max`` after ``latest``, reads every run again."""
+    text = repr((replace(mapping, name="", source=None), history, SCHEMA_VERSION, EXPANSION_VERSION))
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -142,6 +147,10 @@ def run_fingerprint(rec: RunRecord) -> str:
     payload = json.dumps([rec.status, rec.end_time, sorted(rec.metrics.items()), sorted(rec.params.items()),
                           sorted(rec.tags.items())], default=str)
     return hashlib.sha1(payload.encode()).hexdigest()
+
+
+#: Units of error rates: lower raw values are better accuracies.
+ERROR_UNITS = ("error", "error_percent")
 
 
 def _to_fraction(v: float, unit: str) -> float:
@@ -188,6 +197,7 @@ class RunExpander:
 
     mapping: IngestMapping
     source: str
+    history: str = "latest"    # "latest" or "max" (SourceOptions.history): part of the digest
     _keys: dict[str, KeySpec | None] = field(default_factory=dict, init=False, repr=False)
     _ds_fields: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
     _digest: str = field(default="", init=False, repr=False)
@@ -196,7 +206,7 @@ class RunExpander:
     def digest(self) -> str:
         """:func:`mapping_digest` of the mapping: the prefix of the fingerprints this expander writes."""
         if not self._digest:
-            self._digest = mapping_digest(self.mapping)
+            self._digest = mapping_digest(self.mapping, self.history)
         return self._digest
 
     def fingerprint(self, rec: RunRecord, experiment: str) -> str:
@@ -289,10 +299,15 @@ class RunExpander:
                 problems.append((i, f"missing US metric: the run has downstream metrics ({names}) but none matching "
                                     + " or ".join(p.pattern for p in self.mapping.metrics if p.role == "us")))
                 continue
+            clash = self._constant_clash(rec)
+            if clash:
+                problems.append((i, clash))
+                continue
+            base = self._base(rec, experiments.get(rec.experiment_id, rec.experiment_id), extra)
             for col_unit, task, raw_v in pct:
                 declared.setdefault(col_unit, []).append((task, raw_v))
             b = len(bases)
-            bases.append(self._base(rec, experiments.get(rec.experiment_id, rec.experiment_id), extra))
+            bases.append(base)
             base_run.append(i)
             starts.append(rec.start_time or None)
             ends.append(rec.end_time or None)
@@ -323,6 +338,31 @@ class RunExpander:
         rows["us_accuracy"] = us_vals
         rows["ds_accuracy"] = ds_vals
         return ExpandedRuns(rows, np.asarray(base_run, np.int64)[take], counts, tuple(problems))
+
+    def _constant_clash(self, rec: RunRecord) -> str | None:
+        """The quarantine reason when a constant of the mapping disagrees with the value of a param
+        or tag the mapping maps to the same column (``constants: {data_fraction: 1.0}`` beside a
+        run that logged ``data_fraction=0.1``): refused, as for files, never overwritten. Numbers
+        compare as numbers (the param ``"1"`` is the constant ``1.0``); an empty value is no value."""
+        for col, want in self.mapping.constants.items():
+            for kind, names, values in (("param", self.mapping.params, rec.params), ("tag", self.mapping.tags, rec.tags)):
+                for name, mapped in names.items():
+                    have = values.get(name) if mapped == col else None
+                    if have is None or str(have).strip() == "":
+                        continue
+                    a, b = _number(have), _number(want)
+                    if (a == b) if a is not None and b is not None else str(have).strip() == str(want).strip():
+                        continue
+                    return (f"{col}: the mapping's constant {want!r} disagrees with the run's {kind} {name}={have!r}; "
+                            "a constant is never written over a run's value (drop it from the mapping's constants, "
+                            f"or map the {kind} to another column)")
+        return None
+
+    def best(self, key: str, values: Sequence[float]) -> float:
+        """The best of a metric's logged ``values`` (``history="max"``): the lowest when the key's
+        unit is an error rate (``error``, ``error_percent``: 0.2 is accuracy 0.8), else the highest."""
+        spec = self.spec(key)
+        return min(values) if spec is not None and spec.unit in ERROR_UNITS else max(values)
 
     def _keys_ds_task(self, ds_index: int) -> str:
         return str(self._ds_fields[ds_index].get("ds_task"))
@@ -359,7 +399,8 @@ class RunExpander:
     def _frame(self, bases: list[dict[str, Any]], starts: list[int | None], ends: list[int | None]) -> pd.DataFrame:
         """One row per run: the bases, the inferred architecture family, times and constants.
 
-        In this order, so that constants win over params and tags, and ``extra`` over everything.
+        In this order: constants fill their columns (a run whose param or tag disagrees with one
+        was quarantined before, :meth:`_constant_clash`), and ``extra`` comes last.
         """
         frame = pd.DataFrame(bases)
         extra = frame.pop("extra")
@@ -410,7 +451,7 @@ History = Callable[[Sequence[RunRecord]], Mapping[str, Mapping[str, float]]]
 
 def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str], state: RunState,
                 expander: RunExpander, state_name: str, history: History | None = None,
-                store: Store | None = None, stored_before: bool = False) -> SourceBatch:
+                store: Store | None = None, stored_before: bool = False, read_ms: int | None = None) -> SourceBatch:
     """One page of runs as a batch: rows of new and changed runs, their quarantine, the new state.
 
     ``state`` is updated in place; the batch carries a copy of it as a table, committed with the
@@ -420,7 +461,13 @@ def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str],
     the batch's commit, so the store keeps nothing the run no longer says. ``stored_before``: an
     earlier ingest of the source gave rows (:func:`gave_rows`), so a page whose every row is
     rejected is a bad update, not a failed source.
+
+    ``read_ms`` (ms since the epoch; default: now) is when this ingest started reading: the state
+    keeps a run's end time as at most that (:func:`watermark_end`), so that a run whose end time
+    lies in the future (its machine's clock is ahead) never moves the watermark past the runs
+    that end after this read.
     """
+    read = int(time.time() * 1000) if read_ms is None else read_ms
     stats = {"runs_new": 0, "runs_changed": 0, "runs_unchanged": 0, NO_DS_STAT: 0, REFIT_STAT: 0, ENDED_STAT: 0,
              STORED_BEFORE: int(stored_before)}
     todo: list[RunRecord] = []
@@ -445,6 +492,8 @@ def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str],
         prev = state.get(rec.run_id)
         if prev is not None and prev.fingerprint == fp:
             stats["runs_unchanged"] += 1
+            if prev.end_time > read:     # kept by an ingest before the cap: capped now
+                state[rec.run_id] = prev._replace(end_time=watermark_end(rec, read))
             continue
         stats["runs_new" if prev is None or prev.status == DELETED else "runs_changed"] += 1
         if prev is not None:
@@ -456,7 +505,7 @@ def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str],
     problems = dict(out.problems)
     rejected = []
     for i, rec in enumerate(todo):
-        state[rec.run_id] = RunEntry(rec.experiment_id, rec.status, int(rec.end_time or 0), fps[i], int(out.counts[i]))
+        state[rec.run_id] = RunEntry(rec.experiment_id, rec.status, watermark_end(rec, read), fps[i], int(out.counts[i]))
         if i in problems:
             exp = experiments.get(rec.experiment_id, rec.experiment_id)
             rejected.append({"source": expander.source, "run_id": rec.run_id, "reason": problems[i],
@@ -475,6 +524,14 @@ def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str],
     stale = _stale_runs(store, expander.source, todo, stored, out) if store is not None and stored else []
     return SourceBatch(rows=out.rows, raw=payloads, rejected=rejected_frame(rejected),
                        state={state_name: state_table(state)}, stats=stats, delete_runs=stale + ended)
+
+
+def watermark_end(rec: RunRecord, read_ms: int) -> int:
+    """The end time (ms) the state keeps of a run read at ``read_ms``: its own, but never later
+    than the read (0: none). A finished run's end time from a machine whose clock is a day ahead
+    would otherwise be the watermark, and every run ending before then was never read."""
+    end = int(rec.end_time or 0)
+    return min(end, read_ms) if end > 0 else 0
 
 
 def _stale_runs(store: Store, source: str, todo: Sequence[RunRecord], positions: Sequence[int],
@@ -502,12 +559,16 @@ def _stale_runs(store: Store, source: str, todo: Sequence[RunRecord], positions:
 @dataclass(frozen=True)
 class RunQuery:
     """Runs to read from some experiments: finished ones that ended at or after ``end_min`` (ms;
-    None: all of them), or running ones; with ``run_ids``, only those runs (whatever their end time)."""
+    None: all of them), or running ones; with ``run_ids``, only those runs (whatever their end time).
+    With ``no_end``: finished runs without an end time (``update_run(id, "FINISHED")`` sets none),
+    which no end-time filter selects; the SQL source reads all of them (``end_time IS NULL``), the
+    REST source, whose filters have no ``IS NULL``, those that started at or after ``end_min``."""
 
     experiment_ids: tuple[str, ...]
     status: str                      # "FINISHED" or "RUNNING" (with run_ids also "FAILED", "KILLED")
     end_min: int | None = None
     run_ids: tuple[str, ...] | None = None
+    no_end: bool = False
 
 
 def plan_queries(experiment_ids: Sequence[str], state: RunState, options: SourceOptions, *,
@@ -518,18 +579,23 @@ def plan_queries(experiment_ids: Sequence[str], state: RunState, options: Source
     the state) that are active again: restored in the UI, their end time is behind the watermark;
     and the runs the state holds as RUNNING that have ended since (any end time).
 
-    The watermark is never later than ``now_ms`` (this machine's clock, ms; default: now): a run
-    whose end time lies in the future (logged from a machine whose clock is ahead) would otherwise
-    hide every run that ends before that time.
+    The watermark is never later than ``now_ms`` (this machine's clock, ms; default: now), nor than
+    the ingest that read its run (:func:`watermark_end`): a run whose end time lies in the future
+    (logged from a machine whose clock is ahead) would otherwise hide every run that ends before
+    that time. Experiments read from a watermark also get one query for finished runs without an
+    end time (:attr:`RunQuery.no_end`).
     """
     overlap_ms = int(options.overlap_s * 1000)
     now = int(time.time() * 1000) if now_ms is None else now_ms
     remapped = _remapped(state, mapping_digest) if mapping_digest else set()
-    marks = {e: None if options.full or e in remapped else watermark(state, e) for e in experiment_ids}
+    marks = {e: None if options.full or e in remapped else watermark(state, e, now) for e in experiment_ids}
     marks = {e: None if m is None else min(m, now) for e, m in marks.items()}
     fresh = tuple(e for e in experiment_ids if not marks[e])
     out = [RunQuery(fresh, "FINISHED")] if fresh else []
     out += [RunQuery((e,), "FINISHED", marks[e] - overlap_ms) for e in experiment_ids if marks[e]]
+    dated = tuple(e for e in experiment_ids if marks[e])
+    if dated:
+        out.append(RunQuery(dated, "FINISHED", min(marks[e] for e in dated) - overlap_ms, no_end=True))
     if options.include_running:
         out.append(RunQuery(tuple(experiment_ids), "RUNNING"))
     selected = set(experiment_ids)
@@ -551,6 +617,27 @@ def _remapped(state: RunState, digest: str) -> set[str]:
     prefix = digest + ":"
     return {v.experiment_id for v in state.values()
             if v.status in ("FINISHED", "RUNNING") and not v.fingerprint.startswith(prefix)}
+
+
+def full_reads(queries: Sequence[RunQuery]) -> set[str]:
+    """Experiments that ``queries`` read in full (every finished run, whatever its end time)."""
+    return {e for q in queries if q.status == "FINISHED" and q.end_min is None and q.run_ids is None
+            for e in q.experiment_ids}
+
+
+def restamp(state: RunState, experiment_ids: Iterable[str], seen: set[str], digest: str) -> int:
+    """After a full read of ``experiment_ids`` with the mapping ``digest``: runs of them the read
+    did not return (deleted without ``--drop-deleted``, running again, or no longer matching the
+    filter) get a fingerprint with the new digest that matches no run, so that :func:`_remapped`
+    does not read those experiments in full again on every ingest, and the run, should it be read
+    again, is expanded anew. Returns how many entries changed (``state`` is changed in place)."""
+    exps, prefix, n = set(experiment_ids), digest + ":", 0
+    for r, v in list(state.items()):
+        if (v.experiment_id in exps and r not in seen and v.status in ("FINISHED", "RUNNING")
+                and not v.fingerprint.startswith(prefix)):
+            state[r] = v._replace(fingerprint=f"{prefix}not read by the full read of its experiment")
+            n += 1
+    return n
 
 
 def _matches(found: Sequence[tuple[str, str]], spec: str) -> list[tuple[str, str]]:
@@ -596,6 +683,14 @@ def runs_of_deleted_experiments(state: RunState, active: Iterable[str], deleted:
     return sorted(r for r, v in state.items() if v.experiment_id in chosen and v.status != DELETED)
 
 
+def stored_runs_of(state: RunState, experiment_ids: Iterable[str]) -> list[str]:
+    """Run ids the state holds as FINISHED or RUNNING in ``experiment_ids``, sorted: the runs whose
+    existence ``--drop-deleted`` checks (a deleted run purged by ``mlflow gc`` is listed neither as
+    active nor as deleted, and its rows stayed in the store for ever)."""
+    exps = set(experiment_ids)
+    return sorted(r for r, v in state.items() if v.experiment_id in exps and v.status in ("FINISHED", "RUNNING"))
+
+
 def drop_deleted(state: RunState, run_ids: Iterable[str], source: str) -> list[tuple[str, str]]:
     """Mark runs deleted in MLflow as ``DELETED`` in the state (a tombstone: a restored run is read
     again) and return the (source, run_id) pairs whose rows to delete: those not dropped before."""
@@ -614,9 +709,13 @@ def gave_rows(state: RunState) -> bool:
     return any(v.rows > 0 and v.status in ("FINISHED", "RUNNING") for v in state.values())
 
 
-def watermark(state: RunState, experiment_id: str) -> int | None:
-    """The latest end time (ms) of a finished run of the experiment already ingested."""
-    ends = [v.end_time for v in state.values() if v.experiment_id == experiment_id and v.status == "FINISHED" and v.end_time]
+def watermark(state: RunState, experiment_id: str, now_ms: int | None = None) -> int | None:
+    """The latest end time (ms) of a finished run of the experiment already ingested. An end time
+    later than ``now_ms`` (default: now) was kept by an ingest before :func:`watermark_end` capped
+    them, at a read time unknown: it does not count (its run is read again, and capped then)."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    ends = [v.end_time for v in state.values()
+            if v.experiment_id == experiment_id and v.status == "FINISHED" and 0 < v.end_time <= now]
     return max(ends) if ends else None
 
 
@@ -630,20 +729,60 @@ def load_state(store: Store, name: str) -> RunState:
             zip(d["run_id"], d["experiment_id"], d["status"], d["end_time"], d["fingerprint"], d["rows"])}
 
 
-def stored_source(store: Store, prefix: str, source: str) -> str:
-    """The name the store already gives ``source`` (a :func:`~meta_study.mlflow_client.source_uri`):
-    a stored state ``prefix + name`` whose name is spelt differently but is the same server
-    (``http://h:5000/`` stored before names were canonical). Its rows keep their name, so the
-    runs are replaced, not stored a second time. ``source`` when none is, or the store is new."""
+#: What a filtered ingest's state name adds to its source's (``mlflow:<source>#filter=<sha1, 12
+#: hex>``): the watermark of runs a filter selected is not that of the others.
+FILTER_STATE = "#filter="
+
+
+def filter_state_suffix(filter_string: str | None) -> str:
+    """The state name's suffix of an ingest with ``filter_string`` ("" without one)."""
+    if not filter_string or not filter_string.strip():
+        return ""
+    return FILTER_STATE + hashlib.sha1(filter_string.strip().encode()).hexdigest()[:12]
+
+
+def sqlite_source(uri: str) -> str:
+    """``sqlite:///rel/mlflow.db`` with its path made absolute against the working directory (where
+    MLflow and SQLAlchemy open it), other URIs as they are: as typed, one database had two names
+    (doubled rows), and two databases in two directories one name and one state (runs lost)."""
+    head = "sqlite:///"
+    path = uri[len(head):] if uri.lower().startswith(head) else ""
+    if not path or path.startswith("/") or path == ":memory:":
+        return uri
+    return head + os.path.abspath(path)
+
+
+def stored_source(store: Store, prefix: str, source: str, canonical: Callable[[str], str] | None = None) -> str:
+    """The name the store already gives ``source``: a stored state ``prefix + name`` (a filtered
+    one's too) whose name is spelt differently but ``canonical`` (default:
+    :func:`~meta_study.mlflow_client.source_uri`) makes ``source``: ``http://h:5000/`` stored before
+    names were canonical, ``sqlite:///mlflow.db`` before relative paths were made absolute. Its rows
+    keep their name, so the runs are replaced, not stored a second time. ``source`` when none is,
+    or the store is new."""
     from ..mlflow_client import source_uri
 
+    same = canonical or source_uri
     if not store.exists():
         return source
     for name in sorted(store.state_names(f"{prefix}*")):
-        old = name[len(prefix):]
-        if old != source and source_uri(old) == source:
+        old = name[len(prefix):].split(FILTER_STATE, 1)[0]
+        if old != source and same(old) == source:
             return old
     return source
+
+
+def refuse_bad_port(uri: str, prefix: str = "") -> None:
+    """:class:`UserError` for a URL whose port is not a number (``http://h:notaport``), in one
+    line naming it without user info; Python's URL parser raised ``ValueError`` (a traceback)."""
+    import urllib.parse
+
+    p = urllib.parse.urlsplit(uri)
+    try:
+        _ = p.port
+    except ValueError:
+        host = p.netloc.rpartition("@")[2]
+        raise UserError(f"{prefix}{p.scheme}://{host}{p.path}: the port {host.rpartition(':')[2]!r} is not a "
+                        "number in 0-65535") from None
 
 
 def state_table(state: RunState) -> pa.Table:

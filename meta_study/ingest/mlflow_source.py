@@ -10,7 +10,8 @@ Reading (the slow part at scale, see mlflow/mlflow #2730, #8277, #23253):
   same store transaction, so an ingest killed at any moment resumes where it stopped.
 - Finished runs are fetched per experiment with ``end_time >= watermark - overlap``, ordered by end
   time and paged by end time (keyset), not by MLflow's offset tokens; the watermark is the latest
-  end time already ingested, never later than this machine's clock. The overlap (5 minutes by default)
+  end time already ingested, never later than the start of the ingest that read it. A ``--filter``
+  has a state of its own, and finished runs without an end time get a query of their own. The overlap (5 minutes by default)
   absorbs clock skew between the machines that log runs. Runs whose fingerprint is unchanged are
   skipped without producing rows, so a re-run with no changes writes nothing.
 - A run changed after it finished (metrics logged to it later) is not newer than the watermark:
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Sequence
 
@@ -37,9 +39,10 @@ from ..errors import UserError
 from ..mlflow_client import refuse_credentials, safe_uri, source_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RunExpander, RunQuery, RunRecord, default_mapping, drop_deleted, expand_page, gave_rows, load_state,
-                          mlflow_mapping, plan_queries, run_record, runs_of_deleted_experiments, select_experiments,
-                          state_table, stored_source)
+from .mlflow_runs import (RESTORED_CHUNK, RunExpander, RunQuery, RunRecord, RunState, default_mapping, drop_deleted,
+                          expand_page, filter_state_suffix, full_reads, gave_rows, load_state, mlflow_mapping,
+                          plan_queries, refuse_bad_port, restamp, run_record, runs_of_deleted_experiments,
+                          select_experiments, sqlite_source, state_table, stored_runs_of, stored_source)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
 __all__ = ["MlflowSource", "default_mapping", "mlflow_mapping"]
@@ -60,22 +63,36 @@ class MlflowSource:
 
     def __post_init__(self) -> None:
         refuse_credentials(self.uri, where="")
+        refuse_bad_port(self.uri)
         given = self.name or self.options.source_name or self.mapping.source
         self._named = given is not None
-        self.source = given or source_uri(self.uri)
+        self.source = given or sqlite_source(source_uri(self.uri))
 
     @property
     def label(self) -> str:
         sel = f" [{', '.join(self.options.experiments)}]" if self.options.experiments else ""
-        return f"{safe_uri(self.uri)}{sel}"
+        flt = f" (filter: {self.options.filter_string})" if self.options.filter_string else ""
+        return f"{safe_uri(self.uri)}{sel}{flt}"
 
     @property
     def state_name(self) -> str:
-        return f"mlflow:{self.source}"
+        """``mlflow:<source>``, and with ``--filter`` a state of its own (:func:`filter_state_suffix`):
+        a shared watermark moved past every run the filter left out, and they were never read."""
+        return f"mlflow:{self.source}{filter_state_suffix(self.options.filter_string)}"
 
     # ---- MLflow access ---------------------------------------------------------------------------
 
     def _client(self) -> Any:
+        """MLflow's client of the URI: call it through :meth:`_call` (a database client connects,
+        and may fail, as it is made). A ``sqlite:`` file that does not exist is refused: MLflow
+        would create it (and its directories) and report an empty server for ever."""
+        from sqlalchemy.engine import make_url
+
+        if self.uri.lower().startswith("sqlite:"):
+            db = make_url(self.uri).database
+            if not db or db == ":memory:" or not os.path.isfile(db):
+                raise UserError(f"{safe_uri(self.uri)}: no such database file"
+                                + (f" ({os.path.abspath(db)})" if db and db != ":memory:" else ""))
         # Fail fast on an unreachable server: MLflow's defaults retry for minutes. The user's own
         # settings of these variables win.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -83,20 +100,30 @@ class MlflowSource:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
         from ..mlflow_client import mlflow_client
 
-        return mlflow_client(self.uri)
+        # a relative sqlite path made absolute: MLflow caches its stores by URI, so in one process
+        # `sqlite:///mlflow.db` read from another directory was the first directory's file
+        return mlflow_client(sqlite_source(self.uri))
 
     def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
         from mlflow.exceptions import MlflowException
 
         try:
             return fn(*args, **kw)
+        except UserError:
+            raise
+        except ModuleNotFoundError as e:  # a database URI whose SQLAlchemy driver is not installed
+            raise UserError(f"{safe_uri(self.uri)}: the database driver is not installed (no module {e.name!r}); "
+                            "install it (psycopg2 for postgresql://, mysqlclient for mysql://, pyodbc for "
+                            "mssql://), or read through the tracking server (http://...)") from None
         except MlflowException as e:
             raise UserError(f"{safe_uri(self.uri)}: {_short(e)}") from None
         except Exception as e:  # noqa: BLE001 - requests/sqlalchemy errors: the source is unusable
             raise UserError(f"{safe_uri(self.uri)}: unreachable ({_short(e)})") from None
 
-    def experiments(self, client: Any) -> list[tuple[str, str]]:
-        """(id, name) of the selected experiments: names, ids or globs; all active ones if none."""
+    def experiments(self, client: Any, state: RunState | None = None) -> list[tuple[str, str]]:
+        """(id, name) of the selected experiments: names, ids or globs; all active ones if none.
+        With ``--drop-deleted``, an id of the ``state`` that is no experiment any more (``mlflow
+        gc``) is a deleted experiment, selected by that id."""
         from mlflow.entities import ViewType
 
         def listed(view: int) -> list[tuple[str, str]]:
@@ -112,12 +139,16 @@ class MlflowSource:
         active = listed(ViewType.ACTIVE_ONLY)
         self._active_ids = [i for i, _ in active]
         self._deleted_exps = listed(ViewType.DELETED_ONLY) if self.options.drop_deleted else []
-        return select_experiments(active, self.options.experiments, safe_uri(self.uri), self._deleted_exps)
+        known = {i for i, _ in active} | {i for i, _ in self._deleted_exps}
+        gone = sorted({(v.experiment_id, "") for v in (state or {}).values() if v.experiment_id not in known})
+        return select_experiments(active, self.options.experiments, safe_uri(self.uri),
+                                  self._deleted_exps + (gone if self.options.drop_deleted else []))
 
     def _search(self, client: Any, exp_ids: Sequence[str], extra_filter: str, view: int,
                 order: list[str] | None) -> Iterator[list[Any]]:
-        clauses = [c for c in (self.options.filter_string, extra_filter) if c]
-        flt = " and ".join(f"({c})" if " or " in c.lower() else c for c in clauses)
+        # MLflow's filters have neither OR nor parentheses (it refuses an OR in its own words);
+        # parenthesizing a clause with " or " inside a quoted value broke a valid filter
+        flt = " and ".join(c for c in (self.options.filter_string, extra_filter) if c)
         token = None
         while True:
             page = self._call(client.search_runs, list(exp_ids), filter_string=flt, run_view_type=view,
@@ -159,41 +190,70 @@ class MlflowSource:
     def batches(self, store: Store, progress: Progress) -> Iterator[SourceBatch]:
         from mlflow.entities import ViewType
 
-        client = self._client()
+        read_ms = int(time.time() * 1000)   # before any query: caps the end times the state keeps
+        client = self._call(self._client)
         progress(f"{self.label}: listing experiments", 0, None)
-        exps = self.experiments(client)
-        names = dict(exps)
         if not self._named:
-            self.source = stored_source(store, "mlflow:", self.source)
+            self.source = stored_source(store, "mlflow:", self.source,
+                                        canonical=lambda old: sqlite_source(source_uri(old)))
         state = load_state(store, self.state_name)
+        exps = self.experiments(client, state)
+        names = dict(exps)
         before = gave_rows(state)   # before this ingest changes it
-        expander = RunExpander(self.mapping, self.source)
+        expander = RunExpander(self.mapping, self.source, self.options.history)
         history = (lambda recs: self._history_max(client, expander, recs)) if self.options.history == "max" else None
-        seen = 0
-        for q in plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest) if exps else []:
-            pages = (self._finished(client, q.experiment_ids, _filter_of(q)) if q.status == "FINISHED" and q.run_ids is None
+        seen: set[str] = set()
+        queries = plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest,
+                               now_ms=read_ms) if exps else []
+        for q in queries:
+            pages = (self._finished(client, q.experiment_ids, _filter_of(q))
+                     if q.status == "FINISHED" and q.run_ids is None and not q.no_end
                      else self._search(client, q.experiment_ids, _filter_of(q), ViewType.ACTIVE_ONLY, None))
             for runs in pages:
-                seen += len(runs)
-                progress(f"{self.label}: runs", seen, None)
+                if q.no_end:   # the dated ones are the other queries'
+                    runs = [r for r in runs if not r.info.end_time]
+                if not runs:
+                    continue
+                seen.update(r.info.run_id for r in runs)
+                progress(f"{self.label}: runs", len(seen), None)
                 yield expand_page([run_record(r) for r in runs], experiments=names, state=state,
                                   expander=expander, state_name=self.state_name, history=history, store=store,
-                                  stored_before=before)
+                                  stored_before=before, read_ms=read_ms)
+        if restamp(state, full_reads(queries), seen, expander.digest):
+            yield SourceBatch(rows=pd.DataFrame(), state={self.state_name: state_table(state)})
 
         if self.options.drop_deleted:
             gone: list[tuple[str, str]] = []
             if exps:
-                for runs in self._search(client, [e for e, _ in exps], "", ViewType.DELETED_ONLY, None):
+                ids = [e for e, _ in exps]
+                for runs in self._search(client, ids, "", ViewType.DELETED_ONLY, None):
                     gone += drop_deleted(state, [r.info.run_id for r in runs], self.source)
+                gone += drop_deleted(state, self._purged(client, ids, state, seen), self.source)
             gone += drop_deleted(state, runs_of_deleted_experiments(
                 state, self._active_ids, self._deleted_exps, self.options.experiments), self.source)
             if gone:
                 yield SourceBatch(rows=pd.DataFrame(), state={self.state_name: state_table(state)},
                                   delete_runs=gone, stats={"runs_deleted": len(gone)})
 
+    def _purged(self, client: Any, exp_ids: Sequence[str], state: RunState, seen: set[str]) -> list[str]:
+        """Runs the state holds of ``exp_ids`` that MLflow has no more, neither active nor deleted
+        (``mlflow gc`` purged them): one search per :data:`RESTORED_CHUNK` run ids not read by this
+        ingest (~500 requests for a state of 100,000 runs; only with ``--drop-deleted``)."""
+        from mlflow.entities import ViewType
+
+        todo = [r for r in stored_runs_of(state, exp_ids) if r not in seen]
+        out: list[str] = []
+        for i in range(0, len(todo), RESTORED_CHUNK):
+            chunk = todo[i:i + RESTORED_CHUNK]
+            flt = "attributes.run_id IN (" + ", ".join(f"'{r}'" for r in chunk) + ")"
+            there = {r.info.run_id for runs in self._search(client, exp_ids, flt, ViewType.ALL, None) for r in runs}
+            out += [r for r in chunk if r not in there]
+        return out
+
     def _history_max(self, client: Any, expander: RunExpander, records: Sequence[RunRecord]
                      ) -> dict[str, dict[str, float]]:
-        """The best value over each accuracy metric's history (one call per matched metric and run)."""
+        """The best value over each accuracy metric's history (one call per matched metric and run):
+        the highest, or the lowest of an error rate (:meth:`RunExpander.best`)."""
         out = {}
         for rec in records:
             values = dict(rec.metrics)
@@ -202,7 +262,7 @@ class MlflowSource:
                     hist = self._call(client.get_metric_history, rec.run_id, key)
                     vals = [m.value for m in hist if m.value is not None and not math.isnan(m.value)]
                     if vals:
-                        values[key] = max(vals)
+                        values[key] = expander.best(key, vals)
             out[rec.run_id] = values
         return out
 
@@ -211,7 +271,10 @@ def _filter_of(q: RunQuery) -> str:
     flt = f"attributes.status = '{q.status}'"
     if q.run_ids is not None:   # MLflow run ids are hex: nothing to quote
         flt += " and attributes.run_id IN (" + ", ".join(f"'{r}'" for r in q.run_ids) + ")"
-    return flt if q.end_min is None else f"{flt} and attributes.end_time >= {q.end_min}"
+    if q.end_min is None:
+        return flt
+    # no IS NULL in MLflow's filters: runs without an end time by their start (RunQuery.no_end)
+    return f"{flt} and attributes.{'start_time' if q.no_end else 'end_time'} >= {q.end_min}"
 
 
 def _short(e: BaseException) -> str:

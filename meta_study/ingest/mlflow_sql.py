@@ -43,8 +43,9 @@ from ..errors import UserError
 from ..mlflow_client import has_credentials, safe_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RunExpander, RunQuery, RunRecord, drop_deleted, expand_page, gave_rows, load_state, mlflow_mapping,
-                          plan_queries, runs_of_deleted_experiments, select_experiments, state_table)
+from .mlflow_runs import (RunExpander, RunQuery, RunRecord, RunState, drop_deleted, expand_page, full_reads, gave_rows,
+                          load_state, mlflow_mapping, plan_queries, refuse_bad_port, restamp, runs_of_deleted_experiments,
+                          select_experiments, sqlite_source, state_table, stored_runs_of, stored_source)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
 PREFIX = "mlflow-sql:"
@@ -103,6 +104,7 @@ def parse_target(spec: str) -> DbTarget:
     from sqlalchemy.exc import ArgumentError
 
     inner = _inner(spec)
+    refuse_bad_port(inner, PREFIX)
     shown = PREFIX + safe_uri(inner)
     if has_credentials(inner):
         raise UserError(f"{shown}: credentials in the database URL are refused; set {USER_ENV} and "
@@ -175,7 +177,10 @@ class MlflowSqlSource:
         if self.options.filter_string:
             raise UserError(f"{self.target.shown}: --filter (an MLflow search filter) is not supported by the SQL "
                             "source; select with --experiment, or read through the tracking server")
-        self.source = self.name or self.options.source_name or self.mapping.source or safe_uri(_inner(self.spec))
+        given = self.name or self.options.source_name or self.mapping.source
+        self._named = given is not None
+        # a relative sqlite path is made absolute: the same file has one name from any directory
+        self.source = given or sqlite_source(safe_uri(_inner(self.spec)))
 
     @property
     def label(self) -> str:
@@ -210,6 +215,9 @@ class MlflowSqlSource:
         except ImportError as e:  # the dialect's driver
             hint = DRIVER_HINTS[t.dialect]
             raise UserError(f"{t.shown}: the database driver is not installed ({e}); {hint}") from None
+        except (sqlalchemy.exc.NoSuchModuleError, sqlalchemy.exc.ArgumentError) as e:  # postgresql+nodriver://
+            raise UserError(f"{t.shown}: no such database driver ({str(e).splitlines()[0][:200]}); "
+                            f"{DRIVER_HINTS[t.dialect]}") from None
 
         @sqlalchemy.event.listens_for(engine, "connect")
         def _read_only(dbapi_conn: Any, _rec: Any) -> None:
@@ -258,8 +266,10 @@ class MlflowSqlSource:
                             f"{version('mlflow')}'s); upgrade mlflow, or read through the tracking server")
         self._workspaces = "workspace" in {c["name"] for c in insp.get_columns("experiments")}
 
-    def experiments(self, conn: Any) -> list[tuple[str, str]]:
-        """(id, name) of the selected active experiments, as the tracking server would list them."""
+    def experiments(self, conn: Any, state: RunState | None = None) -> list[tuple[str, str]]:
+        """(id, name) of the selected active experiments, as the tracking server would list them.
+        With ``--drop-deleted``, an id of the ``state`` that is no experiment any more (``mlflow
+        gc``) is a deleted experiment, selected by that id."""
         import sqlalchemy
 
         ws = " AND workspace = 'default'" if self._workspaces else ""
@@ -268,7 +278,10 @@ class MlflowSqlSource:
         active = [(str(i), n) for i, n, stage in rows if stage == "active"]
         self._active_ids = [i for i, _ in active]
         self._deleted_exps = [(str(i), n) for i, n, stage in rows if stage == "deleted"] if self.options.drop_deleted else []
-        return select_experiments(active, self.options.experiments, self.target.shown, self._deleted_exps)
+        known = {str(i) for i, _, _ in rows}
+        gone = sorted({(v.experiment_id, "") for v in (state or {}).values() if v.experiment_id not in known})
+        return select_experiments(active, self.options.experiments, self.target.shown,
+                                  self._deleted_exps + (gone if self.options.drop_deleted else []))
 
     def _runs(self, conn: Any, q: RunQuery) -> Iterator[list[tuple]]:
         """Pages of (run_uuid, experiment_id, status, start_time, end_time, user_id), by end time.
@@ -278,7 +291,9 @@ class MlflowSqlSource:
         where = ["lifecycle_stage = 'active'", "status = :status", "experiment_id IN :exps"]
         params: dict[str, Any] = {"status": q.status, "exps": [int(e) for e in q.experiment_ids],
                                   "n": self.options.page_size}
-        if q.end_min is not None:
+        if q.no_end:              # every finished run without an end time (RunQuery.no_end)
+            where.append("end_time IS NULL")
+        elif q.end_min is not None:
             where.append("end_time >= :end_min")
             params["end_min"] = q.end_min
         if q.run_ids is not None:
@@ -327,11 +342,12 @@ class MlflowSqlSource:
 
     def _history_max(self, conn: Any, expander: RunExpander, records: Sequence[RunRecord]
                      ) -> dict[str, dict[str, float]]:
-        """The best non-NaN value over each matched metric's history: one grouped query per page."""
+        """The best non-NaN value over each matched metric's history (the highest, or the lowest
+        of an error rate: :meth:`RunExpander.best`): one grouped query per page."""
         best: dict[tuple[str, str], float] = {
-            (rid, key): float(v) for rid, key, v in self._by_run(
-                conn, "SELECT run_uuid, key, MAX(value) FROM metrics WHERE run_uuid IN :ids AND is_nan = 0 "
-                      "GROUP BY run_uuid, key", [r.run_id for r in records]) if v is not None}
+            (rid, key): expander.best(key, [float(lo), float(hi)]) for rid, key, lo, hi in self._by_run(
+                conn, "SELECT run_uuid, key, MIN(value), MAX(value) FROM metrics WHERE run_uuid IN :ids "
+                      "AND is_nan = 0 GROUP BY run_uuid, key", [r.run_id for r in records]) if hi is not None}
         out = {}
         for rec in records:
             values = dict(rec.metrics)
@@ -358,33 +374,48 @@ class MlflowSqlSource:
             engine.dispose()
 
     def _batches(self, conn: Any, store: Store, progress: Progress) -> Iterator[SourceBatch]:
+        import time
+
+        read_ms = int(time.time() * 1000)   # before any query: caps the end times the state keeps
         progress(f"{self.label}: checking the schema", 0, None)
         self.check_schema(conn)
-        exps = self.experiments(conn)
+        if not self._named:     # a store that named the file by its relative path keeps that name
+            self.source = stored_source(store, "mlflow-sql:", self.source, canonical=sqlite_source)
+        state = load_state(store, self.state_name)
+        exps = self.experiments(conn, state)
         conn.rollback()
         names = dict(exps)
-        state = load_state(store, self.state_name)
         before = gave_rows(state)   # before this ingest changes it
-        expander = RunExpander(self.mapping, self.source)
+        expander = RunExpander(self.mapping, self.source, self.options.history)
         history = (lambda recs: self._history_max(conn, expander, recs)) if self.options.history == "max" else None
-        seen = 0
-        for q in plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest) if exps else []:
+        seen: set[str] = set()
+        queries = plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest,
+                               now_ms=read_ms) if exps else []
+        for q in queries:
             pages = self._runs(conn, q)
             while True:
                 runs = next(pages, None)
                 if runs is None:
                     break
                 recs = self.records(conn, runs)
-                seen += len(runs)
-                progress(f"{self.label}: runs", seen, None)
+                seen.update(r.run_id for r in recs)
+                progress(f"{self.label}: runs", len(seen), None)
                 batch = expand_page(recs, experiments=names, state=state, expander=expander,
                                     state_name=self.state_name, history=history, store=store,
-                                  stored_before=before)
+                                    stored_before=before, read_ms=read_ms)
                 conn.rollback()   # end the read transaction: no lock on the DB while the store commits
                 yield batch
+        if restamp(state, full_reads(queries), seen, expander.digest):
+            yield SourceBatch(rows=pd.DataFrame(), state={self.state_name: state_table(state)})
         if self.options.drop_deleted:
-            deleted = [r[0] for r in fetch(conn, "SELECT run_uuid FROM runs WHERE lifecycle_stage = 'deleted' AND "
-                                           "experiment_id IN :exps", {"exps": [int(e) for e, _ in exps]})] if exps else []
+            ids = [int(e) for e, _ in exps]
+            deleted: list[str] = []
+            if exps:
+                listed = fetch(conn, "SELECT run_uuid, lifecycle_stage FROM runs WHERE experiment_id IN :exps",
+                               {"exps": ids})
+                deleted = [r for r, stage in listed if stage == "deleted"]
+                there = {r for r, _ in listed}    # runs purged by `mlflow gc` are in neither list
+                deleted += [r for r in stored_runs_of(state, [e for e, _ in exps]) if r not in there]
             conn.rollback()
             deleted += runs_of_deleted_experiments(state, self._active_ids, self._deleted_exps, self.options.experiments)
             gone = drop_deleted(state, deleted, self.source)

@@ -191,6 +191,9 @@ class _Seen:
         if frame is None or not len(frame):
             return
         self.rejected += len(frame)
+        # their runs were read too: their earlier quarantine entries settle (a run an MLflow source
+        # rejected whole gathered one entry per change, where the quarantine keeps the latest read)
+        self._add_runs(self.read, frame["source"].tolist(), frame["run_id"].tolist())
         for reason, n in frame["reason"].map(_reason_kind).value_counts().items():
             self.reasons[reason] = self.reasons.get(reason, 0) + int(n)
 
