@@ -598,15 +598,22 @@ def test_a_resume_with_other_concurrency_or_retries_is_refused():
     assert _plan(record=replace(_record(), settings=old), tune_state=True, resume=True, settings=same).resume
 
 
-def test_a_restored_tuner_takes_this_sessions_verbosity():
+def test_a_restored_tuner_takes_this_sessions_verbosity_and_callbacks():
+    """The earlier session's own callbacks are replaced by this session's (one of a kind each);
+    anything else in the restored run config stays."""
     from types import SimpleNamespace
 
-    from meta_study.tune.runner import _use_callback
+    from meta_study.tune.groups import FreeOrphanedGroups
+    from meta_study.tune.runner import _use_callbacks
 
     rc = SimpleNamespace(callbacks=[], verbose=1)
     tuner = SimpleNamespace(_local_tuner=SimpleNamespace(get_run_config=lambda: rc))
-    _use_callback(tuner, "cb", verbose=0)
+    _use_callbacks(tuner, ["cb"], verbose=0)
     assert rc.verbose == 0 and rc.callbacks == ["cb"]
+    old, new = FreeOrphanedGroups(), FreeOrphanedGroups()
+    rc.callbacks = ["other", old]
+    _use_callbacks(tuner, ["cb", new])
+    assert rc.callbacks == ["other", "cb", new] and rc.verbose == 0
 
 
 def test_early_stopped_trials_an_earlier_session_evaluated_still_count(monkeypatch):
@@ -651,3 +658,50 @@ def test_a_resumed_session_sets_the_parent_run_running(tmp_path):
     run = client.get_run(parent)
     assert run.info.status == "RUNNING" and run.data.tags["session.2.code_version"] == "c1"
     assert len(StateDir(exp_dir).read_record().sessions) == 2
+
+
+def test_the_parent_run_records_only_what_every_trial_shares():
+    """A fixed setting the space overrides (here the base lr, searched per trial) was recorded
+    on the parent run as if every trial used it; the parent names the searched keys instead."""
+    from meta_study.tune.runner import parent_params
+
+    spec = SweepSpec(name="lrs", doc="x\n", space=lambda o: {"lr": grid([1e-3, 1e-2]), "seed": grid([0])},
+                     base=dict(model_name="vit_s", lr=3e-4, epochs=30))
+    o = parse_options(spec, ["--smoke"])
+    params = parent_params(spec, o, fixed_config(spec, o), "lrs-smoke")
+    assert "lr" not in params and "seed" not in params and params["searched"] == "lr,seed"
+    assert params["sweep"] == "lrs-smoke" and params["smoke"] is True and params["epochs"] == 30
+    zoo = sweep_module("zoo").SPEC              # Optuna, define-by-run: the keys of its draws
+    zo = parse_options(zoo, ["--smoke"])
+    zp = parent_params(zoo, zo, fixed_config(zoo, zo), "zoo-smoke")
+    assert {"lr", "optimizer", "model_name", "epochs"} <= set(zp["searched"].split(",")) and "lr" not in zp
+    assert zp["img_size"] == 16 and zp["batch_size"] == 128         # the smoke settings every trial shares
+
+
+def test_data_parallel_trials_are_limited_to_what_the_cluster_can_place():
+    """Tune reserves 0.1 CPU for a data-parallel trial's own actor and knows nothing of its
+    workers: four 2-worker trials on 2 CPUs held 0.4 CPU waiting and none could place its 1.8
+    CPUs. Without --max-concurrent, a new sweep runs as many as the cluster can place."""
+    from meta_study.tune.runner import _data_parallel_limit, data_parallel_concurrency
+
+    assert data_parallel_concurrency({"CPU": 2.0}, 2, 0.9, False) == (1, pytest.approx(1.9))
+    assert data_parallel_concurrency({"CPU": 64.0, "GPU": 8.0}, 2, 4.0, True)[0] == 4      # GPUs bind first
+    assert data_parallel_concurrency({"CPU": 16.0, "GPU": 8.0}, 2, 4.0, True)[0] == 1      # then CPUs
+    assert data_parallel_concurrency({"CPU": 1.0}, 2, 1.0, False)[0] == 1                  # an autoscaler may grow it
+    assert data_parallel_concurrency({"CPU": 3.8}, 2, 0.9, False)[0] == 2                  # 2 x 1.9 exactly
+    single = parse_options(SPEC, ["--smoke"])
+    given = parse_options(SPEC, ["--smoke", "--workers-per-trial", "2", "--max-concurrent", "3"])
+    assert _data_parallel_limit(single, trial_hooks(single)) is single        # Tune places these itself
+    assert _data_parallel_limit(given, trial_hooks(given)) is given           # the user's limit wins
+
+
+def test_a_batch_the_data_parallel_workers_cannot_share_is_refused_before_ray():
+    """Every trial's ranks refuse a batch that is not a multiple of the workers (unequal shards
+    weight examples unequally); found before Ray starts, in one line."""
+    from meta_study.tune.runner import check_fixed_config
+
+    spec = sweep_module("head_wd").SPEC
+    with pytest.raises(UserError, match=r"^--workers-per-trial 3: batch_size=128 is not a multiple of it"):
+        check_fixed_config(spec, parse_options(spec, ["--smoke", "--workers-per-trial", "3"]))
+    check_fixed_config(spec, parse_options(spec, ["--smoke", "--workers-per-trial", "3", "--set", "batch_size=129"]))
+    check_fixed_config(spec, parse_options(spec, ["--smoke", "--workers-per-trial", "2"]))

@@ -412,6 +412,28 @@ def test_data_parallel_trials_run_a_torch_trainer(mlflow_server, tmp_path):
         assert 1 <= len(on_storage) <= 2 and not staging, (on_storage, staging)
 
 
+@pytest.mark.slow(150)
+def test_an_asha_sweep_of_data_parallel_trials_runs_to_its_end(mlflow_server, tmp_path):
+    """The zoo (Optuna + ASHA) with 2-worker trials on 2 CPUs. It waited for good three ways:
+    four trial actors at 0.1 CPU each left 1.6 CPUs where each trial's workers need 1.8 (now at
+    most as many trials at a time as the cluster places); the third trial, given the second's
+    actor to reuse, failed ("Trainable runner reuse requires reset_config()"; no reuse for
+    data-parallel trials); a trial ASHA stopped kept its workers' placement group reserved (freed
+    by the sweep's callback). Whether ASHA stops one here depends on the draws: every trial ends,
+    finished or evaluated."""
+    exp = f"ddp-asha-{uuid.uuid4().hex[:6]}"
+    r = sweep("zoo", "--tracking-uri", mlflow_server.uri, "--experiment", exp, "--num-samples", "4",
+              "--workers-per-trial", "2", "--cpus-per-trial", "0.9", "--storage-path", str(tmp_path / "ray"),
+              "--quiet", cwd=tmp_path, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "data-parallel trials: at most 1 at a time" in r.stderr
+    s = summary(r.stdout)
+    assert s["trials"] == s["finished"] == 4 and s["errored"] == 0 and s["eval_failed"] == 0, s
+    runs = child_runs(mlflow_server.uri, exp)
+    assert len(runs) == 4 and all(run.info.status == "FINISHED" for run in runs)
+    assert sum("early_stopped" in run.data.metrics for run in runs) == s["early_stopped"]
+
+
 def test_an_early_stopped_data_parallel_trials_train_checkpoint_is_evaluated(tmp_path):
     """An early-stopped data-parallel trial has no Tune checkpoint (TuneReportCallback forwards a
     Train checkpoint only as the metric checkpoint_path): it was recorded as failed, "stopped before

@@ -35,6 +35,9 @@ CHECKPOINT_PATH_KEY = "checkpoint_path"
 
 #: Seconds between two lines saying that early-stopped trials' evaluations still wait.
 WAIT_NOTE_S = 300.0
+#: Seconds between two looks for placement groups that stopped data-parallel trials left reserved
+#: while evaluations wait (one GCS call each).
+FREE_EVERY_S = 5.0
 
 ORPHAN_REASON = ("no trial of the sweep owns this run: its trial was started after Tune's last saved state "
                  "and lost with the driver; the resumed sweep ran that configuration again under its own run")
@@ -122,6 +125,7 @@ def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callab
     """
     import ray
 
+    from ..ray_session import free_orphaned_placement_groups
     from .trial import evaluate_stopped_trial
 
     done: list[str] = []
@@ -147,14 +151,21 @@ def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callab
                            ).remote(r.config, ckpt, hooks)
         refs[ref] = (r, ckpt)
     pending = list(refs)
+    waited = 0.0
     while pending:
-        ready, pending = ray.wait(pending, num_returns=1, timeout=WAIT_NOTE_S)
+        ready, pending = ray.wait(pending, num_returns=1, timeout=FREE_EVERY_S)
         if not ready:
-            # said, not waited on in silence: an evaluation that cannot get its resources (a
-            # data-parallel trial stopped early can leave its Ray Train placement group reserved,
-            # ray-project/ray#54305) waits for as long as they stay taken
-            print(f"evaluating early-stopped trials: {len(pending)} still waiting for resources after "
-                  f"{WAIT_NOTE_S:g} s more (free: {ray.available_resources()})", file=sys.stderr, flush=True)
+            # a data-parallel trial stopped early leaves its Ray Train placement group reserved
+            # (ray-project/ray#54305, meta_study/tune/groups.py): freed here too, since the last
+            # trial's may outlive the sweep's Tune loop by a moment
+            free_orphaned_placement_groups()
+            waited += FREE_EVERY_S
+            if waited >= WAIT_NOTE_S:
+                # said, not waited on in silence: an evaluation that cannot get its resources
+                # (taken by something else on a shared cluster) waits for as long as they stay taken
+                waited = 0.0
+                print(f"evaluating early-stopped trials: {len(pending)} still waiting for resources after "
+                      f"{WAIT_NOTE_S:g} s more (free: {ray.available_resources()})", file=sys.stderr, flush=True)
             continue
         r, ckpt = refs[ready[0]]
         tid = trial_id_of(r)

@@ -241,7 +241,8 @@ def build_parser(spec: SweepSpec) -> argparse.ArgumentParser:
       help="> 1: data-parallel Ray Train TorchTrainer per trial")
     a("--torch-trainer", action="store_true", help="a Ray Train TorchTrainer per trial even with one worker")
     a("--max-concurrent", type=int, default=None,
-      help="trials running at once (default: as many as the cluster's CPUs and GPUs fit)")
+      help="trials running at once (default: as many as the cluster's CPUs and GPUs fit; data-parallel "
+           "trials: as many as can place their workers)")
     a("--max-failures", type=int, default=None,
       help=f"restarts of a crashed trial from its last checkpoint (default {DEFAULT_MAX_FAILURES})")
     a("--us-task", action="append", default=None, help="upstream task (one; default: the procedural synth_us)")
@@ -411,6 +412,11 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
         if not timm.is_model(model):
             raise UserError(f"model_name {model!r}: neither a preset ({', '.join(list_presets())}) nor a timm model")
     searched = searched_keys(spec, options)
+    batch = cfg.get("batch_size", TrainConfig.batch_size)
+    if options.workers_per_trial > 1 and "batch_size" not in searched and int(batch) % options.workers_per_trial:
+        # every trial's ranks would refuse it at their first step (train.loop.check_batch_splits)
+        raise UserError(f"--workers-per-trial {options.workers_per_trial}: batch_size={batch} is not a multiple of it; "
+                        "each worker trains on an equal share of every batch (give --set batch_size=N)")
     for key in options.overrides:
         if key in searched:
             # the search space sets it per trial: the value was ignored without a word (and the
@@ -449,6 +455,17 @@ def searched_keys(spec: SweepSpec, options: SweepOptions, *, draws: int = 32) ->
         optuna.logging.set_verbosity(was)
 
 
+def parent_params(spec: SweepSpec, options: SweepOptions, fixed: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The sweep's parent run's params: the settings every trial shares, and under ``searched``
+    the names of those the search sets per trial. A fixed value the space overrides (the smoke
+    lr, the base epochs) is not one every trial shares: the parent once recorded it beside trials
+    that each drew their own."""
+    searched = searched_keys(spec, options)
+    return {"sweep": name, "smoke": options.smoke,
+            **{k: v for k, v in fixed.items() if k not in searched},
+            **({"searched": ",".join(sorted(searched))} if searched else {})}
+
+
 def trial_hooks(options: SweepOptions) -> "TrialHooks":
     """What the machinery tells every trial besides its config (:class:`~.trial.TrialHooks`)."""
     from .trial import TrialHooks
@@ -479,7 +496,7 @@ class PerTrialResources:
         if o.torch_trainer or o.workers_per_trial > 1:
             # the trial function only drives its TorchTrainer, whose workers ask for their own resources
             # (--cpus-per-trial CPUs and one GPU each): 0.1 CPU is enough to wait on them
-            return {"cpu": 0.1, "gpu": 0.0}
+            return {"cpu": DRIVER_CPUS, "gpu": 0.0}
         return self.fn(config, o).as_tune()
 
 
@@ -616,8 +633,8 @@ def _record_session(spec: SweepSpec, p: _Plan, o: SweepOptions, fixed: Mapping[s
                       code=p.code, git_sha=tags["git_sha"], researcher=o.researcher, resume=p.resume,
                       code_changed=p.code_changed)
     if p.record is None:
-        exp_id, parent = create_parent_run(p.tracking, p.experiment, p.name,
-                                           params={"sweep": p.name, "smoke": o.smoke, **fixed}, tags=tags)
+        exp_id, parent = create_parent_run(p.tracking, p.experiment, p.name, params=parent_params(spec, o, fixed, p.name),
+                                           tags=tags)
         rec = SweepRecord(sweep=p.name, experiment=p.experiment, experiment_id=exp_id, parent_run_id=parent,
                           tracking_uri=safe_uri(p.tracking), sessions=(session,), settings=sweep_settings(spec, o))
         if not p.state.create_record(rec):
@@ -719,11 +736,17 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     resources = PerTrialResources(spec.resources, o)
     # the hooks travel beside the config (Tune's object store), so the config is TrainConfig only
     trainable = tune.with_resources(tune.with_parameters(train_trial, hooks=hooks), resources)
+    callbacks = [callback]
+    if hooks.torch_trainer:    # a stopped data-parallel trial's placement group is freed while the sweep runs
+        from .groups import FreeOrphanedGroups
+
+        callbacks.append(FreeOrphanedGroups())
     if p.restore_tune:
         tuner = tune.Tuner.restore(p.exp_dir, trainable, resume_errored=True)
-        _use_callback(tuner, callback, verbose=0 if o.quiet else 1)
+        _use_callbacks(tuner, callbacks, verbose=0 if o.quiet else 1)
+        tuner._local_tuner._tune_config.reuse_actors = _reuse_actors(o)   # a sweep started before 2026-12-04
     else:
-        tuner = _new_tuner(spec, o, trainable, fixed, p.name, p.storage, callback)
+        tuner = _new_tuner(spec, _data_parallel_limit(o, hooks), trainable, fixed, p.name, p.storage, callbacks)
     with _signal_handlers_kept():
         results = list(tuner.fit())
     finished = sum(1 for r in results if r.error is None and (r.metrics or {}).get("final") == 1.0)
@@ -780,20 +803,59 @@ def _signal_handlers_kept() -> Iterator[None]:
             signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
-def _use_callback(tuner: Any, callback: Any, verbose: int | None = None) -> None:
-    """Give a restored Tuner this session's MLflow callback (and ``--quiet``'s verbosity).
+#: CPUs a data-parallel trial's own actor asks for (it only waits on its TorchTrainer's workers).
+DRIVER_CPUS = 0.1
+
+
+def data_parallel_concurrency(cluster: Mapping[str, float], workers: int, worker_cpus: float,
+                              use_gpu: bool) -> tuple[int, float]:
+    """How many data-parallel trials can train at once on ``cluster`` (Ray's total resources):
+    (trials, CPUs one trial needs). Tune reserves only a trial's own actor (``DRIVER_CPUS``) and
+    knows nothing of the Train workers that actor then asks for, so without a limit it starts
+    trial actors while any CPU is free: on 2 CPUs, four trials of 2 workers x 0.9 CPU held 0.4
+    CPU in waiting actors, no trial's 1.8 CPUs could ever be placed, and the sweep waited for good
+    (measured: 8 minutes, no training step). At least 1: a cluster smaller than one trial may
+    still grow (an autoscaler)."""
+    need_cpu = workers * worker_cpus + DRIVER_CPUS
+    fits = math.floor(float(cluster.get("CPU", 0.0)) / need_cpu + 1e-9) if need_cpu > 0 else 10**6
+    if use_gpu:
+        fits = min(fits, math.floor(float(cluster.get("GPU", 0.0)) / workers + 1e-9))
+    return max(1, fits), need_cpu
+
+
+def _data_parallel_limit(o: SweepOptions, hooks: "TrialHooks") -> SweepOptions:
+    """A new sweep's options with ``max_concurrent`` set for data-parallel trials when not given
+    (:func:`data_parallel_concurrency`); said in one line. Not recorded as given: a resume keeps
+    Tune's own (restored) limit."""
+    if not hooks.torch_trainer or o.max_concurrent is not None:
+        return o
+    import ray
+
+    cluster = ray.cluster_resources()
+    k, need = data_parallel_concurrency(cluster, hooks.workers, hooks.worker_cpus, hooks.use_gpu)
+    gpus = f" and {hooks.workers} GPUs" if hooks.use_gpu else ""
+    print(f"data-parallel trials: at most {k} at a time (each needs {need:g} CPUs{gpus} for its {hooks.workers} "
+          f"workers and itself; Ray has {cluster.get('CPU', 0):g} CPUs); --max-concurrent sets another limit",
+          file=sys.stderr, flush=True)
+    return replace(o, max_concurrent=k)
+
+
+def _use_callbacks(tuner: Any, callbacks: Sequence[Any], verbose: int | None = None) -> None:
+    """Give a restored Tuner this session's callbacks (and ``--quiet``'s verbosity).
     ``Tuner.restore`` unpickles the run config of the session that started the sweep, callbacks
     and verbosity included, with that session's tags (git SHA, researcher) and without knowing it
     resumes; Tune has no public way to replace a restored run config's callbacks, so this swaps
     them in the (private) TunerInternal, which reads ``verbose`` from it when ``fit`` starts."""
+    from .groups import FreeOrphanedGroups
     from .tracking import MlflowSweepCallback
 
     rc = tuner._local_tuner.get_run_config()
     if verbose is not None:
         rc.verbose = verbose
-    rc.callbacks = [callback if isinstance(c, MlflowSweepCallback) else c for c in (rc.callbacks or [])]
-    if callback not in rc.callbacks:
-        rc.callbacks.append(callback)
+    # ours are replaced by this session's (the earlier session's may lack one: an older version,
+    # or a sweep first started without data-parallel trials); anything else is kept
+    ours = (MlflowSweepCallback, FreeOrphanedGroups)
+    rc.callbacks = [c for c in (rc.callbacks or []) if not isinstance(c, ours)] + list(callbacks)
 
 
 def _finish(spec: SweepSpec, results: list[Any], callback: Any, p: _Plan, rec: SweepRecord,
@@ -840,7 +902,7 @@ def _metric(fixed: Mapping[str, Any]) -> str:
 
 
 def _new_tuner(spec: SweepSpec, options: SweepOptions, trainable: Any, fixed: dict[str, Any], name: str,
-               storage: str, callback: Any) -> Any:
+               storage: str, callbacks: Sequence[Any]) -> Any:
     from ray import tune
 
     metric = _metric(fixed)
@@ -862,12 +924,23 @@ def _new_tuner(spec: SweepSpec, options: SweepOptions, trainable: Any, fixed: di
     return tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(num_samples=samples, search_alg=search_alg, scheduler=scheduler,
-                                    max_concurrent_trials=options.max_concurrent, reuse_actors=True,
+                                    max_concurrent_trials=options.max_concurrent,
+                                    reuse_actors=_reuse_actors(options),
                                     trial_name_creator=TrialName(spec.name), trial_dirname_creator=_trial_dir),
-        run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[callback],
+        run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=list(callbacks),
                                   failure_config=tune.FailureConfig(max_failures=_max_failures(options)),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   verbose=0 if options.quiet else 1))
+
+
+def _reuse_actors(options: SweepOptions) -> bool:
+    """Tune's actor reuse (a trial actor kept for the next trial: no start-up per trial), except for
+    data-parallel trials: their function returns only after its TorchTrainer has shut down its
+    controller and workers, which takes longer than the 2 s Tune gives a reused actor's last
+    trial to end (``TUNE_FUNCTION_THREAD_TIMEOUT_S``), and the next trial then failed with
+    "Trainable runner reuse requires reset_config() to be implemented and return True"
+    (measured: the third trial of a 2-worker zoo sweep, one trial at a time)."""
+    return not (options.torch_trainer or options.workers_per_trial > 1)
 
 
 class TrialName:
