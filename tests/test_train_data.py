@@ -214,3 +214,23 @@ def test_negative_int_labels_are_refused(tmp_path: Path) -> None:
     pq.write_table(_table(4, False), tmp_path / "train.parquet")
     with pytest.raises(ValueError, match="label -1: class ids must be >= 0"):
         load_parquet(tmp_path / "test.parquet", name="c", img_size=8)
+
+
+@pytest.mark.parametrize("folder", ["valid", "Testing", "eval"])
+def test_imagefolder_takes_every_test_folder_name_it_knows_as_the_test_split(tmp_path: Path, folder: str) -> None:
+    """Kaggle's train/ + valid/: valid/ was named a split (never a class) but not used as one, and
+    20% of train was held out in its place (9 train images of 12, 3 test, instead of 12 and 6)."""
+    _write_folder(tmp_path, "train", 4)
+    _write_folder(tmp_path, folder, 2)
+    _check_colour_task(load_imagefolder(tmp_path, name="colours", img_size=8), 12, 6)
+
+
+def test_no_steps_and_no_epochs_is_refused() -> None:
+    """steps=0 means "count epochs"; with epochs=0 too, one step was trained (the planner's floor)
+    and the run was logged as 0 epochs."""
+    from meta_study.train.loop import TrainConfig
+
+    with pytest.raises(ValueError, match=r"epochs=0\.?0?: must be > 0 when steps is 0"):
+        TrainConfig(steps=0, epochs=0)
+    TrainConfig(steps=5, epochs=0)          # a step count: epochs unused
+    TrainConfig(steps=0, epochs=0.5)

@@ -27,11 +27,13 @@ import torch
 from .data import CachedSplit, Task
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-TEST_DIRS = ("test", "val", "validation")
+#: Test folder names, the first present wins: Kaggle's train/ + valid/ layout held out 20% of
+#: train instead (valid/ was named a split but never used).
+TEST_DIRS = ("test", "testing", "val", "valid", "validation", "eval", "evaluation")
 #: Folder names of a split, matched case-insensitively: a root whose folders are named so holds
 #: splits, not classes (Fruits-360's Training/ and Test/ became a 2-class task).
 TRAIN_DIRS = ("train", "training")
-SPLIT_NAMES = frozenset(TRAIN_DIRS + TEST_DIRS + ("testing", "valid", "eval", "evaluation"))
+SPLIT_NAMES = frozenset(TRAIN_DIRS + TEST_DIRS)
 
 
 class EncodedSplit(CachedSplit):
@@ -125,7 +127,8 @@ def load_imagefolder(root: str | os.PathLike, *, name: str | None = None, img_si
             train/training in any case, and without one ``root`` itself holds the class folders
             (an error if some of them are named like splits: test, val, ...).
         test_dir: the test subdirectory (an error if missing); default the first of
-            test/val/validation, in any case, that exists beside the training one.
+            test/testing/val/valid/validation/eval/evaluation, in any case, that exists beside
+            the training one.
             Without one, a stratification-free random ``test_fraction`` of train is held out.
         test_fraction: used only without a test directory.
         cache_mb: keep decoded images in memory when a split fits.

@@ -144,6 +144,10 @@ class TrainConfig:
         for name in ("batch_size", "img_size", "eval_batch_size", "fewshot_seeds", "finetune_examples",
                      "finetune_steps", "finetune_batch_size"):
             at_least(name, 1)
+        # steps=0 means "count epochs": with epochs=0 too it trained 1 step (the planner's floor)
+        # and logged it as a 0-epoch run
+        need("epochs", not (num(self.steps) and self.steps == 0 and num(self.epochs) and self.epochs == 0),
+             "> 0 when steps is 0 (nothing to train)")
         need("data_fraction", num(self.data_fraction) and 0 < self.data_fraction <= 1, "in (0, 1]")
         need("warmup_fraction", num(self.warmup_fraction) and 0 <= self.warmup_fraction <= 1, "in [0, 1]")
         need("momentum", num(self.momentum) and 0 <= self.momentum <= 1, "in [0, 1]")
