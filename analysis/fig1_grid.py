@@ -10,6 +10,8 @@ from meta_study.analysis import scripts
 
 
 def main() -> None:
+    from meta_study.cli import prepare_out
+    from meta_study.store import open_store
     from meta_study.analysis.fitting import FitOptions
     from meta_study.analysis.results import AnalysisOptions
     from meta_study.defaults import HOLDOUT_QUANTILE
@@ -18,8 +20,10 @@ def main() -> None:
     p.add_argument("--holdout-quantile", type=float, default=HOLDOUT_QUANTILE)
     p.add_argument("--max-group-figures", type=int, default=60)
     a = p.parse_args()
-    _, out = scripts.analyse(a, AnalysisOptions(fit=FitOptions(holdout_quantile=a.holdout_quantile)),
-                             max_group_figures=a.max_group_figures)
+    options = AnalysisOptions(fit=FitOptions(holdout_quantile=a.holdout_quantile))   # a refused one creates nothing
+    open_store(a.store)           # first: a mistyped STORE creates no --out
+    prepare_out(a.out, a.store)   # never in the store: a plain reader of STORE would read our tables
+    _, out = scripts.analyse(a, options, max_group_figures=a.max_group_figures)
     scripts.done(out)
 
 

@@ -11,6 +11,8 @@ from meta_study.analysis import scripts
 
 
 def main() -> None:
+    from meta_study.cli import prepare_out
+    from meta_study.store import open_store
     from meta_study.analysis.results import AnalysisOptions
     from meta_study.analysis.sensitivity import SensitivityOptions
 
@@ -21,8 +23,10 @@ def main() -> None:
     p.add_argument("--address", default=None, help="Ray address (default: a local Ray)")
     p.add_argument("--serial", action="store_true")
     a = p.parse_args()
-    sizes = tuple(int(x) for x in a.sizes.split(",")) if a.sizes else None
-    options = AnalysisOptions(fits=False, sensitivity=SensitivityOptions(sizes=sizes, trials=a.trials, seed=a.seed))
+    options = AnalysisOptions(fits=False, sensitivity=SensitivityOptions(sizes=scripts.sizes(a.sizes), trials=a.trials,
+                                                                         seed=a.seed))
+    open_store(a.store)           # first: a mistyped STORE creates no --out
+    prepare_out(a.out, a.store)   # never in the store: a plain reader of STORE would read our tables
     _, out = scripts.analyse(a, options, address=a.address, use_ray=not a.serial)
     scripts.done(out)
 

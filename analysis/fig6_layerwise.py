@@ -11,6 +11,7 @@ from meta_study.analysis import scripts
 
 
 def main() -> None:
+    from meta_study.cli import prepare_out
     from meta_study.analysis.controlled import layerwise, plot_layerwise
     from meta_study.analysis.outputs import Outputs, footer, write_table
     from meta_study.errors import UserError
@@ -18,6 +19,7 @@ def main() -> None:
 
     a = scripts.parser(__doc__).parse_args()
     store = open_store(a.store)
+    prepare_out(a.out, a.store)   # never in the store: a plain reader of STORE would read our tables
     table = layerwise(scripts.rows(store, a))
     if not (table["layer"] >= 0).any():
         raise UserError(f"{a.store}: no layer-wise probe rows (representation_layer is null everywhere)")

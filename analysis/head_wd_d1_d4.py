@@ -13,6 +13,7 @@ from meta_study.analysis import scripts
 
 
 def main() -> None:
+    from meta_study.cli import prepare_out
     from meta_study.analysis.controlled import write_all
     from meta_study.analysis.outputs import footer
     from meta_study.errors import UserError
@@ -21,6 +22,7 @@ def main() -> None:
     p = scripts.parser(__doc__)
     a = p.parse_args()
     store = open_store(a.store)
+    prepare_out(a.out, a.store)   # never in the store: a plain reader of STORE would read our tables
     rows = scripts.rows(store, a)
     if rows["head_wd"].notna().sum() == 0:
         raise UserError(f"{a.store}: no rows with head_wd (run sweeps/head_wd.py and ingest it)")

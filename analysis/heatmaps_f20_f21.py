@@ -9,9 +9,13 @@ from meta_study.analysis import scripts
 
 
 def main() -> None:
+    from meta_study.cli import prepare_out
+    from meta_study.store import open_store
     from meta_study.analysis.results import AnalysisOptions
 
     a = scripts.parser(__doc__).parse_args()
+    open_store(a.store)           # first: a mistyped STORE creates no --out
+    prepare_out(a.out, a.store)   # never in the store: a plain reader of STORE would read our tables
     _, out = scripts.analyse(a, AnalysisOptions(fits=False, correlations=True))
     scripts.done(out)
 

@@ -4,8 +4,9 @@
 
 F.1: correlation of k, alpha and e_IR with the number of shots per (US task, DS task).
 F.2: the likelihood that each parameter increases as shots increase, averaged over DS tasks.
-Writes DIR/correlations/f1_*.parquet, f2_*.parquet and DIR/figures/params_vs_shots.{png,svg} (no figure
-when no group has several shot settings).
+Writes DIR/correlations/f1_*.parquet, f2_*.parquet (with F.20/F.21: the correlations part of
+DIR/results.json, so another selection's tables in DIR are refused, never overwritten) and
+DIR/figures/params_vs_shots.{png,svg} (no figure when no group has several shot settings).
 Needs groups with several shot settings (few-shot sweeps); shift/finetune data gives empty tables.
 """
 
@@ -13,23 +14,30 @@ from meta_study.analysis import scripts
 
 
 def main() -> None:
+    from meta_study.cli import prepare_out
+    import os
+
     from meta_study.analysis import figures
-    from meta_study.analysis.correlations import increase_likelihood, shots_correlation
     from meta_study.analysis.results import AnalysisOptions
-    from meta_study.analysis.outputs import footer, write_table
+    from meta_study.analysis.outputs import footer
     from meta_study.store import open_store
 
     a = scripts.parser(__doc__).parse_args()
     store = open_store(a.store)
-    analysis, out = scripts.analyse(a, AnalysisOptions(), figures=False)
+    prepare_out(a.out, a.store)   # never in the store: a plain reader of STORE would read our tables
+    # the correlations part holds F.1 and F.2: written and recorded with its selection by the one
+    # pipeline (tables written beside it by hand replaced another selection's F.1/F.2 silently)
+    analysis, out = scripts.analyse(a, AnalysisOptions(correlations=True), figures=False)
     fits = analysis.fits
-    f1 = shots_correlation(fits)
-    write_table(f1, f"{a.out}/correlations/f1_shots_correlation", out)
-    write_table(increase_likelihood(fits), f"{a.out}/correlations/f2_increase_likelihood", out)
-    if f1.empty:   # an empty figure of three blank panels said nothing the tables do not
-        print("no figure: no few-shot group has several shot settings (the tables are empty)")
+    for name in ("f1_shots_correlation", "f2_increase_likelihood"):
+        path = os.path.join(a.out, "correlations", f"{name}.parquet")
+        if path not in out.tables:   # reused from DIR: there already, made with these options
+            out.tables.append(path)
+    shots = fits.dropna(subset=["shots"]).groupby(["us_task", "ds_task"])["shots"].nunique()
+    if not (shots > 1).any():   # one setting per task: three panels of one point each said nothing
+        print("no figure: no few-shot group has several shot settings")
     else:
-        out.figures += figures.plot_params_vs_shots(fits, f"{a.out}/figures/params_vs_shots",
+        out.figures += figures.plot_params_vs_shots(fits[fits["law"] == "eq1"], f"{a.out}/figures/params_vs_shots",
                                                     footer=footer(store, "fits per shot setting"))
     scripts.done(out)
 

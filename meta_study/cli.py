@@ -27,6 +27,10 @@ D_ADDRESS_HELP = ("Ray cluster to join: host:port, ray://host:port or auto (defa
                   "Ray of its own on this machine, as with 'local').")
 
 
+#: --workers: at least one (-2 reached ray.init and ended in Ray's traceback; 0 meant "all CPUs").
+WORKERS = click.IntRange(min=1)
+
+
 def _fail(msg: str) -> None:
     raise UserError(msg)
 
@@ -836,7 +840,7 @@ def _parse_sizes(sizes: str | None) -> tuple[int, ...] | None:
 @click.option("--bootstrap", "replace", is_flag=True, help="Draw with replacement instead of without.")
 @click.option("--seed", default=0, show_default=True, help="Master seed; results are deterministic for a seed.")
 @click.option("--address", default=None, help=D_ADDRESS_HELP)
-@click.option("--workers", type=int, default=None, help="Ray workers for a Ray of its own (default: all CPUs).")
+@click.option("--workers", type=WORKERS, default=None, help="Ray workers for a Ray of its own (default: all CPUs).")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
 @click.option("--no-figures", is_flag=True, help="Tables only.")
 def sensitivity(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, sizes: str | None, trials: int,
@@ -869,7 +873,7 @@ def sensitivity(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, si
 @click.option("--level", default=D.BOOTSTRAP_LEVEL, show_default=True, help="Confidence level of the percentile intervals.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--address", default=None, help=D_ADDRESS_HELP)
-@click.option("--workers", type=int, default=None, help="Ray workers for a Ray of its own (default: all CPUs).")
+@click.option("--workers", type=WORKERS, default=None, help="Ray workers for a Ray of its own (default: all CPUs).")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
 def bootstrap_cmd(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, samples: int, level: float, seed: int,
                   address: str | None, workers: int | None, serial: bool) -> None:
@@ -949,7 +953,7 @@ def _why_no_shot_tables(groups: Any) -> str:
 @click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True,
               help="'Scaling stops paying' where +1 US point buys fewer DS points than this.")
 @click.option("--address", default=None, help=D_ADDRESS_HELP)
-@click.option("--workers", type=int, default=None, help="Ray workers for a Ray of its own (default: all CPUs).")
+@click.option("--workers", type=WORKERS, default=None, help="Ray workers for a Ray of its own (default: all CPUs).")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
 def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, sources_file: str | None,
           tracking_uri: str | None, experiment: str, out_dir: str, every: str | None, trials: int, samples: int,

@@ -25,8 +25,9 @@ but before its run was complete, or whose server failed mid-publish, leaves the 
 unpublished; the next refit, even with nothing changed, publishes it (into the same run, if one was
 started) before anything else, and ends KILLED the runs of versions that a newer one replaced.
 A tracking server that does not answer fails the refit in one line before any work
-(:func:`check_tracking`), and a tracking URI with credentials in it is refused: the messages only
-ever hold the URI without them.
+(:func:`check_tracking`: exit 2, the URI may be wrong), a server that fails mid-publish in one
+line too (:class:`PublishError`: exit 1, the server failed partway), and a tracking URI with
+credentials in it is refused: the messages only ever hold the URI without them.
 """
 
 from __future__ import annotations
@@ -305,9 +306,10 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
 
     Raises:
         UserError: one line: no store at ``cfg.store`` (and no sources to create it from),
-            credentials in the tracking URI, a tracking server that does not answer (nothing is
-            done), or a publish that failed (the version is on disk, and the
-            next refit publishes it).
+            credentials in the tracking URI, or a tracking server that does not answer (nothing
+            is done).
+        PublishError: one line: a publish that failed once the server had answered (the version
+            is on disk, and the next refit publishes it).
     """
     from .mlflow_client import refuse_credentials
 
@@ -414,9 +416,10 @@ def _analyze(cfg: RefitConfig, store: Store, snap: Snapshot, changed: list[Group
     # the one pipeline, incrementally: sensitivity and bootstrap only for the groups that changed
     unchanged = frozenset(set(fps) - {group_key(g.key) for g in changed})
     options = AnalysisOptions(fit=cfg.fit, sensitivity=cfg.sensitivity, bootstrap=cfg.bootstrap, correlations=True)
+    reuse = prev_dir is not None and _holds_rows_of(prev_dir, unchanged)
     analysis = analyze(store, Selection(), options, snapshot=snap, use_ray=cfg.use_ray, address=cfg.address,
                        workers=cfg.workers, progress=progress,
-                       previous=Previous(prev_dir, unchanged) if prev_dir is not None else None,
+                       previous=Previous(prev_dir, unchanged) if reuse and prev_dir is not None else None,
                        provenance={"refit": stamp, "groups": len(groups), "changed": len(changed)})
     fits = analysis.fits
     ResultsDir(out).write(analysis, Selection(), max_group_figures=cfg.max_group_figures, footer_text=foot)
@@ -440,6 +443,28 @@ def _analyze(cfg: RefitConfig, store: Store, snap: Snapshot, changed: list[Group
     # alone, and the lock file is no artifact to publish
     (out / ".results.lock").unlink(missing_ok=True)
     return info
+
+
+def _holds_rows_of(prev_dir: Path, unchanged: frozenset[tuple]) -> bool:
+    """Whether the last version's sensitivity and bootstrap tables can be read and hold rows of
+    every group in ``unchanged`` (:func:`group_key`; every group keeps rows, a group too small to
+    fit with its status). Else nothing of them is reused and every group is resampled: a table
+    removed or damaged since (a disk fault, a hand) gave a new version, and its MLflow run, only
+    the changed groups' rows, or a traceback. Costs one read of the tables' group columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .analysis.groups import GROUP_COLUMNS
+    from .analysis.results import MAIN_TABLE
+
+    for part in ("sensitivity", "bootstrap"):
+        try:
+            keys = pq.read_table(prev_dir / MAIN_TABLE[part], columns=list(GROUP_COLUMNS)).to_pandas()
+        except (OSError, ValueError, pa.ArrowException):
+            return False
+        if not unchanged <= {group_key(k) for k in keys.itertuples(index=False)}:
+            return False
+    return True
 
 
 def _write_latest(out: str, stamp: str) -> None:
@@ -630,6 +655,13 @@ def _find_run(client: Any, exp_id: str, stamp: str, out_id: str) -> Any | None:
     return (done or runs or [None])[0]
 
 
+class PublishError(OSError):
+    """Publishing a version failed after the tracking server had answered: the server failed
+    partway (gone, timing out, an HTTP 5xx), not the input, so the command exits 1 as for any
+    machine failure (it exited 2, "bad input", and a scheduler's operator went looking for a
+    wrong setting). The version is safe on disk and the next refit publishes it."""
+
+
 def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> str:
     """Publish a refit version as one MLflow run: params, per-group metrics and the version
     directory as artifacts. Exactly once per version, tracking URI and experiment: OUT/published/
@@ -639,7 +671,7 @@ def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any])
     versions this one replaced that were left RUNNING (:func:`close_abandoned_runs`).
 
     Raises:
-        UserError: one line naming the version and the server (without credentials) if publishing failed.
+        PublishError: one line naming the version and the server (without credentials) if publishing failed.
     """
     from .mlflow_client import safe_uri
 
@@ -652,9 +684,9 @@ def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any])
             close_abandoned_runs(cfg, stamp)
             return rid
     except Exception as e:  # noqa: BLE001 - the version is safe on disk; the next refit publishes it
-        raise UserError(f"refit {stamp}: publishing to {safe_uri(cfg.tracking_uri)} failed "
-                        f"({_one_line(e, cfg.tracking_uri)}); the results are in {version_dir}, and the next "
-                        "refit publishes them") from None
+        raise PublishError(f"refit {stamp}: publishing to {safe_uri(cfg.tracking_uri)} failed "
+                           f"({_one_line(e, cfg.tracking_uri)}); the results are in {version_dir}, and the next "
+                           "refit publishes them") from None
 
 
 def _publish(cfg: RefitConfig, version_dir: Path, info: dict[str, Any], ledger: Path) -> str:

@@ -343,8 +343,7 @@ def test_a_refit_refuses_credentials_and_fails_in_one_line_on_a_dead_server(tmp_
 
 
 def test_a_failed_publish_is_one_line_that_says_the_next_refit_publishes(tmp_path, mlflow_server):
-    from meta_study.errors import UserError
-    from meta_study.refit import is_published, publish_to_mlflow
+    from meta_study.refit import PublishError, is_published, publish_to_mlflow
     from mlflow_server import free_port
 
     s = _store(tmp_path / "st", runs=12, tasks=("a",))
@@ -353,7 +352,7 @@ def test_a_failed_publish_is_one_line_that_says_the_next_refit_publishes(tmp_pat
     version = Path(r.version_dir)
     info = json.loads((version / "refit.json").read_text())
     dead = _cfg(s, tmp_path / "out", tracking_uri=f"http://127.0.0.1:{free_port()}", experiment=exp)
-    with pytest.raises(UserError) as e:
+    with pytest.raises(PublishError) as e:     # the server failed partway: exit 1, not "bad input"
         publish_to_mlflow(dead, version, info)
     assert "\n" not in str(e.value) and "the next refit publishes them" in str(e.value) and "refused" in str(e.value)
     assert not is_published(dead, version.name)

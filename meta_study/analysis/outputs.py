@@ -46,15 +46,27 @@ def write_table(df: pd.DataFrame, stem: str, out: Outputs, *, csv: bool | None =
         os.remove(f"{stem}.csv")
     except FileNotFoundError:
         pass
-    tmp = f"{stem}.parquet.tmp-{uuid.uuid4().hex[:8]}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, f"{stem}.parquet")
+    _write_then_rename(lambda tmp: pq.write_table(table, tmp), f"{stem}.parquet")
     out.tables.append(f"{stem}.parquet")
     if csv if csv is not None else len(df) <= CSV_MAX_ROWS:
-        tmp = f"{stem}.csv.tmp-{uuid.uuid4().hex[:8]}"
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, f"{stem}.csv")
+        _write_then_rename(lambda tmp: df.to_csv(tmp, index=False), f"{stem}.csv")
         out.tables.append(f"{stem}.csv")
+
+
+def _write_then_rename(write: Any, path: str) -> None:
+    """``write(tmp)`` to a temporary name beside ``path``, then rename it into place; a write that
+    fails (a full disk, an interruption) removes its temporary file: it stayed, half a table the
+    size of the whole, in the results directory and kept the disk full."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def footer(store: Any, what: str, version: int | None = None) -> str:

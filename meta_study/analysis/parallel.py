@@ -61,9 +61,28 @@ def _chunks(costs: Sequence[float], n_workers: int) -> list[list[int]]:
     return [np.flatnonzero(ids == k).tolist() for k in np.unique(ids)]
 
 
+class RayFailure(OSError):
+    """Ray lost the work of an analysis: a worker or a node died (killed for memory, a spot node
+    taken back), an object was lost, the object store or the disk was full. The machine failed,
+    not the input, so a command says it in one line and exits 1, as for a full disk; it printed
+    Ray's traceback. An exception our code raised inside a task is a bug and keeps its own."""
+
+
 def _run(kind: str, groups: Sequence[Any], options: Any, costs: Sequence[float], *, address: str | None,
          workers: int | None, progress: Progress | None, columns: Sequence[str]) -> pd.DataFrame:
     ray = init_ray(address, workers)
+    try:
+        return _fan_out(ray, kind, groups, options, costs, workers=workers, progress=progress, columns=columns)
+    except ray.exceptions.RayError as e:
+        if isinstance(e, ray.exceptions.RayTaskError):
+            raise     # raised by our code inside a task: its traceback says where
+        why = " ".join(str(e).split())[:200] or "no detail"
+        raise RayFailure(f"{kind} on Ray failed: {type(e).__name__}: {why}; run it again, or with --serial") from e
+
+
+def _fan_out(ray: Any, kind: str, groups: Sequence[Any], options: Any, costs: Sequence[float], *,
+             workers: int | None, progress: Progress | None, columns: Sequence[str]) -> pd.DataFrame:
+    """The tasks of :func:`_run` on ``ray``: groups in chunks, results in group order."""
     data = ray.put([(g.key, np.asarray(g.us_accuracy, float), np.asarray(g.ds_accuracy, float)) for g in groups])
     fn = sensitivity_group if kind == "sensitivity" else bootstrap_group
 

@@ -38,12 +38,50 @@ def rows(store: Any, args: argparse.Namespace) -> Any:
 
 
 def run(main: Callable[[], None]) -> None:
-    """Run a script's main: a user error is one line on stderr and exit code 2."""
+    """Run a script's main as ``meta-study`` runs its commands: a user error is one line on stderr
+    and exit code 2; the machine failing (a full disk, an S3 endpoint gone) is one line with the
+    OS's words and exit code 1, its traceback only with
+    ``META_STUDY_TRACEBACK=1`` (it printed a traceback, where the commands print one line)."""
+    import os
+
+    from ..errors import OptionError, option_flag
+
     try:
         main()
-    except UserError as e:
-        print(f"{sys.argv[0]}: error: {e}", file=sys.stderr)
+    except OptionError as e:   # named by the flag the user typed, in its units, as the commands say it
+        flag, scale, unit = option_flag(e.option)
+        print(f"{sys.argv[0]}: error: {flag} must be {unit}{e.allowed.text(scale)}, got {e.value * scale:g}",
+              file=sys.stderr)
         sys.exit(2)
+    except UserError as e:
+        print(f"{sys.argv[0]}: error: {_first_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        if os.environ.get("META_STUDY_TRACEBACK"):
+            raise
+        print(f"{sys.argv[0]}: error: {_first_line(e)} (META_STUDY_TRACEBACK=1 shows where)", file=sys.stderr)
+        sys.exit(1)
+
+
+def _first_line(e: BaseException) -> str:
+    """An error's first line, its control characters shown, not obeyed."""
+    from ..validation import printable
+
+    return printable((str(e).strip().splitlines() or [type(e).__name__])[0])
+
+
+def sizes(text: str | None) -> tuple[int, ...] | None:
+    """``--sizes 10,30,100`` as sample sizes (None: the default steps).
+
+    Raises:
+        UserError: one line naming ``--sizes``, for text that is not comma-separated integers.
+    """
+    if not text:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"--sizes must be comma-separated integers, got {text!r}") from None
 
 
 def analyse(args: argparse.Namespace, options: Any, *, figures: bool = True, max_group_figures: int = 60,
