@@ -5,7 +5,8 @@
 #   cluster/local-add-node.sh [STATE_DIR] [NAME]   # default: $META_STUDY_LOCAL_DIR, else ./meta-study-local; node2
 #
 # Settings (environment):
-#   PYTHON                      as for local-up.sh (default: python3 on PATH)
+#   PYTHON                      interpreter with ray (default: the cluster's, STATE_DIR/bin/python, which
+#                               local-up.sh wrote: the head's Ray, whatever this shell's PATH)
 #   META_STUDY_NODE_ARGS        extra `ray start` arguments, e.g. "--num-cpus=2 --resources='{\"big\": 1}'"
 #   META_STUDY_UP_TIMEOUT       seconds to wait for the node to join (default 120)
 #
@@ -22,7 +23,6 @@ set -euo pipefail
 
 state="${1:-${META_STUDY_LOCAL_DIR:-./meta-study-local}}"
 name="${2:-node2}"
-PY="${PYTHON:-python3}"
 timeout_s="${META_STUDY_UP_TIMEOUT:-120}"
 
 note() { echo "local-add-node: $*" >&2; }
@@ -34,6 +34,12 @@ die() { note "error: $*"; exit 1; }
 case "$name" in ray|mlflow|env|boot_id) die "node name $name is reserved (the head's own files); pick another" ;; esac
 [ -f "$state/env.sh" ] || die "$state/env.sh not found: start the head with cluster/local-up.sh $state first"
 state="$(cd "$state" && pwd -P)"
+# The head's interpreter (local-up.sh's $PYTHON): python3 on this shell's PATH was used before, and
+# one without Ray (no venv active) made `ray status` fail until the timeout (120 s), reported as
+# "the head reports no nodes"; a node on another Ray version than the head's cannot join at all.
+PY="${PYTHON:-$state/bin/python}"
+command -v "$PY" > /dev/null || die "$PY: not found (set PYTHON, or start the head with local-up.sh)"
+"$PY" -c 'import ray' 2>/dev/null || die "$PY cannot import ray; set PYTHON to the interpreter local-up.sh ran with"
 # One of local-up, local-add-node, local-down at a time per state directory: two local-up at once
 # raced MLflow's database migration, and each one's cleanup stopped the other's services, leaving a
 # Ray head and an MLflow server running with no PID file. The lock is fd 9; services never inherit it.
@@ -47,8 +53,13 @@ fi
 unset RAY_AUTH_TOKEN   # the cluster's token is the file env.sh names (an env.sh before this line: unset here)
 
 running() { [ -f "$1" ] && [[ "$(ps -ww -o args= -p "$(cat "$1")" 2>/dev/null)" == *"$2"* ]]; }
+# The head must be running: env.sh outlives a head that crashed (or was killed), and `ray status`
+# against its address then waits ~40 s per call for the GCS, ~2 min before "reports no nodes".
+head_down="the head in $state is not running (no live ray.pid); start it with cluster/local-up.sh $state"
+[ -d "$state/ray" ] || die "$head_down"
 ray_tmp="$(cd "$state/ray" && pwd -P)"
 marker="--temp-dir=$ray_tmp"
+running "$state/ray.pid" "$marker" || die "$head_down"
 if running "$state/$name.pid" "$marker"; then
   note "$name is already running (pid $(cat "$state/$name.pid"))"
   exit 0

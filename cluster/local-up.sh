@@ -29,8 +29,9 @@
 #   mlflow/artifacts/      the artifact store, served by the tracking server (--serve-artifacts)
 #
 # Security: both services bind 127.0.0.1 where they can (MLflow, the Ray dashboard), but Ray's
-# GCS and raylet listen on all interfaces, so the cluster runs with Ray token authentication and
-# a token only this user can read. Clients need RAY_AUTH_MODE and RAY_AUTH_TOKEN_PATH (in env.sh).
+# GCS and raylet listen on all interfaces (and its client server and agents on the machine's
+# address: Ray 2.60 turns --node-ip-address=127.0.0.1 into that address), so the cluster runs with
+# Ray token authentication and a token only this user can read. Clients need RAY_AUTH_MODE and RAY_AUTH_TOKEN_PATH (in env.sh).
 #
 # If anything fails, whatever this script started is stopped again (via local-down.sh).
 set -euo pipefail

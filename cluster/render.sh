@@ -11,9 +11,13 @@
 # ARNs) and `REGISTRY/` are replaced, so the words elsewhere in comments are left alone.
 set -euo pipefail
 
-out="${1:?usage: BUCKET=... REGISTRY=... cluster/render.sh OUT_DIR}"
-: "${BUCKET:?set BUCKET to the S3 bucket name}"
-: "${REGISTRY:?set REGISTRY to the image registry, e.g. ghcr.io/my-lab}"
+# Missing inputs are user errors (exit 2, one line), as a bad name below: `${1:?}` was exit 1 with
+# bash's "line 14: 1:" in front of the message.
+usage() { echo "render: $*; usage: BUCKET=... REGISTRY=... cluster/render.sh OUT_DIR" >&2; exit 2; }
+[ -n "${1:-}" ] || usage "no OUT_DIR given"
+out="$1"
+[ -n "${BUCKET:-}" ] || usage "set BUCKET to the S3 bucket name"
+[ -n "${REGISTRY:-}" ] || usage "set REGISTRY to the image registry, e.g. ghcr.io/my-lab"
 # Also keeps sed's replacement free of its special characters (& \ #).
 [[ "$BUCKET" =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] || { echo "render: not an S3 bucket name: $BUCKET" >&2; exit 2; }
 [[ "$REGISTRY" =~ ^[a-z0-9][a-z0-9._:/-]*[a-z0-9]$ ]] || { echo "render: not an image registry: $REGISTRY" >&2; exit 2; }

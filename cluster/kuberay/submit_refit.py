@@ -153,16 +153,38 @@ def connect(args: argparse.Namespace, rayjob: dict) -> KubeApi:
     return KubeApi(args.api, namespace, args.token_file, args.ca_file)
 
 
+def refuse(msg: str) -> SystemExit:
+    """A user error: one line on stderr, exit 2 (a missing template or token file, or no API
+    outside a pod, was a traceback)."""
+    print(f"submit_refit: {msg}", file=sys.stderr)
+    return SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    rayjob = yaml.safe_load(args.template.read_text())
-    if rayjob.get("kind") != "RayJob" or "generateName" not in rayjob.get("metadata", {}):
-        raise SystemExit(f"submit_refit: {args.template} is not a RayJob with metadata.generateName")
+    try:
+        rayjob = yaml.safe_load(args.template.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise refuse(f"--template {args.template}: {getattr(e, 'strerror', None) or 'not YAML'}") from None
+    if (not isinstance(rayjob, dict) or rayjob.get("kind") != "RayJob"
+            or "generateName" not in (rayjob.get("metadata") or {})):
+        raise refuse(f"--template {args.template}: not a RayJob with metadata.generateName")
     rayjob["metadata"].setdefault("labels", {}).update(dict([LABEL.split("=")]))
+    if args.api is None and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        raise refuse("not in a pod (no KUBERNETES_SERVICE_HOST): pass --api and --token-file")
 
-    api = connect(args, rayjob)
+    for option, path in (("--token-file", args.token_file), ("--ca-file", args.ca_file)):
+        if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
+            raise refuse(f"{option} {path}: not a readable file")
+    try:
+        api = connect(args, rayjob)
+    except (OSError, ssl.SSLError) as e:   # the pod's CA bundle or namespace file
+        raise SystemExit(f"submit_refit: cannot read the pod's ServiceAccount files: {e}") from None
 
-    refits = api.list_refits()
+    try:
+        refits = api.list_refits()
+    except (OSError, ValueError) as e:   # URLError, HTTPError, a timeout; ValueError: not JSON
+        raise SystemExit(f"submit_refit: cannot list RayJobs at {args.api}: {getattr(e, 'reason', e)}") from None
     running = [r["metadata"]["name"] for r in refits if deployment_status(r) in ACTIVE]
     if running:
         log(f"not submitting: refit {', '.join(running)} is still running")

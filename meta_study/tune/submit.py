@@ -4,7 +4,8 @@ provenance a job cannot find for itself.
 ``ray job submit --working-dir .`` uploads the tree without ``.git``, and the job runs as the
 cluster's user. So this wrapper, on the submitting machine:
 
-- takes the commit (``git rev-parse HEAD``, ``-dirty`` when tracked files have changes) and the
+- takes the commit (``git rev-parse HEAD``, ``-dirty`` when tracked files have changes or files
+  that are not ignored are untracked: both are uploaded) and the
   submitting person (``--researcher``, else ``$META_STUDY_RESEARCHER``, else the login name), and
   hands them to the job as ``META_STUDY_GIT_SHA`` and ``META_STUDY_RESEARCHER`` in its
   ``runtime_env`` (not secrets: the job API shows them);
@@ -14,7 +15,9 @@ cluster's user. So this wrapper, on the submitting machine:
 - then runs ``ray job submit`` with the rest (``--address``, ``--no-wait``; Ray's own
   ``RAY_ADDRESS`` / ``RAY_API_SERVER_ADDRESS`` and the ``RAY_AUTH_*`` token variables apply as usual).
 
-Exit status: ``ray job submit``'s, or 2 for a refusal (one line).
+Exit status: ``ray job submit``'s, or 2 for a refusal (one line), including a working dir that is
+not a directory and an http(s) job API address that does not answer as Ray's (checked first, in
+at most 10 s: a wrong address was Ray's traceback, or a wait of minutes or for good).
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ..errors import UserError
 from . import provenance
@@ -92,7 +96,8 @@ def refuse_secret_args(cmd: Sequence[str]) -> None:
 
 
 def submit_git_sha(working_dir: str) -> str:
-    """The commit of ``working_dir`` (``-dirty`` appended when tracked files have changes), or
+    """The commit of ``working_dir`` (``-dirty`` appended when tracked files have changes or
+    untracked files are not ignored: the upload holds both), or
     ``unknown`` outside a git checkout."""
     root = Path(working_dir).resolve()
     try:
@@ -103,6 +108,59 @@ def submit_git_sha(working_dir: str) -> str:
     if out.returncode != 0 or not sha:
         return "unknown"
     return sha + ("-dirty" if provenance.git_dirty(root) else "")
+
+
+#: seconds to wait for the job API's /api/version. ``ray job submit``'s requests have no timeout:
+#: a port that accepts and never answers hung it for good, an address that drops packets for the
+#: TCP connect timeout (~2 min), each before a traceback
+JOB_API_TIMEOUT_S = 10.0
+
+
+def job_api_address(flag: str | None, environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """The job API address ``ray job submit`` will use and where it came from (``--address``,
+    ``RAY_API_SERVER_ADDRESS``, else ``RAY_ADDRESS``), or None (Ray then looks for a cluster on
+    this machine)."""
+    env = os.environ if environ is None else environ
+    for source, value in (("--address", flag), ("RAY_API_SERVER_ADDRESS", env.get("RAY_API_SERVER_ADDRESS")),
+                          ("RAY_ADDRESS", env.get("RAY_ADDRESS"))):
+        if value and value.strip():
+            return source, value.strip()
+    return None
+
+
+def check_job_api(source: str, address: str, *, timeout_s: float | None = None) -> None:
+    """UserError, naming the option or variable, when an http(s) ``address`` is not a Ray job API
+    that answers: nothing listening, no answer within ``timeout_s`` (a wrong address; the default
+    is :data:`JOB_API_TIMEOUT_S`), or another server there (MLflow's port for the dashboard's).
+    Each was ``ray job submit``'s traceback. 401/403 count as Ray's: the token is Ray's to check
+    (and to explain). A GCS address (``HOST:PORT``) Ray resolves itself, so it is not checked."""
+    import urllib.error
+    import urllib.request
+
+    from ..mlflow_client import safe_uri
+
+    if not address.startswith(("http://", "https://")):
+        return
+    shown = f"{source} {safe_uri(address)}"
+    hint = "local-up.sh's env.sh exports it as RAY_API_SERVER_ADDRESS; is the cluster up?"
+    try:
+        with urllib.request.urlopen(address.rstrip("/") + "/api/version",
+                                    timeout=JOB_API_TIMEOUT_S if timeout_s is None else timeout_s) as r:
+            body = r.read(65536)
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            return
+        raise UserError(f"{shown}: not Ray's job API (HTTP {e.code} for /api/version); {hint}") from None
+    except (OSError, ValueError) as e:   # URLError is an OSError; a timeout too; ValueError: a bad URL
+        reason = getattr(e, "reason", e)
+        why = "no answer in time" if isinstance(reason, TimeoutError) or "timed out" in str(reason) else str(reason)
+        raise UserError(f"{shown}: cannot reach Ray's job API ({why}); {hint}") from None
+    try:
+        ok = "ray_version" in json.loads(body)
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise UserError(f"{shown}: not Ray's job API (/api/version is no Ray version); {hint}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,6 +181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         user_env = runtime_env_arg(a.runtime_env_json) if a.runtime_env_json is not None else None
         env = job_runtime_env(a.working_dir, user_env, git_sha=submit_git_sha(a.working_dir),
                               researcher=a.researcher or provenance.researcher())
+        # after the refusals above, which need no network: a secret is refused whatever the address
+        if not Path(a.working_dir).is_dir():
+            raise UserError(f"--working-dir {a.working_dir}: not a directory (it is uploaded as the job's working "
+                            "directory)")
+        where = job_api_address(a.address)
+        if where is not None:
+            check_job_api(*where)
     except (UserError, ValueError) as e:
         print(f"submit: {e}", file=sys.stderr)
         return 2
@@ -133,7 +198,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         ray.append("--no-wait")
     print(f"submit: git {env['env_vars'][provenance.GIT_SHA_ENV]}, researcher "
           f"{env['env_vars'][provenance.RESEARCHER_ENV]}", file=sys.stderr)
-    return subprocess.run([*ray, "--runtime-env-json", json.dumps(env), "--", *cmd], env=os.environ).returncode
+    return run_forwarding_signals([*ray, "--runtime-env-json", json.dumps(env), "--", *cmd])
+
+
+def run_forwarding_signals(argv: Sequence[str]) -> int:
+    """Run ``argv`` and pass SIGTERM, SIGHUP and SIGINT on to it; its exit status (128 + N for
+    signal N). The wrapper killed alone (``kill PID``, a CI job cancelled) left ``ray job submit``
+    running, re-parented to init, and it went on to upload and submit the job. SIGINT too: Ctrl-C
+    reaches both (one process group), and the wrapper's KeyboardInterrupt was a traceback."""
+    proc = subprocess.Popen(list(argv), env=os.environ)
+    old = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            old[sig] = signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
+    except ValueError:   # not the main thread: no handlers there, nothing to forward
+        pass
+    try:
+        rc = proc.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return 128 - rc if rc < 0 else rc
 
 
 if __name__ == "__main__":
