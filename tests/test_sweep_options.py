@@ -705,3 +705,20 @@ def test_a_batch_the_data_parallel_workers_cannot_share_is_refused_before_ray():
         check_fixed_config(spec, parse_options(spec, ["--smoke", "--workers-per-trial", "3"]))
     check_fixed_config(spec, parse_options(spec, ["--smoke", "--workers-per-trial", "3", "--set", "batch_size=129"]))
     check_fixed_config(spec, parse_options(spec, ["--smoke", "--workers-per-trial", "2"]))
+
+
+def test_the_data_parallel_limit_is_said_and_on_a_joined_cluster_how_to_raise_it(monkeypatch, capsys):
+    """A KubeRay head with no CPUs of its own, its workers not yet scaled up: one trial at a time
+    until the user gives --max-concurrent; the line says so."""
+    import ray
+
+    from meta_study.tune.runner import _data_parallel_limit
+
+    o = parse_options(SPEC, ["--smoke", "--workers-per-trial", "2", "--gpus-per-trial", "1"])
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 0.0})
+    assert _data_parallel_limit(o, trial_hooks(o), own_ray=False).max_concurrent == 1
+    err = capsys.readouterr().err
+    assert "at most 1 at a time" in err and "Ray has 0 CPUs, 0 GPUs now" in err and "autoscaler grows" in err
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 8.0})
+    assert _data_parallel_limit(o, trial_hooks(o), own_ray=True).max_concurrent == 4
+    assert "autoscaler" not in capsys.readouterr().err

@@ -426,7 +426,7 @@ def test_an_asha_sweep_of_data_parallel_trials_runs_to_its_end(mlflow_server, tm
               "--workers-per-trial", "2", "--cpus-per-trial", "0.9", "--storage-path", str(tmp_path / "ray"),
               "--quiet", cwd=tmp_path, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "data-parallel trials: at most 1 at a time" in r.stderr
+    assert "data-parallel trials: at most 1 at a time: each needs 1.9 CPUs for its 2 workers" in r.stderr
     s = summary(r.stdout)
     assert s["trials"] == s["finished"] == 4 and s["errored"] == 0 and s["eval_failed"] == 0, s
     runs = child_runs(mlflow_server.uri, exp)

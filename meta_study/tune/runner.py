@@ -746,7 +746,8 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         _use_callbacks(tuner, callbacks, verbose=0 if o.quiet else 1)
         tuner._local_tuner._tune_config.reuse_actors = _reuse_actors(o)   # a sweep started before 2026-12-04
     else:
-        tuner = _new_tuner(spec, _data_parallel_limit(o, hooks), trainable, fixed, p.name, p.storage, callbacks)
+        tuner = _new_tuner(spec, _data_parallel_limit(o, hooks, own_ray=private), trainable, fixed, p.name, p.storage,
+                           callbacks)
     with _signal_handlers_kept():
         results = list(tuner.fit())
     finished = sum(1 for r in results if r.error is None and (r.metrics or {}).get("final") == 1.0)
@@ -823,10 +824,13 @@ def data_parallel_concurrency(cluster: Mapping[str, float], workers: int, worker
     return max(1, fits), need_cpu
 
 
-def _data_parallel_limit(o: SweepOptions, hooks: "TrialHooks") -> SweepOptions:
+def _data_parallel_limit(o: SweepOptions, hooks: "TrialHooks", *, own_ray: bool = True) -> SweepOptions:
     """A new sweep's options with ``max_concurrent`` set for data-parallel trials when not given
-    (:func:`data_parallel_concurrency`); said in one line. Not recorded as given: a resume keeps
-    Tune's own (restored) limit."""
+    (:func:`data_parallel_concurrency` of the resources Ray has now); said in one line. Not
+    recorded as given: a resume keeps Tune's own (restored) limit. On a cluster an autoscaler
+    grows, what it has now understates what it will have (a KubeRay head with no CPUs: 1 trial
+    at a time), and the line says to give ``--max-concurrent``: slow and said beats a sweep that
+    waits for good in silence on a cluster of fixed size."""
     if not hooks.torch_trainer or o.max_concurrent is not None:
         return o
     import ray
@@ -834,8 +838,10 @@ def _data_parallel_limit(o: SweepOptions, hooks: "TrialHooks") -> SweepOptions:
     cluster = ray.cluster_resources()
     k, need = data_parallel_concurrency(cluster, hooks.workers, hooks.worker_cpus, hooks.use_gpu)
     gpus = f" and {hooks.workers} GPUs" if hooks.use_gpu else ""
-    print(f"data-parallel trials: at most {k} at a time (each needs {need:g} CPUs{gpus} for its {hooks.workers} "
-          f"workers and itself; Ray has {cluster.get('CPU', 0):g} CPUs); --max-concurrent sets another limit",
+    have = f"{cluster.get('CPU', 0):g} CPUs" + (f", {cluster.get('GPU', 0):g} GPUs" if hooks.use_gpu else "")
+    grows = "" if own_ray else " (on a cluster an autoscaler grows, give it for the cluster at its largest)"
+    print(f"data-parallel trials: at most {k} at a time: each needs {need:g} CPUs{gpus} for its {hooks.workers} "
+          f"workers and itself, Ray has {have} now; --max-concurrent N sets another limit{grows}",
           file=sys.stderr, flush=True)
     return replace(o, max_concurrent=k)
 
