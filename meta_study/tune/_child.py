@@ -31,6 +31,11 @@ def _serve(args: dict[str, Any]) -> None:
     # stops, and closes this process's stdin then (or dies, which closes it too); a child killed
     # by the same keystroke lost the operations it had queued
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # the writer retries every call itself (0.5 s doubling to 30 s, until a flush gives up and
+    # spools): MLflow's own retries (7, backing off to 120 s: ~4 minutes against a server that
+    # refuses connections) held a resumed trial's first call past the flush's end, and its
+    # operations died with this process. A user's own setting wins.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)                      # anything a library prints goes to stderr, not the replies
     try:
@@ -40,7 +45,11 @@ def _serve(args: dict[str, Any]) -> None:
     target = SweepTarget(**args)
     beat = Heartbeat(StateDir(target.state_dir),
                      log=lambda m: print(f"meta-study writer: {m}", file=sys.stderr))
-    beat.wait_for_previous()
+    try:
+        beat.wait_for_previous()
+    except Exception as e:  # noqa: BLE001 - the storage failed: go on (a lost map entry is found by tag)
+        print(f"meta-study writer: could not read the previous writer's heartbeat ({type(e).__name__}: {e}); "
+              "going on", file=sys.stderr)
     beat.start()
     w = MlflowWriter(target)
     first = sys.stdin.readline()

@@ -53,6 +53,9 @@ class _RestRuns:
     driver (which has MLflow imported already) and handed to the writer process over its stdin:
     importing MLflow costs ~3 s of CPU that a writer process should not spend."""
 
+    #: seconds a call may wait for the server's answer (a server that accepts and never answers):
+    #: a flush that gives up waits this long for the calls in flight before it returns
+    TIMEOUT_S = 60.0
     CRED_FIELDS = ("host", "username", "password", "token", "ignore_tls_verification", "client_cert_path",
                    "server_cert_path")
 
@@ -100,9 +103,9 @@ class _RestRuns:
             conn.close()   # readable while idle: closed by the server (or stray bytes): start afresh
         if conn is None:
             if self.https:
-                conn = http.client.HTTPSConnection(self.netloc, timeout=60, context=self._ssl_context())
+                conn = http.client.HTTPSConnection(self.netloc, timeout=self.TIMEOUT_S, context=self._ssl_context())
             else:
-                conn = http.client.HTTPConnection(self.netloc, timeout=60)
+                conn = http.client.HTTPConnection(self.netloc, timeout=self.TIMEOUT_S)
             self.local.conn = conn
         return conn
 
@@ -123,7 +126,7 @@ class _RestRuns:
     def post(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         data = json.dumps(body, allow_nan=False, default=str).encode()
         if self.via_requests:
-            r = self._session().post(self.base + endpoint, data=data, timeout=60)
+            r = self._session().post(self.base + endpoint, data=data, timeout=self.TIMEOUT_S)
             status, text = r.status_code, r.text
         else:
             conn = self._connection()

@@ -12,6 +12,7 @@ sweep replays first.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sys
 import threading
@@ -22,7 +23,7 @@ from typing import Any, Mapping
 
 from ..failpoints import failpoint
 from ._rest import _RestRuns
-from .state import RUNS, SPOOL, StateDir
+from .state import DAMAGED, RUNS, SPOOL, StateDir
 
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
@@ -104,15 +105,34 @@ class MlflowWriter:
         self._rest: _RestRuns | None = None
         self.creds: dict[str, Any] | None = None     # resolved by the driver; None: resolve here
         self._stop = threading.Event()
+        # while a flush that gave up runs: the time (ns) its spool names operations in flight by, so
+        # they replay before the queued ones it spooled first (a trial's later operations)
+        self._in_flight_ns: int | None = None
+        # the newest spool name's time (ns) this writer read or wrote: each new object is named
+        # later, whatever this machine's clock says (another machine's, ahead, named a replayed
+        # object after the one that spooled its operations again with this session's)
+        self._spool_ns = 0
         self.errors = 0          # calls that failed at least once (for tests and the summary)
         self.dropped = 0         # steps MLflow refused for good, dropped (said on stderr)
 
     def setup(self) -> None:
-        """Load the trial -> run map of earlier runs of the sweep, start, replay the spool."""
-        self._runs.update(self.state.runs())
-        self._resumed = self._resumed or bool(self._runs)
+        """Load the trial -> run map of earlier runs of the sweep, start, replay the spool. A storage
+        that fails here is said on stderr, never raised: it killed the writer process at start,
+        and every operation of the session with it (each next one started a writer that died
+        again)."""
+        try:
+            self._runs.update(self.state.runs())
+            self._resumed = self._resumed or bool(self._runs)
+        except Exception as e:  # noqa: BLE001 - without the map, a trial's run is looked up by its tag first
+            self._resumed = True
+            print(f"meta-study writer: could not read the run map ({type(e).__name__}: {e}); each trial's run "
+                  "is looked up by its tag before one is created", file=sys.stderr)
         self._start()
-        self._replay_spool()
+        try:
+            self._replay_spool()
+        except Exception as e:  # noqa: BLE001 - the spool stays for the next session
+            print(f"meta-study writer: could not read the spool ({type(e).__name__}: {e}); it stays for the next "
+                  "session", file=sys.stderr)
 
     # ---- the writer threads ---------------------------------------------------------------------
     # Operations of one trial always go to the same thread (in order); threads drain their queue in
@@ -196,6 +216,10 @@ class MlflowWriter:
         if not steps:
             return
         while done < len(steps):
+            if self._stop.is_set():   # a flush gave up: spool, without a call that may hang for minutes
+                self._spool([Op(kind=s_[0], trial=trial, payload=s_[1]) for s_ in steps[done:]], older=True,
+                            in_flight=True)
+                return
             try:
                 self._do_step(trial, steps[done])
                 done += 1
@@ -213,9 +237,8 @@ class MlflowWriter:
                           file=sys.stderr, flush=True)
                     done, delay, refused = done + 1, 0.5, 0
                     continue
-                if self._stop.is_set() or self._stop.wait(delay):   # flush gave up: spool the rest
-                    self._spool([Op(kind=s_[0], trial=trial, payload=s_[1]) for s_ in steps[done:]], older=True)
-                    return
+                if self._stop.wait(delay):   # flush gave up: the loop's check spools the rest
+                    continue
                 delay = min(delay * 2, 30.0)
 
     def flush(self, timeout_s: float | None = None) -> bool:
@@ -233,7 +256,12 @@ class MlflowWriter:
                 self.state.drop_spooled(self._replayed)
                 self._replayed = []
             return True
-        self._stop.set()   # ops in flight wake from their back-off and spool themselves
+        # ops in flight wake from their back-off and spool themselves, under a name that sorts
+        # before the queued ops spooled below: replay reads spool objects in name order, and a
+        # trial's queued ops are later than its ops in flight (an "end" replayed before the
+        # "reopen" it followed left the run RUNNING; a tag's older value won)
+        self._in_flight_ns = self._next_spool_ns()
+        self._stop.set()
         left: list[Op] = []
         for q in self._queues:
             while True:
@@ -247,19 +275,27 @@ class MlflowWriter:
         # now, not after the calls in flight (up to an HTTP timeout): a writer killed meanwhile
         # keeps them; a trial's ops in flight that cannot be spooled either go ahead of these
         self._spool(left)
-        end = time.monotonic() + 30   # a call in flight has at most its HTTP timeout left
+        # a call in flight has at most its HTTP timeout left (a server that accepts and never
+        # answers: 60 s on the REST path, MLflow's 120 s on its client's, without its retries in
+        # the writer process); returning sooner, the child exited (or the driver killed it) with
+        # that trial's operations, and those of the trials after it in the batch, unsent, unspooled
+        end = time.monotonic() + call_limit_s() + 5
         while pending() and time.monotonic() < end:
             time.sleep(0.02)
         self._stop.clear()
+        self._in_flight_ns = None
         return False
 
-    def _spool(self, ops: list[Op], *, older: bool = False) -> bool:
+    def _spool(self, ops: list[Op], *, older: bool = False, in_flight: bool = False) -> bool:
         """Spool ``ops`` (with whatever an earlier failed spool kept); True if they are stored. Never
         raises: when the storage fails too (an OSError from the store), the operations are kept in
         memory, per trial, and go again at the trial's next operations and at every later flush
         (sent if the server is back, else spooled again), so a writer thread never dies of it and
         nothing is lost while the process lives. ``older``: ``ops`` were taken from their queue
-        before the kept ones of their trials (a trial's ops in flight), and go ahead of them."""
+        before the kept ones of their trials (a trial's ops in flight), and go ahead of them.
+        ``in_flight``: ``ops`` were in flight when a flush gave up; their object is named by the
+        time the flush gave up, before the queued ops it spooled then (and every object after
+        the ones this writer replayed: :meth:`_next_spool_ns`)."""
         with self._spool_lock:   # one object per call: object stores have no appends
             held = [o for trial_ops in self._held.values() for o in trial_ops]
             ops = [o for o in ops if o.kind != "retry"]
@@ -271,7 +307,9 @@ class MlflowWriter:
                 by_trial.setdefault(o.trial, []).append(o)
             try:
                 self.state.spool([json.dumps({"kind": o.kind, "trial": o.trial, "payload": o.payload})
-                                  for trial_ops in by_trial.values() for o in trial_ops])
+                                  for trial_ops in by_trial.values() for o in trial_ops],
+                                 at_ns=(self._in_flight_ns if in_flight and self._in_flight_ns is not None
+                                        else self._next_spool_ns()))
             except Exception as e:  # noqa: BLE001 - the storage is down too: keep them for the next try
                 self._held = by_trial
                 print(f"meta-study writer: could not spool {sum(map(len, by_trial.values()))} operation(s), "
@@ -280,6 +318,12 @@ class MlflowWriter:
             self._held = {}
             return True
 
+    def _next_spool_ns(self) -> int:
+        """A spool object's time: now, or just after the newest one this writer read or wrote."""
+        with self._lock:
+            self._spool_ns = max(time.time_ns(), self._spool_ns + 1)
+            return self._spool_ns
+
     def _take_held(self, trial: str) -> list[Op]:
         with self._spool_lock:
             return self._held.pop(trial, [])
@@ -287,11 +331,34 @@ class MlflowWriter:
     def _replay_spool(self) -> None:
         """Queue what earlier sessions spooled. Their objects go once a flush has sent everything
         (a writer killed before then leaves them for the next session: a replayed operation is
-        idempotent, the run map keeps its run)."""
+        idempotent, the run map keeps its run). A line that does not parse (an object cut short)
+        is skipped, said on stderr, and the object kept aside as ``<name>.damaged``."""
         for name, lines in self.state.spooled():
+            stamp = name.split("-", 1)[0]
+            if stamp.isdigit():
+                with self._lock:
+                    self._spool_ns = max(self._spool_ns, int(stamp))
+            ops: list[Op] = []
             for line in lines:
-                self.put(Op(**json.loads(line)))
-            self._replayed.append(name)
+                try:
+                    ops.append(Op(**json.loads(line)))
+                except (ValueError, TypeError):   # a write cut short (a crash before the data was on disk)
+                    pass
+            replayed = True
+            if len(ops) < len(lines):
+                # said, and kept aside for a person (never replayed): it raised out of setup, and
+                # every session's writer died at start with all of its operations
+                kept = f"{name}{DAMAGED}"
+                try:
+                    self.state.write_bytes(f"{SPOOL}/{kept}", ("\n".join(lines) + "\n").encode())
+                except Exception as e:  # noqa: BLE001 - the storage failed: leave the object in place
+                    kept, replayed = f"{name} (could not copy it: {type(e).__name__}: {e})", False
+                print(f"meta-study writer: spool object {name}: {len(lines) - len(ops)} of {len(lines)} line(s) "
+                      f"unreadable, skipped; the rest replayed; the object kept as {kept}", file=sys.stderr)
+            for op in ops:
+                self.put(op)
+            if replayed:
+                self._replayed.append(name)
 
     # ---- MLflow calls ---------------------------------------------------------------------------
 
@@ -423,6 +490,16 @@ class MlflowWriter:
                 rest.post("runs/update", {"run_id": rid, "status": p["status"], "end_time": int(time.time() * 1000)})
             else:
                 self._mlflow().set_terminated(rid, status=p["status"])
+
+
+def call_limit_s() -> float:
+    """Seconds one MLflow call of the writer may wait for an answer: the REST path's timeout, or
+    MLflow client's (``MLFLOW_HTTP_REQUEST_TIMEOUT``, 120 s by default), whichever is longer."""
+    try:
+        mlflow_s = float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or 120)
+    except ValueError:
+        mlflow_s = 120.0
+    return max(_RestRuns.TIMEOUT_S, mlflow_s)
 
 
 #: MLflow's answers that no retry changes: the run is gone (deleted in the UI), a value or a state

@@ -3,7 +3,7 @@ head node's disk.
 
     <storage>/<name>/                                 Tune's experiment directory
     <storage>/<name>/meta_study/sweep.json            the sweep record (:class:`SweepRecord`)
-    <storage>/<name>/meta_study/runs/<trial>.<run>.<config key>   the trial -> MLflow run map: one empty object per run
+    <storage>/<name>/meta_study/runs/<trial>.<run>.<config key>   the trial -> MLflow run map: one object per run
     <storage>/<name>/meta_study/spool/<id>.jsonl      MLflow operations a writer could not send
     <storage>/<name>/meta_study/writer.json           the live writer's heartbeat
 
@@ -14,8 +14,9 @@ runs). Why these shapes:
 - **Every write is atomic.** A local file is written to a temporary name and renamed; an object
   appears whole when its upload completes, or not at all. A reader never sees half a record.
 - **No appends.** Object stores have none, so the run map is one object per run, its name holding
-  the trial and the run id (zero bytes): one LIST reads the whole map (1,000 names per request:
-  2 requests for 2,000 trials), and adding a run is one PUT that never rewrites the others.
+  the trial and the run id (its content only the time it was written, which decides between two
+  entries of one trial): one LIST reads the whole map (1,000 names per request: 2 requests for
+  2,000 trials), and adding a run is one PUT that never rewrites the others.
 - **The spool** is one object per flush that gave up, deleted once its operations went out.
 - **The writer's heartbeat** replaces a file lock, which object stores lack: a killed driver's
   writer still sending its queue beats every ``HEARTBEAT_S``; a resumed sweep's writer waits while
@@ -43,6 +44,7 @@ SUBDIR = "meta_study"
 RECORD = "sweep.json"
 RUNS = "runs"
 SPOOL = "spool"
+DAMAGED = ".damaged"       # a spool object with unreadable lines, kept aside under its name + this
 WRITER = "writer.json"
 HEARTBEAT_S = 5.0          # a live writer rewrites writer.json this often (one small PUT)
 STALE_BEATS = 3            # unchanged for this many beats: the writer is dead
@@ -254,46 +256,83 @@ class StateDir:
 
     # ---- the run map --------------------------------------------------------------------------
 
+    def _run_files(self) -> list[tuple[str, int]]:
+        """(name, modification time in ns) of every entry of the run map, by name (one LIST)."""
+        import pyarrow.fs as pafs
+
+        sel = pafs.FileSelector(self.path(RUNS), allow_not_found=True, recursive=False)
+        return sorted((i.base_name, i.mtime_ns or 0) for i in self._fs[0].get_file_info(sel)
+                      if i.type == pafs.FileType.File and not i.base_name.startswith(".tmp-")
+                      and len(i.base_name.split(".")) in (2, 3) and all(i.base_name.split(".")))
+
     def run_entries(self) -> list[tuple[str, str, str | None]]:
         """(trial id, MLflow run id, config key or None) of every entry of the run map."""
         out = []
-        for n in self.names(RUNS):
+        for n, _ in self._run_files():
             parts = n.split(".")
-            if len(parts) in (2, 3) and all(parts):
-                out.append((parts[0], parts[1], parts[2] if len(parts) == 3 else None))
+            out.append((parts[0], parts[1], parts[2] if len(parts) == 3 else None))
         return out
 
     def runs(self) -> dict[str, str]:
-        """trial id -> MLflow run id (a trial with two entries, an adopted run re-keyed: the last)."""
-        return {t: r for t, r, _ in self.run_entries()}
+        """trial id -> MLflow run id. A trial with two entries (a run adopted by reconciliation
+        after the writer had mapped another) gets the one written last: by the time each entry
+        holds (:meth:`add_run`), else its modification time (entries written before 2026-12-04
+        are empty). One GET per entry of such a trial only; the names sort by run id, which is
+        random, and took the wrong run half the time."""
+        by_trial: dict[str, list[tuple[str, str, int]]] = {}    # trial -> (entry name, run id, mtime in ns)
+        for n, mtime_ns in self._run_files():
+            parts = n.split(".")
+            by_trial.setdefault(parts[0], []).append((n, parts[1], mtime_ns))
+        out: dict[str, str] = {}
+        for trial, entries in by_trial.items():
+            if len(entries) == 1:
+                out[trial] = entries[0][1]
+                continue
+
+            def written(e: tuple[str, str, int]) -> tuple[int, str]:
+                data = (self.read_bytes(f"{RUNS}/{e[0]}") or b"").strip()
+                return (int(data) if data.isdigit() else e[2]), e[0]
+            out[trial] = max(entries, key=written)[1]
+        return out
 
     def add_run(self, trial_id: str, run_id: str, config_key: str | None = None) -> None:
         """Record a trial's run; ``config_key`` (what the trial trains) lets a resumed sweep give a
         run whose trial was lost to the same configuration drawn again (Tune trial ids and run
-        ids hold no dots). An empty file needs no temporary name: it exists whole or not at all
-        (locally ~20 us, against ~300 us through pyarrow's write-and-rename)."""
+        ids hold no dots). The entry holds the time it was written (ns since the epoch, ~19
+        bytes), rewritten when the same entry is added again: :meth:`runs` takes a trial's latest.
+        Locally one open-write-close (~25 us, against ~300 us through pyarrow's
+        write-and-rename); an entry a crash left empty counts by its modification time."""
         name = f"{RUNS}/{trial_id}.{run_id}" + (f".{config_key}" if config_key else "")
+        stamp = str(time.time_ns()).encode()
         if self.remote:
-            self.write_bytes(name, b"")
+            self.write_bytes(name, stamp)
             return
         path = self.path(name)
         if not self._runs_dir_made:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             self._runs_dir_made = True
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, stamp)
+        finally:
+            os.close(fd)
 
     # ---- the spool ----------------------------------------------------------------------------
 
-    def spool(self, lines: list[str]) -> str:
-        """Write one spool object of JSON lines; returns its name."""
-        name = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
+    def spool(self, lines: list[str], *, at_ns: int | None = None) -> str:
+        """Write one spool object of JSON lines; returns its name. Objects replay in name order,
+        which is their time in ns: now, or ``at_ns`` (the writer's choice: operations in flight
+        before those it spooled already, an object after every one it replayed)."""
+        name = f"{time.time_ns() if at_ns is None else at_ns}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
         self.write_bytes(f"{SPOOL}/{name}", ("\n".join(lines) + "\n").encode())
         return name
 
     def spooled(self) -> list[tuple[str, list[str]]]:
-        """(name, lines) of every spool object, oldest first."""
+        """(name, lines) of every spool object, oldest first (not those kept aside as damaged)."""
         out = []
         for n in self.names(SPOOL):
+            if n.endswith(DAMAGED):
+                continue
             data = self.read_bytes(f"{SPOOL}/{n}")
             if data is not None:
                 out.append((n, [x for x in data.decode().splitlines() if x.strip()]))
@@ -346,7 +385,10 @@ class Heartbeat:
         return "timeout"
 
     def start(self) -> None:
-        self._beat(0)
+        try:
+            self._beat(0)
+        except Exception:  # noqa: BLE001 - a missed beat only makes a new writer wait less; it raised
+            pass           # out of the writer process's start, and killed it with its operations
         self._thread = threading.Thread(target=self._run, name="sweep-writer-heartbeat", daemon=True)
         self._thread.start()
 

@@ -94,18 +94,23 @@ def recover_run_map(tracking_uri: str, experiment_id: str, parent_run_id: str, s
     from ..mlflow_client import mlflow_client
 
     client = mlflow_client(tracking_uri)
-    known = {run for _, run, _ in state.run_entries()}
+    entries = state.run_entries()
+    known = {run for _, run, _ in entries}
+    # a trial the map already gives a run keeps it: a second run of the same trial is a duplicate
+    # (an entry added for it would now be the trial's latest, StateDir.runs, and take its logging)
+    mapped = {trial for trial, _, _ in entries}
     added, token = 0, None
     while True:
         page = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
                                   max_results=1000, page_token=token)
         for run in page:
             trial = run.data.tags.get("trial_id")
-            if run.info.run_id in known or not trial or "." in trial:
+            if run.info.run_id in known or not trial or "." in trial or trial in mapped:
                 continue
             key = run.data.tags.get("config_key") or None
             state.add_run(trial, run.info.run_id, key if key and "." not in key else None)
             known.add(run.info.run_id)
+            mapped.add(trial)
             added += 1
         token = page.token
         if not token:
