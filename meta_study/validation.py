@@ -9,6 +9,7 @@ rule, gets a reason that names the column and the problem. Checks are vectorized
 from __future__ import annotations
 
 import datetime as _dt
+import decimal
 import json
 import math
 import re
@@ -84,6 +85,8 @@ def shown(v: Any) -> str:
     numpy repr (``np.float64(1.5)``) that no user wrote."""
     if isinstance(v, np.generic):
         v = v.item()
+    if isinstance(v, decimal.Decimal):   # 3.5, not Decimal('3.5')
+        return str(v)
     return repr(v)
 
 
@@ -188,7 +191,9 @@ def _coerce_numeric(s: pd.Series, integer: bool) -> tuple[np.ndarray, np.ndarray
                 continue
             if isinstance(v, (bool, np.bool_)):
                 wrong[i] = True
-            elif isinstance(v, (int, float, np.integer, np.floating)):
+            elif isinstance(v, (int, float, np.integer, np.floating, decimal.Decimal)):
+                # Decimal: a Parquet decimal128 column (decimal(5, 4) accuracies), quarantined
+                # whole as "Decimal('0.8100') is not a number"; float() rounds it correctly
                 try:
                     f = float(v)
                 except OverflowError:   # a JSON integer past float64 (10**400): beyond any column
@@ -513,11 +518,44 @@ def _numeric_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
         limit = _INT_LIMITS[t]
         # float64 holds 2**63 exactly; anything at or past it does not fit an int64
         over = finite & ((v > limit) | (v < -limit - 1) | (np.abs(v) >= 2.0 ** 63))
-        flag(over, lambda i, c=col.name, v=v, t=t: f"{c}: {v[i]:g} does not fit the column's {t} type",
-             f"{col.name}: does not fit the column's {t} type")
+        # float64 holds integers exactly only up to 2**53: a seed 9007199254740993 was stored as
+        # ...992 and int64's largest, 2**63 - 1, was refused. Those few cells are read again exactly.
+        exact = _exact_integers(s, np.flatnonzero(finite & ~wrong & (np.abs(v) >= 2.0 ** 53)))
+        fraction = [i for i, x in exact.items() if x is None]   # "9007199254740993.5": float64 saw an integer
+        flag(np.isin(np.arange(len(v)), fraction),
+             lambda i, c=col.name, ss=s: f"{c}: wrong type ({shown(ss.iloc[i])} is not an integer)",
+             f"{col.name}: wrong type (not an integer)")
+        for i, x in exact.items():
+            over[i] = x is not None and not -limit - 1 <= x <= limit
+        flag(over, lambda i, c=col.name, v=v, t=t, ex=exact: f"{c}: {ex.get(i) or v[i]:g} does not fit the "
+             f"column's {t} type", f"{col.name}: does not fit the column's {t} type")
         good = finite & ~over
-        return pa.array(np.where(good, v, 0).astype("int64"), type=pa.int64(), mask=~good).cast(t, safe=False)
+        good[fraction] = False
+        ints = np.where(good & (np.abs(v) < 2.0 ** 63), v, 0).astype("int64")   # 2**63 - 1 is read as 2**63
+        for i, x in exact.items():
+            if good[i] and x is not None:
+                ints[i] = x
+        return pa.array(ints, type=pa.int64(), mask=~good).cast(t, safe=False)
     return pa.array(np.where(good, v, 0.0), type=t, mask=~good)
+
+
+def _exact_integers(s: pd.Series, cells: np.ndarray) -> dict[int, int | None]:
+    """The exact integer of each of the ``cells`` (positions) of ``s``, or None for a value with a
+    fraction that float64 rounded away; a cell read only as a float (a float column) keeps its
+    float's value. Python's ``int`` and ``Decimal`` per cell: only cells at or beyond 2**53 in
+    magnitude are given (none in most files)."""
+    out: dict[int, int | None] = {}
+    for i in cells.tolist():
+        raw = s.iloc[i]
+        if isinstance(raw, (int, np.integer)) and not isinstance(raw, (bool, np.bool_)):
+            out[i] = int(raw)
+        elif isinstance(raw, (str, decimal.Decimal)):
+            try:
+                d = raw if isinstance(raw, decimal.Decimal) else decimal.Decimal(number_text(raw) or "x")
+            except decimal.InvalidOperation:
+                continue
+            out[i] = int(d) if d.is_finite() and d == d.to_integral_value() else None
+    return out
 
 
 def _flag_out_of_range(col: Column, v: np.ndarray, finite: np.ndarray, flag: _Flags) -> None:

@@ -27,6 +27,7 @@ fraction column that holds percents.
 
 from __future__ import annotations
 
+import decimal
 import os
 import re
 import string
@@ -512,7 +513,7 @@ def _unit_number(v: Any) -> float:
     commas only as thousands separators: ``"0,5"`` is never 5), never a boolean."""
     if isinstance(v, (bool, np.bool_)) or v is None:
         return np.nan
-    if isinstance(v, (int, float, np.integer, np.floating)):
+    if isinstance(v, (int, float, np.integer, np.floating, decimal.Decimal)):   # Decimal: Parquet decimal128
         try:
             return float(v)
         except OverflowError:
