@@ -112,7 +112,10 @@ def main() -> None:
         shutil.copyfile(csv, same)
         with open(same, "a") as f:
             f.write("\n")
-        cmd2 = [sys.executable, "-m", "meta_study.cli", "ingest", str(same), "--store", str(store), "--quiet"]
+        # a new export of the same file, elsewhere: said so (ingest refuses another file of the same
+        # name as a new source that would replace the first's rows)
+        cmd2 = [sys.executable, "-m", "meta_study.cli", "ingest", str(same), "--store", str(store), "--quiet",
+                "--source", "bench"]
         same_t, same_m, r = run(cmd2, env)
         assert f"{rows} unchanged" in r.stdout, r.stdout
     finally:
