@@ -282,8 +282,9 @@ CASES = [
     Case("corrected_key_replaces_the_stale_row", _stale, [
         Step(["ingest", "x.csv", "--store", "ST"], 0, "x.csv: 3 new"),
         Step(["ingest", "x.csv", "--store", "ST"], 0, "x.csv: unchanged since its last ingest", check=_fix),
+        # the run's other row, written again beside its corrected one, is unchanged (it was "updated")
         Step(["ingest", "x.csv", "--store", "ST"], 0,
-             "x.csv: 1 new, 1 updated, 0 unchanged, 0 quarantined, 1 deleted, 1 stored runs not in the file kept "
+             "x.csv: 1 new, 0 updated, 1 unchanged, 0 quarantined, 1 deleted, 1 stored runs not in the file kept "
              "(--drop-missing removes them)", check=_check_stale),
         Step(["ingest", "x.csv", "--drop-missing", "--store", "ST"], 0,
              "x.csv: 0 new, 0 updated, 2 unchanged, 0 quarantined, 1 deleted (", check=_check_dropped)]),

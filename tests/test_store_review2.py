@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from conftest import committed_store, make_rows, one_error_line, run_cli
@@ -172,14 +173,21 @@ def test_a_malformed_store_uri_is_one_line(uri):
 
 def test_rows_of_deleted_runs_written_again_are_counted_as_stored(tmp_path):
     """Recommitting two rows with delete_runs for their runs returned, and logged, inserted=0,
-    updated=0, deleted=2, while the store held both rows."""
+    updated=0, deleted=2, while the store held both rows: ``deleted`` counts what left the store,
+    a row written again is updated or unchanged by its content."""
     t = validate(make_rows(2, ds_tasks=("a",))).table
     s = Store(str(tmp_path / "st"), notify=None)
     s.commit(t)
     runs = sorted(set(zip(t.column("source").to_pylist(), t.column("run_id").to_pylist())))
     r = s.commit(t, delete_runs=runs)
-    assert (r.deleted, r.rewritten, r.inserted, r.updated) == (2, 2, 0, 0) and len(s.read()) == 2
-    assert s.history()[-1]["rewritten"] == 2
+    # the same rows: nothing left the store and nothing changed, so no version
+    assert (r.version, r.deleted, r.inserted, r.updated, r.unchanged) == (None, 0, 0, 0, 2) and len(s.read()) == 2
+    changed = t.set_column(t.schema.get_field_index("ds_accuracy"), "ds_accuracy",
+                           pa.array([0.5] * t.num_rows, t.schema.field("ds_accuracy").type))
+    r = s.commit(changed, delete_runs=runs)
+    assert (r.deleted, r.rewritten, r.inserted, r.updated, r.unchanged) == (0, 2, 0, 2, 0)
+    assert s.history()[-1]["rewritten"] == 2 and s.history()[-1]["deleted"] == 0
+    assert s.read().column("ds_accuracy").to_pylist() == [0.5, 0.5]
     r = s.commit(None, delete_runs=runs[:1])
     assert (r.deleted, r.rewritten) == (1, 0) and len(s.read()) == 1
 

@@ -253,8 +253,6 @@ class _Replacement:
             ``drop_missing`` the runs the batch lacks.
         rerun: of those, the runs with a stale row (their current rows are written again).
         stale: stored rows of the batch's runs whose key the batch does not have.
-        rewritten: stored rows of the runs with a stale row that the batch does have: deleted and
-            written again by the commit (the store counts them as deleted).
         missing_runs, missing_rows: stored runs (and their rows) of the batch's sources that the
             batch does not contain; deleted only when ``dropped``.
     """
@@ -262,7 +260,6 @@ class _Replacement:
     delete_runs: tuple[tuple[str, str], ...] = ()
     rerun: tuple[tuple[str, str], ...] = ()
     stale: int = 0
-    rewritten: int = 0
     missing_runs: int = 0
     missing_rows: int = 0
     dropped: bool = False
@@ -288,11 +285,9 @@ def _plan_replacement(store: Store, runs: set[tuple[str, str]], new_hashes: np.n
     src = stored.column("source").to_numpy(zero_copy_only=False)
     rid = stored.column("run_id").to_numpy(zero_copy_only=False)
     rerun = sorted({(src[i], rid[i]) for i in np.flatnonzero(stale).tolist()})
-    rerun_mask = np.isin(np.asarray(run_keys.to_numpy(zero_copy_only=False), dtype=object),
-                         [key_of(r) for r in rerun]) if rerun else np.zeros(len(src), bool)
     missing = sorted({(src[i], rid[i]) for i in np.flatnonzero(~in_batch).tolist()})
     return _Replacement(delete_runs=tuple(rerun) + (tuple(missing) if drop_missing else ()), rerun=tuple(rerun),
-                        stale=int(stale.sum()), rewritten=int((rerun_mask & have).sum()),
+                        stale=int(stale.sum()),
                         missing_runs=len(missing), missing_rows=int((~in_batch).sum()), dropped=drop_missing)
 
 
@@ -313,13 +308,10 @@ def _note_earlier(rep: SourceReport, repl: _Replacement, batch: SourceBatch) -> 
     rep.replaced = (rows, runs, srcs, inputs)
 
 
-def _count_replacement(rep: SourceReport, repl: _Replacement, rewritten: int, *, counted: bool) -> None:
-    """The store counts every row of a deleted run as deleted: of those, the rows written again
-    are updates (unless the caller's first commit ``counted`` them already); the others were
-    stale or dropped."""
-    rep.deleted -= rewritten
-    if not counted:
-        rep.updated += rewritten
+def _count_replacement(rep: SourceReport, repl: _Replacement) -> None:
+    """Runs of the batch's sources that the batch lacks are kept (and counted) unless dropped.
+    (The store counts a deleted run's rows written again in the same commit as updated or
+    unchanged, not deleted: ``deleted`` is what left the store.)"""
     if not repl.dropped:
         rep.kept_runs += repl.missing_runs
 
@@ -353,7 +345,7 @@ def _commit_batch(store: Store, src: Source, batch: SourceBatch, rep: SourceRepo
                        delete_runs=list(batch.delete_runs) + list(repl.delete_runs),
                        settle_quarantine=seen.read, operation="ingest", info={"source": src.label})
     _count(rep, res, batch, seen)
-    _count_replacement(rep, repl, repl.rewritten, counted=False)
+    _count_replacement(rep, repl)
     _note_earlier(rep, repl, batch)
 
 
@@ -443,7 +435,7 @@ def _finish_replacement(store: Store, src: Source, batch: SourceBatch, rep: Sour
                        info={"source": src.label, "step": "stale rows"})
     rep.commits += int(res.wrote)
     rep.deleted += res.deleted
-    _count_replacement(rep, repl, keep.num_rows if keep is not None else 0, counted=True)
+    _count_replacement(rep, repl)
     _note_earlier(rep, repl, batch)
 
 

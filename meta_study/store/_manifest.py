@@ -49,8 +49,8 @@ class CommitResult:
     quarantined: int = 0
     partitions_written: int = 0
     collapsed: int = 0      # rows that repeated another exactly (key and values), stored once (commit_stream)
-    #: rows of ``delete_runs`` written again in the same commit: counted in ``deleted`` (and not in
-    #: ``inserted`` or ``updated``), yet stored; rows deleted for good are ``deleted - rewritten``
+    #: rows of ``delete_runs`` written again in the same commit: stored, so not in ``deleted``
+    #: (which counts the rows that left the store), but in ``updated`` or ``unchanged`` by content
     rewritten: int = 0
 
     @property

@@ -203,19 +203,19 @@ class _Plan:
             match_old = np.array([pos[k] for k in nk[match_new]], dtype=np.int64)
             same = np.zeros(len(nk), bool)
             if match_new.any():
-                eq = _content_equal(old.take(pa.array(match_old)), new.filter(pa.array(match_new)))
-                # a deleted-then-rewritten row counts as written, not unchanged
-                eq &= keep[match_old]
+                content = _content_equal(old.take(pa.array(match_old)), new.filter(pa.array(match_new)))
+                # a row of a deleted run written again (an ingest re-reading a run with a stale
+                # row) is stored anew, but it never left the store: not "deleted", and "updated"
+                # or "unchanged" by its content, as any other row; "rewritten" says how many
+                back = ~keep[match_old]
+                eq = content & ~back
                 same[np.flatnonzero(match_new)] = eq
-                replaced = match_old[~eq]
-                c["updated"] = int((keep[replaced]).sum())
-                # rows of a deleted run written again (an ingest re-reading a changed run): in
-                # "deleted" (the ingest report relies on it), and also counted here, so that a
-                # commit's result and log entry say the store still holds them
-                c["rewritten"] = int((~keep[replaced]).sum())
-                keep[replaced] = False
+                c["rewritten"] = int(back.sum())
+                c["deleted"] -= c["rewritten"]
+                c["updated"] = int((~content).sum())
+                c["unchanged"] = int(content.sum())
+                keep[match_old[~eq]] = False
             c["inserted"] = int((~match_new).sum())
-            c["unchanged"] = int(same.sum())
             add = new.filter(pa.array(~same))
         merged = old.filter(pa.array(keep))
         if add is not None and add.num_rows:
