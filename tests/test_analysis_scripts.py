@@ -91,3 +91,16 @@ def test_paper_figures_on_the_timm_results(timm_dir, tmp_path):
     r = script("tables_f1_f2.py", store, "--out", str(tmp_path / "t"))
     assert r.returncode == 0 and "no figure: no few-shot group has several shot settings" in r.stdout, r.stderr
     assert not (tmp_path / "t" / "figures" / "params_vs_shots.png").exists()
+
+
+@pytest.mark.parametrize("name", ["head_wd_d1_d4.py", "fig6_layerwise.py"])
+def test_a_script_that_finds_no_rows_leaves_no_out_directory(controlled_store, tmp_path, name):
+    """"No such rows" is found after --out is made: the failed script left an empty directory
+    (twice made, never written); one it did not make stays."""
+    out = tmp_path / "out" / "results"
+    r = script(name, controlled_store, "--out", str(out), "--us-task", "no-such-task")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "no " in r.stderr, r.stderr
+    assert not out.exists()
+    out.mkdir(parents=True)
+    r = script(name, controlled_store, "--out", str(out), "--us-task", "no-such-task")
+    assert r.returncode == 2 and out.is_dir(), r.stderr

@@ -44,6 +44,29 @@ def run(main: Callable[[], None]) -> None:
     ``META_STUDY_TRACEBACK=1`` (it printed a traceback, where the commands print one line)."""
     import os
 
+    out = _out_argument()
+    made = out is not None and not os.path.exists(out)
+    try:
+        _run(main)
+    except BaseException:
+        # --out is made before the script reads the store: a failure (no such rows, a damaged
+        # store) left an empty directory behind, as if the script had written results there
+        if made and out is not None and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)
+        raise
+
+
+def _out_argument() -> str | None:
+    """The ``--out`` of this process's command line (None: not given)."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--out")
+    known, _ = pre.parse_known_args()
+    return known.out
+
+
+def _run(main: Callable[[], None]) -> None:
+    import os
+
     from ..errors import OptionError, option_flag
 
     try:
