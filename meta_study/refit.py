@@ -339,6 +339,11 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
         groups = snap.groups
         if not groups:
             note = layers_only_note(snap.rows["representation_layer"]) if len(snap.rows) else ""
+            prev_dir, prev = previous_refit(cfg.out)
+            if prev_dir is not None:   # a dashboard or cron job reading LATEST would show them as current
+                note = "; ".join(filter(None, (note, f"{Path(cfg.out) / 'LATEST'} still names the refit of "
+                                                     f"{prev.get('time')} (store version {prev.get('store_version')}), "
+                                                     f"whose groups the store no longer holds")))
             return RefitResult(status="empty", message=f"{cfg.store}: no groups to fit" + (f" ({note})" if note else ""),
                                ingest_lines=res.ingest_lines, failed_sources=res.failed_sources,
                                seconds=time.perf_counter() - t0)

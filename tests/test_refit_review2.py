@@ -207,3 +207,21 @@ def test_work_that_ray_lost_is_one_line_exit_1_and_a_bug_in_a_task_keeps_its_tra
     monkeypatch.setattr(parallel, "init_ray", lambda *a, **k: _RayThatLosesWork(bug))
     with pytest.raises(ray.exceptions.RayTaskError):
         parallel.bootstrap_ray(Selection().load(Store(s.uri)))
+
+
+def test_a_refit_of_a_store_whose_groups_all_left_says_latest_is_of_them(tmp_path):
+    """Every run deleted from the store (a source dropped): the refit said "no groups to fit" and
+    nothing of OUT/LATEST, which still named the last version's results as if current."""
+    from meta_study.refit import refit
+
+    s = committed_store(tmp_path / "st")
+    cfg = quick_refit_config(s, tmp_path / "out")
+    first = refit(cfg, log=lambda m: None)
+    rows = s.read(columns=["source", "run_id"]).to_pandas().drop_duplicates()
+    s.commit(None, delete_runs=list(rows.itertuples(index=False, name=None)))
+    r = refit(cfg, log=lambda m: None)
+    assert r.status == "empty" and "no groups to fit" in r.message, r.message
+    assert "LATEST still names the refit of" in r.message and "no longer holds" in r.message, r.message
+    assert (tmp_path / "out" / "LATEST").read_text().strip() == Path(first.version_dir).name
+    # a first refit of such a store has no LATEST to speak of
+    assert "LATEST" not in refit(quick_refit_config(s, tmp_path / "fresh"), log=lambda m: None).message
