@@ -330,3 +330,26 @@ def test_recovering_the_run_map_leaves_a_mapped_trial_its_run(store) -> None:
     assert recover_run_map(store.uri, store.exp, store.parent, state) == 1
     assert StateDir(store.state_dir).runs() == {"t1": mapped, "t2": lost}
     assert duplicate not in {r for _, r, _ in StateDir(store.state_dir).run_entries()}
+
+
+@pytest.mark.slow(15)
+def test_a_writer_process_that_dies_mid_sweep_is_said(store, capfd) -> None:
+    """A writer child killed between flushes (the OOM killer) took the operations in its pipe with
+    it, and the next operation started a new child without a word: the sweep ended "ok" with runs
+    missing their metrics. The restart is said on stderr in one line."""
+    import signal
+
+    from meta_study.tune.writer import Op, SweepTarget, WriterProcess
+
+    w = WriterProcess(SweepTarget(store.uri, store.exp, store.parent, store.state_dir, {}, 20.0, False))
+    w.put(Op("run", "t1", {"name": "s_t1", "config": {"lr": 0.2}, "config_key": "k1"}))
+    assert w.flush(20)
+    assert w._proc is not None
+    os.kill(w._proc.pid, signal.SIGKILL)
+    w._proc.wait(10)
+    w.put(Op("end", "t1", {"status": "FINISHED"}))     # a new child
+    assert w.close(20) is True and w.died == 1
+    err = [line for line in capfd.readouterr().err.splitlines() if "writer process" in line]
+    assert len(err) == 1 and "exited with code -9 mid-sweep" in err[0], err
+    (run,) = store.client.search_runs([store.exp], "tags.trial_id = 't1'")
+    assert run.info.status == "FINISHED"

@@ -116,6 +116,7 @@ class WriterProcess:
         self.target = target
         self.errors = 0
         self.cpu_s = 0.0    # the child's CPU seconds, as of its last flush reply
+        self.died = 0       # children that died between flushes (each said on stderr)
         self._proc: subprocess.Popen[bytes] | None = None
         self._pipe: _Pipe | None = None
         self._lock = threading.Lock()
@@ -124,6 +125,13 @@ class WriterProcess:
         with self._lock:
             if self._proc is not None and self._proc.poll() is None:
                 return
+            if self._proc is not None:
+                # the child died between flushes (the OOM killer, a kill -9): the operations in its
+                # pipe and queues went with it, and a new child took over without a word
+                self.died += 1
+                print(f"meta-study: the MLflow writer process (pid {self._proc.pid}) exited with code "
+                      f"{self._proc.returncode} mid-sweep; what it had not yet sent (metrics, params, run ends "
+                      f"since the last flush) may be missing from MLflow; a new writer goes on", file=sys.stderr)
             # stdout carries the replies; the child's logs go to the driver's stderr
             self._proc = subprocess.Popen([sys.executable, "-m", "meta_study.tune.writer",
                                            json.dumps({**asdict(self.target), "tags": dict(self.target.tags)})],
