@@ -215,9 +215,11 @@ def load_sources_file(path: str) -> list[SourceSpec]:
                           ("filter", "an MLflow search filter")):
             if d.get(key) is not None and not (isinstance(d[key], str) and d[key]):
                 raise UserError(f"{path}: sources[{i}].{key}: must be {what}, not {_short(d[key])}")
-        exps = d.get("experiments") or []
-        if isinstance(exps, str):
-            exps = [exps]
+        exps = d.get("experiments")
+        if exps is None:
+            exps = []
+        elif isinstance(exps, (str, int)) and not isinstance(exps, bool):
+            exps = [exps]     # one experiment; 0 is MLflow's Default experiment (it selected all)
         if not isinstance(exps, list) or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in exps):
             raise UserError(f"{path}: sources[{i}].experiments: must be a list of names, ids or globs")
         out.append(SourceSpec(spec=rel(d["uri"]), mapping=rel(d["mapping"]) if d.get("mapping") else None,
@@ -240,11 +242,18 @@ def open_source_specs(entries: Sequence[SourceSpec], options: SourceOptions = So
 
     out: list[Source] = []
     for e in entries:
-        opts = replace(options, experiments=e.experiments or options.experiments,
-                       filter_string=e.filter_string or options.filter_string,
-                       source_name=e.name or options.source_name)
-        out.extend(open_sources([e.spec], load_mapping(e.mapping) if e.mapping else None, opts))
+        out.extend(open_sources([e.spec], load_mapping(e.mapping) if e.mapping else None, entry_options(e, options)))
     return out
+
+
+def entry_options(entry: SourceSpec, options: SourceOptions) -> SourceOptions:
+    """The options of one sources-file entry: its experiments and name replace the command's;
+    its filter is ANDed with the command's ``--filter`` (it replaced it, so a ``--filter`` given
+    to narrow every source was dropped without a word for each entry with a filter of its own)."""
+    filters = [f for f in (options.filter_string, entry.filter_string) if f]
+    return replace(options, experiments=entry.experiments or options.experiments,
+                   filter_string=" and ".join(dict.fromkeys(filters)) or None,
+                   source_name=entry.name or options.source_name)
 
 
 def is_local_path(spec: str) -> bool:
