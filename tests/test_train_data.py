@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -234,3 +235,19 @@ def test_no_steps_and_no_epochs_is_refused() -> None:
         TrainConfig(steps=0, epochs=0)
     TrainConfig(steps=5, epochs=0)          # a step count: epochs unused
     TrainConfig(steps=0, epochs=0.5)
+
+
+def test_int_test_labels_the_train_table_lacks_are_refused(tmp_path: Path) -> None:
+    """Integer labels: a test class missing from train (a train table filtered to 2 classes,
+    its test table not) made a 3-class head whose third class was never trained, and every test
+    image of it counted as a miss, unsaid. Class names were refused so already."""
+    t = _table(4, False)
+    ids = pa.array([sorted(COLOURS).index(v) for v in t.column("label").to_pylist()], pa.int64())
+    t = t.set_column(1, "label", ids)
+    pq.write_table(t.filter(pc.less(ids, 2)), tmp_path / "train.parquet")
+    pq.write_table(t, tmp_path / "test.parquet")
+    with pytest.raises(ValueError, match=r"test.parquet: labels \[2\] not among the train classes"):
+        load_parquet(tmp_path / "train.parquet", tmp_path / "test.parquet", name="c", img_size=8)
+    # the train table may hold classes the test table lacks
+    task = load_parquet(tmp_path / "test.parquet", tmp_path / "train.parquet", name="c", img_size=8)
+    assert task.num_classes == 3

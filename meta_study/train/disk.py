@@ -225,6 +225,9 @@ def load_parquet(train: str | os.PathLike | pa.Table, test: str | os.PathLike | 
         if te.num_rows == 0:   # an empty test split reported US accuracy 0.0 and broke the few-shot probe
             raise ValueError(f"{_source(test)}: no rows in the test table")
         te_labels, _ = _label_ids(te.column(label_column).to_pylist(), None if _ints(classes) else classes)
+        unseen = sorted(set(te_labels.tolist()) - set(labels.tolist())) if _ints(classes) else []
+        if unseen:   # as for class names: a class the model never trained on caps its accuracy, unsaid
+            raise ValueError(f"{_source(test)}: labels {unseen[:5]} not among the train classes")
         te_images = _image_bytes(te.column(image_column))
     else:
         a, b = _split_off(len(images), test_fraction, seed, _source(train))
