@@ -251,3 +251,19 @@ def test_int_test_labels_the_train_table_lacks_are_refused(tmp_path: Path) -> No
     # the train table may hold classes the test table lacks
     task = load_parquet(tmp_path / "test.parquet", tmp_path / "train.parquet", name="c", img_size=8)
     assert task.num_classes == 3
+
+
+def test_a_hugging_face_save_to_disk_directory_is_read(tmp_path: Path) -> None:
+    """``Dataset.save_to_disk(dir)`` writes ``data-0000K-of-0000N.arrow`` (Arrow streams) beside
+    ``state.json`` and ``dataset_info.json``: the directory was read as a Parquet dataset and
+    failed on its first file."""
+    t = _table(4, True)
+    d = tmp_path / "hf_train"
+    d.mkdir()
+    for k, part in enumerate((t.slice(0, 6), t.slice(6))):
+        with pa.OSFile(str(d / f"data-0000{k}-of-00002.arrow"), "wb") as f, pa.ipc.new_stream(f, part.schema) as w:
+            w.write_table(part)
+    (d / "state.json").write_text('{"_data_files": [{"filename": "data-00000-of-00002.arrow"}]}')
+    (d / "dataset_info.json").write_text("{}")
+    task = load_parquet(d, name="c", img_size=8, test_fraction=0.25)
+    _check_colour_task(task, 9, 3)

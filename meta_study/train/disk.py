@@ -171,6 +171,10 @@ def _read_table(src: str | os.PathLike | pa.Table, columns: list[str]) -> pa.Tab
         return src.select(columns)
     s = str(src)
     files = sorted(glob.glob(s)) if any(c in s for c in "*?[") else [s]
+    if len(files) == 1 and os.path.isdir(s) and not glob.glob(os.path.join(s, "**", "*.parquet"), recursive=True):
+        # a Hugging Face ``save_to_disk`` directory (data-00000-of-00002.arrow, ..., state.json):
+        # read as a Parquet dataset it failed on the first .arrow file
+        files = sorted(glob.glob(os.path.join(s, "*.arrow"))) or files
     if not files:
         raise FileNotFoundError(f"{s}: no files match")
     if all(f.endswith((".arrow", ".feather", ".ipc")) for f in files):
