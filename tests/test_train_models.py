@@ -79,3 +79,25 @@ def test_imports_stay_light() -> None:
     code = ("import sys, meta_study, meta_study.schema; assert 'torch' not in sys.modules, 'meta_study imports torch'; "
             "import meta_study.train; bad = {'ray', 'mlflow'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("mambaout_femto", {"depths": (1, 1, 1, 1), "dims": (8, 16, 24, 32)}),
+    ("swin_tiny_patch4_window7_224", {"embed_dim": 8, "depths": (1, 1), "num_heads": (1, 2), "window_size": 2}),
+])
+def test_channels_last_blocks_pool_over_pixels_not_channels(name: str, kw: dict) -> None:
+    """timm models whose blocks output (B, H, W, C) maps (``output_fmt == "NHWC"``): MambaOut's
+    block features were means over (W, C), one value per row of pixels (D = H, not C); Swin's
+    blocks (under ``layers``) were not found at all, so its layer-wise probe measured nothing."""
+    model, info = create_model(name, num_classes=3, img_size=32, **kw)
+    assert getattr(model, "output_fmt", None) == "NHWC" and info.num_blocks == sum(kw["depths"])
+    x = torch.randn(2, 3, 32, 32)
+    maps: list[torch.Tensor] = []
+    hook = model.get_submodule(info.block_names[-1]).register_forward_hook(lambda m, i, o: maps.append(o))
+    with torch.no_grad():
+        _, blocks = representations(model.eval(), info, x, layers=True)
+    hook.remove()
+    assert len(blocks) == info.num_blocks and all(b.ndim == 2 and b.shape[0] == 2 for b in blocks)
+    channels = maps[-1].shape[-1]
+    assert blocks[-1].shape[1] == channels != maps[-1].shape[1]
+    torch.testing.assert_close(blocks[-1], maps[-1].mean(dim=(1, 2)))

@@ -269,19 +269,22 @@ def block_names(model: nn.Module) -> tuple[str, ...]:
     """Module paths of the residual blocks, in forward order (empty if the layout is unknown).
 
     ViT / Mixer: ``blocks.i``; ResNet: ``layer{s}.{i}``; ResNet-v2 and other staged timm
-    models: ``stages.{s}.blocks.{i}`` (or ``stages.{s}`` when a stage has no ``blocks``).
+    models: ``stages.{s}.blocks.{i}`` (or ``stages.{s}`` when a stage has no ``blocks``); Swin
+    (v1, v2): ``layers.{s}.blocks.{i}`` (it had none: a layer-wise probe of it measured nothing).
     """
     if isinstance(getattr(model, "blocks", None), (nn.Sequential, nn.ModuleList)):
         return tuple(f"blocks.{i}" for i in range(len(model.blocks)))
     if isinstance(model, ResNet):
         return tuple(f"layer{s}.{i}" for s in range(1, 5) for i in range(len(getattr(model, f"layer{s}"))))
-    stages = getattr(model, "stages", None)
-    if isinstance(stages, (nn.Sequential, nn.ModuleList)):
-        out: list[str] = []
-        for s, stage in enumerate(stages):
-            blocks = getattr(stage, "blocks", None)
-            out += [f"stages.{s}.blocks.{i}" for i in range(len(blocks))] if blocks is not None else [f"stages.{s}"]
-        return tuple(out)
+    for attr in ("stages", "layers"):
+        stages = getattr(model, attr, None)
+        if isinstance(stages, (nn.Sequential, nn.ModuleList)):
+            out: list[str] = []
+            for s, stage in enumerate(stages):
+                blocks = getattr(stage, "blocks", None)
+                out += ([f"{attr}.{s}.blocks.{i}" for i in range(len(blocks))] if blocks is not None
+                        else [f"{attr}.{s}"])
+            return tuple(out)
     return ()
 
 
@@ -362,11 +365,14 @@ def pre_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.forward_head(model.forward_features(x), pre_logits=True)
 
 
-def _pool(t: torch.Tensor, prefix_tokens: int) -> torch.Tensor:
-    """A block output as one vector per image: spatial mean of (B, C, H, W) maps, token mean of
-    (B, N, D) sequences without class/register tokens (which only become meaningful at the end)."""
+def _pool(t: torch.Tensor, prefix_tokens: int, channels_last: bool = False) -> torch.Tensor:
+    """A block output as one vector per image: spatial mean of (B, C, H, W) maps, or of
+    (B, H, W, C) maps where the model says its blocks output those (timm's ``output_fmt ==
+    "NHWC"``: Swin, MambaOut; pooled as NCHW they gave one value per row of pixels, not per
+    channel), token mean of (B, N, D) sequences without class/register tokens (which only become
+    meaningful at the end)."""
     if t.ndim == 4:
-        return t.mean(dim=(2, 3))
+        return t.mean(dim=(1, 2) if channels_last else (2, 3))
     if t.ndim == 3:
         return t[:, prefix_tokens:].mean(dim=1)
     return t.flatten(1)
@@ -381,7 +387,8 @@ def block_taps(model: nn.Module, info: ModelInfo) -> Iterator[list[torch.Tensor]
     """
     out: list[torch.Tensor] = []
     prefix = int(getattr(model, "num_prefix_tokens", 0))
-    hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o: out.append(_pool(o, prefix)))
+    nhwc = getattr(model, "output_fmt", "NCHW") == "NHWC"
+    hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o: out.append(_pool(o, prefix, nhwc)))
              for n in info.block_names]
     try:
         yield out
