@@ -325,6 +325,8 @@ def test_a_new_sweeps_record_is_created_by_exactly_one_driver(tmp_path):
     (["--set", "lr=abc"], "--set lr='abc': expected a number (default None)"),
     (["--set", "nosuchkey=1"], "--set nosuchkey: no such trial setting"),
     (["--set", "model_name=nosuchmodel"], "model_name 'nosuchmodel': neither a preset"),
+    # a distillation head (70 timm models): every trial failed "classifier not found among its modules"
+    (["--set", "model_name=deit_tiny_distilled_patch16_224"], "two classifier heads (a distillation head)"),
     (["--us-task", "nosuch"], "us_task 'nosuch': no such task"),
     (["--ds-task", "nosuch"], "ds_tasks 'nosuch': no such task"),
     # out of range: the sweep ran, trained nothing and logged chance accuracies as finished runs

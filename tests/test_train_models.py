@@ -101,3 +101,11 @@ def test_channels_last_blocks_pool_over_pixels_not_channels(name: str, kw: dict)
     channels = maps[-1].shape[-1]
     assert blocks[-1].shape[1] == channels != maps[-1].shape[1]
     torch.testing.assert_close(blocks[-1], maps[-1].mean(dim=(1, 2)))
+
+
+@pytest.mark.parametrize("name", ["deit_tiny_distilled_patch16_224", "levit_128s"])
+def test_a_model_with_a_distillation_head_is_refused_in_words(name: str) -> None:
+    """It failed "DistilledVisionTransformer: classifier not found among its modules" (the head
+    weight decay, norms and margins assume one head)."""
+    with pytest.raises(ValueError, match="two classifier heads"):
+        create_model(name, num_classes=3, img_size=32)

@@ -288,9 +288,23 @@ def block_names(model: nn.Module) -> tuple[str, ...]:
     return ()
 
 
+def distilled_heads(timm_name: str) -> bool:
+    """Whether a timm model has a second, distillation classifier (DeiT ``*_distilled``, LeViT,
+    EfficientFormer: 70 of timm 1.0's models): the head weight decay, head norms and margins here
+    assume one head, so such a model is refused, not trained with half its head unaccounted for.
+    From timm's config of the name: nothing is built."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(timm_name)
+    return cfg is not None and isinstance(cfg.classifier, (tuple, list))
+
+
 def head_module(model: nn.Module) -> tuple[str, nn.Module]:
     """(module path, module) of the classifier, from timm's ``get_classifier()``."""
     head = model.get_classifier()
+    if isinstance(head, (tuple, list)):
+        raise ValueError(f"{type(model).__name__}: two classifier heads (a distillation head); models with one "
+                         "are supported (e.g. deit_tiny_patch16_224 instead of deit_tiny_distilled_patch16_224)")
     for name, mod in model.named_modules():
         if mod is head:
             return name, mod
@@ -338,6 +352,9 @@ def create_model(name: str, *, num_classes: int, img_size: int, in_chans: int = 
     else:
         if not timm.is_model(name):
             raise KeyError(f"unknown model {name!r}: not a preset ({', '.join(list_presets())}) nor a timm model")
+        if distilled_heads(name):
+            raise ValueError(f"model {name!r}: two classifier heads (a distillation head); models with one are "
+                             "supported (e.g. deit_tiny_patch16_224 instead of deit_tiny_distilled_patch16_224)")
         model = _build_timm(name, num_classes, img_size, in_chans, **overrides)
         timm_name, family = name, arch_family(model)
     return model, describe(model, name=name, timm_name=timm_name, family=family, img_size=img_size)

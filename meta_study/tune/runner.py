@@ -371,7 +371,7 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
 
     from ..train.data import list_tasks
     from ..train.loop import TrainConfig
-    from ..train.models import list_presets
+    from ..train.models import distilled_heads, list_presets
 
     cfg = fixed_config(spec, options)
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -411,6 +411,9 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
 
         if not timm.is_model(model):
             raise UserError(f"model_name {model!r}: neither a preset ({', '.join(list_presets())}) nor a timm model")
+        if distilled_heads(model):   # every trial failed at its first step
+            raise UserError(f"model_name {model!r}: a timm model with two classifier heads (a distillation head) is "
+                            "not supported; take one with one head (deit_tiny_patch16_224, not *_distilled_*)")
     searched = searched_keys(spec, options)
     batch = cfg.get("batch_size", TrainConfig.batch_size)
     if options.workers_per_trial > 1 and "batch_size" not in searched and int(batch) % options.workers_per_trial:
