@@ -234,8 +234,23 @@ def _key_hashes(table: pa.Table) -> np.ndarray:
     that the file has."""
     if not table.num_rows:
         return np.zeros(0, np.uint64)
-    keys = np.asarray(key_array(table).to_numpy(zero_copy_only=False), dtype=object)
-    return pd.util.hash_array(keys, categorize=False)
+    # column by column, mixed FNV-style (wrapping uint64 arithmetic): ~5x cheaper than hashing one
+    # joined string per row (4 s for 1M stored keys). Each column is hashed in a form that does not
+    # depend on which rows hold nulls (pandas makes an int32 column with a null float64, and 5 and
+    # 5.0 hash apart): numbers as float64 with NaN for null, strings as objects with None.
+    h = np.zeros(table.num_rows, np.uint64)
+    for name in KEY:
+        col = table.column(name)
+        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+            vals = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+            hashed = pd.util.hash_array(vals)
+        else:   # each distinct string hashed once (few per column but run_id), nulls as None
+            enc = pc.dictionary_encode(pc.cast(col, pa.string()).combine_chunks())
+            words = np.append(np.asarray(enc.dictionary.to_numpy(zero_copy_only=False), dtype=object), None)
+            idx = pc.fill_null(enc.indices, len(words) - 1).to_numpy(zero_copy_only=False)
+            hashed = pd.util.hash_array(words, categorize=False)[idx]
+        h = (h * np.uint64(0x100000001B3)) ^ hashed
+    return h
 
 
 # --------------------------------------------------------------------------------------------
