@@ -21,9 +21,14 @@ from scipy import stats
 from .figures import pyplot, save
 
 
+#: What one head-WD curve is of: a DS task measured one way (protocol and shots).
+_SLICE = ("us_task", "ds_task", "eval_protocol", "shots")
+
+
 def head_wd_effect(rows: pd.DataFrame, *, shots: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(curves, best): mean US and DS accuracy per (us_task, ds_task, shots, head_wd), and the
-    head weight decay with the highest mean DS accuracy per (us_task, ds_task, shots).
+    """(curves, best): mean US and DS accuracy per (us_task, ds_task, eval_protocol, shots,
+    head_wd), and the head weight decay with the highest mean DS accuracy per (us_task, ds_task,
+    eval_protocol, shots). A few-shot and a linear-probe accuracy are never averaged together.
 
     Rows without ``head_wd`` and layer-wise probes are left out.
     """
@@ -31,15 +36,15 @@ def head_wd_effect(rows: pd.DataFrame, *, shots: int | None = None) -> tuple[pd.
     if shots is not None:
         r = r[r["shots"] == shots]
     if r.empty:
-        cols = ["us_task", "ds_task", "shots", "head_wd", "us_accuracy", "ds_accuracy", "runs"]
-        return pd.DataFrame(columns=cols), pd.DataFrame(columns=["us_task", "ds_task", "shots", "best_head_wd",
-                                                                 "best_ds_accuracy", "us_accuracy_at_best"])
+        cols = [*_SLICE, "head_wd", "us_accuracy", "ds_accuracy", "runs"]
+        return pd.DataFrame(columns=cols), pd.DataFrame(columns=[*_SLICE, "best_head_wd", "best_ds_accuracy",
+                                                                 "us_accuracy_at_best"])
     r = r.astype({"shots": "Int64"})
-    curves = (r.groupby(["us_task", "ds_task", "shots", "head_wd"], dropna=False)
+    curves = (r.groupby([*_SLICE, "head_wd"], dropna=False)
                .agg(us_accuracy=("us_accuracy", "mean"), ds_accuracy=("ds_accuracy", "mean"),
                     runs=("run_id", "nunique")).reset_index())
-    idx = curves.groupby(["us_task", "ds_task", "shots"], dropna=False)["ds_accuracy"].idxmax()
-    best = curves.loc[idx, ["us_task", "ds_task", "shots", "head_wd", "ds_accuracy", "us_accuracy"]].rename(
+    idx = curves.groupby(list(_SLICE), dropna=False)["ds_accuracy"].idxmax()
+    best = curves.loc[idx, [*_SLICE, "head_wd", "ds_accuracy", "us_accuracy"]].rename(
         columns={"head_wd": "best_head_wd", "ds_accuracy": "best_ds_accuracy", "us_accuracy": "us_accuracy_at_best"})
     return curves, best.reset_index(drop=True)
 
@@ -52,14 +57,13 @@ def optimal_head_wd_vs_correlation(rows: pd.DataFrame, *, shots: int | None = No
         r = r[r["shots"] == shots]
     out = []
     for b in best.itertuples():
-        g = r[(r["us_task"] == b.us_task) & (r["ds_task"] == b.ds_task)]
-        if not pd.isna(b.shots):
-            g = g[g["shots"] == b.shots]
+        g = r[(r["us_task"] == b.us_task) & (r["ds_task"] == b.ds_task) & (r["eval_protocol"] == b.eval_protocol)]
+        g = g[g["shots"].isna()] if pd.isna(b.shots) else g[g["shots"] == b.shots]
         rho = stats.spearmanr(g["us_accuracy"], g["ds_accuracy"]).statistic if len(g) >= 3 and \
             g["us_accuracy"].nunique() > 1 and g["ds_accuracy"].nunique() > 1 else np.nan
-        out.append({"us_task": b.us_task, "ds_task": b.ds_task, "shots": b.shots, "best_head_wd": b.best_head_wd,
-                    "us_ds_spearman": float(rho), "models": len(g)})
-    return pd.DataFrame(out, columns=["us_task", "ds_task", "shots", "best_head_wd", "us_ds_spearman", "models"])
+        out.append({"us_task": b.us_task, "ds_task": b.ds_task, "eval_protocol": b.eval_protocol, "shots": b.shots,
+                    "best_head_wd": b.best_head_wd, "us_ds_spearman": float(rho), "models": len(g)})
+    return pd.DataFrame(out, columns=[*_SLICE, "best_head_wd", "us_ds_spearman", "models"])
 
 
 def layerwise(rows: pd.DataFrame) -> pd.DataFrame:
@@ -90,11 +94,14 @@ def plot_head_wd(curves: pd.DataFrame, best: pd.DataFrame, stem: str, *, footer:
     ax.set_ylabel("US accuracy (%)")
     ax.set_title("upstream")
     ax = axes[0, 1]
-    for i, ((ds, shots), g) in enumerate(curves.groupby(["ds_task", "shots"], dropna=False)):
+    several = curves["eval_protocol"].nunique() > 1
+    for i, ((ds, proto, shots), g) in enumerate(curves.groupby(["ds_task", "eval_protocol", "shots"], dropna=False)):
         g = g.sort_values("head_wd")
-        label = f"{ds}" + ("" if pd.isna(shots) else f" ({int(shots)}-shot)")
+        how = ", ".join([proto] * several + ([] if pd.isna(shots) else [f"{int(shots)}-shot"]))
+        label = f"{ds}" + (f" ({how})" if how else "")
         ax.plot(g["head_wd"], g["ds_accuracy"] * 100, "o-", ms=3, color=cmap(i % 10), label=label)
-        b = best[(best["ds_task"] == ds) & ((best["shots"] == shots) if not pd.isna(shots) else best["shots"].isna())]
+        b = best[(best["ds_task"] == ds) & (best["eval_protocol"] == proto)
+                 & ((best["shots"] == shots) if not pd.isna(shots) else best["shots"].isna())]
         if len(b):
             ax.plot(b["best_head_wd"], b["best_ds_accuracy"] * 100, "*", ms=10, color=cmap(i % 10))
     ax.set_xscale("symlog", linthresh=1e-3)
@@ -112,8 +119,10 @@ def plot_optimal_vs_correlation(table: pd.DataFrame, stem: str, *, footer: str |
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.8))
     ax.scatter(table["us_ds_spearman"], table["best_head_wd"], color="#2471a3")
+    several = table["eval_protocol"].nunique() > 1
     for r in table.itertuples():
-        ax.annotate(str(r.ds_task), (r.us_ds_spearman, r.best_head_wd), fontsize=7, xytext=(3, 3),
+        ax.annotate(f"{r.ds_task} ({r.eval_protocol})" if several else str(r.ds_task),
+                    (r.us_ds_spearman, r.best_head_wd), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.set_xlabel("US-DS Spearman correlation across models")

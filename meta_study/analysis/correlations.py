@@ -1,8 +1,8 @@
 """The paper's correlation tables (Abnar et al. 2022, appendix F).
 
-- **F.1** :func:`shots_correlation`: per (us_task, ds_task, frontier), the Pearson correlation of
-  each fitted parameter (k, alpha, e_ir) with the number of shots.
-- **F.2** :func:`increase_likelihood`: per (us_task, frontier), the likelihood that each parameter
+- **F.1** :func:`shots_correlation`: per (us_task, ds_task, eval_protocol, frontier), the Pearson
+  correlation of each fitted parameter (k, alpha, e_ir) with the number of shots.
+- **F.2** :func:`increase_likelihood`: per (us_task, eval_protocol, frontier), the likelihood that each parameter
   increases when the number of shots increases (consecutive shot settings), averaged over DS tasks.
 - **F.20** :func:`ds_task_correlations`: the Spearman rank correlation between DS tasks, across
   the models evaluated on both.
@@ -14,6 +14,7 @@ Inputs are plain DataFrames: fits (``meta-study fit``'s ``fits.parquet``) or can
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,12 +23,16 @@ from scipy import stats
 FIT_PARAMS = ("k", "alpha", "e_ir")
 #: F.1 and F.2 are about the paper's Eq. 1 on its two frontiers (hull vertices and all points).
 PAPER_FRONTIERS = ("vertices", "all")
+#: Table F.21's columns (per slice; :func:`correlation_tables` adds the slice's).
+F21_COLUMNS = ["ds_task", "n_models", "spearman", "p_value", "note"]
 
 
 def _usable(fits: pd.DataFrame) -> pd.DataFrame:
     if "law" in fits:
         fits = fits[(fits["law"] == "eq1") & fits["frontier"].isin(PAPER_FRONTIERS)]
     f = fits[fits["status"].isin(["ok", "at_bound"]) & fits["shots"].notna()]
+    if "eval_protocol" not in f.columns:       # fits of one protocol (none named)
+        f = f.assign(eval_protocol=None)
     return f.astype({"shots": "int64"})
 
 
@@ -35,18 +40,21 @@ def shots_correlation(fits: pd.DataFrame) -> pd.DataFrame:
     """Table F.1: correlation of each parameter with the number of shots.
 
     Args:
-        fits: rows with us_task, ds_task, frontier, shots, k, alpha, e_ir, status.
+        fits: rows with us_task, ds_task, eval_protocol, frontier, shots, k, alpha, e_ir, status.
 
     Returns:
-        us_task, ds_task, frontier, n_shots, corr_k, corr_alpha, corr_e_ir (NaN with fewer
-        than 3 shot settings or a constant parameter).
+        us_task, ds_task, eval_protocol, frontier, n_shots, corr_k, corr_alpha, corr_e_ir (NaN
+        with fewer than 3 shot settings or a constant parameter). A task measured two ways
+        (few-shot and linear probes) is two rows: their fits are not settings of one series.
     """
-    cols = ["us_task", "ds_task", "frontier", "n_shots", *(f"corr_{p}" for p in FIT_PARAMS)]
+    cols = ["us_task", "ds_task", "eval_protocol", "frontier", "n_shots", *(f"corr_{p}" for p in FIT_PARAMS)]
     f = _usable(fits)
     rows = []
-    for (us, ds, fr), g in f.groupby(["us_task", "ds_task", "frontier"], sort=True):
+    for (us, ds, proto, fr), g in f.groupby(["us_task", "ds_task", "eval_protocol", "frontier"], sort=True,
+                                            dropna=False):
         g = g.sort_values("shots")
-        row = {"us_task": us, "ds_task": ds, "frontier": fr, "n_shots": int(g["shots"].nunique())}
+        row = {"us_task": us, "ds_task": ds, "eval_protocol": proto, "frontier": fr,
+               "n_shots": int(g["shots"].nunique())}
         for p in FIT_PARAMS:
             x, y = g["shots"].to_numpy(float), g[p].to_numpy(float)
             ok = len(g) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
@@ -58,33 +66,46 @@ def shots_correlation(fits: pd.DataFrame) -> pd.DataFrame:
 def increase_likelihood(fits: pd.DataFrame) -> pd.DataFrame:
     """Table F.2: P(parameter increases | shots increase), averaged over DS tasks.
 
-    For each (us_task, ds_task, frontier) the shot settings are sorted; the likelihood is the
-    share of consecutive pairs where the parameter went up. Those shares are averaged over DS tasks.
+    For each (us_task, ds_task, eval_protocol, frontier) the shot settings are sorted; the
+    likelihood is the share of consecutive pairs where the parameter went up. Those shares are
+    averaged over DS tasks, per (us_task, eval_protocol, frontier).
 
     Returns:
-        us_task, frontier, n_ds_tasks, p_increase_k, p_increase_alpha, p_increase_e_ir.
+        us_task, eval_protocol, frontier, n_ds_tasks, p_increase_k, p_increase_alpha, p_increase_e_ir.
     """
-    cols = ["us_task", "frontier", "n_ds_tasks", *(f"p_increase_{p}" for p in FIT_PARAMS)]
+    cols = ["us_task", "eval_protocol", "frontier", "n_ds_tasks", *(f"p_increase_{p}" for p in FIT_PARAMS)]
     f = _usable(fits)
     per_task = []
-    for (us, ds, fr), g in f.groupby(["us_task", "ds_task", "frontier"], sort=True):
+    for (us, ds, proto, fr), g in f.groupby(["us_task", "ds_task", "eval_protocol", "frontier"], sort=True,
+                                            dropna=False):
         g = g.sort_values("shots").drop_duplicates("shots")
         if len(g) < 2:
             continue
-        row = {"us_task": us, "ds_task": ds, "frontier": fr}
+        row = {"us_task": us, "ds_task": ds, "eval_protocol": proto, "frontier": fr}
         for p in FIT_PARAMS:
             row[p] = float(np.mean(np.diff(g[p].to_numpy(float)) > 0))
         per_task.append(row)
     if not per_task:
         return pd.DataFrame(columns=cols)
     t = pd.DataFrame(per_task)
-    out = t.groupby(["us_task", "frontier"], sort=True).agg(
+    out = t.groupby(["us_task", "eval_protocol", "frontier"], sort=True, dropna=False).agg(
         n_ds_tasks=("ds_task", "nunique"), **{f"p_increase_{p}": (p, "mean") for p in FIT_PARAMS}).reset_index()
     return out[cols]
 
 
+def _once(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` without those that repeat a run's accuracies on a DS task from another source (the
+    same export ingested under two names), as the groups count them (``repeated``): counted twice,
+    a table said 10 models and p = 0.0 of 5 models. A run with other accuracies stays."""
+    cols = ["run_id", "ds_task", "us_accuracy", "ds_accuracy"]
+    if "source" not in rows.columns or not set(cols) <= set(rows.columns):
+        return rows
+    return rows[~rows.duplicated(cols, keep="first")]
+
+
 def _wide(rows: pd.DataFrame) -> pd.DataFrame:
     """Models x DS tasks matrix of DS accuracy (a model is (source, run_id))."""
+    rows = _once(rows)
     r = rows.assign(model=rows["source"].astype(str) + "/" + rows["run_id"].astype(str))
     return r.pivot_table(index="model", columns="ds_task", values="ds_accuracy", aggfunc="mean")
 
@@ -107,25 +128,42 @@ def us_ds_correlations(rows: pd.DataFrame, *, min_models: int = 3) -> pd.DataFra
     """Table F.21: Spearman correlation between US accuracy and each DS task, across models.
 
     Returns:
-        ds_task, n_models, spearman, p_value.
+        ds_task, n_models, spearman, p_value, note (why ``spearman`` is NaN: too few models, or
+        every model at one US or one DS accuracy; "" when it is a number).
     """
     out = []
-    for ds, g in rows.groupby("ds_task", sort=True):
+    for ds, g in _once(rows).groupby("ds_task", sort=True):
         ok = g["us_accuracy"].notna() & g["ds_accuracy"].notna()
         n = int(ok.sum())
-        if n >= min_models and g.loc[ok, "us_accuracy"].nunique() > 1 and g.loc[ok, "ds_accuracy"].nunique() > 1:
+        note = (f"{n} model{'s' if n != 1 else ''} ({min_models} needed)" if n < min_models
+                else "every model has the same US accuracy" if g.loc[ok, "us_accuracy"].nunique() < 2
+                else "every model has the same DS accuracy" if g.loc[ok, "ds_accuracy"].nunique() < 2 else "")
+        if not note:
             r = stats.spearmanr(g.loc[ok, "us_accuracy"], g.loc[ok, "ds_accuracy"])
-            out.append({"ds_task": ds, "n_models": n, "spearman": float(r.statistic), "p_value": float(r.pvalue)})
+            out.append({"ds_task": ds, "n_models": n, "spearman": float(r.statistic), "p_value": float(r.pvalue),
+                        "note": note})
         else:
-            out.append({"ds_task": ds, "n_models": n, "spearman": math.nan, "p_value": math.nan})
-    return pd.DataFrame(out, columns=["ds_task", "n_models", "spearman", "p_value"])
+            out.append({"ds_task": ds, "n_models": n, "spearman": math.nan, "p_value": math.nan, "note": note})
+    return pd.DataFrame(out, columns=F21_COLUMNS)
+
+
+def _pair_note(x: pd.Series, y: pd.Series, a: Any, b: Any, n: int, min_models: int = 3) -> str:
+    """Why F.20's correlation of DS tasks ``a`` and ``b`` (the models' accuracies ``x``, ``y``) is NaN."""
+    if n < min_models:
+        return f"{n} model{'s have' if n != 1 else ' has'} both ({min_models} needed)"
+    both = x.notna() & y.notna()
+    flat = [str(t) for t, v in ((a, x), (b, y)) if v[both].nunique() < 2]
+    if flat:
+        return f"every model has the same DS accuracy on {' and '.join(dict.fromkeys(flat))}"
+    return "no rank correlation"
 
 
 def correlation_tables(rows: pd.DataFrame, fits: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """All four tables for a store's rows and (optionally) its fits.
 
     F.20 and F.21 are computed per (us_task, eval_protocol, shots) slice; the slice columns are
-    added to F.21 and F.20 is returned in long form (slice, ds_task_a, ds_task_b, spearman).
+    added to F.21 and F.20 is returned in long form (slice, ds_task_a, ds_task_b, spearman, n_models:
+    the models with both tasks, note: why ``spearman`` is NaN, "" when it is a number).
     """
     tables: dict[str, pd.DataFrame] = {}
     if fits is not None:
@@ -136,14 +174,17 @@ def correlation_tables(rows: pd.DataFrame, fits: pd.DataFrame | None = None) -> 
     r = rows.astype({"shots": "Int64"})
     for key, g in r.groupby(slice_cols, dropna=False, sort=True):
         sl = dict(zip(slice_cols, key))
-        m = ds_task_correlations(g)
+        w = _wide(g)
+        m = w.corr(method="spearman", min_periods=3)      # ds_task_correlations, with the counts beside
+        have = w.notna()
         for a in m.index:
             for b in m.columns:
-                f20.append({**sl, "ds_task_a": a, "ds_task_b": b, "spearman": m.loc[a, b]})
+                n = int((have[a] & have[b]).sum())
+                f20.append({**sl, "ds_task_a": a, "ds_task_b": b, "spearman": m.loc[a, b], "n_models": n,
+                            "note": _pair_note(w[a], w[b], a, b, n) if pd.isna(m.loc[a, b]) else ""})
         f21.append(us_ds_correlations(g).assign(**sl))
-    tables["f20_ds_task_spearman"] = pd.DataFrame(f20, columns=[*slice_cols, "ds_task_a", "ds_task_b", "spearman"])
-    tables["f21_us_ds_spearman"] = (pd.concat(f21, ignore_index=True)[[*slice_cols, "ds_task", "n_models", "spearman",
-                                                                        "p_value"]]
-                                    if f21 else pd.DataFrame(columns=[*slice_cols, "ds_task", "n_models", "spearman",
-                                                                      "p_value"]))
+    tables["f20_ds_task_spearman"] = pd.DataFrame(f20, columns=[*slice_cols, "ds_task_a", "ds_task_b", "spearman",
+                                                                "n_models", "note"])
+    tables["f21_us_ds_spearman"] = (pd.concat(f21, ignore_index=True)[[*slice_cols, *F21_COLUMNS]]
+                                    if f21 else pd.DataFrame(columns=[*slice_cols, *F21_COLUMNS]))
     return tables

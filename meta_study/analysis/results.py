@@ -87,8 +87,13 @@ class AnalysisOptions:
         def own(o: Any) -> Any:
             return None if o is None else replace(o, fit=replace(o.fit, selection=SelectionOptions()))
 
+        # the correlation tables use the fits' parameters (which laws and frontiers were fitted,
+        # how), never the headline's answer: `correlations --out D` then `report --out D
+        # --threshold 0.2` was refused the same way
+        s = self.fit.selection
+        corr = replace(self.fit, selection=SelectionOptions(laws=s.laws, frontiers=s.frontiers))
         return {"fits": self.fit, "sensitivity": own(self.sensitivity), "bootstrap": own(self.bootstrap),
-                "correlations": self.fit}[part]
+                "correlations": corr}[part]
 
 
 @dataclass(frozen=True)
@@ -141,30 +146,94 @@ def _key(part: str, options: AnalysisOptions, selection: Selection) -> dict[str,
     return {"options": repr(options.of(part)), "selection": repr(selection)}
 
 
-def _as_flag(field_name: str, value: str) -> str:
-    """``--flag value`` in the flag's units, as the user would type it (``payoff_threshold 0.2``
-    is ``--threshold 0.2``; ``tolerance 0.03`` is ``--tolerance 3``)."""
-    flag, scale, _unit = option_flag(field_name)
+def _fields(text: str) -> dict[str, Any] | None:
+    """The fields of an options or selection repr (``Name(a=1, fit=Inner(b=(1, 2)))``) by their
+    dotted path (``fit.b``), as Python values; None when ``text`` is not such a repr."""
+    import ast
+
     try:
-        shown = f"{float(value) * scale:g}"
-    except ValueError:
-        shown = "not given" if value == "None" else value     # not Python's repr of a missing option
-    return f"{flag} {shown}"
+        node = ast.parse(str(text), mode="eval").body
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    out: dict[str, Any] = {}
+
+    def walk(call: Any, prefix: str) -> bool:
+        if not isinstance(call, ast.Call):
+            return False
+        for kw in call.keywords:
+            if kw.arg is None:
+                return False
+            if isinstance(kw.value, ast.Call):
+                if not walk(kw.value, f"{prefix}{kw.arg}."):
+                    return False
+                continue
+            try:
+                out[prefix + kw.arg] = ast.literal_eval(kw.value)
+            except (ValueError, TypeError, SyntaxError, RecursionError):
+                return False
+        return True
+
+    return out if walk(node, "") else None
+
+
+#: Option fields whose flag is not ``--field-name`` nor in :data:`~meta_study.errors.OPTION_FLAGS`.
+_FLAGS = {"replace": "--bootstrap"}
+
+
+def _shown(name: str, value: Any) -> str:
+    """An option's value as the user would type it (tuples comma-joined, ``--tolerance`` in points)."""
+    if value is None:
+        return "not given"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (tuple, list)):
+        return ",".join(_shown(name, v) for v in value) if value else "none"
+    if isinstance(value, (int, float)):
+        return f"{float(value) * option_flag(name)[1]:g}"
+    return str(value)
+
+
+def _selection_text(fields: Mapping[str, Any]) -> str:
+    """A selection as the flags that make it (``--ds-task pets --shots 5``), or "all groups"."""
+    words = [f"--{name.replace('_', '-')} {v}" for name in ("us_task", "ds_task", "eval_protocol", "shots")
+             for v in fields.get(name) or ()]
+    if fields.get("layer") is not None:
+        words.append(f"--layer {fields['layer']}")
+    return " ".join(words) or "all groups"
+
+
+def _same_selection(old: Any, new: str) -> bool:
+    """Whether two selection reprs select the same rows: the same names, in any order."""
+    if old == new:
+        return True
+    a, b = _fields(str(old)), _fields(new)
+    if a is None or b is None or set(a) != set(b):
+        return False
+    return all(sorted(map(repr, a[k])) == sorted(map(repr, b[k])) if isinstance(a[k], tuple) and
+               isinstance(b[k], tuple) else a[k] == b[k] for k in a)
 
 
 def _describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     if old.get("selection") != new["selection"]:
-        return f"another selection ({old.get('selection')})"
-    a, b = str(old.get("options", "")), new["options"]
-    # the first differing field, as 'name=old' vs 'name=new', keeps the message one short line
-    import re
-
-    # fields in order: nested options repeat names (seed, fit), so pair them by position
-    fa = re.findall(r"(\w+)=([^,()]+)", a)
-    fb = re.findall(r"(\w+)=([^,()]+)", b)
-    diffs = [f"{_as_flag(kb, va)} (this command: {_as_flag(kb, vb).split(' ', 1)[1]})"
-             for (ka, va), (kb, vb) in zip(fa, fb) if (ka, va) != (kb, vb)]
-    return "other options: " + ("; ".join(diffs[:3]) if diffs else a[:120])
+        a, b = _fields(str(old.get("selection"))), _fields(new["selection"])
+        if a is None or b is None:
+            return f"another selection ({old.get('selection')})"
+        return f"another selection: {_selection_text(a)} (this command: {_selection_text(b)})"
+    a, b = _fields(str(old.get("options", ""))), _fields(new["options"])
+    if a is None or b is None:
+        return "other options: " + str(old.get("options", ""))[:120]
+    # each differing field by its path (nested options repeat names: seed, fit, frontiers), shown
+    # by its flag; one flag said once
+    diffs: list[str] = []
+    for path in [*a, *(p for p in b if p not in a)]:
+        if a.get(path) == b.get(path):
+            continue
+        name = path.rsplit(".", 1)[-1]
+        flag = _FLAGS.get(name) or option_flag(name)[0]
+        text = f"{flag} {_shown(name, a.get(path))} (this command: {_shown(name, b.get(path))})"
+        if text not in diffs:
+            diffs.append(text)
+    return "other options: " + ("; ".join(diffs[:3]) if diffs else str(old.get("options", ""))[:120])
 
 
 def _manifest_problem(m: Any) -> str:
@@ -224,6 +293,10 @@ class ResultsDir:
             raise UserError(f"{self.path / MAIN_TABLE[part]}: results of unknown options are already there "
                             f"({why}); give another --out, or remove them")
         key = _key(part, options, selection)
+        if _same_selection(have.get("selection"), key["selection"]):
+            have = {**have, "selection": key["selection"]}     # the same names in another order
+        if part == "correlations" and have.get("options") == repr(options.fit):
+            have = {**have, "options": key["options"]}    # recorded before the key left the headline's options
         if {k: have.get(k) for k in key} != key:
             raise UserError(f"{self.path / MAIN_TABLE[part]}: made with {_describe_difference(have, key)}; "
                             "give another --out, or the same options to reuse it")
@@ -419,7 +492,8 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
                 else _incremental(lambda gs: bootstrap_table(gs, bo, **kw), groups, previous, MAIN_TABLE["bootstrap"]))
     if options.correlations:
         corr = (results.load("correlations") if plans["correlations"] == "reuse"  # type: ignore[union-attr]
-                else correlations_tables(store, selection, fits, rows=snapshot.rows if snapshot is not None else None))
+                else correlations_tables(store, selection, fits, rows=snapshot.rows if snapshot is not None else None,
+                                         options=options.fit))
     prov = {"store": store.uri, "store version": version, "meta-study": __version__,
             "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **dict(provenance or {})}
     if reused:

@@ -32,6 +32,7 @@ class SensitivityOptions:
 
     Attributes:
         sizes: sample sizes; None = ``n_sizes`` geometric steps from ``min_size`` to all fitting points.
+            Without replacement, a size above a group's fitting points is all of them (one step).
         trials: draws per size.
         replace: draw with replacement (the bootstrap variant) instead of without.
         seed: the master seed.
@@ -90,10 +91,14 @@ def sensitivity_group(key: Sequence[Any], us_accuracy: np.ndarray, ds_accuracy: 
     p = prepare(us_accuracy, ds_accuracy, options.fit)
     pool = p.fit_idx
     sizes = list(options.sizes) if options.sizes else default_sizes(pool.size, options.n_sizes, options.min_size)
+    if not options.replace and pool.size:
+        # a size above the fitting points draws all of them: said as that many, once (n=100 and
+        # n=300 of a 40-model group were the same draw, shown as 100 and 300 models)
+        sizes = sorted({min(int(n), pool.size) for n in sizes})
     hulls = SubsetHulls(p.us, p.ds, nondecreasing=options.fit.nondecreasing)
     problems_us, problems_ds, used, meta = [], [], [], []
     for n in sizes:
-        n_draw = n if options.replace else min(n, pool.size)
+        n_draw = n
         for t in range(options.trials):
             if pool.size == 0:
                 s = pool

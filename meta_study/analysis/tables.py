@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .correlations import correlation_tables
-from .groups import Group, Selection
+from .groups import ROW_COLUMNS, Group, Selection, groups_from_frame, with_test_sizes
 from .frontiers import frontier_points
 from .fitting import FitOptions, fit_groups
 from .laws import PARAM_COLUMNS
@@ -175,20 +175,22 @@ def bootstrap_table(groups: Sequence[Group], options: BootstrapOptions, *, addre
 
 
 def correlations_tables(store: Any, selection: Selection = Selection(),
-                        fits: pd.DataFrame | None = None, rows: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
-    """Tables F.1, F.2 (from ``fits``, computed when not given), F.20 and F.21 of the selection;
-    from ``rows`` (the selection's, as :meth:`Selection.snapshot` read them) when given, so that
-    they are of the same store version as the fits."""
+                        fits: pd.DataFrame | None = None, rows: pd.DataFrame | None = None,
+                        options: FitOptions = FitOptions()) -> dict[str, pd.DataFrame]:
+    """Tables F.1, F.2 (from ``fits``, computed with ``options`` when not given), F.20 and F.21
+    of the selection; from ``rows`` (the selection's, as :meth:`Selection.snapshot` read them)
+    when given, so that they are of the same store version as the fits. Fits computed here are
+    of those same rows: a second read of the store could see a version an ingest committed since."""
     if rows is None:
-        rows = store.to_pandas(selection.filters(), columns=["source", "run_id", "us_task", "ds_task", "eval_protocol",
-                                                             "shots", "representation_layer", "us_accuracy",
-                                                             "ds_accuracy"])
+        table, _ = store.snapshot(selection.filters(), columns=ROW_COLUMNS)
+        rows = with_test_sizes(table)
+    if fits is None:
+        groups = groups_from_frame(rows, layer=selection.layer)
+        fits = fits_frame(groups, fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], options,
+                                             keys=[g.key for g in groups], test_sizes=test_sizes(groups)),
+                          options.selection.ds_target)
     rl = rows["representation_layer"]
     rows = rows[rl.isna()] if selection.layer is None else rows[rl == selection.layer]
-    if fits is None:
-        groups = selection.load(store)
-        fits = fits_frame(groups, fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], keys=[g.key for g in groups],
-                                             test_sizes=test_sizes(groups)))
     return correlation_tables(rows, fits)
 
 
