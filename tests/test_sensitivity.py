@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from meta_study.analysis.groups import Group
 from meta_study.analysis.fitting import FitOptions
@@ -79,6 +80,7 @@ def test_groups_too_small_to_fit_keep_their_rows():
     assert b.loc[b["ds_task"] == "one", "estimate"].isna().all() and (b.loc[b["ds_task"] == "one", "n_ok"] == 0).all()
 
 
+@pytest.mark.slow(15)
 def test_ray_and_serial_paths_agree():
     from meta_study.analysis.parallel import bootstrap_ray, sensitivity_ray
 
