@@ -13,6 +13,7 @@ import decimal
 import json
 import math
 import re
+import unicodedata
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence, Union
@@ -56,7 +57,9 @@ class Validated:
     #: -> rows that have it: the summary line's "most for ..." (each rejected row counts once per kind).
     reason_kinds: Mapping[str, int] = field(default_factory=dict)
     #: column with a [0, 1] range -> (values in (1, 100], finite values): a column whose values are
-    #: mostly in (1, 100] is in percent, and ingest refuses it as a whole (see :func:`percent_columns`).
+    #: mostly in (1, 100] is in percent, and ingest refuses it as a whole (the pipeline's
+    #: ``refuse_percent``); values a source converted from another unit (:data:`SOURCE_UNIT`) are
+    #: not counted.
     above_one: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
@@ -77,7 +80,16 @@ def _is_missing(v: Any) -> bool:
 #: without its value for the summary's counts (default: the reason). Neither is stored.
 SOURCE_REASON = "_reason"
 SOURCE_REASON_KIND = "_reason_kind"
-_SOURCE_COLUMNS = (SOURCE_REASON, SOURCE_REASON_KIND)
+#: Optional columns: the unit an accuracy column's raw value was converted from (``percent``,
+#: ``error``, ``error_percent``; missing: ``fraction``), so that a value out of range is named as
+#: its source wrote it, in its unit's range (``100.5 out of range [0, 100] (unit percent)``, not
+#: ``1.005``), and is not counted as a percent in a fraction column. Not stored.
+SOURCE_UNIT = {"us_accuracy": "_us_accuracy_unit", "ds_accuracy": "_ds_accuracy_unit"}
+_SOURCE_COLUMNS = (SOURCE_REASON, SOURCE_REASON_KIND, *SOURCE_UNIT.values())
+#: Raw value of a converted accuracy ``v`` (a fraction), and the raw range, per unit.
+_FROM_FRACTION: dict[str, tuple[Callable[[float], float], str]] = {
+    "percent": (lambda v: v * 100.0, "[0, 100]"), "error": (lambda v: 1.0 - v, "[0, 1]"),
+    "error_percent": (lambda v: (1.0 - v) * 100.0, "[0, 100]")}
 
 
 def shown(v: Any) -> str:
@@ -447,12 +459,16 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None) -> Validate
     reasons = flag.reasons
 
     arrays: dict[str, pa.Array] = {}
+    units: dict[str, np.ndarray | None] = {}
     for col in COLUMNS:
         # The store owns ingested_at and schema_version: whatever an input says is ignored.
         present = col.name in frame.columns and col.name not in STORE_FILLED
         s = frame[col.name] if present else pd.Series([None] * n, dtype=object)
-        arrays[col.name] = _column_array(col, s, flag)
+        unit = units[col.name] = _converted(frame, col.name)
+        arrays[col.name] = _column_array(col, s, flag, unit)
     _check_across_columns(frame, arrays, flag)
+    for acc, task in (("us_accuracy", "us_task"), ("ds_accuracy", "ds_task")):
+        _flag_percent_tasks(acc, arrays[acc], task, arrays[task], units[acc], flag)
     _flag_source_reasons(frame, flag)
 
     bad = np.zeros(n, bool)
@@ -465,11 +481,22 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None) -> Validate
                      reason_kinds=flag.kind_counts(), above_one=dict(flag.above_one))
 
 
-def _column_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
-    """One input column as the Arrow array of ``col``'s type; its bad cells are flagged (and null)."""
+def _converted(frame: pd.DataFrame, column: str) -> np.ndarray | None:
+    """Each row's unit of ``column`` (:data:`SOURCE_UNIT`) where it was converted from one, else
+    None; None when no row was."""
+    if SOURCE_UNIT.get(column) not in frame.columns:
+        return None
+    u = frame[SOURCE_UNIT[column]].to_numpy(dtype=object)
+    u = np.where(pd.Series(u).isin(list(_FROM_FRACTION)).to_numpy(), u, None)
+    return u if (u != None).any() else None  # noqa: E711 (elementwise)
+
+
+def _column_array(col: Column, s: pd.Series, flag: _Flags, unit: np.ndarray | None = None) -> pa.Array:
+    """One input column as the Arrow array of ``col``'s type; its bad cells are flagged (and null).
+    ``unit``: each cell's :data:`SOURCE_UNIT` (an accuracy column), or None."""
     t = col.type
     if pa.types.is_floating(t) or pa.types.is_integer(t):
-        return _numeric_array(col, s, flag)
+        return _numeric_array(col, s, flag, unit)
     if pa.types.is_string(t):
         return _string_array(col, s, flag)
     if pa.types.is_timestamp(t):
@@ -481,7 +508,7 @@ def _column_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
     raise TypeError(f"unsupported column type {t}")  # pragma: no cover - the schema has no other types
 
 
-def _numeric_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
+def _numeric_array(col: Column, s: pd.Series, flag: _Flags, unit: np.ndarray | None = None) -> pa.Array:
     """A number column: wrong types, NaN where it is not allowed, missing required values,
     infinities, values out of range and integers too large for the column are flagged."""
     t = col.type
@@ -512,7 +539,7 @@ def _numeric_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
     inf = np.isinf(v)
     flag(inf, f"{col.name}: not finite")
     finite = np.isfinite(v)
-    _flag_out_of_range(col, v, finite, flag)
+    _flag_out_of_range(col, v, finite, flag, unit)
     good = finite
     if integer:
         limit = _INT_LIMITS[t]
@@ -558,28 +585,73 @@ def _exact_integers(s: pd.Series, cells: np.ndarray) -> dict[int, int | None]:
     return out
 
 
-def _flag_out_of_range(col: Column, v: np.ndarray, finite: np.ndarray, flag: _Flags) -> None:
-    """Finite values outside ``[col.lo, col.hi]``."""
+def _num(x: float) -> str:
+    """A number for a reason: ``87.5``, ``100``, ``1e+20``, and every digit that tells it from its
+    bound (``1.0000000001``, which ``:g`` wrote as ``1``, "out of range [0, 1]")."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
+
+
+def _flag_out_of_range(col: Column, v: np.ndarray, finite: np.ndarray, flag: _Flags,
+                       unit: np.ndarray | None = None) -> None:
+    """Finite values outside ``[col.lo, col.hi]``. A value converted from another unit (``unit``,
+    :data:`SOURCE_UNIT`) is named as its source wrote it, in that unit's range: under a percent
+    unit 100.5 was "1.005 out of range [0, 1] (a percent in a fraction field? set its unit to
+    percent)", and an error rate 1.2 was "-0.2"."""
     if col.lo is None and col.hi is None:
         return
     bounds = f"[{col.lo if col.lo is not None else -math.inf:g}, {col.hi if col.hi is not None else math.inf:g}]"
     kind = f"{col.name}: out of range {bounds}"
+    conv = np.zeros(len(v), bool) if unit is None else (unit != None)  # noqa: E711 (elementwise)
     if col.lo is not None:
-        flag(finite & (v < col.lo), lambda i, c=col, v=v: f"{c.name}: {v[i]:g} out of range {bounds}", kind)
+        flag(finite & (v < col.lo) & ~conv, lambda i, c=col, v=v: f"{c.name}: {_num(v[i])} out of range {bounds}",
+             kind)
     if col.hi is not None:
-        # 1 < v <= 100 in a fraction column is almost always a percent: say so.
-        flag(finite & (v > col.hi), lambda i, c=col, v=v: f"{c.name}: {v[i]:g} out of range {bounds}"
-             + (" (a percent in a fraction field? set its unit to percent)" if c.hi == 1.0 and v[i] <= 100 else ""),
+        # 1 < v <= 100 in a fraction column is almost always a percent: say so. Only an accuracy
+        # can have a percent unit (a mapping refuses one on data_fraction).
+        hint = (" (a percent in a fraction field? set its unit to percent)" if col.name in SOURCE_UNIT else
+                f" (a percent? {col.name} is a fraction: {{}} % is {{}})")
+        flag(finite & (v > col.hi) & ~conv, lambda i, c=col, v=v: f"{c.name}: {_num(v[i])} out of range {bounds}"
+             + (hint.format(_num(v[i]), _num(round(v[i] / 100, 12))) if c.hi == 1.0 and v[i] <= 100 else ""),
              kind)
         if col.hi == 1.0:
-            flag.above_one[col.name] = (int((finite & (v > 1) & (v <= 100)).sum()), int(finite.sum()))
+            plain = finite & ~conv   # a converted value above 1 is no percent in a fraction column
+            flag.above_one[col.name] = (int((plain & (v > 1) & (v <= 100)).sum()), int(plain.sum()))
+    if unit is not None:
+        out = finite & conv & ((v < (col.lo or 0.0)) | (v > (col.hi if col.hi is not None else math.inf)))
+        for u in _FROM_FRACTION:
+            raw, rng = _FROM_FRACTION[u]
+            flag(out & (unit == u), lambda i, c=col.name, v=v, raw=raw, rng=rng, u=u:
+                 f"{c}: {_num(round(raw(float(v[i])), 10))} out of range {rng} (unit {u})",
+                 f"{col.name}: out of range {rng} (unit {u})")
+
+
+def _flag_percent_tasks(column: str, values: pa.Array, task_column: str, tasks: pa.Array, unit: np.ndarray | None,
+                        flag: _Flags) -> None:
+    """In a fraction column, the values in (0, 1] of a task whose values are mostly in (1, 100]:
+    that task is in percent (its values above 1 are quarantined as such), and its values <= 1 are
+    percents of near-chance models, which were stored as fractions (0.5 % as 50 %). The rule of
+    ingest's refusal of a column in percent (most values in (1, 100]), per task."""
+    v = values.to_numpy(zero_copy_only=False).astype("float64")   # null (not finite, wrong): NaN
+    plain = np.isfinite(v) if unit is None else np.isfinite(v) & (unit == None)  # noqa: E711 (elementwise)
+    pct = plain & (v > 1) & (v <= 100)
+    if not pct.any():
+        return
+    t = pd.Series(tasks.to_numpy(zero_copy_only=False), dtype=object)
+    counts = pd.DataFrame({"task": t, "pct": pct, "n": plain})[plain].groupby("task", dropna=False)[["pct", "n"]].sum()
+    by_task = {task: (int(k), int(n)) for task, (k, n) in counts.iterrows() if 2 * k > n}
+    if not by_task:
+        return
+    low = plain & (v > 0) & (v <= 1) & t.isin(list(by_task)).to_numpy()
+    flag(low, lambda i, v=v, t=t: (
+        f"{column}: {_num(v[i])} in {task_column} {printable(repr(t[i]))}, whose values are mostly in (1, 100] "
+        f"({by_task[t[i]][0]} of {by_task[t[i]][1]}): a percent? (not stored as {_num(v[i] * 100)} %)"),
+        f"{column}: a value <= 1 among its task's percents")
 
 
 def _nfc(arr: pa.Array) -> pa.Array:
     """``arr`` in Unicode's composed form (NFC), by its distinct values (a few names in a million
     rows: ~ms). Not ``pc.utf8_normalize``: pyarrow 25's gave 5 characters for NFC "Café"."""
-    import unicodedata
-
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     d = arr.dictionary_encode()
@@ -609,6 +681,10 @@ def _string_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
     if col.required:
         empty = pc.fill_null(pc.equal(arr, ""), True).to_numpy(zero_copy_only=False)
         flag(empty & ~wrong, f"{col.name}: missing required field")
+    elif pc.any(pc.equal(arr, "")).as_py():
+        # an empty value is no value: null, as an empty CSV cell is ("" from JSONL or Parquet was
+        # stored as "", so one export in two formats gave two different rows)
+        arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
     if col.name in PARTITION or col.choices is not None:
         # a few distinct names in a million rows: check each name once
         names = pc.unique(arr.drop_null()).to_pylist()
@@ -617,6 +693,7 @@ def _string_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
             if problems:
                 flag(_is_in(arr, problems), lambda i, c=col.name, tx=text: f"{c}: {_partition_problem(tx(i))}",
                      f"{col.name}: cannot be a partition directory")
+            _flag_case_variants(col.name, arr, names, flag)
         if col.choices is not None:
             unknown = [x for x in names if x not in col.choices]
             label = "unknown protocol" if col.name == "eval_protocol" else f"unknown {col.name}"
@@ -628,6 +705,30 @@ def _string_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
                 flag(_is_in(arr, unknown), lambda i, c=col.name, tx=text: f"{c}: {label} {tx(i)!r} {expected}",
                      f"{col.name}: {label} {expected}")
     return arr
+
+
+def _flag_case_variants(column: str, arr: pa.Array, names: list[str], flag: _Flags) -> None:
+    """Task names of one input that differ only in case (``CIFAR100`` and ``cifar100``) were two
+    tasks: two groups, two fits. The rows of the name most rows use are kept; those of the other
+    spellings are quarantined (all of them when no spelling has the most rows)."""
+    by_fold: dict[str, list[str]] = {}
+    for x in names:
+        by_fold.setdefault(x.casefold(), []).append(x)
+    clashes = [v for v in by_fold.values() if len(v) > 1]
+    if not clashes:
+        return
+    counts = {d["values"]: d["counts"] for d in pc.value_counts(arr.drop_null()).to_pylist()}
+    for spellings in clashes:
+        spellings.sort(key=lambda x: (-counts[x], x))
+        top = [x for x in spellings if counts[x] == counts[spellings[0]]]
+        for x in spellings:
+            if len(top) == 1 and x == top[0]:
+                continue
+            other = next(y for y in spellings if y != x)
+            n = counts[other]
+            flag(_is_in(arr, [x]), f"{column}: {printable(repr(x))} differs only in case from {printable(repr(other))} "
+                 f"(the name of {n} other row{'s' if n != 1 else ''}): one task, written two ways? write it one way",
+                 f"{column}: differs only in case from another name")
 
 
 def _timestamp_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
@@ -687,7 +788,9 @@ def _rejected_rows(frame: pd.DataFrame, bad_idx: np.ndarray, reasons: Mapping[in
             return [None] * len(bad_idx)
         # trimmed as the stored rows' are (_string_array): the quarantine and the replacement of
         # a source's runs must name a rejected row's run as its stored rows name it
-        return [None if _is_missing(x) else str(x).strip() for x in frame[c].to_numpy(dtype=object)[bad_idx]]
+        # (and in NFC, as _string_array stores them)
+        return [None if _is_missing(x) else unicodedata.normalize("NFC", str(x).strip())
+                for x in frame[c].to_numpy(dtype=object)[bad_idx]]
 
     return pd.DataFrame({
         "row": bad_idx.astype("int64"),
@@ -754,9 +857,10 @@ def dedupe_keys(table: pa.Table) -> tuple[pa.Table, pd.DataFrame]:
         if all(r == rows[0] for r in rows[1:]):
             keep.append(idx[0])
         else:
+            differ = ", ".join(c for c in content_cols if any(r[c] != rows[0][c] for r in rows[1:]))
             for r in rows:
                 rejected.append({"source": r["source"], "run_id": r["run_id"],
                                  "reason": f"conflicting duplicate key: {len(idx)} rows share this key with "
-                                           "different values", "raw": row_json(r)})
+                                           f"different values of {differ}", "raw": row_json(r)})
     keep.sort()
     return table.take(pa.array(keep, pa.int64())), pd.DataFrame(rejected, columns=["source", "run_id", "reason", "raw"])

@@ -36,10 +36,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ..errors import UserError
 from ..schema import ARCH_FAMILIES, COLUMN_BY_NAME, EVAL_PROTOCOLS, STORE_FILLED
-from ..validation import SOURCE_REASON, SOURCE_REASON_KIND, extra_text, number_text, printable
+from ..validation import SOURCE_REASON, SOURCE_REASON_KIND, SOURCE_UNIT, extra_text, number_text, printable
 
 ACCURACY_UNITS = ("fraction", "percent", "error", "error_percent")
 COUNT_UNITS = ("count", "thousands", "millions")
@@ -196,6 +197,13 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
         if value is not None and not isinstance(value, (str, int, float, bool)):
             raise _format_err(where, f"constants.{c}: must be a single value, not {type(value).__name__} "
                                      f"{value!r}")
+    for c in ("us_accuracy", "ds_accuracy"):
+        # constants are canonical values: a unit converts the input's values, never a constant
+        value = constants.get(c)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value <= 1:
+            hint = f" (write {round(value / 100, 12):g} for {value:g} %)" if 1 < value <= 100 else ""
+            raise _format_err(where, f"constants.{c}: {value!r} is not a fraction in [0, 1]: a constant is a "
+                                     f"canonical value, not converted by a unit{hint}")
     if "eval_protocol" in constants and constants["eval_protocol"] not in EVAL_PROTOCOLS:
         raise _format_err(where, f"constants.eval_protocol: unknown protocol {constants['eval_protocol']!r} "
                                  f"(expected one of {', '.join(EVAL_PROTOCOLS)})")
@@ -252,9 +260,42 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
     source = doc.get("source")
     if source is not None and not isinstance(source, str):
         raise _format_err(where, "'source' must be a string")
+    _refuse_error_rates_as_accuracies(where, rename, join, metrics, units, acc_unit)
     return IngestMapping(name=str(doc.get("name") or os.path.basename(where)), source=source, rename=rename,
                     constants=dict(constants), units=units, run_id=run_id, extra=extra, arch_family=arch_rules,
                     join=join, metrics=metrics, params=params, tags=tags, accuracy_unit=acc_unit)
+
+
+#: A raw name that says it holds error rates: ``top1_err``, ``err_rate``, ``top1-error``, ``eval/pets/error``
+#: (``err`` or ``error`` as a word of the name; not ``stderr``).
+_ERROR_NAME = re.compile(r"(?:^|[^a-z])err(?:or)?s?(?:[^a-z]|$)")
+
+
+def _refuse_error_rates_as_accuracies(where: str, rename: Mapping[str, str], join: JoinSpec | None,
+                                      metrics: Sequence[MetricPattern], units: Mapping[str, str], acc_unit: str) -> None:
+    """A :class:`UserError` for a raw column (or metric key) named as an error rate that fills an
+    accuracy column in a unit that is no error rate: timm's results hold ``top1`` and
+    ``top1_err`` side by side, and a mapping that took ``top1_err`` in ``percent`` stored every
+    error rate as an accuracy (9.944 % error as accuracy 0.09944), without a word."""
+    named: list[tuple[str, str, str, str | None]] = []   # (where in the mapping, raw name, column, pattern unit)
+    named += [(f"rename.{raw}", raw, col, None) for raw, col in rename.items() if col in ("us_accuracy", "ds_accuracy")]
+    if join is not None:
+        named.append(("join.upstream.accuracy", join.upstream.accuracy, "us_accuracy", None))
+        named += [(f"join.downstream[{i}].accuracy", t.accuracy, "ds_accuracy", None)
+                  for i, t in enumerate(join.downstream)]
+    named += [(f"metrics[{i}]", m.pattern, f"{m.role}_accuracy", m.unit) for i, m in enumerate(metrics)]
+    for what, raw, col, pattern_unit in named:
+        # an MLflow reader converts by the pattern's unit or accuracy_unit (not `units`)
+        unit = pattern_unit or (acc_unit if what.startswith("metrics") else units.get(col, acc_unit))
+        # a pattern's captures are not its name: "{ds_task}_acc" holds no error rate for a task "err1"
+        if unit in ("error", "error_percent") or not _ERROR_NAME.search(_TEMPLATE_FIELD.sub("/", raw).lower()):
+            continue
+        fix = "error_percent" if unit == "percent" else "error"
+        shown_name = f"the pattern {raw!r}" if what.startswith("metrics") else f"the column {raw!r}"
+        raise _format_err(where, f"{what}: {shown_name} holds error rates by its name, but maps to {col} in unit "
+                                 f"{unit}, which would store each error rate as an accuracy; give it the unit {fix} "
+                                 f"(error rates in [0, {'100' if fix == 'error_percent' else '1'}]), or map the "
+                                 "accuracy column instead")
 
 
 def _parse_table(d: Any, where: str, what: str) -> TableSpec:
@@ -580,7 +621,11 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
     for col, v in mapping.constants.items():
         if col in out.columns:   # the input has its own values: overwriting them without a word lost them
             own = out[col][out[col].notna()]
-            differ = own[own.astype(str) != str(v)]
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not pa.types.is_string(COLUMN_BY_NAME[col].type):
+                # a number column: 1 and "1.0" are one value
+                differ = own[unit_numbers(own).to_numpy() != float(v)]
+            else:   # compared as validation stores them: without spaces at either end
+                differ = own[own.astype(str).str.strip() != str(v).strip()]
             if len(differ):
                 raise UserError(f"{where}: constants.{col}={v!r} would overwrite the input's own {col} values "
                                 f"({len(differ)} rows, e.g. {differ.iloc[0]!r}) in mapping {mapping.name}; drop the "
@@ -604,6 +649,8 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
                     _add_reasons(out, tally.lone_fractions(col, unit, num.to_numpy(), tasks),
                                  f"{col}: a fraction in a percent column?")
                 out[col] = convert_unit(out[col], unit, num)
+                if col in SOURCE_UNIT:   # validation names a value out of range as written, in its unit
+                    out[SOURCE_UNIT[col]] = unit
     if "model_name" in out.columns and ("arch_family" not in out.columns or out["arch_family"].isna().all()):
         out["arch_family"] = infer_arch_family(out["model_name"], mapping.arch_family)
     if mapping.extra == "none":
@@ -622,7 +669,8 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
         if "extra" in out.columns:  # the source has an `extra` column of its own: merge into it
             rest = [_merge_extra(e, r) for e, r in zip(out["extra"].astype(object).to_numpy(), rest)]
         out["extra"] = rest
-    return out[[c for c in out.columns if c in COLUMN_BY_NAME or c in (SOURCE_REASON, SOURCE_REASON_KIND)]]
+    return out[[c for c in out.columns if c in COLUMN_BY_NAME or c in (SOURCE_REASON, SOURCE_REASON_KIND)
+                or c in SOURCE_UNIT.values()]]
 
 
 def _add_reasons(out: pd.DataFrame, reasons: list[str | None] | None, kind: str) -> None:
