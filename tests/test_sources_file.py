@@ -1,4 +1,4 @@
-"""A sources file's entries: what each selects, and how they combine with the command's options."""
+"""Sources files and mappings: what each entry selects, how it combines with the command's options, and the units an MLflow mapping applies."""
 
 from __future__ import annotations
 
@@ -41,3 +41,19 @@ def test_an_entrys_filter_narrows_the_commands_filter_not_replaces_it(tmp_path):
     assert ob.filter_string == "params.dataset = 'jft'" and ob.experiments == ("x",) and ob.source_name == "bob"
     assert entry_options(a, SourceOptions()).filter_string == "params.lr = '0.1'"
     assert entry_options(b, SourceOptions()).filter_string is None
+
+
+def test_an_mlflow_mappings_accuracy_units_convert_its_metrics():
+    """``units: {ds_accuracy: error}`` in an MLflow mapping was ignored (metrics converted only by
+    a pattern's unit or accuracy_unit): every DS error rate was stored as an accuracy. Units of
+    other columns, which an MLflow ingest never applied (a param in millions stored as a count),
+    are refused in one line."""
+    from meta_study.ingest.mapping import parse_mapping
+    from meta_study.ingest.mlflow_runs import RunExpander, RunRecord, mlflow_mapping
+
+    m = mlflow_mapping(parse_mapping({"name": "x", "units": {"ds_accuracy": "error"}}, "x.yaml"))
+    rec = RunRecord("r0", "1", "FINISHED", 1, 2, None, {"us/jft/top1": 0.4, "ds/pets/10shot/top1": 0.3}, {}, {})
+    out = RunExpander(m, "s").expand_runs([rec], {"1": "e"})
+    assert out.rows["ds_accuracy"].tolist() == [pytest.approx(0.7)] and out.rows["us_accuracy"].tolist() == [0.4]
+    with pytest.raises(UserError, match=r"x: units of param_count: an MLflow ingest converts only the accuracy"):
+        mlflow_mapping(parse_mapping({"name": "x", "units": {"param_count": "millions"}}, "x.yaml"))

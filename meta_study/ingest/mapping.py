@@ -285,8 +285,8 @@ def _refuse_error_rates_as_accuracies(where: str, rename: Mapping[str, str], joi
                   for i, t in enumerate(join.downstream)]
     named += [(f"metrics[{i}]", m.pattern, f"{m.role}_accuracy", m.unit) for i, m in enumerate(metrics)]
     for what, raw, col, pattern_unit in named:
-        # an MLflow reader converts by the pattern's unit or accuracy_unit (not `units`)
-        unit = pattern_unit or (acc_unit if what.startswith("metrics") else units.get(col, acc_unit))
+        # a metric pattern's unit, else the column's (`units`, else accuracy_unit), as the readers convert
+        unit = pattern_unit or units.get(col, acc_unit)
         # a pattern's captures are not its name: "{ds_task}_acc" holds no error rate for a task "err1"
         if unit in ("error", "error_percent") or not _ERROR_NAME.search(_TEMPLATE_FIELD.sub("/", raw).lower()):
             continue

@@ -84,6 +84,12 @@ def mlflow_mapping(user: IngestMapping | None) -> IngestMapping:
         # every param and tag a mapping does not name is kept in `extra` already (param:NAME, tag:NAME)
         raise UserError(f"{user.name}: 'extra' is for file exports; an MLflow ingest keeps every param and tag "
                         "the mapping does not name in extra (as param:NAME and tag:NAME)")
+    other = sorted(c for c in user.units if c not in ("us_accuracy", "ds_accuracy"))
+    if other:
+        # they were ignored: a param logged in millions was stored as a count of parameters
+        raise UserError(f"{user.name}: units of {', '.join(other)}: an MLflow ingest converts only the accuracy "
+                        "metrics (units of us_accuracy / ds_accuracy, accuracy_unit, or a metric pattern's unit); "
+                        "params and tags are stored as logged")
     return replace(base, name=user.name, source=user.source, constants=user.constants or base.constants,
                    units=user.units or base.units,
                    arch_family=user.arch_family, metrics=user.metrics or base.metrics,
@@ -225,7 +231,9 @@ class RunExpander:
             if caps is None:
                 continue
             fields: dict[str, Any] = {**pat.constants, **caps}
-            unit = pat.unit or self.mapping.accuracy_unit
+            # the pattern's unit, else the mapping's for the column (`units:`, else accuracy_unit):
+            # `units: {ds_accuracy: error}` was ignored, and every error rate stored as an accuracy
+            unit = pat.unit or self.mapping.unit_of(f"{pat.role}_accuracy")
             if pat.role == "us":
                 hit = KeySpec("us", unit, us_task=str(fields["us_task"]))
             else:
