@@ -109,3 +109,25 @@ def test_a_model_with_a_distillation_head_is_refused_in_words(name: str) -> None
     weight decay, norms and margins assume one head)."""
     with pytest.raises(ValueError, match="two classifier heads"):
         create_model(name, num_classes=3, img_size=32)
+
+
+@pytest.mark.parametrize("name", ["densenet121", "dla34"])
+def test_models_of_other_layouts_probe_their_feature_info_stages(name: str) -> None:
+    """DenseNet, DLA, DPN, DeepSeek-ViT and CoaT had no blocks: a layer-wise probe of them gave
+    pre-logits rows alone, unsaid. timm's ``feature_info`` stages stand in (each called once)."""
+    import timm
+
+    model, info = create_model(name, num_classes=3, img_size=32)
+    want = tuple(dict.fromkeys(d["module"] for d in timm.create_model(name, num_classes=3).feature_info))
+    assert info.block_names == want and info.num_blocks > 3
+    with torch.no_grad():
+        _, blocks = representations(model.eval(), info, torch.randn(2, 3, 32, 32), layers=True)
+    assert len(blocks) == info.num_blocks and all(b.ndim == 2 and b.shape[0] == 2 for b in blocks)
+
+
+def test_a_layerwise_trial_of_a_model_without_blocks_is_refused_before_training(monkeypatch) -> None:
+    from meta_study.train import models, trial
+
+    monkeypatch.setattr(models, "block_names", lambda model: ())
+    with pytest.raises(ValueError, match="layerwise=True, but its blocks cannot be found"):
+        trial.run_trial(trial.smoke_config(img_size=16, steps=1, layerwise=True))

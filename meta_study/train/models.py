@@ -270,7 +270,7 @@ def block_names(model: nn.Module) -> tuple[str, ...]:
 
     ViT / Mixer: ``blocks.i``; ResNet: ``layer{s}.{i}``; ResNet-v2 and other staged timm
     models: ``stages.{s}.blocks.{i}`` (or ``stages.{s}`` when a stage has no ``blocks``); Swin
-    (v1, v2): ``layers.{s}.blocks.{i}`` (it had none: a layer-wise probe of it measured nothing).
+    (v1, v2): ``layers.{s}.blocks.{i}``; any other timm model: its ``feature_info`` stages.
     """
     if isinstance(getattr(model, "blocks", None), (nn.Sequential, nn.ModuleList)):
         return tuple(f"blocks.{i}" for i in range(len(model.blocks)))
@@ -285,7 +285,20 @@ def block_names(model: nn.Module) -> tuple[str, ...]:
                 out += ([f"{attr}.{s}.blocks.{i}" for i in range(len(blocks))] if blocks is not None
                         else [f"{attr}.{s}"])
             return tuple(out)
-    return ()
+    return _feature_modules(model)
+
+
+def _feature_modules(model: nn.Module) -> tuple[str, ...]:
+    """timm's ``feature_info`` modules (stage outputs, in forward order) of a model whose blocks
+    are named otherwise (DenseNet, DLA, DPN, DeepSeek-ViT): a layer-wise probe of it measured
+    nothing. Containers that are never called themselves (``nn.ModuleList``: no output to hook)
+    are left out, and each module is named once."""
+    info = getattr(model, "feature_info", None)
+    if not isinstance(info, (list, tuple)):
+        return ()
+    modules = dict(model.named_modules())
+    names = [d.get("module") for d in info if isinstance(d, dict)]
+    return tuple(dict.fromkeys(n for n in names if n in modules and not isinstance(modules[n], nn.ModuleList)))
 
 
 def distilled_heads(timm_name: str) -> bool:
@@ -405,7 +418,9 @@ def block_taps(model: nn.Module, info: ModelInfo) -> Iterator[list[torch.Tensor]
     out: list[torch.Tensor] = []
     prefix = int(getattr(model, "num_prefix_tokens", 0))
     nhwc = getattr(model, "output_fmt", "NCHW") == "NHWC"
-    hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o: out.append(_pool(o, prefix, nhwc)))
+    # a block returning a tuple (hidden state and attention, ...) is pooled by its first element
+    hooks = [model.get_submodule(n).register_forward_hook(
+        lambda m, i, o: out.append(_pool(o[0] if isinstance(o, (tuple, list)) else o, prefix, nhwc)))
              for n in info.block_names]
     try:
         yield out
@@ -426,4 +441,7 @@ def representations(model: nn.Module, info: ModelInfo, x: torch.Tensor, layers: 
         return pre_logits(model, x), []
     with block_taps(model, info) as taps:
         z = pre_logits(model, x)
+    if len(taps) != info.num_blocks:   # a block called twice, or never: layer indices would be wrong
+        raise ValueError(f"{info.name}: {len(taps)} block outputs in one forward for its {info.num_blocks} blocks; "
+                         "layer-wise probes need each block called once")
     return z, list(taps)

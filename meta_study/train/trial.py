@@ -189,6 +189,9 @@ def run_trial(config: TrainConfig | Mapping[str, Any], *, on_report: ReportFn | 
     _seed_everything(cfg.seed)
     model, info = create_model(cfg.model_name, num_classes=us.num_classes, img_size=us.img_size,
                                in_chans=us.in_chans, **cfg.model_kwargs)
+    if cfg.layerwise and not info.num_blocks:   # its probe gave pre-logits rows alone, without a word
+        raise ValueError(f"model {cfg.model_name}: layerwise=True, but its blocks cannot be found (no known layout, "
+                         "no timm feature_info): no layer could be probed")
     init = capture_init(model) if cfg.diagnostics else {}
     cfg = cfg.resolved(info)
     lead = dist_rank_world()[0] == 0
