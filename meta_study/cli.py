@@ -29,6 +29,8 @@ D_ADDRESS_HELP = ("Ray cluster to join: host:port, ray://host:port or auto (defa
 
 #: --workers: at least one (-2 reached ray.init and ended in Ray's traceback; 0 meant "all CPUs").
 WORKERS = click.IntRange(min=1)
+#: --seed: numpy seeds are >= 0 (-1 ended in numpy's "expected non-negative integer" traceback).
+SEED = click.IntRange(min=0)
 
 
 def _fail(msg: str) -> None:
@@ -42,11 +44,19 @@ def _out_dir(ctx: Any, param: Any, value: str | None) -> str | None:
 
     if value is None:
         return value
+    _refuse_empty_path("--out", value)
     if "://" in value:
         _fail(f"--out {value}: outputs go to a local directory, not a URI")
     if os.path.exists(value) and not os.path.isdir(value):
         _fail(f"--out {value}: exists and is not a directory")
     return value
+
+
+def _refuse_empty_path(flag: str, value: str) -> None:
+    """One line for an empty path (``--workdir "$UNSET"``): it meant the working directory, and the
+    demo spread its database, store and refits there."""
+    if not value.strip():
+        _fail(f"{flag} {value!r}: an empty path; give a directory")
 
 
 def _finite_at_least_0(flag: str, value: float) -> float:
@@ -70,12 +80,37 @@ def prepare_out(out_dir: str, store_uri: str) -> None:
         if out == store or out.startswith(store.rstrip(os.sep) + os.sep):
             _fail(f"--out {out_dir}: is {'the store' if out == store else 'inside the store'} {store_uri}; "
                   "results go to a directory of their own")
+    refuse_inside_store("--out", out_dir, "results go to a directory of their own")
     try:
         os.makedirs(out_dir, exist_ok=True)
         with tempfile.TemporaryFile(dir=out_dir):
             pass
     except OSError as e:
         _fail(f"--out {out_dir}: cannot write there ({e.strerror or e})")
+
+
+def store_around(path: str) -> str | None:
+    """The local meta-study store (a directory holding ``_meta/manifests``) that ``path`` is or
+    lies inside, or None."""
+    d = os.path.realpath(path)
+    while True:
+        if os.path.isdir(os.path.join(d, "_meta", "manifests")):
+            return d
+        parent = os.path.dirname(d)
+        if parent == d:
+            return None
+        d = parent
+
+
+def refuse_inside_store(flag: str, path: str, why: str) -> None:
+    """One line if ``path`` is, or lies inside, any meta-study store (not only the one a command
+    reads): files written there are files its manifest does not list, and a plain
+    ``pandas.read_parquet(STORE)`` fails on them (``fit A --out B`` wrote into store B; ``demo
+    --workdir STORE`` left 238 such files)."""
+    store = store_around(path)
+    if store is not None:
+        where = "the store" if store == os.path.realpath(path) else "inside the store"
+        _fail(f"{flag} {path}: is {where} {shown_path(store)}; {why}")
 
 
 @contextmanager
@@ -415,6 +450,11 @@ def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, s
         # silently ignored before: a --full or --experiment with files only changed nothing
         _fail(f"ingest: {', '.join(mlflow_only)}: for MLflow sources, and none is given (a file is read whole "
               "whenever it changes)")
+    if (drop_missing and srcs and all(getattr(x, "uses_run_options", False) for x in srcs)
+            and ctx.get_parameter_source("drop_missing") == click.core.ParameterSource.COMMANDLINE):
+        # silently ignored before: deleted MLflow runs stayed in the store, exit 0
+        _fail("ingest: --drop-missing: for file sources, and none is given (for runs deleted in MLflow: "
+              "--drop-deleted)")
     store_obj = Store(store_uri)
     store_obj.check_writable()            # an unreachable or read-only store fails once, not once per source
     with progress_bar(not quiet) as progress:
@@ -456,7 +496,12 @@ def _selection_options(f: Any) -> Any:
 HEADLINE_KEYS = ("laws", "tolerance", "ds_target")
 
 
-def _fit_options(f: Any, headline: bool = True) -> Any:
+#: --frontiers' help, where the default is every estimator (fit, sensitivity, report, refit)
+FRONTIERS_HELP = ("Frontier estimators (default: all of vertices, hull-curve, bins, hull-curve-upper, bins-upper, "
+                  "all).")
+
+
+def _fit_options(f: Any, headline: bool = True, frontiers_help: str = FRONTIERS_HELP) -> Any:
     hidden = not headline
     for opt in reversed([
         click.option("--holdout-quantile", type=float, default=D.HOLDOUT_QUANTILE, show_default=True,
@@ -469,9 +514,7 @@ def _fit_options(f: Any, headline: bool = True) -> Any:
         click.option("--laws", default=None, metavar="L1,L2", hidden=hidden,
                      help="Laws to fit and back-test (default: all of eq1, eq1-bayes, power, logit-linear, "
                           "probit-linear)."),
-        click.option("--frontiers", default=None, metavar="F1,F2",
-                     help="Frontier estimators (default: all of vertices, hull-curve, bins, hull-curve-upper, "
-                          "bins-upper, all)."),
+        click.option("--frontiers", default=None, metavar="F1,F2", help=frontiers_help),
         click.option("--tolerance", type=float, default=100 * D.TOLERANCE, show_default=True, hidden=hidden,
                      help="Back-test RMSE in accuracy points (3 = 3 points) above which a headline is not "
                           "trusted; values below 0.5 look like fractions and are refused."),
@@ -490,6 +533,15 @@ def _given_options(*names: str) -> list[str]:
             if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)]
 
 
+def refuse_ray_options_if_serial(serial: bool) -> None:
+    """One line for --address or --workers given beside --serial: they were silently ignored (the
+    user believed a cluster did the work)."""
+    given = _given_options("address", "workers") if serial else []
+    if given:
+        _fail(f"{', '.join(given)}: for the Ray a command uses, and --serial runs in this process without Ray "
+              "(drop one of them)")
+
+
 SELECTION_KEYS = ("us_task", "ds_task", "eval_protocol", "shots", "layer")
 FIT_KEYS = ("holdout_quantile", "holdout_above", "loss", "alpha_max", "nondecreasing", "laws", "frontiers",
             "tolerance", "ds_target")
@@ -505,7 +557,7 @@ def flag_errors() -> Iterator[None]:
 
 
 def analysis_command(name: str | None = None, *, fit_options: bool = True, headline: bool = True,
-                     out_help: str = "Output directory.") -> Any:
+                     out_help: str = "Output directory.", frontiers_help: str = FRONTIERS_HELP) -> Any:
     """An analysis command: ``STORE``, ``--out DIR``, the group selection and (unless
     ``fit_options=False``) the fit options, before the command's own options. The function gets
     ``store_uri``, ``store`` (opened), ``out_dir``, ``sel`` (a Selection) and ``fit``
@@ -539,7 +591,7 @@ def analysis_command(name: str | None = None, *, fit_options: bool = True, headl
                     raise
 
         if fit_options:
-            command = _fit_options(command, headline=headline)
+            command = _fit_options(command, headline=headline, frontiers_help=frontiers_help)
         command = _selection_options(command)
         command = click.option("--out", "out_dir", callback=_out_dir, required=True, metavar="DIR",
                                help=out_help)(command)
@@ -838,7 +890,8 @@ def _parse_sizes(sizes: str | None) -> tuple[int, ...] | None:
 @click.option("--sizes", default=None, help="Sample sizes, e.g. 10,30,100 (default: ~8 geometric steps from 10 to all).")
 @click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, help="Draws per sample size.")
 @click.option("--bootstrap", "replace", is_flag=True, help="Draw with replacement instead of without.")
-@click.option("--seed", default=0, show_default=True, help="Master seed; results are deterministic for a seed.")
+@click.option("--seed", default=0, show_default=True, type=SEED,
+              help="Master seed; results are deterministic for a seed.")
 @click.option("--address", default=None, help=D_ADDRESS_HELP)
 @click.option("--workers", type=WORKERS, default=None, help="Ray workers for a Ray of its own (default: all CPUs).")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
@@ -855,6 +908,7 @@ def sensitivity(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, si
     from .analysis.results import AnalysisOptions
     from .analysis.sensitivity import SensitivityOptions
 
+    refuse_ray_options_if_serial(serial)
     opts = SensitivityOptions(sizes=_parse_sizes(sizes), trials=trials, replace=replace, seed=seed, fit=fit,
                               frontiers=fit.selection.frontiers)
     a, out = _analyze(store, store_uri, sel, out_dir, AnalysisOptions(fit=fit, fits=False, sensitivity=opts),
@@ -868,10 +922,11 @@ def sensitivity(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, si
     _report_outputs(out, out_dir)
 
 
-@analysis_command("bootstrap", headline=False)
+@analysis_command("bootstrap", headline=False,
+                  frontiers_help="Frontier estimators to refit (default: vertices, all: the paper's pair).")
 @click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
 @click.option("--level", default=D.BOOTSTRAP_LEVEL, show_default=True, help="Confidence level of the percentile intervals.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--address", default=None, help=D_ADDRESS_HELP)
 @click.option("--workers", type=WORKERS, default=None, help="Ray workers for a Ray of its own (default: all CPUs).")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
@@ -887,6 +942,7 @@ def bootstrap_cmd(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, 
     from .analysis.results import AnalysisOptions
     from .analysis.bootstrap import BootstrapOptions
 
+    refuse_ray_options_if_serial(serial)
     # the paper's pair of frontiers unless --frontiers names others
     frontiers = {"frontiers": fit.selection.frontiers} if _given_options("frontiers") else {}
     opts = BootstrapOptions(samples=samples, level=level, seed=seed, fit=fit, **frontiers)
@@ -933,6 +989,10 @@ def _why_no_shot_tables(groups: Any) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+#: --every at most (seconds): a year, far below what time.sleep can wait.
+MAX_EVERY_S = 366 * 86400
+
+
 @cli.command()
 @click.option("--store", "store_uri", required=True, metavar="STORE", help="The meta-study store.")
 @click.option("--source", "sources", multiple=True, metavar="SOURCE", help="Ingest this source first (repeatable).")
@@ -974,6 +1034,7 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
 
     if tracking_uri and tracking_uri.strip().lower() == "none":   # no run, whatever the environment says
         tracking_uri = None
+    refuse_ray_options_if_serial(serial)
     if mapping_path and not sources:
         raise UserError(f"--mapping {mapping_path}: it maps the files of --source, and none is given (a "
                         "--sources-file names each source's mapping itself)")
@@ -982,6 +1043,9 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
         refuse_credentials(tracking_uri, "MLFLOW_TRACKING_URI" if source == click.core.ParameterSource.ENVIRONMENT
                            else "--tracking-uri")
     period = parse_every(every) if every else None
+    if period is not None and period > MAX_EVERY_S:
+        # time.sleep overflowed (a traceback after the first refit had run)
+        _fail(f"--every: {every!r} is longer than a year (366d), the longest wait between refits")
     if not sources and not sources_file:   # else the ingest creates it
         from .store import open_store
 
@@ -1097,6 +1161,8 @@ def demo(workdir: str, synthetic: bool, serial: bool) -> None:
     """
     from .demo import run_demo
 
+    _refuse_empty_path("--workdir", workdir)
+    refuse_inside_store("--workdir", workdir, "the demo's files go to a directory of their own")
     run_demo(workdir, synthetic=synthetic, serial=serial, log=click.echo)
 
 

@@ -123,22 +123,35 @@ def describe_target(address: str | None) -> str:
 
 def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S, source: str = "--address") -> None:
     """UserError, in one line, if nothing accepts a TCP connection at a cluster address
-    (``host:port`` or ``ray://host:port``); ``auto`` and other forms are left to Ray."""
+    (``host:port``, ``ray://host:port``, or ``auto``: the cluster Ray finds on this machine);
+    other forms (a client plugin's ``scheme://``) are left to Ray."""
     from urllib.parse import urlsplit
 
     from .mlflow_client import safe_uri
 
     text = address.strip()
-    if text in ("auto", "local") or "://" in text and not text.startswith("ray://"):
+    shown = safe_uri(address)
+    if re.match(r"https?://", text, re.I):
+        # the dashboard's job API (what `ray job submit` takes, often left in RAY_ADDRESS): Ray's
+        # error was cut at "To fix this, either:", then a hint about tokens that did not apply
+        raise UserError(f"{source} {shown}: an HTTP address (Ray's dashboard and job API), not a cluster "
+                        "to join: give its GCS address host:6379, ray://host:10001 or auto")
+    if text == "auto":
+        # Ray retried the cluster it found (a stale `ray start` record, or another user's Ray) for
+        # over 10 minutes when nothing answered there: checked like a named address
+        found = _resolve_auto(source)
+        if found is None:
+            return
+        text, shown = found, f"auto (found {safe_uri(found)} on this machine)"
+    if text == "local" or "://" in text and not text.startswith("ray://"):
         return
     try:
         p = urlsplit(text if "://" in text else f"gcs://{text}")
         host, port = p.hostname, p.port
     except ValueError:
-        raise UserError(f"{source} {safe_uri(address)}: not a Ray address (host:port, ray://host:port or auto)") \
-            from None
+        raise UserError(f"{source} {shown}: not a Ray address (host:port, ray://host:port or auto)") from None
     if not host or not port:
-        raise UserError(f"{source} {safe_uri(address)}: not a Ray address (host:port, ray://host:port or auto)")
+        raise UserError(f"{source} {shown}: not a Ray address (host:port, ray://host:port or auto)")
     what = "Ray client server" if text.startswith("ray://") else "Ray cluster (GCS)"
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
@@ -146,11 +159,35 @@ def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S, source:
     except OSError as e:
         why = (f"no answer within {timeout_s:g} s" if isinstance(e, socket.timeout)
                else (e.strerror or type(e).__name__).lower())
-        raise UserError(f"{source} {safe_uri(address)}: no {what} answers there ({why})") from None
+        raise UserError(f"{source} {shown}: no {what} answers there ({why})") from None
     if not speaks:
         # Ray's own connect retries such a port for ~13 minutes (20 tries of ~40 s)
-        raise UserError(f"{source} {safe_uri(address)}: a server answers there, but not a {what} (it does not "
+        raise UserError(f"{source} {shown}: a server answers there, but not a {what} (it does not "
                         "speak gRPC: another service's port, or an address from before the cluster restarted?)")
+
+
+def _resolve_auto(source: str) -> str | None:
+    """The host:port Ray joins for ``auto`` (the last ``ray start`` recorded in Ray's temp
+    directory, or a GCS process running here), as Ray itself resolves it; None if Ray's private
+    resolver moved (then Ray is left to it). UserError if there is none."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:
+        return None
+    import logging
+
+    log = logging.getLogger(canonicalize_bootstrap_address.__module__)
+    level = log.level
+    log.setLevel(logging.ERROR)   # its "Found multiple active Ray instances" made the error two lines
+    try:
+        return canonicalize_bootstrap_address("auto")
+    except ConnectionError:
+        raise UserError(f"{source} auto: no Ray cluster found on this machine (none started here with 'ray start'); "
+                        "give the cluster's address host:6379, or local for a Ray of its own") from None
+    except Exception:  # noqa: BLE001 - an address Ray cannot parse: its own error says so
+        return None
+    finally:
+        log.setLevel(level)
 
 
 #: The HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, its client
@@ -282,8 +319,12 @@ def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         # Ray 2.60 clusters want a token: without one Ray's error names neither it nor the
         # address typed (20 lines of InvalidAuthToken, then "Failed to connect")
-        hint = ("; no Ray token is set here: export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (the lines of the "
-                "cluster's env.sh)" if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"))
+        # (not for an address Ray refused before connecting: a client plugin's scheme, "Module:
+        # anyscale does not exist", where the token hint sent users to the wrong place)
+        plugin = "://" in target and not target.strip().startswith("ray://")
+        hint = ("" if isinstance(e, ValueError) or plugin
+                else "; no Ray token is set here: export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (the lines of "
+                "the cluster's env.sh)" if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"))
                 else "; is RAY_AUTH_TOKEN_PATH this cluster's token?" if re.search(r"auth|token", str(e), re.I)
                 else "")
         raise UserError(f"{source} {safe_uri(target)}: could not join the Ray cluster there after "
