@@ -111,6 +111,24 @@ def error_line(e: BaseException) -> str:
     return f"{type(cause).__name__}: {text[-1] if text else ''}"[:2000]
 
 
+def eval_task_resources(res: Mapping[str, Any], hooks: TrialHooks) -> dict[str, Any]:
+    """The Ray task options (``num_cpus``, ``num_gpus``, ``memory``, ``resources``) of one
+    early-stopped trial's evaluation, from the trial's Tune resource dict ``res``: what the trial
+    had (at least half a CPU). A data-parallel trial's dict is only its own actor's (0.1 CPU, no
+    GPU: its workers asked for theirs), so its evaluation, one process, asks for one worker's
+    (``--cpus-per-trial`` CPUs and a GPU with ``--gpus-per-trial``): it ran on half a CPU and no
+    GPU, a ViT's few-shot probes on the CPU of whatever node had half a core free."""
+    res = dict(res)
+    if hooks.torch_trainer:
+        res.update(cpu=hooks.worker_cpus, gpu=1.0 if hooks.use_gpu else 0.0)
+        res.pop("CPU", None)
+        res.pop("GPU", None)
+    custom = {k: float(v) for k, v in res.items() if k not in ("cpu", "gpu", "memory", "CPU", "GPU")}
+    return {"num_cpus": max(float(res.get("cpu", res.get("CPU", 1.0))), 0.5),
+            "num_gpus": float(res.get("gpu", res.get("GPU", 0.0))),
+            "memory": float(res.get("memory", 0.0)) or None, "resources": custom or None}
+
+
 def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callable[[Mapping[str, Any]], Mapping],
                      hooks: TrialHooks, retries: int = 2) -> Evaluations:
     """Evaluate every early-stopped trial of ``results`` from its last checkpoint (Ray tasks) and
@@ -142,11 +160,7 @@ def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callab
             failed[tid] = "stopped before its first checkpoint: nothing to evaluate"
             callback.log_evaluation(tid, None, error=failed[tid])
             continue
-        res = dict(resources(r.config))
-        custom = {k: float(v) for k, v in res.items() if k not in ("cpu", "gpu", "memory", "CPU", "GPU")}
-        ref = task.options(num_cpus=max(float(res.get("cpu", res.get("CPU", 1.0))), 0.5),
-                           num_gpus=float(res.get("gpu", res.get("GPU", 0.0))),
-                           memory=float(res.get("memory", 0.0)) or None, resources=custom or None,
+        ref = task.options(**eval_task_resources(resources(r.config), hooks),
                            max_retries=retries, retry_exceptions=True,
                            ).remote(r.config, ckpt, hooks)
         refs[ref] = (r, ckpt)

@@ -247,20 +247,29 @@ def check_script_tree(script: str | None) -> None:
 
 
 def check_dataset_paths(datasets: Mapping[str, str], *, on_this_machine: bool) -> None:
-    """The local paths of ``--dataset NAME=imagefolder:PATH`` / ``parquet:TRAIN[,TEST]`` exist.
-    With a Ray of our own (this machine runs every trial) a missing path is refused: every trial
-    failed on it instead, retried ``--max-failures`` times, each with a traceback. On a cluster
-    the trials' nodes may mount what the driver's does not: one warning line on stderr.
+    """The local paths of ``--dataset NAME=imagefolder:PATH`` / ``parquet:TRAIN[,TEST]`` are
+    absolute and exist. A relative path is refused anywhere: Tune runs each trial in a working
+    directory of its own (``RAY_CHDIR_TO_TRIAL_DIR``; Ray Train's workers likewise), where it names
+    nothing, so every trial failed on a path the driver could see. With a Ray of our own (this
+    machine runs every trial) a missing path is refused: every trial failed on it instead, retried
+    ``--max-failures`` times, each with a traceback. On a cluster the trials' nodes may mount what
+    the driver's does not: one warning line on stderr.
 
     Raises:
-        UserError: one line naming the dataset and the missing path.
+        UserError: one line naming the dataset and the path (relative: the absolute one to give).
     """
     import sys
 
     for name, spec in datasets.items():
         kind, _, paths = str(spec).partition(":")
         for path in (paths.split(",") if kind == "parquet" else [paths]):
-            if not path or "://" in path or os.path.exists(path):
+            if not path or "://" in path:
+                continue
+            if not os.path.isabs(path):
+                raise UserError(f"--dataset {name}={spec}: {path} is a relative path, which no trial finds (Tune "
+                                f"runs each trial in a directory of its own); give it as "
+                                f"{os.path.abspath(os.path.expanduser(path))}")
+            if os.path.exists(path):
                 continue
             msg = f"--dataset {name}={spec}: {path} does not exist"
             if on_this_machine:
@@ -286,32 +295,67 @@ class SessionPlan:
     code_changed: bool = False
 
 
+#: This process's claim on each sweep it resumes (state URI -> claim): a later resume of the same
+#: sweep in this process (a program, a test) takes over from it instead of waiting it out.
+_CLAIMS: dict[str, Any] = {}
+
+
 def wait_for_previous_writer(state: Any, sweep: str, *, max_wait_s: float | None = None) -> str:
     """Before a resume reads anything: wait while the sweep's writer heartbeat (``writer.json``)
     still advances, as the new writer process does, and refuse when it still beats after
-    ``max_wait_s`` (default :data:`~.state.WRITER_WAIT_S`). Returns why it stopped waiting.
+    ``max_wait_s`` (default :data:`~.state.WRITER_WAIT_S`); then claim the sweep for this driver
+    until its own writer beats (:class:`~.state.DriverClaim`). Returns why it stopped waiting for
+    the previous writer.
 
     A resume read the run map and started trials while the old writer was still sending its
     queue (it flushes for up to 5 minutes after its driver dies): a run it created after that read
     was unknown to the resume (a configuration drawn again got a second run; the old one was closed
     as an orphan). And a ``--resume`` of a sweep whose driver was still alive started a second
-    driver on the same trials and runs. Its heartbeat stops within ~15 s of its death.
+    driver on the same trials and runs. Its heartbeat stops within ~15 s of its death. Two
+    ``--resume`` started together both found no writer (a driver's starts after Ray) and both ran
+    the sweep's trials: the claim lets exactly one of them go on.
 
     Raises:
-        UserError: the heartbeat still advances after ``max_wait_s``.
+        UserError: the heartbeat (or another resuming driver's claim) still advances after
+            ``max_wait_s``, or another driver claimed the sweep at the same moment.
     """
     import sys
+    import time
 
-    from .state import WRITER, WRITER_WAIT_S, Heartbeat
+    from .state import DRIVER, WRITER_WAIT_S, DriverClaim, Heartbeat, read_heartbeat
 
     wait = WRITER_WAIT_S if max_wait_s is None else max_wait_s
-    beat = Heartbeat(state, log=lambda m: print(f"sweep {sweep}: {m}", file=sys.stderr) if m.startswith("waiting") else None)
-    why = beat.wait_for_previous(wait)
-    if why == "timeout":
-        owner = (state.read_json(WRITER) or {}).get("owner", "?")
-        raise UserError(f"sweep {sweep}: its writer {owner} (host:pid) still logs after {wait:.0f} s: another driver "
-                        "of this sweep is running, or a dead driver's writer is still sending its queue; nothing was "
-                        "started: let it end (or stop that driver), then --resume again")
+    deadline = time.monotonic() + wait
+    mine = _CLAIMS.pop(state.uri, None)
+    if mine is not None:
+        mine.stop()
+
+    def log(m: str) -> None:
+        if m.startswith("waiting"):
+            print(f"sweep {sweep}: {m}", file=sys.stderr)
+
+    while True:
+        why = Heartbeat(state, log=log).wait_for_previous(max(0.0, deadline - time.monotonic()))
+        if why == "timeout":
+            owner = (read_heartbeat(state) or {}).get("owner", "?")
+            raise UserError(f"sweep {sweep}: its writer {owner} (host:pid) still logs after {wait:.0f} s: another "
+                            "driver of this sweep is running, or a dead driver's writer is still sending its queue; "
+                            "nothing was started: let it end (or stop that driver), then --resume again")
+        other = Heartbeat(state, log=log, name=DRIVER).wait_for_previous(max(0.0, deadline - time.monotonic()))
+        if other == "timeout":
+            owner = (read_heartbeat(state, DRIVER) or {}).get("owner", "?")
+            raise UserError(f"sweep {sweep}: the driver {owner} (host:pid) is resuming it and has not started its "
+                            f"writer after {wait:.0f} s; nothing was started: let it run (or stop it), then --resume "
+                            "again")
+        if other != "finished":
+            break
+        # its claim ended: its writer beats now (look again), or it stopped before starting one
+    claim = DriverClaim(state)
+    won = claim.take()
+    if won is not None:
+        raise UserError(f"sweep {sweep}: another driver ({won}, host:pid) resumed it at the same moment; nothing was "
+                        "started here: let that one run")
+    _CLAIMS[state.uri] = claim
     return why
 
 
@@ -319,6 +363,12 @@ def wait_for_previous_writer(state: Any, sweep: str, *, max_wait_s: float | None
 #: cannot change them (Tune restores its TuneConfig and FailureConfig as the first session made them).
 SESSION_FLAGS = {"num_samples": "--num-samples", "max_concurrent": "--max-concurrent",
                  "max_failures": "--max-failures"}
+#: Trial settings with a flag of their own (every other one comes from ``--set`` or ``--smoke``).
+SETTING_FLAGS = {"us_task": "--us-task", "ds_tasks": "--ds-task", "layerwise": "--layerwise", "datasets": "--dataset"}
+#: Settings that records written before them lack (compared only when the record has them): the
+#: ``--dataset`` paths behind the task names (a resume with ``pets=imagefolder:/data/pets-v2``
+#: trained the restored trials on other images under the same name).
+LATER_SETTINGS = frozenset({"datasets"})
 
 
 def plan_session(*, record: SweepRecord | None, tune_state: bool, resume: bool, experiment: str | None,
@@ -337,14 +387,21 @@ def plan_session(*, record: SweepRecord | None, tune_state: bool, resume: bool, 
       differs: ``Tuner.restore`` would go on with the old ones without a word.
     """
     if not resume:
-        if record is not None or tune_state:
+        if record is None and tune_state:
+            # --resume refuses it too (below): "pass --resume" sent the user round in a circle
+            raise UserError(f"sweep {experiment_dir} exists already as a Tune experiment without a meta-study sweep "
+                            "record (meta_study/sweep.json), which --resume cannot continue: pass another --name for "
+                            "a new sweep")
+        if record is not None:
             raise UserError(f"sweep {experiment_dir} exists already: pass --resume to continue it, or --name for a "
                             "new sweep")
         return SessionPlan(resume=False, restore_tune=False, experiment=experiment or default_experiment)
     if record is None:
-        what = ("Tune state but no meta-study sweep record (meta_study/sweep.json)" if tune_state
-                else "no sweep there")
-        raise UserError(f"--resume: nothing to restore at {experiment_dir} ({what}); check --storage-path and "
+        if tune_state:
+            raise UserError(f"--resume: nothing to restore at {experiment_dir} (Tune state but no meta-study sweep "
+                            "record, meta_study/sweep.json: not a meta-study sweep, or its record was deleted); pass "
+                            "another --name, without --resume, for a new sweep")
+        raise UserError(f"--resume: nothing to restore at {experiment_dir} (no sweep there); check --storage-path and "
                         "--name, or drop --resume to start a new sweep")
     if experiment and experiment != record.experiment:
         raise UserError(f"--resume: sweep {record.sweep} logs to MLflow experiment {record.experiment!r}, not "
@@ -356,12 +413,13 @@ def plan_session(*, record: SweepRecord | None, tune_state: bool, resume: bool, 
     if settings is not None and record.settings:
         was, now = json.loads(json.dumps(record.settings, default=str)), json.loads(json.dumps(settings, default=str))
         for key in sorted(set(was) | set(now)):
-            if key in SESSION_FLAGS and (key not in was or key not in now):
+            if (key in SESSION_FLAGS and (key not in was or key not in now)) or (key in LATER_SETTINGS
+                                                                                 and key not in was):
                 # a record from before it was kept (unknown), or a flag this resume leaves out (it
                 # goes on with the sweep's own value, as Tune does): nothing to compare
                 continue
             if was.get(key) != now.get(key):
-                flag = SESSION_FLAGS.get(key, "--set")
+                flag = SESSION_FLAGS.get(key) or SETTING_FLAGS.get(key, "--set")
                 raise UserError(f"--resume: sweep {record.sweep} was started with {key}={was.get(key)!r}, this command "
                                 f"gives {now.get(key)!r}: a resume continues the sweep as it was started (Tune keeps "
                                 f"its search space, sample count, concurrency and retries); pass the same {flag} and options, or start a new "
@@ -414,6 +472,46 @@ def trial_nodes(nodes: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The alive nodes that can run a trial (they have CPUs or GPUs)."""
     return [n for n in nodes if n.get("Alive") and (float(n.get("Resources", {}).get("CPU", 0)) > 0
                                                     or float(n.get("Resources", {}).get("GPU", 0)) > 0)]
+
+
+def _amounts(res: Mapping[str, float]) -> str:
+    """``{"GPU": 1, "memory": 2**33}`` as ``1 GPU, 8 GiB of memory`` (Ray's names and units)."""
+    def one(k: str, v: float) -> str:
+        if k == "memory":
+            return f"{v / 2**30:g} GiB of memory"
+        return f"{v:g} {k}" + ("s" if k in ("CPU", "GPU") and v != 1 else "")
+    return ", ".join(one(k, v) for k, v in res.items())
+
+
+def check_trial_fits(request: Mapping[str, float], nodes: Sequence[Mapping[str, Any]], *, what: str,
+                     on_this_machine: bool) -> None:
+    """Some alive Ray node holds one trial's resources (``request``: a Tune resource dict, ``cpu``,
+    ``gpu``, ``memory`` in bytes and custom names, or Ray's own names; for a data-parallel trial,
+    one worker's). Tune waits for good on a trial that no node can hold (``--gpus-per-trial 1`` on
+    a machine without a GPU, a share of memory larger than any node's): its only word is a warning
+    every 60 s, which ``--quiet`` hides, and the sweep hung without one. On a Ray of our own
+    (``on_this_machine``) it is refused; on a cluster an autoscaler may still add such a node: one
+    warning line on stderr.
+
+    Raises:
+        UserError: one line: ``what``, what a trial needs, and what the nodes have.
+    """
+    import sys
+
+    need = {({"cpu": "CPU", "gpu": "GPU"}.get(k, k)): float(v) for k, v in request.items() if float(v) > 0}
+    alive = [dict(n.get("Resources") or {}) for n in nodes if n.get("Alive")]
+    if not need or any(all(float(r.get(k, 0)) >= v - 1e-9 for k, v in need.items()) for r in alive):
+        return
+    most = {k: max((float(r.get(k, 0)) for r in alive), default=0.0) for k in need}
+    short = {k: v for k, v in most.items() if v < need[k] - 1e-9}
+    has = (f"the most any node has: {_amounts(short)}" if short else
+           f"no node has all of them at once ({len(alive)} node{'s' if len(alive) != 1 else ''})")
+    msg = f"{what}: a trial needs {_amounts(need)}, and no Ray node can hold it ({has})"
+    if on_this_machine:
+        raise UserError(f"{msg}; nothing was started: ask for less (--gpus-per-trial, --cpus-per-trial), or run on "
+                        "a cluster that has it (--address)")
+    print(f"warning: {msg}; its trials wait until a node that can joins the cluster (an autoscaler's)",
+          file=sys.stderr)
 
 
 def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[NodeCheck]:

@@ -6,6 +6,7 @@ head node's disk.
     <storage>/<name>/meta_study/runs/<trial>.<run>.<config key>   the trial -> MLflow run map: one object per run
     <storage>/<name>/meta_study/spool/<id>.jsonl      MLflow operations a writer could not send
     <storage>/<name>/meta_study/writer.json           the live writer's heartbeat
+    <storage>/<name>/meta_study/driver.json           a resuming driver's claim, until its writer beats
 
 ``<storage>`` is a local or shared path, or any URI pyarrow reads (``s3://``, ``gs://``): a new
 head node, or a laptop, resumes the sweep from it alone (with the MLflow server, which holds the
@@ -28,13 +29,15 @@ Nothing here imports Ray or MLflow (the writer process uses it).
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import json
 import os
 import socket
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any, Callable, Mapping
 
@@ -49,6 +52,9 @@ WRITER = "writer.json"
 HEARTBEAT_S = 5.0          # a live writer rewrites writer.json this often (one small PUT)
 STALE_BEATS = 3            # unchanged for this many beats: the writer is dead
 WRITER_WAIT_S = 120.0      # the longest a new writer waits for a live old one to finish its queue
+DRIVER = "driver.json"     # a resuming driver's claim, from its check until its writer beats (DriverClaim)
+CLAIM_SETTLE_S = 1.0       # a claim is read back this long after it is written: the later of two wins
+CLAIM_MAX_S = 600.0        # a claim whose writer never beats (a driver that failed, its process alive) ends
 
 
 def is_remote(uri: str) -> bool:
@@ -110,8 +116,30 @@ class SweepRecord:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "SweepRecord":
-        return cls(**{**d, "sessions": tuple(Session(**s) for s in d.get("sessions", ()))})
+    def from_json(cls, d: Any) -> "SweepRecord":
+        """The record in ``d`` (sweep.json's content). Raises ValueError saying why ``d`` is none: not
+        an object, a field missing, or fields this version does not know (a newer one wrote it)."""
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        need = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [k for k in need if k not in d]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        sessions = d.get("sessions", [])
+        if not isinstance(sessions, list) or not all(isinstance(s, dict) for s in sessions):
+            raise ValueError("its sessions are not a list of objects")
+        if not isinstance(d.get("settings", {}), dict):
+            raise ValueError("its settings are not an object")
+        known, known_s = {f.name for f in fields(cls)}, {f.name for f in fields(Session)}
+        unknown = [k for k in d if k not in known] + [f"sessions[{i}].{k}" for i, s in enumerate(sessions)
+                                                      for k in s if k not in known_s]
+        if unknown:
+            raise ValueError(f"fields this meta-study does not know: {', '.join(unknown)} (written by a newer "
+                             "meta-study? resume with that version)")
+        try:
+            return cls(**{**d, "sessions": tuple(Session(**s) for s in sessions)})
+        except TypeError as e:      # a session without a field Session needs
+            raise ValueError(f"a session is incomplete ({e})") from None
 
     def with_session(self, s: Session) -> "SweepRecord":
         return replace(self, sessions=(*self.sessions, s))
@@ -198,8 +226,29 @@ class StateDir:
     # ---- the sweep record ---------------------------------------------------------------------
 
     def read_record(self) -> SweepRecord | None:
-        d = self.read_json(RECORD)
-        return None if d is None else SweepRecord.from_json(d)
+        """The sweep record, or None if there is none.
+
+        Raises:
+            UserError: one line naming the file: it is no sweep record (cut short, another
+                program's, a newer meta-study's), or a file stands where the sweep's directory goes.
+        """
+        shown = join(self.uri.partition("?")[0], RECORD) if self.remote else self.path(RECORD)
+        try:
+            data = self.read_bytes(RECORD)
+        except NotADirectoryError:        # STORAGE/NAME (or its meta_study/) is a file
+            raise UserError(f"{self.experiment_dir}: not a sweep directory (a file is where {shown} needs a "
+                            "directory): pass another --name or --storage-path") from None
+        if data is None:
+            return None
+        try:
+            d = json.loads(data)
+        except ValueError:                # UnicodeDecodeError is one too
+            raise UserError(f"{shown}: not a sweep record (not JSON: a write cut short?); restore it, or pass "
+                            "another --name for a new sweep") from None
+        try:
+            return SweepRecord.from_json(d)
+        except ValueError as e:
+            raise UserError(f"{shown}: not a sweep record ({e})") from None
 
     def write_record(self, rec: SweepRecord) -> None:
         self.write_json(RECORD, asdict(rec))
@@ -343,6 +392,23 @@ class StateDir:
             self.delete(f"{SPOOL}/{n}")
 
 
+def read_heartbeat(state: StateDir, name: str = WRITER) -> dict[str, Any] | None:
+    """``writer.json`` (or another beat file: ``name``; None: no writer). One that does not parse (a
+    write cut short) is a beat all the same, named by its bytes: a live writer's next beat replaces
+    it, so it advances; a dead writer's stays as it is, so it goes stale. It was a JSONDecodeError
+    out of ``--resume``."""
+    data = state.read_bytes(name)
+    if data is None:
+        return None
+    try:
+        d = json.loads(data)
+    except ValueError:
+        d = None
+    if isinstance(d, dict):
+        return d
+    return {"owner": f"? (unreadable {name})", "beat": hashlib.sha256(data).hexdigest()}
+
+
 class Heartbeat:
     """The writer's heartbeat in ``writer.json`` (see the module doc): one live writer per sweep.
 
@@ -353,8 +419,9 @@ class Heartbeat:
     """
 
     def __init__(self, state: StateDir, *, every_s: float = HEARTBEAT_S,
-                 log: Callable[[str], None] = lambda m: None) -> None:
+                 log: Callable[[str], None] = lambda m: None, name: str = WRITER) -> None:
         self.state = state
+        self.name = name           # the beat file (DRIVER: a resuming driver's claim)
         self.every_s = every_s
         self.log = log
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -365,15 +432,16 @@ class Heartbeat:
         """Wait while another writer's beat advances. Returns why it stopped waiting: ``none``
         (no other writer), ``finished`` (its file went away), ``stale`` (its beat stopped: it
         died) or ``timeout``."""
-        d = self.state.read_json(WRITER)
+        d = read_heartbeat(self.state, self.name)
         if d is None:
             return "none"
-        self.log(f"waiting for the previous writer {d.get('owner')} to finish its queue")
+        self.log(f"waiting for the previous writer {d.get('owner')} to finish its queue" if self.name == WRITER
+                 else f"waiting for the driver {d.get('owner')} that is resuming this sweep to start its writer")
         last, seen = (d.get("owner"), d.get("beat")), time.monotonic()
         deadline = time.monotonic() + max_wait_s
         while time.monotonic() < deadline:
             time.sleep(min(1.0, self.every_s / 2))
-            d = self.state.read_json(WRITER)
+            d = read_heartbeat(self.state, self.name)
             if d is None:
                 return "finished"
             now = (d.get("owner"), d.get("beat"))
@@ -381,7 +449,8 @@ class Heartbeat:
                 last, seen = now, time.monotonic()
             elif time.monotonic() - seen > STALE_BEATS * self.every_s:
                 return "stale"
-        self.log(f"the previous writer {last[0]} still beats after {max_wait_s:.0f} s; going on")
+        self.log(f"the previous {'writer' if self.name == WRITER else 'driver'} {last[0]} still beats after "
+                 f"{max_wait_s:.0f} s; going on")
         return "timeout"
 
     def start(self) -> None:
@@ -393,7 +462,7 @@ class Heartbeat:
         self._thread.start()
 
     def _beat(self, n: int) -> None:
-        self.state.write_json(WRITER, {"owner": self.owner, "beat": n})
+        self.state.write_json(self.name, {"owner": self.owner, "beat": n})
 
     def _run(self) -> None:
         n = 0
@@ -410,8 +479,72 @@ class Heartbeat:
         if self._thread is not None:
             self._thread.join(timeout=30)
         try:
-            d = self.state.read_json(WRITER)
+            d = read_heartbeat(self.state, self.name)
             if d is not None and d.get("owner") == self.owner:
-                self.state.delete(WRITER)
+                self.state.delete(self.name)
         except Exception:  # noqa: BLE001 - the next writer sees a stale beat instead
             pass
+
+
+class DriverClaim(Heartbeat):
+    """A resuming driver's claim on its sweep (``driver.json``), from the moment it has waited out
+    the previous writer until its own writer beats in ``writer.json``.
+
+    Two ``--resume`` of one sweep started together both found no writer beating (a driver's writer
+    starts only after Ray has, seconds to minutes later) and both ran: the same trials trained
+    twice, each driver saving Tune's state over the other's, the sweep record losing one session.
+    The claim closes that window the way :meth:`StateDir.create_record` does on ``gs://``: written,
+    read back :data:`CLAIM_SETTLE_S` later, and the driver whose claim is not there has lost. A
+    driver that comes later sees the claim beat and waits, then sees the writer. Its beat ends
+    once a writer beats (any other content of ``writer.json`` than at :meth:`take`), after
+    :data:`CLAIM_MAX_S`, or with the process; the file goes with it.
+    """
+
+    def __init__(self, state: StateDir, *, every_s: float = HEARTBEAT_S, max_s: float = CLAIM_MAX_S) -> None:
+        super().__init__(state, every_s=every_s, name=DRIVER)
+        self.max_s = max_s
+        self._writer_then: dict[str, Any] | None = None
+
+    def take(self, settle_s: float = CLAIM_SETTLE_S) -> str | None:
+        """Write the claim, wait ``settle_s``, read it back. None: it is this driver's (and it now
+        beats); else the owner of the claim that won."""
+        self._writer_then = read_heartbeat(self.state)
+        self._beat(0)
+        time.sleep(settle_s)
+        d = read_heartbeat(self.state, DRIVER) or {}
+        if d.get("owner") != self.owner:
+            return str(d.get("owner", "?"))
+        self._thread = threading.Thread(target=self._run, name="sweep-driver-claim", daemon=True)
+        self._thread.start()
+        atexit.register(self.stop)     # a driver that exits before its writer beats: no claim left to go stale
+        return None
+
+    def _run(self) -> None:
+        # writer.json is looked at every second (a GET on an object store, for the seconds until
+        # the writer starts): a short session's writer can come and go between two beats
+        n, end, next_beat = 0, time.monotonic() + self.max_s, time.monotonic() + self.every_s
+        while not self._stop.wait(min(1.0, self.every_s)):
+            try:
+                w = read_heartbeat(self.state)
+                if (w is not None and w != self._writer_then) or time.monotonic() > end:
+                    break       # a writer beats now (this driver's): it guards the sweep from here
+                if time.monotonic() >= next_beat:
+                    n, next_beat = n + 1, time.monotonic() + self.every_s
+                    self._beat(n)
+            except Exception:  # noqa: BLE001 - a missed beat only makes another driver wait less
+                pass
+        try:
+            d = read_heartbeat(self.state, DRIVER)
+            if d is not None and d.get("owner") == self.owner:
+                self.state.delete(DRIVER)
+        except Exception:  # noqa: BLE001 - another driver sees a stale claim instead
+            pass
+
+    def stop(self) -> None:
+        """End the claim now (the file too, if it is still this driver's)."""
+        atexit.unregister(self.stop)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)      # its last act removes the file
+        else:
+            super().stop()
