@@ -524,3 +524,15 @@ def test_ray_job_submit_the_real_way(tmp_path):
         down = subprocess.run(["bash", str(REPO / "cluster" / "local-down.sh"), str(state)], env=env,
                               capture_output=True, text=True, timeout=300)
         assert down.returncode == 0, down.stderr[-2000:]
+
+
+@pytest.mark.slow(20)
+def test_a_sweep_whose_trials_no_node_can_hold_is_refused_not_left_waiting(tmp_path):
+    """``--gpus-per-trial 1`` on a machine without a GPU: Tune waited for good (its only word a
+    warning every 60 s, hidden by --quiet). On a Ray of the sweep's own it is one line, exit 2,
+    before any trial or MLflow run."""
+    r = sweep("head_wd", "--gpus-per-trial", "1", "--storage-path", str(tmp_path / "sw"), "--quiet", cwd=tmp_path,
+              timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "a trial needs" in r.stderr and "GPU" in r.stderr and "no Ray node can hold it" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

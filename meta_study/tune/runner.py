@@ -46,7 +46,7 @@ from ..extras import require_training
 from ..failpoints import failpoint
 from . import provenance
 from .preflight import (STORAGE_HINT, check_dataset_paths, check_local_storage, check_script_tree,
-                        check_storage_on_nodes, check_tracking_reachable, default_storage, experiment_dir,
+                        check_storage_on_nodes, check_trial_fits, check_tracking_reachable, default_storage, experiment_dir,
                         in_job_package, plan_session, refuse_runtime_env_secrets, refuse_secrets, runtime_env_of_job,
                         wait_for_previous_writer)
 from .state import Session, StateDir, SweepRecord, is_remote
@@ -353,7 +353,10 @@ def sweep_settings(spec: SweepSpec, options: SweepOptions, *, given_only: bool =
                                    ("max_failures", options.max_failures)) if v is not None}
     else:            # the record of a new sweep: what it runs with
         flags = {"max_concurrent": options.max_concurrent, "max_failures": _max_failures(options)}
-    return {**fixed_config(spec, options), "num_samples": _samples(spec, options), **flags}
+    # the datasets behind task names: a resume with --dataset pets=imagefolder:/data/pets-v2 trained
+    # the restored trials on other images under the same name
+    return {**fixed_config(spec, options), "num_samples": _samples(spec, options), **flags,
+            "datasets": dict(options.datasets)}
 
 
 def _samples(spec: SweepSpec, options: SweepOptions) -> int:
@@ -484,6 +487,16 @@ def default_resources(config: Mapping[str, Any], options: SweepOptions) -> Trial
     """``--cpus-per-trial`` (default 1) and ``--gpus-per-trial`` (default 0) for every trial."""
     return TrialResources(cpu=options.cpus_per_trial if options.cpus_per_trial is not None else 1.0,
                           gpu=options.gpus_per_trial or 0.0)
+
+
+def _one_trial(spec: SweepSpec, o: SweepOptions, hooks: "TrialHooks", fixed: Mapping[str, Any]) -> dict[str, float] | None:
+    """What one trial (for a data-parallel one: one of its workers) asks a node for, or None where
+    it depends on what the search draws (a spec that sizes each trial by its model)."""
+    if hooks.torch_trainer:
+        return {"cpu": hooks.worker_cpus, "gpu": 1.0 if hooks.use_gpu else 0.0}
+    if spec.resources is None:
+        return PerTrialResources(None, o)(fixed)
+    return None
 
 
 class PerTrialResources:
@@ -723,6 +736,11 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         failpoint("after_node_check")   # a test adds a node here: one the check never saw (an autoscaler's)
     fixed = fixed_config(spec, o)
     hooks = replace(trial_hooks(o), resumed=p.resume)
+    one = _one_trial(spec, o, hooks, fixed)
+    if one is not None:   # Tune waits for good on a trial no node can hold (--gpus-per-trial 1 without a GPU)
+        import ray
+
+        check_trial_fits(one, ray.nodes(), what=f"sweep {p.name}", on_this_machine=private)
     tags = {"sweep": p.name, "git_sha": provenance.git_sha(), "researcher": o.researcher, "code_version": p.code}
     rec = _record_session(spec, p, o, fixed, tags)
     if p.resume:   # runs created just before a driver died, whose map entries never got written
