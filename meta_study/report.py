@@ -42,6 +42,7 @@ svg.points .ax{stroke:#999} svg.points .tk{font-size:9px;fill:#555} svg.points .
 svg.points circle.v{fill:#3a6ea5;fill-opacity:.55} svg.points circle.h{fill:none;stroke:#3a6ea5}
 svg.points circle:hover{fill:#e67e22;fill-opacity:1;r:4} svg.points .law{fill:none;stroke:#c0392b;stroke-width:1.6}
 figure{margin:0} figcaption{font-size:.85rem}
+td.l:nth-child(-n+3),ul.answers li,figcaption,.prov{overflow-wrap:anywhere} select{max-width:100%}
 """
 
 
@@ -189,7 +190,9 @@ def _points_svg(r: Mapping[str, Any], pts: pd.DataFrame) -> str:
                    "</title></circle>")
     if line.sum() > 1:       # drawn last, over the models (a group can have thousands)
         out.append("<polyline class=law points='" + " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(xs[line], ys[line]))
-                   + "'><title>headline prediction, from the best visible model to the tested horizon</title></polyline>")
+                   # as the figures label it: an untrusted answer states its interval, not this line
+                   + f"'><title>headline prediction{'' if r.get('trusted') else ' (not trusted)'}, from the best "
+                   "visible model to the tested horizon</title></polyline>")
     out.append("</svg>")
     return "".join(out)
 
@@ -354,8 +357,9 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                  "median, discounted towards the best DS accuracy seen by what the back-tests (fit below a US cut, "
                  "predict the frontier above it) saw materialise. It is trusted when its own back-test error is "
                  "within the tolerance; warnings describe the data and never withhold an answer by themselves "
-                 "(hover a label). Accuracies in percent, errors and slopes in accuracy points (pt); "
-                 "definitions: docs/analysis.md.</p>" + _verdict(heads)
+                 "(hover a label). Accuracies in percent, errors and slopes in accuracy points (pt). "
+                 # a trusted step reads "+1 US pt: 89.9% DS [89.2%-90.6%]": the brackets were said nowhere
+                 "Brackets give the 90% interval [low-high]; definitions: docs/analysis.md.</p>" + _verdict(heads)
                  + _answers_html(heads, threshold, {p.stem for p in group_pngs}))
     parts.append("<h2>Headline and the paper's fit</h2>" + _table_html(fits))
     if (figs / "fits_grid.png").exists():

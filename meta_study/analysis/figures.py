@@ -158,6 +158,24 @@ def of_series(frame: pd.DataFrame, key: tuple[str, str, str]) -> pd.DataFrame:
     return frame[mask]
 
 
+#: A DS-vs-US panel's title: characters a line holds at its size (a 5.6-inch panel), and lines at
+#: most. A 240-character task name ran across the next panel's title and widened a group's PNG from
+#: 1,366 to 2,821 px; the full name is in the page's answers and tables.
+TITLE_LINE, TITLE_LINES = 50, 2
+
+
+def panel_title(text: Any) -> str:
+    """``text`` in at most :data:`TITLE_LINES` lines of :data:`TITLE_LINE` characters, cut in the
+    middle (:func:`short`: its start and its end, the protocol and shots, kept) where longer."""
+    import textwrap
+
+    s = short(text, TITLE_LINE * TITLE_LINES)
+    lines = textwrap.wrap(s, TITLE_LINE, break_long_words=True, break_on_hyphens=True) or [s]
+    if len(lines) > TITLE_LINES:        # breaks at spaces and hyphens left short lines: cut evenly
+        lines = [s[i:i + TITLE_LINE] for i in range(0, len(s), TITLE_LINE)]
+    return "\n".join(lines)
+
+
 def tex_safe(text: Any) -> str:
     """``text`` as matplotlib draws it literally: ``$`` would start mathtext (and a stray
     ``\\command`` inside it would crash the drawing), so every ``$`` is escaped."""
@@ -209,6 +227,8 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
                 drawn += [lo, hi]
         if math.isfinite(hus):
             ax.axvline(hus * 100, color="#444444", lw=0.9, ls=":", label="tested horizon")
+    else:   # a panel of points alone read as a drawing that failed: the reason is in the answers
+        ax.plot([], [], " ", label="no usable fit: no prediction")
     if paper is not None and paper.fit.usable:
         top = float(np.nanmax(us[~held])) if (~held).any() else float(np.nanmax(us))
         xs = np.linspace(vis_lo, top, 150)
@@ -230,7 +250,7 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
     # within 0-100% unless a law itself leaves it (then that is what the reader must see)
     ax.set_ylim((y_lo - pad if y_lo < 0 else max(0.0, y_lo - pad)) * 100,
                 (y_hi + pad if y_hi > 1 else min(1.0, y_hi + pad)) * 100)
-    ax.set_title(tex_safe(title), fontsize=LEGEND_PT + 1)
+    ax.set_title(tex_safe(panel_title(title)), fontsize=LEGEND_PT + 1)
     ax.set_xlabel("US accuracy (%)")
     ax.set_ylabel("DS accuracy (%)")
     # under the axes, never on the points: where the data leave room differs per task
@@ -454,6 +474,10 @@ def bound_params(message: Any) -> frozenset[str]:
     return frozenset(out)
 
 
+#: params_figure's marker shapes, one per round of the palette's colours (beyond 10 or 20 series).
+SERIES_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+#: params_figure's series legend: entries a column at most.
+PARAMS_LEGEND_ROWS = 20
 #: params_figure's panels: (column, y label, scale). e_IR is an error: shown in percent, as the page.
 PARAM_PANELS = (("k", "k (scale)", 1.0), ("alpha", "α (exponent)", 1.0), ("e_ir", "e_IR: DS error floor (%)", 100.0))
 
@@ -471,10 +495,13 @@ def params_figure(fits: pd.DataFrame) -> Any:
     keys = series_keys(f)
     cmap = plt.get_cmap("tab10" if len(keys) <= 10 else "tab20")
     ncol = 10 if len(keys) <= 10 else 20
+    # past the palette's colours, a marker shape per round of them: 40 DS tasks drew task-00 and
+    # task-20 alike
+    style = [(cmap(i % ncol), SERIES_MARKERS[(i // ncol) % len(SERIES_MARKERS)]) for i in range(len(keys))]
     any_bound = False
     for ax, (p, ylabel, scale) in zip(axes.flat, PARAM_PANELS):
         for i, key in enumerate(keys):
-            color = cmap(i % ncol)
+            color, marker = style[i]
             series = of_series(f, key)
             for frontier, ls in (("vertices", "-"), ("all", "--")):
                 g = series[series["frontier"] == frontier].sort_values("shots")
@@ -484,17 +511,23 @@ def params_figure(fits: pd.DataFrame) -> Any:
                 bound = np.array([p in bound_params(m) for m in g.get("message", pd.Series([""] * len(g)))], bool)
                 any_bound |= bool(bound.any())
                 ax.plot(g["shots"], y, ls=ls, color=color, lw=1.3)
-                ax.plot(g["shots"][~bound], y[~bound], "o", ms=4.5, color=color)
-                ax.plot(g["shots"][bound], y[bound], "o", ms=6, mfc="white", mec=color, mew=1.4)
+                ax.plot(g["shots"][~bound], y[~bound], marker, ms=4.5, color=color)
+                ax.plot(g["shots"][bound], y[bound], marker, ms=6, mfc="white", mec=color, mew=1.4)
         ax.set_xscale("log")
         plain_ticks(ax.xaxis, f["shots"].unique().tolist() if len(f) else [], log=True)
         ax.set_xlabel("shots")
         ax.set_ylabel(ylabel)
     if keys:
-        # off the lines: the series, then what the line styles and markers mean
-        fig.legend([Line2D([], [], color=cmap(i % ncol), lw=1.6) for i in range(len(keys))],
+        # off the lines: the series, then what the line styles and markers mean; in columns of at
+        # most PARAMS_LEGEND_ROWS entries, the figure as tall as both legends (40 DS tasks ran the
+        # series' legend down over the second one)
+        several = len(keys) > ncol
+        cols = math.ceil(len(keys) / PARAMS_LEGEND_ROWS)
+        fig.legend([Line2D([], [], color=c, lw=1.6, marker=m if several else None, ms=4.5) for c, m in style],
                    [tex_safe(t) for t in series_labels(keys)], loc="outside right upper", fontsize=LEGEND_PT,
-                   frameon=False, title="US task \u2192 DS task", title_fontsize=LEGEND_PT)
+                   frameon=False, title="US task \u2192 DS task", title_fontsize=LEGEND_PT, ncol=cols)
+        lines = math.ceil(len(keys) / cols) + 1 + 5 + (3 if any_bound else 0)   # entries and titles, in lines
+        fig.set_size_inches(10 + 2.2 * (cols - 1), max(3.4, 0.6 + 0.2 * lines))
         marks = [(Line2D([], [], color="#444444", ls="-"), "hull vertices"),
                  (Line2D([], [], color="#444444", ls="--"), "all points"),
                  (Line2D([], [], color="#444444", marker="o", ls="", ms=4.5), "estimate")]
@@ -537,17 +570,20 @@ def heatmap_figure(matrix: pd.DataFrame, *, title: str) -> Any:
     written = max(rows, cols) <= HEAT_TEXT_MAX
     cell = HEAT_CELL if written else max(HEAT_MAX_IN / max(rows, cols), 0.08)
     label_pt = 10.0 if written else min(10.0, max(cell * 72 * 0.8, 4.0))
-    # room for the labels: ~0.075 in a character at 10 pt; the column labels are rotated by 45 degrees
-    row_lab = 0.3 + 0.075 * label_pt / 10 * max([len(str(v)) for v in m.index] or [4])
-    col_lab = 0.3 + 0.055 * label_pt / 10 * max([len(str(v)) for v in m.columns] or [4])
+    # task names cut to LABEL_MAX (a 240-character one made a 5 x 5 heatmap 23 x 17 inches, its
+    # cells an eighth of it); room for the labels: ~0.075 in a character at 10 pt, the column
+    # labels rotated by 45 degrees
+    row_names, col_names = [short(v) for v in m.index], [short(v) for v in m.columns]
+    row_lab = 0.3 + 0.075 * label_pt / 10 * max([len(v) for v in row_names] or [4])
+    col_lab = 0.3 + 0.055 * label_pt / 10 * max([len(v) for v in col_names] or [4])
     fig, ax = plt.subplots(figsize=(cell * cols + row_lab + 1.3, cell * rows + col_lab + 0.5),
                            layout="constrained")
     values = m.to_numpy()
     ax.set_facecolor("#d0d0d0")
     im = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_xticks(range(cols), [tex_safe(c) for c in m.columns], rotation=45, ha="right", rotation_mode="anchor",
+    ax.set_xticks(range(cols), [tex_safe(c) for c in col_names], rotation=45, ha="right", rotation_mode="anchor",
                   fontsize=label_pt)
-    ax.set_yticks(range(rows), [tex_safe(i) for i in m.index], fontsize=label_pt)
+    ax.set_yticks(range(rows), [tex_safe(i) for i in row_names], fontsize=label_pt)
     ax.spines[:].set_visible(False)
     for i in range(rows if written else 0):
         for j in range(cols):
