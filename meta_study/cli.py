@@ -696,8 +696,12 @@ def _no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
     for opt, col, given in _selected(sel):
         if given and col in groups:
             have.append(f"{opt}: the store has {_shown_values(_store_values(groups, col)) or 'none'}")
-    if sel.layer is not None:
-        have.append(f"--layer {sel.layer}: no pre-logits rows of that layer match")
+    if sel.layer is not None:   # layer rows are no pre-logits rows: it said "no pre-logits rows of that layer"
+        layers = sorted({int(v) for v in store_obj.read(columns=["representation_layer"])
+                        .column("representation_layer").to_pylist() if v is not None})
+        shown = ", ".join(map(str, layers[:20])) + (f", ... ({len(layers)} in all)" if len(layers) > 20 else "")
+        have.append(f"--layer {sel.layer}: the store has probes of layer{'s' if len(layers) != 1 else ''} {shown}"
+                    if layers else f"--layer {sel.layer}: the store has no layer-wise probe rows (pre-logits only)")
     if not have and summary.rows:
         # rows, none of them at the pre-logits layer the analysis reads by default: "the store is
         # empty" sent a researcher with a layer-wise sweep looking for lost data
@@ -818,7 +822,7 @@ def _group_label(r: Any) -> str:
 
 def sensitivity_lines(table: Any) -> list[str]:
     """Per frontier: the median over groups of the mean prediction error (points) at each group's
-    smallest sample and at its full sample."""
+    smallest sample and at its largest (each by its sample size n)."""
     import numpy as np
 
     keys = ["us_task", "ds_task", "eval_protocol", "shots"]
@@ -828,13 +832,16 @@ def sensitivity_lines(table: Any) -> list[str]:
         v = np.asarray(values, dtype=float)
         return f"{100 * float(np.median(v[np.isfinite(v)])):.1f} pt" if np.isfinite(v).any() else "no fit"
 
-    lines = ["prediction error (RMSE; median over groups) at each group's smallest and full sample:"]
+    lines = ["prediction error (RMSE; median over groups) at each group's smallest and largest sample:"]
     for frontier, f in per.groupby("frontier", sort=False):
         by = f.groupby(keys, dropna=False)["n"]
         small, full = f[f["n"] == by.transform("min")], f[f["n"] == by.transform("max")]
         lo, hi = int(small["n"].min()), int(small["n"].max())
+        # the largest size by its n: it is every fitting point only where --sizes did not stop below
+        # them (--sizes 10,30 of ~1,245 points was called "the full sample")
+        flo, fhi = int(full["n"].min()), int(full["n"].max())
         lines.append(f"  {frontier}: {pt(small['pred_err'])} at n={lo}{'' if lo == hi else f'..{hi}'}, "
-                     f"{pt(full['pred_err'])} at the full sample")
+                     f"{pt(full['pred_err'])} at n={flo}{'' if flo == fhi else f'..{fhi}'}")
     return lines
 
 

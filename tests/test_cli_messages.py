@@ -4,6 +4,7 @@ outputs git-ignored, and a refit that never reads its own published runs."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -68,7 +69,7 @@ def test_sensitivity_and_bootstrap_print_a_result_line(tmp_path):
     i = next(i for i, ln in enumerate(lines) if ln.startswith("prediction error"))
     result = {ln.split(":")[0].strip(): ln for ln in lines[i + 1:i + 3]}
     assert set(result) == {"vertices", "all"}, lines
-    assert all(" pt at n=10, " in ln and ln.endswith(" pt at the full sample") for ln in result.values()), lines
+    assert all(" pt at n=10, " in ln and re.search(r" pt at n=\d+(\.\.\d+)?$", ln) for ln in result.values()), lines
     r = run_cli("bootstrap", s.uri, "--out", str(tmp_path / "boot"), "--serial", "--samples", "20")
     assert r.returncode == 0, r.stderr
     assert "alpha with its 95% interval:" in r.stdout
@@ -91,7 +92,8 @@ def test_result_lines_say_when_alpha_sits_on_its_bound():
     sens = pd.DataFrame([{"us_task": "up", "ds_task": "a", "eval_protocol": "fewshot", "shots": 5,
                           "frontier": "all", "n": n, "pred_err": e}
                          for n, e in ((10, 0.05), (10, 0.07), (40, 0.02), (40, 0.02))])
-    assert sensitivity_lines(sens)[1] == "  all: 6.0 pt at n=10, 2.0 pt at the full sample"
+    # the largest sample by its size: "at the full sample" was said of --sizes 10,30 of 1,245 points
+    assert sensitivity_lines(sens)[1] == "  all: 6.0 pt at n=10, 2.0 pt at n=40"
 
 
 @pytest.mark.parametrize("value,ok", [("0.03", False), ("0.4", False), ("0.5", True), ("3", True)])
@@ -336,3 +338,19 @@ def test_exact_repeats_and_two_us_accuracies_of_one_run_are_said(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "1 row(s) repeated another row exactly (key and values) and were stored once" in r.stderr, r.stderr
     assert f"1 run(s) have two or more US accuracies for one US task (e.g. {run} on up: 0.5 and 0.9)" in r.stderr
+
+
+def test_a_layer_no_row_has_names_the_layers_the_store_has(tmp_path):
+    """``fit --layer 3`` said "no pre-logits rows of that layer match": layer rows are no
+    pre-logits rows, and the layers the store does hold went unsaid."""
+    s = Store(str(tmp_path / "st"))
+    rows = make_rows(10, ds_tasks=("a",))
+    s.commit(validate(pd.concat([rows, rows.assign(representation_layer=0), rows.assign(representation_layer=2)],
+                                ignore_index=True)).table)
+    r = run_cli("fit", s.uri, "--out", str(tmp_path / "o"), "--layer", "3", "--no-figures")
+    assert r.returncode == 2 and "--layer 3: the store has probes of layers 0, 2" in r.stderr, r.stderr
+    assert "pre-logits rows of that layer" not in r.stderr
+    t = Store(str(tmp_path / "flat"))
+    t.commit(validate(rows).table)
+    r = run_cli("fit", t.uri, "--out", str(tmp_path / "o2"), "--layer", "3", "--no-figures")
+    assert r.returncode == 2 and "no layer-wise probe rows (pre-logits only)" in r.stderr, r.stderr
