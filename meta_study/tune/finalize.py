@@ -39,8 +39,12 @@ WAIT_NOTE_S = 300.0
 #: while evaluations wait (one GCS call each).
 FREE_EVERY_S = 5.0
 
+#: Since a resumed trial that draws a lost trial's configuration again takes over its run
+#: (tracking.MlflowSweepCallback._adopt_lost), an orphan is a lost trial whose configuration the
+#: resumed search never drew again.
 ORPHAN_REASON = ("no trial of the sweep owns this run: its trial was started after Tune's last saved state "
-                 "and lost with the driver; the resumed sweep ran that configuration again under its own run")
+                 "and lost with the driver, and the resumed sweep never drew its configuration again (a trial "
+                 "that draws it takes over this run)")
 
 
 @dataclass(frozen=True)
