@@ -351,7 +351,7 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     # command drew it left its figure in figures/groups, and the page showed it as one of its own
     slugs = {_slug(r) for r in heads.to_dict("records")}
     group_pngs = [p for p in group_pngs if p.stem in slugs]
-    unfit = (f" <b>Fits could not be made for {n_bad} groups</b> (in red, with the reason, in the table &ldquo;Headline and the paper's fit&rdquo; below)." if n_bad else "")
+    unfit = (f" <b>Fits could not be made for {n_bad} group{'s' if n_bad != 1 else ''}</b> (in red, with the reason, in the table &ldquo;Headline and the paper's fit&rdquo; below)." if n_bad else "")
     parts.append(f"<h2>Answers</h2><p class=note>{n_groups} groups, {n_trusted} with a trusted answer.{unfit} Per group, "
                  "every law is fitted to every frontier estimator of the visible models; the headline is their "
                  "median, discounted towards the best DS accuracy seen by what the back-tests (fit below a US cut, "
