@@ -131,3 +131,15 @@ def test_a_layerwise_trial_of_a_model_without_blocks_is_refused_before_training(
     monkeypatch.setattr(models, "block_names", lambda model: ())
     with pytest.raises(ValueError, match="layerwise=True, but its blocks cannot be found"):
         trial.run_trial(trial.smoke_config(img_size=16, steps=1, layerwise=True))
+
+
+@pytest.mark.parametrize("name,kw,blocks", [("tnt_s_patch16_224", {"depth": 2}, 2),
+                                             ("twins_svt_small", {"depths": (1, 2, 1, 1)}, 5)])
+def test_blocks_returning_tuples_or_nested_in_lists_are_probed_per_image(name: str, kw: dict, blocks: int) -> None:
+    """TNT's blocks return (pixel, patch) embeddings: the first, per pixel, gave 196 "images" per
+    image; Twins' ``blocks.i`` are lists of blocks, never called themselves: no output at all."""
+    model, info = create_model(name, num_classes=3, img_size=32, **kw)
+    assert info.num_blocks == blocks
+    with torch.no_grad():
+        _, out = representations(model.eval(), info, torch.randn(2, 3, 32, 32), layers=True)
+    assert len(out) == blocks and all(b.ndim == 2 and b.shape[0] == 2 for b in out)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import timm
 import torch
@@ -273,7 +273,7 @@ def block_names(model: nn.Module) -> tuple[str, ...]:
     (v1, v2): ``layers.{s}.blocks.{i}``; any other timm model: its ``feature_info`` stages.
     """
     if isinstance(getattr(model, "blocks", None), (nn.Sequential, nn.ModuleList)):
-        return tuple(f"blocks.{i}" for i in range(len(model.blocks)))
+        return _called(model, [f"blocks.{i}" for i in range(len(model.blocks))])
     if isinstance(model, ResNet):
         return tuple(f"layer{s}.{i}" for s in range(1, 5) for i in range(len(getattr(model, f"layer{s}"))))
     for attr in ("stages", "layers"):
@@ -286,6 +286,16 @@ def block_names(model: nn.Module) -> tuple[str, ...]:
                         else [f"{attr}.{s}"])
             return tuple(out)
     return _feature_modules(model)
+
+
+def _called(model: nn.Module, names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` with each ``nn.ModuleList`` among them (never called itself: a hook on it never
+    fires) replaced by its children, in order: Twins' ``blocks.i`` are lists of blocks."""
+    out: list[str] = []
+    for n in names:
+        m = model.get_submodule(n)
+        out += _called(model, [f"{n}.{i}" for i in range(len(m))]) if isinstance(m, nn.ModuleList) else [n]
+    return tuple(out)
 
 
 def _feature_modules(model: nn.Module) -> tuple[str, ...]:
@@ -408,20 +418,38 @@ def _pool(t: torch.Tensor, prefix_tokens: int, channels_last: bool = False) -> t
     return t.flatten(1)
 
 
+def _block_tensor(o: Any, batch: int | None) -> torch.Tensor | None:
+    """A block's output tensor: the output itself, or of a tuple (MViT-v2's (x, size), TNT's
+    (pixel, patch) embeddings) the first tensor whose first dimension is the batch (TNT's first
+    element is per pixel, B x 196 rows: taken first, it gave 196 "images" per image)."""
+    if isinstance(o, torch.Tensor):
+        return o
+    if isinstance(o, (tuple, list)):
+        tensors = [t for t in o if isinstance(t, torch.Tensor) and t.ndim >= 2]
+        return next((t for t in tensors if batch is None or t.shape[0] == batch), None)
+    return None
+
+
 @contextmanager
-def block_taps(model: nn.Module, info: ModelInfo) -> Iterator[list[torch.Tensor]]:
+def block_taps(model: nn.Module, info: ModelInfo, batch: int | None = None) -> Iterator[list[torch.Tensor]]:
     """Collect the pooled output of every block during forwards inside the context.
 
-    Yields a list that each forward appends ``num_blocks`` (B, D_l) tensors to, in block order.
-    Hooks cost one mean per block; they are removed on exit.
+    Yields a list that each forward appends ``num_blocks`` (B, D_l) tensors to, in block order
+    (``batch``: B, which picks a tuple output's tensor; see :func:`_block_tensor`). Hooks cost one
+    mean per block; they are removed on exit.
     """
     out: list[torch.Tensor] = []
     prefix = int(getattr(model, "num_prefix_tokens", 0))
     nhwc = getattr(model, "output_fmt", "NCHW") == "NHWC"
-    # a block returning a tuple (hidden state and attention, ...) is pooled by its first element
-    hooks = [model.get_submodule(n).register_forward_hook(
-        lambda m, i, o: out.append(_pool(o[0] if isinstance(o, (tuple, list)) else o, prefix, nhwc)))
-             for n in info.block_names]
+
+    def tap(m: nn.Module, i: Any, o: Any) -> None:
+        t = _block_tensor(o, batch)
+        if t is None:
+            raise ValueError(f"{info.name}: block {type(m).__name__} returned no tensor of the batch's "
+                             f"{batch} images; layer-wise probes cannot read it")
+        out.append(_pool(t, prefix, nhwc))
+
+    hooks = [model.get_submodule(n).register_forward_hook(tap) for n in info.block_names]
     try:
         yield out
     finally:
@@ -439,7 +467,7 @@ def representations(model: nn.Module, info: ModelInfo, x: torch.Tensor, layers: 
     """
     if not layers:
         return pre_logits(model, x), []
-    with block_taps(model, info) as taps:
+    with block_taps(model, info, batch=x.shape[0]) as taps:
         z = pre_logits(model, x)
     if len(taps) != info.num_blocks:   # a block called twice, or never: layer indices would be wrong
         raise ValueError(f"{info.name}: {len(taps)} block outputs in one forward for its {info.num_blocks} blocks; "
