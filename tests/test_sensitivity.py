@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -167,3 +172,39 @@ def test_progress_counts_as_groups_complete():
         seen = []
         fn(groups, opts, progress=lambda k, done, total: seen.append((k, done, total)))
         assert seen == [(kind, i, 5) for i in range(6)], seen
+
+
+@pytest.mark.slow(20)
+def test_a_cluster_without_cpus_is_said_not_waited_on_in_silence(tmp_path):
+    """A KubeRay head started with num-cpus 0 (workers still to come): the refit's sensitivity
+    waited in ray.wait without a word. Said at once, and again every WAIT_NOTE_S."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, ray
+sys.path.insert(0, {tests!r})
+from test_sensitivity import synthetic_group
+from meta_study.analysis import parallel
+from meta_study.analysis.sensitivity import SensitivityOptions
+parallel.WAIT_NOTE_S = 1.0
+ray.init(num_cpus=0, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+g = [synthetic_group("t0", 60, 0)]
+parallel._fan_out(ray, "sensitivity", g, SensitivityOptions(trials=1), [1.0], workers=None, progress=None, columns=[])
+""".format(tests=str(Path(__file__).parent))
+    p = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                         start_new_session=True)
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any("still wait" in ln for ln in lines):
+            line = p.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(30)
+    text = "".join(lines)
+    assert "sensitivity: the Ray cluster has no CPU yet (0): its tasks wait for a node with one" in text, text
+    assert "sensitivity: 0 of 1 groups done; 1 Ray tasks still wait or run (the cluster has 0 CPUs)" in text, text

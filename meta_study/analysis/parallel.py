@@ -9,6 +9,8 @@ the serial path's bit for bit, whichever worker computes which group.
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -18,6 +20,10 @@ from .bootstrap import BOOTSTRAP_COLUMNS, BootstrapOptions, bootstrap_group
 from .sensitivity import SENSITIVITY_COLUMNS, SensitivityOptions, default_sizes, sensitivity_group
 
 Progress = Callable[[str, int, int | None], None]
+
+#: Seconds without a finished task between two lines saying what still waits (a cluster short of
+#: CPUs waited in ray.wait without a word).
+WAIT_NOTE_S = 300.0
 
 #: Target work per task, in "point-fits" (points summed over every fit a task performs);
 #: ~0.3 us each, so 2e5 is ~60 ms: well above Ray's ~1 ms task overhead.
@@ -95,16 +101,28 @@ def _fan_out(ray: Any, kind: str, groups: Sequence[Any], options: Any, costs: Se
         with threadpool_limits(limits=1):
             return [fn(payload[i][0], payload[i][1], payload[i][2], opts) for i in idx]
 
-    workers = workers or int(ray.cluster_resources().get("CPU", 1))
+    cpus = float(ray.cluster_resources().get("CPU", 0.0))
+    if cpus < 1:
+        # a KubeRay head started with num-cpus 0, its workers still to come: the tasks wait in
+        # ray.wait below, which said nothing for as long as that took
+        print(f"{kind}: the Ray cluster has no CPU yet ({cpus:g}): its tasks wait for a node with one "
+              "(workers still starting, or none that take tasks)", file=sys.stderr, flush=True)
+    workers = workers or max(1, int(cpus))
     chunks = _chunks(costs, workers)
     pending = {task.remote(data, c, options): c for c in chunks}
     results: dict[int, pd.DataFrame] = {}
     done = 0
     if progress:
         progress(kind, 0, len(groups))
+    last = time.monotonic()
     while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_NOTE_S)
+        if not ready and time.monotonic() - last >= WAIT_NOTE_S:
+            last = time.monotonic()
+            print(f"{kind}: {done} of {len(groups)} groups done; {len(pending)} Ray tasks still wait or run "
+                  f"(the cluster has {float(ray.cluster_resources().get('CPU', 0.0)):g} CPUs)", file=sys.stderr, flush=True)
         for ref in ready:
+            last = time.monotonic()
             idx = pending.pop(ref)
             for i, frame in zip(idx, ray.get(ref)):
                 results[i] = frame
