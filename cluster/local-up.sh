@@ -296,6 +296,10 @@ for attempt in 1 2 3; do
   note "starting again on new ports (attempt $((attempt + 1)) of 3)"
 done
 
+# Ray makes its --temp-dir world-writable (0777) at start: another user of the machine could write
+# into its session directories (logs, sockets' directory). Ours and its workers' only.
+chmod 700 "$ray_tmp"
+
 echo "$mlflow_port" > "$state/mlflow.port"
 
 # --- print what a shell needs -----------------------------------------------------------------------------

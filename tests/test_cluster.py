@@ -551,6 +551,8 @@ def test_local_up_and_down(state_dir):
     assert re.search(r"^# MLflow UI: http://127\.0\.0\.1:\d+$", up.stdout, re.M)
     assert (state_dir / "env.sh").read_text() == up.stdout
     assert stat.S_IMODE((state_dir / "ray-auth-token").stat().st_mode) == 0o600
+    # Ray makes its --temp-dir 0777 at start: other users of the machine kept out
+    assert stat.S_IMODE(os.stat(os.path.realpath(state_dir / "ray")).st_mode) == 0o700
     # a shell after `. env.sh`: its one unset (another cluster's token would beat the file), its exports
     assert "unset RAY_AUTH_TOKEN" in up.stdout
     client_env = {**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}, **exports}
