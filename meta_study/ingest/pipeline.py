@@ -253,6 +253,12 @@ def _key_hashes(table: pa.Table) -> np.ndarray:
     return h
 
 
+def _member(hashes: np.ndarray, of: np.ndarray) -> np.ndarray:
+    """Which ``hashes`` are among ``of``: a hash table (pandas), not numpy's sort (1.3 s, not
+    0.16 s, for 1M keys against 1M)."""
+    return pd.Series(hashes).isin(of).to_numpy()
+
+
 # --------------------------------------------------------------------------------------------
 # Stale rows and missing runs
 # --------------------------------------------------------------------------------------------
@@ -295,7 +301,7 @@ def _plan_replacement(store: Store, runs: set[tuple[str, str]], new_hashes: np.n
     run_keys = key_array(stored, ("source", "run_id"))
     in_batch = pc.fill_null(pc.is_in(run_keys, value_set=pa.array([key_of(r) for r in runs], pa.string())),
                             False).to_numpy(zero_copy_only=False)
-    have = np.isin(_key_hashes(stored), new_hashes)
+    have = _member(_key_hashes(stored), new_hashes)
     stale = in_batch & ~have
     src = stored.column("source").to_numpy(zero_copy_only=False)
     rid = stored.column("run_id").to_numpy(zero_copy_only=False)
@@ -445,7 +451,7 @@ def _finish_replacement(store: Store, src: Source, batch: SourceBatch, rep: Sour
         in_rerun = pc.is_in(key_array(rows, ("source", "run_id")),
                             value_set=pa.array([key_of(r) for r in repl.rerun], pa.string()))
         rows = rows.filter(pc.fill_null(in_rerun, False))
-        keep = rows.filter(pa.array(np.isin(_key_hashes(rows), new_hashes)))
+        keep = rows.filter(pa.array(_member(_key_hashes(rows), new_hashes)))
     res = store.commit(keep, delete_runs=list(repl.delete_runs), state=batch.state, operation="ingest",
                        info={"source": src.label, "step": "stale rows"})
     rep.commits += int(res.wrote)
