@@ -80,8 +80,12 @@ def prepare(us_accuracy: np.ndarray, ds_accuracy: np.ndarray, options: FitOption
     us = np.asarray(us_accuracy, dtype=float)
     ds = np.asarray(ds_accuracy, dtype=float)
     thr = holdout_threshold(us, options)
-    fit_idx = np.flatnonzero(us <= thr)
-    held_idx = np.flatnonzero(~(us <= thr))
+    # a NaN or infinite accuracy is no model, neither visible nor held out (as in the selection):
+    # one NaN DS among the visible points failed every bootstrap draw that picked it ("all": the
+    # estimate NaN, 5 of 20 draws usable, those without it)
+    ok = np.isfinite(us) & np.isfinite(ds) if us.shape == ds.shape else np.ones(us.shape, bool)
+    fit_idx = np.flatnonzero(ok & (us <= thr))
+    held_idx = np.flatnonzero(ok & ~(us <= thr))
     h = held_idx[upper_hull(us[held_idx], ds[held_idx])] if held_idx.size else held_idx
     return Prepared(us=us, ds=ds, threshold=thr, fit_idx=fit_idx, held_idx=held_idx, target_us=us[h],
                     target_ds=ds[h])

@@ -39,8 +39,8 @@ of them, with one number learned from the back-tests and no tuned constant:
   below the binomial ``z sqrt(p (1 - p) / n)`` of the predicted accuracy.
 
 Measured on 11 tables (BENCHMARKS.md; public vision and language-model zoos, derived timm tables,
-synthetic families): the headline's median held-out RMSE is 0.59x the flat guess's (geometric mean
-over tables), at or below it on 85% of groups, and its 90% interval covers 85-99% of the hidden
+synthetic families): the headline's median held-out RMSE is 0.60x the flat guess's (geometric mean
+over tables), at or below it on 84% of groups, and its 90% interval covers 85-99% of the hidden
 frontier points per table (too wide, not too narrow, where it misses).
 
 A headline row of ``fits.parquet`` (``law == "ensemble"``) carries everything needed to predict:
@@ -95,7 +95,9 @@ def distance(us_accuracy: np.ndarray, best_us: float) -> np.ndarray:
     u = np.asarray(us_accuracy, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         x = np.log(max(1.0 - best_us, 1e-12) / np.clip(1.0 - u, 0.0, None))
-    return np.where(np.isnan(x), np.nan, np.maximum(x, 0.0))
+    # at or below the best model is no distance, also where its US error is below the 1e-12 floor
+    # (a best model at 100% US: its own accuracy was infinitely far, the interval there [0%-100%])
+    return np.where(np.isnan(x), np.nan, np.where(u <= best_us, 0.0, np.maximum(x, 0.0)))
 
 
 def half_width(x: np.ndarray, residuals: Sequence[Sequence[float]], level: float) -> np.ndarray:

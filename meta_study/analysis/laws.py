@@ -137,10 +137,13 @@ class Law:
 
     def from_row(self, row: Mapping[str, Any]) -> LawFit:
         """A :class:`LawFit` from a row of ``fits.parquet`` (its parameter columns and status)."""
-        # None: a row read back with pyarrow (to_pylist), where pandas wrote NaN
+        # None: a row read back with pyarrow (to_pylist), where pandas wrote NaN; a NaN count (a
+        # table concatenated with one without ``n_fit``) is no count, not a ValueError
+        n_fit = row.get("n_fit")
+        n_fit = float(n_fit) if isinstance(n_fit, (int, float, np.number)) else math.nan
         return LawFit(law=self.name, params={p: math.nan if row[p] is None else float(row[p]) for p in self.params},
                       sse=math.nan,
-                      n_points=int(row.get("n_fit", 0) or 0), status=str(row["status"]),
+                      n_points=int(n_fit) if math.isfinite(n_fit) else 0, status=str(row["status"]),
                       message=str(row.get("message") or ""))
 
 
