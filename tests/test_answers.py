@@ -173,3 +173,35 @@ def test_a_backtest_warning_never_compares_two_equal_looking_numbers():
 
     assert _apart(9.53, 9.46) == ("9.53", "9.46")       # read "9.5 pt does not beat the flat guess (9.5 pt)"
     assert _apart(9.5, 9.5) == ("9.5", "9.5") and _apart(3.04, 2.0) == ("3.0", "2.0")
+
+
+def test_an_answer_read_back_from_the_table_states_the_threshold_its_point_was_found_with(tmp_path):
+    """fits.parquet did not record the payoff threshold: ``answer_text(row)`` said "< 0.1 DS pt"
+    beside a stop-paying point found at 0.2. Each row carries it now, and answers default to it."""
+    from meta_study.analysis.answers import answer_text
+
+    row = {"trusted": True, "trust_reason": "backtest ok", "best_us": 0.9, "flat": 0.8, "horizon_us": 0.99,
+           "stop_paying_us": 0.95, "stop_paying_lo": 0.93, "stop_paying_hi": 0.97, "stop_paying_supported": True,
+           "payoff_threshold": 0.2}
+    assert "< 0.2 DS pt" in answer_text(row) and "< 0.1 DS pt" not in answer_text(row)
+    assert "< 0.5 DS pt" in answer_text(row, 0.5)
+    assert "< 0.1 DS pt" in answer_text({k: v for k, v in row.items() if k != "payoff_threshold"})
+
+
+def test_every_row_of_the_fits_table_carries_its_payoff_threshold():
+    import dataclasses
+
+    import numpy as np
+
+    from meta_study.analysis.fitting import FitOptions
+    from meta_study.analysis.groups import Group
+    from meta_study.analysis.tables import fit_table
+
+    rng = np.random.default_rng(0)
+    us = rng.uniform(0.3, 0.9, 60)
+    ds = 1 - (0.8 * (1 - us) ** 1.5 + 0.1) - rng.uniform(0, 0.05, 60)
+    g = Group("up", "d", "fewshot", 5, us, ds)
+    opts = FitOptions()
+    opts = dataclasses.replace(opts, selection=dataclasses.replace(opts.selection, payoff_threshold=0.2))
+    df, _ = fit_table([g], opts)
+    assert len(df) > 1 and (df["payoff_threshold"] == 0.2).all()

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from ..defaults import PAYOFF_THRESHOLD
 from .selection import FLAG_HELP, PLUS_POINTS
 
 
@@ -74,8 +75,14 @@ class Answer:
         return " ".join(p for p in parts if p).replace("..", ".")
 
 
-def answer(row: Mapping[str, Any], threshold: float = 0.1) -> Answer:
-    """The answer a headline row of ``fits.parquet`` supports (see the module doc)."""
+def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
+    """The answer a headline row of ``fits.parquet`` supports (see the module doc). ``threshold``
+    (DS points per US point) defaults to the row's ``payoff_threshold``, the one its stop-paying
+    point was found with (:data:`~meta_study.defaults.PAYOFF_THRESHOLD` for a row without one): a row fitted with ``--threshold 0.2`` read
+    "< 0.1 DS pt" beside a point found at 0.2."""
+    if threshold is None:
+        t = _f(row, "payoff_threshold")
+        threshold = t if math.isfinite(t) else PAYOFF_THRESHOLD
     trusted = bool(row.get("trusted"))
     reason = str(row.get("trust_reason") or row.get("message") or "no usable fit")
     best, flat = _f(row, "best_us"), _f(row, "flat")
@@ -164,7 +171,7 @@ def answer(row: Mapping[str, Any], threshold: float = 0.1) -> Answer:
                   steps=tuple(steps), claims=claims, flags=tuple(flags(row.get("warnings"))))
 
 
-def answer_text(row: Mapping[str, Any], threshold: float = 0.1) -> str:
+def answer_text(row: Mapping[str, Any], threshold: float | None = None) -> str:
     """:meth:`Answer.text` of :func:`answer`."""
     return answer(row, threshold).text()
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..defaults import PAYOFF_THRESHOLD
 from .correlations import correlation_tables
 from .groups import ROW_COLUMNS, Group, Selection, groups_from_frame, with_test_sizes
 from .frontiers import frontier_points
@@ -39,7 +40,8 @@ FITS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "law", "frontier
                 "warnings", "best_single", "best_us", "horizon_us", "flat", "discount", "members", "interval_residuals", "ds_test_size",
                 *STEP_COLUMNS, "slope_best", "saturation_lo", "saturation_hi", "stop_paying_us", "stop_paying_lo",
                 "stop_paying_hi", "stop_paying_supported", "predict_us", "predict_ds", "predict_lo", "predict_hi",
-                "ds_target", "us_needed", "us_needed_lo", "us_needed_hi", "noise", "spearman", "spearman_p",
+                "ds_target", "payoff_threshold", "us_needed", "us_needed_lo", "us_needed_hi", "noise", "spearman",
+                "spearman_p",
                 "status", "message")
 
 def join_warnings(warnings: Sequence[str]) -> str:
@@ -49,11 +51,13 @@ def join_warnings(warnings: Sequence[str]) -> str:
     return "; ".join(w.replace("; ", ", ") for w in warnings)
 
 def fits_frame(groups: Sequence[Group], selections: Sequence[GroupSelection],
-               ds_target: float | None = None) -> pd.DataFrame:
-    """The rows of ``fits.parquet`` (:data:`FITS_COLUMNS`) for groups and their selections."""
+               ds_target: float | None = None, payoff_threshold: float = PAYOFF_THRESHOLD) -> pd.DataFrame:
+    """The rows of ``fits.parquet`` (:data:`FITS_COLUMNS`) for groups and their selections.
+    ``payoff_threshold`` (DS points per US point) is the one the stop-paying points were found
+    with: each row carries it, so that an answer read back from the table states it."""
     rows = []
     for g, sel in zip(groups, selections):
-        rows.append(_headline_row(g, sel, ds_target))
+        rows.append({**_headline_row(g, sel, ds_target), "payoff_threshold": float(payoff_threshold)})
         for c in sel.candidates:
             rows.append({**g.key_dict, "law": c.law, "frontier": c.frontier, "n_points": sel.n_points,
                          "n_fit": c.n_fit, "n_support": c.n_support,
@@ -67,6 +71,7 @@ def fits_frame(groups: Sequence[Group], selections: Sequence[GroupSelection],
                          "interval_residuals": residuals_json(c.residuals), "ds_test_size": sel.headline.test_size,
                          "stop_paying_supported": False,
                          "ds_target": math.nan if ds_target is None else float(ds_target),
+                         "payoff_threshold": float(payoff_threshold),
                          "status": c.fit.status, "message": c.fit.message})
     df = pd.DataFrame(rows, columns=list(FITS_COLUMNS))
     return df.astype({"shots": "Int64", "n_points": "int64", "n_fit": "int64", "n_support": "int64",
@@ -144,7 +149,7 @@ def fit_table(groups: Sequence[Group], options: FitOptions = FitOptions(), *,
     """The fits table of ``groups`` and, per group, what its figures draw (points, selection)."""
     selections = fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], options, keys=[g.key for g in groups],
                             progress=progress, test_sizes=test_sizes(groups))
-    df = fits_frame(groups, selections, options.selection.ds_target)
+    df = fits_frame(groups, selections, options.selection.ds_target, options.selection.payoff_threshold)
     return df, [_panel(g, s, options) for g, s in zip(groups, selections)]
 
 
@@ -188,7 +193,7 @@ def correlations_tables(store: Any, selection: Selection = Selection(),
         groups = groups_from_frame(rows, layer=selection.layer)
         fits = fits_frame(groups, fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], options,
                                              keys=[g.key for g in groups], test_sizes=test_sizes(groups)),
-                          options.selection.ds_target)
+                          options.selection.ds_target, options.selection.payoff_threshold)
     rl = rows["representation_layer"]
     rows = rows[rl.isna()] if selection.layer is None else rows[rl == selection.layer]
     return correlation_tables(rows, fits)
