@@ -332,8 +332,11 @@ def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
 
 
 def start_or_connect(address: str | None = None, *, num_cpus: int | None = None,
-                     runtime_env: Mapping[str, Any] | None = None, log_to_driver: bool = False) -> Any:
-    """Initialize Ray unless it is (see the module doc); returns the ``ray`` module.
+                     runtime_env: Mapping[str, Any] | None = None, log_to_driver: bool = False,
+                     quiet: bool = False) -> Any:
+    """Initialize Ray unless it is (see the module doc); returns the ``ray`` module. ``quiet``:
+    the driver's "ray" logger at WARNING (Ray's INFO lines, "Started a local Ray instance." and
+    "Connecting to existing Ray cluster", are not shown; its warnings and errors are).
 
     Raises:
         UserError: one line, within seconds, if a named cluster does not answer.
@@ -343,6 +346,10 @@ def start_or_connect(address: str | None = None, *, num_cpus: int | None = None,
     if ray.is_initialized():
         return ray
     kwargs: dict[str, Any] = {"log_to_driver": log_to_driver}
+    if quiet:
+        import logging
+
+        kwargs["logging_level"] = logging.WARNING
     if runtime_env:
         kwargs["runtime_env"] = dict(runtime_env)
     if own_ray_requested(address):

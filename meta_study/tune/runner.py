@@ -30,6 +30,7 @@ import argparse
 import ast
 import contextlib
 import datetime
+import hashlib
 import json
 import os
 import shlex
@@ -49,6 +50,7 @@ from .preflight import (STORAGE_HINT, check_dataset_paths, check_local_storage, 
                         check_storage_on_nodes, check_trial_fits, check_tracking_reachable, default_storage, experiment_dir,
                         in_job_package, plan_session, refuse_runtime_env_secrets, refuse_secrets, runtime_env_of_job,
                         wait_for_previous_writer)
+from .provenance import full_uri
 from .state import Session, StateDir, SweepRecord, is_remote
 from .finalize import TrialRef, error_line, trial_id_of
 
@@ -210,6 +212,25 @@ class SweepOptions:
                 raise UserError(f"{flag} {v:g}: must be a number >= 0")
         if self.cpus_per_trial == 0 and not self.gpus_per_trial:
             raise UserError("--cpus-per-trial 0: a trial needs a CPU or a GPU")
+        if self.name is not None:
+            check_sweep_name(self.name)
+        if self.experiment is not None and (self.experiment.strip() in ("", ".", "..")
+                                            or not self.experiment.isprintable()):
+            # "" ran under the sweep's default without a word; ".." put a sqlite store's artifacts
+            # (PARENT/mlartifacts/<experiment>) in PARENT itself
+            raise UserError(f"--experiment {self.experiment!r}: not an experiment name (give a name such as "
+                            "head_wd-2026-12, or leave --experiment out for the sweep's own)")
+
+
+def check_sweep_name(name: str) -> None:
+    """A sweep name is one directory under the storage path: ``..`` pointed the sweep (Tune's
+    state, the sweep record, the default sqlite file) at the storage path's parent, ``a/b`` or
+    ``/abs`` elsewhere, ``.`` at the storage path itself. UserError (one line) for such a name."""
+    bad = ("is no directory name" if name.strip() in ("", ".", "..")
+           else next((f"holds {c!r}" for c in ("/", "\\", "?") if c in name), None)
+           or (None if name.isprintable() else "holds a control character"))
+    if bad:
+        raise UserError(f"--name {name!r}: {bad}; a sweep's name is one directory under --storage-path")
 
 
 #: The dataclass's defaults, which the command line shows and uses (one place for each).
@@ -355,8 +376,42 @@ def sweep_settings(spec: SweepSpec, options: SweepOptions, *, given_only: bool =
         flags = {"max_concurrent": options.max_concurrent, "max_failures": _max_failures(options)}
     # the datasets behind task names: a resume with --dataset pets=imagefolder:/data/pets-v2 trained
     # the restored trials on other images under the same name
+    space = space_fingerprint(spec.space(options))
     return {**fixed_config(spec, options), "num_samples": _samples(spec, options), **flags,
-            "datasets": dict(options.datasets)}
+            "datasets": dict(options.datasets), **({SPACE_KEY: space} if space else {})}
+
+
+#: The sweep record's setting holding :func:`space_fingerprint` (records before 2026-12-05 lack it).
+SPACE_KEY = "search_space"
+
+
+def space_fingerprint(space: Any) -> str | None:
+    """A digest of a search space that is a plain mapping (grid values, Tune's samplers with their
+    bounds, a ``sample_from`` function by its name), or None for a define-by-run space (its code is
+    the script's, in the code version). ``Tuner.restore`` keeps the space the sweep started with:
+    a sweep defined in a notebook (no script file, so no code version of the space) resumed with
+    another space went on with the old one without a word."""
+    if not isinstance(space, Mapping):
+        return None
+
+    def canon(x: Any, depth: int = 0) -> Any:
+        if depth > 32:                                    # an object graph with a cycle
+            return type(x).__qualname__
+        if isinstance(x, Mapping):
+            return {str(k): canon(v, depth + 1) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [canon(v, depth + 1) for v in x]
+        if x is None or isinstance(x, (str, bool, int, float)):
+            return x
+        if callable(x) and hasattr(x, "__qualname__"):     # a function: its name (its code is not comparable)
+            return f"{getattr(x, '__module__', '')}.{x.__qualname__}"
+        if hasattr(x, "__dict__"):                        # a Tune Domain and its sampler
+            return {"__type__": type(x).__qualname__, **{k: canon(v, depth + 1) for k, v in vars(x).items()}}
+        text = repr(x)
+        return type(x).__qualname__ if " at 0x" in text else text      # an address differs per process
+
+    text = json.dumps(canon(space), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _samples(spec: SweepSpec, options: SweepOptions) -> int:
@@ -402,6 +457,11 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
         TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
     except (ValueError, TypeError) as e:
         raise UserError(f"--set {e}") from None
+    ds = [str(t) for t in cfg.get("ds_tasks") or []]
+    twice = sorted({t for t in ds if ds.count(t) > 1})
+    if twice:    # each trial probed it twice (minutes of GPU time each) for one set of metrics
+        flag = "--ds-task" if options.ds_tasks else "--set ds_tasks:"
+        raise UserError(f"{flag} {twice[0]} given {ds.count(twice[0])} times: give each downstream task once")
     tasks = set(list_tasks())
     for key, names in (("us_task", [cfg.get("us_task")]), ("ds_tasks", list(cfg.get("ds_tasks") or []))):
         for name in names:
@@ -606,10 +666,19 @@ def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
     from ray import tune
 
     code = provenance.code_version([f for f in [provenance.script_of(spec.space)] if f])
-    sp = plan_session(record=record, tune_state=tune.Tuner.can_restore(exp_dir), resume=o.resume,
+    settings = sweep_settings(spec, o, given_only=True)
+    space = settings.pop(SPACE_KEY, None)      # compared below, in words of its own
+    others = None if record is None else replace(record, settings={k: v for k, v in record.settings.items()
+                                                                   if k != SPACE_KEY})
+    sp = plan_session(record=others, tune_state=tune.Tuner.can_restore(exp_dir), resume=o.resume,
                       experiment=o.experiment, default_experiment=spec.name, code=code,
                       allow_code_change=o.allow_code_change, experiment_dir=exp_dir, tracking_uri=safe_uri(tracking),
-                      settings=sweep_settings(spec, o, given_only=True))
+                      settings=settings)
+    was = record.settings.get(SPACE_KEY) if record is not None else None
+    if sp.resume and was is not None and was != space:    # a record without it (older): nothing to compare
+        raise UserError(f"--resume: the search space of sweep {record.sweep} changed since it started (fingerprint "
+                        f"{was} -> {space or 'not a mapping'}): Tune would go on with the old one; restore the "
+                        "sweep's space, or start a new sweep with --name")
     return _Plan(name=name, storage=storage, exp_dir=exp_dir, tracking=tracking, state=state, record=record,
                  resume=sp.resume, restore_tune=sp.restore_tune, experiment=sp.experiment, code=code,
                  code_changed=sp.code_changed)
@@ -730,7 +799,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         for name in ("ray.tune", "ray.train", "ray.air"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     private = own_ray_requested(o.address)
-    start_or_connect(o.address, log_to_driver=bool(os.environ.get("META_STUDY_TRIAL_LOGS")))
+    start_or_connect(o.address, log_to_driver=bool(os.environ.get("META_STUDY_TRIAL_LOGS")), quiet=o.quiet)
     if not private:      # a Ray of our own is this machine: its workers share our disk and environment
         check_storage_on_nodes(p.storage)
         failpoint("after_node_check")   # a test adds a node here: one the check never saw (an autoscaler's)
@@ -762,17 +831,21 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         from .groups import FreeOrphanedGroups
 
         callbacks.append(FreeOrphanedGroups())
-    if p.restore_tune:
-        tuner = tune.Tuner.restore(p.exp_dir, trainable, resume_errored=True)
-        _use_callbacks(tuner, callbacks, verbose=0 if o.quiet else 1)
-        tuner._local_tuner._tune_config.reuse_actors = _reuse_actors(o)   # a sweep started before 2026-12-04
-    else:
-        tuner = _new_tuner(spec, _data_parallel_limit(o, hooks, own_ray=private), trainable, fixed, p.name, p.storage,
-                           callbacks)
-    with _signal_handlers_kept():
-        results = list(tuner.fit())
+    try:
+        if p.restore_tune:
+            tuner = tune.Tuner.restore(p.exp_dir, trainable, resume_errored=True)
+            _use_callbacks(tuner, callbacks, verbose=0 if o.quiet else 1)
+            tuner._local_tuner._tune_config.reuse_actors = _reuse_actors(o)   # a sweep started before 2026-12-04
+        else:
+            tuner = _new_tuner(spec, _data_parallel_limit(o, hooks, own_ray=private), trainable, fixed, p.name,
+                               p.storage, callbacks)
+        with _signal_handlers_kept(), _tune_output(quiet=o.quiet):
+            results = list(tuner.fit())
+    except BaseException as e:
+        _abandon(p.tracking, rec, callback, e)
+        raise
     finished = sum(1 for r in results if r.error is None and (r.metrics or {}).get("final") == 1.0)
-    errors = tuple((trial_id_of(r), error_line(r.error), f"{str(r.path).rstrip('/')}/error.txt")
+    errors = tuple((trial_id_of(r), error_line(r.error), error_file(str(r.path), p.storage))
                    for r in results if r.error is not None)
     errored = len(errors)
 
@@ -797,6 +870,9 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         # Ctrl-C during the end-of-sweep evaluations (Tune's handler is gone by then): it was a
         # traceback, with the early-stopped trials' runs and the parent left RUNNING
         return interrupted("SIGINT")
+    except Exception as e:
+        _abandon(p.tracking, rec, callback, e)
+        raise
     ok = out["eval_done"]
     _end_parent(p.tracking, rec, "FAILED" if errored or out["eval_failed"] else "FINISHED",
                 {"trials": len(results), "finished": finished + ok, "errored": errored,
@@ -806,6 +882,14 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
                        errored=errored, early_stopped=ok + out["eval_failed"], seconds=time.monotonic() - t0,
                        eval_failed=out["eval_failed"], settled=out["settled"], orphaned=out["orphaned"],
                        resumed=p.resume, experiment_id=rec.experiment_id, experiment=rec.experiment, errors=errors)
+
+
+def error_file(trial_path: str, storage: str) -> str:
+    """Where an errored trial's traceback is: ``error.txt`` in its trial directory, as a path
+    (local or shared storage) or a URI (``s3://bucket/...``; Tune's ``Result.path`` there is
+    ``bucket/...``, which the summary printed as if it were a path on this machine)."""
+    where = f"{trial_path.rstrip('/')}/error.txt"
+    return full_uri(where, "remote", storage).partition("?")[0] if is_remote(storage) else where
 
 
 @contextlib.contextmanager
@@ -823,6 +907,27 @@ def _signal_handlers_kept() -> Iterator[None]:
     finally:
         for s, h in saved.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _tune_output(*, quiet: bool) -> Iterator[None]:
+    """With ``quiet``: Tune's legacy output engine while ``fit`` runs (``RAY_AIR_NEW_OUTPUT=0``),
+    which at ``verbose=0`` prints nothing. Ray 2.60's new engine prints its "Configuration for
+    experiment" table and "View detailed results here" at every verbosity, 0 included
+    (``TuneTerminalReporter.experiment_started``). Tune's warnings and errors are log records,
+    not output of either engine."""
+    if not quiet:
+        yield
+        return
+    was = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if was is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = was
 
 
 #: CPUs a data-parallel trial's own actor asks for (it only waits on its TorchTrainer's workers).
@@ -902,10 +1007,29 @@ def _finish(spec: SweepSpec, results: list[Any], callback: Any, p: _Plan, rec: S
                        name_of=lambda tid: name(TrialRef(tid)))
         callback.flush()
         settled, orphaned = len(rc.settled), len(rc.orphaned)
-    # evaluated now, or by an earlier session (a resume leaves those alone, but they still count:
-    # trials == finished + errored + early_stopped)
+    # evaluated now, or by an earlier session (a resume leaves those alone, but they still count):
+    # trials == finished + errored + eval_failed, the evaluated ones in finished and early_stopped
     ok = len(ev.done) + len(getattr(ev, "logged", ()))
     return {"eval_done": ok, "eval_failed": len(ev.failed), "settled": settled, "orphaned": orphaned}
+
+
+def _abandon(tracking_uri: str, rec: SweepRecord, callback: Any, e: BaseException) -> None:
+    """The Tuner could not be made or its ``fit`` raised (a define-by-run space that fails, a
+    damaged Tune state, Ctrl-C before Tune took it over): the runs this session left open end
+    KILLED, tagged interrupted (``--resume`` continues them), and the parent run FAILED (KILLED
+    for Ctrl-C). They stayed RUNNING for good: a live sweep in the UI and to ``meta-study
+    ingest``. Whatever fails here is said in a line; ``e`` is what the user sees."""
+    from ..mlflow_client import mlflow_client
+
+    why = "SIGINT" if isinstance(e, KeyboardInterrupt) else type(e).__name__
+    try:
+        callback.close_interrupted(why)
+        callback.flush()
+        mlflow_client(tracking_uri).set_terminated(rec.parent_run_id,
+                                                   status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+    except Exception as e2:  # noqa: BLE001 - the sweep's own error is the one to raise
+        print(f"warning: could not close the MLflow runs of this session (parent run {rec.parent_run_id}): "
+              f"{error_line(e2)}", file=sys.stderr)
 
 
 def _end_parent(tracking_uri: str, rec: SweepRecord, status: str, counts: Mapping[str, int]) -> None:

@@ -136,8 +136,9 @@ def log_sweep_summary(tracking_uri: str, experiment_id: str, parent_run_id: str,
                       counts: Mapping[str, int]) -> dict[str, float]:
     """Give the sweep's parent run its summary as metrics, so the MLflow UI's runs table shows
     it: ``sweep/<count>`` (trials, finished, errored, ...) and ``best/<accuracy key>`` over the
-    sweep's child runs of every session (one paged search of the children, 1,000 a page).
-    Returns what it logged."""
+    sweep's FINISHED child runs of every session (one paged search of the children, 1,000 a
+    page): the runs ingest reads. An errored, interrupted or orphaned run's last accuracy is a
+    model part-trained, which the parent gave as the sweep's best. Returns what it logged."""
     from mlflow.entities import Metric
 
     from ..mlflow_client import mlflow_client
@@ -146,8 +147,8 @@ def log_sweep_summary(tracking_uri: str, experiment_id: str, parent_run_id: str,
     children: list[Mapping[str, float]] = []
     token = None
     while True:
-        page = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-                                  max_results=1000, page_token=token)
+        page = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
+                                  "and attributes.status = 'FINISHED'", max_results=1000, page_token=token)
         children += [r.data.metrics for r in page]
         token = page.token
         if not token:

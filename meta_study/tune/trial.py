@@ -147,7 +147,9 @@ def _final_marker() -> tuple[Any, str] | None:
 
 
 def read_record(fs: Any, path: str) -> dict[str, Any] | None:
-    """A completion record (JSON) on a pyarrow filesystem, or None if there is none."""
+    """A completion record (JSON) on a pyarrow filesystem, or None if there is none, or none that
+    reads as one (a write a crash cut short): the trial trains or evaluates again. It was a
+    JSONDecodeError in every later attempt of the trial, each retry and each ``--resume`` alike."""
     import json
 
     import pyarrow.fs as pafs
@@ -155,7 +157,12 @@ def read_record(fs: Any, path: str) -> dict[str, Any] | None:
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return None
     with fs.open_input_stream(path) as f:
-        return json.loads(f.read())
+        data = f.read()
+    try:
+        rec = json.loads(data)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
 
 
 def write_record(fs: Any, path: str, metrics: Mapping[str, Any]) -> None:
@@ -172,10 +179,10 @@ def write_record(fs: Any, path: str, metrics: Mapping[str, Any]) -> None:
         with fs.open_output_stream(path) as f:
             f.write(data)
         return
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
-    fs.move(tmp, path)
+    from .state import write_file_durably
+
+    # synced before and after the rename: after a power loss the record is whole or absent
+    write_file_durably(f"{path}.tmp-{os.getpid()}", path, data)
 
 
 def _read_final() -> dict[str, Any] | None:
