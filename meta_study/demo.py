@@ -266,6 +266,7 @@ def held_out_check(results: Path) -> list[str]:
 
 
 def _train(wd: Path, tracking: str, serial: bool) -> int:
+    from .errors import UserError
     from .tune.runner import SweepOptions, run_sweep
 
     storage = wd / "ray"
@@ -276,7 +277,15 @@ def _train(wd: Path, tracking: str, serial: bool) -> int:
         resume=(storage / "demo").exists(),        # a second demo reuses the trained models,
         allow_code_change=True,                    # also after an upgrade of meta-study (recorded)
         max_concurrent=1 if serial else None)
-    res = run_sweep(_sweep_spec(), options)
+    try:
+        res = run_sweep(_sweep_spec(), options)
+    except UserError as e:
+        if "the search space of sweep" not in str(e):
+            raise
+        # a demo trained by a meta-study whose demo sweep searched another space: Tune would go on
+        # with the old one, and the refusal's advice (another --name) is no option of the demo's
+        raise UserError(f"--workdir {wd}: its models were trained by another version of the demo's sweep (another "
+                        f"search space); give a new --workdir, or remove {storage} to train them again") from None
     if res.errored:
         raise RuntimeError(f"{res.errored} demo trial(s) failed; see {res.experiment_dir}")
     return res.finished

@@ -214,3 +214,19 @@ def test_the_held_out_check_calls_no_answer_right_that_lost_to_the_flat_guess(tm
     assert held_out_verdict(1.0, 2.0, False) == "right"
     assert held_out_verdict(7.0, 9.0, False) == "MISSED (more than 5 pt off)"
     assert held_out_verdict(7.0, 2.0, True).startswith("MISSED (more than 5 pt off), worse than the flat guess; the report")
+
+
+def test_a_demo_trained_with_another_search_space_says_to_use_a_new_workdir(tmp_path, monkeypatch):
+    """A resume of a notebook-style sweep whose space changed is refused (Tune kept the old space);
+    the demo resumes its sweep after an upgrade, and the refusal's advice (another --name) is none
+    of its options: it names its --workdir instead."""
+    from meta_study import demo
+    from meta_study.errors import UserError
+    from meta_study.tune import runner
+
+    def refuse(spec, options):
+        raise UserError("--resume: the search space of sweep demo changed since it started (fingerprint a -> b): ...")
+
+    monkeypatch.setattr(runner, "run_sweep", refuse)
+    with pytest.raises(UserError, match=r"--workdir .*: its models were trained by another version of the demo's sweep"):
+        demo._train(tmp_path, "sqlite:///x.db", serial=True)

@@ -350,7 +350,7 @@ class MlflowWriter:
                 # every session's writer died at start with all of its operations
                 kept = f"{name}{DAMAGED}"
                 try:
-                    self.state.write_bytes(f"{SPOOL}/{kept}", ("\n".join(lines) + "\n").encode())
+                    self.state.write_bytes(f"{SPOOL}/{kept}", ("\n".join(lines) + "\n").encode(), durable=True)
                 except Exception as e:  # noqa: BLE001 - the storage failed: leave the object in place
                     kept, replayed = f"{name} (could not copy it: {type(e).__name__}: {e})", False
                 print(f"meta-study writer: spool object {name}: {len(lines) - len(ops)} of {len(lines)} line(s) "

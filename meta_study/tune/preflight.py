@@ -367,8 +367,9 @@ SESSION_FLAGS = {"num_samples": "--num-samples", "max_concurrent": "--max-concur
 SETTING_FLAGS = {"us_task": "--us-task", "ds_tasks": "--ds-task", "layerwise": "--layerwise", "datasets": "--dataset"}
 #: Settings that records written before them lack (compared only when the record has them): the
 #: ``--dataset`` paths behind the task names (a resume with ``pets=imagefolder:/data/pets-v2``
-#: trained the restored trials on other images under the same name).
-LATER_SETTINGS = frozenset({"datasets"})
+#: trained the restored trials on other images under the same name), and ``search_space``, the
+#: fingerprint of a search space that is a plain mapping (a notebook's sweep).
+LATER_SETTINGS = frozenset({"datasets", "search_space"})
 
 
 def plan_session(*, record: SweepRecord | None, tune_state: bool, resume: bool, experiment: str | None,
