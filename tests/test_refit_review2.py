@@ -178,7 +178,7 @@ class _RayThatLosesWork:
     def cluster_resources(self):
         return {"CPU": 2}
 
-    def wait(self, refs, num_returns=1):
+    def wait(self, refs, num_returns=1, timeout=None):
         return refs[:num_returns], refs[num_returns:]
 
     def get(self, ref):
