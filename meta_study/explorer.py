@@ -37,7 +37,8 @@ svg.explore circle.v{fill:#3a6ea5;fill-opacity:.5} svg.explore circle.h{fill:non
 svg.explore circle.hit{fill:#e67e22;fill-opacity:1;stroke:#000;stroke-width:.6}
 svg.explore circle:hover{fill:#e67e22;fill-opacity:1} svg.explore .law{fill:none;stroke:#c0392b;stroke-width:1.6}
 svg.explore .thr{stroke:#444;stroke-dasharray:4 3;opacity:.6}
-.explore .hover{font-size:.85rem;color:#333;margin-left:.8rem;font-family:ui-monospace,monospace}
+.explore .hover{font-size:.85rem;color:#333;margin-left:.8rem;font-family:ui-monospace,monospace;overflow-wrap:anywhere}
+#ex-group{max-width:100%}
 .ex-legend{font-size:.85rem;color:#333;margin:.2rem 0} .ex-legend span{margin-right:1rem;white-space:nowrap}
 .ex-legend svg{vertical-align:middle;margin-right:.25rem}
 """

@@ -123,6 +123,12 @@ def experiment_url(tracking_uri: str, experiment_id: str, run_id: str | None = N
     base = ui or (safe_uri(tracking_uri) if tracking_uri.startswith(("http://", "https://")) else None)
     if base is None:
         return None
+    p = urllib.parse.urlsplit(ui or tracking_uri)
+    if p.hostname and ":" in p.hostname:
+        # an IPv6 address keeps its brackets in an address a browser opens (safe_uri drops them,
+        # and the names it gives sources stay as they are): http://::1:5000/#/... opened nothing
+        host = f"[{p.hostname}]" + (f":{p.port}" if p.port else "")
+        base = urllib.parse.urlunsplit((p.scheme, host, p.path, "", ""))
     page = f"experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
     return f"{base.rstrip('/')}/#/{page}?{UI_VIEW}"
 

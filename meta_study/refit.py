@@ -24,7 +24,8 @@ run as soon as it exists and again when it is complete. A refit killed after ``O
 but before its run was complete, or whose server failed mid-publish, leaves the version
 unpublished; the next refit, even with nothing changed, publishes it (into the same run, if one was
 started) before anything else, and ends KILLED the runs of versions that a newer one replaced.
-A tracking server that does not answer fails the refit in one line before any work
+A tracking server that does not answer, a tracking URI MLflow refuses and a server that refuses
+the credentials each fail the refit in one line before any work, before OUT's lock is taken
 (:func:`check_tracking`: exit 2, the URI may be wrong), a server that fails mid-publish in one
 line too (:class:`PublishError`: exit 1, the server failed partway), and a tracking URI with
 credentials in it is refused: the messages only ever hold the URI without them.
@@ -319,79 +320,109 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
     store = Store(cfg.store)
     if not cfg.sources and not cfg.sources_file:
         store.require()   # before the locks: a mistyped --store creates neither it nor OUT's files
-    res = RefitResult(status="refitted")
+    if cfg.tracking_uri:
+        # before any work, and before the locks: a dead server is one line in seconds, and OUT
+        # is not left holding nothing but a lock file
+        check_tracking(cfg)
+    fresh = not Path(cfg.out).exists()
     with refit_locks(store, cfg) as busy:
         if busy:
             return RefitResult(status="locked", message=busy)
-        if cfg.tracking_uri:
-            check_tracking(cfg)       # before any work: a dead server is one line in seconds
-        _remove_stale_tmp(Path(cfg.out) / "refits")
-        reports = _ingest(cfg, store, progress)
-        res.ingest_lines = [r.line() for r in reports]
-        res.failed_sources = [r.line() for r in reports if not r.ok]
-        for line in res.ingest_lines:
-            log(line)
-        if reports and not store.exists():
-            raise UserError(f"{cfg.store}: no store was made, nothing to refit: every source failed "
-                            f"({res.failed_sources[0] if res.failed_sources else 'no rows'})")
-        store.require()
-        snap = Selection().snapshot(store)   # one store version for the fingerprints, the fits and the record
-        groups = snap.groups
-        if not groups:
-            note = layers_only_note(snap.rows["representation_layer"]) if len(snap.rows) else ""
-            prev_dir, prev = previous_refit(cfg.out)
-            if prev_dir is not None:   # a dashboard or cron job reading LATEST would show them as current
-                note = "; ".join(filter(None, (note, f"{Path(cfg.out) / 'LATEST'} still names the refit of "
-                                                     f"{prev.get('time')} (store version {prev.get('store_version')}), "
-                                                     f"whose groups the store no longer holds")))
-            return RefitResult(status="empty", message=f"{cfg.store}: no groups to fit" + (f" ({note})" if note else ""),
-                               ingest_lines=res.ingest_lines, failed_sources=res.failed_sources,
-                               seconds=time.perf_counter() - t0)
-        fps = {group_key(g.key): group_fingerprint(g) for g in groups}
-        prev_dir, prev = previous_refit(cfg.out)
-        prev_fps = {group_key(json.loads(k)): v for k, v in prev.get("groups", {}).items()}
-        same_opts = prev.get("options_fingerprint") == cfg.options_fingerprint()
-        changed = [g for g in groups if not same_opts or prev_fps.get(group_key(g.key)) != fps[group_key(g.key)]]
-        if not changed and set(prev_fps) == set(fps):
-            assert prev_dir is not None
-            if cfg.tracking_uri and not is_published(cfg, prev_dir.name):
-                # an earlier refit wrote this version but was killed or failed before publishing it
-                rid = publish_to_mlflow(cfg, prev_dir, prev)
-                return RefitResult(status="published", version_dir=str(prev_dir), unchanged=len(groups),
-                                   ingest_lines=res.ingest_lines, failed_sources=res.failed_sources, mlflow_run_id=rid,
-                                   mlflow_url=published_url(cfg, prev_dir.name),
-                                   seconds=time.perf_counter() - t0,
-                                   message=f"nothing changed since the refit of {prev.get('time')}, which an "
-                                           f"earlier run had left unpublished: published it now")
-            return RefitResult(status="noop", version_dir=str(prev_dir), unchanged=len(groups),
-                               ingest_lines=res.ingest_lines, failed_sources=res.failed_sources,
-                               seconds=time.perf_counter() - t0,
-                               message=f"nothing changed since the refit of {prev.get('time')}")
-        res.changed = [g.key for g in changed]
-        res.unchanged = len(groups) - len(changed)
-        stamp = version_name(cfg.out)
-        final = Path(cfg.out) / "refits" / stamp
-        tmp = Path(cfg.out) / "refits" / f".tmp-{stamp}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         try:
-            with warnings.catch_warnings():
-                # matplotlib's layout warnings (a legend or labels that do not fit: the figure is
-                # drawn anyway) are about looks, not results; they leaked into cron logs
-                warnings.filterwarnings("ignore", category=UserWarning,
-                                        message=r"(Tight layout not applied|This figure includes Axes that are not "
-                                                r"compatible with tight_layout|constrained_layout not applied)")
-                info = _analyze(cfg, store, snap, changed, prev_dir, tmp, stamp, fps, progress, res.failed_sources)
-            res.unfittable = info["unfittable"]
-            os.replace(tmp, final)
+            return _refit(cfg, store, t0, progress, log)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_if_only_locks(Path(cfg.out), fresh)   # while they are held: no other refit is in OUT
             raise
-        _write_latest(cfg.out, stamp)
-        res.version_dir = str(final)
-        if cfg.tracking_uri:
-            res.mlflow_run_id = publish_to_mlflow(cfg, final, info)
-            res.mlflow_url = published_url(cfg, final.name)
+
+
+def _remove_if_only_locks(out: Path, fresh: bool) -> None:
+    """After a failed refit: OUT's lock files when OUT holds nothing else (every source failed, say),
+    and OUT itself when this refit made it; an OUT with results keeps everything."""
+    locks = {".refit-out.lock", ".refit.lock"}
+    try:
+        names = {p.name for p in out.iterdir()}
+    except OSError:
+        return
+    if not names <= locks:
+        return
+    for name in names:
+        (out / name).unlink(missing_ok=True)
+    if fresh:
+        with contextlib.suppress(OSError):
+            out.rmdir()
+
+
+def _refit(cfg: RefitConfig, store: Store, t0: float, progress: Progress | None,
+           log: Callable[[str], None]) -> RefitResult:
+    """:func:`refit` once it holds the locks."""
+    res = RefitResult(status="refitted")
+    _remove_stale_tmp(Path(cfg.out) / "refits")
+    reports = _ingest(cfg, store, progress)
+    res.ingest_lines = [r.line() for r in reports]
+    res.failed_sources = [r.line() for r in reports if not r.ok]
+    for line in res.ingest_lines:
+        log(line)
+    if reports and not store.exists():
+        raise UserError(f"{cfg.store}: no store was made, nothing to refit: every source failed "
+                        f"({res.failed_sources[0] if res.failed_sources else 'no rows'})")
+    store.require()
+    snap = Selection().snapshot(store)   # one store version for the fingerprints, the fits and the record
+    groups = snap.groups
+    if not groups:
+        note = layers_only_note(snap.rows["representation_layer"]) if len(snap.rows) else ""
+        prev_dir, prev = previous_refit(cfg.out)
+        if prev_dir is not None:   # a dashboard or cron job reading LATEST would show them as current
+            note = "; ".join(filter(None, (note, f"{Path(cfg.out) / 'LATEST'} still names the refit of "
+                                                 f"{prev.get('time')} (store version {prev.get('store_version')}), "
+                                                 f"whose groups the store no longer holds")))
+        return RefitResult(status="empty", message=f"{cfg.store}: no groups to fit" + (f" ({note})" if note else ""),
+                           ingest_lines=res.ingest_lines, failed_sources=res.failed_sources,
+                           seconds=time.perf_counter() - t0)
+    fps = {group_key(g.key): group_fingerprint(g) for g in groups}
+    prev_dir, prev = previous_refit(cfg.out)
+    prev_fps = {group_key(json.loads(k)): v for k, v in prev.get("groups", {}).items()}
+    same_opts = prev.get("options_fingerprint") == cfg.options_fingerprint()
+    changed = [g for g in groups if not same_opts or prev_fps.get(group_key(g.key)) != fps[group_key(g.key)]]
+    if not changed and set(prev_fps) == set(fps):
+        assert prev_dir is not None
+        if cfg.tracking_uri and not is_published(cfg, prev_dir.name):
+            # an earlier refit wrote this version but was killed or failed before publishing it
+            rid = publish_to_mlflow(cfg, prev_dir, prev)
+            return RefitResult(status="published", version_dir=str(prev_dir), unchanged=len(groups),
+                               ingest_lines=res.ingest_lines, failed_sources=res.failed_sources, mlflow_run_id=rid,
+                               mlflow_url=published_url(cfg, prev_dir.name),
+                               seconds=time.perf_counter() - t0,
+                               message=f"nothing changed since the refit of {prev.get('time')}, which an "
+                                       f"earlier run had left unpublished: published it now")
+        return RefitResult(status="noop", version_dir=str(prev_dir), unchanged=len(groups),
+                           ingest_lines=res.ingest_lines, failed_sources=res.failed_sources,
+                           seconds=time.perf_counter() - t0,
+                           message=f"nothing changed since the refit of {prev.get('time')}")
+    res.changed = [g.key for g in changed]
+    res.unchanged = len(groups) - len(changed)
+    stamp = version_name(cfg.out)
+    final = Path(cfg.out) / "refits" / stamp
+    tmp = Path(cfg.out) / "refits" / f".tmp-{stamp}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with warnings.catch_warnings():
+            # matplotlib's layout warnings (a legend or labels that do not fit: the figure is
+            # drawn anyway) are about looks, not results; they leaked into cron logs
+            warnings.filterwarnings("ignore", category=UserWarning,
+                                    message=r"(Tight layout not applied|This figure includes Axes that are not "
+                                            r"compatible with tight_layout|constrained_layout not applied)")
+            info = _analyze(cfg, store, snap, changed, prev_dir, tmp, stamp, fps, progress, res.failed_sources)
+        res.unfittable = info["unfittable"]
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_latest(cfg.out, stamp)
+    res.version_dir = str(final)
+    if cfg.tracking_uri:
+        res.mlflow_run_id = publish_to_mlflow(cfg, final, info)
+        res.mlflow_url = published_url(cfg, final.name)
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -554,25 +585,117 @@ def _one_line(e: BaseException, uri: str) -> str:
     code = re.search(r"error code (\d+)", text)
     if code:
         return f"HTTP {code.group(1)}"
-    return text.replace(uri, safe_uri(uri))[:200]
+    return _cut(text.replace(uri, safe_uri(uri)), 200)
+
+
+def _cut(text: str, most: int) -> str:
+    """``text`` of at most ``most`` characters, cut at a space (with "...") rather than mid-word."""
+    if len(text) <= most:
+        return text
+    head = text[:most - 3]
+    return (head.rsplit(" ", 1)[0] if " " in head else head).rstrip(" ,;:") + "..."
+
+
+def _first_sentence(text: str, most: int = 240) -> str:
+    """The first sentence of one of MLflow's messages (they run to a paragraph of advice and links),
+    whole words only: up to the first ``.``, ``!`` or ``?`` followed by a space, not the one of "e.g."."""
+    text = " ".join(text.split())
+    m = re.search(r"(?<!\be\.g)(?<!\bi\.e)[.!?](?=\s|$)", text)
+    return _cut(text[:m.end()] if m else text, most)
+
+
+def _refused_by_mlflow(e: BaseException) -> bool:
+    """Whether MLflow refused the tracking URI itself (an unsupported scheme, a file store, a missing
+    plug-in) rather than failing to reach a server: a connection error or an HTTP status is a request
+    that was tried ("API request to ... failed")."""
+    from mlflow.exceptions import MlflowException, RestException
+
+    return (isinstance(e, MlflowException) and not isinstance(e, RestException)
+            and not str(e).lstrip().startswith("API request to"))
 
 
 def check_tracking(cfg: RefitConfig) -> str:
     """The id of the refit's experiment (created and tagged if absent): one request, no retries.
 
     Raises:
-        UserError: one line, within about ``CHECK_TIMEOUT_S`` seconds, if the server does not answer.
+        UserError: one line, within about ``CHECK_TIMEOUT_S`` seconds, saying which it is: MLflow
+            refuses the URI (its first sentence: an unsupported scheme, a file store), the store
+            cannot be opened (a sqlite file), no database server or no MLflow tracking server
+            answers there, or the server refuses access (HTTP 401 or 403).
     """
     from .mlflow_client import safe_uri
     from .mlflow_client import get_or_create_experiment, mlflow_client
 
     assert cfg.tracking_uri
+    _check_database_answers(cfg.tracking_uri)
     try:
         with _http_settings(0, CHECK_TIMEOUT_S):
-            return get_or_create_experiment(mlflow_client(cfg.tracking_uri), cfg.tracking_uri, cfg.experiment)
+            client = mlflow_client(cfg.tracking_uri)
+            exp = client.get_experiment_by_name(cfg.experiment)
+            if exp is not None and exp.lifecycle_stage == "deleted":
+                # every refit did all its work, then failed to publish ("must be in the 'active'
+                # state"), exit 1, saying the next refit would publish it
+                raise UserError(f"--publish-experiment {cfg.experiment}: the experiment is deleted in MLflow at "
+                                f"{safe_uri(cfg.tracking_uri)} (id {exp.experiment_id}); restore it (in the UI, or `mlflow "
+                                f"experiments restore --experiment-id {exp.experiment_id}` with MLFLOW_TRACKING_URI "
+                                "set) or give another "
+                                "--publish-experiment; nothing was refitted")
+            return get_or_create_experiment(client, cfg.tracking_uri, cfg.experiment)
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - any failure to reach it is the same one line
-        raise UserError(f"--tracking-uri {safe_uri(cfg.tracking_uri)}: no MLflow tracking server answers there "
+        uri = safe_uri(cfg.tracking_uri)
+        if _refused_by_mlflow(e):
+            # no server was asked: "no server answers there" sent users looking for a dead server
+            why = _first_sentence(str(e).replace(cfg.tracking_uri, uri))
+            raise UserError(f"--tracking-uri {uri}: MLflow refuses this tracking URI ({why}); "
+                            "nothing was refitted") from None
+        code = re.search(r"error code (40[13])\b", str(e))
+        if code:
+            # the server answered: "no MLflow tracking server answers there (HTTP 401)" sent users
+            # looking for a dead server when their credentials were missing or wrong
+            given = [k for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_TOKEN") if os.environ.get(k)]
+            why = (f"HTTP 401: not authenticated; {'check' if given else 'set'} MLFLOW_TRACKING_USERNAME and "
+                   "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)" if code.group(1) == "401" else
+                   f"HTTP 403: this user may not read or create the experiment {cfg.experiment!r}")
+            raise UserError(f"--tracking-uri {uri}: the MLflow tracking server there refuses access ({why}); "
+                            "nothing was refitted") from None
+        if not cfg.tracking_uri.lower().startswith(("http://", "https://")):
+            # a database (sqlite:////no/such/dir/mlflow.db) or a plug-in's store: no server to answer
+            raise UserError(f"--tracking-uri {uri}: MLflow cannot open this tracking store "
+                            f"({_one_line(e, cfg.tracking_uri)}); nothing was refitted") from None
+        raise UserError(f"--tracking-uri {uri}: no MLflow tracking server answers there "
                         f"({_one_line(e, cfg.tracking_uri)}); nothing was refitted") from None
+
+
+#: Default ports of the database servers MLflow keeps runs in.
+DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def _check_database_answers(tracking_uri: str) -> None:
+    """A database server (``postgresql://h/db``) that answers no TCP connection within
+    CHECK_TIMEOUT_S is one line: MLflow's own check retries it 10 times, ~2 minutes of warnings
+    ("Operation will be retried in 51.1 seconds") before the same failure. One connect, no query."""
+    import socket
+    import urllib.parse
+
+    from .mlflow_client import safe_uri
+
+    p = urllib.parse.urlsplit(tracking_uri)
+    db = next((d for d in DB_PORTS if p.scheme.lower().split("+")[0] == d), None)
+    if db is None or not p.hostname:      # not a database server, or a local socket
+        return
+    try:
+        port = p.port or DB_PORTS[db]
+    except ValueError:
+        return                            # not a port: MLflow says so
+    try:
+        with socket.create_connection((p.hostname, port), timeout=CHECK_TIMEOUT_S):
+            pass
+    except OSError as e:
+        why = _one_line(e, tracking_uri) if not isinstance(e, TimeoutError) else "no answer in time"
+        raise UserError(f"--tracking-uri {safe_uri(tracking_uri)}: no database server answers there ({why}); "
+                        "nothing was refitted") from None
 
 
 def _out_id(out: str) -> str:
@@ -740,7 +863,9 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
               "n_changed": len(info["changed"]), "n_unfittable": len(info["unfittable"]),
               "sources": ",".join(safe_uri(s) if "://" in s else s for s in info["sources"])[:6000] or "-",
               "holdout_quantile": cfg.fit.holdout_quantile, "loss": cfg.fit.loss,
-              "trials": cfg.sensitivity.trials, "samples": cfg.bootstrap.samples}
+              "trials": cfg.sensitivity.trials, "samples": cfg.bootstrap.samples,
+              # the metric stop_paying_us is where +1 US point buys less than this many DS points
+              "threshold": cfg.threshold}
     fits = pd.read_parquet(version_dir / "fits.parquet")
     ts = int(_dt.datetime.fromisoformat(info["time"]).timestamp() * 1000)   # the version's time
     metrics: list[tuple[str, float, int]] = []

@@ -34,7 +34,7 @@ import pyarrow as pa
 from ..errors import UserError
 from ..keys import key_strings
 from ..schema import COLUMN_BY_NAME, KEY, SCHEMA_VERSION, TRAINED_EPOCHS_KEY
-from ..validation import row_json, validate
+from ..validation import SOURCE_UNIT, row_json, validate
 from ..store import Store
 from .mapping import PERCENT_UNITS, IngestMapping, PercentTally, infer_arch_family, parse_mapping
 from .sources import STORED_BEFORE, SourceBatch, SourceOptions, rejected_frame
@@ -271,6 +271,8 @@ class RunExpander:
         us_vals: list[float] = []
         ds_idx: list[int] = []
         ds_vals: list[float] = []
+        us_units: list[str | None] = []     # per row: the unit each accuracy was logged in (None: a fraction)
+        ds_units: list[str | None] = []
         counts = np.zeros(len(records), np.int64)
         problems: list[tuple[int, str]] = []
         starts: list[int | None] = []
@@ -279,8 +281,10 @@ class RunExpander:
         declared: dict[tuple[str, str], list[tuple[str, float]]] = {}   # (column, percent unit) -> (task, raw value)
         for i, rec in enumerate(records):
             us: dict[str, float] = {}
+            us_u: dict[str, str | None] = {}
             ds_i: list[int] = []
             ds_v: list[float] = []
+            ds_u: list[str | None] = []
             extra: dict[str, str] = {}
             pct: list[tuple[tuple[str, str], str, float]] = []   # this run's, kept if it gives rows
             # sorted: the same rows whatever order a source reads the metrics in
@@ -295,11 +299,14 @@ class RunExpander:
                     if spec.unit in PERCENT_UNITS:
                         pct.append(((f"{spec.role}_accuracy", spec.unit),
                                     spec.us_task if spec.role == "us" else spec.ds_task, float(value)))
+                unit = None if spec.unit == "fraction" else spec.unit
                 if spec.role == "us":
                     us[spec.us_task] = v
+                    us_u[spec.us_task] = unit
                 else:
                     ds_i.append(spec.ds_index)
                     ds_v.append(v)
+                    ds_u.append(unit)
             if not ds_i:
                 continue  # no rows, no problem: upstream-only or metric-less
             if not us:
@@ -324,8 +331,10 @@ class RunExpander:
                 row_base.extend([b] * n)
                 us_tasks.extend([us_task] * n)
                 us_vals.extend([us_v] * n)
+                us_units.extend([us_u[us_task]] * n)
                 ds_idx.extend(ds_i)
                 ds_vals.extend(ds_v)
+                ds_units.extend(ds_u)
             counts[i] = len(us) * n
         tally = PercentTally()
         for (col, unit), raw in declared.items():
@@ -345,6 +354,11 @@ class RunExpander:
         rows["us_task"] = us_tasks
         rows["us_accuracy"] = us_vals
         rows["ds_accuracy"] = ds_vals
+        # as for files (mapping.finish_rows): validation names a value out of range as it was
+        # logged, in its unit ("100.5 out of range [0, 100] (unit percent)", not "1.005 ... [0, 1]")
+        for col, units in (("us_accuracy", us_units), ("ds_accuracy", ds_units)):
+            if any(u is not None for u in units):
+                rows[SOURCE_UNIT[col]] = pd.Series(units, dtype=object)
         return ExpandedRuns(rows, np.asarray(base_run, np.int64)[take], counts, tuple(problems))
 
     def _constant_clash(self, rec: RunRecord) -> str | None:
