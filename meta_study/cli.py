@@ -1066,6 +1066,7 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
                                                          frontiers=fit_opts.selection.frontiers),
                           bootstrap=BootstrapOptions(samples=samples, fit=fit_opts), address=address, workers=workers,
                           use_ray=not serial, threshold=threshold)
+    fresh = not os.path.exists(out_dir)
     prepare_out(out_dir, store_uri)
     first = True
     while True:
@@ -1078,6 +1079,9 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
             # error is said and the next refit comes; only the first run fails (a wrong setting
             # is said at once, not once an hour)
             if period is None or first:
+                if fresh:   # the --out this command made, if still empty: a failed first refit left it
+                    with contextlib.suppress(OSError):
+                        os.rmdir(out_dir)
                 raise
             click.echo(f"refit: failed: {_first_line_of(e)}; the next refit tries again", err=True)
         else:

@@ -61,7 +61,10 @@ def test_a_refit_that_fails_its_tracking_check_leaves_no_out_behind(tmp_path, ur
     # through the command: no lock file is left in the OUT it prepares
     r = run_cli("refit", "--store", s.uri, "--out", str(out), "--tracking-uri", uri, "--serial")
     assert r.returncode == 2
-    assert not (out / ".refit-out.lock").exists()
+    assert not out.exists()     # the command made it (prepare_out), and removes it again
+    out.mkdir()
+    r = run_cli("refit", "--store", s.uri, "--out", str(out), "--tracking-uri", uri, "--serial")
+    assert r.returncode == 2 and out.is_dir() and not any(out.iterdir())   # one it did not make stays
 
 
 def test_a_refit_whose_every_source_fails_removes_the_out_it_made(tmp_path):
