@@ -97,7 +97,10 @@ def artifact_location(tracking_uri: str, name: str) -> str | None:
 
     if tracking_uri.startswith("sqlite:///"):
         db = Path(tracking_uri[len("sqlite:///"):])
-        return (db.parent / "mlartifacts" / re.sub(r"[^A-Za-z0-9_.-]", "_", name)).resolve().as_uri()
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        if safe in ("", ".", ".."):   # "mlartifacts/.." is the database's own directory
+            safe = "_" * max(1, len(safe))
+        return (db.parent / "mlartifacts" / safe).resolve().as_uri()
     return None
 
 

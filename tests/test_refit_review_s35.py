@@ -244,3 +244,12 @@ def test_the_refit_run_says_the_threshold_its_stop_paying_points_were_found_with
     db = f"sqlite:///{tmp_path / 'ml.db'}"
     res = refit(quick_refit_config(s, tmp_path / "out", tracking_uri=db, threshold=0.25), log=lambda m: None)
     assert MlflowClient(db).get_run(res.mlflow_run_id).data.params["threshold"] == "0.25"
+
+
+@pytest.mark.parametrize("name", ["..", ".", ""])
+def test_an_experiment_named_dot_dot_keeps_its_artifacts_under_mlartifacts(tmp_path, name):
+    """``artifact_location(sqlite, "..")`` was ``PARENT/mlartifacts/..``: the database's own directory."""
+    from meta_study.mlflow_client import artifact_location
+
+    loc = artifact_location(f"sqlite:///{tmp_path}/mlflow.db", name)
+    assert loc is not None and loc.startswith((tmp_path / "mlartifacts").as_uri() + "/"), loc
