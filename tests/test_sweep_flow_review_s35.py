@@ -265,3 +265,14 @@ def test_the_sweeps_best_accuracy_comes_from_finished_runs_only(tmp_path):
     out = log_sweep_summary(uri, exp, parent, {"trials": 4, "finished": 2, "errored": 1})
     assert out["best/us/synth_us/top1"] == 0.5 and out["sweep/errored"] == 1.0
     assert c.get_run(parent).data.metrics["best/us/synth_us/top1"] == 0.5
+
+
+@pytest.mark.parametrize("flag", ["--storage-path", "--researcher"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_storage_path_or_researcher_is_refused_not_defaulted(flag, value):
+    """``--storage-path "$UNSET"`` ran on ./meta-study-sweeps/ray and ``--researcher ''`` tagged
+    every run with $USER, without a word."""
+    with pytest.raises(UserError) as e:
+        parse_options(SPEC, [flag, value])
+    assert str(e.value).startswith(f"{flag} '': empty"), str(e.value)
+    assert parse_options(SPEC, ["--researcher", "ada"]).researcher == "ada"

@@ -340,6 +340,8 @@ def test_a_new_sweeps_record_is_created_by_exactly_one_driver(tmp_path):
     (["--set", "shots=[]"], "--set shots=(): must be one or more whole shot counts >= 1"),
     (["--set", "shots=[2.5]"], "--set shots=(2.5,): must be one or more whole shot counts >= 1"),
     (["--set", "margin_examples=0"], "--set margin_examples=0: must be at least 1 with diagnostics"),
+    # accepted before Ray, then failed in every trial (torch cannot size such a batch)
+    (["--set", "batch_size=1e30"], "--set batch_size=1e+30: must be at most 2,147,483,647"),
 ])
 def test_a_bad_trial_setting_stops_the_sweep_before_ray_starts(tmp_path, argv, says):
     """Found inside the trials, each cost a minute of Ray, retried trials, hundreds of lines of

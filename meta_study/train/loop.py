@@ -38,6 +38,9 @@ from .synth import DS_TASKS
 ReportFn = Callable[[int, dict[str, float], "str | None"], None]
 
 CHECKPOINT_FILE = "checkpoint.pt"
+#: The largest count a TrainConfig integer field takes (seeds aside): torch sizes and indices are
+#: 32-bit in places, and a batch or step count beyond it is a typo (1e30), not a plan.
+INT_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,9 @@ class TrainConfig:
             v = getattr(self, name)
             if num(v) and not isinstance(v, int) and not (isinstance(v, float) and v.is_integer()):
                 out.append(f"{name}={v!r}: must be a whole number")
+            elif num(v) and name not in ("seed", "data_seed") and math.isfinite(v) and v > INT_MAX:
+                # --set batch_size=1e30 passed every check and failed in each trial (torch's sizes)
+                out.append(f"{name}={v:g}: must be at most {INT_MAX:,}")
         at_least("seed", 0)
         at_least("data_seed", 0)
         need("shots", len(tuple(self.shots)) > 0 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1

@@ -214,6 +214,11 @@ class SweepOptions:
             raise UserError("--cpus-per-trial 0: a trial needs a CPU or a GPU")
         if self.name is not None:
             check_sweep_name(self.name)
+        # an empty value (an unset shell variable) ran on the default without a word
+        if self.storage_path is not None and not self.storage_path.strip():
+            raise UserError("--storage-path '': empty (leave it out for the default, ./meta-study-sweeps/ray)")
+        if not self.researcher.strip():
+            raise UserError("--researcher '': empty (leave it out for $META_STUDY_RESEARCHER, else $USER)")
         if self.experiment is not None and (self.experiment.strip() in ("", ".", "..")
                                             or not self.experiment.isprintable()):
             # "" ran under the sweep's default without a word; ".." put a sqlite store's artifacts
@@ -320,7 +325,7 @@ def parse_options(spec: SweepSpec, argv: Sequence[str] | None = None) -> SweepOp
         datasets=dict(_pairs(a.dataset, "--dataset")), layerwise=a.layerwise,
         overrides={k: _literal(v) for k, v in _pairs(a.set, "--set")}, address=a.address, quiet=a.quiet,
         allow_code_change=a.allow_code_change, fail_once=a.fail_once, fail_eval_once=a.fail_eval_once,
-        **({"researcher": a.researcher} if a.researcher else {}))
+        **({"researcher": a.researcher} if a.researcher is not None else {}))
 
 
 def fixed_config(spec: SweepSpec, options: SweepOptions) -> dict[str, Any]:
