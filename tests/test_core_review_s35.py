@@ -136,3 +136,21 @@ def test_a_candidate_row_without_a_fit_count_still_predicts():
         assert math.isclose(float(predict_fit(row, 0.5)), float(_law(np.array(0.5))), rel_tol=1e-12)
         lo, hi = predict_interval(row, 0.5)
         assert math.isnan(lo) and math.isnan(hi)        # no back-test residuals: no interval
+
+
+def test_a_task_where_every_model_scores_the_same_is_flagged_no_trend():
+    """Every visible model at one DS accuracy (a task at chance): the trend test did not run (a
+    constant axis has no rank correlation), so the group was trusted with a stop-paying point and a
+    zero-width interval, and nothing said DS does not track US."""
+    import numpy as np
+
+    from meta_study.analysis.fitting import FitOptions
+    from meta_study.analysis.groups import Group
+    from meta_study.analysis.tables import fit_table, headlines
+
+    us = np.random.default_rng(3).uniform(0.3, 0.9, 40)
+    df, _ = fit_table([Group("up", "chance", "fewshot", 5, us, np.full(40, 0.5))], FitOptions())
+    row = headlines(df).iloc[0]
+    assert "no_trend: DS is not shown to rise with US in these models (every visible model has the same DS" in \
+        row["warnings"], row["warnings"]
+    assert row["spearman_p"] == 1.0 and not row["stop_paying_supported"]

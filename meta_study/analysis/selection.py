@@ -510,9 +510,14 @@ def _permutations(n: int) -> np.ndarray:
 
 
 def _spearman(us: np.ndarray, ds: np.ndarray) -> tuple[float, float]:
-    """(rho, one-sided p of rho > 0); NaN for fewer than 3 models or a constant axis."""
-    if us.size < 3 or np.ptp(us) == 0 or np.ptp(ds) == 0:
+    """(rho, one-sided p of rho > 0); NaN for fewer than 3 models. A constant axis (every model
+    at one DS accuracy, a task at chance; or at one US accuracy) has no rank correlation, and
+    nothing shows DS rising with US: (NaN, 1). It was (NaN, NaN), no test, and such a group was
+    trusted with a stop-paying point and a zero-width interval, without ``no_trend``."""
+    if us.size < 3:
         return math.nan, math.nan
+    if np.ptp(us) == 0 or np.ptp(ds) == 0:
+        return math.nan, 1.0
     from scipy.stats import rankdata, spearmanr
 
     with _warnings.catch_warnings():
@@ -766,8 +771,10 @@ def _group_warnings(sel: GroupSelection, g: _Group, o: SelectionOptions, trusted
     if members and at_bound * 2 > len(members):
         w.append(f"at_bound: {at_bound} of {len(members)} members have a parameter at its bound")
     if math.isfinite(sel.spearman_p) and sel.spearman_p >= TREND_P:
-        w.append(f"no_trend: DS is not shown to rise with US in these models (Spearman rho = {sel.spearman:.2f}, "
-                 f"one-sided p = {sel.spearman_p:.2f}), so no stop-paying point or saturation is stated")
+        why = (f"Spearman rho = {sel.spearman:.2f}, one-sided p = {sel.spearman_p:.2f}" if math.isfinite(sel.spearman)
+               else "every visible model has the same DS accuracy, or the same US accuracy")
+        w.append(f"no_trend: DS is not shown to rise with US in these models ({why}), so no stop-paying point or "
+                 "saturation is stated")
     if not sel.usable:
         bad = unusable_reason(sel.candidates)      # one reason, not one per law that could not fit
         w.extend(bad.warnings if bad is not None else ())
