@@ -10,8 +10,9 @@ Points are named by :func:`point_name` (the store's model name, not a 32-digit r
 line is the headline's prediction from the best visible model to the tested horizon, as in the
 figures. Nothing is loaded from the network; without script the static views and figures remain.
 
-Size: a page embeds at most :data:`MAX_POINTS` points (~4 MB); a larger analysis embeds its first
-groups up to that and says so (points.parquet holds them all).
+Size: a page embeds at most :data:`MAX_POINTS` points (~4 MB); a larger analysis embeds the groups
+that fit in that, in order, and names those it left out with their counts (points.parquet holds
+them all).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ svg.explore .thr{stroke:#444;stroke-dasharray:4 3;opacity:.6}
 .explore .hover{font-size:.85rem;color:#333;margin-left:.8rem;font-family:ui-monospace,monospace;overflow-wrap:anywhere}
 #ex-group{max-width:100%}
 .ex-legend{font-size:.85rem;color:#333;margin:.2rem 0} .ex-legend span{margin-right:1rem;white-space:nowrap}
-.ex-legend svg{vertical-align:middle;margin-right:.25rem}
+.ex-legend svg{vertical-align:middle;margin-right:.25rem} .ex-left{overflow-wrap:anywhere}
 """
 
 # The viewer. State is the chosen group and its domain [x0, x1, y0, y1] in accuracy points; the
@@ -199,23 +200,25 @@ def prediction_line(r: dict[str, Any], points: int = 60) -> tuple[np.ndarray, np
     return xs[ok] * 100, ys[ok] * 100
 
 
-def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, Any], int]:
+def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, Any], list[tuple[str, int]]]:
     """The JSON the viewer reads: ``names`` (each model's :func:`point_name` once) and one entry
     per group with its label, hold-out threshold (points, or null), the headline's prediction as
-    a polyline (:func:`prediction_line`) and points as [US, DS, name index, held out (1/0)]; and how many groups
-    were left out for :data:`MAX_POINTS`. Names are made over all of ``points``, so different
-    runs get different names on the page, whichever groups it holds."""
+    a polyline (:func:`prediction_line`) and points as [US, DS, name index, held out (1/0)]; and
+    the groups left out for :data:`MAX_POINTS`, as (label, number of points). Names are made over
+    all of ``points``, so different runs get different names on the page, whichever groups it holds."""
     points = points.reset_index(drop=True)
     name_of = point_names(points)   # by row position
     by = points_by_group(points)
     names: dict[str, int] = {}
-    groups, total, left = [], 0, 0
+    groups: list[dict[str, Any]] = []
+    left: list[tuple[str, int]] = []
+    total = 0
     for r in heads.to_dict("records"):
         g = by.get(group_key(r[c] for c in KEYS))
         if g is None or g.empty:
             continue
         if total + len(g) > MAX_POINTS:
-            left += 1
+            left.append((_label(r), len(g)))
             continue
         total += len(g)
         us, ds = g["us_accuracy"].to_numpy(float) * 100, g["ds_accuracy"].to_numpy(float) * 100
@@ -230,6 +233,24 @@ def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, 
                        "p": [[round(float(a), 2), round(float(b), 2), i, int(bool(f > thr))]
                              for a, b, i, f in zip(us, ds, idx, g["us_accuracy"].to_numpy(float))]})
     return {"names": list(names), "groups": groups}, left
+
+
+#: Groups named where the page says which groups it left out (the rest are counted).
+LEFT_NAMED = 5
+
+
+def _left_out_text(left: list[tuple[str, int]], *, embedded: bool) -> str:
+    """The note (HTML) on the groups :func:`explorer_data` left out, each named with its number
+    of points (the first :data:`LEFT_NAMED`): "40 more groups are not embedded" said neither which
+    nor why a group the user looked for was missing. "" when none was left out."""
+    if not left:
+        return ""
+    n = len(left)
+    what = f"{n}{' more' if embedded else ''} group{'s are' if n != 1 else ' is'} not embedded"
+    named = "; ".join(f"{html.escape(k)} ({c:,} points)" for k, c in left[:LEFT_NAMED])
+    rest = f"; and {n - LEFT_NAMED} more" if n > LEFT_NAMED else ""
+    return (f"<span class=ex-left>{what} (this page holds at most {MAX_POINTS:,} points; points.parquet has "
+            f"them all): {named}{rest}.</span>")   # a 400-character task name wraps, never widens the page
 
 
 #: What the explorer's marks mean (the law and threshold entries hide for a group without them).
@@ -250,16 +271,16 @@ def explorer_html(heads: pd.DataFrame, points: pd.DataFrame | None) -> str:
     if points is None or points.empty or heads.empty:
         return ""
     data, left = explorer_data(heads, points)
+    more = _left_out_text(left, embedded=bool(data["groups"]))
     if not data["groups"]:
-        return ""
+        # every group over MAX_POINTS alone (one of 300,000 models): the section vanished unsaid
+        return f"<h2>Explore a group</h2><p class=note>{more}</p>" if more else ""
     # JSON inside <script>: '<' escaped so that no value can close the element
     blob = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")
     options = "".join(f"<option value={i}>{html.escape(g['k'])}</option>" for i, g in enumerate(data["groups"]))
-    more = (f" {left} more groups are not embedded (this page holds at most {MAX_POINTS:,} points); "
-            "points.parquet has them all." if left else "")
     return ("<h2>Explore a group</h2><p class=note>Every group's models: pick a group, scroll to zoom at the cursor, "
             "drag to pan, double-click to reset; type part of a model's name to mark it, hover a point for its "
-            f"model and accuracies.{more}</p>"
+            f"model and accuracies.{' ' + more if more else ''}</p>"
             f"<div class=explore><select id=ex-group aria-label='group'>{options}</select>"
             "<input id=ex-find type=search placeholder='find a model' aria-label='find a model'>"
             "<span id=ex-info class=info></span><span id=ex-hover class=hover></span>" + LEGEND +

@@ -44,6 +44,20 @@ def interval(lo: float, hi: float) -> str:
     return f" [{pct(lo)}-{pct(hi)}]"
 
 
+#: A US accuracy that prints as 100% even with 3 decimals: the grid's last step (1 - 1e-7 to 1),
+#: where a law reaches a target only in the limit of 100% US.
+AT_100 = 1 - 5e-6
+
+
+def _us_interval(lo: float, hi: float) -> str:
+    """:func:`interval` of the US accuracy a target needs: an end at :data:`AT_100` or above is
+    "100%", not "100.000%" (a limit, not a model's accuracy)."""
+    text = interval(lo, hi)
+    if text and math.isfinite(hi) and hi >= AT_100:
+        text = f" [{pct(lo)}-100%]"
+    return text
+
+
 def flags(warnings: Any) -> list[tuple[str, str]]:
     """``(label, detail)`` of each warning of a row, each label once (the first detail kept)."""
     out: dict[str, str] = {}
@@ -150,22 +164,30 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
     target = _f(row, "ds_target")
     if math.isfinite(target):
         un = _f(row, "us_needed")
-        iv = interval(_f(row, "us_needed_lo"), _f(row, "us_needed_hi"))
+        un_lo, un_hi = _f(row, "us_needed_lo"), _f(row, "us_needed_hi")
+        # the interval's low end at 100% US (the band's upper edge reaches the target only in the
+        # limit) or never: "needs US in the 90% interval [100.000%-never]" said nothing reachable
+        lo_100 = un_lo >= AT_100
+        iv = "" if lo_100 else _us_interval(un_lo, un_hi)
         if math.isfinite(flat) and target <= flat:      # no prediction needed: a visible model has it
             need = f"{pct(target)} DS is reached already (best DS seen: {pct(flat)})"
         elif no_trend:   # "needs US in [89.8%-never]" on a task whose DS falls as US rises
             need = f"{pct(target)} DS: no US accuracy is stated (DS is not shown to rise with US in these models)"
+        elif lo_100 and (not trusted or not un < AT_100):
+            need = f"{pct(target)} DS is not reached below 100% US, not even by the 90% interval's upper edge"
         elif not trusted:       # as the steps: an untrusted group states the interval, never a point
             need = f"{pct(target)} DS needs US in the 90% interval{iv or ' [none]'}"
         elif math.isfinite(un) and math.isfinite(best) and un <= best + 1e-12:
             # the laws' trend passes the target within the data, but no visible model reaches it
             # (the trend runs above them there): "needs 81.8% US", the best model's, which has less
             need = f"{pct(target)} DS needs more US than the best visible model's {pct(best)}{iv}"
-        elif math.isfinite(un):
+        elif math.isfinite(un) and un < AT_100:
             past = "" if math.isfinite(hus) and un <= hus + 1e-12 else " (past the tested horizon)"
             need = f"{pct(target)} DS needs {pct(un)} US{iv}{past}"
-        else:
-            need = f"{pct(target)} DS is not reached by the prediction" + (f" (90% interval{iv})" if iv else "")
+        else:   # never, or only in the limit of 100% US (it read "needs 100.000% US")
+            when = " only at 100% US" if math.isfinite(un) else ""
+            need = (f"{pct(target)} DS is {'reached' if when else 'not reached'} by the prediction{when}"
+                    + (f" (90% interval{iv})" if iv else ""))
         claims = (claims + " " if claims else "") + need + "."
     return Answer(trusted=trusted, word="trusted" if trusted else "not trusted", reason=reason,
                   steps=tuple(steps), claims=claims, flags=tuple(flags(row.get("warnings"))))

@@ -6,12 +6,13 @@ calls these; so do the ``analysis/*.py`` scripts for their extra tables.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -31,6 +32,61 @@ class Outputs:
 
     tables: list[str] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def removed_if_failed(out_dir: str | None) -> Iterator[None]:
+    """Around a command that writes to ``--out`` ``out_dir``: if the body fails (raises, or exits
+    with a non-zero code), remove the directory again when this command created it and nothing
+    was written into it, with the empty folders the body made inside it and the parents that had
+    to be created for it (``--out new/results`` made ``new`` too, and a failed command left it).
+    A directory that existed before is never removed, nor one holding a file. ``None``: no
+    ``--out``, nothing to do.
+
+    The one rule of the CLI's commands, the refit and the ``analysis/*.py`` scripts: each removed
+    the ``--out`` a failed command had created its own way (one only after some errors, none of
+    them the parents)."""
+    made = _missing_dirs(out_dir) if out_dir else []
+    try:
+        yield
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            _remove_empty(made)
+        raise
+    except BaseException:
+        _remove_empty(made)
+        raise
+
+
+def _missing_dirs(path: str) -> list[str]:
+    """``path`` and its ancestors that do not exist yet, deepest first (empty: ``path`` exists,
+    or is a link, even a dangling one)."""
+    out: list[str] = []
+    d = os.path.abspath(path)
+    while not os.path.lexists(d):
+        out.append(d)
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    return out
+
+
+def _remove_empty(made: Sequence[str]) -> None:
+    """Remove the directories ``made`` (deepest first) while they hold no file: the first of them,
+    ``--out``, after the empty folders inside it; a file anywhere keeps it and its parents."""
+    if made and os.path.isdir(made[0]) and not os.path.islink(made[0]):
+        for root, dirs, _files in os.walk(made[0], topdown=False):
+            for name in dirs:
+                with contextlib.suppress(OSError):   # not empty, or a link: kept
+                    os.rmdir(os.path.join(root, name))
+    for d in made:   # a body that failed half-way made some of the parents only
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            continue
+        except OSError:   # not empty (a file, or a folder another process made): it and its parents stay
+            return
 
 
 def write_table(df: pd.DataFrame, stem: str, out: Outputs, *, csv: bool | None = None) -> None:
@@ -107,8 +163,10 @@ def write_fits(df: pd.DataFrame, panels: Sequence[dict[str, Any]], out_dir: str,
             mine += fig.plot_group(d, os.path.join(out_dir, "figures", "groups", p["slug"]), footer=footer_text)
         eq1 = df[(df["law"] == "eq1")]
         # against the number of shots: only where a task has several shot settings (a single one,
-        # e.g. 0-shot language-model tasks, drew empty log-scaled panels and a legend of every task)
-        shots = eq1.dropna(subset=["shots"]).groupby(["us_task", "ds_task"])["shots"].nunique()
+        # e.g. 0-shot language-model tasks, drew empty log-scaled panels and a legend of every task);
+        # per protocol, as the figure's lines are (fewshot 5-shot beside linear 10-shot drew lone dots)
+        shots = eq1.dropna(subset=["shots"]).groupby(["us_task", "eval_protocol", "ds_task"],
+                                                     dropna=False)["shots"].nunique()
         if (shots > 1).any():
             mine += fig.plot_params_vs_shots(eq1, os.path.join(out_dir, "figures", "params_vs_shots"),
                                              footer=footer_text)

@@ -15,12 +15,21 @@ def parser(doc: str) -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("store", metavar="STORE", help="meta-study store path or URI")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--us-task", action="append", default=[], help="only these upstream tasks")
-    p.add_argument("--ds-task", action="append", default=[], help="only these downstream tasks")
-    p.add_argument("--eval-protocol", "--protocol", dest="eval_protocol", action="append", default=[],
+    p.add_argument("--us-task", action="append", type=_name, default=[], help="only these upstream tasks")
+    p.add_argument("--ds-task", action="append", type=_name, default=[], help="only these downstream tasks")
+    p.add_argument("--eval-protocol", "--protocol", dest="eval_protocol", action="append", type=_name, default=[],
                    help="only these eval protocols (--protocol is an alias)")
     p.add_argument("--shots", action="append", type=int, default=[], help="only these shot counts")
     return p
+
+
+def _name(text: str) -> str:
+    """A task or protocol name as the store holds it, as ``meta-study`` reads it: spaces at either
+    end stripped, accents composed (NFC). ``--ds-task "oxford pets "`` or a decomposed "é" matched
+    nothing here, where the commands found the task."""
+    import unicodedata
+
+    return unicodedata.normalize("NFC", text.strip())
 
 
 def selection(args: argparse.Namespace) -> Any:
@@ -42,25 +51,24 @@ def run(main: Callable[[], None]) -> None:
     and exit code 2; the machine failing (a full disk, an S3 endpoint gone) is one line with the
     OS's words and exit code 1, its traceback only with
     ``META_STUDY_TRACEBACK=1`` (it printed a traceback, where the commands print one line)."""
-    import os
+    from .outputs import removed_if_failed
 
-    out = _out_argument()
-    made = out is not None and not os.path.exists(out)
-    try:
+    # --out is made before the script reads the store: a failure (no such rows, a damaged store)
+    # left an empty directory behind, as if the script had written results there
+    with removed_if_failed(_out_argument()):
         _run(main)
-    except BaseException:
-        # --out is made before the script reads the store: a failure (no such rows, a damaged
-        # store) left an empty directory behind, as if the script had written results there
-        if made and out is not None and os.path.isdir(out) and not os.listdir(out):
-            os.rmdir(out)
-        raise
 
 
 def _out_argument() -> str | None:
-    """The ``--out`` of this process's command line (None: not given)."""
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    """The ``--out`` of this process's command line (None: not given, or given without a value:
+    the script's own parser says so, with its usage; this one printed "usage: fig1_grid.py [--out
+    OUT]", as if that were the script's)."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     pre.add_argument("--out")
-    known, _ = pre.parse_known_args()
+    try:
+        known, _ = pre.parse_known_args()
+    except argparse.ArgumentError:
+        return None
     return known.out
 
 
@@ -99,12 +107,15 @@ def sizes(text: str | None) -> tuple[int, ...] | None:
     Raises:
         UserError: one line naming ``--sizes``, for text that is not comma-separated integers.
     """
-    if not text:
+    if not text:   # as the commands' --sizes: "" is the default steps
         return None
     try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
+        out = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise UserError(f"--sizes must be comma-separated integers, got {text!r}") from None
+        out = ()
+    if not out:   # "--sizes ," ran the default sizes, as if no --sizes had been given
+        raise UserError(f"--sizes must be comma-separated integers, got {text!r}")
+    return out
 
 
 def analyse(args: argparse.Namespace, options: Any, *, figures: bool = True, max_group_figures: int = 60,
