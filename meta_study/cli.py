@@ -569,6 +569,7 @@ def analysis_command(name: str | None = None, *, fit_options: bool = True, headl
 
         @functools.wraps(fn)
         def command(store_uri: str, out_dir: str, **kw: Any) -> None:
+            from .analysis.outputs import removed_if_failed
             from .store import open_store
 
             given = [] if headline or not fit_options else _given_options(*HEADLINE_KEYS)
@@ -580,15 +581,9 @@ def analysis_command(name: str | None = None, *, fit_options: bool = True, headl
             fit = _fit_opts(**{k: kw.pop(k) for k in FIT_KEYS}) if fit_options else None
             with flag_errors():
                 opened = open_store(store_uri)
-                made = not os.path.lexists(out_dir)
-                prepare_out(out_dir, store_uri)
-                try:
+                with removed_if_failed(out_dir):   # a refused option, no rows: no empty --out left
+                    prepare_out(out_dir, store_uri)
                     fn(store_uri=store_uri, store=opened, out_dir=out_dir, sel=sel, fit=fit, **kw)
-                except BaseException:
-                    if made:   # a refused option left an empty --out behind; only if still empty
-                        with contextlib.suppress(OSError):
-                            os.rmdir(out_dir)
-                    raise
 
         if fit_options:
             command = _fit_options(command, headline=headline, frontiers_help=frontiers_help)
@@ -1066,45 +1061,45 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
                                                          frontiers=fit_opts.selection.frontiers),
                           bootstrap=BootstrapOptions(samples=samples, fit=fit_opts), address=address, workers=workers,
                           use_ray=not serial, threshold=threshold)
-    fresh = not os.path.exists(out_dir)
-    prepare_out(out_dir, store_uri)
-    first = True
-    while True:
-        start = _time.monotonic()
-        try:
-            with progress_bar() as progress:
-                res = run_refit(cfg, progress=progress, log=click.echo)
-        except (UserError, OSError) as e:
-            # a schedule outlives a tracking server restarting or a store briefly unreachable: the
-            # error is said and the next refit comes; only the first run fails (a wrong setting
-            # is said at once, not once an hour)
-            if period is None or first:
-                if fresh:   # the --out this command made, if still empty: a failed first refit left it
-                    with contextlib.suppress(OSError):
-                        os.rmdir(out_dir)
-                raise
-            click.echo(f"refit: failed: {_first_line_of(e)}; the next refit tries again", err=True)
-        else:
-            _echo_refit(res)
-            if res.failed_sources:
-                # as `ingest`: a source that failed is an exit code, not only a line among others
-                # (a cron refit published results of old data and exited 0)
-                # only a new version has a refit.json of its own; a refit that changed nothing
-                # (or found no groups) wrote none, so the line above it is the record
-                where = " (refit.json: failed_sources)" if res.status == "refitted" else ""
-                click.echo(f"refit: {len(res.failed_sources)} source(s) failed; this refit used the store as it "
-                           f"was{where}", err=True)
-                if period is None:
-                    sys.exit(1)
-        first = False
-        if period is None:
-            return
-        wait = max(0.0, period - (_time.monotonic() - start))
-        click.echo(f"next refit in {wait:.0f} s (Ctrl-C to stop)")
-        try:
-            _time.sleep(wait)
-        except KeyboardInterrupt:
-            return
+    from .analysis.outputs import removed_if_failed
+
+    # a failed first refit (or a refused setting) leaves no empty --out, nor the parents it made
+    with removed_if_failed(out_dir):
+        prepare_out(out_dir, store_uri)
+        first = True
+        while True:
+            start = _time.monotonic()
+            try:
+                with progress_bar() as progress:
+                    res = run_refit(cfg, progress=progress, log=click.echo)
+            except (UserError, OSError) as e:
+                # a schedule outlives a tracking server restarting or a store briefly unreachable: the
+                # error is said and the next refit comes; only the first run fails (a wrong setting
+                # is said at once, not once an hour)
+                if period is None or first:
+                    raise
+                click.echo(f"refit: failed: {_first_line_of(e)}; the next refit tries again", err=True)
+            else:
+                _echo_refit(res)
+                if res.failed_sources:
+                    # as `ingest`: a source that failed is an exit code, not only a line among others
+                    # (a cron refit published results of old data and exited 0)
+                    # only a new version has a refit.json of its own; a refit that changed nothing
+                    # (or found no groups) wrote none, so the line above it is the record
+                    where = " (refit.json: failed_sources)" if res.status == "refitted" else ""
+                    click.echo(f"refit: {len(res.failed_sources)} source(s) failed; this refit used the store as it "
+                               f"was{where}", err=True)
+                    if period is None:
+                        sys.exit(1)
+            first = False
+            if period is None:
+                return
+            wait = max(0.0, period - (_time.monotonic() - start))
+            click.echo(f"next refit in {wait:.0f} s (Ctrl-C to stop)")
+            try:
+                _time.sleep(wait)
+            except KeyboardInterrupt:
+                return
 
 
 def _first_line_of(e: BaseException) -> str:

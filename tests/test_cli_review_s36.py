@@ -1,0 +1,26 @@
+"""The CLI's failed commands leave no --out behind, not even the parents they made (session 36)."""
+
+from __future__ import annotations
+
+from conftest import committed_store, run_cli
+
+
+def test_a_failed_refit_removes_the_parents_of_its_out_that_it_made(tmp_path):
+    """`refit --out new3/sub --source nope.csv` removed `sub` and left `new3/`, which it had made."""
+    s = committed_store(tmp_path / "st", runs=12)
+    r = run_cli("refit", "--store", s.uri, "--out", str(tmp_path / "new3" / "sub"),
+                "--source", str(tmp_path / "nope.csv"), "--serial")
+    assert r.returncode != 0
+    assert not (tmp_path / "new3").exists()
+
+
+def test_a_failed_analysis_command_removes_the_parents_of_its_out_that_it_made(tmp_path):
+    """A refused analysis command (a task no row has) left the parents of a nested --out."""
+    s = committed_store(tmp_path / "st", runs=12)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for out in (tmp_path / "new" / "sub", kept / "a" / "b"):
+        r = run_cli("fit", s.uri, "--out", str(out), "--ds-task", "no-such-task")
+        assert r.returncode == 2, r.stderr
+    assert not (tmp_path / "new").exists()
+    assert kept.is_dir() and not any(kept.iterdir())    # one that existed stays, emptied of what it made
