@@ -188,7 +188,7 @@ def _flock(path: Path, make_parent: bool = True) -> Iterator[bool]:
     ``make_parent`` is False), which records its holder."""
     if make_parent:
         path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)   # the umask applies: a group-shared OUT takes every user's refit
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -324,7 +324,7 @@ class ResultsDir:
         import fcntl
 
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / ".results.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path / ".results.lock", os.O_RDWR | os.O_CREAT, 0o666)   # the umask applies: a group-shared OUT takes every user
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

@@ -387,21 +387,42 @@ class _Files:
                     _fsync_dir(d)
 
     def move(self, src_rel: str, dst_rel: str) -> None:
-        """Move a file. If another process moved it first (two writers finishing one commit,
-        object stores only), that is not an error: the file is where it belongs."""
-        self.mkdirs(os.path.dirname(dst_rel))
+        """Move a file (locally a directory too). If another process moved it first (two writers
+        finishing one commit, object stores only), that is not an error: the file is where it
+        belongs. On object stores a "directory" (objects under ``src_rel/``, set aside as damage)
+        is moved object by object: pyarrow moves single objects only, and its failure on one
+        ("NO_SUCH_KEY during CopyObject") left a published repair that every later command,
+        ``store check`` included, failed to finish."""
+        target = self._aside_name(dst_rel)
+        self.mkdirs(os.path.dirname(target))
         if self.local:
-            os.replace(self.p(src_rel), self.p(dst_rel))
+            os.replace(self.p(src_rel), self.p(target))
             return
         try:
-            self.fs.move(self.p(src_rel), self.p(dst_rel))   # S3: copy, then delete the source
+            self.fs.move(self.p(src_rel), self.p(target))   # S3: copy, then delete the source
         except (OSError, pa.ArrowException):
-            if self.exists(src_rel) or not self.exists(dst_rel):
+            if self.fs.get_file_info(self.p(src_rel)).type == pafs.FileType.Directory:
+                self._move_tree(src_rel, target)
+                return
+            if self.exists(src_rel) or not (self.exists(target) or self.exists(dst_rel)):
                 raise
+
+    def _move_tree(self, src_rel: str, dst_rel: str) -> None:
+        """Move every object under ``src_rel/`` to the same place under ``dst_rel/``, then drop
+        what is left of ``src_rel`` (empty-directory markers); object stores only."""
+        sel = pafs.FileSelector(self.p(src_rel), allow_not_found=True, recursive=True)
+        for info in self.fs.get_file_info(sel):
+            if info.type == pafs.FileType.File:
+                sub = info.path[len(self.p(src_rel)):].lstrip("/")
+                self.mkdirs(os.path.dirname(f"{dst_rel}/{sub}"))
+                self.fs.move(info.path, self.p(f"{dst_rel}/{sub}"))
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.delete_dir(self.p(src_rel))
 
     def keep_copy(self, src_rel: str, dst_rel: str) -> None:
         """Keep ``src_rel``'s bytes also at ``dst_rel`` without reading them into memory (the
         file may be huge): a hard link locally, a server-side copy on object stores."""
+        dst_rel = self._aside_name(dst_rel)
         self.mkdirs(os.path.dirname(dst_rel))
         if self.local:
             try:
@@ -412,6 +433,19 @@ class _Files:
                 shutil.copyfile(self.p(src_rel), self.p(dst_rel))
             return
         self.fs.copy_file(self.p(src_rel), self.p(dst_rel))
+
+    def _aside_name(self, dst_rel: str) -> str:
+        """``dst_rel``, or for a set-aside (under ``_damaged/``) whose name is taken, the first free
+        of ``dst_rel.2``, ``dst_rel.3``, ...: a set-aside never replaces an earlier one (a copy or
+        manifest of one version damaged and repaired twice kept only the second bad bytes)."""
+        if not dst_rel.startswith("_damaged/"):
+            return dst_rel
+        taken = (lambda rel: os.path.lexists(self.p(rel))) if self.local else self.exists
+        name, n = dst_rel, 1
+        while taken(name):
+            n += 1
+            name = f"{dst_rel}.{n}"
+        return name
 
     def delete(self, rel: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -109,7 +109,7 @@ class LockHolder:
             d = json.loads(raw)
             if not isinstance(d, dict):
                 raise ValueError
-        except ValueError:   # a lock file of an older meta-study: free text
+        except (ValueError, RecursionError):   # a lock file of an older meta-study: free text (or junk)
             text = raw.decode(errors="replace").strip()[:200]
             return cls(None, text or "?", "?", "?", expires_at, expired)
         pid = d.get("pid")
@@ -126,11 +126,19 @@ def _local_lock(path: str, timeout_s: float, what: str, notify: Notify | None = 
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     _refuse_a_special_lock_file(path)
-    try:   # O_NOFOLLOW: a symbolic link put there since the check is never followed out of the store
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW, 0o644)
+    # O_NOFOLLOW: a symbolic link put there since the check is never followed out of the store.
+    # 0o666, less the umask: every writer reopens this file to write its record, and with 0o644
+    # the first user's lock file made every other user of a group-writable store fail with a
+    # bare "[Errno 13] Permission denied" (the store's directories follow the umask too).
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW, 0o666)
     except OSError as e:
         import errno
 
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise UserError(f"{path}: cannot open the store's lock file for writing ({e.strerror}); a writer "
+                            "needs write permission on it and on its directory (a store shared by a group: "
+                            f"'chmod g+w {path}', and a umask such as 002 for every writer)") from None
         if e.errno != errno.ELOOP:
             raise
         raise UserError(f"{path}: is a symbolic link, not the store's lock file (a plain file); remove it and "
@@ -233,7 +241,8 @@ def _state_of(obj: S3Object | None) -> tuple[LockHolder | None, str | None, bool
         rec = json.loads(obj.data)
         lease_s = float(rec.get("lease_s", LEASE_S))
         released = bool(rec.get("released"))
-    except (ValueError, TypeError, AttributeError):   # unreadable: free once a full default lease has passed
+    except (ValueError, TypeError, AttributeError, RecursionError):   # unreadable ("[[[..." too deep for
+        # json: a traceback from every writer and 'store unlock'): free once a full default lease has passed
         lease_s, released = LEASE_S, False
     if released:   # its lease_s no longer matters (one of 1e300 made the expiry overflow)
         return None, obj.etag, True

@@ -34,6 +34,11 @@ from ..errors import UserError
 INSTALL_S3 = "pip install boto3 (a dependency of meta-study: this environment lacks it)"
 
 
+class NoSuchBucketError(UserError, FileNotFoundError):
+    """The URI's bucket does not exist at the endpoint: a one-line user error, and a
+    :class:`FileNotFoundError` for callers that take S3's 404 as "no such bucket" (the sweep record)."""
+
+
 @dataclass(frozen=True)
 class S3Object:
     """An object as read, with what conditional writes and lease expiry need."""
@@ -122,6 +127,9 @@ class S3Objects:
             # was in flight (S3 answers one of the two racers so): both mean "someone else won"
             if status in (412, 409) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return None
+            if code == "NoSuchBucket":   # a 404 too: it was "FileNotFoundError: s3://b/st/_meta/LEASE.json"
+                raise NoSuchBucketError(f"{self.shown}: the bucket {self.bucket!r} does not exist at this S3 "
+                                        "endpoint (create it first, or correct the URI)") from None
             if status == 404 or code in ("NoSuchKey", "404"):
                 raise FileNotFoundError(f"{self.shown}/{rel}") from None
             if code == "NotImplemented" or status == 501:
@@ -146,6 +154,8 @@ class S3Objects:
         """The object, or None if there is none."""
         try:
             r = self._call("GET", rel, self.client.get_object)
+        except NoSuchBucketError:
+            raise
         except FileNotFoundError:
             return None
         if r is None:
