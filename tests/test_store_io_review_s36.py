@@ -143,3 +143,25 @@ def test_s3_lease_object_of_junk_too_deep_for_json_is_no_traceback(request, s3, 
     assert Store(uri).unlock() is not None                     # broken like any other lease
     s = Store(uri, lease_s=5)
     assert s.commit(validate(make_rows(1, run_prefix="b")).table).version == 2 and s.lock_holder() is None
+
+
+@pytest.mark.slow
+def test_s3_object_beside_a_live_partition_directory_is_repaired_once(request, s3, s3env):
+    """An object ``up/c`` beside the partition directory ``up/c/`` on S3: ``store check`` reported
+    it, and every ``--repair`` skipped it (the path was a live directory), so each repair committed
+    a version that fixed nothing and ``check`` kept failing."""
+    pytest.importorskip("boto3")
+    uri = _uri(request)
+    prefix = uri.split("lab/", 1)[1]
+    Store(uri, lease_s=5).commit(validate(make_rows(3)).table)
+    c = s3.client()
+    keys = [o["Key"] for o in c.list_objects_v2(Bucket="lab", Prefix=prefix + "/")["Contents"]]
+    data = sorted(k for k in keys if k.endswith(".parquet"))[0]
+    beside = data.rsplit("/", 1)[0]            # the live partition directory's own name, as an object
+    c.put_object(Bucket="lab", Key=beside, Body=b"stray")
+    rows = len(Store(uri).read())
+    assert not Store(uri).check().ok
+    r = Store(uri).check(repair=True)
+    assert r.repaired_version == 2
+    after = Store(uri)
+    assert after.check().ok and len(after.read()) == rows, after.check().damage

@@ -22,8 +22,22 @@ from ._files import _Files, _first_line, _parse_parquet, _table_bytes, partition
 from ._manifest import FORMAT_VERSION, KEEP_LOG, QUARANTINE_SCHEMA, _Manifest
 
 
+def require_partitions(table: pa.Table) -> None:
+    """A :class:`ValueError` if a partition column holds a null or an empty name: such a row has no
+    partition directory (a grouping by partition dropped a null's row without a word; an empty
+    name published a version whose file was lost, and every later command called it damaged).
+    Validated rows never do."""
+    for c in PARTITION:
+        col = table.column(c)
+        for n, what in ((col.null_count, "null"), (pc.sum(pc.equal(col, "")).as_py() or 0, "empty")):
+            if n:
+                raise ValueError(f"{c}: {n} {what} value(s), and every row needs a name there (its partition); "
+                                 "validate the rows first (see validation.validate)")
+
+
 def _by_partition(table: pa.Table) -> Iterator[tuple[tuple[str, str], pa.Table]]:
     """``table``'s rows per (us_task, ds_task), in Arrow (no Python string per row)."""
+    require_partitions(table)
     pair = pc.binary_join_element_wise(table.column("us_task"), table.column("ds_task"), "\x00").combine_chunks()
     enc = pc.dictionary_encode(pair)
     codes = enc.indices.to_numpy(zero_copy_only=False)
@@ -47,6 +61,8 @@ def _content_equal(a: pa.Table, b: pa.Table) -> np.ndarray:
             continue
         same = pc.equal(x, y)
         both_null = pc.and_(pc.is_null(x), pc.is_null(y))
+        if pa.types.is_floating(x.type):   # NaN equals NaN here: else every commit rewrote its rows
+            both_null = pc.or_kleene(both_null, pc.and_(pc.is_nan(x), pc.is_nan(y)))
         eq &= pc.fill_null(pc.or_kleene(same, both_null), False).to_numpy(zero_copy_only=False)
     return eq
 
@@ -100,7 +116,12 @@ class _Verified:
     def read_data(self, entry: Mapping[str, Any], file_schema: pa.Schema) -> pa.Table:
         """A partition's rows: ``file_schema``'s columns, then the partition columns from the
         manifest (files of format 2 hold them too, those of format 1 do not)."""
-        t = self.read_file(entry, file_schema)
+        if not len(file_schema):
+            # no file column wanted (only the partition columns): a file read for no column has no
+            # rows either, and every partition read back empty; its row count comes with run_id
+            t = self.read_file(entry, pa.schema([FILE_SCHEMA.field("run_id")])).select([])
+        else:
+            t = self.read_file(entry, file_schema)
         for c in PARTITION:
             t = t.append_column(SCHEMA.field(c), pa.array([entry[c]] * t.num_rows, pa.string()))
         return t
@@ -277,7 +298,11 @@ class _Plan:
             old = self.state.get(name)
             if old is not None:
                 prev = self.s.read_file(old, None)  # type: ignore[arg-type]
-                if prev.equals(table.cast(prev.schema) if prev.schema.names == table.schema.names else table):
+                try:
+                    same = prev.equals(table.cast(prev.schema) if prev.schema.names == table.schema.names else table)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                    same = False   # a column of another type whose values do not fit the old one
+                if same:
                     continue
                 self.superseded.append(old["path"])
             e = self._stage(f"_state/{safe}-{self._uid()}.parquet", table)

@@ -63,6 +63,7 @@ import time
 import uuid
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -79,7 +80,7 @@ from ._files import (NotAFileError, WrongSizeError, _Files, _first_line, _now, _
 from ._lock import LockHolder, Notify, _lease_lock, _local_lock, break_lease, lease_holder, lease_seconds, local_holder
 from ._manifest import (FORMAT_VERSION, KEEP_LOG, KEEP_MANIFESTS, QUARANTINE_SCHEMA, CheckResult, CommitResult,
                         Damage, StoreSummary, _CorruptManifest, _Manifest, _quarantine_table)
-from ._merge import _by_partition, _Plan, _Verified
+from ._merge import _by_partition, _Plan, _Verified, require_partitions
 
 Filter = Mapping[str, Any]
 
@@ -198,12 +199,17 @@ class Store:
     def _read_manifest(self, v: int) -> tuple[_Manifest | None, str | None]:
         """(manifest, problem): the manifest of version ``v`` and None if it is intact; its copy
         and the problem if only the copy is; None and the problem if neither is. A FIFO, device
-        or directory in a manifest's place is damage, never opened."""
+        or directory in a manifest's place is damage, never opened, and so is another version's
+        manifest under its name (a stale file restored there verifies: the store went back a
+        version, to files that were gone)."""
         rel = _mrel(v)
         newer = None
         try:
             raw = self._f.read_bytes(rel, limit=MAX_MANIFEST_BYTES)   # FileNotFoundError: pruned meanwhile
-            return _Manifest.from_json(raw, f"{self.uri}/{rel}"), None
+            m = _Manifest.from_json(raw, f"{self.uri}/{rel}")
+            if m.version != v:
+                raise _CorruptManifest(f"holds version {m.version}, not {v}")
+            return m, None
         except (_CorruptManifest, NotAFileError, WrongSizeError) as e:
             problem = str(e)
             newer = getattr(e, "newer", None)
@@ -338,7 +344,7 @@ class Store:
         """Read rows of the latest committed version, as an Arrow table with :data:`SCHEMA`.
 
         Args:
-            filters: ``{column: value or list of values}``. ``us_task`` / ``ds_task`` prune
+            filters: ``{column: value or values}`` (a list, set, array or Series). ``us_task`` / ``ds_task`` prune
                 partitions without reading them; other columns filter rows.
             columns: a subset of columns (default all), in schema order.
         """
@@ -348,7 +354,12 @@ class Store:
         """:meth:`read`, and the :attr:`snapshot_id` of the version the rows are from: one manifest for
         both, so an ingest that commits meanwhile can never give rows of one version labelled
         with another."""
-        filters = dict(filters or {})
+        table, m = self._snapshot(filters, columns)
+        return table, f"{m.version}:{m.txn}"
+
+    def _snapshot(self, filters: Filter | None, columns: Sequence[str] | None) -> tuple[pa.Table, _Manifest]:
+        """:meth:`snapshot`, with the manifest the rows are from."""
+        filters = {c: _filter_values(v) for c, v in (filters or {}).items()}   # read once: a generator too
         cols = list(columns) if columns else list(SCHEMA.names)
         unknown = [c for c in list(cols) + list(filters) if c not in SCHEMA.names]
         if unknown:
@@ -356,10 +367,8 @@ class Store:
 
         def want(entry: Mapping[str, Any]) -> bool:
             for c in PARTITION:
-                if c in filters:
-                    allowed = filters[c] if isinstance(filters[c], (list, tuple, set)) else [filters[c]]
-                    if entry[c] not in allowed:
-                        return False
+                if c in filters and entry[c] not in filters[c]:
+                    return False
             return True
 
         file_cols = [c for c in dict.fromkeys(cols + [c for c in filters if c not in PARTITION])
@@ -367,22 +376,21 @@ class Store:
         file_schema = pa.schema([FILE_SCHEMA.field(c) for c in file_cols])
         out_schema = pa.schema([SCHEMA.field(c) for c in dict.fromkeys(cols + list(filters))])
 
-        def run(m: _Manifest) -> tuple[pa.Table, str]:
+        def run(m: _Manifest) -> tuple[pa.Table, _Manifest]:
             parts = [self._read_data(e, file_schema).select(out_schema.names) for e in m.data if want(e)]
-            return (pa.concat_tables(parts) if parts else out_schema.empty_table()), f"{m.version}:{m.txn}"
+            return (pa.concat_tables(parts) if parts else out_schema.empty_table()), m
 
-        table, state = self._with_retry(run)
-        for c, v in filters.items():
+        table, m = self._with_retry(run)
+        for c, values in filters.items():
             if c in PARTITION:
                 continue
-            values = list(v) if isinstance(v, (list, tuple, set)) else [v]
             has_null = any(x is None for x in values)
             mask = pc.is_in(table.column(c), value_set=pa.array([x for x in values if x is not None],
                                                                  type=SCHEMA.field(c).type))
             if has_null:
                 mask = pc.or_(pc.fill_null(mask, False), pc.is_null(table.column(c)))
             table = table.filter(pc.fill_null(mask, False))
-        return table.select(cols), state
+        return table.select(cols), m
 
     def to_pandas(self, filters: Filter | None = None, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """:meth:`read` as a pandas DataFrame."""
@@ -409,8 +417,10 @@ class Store:
     def summary(self) -> StoreSummary:
         """Rows per (US task, DS task, protocol, shots), sources, last ingest time."""
         self.require()
-        m = self._load()
-        t = self.read(columns=["source", "run_id", "model_name", *GROUP, "ingested_at"]).to_pandas(use_threads=False)
+        # one manifest for the rows, the version, the quarantine and the last commit: a commit
+        # between two loads gave one version's number with another's rows
+        rows, m = self._snapshot(None, ["source", "run_id", "model_name", *GROUP, "ingested_at"])
+        t = rows.to_pandas(use_threads=False)
         if len(t):
             g = (t.assign(shots=t["shots"].astype("Int64"))
                    .groupby(list(GROUP), dropna=False)
@@ -691,8 +701,10 @@ class Store:
         aside = f"_damaged/{version:010d}"
         live_dirs = _parents(m2)
         for d in damage:
-            # (a file in a partition directory's place, set aside by check: the directory there now is the store's)
-            if d.kind != "manifest" and d.path not in live_dirs and self._f.kind(d.path) is not None:   # a link to nothing too
+            # (a file in a partition directory's place, set aside by check: the directory there now is the store's;
+            # on S3 an object `up/c` can sit beside the directory `up/c/`: it goes, or every repair fixed nothing)
+            there = self._f.kind(d.path)   # a link to nothing too
+            if d.kind != "manifest" and there is not None and (d.path not in live_dirs or there != "a directory"):
                 self._f.move(d.path, f"{aside}/{d.path}")
                 self._f.prune_empty_dirs(os.path.dirname(d.path))
         if rolled_back:   # the damaged manifests, and files only they listed, go aside too
@@ -978,10 +990,15 @@ class Store:
         now = now or _now()
         new = conform(upserts, ingested_at=now) if upserts is not None and upserts.num_rows else None
         if new is not None:
+            require_partitions(new)
             keys = key_strings(new)
             if len(set(keys)) != len(keys):
                 raise ValueError("duplicate keys within one commit; deduplicate first (see validation.dedupe_keys)")
         q_new = _quarantine_table(quarantine, now) if quarantine is not None and len(quarantine) else None
+        # read once: a commit merged again after losing its version (below) reads them again, and a
+        # generator was empty then (the runs read again kept their quarantined rows)
+        delete_runs = list(delete_runs)
+        settle = list(settle_quarantine) + delete_runs
 
         self.check_writable()
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
@@ -993,7 +1010,7 @@ class Store:
                         try:
                             plan = _Plan(self._v, m, txn, now)
                             counts = plan.merge_data(new, delete_runs)
-                            plan.settle_quarantine(list(settle_quarantine) + list(delete_runs), q_new)
+                            plan.settle_quarantine(settle, q_new)
                             n_q = plan.add_quarantine(q_new)
                             plan.replace_state(state or {})
                         except BaseException as e:
@@ -1260,6 +1277,15 @@ def _parents(m: _Manifest) -> set[str]:
             parts = rel.split("/")[:-1] if rel else []
             out.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
     return out
+
+
+def _filter_values(v: Any) -> list[Any]:
+    """A filter's values: any collection but a string (a list, a set, a NumPy array, a pandas
+    Series: only lists, tuples and sets were, and an array of run ids failed in Arrow or, for a
+    task, matched by NumPy's truth rules), else the one value."""
+    if isinstance(v, (str, bytes)) or not isinstance(v, Iterable):
+        return [v]
+    return [x.item() if isinstance(x, np.generic) else x for x in v]
 
 
 def _plain(rel: str) -> bool:
