@@ -83,6 +83,14 @@ def mlflow_client(tracking_uri: str) -> Any:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # set_terminated would print "View run ... at ..." and make an extra get_run call to do so
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    import logging
+
+    # a new sqlite database printed "Creating initial MLflow database tables..." and "Updating
+    # database tables" (INFO) from every process that opened it first: a quiet sweep's driver and
+    # its writer. A level the user set for that logger is kept.
+    db_log = logging.getLogger("mlflow.store.db.utils")
+    if db_log.level == logging.NOTSET:
+        db_log.setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
@@ -140,6 +148,8 @@ def get_or_create_experiment(client: Any, tracking_uri: str, name: str) -> str:
     """The id of experiment ``name``, created if absent, tagged as a model-training experiment
     (an existing experiment gets the tag only if it has none: a user's choice is kept)."""
     exp = client.get_experiment_by_name(name)
+    if exp is not None and getattr(exp, "lifecycle_stage", "active") == "deleted":
+        _refuse_deleted(tracking_uri, exp)
     if exp is not None:
         if EXPERIMENT_KIND_TAG not in (exp.tags or {}):
             client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
@@ -151,4 +161,16 @@ def get_or_create_experiment(client: Any, tracking_uri: str, name: str) -> str:
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
+        if getattr(exp, "lifecycle_stage", "active") == "deleted":
+            _refuse_deleted(tracking_uri, exp)
         return exp.experiment_id
+
+
+def _refuse_deleted(tracking_uri: str, exp: Any) -> None:
+    """UserError, in one line, for an experiment deleted in MLflow: MLflow keeps it by name, and it
+    takes no runs (its id was returned, and the first ``create_run`` failed as a traceback)."""
+    from .errors import UserError
+
+    raise UserError(f"MLflow experiment {exp.name!r} (id {exp.experiment_id}) at {safe_uri(tracking_uri)} is deleted "
+                    f"and takes no runs: restore it with `MLFLOW_TRACKING_URI={safe_uri(tracking_uri)} mlflow "
+                    f"experiments restore --experiment-id {exp.experiment_id}`, or use another experiment name")

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import queue
+import re
 import sys
 import threading
 import time
@@ -112,7 +114,12 @@ class MlflowWriter:
         # later, whatever this machine's clock says (another machine's, ahead, named a replayed
         # object after the one that spooled its operations again with this session's)
         self._spool_ns = 0
+        # MLflow's file store (``file:`` mlruns) appends a metric point it already holds, where SQL
+        # stores skip it: points that may have been logged already (replayed, or sent again after a
+        # failed call) are checked against the run's history there first
+        self._file_store = is_file_store(target.tracking_uri)
         self.errors = 0          # calls that failed at least once (for tests and the summary)
+        self._bad_names: set[tuple[str, str]] = set()   # (kind, name) MLflow takes no entity by: said once
         self.dropped = 0         # steps MLflow refused for good, dropped (said on stderr)
 
     def setup(self) -> None:
@@ -228,6 +235,8 @@ class MlflowWriter:
             except Exception as e:  # noqa: BLE001 - the server is down or flaky: retry, never raise
                 self.errors += 1
                 refused = refused + 1 if permanent(e) else 0
+                if steps[done][0] == "batch":   # part of it may be logged: never twice (file store)
+                    steps[done][1]["resent"] = True
                 if refused and steps[done][0] == "batch":   # a param the run holds with another value?
                     self._params_unsure.add(trial)
                 if refused >= 3:
@@ -253,8 +262,13 @@ class MlflowWriter:
             time.sleep(0.02)
         if not pending() and not self._held:
             if self._replayed:          # everything a spool held went out: drop those objects
-                self.state.drop_spooled(self._replayed)
-                self._replayed = []
+                names, self._replayed = self._replayed, []
+                try:
+                    self.state.drop_spooled(names)
+                except Exception as e:  # noqa: BLE001 - all was sent: said, never raised (it killed the writer)
+                    print(f"meta-study writer: everything was sent, but could not remove the replayed spool "
+                          f"object(s) {', '.join(names)} from {self.state.uri} ({type(e).__name__}: {e}); the next "
+                          "session replays them again (remove them to avoid that)", file=sys.stderr)
             return True
         # ops in flight wake from their back-off and spool themselves, under a name that sorts
         # before the queued ops spooled below: replay reads spool objects in name order, and a
@@ -356,6 +370,8 @@ class MlflowWriter:
                 print(f"meta-study writer: spool object {name}: {len(lines) - len(ops)} of {len(lines)} line(s) "
                       f"unreadable, skipped; the rest replayed; the object kept as {kept}", file=sys.stderr)
             for op in ops:
+                if op.kind in ("metrics", "batch"):   # sent already if a writer died before dropping the object
+                    op.payload["resent"] = True
                 self.put(op)
             if replayed:
                 self._replayed.append(name)
@@ -430,6 +446,29 @@ class MlflowWriter:
         self._unmapped.discard(trial_id)
         return rid
 
+    def _name_ok(self, kind: str, name: str) -> bool:
+        """Whether MLflow takes a ``kind`` (metric, param, tag) by this name; one that it does not is
+        said on stderr, once per writer."""
+        why = refused_name(name)
+        if why is None:
+            return True
+        with self._lock:
+            said, _ = (kind, name) in self._bad_names, self._bad_names.add((kind, name))
+        if not said:
+            print(f"meta-study writer: MLflow takes no {kind} named {name[:300]!r} ({why}); it is left out of every "
+                  "run, the rest is logged", file=sys.stderr, flush=True)
+        return False
+
+    def _not_logged(self, rid: str, ms: list[Any]) -> list[Any]:
+        """The metric points (key, value, time, step) of ``ms`` that run ``rid`` does not hold yet
+        (one history read per key: a file store's local file)."""
+        client = self._mlflow()
+        have: set[tuple[Any, ...]] = set()
+        for key in {m[0] for m in ms}:
+            have.update((key, _point_value(h.value), int(h.timestamp), int(h.step))
+                        for h in client.get_metric_history(rid, key))
+        return [m for m in ms if (m[0], _point_value(m[1]), int(m[2]), int(m[3])) not in have]
+
     def _do_step(self, trial: str, step: tuple[str, dict[str, Any]]) -> None:
         # MLflow's client (and its import) only off the REST path: artifacts, a restarted trial's
         # params, servers that are not http(s)
@@ -451,9 +490,12 @@ class MlflowWriter:
                 self._params_unsure.discard(trial)
             sent = self._params_sent.get(rid, {})
             params = {k: v for k, v in params.items() if k not in sent}
-            ps = list(params.items())
-            ts = list(p.get("tags", {}).items())
-            ms = list(p.get("metrics", []))
+            # a name MLflow refuses refuses the whole batch: only that entity is left out
+            ps = [(k, v) for k, v in params.items() if self._name_ok("param", k)]
+            ts = [(k, v) for k, v in p.get("tags", {}).items() if self._name_ok("tag", k)]
+            ms = [m for m in p.get("metrics", []) if self._name_ok("metric", m[0])]
+            if ms and p.get("resent") and self._file_store:
+                ms = self._not_logged(rid, ms)
             rest = self._rest_client()
             # MLflow limits: 100 params, 100 tags and 1,000 entities in all per log_batch
             while ps or ts or ms:
@@ -490,6 +532,37 @@ class MlflowWriter:
                 rest.post("runs/update", {"run_id": rid, "status": p["status"], "end_time": int(time.time() * 1000)})
             else:
                 self._mlflow().set_terminated(rid, status=p["status"])
+
+
+#: The names MLflow takes for metrics, params and tags (mlflow.utils.validation, MLflow 2-3).
+_NAME = re.compile(r"[/\w.\- :]*")
+MAX_NAME_LENGTH = 250
+
+
+def refused_name(name: str) -> str | None:
+    """Why MLflow refuses a metric, param or tag named ``name`` (and with it the whole batch), or None."""
+    if not name or len(name) > MAX_NAME_LENGTH:
+        return f"a name is 1 to {MAX_NAME_LENGTH} characters"
+    if not _NAME.fullmatch(name):
+        return "only letters, digits, spaces and _ - . : / are allowed"
+    norm = posixpath.normpath(name)
+    if norm != name or norm == "." or norm.startswith(("..", "/")):
+        return f"as a path it resolves to {norm!r}"
+    return None
+
+
+def is_file_store(uri: str) -> bool:
+    """Whether ``uri`` is MLflow's file store: a plain path or a ``file:`` URI."""
+    if uri in ("databricks", "databricks-uc", "uc"):    # MLflow's names without a scheme
+        return False
+    scheme = uri.partition(":")[0].lower() if ":" in uri else ""
+    return scheme in ("", "file") or len(scheme) == 1    # one letter: a Windows drive
+
+
+def _point_value(v: Any) -> Any:
+    """A metric value as a set member: NaN equals NaN."""
+    v = float(v)
+    return "nan" if v != v else v
 
 
 def call_limit_s() -> float:
@@ -534,6 +607,8 @@ def plan_ops(ops: list[Op]) -> list[tuple[str, dict[str, Any]]]:
                     cur["tags"]["arch_family"] = str(cfg["arch_family"])
             elif op.kind == "metrics":
                 cur["metrics"] += [(k, v, p["time"], p["step"]) for k, v in p["metrics"].items()]
+                if p.get("resent"):
+                    cur["resent"] = True
             elif op.kind == "tag":
                 cur["tags"][p["key"]] = str(p["value"])
             else:  # a spooled batch: its run's name and config key too (a run created on replay needs them)
@@ -544,6 +619,8 @@ def plan_ops(ops: list[Op]) -> list[tuple[str, dict[str, Any]]]:
                 cur["params"].update(p.get("params", {}))
                 cur["tags"].update(p.get("tags", {}))
                 cur["metrics"] += [tuple(m) for m in p.get("metrics", [])]
+                if p.get("resent"):
+                    cur["resent"] = True
         elif op.kind != "retry":   # "retry": only wakes a trial's held operations (see MlflowWriter._spool)
             steps.append((op.kind, dict(p)))
             cur = None

@@ -226,6 +226,26 @@ def _evaluated(callback: Any) -> set[str]:
         return set()
 
 
+#: Why a second RUNNING run of a trial was closed (a run created twice: a create whose reply was
+#: lost, say); the trial's own run is named in the tag too.
+DUPLICATE_REASON = "a second run of trial {trial} of this sweep; the trial's run is {run}"
+
+
+def _close_duplicates(client: Any, trial: str, run_ids: Sequence[str], kept: str | None) -> None:
+    """End each run of ``run_ids`` KILLED, tagged ``meta_study.status=duplicate`` with the reason: the
+    trial keeps its own run. Said on stderr if MLflow refuses (the sweep's end goes on)."""
+    from .tracking import REASON_TAG, STATUS_TAG
+
+    for rid in run_ids:
+        try:
+            client.set_tag(rid, STATUS_TAG, "duplicate")
+            client.set_tag(rid, REASON_TAG, DUPLICATE_REASON.format(trial=trial, run=kept or "unknown"))
+            client.set_terminated(rid, status="KILLED")
+        except Exception as e:  # noqa: BLE001 - one run left RUNNING is said, not the sweep's failure
+            print(f"warning: could not close run {rid}, a second RUNNING run of trial {trial}: {error_line(e)}",
+                  file=sys.stderr)
+
+
 def reconcile(results: Sequence[Any], callback: Any, *, tracking_uri: str, experiment_id: str, parent_run_id: str,
               runs_map: Mapping[str, str], name_of: Callable[[str], str]) -> Reconciled:
     """Settle or close every run of the sweep that is still RUNNING, and create the run of a
@@ -235,16 +255,29 @@ def reconcile(results: Sequence[Any], callback: Any, *, tracking_uri: str, exper
 
     client = mlflow_client(tracking_uri)
     running: dict[str, str] = {}
+    extra: dict[str, list[str]] = {}    # trial -> its further RUNNING runs (one trial, one run)
     token = None
     while True:
         page = client.search_runs([experiment_id], filter_string=(
             f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'"),
             max_results=1000, page_token=token)
         for run in page:
-            running[run.data.tags.get("trial_id", run.info.run_id)] = run.info.run_id
+            tid, rid = run.data.tags.get("trial_id", run.info.run_id), run.info.run_id
+            if tid in running and rid == runs_map.get(tid):    # the trial's own run goes first
+                running[tid], rid = rid, running[tid]
+            if tid in running:
+                extra.setdefault(tid, []).append(rid)
+            else:
+                running[tid] = rid
         token = page.token
         if not token:
             break
+    for tid in list(running):
+        rids = extra.get(tid, [])
+        if tid in callback.ended and runs_map.get(tid) not in (None, running[tid]):
+            rids = [*rids, running.pop(tid)]    # this session ended the trial's run: these are others
+        if rids:
+            _close_duplicates(client, tid, rids, runs_map.get(tid) or running.get(tid))
     by_trial = {trial_id_of(r): r for r in results}
     settled, orphaned = [], []
     for tid, r in by_trial.items():

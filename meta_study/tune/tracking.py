@@ -33,6 +33,7 @@ work never competes with it for the driver's GIL.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 import time
@@ -447,7 +448,23 @@ class MlflowSweepCallback(Callback):
         ok = self._writer.close(timeout_s)
         self.errors += self._writer.errors
         self.writer_cpu_s += self._writer.cpu_s
-        self._writer = None
+        died, self._writer = self._writer.unanswered, None
+        if not ok and died:
+            import sys
+
+            print("meta-study: the MLflow writer process exited before it finished; the operations it had not sent "
+                  "(metrics, params, run ends) may be missing from MLflow", file=sys.stderr, flush=True)
+        elif not ok:
+            # said: the sweep's summary and exit code were those of a sweep MLflow holds in full
+            import sys
+
+            from ..mlflow_client import safe_uri
+
+            wait = self.target.flush_timeout_s if timeout_s is None else timeout_s
+            print(f"meta-study: not every MLflow operation of this sweep reached {safe_uri(self.target.tracking_uri)} "
+                  f"within {wait:g} s; what was left is kept in "
+                  f"{self.target.state_dir.rstrip('/')}/{SPOOL_FILE} and sent when the sweep's command runs again "
+                  "with --resume", file=sys.stderr, flush=True)
         return ok
 
 
@@ -464,9 +481,11 @@ def _resources(trial: Any) -> str | None:
 
 
 def _metrics(result: Mapping[str, Any]) -> dict[str, float]:
-    """The numeric metrics of a Tune result (Tune's bookkeeping left out)."""
+    """The numeric metrics of a Tune result (Tune's bookkeeping left out). numpy numbers count
+    (np.float32 and np.int64 are no ``float`` or ``int``: they were dropped without a word);
+    booleans, Python's or numpy's, do not."""
     return {k: float(v) for k, v in result.items()
-            if k not in TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if k not in TUNE_KEYS and isinstance(v, numbers.Real) and not isinstance(v, bool)}
 
 
 def _resolved(result: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -117,6 +117,7 @@ class WriterProcess:
         self.errors = 0
         self.cpu_s = 0.0    # the child's CPU seconds, as of its last flush reply
         self.died = 0       # children that died between flushes (each said on stderr)
+        self.unanswered = False   # a flush the child died before answering
         self._proc: subprocess.Popen[bytes] | None = None
         self._pipe: _Pipe | None = None
         self._lock = threading.Lock()
@@ -158,7 +159,8 @@ class WriterProcess:
         self._pipe.send(json.dumps({"flush": timeout}))
         assert self._proc.stdout is not None
         reply = self._proc.stdout.readline()      # the child answers within timeout + one HTTP timeout
-        if not reply:
+        if not reply:   # the child died: what it had not sent died with it (nothing spooled)
+            self.unanswered = True
             return False
         d = json.loads(reply)
         self.errors = int(d.get("errors", 0))
