@@ -19,7 +19,8 @@ Reading (the slow part at scale, see mlflow/mlflow #2730, #8277, #23253):
 
 The mapping of runs to rows, the state and the query plan are shared with the SQL source
 (:mod:`.mlflow_runs`, :mod:`.mlflow_sql`). Credentials come only from the environment MLflow
-already reads (``MLFLOW_TRACKING_USERNAME`` / ``PASSWORD`` / ``TOKEN``). A URI with embedded
+already reads (``MLFLOW_TRACKING_USERNAME`` / ``PASSWORD`` / ``TOKEN``), for a database URI from
+its driver's (libpq's ``PGUSER`` / ``PGPASSWORD``). A URI with embedded
 credentials is refused, and labels, quarantine payloads and errors only ever carry the URI without
 them. Nothing from a run is loaded or executed: values are read as numbers and strings, and
 artifact URIs are stored as strings.
@@ -36,7 +37,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 import pandas as pd
 
 from ..errors import UserError
-from ..mlflow_client import refuse_credentials, safe_uri, source_uri
+from ..mlflow_client import has_credentials, refuse_credentials, safe_uri, source_uri
 from ..store import Store
 from .mapping import IngestMapping
 from .mlflow_runs import (RESTORED_CHUNK, RunExpander, RunQuery, RunRecord, RunState, default_mapping, drop_deleted,
@@ -62,6 +63,12 @@ class MlflowSource:
     name: str | None = None
 
     def __post_init__(self) -> None:
+        if _is_database(self.uri) and has_credentials(self.uri):
+            # MLFLOW_TRACKING_USERNAME/PASSWORD, which refuse_credentials names, are HTTP auth:
+            # a database driver never reads them
+            raise UserError(f"{safe_uri(self.uri)}: credentials in the database URI are refused; give them to the "
+                            "driver (PostgreSQL: PGUSER and PGPASSWORD, or ~/.pgpass; MySQL: an option file, "
+                            "?read_default_file=~/.my.cnf)")
         refuse_credentials(self.uri, where="")
         refuse_bad_port(self.uri)
         given = self.name or self.options.source_name or self.mapping.source
@@ -93,6 +100,9 @@ class MlflowSource:
             if not db or db == ":memory:" or not os.path.isfile(db):
                 raise UserError(f"{safe_uri(self.uri)}: no such database file"
                                 + (f" ({os.path.abspath(db)})" if db and db != ":memory:" else ""))
+            _refuse_foreign_sqlite(safe_uri(self.uri), db)
+        elif _is_database(self.uri):
+            _probe_database(self.uri)
         # Fail fast on an unreachable server: MLflow's defaults retry for minutes. The user's own
         # settings of these variables win.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -267,6 +277,49 @@ class MlflowSource:
         return out
 
 
+def _refuse_foreign_sqlite(shown: str, db: str) -> None:
+    """:class:`UserError` unless the sqlite file ``db`` holds MLflow's tables (read-only look):
+    MLflow creates its ~200 tables and indexes in any file without them (an empty file, another
+    program's database) and the ingest reported an empty server, having written into the file."""
+    import sqlite3
+    from urllib.parse import quote
+
+    try:
+        with sqlite3.connect(f"file:{quote(os.path.abspath(db))}?mode=ro", uri=True, timeout=30) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        conn.close()
+    except sqlite3.Error as e:
+        raise UserError(f"{shown}: cannot read the database ({str(e).splitlines()[0][:200]})") from None
+    _refuse_without_mlflow_tables(shown, tables, "the file")
+
+
+def _refuse_without_mlflow_tables(shown: str, tables: set[str], what: str) -> None:
+    if not {"runs", "experiments", "alembic_version"} <= tables:
+        raise UserError(f"{shown}: not an MLflow tracking database (no runs/experiments/alembic_version tables); "
+                        f"give {what} the tracking server writes (mlflow server --backend-store-uri)")
+
+
+def _probe_database(uri: str) -> None:
+    """Connect once to a database URI, raising the driver's error, and refuse a database without
+    MLflow's tables. MLflow's client retries a failed connection 10 times with backoff
+    (``mlflow.store.db.utils.MAX_RETRY_COUNT``, no setting), so a wrong host or port took ~110 s
+    and nine warnings to fail; and it creates its tables in a database that lacks them (another
+    application's), where the ingest then reported an empty server."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
+    except sqlalchemy.exc.NoSuchModuleError as e:    # postgresql+nodriver://
+        raise UserError(f"{safe_uri(uri)}: no such database driver ({str(e).splitlines()[0][:200]})") from None
+    try:
+        with engine.connect() as conn:
+            tables = set(sqlalchemy.inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+    _refuse_without_mlflow_tables(safe_uri(uri), tables, "the database")
+
+
 def _filter_of(q: RunQuery) -> str:
     flt = f"attributes.status = '{q.status}'"
     if q.run_ids is not None:   # MLflow run ids are hex: nothing to quote
@@ -290,9 +343,21 @@ def _short(e: BaseException) -> str:
     return first[:300]
 
 
+#: Database schemes MLflow's SQL store takes, also with a driver after a ``+``
+#: (``mysql+pymysql://``, as MLflow's docs write them): those were refused as an unsupported
+#: source scheme.
+DB_SCHEMES = ("postgresql", "mysql", "mssql")
+
+
+def _is_database(uri: str) -> bool:
+    """Whether ``uri`` names a database server MLflow's SQL store reads (not sqlite, not HTTP)."""
+    return "://" in uri and uri.split("://", 1)[0].partition("+")[0].lower() in DB_SCHEMES
+
+
 def claims(spec: str) -> bool:
     scheme = spec.split("://", 1)[0].lower() if "://" in spec else ("databricks" if spec == "databricks" else "")
-    return scheme in SCHEMES
+    base, plus, _ = scheme.partition("+")
+    return scheme in SCHEMES or (bool(plus) and base in DB_SCHEMES)
 
 
 @register_source("mlflow", claims)

@@ -115,7 +115,8 @@ def parse_target(spec: str) -> DbTarget:
         raise UserError(f"{shown}: not an SQLAlchemy database URL (e.g. {PREFIX}sqlite:////abs/mlflow.db)") from None
     dialect = url.get_backend_name()
     if dialect not in DIALECTS:
-        raise UserError(f"{shown}: unsupported database {dialect!r} (expected {', '.join(DIALECTS)})")
+        hint = "; PostgreSQL is postgresql://" if dialect == "postgres" else ""
+        raise UserError(f"{shown}: unsupported database {dialect!r} (expected {', '.join(DIALECTS)}{hint})")
     if dialect == "sqlite":
         if not url.database or url.database == ":memory:":
             raise UserError(f"{shown}: give the database file, e.g. {PREFIX}sqlite:////abs/mlflow.db")
@@ -315,11 +316,11 @@ class MlflowSqlSource:
                 return
             last = (int(rows[-1][4] or 0), rows[-1][0])
 
-    def _by_run(self, conn: Any, sql: str, ids: Sequence[str]) -> list[tuple]:
-        """Rows of ``sql`` (with ``:ids``) for runs ``ids``, in chunks of :data:`CHUNK`."""
+    def _by_run(self, conn: Any, sql: str, ids: Sequence[str], **params: Any) -> list[tuple]:
+        """Rows of ``sql`` (with ``:ids`` and ``params``) for runs ``ids``, in chunks of :data:`CHUNK`."""
         out: list[tuple] = []
         for i in range(0, len(ids), CHUNK):
-            out.extend(fetch(conn, sql, {"ids": list(ids[i:i + CHUNK])}))
+            out.extend(fetch(conn, sql, {**params, "ids": list(ids[i:i + CHUNK])}))
         return out
 
     def records(self, conn: Any, runs: list[tuple]) -> list[RunRecord]:
@@ -343,11 +344,12 @@ class MlflowSqlSource:
     def _history_max(self, conn: Any, expander: RunExpander, records: Sequence[RunRecord]
                      ) -> dict[str, dict[str, float]]:
         """The best non-NaN value over each matched metric's history (the highest, or the lowest
-        of an error rate: :meth:`RunExpander.best`): one grouped query per page."""
+        of an error rate: :meth:`RunExpander.best`): one grouped query per page. ``is_nan`` is bound
+        as a boolean: PostgreSQL's column is one, and refused ``is_nan = 0`` (boolean = integer)."""
         best: dict[tuple[str, str], float] = {
             (rid, key): expander.best(key, [float(lo), float(hi)]) for rid, key, lo, hi in self._by_run(
                 conn, "SELECT run_uuid, key, MIN(value), MAX(value) FROM metrics WHERE run_uuid IN :ids "
-                      "AND is_nan = 0 GROUP BY run_uuid, key", [r.run_id for r in records]) if hi is not None}
+                      "AND is_nan = :no GROUP BY run_uuid, key", [r.run_id for r in records], no=False) if hi is not None}
         out = {}
         for rec in records:
             values = dict(rec.metrics)

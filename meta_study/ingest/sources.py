@@ -113,8 +113,8 @@ class SourceOptions:
             raise UserError(f"history must be 'latest' or 'max', not {self.history!r}")
         if not 1 <= self.page_size <= 50_000:
             raise UserError(f"--page-size {self.page_size}: must be in [1, 50000] (runs per MLflow request)")
-        if self.overlap_s < 0:
-            raise UserError(f"overlap must be >= 0 seconds, got {self.overlap_s}")
+        if not 0 <= self.overlap_s < float("inf"):   # NaN too: int(NaN * 1000) was a traceback at the first query
+            raise UserError(f"overlap must be a finite number >= 0 seconds, got {self.overlap_s}")
 
 
 SourceFactory = Callable[[Sequence[str], "IngestMapping | None", SourceOptions], list[Source]]
@@ -137,13 +137,20 @@ def source_kinds() -> list[str]:
     return sorted(_REGISTRY)
 
 
+#: Why the MLflow sources could not be imported (None: they were): said instead of "unsupported
+#: source scheme" for a URI they would have claimed.
+_MLFLOW_IMPORT_ERROR: str | None = None
+
+
 def _load_builtin() -> None:
     # Importing registers them; kept lazy so `import meta_study.ingest` stays cheap.
+    global _MLFLOW_IMPORT_ERROR
     from . import files  # noqa: F401
     try:
         from . import mlflow_source, mlflow_sql  # noqa: F401
-    except ImportError:  # pragma: no cover - mlflow is a hard dependency; guard for slim installs
-        pass
+        _MLFLOW_IMPORT_ERROR = None
+    except ImportError as e:  # mlflow is a hard dependency; guard for slim installs
+        _MLFLOW_IMPORT_ERROR = f"{type(e).__name__}: {e}"
 
 
 def kind_of(spec: str) -> str:
@@ -153,7 +160,12 @@ def kind_of(spec: str) -> str:
         if claims(spec):
             return name
     if "://" in spec:
-        raise UserError(f"{spec.split('://')[0]}://...: unsupported source scheme")
+        scheme = spec.split("://")[0]
+        # Heroku's and others' spelling, which SQLAlchemy and MLflow refuse too
+        hint = " (PostgreSQL is postgresql://)" if scheme.lower().partition("+")[0] == "postgres" else ""
+        if _MLFLOW_IMPORT_ERROR is not None:
+            raise UserError(f"{scheme}://...: the MLflow sources cannot be loaded ({_MLFLOW_IMPORT_ERROR[:200]})")
+        raise UserError(f"{scheme}://...: unsupported source scheme{hint}")
     raise UserError(f"{spec}: no such file or directory")
 
 
