@@ -38,7 +38,7 @@ from .mapping import IngestMapping, JoinSpec, PercentTally, TableSpec, finish_ro
 from .sources import Progress, SourceBatch, SourceOptions, is_local_path, register_source, rejected_frame
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
-            ".ndjson": "jsonl", ".csv.gz": "csv", ".tsv.gz": "tsv", ".jsonl.gz": "jsonl"}
+            ".ndjson": "jsonl", ".csv.gz": "csv", ".tsv.gz": "tsv", ".jsonl.gz": "jsonl", ".ndjson.gz": "jsonl"}
 #: What a row must have after mapping; missing columns are a mapping problem, reported once per file.
 REQUIRED_AFTER_MAPPING = ("run_id", "us_task", "us_accuracy", "ds_task", "ds_accuracy", "eval_protocol")
 
@@ -89,7 +89,8 @@ class ExpandedPaths:
 
     paths: list[str]
     special: dict[str, str]   # directory entry that is not a regular file -> what it is ("a FIFO")
-    #: a directory's files that look like data in a format ingest does not read -> why
+    #: a directory's files that look like data in a format ingest does not read, and its
+    #: sub-directories that hold files it reads -> why
     other: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -105,6 +106,41 @@ _UNREAD = {".json": "JSON is not read: JSON Lines (one object a line) ends in .j
            ".xls": "a spreadsheet: export it as CSV", ".feather": "Feather is not read: write Parquet",
            ".arrow": "Arrow IPC is not read: write Parquet",
            ".txt": "not a CSV, TSV, Parquet or JSONL name", ".zip": "an archive: unpack it"}
+
+
+#: Compression suffixes ingest does not read (it reads gzip, of CSV, TSV and JSON Lines only): a
+#: directory's ``results.csv.zst`` was passed over without a word.
+_COMPRESSED = {".zst": "zstd", ".zstd": "zstd", ".bz2": "bzip2", ".xz": "xz", ".lz4": "lz4", ".gz": "gzip",
+               ".7z": "7-Zip"}
+_DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".xlsx", ".xls")
+
+
+def _why_unread(name: str) -> str | None:
+    """Why a file named ``name`` that looks like data is not read, or None (it is read, or is not
+    data: README.md)."""
+    if _format_of(name):
+        return None
+    base, ext = os.path.splitext(name.lower())
+    if ext in _COMPRESSED:
+        if os.path.splitext(base)[1] not in _DATA_SUFFIXES:
+            return None
+        return (f"compressed with {_COMPRESSED[ext]}: ingest reads .csv.gz, .tsv.gz and .jsonl.gz and "
+                "uncompressed files; decompress it")
+    return _UNREAD.get(ext)
+
+
+def _subdirectory_of_data(path: str, parent: str) -> str | None:
+    """Why a sub-directory of a named directory is passed over, when it holds files ingest reads
+    (``exports/alice/a.csv`` beside ``exports/summary.csv``: alice's runs were missing without a
+    word), or None. One listing of the sub-directory."""
+    if _format_of(path) or not os.path.isdir(path):
+        return None          # a directory named like a file is listed as "a directory" already
+    try:
+        held = any(_format_of(n) for n in os.listdir(path) if not n.startswith((".", "_")))
+    except OSError:
+        return None
+    return (f"a directory: ingest reads the files directly inside {parent}, not in its sub-directories; "
+            "name it too") if held else None
 
 
 def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
@@ -123,10 +159,13 @@ def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
         if os.path.isdir(spec):
             entries = sorted(n for n in os.listdir(spec) if not n.startswith((".", "_")))
             names = [n for n in entries if _format_of(n)]
+            mine = []   # (path, why) of its files that look like data ingest does not read
             for n in entries:
-                why_not = _UNREAD.get(os.path.splitext(n)[1].lower()) if not _format_of(n) else None
-                if why_not and os.path.isfile(os.path.join(spec, n)):
-                    other[os.path.join(spec, n)] = why_not
+                p = os.path.join(spec, n)
+                why_not = _why_unread(n) if os.path.isfile(p) else _subdirectory_of_data(p, spec)
+                if why_not:
+                    other[p] = why_not
+                    mine.append((p, why_not))
             files, passed = [], 0
             for n in names:
                 p = os.path.join(spec, n)
@@ -137,22 +176,28 @@ def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
                     special[p] = why
                     passed += 1
             if not files:
+                # what it does hold, passed over: a results.csv.zst, a spreadsheet (it said "no files")
+                more = f" (and {len(mine) - 1} more file(s) not read)" if len(mine) > 1 else ""
+                held = f"; {mine[0][0]}: {mine[0][1]}{more}" if mine else ""
                 raise UserError(f"{spec}: directory holds no CSV, TSV, Parquet or JSONL files"
-                                + (f" ({passed} entries that are not regular files skipped)" if passed else ""))
+                                + (f" ({passed} entries that are not regular files skipped)" if passed else "") + held)
             out.extend(files)
         elif os.path.exists(spec):
             why = _special(spec)
             if why is not None:
                 raise UserError(f"{spec}: cannot read {why}: ingest reads regular files only")
             if _format_of(spec) is None:
-                raise UserError(f"{spec}: unknown file type (expected .csv, .tsv, .parquet or .jsonl)")
+                why_not = _why_unread(os.path.basename(spec))
+                raise UserError(f"{spec}: unknown file type (expected .csv, .tsv, .parquet or .jsonl"
+                                + (f"; {why_not})" if why_not else ")"))
             out.append(spec)
         else:
             raise UserError(f"{spec}: no such file or directory")
     return ExpandedPaths(paths=out, special=special, other=other)
 
 
-#: A CSV/TSV with more rows than this is read, validated and staged in pieces of this many rows
+#: A file with more rows than this (CSV/TSV and JSON Lines: a size above 60 bytes a row) is read,
+#: validated and staged in pieces of this many rows
 #: (~50 MB of text, ~0.5 GB at peak), and committed once: memory stays bounded for any size.
 CHUNK_ROWS = 500_000
 
@@ -223,10 +268,16 @@ def _open_capped(path: str) -> io.BufferedReader:
 
 
 def read_export_chunks(path: str, rows: int | None = None) -> Iterator[tuple[int, pd.DataFrame]]:
-    """``(first row's position, frame)`` pieces of one export, in order: CSV/TSV in pieces of
-    ``rows`` (default :data:`CHUNK_ROWS`), other formats whole. Errors as :func:`read_export`."""
+    """``(first row's position, frame)`` pieces of one export, in order, of ``rows`` rows at most
+    (default :data:`CHUNK_ROWS`). Errors as :func:`read_export`."""
     rows = rows or CHUNK_ROWS
     fmt = _format_of(path)
+    if fmt == "jsonl":
+        yield from _jsonl_chunks(path, rows)
+        return
+    if fmt == "parquet":
+        yield from _parquet_chunks(path, rows)
+        return
     if fmt not in ("csv", "tsv"):
         yield 0, read_export(path)
         return
@@ -244,6 +295,21 @@ def read_export_chunks(path: str, rows: int | None = None) -> Iterator[tuple[int
             start += len(frame)
     if start == 0:
         raise _no_rows(path, fmt)
+
+
+def _jsonl_chunks(path: str, rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
+    """A JSON Lines file in pieces of ``rows`` objects: read whole, a 55 MB file took 600 MB (a
+    dict a record, then the frame), so a few GB of JSON Lines did not fit in memory."""
+    records = _reading(path, "jsonl", lambda: _jsonl_records(path))
+    start = 0
+    while True:
+        piece = _reading(path, "jsonl", lambda: [r for _, r in zip(range(rows), records)])
+        if not piece:
+            break
+        yield start, _integers_kept(pd.DataFrame.from_records(piece), piece)
+        start += len(piece)
+    if start == 0:
+        raise _no_rows(path, "jsonl")
 
 
 def _reading(path: str, fmt: str | None, fn: Callable[[], Any]) -> Any:
@@ -267,7 +333,36 @@ def _reading(path: str, fmt: str | None, fn: Callable[[], Any]) -> Any:
                             "separator at the end of the line?); nothing of this source was stored") from None
         if isinstance(e, EOFError):
             msg = f"truncated compressed file: {msg}"
+        if isinstance(e, UnicodeDecodeError) and fmt in ("csv", "tsv"):
+            # pandas' "byte 0xe9 in position 3" counts from a buffer it read, not from the file
+            where = _not_utf8(path)
+            if where is not None:
+                raise UserError(f"{path}: {where}") from None
         raise UserError(f"{path}: cannot read {fmt} ({msg})") from None
+
+
+def _not_utf8(path: str) -> str | None:
+    """Where a file first is not UTF-8 text, and what to do (``"line 5002 is not UTF-8 text (byte
+    0xe9 at column 27); save ..."``), or None. Reads the file up to there, line by line: paid only
+    when a read failed."""
+    import gzip
+
+    try:
+        with (gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")) as f:
+            for lineno, line in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES), b""), 1):
+                if lineno == 1 and line.startswith((b"\xff\xfe", b"\xfe\xff")):
+                    return ("it is UTF-16 text (a spreadsheet's \"Unicode text\"), not UTF-8; save it as UTF-8 "
+                            "(e.g. iconv -f utf-16 -t utf-8)")
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    if e.end == len(line) and len(line) == MAX_LINE_BYTES:   # a character cut at the cap
+                        continue
+                    return (f"line {lineno} is not UTF-8 text (byte {line[e.start]:#04x} at column {e.start + 1}); "
+                            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+    except (OSError, EOFError, zlib.error):
+        return None
+    return None
 
 
 def read_export(path: str) -> pd.DataFrame:
@@ -333,16 +428,66 @@ def _read_whole(path: str, fmt: str | None) -> pd.DataFrame:
         with _open_capped(path) as f:
             return _with_header(pd.read_csv(f, **_csv_body_kwargs(fmt)), columns, first=True)
     if fmt == "parquet":
-        table = pq.read_table(path)
-        names = column_names(table.column_names)
-        _refuse_duplicate_names(path, names)
-        # an integer column with nulls as Python ints and None: pandas' default, float64, stored the
-        # seed 9007199254740993 as ...992 and made an integer run_id 1.0, "not a string" (every row
-        # quarantined); cost: a Python int a cell of such a column, none for other columns
-        return _float32_as_written(table.rename_columns(names)).to_pandas(integer_object_nulls=True)
+        return _parquet_frame(path, pq.read_table(path))
     if fmt == "jsonl":
         return _read_jsonl(path)
     raise UserError(f"{path}: unknown file type")
+
+
+def _parquet_frame(path: str, table: pa.Table) -> pd.DataFrame:
+    """A Parquet file's table (or a piece of it) as a frame of its values as written."""
+    table = _without_pandas_index(table)
+    names = column_names(table.column_names)
+    _refuse_duplicate_names(path, names)
+    # an integer column with nulls as Python ints and None: pandas' default, float64, stored the
+    # seed 9007199254740993 as ...992 and made an integer run_id 1.0, "not a string" (every row
+    # quarantined); cost: a Python int a cell of such a column, none for other columns
+    return _float32_as_written(table.rename_columns(names)).to_pandas(integer_object_nulls=True)
+
+
+def _parquet_chunks(path: str, rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
+    """A Parquet file in pieces of at most ``rows`` rows (read whole, a file of tens of millions
+    of rows needed its whole table, then its frame, in memory at once)."""
+    pf = _reading(path, "parquet", lambda: pq.ParquetFile(path))
+    metadata = pf.schema_arrow.metadata      # pandas' index columns are named there
+    batches = _reading(path, "parquet", lambda: pf.iter_batches(batch_size=rows))
+    start = 0
+    while True:
+        batch = _reading(path, "parquet", lambda: next(batches, None))
+        if batch is None:
+            break
+        table = pa.Table.from_batches([batch]).replace_schema_metadata(metadata)
+        frame = _reading(path, "parquet", lambda: _parquet_frame(path, table))
+        if len(frame):
+            yield start, frame
+            start += len(frame)
+    if start == 0:
+        raise _no_rows(path, "parquet")
+
+
+def _parquet_columns(path: str) -> tuple[int, list[str]]:
+    """(rows, column names as read) of a Parquet file, from its footer."""
+    pf = pq.ParquetFile(path)
+    schema = _without_pandas_index(pa.Table.from_batches([], schema=pf.schema_arrow)).schema
+    return pf.metadata.num_rows, column_names(schema.names)
+
+
+def _without_pandas_index(table: pa.Table) -> pa.Table:
+    """``table`` without the row numbers pandas writes as ``__index_level_0__`` (the index of a
+    filtered or concatenated frame, ``to_parquet(index=True)``): they are no value of a run, and
+    were stored in every row's extra, differing between two exports of the same rows (every row
+    "updated"). Only columns that pandas' own metadata lists as an unnamed index are dropped; a
+    named index (``set_index("run_id")``) is a column like the others."""
+    meta = (table.schema.metadata or {}).get(b"pandas")
+    if meta is None:
+        return table
+    try:
+        index = json.loads(meta).get("index_columns", [])
+    except (ValueError, AttributeError):
+        return table
+    drop = [c for c in index if isinstance(c, str) and re.fullmatch(r"__index_level_\d+__", c)
+            and c in table.column_names]
+    return table.drop_columns(drop) if drop else table
 
 
 def _float32_as_written(table: pa.Table) -> pa.Table:
@@ -374,18 +519,25 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _read_jsonl(path: str) -> pd.DataFrame:
-    """One JSON object a line. A line longer than :data:`MAX_LINE_BYTES`, invalid JSON, a line
-    that is not an object, and a key repeated in one object are refused, naming the line: a
-    repeated key would otherwise keep its last value silently (a CSV's repeated header is refused
-    the same way)."""
+    """One JSON object a line, as a frame (:func:`_jsonl_records`)."""
+    records = list(_jsonl_records(path))
+    return _integers_kept(pd.DataFrame.from_records(records), records)
+
+
+def _jsonl_records(path: str) -> Iterator[dict[str, Any]]:
+    """The objects of a JSON Lines file, one a line. A line longer than :data:`MAX_LINE_BYTES`,
+    invalid JSON, a line that is not an object, and a key repeated in one object are refused,
+    naming the line: a repeated key would otherwise keep its last value silently (a CSV's
+    repeated header is refused the same way)."""
     import gzip
 
-    records = []
     with (gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")) as f:
         for lineno, line in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
             if len(line) > MAX_LINE_BYTES:
                 raise UserError(f"{path}:{lineno}: line longer than {MAX_LINE_BYTES >> 20} MB "
                                 "(a JSON object of that size is not a result; is it the right file?)")
+            if lineno == 1:   # a BOM (PowerShell's UTF-8, Notepad): json refused the whole file for it
+                line = line.removeprefix(b"\xef\xbb\xbf")
             if not line.strip():
                 continue
             try:
@@ -401,8 +553,16 @@ def _read_jsonl(path: str) -> pd.DataFrame:
                 raise UserError(f"{path}:{lineno}: invalid JSON ({e})") from None
             if not isinstance(rec, dict):
                 raise UserError(f"{path}:{lineno}: each line must be a JSON object")
-            records.append(rec)
-    return _integers_kept(pd.DataFrame.from_records(records), records)
+            yield rec
+
+
+def _jsonl_keys(path: str) -> list[str]:
+    """The keys of a JSON Lines file's first object (for :func:`near_miss_note`), or none."""
+    records = _jsonl_records(path)
+    try:
+        return column_names(next(records, {}).keys())
+    finally:
+        records.close()
 
 
 def _integers_kept(frame: pd.DataFrame, records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -424,11 +584,15 @@ def _integers_kept(frame: pd.DataFrame, records: list[dict[str, Any]]) -> pd.Dat
     return frame
 
 
-def _refuse_duplicate_names(path: str, names: Sequence[str]) -> None:
+def _refuse_duplicate_names(path: str, names: Sequence[str], *, unnamed_ok: bool = False) -> None:
     """A column name twice in one file: pandas would rename the second (``ds_accuracy.1``) and
-    ingest would move it to ``extra`` silently, keeping the first. Which one is meant?"""
+    ingest would move it to ``extra`` silently, keeping the first. Which one is meant?
+    ``unnamed_ok``: columns without a name are not the same column (a CSV's: pandas names each
+    ``Unnamed: i``; a spreadsheet leaves ``,,`` at the end of every line)."""
     seen: dict[str, int] = {}
     for i, n in enumerate(names, 1):
+        if unnamed_ok and not n:
+            continue
         if n in seen:
             raise UserError(f"{path}: column {printable(repr(n))} appears twice in the header (columns {seen[n]} "
                             f"and {i}); rename one")
@@ -448,8 +612,22 @@ def _check_header(path: str, sep: str) -> None:
     import gzip
 
     opener = gzip.open if path.lower().endswith(".gz") else open
+    # pandas skips blank lines (spaces and, in a CSV, tabs) before the header: so does this check,
+    # or a blank first line let a repeated name through (stored as "ds_accuracy.1" in extra)
+    blank = b" \r\n" + (b"\t" if sep == "," else b"")
     with opener(path, "rb") as f:
-        head = f.readline(MAX_HEADER_BYTES + 1)
+        head = f.readline(MAX_HEADER_BYTES + 1).removeprefix(b"\xef\xbb\xbf")
+        while head and not head.strip(blank):
+            head = f.readline(MAX_HEADER_BYTES + 1)
+    if not head:
+        raise UserError(f"{path}: the file is empty (no header line): nothing to ingest; an export cut short?")
+    if b"\n" not in head and re.match(rb"[^\r]*\r(?!\n)", head):
+        # classic Mac line ends (a carriage return alone, no \n: the csv module raised a traceback):
+        # pandas reads them, but the whole file is one "line" to the line cap
+        if os.path.getsize(path) > MAX_LINE_BYTES:
+            raise UserError(f"{path}: lines end in a carriage return alone (classic Mac line ends); "
+                            r"convert them to \n (e.g. tr '\r' '\n')")
+        head = next((line for line in re.split(rb"\r\n?|\n", head) if line.strip(blank)), b"")
     if len(head) > MAX_HEADER_BYTES:
         raise UserError(f"{path}: the first line is longer than {MAX_HEADER_BYTES >> 20} MB (no header, "
                         "or not a CSV/TSV file)")
@@ -457,10 +635,10 @@ def _check_header(path: str, sep: str) -> None:
     if n > MAX_COLUMNS:
         raise UserError(f"{path}: the header has {n:,} columns (at most {MAX_COLUMNS:,})")
     # as pandas reads it: a BOM dropped, quotes removed, spaces after a separator skipped
-    text = head.decode("utf-8-sig").rstrip("\r\n")
+    text = head.decode("utf-8").rstrip("\r\n")
     names = column_names(next(csv.reader([text], delimiter=sep, skipinitialspace=True), []))
     _refuse_other_separator(path, names, sep)
-    _refuse_duplicate_names(path, names)
+    _refuse_duplicate_names(path, names, unnamed_ok=True)
 
 
 def _refuse_other_separator(path: str, names: Sequence[str], sep: str) -> None:
@@ -543,7 +721,9 @@ class RecordScanner:
             if got is None:
                 break
             start, row = got
-            if not row:        # a blank line: pandas skips it too
+            # a blank line, or one of spaces (and tabs, in a CSV): pandas skips it too; a line of
+            # spaces before the header was taken as the header, and every _line was one too low
+            if not row or (len(row) == 1 and not row[0].strip(" \t")):
                 continue
             if not self.header_seen:
                 self.header_seen = True
@@ -921,6 +1101,7 @@ class FileSource:
             # a key of the file's own name (no source given): another file of that name is another table
             own_key = self.source_name is None and (self.mapping is None or self.mapping.source is None)
             rows_source = None if own_key else self.source_name or self.mapping.source  # type: ignore[union-attr]
+            stamp = _stamp(p)     # before the hash that the state records
             name, seen, earlier = _file_state(store, source, [p], self.mapping, self.drop_missing, own_key=own_key,
                                               rows_source=rows_source,
                                               peers=self._peers(store) if rows_source is not None else None)
@@ -929,7 +1110,7 @@ class FileSource:
             else:
                 # built in a helper so that this generator holds no reference to the frames while the
                 # pipeline commits (they are half of an ingest's peak memory)
-                yield self._long_batch(p, state={name: seen}, earlier=earlier)
+                yield self._long_batch(p, state={name: seen}, earlier=earlier, stamp=stamp)
         progress("read", len(self.paths), len(self.paths))
 
     def _peers(self, store: Store) -> dict[str, list[tuple[str, int | None]]]:
@@ -949,27 +1130,37 @@ class FileSource:
         return SourceBatch(rows=rows, raw=raws, rejected=rejected, state=state, stats={"skipped_files": len(unused)},
                            replace_runs=True, drop_missing=self.drop_missing)
 
-    def _long_batch(self, p: str, state: dict, earlier: Callable[[], tuple[str, ...]] | None = None) -> SourceBatch:
-        """The file as one batch, read in pieces when it is a large CSV/TSV (committed once).
+    def _long_batch(self, p: str, state: dict, earlier: Callable[[], tuple[str, ...]] | None = None,
+                    stamp: tuple[int, int] | None = None) -> SourceBatch:
+        """The file as one batch, read in pieces when it is large (committed once).
         A column declared in percent that holds fractions refuses the file (after its last piece,
-        inside the commit: nothing is stored)."""
+        inside the commit: nothing is stored), and so does a file whose size or time of change is
+        no longer ``stamp`` (:func:`_refuse_changed`)."""
         fmt = _format_of(p)
-        if fmt in ("csv", "tsv") and os.path.getsize(p) > CHUNK_ROWS * 60:   # ~60 B/row or more
-            header = _reading(p, fmt, lambda: _csv_columns(p, fmt))
-            return SourceBatch(rows=pd.DataFrame(), state=state, chunks=self._pieces(p), replace_runs=True,
+        header: list[str] | None = None
+        if fmt in ("csv", "tsv", "jsonl") and os.path.getsize(p) > CHUNK_ROWS * 60:   # ~60 B/row or more
+            header = _reading(p, fmt, lambda: _csv_columns(p, fmt) if fmt != "jsonl" else _jsonl_keys(p))
+        elif fmt == "parquet":
+            n, names = _reading(p, fmt, lambda: _parquet_columns(p))
+            header = names if n > CHUNK_ROWS else None
+        if header is not None:
+            return SourceBatch(rows=pd.DataFrame(), state=state, chunks=self._pieces(p, stamp), replace_runs=True,
                                drop_missing=self.drop_missing, earlier_inputs=earlier,
                                notes=near_miss_note(p, header, self.mapping))
         tally = PercentTally()
         frame = read_export(p)
+        _refuse_changed(p, stamp)
         rows, raw = self._mapped(p, 0, frame, tally)
         tally.refuse_fractions()
         return SourceBatch(rows=rows, raw=raw, state=state, replace_runs=True, drop_missing=self.drop_missing,
                            earlier_inputs=earlier, notes=near_miss_note(p, frame.columns, self.mapping))
 
-    def _pieces(self, p: str) -> Iterator[tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]]:
+    def _pieces(self, p: str, stamp: tuple[int, int] | None = None,
+                ) -> Iterator[tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]]:
         tally, scanner = PercentTally(), scanner_of(p)
         for start, frame in read_export_chunks(p):
             yield self._mapped(p, start, frame, tally, scanner)
+        _refuse_changed(p, stamp)
         tally.refuse_fractions()
 
     def _mapped(self, p: str, start: int, frame: pd.DataFrame, tally: PercentTally,
@@ -980,6 +1171,22 @@ class FileSource:
         return rows, _raw_payloads(frame, p, offset=start, scanner=scanner or scanner_of(p))
 
 
+def _stamp(path: str) -> tuple[int, int]:
+    """A file's size and time of last change (ns)."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def _refuse_changed(path: str, stamp: tuple[int, int] | None) -> None:
+    """A :class:`UserError` when ``path`` changed since ``stamp`` was taken, before its hash: an
+    export still being written. Its rows (a half-written last line among them) were stored under
+    the state of the content hashed before, so that the file, back at that content, was
+    "unchanged" and never read again. Costs one ``stat``."""
+    if stamp is not None and _stamp(path) != stamp:
+        raise UserError(f"{path}: changed while it was read (still being written?); nothing of it was stored: "
+                        "ingest it again once it is complete")
+
+
 #: Bump when the way a file becomes rows changes, so that unchanged files are read again.
 #: 2: nested ``extra`` values as JSON, non-ASCII digits refused, stale rows of a file's runs removed.
 #: 3: a CSV row with more fields than the header refused (it was stored shifted by a column), a
@@ -988,7 +1195,8 @@ class FileSource:
 #: percents quarantined.
 #: 5: join keys compared as normalised text (224.0 is 224, spaces at either end dropped), text
 #: NaN / NA in an optional integer column stored as null, strings in Unicode's composed form (NFC).
-FILE_STATE_VERSION = 5
+#: 6: pandas' unnamed index (``__index_level_0__``) of a Parquet file no longer stored in extra.
+FILE_STATE_VERSION = 6
 
 
 def _file_state(store: Store, source: str, paths: Sequence[str], mapping: IngestMapping | None,
@@ -1143,7 +1351,13 @@ def _claims(spec: str) -> bool:
 @register_source("files", _claims)
 def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOptions) -> list[FileSource]:
     found = expand_paths(specs)
-    paths, notes = found.paths, tuple(found.skipped)
+    notes = tuple(found.skipped)
+    # one file named twice (``dir dir/x.csv``, ``x.csv ./x.csv``) is one input: a join said it
+    # "matched several files", and --drop-missing that "2 files share the source"
+    first: dict[str, str] = {}
+    for p in found.paths:
+        first.setdefault(os.path.realpath(p), p)
+    paths = list(first.values())
     if mapping is not None and mapping.join is not None:
         return [FileSource(paths=paths, mapping=mapping, source_name=options.source_name,
                            drop_missing=options.drop_missing, notes=notes, special=dict(found.special))]
@@ -1155,8 +1369,52 @@ def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOp
         raise UserError(f"--drop-missing: {len(paths)} files share the source {explicit!r}, and each would remove the "
                         "runs of the others; ingest them one source a file, or as one join")
     _refuse_shared_runs(paths, mapping, options.source_name, explicit)
+    if explicit is None:
+        _refuse_copies(paths)
     return [FileSource(paths=[p], mapping=mapping, source_name=options.source_name, drop_missing=options.drop_missing,
                        notes=notes if i == 0 else (), peers=peers) for i, p in enumerate(paths)]
+
+
+def _refuse_copies(paths: Sequence[str]) -> None:
+    """Refuse two files of one call with the same content (``results.csv`` and ``results (1).csv``,
+    a download saved twice): each is its own source, so every run was stored twice, under two
+    names, and counted twice by every analysis. Files of the same size are hashed (sha256, ~0.1 s
+    per 100 MB); others cost one ``stat``."""
+    import hashlib
+
+    by_size: dict[int, list[str]] = {}
+    for p in paths:
+        try:
+            by_size.setdefault(os.path.getsize(p), []).append(p)
+        except OSError:
+            continue       # it fails on its own, in its line
+    for same in (g for size, g in by_size.items() if len(g) > 1 and size):   # empty files fail on their own
+        seen: dict[str, str] = {}
+        for p in same:
+            h = hashlib.sha256()
+            try:
+                with open(p, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+            except OSError:
+                continue
+            if h.hexdigest() in seen and _has_rows(seen[h.hexdigest()]):   # else each fails on its own
+                first = seen[h.hexdigest()]
+                raise UserError(f"{first} and {p}: the same content (a copy?); every run would be stored twice, "
+                                f"once as source {source_stem(first)!r} and once as {source_stem(p)!r}. Nothing was "
+                                "stored: ingest one of them")
+            seen[h.hexdigest()] = p
+
+
+def _has_rows(path: str) -> bool:
+    """Whether a file can be read and holds a row (reads its first piece of one row)."""
+    try:
+        pieces = read_export_chunks(path, rows=1)
+        got = next(pieces, None) is not None
+        pieces.close()
+        return got
+    except (UserError, OSError, ValueError):
+        return False
 
 
 def _refuse_shared_runs(paths: Sequence[str], mapping: IngestMapping | None, source_name: str | None,
