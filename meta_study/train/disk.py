@@ -17,7 +17,7 @@ import glob
 import io
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +25,9 @@ import pyarrow.dataset as pads
 import torch
 
 from .data import CachedSplit, Task
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 #: Test folder names, the first present wins: Kaggle's train/ + valid/ layout held out 20% of
@@ -43,9 +46,12 @@ class EncodedSplit(CachedSplit):
     loop decodes in DataLoader workers.
     """
 
-    def __init__(self, sources: Sequence[str | bytes], labels: np.ndarray, img_size: int, cache_mb: float = 1024.0):
+    def __init__(self, sources: Sequence[str | bytes], labels: np.ndarray, img_size: int, cache_mb: float = 1024.0,
+                 rows: Sequence[int] | None = None, where: str = "the table"):
         super().__init__(len(sources), (3, img_size, img_size), cache_mb)
         self.sources = list(sources)
+        # how a decoding error names an encoded image: its row in ``where`` (the source table)
+        self.rows, self.where = (np.arange(len(self.sources)) if rows is None else np.asarray(rows)), where
         self.labels = np.asarray(labels, dtype=np.int64)
         self.img_size = img_size
 
@@ -53,12 +59,50 @@ class EncodedSplit(CachedSplit):
         from PIL import Image
 
         with Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src) as im:
-            im = im.convert("RGB").resize((self.img_size, self.img_size), Image.BILINEAR)
+            im = _to_8bit(im).convert("RGB").resize((self.img_size, self.img_size), Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8)
 
     def _produce(self, idx: np.ndarray) -> torch.Tensor:
-        arr = np.stack([self._decode(self.sources[i]) for i in idx])
+        arr = np.stack([self._decode_named(int(i)) for i in idx])
         return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+    def _decode_named(self, i: int) -> np.ndarray:
+        """Example ``i`` decoded; an image PIL cannot read is a ValueError naming its file or row
+        (a table's error named a BytesIO object at some address)."""
+        src = self.sources[i]
+        try:
+            return self._decode(src)
+        except Exception as e:   # PIL raises UnidentifiedImageError, OSError (truncated), SyntaxError, ...
+            what = f"{self.where}, row {int(self.rows[i])}" if isinstance(src, (bytes, bytearray)) else str(src)
+            raise ValueError(f"{what}: the image cannot be decoded ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''})") from e
+
+
+def _to_8bit(im: "Image.Image") -> "Image.Image":
+    """A 16-bit grayscale image (PNG / TIFF, modes I;16, I;16B, ...) as 8-bit L, scaled by 1/257;
+    other images as they are. PIL's convert("RGB") clips it at 255: a 0..65535 ramp came out
+    99.6% white. (Mode I, 32-bit, has no fixed range: PIL's clipping is kept.)"""
+    from PIL import Image
+
+    if not im.mode.startswith("I;16"):
+        return im
+    a = np.asarray(im).astype(np.float64)
+    return Image.fromarray((a.clip(0, 65535) / 257.0).round().astype(np.uint8))
+
+
+def _train_lacks(where: object, labels: np.ndarray, test_labels: np.ndarray, classes: Sequence[object]) -> None:
+    """Refuse a held-out split that took every example of a class: the model never trains on it,
+    and its test examples cap the accuracy without a word.
+
+    Raises:
+        ValueError: naming ``where`` (the data's path) and the classes.
+    """
+    missing = sorted(set(test_labels.tolist()) - set(labels.tolist()))
+    if missing:
+        names = [str(classes[i]) if not _ints(classes) else str(i) for i in missing]
+        raise ValueError(f"{where}: the held-out test split took every example of class(es) "
+                         f"{', '.join(names[:5])}, leaving none to train on; add examples, give a test split "
+                         "or another seed / test_fraction")
 
 
 def _split_off(n: int, test_fraction: float, seed: int, where: object) -> tuple[np.ndarray, np.ndarray]:
@@ -93,14 +137,33 @@ def _label_ids(names: Sequence[object], classes: Sequence[object] | None) -> tup
 
 
 def _scan_folder(root: Path) -> tuple[list[str], list[str]]:
-    """(paths, class names) of ``root/<class>/**/<image>``, sorted."""
-    paths, names = [], []
-    for cls in sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+    """(paths, class names) of ``root/<class>/**/<image>``, sorted; ValueError for a class folder
+    without images (when others have some)."""
+    paths, names, empty = [], [], []
+    for cls in sorted(d.name for d in root.iterdir() if d.is_dir() and not _skipped(d.name)):
+        found = len(paths)
         for p in sorted((root / cls).rglob("*")):
-            if p.suffix.lower() in IMAGE_SUFFIXES:
+            # regular files only (a folder named x.png, a FIFO that blocks on open), and no hidden
+            # ones: macOS's ._x.png beside every image, .ipynb_checkpoints/; each was decoded at
+            # its first batch and crashed pre-training
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() \
+                    and not any(_skipped(part) for part in p.relative_to(root / cls).parts):
                 paths.append(str(p))
                 names.append(cls)
+        if len(paths) == found:
+            empty.append(cls)
+    if empty and paths:   # no images at all: the callers' own error
+        # an interrupted copy: the class was dropped without a word, a 3-class dataset trained as
+        # a 2-class one (torchvision's ImageFolder refuses it too)
+        raise ValueError(f"{root}: class folder{'s' if len(empty) > 1 else ''} {', '.join(empty[:5])} "
+                         f"hold{'' if len(empty) > 1 else 's'} no images ({', '.join(IMAGE_SUFFIXES)}); fill or "
+                         "remove it")
     return paths, names
+
+
+def _skipped(name: str) -> bool:
+    """A hidden file or folder, or the __MACOSX folder a macOS zip adds: never a class or an image."""
+    return name.startswith(".") or name == "__MACOSX"
 
 
 def _subdir(root: Path, given: str | None, defaults: Sequence[str], what: str) -> Path | None:
@@ -155,12 +218,16 @@ def load_imagefolder(root: str | os.PathLike, *, name: str | None = None, img_si
             raise ValueError(f"{te_root}: no images in class subdirectories (an unlabeled test set?); name a "
                              "labelled test folder with test_dir=..., or move this one aside to hold out "
                              "test_fraction of train")
-        te_labels, _ = _label_ids(te_names, classes)
+        try:
+            te_labels, _ = _label_ids(te_names, classes)
+        except ValueError as e:   # a test class folder the train folder lacks (or holds no images in)
+            raise ValueError(f"{te_root}: {e} (the class folders with images in {tr_root})") from None
     else:
         tr, te = _split_off(len(paths), test_fraction, seed, tr_root)
         te_paths, te_labels = [paths[i] for i in te], labels[te]
         paths, labels = [paths[i] for i in tr], labels[tr]
-    return Task(name or root.name, len(classes), img_size,
+        _train_lacks(tr_root, labels, te_labels, classes)
+    return Task(name or root.resolve().name, len(classes), img_size,   # "." has no name of its own
                 EncodedSplit(paths, labels, img_size, cache_mb), EncodedSplit(te_paths, te_labels, img_size, cache_mb),
                 description=f"ImageFolder {root} ({len(classes)} classes)")
 
@@ -168,6 +235,7 @@ def load_imagefolder(root: str | os.PathLike, *, name: str | None = None, img_si
 def _read_table(src: str | os.PathLike | pa.Table, columns: list[str]) -> pa.Table:
     """A Parquet file/directory/glob, an Arrow IPC (.arrow / .feather) file, or a table."""
     if isinstance(src, pa.Table):
+        _has_columns(src.column_names, columns, _source(src))
         return src.select(columns)
     s = str(src)
     files = sorted(glob.glob(s)) if any(c in s for c in "*?[") else [s]
@@ -178,8 +246,22 @@ def _read_table(src: str | os.PathLike | pa.Table, columns: list[str]) -> pa.Tab
     if not files:
         raise FileNotFoundError(f"{s}: no files match")
     if all(f.endswith((".arrow", ".feather", ".ipc")) for f in files):
-        return pa.concat_tables([_read_ipc(f).select(columns) for f in files])
-    return pads.dataset(files if len(files) > 1 else files[0], format="parquet").to_table(columns=columns)
+        tables = [_read_ipc(f) for f in files]
+        for f, t in zip(files, tables):
+            _has_columns(t.column_names, columns, f)
+        return pa.concat_tables([t.select(columns) for t in tables])
+    ds = pads.dataset(files if len(files) > 1 else files[0], format="parquet")
+    _has_columns(ds.schema.names, columns, s)
+    return ds.to_table(columns=columns)
+
+
+def _has_columns(names: Sequence[str], columns: Sequence[str], where: str) -> None:
+    """Refuse a table without the image or label column in one line, naming the columns it has
+    (pyarrow's error was a multi-line schema dump, or a KeyError)."""
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise ValueError(f"{where}: no column {missing[0]!r}; its columns are {', '.join(names)} (name the image and "
+                         "label columns with image_column=... and label_column=...)")
 
 
 def _read_ipc(path: str) -> pa.Table:
@@ -191,12 +273,41 @@ def _read_ipc(path: str) -> pa.Table:
             return pa.ipc.open_file(src).read_all()
 
 
-def _image_bytes(col: pa.ChunkedArray) -> list[bytes]:
-    """Encoded images from a binary column or a struct with a ``bytes`` field (HF ``Image``)."""
+def _image_bytes(col: pa.ChunkedArray, where: str = "image column") -> list[bytes | str]:
+    """Encoded images from a binary column or a struct with a ``bytes`` field (HF ``Image``);
+    a struct row whose ``bytes`` is null gives its ``path`` (HF keeps local files it did not
+    embed so), decoded from the file.
+
+    Raises:
+        ValueError: rows with no image (null), counted, named by ``where``: one crashed
+            pre-training at the first batch that held it ('NoneType' object has no attribute 'read').
+    """
     if pa.types.is_struct(col.type):
+        paths = [None] * len(col)
+        if col.type.get_field_index("path") >= 0:
+            paths = pa.chunked_array([c.field("path") for c in col.chunks]).to_pylist()
+        null = pa.chunked_array([c.is_null() for c in col.chunks]).to_pylist()   # a null struct
         col = pa.chunked_array([c.field("bytes") for c in col.chunks])
-    if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
-        raise TypeError(f"image column has type {col.type}; expected binary or struct<bytes: binary>")
+        if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
+            raise TypeError(f"image column has type {col.type}; expected binary or struct<bytes: binary>")
+        out = [None if n else b if b is not None else p for n, b, p in zip(null, col.to_pylist(), paths)]
+    else:
+        if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
+            raise TypeError(f"image column has type {col.type}; expected binary or struct<bytes: binary>")
+        out = col.to_pylist()
+    nulls = sum(v is None for v in out)
+    if nulls:
+        raise ValueError(f"{where}: {nulls} null image(s) of {len(out)} rows (no bytes, no path); drop those rows")
+    return out
+
+
+def _labels_of(table: pa.Table, column: str, where: str) -> list[object]:
+    """The label column as Python values; null labels are refused, counted, named by ``where``
+    (they crashed in sorted(): '<' not supported between 'NoneType' and 'int')."""
+    col = table.column(column)
+    if col.null_count:
+        raise ValueError(f"{where}: label column {column!r} has {col.null_count} null label(s) of "
+                         f"{len(col)} rows (unlabelled examples?); drop those rows")
     return col.to_pylist()
 
 
@@ -222,27 +333,34 @@ def load_parquet(train: str | os.PathLike | pa.Table, test: str | os.PathLike | 
     tr = _read_table(train, cols)
     if tr.num_rows == 0:
         raise ValueError(f"{_source(train)}: no rows in the train table")
-    labels, classes = _label_ids(tr.column(label_column).to_pylist(), None)
-    images = _image_bytes(tr.column(image_column))
+    labels, classes = _label_ids(_labels_of(tr, label_column, _source(train)), None)
+    images = _image_bytes(tr.column(image_column), f"{_source(train)}: image column {image_column!r}")
     if test is not None:
         te = _read_table(test, cols)
         if te.num_rows == 0:   # an empty test split reported US accuracy 0.0 and broke the few-shot probe
             raise ValueError(f"{_source(test)}: no rows in the test table")
-        te_labels, _ = _label_ids(te.column(label_column).to_pylist(), None if _ints(classes) else classes)
+        try:
+            te_labels, _ = _label_ids(_labels_of(te, label_column, _source(test)), None if _ints(classes) else classes)
+        except ValueError as e:
+            raise ValueError(str(e) if str(e).startswith(_source(test)) else f"{_source(test)}: {e}") from None
         unseen = sorted(set(te_labels.tolist()) - set(labels.tolist())) if _ints(classes) else []
         if unseen:   # as for class names: a class the model never trained on caps its accuracy, unsaid
             raise ValueError(f"{_source(test)}: labels {unseen[:5]} not among the train classes")
-        te_images = _image_bytes(te.column(image_column))
+        te_images = _image_bytes(te.column(image_column), f"{_source(test)}: image column {image_column!r}")
+        te_rows, te_where = None, _source(test)
     else:
         a, b = _split_off(len(images), test_fraction, seed, _source(train))
         te_images, te_labels = [images[i] for i in b], labels[b]
         images, labels = [images[i] for i in a], labels[a]
+        _train_lacks(_source(train), labels, te_labels, classes)
+        te_rows, te_where = b, _source(train)
     if _ints(classes):
         num_classes = int(max(labels.max(), te_labels.max() if len(te_labels) else 0)) + 1
     else:
         num_classes = len(classes)
-    return Task(name, num_classes, img_size, EncodedSplit(images, labels, img_size, cache_mb),
-                EncodedSplit(te_images, te_labels, img_size, cache_mb),
+    tr_rows = a if test is None else None
+    return Task(name, num_classes, img_size, EncodedSplit(images, labels, img_size, cache_mb, tr_rows, _source(train)),
+                EncodedSplit(te_images, te_labels, img_size, cache_mb, te_rows, te_where),
                 description=f"table {train} ({num_classes} classes)")
 
 

@@ -38,6 +38,10 @@ from .synth import DS_TASKS
 ReportFn = Callable[[int, dict[str, float], "str | None"], None]
 
 CHECKPOINT_FILE = "checkpoint.pt"
+#: Steps between divergence checks when no report falls due: a NaN loss stops the run within
+#: this many steps, not at the next report (with eval_every=0: the end, hours later). One device
+#: sync (and, data-parallel, one all_reduce of this many floats) per check.
+DIVERGENCE_CHECK_STEPS = 100
 #: The largest count a TrainConfig integer field takes (seeds aside): torch sizes and indices are
 #: 32-bit in places, and a batch or step count beyond it is a typo (1e30), not a plan.
 INT_MAX = 2**31 - 1
@@ -106,7 +110,17 @@ class TrainConfig:
                   "eval_batch_size", "fewshot_seeds", "margin_examples", "finetune_examples", "finetune_steps",
                   "finetune_batch_size", "num_workers")
 
+    #: Fields holding a sequence: a single value is a sequence of one (shots=5 was a TypeError,
+    #: ds_tasks="synth_shape" was read letter by letter: "unknown task 's'").
+    SEQ_FIELDS = ("shots", "l2_sweep", "ds_tasks")
+
     def __post_init__(self) -> None:
+        for name in self.SEQ_FIELDS:
+            v = getattr(self, name)
+            if isinstance(v, (str, int, float)):
+                object.__setattr__(self, name, (v,))
+            elif isinstance(v, list):
+                object.__setattr__(self, name, tuple(v))
         for name in self.INT_FIELDS:
             v = getattr(self, name)
             if isinstance(v, float) and v.is_integer():
@@ -154,7 +168,7 @@ class TrainConfig:
         need("data_fraction", num(self.data_fraction) and 0 < self.data_fraction <= 1, "in (0, 1]")
         need("warmup_fraction", num(self.warmup_fraction) and 0 <= self.warmup_fraction <= 1, "in [0, 1]")
         need("momentum", num(self.momentum) and 0 <= self.momentum <= 1, "in [0, 1]")
-        need("betas", len(tuple(self.betas)) == 2 and all(num(b) and 0 <= b < 1 for b in self.betas),
+        need("betas", isinstance(self.betas, (tuple, list)) and len(self.betas) == 2 and all(num(b) and 0 <= b < 1 for b in self.betas),
              "two numbers in [0, 1)")
         for name in self.INT_FIELDS:
             v = getattr(self, name)
@@ -165,6 +179,8 @@ class TrainConfig:
                 out.append(f"{name}={v:g}: must be at most {INT_MAX:,}")
         at_least("seed", 0)
         at_least("data_seed", 0)
+        need("l2_sweep", all(num(v) and math.isfinite(v) and v >= 0 for v in tuple(self.l2_sweep)),
+             "numbers >= 0 (ridge regularizers, like l2)")
         need("shots", len(tuple(self.shots)) > 0 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
                                                          for k in self.shots), "one or more whole shot counts >= 1")
         need("margin_examples", not self.diagnostics or (num(self.margin_examples) and self.margin_examples >= 1),
@@ -278,19 +294,26 @@ def evaluate(model: nn.Module, task_split: Any, rt: Runtime, batch_size: int = 5
     Raises:
         ValueError: the split (or ``indices``) holds no examples: there is no accuracy to report
             (0.0 was reported, a point at the floor of the meta-study).
+        DivergedError: some outputs are NaN or infinite (weights blown up by the last update, a
+            BatchNorm's running statistics gone inf): the argmax of NaN logits is class 0, a chance
+            accuracy that was reported as the model's. One device sync per call.
     """
     if (len(task_split) if indices is None else len(indices)) == 0:
         raise ValueError(f"evaluate: no examples to measure accuracy on (a split of {len(task_split)} examples"
                          + ("" if indices is None else ", 0 of them selected") + ")")
     was_training = model.training
     model.eval()
-    correct, total = torch.zeros((), device=rt.device), 0
+    correct, bad, total = torch.zeros((), device=rt.device), torch.zeros((), device=rt.device), 0
     for x, y in iterate_split(task_split, batch_size, indices):
         with rt.autocast():
             logits = model(rt.prepare(x))
         correct += (logits.argmax(-1) == y.to(rt.device)).sum()
+        bad += (~torch.isfinite(logits)).any(-1).sum()
         total += len(y)
     model.train(was_training)
+    if int(bad):
+        raise DivergedError(f"the model's outputs are not finite (NaN or inf) on {int(bad)} of {total} examples; "
+                            "its accuracy would be chance level")
     return float(correct) / total
 
 
@@ -470,6 +493,7 @@ class _Run:
     losses: torch.Tensor  # (total_steps,) on the device; NaN where not run
     start: int  # first step of this call (> 0 when resumed)
     last_report: int = 0
+    checked: int = 0  # losses before this step are averaged over ranks and known finite
     train_s: float = 0.0  # seconds in training steps, evals and checkpoints excluded
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -504,7 +528,7 @@ def _setup(model: nn.Module, cfg: TrainConfig, arch_family: str, n_train: int, r
         fwd = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     fwd = torch.compile(fwd) if rt.compile else fwd
     losses = torch.full((plan.total_steps,), math.nan, device=rt.device)
-    return _Run(model, fwd, opt, sched, rt, plan, losses, start, last_report=start)
+    return _Run(model, fwd, opt, sched, rt, plan, losses, start, last_report=start, checked=start)
 
 
 class DivergedError(RuntimeError):
@@ -520,7 +544,7 @@ def _mean_over_ranks(run: _Run, start: int, stop: int) -> torch.Tensor:
     ``train/final_loss`` report (rank 0's own half batch was logged before). It also makes the
     divergence check the same on every rank: a NaN on one rank is NaN in the sum on all, so they
     all raise, where one rank raising alone left the others blocked in their next collective
-    (NCCL: until its timeout). One all_reduce of ``stop - start`` floats per report.
+    (NCCL: until its timeout). One all_reduce of ``stop - start`` floats per call.
     """
     window = run.losses[start:stop]
     world = dist_rank_world()[1]
@@ -533,20 +557,34 @@ def _mean_over_ranks(run: _Run, start: int, stop: int) -> torch.Tensor:
     return window
 
 
+def _check_finite(run: _Run, start: int, stop: int, cfg: TrainConfig) -> torch.Tensor:
+    """The losses of steps ``start + 1 .. stop``, averaged over ranks (:func:`_mean_over_ranks`,
+    once per step: those before ``run.checked`` already are); :class:`DivergedError` when one is
+    not finite on any rank (one device sync)."""
+    fresh = max(start, run.checked)
+    new = _mean_over_ranks(run, fresh, stop)
+    finite = torch.isfinite(new)
+    if not bool(finite.all()):
+        first = fresh + int((~finite).nonzero()[0, 0]) + 1
+        raise DivergedError(f"training diverged: the loss is not finite from step {first} of "
+                            f"{run.plan.total_steps} (lr {cfg.lr:g}, grad_clip {cfg.grad_clip:g}); its accuracies "
+                            "would be chance levels")
+    run.checked = stop
+    return run.losses[start:stop]
+
+
 def _report(run: _Run, step: int, task: Task, cfg: TrainConfig, eval_idx: np.ndarray | None,
             checkpoint_dir: str | None, on_report: ReportFn | None) -> float:
     """Evaluate (on ``eval_idx`` of the test split; None: all of it), checkpoint, call
     ``on_report``; returns the US accuracy. :class:`DivergedError` (before any of it: no
     checkpoint of a diverged model) when a loss since the last report is not finite on any rank
-    (one device sync per report, none per step)."""
-    window = _mean_over_ranks(run, run.last_report, step)
-    finite = torch.isfinite(window)
-    if not bool(finite.all()):
-        first = run.last_report + int((~finite).nonzero()[0, 0]) + 1
-        raise DivergedError(f"training diverged: the loss is not finite from step {first} of "
-                            f"{run.plan.total_steps} (lr {cfg.lr:g}, grad_clip {cfg.grad_clip:g}); its accuracies "
-                            "would be chance levels")
-    acc = evaluate(run.fwd, task.test, run.rt, cfg.eval_batch_size, eval_idx)
+    (one device sync per report; between reports, one per :data:`DIVERGENCE_CHECK_STEPS`)."""
+    window = _check_finite(run, run.last_report, step, cfg)
+    try:
+        acc = evaluate(run.fwd, task.test, run.rt, cfg.eval_batch_size, eval_idx)
+    except DivergedError as e:   # the update after the last loss blew the weights up
+        raise DivergedError(f"training diverged: after step {step} of {run.plan.total_steps} (lr {cfg.lr:g}, "
+                            f"grad_clip {cfg.grad_clip:g}), {e}") from None
     metrics = {"step": float(step), "epoch": step / run.plan.steps_per_epoch,
                "train/loss": float(window.mean()) if len(window) else math.nan,
                # the lr of the update that made this step (the optimizer's is already the next one's)
@@ -594,6 +632,8 @@ def pretrain(model: nn.Module, info: ModelInfo, task: Task, cfg: TrainConfig, *,
     cfg = cfg.resolved(info)
     if len(task.test) == 0:   # found before training, not at the first report
         raise ValueError(f"US task {task.name}: its test split holds no examples to measure accuracy on")
+    if len(task.train) == 0:  # a ZeroDivisionError in plan_steps
+        raise ValueError(f"US task {task.name}: its train split holds no examples to train on")
     train_idx = fraction_indices(len(task.train), cfg.data_fraction, cfg.data_seed)
     rank, world = dist_rank_world()
     check_batch_splits(cfg, plan_steps(cfg, len(train_idx)), world)   # on every rank alike, before any collective
@@ -612,6 +652,8 @@ def pretrain(model: nn.Module, info: ModelInfo, task: Task, cfg: TrainConfig, *,
             run.train_s += time.perf_counter() - tick
             acc = _report(run, step, task, cfg, None if last else eval_idx, checkpoint_dir, on_report)
             tick = time.perf_counter()
+        elif step % DIVERGENCE_CHECK_STEPS == 0:   # every rank alike: the steps are the same on all
+            _check_finite(run, run.checked, step, cfg)
     if run.start >= run.plan.total_steps:  # resumed from a finished run: just measure
         acc = evaluate(run.fwd, task.test, run.rt, cfg.eval_batch_size)
     done = (run.plan.total_steps - run.start) * run.plan.batch_size

@@ -368,8 +368,18 @@ class SceneSplit(CachedSplit):
         return x.add_(1.0).mul_(127.5).round_().to(torch.uint8)
 
 
+def _check_sizes(name: str, **sizes: object) -> None:
+    """Refuse a size that is not a whole number >= 0, by name (n_train=-5 failed in torch:
+    "Trying to create tensor with negative dimension -5")."""
+    for key, v in sizes.items():
+        whole = isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer())
+        if isinstance(v, bool) or not whole or v < 0:
+            raise ValueError(f"{name}: {key}={v!r}: must be a whole number >= 0")
+
+
 def _task(name: str, sampler, num_classes: int, description: str, img_size: int, seed: int, n_train: int,
           n_test: int, cache_mb: float) -> Task:
+    n_train, n_test = int(n_train), int(n_test)
     return Task(
         name=name, num_classes=num_classes, img_size=img_size, description=description,
         train=SceneSplit(sampler, num_classes, n_train, img_size, _seed(name, "train", seed), cache_mb),
@@ -397,8 +407,10 @@ def synth_us(img_size: int = 32, seed: int = 0, n_train: int = 48_000, n_test: i
             easier upstream task, e.g. 12 (24-way) for the CPU demo, where tiny models trained for
             seconds spread over a useful range of US accuracy instead of staying near chance.
     """
+    _check_sizes("synth_us", n_train=n_train, n_test=n_test, n_triples=n_triples)
     if not 1 <= n_triples <= len(US_TRIPLES):
         raise ValueError(f"n_triples must be in [1, {len(US_TRIPLES)}], got {n_triples}")
+    n_triples = int(n_triples)   # 12.0 (a Tune quniform) failed in np.linspace
     if n_triples == len(US_TRIPLES):
         sampler = sample_upstream
     else:
@@ -411,8 +423,9 @@ def synth_us(img_size: int = 32, seed: int = 0, n_train: int = 48_000, n_test: i
 def _ds(name: str, sampler, num_classes: int, description: str):
     def factory(img_size: int = 32, seed: int = 0, n_train_per_class: int = 50, n_test: int = 1_200,
                 cache_mb: float = 1024.0) -> Task:
-        return _task(name, sampler, num_classes, description, img_size, seed, n_train_per_class * num_classes, n_test,
-                     cache_mb)
+        _check_sizes(name, n_train_per_class=n_train_per_class, n_test=n_test)
+        return _task(name, sampler, num_classes, description, img_size, seed, int(n_train_per_class) * num_classes,
+                     n_test, cache_mb)
 
     factory.__doc__ = (f"Downstream: {description}. ``n_train_per_class`` train images per class (few-shot draws "
                        f"come from them; >= 25 for 25 shots), ``n_test`` test images.")

@@ -27,7 +27,7 @@ from .data import Task, get_task, task_kwargs
 from .diagnostics import Diagnostics, capture_init, diagnose
 from .fewshot import FewShotResult, extract_features, fewshot_features
 from .finetune import finetune
-from .loop import CHECKPOINT_FILE, PretrainResult, ReportFn, TrainConfig, dist_rank_world, pretrain, resolve_runtime
+from .loop import CHECKPOINT_FILE, DivergedError, PretrainResult, ReportFn, TrainConfig, dist_rank_world, pretrain, resolve_runtime
 from .models import ModelInfo, create_model
 
 
@@ -70,14 +70,15 @@ class TrialResult:
 
         ``us/{us_task}/top1``, ``ds/{task}/{k}shot/top1``, ``ds/{task}/{k}shot/layer{L}/top1``,
         ``ds/{task}/finetune/top1`` (meta_study.schema), the few-shot l2 sweep as
-        ``diag/l2sweep/{task}/{k}shot/l2_{l2:g}/top1``, diagnostics, and training totals.
+        ``diag/l2sweep/{task}/{k}shot/l2_{l2}/top1`` (l2 as :func:`l2_text` writes it), diagnostics,
+        and training totals.
         """
         out = {us_metric_key(self.us_task): self.us_accuracy}
         for r in self.fewshot:
             out[ds_metric_key(r.task, r.shots, r.layer)] = r.accuracy
             if len(r.sweep) > 1:
                 where = f"{r.task}/{r.shots}shot" + ("" if r.layer is None else f"/layer{r.layer}")
-                out.update({f"diag/l2sweep/{where}/l2_{l2:g}/top1": a for l2, a in r.sweep.items()})
+                out.update({f"diag/l2sweep/{where}/l2_{l2_text(l2)}/top1": a for l2, a in r.sweep.items()})
         out.update({finetune_metric_key(t): a for t, a in self.finetune_accuracy.items()})
         if self.diagnostics is not None:
             out.update(self.diagnostics.metrics())
@@ -99,6 +100,16 @@ class TrialResult:
         vals["epochs"] = self.pretrain.plan.epochs
         vals["batch_size"] = self.pretrain.plan.batch_size
         return {**vals, "param_count": self.param_count, "us_task": self.us_task}
+
+
+def l2_text(l2: float) -> str:
+    """An l2 regularizer as a metric key writes it: ``f"{l2:g}"`` (1024, 1e-05) when that is exact
+    and a valid MLflow name, else every digit without an exponent (1048576, 0.0009765625). The
+    ``:g`` of 2**20, "1.04858e+06", was refused by MLflow ('+') and shared by 2**20 + 1."""
+    short = f"{l2:g}"
+    if "+" not in short and float(short) == l2:
+        return short
+    return np.format_float_positional(l2, trim="-")
 
 
 def smoke_config(**overrides: Any) -> TrainConfig:
@@ -134,7 +145,14 @@ def _ds_tasks(cfg: TrainConfig) -> list[Task]:
     for t in tasks:
         if len(t.test) == 0:   # the probe's accuracy would be of nothing (a raw torch.cat error)
             raise ValueError(f"DS task {t.name}: its test split holds no examples to measure accuracy on")
-        _, counts = np.unique(np.asarray(t.train.labels), return_counts=True)
+        train_y = np.asarray(t.train.labels)
+        _, counts = np.unique(train_y, return_counts=True)
+        # a class the test split holds and the train split lacks has 0 few-shot examples: the probe
+        # never predicts it, and its test examples cap the accuracy without a word
+        absent = sorted(set(np.asarray(t.test.labels).tolist()) - set(train_y.tolist()))
+        if absent:
+            raise ValueError(f"DS task {t.name}: class {', '.join(map(str, absent[:5]))} has 0 train examples but "
+                             f"test examples; fewer than {k} shots (shots={tuple(cfg.shots)}) to draw from")
         if counts.size and int(counts.min()) < k:
             raise ValueError(f"DS task {t.name}: its smallest class has {int(counts.min())} train examples, fewer "
                              f"than {k} shots (shots={tuple(cfg.shots)}): drop the larger shot counts for it")
@@ -154,10 +172,19 @@ def _probe(model: torch.nn.Module, info: ModelInfo, tasks: list[Task], cfg: Trai
 
 
 def _finetune_all(model: torch.nn.Module, tasks: list[Task], cfg: TrainConfig, rt: Any) -> dict[str, float]:
-    return {t.name: finetune(model, t, rt, examples=cfg.finetune_examples, steps=cfg.finetune_steps,
-                             lr=cfg.finetune_lr, batch_size=cfg.finetune_batch_size, seed=cfg.seed,
-                             grad_clip=cfg.grad_clip, eval_batch_size=cfg.eval_batch_size)
-            for t in tasks}
+    """Fine-tuned DS accuracy per task. A fine-tune that diverges (NaN logits: a chance accuracy
+    if logged) is left out and said on stderr; the trial keeps its pre-training and probes."""
+    import sys
+
+    out: dict[str, float] = {}
+    for t in tasks:
+        try:
+            out[t.name] = finetune(model, t, rt, examples=cfg.finetune_examples, steps=cfg.finetune_steps,
+                                   lr=cfg.finetune_lr, batch_size=cfg.finetune_batch_size, seed=cfg.seed,
+                                   grad_clip=cfg.grad_clip, eval_batch_size=cfg.eval_batch_size)
+        except DivergedError as e:
+            print(f"fine-tune of {t.name} diverged (lr {cfg.finetune_lr:g}), not logged: {e}", file=sys.stderr)
+    return out
 
 
 StartFn = Callable[[TrainConfig, ModelInfo], None]
