@@ -44,8 +44,10 @@ timeout_s="${META_STUDY_UP_TIMEOUT:-180}"
 note() { echo "local-up: $*" >&2; }
 die() { note "error: $*"; exit 1; }
 
-if ! "$PY" -c 'import ray, mlflow' 2>/dev/null; then
-  die "$PY cannot import ray and mlflow; activate the project's environment or set PYTHON"
+# the import's own last line is kept: "cannot import" alone hid a broken install behind "activate
+# the project's environment" in one that was active
+if ! import_err="$("$PY" -c 'import ray, mlflow' 2>&1)"; then
+  die "$PY cannot import ray and mlflow ($(printf '%s\n' "$import_err" | tail -n 1)); activate the project's environment or set PYTHON"
 fi
 
 mkdir -p "$state/mlflow/artifacts"
@@ -139,6 +141,26 @@ EOF
   mlflow_uri="http://127.0.0.1:$mlflow_port"
 }
 pick_ports keep
+# A port given in the environment that is not a port, or (Ray's) that another program holds
+# already: said at once, before anything starts (Ray's GCS failed to bind it, and after a minute
+# of waiting this was reported as "a port was taken during startup"; MLflow's exits at once).
+for var in META_STUDY_RAY_PORT META_STUDY_MLFLOW_PORT; do
+  [ -n "${!var:-}" ] || continue
+  [[ "${!var}" =~ ^[0-9]+$ ]] && [ "${!var}" -ge 1 ] && [ "${!var}" -le 65535 ] \
+    || die "$var=${!var}: not a port number (1-65535)"
+  [ "$var" = META_STUDY_RAY_PORT ] || continue
+  "$PY" - "${!var}" <<'EOF' || die "$var=${!var}: the port is in use (another program holds it); choose another, or unset $var for a free one"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the services bind: a closing one is no obstacle
+try:
+    s.bind(("0.0.0.0", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+finally:
+    s.close()
+EOF
+done
 
 # --- Ray's temp dir --------------------------------------------------------------------------------
 # Unix socket paths are limited to 107 bytes and Ray puts sockets ~62 bytes below --temp-dir

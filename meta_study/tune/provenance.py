@@ -34,35 +34,71 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]      # meta_study/
 def git_sha(repo: Path | None = None) -> str:
     """The commit the code came from: ``$META_STUDY_GIT_SHA`` (set at submit time), else
     ``git rev-parse HEAD`` in the checkout with ``-dirty`` when it differs from that commit (as the
-    submit wrapper marks it; a sweep run from an edited checkout was recorded as the clean commit),
-    else ``unknown`` (a job's working dir has no .git). One ``git status``: ~20 ms on this repo."""
+    submit wrapper marks it; a sweep run from an edited checkout was recorded as the clean commit;
+    :data:`UNKNOWN_STATE` when ``git status`` gives no answer), else ``unknown`` (a job's working
+    dir has no .git). One ``git status``: ~20 ms on this repo."""
     env = os.environ.get(GIT_SHA_ENV, "").strip()
     if env:
         return env
     root = repo or PACKAGE_ROOT.parent
     if not (root / ".git").exists():     # a directory, or a worktree's file
         return "unknown"
+    return checkout_sha(root)
+
+
+#: seconds ``git rev-parse`` / ``git status`` may take (a huge untracked tree, a slow filter or
+#: fsmonitor hook); then the commit, or whether the tree is clean, is recorded as unknown
+GIT_TIMEOUT_S = {"rev-parse": 10.0, "status": 20.0}
+#: the suffix of a commit whose tree could not be compared with it (``git status`` failed or took
+#: longer than :data:`GIT_TIMEOUT_S`); such a tree was recorded as clean, edited or not
+UNKNOWN_STATE = "-unknown-state"
+
+
+def checkout_sha(root: Path) -> str:
+    """``git rev-parse HEAD`` in ``root`` with ``-dirty`` when the tree differs from it
+    (:func:`git_dirty`), :data:`UNKNOWN_STATE` when that could not be told; ``unknown`` when there
+    is no commit to name (no checkout, no git, no answer in time)."""
+    out = git_output(root, "rev-parse", "HEAD")
+    sha = out.decode("ascii", "replace").strip() if out is not None else ""
+    if not sha:
+        return "unknown"
+    dirty = git_dirty(root)
+    return sha + ("-dirty" if dirty else UNKNOWN_STATE if dirty is None else "")
+
+
+def git_output(cwd: Path, *args: str) -> bytes | None:
+    """``git ARGS`` in ``cwd``: its stdout as bytes (file names need not be UTF-8, and with
+    ``core.quotePath=false`` git prints them raw: decoding them was a UnicodeDecodeError), or None
+    when git is missing, fails or outlives its timeout. It runs in a session of its own, killed
+    whole at the timeout: a filter or hook that git started held the output pipes open, and the
+    wait went on until it exited."""
+    import signal
+
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=root)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    sha = out.stdout.strip()
-    if out.returncode != 0 or not sha:
-        return "unknown"
-    return sha + ("-dirty" if git_dirty(root) else "")
+        proc = subprocess.Popen(["git", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        return None
+    try:
+        out, _ = proc.communicate(timeout=GIT_TIMEOUT_S.get(args[0], 20.0))
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.wait()
+        return None
+    return out if proc.returncode == 0 else None
 
 
 def git_dirty(repo: Path) -> bool | None:
     """Whether the checkout differs from its commit: changes to tracked files, or untracked files
-    that are not ignored (None: not a git checkout). Untracked files count: ``ray job submit
-    --working-dir`` uploads every file .gitignore does not exclude, so a new sweep script ran under
-    a commit that does not hold it, recorded as clean."""
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal"], capture_output=True,
-                             text=True, timeout=20, cwd=repo)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return bool(out.stdout.strip()) if out.returncode == 0 else None
+    that are not ignored (None: not known: not a git checkout, or ``git status`` failed or took
+    longer than :data:`GIT_TIMEOUT_S`). Untracked files count: ``ray job submit --working-dir``
+    uploads every file .gitignore does not exclude, so a new sweep script ran under a commit that
+    does not hold it, recorded as clean."""
+    out = git_output(repo, "status", "--porcelain", "--untracked-files=normal")
+    return None if out is None else bool(out.strip())
 
 
 def researcher(flag: str | None = None) -> str:

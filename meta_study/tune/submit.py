@@ -12,12 +12,17 @@ cluster's user. So this wrapper, on the submitting machine:
 - refuses secrets before anything is submitted: in ``--runtime-env-json`` env_vars (the job API
   serves a job's runtime_env in clear text) and in URIs on the job's command line (its
   entrypoint is shown too);
-- then runs ``ray job submit`` with the rest (``--address``, ``--no-wait``; Ray's own
-  ``RAY_ADDRESS`` / ``RAY_API_SERVER_ADDRESS`` and the ``RAY_AUTH_*`` token variables apply as usual).
+- then runs ``ray job submit`` with the rest (``--no-wait``; ``--address``, else Ray's own
+  ``RAY_API_SERVER_ADDRESS``, else ``RAY_ADDRESS``: ``--address`` wins here, where Ray's job client
+  lets the variables win over it; the ``RAY_AUTH_*`` token variables apply as usual).
+
+The working directory is ``--working-dir`` or the ``working_dir`` of ``--runtime-env-json`` (not
+both); the commit is that directory's.
 
 Exit status: ``ray job submit``'s, or 2 for a refusal (one line), including a working dir that is
-not a directory and an http(s) job API address that does not answer as Ray's (checked first, in
-at most 10 s: a wrong address was Ray's traceback, or a wait of minutes or for good).
+not a directory, an http(s) job API address that does not answer as Ray's or refuses the Ray
+token (or finds none), and a cluster address (``HOST:PORT``) that takes no connection (checked
+first, in at most 10 s: a wrong address was Ray's traceback, or a wait of minutes or for good).
 """
 
 from __future__ import annotations
@@ -95,19 +100,41 @@ def refuse_secret_args(cmd: Sequence[str]) -> None:
                                 "MLFLOW_TRACKING_PASSWORD and the nodes' own credentials instead")
 
 
+def git_only_excludes(working_dir: str) -> list[str]:
+    """The ignore patterns git applies and ``ray job submit`` does not: ``.git/info/exclude`` and
+    the user's ``core.excludesFile`` (Ray reads only the ``.gitignore`` and ``.rayignore`` files in
+    the tree), for a working dir that is a checkout's top (their patterns are relative to it).
+    A data directory listed there was uploaded with the job (up to Ray's 512 MiB limit, then a
+    failed upload), and a script listed there ran under a commit recorded as clean."""
+    root = Path(working_dir).resolve()
+    top = provenance.git_output(root, "rev-parse", "--show-toplevel")
+    if top is None or Path(os.fsdecode(top.strip())).resolve() != root:
+        return []
+    files = []
+    info = provenance.git_output(root, "rev-parse", "--git-path", "info/exclude")
+    if info is not None:
+        files.append(root / os.fsdecode(info.strip()))
+    user = provenance.git_output(root, "config", "--path", "core.excludesFile")
+    if user is not None and user.strip():
+        files.append(Path(os.fsdecode(user.strip())).expanduser())
+    else:
+        xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+        files.append(Path(xdg) / "git" / "ignore")
+    patterns = []
+    for f in files:
+        try:
+            lines = f.read_text(errors="surrogateescape").splitlines()
+        except OSError:
+            continue
+        patterns += [line for line in lines if line.strip() and not line.startswith("#")]
+    return patterns
+
+
 def submit_git_sha(working_dir: str) -> str:
     """The commit of ``working_dir`` (``-dirty`` appended when tracked files have changes or
-    untracked files are not ignored: the upload holds both), or
-    ``unknown`` outside a git checkout."""
-    root = Path(working_dir).resolve()
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=root)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    sha = out.stdout.strip()
-    if out.returncode != 0 or not sha:
-        return "unknown"
-    return sha + ("-dirty" if provenance.git_dirty(root) else "")
+    untracked files are not ignored: the upload holds both; ``-unknown-state`` when ``git status``
+    gives no answer), or ``unknown`` outside a git checkout."""
+    return provenance.checkout_sha(Path(working_dir).resolve())
 
 
 #: seconds to wait for the job API's /api/version. ``ray job submit``'s requests have no timeout:
@@ -139,17 +166,32 @@ def check_job_api(source: str, address: str, *, timeout_s: float | None = None) 
 
     from ..mlflow_client import safe_uri
 
+    timeout = JOB_API_TIMEOUT_S if timeout_s is None else timeout_s
     if not address.startswith(("http://", "https://")):
+        check_gcs_address(source, address, timeout_s=timeout)
         return
     shown = f"{source} {safe_uri(address)}"
     hint = "local-up.sh's env.sh exports it as RAY_API_SERVER_ADDRESS; is the cluster up?"
+    url = address.rstrip("/") + "/api/version"
     try:
-        with urllib.request.urlopen(address.rstrip("/") + "/api/version",
-                                    timeout=JOB_API_TIMEOUT_S if timeout_s is None else timeout_s) as r:
-            body = r.read(65536)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                body = r.read(65536)
+        except urllib.error.HTTPError as e:
+            if e.code not in (401, 403):
+                raise
+            # token authentication (Ray's default since 2.60): ask again as ray job submit will,
+            # with Ray's token; a refusal then was Ray's traceback (exit 1) after the upload's wait
+            headers, where = _ray_auth_headers()
+            if not headers:
+                raise UserError(f"{shown}: the cluster wants a Ray token (HTTP {e.code}) and none is set: "
+                                f"{where}") from None
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
+                body = r.read(65536)
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):
-            return
+            raise UserError(f"{shown}: the cluster refused the Ray token (HTTP {e.code}) of {_ray_token_source()}; "
+                            "is it this cluster's? (local-up.sh's env.sh sets RAY_AUTH_TOKEN_PATH to it)") from None
         raise UserError(f"{shown}: not Ray's job API (HTTP {e.code} for /api/version); {hint}") from None
     except (OSError, ValueError) as e:   # URLError is an OSError; a timeout too; ValueError: a bad URL
         reason = getattr(e, "reason", e)
@@ -163,11 +205,93 @@ def check_job_api(source: str, address: str, *, timeout_s: float | None = None) 
         raise UserError(f"{shown}: not Ray's job API (/api/version is no Ray version); {hint}")
 
 
+def _ray_token_source() -> str:
+    """Where Ray takes its token from, in its own order: ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``,
+    else ``~/.ray/auth_token`` (``RAY_JOB_HEADERS`` before all of them)."""
+    if "authorization" in os.environ.get("RAY_JOB_HEADERS", "").lower():
+        return "RAY_JOB_HEADERS"
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return "RAY_AUTH_TOKEN"
+    if os.environ.get("RAY_AUTH_TOKEN_PATH", "").strip():
+        return f"RAY_AUTH_TOKEN_PATH {os.environ['RAY_AUTH_TOKEN_PATH']}"
+    return "~/.ray/auth_token"
+
+
+def _ray_auth_headers() -> tuple[dict[str, str], str]:
+    """The headers ``ray job submit`` sends (``RAY_JOB_HEADERS``, and Ray's token unless those
+    hold an Authorization), or none and why (one clause naming the variables to set)."""
+    headers: dict[str, str] = {}
+    user = os.environ.get("RAY_JOB_HEADERS", "").strip()
+    if user:
+        try:
+            parsed = json.loads(user)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            return {}, "RAY_JOB_HEADERS is no JSON object of headers"
+        headers = {str(k): str(v) for k, v in parsed.items()}
+        if any(k.lower() == "authorization" for k in headers):
+            return headers, ""
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "token":
+        return {}, ("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH to the cluster's token file "
+                    "(local-up.sh's env.sh exports both)")
+    try:
+        from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+    except ImportError:   # a Ray without token authentication
+        return {}, "this Ray has no token authentication; use the cluster's Ray version"
+    token = get_auth_headers_if_auth_enabled({})
+    if not token:
+        return {}, (f"RAY_AUTH_MODE is token but {_ray_token_source()} holds no token; set RAY_AUTH_TOKEN_PATH "
+                    "to the cluster's token file (local-up.sh's env.sh exports it)")
+    return {**headers, **dict(token)}, ""
+
+
+def check_gcs_address(source: str, address: str, *, timeout_s: float | None = None) -> None:
+    """UserError, naming the option or variable, when a cluster address (``HOST:PORT``, or
+    ``ray://HOST:PORT``) does not accept a connection within ``timeout_s``: ``ray job submit``
+    asked the GCS there for the job API's address for ~45 s, then printed a traceback
+    (``RpcError: Timed out while waiting for GCS``). ``auto`` and an address without a port are
+    left to Ray."""
+    import socket
+
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    if "://" in rest:
+        return
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit():
+        return
+    hint = ("local-up.sh's env.sh exports RAY_ADDRESS and RAY_API_SERVER_ADDRESS; is the cluster up?")
+    timeout = JOB_API_TIMEOUT_S if timeout_s is None else timeout_s
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, OverflowError, ValueError) as e:
+        why = "no answer in time" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise UserError(f"{source} {address}: cannot reach a Ray cluster there ({why}); {hint}") from None
+
+
+def uploaded_dir(flag: str | None, user_env: Mapping | None) -> tuple[str, str]:
+    """The working dir the job gets and the input that named it: ``--runtime-env-json``'s
+    ``working_dir`` (Ray uploads that one), else ``--working-dir``, else ``.``. The commit was
+    taken from ``--working-dir`` (``.``) whatever was uploaded: another checkout's code ran under
+    this one's commit. UserError when both are given and differ, or the runtime_env's is no path."""
+    user = (user_env or {}).get("working_dir")
+    if user is None:
+        return flag or ".", "--working-dir"
+    what = "--runtime-env-json's working_dir"
+    if not isinstance(user, str) or not user.strip():
+        raise UserError(f"{what}: expected a directory (or a package URI), not {_json_kind(user)} {user!r}")
+    if flag is not None and ("://" in user or Path(flag).resolve() != Path(user).resolve()):
+        raise UserError(f"--working-dir {flag} and {what} {user} differ: give the job's working directory once")
+    return user, what
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m meta_study.tune.submit",
                                 description="ray job submit with the commit and the submitting person")
     p.add_argument("--address", default=None, help="the job API (default: Ray's RAY_API_SERVER_ADDRESS / RAY_ADDRESS)")
-    p.add_argument("--working-dir", default=".", help="uploaded as the job's working directory (default: .)")
+    p.add_argument("--working-dir", default=None, help="uploaded as the job's working directory (default: .)")
     p.add_argument("--runtime-env-json", default=None, help="more runtime_env (no secrets: they are refused)")
     p.add_argument("--researcher", default=None, help="who submits (default: $META_STUDY_RESEARCHER, else the login)")
     p.add_argument("--no-wait", action="store_true", help="return once submitted")
@@ -179,12 +303,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError("no job command: put it after --, e.g. -- python sweeps/head_wd.py --smoke")
         refuse_secret_args(cmd)
         user_env = runtime_env_arg(a.runtime_env_json) if a.runtime_env_json is not None else None
-        env = job_runtime_env(a.working_dir, user_env, git_sha=submit_git_sha(a.working_dir),
+        working_dir, what = uploaded_dir(a.working_dir, user_env)
+        remote = "://" in working_dir    # a package Ray fetches (s3://.../code.zip): no checkout here
+        env = job_runtime_env(working_dir, user_env, git_sha="unknown" if remote else submit_git_sha(working_dir),
                               researcher=a.researcher or provenance.researcher())
         # after the refusals above, which need no network: a secret is refused whatever the address
-        if not Path(a.working_dir).is_dir():
-            raise UserError(f"--working-dir {a.working_dir}: not a directory (it is uploaded as the job's working "
+        if not remote and not Path(working_dir).is_dir():
+            raise UserError(f"{what} {working_dir}: not a directory (it is uploaded as the job's working "
                             "directory)")
+        if not remote and isinstance(env.get("excludes") or [], list):   # another type is Ray's to refuse
+            extra = [x for x in git_only_excludes(working_dir) if x not in (env.get("excludes") or [])]
+            if extra:
+                env["excludes"] = [*(env.get("excludes") or []), *extra]
         where = job_api_address(a.address)
         if where is not None:
             check_job_api(*where)
@@ -192,21 +322,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"submit: {e}", file=sys.stderr)
         return 2
     ray = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit"]
+    child_env = dict(os.environ)
     if a.address:
         ray += ["--address", a.address]
+        # Ray's job client takes RAY_API_SERVER_ADDRESS, else RAY_ADDRESS, over --address: with
+        # local-up.sh's env.sh sourced, --address of another cluster was checked here and the job
+        # then went to the local one
+        for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+            child_env.pop(name, None)
     if a.no_wait:
         ray.append("--no-wait")
     print(f"submit: git {env['env_vars'][provenance.GIT_SHA_ENV]}, researcher "
           f"{env['env_vars'][provenance.RESEARCHER_ENV]}", file=sys.stderr)
-    return run_forwarding_signals([*ray, "--runtime-env-json", json.dumps(env), "--", *cmd])
+    return run_forwarding_signals([*ray, "--runtime-env-json", json.dumps(env), "--", *cmd], env=child_env)
 
 
-def run_forwarding_signals(argv: Sequence[str]) -> int:
+def run_forwarding_signals(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """Run ``argv`` and pass SIGTERM, SIGHUP and SIGINT on to it; its exit status (128 + N for
     signal N). The wrapper killed alone (``kill PID``, a CI job cancelled) left ``ray job submit``
     running, re-parented to init, and it went on to upload and submit the job. SIGINT too: Ctrl-C
     reaches both (one process group), and the wrapper's KeyboardInterrupt was a traceback."""
-    proc = subprocess.Popen(list(argv), env=os.environ)
+    proc = subprocess.Popen(list(argv), env=dict(os.environ if env is None else env))
     old = {}
     try:
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
