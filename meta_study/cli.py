@@ -81,6 +81,9 @@ def prepare_out(out_dir: str, store_uri: str) -> None:
             _fail(f"--out {out_dir}: is {'the store' if out == store else 'inside the store'} {store_uri}; "
                   "results go to a directory of their own")
     refuse_inside_store("--out", out_dir, "results go to a directory of their own")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        # as ``--out``'s check says it; the analysis scripts said "cannot write there (File exists)"
+        _fail(f"--out {out_dir}: exists and is not a directory")
     try:
         os.makedirs(out_dir, exist_ok=True)
         with tempfile.TemporaryFile(dir=out_dir):

@@ -93,7 +93,8 @@ function draw() {
   if (pl) plot.append(pl);
   plot.append(...marked);    // marked models on top
   svg.append(plot); const hits = marked.length;
-  info.textContent = q === '' ? `${g.p.length} models` : `${hits} of ${g.p.length} models match`; }
+  const n = `${g.p.length} model${g.p.length === 1 ? '' : 's'}`;   // "1 models" read as a typo
+  info.textContent = q === '' ? n : `${hits} of ${n} match`; }
 const at = e => { const m = svg.getScreenCTM().inverse(), p = new DOMPoint(e.clientX, e.clientY).matrixTransform(m);
   return [dom[0] + (p.x - L) / (W - L - R) * (dom[1] - dom[0]), dom[2] + (H - B - p.y) / (H - B - T) * (dom[3] - dom[2])]; };
 svg.addEventListener('wheel', e => { e.preventDefault(); const [x, y] = at(e), f = Math.exp(0.0015 * e.deltaY);

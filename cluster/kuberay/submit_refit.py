@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import ssl
 import sys
@@ -91,7 +92,11 @@ def prune(api: KubeApi, refits: list[dict], keep: int) -> None:
     done.sort(key=lambda r: r["metadata"]["creationTimestamp"], reverse=True)
     for r in done[keep:]:
         log(f"deleting finished {r['metadata']['name']}")
-        api.delete(r["metadata"]["name"])
+        try:
+            api.delete(r["metadata"]["name"])
+        except urllib.error.HTTPError as e:
+            if e.code != 404:   # 404: deleted meanwhile (by hand, another pruner): gone as asked
+                raise
 
 
 def wait(api: KubeApi, name: str, poll_s: float, max_errors: int) -> dict[str, Any]:
@@ -160,8 +165,27 @@ def refuse(msg: str) -> SystemExit:
     return SystemExit(2)
 
 
+def check_ranges(args: argparse.Namespace) -> None:
+    """One line for an option out of range: ``--keep -1`` deleted the oldest finished refit only,
+    ``--poll 0`` polled the API server in a busy loop (``nan``: time.sleep's ValueError after the
+    RayJob was created), ``--max-api-errors -1`` gave up on the first poll."""
+    for option, value in (("--keep", args.keep), ("--max-api-errors", args.max_api_errors)):
+        if value < 0:
+            raise refuse(f"{option} must be an integer >= 0, got {value}")
+    if not (math.isfinite(args.poll) and args.poll > 0):
+        raise refuse(f"--poll must be a finite number of seconds > 0, got {args.poll:g}")
+
+
+def api_error(what: str, api: str, e: Exception) -> SystemExit:
+    """One line for an API call that failed: the address and the HTTP status (or the reason)."""
+    if isinstance(e, urllib.error.HTTPError):
+        return SystemExit(f"submit_refit: cannot {what} at {api}: HTTP {e.code} {e.reason}")
+    return SystemExit(f"submit_refit: cannot {what} at {api}: {getattr(e, 'reason', e)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    check_ranges(args)
     try:
         rayjob = yaml.safe_load(args.template.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
@@ -184,14 +208,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         refits = api.list_refits()
     except (OSError, ValueError) as e:   # URLError, HTTPError, a timeout; ValueError: not JSON
-        raise SystemExit(f"submit_refit: cannot list RayJobs at {args.api}: {getattr(e, 'reason', e)}") from None
+        raise api_error("list RayJobs", args.api, e) from None
     running = [r["metadata"]["name"] for r in refits if deployment_status(r) in ACTIVE]
     if running:
         log(f"not submitting: refit {', '.join(running)} is still running")
         return 0
-    prune(api, refits, args.keep)
-
-    name = api.create(rayjob)["metadata"]["name"]
+    try:
+        prune(api, refits, args.keep)
+    except (OSError, ValueError) as e:   # HTTPError (a Role without delete), URLError, a timeout
+        raise api_error("delete finished RayJobs", args.api, e) from None
+    try:
+        name = api.create(rayjob)["metadata"]["name"]
+    except (OSError, ValueError) as e:   # HTTPError: a Role without create, an invalid spec (422)
+        raise api_error("create the RayJob", args.api, e) from None
     log(f"created RayJob {name} in {rayjob['metadata']['namespace']}")
     final = wait(api, name, args.poll, args.max_api_errors)
     status = final.get("status", {})

@@ -14,12 +14,27 @@ from ..schema import EXTRA_DS_TEST_SIZE, GROUP
 GROUP_COLUMNS = GROUP  # ("us_task", "ds_task", "eval_protocol", "shots")
 
 
+#: The readable part of a file name: at most 80 characters and 160 bytes of UTF-8. 80 characters
+#: alone let 80 four-byte letters ("𝐀") make 320 bytes, past the 255-byte limit of a file name
+#: once the hash and the suffix were added; ASCII names are cut where they were.
+NAME_CHARS, NAME_BYTES = 80, 160
+
+
+def cut_name(text: str) -> str:
+    """``text`` cut to :data:`NAME_CHARS` characters and :data:`NAME_BYTES` bytes, on a character
+    boundary (``text`` holds no lone surrogate: the names are made of letters, digits and ``-_.``)."""
+    text = text[:NAME_CHARS]
+    data = text.encode()
+    return text if len(data) <= NAME_BYTES else data[:NAME_BYTES].decode(errors="ignore")
+
+
 def group_slug(key: tuple[str, str, str, int | None]) -> str:
     """A file-name-safe name for a group's figures, from its (us_task, ds_task, eval_protocol,
-    shots) key; also the report's anchor of the group's figure."""
+    shots) key; also the report's anchor of the group's figure. The hash of the whole key tells
+    apart the keys that differ only in punctuation or past the cut (:func:`cut_name`)."""
     raw = "_".join(str(x) for x in key if x is not None)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in raw)
-    return f"{safe[:80]}-{stable_hash(key) % 10**6:06d}"
+    return f"{cut_name(safe)}-{stable_hash(key) % 10**6:06d}"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__
-from .groups import stable_hash
+from .groups import cut_name, stable_hash
 from .sensitivity import rank_frontiers, summarize_sensitivity
 
 #: CSV copies are written for tables up to this many rows.
@@ -279,15 +279,16 @@ def _missing(v: Any) -> bool:
 def _figure_name(key: Sequence[Any]) -> str:
     """A slice's figure name: :func:`_safe` of its key, as before where that spells the key
     exactly; where it does not (a character replaced, an ``_`` that reads as the separator, cut at
-    80 characters), with ``group_slug``'s hash suffix. US tasks ``imagenet 1k`` and
+    80 characters or 160 bytes), with ``group_slug``'s hash suffix. US tasks ``imagenet 1k`` and
     ``imagenet-1k`` both wrote ``f20_imagenet-1k_zeroshot``, and one heatmap was lost."""
     parts = [str(v) for v in key if not _missing(v)]
-    exact = len("_".join(parts)) <= 80 and all(p and all(ch.isalnum() or ch in "-." for ch in p) for p in parts)
+    joined = "_".join(parts)
+    exact = cut_name(joined) == joined and all(p and all(ch.isalnum() or ch in "-." for ch in p) for p in parts)
     return _safe(key) if exact else f"{_safe(key)}-{stable_hash(key) % 10**6:06d}"
 
 
 def _safe(key: Sequence[Any]) -> str:
     """A readable file-name part for ``key``; keys that differ only in punctuation, or after 80
-    characters, share it (:func:`_figure_name` tells them apart)."""
+    characters or 160 bytes (:func:`cut_name`), share it (:func:`_figure_name` tells them apart)."""
     raw = "_".join("" if _missing(v) else str(v) for v in key)
-    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in raw).strip("_")[:80]
+    return cut_name("".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in raw).strip("_"))

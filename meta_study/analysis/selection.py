@@ -729,8 +729,7 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> Gr
             un_lo = max(un_lo, h.best_us) if band else un_lo
             un = max(un, h.best_us) if math.isfinite(un) else un
         if math.isfinite(un) and un > h.best_us and not inside(un):
-            warnings.append(f"extrapolation: {100 * o.ds_target:g}% DS needs {100 * un:.1f}% US, past the tested "
-                            f"horizon ({_pct_or_none(hus)})")
+            warnings.append(_need_warning(o.ds_target, un, hus))
     claims = Claims(steps=tuple(steps), slope_best=float(h.slope(np.array([h.best_us]))[0]),
                     saturation=sat, saturation_lo=sat_lo, saturation_hi=sat_hi, stop_paying_us=sp,
                     stop_paying_lo=sp_lo, stop_paying_hi=sp_hi, stop_paying_supported=supported,
@@ -748,6 +747,16 @@ def _tested_grid(end_us: float, start_us: float = 0.0) -> np.ndarray | None:
         return None
     inner = U_GRID[(U_GRID > start_us) & (U_GRID < end_us)]
     return np.concatenate([[start_us], inner, [end_us]])
+
+
+def _need_warning(target: float, un: float, hus: float) -> str:
+    """The warning of a US need past the tested horizon, in the answer's words: a need at the grid's
+    last step is reached only in the limit of 100% US, and one that rounds to 100.0% gets more
+    digits (both read "97% DS needs 100.0% US")."""
+    from .answers import AT_100, pct   # answers imports this module
+
+    need = ("is reached by the prediction only at 100% US" if un >= AT_100 else f"needs {pct(un)} US")
+    return f"extrapolation: {100 * target:g}% DS {need}, past the tested horizon ({_pct_or_none(hus)})"
 
 
 def _pct_or_none(u: float) -> str:
