@@ -602,11 +602,11 @@ def _selection(us_task: tuple[str, ...], ds_task: tuple[str, ...], eval_protocol
     from .analysis.groups import Selection
 
     def names(values: tuple[str, ...]) -> tuple[str, ...]:
-        # as the store holds them (ingest strips spaces at either end and composes accents, NFC):
-        # "oxford pets " matched nothing
-        import unicodedata
+        # as the store holds them (ingest strips spaces at either end, composes accents (NFC) and
+        # drops zero-width characters): "oxford pets " matched nothing
+        from .validation import canonical_name
 
-        return tuple(dict.fromkeys(unicodedata.normalize("NFC", v.strip()) for v in values))
+        return tuple(dict.fromkeys(canonical_name(v) for v in values))
 
     return Selection(us_task=names(us_task), ds_task=names(ds_task), eval_protocol=names(eval_protocol), shots=shots,
                      layer=layer)

@@ -24,3 +24,14 @@ def test_a_failed_analysis_command_removes_the_parents_of_its_out_that_it_made(t
         assert r.returncode == 2, r.stderr
     assert not (tmp_path / "new").exists()
     assert kept.is_dir() and not any(kept.iterdir())    # one that existed stays, emptied of what it made
+
+
+def test_a_task_typed_with_a_zero_width_character_selects_the_stored_task(tmp_path):
+    """Ingest drops zero-width characters from names; `--ds-task "a\\u200b"` (pasted from a web
+    page) matched no stored row, a refusal naming a task that looks exactly like a stored one."""
+    s = committed_store(tmp_path / "st", runs=12)
+    ok = run_cli("fit", s.uri, "--out", str(tmp_path / "plain"), "--ds-task", "a")
+    assert ok.returncode == 0, ok.stderr
+    r = run_cli("fit", s.uri, "--out", str(tmp_path / "zw"), "--ds-task", "a\u200b")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "zw" / "fits.parquet").exists()

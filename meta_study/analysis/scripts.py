@@ -25,11 +25,11 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 def _name(text: str) -> str:
     """A task or protocol name as the store holds it, as ``meta-study`` reads it: spaces at either
-    end stripped, accents composed (NFC). ``--ds-task "oxford pets "`` or a decomposed "é" matched
-    nothing here, where the commands found the task."""
-    import unicodedata
+    end stripped, accents composed (NFC), zero-width characters dropped. ``--ds-task "oxford pets "``
+    or a decomposed "é" matched nothing here, where the commands found the task."""
+    from ..validation import canonical_name
 
-    return unicodedata.normalize("NFC", text.strip())
+    return canonical_name(text)
 
 
 def selection(args: argparse.Namespace) -> Any:
