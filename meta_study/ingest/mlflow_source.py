@@ -123,8 +123,7 @@ class MlflowSource:
             raise
         except ModuleNotFoundError as e:  # a database URI whose SQLAlchemy driver is not installed
             raise UserError(f"{safe_uri(self.uri)}: the database driver is not installed (no module {e.name!r}); "
-                            "install it (psycopg2 for postgresql://, mysqlclient for mysql://, pyodbc for "
-                            "mssql://), or read through the tracking server (http://...)") from None
+                            f"{_driver_hint(e.name)}, or read through the tracking server (http://...)") from None
         except MlflowException as e:
             raise UserError(f"{safe_uri(self.uri)}: {_short(e)}") from None
         except Exception as e:  # noqa: BLE001 - requests/sqlalchemy errors: the source is unusable
@@ -215,6 +214,12 @@ class MlflowSource:
         seen: set[str] = set()
         queries = plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest,
                                now_ms=read_ms) if exps else []
+        if not queries and self.options.filter_string:
+            # the filter goes to MLflow with each search: with none (no active experiment) a filter
+            # MLflow refuses passed unseen, exit code 0. MLflow's own parser says what is wrong.
+            from mlflow.utils.search_utils import SearchUtils
+
+            self._call(SearchUtils.parse_search_filter, self.options.filter_string)
         for q in queries:
             pages = (self._finished(client, q.experiment_ids, _filter_of(q))
                      if q.status == "FINISHED" and q.run_ids is None and not q.no_end
@@ -315,9 +320,34 @@ def _probe_database(uri: str) -> None:
     try:
         with engine.connect() as conn:
             tables = set(sqlalchemy.inspect(conn).get_table_names())
+    except sqlalchemy.exc.DBAPIError as e:
+        # the server answered: "unreachable" sent the user to the network, not the password
+        why = _short(e.orig if e.orig is not None else e)
+        low = why.lower()
+        if any(s in low for s in ("authentication failed", "access denied", "no password supplied",
+                                  "login failed")):
+            raise UserError(f"{safe_uri(uri)}: the database refused the credentials ({why}); the driver reads "
+                            "them from its own settings (PostgreSQL: PGUSER and PGPASSWORD, or ~/.pgpass)") from None
+        if why not in ("connection refused", "timed out", "unknown host"):
+            raise UserError(f"{safe_uri(uri)}: cannot connect ({why})") from None
+        raise
     finally:
         engine.dispose()
     _refuse_without_mlflow_tables(safe_uri(uri), tables, "the database")
+
+
+#: SQLAlchemy driver module -> what installs it (pip)
+_DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient",
+                    "pymysql": "PyMySQL", "pyodbc": "pyodbc", "pymssql": "pymssql", "mysql": "mysql-connector-python"}
+
+
+def _driver_hint(module: str | None) -> str:
+    """What to install for a missing driver module: SQLAlchemy picks the module from the URI
+    (``postgresql://`` is psycopg, version 3, since SQLAlchemy 2.1; ``postgresql+psycopg2://``
+    psycopg2), so the hint names the module that was missing, not a fixed one per scheme."""
+    top = (module or "").partition(".")[0]
+    package = _DRIVER_PACKAGES.get(top)
+    return f"install it (pip install {package})" if package else "install the driver the URI names"
 
 
 def _filter_of(q: RunQuery) -> str:

@@ -17,6 +17,8 @@ Three rules keep a source from storing wrong data quietly:
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -167,6 +169,7 @@ class _Seen:
     runs: set[tuple[str, str]] = field(default_factory=set)        # (source, run_id) of every row (with keys)
     read: set[tuple[str, str]] = field(default_factory=set)        # the same, always: their quarantine settles
     hashes: list[np.ndarray] = field(default_factory=list)         # 64-bit hashes of the valid rows' keys
+    sources: set[str] = field(default_factory=set)                 # the source of every row read
 
     def add(self, v: Validated, *, keys: bool) -> None:
         for kind, n in v.reason_kinds.items():
@@ -197,8 +200,9 @@ class _Seen:
         for reason, n in frame["reason"].map(_reason_kind).value_counts().items():
             self.reasons[reason] = self.reasons.get(reason, 0) + int(n)
 
-    @staticmethod
-    def _add_runs(into: set[tuple[str, str]], sources: Iterable[Any], runs: Iterable[Any]) -> None:
+    def _add_runs(self, into: set[tuple[str, str]], sources: Iterable[Any], runs: Iterable[Any]) -> None:
+        sources = list(sources)
+        self.sources.update(s for s in sources if isinstance(s, str))
         into.update((s, r) for s, r in zip(sources, runs) if isinstance(s, str) and isinstance(r, str))
 
     def refuse_percent(self) -> None:
@@ -219,6 +223,48 @@ class _Seen:
 
     def key_hashes(self) -> np.ndarray:
         return np.concatenate(self.hashes) if self.hashes else np.zeros(0, np.uint64)
+
+
+@dataclass(frozen=True)
+class _Keyless:
+    """Quarantined rows without a run id (a join's duplicate key or missing upstream row, a row
+    with no run_id) of a batch that holds whole files: the store settles a quarantine by
+    ``(source, run_id)``, so these stayed listed for good after the file was fixed. A file read again
+    settles them, ``(source, None)``, but only its own: the rows of other files under the same
+    ``source:`` (by the payload's ``_file``) are passed with the batch's quarantine again, which
+    keeps them as they are (same payload hash: not settled, not added twice, their time kept)."""
+
+    files: frozenset[str] = frozenset()   # basenames of the batch's files; empty: nothing to settle
+    others: pd.DataFrame | None = None    # keyless quarantined rows of other files
+
+    @classmethod
+    def of(cls, store: Store, src: Source, batch: SourceBatch) -> "_Keyless":
+        files = frozenset(os.path.basename(str(p)) for p in getattr(src, "paths", ()))
+        if not (batch.replace_runs and files and store.exists()):
+            return cls()
+        q = store.quarantine()     # ~the size of the quarantine; read only for file batches
+        q = q.filter(pc.is_null(q.column("run_id")))
+        others = [i for i, raw in enumerate(q.column("raw").to_pylist()) if _file_of(raw) not in files]
+        keep = q.take(others).select(["source", "run_id", "reason", "raw"]).to_pandas() if others else None
+        return cls(files=files, others=keep)
+
+    def settle(self, seen: _Seen) -> set[tuple[str, Any]]:
+        return {(s, None) for s in seen.sources} if self.files else set()
+
+    def keep(self, quarantine: pd.DataFrame | None) -> pd.DataFrame | None:
+        if self.others is None:
+            return quarantine
+        parts = [p for p in (quarantine, self.others) if p is not None and len(p)]
+        return pd.concat(parts, ignore_index=True)
+
+
+def _file_of(raw: Any) -> Any:
+    """The ``_file`` of a file source's quarantine payload; None for any other payload."""
+    try:
+        d = json.loads(raw)
+    except (TypeError, ValueError):
+        return None
+    return d.get("_file") if isinstance(d, dict) else None
 
 
 def _reason_kind(reason: str) -> str:
@@ -362,9 +408,12 @@ def _commit_batch(store: Store, src: Source, batch: SourceBatch, rep: SourceRepo
     quarantine = pd.concat(parts, ignore_index=True) if parts else None
     whole_runs = batch.replace_runs and not seen.failed
     repl = _plan_replacement(store, seen.runs, seen.key_hashes(), batch.drop_missing) if whole_runs else _Replacement()
-    res = store.commit(table, quarantine=quarantine, state={} if batch.replace_runs and seen.failed else batch.state,
+    keyless = _Keyless.of(store, src, batch)
+    res = store.commit(table, quarantine=keyless.keep(quarantine),
+                       state={} if batch.replace_runs and seen.failed else batch.state,
                        delete_runs=list(batch.delete_runs) + list(repl.delete_runs),
-                       settle_quarantine=seen.read, operation="ingest", info={"source": src.label})
+                       settle_quarantine=seen.read | keyless.settle(seen), operation="ingest",
+                       info={"source": src.label})
     _count(rep, res, batch, seen)
     _count_replacement(rep, repl)
     _note_earlier(rep, repl, batch)
@@ -426,7 +475,9 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
             yield v.table, v.rejected.drop(columns=["row"])
         seen.refuse_percent()   # raised inside the commit: it rolls back, nothing is stored
     seen.add_rejected(batch.rejected)
-    res = store.commit_stream(pieces(), quarantine=batch.rejected, settle_quarantine=lambda: seen.read,
+    keyless = _Keyless.of(store, src, batch)
+    res = store.commit_stream(pieces(), quarantine=keyless.keep(batch.rejected),
+                              settle_quarantine=lambda: seen.read | keyless.settle(seen),
                               state={} if two_step else batch.state, operation="ingest", info={"source": src.label})
     _count(rep, res, batch, seen)
     rep.notes.extend(_data_notes(res.collapsed, us))

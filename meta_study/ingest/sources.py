@@ -166,6 +166,14 @@ def kind_of(spec: str) -> str:
         if _MLFLOW_IMPORT_ERROR is not None:
             raise UserError(f"{scheme}://...: the MLflow sources cannot be loaded ({_MLFLOW_IMPORT_ERROR[:200]})")
         raise UserError(f"{scheme}://...: unsupported source scheme{hint}")
+    if any(c in spec for c in "*?["):
+        # the shell passes a pattern that matched nothing on as it is (bash without nullglob); one
+        # quoted, or in a sources file, is never expanded: ingest takes files and directories
+        import glob
+
+        if glob.glob(spec):
+            raise UserError(f"{spec}: a pattern, which ingest does not expand; name the files or their directory")
+        raise UserError(f"{spec}: matches no file")
     raise UserError(f"{spec}: no such file or directory")
 
 
