@@ -35,3 +35,22 @@ def test_a_task_typed_with_a_zero_width_character_selects_the_stored_task(tmp_pa
     r = run_cli("fit", s.uri, "--out", str(tmp_path / "zw"), "--ds-task", "a\u200b")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "zw" / "fits.parquet").exists()
+
+
+def test_percent_text_in_a_column_declared_percent_is_read(tmp_path):
+    """A spreadsheet export writes "85%": with `units: {ds_accuracy: percent}` declared, every row
+    was quarantined ("'85%' is not a number") although the sign agrees with the unit. Without a
+    unit nothing is guessed: the rows are quarantined with how to declare it."""
+    from meta_study.store import Store
+
+    csv = tmp_path / "r.csv"
+    csv.write_text("run_id,us_task,ds_task,eval_protocol,us_accuracy,ds_accuracy\n"
+                   "r1,up,a,linear,0.81,85%\nr2,up,a,linear,0.82,90.5 %\n")
+    (tmp_path / "m.yaml").write_text("units: {ds_accuracy: percent}\n")
+    r = run_cli("ingest", str(csv), "--store", str(tmp_path / "st"), "--mapping", str(tmp_path / "m.yaml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = Store(str(tmp_path / "st")).read(columns=["run_id", "ds_accuracy"]).to_pylist()
+    assert sorted((x["run_id"], x["ds_accuracy"]) for x in rows) == [("r1", 0.85), ("r2", 0.905)]
+    r = run_cli("ingest", str(csv), "--store", str(tmp_path / "st2"))
+    assert "set its unit to percent" in r.stdout + r.stderr
+    assert len(Store(str(tmp_path / "st2")).read(columns=["run_id"])) == 0

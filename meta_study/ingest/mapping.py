@@ -527,9 +527,12 @@ class PercentTally:
                                     "apart: write the column as fractions (divided by 100) and drop its unit")
 
 
-def unit_numbers(values: pd.Series) -> pd.Series:
-    """Raw values as the numbers a unit converts (float64, NaN where not a number)."""
-    return pd.Series([_unit_number(v) for v in values.astype(object)], index=values.index, dtype="float64")
+def unit_numbers(values: pd.Series, percent_sign: bool = False) -> pd.Series:
+    """Raw values as the numbers a unit converts (float64, NaN where not a number).
+    ``percent_sign``: text such as ``"85%"`` or ``"85 %"`` reads as 85 (a column whose unit is
+    percent: the sign agrees with the declared unit; nothing is guessed where no unit says so)."""
+    return pd.Series([_unit_number(v, percent_sign) for v in values.astype(object)], index=values.index,
+                     dtype="float64")
 
 
 def convert_unit(values: pd.Series, unit: str, numbers: pd.Series | None = None) -> pd.Series:
@@ -548,7 +551,7 @@ def convert_unit(values: pd.Series, unit: str, numbers: pd.Series | None = None)
     return conv.astype(object).where(num.notna(), values.astype(object))
 
 
-def _unit_number(v: Any) -> float:
+def _unit_number(v: Any, percent_sign: bool = False) -> float:
     """A raw value as the number a unit converts, or NaN (the raw value then reaches validation,
     which names the problem): text as :func:`~meta_study.schema.number_text` reads it (ASCII only,
     commas only as thousands separators: ``"0,5"`` is never 5), never a boolean."""
@@ -560,6 +563,8 @@ def _unit_number(v: Any) -> float:
         except OverflowError:
             return np.nan
     if isinstance(v, str):
+        if percent_sign:
+            v = v.strip().removesuffix("%").strip()
         t = number_text(v)
         try:
             return float(t) if t else np.nan
@@ -641,7 +646,7 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
         if col in COLUMN_BY_NAME and col not in mapping.constants:
             unit = mapping.unit_of(col)
             if unit not in ("fraction", "count"):
-                num = unit_numbers(out[col])
+                num = unit_numbers(out[col], percent_sign=unit in PERCENT_UNITS)
                 if tally is not None and unit in PERCENT_UNITS:
                     task = TASK_OF.get(col)
                     tasks = out[task].to_numpy() if task in out.columns else None
