@@ -796,6 +796,10 @@ def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures
     heads = headlines(df)
     click.echo(f"{len(heads)} groups, {int(heads['trusted'].sum())} trusted; {int(ok.sum())}/{int((~df['headline']).sum())} "
                "candidate fits usable")
+    held = int(heads["n_heldout"].fillna(0).sum()) if "n_heldout" in heads.columns else 0
+    if held:   # the answers are from the visible models; "+1 US pt" is beyond the best of those
+        click.echo(f"answers use each group's models at or below its hold-out threshold; {held} model point(s) "
+                   "above it are held out to check them (--holdout-quantile 1.0 answers from every model)")
     for r in heads.to_dict("records"):
         shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
         labels = ", ".join(label for label, _ in flags(r.get("warnings")))

@@ -205,3 +205,13 @@ def test_every_row_of_the_fits_table_carries_its_payoff_threshold():
     opts = dataclasses.replace(opts, selection=dataclasses.replace(opts.selection, payoff_threshold=0.2))
     df, _ = fit_table([g], opts)
     assert len(df) > 1 and (df["payoff_threshold"] == 0.2).all()
+
+
+def test_models_held_out_to_check_the_answer_are_said():
+    """With the default hold-out (the top 20% of US hidden), "+1 US pt" is beyond the best visible
+    model (84.7% US on timm), while the store held models up to 90.1%: unsaid, a reader took the
+    answer for one from the best model in the data."""
+    text = answer_text(_row(n_heldout=310, holdout_threshold=0.351))
+    assert "best visible model: 34.9% US (310 models above 35.1% US held out to check the answer);" in text
+    assert "held out" not in answer_text(_row(n_heldout=0, holdout_threshold=0.9))    # --holdout-quantile 1.0
+    assert "1 model above" in answer_text(_row(n_heldout=1, holdout_threshold=0.351))

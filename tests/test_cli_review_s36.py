@@ -54,3 +54,15 @@ def test_percent_text_in_a_column_declared_percent_is_read(tmp_path):
     r = run_cli("ingest", str(csv), "--store", str(tmp_path / "st2"))
     assert "set its unit to percent" in r.stdout + r.stderr
     assert len(Store(str(tmp_path / "st2")).read(columns=["run_id"])) == 0
+
+
+def test_fit_says_the_answers_are_from_the_models_below_the_hold_out(tmp_path):
+    """`fit` on the default hold-out printed "+1 US pt" answers beyond the best *visible* model
+    without a word that the top 20% of models were hidden from them."""
+    s = committed_store(tmp_path / "st", runs=12)
+    r = run_cli("fit", s.uri, "--out", str(tmp_path / "o"), "--no-figures")
+    assert r.returncode == 0, r.stderr
+    assert "held out to check them (--holdout-quantile 1.0 answers from every model)" in r.stdout
+    r = run_cli("fit", s.uri, "--out", str(tmp_path / "all"), "--no-figures", "--holdout-quantile", "1.0")
+    assert r.returncode == 0, r.stderr
+    assert "held out" not in r.stdout
