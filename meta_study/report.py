@@ -270,8 +270,8 @@ def _sensitivity_text(sensitivity: pd.DataFrame | None) -> str:
     if len(members):
         top = members.iloc[0]
         out += (f" Among them, on this data, <b>{_e(top['frontier'])}</b> predicts best at the smallest sample "
-                f"({_pt(top['pred_err_small_n'])} pt prediction error; {_pt(top['pred_err_full_n'])} pt with all "
-                "models)" + "".join(f", then {_e(r['frontier'])} ({_pt(r['pred_err_small_n'])} pt)"
+                f"({_pt(top['pred_err_small_n'])} pt prediction error, median over groups; "
+                f"{_pt(top['pred_err_full_n'])} pt with all models)" + "".join(f", then {_e(r['frontier'])} ({_pt(r['pred_err_small_n'])} pt)"
                                     for r in members.iloc[1:].to_dict("records")) + ".")
     for r in rk[~rk["in_headline"].astype(bool)].to_dict("records"):
         out += (f" <b>{_e(r['frontier'])}</b> (dashed; {_pt(r['pred_err_small_n'])} pt at the smallest sample) fits "

@@ -66,3 +66,25 @@ def test_fit_says_the_answers_are_from_the_models_below_the_hold_out(tmp_path):
     r = run_cli("fit", s.uri, "--out", str(tmp_path / "all"), "--no-figures", "--holdout-quantile", "1.0")
     assert r.returncode == 0, r.stderr
     assert "held out" not in r.stdout
+
+
+def test_the_report_and_the_terminal_give_one_sensitivity_number():
+    """`meta-study sensitivity` printed the median over groups ("hull-curve: 22.9 pt at n=10")
+    and the report the mean ("hull-curve (15.1 pt)") of the same table, ranking the frontiers
+    differently."""
+    import pandas as pd
+
+    from meta_study.analysis.sensitivity import rank_frontiers, summarize_sensitivity
+    from meta_study.cli import sensitivity_lines
+
+    rows = []
+    for g, err in enumerate((0.01, 0.02, 0.60)):            # one group's large miss: mean 21 pt, median 2 pt
+        for n in (10, 20):
+            rows.append({"us_task": "up", "ds_task": f"t{g}", "eval_protocol": "fewshot", "shots": 5, "n": n,
+                         "trial": 0, "frontier": "vertices", "n_fit": n, "fit_err": 0.01,
+                         "pred_err": err if n == 10 else 0.01, "status": "ok"})
+    table = pd.DataFrame(rows).astype({"shots": "Int64"})
+    rk = rank_frontiers(summarize_sensitivity(table))
+    line = next(x for x in sensitivity_lines(table) if x.strip().startswith("vertices:"))
+    assert f"{100 * float(rk.iloc[0]['pred_err_small_n']):.1f} pt at n=10" in line, (line, rk)
+    assert "2.0 pt at n=10" in line
