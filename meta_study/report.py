@@ -239,8 +239,10 @@ def _table_html(fits: pd.DataFrame) -> str:
         if r["headline"]:
             role = "headline, trusted" if r["trusted"] else "headline, not trusted"
             # the headline's n_fit counts its member fits (law x frontier), not models
-            what = f"median of {int(r['n_fit'])} law x frontier fits, discount {float(r['discount']):.2f}" \
-                if not pd.isna(r.get("discount")) else "ensemble"
+            # the discount w is the share of the laws' predicted gain kept: "discount 1.00" read as a
+            # 100% discount where it means none
+            what = (f"median of {int(r['n_fit'])} law x frontier fits, {100 * float(r['discount']):.0f}% of their "
+                    "predicted gain kept (w)") if not pd.isna(r.get("discount")) else "ensemble"
         else:
             role, what = "paper", f"Eq. 1 on the {int(r['n_fit'])} hull vertices"
         status = _e(r["status"]) + (f": {_e(r['message'])}" if r.get("message") and not r["headline"] else "")

@@ -88,3 +88,20 @@ def test_the_report_and_the_terminal_give_one_sensitivity_number():
     line = next(x for x in sensitivity_lines(table) if x.strip().startswith("vertices:"))
     assert f"{100 * float(rk.iloc[0]['pred_err_small_n']):.1f} pt at n=10" in line, (line, rk)
     assert "2.0 pt at n=10" in line
+
+
+def test_the_report_says_the_share_of_gain_kept_not_a_discount_of_one(tmp_path):
+    """The headline's predictor read "median of 25 law x frontier fits, discount 1.00": w = 1 keeps
+    the whole predicted gain (no discount), and readers took it for a 100% discount."""
+    import pandas as pd
+
+    from meta_study.report import _table_html
+
+    s = committed_store(tmp_path / "st", runs=12)
+    r = run_cli("fit", s.uri, "--out", str(tmp_path / "o"), "--no-figures")
+    assert r.returncode == 0, r.stderr
+    fits = pd.read_parquet(tmp_path / "o" / "fits.parquet")
+    html = _table_html(fits)
+    w = fits.loc[fits["headline"].astype(bool), "discount"].dropna()
+    assert len(w) and "discount 1.00" not in html and ", discount " not in html
+    assert f"{100 * float(w.iloc[0]):.0f}% of their predicted gain kept (w)" in html
