@@ -556,7 +556,11 @@ def flag_errors() -> Iterator[None]:
         yield
     except OptionError as e:
         flag, scale, unit = option_flag(e.option)
-        raise UserError(f"{flag} must be {unit}{e.allowed.text(scale)}, got {e.value * scale:g}") from None
+        v = e.value * scale
+        # an accuracy typed in percent (--ds-target 80): the fraction it meant
+        pct = (f"; did you mean {v / 100:g}?" if "accuracy" in unit and 1 < v <= 100 and e.allowed.contains(v / 100)
+               else "")
+        raise UserError(f"{flag} must be {unit}{e.allowed.text(scale)}, got {v:g}{pct}") from None
 
 
 def analysis_command(name: str | None = None, *, fit_options: bool = True, headline: bool = True,

@@ -105,3 +105,14 @@ def test_the_report_says_the_share_of_gain_kept_not_a_discount_of_one(tmp_path):
     w = fits.loc[fits["headline"].astype(bool), "discount"].dropna()
     assert len(w) and "discount 1.00" not in html and ", discount " not in html
     assert f"{100 * float(w.iloc[0]):.0f}% of their predicted gain kept (w)" in html
+
+
+def test_an_accuracy_option_typed_in_percent_suggests_the_fraction(tmp_path):
+    """`--ds-target 80` said only "must be a DS accuracy (fraction) in (0, 1], got 80"."""
+    s = committed_store(tmp_path / "st", runs=12)
+    for flag in ("--ds-target", "--holdout-above"):
+        r = run_cli("fit", s.uri, "--out", str(tmp_path / "o"), "--no-figures", flag, "80")
+        assert r.returncode == 2 and "got 80; did you mean 0.8?" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("fit", s.uri, "--out", str(tmp_path / "o"), "--no-figures", "--ds-target", "180")
+    assert r.returncode == 2 and "did you mean" not in r.stderr
