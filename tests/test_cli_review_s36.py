@@ -116,3 +116,18 @@ def test_an_accuracy_option_typed_in_percent_suggests_the_fraction(tmp_path):
         assert len(r.stderr.strip().splitlines()) == 1
     r = run_cli("fit", s.uri, "--out", str(tmp_path / "o"), "--no-figures", "--ds-target", "180")
     assert r.returncode == 2 and "did you mean" not in r.stderr
+
+
+def test_store_info_counts_runs_and_model_names_per_group(tmp_path):
+    """`store info` headed distinct run ids "models" (1,556 on timm, whose runs name 1,266 models)."""
+    from meta_study.store import Store
+
+    csv = tmp_path / "r.csv"
+    csv.write_text("run_id,model_name,us_task,ds_task,eval_protocol,us_accuracy,ds_accuracy\n"
+                   "r1,vit,up,a,linear,0.81,0.5\nr2,vit,up,a,linear,0.82,0.6\nr3,cnn,up,a,linear,0.83,0.7\n")
+    assert run_cli("ingest", str(csv), "--store", str(tmp_path / "st")).returncode == 0
+    g = Store(str(tmp_path / "st")).summary().groups
+    assert g[["rows", "runs", "model_names"]].values.tolist() == [[3, 3, 2]]
+    out = run_cli("store", "info", str(tmp_path / "st")).stdout
+    head = next(x for x in out.splitlines() if x.startswith("us_task"))
+    assert head.split() == ["us_task", "ds_task", "eval_protocol", "shots", "rows", "runs", "model_names"]

@@ -66,7 +66,7 @@ class StoreSummary:
     version: int
     rows: int
     quarantined: int
-    groups: pd.DataFrame          # us_task, ds_task, eval_protocol, shots, rows, models
+    groups: pd.DataFrame          # us_task, ds_task, eval_protocol, shots, rows, runs (distinct run ids), model_names (distinct)
     sources: pd.DataFrame         # source, rows, runs, last_ingested_at
     last_ingest: str | None
     last_commit: Mapping[str, Any] | None

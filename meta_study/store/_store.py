@@ -424,12 +424,13 @@ class Store:
         if len(t):
             g = (t.assign(shots=t["shots"].astype("Int64"))
                    .groupby(list(GROUP), dropna=False)
-                   .agg(rows=("run_id", "size"), models=("run_id", "nunique")).reset_index())
+                   .agg(rows=("run_id", "size"), runs=("run_id", "nunique"),
+                        model_names=("model_name", "nunique")).reset_index())
             s = t.groupby("source").agg(rows=("run_id", "size"), runs=("run_id", "nunique"),
                                         last_ingested_at=("ingested_at", "max")).reset_index()
             last = str(t["ingested_at"].max())
         else:
-            g = pd.DataFrame(columns=[*GROUP, "rows", "models"])
+            g = pd.DataFrame(columns=[*GROUP, "rows", "runs", "model_names"])
             s = pd.DataFrame(columns=["source", "rows", "runs", "last_ingested_at"])
             last = None
         q = sum(int(e.get("rows", 0)) for e in m.quarantine)
