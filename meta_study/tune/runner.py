@@ -297,6 +297,17 @@ def _pairs(items: Sequence[str], flag: str) -> list[tuple[str, str]]:
     return out
 
 
+def _datasets(items: Sequence[str]) -> dict[str, str]:
+    """``--dataset NAME=SPEC`` flags as a dict; a name given twice with two datasets is refused
+    (the last one won without a word: the sweep trained on other images than the first flag said)."""
+    out: dict[str, str] = {}
+    for name, spec in _pairs(items, "--dataset"):
+        if out.get(name, spec) != spec:
+            raise UserError(f"--dataset {name} given twice, as {out[name]} and as {spec}: give each name one dataset")
+        out[name] = spec
+    return out
+
+
 def _literal(v: str) -> Any:
     try:
         return ast.literal_eval(v)
@@ -322,7 +333,7 @@ def parse_options(spec: SweepSpec, argv: Sequence[str] | None = None) -> SweepOp
         cpus_per_trial=a.cpus_per_trial, workers_per_trial=a.workers_per_trial, torch_trainer=a.torch_trainer,
         max_concurrent=a.max_concurrent,
         max_failures=a.max_failures, us_task=a.us_task, ds_tasks=tuple(a.ds_task or ()),
-        datasets=dict(_pairs(a.dataset, "--dataset")), layerwise=a.layerwise,
+        datasets=_datasets(a.dataset), layerwise=a.layerwise,
         overrides={k: _literal(v) for k, v in _pairs(a.set, "--set")}, address=a.address, quiet=a.quiet,
         allow_code_change=a.allow_code_change, fail_once=a.fail_once, fail_eval_once=a.fail_eval_once,
         **({"researcher": a.researcher} if a.researcher is not None else {}))
@@ -473,6 +484,7 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
             if name is not None and name not in tasks and name not in options.datasets:
                 raise UserError(f"{key} {name!r}: no such task (tasks: {', '.join(sorted(tasks))}; on-disk "
                                 "datasets come with --dataset NAME=...)")
+    check_metric_names(cfg, options)
     model = cfg.get("model_name")
     if isinstance(model, str) and model not in list_presets():
         import timm
@@ -495,6 +507,51 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
             raise UserError(f"--set {key}: sweep {spec.name} searches {key} (its search space sets it for every "
                             f"trial, so --set {key}={options.overrides[key]!r} would be ignored); drop it, or run "
                             "another sweep whose space leaves it fixed")
+
+
+#: The layer number :func:`check_metric_names` writes into a layer-wise key: more digits than any
+#: model's block count (the model is not built before Ray starts).
+_LAYER_BOUND = 999
+
+
+def check_metric_names(cfg: Mapping[str, Any], options: SweepOptions) -> None:
+    """Every metric key a trial of ``cfg`` logs under a task's name (``us/{us_task}/top1``,
+    ``ds/{task}/{k}shot[/layer{L}]/top1``, ``ds/{task}/finetune/top1``, the l2 sweep's
+    ``diag/l2sweep/...``) is one MLflow takes, for the tasks of ``cfg`` and every ``--dataset``
+    name. MLflow refused a key such as ``ds/pets+aug/1shot/top1`` (a ``+``; or over 250
+    characters): the writer left it out of every run, the trial's DS accuracies lost after hours
+    of training. UserError (one line) naming the task, the key and why."""
+    import itertools
+
+    from ..schema import ds_metric_key, finetune_metric_key, us_metric_key
+    from ..train.loop import TrainConfig
+    from ..train.trial import l2_text
+    from ._shards import refused_name
+
+    def get(key: str) -> Any:
+        return cfg.get(key, getattr(TrainConfig, key, None))
+
+    shots = [int(k) for k in (get("shots") or ())] or [1]
+    layers: list[int | None] = [None, _LAYER_BOUND] if get("layerwise") else [None]
+    l2s = [float(get("l2"))] + [float(v) for v in (get("l2_sweep") or ())]
+    us = cfg.get("us_task")
+    named = [(us, [us_metric_key(str(us))])] if us is not None else []
+    for task in dict.fromkeys([*map(str, cfg.get("ds_tasks") or TrainConfig.ds_tasks), *options.datasets]):
+        keys = [ds_metric_key(task, k, layer) for k, layer in itertools.product(shots, layers)]
+        if get("finetune"):
+            keys.append(finetune_metric_key(task))
+        if len(set(l2s)) > 1:
+            keys += [f"diag/l2sweep/{task}/{k}shot" + ("" if layer is None else f"/layer{layer}")
+                     + f"/l2_{l2_text(v)}/top1" for k, layer in itertools.product(shots, layers) for v in l2s]
+        named.append((task, keys))
+    for task, keys in named:
+        for key in keys:
+            why = refused_name(key)
+            if why is not None:
+                flag = "--dataset" if task in options.datasets else "task"
+                raise UserError(f"{flag} {task!r}: MLflow refuses its metric key {key[:300]!r} ({why}), so its "
+                                "results would not be logged; rename it (letters, digits and _ - . only, short enough "
+                                "for a 250-character key)")
 
 
 def searched_keys(spec: SweepSpec, options: SweepOptions, *, draws: int = 32) -> set[str]:
@@ -604,7 +661,8 @@ class SweepResult:
     ``eval_failed``: early-stopped trials whose end-of-sweep evaluation failed (the reason is on
     each run); ``settled`` / ``orphaned``: runs a dead driver had left open, settled from Tune's
     record or closed (:mod:`.finalize`); ``interrupted``: runs left unfinished by Tune's stop
-    signal (``stop_signal``: Ctrl-C), ended KILLED for ``--resume`` to continue.
+    signal (``stop_signal``: Ctrl-C), ended KILLED for ``--resume`` to continue (an early-stopped
+    trial still waiting for its evaluation among them, and in ``early_stopped`` too).
     """
 
     name: str
@@ -845,7 +903,8 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
             tuner = _new_tuner(spec, _data_parallel_limit(o, hooks, own_ray=private), trainable, fixed, p.name,
                                p.storage, callbacks)
         with _signal_handlers_kept(), _tune_output(quiet=o.quiet):
-            results = list(tuner.fit())
+            grid = tuner.fit()
+        results = list(grid)
     except BaseException as e:
         _abandon(p.tracking, rec, callback, e)
         raise
@@ -856,13 +915,14 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
 
     def interrupted(signal_name: str) -> SweepResult:
         # nothing (more) is evaluated or settled, every open run ends KILLED; --resume goes on
+        early = stopped_early_of(results, callback, tune_statuses(grid))    # before the runs close
         left = callback.close_interrupted(signal_name)
         callback.flush()
         _end_parent(p.tracking, rec, "KILLED", {"trials": len(results), "finished": finished, "errored": errored,
-                                               "interrupted": len(left)})
+                                               "early_stopped": early, "interrupted": len(left)})
         return SweepResult(name=p.name, experiment_dir=p.exp_dir, tracking_uri=p.tracking,
                            parent_run_id=rec.parent_run_id, trials=len(results), finished=finished, errored=errored,
-                           early_stopped=0, seconds=time.monotonic() - t0, resumed=p.resume,
+                           early_stopped=early, seconds=time.monotonic() - t0, resumed=p.resume,
                            experiment_id=rec.experiment_id, interrupted=len(left), stop_signal=signal_name,
                            experiment=rec.experiment, errors=errors)
 
@@ -887,6 +947,35 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
                        errored=errored, early_stopped=ok + out["eval_failed"], seconds=time.monotonic() - t0,
                        eval_failed=out["eval_failed"], settled=out["settled"], orphaned=out["orphaned"],
                        resumed=p.resume, experiment_id=rec.experiment_id, experiment=rec.experiment, errors=errors)
+
+
+def tune_statuses(grid: Any) -> dict[str, str]:
+    """Trial id -> Tune's status (``TERMINATED``, ``PENDING``, ``ERROR``...) of the trials of a
+    ``ResultGrid`` (whose ``Result`` objects do not carry it; read from its private experiment
+    analysis, as Ray 2.60 keeps it), or {} where that is not there."""
+    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or ()
+    return {str(t.trial_id): str(t.status) for t in trials if getattr(t, "trial_id", None)}
+
+
+def stopped_early_of(results: Sequence[Any], callback: Any, statuses: Mapping[str, str]) -> int:
+    """How many trials of an interrupted sweep an early-stopping scheduler (ASHA) had stopped, in
+    this session or an earlier one: ended without error and without their final report
+    (:func:`~.finalize.is_stopped_early`), less the look-alikes. Tune's stop signal stops the
+    trials still training without telling the callbacks (``TuneController._cleanup_trials``):
+    the runs this session started and never saw end (``callback.open - callback.ended``); and the
+    trials an earlier session left unfinished that this one never restarted are still PENDING.
+    Counted 0 before, every such trial only among the interrupted. Read before the callback
+    closes the open runs. Without Tune's statuses, only trials whose end the callback saw count."""
+    from .finalize import is_stopped_early
+
+    training = set(callback.open) - set(callback.ended)
+    n = 0
+    for r in results:
+        tid = trial_id_of(r)
+        if not is_stopped_early(r) or tid in training:
+            continue
+        n += (statuses.get(tid) == "TERMINATED") if statuses else (tid in callback.ended)
+    return n
 
 
 def error_file(trial_path: str, storage: str) -> str:
