@@ -359,20 +359,33 @@ def create_model(name: str, *, num_classes: int, img_size: int, in_chans: int = 
     """Build a preset or any timm model from scratch and describe it.
 
     Args:
-        name: a preset (``list_presets()``) or a timm model name (``timm.list_models()``).
+        name: a preset (``list_presets()``) or a timm model name (``timm.list_models()``), a
+            pretrained tag allowed (``resnet18.a1_in1k``: the architecture, built from scratch);
+            not a Hugging Face Hub name (``hf-hub:...``: its architecture is on the Hub).
         num_classes: head outputs (the upstream task's number of classes).
-        img_size: input side in pixels (ignored by convnets, which take any size).
+        img_size: input side in pixels (ignored by convnets, which take any size); a multiple of
+            the patch size of a patch-embedding model (ViT, Mixer), else ValueError.
         in_chans: input channels.
         **overrides: timm constructor arguments, e.g. ``patch_size=32``, ``drop_path_rate=0.1``.
 
     Returns:
         (model, info). The model is in train mode on the CPU; seed torch first for a reproducible init.
     """
+    if not isinstance(name, str):   # an AttributeError from deep inside timm
+        raise TypeError(f"model name {name!r}: must be a preset or timm model name (a string)")
+    if "pretrained" in overrides:   # models here are built from scratch: nothing is downloaded
+        raise ValueError(f"model {name!r}: model_kwargs pretrained={overrides['pretrained']!r}: models are always "
+                         "built from scratch (the meta-study pre-trains them); remove it")
     if name in _PRESETS:
         p = _PRESETS[name]
         model = p.build(num_classes=num_classes, img_size=img_size, in_chans=in_chans, **overrides)
         timm_name, family = p.timm_name, p.arch_family
     else:
+        if name.startswith(("hf-hub:", "hf_hub:")):   # its architecture is in a config on the Hub
+            arch = name.split(":", 1)[1].rsplit("/", 1)[-1]
+            hint = f" (timm's name of it: {arch!r})" if timm.is_model(arch) else ""
+            raise KeyError(f"model {name!r}: Hugging Face Hub names are not supported (models are built from scratch, "
+                           f"offline); give the timm model name{hint}")
         if not timm.is_model(name):
             raise KeyError(f"unknown model {name!r}: not a preset ({', '.join(list_presets())}) nor a timm model")
         if distilled_heads(name):
@@ -380,7 +393,34 @@ def create_model(name: str, *, num_classes: int, img_size: int, in_chans: int = 
                              "supported (e.g. deit_tiny_patch16_224 instead of deit_tiny_distilled_patch16_224)")
         model = _build_timm(name, num_classes, img_size, in_chans, **overrides)
         timm_name, family = name, arch_family(model)
+    check_patch_grid(model, name, img_size)
     return model, describe(model, name=name, timm_name=timm_name, family=family, img_size=img_size)
+
+
+def check_patch_grid(model: nn.Module, name: str, img_size: int) -> None:
+    """Refuse an ``img_size`` its patch embedding does not cut into whole patches (ViT, Mixer and
+    other timm ``PatchEmbed`` models without dynamic padding). timm built such a model: at 30 px in
+    patches of 4 it saw 28 px of every image (the last 2 rows and columns were never seen), and at
+    8 px in patches of 16 it failed in its first forward, after the trial's setup."""
+    from timm.layers import PatchEmbed
+
+    for m in model.modules():
+        if not isinstance(m, PatchEmbed) or getattr(m, "dynamic_img_pad", False):
+            continue
+        # the embedding's own input size where it has one (a later stage's embedding sees a map)
+        sizes = tuple(m.img_size) if getattr(m, "img_size", None) is not None else (img_size, img_size)
+        for size, p in dict.fromkeys(zip((int(s) for s in sizes), (int(x) for x in m.patch_size))):
+            if size != img_size:   # not the input's embedding: its sizes follow from the stages
+                continue
+            if img_size < p:
+                raise ValueError(f"model {name!r}: img_size={img_size} is smaller than its patch size {p}; "
+                                 f"take img_size >= {p} (a multiple of {p}) or a smaller patch_size")
+            if img_size % p:
+                lo, hi = img_size - img_size % p, img_size - img_size % p + p
+                raise ValueError(f"model {name!r}: img_size={img_size} is not a multiple of its patch size {p} (the "
+                                 f"last {img_size % p} pixel rows and columns would never be seen); take img_size "
+                                 f"{lo} or {hi}, or another patch_size")
+        return   # the first patch embedding is the input's
 
 
 def describe(model: nn.Module, *, name: str, timm_name: str, family: str, img_size: int) -> ModelInfo:

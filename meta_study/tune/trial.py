@@ -65,9 +65,25 @@ class TrialHooks:
     sweep_storage: bool = False
 
 
+def _plain(v: Any) -> Any:
+    """``v`` with numpy scalars and arrays (a search space over ``np.arange``, ``np.logspace``, a
+    HyperOpt or BayesOpt suggestion) as the Python numbers and lists they hold, inside lists,
+    tuples and mappings too: TrainConfig refused ``batch_size=np.int64(64)`` and
+    ``lr=np.float32(0.001)`` as "must be a number", and a trial config's key (:func:`config_key`)
+    differed from the same config's in Python numbers."""
+    if type(v).__module__ == "numpy" and hasattr(v, "tolist"):
+        return v.tolist()
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(_plain(x) for x in v) if type(v) in (list, tuple) else v
+    return v
+
+
 def model_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The TrainConfig fields of a trial config (keys starting with '_' dropped)."""
-    return {k: v for k, v in config.items() if not str(k).startswith("_")}
+    """The TrainConfig fields of a trial config (keys starting with '_' dropped), numpy values as
+    Python ones."""
+    return {k: _plain(v) for k, v in config.items() if not str(k).startswith("_")}
 
 
 def config_key(config: Mapping[str, Any]) -> str:
