@@ -374,3 +374,28 @@ def test_a_diverged_fine_tune_is_left_out_not_the_whole_trial(capfd) -> None:
     assert r.finetune_accuracy == {}
     assert math.isfinite(r.us_accuracy) and r.fewshot
     assert "fine-tune of synth_shape diverged" in capfd.readouterr().err
+
+
+def test_a_resumed_run_reports_the_final_loss_of_the_straight_run(tmp_path) -> None:
+    # the checkpoint held no loss history: a run resumed at step 10 of 20 averaged its final
+    # epoch's loss over steps 11-20 alone (5.481 where the straight run reported 5.499)
+    import shutil
+
+    from meta_study.train import run_trial
+
+    from meta_study.train import smoke_config
+
+    cfg = smoke_config(steps=20, eval_every=10, batch_size=16, seed=2, diagnostics=False, ds_tasks=("synth_shape",),
+                       shots=(1,), fewshot_seeds=1, us_task_kwargs={"n_train": 640, "n_test": 48, "n_triples": 2},
+                       ds_task_kwargs={"n_train_per_class": 2, "n_test": 24})
+    kept = tmp_path / "at10"
+
+    def keep(step, metrics, saved):
+        if step == 10 and saved is not None:
+            shutil.copytree(saved, kept)
+
+    straight = run_trial(cfg, on_report=keep, checkpoint_dir=str(tmp_path / "ck"))
+    resumed = run_trial(cfg, resume_from=str(kept), checkpoint_dir=str(tmp_path / "ck2"))
+    a, b = straight.metrics()["train/final_loss"], resumed.metrics()["train/final_loss"]
+    assert straight.pretrain.plan.steps_per_epoch > 10       # the last epoch spans the resume
+    assert math.isclose(a, b, rel_tol=1e-6), (a, b)

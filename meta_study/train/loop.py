@@ -351,16 +351,21 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_checkpoint(directory: str, *, model: nn.Module, opt: torch.optim.Optimizer,
-                    sched: torch.optim.lr_scheduler.LRScheduler, step: int, cfg: TrainConfig) -> str:
+                    sched: torch.optim.lr_scheduler.LRScheduler, step: int, cfg: TrainConfig,
+                    losses: torch.Tensor | None = None) -> str:
     """Write ``directory/checkpoint.pt`` atomically (temp file + rename); returns its path.
 
-    Holds model, optimizer and scheduler state, the step, RNG states and the config. The init
-    weights are not stored: they are re-created from ``cfg.seed`` (for distance-to-init).
+    Holds model, optimizer and scheduler state, the step, RNG states, the config and the losses
+    of steps 1..``step`` (4 bytes a step: a resumed run's ``train/final_loss`` averaged only the
+    steps after the resume, 5.481 where the straight run reported 5.499). The init weights are
+    not stored: they are re-created from ``cfg.seed`` (for distance-to-init).
     """
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, CHECKPOINT_FILE)
     payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                "step": step, "rng": _rng_state(), "config": cfg.to_dict()}
+    if losses is not None:
+        payload["losses"] = losses[:step].detach().to("cpu", torch.float32).clone()
     tmp = f"{path}.tmp{os.getpid()}"
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -395,13 +400,15 @@ def config_difference(saved: Mapping[str, Any], cfg: TrainConfig, allow: Collect
 
 def load_checkpoint(path: str, *, model: nn.Module, opt: torch.optim.Optimizer,
                     sched: torch.optim.lr_scheduler.LRScheduler, cfg: TrainConfig | None = None,
-                    allow_changed: Collection[str] = ()) -> int:
+                    allow_changed: Collection[str] = (), losses: torch.Tensor | None = None) -> int:
     """Restore a checkpoint (a file, or a directory holding ``checkpoint.pt``); returns its step.
 
     Args:
         cfg: the (resolved) config of the run that resumes; None skips the check.
         allow_changed: :data:`RUN_FIELDS` that may differ from the checkpoint's config
             (``evaluate_checkpoint`` cuts ``steps`` at the checkpoint's step).
+        losses: filled in place with the checkpoint's per-step losses, where it holds them (an
+            older checkpoint does not: those steps stay as they were).
 
     Raises:
         ValueError: ``cfg`` differs from the checkpoint's config in a run-defining field
@@ -418,6 +425,10 @@ def load_checkpoint(path: str, *, model: nn.Module, opt: torch.optim.Optimizer,
     opt.load_state_dict(ck["optimizer"])
     sched.load_state_dict(ck["scheduler"])
     _set_rng_state(ck["rng"])
+    saved = ck.get("losses")
+    if losses is not None and saved is not None:
+        n = min(int(saved.numel()), int(losses.numel()))
+        losses[:n] = saved[:n].to(losses.device, losses.dtype)
     return int(ck["step"])
 
 
@@ -517,8 +528,9 @@ def _setup(model: nn.Module, cfg: TrainConfig, arch_family: str, n_train: int, r
     opt = build_optimizer(model, optimizer=cfg.optimizer, lr=cfg.lr, wd=cfg.wd, head_lr=cfg.head_lr,
                           head_wd=cfg.head_wd, betas=cfg.betas, momentum=cfg.momentum)
     sched = build_schedule(opt, plan.total_steps, plan.warmup_steps)
+    losses = torch.full((plan.total_steps,), math.nan, device=rt.device)
     start = load_checkpoint(resume_from, model=model, opt=opt, sched=sched, cfg=cfg,
-                            allow_changed=allow_changed) if resume_from else 0
+                            allow_changed=allow_changed, losses=losses) if resume_from else 0
     fwd: nn.Module = model
     if dist_rank_world()[1] > 1:
         # Data parallel (e.g. Ray Train's TorchTrainer): gradients are averaged across ranks in
@@ -527,7 +539,6 @@ def _setup(model: nn.Module, cfg: TrainConfig, arch_family: str, n_train: int, r
 
         fwd = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     fwd = torch.compile(fwd) if rt.compile else fwd
-    losses = torch.full((plan.total_steps,), math.nan, device=rt.device)
     return _Run(model, fwd, opt, sched, rt, plan, losses, start, last_report=start, checked=start)
 
 
@@ -597,7 +608,7 @@ def _report(run: _Run, step: int, task: Task, cfg: TrainConfig, eval_idx: np.nda
     rank = dist_rank_world()[0]
     saved = checkpoint_dir if checkpoint_dir is not None and rank == 0 else None  # ranks hold the same state
     if saved is not None:
-        save_checkpoint(saved, model=run.model, opt=run.opt, sched=run.sched, step=step, cfg=cfg)
+        save_checkpoint(saved, model=run.model, opt=run.opt, sched=run.sched, step=step, cfg=cfg, losses=run.losses)
     if on_report is not None:
         on_report(step, metrics, saved)
     return acc
