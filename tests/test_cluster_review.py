@@ -226,9 +226,11 @@ class _RayVersionThenSilence(BaseHTTPRequestHandler):
         pass
 
 
-def _children(pid: int) -> list[int]:
-    ps = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
-    return [int(p) for p, pp in (line.split() for line in ps.splitlines()) if int(pp) == pid]
+def _children(pid: int, running: str = "") -> list[int]:
+    """The processes whose parent is ``pid`` and whose command line holds ``running``."""
+    ps = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+    return [int(p) for p, pp, args in ((line.split(None, 2) + [""])[:3] for line in ps.splitlines())
+            if int(pp) == pid and running in args]
 
 
 def _alive(pid: int) -> bool:
@@ -239,6 +241,7 @@ def _alive(pid: int) -> bool:
 def test_killing_the_submit_wrapper_stops_ray_job_submit(tmp_path):
     """SIGTERM to the wrapper (``kill PID``, a cancelled CI job) left ``ray job submit`` running,
     re-parented to init: it went on to upload the working dir and submit the job."""
+    _RayVersionThenSilence.seen = 0
     server = ThreadingHTTPServer(("127.0.0.1", 0), _RayVersionThenSilence)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -250,9 +253,12 @@ def test_killing_the_submit_wrapper_stops_ray_job_submit(tmp_path):
                                cwd=REPO)
     child = None
     try:
-        deadline = time.monotonic() + 30
+        # `ray job submit` itself, once it has asked the job API (the wrapper forwards signals by
+        # then): not the wrapper's git calls before it, nor the moment before its handlers are set
+        deadline = time.monotonic() + 60
         while child is None and time.monotonic() < deadline and wrapper.poll() is None:
-            child = next(iter(_children(wrapper.pid)), None)
+            if _RayVersionThenSilence.seen >= 2:
+                child = next(iter(_children(wrapper.pid, "ray.scripts.scripts")), None)
             time.sleep(0.2)
         assert child is not None, wrapper.stderr.read() if wrapper.poll() is not None else "no child"
         wrapper.terminate()

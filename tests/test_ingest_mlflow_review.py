@@ -220,6 +220,7 @@ def test_a_run_deleted_between_pages_does_not_hide_a_later_run(exp):
     with _DeletingProxy(exp["uri"], ids[0]) as proxy:
         r = run_cli("ingest", proxy.uri, *base)
     assert r.returncode == 0, r.stderr
+    assert c.get_run(ids[0]).info.lifecycle_stage == "deleted"     # between two pages, as the case needs
     assert run_cli("ingest", exp["uri"], *base).returncode == 0
     assert set(_rows(exp)["run_id"]) >= set(ids[1:])
 

@@ -84,10 +84,8 @@ def test_a_failed_refit_into_an_out_with_versions_keeps_everything(tmp_path):
     assert refit(quick_refit_config(s, out), log=lambda m: None).status == "refitted"
     before = sorted(p.name for p in out.iterdir())
     cfg = quick_refit_config(s, out, sources=(str(tmp_path / "missing.csv"),))
-    try:
+    with pytest.raises((UserError, OSError)):
         refit(cfg, log=lambda m: None)
-    except (UserError, OSError):
-        pass
     assert sorted(p.name for p in out.iterdir()) == before
 
 
@@ -165,7 +163,7 @@ def test_a_database_tracking_store_that_does_not_answer_fails_in_seconds(tmp_pat
     with pytest.raises(UserError, match=r"^--tracking-uri postgresql://127\.0\.0\.1:9/db: no database server "
                                         r"answers there \(connection refused\); nothing was refitted$"):
         refit(quick_refit_config(s, out, tracking_uri="postgresql://127.0.0.1:9/db"), log=lambda m: None)
-    assert time.monotonic() - t0 < 15 and not out.exists()
+    assert time.monotonic() - t0 < 60 and not out.exists()     # MLflow's retries took ~2 minutes
 
 
 def test_a_sqlite_tracking_store_that_cannot_be_opened_is_no_server(tmp_path):

@@ -95,8 +95,8 @@ def test_the_known_law_check_states_no_point_the_report_does_not(tmp_path):
     assert re.search(r"\+1 pt \([0-9.]+% US\): truth [0-9.]+% in \[", known[untrusted]), known[untrusted]
     row = pd.read_parquet(results / "fits.parquet").loc[heads[1]]
     trusted = known[row["ds_task"]]
-    if pd.notna(row["ds_plus1"]):       # a trusted step within the horizon: the report's point, said
-        assert f"answer {100 * row['ds_plus1']:.1f}% in" in trusted, trusted
+    assert pd.notna(row["ds_plus1"]), row       # a trusted step within the horizon: the report's point, said
+    assert f"answer {100 * row['ds_plus1']:.1f}% in" in trusted, trusted
 
 
 @pytest.fixture(scope="module")

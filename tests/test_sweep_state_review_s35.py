@@ -91,11 +91,14 @@ def test_an_unreadable_heartbeat_that_a_live_writer_replaces_is_waited_for(tmp_p
     (tmp_path / "sweep" / SUBDIR).mkdir(parents=True)
     (tmp_path / "sweep" / SUBDIR / WRITER).write_bytes(b"{")
     live = Heartbeat(st, every_s=0.05)
-    threading.Timer(0.1, live.start).start()
+    starts = threading.Timer(0.1, live.start)
+    starts.start()
     try:
-        assert Heartbeat(st, every_s=0.05).wait_for_previous(0.6) == "timeout"
+        # stale after 3 beats of 0.4 s without an advance: a live writer held back by a busy
+        # machine is not taken for a dead one, and one that never starts is (stale at ~1.2 s)
+        assert Heartbeat(st, every_s=0.4).wait_for_previous(3.0) == "timeout"
     finally:
-        time.sleep(0.15)
+        starts.join()
         live.stop()
     assert not (tmp_path / "sweep" / SUBDIR / WRITER).exists()
 

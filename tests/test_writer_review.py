@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -94,9 +95,11 @@ class _Slow:
 
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
+        self.called = threading.Event()              # a call is in flight: its batch was taken
 
     def __getattr__(self, name: str) -> Any:
         def call(*a: Any, **k: Any) -> Any:
+            self.called.set()
             time.sleep(self.delay_s)
             raise ConnectionError("read timed out")
         return call
@@ -111,9 +114,9 @@ def test_ops_in_flight_when_a_flush_gives_up_replay_before_the_queued_ones(store
     from meta_study.tune._shards import Op
 
     w = _writer(store)
-    w._client = _Slow(1.0)
+    w._client = slow = _Slow(1.0)
     w.put(Op("tag", "t1", {"key": "phase", "value": "first"}))
-    _wait_taken(w)                                   # in flight: its create call takes 1 s
+    assert slow.called.wait(30)                      # in flight: its create call takes 1 s
     w.put(Op("tag", "t1", {"key": "phase", "value": "second"}))
     w.put(Op("end", "t1", {"status": "FINISHED"}))
     assert w.flush(0.3) is False
