@@ -399,3 +399,15 @@ def test_a_resumed_run_reports_the_final_loss_of_the_straight_run(tmp_path) -> N
     a, b = straight.metrics()["train/final_loss"], resumed.metrics()["train/final_loss"]
     assert straight.pretrain.plan.steps_per_epoch > 10       # the last epoch spans the resume
     assert math.isclose(a, b, rel_tol=1e-6), (a, b)
+
+
+def test_model_kwargs_the_trial_sets_itself_are_refused_in_words() -> None:
+    # model_kwargs={"img_size": 64} failed every trial with "create_model() got multiple values
+    # for keyword argument 'img_size'"
+    from meta_study.train import TrainConfig
+
+    for key, says in (("img_size", "set by img_size="), ("num_classes", "set by the task"),
+                      ("in_chans", "set by the task"), ("pretrained", "built from scratch")):
+        with pytest.raises(ValueError, match=rf"model_kwargs {key}=.*{says}"):
+            TrainConfig(model_kwargs={key: 1})
+    TrainConfig(model_kwargs={"patch_size": 8})       # a timm override stays allowed

@@ -165,6 +165,14 @@ class TrainConfig:
         # and logged it as a 0-epoch run
         need("epochs", not (num(self.steps) and self.steps == 0 and num(self.epochs) and self.epochs == 0),
              "> 0 when steps is 0 (nothing to train)")
+        # keys the trial sets itself: "create_model() got multiple values for keyword argument 'img_size'"
+        # failed every trial, and pretrained=True (weights meta-study never downloads) did too
+        set_by = {"num_classes": "the task", "img_size": "img_size=", "in_chans": "the task (RGB)",
+                  "pretrained": "nothing: models are built from scratch"}
+        if isinstance(self.model_kwargs, Mapping):
+            for key in self.model_kwargs:
+                if key in set_by:
+                    out.append(f"model_kwargs {key}={self.model_kwargs[key]!r}: set by {set_by[key]}, not model_kwargs")
         need("data_fraction", num(self.data_fraction) and 0 < self.data_fraction <= 1, "in (0, 1]")
         need("warmup_fraction", num(self.warmup_fraction) and 0 <= self.warmup_fraction <= 1, "in [0, 1]")
         need("momentum", num(self.momentum) and 0 <= self.momentum <= 1, "in [0, 1]")
