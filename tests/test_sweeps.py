@@ -152,7 +152,11 @@ def test_errored_trials_are_one_line_each_and_quiet_means_no_tracebacks(mlflow_s
         assert "errored: RuntimeError: injected failure (fail_once)" in ln and ln.endswith("/error.txt)")
         assert Path(ln.rsplit("(traceback: ", 1)[1][:-1]).is_file()
     assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr[-3000:]
-    assert sorted(x.info.status for x in child_runs(mlflow_server.uri, exp)) == ["FAILED", "FAILED"]
+    runs = child_runs(mlflow_server.uri, exp)
+    assert sorted(x.info.status for x in runs) == ["FAILED", "FAILED"]
+    # why, on the run itself (the MLflow UI showed FAILED and nothing else)
+    assert all("RuntimeError: injected failure (fail_once)" in x.data.tags.get("meta_study.reason", "") for x in runs), \
+        [x.data.tags for x in runs]
 
 
 def _kill_after_two_trials(mlflow_server, tmp_path: Path, attempt: int):

@@ -333,6 +333,11 @@ class MlflowSweepCallback(Callback):
         self._put(Op("tag", trial.trial_id, {"key": EVAL_STATUS_TAG, "value": "pending"}))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # the reason on the run itself: a FAILED run in the MLflow UI said nothing of why (only the
+        # driver's summary did); Tune wrote the trial's error files before calling this
+        reason = _trial_error_reason(trial)
+        if reason:
+            self._put(Op("tag", trial.trial_id, {"key": REASON_TAG, "value": reason[:4000]}))
         self._finish(trial, "FAILED")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
@@ -500,4 +505,27 @@ def _resolved(result: Mapping[str, Any]) -> dict[str, Any] | None:
 def _clean_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The resolved trial config without Tune internals and test hooks (keys starting with '_')."""
     return {k: v for k, v in config.items() if not str(k).startswith("_")}
+
+
+def _trial_error_reason(trial: Any) -> str:
+    """One line of why a Tune trial errored, from the error files Tune wrote in its local trial
+    directory (the pickled exception, else the last line of ``error.txt``); "" when none is
+    readable. Never raises: a callback that raised would stop the sweep."""
+    from .finalize import error_line
+
+    try:
+        pickled = getattr(trial, "pickled_error_file", None)
+        if pickled and os.path.isfile(pickled):
+            import cloudpickle
+
+            with open(pickled, "rb") as f:
+                return error_line(cloudpickle.load(f))
+        text = getattr(trial, "error_file", None)
+        if text and os.path.isfile(text):
+            with open(text, encoding="utf-8", errors="replace") as f:
+                lines = [ln.strip() for ln in f if ln.strip() and not ln.startswith("Failure # ")]
+            return lines[-1][:2000] if lines else ""
+    except Exception:   # noqa: BLE001 - a reason is a courtesy; the run still ends FAILED
+        return ""
+    return ""
 
