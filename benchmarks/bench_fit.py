@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.problems < 1:
+        ap.error(f"--problems {args.problems}: must be at least 1")   # one line, exit 2
     us, ds = problems(args.problems, args.seed)
     pts = sum(u.size for u in us)
 

@@ -86,7 +86,13 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=25)
     ap.add_argument("--shots", default="1,5,10,25")
     args = ap.parse_args()
-    shots = tuple(int(s) for s in args.shots.split(","))
+    try:
+        shots = tuple(int(s) for s in args.shots.split(","))
+    except ValueError:
+        ap.error(f"--shots {args.shots}: not a comma list of integers")
+    for flag, v in (("--models", args.models), ("--tasks", args.tasks), ("--shots", min(shots, default=0))):
+        if v < 1:
+            ap.error(f"{flag} {v}: must be at least 1")   # one line, exit 2
     rows = args.models * args.tasks * len(shots)
     OUT.mkdir(exist_ok=True)
     csv = OUT / f"ingest_{args.models}x{args.tasks}x{len(shots)}.csv"

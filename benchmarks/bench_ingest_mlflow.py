@@ -83,6 +83,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10_000)
     ap.add_argument("--db", type=Path, default=None)
     args = ap.parse_args()
+    if args.runs < 1:
+        ap.error(f"--runs {args.runs}: must be at least 1")   # one line, exit 2
     db = args.db or HERE / "_out" / f"mlflow-{args.runs}.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     if not db.exists():

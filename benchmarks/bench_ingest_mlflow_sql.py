@@ -54,6 +54,9 @@ def main() -> None:
     ap.add_argument("--db", type=Path, default=None)
     ap.add_argument("--repeat", type=int, default=3, help="SQL ingests (each into a fresh store); the best counts")
     args = ap.parse_args()
+    for flag, v in (("--runs", args.runs), ("--repeat", args.repeat)):
+        if v < 1:
+            ap.error(f"{flag} {v}: must be at least 1")   # one line, exit 2
     db = args.db or HERE / "_out" / f"mlflow-{args.runs}.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     if not db.exists():
@@ -83,7 +86,7 @@ def main() -> None:
     def rate(t: float) -> str:
         return f"{t:7.2f} s  {n / t:8.0f} runs/s"
 
-    print(f"runs                           {n} (1 US + 16 DS metrics, 10 params each; 160,000 rows)")
+    print(f"runs                           {n} (1 US + 16 DS metrics, 10 params each; {16 * n:,} rows)")
     print(f"mlflow.search_runs -> pandas   {rate(t_raw)}  (best of {t_raw1:.2f}, {t_raw2:.2f})")
     print(f"REST source, full ingest       {rate(rest_full)}  = {rest_full / t_raw:.2f}x the raw read")
     print(f"REST source, no-op re-ingest   {rate(rest_noop)}")

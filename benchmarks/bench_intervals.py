@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from bench_selection import DATA, all_tables, heldout_fits
+from bench_selection import DATA, all_tables, heldout_fits, unknown_tables
 from meta_study.analysis import predict_fit
 from meta_study.analysis.headline import (Headline, distance, empirical_quantile, half_width, noise_half_width,
                                           parse_residuals)
@@ -154,6 +154,8 @@ def main() -> None:
     a = ap.parse_args()
     if not os.path.isdir(DATA):
         sys.exit(f"bench_intervals: {DATA}: no such directory (the shipped example data)")
+    if unknown_tables(a.tables):
+        ap.error(f"--tables {a.tables}: no table {', '.join(unknown_tables(a.tables))} (all, timm, synth or a folder of {DATA})")
     pd.set_option("display.width", 250)
     rows = collect(all_tables(a.tables))
     print(f"(c) share of hidden frontier points inside each rule's 90% interval, {len(rows)} groups; width vs chosen: "

@@ -158,16 +158,23 @@ def demo_simulator(seed: int) -> list[tuple[str, np.ndarray, np.ndarray, LawFit]
     return out
 
 
+def unknown_tables(which: str) -> list[str]:
+    """The names in ``which`` (a comma list, or all) that are no table here."""
+    known = {"timm", "synth", *(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(DATA, "*", "us_ds.csv")))}
+    return [] if which == "all" else [w for w in which.split(",") if w not in known]
+
+
 def all_tables(which: str) -> list[Table]:
     tables = []
+    wanted = set(which.split(","))
     timm = os.path.join(DATA, "timm")
-    if which == "all" or "timm" in which:
+    if which == "all" or "timm" in wanted:
         tables += timm_groups(timm) + timm_derived(timm)
     for path in sorted(glob.glob(os.path.join(DATA, "*", "us_ds.csv"))):
         name = os.path.basename(os.path.dirname(path))
-        if which == "all" or name in which.split(","):
+        if which == "all" or name in wanted:
             tables += zoo_groups(path)
-    if which == "all" or "synth" in which:
+    if which == "all" or "synth" in wanted:
         tables += [("synth", name, us, ds) for name, us, ds, _ in law_families(100, 40)]
     return tables
 
@@ -300,8 +307,13 @@ def main() -> None:
     ap.add_argument("--no-cost", action="store_true", help="skip (b)")
     ap.add_argument("--csv", help="also write the per-group rows of (a) here")
     a = ap.parse_args()
+    for flag, v in (("--groups", a.groups), ("--points", a.points)):
+        if v < 1:
+            ap.error(f"{flag} {v}: must be at least 1")   # one line, exit 2
     if not os.path.isdir(DATA):
         sys.exit(f"bench_selection: {DATA}: no such directory (the shipped example data)")
+    if unknown_tables(a.tables):
+        ap.error(f"--tables {a.tables}: no table {', '.join(unknown_tables(a.tables))} (all, timm, synth or a folder of {DATA})")
     pd.set_option("display.width", 220)
     d = protocol(all_tables(a.tables))
     t = per_table(d)

@@ -32,7 +32,8 @@ from meta_study.analysis.groups import Group
 from meta_study.analysis.fitting import FitOptions, prepare
 from meta_study.analysis.hull import upper_hull
 from meta_study.analysis.powerlaw import ALPHA_MAX, ALPHA_MIN
-from meta_study.analysis.sensitivity import SensitivityOptions, _SENSITIVITY_STREAM, _rng, default_sizes, sensitivity
+from meta_study.analysis.resampling import SENSITIVITY_STREAM, group_rng
+from meta_study.analysis.sensitivity import SensitivityOptions, default_sizes, sensitivity
 
 
 def make_groups(n_groups: int, n_points: int, seed: int) -> list[Group]:
@@ -59,8 +60,8 @@ def curve_fit_protocol(groups: list[Group], opts: SensitivityOptions) -> int:
         pool = p.fit_idx
         for n in default_sizes(pool.size, opts.n_sizes, opts.min_size):
             for t in range(opts.trials):
-                s = _rng(opts.seed, g.key, _SENSITIVITY_STREAM, n, t).choice(pool, size=min(n, pool.size), replace=False)
-                h = s[upper_hull(p.us[s], p.ds[s])]
+                s = group_rng(opts.seed, g.key, SENSITIVITY_STREAM, n, t).choice(pool, size=min(n, pool.size), replace=False)
+                h = s[upper_hull(p.us[s], p.ds[s], nondecreasing=opts.fit.nondecreasing)]
                 for idx in (h, s):
                     if idx.size < 3:
                         continue
@@ -88,6 +89,9 @@ def main() -> None:
     ap.add_argument("--baseline-groups", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=2, help="Ray runs per worker count (best is kept)")
     args = ap.parse_args()
+    for flag in ("groups", "points", "baseline_groups", "repeats"):
+        if getattr(args, flag) < 1:
+            ap.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")   # one line, exit 2
     groups = make_groups(args.groups, args.points, 0)
     # the paper's pair (hull vertices, all points): the protocol the curve_fit baseline reproduces
     opts = SensitivityOptions(trials=10, seed=0, fit=FitOptions(), frontiers=("vertices", "all"))
@@ -107,8 +111,10 @@ def main() -> None:
         ray.shutdown()
 
     sub = groups[: args.baseline_groups]
-    t_sub_ours, _ = timed(sensitivity, sub, opts)
+    t_sub_ours, sub_table = timed(sensitivity, sub, opts)
     t_sub_ref, n_fits = timed(curve_fit_protocol, sub, opts)
+    # like for like: the baseline fits exactly the problems of 3+ points that ours fitted
+    assert n_fits == int((sub_table["n_fit"] >= 3).sum()), "the curve_fit baseline drew other problems than ours"
     scale = len(groups) / len(sub)
     print(f"groups x points           {len(groups)} x ~{args.points}  ({len(table)} fits: 8 sizes x 10 trials x 2)")
     print(f"ours serial               {t_serial:8.2f} s")

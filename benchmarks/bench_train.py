@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak (default: by name)")
     args = ap.parse_args(argv)
+    for flag, v in (("--threads", args.threads), ("--batch", args.batch), ("--steps", args.steps)):
+        if v < 1:
+            ap.error(f"{flag} {v}: must be at least 1")   # one line, exit 2
     torch.set_num_threads(args.threads)
     if args.vit_b32:
         bench_vit_b32(args.device, args.steps, args.batch, args.peak_tflops)
