@@ -317,6 +317,15 @@ def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
         ray.init(address=address, **kwargs)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        versions = re.findall(r"Ray: (\S+)\s+Python: (\S+)", str(e))
+        if str(e).lstrip().startswith("Version mismatch") and len(versions) == 2:
+            # Ray's first line ends at "The cluster was started with:", the versions cut off, and the
+            # token hint below sent users to their token
+            (ray_c, py_c), (ray_m, py_m) = versions
+            raise UserError(f"{source} {safe_uri(target)}: the Ray cluster there runs Ray {ray_c} with Python "
+                            f"{py_c}, this command Ray {ray_m} with Python {py_m}; Ray joins only the same "
+                            "versions: run meta-study in an environment with the cluster's, or use "
+                            "--address local") from None
         # Ray 2.60 clusters want a token: without one Ray's error names neither it nor the
         # address typed (20 lines of InvalidAuthToken, then "Failed to connect")
         # (not for an address Ray refused before connecting: a client plugin's scheme, "Module:

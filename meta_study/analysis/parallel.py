@@ -9,6 +9,8 @@ the serial path's bit for bit, whichever worker computes which group.
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -16,6 +18,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from .. import __version__
+from ..errors import UserError
 from .bootstrap import BOOTSTRAP_COLUMNS, BootstrapOptions, bootstrap_group
 from .sensitivity import SENSITIVITY_COLUMNS, SensitivityOptions, default_sizes, sensitivity_group
 
@@ -74,32 +78,69 @@ class RayFailure(OSError):
     Ray's traceback. An exception our code raised inside a task is a bug and keeps its own."""
 
 
+OWN = "the Ray of its own"
+
+
+def _cluster(address: str | None) -> str:
+    """The Ray the analysis ran on, as the flag that named it (for a one-line error)."""
+    from ..mlflow_client import safe_uri
+    from ..ray_session import _own, own_ray_requested
+
+    if own_ray_requested(address):
+        # a Ray this process had started itself (a program's own ray.init) is not ours
+        return OWN if _own["started"] else "the Ray this process had started"
+    if address:
+        return f"--address {safe_uri(address)}"
+    return f"RAY_ADDRESS {safe_uri(os.environ.get('RAY_ADDRESS', ''))}"
+
+
 def _run(kind: str, groups: Sequence[Any], options: Any, costs: Sequence[float], *, address: str | None,
          workers: int | None, progress: Progress | None, columns: Sequence[str]) -> pd.DataFrame:
     ray = init_ray(address, workers)
     try:
-        return _fan_out(ray, kind, groups, options, costs, workers=workers, progress=progress, columns=columns)
+        return _fan_out(ray, kind, groups, options, costs, workers=workers, progress=progress, columns=columns,
+                        where=_cluster(address))
     except ray.exceptions.RayError as e:
         if isinstance(e, ray.exceptions.RayTaskError):
+            missing = re.search(r"No module named '(meta_study[\w.]*)'", str(e))
+            if missing:
+                # a cluster whose nodes have no meta-study (or not this one): Ray's traceback of
+                # the workers' failed unpickling said nothing of what to do
+                raise UserError(f"{kind} on Ray: the workers of {_cluster(address)} cannot import meta_study "
+                                f"(no module named {missing.group(1)!r}): install meta-study {__version__} on "
+                                "the cluster's nodes, or run with --address local or --serial") from None
             raise     # raised by our code inside a task: its traceback says where
         why = " ".join(str(e).split())[:200] or "no detail"
         raise RayFailure(f"{kind} on Ray failed: {type(e).__name__}: {why}; run it again, or with --serial") from e
 
 
 def _fan_out(ray: Any, kind: str, groups: Sequence[Any], options: Any, costs: Sequence[float], *,
-             workers: int | None, progress: Progress | None, columns: Sequence[str]) -> pd.DataFrame:
-    """The tasks of :func:`_run` on ``ray``: groups in chunks, results in group order."""
+             workers: int | None, progress: Progress | None, columns: Sequence[str],
+             where: str = "the Ray cluster") -> pd.DataFrame:
+    """The tasks of :func:`_run` on ``ray``: groups in chunks, results in group order.
+
+    Each task returns, beside its tables, the version and code (:func:`~.results.analysis_code`)
+    of the meta-study its worker imported: a cluster whose nodes have another one installed
+    computed with that code, and the results were recorded as this code's, without a word."""
+    from .results import analysis_code
+
     data = ray.put([(g.key, np.asarray(g.us_accuracy, float), np.asarray(g.ds_accuracy, float)) for g in groups])
     fn = sensitivity_group if kind == "sensitivity" else bootstrap_group
 
     @ray.remote(num_cpus=1)
-    def task(payload: list[tuple[Any, np.ndarray, np.ndarray]], idx: list[int], opts: Any) -> list[pd.DataFrame]:
+    def task(payload: list[tuple[Any, np.ndarray, np.ndarray]], idx: list[int],
+             opts: Any) -> tuple[str, str, list[pd.DataFrame]]:
         # one CPU per task: BLAS thread pools held to one thread even in workers of a Ray that
         # was started without our runtime_env (else N tasks x N BLAS threads thrash N cores)
         from threadpoolctl import threadpool_limits
 
+        from meta_study import __version__ as version
+        from meta_study.analysis.results import analysis_code as code
+
         with threadpool_limits(limits=1):
-            return [fn(payload[i][0], payload[i][1], payload[i][2], opts) for i in idx]
+            return version, code(), [fn(payload[i][0], payload[i][1], payload[i][2], opts) for i in idx]
+
+    mine = analysis_code()
 
     cpus = float(ray.cluster_resources().get("CPU", 0.0))
     if cpus < 1:
@@ -124,7 +165,17 @@ def _fan_out(ray: Any, kind: str, groups: Sequence[Any], options: Any, costs: Se
         for ref in ready:
             last = time.monotonic()
             idx = pending.pop(ref)
-            for i, frame in zip(idx, ray.get(ref)):
+            version, code, frames = ray.get(ref)
+            if code != mine:
+                what = (f"{kind} on Ray: the workers of {where} run other meta-study code (meta-study {version}, "
+                        f"code {code}; this command: {__version__}, code {mine})")
+                if where == OWN:
+                    # workers started since meta-study was upgraded or edited under a running command
+                    # (a `refit --every` loop): they import the files on disk, this process has older ones
+                    raise UserError(f"{what}: meta-study changed on disk since this command started; start it again")
+                raise UserError(f"{what}: install this version on the cluster's nodes, or run with --address local "
+                                "or --serial")
+            for i, frame in zip(idx, frames):
                 results[i] = frame
             done += len(idx)
             if progress:

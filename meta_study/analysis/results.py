@@ -306,8 +306,30 @@ class ResultsDir:
             # made by `fit --no-figures`: a report reusing it had no fits grid and no per-group
             # figures, and said nothing (the bootstrap has no figures)
             return "compute"
-        # made from this very store version by this very code
-        return "reuse" if have.get("store_snapshot") == snapshot_id and have.get("code") == analysis_code() else "compute"
+        # made from this very store version by this very code, and still readable: a table cut
+        # short since (a disk that filled, a copy interrupted) ended the command in pyarrow's
+        # traceback; it is made again, as the options it was recorded with are these
+        return ("reuse" if have.get("store_snapshot") == snapshot_id and have.get("code") == analysis_code()
+                and self._readable(part) else "compute")
+
+    def _tables(self, part: str) -> list[Path]:
+        """The Parquet files a reused ``part`` is read from."""
+        if part == "correlations":
+            return sorted((self.path / "correlations").glob("*.parquet"))
+        extra = [self.path / "points.parquet"] if part == "fits" else []
+        return [self.path / MAIN_TABLE[part], *(p for p in extra if p.exists())]
+
+    def _readable(self, part: str) -> bool:
+        """Whether every table of ``part`` opens as Parquet (its footer read: milliseconds)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            for p in self._tables(part):
+                pq.read_schema(p)
+        except (OSError, ValueError, pa.ArrowException):
+            return False
+        return True
 
     def load(self, part: str) -> Any:
         if part == "correlations":
@@ -320,13 +342,20 @@ class ResultsDir:
         for another command's write). Two commands writing one DIR at once (an hourly ``report``
         overrunning the next, a ``fit`` beside it) interleaved their tables and their
         ``results.json`` updates: DIR/results.json said one store version, fits.parquet held
-        another's groups, and the next command reused it as the version recorded."""
+        another's groups, and the next command reused it as the version recorded. A wait is said
+        on stderr (it waited without a word, for minutes: a command that seemed hung)."""
         import fcntl
+        import sys
 
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / ".results.lock", os.O_RDWR | os.O_CREAT, 0o666)   # the umask applies: a group-shared OUT takes every user
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"{self.path}: another command is writing here; waiting for it to finish", file=sys.stderr,
+                      flush=True)
+                fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
