@@ -216,6 +216,11 @@ def _speaks_grpc(sock: socket.socket, timeout_s: float) -> bool:
 _own: dict[str, bool] = {"started": False}
 
 
+def own_ray_started() -> bool:
+    """Whether this process started a Ray of its own (:func:`init_ray`, not a program's ``ray.init``)."""
+    return _own["started"]
+
+
 def _private_token_env() -> dict[str, str]:
     """Token authentication, with a fresh random token (256 bits) unless the user set one.
     Setting ``RAY_AUTH_MODE`` also silences Ray's token banner."""

@@ -84,11 +84,11 @@ OWN = "the Ray of its own"
 def _cluster(address: str | None) -> str:
     """The Ray the analysis ran on, as the flag that named it (for a one-line error)."""
     from ..mlflow_client import safe_uri
-    from ..ray_session import _own, own_ray_requested
+    from ..ray_session import own_ray_requested, own_ray_started
 
     if own_ray_requested(address):
         # a Ray this process had started itself (a program's own ray.init) is not ours
-        return OWN if _own["started"] else "the Ray this process had started"
+        return OWN if own_ray_started() else "the Ray this process had started"
     if address:
         return f"--address {safe_uri(address)}"
     return f"RAY_ADDRESS {safe_uri(os.environ.get('RAY_ADDRESS', ''))}"
