@@ -131,3 +131,16 @@ def test_store_info_counts_runs_and_model_names_per_group(tmp_path):
     out = run_cli("store", "info", str(tmp_path / "st")).stdout
     head = next(x for x in out.splitlines() if x.startswith("us_task"))
     assert head.split() == ["us_task", "ds_task", "eval_protocol", "shots", "rows", "runs", "model_names"]
+
+
+def test_too_few_points_names_the_law_and_what_it_needs():
+    """"too_few_points: 2 point(s); the law has 3 parameters" was the reason of every group of a
+    2-model smoke sweep, beside laws of 2 parameters: which law needed what went unsaid."""
+    import numpy as np
+
+    from meta_study.analysis.laws import fit_law_many
+
+    one, two = [np.array([0.5])], [np.array([0.5, 0.6])]
+    assert fit_law_many("power", one, [np.array([0.3])])[0].message == "1 point(s); power needs 2"
+    assert fit_law_many("eq1", two, [np.array([0.3, 0.4])])[0].message == "2 point(s); eq1 needs 3"
+    assert fit_law_many("eq1-bayes", two, [np.array([0.3, 0.4])])[0].message == "2 point(s); eq1-bayes needs 4"

@@ -152,14 +152,16 @@ def _failed(law: str, params: tuple[str, ...], status: str, message: str, n: int
                   message=message)
 
 
-def _check(us: np.ndarray, ds: np.ndarray, n_min: int) -> tuple[str, str] | None:
-    """The input checks every law shares: None when the problem can be fitted."""
+def _check(us: np.ndarray, ds: np.ndarray, n_min: int, name: str = "the law") -> tuple[str, str] | None:
+    """The input checks every law shares: None when the problem can be fitted. ``name`` is the
+    law's, said in the too-few-points message ("the law has 3 parameters" read beside 2-parameter
+    laws that had failed for another reason, named no law)."""
     if us.size != ds.size:
         return "degenerate", f"US has {us.size} values but DS has {ds.size}"
     if not (np.isfinite(us).all() and np.isfinite(ds).all()):
         return "nonfinite", "NaN or infinite accuracies in the input"
     if us.size < n_min:
-        return "too_few_points", f"{us.size} point(s); the law has {n_min} parameters"
+        return "too_few_points", f"{us.size} point(s); {name} needs {n_min}"
     if us.min() < 0 or us.max() > 1 or ds.min() < 0 or ds.max() > 1:
         return "degenerate", "accuracies outside [0, 1]"
     if us.max() == us.min():
@@ -178,7 +180,7 @@ def _screen(name: str, params: tuple[str, ...], us_seq: Sequence[np.ndarray], ds
     out: list[LawFit | None] = [None] * len(us)
     good = []
     for i, (u, d) in enumerate(zip(us, ds)):
-        bad = _check(u, d, n_min) or extra(u)
+        bad = _check(u, d, n_min, name) or extra(u)
         if bad:
             out[i] = _failed(name, params, *bad, u.size)
         else:

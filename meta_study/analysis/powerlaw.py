@@ -174,11 +174,11 @@ def _check_all(us: list[np.ndarray], ds: list[np.ndarray]) -> list[tuple[str, st
         for j in np.flatnonzero(nonfinite | few | outside | constant):  # only the bad ones
             i = int(idx[j])
             out[i] = (("nonfinite", "NaN or infinite errors in the input") if nonfinite[j] else
-                      ("too_few_points", f"{nu[i]} point(s); the law has 3 parameters") if few[j] else
+                      ("too_few_points", f"{nu[i]} point(s); eq1 needs 3") if few[j] else
                       ("degenerate", "errors outside [0, 1]") if outside[j] else
                       ("degenerate", "all points have the same US error; k and alpha are not identified"))
     for i in np.flatnonzero(~same):
-        out[i] = (("too_few_points", "no points; the law has 3 parameters") if nu[i] == nd[i] == 0 else
+        out[i] = (("too_few_points", "no points; eq1 needs 3") if nu[i] == nd[i] == 0 else
                   ("degenerate", f"e_us has {nu[i]} values but e_ds has {nd[i]}"))
     return out
 

@@ -47,7 +47,7 @@ FITS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "law", "frontier
 def join_warnings(warnings: Sequence[str]) -> str:
     """The ``warnings`` column: each ``label: detail`` once, joined by "; ", which readers split
     on (:func:`~meta_study.analysis.answers.flags`); a "; " inside a detail (a fit's message, "2
-    point(s); the law has 3 parameters") becomes ", " so that it cannot read as a label."""
+    point(s); eq1 needs 3") becomes ", " so that it cannot read as a label."""
     return "; ".join(w.replace("; ", ", ") for w in warnings)
 
 def fits_frame(groups: Sequence[Group], selections: Sequence[GroupSelection],
