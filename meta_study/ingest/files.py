@@ -83,6 +83,25 @@ def _special(path: str) -> str | None:
     return None if stat.S_ISREG(mode) else _kind_of_entry(mode)
 
 
+def dataset_parts(path: str) -> list[str] | None:
+    """The part files of a dataset directory, or None for any other path: a directory named like
+    an export (``x.parquet/``, as Spark's ``df.write.parquet("x.parquet")`` and Hive tables write
+    them) whose regular files directly inside, besides hidden and ``_`` ones (``_SUCCESS``,
+    ``.part-0.crc``), are parts in its format. It is one export, one source (``x``): each part
+    was a source of its own, named after the part (new names at every write: each rewrite stored
+    every run again)."""
+    fmt = _format_of(path)
+    if fmt is None or not os.path.isdir(path):
+        return None
+    try:
+        names = sorted(n for n in os.listdir(path) if not n.startswith((".", "_")))
+    except OSError:
+        return None
+    parts = [os.path.join(path, n) for n in names if _format_of(n) == fmt]
+    parts = [q for q in parts if _special(q) is None]
+    return parts or None
+
+
 @dataclass(frozen=True)
 class ExpandedPaths:
     """The files a list of specs names, and the directory entries that were passed over."""
@@ -156,7 +175,9 @@ def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
     special: dict[str, str] = {}
     other: dict[str, str] = {}
     for spec in specs:
-        if os.path.isdir(spec):
+        if dataset_parts(spec) is not None:
+            out.append(spec)       # a dataset directory (x.parquet/ of part files): one export
+        elif os.path.isdir(spec):
             entries = sorted(n for n in os.listdir(spec) if not n.startswith((".", "_")))
             names = [n for n in entries if _format_of(n)]
             mine = []   # (path, why) of its files that look like data ingest does not read
@@ -170,7 +191,7 @@ def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
             for n in names:
                 p = os.path.join(spec, n)
                 why = _special(p)
-                if why is None:
+                if why is None or dataset_parts(p) is not None:
                     files.append(p)
                 else:
                     special[p] = why
@@ -269,14 +290,39 @@ def _open_capped(path: str) -> io.BufferedReader:
 
 def read_export_chunks(path: str, rows: int | None = None) -> Iterator[tuple[int, pd.DataFrame]]:
     """``(first row's position, frame)`` pieces of one export, in order, of ``rows`` rows at most
-    (default :data:`CHUNK_ROWS`). Errors as :func:`read_export`."""
+    (default :data:`CHUNK_ROWS`); a dataset directory's (:func:`dataset_parts`) part after part,
+    positions counted across them. Errors as :func:`read_export`."""
     rows = rows or CHUNK_ROWS
+    parts = dataset_parts(path)
+    if parts is None:
+        yield from _file_chunks(path, rows)
+        return
+    start = 0
+    for _, _, frame in _part_pieces(parts, rows):
+        yield start, frame
+        start += len(frame)
+    if start == 0:
+        raise _no_rows(path, _format_of(path))
+
+
+def _part_pieces(parts: Sequence[str], rows: int) -> Iterator[tuple[str, int, pd.DataFrame]]:
+    """``(part, first row's position in it, frame)`` of a dataset's parts; a part without rows (Spark
+    writes one for an empty partition, of 0 bytes or a header alone) holds none."""
+    for part in parts:
+        if os.path.getsize(part) == 0 and _format_of(part) != "parquet":
+            continue
+        for start, frame in _file_chunks(part, rows, empty_ok=True):
+            yield part, start, frame
+
+
+def _file_chunks(path: str, rows: int, *, empty_ok: bool = False) -> Iterator[tuple[int, pd.DataFrame]]:
+    """:func:`read_export_chunks` of one file; ``empty_ok``: a file without rows yields nothing."""
     fmt = _format_of(path)
     if fmt == "jsonl":
-        yield from _jsonl_chunks(path, rows)
+        yield from _jsonl_chunks(path, rows, empty_ok)
         return
     if fmt == "parquet":
-        yield from _parquet_chunks(path, rows)
+        yield from _parquet_chunks(path, rows, empty_ok)
         return
     if fmt not in ("csv", "tsv"):
         yield 0, read_export(path)
@@ -293,11 +339,11 @@ def read_export_chunks(path: str, rows: int | None = None) -> Iterator[tuple[int
             if len(frame):
                 yield start, frame
             start += len(frame)
-    if start == 0:
+    if start == 0 and not empty_ok:
         raise _no_rows(path, fmt)
 
 
-def _jsonl_chunks(path: str, rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
+def _jsonl_chunks(path: str, rows: int, empty_ok: bool = False) -> Iterator[tuple[int, pd.DataFrame]]:
     """A JSON Lines file in pieces of ``rows`` objects: read whole, a 55 MB file took 600 MB (a
     dict a record, then the frame), so a few GB of JSON Lines did not fit in memory."""
     records = _reading(path, "jsonl", lambda: _jsonl_records(path))
@@ -308,7 +354,7 @@ def _jsonl_chunks(path: str, rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
             break
         yield start, _integers_kept(pd.DataFrame.from_records(piece), piece)
         start += len(piece)
-    if start == 0:
+    if start == 0 and not empty_ok:
         raise _no_rows(path, "jsonl")
 
 
@@ -374,6 +420,8 @@ def read_export(path: str) -> pd.DataFrame:
             a file of results that holds none is cut short, not a success that stores nothing.
     """
     fmt = _format_of(path)
+    if dataset_parts(path) is not None:
+        return pd.concat([f for _, f in read_export_chunks(path)], ignore_index=True)
     frame = _reading(path, fmt, lambda: _read_whole(path, fmt))
     if not len(frame):
         raise _no_rows(path, fmt)
@@ -445,7 +493,7 @@ def _parquet_frame(path: str, table: pa.Table) -> pd.DataFrame:
     return _float32_as_written(table.rename_columns(names)).to_pandas(integer_object_nulls=True)
 
 
-def _parquet_chunks(path: str, rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
+def _parquet_chunks(path: str, rows: int, empty_ok: bool = False) -> Iterator[tuple[int, pd.DataFrame]]:
     """A Parquet file in pieces of at most ``rows`` rows (read whole, a file of tens of millions
     of rows needed its whole table, then its frame, in memory at once)."""
     pf = _reading(path, "parquet", lambda: pq.ParquetFile(path))
@@ -461,7 +509,7 @@ def _parquet_chunks(path: str, rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
         if len(frame):
             yield start, frame
             start += len(frame)
-    if start == 0:
+    if start == 0 and not empty_ok:
         raise _no_rows(path, "parquet")
 
 
@@ -786,15 +834,15 @@ def _as_written(values: dict[str, Any], fields: list[str] | None) -> dict[str, A
 
 
 def _raw_payloads(frame: pd.DataFrame, path: str, offset: int = 0,
-                  scanner: RecordScanner | None = None) -> Callable[[np.ndarray], list[str]]:
+                  scanner: RecordScanner | None = None, **more: object) -> Callable[[np.ndarray], list[str]]:
     """The quarantine payloads of the rows at given positions, built only for rejected rows;
     ``offset``: the frame's first row in the file (a piece of a large file); ``scanner``: the
-    file's, shared by its pieces (CSV/TSV)."""
+    file's, shared by its pieces (CSV/TSV); ``more``: keys of every payload (a dataset's part)."""
     def payloads(idx: np.ndarray) -> list[str]:
         recs = frame.iloc[idx].to_dict("records")
         rows = [offset + int(i) for i in idx]
         found = scanner.records(rows) if scanner is not None else {}
-        return [_payload(path, {"_row": r, **rec}, scanned=found.get(r)) for r, rec in zip(rows, recs)]
+        return [_payload(path, {"_row": r, **rec}, scanned=found.get(r), **more) for r, rec in zip(rows, recs)]
     return payloads
 
 
@@ -1003,7 +1051,7 @@ def _join_keys(frame: pd.DataFrame, on: Sequence[str]) -> pd.DataFrame:
 def scanner_of(path: str) -> RecordScanner | None:
     """A :class:`RecordScanner` for a CSV/TSV file, None for other formats."""
     fmt = _format_of(path)
-    return RecordScanner(path, fmt) if fmt in ("csv", "tsv") else None
+    return RecordScanner(path, fmt) if fmt in ("csv", "tsv") and not os.path.isdir(path) else None
 
 
 def _unique_keys(frame: pd.DataFrame, on: list[str], path: str, source: str, rejected: list[dict],
@@ -1046,8 +1094,9 @@ def _join_downstream(d: pd.DataFrame, path: str, spec: TableSpec, up: _Upstream,
     for raw, canon_col in up.model_cols.items():
         if canon_col not in ("us_accuracy", "ds_accuracy", "us_task", "ds_task"):
             canon[canon_col] = m[f"_m_{raw}"].to_numpy()
+    index = pandas_index_column(d, mapping)     # df.to_csv(path)'s row numbers: no value of a run
     extra_cols = [c for c in d_ok.columns if not c.startswith("_") and c != spec.accuracy
-                  and c not in mapping.rename]
+                  and c not in mapping.rename and c != index]
     rows = finish_rows(canon, d_ok, mapping, extra_columns=extra_cols, source=source, where=where, tally=tally)
     return rows, [_payload(path, rec, scanner=scanner, _upstream_file=os.path.basename(up.path), **named)
                   for rec in d_ok.to_dict("records")]
@@ -1138,43 +1187,149 @@ class FileSource:
         no longer ``stamp`` (:func:`_refuse_changed`)."""
         fmt = _format_of(p)
         header: list[str] | None = None
-        if fmt in ("csv", "tsv", "jsonl") and os.path.getsize(p) > CHUNK_ROWS * 60:   # ~60 B/row or more
+        parts = dataset_parts(p)
+        if parts is not None:      # a dataset directory, read part after part, in pieces
+            first = next((q for q in parts if os.path.getsize(q)), parts[0])
+            header = _reading(first, fmt, lambda: _parquet_columns(first)[1] if fmt == "parquet"
+                              else _jsonl_keys(first) if fmt == "jsonl" else _csv_columns(first, fmt))
+        elif fmt in ("csv", "tsv", "jsonl") and os.path.getsize(p) > CHUNK_ROWS * 60:   # ~60 B/row or more
             header = _reading(p, fmt, lambda: _csv_columns(p, fmt) if fmt != "jsonl" else _jsonl_keys(p))
         elif fmt == "parquet":
             n, names = _reading(p, fmt, lambda: _parquet_columns(p))
             header = names if n > CHUNK_ROWS else None
         if header is not None:
-            return SourceBatch(rows=pd.DataFrame(), state=state, chunks=self._pieces(p, stamp), replace_runs=True,
-                               drop_missing=self.drop_missing, earlier_inputs=earlier,
-                               notes=near_miss_note(p, header, self.mapping))
+            index = None
+            if index_candidate(header, self.mapping) is not None:
+                index = _reading(p, fmt, lambda: _index_in_every_piece(p, header[0]))
+            return SourceBatch(rows=pd.DataFrame(), state=state, chunks=self._pieces(p, stamp, index),
+                               replace_runs=True, drop_missing=self.drop_missing, earlier_inputs=earlier,
+                               notes=near_miss_note(p, header, self.mapping) + _index_note(p, index))
         tally = PercentTally()
         frame = read_export(p)
         _refuse_changed(p, stamp)
-        rows, raw = self._mapped(p, 0, frame, tally)
+        index = pandas_index_column(frame, self.mapping)
+        rows, raw = self._mapped(p, 0, frame, tally, index=index)
         tally.refuse_fractions()
         return SourceBatch(rows=rows, raw=raw, state=state, replace_runs=True, drop_missing=self.drop_missing,
-                           earlier_inputs=earlier, notes=near_miss_note(p, frame.columns, self.mapping))
+                           earlier_inputs=earlier,
+                           notes=near_miss_note(p, frame.columns, self.mapping) + _index_note(p, index))
 
-    def _pieces(self, p: str, stamp: tuple[int, int] | None = None,
+    def _pieces(self, p: str, stamp: tuple[int, int] | None = None, index: str | None = None,
                 ) -> Iterator[tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]]:
-        tally, scanner = PercentTally(), scanner_of(p)
-        for start, frame in read_export_chunks(p):
-            yield self._mapped(p, start, frame, tally, scanner)
+        tally = PercentTally()
+        parts = dataset_parts(p)
+        if parts is None:
+            scanner = scanner_of(p)
+            for start, frame in read_export_chunks(p):
+                yield self._mapped(p, start, frame, tally, scanner, index=index)
+        else:
+            # each part's rows, with their payloads' place in the part (_file: the dataset, _part)
+            scanners: dict[str, RecordScanner | None] = {}
+            n = 0
+            for part, start, frame in _part_pieces(parts, CHUNK_ROWS):
+                scanner = scanners.setdefault(part, scanner_of(part))
+                n += len(frame)
+                yield self._mapped(part, start, frame, tally, scanner, index=index, dataset=p)
+            if n == 0:
+                raise _no_rows(p, _format_of(p))
         _refuse_changed(p, stamp)
         tally.refuse_fractions()
 
     def _mapped(self, p: str, start: int, frame: pd.DataFrame, tally: PercentTally,
-                scanner: RecordScanner | None = None) -> tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]:
-        rows = map_long(frame, self.mapping, where=p, source=source_stem(p), tally=tally)
+                scanner: RecordScanner | None = None, *, index: str | None = None, dataset: str | None = None,
+                ) -> tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]:
+        """The piece's canonical rows and the payloads of its rows; ``index``: the pandas index
+        column to leave out of the rows (its payloads keep every cell as written); ``dataset``: the
+        dataset directory ``p`` is a part of (its name is the rows' source and the payloads' file)."""
+        mapped = frame.drop(columns=[index]) if index is not None else frame
+        rows = map_long(mapped, self.mapping, where=p, source=source_stem(dataset or p), tally=tally)
         if self.source_name:
             rows["source"] = self.source_name
-        return rows, _raw_payloads(frame, p, offset=start, scanner=scanner or scanner_of(p))
+        more = {"_file": os.path.basename(dataset), "_part": os.path.basename(p)} if dataset else {}
+        return rows, _raw_payloads(frame, p, offset=start, scanner=scanner or scanner_of(p), **more)
+
+
+#: The name pandas gives a CSV's first column when the header leaves it unnamed: ``df.to_csv(path)``
+#: without ``index=False`` writes the frame's row numbers there.
+PANDAS_INDEX = "Unnamed: 0"
+_ROW_NUMBER = re.compile(r"0|[1-9][0-9]*")
+
+
+def index_candidate(columns: Sequence[Any], mapping: IngestMapping | None) -> str | None:
+    """:data:`PANDAS_INDEX` when it is the first of ``columns`` and the mapping does not name it
+    (``rename: {"Unnamed: 0": seed}``, a ``run_id`` template, a join key or an ``extra:`` list keeps
+    it as the user said)."""
+    if not len(columns) or str(columns[0]) != PANDAS_INDEX:
+        return None
+    if mapping is not None and (PANDAS_INDEX in mapping.rename or PANDAS_INDEX in (mapping.run_id or "")
+                                or (not isinstance(mapping.extra, str) and PANDAS_INDEX in mapping.extra)
+                                or (mapping.join is not None and PANDAS_INDEX in mapping.join.on)):
+        return None
+    return PANDAS_INDEX
+
+
+def _row_numbers(values: pd.Series) -> bool:
+    """Whether every value is a row number, an integer >= 0 (text without a leading zero)."""
+    if not len(values) or values.isna().any():
+        return False
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return False
+    if pd.api.types.is_integer_dtype(values.dtype):
+        return bool((values >= 0).all())
+    return all((isinstance(v, str) and _ROW_NUMBER.fullmatch(v) is not None)
+               or (isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 0)
+               for v in values.tolist())
+
+
+def pandas_index_column(frame: pd.DataFrame, mapping: IngestMapping | None) -> str | None:
+    """The column that is the index pandas wrote (``df.to_csv(path)`` without ``index=False``), or
+    None: an unnamed first column (:data:`PANDAS_INDEX`) whose every value is a row number. It is
+    no value of a run: it was stored in every row's extra, and differed between two exports of the
+    same rows (a filtered or sorted frame: every row "updated")."""
+    col = index_candidate(list(frame.columns), mapping)
+    return col if col is not None and _row_numbers(frame[col]) else None
+
+
+def _index_in_every_piece(path: str, column: str) -> str | None:
+    """:func:`pandas_index_column` over a large file's pieces, read before its rows so that every
+    piece leaves the column out, or none does (one read of the file)."""
+    for _, frame in read_export_chunks(path):
+        if not _row_numbers(frame[column]):
+            return None
+    return column
+
+
+def _index_note(path: str, index: str | None) -> list[str]:
+    if index is None:
+        return []
+    return [f"{path}: its first column, unnamed and holding row numbers, is the index pandas writes "
+            "(to_csv without index=False): not stored"]
 
 
 def _stamp(path: str) -> tuple[int, int]:
-    """A file's size and time of last change (ns)."""
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns
+    """A file's size and time of last change (ns); a dataset directory's: its parts' total size
+    and a hash of each part's name, size and time of change (a part added, removed or rewritten)."""
+    parts = dataset_parts(path)
+    if parts is None:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+    stats = [(q, os.stat(q)) for q in parts]
+    return sum(st.st_size for _, st in stats), hash(tuple((q, st.st_size, st.st_mtime_ns) for q, st in stats))
+
+
+def _sha256(path: str) -> str:
+    """The sha256 of a file's content; a dataset directory's: of each part's name and content."""
+    import hashlib
+
+    h = hashlib.sha256()
+    parts = dataset_parts(path)
+    for q in ([path] if parts is None else parts):
+        if parts is not None:
+            h.update(os.path.basename(q).encode() + b"\0")
+        with open(q, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def _refuse_changed(path: str, stamp: tuple[int, int] | None) -> None:
@@ -1196,7 +1351,8 @@ def _refuse_changed(path: str, stamp: tuple[int, int] | None) -> None:
 #: 5: join keys compared as normalised text (224.0 is 224, spaces at either end dropped), text
 #: NaN / NA in an optional integer column stored as null, strings in Unicode's composed form (NFC).
 #: 6: pandas' unnamed index (``__index_level_0__``) of a Parquet file no longer stored in extra.
-FILE_STATE_VERSION = 6
+#: 7: pandas' index of a CSV (an unnamed first column of row numbers) no longer stored in extra.
+FILE_STATE_VERSION = 7
 
 
 def _file_state(store: Store, source: str, paths: Sequence[str], mapping: IngestMapping | None,
@@ -1225,17 +1381,9 @@ def _file_state(store: Store, source: str, paths: Sequence[str], mapping: Ingest
     The third value says, when called, which earlier inputs of the source are not these files:
     the pipeline calls it only when the ingest removes stale rows (they may be those inputs'
     rows), to say so in the summary line."""
-    import hashlib
-
     from ..schema import SCHEMA_VERSION
 
-    files = {}
-    for path in paths:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        files[os.path.abspath(path)] = h.hexdigest()
+    files = {os.path.abspath(path): _sha256(path) for path in paths}
     fp = json.dumps({"files": files, "schema": SCHEMA_VERSION,
                      "v": FILE_STATE_VERSION, "mapping": mapping.fingerprint() if mapping is not None else None,
                      **({"drop_missing": True} if drop_missing else {}),
@@ -1380,30 +1528,25 @@ def _refuse_copies(paths: Sequence[str]) -> None:
     a download saved twice): each is its own source, so every run was stored twice, under two
     names, and counted twice by every analysis. Files of the same size are hashed (sha256, ~0.1 s
     per 100 MB); others cost one ``stat``."""
-    import hashlib
-
     by_size: dict[int, list[str]] = {}
     for p in paths:
         try:
-            by_size.setdefault(os.path.getsize(p), []).append(p)
+            by_size.setdefault(_stamp(p)[0], []).append(p)
         except OSError:
             continue       # it fails on its own, in its line
     for same in (g for size, g in by_size.items() if len(g) > 1 and size):   # empty files fail on their own
         seen: dict[str, str] = {}
         for p in same:
-            h = hashlib.sha256()
             try:
-                with open(p, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        h.update(block)
+                digest = _sha256(p)
             except OSError:
                 continue
-            if h.hexdigest() in seen and _has_rows(seen[h.hexdigest()]):   # else each fails on its own
-                first = seen[h.hexdigest()]
+            if digest in seen and _has_rows(seen[digest]):   # else each fails on its own
+                first = seen[digest]
                 raise UserError(f"{first} and {p}: the same content (a copy?); every run would be stored twice, "
                                 f"once as source {source_stem(first)!r} and once as {source_stem(p)!r}. Nothing was "
                                 "stored: ingest one of them")
-            seen[h.hexdigest()] = p
+            seen[digest] = p
 
 
 def _has_rows(path: str) -> bool:
@@ -1487,6 +1630,7 @@ def declared_source(path: str, mapping: IngestMapping | None) -> str | None:
     one row (CSV/TSV), one column's first batch (Parquet); JSON Lines: None."""
     if mapping is not None and ("source" in mapping.rename or "source" in mapping.rename.values()):
         return None
+    path = (dataset_parts(path) or [path])[0]     # a dataset directory: its first part
     fmt = _format_of(path)
     try:
         if fmt in ("csv", "tsv"):

@@ -10,6 +10,7 @@ that is killed keeps every batch committed before the kill and the next run resu
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -201,8 +202,15 @@ class SourceSpec:
     filter_string: str | None = None
 
 
+#: A sqlite URL, as MLflow's client or ``mlflow-sql:`` reads it: (prefix, scheme up to its three
+#: slashes, the database path, its query). ``sqlite:///rel.db`` names a path relative to the reader's
+#: working directory, ``sqlite:////abs.db`` an absolute one.
+_RELATIVE_SQLITE = re.compile(r"(mlflow-sql:)?(sqlite(?:\+\w+)?:///)([^?]*)(\?.*)?", re.IGNORECASE)
+
+
 def load_sources_file(path: str) -> list[SourceSpec]:
-    """Parse a sources file (YAML; see docs/ingest.md). Relative paths are relative to the file.
+    """Parse a sources file (YAML; see docs/ingest.md). Relative paths are relative to the file,
+    file paths and sqlite databases (``sqlite:///rel.db``, ``mlflow-sql:sqlite:///rel.db``) alike.
 
     ::
 
@@ -222,6 +230,14 @@ def load_sources_file(path: str) -> list[SourceSpec]:
     base = os.path.dirname(os.path.abspath(path))
 
     def rel(p: str) -> str:
+        db = _RELATIVE_SQLITE.fullmatch(p)
+        if db is not None:
+            # a relative sqlite file is relative to this file too (it was to the working directory,
+            # beside file paths of the same entries read from this file's directory)
+            prefix, scheme, name, query = db.groups()
+            if name and name != ":memory:" and not os.path.isabs(name):
+                return f"{prefix or ''}{scheme}{os.path.join(base, name)}{query or ''}"
+            return p
         return p if "://" in p or os.path.isabs(p) else os.path.join(base, p)
 
     out = []
