@@ -8,17 +8,29 @@ Full size: ViT-S at 32 px on the procedural upstream task, 30 epochs, body lr 8e
 0.1x to 10x the body's. About 0.3 A100-hours per trial (~5 GPU-hours in all).
 """
 
-from meta_study.tune.runner import SweepSpec, grid, sweep_main
+import numbers
+
+from meta_study.tune.runner import SweepOptions, SweepSpec, grid, sweep_main
 
 BODY_LR = 8e-4
 SMOKE_LR = 2e-3
+
+
+def body_lr(options: SweepOptions) -> float:
+    """The body's lr, which the head's multiples are of: ``--set lr=`` when given (the multiples
+    were of 8e-4 whatever the body's was: 0.08x to 8x with ``--set lr=1e-3``), else the sweep's.
+    A value that is not a number is the fixed config check's to refuse."""
+    lr = options.overrides.get("lr")
+    if isinstance(lr, numbers.Real) and not isinstance(lr, bool):
+        return float(lr)
+    return SMOKE_LR if options.smoke else BODY_LR
+
 
 SPEC = SweepSpec(
     name="head_lr",
     doc=__doc__,
     space=lambda options: {
-        "head_lr": grid([m * (SMOKE_LR if options.smoke else BODY_LR)
-                         for m in ([0.1, 10.0] if options.smoke else [0.1, 0.3, 1.0, 3.0, 10.0])]),
+        "head_lr": grid([m * body_lr(options) for m in ([0.1, 10.0] if options.smoke else [0.1, 0.3, 1.0, 3.0, 10.0])]),
         "seed": grid([0] if options.smoke else [0, 1, 2]),
     },
     base=dict(model_name="vit_s", img_size=32, epochs=30, batch_size=512, lr=BODY_LR, eval_every=500),

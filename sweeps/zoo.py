@@ -26,17 +26,53 @@ SMOKE = {"vit": ["vit_tiny_cpu"], "mixer": ["mixer_tiny_cpu"], "resnet": ["resne
 #: model -> (share of --gpus-per-trial, host memory in GiB) at full size (32 px, batch 512, one
 #: A100 40 GB for the largest): activations and optimizer state scale with the parameter count
 #: (ViT-Ti 5.7M, S 22M, B 86M; ResNet-18 11M, 50 25M; Mixer-S 18M, B 59M), and a quarter of an
-#: A100 still keeps a ViT-Ti busy. Unknown models get a whole share.
+#: A100 still keeps a ViT-Ti busy. Other models are sized from their parameter count
+#: (:func:`size_of`).
 SIZES = {"vit_ti": (0.25, 4), "vit_s": (0.5, 6), "vit_b": (1.0, 12), "mixer_s": (0.5, 6), "mixer_b": (1.0, 12),
          "resnet_18": (0.25, 4), "resnet_50": (0.5, 8),
          # smoke models (CPU): the ResNet takes half a core, so the three families differ in the test
          "vit_tiny_cpu": (1.0, 0.25), "mixer_tiny_cpu": (1.0, 0.25), "resnet_tiny_cpu": (0.5, 0.25)}
 
 
+#: The table's reference: ViT-B's parameters take a whole share and 12 GiB.
+REFERENCE_PARAMS = 86e6
+#: What a model gets whose parameters cannot be counted (one timm cannot build without weights).
+UNKNOWN_SIZE = (1.0, 8.0)
+_COUNTED: dict[str, tuple[float, float]] = {}
+
+
+def size_of(config: Mapping[str, Any]) -> tuple[float, float]:
+    """(share, host memory in GiB) of a model not in :data:`SIZES` (``vit_l``,
+    ``resnetv2_101x3_bit``), from its parameter count as the trial builds it, on PyTorch's meta
+    device (no memory, no weights, under 2 s; once per model): a quarter share per quarter of
+    ViT-B's parameters (at least a quarter, at most the whole), and 4 GiB plus 8 GiB per ViT-B
+    (ViT-L, 304M: a whole share and 32.5 GiB; it got ViT-B's share and 8 GiB, less than ViT-B's 12)."""
+    import json
+    import math
+
+    model_kwargs = dict(config.get("model_kwargs") or {})
+    key = json.dumps([config.get("model_name"), config.get("img_size"), model_kwargs], sort_keys=True, default=str)
+    if key not in _COUNTED:
+        try:
+            import torch
+
+            from meta_study.train import create_model
+
+            with torch.device("meta"):
+                _, info = create_model(str(config.get("model_name")), num_classes=1000,
+                                       img_size=int(config.get("img_size") or 32), **model_kwargs)
+            ratio = info.param_count / REFERENCE_PARAMS
+            _COUNTED[key] = (min(1.0, max(0.25, math.ceil(ratio * 4) / 4)), math.ceil((4 + 8 * ratio) * 2) / 2)
+        except Exception:  # noqa: BLE001 - a model that cannot be built here: the trial reports why
+            _COUNTED[key] = UNKNOWN_SIZE
+    return _COUNTED[key]
+
+
 def resources(config: Mapping[str, Any], options: SweepOptions) -> TrialResources:
     """A trial's resources from its model: a share of ``--gpus-per-trial`` (GPU runs) or of
     ``--cpus-per-trial`` (CPU runs: the smoke models), and host memory to match."""
-    share, memory_gb = SIZES.get(str(config.get("model_name")), (1.0, 8.0))
+    name = str(config.get("model_name"))
+    share, memory_gb = SIZES[name] if name in SIZES else size_of(config)
     cpus = options.cpus_per_trial if options.cpus_per_trial is not None else 1.0
     if options.gpus_per_trial:
         return TrialResources(cpu=cpus, gpu=round(options.gpus_per_trial * share, 4), memory_gb=memory_gb)

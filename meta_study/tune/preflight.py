@@ -8,7 +8,10 @@
   jobs (``ray job list``, the dashboard).
 - :func:`check_local_storage`: a local storage path is a directory this process can write.
 - :func:`check_script_tree`: a sweep script from a checkout runs that checkout's ``meta_study``.
-- :func:`check_dataset_paths`: ``--dataset`` paths exist (refused on our own Ray, a warning on a cluster).
+- :func:`check_dataset_paths`: ``--dataset`` paths exist (refused on our own Ray, a warning on a cluster),
+  and no ``--dataset`` takes a built-in task's name (:func:`refuse_builtin_names`).
+- :func:`check_searched_tasks`: the tasks a search space gives trials exist, and their metric keys
+  are ones MLflow takes (as the fixed config's).
 - :func:`default_storage`: no default storage inside a Ray job's working directory (a per-upload
   copy: a code change moves it, and Ray deletes it).
 - :func:`plan_session`: what ``--resume``, ``--name`` and ``--experiment`` mean against the sweep
@@ -120,6 +123,15 @@ def check_tracking_uri(tracking_uri: str) -> None:
         if not p.hostname:
             raise UserError(f"--tracking-uri {shown}: no host; {TRACKING_URI_HINT}")
         return
+    if p.scheme.lower() == "sqlite":
+        # sqlite://mlflow.db was SQLAlchemy's ArgumentError traceback; sqlite:// and
+        # sqlite:///:memory: a database in each process's memory: the writer's runs in none on disk
+        path = p.path.removeprefix("/")
+        if p.netloc or not path or path == ":memory:":
+            why = (f"a host ({p.netloc}) where SQLAlchemy takes none" if p.netloc else "an in-memory database, "
+                   "which nothing is kept in and the sweep's writer process does not share")
+            raise UserError(f"--tracking-uri {shown}: {why}; a sqlite file is sqlite:///RELATIVE/mlflow.db or "
+                            "sqlite:////ABSOLUTE/mlflow.db (three or four slashes)")
     if scheme in ("", "file"):
         if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1"):
             return
@@ -246,6 +258,29 @@ def check_script_tree(script: str | None) -> None:
                         f"{script} ..., or pip install -e {root}")
 
 
+def refuse_builtin_names(datasets: Mapping[str, str]) -> None:
+    """A ``--dataset`` may not take the name of a built-in task (``synth_combo=imagefolder:/data/x``):
+    each trial registered it over the built-in one without a word, so it trained or probed on the
+    user's images, and its results went to MLflow and the store as the procedural task's, beside
+    every other sweep's real ``synth_combo`` rows.
+
+    Raises:
+        UserError: one line naming the dataset and what to do.
+    """
+    if not datasets:
+        return      # importing the engine (torch, timm) costs seconds: only when there is work
+    from ..train import data, synth
+
+    # the procedural suite's, not a task this process registered itself (a notebook's, or a
+    # --dataset of an earlier sweep in it): those are the user's own names
+    builtin = {n for n in data.list_tasks() if getattr(data._TASKS[n], "__module__", None) == synth.__name__}
+    for name, spec in datasets.items():
+        if name in builtin:
+            raise UserError(f"--dataset {name}={spec}: {name} is a built-in task; a dataset under its name would "
+                            f"replace it in every trial and its results would be stored as the built-in task's: give "
+                            f"the dataset another name")
+
+
 def check_dataset_paths(datasets: Mapping[str, str], *, on_this_machine: bool) -> None:
     """The local paths of ``--dataset NAME=imagefolder:PATH`` / ``parquet:TRAIN[,TEST]`` are
     absolute and exist. A relative path is refused anywhere: Tune runs each trial in a working
@@ -256,13 +291,21 @@ def check_dataset_paths(datasets: Mapping[str, str], *, on_this_machine: bool) -
     the driver's does not: one warning line on stderr.
 
     Raises:
-        UserError: one line naming the dataset and the path (relative: the absolute one to give).
+        UserError: one line naming the dataset and the path (relative: the absolute one to give),
+            or a dataset named after a built-in task (:func:`refuse_builtin_names`).
     """
     import sys
 
+    refuse_builtin_names(datasets)
     for name, spec in datasets.items():
         kind, _, paths = str(spec).partition(":")
-        for path in (paths.split(",") if kind == "parquet" else [paths]):
+        parts = paths.split(",") if kind == "parquet" else [paths]
+        if not parts[0].strip() or len(parts) > 2:
+            # an empty path passed, and every trial failed on it; a third parquet path was read
+            # as part of the test file's name
+            want = "PATH" if kind == "imagefolder" else "TRAIN[,TEST] (one or two paths)"
+            raise UserError(f"--dataset {name}={spec}: expected {kind}:{want}")
+        for path in parts:
             if not path or "://" in path:
                 continue
             if not os.path.isabs(path):
@@ -275,6 +318,76 @@ def check_dataset_paths(datasets: Mapping[str, str], *, on_this_machine: bool) -
             if on_this_machine:
                 raise UserError(msg)
             print(f"warning: {msg} on this machine; the trials fail unless their nodes have it", file=sys.stderr)
+
+
+#: The trial settings the metric keys are made of (:func:`~.runner.check_metric_names`).
+KEY_SETTINGS = ("us_task", "ds_tasks", "shots", "layerwise", "finetune", "l2", "l2_sweep")
+#: The most combinations of searched key settings :func:`check_searched_tasks` checks one by one.
+MAX_COMBINATIONS = 4096
+
+
+def space_values(value: Any) -> list[Any] | None:
+    """The values a search space's entry can give a trial: a grid's (``tune.grid_search``), a
+    choice's (``tune.choice``), or the entry itself when it is a plain value. None for a domain
+    whose values cannot be listed (``tune.uniform``, ``tune.sample_from``)."""
+    if isinstance(value, Mapping) and set(value) == {"grid_search"}:
+        return list(value["grid_search"])
+    categories = getattr(value, "categories", None)      # ray.tune.search.sample.Categorical
+    if isinstance(categories, (list, tuple)):
+        return list(categories)
+    if type(value).__module__.startswith("ray.tune"):    # another domain: nothing to list
+        return None
+    return [value]
+
+
+def check_searched_tasks(space: Any, cfg: Mapping[str, Any], options: Any) -> None:
+    """The tasks a search space gives trials (``"ds_tasks": tune.choice([["pets"], ["synth_shape"]])``,
+    a grid over ``us_task``) are checked as the fixed config's are: each is a registered task or a
+    ``--dataset`` name, ``ds_tasks`` is a list (a string was read letter by letter) without a
+    task twice, and every metric key a trial logs under them (with the searched ``shots``,
+    ``layerwise``, ``finetune``, ``l2_sweep`` too) is one MLflow takes. Only the fixed config was
+    checked: every trial of a misspelt searched task failed at its first evaluation (retried
+    ``--max-failures`` times), and a layer-wise key over 250 characters lost the trial's DS
+    accuracies. A define-by-run (Optuna) space is not drawn here: nothing to list.
+
+    Raises:
+        UserError: one line naming the searched setting, the value and what is wrong.
+    """
+    import itertools
+
+    from ..train.data import list_tasks
+    from .runner import check_metric_names
+
+    if not isinstance(space, Mapping):
+        return
+    listed = {k: space_values(space[k]) for k in KEY_SETTINGS if k in space}
+    searched = {k: v for k, v in listed.items() if v}
+    if not searched:
+        return
+    tasks = set(list_tasks()) | set(options.datasets)
+
+    def known(key: str, name: Any) -> None:
+        if name not in tasks:
+            raise UserError(f"search space {key}: no such task {name!r} (tasks: {', '.join(sorted(tasks))}; on-disk "
+                            "datasets come with --dataset NAME=...)")
+
+    for name in searched.get("us_task", []):
+        known("us_task", name)
+    for value in searched.get("ds_tasks", []):
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"search space ds_tasks: {value!r} is not a list of task names (give each choice as a "
+                            f"list, e.g. [{value!r}])")
+        twice = sorted({t for t in value if list(value).count(t) > 1})
+        if twice:
+            raise UserError(f"search space ds_tasks: {twice[0]!r} given twice in {list(value)!r}: give each "
+                            "downstream task once")
+        for name in value:
+            known("ds_tasks", name)
+    for combo in itertools.islice(itertools.product(*searched.values()), MAX_COMBINATIONS):
+        try:
+            check_metric_names({**cfg, **dict(zip(searched, combo))}, options)
+        except (ValueError, TypeError):     # shots=["x"]: no key to check; the trial's TrainConfig says why
+            continue
 
 
 @dataclass(frozen=True)

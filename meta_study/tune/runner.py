@@ -46,7 +46,7 @@ from ..errors import UserError
 from ..extras import require_training
 from ..failpoints import failpoint
 from . import provenance
-from .preflight import (STORAGE_HINT, check_dataset_paths, check_local_storage, check_script_tree,
+from .preflight import (STORAGE_HINT, check_dataset_paths, check_local_storage, check_script_tree, check_searched_tasks,
                         check_storage_on_nodes, check_trial_fits, check_tracking_reachable, default_storage, experiment_dir,
                         in_job_package, plan_session, refuse_runtime_env_secrets, refuse_secrets, runtime_env_of_job,
                         wait_for_previous_writer)
@@ -485,6 +485,7 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
                 raise UserError(f"{key} {name!r}: no such task (tasks: {', '.join(sorted(tasks))}; on-disk "
                                 "datasets come with --dataset NAME=...)")
     check_metric_names(cfg, options)
+    check_searched_tasks(spec.space(options), cfg, options)
     model = cfg.get("model_name")
     if isinstance(model, str) and model not in list_presets():
         import timm

@@ -420,14 +420,18 @@ class StateDir:
         return name
 
     def spooled(self) -> list[tuple[str, list[str]]]:
-        """(name, lines) of every spool object, oldest first (not those kept aside as damaged)."""
+        """(name, lines) of every spool object, oldest first (not those kept aside as damaged).
+        Bytes that are not UTF-8 (a damaged disk) come as ``\\xNN`` text, which no JSON parser
+        takes: their line is the writer's to skip. A UnicodeDecodeError here left every spool
+        object, the good ones too, unreplayed in every later session."""
         out = []
         for n in self.names(SPOOL):
             if n.endswith(DAMAGED):
                 continue
             data = self.read_bytes(f"{SPOOL}/{n}")
             if data is not None:
-                out.append((n, [x for x in data.decode().splitlines() if x.strip()]))
+                text = data.decode("utf-8", errors="backslashreplace")
+                out.append((n, [x for x in text.splitlines() if x.strip()]))
         return out
 
     def drop_spooled(self, names: list[str]) -> None:
