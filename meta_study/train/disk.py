@@ -1,9 +1,10 @@
 """Real datasets on disk as tasks: ImageFolder directories and Parquet / Arrow tables of encoded images.
 
 Both return the same :class:`~meta_study.train.data.Task` as the procedural suite. Images
-are decoded with PIL per batch, converted to RGB and resized to ``img_size`` x ``img_size``
-(bilinear, aspect ratio not kept: big_vision's few-shot ``resize``), then cached as uint8
-when the split fits in ``cache_mb``. No augmentation is applied.
+are decoded with PIL per batch, turned as their EXIF orientation says (a phone photo is stored
+sideways), converted to RGB (16-bit and 0..1 float images scaled, see :func:`_to_8bit`) and
+resized to ``img_size`` x ``img_size`` (bilinear, aspect ratio not kept: big_vision's few-shot
+``resize``), then cached as uint8 when the split fits in ``cache_mb``. No augmentation is applied.
 
 To name a dataset in a sweep config, register it::
 
@@ -56,9 +57,14 @@ class EncodedSplit(CachedSplit):
         self.img_size = img_size
 
     def _decode(self, src: str | bytes) -> np.ndarray:
-        from PIL import Image
+        from PIL import Image, ImageOps
 
         with Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src) as im:
+            # as viewed: a phone photo stores its pixels sideways with an EXIF orientation tag
+            try:
+                ImageOps.exif_transpose(im, in_place=True)   # in place: no copy of a large photo
+            except Exception:   # noqa: BLE001 - an unreadable EXIF block: no orientation to apply
+                pass
             im = _to_8bit(im).convert("RGB").resize((self.img_size, self.img_size), Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8)
 
@@ -70,20 +76,48 @@ class EncodedSplit(CachedSplit):
         """Example ``i`` decoded; an image PIL cannot read is a ValueError naming its file or row
         (a table's error named a BytesIO object at some address)."""
         src = self.sources[i]
+        what = f"{self.where}, row {int(self.rows[i])}" if isinstance(src, (bytes, bytearray)) else str(src)
         try:
             return self._decode(src)
+        except UnscaledImageError as e:   # decoded, but its values have no known 8-bit scale
+            raise ValueError(f"{what}: {e}") from e
         except Exception as e:   # PIL raises UnidentifiedImageError, OSError (truncated), SyntaxError, ...
-            what = f"{self.where}, row {int(self.rows[i])}" if isinstance(src, (bytes, bytearray)) else str(src)
             raise ValueError(f"{what}: the image cannot be decoded ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''})") from e
 
 
+class UnscaledImageError(ValueError):
+    """An image whose pixel values have no known 8-bit scale (see :func:`_to_8bit`)."""
+
+
 def _to_8bit(im: "Image.Image") -> "Image.Image":
     """A 16-bit grayscale image (PNG / TIFF, modes I;16, I;16B, ...) as 8-bit L, scaled by 1/257;
-    other images as they are. PIL's convert("RGB") clips it at 255: a 0..65535 ramp came out
-    99.6% white. (Mode I, 32-bit, has no fixed range: PIL's clipping is kept.)"""
+    a float one (mode F, e.g. a float TIFF) with values in [0, 1] scaled by 255; other images as
+    they are. PIL's convert("RGB") clips at 255 and casts floats: a 0..65535 ramp came out 99.6%
+    white, a 0..1 float one black.
+
+    Raises:
+        UnscaledImageError: a float image with values outside [0, 1] (beyond half an 8-bit step)
+            or not finite, or a 32-bit integer one (mode I: a 16-bit PGM, a 32-bit TIFF) with values
+            outside [0, 255]: no known scale, and PIL's clipping turned them white.
+    """
     from PIL import Image
 
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise UnscaledImageError("a float (mode F) image with values that are not finite (NaN or inf)")
+        tol = 0.5 / 255.0   # rounding or resampling overshoot of a 0..1 image
+        if a.size and (a.min() < -tol or a.max() > 1 + tol):
+            raise UnscaledImageError(f"a float (mode F) image with values in [{a.min():g}, {a.max():g}]: no "
+                                     "known scale (floats are read as 0..1); save it as 8- or 16-bit integers")
+        return Image.fromarray((a.clip(0, 1) * 255.0).round().astype(np.uint8))
+    if im.mode == "I":
+        a = np.asarray(im)
+        if a.size and (a.min() < 0 or a.max() > 255):
+            raise UnscaledImageError(f"a 32-bit integer (mode I) image with values in [{a.min()}, {a.max()}]: no "
+                                     "known scale (0..255 is read as 8-bit); save it as 8- or 16-bit integers")
+        return im
     if not im.mode.startswith("I;16"):
         return im
     a = np.asarray(im).astype(np.float64)
@@ -112,6 +146,8 @@ def _split_off(n: int, test_fraction: float, seed: int, where: object) -> tuple[
         ValueError: either side would be empty (named by ``where``, the data's path): an empty
             test split reported US accuracy 0.0 and broke the few-shot probe.
     """
+    if not (isinstance(test_fraction, (int, float)) and 0 <= test_fraction <= 1):   # NaN: int(round(nan)) failed
+        raise ValueError(f"{where}: test_fraction={test_fraction!r}: must be a number in (0, 1)")
     perm = np.random.default_rng([seed, 0x5E11]).permutation(n)
     k = int(round(test_fraction * n))
     if not 0 < k < n:
@@ -246,13 +282,39 @@ def _read_table(src: str | os.PathLike | pa.Table, columns: list[str]) -> pa.Tab
     if not files:
         raise FileNotFoundError(f"{s}: no files match")
     if all(f.endswith((".arrow", ".feather", ".ipc")) for f in files):
+        _one_split(s, files)
         tables = [_read_ipc(f) for f in files]
         for f, t in zip(files, tables):
             _has_columns(t.column_names, columns, f)
         return pa.concat_tables([t.select(columns) for t in tables])
     ds = pads.dataset(files if len(files) > 1 else files[0], format="parquet")
+    _one_split(s, ds.files)
     _has_columns(ds.schema.names, columns, s)
     return ds.to_table(columns=columns)
+
+
+def _one_split(where: str, files: Sequence[str]) -> None:
+    """Refuse files named as different splits (``train-*.parquet`` beside ``test-*.parquet``, or
+    ``train/`` beside ``validation/``: a Hugging Face download) read as one table: the test split
+    was trained on, or mixed into the held-out one, without a word.
+
+    Raises:
+        ValueError: naming ``where`` and the splits found.
+    """
+    if len(files) < 2:
+        return
+    base = os.path.commonpath([os.path.abspath(f) for f in files])
+    found: dict[str, str] = {}
+    for f in files:
+        parts = Path(os.path.relpath(os.path.abspath(f), base)).parts
+        tokens = [*parts[:-1], parts[-1].replace("_", "-").replace(".", "-").split("-")[0]]
+        for t in tokens:
+            if t.lower() in SPLIT_NAMES:
+                found.setdefault(t.lower(), f)
+                break
+    if len(found) > 1:
+        raise ValueError(f"{where}: its files hold several splits ({', '.join(sorted(found))}: e.g. "
+                         f"{', '.join(found[k] for k in sorted(found))}); name each split's files (train=..., test=...)")
 
 
 def _has_columns(names: Sequence[str], columns: Sequence[str], where: str) -> None:

@@ -60,7 +60,13 @@ class ProbeCache:
         return (self.design(x) @ self._weights(l2)).numpy()
 
     def _weights(self, l2: float) -> torch.Tensor:
-        return self.lhs @ (self.rhs / (self.eigs + l2)[:, None])
+        # A null direction of the design (a dead feature, constant over the draw; a duplicated
+        # example) has eigenvalue ~0: at l2 = 0 its 1 / 0 made every weight NaN, a chance accuracy
+        # (0.25 of 4 classes where l2 = 1e-3 gave 1.0). It is dropped, as a pseudo-inverse does
+        # (the l2 -> 0 limit of ridge); no l2 above ~1e-9 of the largest eigenvalue is affected.
+        d = self.eigs + l2
+        tol = float(self.eigs.abs().max()) * len(self.eigs) * torch.finfo(torch.float64).eps
+        return self.lhs @ (self.rhs * torch.where(d > tol, 1.0 / d, 0.0)[:, None])
 
 
 def _f64(x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -249,7 +255,18 @@ def _rows(fs: FeatureSet, shots: int, seed: int) -> np.ndarray:
 def fewshot_features(fs: FeatureSet, *, shots: Sequence[int] = DEFAULT_SHOTS, seeds: Sequence[int] = (0, 1, 2),
                      l2: float = DEFAULT_L2, l2_sweep: Sequence[float] = (), layerwise: bool = False,
                      ) -> list[FewShotResult]:
-    """Few-shot results of a :class:`FeatureSet`: pre-logits, then each block if ``layerwise``."""
+    """Few-shot results of a :class:`FeatureSet`: pre-logits, then each block if ``layerwise``.
+
+    Raises:
+        ValueError: features that are not finite (NaN, inf), named by task and layer: the probe's
+            weights were NaN and its accuracy chance (0.25 of 4 classes), logged as a result.
+    """
+    for where, arrays in [("pre-logits", (fs.train, fs.test))] + [
+            (f"block {i}", pair) for i, pair in enumerate(zip(fs.train_layers, fs.test_layers)) if layerwise]:
+        bad = sum(int((~np.isfinite(a).all(axis=tuple(range(1, a.ndim)))).sum()) for a in arrays)
+        if bad:
+            raise ValueError(f"DS task {fs.task}: {bad} of {sum(len(a) for a in arrays)} examples have {where} "
+                             "features that are not finite (NaN or inf); their few-shot accuracy would be chance")
     kw = dict(task=fs.task, shots=shots, seeds=seeds, l2=l2, l2_sweep=l2_sweep, draw=lambda n_shots, s: _rows(fs, n_shots, s))
     out = fewshot_lsr(fs.train, fs.train_labels, fs.test, fs.test_labels, fs.num_classes, **kw)
     if layerwise:

@@ -17,6 +17,7 @@ of the peak lr; their ``wd`` values are ~``lr`` times ours.) SGD uses the same r
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -26,6 +27,16 @@ from torch import nn
 from .models import head_parameters
 
 OPTIMIZERS = ("adam", "sgd")
+#: The largest float32: optimizers hold hyper-parameters as float32 on the device.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def check_hparam(name: str, v: object) -> None:
+    """Refuse a learning rate or weight decay that is negative, not finite, or above float32's
+    largest number, in one line naming it: ``lr=1e39`` failed inside the optimizer's step with
+    'value cannot be converted to type float without overflow'."""
+    if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 <= v <= FLOAT32_MAX):
+        raise ValueError(f"{name}={v!r}: must be a finite number in [0, {FLOAT32_MAX:.4g}] (float32's range)")
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,10 @@ class SGDW(torch.optim.SGD):
     def __init__(self, params: Iterable[dict[str, Any]], lr: float, momentum: float = 0.9,
                  nesterov: bool = False) -> None:
         groups = [dict(g, decoupled_wd=g.pop("weight_decay", 0.0), weight_decay=0.0) for g in (dict(g) for g in params)]
+        check_hparam("lr", lr)
+        for g in groups:
+            check_hparam("lr", g.get("lr", lr))
+            check_hparam("weight_decay", g["decoupled_wd"])
         super().__init__(groups, lr=lr, momentum=momentum, nesterov=nesterov)
 
     @torch.no_grad()
@@ -111,7 +126,14 @@ def build_optimizer(model: nn.Module, *, optimizer: str = "adam", lr: float = 8e
 
     Returns:
         A torch optimizer whose param groups are named as in :func:`param_groups`.
+
+    Raises:
+        ValueError: an lr, head_lr, wd or head_wd that is negative, not finite, or above float32's
+            largest number (:func:`check_hparam`).
     """
+    for name, v in (("lr", lr), ("wd", wd), ("head_lr", head_lr), ("head_wd", head_wd)):
+        if v is not None:
+            check_hparam(name, v)
     groups = param_groups(model, lr=lr, wd=wd, head_lr=lr if head_lr is None else head_lr,
                           head_wd=wd if head_wd is None else head_wd)
     if optimizer == "adam":

@@ -29,6 +29,7 @@ from .fewshot import FewShotResult, extract_features, fewshot_features
 from .finetune import finetune
 from .loop import CHECKPOINT_FILE, DivergedError, PretrainResult, ReportFn, TrainConfig, dist_rank_world, pretrain, resolve_runtime
 from .models import ModelInfo, create_model
+from .optim import check_hparam
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ class TrialResult:
         ``us/{us_task}/top1``, ``ds/{task}/{k}shot/top1``, ``ds/{task}/{k}shot/layer{L}/top1``,
         ``ds/{task}/finetune/top1`` (meta_study.schema), the few-shot l2 sweep as
         ``diag/l2sweep/{task}/{k}shot/l2_{l2}/top1`` (l2 as :func:`l2_text` writes it), diagnostics,
-        and training totals.
+        and training totals (``train/steps``, ``train/epochs``, ``train/batch_size``: the batch
+        trained with, after capping at the train split).
         """
         out = {us_metric_key(self.us_task): self.us_accuracy}
         for r in self.fewshot:
@@ -83,7 +85,10 @@ class TrialResult:
         if self.diagnostics is not None:
             out.update(self.diagnostics.metrics())
         p = self.pretrain
-        out.update({"train/steps": float(p.plan.total_steps), TRAINED_EPOCHS_KEY: p.plan.epochs})
+        # the batch trained with: ``batch_size`` capped at the (data_fraction of the) US train split;
+        # the ``batch_size`` param a tracker logs when the trial starts is the configured one
+        out.update({"train/steps": float(p.plan.total_steps), TRAINED_EPOCHS_KEY: p.plan.epochs,
+                    "train/batch_size": float(p.plan.batch_size)})
         last_epoch = p.losses[-max(1, p.plan.steps_per_epoch):]
         if np.isfinite(last_epoch).any():  # not when resumed from a finished checkpoint
             out["train/final_loss"] = float(np.nanmean(last_epoch))
@@ -122,6 +127,14 @@ def smoke_config(**overrides: Any) -> TrainConfig:
 
 
 def _seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch.
+
+    Raises:
+        ValueError: a seed torch cannot take (2**64 or more: 'Overflow when unpacking long long',
+            naming nothing).
+    """
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed={seed}: must be in [0, 2**64) (torch.manual_seed's range)")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -221,6 +234,8 @@ def run_trial(config: TrainConfig | Mapping[str, Any], *, on_report: ReportFn | 
                          "no timm feature_info): no layer could be probed")
     init = capture_init(model) if cfg.diagnostics else {}
     cfg = cfg.resolved(info)
+    if cfg.finetune:   # refused after pre-training and probing, the trial's hours lost, else
+        check_hparam("finetune_lr", cfg.finetune_lr)
     lead = dist_rank_world()[0] == 0
     ds = _ds_tasks(cfg) if lead else []      # checked before pre-training, not after its hours
     if on_start is not None:
