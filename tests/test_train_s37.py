@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -138,10 +139,10 @@ def test_a_finetune_lr_torch_cannot_hold_is_refused_before_pretraining(monkeypat
         raise AssertionError("pre-trained before the finetune_lr was checked")
 
     monkeypatch.setattr(trial, "pretrain", pretrain)
-    cfg = smoke_config(steps=1, finetune=True, finetune_lr=1e39, diagnostics=False, ds_tasks=("synth_shape",),
-                       shots=(1,), us_task_kwargs={"n_train": 64, "n_test": 16},
-                       ds_task_kwargs={"n_train_per_class": 2, "n_test": 12})
-    with pytest.raises(ValueError, match=r"^finetune_lr=1e\+39: must be a finite number"):
+    with pytest.raises(ValueError, match=r"^finetune_lr=1e\+39: must be"):   # the config refuses it now
+        cfg = smoke_config(steps=1, finetune=True, finetune_lr=1e39, diagnostics=False, ds_tasks=("synth_shape",),
+                           shots=(1,), us_task_kwargs={"n_train": 64, "n_test": 16},
+                           ds_task_kwargs={"n_train_per_class": 2, "n_test": 12})
         trial.run_trial(cfg)
 
 
@@ -227,7 +228,21 @@ def test_a_seed_torch_cannot_take_is_refused_naming_it() -> None:
     # 'Overflow when unpacking long long'
     from meta_study.train.trial import run_trial
 
-    cfg = smoke_config(seed=2**70, steps=1, diagnostics=False, ds_tasks=("synth_shape",), shots=(1,),
-                       us_task_kwargs={"n_train": 64, "n_test": 16}, ds_task_kwargs={"n_train_per_class": 2, "n_test": 12})
-    with pytest.raises(ValueError, match=r"^seed=1180591620717411303424: must be in \[0, 2\*\*64\)"):
+    with pytest.raises(ValueError, match=r"^seed=1180591620717411303424: must be"):   # the config refuses it now
+        cfg = smoke_config(seed=2**70, steps=1, diagnostics=False, ds_tasks=("synth_shape",), shots=(1,),
+                           us_task_kwargs={"n_train": 64, "n_test": 16},
+                           ds_task_kwargs={"n_train_per_class": 2, "n_test": 12})
         run_trial(cfg)
+
+
+@pytest.mark.parametrize("kw, want", [({"lr": 1e39}, "lr=1e+39: must be at most"),
+                                      ({"finetune_lr": 1e39}, "finetune_lr=1e+39: must be at most"),
+                                      ({"head_wd": 1e39}, "head_wd=1e+39: must be at most"),
+                                      ({"seed": 2**70}, "below 2**64")])
+def test_the_config_refuses_values_torch_cannot_hold_before_any_trial(kw, want):
+    # refused when the config is built (the sweep's check before Ray builds one), not inside
+    # each trial's first optimizer step or torch.manual_seed
+    from meta_study.train.loop import TrainConfig
+
+    with pytest.raises(ValueError, match=re.escape(want)):
+        TrainConfig(**kw)

@@ -31,7 +31,7 @@ from torch import nn
 from ..schema import us_metric_key
 from .data import StepBatches, Task, fraction_indices, iterate_split
 from .models import ModelInfo
-from .optim import OPTIMIZERS, build_optimizer, build_schedule
+from .optim import FLOAT32_MAX, OPTIMIZERS, build_optimizer, build_schedule
 from .synth import DS_TASKS
 
 #: on_report(step, metrics, checkpoint_dir): checkpoint_dir is None when no checkpoint was saved.
@@ -187,6 +187,15 @@ class TrainConfig:
                 out.append(f"{name}={v:g}: must be at most {INT_MAX:,}")
         at_least("seed", 0)
         at_least("data_seed", 0)
+        # 1e39 passed every check and failed inside AdamW's first step ("value cannot be converted
+        # to type float without overflow"), finetune_lr only after the whole pre-training
+        for name in ("lr", "head_lr", "wd", "head_wd", "finetune_lr"):
+            v = getattr(self, name)
+            if num(v) and math.isfinite(v) and v > FLOAT32_MAX:
+                out.append(f"{name}={v:g}: must be at most {FLOAT32_MAX:.4g} (float32's largest number)")
+        for name in ("seed", "data_seed"):   # torch.manual_seed's range; 2**70 failed naming nothing
+            v = getattr(self, name)
+            need(name, not (num(v) and math.isfinite(v)) or v < 2**64, "below 2**64 (torch.manual_seed's range)")
         need("l2_sweep", all(num(v) and math.isfinite(v) and v >= 0 for v in tuple(self.l2_sweep)),
              "numbers >= 0 (ridge regularizers, like l2)")
         need("shots", len(tuple(self.shots)) > 0 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
