@@ -311,7 +311,89 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
            "November", "December")
 
 
-def _timestamp_texts(texts: Sequence[str]) -> tuple[list[str | None], dict[int, tuple[str, str]]]:
+@dataclass
+class _DateOrder:
+    """The day/month order of one timestamp column, over the pieces of one input read so far: the
+    first text that told each order, the first day/month text read by the order told, and the
+    first refused because no order was told yet."""
+
+    day_first: str | None = None
+    month_first: str | None = None
+    read: str | None = None
+    undecided: str | None = None
+
+    def problem(self, column: str) -> str | None:
+        """Why the pieces were read otherwise than the whole input would have been, or None."""
+        if self.day_first is not None and self.month_first is not None and self.read is not None:
+            return (f"{column}: the input has dates day first ({self.day_first!r}) and month first "
+                    f"({self.month_first!r}), so which number is the day is unknown: write dates as ISO 8601 "
+                    "(YYYY-MM-DD)")
+        told = self.day_first or self.month_first
+        if told is not None and self.undecided is not None:
+            return (f"{column}: {self.undecided!r} is ambiguous, and {told!r}, the first date that tells the "
+                    "day/month order, comes after it (a large input is read in pieces, and the order was not known "
+                    "yet): write dates as ISO 8601 (YYYY-MM-DD)")
+        return None
+
+
+@dataclass
+class WholeInput:
+    """What the validated pieces of one input (a large file, read in pieces) decided so
+    far, given to :func:`validate` for each piece: a piece follows the decisions of the pieces before
+    it (a day/month order), and :meth:`problem` says when an earlier piece was read otherwise than
+    the whole input would have been (then nothing of the input may be stored). Each piece read on
+    its own, one file stored '03/04/2024' as April 3 in one piece and as March 4 in the next."""
+
+    dates: dict[str, _DateOrder] = field(default_factory=dict)
+    #: (accuracy column, task) -> [values in (1, 100], finite values, values in (0, 1] read as
+    #: fractions, values in (0, 1] refused as percents], over the pieces read so far: a task is in
+    #: percent when most of its values are in (1, 100] (:func:`_flag_percent_tasks`)
+    percent_tasks: dict[tuple[str, Any], list[int]] = field(default_factory=dict)
+    #: partition column -> name -> rows so far, and the names whose rows were not refused for
+    #: their case (:func:`_flag_case_variants`)
+    names: dict[str, dict[str, int]] = field(default_factory=dict)
+    kept_names: dict[str, set[str]] = field(default_factory=dict)
+
+    def problem(self) -> str | None:
+        for col, order in self.dates.items():
+            why = order.problem(col)
+            if why is not None:
+                return why
+        for col, counts in self.names.items():
+            by_fold: dict[str, list[str]] = {}
+            for x in sorted(counts, key=lambda x: (-counts[x], x)):
+                by_fold.setdefault(x.casefold(), []).append(x)
+            for spellings in by_fold.values():
+                if len(spellings) < 2:
+                    continue
+                # read whole, the input keeps only the spelling most rows use (none on a tie)
+                top = spellings[0] if counts[spellings[0]] > counts[spellings[1]] else None
+                kept = [x for x in spellings if x != top and x in self.kept_names.get(col, ())]
+                if kept:
+                    x = kept[0]
+                    other = next(y for y in spellings if y != x)
+                    rows = lambda n: f"{n} row{'s' if n != 1 else ''}"  # noqa: E731
+                    return (f"{col}: {printable(repr(x))} ({rows(counts[x])}) differs only in case from "
+                            f"{printable(repr(other))} ({rows(counts[other])}): one task, written two ways? Rows of "
+                            f"{printable(repr(x))} were read before the other spelling came (a large input is read "
+                            "in pieces): write it one way")
+        for (col, task), (k, n, read, refused) in self.percent_tasks.items():
+            which = f"{_TASK_OF[col]} {printable(repr(task))}"
+            if 2 * k > n and read:
+                return (f"{col}: the values of {which} are mostly in (1, 100] ({k} of {n}), percents, but {read} of "
+                        f"its values <= 1 {'were' if read != 1 else 'was'} read as fractions before that was known "
+                        "(a large input is read in pieces): 0.5 % would be stored as 50 %; give the column one unit "
+                        f"(fractions, or percents with 'units: {{{col}: percent}}' in a --mapping)")
+            if 2 * k <= n and refused:
+                return (f"{col}: {which} mixes fractions and percents ({k} of {n} values in (1, 100]; {refused} of "
+                        f"its values <= 1 {'were' if refused != 1 else 'was'} refused as percents in a piece where "
+                        "most of its values were above 1, a large input is read in pieces): give the column one unit "
+                        f"(fractions, or percents with 'units: {{{col}: percent}}' in a --mapping)")
+        return None
+
+
+def _timestamp_texts(texts: Sequence[str], order: _DateOrder | None = None,
+                     ) -> tuple[list[str | None], dict[int, tuple[str, str]]]:
     """Date texts as texts pandas reads without a guess (ISO 8601, or a month name), None where
     a text is no date we read, and the reason and kind of each text refused for its day/month order.
 
@@ -321,11 +403,12 @@ def _timestamp_texts(texts: Sequence[str]) -> tuple[list[str | None], dict[int, 
     told by the values with a day above 12 (among ``texts``: one validated input); with none to
     tell it, its ambiguous dates are refused, never guessed, and with both orders all of its
     day/month dates are. Two-digit years are refused (03/04/24:
-    2003-04-24?), as are texts of no date (a year, a month, a time alone)."""
+    2003-04-24?), as are texts of no date (a year, a month, a time alone). ``order``: what the
+    pieces of the same input read before told (updated with these texts)."""
     out: list[str | None] = [None] * len(texts)
     dmy: list[tuple[int, int, int, str, str]] = []   # position, first, second, year, rest
-    day_first: str | None = None
-    month_first: str | None = None
+    order = order if order is not None else _DateOrder()
+    day_first, month_first = order.day_first, order.month_first
     for i, t in enumerate(texts):
         t = t.strip()
         if m := _YMD.fullmatch(t):
@@ -349,16 +432,20 @@ def _timestamp_texts(texts: Sequence[str]) -> tuple[list[str | None], dict[int, 
         elif day_first is not None or month_first is not None:
             d, mo = (a, b) if day_first is not None else (b, a)
             out[i] = f"{y}-{mo:02d}-{d:02d}{rest}"
+            order.read = order.read or t
         elif a == b or a > 12 or b > 12:   # the same either way, or no date (left to pandas: NaT)
             out[i] = f"{y}-{b:02d}-{a:02d}{rest}"
         else:
+            order.undecided = order.undecided or t
             why[i] = (f"{t!r} is ambiguous: {a} {_MONTHS[b - 1]} or {_MONTHS[a - 1]} {b}? (no date read with it "
                       f"has a day above 12 to tell the order) write it as ISO 8601 ({y}-{b:02d}-{a:02d} or {y}-{a:02d}-{b:02d})",
                       "ambiguous day and month (write ISO 8601)")
+    order.day_first, order.month_first = day_first, month_first
     return out, why
 
 
-def _coerce_timestamp(s: pd.Series) -> tuple[pd.Series, np.ndarray, dict[int, tuple[str, str]]]:
+def _coerce_timestamp(s: pd.Series, order: _DateOrder | None = None,
+                      ) -> tuple[pd.Series, np.ndarray, dict[int, tuple[str, str]]]:
     """(UTC timestamps, mask of cells that are no timestamp, {cell: (reason, kind)} of the dates
     refused for their day/month order); see :func:`_timestamp_texts`."""
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
@@ -381,7 +468,7 @@ def _coerce_timestamp(s: pd.Series) -> tuple[pd.Series, np.ndarray, dict[int, tu
         text_at = np.flatnonzero(cells.map(lambda v: isinstance(v, str)).to_numpy(bool))
     why: dict[int, tuple[str, str]] = {}
     if len(text_at):
-        read, refused = _timestamp_texts(cells.iloc[text_at].tolist())
+        read, refused = _timestamp_texts(cells.iloc[text_at].tolist(), order)
         cells.iloc[text_at] = read
         why = {int(text_at[j]): r for j, r in refused.items()}
     ts = pd.to_datetime(cells, errors="coerce", utc=True, format="mixed")
@@ -515,7 +602,7 @@ class _Flags:
 
 
 
-def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None) -> Validated:
+def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None, whole: WholeInput | None = None) -> Validated:
     """Coerce raw rows to the canonical schema and give a reason for each bad row.
 
     Args:
@@ -523,6 +610,8 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None) -> Validate
             unknown columns are an error (put them in ``extra`` first).
         raw: optional payload per row for the quarantine (defaults to the row as JSON): a list,
             or a function of the rejected rows' positions.
+        whole: for one piece of a larger input, what the pieces before it decided (updated);
+            the caller refuses the input when :meth:`WholeInput.problem` says so after its last piece.
 
     Returns:
         :class:`Validated` with the good rows as an Arrow table and the rejected rows with reasons.
@@ -543,10 +632,12 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None) -> Validate
         present = col.name in frame.columns and col.name not in STORE_FILLED
         s = frame[col.name] if present else pd.Series([None] * n, dtype=object)
         unit = units[col.name] = _converted(frame, col.name)
-        arrays[col.name] = _column_array(col, s, flag, unit)
+        order = (whole.dates.setdefault(col.name, _DateOrder())
+                 if whole is not None and present and pa.types.is_timestamp(col.type) else None)
+        arrays[col.name] = _column_array(col, s, flag, unit, order, whole)
     _check_across_columns(frame, arrays, flag)
     for acc, task in (("us_accuracy", "us_task"), ("ds_accuracy", "ds_task")):
-        _flag_percent_tasks(acc, arrays[acc], task, arrays[task], units[acc], flag)
+        _flag_percent_tasks(acc, arrays[acc], task, arrays[task], units[acc], flag, whole)
     _flag_source_reasons(frame, flag)
 
     bad = np.zeros(n, bool)
@@ -569,16 +660,19 @@ def _converted(frame: pd.DataFrame, column: str) -> np.ndarray | None:
     return u if (u != None).any() else None  # noqa: E711 (elementwise)
 
 
-def _column_array(col: Column, s: pd.Series, flag: _Flags, unit: np.ndarray | None = None) -> pa.Array:
+def _column_array(col: Column, s: pd.Series, flag: _Flags, unit: np.ndarray | None = None,
+                  order: _DateOrder | None = None, whole: WholeInput | None = None) -> pa.Array:
     """One input column as the Arrow array of ``col``'s type; its bad cells are flagged (and null).
-    ``unit``: each cell's :data:`SOURCE_UNIT` (an accuracy column), or None."""
+    ``unit``: each cell's :data:`SOURCE_UNIT` (an accuracy column), or None; ``order``: a timestamp
+    column's day/month order told by the pieces of its input before, ``whole``: what they decided
+    (:class:`WholeInput`)."""
     t = col.type
     if pa.types.is_floating(t) or pa.types.is_integer(t):
         return _numeric_array(col, s, flag, unit)
     if pa.types.is_string(t):
-        return _string_array(col, s, flag)
+        return _string_array(col, s, flag, whole)
     if pa.types.is_timestamp(t):
-        return _timestamp_array(col, s, flag)
+        return _timestamp_array(col, s, flag, order)
     if pa.types.is_map(t):
         vals_m, wrong = _coerce_map(s)
         flag(wrong, f"{col.name}: wrong type (expected a string -> string map)")
@@ -742,23 +836,43 @@ def _flag_out_of_range(col: Column, v: np.ndarray, finite: np.ndarray, flag: _Fl
                  f"{col.name}: out of range {rng} (unit {u})")
 
 
+#: The task column of each accuracy column.
+_TASK_OF = {"us_accuracy": "us_task", "ds_accuracy": "ds_task"}
+
+
 def _flag_percent_tasks(column: str, values: pa.Array, task_column: str, tasks: pa.Array, unit: np.ndarray | None,
-                        flag: _Flags) -> None:
+                        flag: _Flags, whole: WholeInput | None = None) -> None:
     """In a fraction column, the values in (0, 1] of a task whose values are mostly in (1, 100]:
     that task is in percent (its values above 1 are quarantined as such), and its values <= 1 are
     percents of near-chance models, which were stored as fractions (0.5 % as 50 %). The rule of
-    ingest's refusal of a column in percent (most values in (1, 100]), per task."""
+    ingest's refusal of a column in percent (most values in (1, 100]), per task; ``whole``: the
+    counts of the pieces of the same input before (updated), so that a task's near-chance values in
+    a piece of their own are percents too."""
     v = values.to_numpy(zero_copy_only=False).astype("float64")   # null (not finite, wrong): NaN
     plain = np.isfinite(v) if unit is None else np.isfinite(v) & (unit == None)  # noqa: E711 (elementwise)
     pct = plain & (v > 1) & (v <= 100)
-    if not pct.any():
+    if whole is None and not pct.any():
         return
     t = pd.Series(tasks.to_numpy(zero_copy_only=False), dtype=object)
-    counts = pd.DataFrame({"task": t, "pct": pct, "n": plain})[plain].groupby("task", dropna=False)[["pct", "n"]].sum()
-    by_task = {task: (int(k), int(n)) for task, (k, n) in counts.iterrows() if 2 * k > n}
+    lows = plain & (v > 0) & (v <= 1)
+    counts = pd.DataFrame({"task": t, "pct": pct, "n": plain, "low": lows})[plain].groupby(
+        "task", dropna=False)[["pct", "n", "low"]].sum()
+    if whole is None:
+        by_task = {task: (int(k), int(n)) for task, (k, n, _) in counts.iterrows() if 2 * k > n}
+    else:
+        totals = whole.percent_tasks
+        counts = counts[counts.index.notna()]   # a row without its task is quarantined for that
+        for task, (k, n, _) in counts.iterrows():
+            acc = totals.setdefault((column, task), [0, 0, 0, 0])
+            acc[0] += int(k)
+            acc[1] += int(n)
+        by_task = {task: (totals[(column, task)][0], totals[(column, task)][1]) for task in counts.index
+                   if 2 * totals[(column, task)][0] > totals[(column, task)][1]}
+        for task, (_, _, n_low) in counts.iterrows():
+            totals[(column, task)][3 if task in by_task else 2] += int(n_low)
     if not by_task:
         return
-    low = plain & (v > 0) & (v <= 1) & t.isin(list(by_task)).to_numpy()
+    low = lows & t.isin(list(by_task)).to_numpy()
     flag(low, lambda i, v=v, t=t: (
         f"{column}: {_num(v[i])} in {task_column} {printable(repr(t[i]))}, whose values are mostly in (1, 100] "
         f"({by_task[t[i]][0]} of {by_task[t[i]][1]}): a percent? (not stored as {_num(v[i] * 100)} %)"),
@@ -791,7 +905,7 @@ def _nfc(arr: pa.Array) -> pa.Array:
     return pa.DictionaryArray.from_arrays(d.indices, pa.array(fixed, pa.string())).cast(pa.string())
 
 
-def _string_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
+def _string_array(col: Column, s: pd.Series, flag: _Flags, whole: WholeInput | None = None) -> pa.Array:
     """A string column, without whitespace at either end of its values: wrong types, empty
     required values, task names that cannot be a partition directory and values outside the
     column's choices are flagged.
@@ -823,7 +937,7 @@ def _string_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
             if problems:
                 flag(_is_in(arr, problems), lambda i, c=col.name, tx=text: f"{c}: {_partition_problem(tx(i))}",
                      f"{col.name}: cannot be a partition directory")
-            _flag_case_variants(col.name, arr, names, flag)
+            _flag_case_variants(col.name, arr, names, flag, whole)
         if col.choices is not None:
             unknown = [x for x in names if x not in col.choices]
             label = "unknown protocol" if col.name == "eval_protocol" else f"unknown {col.name}"
@@ -837,38 +951,55 @@ def _string_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
     return arr
 
 
-def _flag_case_variants(column: str, arr: pa.Array, names: list[str], flag: _Flags) -> None:
+def _flag_case_variants(column: str, arr: pa.Array, names: list[str], flag: _Flags,
+                        whole: WholeInput | None = None) -> None:
     """Task names of one input that differ only in case (``CIFAR100`` and ``cifar100``) were two
     tasks: two groups, two fits. The rows of the name most rows use are kept; those of the other
-    spellings are quarantined (all of them when no spelling has the most rows)."""
+    spellings are quarantined (all of them when no spelling has the most rows). ``whole``: the
+    names of the pieces of the same input before (updated), counted with these."""
+    counts = {d["values"]: d["counts"] for d in pc.value_counts(arr.drop_null()).to_pylist()}
+    if whole is not None:
+        seen = whole.names.setdefault(column, {})
+        for x, n in counts.items():
+            seen[x] = seen.get(x, 0) + n
+        counts, here = dict(seen), names
+        names = list(seen)
+    else:
+        here = names
     by_fold: dict[str, list[str]] = {}
     for x in names:
         by_fold.setdefault(x.casefold(), []).append(x)
     clashes = [v for v in by_fold.values() if len(v) > 1]
-    if not clashes:
-        return
-    counts = {d["values"]: d["counts"] for d in pc.value_counts(arr.drop_null()).to_pylist()}
+    refused: set[str] = set()
     for spellings in clashes:
         spellings.sort(key=lambda x: (-counts[x], x))
         top = [x for x in spellings if counts[x] == counts[spellings[0]]]
         for x in spellings:
-            if len(top) == 1 and x == top[0]:
+            if (len(top) == 1 and x == top[0]) or x not in here:
                 continue
+            refused.add(x)
             other = next(y for y in spellings if y != x)
             n = counts[other]
             flag(_is_in(arr, [x]), f"{column}: {printable(repr(x))} differs only in case from {printable(repr(other))} "
                  f"(the name of {n} other row{'s' if n != 1 else ''}): one task, written two ways? write it one way",
                  f"{column}: differs only in case from another name")
+    if whole is not None:
+        whole.kept_names.setdefault(column, set()).update(x for x in here if x not in refused)
 
 
 def _iso_hint(v: Any) -> str:
-    """"; write it as ISO 8601 ..." for a text that is no timestamp we read."""
-    return "; write it as ISO 8601, e.g. 2024-04-03T10:00:00Z" if isinstance(v, str) and v.strip() else ""
+    """"; write it as ISO 8601 ..." for a text that is no timestamp we read; for one in ISO 8601
+    already ('2024-02-30', '2024-04-03T25:00'), that the date or time does not exist."""
+    if not isinstance(v, str) or not v.strip():
+        return ""
+    if re.fullmatch(_ISO, v) or _YMD.fullmatch(v.strip()):
+        return ": no such date or time"
+    return "; write it as ISO 8601, e.g. 2024-04-03T10:00:00Z"
 
 
-def _timestamp_array(col: Column, s: pd.Series, flag: _Flags) -> pa.Array:
+def _timestamp_array(col: Column, s: pd.Series, flag: _Flags, order: _DateOrder | None = None) -> pa.Array:
     """A timestamp column, in UTC: wrong types and missing required values are flagged."""
-    ts, wrong, why = _coerce_timestamp(s)
+    ts, wrong, why = _coerce_timestamp(s, order)
     flag(wrong, lambda i, c=col.name: f"{c}: wrong type ({shown(s.iloc[i])} is not a timestamp{_iso_hint(s.iloc[i])})",
          f"{col.name}: wrong type (not a timestamp)")
     for i, (reason, kind) in why.items():

@@ -1352,7 +1352,9 @@ def _refuse_changed(path: str, stamp: tuple[int, int] | None) -> None:
 #: NaN / NA in an optional integer column stored as null, strings in Unicode's composed form (NFC).
 #: 6: pandas' unnamed index (``__index_level_0__``) of a Parquet file no longer stored in extra.
 #: 7: pandas' index of a CSV (an unnamed first column of row numbers) no longer stored in extra.
-FILE_STATE_VERSION = 7
+#: 8: a count in thousands rounded (1.001 thousand is 1001); a large file's day/month order,
+#: per-task percent decision and task spelling decided over the whole file, not per piece.
+FILE_STATE_VERSION = 8
 
 
 def _file_state(store: Store, source: str, paths: Sequence[str], mapping: IngestMapping | None,

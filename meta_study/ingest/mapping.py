@@ -175,6 +175,18 @@ def _canonical(col: str, where: str, what: str) -> str:
     return col
 
 
+def _check_constants(constants: Mapping[Any, Any], where: str, what: str) -> None:
+    """Constants (the mapping's, or a metric pattern's) fill canonical columns with one value each:
+    an unknown column (a typo) was dropped without a word where a metric pattern named it."""
+    for c, value in constants.items():
+        _canonical(c, where, what)
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise _format_err(where, f"{what}.{c}: must be a single value, not {type(value).__name__} {value!r}")
+    if "eval_protocol" in constants and constants["eval_protocol"] not in EVAL_PROTOCOLS:
+        raise _format_err(where, f"{what}.eval_protocol: unknown protocol {constants['eval_protocol']!r} "
+                                 f"(expected one of {', '.join(EVAL_PROTOCOLS)})")
+
+
 def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
     """Validate a mapping document (already parsed from YAML) and build a :class:`IngestMapping`.
 
@@ -192,11 +204,7 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
     constants = doc.get("constants") or {}
     if not isinstance(constants, dict):
         raise _format_err(where, "'constants' must be a map")
-    for c, value in constants.items():
-        _canonical(c, where, "constants")
-        if value is not None and not isinstance(value, (str, int, float, bool)):
-            raise _format_err(where, f"constants.{c}: must be a single value, not {type(value).__name__} "
-                                     f"{value!r}")
+    _check_constants(constants, where, "constants")
     for c in ("us_accuracy", "ds_accuracy"):
         # constants are canonical values: a unit converts the input's values, never a constant
         value = constants.get(c)
@@ -204,9 +212,6 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
             hint = f" (write {round(value / 100, 12):g} for {value:g} %)" if 1 < value <= 100 else ""
             raise _format_err(where, f"constants.{c}: {value!r} is not a fraction in [0, 1]: a constant is a "
                                      f"canonical value, not converted by a unit{hint}")
-    if "eval_protocol" in constants and constants["eval_protocol"] not in EVAL_PROTOCOLS:
-        raise _format_err(where, f"constants.eval_protocol: unknown protocol {constants['eval_protocol']!r} "
-                                 f"(expected one of {', '.join(EVAL_PROTOCOLS)})")
     units = _as_str_map(doc.get("units"), where, "units")
     for col, unit in units.items():
         _canonical(col, where, "units")
@@ -352,6 +357,7 @@ def _parse_metric(d: Any, where: str, i: int) -> MetricPattern:
     extra = set(d) - {"pattern", "role", "eval_protocol", "unit", "constants"}
     if extra:
         raise _format_err(where, f"{what}: unknown key(s) {', '.join(sorted(extra))}")
+    _check_constants(d.get("constants") or {}, where, f"{what}.constants")
     return MetricPattern(pattern=pattern, role=role, eval_protocol=proto, unit=unit,
                          constants=dict(d.get("constants") or {}))
 
@@ -439,6 +445,10 @@ class PercentTally:
     #: ``(column, task)`` -> [lowest, highest] of its raw values above 1 (percent only), over the
     #: pieces read so far: what :meth:`lone_fractions` compares a value in (0, 1] with
     above_one: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    #: ``(column, task)`` -> [values in (0, 1] that :meth:`lone_fractions` passed (stored as
+    #: percents), those it refused], and the first passed value: a large file is read in pieces,
+    #: and a task's values above 1 may come in a later piece than a value <= 1 of it
+    lone: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
 
     def add(self, column: str, unit: str, numbers: np.ndarray, tasks: Sequence[Any] | None = None) -> None:
         """Count raw ``numbers`` (floats, NaN where not a number) of ``column`` declared in ``unit``;
@@ -483,8 +493,12 @@ class PercentTally:
             task = "" if task_of[i] is None or (isinstance(task_of[i], float) and np.isnan(task_of[i])) \
                 else str(task_of[i])
             rng = self.above_one.get((column, task))
+            seen = self.lone.setdefault((column, task), [0, 0, None])
             if rng is None or rng[0] <= PERCENT_CLEARLY_ABOVE:
+                seen[0] += 1
+                seen[2] = v[i] if seen[2] is None else seen[2]
                 continue
+            seen[1] += 1
             which = f"for {TASK_OF.get(column, 'task')} {printable(repr(task))} " if task else ""
             out[i] = (f"{column}: {v[i]:g} in a percent column whose other values {which}lie in "
                       f"[{rng[0]:g}, {rng[1]:g}]: a fraction? (not stored as {v[i] / 100:g})")
@@ -505,6 +519,7 @@ class PercentTally:
           of the column is <= 1. Not for ``error_percent``: error rates <= 1 % beside ones above
           10 % are strong models on an easy and a hard task.
         """
+        self._refuse_lone_by_pieces()
         for (col, unit), by_task in self.counts.items():
             k, big, n = (sum(c[i] for c in by_task.values()) for i in range(3))
             if n and 2 * k > n:
@@ -527,6 +542,29 @@ class PercentTally:
                                     "apart: write the column as fractions (divided by 100) and drop its unit")
 
 
+    def _refuse_lone_by_pieces(self) -> None:
+        """A :class:`UserError` when :meth:`lone_fractions` decided a task's values <= 1 in an
+        earlier piece of the input otherwise than its values over the whole input decide: a 0.62
+        in the first piece, before the task's 40s and 50s, was stored as 0.0062 (read whole, it is
+        quarantined as a fraction); the mirror refused values that read whole are stored."""
+        for (col, task), (passed, refused, first) in sorted(self.lone.items()):
+            rng = self.above_one.get((col, task))
+            clearly = rng is not None and rng[0] > PERCENT_CLEARLY_ABOVE
+            which = f"{TASK_OF.get(col, 'task')} {printable(repr(task))}" if task else col
+            if clearly and passed:
+                raise UserError(f"{col} is declared percent, and {passed} of its values <= 1 for {which} (such as "
+                                f"{first:g}) came before the values above 1 that tell they are fractions among "
+                                f"percents in [{rng[0]:g}, {rng[1]:g}] (a large file is read in pieces), so nothing "
+                                f"of this source was stored; give the column one unit (all percents, or all "
+                                "fractions without 'percent' in the mapping)")
+            if not clearly and refused:
+                raise UserError(f"{col} is declared percent, and {refused} of its values <= 1 for {which} were "
+                                "refused as fractions among percents above "
+                                f"{PERCENT_CLEARLY_ABOVE:g} before a value in (1, {PERCENT_CLEARLY_ABOVE:g}] of it "
+                                "came (a large file is read in pieces), so nothing of this source was stored; give "
+                                "the column one unit (all percents, or all fractions without 'percent' in the mapping)")
+
+
 def unit_numbers(values: pd.Series, percent_sign: bool = False) -> pd.Series:
     """Raw values as the numbers a unit converts (float64, NaN where not a number).
     ``percent_sign``: text such as ``"85%"`` or ``"85 %"`` reads as 85 (a column whose unit is
@@ -546,7 +584,8 @@ def convert_unit(values: pd.Series, unit: str, numbers: pd.Series | None = None)
     # Rounded to 1e-12 so that 90.056 % and 0.90056 give the same float (upserts stay no-ops).
     conv = {"percent": lambda x: np.round(x / 100.0, 12), "error": lambda x: np.round(1.0 - x, 12),
             "error_percent": lambda x: np.round(1.0 - x / 100.0, 12),
-            "thousands": lambda x: x * 1e3, "millions": lambda x: np.round(x * 1e6)}[unit](num)
+            # rounded too: 1.001 thousand was 1000.9999999999999, "not an integer" in batch_size
+            "thousands": lambda x: np.round(x * 1e3, 9), "millions": lambda x: np.round(x * 1e6)}[unit](num)
     # keep the raw value where it was not a number, so validation reports it as the wrong type
     return conv.astype(object).where(num.notna(), values.astype(object))
 

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from ..errors import StoreDamagedError, StoreLockedError, UserError
 from ..schema import KEY
-from ..validation import Validated, dedupe_keys, printable, validate
+from ..validation import Validated, WholeInput, dedupe_keys, printable, validate
 from ..keys import key_array, key_of
 from ..store import Store
 from .sources import STORED_BEFORE, Progress, Source, SourceBatch, no_progress
@@ -465,15 +465,20 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
     two_step = batch.replace_runs and store.exists()
 
     us: UsRanges = {}
+    whole = WholeInput()   # decisions about the whole input (a day/month order), not one per piece
 
     def pieces():
         for rows, raw in batch.chunks:
-            v = validate(rows, raw=raw)
+            v = validate(rows, raw=raw, whole=whole)
             seen.add(v, keys=two_step)
             _us_ranges(v.table, us)
             seen.valid += v.table.num_rows
             yield v.table, v.rejected.drop(columns=["row"])
-        seen.refuse_percent()   # raised inside the commit: it rolls back, nothing is stored
+        # raised inside the commit: it rolls back, nothing is stored
+        seen.refuse_percent()
+        why = whole.problem()
+        if why is not None:
+            raise UserError(f"{why}; nothing of this source was stored")
     seen.add_rejected(batch.rejected)
     keyless = _Keyless.of(store, src, batch)
     res = store.commit_stream(pieces(), quarantine=keyless.keep(batch.rejected),
