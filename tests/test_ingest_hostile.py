@@ -322,7 +322,7 @@ CASES = [
         Step(["ingest", "proto.csv", "good.jsonl", "--store", "ST"], 1, "1 of 2 sources failed")]),
     Case("top_quarantine_reason_in_the_summary", _top_reason, [
         Step(["ingest", "mixed.csv", "--store", "ST"], 0,
-             ("mixed.csv: 1 new, 0 updated, 0 unchanged, 3 quarantined (", " s); 2 of 3 rejected for: eval_protocol: "
+             ("mixed.csv: 1 new, 0 updated, 0 unchanged, 3 quarantined (", " s); 3 of 4 rows rejected, 2 of them for: eval_protocol: "
               "unknown protocol 'kfold' (expected one of fewshot, finetune, linear, zeroshot, shift, other)\n"))]),
     Case("a_broken_file_keeps_its_runs_stored_rows", _broken_later, [
         Step(["ingest", "x.csv", "--store", "ST"], 0, "x.csv: 3 new", check=_break),

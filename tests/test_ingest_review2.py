@@ -216,7 +216,7 @@ def test_rows_rejected_again_say_they_are_in_the_quarantine_already(tmp_path):
     f.write_text(head + rows + bad + "m9,up,0.9,pets,0.6,linear\n")
     r = run_cli("ingest", str(f), "--store", str(tmp_path / "st"))
     assert r.returncode == 0 and "0 quarantined" in r.stdout, r.stdout
-    assert "2 of 2 rejected for: ds_accuracy: missing required field (2 of them already in the quarantine)" in r.stdout
+    assert "2 of 9 rows rejected: ds_accuracy: missing required field (2 of them already in the quarantine)" in r.stdout
 
 
 def test_a_directory_says_which_data_files_it_did_not_read(tmp_path):

@@ -168,3 +168,26 @@ def test_a_spark_csv_directory_inside_a_named_directory_is_one_source_with_place
     raw = json.loads(q["raw"].iloc[0])
     assert (raw["_file"], raw["_part"], raw["_line"], raw["ds_accuracy"]) == (
         "y.csv", "part-00002-u-c000.csv", 3, "oops"), raw
+
+
+def test_a_files_rows_without_a_run_id_are_settled_by_that_file_only(tmp_path: Path) -> None:
+    """Quarantined rows without a run id are settled when their file is read again; they were
+    matched by bare file name, so reading b/res.csv cleared a/res.csv's rows, a file never read again."""
+    rows = []
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        df = _frame(3).assign(run_id=[f"{sub}0", f"{sub}1", None])
+        df.to_csv(tmp_path / sub / "res.csv", index=False)
+        r = run_cli("ingest", str(tmp_path / sub / "res.csv"), "--source", "lab", "--store", str(tmp_path / "st"))
+        assert r.returncode == 0 and "1 quarantined" in r.stdout, r.stdout + r.stderr
+        rows.append(Store(str(tmp_path / "st")).quarantine().num_rows)
+    assert rows == [1, 2]
+    q = Store(str(tmp_path / "st")).quarantine().to_pandas()
+    assert sorted(json.loads(raw)["_path"] for raw in q["raw"]) == [
+        str((tmp_path / sub / "res.csv").resolve()) for sub in ("a", "b")]
+    # a/res.csv read again, fixed: its own row is settled, b's stays
+    _frame(3).assign(run_id=["a0", "a1", "a2"]).to_csv(tmp_path / "a" / "res.csv", index=False)
+    r = run_cli("ingest", str(tmp_path / "a" / "res.csv"), "--source", "lab", "--store", str(tmp_path / "st"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    q = Store(str(tmp_path / "st")).quarantine().to_pandas()
+    assert [json.loads(raw)["_path"] for raw in q["raw"]] == [str((tmp_path / "b" / "res.csv").resolve())]

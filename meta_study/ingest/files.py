@@ -818,7 +818,9 @@ def _payload(path: str, rec: dict, *, scanned: tuple[int, list[str] | None] | No
             values = _as_written(values, scanned[1])
     elif row is not None:
         where = {"_row": int(row)}
-    return row_json({"_file": os.path.basename(path), **where, **more, **values})
+    # _path: the quarantine settles a file's keyless rows when that file is read again; by bare name
+    # a/res.csv's rows were cleared by reading b/res.csv under the same source
+    return row_json({"_file": os.path.basename(path), "_path": os.path.realpath(path), **where, **more, **values})
 
 
 def _as_written(values: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:

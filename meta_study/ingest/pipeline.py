@@ -116,7 +116,10 @@ class SourceReport:
             hints += (f"; {rows} deleted rows ({runs} runs of source {', '.join(map(repr, srcs))}) were stored "
                       f"from {', '.join(files)} and are not in this file: a file replaces every row of the runs it "
                       "holds (files of other tasks of the same runs: one 'join:' mapping, or a source per file)")
-        why = f"; {top[1]} of {self.rejected} rejected for: {top[0]}" if top is not None else ""
+        # "1 of 1 rejected for: ..." read as every row rejected: say of how many rows read, then why
+        total = self.new + self.updated + self.unchanged + self.rejected
+        why = ("" if top is None else f"; {self.rejected} of {total} rows rejected: {top[0]}" if top[1] == self.rejected
+               else f"; {self.rejected} of {total} rows rejected, {top[1]} of them for: {top[0]}")
         # "0 quarantined ...; 2 of 2 rejected" read as a contradiction: the rest were there already
         before = self.rejected - self.quarantined
         was = (f" ({before} of them already in the quarantine)" if before > 0 and top is not None else "")
@@ -234,17 +237,22 @@ class _Keyless:
     ``source:`` (by the payload's ``_file``) are passed with the batch's quarantine again, which
     keeps them as they are (same payload hash: not settled, not added twice, their time kept)."""
 
-    files: frozenset[str] = frozenset()   # basenames of the batch's files; empty: nothing to settle
+    files: frozenset[str] = frozenset()   # real paths of the batch's files; empty: nothing to settle
     others: pd.DataFrame | None = None    # keyless quarantined rows of other files
 
     @classmethod
     def of(cls, store: Store, src: Source, batch: SourceBatch) -> "_Keyless":
-        files = frozenset(os.path.basename(str(p)) for p in getattr(src, "paths", ()))
+        paths = [str(p) for p in getattr(src, "paths", ())]
+        files = frozenset(os.path.realpath(p) for p in paths)
+        names = frozenset(os.path.basename(p) for p in paths)
         if not (batch.replace_runs and files and store.exists()):
             return cls()
         q = store.quarantine()     # ~the size of the quarantine; read only for file batches
         q = q.filter(pc.is_null(q.column("run_id")))
-        others = [i for i, raw in enumerate(q.column("raw").to_pylist()) if _file_of(raw) not in files]
+        # a payload names its file by real path (a bare name only before FILE_STATE_VERSION 8:
+        # two res.csv in two directories were one file)
+        of = [_file_of(raw) for raw in q.column("raw").to_pylist()]
+        others = [i for i, (name, path) in enumerate(of) if (path not in files if path is not None else name not in names)]
         keep = q.take(others).select(["source", "run_id", "reason", "raw"]).to_pandas() if others else None
         return cls(files=files, others=keep)
 
@@ -258,13 +266,14 @@ class _Keyless:
         return pd.concat(parts, ignore_index=True)
 
 
-def _file_of(raw: Any) -> Any:
-    """The ``_file`` of a file source's quarantine payload; None for any other payload."""
+def _file_of(raw: Any) -> tuple[Any, Any]:
+    """The ``(_file, _path)`` of a file source's quarantine payload (``_path`` None before it was
+    written); ``(None, None)`` for any other payload."""
     try:
         d = json.loads(raw)
     except (TypeError, ValueError):
-        return None
-    return d.get("_file") if isinstance(d, dict) else None
+        return None, None
+    return (d.get("_file"), d.get("_path")) if isinstance(d, dict) else (None, None)
 
 
 def _reason_kind(reason: str) -> str:
