@@ -87,7 +87,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("head_lr", pa.float64(), False, "hparams", "head learning rate (peak)", lo=0.0),
     Column("head_wd", pa.float64(), False, "hparams", "head weight decay", lo=0.0),
     Column("epochs", pa.float64(), False, "hparams", "upstream epochs (may be fractional)", lo=0.0),
-    Column("data_fraction", pa.float64(), False, "hparams", "fraction of the upstream training set used (0: none, an untrained baseline)", lo=0.0, hi=1.0),
+    Column("data_fraction", pa.float64(), False, "hparams", "fraction of the upstream training set used: in (0, 1] for meta-study's own trials; 0 (an untrained baseline) only in rows from other sources", lo=0.0, hi=1.0),
     Column("batch_size", pa.int64(), False, "hparams", "upstream batch size (global)", lo=1),
     Column("optimizer", pa.string(), False, "hparams", "optimizer name, e.g. adam, sgd"),
     # Provenance
@@ -146,6 +146,11 @@ PARAM_NAMES = ("model_name", "lr", "wd", "head_lr", "head_wd", "epochs", "data_f
 #: the trial starts: the configured value (10, the default, for a trial planned in ``steps``), more
 #: than was trained for a trial a scheduler (ASHA) stopped early. Ingest fills ``epochs`` from it.
 TRAINED_EPOCHS_KEY = "train/epochs"
+
+#: The upstream batch size a trial trained with, among its final metrics: its ``batch_size`` param
+#: is the configured one, more than was used where the training split is smaller (40 images at
+#: ``batch_size=128`` train at 40). Ingest fills ``batch_size`` from it.
+TRAINED_BATCH_SIZE_KEY = "train/batch_size"
 
 
 def us_metric_key(us_task: str) -> str:

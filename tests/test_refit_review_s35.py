@@ -142,7 +142,7 @@ def test_an_mlflow_accuracy_out_of_range_is_named_in_the_unit_it_was_logged_in(t
         c.set_terminated(r.info.run_id)
     r = run_cli("ingest", db, "--experiment", "bob", "--mapping", str(MAPPINGS / "mlflow_percent_keys.yaml"),
                 "--store", str(tmp_path / "st"))
-    assert "rejected for: ds_accuracy: out of range [0, 100] (unit percent)" in r.stdout + r.stderr, r.stdout
+    assert "for: ds_accuracy: out of range [0, 100] (unit percent)" in r.stdout + r.stderr, r.stdout
     reasons = sorted(Store(str(tmp_path / "st")).quarantine().to_pandas()["reason"])
     assert reasons[:2] == ["ds_accuracy: 101 out of range [0, 100] (unit percent)",
                            "us_accuracy: 100.5 out of range [0, 100] (unit percent)"], reasons

@@ -246,3 +246,20 @@ def test_the_config_refuses_values_torch_cannot_hold_before_any_trial(kw, want):
 
     with pytest.raises(ValueError, match=re.escape(want)):
         TrainConfig(**kw)
+
+
+def test_ingest_stores_the_batch_size_trained_with_not_the_configured_one() -> None:
+    # a trial's batch_size param is its config (128); with 40 training images it trained at 40
+    # and logs train/batch_size=40.0 with its final metrics: the store said 128
+    from meta_study.ingest.mlflow_runs import RunExpander, RunRecord, default_mapping
+    from meta_study.schema import TRAINED_BATCH_SIZE_KEY
+
+    metrics = {"us/jft/top1": 0.4, "ds/pets/10shot/top1": 0.3}
+    recs = [RunRecord("capped", "1", "FINISHED", 1, 2, None, {**metrics, TRAINED_BATCH_SIZE_KEY: 40.0},
+                      {"batch_size": "128"}, {}),
+            RunRecord("plain", "1", "FINISHED", 1, 2, None, metrics, {"batch_size": "64"}, {})]
+    out = RunExpander(default_mapping(), "s").expand_runs(recs, {"1": "e"})
+    rows = out.rows.set_index("run_id")
+    assert (int(rows.loc["capped", "batch_size"]), int(rows.loc["plain", "batch_size"])) == (40, 64)   # validated later
+    assert dict(rows.loc["capped", "extra"]).get("batch_size_configured") == "128", rows.loc["capped", "extra"]
+    assert "batch_size_configured" not in dict(rows.loc["plain", "extra"] or [])

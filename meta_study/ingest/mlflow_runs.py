@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from ..errors import UserError
 from ..keys import key_strings
-from ..schema import COLUMN_BY_NAME, KEY, SCHEMA_VERSION, TRAINED_EPOCHS_KEY
+from ..schema import COLUMN_BY_NAME, KEY, SCHEMA_VERSION, TRAINED_BATCH_SIZE_KEY, TRAINED_EPOCHS_KEY
 from ..validation import SOURCE_UNIT, row_json, validate
 from ..store import Store
 from .mapping import PERCENT_UNITS, IngestMapping, PercentTally, infer_arch_family, parse_mapping
@@ -130,7 +130,8 @@ def run_record(run: Any) -> RunRecord:
 #: run's param or tag, and a filtered ingest has a state of its own: a state that a filtered
 #: ingest advanced under the source's plain name (before 3) is read in full once, so the runs its
 #: filter left out come in (each run read again is upserted by key: nothing is stored twice).
-EXPANSION_VERSION = 3
+#: 4: ``batch_size`` from the batch trained with (:data:`~meta_study.schema.TRAINED_BATCH_SIZE_KEY`).
+EXPANSION_VERSION = 4
 
 
 def _number(v: Any) -> float | None:
@@ -399,13 +400,16 @@ class RunExpander:
                 row[col] = v
             else:
                 extra[f"param:{p}"] = v
-        trained = rec.metrics.get(TRAINED_EPOCHS_KEY)
-        if "epochs" in params.values() and isinstance(trained, float) and np.isfinite(trained):
-            # the epochs trained, not the param (configured: more than trained for a trial ASHA
-            # stopped early); the configured value stays in extra
-            if "epochs" in row and _number(row["epochs"]) != trained:
-                extra["epochs_configured"] = row["epochs"]
-            row["epochs"] = trained
+        # the epochs and batch size trained, not the params (configured: more epochs than trained
+        # for a trial ASHA stopped early, a larger batch than a small training split holds); the
+        # configured value stays in extra
+        for col, key in (("epochs", TRAINED_EPOCHS_KEY), ("batch_size", TRAINED_BATCH_SIZE_KEY)):
+            trained = rec.metrics.get(key)
+            if col in params.values() and isinstance(trained, float) and np.isfinite(trained):
+                value = int(trained) if col == "batch_size" and trained.is_integer() else trained
+                if col in row and _number(row[col]) != trained:
+                    extra[f"{col}_configured"] = row[col]
+                row[col] = value
         for t, v in rec.tags.items():
             col = tags.get(t)
             if col is not None:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Collection, Mapping
 import numpy as np
 import torch
 
-from ..schema import PARAM_NAMES, TRAINED_EPOCHS_KEY, ds_metric_key, finetune_metric_key, us_metric_key
+from ..schema import PARAM_NAMES, TRAINED_BATCH_SIZE_KEY, TRAINED_EPOCHS_KEY, ds_metric_key, finetune_metric_key, us_metric_key
 from .data import Task, get_task, task_kwargs
 from .diagnostics import Diagnostics, capture_init, diagnose
 from .fewshot import FewShotResult, extract_features, fewshot_features
@@ -88,7 +88,7 @@ class TrialResult:
         # the batch trained with: ``batch_size`` capped at the (data_fraction of the) US train split;
         # the ``batch_size`` param a tracker logs when the trial starts is the configured one
         out.update({"train/steps": float(p.plan.total_steps), TRAINED_EPOCHS_KEY: p.plan.epochs,
-                    "train/batch_size": float(p.plan.batch_size)})
+                    TRAINED_BATCH_SIZE_KEY: float(p.plan.batch_size)})
         last_epoch = p.losses[-max(1, p.plan.steps_per_epoch):]
         if np.isfinite(last_epoch).any():  # not when resumed from a finished checkpoint
             out["train/final_loss"] = float(np.nanmean(last_epoch))
