@@ -274,9 +274,23 @@ def previous_refit(out: str) -> tuple[Path | None, dict[str, Any]]:
         return None, {}
     d = Path(out) / "refits" / latest.read_text().strip()
     try:
-        return d, json.loads((d / "refit.json").read_text())
-    except (OSError, ValueError):
+        info = json.loads((d / "refit.json").read_text())
+        # a record damaged into other JSON (a disk fault, a hand) is no record: every refit after
+        # it ended in a traceback ('list' object has no attribute 'get'); now every group is refitted
+        if not isinstance(info, dict) or not isinstance(info.get("groups"), dict) \
+                or not all(isinstance(info.get(k), t) for k, t in _RECORD_FIELDS.items()):
+            return None, {}
+        for k in info["groups"]:
+            group_key(json.loads(k))
+        return d, info
+    except (OSError, ValueError, TypeError):
         return None, {}
+
+
+#: What a version's refit.json must hold for a later refit to read it (the fingerprints, and what
+#: publishing it logs: a version left unpublished is published from its record).
+_RECORD_FIELDS = {"time": str, "store": str, "fingerprint": str, "options_fingerprint": str, "changed": list,
+                  "unfittable": list, "sources": list}
 
 
 # --------------------------------------------------------------------------------------------
@@ -863,6 +877,9 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
               "n_changed": len(info["changed"]), "n_unfittable": len(info["unfittable"]),
               "sources": ",".join(safe_uri(s) if "://" in s else s for s in info["sources"])[:6000] or "-",
               "holdout_quantile": cfg.fit.holdout_quantile, "loss": cfg.fit.loss,
+              # the US accuracy above which models are held out: it wins over the quantile, which
+              # alone read as the split of a run cut at --holdout-above
+              "holdout_above": "none" if cfg.fit.holdout_above is None else cfg.fit.holdout_above,
               "trials": cfg.sensitivity.trials, "samples": cfg.bootstrap.samples,
               # the metric stop_paying_us is where +1 US point buys less than this many DS points
               "threshold": cfg.threshold}
@@ -883,6 +900,22 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
     metrics.append(("refit/groups", float(len(info["groups"])), ts))
     metrics.append(("refit/changed", float(len(info["changed"])), ts))
     return params, metrics
+
+
+def round_failure(e: BaseException, out: str) -> str:
+    """The one line a ``refit --every`` loop says for a round after the first that failed with
+    ``e``, an error neither of the input nor of the machine (a bug, in this process or in a Ray
+    task), before it goes on to the next round: its type and first line (a Ray task's own error,
+    not Ray's ``ray::task() (pid=...)`` header) and that OUT's results stand as they were (a failed
+    round moves neither LATEST nor a version). It ended the schedule with a traceback."""
+    from .validation import printable
+
+    cause = getattr(e, "cause", None)       # ray.exceptions.RayTaskError: the error raised in the task
+    err = cause if isinstance(cause, BaseException) else e
+    first = (str(err).strip().splitlines() or [""])[0]
+    what = printable(_cut(f"{type(err).__name__}: {first}" if first else type(err).__name__, 300))
+    return (f"refit: failed: {what}; the results in {out} stay as they were; the next refit tries again "
+            "(META_STUDY_TRACEBACK=1 shows where)")
 
 
 def parse_every(text: str) -> float:

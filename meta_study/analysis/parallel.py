@@ -9,6 +9,7 @@ the serial path's bit for bit, whichever worker computes which group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -156,30 +157,42 @@ def _fan_out(ray: Any, kind: str, groups: Sequence[Any], options: Any, costs: Se
     if progress:
         progress(kind, 0, len(groups))
     last = time.monotonic()
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_NOTE_S)
-        if not ready and time.monotonic() - last >= WAIT_NOTE_S:
-            last = time.monotonic()
-            print(f"{kind}: {done} of {len(groups)} groups done; {len(pending)} Ray tasks still wait or run "
-                  f"(the cluster has {float(ray.cluster_resources().get('CPU', 0.0)):g} CPUs)", file=sys.stderr, flush=True)
-        for ref in ready:
-            last = time.monotonic()
-            idx = pending.pop(ref)
-            version, code, frames = ray.get(ref)
-            if code != mine:
-                what = (f"{kind} on Ray: the workers of {where} run other meta-study code (meta-study {version}, "
-                        f"code {code}; this command: {__version__}, code {mine})")
-                if where == OWN:
-                    # workers started since meta-study was upgraded or edited under a running command
-                    # (a `refit --every` loop): they import the files on disk, this process has older ones
-                    raise UserError(f"{what}: meta-study changed on disk since this command started; start it again")
-                raise UserError(f"{what}: install this version on the cluster's nodes, or run with --address local "
-                                "or --serial")
-            for i, frame in zip(idx, frames):
-                results[i] = frame
-            done += len(idx)
-            if progress:
-                progress(kind, done, len(groups))
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_NOTE_S)
+            if not ready and time.monotonic() - last >= WAIT_NOTE_S:
+                last = time.monotonic()
+                print(f"{kind}: {done} of {len(groups)} groups done; {len(pending)} Ray tasks still wait or run "
+                      f"(the cluster has {float(ray.cluster_resources().get('CPU', 0.0)):g} CPUs)", file=sys.stderr,
+                      flush=True)
+            for ref in ready:
+                last = time.monotonic()
+                idx = pending.pop(ref)
+                version, code, frames = ray.get(ref)
+                if code != mine:
+                    what = (f"{kind} on Ray: the workers of {where} run other meta-study code (meta-study {version}, "
+                            f"code {code}; this command: {__version__}, code {mine})")
+                    if where == OWN:
+                        # workers started since meta-study was upgraded or edited under a running command
+                        # (a `refit --every` loop): they import the files on disk, this process has older ones
+                        raise UserError(f"{what}: meta-study changed on disk since this command started; start it "
+                                        "again")
+                    raise UserError(f"{what}: install this version on the cluster's nodes, or run with --address "
+                                    "local or --serial")
+                for i, frame in zip(idx, frames):
+                    results[i] = frame
+                done += len(idx)
+                if progress:
+                    progress(kind, done, len(groups))
+    except BaseException:
+        # one task failed (or Ctrl-C): the others ran to their end on a Ray that outlives the error
+        # (an outside cluster, the Ray of a `refit --every` loop); measured, both CPUs of a 2-CPU Ray
+        # busy 4 minutes more with work no one reads. Cancelled, queued ones never start and running
+        # ones are interrupted; the error is raised once, as it was
+        for ref in pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+        raise
     frames = [results[i] for i in range(len(groups))]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(columns))
 
