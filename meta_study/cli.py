@@ -19,7 +19,7 @@ import click
 
 from . import __version__
 from . import defaults as D
-from .errors import OptionError, UserError, option_flag
+from .errors import OptionError, UserError, option_message
 
 
 #: Where the Ray commands' Ray comes from (meta_study/ray_session.py; docs/cluster.md says the same).
@@ -547,6 +547,23 @@ def refuse_ray_options_if_serial(serial: bool) -> None:
               "(drop one of them)")
 
 
+def check_ray(address: str | None, workers: int | None = None) -> None:
+    """Before a Ray command's work: one line for an ``--address`` or ``$RAY_ADDRESS`` it cannot use
+    (:func:`~meta_study.ray_session.check_target`), and for ``--workers`` beside a cluster: it
+    sets the CPUs of a Ray of its own, and a cluster ran on all of its CPUs (only the tasks'
+    packing changed) while the user believed it limited."""
+    from .mlflow_client import safe_uri
+    from .ray_session import check_target, own_ray_requested, refuse_empty_address
+
+    refuse_empty_address(address)
+    if workers is not None and not own_ray_requested(address):
+        where = (f"the cluster at --address {safe_uri(address)}" if address
+                 else f"the cluster in $RAY_ADDRESS ({safe_uri(os.environ['RAY_ADDRESS'])})")
+        _fail(f"--workers {workers}: the CPUs of a Ray of its own, and this command joins {where}, which runs on "
+              "its own CPUs: drop --workers, or add --address local")
+    check_target(address)
+
+
 SELECTION_KEYS = ("us_task", "ds_task", "eval_protocol", "shots", "layer")
 FIT_KEYS = ("holdout_quantile", "holdout_above", "loss", "alpha_max", "nondecreasing", "laws", "frontiers",
             "tolerance", "ds_target")
@@ -557,12 +574,7 @@ def flag_errors() -> Iterator[None]:
     try:
         yield
     except OptionError as e:
-        flag, scale, unit = option_flag(e.option)
-        v = e.value * scale
-        # an accuracy typed in percent (--ds-target 80): the fraction it meant
-        pct = (f"; did you mean {v / 100:g}?" if "accuracy" in unit and 1 < v <= 100 and e.allowed.contains(v / 100)
-               else "")
-        raise UserError(f"{flag} must be {unit}{e.allowed.text(scale)}, got {v:g}{pct}") from None
+        raise UserError(option_message(e.option, e.value, e.allowed)) from None
 
 
 def analysis_command(name: str | None = None, *, fit_options: bool = True, headline: bool = True,
@@ -735,6 +747,8 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
         _fail("--frontiers all: the headline is built from frontier estimators (the best models at each US "
               "accuracy); 'all' fits every model, the typical one, and is only shown beside them. Add one, e.g. "
               "--frontiers vertices,all")
+    if not serial:
+        check_ray(address, workers)   # before the work, and even where every output is reused
     results = ResultsDir(out_dir)
     with progress_bar() as progress:
         a = analyze(store_obj, sel, options, results=results, use_ray=not serial, address=address,
@@ -1047,6 +1061,13 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
 
     from .mlflow_client import refuse_credentials
 
+    source = click.get_current_context().get_parameter_source("tracking_uri")
+    if tracking_uri is not None and not tracking_uri.strip() and source == click.core.ParameterSource.COMMANDLINE:
+        # `--tracking-uri "$MLFLOW_URI"` with the variable unset published nothing, exit 0
+        _fail(f"--tracking-uri {tracking_uri!r}: an empty URI; give the tracking URI, or none for no MLflow run")
+    if not experiment.strip():
+        # MLflow refused it only once the refit ran, in a line that blamed --tracking-uri
+        _fail(f"--publish-experiment {experiment!r}: an empty experiment name")
     if tracking_uri and tracking_uri.strip().lower() == "none":   # no run, whatever the environment says
         tracking_uri = None
     refuse_ray_options_if_serial(serial)
@@ -1054,10 +1075,9 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
         raise UserError(f"--mapping {mapping_path}: it maps the files of --source, and none is given (a "
                         "--sources-file names each source's mapping itself)")
     if tracking_uri:   # named by where it came from; the message never repeats the credentials
-        source = click.get_current_context().get_parameter_source("tracking_uri")
         refuse_credentials(tracking_uri, "MLFLOW_TRACKING_URI" if source == click.core.ParameterSource.ENVIRONMENT
                            else "--tracking-uri")
-    period = parse_every(every) if every else None
+    period = parse_every(every) if every is not None else None   # "" is no loop: refused, not one refit
     if period is not None and period > MAX_EVERY_S:
         # time.sleep overflowed (a traceback after the first refit had run)
         _fail(f"--every: {every!r} is longer than a year (366d), the longest wait between refits")
@@ -1074,6 +1094,8 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
                                                          frontiers=fit_opts.selection.frontiers),
                           bootstrap=BootstrapOptions(samples=samples, fit=fit_opts), address=address, workers=workers,
                           use_ray=not serial, threshold=threshold)
+    if not serial:
+        check_ray(address, workers)   # before --out is made and every group fitted
     from .analysis.outputs import removed_if_failed
 
     # a failed first refit (or a refused setting) leaves no empty --out, nor the parents it made

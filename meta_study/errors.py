@@ -42,18 +42,29 @@ class StoreDamagedError(UserError):
 
 #: An option dataclass's field -> (its command-line flag, the scale from the field's unit to the
 #: flag's, the unit said): so that a message about an option names what the user typed.
-OPTION_FLAGS = {"holdout_quantile": ("--holdout-quantile", 1.0, ""),
+OPTION_FLAGS = {"holdout_quantile": ("--holdout-quantile", 1.0, "a quantile (fraction) "),
                 "holdout_above": ("--holdout-above", 1.0, "a US accuracy "),
                 "alpha_max": ("--alpha-max", 1.0, ""), "tolerance": ("--tolerance", 100.0, "in accuracy points, "),
                 "ds_target": ("--ds-target", 1.0, "a DS accuracy (fraction) "),
                 "payoff_threshold": ("--threshold", 1.0, "DS points per US point "), "trials": ("--trials", 1.0, ""),
                 "sizes": ("--sizes", 1.0, "sample sizes "), "samples": ("--samples", 1.0, ""),
-                "level": ("--level", 1.0, "")}
+                "level": ("--level", 1.0, "a confidence level (fraction) ")}
 
 
 def option_flag(option: str) -> tuple[str, float, str]:
     """(flag, scale, unit) of an option field (:data:`OPTION_FLAGS`; else ``--field-name``)."""
     return OPTION_FLAGS.get(option, ("--" + option.replace("_", "-"), 1.0, ""))
+
+
+def option_message(option: str, value: float, allowed: "Range") -> str:
+    """An option out of its range, in one line naming its flag, in the flag's units; a fraction or
+    an accuracy typed in percent (``--ds-target 80``, ``--holdout-quantile 80``, ``--level 95``)
+    gets the fraction it meant (only ``--ds-target`` did: the others said "must be in (0, 1]")."""
+    flag, scale, unit = option_flag(option)
+    v = value * scale
+    pct = (f"; did you mean {v / 100:g}?" if ("accuracy" in unit or "fraction" in unit) and 1 < v <= 100
+           and allowed.contains(v / 100) else "")
+    return f"{flag} must be {unit}{allowed.text(scale)}, got {v:g}{pct}"
 
 
 class OptionError(UserError, ValueError):

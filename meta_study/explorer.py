@@ -136,17 +136,26 @@ def _missing(v: Any) -> bool:
 
 def point_name(run_id: Any, model_name: Any, width: int = 8) -> str:
     """How the report names one model: its ``model_name`` from the store, followed by the first
-    ``width`` characters of its run id where the id does not already contain the name (an MLflow
-    run id is 32 hex digits; several runs, e.g. seeds, share a model name); the run id alone where
-    the store has no model name; "?" where it has neither. :func:`point_names` picks ``width``
-    so that different runs get different names."""
+    ``width`` characters of its run id (an MLflow run id is 32 hex digits; several runs, e.g.
+    seeds, share a model name); the run id alone where it holds the name as a part of its own
+    (:func:`_holds_name`) or the store has no model name; "?" where it has neither.
+    :func:`point_names` picks ``width`` so that different runs get different names."""
     run = "" if _missing(run_id) else str(run_id)
     model = "" if _missing(model_name) else str(model_name)
     if not model:
         return run or "?"
-    if not run or model in run:
+    if not run or _holds_name(run, model):
         return run or model
     return f"{model} · {run[:width]}"
+
+
+def _holds_name(run: str, model: str) -> bool:
+    """Whether run id ``run`` holds ``model`` as a part of its own, between separators or its
+    ends (``vit-b16-seed1`` holds ``vit-b16``): a short name found by chance among an MLflow id's
+    hex digits (``b2`` in ``3fb2c9...``) left the point named by the bare 32-digit id."""
+    import re
+
+    return re.search(rf"(?<![^\W_]){re.escape(model)}(?![^\W_])", run) is not None
 
 
 def prefix_widths(run_ids: Any, least: int = 8) -> dict[str, int]:

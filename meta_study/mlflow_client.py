@@ -13,6 +13,7 @@ The "View run at ..." lines that ``set_terminated`` prints (one extra request ea
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from typing import Any
 
@@ -24,15 +25,25 @@ def safe_uri(uri: str) -> str:
     must not swallow a slash of the path). A prefixed URL (``mlflow-sql:postgresql://u@h/db``) has
     its inner URL made safe.
     """
-    p = urllib.parse.urlsplit(uri)
+    try:
+        p = urllib.parse.urlsplit(uri)
+        port = p.port
+    except ValueError:
+        # malformed (a port out of range, an unclosed IPv6 bracket): urllib's ValueError became a
+        # traceback where an error line named the URI; the user info and the query cut as text
+        return _USER_INFO.sub("", uri.split("?", 1)[0].split("#", 1)[0])
     if not p.netloc and "://" in p.path:
         return f"{p.scheme}:{safe_uri(p.path + (f'?{p.query}' if p.query else ''))}"
     if not p.netloc:
         return uri.split("?", 1)[0].split("#", 1)[0]
     host = p.hostname or ""
-    if p.port:
-        host = f"{host}:{p.port}"
+    if port:
+        host = f"{host}:{port}"
     return urllib.parse.urlunsplit((p.scheme, host, p.path, "", ""))
+
+
+#: A URL's user info (``user:password@`` after ``scheme://``), for a URI urllib cannot parse.
+_USER_INFO = re.compile(r"(?<=://)[^/?#]*@")
 
 
 #: Ports a URL may leave out: ``http://h`` is ``http://h:80``.
@@ -46,7 +57,10 @@ def source_uri(uri: str) -> str:
     were two sources, and one server ingested under both stored every run twice. Scheme lowercased,
     default port and trailing slashes dropped; URIs other than http(s) are :func:`safe_uri`'s."""
     s = safe_uri(uri)
-    p = urllib.parse.urlsplit(s)
+    try:
+        p = urllib.parse.urlsplit(s)
+    except ValueError:     # malformed (see safe_uri): the client refuses the URI; the name stays as typed
+        return s
     scheme = p.scheme.lower()
     if scheme not in DEFAULT_PORTS or not p.netloc:
         return s
@@ -62,9 +76,14 @@ def source_uri(uri: str) -> str:
 
 def has_credentials(uri: str) -> bool:
     """Whether the URI carries a user, a password or a token (in its user info or its query)."""
-    p = urllib.parse.urlsplit(uri)
-    q = (p.query or "").lower()
-    return bool(p.username or p.password) or "token=" in q or "password=" in q
+    try:
+        p = urllib.parse.urlsplit(uri)
+        user = bool(p.username or p.password)
+        q = (p.query or "").lower()
+    except ValueError:   # malformed (see safe_uri): the same parts, found as text
+        user = bool(_USER_INFO.search(uri.split("?", 1)[0].split("#", 1)[0]))
+        q = uri.split("?", 1)[1].lower() if "?" in uri else ""
+    return user or "token=" in q or "password=" in q
 
 
 def refuse_credentials(tracking_uri: str, where: str = "--tracking-uri") -> None:

@@ -121,6 +121,35 @@ def describe_target(address: str | None) -> str:
             "starts a Ray of its own)")
 
 
+#: The cluster addresses whose "ray: the cluster at ..." line was printed (said once per command).
+_announced: set[str] = set()
+
+
+def refuse_empty_address(address: str | None) -> None:
+    """UserError, in one line, for an empty ``--address`` (``--address "$HEAD"`` with the variable
+    unset): it meant "not given", and a Ray of its own started in silence where the user believed
+    a cluster did the work."""
+    if address is not None and not address.strip():
+        raise UserError(f"--address {address!r}: an empty address; give host:port, ray://host:port, auto, or local "
+                        "for a Ray of its own (or leave it out: $RAY_ADDRESS, else a Ray of its own)")
+
+
+def check_target(address: str | None) -> None:
+    """Before a command's work: UserError, in one line, if the Ray it would use (:func:`start_or_connect`'s
+    rule) cannot be: an empty ``address``, or a cluster (``address``, else ``$RAY_ADDRESS``) that
+    :func:`check_address` refuses. Nothing for a Ray of its own. A refit fitted every group before
+    its address was checked (then left its new ``--out`` behind), and a command that reused
+    every output never checked it at all (``--address foo`` exited 0)."""
+    refuse_empty_address(address)
+    if own_ray_requested(address):
+        return
+    target = address or os.environ["RAY_ADDRESS"]
+    if not address and target not in _announced:   # joining a cluster nobody named on the command line: say so
+        _announced.add(target)
+        print(describe_target(None), file=sys.stderr)
+    check_address(target, source="--address" if address else "RAY_ADDRESS")
+
+
 def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S, source: str = "--address") -> None:
     """UserError, in one line, if nothing accepts a TCP connection at a cluster address
     (``host:port``, ``ray://host:port``, or ``auto``: the cluster Ray finds on this machine);
@@ -312,7 +341,8 @@ def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
 
     source = "--address" if address else "RAY_ADDRESS"
     target = address or os.environ["RAY_ADDRESS"]
-    if not address:    # joining a cluster nobody named on the command line: say so
+    if not address and target not in _announced:   # joining a cluster nobody named on the command line: say so
+        _announced.add(target)
         print(describe_target(None), file=sys.stderr)
     check_address(target, source=source)
     if _own["started"]:   # after a Ray of our own (shut down since): not its token, the environment's
@@ -353,12 +383,14 @@ def start_or_connect(address: str | None = None, *, num_cpus: int | None = None,
     "Connecting to existing Ray cluster", are not shown; its warnings and errors are).
 
     Raises:
-        UserError: one line, within seconds, if a named cluster does not answer.
+        UserError: one line, within seconds, if a named cluster does not answer, or for an empty
+            ``address``.
     """
     import ray
 
     if ray.is_initialized():
         return ray
+    refuse_empty_address(address)
     kwargs: dict[str, Any] = {"log_to_driver": log_to_driver}
     if quiet:
         import logging
