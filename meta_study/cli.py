@@ -1035,7 +1035,7 @@ MAX_EVERY_S = 366 * 86400
                    "ingest it means where runs are read from).")
 @click.option("--out", "out_dir", callback=_out_dir, default="meta-study-refits", show_default=True, metavar="DIR",
               help="Where versioned results go: DIR/refits/<UTC time>/, DIR/LATEST.")
-@click.option("--every", default=None, metavar="DURATION", help="Refit in a loop, e.g. 30m, 1h, 1d.")
+@click.option("--every", default=None, metavar="DURATION", help="Refit in a loop, e.g. 30m, 1h, 1d. A round after the first that fails is said in one line on stderr and the loop goes on; a failed first round exits.")
 @_fit_options
 @click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, help="Sensitivity draws per sample size.")
 @click.option("--samples", default=D.REFIT_BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
@@ -1114,6 +1114,17 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
                 if period is None or first:
                     raise
                 click.echo(f"refit: failed: {_first_line_of(e)}; the next refit tries again", err=True)
+            except Exception as e:  # noqa: BLE001 - a bug in one round: said, and the schedule goes on
+                # (a damaged record ended a cron schedule with a traceback); the versions stay as they were
+                if period is None or first:
+                    raise
+                from .refit import round_failure
+
+                if os.environ.get("META_STUDY_TRACEBACK"):
+                    import traceback
+
+                    traceback.print_exc()
+                click.echo(round_failure(e, out_dir), err=True)
             else:
                 _echo_refit(res)
                 if res.failed_sources:

@@ -354,13 +354,17 @@ def _remove_if_only_locks(out: Path, fresh: bool) -> None:
     and OUT itself when this refit made it; an OUT with results keeps everything."""
     locks = {".refit-out.lock", ".refit.lock"}
     try:
-        names = {p.name for p in out.iterdir()}
+        entries = list(out.iterdir())
+        # an empty folder a late failure left (refits/) is nothing either: it kept the locks for good
+        empty = {p.name for p in entries if p.is_dir() and not p.is_symlink() and not any(p.iterdir())}
     except OSError:
         return
-    if not names <= locks:
+    names = {p.name for p in entries}
+    if not names <= locks | empty:
         return
     for name in names:
-        (out / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (out / name).rmdir() if name in empty else (out / name).unlink(missing_ok=True)
     if fresh:
         with contextlib.suppress(OSError):
             out.rmdir()

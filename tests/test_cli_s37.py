@@ -148,3 +148,25 @@ def test_a_model_name_found_by_chance_inside_a_run_id_is_still_shown():
     assert point_name("vit-b16-seed1", "vit-b16") == "vit-b16-seed1"
     assert point_name("sweep_vit-b16", "vit-b16") == "sweep_vit-b16"
     assert point_name("solo", "s") == "s · solo"
+
+
+def test_ingest_of_a_malformed_tracking_url_is_one_line(tmp_path):
+    # urlsplit("http://[::1") raises ValueError: a traceback, exit 1
+    r = run_cli("ingest", "http://[::1", "--store", str(tmp_path / "st"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "meta-study: error: http://[::1: not a URL (Invalid IPv6 URL)", r.stderr
+
+
+def test_a_refit_that_failed_late_leaves_no_out_holding_an_empty_folder_and_its_lock(tmp_path):
+    # an empty refits/ beside .refit-out.lock kept both, and the next refit found a half-made --out
+    from meta_study.refit import _remove_if_only_locks
+
+    out = tmp_path / "out"
+    (out / "refits").mkdir(parents=True)
+    (out / ".refit-out.lock").write_text("")
+    _remove_if_only_locks(out, fresh=True)
+    assert not out.exists()
+    (out / "refits" / "v1").mkdir(parents=True)        # results (a version): everything stays
+    (out / ".refit-out.lock").write_text("")
+    _remove_if_only_locks(out, fresh=True)
+    assert sorted(p.name for p in out.iterdir()) == [".refit-out.lock", "refits"]

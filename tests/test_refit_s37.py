@@ -68,8 +68,6 @@ def test_a_last_version_whose_record_is_damaged_is_refitted_not_a_traceback(tmp_
 
 
 @pytest.mark.slow(60)
-@pytest.mark.xfail(strict=True, reason="needs the change to meta_study/cli.py's `refit --every` loop given in the "
-                                       "session-37 refit report: remove this mark with it")
 def test_a_bug_in_one_round_of_refit_every_is_one_line_and_the_loop_goes_on(tmp_path):
     """`refit --every` caught only UserError and OSError in a round after the first: any other
     error (a bug in a Ray task, a damaged record, measured with `'list' object has no attribute

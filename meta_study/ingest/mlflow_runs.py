@@ -802,7 +802,12 @@ def refuse_bad_port(uri: str, prefix: str = "") -> None:
     line naming it without user info; Python's URL parser raised ``ValueError`` (a traceback)."""
     import urllib.parse
 
-    p = urllib.parse.urlsplit(uri)
+    try:
+        p = urllib.parse.urlsplit(uri)
+    except ValueError as e:     # "http://[::1": Invalid IPv6 URL, a traceback
+        from ..mlflow_client import safe_uri
+
+        raise UserError(f"{prefix}{safe_uri(uri)}: not a URL ({e})") from None
     try:
         _ = p.port
     except ValueError:
