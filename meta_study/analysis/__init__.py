@@ -30,7 +30,7 @@ def _us(us_accuracy: Any) -> np.ndarray:
     bad = np.isfinite(u) & ((u < 0.0) | (u > 1.0)) | np.isinf(u)
     if np.any(bad):
         v = float(u[bad].flat[0]) if u.ndim else float(u)
-        hint = " (a percent? give fractions: 0.85, not 85)" if 1.0 < v <= 100.0 else ""
+        hint = f" (a percent? give fractions: {v / 100:g}, not {v:g})" if 1.0 < v <= 100.0 else ""
         raise ValueError(f"us_accuracy must be fractions in [0, 1], got {v:g}{hint}")
     return u
 

@@ -58,6 +58,11 @@ def _us_interval(lo: float, hi: float) -> str:
     return text
 
 
+#: Why a back-tested step has no interval: every back-test hit exactly (headline.NO_SPREAD).
+NO_SPREAD_WHY = "the back-tests hit exactly, no spread to calibrate one"
+NO_SPREAD_TEXT = f"no 90% interval: {NO_SPREAD_WHY}"
+
+
 def flags(warnings: Any) -> list[tuple[str, str]]:
     """``(label, detail)`` of each warning of a row, each label once (the first detail kept)."""
     out: dict[str, str] = {}
@@ -111,14 +116,14 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
         steps.append(f"best visible model: {pct(best)} US{held}; best DS seen: {pct(flat)}")
     no_trend = "no_trend" in dict(flags(row.get("warnings")))
     hus = _f(row, "horizon_us")
-    noted = False
+    noted = said_spread = False
     unstated: list[int] = []
     past_100: list[int] = []
     for k in PLUS_POINTS:
         ds, lo, hi = _f(row, f"ds_plus{k}"), _f(row, f"ds_plus{k}_lo"), _f(row, f"ds_plus{k}_hi")
         u = best + k / 100.0
         if not math.isfinite(ds):
-            if math.isfinite(best) and u > 1.0 + 1e-9:
+            if math.isfinite(best) and best <= 1.0 and u > 1.0 + 1e-9:   # (a best of 95: a percent, no fit)
                 past_100.append(k)    # said, not dropped: a trusted group at 99.5% US stated nothing
             continue
         past = " (past the tested horizon)" if not (math.isfinite(hus) and u <= hus + 1e-12) else ""
@@ -132,14 +137,18 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
             below = (f" (below the best DS seen, {pct(flat)}: that model lies above the laws' trend)"
                      if math.isfinite(flat) and ds < flat - 5e-4 and not noted else "")
             noted = noted or bool(below)
-            steps.append(f"+{k} US pt: {pct(ds)} DS{interval(lo, hi)}{gain}{below}")
+            # no interval where the back-tests all hit exactly (the row's warning says so): it read
+            # "50.0% DS [50.0%-50.0%]", a 90% interval of width 0
+            iv = interval(lo, hi) or (" (no 90% interval)" if said_spread else f" ({NO_SPREAD_TEXT})")
+            said_spread = said_spread or not interval(lo, hi)
+            steps.append(f"+{k} US pt: {pct(ds)} DS{iv}{gain}{below}")
         elif interval(lo, hi):
             steps.append(f"+{k} US pt: 90% interval{interval(lo, hi)}{past}")
         else:
             unstated.append(k)
     if unstated:       # one line for them all, not "[none] (past the tested horizon)" three times
         pts = "/".join(f"+{k}" for k in unstated)
-        steps.append(f"{pts} US pt: no 90% interval ({'no back-test to calibrate one' if not math.isfinite(hus) else 'none'})")
+        steps.append(f"{pts} US pt: no 90% interval ({'no back-test to calibrate one' if not math.isfinite(hus) else NO_SPREAD_WHY})")
     if past_100:
         pts = "/".join(f"+{k}" for k in past_100)
         steps.append(f"{pts} US pt: past 100% US")

@@ -36,7 +36,9 @@ of them, with one number learned from the back-tests and no tuned constant:
   so a far extrapolation gets a wide interval, never a confident one. The residuals are against
   measured accuracies, so the test sets' sampling noise is in them; where the DS test-set size
   ``n`` is known or can be read off the accuracies (exact fractions ``k / n``), no half-width is
-  below the binomial ``z sqrt(p (1 - p) / n)`` of the predicted accuracy.
+  below the binomial ``z sqrt(p (1 - p) / n)`` of the predicted accuracy (nor, near 0% or 100%,
+  below the Clopper-Pearson bound of a perfect score: :func:`noise_half_width`). Where it is not,
+  back-tests that all hit exactly (a task at one DS accuracy) calibrate no width: no interval.
 
 Measured on 11 tables (BENCHMARKS.md; public vision and language-model zoos, derived timm tables,
 synthetic families): the headline's median held-out RMSE is 0.60x the flat guess's (geometric mean
@@ -177,23 +179,45 @@ def estimate_test_size(accuracies: np.ndarray, max_size: int = 200_000) -> float
 
 def noise_half_width(pred: np.ndarray, test_size: float, level: float) -> np.ndarray:
     """The binomial floor of an interval: ``z sqrt(p (1 - p) / n)``, ``z`` the normal quantile of
-    ``level``; 0 where the test-set size is unknown. A measured accuracy cannot be predicted more
-    precisely than the sampling noise of its test set."""
+    ``level``, and never below ``1 - ((1 - level) / 2)^(1 / n)``, the Clopper-Pearson ``level``
+    bound of a perfect (or zero) score on ``n`` examples; 0 where the test-set size is unknown. A
+    measured accuracy cannot be predicted more precisely than the sampling noise of its test set.
+    The Wald term alone vanished at a predicted 0% or 100% (a task at 100% DS on 1000 examples
+    read [100.0%-100.0%]; 1000 of 1000 right bounds it at 99.7%); it is below the perfect score's
+    bound only within about 3 / n of either end."""
     if not (math.isfinite(test_size) and test_size > 0):
         return np.zeros(np.shape(pred))
     from scipy.special import ndtri
 
     p = np.clip(np.asarray(pred, dtype=float), 0.0, 1.0)
-    return float(ndtri(0.5 + level / 2.0)) * np.sqrt(p * (1.0 - p) / test_size)
+    edge = 1.0 - ((1.0 - level) / 2.0) ** (1.0 / test_size)
+    return np.maximum(float(ndtri(0.5 + level / 2.0)) * np.sqrt(p * (1.0 - p) / test_size), edge)
+
+
+#: A residual half-width below this (a ten-thousandth of an accuracy point) is the fitter's
+#: numerical zero: every back-test target was met exactly (a task at one DS accuracy, or at 100%
+#: DS above every cut). It calibrates no width, and without a test-set size no interval is stated.
+NO_SPREAD = 1e-6
+
+
+def no_spread(residuals: Sequence[Sequence[float]], level: float) -> bool:
+    """The back-tests hit exactly: the residuals' half-width at the best model (the least it is
+    anywhere) is below :data:`NO_SPREAD` (see :func:`interval_around`)."""
+    return bool(len(residuals)) and bool(half_width(np.zeros(1), residuals, level)[0] < NO_SPREAD)
 
 
 def interval_around(pred: np.ndarray, us_accuracy: np.ndarray, residuals: Sequence[Sequence[float]],
                     best_us: float, level: float, test_size: float = math.nan) -> tuple[np.ndarray, np.ndarray]:
     """``pred +- max(half_width(x(u)), binomial floor)`` clipped to [0, 1] (see the module doc);
-    NaN without residuals."""
-    half = np.fmax(half_width(distance(us_accuracy, best_us), residuals, level) if len(residuals)
-                   else np.full(np.shape(us_accuracy), np.nan), noise_half_width(pred, test_size, level))
+    NaN without residuals, and, where the test-set size is unknown (no floor), when the back-tests
+    hit exactly (:func:`no_spread`): they calibrate no width, and a 90% interval of width 0
+    ("[50.0%-50.0%]" for a task at chance) claimed certainty."""
     if not len(residuals):
+        return np.full(np.shape(us_accuracy), np.nan), np.full(np.shape(us_accuracy), np.nan)
+    half = half_width(distance(us_accuracy, best_us), residuals, level)
+    if math.isfinite(test_size) and test_size > 0:
+        half = np.fmax(half, noise_half_width(pred, test_size, level))
+    elif no_spread(residuals, level):
         half = np.full(np.shape(us_accuracy), np.nan)
     with np.errstate(invalid="ignore"):
         lo = np.clip(pred - half, 0.0, 1.0)
@@ -368,6 +392,6 @@ def fit_discount(pairs: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> float
     return float(min(1.0, max(0.0, num / den)))
 
 
-__all__ = ["ENSEMBLE", "HALF_POINT", "Headline", "row_number", "distance", "empirical_quantile", "estimate_test_size", "fit_discount", "half_width",
+__all__ = ["ENSEMBLE", "HALF_POINT", "NO_SPREAD", "Headline", "no_spread", "row_number", "distance", "empirical_quantile", "estimate_test_size", "fit_discount", "half_width",
            "interval_around", "noise_half_width", "parse_residuals", "point_secant", "residuals_json", "tested_reach",
            "us_at"]

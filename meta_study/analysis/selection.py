@@ -60,7 +60,7 @@ import numpy as np
 from ..defaults import PAYOFF_THRESHOLD, TOLERANCE
 from ..errors import Range
 from .frontiers import FRONTIER_KINDS, FRONTIERS, Frontier, check_frontier_names, frontier_points
-from .headline import Headline, estimate_test_size, fit_discount, half_width
+from .headline import Headline, estimate_test_size, fit_discount, half_width, no_spread
 from .hull import upper_hull
 from .laws import LAWS, LawFit, get_law
 from .payoff import U_GRID, stop_paying_from_slopes, us_needed_from_values
@@ -79,7 +79,8 @@ FLAG_HELP = {
     "at_bound": "a parameter sits at its bound (e.g. alpha at its maximum): the optimum is on the constraint",
     "no_trend": "DS accuracy is not shown to rise with US accuracy in these models (one-sided Spearman test)",
     "extrapolation": "a statement lies beyond the US range the back-tests reached",
-    "backtest": "the back-test could not be run or did not beat the flat guess",
+    "backtest": ("the back-test could not be run, did not beat the flat guess, or hit every target exactly (then no "
+                 "interval is calibrated)"),
     "held_out": ("the models above the hold-out line, which the fit did not see, were predicted worse than by the flat "
                  "guess, or (a trusted answer) missed by more than the trust tolerance"),
     "no_fit": "no law could be fitted to these points (e.g. every model has the same US accuracy)",
@@ -563,6 +564,8 @@ def _select(g: _Group, solved: dict[str, list[LawFit]], o: SelectionOptions) -> 
     us, ds = g.us, g.ds
     cands = _candidates(g, solved, o)
     head, resid, coverage = _headline(g, cands, solved, o.level)
+    if _no_spread(head, o.level):
+        coverage = math.nan     # no interval is stated: it read "coverage 100%" of width-0 intervals
     held_t = target_frontier(us[g.held], ds[g.held]) if g.held.size else (us[:0], ds[:0])
     dv = ds[g.vis]
     flat_bt = float(np.mean([_rmse(np.full(c.tx.shape, c.flat), c.ty) for c in g.cuts])) if g.cuts else math.nan
@@ -637,6 +640,8 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> Gr
     h = sel.headline
     warnings = _group_warnings(sel, g, o, trusted)
     if not h.usable:
+        problem = _range_problem(g)
+        reason = f"no usable fit ({problem})" if problem else reason
         return replace(sel, trusted=False, trust_reason=reason, warnings=tuple(dict.fromkeys(warnings)))
     hus = h.horizon_us
 
@@ -765,6 +770,25 @@ def _pct_or_none(u: float) -> str:
     return f"{100 * u:.{1 if u < 0.99 else 2}f}% US"
 
 
+def _range_problem(g: _Group) -> str:
+    """The accuracy farthest outside [0, 1], named, or "": accuracies in percent through the Python
+    API read "no usable fit (degenerate: errors outside [0, 1])", not which axis or why."""
+    for name, v in (("US", g.us), ("DS", g.ds)):
+        v = v[np.isfinite(v)]
+        bad = v[(v < 0.0) | (v > 1.0)]
+        if bad.size:
+            x = float(bad[np.argmax(np.abs(bad - 0.5))])
+            hint = f": a percent? give fractions, {x / 100:g} not {x:g}" if 1.0 < x <= 100.0 else ""
+            return f"{name} accuracy {x:g} is outside [0, 1]{hint}"
+    return ""
+
+
+def _no_spread(h: Headline, level: float) -> bool:
+    """No interval at the best visible model: back-tests that all hit exactly and no test-set size
+    (see :func:`headline.interval_around`)."""
+    return h.usable and not (math.isfinite(h.test_size) and h.test_size > 0) and no_spread(h.residuals, level)
+
+
 def _group_warnings(sel: GroupSelection, g: _Group, o: SelectionOptions, trusted: bool) -> list[str]:
     """What describes the group's data and headline (each label at most once)."""
     level = o.level
@@ -786,7 +810,13 @@ def _group_warnings(sel: GroupSelection, g: _Group, o: SelectionOptions, trusted
                  "saturation is stated")
     if not sel.usable:
         bad = unusable_reason(sel.candidates)      # one reason, not one per law that could not fit
-        w.extend(bad.warnings if bad is not None else ())
+        problem = _range_problem(g)
+        w.extend([f"no_fit: {problem}"] if problem else bad.warnings if bad is not None else ())
+    elif _no_spread(sel.headline, level):
+        # every back-test hit exactly: it was "+1 US pt: 50.0% DS [50.0%-50.0%]", certainty
+        w.append(f"backtest: every back-test target was predicted exactly (error {100 * sel.backtest_err:.1f} pt), so no "
+                 f"width is calibrated and no {100 * level:g}% interval is stated (a known DS test-set size, extra.ds_n, "
+                 "gives its binomial one)")
     elif sel.n_cuts and math.isfinite(sel.flat_backtest_err) and sel.backtest_err >= sel.flat_backtest_err:
         err, flat = _apart(100 * sel.backtest_err, 100 * sel.flat_backtest_err)
         w.append(f"backtest: error {err} pt does not beat the flat guess ({flat} pt)")
