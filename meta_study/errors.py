@@ -62,7 +62,8 @@ def option_message(option: str, value: float, allowed: "Range") -> str:
     gets the fraction it meant (only ``--ds-target`` did: the others said "must be in (0, 1]")."""
     flag, scale, unit = option_flag(option)
     v = value * scale
-    pct = (f"; did you mean {v / 100:g}?" if ("accuracy" in unit or "fraction" in unit) and 1 < v <= 100
+    # from 2 up: 1.5 is a typo more often than 1.5% meant ("did you mean 0.015?" for --ds-target 1.5)
+    pct = (f"; did you mean {v / 100:g}?" if ("accuracy" in unit or "fraction" in unit) and 2 <= v <= 100
            and allowed.contains(v / 100) else "")
     return f"{flag} must be {unit}{allowed.text(scale)}, got {v:g}{pct}"
 

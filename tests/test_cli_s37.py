@@ -170,3 +170,11 @@ def test_a_refit_that_failed_late_leaves_no_out_holding_an_empty_folder_and_its_
     (out / ".refit-out.lock").write_text("")
     _remove_if_only_locks(out, fresh=True)
     assert sorted(p.name for p in out.iterdir()) == [".refit-out.lock", "refits"]
+
+
+def test_a_value_just_above_one_gets_no_percent_guess():
+    # `--ds-target 1.5` was asked "did you mean 0.015?": a typo above 1, not 1.5% meant
+    from meta_study.errors import Range, option_message
+
+    assert "did you mean" not in option_message("ds_target", 1.5, Range(0, 1, lo_open=True))
+    assert option_message("ds_target", 80, Range(0, 1, lo_open=True)).endswith("did you mean 0.8?")
