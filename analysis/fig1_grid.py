@@ -18,7 +18,7 @@ def main() -> None:
 
     p = scripts.parser(__doc__)
     p.add_argument("--holdout-quantile", type=float, default=HOLDOUT_QUANTILE)
-    p.add_argument("--max-group-figures", type=int, default=60)
+    p.add_argument("--max-group-figures", type=scripts.count, default=60, help="per-group figures at most")
     a = p.parse_args()
     options = AnalysisOptions(fit=FitOptions(holdout_quantile=a.holdout_quantile))   # a refused one creates nothing
     open_store(a.store)           # first: a mistyped STORE creates no --out

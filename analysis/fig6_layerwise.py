@@ -20,7 +20,10 @@ def main() -> None:
     a = scripts.parser(__doc__).parse_args()
     store = open_store(a.store)
     prepare_out(a.out, a.store)   # never in the store: a plain reader of STORE would read our tables
-    table = layerwise(scripts.rows(store, a))
+    rows = scripts.rows(store, a)
+    if rows.empty:   # not "representation_layer is null everywhere": there was no row to look at
+        raise UserError(f"{a.store}: no rows match the selection")
+    table = layerwise(rows)
     if not (table["layer"] >= 0).any():
         raise UserError(f"{a.store}: no layer-wise probe rows (representation_layer is null everywhere)")
     out = Outputs()

@@ -168,7 +168,7 @@ def _points_svg(r: Mapping[str, Any], pts: pd.DataFrame) -> str:
     line = np.isfinite(xs) & np.isfinite(ys)
     # the axes hold the models and the prediction line, ending on round ticks
     ax, ay = np.concatenate([us, xs[line]]), np.concatenate([ds, ys[line]])
-    xt, yt = nice_ticks(float(ax.min()), float(ax.max())), nice_ticks(float(ay.min()), float(ay.max()))
+    xt, yt = nice_ticks(*_flat_span(ax)), nice_ticks(*_flat_span(ay))
     x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
     sx = lambda v: pad + (v - x0) / (x1 - x0) * (w - pad - 10)  # noqa: E731
     sy = lambda v: h - pad - (v - y0) / (y1 - y0) * (h - pad - 10)  # noqa: E731
@@ -195,6 +195,16 @@ def _points_svg(r: Mapping[str, Any], pts: pd.DataFrame) -> str:
                    "visible model to the tested horizon</title></polyline>")
     out.append("</svg>")
     return "".join(out)
+
+
+def _flat_span(v: Any) -> tuple[float, float]:
+    """An axis' data range in accuracy points; where every value is the same, one point around it
+    inside 0-100 (nice_ticks centres a flat range: every model at 100% read 99.4% to 100.6%)."""
+    lo, hi = float(v.min()), float(v.max())
+    if hi - lo < 1e-9 and 0.0 <= lo <= 100.0:
+        lo = min(max(lo - 0.5, 0.0), 99.0)
+        hi = lo + 1.0
+    return lo, hi
 
 
 def _hover_html(heads: pd.DataFrame, points: pd.DataFrame | None) -> str:
@@ -282,6 +292,21 @@ def _sensitivity_text(sensitivity: pd.DataFrame | None) -> str:
     return out
 
 
+def _sensitivity_rows(sensitivity: pd.DataFrame | None) -> str:
+    """What a row of Fig. 3 is: one per DS task, or beyond :data:`~.analysis.figures.SENS_TASKS_MAX`
+    of them the figure's one row of their mean ("Per DS task" stood above a figure of the mean)."""
+    from .analysis.figures import SENS_TASKS_MAX, sensitivity_series
+    from .analysis.sensitivity import summarize_sensitivity
+
+    keys = sensitivity_series(summarize_sensitivity(sensitivity)) if sensitivity is not None and len(sensitivity) else []
+    if len(keys) <= SENS_TASKS_MAX:
+        return "Per DS task"
+    # as the figure's own title names them
+    what = "DS tasks" if len({k[:2] for k in keys}) <= 1 else "US &rarr; DS task pairs"
+    return (f"One row, the mean over the {len(keys)} {what} (more than {SENS_TASKS_MAX} to draw a row each; each "
+            "one's in the sensitivity_summary table)")
+
+
 def _natural(p: Path) -> list[Any]:
     """Sort key that orders numbers in names by value ("f20_up_fewshot_5" before "..._10")."""
     import re
@@ -354,7 +379,8 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     slugs = {_slug(r) for r in heads.to_dict("records")}
     group_pngs = [p for p in group_pngs if p.stem in slugs]
     unfit = (f" <b>Fits could not be made for {n_bad} group{'s' if n_bad != 1 else ''}</b> (in red, with the reason, in the table &ldquo;Headline and the paper's fit&rdquo; below)." if n_bad else "")
-    parts.append(f"<h2>Answers</h2><p class=note>{n_groups} groups, {n_trusted} with a trusted answer.{unfit} Per group, "
+    parts.append(f"<h2>Answers</h2><p class=note>{n_groups} group{'s' if n_groups != 1 else ''}, {n_trusted} with a "
+                 f"trusted answer.{unfit} Per group, "
                  "every law is fitted to every frontier estimator of the visible models; the headline is their "
                  "median, discounted towards the best DS accuracy seen by what the back-tests (fit below a US cut, "
                  "predict the frontier above it) saw materialise. It is trusted when its own back-test error is "
@@ -369,11 +395,17 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     parts.append(explorer_html(heads, analysis.points))
     parts.append(_hover_html(heads, analysis.points))
     if group_pngs:
-        parts.append("<h2>Per task</h2><div class=figs>" +
+        # the groups beyond --max-group-figures have none: said, as the hover view and the CLI say it
+        few = (f"<p class=note>Figures of {len(group_pngs)} of {len(heads)} groups (the first in the order of "
+               "fits.csv; <code>meta-study fit --max-group-figures</code> draws more); an answer with a figure links "
+               "to it.</p>"
+               if len(group_pngs) < len(heads) else "")
+        parts.append("<h2>Per task</h2>" + few + "<div class=figs>" +
                      "".join(f"<span id='figure-{_e(p.stem)}'>{_img(root, f'figures/groups/{p.name}', p.stem)}</span>"
                              for p in group_pngs) + "</div>")
     if (figs / "sensitivity.png").exists():
-        parts.append("<h2>Sample-size sensitivity</h2><p class=note>Per DS task (the paper's Fig. 3): fitting and "
+        parts.append("<h2>Sample-size sensitivity</h2><p class=note>" + _sensitivity_rows(analysis.sensitivity)
+                     + " (the paper's Fig. 3): fitting and "
                      "prediction error of Eq. 1, in accuracy points, on each frontier estimator on random subsamples "
                      "of the models (mean &plusmn; sd over trials)." + _sensitivity_text(analysis.sensitivity) + "</p>"
                      + _img(root, "figures/sensitivity.png", "sensitivity"))

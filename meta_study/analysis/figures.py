@@ -391,6 +391,15 @@ def frontier_label(frontier: str) -> str:
 SENS_TASKS_MAX = 12
 
 
+def sensitivity_series(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """The (US task, protocol, DS task) rows of :func:`sensitivity_figure`: those with a finite
+    error (a group too small to fit drew blank panels), else all; beyond :data:`SENS_TASKS_MAX`
+    of them the figure draws one row of their mean."""
+    errors = [c for c in ("fit_err_mean", "pred_err_mean") if c in summary]
+    keys = [k for k in series_keys(summary) if errors and of_series(summary, k)[errors].notna().any().any()]
+    return keys or series_keys(summary)
+
+
 def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensitivity") -> Any:
     """One row per (US task, protocol, DS task): fitting and prediction error (in accuracy points)
     against the number of models, one line per frontier estimator, mean ± sd over trials. A row's
@@ -399,10 +408,7 @@ def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensi
     (constrained layout: no gap, no overlap); the x ticks are the sample sizes drawn, every one
     labelled."""
     plt = pyplot()
-    # a row only where some error is finite: a group too small to fit drew blank panels
-    errors = [c for c in ("fit_err_mean", "pred_err_mean") if c in summary]
-    keys = [k for k in series_keys(summary) if errors and of_series(summary, k)[errors].notna().any().any()]
-    keys = keys or series_keys(summary)
+    keys = sensitivity_series(summary)
     labels = series_labels(keys, widths=(12, 20, 8))        # a panel's title holds ~44 characters
     pooled = len(keys) > SENS_TASKS_MAX
     rows = 1 if pooled else max(1, len(keys))

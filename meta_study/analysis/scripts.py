@@ -32,6 +32,18 @@ def _name(text: str) -> str:
     return canonical_name(text)
 
 
+def count(text: str) -> int:
+    """An argparse type: an integer of 0 or more (``--max-group-figures -1`` drew every group's
+    figure but the last: a Python slice ``[:-1]``; the CLI refuses it)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer of 0 or more, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
+    return n
+
+
 def selection(args: argparse.Namespace) -> Any:
     from .groups import Selection
 
@@ -136,6 +148,9 @@ def analyse(args: argparse.Namespace, options: Any, *, figures: bool = True, max
         raise UserError(f"{args.store}: no rows match the selection")
     out = results.write(analysis, sel, figures=figures, max_group_figures=max_group_figures,
                         footer_text=footer(store, options_text(options.fit), analysis.provenance.get("store version")))
+    if figures and options.fits and analysis.n_groups > max_group_figures:   # said, as the CLI says it
+        print(f"per-group figures for the first {max_group_figures} of {analysis.n_groups} groups (in the order "
+              "of fits.csv; --max-group-figures for more, or --ds-task to choose)")
     return analysis, out
 
 
