@@ -60,6 +60,23 @@ class Task:
     description: str = ""
     in_chans: int = 3
 
+    def __post_init__(self) -> None:
+        """Refuse labels outside [0, num_classes) or not integers, naming the task and split: a
+        registered task with 1-based ids crashed pre-training deep in cross_entropy ("Target 3 is
+        out of bounds"; a device-side assert on a GPU), and float labels were read as class
+        probabilities."""
+        k = self.num_classes
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"task {self.name!r}: num_classes={k!r}: must be an integer >= 1")
+        for what, split in (("train", self.train), ("test", self.test)):
+            y = np.asarray(split.labels)
+            if y.dtype.kind not in "iu":
+                raise ValueError(f"task {self.name!r}: {what} labels have dtype {y.dtype}; class ids must be "
+                                 "integers in [0, num_classes)")
+            if y.size and (y.min() < 0 or y.max() >= k):
+                raise ValueError(f"task {self.name!r}: {what} labels span [{y.min()}, {y.max()}], outside [0, "
+                                 f"num_classes={k}) (1-based ids? number classes from 0)")
+
 
 @dataclass
 class TensorSplit:

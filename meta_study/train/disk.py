@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -133,7 +134,7 @@ def _train_lacks(where: object, labels: np.ndarray, test_labels: np.ndarray, cla
     """
     missing = sorted(set(test_labels.tolist()) - set(labels.tolist()))
     if missing:
-        names = [str(classes[i]) if not _ints(classes) else str(i) for i in missing]
+        names = [str(classes[i]) for i in missing]   # the label values, as the data holds them
         raise ValueError(f"{where}: the held-out test split took every example of class(es) "
                          f"{', '.join(names[:5])}, leaving none to train on; add examples, give a test split "
                          "or another seed / test_fraction")
@@ -157,19 +158,23 @@ def _split_off(n: int, test_fraction: float, seed: int, where: object) -> tuple[
 
 
 def _label_ids(names: Sequence[object], classes: Sequence[object] | None) -> tuple[np.ndarray, list[object]]:
-    """Integer labels: ints stay as they are; anything else is numbered in sorted order of ``classes``."""
-    arr = np.asarray(names, dtype=object)
-    if classes is None and all(isinstance(v, (int, np.integer)) for v in arr):
-        ids = arr.astype(np.int64)
-        if ids.size and ids.min() < 0:      # Hugging Face's unlabeled test splits: -1; every accuracy 0
-            raise ValueError(f"label {int(ids.min())}: class ids must be >= 0 (an unlabeled split?)")
-        return ids, sorted(set(arr.tolist()))
-    classes = sorted(set(arr.tolist())) if classes is None else list(classes)
+    """Integer labels: each value's index in ``classes`` (default: the values' sorted set).
+
+    Integer labels are numbered so too: ids 0..K-1 keep their values, and sparse ones (0, 1,
+    999999) no longer make a 1,000,000-way head (its parameters inflated the model-size axis).
+
+    Raises:
+        ValueError: values not among ``classes`` (a test label the train split lacks).
+    """
+    values = list(names)
+    classes = sorted(set(values)) if classes is None else list(classes)
     index = {c: i for i, c in enumerate(classes)}
-    unknown = set(arr.tolist()) - set(index)
+    unknown = set(values) - set(index)
     if unknown:
-        raise ValueError(f"labels {sorted(map(str, unknown))[:5]} not among the train classes")
-    return np.array([index[v] for v in arr], dtype=np.int64), classes
+        shown = sorted(unknown) if all(isinstance(v, (int, np.integer)) for v in unknown) \
+            else sorted(map(str, unknown))
+        raise ValueError(f"labels {shown[:5]} not among the train classes")
+    return np.array([index[v] for v in values], dtype=np.int64), classes
 
 
 def _scan_folder(root: Path) -> tuple[list[str], list[str]]:
@@ -364,13 +369,46 @@ def _image_bytes(col: pa.ChunkedArray, where: str = "image column") -> list[byte
 
 
 def _labels_of(table: pa.Table, column: str, where: str) -> list[object]:
-    """The label column as Python values; null labels are refused, counted, named by ``where``
-    (they crashed in sorted(): '<' not supported between 'NoneType' and 'int')."""
+    """The label column as Python values: ints, bools or strings (a float column of whole
+    numbers gives ints, so 2.0 is class 2 as in an integer test table).
+
+    Raises:
+        ValueError: naming ``where`` and the column: null labels, counted (they crashed in
+            sorted(): '<' not supported between 'NoneType' and 'int'); NaN floats (each became a
+            class of its own, NaN != NaN); non-integer or infinite floats (a regression target,
+            trained as classes); negative ids (Hugging Face marks unlabelled rows -1); a type
+            that is not a number or a string (a list column crashed: unhashable type: 'list').
+    """
     col = table.column(column)
+    what = f"{where}: label column {column!r}"
     if col.null_count:
-        raise ValueError(f"{where}: label column {column!r} has {col.null_count} null label(s) of "
-                         f"{len(col)} rows (unlabelled examples?); drop those rows")
-    return col.to_pylist()
+        raise ValueError(f"{what} has {col.null_count} null label(s) of {len(col)} rows (unlabelled examples?); "
+                         "drop those rows")
+    if pa.types.is_dictionary(col.type):   # pandas' category dtype
+        col = col.cast(col.type.value_type)
+    t = col.type
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_string(t)
+            or pa.types.is_large_string(t)):
+        raise ValueError(f"{what} has type {t}; class labels must be integers or names (strings)")
+    if pa.types.is_floating(t):
+        a = col.to_numpy().astype(np.float64)
+        if np.isnan(a).any():
+            raise ValueError(f"{what} holds {int(np.isnan(a).sum())} NaN label(s) of {len(a)} rows (missing "
+                             "labels?); drop those rows")
+        bad = a[~np.isfinite(a) | (a != np.round(a))]
+        if len(bad):
+            raise ValueError(f"{what} holds values that are not integers (e.g. {bad[0]:g}); class labels must be "
+                             "integers or names (is it the label column?)")
+        values: list[object] = [int(v) for v in a]
+    else:
+        values = col.to_pylist()
+    if values and (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        low = min(values)
+        if low < 0:   # Hugging Face's unlabeled test splits: -1; every accuracy 0
+            n = sum(v < 0 for v in values)
+            raise ValueError(f"{what}, label {low}: class ids must be >= 0 ({n} of {len(values)} rows; an "
+                             "unlabeled split?)")
+    return values
 
 
 def load_parquet(train: str | os.PathLike | pa.Table, test: str | os.PathLike | pa.Table | None = None, *,
@@ -384,7 +422,9 @@ def load_parquet(train: str | os.PathLike | pa.Table, test: str | os.PathLike | 
         name: task name.
         img_size: images are resized to this square.
         image_column: bytes of an encoded image (PNG, JPEG, ...), or a struct with a ``bytes`` field.
-        label_column: integer class ids (kept as they are) or class names (numbered in sorted order).
+        label_column: integer, boolean or string labels (whole-number floats read as integers), numbered
+            in sorted order of the train split's values, a numbering the test split shares: ids 0..K-1
+            keep their values, sparse ones (0, 1, 999999) become 0..K-1 with a warning.
         seed: which examples go to test when ``test`` is None.
         cache_mb: keep decoded images in memory when a split fits.
 
@@ -402,12 +442,9 @@ def load_parquet(train: str | os.PathLike | pa.Table, test: str | os.PathLike | 
         if te.num_rows == 0:   # an empty test split reported US accuracy 0.0 and broke the few-shot probe
             raise ValueError(f"{_source(test)}: no rows in the test table")
         try:
-            te_labels, _ = _label_ids(_labels_of(te, label_column, _source(test)), None if _ints(classes) else classes)
+            te_labels, _ = _label_ids(_labels_of(te, label_column, _source(test)), classes)   # train's mapping
         except ValueError as e:
             raise ValueError(str(e) if str(e).startswith(_source(test)) else f"{_source(test)}: {e}") from None
-        unseen = sorted(set(te_labels.tolist()) - set(labels.tolist())) if _ints(classes) else []
-        if unseen:   # as for class names: a class the model never trained on caps its accuracy, unsaid
-            raise ValueError(f"{_source(test)}: labels {unseen[:5]} not among the train classes")
         te_images = _image_bytes(te.column(image_column), f"{_source(test)}: image column {image_column!r}")
         te_rows, te_where = None, _source(test)
     else:
@@ -416,14 +453,14 @@ def load_parquet(train: str | os.PathLike | pa.Table, test: str | os.PathLike | 
         images, labels = [images[i] for i in a], labels[a]
         _train_lacks(_source(train), labels, te_labels, classes)
         te_rows, te_where = b, _source(train)
-    if _ints(classes):
-        num_classes = int(max(labels.max(), te_labels.max() if len(te_labels) else 0)) + 1
-    else:
-        num_classes = len(classes)
+    num_classes = len(classes)
+    renumbered = _renumbered(classes)
+    if renumbered:
+        warnings.warn(f"{_source(train)}: {renumbered}", stacklevel=2)
     tr_rows = a if test is None else None
     return Task(name, num_classes, img_size, EncodedSplit(images, labels, img_size, cache_mb, tr_rows, _source(train)),
                 EncodedSplit(te_images, te_labels, img_size, cache_mb, te_rows, te_where),
-                description=f"table {train} ({num_classes} classes)")
+                description=f"table {_source(train)} ({num_classes} classes{'; ' + renumbered if renumbered else ''})")
 
 
 def _source(src: str | os.PathLike | pa.Table) -> str:
@@ -431,5 +468,10 @@ def _source(src: str | os.PathLike | pa.Table) -> str:
     return f"a table of {src.num_rows} rows" if isinstance(src, pa.Table) else str(src)
 
 
-def _ints(classes: Sequence[object]) -> bool:
-    return all(isinstance(c, (int, np.integer)) for c in classes)
+def _renumbered(classes: Sequence[object]) -> str:
+    """What numbering integer labels that are not 0..K-1 did, in words; "" when nothing changed."""
+    ints = [c for c in classes if isinstance(c, (int, np.integer)) and not isinstance(c, bool)]
+    if len(ints) < len(classes) or ints == list(range(len(ints))):
+        return ""
+    return (f"integer labels {ints[0]}..{ints[-1]} ({len(ints)} distinct) are numbered 0..{len(ints) - 1} in "
+            "sorted order (a class's id is its rank)")
