@@ -314,11 +314,12 @@ def store_check(store_uri: str, repair: bool) -> None:
     r = Store(store_uri).check(repair=repair)
     for d in r.damage:
         rows = f", {d.rows} rows" if d.rows else ""
-        click.echo(f"{'set aside' if r.repaired_version else 'damaged'}: {d.path} ({d.kind}{rows}): {d.problem}",
-                   err=not r.repaired_version)
+        done = "damaged" if not r.repaired_version else "dropped" if d.problem == "missing" else "set aside"
+        click.echo(f"{done}: {d.path} ({d.kind}{rows}): {d.problem}", err=not r.repaired_version)
     if r.manifest_restored:
-        click.echo(f"{r.uri}: manifest of version {r.version} restored from its intact copy (the damaged one is in "
-                   f"_damaged/{r.version:010d}/)")
+        kept = (f"the damaged one is in _damaged/{r.version:010d}/" if any(p.startswith(f"_damaged/{r.version:010d}/")
+                                                                          for p in r.moved) else "it was missing")
+        click.echo(f"{r.uri}: manifest of version {r.version} restored from its intact copy ({kept})")
     if r.rolled_back_to is not None:
         click.echo(f"{r.uri}: rolled back from damaged version {r.version} to version {r.rolled_back_to}, the newest "
                    f"intact one, committed as version {r.repaired_version}; re-ingest your sources to restore what "
@@ -339,8 +340,13 @@ def store_check(store_uri: str, repair: bool) -> None:
         dropped = (f"{r.rows_dropped} rows of damaged files dropped besides what the damaged versions added "
                    "(not counted: their manifests cannot be read)" if r.rolled_back_to is not None
                    else f"{r.rows_dropped} rows dropped")
-        click.echo(f"{r.uri}: repaired as version {r.repaired_version}: {len(r.damage)} file(s) moved to "
-                   f"_damaged/{r.repaired_version:010d}/, {dropped}{again}")
+        # only what was there moves: a missing file is dropped from the store, never "moved"
+        aside = f"_damaged/{r.repaired_version:010d}/"
+        n_moved = sum(p.startswith(aside) for p in r.moved)
+        gone = sum(d.problem == "missing" for d in r.damage)
+        what = ", ".join(x for x in (f"{n_moved} file(s) moved to {aside}" if n_moved else "",
+                                     f"{gone} missing file(s) dropped from the store" if gone else "") if x) or "nothing to move"
+        click.echo(f"{r.uri}: repaired as version {r.repaired_version}: {what}, {dropped}{again}")
     else:
         click.echo(f"{r.uri}: {len(r.damage)} damaged file(s) of {r.files}; restore them from a backup, or run "
                    f"'meta-study store check --repair {r.uri}'", err=True)

@@ -102,6 +102,9 @@ class CheckResult:
     rolled_back_to: int | None = None
     #: the repair rewrote the damaged latest manifest from its intact copy
     manifest_restored: bool = False
+    #: where the repair put each file it set aside (``_damaged/<version>/<path>``); a file that was
+    #: missing moves nowhere ("1 file(s) moved to _damaged/..." named a directory that did not exist)
+    moved: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -661,24 +661,33 @@ class Store:
         """Repair under the lock: ``m`` is the manifest to build on (the latest, its copy, or
         the newest intact one when ``m.version < latest``)."""
         rolled_back = m.version < latest
+        moved: list[str] = []
+
+        def move(rel: str, to: str) -> None:
+            self._f.move(rel, to)
+            moved.append(to)
+
         if not restore and not rolled_back and any(d.path == _copy_rel(latest) for d in damage):
             # the manifest is intact, its copy is not: the copy is written again from it
             rel = _copy_rel(latest)
-            self._f.move(rel, f"_damaged/{latest:010d}/{rel}")   # the bad bytes kept, as everywhere
+            if self._f.kind(rel) is not None:
+                move(rel, f"_damaged/{latest:010d}/{rel}")   # the bad bytes kept, as everywhere
             self._f.replace_bytes(rel, self._f.read_bytes(_mrel(latest)))
             if all(d.kind == "manifest" for d in damage):
-                return CheckResult(self.uri, latest, n_files, damage, repaired_version=latest)
+                return CheckResult(self.uri, latest, n_files, damage, repaired_version=latest, moved=tuple(moved))
         reported, damage = damage, tuple(d for d in damage if d.kind != "manifest")
         if restore:   # the latest manifest is damaged, its copy intact: write it back, keep the bad bytes
             aside = f"_damaged/{latest:010d}/{_mrel(latest)}"
             there = self._f.kind(_mrel(latest))
             if there == "a file":   # kept in place until replaced: readers never miss it
                 self._f.keep_copy(_mrel(latest), aside)
+                moved.append(aside)
             elif there is not None:   # a FIFO, a device or a directory: never opened, moved aside whole
-                self._f.move(_mrel(latest), aside)
+                move(_mrel(latest), aside)
             self._f.replace_bytes(_mrel(latest), self._f.read_bytes(_copy_rel(latest)))
             if not damage:
-                return CheckResult(self.uri, latest, n_files, reported, repaired_version=latest, manifest_restored=True)
+                return CheckResult(self.uri, latest, n_files, reported, repaired_version=latest, manifest_restored=True,
+                                   moved=tuple(moved))
         bad = {d.path for d in damage}
         keep = lambda e: e["path"] not in bad and e.get("staged") not in bad  # noqa: E731
         # rows lost (data or quarantine, or a rollback): drop every ingest state, so that each
@@ -706,22 +715,23 @@ class Store:
             # on S3 an object `up/c` can sit beside the directory `up/c/`: it goes, or every repair fixed nothing)
             there = self._f.kind(d.path)   # a link to nothing too
             if d.kind != "manifest" and there is not None and (d.path not in live_dirs or there != "a directory"):
-                self._f.move(d.path, f"{aside}/{d.path}")
+                move(d.path, f"{aside}/{d.path}")
                 self._f.prune_empty_dirs(os.path.dirname(d.path))
         if rolled_back:   # the damaged manifests, and files only they listed, go aside too
             for v in self._manifest_versions():
                 if m.version < v < version:
                     for rel in (_mrel(v), _copy_rel(v)):
                         if self._f.exists(rel):
-                            self._f.move(rel, f"{aside}/{rel}")
+                            move(rel, f"{aside}/{rel}")
             live = {r for e in m2.live_files() for r in (e["path"], e.get("staged")) if r}
             for d in ("_quarantine", "_state"):
                 for name in self._f.listdir(d):
                     if f"{d}/{name}" not in live:
-                        self._f.move(f"{d}/{name}", f"{aside}/{d}/{name}")
+                        move(f"{d}/{name}", f"{aside}/{d}/{name}")
         self._finalize(m2)
         return CheckResult(self.uri, latest, n_files, reported, repaired_version=version, rows_dropped=rows,
-                           rolled_back_to=m.version if rolled_back else None, manifest_restored=restore)
+                           rolled_back_to=m.version if rolled_back else None, manifest_restored=restore,
+                           moved=tuple(moved))
 
     def check_writable(self) -> None:
         """A one-line :class:`UserError` unless a commit can go here: a store, or an empty or
