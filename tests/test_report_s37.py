@@ -176,3 +176,16 @@ def test_a_report_of_one_group_says_one_group(tmp_path):
     a = analyze(committed_store(tmp_path / "st", runs=30, tasks=("a",)), options=AnalysisOptions(), use_ray=False)
     text = _page_text(Path(render_report(a, tmp_path / "rep")))
     assert re.search(r"Answers 1 group, [01] with a trusted answer\.", text), text[:300]
+
+
+@pytest.mark.slow(30)
+def test_a_command_on_a_ray_of_its_own_prints_no_ray_start_line(tmp_path):
+    # `meta-study sensitivity` (report, bootstrap, demo --synthetic) printed Ray's own "Started a
+    # local Ray instance." among its lines; Ray's warnings and the command's output stay
+    from conftest import run_cli
+
+    s = committed_store(tmp_path / "st", runs=12)
+    r = run_cli("sensitivity", s.uri, "--out", str(tmp_path / "o"), "--workers", "1", "--trials", "2")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "Started a local Ray instance" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert (tmp_path / "o").is_dir()

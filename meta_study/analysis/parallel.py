@@ -48,7 +48,7 @@ def init_ray(address: str | None = None, workers: int | None = None) -> Any:
     from ..ray_session import start_or_connect
 
     env = {"env_vars": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
-    start_or_connect(address, num_cpus=workers, runtime_env=env)
+    start_or_connect(address, num_cpus=workers, runtime_env=env, quiet=True)   # no "Started a local Ray instance." line
     return ray
 
 
