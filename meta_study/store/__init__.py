@@ -5,7 +5,7 @@ Layout of a store at ``ROOT`` (a local path or any URI pyarrow filesystems accep
 
     ROOT/<us_task>/<ds_task>/part-<version>-<uid>.parquet   live data, one file per partition
     ROOT/_quarantine/part-<version>-<uid>.parquet          rejected rows, with reasons
-    ROOT/_state/<name>-<version>-<uid>.parquet             per-source ingest state
+    ROOT/_state/<hash>-<version>-<uid>.parquet             per-source ingest state (hash: sha1 of the name)
     ROOT/_meta/manifests/<version>.json                    the commit log; newest wins
     ROOT/_meta/manifests/<version>.copy.json               its copy, for repair
     ROOT/_meta/LOCK                                        writers' lock (flock, local)

@@ -75,7 +75,7 @@ class Scenes:
     r: np.ndarray        # (N, K) radius of the bounding circle
     theta: np.ndarray    # (N, K) rotation, radians
     rgb: np.ndarray      # (N, K, 3) colour in [0, 1]
-    freq: np.ndarray     # (N, K) texture periods per radius
+    freq: np.ndarray     # (N, K) texture half-periods per radius (sin(u freq pi), u in radii: 1.2-1.6 periods)
     phase: np.ndarray    # (N, K) texture phase, radians
     bg: np.ndarray       # (N, 3) background colour
     grad: np.ndarray     # (N, 2) background brightness gradient per image unit
@@ -347,8 +347,8 @@ def _seed(*parts: object) -> int:
 class SceneSplit(CachedSplit):
     """A split of procedural scenes, rendered when indexed.
 
-    Scenes for all examples are drawn at construction (~150 bytes per example). Images are
-    rendered per batch and quantized to uint8, and cached when the split fits in ``cache_mb``
+    Scenes for all examples are drawn at construction (~250 bytes per upstream example, 85-350 B
+    for the other tasks). Images are rendered per batch and quantized to uint8, and cached when the split fits in ``cache_mb``
     (48k 32 px images: 147 MB). Quantizing always (cached or not) keeps images identical either
     way. Labels are balanced: each class has ``n // num_classes`` or one more example.
     """
