@@ -68,7 +68,7 @@ class TrainConfig:
     seed: int = 0  # model init, data order, dropout; not the datasets (data_seed)
     # --- schedule and optimizer details ---
     steps: int = 0  # > 0: train exactly this many steps instead of `epochs`
-    warmup_fraction: float = 0.05  # of total steps, linear from 0; then linear decay to 0
+    warmup_fraction: float = 0.05  # of total steps, linear from 1/W (the first update) to 1; then linear decay to 0
     betas: tuple[float, float] = (0.9, 0.999)  # Adam, as in the paper
     momentum: float = 0.9  # SGD only
     grad_clip: float = 1.0  # max global L2 norm of the gradient; 0 disables (big_vision clips at 1)
