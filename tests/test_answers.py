@@ -212,6 +212,6 @@ def test_models_held_out_to_check_the_answer_are_said():
     model (84.7% US on timm), while the store held models up to 90.1%: unsaid, a reader took the
     answer for one from the best model in the data."""
     text = answer_text(_row(n_heldout=310, holdout_threshold=0.351))
-    assert "best visible model: 34.9% US (310 models above 35.1% US held out to check the answer);" in text
+    assert "best visible model: 34.9% US (310 models above it held out to check the answer);" in text
     assert "held out" not in answer_text(_row(n_heldout=0, holdout_threshold=0.9))    # --holdout-quantile 1.0
     assert "1 model above" in answer_text(_row(n_heldout=1, holdout_threshold=0.351))

@@ -1,5 +1,7 @@
-"""The answer of a headline row of ``fits.parquet``, in words: one function for the CLI, the
-report and the refit's MLflow run, so that they never say different things.
+"""The answer of a headline row of ``fits.parquet``, in words: one function for the CLI
+(``meta-study fit``'s answer lines) and the HTML report (``report.html``, also the one a refit
+renders and publishes among its MLflow run's artifacts; the run itself logs no answer text), so
+that they never say different things.
 
 Every number comes from the row. Accuracies are printed in percent, errors and slopes in
 accuracy points ("pt"); a prediction past the tested horizon says so; an untrusted group states
@@ -109,9 +111,12 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
     if math.isfinite(best) and math.isfinite(flat):
         # the highest US and the highest DS accuracy among the visible models: often two models
         # models above the hold-out threshold are hidden from the answer to check it: said, or a
-        # reader took "+1 US pt" beyond 84.7% US for the data's best model (90.1% US on timm)
+        # reader took "+1 US pt" beyond 84.7% US for the data's best model (90.1% US on timm).
+        # Every model above the best visible one is held out (visible: at or below the threshold),
+        # so "above it": the threshold beside it ("82.7% US (48 models above 82.8% US held out)")
+        # read as a gap between the two
         n_held, cut = _f(row, "n_heldout"), _f(row, "holdout_threshold")
-        held = (f" ({int(n_held)} model{'s' if n_held != 1 else ''} above {pct(cut)} US held out to check "
+        held = (f" ({int(n_held)} model{'s' if n_held != 1 else ''} above it held out to check "
                 f"the answer)" if math.isfinite(n_held) and n_held > 0 and math.isfinite(cut) else "")
         steps.append(f"best visible model: {pct(best)} US{held}; best DS seen: {pct(flat)}")
     no_trend = "no_trend" in dict(flags(row.get("warnings")))

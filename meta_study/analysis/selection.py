@@ -79,8 +79,9 @@ FLAG_HELP = {
     "at_bound": "a parameter sits at its bound (e.g. alpha at its maximum): the optimum is on the constraint",
     "no_trend": "DS accuracy is not shown to rise with US accuracy in these models (one-sided Spearman test)",
     "extrapolation": "a statement lies beyond the US range the back-tests reached",
-    "backtest": ("the back-test could not be run, did not beat the flat guess, or hit every target exactly (then no "
-                 "interval is calibrated)"),
+    "backtest": ("the back-test did not beat the flat guess, or hit every target exactly (then no interval is "
+                 "calibrated); on a candidate's row also: no back-test could be run (a headline without one says so in "
+                 "its trust reason)"),
     "held_out": ("the models above the hold-out line, which the fit did not see, were predicted worse than by the flat "
                  "guess, or (a trusted answer) missed by more than the trust tolerance"),
     "no_fit": "no law could be fitted to these points (e.g. every model has the same US accuracy)",
@@ -314,6 +315,7 @@ class _Group:
     vis: np.ndarray
     held: np.ndarray
     test_size: float = math.nan          # DS test-set size (given or estimated; NaN: unknown)
+    nondecreasing: bool = False          # frontiers without their decreasing tail
     frontiers: dict[str, Any] = field(default_factory=dict)
     final: dict[tuple[str, str], Ref] = field(default_factory=dict)
     cuts: list[_Cut] = field(default_factory=list)
@@ -373,7 +375,8 @@ def select_groups(groups_xy: Sequence[tuple[np.ndarray, np.ndarray]], keys: Sequ
         ok = np.isfinite(us) & np.isfinite(ds)
         vis, held = np.flatnonzero(ok & (us <= thr)), np.flatnonzero(ok & ~(us <= thr))
         size = _test_size(n_test, ds[vis])
-        g = _Group(us=us, ds=ds, key=key, threshold=float(thr), vis=vis, held=held, test_size=size)
+        g = _Group(us=us, ds=ds, key=key, threshold=float(thr), vis=vis, held=held, test_size=size,
+                   nondecreasing=nondecreasing)
         for fr in options.frontiers:
             F = frontier_points(fr, us[vis], ds[vis], nondecreasing=nondecreasing)
             g.frontiers[fr] = F
@@ -572,7 +575,7 @@ def _select(g: _Group, solved: dict[str, list[LawFit]], o: SelectionOptions) -> 
     flat_pred = _rmse(np.full(held_t[0].shape, dv.max()), held_t[1]) if held_t[0].size and dv.size else math.nan
     bt = float(np.mean([np.sqrt(np.mean(r * r)) for r in resid])) if resid else math.nan
     pred_err = _rmse(head.predict_accuracy(held_t[0]), held_t[1]) if held_t[0].size and head.usable else math.nan
-    V = g.frontiers.get("vertices") or frontier_points("vertices", us[g.vis], dv)
+    V = g.frontiers.get("vertices") or frontier_points("vertices", us[g.vis], dv, nondecreasing=g.nondecreasing)
     fit_err = _rmse(head.median(V.us), V.ds) if head.usable and V.us.size else math.nan
     eligible = [i for i, c in enumerate(cands) if c.headline_eligible and math.isfinite(c.backtest_err)]
     best_single = min(eligible, key=lambda i: (round(cands[i].backtest_err, 6), get_law(cands[i].law).n_params, i),
@@ -660,7 +663,8 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> Gr
         steps.append(st)
     beyond = [s for s in steps if s.beyond_horizon]
     if beyond:
-        warnings.append(f"extrapolation: +{beyond[0].points} US points ({100 * beyond[0].us:.1f}%) and beyond lie "
+        k = beyond[0].points
+        warnings.append(f"extrapolation: +{k} US point{'s' if k != 1 else ''} ({100 * beyond[0].us:.1f}%) and beyond lie "
                         f"past the tested horizon ({_pct_or_none(hus)})")
     # stop paying, on the headline's curve (the one whose slopes the steps state). A finding (when
     # trusted) only within the data: between the weakest and the best visible model, the last
@@ -789,16 +793,41 @@ def _no_spread(h: Headline, level: float) -> bool:
     return h.usable and not (math.isfinite(h.test_size) and h.test_size > 0) and no_spread(h.residuals, level)
 
 
+#: The parameters the hull warnings count against: Eq. 1's (the paper's law on the hull vertices).
+HULL_PARAMS = 3
+
+
+def _hull_warnings(g: _Group) -> list[str]:
+    """``few_points`` and ``chord`` of the visible models' upper hull (the ``vertices`` frontier),
+    with Eq. 1's parameter count: they describe the data, whichever laws and frontiers were asked
+    for (read off the eq1/vertices candidate, ``--laws power`` dropped them). Same words as that
+    candidate's (:func:`_flag`); none where its fit fails for another reason than too few points
+    (a size mismatch, accuracies outside [0, 1]: ``no_fit`` says it)."""
+    if g.us.size != g.ds.size:
+        return []
+    uv, dv = g.us[g.vis], g.ds[g.vis]
+    V = g.frontiers.get("vertices") or frontier_points("vertices", uv, dv, nondecreasing=g.nondecreasing)
+    n = V.n_support
+    if n < HULL_PARAMS:          # Eq. 1's screen (powerlaw.fit_power_laws), in its words
+        detail = f"{n} point(s); eq1 needs {HULL_PARAMS}" if n else f"no points; eq1 needs {HULL_PARAMS}"
+        return [f"few_points: no fit to the vertices frontier (too_few_points: {detail})"]
+    if V.us.min() < 0 or V.us.max() > 1 or V.ds.min() < 0 or V.ds.max() > 1:
+        return []
+    w = []
+    if n < HULL_PARAMS + 2:
+        w.append(f"few_points: {n} frontier models for {HULL_PARAMS} parameters (need {HULL_PARAMS + 2})")
+    gap = _chord_gap(V, uv, dv)
+    if gap > CHORD_GAP:
+        w.append(f"chord: {100 * gap:.0f}% of the frontier's US range has no model within "
+                 f"{100 * CHORD_TOL:g} points of it")
+    return w
+
+
 def _group_warnings(sel: GroupSelection, g: _Group, o: SelectionOptions, trusted: bool) -> list[str]:
     """What describes the group's data and headline (each label at most once)."""
     level = o.level
     w: list[str] = []
-    verts = next((c for c in sel.candidates if c.frontier == "vertices" and c.law == "eq1"), None)
-    if verts is not None:
-        for text in verts.warnings:
-            label = text.split(":", 1)[0]
-            if label in ("few_points", "chord"):
-                w.append(text)
+    w.extend(_hull_warnings(g))
     members = [c for c in sel.candidates if c.headline_eligible]
     at_bound = sum(c.fit.status == "at_bound" for c in members)
     if members and at_bound * 2 > len(members):

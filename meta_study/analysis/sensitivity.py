@@ -167,5 +167,47 @@ def rank_frontiers(summary: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["rank_small_n", "frontier"], na_position="last").reset_index(drop=True)[cols]
 
 
-__all__ = ["SENSITIVITY_COLUMNS", "SensitivityOptions", "default_sizes", "rank_frontiers", "sensitivity",
-           "sensitivity_group", "summarize_sensitivity"]
+def _points(v: float) -> str:
+    """An error (fraction) in accuracy points, 3 significant digits (as the report prints them)."""
+    return f"{100 * float(v):.3g}" if v is not None and np.isfinite(v) else "-"
+
+
+def _names(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def frontier_ranking_text(rank: pd.DataFrame, pt: Callable[[float], str] = _points, *,
+                          name: Callable[[str], str] = str, best: Callable[[str], str] = str) -> str:
+    """The sentence that ranks the headline's frontiers (:func:`rank_frontiers`) by their prediction
+    error at the smallest sample, or "" when none has one. Frontiers whose errors read the same in
+    ``pt`` (an error in points) tie, and are said to ("bins predicts best ... then bins-upper (0 pt)"
+    ranked two at 0 pt); ``name`` formats a frontier's name (the report escapes it), ``best`` the
+    best ones' names once formatted (the report bolds them)."""
+    if rank.empty:
+        return ""
+    m = rank[rank["in_headline"].astype(bool) & rank["pred_err_small_n"].notna()]
+    groups: list[list[dict[str, Any]]] = []
+    for r in m.to_dict("records"):      # in rank order: equal shown values are neighbours
+        if groups and pt(groups[-1][0]["pred_err_small_n"]) == pt(r["pred_err_small_n"]):
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    if not groups:
+        return ""
+    top = sorted(groups[0], key=lambda r: str(r["frontier"]))
+    full = [pt(r["pred_err_full_n"]) for r in top]
+    full_text = (f"{full[0]} pt with all models" if len(set(full)) == 1 else
+                 "with all models " + ", ".join(f"{name(str(r['frontier']))} {f} pt" for r, f in zip(top, full)))
+    who = _names([best(name(str(r["frontier"]))) for r in top])
+    verb = "predicts best" if len(top) == 1 else "tie for best"
+    out = (f"Among them, on this data, {who} {verb} at the smallest sample ({pt(top[0]['pred_err_small_n'])} pt "
+           f"prediction error, median over groups; {full_text})")
+    for g in groups[1:]:
+        names = _names(sorted(name(str(r["frontier"])) for r in g))
+        err = pt(g[0]["pred_err_small_n"])
+        out += f", then {names} ({err} pt)" if len(g) == 1 else f", then {names} (tied at {err} pt)"
+    return out + "."
+
+
+__all__ = ["SENSITIVITY_COLUMNS", "SensitivityOptions", "default_sizes", "frontier_ranking_text", "rank_frontiers",
+           "sensitivity", "sensitivity_group", "summarize_sensitivity"]
