@@ -31,6 +31,7 @@ import ast
 import contextlib
 import datetime
 import hashlib
+import itertools
 import json
 import os
 import shlex
@@ -49,7 +50,7 @@ from . import provenance
 from .preflight import (STORAGE_HINT, check_dataset_paths, check_local_storage, check_script_tree, check_searched_tasks,
                         check_storage_on_nodes, check_trial_fits, check_tracking_reachable, default_storage, experiment_dir,
                         in_job_package, plan_session, refuse_runtime_env_secrets, refuse_secrets, runtime_env_of_job,
-                        wait_for_previous_writer)
+                        space_values, wait_for_previous_writer)
 from .provenance import full_uri
 from .state import Session, StateDir, SweepRecord, is_remote
 from .finalize import TrialRef, error_line, trial_id_of
@@ -438,8 +439,9 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
     """The fixed part of every trial's config, checked before Ray starts: unknown keys, a value of
     the wrong type (``--set lr=abc``), an unknown model, US task or DS task. Found inside the
     trials, each cost a minute of Ray start-up, retried trials, hundreds of lines of tracebacks
-    and a sweep name used up. A ``--set`` of a key the search space sets (:func:`searched_keys`)
-    is refused too: every trial overwrote it, without a word. One :class:`UserError` line naming the value."""
+    and a sweep name used up. A ``--set`` of a key the search space sets (:func:`searched_keys`),
+    or a ``--us-task``, ``--ds-task`` or ``--layerwise`` of one, is refused too: every trial
+    overwrote it, without a word. One :class:`UserError` line naming the value."""
     import dataclasses
     import numbers
 
@@ -501,6 +503,11 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
         # every trial's ranks would refuse it at their first step (train.loop.check_batch_splits)
         raise UserError(f"--workers-per-trial {options.workers_per_trial}: batch_size={batch} is not a multiple of it; "
                         "each worker trains on an equal share of every batch (give --set batch_size=N)")
+    for flag, key, given in (("--us-task", "us_task", options.us_task), ("--ds-task", "ds_tasks", options.ds_tasks),
+                             ("--layerwise", "layerwise", options.layerwise)):
+        if given and key in searched:   # as a --set of it: every trial ran on the drawn value instead
+            raise UserError(f"{flag}: sweep {spec.name} searches {key} (its search space sets it for every trial, so "
+                            f"{flag} would be ignored); drop it, or run another sweep whose space leaves it fixed")
     for key in options.overrides:
         if key in searched:
             # the search space sets it per trial: the value was ignored without a word (and the
@@ -557,29 +564,37 @@ def check_metric_names(cfg: Mapping[str, Any], options: SweepOptions) -> None:
 
 def searched_keys(spec: SweepSpec, options: SweepOptions, *, draws: int = 32) -> set[str]:
     """The trial settings the sweep's search space sets (top-level config keys). A define-by-run
-    (Optuna) space is drawn ``draws`` times in a throw-away in-memory study (random sampler,
-    seeded: the same keys every time; no storage, no Ray): the keys of what it returns and the
-    names it suggests (those starting with ``_`` are Optuna's own, left out of the config). A
-    conditional key on a branch no draw took is not known; a space that fails to draw: none."""
+    (Optuna) space is drawn ``draws`` times (:func:`drawn_configs`): the keys of what it returns
+    and the names it suggests (those starting with ``_`` are Optuna's own, left out of the
+    config). A conditional key on a branch no draw took is not known; a space that fails to draw: none."""
     space = spec.space(options)
     if spec.search != "optuna":
         return set(space) if isinstance(space, Mapping) else set()
+    keys = {k for drawn in drawn_configs(space, draws) for k in drawn}
+    return {k for k in keys if not str(k).startswith("_")}
+
+
+def drawn_configs(space: Callable[[Any], Mapping[str, Any] | None], draws: int) -> list[dict[str, Any]]:
+    """``draws`` configs of a define-by-run (Optuna) space, drawn in a throw-away in-memory study
+    (random sampler, seeded: the same every time; no storage, no Ray; ~1 ms a draw): the names
+    it suggests and what it returns, as Tune's OptunaSearch gives them to a trial. Empty for a
+    space that fails to draw (the Tuner's to report) or without Optuna installed."""
     try:
         import optuna
     except ImportError:
-        return set()
+        return []
     was = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)     # no "A new study created in memory" line
     try:
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-        keys: set[str] = set()
+        out = []
         for _ in range(draws):
             trial = study.ask()
             ret = space(trial)
-            keys |= set(trial.params) | set(ret or {})
-        return {k for k in keys if not str(k).startswith("_")}
+            out.append({**trial.params, **(ret or {})})
+        return out
     except Exception:  # noqa: BLE001 - a space that cannot be drawn here is the Tuner's to report
-        return set()
+        return []
     finally:
         optuna.logging.set_verbosity(was)
 
@@ -614,12 +629,78 @@ def default_resources(config: Mapping[str, Any], options: SweepOptions) -> Trial
 
 def _one_trial(spec: SweepSpec, o: SweepOptions, hooks: "TrialHooks", fixed: Mapping[str, Any]) -> dict[str, float] | None:
     """What one trial (for a data-parallel one: one of its workers) asks a node for, or None where
-    it depends on what the search draws (a spec that sizes each trial by its model)."""
+    it depends on what the search draws (a spec that sizes each trial by its model:
+    :func:`trial_requests`)."""
     if hooks.torch_trainer:
         return {"cpu": hooks.worker_cpus, "gpu": 1.0 if hooks.use_gpu else 0.0}
     if spec.resources is None:
         return PerTrialResources(None, o)(fixed)
     return None
+
+
+#: At most this many combinations of a grid's and a choice's values are sized (:func:`trial_requests`);
+#: beyond, each searched key's values are varied one at a time.
+_MAX_COMBINATIONS = 4096
+#: Draws of a define-by-run space sized (~0.2 s): zoo.py's rarest model (1 draw in 9) is missed
+#: with odds of 1e-13.
+_SIZE_DRAWS = 256
+
+
+def trial_requests(spec: SweepSpec, options: SweepOptions, fixed: Mapping[str, Any], *,
+                   draws: int = _SIZE_DRAWS) -> list[tuple[str, dict[str, float]]]:
+    """The distinct requests (Tune resource dicts) of a spec that sizes each trial by its model
+    (``spec.resources``), each with a label naming the searched values that make it
+    (``model_name='vit_b'``; empty where none does on its own), from the configs its space can
+    give: every combination of its grids' and choices' values (beyond :data:`_MAX_COMBINATIONS`,
+    each key's values one at a time), or ``draws`` seeded draws of a define-by-run space
+    (:func:`drawn_configs`). A searched value that cannot be listed (``tune.uniform``) is left
+    out of the config; a config the spec cannot size here is left to its trial. Empty for a spec
+    without ``resources``."""
+    if spec.resources is None:
+        return []
+    space = spec.space(options)
+    optuna = spec.search == "optuna"
+    configs = [{**fixed, **d} for d in drawn_configs(space, draws)] if optuna else _listed_configs(space, fixed)
+    size = PerTrialResources(spec.resources, options)
+    sized: list[tuple[dict[str, Any], dict[str, float]]] = []
+    for config in configs:
+        try:
+            sized.append((config, size(config)))
+        except Exception:  # noqa: BLE001 - the trial of that config reports it
+            continue
+    keys = _label_keys(sized, optuna=optuna)
+    out: dict[tuple[Any, ...], tuple[str, dict[str, float]]] = {}
+    for config, request in sized:
+        out.setdefault(tuple(sorted(request.items())),
+                       (", ".join(f"{k}={config.get(k)!r}" for k in keys), request))
+    return list(out.values())
+
+
+def _listed_configs(space: Any, fixed: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The configs a grid / random space can give, as far as its values can be listed."""
+    if not isinstance(space, Mapping):
+        return [dict(fixed)]
+    listed = {k: vs for k, v in space.items() if (vs := space_values(v))}
+    if math.prod(len(vs) for vs in listed.values()) <= _MAX_COMBINATIONS:
+        return [{**fixed, **dict(zip(listed, combo))} for combo in itertools.product(*listed.values())]
+    first = {**fixed, **{k: vs[0] for k, vs in listed.items()}}
+    return [first] + [{**first, k: v} for k, vs in listed.items() for v in vs[1:]]
+
+
+def _label_keys(sized: Sequence[tuple[Mapping[str, Any], Mapping[str, float]]], *, optuna: bool) -> list[str]:
+    """The searched keys whose value alone says what a trial asks for (``model_name``): keys every
+    config has, with two or more values each of which makes one request (a drawn float, each
+    draw's own, and a key of one branch, zoo.py's SGD ``momentum``, are none)."""
+    values: dict[str, dict[str, set[tuple[Any, ...]]]] = {}
+    for config, request in sized:
+        for k, v in config.items():
+            if not str(k).startswith("_"):
+                values.setdefault(k, {}).setdefault(repr(v), set()).add(tuple(sorted(request.items())))
+    varied = [k for k, by in sorted(values.items())
+              if 2 <= len(by) and all(k in c for c, _ in sized)
+              and (not optuna or len(by) <= len(sized) // 4)]
+    determining = [k for k in varied if all(len(requests) == 1 for requests in values[k].values())]
+    return determining or (["model_name"] if "model_name" in varied else [] if optuna else varied)
 
 
 class PerTrialResources:
@@ -870,10 +951,14 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     fixed = fixed_config(spec, o)
     hooks = replace(trial_hooks(o), resumed=p.resume)
     one = _one_trial(spec, o, hooks, fixed)
-    if one is not None:   # Tune waits for good on a trial no node can hold (--gpus-per-trial 1 without a GPU)
+    requests = [("", one)] if one is not None else trial_requests(spec, o, fixed)
+    if requests:   # Tune waits for good on a trial no node can hold (--gpus-per-trial 1 without a GPU)
         import ray
 
-        check_trial_fits(one, ray.nodes(), what=f"sweep {p.name}", on_this_machine=private)
+        nodes = ray.nodes()
+        for label, request in requests:
+            check_trial_fits(request, nodes, what=f"sweep {p.name}" + (f" (its trials of {label})" if label else ""),
+                             on_this_machine=private)
     tags = {"sweep": p.name, "git_sha": provenance.git_sha(), "researcher": o.researcher, "code_version": p.code}
     rec = _record_session(spec, p, o, fixed, tags)
     if p.resume:   # runs created just before a driver died, whose map entries never got written
@@ -966,14 +1051,17 @@ def stopped_early_of(results: Sequence[Any], callback: Any, statuses: Mapping[st
     the runs this session started and never saw end (``callback.open - callback.ended``); and the
     trials an earlier session left unfinished that this one never restarted are still PENDING.
     Counted 0 before, every such trial only among the interrupted. Read before the callback
-    closes the open runs. Without Tune's statuses, only trials whose end the callback saw count."""
+    closes the open runs. Without Tune's statuses, only trials whose end the callback saw count.
+    A trial that never started (it waited for resources; Tune ends it TERMINATED) is not counted:
+    Ctrl-C of a sweep without a scheduler said ``early_stopped 3`` of 4."""
     from .finalize import is_stopped_early
 
     training = set(callback.open) - set(callback.ended)
     n = 0
     for r in results:
         tid = trial_id_of(r)
-        if not is_stopped_early(r) or tid in training:
+        # a trial that waited for resources and never started: its result holds its trial_id only
+        if not is_stopped_early(r) or tid in training or "training_iteration" not in (r.metrics or {}):
             continue
         n += (statuses.get(tid) == "TERMINATED") if statuses else (tid in callback.ended)
     return n
