@@ -944,7 +944,9 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         for name in ("ray.tune", "ray.train", "ray.air"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     private = own_ray_requested(o.address)
-    start_or_connect(o.address, log_to_driver=bool(os.environ.get("META_STUDY_TRIAL_LOGS")), quiet=o.quiet)
+    # "=0" turned them on too: every trial's output in the job log (gigabytes for thousands of trials)
+    trial_logs = os.environ.get("META_STUDY_TRIAL_LOGS", "").strip().lower() in ("1", "true", "yes", "on")
+    start_or_connect(o.address, log_to_driver=trial_logs, quiet=o.quiet)
     if not private:      # a Ray of our own is this machine: its workers share our disk and environment
         check_storage_on_nodes(p.storage)
         failpoint("after_node_check")   # a test adds a node here: one the check never saw (an autoscaler's)
