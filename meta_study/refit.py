@@ -145,6 +145,16 @@ class RefitResult:
 # --------------------------------------------------------------------------------------------
 
 
+#: The refit lock of a local store, in the store; an object store's is ``OUT/.refit.lock``.
+REFIT_LOCK = "_meta/REFIT.lock"
+
+
+def _refit_lock_path(store: Store, out: str) -> Path:
+    """The file of ``store``'s refit lock (:func:`refit_lock`)."""
+    local = store.local_path(REFIT_LOCK)
+    return Path(local) if local else Path(out) / ".refit.lock"
+
+
 @contextlib.contextmanager
 def refit_lock(store: Store, out: str, create: bool = True) -> Iterator[bool]:
     """Yield True if this process holds the refit lock of ``store``, False if another one does.
@@ -152,13 +162,13 @@ def refit_lock(store: Store, out: str, create: bool = True) -> Iterator[bool]:
     The lock lives in the store's ``_meta`` for local stores (so two refits writing different OUT
     directories still exclude each other) and in OUT for object stores.
     """
-    local = store.local_path("_meta/REFIT.lock")
+    local = store.local_path(REFIT_LOCK)
     # in the store's own _meta, made here only when the refit creates the store (``create``: it has
     # sources to ingest): else a store gone since it was checked (renamed, its mount not back)
     # became an empty directory at its path, which no command reads as a store
     made = [d for d in (Path(local).parent.parent, Path(local).parent) if not d.exists()] if local and create else []
     try:
-        with _flock(Path(local) if local else Path(out) / ".refit.lock", make_parent=create or not local) as held:
+        with _flock(_refit_lock_path(store, out), make_parent=create or not local) as held:
             yield held
     finally:
         if made and not store.exists():
@@ -203,9 +213,13 @@ def _flock(path: Path, make_parent: bool = True) -> Iterator[bool]:
 
 
 def _holder(path: Path) -> str:
-    """Who holds a lock of :func:`_flock` (``pid 123 since ...``), or "" when unknown."""
+    """Who holds a lock of :func:`_flock` (``pid 123 since ...``), or "" when unknown; a record
+    damaged into bytes that are not UTF-8 (it was a UnicodeDecodeError traceback) or into control
+    characters is shown escaped, on one line."""
+    from .validation import printable
+
     try:
-        return path.read_text().strip()[:80]
+        return printable(" ".join(path.read_bytes()[:200].decode(errors="replace").split()))[:80]
     except OSError:
         return ""
 
@@ -247,7 +261,8 @@ def refit_locks(store: Store, cfg: RefitConfig) -> Iterator[str]:
     is skipped (one line)."""
     with refit_lock(store, cfg.out, create=bool(cfg.sources or cfg.sources_file)) as held:
         if not held:
-            yield f"another refit is running on {cfg.store}; skipped"
+            holder = _holder(_refit_lock_path(store, cfg.out))
+            yield f"another refit is running on {store.uri}" + (f" ({holder})" if holder else "") + "; skipped"
             return
         with out_lock(cfg.out) as held_out:
             holder = "" if held_out else _holder(Path(cfg.out) / ".refit-out.lock")
@@ -381,7 +396,7 @@ def _refit(cfg: RefitConfig, store: Store, t0: float, progress: Progress | None,
     for line in res.ingest_lines:
         log(line)
     if reports and not store.exists():
-        raise UserError(f"{cfg.store}: no store was made, nothing to refit: every source failed "
+        raise UserError(f"{store.uri}: no store was made, nothing to refit: every source failed "
                         f"({res.failed_sources[0] if res.failed_sources else 'no rows'})")
     store.require()
     snap = Selection().snapshot(store)   # one store version for the fingerprints, the fits and the record
@@ -393,7 +408,7 @@ def _refit(cfg: RefitConfig, store: Store, t0: float, progress: Progress | None,
             note = "; ".join(filter(None, (note, f"{Path(cfg.out) / 'LATEST'} still names the refit of "
                                                  f"{prev.get('time')} (store version {prev.get('store_version')}), "
                                                  f"whose groups the store no longer holds")))
-        return RefitResult(status="empty", message=f"{cfg.store}: no groups to fit" + (f" ({note})" if note else ""),
+        return RefitResult(status="empty", message=f"{store.uri}: no groups to fit" + (f" ({note})" if note else ""),
                            ingest_lines=res.ingest_lines, failed_sources=res.failed_sources,
                            seconds=time.perf_counter() - t0)
     fps = {group_key(g.key): group_fingerprint(g) for g in groups}
@@ -481,8 +496,9 @@ def _analyze(cfg: RefitConfig, store: Store, snap: Snapshot, changed: list[Group
     unfittable = sorted({f"{r.us_task} -> {r.ds_task} ({r.eval_protocol}, shots={r.shots}): "
                          f"{r.status}: {r.warnings or r.message}" for r in bad.itertuples()})
     info = {
-        "time": _now_iso(), "store": store.uri, "store_version": snap.version, "meta_study": __version__,
-        "sources": list(cfg.sources) + ([cfg.sources_file] if cfg.sources_file else []),
+        "time": _now_iso(), "store": _store_location(store, cfg.store), "store_version": snap.version,
+        "meta_study": __version__,
+        "sources": [_source_location(s) for s in (*cfg.sources, *([cfg.sources_file] if cfg.sources_file else []))],
         "failed_sources": list(failed_sources),    # their lines: this version is of the store as it was
         "options_fingerprint": cfg.options_fingerprint(),
         "fingerprint": hashlib.sha256(json.dumps(sorted(fps.values())).encode()).hexdigest()[:24],
@@ -497,6 +513,20 @@ def _analyze(cfg: RefitConfig, store: Store, snap: Snapshot, changed: list[Group
     # alone, and the lock file is no artifact to publish
     (out / ".results.lock").unlink(missing_ok=True)
     return info
+
+
+def _store_location(store: Store, given: str) -> str:
+    """Which store a refit is of, as refit.json and the MLflow run record it: a local path as an
+    absolute one (a cron job's ``--store store`` was recorded as "store", which names no store), a
+    URI as given, less its secrets (:attr:`Store.uri`)."""
+    local = store.local_path("") if "://" not in given else None
+    return local if local is not None else store.uri
+
+
+def _source_location(spec: str) -> str:
+    """A source as refit.json and the MLflow run record it: a local file or directory by its
+    absolute path (``--source runs.csv`` was recorded as "runs.csv"), anything else as given."""
+    return os.path.abspath(spec) if "://" not in spec and os.path.exists(spec) else spec
 
 
 def _holds_rows_of(prev_dir: Path, unchanged: frozenset[tuple]) -> bool:
@@ -884,6 +914,11 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
               # the US accuracy above which models are held out: it wins over the quantile, which
               # alone read as the split of a run cut at --holdout-above
               "holdout_above": "none" if cfg.fit.holdout_above is None else cfg.fit.holdout_above,
+              # what the metrics were fitted with, as the CLI's options say it (lists of registry
+              # names: far below MLflow's 6000 characters a value); apart, two refits differed
+              # only in options_fingerprint
+              "frontiers": ",".join(cfg.fit.selection.frontiers), "laws": ",".join(cfg.fit.selection.laws),
+              "nondecreasing": cfg.fit.nondecreasing, "alpha_max": cfg.fit.alpha_max,
               "trials": cfg.sensitivity.trials, "samples": cfg.bootstrap.samples,
               # the metric stop_paying_us is where +1 US point buys less than this many DS points
               "threshold": cfg.threshold}
