@@ -163,3 +163,15 @@ def test_ctrl_c_does_not_count_trials_that_never_started_as_stopped_early(tmp_pa
     start = out.index('{\n "sweep"')
     s = json.loads(out[start:out.index("}", start) + 1])
     assert (s["trials"], s["finished"], s["early_stopped"], s["interrupted"]) == (3, 0, 0, 1), s
+
+
+def test_a_trial_that_never_started_is_not_stopped_early():
+    # Tune ends a trial still waiting for resources TERMINATED, its metrics only its trial_id: the
+    # end-of-sweep evaluation took it for one ASHA had stopped
+    from ray.tune.result_grid import Result
+
+    from meta_study.tune.finalize import is_stopped_early
+
+    assert not is_stopped_early(Result(metrics={"trial_id": "t0"}, checkpoint=None, error=None, path="/x"))
+    assert is_stopped_early(Result(metrics={"trial_id": "t1", "training_iteration": 1}, checkpoint=None, error=None,
+                                   path="/x"))

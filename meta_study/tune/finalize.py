@@ -83,8 +83,10 @@ def trial_id_of(result: Any) -> str:
 
 
 def is_stopped_early(result: Any) -> bool:
-    """Ended without error and without its final report: an early-stopping scheduler stopped it."""
-    return result.error is None and (result.metrics or {}).get(FINAL_KEY) != 1.0 and bool(result.metrics)
+    """Ended without error and without its final report: an early-stopping scheduler stopped it.
+    A trial that never started (Tune ends it TERMINATED, its metrics only ``trial_id``) is not."""
+    m = result.metrics or {}
+    return result.error is None and m.get(FINAL_KEY) != 1.0 and "training_iteration" in m
 
 
 def checkpoint_of(result: Any, callback: Any = None) -> Any:
