@@ -111,7 +111,7 @@ def run_demo(workdir: str = "meta-study-demo", *, synthetic: bool = False, seria
     store = wd / "store"
     step = _Steps(log)
     if synthetic:
-        with step("simulated meta-study logged to MLflow (known law per task)"):
+        with step(synthetic_step(tracking)):
             models = log_synthetic(tracking)
         experiment = SYNTH_EXPERIMENT
     else:
@@ -380,6 +380,24 @@ def synthetic_runs(n_models: int = 240, seed: int = 0) -> list[dict]:
     return out
 
 
+def synthetic_logged(tracking_uri: str) -> bool:
+    """Whether the simulated runs are in MLflow already (an earlier demo logged them)."""
+    from .mlflow_client import mlflow_client
+
+    client = mlflow_client(tracking_uri)
+    exp = client.get_experiment_by_name(SYNTH_EXPERIMENT)
+    return (exp is not None and getattr(exp, "lifecycle_stage", "active") != "deleted"
+            and bool(client.search_runs([exp.experiment_id], max_results=1)))
+
+
+def synthetic_step(tracking_uri: str) -> str:
+    """Step [1]'s line of ``demo --synthetic``: what :func:`log_synthetic` will do (a second demo
+    said "logged to MLflow" where it reused the first one's runs and logged nothing)."""
+    if synthetic_logged(tracking_uri):
+        return "simulated meta-study: reused the runs of an earlier demo, already in MLflow (nothing logged)"
+    return "simulated meta-study logged to MLflow (known law per task)"
+
+
 def log_synthetic(tracking_uri: str) -> int:
     """Log the simulated runs to MLflow once (a second demo finds them there)."""
     from mlflow.entities import Metric, Param, RunTag
@@ -388,10 +406,9 @@ def log_synthetic(tracking_uri: str) -> int:
     from .mlflow_client import get_or_create_experiment
 
     client = mlflow_client(tracking_uri)
-    exp = get_or_create_experiment(client, tracking_uri, SYNTH_EXPERIMENT)
-    existing = client.search_runs([exp], max_results=1)
+    exp = get_or_create_experiment(client, tracking_uri, SYNTH_EXPERIMENT)   # refuses a deleted one
     runs = synthetic_runs()
-    if existing:
+    if synthetic_logged(tracking_uri):
         return len(runs)
     now = int(time.time() * 1000)
     for r in runs:

@@ -232,6 +232,41 @@ def _pt(v: Any) -> str:
     return _num(100 * float(v), 3) if v is not None and not pd.isna(v) else "&ndash;"
 
 
+def _failed(status: Any) -> bool:
+    """A fit that was not made (a row in red in :func:`_table_html`)."""
+    return status not in ("ok", "at_bound")
+
+
+def _table_rows(fits: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`_table_html`: each group's headline and the paper's Eq. 1 on the hull vertices."""
+    return fits[fits["headline"].astype(bool) | ((fits["law"] == "eq1") & (fits["frontier"] == "vertices"))]
+
+
+def _failed_html(fits: pd.DataFrame) -> str:
+    """The groups with a row in red in :func:`_table_html`, counted as the table marks them: those
+    without a headline, and those whose headline stands but whose paper's Eq. 1 failed ("Fits could
+    not be made for 2 groups (in red)" stood above 4 groups in red)."""
+    rows = _table_rows(fits)
+    if rows.empty:
+        return ""
+    key = [rows[c].astype(str) for c in ("us_task", "ds_task", "eval_protocol", "shots")]
+    bad = rows["status"].map(_failed).astype(bool)
+    no_head = set(zip(*(k[bad & rows["headline"].astype(bool)] for k in key)))
+    any_bad = set(zip(*(k[bad] for k in key)))
+    n_head, n_paper = len(no_head), len(any_bad - no_head)
+    if not n_head and not n_paper:
+        return ""
+    where = "with the reason, in the table &ldquo;Headline and the paper's fit&rdquo; below"
+    groups = lambda n, more="": f"{n} {more}group{'s' if n != 1 else ''}"  # noqa: E731
+    paper = (f"the paper's Eq. 1 on the hull vertices could not be fitted for "
+             f"{groups(n_paper, 'more ' if n_head else '')}")
+    stands = "whose headline stands" if n_paper == 1 else "whose headlines stand"
+    if not n_head:
+        return f" <b>{paper[0].upper()}{paper[1:]}</b>, {stands} (in red, {where})."
+    return (f" <b>Fits could not be made for {groups(n_head)}</b> (no headline)"
+            + (f"; {paper}, {stands}" if n_paper else "") + f". Each failed fit is in red, {where}.")
+
+
 def _table_html(fits: pd.DataFrame) -> str:
     """Per group: the headline and the paper's Eq. 1 on the hull vertices, side by side. Accuracies
     in percent, errors in accuracy points; the fit's status apart from the group's warnings."""
@@ -242,9 +277,8 @@ def _table_html(fits: pd.DataFrame) -> str:
             "<th title='leave-one-cut-out: the share of back-test targets inside the 90% interval that the other cuts give (the held-out models are scored in the held-out check, not here)'>back-test interval coverage (%)</th>"
             "<th class=l>role</th><th class=l>fit status</th><th class=l>warnings</th></tr>")
     rows = []
-    pick = fits[fits["headline"].astype(bool) | ((fits["law"] == "eq1") & (fits["frontier"] == "vertices"))]
-    for r in pick.to_dict("records"):
-        bad = r["status"] not in ("ok", "at_bound")
+    for r in _table_rows(fits).to_dict("records"):
+        bad = _failed(r["status"])
         shots = "" if pd.isna(r["shots"]) else str(int(r["shots"]))
         if r["headline"]:
             role = "headline, trusted" if r["trusted"] else "headline, not trusted"
@@ -270,21 +304,18 @@ def _table_html(fits: pd.DataFrame) -> str:
 def _sensitivity_text(sensitivity: pd.DataFrame | None) -> str:
     """What Fig. 3 says about the headline's members, from the ranking of the frontiers a headline
     can use (``all`` never enters it: its numbers are given apart, for the paper's comparison)."""
-    from .analysis.sensitivity import rank_frontiers, summarize_sensitivity
+    from .analysis.sensitivity import frontier_ranking_text, rank_frontiers, summarize_sensitivity
 
     if sensitivity is None or not len(sensitivity):
         return ""
     rk = rank_frontiers(summarize_sensitivity(sensitivity))
     rk = rk[rk["pred_err_small_n"].notna()]
-    members = rk[rk["in_headline"].astype(bool)]
     out = (" The headline is the median of every law on the frontier estimators drawn solid; the paper's Eq. 1 "
            "on each of them shows how that kind of member degrades with fewer models.")
-    if len(members):
-        top = members.iloc[0]
-        out += (f" Among them, on this data, <b>{_e(top['frontier'])}</b> predicts best at the smallest sample "
-                f"({_pt(top['pred_err_small_n'])} pt prediction error, median over groups; "
-                f"{_pt(top['pred_err_full_n'])} pt with all models)" + "".join(f", then {_e(r['frontier'])} ({_pt(r['pred_err_small_n'])} pt)"
-                                    for r in members.iloc[1:].to_dict("records")) + ".")
+    # frontiers whose errors print the same are said to tie ("then bins-upper (0 pt)" ranked a tie)
+    ranking = frontier_ranking_text(rk, _pt, name=_e, best=lambda s: f"<b>{s}</b>")
+    if ranking:
+        out += " " + ranking
     for r in rk[~rk["in_headline"].astype(bool)].to_dict("records"):
         out += (f" <b>{_e(r['frontier'])}</b> (dashed; {_pt(r['pred_err_small_n'])} pt at the smallest sample) fits "
                 "every model: it estimates the typical model, not the frontier, so it is never part of the headline "
@@ -371,14 +402,13 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
              + "</p>"]
     n_groups = fits.groupby(["us_task", "ds_task", "eval_protocol", "shots"], dropna=False).ngroups
     n_trusted = int(heads["trusted"].sum())
-    n_bad = int((~heads["status"].isin(["ok", "at_bound"])).sum())
     # shots by value (1, 5, 10, 25), not as text (1, 10, 25, 5)
     group_pngs = sorted((figs / "groups").glob("*.png"), key=_natural) if (figs / "groups").exists() else []
     # only the figures of groups in these fits: a group whose runs were deleted since an earlier
     # command drew it left its figure in figures/groups, and the page showed it as one of its own
     slugs = {_slug(r) for r in heads.to_dict("records")}
     group_pngs = [p for p in group_pngs if p.stem in slugs]
-    unfit = (f" <b>Fits could not be made for {n_bad} group{'s' if n_bad != 1 else ''}</b> (in red, with the reason, in the table &ldquo;Headline and the paper's fit&rdquo; below)." if n_bad else "")
+    unfit = _failed_html(fits)
     parts.append(f"<h2>Answers</h2><p class=note>{n_groups} group{'s' if n_groups != 1 else ''}, {n_trusted} with a "
                  f"trusted answer.{unfit} Per group, "
                  "every law is fitted to every frontier estimator of the visible models; the headline is their "

@@ -237,7 +237,8 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
         drawn.append(paper.fit.predict_accuracy(xs))
         if held.any():
             xe = np.linspace(top, float(np.nanmax(us)), 50)
-            ax.plot(xe * 100, paper.fit.predict_accuracy(xe) * 100, color=ALL_COLOR, lw=1.3, ls="--")
+            ax.plot(xe * 100, paper.fit.predict_accuracy(xe) * 100, color=ALL_COLOR, lw=1.3, ls="--",
+                    label="paper: Eq. 1, held-out range")
             drawn.append(paper.fit.predict_accuracy(xe))
     if math.isfinite(thr) and held.any():
         ax.axvline(thr * 100, color="#444444", lw=0.6, ls="-.", alpha=0.6, label="hold-out threshold")
@@ -248,14 +249,42 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
     y_lo, y_hi = float(ys.min()), float(ys.max())
     pad = max(0.02, 0.08 * (y_hi - y_lo))
     # within 0-100% unless a law itself leaves it (then that is what the reader must see)
-    ax.set_ylim((y_lo - pad if y_lo < 0 else max(0.0, y_lo - pad)) * 100,
-                (y_hi + pad if y_hi > 1 else min(1.0, y_hi + pad)) * 100)
+    lo, hi = edge_margin(y_lo - pad if y_lo < 0 else max(0.0, y_lo - pad),
+                         y_hi + pad if y_hi > 1 else min(1.0, y_hi + pad))
+    ax.set_ylim(lo * 100, hi * 100)
+    ax.yaxis.set_major_locator(accuracy_locator())
     ax.set_title(tex_safe(panel_title(title)), fontsize=LEGEND_PT + 1)
     ax.set_xlabel("US accuracy (%)")
     ax.set_ylabel("DS accuracy (%)")
     # under the axes, never on the points: where the data leave room differs per task
     ax.legend(fontsize=LEGEND_PT, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False,
               borderaxespad=0.0, columnspacing=1.0, handlelength=1.8)
+
+
+#: The share of a DS axis' span left beyond 0% or 100% where the axis ends there: a model at
+#: exactly 100% DS sat on the top edge, half its marker cut off.
+EDGE_MARGIN = 0.025
+
+
+def edge_margin(lo: float, hi: float) -> tuple[float, float]:
+    """DS axis limits (fractions) ``lo``, ``hi`` with :data:`EDGE_MARGIN` of room added beyond an
+    end at exactly 0% or 100% (where points can lie on it); :func:`accuracy_locator` keeps the
+    ticks inside 0-100%, as the report's hover view (``report._flat_span``)."""
+    room = EDGE_MARGIN * (hi - lo)
+    return (lo - room if lo == 0.0 else lo), (hi + room if hi == 1.0 else hi)
+
+
+def accuracy_locator() -> Any:
+    """matplotlib's default tick locator, without ticks below 0% or above 100% (an accuracy no
+    model can have, drawn in the margin :func:`edge_margin` leaves)."""
+    from matplotlib.ticker import AutoLocator
+
+    class AccuracyLocator(AutoLocator):
+        def tick_values(self, vmin: float, vmax: float) -> Any:
+            t = np.asarray(super().tick_values(vmin, vmax))
+            return t[(t >= -1e-9) & (t <= 100 + 1e-9)]
+
+    return AccuracyLocator()
 
 
 def selection_interval(selection: GroupSelection, us_accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -348,7 +377,8 @@ def answer_window(us: np.ndarray, ds: np.ndarray, selection: GroupSelection,
         return None
     y_lo, y_hi = float(y.min()), float(y.max())
     ypad = max(0.005, 0.06 * (y_hi - y_lo))
-    return (x0, x1), (max(0.0, y_lo - ypad) if y_lo >= 0 else y_lo - ypad, min(1.0, y_hi + ypad) if y_hi <= 1 else y_hi + ypad)
+    return (x0, x1), edge_margin(max(0.0, y_lo - ypad) if y_lo >= 0 else y_lo - ypad,
+                                 min(1.0, y_hi + ypad) if y_hi <= 1 else y_hi + ypad)
 
 
 def plain_ticks(axis: Any, values: Sequence[float], *, log: bool) -> None:
