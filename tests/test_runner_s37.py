@@ -111,6 +111,7 @@ def test_a_sized_trial_no_node_can_hold_is_refused_on_a_ray_of_its_own(tmp_path)
     assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-3000:]
     err = [line for line in p.stderr.strip().splitlines() if line.startswith("sized_t: ")]
     assert len(err) == 1 and "model_name='vit_s'" in err[0] and "1e+06 GiB of memory" in err[0], p.stderr[-3000:]
+    assert "its memory comes with the model" in err[0], err[0]    # not "ask for less (--cpus-per-trial)"
 
 
 PENDING_SCRIPT = '''"""A test sweep: three trials, each the whole machine's CPUs, so two wait."""
@@ -175,3 +176,35 @@ def test_a_trial_that_never_started_is_not_stopped_early():
     assert not is_stopped_early(Result(metrics={"trial_id": "t0"}, checkpoint=None, error=None, path="/x"))
     assert is_stopped_early(Result(metrics={"trial_id": "t1", "training_iteration": 1}, checkpoint=None, error=None,
                                    path="/x"))
+
+
+def test_a_resume_with_a_setting_the_sweep_was_started_without_says_unset():
+    # "was started with layerwise=None" for a sweep started without --layerwise
+    from dataclasses import replace
+
+    from meta_study.errors import UserError
+    from meta_study.tune.preflight import plan_session
+    from meta_study.tune.state import Session, SweepRecord
+
+    rec = SweepRecord(sweep="s", experiment="exp", experiment_id="1", parent_run_id="p1", tracking_uri="sqlite:///x.db",
+                      sessions=(Session(started="2026-12-04T00:00:00+00:00", code="c1", git_sha="abc", researcher="ada"),))
+    rec = replace(rec, settings={"layerwise": None, "num_samples": 1})
+    with pytest.raises(UserError) as e:
+        plan_session(record=rec, tune_state=True, resume=True, experiment=None, default_experiment="exp", code="c1",
+                     allow_code_change=False, experiment_dir="/x/s", tracking_uri=rec.tracking_uri,
+                     settings={"layerwise": True, "num_samples": 1})
+    assert "was started with layerwise unset, this command gives True" in str(e.value), str(e.value)
+
+
+def test_a_model_sized_trial_no_node_holds_is_not_told_to_lower_cpus_per_trial():
+    # the model's memory comes with the model: "--cpus-per-trial" could not make it fit
+    from meta_study.errors import UserError
+    from meta_study.tune.preflight import check_trial_fits
+
+    nodes = [{"Alive": True, "NodeID": "n", "Resources": {"CPU": 2.0, "memory": 2.0**33}}]
+    with pytest.raises(UserError) as e:
+        check_trial_fits({"cpu": 1.0, "memory": 2.0**40}, nodes, what="w", on_this_machine=True, sized_by_model=True)
+    assert "its memory comes with the model" in str(e.value) and "--cpus-per-trial" not in str(e.value), str(e.value)
+    with pytest.raises(UserError) as e:
+        check_trial_fits({"cpu": 1.0, "memory": 2.0**40}, nodes, what="w", on_this_machine=True)
+    assert "ask for less (--gpus-per-trial, --cpus-per-trial)" in str(e.value)

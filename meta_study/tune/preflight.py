@@ -534,8 +534,11 @@ def plan_session(*, record: SweepRecord | None, tune_state: bool, resume: bool, 
                 continue
             if was.get(key) != now.get(key):
                 flag = SESSION_FLAGS.get(key) or SETTING_FLAGS.get(key, "--set")
-                raise UserError(f"--resume: sweep {record.sweep} was started with {key}={was.get(key)!r}, this command "
-                                f"gives {now.get(key)!r}: a resume continues the sweep as it was started (Tune keeps "
+                # "started with layerwise=None" for a sweep started without --layerwise
+                then = f"{key}={was[key]!r}" if was.get(key) is not None else f"{key} unset"
+                given = repr(now[key]) if now.get(key) is not None else "none"
+                raise UserError(f"--resume: sweep {record.sweep} was started with {then}, this command "
+                                f"gives {given}: a resume continues the sweep as it was started (Tune keeps "
                                 f"its search space, sample count, concurrency and retries); pass the same {flag} and options, or start a new "
                                 "sweep with --name")
     last = record.sessions[-1].code if record.sessions else code
@@ -598,7 +601,7 @@ def _amounts(res: Mapping[str, float]) -> str:
 
 
 def check_trial_fits(request: Mapping[str, float], nodes: Sequence[Mapping[str, Any]], *, what: str,
-                     on_this_machine: bool) -> None:
+                     on_this_machine: bool, sized_by_model: bool = False) -> None:
     """Some alive Ray node holds one trial's resources (``request``: a Tune resource dict, ``cpu``,
     ``gpu``, ``memory`` in bytes and custom names, or Ray's own names; for a data-parallel trial,
     one worker's). Tune waits for good on a trial that no node can hold (``--gpus-per-trial 1`` on
@@ -622,8 +625,11 @@ def check_trial_fits(request: Mapping[str, float], nodes: Sequence[Mapping[str, 
            f"no node has all of them at once ({len(alive)} node{'s' if len(alive) != 1 else ''})")
     msg = f"{what}: a trial needs {_amounts(need)}, and no Ray node can hold it ({has})"
     if on_this_machine:
-        raise UserError(f"{msg}; nothing was started: ask for less (--gpus-per-trial, --cpus-per-trial), or run on "
-                        "a cluster that has it (--address)")
+        # a sweep that sizes trials to their model (SweepSpec.resources): --cpus-per-trial does not
+        # lower the model's memory, which "ask for less (--gpus-per-trial, --cpus-per-trial)" implied
+        less = ("ask for less (--gpus-per-trial scales each model's GPU share; its memory comes with the model)"
+                if sized_by_model else "ask for less (--gpus-per-trial, --cpus-per-trial)")
+        raise UserError(f"{msg}; nothing was started: {less}, or run on a cluster that has it (--address)")
     print(f"warning: {msg}; its trials wait until a node that can joins the cluster (an autoscaler's)",
           file=sys.stderr)
 

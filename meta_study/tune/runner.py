@@ -960,7 +960,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         nodes = ray.nodes()
         for label, request in requests:
             check_trial_fits(request, nodes, what=f"sweep {p.name}" + (f" (its trials of {label})" if label else ""),
-                             on_this_machine=private)
+                             on_this_machine=private, sized_by_model=one is None)
     tags = {"sweep": p.name, "git_sha": provenance.git_sha(), "researcher": o.researcher, "code_version": p.code}
     rec = _record_session(spec, p, o, fixed, tags)
     if p.resume:   # runs created just before a driver died, whose map entries never got written
