@@ -191,3 +191,13 @@ def test_a_files_rows_without_a_run_id_are_settled_by_that_file_only(tmp_path: P
     assert r.returncode == 0, r.stdout + r.stderr
     q = Store(str(tmp_path / "st")).quarantine().to_pandas()
     assert [json.loads(raw)["_path"] for raw in q["raw"]] == [str((tmp_path / "b" / "res.csv").resolve())]
+
+
+def test_a_sources_files_home_path_is_the_users_home(tmp_path: Path, monkeypatch) -> None:
+    # "uri: ~/exports/x.csv" was read as LAB/~/exports/x.csv
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    (lab / "sources.yaml").write_text("sources:\n  - uri: ~/exports/x.csv\n    mapping: ~/m.yaml\n")
+    (e,) = load_sources_file(str(lab / "sources.yaml"))
+    assert (e.spec, e.mapping) == (str(tmp_path / "home" / "exports" / "x.csv"), str(tmp_path / "home" / "m.yaml"))

@@ -238,6 +238,8 @@ def load_sources_file(path: str) -> list[SourceSpec]:
             if name and name != ":memory:" and not os.path.isabs(name):
                 return f"{prefix or ''}{scheme}{os.path.join(base, name)}{query or ''}"
             return p
+        if p.startswith("~"):   # a home path, as a shell would read it ("~/runs.csv" was base/~/runs.csv)
+            p = os.path.expanduser(p)
         return p if "://" in p or os.path.isabs(p) else os.path.join(base, p)
 
     out = []
