@@ -280,3 +280,13 @@ def test_a_percent_columns_fraction_refused_early_that_the_whole_file_keeps_refu
     r = run_cli("ingest", "x.csv", "--mapping", "m.yaml", "--store", str(tmp_path / "pieces"), cwd=tmp_path)
     one_error_line(r, "x.csv: FAILED: ds_accuracy is declared percent", "1 of its values <= 1 for ds_task 'X'")
     assert not Store(str(tmp_path / "pieces")).exists()
+
+
+def test_a_fraction_among_percents_of_its_task_written_with_a_space_is_not_stored_divided(tmp_path):
+    """'X ' is stored as task 'X' (spaces at either end dropped), but the percent check counted it
+    apart: its 0.62 beside X's 41 ... 51 had no percents of its own task, and was stored as 0.0062."""
+    rows = ["r0,up,0.5,X ,0.62,linear"] + [f"r{i},up,0.5,X,{40 + i},linear" for i in range(1, 12)]
+    (tmp_path / "x.csv").write_text("".join(f"{line}\n" for line in [HA, *rows]))
+    (tmp_path / "m.yaml").write_text("units: {ds_accuracy: percent}\n")
+    r = run_cli("ingest", "x.csv", "--mapping", "m.yaml", "--store", str(tmp_path / "st"), cwd=tmp_path)
+    assert r.returncode == 0 and "r0" not in _accuracies(tmp_path / "st"), r.stdout + r.stderr

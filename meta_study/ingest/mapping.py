@@ -31,6 +31,7 @@ import decimal
 import os
 import re
 import string
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -432,6 +433,14 @@ PERCENT_CLEARLY_ABOVE = 10.0
 TASK_OF = {"us_accuracy": "us_task", "ds_accuracy": "ds_task"}
 
 
+def _task_key(task: Any) -> str:
+    """A task as it will be stored (spaces at either end dropped, Unicode's composed form), ""
+    for none: 'pets ' and 'pets' are one task, and the percent check counted them apart."""
+    if task is None or (isinstance(task, float) and np.isnan(task)) or task is pd.NA:
+        return ""
+    return unicodedata.normalize("NFC", str(task)).strip()
+
+
 @dataclass
 class PercentTally:
     """The raw values of accuracy columns declared in percent (``percent``, ``error_percent``),
@@ -455,7 +464,7 @@ class PercentTally:
         ``tasks``: each value's task (its row's ``us_task`` or ``ds_task``; None: one group)."""
         v = np.asarray(numbers, dtype="float64")
         keep = np.isfinite(v) & (v != 0)
-        t = pd.Series(list(tasks) if tasks is not None else [""] * len(v), dtype=object).astype("string").fillna("")
+        t = pd.Series([_task_key(x) for x in tasks] if tasks is not None else [""] * len(v), dtype=object)
         frame = pd.DataFrame({"task": t.to_numpy(), "low": (v > 0) & (v <= 1), "big": v > PERCENT_CLEARLY_ABOVE,
                               "n": 1})[keep]
         by_task = self.counts.setdefault((column, unit), {})
@@ -490,8 +499,7 @@ class PercentTally:
         task_of = list(tasks) if tasks is not None else [""] * len(v)
         out: list[str | None] = [None] * len(v)
         for i in lone.tolist():
-            task = "" if task_of[i] is None or (isinstance(task_of[i], float) and np.isnan(task_of[i])) \
-                else str(task_of[i])
+            task = _task_key(task_of[i])
             rng = self.above_one.get((column, task))
             seen = self.lone.setdefault((column, task), [0, 0, None])
             if rng is None or rng[0] <= PERCENT_CLEARLY_ABOVE:
