@@ -159,3 +159,12 @@ def test_a_dataset_without_a_path_or_with_three_is_refused(spec, tmp_path):
     assert str(e.value).startswith(f"--dataset pets={spec}: expected "), str(e.value)
     (tmp_path / "t.parquet").write_bytes(b"")
     check_dataset_paths({"pets": f"parquet:{tmp_path}/t.parquet,"}, on_this_machine=True)   # no test file: fine
+
+
+def test_a_blank_tracking_uri_is_named_blank_not_a_plain_path():
+    # "--tracking-uri ' '" was described as "a plain path"
+    from meta_study.errors import UserError
+    from meta_study.tune.preflight import refuse_secrets
+
+    with pytest.raises(UserError, match=r"^--tracking-uri ' ': empty; e\.g\. http://HOST:5000"):
+        refuse_secrets(tracking_uri=" ", storage_path=None)

@@ -105,6 +105,8 @@ def check_tracking_uri(tracking_uri: str) -> None:
 
     uri = tracking_uri.strip()
     shown = _shown_uri(tracking_uri)
+    if not uri:   # "--tracking-uri ' '" was told it is "a plain path"
+        raise UserError(f"--tracking-uri {tracking_uri!r}: empty; {TRACKING_URI_HINT}")
     try:
         p = urllib.parse.urlsplit(uri)
         p.port   # noqa: B018 - raises ValueError for a port that is not a number
