@@ -178,3 +178,12 @@ def test_a_value_just_above_one_gets_no_percent_guess():
 
     assert "did you mean" not in option_message("ds_target", 1.5, Range(0, 1, lo_open=True))
     assert option_message("ds_target", 80, Range(0, 1, lo_open=True)).endswith("did you mean 0.8?")
+
+
+@pytest.mark.parametrize("command", [["store", "info", ""], ["ingest", "x.csv", "--store", ""]])
+def test_an_empty_store_path_is_refused_not_the_working_directory(tmp_path, command):
+    # Store("") was the working directory: `--store "$UNSET"` wrote a store into an empty one
+    (tmp_path / "x.csv").write_text("run_id,us_task,us_accuracy,ds_task,ds_accuracy,eval_protocol\nr,u,0.5,d,0.4,linear\n")
+    r = run_cli(*command, cwd=tmp_path)
+    one_error_line(r, "store path '': empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv"]

@@ -31,6 +31,8 @@ from ._s3 import S3Objects
 
 def _resolve(uri: str) -> tuple[pafs.FileSystem, str, bool]:
     """Return (filesystem, root path within it, is_local)."""
+    if not uri.strip():   # "" was the working directory: `--store ""` (an unset variable) wrote a store there
+        raise UserError(f"store path {uri!r}: empty; give a directory or s3://BUCKET/PREFIX")
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri)), True
     try:   # before pyarrow, whose parse of 's3://[lab/x' says less
