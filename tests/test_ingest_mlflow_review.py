@@ -250,7 +250,7 @@ def test_one_bad_new_run_beside_stored_ones_is_no_failed_source(exp, reader):
     exp["client"].set_terminated(bad)
     r = _ingest(exp, reader)
     assert r.returncode == 0 and "FAILED" not in r.stdout + r.stderr, r.stdout + r.stderr
-    assert "1 quarantined" in r.stdout and "rejected for" in r.stdout, r.stdout
+    assert "1 quarantined" in r.stdout and "1 of 1 rows rejected: us_accuracy: out of range" in r.stdout, r.stdout
     # a source whose every row is rejected, with nothing of it stored, still fails
     name = f"bad-{uuid.uuid4().hex[:8]}"
     only_bad = exp["client"].create_experiment(name)
