@@ -123,7 +123,7 @@ def test_a_resume_with_other_settings_is_refused_naming_the_first_that_differs(t
     rec = replace(_record(), settings=started)
     same = sweep_settings(SPEC, parse_options(SPEC, ["--smoke", "--resume"]))
     assert _plan(record=rec, tune_state=True, resume=True, settings=same).resume
-    for argv, says in ((["--set", "lr=0.01"], "started with lr=None, this command gives 0.01"),
+    for argv, says in ((["--set", "lr=0.01"], "started with lr unset, this command gives 0.01"),
                        (["--set", "epochs=3"], "started with epochs=2, this command gives 3"),
                        (["--num-samples", "10"], f"started with num_samples={SPEC.smoke_samples}, this command gives 10"),
                        (["--ds-task", "synth_count"], "started with ds_tasks=")):
@@ -592,7 +592,7 @@ def test_a_resume_with_other_concurrency_or_retries_is_refused():
         assert says in str(e.value) and f"pass the same {flag}" in str(e.value), str(e.value)
     # a sweep started without them runs with no limit and 2 retries: a resume that gives others is refused
     plain = replace(_record(), settings=sweep_settings(SPEC, parse_options(SPEC, ["--smoke"])))
-    for argv, says in ((["--max-concurrent", "2"], "max_concurrent=None, this command gives 2"),
+    for argv, says in ((["--max-concurrent", "2"], "max_concurrent unset, this command gives 2"),
                        (["--max-failures", "3"], "max_failures=2, this command gives 3")):
         with pytest.raises(UserError, match=says):
             _plan(record=plain, tune_state=True, resume=True,
