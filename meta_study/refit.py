@@ -379,7 +379,10 @@ def _remove_if_only_locks(out: Path, fresh: bool) -> None:
         return
     for name in names:
         with contextlib.suppress(OSError):
-            (out / name).rmdir() if name in empty else (out / name).unlink(missing_ok=True)
+            if name in empty:
+                (out / name).rmdir()
+            else:
+                (out / name).unlink(missing_ok=True)
     if fresh:
         with contextlib.suppress(OSError):
             out.rmdir()

@@ -219,3 +219,33 @@ def local_ray():
     ray = start_or_connect("local", num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+def interrupt_sweep(script: Path, args: list[str], ready: str, timeout: float) -> tuple[int, str, dict]:
+    """Run a sweep script (its own Ray, no outside tracking server), Ctrl-C it once a path matching
+    the glob ``ready`` (relative to the script's directory) exists, and return its exit code, its
+    output and the summary JSON it printed."""
+    import json
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for k in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        env.pop(k, None)
+    p = subprocess.Popen([sys.executable, str(script), *args], cwd=script.parent, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and p.poll() is None:
+            if list(script.parent.glob(ready)):
+                break
+            time.sleep(0.2)
+        assert p.poll() is None, "the sweep ended before it could be interrupted: " + p.stdout.read()[-3000:]
+        os.killpg(p.pid, signal.SIGINT)
+        out = p.communicate(timeout=timeout)[0]
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, out[-4000:]
+    start = out.index('{\n "sweep"')
+    return p.returncode, out, json.loads(out[start:out.index("}", start) + 1])

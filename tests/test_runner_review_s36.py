@@ -85,38 +85,12 @@ def test_ctrl_c_counts_the_trials_asha_had_stopped(tmp_path):
     """Ctrl-C after ASHA had stopped a trial: the summary said early_stopped 0 (hard-coded), the
     stopped trial counted only among the interrupted. Now 1; the trial Ctrl-C stopped while it
     trained is not counted (Tune stops it without telling the callbacks, so it looks the same)."""
-    import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from conftest import REPO
+    from conftest import interrupt_sweep
 
     script = tmp_path / "asha_t.py"
     script.write_text(ASHA_SCRIPT)
-    storage = tmp_path / "ray"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for k in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
-        env.pop(k, None)
-    p = subprocess.Popen([sys.executable, str(script), "--smoke", "--storage-path", str(storage), "--max-concurrent",
-                          "1", "--set", "epochs=20"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and p.poll() is None:   # the third trial past its first report
-            if list(storage.glob("asha_t-smoke/*_00002/checkpoint_000000")):
-                break
-            time.sleep(0.2)
-        assert p.poll() is None, "the sweep ended before it could be interrupted: " + p.stdout.read()[-3000:]
-        os.killpg(p.pid, signal.SIGINT)
-        out = p.communicate(timeout=600)[0]
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-    assert p.returncode == 130, out[-4000:]
-    start = out.index('{\n "sweep"')
-    s = json.loads(out[start:out.index("}", start) + 1])
+    _, out, s = interrupt_sweep(script, ["--smoke", "--storage-path", str(tmp_path / "ray"), "--max-concurrent", "1",
+                                         "--set", "epochs=20"],
+                                "ray/asha_t-smoke/*_00002/checkpoint_000000", timeout=600)   # the third trial past its first report
     assert (s["trials"], s["finished"], s["errored"]) == (3, 1, 0), s
     assert s["early_stopped"] == 1 and s["interrupted"] == 2, s    # the ASHA-stopped run waits too: KILLED

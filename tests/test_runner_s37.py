@@ -130,39 +130,15 @@ def test_ctrl_c_does_not_count_trials_that_never_started_as_stopped_early(tmp_pa
     """Ctrl-C of a sweep whose other trials waited for CPUs: the summary said ``early_stopped 3``
     of 4 (measured; a sweep without a scheduler), as if ASHA had stopped trials that never
     started (Tune's result of one holds its ``trial_id`` only)."""
-    import json
     import os
-    import signal
-    import subprocess
-    import sys
-    import time
 
-    from conftest import REPO
+    from conftest import interrupt_sweep
 
     script = tmp_path / "pend_t.py"
     script.write_text(PENDING_SCRIPT)
-    storage = tmp_path / "ray"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for k in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
-        env.pop(k, None)
-    p = subprocess.Popen([sys.executable, str(script), "--smoke", "--quiet", "--storage-path", str(storage),
-                          "--cpus-per-trial", str(os.cpu_count())], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and p.poll() is None:   # the first trial past its first report
-            if list(storage.glob("pend_t-smoke/*/checkpoint_000000")):
-                break
-            time.sleep(0.2)
-        assert p.poll() is None, "the sweep ended before it could be interrupted: " + p.stdout.read()[-3000:]
-        os.killpg(p.pid, signal.SIGINT)
-        out = p.communicate(timeout=300)[0]
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-    assert p.returncode == 130, out[-4000:]
-    start = out.index('{\n "sweep"')
-    s = json.loads(out[start:out.index("}", start) + 1])
+    _, out, s = interrupt_sweep(script, ["--smoke", "--quiet", "--storage-path", str(tmp_path / "ray"),
+                                         "--cpus-per-trial", str(os.cpu_count())],
+                                "ray/pend_t-smoke/*/checkpoint_000000", timeout=300)   # the first trial past its first report
     assert (s["trials"], s["finished"], s["early_stopped"], s["interrupted"]) == (3, 0, 0, 1), s
 
 
