@@ -188,10 +188,14 @@ def _fan_out(ray: Any, kind: str, groups: Sequence[Any], options: Any, costs: Se
         # one task failed (or Ctrl-C): the others ran to their end on a Ray that outlives the error
         # (an outside cluster, the Ray of a `refit --every` loop); measured, both CPUs of a 2-CPU Ray
         # busy 4 minutes more with work no one reads. Cancelled, queued ones never start and running
-        # ones are interrupted; the error is raised once, as it was
+        # ones are stopped; the error is raised once, as it was. force=True kills the worker process of
+        # a running task: a plain cancel only raises KeyboardInterrupt in it, which Ray loses when the
+        # cancel meets a task that is just being started (measured in CI under load: one CPU still busy
+        # 15 s after the error). The tasks are pure functions of their arguments, nothing to clean up;
+        # Ray starts a fresh worker for the next task (~1 s)
         for ref in pending:
             with contextlib.suppress(Exception):
-                ray.cancel(ref)
+                ray.cancel(ref, force=True)
         raise
     frames = [results[i] for i in range(len(groups))]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(columns))
