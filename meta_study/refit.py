@@ -528,7 +528,13 @@ def _store_location(store: Store, given: str) -> str:
 
 def _source_location(spec: str) -> str:
     """A source as refit.json and the MLflow run record it: a local file or directory by its
-    absolute path (``--source runs.csv`` was recorded as "runs.csv"), anything else as given."""
+    absolute path (``--source runs.csv`` was recorded as "runs.csv"), an MLflow sqlite database by
+    its absolute path too (``sqlite:///mlflow.db`` is relative to the directory the refit ran in,
+    which a cron job or a timer does not record), anything else as given."""
+    head = "sqlite:///"
+    if spec.startswith(head) and not spec[len(head):].startswith("/") and spec[len(head):] not in ("", ":memory:"):
+        path, sep, query = spec[len(head):].partition("?")
+        return f"{head}{os.path.abspath(os.path.expanduser(path))}{sep}{query}"
     return os.path.abspath(spec) if "://" not in spec and os.path.exists(spec) else spec
 
 
