@@ -603,14 +603,15 @@ def _amounts(res: Mapping[str, float]) -> str:
 
 
 def check_trial_fits(request: Mapping[str, float], nodes: Sequence[Mapping[str, Any]], *, what: str,
-                     on_this_machine: bool, sized_by_model: bool = False) -> None:
+                     on_this_machine: bool, sized_by_model: bool = False, warn: bool = True) -> str | None:
     """Some alive Ray node holds one trial's resources (``request``: a Tune resource dict, ``cpu``,
     ``gpu``, ``memory`` in bytes and custom names, or Ray's own names; for a data-parallel trial,
     one worker's). Tune waits for good on a trial that no node can hold (``--gpus-per-trial 1`` on
     a machine without a GPU, a share of memory larger than any node's): its only word is a warning
     every 60 s, which ``--quiet`` hides, and the sweep hung without one. On a Ray of our own
     (``on_this_machine``) it is refused; on a cluster an autoscaler may still add such a node: one
-    warning line on stderr.
+    warning line on stderr. Returns that warning (``None`` where a node can hold the trial); with
+    ``warn=False`` it is not printed (a caller with many requests says them in one line).
 
     Raises:
         UserError: one line: ``what``, what a trial needs, and what the nodes have.
@@ -620,7 +621,7 @@ def check_trial_fits(request: Mapping[str, float], nodes: Sequence[Mapping[str, 
     need = {({"cpu": "CPU", "gpu": "GPU"}.get(k, k)): float(v) for k, v in request.items() if float(v) > 0}
     alive = [dict(n.get("Resources") or {}) for n in nodes if n.get("Alive")]
     if not need or any(all(float(r.get(k, 0)) >= v - 1e-9 for k, v in need.items()) for r in alive):
-        return
+        return None
     most = {k: max((float(r.get(k, 0)) for r in alive), default=0.0) for k in need}
     short = {k: v for k, v in most.items() if v < need[k] - 1e-9}
     has = (f"the most any node has: {_amounts(short)}" if short else
@@ -632,8 +633,28 @@ def check_trial_fits(request: Mapping[str, float], nodes: Sequence[Mapping[str, 
         less = ("ask for less (--gpus-per-trial scales each model's GPU share; its memory comes with the model)"
                 if sized_by_model else "ask for less (--gpus-per-trial, --cpus-per-trial)")
         raise UserError(f"{msg}; nothing was started: {less}, or run on a cluster that has it (--address)")
-    print(f"warning: {msg}; its trials wait until a node that can joins the cluster (an autoscaler's)",
-          file=sys.stderr)
+    line = f"warning: {msg}; its trials wait until a node that can joins the cluster (an autoscaler's)"
+    if warn:
+        print(line, file=sys.stderr)
+    return line
+
+
+def check_trials_fit(requests: Sequence[tuple[str, Mapping[str, float]]], nodes: Sequence[Mapping[str, Any]], *,
+                     sweep: str, on_this_machine: bool, sized_by_model: bool) -> None:
+    """:func:`check_trial_fits` for each of a sweep's distinct requests (``(label, request)``, the
+    label naming the searched values that make it, e.g. ``model_name='vit_b'``): refused at the
+    first that no node holds on a Ray of our own; on a cluster one warning line for all of them,
+    not one per model size (a zoo of 40 models that a GPU node to come would hold gave 40 lines)."""
+    import sys
+
+    waits = [w for label, request in requests
+             if (w := check_trial_fits(request, nodes, on_this_machine=on_this_machine, sized_by_model=sized_by_model,
+                                       what=f"sweep {sweep}" + (f" (its trials of {label})" if label else ""),
+                                       warn=False))]
+    if waits:
+        more = len(waits) - 1
+        print(waits[0] + (f" (and {more} more trial size{'s' if more > 1 else ''} that no node can hold)"
+                          if more else ""), file=sys.stderr)
 
 
 def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[NodeCheck]:
