@@ -1,4 +1,5 @@
-"""A thin Ray fan-out over the pure per-group functions of :mod:`sensitivity`.
+"""A thin Ray fan-out over the pure per-group functions of sensitivity and bootstrap
+(:mod:`sensitivity`, :mod:`bootstrap`).
 
 The group data goes into the object store once; each task receives a reference to it plus a list
 of group indices and runs :func:`sensitivity_group` / :func:`bootstrap_group` on them. Groups are
