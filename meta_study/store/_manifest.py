@@ -165,7 +165,8 @@ class _Manifest:
             d = json.loads(raw)
             if not isinstance(d, dict):
                 raise ValueError("not a JSON object")
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:   # "[[[[..." nested past the parser's depth
+            # (damage as any other: it escaped as a traceback from every command, 'store check' too)
             raise _CorruptManifest(f"does not parse ({str(e)[:80]}, {len(raw)} bytes)") from None
         # The checksum first: a flipped bit in "format" or "format_version" is damage (read from
         # the copy), not "not a manifest" or "upgrade meta-study" (which never tried the copy).

@@ -18,7 +18,7 @@ from ..schema import FILE_SCHEMA, KEY, PARTITION, SCHEMA
 
 from ..keys import key_array, key_of
 from ..failpoints import failpoint as _failpoint
-from ._files import _Files, _first_line, _parse_parquet, _table_bytes, partition_dir
+from ._files import NotAFileError, WrongSizeError, _Files, _first_line, _parse_parquet, _table_bytes, partition_dir
 from ._manifest import FORMAT_VERSION, KEEP_LOG, QUARANTINE_SCHEMA, _Manifest
 
 
@@ -99,7 +99,17 @@ class _Verified:
                 # (a commit its writer could not finish), and is read from there
                 blocked = blocked or self.files.first_non_directory(rel)
                 continue
-            except (pa.ArrowException, OSError) as e:
+            except (NotAFileError, WrongSizeError) as e:
+                raise self.damaged(rel, _first_line(e)) from None
+            except PermissionError:
+                raise   # not damage: the OS's one line names the file ('--repair' would set it aside)
+            except OSError as e:
+                if not self.files.local:
+                    # an endpoint gone, throttled or refusing our credentials says nothing of the file:
+                    # it was "damaged store file" (exit 2) with advice to '--repair'; now exit 1
+                    raise
+                raise self.damaged(rel, _first_line(e)) from None   # EIO: a bad sector
+            except pa.ArrowException as e:
                 raise self.damaged(rel, _first_line(e)) from None
             if "bytes" in entry and len(data) != entry["bytes"]:
                 raise self.damaged(rel, f"{len(data)} bytes, the manifest says {entry['bytes']}")
@@ -254,7 +264,9 @@ class _Plan:
         what each run's latest read rejected. A fixed file's rows stayed quarantined for good,
         and the user took the fix for failed. A run read again and rejected again changes
         nothing. Returns the rows dropped; cost: one read of three quarantine columns."""
-        runs = set(runs)
+        # pairs as tuples: given as lists ('df[["source", "run_id"]].values.tolist()') they failed
+        # with "unhashable type: 'list'", and only in a store with a quarantine
+        runs = {(s, r) for s, r in runs}
         if not runs or not self.quarantine:
             return 0
         again = set(fresh.column("payload_hash").to_pylist()) if fresh is not None else set()
@@ -298,8 +310,13 @@ class _Plan:
             old = self.state.get(name)
             if old is not None:
                 prev = self.s.read_file(old, None)  # type: ignore[arg-type]
+                # the same names and types, then the same values (the cast: nullability only). Values
+                # alone, cast to the old types, kept a state whose column became strings ("1", "2")
+                # or floats (1.0) as the old int64 one: the new types were never stored
                 try:
-                    same = prev.equals(table.cast(prev.schema) if prev.schema.names == table.schema.names else table)
+                    same = (prev.schema.names == table.schema.names
+                            and [f.type for f in prev.schema] == [f.type for f in table.schema]
+                            and prev.equals(table.cast(prev.schema)))
                 except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
                     same = False   # a column of another type whose values do not fit the old one
                 if same:

@@ -146,8 +146,17 @@ class S3Objects:
         return None if r is None else str(r["ETag"])
 
     def replace(self, rel: str, data: bytes, etag: str) -> str | None:
-        """PUT ``data`` only if the object is still at ``etag``; the new ETag, or None."""
-        r = self._call("conditional PUT", rel, self.client.put_object, Body=data, IfMatch=etag)
+        """PUT ``data`` only if the object is still at ``etag``; the new ETag, or None (also when
+        the object is gone: S3 answers ``If-Match`` on a missing key with 404 NoSuchKey, not 412)."""
+        try:
+            r = self._call("conditional PUT", rel, self.client.put_object, Body=data, IfMatch=etag)
+        except NoSuchBucketError:
+            raise
+        except FileNotFoundError:
+            # the lease deleted between our GET and this PUT (a person, a lifecycle rule): the
+            # precondition failed. It was an OSError naming the key: a waiting writer and
+            # 'store unlock' failed instead of looking again, a heartbeat never noticed the loss
+            return None
         return None if r is None else str(r["ETag"])
 
     def get(self, rel: str) -> S3Object | None:
