@@ -53,15 +53,31 @@ def _serve(args: dict[str, Any]) -> None:
     beat.start()
     w = MlflowWriter(target)
     first = sys.stdin.readline()
-    w.creds = json.loads(first)["creds"] if first else None
+    try:
+        w.creds = json.loads(first)["creds"] if first.endswith("\n") else None
+    except (ValueError, TypeError, KeyError):   # cut short: the driver died at once; MLflow's own resolution
+        w.creds = None
     w.setup()
-    for line in sys.stdin:
-        d = json.loads(line)
-        if "flush" in d:
-            ok = w.flush(timeout_s=float(d["flush"]))
-            # cpu_s: this process's CPU seconds so far (all threads), for the overhead benchmark
-            reply.write(json.dumps({"ok": ok, "errors": w.errors, "cpu_s": time.process_time()}) + "\n")
-        else:
-            w.put(Op(**d))
-    w.flush()                          # end of input: a normal close, or the driver died
-    beat.stop()
+    try:
+        for line in sys.stdin:
+            # a line cut short is the last one of a driver that died mid-write (a long line goes into
+            # the non-blocking pipe in parts): it was a JSONDecodeError out of here, and every
+            # operation queued but not yet sent died with this process, unspooled
+            try:
+                if not line.endswith("\n"):
+                    raise ValueError("no end of line: the driver died while writing it")
+                d = json.loads(line)
+                op = None if "flush" in d else Op(**d)
+            except (ValueError, TypeError) as e:
+                print(f"meta-study writer: skipped an unreadable operation line ({e}): {line[:200]!r}",
+                      file=sys.stderr, flush=True)
+                continue
+            if op is None:
+                ok = w.flush(timeout_s=float(d["flush"]))
+                # cpu_s: this process's CPU seconds so far (all threads), for the overhead benchmark
+                reply.write(json.dumps({"ok": ok, "errors": w.errors, "cpu_s": time.process_time()}) + "\n")
+            else:
+                w.put(op)
+    finally:
+        w.flush()                      # end of input: a normal close, or the driver died
+        beat.stop()

@@ -1,9 +1,9 @@
 """Where a sweep's code, person and checkpoints come from, recorded so that they survive a cluster.
 
-- **git commit**: ``ray job submit --working-dir .`` uploads the tree without ``.git``, so a job
-  cannot ask git. The commit is taken on the submitting machine (``python -m
-  meta_study.tune.submit`` puts it in ``META_STUDY_GIT_SHA``), else from git where the code runs
-  (a checkout), else ``unknown``.
+- **git commit**: the job's working directory is a copy of the upload, which ``python -m
+  meta_study.tune.submit`` makes without ``.git`` (plain ``ray job submit`` uploads ``.git`` too),
+  so a job cannot ask git. The commit is taken on the submitting machine (the wrapper puts it in
+  ``META_STUDY_GIT_SHA``), else from git where the code runs (a checkout), else ``unknown``.
 - **code version**: a sha256 of the code that runs (``meta_study/`` and the sweep's script),
   computed wherever it runs, so it is never unknown. ``--resume`` compares it with the version
   that started the sweep.
@@ -35,8 +35,8 @@ def git_sha(repo: Path | None = None) -> str:
     """The commit the code came from: ``$META_STUDY_GIT_SHA`` (set at submit time), else
     ``git rev-parse HEAD`` in the checkout with ``-dirty`` when it differs from that commit (as the
     submit wrapper marks it; a sweep run from an edited checkout was recorded as the clean commit;
-    :data:`UNKNOWN_STATE` when ``git status`` gives no answer), else ``unknown`` (a job's working
-    dir has no .git). One ``git status``: ~20 ms on this repo."""
+    :data:`UNKNOWN_STATE` when ``git status`` gives no answer), else ``unknown`` (the submit
+    wrapper uploads a job's working dir without .git). One ``git status``: ~20 ms on this repo."""
     env = os.environ.get(GIT_SHA_ENV, "").strip()
     if env:
         return env

@@ -1,8 +1,9 @@
 """``python -m meta_study.tune.submit -- python sweeps/<name>.py ...``: ``ray job submit`` with the
 provenance a job cannot find for itself.
 
-``ray job submit --working-dir .`` uploads the tree without ``.git``, and the job runs as the
-cluster's user. So this wrapper, on the submitting machine:
+``ray job submit --working-dir .`` uploads every file of the tree that no ``.gitignore`` or
+``.rayignore`` in it excludes, ``.git`` included (Ray 2.60 has no default excludes), and the job
+runs as the cluster's user. So this wrapper, on the submitting machine:
 
 - takes the commit (``git rev-parse HEAD``, ``-dirty`` when tracked files have changes or files
   that are not ignored are untracked: both are uploaded) and the
@@ -10,8 +11,12 @@ cluster's user. So this wrapper, on the submitting machine:
   hands them to the job as ``META_STUDY_GIT_SHA`` and ``META_STUDY_RESEARCHER`` in its
   ``runtime_env`` (not secrets: the job API shows them);
 - refuses secrets before anything is submitted: in ``--runtime-env-json`` env_vars (the job API
-  serves a job's runtime_env in clear text) and in URIs on the job's command line (its
-  entrypoint is shown too);
+  serves a job's runtime_env in clear text), in URIs on the job's command line (its
+  entrypoint is shown too), and secrets files in the upload (``.env``, ``.netrc``, a Ray token
+  file, an SSH key: :data:`SECRET_FILE`; Ray keeps the upload on the cluster for any job to read);
+- leaves ``.git`` out of the upload (the commit goes in ``META_STUDY_GIT_SHA``; the history cost
+  upload time toward Ray's 512 MiB limit, and ``.git/config`` may hold a remote's credentials),
+  and what git ignores that Ray does not read (:func:`git_only_excludes`);
 - then runs ``ray job submit`` with the rest (``--no-wait``; ``--address``, else Ray's own
   ``RAY_API_SERVER_ADDRESS``, else ``RAY_ADDRESS``: ``--address`` wins here, where Ray's job client
   lets the variables win over it; the ``RAY_AUTH_*`` token variables apply as usual).
@@ -128,6 +133,63 @@ def git_only_excludes(working_dir: str) -> list[str]:
             continue
         patterns += [line for line in lines if line.strip() and not line.startswith("#")]
     return patterns
+
+
+#: Always left out of the upload: the job gets the commit in ``META_STUDY_GIT_SHA`` and never
+#: needs the history, which Ray 2.60 uploaded (no default excludes; 11 MB of this repository's, a
+#: large history or LFS store up to Ray's 512 MiB limit and a failed upload) with ``.git/config``,
+#: where a remote's URL may hold a token.
+ALWAYS_EXCLUDED = (".git",)
+
+#: Files that hold secrets by their name: dotenv files (not ``.env.example`` and its kind), netrc
+#: and pgpass, a Ray token file (``local-up.sh``'s ``ray-auth-token``, Ray's ``auth_token``), SSH
+#: private keys, AWS's credentials file. Ray keeps a job's upload on the cluster (the GCS), where
+#: any job of the cluster can read it, and unpacks it on every node that runs the job.
+SECRET_FILE = re.compile(r"\.env(\.(?!(example|sample|template|dist|defaults)$)[^/]+)?|\.netrc|\.pgpass|"
+                         r"ray-auth-token|auth_token|id_(rsa|dsa|ecdsa|ed25519)|\.aws/credentials")
+
+
+def upload_excludes(working_dir: str, user_excludes: Sequence[str] = ()) -> list[str]:
+    """The runtime_env ``excludes`` of ``working_dir``'s upload: the user's, then
+    :data:`ALWAYS_EXCLUDED` and :func:`git_only_excludes` (each once)."""
+    out = list(user_excludes)
+    for x in (*ALWAYS_EXCLUDED, *git_only_excludes(working_dir)):
+        if x not in out:
+            out.append(x)
+    return out
+
+
+def uploaded_secret_files(working_dir: str, excludes: Sequence[str]) -> list[str]:
+    """The files of ``working_dir`` that Ray would upload with ``excludes`` (and the tree's
+    ``.gitignore`` / ``.rayignore`` files, walked as Ray walks them) whose name says they hold a
+    secret (:data:`SECRET_FILE`), relative to ``working_dir``; [] where Ray's walk is not there to
+    ask (a Ray release without it: nothing is refused). One walk of the upload, as Ray makes two."""
+    import logging
+
+    try:
+        from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
+    except ImportError:
+        return []
+    root = Path(working_dir).absolute()
+    include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"   # as ray job submit
+    found: list[str] = []
+
+    def look(path: Path) -> None:
+        if not path.is_file():
+            return
+        rel = path.relative_to(root).as_posix()
+        if SECRET_FILE.fullmatch(path.name) or SECRET_FILE.fullmatch("/".join(rel.split("/")[-2:])):
+            found.append(rel)
+
+    quiet = logging.getLogger("meta_study.tune.submit.upload")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    try:
+        _dir_travel(root, [_get_excludes(root, list(excludes))], look, include_gitignore=include_gitignore,
+                    logger=quiet)
+    except Exception:  # noqa: BLE001 - an unreadable directory, a symlink loop, excludes Ray refuses: Ray says so
+        pass
+    return sorted(found)
 
 
 def submit_git_sha(working_dir: str) -> str:
@@ -312,9 +374,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"{what} {working_dir}: not a directory (it is uploaded as the job's working "
                             "directory)")
         if not remote and isinstance(env.get("excludes") or [], list):   # another type is Ray's to refuse
-            extra = [x for x in git_only_excludes(working_dir) if x not in (env.get("excludes") or [])]
-            if extra:
-                env["excludes"] = [*(env.get("excludes") or []), *extra]
+            env["excludes"] = upload_excludes(working_dir, env.get("excludes") or [])
+            secrets = uploaded_secret_files(working_dir, env["excludes"])
+            if secrets:
+                shown = ", ".join(secrets[:3]) + (f" and {len(secrets) - 3} more" if len(secrets) > 3 else "")
+                kind, it = (("a secrets file by its name", "it") if len(secrets) == 1 else
+                            ("secrets files by their names", "them"))
+                raise UserError(f"{what} {working_dir}: the upload would hold {shown}, {kind}: Ray "
+                                f"keeps a job's working directory on the cluster, where any job can read it; leave {it} "
+                                "out (a line in .gitignore or .rayignore, or --runtime-env-json "
+                                f"'{{\"excludes\": [\"{secrets[0]}\"]}}') and give the nodes credentials through "
+                                "their own environment")
         where = job_api_address(a.address)
         if where is not None:
             check_job_api(*where)
