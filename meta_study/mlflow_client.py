@@ -93,8 +93,17 @@ def refuse_credentials(tracking_uri: str, where: str = "--tracking-uri") -> None
     from .errors import UserError
 
     if has_credentials(tracking_uri):
-        raise UserError(f"{where + ' ' if where else ''}{safe_uri(tracking_uri)}: credentials in the tracking URI are refused; set "
-                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
+        # MLflow reads its MLFLOW_TRACKING_* variables for http(s) servers only: a database store's
+        # password comes from the database client's own (the hint named variables MLflow ignores there)
+        scheme = tracking_uri.partition(":")[0].lower()
+        if scheme.startswith("postgres"):
+            how = "give them through PostgreSQL's client environment (PGUSER, PGPASSWORD or ~/.pgpass)"
+        elif scheme.startswith(("mysql", "mssql")):
+            how = "serve the database with `mlflow server` (as cluster/ does) and pass that server's address"
+        else:
+            how = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+        raise UserError(f"{where + ' ' if where else ''}{safe_uri(tracking_uri)}: credentials in the tracking URI are "
+                        f"refused; {how}")
 
 
 def mlflow_client(tracking_uri: str) -> Any:

@@ -19,9 +19,9 @@ MLflow's client (1.1-1.2 s of CPU here, once per sweep). Replacing this module w
 those per-request costs; then the benchmark decides again.
 
 Credentials and TLS follow MLflow's own resolution (``get_default_host_creds``, see
-:func:`resolve_creds`). Not carried: ``MLFLOW_TRACKING_AWS_SIGV4`` and ``MLFLOW_TRACKING_AUTH``
-(request-auth plugins); a server behind either needs this client to learn them, or the writer to
-use its ``MlflowClient`` path for it.
+:func:`resolve_creds`). With ``MLFLOW_TRACKING_AWS_SIGV4`` or ``MLFLOW_TRACKING_AUTH`` (request-auth
+plugins, which sign or authenticate each request in code) the calls go through MLflow's own
+``http_request`` instead, at its cost per call: sent without them, every call was refused.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class _RestRuns:
     #: a flush that gives up waits this long for the calls in flight before it returns
     TIMEOUT_S = 60.0
     CRED_FIELDS = ("host", "username", "password", "token", "ignore_tls_verification", "client_cert_path",
-                   "server_cert_path")
+                   "server_cert_path", "auth", "aws_sigv4")
 
     def __init__(self, tracking_uri: str, creds: Mapping[str, Any] | None = None) -> None:
         import base64
@@ -71,23 +71,38 @@ class _RestRuns:
         self.https = url.scheme == "https"
         self.netloc, self.path = url.netloc, url.path
         self.headers = {"Content-Type": "application/json"}
-        if c.token:
-            self.headers["Authorization"] = f"Bearer {c.token}"
-        elif c.username:
-            basic = base64.b64encode(f"{c.username}:{c.password or ''}".encode()).decode()
+        # MLflow's own order (rest_utils.http_request): Basic when both a user and a password are
+        # set, else a Bearer token. Token first sent the writer's calls with another credential
+        # than the driver's MlflowClient when all three were set: the parent run was created and
+        # every trial's call was refused (401), silently, until the end-of-sweep flush spooled them
+        if c.username and c.password:
+            basic = base64.b64encode(f"{c.username}:{c.password}".encode()).decode()
             self.headers["Authorization"] = f"Basic {basic}"
+        elif c.token:
+            self.headers["Authorization"] = f"Bearer {c.token}"
         proxies = urllib.request.getproxies()
         self.via_requests = bool(proxies.get(url.scheme)) and not urllib.request.proxy_bypass(url.hostname or "")
+        # a request-auth plugin or AWS SigV4: only MLflow's request path knows how to apply them
+        self.via_mlflow = bool(getattr(c, "auth", None) or getattr(c, "aws_sigv4", None))
         self.local = threading.local()
+        self.refused: set[int] = set()   # 401/403 statuses already said on stderr (once each)
+        self._refused_lock = threading.Lock()   # four writer threads may be refused at once
 
     def _ssl_context(self) -> Any:
+        import os
         import ssl
 
         c = self.creds
         if c.ignore_tls_verification:
             ctx = ssl._create_unverified_context()  # noqa: S323 - asked for by MLFLOW_TRACKING_INSECURE_TLS
         else:
-            ctx = ssl.create_default_context(cafile=c.server_cert_path or None)
+            # the CA bundle MLflow's client trusts: its own setting, else the one requests takes from
+            # the environment (a lab's internal CA): without it the driver's MlflowClient created the
+            # parent run and every call of the writer failed verification, retried until spooled
+            ca = (c.server_cert_path or os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                  or None)
+            ctx = (ssl.create_default_context(capath=ca) if ca and os.path.isdir(ca)
+                   else ssl.create_default_context(cafile=ca))
         if c.client_cert_path:
             ctx.load_cert_chain(c.client_cert_path)
         return ctx
@@ -125,7 +140,16 @@ class _RestRuns:
 
     def post(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         data = json.dumps(body, allow_nan=False, default=str).encode()
-        if self.via_requests:
+        if self.via_mlflow:
+            from mlflow.utils.rest_utils import MlflowHostCreds, http_request
+
+            creds = MlflowHostCreds(**{f: getattr(self.creds, f, None) for f in self.CRED_FIELDS
+                                       if f != "host"}, host=self.base[:-len("/api/2.0/mlflow/")])
+            # no retries of its own (the writer retries), and this client's timeout
+            r = http_request(creds, "/api/2.0/mlflow/" + endpoint, "POST", max_retries=0, timeout=self.TIMEOUT_S,
+                             raise_on_status=False, data=data, extra_headers={"Content-Type": "application/json"})
+            status, text = r.status_code, r.text
+        elif self.via_requests:
             r = self._session().post(self.base + endpoint, data=data, timeout=self.TIMEOUT_S)
             status, text = r.status_code, r.text
         else:
@@ -145,13 +169,40 @@ class _RestRuns:
                 code = json.loads(text).get("error_code")
             except (ValueError, AttributeError):
                 code = None
+            if status in (401, 403):
+                self._say_refused(status)
             raise RestError(f"MLflow {endpoint}: HTTP {status}: {text[:300]}", status, code)
         return json.loads(text)
+
+    def _say_refused(self, status: int) -> None:
+        """Say once on stderr that the server refuses the writer's credentials. The writer retries
+        every call until the end-of-sweep flush spools it (credentials fixed, ``--resume`` sends it),
+        which said only, after the whole flush timeout, that not everything reached the server: a
+        token that expired mid-sweep went unnoticed for the rest of the sweep."""
+        import sys
+
+        with self._refused_lock:
+            said, _ = status in self.refused, self.refused.add(status)
+        if said:
+            return
+        what = ("denies these credentials access" if status == 403 else "refuses these credentials"
+                if "Authorization" in self.headers or self.via_mlflow else "asks for credentials, and none are set")
+        print(f"meta-study writer: MLflow at {_safe(self.base)} {what} (HTTP {status}; credentials come from "
+              "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, else MLFLOW_TRACKING_TOKEN); the trials' "
+              "operations are retried, and spooled at the end of the sweep for --resume to send",
+              file=sys.stderr, flush=True)
 
     @staticmethod
     def num(v: float) -> Any:
         """JSON has no NaN or infinities; MLflow's protobuf JSON takes them as strings."""
         return v if v == v and abs(v) != float("inf") else ("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity"))
+
+
+def _safe(base: str) -> str:
+    """The tracking URI of a REST base address, without credentials."""
+    from ..mlflow_client import safe_uri
+
+    return safe_uri(base[:-len("/api/2.0/mlflow/")] if base.endswith("/api/2.0/mlflow/") else base)
 
 
 def resolve_creds(tracking_uri: str) -> dict[str, Any]:

@@ -39,11 +39,11 @@ from typing import IO
 from ._child import LOCK_FILE, LOCK_WAIT_S, _serve
 from ._rest import resolve_creds
 from ._shards import (MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, MAX_TAGS_PER_BATCH, RUNS_FILE, SPOOL_FILE,
-                      MlflowWriter, Op, SweepTarget, flatten, plan_ops)
+                      MlflowWriter, Op, SweepTarget, flatten, plan_ops, refused_name)
 
 __all__ = ["LOCK_FILE", "LOCK_WAIT_S", "MAX_METRICS_PER_BATCH", "MAX_PARAMS_PER_BATCH", "MAX_TAGS_PER_BATCH",
            "RUNS_FILE", "SPOOL_FILE", "MlflowWriter", "Op", "SweepTarget", "WriterProcess", "flatten", "plan_ops",
-           "resolve_creds"]
+           "refused_name", "resolve_creds"]
 
 
 class _Pipe:
