@@ -125,3 +125,50 @@ def test_writer_child_spools_what_it_holds_when_the_last_line_is_cut_short(tmp_p
     lines = [json.loads(x) for f in sorted(spool.iterdir()) for x in f.read_text().splitlines()]
     assert [(x["trial"], x["payload"]["metrics"]) for x in lines] == [("t1", [["a", 1.0, 1, 1]])], lines
     assert not (tmp_path / "exp" / "meta_study" / "writer.json").exists()     # the heartbeat stopped
+
+
+@pytest.mark.slow(30)
+def test_a_terminated_writer_child_spools_what_it_holds(tmp_path):
+    """SIGTERM (systemd's stop signals every process of the unit, SLURM's scancel, a signal to the
+    process group) killed the writer child with its queue: exit -15 and an empty spool against a
+    server that failed. It now sends for a short while, spools the rest and exits 0."""
+    import signal
+    import socket
+    import sys
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    called = threading.Event()
+
+    def refuse() -> None:     # a server that drops every call: the operation stays in the writer's retries
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            called.set()
+            conn.close()
+
+    threading.Thread(target=refuse, daemon=True).start()
+    args = {"tracking_uri": f"http://127.0.0.1:{srv.getsockname()[1]}", "experiment_id": "1", "parent_run_id": "p",
+            "state_dir": str(tmp_path / "exp"), "flush_timeout_s": 600.0}
+    op = {"kind": "metrics", "trial": "t1", "payload": {"metrics": {"a": 1.0}, "step": 1, "time": 1}}
+    p = subprocess.Popen([sys.executable, "-m", "meta_study.tune.writer", json.dumps(args)], stdin=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        p.stdin.write(json.dumps({"creds": None}) + "\n" + json.dumps(op) + "\n")
+        p.stdin.flush()
+        assert called.wait(120), "the writer never tried to send the operation"
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        srv.close()
+    assert p.returncode == 0 and "Traceback" not in err, err[-3000:]
+    assert "meta-study writer: terminated; sending for 10 s, then spooling the rest" in err, err[-3000:]
+    spool = tmp_path / "exp" / "meta_study" / "spool"
+    lines = [json.loads(x) for f in sorted(spool.iterdir()) for x in f.read_text().splitlines()]
+    assert [(x["trial"], x["payload"]["metrics"]) for x in lines] == [("t1", [["a", 1.0, 1, 1]])], lines

@@ -23,6 +23,19 @@ from .state import WRITER, WRITER_WAIT_S, Heartbeat, StateDir
 
 LOCK_FILE = f"meta_study/{WRITER}"   # the heartbeat under the experiment dir (was a flock file)
 LOCK_WAIT_S = WRITER_WAIT_S          # a dead driver's writer gets this long to finish its queue
+#: after a SIGTERM, the writer sends for this long, then spools the rest: a service manager's stop
+#: (systemd signals every process of the unit, then kills them 90 s later by default), SLURM's
+#: scancel, a signal to the process group
+TERM_FLUSH_S = 10.0
+
+
+class _Terminated(Exception):
+    """Raised by the SIGTERM handler to leave the read loop (a blocked read returns with it)."""
+
+
+def _on_term(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)   # once: a second one must not cut the flush short
+    raise _Terminated
 
 
 def _serve(args: dict[str, Any]) -> None:
@@ -58,6 +71,10 @@ def _serve(args: dict[str, Any]) -> None:
     except (ValueError, TypeError, KeyError):   # cut short: the driver died at once; MLflow's own resolution
         w.creds = None
     w.setup()
+    # SIGTERM killed it with its queue, nothing spooled (measured: exit -15 and an empty spool against
+    # a server that was down); now it sends for TERM_FLUSH_S, spools the rest and exits 0
+    terminated = False
+    signal.signal(signal.SIGTERM, _on_term)
     try:
         for line in sys.stdin:
             # a line cut short is the last one of a driver that died mid-write (a long line goes into
@@ -78,6 +95,12 @@ def _serve(args: dict[str, Any]) -> None:
                 reply.write(json.dumps({"ok": ok, "errors": w.errors, "cpu_s": time.process_time()}) + "\n")
             else:
                 w.put(op)
+    except _Terminated:
+        terminated = True
+        print(f"meta-study writer: terminated; sending for {TERM_FLUSH_S:g} s, then spooling the rest",
+              file=sys.stderr, flush=True)
     finally:
-        w.flush()                      # end of input: a normal close, or the driver died
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # the flush below is how it ends now
+        # end of input: a normal close, or the driver died; after a SIGTERM, a short flush
+        w.flush(timeout_s=TERM_FLUSH_S if terminated else None)
         beat.stop()
