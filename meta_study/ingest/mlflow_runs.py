@@ -797,6 +797,27 @@ def stored_source(store: Store, prefix: str, source: str, canonical: Callable[[s
     return source
 
 
+#: Seconds a database connection may take to be made (libpq's and the MySQL drivers'
+#: ``connect_timeout``). They have none by default: a host or port that takes the connection and
+#: never answers (a firewall dropping packets, another service on the port) hung the ingest for
+#: good. The URL's own ``?connect_timeout=`` and libpq's ``PGCONNECT_TIMEOUT`` win.
+DB_CONNECT_TIMEOUT_S = 20
+
+
+def db_connect_args(url: Any) -> dict[str, Any]:
+    """SQLAlchemy ``connect_args`` for a database URL (a ``sqlalchemy.engine.URL``): a connect
+    timeout of :data:`DB_CONNECT_TIMEOUT_S` for the drivers known to take one by that name
+    (psycopg, psycopg2, mysqlclient, PyMySQL), unless the user set one; nothing for the others."""
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    if "connect_timeout" in url.query:
+        return {}
+    if backend == "postgresql" and driver in ("psycopg", "psycopg2") and not os.environ.get("PGCONNECT_TIMEOUT"):
+        return {"connect_timeout": DB_CONNECT_TIMEOUT_S}
+    if backend == "mysql" and driver in ("mysqldb", "pymysql"):
+        return {"connect_timeout": DB_CONNECT_TIMEOUT_S}
+    return {}
+
+
 def refuse_bad_port(uri: str, prefix: str = "") -> None:
     """:class:`UserError` for a URL whose port is not a number (``http://h:notaport``), in one
     line naming it without user info; Python's URL parser raised ``ValueError`` (a traceback)."""

@@ -11,7 +11,8 @@ Reading (the slow part at scale, see mlflow/mlflow #2730, #8277, #23253):
 - Finished runs are fetched per experiment with ``end_time >= watermark - overlap``, ordered by end
   time and paged by end time (keyset), not by MLflow's offset tokens; the watermark is the latest
   end time already ingested, never later than the start of the ingest that read it. A ``--filter``
-  has a state of its own, and finished runs without an end time get a query of their own. The overlap (5 minutes by default)
+  has a state of its own, and finished runs without an end time get a query of their own (a full
+  read of more than one page lists the runs once more for them). The overlap (5 minutes by default)
   absorbs clock skew between the machines that log runs. Runs whose fingerprint is unchanged are
   skipped without producing rows, so a re-run with no changes writes nothing.
 - A run changed after it finished (metrics logged to it later) is not newer than the watermark:
@@ -40,8 +41,8 @@ from ..errors import UserError
 from ..mlflow_client import has_credentials, refuse_credentials, safe_uri, source_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RESTORED_CHUNK, RunExpander, RunQuery, RunRecord, RunState, default_mapping, drop_deleted,
-                          expand_page, filter_state_suffix, full_reads, gave_rows, load_state, mlflow_mapping,
+from .mlflow_runs import (RESTORED_CHUNK, RunExpander, RunQuery, RunRecord, RunState, db_connect_args, default_mapping,
+                          drop_deleted, expand_page, filter_state_suffix, full_reads, gave_rows, load_state, mlflow_mapping,
                           plan_queries, refuse_bad_port, restamp, run_record, runs_of_deleted_experiments,
                           select_experiments, sqlite_source, state_table, stored_runs_of, stored_source)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
@@ -49,6 +50,11 @@ from .sources import Progress, SourceBatch, SourceOptions, register_source
 __all__ = ["MlflowSource", "default_mapping", "mlflow_mapping"]
 
 SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "file")
+#: MLflow's HTTP settings for an ingest's requests where the user set none (MLflow reads them at each
+#: request): its defaults (7 retries, back-off factor 2, 120 s a request) retried a dead server
+#: for minutes. A server that takes the connection and never answers fails in ~3 minutes (3 x 60 s).
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
 
 
 @dataclass
@@ -103,11 +109,6 @@ class MlflowSource:
             _refuse_foreign_sqlite(safe_uri(self.uri), db)
         elif _is_database(self.uri):
             _probe_database(self.uri)
-        # Fail fast on an unreachable server: MLflow's defaults retry for minutes. The user's own
-        # settings of these variables win.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
         from ..mlflow_client import mlflow_client
 
         # a relative sqlite path made absolute: MLflow caches its stores by URI, so in one process
@@ -125,6 +126,14 @@ class MlflowSource:
             raise UserError(f"{safe_uri(self.uri)}: the database driver is not installed (no module {e.name!r}); "
                             f"{_driver_hint(e.name)}, or read through the tracking server (http://...)") from None
         except MlflowException as e:
+            status = getattr(e, "get_http_status_code", lambda: None)()
+            if status == 401:
+                # MLflow's words ("You are not authenticated. Please see <docs>") were the same for a
+                # wrong password as for none, and named no variable that ingest reads
+                given = any(os.environ.get(v) for v in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_TOKEN"))
+                why = "refused the credentials given" if given else "wants credentials and none were given"
+                raise UserError(f"{safe_uri(self.uri)}: the server {why} (HTTP 401); set MLFLOW_TRACKING_USERNAME "
+                                "and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)") from None
             raise UserError(f"{safe_uri(self.uri)}: {_short(e)}") from None
         except Exception as e:  # noqa: BLE001 - requests/sqlalchemy errors: the source is unusable
             raise UserError(f"{safe_uri(self.uri)}: unreachable ({_short(e)})") from None
@@ -167,12 +176,18 @@ class MlflowSource:
             if not token:
                 return
 
-    def _finished(self, client: Any, exp_ids: Sequence[str], flt: str) -> Iterator[list[Any]]:
+    def _finished(self, client: Any, exp_ids: Sequence[str], flt: str, unbounded: bool = False
+                  ) -> Iterator[list[Any]]:
         """Pages of finished runs by end time, each read from the end time where the last one
         stopped (keyset), not with MLflow's page tokens: a token is an offset, so a run of an earlier
         page deleted or resumed meanwhile shifted a later run out of every page, and past the
         watermark for good. The runs that end at a page's last end time are read whole with it (by
-        tokens: one millisecond's runs), so a page may hold a few more than ``page_size``."""
+        tokens: one millisecond's runs), so a page may hold a few more than ``page_size``.
+
+        ``unbounded`` (``flt`` has no end-time bound: a full read): finished runs without an end
+        time come too. MLflow sorts them last and ``end_time > t`` leaves them out, so a read of
+        more than one page lists the runs once more (by tokens, keeping only those): MLflow's
+        filters have no ``IS NULL``. Without it they were lost for good, ``--full`` included."""
         from mlflow.entities import ViewType
 
         order = ["attributes.end_time ASC"]
@@ -183,7 +198,7 @@ class MlflowSource:
             if len(page) < self.options.page_size:
                 if page:
                     yield page
-                return
+                break
             last = page[-1].info.end_time
             if last is None:    # finished without an end time (sorted last): the rest by offset
                 yield from self._search(client, exp_ids, page_flt, ViewType.ACTIVE_ONLY, order)
@@ -193,10 +208,27 @@ class MlflowSource:
                                              ViewType.ACTIVE_ONLY, order) for r in p]
             yield head + ties
             after = last
+        if unbounded and after is not None:    # the first page held no run without an end time
+            for runs in self._search(client, exp_ids, flt, ViewType.ACTIVE_ONLY, order):
+                runs = [r for r in runs if not r.info.end_time]
+                if runs:
+                    yield runs
 
     # ---- batches --------------------------------------------------------------------------------
 
     def batches(self, store: Store, progress: Progress) -> Iterator[SourceBatch]:
+        # HTTP_DEFAULTS for this ingest's requests, where the user set none, then taken away: left in
+        # the environment, they were the "user's own" settings to what the process did next (a
+        # refit's 10 s reachability check of its tracking server waited 60 s, 3 times)
+        unset = {k: v for k, v in HTTP_DEFAULTS.items() if k not in os.environ}
+        os.environ.update(unset)
+        try:
+            yield from self._batches(store, progress)
+        finally:
+            for k in unset:
+                os.environ.pop(k, None)
+
+    def _batches(self, store: Store, progress: Progress) -> Iterator[SourceBatch]:
         from mlflow.entities import ViewType
 
         read_ms = int(time.time() * 1000)   # before any query: caps the end times the state keeps
@@ -221,7 +253,7 @@ class MlflowSource:
 
             self._call(SearchUtils.parse_search_filter, self.options.filter_string)
         for q in queries:
-            pages = (self._finished(client, q.experiment_ids, _filter_of(q))
+            pages = (self._finished(client, q.experiment_ids, _filter_of(q), unbounded=q.end_min is None)
                      if q.status == "FINISHED" and q.run_ids is None and not q.no_end
                      else self._search(client, q.experiment_ids, _filter_of(q), ViewType.ACTIVE_ONLY, None))
             for runs in pages:
@@ -314,7 +346,9 @@ def _probe_database(uri: str) -> None:
     from sqlalchemy.pool import NullPool
 
     try:
-        engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
+        # a connect timeout: a port that takes the connection and never answers hung for good
+        engine = sqlalchemy.create_engine(uri, poolclass=NullPool,
+                                          connect_args=db_connect_args(sqlalchemy.engine.make_url(uri)))
     except sqlalchemy.exc.NoSuchModuleError as e:    # postgresql+nodriver://
         raise UserError(f"{safe_uri(uri)}: no such database driver ({str(e).splitlines()[0][:200]})") from None
     try:

@@ -43,9 +43,9 @@ from ..errors import UserError
 from ..mlflow_client import has_credentials, safe_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RunExpander, RunQuery, RunRecord, RunState, drop_deleted, expand_page, full_reads, gave_rows,
-                          load_state, mlflow_mapping, plan_queries, refuse_bad_port, restamp, runs_of_deleted_experiments,
-                          select_experiments, sqlite_source, state_table, stored_runs_of, stored_source)
+from .mlflow_runs import (RunExpander, RunQuery, RunRecord, RunState, db_connect_args, drop_deleted, expand_page,
+                          full_reads, gave_rows, load_state, mlflow_mapping, plan_queries, refuse_bad_port, restamp,
+                          runs_of_deleted_experiments, select_experiments, sqlite_source, state_table, stored_runs_of, stored_source)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
 PREFIX = "mlflow-sql:"
@@ -133,7 +133,7 @@ def _short(e: BaseException, password: str | None) -> str:
     low = first.lower()
     if "connection refused" in low:
         return "connection refused"
-    if "password authentication failed" in low or "access denied" in low:
+    if any(s in low for s in ("password authentication failed", "access denied", "no password supplied")):
         return f"authentication failed ({first[:200]})"
     if "could not translate host name" in low or "name or service not known" in low:
         return "unknown host"
@@ -212,7 +212,8 @@ class MlflowSqlSource:
             user, password = os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV)
             url = url.set(username=user or url.username, password=password or None)
         try:
-            engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+            # a connect timeout: a port that takes the connection and never answers hung for good
+            engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=db_connect_args(url))
         except ImportError as e:  # the dialect's driver
             hint = DRIVER_HINTS[t.dialect]
             raise UserError(f"{t.shown}: the database driver is not installed ({e}); {hint}") from None
@@ -240,7 +241,11 @@ class MlflowSqlSource:
         try:
             return engine, engine.connect(), password
         except SQLAlchemyError as e:
-            raise UserError(f"{self.target.shown}: cannot connect ({_short(e, password)})") from None
+            why = _short(e, password)
+            # the server answered and said no: which variables give the credentials (docs/ingest.md)
+            fix = (f"; the database refused the credentials: set {USER_ENV} and {PASSWORD_ENV} (or the driver's own, "
+                   "e.g. PGUSER and PGPASSWORD, ~/.pgpass)") if why.startswith("authentication failed") else ""
+            raise UserError(f"{self.target.shown}: cannot connect ({why}){fix}") from None
 
     def check_schema(self, conn: Any) -> None:
         """:class:`UserError` unless the database is an MLflow tracking DB this source can read."""
