@@ -61,8 +61,16 @@ const sx = v => L + (v - dom[0]) / (dom[1] - dom[0]) * (W - L - R);
 const sy = v => H - B - (v - dom[2]) / (dom[3] - dom[2]) * (H - B - T);
 const ticks = (lo, hi) => { const span = hi - lo, base = Math.pow(10, Math.floor(Math.log10(span / 5)));
   const step = [1, 2, 5, 10].map(m => m * base).find(s => span / s <= 7);
-  const out = []; for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9; v += step) out.push(v);
+  if (!(step > 0) || !isFinite(step)) return [[], 0];
+  // by index, at most 8: `v += step` below a value's float spacing never ended (a tab hung)
+  const out = [], i0 = Math.ceil(lo / step - 1e-9);
+  for (let i = i0; i * step <= hi + 1e-9 * step && out.length < 8; i++) out.push(i * step);
   return [out, step < 1 ? Math.min(3, Math.ceil(-Math.log10(step))) : 0]; };
+// a domain between MIN_SPAN (points are given to 0.01 pt) and MAX_SPAN accuracy points a side: a
+// few hundred wheel notches zoomed into a span of 1e-14 and the page hung in the ticks
+const MIN_SPAN = 0.01, MAX_SPAN = 1000;
+const zoomFactor = f => { const a = dom[1] - dom[0], b = dom[3] - dom[2];
+  return Math.min(Math.max(f, MIN_SPAN / Math.min(a, b)), MAX_SPAN / Math.max(a, b)); };
 function reset() {   // the models and the prediction line in view
   const all = g.p.concat(g.l), [x0, x1] = ext(all.map(p => p[0])), [y0, y1] = ext(all.map(p => p[1]));
   const px = Math.max(0.5, 0.04 * (x1 - x0)), py = Math.max(0.5, 0.04 * (y1 - y0));
@@ -97,7 +105,7 @@ function draw() {
   info.textContent = q === '' ? n : `${hits} of ${n} match`; }
 const at = e => { const m = svg.getScreenCTM().inverse(), p = new DOMPoint(e.clientX, e.clientY).matrixTransform(m);
   return [dom[0] + (p.x - L) / (W - L - R) * (dom[1] - dom[0]), dom[2] + (H - B - p.y) / (H - B - T) * (dom[3] - dom[2])]; };
-svg.addEventListener('wheel', e => { e.preventDefault(); const [x, y] = at(e), f = Math.exp(0.0015 * e.deltaY);
+svg.addEventListener('wheel', e => { e.preventDefault(); const [x, y] = at(e), f = zoomFactor(Math.exp(0.0015 * e.deltaY));
   dom = [x - (x - dom[0]) * f, x + (dom[1] - x) * f, y - (y - dom[2]) * f, y + (dom[3] - y) * f]; draw(); }, {passive: false});
 svg.addEventListener('pointerdown', e => { drag = at(e); svg.setPointerCapture(e.pointerId); });
 svg.addEventListener('pointermove', e => { if (!drag) return; const [x, y] = at(e);

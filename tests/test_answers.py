@@ -68,7 +68,7 @@ def test_a_target_already_reached_and_a_limit_below_the_best_ds_seen_say_so():
                             saturation=0.26, saturation_lo=0.25, saturation_hi=0.28))
     # the saturation is p(100% US): stated as an extrapolation even beside a supported stop-paying
     # point ('DS levels off near 97.5%' on a task whose true limit was 85%)
-    assert "the laws' limit at 100% US, an extrapolation: 26.0% [25.0%-28.0%]." in text
+    assert "the laws' limit at 100% US, an extrapolation: 26.0% (spread of the laws: 25.0%-28.0%)." in text
 
 
 def test_a_detail_with_a_semicolon_is_no_label_of_its_own():
@@ -122,7 +122,7 @@ def test_a_best_model_at_99_percent_us_states_its_step_to_100():
 def test_a_supported_stop_paying_point_says_past_the_data_not_never():
     text = answer_text(_row(stop_paying_supported=True, stop_paying_us=0.752, stop_paying_lo=0.5,
                             stop_paying_hi=math.inf, saturation=0.3, saturation_lo=0.28, saturation_hi=0.32))
-    assert "at 75.2% US [50.0%-past the data]" in text and "never" not in text
+    assert "at 75.2% US (spread of the laws: 50.0%-past the data)" in text and "never" not in text
 
 
 def test_the_calculator_near_the_best_model_and_past_the_prediction():

@@ -46,6 +46,19 @@ def interval(lo: float, hi: float) -> str:
     return f" [{pct(lo)}-{pct(hi)}]"
 
 
+#: How the members' spread of the stop-paying point and of the limit is said: the laws'
+#: disagreement (their equal-tailed quantiles, the stop-paying one widened to hold the point), not
+#: a calibrated 90% interval. In brackets, beside "Brackets give the 90% interval" in the report,
+#: "an extrapolation: 26.0% [25.0%-28.0%]" read as a 90% interval on the limit at 100% US.
+SPREAD = "(spread of the laws: "
+
+
+def _spread(lo: float, hi: float) -> str:
+    """`` (spread of the laws: lo-hi)`` in percent, or "" when undefined (as :func:`interval`)."""
+    text = interval(lo, hi)
+    return f" {SPREAD}{text[2:-1]})" if text else ""
+
+
 #: A US accuracy that prints as 100% even with 3 decimals: the grid's last step (1 - 1e-7 to 1),
 #: where a law reaches a target only in the limit of 100% US.
 AT_100 = 1 - 5e-6
@@ -172,12 +185,12 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
                  if math.isfinite(flat) and sat < flat - 5e-4 else
                  # p(100% US): never a finding, however well the stop-paying point is supported
                  f"the laws' limit at 100% US, an extrapolation: {pct(sat)}"
-                 f"{interval(_f(row, 'saturation_lo'), _f(row, 'saturation_hi'))}")
+                 f"{_spread(_f(row, 'saturation_lo'), _f(row, 'saturation_hi'))}")
         # a supported point lies within the data: a member still paying at the best visible
         # model stops past the data, not "never" (which the laws' own extrapolation may say)
         sp_lo, sp_hi = _f(row, "stop_paying_lo"), _f(row, "stop_paying_hi")
-        sp_iv = (f" [{pct(sp_lo)}-past the data]" if math.isfinite(sp_lo) and sp_hi == math.inf
-                 else interval(sp_lo, sp_hi))
+        sp_iv = (f" {SPREAD}{pct(sp_lo)}-past the data)" if math.isfinite(sp_lo) and sp_hi == math.inf
+                 else _spread(sp_lo, sp_hi))
         claims = (f"Scaling stops paying (+1 US pt buys < {threshold:g} DS pt) at {pct(sp)} US"
                   f"{sp_iv}; {level}.")
     target = _f(row, "ds_target")

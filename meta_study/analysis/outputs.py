@@ -146,7 +146,7 @@ GRID_MAX = 30
 def write_fits(df: pd.DataFrame, panels: Sequence[dict[str, Any]], out_dir: str, *, out: Outputs | None = None,
                max_group_figures: int = 60, footer_text: str | None = None) -> Outputs:
     """``fits.parquet`` (+ .csv) and, when ``panels`` are given, the grid, per-group and
-    parameters-vs-shots figures."""
+    parameters-vs-shots figures; without them, an earlier table's such figures are removed."""
     out = out or Outputs()
     write_table(df, os.path.join(out_dir, "fits"), out)
     if panels:
@@ -173,6 +173,11 @@ def write_fits(df: pd.DataFrame, panels: Sequence[dict[str, Any]], out_dir: str,
         for pattern in ("groups/*", "params_vs_shots"):
             _remove_stale_figures(out_dir, pattern + ".*", mine)
         out.figures += mine
+    else:
+        # no figures drawn (`fit --no-figures`): the grid and group figures of an earlier fits
+        # table (another store version) stayed beside this one, as if they were its own
+        for pattern in ("fits_grid", "groups/*", "params_vs_shots"):
+            _remove_stale_figures(out_dir, pattern + ".*", ())
     return out
 
 
@@ -231,6 +236,8 @@ def write_sensitivity(table: pd.DataFrame, out_dir: str, *, figures: bool = True
             mine = fig.plot_sensitivity(summ, os.path.join(out_dir, "figures", "sensitivity"), footer=footer_text)
         _remove_stale_figures(out_dir, "sensitivity.*", mine)
         out.figures += mine
+    else:   # an earlier table's Fig. 3 would stand beside this one (see write_fits)
+        _remove_stale_figures(out_dir, "sensitivity.*", ())
     return out
 
 
@@ -269,6 +276,9 @@ def write_correlations(tables: dict[str, pd.DataFrame], out_dir: str, *, figures
         for pattern in ("f20_*", "f21_us_ds.*"):
             _remove_stale_figures(out_dir, pattern, mine)
         out.figures += mine
+    else:   # an earlier table's heatmaps would stand beside these (see write_fits)
+        for pattern in ("f20_*", "f21_us_ds.*"):
+            _remove_stale_figures(out_dir, pattern, ())
     return out
 
 

@@ -18,7 +18,7 @@ demo) all go through :func:`analyze` and :class:`ResultsDir`:
   group (seconds). The tables equal a full analysis of the same store with the same options.
 - :func:`meta_study.report.render_report` renders an :class:`Analysis`.
 
-Every table is written to a temporary name and renamed into place (:func:`tables.write_table`), and
+Every table is written to a temporary name and renamed into place (:func:`outputs.write_table`), and
 ``results.json`` last, so an interrupted command leaves either the old part or the new one; a part
 is recorded as ``incomplete`` (with its options) before it is written, so that the same command
 run again redoes what an interruption left, where other options are still refused.
@@ -373,6 +373,12 @@ class ResultsDir:
         out = Outputs()
         root = str(self.path)
         done = []
+        # :meth:`plan`'s refusals again, now under the lock and before a byte is written: a part
+        # another command wrote with other options since this one planned (outside the lock, before
+        # minutes of work) was overwritten silently, the one thing results.json exists to prevent
+        for part in analysis.options.parts():
+            if part not in analysis.reused:
+                self.plan(part, analysis.options, selection, analysis.snapshot_id)
         if any(p not in analysis.reused for p in analysis.options.parts()):
             # an index.html of earlier parts would stand beside these, saying their numbers over
             # the figures redrawn here (`report --out D`, an ingest, `fit --out D`): it goes, and
@@ -420,8 +426,12 @@ class ResultsDir:
             if incomplete:
                 m["parts"][part]["incomplete"] = True
         tmp = self.path / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.write_text(json.dumps(m, indent=1, sort_keys=True))
-        os.replace(tmp, self.path / MANIFEST)
+        try:
+            tmp.write_text(json.dumps(m, indent=1, sort_keys=True))
+            os.replace(tmp, self.path / MANIFEST)
+        except BaseException:   # a full disk left a half-written .results.json.tmp-* beside every try
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def group_key(values: Sequence[Any]) -> tuple:

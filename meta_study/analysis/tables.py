@@ -46,9 +46,10 @@ FITS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "law", "frontier
 
 def join_warnings(warnings: Sequence[str]) -> str:
     """The ``warnings`` column: each ``label: detail`` once, joined by "; ", which readers split
-    on (:func:`~meta_study.analysis.answers.flags`); a "; " inside a detail (a fit's message, "2
-    point(s); eq1 needs 3") becomes ", " so that it cannot read as a label."""
-    return "; ".join(w.replace("; ", ", ") for w in warnings)
+    on (:func:`~meta_study.analysis.answers.flags`); a ";" inside a detail (a fit's message, "2
+    point(s); eq1 needs 3") becomes "," so that it cannot read as a label: readers split on ";"
+    alone, and a run id ``r1;chord: x`` in a ``repeated`` warning read as a ``chord`` warning."""
+    return "; ".join(w.replace(";", ",") for w in warnings)
 
 def fits_frame(groups: Sequence[Group], selections: Sequence[GroupSelection],
                ds_target: float | None = None, payoff_threshold: float = PAYOFF_THRESHOLD) -> pd.DataFrame:
