@@ -261,22 +261,43 @@ class _Files:
         concurrent writer may unlink files between the listing and the stat."""
         out: dict[str, int] = {}
         if self.local:
-            for d, _, names in os.walk(self.p(under)):
-                for n in names:
-                    path = os.path.join(d, n)
+            # The real directories first, then those reached through a symbolic link, as every reader
+            # goes (a partition moved to another disk and linked back: its files were "missing", and
+            # '--repair' dropped their rows). A directory met again (a link loop, a second name of a
+            # real directory) is not listed again: its files are listed by their first path.
+            seen: set[tuple[int, int]] = set()
+            tops = [self.p(under)]
+            while tops:
+                for d, dirs, names in os.walk(tops.pop(0)):
                     try:
-                        out[os.path.relpath(path, self.root)] = os.stat(path).st_size
-                    except FileNotFoundError:
-                        if os.path.islink(path):   # a symbolic link to nothing: listed, never a size
-                            out[os.path.relpath(path, self.root)] = -1
-                    except OSError:   # a symbolic link loop, ...: a name no size matches (-1)
-                        out[os.path.relpath(path, self.root)] = -1
+                        st = os.stat(d)
+                    except OSError:
+                        dirs[:] = []
+                        continue
+                    if (st.st_dev, st.st_ino) in seen:
+                        dirs[:] = []
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                    tops += [os.path.join(d, n) for n in dirs if os.path.islink(os.path.join(d, n))]
+                    self._sizes_of(d, names, out)
             return out
         sel = pafs.FileSelector(self.p(under), allow_not_found=True, recursive=True)
         for i in self.fs.get_file_info(sel):
             if i.type == pafs.FileType.File:
                 out[i.path[len(self.root):].lstrip("/")] = int(i.size or 0)
         return out
+
+    def _sizes_of(self, d: str, names: list[str], out: dict[str, int]) -> None:
+        """:meth:`sizes` of the files ``names`` in the local directory ``d``."""
+        for n in names:
+            path = os.path.join(d, n)
+            try:
+                out[os.path.relpath(path, self.root)] = os.stat(path).st_size
+            except FileNotFoundError:
+                if os.path.islink(path):   # a symbolic link to nothing: listed, never a size
+                    out[os.path.relpath(path, self.root)] = -1
+            except OSError:   # a symbolic link loop, ...: a name no size matches (-1)
+                out[os.path.relpath(path, self.root)] = -1
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write and (locally) fsync a file; the parent directory is created."""

@@ -115,8 +115,8 @@ class Store:
     """A meta-study store at a local path or URI.
 
     Args:
-        uri: ``/path``, ``file:///path``, ``s3://bucket/prefix`` (read and write), ``gs://...``
-            and other pyarrow filesystems (read only).
+        uri: ``/path`` (a str or a ``pathlib.Path``), ``file:///path``, ``s3://bucket/prefix`` (read and
+            write), ``gs://...`` and other pyarrow filesystems (read only).
         lock_timeout_s: how long a writer waits for another writer before giving up.
         lease_s: object stores: the lease a writer holds (renewed every quarter of it while it
             runs); None: ``META_STUDY_LEASE_S`` or 60 s. Bounds how long a dead writer blocks others.
@@ -124,8 +124,9 @@ class Store:
             stderr by default, None for silence.
     """
 
-    def __init__(self, uri: str, *, lock_timeout_s: float = 900.0, lease_s: float | None = None,
+    def __init__(self, uri: str | os.PathLike[str], *, lock_timeout_s: float = 900.0, lease_s: float | None = None,
                  notify: Notify | None = _stderr_notice) -> None:
+        uri = os.fspath(uri)   # a pathlib.Path too ("argument of type 'PosixPath' is not iterable")
         self.uri = display_uri(uri)   # what messages and provenance show; never holds a secret
         fs, root, local = _resolve(uri)
         self._f = _Files(fs, root, local, uri, self.uri)
@@ -307,7 +308,17 @@ class Store:
 
     def history(self) -> list[dict[str, Any]]:
         """The commit log, oldest first: version, time, operation and what it did."""
-        return list(self._load().log)
+        return list(self._load_existing().log)
+
+    def _load_existing(self) -> _Manifest:
+        """:meth:`_load` for the reading methods: a location that holds no store (nothing there: a
+        mistyped path; a file; a directory that is not a store) is a one-line :class:`UserError`,
+        never read as an empty store. A store whose first commit wrote nothing (only ``_meta``)
+        is empty. Costs a probe and a listing more, only when no version is committed."""
+        m = self._load()
+        if not m.version:
+            self._require_exists(half_made=True)
+        return m
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -324,7 +335,7 @@ class Store:
         last: Exception | None = None
         seen: dict[int, int] = {}
         for _ in range(20):
-            m = self._load()
+            m = self._load_existing()
             try:
                 return fn(m)
             except FileNotFoundError as e:
@@ -342,10 +353,12 @@ class Store:
 
     def read(self, filters: Filter | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         """Read rows of the latest committed version, as an Arrow table with :data:`SCHEMA`.
+        A location that holds no store (a mistyped path) is a :class:`UserError`, not an empty table.
 
         Args:
             filters: ``{column: value or values}`` (a list, set, array or Series). ``us_task`` / ``ds_task`` prune
-                partitions without reading them; other columns filter rows.
+                partitions without reading them; other columns filter rows. None (or NaN, NA, NaT)
+                matches nulls; a value not of the column's type is a :class:`UserError`.
             columns: a subset of columns (default all), in schema order.
         """
         return self.snapshot(filters, columns)[0]
@@ -360,10 +373,15 @@ class Store:
     def _snapshot(self, filters: Filter | None, columns: Sequence[str] | None) -> tuple[pa.Table, _Manifest]:
         """:meth:`snapshot`, with the manifest the rows are from."""
         filters = {c: _filter_values(v) for c, v in (filters or {}).items()}   # read once: a generator too
+        if isinstance(columns, str):   # one column: list("run_id") was "unknown column(s) r, u, n, _, i, d"
+            columns = [columns]
         cols = list(columns) if columns else list(SCHEMA.names)
         unknown = [c for c in list(cols) + list(filters) if c not in SCHEMA.names]
         if unknown:
             raise UserError(f"unknown column(s) {', '.join(unknown)}")
+        for c in PARTITION:   # checked as other columns' values are: {"us_task": 7} matched nothing, silently
+            if c in filters:
+                _value_set(c, [x for x in filters[c] if x is not None])
 
         def want(entry: Mapping[str, Any]) -> bool:
             for c in PARTITION:
@@ -385,8 +403,7 @@ class Store:
             if c in PARTITION:
                 continue
             has_null = any(x is None for x in values)
-            mask = pc.is_in(table.column(c), value_set=pa.array([x for x in values if x is not None],
-                                                                 type=SCHEMA.field(c).type))
+            mask = pc.is_in(table.column(c), value_set=_value_set(c, [x for x in values if x is not None]))
             if has_null:
                 mask = pc.or_(pc.fill_null(mask, False), pc.is_null(table.column(c)))
             table = table.filter(pc.fill_null(mask, False))
@@ -525,7 +542,15 @@ class Store:
                 n = _parse_parquet(data, schema).num_rows
             else:
                 n = pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
-        except (pa.ArrowException, OSError, ValueError) as err:
+        except (NotAFileError, WrongSizeError) as err:
+            return _first_line(err)
+        except PermissionError:
+            raise   # not damage: the OS's one line (as a commit's read says it); '--repair' set sound files aside
+        except OSError as err:
+            if not self._f.local:
+                raise   # an endpoint gone, throttled or refusing the credentials says nothing of the file
+            return _first_line(err)   # EIO: a bad sector
+        except (pa.ArrowException, ValueError) as err:
             return _first_line(err)
         if n != int(e.get("rows", n)):
             return f"{n} rows, the manifest says {e['rows']}"
@@ -553,8 +578,9 @@ class Store:
         except StoreLockedError:
             raise
         except (OSError, UserError) as e:   # read-only, or a store this install cannot write
-            if repair:
-                raise UserError(f"{self.uri}: cannot repair the store here: {_first_line(e)}") from None
+            if repair:   # a UserError is one line already (_first_line cut the lock's advice mid-quote)
+                why = str(e) if isinstance(e, UserError) else _first_line(e)
+                raise UserError(f"{self.uri}: cannot repair the store here: {why}") from None
             lock = None
         try:
             latest = self._manifest_versions()[-1]
@@ -748,11 +774,29 @@ class Store:
             if not os.path.isdir(parent):
                 raise UserError(f"{self.uri}: cannot create a store there: {parent} is "
                                 f"{kind_of_mode(os.lstat(parent).st_mode)}, not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):   # else a bare "[Errno 13]", blamed on the input
+                raise UserError(f"{self.uri}: cannot create a store there: no write permission on {parent}")
         if info.type == pafs.FileType.Directory and not self.exists():
             others = [n for n in self._f.listdir("") if n not in ("_meta", "_staging")]
             if others:
                 raise UserError(f"{self.uri}: directory is not empty and is not a meta-study store "
                                 f"(found {', '.join(others[:3])})")
+            if self._f.local and not os.access(self._f.root, os.W_OK | os.X_OK):
+                raise UserError(f"{self.uri}: cannot create a store there: no write permission on {self._f.root}")
+        elif info.type == pafs.FileType.Directory and self._f.local:
+            # a store read-only to this user, refused here, once, before any source is read (the lock
+            # refused it after each source had been read): what every commit writes is the lock file
+            # (or its directory), a manifest and a staging directory
+            lock = "_meta/LOCK" if os.path.lexists(self._f.p("_meta/LOCK")) else "_meta"
+            staging = "_staging" if os.path.isdir(self._f.p("_staging")) else ""
+            for rel in (lock, "_meta/manifests", staging):
+                path = self._f.p(rel)
+                mode = os.W_OK if rel == "_meta/LOCK" else os.W_OK | os.X_OK
+                # (a symbolic link there is refused by the lock, in its own words)
+                if os.path.lexists(path) and not os.path.islink(path) and not os.access(path, mode):
+                    raise UserError(f"{self.uri}: cannot write to this store: no write permission on {path} (a "
+                                    f"store shared by a group: 'chmod g+w {path}', and a umask such as 002 for "
+                                    "every writer)")
 
     # ---- committing ------------------------------------------------------------------------
 
@@ -1293,10 +1337,37 @@ def _parents(m: _Manifest) -> set[str]:
 def _filter_values(v: Any) -> list[Any]:
     """A filter's values: any collection but a string (a list, a set, a NumPy array, a pandas
     Series: only lists, tuples and sets were, and an array of run ids failed in Arrow or, for a
-    task, matched by NumPy's truth rules), else the one value."""
-    if isinstance(v, (str, bytes)) or not isinstance(v, Iterable):
-        return [v]
-    return [x.item() if isinstance(x, np.generic) else x for x in v]
+    task, matched by NumPy's truth rules), else the one value. pandas' missing values (NaN, NA,
+    NaT: a column read back with ``to_pandas`` holds them for nulls, e.g. ``shots``) are None,
+    which matches nulls; they failed in Arrow ("Could not convert nan ... to int32")."""
+    values = [v] if isinstance(v, (str, bytes)) or not isinstance(v, Iterable) else list(v)
+    # a datetime64[ns]'s .item() is an int (nanoseconds), which Arrow took for microseconds
+    return [None if _is_missing(x) else pd.Timestamp(x) if isinstance(x, np.datetime64) else
+            x.item() if isinstance(x, np.generic) else x for x in values]
+
+
+def _is_missing(x: Any) -> bool:
+    """None, NaN, NA or NaT (a few type checks per value)."""
+    if x is None or x is pd.NA or x is pd.NaT:
+        return True
+    if isinstance(x, (float, np.floating)):
+        return bool(x != x)
+    return isinstance(x, (np.datetime64, np.timedelta64)) and bool(np.isnat(x))
+
+
+def _value_set(column: str, values: list[Any]) -> pa.Array:
+    """A filter's values as an array of ``column``'s type. A value that is not one of that type
+    (``"five"`` or ``5.5`` for ``shots``) is a one-line :class:`UserError`: pyarrow truncates a
+    float converted to an integer type, so ``{"shots": 5.5}`` read the 5-shot rows."""
+    typ = SCHEMA.field(column).type
+    if pa.types.is_integer(typ):   # one isinstance per value
+        bad = next((x for x in values if isinstance(x, float) and not x.is_integer()), None)
+        if bad is not None:
+            raise UserError(f"filter on {column}: {bad!r} is not an integer, as every value of {column} is ({typ})")
+    try:
+        return pa.array(values, type=typ)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as e:
+        raise UserError(f"filter on {column}: {_first_line(e)} ({column} holds {typ})") from None
 
 
 def _plain(rel: str) -> bool:
@@ -1304,7 +1375,7 @@ def _plain(rel: str) -> bool:
     return not any(c.startswith(("_", ".")) for c in rel.split("/"))
 
 
-def open_store(uri: str, *, must_exist: bool = True) -> Store:
+def open_store(uri: str | os.PathLike[str], *, must_exist: bool = True) -> Store:
     """Open a store; with ``must_exist`` raise a :class:`UserError` if ``uri`` holds none."""
     s = Store(uri)
     return s.require() if must_exist else s
