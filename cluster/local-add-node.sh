@@ -8,7 +8,8 @@
 #   PYTHON                      interpreter with ray (default: the cluster's, STATE_DIR/bin/python, which
 #                               local-up.sh wrote: the head's Ray, whatever this shell's PATH)
 #   META_STUDY_NODE_ARGS        extra `ray start` arguments, e.g. "--num-cpus=2 --resources='{\"big\": 1}'"
-#   META_STUDY_UP_TIMEOUT       seconds to wait for the node to join (default 120)
+#   META_STUDY_UP_TIMEOUT       seconds to wait for the node to join (default 120); one that has not
+#                               joined by then (or when this script is interrupted) is stopped again
 #
 # The node joins with the head's address and token from STATE_DIR/env.sh (RAY_ADDRESS,
 # RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH): without the token, Ray refuses it (InvalidAuthToken). It
@@ -20,6 +21,13 @@
 # (mode 0600) joins the cluster, where HEAD_IP is an address of the head that machine reaches (not
 # 127.0.0.1): docs/cluster.md, "Adding nodes".
 set -euo pipefail
+
+# --help prints the comment above; another option is refused (`--help` was taken for a state
+# directory: mkdir's "unrecognized option '--help/mlflow/artifacts'", or "--help/env.sh not found").
+case "${1:-}" in
+  -h|--help) awk 'NR > 1 && /^set -euo pipefail/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "${BASH_SOURCE[0]}"; exit 0 ;;
+  -*) echo "local-add-node: error: unknown option $1 (usage: cluster/local-add-node.sh [STATE_DIR] [NAME]; --help)" >&2; exit 2 ;;
+esac
 
 state="${1:-${META_STUDY_LOCAL_DIR:-./meta-study-local}}"
 name="${2:-node2}"
@@ -105,13 +113,34 @@ ray_args=(
 # shellcheck disable=SC2206  # split extra arguments into words on purpose
 ray_args+=(${META_STUDY_NODE_ARGS:-})
 
+# A node that did not join (the timeout, Ctrl-C) is stopped again: left running, it could still join
+# and take tasks after this script said it failed, and a rerun then said "already running".
+node_pid=""
+on_exit() {
+  local rc=$?
+  if [ "$rc" -ne 0 ] && [ -n "$node_pid" ]; then
+    note "stopping $name (pid $node_pid), which did not join"
+    kill -TERM "$node_pid" 2>/dev/null || true   # `ray start --block` stops its processes (<= 30 s)
+    for _ in $(seq 60); do kill -0 "$node_pid" 2>/dev/null || break; sleep 0.5; done
+    # what is left of its process group (it called setsid: the group's id is its PID, which Linux
+    # does not reuse while the group has members)
+    kill -KILL -- "-$node_pid" 2>/dev/null || true
+    rm -f "$state/$name.pid"
+  fi
+  exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
 echo "=== local-add-node $(date -u +%FT%TZ)" >> "$state/$name.log"
 note "starting Ray node $name, joining $RAY_ADDRESS (log: $state/$name.log)"
 # the leader of its own session, like the head: local-down.sh stops exactly its processes
 PATH="$state/bin:$PATH" "$PY" -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' \
   env -u RAY_ADDRESS RAY_enable_metrics_collection=0 "$PY" -m ray.scripts.scripts "${ray_args[@]}" \
   < /dev/null >> "$state/$name.log" 2>&1 9>&- &
-echo $! > "$state/$name.pid"
+node_pid=$!
+echo "$node_pid" > "$state/$name.pid"
 
 deadline=$((SECONDS + timeout_s))
 while [ "$(count_nodes)" -le "$before" ]; do

@@ -21,6 +21,13 @@
 # processes local-up.sh never started.
 set -euo pipefail
 
+# --help prints the comment above; another option is refused (`--help` was taken for a state
+# directory: mkdir's "unrecognized option '--help/mlflow/artifacts'", or "--help/env.sh not found").
+case "${1:-}" in
+  -h|--help) awk 'NR > 1 && /^set -euo pipefail/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "${BASH_SOURCE[0]}"; exit 0 ;;
+  -*) echo "local-down: error: unknown option $1 (usage: cluster/local-down.sh [STATE_DIR]; --help)" >&2; exit 2 ;;
+esac
+
 state="${1:-${META_STUDY_LOCAL_DIR:-./meta-study-local}}"
 if [ ! -d "$state" ]; then
   echo "local-down: nothing to stop: $state does not exist" >&2

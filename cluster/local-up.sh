@@ -36,6 +36,13 @@
 # If anything fails, whatever this script started is stopped again (via local-down.sh).
 set -euo pipefail
 
+# --help prints the comment above; another option is refused (`--help` was taken for a state
+# directory: mkdir's "unrecognized option '--help/mlflow/artifacts'", or "--help/env.sh not found").
+case "${1:-}" in
+  -h|--help) awk 'NR > 1 && /^set -euo pipefail/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "${BASH_SOURCE[0]}"; exit 0 ;;
+  -*) echo "local-up: error: unknown option $1 (usage: cluster/local-up.sh [STATE_DIR]; --help)" >&2; exit 2 ;;
+esac
+
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 state="${1:-${META_STUDY_LOCAL_DIR:-./meta-study-local}}"
 PY="${PYTHON:-python3}"

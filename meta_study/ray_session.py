@@ -7,9 +7,9 @@ The rule, the same for every command (``--help`` and docs/cluster.md say it too)
   ``ray job submit`` and ``cluster/local-up.sh`` export): join that cluster; its CPUs and its
   authentication are its own. An address nothing answers at fails in one line within seconds
   (:func:`check_address`), never Ray's minutes of "Failed to connect to GCS" retries.
-- ``address="local"``, or neither given: start a Ray of our own. Never a plain ``ray.init()``,
-  which would join a cluster that ``ray start`` recorded in Ray's temp directory (and then refuse
-  ``num_cpus``).
+- ``address="local"`` (or ``RAY_ADDRESS=local``), or neither given: start a Ray of our own. Never a
+  plain ``ray.init()``, which would join a cluster that ``ray start`` recorded in Ray's temp
+  directory (and then refuse ``num_cpus``).
 
 The Ray we start is private to this process and dies with it:
 
@@ -105,8 +105,12 @@ _watchdog: dict[str, Any] = {}   # "mark": the marker value, "pipe": the write e
 
 
 def own_ray_requested(address: str | None) -> bool:
-    """Whether :func:`start_or_connect` would start a Ray of its own for ``address``."""
-    return address == "local" or not (address or os.environ.get("RAY_ADDRESS"))
+    """Whether :func:`start_or_connect` would start a Ray of its own for ``address``.
+    ``RAY_ADDRESS=local`` (Ray's own spelling for "start one here") counts as ``--address local``:
+    it was taken for a cluster ("ray: the cluster at local"), and ``ray.init()`` then started a
+    plain Ray, without the token, the loopback address or the watchdog of a Ray of our own."""
+    target = address or os.environ.get("RAY_ADDRESS")
+    return not target or target.strip() == "local"
 
 
 def describe_target(address: str | None) -> str:
@@ -366,13 +370,36 @@ def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
         # (not for an address Ray refused before connecting: a client plugin's scheme, "Module:
         # anyscale does not exist", where the token hint sent users to the wrong place)
         plugin = "://" in target and not target.strip().startswith("ray://")
-        hint = ("" if isinstance(e, ValueError) or plugin
-                else "; no Ray token is set here: export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (the lines of "
-                "the cluster's env.sh)" if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"))
-                else "; is RAY_AUTH_TOKEN_PATH this cluster's token?" if re.search(r"auth|token", str(e), re.I)
-                else "")
+        hint = ("" if isinstance(e, ValueError) or plugin else _token_hint(e))
         raise UserError(f"{source} {safe_uri(target)}: could not join the Ray cluster there after "
                         f"{time.monotonic() - t0:.0f} s ({first[:200]}){hint}") from None
+
+
+def _token_hint(e: BaseException) -> str:
+    """What to tell about the Ray token when joining a cluster failed. Ray's error is "Failed to
+    connect to Ray cluster at ..." whatever the cause; its cause chain says "InvalidAuthToken" when
+    the cluster refused the token (measured with Ray 2.60: a token of another cluster, or a
+    RAY_AUTH_TOKEN_PATH without RAY_AUTH_MODE=token, which Ray then does not send, got no hint)."""
+    chain, seen, cur = [], set(), e
+    while cur is not None and id(cur) not in seen:   # __cause__ / __context__: Ray wraps twice
+        seen.add(id(cur))
+        chain.append(str(cur))
+        cur = cur.__cause__ or cur.__context__
+    refused = "InvalidAuthToken" in "\n".join(chain)
+    token, path = os.environ.get("RAY_AUTH_TOKEN"), os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if not (token or path):
+        return ("; no Ray token is set here: export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (the lines of "
+                "the cluster's env.sh)")
+    if refused and os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "token":
+        return ("; the cluster wants a Ray token, and without RAY_AUTH_MODE=token here Ray sends none: "
+                "export RAY_AUTH_MODE=token (the lines of the cluster's env.sh)")
+    if refused:
+        which = ("RAY_AUTH_TOKEN" + (" (it wins over RAY_AUTH_TOKEN_PATH)" if path else "") if token
+                 else f"RAY_AUTH_TOKEN_PATH ({path})")
+        return f"; the cluster refused the Ray token of {which}: is it this cluster's?"
+    if re.search(r"auth|token", str(e), re.I):
+        return "; is RAY_AUTH_TOKEN_PATH this cluster's token?"
+    return ""
 
 
 def start_or_connect(address: str | None = None, *, num_cpus: int | None = None,

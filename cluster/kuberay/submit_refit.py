@@ -21,6 +21,7 @@ default to the pod's in-cluster ServiceAccount; tests point ``--api`` at a fake 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import math
 import os
@@ -114,7 +115,9 @@ def wait(api: KubeApi, name: str, poll_s: float, max_errors: int) -> dict[str, A
                 raise SystemExit(f"submit_refit: forbidden to get RayJob {name}; check the Role") from None
             errors += 1
             rayjob = None
-        except (urllib.error.URLError, TimeoutError, ConnectionError):
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, ValueError):
+            # HTTPException (IncompleteRead, BadStatusLine) and ValueError (JSON cut off): an answer
+            # cut short by an API server restart, which once ended this wait with a traceback
             errors += 1
             rayjob = None
         if errors > max_errors:
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         refits = api.list_refits()
-    except (OSError, ValueError) as e:   # URLError, HTTPError, a timeout; ValueError: not JSON
+    except (OSError, ValueError, http.client.HTTPException) as e:   # URLError, HTTPError, a timeout; not JSON; cut off
         raise api_error("list RayJobs", args.api, e) from None
     running = [r["metadata"]["name"] for r in refits if deployment_status(r) in ACTIVE]
     if running:
@@ -215,11 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         prune(api, refits, args.keep)
-    except (OSError, ValueError) as e:   # HTTPError (a Role without delete), URLError, a timeout
+    except (OSError, ValueError, http.client.HTTPException) as e:   # HTTPError (a Role without delete), URLError, a timeout
         raise api_error("delete finished RayJobs", args.api, e) from None
     try:
         name = api.create(rayjob)["metadata"]["name"]
-    except (OSError, ValueError) as e:   # HTTPError: a Role without create, an invalid spec (422)
+    except (OSError, ValueError, http.client.HTTPException) as e:   # HTTPError: a Role without create, an invalid spec (422)
         raise api_error("create the RayJob", args.api, e) from None
     log(f"created RayJob {name} in {rayjob['metadata']['namespace']}")
     final = wait(api, name, args.poll, args.max_api_errors)
