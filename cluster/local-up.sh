@@ -18,7 +18,8 @@
 #   META_STUDY_UP_TIMEOUT       seconds to wait for both services to be healthy (default 180)
 #
 # Layout of STATE_DIR:
-#   env.sh                 RAY_ADDRESS, RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH, MLFLOW_TRACKING_URI
+#   env.sh                 RAY_ADDRESS, RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH, MLFLOW_TRACKING_URI,
+#                          RAY_API_SERVER_ADDRESS (with the dashboard: `ray job submit`)
 #   bin/python, bin/python3  `exec $PYTHON "$@"`: what `python` means in jobs (`ray job submit -- python ...`)
 #   ray-auth-token         this cluster's Ray token (0600)
 #   ray.pid, ray.log       `ray start --head --block` (the session leader of every Ray process)
@@ -148,14 +149,14 @@ EOF
   mlflow_uri="http://127.0.0.1:$mlflow_port"
 }
 pick_ports keep
-# A port given in the environment that is not a port, or (Ray's) that another program holds
-# already: said at once, before anything starts (Ray's GCS failed to bind it, and after a minute
-# of waiting this was reported as "a port was taken during startup"; MLflow's exits at once).
+# A port given in the environment that is not a port, or that another program holds already:
+# said at once, before anything starts (Ray's GCS failed to bind it, and after a minute of waiting
+# this was reported as "a port was taken during startup"; MLflow's started Ray, stopped it again
+# and said the same after ~40 s).
 for var in META_STUDY_RAY_PORT META_STUDY_MLFLOW_PORT; do
   [ -n "${!var:-}" ] || continue
   [[ "${!var}" =~ ^[0-9]+$ ]] && [ "${!var}" -ge 1 ] && [ "${!var}" -le 65535 ] \
     || die "$var=${!var}: not a port number (1-65535)"
-  [ "$var" = META_STUDY_RAY_PORT ] || continue
   "$PY" - "${!var}" <<'EOF' || die "$var=${!var}: the port is in use (another program holds it); choose another, or unset $var for a free one"
 import socket, sys
 s = socket.socket()

@@ -653,7 +653,9 @@ def test_local_up_is_not_fooled_by_another_server_on_the_mlflow_port(state_dir):
     """Another program holds MLflow's port and answers ``/health`` with 200 (in a test run, a
     server another test started took a port local-up.sh had picked). MLflow cannot bind and exits;
     local-up.sh must not take the other server for MLflow and export its address: with the port
-    fixed it fails in one line (with a picked port it starts again on new ones)."""
+    fixed it is refused in one line before anything starts (it started Ray, stopped it again and
+    said "a port was taken during startup" after ~40 s); with a picked port it starts again on
+    new ones."""
     import http.server
     import threading
 
@@ -673,9 +675,10 @@ def test_local_up_is_not_fooled_by_another_server_on_the_mlflow_port(state_dir):
         up = run_script("local-up.sh", state_dir, META_STUDY_MLFLOW_PORT=str(port))
         assert up.returncode != 0, up.stdout + up.stderr[-2000:]
         last = up.stderr.strip().splitlines()[-1]
-        assert "mlflow: another program took its port" in up.stderr, up.stderr[-2000:]
-        assert "a port was taken during startup (META_STUDY_RAY_PORT / META_STUDY_MLFLOW_PORT are fixed" in up.stderr, last
-        assert up.stdout == "" and not (state_dir / "env.sh").exists()
+        assert last.endswith(f"META_STUDY_MLFLOW_PORT={port}: the port is in use (another program holds it); choose "
+                             "another, or unset META_STUDY_MLFLOW_PORT for a free one"), up.stderr[-2000:]
+        assert "starting Ray" not in up.stderr, up.stderr[-2000:]
+        assert up.stdout == "" and not (state_dir / "env.sh").exists() and not (state_dir / "ray.pid").exists()
     finally:
         server.shutdown()
 
