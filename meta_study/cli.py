@@ -24,7 +24,7 @@ from .errors import OptionError, UserError, option_message
 
 #: Where the Ray commands' Ray comes from (meta_study/ray_session.py; docs/cluster.md says the same).
 D_ADDRESS_HELP = ("Ray cluster to join: host:port, ray://host:port or auto (default: $RAY_ADDRESS if set, else a "
-                  "Ray of its own on this machine, as with 'local').")
+                  "Ray of its own on this machine, as with 'local'; RAY_ADDRESS=local means the same).")
 
 
 #: --workers: at least one (-2 reached ray.init and ended in Ray's traceback; 0 meant "all CPUs").

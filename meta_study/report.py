@@ -460,8 +460,12 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     with results.locked():     # no other command's write between the check and the page
         _check_unchanged(results, analysis)
         tmp = root / f".index.html.tmp-{os.getpid()}"
-        tmp.write_text("\n".join(parts), encoding="utf-8")
-        os.replace(tmp, out)
+        try:
+            tmp.write_text("\n".join(parts), encoding="utf-8")
+            os.replace(tmp, out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)   # a full disk left a half-written temporary per try
+            raise
     return str(out)
 
 

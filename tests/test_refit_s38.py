@@ -17,3 +17,34 @@ def test_a_relative_sqlite_source_is_recorded_by_its_absolute_path(tmp_path, mon
     assert _source_location("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     (tmp_path / "runs.csv").write_text("x\n")
     assert _source_location("runs.csv") == str(tmp_path / "runs.csv")
+
+
+def test_a_report_that_cannot_be_written_leaves_no_temporary(tmp_path, monkeypatch):
+    """A full disk while writing index.html left a half-written .index.html.tmp-PID, one per try."""
+    import os
+    from pathlib import Path
+
+    import numpy as np
+    import pytest
+
+    from meta_study.analysis.groups import Group
+    from meta_study.analysis.results import Analysis, AnalysisOptions
+    from meta_study.analysis.tables import fit_table
+    from meta_study.report import render_report
+
+    us = np.linspace(0.3, 0.9, 30)
+    fits, _ = fit_table([Group("up", "a", "fewshot", 5, us, 0.9 - 0.5 * (1 - us) ** 0.7)])
+    analysis = Analysis(fits=fits, options=AnalysisOptions(), provenance={})
+    real = Path.write_text
+
+    def full(self, text, *a, **k):
+        if not self.name.startswith(".index.html.tmp-"):
+            return real(self, text, *a, **k)
+        real(self, text[:10], *a, **k)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError):
+        render_report(analysis, tmp_path / "rep")
+    assert not [n for n in os.listdir(tmp_path / "rep") if n.startswith(".index.html.tmp-")]
+    assert not (tmp_path / "rep" / "index.html").exists()
