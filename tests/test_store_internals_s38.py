@@ -165,3 +165,31 @@ def test_a_state_column_whose_type_changed_with_equal_values_is_stored(tmp_path,
     back = s.read_state("src").column("a")
     assert back.type == new.type and back.to_pylist() == new.to_pylist()
     assert s.commit(state={"src": pa.table({"a": new})}).version is None   # the same again: no version
+
+
+def test_a_store_of_a_newer_schema_is_refused_not_rewritten(tmp_path):
+    """The manifest records the schema its rows were written with, and nothing read it: a store
+    written by a newer meta-study (rows with columns this one does not know) was merged by this
+    one, rewriting the partitions with its own columns and dropping the others without a word."""
+    import hashlib
+    import json
+
+    from meta_study.errors import UserError
+    from meta_study.schema import SCHEMA_VERSION
+    from meta_study.store import Store
+    from meta_study.store._manifest import _dumps
+    from meta_study.validation import validate
+
+    s = Store(str(tmp_path / "st"), notify=None)
+    s.commit(validate(make_rows(2)).table)
+    for name in ("0000000001.json", "0000000001.copy.json"):
+        m = tmp_path / "st" / "_meta" / "manifests" / name
+        d = json.loads(m.read_text())
+        d.pop("checksum")
+        d["schema_version"] = SCHEMA_VERSION + 1
+        d["checksum"] = hashlib.sha256(_dumps(d)).hexdigest()
+        m.write_bytes(_dumps(d))
+    with pytest.raises(UserError, match=f"store schema {SCHEMA_VERSION + 1} is newer than this meta-study"):
+        s.commit(validate(make_rows(1, run_prefix="new")).table)
+    with pytest.raises(UserError, match="upgrade meta-study"):
+        s.read()

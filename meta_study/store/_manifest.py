@@ -191,6 +191,12 @@ class _Manifest:
             raise UserError(f"{where}: not a meta-study manifest")
         if fv > FORMAT_VERSION:
             raise cls.newer_error(where, fv)
+        sv = d.get("schema_version", 1)
+        if checked and isinstance(sv, int) and not isinstance(sv, bool) and sv > SCHEMA_VERSION:
+            # rows of a newer schema (columns this install does not know): a commit here rewrote
+            # their partitions with this install's columns, silently dropping the others
+            raise UserError(f"{where}: store schema {sv} is newer than this meta-study ({SCHEMA_VERSION}); "
+                            "upgrade meta-study")
         if fv >= 2 and not checked:   # every format-2 manifest carries one: its key was garbled
             raise _CorruptManifest("lacks its checksum")
         try:
