@@ -214,3 +214,15 @@ def test_check_repair_never_sets_aside_a_file_it_may_not_read(tmp_path):
     assert "ermission denied" in r.stderr, r.stderr
     assert not (tmp_path / "s" / "_damaged").exists()
     assert Store(str(tmp_path / "s"), notify=None).read().num_rows == rows
+
+
+@pytest.mark.slow(60)
+def test_a_gcs_store_that_cannot_be_reached_is_one_line_not_a_hang(tmp_path):
+    """GCS's client retried a failing call without end: `store info gs://...` without network (here:
+    an endpoint on 127.0.0.1 where nothing listens) was still waiting after 150 s. Bounded
+    (GCS_RETRY_LIMIT_S unless the URI gives retry_limit_seconds): one line, exit 2."""
+    uri = "gs://anonymous@bucket/store?endpoint_override=127.0.0.1:1&scheme=http"
+    r = subprocess.run([sys.executable, "-m", "meta_study.cli", "store", "info", uri], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    line = one_error_line(r, "cannot reach store location")
+    assert "Retry policy exhausted" in line, line
