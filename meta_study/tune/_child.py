@@ -74,6 +74,8 @@ def _serve(args: dict[str, Any]) -> None:
     # SIGTERM killed it with its queue, nothing spooled (measured: exit -15 and an empty spool against
     # a server that was down); now it sends for TERM_FLUSH_S, spools the rest and exits 0
     terminated = False
+    # the last line was a flush, answered (its timeout): the driver closes next, and waits 60 s at most
+    answered: float | None = None
     signal.signal(signal.SIGTERM, _on_term)
     try:
         for line in sys.stdin:
@@ -91,16 +93,29 @@ def _serve(args: dict[str, Any]) -> None:
                 continue
             if op is None:
                 ok = w.flush(timeout_s=float(d["flush"]))
-                # cpu_s: this process's CPU seconds so far (all threads), for the overhead benchmark
-                reply.write(json.dumps({"ok": ok, "errors": w.errors, "cpu_s": time.process_time()}) + "\n")
+                # cpu_s: this process's CPU seconds so far (all threads), for the overhead benchmark;
+                # error: the last failed call's (no credentials); held: operations neither sent nor
+                # spooled (the storage failed too), which live only in this process
+                reply.write(json.dumps({"ok": ok, "errors": w.errors, "cpu_s": time.process_time(),
+                                        "error": w.last_error, "held": w.held_ops}) + "\n")
+                answered = float(d["flush"])
             else:
                 w.put(op)
+                answered = None
     except _Terminated:
         terminated = True
         print(f"meta-study writer: terminated; sending for {TERM_FLUSH_S:g} s, then spooling the rest",
               file=sys.stderr, flush=True)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)   # the flush below is how it ends now
-        # end of input: a normal close, or the driver died; after a SIGTERM, a short flush
-        w.flush(timeout_s=TERM_FLUSH_S if terminated else None)
+        # end of input: a normal close, or the driver died; after a SIGTERM, a short flush. After a
+        # flush that was answered (a normal close) only what it kept in memory is left: a short try
+        # too, since the driver kills this process 60 s after closing it (with the flush timeout,
+        # 300 s by default, what it held died with it even when the storage was back)
+        ok = w.flush(timeout_s=TERM_FLUSH_S if terminated else None if answered is None
+                     else min(answered, TERM_FLUSH_S))
         beat.stop()
+        try:   # the last word, read by the driver's close: what this process exits with unsent and unspooled
+            reply.write(json.dumps({"final": True, "ok": ok, "error": w.last_error, "held": w.held_ops}) + "\n")
+        except (OSError, ValueError):   # the driver is gone
+            pass

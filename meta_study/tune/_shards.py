@@ -82,6 +82,10 @@ class MlflowWriter:
     """Sends a sweep's MLflow operations: child runs under the parent run, batched and retried."""
 
     WRITERS = 4  # HTTP calls overlap; more threads only add GIL contention on small machines
+    #: seconds a writer thread's calls fail in a row before the writer says so on stderr (once, and
+    #: once again when a call goes through): a server down mid-sweep went unsaid until the
+    #: end-of-sweep flush gave up, after the whole flush timeout
+    SAY_DOWN_AFTER_S = 30.0
 
     def __init__(self, target: SweepTarget) -> None:
         self.target = target
@@ -121,6 +125,10 @@ class MlflowWriter:
         self.errors = 0          # calls that failed at least once (for tests and the summary)
         self._bad_names: set[tuple[str, str]] = set()   # (kind, name) MLflow takes no entity by: said once
         self.dropped = 0         # steps MLflow refused for good, dropped (said on stderr)
+        # the last failed call's error, one line without credentials: the end-of-sweep line that
+        # said "not every MLflow operation ... reached" gave no reason (a 503? refused? a 401?)
+        self.last_error: str | None = None
+        self._down_said = False  # "calls have failed for SAY_DOWN_AFTER_S" said, its recovery not yet
 
     def setup(self) -> None:
         """Load the trial -> run map of earlier runs of the sweep, start, replay the spool. A storage
@@ -220,6 +228,7 @@ class MlflowWriter:
         done = 0
         delay = 0.5
         refused = 0
+        failing_since: float | None = None   # monotonic time of this streak's first failed call
         if not steps:
             return
         while done < len(steps):
@@ -232,9 +241,18 @@ class MlflowWriter:
                 done += 1
                 delay = 0.5
                 refused = 0
+                failing_since = None
+                if self._down_said:
+                    self._say_down(None)
             except Exception as e:  # noqa: BLE001 - the server is down or flaky: retry, never raise
                 self.errors += 1
+                self.last_error = error_line(e)
                 refused = refused + 1 if permanent(e) else 0
+                if not refused:   # the server is down or flaky (a refusal for good is said below)
+                    now = time.monotonic()
+                    failing_since = now if failing_since is None else failing_since
+                    if now - failing_since >= self.SAY_DOWN_AFTER_S and not self._down_said:
+                        self._say_down(now - failing_since)
                 if steps[done][0] == "batch":   # part of it may be logged: never twice (file store)
                     steps[done][1]["resent"] = True
                 if refused and steps[done][0] == "batch":   # a param the run holds with another value?
@@ -249,6 +267,30 @@ class MlflowWriter:
                 if self._stop.wait(delay):   # flush gave up: the loop's check spools the rest
                     continue
                 delay = min(delay * 2, 30.0)
+
+    def _say_down(self, failed_s: float | None) -> None:
+        """Say on stderr, once, that calls have failed for ``failed_s`` seconds; with None, that a
+        call went through again (only after the first was said)."""
+        from ..mlflow_client import safe_uri
+
+        with self._lock:
+            if self._down_said == (failed_s is not None):   # said already, by another thread
+                return
+            self._down_said = failed_s is not None
+        where = safe_uri(self.target.tracking_uri)
+        if failed_s is not None:
+            print(f"meta-study writer: MLflow calls to {where} have failed for {failed_s:.0f} s ({self.last_error}); "
+                  "the trials' operations are kept and retried, and whatever is left at the end of the sweep is "
+                  "spooled for --resume to send", file=sys.stderr, flush=True)
+        else:
+            print(f"meta-study writer: MLflow calls to {where} go through again; the operations kept meanwhile are "
+                  "being sent", file=sys.stderr, flush=True)
+
+    @property
+    def held_ops(self) -> int:
+        """Operations neither sent nor spooled (the storage failed too): they live only in this process."""
+        with self._spool_lock:
+            return sum(len(v) for v in self._held.values())
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every queued call is done; spool the rest after the timeout. True if all went."""
@@ -557,6 +599,18 @@ def is_file_store(uri: str) -> bool:
         return False
     scheme = uri.partition(":")[0].lower() if ":" in uri else ""
     return scheme in ("", "file") or len(scheme) == 1    # one letter: a Windows drive
+
+
+#: A URL's user info (``user:password@`` after ``scheme://``), cut from error lines.
+_USER_INFO = re.compile(r"(?<=://)[^/?#\s@]*@")
+
+
+def error_line(e: BaseException) -> str:
+    """``e`` as one line of at most 300 characters (its type and its message's first line), with any
+    URL's user info cut: for the writer's stderr and the driver's end-of-sweep line."""
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else ""
+    return _USER_INFO.sub("", f"{type(e).__name__}: {first}" if first else type(e).__name__)[:300]
 
 
 def _point_value(v: Any) -> Any:

@@ -466,7 +466,7 @@ class MlflowSweepCallback(Callback):
         ok = self._writer.close(timeout_s)
         self.errors += self._writer.errors
         self.writer_cpu_s += self._writer.cpu_s
-        died, self._writer = self._writer.unanswered, None
+        w, died, self._writer = self._writer, self._writer.unanswered, None
         if not ok and died:
             import sys
 
@@ -479,10 +479,16 @@ class MlflowSweepCallback(Callback):
             from ..mlflow_client import safe_uri
 
             wait = self.target.flush_timeout_s if timeout_s is None else timeout_s
+            spool = f"{self.target.state_dir.rstrip('/')}/{SPOOL_FILE}"
+            # the reason (the writer's last failed call, no credentials in it), and the truth about
+            # the spool: operations it could not store either (the storage failed too) died with the
+            # writer process, while this line said they were kept
+            why = f" (last error: {w.last_error})" if w.last_error else ""
+            kept = (f"{w.held} operation(s) could not be spooled to {spool} either (see the writer's lines above) and "
+                    "are lost; what was spooled is sent" if w.held else f"what was left is kept in {spool} and sent")
             print(f"meta-study: not every MLflow operation of this sweep reached {safe_uri(self.target.tracking_uri)} "
-                  f"within {wait:g} s; what was left is kept in "
-                  f"{self.target.state_dir.rstrip('/')}/{SPOOL_FILE} and sent when the sweep's command runs again "
-                  "with --resume", file=sys.stderr, flush=True)
+                  f"within {wait:g} s{why}; {kept} when the sweep's command runs again with --resume",
+                  file=sys.stderr, flush=True)
         return ok
 
 

@@ -118,6 +118,8 @@ class WriterProcess:
         self.cpu_s = 0.0    # the child's CPU seconds, as of its last flush reply
         self.died = 0       # children that died between flushes (each said on stderr)
         self.unanswered = False   # a flush the child died before answering
+        self.last_error: str | None = None   # the child's last failed call, one line without credentials
+        self.held = 0       # operations neither sent nor spooled (the storage failed too), lost when the child exits
         self._proc: subprocess.Popen[bytes] | None = None
         self._pipe: _Pipe | None = None
         self._lock = threading.Lock()
@@ -165,6 +167,8 @@ class WriterProcess:
         d = json.loads(reply)
         self.errors = int(d.get("errors", 0))
         self.cpu_s = float(d.get("cpu_s", 0.0))
+        self.last_error = d.get("error") or self.last_error
+        self.held = int(d.get("held", 0))
         return bool(d["ok"])
 
     def close(self, timeout_s: float | None = None) -> bool:
@@ -177,7 +181,20 @@ class WriterProcess:
         try:
             self._proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
+            # what it held in memory (self.held, as of the flush's reply) dies with it
             self._proc.kill()
+            self._proc.wait()
+        else:
+            # its last word: what it could neither send nor spool as it exited (the storage failed
+            # too); a flush's reply said "held" of operations it then went on to spool or send
+            assert self._proc.stdout is not None
+            try:
+                d = json.loads(self._proc.stdout.readline() or "{}")
+            except ValueError:
+                d = {}
+            if d.get("final"):
+                self.held = int(d.get("held", 0))
+                self.last_error = d.get("error") or self.last_error
         self._proc = None
         return ok
 
