@@ -32,3 +32,20 @@ def test_a_cluster_warns_once_for_every_model_size_no_node_holds(capsys):
     assert capsys.readouterr().err == ""
     with pytest.raises(UserError, match=r"sweep zoo \(its trials of model_name='m0'\).*nothing was started"):
         check_trials_fit(requests, cpu_only, sweep="zoo", on_this_machine=True, sized_by_model=True)
+
+
+@pytest.mark.slow(60)
+def test_a_data_parallel_sweep_whose_workers_never_fit_together_is_refused(tmp_path):
+    """`--workers-per-trial 2` (1 CPU each) on a 2-CPU Ray of the sweep's own: each worker fit, the
+    two never did beside the trial's own 0.1 CPU, and Ray Train retried its worker group every 60 s
+    for good. Refused in one line, exit 2, before any trial."""
+    import os
+
+    from test_sweeps import sweep
+
+    n = os.cpu_count() or 2      # the sweep's own Ray has this many CPUs: n workers of 1 CPU + 0.1 never fit
+    r = sweep("head_wd", "--workers-per-trial", str(n), "--cpus-per-trial", "1", "--storage-path",
+              str(tmp_path / "sw"), "--quiet", cwd=tmp_path, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert f"--workers-per-trial {n}: a trial's workers need 1 CPU each beside the trial's own 0.1 CPU" in r.stderr, \
+        r.stderr

@@ -19,6 +19,8 @@
 - :func:`check_storage_on_nodes`: every Ray node that can run a trial reads and writes the storage
   path (needs Ray). A path on the head's disk fails on the other nodes, an object store without
   credentials or endpoint on a node fails there; both are refused before any trial starts.
+- :func:`check_trials_fit`, :func:`check_workers_fit`: some node holds a trial (a data-parallel
+  trial's worker), and the nodes hold a data-parallel trial's workers together (needs Ray's nodes).
 """
 
 from __future__ import annotations
@@ -655,6 +657,45 @@ def check_trials_fit(requests: Sequence[tuple[str, Mapping[str, float]]], nodes:
         more = len(waits) - 1
         print(waits[0] + (f" (and {more} more trial size{'s' if more > 1 else ''} that no node can hold)"
                           if more else ""), file=sys.stderr)
+
+
+def check_workers_fit(workers: int, request: Mapping[str, float], nodes: Sequence[Mapping[str, Any]], *,
+                      sweep: str, on_this_machine: bool, actor_cpus: float = 0.1) -> None:
+    """A data-parallel trial's ``workers`` Train workers (``request``: one worker's, as for
+    :func:`check_trial_fits`) fit on the alive nodes together, each node taking as many whole
+    workers as its resources hold, beside the trial's own actor (``actor_cpus``: runner's
+    ``DRIVER_CPUS``) on one of them. :func:`check_trial_fits` checks one worker: with
+    ``--workers-per-trial 4`` on a 2-CPU machine each worker fit, no trial's four ever did, and Ray
+    Train retried its worker group every 60 s for good (its controller failures are unlimited): the
+    sweep waited in silence. Refused on a Ray of our own; one warning line on a cluster.
+
+    Raises:
+        UserError: one line naming ``--workers-per-trial``, what the workers need and what fits.
+    """
+    import math
+    import sys
+
+    need = {({"cpu": "CPU", "gpu": "GPU"}.get(k, k)): float(v) for k, v in request.items() if float(v) > 0}
+    if workers <= 1 or not need:
+        return
+    alive = [dict(n.get("Resources") or {}) for n in nodes if n.get("Alive")]
+
+    def held(r: Mapping[str, Any]) -> int:
+        return min(math.floor(float(r.get(k, 0)) / v + 1e-9) for k, v in need.items())
+
+    # the trial's actor on the node where it costs the fewest workers (2 CPUs hold 2 workers of 1
+    # CPU, not beside the actor's 0.1)
+    fits = max((sum(held({**r, "CPU": float(r.get("CPU", 0)) - actor_cpus} if i == j else r)
+                    for j, r in enumerate(alive))
+                for i, a in enumerate(alive) if float(a.get("CPU", 0)) >= actor_cpus - 1e-9), default=0)
+    if fits >= workers:
+        return
+    msg = (f"sweep {sweep}: --workers-per-trial {workers}: a trial's workers need {_amounts(need)} each beside the "
+           f"trial's own {actor_cpus:g} CPU, and the Ray nodes hold {fits} such worker{'s' if fits != 1 else ''} at once")
+    if on_this_machine:
+        raise UserError(f"{msg}; nothing was started: ask for fewer workers or less per worker (--workers-per-trial, "
+                        "--cpus-per-trial), or run on a cluster that has them (--address)")
+    print(f"warning: {msg}; its trials wait until nodes that can join the cluster (an autoscaler's)", file=sys.stderr)
 
 
 def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[NodeCheck]:

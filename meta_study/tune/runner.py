@@ -48,7 +48,7 @@ from ..extras import require_training
 from ..failpoints import failpoint
 from . import provenance
 from .preflight import (STORAGE_HINT, check_dataset_paths, check_local_storage, check_script_tree, check_searched_tasks,
-                        check_storage_on_nodes, check_trials_fit, check_tracking_reachable, default_storage, experiment_dir,
+                        check_storage_on_nodes, check_trials_fit, check_tracking_reachable, check_workers_fit, default_storage, experiment_dir,
                         in_job_package, plan_session, refuse_runtime_env_secrets, refuse_secrets, runtime_env_of_job,
                         space_values, wait_for_previous_writer)
 from .provenance import full_uri
@@ -957,7 +957,11 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     if requests:   # Tune waits for good on a trial no node can hold (--gpus-per-trial 1 without a GPU)
         import ray
 
-        check_trials_fit(requests, ray.nodes(), sweep=p.name, on_this_machine=private, sized_by_model=one is None)
+        nodes = ray.nodes()
+        check_trials_fit(requests, nodes, sweep=p.name, on_this_machine=private, sized_by_model=one is None)
+        if hooks.torch_trainer and one is not None:   # each worker fits; do all of them, together?
+            check_workers_fit(hooks.workers, one, nodes, sweep=p.name, on_this_machine=private,
+                              actor_cpus=DRIVER_CPUS)
     tags = {"sweep": p.name, "git_sha": provenance.git_sha(), "researcher": o.researcher, "code_version": p.code}
     rec = _record_session(spec, p, o, fixed, tags)
     if p.resume:   # runs created just before a driver died, whose map entries never got written

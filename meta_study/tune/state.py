@@ -4,6 +4,7 @@ head node's disk.
     <storage>/<name>/                                 Tune's experiment directory
     <storage>/<name>/meta_study/sweep.json            the sweep record (:class:`SweepRecord`)
     <storage>/<name>/meta_study/runs/<trial>.<run>.<config key>   the trial -> MLflow run map: one object per run
+    <storage>/<name>/meta_study/done/<config key>/<trial>.json   a finished trial's final metrics (trial.py)
     <storage>/<name>/meta_study/spool/<id>.jsonl      MLflow operations a writer could not send
     <storage>/<name>/meta_study/writer.json           the live writer's heartbeat
     <storage>/<name>/meta_study/driver.json           a resuming driver's claim, until its writer beats
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -58,6 +60,8 @@ WRITER_WAIT_S = 120.0      # the longest a new writer waits for a live old one t
 DRIVER = "driver.json"     # a resuming driver's claim, from its check until its writer beats (DriverClaim)
 CLAIM_SETTLE_S = 1.0       # a claim is read back this long after it is written: the later of two wins
 CLAIM_MAX_S = 600.0        # a claim whose writer never beats (a driver that failed, its process alive) ends
+#: errno of a filesystem without hard links (create_record falls back to O_EXCL)
+_NO_LINK = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV})
 
 
 def is_remote(uri: str) -> bool:
@@ -321,6 +325,14 @@ class StateDir:
                 os.link(tmp, path)
             except FileExistsError:
                 return False
+            except OSError as e:
+                if e.errno not in _NO_LINK:
+                    raise
+                # a mount without hard links (gcsfuse, some SMB and FUSE filesystems): the sweep's
+                # first start was that OSError. O_EXCL still creates the name only if it is absent;
+                # the record is whole once this returns (a reader between open and write is the
+                # losing driver, which reads nothing)
+                return self._create_exclusive(path, data)
             finally:
                 os.unlink(tmp)
             fsync_dir(parent)          # the new name itself durable
@@ -345,6 +357,26 @@ class StateDir:
         self.write_bytes(RECORD, data)
         back = self.read_record()
         return back is not None and back.parent_run_id == rec.parent_run_id
+
+    @staticmethod
+    def _create_exclusive(path: str, data: bytes) -> bool:
+        """``data`` as a new file ``path`` (``O_CREAT | O_EXCL``), fsynced with its directory: False
+        if the name exists."""
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)      # no record cut short for a later --resume to refuse
+            raise
+        finally:
+            os.close(fd)
+        fsync_dir(os.path.dirname(path))
+        return True
 
     # ---- the run map --------------------------------------------------------------------------
 

@@ -445,6 +445,33 @@ def evaluate_stopped_trial(config: dict[str, Any], checkpoint: Any, hooks: Trial
             write_record(fs, marker, {"attempt": 1})
             raise RuntimeError("injected evaluation failure (fail_eval_once): the task must be retried")
     with tempfile.TemporaryDirectory(prefix="meta-study-eval-") as d:
-        metrics = evaluate_trial_checkpoint(config, checkpoint.to_directory(d), hooks)
+        try:
+            local = checkpoint.to_directory(d)
+        except FileNotFoundError:
+            # pyarrow's words were "Path not found: (<pyarrow._fs.LocalFileSystem object at 0x...>, PATH)"
+            raise FileNotFoundError(f"checkpoint {checkpoint.path}: not on the sweep's storage (deleted?); "
+                                    "nothing to evaluate") from None
+        try:
+            metrics = evaluate_trial_checkpoint(config, local, hooks)
+        except Exception as e:
+            # the run's meta_study.eval_error is one line naming the checkpoint on the storage: a
+            # damaged one said only "UnpicklingError: Check the documentation of torch.load ...",
+            # or named this task's temporary copy, gone with it
+            raise _naming_checkpoint(e, local, checkpoint.path) from e
     write_record(fs, record, metrics)
     return metrics
+
+
+def _naming_checkpoint(e: Exception, local: str, shown: str) -> Exception:
+    """``e`` as one line that names the checkpoint ``shown`` (its local copy ``local`` shown as it),
+    of the same type where that type takes a message. A checkpoint torch cannot read says so, not
+    torch's advice to load it with ``weights_only=False``."""
+    import pickle
+
+    line = (str(e).strip().splitlines() or [""])[0].replace(local, shown)
+    if isinstance(e, (pickle.UnpicklingError, EOFError)) or "PytorchStreamReader" in line:
+        line = f"not a readable checkpoint (damaged?): {type(e).__name__}: {line.split('. ')[0]}"
+    try:
+        return type(e)(f"checkpoint {shown}: {line}")
+    except Exception:  # noqa: BLE001 - a type that takes other arguments
+        return RuntimeError(f"checkpoint {shown}: {type(e).__name__}: {line}")
