@@ -267,7 +267,9 @@ class StepBatches:
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.batch_indices(step)
-        return self.split.images(idx), torch.as_tensor(self.split.labels[idx])
+        # int64 whatever the split holds (Task takes any integer dtype): cross_entropy refused
+        # int32 targets ("expected target dtype to be Long or Byte, but got Int")
+        return self.split.images(idx), torch.as_tensor(self.split.labels[idx], dtype=torch.long)
 
 
 def iterate_split(split: Split, batch_size: int, indices: np.ndarray | None = None,
@@ -276,4 +278,4 @@ def iterate_split(split: Split, batch_size: int, indices: np.ndarray | None = No
     idx_all = np.arange(len(split)) if indices is None else np.asarray(indices)
     for i in range(0, len(idx_all), batch_size):
         idx = idx_all[i:i + batch_size]
-        yield split.images(idx), torch.as_tensor(split.labels[idx])
+        yield split.images(idx), torch.as_tensor(split.labels[idx], dtype=torch.long)

@@ -99,7 +99,7 @@ def margins(model: nn.Module, info: ModelInfo, task: Task, indices: np.ndarray, 
         feats.append(h.float().cpu())
         logits.append(z.float().cpu())
     h, z = torch.cat(feats), torch.cat(logits)
-    y = torch.as_tensor(task.train.labels[indices])
+    y = torch.as_tensor(task.train.labels[indices], dtype=torch.long)   # gather() refused uint8 / int32 labels
     m = _class_margin(z, y)
     w_norm = torch.linalg.vector_norm(head.weight.detach().float().cpu())
     probe = fit_probe(h, y.numpy(), info.num_classes)

@@ -248,8 +248,19 @@ def extract_features(model: nn.Module, info: ModelInfo, task: Task, rt: Runtime,
 
 
 def _rows(fs: FeatureSet, shots: int, seed: int) -> np.ndarray:
-    """Rows of ``fs.train`` for a draw made on the whole train split (identical to drawing there)."""
-    return np.searchsorted(fs.train_index, fewshot_draw(fs.pool_labels, shots, seed))
+    """Rows of ``fs.train`` for a draw made on the whole train split (identical to drawing there).
+
+    Raises:
+        ValueError: the draw holds examples that were not embedded (``fs`` was extracted for
+            fewer shots or other seeds): searchsorted gave the rows of their neighbours, a
+            "5-shot" fit on 7 examples of one class and 3 of another, or an IndexError.
+    """
+    draw = fewshot_draw(fs.pool_labels, shots, seed)
+    rows = np.searchsorted(fs.train_index, draw)
+    if len(rows) and (rows.max() >= len(fs.train_index) or not np.array_equal(fs.train_index[rows], draw)):
+        raise ValueError(f"DS task {fs.task}: the {shots}-shot draw of seed {seed} holds train examples its features "
+                         "were not extracted for; extract_features with these shots and seeds")
+    return rows
 
 
 def fewshot_features(fs: FeatureSet, *, shots: Sequence[int] = DEFAULT_SHOTS, seeds: Sequence[int] = (0, 1, 2),

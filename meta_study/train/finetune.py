@@ -39,8 +39,12 @@ def finetune(model: nn.Module, task: Task, rt: Runtime, *, examples: int = 1000,
     Returns:
         Top-1 accuracy (fraction) on ``task.test``.
     """
-    net = copy.deepcopy(model).to(rt.device)
+    net = copy.deepcopy(model)
     net.reset_classifier(task.num_classes)  # timm API: new head for the DS classes
+    # moved after the reset: timm before ~1.0.20 (timm>=1.0 is allowed) built the new head on
+    # the CPU, and a CUDA fine-tune failed at its first forward ("Expected all tensors to be on
+    # the same device")
+    net.to(rt.device)
     head = net.get_classifier()
     for p in head.parameters():
         nn.init.zeros_(p)  # BiT / big_vision fine-tuning: zero-init head

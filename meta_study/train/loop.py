@@ -47,6 +47,27 @@ DIVERGENCE_CHECK_STEPS = 100
 INT_MAX = 2**31 - 1
 
 
+def _plain(v: Any) -> Any:
+    """``v`` with numpy scalars and arrays as the Python numbers and lists they hold, inside
+    lists, tuples and mappings too (other values as they are)."""
+    if type(v).__module__ == "numpy" and hasattr(v, "tolist"):
+        return v.tolist()
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    if type(v) in (list, tuple):
+        return type(v)(_plain(x) for x in v)
+    return v
+
+
+def _device_ok(v: Any) -> bool:
+    """Whether ``v`` names a torch device (whether this machine has it is checked where the
+    trial runs: :func:`resolve_runtime`)."""
+    try:
+        return isinstance(v, str) and torch.device(v) is not None
+    except (RuntimeError, ValueError):
+        return False
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One meta-study point: a model pre-trained upstream, then probed downstream.
@@ -115,6 +136,12 @@ class TrainConfig:
     SEQ_FIELDS = ("shots", "l2_sweep", "ds_tasks")
 
     def __post_init__(self) -> None:
+        # numpy scalars (a search space over np.arange / np.logspace, passed to run_trial as its
+        # Tune config) as the Python numbers they hold: np.int64(64) was refused as "must be a
+        # number", and an np.float64 lr was saved in the checkpoint's config, which torch.load
+        # (weights_only) then refused: the run could not be resumed or evaluated
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _plain(getattr(self, f.name)))
         for name in self.SEQ_FIELDS:
             v = getattr(self, name)
             if isinstance(v, (str, int, float)):
@@ -204,6 +231,16 @@ class TrainConfig:
              "at least 1 with diagnostics (margins are measured on them)")
         need("optimizer", self.optimizer in OPTIMIZERS, " or ".join(OPTIMIZERS))
         need("precision", self.precision in ("auto", "fp32", "bf16"), "auto, fp32 or bf16")
+        # a switch given as a string ("false" from a YAML or a hand-written Tune config) is truthy:
+        # layerwise="false" probed every block; a kwargs field that is not a mapping failed in the trial
+        for name in ("layerwise", "diagnostics", "finetune", "compile"):
+            need(name, isinstance(getattr(self, name), bool), "True or False")
+        need("channels_last", self.channels_last is None or isinstance(self.channels_last, bool), "None, True or False")
+        for name in ("us_task_kwargs", "ds_task_kwargs", "model_kwargs"):
+            need(name, isinstance(getattr(self, name), Mapping), 'a mapping of keyword arguments ({"key": value})')
+        # "gpu" passed every check (--set device=gpu too) and failed in each trial, inside torch
+        need("device", self.device == "auto" or _device_ok(self.device),
+             'auto or a torch device name ("cpu", "cuda", "cuda:1")')
         return out
 
     def resolved(self, info: ModelInfo) -> "TrainConfig":
@@ -255,6 +292,10 @@ def resolve_runtime(cfg: TrainConfig, arch_family: str) -> Runtime:
     """Pick device, precision and memory format; GPU-only features stay off on CPU unless asked."""
     dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                        "cpu" if cfg.device == "auto" else cfg.device)
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        # torch's own error came at the first .to(), after the data was built ("Found no NVIDIA driver")
+        raise ValueError(f"device={cfg.device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                         'use device="auto" (CUDA when there is one, else the CPU) or "cpu"')
     if cfg.precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be auto, fp32 or bf16, got {cfg.precision!r}")
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
@@ -384,8 +425,13 @@ def save_checkpoint(directory: str, *, model: nn.Module, opt: torch.optim.Optimi
     if losses is not None:
         payload["losses"] = losses[:step].detach().to("cpu", torch.float32).clone()
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:   # a full disk: no half-written temp file left beside the last checkpoint
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     return path
 
 
@@ -429,11 +475,18 @@ def load_checkpoint(path: str, *, model: nn.Module, opt: torch.optim.Optimizer,
 
     Raises:
         ValueError: ``cfg`` differs from the checkpoint's config in a run-defining field
-            (:data:`RUN_FIELDS`), named in one line; nothing is restored.
+            (:data:`RUN_FIELDS`), named in one line; nothing is restored. Or the file is not a
+            checkpoint torch can read (truncated, another format), named.
     """
     if os.path.isdir(path):
         path = os.path.join(path, CHECKPOINT_FILE)
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:   # noqa: BLE001 - a truncated copy, another file: torch's error named no file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from e
     diff = None if cfg is None else config_difference(ck.get("config", {}), cfg, allow_changed)
     if diff is not None:
         raise ValueError(f"{path}: {diff}; resuming it would continue another run (start this one without "

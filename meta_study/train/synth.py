@@ -340,7 +340,13 @@ def render(scenes: Scenes, img_size: int, noise_bank: torch.Tensor) -> torch.Ten
 
 
 def _seed(*parts: object) -> int:
-    """A stable 63-bit seed from names and numbers (Python's hash() is salted per process)."""
+    """A stable 63-bit seed from names and numbers (Python's hash() is salted per process).
+
+    A whole number counts as the Python int it equals: the repr of ``np.int64(0)`` (numpy 2) and
+    of ``0.0`` differ from ``0``'s, and each drew another dataset for the same seed.
+    """
+    parts = tuple(int(p) if isinstance(p, (int, np.integer, float, np.floating)) and not isinstance(p, bool)
+                  and float(p).is_integer() else p for p in parts)
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
 
 
