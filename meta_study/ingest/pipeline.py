@@ -21,7 +21,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -148,12 +148,29 @@ def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progres
         except (StoreLockedError, StoreDamagedError):
             raise  # the store, not the source, is the problem: stop everything
         except UserError as e:
-            rep.error = str(e)
+            rep.error = _after_commits(str(e), rep)
         except (OSError, ConnectionError) as e:  # unreachable servers, permissions, broken pipes
             rep.error = f"{type(e).__name__}: {e}".splitlines()[0]
         rep.seconds = time.perf_counter() - t0
         reports.append(rep)
     return reports
+
+
+#: What a refusal says of a source it stopped (the percent checks, a file's shape): true of a
+#: source's first batch; :func:`_after_commits` amends it for a later one.
+NOTHING_STORED = "nothing of this source was stored"
+
+
+def _after_commits(error: str, rep: SourceReport) -> str:
+    """``error`` as the source's line says it: when batches of the source were committed before
+    the one refused (the earlier pages of an MLflow ingest, the earlier files of a directory),
+    "nothing of this source was stored" was false, and the line showed nothing of what they stored."""
+    if NOTHING_STORED not in error or not (rep.new or rep.updated or rep.deleted or rep.quarantined):
+        return error
+    done = (f"{rep.new} new, {rep.updated} updated" + (f", {rep.deleted} deleted" if rep.deleted else "")
+            + f" and {rep.quarantined} quarantined rows")
+    return error.replace(NOTHING_STORED, f"nothing more of this source was stored (this ingest stored {done} of it "
+                                         "before this part, and they stay)", 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,12 +225,24 @@ class _Seen:
         self.sources.update(s for s in sources if isinstance(s, str))
         into.update((s, r) for s, r in zip(sources, runs) if isinstance(s, str) and isinstance(r, str))
 
-    def refuse_percent(self) -> None:
-        """A :class:`UserError` when most values of an accuracy column are in (1, 100]."""
+    def refuse_percent(self, stored: Callable[[], dict[str, int]] | None = None) -> None:
+        """A :class:`UserError` when most values of an accuracy column are in (1, 100].
+
+        ``stored``: called when a column would be refused, for the number of values of each
+        column the batch's sources already store (of other runs: an MLflow page, whose runs are
+        read incrementally). They are fractions, and count with the batch's: a page of one new
+        run logged in percent was "the column is in percent" on every ingest, though a read of
+        every run quarantines that run's rows and stores the others."""
+        before: dict[str, int] | None = None
         for col in PERCENT_SUSPECTS:
             k, n = self.above_one.get(col, (0, 0))
+            if n and 2 * k > n and stored is not None:
+                before = stored() if before is None else before
+                n += before.get(col, 0)
             if n and 2 * k > n:
-                raise UserError(f"{col} is in percent, not a fraction: {k} of {n} values are in (1, 100], so "
+                had = (before or {}).get(col, 0)
+                raise UserError(f"{col} is in percent, not a fraction: {k} of {n} values"
+                                f"{f' ({had} of them stored before)' if had else ''} are in (1, 100], so "
                                 f"nothing of this source was stored; set 'units: {{{col}: percent}}' (or "
                                 "'accuracy_unit: percent') in a --mapping")
 
@@ -392,6 +421,19 @@ def _count_replacement(rep: SourceReport, repl: _Replacement) -> None:
         rep.kept_runs += repl.missing_runs
 
 
+def _stored_values(store: Store, seen: _Seen) -> dict[str, int]:
+    """Values of each accuracy column that ``store`` holds of ``seen``'s sources, but of the runs
+    ``seen`` read (whose rows the batch replaces): one read of three columns of those sources."""
+    if not seen.sources or not store.exists():
+        return {}
+    rows = store.read(filters={"source": sorted(seen.sources)}, columns=["source", "run_id", *PERCENT_SUSPECTS])
+    if seen.read and rows.num_rows:
+        mine = pc.is_in(key_array(rows, ("source", "run_id")),
+                        value_set=pa.array([key_of(r) for r in seen.read], pa.string()))
+        rows = rows.filter(pc.invert(pc.fill_null(mine, False)))
+    return {col: rows.num_rows - rows.column(col).null_count for col in PERCENT_SUSPECTS}
+
+
 # --------------------------------------------------------------------------------------------
 # Commits
 # --------------------------------------------------------------------------------------------
@@ -404,7 +446,8 @@ def _commit_batch(store: Store, src: Source, batch: SourceBatch, rep: SourceRepo
     seen = _Seen()
     v = validate(batch.rows, raw=batch.raw)
     seen.add(v, keys=batch.replace_runs and store.exists())   # a new store has no stale rows
-    seen.refuse_percent()
+    # a batch of some runs (an MLflow page) is weighed with the rows of its sources stored before
+    seen.refuse_percent(None if batch.replace_runs else (lambda: _stored_values(store, seen)))
     # The raw rows are done with: let them go before the commit, whose merge is the other half of
     # an ingest's peak memory (the caller's loop still holds the batch object itself).
     batch.rows, batch.raw = pd.DataFrame(), None
