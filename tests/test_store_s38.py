@@ -226,3 +226,14 @@ def test_a_gcs_store_that_cannot_be_reached_is_one_line_not_a_hang(tmp_path):
                        timeout=300, cwd=tmp_path)
     line = one_error_line(r, "cannot reach store location")
     assert "Retry policy exhausted" in line, line
+
+
+def test_gs_uris_get_a_retry_bound_unless_they_give_one():
+    """The bound the store's and the sweeps' state filesystems put on gs:// (the store test above
+    measures it); other schemes and a user's own bound are left as they are."""
+    from meta_study.store._files import GCS_RETRY_LIMIT_S, bounded_uri
+
+    assert bounded_uri("gs://b/x") == f"gs://b/x?retry_limit_seconds={GCS_RETRY_LIMIT_S}"
+    assert bounded_uri("gs://b/x?scheme=http") == f"gs://b/x?scheme=http&retry_limit_seconds={GCS_RETRY_LIMIT_S}"
+    assert bounded_uri("gs://b/x?retry_limit_seconds=5") == "gs://b/x?retry_limit_seconds=5"
+    assert bounded_uri("s3://b/x") == "s3://b/x" and bounded_uri("/local/x") == "/local/x"

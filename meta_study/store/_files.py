@@ -40,7 +40,7 @@ def _resolve(uri: str) -> tuple[pafs.FileSystem, str, bool]:
     except ValueError as e:
         raise UserError(f"{display_uri(uri)}: not a valid store URI ({e})") from None
     try:
-        fs, path = pafs.FileSystem.from_uri(_bounded(uri))
+        fs, path = pafs.FileSystem.from_uri(bounded_uri(uri))
     except (pa.ArrowException, OSError) as e:
         raise UserError(f"{display_uri(uri)}: cannot open store location ({_first_line(e)})") from None
     local = isinstance(fs, pafs.LocalFileSystem)
@@ -57,7 +57,7 @@ def _resolve(uri: str) -> tuple[pafs.FileSystem, str, bool]:
 GCS_RETRY_LIMIT_S = 30
 
 
-def _bounded(uri: str) -> str:
+def bounded_uri(uri: str) -> str:
     """``uri`` with ``retry_limit_seconds`` for gs:// (pyarrow's GCS option) unless given."""
     scheme = uri.split("://", 1)[0].lower()
     if scheme not in ("gs", "gcs") or "retry_limit_seconds=" in uri:

@@ -13,8 +13,10 @@ head node's disk.
 head node, or a laptop, resumes the sweep from it alone (with the MLflow server, which holds the
 runs). Why these shapes:
 
-- **Every write is atomic.** A local file is written to a temporary name and renamed; an object
-  appears whole when its upload completes, or not at all. A reader never sees half a record.
+- **Every write is atomic** but a local run-map entry's (:meth:`StateDir.add_run`, written in
+  place: an entry left empty by a crash counts by its modification time). A local file is written
+  to a temporary name and renamed; an object appears whole when its upload completes, or not at
+  all. A reader never sees half a record.
   What the sweep cannot do without (the sweep record, the spool) is also fsynced, file and
   directory: a rename alone may reach the disk before the file's data, empty after a power loss.
 - **No appends.** Object stores have none, so the run map is one object per run, its name holding
@@ -81,7 +83,9 @@ def filesystem(uri: str) -> tuple[Any, str]:
     import pyarrow.fs as pafs
 
     if is_remote(uri):
-        return pafs.FileSystem.from_uri(uri)
+        from ..store._files import bounded_uri
+
+        return pafs.FileSystem.from_uri(bounded_uri(uri))   # gs:// retried without end: a bound
     path = uri[len("file://"):] if uri.startswith("file://") else uri
     return pafs.LocalFileSystem(), os.path.abspath(path)
 
