@@ -261,7 +261,9 @@ def build_parser(spec: SweepSpec) -> argparse.ArgumentParser:
     a("--resume", action="store_true", help="continue a killed sweep (Tuner.restore); finished trials stay done")
     a("--allow-code-change", action="store_true",
       help="with --resume: go on although the code changed since the sweep last ran (recorded)")
-    a("--gpus-per-trial", type=float, default=None, help="GPUs per trial (fractions allowed)")
+    a("--gpus-per-trial", type=float, default=None,
+      help="GPUs per trial (fractions allowed); with --workers-per-trial > 1 or --torch-trainer, any value "
+           "above 0 gives each Train worker one GPU")
     a("--cpus-per-trial", type=float, default=None,
       help="CPUs per trial (per Train worker with --workers-per-trial > 1); default 1")
     a("--workers-per-trial", type=int, default=_DEFAULTS.workers_per_trial,
