@@ -116,6 +116,9 @@ def test_each_stopped_trials_evaluation_is_retried_and_a_failure_is_recorded(loc
     assert evaluate_stopped([good], pending, resources=PerTrialResources(None, SweepOptions()),
                             hooks=TrialHooks()).done == ("good",)
     assert pending.flush(timeout_s=60)
+    # its evaluation read back from the record is logged at the time it was made: the same points,
+    # not a second copy of each at the resume's time (an "ok" tag lost in a crash did that)
+    assert len(client.get_metric_history(ok.info.run_id, key)) == history
 
     # ingest: the good run's rows; the failed one counted with a hint, not skipped silently
     store = tmp_path / "store"

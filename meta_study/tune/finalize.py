@@ -150,7 +150,7 @@ def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callab
     import ray
 
     from ..ray_session import free_orphaned_placement_groups
-    from .trial import evaluate_stopped_trial
+    from .trial import EVAL_TIME_KEY, evaluate_stopped_trial
 
     done: list[str] = []
     failed: dict[str, str] = {}
@@ -195,8 +195,9 @@ def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callab
             failed[tid] = error_line(e)
             callback.log_evaluation(tid, None, error=failed[tid], checkpoint=ckpt)
             continue
-        callback.on_trial_result(0, [], TrialRef(tid), metrics)
-        callback.log_evaluation(tid, {"early_stopped": 1.0}, checkpoint=ckpt)
+        when = metrics.pop(EVAL_TIME_KEY, None)   # the evaluation's own time: logged again, the same point
+        callback.on_trial_result(0, [], TrialRef(tid), metrics, time_ms=when)
+        callback.log_evaluation(tid, {"early_stopped": 1.0}, checkpoint=ckpt, time_ms=when)
         done.append(tid)
     return Evaluations(done=tuple(done), failed=failed,
                        logged=tuple(t for t in map(trial_id_of, results) if t in logged))

@@ -316,8 +316,10 @@ class MlflowSweepCallback(Callback):
         if "step" in result:
             self._last_step[trial.trial_id] = step
         if metrics:
-            self._put(Op("metrics", trial.trial_id, {"metrics": metrics, "step": step,
-                                                      "time": int(time.time() * 1000)}))
+            # an end-of-sweep evaluation comes with its own time (info["time_ms"]): logged again by a
+            # resumed sweep, it is the same point, not a second one
+            when = info.get("time_ms") or int(time.time() * 1000)
+            self._put(Op("metrics", trial.trial_id, {"metrics": metrics, "step": step, "time": when}))
 
     def train_checkpoint(self, trial_id: str) -> str | None:
         """The last checkpoint path a data-parallel trial's Ray Train run forwarded in this session
@@ -359,13 +361,15 @@ class MlflowSweepCallback(Callback):
     # ---- after the Tuner: evaluations, and runs a dead driver left behind --------------------------
 
     def log_evaluation(self, trial_id: str, metrics: Mapping[str, float] | None, *, error: str | None = None,
-                       checkpoint: Any = None) -> None:
+                       checkpoint: Any = None, time_ms: int | None = None) -> None:
         """The end-of-sweep evaluation of an early-stopped trial: its final metrics, or the reason
         it failed (``meta_study.eval_status`` / ``meta_study.eval_error`` tags). The run ends
         FINISHED either way: training did finish, and ingest reports a run without downstream
-        metrics (docs/tracking.md)."""
+        metrics (docs/tracking.md). ``time_ms``: the evaluation's own time (its record's), so that
+        a resumed sweep logging it again logs the same point."""
         if metrics:
-            self._put(Op("metrics", trial_id, {"metrics": dict(metrics), "step": 0, "time": int(time.time() * 1000)}))
+            self._put(Op("metrics", trial_id, {"metrics": dict(metrics), "step": 0,
+                                               "time": time_ms or int(time.time() * 1000)}))
         status = "ok" if error is None else "failed"
         if self.target.resumed:   # an earlier session's interruption or failed evaluation is not true any more
             stale = [STATUS_TAG, REASON_TAG] + ([EVAL_ERROR_TAG] if error is None else [])

@@ -131,6 +131,10 @@ FINAL_FILE = "meta_study_final.json"
 #: later trains on (a stop that was not the scheduler's) would end its training.
 EVAL_FILE = "meta_study_eval.json"
 EVAL_ATTEMPT_FILE = "meta_study_eval_attempt"   # the fail_eval_once test hook's marker
+#: When an evaluation was made (ms since the epoch), kept in its record: a resumed sweep that logs
+#: a read-back evaluation again logs it at the same time, which MLflow takes as the same point
+#: (key, step, time, value), not a second one. Not a metric: the driver takes it out.
+EVAL_TIME_KEY = "meta_study_eval_time_ms"
 #: A data-parallel trial's Ray Train run, under its Tune trial directory on the sweep's storage:
 #: its checkpoints are ``<trial>/train/checkpoint_<time>`` (Tune's are ``<trial>/checkpoint_NNNNNN``).
 TRAIN_DIR = "train"
@@ -458,6 +462,9 @@ def evaluate_stopped_trial(config: dict[str, Any], checkpoint: Any, hooks: Trial
             # damaged one said only "UnpicklingError: Check the documentation of torch.load ...",
             # or named this task's temporary copy, gone with it
             raise _naming_checkpoint(e, local, checkpoint.path) from e
+    import time
+
+    metrics = {**metrics, EVAL_TIME_KEY: int(time.time() * 1000)}
     write_record(fs, record, metrics)
     return metrics
 
