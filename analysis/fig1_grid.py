@@ -17,7 +17,9 @@ def main() -> None:
     from meta_study.defaults import HOLDOUT_QUANTILE
 
     p = scripts.parser(__doc__)
-    p.add_argument("--holdout-quantile", type=float, default=HOLDOUT_QUANTILE)
+    p.add_argument("--holdout-quantile", type=float, default=HOLDOUT_QUANTILE,
+                   help=f"fit on each group's models at or below this quantile of US accuracy, predict the rest "
+                        f"(default {HOLDOUT_QUANTILE})")
     p.add_argument("--max-group-figures", type=scripts.count, default=60, help="per-group figures at most")
     a = p.parse_args()
     options = AnalysisOptions(fit=FitOptions(holdout_quantile=a.holdout_quantile))   # a refused one creates nothing

@@ -15,13 +15,17 @@ def main() -> None:
     from meta_study.store import open_store
     from meta_study.analysis.results import AnalysisOptions
     from meta_study.analysis.sensitivity import SensitivityOptions
+    from meta_study.defaults import SENSITIVITY_TRIALS
 
     p = scripts.parser(__doc__)
-    p.add_argument("--trials", type=int, default=10)
-    p.add_argument("--sizes", default=None, help="comma-separated sample sizes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--address", default=None, help="Ray address (default: a local Ray)")
-    p.add_argument("--serial", action="store_true")
+    p.add_argument("--trials", type=int, default=SENSITIVITY_TRIALS,
+                   help=f"random draws per sample size (default {SENSITIVITY_TRIALS})")
+    p.add_argument("--sizes", default=None, help="comma-separated sample sizes (default: 8 geometric steps from 10 "
+                   "models to all of a group's fitting points)")
+    p.add_argument("--seed", type=int, default=0, help="the draws' master seed (default 0)")
+    p.add_argument("--address", default=None, help="Ray cluster to join: host:port, ray://host:port, auto, or local "
+                   "(default: $RAY_ADDRESS if set, else a Ray of its own on this machine)")
+    p.add_argument("--serial", action="store_true", help="run in this process, without Ray")
     a = p.parse_args()
     options = AnalysisOptions(fits=False, sensitivity=SensitivityOptions(sizes=scripts.sizes(a.sizes), trials=a.trials,
                                                                          seed=a.seed))

@@ -24,6 +24,8 @@ def main() -> None:
     store = open_store(a.store)
     prepare_out(a.out, a.store)   # never in the store: a plain reader of STORE would read our tables
     rows = scripts.rows(store, a)
+    if rows.empty:   # not "no rows with head_wd": there was no row to look at (a mistyped --ds-task)
+        raise UserError(f"{a.store}: no rows match the selection")
     if rows["head_wd"].notna().sum() == 0:
         raise UserError(f"{a.store}: no rows with head_wd (run sweeps/head_wd.py and ingest it)")
     res = write_all(rows, a.out, footer=footer(store, "head weight decay sweep"),

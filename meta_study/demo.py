@@ -15,7 +15,10 @@
 6. the HTML report, and where to find everything.
 
 Everything lives under ``WORKDIR`` (default ``./meta-study-demo``). Running it again reuses what
-is there: finished trials are not retrained, ingest and refit are no-ops, the report stays.
+is there: finished trials are not retrained, ingest and refit are no-ops, the report stays. A
+``WORKDIR`` whose report would mix two demos' models is refused in one line before anything is
+trained (:func:`refuse_mixed_workdir`): the other kind of demo's (``--synthetic`` or not), one
+moved or copied from another path, or one whose MLflow database or sweep state was removed.
 """
 
 from __future__ import annotations
@@ -109,10 +112,12 @@ def run_demo(workdir: str = "meta-study-demo", *, synthetic: bool = False, seria
     wd.mkdir(parents=True, exist_ok=True)
     tracking = f"sqlite:///{wd / 'mlflow.db'}"
     store = wd / "store"
+    # before any training or logging: a report of this workdir's store would mix two demos' models
+    logged = refuse_mixed_workdir(wd, workdir, tracking, synthetic=synthetic)
     step = _Steps(log)
     if synthetic:
-        with step(synthetic_step(tracking)):
-            models = log_synthetic(tracking)
+        with step(synthetic_step(tracking, logged=logged)):
+            models = log_synthetic(tracking, logged=logged)
         experiment = SYNTH_EXPERIMENT
     else:
         resumed = (wd / "ray" / "demo").exists()       # what _train resumes: finished trials are reused
@@ -158,6 +163,77 @@ def run_demo(workdir: str = "meta-study-demo", *, synthetic: bool = False, seria
     log(f"  store      {store}   (pandas.read_parquet works on it)")
     log(f"  MLflow UI  mlflow ui --backend-store-uri {tracking} --port 5000   then {_ui_url(tracking, experiment)}")
     return out
+
+
+def refuse_mixed_workdir(wd: Path, workdir: str, tracking: str, *, synthetic: bool) -> bool | None:
+    """Refuse a ``--workdir`` whose report would mix two demos' models, before anything is
+    trained or logged. The refit reports every group of ``WORKDIR/store``, and ingest adds runs
+    beside what is there (a row's key holds its source, the MLflow database's path, and its run
+    id), so models there that this demo does not read from MLflow went into its report too:
+
+    - the other kind of demo's (``demo --synthetic``, then ``demo``: the simulated tasks in the
+      trained models' report and in its held-out count);
+    - the demo's runs ingested from another MLflow database path (a workdir moved or copied: every
+      run ingested again under the new path, each model twice; 480 simulated models of 240);
+    - the demo's runs that MLflow no longer has (``mlflow.db`` removed: the simulated runs were
+      logged again under new ids), or, for the trained demo, models whose sweep state
+      (``WORKDIR/ray``) is gone: a second training's 18 models beside the first's.
+
+    Costs one read of two store columns and, when ``mlflow.db`` exists, one or two MLflow queries.
+
+    Returns:
+        For ``synthetic``, whether the simulated runs are in MLflow already (:func:`synthetic_logged`,
+        asked once here); None otherwise.
+
+    Raises:
+        UserError: one line naming ``--workdir``, what it holds and what to do.
+    """
+    import pandas as pd
+
+    from .errors import UserError
+    from .ingest import SourceOptions, open_sources
+    from .store import Store
+
+    experiment, other = (SYNTH_EXPERIMENT, EXPERIMENT) if synthetic else (EXPERIMENT, SYNTH_EXPERIMENT)
+    redo = f"give another --workdir, or remove {wd} to start again"
+    source = open_sources([tracking], None, SourceOptions(experiments=(experiment,)))[0].source
+    store = Store(str(wd / "store"))
+    pairs: set[tuple[str, str]] = set()
+    if store.exists():
+        rows = store.to_pandas(columns=["source", "experiment"]).drop_duplicates()
+        pairs = {(str(s), str(e)) for s, e in rows.itertuples(index=False)
+                 if not pd.isna(e) and e in (EXPERIMENT, SYNTH_EXPERIMENT)}
+    if any(e == other for _, e in pairs):
+        made_by = "meta-study demo" + ("" if synthetic else " --synthetic")
+        raise UserError(f"--workdir {workdir}: holds the results of `{made_by}`, which this demo's report would mix "
+                        f"with its own models; {redo}")
+    moved = sorted(s for s, _ in pairs if s != source)
+    if moved:
+        raise UserError(f"--workdir {workdir}: its store holds the demo's runs ingested from another MLflow database "
+                        f"({moved[0]}: a workdir moved or copied from there?), which this demo would ingest again "
+                        f"and count twice; {redo}")
+    stored = (source, experiment) in pairs
+    db = (wd / "mlflow.db").exists()   # none: nothing to ask (a fresh workdir makes no database here)
+    if synthetic:
+        logged = db and synthetic_logged(tracking)
+        if stored and not logged:
+            raise UserError(f"--workdir {workdir}: its store holds simulated runs that its MLflow database no longer "
+                            f"has; logging them again would put every model in the store twice; {redo}")
+        return logged
+    if not (wd / "ray" / "demo").exists() and (stored or (db and _trained_runs(tracking))):
+        raise UserError(f"--workdir {workdir}: holds the models of an earlier demo whose sweep state ({wd / 'ray'}) "
+                        f"is gone; training again would report both sets of models; {redo}")
+    return None
+
+
+def _trained_runs(tracking: str) -> bool:
+    """Whether the MLflow database holds a trial run of the demo's sweep."""
+    from .mlflow_client import mlflow_client
+
+    client = mlflow_client(tracking)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    return exp is not None and bool(client.search_runs([exp.experiment_id], max_results=1,
+                                                       filter_string="tags.`meta_study.role` = 'trial'"))
 
 
 def _ui_url(tracking: str, experiment: str) -> str:
@@ -294,8 +370,10 @@ def _train(wd: Path, tracking: str, serial: bool) -> int:
             raise
         # a demo trained by a meta-study whose demo sweep searched another space: Tune would go on
         # with the old one, and the refusal's advice (another --name) is no option of the demo's
+        # (removing WORKDIR/ray alone trained 18 more models beside the old ones in MLflow and the
+        # store, and the report held both: refuse_mixed_workdir now refuses that)
         raise UserError(f"--workdir {wd}: its models were trained by another version of the demo's sweep (another "
-                        f"search space); give a new --workdir, or remove {storage} to train them again") from None
+                        f"search space); give a new --workdir, or remove {wd} to train them again") from None
     if res.errored:
         raise RuntimeError(f"{res.errored} demo trial(s) failed; see {res.experiment_dir}")
     return res.finished
@@ -390,16 +468,19 @@ def synthetic_logged(tracking_uri: str) -> bool:
             and bool(client.search_runs([exp.experiment_id], max_results=1)))
 
 
-def synthetic_step(tracking_uri: str) -> str:
+def synthetic_step(tracking_uri: str, *, logged: bool | None = None) -> str:
     """Step [1]'s line of ``demo --synthetic``: what :func:`log_synthetic` will do (a second demo
-    said "logged to MLflow" where it reused the first one's runs and logged nothing)."""
-    if synthetic_logged(tracking_uri):
+    said "logged to MLflow" where it reused the first one's runs and logged nothing). ``logged``:
+    :func:`synthetic_logged`'s answer when the caller has it (None: ask MLflow)."""
+    if synthetic_logged(tracking_uri) if logged is None else logged:
         return "simulated meta-study: reused the runs of an earlier demo, already in MLflow (nothing logged)"
     return "simulated meta-study logged to MLflow (known law per task)"
 
 
-def log_synthetic(tracking_uri: str) -> int:
-    """Log the simulated runs to MLflow once (a second demo finds them there)."""
+def log_synthetic(tracking_uri: str, *, logged: bool | None = None) -> int:
+    """Log the simulated runs to MLflow once (a second demo finds them there). ``logged``:
+    :func:`synthetic_logged`'s answer when the caller has it (None: ask MLflow; the demo asked
+    it twice, for the step's line and here)."""
     from mlflow.entities import Metric, Param, RunTag
 
     from .mlflow_client import mlflow_client
@@ -408,7 +489,7 @@ def log_synthetic(tracking_uri: str) -> int:
     client = mlflow_client(tracking_uri)
     exp = get_or_create_experiment(client, tracking_uri, SYNTH_EXPERIMENT)   # refuses a deleted one
     runs = synthetic_runs()
-    if synthetic_logged(tracking_uri):
+    if synthetic_logged(tracking_uri) if logged is None else logged:
         return len(runs)
     now = int(time.time() * 1000)
     for r in runs:
