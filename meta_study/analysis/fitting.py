@@ -77,13 +77,16 @@ class Prepared:
 
 def prepare(us_accuracy: np.ndarray, ds_accuracy: np.ndarray, options: FitOptions) -> Prepared:
     """Split one group at its threshold and compute its held-out frontier."""
-    us = np.asarray(us_accuracy, dtype=float)
-    ds = np.asarray(ds_accuracy, dtype=float)
+    # flat, as the selection takes them: a (4, 5) array's flat indices indexed its rows (IndexError)
+    us = np.asarray(us_accuracy, dtype=float).ravel()
+    ds = np.asarray(ds_accuracy, dtype=float).ravel()
+    if us.size != ds.size:   # it was an IndexError deep in the hull
+        raise ValueError(f"us_accuracy has {us.size} values but ds_accuracy has {ds.size}")
     thr = holdout_threshold(us, options)
     # a NaN or infinite accuracy is no model, neither visible nor held out (as in the selection):
     # one NaN DS among the visible points failed every bootstrap draw that picked it ("all": the
     # estimate NaN, 5 of 20 draws usable, those without it)
-    ok = np.isfinite(us) & np.isfinite(ds) if us.shape == ds.shape else np.ones(us.shape, bool)
+    ok = np.isfinite(us) & np.isfinite(ds)
     fit_idx = np.flatnonzero(ok & (us <= thr))
     held_idx = np.flatnonzero(ok & ~(us <= thr))
     h = held_idx[upper_hull(us[held_idx], ds[held_idx])] if held_idx.size else held_idx
@@ -149,6 +152,9 @@ def fit_groups(groups_xy: Sequence[tuple[np.ndarray, np.ndarray]], options: FitO
     thresholds = [holdout_threshold(np.asarray(us, float), options) for us, _ in groups_xy]
     keys = list(keys) if keys is not None else [(i,) for i in range(n)]
     sizes = list(test_sizes) if test_sizes is not None else [None] * n
+    for what, seq in (("keys", keys), ("test_sizes", sizes)):   # before any chunk is fitted
+        if len(seq) != n:
+            raise ValueError(f"{what} has {len(seq)} entries for {n} groups")
     step = n if progress is None else max(PROGRESS_CHUNK, math.ceil(n / 20))
     out: list[GroupSelection] = []
     if progress:

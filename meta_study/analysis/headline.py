@@ -338,14 +338,18 @@ class Headline:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Headline":
         """The headline a row of ``fits.parquet`` describes (``law == "ensemble"``)."""
-        raw = row.get("members")
-        members = json.loads(raw) if isinstance(raw, str) and raw else []
-        fits = tuple(LawFit(law=law, params=params, sse=math.nan, n_points=0, status=status)
-                     for law, _fr, params, status in members)
-        for f in fits:
-            get_law(f.law)
+        members = parse_members(row.get("members"))
+        fits = []
+        for law, fr, params, status in members:
+            names = get_law(law).params
+            missing = [p for p in names if p not in params]
+            if missing:    # a KeyError('k') at the first prediction named neither the member nor the row
+                raise ValueError(f"a headline row's member {law}/{fr} has no {', '.join(map(repr, missing))} parameter")
+            fits.append(LawFit(law=law, params={p: row_number(params[p]) for p in names}, sse=math.nan, n_points=0,
+                               status=status))
         # a row read back with pyarrow (to_pylist) has None where pandas wrote NaN
-        return cls(members=fits, names=tuple(f"{law}/{fr}" for law, fr, *_ in members), flat=row_number(row.get("flat")),
+        return cls(members=tuple(fits), names=tuple(f"{law}/{fr}" for law, fr, *_ in members),
+                   flat=row_number(row.get("flat")),
                    discount=row_number(row.get("discount")), best_us=row_number(row.get("best_us")),
                    residuals=parse_residuals(row.get("interval_residuals")),
                    test_size=row_number(row.get("ds_test_size")))
@@ -373,9 +377,29 @@ def residuals_json(residuals: Sequence[Sequence[float]]) -> str:
 
 
 def parse_residuals(raw: Any) -> tuple[tuple[float, ...], ...]:
-    if isinstance(raw, str) and raw:
-        return tuple(tuple(float(v) for v in t) for t in json.loads(raw))
-    return ()
+    """A row's ``interval_residuals`` (:func:`residuals_json`; pairs from before the cut was kept);
+    () for none, a ValueError naming the column for text that is not such a list (a JSONDecodeError
+    or an IndexError deep in the interval said neither)."""
+    if not (isinstance(raw, str) and raw):
+        return ()
+    try:
+        out = tuple(tuple(float(v) for v in t) for t in json.loads(raw))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"a fits.parquet row's interval_residuals is not the JSON list meta-study writes ({e})") from None
+    if any(len(t) not in (2, 3) for t in out):
+        raise ValueError("a fits.parquet row's interval_residuals holds an entry that is not (|residual|, reach[, cut])")
+    return out
+
+
+def parse_members(raw: Any) -> list[tuple[str, str, dict[str, Any], str]]:
+    """A headline row's ``members`` (:meth:`Headline.to_row`) as (law, frontier, params, status);
+    [] for none, a ValueError naming the column for text that is not such a list."""
+    if not (isinstance(raw, str) and raw):
+        return []
+    try:
+        return [(str(law), str(fr), dict(params), str(status)) for law, fr, params, status in json.loads(raw)]
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"a headline row's members is not the JSON list meta-study writes ({e})") from None
 
 
 def fit_discount(pairs: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> float:
@@ -393,5 +417,5 @@ def fit_discount(pairs: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> float
 
 
 __all__ = ["ENSEMBLE", "HALF_POINT", "NO_SPREAD", "Headline", "no_spread", "row_number", "distance", "empirical_quantile", "estimate_test_size", "fit_discount", "half_width",
-           "interval_around", "noise_half_width", "parse_residuals", "point_secant", "residuals_json", "tested_reach",
+           "interval_around", "noise_half_width", "parse_members", "parse_residuals", "point_secant", "residuals_json", "tested_reach",
            "us_at"]

@@ -141,10 +141,24 @@ class Law:
         # table concatenated with one without ``n_fit``) is no count, not a ValueError
         n_fit = row.get("n_fit")
         n_fit = float(n_fit) if isinstance(n_fit, (int, float, np.number)) else math.nan
-        return LawFit(law=self.name, params={p: math.nan if row[p] is None else float(row[p]) for p in self.params},
-                      sse=math.nan,
+        missing = [c for c in (*self.params, "status") if c not in row]
+        if missing:   # a KeyError('e_us_star') named neither the row nor what is wrong with it
+            raise ValueError(f"a fits.parquet row of law {self.name!r} has no {', '.join(map(repr, missing))} "
+                             "column (not a row meta-study wrote)")
+        # pandas.NA (a table read with dtype_backend="numpy_nullable" or "pyarrow") is NaN here, as
+        # None is: float(pd.NA) raised a TypeError on every failed fit's row (its parameters null)
+        message = row.get("message")
+        return LawFit(law=self.name, params={p: _row_float(row[p]) for p in self.params}, sse=math.nan,
                       n_points=int(n_fit) if math.isfinite(n_fit) else 0, status=str(row["status"]),
-                      message=str(row.get("message") or ""))
+                      message=message if isinstance(message, str) else "")
+
+
+def _row_float(v: Any) -> float:
+    """A parameter of a ``fits.parquet`` row: NaN for None, pandas.NA or anything not a number."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _failed(law: str, params: tuple[str, ...], status: str, message: str, n: int) -> LawFit:

@@ -59,12 +59,15 @@ def stop_paying_from_slopes(slopes: np.ndarray, threshold: float = DEFAULT_THRES
                             grid: np.ndarray | None = None) -> np.ndarray:
     """The stop-paying US accuracy of curves given by their slopes on a grid of US accuracies (one
     row per curve; any curve, e.g. the headline's): fractions, NaN = still paying at the grid's
-    end (or no slope at all), the grid's start for a curve that never pays on it.
+    end (or no slope at all, or a threshold that is not above 0), the grid's start for a curve
+    that never pays on it.
 
     ``grid`` defaults to :data:`U_GRID`, whose last point (100% US) is a limit and is left out;
     any other grid is taken whole (e.g. one that ends at a back-tested horizon).
     """
     s = np.atleast_2d(np.asarray(slopes, dtype=float))
+    if not threshold > 0:   # NaN too: no slope is >= NaN, and every curve read "0%", never paid
+        return np.full(s.shape[0], math.nan)
     if grid is None:
         grid, s = U_GRID, s[:, :-1]                      # the slope at 100% US itself is a limit
     U = np.asarray(grid, dtype=float)
@@ -119,7 +122,7 @@ def stop_paying_us(fit: LawFit, threshold: float = DEFAULT_THRESHOLD) -> float:
 
     0.0 when it never paid that much, NaN when it pays up to 100% US ("never") or the fit is unusable.
     """
-    if not fit.usable or threshold <= 0:
+    if not fit.usable or not threshold > 0:   # NaN too: no slope is >= NaN, so it read "0%", never paid
         return math.nan
     return float(stop_paying_many(fit.law, [fit.params], threshold)[0])
 
