@@ -1207,11 +1207,13 @@ def report(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, trials:
 
 
 @cli.command()
-@click.option("--workdir", default="meta-study-demo", show_default=True, metavar="DIR",
-              help="Everything the demo writes goes here: MLflow db and artifacts, store, refits, report.")
+@click.option("--workdir", default=None, metavar="DIR",
+              help="Everything the demo writes goes here: MLflow db and artifacts, store, refits, report "
+                   "(default: meta-study-demo, with --synthetic meta-study-demo-synthetic; a directory holds "
+                   "one kind of demo).")
 @click.option("--synthetic", is_flag=True, help="Skip training: a simulated meta-study with a known law (~1 min).")
 @click.option("--serial", is_flag=True, help="One trial at a time, analysis without Ray workers.")
-def demo(workdir: str, synthetic: bool, serial: bool) -> None:
+def demo(workdir: str | None, synthetic: bool, serial: bool) -> None:
     """The whole system on embedded defaults: train a small model zoo on the procedural suite
     (local Ray, MLflow in a sqlite file), ingest it, refit with sensitivity, write the report.
 
@@ -1219,6 +1221,9 @@ def demo(workdir: str, synthetic: bool, serial: bool) -> None:
     """
     from .demo import run_demo
 
+    # each kind its own default: `demo --synthetic` (the core install) then `demo` (after adding
+    # [train]), the README's first hour, met the refusal of a workdir of the other kind
+    workdir = workdir if workdir is not None else "meta-study-demo-synthetic" if synthetic else "meta-study-demo"
     _refuse_empty_path("--workdir", workdir)
     refuse_inside_store("--workdir", workdir, "the demo's files go to a directory of their own")
     run_demo(workdir, synthetic=synthetic, serial=serial, log=click.echo)

@@ -14,7 +14,8 @@
 5. the held-out check: every trusted answer against the models it did not see;
 6. the HTML report, and where to find everything.
 
-Everything lives under ``WORKDIR`` (default ``./meta-study-demo``). Running it again reuses what
+Everything lives under ``WORKDIR`` (the command's default ``./meta-study-demo``, with ``--synthetic``
+``./meta-study-demo-synthetic``). Running it again reuses what
 is there: finished trials are not retrained, ingest and refit are no-ops, the report stays. A
 ``WORKDIR`` whose report would mix two demos' models is refused in one line before anything is
 trained (:func:`refuse_mixed_workdir`): the other kind of demo's (``--synthetic`` or not), one

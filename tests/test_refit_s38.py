@@ -48,3 +48,15 @@ def test_a_report_that_cannot_be_written_leaves_no_temporary(tmp_path, monkeypat
         render_report(analysis, tmp_path / "rep")
     assert not [n for n in os.listdir(tmp_path / "rep") if n.startswith(".index.html.tmp-")]
     assert not (tmp_path / "rep" / "index.html").exists()
+
+
+def test_the_synthetic_demo_has_a_default_workdir_of_its_own(tmp_path):
+    """`demo --synthetic` (the core install) then `demo` (after adding [train]), the README's first
+    hour, shared ./meta-study-demo, which a demo now refuses to mix. Each kind has its default."""
+    from conftest import one_error_line, run_cli
+
+    (tmp_path / "meta-study-demo-synthetic").write_text("x")    # stops it before any work, naming the default
+    one_error_line(run_cli("demo", "--synthetic", cwd=tmp_path, timeout=120),
+                   "--workdir meta-study-demo-synthetic: exists and is not a directory")
+    (tmp_path / "meta-study-demo").write_text("x")
+    one_error_line(run_cli("demo", cwd=tmp_path, timeout=120), "--workdir meta-study-demo: exists and is not a directory")
