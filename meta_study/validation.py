@@ -26,8 +26,7 @@ import pyarrow.compute as pc
 from .schema import COLUMNS, COLUMN_BY_NAME, Column, PARTITION, SCHEMA, SCHEMA_VERSION, STORE_FILLED, UTC_TIMESTAMP
 
 #: What :func:`validate` returns: store-filled columns may still be null.
-_INPUT_SCHEMA: pa.Schema = pa.schema([f.with_nullable(True) if f.name in ("ingested_at", "schema_version") else f
-                                      for f in SCHEMA])
+_INPUT_SCHEMA: pa.Schema = pa.schema([f.with_nullable(True) if f.name in STORE_FILLED else f for f in SCHEMA])
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,7 +98,17 @@ def shown(v: Any) -> str:
         v = v.item()
     if isinstance(v, decimal.Decimal):   # 3.5, not Decimal('3.5')
         return str(v)
-    return repr(v)
+    text = repr(v)
+    if len(text) > MAX_SHOWN:
+        # a reason is one line of `store quarantine` and of the summary (the value is whole in
+        # the row's payload): a 1 MB cell in a number column made a 1 MB reason
+        n = f" ({len(v)} characters)" if isinstance(v, str) else ""
+        return text[:MAX_SHOWN - 20] + "..." + n
+    return text
+
+
+#: The longest value a reason shows whole, in characters.
+MAX_SHOWN = 200
 
 
 #: A partition directory is ``ds_task=<percent-encoded name>``; file systems allow 255 bytes a name.
@@ -178,6 +187,10 @@ def _coerce_numeric(s: pd.Series, integer: bool) -> tuple[np.ndarray, np.ndarray
         vals = s.astype("float64").to_numpy()
         # A float column cannot tell "missing" from "NaN"; a NaN measurement is the safer reading.
         nan = np.isnan(vals)
+        if isinstance(s.dtype, pd.api.extensions.ExtensionDtype):
+            # a nullable column (Float64, Int64, Arrow's double: Parquet read with pandas' nullable
+            # dtypes) can: its NA is a missing value ("us_accuracy: NaN" said otherwise)
+            nan &= ~s.isna().to_numpy()
         wrong = np.zeros(n, bool)
     else:
         # Object or text columns: in a text column (CSV read as str) a NaN is an empty cell.
@@ -271,17 +284,32 @@ def _plain_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
     return ok.to_numpy(zero_copy_only=False), parsed.to_numpy()
 
 
-def _coerce_string(s: pd.Series) -> tuple[pa.Array, np.ndarray]:
-    """(an Arrow string array, mask of cells of a wrong type); integers become their text."""
+def _is_utf8(text: str) -> bool:
+    """Whether ``text`` can be stored (UTF-8): a lone surrogate, such as JSON's ``"\\ud800"``
+    escape gives, cannot, and Arrow raised on it (a traceback for the whole input)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _coerce_string(s: pd.Series) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """(an Arrow string array, mask of cells of a wrong type, mask of texts that are no valid
+    Unicode: :func:`_is_utf8`); integers become their text."""
     arr = _as_strings(s)
     if arr is not None:  # fast path: every cell a string or missing
-        return arr, np.zeros(len(s), bool)
+        return arr, np.zeros(len(s), bool), np.zeros(len(s), bool)
     obj = s.astype(object).to_numpy()
     out: list[str | None] = []
     wrong = np.zeros(len(s), bool)
+    bad_text = np.zeros(len(s), bool)
     for i, v in enumerate(obj):
         if _is_missing(v):
             out.append(None)
+        elif isinstance(v, str) and not _is_utf8(v):
+            out.append(None)
+            bad_text[i] = True
         elif isinstance(v, str):
             out.append(v)
         elif isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
@@ -289,7 +317,7 @@ def _coerce_string(s: pd.Series) -> tuple[pa.Array, np.ndarray]:
         else:
             out.append(None)
             wrong[i] = True
-    return pa.array(out, type=pa.string()), wrong
+    return pa.array(out, type=pa.string()), wrong, bad_text
 
 
 def _is_in(arr: pa.Array, values: Sequence[str]) -> np.ndarray:
@@ -454,8 +482,12 @@ def _coerce_timestamp(s: pd.Series, order: _DateOrder | None = None,
     if s.isna().all():   # a column the input does not have: no parsing
         return pd.Series(pd.NaT, index=s.index, dtype="datetime64[us, UTC]"), np.zeros(len(s), bool), {}
     obj = s.astype(object)
-    # a blank text is no value, as in a number column ("" from JSON Lines was a wrong type)
-    missing = obj.map(lambda v: _is_missing(v) or (isinstance(v, str) and not v.strip())).to_numpy(bool)
+    # a blank text is no value, as in a number column ("" from JSON Lines was a wrong type), and
+    # so are the usual "not recorded" texts (MISSING_TOKENS): pandas' `to_csv(na_rep='NaN')` writes
+    # a missing timestamp as "NaN", and each such row was quarantined for its optional started_at
+    # where its number columns stored null (every timestamp column an input fills is optional)
+    missing = obj.map(lambda v: _is_missing(v) or (isinstance(v, str) and (
+        not v.strip() or v.strip().lower() in MISSING_TOKENS))).to_numpy(bool)
     # Only text and datetimes are timestamps: pandas would read a number as nanoseconds since 1970.
     arr = _as_strings(s)
     texty = (np.ones(len(s), bool) if arr is not None else   # text (a CSV column): no loop
@@ -477,9 +509,12 @@ def _coerce_timestamp(s: pd.Series, order: _DateOrder | None = None,
     return ts, wrong, why
 
 
-def _coerce_map(s: pd.Series) -> tuple[list[list[tuple[str, str]] | None], np.ndarray]:
+def _coerce_map(s: pd.Series) -> tuple[list[list[tuple[str, str]] | None], np.ndarray, dict[int, str]]:
+    """(each cell as sorted (key, value) pairs, or None; mask of cells that are no map; the
+    reason of a cell that is a map the store cannot hold, :func:`_map_problem`)."""
     out: list[list[tuple[str, str]] | None] = []
     wrong = np.zeros(len(s), bool)
+    why: dict[int, str] = {}
     prev: Any = None
     for i, v in enumerate(s.astype(object)):
         if i and v is prev:
@@ -487,28 +522,52 @@ def _coerce_map(s: pd.Series) -> tuple[list[list[tuple[str, str]] | None], np.nd
             # 160,000 rows otherwise)
             out.append(out[-1])
             wrong[i] = wrong[i - 1]
+            if i - 1 in why:
+                why[i] = why[i - 1]
             continue
         prev = v
+        pairs: Any = None
         if v is None or _is_nan(v):
             out.append(None)
-        elif isinstance(v, Mapping):
-            out.append(sorted((str(k), "" if _is_missing(x) else extra_text(x)) for k, x in v.items()))
+            continue
+        if isinstance(v, Mapping):
+            pairs = v.items()
         elif isinstance(v, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in v):
-            out.append(sorted((str(k), extra_text(x)) for k, x in v))
+            pairs = v
         elif isinstance(v, str):
             try:
                 d = json.loads(v)
             except (ValueError, RecursionError):
                 d = None
-            if isinstance(d, dict):
-                out.append(sorted((str(k), "" if x is None else extra_text(x)) for k, x in d.items()))
-            else:
-                out.append(None)
-                wrong[i] = True
-        else:
+            pairs = d.items() if isinstance(d, dict) else None
+        if pairs is None:
             out.append(None)
             wrong[i] = True
-    return out, wrong
+            continue
+        # a missing value is "" whatever the input's shape (NaN was "nan" in a list of pairs)
+        m = sorted((str(k), "" if _is_missing(x) else extra_text(x)) for k, x in pairs)
+        problem = _map_problem(m)
+        if problem is not None:
+            out.append(None)
+            wrong[i] = True
+            why[i] = problem
+        else:
+            out.append(list(dict(m).items()))   # repeats of one pair once
+    return out, wrong, why
+
+
+def _map_problem(pairs: list[tuple[str, str]]) -> str | None:
+    """Why sorted (key, value) pairs are no string -> string map the store can hold, or None: a
+    key given twice with different values (a list of pairs, or ``{1: .., "1": ..}``, whose keys are
+    one text) was stored twice, and a reader that takes the map as a dict keeps either (the
+    analysis reads ``ds_n`` from it); a lone surrogate cannot be stored (Arrow raised)."""
+    for (k, a), (k2, b) in zip(pairs, pairs[1:]):
+        if k == k2 and a != b:
+            return f"key {printable(repr(k))} given twice, with different values ({printable(repr(a))}, {printable(repr(b))})"
+    for k, x in pairs:
+        if not (_is_utf8(k) and _is_utf8(x)):
+            return f"{printable(repr(k))}: {printable(repr(x))} is no valid Unicode text (a lone surrogate)"
+    return None
 
 
 def _json_default(v: Any) -> Any:
@@ -620,6 +679,9 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None, whole: Whol
     unknown = [c for c in frame.columns if c not in COLUMN_BY_NAME and c not in _SOURCE_COLUMNS]
     if unknown:
         raise ValueError(f"unknown columns {unknown}; map them to canonical names or to 'extra'")
+    twice = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+    if twice:   # frame[name] would be a frame: an AttributeError deep inside
+        raise ValueError(f"columns given twice: {twice}; map one input column to each canonical name")
     n = len(frame)
     frame = frame.reset_index(drop=True)
     flag = _Flags()
@@ -674,8 +736,12 @@ def _column_array(col: Column, s: pd.Series, flag: _Flags, unit: np.ndarray | No
     if pa.types.is_timestamp(t):
         return _timestamp_array(col, s, flag, order)
     if pa.types.is_map(t):
-        vals_m, wrong = _coerce_map(s)
+        vals_m, wrong, why = _coerce_map(s)
+        wrong[list(why)] = False
         flag(wrong, f"{col.name}: wrong type (expected a string -> string map)")
+        for i, reason in why.items():
+            kind = "key given twice" if "given twice" in reason else "no valid Unicode text"
+            flag.one(i, f"{col.name}: {reason}", f"{col.name}: {kind}")
         return pa.array(vals_m, type=t)
     raise TypeError(f"unsupported column type {t}")  # pragma: no cover - the schema has no other types
 
@@ -916,11 +982,14 @@ def _string_array(col: Column, s: pd.Series, flag: _Flags, whole: WholeInput | N
     in Unicode's composed form (NFC): "Café" typed on one machine (é) and exported on another
     (e + a combining accent) looked the same and were two tasks; zero-width characters are
     removed for the same reason."""
-    arr, wrong = _coerce_string(s)
+    arr, wrong, bad_text = _coerce_string(s)
     arr = _nfc(arr)   # first: "\ufeff pets" is " pets" then
     arr = pc.utf8_trim_whitespace(arr)   # Unicode whitespace, as str.strip(); ~10 ms per million cells
     flag(wrong, lambda i, c=col.name, ss=s: f"{c}: wrong type ({type(ss.iloc[i]).__name__} is not a string)",
          f"{col.name}: wrong type (not a string)")
+    flag(bad_text, lambda i, c=col.name, ss=s: f"{c}: {shown(ss.iloc[i])} is no valid Unicode text (a lone "
+         "surrogate, such as a JSON \\ud800 escape, cannot be stored)", f"{col.name}: no valid Unicode text")
+    wrong = wrong | bad_text   # (not also "missing required field")
     text = lambda i, a=arr: a[i].as_py()  # noqa: E731 (one cell, for a message)
     if col.required:
         empty = pc.fill_null(pc.equal(arr, ""), True).to_numpy(zero_copy_only=False)
@@ -944,9 +1013,9 @@ def _string_array(col: Column, s: pd.Series, flag: _Flags, whole: WholeInput | N
             expected = f"(expected one of {', '.join(col.choices)})"
             if len(unknown) <= 20:   # a kind per value: "unknown protocol 'kfold' (4104 rows)"
                 for x in unknown:
-                    flag(_is_in(arr, [x]), f"{col.name}: {label} {x!r} {expected}")
+                    flag(_is_in(arr, [x]), f"{col.name}: {label} {shown(x)} {expected}")
             elif unknown:            # (one pass over the rows, whatever the number of values)
-                flag(_is_in(arr, unknown), lambda i, c=col.name, tx=text: f"{c}: {label} {tx(i)!r} {expected}",
+                flag(_is_in(arr, unknown), lambda i, c=col.name, tx=text: f"{c}: {label} {shown(tx(i))} {expected}",
                      f"{col.name}: {label} {expected}")
     return arr
 
@@ -1037,6 +1106,12 @@ def _check_across_columns(frame: pd.DataFrame, arrays: Mapping[str, pa.Array], f
     else:
         missing = np.ones(len(frame), bool)
     flag((proto == "fewshot") & missing, "shots: missing (required when eval_protocol is 'fewshot')")
+    if "shots" in arrays:
+        # a probe on 0 examples per class fits nothing: a zero-shot result written as few-shot, or a
+        # metric pattern's {shots} that caught another number; stored, it was a group of its own
+        zero = pc.fill_null(pc.equal(arrays["shots"], 0), False).to_numpy(zero_copy_only=False)
+        flag((proto == "fewshot") & zero, "shots: 0 with eval_protocol 'fewshot' (a few-shot probe needs at least 1 "
+             "example per class; a zero-shot result is eval_protocol 'zeroshot')")
 
 
 def _rejected_rows(frame: pd.DataFrame, bad_idx: np.ndarray, reasons: Mapping[int, list[str]],
@@ -1057,7 +1132,8 @@ def _rejected_rows(frame: pd.DataFrame, bad_idx: np.ndarray, reasons: Mapping[in
         # trimmed as the stored rows' are (_string_array): the quarantine and the replacement of
         # a source's runs must name a rejected row's run as its stored rows name it
         # (and in NFC, without zero-width characters, as _string_array stores them)
-        return [None if _is_missing(x) else canonical_name(str(x))
+        # (a lone surrogate, which cannot be stored, as its escape: the row's reason names it)
+        return [None if _is_missing(x) else canonical_name(str(x).encode("utf-8", "backslashreplace").decode("utf-8"))
                 for x in frame[c].to_numpy(dtype=object)[bad_idx]]
 
     return pd.DataFrame({
@@ -1070,8 +1146,22 @@ def _rejected_rows(frame: pd.DataFrame, bad_idx: np.ndarray, reasons: Mapping[in
 
 
 def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.Table:
-    """Fill store-managed columns and cast to :data:`SCHEMA` (column order included)."""
+    """Fill store-managed columns and cast to :data:`SCHEMA` (column order included).
+
+    Raises:
+        ValueError: a required column holds nulls (rows that did not go through :func:`validate`):
+            the cast does not check nullability, and the table failed later, in the Parquet
+            writer, as ``ArrowInvalid: Column 'us_accuracy' is declared non-nullable``.
+    """
     n = table.num_rows
+    for f in SCHEMA:
+        if f.nullable or f.name in STORE_FILLED:
+            continue
+        nulls = table.column(f.name).null_count if f.name in table.column_names else n
+        if nulls:
+            raise ValueError(f"{f.name}: {nulls} null value(s) in a required column"
+                             f"{'' if f.name in table.column_names else ' (the table has no such column)'}; "
+                             "validate the rows first (see validation.validate)")
     now = ingested_at or _dt.datetime.now(_dt.timezone.utc)
     cols = []
     for f in SCHEMA:
