@@ -84,22 +84,121 @@ def _special(path: str) -> str | None:
 
 
 def dataset_parts(path: str) -> list[str] | None:
-    """The part files of a dataset directory, or None for any other path: a directory named like
-    an export (``x.parquet/``, as Spark's ``df.write.parquet("x.parquet")`` and Hive tables write
-    them) whose regular files directly inside, besides hidden and ``_`` ones (``_SUCCESS``,
-    ``.part-0.crc``), are parts in its format. It is one export, one source (``x``): each part
-    was a source of its own, named after the part (new names at every write: each rewrite stored
-    every run again)."""
-    fmt = _format_of(path)
+    """The part files of a dataset directory, or None for any other path.
+
+    A dataset directory is one export, one source (``x``, or the directory's name): each part was a
+    source of its own, named after the part (new names at every write: each rewrite stored every
+    run again). It is either
+
+    - a directory named like an export (``x.parquet/``, as Spark's ``df.write.parquet("x.parquet")``
+      and Hive tables write them) whose regular files directly inside, besides hidden and ``_``
+      ones (``_SUCCESS``, ``.part-0.crc``), are parts in its format; or
+    - a Hive-partitioned directory (:func:`hive_parts`: pyarrow's ``write_to_dataset(partition_cols=
+      [...])``, Spark's ``partitionBy``), whose parts hold the partition columns in their path only.
+    """
+    fmt = _format_of(path) or ("jsonl" if path.lower().endswith(".json") else None)   # Spark's x.json/
     if fmt is None or not os.path.isdir(path):
-        return None
+        return hive_parts(path)
     try:
         names = sorted(n for n in os.listdir(path) if not n.startswith((".", "_")))
     except OSError:
         return None
-    parts = [os.path.join(path, n) for n in names if _format_of(n) == fmt]
+    parts = [os.path.join(path, n) for n in names if _part_format(n, fmt) == fmt]
     parts = [q for q in parts if _special(q) is None]
-    return parts or None
+    return parts or hive_parts(path)    # Spark's partitionBy(...).parquet("x.parquet"): partitions inside
+
+
+def _part_format(name: str, fmt: str | None = None) -> str | None:
+    """The format of a dataset's part file named ``name``: its suffix's, or JSON Lines for Spark's
+    ``part-*.json`` (``df.write.json`` writes one object a line, under a ``.json`` name)."""
+    got = _format_of(name)
+    if got is None and re.fullmatch(r"part-.*\.json(\.gz)?", name.lower()):
+        got = "jsonl"
+    return got if fmt is None or got == fmt else None
+
+
+#: A Hive partition directory's name, ``key=value`` (the key a column name, the value
+#: percent-encoded as pyarrow and Spark write it); ``__HIVE_DEFAULT_PARTITION__`` is a null value.
+_HIVE_DIR = re.compile(r"([^=]+)=(.*)", re.S)
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def hive_parts(path: str) -> list[str] | None:
+    """The part files of a Hive-partitioned directory, sorted by path, or None when ``path`` is
+    not one: every entry of it (hidden and ``_`` ones aside: ``_SUCCESS``, ``.crc``,
+    ``_common_metadata``) is a directory ``key=value``, recursively, down to directories that hold
+    part files of one format (:func:`_part_format`); every part lies under the same keys in the
+    same order. Anything else (a file beside a partition directory, a directory of another name,
+    two formats, keys that differ between branches) is not one: it is read as a plain directory,
+    whose sub-directories are said and skipped. One listing per directory of the tree."""
+    if not os.path.isdir(path):
+        return None
+    parts: list[str] = []
+    keys: set[tuple[str, ...]] = set()
+    formats: set[str] = set()
+    seen: set[str] = set()      # a `k=v` link to a directory above: a loop, not a dataset
+
+    def walk(d: str, above: tuple[str, ...]) -> bool:
+        real = os.path.realpath(d)
+        if real in seen:
+            return False
+        seen.add(real)
+        try:
+            names = sorted(n for n in os.listdir(d) if not n.startswith((".", "_")))
+        except OSError:
+            return False
+        if not names:
+            return True              # an empty partition (Spark writes none, a deleted one leaves it)
+        dirs = [n for n in names if _HIVE_DIR.fullmatch(n) and os.path.isdir(os.path.join(d, n))]
+        if dirs:
+            return len(dirs) == len(names) and all(
+                walk(os.path.join(d, n), (*above, _HIVE_DIR.fullmatch(n).group(1))) for n in dirs)  # type: ignore[union-attr]
+        if not above:
+            return False
+        for n in names:
+            q = os.path.join(d, n)
+            fmt = _part_format(n)
+            if fmt is None or _special(q) is not None:
+                return False
+            parts.append(q)
+            formats.add(fmt)
+        keys.add(above)
+        return True
+
+    if not walk(path, ()) or len(formats) != 1 or len(keys) != 1 or not parts:
+        return None
+    (names,) = keys
+    return sorted(parts) if len(set(names)) == len(names) else None
+
+
+def partition_values(dataset: str, part: str) -> dict[str, str | None]:
+    """The Hive partition columns of a dataset's part, from its path: ``{"ds_task": "c/d"}`` for
+    ``out/ds_task=c%2Fd/x.parquet``, percent-decoded as pyarrow decodes them (its default
+    ``segment_encoding="uri"``), ``__HIVE_DEFAULT_PARTITION__`` as null; none for a part of a
+    directory named like an export. Values are text, as a CSV's are: validation parses numbers."""
+    from urllib.parse import unquote
+
+    out: dict[str, str | None] = {}
+    for seg in os.path.relpath(os.path.dirname(part), dataset).split(os.sep):
+        m = _HIVE_DIR.fullmatch(seg) if seg != os.curdir else None
+        if m is not None:
+            value = unquote(m.group(2))
+            out[unquote(m.group(1)).strip()] = None if value == HIVE_NULL else value   # names as column_names()
+    return out
+
+
+def _with_partitions(dataset: str, part: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (a piece of ``part``) with its partition columns (:func:`partition_values`) last,
+    as pyarrow's ``dataset()`` adds them. A file that holds a column of that name too is refused:
+    pyarrow's ``read_table`` fails on it, and which of two values is meant cannot be told."""
+    values = partition_values(dataset, part)
+    if not values:
+        return frame
+    clash = [k for k in values if k in frame.columns]
+    if clash:
+        raise UserError(printable(f"{part}: column {clash[0]!r} is both in the file and a partition directory "
+                                  f"of {dataset} ({clash[0]}=...); which value is meant? Drop one"))
+    return frame.assign(**{k: pd.Series([v] * len(frame), index=frame.index, dtype=object) for k, v in values.items()})
 
 
 @dataclass(frozen=True)
@@ -154,6 +253,8 @@ def _subdirectory_of_data(path: str, parent: str) -> str | None:
     word), or None. One listing of the sub-directory."""
     if _format_of(path) or not os.path.isdir(path):
         return None          # a directory named like a file is listed as "a directory" already
+    if dataset_parts(path) is not None:    # a Hive-partitioned one, Spark's x.json/: nothing directly inside
+        return f"a dataset directory: ingest reads the files directly inside {parent}; name it too"
     try:
         held = any(_format_of(n) for n in os.listdir(path) if not n.startswith((".", "_")))
     except OSError:
@@ -175,6 +276,10 @@ def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
     special: dict[str, str] = {}
     other: dict[str, str] = {}
     for spec in specs:
+        if spec.endswith(os.sep) and os.path.isdir(spec):
+            # `x.parquet/` (a shell completes a directory so) is `x.parquet`: with the slash it was no
+            # dataset (every part its own source, named after the part) and a dataset's source was ""
+            spec = spec.rstrip(os.sep) or os.sep
         if dataset_parts(spec) is not None:
             out.append(spec)       # a dataset directory (x.parquet/ of part files): one export
         elif os.path.isdir(spec):
@@ -298,26 +403,27 @@ def read_export_chunks(path: str, rows: int | None = None) -> Iterator[tuple[int
         yield from _file_chunks(path, rows)
         return
     start = 0
-    for _, _, frame in _part_pieces(parts, rows):
+    for _, _, frame in _part_pieces(path, parts, rows):
         yield start, frame
         start += len(frame)
     if start == 0:
         raise _no_rows(path, _format_of(path))
 
 
-def _part_pieces(parts: Sequence[str], rows: int) -> Iterator[tuple[str, int, pd.DataFrame]]:
-    """``(part, first row's position in it, frame)`` of a dataset's parts; a part without rows (Spark
-    writes one for an empty partition, of 0 bytes or a header alone) holds none."""
+def _part_pieces(dataset: str, parts: Sequence[str], rows: int) -> Iterator[tuple[str, int, pd.DataFrame]]:
+    """``(part, first row's position in it, frame)`` of a dataset's parts, with their partition
+    columns (:func:`_with_partitions`); a part without rows (Spark writes one for an empty
+    partition, of 0 bytes or a header alone) holds none."""
     for part in parts:
-        if os.path.getsize(part) == 0 and _format_of(part) != "parquet":
+        if os.path.getsize(part) == 0 and _part_format(os.path.basename(part)) != "parquet":
             continue
         for start, frame in _file_chunks(part, rows, empty_ok=True):
-            yield part, start, frame
+            yield part, start, _with_partitions(dataset, part, frame)
 
 
 def _file_chunks(path: str, rows: int, *, empty_ok: bool = False) -> Iterator[tuple[int, pd.DataFrame]]:
     """:func:`read_export_chunks` of one file; ``empty_ok``: a file without rows yields nothing."""
-    fmt = _format_of(path)
+    fmt = _part_format(os.path.basename(path))
     if fmt == "jsonl":
         yield from _jsonl_chunks(path, rows, empty_ok)
         return
@@ -594,7 +700,12 @@ def _jsonl_records(path: str) -> Iterator[dict[str, Any]]:
                 raise UserError(f"{path}:{lineno}: key {printable(repr(e.args[0]))} appears twice in one object "
                                 "(which value is meant?)") from None
             except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not UTF-8 text (byte {e.start})") from None
+                # "byte 0" named a position, not a byte; UTF-16 is what Windows PowerShell's `>` writes
+                if lineno == 1 and line.startswith((b"\xff\xfe", b"\xfe\xff")):
+                    raise UserError(f"{path}: it is UTF-16 text (what Windows PowerShell's '>' writes), not UTF-8; "
+                                    "save it as UTF-8 (e.g. iconv -f utf-16 -t utf-8)") from None
+                raise UserError(f"{path}:{lineno}: not UTF-8 text (byte {line[e.start]:#04x} at column {e.start + 1}); "
+                                "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
             except RecursionError:
                 raise UserError(f"{path}:{lineno}: invalid JSON (nested too deeply)") from None
             except ValueError as e:
@@ -1192,9 +1303,11 @@ class FileSource:
         parts = dataset_parts(p)
         if parts is not None:      # a dataset directory, read part after part, in pieces
             first = next((q for q in parts if os.path.getsize(q)), parts[0])
+            fmt = _part_format(os.path.basename(first))
             header = _reading(first, fmt, lambda: _parquet_columns(first)[1] if fmt == "parquet"
                               else _jsonl_keys(first) if fmt == "jsonl" else _csv_columns(first, fmt))
-        elif fmt in ("csv", "tsv", "jsonl") and os.path.getsize(p) > CHUNK_ROWS * 60:   # ~60 B/row or more
+            header = [*header, *partition_values(p, first)]
+        elif fmt in ("csv", "tsv", "jsonl") and _text_bytes(p) > CHUNK_ROWS * 60:   # ~60 B/row or more
             header = _reading(p, fmt, lambda: _csv_columns(p, fmt) if fmt != "jsonl" else _jsonl_keys(p))
         elif fmt == "parquet":
             n, names = _reading(p, fmt, lambda: _parquet_columns(p))
@@ -1228,7 +1341,7 @@ class FileSource:
             # each part's rows, with their payloads' place in the part (_file: the dataset, _part)
             scanners: dict[str, RecordScanner | None] = {}
             n = 0
-            for part, start, frame in _part_pieces(parts, CHUNK_ROWS):
+            for part, start, frame in _part_pieces(p, parts, CHUNK_ROWS):
                 scanner = scanners.setdefault(part, scanner_of(part))
                 n += len(frame)
                 yield self._mapped(part, start, frame, tally, scanner, index=index, dataset=p)
@@ -1247,7 +1360,8 @@ class FileSource:
         rows = map_long(mapped, self.mapping, where=p, source=source_stem(dataset or p), tally=tally)
         if self.source_name:
             rows["source"] = self.source_name
-        more = {"_file": os.path.basename(dataset), "_part": os.path.basename(p)} if dataset else {}
+        # _part: its path in the dataset (pyarrow names the parts of every partition alike)
+        more = {"_file": os.path.basename(dataset), "_part": os.path.relpath(p, dataset)} if dataset else {}
         return rows, _raw_payloads(frame, p, offset=start, scanner=scanner or scanner_of(p), **more)
 
 
@@ -1301,6 +1415,20 @@ def _index_in_every_piece(path: str, column: str) -> str | None:
     return column
 
 
+#: What a gzip file's text may be, at most, per byte: results CSVs (task names, protocols and
+#: model names repeated on every line) compress 5-20x, so a 29 MB .csv.gz, judged by its size,
+#: was read whole: ~300 MB of text, several GB as pandas strings. Reading a smaller file in
+#: pieces costs nothing (the pieces are one file, one commit).
+GZIP_RATIO = 20
+
+
+def _text_bytes(path: str) -> int:
+    """An upper estimate of a CSV/TSV/JSONL file's text in bytes: its size, times
+    :data:`GZIP_RATIO` when gzip-compressed. One ``stat``."""
+    size = os.path.getsize(path)
+    return size * GZIP_RATIO if path.lower().endswith(".gz") else size
+
+
 def _index_note(path: str, index: str | None) -> list[str]:
     if index is None:
         return []
@@ -1327,7 +1455,7 @@ def _sha256(path: str) -> str:
     parts = dataset_parts(path)
     for q in ([path] if parts is None else parts):
         if parts is not None:
-            h.update(os.path.basename(q).encode() + b"\0")
+            h.update(os.path.relpath(q, path).encode() + b"\0")   # a Hive part's: its partition directories
         with open(q, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
@@ -1527,6 +1655,21 @@ def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOp
                        notes=notes if i == 0 else (), peers=peers) for i, p in enumerate(paths)]
 
 
+def refuse_shared_files(sources: Sequence[Any]) -> None:
+    """Refuse, before anything is stored, files of different entries of a sources file that would
+    be one source or are copies, as :func:`_make` refuses them among one call's files: each entry
+    is opened on its own, so ``results.csv`` and its copy ``results (1).csv`` in two entries stored
+    every run twice, under two sources, and ``a/x.csv`` and ``b/x.csv`` stored the first and then
+    failed on the second. Only files whose source is their name (no ``name:``, ``source:`` or
+    ``--source``; no join) are compared: a source given is the user's word that they differ."""
+    own = [s for s in sources if isinstance(s, FileSource) and s.source_name is None and len(s.paths) == 1
+           and (s.mapping is None or (s.mapping.source is None and s.mapping.join is None))]
+    if len(own) < 2:
+        return
+    mappings = {s.paths[0]: s.mapping for s in own}
+    _refuse_copies(_refuse_shared_stems(list(mappings), mappings=mappings))
+
+
 def _refuse_copies(paths: Sequence[str]) -> None:
     """Refuse two files of one call with the same content (``results.csv`` and ``results (1).csv``,
     a download saved twice): each is its own source, so every run was stored twice, under two
@@ -1672,15 +1815,17 @@ def file_key(path: str, mapping: IngestMapping | None) -> str:
     return f"{declared}/{source_stem(path)}" if declared else source_stem(path)
 
 
-def _refuse_shared_stems(paths: Sequence[str], mapping: IngestMapping | None = None) -> list[str]:
+def _refuse_shared_stems(paths: Sequence[str], mapping: IngestMapping | None = None,
+                         mappings: Mapping[str, IngestMapping | None] | None = None) -> list[str]:
     """``paths`` without repeats of one file. Each file's rows get its name without its suffix as
     their ``source`` (:func:`source_stem`) unless the file names its own: two files with one key
     (:func:`file_key`: ``a/x.csv`` and ``b/x.csv``, or ``x.csv`` and ``x.csv.gz``) would store every
-    run twice or replace each other's rows, so refuse them."""
+    run twice or replace each other's rows, so refuse them. ``mappings``: each path's own mapping
+    (the entries of a sources file), instead of ``mapping``."""
     seen: dict[str, str] = {}
     out = []
     for p in paths:
-        stem = file_key(p, mapping)
+        stem = file_key(p, mappings[p] if mappings is not None else mapping)
         if stem in seen:
             if os.path.realpath(seen[stem]) == os.path.realpath(p):
                 continue
