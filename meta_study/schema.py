@@ -153,6 +153,11 @@ TRAINED_EPOCHS_KEY = "train/epochs"
 TRAINED_BATCH_SIZE_KEY = "train/batch_size"
 
 
+#: Every accuracy metric key of a trial: :func:`us_metric_key`, :func:`ds_metric_key` (with its
+#: layers) and :func:`finetune_metric_key` (fractions, higher is better), as a regular expression.
+ACCURACY_KEY_PATTERN = r"(us|ds)/.+/top1"
+
+
 def us_metric_key(us_task: str) -> str:
     """``us/{us_task}/top1``: upstream top-1 accuracy on the held-out upstream split."""
     return f"us/{us_task}/top1"
@@ -163,6 +168,25 @@ def ds_metric_key(ds_task: str, shots: int, layer: int | None = None) -> str:
     if layer is None:
         return f"ds/{ds_task}/{shots}shot/top1"
     return f"ds/{ds_task}/{shots}shot/layer{layer}/top1"
+
+
+def l2_text(l2: float) -> str:
+    """An l2 regularizer as a metric key writes it: ``f"{l2:g}"`` (1024, 1e-05) when that is exact
+    and a valid MLflow name, else every digit without an exponent (1048576, 0.0009765625). The
+    ``:g`` of 2**20, "1.04858e+06", was refused by MLflow ('+') and shared by 2**20 + 1."""
+    import numpy as np
+
+    short = f"{l2:g}"
+    if "+" not in short and float(short) == l2:
+        return short
+    return np.format_float_positional(l2, trim="-")
+
+
+def l2sweep_metric_key(ds_task: str, shots: int, layer: int | None, l2: float) -> str:
+    """``diag/l2sweep/{ds_task}/{shots}shot[/layer{L}]/l2_{l2}/top1``: the few-shot probe's accuracy
+    at one l2 of its sweep (a diagnostic; the DS accuracy is at the chosen l2)."""
+    where = f"{ds_task}/{shots}shot" + ("" if layer is None else f"/layer{layer}")
+    return f"diag/l2sweep/{where}/l2_{l2_text(l2)}/top1"
 
 
 def finetune_metric_key(ds_task: str) -> str:

@@ -22,7 +22,8 @@ from typing import Any, Callable, Collection, Mapping
 import numpy as np
 import torch
 
-from ..schema import PARAM_NAMES, TRAINED_BATCH_SIZE_KEY, TRAINED_EPOCHS_KEY, ds_metric_key, finetune_metric_key, us_metric_key
+from ..schema import (PARAM_NAMES, TRAINED_BATCH_SIZE_KEY, TRAINED_EPOCHS_KEY, ds_metric_key, finetune_metric_key,
+                      l2sweep_metric_key, us_metric_key)
 from .data import Task, get_task, task_kwargs
 from .diagnostics import Diagnostics, capture_init, diagnose
 from .fewshot import FewShotResult, extract_features, fewshot_features
@@ -71,7 +72,7 @@ class TrialResult:
 
         ``us/{us_task}/top1``, ``ds/{task}/{k}shot/top1``, ``ds/{task}/{k}shot/layer{L}/top1``,
         ``ds/{task}/finetune/top1`` (meta_study.schema), the few-shot l2 sweep as
-        ``diag/l2sweep/{task}/{k}shot/l2_{l2}/top1`` (l2 as :func:`l2_text` writes it), diagnostics,
+        ``diag/l2sweep/{task}/{k}shot/l2_{l2}/top1`` (:func:`~meta_study.schema.l2sweep_metric_key`), diagnostics,
         and training totals (``train/steps``, ``train/epochs``, ``train/batch_size``: the batch
         trained with, after capping at the train split).
         """
@@ -79,8 +80,7 @@ class TrialResult:
         for r in self.fewshot:
             out[ds_metric_key(r.task, r.shots, r.layer)] = r.accuracy
             if len(r.sweep) > 1:
-                where = f"{r.task}/{r.shots}shot" + ("" if r.layer is None else f"/layer{r.layer}")
-                out.update({f"diag/l2sweep/{where}/l2_{l2_text(l2)}/top1": a for l2, a in r.sweep.items()})
+                out.update({l2sweep_metric_key(r.task, r.shots, r.layer, l2): a for l2, a in r.sweep.items()})
         out.update({finetune_metric_key(t): a for t, a in self.finetune_accuracy.items()})
         if self.diagnostics is not None:
             out.update(self.diagnostics.metrics())
@@ -105,16 +105,6 @@ class TrialResult:
         vals["epochs"] = self.pretrain.plan.epochs
         vals["batch_size"] = self.pretrain.plan.batch_size
         return {**vals, "param_count": self.param_count, "us_task": self.us_task}
-
-
-def l2_text(l2: float) -> str:
-    """An l2 regularizer as a metric key writes it: ``f"{l2:g}"`` (1024, 1e-05) when that is exact
-    and a valid MLflow name, else every digit without an exponent (1048576, 0.0009765625). The
-    ``:g`` of 2**20, "1.04858e+06", was refused by MLflow ('+') and shared by 2**20 + 1."""
-    short = f"{l2:g}"
-    if "+" not in short and float(short) == l2:
-        return short
-    return np.format_float_positional(l2, trim="-")
 
 
 def smoke_config(**overrides: Any) -> TrainConfig:

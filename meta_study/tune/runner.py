@@ -535,7 +535,7 @@ def check_metric_names(cfg: Mapping[str, Any], options: SweepOptions) -> None:
 
     from ..schema import ds_metric_key, finetune_metric_key, us_metric_key
     from ..train.loop import TrainConfig
-    from ..train.trial import l2_text
+    from ..schema import l2sweep_metric_key
     from ._shards import refused_name
 
     def get(key: str) -> Any:
@@ -551,8 +551,7 @@ def check_metric_names(cfg: Mapping[str, Any], options: SweepOptions) -> None:
         if get("finetune"):
             keys.append(finetune_metric_key(task))
         if len(set(l2s)) > 1:
-            keys += [f"diag/l2sweep/{task}/{k}shot" + ("" if layer is None else f"/layer{layer}")
-                     + f"/l2_{l2_text(v)}/top1" for k, layer in itertools.product(shots, layers) for v in l2s]
+            keys += [l2sweep_metric_key(task, k, layer, v) for k, layer in itertools.product(shots, layers) for v in l2s]
         named.append((task, keys))
     for task, keys in named:
         for key in keys:

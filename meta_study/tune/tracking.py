@@ -43,6 +43,7 @@ from typing import Any, Iterable, Mapping
 from ray.tune import Callback
 
 from ..mlflow_client import get_or_create_experiment
+from ..schema import ACCURACY_KEY_PATTERN
 from .provenance import full_uri
 from .state import RECORD, StateDir, SweepRecord, is_remote
 from .trial import config_key
@@ -127,7 +128,7 @@ def recover_run_map(tracking_uri: str, experiment_id: str, parent_run_id: str, s
 
 #: Child-run metrics whose best value over the sweep the parent run carries as ``best/<key>``:
 #: the accuracies of docs/tracking.md (fractions, higher is better).
-ACCURACY_KEY = re.compile(r"(us|ds)/.+/top1")
+ACCURACY_KEY = re.compile(ACCURACY_KEY_PATTERN)
 
 
 def best_accuracies(child_metrics: Iterable[Mapping[str, float]]) -> dict[str, float]:
