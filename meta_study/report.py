@@ -446,7 +446,8 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     heat = sorted(figs.glob("f2*.png"), key=_natural) if figs.exists() else []   # 1, 5, 10, 25 shots
     if heat:
         parts.append("<h2>Correlations</h2><p class=note>Spearman rank correlation of DS accuracy between DS tasks "
-                     "(per US task, protocol and shots), and of US with DS accuracy (grey: no such pair).</p>"
+                     "(per US task, protocol and shots), and of US with DS accuracy (grey: no correlation: no such pair, "
+                     "fewer than 3 models, or one accuracy for every model; the tables' note column says which).</p>"
                      "<div class=figs>" + "".join(_img(root, f"figures/{p.name}", p.stem) for p in heat) + "</div>")
     parts.append("<h2>Tables</h2><p class=note>Each table as CSV, a copy of the Parquet record beside it. Unlike "
                  "this page, the tables keep fractions: an accuracy of 0.853 is 85.3%, an error of 0.012 is 1.2 pt "

@@ -6,6 +6,8 @@ Pure numpy/scipy functions that return frozen result objects. Ray (``parallel``)
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Mapping
 
 import numpy as np
@@ -25,8 +27,17 @@ def _curve(row: Mapping[str, Any]) -> Any:
 
 def _us(us_accuracy: Any) -> np.ndarray:
     """US accuracies as fractions, or a ValueError: 85 (a percent) or -0.2 gave a number (85
-    predicted the saturation, 100% US), not an error."""
-    u = np.asarray(us_accuracy, dtype=float)
+    predicted the saturation, 100% US), not an error. A missing value (None, ``pandas.NA``, as a
+    nullable column holds it) is NaN and predicts NaN; ``pandas.NA`` raised a TypeError."""
+    try:
+        u = np.asarray(us_accuracy, dtype=float)
+    except (TypeError, ValueError):
+        try:   # pandas.NA -> NaN, as None already is; anything else that is not a number is refused
+            obj = np.asarray(us_accuracy, dtype=object)
+            u = np.array([math.nan if v is None or type(v).__name__ == "NAType" else float(v) for v in obj.flat],
+                         dtype=float).reshape(obj.shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"us_accuracy must be numbers (fractions in [0, 1]), got {repr(us_accuracy)[:80]}") from None
     bad = np.isfinite(u) & ((u < 0.0) | (u > 1.0)) | np.isinf(u)
     if np.any(bad):
         v = float(u[bad].flat[0]) if u.ndim else float(u)
@@ -47,11 +58,11 @@ def predict_fit(row: Mapping[str, Any], us_accuracy: Any) -> np.ndarray:
     Returns:
         An array of the same shape, in [0, 1] (a candidate law's curve is clipped there: far from
         its data Eq. 1 on bins went below 0): NaN where the row's fit is unusable or
-        ``us_accuracy`` is NaN. For the headline and every frontier fit this is the DS accuracy
+        ``us_accuracy`` is NaN (or None, ``pandas.NA``). For the headline and every frontier fit this is the DS accuracy
         of the best models at that US accuracy.
 
     Raises:
-        ValueError: a US accuracy outside [0, 1] (e.g. 85 for 85%).
+        ValueError: a US accuracy outside [0, 1] (e.g. 85 for 85%), or one that is not a number.
     """
     with np.errstate(invalid="ignore"):
         return np.clip(np.asarray(_curve(row).predict_accuracy(_us(us_accuracy)), dtype=float), 0.0, 1.0)
@@ -68,10 +79,11 @@ def predict_interval(row: Mapping[str, Any], us_accuracy: Any, level: float = 0.
     has no back-test or no usable fit.
 
     Raises:
-        ValueError: ``level`` outside (0, 1), or a US accuracy outside [0, 1].
+        ValueError: ``level`` not a number in (0, 1), or a US accuracy outside [0, 1].
     """
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    # a number, then its range: None, "0.9" or pandas.NA raised a TypeError from the comparison
+    if isinstance(level, (bool, np.bool_)) or not isinstance(level, numbers.Real) or not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1) (a number), got {level!r}")
     u = _us(us_accuracy)
     if str(row["law"]) == ENSEMBLE:
         return Headline.from_row(row).interval(u, level)

@@ -18,7 +18,19 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .figures import pyplot, save
+from .figures import LEGEND_PT, SERIES_MARKERS, pyplot, save
+
+
+def _style(plt: Any, i: int) -> tuple[Any, str]:
+    """Series ``i``'s colour and marker: past tab10's 10 colours a new marker shape (18 series of a
+    6-task, 3-shot sweep drew "caltech101 (1-shot)" and "near (5-shot)" in one blue, one circle)."""
+    return plt.get_cmap("tab10")(i % 10), SERIES_MARKERS[(i // 10) % len(SERIES_MARKERS)]
+
+
+def _legend_right(ax: Any) -> None:
+    """The legend right of the axes at :data:`~.figures.LEGEND_PT`, off the lines (it was 6 pt,
+    inside the axes, over the curves and the stars)."""
+    ax.legend(fontsize=LEGEND_PT, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
 
 
 #: What one head-WD curve is of: a DS task measured one way (protocol and shots).
@@ -81,36 +93,41 @@ def layerwise(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_head_wd(curves: pd.DataFrame, best: pd.DataFrame, stem: str, *, footer: str | None = None) -> list[str]:
-    """D.1/D.3: US accuracy (left) and DS accuracy per task (right) against head weight decay."""
+    """D.1/D.3: US accuracy (left, one line per US task) and DS accuracy per (US task, DS task,
+    protocol, shots) (right) against head weight decay; legends at :data:`~.figures.LEGEND_PT`."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), squeeze=False)
-    cmap = plt.get_cmap("tab10")
-    us = curves.groupby("head_wd")["us_accuracy"].mean().reset_index()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), squeeze=False, layout="constrained")
+    # per US task: two US tasks' accuracies averaged into one line described neither
+    several_us = curves["us_task"].nunique() > 1
     ax = axes[0, 0]
-    if len(us):
-        ax.plot(us["head_wd"], us["us_accuracy"] * 100, "o-", color="black")
+    for ut, u in curves.groupby("us_task"):
+        u = u.groupby("head_wd")["us_accuracy"].mean().reset_index()
+        ax.plot(u["head_wd"], u["us_accuracy"] * 100, "o-", label=str(ut) if several_us else None,
+                **({} if several_us else {"color": "black"}))
+    if several_us:
+        ax.legend(fontsize=LEGEND_PT, frameon=False)
     ax.set_xscale("symlog", linthresh=1e-3)
     ax.set_xlabel("head weight decay")
     ax.set_ylabel("US accuracy (%)")
     ax.set_title("upstream")
     ax = axes[0, 1]
     several = curves["eval_protocol"].nunique() > 1
-    for i, ((ds, proto, shots), g) in enumerate(curves.groupby(["ds_task", "eval_protocol", "shots"], dropna=False)):
+    for i, ((ut, ds, proto, shots), g) in enumerate(curves.groupby(list(_SLICE), dropna=False)):
         g = g.sort_values("head_wd")
         how = ", ".join([proto] * several + ([] if pd.isna(shots) else [f"{int(shots)}-shot"]))
-        label = f"{ds}" + (f" ({how})" if how else "")
-        ax.plot(g["head_wd"], g["ds_accuracy"] * 100, "o-", ms=3, color=cmap(i % 10), label=label)
-        b = best[(best["ds_task"] == ds) & (best["eval_protocol"] == proto)
+        label = (f"{ut} → {ds}" if several_us else f"{ds}") + (f" ({how})" if how else "")
+        color, marker = _style(plt, i)
+        ax.plot(g["head_wd"], g["ds_accuracy"] * 100, "-", marker=marker, ms=4, color=color, label=label)
+        b = best[(best["us_task"] == ut) & (best["ds_task"] == ds) & (best["eval_protocol"] == proto)
                  & ((best["shots"] == shots) if not pd.isna(shots) else best["shots"].isna())]
         if len(b):
-            ax.plot(b["best_head_wd"], b["best_ds_accuracy"] * 100, "*", ms=10, color=cmap(i % 10))
+            ax.plot(b["best_head_wd"], b["best_ds_accuracy"] * 100, "*", ms=10, color=color)
     ax.set_xscale("symlog", linthresh=1e-3)
     ax.set_xlabel("head weight decay")
     ax.set_ylabel("DS accuracy (%)")
     ax.set_title("downstream (star: best head WD)")
     if len(curves):
-        ax.legend(fontsize=6, frameon=False)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+        _legend_right(ax)
     return save(fig, stem, footer)
 
 
@@ -120,8 +137,12 @@ def plot_optimal_vs_correlation(table: pd.DataFrame, stem: str, *, footer: str |
     fig, ax = plt.subplots(figsize=(5, 3.8))
     ax.scatter(table["us_ds_spearman"], table["best_head_wd"], color="#2471a3")
     several = table["eval_protocol"].nunique() > 1
+    # a task's shot settings are points of their own: unnamed, three read "far far far"
+    shots = table["shots"].nunique() > 1
     for r in table.itertuples():
-        ax.annotate(f"{r.ds_task} ({r.eval_protocol})" if several else str(r.ds_task),
+        how = ", ".join([str(r.eval_protocol)] * several + ([f"{int(r.shots)}-shot"] if shots and not pd.isna(r.shots)
+                                                            else []))
+        ax.annotate(f"{r.ds_task} ({how})" if how else str(r.ds_task),
                     (r.us_ds_spearman, r.best_head_wd), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
     ax.set_yscale("symlog", linthresh=1e-3)
@@ -133,24 +154,37 @@ def plot_optimal_vs_correlation(table: pd.DataFrame, stem: str, *, footer: str |
 
 
 def plot_layerwise(table: pd.DataFrame, stem: str, *, footer: str | None = None) -> list[str]:
-    """Fig. 6: probe accuracy against block index, one line per DS task (pre-logits at the right)."""
+    """Fig. 6: probe accuracy against block index, one line per (US task, DS task, shots) probed
+    per block (pre-logits, a square, at the right)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    cmap = plt.get_cmap("tab10")
-    for i, ((ds, shots), g) in enumerate(table.groupby(["ds_task", "shots"], dropna=False)):
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(8, 3.8), layout="constrained")
+    # only the (task, shots) with block probes: a setting probed at the pre-logits alone (1- and
+    # 5-shot beside 10-shot probes per block) had a legend entry and nothing drawn
+    # a line per (US task, DS task, shots): two US tasks' probes of one DS task drew one zigzag
+    keys = ["us_task", "ds_task", "shots"] if "us_task" in table else ["ds_task", "shots"]
+    several_us = "us_task" in table and table["us_task"].nunique() > 1
+    probed = table[table["layer"] >= 0][keys].drop_duplicates()
+    table = table.merge(probed, on=keys)
+    for i, (key, g) in enumerate(table.groupby(keys, dropna=False)):
+        ds, shots = key[-2], key[-1]
+        name = f"{key[0]} → {ds}" if several_us else str(ds)
         g = g.sort_values("layer")
         blocks = g[g["layer"] >= 0]
         pre = g[g["layer"] < 0]
-        ax.errorbar(blocks["layer"], blocks["ds_accuracy"] * 100, yerr=blocks["sd"].fillna(0) * 100, marker="o",
-                    ms=3, capsize=2, color=cmap(i % 10), label=f"{ds} ({shots}-shot)")
-        if len(pre) and len(blocks):
-            ax.plot([blocks["layer"].max() + 1], pre["ds_accuracy"] * 100, "s", color=cmap(i % 10))
+        color, marker = _style(plt, i)
+        ax.errorbar(blocks["layer"], blocks["ds_accuracy"] * 100, yerr=blocks["sd"].fillna(0) * 100, marker=marker,
+                    ms=4, capsize=2, color=color,
+                    label=name if pd.isna(shots) else f"{name} ({int(shots)}-shot)")
+        if len(pre):
+            ax.plot([blocks["layer"].max() + 1] * len(pre), pre["ds_accuracy"] * 100, "s", color=color)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # blocks are whole numbers: no "0.5" tick
     ax.set_xlabel("block (square: pre-logits)")
     ax.set_ylabel("few-shot accuracy (%)")
-    ax.set_title("Layer-wise few-shot probes")
+    ax.set_title("Layer-wise few-shot probes (mean ± sd over runs)")
     if len(table):
-        ax.legend(fontsize=6, frameon=False)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+        _legend_right(ax)
     return save(fig, stem, footer)
 
 

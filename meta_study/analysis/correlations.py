@@ -187,4 +187,20 @@ def correlation_tables(rows: pd.DataFrame, fits: pd.DataFrame | None = None) -> 
                                                                 "n_models", "note"])
     tables["f21_us_ds_spearman"] = (pd.concat(f21, ignore_index=True)[[*slice_cols, *F21_COLUMNS]]
                                     if f21 else pd.DataFrame(columns=[*slice_cols, *F21_COLUMNS]))
-    return tables
+    return {name: _typed(t) for name, t in tables.items()}
+
+
+#: The text columns of the four tables (the rest are counts ``n_*``, ``shots`` and floats).
+_TEXT_COLUMNS = {"us_task", "ds_task", "eval_protocol", "frontier", "ds_task_a", "ds_task_b", "note"}
+#: pandas' own string dtype ("str" from pandas 3; "string" before, where "str" is object).
+_TEXT_DTYPE = "str" if int(pd.__version__.split(".")[0]) >= 3 else "string"
+
+
+def _typed(t: pd.DataFrame) -> pd.DataFrame:
+    """``t`` with its columns' real types: an empty table (F.2 of a store with one shot setting,
+    F.1 and F.2 of one without shots) had object columns, written to Parquet as type ``null``, and
+    a store without shots had a ``null`` shots column in F.20/F.21 (all NA), not ``Int64`` as in
+    fits.parquet. Text columns of a non-empty table are left as they are (their values type them)."""
+    types = {c: ("Int64" if c == "shots" else "int64" if c.startswith("n_") else _TEXT_DTYPE if c in _TEXT_COLUMNS
+                 else "float64") for c in t.columns}
+    return t.astype({c: d for c, d in types.items() if d != _TEXT_DTYPE or t.empty})

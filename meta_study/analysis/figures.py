@@ -599,7 +599,8 @@ def plot_heatmap(matrix: pd.DataFrame, stem: str, *, title: str, footer: str | N
 def heatmap_figure(matrix: pd.DataFrame, *, title: str) -> Any:
     """Spearman ρ per cell, its value written in it at :data:`HEAT_PT`; cells sized to hold it, up
     to :data:`HEAT_TEXT_MAX` tasks a side (beyond, colour only, within :data:`HEAT_MAX_IN`). A cell
-    without data (no such pair) is grey, never white (which reads as ρ = 0)."""
+    without a value (no such pair, too few models, one accuracy for all) is grey, never white
+    (which reads as ρ = 0)."""
     plt = pyplot()
     m = matrix.astype(float)
     rows, cols = m.shape
@@ -630,6 +631,8 @@ def heatmap_figure(matrix: pd.DataFrame, *, title: str) -> Any:
     fig.colorbar(im, ax=ax, label="Spearman ρ", shrink=min(1.0, max(0.3, 6 / (cell * rows + 1))))
     missing = not np.isfinite(values).all()
     note = [] if written else [f"{rows} x {cols}: values in the correlations table, not in the cells"]
-    note += ["grey: no such pair"] if missing else []
+    # grey is any NaN: in F.20 every pair is there, its ρ NaN for too few models with both or one
+    # accuracy for all ("no such pair" said otherwise); the table's ``note`` says which
+    note += ["grey: no ρ (no such pair, or the table's note says why)"] if missing else []
     ax.set_title(tex_safe(title) + "".join(f"\n({n})" for n in note), fontsize=LEGEND_PT + 1)
     return fig

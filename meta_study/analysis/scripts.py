@@ -143,11 +143,15 @@ def analyse(args: argparse.Namespace, options: Any, *, figures: bool = True, max
     store = open_store(args.store)
     sel = selection(args)
     results = ResultsDir(args.out)
-    analysis = analyze(store, sel, options, results=results, use_ray=use_ray, address=address)
+    # figures=: a part recorded without figures (`fit --no-figures`, tables_f1_f2.py) is made again
+    # when this script draws them; reused as it was, fig1_grid.py drew no figure and said nothing
+    analysis = analyze(store, sel, options, results=results, use_ray=use_ray, address=address, figures=figures)
     if analysis.n_groups == 0:
         raise UserError(f"{args.store}: no rows match the selection")
     out = results.write(analysis, sel, figures=figures, max_group_figures=max_group_figures,
                         footer_text=footer(store, options_text(options.fit), analysis.provenance.get("store version")))
+    for part in analysis.reused:   # as the CLI says it: the tables in DIR are the earlier command's
+        print(f"reused {part} from {args.out} (same options, selection and store version)")
     if figures and options.fits and analysis.n_groups > max_group_figures:   # said, as the CLI says it
         print(f"per-group figures for the first {max_group_figures} of {analysis.n_groups} groups (in the order "
               "of fits.csv; --max-group-figures for more, or --ds-task to choose)")

@@ -106,7 +106,16 @@ def _headline_row(g: Group, sel: GroupSelection, ds_target: float | None) -> dic
             "noise": sel.noise, "spearman": sel.spearman, "spearman_p": sel.spearman_p,
             "status": "ok" if h.usable else (bad.fit.status if bad else "degenerate"),
             "message": (f"median of {len(h.members)} candidates, discount {h.discount:.2f}" if h.usable
-                        else (bad.fit.message if bad else "no usable candidate"))}
+                        else (bad.fit.message if bad else _unusable_why(sel.trust_reason)))}
+
+
+def _unusable_why(trust_reason: str) -> str:
+    """Why a headline is unusable when every candidate was usable, from its ``trust_reason``
+    ("no usable fit (DS accuracy 95 is outside [0, 1]: ...)"): the message said "no usable
+    candidate" beside 30 usable candidates."""
+    why = trust_reason.removeprefix("no usable fit (").removesuffix(")") if trust_reason.startswith(
+        "no usable fit (") else trust_reason
+    return why or "no usable candidate"
 
 
 def headlines(fits: pd.DataFrame) -> pd.DataFrame:
