@@ -47,6 +47,9 @@ def _out_dir(ctx: Any, param: Any, value: str | None) -> str | None:
     _refuse_empty_path("--out", value)
     if "://" in value:
         _fail(f"--out {value}: outputs go to a local directory, not a URI")
+    # `--out=~/x` (no shell expands it there): the directory was made as ./~/x, while pyarrow wrote
+    # to /home/u/x, a "Failed to open local file" error, exit 1, and a stray ./~ left behind
+    value = os.path.expanduser(value)
     if os.path.exists(value) and not os.path.isdir(value):
         _fail(f"--out {value}: exists and is not a directory")
     return value
@@ -224,7 +227,7 @@ def cli() -> None:
 
 @cli.group()
 def store() -> None:
-    """Inspect a meta-study store."""
+    """Inspect a meta-study store, check its files (and repair them), break a dead writer's lease."""
 
 
 @store.command("info")
@@ -452,6 +455,10 @@ def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, s
     srcs = open_sources(list(sources), mapping, options) if sources else []
     if sources_file:
         srcs += open_source_specs(load_sources_file(sources_file), options)
+        if sources:   # a file named here and its copy in the sources file: each is checked on its own
+            from .ingest.files import refuse_shared_files
+
+            refuse_shared_files(srcs)
     ctx = click.get_current_context()
     mlflow_only = [p.opts[0] for p in ctx.command.params
                    if p.name in ("experiments", "filter_string", "include_running", "drop_deleted", "full", "history",
@@ -1113,20 +1120,16 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
             try:
                 with progress_bar() as progress:
                     res = run_refit(cfg, progress=progress, log=click.echo)
-            except (UserError, OSError) as e:
-                # a schedule outlives a tracking server restarting or a store briefly unreachable: the
-                # error is said and the next refit comes; only the first run fails (a wrong setting
-                # is said at once, not once an hour)
-                if period is None or first:
-                    raise
-                click.echo(f"refit: failed: {_first_line_of(e)}; the next refit tries again", err=True)
-            except Exception as e:  # noqa: BLE001 - a bug in one round: said, and the schedule goes on
-                # (a damaged record ended a cron schedule with a traceback); the versions stay as they were
+            except Exception as e:  # noqa: BLE001 - a failed round is said, and the schedule goes on
+                # a schedule outlives a tracking server restarting, a store briefly unreachable or a
+                # bug in one round (a damaged record ended a cron schedule with a traceback); the
+                # versions stay as they were. Only the first run fails (a wrong setting is said at
+                # once, not once an hour). One line, one format (refit.round_failure)
                 if period is None or first:
                     raise
                 from .refit import round_failure
 
-                if os.environ.get("META_STUDY_TRACEBACK"):
+                if os.environ.get("META_STUDY_TRACEBACK") and not isinstance(e, UserError):
                     import traceback
 
                     traceback.print_exc()
@@ -1225,6 +1228,7 @@ def demo(workdir: str | None, synthetic: bool, serial: bool) -> None:
     # [train]), the README's first hour, met the refusal of a workdir of the other kind
     workdir = workdir if workdir is not None else "meta-study-demo-synthetic" if synthetic else "meta-study-demo"
     _refuse_empty_path("--workdir", workdir)
+    workdir = os.path.expanduser(workdir)   # `--workdir=~/demo`, as --out: it was made as ./~/demo
     refuse_inside_store("--workdir", workdir, "the demo's files go to a directory of their own")
     run_demo(workdir, synthetic=synthetic, serial=serial, log=click.echo)
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import fcntl
 import hashlib
 import json
@@ -451,6 +452,13 @@ def _refit(cfg: RefitConfig, store: Store, t0: float, progress: Progress | None,
             info = _analyze(cfg, store, snap, changed, prev_dir, tmp, stamp, fps, progress, res.failed_sources)
         res.unfittable = info["unfittable"]
         os.replace(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT) and not e.filename:
+            # a full disk met by a writer that names no file (PIL drawing a figure, a Parquet
+            # stream): "[Errno 28] No space left on device" said not which disk; it is OUT's
+            raise OSError(e.errno, e.strerror, cfg.out) from e
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -473,6 +481,10 @@ def _ingest(cfg: RefitConfig, store: Store, progress: Progress | None) -> list[A
     srcs = open_sources(list(cfg.sources), mapping) if cfg.sources else []
     if cfg.sources_file:
         srcs += open_source_specs(load_sources_file(cfg.sources_file))
+        if cfg.sources:   # a file named here and its copy in the sources file (as `ingest` refuses them)
+            from .ingest.files import refuse_shared_files
+
+            refuse_shared_files(srcs)
     return ingest_sources(srcs, store, progress=progress or (lambda *a: None))
 
 
@@ -929,6 +941,9 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
               "frontiers": ",".join(cfg.fit.selection.frontiers), "laws": ",".join(cfg.fit.selection.laws),
               "nondecreasing": cfg.fit.nondecreasing, "alpha_max": cfg.fit.alpha_max,
               "trials": cfg.sensitivity.trials, "samples": cfg.bootstrap.samples,
+              # the back-test RMSE (fraction, as the metrics) above which the metric trusted is 0:
+              # refits at --tolerance 5 and 3 logged different trusted values and no reason why
+              "tolerance": cfg.fit.selection.tolerance,
               # the metric stop_paying_us is where +1 US point buys less than this many DS points
               "threshold": cfg.threshold}
     fits = pd.read_parquet(version_dir / "fits.parquet")
@@ -952,18 +967,28 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
 
 def round_failure(e: BaseException, out: str) -> str:
     """The one line a ``refit --every`` loop says for a round after the first that failed with
-    ``e``, an error neither of the input nor of the machine (a bug, in this process or in a Ray
-    task), before it goes on to the next round: its type and first line (a Ray task's own error,
-    not Ray's ``ray::task() (pid=...)`` header) and that OUT's results stand as they were (a failed
-    round moves neither LATEST nor a version). It ended the schedule with a traceback."""
+    ``e``, before it goes on to the next round. One format whatever failed:
+    ``refit: failed: WHAT; WHERE; the next refit tries again[ (META_STUDY_TRACEBACK=1 shows where)]``.
+
+    WHAT is a bad input's (:class:`UserError`) or the machine's (``OSError``) own first line, as
+    the command says them when they end it, and a bug's type and first line (a Ray task's own
+    error, not Ray's ``ray::task() (pid=...)`` header); WHERE says that OUT's results stay as they
+    were (a failed round moves neither LATEST nor a version), or, for a :class:`PublishError`,
+    whose version is already in OUT, the error's own words say where it is. The traceback hint
+    comes with every error but a bad input's. It was two formats: the input's and the machine's
+    errors said neither OUT nor the hint, a bug's both."""
     from .validation import printable
 
     cause = getattr(e, "cause", None)       # ray.exceptions.RayTaskError: the error raised in the task
     err = cause if isinstance(cause, BaseException) else e
     first = (str(err).strip().splitlines() or [""])[0]
-    what = printable(_cut(f"{type(err).__name__}: {first}" if first else type(err).__name__, 300))
-    return (f"refit: failed: {what}; the results in {out} stay as they were; the next refit tries again "
-            "(META_STUDY_TRACEBACK=1 shows where)")
+    if isinstance(err, (UserError, OSError)) and first:
+        what = first                        # its own words, as when it ends the command
+    else:
+        what = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    where = "" if isinstance(err, PublishError) else f"; the results in {out} stay as they were"
+    hint = "" if isinstance(err, UserError) else " (META_STUDY_TRACEBACK=1 shows where)"
+    return f"refit: failed: {printable(_cut(what, 300))}{where}; the next refit tries again{hint}"
 
 
 def parse_every(text: str) -> float:

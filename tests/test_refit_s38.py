@@ -60,3 +60,19 @@ def test_the_synthetic_demo_has_a_default_workdir_of_its_own(tmp_path):
                    "--workdir meta-study-demo-synthetic: exists and is not a directory")
     (tmp_path / "meta-study-demo").write_text("x")
     one_error_line(run_cli("demo", cwd=tmp_path, timeout=120), "--workdir meta-study-demo: exists and is not a directory")
+
+
+def test_a_file_named_beside_a_sources_file_holding_its_copy_is_refused(tmp_path):
+    """`ingest results.csv --sources-file s.yaml` whose entry is `results (1).csv`, a copy: the
+    command line's files and the sources file's were checked apart, and every run was stored twice
+    under two sources. Refused before anything is stored, as within a sources file."""
+    from conftest import one_error_line, run_cli
+
+    head = "run_id,us_task,us_accuracy,ds_task,ds_accuracy,eval_protocol\n"
+    (tmp_path / "results.csv").write_text(head + "r1,up,0.5,a,0.4,linear\n")
+    (tmp_path / "results (1).csv").write_text(head + "r1,up,0.5,a,0.4,linear\n")
+    (tmp_path / "s.yaml").write_text('sources:\n  - uri: "results (1).csv"\n')
+    r = run_cli("ingest", str(tmp_path / "results.csv"), "--sources-file", str(tmp_path / "s.yaml"),
+                "--store", str(tmp_path / "st"))
+    one_error_line(r, "the same content (a copy?)")
+    assert not (tmp_path / "st").exists()
