@@ -456,7 +456,7 @@ def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, s
     if sources_file:
         srcs += open_source_specs(load_sources_file(sources_file), options)
         if sources:   # a file named here and its copy in the sources file: each is checked on its own
-            from .ingest.files import refuse_shared_files
+            from .ingest import refuse_shared_files
 
             refuse_shared_files(srcs)
     ctx = click.get_current_context()

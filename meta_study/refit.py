@@ -482,7 +482,7 @@ def _ingest(cfg: RefitConfig, store: Store, progress: Progress | None) -> list[A
     if cfg.sources_file:
         srcs += open_source_specs(load_sources_file(cfg.sources_file))
         if cfg.sources:   # a file named here and its copy in the sources file (as `ingest` refuses them)
-            from .ingest.files import refuse_shared_files
+            from .ingest import refuse_shared_files
 
             refuse_shared_files(srcs)
     return ingest_sources(srcs, store, progress=progress or (lambda *a: None))

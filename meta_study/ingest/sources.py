@@ -305,3 +305,12 @@ def is_local_path(spec: str) -> bool:
 def rejected_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Rows rejected by a source: each record has source, run_id, reason, raw."""
     return pd.DataFrame(list(records), columns=["source", "run_id", "reason", "raw"])
+
+
+def refuse_shared_files(sources: Sequence[Source]) -> None:
+    """Refuse files of different sources that would be one source or are copies
+    (:func:`~meta_study.ingest.files.refuse_shared_files`): for callers that join sources opened
+    apart (the command line's and a sources file's)."""
+    from .files import refuse_shared_files as refuse
+
+    refuse(sources)
