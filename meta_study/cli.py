@@ -686,45 +686,16 @@ def _build_fit_opts(holdout_quantile: float, holdout_above: float | None, loss: 
                       alpha_max=alpha_max, nondecreasing=nondecreasing, selection=selection)
 
 
-def _selected(sel: Any) -> tuple[tuple[str, str, tuple[Any, ...]], ...]:
-    return (("--us-task", "us_task", sel.us_task), ("--ds-task", "ds_task", sel.ds_task),
-            ("--eval-protocol", "eval_protocol", sel.eval_protocol), ("--shots", "shots", sel.shots))
-
-
-def _store_values(groups: Any, col: str) -> list[str]:
-    """A group column's values in the store, as a user types them (shots in numeric order)."""
-    return sorted({str(int(v)) if col == "shots" else str(v) for v in groups[col].dropna()},
-                  key=lambda v: (len(v), v) if col == "shots" else v)
-
-
-def _shown_values(vals: list[str]) -> str:
-    return ", ".join(vals[:20]) + (f", ... ({len(vals)} in all)" if len(vals) > 20 else "")
-
-
-def _unknown_selection(store_uri: str, store_obj: Any, sel: Any) -> str | None:
-    """A value given to a selection option that no group of the store has (a typo among several
-    names dropped its group silently): one line naming it, with what the store has."""
-    if not any(given for _, _, given in _selected(sel)):
-        return None                       # nothing named: no summary to read (a manifest read on s3)
-    groups = store_obj.summary().groups
-    for opt, col, given in _selected(sel):
-        if given and col in groups and len(groups):
-            have = _store_values(groups, col)
-            missing = [str(v) for v in given if (str(int(v)) if col == "shots" else str(v)) not in have]
-            if missing and len(missing) < len(given):     # none matching at all: _no_match says it
-                return (f"{store_uri}: {opt} {', '.join(missing)}: no such value in the store "
-                        f"(it has {_shown_values(have) or 'none'})")
-    return None
-
-
 def _no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
     """'no rows match the selection', with the values the store has for each option given."""
+    from .analysis.groups import selected_values, shown_values, store_values
+
     summary = store_obj.summary()   # reads every row's group columns: once
     groups = summary.groups
     have = []
-    for opt, col, given in _selected(sel):
+    for opt, col, given in selected_values(sel):
         if given and col in groups:
-            have.append(f"{opt}: the store has {_shown_values(_store_values(groups, col)) or 'none'}")
+            have.append(f"{opt}: the store has {shown_values(store_values(groups, col)) or 'none'}")
     if sel.layer is not None:   # layer rows are no pre-logits rows: it said "no pre-logits rows of that layer"
         layers = sorted({int(v) for v in store_obj.read(columns=["representation_layer"])
                         .column("representation_layer").to_pylist() if v is not None})
@@ -748,11 +719,12 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
              max_group_figures: int = 60) -> tuple[Any, Any]:
     """The one pipeline every analysis command runs: analyze (reusing what DIR holds with the same
     options), write what was computed, and say what was reused."""
+    from .analysis.groups import unknown_selection
     from .analysis.results import ResultsDir, analyze
     from .analysis.tables import options_text
     from .analysis.outputs import footer
 
-    unknown = _unknown_selection(store_uri, store_obj, sel)
+    unknown = unknown_selection(store_uri, store_obj, sel)
     if unknown:
         _fail(unknown)
     if options.fits and set(options.fit.selection.frontiers) <= {"all"}:

@@ -220,3 +220,21 @@ def test_controlled_figures_keep_two_us_tasks_apart(tmp_path, monkeypatch):
                                                                            "jft → pets (10-shot)"]
     assert sorted(t.get_text() for t in seen["lw"].axes[0].get_legend().get_texts()) == [
         "i21k → pets (10-shot)", "jft → pets (10-shot)"]
+
+
+def test_a_script_refuses_a_misspelled_selection_value_as_the_cli_does(tmp_path):
+    """`heatmaps_f20_f21.py st --ds-task near --ds-task farr` left out the mistyped group and exited 0,
+    where every CLI command refuses it: one line naming the value and what the store has."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    store = _store(tmp_path / "st", shots=(5,))
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(repo / "analysis" / "heatmaps_f20_f21.py"), store, "--out",
+                        str(tmp_path / "D"), "--ds-task", "near", "--ds-task", "farr"], capture_output=True,
+                       text=True, timeout=300, cwd=tmp_path)
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
+    assert "--ds-task farr: no such value in the store (it has far, near)" in lines[0], lines[0]
+    assert not (tmp_path / "D").exists()

@@ -236,3 +236,37 @@ class Selection:
         table, sid = store.snapshot(self.filters(), columns=ROW_COLUMNS)
         rows = with_test_sizes(table)
         return Snapshot(groups_from_frame(rows, layer=self.layer), rows, sid)
+
+
+def selected_values(sel: Any) -> tuple[tuple[str, str, tuple[Any, ...]], ...]:
+    """(option, column, values given) of a :class:`Selection`'s group options."""
+    return (("--us-task", "us_task", sel.us_task), ("--ds-task", "ds_task", sel.ds_task),
+            ("--eval-protocol", "eval_protocol", sel.eval_protocol), ("--shots", "shots", sel.shots))
+
+
+def store_values(groups: Any, col: str) -> list[str]:
+    """A group column's values in the store, as a user types them (shots in numeric order)."""
+    return sorted({str(int(v)) if col == "shots" else str(v) for v in groups[col].dropna()},
+                  key=lambda v: (len(v), v) if col == "shots" else v)
+
+
+def shown_values(vals: list[str]) -> str:
+    """The first 20 values, comma-separated, and how many there are in all beyond that."""
+    return ", ".join(vals[:20]) + (f", ... ({len(vals)} in all)" if len(vals) > 20 else "")
+
+
+def unknown_selection(store_uri: str, store_obj: Any, sel: Any) -> str | None:
+    """A value given to a selection option that no group of the store has (a typo among several
+    names dropped its group silently): one line naming it, with what the store has. The CLI's
+    commands and the ``analysis/*.py`` scripts (which went on without the group, exit 0) both ask."""
+    if not any(given for _, _, given in selected_values(sel)):
+        return None                       # nothing named: no summary to read (a manifest read on s3)
+    groups = store_obj.summary().groups
+    for opt, col, given in selected_values(sel):
+        if given and col in groups and len(groups):
+            have = store_values(groups, col)
+            missing = [str(v) for v in given if (str(int(v)) if col == "shots" else str(v)) not in have]
+            if missing and len(missing) < len(given):     # none matching at all: _no_match says it
+                return (f"{store_uri}: {opt} {', '.join(missing)}: no such value in the store "
+                        f"(it has {shown_values(have) or 'none'})")
+    return None

@@ -140,8 +140,13 @@ def analyse(args: argparse.Namespace, options: Any, *, figures: bool = True, max
     from .tables import options_text
     from .outputs import footer
 
+    from .groups import unknown_selection
+
     store = open_store(args.store)
     sel = selection(args)
+    unknown = unknown_selection(args.store, store, sel)
+    if unknown:   # a typo among several names: its group was left out, exit 0 (the CLI refuses it)
+        raise UserError(unknown)
     results = ResultsDir(args.out)
     # figures=: a part recorded without figures (`fit --no-figures`, tables_f1_f2.py) is made again
     # when this script draws them; reused as it was, fig1_grid.py drew no figure and said nothing
