@@ -716,9 +716,10 @@ def _no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
 
 def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: Any, *, serial: bool = True,
              address: str | None = None, workers: int | None = None, figures: bool = True,
-             max_group_figures: int = 60) -> tuple[Any, Any]:
+             max_group_figures: int = 60, empty: Callable[[Any], bool] | None = None) -> tuple[Any, Any]:
     """The one pipeline every analysis command runs: analyze (reusing what DIR holds with the same
-    options), write what was computed, and say what was reused."""
+    options), write what was computed, and say what was reused. ``empty(analysis)``: the command has
+    nothing to show, refused before DIR is written (:func:`_nothing_to_fit`)."""
     from .analysis.groups import unknown_selection
     from .analysis.results import ResultsDir, analyze
     from .analysis.tables import options_text
@@ -740,6 +741,8 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
                     workers=workers, progress=progress, figures=figures)
     if a.n_groups == 0:
         _fail(_no_match(store_uri, store_obj, sel))
+    if empty is not None and empty(a):   # an empty table and its results.json entry were written first
+        _fail(_nothing_to_fit(store_uri, options.fit))
     out = results.write(a, sel, figures=figures, max_group_figures=max_group_figures,
                         footer_text=footer(store_obj, options_text(options.fit), a.provenance.get("store version")))
     for part in a.reused:
@@ -748,6 +751,16 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
         click.echo(f"per-group figures for the first {max_group_figures} of {a.n_groups} groups (in the order of "
                    "fits.csv; --max-group-figures for more, or --ds-task to choose)")
     return a, out
+
+
+def _nothing_to_fit(store_uri: str, fit: Any) -> str:
+    """Why sensitivity or bootstrap made no row: no group of the selection has 3 points to fit,
+    which a hold-out split can cause (``--holdout-above 0`` leaves none: it said "no groups with at
+    least 3 points" of groups of 12)."""
+    split = (f" at or below the hold-out split (--holdout-above {fit.holdout_above:g})" if fit.holdout_above is not None
+             else f" at or below the hold-out split (--holdout-quantile {fit.holdout_quantile:g})"
+             if fit.holdout_quantile is not None and fit.holdout_quantile < 1 else "")
+    return f"{store_uri}: no group of the selection has at least 3 points to fit{split}"
 
 
 def shown_path(path: str) -> str:
@@ -926,10 +939,9 @@ def sensitivity(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, si
     opts = SensitivityOptions(sizes=_parse_sizes(sizes), trials=trials, replace=replace, seed=seed, fit=fit,
                               frontiers=fit.selection.frontiers)
     a, out = _analyze(store, store_uri, sel, out_dir, AnalysisOptions(fit=fit, fits=False, sensitivity=opts),
-                      serial=serial, address=address, workers=workers, figures=not no_figures)
+                      serial=serial, address=address, workers=workers, figures=not no_figures,
+                      empty=lambda a: a.sensitivity.empty)
     table = a.sensitivity
-    if table.empty:
-        _fail(f"{store_uri}: no groups with at least 3 points match the selection")
     click.echo(f"{len(table)} fits over {table.groupby(['us_task', 'ds_task', 'eval_protocol', 'shots'], dropna=False).ngroups} groups")
     for line in sensitivity_lines(table):
         click.echo(line)
@@ -961,10 +973,8 @@ def bootstrap_cmd(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, 
     frontiers = {"frontiers": fit.selection.frontiers} if _given_options("frontiers") else {}
     opts = BootstrapOptions(samples=samples, level=level, seed=seed, fit=fit, **frontiers)
     a, out = _analyze(store, store_uri, sel, out_dir, AnalysisOptions(fit=fit, fits=False, bootstrap=opts),
-                      serial=serial, address=address, workers=workers)
+                      serial=serial, address=address, workers=workers, empty=lambda a: a.bootstrap.empty)
     table = a.bootstrap
-    if table.empty:
-        _fail(f"{store_uri}: no groups with at least 3 points match the selection")
     for line in bootstrap_lines(table, fit.alpha_max):
         click.echo(line)
     _report_outputs(out, out_dir)

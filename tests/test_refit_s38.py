@@ -76,3 +76,18 @@ def test_a_file_named_beside_a_sources_file_holding_its_copy_is_refused(tmp_path
                 "--store", str(tmp_path / "st"))
     one_error_line(r, "the same content (a copy?)")
     assert not (tmp_path / "st").exists()
+
+
+def test_a_selection_with_nothing_to_fit_writes_nothing(tmp_path):
+    """`sensitivity --holdout-above 0` (every point held out) wrote an empty table and its
+    results.json entry, then said "no groups with at least 3 points" of groups of 40. Refused first,
+    naming the hold-out split; DIR holds nothing of it."""
+    from conftest import committed_store, one_error_line, run_cli
+
+    committed_store(tmp_path / "st", runs=40, tasks=("a",))
+    out = tmp_path / "D"
+    r = run_cli("sensitivity", str(tmp_path / "st"), "--out", str(out), "--holdout-above", "0", "--serial",
+                "--trials", "2")
+    one_error_line(r, "no group of the selection has at least 3 points to fit at or below the hold-out split "
+                      "(--holdout-above 0)")
+    assert not (out / "results.json").exists() and not list(out.glob("**/*.parquet"))
