@@ -34,7 +34,7 @@ from ..errors import UserError
 from ..schema import COLUMN_BY_NAME
 from ..validation import printable, row_json
 from ..store import Store
-from .mapping import IngestMapping, JoinSpec, PercentTally, TableSpec, finish_rows
+from .mapping import NOTHING_STORED, IngestMapping, JoinSpec, PercentTally, TableSpec, finish_rows
 from .sources import Progress, SourceBatch, SourceOptions, is_local_path, register_source, rejected_frame
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
@@ -482,7 +482,7 @@ def _reading(path: str, fmt: str | None, fn: Callable[[], Any]) -> Any:
             scanner.close()
             at = f"line {where}" if where is not None else f"record {line}"
             raise UserError(f"{path}: {at} has {saw} fields but the header has {n} (a value too many, or a "
-                            "separator at the end of the line?); nothing of this source was stored") from None
+                            f"separator at the end of the line?); {NOTHING_STORED}") from None
         if isinstance(e, EOFError):
             msg = f"truncated compressed file: {msg}"
         if isinstance(e, UnicodeDecodeError) and fmt in ("csv", "tsv"):

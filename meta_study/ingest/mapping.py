@@ -429,6 +429,9 @@ PERCENT_MIXED_ONE_IN = 10
 #: A value above this (10 %) is no fraction, and no near-chance accuracy beside which values <= 1 %
 #: would be ordinary: a task whose values all lie in [0, 10] is near chance, in percent.
 PERCENT_CLEARLY_ABOVE = 10.0
+#: What a refusal of a whole source says of it: true of its first batch; ingest amends it for a
+#: later one (``pipeline._after_commits``), so every refusal says it with this constant.
+NOTHING_STORED = "nothing of this source was stored"
 #: The task column whose values group each accuracy column's tally.
 TASK_OF = {"us_accuracy": "us_task", "ds_accuracy": "ds_task"}
 
@@ -570,7 +573,7 @@ class PercentTally:
                 return f" ({s} of the {m} stored before)" if s else ""
             if n and 2 * k > n:
                 raise UserError(f"{col} is declared {unit} but holds fractions: {k} of {n} nonzero values"
-                                f"{stored(n)} are in (0, 1], so nothing of this source was stored; remove the unit "
+                                f"{stored(n)} are in (0, 1], so {NOTHING_STORED}; remove the unit "
                                 f"{unit} of {col} from the mapping (accuracy_unit, units, or a metric pattern's unit)")
             if unit != "percent":
                 continue
@@ -584,7 +587,7 @@ class PercentTally:
                             f"all {n_t} nonzero values{stored(n_t, task)} are in (0, 1], beside {big} of other "
                             f"tasks above {PERCENT_CLEARLY_ABOVE:g}")
                     raise UserError(f"{col} is declared percent but mixes fractions with percents{which}: {seen}, so "
-                                    "nothing of this source was stored; give the column one unit (all fractions, "
+                                    f"{NOTHING_STORED}; give the column one unit (all fractions, "
                                     "without 'percent' in the mapping, or all percents). If they are all percents "
                                     "already (near-chance models at 0.5 beside others at 12), the two cannot be told "
                                     "apart: write the column as fractions (divided by 100) and drop its unit")
@@ -609,7 +612,7 @@ class PercentTally:
                 raise UserError(f"{col} is declared percent, and {refused} of its values <= 1 for {which} were "
                                 "refused as fractions among percents above "
                                 f"{PERCENT_CLEARLY_ABOVE:g} before a value in (1, {PERCENT_CLEARLY_ABOVE:g}] of it "
-                                "came (a large file is read in pieces), so nothing of this source was stored; give "
+                                f"came (a large file is read in pieces), so {NOTHING_STORED}; give "
                                 "the column one unit (all percents, or all fractions without 'percent' in the mapping)")
 
 

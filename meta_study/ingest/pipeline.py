@@ -33,6 +33,7 @@ from ..schema import KEY
 from ..validation import Validated, WholeInput, dedupe_keys, printable, validate
 from ..keys import key_array, key_of
 from ..store import Store
+from .mapping import NOTHING_STORED
 from .sources import STORED_BEFORE, Progress, Source, SourceBatch, no_progress
 
 #: Accuracy columns whose values, when most of them lie in (1, 100], are taken to be percents.
@@ -156,9 +157,6 @@ def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progres
     return reports
 
 
-#: What a refusal says of a source it stopped (the percent checks, a file's shape): true of a
-#: source's first batch; :func:`_after_commits` amends it for a later one.
-NOTHING_STORED = "nothing of this source was stored"
 
 
 def _after_commits(error: str, rep: SourceReport) -> str:
@@ -243,7 +241,7 @@ class _Seen:
                 had = (before or {}).get(col, 0)
                 raise UserError(f"{col} is in percent, not a fraction: {k} of {n} values"
                                 f"{f' ({had} of them stored before)' if had else ''} are in (1, 100], so "
-                                f"nothing of this source was stored; set 'units: {{{col}: percent}}' (or "
+                                f"{NOTHING_STORED}; set 'units: {{{col}: percent}}' (or "
                                 "'accuracy_unit: percent') in a --mapping")
 
     @property
@@ -530,7 +528,7 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
         seen.refuse_percent()
         why = whole.problem()
         if why is not None:
-            raise UserError(f"{why}; nothing of this source was stored")
+            raise UserError(f"{why}; {NOTHING_STORED}")
     seen.add_rejected(batch.rejected)
     keyless = _Keyless.of(store, src, batch)
     res = store.commit_stream(pieces(), quarantine=keyless.keep(batch.rejected),
