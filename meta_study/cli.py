@@ -742,7 +742,7 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
     if a.n_groups == 0:
         _fail(_no_match(store_uri, store_obj, sel))
     if empty is not None and empty(a):   # an empty table and its results.json entry were written first
-        _fail(_nothing_to_fit(store_uri, options.fit))
+        _fail(_nothing_to_fit(store_uri, options.fit, options.bootstrap.frontiers if options.bootstrap else ()))
     out = results.write(a, sel, figures=figures, max_group_figures=max_group_figures,
                         footer_text=footer(store_obj, options_text(options.fit), a.provenance.get("store version")))
     for part in a.reused:
@@ -753,14 +753,15 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
     return a, out
 
 
-def _nothing_to_fit(store_uri: str, fit: Any) -> str:
-    """Why sensitivity or bootstrap made no row: no group of the selection has 3 points to fit,
-    which a hold-out split can cause (``--holdout-above 0`` leaves none: it said "no groups with at
-    least 3 points" of groups of 12)."""
+def _nothing_to_fit(store_uri: str, fit: Any, frontiers: Sequence[str] = ()) -> str:
+    """Why sensitivity or bootstrap made no row (or bootstrap only rows of no fit): no group of the
+    selection has 3 points to fit (on any of ``frontiers``), which a hold-out split can cause
+    (``--holdout-above 0`` leaves none: it said "no groups with at least 3 points" of groups of 12)."""
     split = (f" at or below the hold-out split (--holdout-above {fit.holdout_above:g})" if fit.holdout_above is not None
              else f" at or below the hold-out split (--holdout-quantile {fit.holdout_quantile:g})"
              if fit.holdout_quantile is not None and fit.holdout_quantile < 1 else "")
-    return f"{store_uri}: no group of the selection has at least 3 points to fit{split}"
+    on = f" on any frontier ({', '.join(frontiers)})" if frontiers else ""
+    return f"{store_uri}: no group of the selection has at least 3 points to fit{on}{split}"
 
 
 def shown_path(path: str) -> str:
@@ -863,6 +864,13 @@ def sensitivity_lines(table: Any) -> list[str]:
         lines.append(f"  {frontier}: {pt(small['pred_err'])} at n={lo}{'' if lo == hi else f'..{hi}'}, "
                      f"{pt(full['pred_err'])} at n={flo}{'' if flo == fhi else f'..{fhi}'}")
     return lines
+
+
+def _no_bootstrap_fit(a: Any) -> bool:
+    """No group of the bootstrap had 3 points on any frontier: every row is a "too_few_points"
+    row of NaNs (``--holdout-above 0`` wrote a table of them, exit 0)."""
+    t = a.bootstrap
+    return bool(t.empty or (t["status"] == "too_few_points").all())
 
 
 def bootstrap_lines(table: Any, alpha_max: float) -> list[str]:
@@ -973,7 +981,7 @@ def bootstrap_cmd(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, 
     frontiers = {"frontiers": fit.selection.frontiers} if _given_options("frontiers") else {}
     opts = BootstrapOptions(samples=samples, level=level, seed=seed, fit=fit, **frontiers)
     a, out = _analyze(store, store_uri, sel, out_dir, AnalysisOptions(fit=fit, fits=False, bootstrap=opts),
-                      serial=serial, address=address, workers=workers, empty=lambda a: a.bootstrap.empty)
+                      serial=serial, address=address, workers=workers, empty=_no_bootstrap_fit)
     table = a.bootstrap
     for line in bootstrap_lines(table, fit.alpha_max):
         click.echo(line)
