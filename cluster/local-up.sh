@@ -267,7 +267,7 @@ start_services() {
   # shellcheck disable=SC2206
   mlflow_args+=(${META_STUDY_MLFLOW_ARGS:-})
   note "starting MLflow on $mlflow_uri (log: $state/mlflow.log)"
-  # MLflow's GenAI job runner (5 huey consumer processes, ~1.2 GB) is not used by meta-study.
+  # MLflow's GenAI job runner (a runner and 7 huey consumer processes, ~0.8 GB) is not used by meta-study.
   detach "$state/mlflow.log" env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false "$PY" -m mlflow "${mlflow_args[@]}"
   echo $! > "$state/mlflow.pid"
 }
