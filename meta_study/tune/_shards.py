@@ -5,8 +5,8 @@ always go to the same one of its threads, in order; each thread drains its queue
 merges each trial's pending operations (:func:`plan_ops`) into as few MLflow calls as possible,
 typically create_run, one log_batch and set_terminated, sent through :mod:`._rest` to http(s)
 servers and through MLflow's client otherwise. A failed call is retried with back-off; what a
-flush cannot send in time goes to the spool (``mlflow_spool.jsonl``), which the next run of the
-sweep replays first.
+flush cannot send in time goes to the spool (one object per flush that gave up, under
+``meta_study/spool/``: :meth:`.state.StateDir.spool`), which the next run of the sweep replays first.
 """
 
 from __future__ import annotations
@@ -387,8 +387,8 @@ class MlflowWriter:
     def _replay_spool(self) -> None:
         """Queue what earlier sessions spooled. Their objects go once a flush has sent everything
         (a writer killed before then leaves them for the next session: a replayed operation is
-        idempotent, the run map keeps its run). A line that does not parse (an object cut short)
-        is skipped, said on stderr, and the object kept aside as ``<name>.damaged``."""
+        idempotent, the run map keeps its run). A line that holds no operation (:func:`spooled_op`: an
+        object cut short) is skipped, said on stderr, and the object kept aside as ``<name>.damaged``."""
         for name, lines in self.state.spooled():
             stamp = name.split("-", 1)[0]
             if stamp.isdigit():
@@ -397,8 +397,8 @@ class MlflowWriter:
             ops: list[Op] = []
             for line in lines:
                 try:
-                    ops.append(Op(**json.loads(line)))
-                except (ValueError, TypeError):   # a write cut short (a crash before the data was on disk)
+                    ops.append(spooled_op(line))
+                except ValueError:   # cut short (a crash before the data was on disk), or of another shape
                     pass
             replayed = True
             if len(ops) < len(lines):
@@ -638,6 +638,33 @@ def permanent(e: BaseException) -> bool:
     """True when ``e`` is an MLflow refusal that a retry cannot change (:data:`PERMANENT_CODES`)."""
     code = getattr(e, "error_code", None)
     return isinstance(code, str) and code in PERMANENT_CODES
+
+
+#: The payload keys each kind of spooled operation needs (the writer's steps read them).
+_SPOOLED_NEEDS: dict[str, tuple[str, ...]] = {
+    "run": ("config",), "metrics": ("metrics", "step", "time"), "tag": ("key", "value"), "batch": (),
+    "artifacts": ("dir",), "end": ("status",), "map": ("run",), "reopen": ()}
+
+
+def spooled_op(line: str) -> Op:
+    """A spool line as the operation it holds. Raises ValueError if it holds none: not JSON (a write
+    cut short), or JSON of another shape. Such a line was replayed: a trial that is not a string
+    raised out of the replay (the spool objects after it never replayed, in any session), and an
+    operation without what its step reads failed every retry, held each flush to its timeout and
+    was spooled again, with its trial's other operations, by every later session."""
+    d = json.loads(line)
+    if (not isinstance(d, dict) or set(d) - {"kind", "trial", "payload"} or d.get("kind") not in _SPOOLED_NEEDS
+            or not isinstance(d.get("trial"), str) or not isinstance(d.get("payload"), dict)
+            or any(k not in d["payload"] for k in _SPOOLED_NEEDS[d["kind"]])):
+        raise ValueError("not a spooled operation")
+    op = Op(**d)
+    try:
+        steps = plan_ops([op])
+        if any(len(m) != 4 for kind, p in steps if kind == "batch" for m in p["metrics"]):
+            raise ValueError("a metric is not (key, value, time, step)")
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise ValueError(f"not a spooled operation ({type(e).__name__}: {e})") from None
+    return op
 
 
 def plan_ops(ops: list[Op]) -> list[tuple[str, dict[str, Any]]]:

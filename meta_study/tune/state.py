@@ -138,6 +138,11 @@ class SweepRecord:
         missing = [k for k in need if k not in d]
         if missing:
             raise ValueError(f"no {', '.join(missing)}")
+        # every version wrote them as strings: a null (a hand edit) was a TypeError traceback later
+        # (``--resume``'s "pass --tracking-uri " + None), or a search for runs of parent 'None'
+        not_str = [k for k in need if not isinstance(d[k], str)]
+        if not_str:
+            raise ValueError(f"{', '.join(not_str)}: not a string")
         sessions = d.get("sessions", [])
         if not isinstance(sessions, list) or not all(isinstance(s, dict) for s in sessions):
             raise ValueError("its sessions are not a list of objects")
@@ -311,8 +316,9 @@ class StateDir:
         (``link(2)`` fails if the name exists, atomically). On ``s3://``: one PUT with
         ``If-None-Match: *`` (S3, MinIO and Ceph RGW speak it); a 412 is read back, since a retried
         PUT whose first reply was lost gets one for its own record. Other object stores (``gs://``)
-        have no create-if-absent that pyarrow exposes: the record is read back after writing, and
-        a record of another parent run means this driver lost.
+        have no create-if-absent that pyarrow exposes: the record is read back
+        :data:`CLAIM_SETTLE_S` after writing (as :class:`DriverClaim` is), and a record of another
+        parent run means this driver lost.
         """
         data = _json_bytes(asdict(rec))
         if not self.remote:
@@ -359,6 +365,10 @@ class StateDir:
         if self.read_bytes(RECORD) is not None:
             return False
         self.write_bytes(RECORD, data)
+        # read back at once, each of two drivers that both found no record read its own and won:
+        # both ran the sweep, the first one's record overwritten. After the settle, the later
+        # write is what both read (GCS reads after writes are consistent); 1 s at a sweep's start
+        time.sleep(CLAIM_SETTLE_S)
         back = self.read_record()
         return back is not None and back.parent_run_id == rec.parent_run_id
 
