@@ -1,17 +1,19 @@
 """The filesystem behind a store: a local path or any URI pyarrow filesystems accept.
 
 :class:`_Files` is every byte the store reads or writes, relative to the store's root: fsynced
-writes locally, an exclusive create (a hard link locally, a conditional PUT on S3) that fails
-if the name exists, moves and deletes; locally, nothing but a regular file is ever opened for
-reading (a FIFO would block: :class:`NotAFileError`). Also here: URIs as messages may show them,
-partition directory names, the fault-injection points of the crash tests, and Parquet bytes to
-and from tables (parsed on the calling thread: see :func:`_parse_parquet`).
+writes locally, an exclusive create (a hard link locally, or ``O_EXCL`` and a rename on a mount
+without hard links; a conditional PUT on S3) that fails if the name exists, moves and deletes;
+locally, nothing but a regular file is ever opened for reading (a FIFO would block:
+:class:`NotAFileError`). Also here: URIs as messages may show them, partition directory names,
+and Parquet bytes to and from tables (parsed on the calling thread: see :func:`_parse_parquet`).
+The crash tests' fault-injection points are in :mod:`meta_study.failpoints`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import io
 import os
 import re
@@ -389,19 +391,48 @@ class _Files:
         name, exactly one gets True, whatever their timing (the commit point).
 
         Locally: write and fsync ``tmp_rel``, hard-link it to ``rel`` (``link`` fails if the name
-        exists), drop the temporary name. On S3: one PUT with ``If-None-Match: *``."""
+        exists), drop the temporary name. On a mount without hard links, see
+        :meth:`_claim_and_rename`. On S3: one PUT with ``If-None-Match: *``."""
         if self.local:
-            self.write_bytes(tmp_rel, data)
             try:
-                os.link(self.p(tmp_rel), self.p(rel))
-            except FileExistsError:
-                return False
+                # in the try: a write cut short (ENOSPC) leaves no temporary file behind
+                self.write_bytes(tmp_rel, data)
+                try:
+                    os.link(self.p(tmp_rel), self.p(rel))
+                except FileExistsError:
+                    return False
+                except OSError as e:
+                    # a mount without hard links (gcsfuse, some SMB, FUSE and container volumes):
+                    # every commit failed, on EPERM as "permission denied" of a writable store
+                    if e.errno not in _NO_LINK:
+                        raise
+                    return self._claim_and_rename(rel, tmp_rel)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.p(tmp_rel))
             _fsync_dir(os.path.dirname(self.p(rel)))
             return True
         return self.objects().create(rel, data) is not None
+
+    def _claim_and_rename(self, rel: str, tmp_rel: str) -> bool:
+        """:meth:`create_exclusive` without hard links (local): claim ``rel`` with an empty file
+        (``O_CREAT | O_EXCL``: of racing writers, and writers that hard-link, exactly one creates
+        it), then rename the whole, fsynced ``tmp_rel`` over the claim. A reader sees no file, the
+        empty claim (for the one ``rename`` in between: a manifest that does not parse) or the whole
+        file, never part of it. If the rename fails, the claim is removed (the name is free again)."""
+        path = self.p(rel)
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            return False
+        try:
+            os.replace(self.p(tmp_rel), path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        _fsync_dir(os.path.dirname(path))
+        return True
 
     def sync_dirs(self, rels: Iterable[str], tree: bool = False) -> None:
         """Make new names in these directories durable (local; object stores have no directories).
@@ -506,6 +537,11 @@ class _Files:
             except OSError:
                 return
             d = os.path.dirname(d)
+
+
+#: ``link(2)``'s errors on a filesystem without hard links (EPERM on Linux, ENOTSUP or ENOSYS on
+#: FUSE, EXDEV where a volume maps directories to devices); not EACCES, a real permission error.
+_NO_LINK = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV})
 
 
 def _fsync_dir(path: str) -> None:

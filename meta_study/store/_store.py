@@ -13,8 +13,10 @@ the lock, so two writers that both believe they hold it still cannot damage it):
 3. Stage every new file under ``_staging/<txn>/``, where ``txn = <version+1>-<random>`` is this
    transaction's own name (no other writer ever writes there); fsync it (local).
 4. **Commit point**: create manifest ``<version+1>.json``, *only if no file has that name*: a
-   hard link locally (``link`` fails if the name exists), a PUT with ``If-None-Match: *`` on
-   S3. Of any writers racing for one version, exactly one creates it, whatever their timing.
+   hard link locally (``link`` fails if the name exists; on a mount without hard links, the name
+   created with ``O_EXCL`` and the whole manifest renamed over it, readers reading again while it
+   is empty), a PUT with ``If-None-Match: *`` on S3. Of any writers racing for one version,
+   exactly one creates it, whatever their timing.
    A writer that finds the name taken has lost: it deletes its own staging directory (nothing
    else) and either starts again from 1 on top of the winner's version (:meth:`Store.commit`)
    or fails in one line (:meth:`Store.commit_stream`, whose input was consumed).
@@ -163,7 +165,7 @@ class Store:
         an intact copy it is a one-line :class:`StoreDamagedError` saying how to roll back."""
         # A writer may prune the manifest we listed before we read it (only old ones are pruned,
         # so a newer one exists): list again.
-        for _ in range(50):
+        for attempt in range(50):
             versions = self._manifest_versions()
             if not versions:
                 return _Manifest()
@@ -176,10 +178,25 @@ class Store:
                 time.sleep(0.01)
                 continue
             if m is None:
+                if version is None and attempt < 49 and self._name_claimed(v):
+                    time.sleep(0.01)    # a commit on a mount without hard links, mid-way: read again
+                    continue
                 raise self._unreadable(v, problem or "damaged")
             return m
         raise StoreBusyError(f"{self.uri}: the store's latest manifest was replaced under each of 50 reads (other "
                              "processes committing and pruning faster than this one reads); run the command again")
+
+    def _name_claimed(self, v: int) -> bool:
+        """Manifest ``v`` is an empty file without a copy: on a mount without hard links a commit
+        claims the name with an empty file and renames the whole manifest over it next
+        (:meth:`_Files.create_exclusive`), so a reader in between read "damaged manifest: does not
+        parse (0 bytes)". One that stays empty (a crash between the two) is damage after ~0.5 s."""
+        if not self._f.local:
+            return False
+        try:
+            return os.stat(self._f.p(_mrel(v))).st_size == 0 and self._f.kind(_copy_rel(v)) is None
+        except OSError:
+            return False
 
     def _unreadable(self, v: int, problem: str) -> StoreDamagedError:
         """The one line for a latest manifest ``v`` that is damaged and has no intact copy: what
