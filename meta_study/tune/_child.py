@@ -30,11 +30,17 @@ TERM_FLUSH_S = 10.0
 
 
 class _Terminated(Exception):
-    """Raised by the SIGTERM handler to leave the read loop (a blocked read returns with it)."""
+    """Raised by the SIGTERM (SIGHUP) handler to leave the read loop (a blocked read returns with it)."""
+
+
+#: what ends this process as SIGTERM does: SIGHUP too (a terminal or SSH session that closed
+#: signals the sweep's process group; it killed this process with its queue, nothing spooled)
+_TERM_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def _on_term(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)   # once: a second one must not cut the flush short
+    for s in _TERM_SIGNALS:                         # once: a second one must not cut the flush short
+        signal.signal(s, signal.SIG_IGN)
     raise _Terminated
 
 
@@ -77,6 +83,8 @@ def _serve(args: dict[str, Any]) -> None:
     # the last line was a flush, answered (its timeout): the driver closes next, and waits 60 s at most
     answered: float | None = None
     signal.signal(signal.SIGTERM, _on_term)
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:   # under nohup it stays ignored
+        signal.signal(signal.SIGHUP, _on_term)
     try:
         for line in sys.stdin:
             # a line cut short is the last one of a driver that died mid-write (a long line goes into
@@ -96,8 +104,14 @@ def _serve(args: dict[str, Any]) -> None:
                 # cpu_s: this process's CPU seconds so far (all threads), for the overhead benchmark;
                 # error: the last failed call's (no credentials); held: operations neither sent nor
                 # spooled (the storage failed too), which live only in this process
-                reply.write(json.dumps({"ok": ok, "errors": w.errors, "cpu_s": time.process_time(),
-                                        "error": w.last_error, "held": w.held_ops}) + "\n")
+                try:
+                    reply.write(json.dumps({"ok": ok, "errors": w.errors, "cpu_s": time.process_time(),
+                                            "error": w.last_error, "held": w.held_ops}) + "\n")
+                except (OSError, ValueError):
+                    # the driver is gone (its end of the reply pipe closed): a BrokenPipeError traceback
+                    # out of this loop, and the operation lines still in stdin were never read; read
+                    # on to the end of input, replies to nowhere
+                    reply = open(os.devnull, "w")
                 answered = float(d["flush"])
             else:
                 w.put(op)
@@ -107,7 +121,8 @@ def _serve(args: dict[str, Any]) -> None:
         print(f"meta-study writer: terminated; sending for {TERM_FLUSH_S:g} s, then spooling the rest",
               file=sys.stderr, flush=True)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # the flush below is how it ends now
+        for s in _TERM_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)            # the flush below is how it ends now
         # end of input: a normal close, or the driver died; after a SIGTERM, a short flush. After a
         # flush that was answered (a normal close) only what it kept in memory is left: a short try
         # too, since the driver kills this process 60 s after closing it (with the flush timeout,

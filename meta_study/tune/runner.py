@@ -483,9 +483,13 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
         flag = "--ds-task" if options.ds_tasks else "--set ds_tasks:"
         raise UserError(f"{flag} {twice[0]} given {ds.count(twice[0])} times: give each downstream task once")
     tasks = set(list_tasks())
-    for key, names in (("us_task", [cfg.get("us_task")]), ("ds_tasks", list(cfg.get("ds_tasks") or []))):
+    # a None in ds_tasks (--set "ds_tasks=['synth_shape', None]") passed here as a us_task left
+    # out does, and every trial failed at its first probe (KeyError: unknown task None); a list in
+    # it (--set "ds_tasks=[['synth_shape']]") was a TypeError traceback here (unhashable)
+    for key, names in (("us_task", [cfg["us_task"]] if "us_task" in cfg else []),
+                       ("ds_tasks", list(cfg.get("ds_tasks") or []))):
         for name in names:
-            if name is not None and name not in tasks and name not in options.datasets:
+            if not isinstance(name, str) or (name not in tasks and name not in options.datasets):
                 raise UserError(f"{key} {name!r}: no such task (tasks: {', '.join(sorted(tasks))}; on-disk "
                                 "datasets come with --dataset NAME=...)")
     check_metric_names(cfg, options)
@@ -917,8 +921,11 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     require_training(f"sweep {spec.name}")   # a core install: one line, not a worker's traceback
     check_fixed_config(spec, o)
     check_script_tree(provenance.script_of(spec.space))
-    from ..ray_session import own_ray_requested
+    from ..ray_session import check_target, own_ray_requested
 
+    # an empty --address, or a cluster that does not answer, was refused only when Ray started:
+    # after the sweep's sqlite file was made (and, with --resume, a wait for its old writer)
+    check_target(o.address)
     check_dataset_paths(o.datasets, on_this_machine=own_ray_requested(o.address))
     t0 = time.monotonic()
     p = plan_sweep(spec, o)
@@ -990,7 +997,10 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
             _use_callbacks(tuner, callbacks, verbose=0 if o.quiet else 1)
             tuner._local_tuner._tune_config.reuse_actors = _reuse_actors(o)   # a sweep started before 2026-12-04
         else:
-            tuner = _new_tuner(spec, _data_parallel_limit(o, hooks, own_ray=private), trainable, fixed, p.name,
+            # a resume without Tune state (its first driver died before Tune first saved it) starts a
+            # new Tuner: with the sweep's own flags, as Tuner.restore goes on with them
+            first = _recorded_flags(o, p.record) if p.resume else o
+            tuner = _new_tuner(spec, _data_parallel_limit(first, hooks, own_ray=private), trainable, fixed, p.name,
                                p.storage, callbacks)
         with _signal_handlers_kept(), _tune_output(quiet=o.quiet):
             grid = tuner.fit()
@@ -1269,6 +1279,18 @@ def _new_tuner(spec: SweepSpec, options: SweepOptions, trainable: Any, fixed: di
                                   failure_config=tune.FailureConfig(max_failures=_max_failures(options)),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   verbose=0 if options.quiet else 1))
+
+
+def _recorded_flags(o: SweepOptions, record: SweepRecord | None) -> SweepOptions:
+    """``o`` with the sweep record's ``--max-concurrent`` and ``--max-failures`` where this resume
+    leaves them out (:func:`sweep_settings` with ``given_only``: "goes on with the sweep's own").
+    A resume that found no Tune state made its new Tuner from the defaults instead: 2 restarts of a
+    sweep started with ``--max-failures 0``, no limit for one started with ``--max-concurrent 1``."""
+    if record is None:
+        return o
+    was = record.settings
+    return replace(o, max_concurrent=o.max_concurrent if o.max_concurrent is not None else was.get("max_concurrent"),
+                   max_failures=o.max_failures if o.max_failures is not None else was.get("max_failures"))
 
 
 def _reuse_actors(options: SweepOptions) -> bool:
