@@ -461,6 +461,79 @@ def config_difference(saved: Mapping[str, Any], cfg: TrainConfig, allow: Collect
     return None
 
 
+def checkpoint_file(path: str) -> str:
+    """The checkpoint file of ``path``: ``path/checkpoint.pt`` for a directory, else ``path``."""
+    return os.path.join(path, CHECKPOINT_FILE) if os.path.isdir(path) else path
+
+
+#: What every checkpoint holds (``config`` and ``losses`` too, where an older one does not).
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "rng")
+
+
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint file torch cannot read (truncated, damaged, another format)."""
+
+
+def _damaged_member(path: str) -> str | None:
+    """The first member of the zip file ``path`` (torch.save's format) whose bytes fail their
+    CRC-32, or None (also for a file that is not a zip: torch's load judges it). torch.load does
+    not check them: a checkpoint with a flipped byte in its weights loaded without a word and
+    resumed another model. Cost: one read of the file (crc32 runs at GB/s)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):   # torch.load names a truncated one
+        return None
+    except Exception as e:   # noqa: BLE001 - zlib.error of a damaged compressed member, ...
+        return f"? ({type(e).__name__})"
+
+
+def read_checkpoint(path: str, *, lazy: bool = False, verify: bool = True) -> dict[str, Any]:
+    """The contents of the checkpoint file ``path`` (on the CPU).
+
+    Args:
+        lazy: memory-map the file (``torch.load(mmap=True)``): only the pickled header is read
+            (~ms), tensors are paged in when touched; for reading ``step`` or ``config`` of a
+            checkpoint of any size. Also finds a truncated file (its zip directory is at the end).
+        verify: check every stored byte against its CRC-32 first (:func:`_damaged_member`): a
+            damaged checkpoint is refused, not loaded with wrong weights.
+
+    Raises:
+        FileNotFoundError: no such file.
+        UnreadableCheckpoint: (a ValueError) torch cannot read it, named in one line (torch's
+            error named no file, in several).
+    """
+    bad = _damaged_member(path) if verify else None
+    if bad is not None:
+        raise UnreadableCheckpoint(f"{path}: not a readable checkpoint (damaged: its record {bad} fails its CRC-32 "
+                                   "check)")
+    ck: Any = None
+    if lazy:
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except FileNotFoundError:
+            raise
+        except Exception:   # noqa: BLE001 - a legacy (non-zip) file cannot be mapped: read it whole,
+            pass            # which also gives a damaged file's own error
+    if ck is None:
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as e:   # noqa: BLE001 - a truncated copy, another file: torch's error named no file
+            # the first sentence: torch's next ones advise weights_only=False ("will likely succeed")
+            first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
+            raise UnreadableCheckpoint(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from e
+    # another torch file (a bare state_dict) was a KeyError: 'model' (or 'step')
+    missing = [k for k in CHECKPOINT_KEYS if k not in ck] if isinstance(ck, dict) else list(CHECKPOINT_KEYS)
+    if missing:
+        raise UnreadableCheckpoint(f"{path}: not a readable checkpoint (a torch file without {', '.join(missing)}: "
+                                   "not one save_checkpoint wrote)")
+    return ck
+
+
 def load_checkpoint(path: str, *, model: nn.Module, opt: torch.optim.Optimizer,
                     sched: torch.optim.lr_scheduler.LRScheduler, cfg: TrainConfig | None = None,
                     allow_changed: Collection[str] = (), losses: torch.Tensor | None = None) -> int:
@@ -476,17 +549,11 @@ def load_checkpoint(path: str, *, model: nn.Module, opt: torch.optim.Optimizer,
     Raises:
         ValueError: ``cfg`` differs from the checkpoint's config in a run-defining field
             (:data:`RUN_FIELDS`), named in one line; nothing is restored. Or the file is not a
-            checkpoint torch can read (truncated, another format), named.
+            checkpoint torch can read (truncated, damaged, another format: :class:`UnreadableCheckpoint`),
+            named; nothing is restored.
     """
-    if os.path.isdir(path):
-        path = os.path.join(path, CHECKPOINT_FILE)
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:   # noqa: BLE001 - a truncated copy, another file: torch's error named no file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from e
+    path = checkpoint_file(path)
+    ck = read_checkpoint(path)
     diff = None if cfg is None else config_difference(ck.get("config", {}), cfg, allow_changed)
     if diff is not None:
         raise ValueError(f"{path}: {diff}; resuming it would continue another run (start this one without "

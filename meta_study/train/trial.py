@@ -16,7 +16,6 @@ import random
 import time
 from dataclasses import dataclass, field
 import dataclasses
-import os
 from typing import Any, Callable, Collection, Mapping
 
 import numpy as np
@@ -28,7 +27,8 @@ from .data import Task, get_task, task_kwargs
 from .diagnostics import Diagnostics, capture_init, diagnose
 from .fewshot import FewShotResult, extract_features, fewshot_features
 from .finetune import finetune
-from .loop import CHECKPOINT_FILE, DivergedError, PretrainResult, ReportFn, TrainConfig, dist_rank_world, pretrain, resolve_runtime
+from .loop import (DivergedError, PretrainResult, ReportFn, TrainConfig, checkpoint_file, dist_rank_world, pretrain,
+                   read_checkpoint, resolve_runtime)
 from .models import ModelInfo, create_model
 from .optim import check_hparam
 
@@ -136,16 +136,25 @@ def _us_task(cfg: TrainConfig) -> Task:
                     **task_kwargs(cfg.us_task, cfg.us_task_kwargs, "us_task_kwargs"))
 
 
-def _ds_tasks(cfg: TrainConfig) -> list[Task]:
+def _ds_tasks(cfg: TrainConfig, us: Task | None = None) -> list[Task]:
     """The DS tasks, each given the ``ds_task_kwargs`` its factory takes (the procedural suite's
     sizing keys skip a dataset on disk), and each checked to hold ``max(shots)`` train examples
     in every class: a class with fewer gave the same draw to every larger shot count and every
     seed, logged as a 25-shot mean over 3 seeds that was one 10-shot draw (VTAB-1k's CIFAR-100
-    has ~10 a class)."""
+    has ~10 a class).
+
+    Each is also checked to hold images of the model's input (the US task's size and channels): a
+    factory that ignores ``img_size`` crashed the probe after pre-training, deep in the model
+    ("Input height (24) doesn't match model (16)" from a ViT's patch embedding)."""
     tasks = [get_task(n, img_size=cfg.img_size, seed=cfg.data_seed,
                       **task_kwargs(n, cfg.ds_task_kwargs, "ds_task_kwargs")) for n in cfg.ds_tasks]
     k = max(cfg.shots)
+    size, chans, of = (us.img_size, us.in_chans, f"US task {us.name}, ") if us is not None else (cfg.img_size, 3, "")
     for t in tasks:
+        if (t.img_size, t.in_chans) != (size, chans):
+            raise ValueError(f"DS task {t.name}: its images are {t.img_size}x{t.img_size} px with {t.in_chans} "
+                             f"channel(s), the model's input ({of}img_size={cfg.img_size}) {size}x{size} px with "
+                             f"{chans}: its factory must render its images at the img_size it is given")
         if len(t.test) == 0:   # the probe's accuracy would be of nothing (a raw torch.cat error)
             raise ValueError(f"DS task {t.name}: its test split holds no examples to measure accuracy on")
         train_y = np.asarray(t.train.labels)
@@ -227,7 +236,7 @@ def run_trial(config: TrainConfig | Mapping[str, Any], *, on_report: ReportFn | 
     if cfg.finetune:   # refused after pre-training and probing, the trial's hours lost, else
         check_hparam("finetune_lr", cfg.finetune_lr)
     lead = dist_rank_world()[0] == 0
-    ds = _ds_tasks(cfg) if lead else []      # checked before pre-training, not after its hours
+    ds = _ds_tasks(cfg, us) if lead else []      # checked before pre-training, not after its hours
     if on_start is not None:
         on_start(cfg, info)
     pre = pretrain(model, info, us, cfg, on_report=on_report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
@@ -247,10 +256,16 @@ def run_trial(config: TrainConfig | Mapping[str, Any], *, on_report: ReportFn | 
 
 
 def checkpoint_step(path: str) -> int:
-    """The training step a checkpoint (file or directory) was saved at."""
-    if os.path.isdir(path):
-        path = os.path.join(path, CHECKPOINT_FILE)
-    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    """The training step a checkpoint (file or directory) was saved at.
+
+    Reads the file memory-mapped: only its pickled header (ms), not the weights and optimizer
+    state (3x the model's size, read again by the resume that follows in :func:`evaluate_checkpoint`).
+
+    Raises:
+        FileNotFoundError: no such checkpoint.
+        ValueError: (:class:`~.loop.UnreadableCheckpoint`) a file torch cannot read, named in one line.
+    """
+    return int(read_checkpoint(checkpoint_file(path), lazy=True, verify=False)["step"])
 
 
 def evaluate_checkpoint(config: TrainConfig | Mapping[str, Any], checkpoint: str, **kw: Any) -> TrialResult:

@@ -240,16 +240,25 @@ def _read_done(config: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _write_final(metrics: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
+def _final_records(config: Mapping[str, Any] | None = None) -> list[tuple[Any, str]]:
+    """(filesystem, path) of each completion record of this trial: its FINAL_FILE and, given its
+    ``config``, its entry under DONE_DIR; none without a storage context."""
     m = _final_marker()
     if m is None:
-        return
-    write_record(m[0], m[1], metrics)
+        return []
     d = _done_dir(config) if config is not None else None
-    if d is not None:
-        from ray import tune
+    if d is None:
+        return [m]
+    from ray import tune
 
-        write_record(d[0], f"{d[1]}/{tune.get_context().get_trial_id()}.json", metrics)
+    return [m, (d[0], f"{d[1]}/{tune.get_context().get_trial_id()}.json")]
+
+
+def _write_final(metrics: Mapping[str, Any], config: Mapping[str, Any] | None = None,
+                 records: list[tuple[Any, str]] | None = None) -> None:
+    """Record a trial's final metrics (``records``: :func:`_final_records`, by default this trial's)."""
+    for fs, path in _final_records(config) if records is None else records:
+        write_record(fs, path, metrics)
 
 
 #: body(cfg, hooks) -> final metrics to report, or None if the body reported them itself.
@@ -345,12 +354,57 @@ def _train_local(cfg: dict[str, Any], hooks: TrialHooks) -> dict[str, Any]:
     start_ckpt = tune.get_checkpoint()
     resolved: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="meta-study-trial-") as work:
-        resume = start_ckpt.to_directory(os.path.join(work, "resume")) if start_ckpt else None
+        resume = resume_copy(start_ckpt, work)
         ckpt_dir = os.path.join(work, "checkpoint")
         report = _reporter(tune.report, tune.Checkpoint, resolved, fail_once=hooks.fail_once and start_ckpt is None)
         result = run_trial(cfg, on_report=report, checkpoint_dir=ckpt_dir, resume_from=resume,
                            on_start=lambda c, i: resolved.update(resolved_params(c, i)))
         return {**result.metrics(), RESOLVED_KEY: resolved, FINAL_KEY: 1.0}
+
+
+def resume_copy(checkpoint: Any, work: str) -> str | None:
+    """A local copy, under ``work``, of the newest readable checkpoint of a restarted trial: its
+    latest ``checkpoint`` (Tune's or Ray Train's), or, when that one cannot be read (truncated or
+    damaged on the storage; every retry of the trial failed on it alike), the newest earlier
+    one beside it (CHECKPOINTS_KEPT are kept), said in one line on stderr. Each is checked
+    whole (its CRC-32s) and its header read: ~0.3 s a GB. None without a checkpoint.
+
+    Raises:
+        ValueError: none of them can be read: one line naming the latest on the storage and
+            what is wrong with it (it named the trial's temporary copy, gone with it).
+    """
+    if checkpoint is None:
+        return None
+    import sys
+
+    import pyarrow.fs as pafs
+
+    from ..train.loop import UnreadableCheckpoint, checkpoint_file, read_checkpoint
+
+    fs, latest = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    parent, _, name = latest.rpartition("/")
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True)) if parent else []
+    except OSError:   # a listing the storage refuses: no earlier ones to fall back on
+        infos = []
+    # Tune's checkpoint_000012 and Train's checkpoint_<date>_<time> both sort by age
+    earlier = sorted((i.path for i in infos if i.type == pafs.FileType.Directory
+                      and i.base_name.startswith("checkpoint_") and i.base_name < name), reverse=True)
+    why = ""
+    for n, path in enumerate([latest, *earlier]):
+        local = os.path.join(work, f"resume{n}")
+        try:
+            (checkpoint if n == 0 else type(checkpoint)(path, filesystem=fs)).to_directory(local)
+            read_checkpoint(checkpoint_file(local), lazy=True)
+        except (UnreadableCheckpoint, FileNotFoundError) as e:
+            line = (str(e).strip().splitlines() or [type(e).__name__])[0].replace(local, path)
+            why = why or (line if path in line else f"{path}: {line}")
+            continue
+        if n:
+            print(f"warning: {why}; resuming from the earlier checkpoint {path}", file=sys.stderr)
+        return local
+    raise UnreadableCheckpoint(f"{why}; no earlier readable checkpoint beside it: nothing to resume from (remove "
+                               "the trial's checkpoints to train it from the start)")
 
 
 def _reporter(report: Callable[..., None], checkpoint_cls: Any, resolved: dict[str, Any], *,
@@ -380,7 +434,11 @@ def _train_distributed(cfg: dict[str, Any], hooks: TrialHooks) -> None:  # repor
     use_gpu = hooks.use_gpu
     trainer = TorchTrainer(
         _train_loop_per_worker,
-        train_loop_config={"cfg": cfg, "datasets": dict(hooks.datasets)},
+        # rank 0 writes the completion records before its final report, as run_with_machinery does
+        # for a single-process trial: written after fit() returned, a trial killed between Tune's
+        # receipt of that report and the record re-ran its resume, probes and diagnostics, and
+        # reported its final metrics twice
+        train_loop_config={"cfg": cfg, "datasets": dict(hooks.datasets), "records": _final_records(cfg)},
         scaling_config=train.ScalingConfig(num_workers=hooks.workers, use_gpu=use_gpu,
                                            resources_per_worker={"CPU": float(hooks.worker_cpus),
                                                                  **({"GPU": 1.0} if use_gpu else {})}),
@@ -391,9 +449,7 @@ def _train_distributed(cfg: dict[str, Any], hooks: TrialHooks) -> None:  # repor
                                    checkpoint_config=train.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
                                    failure_config=train.FailureConfig(max_failures=hooks.train_max_failures)),
     )
-    result = trainer.fit()
-    if (result.metrics or {}).get(FINAL_KEY) == 1.0 and RESOLVED_KEY in result.metrics:
-        _write_final(result.metrics, cfg)
+    trainer.fit()
 
 
 def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -408,12 +464,14 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     start_ckpt = train.get_checkpoint()
     resolved: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="meta-study-worker-") as work:
-        resume = start_ckpt.to_directory(os.path.join(work, "resume")) if start_ckpt else None
+        resume = resume_copy(start_ckpt, work)   # every rank picks the same one: they read the same files
         report = _reporter(train.report, train.Checkpoint, resolved, fail_once=False)
         result = run_trial(cfg, on_report=report, checkpoint_dir=os.path.join(work, "checkpoint"), resume_from=resume,
                            on_start=lambda c, i: resolved.update(resolved_params(c, i)))
-        # every worker reports (a collective); Tune sees rank 0's metrics
+        # every worker reports (a collective); Tune sees rank 0's metrics, recorded first (durably)
         final = {**result.metrics(), RESOLVED_KEY: resolved, FINAL_KEY: 1.0} if rank == 0 else {FINAL_KEY: 1.0}
+        if rank == 0:
+            _write_final(final, records=loop_config.get("records", []))
         train.report(final)
 
 
@@ -475,6 +533,10 @@ def _naming_checkpoint(e: Exception, local: str, shown: str) -> Exception:
     torch's advice to load it with ``weights_only=False``."""
     import pickle
 
+    from ..train.loop import UnreadableCheckpoint
+
+    if isinstance(e, UnreadableCheckpoint) and isinstance(e.__cause__, Exception):
+        e = e.__cause__   # torch's own error: said below as "not a readable checkpoint (damaged?)"
     line = (str(e).strip().splitlines() or [""])[0].replace(local, shown)
     if isinstance(e, (pickle.UnpicklingError, EOFError)) or "PytorchStreamReader" in line:
         line = f"not a readable checkpoint (damaged?): {type(e).__name__}: {line.split('. ')[0]}"
