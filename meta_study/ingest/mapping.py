@@ -49,7 +49,8 @@ COUNT_UNITS = ("count", "thousands", "millions")
 PERCENT_UNITS = ("percent", "error_percent")
 
 #: Default architecture-family rules, applied to ``model_name`` when a row has no ``arch_family``.
-#: Regexes are matched with ``re.search`` on the lower-cased name; the first family that matches wins.
+#: Regexes are matched with ``re.search`` on the lower-cased name, ignoring case (a user's ``'^ViT'`` too);
+#: the first family that matches wins.
 DEFAULT_ARCH_RULES: dict[str, str] = {
     "mixer": r"(?:^|_)mixer|resmlp|gmlp",
     "vit": r"^(?:vit|deit|eva|beit|cait|crossvit|xcit|pit|tnt|levit|flexivit|naflexvit|swin|volo|twins|"
@@ -118,6 +119,8 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
         name = m.group(1)
         if not name.isidentifier():
             raise ValueError(f"bad capture {{{name}}} in pattern {pattern!r}")
+        if f"(?P<{name}>" in "".join(out):   # re.compile's "redefinition of group name" was a traceback
+            raise ValueError(f"{{{name}}} twice in pattern {pattern!r}")
         body = r"\d+" if name in ("shots", "representation_layer") else r"[^/]+"
         out.append(f"(?P<{name}>{body})")
         pos = m.end()
@@ -196,7 +199,7 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
     """
     if not isinstance(doc, dict):
         raise _format_err(where, "a mapping must be a YAML map")
-    unknown = sorted(set(doc) - _ALLOWED_KEYS)
+    unknown = sorted(map(str, set(doc) - _ALLOWED_KEYS))   # str: a key `1:` was a TypeError traceback
     if unknown:
         raise _format_err(where, f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_ALLOWED_KEYS))})")
     rename = _as_str_map(doc.get("rename"), where, "rename")
@@ -205,6 +208,7 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
     constants = doc.get("constants") or {}
     if not isinstance(constants, dict):
         raise _format_err(where, "'constants' must be a map")
+    constants = dict(constants)   # a copy: `source` leaves it below, not the caller's document
     _check_constants(constants, where, "constants")
     for c in ("us_accuracy", "ds_accuracy"):
         # constants are canonical values: a unit converts the input's values, never a constant
@@ -219,6 +223,10 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
         allowed = ACCURACY_UNITS if col in ("us_accuracy", "ds_accuracy") else COUNT_UNITS
         if unit not in allowed:
             raise _format_err(where, f"units.{col}: unknown unit {unit!r} (expected {', '.join(allowed)})")
+        if col in constants and unit not in ("fraction", "count"):
+            # a constant is never converted: `param_count: 86` beside `millions` stored 86 parameters
+            raise _format_err(where, f"units.{col}: {col} is a constant ({constants[col]!r}), which is a canonical "
+                                     f"value that no unit converts; give it in canonical units and drop its unit")
     acc_unit = doc.get("accuracy_unit", "fraction")
     if acc_unit not in ACCURACY_UNITS:
         raise _format_err(where, f"accuracy_unit: unknown unit {acc_unit!r} (expected {', '.join(ACCURACY_UNITS)})")
@@ -261,11 +269,25 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
     metrics = tuple(_parse_metric(m, where, i) for i, m in enumerate(doc.get("metrics") or []))
     params = _as_str_map(doc.get("params"), where, "params")
     tags = _as_str_map(doc.get("tags"), where, "tags")
-    for k, v in {**params, **tags}.items():
-        _canonical(v, where, f"params/tags.{k}")
+    for what, names in (("params", params), ("tags", tags)):
+        for k, v in names.items():
+            _canonical(v, where, f"{what}.{k}")
+            if v == "extra":   # the run's extra map replaced the value: the param was lost, not kept
+                raise _format_err(where, f"{what}.{k}: 'extra' is no column for one {what[:-1]}; every "
+                                         f"{what[:-1]} the mapping does not name is kept in extra already")
     source = doc.get("source")
-    if source is not None and not isinstance(source, str):
-        raise _format_err(where, "'source' must be a string")
+    if source is not None and not (isinstance(source, str) and source.strip()):
+        # "" or "  " quarantined every row as "source: missing required field"
+        raise _format_err(where, f"'source' must be a source name, not {printable(repr(source))[:60]}")
+    if "source" in constants:
+        # `constants: {source: a}` is `source: a` to the rows, but the checks of a file's source
+        # (two files of one source, copies) did not see it, and beside `source: b` it lost silently
+        own = constants.pop("source")
+        if not (isinstance(own, str) and own.strip()):
+            raise _format_err(where, f"constants.source: must be a source name, not {printable(repr(own))[:60]}")
+        if source is not None and source != own:
+            raise _format_err(where, f"constants.source {own!r} contradicts source {source!r}: give one 'source:'")
+        source = own
     _refuse_error_rates_as_accuracies(where, rename, join, metrics, units, acc_unit)
     return IngestMapping(name=str(doc.get("name") or os.path.basename(where)), source=source, rename=rename,
                     constants=dict(constants), units=units, run_id=run_id, extra=extra, arch_family=arch_rules,
@@ -309,8 +331,16 @@ def _parse_table(d: Any, where: str, what: str) -> TableSpec:
         raise _format_err(where, f"{what}: needs 'file', 'task' and 'accuracy'")
     extra = set(d) - {"file", "task", "accuracy"}
     if extra:
-        raise _format_err(where, f"{what}: unknown key(s) {', '.join(sorted(extra))}")
+        raise _format_err(where, f"{what}: unknown key(s) {', '.join(sorted(map(str, extra)))}")
+    for key in ("file", "task", "accuracy"):   # `file: null` was a glob 'None', `accuracy: [a]` a column "['a']"
+        if not _scalar_name(d[key]):
+            raise _format_err(where, f"{what}.{key}: must be a name, not {printable(repr(d[key]))[:60]}")
     return TableSpec(file=str(d["file"]), task=str(d["task"]), accuracy=str(d["accuracy"]))
+
+
+def _scalar_name(v: Any) -> bool:
+    """Whether ``v`` can name a column, file or task: text, or a number YAML read from one (``2012``)."""
+    return (isinstance(v, str) and v != "") or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 def _parse_join(d: Any, where: str) -> JoinSpec:
@@ -321,6 +351,10 @@ def _parse_join(d: Any, where: str) -> JoinSpec:
     if extra:
         raise _format_err(where, f"join: unknown key(s) {', '.join(map(str, sorted(extra, key=str)))}")
     on = d["key"] if isinstance(d["key"], list) else [d["key"]]
+    bad_key = [k for k in on if not _scalar_name(k)]
+    if bad_key or not on:
+        raise _format_err(where, "join.key: must be a column name or a list of them, not "
+                                 f"{printable(repr(d['key']))[:60]}")
     ds = d["downstream"]
     if not isinstance(ds, list) or not ds:
         raise _format_err(where, "join.downstream: must be a non-empty list")
@@ -334,6 +368,9 @@ def _parse_metric(d: Any, where: str, i: int) -> MetricPattern:
         d = {"pattern": d}
     if not isinstance(d, dict) or "pattern" not in d:
         raise _format_err(where, f"{what}: needs 'pattern'")
+    if not isinstance(d["pattern"], str) or not d["pattern"]:   # `pattern: null` was the metric key "None"
+        raise _format_err(where, f"{what}.pattern: must be a metric key pattern such as 'ds/{{ds_task}}/top1', "
+                                 f"not {printable(repr(d['pattern']))[:60]}")
     if not isinstance(d.get("constants") or {}, dict):
         raise _format_err(where, f"{what}.constants: must be a map")
     pattern = str(d["pattern"])
@@ -344,11 +381,16 @@ def _parse_metric(d: Any, where: str, i: int) -> MetricPattern:
     groups = set(rx.groupindex)
     for g in groups:
         _canonical(g, where, f"{what} capture")
+        if g == "extra":
+            raise _format_err(where, f"{what}: {{extra}} is no column for a captured name (extra is a map)")
     role = d.get("role") or ("ds" if "ds_task" in groups or "ds_task" in (d.get("constants") or {}) else "us")
     if role not in ("us", "ds"):
         raise _format_err(where, f"{what}: role must be 'us' or 'ds'")
     if role == "us" and "us_task" not in groups and "us_task" not in (d.get("constants") or {}):
-        raise _format_err(where, f"{what}: an upstream pattern needs a {{us_task}} capture or a us_task constant")
+        # the mapping's own `constants: {us_task: ...}` does not name a pattern's task: it said "needs a
+        # us_task constant" to a mapping that had one
+        raise _format_err(where, f"{what}: an upstream pattern needs a {{us_task}} capture or a us_task in its own "
+                                 f"constants ({what}.constants.us_task; the mapping's constants do not name it)")
     proto = d.get("eval_protocol")
     if proto is not None and proto not in EVAL_PROTOCOLS:
         raise _format_err(where, f"{what}: unknown protocol {proto!r} (expected one of {', '.join(EVAL_PROTOCOLS)})")
@@ -357,7 +399,7 @@ def _parse_metric(d: Any, where: str, i: int) -> MetricPattern:
         raise _format_err(where, f"{what}: unknown unit {unit!r} (expected {', '.join(ACCURACY_UNITS)})")
     extra = set(d) - {"pattern", "role", "eval_protocol", "unit", "constants"}
     if extra:
-        raise _format_err(where, f"{what}: unknown key(s) {', '.join(sorted(extra))}")
+        raise _format_err(where, f"{what}: unknown key(s) {', '.join(sorted(map(str, extra)))}")
     _check_constants(d.get("constants") or {}, where, f"{what}.constants")
     return MetricPattern(pattern=pattern, role=role, eval_protocol=proto, unit=unit,
                          constants=dict(d.get("constants") or {}))
@@ -387,6 +429,23 @@ def read_yaml(path: str, what: str) -> Any:
                 raise yaml.YAMLError(f"YAML aliases (*{event.anchor}) are not allowed, at line "
                                      f"{event.start_mark.line + 1}")
             return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            # PyYAML keeps the last of a key given twice: a second `rename:` block (or `top1:` twice
+            # in one) dropped the first without a word, and its columns went to extra
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:   # an unhashable key: PyYAML's own error names it
+                    break
+                if first is not None:
+                    raise yaml.YAMLError(f"key {printable(repr(key))[:60]} given twice in one map, at lines "
+                                         f"{first} and {line}: one would be ignored")
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
 
     try:
         st = os.stat(path)
@@ -693,7 +752,8 @@ def infer_arch_family(model_names: pd.Series, rules: Mapping[str, str]) -> pd.Se
     names = model_names.astype(object).map(lambda v: v.strip().lower() if isinstance(v, str) else "")
     assigned = pd.Series(False, index=model_names.index)
     for fam, rx in rules.items():
-        hit = names.str.contains(rx, regex=True) & ~assigned
+        # case=False: a rule such as '^ViT' never matched a lower-cased name, and every model was "other"
+        hit = names.str.contains(rx, case=False, regex=True) & ~assigned
         out[hit] = fam
         assigned |= hit
     out[model_names.isna()] = None
@@ -712,6 +772,10 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
         tally: counts the raw values of columns declared in percent; the caller refuses the
             batch (:meth:`PercentTally.refuse_fractions`) once all of its pieces are mapped.
     """
+    mlflow_only = [k for k in ("metrics", "params", "tags") if getattr(mapping, k)]
+    if mlflow_only:   # ignored without a word: `params: {learning_rate: lr}` left lr empty, the column in extra
+        raise _format_err(where, f"mapping {mapping.name}: {', '.join(mlflow_only)} are for MLflow runs; a file "
+                                 "export's columns are mapped with 'rename' (or 'join')")
     out = canon.copy()
     for col, v in mapping.constants.items():
         if col in out.columns:   # the input has its own values: overwriting them without a word lost them

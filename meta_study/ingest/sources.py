@@ -227,6 +227,10 @@ def load_sources_file(path: str) -> list[SourceSpec]:
     doc = read_yaml(path, "sources file")
     if not isinstance(doc, dict) or not isinstance(doc.get("sources"), list) or not doc["sources"]:
         raise UserError(f"{path}: expected a map with a non-empty list 'sources'")
+    top = sorted(map(str, set(doc) - {"sources", "description"}))
+    if top:   # a top-level `mapping:` (meant for every entry) was ignored without a word
+        raise UserError(f"{path}: unknown key(s) {', '.join(top)} (a sources file holds 'sources' and "
+                        "'description'; give each entry its own 'mapping:')")
     base = os.path.dirname(os.path.abspath(path))
 
     def rel(p: str) -> str:
@@ -253,6 +257,9 @@ def load_sources_file(path: str) -> list[SourceSpec]:
                           ("filter", "an MLflow search filter")):
             if d.get(key) is not None and not (isinstance(d[key], str) and d[key]):
                 raise UserError(f"{path}: sources[{i}].{key}: must be {what}, not {_short(d[key])}")
+        if isinstance(d.get("name"), str) and not d["name"].strip():
+            # as `--source "  "`: every row was quarantined as "source: missing required field"
+            raise UserError(f"{path}: sources[{i}].name: must be a source name, not {_short(d['name'])}")
         exps = d.get("experiments")
         if exps is None:
             exps = []
