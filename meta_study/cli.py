@@ -55,6 +55,14 @@ def _out_dir(ctx: Any, param: Any, value: str | None) -> str | None:
     return value
 
 
+def _user_path(ctx: Any, param: Any, value: str | None) -> str | None:
+    """A local file option (``--mapping``, ``--sources-file``) with ``~`` expanded, as ``--out``:
+    ``--mapping=~/m.yaml`` (no shell expands ``~`` after ``=``) was "no such file"."""
+    import os
+
+    return None if value is None else os.path.expanduser(value)
+
+
 def _refuse_empty_path(flag: str, value: str) -> None:
     """One line for an empty path (``--workdir "$UNSET"``): it meant the working directory, and the
     demo spread its database, store and refits there."""
@@ -396,9 +404,9 @@ def _table(df: Any, cols: list[str]) -> str:
 @cli.command()
 @click.argument("sources", nargs=-1, metavar="SOURCE...")
 @click.option("--store", "store_uri", required=True, metavar="STORE", help="Store path or URI (created if absent).")
-@click.option("--mapping", "mapping_path", default=None, metavar="MAPPING.yaml",
+@click.option("--mapping", "mapping_path", default=None, metavar="MAPPING.yaml", callback=_user_path,
               help="How source columns / MLflow keys become canonical columns (docs/ingest.md).")
-@click.option("--sources-file", default=None, metavar="SOURCES.yaml",
+@click.option("--sources-file", default=None, metavar="SOURCES.yaml", callback=_user_path,
               help="A YAML list of sources, each with its own mapping and experiments.")
 @click.option("--experiment", "experiments", multiple=True, metavar="NAME|ID|GLOB",
               help="MLflow experiments to read (repeatable; default: every active experiment).")
@@ -1028,8 +1036,10 @@ MAX_EVERY_S = 366 * 86400
 @cli.command()
 @click.option("--store", "store_uri", required=True, metavar="STORE", help="The meta-study store.")
 @click.option("--source", "sources", multiple=True, metavar="SOURCE", help="Ingest this source first (repeatable).")
-@click.option("--mapping", "mapping_path", default=None, metavar="MAPPING.yaml", help="Mapping for --source.")
-@click.option("--sources-file", default=None, metavar="SOURCES.yaml", help="Sources to ingest first.")
+@click.option("--mapping", "mapping_path", default=None, metavar="MAPPING.yaml", callback=_user_path,
+              help="Mapping for --source.")
+@click.option("--sources-file", default=None, metavar="SOURCES.yaml", callback=_user_path,
+              help="Sources to ingest first.")
 @click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", show_envvar=True,
               help="Publish each refit as an MLflow run here (default: $MLFLOW_TRACKING_URI; unset or 'none': no "
                    "run).")

@@ -20,3 +20,48 @@ def test_a_bootstrap_with_nothing_to_fit_writes_nothing(tmp_path):
     r = run_cli("bootstrap", str(tmp_path / "st"), "--out", str(out), "--serial", "--samples", "10")
     assert r.returncode == 0, r.stderr
     assert (out / "bootstrap.parquet").exists()
+
+
+def test_a_csv_exported_again_leaves_out_every_index_pandas_wrote(tmp_path, monkeypatch):
+    """A CSV read back and written again with ``to_csv`` leads with ``Unnamed: 0.1, Unnamed: 0``:
+    the first is no ``Unnamed: 0``, so neither was taken for pandas' index, both went into every
+    row's extra, and a sorted re-export "updated" every row. Both are left out (and a third export's
+    three), in a file read in pieces too; an unnamed column that is not the leading run is kept."""
+    import pandas as pd
+    from conftest import run_cli
+    from test_ingest_s37 import _extras, _frame
+
+    p = tmp_path / "idx.csv"
+    _frame().to_csv(p)
+    pd.read_csv(p).to_csv(p)
+    assert list(pd.read_csv(p).columns[:2]) == ["Unnamed: 0.1", "Unnamed: 0"]
+    r = run_cli("ingest", str(p), "--store", str(tmp_path / "st"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "(Unnamed: 0.1, Unnamed: 0)" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert _extras(tmp_path / "st") == {f"r{i}": [] for i in range(4)}
+    f = pd.read_csv(p)
+    f.sort_values("ds_accuracy").reset_index(drop=True).to_csv(p)      # a third export, re-sorted
+    r = run_cli("ingest", str(p), "--store", str(tmp_path / "st"))
+    assert "0 new, 0 updated, 4 unchanged" in r.stdout + r.stderr, r.stdout + r.stderr
+    from meta_study.ingest import files
+
+    monkeypatch.setattr(files, "CHUNK_ROWS", 2)
+    r = run_cli("ingest", str(p), "--store", str(tmp_path / "st_big"))
+    assert r.returncode == 0 and _extras(tmp_path / "st_big") == {f"r{i}": [] for i in range(4)}, r.stderr
+    assert files.index_candidate(["Unnamed: 0", "a", "Unnamed: 0.1"], None) == ("Unnamed: 0",)
+
+
+def test_mapping_and_sources_file_options_expand_the_home_directory(tmp_path, monkeypatch):
+    """``--mapping=~/m.yaml`` and ``--sources-file=~/s.yaml`` (no shell expands ``~`` after ``=``)
+    said "no such file", where ``--out=~/x`` is expanded."""
+    from conftest import run_cli
+    from test_ingest_s37 import _frame
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _frame().rename(columns={"ds_accuracy": "acc"}).to_csv(tmp_path / "r.csv", index=False)
+    (tmp_path / "m.yaml").write_text("rename: {acc: ds_accuracy}\n")
+    r = run_cli("ingest", str(tmp_path / "r.csv"), "--mapping=~/m.yaml", "--store", str(tmp_path / "st"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    (tmp_path / "s.yaml").write_text(f"sources:\n  - uri: {tmp_path / 'r.csv'}\n    mapping: {tmp_path / 'm.yaml'}\n")
+    r = run_cli("ingest", "--sources-file=~/s.yaml", "--store", str(tmp_path / "st2"))
+    assert r.returncode == 0, r.stdout + r.stderr

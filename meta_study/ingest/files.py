@@ -1209,7 +1209,7 @@ def _join_downstream(d: pd.DataFrame, path: str, spec: TableSpec, up: _Upstream,
             canon[canon_col] = m[f"_m_{raw}"].to_numpy()
     index = pandas_index_column(d, mapping)     # df.to_csv(path)'s row numbers: no value of a run
     extra_cols = [c for c in d_ok.columns if not c.startswith("_") and c != spec.accuracy
-                  and c not in mapping.rename and c != index]
+                  and c not in mapping.rename and c not in index]
     rows = finish_rows(canon, d_ok, mapping, extra_columns=extra_cols, source=source, where=where, tally=tally)
     return rows, [_payload(path, rec, scanner=scanner, _upstream_file=os.path.basename(up.path), **named)
                   for rec in d_ok.to_dict("records")]
@@ -1313,9 +1313,10 @@ class FileSource:
             n, names = _reading(p, fmt, lambda: _parquet_columns(p))
             header = names if n > CHUNK_ROWS else None
         if header is not None:
-            index = None
-            if index_candidate(header, self.mapping) is not None:
-                index = _reading(p, fmt, lambda: _index_in_every_piece(p, header[0]))
+            index: tuple[str, ...] = ()
+            candidates = index_candidate(header, self.mapping)
+            if candidates:
+                index = _reading(p, fmt, lambda: _index_in_every_piece(p, candidates))
             return SourceBatch(rows=pd.DataFrame(), state=state, chunks=self._pieces(p, stamp, index),
                                replace_runs=True, drop_missing=self.drop_missing, earlier_inputs=earlier,
                                notes=near_miss_note(p, header, self.mapping) + _index_note(p, index))
@@ -1329,7 +1330,7 @@ class FileSource:
                            earlier_inputs=earlier,
                            notes=near_miss_note(p, frame.columns, self.mapping) + _index_note(p, index))
 
-    def _pieces(self, p: str, stamp: tuple[int, int] | None = None, index: str | None = None,
+    def _pieces(self, p: str, stamp: tuple[int, int] | None = None, index: tuple[str, ...] = (),
                 ) -> Iterator[tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]]:
         tally = PercentTally()
         parts = dataset_parts(p)
@@ -1351,12 +1352,12 @@ class FileSource:
         tally.refuse_fractions()
 
     def _mapped(self, p: str, start: int, frame: pd.DataFrame, tally: PercentTally,
-                scanner: RecordScanner | None = None, *, index: str | None = None, dataset: str | None = None,
+                scanner: RecordScanner | None = None, *, index: tuple[str, ...] = (), dataset: str | None = None,
                 ) -> tuple[pd.DataFrame, Callable[[np.ndarray], list[str]]]:
         """The piece's canonical rows and the payloads of its rows; ``index``: the pandas index
-        column to leave out of the rows (its payloads keep every cell as written); ``dataset``: the
+        columns to leave out of the rows (its payloads keep every cell as written); ``dataset``: the
         dataset directory ``p`` is a part of (its name is the rows' source and the payloads' file)."""
-        mapped = frame.drop(columns=[index]) if index is not None else frame
+        mapped = frame.drop(columns=list(index)) if index else frame
         rows = map_long(mapped, self.mapping, where=p, source=source_stem(dataset or p), tally=tally)
         if self.source_name:
             rows["source"] = self.source_name
@@ -1366,22 +1367,32 @@ class FileSource:
 
 
 #: The name pandas gives a CSV's first column when the header leaves it unnamed: ``df.to_csv(path)``
-#: without ``index=False`` writes the frame's row numbers there.
+#: without ``index=False`` writes the frame's row numbers there. Read back and written again the
+#: same way, the file leads with ``Unnamed: 0.1, Unnamed: 0`` (pandas suffixes a repeated name),
+#: a third time ``Unnamed: 0.2, Unnamed: 0.1, Unnamed: 0``: :data:`_PANDAS_INDEX_RE`.
 PANDAS_INDEX = "Unnamed: 0"
+_PANDAS_INDEX_RE = re.compile(r"Unnamed: 0(\.[1-9][0-9]*)?")
 _ROW_NUMBER = re.compile(r"0|[1-9][0-9]*")
 
 
-def index_candidate(columns: Sequence[Any], mapping: IngestMapping | None) -> str | None:
-    """:data:`PANDAS_INDEX` when it is the first of ``columns`` and the mapping does not name it
-    (``rename: {"Unnamed: 0": seed}``, a ``run_id`` template, a join key or an ``extra:`` list keeps
-    it as the user said)."""
-    if not len(columns) or str(columns[0]) != PANDAS_INDEX:
-        return None
-    if mapping is not None and (PANDAS_INDEX in mapping.rename or PANDAS_INDEX in (mapping.run_id or "")
-                                or (not isinstance(mapping.extra, str) and PANDAS_INDEX in mapping.extra)
-                                or (mapping.join is not None and PANDAS_INDEX in mapping.join.on)):
-        return None
-    return PANDAS_INDEX
+def _named_by(mapping: IngestMapping | None, col: str) -> bool:
+    """The mapping names the column (``rename: {"Unnamed: 0": seed}``, a ``run_id`` template, a join
+    key or an ``extra:`` list keeps it as the user said)."""
+    return mapping is not None and (col in mapping.rename or col in (mapping.run_id or "")
+                                    or (not isinstance(mapping.extra, str) and col in mapping.extra)
+                                    or (mapping.join is not None and col in mapping.join.on))
+
+
+def index_candidate(columns: Sequence[Any], mapping: IngestMapping | None) -> tuple[str, ...]:
+    """The columns ``columns`` leads with that pandas names an index it wrote (:data:`PANDAS_INDEX`,
+    or ``Unnamed: 0.1`` and so on of a file exported again), less any the mapping names; ``()``:
+    none. Only the leading run: an ``Unnamed: 0`` further right is a column left unnamed."""
+    out = []
+    for c in columns:
+        if not _PANDAS_INDEX_RE.fullmatch(str(c)):
+            break
+        out.append(str(c))
+    return tuple(c for c in out if not _named_by(mapping, c))
 
 
 def _row_numbers(values: pd.Series) -> bool:
@@ -1397,22 +1408,23 @@ def _row_numbers(values: pd.Series) -> bool:
                for v in values.tolist())
 
 
-def pandas_index_column(frame: pd.DataFrame, mapping: IngestMapping | None) -> str | None:
-    """The column that is the index pandas wrote (``df.to_csv(path)`` without ``index=False``), or
-    None: an unnamed first column (:data:`PANDAS_INDEX`) whose every value is a row number. It is
-    no value of a run: it was stored in every row's extra, and differed between two exports of the
-    same rows (a filtered or sorted frame: every row "updated")."""
-    col = index_candidate(list(frame.columns), mapping)
-    return col if col is not None and _row_numbers(frame[col]) else None
+def pandas_index_column(frame: pd.DataFrame, mapping: IngestMapping | None) -> tuple[str, ...]:
+    """The columns that are an index pandas wrote (``df.to_csv(path)`` without ``index=False``,
+    once per export: :func:`index_candidate`) whose every value is a row number; ``()``: none. They
+    are no value of a run: they were stored in every row's extra, and differed between two exports
+    of the same rows (a filtered or sorted frame: every row "updated")."""
+    return tuple(c for c in index_candidate(list(frame.columns), mapping) if _row_numbers(frame[c]))
 
 
-def _index_in_every_piece(path: str, column: str) -> str | None:
+def _index_in_every_piece(path: str, columns: Sequence[str]) -> tuple[str, ...]:
     """:func:`pandas_index_column` over a large file's pieces, read before its rows so that every
-    piece leaves the column out, or none does (one read of the file)."""
+    piece leaves a column out, or none does (one read of the file)."""
+    keep = list(columns)
     for _, frame in read_export_chunks(path):
-        if not _row_numbers(frame[column]):
-            return None
-    return column
+        keep = [c for c in keep if _row_numbers(frame[c])]
+        if not keep:
+            break
+    return tuple(keep)
 
 
 #: What a gzip file's text may be, at most, per byte: results CSVs (task names, protocols and
@@ -1429,11 +1441,14 @@ def _text_bytes(path: str) -> int:
     return size * GZIP_RATIO if path.lower().endswith(".gz") else size
 
 
-def _index_note(path: str, index: str | None) -> list[str]:
-    if index is None:
+def _index_note(path: str, index: tuple[str, ...]) -> list[str]:
+    if not index:
         return []
-    return [f"{path}: its first column, unnamed and holding row numbers, is the index pandas writes "
-            "(to_csv without index=False): not stored"]
+    if len(index) == 1:
+        return [f"{path}: its first column, unnamed and holding row numbers, is the index pandas writes "
+                "(to_csv without index=False): not stored"]
+    return [f"{path}: its first {len(index)} columns ({', '.join(index)}), unnamed and holding row numbers, are "
+            "the index pandas writes, once per export (to_csv without index=False): not stored"]
 
 
 def _stamp(path: str) -> tuple[int, int]:
