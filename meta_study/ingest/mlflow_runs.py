@@ -25,12 +25,11 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from importlib import resources
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import UserError
 from ..keys import key_strings
@@ -209,6 +208,8 @@ class RunExpander:
     _keys: dict[str, KeySpec | None] = field(default_factory=dict, init=False, repr=False)
     _ds_fields: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
     _digest: str = field(default="", init=False, repr=False)
+    #: what the percent check weighs pages against, read once per ingest (an expander serves one)
+    stored_values: StoredValues | None = field(default=None, init=False, repr=False)
 
     @property
     def digest(self) -> str:
@@ -264,12 +265,12 @@ class RunExpander:
         run, a run still training); one with DS metrics but no US metric is a problem.
 
         ``stored``: called (once, only when a value in a percent unit was read) for a tally that
-        holds the accuracies the source already stores (:func:`stored_tally`); the percent check
-        then weighs ``records`` against them, as a read of every run at once would.
+        holds the accuracies the source already stores (:meth:`StoredValues.tally`); the percent
+        check then weighs ``records`` against them, as a read of every run at once would.
 
         Raises:
-            UserError: the raw values of a column declared in percent, over the runs that give
-                rows (and ``stored``), are fractions
+            PercentRefusal: the raw values of a column declared in percent, over the runs that
+                give rows (and ``stored``), are fractions
                 (:meth:`~meta_study.ingest.mapping.PercentTally.refuse_fractions`).
         """
         bases: list[dict[str, Any]] = []
@@ -350,7 +351,11 @@ class RunExpander:
         tally = stored() if stored is not None and declared else PercentTally()
         for (col, unit), raw in declared.items():
             tally.add(col, unit, np.asarray([v for _, v in raw], np.float64), [t for t, _ in raw])
-        tally.refuse_fractions()
+        try:
+            tally.refuse_fractions()
+        except UserError as e:   # alone: no stored value weighed (expand_pages judges it with the next pages)
+            raise PercentRefusal(str(e), alone=not any(n for d in tally.stored.values() for n in d.values())
+                                 ) from None
         if not bases:
             return ExpandedRuns(pd.DataFrame(), np.zeros(0, np.int64), counts, tuple(problems))
         frame = self._frame(bases, starts, ends)
@@ -510,11 +515,14 @@ def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str],
     fps: list[str] = []
     prev_rows: dict[str, int] = {}      # changed runs: rows they gave before
     ended: list[tuple[str, str]] = []   # runs read while RUNNING that ended FAILED or KILLED
+    finished: dict[str, RunEntry] = {}  # their new state, set once the page is expanded (not refused)
     for rec in records:
         if rec.status not in ("FINISHED", "RUNNING"):
             prev = state.get(rec.run_id)
             if prev is not None and prev.status == "RUNNING":
-                state[rec.run_id] = RunEntry(rec.experiment_id, rec.status, int(rec.end_time or 0), "", 0)
+                # not in `state` yet: a page the percent check refuses is judged again with the
+                # next (expand_pages), and these runs were then no longer RUNNING, their rows kept
+                finished[rec.run_id] = RunEntry(rec.experiment_id, rec.status, int(rec.end_time or 0), "", 0)
                 if prev.rows:
                     ended.append((expander.source, rec.run_id))
                     stats[ENDED_STAT] += 1
@@ -538,8 +546,17 @@ def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str],
         fps.append(fp)
     values = history(todo) if history is not None and todo else None
     ids = {rec.run_id for rec in todo}     # their stored rows are what these runs replace
-    out = expander.expand_runs(todo, experiments, values, stored=(
-        (lambda: stored_tally(store, expander, ids)) if store is not None else None))
+
+    def stored() -> PercentTally:
+        assert store is not None
+        if expander.stored_values is None:
+            expander.stored_values = StoredValues.read(store, expander)
+        return expander.stored_values.tally(ids)
+
+    out = expander.expand_runs(todo, experiments, values, stored=stored if store is not None else None)
+    state.update(finished)
+    if expander.stored_values is not None:   # this page is committed before the next is expanded
+        expander.stored_values.add_page(list(ids) + [r for _, r in ended], out.rows)
     problems = dict(out.problems)
     rejected = []
     for i, rec in enumerate(todo):
@@ -564,34 +581,152 @@ def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str],
                        state={state_name: state_table(state)}, stats=stats, delete_runs=stale + ended)
 
 
-def stored_tally(store: Store, expander: RunExpander, skip_runs: set[str]) -> PercentTally:
-    """A :class:`PercentTally` of the accuracies the store holds of ``expander``'s source, but
-    of runs in ``skip_runs`` (those being read again), in each percent unit of the mapping: what
-    :meth:`RunExpander.expand_runs` weighs a page's values against. One value per run and US task
-    (``us_accuracy``) or DS key (``ds_accuracy``), as a page counts them, not one per row.
-    Costs one read of up to eight columns of the source's rows and a group-by (~1 s for 20,000
-    stored runs of 16 rows, measured), only for pages with values in a percent unit."""
-    tally = PercentTally()
-    units = {col: sorted({p.unit or expander.mapping.unit_of(col) for p in expander.mapping.metrics
-                          if f"{p.role}_accuracy" == col} & set(PERCENT_UNITS))
-             for col in ("us_accuracy", "ds_accuracy")}
-    if not any(units.values()) or not store.exists():
-        return tally
-    keys = {"us_accuracy": ["run_id", "us_task"],
-            "ds_accuracy": ["run_id", "ds_task", "eval_protocol", "shots", "representation_layer"]}
-    cols = sorted({c for col, u in units.items() if u for c in keys[col] + [col]})
-    rows = store.read(filters={"source": [expander.source]}, columns=cols)
-    if skip_runs and rows.num_rows:
-        rows = rows.filter(pc.invert(pc.is_in(rows.column("run_id"), value_set=pa.array(sorted(skip_runs)))))
-    for col, col_units in units.items():
-        if not col_units or not rows.num_rows:
+class PercentRefusal(UserError):
+    """The percent check's refusal of a page (:meth:`RunExpander.expand_runs`); ``alone``: no value
+    the source stores was weighed with the page's (the first page an ingest commits of a source)."""
+
+    def __init__(self, message: str, alone: bool = False) -> None:   # a default: pickled, args are (message,)
+        super().__init__(message)
+        self.alone = alone
+
+
+#: Runs a page refused alone (:class:`PercentRefusal`) is judged with at most, with the pages after
+#: it (:func:`expand_pages`): the default page size of the REST source.
+JUDGED_TOGETHER = 10_000
+
+
+def expand_pages(pages: Iterable[Sequence[RunRecord]], expand: Callable[[list[RunRecord]], SourceBatch]
+                 ) -> Iterator[SourceBatch]:
+    """``expand`` (:func:`expand_page`) of each page, but a page the percent check refuses alone,
+    with nothing of the source stored to weigh it against (the first page), is judged again with the
+    pages after it, up to :data:`JUDGED_TOGETHER` runs, before the refusal stands: the earliest runs
+    of a source (a smoke test at near chance, 0.4 % beside later 2.5 % and 60 %) came first, alone,
+    and a page of a few of them was refused on every ingest, though a read of every run stores
+    them. Judged again each time the runs held have doubled (in all, ~2 expansions per run).
+    Lazy: a batch is committed by the caller before the next page is expanded."""
+    pending: dict[str, RunRecord] = {}   # a run listed twice (offset paging) counts once, as last read
+    tried = 0                            # runs of the last refused judgement
+    for page in pages:
+        pending.update((r.run_id, r) for r in page)
+        if not pending or len(pending) < 2 * tried:
             continue
-        one = rows.select(keys[col] + [col]).group_by(keys[col]).aggregate([(col, "max")])
-        tasks = one.column(keys[col][1]).to_numpy(zero_copy_only=False)
-        acc = one.column(f"{col}_max").to_numpy(zero_copy_only=False)
-        for unit in col_units:   # a column with two percent units (per pattern) is weighed in each
-            tally.add_stored(col, unit, acc, tasks)
-    return tally
+        try:
+            batch = expand(list(pending.values()))
+        except PercentRefusal as e:
+            if not e.alone or len(pending) >= JUDGED_TOGETHER:
+                raise
+            tried = len(pending)
+            continue
+        pending, tried = {}, 0
+        yield batch
+    if pending:   # refused before: the last judgement, with every run after it
+        yield expand(list(pending.values()))
+
+
+@dataclass
+class StoredValues:
+    """The accuracies the percent check weighs a page against, for one ingest of a source: those
+    the store held when first asked (:meth:`read`), but of the runs this ingest read again, and
+    those of the pages this ingest expanded since (:meth:`add_page`; each is committed before the
+    next page is expanded). Read from the store for every page, they cost ~1 s per 20,000 stored
+    runs a page (~50 s a page beside 1M stored runs); kept here, a page costs its own runs and a
+    vectorized look-up of them. Counts are additive (:meth:`PercentTally.add_stored`), so a run
+    read again is taken out of :attr:`total` and put back with its new values.
+
+    One value per run and US task (``us_accuracy``) or DS key (``ds_accuracy``), the largest, as
+    the store's rows of a run hold them; a page's values count before validation (a value it
+    quarantines too, as in a read of every run at once)."""
+
+    units: dict[str, list[str]]               # accuracy column -> its percent units in the mapping
+    frames: list[dict[str, pd.DataFrame]]     # [0]: the store's; then one per page: column -> run_id, task, acc
+    moved: dict[str, int] = field(default_factory=dict)      # run id -> the page frame with its values
+    total: PercentTally = field(default_factory=PercentTally)
+
+    #: the columns of the key of one accuracy (one value per run and key)
+    KEYS: ClassVar[dict[str, list[str]]] = {
+        "us_accuracy": ["run_id", "us_task"],
+        "ds_accuracy": ["run_id", "ds_task", "eval_protocol", "shots", "representation_layer"]}
+
+    @classmethod
+    def read(cls, store: Store, expander: RunExpander) -> StoredValues:
+        """The store's accuracies of ``expander``'s source, in each accuracy column with a percent
+        unit in its mapping: one read of up to eight columns of the source's rows and a group-by
+        (~1 s for 20,000 stored runs of 16 rows, measured), once per ingest."""
+        units = {col: sorted({p.unit or expander.mapping.unit_of(col) for p in expander.mapping.metrics
+                              if f"{p.role}_accuracy" == col} & set(PERCENT_UNITS))
+                 for col in ("us_accuracy", "ds_accuracy")}
+        units = {c: u for c, u in units.items() if u}
+        base: dict[str, pd.DataFrame] = {}
+        if units and store.exists():
+            cols = sorted({c for col in units for c in cls.KEYS[col] + [col]})
+            rows = store.read(filters={"source": [expander.source]}, columns=cols)
+            for col in units:
+                one = rows.select(cls.KEYS[col] + [col]).group_by(cls.KEYS[col]).aggregate([(col, "max")])
+                base[col] = pd.DataFrame({"run_id": one.column("run_id").to_numpy(zero_copy_only=False),
+                                          "task": one.column(cls.KEYS[col][1]).to_numpy(zero_copy_only=False),
+                                          "acc": one.column(f"{col}_max").to_numpy(zero_copy_only=False)})
+        out = cls(units, [base])
+        out._count(out.total, base, 1)
+        return out
+
+    def tally(self, skip_runs: set[str]) -> PercentTally:
+        """A tally of the values held, but of ``skip_runs`` (those a page reads again)."""
+        t = PercentTally(counts={k: {task: list(c) for task, c in d.items()} for k, d in self.total.counts.items()},
+                         stored={k: dict(d) for k, d in self.total.stored.items()})
+        self._count(t, self._values(skip_runs), -1)
+        return t
+
+    def add_page(self, runs: Sequence[str], rows: pd.DataFrame) -> None:
+        """A page expanded: ``runs`` (read again, or whose rows were removed) hold ``rows`` now."""
+        self._count(self.total, self._values(runs), -1)
+        page: dict[str, pd.DataFrame] = {}
+        for col in self.units:
+            if not len(rows) or col not in rows:
+                continue
+            keys = pd.DataFrame({k: rows[k] if k in rows else None for k in self.KEYS[col]})
+            keys["acc"] = pd.to_numeric(rows[col], errors="coerce")
+            one = keys.groupby(self.KEYS[col], dropna=False, sort=False)["acc"].max().reset_index()
+            page[col] = pd.DataFrame({"run_id": one["run_id"], "task": one[self.KEYS[col][1]], "acc": one["acc"]})
+        self.frames.append(page)
+        self.moved.update((r, len(self.frames) - 1) for r in runs)
+        self._count(self.total, page, 1)
+
+    def _values(self, runs: Iterable[str]) -> dict[str, pd.DataFrame]:
+        """The values held of ``runs``: the store's, or those of the page that read them last."""
+        where: dict[int, list[str]] = {}
+        for r in runs:
+            where.setdefault(self.moved.get(r, 0), []).append(r)
+        out: dict[str, pd.DataFrame] = {}
+        for col in self.units:
+            parts = [f[col][f[col]["run_id"].isin(rs)] for i, rs in where.items()
+                     if col in (f := self.frames[i])]
+            parts = [p for p in parts if len(p)]
+            if parts:
+                out[col] = pd.concat(parts, ignore_index=True)
+        return out
+
+    def _count(self, into: PercentTally, values: Mapping[str, pd.DataFrame], sign: int) -> None:
+        """Add (``sign`` 1) or take out (-1) the counts of ``values`` in ``into``; none left: none kept."""
+        part = PercentTally()
+        for col, df in values.items():
+            for unit in self.units[col]:   # a column with two percent units (per pattern) is weighed in each
+                part.add_stored(col, unit, df["acc"].to_numpy(dtype="float64", na_value=np.nan),
+                                df["task"].to_numpy(dtype=object))
+        for key, by_task in part.counts.items():
+            have, mine = into.counts.setdefault(key, {}), into.stored.setdefault(key, {})
+            for task, c in by_task.items():
+                acc = have.setdefault(task, [0, 0, 0])
+                for j in range(3):
+                    acc[j] += sign * c[j]
+                mine[task] = mine.get(task, 0) + sign * part.stored[key].get(task, 0)
+                if not acc[2]:
+                    del have[task]
+                if not mine[task]:
+                    del mine[task]
+            if not have:
+                del into.counts[key]
+            if not mine:
+                del into.stored[key]
 
 
 def watermark_end(rec: RunRecord, read_ms: int) -> int:
@@ -728,6 +863,13 @@ def select_experiments(found: Iterable[tuple[str, str]], specs: Sequence[str], w
     out: dict[str, str] = {}
     for spec in specs:
         hits = _matches(found, spec)
+        by_id = [n for i, n in hits if i == spec]
+        by_name = [i for i, n in hits if n == spec and i != spec]
+        if by_id and by_name:
+            # both were read, silently: the ID's experiment, and another whose name is that number
+            raise UserError(f"{where}: {spec!r} is both the ID of experiment {by_id[0]!r} and the name of the "
+                            f"experiment with ID {by_name[0]}; give the name {by_id[0]!r} for the first, or the glob "
+                            f"'[{spec[0]}]{spec[1:]}' for the second")
         if not hits and not _matches(deleted, spec):
             raise UserError(f"{where}: no experiment matches {spec!r}")
         out.update(hits)

@@ -42,7 +42,7 @@ from ..mlflow_client import has_credentials, refuse_credentials, safe_uri, sourc
 from ..store import Store
 from .mapping import IngestMapping
 from .mlflow_runs import (RESTORED_CHUNK, RunExpander, RunQuery, RunRecord, RunState, db_connect_args, default_mapping,
-                          drop_deleted, expand_page, filter_state_suffix, full_reads, gave_rows, load_state, mlflow_mapping,
+                          drop_deleted, expand_page, expand_pages, filter_state_suffix, full_reads, gave_rows, load_state, mlflow_mapping,
                           plan_queries, refuse_bad_port, restamp, run_record, runs_of_deleted_experiments,
                           select_experiments, sqlite_source, state_table, stored_runs_of, stored_source)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
@@ -252,20 +252,25 @@ class MlflowSource:
             from mlflow.utils.search_utils import SearchUtils
 
             self._call(SearchUtils.parse_search_filter, self.options.filter_string)
-        for q in queries:
-            pages = (self._finished(client, q.experiment_ids, _filter_of(q), unbounded=q.end_min is None)
-                     if q.status == "FINISHED" and q.run_ids is None and not q.no_end
-                     else self._search(client, q.experiment_ids, _filter_of(q), ViewType.ACTIVE_ONLY, None))
-            for runs in pages:
-                if q.no_end:   # the dated ones are the other queries'
-                    runs = [r for r in runs if not r.info.end_time]
-                if not runs:
-                    continue
-                seen.update(r.info.run_id for r in runs)
-                progress(f"{self.label}: runs", len(seen), None)
-                yield expand_page([run_record(r) for r in runs], experiments=names, state=state,
-                                  expander=expander, state_name=self.state_name, history=history, store=store,
-                                  stored_before=before, read_ms=read_ms)
+
+        def pages() -> Iterator[list[RunRecord]]:
+            for q in queries:
+                found = (self._finished(client, q.experiment_ids, _filter_of(q), unbounded=q.end_min is None)
+                         if q.status == "FINISHED" and q.run_ids is None and not q.no_end
+                         else self._search(client, q.experiment_ids, _filter_of(q), ViewType.ACTIVE_ONLY, None))
+                for runs in found:
+                    if q.no_end:   # the dated ones are the other queries'
+                        runs = [r for r in runs if not r.info.end_time]
+                    if not runs:
+                        continue
+                    seen.update(r.info.run_id for r in runs)
+                    progress(f"{self.label}: runs", len(seen), None)
+                    yield [run_record(r) for r in runs]
+
+        # a first page the percent check refuses alone is judged with the pages after it
+        yield from expand_pages(pages(), lambda recs: expand_page(
+            recs, experiments=names, state=state, expander=expander, state_name=self.state_name, history=history,
+            store=store, stored_before=before, read_ms=read_ms))
         if restamp(state, full_reads(queries), seen, expander.digest):
             yield SourceBatch(rows=pd.DataFrame(), state={self.state_name: state_table(state)})
 
