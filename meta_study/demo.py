@@ -25,6 +25,7 @@ moved or copied from another path, or one whose MLflow database or sweep state w
 from __future__ import annotations
 
 import math
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,12 @@ def run_demo(workdir: str = "meta-study-demo", *, synthetic: bool = False, seria
         raise UserError(f"--workdir {workdir}: a path with '?' or '%' cannot hold the demo's MLflow database "
                         "(sqlite:///WORKDIR/mlflow.db is a URL); choose a directory without them")
     _quiet_mlflow()
-    wd.mkdir(parents=True, exist_ok=True)
+    try:
+        wd.mkdir(parents=True, exist_ok=True)
+    except OSError as e:    # a parent that is a file, no permission: "[Errno 20] Not a directory", exit 1
+        from .errors import UserError
+
+        raise UserError(f"--workdir {workdir}: cannot be created ({e.strerror or e})") from None
     tracking = f"sqlite:///{wd / 'mlflow.db'}"
     store = wd / "store"
     # before any training or logging: a report of this workdir's store would mix two demos' models
@@ -162,7 +168,9 @@ def run_demo(workdir: str = "meta-study-demo", *, synthetic: bool = False, seria
     log(f"done in {out.seconds:.0f} s. Everything is under {wd}:")
     log(f"  report     {report}")
     log(f"  store      {store}   (pandas.read_parquet works on it)")
-    log(f"  MLflow UI  mlflow ui --backend-store-uri {tracking} --port 5000   then {_ui_url(tracking, experiment)}")
+    # quoted for the shell: a WORKDIR with a space ("/Users/Jane Doe/...") split the command in two
+    log(f"  MLflow UI  mlflow ui --backend-store-uri {shlex.quote(tracking)} --port 5000   then "
+        f"{_ui_url(tracking, experiment)}")
     return out
 
 
@@ -327,15 +335,24 @@ def held_out_check(results: Path) -> list[str]:
         lo, hi = predict_interval(r, tx)
         rmse = 100 * float(np.sqrt(np.mean((pred - ty) ** 2)))
         flat = 100 * float(np.sqrt(np.mean((float(r["flat"]) - ty) ** 2)))
-        inside = int(np.sum((ty >= lo) & (ty <= hi)))
+        # a row without a 90% interval (its back-tests hit exactly) read "0 of 9 inside the 90%
+        # interval: right"
+        has_iv = np.isfinite(lo) & np.isfinite(hi)
+        inside = (f"{int(np.sum((ty >= lo) & (ty <= hi) & has_iv))} of {int(has_iv.sum())} inside the 90% interval"
+                  if has_iv.any() else "no 90% interval to check them against")
         shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
         flagged = any(label == "held_out" for label, _ in flags(r.get("warnings")))
         checked.append((rmse <= RIGHT_WITHIN, rmse <= flat, flagged))
         out.append(f"{r['us_task']} -> {r['ds_task']}{shots}: {int(held.sum())} models above {pct(r['holdout_threshold'])} "
                    f"US hidden; at their frontier ({tx.size} points, up to {pct(tx.max())} US) the prediction is off by "
-                   f"{rmse:.1f} pt RMSE (flat guess {flat:.1f} pt), {inside} of {tx.size} inside the 90% interval: "
+                   f"{rmse:.1f} pt RMSE (flat guess {flat:.1f} pt), {inside}: "
                    f"{held_out_verdict(rmse, flat, flagged)}")
-    if not out:
+    if not out and len(heads):
+        # trusted groups none of whose models are above the hold-out line ("no trusted group" beside
+        # a report that counted them trusted)
+        out.append(f"{len(heads)} trusted group{'s' if len(heads) != 1 else ''} ({len(fits[fits['headline']])} groups), "
+                   "none with models above its hold-out line: nothing to check against hidden models")
+    elif not out:
         out.append(f"no trusted group ({len(fits[fits['headline']])} groups): nothing to check against hidden models")
     else:
         n = len(checked)
@@ -345,7 +362,10 @@ def held_out_check(results: Path) -> list[str]:
         out.append(f"{n_right} of {n} trusted answers right about the models they did not see (within "
                    f"{RIGHT_WITHIN:g} pt and no worse than the flat guess); {n_near} of {n} within {RIGHT_WITHIN:g} pt, "
                    f"{n_beat} of {n} at or below the flat guess's error; {n_flagged} of {n} flagged held_out "
-                   "(worse than the flat guess, or off by more than the trust tolerance)")
+                   "(worse than the flat guess, or off by more than the trust tolerance)"
+                   # the report counts them all: "2 of 2 trusted answers" beside a page with 3 trusted
+                   + (f"; {len(heads) - n} more trusted with no model above the hold-out line to check"
+                      if len(heads) > n else ""))
     return out
 
 

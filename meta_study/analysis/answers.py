@@ -39,11 +39,23 @@ def pct(v: float, digits: int = 1) -> str:
     return f"{text}%"
 
 
+def _digits(lo: float, hi: float) -> int:
+    """The decimals (1 to 4) at which an interval's ends print apart in percent: a half-width under
+    0.05 pt (tight back-tests, above headline.NO_SPREAD) read "85.0% DS [85.0%-85.0%]", a 90%
+    interval of width 0. An estimate printed beside it takes the same decimals (at 1 its 85.03%
+    read "85.0%", below "[85.02%-85.04%]")."""
+    d = 1
+    while d < 4 and math.isfinite(lo) and math.isfinite(hi) and lo < hi and pct(lo, d) == pct(hi, d):
+        d += 1
+    return d
+
+
 def interval(lo: float, hi: float) -> str:
-    """``[lo-hi]`` in percent, or "" when undefined."""
+    """``[lo-hi]`` in percent (at :func:`_digits`), or "" when undefined."""
     if not (math.isfinite(lo) or math.isfinite(hi)) or math.isnan(lo) or math.isnan(hi):
         return ""
-    return f" [{pct(lo)}-{pct(hi)}]"
+    d = _digits(lo, hi)
+    return f" [{pct(lo, d)}-{pct(hi, d)}]"
 
 
 #: How the members' spread of the stop-paying point and of the limit is said: the laws'
@@ -90,6 +102,12 @@ def flags(warnings: Any) -> list[tuple[str, str]]:
         key = label if label in FLAG_HELP else "note"
         out.setdefault(key, detail.strip() if key != "note" else part)
     return list(out.items())
+
+
+def _below(v: float, flat: float) -> bool:
+    """Whether ``v`` is said to be below the best DS seen: by more than 0.05 pt and as printed
+    (0.2066 beside 0.2072 read "the laws' limit, 20.7%, is below the best DS seen (20.7%)")."""
+    return math.isfinite(flat) and v < flat - 5e-4 and pct(v) != pct(flat)
 
 
 @dataclass(frozen=True)
@@ -153,13 +171,13 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
                 gain = f", {slope:.2f} DS pt per US pt" if math.isfinite(slope) else ""   # a slope is pt per pt
             # the headline is the laws' trend: a best DS seen above it is a model above the trend
             below = (f" (below the best DS seen, {pct(flat)}: that model lies above the laws' trend)"
-                     if math.isfinite(flat) and ds < flat - 5e-4 and not noted else "")
+                     if _below(ds, flat) and not noted else "")
             noted = noted or bool(below)
             # no interval where the back-tests all hit exactly (the row's warning says so): it read
             # "50.0% DS [50.0%-50.0%]", a 90% interval of width 0
             iv = interval(lo, hi) or (" (no 90% interval)" if said_spread else f" ({NO_SPREAD_TEXT})")
             said_spread = said_spread or not interval(lo, hi)
-            steps.append(f"+{k} US pt: {pct(ds)} DS{iv}{gain}{below}")
+            steps.append(f"+{k} US pt: {pct(ds, _digits(lo, hi))} DS{iv}{gain}{below}")
         elif interval(lo, hi):
             steps.append(f"+{k} US pt: 90% interval{interval(lo, hi)}{past}")
         else:
@@ -173,16 +191,17 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
         p_us, p_ds = _f(row, "predict_us"), _f(row, "predict_ds")
         if len(past_100) == len(PLUS_POINTS) and math.isfinite(p_us) and math.isfinite(p_ds):
             # no step left to state: the prediction at the end of the tested horizon instead
-            iv_p = interval(_f(row, "predict_lo"), _f(row, "predict_hi"))
+            p_lo, p_hi = _f(row, "predict_lo"), _f(row, "predict_hi")
+            iv_p = interval(p_lo, p_hi)
             steps.append(f"at the tested horizon ({pct(p_us, 2)} US): " +
-                         (f"{pct(p_ds)} DS{iv_p}" if trusted else f"90% interval{iv_p or ' [none]'}"))
+                         (f"{pct(p_ds, _digits(p_lo, p_hi))} DS{iv_p}" if trusted else f"90% interval{iv_p or ' [none]'}"))
     claims = ""
     if trusted and bool(row.get("stop_paying_supported")):
         sp = _f(row, "stop_paying_us")
         sat = _f(row, "saturation")
         # a limit below the best DS seen: that model sits above the laws' curve, which has levelled off
         level = (f"DS has levelled off: the laws' limit, {pct(sat)}, is below the best DS seen ({pct(flat)})"
-                 if math.isfinite(flat) and sat < flat - 5e-4 else
+                 if _below(sat, flat) else
                  # p(100% US): never a finding, however well the stop-paying point is supported
                  f"the laws' limit at 100% US, an extrapolation: {pct(sat)}"
                  f"{_spread(_f(row, 'saturation_lo'), _f(row, 'saturation_hi'))}")
