@@ -85,12 +85,11 @@ def client_lab(tmp_path, empty_db):
     return Lab(tmp_path, "client", empty_db)
 
 
-def test_a_first_page_of_near_chance_runs_is_judged_with_the_next_pages(client_lab):
+def test_a_first_page_of_near_chance_runs_is_judged_with_the_next_pages(lab):
     """The source's earliest runs (a smoke test at near chance on 'hard') came first, alone: with
     pages of one or two runs that page was refused, on this ingest and every later one. Judged
-    with the pages after it, the source goes in as a read of every run at once stores it. (The
-    REST source; the SQL source's loop calls expand_page itself.)"""
-    lab = client_lab
+    with the pages after it, the source goes in as a read of every run at once stores it (the
+    REST and the SQL source)."""
     for i, h in enumerate([0.4, 0.6, 2.5, 3.5, 5.0, 6.0]):
         lab.run(70 + i, {"pets": 60 + i, "hard": h})
     assert lab.ingest(store="whole").returncode == 0
@@ -102,11 +101,10 @@ def test_a_first_page_of_near_chance_runs_is_judged_with_the_next_pages(client_l
         assert r.returncode == 0 and "0 new" in r.stdout and "6 runs unchanged" in r.stdout, r.stdout + r.stderr
 
 
-def test_a_source_in_fractions_is_still_refused_whole_when_paged(client_lab):
+def test_a_source_in_fractions_is_still_refused_whole_when_paged(lab):
     """Guard: a column declared percent that holds fractions is refused as before, with small
     pages too (judged with the pages after the first: the same counts as a read of every run),
     and nothing of it is stored."""
-    lab = client_lab
     for i in range(4):
         lab.run(0.7 + i / 100, {"pets": 0.6 + i / 100})
     whole = one_error_line(lab.ingest(store="whole"), "holds fractions", "nothing of this source was stored")

@@ -44,6 +44,7 @@ from ..mlflow_client import has_credentials, safe_uri
 from ..store import Store
 from .mapping import IngestMapping
 from .mlflow_runs import (RunExpander, RunQuery, RunRecord, RunState, db_connect_args, drop_deleted, expand_page,
+                          expand_pages,
                           full_reads, gave_rows, load_state, mlflow_mapping, plan_queries, refuse_bad_port, restamp,
                           runs_of_deleted_experiments, select_experiments, sqlite_source, state_table, stored_runs_of, stored_source)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
@@ -398,20 +399,23 @@ class MlflowSqlSource:
         seen: set[str] = set()
         queries = plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest,
                                now_ms=read_ms) if exps else []
-        for q in queries:
-            pages = self._runs(conn, q)
-            while True:
-                runs = next(pages, None)
-                if runs is None:
-                    break
-                recs = self.records(conn, runs)
-                seen.update(r.run_id for r in recs)
-                progress(f"{self.label}: runs", len(seen), None)
-                batch = expand_page(recs, experiments=names, state=state, expander=expander,
-                                    state_name=self.state_name, history=history, store=store,
-                                    stored_before=before, read_ms=read_ms)
-                conn.rollback()   # end the read transaction: no lock on the DB while the store commits
-                yield batch
+        def pages() -> Iterator[list[RunRecord]]:
+            for q in queries:
+                for runs in self._runs(conn, q):
+                    recs = self.records(conn, runs)
+                    seen.update(r.run_id for r in recs)
+                    progress(f"{self.label}: runs", len(seen), None)
+                    yield recs
+
+        def expand(recs: list[RunRecord]) -> SourceBatch:
+            return expand_page(recs, experiments=names, state=state, expander=expander, state_name=self.state_name,
+                               history=history, store=store, stored_before=before, read_ms=read_ms)
+
+        # a first page the percent check refuses alone is judged again with the next ones, as the
+        # REST source's (expand_pages)
+        for batch in expand_pages(pages(), expand):
+            conn.rollback()   # end the read transaction: no lock on the DB while the store commits
+            yield batch
         if restamp(state, full_reads(queries), seen, expander.digest):
             yield SourceBatch(rows=pd.DataFrame(), state={self.state_name: state_table(state)})
         if self.options.drop_deleted:
