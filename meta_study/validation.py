@@ -151,9 +151,14 @@ def number_text(v: str) -> str | None:
 
 def _comma_hint(v: Any) -> str:
     """"; a decimal comma? ..." for a text number with a comma that is no thousands grouping."""
-    if isinstance(v, str) and "," in v and number_text(v.replace(",", ".", 1)) is not None and v.count(",") == 1:
-        return f"; a decimal comma? write {v.strip().replace(',', '.')}"
-    return ""
+    if not (isinstance(v, str) and v.count(",") == 1):
+        return ""
+    t = number_text(v.replace(",", ".", 1))
+    try:
+        float(t or "x")
+    except ValueError:   # "1,014.45" in an integer column: thousands, not a comma ("write 1.014.45")
+        return ""
+    return f"; a decimal comma? write {v.strip().replace(',', '.')}"
 
 
 #: Texts that mean "no value" in exports (pandas' default na_values, case-insensitive, and a
@@ -476,6 +481,8 @@ def _coerce_timestamp(s: pd.Series, order: _DateOrder | None = None,
                       ) -> tuple[pd.Series, np.ndarray, dict[int, tuple[str, str]]]:
     """(UTC timestamps, mask of cells that are no timestamp, {cell: (reason, kind)} of the dates
     refused for their day/month order); see :func:`_timestamp_texts`."""
+    if isinstance(s.dtype, pd.ArrowDtype) and pa.types.is_date(s.dtype.pyarrow_dtype):
+        s = s.astype(object)   # datetime.date cells: `.dt.tz` raised NotImplementedError on Arrow's dates
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
         ts = s if getattr(s.dt, "tz", None) is not None else s.dt.tz_localize("UTC")
         return ts.dt.tz_convert("UTC"), np.zeros(len(s), bool), {}
@@ -527,7 +534,9 @@ def _coerce_map(s: pd.Series) -> tuple[list[list[tuple[str, str]] | None], np.nd
             continue
         prev = v
         pairs: Any = None
-        if v is None or _is_nan(v):
+        # pd.NA (a nullable string column's missing cell), a blank text and the usual "not
+        # recorded" texts are no map, as in the other columns: each was "wrong type", its row lost
+        if _is_missing(v) or (isinstance(v, str) and (not v.strip() or v.strip().lower() in MISSING_TOKENS)):
             out.append(None)
             continue
         if isinstance(v, Mapping):
@@ -700,6 +709,7 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None, whole: Whol
     _check_across_columns(frame, arrays, flag)
     for acc, task in (("us_accuracy", "us_task"), ("ds_accuracy", "ds_task")):
         _flag_percent_tasks(acc, arrays[acc], task, arrays[task], units[acc], flag, whole)
+    _flag_percent_column("data_fraction", arrays["data_fraction"], flag)
     _flag_source_reasons(frame, flag)
 
     bad = np.zeros(n, bool)
@@ -789,7 +799,12 @@ def _numeric_array(col: Column, s: pd.Series, flag: _Flags, unit: np.ndarray | N
         over = finite & ((v > limit) | (v < -limit - 1) | (np.abs(v) >= 2.0 ** 63))
         # float64 holds integers exactly only up to 2**53: a seed 9007199254740993 was stored as
         # ...992 and int64's largest, 2**63 - 1, was refused. Those few cells are read again exactly.
-        exact = _exact_integers(s, np.flatnonzero(finite & ~wrong & (np.abs(v) >= 2.0 ** 53)))
+        # So is a text of more digits than float64 keeps (~15): "1.0000000000000001" was read as 1
+        # and stored as the integer 1. (Texts only: Arrow counts their lengths, ~ms per million.)
+        texts = _as_strings(s) if not pd.api.types.is_numeric_dtype(s.dtype) else None
+        long = (np.zeros(len(v), bool) if texts is None else
+                pc.fill_null(pc.greater(pc.utf8_length(texts), 15), False).to_numpy(zero_copy_only=False))
+        exact = _exact_integers(s, np.flatnonzero(finite & ~wrong & ((np.abs(v) >= 2.0 ** 53) | long)))
         fraction = [i for i, x in exact.items() if x is None]   # "9007199254740993.5": float64 saw an integer
         flag(np.isin(np.arange(len(v)), fraction),
              lambda i, c=col.name, ss=s: f"{c}: wrong type ({shown(ss.iloc[i])} is not an integer)",
@@ -943,6 +958,22 @@ def _flag_percent_tasks(column: str, values: pa.Array, task_column: str, tasks: 
         f"{column}: {_num(v[i])} in {task_column} {printable(repr(t[i]))}, whose values are mostly in (1, 100] "
         f"({by_task[t[i]][0]} of {by_task[t[i]][1]}): a percent? (not stored as {_num(v[i] * 100)} %)"),
         f"{column}: a value <= 1 among its task's percents")
+
+
+def _flag_percent_column(column: str, values: pa.Array, flag: _Flags) -> None:
+    """In a fraction column without a task (``data_fraction``), the values in (0, 1] of an input
+    whose values are mostly in (1, 100]: the column is in percent (its values above 1 are
+    quarantined as such), so its values <= 1 are percents too. Stored, a 1 % run's ``1`` was full
+    data (1.0) and a 0.5 % run's ``0.5`` half of it. A mapping gives this column no unit."""
+    v = values.to_numpy(zero_copy_only=False).astype("float64")   # null: NaN
+    plain = np.isfinite(v)
+    k, n = int((plain & (v > 1) & (v <= 100)).sum()), int(plain.sum())
+    if 2 * k <= n:
+        return
+    flag(plain & (v > 0) & (v <= 1), lambda i, v=v: (
+        f"{column}: {_num(v[i])} among values mostly in (1, 100] ({k} of {n}): a percent? {column} is a fraction: "
+        f"{_num(v[i])} % is {_num(round(v[i] / 100, 12))} (not stored as {_num(v[i] * 100)} %)"),
+        f"{column}: a value <= 1 among percents")
 
 
 #: Characters that show nothing: zero-width space, non-joiner and joiner, word joiner, and the
