@@ -5,7 +5,9 @@ One refit:
 1. takes the store's refit lock, then OUT's (non-blocking: a refit already running on the store,
    or writing to OUT, means this one is skipped, so cron, systemd timers and ``--every`` loops
    never overlap);
-2. ingests the sources, if any;
+2. ingests the sources, if any, waiting up to :data:`STORE_LOCK_WAIT_S` for another writer of
+   the store (an ``ingest`` committing); longer is a transient failure (:class:`StoreWriterBusy`:
+   exit 1, one line, nothing refitted), not a bad input;
 3. fingerprints every group (sha256 of its runs and accuracies) and compares with the last refit:
    if no group and no option changed, it stops here (a no-op takes seconds);
 4. fits every group (every law on every frontier, back-tested: seconds), and runs sample-size sensitivity and bootstrap
@@ -60,7 +62,7 @@ from .analysis.outputs import footer
 from .analysis.bootstrap import BootstrapOptions
 from .analysis.sensitivity import SensitivityOptions
 from .defaults import PAYOFF_THRESHOLD, REFIT_BOOTSTRAP_SAMPLES, REFIT_EXPERIMENT
-from .errors import UserError
+from .errors import StoreLockedError, UserError
 from .store import Store
 
 Progress = Callable[[str, int, int | None], None]
@@ -120,6 +122,22 @@ class RefitConfig:
         opts = {"fit": asdict(self.fit), "sensitivity": asdict(self.sensitivity), "bootstrap": asdict(self.bootstrap),
                 "threshold": self.threshold, "code": analysis_code()}
         return hashlib.sha256(json.dumps(opts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+#: How long a refit with sources waits for another writer of the store (an ``ingest`` committing)
+#: before it gives up with :class:`StoreWriterBusy`, in seconds: a commit holds the lock for seconds
+#: to minutes, so a quarter of an hourly schedule; the store says once whom it waits for.
+STORE_LOCK_WAIT_S = 900.0
+
+
+class StoreWriterBusy(OSError):
+    """Another writer held the store's lock for longer than :data:`STORE_LOCK_WAIT_S` while the
+    refit waited to ingest its sources: a transient failure, not a bad input, so the command exits
+    1 as for any machine failure (``exit_code`` is the sysexits EX_TEMPFAIL a CLI may give it
+    instead) and an ``--every`` loop tries again next round; nothing was refitted, the
+    versions in OUT stay as they were."""
+
+    exit_code = 75
 
 
 @dataclass
@@ -247,6 +265,8 @@ def group_fingerprint(g: Group) -> str:
     h.update(json.dumps([names[i] for i in order] if names else None).encode())
     h.update(json.dumps(g.repeated).encode())
     if g.ds_test_size.size == g.n:    # known test-set sizes floor the intervals (none: hashes as before)
+        # b"ds_n" is this field's fixed label in the hash, deliberately not schema.EXTRA_DS_TEST_SIZE
+        # (nothing reads it back): renaming that key must not change every stored fingerprint
         h.update(b"ds_n" + np.ascontiguousarray(np.nan_to_num(g.ds_test_size[order], nan=-1.0)).tobytes())
     return h.hexdigest()[:24]
 
@@ -288,8 +308,10 @@ def previous_refit(out: str) -> tuple[Path | None, dict[str, Any]]:
     latest = Path(out) / "LATEST"
     if not latest.exists():
         return None, {}
-    d = Path(out) / "refits" / latest.read_text().strip()
     try:
+        # in the try: a LATEST damaged into bytes that are not UTF-8 ended every refit after it
+        # in a UnicodeDecodeError traceback; now it is no record, as a damaged refit.json is
+        d = Path(out) / "refits" / latest.read_text().strip()
         info = json.loads((d / "refit.json").read_text())
         # a record damaged into other JSON (a disk fault, a hand) is no record: every refit after
         # it ended in a traceback ('list' object has no attribute 'get'); now every group is refitted
@@ -341,13 +363,15 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
             is done).
         PublishError: one line: a publish that failed once the server had answered (the version
             is on disk, and the next refit publishes it).
+        StoreWriterBusy: one line: another writer held the store for longer than
+            STORE_LOCK_WAIT_S while the refit waited to ingest (nothing was refitted).
     """
     from .mlflow_client import refuse_credentials
 
     t0 = time.perf_counter()
     if cfg.tracking_uri:
         refuse_credentials(cfg.tracking_uri)
-    store = Store(cfg.store)
+    store = Store(cfg.store, lock_timeout_s=STORE_LOCK_WAIT_S)   # the ingest's wait for another writer
     if not cfg.sources and not cfg.sources_file:
         store.require()   # before the locks: a mistyped --store creates neither it nor OUT's files
     if cfg.tracking_uri:
@@ -394,7 +418,13 @@ def _refit(cfg: RefitConfig, store: Store, t0: float, progress: Progress | None,
     """:func:`refit` once it holds the locks."""
     res = RefitResult(status="refitted")
     _remove_stale_tmp(Path(cfg.out) / "refits")
-    reports = _ingest(cfg, store, progress)
+    try:
+        reports = _ingest(cfg, store, progress)
+    except StoreLockedError as e:
+        # another writer (an `ingest` committing) held the store past the bounded wait: a
+        # transient state of the machine, not a bad input. As a UserError it exited 2, which a
+        # CronJob or a timer's operator reads as a wrong setting
+        raise StoreWriterBusy(f"{e} while this refit waited to ingest; nothing was refitted") from None
     res.ingest_lines = [r.line() for r in reports]
     res.failed_sources = [r.line() for r in reports if not r.ok]
     for line in res.ingest_lines:
@@ -987,7 +1017,8 @@ def round_failure(e: BaseException, out: str) -> str:
     else:
         what = f"{type(err).__name__}: {first}" if first else type(err).__name__
     where = "" if isinstance(err, PublishError) else f"; the results in {out} stay as they were"
-    hint = "" if isinstance(err, UserError) else " (META_STUDY_TRACEBACK=1 shows where)"
+    # a lock wait that ran out has no code to show: where it failed is the line itself
+    hint = "" if isinstance(err, (UserError, StoreWriterBusy)) else " (META_STUDY_TRACEBACK=1 shows where)"
     return f"refit: failed: {printable(_cut(what, 300))}{where}; the next refit tries again{hint}"
 
 
