@@ -1048,7 +1048,7 @@ MAX_EVERY_S = 366 * 86400
                    "ingest it means where runs are read from).")
 @click.option("--out", "out_dir", callback=_out_dir, default="meta-study-refits", show_default=True, metavar="DIR",
               help="Where versioned results go: DIR/refits/<UTC time>/, DIR/LATEST.")
-@click.option("--every", default=None, metavar="DURATION", help="Refit in a loop, e.g. 30m, 1h, 1d. A round after the first that fails is said in one line on stderr and the loop goes on; a failed first round exits.")
+@click.option("--every", default=None, metavar="DURATION", help="Refit in a loop, e.g. 30m, 1h, 1d. A round after the first that fails is said in one line on stderr and the loop goes on; a failed first round exits (unless another writer held the store past the wait).")
 @_fit_options
 @click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, help="Sensitivity draws per sample size.")
 @click.option("--samples", default=D.REFIT_BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
@@ -1124,10 +1124,13 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
                 # a schedule outlives a tracking server restarting, a store briefly unreachable or a
                 # bug in one round (a damaged record ended a cron schedule with a traceback); the
                 # versions stay as they were. Only the first run fails (a wrong setting is said at
-                # once, not once an hour). One line, one format (refit.round_failure)
-                if period is None or first:
+                # once, not once an hour), unless another writer held the store past the wait: no
+                # setting is wrong, and a service started beside a long ingest died. One line, one
+                # format (refit.round_failure)
+                from .refit import StoreWriterBusy, round_failure
+
+                if period is None or (first and not isinstance(e, StoreWriterBusy)):
                     raise
-                from .refit import round_failure
 
                 if os.environ.get("META_STUDY_TRACEBACK") and not isinstance(e, UserError):
                     import traceback

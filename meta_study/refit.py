@@ -133,11 +133,8 @@ STORE_LOCK_WAIT_S = 900.0
 class StoreWriterBusy(OSError):
     """Another writer held the store's lock for longer than :data:`STORE_LOCK_WAIT_S` while the
     refit waited to ingest its sources: a transient failure, not a bad input, so the command exits
-    1 as for any machine failure (``exit_code`` is the sysexits EX_TEMPFAIL a CLI may give it
-    instead) and an ``--every`` loop tries again next round; nothing was refitted, the
-    versions in OUT stay as they were."""
-
-    exit_code = 75
+    1 as for any machine failure and an ``--every`` loop tries again next round (its first round
+    too: no setting is wrong); nothing was refitted, the versions in OUT stay as they were."""
 
 
 @dataclass

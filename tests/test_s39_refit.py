@@ -70,3 +70,24 @@ def test_a_latest_that_is_not_utf8_is_no_record(tmp_path):
     (tmp_path / "LATEST").write_bytes(b"\xff\xfe2026\x00")
     assert previous_refit(str(tmp_path)) == (None, {})
 
+
+
+def test_an_every_loop_whose_first_round_meets_a_held_store_goes_on(tmp_path, held_store, monkeypatch):
+    """A failed first round ends an ``--every`` loop (a wrong setting is said at once), but a store
+    another writer held past the wait is no wrong setting: a refit service started beside a long
+    ingest died. The round is said in one line and the loop sleeps to its next round."""
+    import time
+
+    real = time.sleep
+
+    def stop(s):
+        if s > 60:      # the loop's wait for its next round (~1 h): Ctrl-C there, and it returns
+            raise KeyboardInterrupt
+        real(s)         # the store's lock wait sleeps too, briefly
+    monkeypatch.setattr(time, "sleep", stop)
+    r = run_cli("refit", "--store", str(tmp_path / "st"), "--source", str(tmp_path / "more.csv"), "--out",
+                str(tmp_path / "out"), "--serial", "--trials", "2", "--samples", "20", "--every", "1h",
+                subprocess_=False)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "refit: failed:" in r.stderr and "locked by another writer" in r.stderr, r.stderr
+    assert "next refit in" in r.stdout, r.stdout
