@@ -514,6 +514,10 @@ def bound_params(message: Any) -> frozenset[str]:
 SERIES_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 #: params_figure's series legend: entries a column at most.
 PARAMS_LEGEND_ROWS = 20
+#: params_figure's series at most (two legend columns): beyond, the first PARAMS_SERIES_MAX, the
+#: title says so. 400 DS tasks drew a 52-inch-wide figure (20 legend columns, a minute to save) of
+#: 800 lines no one could tell apart; every value is in fits.csv.
+PARAMS_SERIES_MAX = 2 * PARAMS_LEGEND_ROWS
 #: params_figure's panels: (column, y label, scale). e_IR is an error: shown in percent, as the page.
 PARAM_PANELS = (("k", "k (scale)", 1.0), ("alpha", "α (exponent)", 1.0), ("e_ir", "e_IR: DS error floor (%)", 100.0))
 
@@ -522,13 +526,16 @@ def params_figure(fits: pd.DataFrame) -> Any:
     """The figure of :func:`plot_params_vs_shots`: Eq. 1 on the hull vertices (solid) and on all
     points (dashed) per (US task, protocol, DS task), labelled ``us → ds`` (names shortened); a
     value at its bound (``message``, :func:`bound_params`) is a hollow marker. Two legends right of
-    the panels: the series, and what lines and markers mean."""
+    the panels: the series, and what lines and markers mean. Beyond :data:`PARAMS_SERIES_MAX`
+    series, the first of them (in legend order), the title says so."""
     from matplotlib.lines import Line2D
 
     plt = pyplot()
     f = fits[fits["status"].isin(["ok", "at_bound"]) & fits["shots"].notna()].astype({"shots": "int64"})
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.4), squeeze=False, layout="constrained")
     keys = series_keys(f)
+    n_series = len(keys)
+    keys = keys[:PARAMS_SERIES_MAX]
     cmap = plt.get_cmap("tab10" if len(keys) <= 10 else "tab20")
     ncol = 10 if len(keys) <= 10 else 20
     # past the palette's colours, a marker shape per round of them: 40 DS tasks drew task-00 and
@@ -575,7 +582,8 @@ def params_figure(fits: pd.DataFrame) -> Any:
     else:
         axes[0, 1].text(0.5, 0.5, "no few-shot groups with several shot settings", ha="center", va="center",
                         transform=axes[0, 1].transAxes)
-    fig.suptitle("Eq. 1 parameters vs shots")
+    fig.suptitle("Eq. 1 parameters vs shots" + (f"\n(the first {len(keys)} of {n_series} series; all in fits.csv)"
+                                                 if n_series > len(keys) else ""))
     return fig
 
 

@@ -269,7 +269,9 @@ def write_correlations(tables: dict[str, pd.DataFrame], out_dir: str, *, figures
                                   + f21["shots"].map(lambda s: "" if pd.isna(s) else f"/{int(s)}shot"))
             # rows in (US task, protocol, shots as numbers) order: as text, 10 would sort before 5
             order = labelled.sort_values(["us_task", "eval_protocol", "shots"], na_position="first")["slice"].unique()
-            m = labelled.pivot_table(index="slice", columns="ds_task", values="spearman").reindex(order)
+            # dropna=False: a DS task (or a slice) without a single ρ (one accuracy for every model,
+            # too few models) was left out of the heatmap, not drawn grey as the figure says
+            m = labelled.pivot_table(index="slice", columns="ds_task", values="spearman", dropna=False).reindex(order)
             if _any_value(m):
                 mine += fig.plot_heatmap(m, os.path.join(out_dir, "figures", "f21_us_ds"),
                                          title="US-DS rank correlation", footer=foot)

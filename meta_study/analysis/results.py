@@ -277,7 +277,7 @@ class ResultsDir:
         return m
 
     def plan(self, part: str, options: AnalysisOptions, selection: Selection, snapshot_id: str, *,
-             figures: bool = False) -> str:
+             figures: bool = False, group_figures: int | None = None) -> str:
         """``reuse``, or ``compute``; raises a one-line :class:`UserError` rather than overwrite a
         part made with other options or another selection.
 
@@ -302,9 +302,17 @@ class ResultsDir:
                             "give another --out, or the same options to reuse it")
         if have.get("incomplete"):      # an interrupted write of these very options: redone
             return "compute"
-        if figures and have.get("figures") is False and part != "bootstrap":
+        if figures and have.get("figures") is False and part == "fits":
             # made by `fit --no-figures`: a report reusing it had no fits grid and no per-group
-            # figures, and said nothing (the bootstrap has no figures)
+            # figures, and said nothing. Only the fits: their figures need the groups' selections,
+            # which are not stored; Fig. 3 and the heatmaps are drawn from the reused tables by
+            # :meth:`write` (an hour of `sensitivity --no-figures` was run again for one figure)
+            return "compute"
+        drawn, n = have.get("group_figures"), have.get("groups")
+        if (figures and part == "fits" and group_figures is not None and isinstance(drawn, int)
+                and isinstance(n, int) and min(group_figures, n) > drawn):
+            # `fit --max-group-figures 1`, then `--max-group-figures 20`: "reused fits", and one
+            # group's figure (the figures need the selections, which are not stored: fitted again)
             return "compute"
         # made from this very store version by this very code, and still readable: a table cut
         # short since (a disk that filled, a copy interrupted) ended the command in pyarrow's
@@ -387,13 +395,19 @@ class ResultsDir:
                 (self.path / "index.html").unlink()
             except FileNotFoundError:
                 pass
+        # reused parts recorded without figures (`sensitivity --no-figures`, `correlations
+        # --no-figures`): their figures are drawn from the tables read back, unless another command
+        # has rewritten the part since analyze read it (then that part is not this analysis's)
+        redraw = [p for p in analysis.reused if figures and p in ("sensitivity", "correlations")
+                  and self.manifest()["parts"].get(p, {}).get("figures") is False
+                  and self._still(p, analysis, selection)]
         for part in analysis.options.parts():
-            if part in analysis.reused:
+            if part in analysis.reused and part not in redraw:
                 continue
             # recorded as incomplete before a byte of it is written: a command interrupted while
             # writing it (a figure of 202 groups takes minutes) leaves files the same options redo,
             # not "results of unknown options" that blocked the folder
-            self._record([part], analysis, selection, incomplete=True)
+            self._record([part], analysis, selection, incomplete=True, group_figures=max_group_figures)
             if part == "fits":
                 write_fits(analysis.fits, analysis.panels if figures else (), root, out=out,
                            max_group_figures=max_group_figures, footer_text=footer_text)
@@ -408,12 +422,20 @@ class ResultsDir:
                                    footer_text=footer_text)
             failpoint("results_part_written")   # a test stops here: the part is on disk, not yet recorded
             done.append(part)
-        self._record(done, analysis, selection, figures=figures)
+        self._record(done, analysis, selection, figures=figures, group_figures=max_group_figures)
         return out
 
+    def _still(self, part: str, analysis: Analysis, selection: Selection) -> bool:
+        """Whether ``part`` in the directory is still the one ``analysis`` reused."""
+        try:
+            return self.plan(part, analysis.options, selection, analysis.snapshot_id) == "reuse"
+        except UserError:   # rewritten with other options since: not ours to redraw, nor to refuse
+            return False
+
     def _record(self, parts: Sequence[str], analysis: Analysis, selection: Selection, *,
-                incomplete: bool = False, figures: bool = True) -> None:
-        """``results.json`` with ``parts`` made by ``analysis`` (written atomically)."""
+                incomplete: bool = False, figures: bool = True, group_figures: int = 0) -> None:
+        """``results.json`` with ``parts`` made by ``analysis`` (written atomically); the fits
+        part records how many per-group figures it has (of ``group_figures`` asked for)."""
         m = self.manifest()
         self.path.mkdir(parents=True, exist_ok=True)     # before the first part: nothing may have made it yet
         for part in parts:
@@ -423,6 +445,9 @@ class ResultsDir:
                                 "store": analysis.provenance.get("store"),
                                 "written": _dt.datetime.now(_dt.timezone.utc).isoformat(),
                                 "meta_study": __version__, "code": analysis_code(), "figures": figures}
+            if part == "fits" and analysis.fits is not None:
+                n = int(analysis.fits["headline"].astype(bool).sum())
+                m["parts"][part].update(groups=n, group_figures=min(n, group_figures) if figures else 0)
             if incomplete:
                 m["parts"][part]["incomplete"] = True
         tmp = self.path / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
@@ -476,7 +501,7 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
             results: ResultsDir | None = None, use_ray: bool = True, address: str | None = None,
             workers: int | None = None, progress: Progress | None = None, snapshot: Snapshot | None = None,
             previous: Previous | None = None, provenance: Mapping[str, Any] | None = None,
-            figures: bool = False) -> Analysis:
+            figures: bool = False, group_figures: int | None = None) -> Analysis:
     """Compute (or, from ``results``, reuse) every part ``options`` asks for.
 
     Args:
@@ -488,12 +513,14 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
         provenance: more provenance lines (the refit's stamp and counts).
         figures: the caller will draw figures: a part of ``results`` written without them is
             computed again (a fits part from ``fit --no-figures`` has no panels to draw from).
+        group_figures: the per-group figures the caller will draw (``--max-group-figures``):
+            fits with fewer of them (of more groups) are computed again, for the same reason.
 
     Raises:
         UserError: ``results`` holds a part made with other options or another selection.
     """
     sid = snapshot.snapshot_id if snapshot is not None else store.snapshot_id
-    plans = {p: (results.plan(p, options, selection, sid, figures=figures) if results is not None else "compute")
+    plans = {p: (results.plan(p, options, selection, sid, figures=figures, group_figures=group_figures) if results is not None else "compute")
              for p in options.parts()}    # every refusal before any work
     reused = tuple(p for p, how in plans.items() if how == "reuse")
     assert results is not None or not reused
@@ -502,7 +529,7 @@ def analyze(store: Any, selection: Selection = Selection(), options: AnalysisOpt
         snapshot = selection.snapshot(store)
         if snapshot.snapshot_id != sid:   # an ingest committed since the plan: nothing older is reused
             sid = snapshot.snapshot_id
-            plans = {p: (results.plan(p, options, selection, sid, figures=figures) if results is not None else "compute")
+            plans = {p: (results.plan(p, options, selection, sid, figures=figures, group_figures=group_figures) if results is not None else "compute")
                      for p in options.parts()}
             reused = tuple(p for p, how in plans.items() if how == "reuse")
     groups = snapshot.groups if snapshot is not None and computing else []
