@@ -745,8 +745,10 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
         check_ray(address, workers)   # before the work, and even where every output is reused
     results = ResultsDir(out_dir)
     with progress_bar() as progress:
+        # group_figures: a fits part drawn with fewer per-group figures than asked is fitted again
         a = analyze(store_obj, sel, options, results=results, use_ray=not serial, address=address,
-                    workers=workers, progress=progress, figures=figures)
+                    workers=workers, progress=progress, figures=figures,
+                    group_figures=max_group_figures if figures else None)
     if a.n_groups == 0:
         _fail(_no_match(store_uri, store_obj, sel))
     if empty is not None and empty(a):   # an empty table and its results.json entry were written first

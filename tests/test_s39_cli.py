@@ -65,3 +65,23 @@ def test_mapping_and_sources_file_options_expand_the_home_directory(tmp_path, mo
     (tmp_path / "s.yaml").write_text(f"sources:\n  - uri: {tmp_path / 'r.csv'}\n    mapping: {tmp_path / 'm.yaml'}\n")
     r = run_cli("ingest", "--sources-file=~/s.yaml", "--store", str(tmp_path / "st2"))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_fit_with_more_group_figures_than_before_draws_them(tmp_path):
+    """`fit --max-group-figures 1`, then `fit --max-group-figures 4` on the same DIR said "reused fits"
+    and left one group figure: the CLI now asks for the figures it wants, and the fits are fitted
+    again when fewer were drawn."""
+    from conftest import committed_store, run_cli
+
+    committed_store(tmp_path / "st", runs=30, tasks=("a", "b", "c"))
+    out = tmp_path / "D"
+    r = run_cli("fit", str(tmp_path / "st"), "--out", str(out), "--max-group-figures", "1")
+    assert r.returncode == 0, r.stderr
+
+    def group_figures():
+        return {p.stem for p in (out / "figures").rglob("*.png") if p.parent.name == "groups" or "group" in p.stem}
+    one = group_figures()
+    r = run_cli("fit", str(tmp_path / "st"), "--out", str(out), "--max-group-figures", "3")
+    assert r.returncode == 0, r.stderr
+    assert "reused fits" not in r.stdout, r.stdout
+    assert len(group_figures()) > len(one), (one, group_figures())
