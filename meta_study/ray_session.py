@@ -329,7 +329,9 @@ def _start_own(ray: Any, num_cpus: int | None, kwargs: dict[str, Any]) -> None:
     with scoped_environment(env), _loopback_node():
         _reload_auth()
         _own["started"] = True
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+        # num_cpus None: Ray's own count, which honours a container's CPU quota (a Kubernetes limit,
+        # docker --cpus); os.cpu_count() is the host's, and a 4-CPU pod on a 64-core host ran 64 trials
+        ray.init(address="local", num_cpus=num_cpus or None, include_dashboard=False,
                  _node_ip_address="127.0.0.1", _system_config={"enable_metrics_collection": False}, **kwargs)
     node = getattr(ray._private.worker, "_global_node", None)   # no public API names the session dir
     session = node.get_session_dir_path() if node is not None else None
@@ -351,10 +353,12 @@ def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
     check_address(target, source=source)
     if _own["started"]:   # after a Ray of our own (shut down since): not its token, the environment's
         _reload_auth()
+    # RAY_AUTH_MODE=token with no token anywhere: Ray's AuthenticationError (no ConnectionError) was a traceback
+    refused_auth = getattr(getattr(ray, "exceptions", None), "AuthenticationError", RuntimeError)
     t0 = time.monotonic()
     try:
         ray.init(address=address, **kwargs)
-    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError, refused_auth) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         versions = re.findall(r"Ray: (\S+)\s+Python: (\S+)", str(e))
         if str(e).lstrip().startswith("Version mismatch") and len(versions) == 2:
@@ -387,10 +391,21 @@ def _token_hint(e: BaseException) -> str:
         cur = cur.__cause__ or cur.__context__
     refused = "InvalidAuthToken" in "\n".join(chain)
     token, path = os.environ.get("RAY_AUTH_TOKEN"), os.environ.get("RAY_AUTH_TOKEN_PATH")
+    mode_token = os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "token"
+    if not (token or path) and mode_token:
+        # RAY_AUTH_MODE=token alone: Ray sends ~/.ray/auth_token (its default file) if there is one;
+        # "export RAY_AUTH_MODE=token" told a user who had done so, and the file Ray sent went unnamed
+        default = os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+        if os.path.isfile(default):
+            return (f"; the cluster refused the Ray token of {default} (Ray's default file: neither RAY_AUTH_TOKEN "
+                    "nor RAY_AUTH_TOKEN_PATH is set): export RAY_AUTH_TOKEN_PATH (the lines of the cluster's env.sh)"
+                    if refused else "")
+        return ("; RAY_AUTH_MODE is token but no Ray token is set here: export RAY_AUTH_TOKEN_PATH (the lines of "
+                "the cluster's env.sh)")
     if not (token or path):
         return ("; no Ray token is set here: export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (the lines of "
                 "the cluster's env.sh)")
-    if refused and os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "token":
+    if refused and not mode_token:
         return ("; the cluster wants a Ray token, and without RAY_AUTH_MODE=token here Ray sends none: "
                 "export RAY_AUTH_MODE=token (the lines of the cluster's env.sh)")
     if refused:

@@ -727,10 +727,22 @@ def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[No
     try:
         refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                 .remote(storage, name, token): n for n in nodes}
-        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+        for ref in pending:      # a probe still waiting for a worker there: not left behind
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - it finished meanwhile, or its node is gone: nothing to stop
+                pass
         out = []
         for ref, n in refs.items():
-            err = ray.get(ref) if ref in ready else f"did not answer in {timeout_s:.0f} s"
+            if ref not in ready:
+                err = f"did not answer in {timeout_s:.0f} s"
+            else:
+                try:
+                    err = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - the probe's worker died there (OOM, a crash, a
+                    # runtime_env it could not set up): that node's answer, not a traceback
+                    err = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
             out.append(NodeCheck(n["NodeID"], n.get("NodeManagerAddress", "?"), err))
     finally:
         try:

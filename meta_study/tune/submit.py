@@ -14,6 +14,8 @@ runs as the cluster's user. So this wrapper, on the submitting machine:
   serves a job's runtime_env in clear text), in URIs on the job's command line (its
   entrypoint is shown too), and secrets files in the upload (``.env``, ``.netrc``, a Ray token
   file, an SSH key: :data:`SECRET_FILE`; Ray keeps the upload on the cluster for any job to read);
+- refuses a job whose command names a Python file of the working dir that the upload leaves out
+  (:func:`left_out_scripts`: an ignored sweep script failed on the cluster, after the upload);
 - leaves ``.git`` out of the upload (the commit goes in ``META_STUDY_GIT_SHA``; the history cost
   upload time toward Ray's 512 MiB limit, and ``.git/config`` may hold a remote's credentials),
   and what git ignores that Ray does not read (:func:`git_only_excludes`);
@@ -40,7 +42,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from ..errors import UserError
 from . import provenance
@@ -141,12 +143,13 @@ def git_only_excludes(working_dir: str) -> list[str]:
 #: where a remote's URL may hold a token.
 ALWAYS_EXCLUDED = (".git",)
 
-#: Files that hold secrets by their name: dotenv files (not ``.env.example`` and its kind), netrc
-#: and pgpass, a Ray token file (``local-up.sh``'s ``ray-auth-token``, Ray's ``auth_token``), SSH
+#: Files that hold secrets by their name: dotenv files (not ``.env.example`` and its kind), netrc,
+#: pgpass, ``.git-credentials`` and ``.pypirc``, a Ray token file (``local-up.sh``'s ``ray-auth-token``, Ray's ``auth_token``), SSH
 #: private keys, AWS's credentials file. Ray keeps a job's upload on the cluster (the GCS), where
 #: any job of the cluster can read it, and unpacks it on every node that runs the job.
 SECRET_FILE = re.compile(r"\.env(\.(?!(example|sample|template|dist|defaults)$)[^/]+)?|\.netrc|\.pgpass|"
-                         r"ray-auth-token|auth_token|id_(rsa|dsa|ecdsa|ed25519)|\.aws/credentials")
+                         r"ray-auth-token|auth_token|id_(rsa|dsa|ecdsa|ed25519)|\.aws/credentials|"
+                         r"\.git-credentials|\.pypirc")   # git's credential store, PyPI's upload token: in clear text
 
 
 def upload_excludes(working_dir: str, user_excludes: Sequence[str] = ()) -> list[str]:
@@ -164,22 +167,33 @@ def uploaded_secret_files(working_dir: str, excludes: Sequence[str]) -> list[str
     ``.gitignore`` / ``.rayignore`` files, walked as Ray walks them) whose name says they hold a
     secret (:data:`SECRET_FILE`), relative to ``working_dir``; [] where Ray's walk is not there to
     ask (a Ray release without it: nothing is refused). One walk of the upload, as Ray makes two."""
+    return secret_files(_walk_upload(working_dir, excludes)[0])
+
+
+def secret_files(files: Iterable[str]) -> list[str]:
+    """The ``files`` (relative, ``/``-separated) whose name says they hold a secret (:data:`SECRET_FILE`)."""
+    return sorted(rel for rel in files
+                  if SECRET_FILE.fullmatch(rel.rsplit("/", 1)[-1]) or SECRET_FILE.fullmatch("/".join(rel.split("/")[-2:])))
+
+
+def _walk_upload(working_dir: str, excludes: Sequence[str]) -> tuple[set[str], bool]:
+    """The files (relative to ``working_dir``, ``/``-separated) that Ray would upload with
+    ``excludes`` and the tree's ``.gitignore`` / ``.rayignore`` files, walked as Ray walks them,
+    and whether the walk is complete (not where Ray's walk is not there to ask, or failed: an
+    unreadable directory, which Ray then reports itself)."""
     import logging
 
     try:
         from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
     except ImportError:
-        return []
+        return set(), False
     root = Path(working_dir).absolute()
     include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"   # as ray job submit
-    found: list[str] = []
+    found: set[str] = set()
 
     def look(path: Path) -> None:
-        if not path.is_file():
-            return
-        rel = path.relative_to(root).as_posix()
-        if SECRET_FILE.fullmatch(path.name) or SECRET_FILE.fullmatch("/".join(rel.split("/")[-2:])):
-            found.append(rel)
+        if path.is_file():
+            found.add(path.relative_to(root).as_posix())
 
     quiet = logging.getLogger("meta_study.tune.submit.upload")
     quiet.addHandler(logging.NullHandler())
@@ -188,8 +202,29 @@ def uploaded_secret_files(working_dir: str, excludes: Sequence[str]) -> list[str
         _dir_travel(root, [_get_excludes(root, list(excludes))], look, include_gitignore=include_gitignore,
                     logger=quiet)
     except Exception:  # noqa: BLE001 - an unreadable directory, a symlink loop, excludes Ray refuses: Ray says so
-        pass
-    return sorted(found)
+        return found, False
+    return found, True
+
+
+def left_out_scripts(cmd: Sequence[str], working_dir: str, uploaded: set[str]) -> list[str]:
+    """The Python files the job's command names (``python sweeps/mine.py``, ``--config=x.py``) that
+    are in ``working_dir`` here but not in its upload (``uploaded``): a sweep script a .gitignore,
+    ``.git/info/exclude`` or an ``excludes`` entry matched was left behind, and the job failed on
+    the cluster ("can't open file") after the upload, in the job's log alone with ``--no-wait``.
+    Only ``.py`` files: an ignored output file the job writes is no input it needs."""
+    root = Path(working_dir).resolve()
+    out = []
+    for arg in cmd:
+        for part in str(arg).split("="):
+            if not part.endswith(".py") or part.startswith("-") or os.path.isabs(part):
+                continue
+            p = (root / part).resolve()
+            if not p.is_file() or not p.is_relative_to(root):
+                continue
+            rel = p.relative_to(root).as_posix()
+            if rel not in uploaded and rel not in out:
+                out.append(rel)
+    return out
 
 
 def submit_git_sha(working_dir: str) -> str:
@@ -375,7 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "directory)")
         if not remote and isinstance(env.get("excludes") or [], list):   # another type is Ray's to refuse
             env["excludes"] = upload_excludes(working_dir, env.get("excludes") or [])
-            secrets = uploaded_secret_files(working_dir, env["excludes"])
+            uploaded, complete = _walk_upload(working_dir, env["excludes"])   # one walk, as Ray makes two
+            secrets = secret_files(uploaded)
+            missing = left_out_scripts(cmd, working_dir, uploaded) if complete else []
             if secrets:
                 shown = ", ".join(secrets[:3]) + (f" and {len(secrets) - 3} more" if len(secrets) > 3 else "")
                 kind, it = (("a secrets file by its name", "it") if len(secrets) == 1 else
@@ -385,6 +422,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 "out (a line in .gitignore or .rayignore, or --runtime-env-json "
                                 f"'{{\"excludes\": [\"{secrets[0]}\"]}}') and give the nodes credentials through "
                                 "their own environment")
+            if missing:
+                raise UserError(f"{what} {working_dir}: the job's command names {missing[0]}, which the upload leaves "
+                                "out (a .gitignore or .rayignore line, .git/info/exclude, git's core.excludesFile "
+                                "or the runtime_env's excludes matches it): the job would fail on the cluster; "
+                                "take it out of that list")
         where = job_api_address(a.address)
         if where is not None:
             check_job_api(*where)
