@@ -6,9 +6,10 @@ Three rules keep a source from storing wrong data quietly:
   replaces that source's stored rows of those runs: a stored row whose key the file no longer
   has (``shots`` corrected from 1 to 10) is removed in the same commit. Stored runs the file lacks
   are kept and counted, or removed with ``drop_missing`` (``--drop-missing``).
-- *Percent*: when most values of an accuracy column lie in (1, 100], the column is in percent,
-  and the batch is refused whole (nothing stored) with the unit to set, instead of storing the few
-  values that happen to be <= 1 as fractions. Its mirror, a column declared in percent that holds
+- *Percent*: when most values of an accuracy column (or data_fraction) lie in (1, 100], the column
+  is in percent, and the batch is refused whole (nothing stored) with the unit to set (data_fraction
+  has none: its values are to be fractions), instead of storing the few values that happen to be
+  <= 1 as fractions. Its mirror, a column declared in percent that holds
   fractions, is refused by the source before validation, from the raw values
   (:class:`~meta_study.ingest.mapping.PercentTally`).
 - *All quarantined*: a source that read rows and stored none of them has failed (exit code), and
@@ -36,8 +37,13 @@ from ..store import Store
 from .mapping import NOTHING_STORED
 from .sources import STORED_BEFORE, Progress, Source, SourceBatch, no_progress
 
-#: Accuracy columns whose values, when most of them lie in (1, 100], are taken to be percents.
-PERCENT_SUSPECTS = ("us_accuracy", "ds_accuracy")
+#: Fraction columns whose values, when most of them lie in (1, 100], are taken to be percents.
+#: data_fraction too, in a whole input (a file): validation quarantines its values <= 1 among
+#: percents, but one piece of a large file at a time, so a piece of 0.5 and 1 (0.5 % and 1 % runs)
+#: was stored as fractions.
+PERCENT_SUSPECTS = ("us_accuracy", "ds_accuracy", "data_fraction")
+#: Of those, the columns a mapping can give a percent unit (``units:``, ``accuracy_unit:``).
+_UNIT_SETTABLE = ("us_accuracy", "ds_accuracy")
 
 
 def _stat_hints() -> dict[str, str]:
@@ -146,8 +152,14 @@ def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progres
             for batch in src.batches(store, progress):
                 rep.notes.extend(batch.notes)
                 _commit_batch(store, src, batch, rep)
-        except (StoreLockedError, StoreDamagedError):
-            raise  # the store, not the source, is the problem: stop everything
+        except (StoreLockedError, StoreDamagedError) as e:
+            # the store, not the source, is the problem: stop everything. The command then shows
+            # this one line, not the lines of what was committed before it (the sources done, the
+            # pages of this one), which stay: it said nothing of them, as if nothing was stored
+            done = [r for r in (*reports, rep) if r.commits]
+            if not done:
+                raise
+            raise type(e)(f"{e}; {_stored_before(done)}") from e
         except UserError as e:
             rep.error = _after_commits(str(e), rep)
         except (OSError, ConnectionError) as e:  # unreachable servers, permissions, broken pipes
@@ -157,6 +169,13 @@ def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progres
     return reports
 
 
+
+
+def _stored_before(done: Sequence[SourceReport]) -> str:
+    """What the sources in ``done`` committed before the store stopped the ingest, in one clause."""
+    said = "; ".join(f"{r.label}: {r.new} new, {r.updated} updated" + (f", {r.deleted} deleted" if r.deleted else "")
+                     + f", {r.quarantined} quarantined" for r in done)
+    return f"this ingest stored before it (and keeps): {said}"
 
 
 def _after_commits(error: str, rep: SourceReport) -> str:
@@ -224,7 +243,8 @@ class _Seen:
         into.update((s, r) for s, r in zip(sources, runs) if isinstance(s, str) and isinstance(r, str))
 
     def refuse_percent(self, stored: Callable[[], dict[str, int]] | None = None) -> None:
-        """A :class:`UserError` when most values of an accuracy column are in (1, 100].
+        """A :class:`UserError` when most values of an accuracy column (or, in a whole input,
+        data_fraction) are in (1, 100].
 
         ``stored``: called when a column would be refused, for the number of values of each
         column the batch's sources already store (of other runs: an MLflow page, whose runs are
@@ -232,17 +252,24 @@ class _Seen:
         run logged in percent was "the column is in percent" on every ingest, though a read of
         every run quarantines that run's rows and stores the others."""
         before: dict[str, int] | None = None
-        for col in PERCENT_SUSPECTS:
+        # data_fraction only in a whole input (a file, ``stored`` None): it has no unit to set, and
+        # an MLflow run's params cannot be rewritten, so a refused page would block its source for
+        # good; validation quarantines a page's data_fraction percents (and its values <= 1) instead
+        for col in (PERCENT_SUSPECTS if stored is None else _UNIT_SETTABLE):
             k, n = self.above_one.get(col, (0, 0))
             if n and 2 * k > n and stored is not None:
                 before = stored() if before is None else before
                 n += before.get(col, 0)
             if n and 2 * k > n:
                 had = (before or {}).get(col, 0)
+                # a mapping gives data_fraction no unit ("unknown unit 'percent'"): told to set one,
+                # the user met that refusal next
+                fix = (f"set 'units: {{{col}: percent}}' (or 'accuracy_unit: percent') in a --mapping"
+                       if col in _UNIT_SETTABLE else
+                       f"{col} has no unit setting: write its values as fractions in the input (50 % as 0.5)")
                 raise UserError(f"{col} is in percent, not a fraction: {k} of {n} values"
                                 f"{f' ({had} of them stored before)' if had else ''} are in (1, 100], so "
-                                f"{NOTHING_STORED}; set 'units: {{{col}: percent}}' (or "
-                                "'accuracy_unit: percent') in a --mapping")
+                                f"{NOTHING_STORED}; {fix}")
 
     @property
     def failed(self) -> bool:
@@ -424,12 +451,12 @@ def _stored_values(store: Store, seen: _Seen) -> dict[str, int]:
     ``seen`` read (whose rows the batch replaces): one read of three columns of those sources."""
     if not seen.sources or not store.exists():
         return {}
-    rows = store.read(filters={"source": sorted(seen.sources)}, columns=["source", "run_id", *PERCENT_SUSPECTS])
+    rows = store.read(filters={"source": sorted(seen.sources)}, columns=["source", "run_id", *_UNIT_SETTABLE])
     if seen.read and rows.num_rows:
         mine = pc.is_in(key_array(rows, ("source", "run_id")),
                         value_set=pa.array([key_of(r) for r in seen.read], pa.string()))
         rows = rows.filter(pc.invert(pc.fill_null(mine, False)))
-    return {col: rows.num_rows - rows.column(col).null_count for col in PERCENT_SUSPECTS}
+    return {col: rows.num_rows - rows.column(col).null_count for col in _UNIT_SETTABLE}   # a page's columns
 
 
 # --------------------------------------------------------------------------------------------
