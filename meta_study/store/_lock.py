@@ -11,9 +11,10 @@ PUTs (see :mod:`._s3`):
   (not renewed for its ``lease_s``, judged on the server's clock), replace it if it is still the
   version we read (``If-Match: <etag>``). Of two writers racing for it, exactly one succeeds.
 - *hold*: a heartbeat thread renews it every ``lease_s / 4`` with ``If-Match`` on our last
-  ETag, so a long commit keeps a short lease. A renewal that fails its precondition means the
-  lease was broken (``store unlock``) or taken over after expiring (this process was paused):
-  the lease is *lost* and the heartbeat stops.
+  ETag, so a long commit keeps a short lease. A renewal that fails its precondition while the
+  object holds no live record of ours (a renewal of ours that landed unanswered is still ours)
+  means the lease was broken (``store unlock``) or taken over after expiring (this process was
+  paused): the lease is *lost* and the heartbeat stops.
 - *release*: replace it with a released record (``If-Match``): the lease object is never deleted,
   so every change to it is conditional.
 - *wait*: a writer that finds the lease held says once who holds it (pid, host, user, since),
@@ -54,8 +55,9 @@ LEASE_S = 60.0
 #: datetime (``1e12``, ``inf``): the heartbeat died, and every later writer and ``store unlock``
 #: failed with a traceback, even after the lease was released.
 MAX_LEASE_S = 86400.0
-#: Pause between two tries of a lease write another writer's write beat (seconds): an endpoint
-#: that answers every conditional PUT with 409/412 must not be polled at full speed.
+#: Pause between two tries of a lease write another writer's write beat (seconds; taking a free
+#: lease, it doubles with each failure up to the poll of a held one): an endpoint that answers
+#: every conditional PUT with 409/412 must not be polled at full speed.
 RETRY_S = 0.05
 
 Notify = Callable[[str], None]
@@ -119,6 +121,23 @@ class LockHolder:
 
 # ---- local: flock ---------------------------------------------------------------------------
 
+#: Lock files' descriptors this process holds an flock on. A forked child (a ``commit_stream``
+#: batch generator starting a multiprocessing pool, say) shares the lock: the kernel frees an
+#: flock only once every descriptor of it is closed, so the lock outlived its writer, held by
+#: the child, while ``store unlock`` and waiting writers named the writer that had exited. The
+#: child closes its copies at once (closing a copy never frees the parent's lock).
+_HELD: set[int] = set()
+
+
+def _close_held_in_child() -> None:
+    for fd in list(_HELD):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
+
 
 @contextlib.contextmanager
 def _local_lock(path: str, timeout_s: float, what: str, notify: Notify | None = None) -> Iterator[None]:
@@ -143,6 +162,7 @@ def _local_lock(path: str, timeout_s: float, what: str, notify: Notify | None = 
             raise
         raise UserError(f"{path}: is a symbolic link, not the store's lock file (a plain file); remove it and "
                         "run again") from None
+    pid = os.getpid()
     try:
         start = time.monotonic()
         delay = 0.005
@@ -162,11 +182,14 @@ def _local_lock(path: str, timeout_s: float, what: str, notify: Notify | None = 
                     told = True
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
+        _HELD.add(fd)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(_me()).encode(), 0)
         yield
     finally:
-        os.close(fd)  # closing releases the flock; the kernel also releases it if we are killed
+        _HELD.discard(fd)
+        if os.getpid() == pid:   # a forked child's copy is closed already (_close_held_in_child)
+            os.close(fd)  # closing releases the flock; the kernel also releases it if we are killed
 
 
 def _refuse_a_special_lock_file(path: str) -> None:
@@ -228,10 +251,21 @@ def _lease_state(objects: S3Objects) -> tuple[LockHolder | None, str | None, boo
 
 
 def _ours(obj: S3Object | None, body: bytes) -> str | None:
-    """The ETag of the lease object if it holds exactly ``body``, this writer's own record (which
-    carries a random owner id): a conditional PUT of ours that landed but whose reply was lost,
-    so that the client's retry was answered 412. None if it holds anything else."""
-    return obj.etag if obj is not None and obj.data == body else None
+    """The ETag of the lease object if it holds a live record of this writer (the random owner id
+    of ``body``, not released): a conditional PUT of ours that landed but whose reply was lost, so
+    that the client's retry was answered 412, or that failed with an error after it landed. None
+    if it holds anything else. By owner, not by bytes: a renewal's record differs from the one
+    that landed unanswered a beat before (its ``renewed_at``), and the holder took its own lease
+    for lost and never released it (the next writer waited a whole lease for a live holder)."""
+    if obj is None:
+        return None
+    try:
+        mine, rec = json.loads(body), json.loads(obj.data)
+    except (ValueError, RecursionError):
+        return None
+    if not (isinstance(mine, dict) and isinstance(rec, dict)):
+        return None
+    return obj.etag if mine.get("owner") and rec.get("owner") == mine.get("owner") and not rec.get("released") else None
 
 
 def _state_of(obj: S3Object | None) -> tuple[LockHolder | None, str | None, bool]:
@@ -292,6 +326,7 @@ def _lease_lock(objects: S3Objects, timeout_s: float, what: str, lease_s: float,
     start = time.monotonic()
     told: str | None = None
     poll = min(2.0, max(0.2, lease_s / 8))
+    refused = 0   # conditional writes of a free lease that failed: backoff, and one notice
     while True:
         etag = objects.create(LEASE, body)
         if etag is not None:
@@ -312,11 +347,20 @@ def _lease_lock(objects: S3Objects, timeout_s: float, what: str, lease_s: float,
             # gone between our PUT and GET (a person deleted it), or another writer took it first:
             # look again soon, but never spin (an endpoint answering 409/412 to every write) and
             # never past the timeout
-            if time.monotonic() - start >= timeout_s:
+            waited = time.monotonic() - start
+            if waited >= timeout_s:
                 raise StoreLockedError(f"{what}: could not take the store's lease in {timeout_s:g} s: every "
                                        "conditional write of it failed (other writers kept taking it first, or "
                                        "the S3 endpoint refuses conditional writes)")
-            time.sleep(RETRY_S)
+            refused += 1
+            if notify is not None and waited > 2.0 and told != "refused":
+                # an endpoint answering 409/412 to every write: it was ~60 requests a second, and
+                # not a word until the timeout (15 minutes by default)
+                notify(f"{what}: every conditional write of its lease has failed for {waited:.0f} s (other "
+                       "writers keep taking it first, or the S3 endpoint refuses conditional writes); trying "
+                       f"again until {timeout_s:g} s have passed")
+                told = "refused"
+            time.sleep(min(poll, RETRY_S * 2 ** min(refused - 1, 8)))
             continue
         assert holder is not None
         if time.monotonic() - start >= timeout_s:
@@ -338,7 +382,13 @@ def _lease_lock(objects: S3Objects, timeout_s: float, what: str, lease_s: float,
         beat.stop()
         if not beat.lost:
             with contextlib.suppress(OSError):
-                objects.replace(LEASE, json.dumps({**record, "released": True}).encode(), beat.etag)
+                released = json.dumps({**record, "released": True}).encode()
+                if objects.replace(LEASE, released, beat.etag) is None:
+                    # a renewal landed unanswered just before the stop (beat.etag is stale): still
+                    # ours, release it at its ETag, not leave it held for a whole lease
+                    now = _ours(objects.get(LEASE), body)
+                    if now is not None:
+                        objects.replace(LEASE, released, now)
 
 
 def lease_holder(objects: S3Objects) -> LockHolder | None:

@@ -94,6 +94,7 @@ class S3Objects:
             try:
                 import boto3
                 from botocore.config import Config
+                from botocore.exceptions import BotoCoreError
             except ImportError:
                 raise UserError(f"{self.shown}: writing a store on s3:// needs boto3 for its conditional "
                                 f"writes: {INSTALL_S3}") from None
@@ -110,7 +111,13 @@ class S3Objects:
             if self._keys:
                 kw.update(aws_access_key_id=self._keys[0], aws_secret_access_key=self._keys[1],
                           aws_session_token=self._keys[2])
-            self._client = boto3.session.Session().client("s3", **kw)
+            try:
+                self._client = boto3.session.Session().client("s3", **kw)
+            except (BotoCoreError, ValueError) as e:
+                # the AWS configuration, read here (AWS_PROFILE naming no profile, a malformed
+                # config file or endpoint URL): it was a traceback from every writer and 'store unlock'
+                raise UserError(f"{self.shown}: cannot set up the S3 client for its conditional writes: "
+                                f"{(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
         return self._client
 
     def _call(self, what: str, rel: str, fn: Any, **kw: Any) -> Any:
