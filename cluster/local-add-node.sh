@@ -110,8 +110,15 @@ ray_args=(
   --node-manager-port="$p_manager" --object-manager-port="$p_object"
   --disable-usage-stats
 )
-# shellcheck disable=SC2206  # split extra arguments into words on purpose
-ray_args+=(${META_STUDY_NODE_ARGS:-})
+# Split as a shell splits a command line: quotes group words and are removed, so the usage's
+# --resources='{"big": 1}' is one argument (split at spaces only, it was three, and `ray start`
+# refused the node: "Got unexpected extra argument (1}')"); no globbing.
+if [ -n "${META_STUDY_NODE_ARGS:-}" ]; then
+  "$PY" -c 'import shlex, sys; shlex.split(sys.argv[1])' "$META_STUDY_NODE_ARGS" 2>/dev/null \
+    || die "META_STUDY_NODE_ARGS=$META_STUDY_NODE_ARGS: a quote is not closed"
+  mapfile -d '' -t extra < <("$PY" -c 'import shlex, sys; sys.stdout.write("".join(a + "\0" for a in shlex.split(sys.argv[1])))' "$META_STUDY_NODE_ARGS")
+  ray_args+=("${extra[@]}")
+fi
 
 # A node that did not join (the timeout, Ctrl-C) is stopped again: left running, it could still join
 # and take tasks after this script said it failed, and a rerun then said "already running".
@@ -152,4 +159,7 @@ while [ "$(count_nodes)" -le "$before" ]; do
   [ "$SECONDS" -lt "$deadline" ] || die "$name did not join in ${timeout_s} s (log: $state/$name.log)"
   sleep 1
 done
+# Ray makes --temp-dir world-writable (0777) at every `ray start`, this node's too: closed again,
+# as local-up.sh closes it for the head (after a node was added, it stayed open to every user).
+chmod 700 "$ray_tmp"
 note "$name joined ($((before + 1)) nodes); stop everything with cluster/local-down.sh $state"

@@ -14,7 +14,8 @@
 #   META_STUDY_RAY_PORT         Ray GCS port (default: a free port)
 #   META_STUDY_MLFLOW_PORT      MLflow port (default: a free port)
 #   META_STUDY_RAY_START_ARGS   extra `ray start` arguments, e.g. "--num-cpus=8 --num-gpus=1"
-#   META_STUDY_MLFLOW_ARGS      extra `mlflow server` arguments, e.g. "--workers 4"
+#   META_STUDY_MLFLOW_ARGS      extra `mlflow server` arguments, e.g. "--workers 4" (both split as
+#                               a shell splits words: "--resources='{\"big\": 1}'" is one argument)
 #   META_STUDY_UP_TIMEOUT       seconds to wait for both services to be healthy (default 180)
 #
 # Layout of STATE_DIR:
@@ -169,6 +170,23 @@ finally:
     s.close()
 EOF
 done
+# Both fixed to one port: Ray took it and MLflow's start failed, said after ~40 s as "a port was
+# taken during startup".
+if [ -n "${META_STUDY_RAY_PORT:-}" ] && [ -n "${META_STUDY_MLFLOW_PORT:-}" ] \
+    && [ "$META_STUDY_RAY_PORT" -eq "$META_STUDY_MLFLOW_PORT" ]; then
+  die "META_STUDY_RAY_PORT and META_STUDY_MLFLOW_PORT are both $META_STUDY_MLFLOW_PORT: give them different ports"
+fi
+
+# Extra arguments are split as a shell splits a command line: quotes group words and are removed,
+# so --resources='{"big": 1}' is one argument (split at spaces only, it was three, and `ray start`
+# failed: "Got unexpected extra argument (1}')"); no globbing. words VAR: its words, NUL-terminated.
+words() {
+  "$PY" -c 'import shlex, sys; sys.stdout.write("".join(a + "\0" for a in shlex.split(sys.argv[1])))' "${!1:-}"
+}
+for var in META_STUDY_RAY_START_ARGS META_STUDY_MLFLOW_ARGS; do
+  [ -n "${!var:-}" ] || continue
+  words "$var" > /dev/null 2>&1 || die "$var=${!var}: a quote is not closed"
+done
 
 # --- Ray's temp dir --------------------------------------------------------------------------------
 # Unix socket paths are limited to 107 bytes and Ray puts sockets ~62 bytes below --temp-dir
@@ -229,7 +247,7 @@ declare -A log_from   # per service: the size of its log before this attempt
 
 start_services() {
   local svc
-  local -a ray_args mlflow_args
+  local -a ray_args mlflow_args extra
   ray_args=(
     start --head --block
     --port="$ray_port"
@@ -241,8 +259,8 @@ start_services() {
   )
   # The client server (ray://) only starts when ray[client] is installed, on 10001 by default.
   if [ "$grpc" = true ]; then ray_args+=(--ray-client-server-port="$p_client"); fi
-  # shellcheck disable=SC2206  # split extra arguments into words on purpose
-  ray_args+=(${META_STUDY_RAY_START_ARGS:-})
+  mapfile -d '' -t extra < <(words META_STUDY_RAY_START_ARGS)
+  ray_args+=("${extra[@]}")
 
   for svc in ray mlflow; do
     echo "=== local-up $(date -u +%FT%TZ)" >> "$state/$svc.log"
@@ -264,8 +282,8 @@ start_services() {
     --backend-store-uri "sqlite:///$state/mlflow/mlflow.db"
     --artifacts-destination "$state/mlflow/artifacts" --serve-artifacts
   )
-  # shellcheck disable=SC2206
-  mlflow_args+=(${META_STUDY_MLFLOW_ARGS:-})
+  mapfile -d '' -t extra < <(words META_STUDY_MLFLOW_ARGS)
+  mlflow_args+=("${extra[@]}")
   note "starting MLflow on $mlflow_uri (log: $state/mlflow.log)"
   # MLflow's GenAI job runner (a runner and 7 huey consumer processes, ~0.8 GB) is not used by meta-study.
   detach "$state/mlflow.log" env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false "$PY" -m mlflow "${mlflow_args[@]}"

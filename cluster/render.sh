@@ -25,6 +25,9 @@ out="$1"
 mkdir -p "$out"
 out="$(cd "$out" && pwd -P)"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
+# OUT_DIR cluster/ itself (`render.sh .` from there) truncated every source to 0 bytes (`> $out/$f`
+# opens the file sed then reads) and said "wrote".
+[ "$out" != "$here" ] || usage "OUT_DIR $out is cluster/ itself: its sources would be overwritten; give another directory"
 cd "$here"
 for f in kuberay/*.yaml mlflow/*.yaml aws/*.json; do
   mkdir -p "$out/$(dirname "$f")"
