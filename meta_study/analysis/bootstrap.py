@@ -41,7 +41,12 @@ class BootstrapOptions:
 
     def __post_init__(self) -> None:
         check_frontier_names(self.frontiers)
+        # each once, as the CLI's --frontiers: ("vertices", "vertices") fitted every draw twice and
+        # counted it twice (n_ok 40 of 20 resamples; each row twice)
+        object.__setattr__(self, "frontiers", tuple(dict.fromkeys(self.frontiers)))
         Range(10).check("samples", self.samples, "resamples per group")
+        # numpy seeds are >= 0: -1 (a script's --seed -1) was numpy's "expected non-negative integer" traceback
+        Range(0).check("seed", self.seed, "the master seed")
         Range(0, 1, lo_open=True, hi_open=True).check("level", self.level)
 
 

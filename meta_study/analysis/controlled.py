@@ -37,6 +37,17 @@ def _legend_right(ax: Any) -> None:
 _SLICE = ("us_task", "ds_task", "eval_protocol", "shots")
 
 
+def _once(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` without those that repeat a run's measurement from another source (the same export
+    ingested under two names), as the groups and the correlation tables count them: a run counted
+    twice weighed double in a mean that said it was over ``runs`` runs (0.467 "over 2 runs" of
+    0.4 and 0.6). A run with other accuracies stays."""
+    cols = ["run_id", *_SLICE, "representation_layer", "us_accuracy", "ds_accuracy"]
+    if "source" not in rows.columns or not set(cols) <= set(rows.columns):
+        return rows
+    return rows[~rows.duplicated(cols, keep="first")]
+
+
 def head_wd_effect(rows: pd.DataFrame, *, shots: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(curves, best): mean US and DS accuracy per (us_task, ds_task, eval_protocol, shots,
     head_wd), and the head weight decay with the highest mean DS accuracy per (us_task, ds_task,
@@ -44,6 +55,7 @@ def head_wd_effect(rows: pd.DataFrame, *, shots: int | None = None) -> tuple[pd.
 
     Rows without ``head_wd`` and layer-wise probes are left out.
     """
+    rows = _once(rows)
     r = rows[rows["head_wd"].notna() & rows["representation_layer"].isna()]
     if shots is not None:
         r = r[r["shots"] == shots]
@@ -64,7 +76,8 @@ def head_wd_effect(rows: pd.DataFrame, *, shots: int | None = None) -> tuple[pd.
 def optimal_head_wd_vs_correlation(rows: pd.DataFrame, *, shots: int | None = None) -> pd.DataFrame:
     """D.4: per DS task, the best head weight decay and the US-DS Spearman correlation across runs."""
     _, best = head_wd_effect(rows, shots=shots)
-    r = rows[rows["representation_layer"].isna()]
+    r = _once(rows)
+    r = r[r["representation_layer"].isna()]
     if shots is not None:
         r = r[r["shots"] == shots]
     out = []
@@ -83,7 +96,8 @@ def layerwise(rows: pd.DataFrame) -> pd.DataFrame:
 
     The pre-logit probe (``representation_layer`` null) is included as layer -1 for reference.
     """
-    r = rows[rows["eval_protocol"] == "fewshot"].copy()
+    r = _once(rows)
+    r = r[r["eval_protocol"] == "fewshot"].copy()
     if r.empty:
         return pd.DataFrame(columns=["us_task", "ds_task", "shots", "layer", "ds_accuracy", "sd", "runs"])
     r["layer"] = r["representation_layer"].fillna(-1).astype(int)

@@ -113,6 +113,9 @@ def groups_from_frame(df: pd.DataFrame, *, layer: int | None = None) -> list[Gro
         rl = df["representation_layer"]
         df = df[rl.isna()] if layer is None else df[rl == layer]
     df = df[np.isfinite(df["us_accuracy"].astype(float)) & np.isfinite(df["ds_accuracy"].astype(float))]
+    # one label per row: ``df.loc[idx]`` of a frame with repeated labels (two frames concatenated
+    # without ignore_index) took every row of each label, putting DS task b's points in a's group
+    df = df.reset_index(drop=True)
     out = []
     keys = df[list(GROUP_COLUMNS)].astype(object).where(df[list(GROUP_COLUMNS)].notna(), None)
     for key, idx in keys.groupby(list(GROUP_COLUMNS), dropna=False, sort=True).groups.items():

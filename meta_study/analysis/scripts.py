@@ -52,7 +52,17 @@ def selection(args: argparse.Namespace) -> Any:
 
 
 def rows(store: Any, args: argparse.Namespace) -> Any:
-    """The store's rows under the selection (all layers), as pandas."""
+    """The store's rows under the selection (all layers), as pandas.
+
+    Raises:
+        UserError: a value given to a selection option that no group of the store has, as
+            :func:`analyse` refuses it (``--ds-task a --ds-task typo`` left ``typo`` out, exit 0).
+    """
+    from .groups import unknown_selection
+
+    unknown = unknown_selection(args.store, store, selection(args))
+    if unknown:
+        raise UserError(unknown)
     filters = {k: v for k, v in (("us_task", args.us_task), ("ds_task", args.ds_task),
                                  ("eval_protocol", args.eval_protocol), ("shots", args.shots)) if v}
     return store.to_pandas(filters)

@@ -51,7 +51,11 @@ class SensitivityOptions:
 
     def __post_init__(self) -> None:
         check_frontier_names(self.frontiers)
+        # each once, as the CLI's --frontiers: ("all", "all") fitted every draw twice, each row twice
+        object.__setattr__(self, "frontiers", tuple(dict.fromkeys(self.frontiers)))
         Range(1).check("trials", self.trials, "draws per sample size")
+        # numpy seeds are >= 0: -1 (a script's --seed -1) was numpy's "expected non-negative integer" traceback
+        Range(0).check("seed", self.seed, "the master seed")
         if self.sizes is not None:
             for n in self.sizes:
                 Range(3).check("sizes", n, "models in a sample")
@@ -95,6 +99,8 @@ def sensitivity_group(key: Sequence[Any], us_accuracy: np.ndarray, ds_accuracy: 
         # a size above the fitting points draws all of them: said as that many, once (n=100 and
         # n=300 of a 40-model group were the same draw, shown as 100 and 300 models)
         sizes = sorted({min(int(n), pool.size) for n in sizes})
+    else:   # each size once, as the CLI's --sizes: (10, 10) drew the same seeded draws twice
+        sizes = sorted({int(n) for n in sizes})
     hulls = SubsetHulls(p.us, p.ds, nondecreasing=options.fit.nondecreasing)
     problems_us, problems_ds, used, meta = [], [], [], []
     for n in sizes:
