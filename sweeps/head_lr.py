@@ -10,6 +10,7 @@ Full size: ViT-S at 32 px on the procedural upstream task, 30 epochs, body lr 8e
 
 import numbers
 
+from meta_study.errors import UserError
 from meta_study.tune.runner import SweepOptions, SweepSpec, grid, sweep_main
 
 BODY_LR = 8e-4
@@ -19,9 +20,14 @@ SMOKE_LR = 2e-3
 def body_lr(options: SweepOptions) -> float:
     """The body's lr, which the head's multiples are of: ``--set lr=`` when given (the multiples
     were of 8e-4 whatever the body's was: 0.08x to 8x with ``--set lr=1e-3``), else the sweep's.
-    A value that is not a number is the fixed config check's to refuse."""
+    A value that is not a number is the fixed config check's to refuse; 0 is refused here: every
+    multiple of it is 0, so the sweep's 5 head lrs were one (5 identical trials per seed, none of
+    which trained)."""
     lr = options.overrides.get("lr")
     if isinstance(lr, numbers.Real) and not isinstance(lr, bool):
+        if lr == 0:
+            raise UserError("--set lr=0: sweep head_lr sets the head's lr to multiples of the body's (0.1x to 10x), "
+                            "and every multiple of 0 is 0; give a body lr above 0")
         return float(lr)
     return SMOKE_LR if options.smoke else BODY_LR
 

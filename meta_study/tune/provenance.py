@@ -130,7 +130,9 @@ def code_version(extra: Iterable[str | Path] = ()) -> str:
             rel = p.relative_to(base).as_posix()
         except ValueError:
             rel = p.name
-        h.update(rel.encode() + b"\0" + p.read_bytes() + b"\0")
+        # os.fsencode: a file name that is not UTF-8 (café.py saved as Latin-1) is bytes it cannot
+        # encode (UnicodeEncodeError: every sweep's start crashed); the same bytes for UTF-8 names
+        h.update(os.fsencode(rel) + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
