@@ -85,3 +85,23 @@ def test_fit_with_more_group_figures_than_before_draws_them(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "reused fits" not in r.stdout, r.stdout
     assert len(group_figures()) > len(one), (one, group_figures())
+
+
+def test_a_storage_path_with_keys_in_its_query_is_refused():
+    """``s3://b/p?access_key=AK&secret_key=SK`` and an ``endpoint_override`` with user:password were
+    accepted: pyarrow reads them, and the path reached the sweep record and the printed summary."""
+    import pytest
+
+    from meta_study.errors import UserError
+    from meta_study.tune.preflight import has_credentials, refuse_secrets
+
+    for uri in ("s3://b/p?access_key=AK&secret_key=SK", "s3://b/p?session_token=T",
+                "s3://b/p?endpoint_override=http://u:pw@minio:9000",
+                "s3://b/p?endpoint_override=http%3A%2F%2Fu%3Apw%40minio%3A9000"):
+        assert has_credentials(uri), uri
+        with pytest.raises(UserError, match="credentials in the storage URI are refused") as e:
+            refuse_secrets(tracking_uri=None, storage_path=uri)
+        assert "SK" not in str(e.value) and "pw" not in str(e.value)
+    for uri in ("s3://b/p", "s3://b/p?region=us-east-1&endpoint_override=http://127.0.0.1:9000",
+                "s3://b/p?access_key="):
+        assert not has_credentials(uri), uri

@@ -44,12 +44,34 @@ STORAGE_HINT = ("pass --storage-path s3://BUCKET/PATH, gs://BUCKET/PATH or a pat
                 "(NFS, EFS, Filestore)")
 
 
+#: Query keys of a pyarrow filesystem URI that hold a secret (``s3://b/p?access_key=..&secret_key=..``:
+#: pyarrow reads them, and the path reached the sweep record and the printed summary).
+SECRET_QUERY_KEYS = frozenset({"access_key", "secret_key", "session_token"})
+
+
+def _query_has_secret(uri: str) -> bool:
+    """A secret key of :data:`SECRET_QUERY_KEYS` in ``uri``'s query, or a value that is a URI with
+    credentials (``?endpoint_override=http://user:pw@minio:9000``)."""
+    import urllib.parse
+
+    from ..mlflow_client import has_credentials as uri_has
+
+    query = uri.split("?", 1)[1].split("#", 1)[0] if "?" in uri else ""
+    for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        if key.lower() in SECRET_QUERY_KEYS and value:
+            return True
+        if "://" in value and uri_has(value):
+            return True
+    return False
+
+
 def has_credentials(uri: str) -> bool:
-    """Whether a URI (or ``kind:URI`` dataset spec) carries a user, a password or a token."""
+    """Whether a URI (or ``kind:URI`` dataset spec) carries a user, a password or a token (in its
+    user info, or its query: :func:`_query_has_secret`)."""
     from ..mlflow_client import has_credentials as uri_has
 
     inner = uri.split(":", 1)[1] if re.match(r"^(imagefolder|parquet):", uri) else uri
-    return any(uri_has(part) for part in inner.split(",") if "://" in part)
+    return any(uri_has(part) or _query_has_secret(part) for part in inner.split(",") if "://" in part)
 
 
 def refuse_secrets(*, tracking_uri: str | None, storage_path: str | None,
