@@ -105,3 +105,23 @@ def test_a_storage_path_with_keys_in_its_query_is_refused():
     for uri in ("s3://b/p", "s3://b/p?region=us-east-1&endpoint_override=http://127.0.0.1:9000",
                 "s3://b/p?access_key="):
         assert not has_credentials(uri), uri
+
+
+def test_f2_states_the_papers_signed_trend_beside_the_share():
+    """Table F.2 of the paper is signed (k -0.65: k falls as shots grow); the table held only
+    P(increase) in [0, 1]. trend_<param> is the mean sign of the change: +1 up, -1 down, 0 tie."""
+    import pandas as pd
+    import pytest
+
+    from meta_study.analysis.correlations import increase_likelihood
+
+    rows = []
+    for ds, ks in (("a", [3.0, 2.0, 1.0, 1.0]), ("b", [1.0, 2.0, 1.5, 1.0])):
+        for shots, k in zip((1, 5, 10, 25), ks):
+            rows.append({"us_task": "up", "ds_task": ds, "eval_protocol": "fewshot", "frontier": "vertices",
+                         "shots": shots, "law": "eq1", "status": "ok", "k": k, "alpha": 1.0 + shots / 100,
+                         "e_ir": 0.5 - shots / 100})
+    f2 = increase_likelihood(pd.DataFrame(rows)).iloc[0]
+    # a: down, down, tie -> -2/3 ; b: up, down, down -> -1/3 ; mean -0.5
+    assert f2["trend_k"] == pytest.approx(-0.5) and f2["p_increase_k"] == pytest.approx((0 + 1 / 3) / 2)
+    assert f2["trend_alpha"] == pytest.approx(1.0) and f2["trend_e_ir"] == pytest.approx(-1.0)

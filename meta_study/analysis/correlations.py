@@ -64,16 +64,22 @@ def shots_correlation(fits: pd.DataFrame) -> pd.DataFrame:
 
 
 def increase_likelihood(fits: pd.DataFrame) -> pd.DataFrame:
-    """Table F.2: P(parameter increases | shots increase), averaged over DS tasks.
+    """Table F.2: P(parameter increases | shots increase), averaged over DS tasks, and the paper's
+    signed form of it.
 
     For each (us_task, ds_task, eval_protocol, frontier) the shot settings are sorted; the
     likelihood is the share of consecutive pairs where the parameter went up. Those shares are
-    averaged over DS tasks, per (us_task, eval_protocol, frontier).
+    averaged over DS tasks, per (us_task, eval_protocol, frontier). The paper's Table F.2 states
+    "the likelihood that each parameter increases/decreases" as one number in [-1, 1] (k -0.65,
+    e_IR -0.88 for JFT): ``trend_<param>``, the mean sign of the change over the same pairs (+1 up,
+    -1 down, 0 unchanged), averaged the same way; without ties it is ``2 p_increase - 1``.
 
     Returns:
-        us_task, eval_protocol, frontier, n_ds_tasks, p_increase_k, p_increase_alpha, p_increase_e_ir.
+        us_task, eval_protocol, frontier, n_ds_tasks, p_increase_k, p_increase_alpha, p_increase_e_ir,
+        trend_k, trend_alpha, trend_e_ir.
     """
-    cols = ["us_task", "eval_protocol", "frontier", "n_ds_tasks", *(f"p_increase_{p}" for p in FIT_PARAMS)]
+    cols = ["us_task", "eval_protocol", "frontier", "n_ds_tasks", *(f"p_increase_{p}" for p in FIT_PARAMS),
+            *(f"trend_{p}" for p in FIT_PARAMS)]
     f = _usable(fits)
     per_task = []
     for (us, ds, proto, fr), g in f.groupby(["us_task", "ds_task", "eval_protocol", "frontier"], sort=True,
@@ -83,13 +89,16 @@ def increase_likelihood(fits: pd.DataFrame) -> pd.DataFrame:
             continue
         row = {"us_task": us, "ds_task": ds, "eval_protocol": proto, "frontier": fr}
         for p in FIT_PARAMS:
-            row[p] = float(np.mean(np.diff(g[p].to_numpy(float)) > 0))
+            d = np.diff(g[p].to_numpy(float))
+            row[p] = float(np.mean(d > 0))
+            row[f"sign_{p}"] = float(np.mean(np.sign(d)))
         per_task.append(row)
     if not per_task:
         return pd.DataFrame(columns=cols)
     t = pd.DataFrame(per_task)
     out = t.groupby(["us_task", "eval_protocol", "frontier"], sort=True, dropna=False).agg(
-        n_ds_tasks=("ds_task", "nunique"), **{f"p_increase_{p}": (p, "mean") for p in FIT_PARAMS}).reset_index()
+        n_ds_tasks=("ds_task", "nunique"), **{f"p_increase_{p}": (p, "mean") for p in FIT_PARAMS},
+        **{f"trend_{p}": (f"sign_{p}", "mean") for p in FIT_PARAMS}).reset_index()
     return out[cols]
 
 
