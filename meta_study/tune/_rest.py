@@ -46,7 +46,7 @@ class _RestRuns:
     Cost, measured against a local server: ~1.1 ms of client CPU per call with ``http.client``,
     ~2.8 ms with a ``requests`` session and ~5 ms through ``MlflowClient``; at three calls per
     trial that is CPU the Tune driver's machine needs for scheduling. ``requests`` is kept for
-    what ``http.client`` lacks: a proxy from the environment (HTTP(S)_PROXY, NO_PROXY) and
+    what ``http.client`` lacks: a proxy from the environment (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY) and
     redirects (a server that answers with one is talked to through ``requests`` from then on).
 
     Credentials and TLS settings come from MLflow's own resolution of the environment, done by the
@@ -81,7 +81,10 @@ class _RestRuns:
         elif c.token:
             self.headers["Authorization"] = f"Bearer {c.token}"
         proxies = urllib.request.getproxies()
-        self.via_requests = bool(proxies.get(url.scheme)) and not urllib.request.proxy_bypass(url.hostname or "")
+        # ALL_PROXY too, as requests (MLflow's client) takes it: only that set, the driver's client
+        # went through the proxy and the writer straight to a server it could not reach
+        self.via_requests = (bool(proxies.get(url.scheme) or proxies.get("all"))
+                             and not urllib.request.proxy_bypass(url.hostname or ""))
         # a request-auth plugin or AWS SigV4: only MLflow's request path knows how to apply them
         self.via_mlflow = bool(getattr(c, "auth", None) or getattr(c, "aws_sigv4", None))
         self.local = threading.local()
@@ -172,7 +175,13 @@ class _RestRuns:
             if status in (401, 403):
                 self._say_refused(status)
             raise RestError(f"MLflow {endpoint}: HTTP {status}: {text[:300]}", status, code)
-        return json.loads(text)
+        try:
+            return json.loads(text)
+        except ValueError:
+            # a proxy's or a login portal's page answered 200: the writer said only "JSONDecodeError:
+            # Expecting value: line 1 column 1 (char 0)", for every call until the end of the sweep
+            raise RestError(f"MLflow {endpoint}: HTTP 200 but the answer is not MLflow's JSON (a proxy or login "
+                            f"page in between?): {' '.join(text[:300].split())}", status, None) from None
 
     def _say_refused(self, status: int) -> None:
         """Say once on stderr that the server refuses the writer's credentials. The writer retries

@@ -85,9 +85,26 @@ def create_parent_run(tracking_uri: str, experiment: str, sweep: str, *, params:
               "run, the rest is logged", file=sys.stderr, flush=True)
         del flat[k]
     items = [Param(k, v) for k, v in flat.items()]
-    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-        client.log_batch(run.info.run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
-    client.set_tag(run.info.run_id, "n_params", str(len(items)))
+    try:
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            client.log_batch(run.info.run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
+        client.set_tag(run.info.run_id, "n_params", str(len(items)))
+    except BaseException:
+        # no sweep record names this run yet, so nothing would ever close it: it stayed RUNNING for
+        # good (a live sweep in the UI and to ingest) and the next attempt made another parent run
+        # one try, at most one HTTP timeout (60 s) for a server: MLflow's client retries a down one
+        # for ~4 minutes, which would double the wait before the error is said
+        try:
+            if tracking_uri.startswith(("http://", "https://")):
+                from ._rest import _RestRuns
+
+                _RestRuns(tracking_uri).post("runs/update", {"run_id": run.info.run_id, "status": "FAILED",
+                                                             "end_time": int(time.time() * 1000)})
+            else:
+                client.set_terminated(run.info.run_id, status="FAILED")
+        except Exception:  # noqa: BLE001 - the server is down: the error raised below is the one to say
+            pass
+        raise
     return exp_id, run.info.run_id
 
 

@@ -85,6 +85,11 @@ class _Pipe:
     def _feed(self) -> None:
         import select
 
+        # poll, not select: select() refuses a descriptor above 1023 (ValueError), and a Ray driver
+        # with many files open (a soft limit above 1024) got one for this pipe; this thread died
+        # and every later line, the end-of-sweep flush's too, waited behind it: the driver hung
+        ready = select.poll()
+        ready.register(self.fd, select.POLLOUT)
         while True:
             with self.cond:
                 while not self.backlog and not self.closing:
@@ -93,7 +98,7 @@ class _Pipe:
                     self.stdin.close()
                     return
                 data = self.backlog[0]
-            select.select([], [self.fd], [], 1.0)
+            ready.poll(1000)       # ms
             try:
                 n = os.write(self.fd, data)
             except BlockingIOError:
