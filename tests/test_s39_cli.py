@@ -125,3 +125,26 @@ def test_f2_states_the_papers_signed_trend_beside_the_share():
     # a: down, down, tie -> -2/3 ; b: up, down, down -> -1/3 ; mean -0.5
     assert f2["trend_k"] == pytest.approx(-0.5) and f2["p_increase_k"] == pytest.approx((0 + 1 / 3) / 2)
     assert f2["trend_alpha"] == pytest.approx(1.0) and f2["trend_e_ir"] == pytest.approx(-1.0)
+
+
+def test_a_sweep_whose_summary_fails_still_closes_its_parent_run(tmp_path, monkeypatch, capsys):
+    """The summary and the close shared one try: a summary the server refused left the parent
+    RUNNING (a live sweep in the UI and to ingest) though every trial was done."""
+    import types
+
+    from mlflow.tracking import MlflowClient
+
+    from meta_study.tune import runner, tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = MlflowClient(uri)
+    exp = c.create_experiment("s")
+    run = c.create_run(exp)
+
+    def refused(*a, **k):
+        raise RuntimeError("INVALID_PARAMETER_VALUE: refused")
+    monkeypatch.setattr(tracking, "log_sweep_summary", refused)
+    rec = types.SimpleNamespace(experiment_id=exp, parent_run_id=run.info.run_id)
+    runner._end_parent(uri, rec, "FINISHED", {"done": 2})
+    assert c.get_run(run.info.run_id).info.status == "FINISHED"
+    assert "could not summarize the MLflow parent run" in capsys.readouterr().err

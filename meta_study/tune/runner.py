@@ -1235,12 +1235,16 @@ def _end_parent(tracking_uri: str, rec: SweepRecord, status: str, counts: Mappin
     from ..mlflow_client import mlflow_client
     from .tracking import log_sweep_summary
 
+    # two tries: a summary that fails (a search or a log_batch the server refuses) left the parent
+    # RUNNING, a live sweep in the UI and to ingest, though its trials were done
     try:
         log_sweep_summary(tracking_uri, rec.experiment_id, rec.parent_run_id, counts)
-        mlflow_client(tracking_uri).set_terminated(rec.parent_run_id, status=status)
     except Exception as e:  # noqa: BLE001 - the trials are done and logged; say so, do not fail
-        print(f"warning: could not summarize and close the MLflow parent run {rec.parent_run_id}: {e}",
-              file=sys.stderr)
+        print(f"warning: could not summarize the MLflow parent run {rec.parent_run_id}: {e}", file=sys.stderr)
+    try:
+        mlflow_client(tracking_uri).set_terminated(rec.parent_run_id, status=status)
+    except Exception as e:  # noqa: BLE001 - as above
+        print(f"warning: could not close the MLflow parent run {rec.parent_run_id}: {e}", file=sys.stderr)
 
 
 def _metric(fixed: Mapping[str, Any]) -> str:
