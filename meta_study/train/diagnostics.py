@@ -9,7 +9,8 @@ Definitions (all on the upstream task):
 - ``margin/head``: mean over training examples of z_y - max_{j != y} z_j, with z the logits:
   positive means correctly classified; in logit units, so it grows with the head's scale.
 - ``margin/head_normalized``: the same per-example margin divided by ||W_head||_F * ||h||_2
-  (h the example's pre-logits): scale-free, comparable across head weight decays.
+  (h the example's pre-logits, W_head the weight of the head's final projection; of an MLP
+  head, its last layer): scale-free, comparable across head weight decays.
 - ``margin/prelogits``: how linearly separable the pre-logit representation is, whatever head
   the model learned: fit the few-shot probe's ridge regression (standardized features + bias,
   targets in {-1, +1}, l2 = 2**10) from pre-logits to the training labels on the same examples,
@@ -84,6 +85,17 @@ def _class_margin(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return true - other
 
 
+def _projection(head: nn.Module) -> torch.Tensor:
+    """The weight of the head's final projection: its last parameter of 2+ dimensions. timm's
+    classifier is a Linear (or 1x1 conv) for most models, but a wrapper for some (Sequencer's and
+    SAM-ViT's ClassifierHead, CAFormer's MlpHead: fc1, norm, fc2), which have no ``weight``: the
+    diagnostics failed with an AttributeError after the whole pre-training."""
+    kernels = [p for p in head.parameters() if p.ndim >= 2]
+    if not kernels:
+        raise ValueError(f"classifier {type(head).__name__} has no weight matrix; head margins need one")
+    return kernels[-1]
+
+
 @torch.no_grad()
 def margins(model: nn.Module, info: ModelInfo, task: Task, indices: np.ndarray, rt: Runtime,
             batch_size: int = 512, l2: float = DEFAULT_L2) -> Margins:
@@ -101,7 +113,7 @@ def margins(model: nn.Module, info: ModelInfo, task: Task, indices: np.ndarray, 
     h, z = torch.cat(feats), torch.cat(logits)
     y = torch.as_tensor(task.train.labels[indices], dtype=torch.long)   # gather() refused uint8 / int32 labels
     m = _class_margin(z, y)
-    w_norm = torch.linalg.vector_norm(head.weight.detach().float().cpu())
+    w_norm = torch.linalg.vector_norm(_projection(head).detach().float().cpu())
     probe = fit_probe(h, y.numpy(), info.num_classes)
     s = torch.from_numpy(probe.scores(h, l2))
     return Margins(head=float(m.mean()), head_normalized=float((m / (w_norm * h.norm(dim=1) + 1e-12)).mean()),

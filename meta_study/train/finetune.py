@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import torch
 from torch import nn
 
 from .data import StepBatches, Task
@@ -45,9 +46,14 @@ def finetune(model: nn.Module, task: Task, rt: Runtime, *, examples: int = 1000,
     # the CPU, and a CUDA fine-tune failed at its first forward ("Expected all tensors to be on
     # the same device")
     net.to(rt.device)
+    # BiT / big_vision fine-tuning: zero-init head, i.e. its final projection (weight and bias).
+    # Of an MLP head (CAFormer's fc1, norm, fc2) only the last layer: zeroing all of it left every
+    # gradient but fc2's bias 0, a fine-tune that trained one bias (majority-class accuracy)
     head = net.get_classifier()
-    for p in head.parameters():
-        nn.init.zeros_(p)  # BiT / big_vision fine-tuning: zero-init head
+    kernels = [m for m in head.modules() if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim >= 2]
+    final = kernels[-1] if kernels else head
+    for p in final.parameters(recurse=not kernels):
+        nn.init.zeros_(p)
     net.train()
     idx = np.sort(np.random.default_rng([seed, 0x7A5B]).permutation(len(task.train))[:examples])
     stream = StepBatches(task.train, idx, batch_size, seed)

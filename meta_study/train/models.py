@@ -308,7 +308,9 @@ def _feature_modules(model: nn.Module) -> tuple[str, ...]:
         return ()
     modules = dict(model.named_modules())
     names = [d.get("module") for d in info if isinstance(d, dict)]
-    return tuple(dict.fromkeys(n for n in names if n in modules and not isinstance(modules[n], nn.ModuleList)))
+    # "" is the model itself (TResNet's first stage): hooked, its output was the logits, after
+    # every block (its forward_features never called it: a layer-wise probe failed after pre-training)
+    return tuple(dict.fromkeys(n for n in names if n and n in modules and not isinstance(modules[n], nn.ModuleList)))
 
 
 def distilled_heads(timm_name: str) -> bool:
@@ -378,7 +380,8 @@ def create_model(name: str, *, num_classes: int, img_size: int, in_chans: int = 
                          "built from scratch (the meta-study pre-trains them); remove it")
     if name in _PRESETS:
         p = _PRESETS[name]
-        model = p.build(num_classes=num_classes, img_size=img_size, in_chans=in_chans, **overrides)
+        with _naming_overrides(name, overrides, img_size):
+            model = p.build(num_classes=num_classes, img_size=img_size, in_chans=in_chans, **overrides)
         timm_name, family = p.timm_name, p.arch_family
     else:
         if name.startswith(("hf-hub:", "hf_hub:")):   # its architecture is in a config on the Hub
@@ -391,10 +394,25 @@ def create_model(name: str, *, num_classes: int, img_size: int, in_chans: int = 
         if distilled_heads(name):
             raise ValueError(f"model {name!r}: two classifier heads (a distillation head); models with one are "
                              "supported (e.g. deit_tiny_patch16_224 instead of deit_tiny_distilled_patch16_224)")
-        model = _build_timm(name, num_classes, img_size, in_chans, **overrides)
+        with _naming_overrides(name, overrides, img_size):
+            model = _build_timm(name, num_classes, img_size, in_chans, **overrides)
         timm_name, family = name, arch_family(model)
     check_patch_grid(model, name, img_size)
     return model, describe(model, name=name, timm_name=timm_name, family=family, img_size=img_size)
+
+
+@contextmanager
+def _naming_overrides(name: str, overrides: dict[str, Any], img_size: int) -> Iterator[None]:
+    """Re-raise a failure to build with ``model_kwargs`` as one ValueError naming the model and
+    them: model_kwargs={"patch_size": 0} failed as "integer division or modulo by zero", {"depth":
+    -1} as "number of steps must be non-negative", from deep inside timm, naming neither."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - any failure of timm's constructor on these kwargs
+        if not overrides:
+            raise
+        raise ValueError(f"model {name!r}: model_kwargs {overrides!r} (img_size={img_size}): timm could not build "
+                         f"it ({type(e).__name__}: {e})") from e
 
 
 def check_patch_grid(model: nn.Module, name: str, img_size: int) -> None:
@@ -447,11 +465,18 @@ def pre_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _pool(t: torch.Tensor, prefix_tokens: int, channels_last: bool = False) -> torch.Tensor:
     """A block output as one vector per image: spatial mean of (B, C, H, W) maps, or of
-    (B, H, W, C) maps where the model says its blocks output those (timm's ``output_fmt ==
-    "NHWC"``: Swin, MambaOut; pooled as NCHW they gave one value per row of pixels, not per
-    channel), token mean of (B, N, D) sequences without class/register tokens (which only become
-    meaningful at the end)."""
+    (B, H, W, C) maps (the layout whose H and W are equal; where C equals them too,
+    ``channels_last``: the model's timm ``output_fmt``, e.g. Swin, MambaOut; pooled as NCHW they
+    gave one value per row of pixels, not per channel), token mean of (B, N, D) sequences without
+    class/register tokens (which only become meaningful at the end)."""
     if t.ndim == 4:
+        # the map is square (square images): its two equal sides tell the layout; the model's
+        # output_fmt only where all three are equal. Blocks of GCViT, Swin-v2-CR and VOLO output
+        # (B, H, W, C) under a model without output_fmt: pooled as NCHW, a "feature" per pixel row.
+        if t.shape[1] == t.shape[2] != t.shape[3]:
+            channels_last = True
+        elif t.shape[2] == t.shape[3] != t.shape[1]:
+            channels_last = False
         return t.mean(dim=(1, 2) if channels_last else (2, 3))
     if t.ndim == 3:
         return t[:, prefix_tokens:].mean(dim=1)
@@ -470,6 +495,10 @@ def _block_tensor(o: Any, batch: int | None) -> torch.Tensor | None:
     return None
 
 
+#: timm model classes whose blocks output (B, H, W, C) maps without saying so (no ``output_fmt``).
+NHWC_BLOCK_MODELS = frozenset({"GlobalContextVit", "SwinTransformerV2Cr", "VOLO"})
+
+
 @contextmanager
 def block_taps(model: nn.Module, info: ModelInfo, batch: int | None = None) -> Iterator[list[torch.Tensor]]:
     """Collect the pooled output of every block during forwards inside the context.
@@ -480,7 +509,8 @@ def block_taps(model: nn.Module, info: ModelInfo, batch: int | None = None) -> I
     """
     out: list[torch.Tensor] = []
     prefix = int(getattr(model, "num_prefix_tokens", 0))
-    nhwc = getattr(model, "output_fmt", "NCHW") == "NHWC"
+    # where a map's C, H and W are equal (GCViT's first stage at 256 px), only the model can tell
+    nhwc = getattr(model, "output_fmt", "NCHW") == "NHWC" or type(model).__name__ in NHWC_BLOCK_MODELS
 
     def tap(m: nn.Module, i: Any, o: Any) -> None:
         t = _block_tensor(o, batch)

@@ -17,6 +17,7 @@ of the peak lr; their ``wd`` values are ~``lr`` times ours.) SGD uses the same r
 
 from __future__ import annotations
 
+import fnmatch
 import numbers
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -73,12 +74,15 @@ def param_groups(model: nn.Module, *, lr: float, wd: float, head_lr: float, head
     """
     head_ids = {id(p) for p in head_parameters(model)}
     skip = _no_decay_names(model)
+    # timm's names may be patterns (XCiT: "pos_embed.*", whose kernel decayed): matched as timm's
+    # own optimizer factory matches them (fnmatch)
+    patterns = [s for s in skip if any(c in s for c in "*?[")]
     buckets: dict[str, list[nn.Parameter]] = {"body": [], "body_no_wd": [], "head": [], "head_no_wd": []}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         part = "head" if id(p) in head_ids else "body"
-        decays = p.ndim >= 2 and name not in skip
+        decays = p.ndim >= 2 and name not in skip and not any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
         buckets[part if decays else f"{part}_no_wd"].append(p)
     settings = {"body": (lr, wd), "body_no_wd": (lr, 0.0), "head": (head_lr, head_wd), "head_no_wd": (head_lr, 0.0)}
     return [{"name": k, "params": ps, "lr": settings[k][0], "weight_decay": settings[k][1]}

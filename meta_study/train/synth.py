@@ -385,6 +385,10 @@ def _check_sizes(name: str, **sizes: object) -> None:
 
 def _task(name: str, sampler, num_classes: int, description: str, img_size: int, seed: int, n_train: int,
           n_test: int, cache_mb: float) -> Task:
+    # cache_mb="512" (a YAML string) failed deep in CachedSplit: "'<=' not supported between ..."
+    if isinstance(cache_mb, bool) or not isinstance(cache_mb, (int, float, np.integer, np.floating)) \
+            or not cache_mb >= 0:
+        raise ValueError(f"{name}: cache_mb={cache_mb!r}: must be a number of MB >= 0 (0: render every batch)")
     n_train, n_test = int(n_train), int(n_test)
     return Task(
         name=name, num_classes=num_classes, img_size=img_size, description=description,
