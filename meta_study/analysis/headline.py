@@ -153,7 +153,7 @@ def estimate_test_size(accuracies: np.ndarray, max_size: int = 200_000) -> float
     few values back (0.4 alone gave 5; 0.52 and 0.54 gave 50)."""
     from fractions import Fraction
 
-    n, distinct = 1, 0
+    n, seen = 1, set()
     for v in np.unique(np.asarray(accuracies, dtype=float)):
         if not np.isfinite(v):
             continue
@@ -161,9 +161,14 @@ def estimate_test_size(accuracies: np.ndarray, max_size: int = 200_000) -> float
         if abs(float(f) - v) > 1e-9:
             return math.nan
         n = math.lcm(n, f.denominator)
-        distinct += f.denominator > 1
+        if f.denominator > 1:
+            seen.add(f)
         if n > max_size:
             return math.nan
+    # the values that are evidence: distinct fractions, not distinct floats (three chance-level
+    # accuracies 0.25 +- 1e-16, as averaging leaves them, were three values of 1/4: a test set of
+    # 4 examples and an interval floor of +-36 points on every step)
+    distinct = len(seen)
     if n <= 1 or 10 ** round(math.log10(n)) == n:
         return math.nan
     # n divides 10^d (n = 10^d / m): values rounded to d decimals give it when every one of them
