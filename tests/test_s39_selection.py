@@ -96,3 +96,17 @@ def test_quantile_cuts_that_split_the_models_alike_are_one_back_test():
     sel = fit_groups([(us, ds)], FitOptions(holdout_quantile=1.0))[0]
     assert sel.n_cuts == 1 and not sel.trusted
     assert sel.trust_reason.startswith("one back-test cut only"), sel.trust_reason
+
+
+def test_a_back_test_error_that_is_no_number_is_not_trusted():
+    # NaN > tolerance is False: a group whose back-tests gave no number would have been trusted
+    from dataclasses import replace
+
+    from meta_study.analysis.selection import _trust
+
+    ds = 0.3 + 0.5 * (US - 0.5) ** 0.7
+    o = SelectionOptions()
+    sel = fit_groups([(US, ds)], FitOptions(holdout_quantile=1.0))[0]
+    assert sel.n_cuts >= 2 and _trust(sel, o)[0]
+    trusted, reason = _trust(replace(sel, backtest_err=math.nan), o)
+    assert not trusted and reason.startswith("no back-test error"), reason

@@ -638,6 +638,8 @@ def _trust(sel: GroupSelection, o: SelectionOptions) -> tuple[bool, str]:
     noise = (f"; test-set noise alone ~{100 * sel.noise:.1f} pt" if math.isfinite(sel.noise) else "")
     err = 100 * sel.backtest_err
     shown = f"{err:.2f}" if abs(err - 100 * o.tolerance) < 0.05 else f"{err:.1f}"   # never "3.0 > 3"
+    if not math.isfinite(sel.backtest_err):   # NaN > tol is False: it would have been trusted
+        return False, "no back-test error (the back-tests gave no number)"
     if sel.backtest_err > o.tolerance:
         return False, f"back-test error {shown} pt > tolerance {tol}{noise}"
     return True, f"back-test error {shown} pt <= tolerance {tol} over {sel.n_cuts} cuts{noise}"
@@ -772,6 +774,7 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> Gr
             # US in [82.6%-never]" where every model up to 84.7% stayed below 65.5%)
             un_lo = max(un_lo, h.best_us) if band else un_lo
             un = max(un, h.best_us) if math.isfinite(un) else un
+            un_hi = max(un_hi, h.best_us) if band else un_hi    # never an interval ending below its estimate
         # no extrapolation where a visible model has the target already (the answer says "reached
         # already"): the curve, discounted below a model above the trend, crossed it past the horizon
         # and warned "61.26% DS needs 96.0% US" beside the visible model at 61.26%
