@@ -128,7 +128,11 @@ def test_a_hung_up_writer_child_spools_what_it_holds(tmp_path):
     args = {"tracking_uri": f"http://127.0.0.1:{srv.getsockname()[1]}", "experiment_id": "1", "parent_run_id": "p",
             "state_dir": str(tmp_path / "exp"), "flush_timeout_s": 600.0}
     op = {"kind": "metrics", "trial": "t1", "payload": {"metrics": {"a": 1.0}, "step": 1, "time": 1}}
-    p = subprocess.Popen([sys.executable, "-m", "meta_study.tune.writer", json.dumps(args)], stdin=subprocess.PIPE,
+    # SIGHUP at its default in the child, as in a terminal: a test run under nohup (CI started with
+    # it) hands SIG_IGN down, and the child then keeps it ignored, as it should (it never exited)
+    launch = ("import runpy, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_DFL); "
+              "sys.argv = ['writer', sys.argv[1]]; runpy.run_module('meta_study.tune.writer', run_name='__main__')")
+    p = subprocess.Popen([sys.executable, "-c", launch, json.dumps(args)], stdin=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
         assert p.stdin is not None
