@@ -4,14 +4,14 @@
     python -m meta_study.tune.submit -- python sweeps/head_lr.py \\
         --storage-path s3://lab/meta-study/tune --gpus-per-trial 1     # 5 x 3 = 15 trials
 
-Full size: ViT-S at 32 px on the procedural upstream task, 30 epochs, body lr 8e-4; head lr from
+Full size: ViT-S/4 at 32 px (an 8x8 patch grid) on the procedural upstream task, 30 epochs, body lr 8e-4; head lr from
 0.1x to 10x the body's. About 0.3 A100-hours per trial (~5 GPU-hours in all).
 """
 
 import numbers
 
 from meta_study.errors import UserError
-from meta_study.tune.runner import SweepOptions, SweepSpec, grid, sweep_main
+from meta_study.tune.runner import PATCH_32PX, SweepOptions, SweepSpec, grid, sweep_main
 
 BODY_LR = 8e-4
 SMOKE_LR = 2e-3
@@ -39,7 +39,7 @@ SPEC = SweepSpec(
         "head_lr": grid([m * body_lr(options) for m in ([0.1, 10.0] if options.smoke else [0.1, 0.3, 1.0, 3.0, 10.0])]),
         "seed": grid([0] if options.smoke else [0, 1, 2]),
     },
-    base=dict(model_name="vit_s", img_size=32, epochs=30, batch_size=512, lr=BODY_LR, eval_every=500),
+    base=dict(model_name="vit_s", img_size=32, model_kwargs=PATCH_32PX, epochs=30, batch_size=512, lr=BODY_LR, eval_every=500),
     smoke=dict(model_name="vit_tiny_cpu", epochs=2, lr=SMOKE_LR),   # on top of runner.SMOKE
 )
 

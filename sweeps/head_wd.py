@@ -4,17 +4,18 @@
     python -m meta_study.tune.submit -- python sweeps/head_wd.py --storage-path s3://lab/meta-study/tune \\
         --tracking-uri http://mlflow.lab:5000 --gpus-per-trial 1        # 7 head WDs x 3 seeds = 21 trials
 
-Full size: ViT-S at 32 px on the procedural upstream task (240 classes), 30 epochs, batch 512, body
-wd 0.01 as in C.1 ("the weight decay for the rest of the network is kept at 0.01"; the paper's default,
+Full size: ViT-S/4 at 32 px (an 8x8 patch grid) on the procedural upstream task (240 classes),
+30 epochs, batch 512, body wd 0.01 as in C.1 ("the weight decay for the rest of the network is kept at 0.01"; the paper's default,
 0.1, is for its other runs); about 0.3 GPU-hours per trial on an A100 (~6 GPU-hours in all). With real
 data, add e.g.
-``--dataset in21k=imagefolder:/data/imagenet21k --us-task in21k --set img_size=224`` and expect
+``--dataset in21k=imagefolder:/data/imagenet21k --us-task in21k --set img_size=224
+--set "model_kwargs={'patch_size': 16}"`` and expect
 ~40 A100-hours per trial for ViT-B/16 at 7 epochs of ImageNet-21k.
 Then: ``meta-study ingest $MLFLOW_TRACKING_URI --experiment head_wd --store S`` and
 ``python analysis/head_wd_d1_d4.py S --out figs``.
 """
 
-from meta_study.tune.runner import SweepSpec, grid, sweep_main
+from meta_study.tune.runner import PATCH_32PX, SweepSpec, grid, sweep_main
 
 SPEC = SweepSpec(
     name="head_wd",
@@ -23,7 +24,7 @@ SPEC = SweepSpec(
         "head_wd": grid([0.0, 0.1] if options.smoke else [0.0, 1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0]),
         "seed": grid([0] if options.smoke else [0, 1, 2]),
     },
-    base=dict(model_name="vit_s", img_size=32, epochs=30, batch_size=512, wd=0.01, eval_every=500,
+    base=dict(model_name="vit_s", img_size=32, model_kwargs=PATCH_32PX, epochs=30, batch_size=512, wd=0.01, eval_every=500,
               shots=[1, 5, 10, 25]),
     smoke=dict(model_name="vit_tiny_cpu", epochs=2, lr=2e-3),   # on top of runner.SMOKE
 )

@@ -5,12 +5,12 @@
         --storage-path s3://lab/meta-study/tune --gpus-per-trial 1     # 4 x 3 x 3 = 36 trials
 
 Full size: ViT Ti/S/B and ViT-L (4 sizes) x data fraction {0.1, 0.3, 1.0} x epochs {7, 14, 21} (the paper's
-section 3: "7, 14, and 21 epochs") on the procedural upstream task at 32 px. Cost grows with size and
-epochs: from ~0.05 A100-hours (Ti, 7 epochs, 10% data) to ~3 (L, 21 epochs, all data); ~33 GPU-hours
-in all.
+section 3: "7, 14, and 21 epochs") on the procedural upstream task at 32 px, patch 4 (an 8x8
+grid). Cost grows with size and epochs: from ~0.05 A100-hours (Ti, 7 epochs, 10% data) to ~3 (L, 21
+epochs, all data); ~33 GPU-hours in all.
 """
 
-from meta_study.tune.runner import SweepSpec, grid, sweep_main
+from meta_study.tune.runner import PATCH_32PX, SweepSpec, grid, sweep_main
 
 SPEC = SweepSpec(
     name="scaling",
@@ -21,7 +21,7 @@ SPEC = SweepSpec(
         "data_fraction": grid([1.0] if options.smoke else [0.1, 0.3, 1.0]),
         "epochs": grid([2] if options.smoke else [7, 14, 21]),
     },
-    base=dict(img_size=32, batch_size=512, eval_every=500),
+    base=dict(img_size=32, model_kwargs=PATCH_32PX, batch_size=512, eval_every=500),
     smoke=dict(lr=2e-3),   # on top of runner.SMOKE
 )
 

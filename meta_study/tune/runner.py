@@ -153,6 +153,14 @@ SMOKE: Mapping[str, Any] = dict(
     ds_tasks=["synth_combo", "synth_count", "synth_texture"])
 
 
+#: The patch size of the sweeps' ViTs at their full-size 32 px: an 8x8 grid of 64 patches, as the
+#: CIFAR-size ViT literature and ``sweeps/zoo.py`` (4 or 8) use. The presets' ImageNet patch of 16
+#: left a 2x2 grid of 4 tokens at 32 px (a ViT that barely sees its image). Per example a ViT-S/4 at
+#: 32 px costs about 2 x 22M x 65 ~ 3 GFLOPs forward, a ViT-B/16 at 224 px ~ 17. At another img_size,
+#: set the patch with it: ``--set img_size=224 --set "model_kwargs={'patch_size': 16}"``.
+PATCH_32PX: Mapping[str, Any] = {"patch_size": 4}
+
+
 def grid(values: Sequence[Any]) -> dict[str, list[Any]]:
     """``tune.grid_search(values)`` without importing Ray here (it is this dict)."""
     return {"grid_search": list(values)}
