@@ -4,8 +4,9 @@
     python -m meta_study.tune.submit -- python sweeps/head_lr.py \\
         --storage-path s3://lab/meta-study/tune --gpus-per-trial 1     # 5 x 3 = 15 trials
 
-Full size: ViT-S/4 at 32 px (an 8x8 patch grid) on the procedural upstream task, 30 epochs, body lr 8e-4; head lr from
-0.1x to 10x the body's. About 0.3 A100-hours per trial (~5 GPU-hours in all).
+Full size: ViT-S/4 at 32 px (an 8x8 patch grid) on the procedural upstream task, 30 epochs (the
+paper's 7 are of JFT's ~2 billion images; see head_wd.py), body lr 8e-4; head lr from 0.1x to 10x the
+body's. About 0.3 A100-hours per trial (~5 GPU-hours in all).
 """
 
 import numbers

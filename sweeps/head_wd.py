@@ -5,12 +5,13 @@
         --tracking-uri http://mlflow.lab:5000 --gpus-per-trial 1        # 7 head WDs x 3 seeds = 21 trials
 
 Full size: ViT-S/4 at 32 px (an 8x8 patch grid) on the procedural upstream task (240 classes),
-30 epochs, batch 512, body wd 0.01 as in C.1 ("the weight decay for the rest of the network is kept at 0.01"; the paper's default,
-0.1, is for its other runs); about 0.3 GPU-hours per trial on an A100 (~6 GPU-hours in all). With real
-data, add e.g.
-``--dataset in21k=imagefolder:/data/imagenet21k --us-task in21k --set img_size=224
---set "model_kwargs={'patch_size': 16}"`` and expect
-~40 A100-hours per trial for ViT-B/16 at 7 epochs of ImageNet-21k.
+30 epochs, batch 512, body wd 0.01 as in C.1 ("the weight decay for the rest of the network is kept
+at 0.01"; the paper's default, 0.1, is for its other runs). The paper's 7 epochs (D.1, F.26: 7 or 14)
+are of JFT, ~2 billion images; 30 epochs of 48,000 procedural images are 1.4 million, ~2,800 steps at batch
+512, where 7 would leave the body undertrained. About 0.3 GPU-hours per trial on an A100 (~6
+GPU-hours in all). With real data, add e.g. ``--dataset in21k=imagefolder:/data/imagenet21k
+--us-task in21k --set img_size=224 --set "model_kwargs={'patch_size': 16}" --set epochs=7`` and
+expect ~40 A100-hours per trial for ViT-B/16 at 7 epochs of ImageNet-21k.
 Then: ``meta-study ingest $MLFLOW_TRACKING_URI --experiment head_wd --store S`` and
 ``python analysis/head_wd_d1_d4.py S --out figs``.
 """
