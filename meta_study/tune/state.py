@@ -62,6 +62,9 @@ WRITER_WAIT_S = 120.0      # the longest a new writer waits for a live old one t
 DRIVER = "driver.json"     # a resuming driver's claim, from its check until its writer beats (DriverClaim)
 CLAIM_SETTLE_S = 1.0       # a claim is read back this long after it is written: the later of two wins
 CLAIM_MAX_S = 600.0        # a claim whose writer never beats (a driver that failed, its process alive) ends
+#: seconds a reader waits for an empty sweep record to be written (create_record without hard
+#: links creates it empty, then writes it within microseconds; a record cut short stays refused)
+EMPTY_RECORD_WAIT_S = 2.0
 #: errno of a filesystem without hard links (create_record falls back to O_EXCL)
 _NO_LINK = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV})
 
@@ -291,6 +294,14 @@ class StateDir:
         except NotADirectoryError:        # STORAGE/NAME (or its meta_study/) is a file
             raise UserError(f"{self.experiment_dir}: not a sweep directory (a file is where {shown} needs a "
                             "directory): pass another --name or --storage-path") from None
+        # an empty record is one being created on a mount without hard links (create_record's
+        # O_EXCL fallback: created empty, then written): read again for up to EMPTY_RECORD_WAIT_S
+        # before judging it; a losing driver read it there at once and was told "not JSON"
+        if data is not None and not data:
+            deadline = time.monotonic() + EMPTY_RECORD_WAIT_S
+            while data is not None and not data and time.monotonic() < deadline:
+                time.sleep(0.05)
+                data = self.read_bytes(RECORD)
         if data is None:
             return None
         try:
