@@ -193,8 +193,11 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
             # no step left to state: the prediction at the end of the tested horizon instead
             p_lo, p_hi = _f(row, "predict_lo"), _f(row, "predict_hi")
             iv_p = interval(p_lo, p_hi)
+            # a trusted point without its interval says why, as a step does (it read "74.2% DS."
+            # alone, the only point of the answer with neither an interval nor a reason)
             steps.append(f"at the tested horizon ({pct(p_us, 2)} US): " +
-                         (f"{pct(p_ds, _digits(p_lo, p_hi))} DS{iv_p}" if trusted else f"90% interval{iv_p or ' [none]'}"))
+                         (f"{pct(p_ds, _digits(p_lo, p_hi))} DS{iv_p or f' ({NO_SPREAD_TEXT})'}" if trusted
+                          else f"90% interval{iv_p or ' [none]'}"))
     claims = ""
     if trusted and bool(row.get("stop_paying_supported")):
         sp = _f(row, "stop_paying_us")

@@ -393,6 +393,11 @@ def parse_residuals(raw: Any) -> tuple[tuple[float, ...], ...]:
         raise ValueError(f"a fits.parquet row's interval_residuals is not the JSON list meta-study writes ({e})") from None
     if any(len(t) not in (2, 3) for t in out):
         raise ValueError("a fits.parquet row's interval_residuals holds an entry that is not (|residual|, reach[, cut])")
+    # one kind per row: pairs beside triples gave numpy's "inhomogeneous shape" ValueError at the
+    # first interval, naming neither the column nor the row
+    if len({len(t) for t in out}) > 1:
+        raise ValueError("a fits.parquet row's interval_residuals mixes (|residual|, reach) pairs with "
+                         "(|residual|, reach, cut) triples")
     return out
 
 
