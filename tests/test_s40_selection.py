@@ -31,3 +31,12 @@ def test_a_stated_stop_paying_point_has_no_paying_slope_after_it():
     slopes = s.headline.slope(fine)
     assert not (slopes >= 0.1).any(), (c.stop_paying_us, fine[slopes >= 0.1][:3], slopes.max())
     assert 0.61 < c.stop_paying_us < 0.62      # 56.8% before (a bump at 61.0% was missed)
+
+
+@pytest.mark.parametrize("row", [{}, {"law": None}, {"law": float("nan")}, {"alpha": 0.5}])
+def test_a_row_without_a_law_is_one_clear_error(row):
+    """predict_fit / predict_interval on a row without 'law' raised a bare KeyError('law')."""
+    from meta_study.analysis import predict_fit, predict_interval
+    for call in (lambda: predict_fit(row, 0.8), lambda: predict_interval(row, 0.8)):
+        with pytest.raises(ValueError, match="has no 'law'"):
+            call()

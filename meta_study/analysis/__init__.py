@@ -19,10 +19,20 @@ from .laws import LAWS, LawFit, get_law
 from .powerlaw import PowerLawFit, fit_power_law, fit_power_laws
 
 
+def _law(row: Mapping[str, Any]) -> str:
+    """The row's ``law`` (a bare KeyError('law') for a row without one: a hand-built dict, a
+    selection of columns)."""
+    law = row.get("law") if hasattr(row, "get") else None
+    if law is None or (isinstance(law, float) and law != law):
+        raise ValueError("a fits.parquet row has no 'law' (the law's name, or 'ensemble' for a headline): "
+                         "pass a whole row of fits.parquet")
+    return str(law)
+
+
 def _curve(row: Mapping[str, Any]) -> Any:
-    if str(row["law"]) == ENSEMBLE:
+    if _law(row) == ENSEMBLE:
         return Headline.from_row(row)
-    return get_law(str(row["law"])).from_row(row)
+    return get_law(_law(row)).from_row(row)
 
 
 def _us(us_accuracy: Any) -> np.ndarray:
@@ -85,7 +95,7 @@ def predict_interval(row: Mapping[str, Any], us_accuracy: Any, level: float = 0.
     if isinstance(level, (bool, np.bool_)) or not isinstance(level, numbers.Real) or not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1) (a number), got {level!r}")
     u = _us(us_accuracy)
-    if str(row["law"]) == ENSEMBLE:
+    if _law(row) == ENSEMBLE:
         return Headline.from_row(row).interval(u, level)
     return interval_around(predict_fit(row, u), u, parse_residuals(row.get("interval_residuals")),
                            row_number(row.get("best_us")), level, row_number(row.get("ds_test_size")))
