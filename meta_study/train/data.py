@@ -69,7 +69,12 @@ class Task:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"task {self.name!r}: num_classes={k!r}: must be an integer >= 1")
         for what, split in (("train", self.train), ("test", self.test)):
-            y = np.asarray(split.labels)
+            # a list passed here, then failed pre-training at its first batch, in numpy's fancy
+            # indexing: "only integer scalar arrays can be converted to a scalar index"
+            if not isinstance(split.labels, np.ndarray):
+                raise ValueError(f"task {self.name!r}: {what} labels are a {type(split.labels).__name__}; give a "
+                                 "numpy array of integer class ids (np.asarray(labels))")
+            y = split.labels
             if y.dtype.kind not in "iu":
                 raise ValueError(f"task {self.name!r}: {what} labels have dtype {y.dtype}; class ids must be "
                                  "integers in [0, num_classes)")
@@ -84,6 +89,18 @@ class TensorSplit:
 
     pixels: torch.Tensor
     labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        """Refuse pixels that are not uint8 (N, C, H, W), one per label: float images in [0, 1]
+        were scaled as 0..255, every image nearly black ([-1, -0.992]) and trained on without a
+        word; fewer images than labels was an IndexError mid-training."""
+        px = self.pixels
+        if not isinstance(px, torch.Tensor) or px.dtype != torch.uint8 or px.ndim != 4:
+            what = f"{px.dtype} {tuple(px.shape)}" if isinstance(px, torch.Tensor) else type(px).__name__
+            raise ValueError(f"TensorSplit: pixels are {what}; expected a uint8 tensor (N, C, H, W) in [0, 255] "
+                             "(float images in [0, 1]: (x * 255).round().to(torch.uint8))")
+        if len(px) != len(self.labels):
+            raise ValueError(f"TensorSplit: {len(px)} images but {len(self.labels)} labels; one label per image")
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -140,6 +140,33 @@ def _train_lacks(where: object, labels: np.ndarray, test_labels: np.ndarray, cla
                          "or another seed / test_fraction")
 
 
+def _disjoint(where: str, what: str, train: Sequence[str], test: Sequence[str], same: bool = False) -> None:
+    """Refuse a test split that reads some of the train split's files (the same path given twice,
+    overlapping globs, test_dir naming the train folder): its examples were trained on, and the
+    accuracy measured on them reported as held-out without a word.
+
+    Raises:
+        ValueError: naming ``where`` (the test split), how many and one of them.
+    """
+    te = set(map(os.path.realpath, test))
+    shared = sorted(set(map(os.path.realpath, train)) & te)
+    if same or shared:
+        n = "the test table is the train table" if same and not shared else \
+            f"every {what} of the test split is in the train split too" if len(shared) == len(te) else \
+            f"{len(shared)} of the test split's {len(te)} {what}s are in the train split too"
+        raise ValueError(f"{where}: {n}{f' (e.g. {shared[0]})' if shared else ''}: its examples would be trained "
+                         "on; give disjoint train and test data")
+
+
+def _check_cache_mb(where: object, cache_mb: object) -> None:
+    """Refuse a cache size that is not a number of MB >= 0, naming ``where`` (the data's path):
+    cache_mb="512" (a YAML string in ds_task_kwargs) failed in CachedSplit with "'<=' not supported
+    between instances of 'int' and 'str'", naming neither the dataset nor the key."""
+    if isinstance(cache_mb, bool) or not isinstance(cache_mb, (int, float, np.integer, np.floating)) \
+            or not cache_mb >= 0:
+        raise ValueError(f"{where}: cache_mb={cache_mb!r}: must be a number of MB >= 0 (0: decode every batch)")
+
+
 def _split_off(n: int, test_fraction: float, seed: int, where: object) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint sorted (train, test) indices: a fixed random ``test_fraction`` goes to test.
 
@@ -232,7 +259,7 @@ def load_imagefolder(root: str | os.PathLike, *, name: str | None = None, img_si
             (an error if some of them are named like splits: test, val, ...).
         test_dir: the test subdirectory (an error if missing); default the first of
             test/testing/val/valid/validation/eval/evaluation, in any case, that exists beside
-            the training one.
+            the training one; a ValueError when it shares images with train (test_dir=train_dir).
             Without one, a stratification-free random ``test_fraction`` of train is held out.
         test_fraction: used only without a test directory.
         cache_mb: keep decoded images in memory when a split fits.
@@ -241,6 +268,7 @@ def load_imagefolder(root: str | os.PathLike, *, name: str | None = None, img_si
         A :class:`Task`; classes are the sorted train class-folder names.
     """
     root = Path(root)
+    _check_cache_mb(root, cache_mb)
     tr_root = _subdir(root, train_dir, TRAIN_DIRS, "train") or root
     te_root = _subdir(root, test_dir, TEST_DIRS, "test")
     if tr_root == root:
@@ -259,6 +287,9 @@ def load_imagefolder(root: str | os.PathLike, *, name: str | None = None, img_si
             raise ValueError(f"{te_root}: no images in class subdirectories (an unlabeled test set?); name a "
                              "labelled test folder with test_dir=..., or move this one aside to hold out "
                              "test_fraction of train")
+        tr_real, te_real = os.path.realpath(tr_root), os.path.realpath(te_root)
+        if os.path.commonpath([tr_real, te_real]) in (tr_real, te_real):   # one folder holds the other
+            _disjoint(str(te_root), "image", paths, te_paths)   # a realpath per image: only then
         try:
             te_labels, _ = _label_ids(te_names, classes)
         except ValueError as e:   # a test class folder the train folder lacks (or holds no images in)
@@ -273,17 +304,18 @@ def load_imagefolder(root: str | os.PathLike, *, name: str | None = None, img_si
                 description=f"ImageFolder {root} ({len(classes)} classes)")
 
 
-def _read_table(src: str | os.PathLike | pa.Table, columns: list[str]) -> pa.Table:
-    """A Parquet file/directory/glob, an Arrow IPC (.arrow / .feather) file, or a table."""
+def _read_table(src: str | os.PathLike | pa.Table, columns: list[str]) -> tuple[pa.Table, list[str]]:
+    """A Parquet file/directory/glob, an Arrow IPC (.arrow / .feather) file, or a table; with the
+    files it was read from (none for a table)."""
     if isinstance(src, pa.Table):
         _has_columns(src.column_names, columns, _source(src))
-        return src.select(columns)
+        return src.select(columns), []
     s = str(src)
     files = sorted(glob.glob(s)) if any(c in s for c in "*?[") else [s]
     if len(files) == 1 and os.path.isdir(s) and not glob.glob(os.path.join(s, "**", "*.parquet"), recursive=True):
         # a Hugging Face ``save_to_disk`` directory (data-00000-of-00002.arrow, ..., state.json):
         # read as a Parquet dataset it failed on the first .arrow file
-        files = sorted(glob.glob(os.path.join(s, "*.arrow"))) or files
+        files = _hf_arrow_files(s) or files
     if not files:
         raise FileNotFoundError(f"{s}: no files match")
     if all(f.endswith((".arrow", ".feather", ".ipc")) for f in files):
@@ -291,11 +323,29 @@ def _read_table(src: str | os.PathLike | pa.Table, columns: list[str]) -> pa.Tab
         tables = [_read_ipc(f) for f in files]
         for f, t in zip(files, tables):
             _has_columns(t.column_names, columns, f)
-        return pa.concat_tables([t.select(columns) for t in tables])
+        return pa.concat_tables([t.select(columns) for t in tables]), files
     ds = pads.dataset(files if len(files) > 1 else files[0], format="parquet")
     _one_split(s, ds.files)
     _has_columns(ds.schema.names, columns, s)
-    return ds.to_table(columns=columns)
+    return ds.to_table(columns=columns), list(ds.files)
+
+
+def _hf_arrow_files(d: str) -> list[str]:
+    """The data files of a Hugging Face ``save_to_disk`` directory: its ``*.arrow`` files but the
+    ``cache-*.arrow`` ones. ``.map`` / ``.filter`` on a dataset loaded from the directory write
+    their results beside its data files (``cache-<fingerprint>[_00000_of_00004].arrow``), rows that
+    were read as more examples (each one twice after a map, the filtered-out ones back).
+
+    Raises:
+        ValueError: a ``DatasetDict`` directory (``dataset_dict.json``, one folder per split), named:
+            read as one table it failed on dataset_dict.json ("Parquet magic bytes not found").
+    """
+    if os.path.isfile(os.path.join(d, "dataset_dict.json")):
+        splits = sorted(e.name for e in os.scandir(d) if e.is_dir() and not _skipped(e.name))
+        raise ValueError(f"{d}: a Hugging Face DatasetDict (dataset_dict.json), one folder per split "
+                         f"({', '.join(splits)}); give the train split's folder and the test split's (e.g. "
+                         f"{os.path.join(d, 'train')} and {os.path.join(d, 'test')})")
+    return sorted(f for f in glob.glob(os.path.join(d, "*.arrow")) if not os.path.basename(f).startswith("cache-"))
 
 
 def _one_split(where: str, files: Sequence[str]) -> None:
@@ -332,12 +382,23 @@ def _has_columns(names: Sequence[str], columns: Sequence[str], where: str) -> No
 
 
 def _read_ipc(path: str) -> pa.Table:
-    try:  # Hugging Face `save_to_disk` writes the streaming format
-        with pa.memory_map(path) as src:
-            return pa.ipc.open_stream(src).read_all()
-    except pa.ArrowInvalid:
-        with pa.memory_map(path) as src:
-            return pa.ipc.open_file(src).read_all()
+    # a FIFO named x.arrow blocked in memory_map for good, waiting for a writer
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: not a regular file (a pipe, a device, a folder?)")
+    # the file format (.feather v2) starts with ARROW1; Hugging Face `save_to_disk` writes the
+    # stream format. A damaged file is named: pyarrow's error was "Not an Arrow file" alone (a
+    # truncated stream, retried as the file format, said so too)
+    with pa.memory_map(path) as src:
+        is_file_format = src.read(6) == b"ARROW1"
+        src.seek(0)
+        try:
+            return (pa.ipc.open_file(src) if is_file_format else pa.ipc.open_stream(src)).read_all()
+        except (pa.ArrowInvalid, OSError) as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(f"{path}: not a readable Arrow IPC {'file' if is_file_format else 'stream'} "
+                             f"(damaged, or another format?): {why}") from None
 
 
 def _image_bytes(col: pa.ChunkedArray, where: str = "image column") -> list[bytes | str]:
@@ -354,18 +415,31 @@ def _image_bytes(col: pa.ChunkedArray, where: str = "image column") -> list[byte
         if col.type.get_field_index("path") >= 0:
             paths = pa.chunked_array([c.field("path") for c in col.chunks]).to_pylist()
         null = pa.chunked_array([c.is_null() for c in col.chunks]).to_pylist()   # a null struct
-        col = pa.chunked_array([c.field("bytes") for c in col.chunks])
+        col = _unviewed(pa.chunked_array([c.field("bytes") for c in col.chunks]))
         if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
-            raise TypeError(f"image column has type {col.type}; expected binary or struct<bytes: binary>")
+            raise TypeError(f"{where} has type {col.type}; expected binary or struct<bytes: binary>")
         out = [None if n else b if b is not None else p for n, b, p in zip(null, col.to_pylist(), paths)]
     else:
+        col = _unviewed(col)
         if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
-            raise TypeError(f"image column has type {col.type}; expected binary or struct<bytes: binary>")
+            raise TypeError(f"{where} has type {col.type}; expected binary or struct<bytes: binary>")
         out = col.to_pylist()
     nulls = sum(v is None for v in out)
     if nulls:
         raise ValueError(f"{where}: {nulls} null image(s) of {len(out)} rows (no bytes, no path); drop those rows")
     return out
+
+
+def _unviewed(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A ``string_view`` / ``binary_view`` column (polars writes them to Arrow IPC files, pyarrow
+    >= 16 reads them) as ``large_string`` / ``large_binary``: string labels were refused as "type
+    string_view; class labels must be integers or names (strings)"."""
+    t = col.type
+    if getattr(pa.types, "is_string_view", lambda _: False)(t):
+        return col.cast(pa.large_string())
+    if getattr(pa.types, "is_binary_view", lambda _: False)(t):
+        return col.cast(pa.large_binary())
+    return col
 
 
 def _labels_of(table: pa.Table, column: str, where: str) -> list[object]:
@@ -386,6 +460,7 @@ def _labels_of(table: pa.Table, column: str, where: str) -> list[object]:
                          "drop those rows")
     if pa.types.is_dictionary(col.type):   # pandas' category dtype
         col = col.cast(col.type.value_type)
+    col = _unviewed(col)
     t = col.type
     if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_string(t)
             or pa.types.is_large_string(t)):
@@ -417,8 +492,10 @@ def load_parquet(train: str | os.PathLike | pa.Table, test: str | os.PathLike | 
     """A task from Parquet / Arrow tables with an encoded-image column and a label column.
 
     Args:
-        train: Parquet file, directory or glob; ``.arrow`` / ``.feather`` IPC file(s); or a table.
-        test: the same for the test split; None holds out a random ``test_fraction`` of train.
+        train: Parquet file, directory or glob; ``.arrow`` / ``.feather`` IPC file(s); a Hugging Face
+            ``save_to_disk`` directory of one split (its ``cache-*.arrow`` files skipped); or a table.
+        test: the same for the test split, sharing no file with train (a ValueError); None holds
+            out a random ``test_fraction`` of train.
         name: task name.
         img_size: images are resized to this square.
         image_column: bytes of an encoded image (PNG, JPEG, ...), or a struct with a ``bytes`` field.
@@ -431,14 +508,16 @@ def load_parquet(train: str | os.PathLike | pa.Table, test: str | os.PathLike | 
     Returns:
         A :class:`Task`.
     """
+    _check_cache_mb(_source(train), cache_mb)
     cols = [image_column, label_column]
-    tr = _read_table(train, cols)
+    tr, tr_files = _read_table(train, cols)
     if tr.num_rows == 0:
         raise ValueError(f"{_source(train)}: no rows in the train table")
     labels, classes = _label_ids(_labels_of(tr, label_column, _source(train)), None)
     images = _image_bytes(tr.column(image_column), f"{_source(train)}: image column {image_column!r}")
     if test is not None:
-        te = _read_table(test, cols)
+        te, te_files = _read_table(test, cols)
+        _disjoint(_source(test), "file", tr_files, te_files, train is test)
         if te.num_rows == 0:   # an empty test split reported US accuracy 0.0 and broke the few-shot probe
             raise ValueError(f"{_source(test)}: no rows in the test table")
         try:

@@ -104,7 +104,14 @@ def fit_probe(x: np.ndarray | torch.Tensor, y: np.ndarray, num_classes: int) -> 
 
 def probe_accuracy(cache: ProbeCache, x: np.ndarray | torch.Tensor, y: np.ndarray, l2: float = DEFAULT_L2) -> float:
     """Top-1 accuracy (fraction) of the ridge probe at ``l2`` on features ``x`` with labels ``y``."""
-    return _accuracy(cache.design(x), cache, torch.as_tensor(y), l2)
+    return _accuracy(cache.design(x), cache, _long(y), l2)
+
+
+def _long(y: np.ndarray) -> torch.Tensor:
+    """Labels as int64: torch compares no uint16 / uint32 / uint64 tensor with argmax's int64
+    ("Promotion for uint16, uint32, uint64 types is not supported"), a Task's labels may be any
+    integer dtype, and the probe failed so after the whole pre-training."""
+    return torch.as_tensor(np.asarray(y, dtype=np.int64))
 
 
 def _accuracy(design: torch.Tensor, cache: ProbeCache, y: torch.Tensor, l2: float) -> float:
@@ -170,7 +177,7 @@ def fewshot_lsr(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, te
         One :class:`FewShotResult` per entry of ``shots``, in order.
     """
     l2s = [l2] + [v for v in l2_sweep if v != l2]
-    y_test = torch.as_tensor(np.asarray(test_y))
+    y_test = _long(test_y)
     draw = draw or (lambda n_shots, seed: fewshot_draw(train_y, n_shots, seed))
     out = []
     for n_shots in shots:

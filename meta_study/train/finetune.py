@@ -34,12 +34,24 @@ def finetune(model: nn.Module, task: Task, rt: Runtime, *, examples: int = 1000,
         steps: SGD steps.
         lr: peak learning rate (the same for head and body).
         batch_size: examples per step (capped at ``examples``).
-        seed: subset, data order and head init.
+        seed: subset, data order, head init and dropout (in a fork of torch's RNG: the caller's is kept).
         grad_clip: max global gradient L2 norm; 0 disables.
 
     Returns:
         Top-1 accuracy (fraction) on ``task.test``.
     """
+    # ``seed`` alone decides the result: a head with random layers (CAFormer's MLP head: fc1) and
+    # dropout / drop-path drew from torch's global RNG, so the same call gave 0.15 or 0.20 as the
+    # RNG stood (after pre-training, after another task's fine-tune); forked, the caller's RNG
+    # is left as it was
+    cuda = [rt.device] if rt.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        return _finetune(model, task, rt, examples, steps, lr, batch_size, seed, grad_clip, eval_batch_size)
+
+
+def _finetune(model: nn.Module, task: Task, rt: Runtime, examples: int, steps: int, lr: float, batch_size: int,
+              seed: int, grad_clip: float, eval_batch_size: int) -> float:
     net = copy.deepcopy(model)
     net.reset_classifier(task.num_classes)  # timm API: new head for the DS classes
     # moved after the reset: timm before ~1.0.20 (timm>=1.0 is allowed) built the new head on
