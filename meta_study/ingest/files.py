@@ -38,7 +38,10 @@ from .mapping import NOTHING_STORED, IngestMapping, JoinSpec, PercentTally, Tabl
 from .sources import Progress, SourceBatch, SourceOptions, is_local_path, register_source, rejected_frame
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
-            ".ndjson": "jsonl", ".csv.gz": "csv", ".tsv.gz": "tsv", ".jsonl.gz": "jsonl", ".ndjson.gz": "jsonl"}
+            ".ndjson": "jsonl", ".csv.gz": "csv", ".tsv.gz": "tsv", ".jsonl.gz": "jsonl", ".ndjson.gz": "jsonl",
+            # pandas' own example, df.to_parquet("df.parquet.gzip", compression="gzip"): Parquet whose pages
+            # are gzip-compressed, not a gzip file (it was passed over in a directory without a word)
+            ".parquet.gzip": "parquet"}
 #: What a row must have after mapping; missing columns are a mapping problem, reported once per file.
 REQUIRED_AFTER_MAPPING = ("run_id", "us_task", "us_accuracy", "ds_task", "ds_accuracy", "eval_protocol")
 
@@ -98,7 +101,7 @@ def dataset_parts(path: str) -> list[str] | None:
     """
     fmt = _format_of(path) or ("jsonl" if path.lower().endswith(".json") else None)   # Spark's x.json/
     if fmt is None or not os.path.isdir(path):
-        return hive_parts(path)
+        return _spark_output_parts(path) or hive_parts(path)
     try:
         names = sorted(n for n in os.listdir(path) if not n.startswith((".", "_")))
     except OSError:
@@ -106,6 +109,25 @@ def dataset_parts(path: str) -> list[str] | None:
     parts = [os.path.join(path, n) for n in names if _part_format(n, fmt) == fmt]
     parts = [q for q in parts if _special(q) is None]
     return parts or hive_parts(path)    # Spark's partitionBy(...).parquet("x.parquet"): partitions inside
+
+
+def _spark_output_parts(path: str) -> list[str] | None:
+    """The parts of Spark's output written under a name of any kind (``df.write.parquet("out")``:
+    ``out/_SUCCESS`` beside ``part-00000-<uuid>-c000.snappy.parquet``, ...), or None: a directory
+    holding Spark's ``_SUCCESS`` marker whose files (hidden and ``_`` ones aside) are all parts
+    ``part-*`` of one format. Read as a plain directory, each part was a source of its own, named
+    after the part: a new write names its parts anew, so every re-export stored every run again."""
+    if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "_SUCCESS")):
+        return None
+    try:
+        names = sorted(n for n in os.listdir(path) if not n.startswith((".", "_")))
+    except OSError:
+        return None
+    formats = {_part_format(n) for n in names}
+    if not names or not all(n.startswith("part-") for n in names) or len(formats) != 1 or None in formats:
+        return None
+    parts = [os.path.join(path, n) for n in names]
+    return parts if all(_special(q) is None for q in parts) else None
 
 
 def _part_format(name: str, fmt: str | None = None) -> str | None:
@@ -229,7 +251,7 @@ _UNREAD = {".json": "JSON is not read: JSON Lines (one object a line) ends in .j
 #: Compression suffixes ingest does not read (it reads gzip, of CSV, TSV and JSON Lines only): a
 #: directory's ``results.csv.zst`` was passed over without a word.
 _COMPRESSED = {".zst": "zstd", ".zstd": "zstd", ".bz2": "bzip2", ".xz": "xz", ".lz4": "lz4", ".gz": "gzip",
-               ".7z": "7-Zip"}
+               ".gzip": "gzip", ".7z": "7-Zip"}
 _DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".xlsx", ".xls")
 
 
@@ -247,6 +269,11 @@ def _why_unread(name: str) -> str | None:
     return _UNREAD.get(ext)
 
 
+def _marker(name: str) -> bool:
+    """A ``_`` name that is no data file (Spark's ``_SUCCESS``, ``_temporary``, ``_metadata``)."""
+    return name.startswith("_") and _format_of(name) is None and _why_unread(name) is None
+
+
 def _subdirectory_of_data(path: str, parent: str) -> str | None:
     """Why a sub-directory of a named directory is passed over, when it holds files ingest reads
     (``exports/alice/a.csv`` beside ``exports/summary.csv``: alice's runs were missing without a
@@ -256,7 +283,7 @@ def _subdirectory_of_data(path: str, parent: str) -> str | None:
     if dataset_parts(path) is not None:    # a Hive-partitioned one, Spark's x.json/: nothing directly inside
         return f"a dataset directory: ingest reads the files directly inside {parent}; name it too"
     try:
-        held = any(_format_of(n) for n in os.listdir(path) if not n.startswith((".", "_")))
+        held = any(_format_of(n) for n in os.listdir(path) if not n.startswith(".") and not _marker(n))
     except OSError:
         return None
     return (f"a directory: ingest reads the files directly inside {parent}, not in its sub-directories; "
@@ -280,10 +307,18 @@ def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
             # `x.parquet/` (a shell completes a directory so) is `x.parquet`: with the slash it was no
             # dataset (every part its own source, named after the part) and a dataset's source was ""
             spec = spec.rstrip(os.sep) or os.sep
+        if os.path.isdir(os.path.join(spec, "_delta_log")):
+            # its parts include those that later writes removed (only the log says which are live):
+            # read as files, an overwritten table's old rows were stored beside the new ones
+            raise UserError(f"{spec}: a Delta Lake table (it holds _delta_log): its directory keeps the parts that "
+                            "later writes replaced, so its files are not its rows; export the table as Parquet or "
+                            "CSV (spark.read.format('delta').load(...).write.parquet(...)) and ingest that")
         if dataset_parts(spec) is not None:
             out.append(spec)       # a dataset directory (x.parquet/ of part files): one export
         elif os.path.isdir(spec):
-            entries = sorted(n for n in os.listdir(spec) if not n.startswith((".", "_")))
+            # hidden files (macOS's `._x.csv` beside x.csv) are not read; `_`-names are Spark's
+            # markers (_SUCCESS, _temporary) unless named as data: `_final.csv` was passed over unsaid
+            entries = sorted(n for n in os.listdir(spec) if not n.startswith(".") and not _marker(n))
             names = [n for n in entries if _format_of(n)]
             mine = []   # (path, why) of its files that look like data ingest does not read
             for n in entries:
@@ -413,12 +448,32 @@ def read_export_chunks(path: str, rows: int | None = None) -> Iterator[tuple[int
 def _part_pieces(dataset: str, parts: Sequence[str], rows: int) -> Iterator[tuple[str, int, pd.DataFrame]]:
     """``(part, first row's position in it, frame)`` of a dataset's parts, with their partition
     columns (:func:`_with_partitions`); a part without rows (Spark writes one for an empty
-    partition, of 0 bytes or a header alone) holds none."""
-    for part in parts:
-        if os.path.getsize(part) == 0 and _part_format(os.path.basename(part)) != "parquet":
-            continue
+    partition, of 0 bytes or a header alone) holds none.
+
+    Every part's frame has the columns of all parts (missing: NaN), as one export: Spark's JSON
+    writer leaves out a null field, so a part whose rows all lacked a value lacked its column, and
+    a mapping that renames it refused the whole dataset ("renames column(s) ... not in the file").
+    Cost: each part's header (CSV/TSV), footer (Parquet) or keys (JSON Lines: one more pass)."""
+    live = [q for q in parts if os.path.getsize(q) or _part_format(os.path.basename(q)) == "parquet"]
+    columns = _union_columns(live)
+    for part in live:
+        keys = partition_values(dataset, part)      # another part's file holding one is that part's clash
+        mine = [c for c in columns if c not in keys] if keys else columns
         for start, frame in _file_chunks(part, rows, empty_ok=True):
+            if list(frame.columns) != mine:
+                frame = frame.reindex(columns=[*mine, *(c for c in frame.columns if c not in mine)])
             yield part, start, _with_partitions(dataset, part, frame)
+
+
+def _union_columns(parts: Sequence[str]) -> list[str]:
+    """The column names of a dataset's parts, all of them, in the order first seen."""
+    seen: dict[str, None] = {}
+    for part in parts:
+        fmt = _part_format(os.path.basename(part))
+        names = _reading(part, fmt, lambda: _parquet_columns(part)[1] if fmt == "parquet"
+                         else _jsonl_all_keys(part) if fmt == "jsonl" else _csv_columns(part, fmt or "csv"))
+        seen.update(dict.fromkeys(names))
+    return list(seen)
 
 
 def _file_chunks(path: str, rows: int, *, empty_ok: bool = False) -> Iterator[tuple[int, pd.DataFrame]]:
@@ -451,14 +506,24 @@ def _file_chunks(path: str, rows: int, *, empty_ok: bool = False) -> Iterator[tu
 
 def _jsonl_chunks(path: str, rows: int, empty_ok: bool = False) -> Iterator[tuple[int, pd.DataFrame]]:
     """A JSON Lines file in pieces of ``rows`` objects: read whole, a 55 MB file took 600 MB (a
-    dict a record, then the frame), so a few GB of JSON Lines did not fit in memory."""
+    dict a record, then the frame), so a few GB of JSON Lines did not fit in memory.
+
+    Every piece has every key of the file as a column (missing: NaN), as the file read whole has:
+    a key of only some records (a field added or dropped mid-file) was missing from a piece, so
+    a mapping that renames it was refused ("renames column(s) body_lr not in the file"). The keys
+    cost one more pass over the file, paid only by a file of more than one piece (~1 s a million
+    records)."""
     records = _reading(path, "jsonl", lambda: _jsonl_records(path))
     start = 0
+    columns: list[str] | None = None
     while True:
         piece = _reading(path, "jsonl", lambda: [r for _, r in zip(range(rows), records)])
         if not piece:
             break
-        yield start, _integers_kept(pd.DataFrame.from_records(piece), piece)
+        if columns is None and len(piece) == rows:     # more may follow: the file is read in pieces
+            columns = _reading(path, "jsonl", lambda: _jsonl_all_keys(path))
+        frame = _integers_kept(pd.DataFrame.from_records(piece), piece)
+        yield start, (frame if columns is None else frame.reindex(columns=columns))
         start += len(piece)
     if start == 0 and not empty_ok:
         raise _no_rows(path, "jsonl")
@@ -481,16 +546,30 @@ def _reading(path: str, fmt: str | None, fn: Callable[[], Any]) -> Any:
             where = scanner.line_of_parser_line(line)
             scanner.close()
             at = f"line {where}" if where is not None else f"record {line}"
-            raise UserError(f"{path}: {at} has {saw} fields but the header has {n} (a value too many, or a "
-                            f"separator at the end of the line?); {NOTHING_STORED}") from None
+            first = _preamble(path)    # "# exported by x, y": the comment was taken for a 2-column header
+            why = (f"; {_preamble_said(first)}" if first is not None
+                   else " (a value too many, or a separator at the end of the line?)")
+            raise UserError(printable(f"{path}: {at} has {saw} fields but the header has {n}{why}; {NOTHING_STORED}")
+                            ) from None
         if isinstance(e, EOFError):
             msg = f"truncated compressed file: {msg}"
+        if type(e).__name__ == "BadGzipFile" and path.lower().endswith(".gz") and not _starts_with(path, b"\x1f\x8b"):
+            # a plain file named .gz ("Not a gzipped file (b'ru')" named no way out)
+            raise UserError(f"{path}: not gzip-compressed, though its name ends in .gz; name it without .gz") from None
         if isinstance(e, UnicodeDecodeError) and fmt in ("csv", "tsv"):
             # pandas' "byte 0xe9 in position 3" counts from a buffer it read, not from the file
             where = _not_utf8(path)
             if where is not None:
                 raise UserError(f"{path}: {where}") from None
         raise UserError(f"{path}: cannot read {fmt} ({msg})") from None
+
+
+def _starts_with(path: str, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False
 
 
 def _not_utf8(path: str) -> str | None:
@@ -691,6 +770,7 @@ def _jsonl_records(path: str) -> Iterator[dict[str, Any]]:
                 raise UserError(f"{path}:{lineno}: line longer than {MAX_LINE_BYTES >> 20} MB "
                                 "(a JSON object of that size is not a result; is it the right file?)")
             if lineno == 1:   # a BOM (PowerShell's UTF-8, Notepad): json refused the whole file for it
+                _refuse_binary(path, line, "jsonl")
                 line = line.removeprefix(b"\xef\xbb\xbf")
             if not line.strip():
                 continue
@@ -709,10 +789,29 @@ def _jsonl_records(path: str) -> Iterator[dict[str, Any]]:
             except RecursionError:
                 raise UserError(f"{path}:{lineno}: invalid JSON (nested too deeply)") from None
             except ValueError as e:
+                if lineno == 1 and line.strip() in (b"[", b"{"):    # json.dump(..., indent=2) of a list or object
+                    raise UserError(f"{path}: {_NOT_JSON_LINES}") from None
                 raise UserError(f"{path}:{lineno}: invalid JSON ({e})") from None
+            if lineno == 1 and isinstance(rec, list) and all(isinstance(r, dict) for r in rec):
+                raise UserError(f"{path}: {_NOT_JSON_LINES}")
             if not isinstance(rec, dict):
                 raise UserError(f"{path}:{lineno}: each line must be a JSON object")
             yield rec
+
+
+#: A JSON document (``df.to_json(orient="records")``, ``json.dump(rows, f, indent=2)``) under a
+#: JSON Lines name: it was "x.jsonl:1: invalid JSON (Expecting value: line 2 column 1 (char 2))".
+_NOT_JSON_LINES = ("it is one JSON document (a list, or an object over several lines), not JSON Lines (one object "
+                   "a line); write it with df.to_json(orient='records', lines=True), or one json.dumps(row) a line")
+
+
+def _jsonl_all_keys(path: str) -> list[str]:
+    """Every key of a JSON Lines file's objects, in the order first seen (one pass)."""
+    seen: dict[str, None] = {}
+    for rec in _jsonl_records(path):
+        for k in rec:
+            seen.setdefault(k, None)
+    return list(seen)
 
 
 def _jsonl_keys(path: str) -> list[str]:
@@ -765,6 +864,40 @@ MAX_HEADER_BYTES = 1 << 20
 MAX_COLUMNS = 20_000
 
 
+#: What a file whose bytes start so is, and what to do: a gzip download saved as ``x.csv``, an
+#: ``.xlsx`` renamed ``.csv`` or a Parquet file named ``.jsonl`` was "line 1 is not UTF-8 text ...
+#: (e.g. iconv -f latin1 -t utf-8)", a fix that turns the bytes into garbage.
+_MAGIC = ((b"\x1f\x8b", "gzip-compressed", "name it {name}.gz, or decompress it (gunzip)"),
+          (b"\x28\xb5\x2f\xfd", "zstd-compressed", "decompress it (zstd -d)"),
+          (b"BZh", "bzip2-compressed", "decompress it (bunzip2)"),
+          (b"\xfd7zXZ\x00", "xz-compressed", "decompress it (unxz)"),
+          (b"\x04\x22\x4d\x18", "lz4-compressed", "decompress it (lz4 -d)"),
+          (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "unpack it"),
+          (b"PK\x03\x04", "a ZIP archive (an .xlsx spreadsheet is one)", "export the sheet as CSV, or unpack it"),
+          (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel .xls spreadsheet", "export the sheet as CSV"),
+          (b"PAR1", "a Parquet file", "name it .parquet"))
+
+
+def _refuse_binary(path: str, head: bytes, fmt: str) -> None:
+    """A :class:`UserError` when ``head`` (the first bytes of the text to parse, decompressed for
+    a ``.gz``) is the start of a compressed file, an archive, a spreadsheet or a Parquet file: its
+    magic bytes, and bytes that are not UTF-8 (a header named ``PAR1,PAR2,...`` is text)."""
+    for magic, what, fix in _MAGIC:
+        if head.startswith(magic) and not _is_utf8(head):
+            inside = " (inside its gzip compression)" if path.lower().endswith(".gz") else ""
+            fix = ("it was compressed twice: decompress it once (gunzip)" if inside and magic == b"\x1f\x8b"
+                   else fix.format(name=os.path.basename(path)))
+            raise UserError(f"{path}: it is {what}{inside}, not {fmt.upper()} text; {fix}")
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _check_header(path: str, sep: str) -> None:
     """Refuse, in one line, a CSV/TSV whose header line is absurdly long or wide, or names a
     column twice (reads <= 1 MB)."""
@@ -775,7 +908,9 @@ def _check_header(path: str, sep: str) -> None:
     # or a blank first line let a repeated name through (stored as "ds_accuracy.1" in extra)
     blank = b" \r\n" + (b"\t" if sep == "," else b"")
     with opener(path, "rb") as f:
-        head = f.readline(MAX_HEADER_BYTES + 1).removeprefix(b"\xef\xbb\xbf")
+        head = f.readline(MAX_HEADER_BYTES + 1)
+        _refuse_binary(path, head, "tsv" if sep == "\t" else "csv")
+        head = head.removeprefix(b"\xef\xbb\xbf")
         while head and not head.strip(blank):
             head = f.readline(MAX_HEADER_BYTES + 1)
     if not head:
@@ -796,8 +931,38 @@ def _check_header(path: str, sep: str) -> None:
     # as pandas reads it: a BOM dropped, quotes removed, spaces after a separator skipped
     text = head.decode("utf-8").rstrip("\r\n")
     names = column_names(next(csv.reader([text], delimiter=sep, skipinitialspace=True), []))
+    if len(names) == 1 and _PREAMBLE.fullmatch(text):    # "looks ';'-separated" misled for "# a; b"
+        raise UserError(printable(f"{path}: {_preamble_said(text)}"))
     _refuse_other_separator(path, names, sep)
     _refuse_duplicate_names(path, names, unnamed_ok=True)
+
+
+#: A first line that is no header: a comment (``# exported by ...``) or the ``sep=,`` line some
+#: exports write for Excel. Ingest reads the first line as the column names. (A header whose first
+#: column is named ``#``, ``#,run_id,...``, is no comment.)
+_PREAMBLE = re.compile(r"# .*|#[^,\t]*|sep=.", re.S)
+
+
+def _preamble_said(text: str) -> str:
+    shown = repr(text[:40]) + ("..." if len(text) > 40 else "")
+    return (f"the first line, {shown}, looks like a comment or Excel's 'sep=' line, not the column names: "
+            "ingest reads the first line as the header; delete the lines above the column names")
+
+
+def _preamble(path: str) -> str | None:
+    """The first non-blank line of a CSV/TSV when it is a comment or a ``sep=`` line
+    (:data:`_PREAMBLE`), or None. Read only when the file failed."""
+    import gzip
+
+    try:
+        with (gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")) as f:
+            for line in iter(lambda: f.readline(MAX_HEADER_BYTES), b""):
+                text = line.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "replace").rstrip("\r\n")
+                if text.strip():
+                    return text if _PREAMBLE.fullmatch(text) else None
+    except (OSError, EOFError, zlib.error):
+        return None
+    return None
 
 
 def _refuse_other_separator(path: str, names: Sequence[str], sep: str) -> None:
@@ -1239,7 +1404,10 @@ class FileSource:
     def label(self) -> str:
         if len(self.paths) == 1:
             return self.paths[0]
-        common = os.path.commonpath(self.paths)
+        try:
+            common = os.path.commonpath(self.paths)
+        except ValueError:     # absolute and relative paths mixed (`/data/up.csv down.csv`): a traceback
+            common = os.path.commonpath([os.path.abspath(q) for q in self.paths])
         return f"{common}/ ({len(self.paths)} files)" if common else f"{len(self.paths)} files"
 
     def batches(self, store: Store, progress: Progress) -> Iterator[SourceBatch]:
@@ -1357,7 +1525,7 @@ class FileSource:
         """The piece's canonical rows and the payloads of its rows; ``index``: the pandas index
         columns to leave out of the rows (its payloads keep every cell as written); ``dataset``: the
         dataset directory ``p`` is a part of (its name is the rows' source and the payloads' file)."""
-        mapped = frame.drop(columns=list(index)) if index else frame
+        mapped = frame.drop(columns=[c for c in index if c in frame.columns]) if index else frame
         rows = map_long(mapped, self.mapping, where=p, source=source_stem(dataset or p), tally=tally)
         if self.source_name:
             rows["source"] = self.source_name
@@ -1418,10 +1586,11 @@ def pandas_index_column(frame: pd.DataFrame, mapping: IngestMapping | None) -> t
 
 def _index_in_every_piece(path: str, columns: Sequence[str]) -> tuple[str, ...]:
     """:func:`pandas_index_column` over a large file's pieces, read before its rows so that every
-    piece leaves a column out, or none does (one read of the file)."""
+    piece leaves a column out, or none does (one read of the file). A piece without the column (a
+    dataset's part written with ``index=False``: a KeyError traceback) says nothing against it."""
     keep = list(columns)
     for _, frame in read_export_chunks(path):
-        keep = [c for c in keep if _row_numbers(frame[c])]
+        keep = [c for c in keep if c not in frame.columns or frame[c].isna().all() or _row_numbers(frame[c])]
         if not keep:
             break
     return tuple(keep)
@@ -1789,11 +1958,11 @@ def declared_source(path: str, mapping: IngestMapping | None) -> str | None:
     """The ``source`` a file names for its rows in a column of that name (its first row's value),
     or None: no such column, an empty first value, or a mapping that renames a column to or from
     it. It tells files apart (:func:`file_key`); each row keeps its own value. Cost: the header and
-    one row (CSV/TSV), one column's first batch (Parquet); JSON Lines: None."""
+    one row (CSV/TSV), one column's first batch (Parquet), the first object (JSON Lines)."""
     if mapping is not None and ("source" in mapping.rename or "source" in mapping.rename.values()):
         return None
     path = (dataset_parts(path) or [path])[0]     # a dataset directory: its first part
-    fmt = _format_of(path)
+    fmt = _part_format(os.path.basename(path))    # Spark's part-*.json: JSON Lines
     try:
         if fmt in ("csv", "tsv"):
             columns = _csv_columns(path, fmt)
@@ -1812,6 +1981,15 @@ def declared_source(path: str, mapping: IngestMapping | None) -> str | None:
                 return None
             first = next(pf.iter_batches(batch_size=1, columns=[pf.schema_arrow.names[names.index("source")]]), None)
             values = first.column(0).to_pandas() if first is not None else pd.Series([], dtype=object)
+        elif fmt == "jsonl":
+            # its first object's (keys stripped as column_names() strips them): without it, two
+            # openclip/us_ds.jsonl and dclm/us_ds.jsonl naming their sources were refused as "both
+            # would be source 'us_ds'", where the same tables as CSV or Parquet went in
+            records = _jsonl_records(path)
+            try:
+                values = pd.Series([next(records, {}).get("source")], dtype=object)
+            finally:
+                records.close()
         else:
             return None
     except Exception:  # noqa: BLE001 - a broken file (truncated gzip: EOFError): reading it says what, in one line
