@@ -65,7 +65,18 @@ def pyplot() -> Any:
 
 
 def save(fig: Any, stem: str, footer: str | None = None) -> list[str]:
-    """Write ``stem.png`` and ``stem.svg`` (directories created); returns the paths."""
+    """Write ``stem.png`` and ``stem.svg`` (directories created); returns the paths. The figure
+    is closed, also when writing fails: a refit on a schedule (``--every``) whose every run failed
+    on a full disk kept each run's figures open in pyplot, tens of MB a grid."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return _save(fig, stem, footer)
+    finally:
+        plt.close(fig)
+
+
+def _save(fig: Any, stem: str, footer: str | None) -> list[str]:
     if footer:
         # just under the figure (bbox_inches="tight" takes it in), so that no layout has to
         # leave room for it and it never covers a legend
@@ -86,9 +97,6 @@ def save(fig: Any, stem: str, footer: str | None = None) -> list[str]:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
             raise
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return paths
 
 
@@ -124,6 +132,47 @@ def short(text: Any, width: int = LABEL_MAX) -> str:
     return s[:width - 1 - tail] + "\u2026" + (s[-tail:] if tail else "")
 
 
+def shorts(values: Sequence[Any], width: int = LABEL_MAX) -> list[str]:
+    """:func:`short` of each value, cut elsewhere where two different values would read alike:
+    MMLU's ``...high_school_macroeconomics:acc_norm`` and ``...microeconomics:acc_norm`` were one
+    legend entry twice ("mmlu:hendrycksTest-high_sc…mics:acc_norm"), two lines no one could tell
+    apart. Such labels keep, within ``width``, their start, the stretch where they first differ
+    and their end (:func:`_short_at`); any still alike are widened (at most to the full names).
+    Equal values keep equal labels."""
+    full = [str(v) for v in values]
+    out = [short(v, width) for v in full]
+
+    def alike() -> dict[str, set[str]]:
+        names: dict[str, set[str]] = {}
+        for v, o in zip(full, out):
+            names.setdefault(o, set()).add(v)
+        return {o: vs for o, vs in names.items() if len(vs) > 1}
+
+    for _ in range(8):      # each round splits the labels still alike where their values part
+        first = {v: len(os.path.commonprefix(sorted(vs))) for vs in alike().values() for v in vs}
+        split = [_short_at(v, first[v], width) if v in first else o for v, o in zip(full, out)]
+        if split == out:
+            break
+        out = split
+    w, longest = width, max((len(v) for v in full), default=0)
+    while w < longest and (shared := alike()):
+        w += max(4, width // 4)
+        out = [short(v, w) if o in shared else o for v, o in zip(full, out)]
+    return out
+
+
+def _short_at(text: str, at: int, width: int) -> str:
+    """``text`` in ``width`` characters: its start, the stretch around character ``at`` and its
+    end, each cut marked by an ellipsis; :func:`short` where ``at`` lies in what that keeps."""
+    head = tail = (width - 2) // 3
+    mid = width - 2 - head - tail
+    begin = min(max(head, at - mid // 3), len(text) - tail - mid)
+    if begin <= head or len(text) <= width:
+        return short(text, width)
+    gap = "\u2026" if begin + mid < len(text) - tail else ""
+    return text[:head] + "\u2026" + text[begin:begin + mid] + gap + text[len(text) - tail:]
+
+
 def series_label(us_task: Any, ds_task: Any, protocol: Any = None, *, widths: tuple[int, int, int] = (18, 28, 12)) -> str:
     """A series' legend label, ``us → ds`` (each name shortened to ``widths``), the protocol in
     brackets when given (several protocols in one figure)."""
@@ -147,7 +196,9 @@ def series_keys(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
 def series_labels(keys: Sequence[tuple[str, str, str]], widths: tuple[int, int, int] = (18, 28, 12)) -> list[str]:
     """:func:`series_label` of each key; the protocol said only where the keys have several."""
     several = len({k[1] for k in keys}) > 1
-    return [series_label(us, ds, p if several else None, widths=widths) for us, p, ds in keys]
+    # each name cut where it stays apart from the others of its kind (:func:`shorts`)
+    us, ps, ds = (shorts([k[i] for k in keys], widths[j]) for i, j in ((0, 0), (1, 2), (2, 1)))   # keys: (us, protocol, ds)
+    return [f"{u} \u2192 {d}" + (f" ({p})" if several else "") for u, p, d in zip(us, ps, ds)]
 
 
 def of_series(frame: pd.DataFrame, key: tuple[str, str, str]) -> pd.DataFrame:
@@ -387,10 +438,13 @@ def plain_ticks(axis: Any, values: Sequence[float], *, log: bool) -> None:
     last kept one is skipped, so that no two labels collide."""
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
-    vals = sorted({round(float(v)) for v in values if math.isfinite(v) and (v > 0 or not log)})
+    # positions in the axis' own scale (log10 on a log axis, symlog's where 0 shots sit at its
+    # origin); a value the scale cannot place (0 on a log axis) gets no tick
+    vals = [v for v in sorted({round(float(v)) for v in values if math.isfinite(v)})
+            if not (log and v <= 0 and axis.get_scale() == "log")]
     if not vals:
         return
-    pos = [math.log10(v) if log else float(v) for v in vals]
+    pos = [float(x) for x in np.asarray(axis.get_transform().transform(np.asarray(vals, float)), float)]
     span = (pos[-1] - pos[0]) or 1.0
     kept = [vals[0]]
     last = pos[0]
@@ -445,6 +499,7 @@ def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensi
     fig, axes = plt.subplots(rows, 2, figsize=(9, 0.9 + 2.6 * rows), squeeze=False, layout="constrained")
     handles: dict[str, Any] = {}
     one_us = len({k[0] for k in keys}) <= 1 and len({k[1] for k in keys}) <= 1
+    ds_names = shorts([k[2] for k in keys])
     for r, (key, row_label) in enumerate([(None, None)] if pooled or not keys else list(zip(keys, labels))):
         part = of_series(summary, key) if key is not None else summary
         for c, (metric, name) in enumerate((("fit_err", "fitting error"), ("pred_err", "prediction error"))):
@@ -470,7 +525,7 @@ def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensi
             plain_ticks(ax.xaxis, ns, log=log)
             ax.set_ylabel(f"{name} (pt)")
             what = "DS tasks" if one_us else "US \u2192 DS task pairs"
-            row = (short(key[2]) if one_us else row_label) if key is not None else None
+            row = (ds_names[r] if one_us else row_label) if key is not None else None
             label = ((f"{row}: {name}" if len(row) + len(name) <= 42 else f"{row}\n{name}") if row is not None else (
                 f"mean over {len(keys)} {what}: {name}" if pooled else name))
             ax.set_title(tex_safe(label), fontsize=LEGEND_PT + 1)
@@ -542,6 +597,7 @@ def params_figure(fits: pd.DataFrame) -> Any:
     # task-20 alike
     style = [(cmap(i % ncol), SERIES_MARKERS[(i // ncol) % len(SERIES_MARKERS)]) for i in range(len(keys))]
     any_bound = False
+    zero = bool((f["shots"] == 0).any())
     for ax, (p, ylabel, scale) in zip(axes.flat, PARAM_PANELS):
         for i, key in enumerate(keys):
             color, marker = style[i]
@@ -556,7 +612,12 @@ def params_figure(fits: pd.DataFrame) -> Any:
                 ax.plot(g["shots"], y, ls=ls, color=color, lw=1.3)
                 ax.plot(g["shots"][~bound], y[~bound], marker, ms=4.5, color=color)
                 ax.plot(g["shots"][bound], y[bound], marker, ms=6, mfc="white", mec=color, mew=1.4)
-        ax.set_xscale("log")
+        if zero:
+            # 0 shots (0- and 5-shot ICL of one task): on a log axis its points and the lines
+            # from them vanished without a word; symlog is linear below 1 and logarithmic above
+            ax.set_xscale("symlog", linthresh=1, linscale=0.5)
+        else:
+            ax.set_xscale("log")
         plain_ticks(ax.xaxis, f["shots"].unique().tolist() if len(f) else [], log=True)
         ax.set_xlabel("shots")
         ax.set_ylabel(ylabel)
@@ -618,7 +679,7 @@ def heatmap_figure(matrix: pd.DataFrame, *, title: str) -> Any:
     # task names cut to LABEL_MAX (a 240-character one made a 5 x 5 heatmap 23 x 17 inches, its
     # cells an eighth of it); room for the labels: ~0.075 in a character at 10 pt, the column
     # labels rotated by 45 degrees
-    row_names, col_names = [short(v) for v in m.index], [short(v) for v in m.columns]
+    row_names, col_names = shorts(list(m.index)), shorts(list(m.columns))
     row_lab = 0.3 + 0.075 * label_pt / 10 * max([len(v) for v in row_names] or [4])
     col_lab = 0.3 + 0.055 * label_pt / 10 * max([len(v) for v in col_names] or [4])
     fig, ax = plt.subplots(figsize=(cell * cols + row_lab + 1.3, cell * rows + col_lab + 0.5),
