@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Callable, Iterator, Sequence
@@ -19,7 +21,8 @@ import click
 
 from . import __version__
 from . import defaults as D
-from .errors import OptionError, UserError, option_message
+from .errors import (OptionError, StoreBusyError, StoreConflictError, StoreLockedError, Terminated, UserError,
+                     option_message)
 
 
 #: Where the Ray commands' Ray comes from (meta_study/ray_session.py; docs/cluster.md says the same).
@@ -203,7 +206,10 @@ class _Group(click.Group):
         except UserError as e:
             from .validation import printable   # a value from an input, shown on one line, not obeyed
             click.echo(f"meta-study: error: {printable(str(e))}", err=True)
-            sys.exit(2)
+            # another writer or a store changing under a read, not the input: exit 1 as for a machine's
+            # failure (refit's StoreWriterBusy does), so that a scheduler does not read a wrong setting
+            # into "locked by another writer for more than 900 s" (it was exit 2)
+            sys.exit(1 if isinstance(e, (StoreLockedError, StoreConflictError, StoreBusyError)) else 2)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
         except click.Abort:
@@ -449,6 +455,10 @@ def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, s
 
     if not sources and not sources_file:
         _fail("ingest: give at least one SOURCE or --sources-file")
+    if mapping_path and not sources:
+        # it maps the SOURCEs only: with a --sources-file alone it was read and ignored, exit 0
+        _fail(f"--mapping {mapping_path}: it maps the SOURCEs given on the command line, and none is given (a "
+              "--sources-file names each source's mapping itself: 'mapping:' in its entries)")
     if source_name is not None:
         if len(sources) != 1 or sources_file:
             _fail(f"ingest: --source {source_name!r} names the rows of one SOURCE; {len(sources)} given"
@@ -1085,6 +1095,11 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
         _fail(f"--publish-experiment {experiment!r}: an empty experiment name")
     if tracking_uri and tracking_uri.strip().lower() == "none":   # no run, whatever the environment says
         tracking_uri = None
+    if not tracking_uri and click.get_current_context().get_parameter_source("experiment") not in (
+            None, click.core.ParameterSource.DEFAULT):
+        # nothing is published without a tracking URI: the experiment was ignored, exit 0
+        _fail(f"--publish-experiment {experiment!r}: names the MLflow experiment of the refit's run, and no run is "
+              "published without a tracking URI (--tracking-uri or $MLFLOW_TRACKING_URI; 'none' publishes nothing)")
     refuse_ray_options_if_serial(serial)
     if mapping_path and not sources:
         raise UserError(f"--mapping {mapping_path}: it maps the files of --source, and none is given (a "
@@ -1155,11 +1170,11 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
             if period is None:
                 return
             wait = max(0.0, period - (_time.monotonic() - start))
-            click.echo(f"next refit in {wait:.0f} s (Ctrl-C to stop)")
             try:
+                click.echo(f"next refit in {wait:.0f} s (Ctrl-C to stop)")
                 _time.sleep(wait)
-            except KeyboardInterrupt:
-                return
+            except (KeyboardInterrupt, Terminated):
+                return   # between rounds nothing is interrupted: a service's stop (SIGTERM) is a clean end, as Ctrl-C
 
 
 def _first_line_of(e: BaseException) -> str:
@@ -1238,9 +1253,57 @@ def demo(workdir: str | None, synthetic: bool, serial: bool) -> None:
     run_demo(workdir, synthetic=synthetic, serial=serial, log=click.echo)
 
 
+#: Signals that end a command by unwinding its stack, as Ctrl-C does (:class:`~.errors.Terminated`).
+TERM_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+@contextmanager
+def stop_signals_unwind() -> Iterator[None]:
+    """While the body runs, SIGTERM and SIGHUP raise :class:`~.errors.Terminated` in the main thread.
+
+    Their default ends the process at once: ``kill PID`` of an ingest left its staged files, and
+    an object store's lease held until it expired (60 s), every writer waiting. Now the commit
+    rolls back and the lock is released, as for Ctrl-C. Only a signal at its default is taken (under
+    ``nohup`` SIGHUP stays ignored; an embedding program's handler stays); the handlers are put
+    back on leaving. A second signal while the stack unwinds ends the process at once (a cleanup
+    that hangs), and a forked child (a multiprocessing worker) dies of it as before. Ray's
+    ``ray.init`` installs a SIGTERM handler of its own (``sys.exit(15)``): it unwinds too, with
+    exit code 15."""
+    if threading.current_thread() is not threading.main_thread():
+        yield                              # signal.signal works in the main thread only
+        return
+    pid, got = os.getpid(), []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if os.getpid() != pid or got:      # a forked child, or a second signal: die of it now
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        got.append(signum)
+        raise Terminated(signum)
+
+    saved = {}
+    for name in TERM_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+            saved[sig] = signal.signal(sig, on_signal)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point."""
-    cli.main(args=list(argv) if argv is not None else None, prog_name="meta-study")
+    """Console-script entry point. SIGTERM or SIGHUP ends a command as Ctrl-C does (its stack
+    unwound: the store's lock released, a commit not yet published rolled back), with one line
+    on stderr and exit code 128 + the signal's number (143 for SIGTERM)."""
+    with stop_signals_unwind():
+        try:
+            cli.main(args=list(argv) if argv is not None else None, prog_name="meta-study")
+        except Terminated as e:
+            click.echo(f"meta-study: terminated by {signal.Signals(e.signum).name}", err=True)
+            sys.exit(e.code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,8 @@
 """Exceptions that mean "the user gave bad input", as opposed to bugs.
 
-The CLI prints a :class:`UserError` as one line on stderr and exits with code 2; anything else is a
-bug and keeps its traceback.
+The CLI prints a :class:`UserError` as one line on stderr and exits with code 2 (1 for the store's
+transient ones: locked, busy, conflict; the input was fine); anything else is a bug and keeps its
+traceback. :class:`Terminated` is neither: a stop signal, exit 128 + its number.
 """
 
 from __future__ import annotations
@@ -15,6 +16,19 @@ class UserError(Exception):
     The message names the input and the problem in one line, e.g.
     ``"mapping.yaml: unknown unit 'percnt' for us_accuracy (expected fraction, percent, error)"``.
     """
+
+
+class Terminated(SystemExit):
+    """The command was asked to stop by ``signum`` (SIGTERM: ``kill PID``, a service manager's stop,
+    ``scancel``; SIGHUP: its terminal closed). Raised in the main thread by the CLI's handler, so
+    that the stack unwinds as for Ctrl-C: a commit not yet published rolls back, the store's lock
+    or lease is released, temporary files are removed. A ``SystemExit`` (exit code 128 +
+    ``signum``, 143 for SIGTERM, as ``cluster/*.sh`` exit), so that no ``except Exception`` (a
+    failed source, a failed refit round) takes it for an error and goes on."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(128 + signum)
 
 
 class StoreLockedError(UserError):

@@ -45,8 +45,10 @@ import os
 import re
 import secrets
 import socket
+import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Iterator, Mapping
 
@@ -317,6 +319,21 @@ def _start_watchdog() -> str:
     return mark
 
 
+@contextlib.contextmanager
+def _keep_sigterm() -> Iterator[None]:
+    """Keep a SIGTERM handler of the caller's across ``ray.init``, which installs its own
+    (``sys.exit(15)``): the CLI's (``cli.stop_signals_unwind``) then ended a Ray command with exit
+    15 instead of 143, and a ``refit --every`` stopped between rounds failed instead of ending. A
+    process with SIGTERM at its default gets Ray's, as before."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and callable(before):
+            signal.signal(signal.SIGTERM, before)
+
+
 def _start_own(ray: Any, num_cpus: int | None, kwargs: dict[str, Any]) -> None:
     mark = _start_watchdog()
     env = {**_private_token_env(), SESSION_MARK: mark,
@@ -326,7 +343,7 @@ def _start_own(ray: Any, num_cpus: int | None, kwargs: dict[str, Any]) -> None:
     # The token is in the environment only while Ray starts: its processes (GCS, raylet, and the
     # workers the raylet starts later) inherit it, this driver keeps it in Ray's loader, and
     # nothing this process starts afterwards (a cluster's scripts, another driver) inherits it.
-    with scoped_environment(env), _loopback_node():
+    with scoped_environment(env), _loopback_node(), _keep_sigterm():
         _reload_auth()
         _own["started"] = True
         # num_cpus None: Ray's own count, which honours a container's CPU quota (a Kubernetes limit,
@@ -357,7 +374,8 @@ def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
     refused_auth = getattr(getattr(ray, "exceptions", None), "AuthenticationError", RuntimeError)
     t0 = time.monotonic()
     try:
-        ray.init(address=address, **kwargs)
+        with _keep_sigterm():
+            ray.init(address=address, **kwargs)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError, refused_auth) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         versions = re.findall(r"Ray: (\S+)\s+Python: (\S+)", str(e))

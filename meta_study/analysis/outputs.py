@@ -153,7 +153,9 @@ def write_fits(df: pd.DataFrame, panels: Sequence[dict[str, Any]], out_dir: str,
         from . import figures as fig
 
         drawn = [{k: v for k, v in p.items() if k != "slug"} for p in panels]   # the slug names files only
-        title = "DS vs US accuracy: headline and Eq. 1 on the hull"
+        # the paper's Eq. 1 is drawn only where it was fitted (--laws/--frontiers may leave it out)
+        has_paper = any(p.get("paper") is not None for p in drawn)
+        title = "DS vs US accuracy: headline" + (" and Eq. 1 on the hull" if has_paper else "")
         if len(drawn) > GRID_MAX:   # 487 groups made a 1,500-inch-tall grid (minutes to encode, unreadable)
             title += f"\n(the first {GRID_MAX} of {len(drawn)} groups; each group: its own figure, and fits.csv)"
         out.figures += fig.plot_fit_grid(drawn[:GRID_MAX], os.path.join(out_dir, "figures", "fits_grid"),

@@ -175,6 +175,12 @@ def kind_of(spec: str) -> str:
         if glob.glob(spec):
             raise UserError(f"{spec}: a pattern, which ingest does not expand; name the files or their directory")
         raise UserError(f"{spec}: matches no file")
+    if os.path.islink(spec):   # `ls` shows it; "no such file" did not say why
+        try:
+            to = os.readlink(spec)
+        except OSError:
+            to = "?"
+        raise UserError(f"{spec}: a symbolic link to {to}, which does not exist (or is a loop of links)")
     raise UserError(f"{spec}: no such file or directory")
 
 
