@@ -28,8 +28,10 @@ both); the commit is that directory's.
 
 Exit status: ``ray job submit``'s, or 2 for a refusal (one line), including a working dir that is
 not a directory, an http(s) job API address that does not answer as Ray's or refuses the Ray
-token (or finds none), and a cluster address (``HOST:PORT``) that takes no connection (checked
-first, in at most 10 s: a wrong address was Ray's traceback, or a wait of minutes or for good).
+token (or finds none), and a cluster address (``HOST:PORT``) that takes no connection, or whose
+GCS wants a Ray token that is not set here or refuses this one, or that is an HTTP server (the
+dashboard's port without ``http://``) (checked first, in at most 10 s each: a wrong address was
+Ray's traceback, or a wait of minutes or for good).
 """
 
 from __future__ import annotations
@@ -78,6 +80,21 @@ def runtime_env_arg(text: str) -> dict:
     if env.get("env_vars") is not None and not isinstance(env["env_vars"], dict):
         raise UserError(f"{what}: expected a JSON object of NAME: value pairs for env_vars, not "
                         f"{_json_kind(env['env_vars'])}")
+    # said here without the value: Ray's message shows it, and it may be a secret's
+    bad = [k for k, v in (env.get("env_vars") or {}).items() if not isinstance(v, str)]
+    if bad:
+        raise UserError(f"{what}: env_vars {bad[0]}: expected a string value, not {_json_kind(env['env_vars'][bad[0]])}")
+    # Ray's own checks of each field, as ray job submit makes them: {"env_vars": {"A": 1}},
+    # {"excludes": "x"} or {"pip": 5} were its TypeError traceback (exit 1)
+    try:
+        from ray.runtime_env import RuntimeEnv
+    except ImportError:
+        return env
+    try:   # working_dir aside: uploaded_dir and main check it, and say which input named it
+        RuntimeEnv(**{k: v for k, v in env.items() if k != "working_dir"})
+    except (TypeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{what}: {first}") from None
     return env
 
 
@@ -257,7 +274,7 @@ def check_job_api(source: str, address: str, *, timeout_s: float | None = None) 
     that answers: nothing listening, no answer within ``timeout_s`` (a wrong address; the default
     is :data:`JOB_API_TIMEOUT_S`), or another server there (MLflow's port for the dashboard's).
     Each was ``ray job submit``'s traceback. 401/403 count as Ray's: the token is Ray's to check
-    (and to explain). A GCS address (``HOST:PORT``) Ray resolves itself, so it is not checked."""
+    (and to explain). A cluster address (``HOST:PORT``, ``ray://``) goes to :func:`check_gcs_address`."""
     import urllib.error
     import urllib.request
 
@@ -329,36 +346,64 @@ def _ray_auth_headers() -> tuple[dict[str, str], str]:
         headers = {str(k): str(v) for k, v in parsed.items()}
         if any(k.lower() == "authorization" for k in headers):
             return headers, ""
+    token, why = _ray_token_header()
+    return ({**headers, **token}, "") if token else ({}, why)
+
+
+def _ray_token_header() -> tuple[dict[str, str], str]:
+    """Ray's own token as the header it sends (``{"authorization": "Bearer ..."}``: HTTP, and gRPC
+    metadata to the GCS), or none and why. Ray sends one only with ``RAY_AUTH_MODE=token``."""
     if os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "token":
+        given = [n for n in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH") if os.environ.get(n, "").strip()]
+        if given:
+            return {}, (f"{given[0]} is set, but Ray sends a token only with RAY_AUTH_MODE=token; export it "
+                        "(local-up.sh's env.sh exports both)")
         return {}, ("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH to the cluster's token file "
                     "(local-up.sh's env.sh exports both)")
     try:
         from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
     except ImportError:   # a Ray without token authentication
         return {}, "this Ray has no token authentication; use the cluster's Ray version"
-    token = get_auth_headers_if_auth_enabled({})
+    try:
+        token = get_auth_headers_if_auth_enabled({})
+    except Exception:  # noqa: BLE001 - Ray 2.60 raises AuthenticationError when it finds no token (a traceback)
+        token = {}
     if not token:
         return {}, (f"RAY_AUTH_MODE is token but {_ray_token_source()} holds no token; set RAY_AUTH_TOKEN_PATH "
                     "to the cluster's token file (local-up.sh's env.sh exports it)")
-    return {**headers, **dict(token)}, ""
+    return dict(token), ""
 
 
 def check_gcs_address(source: str, address: str, *, timeout_s: float | None = None) -> None:
     """UserError, naming the option or variable, when a cluster address (``HOST:PORT``, or
     ``ray://HOST:PORT``) does not accept a connection within ``timeout_s``: ``ray job submit``
     asked the GCS there for the job API's address for ~45 s, then printed a traceback
-    (``RpcError: Timed out while waiting for GCS``). ``auto`` and an address without a port are
-    left to Ray."""
+    (``RpcError: Timed out while waiting for GCS``); then a ``HOST:PORT``'s GCS is asked as Ray
+    asks it (:func:`check_gcs_answers`: the token, an HTTP port). ``auto`` is the cluster Ray
+    finds on this machine, checked the same way; an address without a port, ``ray://`` aside, is
+    refused (Ray's ``ValueError`` traceback)."""
     import socket
 
-    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    hint = ("local-up.sh's env.sh exports RAY_ADDRESS and RAY_API_SERVER_ADDRESS; is the cluster up?")
+    if address == "auto":
+        # the cluster Ray finds on this machine (the last `ray start`, else the one GCS running),
+        # checked as a named one: another user's token cluster was Ray's AuthenticationError traceback
+        found = _find_local_cluster(source, address)
+        if found is None:
+            return
+        address, rest = f"auto (found {found} on this machine)", found
+    else:
+        rest = address[len("ray://"):] if address.startswith("ray://") else address
     if "://" in rest:
         return
     host, sep, port = rest.rstrip("/").rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit():
-        return
-    hint = ("local-up.sh's env.sh exports RAY_ADDRESS and RAY_API_SERVER_ADDRESS; is the cluster up?")
+        if address.startswith("ray://"):
+            return   # the client server's default port: Ray's to find
+        # Ray's "ValueError: Invalid address format" traceback (a GCS address needs its port)
+        raise UserError(f"{source} {address}: not a Ray address; give the cluster's GCS as host:port (6379 by "
+                        "default) or its job API as http://host:port (8265 by default)")
     timeout = JOB_API_TIMEOUT_S if timeout_s is None else timeout_s
     try:
         with socket.create_connection((host, int(port)), timeout=timeout):
@@ -366,6 +411,74 @@ def check_gcs_address(source: str, address: str, *, timeout_s: float | None = No
     except (OSError, OverflowError, ValueError) as e:
         why = "no answer in time" if isinstance(e, TimeoutError) else (e.strerror or str(e))
         raise UserError(f"{source} {address}: cannot reach a Ray cluster there ({why}); {hint}") from None
+    if not address.startswith("ray://"):   # a client server (ray://) Ray asks through ray.init: left to it
+        check_gcs_answers(source, address, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", timeout)
+
+
+def _find_local_cluster(source: str, address: str) -> str | None:
+    """``HOST:PORT`` of the cluster ``ray job submit`` finds for ``auto``, as Ray finds it; None
+    where Ray's private resolver moved (then Ray is left to it). UserError for none found, or
+    several (Ray's ConnectionError traceback)."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address_or_die
+    except ImportError:
+        return None
+    import logging
+
+    log = logging.getLogger(canonicalize_bootstrap_address_or_die.__module__)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return canonicalize_bootstrap_address_or_die("auto")
+    except ConnectionError as e:
+        first = (str(e).strip().splitlines() or ["no Ray cluster found"])[0]
+        raise UserError(f"{source} {address}: {first.split('. Please')[0]} on this machine; give the cluster's "
+                        "address with --address (local-up.sh's env.sh exports RAY_API_SERVER_ADDRESS)") from None
+    except Exception:  # noqa: BLE001 - an address Ray cannot parse: its own error says so
+        return None
+    finally:
+        log.setLevel(level)
+
+
+def check_gcs_answers(source: str, address: str, target: str, timeout: float) -> None:
+    """UserError, naming the option or variable, unless the GCS at ``target`` (``HOST:PORT``) gives
+    ``ray job submit`` the job API's address, asked as it asks (one InternalKVGet, with Ray's token
+    if this shell has one set; ~20 ms): each failure was Ray's traceback, after ~5 s for a cluster
+    that wants a token none is set for, or refuses this one (``AuthenticationError``; with
+    ``RAY_AUTH_MODE=token`` and no token a C++ check failure and a core dump), after ~45 s for an
+    HTTP port (the dashboard's, given without http://: "Timed out while waiting for GCS"). Left to
+    Ray: TLS (``RAY_USE_TLS``), a Ray without grpcio, and any other answer."""
+    if os.environ.get("RAY_USE_TLS", "0").strip().lower() in ("1", "true"):
+        return
+    try:
+        import grpc
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:
+        return
+    from ..mlflow_client import safe_uri
+
+    token, why = _ray_token_header()
+    # Ray's own channels leave http_proxy alone: a GCS address goes straight to the GCS
+    request = gcs_service_pb2.InternalKVGetRequest(key=b"dashboard", namespace=b"dashboard")
+    with grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)]) as channel:
+        try:
+            gcs_service_pb2_grpc.InternalKVGcsServiceStub(channel).InternalKVGet(
+                request, timeout=timeout, metadata=list(token.items()))
+        except grpc.RpcError as e:
+            code, detail = e.code(), str(e.details() or "")
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                if not token:
+                    raise UserError(f"{source} {address}: the cluster wants a Ray token and none is set: "
+                                    f"{why}") from None
+                raise UserError(f"{source} {address}: the cluster refused the Ray token of {_ray_token_source()}; "
+                                "is it this cluster's? (local-up.sh's env.sh sets RAY_AUTH_TOKEN_PATH to it)") from None
+            if code == grpc.StatusCode.UNAVAILABLE and re.search(r"http1|HTTP/2", detail):
+                raise UserError(f"{source} {address}: an HTTP server answers there, not a Ray cluster's GCS; "
+                                f"for Ray's job API (the dashboard) give {safe_uri(f'http://{target}')}") from None
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise UserError(f"{source} {address}: no answer from a Ray cluster's GCS there in {timeout:g} s; "
+                                "is it a Ray cluster's address (host:6379)?") from None
+            # another answer (or none to read: a cluster without a dashboard): Ray's to explain
 
 
 def uploaded_dir(flag: str | None, user_env: Mapping | None) -> tuple[str, str]:
