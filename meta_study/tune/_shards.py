@@ -103,10 +103,17 @@ class MlflowWriter:
         self._params_read: set[str] = set()      # runs whose params were read from the server
         self._params_unsure: set[str] = set()    # trials whose batch was refused: read the run's params again
         self._held: dict[str, list[Op]] = {}     # trial -> ops neither sent nor spooled (the storage failed too)
+        # trial -> ops spooled (replayed, or spooled by this process), sent first with the trial's next
+        # operations and at each flush; an object goes once each of its trials' ops is sent or spooled
+        # again (``_objects``). This process's own were left to the next session, which replayed them
+        # after the trial's later operations this session had sent: a tag's older value won, a
+        # spooled "reopen" left a run that had ended RUNNING
+        self._spooled: dict[str, list[Op]] = {}
+        self._objects: dict[str, set[str]] = {}  # spool object -> trials whose ops from it are in _spooled
         self._unmapped: set[str] = set()         # trials whose run is not in the stored map yet
         self._resumed = target.resumed           # trials may already have runs (map or tag)
         self.state = StateDir(target.state_dir)
-        self._replayed: list[str] = []           # spool objects queued again, dropped once sent
+        self._replayed: list[str] = []           # spool objects to drop once a flush has sent everything
         self._client: Any = None
         self._rest: _RestRuns | None = None
         self.creds: dict[str, Any] | None = None     # resolved by the driver; None: resolve here
@@ -129,6 +136,10 @@ class MlflowWriter:
         # said "not every MLflow operation ... reached" gave no reason (a 503? refused? a 401?)
         self.last_error: str | None = None
         self._down_said = False  # "calls have failed for SAY_DOWN_AFTER_S" said, its recovery not yet
+        # whether the last call went through (or none failed yet): only then does a flush send spooled
+        # operations again; against a server still down each flush (the child's last one too: up to
+        # an HTTP timeout more before it exits) would only spool them once more
+        self._last_call_ok = True
 
     def setup(self) -> None:
         """Load the trial -> run map of earlier runs of the sweep, start, replay the spool. A storage
@@ -203,14 +214,16 @@ class MlflowWriter:
                 by_trial.setdefault(o.trial, []).append(o)
             try:
                 for trial, trial_ops in by_trial.items():
-                    # what a failed spool kept goes first: it is older than anything queued since
-                    trial_ops = self._take_held(trial) + trial_ops
+                    # what was spooled, then what a failed spool kept, go first: older than anything queued since
+                    taken, objects = self._take_held(trial)
+                    trial_ops = taken + trial_ops
                     try:
                         self._apply(trial, trial_ops)
                     except Exception as e:  # noqa: BLE001 - a bug, not the server: keep the thread and the ops
                         print(f"meta-study writer: trial {trial}: {type(e).__name__}: {e}; spooling its operations",
                               file=sys.stderr)
-                        self._spool(trial_ops, older=True)
+                        self._spool(trial_ops, older=True, keep=False)
+                    self._settle(trial, objects)
             finally:
                 # always: a batch never marked done makes every later flush wait its whole timeout
                 for _ in batch:
@@ -242,12 +255,14 @@ class MlflowWriter:
                 delay = 0.5
                 refused = 0
                 failing_since = None
+                self._last_call_ok = True
                 if self._down_said:
                     self._say_down(None)
             except Exception as e:  # noqa: BLE001 - the server is down or flaky: retry, never raise
                 self.errors += 1
                 self.last_error = error_line(e)
                 refused = refused + 1 if permanent(e) else 0
+                self._last_call_ok = bool(refused)     # refused for good: the server answers
                 if not refused:   # the server is down or flaky (a refusal for good is said below)
                     now = time.monotonic()
                     failing_since = now if failing_since is None else failing_since
@@ -294,17 +309,18 @@ class MlflowWriter:
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every queued call is done; spool the rest after the timeout. True if all went."""
-        with self._spool_lock:    # what an earlier flush could neither send nor spool: send it again now
-            held = list(self._held)
+        with self._spool_lock:    # what an earlier flush could not send (spooled too while the server answers)
+            held = list({**self._held, **(self._spooled if self._last_call_ok else {})})
         for trial in held:
             self.put(Op(kind="retry", trial=trial))
         deadline = time.monotonic() + (self.target.flush_timeout_s if timeout_s is None else timeout_s)
         pending = lambda: sum(q.unfinished_tasks for q in self._queues)  # noqa: E731
         while pending() and time.monotonic() < deadline:
             time.sleep(0.02)
-        if not pending() and not self._held:
-            if self._replayed:          # everything a spool held went out: drop those objects
+        if not pending() and not self._held and not self._spooled:
+            with self._spool_lock:      # everything a spool held went out: drop those objects
                 names, self._replayed = self._replayed, []
+            if names:
                 try:
                     self.state.drop_spooled(names)
                 except Exception as e:  # noqa: BLE001 - all was sent: said, never raised (it killed the writer)
@@ -342,7 +358,7 @@ class MlflowWriter:
         self._in_flight_ns = None
         return False
 
-    def _spool(self, ops: list[Op], *, older: bool = False, in_flight: bool = False) -> bool:
+    def _spool(self, ops: list[Op], *, older: bool = False, in_flight: bool = False, keep: bool = True) -> bool:
         """Spool ``ops`` (with whatever an earlier failed spool kept); True if they are stored. Never
         raises: when the storage fails too (an OSError from the store), the operations are kept in
         memory, per trial, and go again at the trial's next operations and at every later flush
@@ -351,7 +367,9 @@ class MlflowWriter:
         before the kept ones of their trials (a trial's ops in flight), and go ahead of them.
         ``in_flight``: ``ops`` were in flight when a flush gave up; their object is named by the
         time the flush gave up, before the queued ops it spooled then (and every object after
-        the ones this writer replayed: :meth:`_next_spool_ns`)."""
+        the ones this writer replayed: :meth:`_next_spool_ns`). ``keep``: stored, they are kept in
+        memory too, to go again ahead of their trials' later operations (see ``_spooled``); False for
+        operations whose step raised (a bug: they would raise again), left to the next session."""
         with self._spool_lock:   # one object per call: object stores have no appends
             held = [o for trial_ops in self._held.values() for o in trial_ops]
             ops = [o for o in ops if o.kind != "retry"]
@@ -362,16 +380,21 @@ class MlflowWriter:
             for o in (ops + held if older else held + ops):
                 by_trial.setdefault(o.trial, []).append(o)
             try:
-                self.state.spool([json.dumps({"kind": o.kind, "trial": o.trial, "payload": o.payload})
-                                  for trial_ops in by_trial.values() for o in trial_ops],
-                                 at_ns=(self._in_flight_ns if in_flight and self._in_flight_ns is not None
-                                        else self._next_spool_ns()))
+                name = self.state.spool([json.dumps({"kind": o.kind, "trial": o.trial, "payload": o.payload})
+                                         for trial_ops in by_trial.values() for o in trial_ops],
+                                        at_ns=(self._in_flight_ns if in_flight and self._in_flight_ns is not None
+                                               else self._next_spool_ns()))
             except Exception as e:  # noqa: BLE001 - the storage is down too: keep them for the next try
                 self._held = by_trial
                 print(f"meta-study writer: could not spool {sum(map(len, by_trial.values()))} operation(s), "
                       f"kept to send or spool again: {type(e).__name__}: {e}", file=sys.stderr)
                 return False
             self._held = {}
+            if keep:
+                for trial, trial_ops in by_trial.items():
+                    before = self._spooled.get(trial, [])
+                    self._spooled[trial] = trial_ops + before if older else before + trial_ops
+                self._objects[name] = set(by_trial)
             return True
 
     def _next_spool_ns(self) -> int:
@@ -380,15 +403,46 @@ class MlflowWriter:
             self._spool_ns = max(time.time_ns(), self._spool_ns + 1)
             return self._spool_ns
 
-    def _take_held(self, trial: str) -> list[Op]:
+    def _take_held(self, trial: str) -> tuple[list[Op], list[str]]:
+        """The trial's spooled operations, then those a spool could not store (older than any queued),
+        and the spool objects the first came from (:meth:`_settle` them once they are carried out)."""
         with self._spool_lock:
-            return self._held.pop(trial, [])
+            objects = [n for n, trials in self._objects.items() if trial in trials]
+            return self._spooled.pop(trial, []) + self._held.pop(trial, []), objects
+
+    def _settle(self, trial: str, objects: list[str]) -> None:
+        """The trial's operations taken from spool ``objects`` were sent, or spooled again: an object
+        none of whose trials' operations are left to carry out is dropped now (left, a later session
+        replayed it over what this one sent after it). Not while the trial has operations that no
+        spool could store (they live only in memory)."""
+        done = []
+        with self._spool_lock:
+            if not objects or trial in self._held:
+                return
+            for name in objects:
+                trials = self._objects.get(name)
+                if trials is not None:
+                    trials.discard(trial)
+                    if not trials:
+                        del self._objects[name]
+                        done.append(name)
+        if done:
+            try:
+                self.state.drop_spooled(done)
+            except Exception as e:  # noqa: BLE001 - tried again after a flush that sent everything
+                with self._spool_lock:
+                    self._replayed += done
+                print(f"meta-study writer: could not remove the sent spool object(s) {', '.join(done)} from "
+                      f"{self.state.uri} ({type(e).__name__}: {e}); tried again at the next flush",
+                      file=sys.stderr)
 
     def _replay_spool(self) -> None:
-        """Queue what earlier sessions spooled. Their objects go once a flush has sent everything
-        (a writer killed before then leaves them for the next session: a replayed operation is
-        idempotent, the run map keeps its run). A line that holds no operation (:func:`spooled_op`: an
-        object cut short) is skipped, said on stderr, and the object kept aside as ``<name>.damaged``."""
+        """Queue what earlier sessions spooled (each trial's thread takes its share first, ahead of
+        the trial's new operations). An object goes once its operations are sent or spooled again
+        (:meth:`_settle`; a writer killed before then leaves it for the next session: a replayed
+        operation is idempotent, the run map keeps its run). A line that holds no operation
+        (:func:`spooled_op`: an object cut short) is skipped, said on stderr, and the object kept
+        aside as ``<name>.damaged``."""
         for name, lines in self.state.spooled():
             stamp = name.split("-", 1)[0]
             if stamp.isdigit():
@@ -414,9 +468,17 @@ class MlflowWriter:
             for op in ops:
                 if op.kind in ("metrics", "batch"):   # sent already if a writer died before dropping the object
                     op.payload["resent"] = True
-                self.put(op)
-            if replayed:
-                self._replayed.append(name)
+            with self._spool_lock:
+                for op in ops:
+                    self._spooled.setdefault(op.trial, []).append(op)
+                if replayed and ops:
+                    self._objects[name] = {op.trial for op in ops}
+                elif replayed:           # nothing in it to send
+                    self._replayed.append(name)
+        with self._spool_lock:
+            trials = list(self._spooled)
+        for trial in trials:       # wakes the trial's thread, which takes them (:meth:`_take_held`)
+            self.put(Op(kind="retry", trial=trial))
 
     # ---- MLflow calls ---------------------------------------------------------------------------
 
@@ -502,14 +564,22 @@ class MlflowWriter:
         return False
 
     def _not_logged(self, rid: str, ms: list[Any]) -> list[Any]:
-        """The metric points (key, value, time, step) of ``ms`` that run ``rid`` does not hold yet
-        (one history read per key: a file store's local file)."""
+        """The metric points (key, value, time, step) of ``ms`` that run ``rid`` does not hold yet,
+        each once (one history read per key: a file store's local file). Each once: two spool
+        objects holding the same point (a later session's flush that gave up spooled it again) were
+        merged into one batch, and the file store appended it twice."""
         client = self._mlflow()
         have: set[tuple[Any, ...]] = set()
         for key in {m[0] for m in ms}:
             have.update((key, _point_value(h.value), int(h.timestamp), int(h.step))
                         for h in client.get_metric_history(rid, key))
-        return [m for m in ms if (m[0], _point_value(m[1]), int(m[2]), int(m[3])) not in have]
+        out = []
+        for m in ms:
+            point = (m[0], _point_value(m[1]), int(m[2]), int(m[3]))
+            if point not in have:
+                have.add(point)
+                out.append(m)
+        return out
 
     def _do_step(self, trial: str, step: tuple[str, dict[str, Any]]) -> None:
         # MLflow's client (and its import) only off the REST path: artifacts, a restarted trial's
@@ -662,9 +732,18 @@ def spooled_op(line: str) -> Op:
         steps = plan_ops([op])
         if any(len(m) != 4 for kind, p in steps if kind == "batch" for m in p["metrics"]):
             raise ValueError("a metric is not (key, value, time, step)")
+        # a value that is no number (null, a string) failed every retry on the REST path (a
+        # TypeError, never a refusal: held each flush to its timeout, spooled again every session)
+        if any(not isinstance(m[0], str) or not all(_is_number(x) for x in m[1:])
+               for kind, p in steps if kind == "batch" for m in p["metrics"]):
+            raise ValueError("a metric's value, time or step is not a number")
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise ValueError(f"not a spooled operation ({type(e).__name__}: {e})") from None
     return op
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def plan_ops(ops: list[Op]) -> list[tuple[str, dict[str, Any]]]:
