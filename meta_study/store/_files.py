@@ -360,9 +360,15 @@ class _Files:
                     return f.read()
             except WrongSizeError:
                 raise
-            except OSError:
-                if self.fs.get_file_info(self.p(rel)).type == pafs.FileType.Directory:
+            except OSError as e:
+                there = self.fs.get_file_info(self.p(rel)).type
+                if there == pafs.FileType.Directory:
                     raise NotAFileError("is a directory, not a file") from None
+                if there == pafs.FileType.NotFound and not isinstance(e, FileNotFoundError):
+                    # deleted between the HEAD of the open and the GET of the read (a writer superseded
+                    # it): pyarrow says "NO_SUCH_KEY during GetObject", a bare OSError, and a reader
+                    # racing a commit failed with it instead of reading the newer version
+                    raise FileNotFoundError(errno.ENOENT, "no such file", self.p(rel)) from None
                 raise
         path = self.p(rel)
         try:

@@ -766,6 +766,17 @@ class Store:
                     for rel in (_mrel(v), _copy_rel(v)):
                         if self._f.exists(rel):
                             move(rel, f"{aside}/{rel}")
+            # ... and the staging directories of the versions rolled back over: a damaged version whose
+            # writer died past its commit point still had its files there (the only copy of its rows),
+            # and the next commit's garbage collection deleted them (w <= its version), while the same
+            # files already moved into place were kept here, as untracked. Those are decided versions
+            # (at most `latest`), so no live writer stages in them.
+            for txn in self._f.listdir("_staging"):
+                w = _txn_version(txn)
+                if w is not None and m.version < w <= latest:
+                    for rel in sorted(self._f.sizes(f"_staging/{txn}")):   # file by file: `moved` lists files
+                        move(rel, f"{aside}/{rel}")
+                    self._f.rmtree(f"_staging/{txn}")   # empty now
             live = {r for e in m2.live_files() for r in (e["path"], e.get("staged")) if r}
             for d in ("_quarantine", "_state"):
                 for name in self._f.listdir(d):
@@ -1005,7 +1016,10 @@ class Store:
                     self._f.delete(f"_meta/manifests/{name}")
 
     def recover(self) -> None:
-        """Finish an interrupted commit and clear leftovers of aborted ones. Takes the lock."""
+        """Finish an interrupted commit and clear leftovers of aborted ones. Takes the lock. A
+        location without a store is a one-line :class:`UserError`."""
+        # before the lock, which creates _meta/LOCK: a mistyped path was made into directories
+        self._require_exists(half_made=True)
         with self._lock():
             self._finalize_or_refuse(self._load())
 
@@ -1377,6 +1391,8 @@ def _value_set(column: str, values: list[Any]) -> pa.Array:
     (``"five"`` or ``5.5`` for ``shots``) is a one-line :class:`UserError`: pyarrow truncates a
     float converted to an integer type, so ``{"shots": 5.5}`` read the 5-shot rows."""
     typ = SCHEMA.field(column).type
+    if pa.types.is_map(typ):   # Arrow has no is_in for maps: it escaped as ArrowNotImplementedError
+        raise UserError(f"filter on {column}: a {typ} column cannot be filtered on; read it and select the rows")
     if pa.types.is_integer(typ):   # one isinstance per value
         bad = next((x for x in values if isinstance(x, float) and not x.is_integer()), None)
         if bad is not None:
