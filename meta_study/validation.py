@@ -149,10 +149,38 @@ def number_text(v: str) -> str | None:
     return t
 
 
+#: One thousands group and nothing after it ("1,500", "86,568"): 1500, or 1.5 written with a decimal
+#: comma; the column tells which (:func:`ambiguous_thousands`).
+_ONE_GROUP = re.compile(r"[+-]?[1-9]\d{0,2},\d{3}", re.ASCII)
+
+
+def ambiguous_thousands(values: Sequence[Any]) -> list[int]:
+    """The positions of the texts of one group of thousands ("1,500") among ``values`` (one
+    column), when another text of the column has a decimal comma ("0,5", "86,57"): such a column
+    is written with decimal commas, and its "86,568" is 86.568, not 86568. Read as thousands, a
+    German export's param_count "86,568" (millions) was stored as 86,568 million parameters while
+    "86,57" beside it was refused ("a decimal comma?"). Python per text with a comma (none in most
+    columns); what a column without a decimal comma holds is read as before."""
+    one_group: list[int] = []
+    decimal_comma = False
+    for i, v in enumerate(values):
+        if not isinstance(v, str) or "," not in v:
+            continue
+        if _ONE_GROUP.fullmatch(v.strip()):
+            one_group.append(i)
+        elif not decimal_comma and _comma_hint(v):
+            decimal_comma = True
+    return one_group if decimal_comma else []
+
+
 def _comma_hint(v: Any) -> str:
     """"; a decimal comma? ..." for a text number with a comma that is no thousands grouping."""
     if not (isinstance(v, str) and v.count(",") == 1):
         return ""
+    if _ONE_GROUP.fullmatch(v.strip()):   # refused by ambiguous_thousands
+        t = v.strip()
+        return (f"; a decimal comma, as elsewhere in the column ({t.replace(',', '.')}), or thousands "
+                f"({t.replace(',', '')})? write the number without a comma")
     t = number_text(v.replace(",", ".", 1))
     try:
         float(t or "x")
@@ -248,6 +276,8 @@ def _coerce_numeric(s: pd.Series, integer: bool) -> tuple[np.ndarray, np.ndarray
                     nan[i] = True
             else:
                 wrong[i] = True
+        at = rest[ambiguous_thousands(obj)]   # "1,500" among "0,5"s: 1.5 or 1500?
+        wrong[at], vals[at] = True, math.nan
     if integer:
         frac = np.isfinite(vals) & (np.floor(vals) != vals)
         wrong = wrong | frac

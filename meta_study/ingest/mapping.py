@@ -31,7 +31,6 @@ import decimal
 import os
 import re
 import string
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -41,7 +40,8 @@ import pyarrow as pa
 
 from ..errors import UserError
 from ..schema import ARCH_FAMILIES, COLUMN_BY_NAME, EVAL_PROTOCOLS, STORE_FILLED
-from ..validation import SOURCE_REASON, SOURCE_REASON_KIND, SOURCE_UNIT, extra_text, number_text, printable
+from ..validation import (SOURCE_REASON, SOURCE_REASON_KIND, SOURCE_UNIT, ambiguous_thousands, canonical_name,
+                          extra_text, number_text, printable)
 
 ACCURACY_UNITS = ("fraction", "percent", "error", "error_percent")
 COUNT_UNITS = ("count", "thousands", "millions")
@@ -213,8 +213,11 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
     for c in ("us_accuracy", "ds_accuracy"):
         # constants are canonical values: a unit converts the input's values, never a constant
         value = constants.get(c)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value <= 1:
-            hint = f" (write {round(value / 100, 12):g} for {value:g} %)" if 1 < value <= 100 else ""
+        # a quoted number ('85') too: validation told it to "set its unit to percent", and a unit
+        # on a constant column is refused (below)
+        number = _unit_number(value) if isinstance(value, str) else value
+        if isinstance(number, (int, float)) and not isinstance(number, bool) and not 0 <= number <= 1:
+            hint = f" (write {round(number / 100, 12):g} for {number:g} %)" if 1 < number <= 100 else ""
             raise _format_err(where, f"constants.{c}: {value!r} is not a fraction in [0, 1]: a constant is a "
                                      f"canonical value, not converted by a unit{hint}")
     units = _as_str_map(doc.get("units"), where, "units")
@@ -235,13 +238,22 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
         raise _format_err(where, "'run_id' must be a column name or a template such as '{model}@{img_size}'")
     if run_id is not None:
         try:
-            names = [f for _, f, _, _ in string.Formatter().parse(run_id) if f is not None]
+            parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(run_id) if f is not None]
         except ValueError as e:
             raise _format_err(where, f"run_id: bad template {run_id!r} ({e})") from None
+        names = [f for f, _, _ in parsed]
         bad = [f for f in names if not f or any(ch in f for ch in ".[]")]
         if bad:
             raise _format_err(where, f"run_id: {{{bad[0]}}} in {run_id!r} is not a column name (attribute, index "
                                      "and positional fields are not supported)")
+        # values are text: '{size:03d}' raised "Unknown format code 'd'" (a traceback) on every file,
+        # '{model!r}' quoted each id ('vit'), '{model:>10}' padded it
+        spec = next(((f, sp, cv) for f, sp, cv in parsed if sp or cv), None)
+        if spec is not None:
+            f, sp, cv = spec
+            field_text = f"{{{f}{'!' + cv if cv else ''}{':' + sp if sp else ''}}}"
+            raise _format_err(where, f"run_id: {field_text} in {run_id!r} has a format spec or conversion, which "
+                                     f"is not supported (a field's value is written as it is: {{{f}}})")
     extra = doc.get("extra", "rest")
     if isinstance(extra, list):
         bad_extra = [x for x in extra if not isinstance(x, str) or not x]
@@ -496,11 +508,12 @@ TASK_OF = {"us_accuracy": "us_task", "ds_accuracy": "ds_task"}
 
 
 def _task_key(task: Any) -> str:
-    """A task as it will be stored (spaces at either end dropped, Unicode's composed form), ""
-    for none: 'pets ' and 'pets' are one task, and the percent check counted them apart."""
+    """A task as it will be stored (:func:`~meta_study.validation.canonical_name`: spaces at either
+    end and zero-width characters dropped, Unicode's composed form), "" for none: 'pets ' and
+    'pets' are one task, and the percent check counted them apart (so did 'pets\u200b')."""
     if task is None or (isinstance(task, float) and np.isnan(task)) or task is pd.NA:
         return ""
-    return unicodedata.normalize("NFC", str(task)).strip()
+    return canonical_name(str(task))
 
 
 @dataclass
@@ -549,13 +562,17 @@ class PercentTally:
                 acc[j] += int(sums[j][i])
             mine[task] = mine.get(task, 0) + int(sums[2][i])
 
-    def add(self, column: str, unit: str, numbers: np.ndarray, tasks: Sequence[Any] | None = None) -> None:
+    def add(self, column: str, unit: str, numbers: np.ndarray, tasks: Sequence[Any] | None = None,
+            signed: np.ndarray | None = None) -> None:
         """Count raw ``numbers`` (floats, NaN where not a number) of ``column`` declared in ``unit``;
-        ``tasks``: each value's task (its row's ``us_task`` or ``ds_task``; None: one group)."""
+        ``tasks``: each value's task (its row's ``us_task`` or ``ds_task``; None: one group);
+        ``signed``: the values written with a percent sign ("0.5%"), percents whatever their size,
+        never counted as values that may be fractions."""
         v = np.asarray(numbers, dtype="float64")
         keep = np.isfinite(v) & (v != 0)
+        low = (v > 0) & (v <= 1) & (True if signed is None else ~np.asarray(signed, bool))
         t = pd.Series([_task_key(x) for x in tasks] if tasks is not None else [""] * len(v), dtype=object)
-        frame = pd.DataFrame({"task": t.to_numpy(), "low": (v > 0) & (v <= 1), "big": v > PERCENT_CLEARLY_ABOVE,
+        frame = pd.DataFrame({"task": t.to_numpy(), "low": low, "big": v > PERCENT_CLEARLY_ABOVE,
                               "n": 1})[keep]
         by_task = self.counts.setdefault((column, unit), {})
         for task, (low, big, n) in frame.groupby("task")[["low", "big", "n"]].sum().iterrows():
@@ -633,7 +650,11 @@ class PercentTally:
             if n and 2 * k > n:
                 raise UserError(f"{col} is declared {unit} but holds fractions: {k} of {n} nonzero values"
                                 f"{stored(n)} are in (0, 1], so {NOTHING_STORED}; remove the unit "
-                                f"{unit} of {col} from the mapping (accuracy_unit, units, or a metric pattern's unit)")
+                                f"{unit} of {col} from the mapping (accuracy_unit, units, or a metric pattern's unit)"
+                                # told only "remove the unit", near-chance percents (0.5 %) went in as 50 %
+                                + (". If they are percents of near-chance models (at most 1 %), no unit tells them "
+                                   "from fractions: write them as fractions (divided by 100) and drop the unit"
+                                   if unit == "percent" else ""))
             if unit != "percent":
                 continue
             for task, (k_t, big_t, n_t) in sorted(by_task.items()):
@@ -679,8 +700,12 @@ def unit_numbers(values: pd.Series, percent_sign: bool = False) -> pd.Series:
     """Raw values as the numbers a unit converts (float64, NaN where not a number).
     ``percent_sign``: text such as ``"85%"`` or ``"85 %"`` reads as 85 (a column whose unit is
     percent: the sign agrees with the declared unit; nothing is guessed where no unit says so)."""
-    return pd.Series([_unit_number(v, percent_sign) for v in values.astype(object)], index=values.index,
-                     dtype="float64")
+    raw = values.astype(object).tolist()
+    out = pd.Series([_unit_number(v, percent_sign) for v in raw], index=values.index, dtype="float64")
+    # "86,568" beside "86,57" is 86.568 or 86568: no number (validation names it); x 1e6 as millions,
+    # it was 86,568 million parameters
+    out.iloc[ambiguous_thousands(raw)] = np.nan
+    return out
 
 
 def convert_unit(values: pd.Series, unit: str, numbers: pd.Series | None = None) -> pd.Series:
@@ -730,26 +755,58 @@ def template_fields(template: str) -> list[str]:
         return []
 
 
+def _is_name_value(v: Any) -> bool:
+    """Whether a raw cell can be (part of) a run id: a scalar, not a list or an object (JSON Lines)."""
+    return not isinstance(v, (list, tuple, dict, set, np.ndarray, Mapping))
+
+
 def render_template(template: str, frame: pd.DataFrame, where: str) -> pd.Series:
-    """Fill ``{column}`` placeholders row by row; a bare column name selects that column."""
+    """Fill ``{column}`` placeholders row by row; a bare column name selects that column.
+    See :func:`render_run_ids`."""
+    return render_run_ids(template, frame, where)[0]
+
+
+def render_run_ids(template: str, frame: pd.DataFrame, where: str) -> tuple[pd.Series, list[str | None] | None]:
+    """(the run ids of ``template`` over ``frame``, the reason of each row whose template field
+    holds no name or None, None when no row has one).
+
+    Each field's value is a name as validation stores one (:func:`~meta_study.validation.canonical_name`:
+    no whitespace at either end): validation trims only the whole id, so ``{model}@{img_size}``
+    gave ``vit @224`` for a CSV cell ``vit ,224`` and ``vit@224`` for the same row in JSON, two runs.
+    A list or an object (a JSON Lines cell) is no name (``pd.isna`` of a list raised a traceback):
+    with a bare column it is passed on for validation to name (``run_id: wrong type``); in a
+    template it is written as JSON, and the row gets a reason."""
     fields = template_fields(template)
     if not fields and "{" not in template and "}" not in template:
         if template not in frame.columns:
             raise _format_err(where, f"run_id: column {template!r} not found (columns: {', '.join(map(str, frame.columns))})")
-        return frame[template].astype(object).map(lambda v: None if pd.isna(v) else str(v))
+        return frame[template].astype(object).map(
+            lambda v: v if not _is_name_value(v) else None if _na(v) else str(v)), None
     missing = [f for f in fields if f not in frame.columns]
     if missing:
         raise _format_err(where, f"run_id: template column(s) {', '.join(missing)} not found")
     fmt = string.Formatter()
-    cols = {f: frame[f].astype(object).map(lambda v: "" if pd.isna(v) else str(v)).to_numpy() for f in fields}
-    return pd.Series([fmt.vformat(template, (), {f: cols[f][i] for f in fields}) for i in range(len(frame))],
-                     index=frame.index, dtype=object)
+    problems: list[str | None] = [None] * len(frame)
+
+    def text(f: str, i: int, v: Any) -> str:
+        if _is_name_value(v):
+            return "" if _na(v) else canonical_name(str(v))
+        shown = extra_text(v)
+        problems[i] = problems[i] or (f"run_id: field {{{f}}} of the template {printable(repr(template))} holds a "
+                                      f"{type(v).__name__} ({printable(shown)[:80]}), not a name")
+        return shown
+    cols = {f: [text(f, i, v) for i, v in enumerate(frame[f].astype(object).tolist())] for f in fields}
+    ids = pd.Series([fmt.vformat(template, (), {f: cols[f][i] for f in fields}) for i in range(len(frame))],
+                    index=frame.index, dtype=object)
+    return ids, (problems if any(r is not None for r in problems) else None)
 
 
 def infer_arch_family(model_names: pd.Series, rules: Mapping[str, str]) -> pd.Series:
     """``vit``/``mixer``/``resnet``/``other`` from timm model names, by the mapping's regex rules."""
     out = pd.Series("other", index=model_names.index, dtype=object)
-    names = model_names.astype(object).map(lambda v: v.strip().lower() if isinstance(v, str) else "")
+    # as validation stores the name (canonical_name): a byte order mark or zero-width space at a
+    # cell's start ("\ufeffvit_b16", a spreadsheet's export) made '^vit' miss, and the model "other"
+    names = model_names.astype(object).map(lambda v: canonical_name(v).lower() if isinstance(v, str) else "")
     assigned = pd.Series(False, index=model_names.index)
     for fam, rx in rules.items():
         # case=False: a rule such as '^ViT' never matched a lower-cased name, and every model was "other"
@@ -795,7 +852,8 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
     elif "source" not in out.columns or out["source"].isna().all():
         out["source"] = source
     if mapping.run_id is not None:
-        out["run_id"] = render_template(mapping.run_id, raw, where)
+        out["run_id"], problems = render_run_ids(mapping.run_id, raw, where)
+        _add_reasons(out, problems, "run_id: a template field holds no name")
     for col in list(out.columns):
         if col in COLUMN_BY_NAME and col not in mapping.constants:
             unit = mapping.unit_of(col)
@@ -804,8 +862,12 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
                 if tally is not None and unit in PERCENT_UNITS:
                     task = TASK_OF.get(col)
                     tasks = out[task].to_numpy() if task in out.columns else None
-                    tally.add(col, unit, num.to_numpy(), tasks)
-                    _add_reasons(out, tally.lone_fractions(col, unit, num.to_numpy(), tasks),
+                    # "0.5%" says its unit: a near-chance percent, never "a fraction?" (it was quarantined
+                    # as one beside its task's 40s, and counted towards refusing the source)
+                    signed = out[col].astype(object).map(
+                        lambda x: isinstance(x, str) and x.strip().endswith("%")).to_numpy(bool)
+                    tally.add(col, unit, num.to_numpy(), tasks, signed=signed)
+                    _add_reasons(out, tally.lone_fractions(col, unit, np.where(signed, np.nan, num.to_numpy()), tasks),
                                  f"{col}: a fraction in a percent column?")
                 out[col] = convert_unit(out[col], unit, num)
                 if col in SOURCE_UNIT:   # validation names a value out of range as written, in its unit
