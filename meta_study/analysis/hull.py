@@ -53,6 +53,14 @@ def _upper_chain(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     suf_max = np.concatenate([np.maximum.accumulate(ys[::-1])[::-1][1:], [-np.inf]])
     suf = ys > suf_max
     cand = np.flatnonzero(pre | suf)
+    # Of identical points (adjacent in the sort, by index) a suffix record is the last one; move
+    # it back to the first, as the sort promises (it named the later model: [0, 2] for the points
+    # (0, 1), (1, 0), (1, 0)). Prefix records are first of their run already. O(n), and only
+    # where a candidate repeats its predecessor.
+    prev = np.maximum(cand - 1, 0)
+    if ((cand > 0) & (xs[prev] == xs[cand]) & (ys[prev] == ys[cand])).any():
+        run_start = np.concatenate([[True], (xs[1:] != xs[:-1]) | (ys[1:] != ys[:-1])])
+        cand = np.maximum.accumulate(np.where(run_start, np.arange(xs.size), 0))[cand]
     # among candidates with equal x only the highest can be a vertex: it comes first in the sort
     cx = xs[cand]
     first_of_x = np.concatenate([[True], cx[1:] != cx[:-1]])

@@ -16,8 +16,9 @@ solution if it is feasible, otherwise the best of the minimizers on the three ed
 
 1. **Grid.** ``f`` on a geometric grid of ``alpha`` (24 points from ``alpha_min`` to
    ``alpha_max``), in float32 (its ``exp`` is 5x cheaper than float64 here), residuals computed
-   explicitly so near-perfect fits are still ranked correctly.
-2. **Refine.** Every grid-local minimum within 0.1% of the best (at most 3) is refined in float64:
+   explicitly so near-perfect fits are still ranked correctly, and ``x`` scaled to at most 1 per
+   problem (``k`` absorbs the scale) so that small errors at large ``alpha`` do not underflow.
+2. **Refine.** The best 3 grid-local minima (all, where fewer) are refined in float64:
    a parabola through the three grid values gives the start, a Newton step with the parabola's
    curvature gives a bracket, and safeguarded cubic steps (a secant when one end goes stale) on
    ``f'(log alpha)`` converge to ~1e-9 in ``log alpha``. By the envelope theorem ``f'(alpha) = sum_i rho'(r_i) * k * x_i * log(e_US,i)``
@@ -63,8 +64,8 @@ class PowerLawFit:
         loss: the loss minimized; ``loss_value`` its value at the optimum.
         n_points: points fitted.
         status: ``ok``, ``at_bound`` (a constraint is active; the fit is still the optimum),
-            ``too_few_points`` (< 3), ``degenerate`` (constant US error, or values outside
-            [0, 1]) or ``nonfinite`` (NaN/inf in the input).
+            ``too_few_points`` (< 3), ``degenerate`` (fewer than 3 distinct US errors, or values
+            outside [0, 1]) or ``nonfinite`` (NaN/inf in the input).
         message: a human-readable detail for any status but ``ok``.
     """
 
@@ -138,6 +139,8 @@ def fit_power_laws(e_us_seq: Sequence[Sequence[float] | np.ndarray], e_ds_seq: S
         raise ValueError(f"need 0 < alpha_min < alpha_max < inf, got {alpha_min}, {alpha_max}")
     if len(e_us_seq) != len(e_ds_seq):
         raise ValueError("e_us_seq and e_ds_seq must have the same number of problems")
+    if grid_points < 2:   # the refinement reads the grid's spacing (1 point was an IndexError)
+        raise ValueError(f"grid_points must be at least 2, got {grid_points}")
     us = [np.asarray(u, dtype=float).ravel() for u in e_us_seq]
     ds = [np.asarray(d, dtype=float).ravel() for d in e_ds_seq]
     statuses = _check_all(us, ds)
@@ -171,12 +174,20 @@ def _check_all(us: list[np.ndarray], ds: list[np.ndarray]) -> list[tuple[str, st
         few = ~nonfinite & (nu[idx] < 3)
         outside = ~nonfinite & ~few & ((u_lo < 0) | (u_hi > 1) | (d_lo < 0) | (d_hi > 1))
         constant = ~nonfinite & ~few & ~outside & (u_hi == u_lo)
-        for j in np.flatnonzero(nonfinite | few | outside | constant):  # only the bad ones
+        # Two distinct US errors: x takes two values at every alpha, k and e_IR fit the two means
+        # exactly, and the profile is flat in alpha (any alpha fits; extrapolation and saturation
+        # were an arbitrary grid point's, reported "ok"). A third value lies strictly inside.
+        counts = nu[idx]
+        inside = (U > np.repeat(u_lo, counts)) & (U < np.repeat(u_hi, counts))
+        two = ~nonfinite & ~few & ~outside & ~constant & ~np.logical_or.reduceat(inside, starts)
+        for j in np.flatnonzero(nonfinite | few | outside | constant | two):  # only the bad ones
             i = int(idx[j])
             out[i] = (("nonfinite", "NaN or infinite errors in the input") if nonfinite[j] else
                       ("too_few_points", f"{nu[i]} point(s); eq1 needs 3") if few[j] else
                       ("degenerate", "errors outside [0, 1]") if outside[j] else
-                      ("degenerate", "all points have the same US error; k and alpha are not identified"))
+                      ("degenerate", "all points have the same US error; k and alpha are not identified")
+                      if constant[j] else
+                      ("degenerate", "only 2 distinct US errors; alpha is not identified (eq1 needs 3)"))
     for i in np.flatnonzero(~same):
         out[i] = (("too_few_points", "no points; eq1 needs 3") if nu[i] == nd[i] == 0 else
                   ("degenerate", f"e_us has {nu[i]} values but e_ds has {nd[i]}"))
@@ -238,6 +249,14 @@ class _BatchSolver:
         L[rows, within] = self.logU[src]
         Y[rows, within] = self.D[src]
         n = M.sum(1).astype(float)
+        # Scale x = e_US**alpha by its largest value per problem: with ``Lm = max log e_US`` the
+        # solver works with ``x' = exp(alpha (L - Lm))`` in (0, 1] and ``k' = k e_max**alpha``,
+        # the same profile (k >= 0 absorbs any positive scale). Unscaled, x**2 underflowed in the
+        # float32 grid (and float64 sums) for small errors at large alpha: e_US = 1e-3 at
+        # alpha = 6.7 gives x**2 ~ 1e-40, the grid profile read k = 0 there and the fit stopped
+        # at a grid point with 3.5x the optimum's SSE.
+        Lm = np.max(L, axis=1)               # finite: the checks leave a positive e_US per problem
+        L = L - Lm[:, None]                  # -inf stays -inf at padding and at e_US = 0
         ch = _Chunk(L=L, Y=Y, M=M, n=n, loss=self.loss, delta=self.delta, irls=self.IRLS_ITERS)
         f_grid = ch.grid_profile(self.u_grid)                     # (P, G)
         lanes_p, lanes_j = self._candidates(f_grid)
@@ -246,18 +265,19 @@ class _BatchSolver:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             pred = k[:, None] * np.exp(np.exp(u)[:, None] * ch.L) + c[:, None]
             sse = np.where(ch.M, (pred - ch.Y) ** 2, 0.0).sum(1)
+            k = np.where(k > 0, k * np.exp(-np.exp(u) * Lm), k)   # the law's k (k' = k e_max**alpha)
         return [self._result(int(ch.n[i]), obj[i], u[i], k[i], c[i], sse[i]) for i in range(P)]
 
     def _candidates(self, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Grid-local minima within 0.1% of each problem's best: (problem, grid index) lanes."""
+        """The best grid-local minima of each problem (at most MAX_CANDIDATES): (problem, grid
+        index) lanes. Not only those near the best grid value: a basin's grid value says little
+        of its minimum (two basins 0.1% apart on the grid refined to 0.2% in the other order)."""
         P, G = f.shape
         f = np.where(np.isfinite(f), f, np.inf)
         left = np.concatenate([np.full((P, 1), np.inf), f[:, :-1]], axis=1)
         right = np.concatenate([f[:, 1:], np.full((P, 1), np.inf)], axis=1)
         is_min = (f <= left) & (f <= right)
-        fmin = f.min(1, keepdims=True)
-        near = f <= fmin + 1e-3 * np.abs(fmin) + 1e-12
-        score = np.where(is_min & near, f, np.inf)
+        score = np.where(is_min, f, np.inf)
         top = np.argsort(score, axis=1)[:, : self.MAX_CANDIDATES]
         ok = np.take_along_axis(score, top, 1) < np.inf
         ok[:, 0] |= ~ok.any(1)  # always refine at least the best grid point
