@@ -68,11 +68,16 @@ def make_csv(path: Path, models: int, tasks: int, shots: tuple[int, ...], seed: 
 
 def run(argv: list[str], env: dict | None = None) -> tuple[float, float, subprocess.CompletedProcess]:
     """(wall seconds, peak RSS in MiB, result) of one fresh subprocess."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    out, err = p.stdout.read(), p.stderr.read()  # type: ignore[union-attr]
+    # Output to files, not pipes: wait4 reads nothing until the child exits, so a child that wrote
+    # more than a pipe holds (64 KiB: a long traceback, a flood of warnings) blocked for ever.
+    with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(argv, stdout=fo, stderr=fe, text=True, env=env)
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        fo.seek(0)
+        fe.seek(0)
+        out, err = fo.read(), fe.read()
     p.returncode = os.waitstatus_to_exitcode(status)
     r = subprocess.CompletedProcess(argv, p.returncode, out, err)
     if r.returncode != 0:

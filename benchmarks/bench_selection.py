@@ -14,7 +14,7 @@
     of the RMSE ratios, and the pooled shares.
 
     Tables: every ``examples/data/*/us_ds.csv`` (public model zoos, see examples/data/README.md),
-    the 5 timm groups, 63 tables derived from the raw timm CSVs (US from ImageNet, -ReaL or V2
+    the 5 timm groups, 63 groups in 3 tables derived from the raw timm CSVs (US from ImageNet, -ReaL or V2
     against every other test set, for all models, ImageNet-1k-only models and convnets), and
     synthetic families with known laws. Groups need 10 or more models.
 (s) **Synthetic families with a known law: the claims' intervals against the truth.** The demo's

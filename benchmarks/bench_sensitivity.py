@@ -10,7 +10,8 @@ recomputed inside every draw (exactly ``meta-study sensitivity``'s protocol). Me
   ``--baseline-groups`` groups, scaled linearly to all groups (it would take ~an hour in full),
   and ours on the same subset, for a like-for-like ratio.
 
-Targets: >= 30x against the curve_fit protocol, >= 1.7x from 1 to 2 Ray workers.
+Targets: >= 30x against the curve_fit protocol (ours serial: one core each), >= 1.7x from 1 to 2
+Ray workers.
 """
 
 from __future__ import annotations
@@ -123,8 +124,11 @@ def main() -> None:
     print(f"curve_fit protocol        {t_sub_ref:8.2f} s on {len(sub)} groups ({n_fits} fits) "
           f"-> {t_sub_ref * scale:8.1f} s for {len(groups)} groups (linear)")
     print(f"ours on the same subset   {t_sub_ours:8.2f} s   ratio {t_sub_ref / t_sub_ours:.1f}x serial-vs-serial")
-    print(f"speed-up vs curve_fit     {t_sub_ref * scale / walls[2]:8.1f}x (ours on 2 Ray workers)   "
-          f"{t_sub_ref * scale / t_serial:.1f}x (ours serial)   (target >= 30x)")
+    # The target is judged like for like: one core each, one run each. The 2-worker figure puts two
+    # cores (and the best of --repeats, after a warm-up) against the baseline's one serial run, and
+    # the curve_fit protocol would spread over two processes as well.
+    print(f"speed-up vs curve_fit     {t_sub_ref * scale / t_serial:8.1f}x (ours serial: one core each; target >= 30x)   "
+          f"{t_sub_ref * scale / walls[2]:.1f}x (ours on 2 Ray workers: 2 cores against 1)")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@
     python benchmarks/bench_sweep_overhead.py [--trials 200] [--rounds 3] [--pin] [--server gunicorn]
                                               [--server-workers 2] [--server-db-dir /dev/shm]
 
-Both sweeps run ``--trials`` trials of the same trivial body (no training) on the same local Ray
+Three sweeps run ``--trials`` trials of the same trivial body (no training) on the same local Ray
 (1 CPU per trial, reuse_actors, the same storage settings):
 - bare: a function trainable that reports one result;
-- ours: the same body inside meta-study's trial machinery (completion record, config split,
-  resolved-config report) with the driver-side MLflow callback logging a child run per trial
+- machinery: the same body inside meta-study's trial machinery (completion record, config split,
+  resolved-config report), no MLflow;
+- ours: the machinery with the driver-side MLflow callback logging a child run per trial
   (params, metrics, status) under a parent run, to a real ``mlflow server`` on 127.0.0.1 (sqlite).
-Reported: wall time per trial for each, including the MLflow writer's final flush, and the ratio.
+They run ``--rounds`` times in rotating order. Reported: wall time per trial for each, including
+the MLflow writer's final flush, and the median over rounds of each round's ratio ours / bare.
 Target: ours <= 1.25x bare.
 
 On a 2-core machine the tracking server's own CPU (a sqlite commit per request, 3 requests per

@@ -5,7 +5,7 @@
 
 Both clients log ``--runs`` runs the way a sweep's writer does, through the writer itself
 (``meta_study.tune._shards.MlflowWriter``: 4 threads, trials sharded by id, each trial's queued
-operations merged into 3 requests): create the run with its tags, one log_batch (10 params, the
+operations merged into 3 requests): create the run with its tags, one log_batch (11 params, the
 ``arch_family`` tag and 20 metrics), set it FINISHED, to the same real ``mlflow server`` on
 127.0.0.1 (sqlite), in one process run:
 

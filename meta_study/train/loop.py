@@ -797,6 +797,8 @@ def pretrain(model: nn.Module, info: ModelInfo, task: Task, cfg: TrainConfig, *,
         run.losses[step - 1] = train_step(model, run.opt, run.sched, x, y, run.rt, cfg.grad_clip, run.fwd)
         last = step == run.plan.total_steps
         if last or (cfg.eval_every and step % cfg.eval_every == 0):
+            if run.rt.device.type == "cuda":   # steps still queued on the GPU belong to the training time
+                torch.cuda.synchronize(run.rt.device)
             run.train_s += time.perf_counter() - tick
             acc = _report(run, step, task, cfg, None if last else eval_idx, checkpoint_dir, on_report)
             tick = time.perf_counter()
