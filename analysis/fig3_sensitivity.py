@@ -3,7 +3,8 @@
     python analysis/fig3_sensitivity.py STORE --out DIR [--trials 10] [--sizes 10,30,100] [--address ray://...]
     ray job submit --working-dir . -- python analysis/fig3_sensitivity.py s3://lab/store --out /tmp/f3 --address auto
 
-Writes DIR/sensitivity.parquet, DIR/sensitivity_summary.parquet and DIR/figures/sensitivity.{png,svg}.
+Writes DIR/sensitivity.parquet, DIR/sensitivity_summary.parquet, DIR/sensitivity_frontiers.parquet and
+DIR/figures/sensitivity.{png,svg}.
 Cost: ~0.3 us per point-fit; a paper-scale run (100 groups x 4,800 models) takes ~1 CPU-minute.
 """
 
@@ -27,6 +28,11 @@ def main() -> None:
                    "(default: $RAY_ADDRESS if set, else a Ray of its own on this machine)")
     p.add_argument("--serial", action="store_true", help="run in this process, without Ray")
     a = p.parse_args()
+    if a.serial and a.address is not None:   # as the commands refuse it: ignored, a cluster seemed to do the work
+        from meta_study.errors import UserError
+
+        raise UserError("--address: for the Ray a command uses, and --serial runs in this process without Ray "
+                        "(drop one of them)")
     options = AnalysisOptions(fits=False, sensitivity=SensitivityOptions(sizes=scripts.sizes(a.sizes), trials=a.trials,
                                                                          seed=a.seed))
     open_store(a.store)           # first: a mistyped STORE creates no --out

@@ -25,6 +25,10 @@ def main() -> None:
         raise UserError(f"{a.store}: no rows match the selection")
     table = layerwise(rows)
     if not (table["layer"] >= 0).any():
+        probes = rows.loc[rows["representation_layer"].notna(), "eval_protocol"]
+        if len(probes):   # "null everywhere" was said of a store full of linear probes per layer
+            raise UserError(f"{a.store}: no few-shot layer-wise probe rows (Fig. 6 is of eval_protocol fewshot; the "
+                            f"layer-wise rows are {', '.join(sorted(map(str, probes.unique())))})")
         raise UserError(f"{a.store}: no layer-wise probe rows (representation_layer is null everywhere)")
     out = Outputs()
     write_table(table, f"{a.out}/fig6_layerwise", out)

@@ -2,7 +2,8 @@
 
     python analysis/heatmaps_f20_f21.py STORE --out DIR [--us-task T] [--shots N]
 
-Writes DIR/correlations/f20_*.parquet, f21_*.parquet and DIR/figures/f20_*.png, f21_us_ds.png.
+Writes DIR/correlations/f20_*.parquet, f21_*.parquet (beside f1_*, f2_*: the correlations part, one
+record in DIR/results.json) and DIR/figures/f20_*.png, f21_us_ds.png.
 """
 
 from meta_study.analysis import scripts

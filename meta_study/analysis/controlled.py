@@ -45,7 +45,19 @@ def _once(rows: pd.DataFrame) -> pd.DataFrame:
     cols = ["run_id", *_SLICE, "representation_layer", "us_accuracy", "ds_accuracy"]
     if "source" not in rows.columns or not set(cols) <= set(rows.columns):
         return rows
-    return rows[~rows.duplicated(cols, keep="first")]
+    # the first source by name is kept on every row of a run (its pre-logits and block probes
+    # alike; :func:`layerwise` matches them by (source, run_id)), whatever the rows' order
+    order = np.argsort(rows["source"].astype(str).to_numpy(), kind="stable")
+    dup = np.empty(len(rows), bool)
+    dup[order] = rows.iloc[order].duplicated(cols, keep="first").to_numpy()
+    return rows[~dup]
+
+
+def _with_run(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with ``_run``, the run a row is of: (source, run_id), a run id being unique within
+    its source only (two exports' run "0" were one run in ``runs``, the mean over both)."""
+    run = rows["run_id"].astype(str)
+    return rows.assign(_run=rows["source"].astype(str) + "\0" + run if "source" in rows else run)
 
 
 def head_wd_effect(rows: pd.DataFrame, *, shots: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -63,10 +75,10 @@ def head_wd_effect(rows: pd.DataFrame, *, shots: int | None = None) -> tuple[pd.
         cols = [*_SLICE, "head_wd", "us_accuracy", "ds_accuracy", "runs"]
         return pd.DataFrame(columns=cols), pd.DataFrame(columns=[*_SLICE, "best_head_wd", "best_ds_accuracy",
                                                                  "us_accuracy_at_best"])
-    r = r.astype({"shots": "Int64"})
+    r = _with_run(r.astype({"shots": "Int64"}))
     curves = (r.groupby([*_SLICE, "head_wd"], dropna=False)
                .agg(us_accuracy=("us_accuracy", "mean"), ds_accuracy=("ds_accuracy", "mean"),
-                    runs=("run_id", "nunique")).reset_index())
+                    runs=("_run", "nunique")).reset_index())
     idx = curves.groupby(list(_SLICE), dropna=False)["ds_accuracy"].idxmax()
     best = curves.loc[idx, [*_SLICE, "head_wd", "ds_accuracy", "us_accuracy"]].rename(
         columns={"head_wd": "best_head_wd", "ds_accuracy": "best_ds_accuracy", "us_accuracy": "us_accuracy_at_best"})
@@ -94,15 +106,28 @@ def optimal_head_wd_vs_correlation(rows: pd.DataFrame, *, shots: int | None = No
 def layerwise(rows: pd.DataFrame) -> pd.DataFrame:
     """Fig. 6: mean (and sd over runs) few-shot accuracy per (us_task, ds_task, shots, layer).
 
-    The pre-logit probe (``representation_layer`` null) is included as layer -1 for reference.
+    The pre-logit probe (``representation_layer`` null) is included as layer -1 for reference: of
+    the runs probed per block where a (us_task, ds_task, shots) has such probes (a store holding a
+    zoo beside the layer-wise sweep averaged the zoo's 50 weak models into the reference, drawn
+    below the sweep's own blocks), of every run elsewhere.
     """
     r = _once(rows)
     r = r[r["eval_protocol"] == "fewshot"].copy()
     if r.empty:
         return pd.DataFrame(columns=["us_task", "ds_task", "shots", "layer", "ds_accuracy", "sd", "runs"])
     r["layer"] = r["representation_layer"].fillna(-1).astype(int)
+    where, run = ["us_task", "ds_task", "shots"], ["source", "run_id"] if "source" in r else ["run_id"]
+    probed = r.loc[r["layer"] >= 0, where + run].drop_duplicates()
+    if len(probed):
+        mark = probed.assign(_probed=True)
+        r = r.merge(mark, on=where + run, how="left").merge(
+            probed[where].drop_duplicates().assign(_sliced=True), on=where, how="left")
+        # a pre-logits row of a sliced setting stays only when its run was probed per block
+        keep = (r["layer"] >= 0) | r["_sliced"].isna() | r["_probed"].notna()
+        r = r[keep].drop(columns=["_probed", "_sliced"])
+    r = _with_run(r)
     return (r.groupby(["us_task", "ds_task", "shots", "layer"])
-             .agg(ds_accuracy=("ds_accuracy", "mean"), sd=("ds_accuracy", "std"), runs=("run_id", "nunique"))
+             .agg(ds_accuracy=("ds_accuracy", "mean"), sd=("ds_accuracy", "std"), runs=("_run", "nunique"))
              .reset_index())
 
 

@@ -33,7 +33,15 @@ def _usable(fits: pd.DataFrame) -> pd.DataFrame:
     f = fits[fits["status"].isin(["ok", "at_bound"]) & fits["shots"].notna()]
     if "eval_protocol" not in f.columns:       # fits of one protocol (none named)
         f = f.assign(eval_protocol=None)
+    # k = 0 (an at_bound fit): the law is flat and alpha is not identified (powerlaw's "k = 0
+    # (alpha is not identified)", alpha left at its lower bound 1e-3): no estimate to correlate.
+    # Kept, a flat 1-shot fit beside alphas 2, 1.5, 1 at 5, 10, 25 shots gave F.1 +0.14, not -0.96
+    f = f.assign(alpha=f["alpha"].where(~((f["status"] == "at_bound") & (f["k"] <= _K_ZERO))))
     return f.astype({"shots": "int64"})
+
+
+#: The k below which :mod:`.powerlaw` calls a fit flat (``k = 0``).
+_K_ZERO = 1e-12
 
 
 def shots_correlation(fits: pd.DataFrame) -> pd.DataFrame:
@@ -44,7 +52,8 @@ def shots_correlation(fits: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         us_task, ds_task, eval_protocol, frontier, n_shots, corr_k, corr_alpha, corr_e_ir (NaN
-        with fewer than 3 shot settings or a constant parameter). A task measured two ways
+        with fewer than 3 shot settings or a constant parameter; ``corr_alpha`` leaves out the
+        settings whose fit is flat, k = 0, where alpha is not identified). A task measured two ways
         (few-shot and linear probes) is two rows: their fits are not settings of one series.
     """
     cols = ["us_task", "ds_task", "eval_protocol", "frontier", "n_shots", *(f"corr_{p}" for p in FIT_PARAMS)]
@@ -57,7 +66,8 @@ def shots_correlation(fits: pd.DataFrame) -> pd.DataFrame:
                "n_shots": int(g["shots"].nunique())}
         for p in FIT_PARAMS:
             x, y = g["shots"].to_numpy(float), g[p].to_numpy(float)
-            ok = len(g) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
+            x, y = x[np.isfinite(y)], y[np.isfinite(y)]     # alpha of a flat fit: not identified
+            ok = len(y) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
             row[f"corr_{p}"] = float(stats.pearsonr(x, y)[0]) if ok else math.nan
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
@@ -72,7 +82,8 @@ def increase_likelihood(fits: pd.DataFrame) -> pd.DataFrame:
     averaged over DS tasks, per (us_task, eval_protocol, frontier). The paper's Table F.2 states
     "the likelihood that each parameter increases/decreases" as one number in [-1, 1] (k -0.65,
     e_IR -0.88 for JFT): ``trend_<param>``, the mean sign of the change over the same pairs (+1 up,
-    -1 down, 0 unchanged), averaged the same way; without ties it is ``2 p_increase - 1``.
+    -1 down, 0 unchanged), averaged the same way; without ties it is ``2 p_increase - 1``. Alpha's
+    pairs skip the settings whose fit is flat (k = 0: alpha not identified).
 
     Returns:
         us_task, eval_protocol, frontier, n_ds_tasks, p_increase_k, p_increase_alpha, p_increase_e_ir,
@@ -89,9 +100,10 @@ def increase_likelihood(fits: pd.DataFrame) -> pd.DataFrame:
             continue
         row = {"us_task": us, "ds_task": ds, "eval_protocol": proto, "frontier": fr}
         for p in FIT_PARAMS:
-            d = np.diff(g[p].to_numpy(float))
-            row[p] = float(np.mean(d > 0))
-            row[f"sign_{p}"] = float(np.mean(np.sign(d)))
+            v = g[p].to_numpy(float)
+            d = np.diff(v[np.isfinite(v)])     # consecutive settings where p is identified
+            row[p] = float(np.mean(d > 0)) if d.size else math.nan
+            row[f"sign_{p}"] = float(np.mean(np.sign(d))) if d.size else math.nan
         per_task.append(row)
     if not per_task:
         return pd.DataFrame(columns=cols)
@@ -109,7 +121,12 @@ def _once(rows: pd.DataFrame) -> pd.DataFrame:
     cols = ["run_id", "ds_task", "us_accuracy", "ds_accuracy"]
     if "source" not in rows.columns or not set(cols) <= set(rows.columns):
         return rows
-    return rows[~rows.duplicated(cols, keep="first")]
+    # the first source by name is kept on every task: kept in row order, task x kept A's copy and
+    # task y B's where their rows came in another order, and F.20 found no model with both
+    order = np.argsort(rows["source"].astype(str).to_numpy(), kind="stable")
+    dup = np.empty(len(rows), bool)
+    dup[order] = rows.iloc[order].duplicated(cols, keep="first").to_numpy()
+    return rows[~dup]
 
 
 def _wide(rows: pd.DataFrame) -> pd.DataFrame:

@@ -11,8 +11,10 @@ from ..errors import UserError
 
 def parser(doc: str) -> argparse.ArgumentParser:
     """STORE --out DIR plus the group selection every script accepts."""
+    # no abbreviations, as the commands (click) take none: ``--ou DIR`` was --out to this parser
+    # but not to :func:`_out_argument`'s, so a failed run left the DIR it had made behind
     p = argparse.ArgumentParser(description=doc.strip().splitlines()[0], epilog=doc,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("store", metavar="STORE", help="meta-study store path or URI")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--us-task", action="append", type=_name, default=[], help="only these upstream tasks")
@@ -72,7 +74,8 @@ def run(main: Callable[[], None]) -> None:
     """Run a script's main as ``meta-study`` runs its commands: a user error is one line on stderr
     and exit code 2; the machine failing (a full disk, an S3 endpoint gone) is one line with the
     OS's words and exit code 1, its traceback only with
-    ``META_STUDY_TRACEBACK=1`` (it printed a traceback, where the commands print one line)."""
+    ``META_STUDY_TRACEBACK=1`` (it printed a traceback, where the commands print one line); a store
+    locked, busy or changed under a commit is exit 1 too, and Ctrl-C one line and exit 130."""
     from .outputs import removed_if_failed
 
     # --out is made before the script reads the store: a failure (no such rows, a damaged store)
@@ -97,7 +100,7 @@ def _out_argument() -> str | None:
 def _run(main: Callable[[], None]) -> None:
     import os
 
-    from ..errors import OptionError, option_flag
+    from ..errors import OptionError, StoreBusyError, StoreConflictError, StoreLockedError, option_flag
 
     try:
         main()
@@ -108,7 +111,12 @@ def _run(main: Callable[[], None]) -> None:
         sys.exit(2)
     except UserError as e:
         print(f"{sys.argv[0]}: error: {_first_line(e)}", file=sys.stderr)
-        sys.exit(2)
+        # a store changing under the read or another writer, not the input: exit 1, as the commands
+        # say it (a scheduler read exit 2 as a wrong setting, never to be retried)
+        sys.exit(1 if isinstance(e, (StoreLockedError, StoreConflictError, StoreBusyError)) else 2)
+    except KeyboardInterrupt:   # Ctrl-C: as the commands, one line and 130 (it printed a traceback)
+        print(f"{sys.argv[0]}: aborted", file=sys.stderr)
+        sys.exit(130)
     except OSError as e:
         if os.environ.get("META_STUDY_TRACEBACK"):
             raise
@@ -157,6 +165,11 @@ def analyse(args: argparse.Namespace, options: Any, *, figures: bool = True, max
     unknown = unknown_selection(args.store, store, sel)
     if unknown:   # a typo among several names: its group was left out, exit 0 (the CLI refuses it)
         raise UserError(unknown)
+    if use_ray:   # as the commands check it: before the work, and even where every output is reused (a
+        # mistyped --address passed, exit 0, beside a reused part)
+        from ..cli import check_ray
+
+        check_ray(address)
     results = ResultsDir(args.out)
     # figures=: a part recorded without figures (`fit --no-figures`, tables_f1_f2.py) is made again
     # when this script draws them; reused as it was, fig1_grid.py drew no figure and said nothing
