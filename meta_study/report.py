@@ -115,7 +115,8 @@ def _verdict(heads: pd.DataFrame) -> str:
         key = ("back-test error above the tolerance" if why.startswith("back-test error")
                else why.split(" (")[0])
         reasons[key] = reasons.get(key, 0) + 1
-    why = ", ".join(f"{k}: {v} of {len(heads)} groups" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    of = f"{len(heads)} group{'s' if len(heads) != 1 else ''}"     # "no usable fit: 1 of 1 groups"
+    why = ", ".join(f"{k}: {v} of {of}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
     # the models the fits saw: held-out ones are no fitting data ("60 models per group: no usable
     # fit" read beside answers that said "no points", every model being held out)
     n = heads["n_points"].astype(int) - heads["n_heldout"].fillna(0).astype(int)
@@ -263,7 +264,9 @@ def _failed_html(fits: pd.DataFrame) -> str:
     stands = "whose headline stands" if n_paper == 1 else "whose headlines stand"
     if not n_head:
         return f" <b>{paper[0].upper()}{paper[1:]}</b>, {stands} (in red, {where})."
-    return (f" <b>Fits could not be made for {groups(n_head)}</b> (no headline)"
+    # "(no usable headline)": the table below still lists each one's headline row ("headline, not
+    # trusted"), so "(no headline)" read as a contradiction of it
+    return (f" <b>Fits could not be made for {groups(n_head)}</b> (no usable headline)"
             + (f"; {paper}, {stands}" if n_paper else "") + f". Each failed fit is in red, {where}.")
 
 
@@ -285,10 +288,13 @@ def _table_html(fits: pd.DataFrame) -> str:
             # the headline's n_fit counts its member fits (law x frontier), not models
             # the discount w is the share of the laws' predicted gain kept: "discount 1.00" read as a
             # 100% discount where it means none
+            # a headline without a usable member fit has no discount: it said "ensemble", a name for
+            # nothing in the page, beside "Fits could not be made" (its fit status says why)
             what = (f"median of {int(r['n_fit'])} law x frontier fits, {100 * float(r['discount']):.0f}% of their "
-                    "predicted gain kept (w)") if not pd.isna(r.get("discount")) else "ensemble"
+                    "predicted gain kept (w)") if not pd.isna(r.get("discount")) else "none: no usable law x frontier fit"
         else:
-            role, what = "paper", f"Eq. 1 on the {int(r['n_fit'])} hull vertices"
+            n_v = int(r["n_fit"])    # "Eq. 1 on the 1 hull vertices" in a group of two models
+            role, what = "paper", f"Eq. 1 on the {n_v} hull {'vertex' if n_v == 1 else 'vertices'}"
         status = _e(r["status"]) + (f": {_e(r['message'])}" if r.get("message") and not r["headline"] else "")
         cov = r.get("coverage")
         rows.append(
