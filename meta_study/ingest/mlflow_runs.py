@@ -796,9 +796,11 @@ def plan_queries(experiment_ids: Sequence[str], state: RunState, options: Source
     fresh = tuple(e for e in experiment_ids if not marks[e])
     out = [RunQuery(fresh, "FINISHED")] if fresh else []
     out += [RunQuery((e,), "FINISHED", marks[e] - overlap_ms) for e in experiment_ids if marks[e]]
-    dated = tuple(e for e in experiment_ids if marks[e])
-    if dated:
-        out.append(RunQuery(dated, "FINISHED", min(marks[e] for e in dated) - overlap_ms, no_end=True))
+    # one per experiment, each from its own watermark: one query of them all, from the earliest,
+    # listed on every ingest every run started since an experiment last had a new run (a year-old
+    # experiment beside an active one: each no-op ingest listed the year's runs; the REST source's
+    # filters have no IS NULL). The SQL source reads them all in one (merged_no_end).
+    out += [RunQuery((e,), "FINISHED", marks[e] - overlap_ms, no_end=True) for e in experiment_ids if marks[e]]
     if options.include_running:
         out.append(RunQuery(tuple(experiment_ids), "RUNNING"))
     selected = set(experiment_ids)
@@ -812,6 +814,20 @@ def plan_queries(experiment_ids: Sequence[str], state: RunState, options: Source
         for status in ("FINISHED", "FAILED", "KILLED"):
             out.append(RunQuery(tuple(experiment_ids), status, run_ids=tuple(running[i:i + RESTORED_CHUNK])))
     return out
+
+
+def merged_no_end(queries: Sequence[RunQuery]) -> list[RunQuery]:
+    """``queries`` with their :attr:`RunQuery.no_end` queries as one, in the place of the first (from
+    the earliest ``end_min``): for a reader that selects every finished run without an end time
+    whatever its start (the SQL source's ``end_time IS NULL``), one query instead of one per experiment."""
+    no_end = [q for q in queries if q.no_end]
+    if len(no_end) < 2:
+        return list(queries)
+    one = RunQuery(tuple(e for q in no_end for e in q.experiment_ids), "FINISHED",
+                   min(q.end_min for q in no_end if q.end_min is not None), no_end=True)
+    first = queries.index(no_end[0])
+    rest = [q for q in queries if not q.no_end]
+    return rest[:first] + [one] + rest[first:]
 
 
 def _remapped(state: RunState, digest: str) -> set[str]:

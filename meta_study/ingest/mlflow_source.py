@@ -29,8 +29,10 @@ artifact URIs are stored as strings.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Sequence
@@ -134,7 +136,7 @@ class MlflowSource:
                 why = "refused the credentials given" if given else "wants credentials and none were given"
                 raise UserError(f"{safe_uri(self.uri)}: the server {why} (HTTP 401); set MLFLOW_TRACKING_USERNAME "
                                 "and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)") from None
-            raise UserError(f"{safe_uri(self.uri)}: {_short(e)}") from None
+            raise UserError(f"{safe_uri(self.uri)}: {_no_api(str(e)) or _short(e)}") from None
         except Exception as e:  # noqa: BLE001 - requests/sqlalchemy errors: the source is unusable
             raise UserError(f"{safe_uri(self.uri)}: unreachable ({_short(e)})") from None
 
@@ -163,14 +165,23 @@ class MlflowSource:
                                   self._deleted_exps + (gone if self.options.drop_deleted else []))
 
     def _search(self, client: Any, exp_ids: Sequence[str], extra_filter: str, view: int,
-                order: list[str] | None) -> Iterator[list[Any]]:
+                order: list[str] | None, user_filter: bool = True, start: int = 0) -> Iterator[list[Any]]:
         # MLflow's filters have neither OR nor parentheses (it refuses an OR in its own words);
-        # parenthesizing a clause with " or " inside a quoted value broke a valid filter
-        flt = " and ".join(c for c in (self.options.filter_string, extra_filter) if c)
-        token = None
+        # parenthesizing a clause with " or " inside a quoted value broke a valid filter.
+        # ``user_filter=False``: whether runs exist at all (--drop-deleted), whatever --filter says.
+        # ``start``: the offset of the first run (see _finished); a server that refuses the token
+        # made for it is read from the first run instead
+        flt = " and ".join(c for c in (self.options.filter_string if user_filter else None, extra_filter) if c)
+        token = _offset_token(start)
         while True:
-            page = self._call(client.search_runs, list(exp_ids), filter_string=flt, run_view_type=view,
-                              max_results=self.options.page_size, order_by=order, page_token=token)
+            try:
+                page = self._call(client.search_runs, list(exp_ids), filter_string=flt, run_view_type=view,
+                                  max_results=self.options.page_size, order_by=order, page_token=token)
+            except UserError:
+                if token is None or token != _offset_token(start):
+                    raise
+                token = start = None     # the offset token refused: every run from the first, as before
+                continue
             yield list(page)
             token = page.token
             if not token:
@@ -192,11 +203,13 @@ class MlflowSource:
 
         order = ["attributes.end_time ASC"]
         after: int | None = None
+        with_end = 0     # runs read with an end time: MLflow lists them before those without one
         while True:
             page_flt = flt if after is None else f"{flt} and attributes.end_time > {after}"
             page = next(self._search(client, exp_ids, page_flt, ViewType.ACTIVE_ONLY, order), [])
             if len(page) < self.options.page_size:
                 if page:
+                    with_end += len(page)
                     yield page
                 break
             last = page[-1].info.end_time
@@ -206,10 +219,22 @@ class MlflowSource:
             head = [r for r in page if r.info.end_time != last]
             ties = [r for p in self._search(client, exp_ids, f"{flt} and attributes.end_time = {last}",
                                              ViewType.ACTIVE_ONLY, order) for r in p]
+            with_end += len(head) + len(ties)
             yield head + ties
             after = last
         if unbounded and after is not None:    # the first page held no run without an end time
-            for runs in self._search(client, exp_ids, flt, ViewType.ACTIVE_ONLY, order):
+            # they sort after the `with_end` runs read above: listed from the last of those, not from
+            # the first run (listing every run again doubled a full read: 10,000 runs, 32 s against
+            # search_runs' 16 s). The run there must still have an end time; if not, runs were
+            # deleted meanwhile and the block starts earlier: every run is listed again, as before
+            start = max(0, with_end - 1)
+            listing = self._search(client, exp_ids, flt, ViewType.ACTIVE_ONLY, order, start=start)
+            first = next(listing, [])
+            if start and first and not first[0].info.end_time:
+                listing.close()
+                listing = self._search(client, exp_ids, flt, ViewType.ACTIVE_ONLY, order)
+                first = next(listing, [])
+            for runs in itertools.chain([first], listing):
                 runs = [r for r in runs if not r.info.end_time]
                 if runs:
                     yield runs
@@ -278,7 +303,9 @@ class MlflowSource:
             gone: list[tuple[str, str]] = []
             if exps:
                 ids = [e for e, _ in exps]
-                for runs in self._search(client, ids, "", ViewType.DELETED_ONLY, None):
+                # deleted runs and purged ones whatever --filter says: a stored run that no longer
+                # matched it (a tag changed) was "purged", and the rows of a live run deleted
+                for runs in self._search(client, ids, "", ViewType.DELETED_ONLY, None, user_filter=False):
                     gone += drop_deleted(state, [r.info.run_id for r in runs], self.source)
                 gone += drop_deleted(state, self._purged(client, ids, state, seen), self.source)
             gone += drop_deleted(state, runs_of_deleted_experiments(
@@ -298,7 +325,8 @@ class MlflowSource:
         for i in range(0, len(todo), RESTORED_CHUNK):
             chunk = todo[i:i + RESTORED_CHUNK]
             flt = "attributes.run_id IN (" + ", ".join(f"'{r}'" for r in chunk) + ")"
-            there = {r.info.run_id for runs in self._search(client, exp_ids, flt, ViewType.ALL, None) for r in runs}
+            there = {r.info.run_id for runs in self._search(client, exp_ids, flt, ViewType.ALL, None, user_filter=False)
+                     for r in runs}
             out += [r for r in chunk if r not in there]
         return out
 
@@ -399,6 +427,24 @@ def _filter_of(q: RunQuery) -> str:
     return f"{flt} and attributes.{'start_time' if q.no_end else 'end_time'} >= {q.end_min}"
 
 
+#: MLflow's words for an answer that is not its API's JSON: another web service on the port, the UI
+#: behind a path, a tracking server too old for the endpoint.
+_NOT_JSON = re.compile(r"API request to endpoint (\S*) ?(?:failed with error code (\d+) != \d+|was successful "
+                       r"but the response body was not in a valid JSON format)")
+
+
+def _no_api(msg: str) -> str | None:
+    """The problem in words when no MLflow tracking API answered (HTTP 404, 405 or 501, or a 200 that is
+    not JSON), else None. MLflow's own words end in the page it got (``Response body: '<!doctype
+    html>``), cut at its first line: they named neither the URL as the likely fault nor the fix."""
+    m = _NOT_JSON.search(msg)
+    if m is None or (m.group(2) is not None and m.group(2) not in ("404", "405", "501")):
+        return None
+    what = f"HTTP {m.group(2)} for {m.group(1)}" if m.group(2) else "its API answered with a page that is not JSON"
+    return (f"no MLflow tracking API at this URL ({what}); give the tracking server's "
+            "address as `mlflow server` prints it (e.g. http://host:5000), or upgrade a server older than MLflow 2")
+
+
 def _short(e: BaseException) -> str:
     msg = str(e)
     low = msg.lower()
@@ -433,3 +479,18 @@ def claims(spec: str) -> bool:
 def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOptions) -> list[MlflowSource]:
     m = mlflow_mapping(mapping)
     return [MlflowSource(uri=s, mapping=m, options=options) for s in specs]
+
+
+def _offset_token(start: int | None) -> str | None:
+    """A search page token that starts at run ``start`` (None for the first): MLflow's own format
+    (``SearchUtils.create_page_token``: base64 of ``{"offset": N}``), which every MLflow server
+    since 1.x reads; one that refuses it is read from the first run (:meth:`_search`)."""
+    if not start:
+        return None
+    try:
+        from mlflow.utils.search_utils import SearchUtils
+
+        token = SearchUtils.create_page_token(int(start))
+    except Exception:  # noqa: BLE001 - no such helper in this MLflow: read from the first run
+        return None
+    return token.decode() if isinstance(token, bytes) else str(token)

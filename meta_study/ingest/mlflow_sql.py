@@ -45,7 +45,8 @@ from ..store import Store
 from .mapping import IngestMapping
 from .mlflow_runs import (RunExpander, RunQuery, RunRecord, RunState, db_connect_args, drop_deleted, expand_page,
                           expand_pages,
-                          full_reads, gave_rows, load_state, mlflow_mapping, plan_queries, refuse_bad_port, restamp,
+                          full_reads, gave_rows, load_state, merged_no_end, mlflow_mapping, plan_queries, refuse_bad_port,
+                          restamp,
                           runs_of_deleted_experiments, select_experiments, sqlite_source, state_table, stored_runs_of, stored_source)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
@@ -397,8 +398,9 @@ class MlflowSqlSource:
         expander = RunExpander(self.mapping, self.source, self.options.history)
         history = (lambda recs: self._history_max(conn, expander, recs)) if self.options.history == "max" else None
         seen: set[str] = set()
-        queries = plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest,
-                               now_ms=read_ms) if exps else []
+        # the finished runs without an end time in one query (`end_time IS NULL` reads them all)
+        queries = merged_no_end(plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest,
+                                             now_ms=read_ms)) if exps else []
         def pages() -> Iterator[list[RunRecord]]:
             for q in queries:
                 for runs in self._runs(conn, q):
