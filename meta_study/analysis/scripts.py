@@ -167,9 +167,10 @@ def analyse(args: argparse.Namespace, options: Any, *, figures: bool = True, max
         raise UserError(unknown)
     if use_ray:   # as the commands check it: before the work, and even where every output is reused (a
         # mistyped --address passed, exit 0, beside a reused part)
-        from ..cli import check_ray
+        from ..ray_session import check_target, refuse_empty_address   # what cli.check_ray does without --workers
 
-        check_ray(address)
+        refuse_empty_address(address)
+        check_target(address)
     results = ResultsDir(args.out)
     # figures=: a part recorded without figures (`fit --no-figures`, tables_f1_f2.py) is made again
     # when this script draws them; reused as it was, fig1_grid.py drew no figure and said nothing
