@@ -30,6 +30,10 @@ Progress = Callable[[str, int, int | None], None]
 #: Seconds without a finished task between two lines saying what still waits (a cluster short of
 #: CPUs waited in ray.wait without a word).
 WAIT_NOTE_S = 300.0
+# after an error: how long the other tasks' cancels are checked, and how often a lost one is
+# cancelled again (see _cancel), in seconds
+CANCEL_WITHIN_S = 15.0
+RECANCEL_S = 1.0
 
 #: Target work per task, in "point-fits" (points summed over every fit a task performs);
 #: ~0.3 us each, so 2e5 is ~60 ms: well above Ray's ~1 ms task overhead.
@@ -194,12 +198,39 @@ def _fan_out(ray: Any, kind: str, groups: Sequence[Any], options: Any, costs: Se
         # cancel meets a task that is just being started (measured in CI under load: one CPU still busy
         # 15 s after the error). The tasks are pure functions of their arguments, nothing to clean up;
         # Ray starts a fresh worker for the next task (~1 s)
-        for ref in pending:
-            with contextlib.suppress(Exception):
-                ray.cancel(ref, force=True)
+        left = _cancel(ray, list(pending))
+        if left:
+            print(f"{kind}: {len(left)} Ray tasks did not stop within {CANCEL_WITHIN_S:g} s of being cancelled; "
+                  "they may hold their CPUs until they end", file=sys.stderr, flush=True)
         raise
     frames = [results[i] for i in range(len(groups))]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(columns))
+
+
+def _cancel(ray: Any, refs: list[Any], *, within_s: float = CANCEL_WITHIN_S) -> list[Any]:
+    """Cancel `refs` (force: their workers are killed) and see that they end; returns those that did
+    not end within `within_s` seconds.
+
+    A cancel that meets a task pushed to its worker but not yet started is lost: the worker drops it
+    from its queue, answers "not running", then runs it anyway (Ray 2.60's log: `attempt_succeeded:
+    0 requested_task_running: 0`; measured, on a loaded 2-core machine, one CPU still busy 30 s and
+    then 14 min after the error). A cancelled task's result is ready at once (a TaskCancelledError);
+    those not ready a moment later are cancelled again, once per RECANCEL_S, until all are ready or
+    `within_s` has passed. Cost: one ray.wait when every cancel held (the usual case, ~1 ms)."""
+    deadline = time.monotonic() + within_s
+    left = list(refs)
+    while left:
+        for ref in left:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        wait = min(RECANCEL_S, deadline - time.monotonic())
+        if wait <= 0:
+            break
+        try:
+            _, left = ray.wait(left, num_returns=len(left), timeout=wait, fetch_local=False)
+        except Exception:  # Ray itself gone (shut down, the cluster lost): nothing left to stop
+            return []
+    return left
 
 
 def sensitivity_ray(groups: Sequence[Any], options: SensitivityOptions = SensitivityOptions(), *,
