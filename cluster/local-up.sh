@@ -135,6 +135,10 @@ ports = [s.getsockname()[1] for s in socks]
 saved = sys.argv[1] if len(sys.argv) > 1 else ""
 if saved.isdigit() and int(saved) not in ports:
     t = socket.socket()
+    # as MLflow binds: connections of its last run left in TIME_WAIT (a client's /health, closed by
+    # the server first) are no obstacle; a plain bind refused the port for a minute, and the
+    # restart moved MLflow to a new one, which a sweep's recorded tracking URI no longer named
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         t.bind(("127.0.0.1", int(saved)))
         ports[1] = int(saved)
