@@ -16,8 +16,10 @@ runs as the cluster's user. So this wrapper, on the submitting machine:
   file, an SSH key: :data:`SECRET_FILE`; Ray keeps the upload on the cluster for any job to read);
 - refuses a job whose command names a Python file of the working dir that the upload leaves out
   (:func:`left_out_scripts`: an ignored sweep script failed on the cluster, after the upload);
+- refuses an upload over :data:`UPLOAD_MAX_BYTES` (100 MiB: the dashboard's request limit; Ray's
+  traceback came after the whole zip was built), naming its largest top-level parts;
 - leaves ``.git`` out of the upload (the commit goes in ``META_STUDY_GIT_SHA``; the history cost
-  upload time toward Ray's 512 MiB limit, and ``.git/config`` may hold a remote's credentials),
+  upload time toward the 100 MiB a job can upload, and ``.git/config`` may hold a remote's credentials),
   and what git ignores that Ray does not read (:func:`git_only_excludes`);
 - then runs ``ray job submit`` with the rest (``--no-wait``; ``--address``, else Ray's own
   ``RAY_API_SERVER_ADDRESS``, else ``RAY_ADDRESS``: ``--address`` wins here, where Ray's job client
@@ -128,7 +130,7 @@ def git_only_excludes(working_dir: str) -> list[str]:
     """The ignore patterns git applies and ``ray job submit`` does not: ``.git/info/exclude`` and
     the user's ``core.excludesFile`` (Ray reads only the ``.gitignore`` and ``.rayignore`` files in
     the tree), for a working dir that is a checkout's top (their patterns are relative to it).
-    A data directory listed there was uploaded with the job (up to Ray's 512 MiB limit, then a
+    A data directory listed there was uploaded with the job (up to the 100 MiB a job can upload, then a
     failed upload), and a script listed there ran under a commit recorded as clean."""
     root = Path(working_dir).resolve()
     top = provenance.git_output(root, "rev-parse", "--show-toplevel")
@@ -156,7 +158,7 @@ def git_only_excludes(working_dir: str) -> list[str]:
 
 #: Always left out of the upload: the job gets the commit in ``META_STUDY_GIT_SHA`` and never
 #: needs the history, which Ray 2.60 uploaded (no default excludes; 11 MB of this repository's, a
-#: large history or LFS store up to Ray's 512 MiB limit and a failed upload) with ``.git/config``,
+#: large history or LFS store up to the 100 MiB a job can upload and a failed upload) with ``.git/config``,
 #: where a remote's URL may hold a token.
 ALWAYS_EXCLUDED = (".git",)
 
@@ -221,6 +223,50 @@ def _walk_upload(working_dir: str, excludes: Sequence[str]) -> tuple[set[str], b
     except Exception:  # noqa: BLE001 - an unreadable directory, a symlink loop, excludes Ray refuses: Ray says so
         return found, False
     return found, True
+
+
+#: The largest working-directory upload a Ray job can take, in bytes: Ray 2.60 zips the files
+#: uncompressed (ZIP_STORED) and PUTs the zip to the dashboard, whose aiohttp app reads at most
+#: DASHBOARD_CLIENT_MAX_SIZE (100 MiB) per request. Over it, the upload failed after the whole zip
+#: was built, in a RuntimeError traceback ("status code 413: Maximum request body size 104857600
+#: exceeded"); Ray's own check names its 512 MiB GCS limit, which is not the one that binds.
+try:
+    from ray._private.ray_constants import DASHBOARD_CLIENT_MAX_SIZE as UPLOAD_MAX_BYTES
+except ImportError:    # a Ray without it (or none here): the 2.60 value
+    UPLOAD_MAX_BYTES = 100 * 2**20
+#: A zip's bytes per file besides its data: a local header (30) and a central directory entry
+#: (46), each with the name, and Ray's extended-timestamp fields; a bound, not an exact count.
+ZIP_FILE_OVERHEAD = 128
+
+
+def upload_size(working_dir: str, files: Iterable[str]) -> int:
+    """About how many bytes the zip of ``files`` (relative to ``working_dir``) that Ray uploads
+    holds: the files' sizes, uncompressed as Ray stores them, plus a zip's per-file overhead. Cost:
+    one stat per file (the walk has been made already)."""
+    root = Path(working_dir)
+    total = 0
+    for f in files:
+        try:
+            total += (root / f).stat().st_size + ZIP_FILE_OVERHEAD + 2 * len(f.encode())
+        except OSError:   # gone since the walk: Ray's own walk will say
+            pass
+    return total
+
+
+def largest_parts(working_dir: str, files: Iterable[str], n: int = 3) -> str:
+    """The ``n`` top-level entries of the upload that weigh most, "data/ (240 MiB), x.bin (9 MiB)":
+    what to leave out of a too-large upload."""
+    root = Path(working_dir)
+    parts: dict[str, int] = {}
+    for f in files:
+        head, sep, _ = f.partition("/")
+        key = head + "/" if sep else head
+        try:
+            parts[key] = parts.get(key, 0) + (root / f).stat().st_size
+        except OSError:
+            pass
+    top = sorted(parts.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{k} ({v / 2**20:.0f} MiB)" for k, v in top)
 
 
 def left_out_scripts(cmd: Sequence[str], working_dir: str, uploaded: set[str]) -> list[str]:
@@ -540,6 +586,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 "out (a .gitignore or .rayignore line, .git/info/exclude, git's core.excludesFile "
                                 "or the runtime_env's excludes matches it): the job would fail on the cluster; "
                                 "take it out of that list")
+            size = upload_size(working_dir, uploaded)
+            if complete and size > UPLOAD_MAX_BYTES:
+                raise UserError(f"{what} {working_dir}: the upload would be {size / 2**20:.0f} MiB, over the "
+                                f"{UPLOAD_MAX_BYTES / 2**20:.0f} MiB a Ray job's working directory can take (the "
+                                f"dashboard refuses larger requests: HTTP 413); largest: {largest_parts(working_dir, uploaded)}; "
+                                "leave data out (a line in .rayignore, or --runtime-env-json '{\"excludes\": "
+                                "[...]}') and read it on the nodes from a shared path or object storage")
         where = job_api_address(a.address)
         if where is not None:
             check_job_api(*where)
