@@ -177,7 +177,7 @@ class _Files:
         if self.scheme != "s3":
             raise UserError(f"{self.shown}: meta-study writes stores on local or shared filesystems and on s3:// "
                             f"only (a commit needs conditional writes); {self.scheme}:// stores can be read, not "
-                            "written. Use s3:// (S3, MinIO, Ceph, or GCS through its S3-compatible XML API) or a path")
+                            "written. Use s3:// (AWS S3, MinIO, Ceph RGW: an endpoint that honours If-None-Match and If-Match on PUT) or a path")
         if self._objects is None:
             self._objects = S3Objects(self.uri, self.shown, self.root)
         return self._objects

@@ -16,7 +16,8 @@ PUTs (see :mod:`._s3`):
   means the lease was broken (``store unlock``) or taken over after expiring (this process was
   paused): the lease is *lost* and the heartbeat stops.
 - *release*: replace it with a released record (``If-Match``): the lease object is never deleted,
-  so every change to it is conditional.
+  so every change to it is conditional. Only the process that took it releases it, never a
+  child forked while it was held.
 - *wait*: a writer that finds the lease held says once who holds it (pid, host, user, since),
   until when, and how to break it (``meta-study store unlock STORE``), then polls until it is
   released, expires or ``timeout_s`` passes (a one-line :class:`StoreLockedError`).
@@ -376,19 +377,25 @@ def _lease_lock(objects: S3Objects, timeout_s: float, what: str, lease_s: float,
         time.sleep(poll)
     beat = _Heartbeat(objects, record, etag, lease_s)
     beat.start()
+    pid = os.getpid()
     try:
         yield beat
     finally:
-        beat.stop()
-        if not beat.lost:
-            with contextlib.suppress(OSError):
-                released = json.dumps({**record, "released": True}).encode()
-                if objects.replace(LEASE, released, beat.etag) is None:
-                    # a renewal landed unanswered just before the stop (beat.etag is stale): still
-                    # ours, release it at its ETag, not leave it held for a whole lease
-                    now = _ours(objects.get(LEASE), body)
-                    if now is not None:
-                        objects.replace(LEASE, released, now)
+        # Only the process that took the lease releases it. A child forked inside this block (a
+        # commit_stream batch generator calling os.fork) whose stack unwinds through it (sys.exit,
+        # an exception) released the lease its parent still held and worked under: the next
+        # writer went in beside it, and the parent's heartbeat found its lease lost.
+        if os.getpid() == pid:
+            beat.stop()
+            if not beat.lost:
+                with contextlib.suppress(OSError):
+                    released = json.dumps({**record, "released": True}).encode()
+                    if objects.replace(LEASE, released, beat.etag) is None:
+                        # a renewal landed unanswered just before the stop (beat.etag is stale):
+                        # still ours, release it at its ETag, not leave it held for a whole lease
+                        now = _ours(objects.get(LEASE), body)
+                        if now is not None:
+                            objects.replace(LEASE, released, now)
 
 
 def lease_holder(objects: S3Objects) -> LockHolder | None:

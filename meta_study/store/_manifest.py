@@ -124,7 +124,11 @@ class _CorruptManifest(ValueError):
 
 
 def _dumps(d: Mapping[str, Any]) -> bytes:
-    return json.dumps(d, indent=1, sort_keys=True).encode()
+    # default=str: a commit's ``info`` (its log entry) may hold values JSON lacks (a numpy int, a
+    # path, a timestamp); they were a TypeError traceback at the commit point, the commit rolled
+    # back. Stored as their text, which reads back and checksums the same (and is what
+    # Store._refuse_a_pruned_name compares a log entry as)
+    return json.dumps(d, indent=1, sort_keys=True, default=str).encode()
 
 
 @dataclass

@@ -8,7 +8,12 @@
   (lease expiry is judged on the server's clock: no clock skew between writers' hosts).
 
 S3 has offered both preconditions since 2024; MinIO and Ceph RGW speak them too, as does moto's
-server used by the tests (``tests/s3_server.py``). The calls go through boto3 (a dependency of
+server used by the tests (``tests/s3_server.py``). An endpoint without them may answer such a PUT
+with an error (a one-line refusal) or *ignore* the header and overwrite (S3 itself before 2024,
+some S3-compatible stores): then two writers both took the lease and both "created" a version's
+manifest, the second silently replacing the first's commit. So before its first conditional
+write, :class:`S3Objects` checks once that the endpoint refuses a PUT whose precondition fails
+(:meth:`S3Objects.require_conditional_writes`). The calls go through boto3 (a dependency of
 meta-study), imported only when a store on ``s3://`` is written to; reading needs only pyarrow.
 
 Where the objects are and who we are comes from the store URI as pyarrow reads it
@@ -21,10 +26,12 @@ same sources pyarrow uses for the data files.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import email.utils
 import os
 import urllib.parse
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +91,7 @@ class S3Objects:
         secret = q.get("secret_key") or (urllib.parse.unquote(p.password) if p.password else None)
         self._keys = (key, secret, q.get("session_token")) if key and secret else None
         self._client: Any = None
+        self._conditional_checked = False
 
     def key(self, rel: str) -> str:
         return f"{self.prefix}/{rel}" if self.prefix else rel
@@ -120,13 +128,14 @@ class S3Objects:
                                 f"{(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
         return self._client
 
-    def _call(self, what: str, rel: str, fn: Any, **kw: Any) -> Any:
-        """Run one S3 call; None when its precondition failed, an OSError (one line) on any
-        other failure (network, credentials, permissions)."""
+    def _call(self, what: str, rel: str, fn: Any, *, key: str | None = None, **kw: Any) -> Any:
+        """Run one S3 call on ``rel`` (or on ``key``, messages still naming ``rel``); None when its
+        precondition failed, an OSError (one line) on any other failure (network, credentials,
+        permissions)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return fn(Bucket=self.bucket, Key=self.key(rel), **kw)
+            return fn(Bucket=self.bucket, Key=self.key(key or rel), **kw)
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code", ""))
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -147,14 +156,52 @@ class S3Objects:
         except BotoCoreError as e:
             raise OSError(f"{self.shown}/{rel}: {what} failed: {str(e).splitlines()[0]}") from None
 
+    def require_conditional_writes(self, rel: str) -> None:
+        """A one-line :class:`UserError` unless the endpoint honours ``If-None-Match: *`` and
+        ``If-Match`` on PUT; checked once per instance, before its first conditional write (of
+        ``rel``, which failures name): four requests on a probe object of our own under
+        ``_meta/``, deleted after.
+
+        An endpoint that ignores them answers 200 and overwrites: every writer then "took" the
+        lease while another held it, and two writers racing for a version both "created" its
+        manifest, the later one silently replacing the earlier's commit (its rows lost)."""
+        if self._conditional_checked:
+            return
+        probe = f"_meta/.conditional-write-probe-{uuid.uuid4().hex}"
+        put = self.client.put_object
+        made = False   # no DELETE (four more retries) after a first PUT that never reached the endpoint
+        try:
+            self._call("conditional PUT", rel, put, key=probe, Body=b"1", IfNoneMatch="*")
+            made = True
+            # the probe exists now (even if that reply was lost and a retry got 412): both must fail
+            again = self._call("conditional PUT", rel, put, key=probe, Body=b"2", IfNoneMatch="*")
+            stale = self._call("conditional PUT", rel, put, key=probe, Body=b"3",
+                               IfMatch='"0123456789abcdef0123456789abcdef"')
+        except OSError as e:   # botocore's words may name the URL: the key the caller writes, not the probe
+            if isinstance(e, UserError) or self.key(probe) not in str(e):
+                raise
+            raise OSError(str(e).replace(self.key(probe), self.key(rel))) from None
+        finally:
+            if made:
+                with contextlib.suppress(Exception):   # best effort: a stray probe under _meta/ is harmless
+                    self.client.delete_object(Bucket=self.bucket, Key=self.key(probe))
+        if again is not None or stale is not None:
+            which = "If-None-Match: *" if again is not None else "If-Match"
+            raise UserError(f"{self.shown}: the S3 endpoint ignores conditional writes (a PUT with {which} "
+                            "overwrote an object it should have left alone); writing a store safely needs them "
+                            "(AWS S3, a current MinIO or Ceph RGW honour them)")
+        self._conditional_checked = True
+
     def create(self, rel: str, data: bytes) -> str | None:
         """PUT ``data`` only if no object has this key; its ETag, or None if one does."""
+        self.require_conditional_writes(rel)
         r = self._call("conditional PUT", rel, self.client.put_object, Body=data, IfNoneMatch="*")
         return None if r is None else str(r["ETag"])
 
     def replace(self, rel: str, data: bytes, etag: str) -> str | None:
         """PUT ``data`` only if the object is still at ``etag``; the new ETag, or None (also when
         the object is gone: S3 answers ``If-Match`` on a missing key with 404 NoSuchKey, not 412)."""
+        self.require_conditional_writes(rel)
         try:
             r = self._call("conditional PUT", rel, self.client.put_object, Body=data, IfMatch=etag)
         except NoSuchBucketError:

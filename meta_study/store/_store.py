@@ -79,7 +79,7 @@ from ..validation import conform, dedupe_keys
 from ..failpoints import failpoint as _failpoint
 from ._files import (NotAFileError, WrongSizeError, _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_uri,
                      kind_of_mode)
-from ._lock import LockHolder, Notify, _lease_lock, _local_lock, break_lease, lease_holder, lease_seconds, local_holder
+from ._lock import LEASE, LockHolder, Notify, _lease_lock, _local_lock, break_lease, lease_holder, lease_seconds, local_holder
 from ._manifest import (FORMAT_VERSION, KEEP_LOG, KEEP_MANIFESTS, QUARANTINE_SCHEMA, CheckResult, CommitResult,
                         Damage, StoreSummary, _CorruptManifest, _Manifest, _quarantine_table)
 from ._merge import _by_partition, _Plan, _Verified, require_partitions
@@ -793,8 +793,12 @@ class Store:
         installed (other object stores are read only). Ingest calls it before reading sources."""
         if not self._f.local:
             _ = self._f.objects().client   # a store we cannot commit to safely is refused before any work
-        info = self.probe()
+        info = self.probe()                # an endpoint that cannot be reached: said here, in its words
         self._require_directory(info)
+        if not self._f.local:
+            # an endpoint that ignores conditional writes, or credentials that cannot write:
+            # refused before any source is read, not at the lease (4 small requests, once)
+            self._f.objects().require_conditional_writes(LEASE)
         if info.type == pafs.FileType.NotFound and self._f.local:
             parent = os.path.dirname(self._f.root)   # the nearest existing parent must be a directory
             while not os.path.lexists(parent):
