@@ -19,6 +19,7 @@ import dataclasses
 import math
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Iterator, Mapping
@@ -288,6 +289,15 @@ class Runtime:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
+def _device_usable(dev: torch.device) -> bool:
+    """Whether torch can hold a tensor on ``dev`` here (one empty allocation)."""
+    try:
+        torch.empty(0, device=dev)
+        return True
+    except Exception:   # noqa: BLE001 - RuntimeError, or an ImportError of torch.hpu, ...
+        return False
+
+
 def resolve_runtime(cfg: TrainConfig, arch_family: str) -> Runtime:
     """Pick device, precision and memory format; GPU-only features stay off on CPU unless asked."""
     dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
@@ -296,6 +306,12 @@ def resolve_runtime(cfg: TrainConfig, arch_family: str) -> Runtime:
         # torch's own error came at the first .to(), after the data was built ("Found no NVIDIA driver")
         raise ValueError(f"device={cfg.device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
                          'use device="auto" (CUDA when there is one, else the CPU) or "cpu"')
+    if dev.type == "meta" or dev.type not in ("cpu", "cuda") and not _device_usable(dev):
+        # "mps" on Linux, "xpu" without its driver: torch's own error came at the model's first
+        # .to() after the data was built, naming no setting ("PyTorch is not linked with support
+        # for mps devices"); "meta" holds no values at all (it failed inside autocast)
+        raise ValueError(f"device={cfg.device!r}: not a device this machine can train on; "
+                         'use device="auto" (CUDA when there is one, else the CPU), "cpu" or "cuda"')
     if cfg.precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be auto, fp32 or bf16, got {cfg.precision!r}")
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
@@ -405,7 +421,9 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
     n = state["numpy"]
     np.random.set_state(("MT19937", np.array(n["keys"], dtype=np.uint32), n["pos"], n["gauss"][0], n["gauss"][1]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # one state per GPU the saving process saw: saved where 8 were visible, resumed in a Ray
+        # worker that sees its 1, torch set device 1's and failed ("tuple index out of range")
+        torch.cuda.set_rng_state_all(list(state["cuda"])[:torch.cuda.device_count()])
 
 
 def save_checkpoint(directory: str, *, model: nn.Module, opt: torch.optim.Optimizer,
@@ -421,7 +439,7 @@ def save_checkpoint(directory: str, *, model: nn.Module, opt: torch.optim.Optimi
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, CHECKPOINT_FILE)
     payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-               "step": step, "rng": _rng_state(), "config": cfg.to_dict()}
+               "step": step, "rng": _rng_state(), "config": _storable(cfg.to_dict())}
     if losses is not None:
         payload["losses"] = losses[:step].detach().to("cpu", torch.float32).clone()
     tmp = f"{path}.tmp{os.getpid()}"
@@ -433,6 +451,26 @@ def save_checkpoint(directory: str, *, model: nn.Module, opt: torch.optim.Optimi
             os.remove(tmp)
         raise
     return path
+
+
+def _storable(v: Any) -> Any:
+    """``v`` as the plain values ``torch.load(weights_only=True)`` reads back: None, bools, numbers
+    and strings as they are, inside lists, tuples and dicts; anything else as a stable text (a
+    path as itself, a class or function as ``module.qualname``, else its repr). A config holding a
+    class or a path (``model_kwargs={"act_layer": nn.GELU}``, a task's ``root=Path(...)``) was
+    saved as the object: every checkpoint of the run was then refused as unreadable, so it could
+    neither resume nor be evaluated. :func:`config_difference` compares configs in this form."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, Mapping):
+        return {str(k): _storable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(_storable(x) for x in v) if type(v) in (list, tuple) else [_storable(x) for x in v]
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    if isinstance(v, type) or callable(v) and hasattr(v, "__qualname__"):
+        return f"{getattr(v, '__module__', '?')}.{v.__qualname__}"
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(v))   # an address differs in the resuming process
 
 
 #: The config fields that define a run's trajectory: resuming a checkpoint saved under other values
@@ -450,7 +488,7 @@ def config_difference(saved: Mapping[str, Any], cfg: TrainConfig, allow: Collect
     :meth:`TrainConfig.to_dict`) and ``cfg`` (resolved): one phrase naming the field and both
     values; None when they define the same run. Fields in ``allow``, or absent from ``saved`` (an
     older checkpoint), are skipped."""
-    new = cfg.to_dict()
+    new = _storable(cfg.to_dict())   # as save_checkpoint stored it
     for name in RUN_FIELDS:
         if name in allow or name not in saved:
             continue
@@ -618,6 +656,11 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.
     """One optimizer step on a batch; returns the (detached, on-device) mean cross-entropy."""
     with rt.autocast():
         logits = (fwd or model)(x)
+    if logits.ndim != 2 or logits.shape[0] != len(y):   # a shape check: no device sync
+        # model_kwargs {"global_pool": ""} keeps a ViT's or a Mixer's tokens: cross_entropy
+        # failed with "Expected target size [128, 240], got [128]", naming neither
+        raise ValueError(f"the model's outputs have shape {tuple(logits.shape)}, not (batch {len(y)}, classes): "
+                         "its classifier must pool each image to one vector (model_kwargs global_pool='' does not)")
     loss = F.cross_entropy(logits.float(), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()

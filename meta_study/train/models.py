@@ -26,6 +26,8 @@ from timm.models.resnetv2 import ResNetV2
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from ..schema import ARCH_FAMILIES
+
 #: Models with more parameters than this use the paper's "large model" learning rate.
 LARGE_MODEL_PARAMS = 150_000_000
 
@@ -87,6 +89,12 @@ def register_preset(*, family: str, timm_name: str, img_size: int = 224) -> Call
         timm_name: the timm architecture the preset is (a variant of).
         img_size: the preset's usual input size (224 for the paper's models, 32 for ``*_cpu``).
     """
+
+    if family not in ARCH_FAMILIES:
+        # logged as the trials' arch_family, which ingest quarantines outside these: every row
+        # of a sweep over the preset was refused after its training ("unknown arch_family")
+        raise ValueError(f"register_preset(family={family!r}): must be one of {', '.join(ARCH_FAMILIES)} "
+                         "(schema.ARCH_FAMILIES; 'other' for any other architecture)")
 
     def deco(fn: Builder) -> Builder:
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""

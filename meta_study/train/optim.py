@@ -4,8 +4,9 @@ Parameters fall in four groups: head or body, times decayed or not. The head is 
 classifier (``model.get_classifier()``); it gets ``head_lr`` / ``head_wd``, the body ``lr`` / ``wd``.
 
 Which parameters decay: kernels only, as in big_vision (its ``wd_mults`` match ``.*/kernel``):
-tensors with 2+ dimensions (linear and conv weights). Biases, norm scales/shifts, and the ViT
-position embedding and class token (``model.no_weight_decay()``) are never decayed.
+tensors with 2+ dimensions of size > 1 (linear and conv weights). Biases, norm scales/shifts
+(also those stored broadcastable, ``(1, 1, D)`` or ``(C, 1, 1)``), and the ViT position
+embedding and class token (``model.no_weight_decay()``) are never decayed.
 
 Weight decay convention: decoupled and multiplied by the scheduled learning rate (AdamW's,
 and the original ViT/flax ``optim.Adam(weight_decay=...)``'s): each step,
@@ -66,6 +67,20 @@ def _no_decay_names(model: nn.Module) -> set[str]:
     return set(fn()) if callable(fn) else set()
 
 
+def _is_kernel(name: str, p: torch.Tensor, modules: dict[str, nn.Module]) -> bool:
+    """Whether parameter ``name`` is a kernel: the weight of a linear or conv layer, or another
+    tensor with 2+ dimensions of size > 1. A per-channel vector stored broadcastable is not one:
+    ResMLP's Affine norm (1, 1, D), FastViT's layer scale and XCiT's temperatures (C, 1, 1) and
+    NFNet's conv gain (C, 1, 1, 1) decayed, where the same vectors stored 1-D (ConvNeXt's layer
+    scale, every LayerNorm) do not."""
+    if p.ndim < 2:
+        return False
+    owner, _, leaf = name.rpartition(".")
+    if leaf == "weight" and isinstance(modules.get(owner), (nn.Linear, nn.modules.conv._ConvNd)):
+        return True   # (1, D) of a one-output linear layer, (C, 1, 1, 1) of a depthwise 1x1 conv
+    return sum(n > 1 for n in p.shape) >= 2
+
+
 def param_groups(model: nn.Module, *, lr: float, wd: float, head_lr: float, head_wd: float) -> list[dict[str, Any]]:
     """Head/body x decay/no-decay parameter groups (empty groups dropped).
 
@@ -77,12 +92,14 @@ def param_groups(model: nn.Module, *, lr: float, wd: float, head_lr: float, head
     # timm's names may be patterns (XCiT: "pos_embed.*", whose kernel decayed): matched as timm's
     # own optimizer factory matches them (fnmatch)
     patterns = [s for s in skip if any(c in s for c in "*?[")]
+    modules = dict(model.named_modules())
     buckets: dict[str, list[nn.Parameter]] = {"body": [], "body_no_wd": [], "head": [], "head_no_wd": []}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         part = "head" if id(p) in head_ids else "body"
-        decays = p.ndim >= 2 and name not in skip and not any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
+        decays = (_is_kernel(name, p, modules) and name not in skip
+                  and not any(fnmatch.fnmatchcase(name, pat) for pat in patterns))
         buckets[part if decays else f"{part}_no_wd"].append(p)
     settings = {"body": (lr, wd), "body_no_wd": (lr, 0.0), "head": (head_lr, head_wd), "head_no_wd": (head_lr, 0.0)}
     return [{"name": k, "params": ps, "lr": settings[k][0], "weight_decay": settings[k][1]}

@@ -235,13 +235,13 @@ def run_trial(config: TrainConfig | Mapping[str, Any], *, on_report: ReportFn | 
     cfg = cfg.resolved(info)
     if cfg.finetune:   # refused after pre-training and probing, the trial's hours lost, else
         check_hparam("finetune_lr", cfg.finetune_lr)
+    rt = resolve_runtime(cfg, info.arch_family)  # a device this machine lacks: one line before the DS data is built
     lead = dist_rank_world()[0] == 0
     ds = _ds_tasks(cfg, us) if lead else []      # checked before pre-training, not after its hours
     if on_start is not None:
         on_start(cfg, info)
     pre = pretrain(model, info, us, cfg, on_report=on_report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
                    allow_changed=allow_changed)
-    rt = resolve_runtime(cfg, info.arch_family)
     t1 = time.perf_counter()
     shots = _probe(model, info, ds, cfg, rt)
     t2 = time.perf_counter()
