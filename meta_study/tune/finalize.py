@@ -183,10 +183,14 @@ def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callab
             if waited >= WAIT_NOTE_S:
                 # said, not waited on in silence: an evaluation that cannot get its resources
                 # (taken by something else on a shared cluster) waits for as long as they stay taken
+                # (a ViT-B's probes can also just take longer: "still waiting for resources" was
+                # said of evaluations that were running, which Ray does not tell apart cheaply)
                 waited = 0.0
-                print(f"evaluating early-stopped trials: {len(pending)} still waiting for resources after "
-                      f"{WAIT_NOTE_S:g} s more (free: {ray.available_resources()})", file=sys.stderr, flush=True)
+                print(f"evaluating early-stopped trials: {len(pending)} not done, none finished in the last "
+                      f"{WAIT_NOTE_S:g} s (each running, or waiting for resources; free now: "
+                      f"{ray.available_resources()})", file=sys.stderr, flush=True)
             continue
+        waited = 0.0       # the note counts the time since the last evaluation finished
         r, ckpt = refs[ready[0]]
         tid = trial_id_of(r)
         try:
@@ -249,6 +253,16 @@ def _close_duplicates(client: Any, trial: str, run_ids: Sequence[str], kept: str
                   file=sys.stderr)
 
 
+def _run_kept(client: Any, run_id: str) -> bool:
+    """Whether ``run_id`` is a run MLflow still holds (not deleted): one request, made only for a
+    trial whose RUNNING run is not its mapped one. False where MLflow cannot say (the RUNNING run
+    is then adopted, as before)."""
+    try:
+        return client.get_run(run_id).info.lifecycle_stage != "deleted"
+    except Exception:  # noqa: BLE001 - not found, or the server failed: not known to be kept
+        return False
+
+
 def reconcile(results: Sequence[Any], callback: Any, *, tracking_uri: str, experiment_id: str, parent_run_id: str,
               runs_map: Mapping[str, str], name_of: Callable[[str], str]) -> Reconciled:
     """Settle or close every run of the sweep that is still RUNNING, and create the run of a
@@ -277,8 +291,12 @@ def reconcile(results: Sequence[Any], callback: Any, *, tracking_uri: str, exper
             break
     for tid in list(running):
         rids = extra.get(tid, [])
-        if tid in callback.ended and runs_map.get(tid) not in (None, running[tid]):
-            rids = [*rids, running.pop(tid)]    # this session ended the trial's run: these are others
+        mapped = runs_map.get(tid)
+        if mapped not in (None, running[tid]) and (tid in callback.ended or _run_kept(client, mapped)):
+            # the trial's own run was ended (by this session, or by an earlier one whose driver died
+            # before it closed this second run): these are others. The second run was adopted and
+            # settled FINISHED instead, the trial two data points and its map on the duplicate
+            rids = [*rids, running.pop(tid)]
         if rids:
             _close_duplicates(client, tid, rids, runs_map.get(tid) or running.get(tid))
     by_trial = {trial_id_of(r): r for r in results}

@@ -111,6 +111,20 @@ class SweepSpec:
     scheduler: str | None = None
     resources: Callable[[Mapping[str, Any], "SweepOptions"], "TrialResources"] | None = None
 
+    def __post_init__(self) -> None:
+        # a word _new_tuner does not know (scheduler="ASHA", search="bayes") ran a plain grid: no early
+        # stopping, no search, and nothing said
+        if self.search not in SEARCHES:
+            raise ValueError(f"SweepSpec {self.name}: search={self.search!r}, expected one of {', '.join(SEARCHES)}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"SweepSpec {self.name}: scheduler={self.scheduler!r}, expected None or "
+                             f"{', '.join(repr(s) for s in SCHEDULERS if s)}")
+
+
+#: What ``SweepSpec.search`` and ``SweepSpec.scheduler`` take (:func:`_new_tuner` knows these only).
+SEARCHES = ("grid", "random", "optuna")
+SCHEDULERS = (None, "asha")
+
 
 @dataclass(frozen=True)
 class TrialResources:
@@ -224,6 +238,14 @@ class SweepOptions:
         if self.name is not None:
             check_sweep_name(self.name)
         # an empty value (an unset shell variable) ran on the default without a word
+        if self.tracking_uri is not None and not self.tracking_uri.strip():
+            # `--tracking-uri "$MLFLOW_URI"` with the variable unset logged to a sqlite file on this
+            # machine without a word, not to the lab's server
+            raise UserError("--tracking-uri '': empty (leave it out for $MLFLOW_TRACKING_URI, else a sqlite file "
+                            "beside --storage-path)")
+        if self.us_task is not None and not self.us_task.strip():
+            # `--us-task "$TASK"` with the variable unset pre-trained every trial on the sweep's own task
+            raise UserError("--us-task '': empty (leave it out for the sweep's own upstream task)")
         if self.storage_path is not None and not self.storage_path.strip():
             raise UserError("--storage-path '': empty (leave it out for the default, ./meta-study-sweeps/ray)")
         if not self.researcher.strip():
@@ -242,7 +264,11 @@ def check_sweep_name(name: str) -> None:
     ``/abs`` elsewhere, ``.`` at the storage path itself. UserError (one line) for such a name."""
     bad = ("is no directory name" if name.strip() in ("", ".", "..")
            else next((f"holds {c!r}" for c in ("/", "\\", "?") if c in name), None)
-           or (None if name.isprintable() else "holds a control character"))
+           or (None if name.isprintable() else "holds a control character")
+           # a directory name's limit (NAME_MAX, and Ray's local staging directory is named after it
+           # too): found only when the sweep record was written, its MLflow parent run left RUNNING
+           or (f"is {len(os.fsencode(name))} bytes long, more than a directory name's 255"
+               if len(os.fsencode(name)) > 255 else None))
     if bad:
         raise UserError(f"--name {name!r}: {bad}; a sweep's name is one directory under --storage-path")
 
@@ -258,7 +284,7 @@ def build_parser(spec: SweepSpec) -> argparse.ArgumentParser:
     a = p.add_argument
     a("--smoke", action="store_true", help="tiny models, CPU, minutes")
     a("--num-samples", type=int, default=None, help="Tune num_samples (default: the sweep's)")
-    a("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+    a("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or None,   # set but empty: unset
       help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///PARENT/mlflow.db, PARENT being "
            "--storage-path's parent directory, with the artifacts in PARENT/mlartifacts/EXPERIMENT)")
     a("--experiment", default=None, help="MLflow experiment (default: the sweep's name)")
@@ -566,6 +592,13 @@ def check_metric_names(cfg: Mapping[str, Any], options: SweepOptions) -> None:
             keys += [l2sweep_metric_key(task, k, layer, v) for k, layer in itertools.product(shots, layers) for v in l2s]
         named.append((task, keys))
     for task, keys in named:
+        if "/" in str(task):
+            # MLflow takes ds/a/b/1shot/top1, but the schema's keys (and ingest's default mapping)
+            # hold a task name as one segment: the task's accuracies were never ingested
+            flag = "--dataset" if task in options.datasets else "task"
+            raise UserError(f"{flag} {task!r}: holds '/', so its metric key {keys[0]!r} is not the schema's "
+                            "(one segment per task name: us/TASK/top1, ds/TASK/Kshot/top1) and `meta-study ingest` "
+                            "would not read its results; rename it (letters, digits and _ - . only)")
         for key in keys:
             why = refused_name(key)
             if why is not None:
@@ -828,7 +861,12 @@ def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
     space = settings.pop(SPACE_KEY, None)      # compared below, in words of its own
     others = None if record is None else replace(record, settings={k: v for k, v in record.settings.items()
                                                                    if k != SPACE_KEY})
-    sp = plan_session(record=others, tune_state=tune.Tuner.can_restore(exp_dir), resume=o.resume,
+    try:
+        tune_state = tune.Tuner.can_restore(exp_dir)
+    except ValueError as e:   # pyarrow's ArrowInvalid: "s3://" without a bucket was a traceback
+        raise UserError(f"--storage-path {o.storage_path or storage}: not a storage URI Tune can use ({_first_line(e)}); "
+                        "e.g. s3://BUCKET/PATH, gs://BUCKET/PATH or a directory") from None
+    sp = plan_session(record=others, tune_state=tune_state, resume=o.resume,
                       experiment=o.experiment, default_experiment=spec.name, code=code,
                       allow_code_change=o.allow_code_change, experiment_dir=exp_dir, tracking_uri=safe_uri(tracking),
                       settings=settings)
@@ -939,7 +977,13 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     p = plan_sweep(spec, o)
     check_tracking_reachable(p.tracking)
     if p.tracking.startswith("sqlite:///"):
-        Path(p.tracking[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        db_dir = Path(p.tracking[len("sqlite:///"):]).parent
+        try:
+            db_dir.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            # a file where a directory of the path goes: "error: [Errno 17] File exists: ..." (exit 1)
+            raise UserError(f"--tracking-uri {p.tracking}: its directory {db_dir} cannot be made (a file stands on "
+                            "its path); give another sqlite path") from None
     check_experiment_active(p)
     if p.resume:   # nothing of the sweep is read for the resume while its old writer still writes
         wait_for_previous_writer(p.state, p.name)

@@ -398,6 +398,10 @@ def resume_copy(checkpoint: Any, work: str) -> str | None:
             read_checkpoint(checkpoint_file(local), lazy=True)
         except (UnreadableCheckpoint, FileNotFoundError) as e:
             line = (str(e).strip().splitlines() or [type(e).__name__])[0].replace(local, path)
+            if "Path not found: (<pyarrow" in line:
+                # pyarrow's words for a checkpoint gone from the storage named its filesystem object
+                # ("Path not found: (<pyarrow._fs.LocalFileSystem object at 0x7f...>, PATH)")
+                line = f"{path}: not on the sweep's storage (deleted?)"
             why = why or (line if path in line else f"{path}: {line}")
             continue
         if n:
