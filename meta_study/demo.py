@@ -19,17 +19,23 @@ Everything lives under ``WORKDIR`` (the command's default ``./meta-study-demo``,
 is there: finished trials are not retrained, ingest and refit are no-ops, the report stays. A
 ``WORKDIR`` whose report would mix two demos' models is refused in one line before anything is
 trained (:func:`refuse_mixed_workdir`): the other kind of demo's (``--synthetic`` or not), one
-moved or copied from another path, or one whose MLflow database or sweep state was removed.
+moved or copied from another path, or one whose MLflow database or sweep state was removed; so
+is a ``WORKDIR`` another demo is running in (:func:`workdir_lock`). A ``--synthetic`` demo stopped
+while it logged its runs leaves some of them: the next one logs the rest (:func:`log_synthetic`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
+import os
+import re
 import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -117,8 +123,51 @@ def run_demo(workdir: str = "meta-study-demo", *, synthetic: bool = False, seria
         from .errors import UserError
 
         raise UserError(f"--workdir {workdir}: cannot be created ({e.strerror or e})") from None
+    # one demo at a time in a workdir: a second one started while the first was logging its
+    # simulated runs said "reused the runs of an earlier demo", ingested 145 of the 240 and
+    # reported on them (exit 0) while the first ended "refit locked" (exit 2), or failed in a
+    # traceback from MLflow's half-made sqlite database; two trained demos shared one Tune state
+    with workdir_lock(wd, workdir):
+        return _run_demo(wd, synthetic, serial, log, t0, workdir)
+
+
+#: The lock file of a demo's workdir (:func:`workdir_lock`).
+DEMO_LOCK = ".demo.lock"
+
+
+@contextlib.contextmanager
+def workdir_lock(wd: Path, workdir: str) -> Iterator[None]:
+    """Hold the demo's lock of ``wd`` (``WORKDIR/.demo.lock``, a non-blocking ``flock`` that records
+    its holder) for the block; the kernel drops it when the process dies.
+
+    Raises:
+        UserError: one line naming ``--workdir`` and the holder, when another demo holds it.
+    """
+    from .errors import UserError
+    from .validation import printable
+
+    fd = os.open(wd / DEMO_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = printable(" ".join(os.pread(fd, 200, 0).decode(errors="replace").split()))[:80]
+            raise UserError(f"--workdir {workdir}: another demo is running there" + (f" ({holder})" if holder else "")
+                            + "; wait for it to end, or give another --workdir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _run_demo(wd: Path, synthetic: bool, serial: bool, log: Callable[[str], None], t0: float,
+              workdir: str) -> DemoResult:
+    """:func:`run_demo` once it holds the workdir's lock."""
     tracking = f"sqlite:///{wd / 'mlflow.db'}"
     store = wd / "store"
+    if (wd / "mlflow.db").exists():
+        refuse_unreadable_database(wd, workdir, tracking)
     # before any training or logging: a report of this workdir's store would mix two demos' models
     logged = refuse_mixed_workdir(wd, workdir, tracking, synthetic=synthetic)
     step = _Steps(log)
@@ -233,6 +282,26 @@ def refuse_mixed_workdir(wd: Path, workdir: str, tracking: str, *, synthetic: bo
         raise UserError(f"--workdir {workdir}: holds the models of an earlier demo whose sweep state ({wd / 'ray'}) "
                         f"is gone; training again would report both sets of models; {redo}")
     return None
+
+
+def refuse_unreadable_database(wd: Path, workdir: str, tracking: str) -> None:
+    """Refuse a ``--workdir`` whose ``mlflow.db`` MLflow cannot open (not a database, damaged, or
+    made by a newer MLflow), in one line before anything is done: it was a traceback of
+    SQLAlchemy's or alembic's. Costs one MLflow query.
+
+    Raises:
+        UserError: one line naming ``--workdir``, the database, MLflow's reason and what to do.
+    """
+    from .errors import UserError
+    from .mlflow_client import mlflow_client
+
+    try:
+        mlflow_client(tracking).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - whatever MLflow, SQLAlchemy or alembic raise: one line
+        why = " ".join((str(e).strip().splitlines() or [type(e).__name__])[0].split())
+        why = re.sub(r"^\([\w.]+\)\s*", "", why)[:200]    # SQLAlchemy's "(sqlite3.DatabaseError) " prefix
+        raise UserError(f"--workdir {workdir}: MLflow cannot open its database {wd / 'mlflow.db'} ({why}); "
+                        f"give another --workdir, or remove {wd} to start again") from None
 
 
 def _trained_runs(tracking: str) -> bool:
@@ -480,13 +549,26 @@ def synthetic_runs(n_models: int = 240, seed: int = 0) -> list[dict]:
 
 
 def synthetic_logged(tracking_uri: str) -> bool:
-    """Whether the simulated runs are in MLflow already (an earlier demo logged them)."""
+    """Whether the simulated runs are in MLflow already, every one of them FINISHED (an earlier
+    demo logged them). A demo interrupted while it logged them left some (132 of 240, say): the
+    next one said "reused the runs of an earlier demo" and reported on those alone, every time."""
     from .mlflow_client import mlflow_client
 
     client = mlflow_client(tracking_uri)
     exp = client.get_experiment_by_name(SYNTH_EXPERIMENT)
     return (exp is not None and getattr(exp, "lifecycle_stage", "active") != "deleted"
-            and bool(client.search_runs([exp.experiment_id], max_results=1)))
+            and _synthetic_seeds() <= _logged_seeds(client, exp.experiment_id))
+
+
+def _synthetic_seeds() -> set[str]:
+    """The ``seed`` params of :func:`synthetic_runs`, as MLflow stores them (one per run)."""
+    return {str(r["params"]["seed"]) for r in synthetic_runs()}
+
+
+def _logged_seeds(client: Any, exp_id: str) -> set[str]:
+    """The ``seed`` params of the FINISHED runs of the simulated experiment ``exp_id`` (one query)."""
+    runs = client.search_runs([exp_id], filter_string="attributes.status = 'FINISHED'", max_results=10_000)
+    return {r.data.params["seed"] for r in runs if "seed" in r.data.params}
 
 
 def synthetic_step(tracking_uri: str, *, logged: bool | None = None) -> str:
@@ -512,8 +594,16 @@ def log_synthetic(tracking_uri: str, *, logged: bool | None = None) -> int:
     runs = synthetic_runs()
     if synthetic_logged(tracking_uri) if logged is None else logged:
         return len(runs)
+    # the runs an interrupted demo finished are kept, the rest logged: logging all 240 again put
+    # its models in the store twice. One it left RUNNING (killed mid-run) is ended KILLED, which
+    # ingest never reads, and logged again
+    have = _logged_seeds(client, exp)
+    for r in client.search_runs([exp], filter_string="attributes.status = 'RUNNING'", max_results=10_000):
+        client.set_terminated(r.info.run_id, status="KILLED")
     now = int(time.time() * 1000)
     for r in runs:
+        if str(r["params"]["seed"]) in have:
+            continue
         run = client.create_run(exp, tags=r["tags"])
         client.log_batch(run.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in r["metrics"].items()],
                          params=[Param(k, str(v)) for k, v in r["params"].items()],

@@ -21,11 +21,12 @@ One refit:
    fingerprint as params, every group's parameters and errors as metrics, and the version
    directory (tables, figures, report) as artifacts.
 
-Publishing is exactly once per version (:func:`publish_to_mlflow`): ``OUT/published/`` records the
+Publishing is at most once per version (:func:`publish_to_mlflow`): ``OUT/published/`` records the
 run as soon as it exists and again when it is complete. A refit killed after ``OUT/LATEST`` moved
 but before its run was complete, or whose server failed mid-publish, leaves the version
-unpublished; the next refit, even with nothing changed, publishes it (into the same run, if one was
-started) before anything else, and ends KILLED the runs of versions that a newer one replaced.
+unpublished; the next refit, when nothing changed, publishes it (into the same run, if one was
+started). One that finds the data changed makes and publishes a newer version instead: the one it
+replaces stays in OUT unpublished, and its run, if one was started, is ended KILLED (superseded).
 A tracking server that does not answer, a tracking URI MLflow refuses and a server that refuses
 the credentials each fail the refit in one line before any work, before OUT's lock is taken
 (:func:`check_tracking`: exit 2, the URI may be wrong), a server that fails mid-publish in one
@@ -317,6 +318,11 @@ def previous_refit(out: str) -> tuple[Path | None, dict[str, Any]]:
             return None, {}
         for k in info["groups"]:
             group_key(json.loads(k))
+        # a version that lost its fits or its report (a disk fault, a hand) is no record either: it
+        # was kept as current by every refit after ("noop", a report of nothing) and its publish
+        # failed in every one ("publishing ... failed (.../fits.parquet)")
+        if not all((d / name).is_file() for name in _VERSION_FILES):
+            return None, {}
         return d, info
     except (OSError, ValueError, TypeError):
         return None, {}
@@ -326,6 +332,9 @@ def previous_refit(out: str) -> tuple[Path | None, dict[str, Any]]:
 #: publishing it logs: a version left unpublished is published from its record).
 _RECORD_FIELDS = {"time": str, "store": str, "fingerprint": str, "options_fingerprint": str, "changed": list,
                   "unfittable": list, "sources": list}
+#: The files of a version a later refit keeps as current or publishes: the fits its MLflow run's
+#: metrics are read from, and the report.
+_VERSION_FILES = ("fits.parquet", "index.html")
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,14 +459,18 @@ def _refit(cfg: RefitConfig, store: Store, t0: float, progress: Progress | None,
     if not changed and set(prev_fps) == set(fps):
         assert prev_dir is not None
         if cfg.tracking_uri and not is_published(cfg, prev_dir.name):
-            # an earlier refit wrote this version but was killed or failed before publishing it
+            # an earlier refit wrote this version but was killed or failed before publishing it, or
+            # published it to another experiment or tracking server than this refit's (a changed
+            # --publish-experiment: that too said "which an earlier run had left unpublished")
+            why = ("which was published to another experiment or tracking server, not to this one"
+                   if not _ledger_path(cfg, prev_dir.name).exists() and _published_elsewhere(cfg.out, prev_dir.name)
+                   else "which an earlier run had left unpublished")
             rid = publish_to_mlflow(cfg, prev_dir, prev)
             return RefitResult(status="published", version_dir=str(prev_dir), unchanged=len(groups),
                                ingest_lines=res.ingest_lines, failed_sources=res.failed_sources, mlflow_run_id=rid,
                                mlflow_url=published_url(cfg, prev_dir.name),
                                seconds=time.perf_counter() - t0,
-                               message=f"nothing changed since the refit of {prev.get('time')}, which an "
-                                       f"earlier run had left unpublished: published it now")
+                               message=f"nothing changed since the refit of {prev.get('time')}, {why}: published it now")
         return RefitResult(status="noop", version_dir=str(prev_dir), unchanged=len(groups),
                            ingest_lines=res.ingest_lines, failed_sources=res.failed_sources,
                            seconds=time.perf_counter() - t0,
@@ -822,6 +835,11 @@ def _write_ledger(path: Path, entry: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _published_elsewhere(out: str, stamp: str) -> bool:
+    """Whether version ``stamp`` of OUT is published to some tracking URI and experiment (its ledgers)."""
+    return any(_read_ledger(p).get("status") == "published" for p in (Path(out) / "published").glob(f"{stamp}.*.json"))
+
+
 def is_published(cfg: RefitConfig, stamp: str) -> bool:
     """Whether version ``stamp`` of OUT is published to the refit's tracking URI and experiment."""
     return _read_ledger(_ledger_path(cfg, stamp)).get("status") == "published"
@@ -910,7 +928,9 @@ def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any])
     except Exception as e:  # noqa: BLE001 - the version is safe on disk; the next refit publishes it
         raise PublishError(f"refit {stamp}: publishing to {safe_uri(cfg.tracking_uri)} failed "
                            f"({_one_line(e, cfg.tracking_uri)}); the results are in {version_dir}, and the next "
-                           "refit publishes them") from None
+                           # "publishes them" alone: a refit that finds new data publishes its own version
+                           # instead, and this one is superseded
+                           "refit publishes them if the data has not changed by then (else its newer version)") from None
 
 
 def _publish(cfg: RefitConfig, version_dir: Path, info: dict[str, Any], ledger: Path) -> str:
