@@ -131,6 +131,12 @@ def check_tracking_uri(tracking_uri: str) -> None:
     shown = _shown_uri(tracking_uri)
     if not uri:   # "--tracking-uri ' '" was told it is "a plain path"
         raise UserError(f"--tracking-uri {tracking_uri!r}: empty; {TRACKING_URI_HINT}")
+    if uri != tracking_uri:
+        # the URI goes on verbatim (MLflow, the writer, the sweep record): "http://h:5000 " was a
+        # ValueError traceback (its port "5000 "), and " http://h:5000" skipped the reachability
+        # check, so a server that was down hung the sweep while MLflow retried
+        raw = re.sub(r"//[^/@]*@", "//", tracking_uri.split("?", 1)[0])    # as _shown_uri: no user info
+        raise UserError(f"--tracking-uri {raw!r}: spaces or line breaks around the URI; give it without them")
     try:
         p = urllib.parse.urlsplit(uri)
         p.port   # noqa: B018 - raises ValueError for a port that is not a number
@@ -176,23 +182,69 @@ def check_tracking_uri(tracking_uri: str) -> None:
 def check_tracking_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
     """An http(s) tracking server that answers no TCP connection is one line before Ray starts (the
     sweep hung without a word: MLflow's client retries a refused connection for minutes). A server
-    that goes away later is the writer's business: it spools and replays. One connect, no request."""
+    that goes away later is the writer's business: it spools and replays. One connect (to the
+    proxy, where the environment's HTTP(S)_PROXY / NO_PROXY send the server's requests) and, for
+    plain http, one ``GET /health`` that must get an HTTP answer (any status) within ``timeout_s``."""
     import socket
     import urllib.parse
 
     from ..mlflow_client import safe_uri
 
-    if not tracking_uri.startswith(("http://", "https://")):
+    # any case: MLflow takes HTTP://HOST:PORT as a server (and retried a down one for minutes)
+    if not tracking_uri.lower().startswith(("http://", "https://")):
         return
     u = urllib.parse.urlsplit(tracking_uri)
-    port = u.port or (443 if u.scheme == "https" else 80)
     try:
-        with socket.create_connection((u.hostname or "", port), timeout=timeout_s):
-            pass
+        port = u.port or (443 if u.scheme.lower() == "https" else 80)
+    except ValueError as e:   # a port that is no number: one line, as check_tracking_uri says it
+        raise UserError(f"--tracking-uri {_shown_uri(tracking_uri)}: not a valid URI ({e}); "
+                        f"{TRACKING_URI_HINT}") from None
+    # through the proxy MLflow's client (requests) and the writer take from HTTP(S)_PROXY and
+    # NO_PROXY: a server only the proxy reaches was refused ("Name or service not known")
+    from requests.utils import get_environ_proxies, select_proxy
+
+    proxy = select_proxy(tracking_uri, get_environ_proxies(tracking_uri))
+    host, via = u.hostname or "", ""
+    if proxy:
+        pu = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        try:
+            host, port = pu.hostname or "", pu.port or (443 if pu.scheme.lower() == "https" else 80)
+        except ValueError:    # a proxy setting that does not parse: MLflow's own error says it
+            return
+        via = f" through the proxy {_shown_uri(proxy)} (HTTP_PROXY / HTTPS_PROXY)"
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as conn:
+            answer = _http_answer(conn, u, proxy) if u.scheme.lower() == "http" else b"HTTP/"
     except OSError as e:
         why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
-        raise UserError(f"--tracking-uri {safe_uri(tracking_uri)}: cannot reach the tracking server ({why}); "
+        raise UserError(f"--tracking-uri {safe_uri(tracking_uri)}: cannot reach the tracking server{via} ({why}); "
                         "is it running, and is the address right?") from None
+    if not answer.startswith(b"HTTP/"):
+        # a `kubectl port-forward` whose pod is gone takes the connection and closes it, and MLflow's
+        # client retried that for minutes: the sweep hung as for a server that was down
+        why = "closed it without an answer" if not answer else "answered, but not in HTTP"
+        raise UserError(f"--tracking-uri {safe_uri(tracking_uri)}: the tracking server{via} took the connection and "
+                        f"{why}; is it running, and is the address right?")
+
+
+def _http_answer(conn: Any, u: Any, proxy: str | None) -> bytes:
+    """The first bytes of the answer to one ``GET .../health`` (MLflow's; any HTTP status will do)
+    on ``conn``, b"" when the peer closes without one. A plain-http server only: a TLS handshake
+    would need the client's certificates and CA, which MLflow's own call checks."""
+    netloc = u.netloc.rpartition("@")[2]
+    path = f"{u.path.rstrip('/')}/health"
+    target = f"http://{netloc}{path}" if proxy else path     # a proxy takes the absolute URI
+    conn.sendall(f"GET {target} HTTP/1.0\r\nHost: {netloc}\r\nConnection: close\r\n\r\n".encode())
+    got = b""
+    while len(got) < 5:
+        try:
+            more = conn.recv(5 - len(got))
+        except ConnectionResetError:
+            return got
+        if not more:
+            return got
+        got += more
+    return got
 
 
 def runtime_env_of_job(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -208,9 +260,16 @@ def runtime_env_of_job(environ: Mapping[str, str] | None = None) -> dict[str, An
         return {}
 
 
+#: Secret-sounding names whose value is a file's path, not a secret: ``*_FILE`` / ``*_PATH`` (as
+#: :func:`~.submit.refuse_secret_args` has it) and Google's key-file variable. Pointing the nodes at
+#: a mounted credentials file through the runtime_env (``AWS_SHARED_CREDENTIALS_FILE=/mnt/aws``)
+#: shows Ray's job API a path only; it was refused as a secret.
+PATH_VALUED = re.compile(r".*_(FILE|PATH)|GOOGLE_APPLICATION_CREDENTIALS", re.IGNORECASE)
+
+
 def secret_names(env_vars: Mapping[str, Any]) -> list[str]:
-    """The names among ``env_vars`` that hold secrets (by name)."""
-    return sorted(k for k, v in env_vars.items() if SECRET_NAME.search(k) and str(v))
+    """The names among ``env_vars`` that hold secrets (by name; :data:`PATH_VALUED` ones hold paths)."""
+    return sorted(k for k, v in env_vars.items() if SECRET_NAME.search(k) and str(v) and not PATH_VALUED.fullmatch(k))
 
 
 def refuse_runtime_env_secrets(runtime_env: Mapping[str, Any]) -> None:
