@@ -72,3 +72,12 @@ def test_an_upload_just_under_the_limit_reaches_the_cluster(cluster, tmp_path):
     env = {k: cluster[k] for k in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_API_SERVER_ADDRESS")}
     r = s36._submit("--", "python", "job.py", cwd=wd, env=env, timeout=300)
     assert r.returncode == 0 and "ran with its data" in r.stdout, (r.stdout[-2000:], r.stderr[-2000:])
+
+
+def test_a_credentials_file_path_on_the_command_line_is_no_secret():
+    """As in a runtime_env's env_vars (preflight.PATH_VALUED): the command line refused
+    GOOGLE_APPLICATION_CREDENTIALS=/path, a path, not a secret; a secret's value is still refused."""
+    submit.refuse_secret_args(["env", "GOOGLE_APPLICATION_CREDENTIALS=/keys/sa.json", "python", "job.py"])
+    submit.refuse_secret_args(["env", "AWS_SHARED_CREDENTIALS_FILE=/keys/aws", "python", "job.py"])
+    with pytest.raises(submit.UserError, match="holds a secret"):
+        submit.refuse_secret_args(["env", "AWS_SECRET_ACCESS_KEY=abc", "python", "job.py"])

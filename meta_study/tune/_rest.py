@@ -68,7 +68,7 @@ class _RestRuns:
         self.creds = c = types.SimpleNamespace(**(dict(creds) if creds is not None else resolve_creds(tracking_uri)))
         self.base = c.host.rstrip("/") + "/api/2.0/mlflow/"
         url = urllib.parse.urlsplit(self.base)
-        self.https = url.scheme == "https"
+        self.https = url.scheme.lower() == "https"
         self.netloc, self.path = url.netloc, url.path
         self.headers = {"Content-Type": "application/json"}
         # MLflow's own order (rest_utils.http_request): Basic when both a user and a password are

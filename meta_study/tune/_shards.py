@@ -492,7 +492,7 @@ class MlflowWriter:
 
     def _rest_client(self) -> _RestRuns | None:
         """The lean REST path for http(s) tracking servers (not Databricks); None otherwise."""
-        if self._rest is None and self.target.tracking_uri.startswith(("http://", "https://")):
+        if self._rest is None and self.target.tracking_uri.lower().startswith(("http://", "https://")):
             self._rest = _RestRuns(self.target.tracking_uri, self.creds)
         return self._rest
 

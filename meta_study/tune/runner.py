@@ -918,7 +918,15 @@ def _record_session(spec: SweepSpec, p: _Plan, o: SweepOptions, fixed: Mapping[s
                                            tags=tags)
         rec = SweepRecord(sweep=p.name, experiment=p.experiment, experiment_id=exp_id, parent_run_id=parent,
                           tracking_uri=safe_uri(p.tracking), sessions=(session,), settings=sweep_settings(spec, o))
-        if not p.state.create_record(rec):
+        try:
+            created = p.state.create_record(rec)
+        except BaseException:
+            # the storage failed (a full disk, an object store gone, Ctrl-C): the parent run was
+            # left RUNNING for good, a live sweep in the UI that nothing would ever end
+            with contextlib.suppress(Exception):
+                mlflow_client(p.tracking).set_terminated(parent, status="FAILED")
+            raise
+        if not created:
             # another driver started this sweep between our plan and now: it owns the name
             try:
                 mlflow_client(p.tracking).set_terminated(parent, status="KILLED")

@@ -109,13 +109,14 @@ def refuse_secret_args(cmd: Sequence[str]) -> None:
     """UserError for a URI with credentials anywhere in the job's command line, or a secret's
     value assigned in it (``env AWS_SECRET_ACCESS_KEY=... python ...``)."""
     from ..mlflow_client import safe_uri
-    from .preflight import SECRET_NAME
+    from .preflight import PATH_VALUED, SECRET_NAME
 
     for arg in cmd:
-        # environment assignments (``env NAME=value cmd``); a *_PATH or *_FILE names a file, no secret
+        # environment assignments (``env NAME=value cmd``); a *_PATH or *_FILE (and
+        # GOOGLE_APPLICATION_CREDENTIALS) names a file, no secret: as in a runtime_env's env_vars
         name, eq, value = str(arg).partition("=")
         if (eq and value and re.fullmatch(r"[A-Z_][A-Z0-9_]*", name) and SECRET_NAME.search(name)
-                and not name.endswith(("_PATH", "_FILE"))):
+                and not PATH_VALUED.fullmatch(name)):
             raise UserError(f"the job's command line holds a secret ({name}=...): Ray's job API shows a job's "
                             "entrypoint to anyone who can list jobs; give it to the nodes' environment (or the "
                             "runtime_env of the cluster's own config) instead")

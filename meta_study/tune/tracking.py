@@ -95,7 +95,7 @@ def create_parent_run(tracking_uri: str, experiment: str, sweep: str, *, params:
         # one try, at most one HTTP timeout (60 s) for a server: MLflow's client retries a down one
         # for ~4 minutes, which would double the wait before the error is said
         try:
-            if tracking_uri.startswith(("http://", "https://")):
+            if tracking_uri.lower().startswith(("http://", "https://")):
                 from ._rest import _RestRuns
 
                 _RestRuns(tracking_uri).post("runs/update", {"run_id": run.info.run_id, "status": "FAILED",

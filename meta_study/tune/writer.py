@@ -148,7 +148,7 @@ class WriterProcess:
             self._pipe = _Pipe(self._proc.stdin)
             uri = self.target.tracking_uri
             # first line: the driver-resolved credentials (never on the command line, which `ps` shows)
-            self._pipe.send(json.dumps({"creds": resolve_creds(uri) if uri.startswith(("http://", "https://"))
+            self._pipe.send(json.dumps({"creds": resolve_creds(uri) if uri.lower().startswith(("http://", "https://"))
                                         else None}))
 
     def put(self, op: Op) -> None:
