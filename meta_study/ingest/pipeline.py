@@ -163,7 +163,7 @@ def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progres
         except UserError as e:
             rep.error = _after_commits(str(e), rep)
         except (OSError, ConnectionError) as e:  # unreachable servers, permissions, broken pipes
-            rep.error = f"{type(e).__name__}: {e}".splitlines()[0]
+            rep.error = _after_commits(f"{type(e).__name__}: {e}".splitlines()[0], rep)
         rep.seconds = time.perf_counter() - t0
         reports.append(rep)
     return reports
@@ -181,11 +181,15 @@ def _stored_before(done: Sequence[SourceReport]) -> str:
 def _after_commits(error: str, rep: SourceReport) -> str:
     """``error`` as the source's line says it: when batches of the source were committed before
     the one refused (the earlier pages of an MLflow ingest, the earlier files of a directory),
-    "nothing of this source was stored" was false, and the line showed nothing of what they stored."""
-    if NOTHING_STORED not in error or not (rep.new or rep.updated or rep.deleted or rep.quarantined):
+    "nothing of this source was stored" was false, and the line showed nothing of what they stored.
+    Any other error after such commits (the server gone at page 3: "FAILED: ConnectionError: ...")
+    said nothing of them either, read as "nothing stored": it says what they stored."""
+    if not (rep.new or rep.updated or rep.deleted or rep.quarantined):
         return error
     done = (f"{rep.new} new, {rep.updated} updated" + (f", {rep.deleted} deleted" if rep.deleted else "")
             + f" and {rep.quarantined} quarantined rows")
+    if NOTHING_STORED not in error:
+        return f"{error} (this ingest stored {done} of this source before the failure, and they stay)"
     return error.replace(NOTHING_STORED, f"nothing more of this source was stored (this ingest stored {done} of it "
                                          "before this part, and they stay)", 1)
 
@@ -306,7 +310,12 @@ class _Keyless:
         # a payload names its file by real path (a bare name only before FILE_STATE_VERSION 8:
         # two res.csv in two directories were one file)
         of = [_file_of(raw) for raw in q.column("raw").to_pylist()]
-        others = [i for i, (name, path) in enumerate(of) if (path not in files if path is not None else name not in names)]
+        # a dataset directory's payloads name their part (dir.parquet/part-0.parquet): it is this
+        # batch's file too (they were never settled, and listed for good after the row was fixed)
+        dirs = tuple(f + os.sep for f in files if os.path.isdir(f))
+        others = [i for i, (name, path) in enumerate(of)
+                  if (not (path in files or (dirs and str(path).startswith(dirs))) if path is not None
+                      else name not in names)]
         keep = q.take(others).select(["source", "run_id", "reason", "raw"]).to_pandas() if others else None
         return cls(files=files, others=keep)
 
@@ -561,6 +570,7 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
     res = store.commit_stream(pieces(), quarantine=keyless.keep(batch.rejected),
                               settle_quarantine=lambda: seen.read | keyless.settle(seen),
                               state={} if two_step else batch.state, operation="ingest", info={"source": src.label})
+    _count_conflicts(seen, res)
     _count(rep, res, batch, seen)
     rep.notes.extend(_data_notes(res.collapsed, us))
     if batch.replace_runs and seen.failed:
@@ -570,6 +580,20 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
         return
     if two_step:
         _finish_replacement(store, src, batch, rep, seen)
+
+
+def _count_conflicts(seen: _Seen, res: Any) -> None:
+    """Keys repeated with different values across the pieces of a large input are found by the
+    store, in the commit, and quarantined there: they were counted valid, so a dataset whose every
+    row conflicted stored nothing and said "0 new ... 4 quarantined", exit 0, its state recorded
+    (the one-batch path says "FAILED: all 4 rows quarantined"). Every valid row the store did not
+    collapse (an exact repeat) is inserted, updated or unchanged, or it conflicted."""
+    stored = res.inserted + res.updated + res.unchanged
+    conflicts = seen.valid - res.collapsed - stored
+    seen.valid = stored
+    if conflicts > 0:
+        seen.rejected += conflicts
+        seen.reasons["conflicting duplicate key"] = seen.reasons.get("conflicting duplicate key", 0) + conflicts
 
 
 def _finish_replacement(store: Store, src: Source, batch: SourceBatch, rep: SourceReport, seen: _Seen) -> None:

@@ -194,6 +194,7 @@ def open_sources(specs: Sequence[str], mapping: IngestMapping | None,
     out: list[Source] = []
     for kind, kind_specs in by_kind.items():
         out.extend(_REGISTRY[kind][1](kind_specs, mapping, options))
+    _refuse_shared_states(out)    # a mapping's `source:` names every MLflow URI given alike
     return out
 
 
@@ -266,6 +267,9 @@ def load_sources_file(path: str) -> list[SourceSpec]:
         if isinstance(d.get("name"), str) and not d["name"].strip():
             # as `--source "  "`: every row was quarantined as "source: missing required field"
             raise UserError(f"{path}: sources[{i}].name: must be a source name, not {_short(d['name'])}")
+        if isinstance(d.get("name"), str) and not d["name"].strip().isprintable():
+            # as `--source`: "lab\tx" (a tab, a newline) was stored as a source name in every row
+            raise UserError(f"{path}: sources[{i}].name: give a name of printable characters, not {_short(d['name'])}")
         exps = d.get("experiments")
         if exps is None:
             exps = []
@@ -274,7 +278,7 @@ def load_sources_file(path: str) -> list[SourceSpec]:
         if not isinstance(exps, list) or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in exps):
             raise UserError(f"{path}: sources[{i}].experiments: must be a list of names, ids or globs")
         out.append(SourceSpec(spec=rel(d["uri"]), mapping=rel(d["mapping"]) if d.get("mapping") else None,
-                              name=d.get("name"), experiments=tuple(str(x) for x in exps),
+                              name=d["name"].strip() if d.get("name") else None, experiments=tuple(str(x) for x in exps),
                               filter_string=d.get("filter")))
     return out
 
@@ -298,7 +302,38 @@ def open_source_specs(entries: Sequence[SourceSpec], options: SourceOptions = So
     for e in entries:
         out.extend(open_sources([e.spec], load_mapping(e.mapping) if e.mapping else None, entry_options(e, options)))
     refuse_shared_files(out)
+    _refuse_shared_states(out)
     return out
+
+
+def _refuse_shared_states(sources: Sequence[Source]) -> None:
+    """Refuse two MLflow databases under one source name (two entries with the same ``name:``, or
+    one ``--mapping`` with ``source:`` for two URIs).
+    An MLflow source keeps one incremental state per name (``mlflow:<name>``), whose watermarks
+    are per experiment id: server A's experiment 1 moved the watermark of server B's experiment 1,
+    and B's runs that ended before A's latest run were never read (exit 0, "0 new", on every
+    ingest); with ``--drop-deleted`` each server's runs were the other's "deleted" ones. The same
+    database under one name (two entries of other experiments) is one state, as it should be."""
+    from ..mlflow_client import source_uri
+
+    seen: dict[str, tuple[str, str]] = {}
+    for src in sources:
+        state = getattr(src, "state_name", None)
+        where = getattr(src, "uri", None) or getattr(src, "spec", None)
+        if not (isinstance(state, str) and isinstance(where, str) and getattr(src, "uses_run_options", False)):
+            continue
+        if where.lower().startswith("mlflow-sql:"):
+            where = where[len("mlflow-sql:"):]
+        db = source_uri(where)    # one spelling per server (http://h:5000/ is http://h:5000)
+        if db.lower().startswith("sqlite:///") and not db[len("sqlite:///"):].startswith("/"):
+            db = "sqlite:///" + os.path.abspath(db[len("sqlite:///"):])
+        first = seen.setdefault(state, (db, src.label))
+        if first[0] != db:
+            name = getattr(src, "source", state)
+            raise UserError(f"{first[1]} and {src.label}: two MLflow databases under one source name {name!r}; "
+                            "they would share one incremental state (one server's experiment ids taken for the "
+                            "other's: runs never read, or dropped as deleted). Give each its own name ('name:' in a "
+                            "sources file; not one mapping's 'source:' for both)")
 
 
 def entry_options(entry: SourceSpec, options: SourceOptions) -> SourceOptions:
@@ -327,3 +362,4 @@ def refuse_shared_files(sources: Sequence[Source]) -> None:
     from .files import refuse_shared_files as refuse
 
     refuse(sources)
+    _refuse_shared_states(sources)
