@@ -25,6 +25,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_REFUSING: list[socket.socket] = []
+
+
+def refused_port() -> int:
+    """A port on 127.0.0.1 that refuses connections for the rest of this process: bound, never
+    listening. A port picked free and closed could be taken meanwhile by another test's server."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _REFUSING.append(s)
+    return s.getsockname()[1]
+
+
+def listens(proc: subprocess.Popen, port: int) -> bool:
+    """Whether ``proc`` or one of its children listens on ``port`` (not another test's server
+    that took the port first)."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(proc.pid)]
+        procs += procs[0].children(recursive=True)
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                   for p in procs for c in p.net_connections("inet"))
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:   # cannot tell: as before, the answer is trusted
+        return True
+
+
 class MlflowServer:
     def __init__(self, root: Path, *, auth: bool = False, db: Path | None = None, cpus: str | None = None,
                  args: tuple[str, ...] = (), backend: str | None = None) -> None:
@@ -60,21 +88,37 @@ class MlflowServer:
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
             env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = "test-only-csrf-key"
             cmd += ["--app-name", "basic-auth"]
-        self.log = open(self.root / "server.log", "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(self.root / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
+        # The port was free when picked, but the server binds it seconds later: another test's
+        # server (or any connection's ephemeral port) may take it meanwhile. Then this server
+        # exits with "address already in use" (tried again on a new port), and until it does the
+        # health check must not take the other server's answer for its own.
+        for attempt in range(3):
+            if attempt:
+                self.port = free_port()
+                self.uri = f"http://127.0.0.1:{self.port}"
+                cmd[cmd.index("--port") + 1] = str(self.port)
+            self.log = open(self.root / "server.log", "w")
+            self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    self.log.close()
+                    out = (self.root / "server.log").read_text()
+                    if "ddress already in use" in out and attempt < 2:
+                        break
+                    raise RuntimeError(f"mlflow server exited: {out[-2000:]}")
+                try:
+                    with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                        if r.status == 200 and listens(self.proc, self.port):
+                            return self
+                except OSError:
+                    pass
                 time.sleep(0.5)
-        self.__exit__()
-        raise RuntimeError("mlflow server did not become healthy in 120 s")
+            else:
+                self.__exit__()
+                raise RuntimeError("mlflow server did not become healthy in 120 s")
+        raise AssertionError("unreachable")
 
     def cpu_seconds(self) -> float:
         """CPU seconds used so far by the server and its workers (user + system)."""

@@ -19,7 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from mlflow_server import free_port
+from mlflow_server import free_port, listens
 
 
 class S3Server:
@@ -39,19 +39,33 @@ class S3Server:
                 "MLFLOW_S3_ENDPOINT_URL": self.endpoint}
 
     def __enter__(self) -> "S3Server":
-        log = open(self.root / "moto.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=2).read()
-                return self
-            except OSError:
+        # the port, free when picked, may be taken before moto binds it (see MlflowServer): then
+        # moto exits with "address already in use" and a new port is tried; until it exits, the
+        # answer of another test's moto there is not taken for its own
+        for attempt in range(3):
+            if attempt:
+                self.port = free_port()
+                self.endpoint = f"http://127.0.0.1:{self.port}"
+            with open(self.root / "moto.log", "wb") as log:
+                self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                                              str(self.port)], stdout=log, stderr=subprocess.STDOUT,
+                                             env={**os.environ, **self.env})
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=2).read()
+                    if listens(self.proc, self.port):
+                        return self
+                except OSError:
+                    pass
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.__exit__(None, None, None)
-                    raise RuntimeError(f"moto server did not start: {(self.root / 'moto.log').read_text()[-2000:]}")
+                    out = (self.root / "moto.log").read_text()
+                    if self.proc.poll() is not None and "ddress already in use" in out and attempt < 2:
+                        break
+                    raise RuntimeError(f"moto server did not start: {out[-2000:]}")
                 time.sleep(0.2)
+        raise AssertionError("unreachable")
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -124,11 +124,9 @@ _CLI_SEEING_NO_OTHER_RAY = ("import sys, ray._private.services as s; s._find_add
 
 
 def _closed_port() -> int:
-    import socket
+    from mlflow_server import refused_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return refused_port()    # held bound for good: no other test's server can take it meanwhile
 
 
 @pytest.mark.slow(5)   # a meta-study process of its own

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from mlflow_server import refused_port
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
@@ -157,9 +158,7 @@ def test_local_add_node_says_at_once_that_the_head_is_not_running(tmp_path):
     (state / "ray").mkdir()
     (state / "bin" / "python").write_text(f"#!/bin/sh\nexec '{sys.executable}' \"$@\"\n")   # as local-up.sh
     (state / "bin" / "python").chmod(0o755)
-    with socket.socket() as s:                       # a port nothing listens on: the crashed head's
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = refused_port()                            # a port nothing listens on: the crashed head's
     (state / "env.sh").write_text(f"export RAY_ADDRESS=127.0.0.1:{port}\nexport RAY_AUTH_MODE=token\n")
     (state / "ray.pid").write_text("999999999\n")    # the head's, gone
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -188,9 +187,7 @@ def test_submit_refit_errors_are_one_line(submit_refit, tmp_path, capsys):
     """A missing template or token file, no API outside a pod, and an API that is down were each a
     traceback (FileNotFoundError, KeyError, URLError)."""
     template = str(CLUSTER / "kuberay" / "rayjob-refit.yaml")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        down = f"http://127.0.0.1:{s.getsockname()[1]}"          # nothing listens there
+    down = f"http://127.0.0.1:{refused_port()}"          # nothing listens there (held bound: nothing will)
     token = tmp_path / "token"
     token.write_text("t0ken\n")
     for argv, code, says in (

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from meta_study.errors import UserError
 from meta_study.ingest.sources import SourceOptions, kind_of
 from conftest import run_cli
-from mlflow_server import free_port
+from mlflow_server import refused_port
 from test_ingest_mlflow import alice_run
 from test_ingest_mlflow_sql import _rows, errors
 from test_ingest_mlflow_sql_postgres import ADMIN_PW, postgres  # noqa: F401 - the fixture
@@ -98,7 +98,7 @@ def test_client_path_to_a_database_that_refuses_fails_at_once(tmp_path):
     """MLflow's client retries a failed connection 10 times with backoff: a wrong port took ~110 s
     and nine warnings before the one line."""
     drv = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
-    uri = f"postgresql+{drv}://127.0.0.1:{free_port()}/mlflow"
+    uri = f"postgresql+{drv}://127.0.0.1:{refused_port()}/mlflow"
     t0 = time.monotonic()
     r = run_cli("ingest", uri, "--store", str(tmp_path / "store"))
     took = time.monotonic() - t0

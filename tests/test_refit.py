@@ -318,7 +318,7 @@ def test_a_killed_publish_is_finished_by_the_next_refit_exactly_once(tmp_path, m
 
 
 def test_a_refit_refuses_credentials_and_fails_in_one_line_on_a_dead_server(tmp_path):
-    from mlflow_server import free_port
+    from mlflow_server import refused_port
 
     s = _store(tmp_path / "st", runs=12, tasks=("a",))
     out = tmp_path / "out"
@@ -332,7 +332,7 @@ def test_a_refit_refuses_credentials_and_fails_in_one_line_on_a_dead_server(tmp_
         assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "credentials" in r.stderr and where in r.stderr
         assert not out.exists() or not (out / "LATEST").exists()
     # a server nothing answers at: one line, seconds (MLflow alone retried for ~4 minutes), nothing done
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"http://127.0.0.1:{refused_port()}"
     t0 = time.monotonic()
     r = run_cli(*cmd, "--tracking-uri", dead)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
@@ -344,14 +344,14 @@ def test_a_refit_refuses_credentials_and_fails_in_one_line_on_a_dead_server(tmp_
 
 def test_a_failed_publish_is_one_line_that_says_the_next_refit_publishes(tmp_path, mlflow_server):
     from meta_study.refit import PublishError, is_published, publish_to_mlflow
-    from mlflow_server import free_port
+    from mlflow_server import refused_port
 
     s = _store(tmp_path / "st", runs=12, tasks=("a",))
     exp = f"meta-study/refits-failed-{os.getpid()}-{time.time_ns()}"
     r = refit(_cfg(s, tmp_path / "out", tracking_uri=mlflow_server.uri, experiment=exp), log=lambda m: None)
     version = Path(r.version_dir)
     info = json.loads((version / "refit.json").read_text())
-    dead = _cfg(s, tmp_path / "out", tracking_uri=f"http://127.0.0.1:{free_port()}", experiment=exp)
+    dead = _cfg(s, tmp_path / "out", tracking_uri=f"http://127.0.0.1:{refused_port()}", experiment=exp)
     with pytest.raises(PublishError) as e:     # the server failed partway: exit 1, not "bad input"
         publish_to_mlflow(dead, version, info)
     assert "\n" not in str(e.value) and "the next refit publishes them" in str(e.value) and "refused" in str(e.value)

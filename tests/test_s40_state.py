@@ -20,7 +20,9 @@ def _record(parent: str) -> SweepRecord:
                                          researcher="ada"),))
 
 
-def test_an_empty_record_being_written_is_read_once_written(tmp_path):
+def test_an_empty_record_being_written_is_read_once_written(tmp_path, monkeypatch):
+    # the writer below sleeps 0.3 s; the reader's 2 s wait could run out first on a loaded machine
+    monkeypatch.setattr(S, "EMPTY_RECORD_WAIT_S", 60.0)
     exp = tmp_path / "sweep"
     (exp / SUBDIR).mkdir(parents=True)
     path = exp / SUBDIR / RECORD
@@ -46,6 +48,7 @@ def test_the_losing_driver_without_hard_links_reads_the_winners_record(tmp_path,
     """The whole race through create_record: os.link fails with EPERM (gcsfuse, SMB), the winner's
     O_EXCL file is still empty when the loser's claim fails and it reads the record."""
     exp = tmp_path / "sweep"
+    monkeypatch.setattr(S, "EMPTY_RECORD_WAIT_S", 60.0)   # the winner's 0.5 s pause within it, even under load
     real_link = os.link
 
     def no_link(src, dst, *a, **k):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -278,11 +277,10 @@ def test_lease_loops_never_spin_and_time_out(monkeypatch):
     from meta_study.store import _lock
 
     ep = _RefusingEndpoint(released=True)
-    t0 = time.monotonic()
     with pytest.raises(StoreLockedError, match="could not take the store's lease"):
         with _lock._lease_lock(ep, 0.5, "s3://lab/x", 60.0):   # type: ignore[arg-type]
             pass
-    assert time.monotonic() - t0 < 5 and ep.puts < 100, ep.puts
+    assert ep.puts < 100, ep.puts     # it timed out (raised above) without spinning; no wall clock (load)
     monkeypatch.setattr(_lock, "BREAK_TRIES", 5)
     held = _RefusingEndpoint(released=False)
     with pytest.raises(OSError, match="could not break the lease"):

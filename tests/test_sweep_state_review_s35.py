@@ -76,9 +76,9 @@ def test_an_unreadable_writer_heartbeat_is_waited_out_not_a_traceback(tmp_path, 
     st = StateDir(str(tmp_path / "sweep"))
     (tmp_path / "sweep" / SUBDIR).mkdir(parents=True)
     (tmp_path / "sweep" / SUBDIR / WRITER).write_bytes(content)
-    t0 = time.monotonic()
+    # "stale", not "timeout": seen as dead after STALE_BEATS beats, before the 5 s wait ran out
+    # (no wall-clock assertion: a loaded machine may take longer, the answer is the same)
     assert Heartbeat(st, every_s=0.05).wait_for_previous(5.0) == "stale"
-    assert time.monotonic() - t0 < 4.0
     # the driver's wait, with the default beat: refused in one line only if it still advances
     with pytest.raises(UserError) as e:
         wait_for_previous_writer(st, "s", max_wait_s=0.2)

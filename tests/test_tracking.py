@@ -105,7 +105,8 @@ w = WriterProcess(SweepTarget({mlflow_server.uri!r}, {exp_id!r}, {parent!r}, {st
 w.put(Op("run", "dead1", {{"name": "t_dead1", "config": {{"lr": 0.1}}}}))
 w.put(Op("metrics", "dead1", {{"metrics": {{"final": 1.0}}, "step": 1, "time": 1}}))
 w.put(Op("end", "dead1", {{"status": "FINISHED"}}))
-time.sleep(1.0)      # the feeder thread has handed the lines to the pipe
+while w._pipe.backlog:   # the feeder thread has handed the lines to the pipe (no fixed sleep: load)
+    time.sleep(0.05)
 os._exit(0)          # killed: no flush, no close
 """
     subprocess.run([sys.executable, "-c", driver], check=True, timeout=120)

@@ -18,6 +18,20 @@ CFG = dict(img_size=16, steps=12, batch_size=64, eval_every=6, diagnostics=False
            ds_task_kwargs={"n_train_per_class": 10, "n_test": 100})
 
 
+def _spawn(fn, out: str) -> None:   # noqa: ANN001
+    """Two ranks of ``fn`` on a free port: picked free, bound by rank 0 only later, another test
+    may take it meanwhile (then rank 0 fails with "address already in use"): a new port, twice."""
+    from mlflow_server import free_port
+
+    for attempt in range(3):
+        try:
+            mp.spawn(fn, args=(2, free_port(), out), nprocs=2, join=True)
+            return
+        except mp.ProcessRaisedException as e:
+            if "ddress already in use" not in str(e) or attempt == 2:
+                raise
+
+
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
@@ -36,10 +50,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_two_ranks_train_like_one_process(tmp_path):
-    from mlflow_server import free_port
-
     single = run_trial(smoke_config(**CFG))
-    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    _spawn(_worker, str(tmp_path))
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
     # each rank's loss is averaged over the ranks at every report (its own was its half-batch mean):
@@ -97,9 +109,7 @@ def _agreement_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_ranks_agree_on_refusing_a_run(tmp_path):
-    from mlflow_server import free_port
-
-    mp.spawn(_agreement_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    _spawn(_agreement_worker, str(tmp_path))
     e0 = torch.load(tmp_path / "agree0.pt", weights_only=False)
     e1 = torch.load(tmp_path / "agree1.pt", weights_only=False)
     assert e0["uneven"] == e1["uneven"] and e0["uneven"].startswith(

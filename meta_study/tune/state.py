@@ -63,8 +63,10 @@ DRIVER = "driver.json"     # a resuming driver's claim, from its check until its
 CLAIM_SETTLE_S = 1.0       # a claim is read back this long after it is written: the later of two wins
 CLAIM_MAX_S = 600.0        # a claim whose writer never beats (a driver that failed, its process alive) ends
 #: seconds a reader waits for an empty sweep record to be written (create_record without hard
-#: links creates it empty, then writes it within microseconds; a record cut short stays refused)
-EMPTY_RECORD_WAIT_S = 2.0
+#: links creates it empty, then writes it: microseconds locally, seconds on a loaded machine or a
+#: network mount such as gcsfuse or SMB, where 2 s refused a losing driver; a record left empty
+#: by a writer that died is refused after this wait)
+EMPTY_RECORD_WAIT_S = 15.0
 #: errno of a filesystem without hard links (create_record falls back to O_EXCL)
 _NO_LINK = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV})
 
