@@ -26,7 +26,11 @@ case "$1 $2 $3" in
     printf 'Active:\\n'; for i in $(seq $n); do printf ' 1 node_%s\\n' $i; done; printf 'Pending:\\n'; exit 0 ;;
   "-m ray.scripts.scripts start")
     shift 3; printf '%s\\0' "$@" > "$argv_dir/ray.argv"
-    [ "{node}" = yes ] || exit 1
+    # a head that fails does so once MLflow was started (its argv written): failing at once raced
+    # local-up's start of the fake MLflow under load, which was then stopped before it wrote it
+    if [ "{node}" != yes ]; then
+      for i in $(seq 600); do [ -e "$argv_dir/mlflow.argv" ] && break; sleep 0.1; done; exit 1
+    fi
     for a in "$@"; do case "$a" in --temp-dir=*) chmod 777 "${{a#--temp-dir=}}" ;; esac; done
     touch "$argv_dir/joined"; exec sleep 300 ;;
   "-m mlflow server") shift 3; printf '%s\\0' "$@" > "$argv_dir/mlflow.argv"; exit 1 ;;
