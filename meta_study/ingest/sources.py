@@ -294,15 +294,13 @@ def _short(v: Any) -> str:
 def open_source_specs(entries: Sequence[SourceSpec], options: SourceOptions = SourceOptions()) -> list[Source]:
     """Sources for the entries of a sources file, each with its own mapping and selection. Files
     of two entries that would be one source, or are copies, are refused as in one entry
-    (:func:`~meta_study.ingest.files.refuse_shared_files`)."""
-    from .files import refuse_shared_files
+    (:func:`refuse_shared_files`), and so are two MLflow databases under one name."""
     from .mapping import load_mapping
 
     out: list[Source] = []
     for e in entries:
         out.extend(open_sources([e.spec], load_mapping(e.mapping) if e.mapping else None, entry_options(e, options)))
-    refuse_shared_files(out)
-    _refuse_shared_states(out)
+    refuse_shared_files(out)    # this module's: the files' check, then the MLflow states'
     return out
 
 
