@@ -34,9 +34,9 @@ SLOW_MODULES = {"test_store_s3", "test_store_crash", "test_store_concurrency", "
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slow tier is marked (``SLOW_MODULES``, and every test that uses the MLflow server),
     then the longest tests go first: ``@pytest.mark.slow(seconds)`` gives a test's rough duration
-    on the 2-core CI machine. xdist deals the first quarter of this order to its two workers in
-    turn and hands out the rest as they free up, so the long tests run side by side instead of one
-    of them alone at the end (the sort is stable, so every worker collects the same order, as
+    on the 2-core CI machine. xdist hands this order out 2 tests at a time (``--maxschedchunk 2``
+    in pyproject.toml) as its two workers free up, so the long tests run side by side instead of
+    one of them alone at the end (the sort is stable, so every worker collects the same order, as
     xdist requires)."""
     for item in items:
         module = getattr(item, "module", None)
