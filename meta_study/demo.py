@@ -201,10 +201,12 @@ def _run_demo(wd: Path, synthetic: bool, serial: bool, log: Callable[[str], None
         log(f"  refit: {res.status} {res.message}".rstrip())
     if not res.version_dir:
         # skipped ("locked": another demo or refit is writing WORKDIR): there is no report to show
-        # (it ended "done ... report None", exit 0)
-        from .errors import UserError
+        # (it ended "done ... report None", exit 0). Another writer is no wrong input: exit 1, as
+        # every command that meets a store's held lock (it was exit 2: "fix your arguments")
+        from .errors import StoreLockedError, UserError
 
-        raise UserError(f"--workdir {workdir}: no report was made (refit {res.status}: {res.message})")
+        error = StoreLockedError if res.status == "locked" else UserError
+        raise error(f"--workdir {workdir}: no report was made (refit {res.status}: {res.message})")
     report = Path(res.version_dir) / "index.html"
     with step("held-out check: every trusted answer against the models the fit did not see"):
         for line in held_out_check(Path(res.version_dir)):
