@@ -929,6 +929,68 @@ def drop_deleted(state: RunState, run_ids: Iterable[str], source: str) -> list[t
     return gone
 
 
+#: Runs of a source's state looked up in the MLflow database before it is read
+#: (:func:`check_same_database`): the latest few of each experiment, a bounded number in all (one
+#: query of run ids; a no-op ingest of a REST source costs one request more).
+IDENTITY_PER_EXPERIMENT = 3
+IDENTITY_MAX = 60
+
+
+def identity_sample(state: RunState, experiment_ids: Iterable[str]) -> list[str]:
+    """Run ids the state holds of ``experiment_ids`` (not dropped as deleted) to look up in the
+    database: the :data:`IDENTITY_PER_EXPERIMENT` latest by end time of each experiment, the
+    experiments with the latest runs first, :data:`IDENTITY_MAX` in all. The latest runs are the
+    least likely to have been deleted and purged (``mlflow gc``) since."""
+    exps = set(experiment_ids)
+    by_exp: dict[str, list[tuple[int, str]]] = {}
+    for r, v in state.items():
+        if v.experiment_id in exps and v.status != DELETED:
+            by_exp.setdefault(v.experiment_id, []).append((v.end_time, r))
+    picked = [sorted(runs, reverse=True)[:IDENTITY_PER_EXPERIMENT] for runs in by_exp.values()]
+    picked.sort(key=lambda runs: runs[0], reverse=True)
+    return [r for runs in picked for _, r in runs][:IDENTITY_MAX]
+
+
+def check_same_database(state: RunState, existing: Iterable[str], lookup: Callable[[list[str], list[str]], set[str]],
+                        options: SourceOptions, *, where: str, source: str) -> None:
+    """Refuse to read a database that is not the one the source's state was made from.
+
+    The state (run ids, and per experiment id a watermark) is kept per source *name*; the same
+    name given to another MLflow database in a later command (``--source lab`` for server A today,
+    B tomorrow; or one URI, ``http://localhost:5000``, serving another database) took A's experiment
+    ids for B's: B's runs that ended before A's latest in the same experiment id were never read
+    (exit 0, "0 new"), and ``--drop-deleted`` dropped every row of A as deleted or purged.
+
+    ``existing`` are the ids of the state's experiments the database has (active, and deleted
+    ones where listed); ``lookup(run_ids, experiment_ids)`` returns the run ids of
+    :func:`identity_sample` that the database holds (any lifecycle stage). When none of them is
+    there, the database is another. When none of the state's experiments is there either, nothing
+    is at stake unless ``--drop-deleted`` would drop them all: refused then too, unless experiments
+    were named (``--experiment ID`` selects an experiment gone for good by its id). ``--full`` reads
+    the database as this source's whatever the state holds (and, with ``--drop-deleted``, drops
+    the runs it does not have), for a database whose sampled runs were all purged."""
+    if options.full:
+        return
+    live = {v.experiment_id for v in state.values() if v.status != DELETED}
+    if not live:
+        return
+    exps = sorted(live & set(existing))
+    if not exps:
+        if options.drop_deleted and not options.experiments:
+            raise UserError(f"{where}: none of the {len(live)} experiment(s) whose runs the store's source {source!r} "
+                            "holds is in this MLflow database, and --drop-deleted would drop them all: is it another "
+                            "database under the same source name? Give it its own name (--source, or 'name:' in a "
+                            "sources file), or add --full to read it as this source's database")
+        return
+    sample = identity_sample(state, exps)
+    if sample and not lookup(sample, exps):
+        raise UserError(f"{where}: none of the {len(sample)} latest runs that the store's source {source!r} holds "
+                        f"of experiment(s) {', '.join(exps[:5])}{' ...' if len(exps) > 5 else ''} is in this MLflow "
+                        "database: another database under the same source name (its runs would be taken for the "
+                        "other's, or dropped as deleted)? Give it its own name (--source, or 'name:' in a sources "
+                        "file), or add --full to read it as this source's database")
+
+
 def gave_rows(state: RunState) -> bool:
     """Whether an earlier ingest of the source, as its loaded state says, gave rows: call it before
     this ingest changes the state."""

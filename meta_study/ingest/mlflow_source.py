@@ -43,7 +43,8 @@ from ..errors import UserError
 from ..mlflow_client import has_credentials, refuse_credentials, safe_uri, source_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RESTORED_CHUNK, RunExpander, RunQuery, RunRecord, RunState, db_connect_args, default_mapping,
+from .mlflow_runs import (RESTORED_CHUNK, RunExpander, RunQuery, RunRecord, RunState, check_same_database, db_connect_args,
+                          default_mapping,
                           drop_deleted, expand_page, expand_pages, filter_state_suffix, full_reads, gave_rows, load_state, mlflow_mapping,
                           plan_queries, refuse_bad_port, restamp, run_record, runs_of_deleted_experiments,
                           select_experiments, sqlite_source, state_table, stored_runs_of, stored_source)
@@ -264,6 +265,9 @@ class MlflowSource:
                                         canonical=lambda old: sqlite_source(source_uri(old)))
         state = load_state(store, self.state_name)
         exps = self.experiments(client, state)
+        check_same_database(state, self._active_ids + [i for i, _ in self._deleted_exps],
+                            lambda ids, in_exps: self._existing(client, ids, in_exps), self.options,
+                            where=self.label, source=self.source)
         names = dict(exps)
         before = gave_rows(state)   # before this ingest changes it
         expander = RunExpander(self.mapping, self.source, self.options.history)
@@ -314,19 +318,25 @@ class MlflowSource:
                 yield SourceBatch(rows=pd.DataFrame(), state={self.state_name: state_table(state)},
                                   delete_runs=gone, stats={"runs_deleted": len(gone)})
 
+    def _existing(self, client: Any, run_ids: Sequence[str], exp_ids: Sequence[str]) -> set[str]:
+        """Which of ``run_ids`` (at most :data:`RESTORED_CHUNK`) MLflow has in ``exp_ids``, active or
+        deleted, whatever --filter says: one search request."""
+        from mlflow.entities import ViewType
+
+        flt = "attributes.run_id IN (" + ", ".join(f"'{r}'" for r in run_ids) + ")"
+        return {r.info.run_id for runs in self._search(client, exp_ids, flt, ViewType.ALL, None, user_filter=False)
+                for r in runs}
+
     def _purged(self, client: Any, exp_ids: Sequence[str], state: RunState, seen: set[str]) -> list[str]:
         """Runs the state holds of ``exp_ids`` that MLflow has no more, neither active nor deleted
         (``mlflow gc`` purged them): one search per :data:`RESTORED_CHUNK` run ids not read by this
         ingest (~500 requests for a state of 100,000 runs; only with ``--drop-deleted``)."""
-        from mlflow.entities import ViewType
 
         todo = [r for r in stored_runs_of(state, exp_ids) if r not in seen]
         out: list[str] = []
         for i in range(0, len(todo), RESTORED_CHUNK):
             chunk = todo[i:i + RESTORED_CHUNK]
-            flt = "attributes.run_id IN (" + ", ".join(f"'{r}'" for r in chunk) + ")"
-            there = {r.info.run_id for runs in self._search(client, exp_ids, flt, ViewType.ALL, None, user_filter=False)
-                     for r in runs}
+            there = self._existing(client, chunk, exp_ids)
             out += [r for r in chunk if r not in there]
         return out
 

@@ -43,11 +43,10 @@ from ..errors import UserError
 from ..mlflow_client import has_credentials, safe_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RunExpander, RunQuery, RunRecord, RunState, db_connect_args, drop_deleted, expand_page,
-                          expand_pages,
-                          full_reads, gave_rows, load_state, merged_no_end, mlflow_mapping, plan_queries, refuse_bad_port,
-                          restamp,
-                          runs_of_deleted_experiments, select_experiments, sqlite_source, state_table, stored_runs_of, stored_source)
+from .mlflow_runs import (RunExpander, RunQuery, RunRecord, RunState, check_same_database, db_connect_args, drop_deleted,
+                          expand_page, expand_pages, full_reads, gave_rows, load_state, merged_no_end, mlflow_mapping,
+                          plan_queries, refuse_bad_port, restamp, runs_of_deleted_experiments, select_experiments,
+                          sqlite_source, state_table, stored_runs_of, stored_source)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
 PREFIX = "mlflow-sql:"
@@ -287,6 +286,7 @@ class MlflowSqlSource:
         self._active_ids = [i for i, _ in active]
         self._deleted_exps = [(str(i), n) for i, n, stage in rows if stage == "deleted"] if self.options.drop_deleted else []
         known = {str(i) for i, _, _ in rows}
+        self._known_ids = sorted(known)    # active and deleted (check_same_database)
         gone = sorted({(v.experiment_id, "") for v in (state or {}).values() if v.experiment_id not in known})
         return select_experiments(active, self.options.experiments, self.target.shown,
                                   self._deleted_exps + (gone if self.options.drop_deleted else []))
@@ -392,6 +392,10 @@ class MlflowSqlSource:
             self.source = stored_source(store, "mlflow-sql:", self.source, canonical=sqlite_source)
         state = load_state(store, self.state_name)
         exps = self.experiments(conn, state)
+        # one query: run ids are unique in the database, whichever experiment holds them
+        check_same_database(state, self._known_ids, lambda ids, _exps: {r for (r,) in fetch(
+            conn, "SELECT run_uuid FROM runs WHERE run_uuid IN :ids", {"ids": list(ids)})},
+            self.options, where=self.label, source=self.source)
         conn.rollback()
         names = dict(exps)
         before = gave_rows(state)   # before this ingest changes it
