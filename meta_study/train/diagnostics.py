@@ -47,8 +47,15 @@ def _norm_and_dist(model: nn.Module, prefix: str, init: InitState) -> tuple[floa
     for name, p in model.get_submodule(prefix).named_parameters(prefix=prefix):
         w = p.detach().float().cpu()
         sq += float(w.square().sum())
-        if name in init:
-            dsq += float((w - init[name].float()).square().sum())
+        # a parameter missing from ``init`` (init={}: every distance was 0.0) or of another shape (an
+        # init of a model built for other classes: the head's distance broadcast a (1, D) row) was
+        # a distance to init of the parameters that happened to match, logged as the block's
+        ref = init.get(name)
+        if ref is None or tuple(ref.shape) != tuple(w.shape):
+            got = "missing" if ref is None else f"of shape {tuple(ref.shape)}"
+            raise ValueError(f"init weights: {name} {tuple(w.shape)} is {got} (capture_init of this model "
+                             "before training)")
+        dsq += float((w - ref.float()).square().sum())
     return sq**0.5, dsq**0.5
 
 
@@ -63,7 +70,11 @@ class WeightStats:
 
 
 def weight_stats(model: nn.Module, info: ModelInfo, init: InitState) -> WeightStats:
-    """Per-block and head L2 norms and distances to the ``init`` weights."""
+    """Per-block and head L2 norms and distances to the ``init`` weights.
+
+    Raises:
+        ValueError: ``init`` lacks a parameter of the head or a block, or holds it in another shape.
+    """
     head = _norm_and_dist(model, info.head_name, init)
     layers = [_norm_and_dist(model, n, init) for n in info.block_names]
     return WeightStats(head[0], head[1], tuple(a for a, _ in layers), tuple(b for _, b in layers))
@@ -99,7 +110,18 @@ def _projection(head: nn.Module) -> torch.Tensor:
 @torch.no_grad()
 def margins(model: nn.Module, info: ModelInfo, task: Task, indices: np.ndarray, rt: Runtime,
             batch_size: int = 512, l2: float = DEFAULT_L2) -> Margins:
-    """Head and pre-logit margins on the upstream train examples ``indices``."""
+    """Head and pre-logit margins on the upstream train examples ``indices``.
+
+    Raises:
+        ValueError: a head of fewer than 2 classes (no other class to take a margin to: every
+            margin was inf), no examples, or pre-logits or logits that are not finite (NaN or
+            inf: eigh failed as "ill-conditioned", or the head margins were NaN).
+    """
+    if info.num_classes < 2:
+        raise ValueError(f"US task {task.name}: margins need 2 or more classes; the model's head has "
+                         f"{info.num_classes}")
+    if not len(indices):
+        raise ValueError(f"US task {task.name}: no train examples to measure margins on")
     model.eval()
     head = head_module(model)[1]
     feats, logits = [], []
@@ -111,6 +133,10 @@ def margins(model: nn.Module, info: ModelInfo, task: Task, indices: np.ndarray, 
         feats.append(h.float().cpu())
         logits.append(z.float().cpu())
     h, z = torch.cat(feats), torch.cat(logits)
+    bad = int((~torch.isfinite(h).flatten(1).all(1) | ~torch.isfinite(z).flatten(1).all(1)).sum())
+    if bad:
+        raise ValueError(f"US task {task.name}: {bad} of {len(h)} train examples have pre-logits or logits that "
+                         "are not finite (NaN or inf); their margins are undefined")
     y = torch.as_tensor(task.train.labels[indices], dtype=torch.long)   # gather() refused uint8 / int32 labels
     m = _class_margin(z, y)
     w_norm = torch.linalg.vector_norm(_projection(head).detach().float().cpu())

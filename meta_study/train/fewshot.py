@@ -88,8 +88,16 @@ def fit_probe(x: np.ndarray | torch.Tensor, y: np.ndarray, num_classes: int) -> 
         x: features of the training draw.
         y: int labels in [0, num_classes).
         num_classes: width of the one-hot target.
+
+    Raises:
+        ValueError: features that are not finite (NaN, inf): eigh failed on them as "ill-conditioned
+            or has too many repeated eigenvalues", naming neither the features nor the examples.
     """
     x = _f64(x)
+    bad = int((~torch.isfinite(x)).any(1).sum()) if x.ndim == 2 else 0
+    if bad:
+        raise ValueError(f"{bad} of {len(x)} examples have features that are not finite (NaN or inf); "
+                         "the ridge probe cannot be fit to them")
     mean, std = x.mean(0), x.std(0, unbiased=False) + 1e-5  # population std, as jnp.std
     xd = _design(x, mean, std)
     t = 2.0 * torch.nn.functional.one_hot(torch.as_tensor(y, dtype=torch.long), num_classes).double() - 1.0
@@ -278,7 +286,12 @@ def fewshot_features(fs: FeatureSet, *, shots: Sequence[int] = DEFAULT_SHOTS, se
     Raises:
         ValueError: features that are not finite (NaN, inf), named by task and layer: the probe's
             weights were NaN and its accuracy chance (0.25 of 4 classes), logged as a result.
+            ``layerwise`` on features extracted without block outputs (``extract_features(...,
+            layers=False)``): it gave the pre-logit results alone, without a word.
     """
+    if layerwise and not (fs.train_layers and fs.test_layers):
+        raise ValueError(f"DS task {fs.task}: layerwise=True, but its features hold no block outputs; "
+                         "extract_features with layers=True")
     for where, arrays in [("pre-logits", (fs.train, fs.test))] + [
             (f"block {i}", pair) for i, pair in enumerate(zip(fs.train_layers, fs.test_layers)) if layerwise]:
         bad = sum(int((~np.isfinite(a).all(axis=tuple(range(1, a.ndim)))).sum()) for a in arrays)

@@ -245,14 +245,17 @@ def mixer_small_cpu(**kw: Any) -> nn.Module:
 
 @register_preset(family="resnet", timm_name="resnet18", img_size=32)
 def resnet_tiny_cpu(**kw: Any) -> nn.Module:
-    """ResNet with one basic block per stage, widths 16-128, no stem max-pool (~0.3M params)."""
+    """ResNet with one basic block per stage, widths 16-128 after a 64-wide stem, no stem max-pool (~0.3M params)."""
+    # stem_width is used by timm's deep stems only: this stem is its 7x7 conv, 64 wide (the preset's
+    # parameter count and results are of that model, so it stays)
     defaults = dict(block=BasicBlock, layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), stem_width=16)
     return _resnet("resnet18", defaults, kw, cifar_stem=True)
 
 
 @register_preset(family="resnet", timm_name="resnet18", img_size=32)
 def resnet_small_cpu(**kw: Any) -> nn.Module:
-    """ResNet with two basic blocks per stage, widths 32-256, no stem max-pool (~2.8M params)."""
+    """ResNet with two basic blocks per stage, widths 32-256 after a 64-wide stem, no stem max-pool (~2.8M params)."""
+    # the 7x7 stem is 64 wide: stem_width is used by timm's deep stems only (see resnet_tiny_cpu)
     defaults = dict(block=BasicBlock, layers=(2, 2, 2, 2), channels=(32, 64, 128, 256), stem_width=32)
     return _resnet("resnet18", defaults, kw, cifar_stem=True)
 
@@ -345,7 +348,8 @@ def head_module(model: nn.Module) -> tuple[str, nn.Module]:
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The classifier's parameters (weight and bias of the final linear layer)."""
+    """The classifier's parameters: weight and bias of a linear head; of an MLP head (CAFormer's
+    fc1, norm, fc2), all of its layers'."""
     return list(head_module(model)[1].parameters())
 
 

@@ -113,8 +113,13 @@ class SGDW(torch.optim.SGD):
     this applies AdamW's rule instead, so ``wd`` means the same for both optimizers.
     """
 
-    def __init__(self, params: Iterable[dict[str, Any]], lr: float, momentum: float = 0.9,
+    def __init__(self, params: Iterable[dict[str, Any]] | Iterable[torch.Tensor], lr: float, momentum: float = 0.9,
                  nesterov: bool = False) -> None:
+        params = list(params)
+        # plain tensors (``model.parameters()``), as torch's optimizers take: one group without
+        # decay; dict() of a tensor failed as "cannot convert dictionary update sequence element"
+        if params and not isinstance(params[0], dict):
+            params = [{"params": params}]
         groups = [dict(g, decoupled_wd=g.pop("weight_decay", 0.0), weight_decay=0.0) for g in (dict(g) for g in params)]
         check_hparam("lr", lr)
         for g in groups:
@@ -124,12 +129,20 @@ class SGDW(torch.optim.SGD):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        # the closure runs first, as in AdamW. Passed on to SGD's step, it ran after the decay: the
+        # first step decayed nothing (no parameter had a gradient yet), and later gradients were
+        # taken at the decayed weights
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for g in self.param_groups:
             if g["decoupled_wd"]:
                 ps = [p for p in g["params"] if p.grad is not None]
                 if ps:
                     torch._foreach_mul_(ps, 1.0 - g["lr"] * g["decoupled_wd"])
-        return super().step(closure)
+        super().step()
+        return loss
 
 
 def build_optimizer(model: nn.Module, *, optimizer: str = "adam", lr: float = 8e-4, wd: float = 0.1,
