@@ -132,3 +132,27 @@ def test_head_parameters_of_an_mlp_head_are_all_its_layers() -> None:
 
     model = MetaFormer(dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), num_classes=3, use_mlp_head=True)
     assert len(head_parameters(model)) == len(list(model.get_classifier().parameters())) > 2
+
+
+def test_a_one_class_task_is_refused_before_pre_training() -> None:
+    """A one-class US task pre-trained for nothing (cross-entropy 0 at any weights) and, with
+    diagnostics, failed only after pre-training; a one-class DS task logged 100% accuracy."""
+    import torch
+
+    from meta_study.train import smoke_config
+    from meta_study.train.data import _TASKS, Task, TensorSplit, register_task
+    from meta_study.train.trial import run_trial
+
+    def split(n: int) -> TensorSplit:
+        return TensorSplit(torch.zeros((n, 3, 16, 16), dtype=torch.uint8), np.zeros(n, dtype=np.int64))
+
+    register_task("s42_one_class")(lambda img_size=16, seed=0: Task("s42_one_class", 1, 16, split(20), split(10)))
+    try:
+        with pytest.raises(ValueError, match=r"^US task s42_one_class: num_classes=1; pre-training needs 2"):
+            run_trial(smoke_config(us_task="s42_one_class", steps=1, ds_tasks=("synth_shape",), shots=(1,),
+                                   fewshot_seeds=1, layerwise=False, diagnostics=False))
+        with pytest.raises(ValueError, match=r"^DS task s42_one_class: num_classes=1; a downstream accuracy needs 2"):
+            run_trial(smoke_config(steps=1, ds_tasks=("s42_one_class",), shots=(1,), fewshot_seeds=1,
+                                   layerwise=False, diagnostics=False))
+    finally:
+        _TASKS.pop("s42_one_class", None)

@@ -155,6 +155,9 @@ def _ds_tasks(cfg: TrainConfig, us: Task | None = None) -> list[Task]:
             raise ValueError(f"DS task {t.name}: its images are {t.img_size}x{t.img_size} px with {t.in_chans} "
                              f"channel(s), the model's input ({of}img_size={cfg.img_size}) {size}x{size} px with "
                              f"{chans}: its factory must render its images at the img_size it is given")
+        if t.num_classes < 2:  # every probe is right: a DS accuracy of 100% that says nothing of the model
+            raise ValueError(f"DS task {t.name}: num_classes={t.num_classes}; a downstream accuracy needs 2 or "
+                             "more classes")
         if len(t.test) == 0:   # the probe's accuracy would be of nothing (a raw torch.cat error)
             raise ValueError(f"DS task {t.name}: its test split holds no examples to measure accuracy on")
         train_y = np.asarray(t.train.labels)
@@ -225,6 +228,8 @@ def run_trial(config: TrainConfig | Mapping[str, Any], *, on_report: ReportFn | 
     t0 = time.perf_counter()
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     us = _us_task(cfg)
+    if us.num_classes < 2:   # cross-entropy over one class is 0 at any weights: nothing is learned
+        raise ValueError(f"US task {us.name}: num_classes={us.num_classes}; pre-training needs 2 or more classes")
     _seed_everything(cfg.seed)
     model, info = create_model(cfg.model_name, num_classes=us.num_classes, img_size=us.img_size,
                                in_chans=us.in_chans, **cfg.model_kwargs)
