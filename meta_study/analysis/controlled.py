@@ -60,6 +60,25 @@ def _with_run(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.assign(_run=rows["source"].astype(str) + "\0" + run if "source" in rows else run)
 
 
+#: The count columns of the tables (the rest are ``shots``, text and floats).
+_COUNT_COLUMNS = {"runs", "models", "layer"}
+_TEXT_COLUMNS = {"us_task", "ds_task", "eval_protocol"}
+#: pandas' own string dtype ("str" from pandas 3; "string" before, where "str" is object).
+_TEXT_DTYPE = "str" if int(pd.__version__.split(".")[0]) >= 3 else "string"
+
+
+def _typed(t: pd.DataFrame) -> pd.DataFrame:
+    """``t`` with its columns' real types, as the correlation tables have them: ``shots`` as
+    ``Int64`` (fits.parquet's). D.4 of a linear-probe sweep (shots null throughout) was written to
+    Parquet with a column of type ``null`` beside D.1/D.3's int64, and an empty table (no few-shot
+    rows for Fig. 6) with every column ``null``."""
+    types = {c: "Int64" if c == "shots" else "int64" if c in _COUNT_COLUMNS else "float64"
+             for c in t.columns if c not in _TEXT_COLUMNS}
+    if t.empty:
+        types.update({c: _TEXT_DTYPE for c in t.columns if c in _TEXT_COLUMNS})
+    return t.astype(types)
+
+
 def head_wd_effect(rows: pd.DataFrame, *, shots: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(curves, best): mean US and DS accuracy per (us_task, ds_task, eval_protocol, shots,
     head_wd), and the head weight decay with the highest mean DS accuracy per (us_task, ds_task,
@@ -73,8 +92,9 @@ def head_wd_effect(rows: pd.DataFrame, *, shots: int | None = None) -> tuple[pd.
         r = r[r["shots"] == shots]
     if r.empty:
         cols = [*_SLICE, "head_wd", "us_accuracy", "ds_accuracy", "runs"]
-        return pd.DataFrame(columns=cols), pd.DataFrame(columns=[*_SLICE, "best_head_wd", "best_ds_accuracy",
-                                                                 "us_accuracy_at_best"])
+        return _typed(pd.DataFrame(columns=cols)), _typed(pd.DataFrame(columns=[*_SLICE, "best_head_wd",
+                                                                                 "best_ds_accuracy",
+                                                                                 "us_accuracy_at_best"]))
     r = _with_run(r.astype({"shots": "Int64"}))
     curves = (r.groupby([*_SLICE, "head_wd"], dropna=False)
                .agg(us_accuracy=("us_accuracy", "mean"), ds_accuracy=("ds_accuracy", "mean"),
@@ -100,7 +120,7 @@ def optimal_head_wd_vs_correlation(rows: pd.DataFrame, *, shots: int | None = No
             g["us_accuracy"].nunique() > 1 and g["ds_accuracy"].nunique() > 1 else np.nan
         out.append({"us_task": b.us_task, "ds_task": b.ds_task, "eval_protocol": b.eval_protocol, "shots": b.shots,
                     "best_head_wd": b.best_head_wd, "us_ds_spearman": float(rho), "models": len(g)})
-    return pd.DataFrame(out, columns=[*_SLICE, "best_head_wd", "us_ds_spearman", "models"])
+    return _typed(pd.DataFrame(out, columns=[*_SLICE, "best_head_wd", "us_ds_spearman", "models"]))
 
 
 def layerwise(rows: pd.DataFrame) -> pd.DataFrame:
@@ -114,7 +134,7 @@ def layerwise(rows: pd.DataFrame) -> pd.DataFrame:
     r = _once(rows)
     r = r[r["eval_protocol"] == "fewshot"].copy()
     if r.empty:
-        return pd.DataFrame(columns=["us_task", "ds_task", "shots", "layer", "ds_accuracy", "sd", "runs"])
+        return _typed(pd.DataFrame(columns=["us_task", "ds_task", "shots", "layer", "ds_accuracy", "sd", "runs"]))
     r["layer"] = r["representation_layer"].fillna(-1).astype(int)
     where, run = ["us_task", "ds_task", "shots"], ["source", "run_id"] if "source" in r else ["run_id"]
     probed = r.loc[r["layer"] >= 0, where + run].drop_duplicates()
@@ -126,9 +146,9 @@ def layerwise(rows: pd.DataFrame) -> pd.DataFrame:
         keep = (r["layer"] >= 0) | r["_sliced"].isna() | r["_probed"].notna()
         r = r[keep].drop(columns=["_probed", "_sliced"])
     r = _with_run(r)
-    return (r.groupby(["us_task", "ds_task", "shots", "layer"])
-             .agg(ds_accuracy=("ds_accuracy", "mean"), sd=("ds_accuracy", "std"), runs=("_run", "nunique"))
-             .reset_index())
+    return _typed(r.groupby(["us_task", "ds_task", "shots", "layer"])
+                  .agg(ds_accuracy=("ds_accuracy", "mean"), sd=("ds_accuracy", "std"), runs=("_run", "nunique"))
+                  .reset_index())
 
 
 def plot_head_wd(curves: pd.DataFrame, best: pd.DataFrame, stem: str, *, footer: str | None = None) -> list[str]:

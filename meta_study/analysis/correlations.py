@@ -132,7 +132,11 @@ def _once(rows: pd.DataFrame) -> pd.DataFrame:
 def _wide(rows: pd.DataFrame) -> pd.DataFrame:
     """Models x DS tasks matrix of DS accuracy (a model is (source, run_id))."""
     rows = _once(rows)
-    r = rows.assign(model=rows["source"].astype(str) + "/" + rows["run_id"].astype(str))
+    # "\0" apart, not "/": source "hub" run "org/vit" and source "hub/org" run "vit" were one
+    # model ("hub/org/vit"), each task's accuracy the mean of the two; rows without a source
+    # (their run ids alone) were a KeyError
+    run = rows["run_id"].astype(str)
+    r = rows.assign(model=rows["source"].astype(str) + "\0" + run if "source" in rows.columns else run)
     return r.pivot_table(index="model", columns="ds_task", values="ds_accuracy", aggfunc="mean")
 
 

@@ -51,10 +51,21 @@ class FitOptions:
         Range(0.001, 100, lo_open=True).check("alpha_max", self.alpha_max)
 
 
-def holdout_threshold(us_accuracy: np.ndarray, options: FitOptions) -> float:
-    """The US accuracy at or below which points are fitting data."""
+def holdout_threshold(us_accuracy: np.ndarray, options: FitOptions, ds_accuracy: np.ndarray | None = None) -> float:
+    """The US accuracy at or below which points are fitting data.
+
+    ``ds_accuracy`` (aligned with ``us_accuracy``), when given, leaves out the models whose DS
+    accuracy is not finite as well: they are neither visible nor held out (:func:`prepare`).
+    """
     us = np.asarray(us_accuracy, dtype=float).ravel()
-    us = us[np.isfinite(us)]          # a NaN accuracy is no model: one made the quantile NaN
+    ok = np.isfinite(us)              # a NaN accuracy is no model: one made the quantile NaN
+    if ds_accuracy is not None:
+        ds = np.asarray(ds_accuracy, dtype=float).ravel()
+        if ds.size == us.size:
+            # counted, NaN DS models moved the split: with the 5 best of 10 models NaN DS, the
+            # 0.8 quantile fell among them and none of the 5 real models was held out (now 1)
+            ok &= np.isfinite(ds)
+    us = us[ok]
     if options.holdout_above is not None:
         return float(options.holdout_above)
     if options.holdout_quantile is None or options.holdout_quantile >= 1 or us.size == 0:
@@ -82,7 +93,7 @@ def prepare(us_accuracy: np.ndarray, ds_accuracy: np.ndarray, options: FitOption
     ds = np.asarray(ds_accuracy, dtype=float).ravel()
     if us.size != ds.size:   # it was an IndexError deep in the hull
         raise ValueError(f"us_accuracy has {us.size} values but ds_accuracy has {ds.size}")
-    thr = holdout_threshold(us, options)
+    thr = holdout_threshold(us, options, ds)
     # a NaN or infinite accuracy is no model, neither visible nor held out (as in the selection):
     # one NaN DS among the visible points failed every bootstrap draw that picked it ("all": the
     # estimate NaN, 5 of 20 draws usable, those without it)
@@ -149,7 +160,7 @@ def fit_groups(groups_xy: Sequence[tuple[np.ndarray, np.ndarray]], options: FitO
         data: a group that cannot be fitted gets failure statuses and an untrusted headline.
     """
     n = len(groups_xy)
-    thresholds = [holdout_threshold(np.asarray(us, float), options) for us, _ in groups_xy]
+    thresholds = [holdout_threshold(np.asarray(us, float), options, np.asarray(ds, float)) for us, ds in groups_xy]
     keys = list(keys) if keys is not None else [(i,) for i in range(n)]
     sizes = list(test_sizes) if test_sizes is not None else [None] * n
     for what, seq in (("keys", keys), ("test_sizes", sizes)):   # before any chunk is fitted

@@ -153,9 +153,16 @@ def check_frontier_names(names: Sequence[str]) -> None:
 
 
 def frontier_points(name: str, us_accuracy: np.ndarray, ds_accuracy: np.ndarray, *, nondecreasing: bool = False) -> Frontier:
-    """The frontier ``name`` of a group's points (accuracies, fractions); a ValueError names the choices."""
+    """The frontier ``name`` of a group's points (accuracies, fractions); a ValueError names the
+    choices, or the two sizes when they differ. ``support`` indexes the flattened points."""
     check_frontier_names([name])
-    return FRONTIERS[name](np.asarray(us_accuracy, dtype=float), np.asarray(ds_accuracy, dtype=float), nondecreasing=nondecreasing)
+    # flat, as upper_hull takes them: a (4, 5) array's flat hull indices indexed its rows
+    # (IndexError), and one DS accuracy for three US accuracies was broadcast, then an IndexError
+    us = np.asarray(us_accuracy, dtype=float).ravel()
+    ds = np.asarray(ds_accuracy, dtype=float).ravel()
+    if us.size != ds.size:
+        raise ValueError(f"us_accuracy has {us.size} values but ds_accuracy has {ds.size}")
+    return FRONTIERS[name](us, ds, nondecreasing=nondecreasing)
 
 
 __all__ = ["CURVE_POINTS", "FRONTIERS", "FRONTIER_KINDS", "Frontier", "check_frontier_names", "curve_points", "frontier_points", "n_bins"]

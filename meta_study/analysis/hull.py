@@ -28,8 +28,7 @@ def upper_hull(us_accuracy: np.ndarray, ds_accuracy: np.ndarray, *, nondecreasin
     Returns:
         int64 indices into the inputs. One point gives one index; none gives an empty array.
     """
-    x = np.asarray(us_accuracy, dtype=float).ravel()
-    y = np.asarray(ds_accuracy, dtype=float).ravel()
+    x, y = _points(us_accuracy, ds_accuracy)
     ok = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
     if ok.size == 0:
         return np.zeros(0, np.int64)
@@ -40,6 +39,16 @@ def upper_hull(us_accuracy: np.ndarray, ds_accuracy: np.ndarray, *, nondecreasin
         top = int(np.argmax(y[idx]))  # the first highest vertex
         idx = idx[: top + 1]
     return idx
+
+
+def _points(us_accuracy: np.ndarray, ds_accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The points as two flat float arrays, or a ValueError naming both sizes: one DS accuracy
+    for three US accuracies was broadcast and then an IndexError ("index 1 is out of bounds")."""
+    x = np.asarray(us_accuracy, dtype=float).ravel()
+    y = np.asarray(ds_accuracy, dtype=float).ravel()
+    if x.size != y.size:
+        raise ValueError(f"us_accuracy has {x.size} values but ds_accuracy has {y.size}")
+    return x, y
 
 
 def _upper_chain(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -118,8 +127,7 @@ class SubsetHulls:
     """
 
     def __init__(self, us_accuracy: np.ndarray, ds_accuracy: np.ndarray, *, nondecreasing: bool = False) -> None:
-        x = np.asarray(us_accuracy, dtype=float).ravel()
-        y = np.asarray(ds_accuracy, dtype=float).ravel()
+        x, y = _points(us_accuracy, ds_accuracy)
         ok = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
         self.order = ok[np.lexsort((ok, -y[ok], x[ok]))]
         self.xs, self.ys = x[self.order], y[self.order]
@@ -144,11 +152,17 @@ def hull_frontier(hull_us: np.ndarray, hull_ds: np.ndarray, at_us: np.ndarray) -
     """The hull's DS accuracy at US accuracies ``at_us`` (piecewise linear between vertices).
 
     Outside the hull's US range the value is NaN: no convex combination of models reaches it.
+    The vertices may come in any order (``np.interp`` needs them increasing: given from right to
+    left, every value was NaN; in another order some were NaN, others wrong: 0.475 for 0.55).
     """
-    hx = np.asarray(hull_us, dtype=float)
-    hy = np.asarray(hull_ds, dtype=float)
+    hx = np.asarray(hull_us, dtype=float).ravel()
+    hy = np.asarray(hull_ds, dtype=float).ravel()
     q = np.asarray(at_us, dtype=float)
+    if hx.size != hy.size:
+        raise ValueError(f"hull_us has {hx.size} values but hull_ds has {hy.size}")
     if hx.size == 0:
         return np.full(q.shape, np.nan)
+    order = np.argsort(hx, kind="stable")    # a few vertices: no cost
+    hx, hy = hx[order], hy[order]
     out = np.interp(q, hx, hy)
     return np.where((q < hx[0] - 1e-12) | (q > hx[-1] + 1e-12), np.nan, out)

@@ -9,7 +9,10 @@ the smallest US accuracy ``u*`` past which the slope stays below ``t`` all the w
 
 - ``0.0`` ("0%"): the slope is below ``t`` everywhere; scaling never paid ``t`` per point.
 - NaN ("never"): the slope is still at least ``t`` as US accuracy reaches 100%; by the law's own
-  account scaling keeps paying (eq1 with ``alpha <= 1``, for example).
+  account scaling keeps paying (eq1 with ``alpha = 1`` and ``k >= t``, or ``alpha < 1``, for
+  example). "As it reaches 100%" is at the grid's last point below it, US error 1e-7: eq1 with
+  ``alpha < 1`` whose slope (rising without bound) is still below ``t`` there reads ``0.0``
+  (``k = 0.05``, ``alpha = 0.97``: 0.08 DS points per US point at 99.99999% US).
 
 **US needed** for a DS target ``y``: the smallest US accuracy at which the law reaches ``y``.
 
