@@ -37,6 +37,12 @@ note() { echo "local-add-node: $*" >&2; }
 die() { note "error: $*"; exit 1; }
 
 [[ "$name" =~ ^[A-Za-z0-9_-]+$ ]] || die "node name $name: letters, digits, - and _ only"
+# said at once: "2m" was bash's "value too great for base" three times over a node started and
+# stopped again, "abc" an "unbound variable", and "-5" a node started only to be stopped
+if [[ ! "$timeout_s" =~ ^[0-9]{1,9}$ ]] || [ "$((10#$timeout_s))" -eq 0 ]; then
+  die "META_STUDY_UP_TIMEOUT=$timeout_s: not a whole number of seconds > 0"
+fi
+timeout_s=$((10#$timeout_s))
 # the head's and MLflow's PID and log files have these names: a node named so overwrote mlflow.pid,
 # and local-down.sh then stopped neither
 case "$name" in ray|mlflow|env|boot_id) die "node name $name is reserved (the head's own files); pick another" ;; esac
@@ -139,6 +145,9 @@ on_exit() {
 trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# a closed terminal or SSH session: untrapped, bash ran on_exit with status 0 and left the node
+# running (its own session: the hangup never reached it), still joining after the script was gone
+trap 'exit 129' HUP
 
 echo "=== local-add-node $(date -u +%FT%TZ)" >> "$state/$name.log"
 note "starting Ray node $name, joining $RAY_ADDRESS (log: $state/$name.log)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stop the single-machine services that cluster/local-up.sh started: the Ray head, the nodes
 # cluster/local-add-node.sh added, and the MLflow tracking server of one state directory.
-# Idempotent: stopping what is not running is a no-op.
+# Idempotent: stopping what is not running is a no-op. Exit status 0, or 1 when a process outlived
+# SIGKILL (its PID file is kept) or another of these scripts holds the state directory's lock.
 #
 #   cluster/local-down.sh [STATE_DIR]      # default: $META_STUDY_LOCAL_DIR, else ./meta-study-local
 #
@@ -16,7 +17,8 @@
 #   2. Whatever is still in the session after the grace period (a hung worker, a process whose
 #      leader was SIGKILLed) gets SIGTERM, then SIGKILL 5 s later.
 # A PID file is believed only for the boot that wrote it (STATE_DIR/boot_id), and where its leader
-# is gone, only session members whose command line names this state's directories are signalled:
+# is gone, only session members whose command line (MLflow's worker: environment) names this
+# state's directories are signalled:
 # a stale file (the PID reused by a program that started a session of its own) once killed
 # processes local-up.sh never started.
 set -euo pipefail
@@ -49,9 +51,19 @@ boot_then="$(cat "$state/boot_id" 2>/dev/null || true)"
 rebooted=0
 [ -n "$boot_now" ] && [ -n "$boot_then" ] && [ "$boot_now" != "$boot_then" ] && rebooted=1
 
-# PIDs of the processes in session $1 (Linux ps; empty when the session is gone).
+# PIDs of the processes in session $1 (Linux ps; empty when the session is gone), zombies left
+# out: they are dead already, and no signal removes them (only their parent's wait does).
 session_members() {
-  ps -e -o pid= -o sid= 2>/dev/null | awk -v s="$1" '$2 == s { print $1 }'
+  ps -e -o pid= -o sid= -o stat= 2>/dev/null | awk -v s="$1" '$2 == s && $3 !~ /^Z/ { print $1 }'
+}
+
+# alive PID: the process runs. A zombie (exited, not yet reaped by its parent: init in a container
+# takes seconds, or never) answers kill -0 but has no command line: a leader just killed was taken
+# for a reused PID ("stale pid file", its session left running), and waited on for the whole grace.
+alive() {
+  local stat
+  stat="$(ps -o stat= -p "$1" 2>/dev/null)" || return 1
+  [[ -n "$stat" && "$stat" != Z* ]]
 }
 
 # True if $1 is alive and its command line contains $2: a PID file can outlive its process and
@@ -62,22 +74,32 @@ is_ours() {
   [[ "$args" == *"$2"* ]]
 }
 
+# in_env PID PREFIX MARKER: an entry of PID's environment starts with PREFIX and contains MARKER
+# (Linux /proc; readable for our own processes only). MLflow's uvicorn worker (`python -m uvicorn
+# ... mlflow.server.fastapi_app:app`) names this state only there (_MLFLOW_SERVER_FILE_STORE=...):
+# with its leader gone, it was left running, holding MLflow's port and database.
+in_env() {
+  [ -n "$2" ] || return 1
+  tr '\0' '\n' < "/proc/$1/environ" 2>/dev/null \
+    | awk -v p="$2" -v m="$3" 'index($0, p) == 1 && index($0, m) { found = 1 } END { exit !found }'
+}
+
 # wait_gone SECONDS PID...: poll until none of the PIDs is alive; false on timeout.
 wait_gone() {
   local deadline=$((SECONDS + $1)) pid alive
   shift
   while :; do
     alive=0
-    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1 && break; done
+    for pid in "$@"; do alive "$pid" && alive=1 && break; done
     [ "$alive" -eq 0 ] && return 0
     [ "$SECONDS" -ge "$deadline" ] && return 1
     sleep 0.5
   done
 }
 
-# stop_service NAME PIDFILE MARKER GRACE_SECONDS MEMBER_MARKER
+# stop_service NAME PIDFILE MARKER GRACE_SECONDS MEMBER_MARKER [MEMBER_ENV_PREFIX]
 stop_service() {
-  local name="$1" pidfile="$2" marker="$3" grace="$4" member_marker="$5" leader members alive=0 p kept
+  local name="$1" pidfile="$2" marker="$3" grace="$4" member_marker="$5" env_prefix="${6:-}" leader members alive=0 p kept
   if [ ! -f "$pidfile" ]; then
     note "$name: not running"
     return 0
@@ -93,14 +115,14 @@ stop_service() {
     rm -f "$pidfile"
     return 0
   fi
-  if kill -0 "$leader" 2>/dev/null && ! is_ours "$leader" "$marker"; then
+  if alive "$leader" && ! is_ours "$leader" "$marker"; then
     # The PID was reused; Linux does not reuse a PID while it names a live session, so none of
     # our processes can be left in session $leader either.
     note "$name: stale pid file (pid $leader is another process now)"
     rm -f "$pidfile"
     return 0
   fi
-  if kill -0 "$leader" 2>/dev/null; then
+  if alive "$leader"; then
     alive=1
     note "$name: stopping (pid $leader)"
     kill -TERM "$leader" 2>/dev/null || true
@@ -109,10 +131,11 @@ stop_service() {
   members="$(session_members "$leader")"
   if [ "$alive" -eq 0 ] && [ -n "$members" ]; then
     # The leader was gone before we came: the session's members are ours only if they say so
-    # (a live leader of ours holds its PID, so then every member is ours).
+    # (on their command line, or in their environment where given; a live leader of ours holds its
+    # PID, so then every member is ours).
     kept=""
     for p in $members; do
-      if is_ours "$p" "$member_marker"; then kept="$kept $p"; else note "$name: leaving pid $p alone (not ours)"; fi
+      if is_ours "$p" "$member_marker" || in_env "$p" "$env_prefix" "$member_marker"; then kept="$kept $p"; else note "$name: leaving pid $p alone (not ours)"; fi
     done
     members="$(echo "$kept" | tr ' ' '\n' | sed '/^$/d')"
   fi
@@ -125,13 +148,22 @@ stop_service() {
       # shellcheck disable=SC2086
       kill -KILL $members 2>/dev/null || true
       # shellcheck disable=SC2086
-      wait_gone 5 $members || note "$name: could not kill all of: $(echo "$members" | tr '\n' ' ')"
+      if ! wait_gone 5 $members; then
+        # Alive after SIGKILL: stuck in the kernel (a hung GPU driver or NFS call). This said "could
+        # not kill all of", then "stopped", deleted the PID file and exited 0: nothing knew of them.
+        kept=""
+        for p in $members; do alive "$p" && kept="$kept $p"; done
+        note "$name: error: still running after SIGKILL:$kept; kept $pidfile (run local-down.sh again once they are gone)"
+        failed=1
+        return 0
+      fi
     fi
   fi
   rm -f "$pidfile"
   note "$name: stopped"
 }
 
+failed=0   # 1: a process survived SIGKILL (stop_service); the exit status
 # Ray's --temp-dir is $state/ray, or a short directory under /tmp that $state/ray links to.
 ray_tmp="$state/ray"
 [ -d "$ray_tmp" ] && ray_tmp="$(cd "$ray_tmp" && pwd -P)"
@@ -145,5 +177,6 @@ for pidfile in "$state"/*.pid; do
   stop_service "ray node $node" "$pidfile" "--temp-dir=$ray_tmp" 60 "$ray_tmp"
 done
 stop_service ray "$state/ray.pid" "--temp-dir=$ray_tmp" 60 "$ray_tmp"
-stop_service mlflow "$state/mlflow.pid" "$state/mlflow/" 30 "$state/mlflow/"
+stop_service mlflow "$state/mlflow.pid" "$state/mlflow/" 30 "$state/mlflow/" _MLFLOW_SERVER_
 rm -f "$state/env.sh"  # its addresses belong to the services just stopped
+exit "$failed"

@@ -7,12 +7,14 @@ exactly create, get, list and delete on ``rayjobs.ray.io``. Steps:
 
 1. If a refit RayJob (label ``app.kubernetes.io/name=meta-study-refit``) is not finished, submit
    nothing and exit 0. The CronJob's ``concurrencyPolicy: Forbid`` only covers its own pods; this
-   also covers a refit whose waiting pod was killed (node drain, deadline).
+   also covers a refit whose waiting pod was killed (node drain, deadline). One that KubeRay has
+   given no status ``UNSEEN_S`` after its creation is stuck: exit 1, submitting nothing.
 2. Delete finished refit RayJobs beyond the newest ``--keep``. KubeRay already deleted their
    clusters (``shutdownAfterJobFinishes``); the objects only hold status.
 3. Create the RayJob from the template. Its ``metadata.generateName`` gives every run a unique name.
-4. Poll until the RayJob's deployment is Complete or Failed. Exit 0 only if the Ray job SUCCEEDED,
-   so a failed refit fails the CronJob's Job, where alerting sees it.
+4. Poll until the RayJob's deployment is Complete or Failed (exit 1 when it is stuck, as in 1).
+   Exit 0 only if the Ray job SUCCEEDED, so a failed refit fails the CronJob's Job, where
+   alerting sees it.
 
 Standard library and PyYAML only (both are in every Ray image). The API server, token and CA
 default to the pod's in-cluster ServiceAccount; tests point ``--api`` at a fake server.
@@ -21,6 +23,7 @@ default to the pod's in-cluster ServiceAccount; tests point ``--api`` at a fake 
 from __future__ import annotations
 
 import argparse
+import calendar
 import http.client
 import json
 import math
@@ -44,6 +47,12 @@ LABEL = "app.kubernetes.io/name=meta-study-refit"
 #: CronJob still exited 0. Unknown future values count as final too: a refit is never skipped
 #: for ever on a state this script does not know.
 ACTIVE = {"", "New", "Initializing", "Running", "Retrying", "Waiting", "Suspending"}
+#: Seconds a RayJob may stay without a deployment status before that counts as stuck. The operator
+#: gives a new RayJob one within seconds, except when it never will: no operator (uninstalled,
+#: crashed, watching other namespaces) or a RayJob it refuses (KubeRay 1.x leaves an invalid spec or
+#: metadata, e.g. a name over its length limit, with an event only). That refit counted as running
+#: for ever: its pod waited out its deadline, and every later schedule skipped with exit 0.
+UNSEEN_S = 900
 
 
 class KubeApi:
@@ -81,6 +90,26 @@ class KubeApi:
 def deployment_status(rayjob: dict) -> str:
     """KubeRay's ``status.jobDeploymentStatus``; ``""`` for a RayJob the operator has not seen yet."""
     return (rayjob.get("status") or {}).get("jobDeploymentStatus", "")
+
+
+def unseen_for(rayjob: dict, now: float) -> float:
+    """Seconds since ``rayjob`` was created while the operator has given it no status; 0 when it has
+    one (or its creation time is not known)."""
+    stamp = rayjob.get("metadata", {}).get("creationTimestamp")
+    if deployment_status(rayjob) or not isinstance(stamp, str):
+        return 0.0
+    try:
+        created = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return 0.0
+    return max(0.0, now - created)
+
+
+def stuck(name: str, created: str, then: str) -> SystemExit:
+    """Exit 1 for a RayJob the operator has given no status since ``created``."""
+    return SystemExit(f"submit_refit: RayJob {name} (created {created}) has no status from the KubeRay operator "
+                      f"after {UNSEEN_S // 60} min: is the operator running and watching this namespace, and does "
+                      f"it accept the RayJob (kubectl describe rayjob {name})? {then}")
 
 
 def log(msg: str) -> None:
@@ -129,6 +158,8 @@ def wait(api: KubeApi, name: str, poll_s: float, max_errors: int) -> dict[str, A
                 last = status
             if status not in ACTIVE:
                 return rayjob
+            if unseen_for(rayjob, time.time()) > UNSEEN_S:
+                raise stuck(name, rayjob["metadata"]["creationTimestamp"], "stopped waiting for it")
         time.sleep(poll_s)
 
 
@@ -156,7 +187,7 @@ def connect(args: argparse.Namespace, rayjob: dict) -> KubeApi:
         args.ca_file = args.ca_file or SERVICE_ACCOUNT / "ca.crt"
     namespace = args.namespace or (
         (SERVICE_ACCOUNT / "namespace").read_text().strip() if in_cluster
-        else rayjob["metadata"].get("namespace", "default"))
+        else rayjob["metadata"].get("namespace") or "default")   # `namespace:` left empty: None
     rayjob["metadata"]["namespace"] = namespace
     return KubeApi(args.api, namespace, args.token_file, args.ca_file)
 
@@ -193,12 +224,23 @@ def main(argv: list[str] | None = None) -> int:
         rayjob = yaml.safe_load(args.template.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise refuse(f"--template {args.template}: {getattr(e, 'strerror', None) or 'not YAML'}") from None
-    if (not isinstance(rayjob, dict) or rayjob.get("kind") != "RayJob"
-            or "generateName" not in (rayjob.get("metadata") or {})):
+    metadata = rayjob.get("metadata") if isinstance(rayjob, dict) else None
+    if not isinstance(metadata, dict) or rayjob.get("kind") != "RayJob" or "generateName" not in metadata:
         raise refuse(f"--template {args.template}: not a RayJob with metadata.generateName")
-    rayjob["metadata"].setdefault("labels", {}).update(dict([LABEL.split("=")]))
+    # metadata.name wins over generateName: the first refit took the name, and every later create
+    # failed (HTTP 409 AlreadyExists) until someone deleted it by hand
+    if metadata.get("name"):
+        raise refuse(f"--template {args.template}: metadata.name is set ({metadata['name']}); remove it, so "
+                     "that generateName gives every refit a name of its own")
+    if not isinstance(metadata.get("labels") or {}, dict):
+        raise refuse(f"--template {args.template}: metadata.labels is not a mapping")
+    # `labels:` left empty is None (a traceback: 'NoneType' object has no attribute 'update')
+    metadata["labels"] = {**(metadata.get("labels") or {}), **dict([LABEL.split("=")])}
     if args.api is None and not os.environ.get("KUBERNETES_SERVICE_HOST"):
         raise refuse("not in a pod (no KUBERNETES_SERVICE_HOST): pass --api and --token-file")
+    if args.api is None and not os.environ.get("KUBERNETES_SERVICE_PORT"):   # a pod sets both; was a KeyError
+        raise refuse("KUBERNETES_SERVICE_HOST is set but KUBERNETES_SERVICE_PORT is not: set it, or pass --api "
+                     "and --token-file")
 
     for option, path in (("--token-file", args.token_file), ("--ca-file", args.ca_file)):
         if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
@@ -213,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, http.client.HTTPException) as e:   # URLError, HTTPError, a timeout; not JSON; cut off
         raise api_error("list RayJobs", args.api, e) from None
     running = [r["metadata"]["name"] for r in refits if deployment_status(r) in ACTIVE]
+    for r in refits:
+        if unseen_for(r, time.time()) > UNSEEN_S:
+            raise stuck(r["metadata"]["name"], r["metadata"]["creationTimestamp"], "not submitting another")
     if running:
         log(f"not submitting: refit {', '.join(running)} is still running")
         return 0
