@@ -53,6 +53,13 @@ timeout_s="${META_STUDY_UP_TIMEOUT:-180}"
 note() { echo "local-up: $*" >&2; }
 die() { note "error: $*"; exit 1; }
 
+# said before anything starts: "2m" failed wait_healthy's arithmetic, and local-up printed "up" and
+# env.sh for services whose health was never checked
+if [[ ! "$timeout_s" =~ ^[0-9]{1,9}$ ]] || [ "$((10#$timeout_s))" -eq 0 ]; then
+  die "META_STUDY_UP_TIMEOUT=$timeout_s: not a whole number of seconds > 0"
+fi
+timeout_s=$((10#$timeout_s))
+
 # the import's own last line is kept: "cannot import" alone hid a broken install behind "activate
 # the project's environment" in one that was active
 if ! import_err="$("$PY" -c 'import ray, mlflow' 2>&1)"; then
@@ -109,6 +116,9 @@ on_exit() {
 trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# a closed terminal or SSH session: bash ran the EXIT trap with status 0, and Ray and MLflow stayed
+# running with PID files but no env.sh
+trap 'exit 129' HUP
 
 # --- ports ---------------------------------------------------------------------------------------
 # Every port Ray would otherwise take at a fixed default (GCS 6379, dashboard 8265, dashboard

@@ -343,3 +343,69 @@ exec {shutil.which("ps")} "$@"
         assert "mlflow: stopped" not in r.stderr and (state / "mlflow.pid").exists()
     finally:
         _cleanup(leader)
+
+
+# --- local-up.sh ---------------------------------------------------------------------------------
+
+UP_FAKE_PYTHON = """#!/bin/bash
+d={argv_dir}
+case "$1 $2 $3" in
+  "-c import ray"*|"-c import sys, ray._private"*) exit 0 ;;
+  "-c import grpc"*) exit 1 ;;
+  "-m ray.scripts.scripts status") exit 1 ;;                     # the head is never healthy
+  "-m ray.scripts.scripts start") echo $$ > "$d/ray.started"; exec sleep 300 ;;
+  "-m mlflow server") echo $$ > "$d/mlflow.started"; exec sleep 300 ;;
+esac
+exec {python} "$@"
+"""
+
+
+@pytest.mark.parametrize("value", ["2m", "abc", "-5", "0"])
+def test_local_up_refuses_a_timeout_that_is_not_a_number_of_seconds(tmp_path, value):
+    """META_STUDY_UP_TIMEOUT=2m failed wait_healthy's arithmetic: local-up printed "up" and env.sh
+    for services whose health was never checked. Now one line before anything starts."""
+    state = tmp_path / "st"
+    r = subprocess.run(["bash", str(CLUSTER / "local-up.sh"), str(state)], capture_output=True, text=True,
+                       # an interpreter that has nothing: should the check not come first, nothing starts
+                       timeout=60, env=_env(META_STUDY_UP_TIMEOUT=value, PYTHON="false"))
+    assert r.returncode == 1 and r.stderr == (f"local-up: error: META_STUDY_UP_TIMEOUT={value}: not a whole "
+                                              "number of seconds > 0\n"), r.stderr
+    assert not state.exists()      # nothing was made, nothing started
+
+
+def test_local_up_stops_what_it_started_when_its_terminal_hangs_up(tmp_path):
+    """SIGHUP (the terminal or SSH session closed while local-up waited for the services) ran the
+    exit trap with status 0: Ray and MLflow were left running with their PID files and no env.sh.
+    Now it exits 129 and stops what it started, as on Ctrl-C."""
+    fake = tmp_path / "python"
+    fake.write_text(UP_FAKE_PYTHON.format(argv_dir=tmp_path, python=sys.executable))
+    fake.chmod(0o755)
+    state = tmp_path / "st"
+    script = subprocess.Popen(["bash", str(CLUSTER / "local-up.sh"), str(state)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env=_env(PYTHON=str(fake), META_STUDY_UP_TIMEOUT="300"))
+    started = [tmp_path / "ray.started", tmp_path / "mlflow.started"]
+    try:
+        for _ in range(1200):   # until both fakes run (under load: seconds)
+            if all(p.exists() and p.read_text().strip() for p in started):
+                break
+            assert script.poll() is None, script.communicate()
+            time.sleep(0.1)
+        time.sleep(0.5)         # local-up is in its health wait now
+        script.send_signal(signal.SIGHUP)
+        _, err = script.communicate(timeout=120)
+        assert script.returncode == 129, err
+        assert "failed; stopping what was started" in err, err
+        assert not (state / "env.sh").exists()
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait()
+        for p in started:       # the fakes (a `sleep` names no state directory: local-down leaves it)
+            if p.exists() and p.read_text().strip():
+                try:
+                    os.kill(int(p.read_text()), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if (state / "ray").is_symlink():   # Ray's short temp dir under /tmp
+            shutil.rmtree(os.path.realpath(state / "ray"), ignore_errors=True)
