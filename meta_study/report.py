@@ -419,8 +419,8 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                  f"trusted answer.{unfit} Per group, "
                  "every law is fitted to every frontier estimator of the visible models; the headline is their "
                  "median, discounted towards the best DS accuracy seen by what the back-tests (fit below a US cut, "
-                 "predict the frontier above it) saw materialise. It is trusted when its own back-test error is "
-                 "within the tolerance; warnings describe the data and never withhold an answer by themselves "
+                 "predict the frontier above it) saw materialise. It is trusted when its own back-test error, the mean "
+                 "over the cuts or the latest cut's, is within the tolerance; warnings describe the data and never withhold an answer by themselves "
                  "(hover a label). Accuracies in percent, errors and slopes in accuracy points (pt). "
                  # a trusted step reads "+1 US pt: 89.9% DS [89.2%-90.6%]": the brackets were said nowhere
                  "Brackets give the 90% interval [low-high]; definitions: docs/analysis.md.</p>" + _verdict(heads)

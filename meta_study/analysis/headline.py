@@ -140,6 +140,18 @@ def tested_reach(residuals: Sequence[Sequence[float]]) -> float:
     return max(0.0, float(np.median(farthest)))
 
 
+def latest_cut_error(residuals: Sequence[Sequence[float]]) -> float:
+    """The RMSE of the latest back-test cut (the one fitted to the most models, predicting the
+    frontier just above them: the held-out split itself at a smaller scale), from (|residual|,
+    reach, cut) triples; NaN without residuals. Pairs count as one cut."""
+    if not len(residuals):
+        return math.nan
+    arr = np.asarray(residuals, dtype=float)
+    cut = arr[:, 2] if arr.shape[1] > 2 else np.zeros(arr.shape[0])
+    last = arr[cut == cut.max(), 0]
+    return float(np.sqrt(np.mean(last * last)))
+
+
 def estimate_test_size(accuracies: np.ndarray, max_size: int = 200_000) -> float:
     """The test-set size behind accuracies measured as ``k / n`` on one test set: the least common
     multiple of their reduced denominators, when every value is such a fraction (to 1e-9) and the
@@ -426,6 +438,6 @@ def fit_discount(pairs: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> float
     return float(min(1.0, max(0.0, num / den)))
 
 
-__all__ = ["ENSEMBLE", "HALF_POINT", "NO_SPREAD", "Headline", "no_spread", "row_number", "distance", "empirical_quantile", "estimate_test_size", "fit_discount", "half_width",
+__all__ = ["ENSEMBLE", "HALF_POINT", "NO_SPREAD", "Headline", "no_spread", "row_number", "distance", "empirical_quantile", "estimate_test_size", "fit_discount", "half_width", "latest_cut_error",
            "interval_around", "noise_half_width", "parse_members", "parse_residuals", "point_secant", "residuals_json", "tested_reach",
            "us_at"]

@@ -20,8 +20,10 @@ Judged by prediction, not by fit. For every group:
    the answer: picking one of ~25 by back-test is mostly noise. The paper's Eq. 1 on the hull
    vertices stays in the table for comparison.
 5. **Trust, from evidence.** A headline is ``trusted`` when its own back-test error is within the
-   tolerance (``TOLERANCE``, 3 points; on 11 tables, BENCHMARKS.md, 91% of groups trusted this way
-   were within 5 points of the held-out frontier) over at least two cuts. Its statements within the
+   tolerance (``TOLERANCE``, 3 points) over at least two cuts: the mean over the cuts of its RMSE,
+   or the RMSE of the latest cut alone (the held-out split at a smaller scale). On 11 tables
+   (BENCHMARKS.md) 91% of groups trusted this way were within 5 points of the held-out frontier,
+   and 45% of groups were trusted. Its statements within the
    back-tested horizon are then trusted; a statement beyond it is reported with an
    ``extrapolation`` warning. ``few_points``, ``chord``, ``at_bound``, ``no_trend`` and
    ``extrapolation`` are warnings: they describe the data and the fit, and never withhold a
@@ -61,7 +63,7 @@ import numpy as np
 from ..defaults import PAYOFF_THRESHOLD, TOLERANCE
 from ..errors import Range
 from .frontiers import FRONTIER_KINDS, FRONTIERS, Frontier, check_frontier_names, frontier_points
-from .headline import Headline, estimate_test_size, fit_discount, half_width, no_spread
+from .headline import Headline, estimate_test_size, fit_discount, half_width, latest_cut_error, no_spread
 from .hull import upper_hull
 from .laws import LAWS, LawFit, get_law
 from .payoff import U_GRID, stop_paying_from_slopes, us_needed_from_values
@@ -640,9 +642,20 @@ def _trust(sel: GroupSelection, o: SelectionOptions) -> tuple[bool, str]:
     shown = f"{err:.2f}" if abs(err - 100 * o.tolerance) < 0.05 else f"{err:.1f}"   # never "3.0 > 3"
     if not math.isfinite(sel.backtest_err):   # NaN > tol is False: it would have been trusted
         return False, "no back-test error (the back-tests gave no number)"
-    if sel.backtest_err > o.tolerance:
-        return False, f"back-test error {shown} pt > tolerance {tol}{noise}"
-    return True, f"back-test error {shown} pt <= tolerance {tol} over {sel.n_cuts} cuts{noise}"
+    if sel.backtest_err <= o.tolerance:
+        return True, f"back-test error {shown} pt <= tolerance {tol} over {sel.n_cuts} cuts{noise}"
+    # the latest cut alone: fitted to the most models and predicting the frontier just above them,
+    # it is the held-out split at a smaller scale; the earliest cuts fit half the models to predict
+    # far beyond them, and their errors overstate the full fit's. Chosen on 11 tables at once
+    # (BENCHMARKS.md, the tolerance unchanged): on the six public zoos 40% of groups trusted
+    # instead of 32%, 89% of them within 5 points of the hidden frontier instead of 90% (DCLM's
+    # emergent jumps are the misses either way); pooled, 45% and 91%
+    latest = 100 * latest_cut_error(sel.headline.residuals)
+    if latest <= 100 * o.tolerance:
+        last = f"{latest:.2f}" if abs(latest - 100 * o.tolerance) < 0.05 else f"{latest:.1f}"
+        return True, (f"latest back-test error {last} pt <= tolerance {tol} (the mean over {sel.n_cuts} cuts: "
+                      f"{shown} pt){noise}")
+    return False, f"back-test error {shown} pt > tolerance {tol}{noise}"
 
 
 def _apart(a: float, b: float) -> tuple[str, str]:
