@@ -151,7 +151,7 @@ def test_a_panel_without_a_usable_fit_says_so():
 def test_a_demo_whose_refit_is_skipped_says_so_in_one_line(tmp_path):
     """A second `meta-study demo` while another was refitting the same working directory printed
     "refit: locked ...", then "done in 50 s ... report None" and exited 0."""
-    from conftest import one_error_line, run_cli
+    from conftest import run_cli
     from meta_study.refit import out_lock
 
     wd = tmp_path / "demo"
