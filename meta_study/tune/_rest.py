@@ -101,9 +101,12 @@ class _RestRuns:
         else:
             # the CA bundle MLflow's client trusts: its own setting, else the one requests takes from
             # the environment (a lab's internal CA): without it the driver's MlflowClient created the
-            # parent run and every call of the writer failed verification, retried until spooled
+            # parent run and every call of the writer failed verification, retried until spooled.
+            # Else certifi's, as requests: OpenSSL's default paths (the system's CAs, SSL_CERT_FILE)
+            # are another set, and where they differ (an old system bundle without a newer root)
+            # the writer's calls alone failed verification
             ca = (c.server_cert_path or os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                  or None)
+                  or _certifi_bundle())
             ctx = (ssl.create_default_context(capath=ca) if ca and os.path.isdir(ca)
                    else ssl.create_default_context(cafile=ca))
         if c.client_cert_path:
@@ -153,7 +156,13 @@ class _RestRuns:
                              raise_on_status=False, data=data, extra_headers={"Content-Type": "application/json"})
             status, text = r.status_code, r.text
         elif self.via_requests:
-            r = self._session().post(self.base + endpoint, data=data, timeout=self.TIMEOUT_S)
+            # verify per request, as MLflow's client passes it: requests lets REQUESTS_CA_BUNDLE (or
+            # CURL_CA_BUNDLE) override a session's own verify, and MLFLOW_TRACKING_INSECURE_TLS or
+            # MLFLOW_TRACKING_SERVER_CERT_PATH was ignored here (every call failed verification
+            # while the driver's client worked); a request's False or path wins over them
+            c = self.creds
+            r = self._session().post(self.base + endpoint, data=data, timeout=self.TIMEOUT_S,
+                                     verify=False if c.ignore_tls_verification else (c.server_cert_path or True))
             status, text = r.status_code, r.text
         else:
             conn = self._connection()
@@ -205,6 +214,16 @@ class _RestRuns:
     def num(v: float) -> Any:
         """JSON has no NaN or infinities; MLflow's protobuf JSON takes them as strings."""
         return v if v == v and abs(v) != float("inf") else ("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity"))
+
+
+def _certifi_bundle() -> str | None:
+    """The CA bundle requests verifies against by default (``certifi``, a dependency of requests),
+    or None (OpenSSL's default paths) where it is not installed."""
+    try:
+        import certifi
+    except ImportError:
+        return None
+    return certifi.where()
 
 
 def _safe(base: str) -> str:

@@ -71,12 +71,16 @@ def git_output(cwd: Path, *args: str) -> bytes | None:
     ``core.quotePath=false`` git prints them raw: decoding them was a UnicodeDecodeError), or None
     when git is missing, fails or outlives its timeout. It runs in a session of its own, killed
     whole at the timeout: a filter or hook that git started held the output pipes open, and the
-    wait went on until it exited."""
+    wait went on until it exited. Without git's optional locks (``GIT_OPTIONAL_LOCKS=0``, what
+    editors and prompts set): ``git status`` otherwise takes ``.git/index.lock`` to write back the
+    index it refreshed, and a ``git commit`` or ``git add`` the user ran meanwhile in that checkout
+    failed ("Unable to create '.git/index.lock': File exists"); reading is all provenance needs."""
     import signal
 
     try:
         proc = subprocess.Popen(["git", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+                                stderr=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
     except OSError:
         return None
     try:

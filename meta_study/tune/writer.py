@@ -158,7 +158,7 @@ class WriterProcess:
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until the child has sent every operation (True), or spooled the rest after the
-        timeout (False)."""
+        timeout (False); False with ``unanswered`` set when the child exited without answering."""
         if self._proc is None:
             return True
         timeout = self.target.flush_timeout_s if timeout_s is None else timeout_s
@@ -166,10 +166,20 @@ class WriterProcess:
         self._pipe.send(json.dumps({"flush": timeout}))
         assert self._proc.stdout is not None
         reply = self._proc.stdout.readline()      # the child answers within timeout + one HTTP timeout
-        if not reply:   # the child died: what it had not sent died with it (nothing spooled)
+        try:
+            d = json.loads(reply) if reply.endswith(b"\n") else None
+        except ValueError:
+            d = None
+        if not isinstance(d, dict) or d.get("final"):
+            # the child died (no line, or one cut short): what it had not sent died with it (nothing
+            # spooled). Or its last line: it stopped reading before this flush (a SIGTERM, once its
+            # TERM_FLUSH_S was up) and exited, and the operations sent since were never read; taken
+            # for the flush's answer, they were said sent ("ok") or spooled, and were neither
             self.unanswered = True
+            if isinstance(d, dict):
+                self.held = int(d.get("held", 0))
+                self.last_error = d.get("error") or self.last_error
             return False
-        d = json.loads(reply)
         self.errors = int(d.get("errors", 0))
         self.cpu_s = float(d.get("cpu_s", 0.0))
         self.last_error = d.get("error") or self.last_error
