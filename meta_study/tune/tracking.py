@@ -530,8 +530,17 @@ def _metrics(result: Mapping[str, Any]) -> dict[str, float]:
     """The numeric metrics of a Tune result (Tune's bookkeeping left out). numpy numbers count
     (np.float32 and np.int64 are no ``float`` or ``int``: they were dropped without a word);
     booleans, Python's or numpy's, do not."""
-    return {k: float(v) for k, v in result.items()
+    return {k: _real(v) for k, v in result.items()
             if k not in TUNE_KEYS and isinstance(v, numbers.Real) and not isinstance(v, bool)}
+
+
+def _real(v: numbers.Real) -> float:
+    """``float(v)``, and +-inf for an int (or Fraction) beyond a double's range: its OverflowError
+    ("int too large to convert to float") was raised inside Tune's callback, which stops the sweep."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
 
 
 def _resolved(result: Mapping[str, Any]) -> dict[str, Any] | None:
