@@ -115,9 +115,16 @@ svg.addEventListener('dblclick', reset);
 // the hovered model goes to its own line: the count of matches stays readable
 svg.addEventListener('mouseover', e => { const t = e.target.querySelector && e.target.querySelector('title');
   if (e.target.tagName === 'circle' && t) hover.textContent = t.textContent; });
-sel.addEventListener('change', () => { g = D.groups[+sel.value]; hover.textContent = ''; reset(); });
+// the group the list shows, its search box as it stands: going back to the page, the browser puts
+// back the list's choice and the box's text after this script ran (no change event), and the view
+// drew the first group under another group's name, without its marks
+const show = () => { g = D.groups[+sel.value] || D.groups[0]; hover.textContent = ''; reset(); };
+sel.addEventListener('change', show);
 find.addEventListener('input', draw);
-g = D.groups[0]; reset();
+// (after the load event: a group chosen or a zoom made while the figures loaded is kept; a page from
+// the back-forward cache is as it was left)
+window.addEventListener('pageshow', e => { if (!e.persisted) { if ((D.groups[+sel.value] || D.groups[0]) !== g) show(); else draw(); } });
+show();
 })();
 """
 
@@ -220,8 +227,9 @@ def prediction_line(r: dict[str, Any], points: int = 60) -> tuple[np.ndarray, np
 
 def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, Any], list[tuple[str, int]]]:
     """The JSON the viewer reads: ``names`` (each model's :func:`point_name` once) and one entry
-    per group with its label, hold-out threshold (points, or null), the headline's prediction as
-    a polyline (:func:`prediction_line`) and points as [US, DS, name index, held out (1/0)]; and
+    per group with its label, hold-out threshold (points; null where no model is above it), the
+    headline's prediction as a polyline (:func:`prediction_line`) and points as [US, DS, name
+    index, held out (1/0)]; and
     the groups left out for :data:`MAX_POINTS`, as (label, number of points). Names are made over
     all of ``points``, so different runs get different names on the page, whichever groups it holds."""
     points = points.reset_index(drop=True)
@@ -243,13 +251,16 @@ def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, 
         idx = [names.setdefault(name_of[i], len(names)) for i in g.index]
         xs, ys = prediction_line(r)
         thr = float(r["holdout_threshold"])
-        groups.append({"k": _label(r), "t": round(100 * thr, 3) if math.isfinite(thr) and thr < 1 else None,
+        held = g["us_accuracy"].to_numpy(float) > thr
+        # the threshold line only where it holds models out, as the figures draw it: without a
+        # hold-out (--holdout-quantile 1.0: the threshold is the best model's US) it marked a
+        # "hold-out threshold" through the best model with nothing beyond it
+        groups.append({"k": _label(r), "t": round(100 * thr, 3) if math.isfinite(thr) and held.any() else None,
                        "l": [[round(float(a), 3), round(float(b), 3)] for a, b in zip(xs, ys)],
                        # held out as the fit decided, on the unrounded accuracy: compared in the page, a
                        # point rounded to 2 decimals against the threshold to 3 (83.46 > 83.459) showed
                        # the fitted best model as held out
-                       "p": [[round(float(a), 2), round(float(b), 2), i, int(bool(f > thr))]
-                             for a, b, i, f in zip(us, ds, idx, g["us_accuracy"].to_numpy(float))]})
+                       "p": [[round(float(a), 2), round(float(b), 2), i, int(h)] for a, b, i, h in zip(us, ds, idx, held)]})
     return {"names": list(names), "groups": groups}, left
 
 

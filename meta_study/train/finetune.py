@@ -4,8 +4,9 @@ Off by default (``TrainConfig.finetune``): it costs ``finetune_steps`` training 
 task, versus a few forward passes for the few-shot probe. Protocol, after VTAB-1k / BiT:
 a copy of the pre-trained model gets a fresh, zero-initialized head for the DS classes; SGD
 with momentum 0.9, no weight decay, linear warm-up (10% of steps) then linear decay, gradient
-clipping at 1; accuracy on the DS test split. VTAB trains 2,500 steps at batch 512 with an lr
-sweep; the default here is shorter, and no sweep is run.
+clipping at the trial's ``grad_clip`` (1 by default; 0 disables it); accuracy on the DS test
+split. VTAB trains 2,500 steps at batch 512 with an lr sweep; the default here is shorter, and
+no sweep is run.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def finetune(model: nn.Module, task: Task, rt: Runtime, *, examples: int = 1000,
         batch_size: examples per step (capped at ``examples``).
         seed: subset, data order, head init and dropout (in a fork of torch's RNG: the caller's is kept).
         grad_clip: max global gradient L2 norm; 0 disables.
+        eval_batch_size: examples per forward pass of the test-split evaluation.
 
     Returns:
         Top-1 accuracy (fraction) on ``task.test``.
