@@ -15,3 +15,29 @@ def test_a_metric_beyond_a_doubles_range_is_infinite_not_an_overflow_in_tunes_ca
     m = _metrics({"big": 10 ** 400, "small": -(10 ** 400), "frac": Fraction(10 ** 400, 3), "acc": np.float32(0.5),
                   "n": 3, "flag": True, "name": "x"})
     assert m == {"big": math.inf, "small": -math.inf, "frac": math.inf, "acc": 0.5, "n": 3.0}
+
+
+def test_the_sweep_records_missing_bucket_line_has_no_secret(s3):
+    """The sweep record's own "no such bucket" line showed the URI less its query:
+    's3://KEY:SECRET@nobucket/x' named the secret."""
+    import pytest
+
+    from meta_study.errors import UserError
+    from meta_study.tune.state import StateDir, SweepRecord
+
+    uri = f"s3://testing:testing-secret@nobucket/x?endpoint_override=127.0.0.1:{s3.port}&scheme=http&region=us-east-1"
+    rec = SweepRecord(sweep="s", experiment="e", experiment_id="1", parent_run_id="p", tracking_uri="t")
+    with pytest.raises(UserError) as e:
+        StateDir(uri).create_record(rec)
+    assert "testing-secret" not in str(e.value) and "no such bucket" in str(e.value), str(e.value)
+    assert str(e.value).startswith("s3://testing:***@nobucket/x"), str(e.value)
+
+
+def test_an_s3_uri_keeps_its_buckets_capitals_as_pyarrow_does():
+    """urlsplit's hostname lowercased the bucket: a legacy bucket named with capitals got the
+    sweep record's keys in another bucket than the one pyarrow writes the store to."""
+    from meta_study.store._s3 import S3Objects
+
+    o = S3Objects("s3://Key:Secret@Legacy-Bucket/runs/x?endpoint_override=127.0.0.1:1&scheme=http", "shown")
+    assert (o.bucket, o.prefix) == ("Legacy-Bucket", "runs/x")
+    assert S3Objects("s3://lab/x", "shown").bucket == "lab"

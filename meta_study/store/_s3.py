@@ -17,7 +17,8 @@ write, :class:`S3Objects` checks once that the endpoint refuses a PUT whose prec
 meta-study), imported only when a store on ``s3://`` is written to; reading needs only pyarrow.
 
 Where the objects are and who we are comes from the store URI as pyarrow reads it
-(``s3://[KEY:SECRET@]BUCKET/PREFIX?endpoint_override=HOST:PORT&scheme=http&region=R``) and,
+(``s3://[KEY:SECRET@]BUCKET/PREFIX?endpoint_override=HOST:PORT&scheme=http&region=R``, and its
+TLS options ``tls_ca_file_path``, ``tls_ca_dir_path``, ``tls_verify_certificates``) and,
 for anything the URI does not say, from the standard AWS environment: ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``/``AWS_DEFAULT_REGION``,
 ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` (MinIO, Ceph), profiles and instance roles: the
@@ -74,10 +75,17 @@ class S3Objects:
     """
 
     def __init__(self, uri: str, shown: str, root: str | None = None) -> None:
+        from ._files import display_uri   # here: _files imports this module
+
         p = urllib.parse.urlsplit(uri)
-        self.shown = shown
+        # secrets out of every message even where a caller passed the URI less only its query:
+        # 's3://KEY:SECRET@lab/x' named the secret in each failure of the sweep record's PUT
+        self.shown = display_uri(shown)
         if root is None:
-            self.bucket, self.prefix = p.hostname or "", urllib.parse.unquote(p.path).strip("/")
+            # the bucket as written, as pyarrow takes it: urlsplit's hostname lowercased it (a legacy
+            # bucket named with capitals: the sweep record was written to another bucket's keys)
+            bucket = urllib.parse.unquote(p.netloc.rpartition("@")[2])
+            self.bucket, self.prefix = bucket, urllib.parse.unquote(p.path).strip("/")
         else:
             bucket, _, prefix = root.strip("/").partition("/")
             self.bucket, self.prefix = bucket, prefix.strip("/")
@@ -86,7 +94,15 @@ class S3Objects:
         if q.get("endpoint_override"):
             ep = q["endpoint_override"]
             self._endpoint = ep if "://" in ep else f"{q.get('scheme', 'https')}://{ep}"
-        self._region = q.get("region")
+        # pyarrow reads AWS_REGION where AWS_DEFAULT_REGION is unset; botocore reads only the
+        # latter (it signed for us-east-1: a MinIO or Ceph with another region refused every write)
+        self._region = q.get("region") or (None if os.environ.get("AWS_DEFAULT_REGION")
+                                           else os.environ.get("AWS_REGION") or None)
+        # pyarrow's TLS options for the data files (a MinIO with a private CA): boto3 verified
+        # against its own bundle, so the store's files were read and staged but every conditional
+        # write failed certificate verification
+        off = q.get("tls_verify_certificates", "").strip().lower() in ("0", "false")
+        self._verify = False if off else (q.get("tls_ca_file_path") or q.get("tls_ca_dir_path") or None)
         key = q.get("access_key") or (urllib.parse.unquote(p.username) if p.username else None)
         secret = q.get("secret_key") or (urllib.parse.unquote(p.password) if p.password else None)
         self._keys = (key, secret, q.get("session_token")) if key and secret else None
@@ -116,6 +132,8 @@ class S3Objects:
                 kw["endpoint_url"] = self._endpoint
             if self._region:
                 kw["region_name"] = self._region
+            if self._verify is not None:
+                kw["verify"] = self._verify
             if self._keys:
                 kw.update(aws_access_key_id=self._keys[0], aws_secret_access_key=self._keys[1],
                           aws_session_token=self._keys[2])

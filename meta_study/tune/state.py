@@ -361,17 +361,19 @@ class StateDir:
             fsync_dir(parent)          # the new name itself durable
             return True
         if self.uri.startswith("s3://"):
+            from ..store._files import display_uri
             from ..store._s3 import S3Objects
 
+            shown = display_uri(self.uri)   # secrets masked: s3://KEY:SECRET@... named SECRET in this line
             try:
-                if S3Objects(self.uri, self.uri.partition("?")[0]).create(RECORD, data) is not None:
+                if S3Objects(self.uri, shown).create(RECORD, data) is not None:
                     return True
                 # the name is taken; by this very PUT when its reply was lost and botocore's retry
                 # got 412: the record then names this driver's parent run, and this driver won
                 back = self.read_record()
                 return back is not None and back.parent_run_id == rec.parent_run_id
             except FileNotFoundError:     # S3 answered 404: no such bucket
-                raise UserError(f"{self.uri.partition('?')[0]}: cannot write the sweep record: no such bucket "
+                raise UserError(f"{shown}: cannot write the sweep record: no such bucket "
                                 "at this endpoint") from None
             except OSError as e:              # one line already (S3Objects), without secrets
                 raise UserError(f"cannot write the sweep record: {e}") from None
