@@ -41,3 +41,22 @@ def test_an_s3_uri_keeps_its_buckets_capitals_as_pyarrow_does():
     o = S3Objects("s3://Key:Secret@Legacy-Bucket/runs/x?endpoint_override=127.0.0.1:1&scheme=http", "shown")
     assert (o.bucket, o.prefix) == ("Legacy-Bucket", "runs/x")
     assert S3Objects("s3://lab/x", "shown").bucket == "lab"
+
+
+def test_bootstrap_lines_say_when_there_is_no_interval_and_how_many_resamples_were_usable():
+    """Three fitting points: every usable resample refits the estimate's own points, and the
+    interval is NaN (it was "2.62 [2.62, 2.62]", a precise-looking alpha); printed as "[nan, nan]".
+    An interval of 46 usable resamples of 200 said nothing of the 154 that failed."""
+    import pandas as pd
+
+    from meta_study.cli import bootstrap_lines
+
+    def row(frontier, est, lo, hi, n_ok, samples=200):
+        return {"us_task": "up", "ds_task": "a", "eval_protocol": "fewshot", "shots": 5, "frontier": frontier,
+                "param": "alpha", "estimate": est, "lo": lo, "hi": hi, "level": 0.95, "samples": samples, "n_ok": n_ok}
+
+    t = pd.DataFrame([row("vertices", 2.62, math.nan, math.nan, 46), row("all", 2.0, 1.5, 2.5, 46),
+                      row("bins", 2.0, 1.0, 3.0, 200)])
+    assert bootstrap_lines(t, alpha_max=10.0)[1] == (
+        "  up -> a (fewshot, 5-shot): vertices 2.62 (no interval: 46 of 200 resamples usable); all 2 [1.5, 2.5] "
+        "(46 of 200 resamples usable); bins 2 [1, 3]")

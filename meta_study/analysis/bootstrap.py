@@ -60,34 +60,47 @@ def bootstrap_group(key: Sequence[Any], us_accuracy: np.ndarray, ds_accuracy: np
     Returns:
         One row per (frontier, param): :data:`BOOTSTRAP_COLUMNS`; ``n_ok`` counts usable resamples
         and ``status`` is the status of the fit on the fitting points (a group too small to fit
-        keeps its rows, NaN, with that status).
+        keeps its rows, NaN, with that status). ``lo`` and ``hi`` are NaN where no resample is
+        usable, or where every usable one fitted the estimate's own points (no variation measured).
     """
     p = prepare(us_accuracy, ds_accuracy, options.fit)
     pool = p.fit_idx
     rng = group_rng(options.seed, key, BOOTSTRAP_STREAM)
     draws = [rng.choice(pool, size=pool.size, replace=True) if pool.size else pool for _ in range(options.samples)]
-    e_us, e_ds, frontiers = [], [], []
+    e_us, e_ds = [], []
     hulls = SubsetHulls(p.us, p.ds, nondecreasing=options.fit.nondecreasing)
     for s in [pool, *draws]:
-        for frontier, fu, fd in draw_problems(p, s, options.frontiers, hulls):
+        for _, fu, fd in draw_problems(p, s, options.frontiers, hulls):   # in options.frontiers' order
             e_us.append(1.0 - fu)
             e_ds.append(1.0 - fd)
-            frontiers.append(frontier)
     fits = fit_power_laws(e_us, e_ds, loss=options.fit.loss, alpha_max=options.fit.alpha_max)
     m = len(options.frontiers)
     alpha_tail = (1.0 - options.level) / 2.0
     rows = []
     for j, frontier in enumerate(options.frontiers):
         est = fits[j]
-        boot = [f for f, fr in zip(fits[m:], frontiers[m:]) if fr == frontier and f.usable]
+        boot_idx = [i for i in range(m + j, len(fits), m) if fits[i].usable]   # frontier j of each resample
+        boot = [fits[i] for i in boot_idx]
+        # Every usable resample fitted the very points of the estimate (3 fitting points: a resample
+        # fits only when it draws all three, and then reproduces the estimate): the resamples measured
+        # no variation, and "alpha 2.62 [2.62, 2.62]" read as a precise alpha. No interval then.
+        no_spread = bool(boot_idx) and all(_same_points(e_us[j], e_ds[j], e_us[i], e_ds[i]) for i in boot_idx)
         for param in PARAMS:
             vals = np.array([getattr(f, param) for f in boot], dtype=float)
-            lo, hi = (np.quantile(vals, [alpha_tail, 1 - alpha_tail]) if vals.size else (math.nan, math.nan))
+            lo, hi = (np.quantile(vals, [alpha_tail, 1 - alpha_tail]) if vals.size and not no_spread
+                      else (math.nan, math.nan))
             rows.append({**dict(zip(GROUP_COLUMNS, key)), "frontier": frontier, "param": param,
                          "estimate": getattr(est, param) if est.usable else math.nan, "lo": float(lo),
                          "hi": float(hi), "level": options.level, "samples": options.samples, "n_ok": int(vals.size),
                          "status": est.status})
     return pd.DataFrame(rows, columns=list(BOOTSTRAP_COLUMNS))
+
+
+def _same_points(us_a: np.ndarray, ds_a: np.ndarray, us_b: np.ndarray, ds_b: np.ndarray) -> bool:
+    """Whether two fitting problems hold the same set of (US, DS) points (repeats and order aside)."""
+    a = np.unique(np.column_stack([us_a, ds_a]), axis=0)
+    b = np.unique(np.column_stack([us_b, ds_b]), axis=0)
+    return a.shape == b.shape and bool(np.array_equal(a, b))
 
 
 def bootstrap(groups: Sequence[Any], options: BootstrapOptions = BootstrapOptions(), *,

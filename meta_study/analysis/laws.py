@@ -31,8 +31,9 @@ exactly 0 or 1 would be infinite in logit/probit space and ``log 0`` in log spac
 
 Saturation is the DS accuracy the law reaches as US accuracy reaches its best value (100%, or
 ``1 - e_US*`` for ``eq1-bayes``): ``1 - e_IR`` for the Eq. 1 laws, and 1.0 (no saturation below
-100%) for ``power`` and, with ``b > 0``, the two linear laws. The slope ``d a_DS / d a_US`` is "DS
-points per +1 US point".
+100%) for ``power`` with ``alpha > 0`` and the two linear laws with ``b > 0``; a flat law
+(``alpha = 0``, ``b = 0``) saturates at the one accuracy it predicts. The slope ``d a_DS / d a_US``
+is "DS points per +1 US point" (0 for a flat law, ``k = 0`` included, even at 100% US).
 
 Cost: the closed-form laws are a few segment sums per problem (~0.05 us a point); ``eq1`` is ~0.3
 us a point (see :mod:`powerlaw`); ``eq1-bayes`` is about 32 ``eq1`` fits.
@@ -213,10 +214,17 @@ def _eq1_predict(p: Params, u: np.ndarray) -> np.ndarray:
         return 1.0 - (p["k"] * np.power(np.clip(1.0 - u, 0.0, None), p["alpha"]) + p["e_ir"])
 
 
+def _flat(p: Params) -> np.ndarray:
+    """Where the law is flat (``k = 0``, or ``alpha = 0`` for ``power``): its slope is 0 everywhere.
+    ``k * alpha * e**(alpha - 1)`` read 0 x inf = NaN there at 100% US (e = 0) for alpha < 1, where
+    ``predict`` is the constant it is at every other US accuracy."""
+    return np.asarray(p["k"]) * np.asarray(p["alpha"]) == 0
+
+
 def _eq1_slope(p: Params, u: np.ndarray) -> np.ndarray:
     e = np.clip(1.0 - u, 0.0, None)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        return p["k"] * p["alpha"] * np.power(e, p["alpha"] - 1.0)
+        return np.where(_flat(p), 0.0, p["k"] * p["alpha"] * np.power(e, p["alpha"] - 1.0))
 
 
 def _eq1_fit_many(us_seq: Sequence[np.ndarray], ds_seq: Sequence[np.ndarray], *, loss: str = "lsq",
@@ -240,7 +248,7 @@ def _bayes_slope(p: Params, u: np.ndarray) -> np.ndarray:
     x = 1.0 - u - p["e_us_star"]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         s = p["k"] * p["alpha"] * np.power(np.clip(x, 0.0, None), p["alpha"] - 1.0)
-    return np.where(x < 0, 0.0, s)
+    return np.where((x < 0) | _flat(p), 0.0, s)
 
 
 def _bayes_fit_many(us_seq: Sequence[np.ndarray], ds_seq: Sequence[np.ndarray], *, loss: str = "lsq",
@@ -262,7 +270,10 @@ def _bayes_fit_many(us_seq: Sequence[np.ndarray], ds_seq: Sequence[np.ndarray], 
         return fits
 
     def sse_of(fits: list[Any]) -> np.ndarray:
-        return np.array([f.sse if f.usable else np.inf for f in fits])
+        # the criterion each inner fit minimized: SSE for lsq (as before, bit for bit), else the
+        # loss's own value (profiled on SSE, a huber or log fit ended with a larger loss than eq1's,
+        # the case e_US* = 0 that it contains)
+        return np.array([(f.sse if loss == "lsq" else f.loss_value) if f.usable else np.inf for f in fits])
 
     grid = np.array(BAYES_GRID)
     table = np.stack([sse_of(profile(np.full(len(good), g))) for g in grid], axis=1)   # (problems, grid)
@@ -384,6 +395,12 @@ def _probit_slope(p: Params, u: np.ndarray) -> np.ndarray:
     return _phi(p["a"] + p["b"] * z) * p["b"] / _phi(z)
 
 
+def _power_saturation(p: Params) -> float:
+    # alpha = 0 (at its bound) is the flat law e_DS = k: its saturation is 1 - k, the accuracy
+    # it predicts everywhere (1.0 was said while predict_accuracy(1.0) was 1 - k)
+    return 1.0 if p["alpha"] > 0 else 1.0 - float(p["k"])
+
+
 def _linear_saturation(p: Params) -> float:
     return 1.0 if p["b"] > 0 else float(expit(p["a"]))
 
@@ -404,7 +421,7 @@ LAWS: dict[str, Law] = {
                               lambda d: np.log(np.clip(1.0 - d, CLIP, None)),
                               lambda a, b: {"k": math.exp(a), "alpha": b}, _power_predict,
                               "alpha = 0 (DS error does not fall with US error)"),
-                 _power_predict, lambda p, u: _eq1_slope({**p, "e_ir": 0.0}, u), lambda p: 1.0),
+                 _power_predict, lambda p, u: _eq1_slope({**p, "e_ir": 0.0}, u), _power_saturation),
     "logit-linear": Law("logit-linear", "logit a_DS = a + b logit a_US", ("a", "b"), "b >= 0",
                         _closed_form("logit-linear", ("a", "b"), lambda u: logit(_clip(u)), lambda d: logit(_clip(d)),
                                      lambda a, b: {"a": a, "b": b}, _logit_predict, "b = 0 (DS does not rise with US)"),

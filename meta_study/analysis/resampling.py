@@ -7,6 +7,7 @@ more...), so a result does not depend on which process computes which group: the
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -23,9 +24,27 @@ PARAMS = ("k", "alpha", "e_ir", "saturation")
 SENSITIVITY_STREAM, BOOTSTRAP_STREAM = 0, 1
 
 
+def _key_value(v: Any) -> Any:
+    """A key's value as :class:`~.groups.Group` holds it: numpy scalars as Python ones, a whole
+    float (a ``shots`` column read back as float) as an int, NaN or pandas.NA as None."""
+    if v is None or isinstance(v, str):
+        return v if v is None else str(v)     # np.str_ too: its repr is "np.str_('a')"
+    if v is pd.NA or (isinstance(v, (float, np.floating)) and math.isnan(v)):
+        return None
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
 def group_rng(seed: int, key: Sequence[Any], stream: int, *more: int) -> np.random.Generator:
-    """An independent generator per (seed, group, stream, more...): order-free, process-free."""
-    h = stable_hash(key)
+    """An independent generator per (seed, group, stream, more...): order-free, process-free.
+
+    The key is hashed by value: ``shots`` given as 5, ``np.int64(5)`` or 5.0 (a key taken from a
+    table's row) draws what the command line drew for that group; hashed by its ``repr`` it drew
+    other resamples, and other intervals, for the same group and seed."""
+    h = stable_hash(tuple(_key_value(v) for v in key))
     return np.random.default_rng(np.random.SeedSequence([seed, h & 0xFFFFFFFF, h >> 32, stream, *more]))
 
 

@@ -33,6 +33,7 @@ class SensitivityOptions:
     Attributes:
         sizes: sample sizes; None = ``n_sizes`` geometric steps from ``min_size`` to all fitting points.
             Without replacement, a size above a group's fitting points is all of them (one step).
+        n_sizes, min_size: the default sizes' steps (>= 1) and smallest sample (>= 3 models, as ``sizes``).
         trials: draws per size.
         replace: draw with replacement (the bootstrap variant) instead of without.
         seed: the master seed.
@@ -54,6 +55,10 @@ class SensitivityOptions:
         # each once, as the CLI's --frontiers: ("all", "all") fitted every draw twice, each row twice
         object.__setattr__(self, "frontiers", tuple(dict.fromkeys(self.frontiers)))
         Range(1).check("trials", self.trials, "draws per sample size")
+        # as ``sizes``: min_size 0 was numpy's "Geometric sequence cannot include zero" traceback,
+        # 1 and 2 drew samples no law can be fitted to, and n_sizes 0 an empty table, said nowhere
+        Range(1).check("n_sizes", self.n_sizes, "sample-size steps")
+        Range(3).check("min_size", self.min_size, "models in the smallest sample")
         # numpy seeds are >= 0: -1 (a script's --seed -1) was numpy's "expected non-negative integer" traceback
         Range(0).check("seed", self.seed, "the master seed")
         if self.sizes is not None:
@@ -84,7 +89,7 @@ def sensitivity_group(key: Sequence[Any], us_accuracy: np.ndarray, ds_accuracy: 
 
     For each size ``n`` and trial: draw ``n`` fitting points uniformly, recompute each frontier
     inside the draw, fit it, and score ``fit_err`` (on the points each fit used) and ``pred_err``
-    (against the group's held-out frontier, exactly as in :mod:`holdout`).
+    (against the group's held-out frontier, exactly as in :mod:`.fitting`).
 
     Args:
         key: the group key (us_task, ds_task, eval_protocol, shots); seeds the draws.
