@@ -125,8 +125,23 @@ class S3Objects:
             custom = self._endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
             # Path-style addressing for MinIO/Ceph endpoints (bucket names as hosts need DNS there).
             # Short timeouts and few retries: an unreachable endpoint fails in seconds, not minutes.
-            cfg = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 4, "mode": "standard"},
-                         s3={"addressing_style": "path" if custom else "auto"})
+            opts: dict[str, Any] = dict(connect_timeout=10, read_timeout=60,
+                                        retries={"max_attempts": 4, "mode": "standard"},
+                                        s3={"addressing_style": "path" if custom else "auto"})
+            if custom:
+                # botocore >= 1.36 sends every PutObject as an aws-chunked body with a trailing CRC32
+                # by default; S3-compatible stores that predate it (MinIO, Ceph RGW, ...) refuse or
+                # mis-store that form, and every commit failed. Checksums only where the API requires
+                # them, as before 1.36 (the manifest carries its own sha256); an older botocore
+                # knows neither option and sends plain bodies anyway
+                opts.update(request_checksum_calculation="when_required",
+                            response_checksum_validation="when_required")
+            try:
+                cfg = Config(**opts)
+            except TypeError:
+                opts.pop("request_checksum_calculation", None)
+                opts.pop("response_checksum_validation", None)
+                cfg = Config(**opts)
             kw: dict[str, Any] = {"config": cfg}
             if self._endpoint:
                 kw["endpoint_url"] = self._endpoint
