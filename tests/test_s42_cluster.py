@@ -36,6 +36,13 @@ def _env(**extra):
     return {**env, **extra}
 
 
+def _hangup_default() -> None:
+    """SIGHUP as a terminal's session has it, in the script about to run: under `nohup` (a CI run
+    started so) it is ignored, a script cannot trap a signal ignored when it started, and a test of
+    its hangup waited out its timeout."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _running(pid: int) -> bool:
     """Alive and not a zombie."""
     r = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
@@ -288,7 +295,7 @@ def test_local_add_node_stops_its_node_when_its_terminal_hangs_up(fake_head):
     that has not joined when it is interrupted."""
     script = subprocess.Popen(["bash", str(CLUSTER / "local-add-node.sh"), str(fake_head), "n3"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=_env(META_STUDY_UP_TIMEOUT="120"))
+                              env=_env(META_STUDY_UP_TIMEOUT="120"), preexec_fn=_hangup_default)
     try:
         pidfile = fake_head / "n3.pid"
         for _ in range(600):   # until the node is started (under load: seconds)
@@ -383,7 +390,7 @@ def test_local_up_stops_what_it_started_when_its_terminal_hangs_up(tmp_path):
     state = tmp_path / "st"
     script = subprocess.Popen(["bash", str(CLUSTER / "local-up.sh"), str(state)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True,
-                              env=_env(PYTHON=str(fake), META_STUDY_UP_TIMEOUT="300"))
+                              env=_env(PYTHON=str(fake), META_STUDY_UP_TIMEOUT="300"), preexec_fn=_hangup_default)
     started = [tmp_path / "ray.started", tmp_path / "mlflow.started"]
     try:
         for _ in range(1200):   # until both fakes run (under load: seconds)
