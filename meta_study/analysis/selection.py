@@ -638,10 +638,13 @@ def _trust(sel: GroupSelection, o: SelectionOptions) -> tuple[bool, str]:
     # the test sets' sampling noise at the targets, beside (not a share of) the error: an RMS
     # estimate, it can exceed an error that happened to come out small
     noise = (f"; test-set noise alone ~{100 * sel.noise:.1f} pt" if math.isfinite(sel.noise) else "")
-    err = 100 * sel.backtest_err
-    shown = f"{err:.2f}" if abs(err - 100 * o.tolerance) < 0.05 else f"{err:.1f}"   # never "3.0 > 3"
+
+    def shown_pt(x: float) -> str:   # never "3.0 > 3": two decimals beside the tolerance
+        return f"{x:.2f}" if abs(x - 100 * o.tolerance) < 0.05 else f"{x:.1f}"
+
     if not math.isfinite(sel.backtest_err):   # NaN > tol is False: it would have been trusted
         return False, "no back-test error (the back-tests gave no number)"
+    shown = shown_pt(100 * sel.backtest_err)
     if sel.backtest_err <= o.tolerance:
         return True, f"back-test error {shown} pt <= tolerance {tol} over {sel.n_cuts} cuts{noise}"
     # the latest cut alone: fitted to the most models and predicting the frontier just above them,
@@ -652,9 +655,8 @@ def _trust(sel: GroupSelection, o: SelectionOptions) -> tuple[bool, str]:
     # emergent jumps are the misses either way); pooled, 45% and 91%
     latest = 100 * latest_cut_error(sel.headline.residuals)
     if latest <= 100 * o.tolerance:
-        last = f"{latest:.2f}" if abs(latest - 100 * o.tolerance) < 0.05 else f"{latest:.1f}"
-        return True, (f"latest back-test error {last} pt <= tolerance {tol} (the mean over {sel.n_cuts} cuts: "
-                      f"{shown} pt){noise}")
+        return True, (f"latest back-test error {shown_pt(latest)} pt <= tolerance {tol} (the mean over "
+                      f"{sel.n_cuts} cuts: {shown} pt){noise}")
     return False, f"back-test error {shown} pt > tolerance {tol}{noise}"
 
 

@@ -44,8 +44,7 @@ from ..mlflow_client import has_credentials, refuse_credentials, safe_uri, sourc
 from ..store import Store
 from .mapping import IngestMapping
 from .mlflow_runs import (RESTORED_CHUNK, RunExpander, RunQuery, RunRecord, RunState, check_same_database, db_connect_args,
-                          default_mapping,
-                          drop_deleted, expand_page, expand_pages, filter_state_suffix, full_reads, gave_rows, load_state, mlflow_mapping,
+                          default_mapping, drop_deleted, expand_page, expand_pages, filter_state_suffix, full_reads, gave_rows, load_state, mlflow_mapping,
                           plan_queries, refuse_bad_port, restamp, run_record, runs_of_deleted_experiments,
                           select_experiments, sqlite_source, state_table, stored_runs_of, stored_source)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
@@ -331,7 +330,6 @@ class MlflowSource:
         """Runs the state holds of ``exp_ids`` that MLflow has no more, neither active nor deleted
         (``mlflow gc`` purged them): one search per :data:`RESTORED_CHUNK` run ids not read by this
         ingest (~500 requests for a state of 100,000 runs; only with ``--drop-deleted``)."""
-
         todo = [r for r in stored_runs_of(state, exp_ids) if r not in seen]
         out: list[str] = []
         for i in range(0, len(todo), RESTORED_CHUNK):

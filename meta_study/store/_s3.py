@@ -129,9 +129,9 @@ class S3Objects:
                                         retries={"max_attempts": 4, "mode": "standard"},
                                         s3={"addressing_style": "path" if custom else "auto"})
             if custom:
-                # botocore >= 1.36 sends every PutObject as an aws-chunked body with a trailing CRC32
-                # by default; S3-compatible stores that predate it (MinIO, Ceph RGW, ...) refuse or
-                # mis-store that form, and every commit failed. Checksums only where the API requires
+                # botocore >= 1.36 sends every PutObject with a CRC32 by default (over https as an
+                # aws-chunked body with a trailer); S3-compatible stores that predate it (MinIO, Ceph
+                # RGW, ...) refuse or mis-store that, and every commit failed. Checksums only where the API requires
                 # them, as before 1.36 (the manifest carries its own sha256); an older botocore
                 # knows neither option and sends plain bodies anyway
                 opts.update(request_checksum_calculation="when_required",
