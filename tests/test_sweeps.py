@@ -67,6 +67,9 @@ def check_trial_run(client: MlflowClient, run, us_task: str = "synth_us") -> Non
             assert 0 <= m[ds_metric_key(ds, k)] <= 1
     assert {"model_name", "lr", "head_lr", "head_wd", "wd", "epochs", "batch_size", "seed", "param_count"} <= set(p)
     assert run.data.tags["sweep"] and run.data.tags["git_sha"] and run.data.tags["researcher"]
+    # where it ran and with what, read in the trial's process (a worker, not the driver)
+    env = json.loads(run.data.tags["environment"])
+    assert env["torch"] and env["timm"] and env["ray"] and env["devices"] and env["host"]
     arts = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")]
     assert "checkpoint/checkpoint.pt" in arts
     assert run.data.tags["checkpoint_uri"].endswith("/checkpoint")

@@ -46,7 +46,7 @@ from ..mlflow_client import get_or_create_experiment
 from ..schema import ACCURACY_KEY_PATTERN
 from .provenance import full_uri
 from .state import RECORD, StateDir, SweepRecord, is_remote
-from .trial import config_key
+from .trial import ENV_KEY, config_key
 from .writer import (MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, RUNS_FILE, SPOOL_FILE, MlflowWriter, SweepTarget,  # noqa: F401
                      WriterProcess, Op, plan_ops, flatten, refused_name)
 
@@ -54,6 +54,8 @@ PARENT_FILE = f"meta_study/{RECORD}"    # the sweep record, under the experiment
 #: Tags a trial's run carries about its end-of-sweep evaluation (an early-stopped trial).
 EVAL_STATUS_TAG = "meta_study.eval_status"     # pending, ok, failed
 EVAL_ERROR_TAG = "meta_study.eval_error"       # why it failed (one line)
+#: Where a trial ran and with what (host, package versions, devices; JSON): ``trial.ENV_KEY``'s value.
+ENV_TAG = "environment"
 STATUS_TAG = "meta_study.status"               # orphaned (no trial of the sweep owns it), interrupted
 REASON_TAG = "meta_study.reason"
 #: What an earlier session may have left on a run that a later session continues or evaluates.
@@ -248,6 +250,7 @@ class MlflowSweepCallback(Callback):
     def _init_runtime(self) -> None:
         self._writer: WriterProcess | None = None
         self._resolved_sent: set[str] = set()
+        self._env_sent: set[str] = set()     # trials whose environment tag this session set
         self._train_checkpoints: dict[str, str] = {}
         self._last_step: dict[str, int] = {}   # trial -> the training step of its last report
         self.ended: set[str] = set()   # trials whose run this session ended (or left for evaluation)
@@ -329,6 +332,7 @@ class MlflowSweepCallback(Callback):
         if resolved and trial.trial_id not in self._resolved_sent:
             self._resolved_sent.add(trial.trial_id)
             self._put(Op("run", trial.trial_id, {"name": str(trial), "config": resolved}))
+        self._environment(trial.trial_id, result)
         metrics = _metrics(result)
         step = self._step_of(trial.trial_id, result)
         if "step" in result:
@@ -338,6 +342,15 @@ class MlflowSweepCallback(Callback):
             # resumed sweep, it is the same point, not a second one
             when = info.get("time_ms") or int(time.time() * 1000)
             self._put(Op("metrics", trial.trial_id, {"metrics": metrics, "step": step, "time": when}))
+
+    def _environment(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        """The run's ``environment`` tag from the first result of this session that carries it (a
+        trial restarted on another node says where it runs now; what it ran on before is in the
+        run's tag history only as far as MLflow keeps one)."""
+        env = result.get(ENV_KEY)
+        if isinstance(env, str) and env and trial_id not in self._env_sent:
+            self._env_sent.add(trial_id)
+            self._put(Op("tag", trial_id, {"key": ENV_TAG, "value": env[:5000]}))
 
     def train_checkpoint(self, trial_id: str) -> str | None:
         """The last checkpoint path a data-parallel trial's Ray Train run forwarded in this session
@@ -415,6 +428,7 @@ class MlflowSweepCallback(Callback):
         resolved = _resolved(result)
         if resolved:
             self._put(Op("run", trial_id, {"name": name, "config": resolved}))
+        self._environment(trial_id, result)
         metrics = _metrics(result)
         if metrics:
             # a settled trial's last result is usually its final one, which has no "step": at step 0
