@@ -154,7 +154,8 @@ def rank_frontiers(summary: pd.DataFrame) -> pd.DataFrame:
     of the mean prediction and fitting errors at each group's smallest and largest size step (the
     median, as ``meta-study sensitivity`` prints: the report's means ranked the frontiers otherwise
     than the terminal, one group's 60 pt miss outweighing the rest),
-    ranked by the prediction error at the smallest step (1 = most robust). Only the frontiers a
+    ranked by the prediction error at the smallest step (1 = most robust), over the groups where
+    every ranked frontier could be scored there (``groups``; all groups where each one was). Only the frontiers a
     headline can use (``in_headline``, :data:`~.frontiers.FRONTIER_KINDS`) are ranked; ``all``
     (every model: the typical model, not the frontier) keeps its errors for the paper's
     comparison, with no rank."""
@@ -162,10 +163,25 @@ def rank_frontiers(summary: pd.DataFrame) -> pd.DataFrame:
             "fit_err_full_n", "rank_small_n"]
     if summary.empty:
         return pd.DataFrame(columns=cols)
-    keys = list(GROUP_COLUMNS) + ["frontier"]
-    s = summary.sort_values("n")
-    first = s.groupby(keys, dropna=False).head(1)
-    last = s.groupby(keys, dropna=False).tail(1)
+    # each group's smallest and largest step, the same for every frontier: a frontier with no row
+    # at a group's smallest step (too few points to fit there) had its next step taken as its
+    # "smallest", and was ranked on larger samples than the others
+    gkeys = list(GROUP_COLUMNS)
+    s = summary.astype({"shots": "Int64"}) if "shots" in summary else summary
+    by_group = s.groupby(gkeys, dropna=False)["n"]
+    s = s.assign(_lo=by_group.transform("min"), _hi=by_group.transform("max"))
+    first, last = s[s["n"] == s["_lo"]], s[s["n"] == s["_hi"]]
+    # the medians over the groups where every ranked frontier has a prediction error at the
+    # smallest step: over each frontier's own groups, a frontier that failed on the hard groups
+    # had the median of the easy ones, and ranked above frontiers that were scored on all of them
+    ranked = sorted(set(first["frontier"]) & set(FRONTIER_KINDS))
+    ok = first[first["frontier"].isin(ranked) & np.isfinite(first["pred_err_mean"].astype(float))]
+    n_ok = ok.groupby(gkeys, dropna=False)["frontier"].nunique()
+    common = n_ok[n_ok == len(ranked)].index
+    if len(common) and len(common) < len(n_ok):
+        def keep(d: pd.DataFrame) -> pd.DataFrame:
+            return d[pd.MultiIndex.from_frame(d[gkeys]).isin(common)] if len(gkeys) > 1 else d[d[gkeys[0]].isin(common)]
+        first, last = keep(first), keep(last)
     out = pd.DataFrame({
         "groups": first.groupby("frontier").size(),
         "pred_err_small_n": first.groupby("frontier")["pred_err_mean"].median(),
