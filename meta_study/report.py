@@ -125,8 +125,9 @@ def _verdict(heads: pd.DataFrame) -> str:
     with_iv = int(_has_interval(heads).sum())
     iv = ("Each answer still gives its 90% interval" if with_iv == len(heads) else
           "No answer has a 90% interval either (no back-test to calibrate one, or no usable fit)" if with_iv == 0
-          else f"{with_iv} of {len(heads)} answers still give their 90% interval (the others have none: no "
-          "back-test to calibrate one, or no usable fit)")
+          else f"{with_iv} of {len(heads)} answers still {'gives its' if with_iv == 1 else 'give their'} 90% interval "
+          f"(the {'other has' if len(heads) - with_iv == 1 else 'others have'} none: no back-test to calibrate one, "
+          "or no usable fit)")
     models = "visible model" if span == "1" else "visible models"
     return (f"<p class=verdict><b>No group has a trusted answer here.</b> With {span} {models} per group: "
             f"{_e(why)}. {iv}; docs/analysis.md says what each reason means and what data would settle it.</p>")
@@ -335,13 +336,25 @@ def _sensitivity_rows(sensitivity: pd.DataFrame | None) -> str:
     from .analysis.figures import SENS_TASKS_MAX, sensitivity_series
     from .analysis.sensitivity import summarize_sensitivity
 
-    keys = sensitivity_series(summarize_sensitivity(sensitivity)) if sensitivity is not None and len(sensitivity) else []
-    if len(keys) <= SENS_TASKS_MAX:
-        return "Per DS task"
-    # as the figure's own title names them
+    summ = summarize_sensitivity(sensitivity) if sensitivity is not None and len(sensitivity) else pd.DataFrame()
+    keys = sensitivity_series(summ) if len(summ) else []
+    # as the figure's own title names them: a row per US -> DS pair where several US tasks (or
+    # protocols) share the figure ("Per DS task" stood above rows "up -> a", "up2 -> a")
     what = "DS tasks" if len({k[:2] for k in keys}) <= 1 else "US &rarr; DS task pairs"
+    if len(keys) <= SENS_TASKS_MAX:
+        return "Per DS task" if what == "DS tasks" else "Per US &rarr; DS task pair"
     return (f"One row, the mean over the {len(keys)} {what} (more than {SENS_TASKS_MAX} to draw a row each; each "
             "one's in the sensitivity_summary table)")
+
+
+def _sensitivity_left(sensitivity: pd.DataFrame | None) -> str:
+    """The groups Fig. 3 leaves out (no fit at any sample size), said as the figure's title says
+    them, or "": a group too small to fit vanished from the figure without a word."""
+    from .analysis.figures import sensitivity_left_out
+    from .analysis.sensitivity import summarize_sensitivity
+
+    left = sensitivity_left_out(summarize_sensitivity(sensitivity)) if sensitivity is not None and len(sensitivity) else ""
+    return f" {_e(left)} {'is' if left.startswith('1 of ') else 'are'} not drawn: no fit at any sample size." if left else ""
 
 
 def _natural(p: Path) -> list[Any]:
@@ -443,7 +456,8 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
         parts.append("<h2>Sample-size sensitivity</h2><p class=note>" + _sensitivity_rows(analysis.sensitivity)
                      + " (the paper's Fig. 3): fitting and "
                      "prediction error of Eq. 1, in accuracy points, on each frontier estimator on random subsamples "
-                     "of the models (mean &plusmn; sd over trials)." + _sensitivity_text(analysis.sensitivity) + "</p>"
+                     "of the models (mean &plusmn; sd over trials)." + _sensitivity_left(analysis.sensitivity)
+                     + _sensitivity_text(analysis.sensitivity) + "</p>"
                      + _img(root, "figures/sensitivity.png", "sensitivity"))
     if (figs / "params_vs_shots.png").exists():
         parts.append("<h2>Parameters vs shots</h2><p class=note>Eq. 1's parameters on the hull vertices (solid) and "

@@ -484,13 +484,25 @@ def sensitivity_series(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
     return keys or series_keys(summary)
 
 
+def sensitivity_left_out(summary: pd.DataFrame) -> str:
+    """The series :func:`sensitivity_series` leaves out (no fit at any sample size), said in a few
+    words ("1 of 3 DS tasks"), or "" when none is: a group too small to fit vanished from Fig. 3
+    without a word, beside an answer for it in the report."""
+    every, drawn = series_keys(summary), sensitivity_series(summary)
+    if len(drawn) >= len(every):
+        return ""
+    what = "DS tasks" if len({k[:2] for k in every}) <= 1 else "US \u2192 DS task pairs"
+    return f"{len(every) - len(drawn)} of {len(every)} {what}"
+
+
 def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensitivity") -> Any:
     """One row per (US task, protocol, DS task): fitting and prediction error (in accuracy points)
     against the number of models, one line per frontier estimator, mean ± sd over trials. A row's
     groups (its shot settings) are averaged by size step; a DS task under two US tasks is two rows
     (titled ``us → ds``). One legend above the panels, off the data and under the title
     (constrained layout: no gap, no overlap); the x ticks are the sample sizes drawn, every one
-    labelled."""
+    labelled. A series with no fit at any size has no row; the title counts them
+    (:func:`sensitivity_left_out`)."""
     plt = pyplot()
     keys = sensitivity_series(summary)
     labels = series_labels(keys, widths=(12, 20, 8))        # a panel's title holds ~44 characters
@@ -534,6 +546,9 @@ def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensi
     per = "per DS task" if one_us else "per US \u2192 DS task"
     heading = tex_safe(title) + (f": Eq. 1 on each frontier estimator, {per}" if not pooled else
                                  ": Eq. 1 on each frontier estimator (per task: sensitivity_summary)")
+    left = sensitivity_left_out(summary)
+    if left:
+        heading += f"\n({left} not drawn: no fit at any sample size)"
     if handles:
         # the legend's title is the figure's (a suptitle and an "outside" legend share the top edge)
         fig.legend(list(handles.values()), [frontier_label(f) for f in handles], loc="outside upper center",
@@ -582,11 +597,15 @@ def params_figure(fits: pd.DataFrame) -> Any:
     points (dashed) per (US task, protocol, DS task), labelled ``us → ds`` (names shortened); a
     value at its bound (``message``, :func:`bound_params`) is a hollow marker. Two legends right of
     the panels: the series, and what lines and markers mean. Beyond :data:`PARAMS_SERIES_MAX`
-    series, the first of them (in legend order), the title says so."""
+    series, the first of them (in legend order), the title says so, as it counts the series
+    without a usable fit (none drawn)."""
     from matplotlib.lines import Line2D
 
     plt = pyplot()
-    f = fits[fits["status"].isin(["ok", "at_bound"]) & fits["shots"].notna()].astype({"shots": "int64"})
+    # the rows it is of: Eq. 1 on the hull vertices and on all points, at a shot count (a series
+    # with usable fits on other frontiers only had a legend entry and no line)
+    rows = fits[fits["frontier"].isin(["vertices", "all"]) & fits["shots"].notna()]
+    f = rows[rows["status"].isin(["ok", "at_bound"])].astype({"shots": "int64"})
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.4), squeeze=False, layout="constrained")
     keys = series_keys(f)
     n_series = len(keys)
@@ -640,11 +659,17 @@ def params_figure(fits: pd.DataFrame) -> Any:
                           "at its bound\n(a constraint,\nnot an estimate)"))
         fig.legend(*zip(*marks), loc="outside right lower", fontsize=LEGEND_PT, frameon=False,
                    title="Eq. 1 fitted to", title_fontsize=LEGEND_PT)
-    else:
-        axes[0, 1].text(0.5, 0.5, "no few-shot groups with several shot settings", ha="center", va="center",
+    # the series whose Eq. 1 fits all failed have no parameters to draw: said, as the groups of Fig. 3
+    # are (a DS task too small to fit vanished from the legend without a word)
+    every = series_keys(rows)
+    unfit = len(every) - n_series
+    if not keys:    # few-shot groups whose fits all failed read "no few-shot groups"
+        axes[0, 1].text(0.5, 0.5, "no usable Eq. 1 fit to draw" if every else
+                        "no few-shot groups with several shot settings", ha="center", va="center",
                         transform=axes[0, 1].transAxes)
     fig.suptitle("Eq. 1 parameters vs shots" + (f"\n(the first {len(keys)} of {n_series} series; all in fits.csv)"
-                                                 if n_series > len(keys) else ""))
+                                                 if n_series > len(keys) else "")
+                 + (f"\n({unfit} of {len(every)} series not drawn: no usable Eq. 1 fit)" if unfit > 0 else ""))
     return fig
 
 
