@@ -75,12 +75,23 @@ class Task:
                 raise ValueError(f"task {self.name!r}: {what} labels are a {type(split.labels).__name__}; give a "
                                  "numpy array of integer class ids (np.asarray(labels))")
             y = split.labels
+            if y.ndim != 1:   # one-hot rows passed the range check, then failed in cross_entropy naming neither
+                raise ValueError(f"task {self.name!r}: {what} labels have shape {y.shape}; give one class id per "
+                                 "example, a 1-D array (one-hot rows: labels.argmax(1))")
             if y.dtype.kind not in "iu":
                 raise ValueError(f"task {self.name!r}: {what} labels have dtype {y.dtype}; class ids must be "
                                  "integers in [0, num_classes)")
             if y.size and (y.min() < 0 or y.max() >= k):
                 raise ValueError(f"task {self.name!r}: {what} labels span [{y.min()}, {y.max()}], outside [0, "
                                  f"num_classes={k}) (1-based ids? number classes from 0)")
+            # images held in memory are checked against the declared size (the model is built from
+            # it): grayscale pixels under the default in_chans=3 failed pre-training in the model's
+            # first conv ("expected input[8, 1, 8, 8] to have 3 channels"), naming neither
+            px = getattr(split, "pixels", None)
+            want = (self.in_chans, self.img_size, self.img_size)
+            if isinstance(px, torch.Tensor) and px.ndim == 4 and tuple(px.shape[1:]) != want:
+                raise ValueError(f"task {self.name!r}: {what} images are {tuple(px.shape[1:])} (C, H, W), not "
+                                 f"in_chans={self.in_chans} x img_size={self.img_size} px a side")
 
 
 @dataclass

@@ -16,13 +16,14 @@ under another run-defining config (:data:`RUN_FIELDS`) is refused.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 import random
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Iterator, Mapping
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -201,6 +202,14 @@ class TrainConfig:
             for key in self.model_kwargs:
                 if key in set_by:
                     out.append(f"model_kwargs {key}={self.model_kwargs[key]!r}: set by {set_by[key]}, not model_kwargs")
+        # keys every task factory is given by the trial: us_task_kwargs {"seed": 3} failed every
+        # trial with "get_task() got multiple values for keyword argument 'seed'" (a TypeError)
+        for name in ("us_task_kwargs", "ds_task_kwargs"):
+            kw = getattr(self, name)
+            if isinstance(kw, Mapping):
+                for key, by in (("img_size", "img_size="), ("seed", "data_seed=")):
+                    if key in kw:
+                        out.append(f"{name} {key}={kw[key]!r}: set by {by}, not {name}")
         need("data_fraction", num(self.data_fraction) and 0 < self.data_fraction <= 1, "in (0, 1]")
         need("warmup_fraction", num(self.warmup_fraction) and 0 <= self.warmup_fraction <= 1, "in [0, 1]")
         need("momentum", num(self.momentum) and 0 <= self.momentum <= 1, "in [0, 1]")
@@ -224,10 +233,14 @@ class TrainConfig:
         for name in ("seed", "data_seed"):   # torch.manual_seed's range; 2**70 failed naming nothing
             v = getattr(self, name)
             need(name, not (num(v) and math.isfinite(v)) or v < 2**64, "below 2**64 (torch.manual_seed's range)")
-        need("l2_sweep", all(num(v) and math.isfinite(v) and v >= 0 for v in tuple(self.l2_sweep)),
+        # None (or any value with no items) is refused here, not a TypeError naming no field ("'NoneType'
+        # object is not iterable", from a Tune config or the Python API)
+        sweep = tuple(self.l2_sweep) if isinstance(self.l2_sweep, Iterable) else None
+        need("l2_sweep", sweep is not None and all(num(v) and math.isfinite(v) and v >= 0 for v in sweep),
              "numbers >= 0 (ridge regularizers, like l2)")
-        need("shots", len(tuple(self.shots)) > 0 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
-                                                         for k in self.shots), "one or more whole shot counts >= 1")
+        shots = tuple(self.shots) if isinstance(self.shots, Iterable) else ()
+        need("shots", len(shots) > 0 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
+                                             for k in shots), "one or more whole shot counts >= 1")
         need("margin_examples", not self.diagnostics or (num(self.margin_examples) and self.margin_examples >= 1),
              "at least 1 with diagnostics (margins are measured on them)")
         need("optimizer", self.optimizer in OPTIMIZERS, " or ".join(OPTIMIZERS))
@@ -429,7 +442,7 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 def save_checkpoint(directory: str, *, model: nn.Module, opt: torch.optim.Optimizer,
                     sched: torch.optim.lr_scheduler.LRScheduler, step: int, cfg: TrainConfig,
                     losses: torch.Tensor | None = None) -> str:
-    """Write ``directory/checkpoint.pt`` atomically (temp file + rename); returns its path.
+    """Write ``directory/checkpoint.pt`` atomically (temp file, fsynced, + rename); returns its path.
 
     Holds model, optimizer and scheduler state, the step, RNG states, the config and the losses
     of steps 1..``step`` (4 bytes a step: a resumed run's ``train/final_loss`` averaged only the
@@ -444,7 +457,18 @@ def save_checkpoint(directory: str, *, model: nn.Module, opt: torch.optim.Optimi
         payload["losses"] = losses[:step].detach().to("cpu", torch.float32).clone()
     tmp = f"{path}.tmp{os.getpid()}"
     try:
+        # fsynced before the rename, which may otherwise reach the disk before the data: after a
+        # power loss checkpoint.pt could be empty, the last good one replaced by nothing to resume from
+        # (one fsync per report)
         torch.save(payload, tmp)
+        fd = os.open(tmp, os.O_RDONLY)   # fsync flushes the file's data whatever the descriptor's mode
+        try:
+            os.fsync(fd)
+        except OSError as e:   # a filesystem that takes no fsync (some FUSE mounts); EIO is a lost write
+            if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.ENOSYS):
+                raise
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:   # a full disk: no half-written temp file left beside the last checkpoint
         if os.path.exists(tmp):
@@ -572,6 +596,25 @@ def read_checkpoint(path: str, *, lazy: bool = False, verify: bool = True) -> di
     return ck
 
 
+def _weights_difference(saved: Mapping[str, Any], model: nn.Module) -> str | None:
+    """The first difference between a checkpoint's weights and ``model``'s (a tensor one lacks, or
+    of another shape), as one phrase; None when they fit. A US task registered again under its
+    name with other classes passed the config check, and ``load_state_dict`` failed in several
+    lines ("Error(s) in loading state_dict ... size mismatch for head.weight") naming no file."""
+    if not isinstance(saved, Mapping):
+        return f"its model entry is a {type(saved).__name__}, not a state_dict"
+    here = model.state_dict()
+    for k, v in here.items():
+        if k not in saved:
+            return f"{k} is not in it"
+        got = saved[k]
+        if isinstance(v, torch.Tensor) and (not isinstance(got, torch.Tensor) or got.shape != v.shape):
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else f"a {type(got).__name__}"
+            return f"{k} is {shape} in it, {tuple(v.shape)} in this model"
+    extra = [k for k in saved if k not in here]
+    return f"{extra[0]} is not in this model" if extra else None
+
+
 def load_checkpoint(path: str, *, model: nn.Module, opt: torch.optim.Optimizer,
                     sched: torch.optim.lr_scheduler.LRScheduler, cfg: TrainConfig | None = None,
                     allow_changed: Collection[str] = (), losses: torch.Tensor | None = None) -> int:
@@ -588,7 +631,8 @@ def load_checkpoint(path: str, *, model: nn.Module, opt: torch.optim.Optimizer,
         ValueError: ``cfg`` differs from the checkpoint's config in a run-defining field
             (:data:`RUN_FIELDS`), named in one line; nothing is restored. Or the file is not a
             checkpoint torch can read (truncated, damaged, another format: :class:`UnreadableCheckpoint`),
-            named; nothing is restored.
+            named; nothing is restored. Or its weights do not fit ``model`` (a tensor missing or
+            of another shape: another model, a task with other classes), named; nothing is restored.
     """
     path = checkpoint_file(path)
     ck = read_checkpoint(path)
@@ -596,6 +640,10 @@ def load_checkpoint(path: str, *, model: nn.Module, opt: torch.optim.Optimizer,
     if diff is not None:
         raise ValueError(f"{path}: {diff}; resuming it would continue another run (start this one without "
                          "resume_from, or resume with the checkpoint's values)")
+    bad = _weights_difference(ck["model"], model)
+    if bad is not None:   # before anything is restored: load_state_dict copies what fits, then raises
+        raise ValueError(f"{path}: its weights are not this model's ({bad}): saved by another model or US task "
+                         "(its classes?); resume it with the model and task it was saved by")
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
     sched.load_state_dict(ck["scheduler"])
@@ -620,7 +668,8 @@ class PretrainResult:
         us_accuracy: final upstream top-1 on the whole test split (fraction).
         plan: steps, epochs and warm-up actually used.
         losses: training loss per step (total_steps,), of the global batch (averaged over
-            data-parallel ranks); NaN for steps not run in this call (resumed).
+            data-parallel ranks). A resumed run's steps before the resume are the checkpoint's
+            (NaN where an older checkpoint holds no losses).
         history: the metrics of every report, in order.
         train_indices: the upstream train examples used (the data_fraction subset).
         wall_s: seconds spent in this call.
@@ -681,7 +730,7 @@ class _Run:
     sched: torch.optim.lr_scheduler.LRScheduler
     rt: Runtime
     plan: StepPlan
-    losses: torch.Tensor  # (total_steps,) on the device; NaN where not run
+    losses: torch.Tensor  # (total_steps,) on the device; NaN where not run nor restored
     start: int  # first step of this call (> 0 when resumed)
     last_report: int = 0
     checked: int = 0  # losses before this step are averaged over ranks and known finite

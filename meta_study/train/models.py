@@ -417,14 +417,20 @@ def create_model(name: str, *, num_classes: int, img_size: int, in_chans: int = 
 def _naming_overrides(name: str, overrides: dict[str, Any], img_size: int) -> Iterator[None]:
     """Re-raise a failure to build with ``model_kwargs`` as one ValueError naming the model and
     them: model_kwargs={"patch_size": 0} failed as "integer division or modulo by zero", {"depth":
-    -1} as "number of steps must be non-negative", from deep inside timm, naming neither."""
+    -1} as "number of steps must be non-negative", from deep inside timm, naming neither. Without
+    model_kwargs, naming the model and img_size: a timm model that cannot be built that small
+    failed as "Trying to create tensor with negative dimension -1" (maxvit_tiny_tf_224 at 16 px) or
+    "img_size (1, 1) should be divided by patch_size (2, 2)" (twins_svt_small at 16 px)."""
     try:
         yield
-    except Exception as e:  # noqa: BLE001 - any failure of timm's constructor on these kwargs
-        if not overrides:
-            raise
-        raise ValueError(f"model {name!r}: model_kwargs {overrides!r} (img_size={img_size}): timm could not build "
-                         f"it ({type(e).__name__}: {e})") from e
+    except (MemoryError, OSError):   # the machine's failure, not the config's
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of timm's constructor on this config
+        # torch's first line only: its argument errors go on for lines ("but expected one of:\n * (Tensor
+        # start, ...)", drop_path_rate="x"), and the message is one line
+        first = (str(e).strip().splitlines() or [""])[0]
+        given = f"model_kwargs {overrides!r} (img_size={img_size})" if overrides else f"img_size={img_size}"
+        raise ValueError(f"model {name!r}: {given}: timm could not build it ({type(e).__name__}: {first})") from e
 
 
 def check_patch_grid(model: nn.Module, name: str, img_size: int) -> None:

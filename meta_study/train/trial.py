@@ -90,7 +90,7 @@ class TrialResult:
         out.update({"train/steps": float(p.plan.total_steps), TRAINED_EPOCHS_KEY: p.plan.epochs,
                     TRAINED_BATCH_SIZE_KEY: float(p.plan.batch_size)})
         last_epoch = p.losses[-max(1, p.plan.steps_per_epoch):]
-        if np.isfinite(last_epoch).any():  # not when resumed from a finished checkpoint
+        if np.isfinite(last_epoch).any():  # not when resumed from a finished checkpoint without losses (older)
             out["train/final_loss"] = float(np.nanmean(last_epoch))
         if np.isfinite(p.images_per_s):
             out["train/images_per_s"] = p.images_per_s
