@@ -158,8 +158,10 @@ def check_target(address: str | None) -> None:
 
 def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S, source: str = "--address") -> None:
     """UserError, in one line, if nothing accepts a TCP connection at a cluster address
-    (``host:port``, ``ray://host:port``, or ``auto``: the cluster Ray finds on this machine);
-    other forms (a client plugin's ``scheme://``) are left to Ray."""
+    (``host:port``, ``ray://host:port``, or ``auto``: the cluster Ray finds on this machine), or
+    what answers is of the wrong kind: no gRPC server, a gRPC server that is no GCS at a
+    ``host:port`` (a raylet's port), a GCS at a ``ray://`` (:func:`ask_gcs`); other forms (a
+    client plugin's ``scheme://``) are left to Ray."""
     from urllib.parse import urlsplit
 
     from .mlflow_client import safe_uri
@@ -199,6 +201,17 @@ def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S, source:
         # Ray's own connect retries such a port for ~13 minutes (20 tries of ~40 s)
         raise UserError(f"{source} {shown}: a server answers there, but not a {what} (it does not "
                         "speak gRPC: another service's port, or an address from before the cluster restarted?)")
+    # a gRPC server of the wrong kind: ray.init gave up after ~20 s (a raylet's port, or the client
+    # server's without ray://: "Failed to connect", under a C++ log line) or ~30 s (a GCS given
+    # with ray://: "ray client connection timeout"), saying neither what answered nor what to give
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    code = (ask_gcs(target, timeout_s) or ("", ""))[0]
+    if text.startswith("ray://") and code in ("OK", "UNAUTHENTICATED"):
+        raise UserError(f"{source} {shown}: a Ray cluster's GCS answers there, not its client server: give the GCS "
+                        f"without ray:// ({target})")
+    if not text.startswith("ray://") and code == "UNIMPLEMENTED":
+        raise UserError(f"{source} {shown}: a gRPC server answers there, but not a Ray cluster's GCS (a raylet's port? "
+                        f"a client server's is given as ray://{target})")
 
 
 def _resolve_auto(source: str) -> str | None:
@@ -245,6 +258,31 @@ def _speaks_grpc(sock: socket.socket, timeout_s: float) -> bool:
             return False
         head += chunk
     return head[3] == 0x04
+
+
+def ask_gcs(target: str, timeout: float, token: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """Ask ``target`` (``HOST:PORT``, ``[V6]:PORT``) for the job API's address as ``ray job submit``
+    asks a GCS (one InternalKVGet, with Ray's ``token`` header as gRPC metadata; ~20 ms): the gRPC
+    status's name and details (``("OK", "")`` for an answer). A GCS answers OK, or UNAUTHENTICATED
+    without its token; a raylet and a Ray client server answer UNIMPLEMENTED (measured with Ray
+    2.60, token or none); an HTTP server UNAVAILABLE ("http1"). None where it cannot be asked as
+    Ray would (TLS: ``RAY_USE_TLS``; a Ray without grpcio): Ray is then left to it."""
+    if os.environ.get("RAY_USE_TLS", "0").strip().lower() in ("1", "true"):
+        return None
+    try:
+        import grpc
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:
+        return None
+    # Ray's own channels leave http_proxy alone: a GCS address goes straight to the GCS
+    request = gcs_service_pb2.InternalKVGetRequest(key=b"dashboard", namespace=b"dashboard")
+    with grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)]) as channel:
+        try:
+            gcs_service_pb2_grpc.InternalKVGcsServiceStub(channel).InternalKVGet(
+                request, timeout=timeout, metadata=list((token or {}).items()))
+        except grpc.RpcError as e:
+            return e.code().name, str(e.details() or "")
+    return "OK", ""
 
 
 #: Whether this process started a Ray of its own: Ray's loader then still holds that Ray's token.

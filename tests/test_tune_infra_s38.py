@@ -19,7 +19,7 @@ def _git(repo: Path, *args: str) -> str:
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A checkout with one committed job script, as the current directory, with no Ray address set
-    (so the wrapper checks no job API)."""
+    (:func:`_submitted` stubs the wrapper's job API check)."""
     r = tmp_path / "repo"
     r.mkdir()
     _git(r, "init", "-q")
@@ -39,6 +39,8 @@ def _submitted(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> tuple[int, d
 
     seen: list[list[str]] = []
     monkeypatch.setattr(submit, "run_forwarding_signals", lambda a, env=None: seen.append(list(a)) or 0)
+    # no cluster here: with no address the wrapper looks for one on this machine, as `ray job submit` would
+    monkeypatch.setattr(submit, "check_job_api", lambda *a, **k: None)
     rc = submit.main(argv)
     if not seen:
         return rc, None
@@ -47,10 +49,11 @@ def _submitted(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> tuple[int, d
 
 
 def test_submit_leaves_git_out_of_the_upload(repo, monkeypatch, tmp_path):
-    """Ray 2.60 uploads ``.git`` with the working dir (it has no default excludes; only .gitignore
-    and .rayignore files are read), while the docs and the wrapper said it was left out: the whole
+    """The wrapper leaves ``.git`` out of the upload itself, whatever Ray's default excludes are
+    (Ray 2.60's, ``.git,.venv,venv,__pycache__``, are replaced by
+    ``RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES``; without them the whole
     history went up with every job (toward Ray's 512 MiB limit), ``.git/config`` with a remote's
-    token in its URL too, and the job never needs it (the commit is in META_STUDY_GIT_SHA)."""
+    token in its URL too), and the job never needs it (the commit is in META_STUDY_GIT_SHA)."""
     from ray._private.runtime_env.packaging import _zip_files
 
     _git(repo, "remote", "add", "origin", "https://user:ghp_secret@example.com/x.git")

@@ -1,8 +1,8 @@
 """Where a sweep's code, person and checkpoints come from, recorded so that they survive a cluster.
 
 - **git commit**: the job's working directory is a copy of the upload, which ``python -m
-  meta_study.tune.submit`` makes without ``.git`` (plain ``ray job submit`` uploads ``.git`` too),
-  so a job cannot ask git. The commit is taken on the submitting machine (the wrapper puts it in
+  meta_study.tune.submit`` makes without ``.git`` (as Ray 2.60 does by default, unless
+  ``RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES`` is set), so a job cannot ask git. The commit is taken on the submitting machine (the wrapper puts it in
   ``META_STUDY_GIT_SHA``), else from git where the code runs (a checkout), else ``unknown``.
 - **code version**: a sha256 of the code that runs (``meta_study/`` and the sweep's script),
   computed wherever it runs, so it is never unknown. ``--resume`` compares it with the version

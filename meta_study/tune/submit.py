@@ -2,8 +2,9 @@
 provenance a job cannot find for itself.
 
 ``ray job submit --working-dir .`` uploads every file of the tree that no ``.gitignore`` or
-``.rayignore`` in it excludes, ``.git`` included (Ray 2.60 has no default excludes), and the job
-runs as the cluster's user. So this wrapper, on the submitting machine:
+``.rayignore`` in it excludes (Ray 2.60 leaves out only ``.git``, ``.venv``, ``venv`` and
+``__pycache__`` by default, and not where ``RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES`` says
+otherwise), and the job runs as the cluster's user. So this wrapper, on the submitting machine:
 
 - takes the commit (``git rev-parse HEAD``, ``-dirty`` when tracked files have changes or files
   that are not ignored are untracked: both are uploaded) and the
@@ -32,8 +33,10 @@ Exit status: ``ray job submit``'s, or 2 for a refusal (one line), including a wo
 not a directory, an http(s) job API address that does not answer as Ray's or refuses the Ray
 token (or finds none), and a cluster address (``HOST:PORT``) that takes no connection, or whose
 GCS wants a Ray token that is not set here or refuses this one, or that is an HTTP server (the
-dashboard's port without ``http://``) (checked first, in at most 10 s each: a wrong address was
-Ray's traceback, or a wait of minutes or for good).
+dashboard's port without ``http://``) or a gRPC server that is no GCS (a raylet's), a
+``ray://`` address without a port or where a GCS or an HTTP server answers, an empty
+``--address``, and no address at all with no cluster found on this machine (checked first, in
+at most 10 s each: a wrong address was Ray's traceback, or a wait of minutes or for good).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from ..errors import UserError
+from ..ray_session import ask_gcs
 from . import provenance
 from .preflight import has_credentials, refuse_runtime_env_secrets
 
@@ -158,7 +162,8 @@ def git_only_excludes(working_dir: str) -> list[str]:
 
 
 #: Always left out of the upload: the job gets the commit in ``META_STUDY_GIT_SHA`` and never
-#: needs the history, which Ray 2.60 uploaded (no default excludes; 11 MB of this repository's, a
+#: needs the history, which Ray uploads where its default excludes do not name it (a Ray without
+#: them, or ``RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES`` set: 11 MB of this repository's, a
 #: large history or LFS store up to the 100 MiB a job can upload and a failed upload) with ``.git/config``,
 #: where a remote's URL may hold a token.
 ALWAYS_EXCLUDED = (".git",)
@@ -198,15 +203,17 @@ def secret_files(files: Iterable[str]) -> list[str]:
 
 def _walk_upload(working_dir: str, excludes: Sequence[str]) -> tuple[set[str], bool]:
     """The files (relative to ``working_dir``, ``/``-separated) that Ray would upload with
-    ``excludes`` and the tree's ``.gitignore`` / ``.rayignore`` files, walked as Ray walks them,
-    and whether the walk is complete (not where Ray's walk is not there to ask, or failed: an
-    unreadable directory, which Ray then reports itself)."""
+    ``excludes``, Ray's default excludes (:func:`ray_default_excludes`) and the tree's
+    ``.gitignore`` / ``.rayignore`` files, walked as Ray walks them, and whether the walk is
+    complete (not where Ray's walk is not there to ask, or failed: an unreadable directory, which
+    Ray then reports itself)."""
     import logging
 
     try:
         from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
     except ImportError:
         return set(), False
+    excludes = [*ray_default_excludes(), *excludes]
     root = Path(working_dir).absolute()
     include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"   # as ray job submit
     found: set[str] = set()
@@ -224,6 +231,20 @@ def _walk_upload(working_dir: str, excludes: Sequence[str]) -> tuple[set[str], b
     except Exception:  # noqa: BLE001 - an unreadable directory, a symlink loop, excludes Ray refuses: Ray says so
         return found, False
     return found, True
+
+
+def ray_default_excludes() -> list[str]:
+    """What Ray leaves out of every working-directory upload besides the user's excludes: Ray 2.60's
+    ``.git``, ``.venv``, ``venv`` and ``__pycache__`` (``RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES``
+    changes them), as ``ray job submit`` reads them here; [] for a Ray without them. Walked
+    without them, a virtualenv in an unignored ``venv/`` counted toward the 100 MiB limit (and was
+    refused as too large: thousands of MiB that Ray never uploads), and a secrets-named file in it
+    was refused as uploaded. Not added to the job's own excludes: the override then still holds."""
+    try:
+        from ray._private.ray_constants import get_runtime_env_default_excludes
+    except ImportError:
+        return []
+    return list(get_runtime_env_default_excludes())
 
 
 #: The largest working-directory upload a Ray job can take, in bytes: Ray 2.60 zips the files
@@ -302,6 +323,10 @@ def submit_git_sha(working_dir: str) -> str:
 #: a port that accepts and never answers hung it for good, an address that drops packets for the
 #: TCP connect timeout (~2 min), each before a traceback
 JOB_API_TIMEOUT_S = 10.0
+
+
+#: What :func:`check_job_api` names as the source of ``auto`` when no address is given at all.
+NO_ADDRESS = "no --address (nor RAY_API_SERVER_ADDRESS or RAY_ADDRESS), so"
 
 
 def job_api_address(flag: str | None, environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
@@ -426,9 +451,11 @@ def check_gcs_address(source: str, address: str, *, timeout_s: float | None = No
     ``ray://HOST:PORT``) does not accept a connection within ``timeout_s``: ``ray job submit``
     asked the GCS there for the job API's address for ~45 s, then printed a traceback
     (``RpcError: Timed out while waiting for GCS``); then a ``HOST:PORT``'s GCS is asked as Ray
-    asks it (:func:`check_gcs_answers`: the token, an HTTP port). ``auto`` is the cluster Ray
-    finds on this machine, checked the same way; an address without a port, ``ray://`` aside, is
-    refused (Ray's ``ValueError`` traceback)."""
+    asks it (:func:`check_gcs_answers`: the token, an HTTP port, a gRPC server that is no GCS),
+    and what answers at a ``ray://`` address is checked to be no GCS or HTTP server
+    (:func:`check_client_server`). ``auto`` is the cluster Ray finds on this machine, checked the
+    same way. An address without a port is refused (Ray's ``ValueError`` traceback; for
+    ``ray://``, 30 s of retries on gRPC's port 443, then a traceback)."""
     import socket
 
     hint = ("local-up.sh's env.sh exports RAY_ADDRESS and RAY_API_SERVER_ADDRESS; is the cluster up?")
@@ -447,7 +474,10 @@ def check_gcs_address(source: str, address: str, *, timeout_s: float | None = No
     host = host.strip("[]")
     if not sep or not host or not port.isdigit():
         if address.startswith("ray://"):
-            return   # the client server's default port: Ray's to find
+            # Ray's client has no default port: gRPC dialled 443, and ray job submit gave up after
+            # ~30 s of retries in a traceback ("ray client connection timeout")
+            raise UserError(f"{source} {address}: no port; give the cluster's client server as ray://host:port "
+                            "(10001 by default)")
         # Ray's "ValueError: Invalid address format" traceback (a GCS address needs its port)
         raise UserError(f"{source} {address}: not a Ray address; give the cluster's GCS as host:port (6379 by "
                         "default) or its job API as http://host:port (8265 by default)")
@@ -458,8 +488,11 @@ def check_gcs_address(source: str, address: str, *, timeout_s: float | None = No
     except (OSError, OverflowError, ValueError) as e:
         why = "no answer in time" if isinstance(e, TimeoutError) else (e.strerror or str(e))
         raise UserError(f"{source} {address}: cannot reach a Ray cluster there ({why}); {hint}") from None
-    if not address.startswith("ray://"):   # a client server (ray://) Ray asks through ray.init: left to it
-        check_gcs_answers(source, address, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", timeout)
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if address.startswith("ray://"):
+        check_client_server(source, address, target, timeout)
+    else:
+        check_gcs_answers(source, address, target, timeout)
 
 
 def _find_local_cluster(source: str, address: str) -> str | None:
@@ -475,6 +508,10 @@ def _find_local_cluster(source: str, address: str) -> str | None:
     log = logging.getLogger(canonicalize_bootstrap_address_or_die.__module__)
     level = log.level
     log.setLevel(logging.ERROR)
+    # Ray's finder takes RAY_ADDRESS over "auto"; with --address, ray job submit runs without it
+    # (main takes it out), so it is not read here either: --address auto with env.sh's
+    # RAY_ADDRESS set checked that cluster, and the job went to the one found on this machine
+    hidden = os.environ.pop("RAY_ADDRESS", None) if source == "--address" else None
     try:
         return canonicalize_bootstrap_address_or_die("auto")
     except ConnectionError as e:
@@ -485,47 +522,65 @@ def _find_local_cluster(source: str, address: str) -> str | None:
         return None
     finally:
         log.setLevel(level)
+        if hidden is not None:
+            os.environ["RAY_ADDRESS"] = hidden
 
 
 def check_gcs_answers(source: str, address: str, target: str, timeout: float) -> None:
     """UserError, naming the option or variable, unless the GCS at ``target`` (``HOST:PORT``) gives
-    ``ray job submit`` the job API's address, asked as it asks (one InternalKVGet, with Ray's token
-    if this shell has one set; ~20 ms): each failure was Ray's traceback, after ~5 s for a cluster
-    that wants a token none is set for, or refuses this one (``AuthenticationError``; with
-    ``RAY_AUTH_MODE=token`` and no token a C++ check failure and a core dump), after ~45 s for an
-    HTTP port (the dashboard's, given without http://: "Timed out while waiting for GCS"). Left to
-    Ray: TLS (``RAY_USE_TLS``), a Ray without grpcio, and any other answer."""
-    if os.environ.get("RAY_USE_TLS", "0").strip().lower() in ("1", "true"):
-        return
-    try:
-        import grpc
-        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
-    except ImportError:
-        return
+    ``ray job submit`` the job API's address, asked as it asks (:func:`ask_gcs`): each failure was
+    Ray's traceback, after ~5 s for a cluster that wants a token none is set for, or refuses this
+    one (``AuthenticationError``; with ``RAY_AUTH_MODE=token`` and no token a C++ check failure and
+    a core dump), after ~45 s for an HTTP port (the dashboard's, given without http://: "Timed
+    out while waiting for GCS"), at once for a gRPC server that is no GCS (a raylet's port, or the
+    client server's given without ray://: ``RpcError``). Left to Ray: TLS (``RAY_USE_TLS``), a
+    Ray without grpcio, and any other answer."""
     from ..mlflow_client import safe_uri
 
     token, why = _ray_token_header()
-    # Ray's own channels leave http_proxy alone: a GCS address goes straight to the GCS
-    request = gcs_service_pb2.InternalKVGetRequest(key=b"dashboard", namespace=b"dashboard")
-    with grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)]) as channel:
-        try:
-            gcs_service_pb2_grpc.InternalKVGcsServiceStub(channel).InternalKVGet(
-                request, timeout=timeout, metadata=list(token.items()))
-        except grpc.RpcError as e:
-            code, detail = e.code(), str(e.details() or "")
-            if code == grpc.StatusCode.UNAUTHENTICATED:
-                if not token:
-                    raise UserError(f"{source} {address}: the cluster wants a Ray token and none is set: "
-                                    f"{why}") from None
-                raise UserError(f"{source} {address}: the cluster refused the Ray token of {_ray_token_source()}; "
-                                "is it this cluster's? (local-up.sh's env.sh sets RAY_AUTH_TOKEN_PATH to it)") from None
-            if code == grpc.StatusCode.UNAVAILABLE and re.search(r"http1|HTTP/2", detail):
-                raise UserError(f"{source} {address}: an HTTP server answers there, not a Ray cluster's GCS; "
-                                f"for Ray's job API (the dashboard) give {safe_uri(f'http://{target}')}") from None
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise UserError(f"{source} {address}: no answer from a Ray cluster's GCS there in {timeout:g} s; "
-                                "is it a Ray cluster's address (host:6379)?") from None
-            # another answer (or none to read: a cluster without a dashboard): Ray's to explain
+    answer = ask_gcs(target, timeout, token)
+    if answer is None:
+        return
+    code, detail = answer
+    if code == "UNAUTHENTICATED":
+        if not token:
+            raise UserError(f"{source} {address}: the cluster wants a Ray token and none is set: {why}")
+        raise UserError(f"{source} {address}: the cluster refused the Ray token of {_ray_token_source()}; "
+                        "is it this cluster's? (local-up.sh's env.sh sets RAY_AUTH_TOKEN_PATH to it)")
+    if code == "UNAVAILABLE" and re.search(r"http1|HTTP/2", detail):
+        raise UserError(f"{source} {address}: an HTTP server answers there, not a Ray cluster's GCS; "
+                        f"for Ray's job API (the dashboard) give {safe_uri(f'http://{target}')}")
+    if code == "DEADLINE_EXCEEDED":
+        raise UserError(f"{source} {address}: no answer from a Ray cluster's GCS there in {timeout:g} s; "
+                        "is it a Ray cluster's address (host:6379)?")
+    if code == "UNIMPLEMENTED":
+        # a gRPC server without the GCS's calls: a raylet's port, or the client server's given
+        # without ray:// (both measured, Ray 2.60)
+        raise UserError(f"{source} {address}: a gRPC server answers there, but not a Ray cluster's GCS (a raylet's "
+                        f"port? a client server's is given as ray://{target}); give the GCS as host:port (6379 by "
+                        "default)")
+    # another answer (or none to read: a cluster without a dashboard): Ray's to explain
+
+
+def check_client_server(source: str, address: str, target: str, timeout: float) -> None:
+    """UserError, naming the option or variable, when what answers at ``target`` (``HOST:PORT`` of
+    a ``ray://`` address) is surely no Ray client server: a cluster's GCS (``ray://host:6379``) or
+    an HTTP server (the dashboard's port). ``ray job submit`` retried either for ~30 s, then
+    printed a traceback ("ray client connection timeout"). A client server does not know the
+    GCS's calls (UNIMPLEMENTED, measured with Ray 2.60, with a token or without): that answer,
+    like any other, is left to Ray."""
+    from ..mlflow_client import safe_uri
+
+    answer = ask_gcs(target, timeout, _ray_token_header()[0])
+    if answer is None:
+        return
+    code, detail = answer
+    if code in ("OK", "UNAUTHENTICATED"):
+        raise UserError(f"{source} {address}: a Ray cluster's GCS answers there, not its client server; give the GCS "
+                        f"without ray:// ({target}), or the client server's port (ray://host:10001 by default)")
+    if code == "UNAVAILABLE" and re.search(r"http1|HTTP/2", detail):
+        raise UserError(f"{source} {address}: an HTTP server answers there, not a Ray client server; for Ray's job "
+                        f"API (the dashboard) give {safe_uri(f'http://{target}')}")
 
 
 def uploaded_dir(flag: str | None, user_env: Mapping | None) -> tuple[str, str]:
@@ -558,6 +613,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not cmd:
             raise UserError("no job command: put it after --, e.g. -- python sweeps/head_wd.py --smoke")
+        if a.address is not None and not a.address.strip():
+            # `--address "$HEAD"` with the variable unset: the job went to RAY_API_SERVER_ADDRESS's
+            # cluster, RAY_ADDRESS's, or one found on this machine, without a word
+            raise UserError(f"--address {a.address!r}: empty; give the job API as http://host:port (8265 by default) "
+                            "or the cluster's GCS as host:port, or leave it out for RAY_API_SERVER_ADDRESS, else "
+                            "RAY_ADDRESS")
         refuse_secret_args(cmd)
         user_env = runtime_env_arg(a.runtime_env_json) if a.runtime_env_json is not None else None
         working_dir, what = uploaded_dir(a.working_dir, user_env)
@@ -594,9 +655,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 f"dashboard refuses larger requests: HTTP 413); largest: {largest_parts(working_dir, uploaded)}; "
                                 "leave data out (a line in .rayignore, or --runtime-env-json '{\"excludes\": "
                                 "[...]}') and read it on the nodes from a shared path or object storage")
-        where = job_api_address(a.address)
-        if where is not None:
-            check_job_api(*where)
+        # none given: ray job submit looks for a cluster on this machine, as for auto (none there
+        # was its ConnectionError traceback)
+        check_job_api(*(job_api_address(a.address) or (NO_ADDRESS, "auto")))
     except (UserError, ValueError) as e:
         print(f"submit: {e}", file=sys.stderr)
         return 2
