@@ -705,31 +705,11 @@ def _build_fit_opts(holdout_quantile: float, holdout_above: float | None, loss: 
 
 
 def _no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
-    """'no rows match the selection', with the values the store has for each option given."""
-    from .analysis.groups import selected_values, shown_values, store_values
+    """'no rows match the selection', with the values the store has for each option given
+    (:func:`analysis.groups.no_match`: the analysis scripts say the same words)."""
+    from .analysis.groups import no_match
 
-    summary = store_obj.summary()   # reads every row's group columns: once
-    groups = summary.groups
-    have = []
-    for opt, col, given in selected_values(sel):
-        if given and col in groups:
-            have.append(f"{opt}: the store has {shown_values(store_values(groups, col)) or 'none'}")
-    if sel.layer is not None:   # layer rows are no pre-logits rows: it said "no pre-logits rows of that layer"
-        layers = sorted({int(v) for v in store_obj.read(columns=["representation_layer"])
-                        .column("representation_layer").to_pylist() if v is not None})
-        shown = ", ".join(map(str, layers[:20])) + (f", ... ({len(layers)} in all)" if len(layers) > 20 else "")
-        have.append(f"--layer {sel.layer}: the store has probes of layer{'s' if len(layers) != 1 else ''} {shown}"
-                    if layers else f"--layer {sel.layer}: the store has no layer-wise probe rows (pre-logits only)")
-    if not have and summary.rows:
-        # rows, none of them at the pre-logits layer the analysis reads by default: "the store is
-        # empty" sent a researcher with a layer-wise sweep looking for lost data
-        from .analysis.groups import layers_only_note
-
-        note = layers_only_note(store_obj.read(columns=["representation_layer"]).column("representation_layer")
-                                .to_pylist())
-        if note:
-            have.append(note)
-    return f"{store_uri}: no rows match the selection" + (f" ({'; '.join(have)})" if have else " (the store is empty)")
+    return no_match(store_uri, store_obj, sel)
 
 
 def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: Any, *, serial: bool = True,

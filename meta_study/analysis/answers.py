@@ -26,6 +26,26 @@ def _f(row: Mapping[str, Any], key: str) -> float:
     return v
 
 
+def _missing(v: Any) -> bool:
+    """Whether a cell holds no value: None, NaN or pandas' NA (a row read back from fits.csv has NaN
+    where the table had "", and ``convert_dtypes`` makes that NA, whose truth value raises)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return True
+    return type(v).__name__ == "NAType"      # pandas.NA, without importing pandas here
+
+
+def _text(row: Mapping[str, Any], key: str) -> str:
+    """A text cell, "" where it holds no value (never "nan")."""
+    v = row.get(key)
+    return "" if _missing(v) else str(v)
+
+
+def _flag(row: Mapping[str, Any], key: str) -> bool:
+    """A boolean cell, False where it holds no value."""
+    v = row.get(key)
+    return False if _missing(v) else bool(v)
+
+
 def pct(v: float, digits: int = 1) -> str:
     """An accuracy (fraction) in percent; "never" for inf/NaN ends. A value that would round to
     100% (or 0%) without being it gets more digits, up to 3: a best model at 99.95% US read
@@ -93,7 +113,8 @@ NO_SPREAD_TEXT = f"no 90% interval: {NO_SPREAD_WHY}"
 def flags(warnings: Any) -> list[tuple[str, str]]:
     """``(label, detail)`` of each warning of a row, each label once (the first detail kept)."""
     out: dict[str, str] = {}
-    for part in str(warnings or "").split(";"):
+    # no warnings read back from fits.csv are NaN (or NA): they read "note: nan" (or raised)
+    for part in ("" if _missing(warnings) else str(warnings)).split(";"):
         part = part.strip()
         if not part:
             continue
@@ -135,8 +156,8 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
     if threshold is None:
         t = _f(row, "payoff_threshold")
         threshold = t if math.isfinite(t) else PAYOFF_THRESHOLD
-    trusted = bool(row.get("trusted"))
-    reason = str(row.get("trust_reason") or row.get("message") or "no usable fit")
+    trusted = _flag(row, "trusted")
+    reason = _text(row, "trust_reason") or _text(row, "message") or "no usable fit"
     best, flat = _f(row, "best_us"), _f(row, "flat")
     steps: list[str] = []
     if math.isfinite(best) and math.isfinite(flat):
@@ -182,9 +203,12 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
             steps.append(f"+{k} US pt: 90% interval{interval(lo, hi)}{past}")
         else:
             unstated.append(k)
+    # why a statement has no interval: no back-test reached past the best model, or they all hit exactly
+    no_iv_why = "no back-test to calibrate one" if not math.isfinite(hus) else NO_SPREAD_WHY
+    no_iv = f"no 90% interval ({no_iv_why})"
     if unstated:       # one line for them all, not "[none] (past the tested horizon)" three times
         pts = "/".join(f"+{k}" for k in unstated)
-        steps.append(f"{pts} US pt: no 90% interval ({'no back-test to calibrate one' if not math.isfinite(hus) else NO_SPREAD_WHY})")
+        steps.append(f"{pts} US pt: {no_iv}")
     if past_100:
         pts = "/".join(f"+{k}" for k in past_100)
         steps.append(f"{pts} US pt: past 100% US")
@@ -197,9 +221,9 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
             # alone, the only point of the answer with neither an interval nor a reason)
             steps.append(f"at the tested horizon ({pct(p_us, 2)} US): " +
                          (f"{pct(p_ds, _digits(p_lo, p_hi))} DS{iv_p or f' ({NO_SPREAD_TEXT})'}" if trusted
-                          else f"90% interval{iv_p or ' [none]'}"))
+                          else (f"90% interval{iv_p}" if iv_p else no_iv)))   # not "90% interval [none]"
     claims = ""
-    if trusted and bool(row.get("stop_paying_supported")):
+    if trusted and _flag(row, "stop_paying_supported"):
         sp = _f(row, "stop_paying_us")
         sat = _f(row, "saturation")
         # a limit below the best DS seen: that model sits above the laws' curve, which has levelled off
@@ -223,24 +247,38 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
         # limit) or never: "needs US in the 90% interval [100.000%-never]" said nothing reachable
         lo_100 = un_lo >= AT_100
         iv = "" if lo_100 else _us_interval(un_lo, un_hi)
-        if math.isfinite(flat) and target <= flat:      # no prediction needed: a visible model has it
+        # a target just above the best DS seen, printed alike ("best DS seen: 30.0%" beside "30.0% DS
+        # needs 65.0% US" for 29.996% and 30%): with the digits that tell them apart, and said so
+        # (apart by less than 5e-7, as 0.3 and 0.29999999999999993 from an average: the same accuracy)
+        tgt = f"{pct(target)} DS"
+        same = math.isfinite(flat) and target > flat and pct(target, 4) == pct(flat, 4)
+        if math.isfinite(flat) and target > flat and not same and pct(target) == pct(flat):
+            d = _digits(flat, target)
+            tgt = f"{pct(target, d)} DS (above the best DS seen, {pct(flat, d)})"
+        if math.isfinite(flat) and (target <= flat or same):   # no prediction needed: a visible model has it
             need = f"{pct(target)} DS is reached already (best DS seen: {pct(flat)})"
         elif no_trend:   # "needs US in [89.8%-never]" on a task whose DS falls as US rises
-            need = f"{pct(target)} DS: no US accuracy is stated (DS is not shown to rise with US in these models)"
+            need = f"{tgt}: no US accuracy is stated (DS is not shown to rise with US in these models)"
         elif lo_100 and (not trusted or not un < AT_100):
-            need = f"{pct(target)} DS is not reached below 100% US, not even by the 90% interval's upper edge"
-        elif not trusted:       # as the steps: an untrusted group states the interval, never a point
-            need = f"{pct(target)} DS needs US in the 90% interval{iv or ' [none]'}"
+            need = f"{tgt} is not reached below 100% US, not even by the 90% interval's upper edge"
+        elif not trusted and iv:   # as the steps: an untrusted group states the interval, never a point
+            # an interval lying wholly past the tested horizon says so, as a step's does
+            past_iv = "" if math.isfinite(hus) and un_lo <= hus + 1e-12 else " (past the tested horizon)"
+            need = f"{tgt} needs US in the 90% interval{iv}{past_iv}"
+        elif not trusted:   # and without one (no usable fit, no back-test) states no US at all: "needs
+            # US in the 90% interval [none]" read as a need of none, beside steps that said why there is none
+            why = f"no 90% interval: {no_iv_why}" if math.isfinite(best) and math.isfinite(flat) else "no usable fit"
+            need = f"{tgt}: no US accuracy is stated ({why})"
         elif math.isfinite(un) and math.isfinite(best) and un <= best + 1e-12:
             # the laws' trend passes the target within the data, but no visible model reaches it
             # (the trend runs above them there): "needs 81.8% US", the best model's, which has less
-            need = f"{pct(target)} DS needs more US than the best visible model's {pct(best)}{iv}"
+            need = f"{tgt} needs more US than the best visible model's {pct(best)}{iv}"
         elif math.isfinite(un) and un < AT_100:
             past = "" if math.isfinite(hus) and un <= hus + 1e-12 else " (past the tested horizon)"
-            need = f"{pct(target)} DS needs {pct(un)} US{iv}{past}"
+            need = f"{tgt} needs {pct(un)} US{iv}{past}"
         else:   # never, or only in the limit of 100% US (it read "needs 100.000% US")
             when = " only at 100% US" if math.isfinite(un) else ""
-            need = (f"{pct(target)} DS is {'reached' if when else 'not reached'} by the prediction{when}"
+            need = (f"{tgt} is {'reached' if when else 'not reached'} by the prediction{when}"
                     + (f" (90% interval{iv})" if iv else ""))
         claims = (claims + " " if claims else "") + need + "."
     return Answer(trusted=trusted, word="trusted" if trusted else "not trusted", reason=reason,

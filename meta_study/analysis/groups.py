@@ -112,6 +112,8 @@ def groups_from_frame(df: pd.DataFrame, *, layer: int | None = None) -> list[Gro
     if "representation_layer" in df.columns:
         rl = df["representation_layer"]
         df = df[rl.isna()] if layer is None else df[rl == layer]
+    elif layer is not None:   # no such column: every row is a pre-logits row, none of ``layer``'s
+        df = df.iloc[0:0]     # (they were all analysed as that layer's)
     df = df[np.isfinite(df["us_accuracy"].astype(float)) & np.isfinite(df["ds_accuracy"].astype(float))]
     # one label per row: ``df.loc[idx]`` of a frame with repeated labels (two frames concatenated
     # without ignore_index) took every row of each label, putting DS task b's points in a's group
@@ -128,6 +130,11 @@ def groups_from_frame(df: pd.DataFrame, *, layer: int | None = None) -> list[Gro
                          run_ids=g["run_id"].to_numpy(object) if "run_id" in g else np.zeros(0, object),
                          model_names=g["model_name"].to_numpy(object) if "model_name" in g else np.zeros(0, object),
                          repeated=repeated, ds_test_size=_sizes(g)))
+    # one order whatever the rows' order: with null and numbered shots under one (us_task, ds_task,
+    # eval_protocol), pandas could not sort the object keys and kept the shots in the order the rows
+    # came in (5, None, 1, 10 from one store layout, 10, None, 1, 5 from another), and with it
+    # fits.csv's order and which groups got the first --max-group-figures figures. Null shots last.
+    out.sort(key=lambda g: (g.us_task, g.ds_task, g.eval_protocol, g.shots is None, g.shots or 0))
     return out
 
 
@@ -256,6 +263,35 @@ def store_values(groups: Any, col: str) -> list[str]:
 def shown_values(vals: list[str]) -> str:
     """The first 20 values, comma-separated, and how many there are in all beyond that."""
     return ", ".join(vals[:20]) + (f", ... ({len(vals)} in all)" if len(vals) > 20 else "")
+
+
+def no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
+    """'no rows match the selection', with the values the store has for each option given, the
+    layers of a store whose rows all probe an intermediate layer, or "(the store is empty)": what
+    ``meta-study``'s commands say (``cli._no_match``, the same words), for the ``analysis/*.py``
+    scripts, which said the bare "no rows match the selection" of a layer-wise sweep's store and
+    of a mistyped --ds-task alike."""
+    summary = store_obj.summary()   # reads every row's group columns: once
+    groups = summary.groups
+    have = []
+    for opt, col, given in selected_values(sel):
+        if given and col in groups:
+            have.append(f"{opt}: the store has {shown_values(store_values(groups, col)) or 'none'}")
+    layer = getattr(sel, "layer", None)
+    if layer is not None:   # layer rows are no pre-logits rows: it said "no pre-logits rows of that layer"
+        layers = sorted({int(v) for v in store_obj.read(columns=["representation_layer"])
+                        .column("representation_layer").to_pylist() if v is not None})
+        shown = ", ".join(map(str, layers[:20])) + (f", ... ({len(layers)} in all)" if len(layers) > 20 else "")
+        have.append(f"--layer {layer}: the store has probes of layer{'s' if len(layers) != 1 else ''} {shown}"
+                    if layers else f"--layer {layer}: the store has no layer-wise probe rows (pre-logits only)")
+    if not have and summary.rows:
+        # rows, none of them at the pre-logits layer the analysis reads by default: "the store is
+        # empty" sent a researcher with a layer-wise sweep looking for lost data
+        note = layers_only_note(store_obj.read(columns=["representation_layer"]).column("representation_layer")
+                                .to_pylist())
+        if note:
+            have.append(note)
+    return f"{store_uri}: no rows match the selection" + (f" ({'; '.join(have)})" if have else " (the store is empty)")
 
 
 def unknown_selection(store_uri: str, store_obj: Any, sel: Any) -> str | None:

@@ -16,13 +16,27 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc.strip().splitlines()[0], epilog=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("store", metavar="STORE", help="meta-study store path or URI")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--out", required=True, metavar="DIR", type=_out, help="output directory")
     p.add_argument("--us-task", action="append", type=_name, default=[], help="only these upstream tasks")
     p.add_argument("--ds-task", action="append", type=_name, default=[], help="only these downstream tasks")
     p.add_argument("--eval-protocol", "--protocol", dest="eval_protocol", action="append", type=_name, default=[],
                    help="only these eval protocols (--protocol is an alias)")
     p.add_argument("--shots", action="append", type=int, default=[], help="only these shot counts")
     return p
+
+
+def _out(text: str) -> str:
+    """``--out`` as the commands take it (``cli._out_dir``): a local directory, ``~`` expanded.
+    ``--out=~/res`` (no shell expands ``~`` after ``=``) made ./~/res and failed writing to
+    ~/res, exit 1; ``--out s3://b/x`` made ./s3: and ended in pyarrow's traceback; ``--out ""``
+    said "cannot write there"."""
+    import os
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: an empty path; give a directory")
+    if "://" in text:
+        raise argparse.ArgumentTypeError(f"{text}: outputs go to a local directory, not a URI")
+    return os.path.expanduser(text)
 
 
 def _name(text: str) -> str:
@@ -92,9 +106,10 @@ def _out_argument() -> str | None:
     pre.add_argument("--out")
     try:
         known, _ = pre.parse_known_args()
-    except argparse.ArgumentError:
+        # as the script's parser reads it: ``--out=~/res`` is the ~/res it writes to, not ./~/res
+        return None if known.out is None else _out(known.out)
+    except (argparse.ArgumentError, argparse.ArgumentTypeError):   # the script's parser says so
         return None
-    return known.out
 
 
 def _run(main: Callable[[], None]) -> None:
@@ -175,8 +190,10 @@ def analyse(args: argparse.Namespace, options: Any, *, figures: bool = True, max
     # figures=: a part recorded without figures (`fit --no-figures`, tables_f1_f2.py) is made again
     # when this script draws them; reused as it was, fig1_grid.py drew no figure and said nothing
     analysis = analyze(store, sel, options, results=results, use_ray=use_ray, address=address, figures=figures)
-    if analysis.n_groups == 0:
-        raise UserError(f"{args.store}: no rows match the selection")
+    if analysis.n_groups == 0:   # with what the store has, as the commands say it
+        from .groups import no_match
+
+        raise UserError(no_match(args.store, store, sel))
     out = results.write(analysis, sel, figures=figures, max_group_figures=max_group_figures,
                         footer_text=footer(store, options_text(options.fit), analysis.provenance.get("store version")))
     for part in analysis.reused:   # as the CLI says it: the tables in DIR are the earlier command's

@@ -794,7 +794,10 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> Gr
         # already"): the curve, discounted below a model above the trend, crossed it past the horizon
         # and warned "61.26% DS needs 96.0% US" beside the visible model at 61.26%
         reached = math.isfinite(h.flat) and o.ds_target <= h.flat
-        if math.isfinite(un) and un > h.best_us and not inside(un) and not reached:
+        # nor where DS is not shown to rise with US: the answer states no US accuracy there, and
+        # the warning beside it said "30% DS needs 98.2% US" (Pythia's elementary_mathematics)
+        no_trend = any(w.startswith("no_trend:") for w in warnings)
+        if math.isfinite(un) and un > h.best_us and not inside(un) and not reached and not no_trend:
             warnings.append(_need_warning(o.ds_target, un, hus))
     claims = Claims(steps=tuple(steps), slope_best=float(h.slope(np.array([h.best_us]))[0]),
                     saturation=sat, saturation_lo=sat_lo, saturation_hi=sat_hi, stop_paying_us=sp,
