@@ -416,6 +416,9 @@ class WholeInput:
     #: their case (:func:`_flag_case_variants`)
     names: dict[str, dict[str, int]] = field(default_factory=dict)
     kept_names: dict[str, set[str]] = field(default_factory=dict)
+    #: count column -> [values with a fraction, values, whole values stored, whole values refused],
+    #: over the pieces read so far (:func:`_flag_counts_in_units`)
+    counts_in_units: dict[str, list[int]] = field(default_factory=dict)
 
     def problem(self) -> str | None:
         for col, order in self.dates.items():
@@ -440,6 +443,15 @@ class WholeInput:
                             f"{printable(repr(other))} ({rows(counts[other])}): one task, written two ways? Rows of "
                             f"{printable(repr(x))} were read before the other spelling came (a large input is read "
                             "in pieces): write it one way")
+        for col, (k, n, read, refused) in self.counts_in_units.items():
+            if 2 * k > n and read:
+                return (f"{col}: its values mostly have a fraction ({k} of {n}), a count in a unit (millions?), but "
+                        f"{read} whole value(s) were read as counts before that was known (a large input is read in "
+                        f"pieces): set its unit ('units: {{{col}: millions}}' or thousands in a --mapping)")
+            if 2 * k <= n and refused:
+                return (f"{col}: {refused} whole value(s) were refused in a piece where most values had a fraction, "
+                        f"but most of the input's are whole ({n - k} of {n}; a large input is read in pieces): give "
+                        "the column one unit")
         for (col, task), (k, n, read, refused) in self.percent_tasks.items():
             which = f"{_TASK_OF[col]} {printable(repr(task))}"
             if 2 * k > n and read:
@@ -770,7 +782,7 @@ def _column_array(col: Column, s: pd.Series, flag: _Flags, unit: np.ndarray | No
     (:class:`WholeInput`)."""
     t = col.type
     if pa.types.is_floating(t) or pa.types.is_integer(t):
-        return _numeric_array(col, s, flag, unit)
+        return _numeric_array(col, s, flag, unit, whole)
     if pa.types.is_string(t):
         return _string_array(col, s, flag, whole)
     if pa.types.is_timestamp(t):
@@ -786,7 +798,8 @@ def _column_array(col: Column, s: pd.Series, flag: _Flags, unit: np.ndarray | No
     raise TypeError(f"unsupported column type {t}")  # pragma: no cover - the schema has no other types
 
 
-def _numeric_array(col: Column, s: pd.Series, flag: _Flags, unit: np.ndarray | None = None) -> pa.Array:
+def _numeric_array(col: Column, s: pd.Series, flag: _Flags, unit: np.ndarray | None = None,
+                   whole: WholeInput | None = None) -> pa.Array:
     """A number column: wrong types, NaN where it is not allowed, missing required values,
     infinities, values out of range and integers too large for the column are flagged."""
     t = col.type
@@ -808,6 +821,8 @@ def _numeric_array(col: Column, s: pd.Series, flag: _Flags, unit: np.ndarray | N
     flag(pct, lambda i, c=col.name, ss=s, u=unit: _percent_text_reason(c, ss.iloc[i], None if u is None else u[i]),
          f"{col.name}: a percent written as text"
          + (" (set its unit to percent)" if col.name in SOURCE_UNIT else f" ({col.name} is a fraction)"))
+    if col.name in _COUNTS_IN_UNITS:
+        _flag_counts_in_units(col.name, v, wrong, flag, whole)
     missing = np.isnan(v) & ~wrong & ~nan
     if not optional:
         flag(nan, f"{col.name}: NaN")
@@ -851,6 +866,35 @@ def _numeric_array(col: Column, s: pd.Series, flag: _Flags, unit: np.ndarray | N
                 ints[i] = x
         return pa.array(ints, type=pa.int64(), mask=~good).cast(t, safe=False)
     return pa.array(np.where(good, v, 0.0), type=t, mask=~good)
+
+
+#: Count columns that exports often give in a unit (timm: parameters in millions, 86.57).
+_COUNTS_IN_UNITS = ("param_count",)
+
+
+def _flag_counts_in_units(column: str, v: np.ndarray, wrong: np.ndarray, flag: _Flags,
+                          whole_input: WholeInput | None = None) -> None:
+    """In a count column whose values mostly have a fraction (86.57: millions, as timm writes
+    them, each quarantined as no integer), its whole values are counts in that unit too: stored,
+    a 22 (million) among them was 22 parameters. They are quarantined with the unit to set, as a
+    fraction column's values <= 1 among percents are (:func:`_flag_percent_column`).
+    ``whole_input``: the counts of the pieces of the same input before (updated)."""
+    finite = np.isfinite(v)
+    fraction = finite & (np.floor(v) != v)
+    whole = finite & ~wrong
+    k, n = int(fraction.sum()), int((fraction | whole).sum())
+    if whole_input is not None:
+        acc = whole_input.counts_in_units.setdefault(column, [0, 0, 0, 0])
+        acc[0], acc[1] = acc[0] + k, acc[1] + n
+        k, n = acc[0], acc[1]
+        acc[3 if 2 * k > n else 2] += int(whole.sum())
+    if not whole.any() or 2 * k <= n:
+        return
+    e = f", e.g. {_num(float(v[np.flatnonzero(fraction)[0]]))}" if fraction.any() else ""
+    flag(whole, lambda i: (
+        f"{column}: {_num(float(v[i]))} among values mostly with a fraction ({k} of {n}{e}): a count in "
+        f"millions? {column} is a number of parameters: set its unit ('units: {{{column}: millions}}' or "
+        "thousands in a --mapping)"), f"{column}: a whole number among counts with a fraction (a unit?)")
 
 
 _PERCENT_TEXT = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*%\s*")
@@ -1175,17 +1219,23 @@ def _check_across_columns(frame: pd.DataFrame, arrays: Mapping[str, pa.Array], f
              "example per class; a zero-shot result is eval_protocol 'zeroshot')")
 
 
+def payloads_of(frame: pd.DataFrame, idx: np.ndarray, raw: RawPayloads | None) -> list[str]:
+    """The quarantine payloads of the rows of ``frame`` (the raw rows given to :func:`validate`) at
+    positions ``idx``: from ``raw`` as :func:`validate` takes it, or the rows themselves as JSON."""
+    if not len(idx):
+        return []
+    if raw is None:
+        records = frame.drop(columns=[c for c in _SOURCE_COLUMNS if c in frame.columns]).iloc[idx].to_dict("records")
+        return [row_json(r) for r in records]
+    if callable(raw):
+        return list(raw(idx))
+    return [raw[i] for i in idx]
+
+
 def _rejected_rows(frame: pd.DataFrame, bad_idx: np.ndarray, reasons: Mapping[int, list[str]],
                    raw: RawPayloads | None) -> pd.DataFrame:
     """The rejected rows: position, source, run_id, reasons and the payload for the quarantine."""
-    if raw is None:
-        records = frame.drop(columns=[c for c in _SOURCE_COLUMNS if c in frame.columns]).iloc[bad_idx].to_dict(
-            "records") if len(bad_idx) else []
-        raw_bad = [row_json(r) for r in records]
-    elif callable(raw):
-        raw_bad = list(raw(bad_idx)) if len(bad_idx) else []
-    else:
-        raw_bad = [raw[i] for i in bad_idx]
+    raw_bad = payloads_of(frame, bad_idx, raw)
 
     def ident(c: str) -> list[Any]:
         if c not in frame.columns:
@@ -1242,8 +1292,13 @@ def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.T
     return pa.Table.from_arrays(cols, schema=SCHEMA)
 
 
-def dedupe_keys(table: pa.Table) -> tuple[pa.Table, pd.DataFrame]:
+def dedupe_keys(table: pa.Table, *, payloads: Callable[[np.ndarray], Sequence[str]] | None = None,
+                ) -> tuple[pa.Table, pd.DataFrame]:
     """Collapse rows that repeat a key with identical values; quarantine keys with conflicting ones.
+
+    Args:
+        payloads: the quarantine payloads of the rows of ``table`` at given positions (the input's
+            rows as written: a file's ``_file`` and ``_line``); default: each row as JSON.
 
     Returns:
         (rows with unique keys, rejected rows with source, run_id, reason, raw).
@@ -1277,9 +1332,14 @@ def dedupe_keys(table: pa.Table) -> tuple[pa.Table, pd.DataFrame]:
             keep.append(idx[0])
         else:
             differ = ", ".join(c for c in content_cols if any(r[c] != rows[0][c] for r in rows[1:]))
-            for r in rows:
+            # the rows as their input wrote them, where that tells them apart (which file, which line);
+            # one payload for several rows (an MLflow run's, a wide file's line) would be one entry
+            raws = list(payloads(np.asarray(idx, np.int64))) if payloads is not None else []
+            if len(set(raws)) < len(rows):
+                raws = [row_json(r) for r in rows]
+            for r, raw in zip(rows, raws):
                 rejected.append({"source": r["source"], "run_id": r["run_id"],
                                  "reason": f"conflicting duplicate key: {len(idx)} rows share this key with "
-                                           f"different values of {differ}", "raw": row_json(r)})
+                                           f"different values of {differ}", "raw": raw})
     keep.sort()
     return table.take(pa.array(keep, pa.int64())), pd.DataFrame(rejected, columns=["source", "run_id", "reason", "raw"])

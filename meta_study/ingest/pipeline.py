@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import StoreDamagedError, StoreLockedError, UserError
-from ..schema import KEY
-from ..validation import Validated, WholeInput, dedupe_keys, printable, validate
+from ..schema import KEY, SCHEMA
+from ..validation import Validated, WholeInput, dedupe_keys, payloads_of, printable, validate
 from ..keys import key_array, key_of
 from ..store import Store
 from .mapping import NOTHING_STORED
@@ -100,9 +100,12 @@ class SourceReport:
     def line(self) -> str:
         """One line; values from the source (labels, reasons) with control characters escaped."""
         if self.error:
-            # errors name their input ("URI: problem"); the label already does
+            # errors name their input ("URI: problem"); the label already does. The label is that
+            # input, or it with its selection after a space (an MLflow URI [experiments]): a head
+            # that only begins it is no input ("ds_task: ..." of a file ds_task_x.csv lost its column)
             head, sep, rest = self.error.partition(": ")
-            err = rest if sep and head and self.label.startswith(head) else self.error
+            named = head.rstrip("/") == self.label.rstrip("/") or self.label.startswith(head + " ")
+            err = rest if sep and head and named else self.error
             return printable(f"{self.label}: FAILED: {err}")
         if self.stats.get("unchanged_files") and not (self.new or self.updated or self.unchanged or self.quarantined
                                                        or self.deleted or self.rejected):
@@ -211,6 +214,7 @@ class _Seen:
     read: set[tuple[str, str]] = field(default_factory=set)        # the same, always: their quarantine settles
     hashes: list[np.ndarray] = field(default_factory=list)         # 64-bit hashes of the valid rows' keys
     sources: set[str] = field(default_factory=set)                 # the source of every row read
+    conflicts: int = 0     # valid rows a large input's commit quarantined as conflicting duplicate keys
 
     def add(self, v: Validated, *, keys: bool) -> None:
         for kind, n in v.reason_kinds.items():
@@ -293,10 +297,13 @@ class _Keyless:
     ``(source, run_id)``, so these stayed listed for good after the file was fixed. A file read again
     settles them, ``(source, None)``, but only its own: the rows of other files under the same
     ``source:`` (by the payload's ``_file``) are passed with the batch's quarantine again, which
-    keeps them as they are (same payload hash: not settled, not added twice, their time kept)."""
+    keeps them as they are (same payload hash: not settled, not added twice, their time kept).
+    Rows without a source (a blank cell of a file's ``source`` column) are settled the same way,
+    by their file: no read of a run settles ``(None, run_id)``, and they too stayed for good."""
 
     files: frozenset[str] = frozenset()   # real paths of the batch's files; empty: nothing to settle
     others: pd.DataFrame | None = None    # keyless quarantined rows of other files
+    sourceless: frozenset[tuple[Any, Any]] = frozenset()   # (None, run_id) of this batch's files' rows
 
     @classmethod
     def of(cls, store: Store, src: Source, batch: SourceBatch) -> "_Keyless":
@@ -306,7 +313,7 @@ class _Keyless:
         if not (batch.replace_runs and files and store.exists()):
             return cls()
         q = store.quarantine()     # ~the size of the quarantine; read only for file batches
-        q = q.filter(pc.is_null(q.column("run_id")))
+        q = q.filter(pc.or_(pc.is_null(q.column("run_id")), pc.is_null(q.column("source"))))
         # a payload names its file by real path (a bare name only before FILE_STATE_VERSION 8:
         # two res.csv in two directories were one file)
         of = [_file_of(raw) for raw in q.column("raw").to_pylist()]
@@ -317,10 +324,13 @@ class _Keyless:
                   if (not (path in files or (dirs and str(path).startswith(dirs))) if path is not None
                       else name not in names)]
         keep = q.take(others).select(["source", "run_id", "reason", "raw"]).to_pandas() if others else None
-        return cls(files=files, others=keep)
+        mine = sorted(set(range(q.num_rows)) - set(others))
+        srcs, runs = q.column("source").to_pylist(), q.column("run_id").to_pylist()
+        sourceless = frozenset((None, runs[i]) for i in mine if srcs[i] is None)
+        return cls(files=files, others=keep, sourceless=sourceless)
 
-    def settle(self, seen: _Seen) -> set[tuple[str, Any]]:
-        return {(s, None) for s in seen.sources} if self.files else set()
+    def settle(self, seen: _Seen) -> set[tuple[Any, Any]]:
+        return ({(s, None) for s in seen.sources} | self.sourceless) if self.files else set()
 
     def keep(self, quarantine: pd.DataFrame | None) -> pd.DataFrame | None:
         if self.others is None:
@@ -482,10 +492,18 @@ def _commit_batch(store: Store, src: Source, batch: SourceBatch, rep: SourceRepo
     seen.add(v, keys=batch.replace_runs and store.exists())   # a new store has no stale rows
     # a batch of some runs (an MLflow page) is weighed with the rows of its sources stored before
     seen.refuse_percent(None if batch.replace_runs else (lambda: _stored_values(store, seen)))
+    # a conflicting row's payload is its input row as written (a file's _file and _line), as every
+    # other quarantined row's is: it was the canonical row, which named neither file nor line
+    at = np.setdiff1d(np.arange(len(batch.rows)), v.rejected["row"].to_numpy(np.int64))   # v.table's rows in the input
+    table, conflicts = dedupe_keys(v.table, payloads=_payloads_at(batch, at))
     # The raw rows are done with: let them go before the commit, whose merge is the other half of
     # an ingest's peak memory (the caller's loop still holds the batch object itself).
     batch.rows, batch.raw = pd.DataFrame(), None
-    table, conflicts = dedupe_keys(v.table)
+    if len(conflicts) and seen.hashes:
+        # a key the file gives twice with different values is quarantined, so the file no longer
+        # says its value: its stored row is stale, as a row quarantined for a bad value is (the
+        # keys were hashed before the dedupe, and the stored 0.5 stayed beside 0.6 and 0.7)
+        seen.hashes = [_key_hashes(table)]
     rep.notes.extend(_data_notes(v.table.num_rows - table.num_rows - len(conflicts), _us_ranges(table)))
     seen.add_rejected(batch.rejected)
     seen.add_rejected(conflicts)
@@ -503,6 +521,13 @@ def _commit_batch(store: Store, src: Source, batch: SourceBatch, rep: SourceRepo
     _count(rep, res, batch, seen)
     _count_replacement(rep, repl)
     _note_earlier(rep, repl, batch)
+
+
+def _payloads_at(batch: SourceBatch, at: np.ndarray) -> Callable[[np.ndarray], list[str]]:
+    """The quarantine payloads of a batch's validated rows by their position among them (``at``:
+    their positions in the batch's rows)."""
+    rows, raw = batch.rows, batch.raw
+    return lambda idx: payloads_of(rows, at[idx], raw)
 
 
 #: (source, run_id, us_task) -> (lowest, highest) US accuracy among a batch's valid rows
@@ -592,6 +617,7 @@ def _count_conflicts(seen: _Seen, res: Any) -> None:
     conflicts = seen.valid - res.collapsed - stored
     seen.valid = stored
     if conflicts > 0:
+        seen.conflicts += conflicts
         seen.rejected += conflicts
         seen.reasons["conflicting duplicate key"] = seen.reasons.get("conflicting duplicate key", 0) + conflicts
 
@@ -600,6 +626,10 @@ def _finish_replacement(store: Store, src: Source, batch: SourceBatch, rep: Sour
     """The second commit of :func:`_commit_chunks`: delete the runs with stale rows, write their
     current rows (read back from the store) again, and record the batch's state."""
     new_hashes = seen.key_hashes()
+    if seen.conflicts:
+        # keys the file gives twice with different values were quarantined by the first commit:
+        # the file no longer says their value, so their stored rows are stale (as in one batch)
+        new_hashes = new_hashes[~_member(new_hashes, _conflicted(store, seen))]
     repl = _plan_replacement(store, seen.runs, new_hashes, batch.drop_missing)
     keep = None
     if repl.rerun:
@@ -615,6 +645,32 @@ def _finish_replacement(store: Store, src: Source, batch: SourceBatch, rep: Sour
     rep.deleted += res.deleted
     _count_replacement(rep, repl)
     _note_earlier(rep, repl, batch)
+
+
+def _conflicted(store: Store, seen: _Seen) -> np.ndarray:
+    """Key hashes of the rows of ``seen``'s runs that the store's quarantine holds as conflicting
+    duplicate keys: after the first commit of :func:`_commit_chunks`, which settled the earlier
+    entries of every run it read, those are the keys its pieces gave twice with different values.
+    Cost: one read of the quarantine, only when the commit found such keys."""
+    q = store.quarantine()
+    q = q.filter(pc.fill_null(pc.starts_with(q.column("reason"), "conflicting duplicate key"), False))
+    mine = pc.fill_null(pc.is_in(key_array(q, ("source", "run_id")),
+                                 value_set=pa.array([key_of(r) for r in seen.runs], pa.string())), False)
+    rows = []
+    for raw in q.filter(mine).column("raw").to_pylist():   # the canonical row as JSON (dedupe_keys)
+        try:
+            d = json.loads(raw)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(d, dict):
+            rows.append(d)
+    if not rows:
+        return np.zeros(0, np.uint64)
+    try:
+        keys = pa.table({k: pa.array([d.get(k) for d in rows], SCHEMA.field(k).type) for k in KEY})
+    except (pa.ArrowException, TypeError, ValueError):   # a payload of another shape: keep the rows, as before
+        return np.zeros(0, np.uint64)
+    return _key_hashes(keys)
 
 
 def _count(rep: SourceReport, res: Any, batch: SourceBatch, seen: _Seen) -> None:
