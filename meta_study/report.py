@@ -484,8 +484,12 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
         try:
             tmp.write_text("\n".join(parts), encoding="utf-8")
             os.replace(tmp, out)
-        except BaseException:
+        except BaseException as e:
             tmp.unlink(missing_ok=True)   # a full disk left a half-written temporary per try
+            if isinstance(e, OSError) and not e.filename:   # "[Errno 28] No space left on device", naming no file
+                from .analysis.outputs import named_os_error
+
+                raise named_os_error(e, out) from e
             raise
     return str(out)
 

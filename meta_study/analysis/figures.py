@@ -93,9 +93,13 @@ def _save(fig: Any, stem: str, footer: str | None) -> list[str]:
             with quiet_drawing():
                 fig.savefig(tmp, bbox_inches="tight", format=p.rsplit(".", 1)[1])
             os.replace(tmp, p)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
+            if isinstance(e, OSError) and not e.filename:   # a full disk's error named no figure
+                from .outputs import named_os_error
+
+                raise named_os_error(e, p) from e
             raise
     return paths
 

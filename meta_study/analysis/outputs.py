@@ -117,12 +117,23 @@ def _write_then_rename(write: Any, path: str) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.remove(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.filename is None:
+            raise named_os_error(e, path) from e
         raise
+
+
+def named_os_error(e: OSError, path: str | os.PathLike[str]) -> OSError:
+    """``e`` naming ``path``: pyarrow's and a file's write errors name no file ("[Errno 28] Error
+    writing bytes to file. Detail: [errno 28] No space left on device"), and the one line the CLI
+    prints of a full disk said not which disk, nor which table was left unwritten."""
+    if e.errno is None:
+        return OSError(f"{os.fspath(path)}: {e}")
+    return OSError(e.errno, e.strerror or str(e), os.fspath(path))
 
 
 def footer(store: Any, what: str, version: int | None = None) -> str:

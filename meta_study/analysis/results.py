@@ -19,9 +19,10 @@ demo) all go through :func:`analyze` and :class:`ResultsDir`:
 - :func:`meta_study.report.render_report` renders an :class:`Analysis`.
 
 Every table is written to a temporary name and renamed into place (:func:`outputs.write_table`), and
-``results.json`` last, so an interrupted command leaves either the old part or the new one; a part
-is recorded as ``incomplete`` (with its options) before it is written, so that the same command
-run again redoes what an interruption left, where other options are still refused.
+a part's entry in ``results.json`` after its tables, so an interrupted command leaves either the old
+part or the new one; a part is recorded as ``incomplete`` (with its options) before it is written,
+so that the same command run again redoes what an interruption left (and reuses the parts it had
+written whole), where other options are still refused.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from ..errors import UserError, option_flag
 from ..failpoints import failpoint
 from .fitting import FitOptions
 from .groups import GROUP_COLUMNS, Group, Selection, Snapshot
-from .outputs import Outputs, write_correlations, write_fits, write_sensitivity, write_table
+from .outputs import Outputs, named_os_error, write_correlations, write_fits, write_sensitivity, write_table
 from .tables import bootstrap_table, correlations_tables, fit_table, points_table, sensitivity_table
 from .bootstrap import BootstrapOptions
 from .sensitivity import SensitivityOptions
@@ -54,6 +55,9 @@ MANIFEST = "results.json"
 #: The main table of each part: present means the part was written.
 MAIN_TABLE = {"fits": "fits.parquet", "sensitivity": "sensitivity.parquet", "bootstrap": "bootstrap.parquet",
               "correlations": "correlations/f21_us_ds_spearman.parquet"}
+#: The tables of the correlations part (``correlations/NAME.parquet``), in the order they are made:
+#: a part missing one is made again (reused, `correlations` ended in a KeyError's traceback).
+CORRELATION_TABLES = ("f1_shots_correlation", "f2_increase_likelihood", "f20_ds_task_spearman", "f21_us_ds_spearman")
 
 
 @dataclass(frozen=True)
@@ -180,23 +184,41 @@ def _fields(text: str) -> dict[str, Any] | None:
 _FLAGS = {"replace": "--bootstrap"}
 
 
-def _shown(name: str, value: Any) -> str:
-    """An option's value as the user would type it (tuples comma-joined, ``--tolerance`` in points)."""
+def _shown(name: str, value: Any, digits: int = 6) -> str:
+    """An option's value as the user would type it (tuples comma-joined, ``--tolerance`` in points),
+    numbers to ``digits`` significant digits (:func:`_shown_pair` asks for more where 6 read alike)."""
     if value is None:
         return "not given"
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, (tuple, list)):
-        return ",".join(_shown(name, v) for v in value) if value else "none"
+        return ",".join(_shown(name, v, digits) for v in value) if value else "none"
     if isinstance(value, (int, float)):
-        return f"{float(value) * option_flag(name)[1]:g}"
+        scale = option_flag(name)[1]
+        if isinstance(value, int) and scale == 1:   # --seed 20261206, not 2.02612e+07
+            return str(value)
+        return f"{float(value) * scale:.{digits}g}"
     return str(value)
 
 
+def _shown_pair(name: str, old: Any, new: Any) -> tuple[str, str]:
+    """``old`` and ``new`` as :func:`_shown` gives them, with as many digits as tell them apart:
+    ``--level 0.95 (this command: 0.95)`` named a difference it did not show."""
+    for digits in range(6, 18):
+        a, b = _shown(name, old, digits), _shown(name, new, digits)
+        if a != b:
+            break
+    return a, b
+
+
 def _selection_text(fields: Mapping[str, Any]) -> str:
-    """A selection as the flags that make it (``--ds-task pets --shots 5``), or "all groups"."""
-    words = [f"--{name.replace('_', '-')} {v}" for name in ("us_task", "ds_task", "eval_protocol", "shots")
-             for v in fields.get(name) or ()]
+    """A selection as the flags that make it (``--ds-task pets --shots 5``), or "all groups"; a
+    name with a space or a quote quoted as a shell takes it (``--ds-task 'oxford pets'``: two
+    words read as two names)."""
+    import shlex
+
+    names = ("us_task", "ds_task", "eval_protocol", "shots")
+    words = [f"--{name.replace('_', '-')} {shlex.quote(str(v))}" for name in names for v in fields.get(name) or ()]
     if fields.get("layer") is not None:
         words.append(f"--layer {fields['layer']}")
     return " ".join(words) or "all groups"
@@ -230,7 +252,8 @@ def _describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
             continue
         name = path.rsplit(".", 1)[-1]
         flag = _FLAGS.get(name) or option_flag(name)[0]
-        text = f"{flag} {_shown(name, a.get(path))} (this command: {_shown(name, b.get(path))})"
+        was, now = _shown_pair(name, a.get(path), b.get(path))
+        text = f"{flag} {was} (this command: {now})"
         if text not in diffs:
             diffs.append(text)
     return "other options: " + ("; ".join(diffs[:3]) if diffs else str(old.get("options", ""))[:120])
@@ -322,8 +345,8 @@ class ResultsDir:
 
     def _tables(self, part: str) -> list[Path]:
         """The Parquet files a reused ``part`` is read from."""
-        if part == "correlations":
-            return sorted((self.path / "correlations").glob("*.parquet"))
+        if part == "correlations":   # each of them: one removed since (by hand, a copy cut short) is no part
+            return [self.path / "correlations" / f"{name}.parquet" for name in CORRELATION_TABLES]
         extra = [self.path / "points.parquet"] if part == "fits" else []
         return [self.path / MAIN_TABLE[part], *(p for p in extra if p.exists())]
 
@@ -340,8 +363,8 @@ class ResultsDir:
         return True
 
     def load(self, part: str) -> Any:
-        if part == "correlations":
-            return {p.stem: pd.read_parquet(p) for p in sorted((self.path / "correlations").glob("*.parquet"))}
+        if part == "correlations":   # the part's own tables, in the order a computed part has them
+            return {p.stem: pd.read_parquet(p) for p in self._tables(part)}
         return pd.read_parquet(self.path / MAIN_TABLE[part])
 
     @contextlib.contextmanager
@@ -380,7 +403,6 @@ class ResultsDir:
                max_group_figures: int, footer_text: str | None) -> Outputs:
         out = Outputs()
         root = str(self.path)
-        done = []
         # :meth:`plan`'s refusals again, now under the lock and before a byte is written: a part
         # another command wrote with other options since this one planned (outside the lock, before
         # minutes of work) was overwritten silently, the one thing results.json exists to prevent
@@ -421,8 +443,9 @@ class ResultsDir:
                 write_correlations(analysis.correlations, root, figures=figures, out=out,
                                    footer_text=footer_text)
             failpoint("results_part_written")   # a test stops here: the part is on disk, not yet recorded
-            done.append(part)
-        self._record(done, analysis, selection, figures=figures, group_figures=max_group_figures)
+            # recorded whole at once, not after the parts that follow it: a full disk or a Ctrl-C in
+            # a later part's write left this one "incomplete", and hours of sensitivity were redone
+            self._record([part], analysis, selection, figures=figures, group_figures=max_group_figures)
         return out
 
     def _still(self, part: str, analysis: Analysis, selection: Selection) -> bool:
@@ -454,8 +477,10 @@ class ResultsDir:
         try:
             tmp.write_text(json.dumps(m, indent=1, sort_keys=True))
             os.replace(tmp, self.path / MANIFEST)
-        except BaseException:   # a full disk left a half-written .results.json.tmp-* beside every try
+        except BaseException as e:   # a full disk left a half-written .results.json.tmp-* beside every try
             tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.filename is None:   # a write's ENOSPC names no file
+                raise named_os_error(e, self.path / MANIFEST) from e
             raise
 
 
@@ -483,12 +508,20 @@ class Previous:
 
 def _incremental(compute: Callable[[Sequence[Group]], pd.DataFrame], groups: Sequence[Group],
                  previous: Previous | None, name: str) -> pd.DataFrame:
-    """``compute`` on the groups that changed, the previous rows of the others, in group order."""
+    """``compute`` on the groups that changed (or have no previous rows), the previous rows of the
+    others, in group order."""
     if previous is None:
         return compute(groups)
-    changed = [g for g in groups if group_key(g.key) not in previous.unchanged]
+    old = previous.rows(name)
+    keys = [] if old is None or not len(old) else [group_key(k) for k in old[list(GROUP_COLUMNS)].itertuples(index=False)]
+    mine = {group_key(g.key) for g in groups}
+    old = old[[k in mine for k in keys]] if keys else None     # never the rows of a group this analysis has not
+    # an unchanged group without rows there (a table of another selection, or removed since) is
+    # computed as a changed one: it was left out of the table, silently
+    reusable = previous.unchanged & set(keys)
+    changed = [g for g in groups if group_key(g.key) not in reusable]
     new = compute(changed) if changed else None
-    parts = [t for t in (previous.rows(name), new) if t is not None and len(t)]
+    parts = [t for t in (old, new) if t is not None and len(t)]
     if not parts:
         return compute([])
     table = pd.concat(parts, ignore_index=True).astype({"shots": "Int64"})
