@@ -274,7 +274,13 @@ class _Files:
 
         Costs one ``readdir`` per directory locally (a few ms for thousands of partitions) and a
         few LIST requests on object stores (1,000 keys each). Call it under the lock: a
-        concurrent writer may unlink files between the listing and the stat."""
+        concurrent writer may unlink files between the listing and the stat.
+
+        Locally, a directory that cannot be listed (EACCES, EIO, ESTALE) or a file that cannot be
+        stat'ed for lack of permission is an ``OSError`` naming it, never left out: its files were
+        "missing", and ``store check --repair`` dropped their rows, setting intact files aside
+        (and a commit's garbage collection took a staging directory it could not list for
+        finalized, deleting the only copy of a version's files)."""
         out: dict[str, int] = {}
         if self.local:
             # The real directories first, then those reached through a symbolic link, as every reader
@@ -284,7 +290,7 @@ class _Files:
             seen: set[tuple[int, int]] = set()
             tops = [self.p(under)]
             while tops:
-                for d, dirs, names in os.walk(tops.pop(0)):
+                for d, dirs, names in os.walk(tops.pop(0), onerror=self._unlistable):
                     try:
                         st = os.stat(d)
                     except OSError:
@@ -312,8 +318,24 @@ class _Files:
             except FileNotFoundError:
                 if os.path.islink(path):   # a symbolic link to nothing: listed, never a size
                     out[os.path.relpath(path, self.root)] = -1
-            except OSError:   # a symbolic link loop, ...: a name no size matches (-1)
+            except OSError as e:   # a symbolic link loop, ...: a name no size matches (-1)
+                if isinstance(e, PermissionError) and self._holds_store_files(d):
+                    raise   # a directory we may not search says nothing of its files (see sizes)
                 out[os.path.relpath(path, self.root)] = -1
+
+    def _unlistable(self, e: OSError) -> None:
+        """``os.walk``'s ``onerror`` in :meth:`sizes`: raise ``e`` unless its directory is gone
+        (a writer finishing its commit), is no directory, or holds no file the store reads."""
+        if not isinstance(e, (FileNotFoundError, NotADirectoryError)) and self._holds_store_files(e.filename):
+            raise e
+
+    def _holds_store_files(self, path: str | None) -> bool:
+        """False for a local directory where the store keeps no file it reads: under ``_damaged``,
+        ``_meta`` or a name starting with '.' or '_' of someone else's (a ``.snapshot`` of NFS);
+        there a listing error changes nothing, as before."""
+        rel = os.path.relpath(path, self.root) if path else "."
+        top = rel.split(os.sep)[0]
+        return rel == "." or not top.startswith((".", "_")) or top in ("_quarantine", "_state", "_staging")
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write and (locally) fsync a file; the parent directory is created."""

@@ -183,6 +183,8 @@ def _local_lock(path: str, timeout_s: float, what: str, notify: Notify | None = 
                     told = True
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
+            except OSError as e:
+                raise _unlockable(e, path) from None
         _HELD.add(fd)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(_me()).encode(), 0)
@@ -231,9 +233,19 @@ def local_holder(path: str) -> LockHolder | None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)   # a shared lock conflicts with a writer's
         except BlockingIOError:
             return _read_holder(fd)
+        except OSError as e:
+            raise _unlockable(e, path) from None
         return None
     finally:
         os.close(fd)
+
+
+def _unlockable(e: OSError, path: str) -> OSError:
+    """``flock``'s failure other than "held" (ENOLCK: a network filesystem whose lock service is
+    unreachable or off) as an error naming the lock file: it was a bare "[Errno 37] No locks
+    available" from every commit."""
+    return OSError(e.errno, f"cannot lock the store's lock file ({e.strerror}; a network filesystem needs "
+                   "working file locks, e.g. NFS with its lock service)", path)
 
 
 # ---- object stores: a lease with conditional writes -----------------------------------------

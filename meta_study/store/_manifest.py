@@ -263,15 +263,30 @@ class _Manifest:
                     bad.append("staged")
                 if not isinstance(e.get("rows", 0), int) or isinstance(e.get("rows"), bool):
                     bad.append("rows")
+                bad += [k for k in ("path", "staged") if isinstance(e.get(k), str) and e[k] and not _inside(e[k])]
                 if bad:
                     raise _CorruptManifest(f"garbles entry {i} of field '{name}' (its '{bad[0]}')")
-        if not all(isinstance(r, str) for r in self.pending_delete):
+        if not all(isinstance(r, str) and _inside(r) for r in self.pending_delete):
             raise _CorruptManifest("garbles field 'pending_delete'")
         if not all(isinstance(e, dict) for e in self.log):
             raise _CorruptManifest("garbles field 'log'")
+        # a repair's log entry names the files it sets aside, and the next writer moves them
+        aside = self.log[-1].get("set_aside", []) if self.log else []
+        if not isinstance(aside, list) or not all(isinstance(r, str) and _inside(r) for r in aside):
+            raise _CorruptManifest("garbles field 'log' (its last entry's 'set_aside')")
 
     def live_files(self) -> list[dict[str, Any]]:
         return self.data + self.quarantine + list(self.state.values())
+
+
+def _inside(rel: str) -> bool:
+    """True for a path a manifest may name: relative, inside the store (no ``..``, ``.`` or empty
+    component, no NUL). Every writer writes only such paths; any other would make the next
+    command that opens the store move or delete files outside it (a manifest's checksum is no
+    secret: whoever can write a shared store's manifest can make one verify): ``pending_delete``
+    of ``../x`` deleted ``x`` beside the store at the next 'store info'."""
+    parts = rel.split("/")
+    return bool(rel) and "\x00" not in rel and not any(c in ("", ".", "..") for c in parts)
 
 
 def _quarantine_table(q: pd.DataFrame | pa.Table, now: _dt.datetime) -> pa.Table:

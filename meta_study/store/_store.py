@@ -920,16 +920,28 @@ class Store:
                 _failpoint("mid_finalize")
                 first = False
             for rel in superseded.pop(partition_key(e["path"]), []):
-                self._f.delete(rel)
+                self._discard(rel, m.version)
                 self._f.prune_empty_dirs(os.path.dirname(rel))
         for rel in self._superseded_left(m):
-            self._f.delete(rel)
+            self._discard(rel, m.version)
             self._f.prune_empty_dirs(os.path.dirname(rel))
         for rel in self._not_yet_aside(m):   # a repair whose writer died after its commit point
             self._f.move(rel, f"_damaged/{m.version:010d}/{rel}")
             self._f.prune_empty_dirs(os.path.dirname(rel))
         if m.version and m.format_version >= 2 and not self._f.exists(_copy_rel(m.version)):
             self._f.replace_bytes(_copy_rel(m.version), m.to_json())   # its writer died before writing it
+
+    def _discard(self, rel: str, version: int) -> None:
+        """Delete a file the store no longer needs (superseded, or a pruned manifest). A directory
+        at its name is set aside under ``_damaged/<version>/``, never deleted (it is no file of
+        the store's): ``unlink`` failed on it (EISDIR), and so did every later commit, and the
+        repair, each finishing the same version first."""
+        try:
+            self._f.delete(rel)
+        except OSError:
+            if self._f.kind(rel) != "a directory":
+                raise
+            self._f.move(rel, f"_damaged/{version:010d}/{rel}")
 
     @contextlib.contextmanager
     def _claimed(self, m: _Manifest, txn: str) -> Iterator[None]:
@@ -1012,8 +1024,8 @@ class Store:
                 self._collect_local_staging(txn)
         versions = self._manifest_versions()
         for v in versions[:-KEEP_MANIFESTS]:
-            self._f.delete(_mrel(v))
-            self._f.delete(_copy_rel(v))
+            self._discard(_mrel(v), m.version)
+            self._discard(_copy_rel(v), m.version)
         if exclusive:
             for name in self._f.listdir("_meta/manifests"):
                 if name.startswith(".tmp-"):
