@@ -937,7 +937,10 @@ def _record_session(spec: SweepSpec, p: _Plan, o: SweepOptions, fixed: Mapping[s
                             f"once it ends, or another --name")
         return rec
     else:
-        rec = p.record.with_session(session)
+        # written first, and numbered as written: the record was read before this resume waited out
+        # the sweep's previous driver, whose own session write_record keeps; numbered from the
+        # stale read, this session's parent-run tags (session.N.*) overwrote that driver's
+        rec = p.state.write_record(p.record.with_session(session))
         n = len(rec.sessions)
         try:   # the parent run says which code, commit and person each session ran with
             client = mlflow_client(p.tracking)
@@ -948,7 +951,6 @@ def _record_session(spec: SweepSpec, p: _Plan, o: SweepOptions, fixed: Mapping[s
         except Exception as e:  # noqa: BLE001 - the record in the storage has it; say so, go on
             print(f"warning: could not tag the parent run {rec.parent_run_id} with session {n} and set it RUNNING: "
                   f"{e}", file=sys.stderr)
-    p.state.write_record(rec)
     return rec
 
 

@@ -189,6 +189,25 @@ def write_file_durably(tmp: str, path: str, data: bytes) -> None:
     fsync_dir(os.path.dirname(path))
 
 
+def _create_file(path: str, data: bytes) -> bool:
+    """``data`` as a new file ``path``, whole when it appears (a temporary file hard-linked to the
+    name; ``O_EXCL`` where there are no hard links): False if the name exists."""
+    tmp = f"{os.path.dirname(path)}/.tmp-{uuid.uuid4().hex[:12]}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except OSError as e:
+        if e.errno not in _NO_LINK:
+            raise
+        return StateDir._create_exclusive(path, data)
+    finally:
+        os.unlink(tmp)
+    return True
+
+
 def fsync_dir(path: str) -> None:
     """fsync a directory: the names renamed or linked into it last survive a power loss."""
     fd = os.open(path, os.O_RDONLY)
@@ -207,6 +226,9 @@ class StateDir:
         self.experiment_dir = experiment_dir
         self.uri = join(experiment_dir, SUBDIR)
         self._runs_dir_made = False
+        # beat file -> what the last wait on it saw as it ended (Heartbeat.wait_for_previous: None
+        # when there was none): the stale claim a DriverClaim may take over, and no other
+        self.seen: dict[str, dict[str, Any] | None] = {}
 
     @cached_property
     def _fs(self) -> tuple[Any, str]:
@@ -316,10 +338,26 @@ class StateDir:
         except ValueError as e:
             raise UserError(f"{shown}: not a sweep record ({e})") from None
 
-    def write_record(self, rec: SweepRecord) -> None:
+    def write_record(self, rec: SweepRecord) -> SweepRecord:
         """Replace the sweep record (each resume adds its session), durably: without it the
-        sweep's parent run, experiment and settings are lost."""
+        sweep's parent run, experiment and settings are lost. Returns the record written.
+
+        A resume's record is the one it read, plus its session (``rec.sessions[-1]``); read before
+        the resume waited out the sweep's previous driver (which wrote its own session meanwhile),
+        the whole record replaced that driver's session: the stored record's later sessions are
+        kept, and this one goes after them. One GET more per resume."""
+        new = rec.sessions[-1] if rec.sessions else None
+        if new is not None and new.resume:
+            try:
+                stored = self.read_record()
+            except (UserError, OSError):    # damaged, or not read: replaced, as before
+                stored = None
+            base = rec.sessions[:-1]
+            if (stored is not None and stored.parent_run_id == rec.parent_run_id and new not in stored.sessions
+                    and len(stored.sessions) > len(base) and stored.sessions[:len(base)] == base):
+                rec = replace(rec, sessions=(*stored.sessions, new))
         self.write_bytes(RECORD, _json_bytes(asdict(rec)), durable=True)
+        return rec
 
     def create_record(self, rec: SweepRecord) -> bool:
         """Write a new sweep's record only if there is none: False if another driver's record is
@@ -506,8 +544,11 @@ def read_heartbeat(state: StateDir, name: str = WRITER) -> dict[str, Any] | None
     it, so it advances; a dead writer's stays as it is, so it goes stale. It was a JSONDecodeError
     out of ``--resume``."""
     data = state.read_bytes(name)
-    if data is None:
-        return None
+    return None if data is None else _beat_of(data, name)
+
+
+def _beat_of(data: bytes, name: str) -> dict[str, Any]:
+    """A beat file's bytes as :func:`read_heartbeat` gives them."""
     try:
         d = json.loads(data)
     except ValueError:
@@ -539,8 +580,9 @@ class Heartbeat:
     def wait_for_previous(self, max_wait_s: float = WRITER_WAIT_S) -> str:
         """Wait while another writer's beat advances. Returns why it stopped waiting: ``none``
         (no other writer), ``finished`` (its file went away), ``stale`` (its beat stopped: it
-        died) or ``timeout``."""
-        d = read_heartbeat(self.state, self.name)
+        died) or ``timeout``. What it saw last is kept in ``state.seen`` (:meth:`DriverClaim.take`
+        takes over that claim only)."""
+        d = self.state.seen[self.name] = read_heartbeat(self.state, self.name)
         if d is None:
             return "none"
         self.log(f"waiting for the previous writer {d.get('owner')} to finish its queue" if self.name == WRITER
@@ -549,7 +591,7 @@ class Heartbeat:
         deadline = time.monotonic() + max_wait_s
         while time.monotonic() < deadline:
             time.sleep(min(1.0, self.every_s / 2))
-            d = read_heartbeat(self.state, self.name)
+            d = self.state.seen[self.name] = read_heartbeat(self.state, self.name)
             if d is None:
                 return "finished"
             now = (d.get("owner"), d.get("beat"))
@@ -601,8 +643,13 @@ class DriverClaim(Heartbeat):
     Two ``--resume`` of one sweep started together both found no writer beating (a driver's writer
     starts only after Ray has, seconds to minutes later) and both ran: the same trials trained
     twice, each driver saving Tune's state over the other's, the sweep record losing one session.
-    The claim closes that window the way :meth:`StateDir.create_record` does on ``gs://``: written,
-    read back :data:`CLAIM_SETTLE_S` later, and the driver whose claim is not there has lost. A
+    The claim closes that window as :meth:`StateDir.create_record` does: it is created only where
+    there is none (``link(2)`` locally, ``If-None-Match: *`` on ``s3://``), or replaces only the
+    stale claim the driver waited out (moved aside by ``rename(2)`` locally, ``If-Match`` on
+    ``s3://``); any other claim found there means this driver lost. Elsewhere (``gs://``) it is
+    written, read back :data:`CLAIM_SETTLE_S` later, and the driver whose claim is not there has
+    lost (written then read back on every storage, a claim whose write landed after the other
+    driver's read-back overwrote it, and both drivers went on). A
     driver that comes later sees the claim beat and waits, then sees the writer. Its beat ends
     once a writer beats (any other content of ``writer.json`` than at :meth:`take`), after
     :data:`CLAIM_MAX_S`, or with the process; the file goes with it.
@@ -614,18 +661,72 @@ class DriverClaim(Heartbeat):
         self._writer_then: dict[str, Any] | None = None
 
     def take(self, settle_s: float = CLAIM_SETTLE_S) -> str | None:
-        """Write the claim, wait ``settle_s``, read it back. None: it is this driver's (and it now
-        beats); else the owner of the claim that won."""
+        """Claim the sweep: where there is no claim, or over the stale one that the last wait on
+        this state dir saw (``state.seen``, :meth:`Heartbeat.wait_for_previous`). None: it is this
+        driver's (and it now beats); else the owner of the claim that won. ``settle_s``: how long
+        a claim is left before it is read back, where the storage has no conditional writes."""
         self._writer_then = read_heartbeat(self.state)
-        self._beat(0)
-        time.sleep(settle_s)
-        d = read_heartbeat(self.state, DRIVER) or {}
-        if d.get("owner") != self.owner:
-            return str(d.get("owner", "?"))
+        waited = self.state.seen.get(DRIVER)
+        data = _json_bytes({"owner": self.owner, "beat": 0})
+        if not self.state.remote:
+            won = self._take_local(waited, data)
+        elif self.state.uri.startswith("s3://"):
+            won = self._take_s3(waited, data)
+        else:
+            won = None
+        if won is None:             # no conditional write here: written, then read back
+            self._beat(0)
+            time.sleep(settle_s)
+            won = (read_heartbeat(self.state, DRIVER) or {}).get("owner") == self.owner
+        if not won:
+            return str((read_heartbeat(self.state, DRIVER) or {}).get("owner", "?"))
         self._thread = threading.Thread(target=self._run, name="sweep-driver-claim", daemon=True)
         self._thread.start()
         atexit.register(self.stop)     # a driver that exits before its writer beats: no claim left to go stale
         return None
+
+    def _take_local(self, waited: dict[str, Any] | None, data: bytes) -> bool:
+        """The claim as a new file (``link(2)``), after moving aside the stale claim ``waited`` (one
+        ``rename(2)``: of two drivers taking it over, one moves it). A claim other than ``waited``
+        moved aside (written since the wait) is put back, and this driver lost."""
+        path = self.state.path(DRIVER)
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        if waited is not None:
+            aside = f"{parent}/.tmp-{uuid.uuid4().hex[:12]}"
+            try:
+                os.rename(path, aside)
+            except FileNotFoundError:
+                pass                   # its driver ended it meanwhile: claimed as where there is none
+            else:
+                with open(aside, "rb") as f:
+                    moved = f.read()
+                try:
+                    if _beat_of(moved, DRIVER) != waited:
+                        _create_file(path, moved)      # another driver's live claim: back in place
+                        return False
+                finally:
+                    os.unlink(aside)
+        return _create_file(path, data)
+
+    def _take_s3(self, waited: dict[str, Any] | None, data: bytes) -> bool | None:
+        """The claim by conditional PUT: ``If-None-Match: *``, or ``If-Match`` the stale claim
+        ``waited``. None where the endpoint has no conditional writes (or no boto3)."""
+        from ..store._files import display_uri
+        from ..store._s3 import NoSuchBucketError, S3Objects
+
+        s3 = S3Objects(self.state.uri, display_uri(self.state.uri))
+        try:
+            cur = s3.get(DRIVER) if waited is not None else None
+            if cur is not None and _beat_of(cur.data, DRIVER) != waited:
+                return False           # another driver's live claim, written since the wait
+            etag = s3.create(DRIVER, data) if cur is None else s3.replace(DRIVER, data, cur.etag)
+        except NoSuchBucketError:
+            raise
+        except UserError:
+            return None
+        # refused: another driver's, or this one's own PUT whose reply was lost (a retry got 412)
+        return etag is not None or (read_heartbeat(self.state, DRIVER) or {}).get("owner") == self.owner
 
     def _run(self) -> None:
         # writer.json is looked at every second (a GET on an object store, for the seconds until
