@@ -4,7 +4,9 @@
     meta-study ingest MLFLOW_URI --experiment 'head_wd*' --store S
     python analysis/head_wd_d1_d4.py S --out DIR [--shots 10]
 
-D.1/D.3: mean US and DS accuracy per head weight decay (over seeds and other knobs) and the best
+D.1/D.3: mean US and DS accuracy per head weight decay (over seeds, and over the configurations
+trained at several head WDs; a configuration trained at one head WD only, e.g. a head-lr sweep in
+the same store, is left out where others were trained at several) and the best
 head WD per (US task, DS task, protocol, shots). D.4: that best head WD against the task's US-DS
 rank correlation.
 Writes DIR/d1_head_wd_curves.parquet, d3_best_head_wd.parquet, d4_*.parquet and figures.

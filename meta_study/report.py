@@ -186,7 +186,10 @@ def _points_svg(r: Mapping[str, Any], pts: pd.DataFrame) -> str:
     out.append(f"<text x={(pad + w) / 2:.0f} y={h - 6} class=lb text-anchor=middle>US accuracy (%)</text>"
                f"<text x=10 y={(h - pad) / 2:.0f} class=lb text-anchor=middle transform='rotate(-90 10 "
                f"{(h - pad) / 2:.0f})'>DS accuracy (%)</text>")
-    for name, a, b, hd in zip(point_names(pts), us, ds, held):
+    # named over every group's points (the explorer's names): per group, a run's name could be
+    # shorter here than in the explorer, where more runs share its prefix
+    names = pts[NAME_COLUMN].tolist() if NAME_COLUMN in pts else point_names(pts)
+    for name, a, b, hd in zip(names, us, ds, held):
         out.append(f"<circle cx={sx(a):.1f} cy={sy(b):.1f} r=2.6 class={'h' if hd else 'v'}><title>"
                    f"{_e(name)}: US {a:.2f}%, DS {b:.2f}%{' (held out)' if hd else ''}"
                    "</title></circle>")
@@ -209,10 +212,14 @@ def _flat_span(v: Any) -> tuple[float, float]:
     return lo, hi
 
 
+#: The hover view's column of each point's name, given before the points are split by group.
+NAME_COLUMN = "_point_name"
+
+
 def _hover_html(heads: pd.DataFrame, points: pd.DataFrame | None) -> str:
     if points is None or points.empty or heads.empty:
         return ""
-    by = points_by_group(points)
+    by = points_by_group(points.assign(**{NAME_COLUMN: point_names(points)}))
     cells = []
     for r in heads.head(MAX_HOVER_GROUPS).to_dict("records"):
         g = by.get(group_key(r[c] for c in EXPLORE_KEYS))

@@ -116,3 +116,34 @@ def test_params_vs_shots_says_which_series_have_no_usable_fit():
     assert not legend, legend
     title, legend, _ = read(eq1[eq1["ds_task"] == "a"])
     assert "not drawn" not in title, title
+
+
+def test_the_hover_view_names_a_run_as_the_explorer_does() -> None:
+    """Each group's hover names were cut to the prefixes that set its own runs apart: a run
+    ``abcdefgh-1`` alone in its group read ``abcdefgh`` there, and ``abcdefgh-1`` in the
+    explorer and the other group, where ``abcdefgh-2`` stands beside it."""
+    import numpy as np
+    import pandas as pd
+
+    from meta_study.analysis.fitting import FitOptions, fit_groups
+    from meta_study.analysis.groups import Group
+    from meta_study.analysis.tables import fits_frame
+    from meta_study.explorer import point_names
+    from meta_study.report import _hover_html
+
+    rng = np.random.default_rng(0)
+    rows, groups = [], []
+    for task, runs in (("a", ["abcdefgh-1"] + [f"x{i:07d}" for i in range(11)]),
+                       ("b", ["abcdefgh-1", "abcdefgh-2"] + [f"x{i:07d}" for i in range(10)])):
+        us = np.sort(rng.uniform(0.3, 0.8, len(runs)))
+        ds = 0.9 - 0.6 * (1 - us) ** 1.3
+        groups.append(Group("up", task, "fewshot", 5, us, ds))
+        rows += [{"us_task": "up", "ds_task": task, "eval_protocol": "fewshot", "shots": 5, "run_id": r,
+                  "model_name": "vit", "us_accuracy": u, "ds_accuracy": d} for r, u, d in zip(runs, us, ds)]
+    points = pd.DataFrame(rows)
+    sels = fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], FitOptions(), keys=[g.key for g in groups])
+    fits = fits_frame(groups, sels)
+    html = _hover_html(fits[fits["headline"]].reset_index(drop=True), points)
+    want = dict(zip(points["run_id"], point_names(points)))["abcdefgh-1"]
+    assert "abcdefgh-1" in want
+    assert html.count(f"<title>{want}: US") == 2, html[:2000]

@@ -3,7 +3,8 @@
 Pure functions over canonical rows (pandas), each with a figure in :mod:`figures`' style:
 
 - :func:`head_wd_effect` (D.1 / D.3): US and DS accuracy against head weight decay, per DS task,
-  averaged over seeds and other knobs; and the best head weight decay per DS task.
+  averaged over seeds and the configurations run at several head WDs; and the best head weight
+  decay per DS task.
 - :func:`optimal_head_wd_vs_correlation` (D.4): the best head weight decay of each DS task
   against that task's US-DS Spearman rank correlation across models.
 - :func:`layerwise` (Fig. 6): few-shot accuracy of probes on each block's output, per DS task.
@@ -79,17 +80,41 @@ def _typed(t: pd.DataFrame) -> pd.DataFrame:
     return t.astype(types)
 
 
+#: A run's configuration apart from its head weight decay and seed (schema ``PARAM_NAMES``).
+_KNOBS = ("model_name", "lr", "wd", "head_lr", "epochs", "data_fraction", "batch_size", "optimizer")
+
+
+def _compared(r: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``r`` whose runs take part in a head-WD comparison. Every trained run logs its
+    resolved ``head_wd`` (its body ``wd`` unless set), so a head-lr sweep ingested beside the
+    head-WD sweep put its 15 runs (5 head lrs, body wd 0.1) into the 0.1 point of the curve, whose
+    3 runs had body wd 0.01: the mean said "over 18 runs" of two experiments. Per slice, where some
+    configuration (:data:`_KNOBS`) was run at two or more head WDs, the configurations run at one
+    head WD alone are left out; where none was (no controlled comparison), every run stays."""
+    knobs = [c for c in _KNOBS if c in r.columns]
+    if not knobs or r.empty:
+        return r
+    cfg = r.groupby([*_SLICE, *knobs], dropna=False, sort=False).ngroup()
+    swept = r.groupby(cfg)["head_wd"].transform("nunique") >= 2
+    any_swept = swept.groupby([r[c] for c in _SLICE], dropna=False, sort=False).transform("any")
+    return r[swept | ~any_swept]
+
+
 def head_wd_effect(rows: pd.DataFrame, *, shots: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(curves, best): mean US and DS accuracy per (us_task, ds_task, eval_protocol, shots,
     head_wd), and the head weight decay with the highest mean DS accuracy per (us_task, ds_task,
     eval_protocol, shots). A few-shot and a linear-probe accuracy are never averaged together.
 
-    Rows without ``head_wd`` and layer-wise probes are left out.
+    Rows without ``head_wd`` and layer-wise probes are left out, and so are runs of a configuration
+    (the other hyper-parameters, :data:`_KNOBS`) trained at one head WD alone where others were
+    trained at several (:func:`_compared`): the means are over seeds and over the configurations
+    that compare head WDs.
     """
     rows = _once(rows)
     r = rows[rows["head_wd"].notna() & rows["representation_layer"].isna()]
     if shots is not None:
         r = r[r["shots"] == shots]
+    r = _compared(r)
     if r.empty:
         cols = [*_SLICE, "head_wd", "us_accuracy", "ds_accuracy", "runs"]
         return _typed(pd.DataFrame(columns=cols)), _typed(pd.DataFrame(columns=[*_SLICE, "best_head_wd",

@@ -13,6 +13,7 @@ Inputs are plain DataFrames: fits (``meta-study fit``'s ``fits.parquet``) or can
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -114,30 +115,79 @@ def increase_likelihood(fits: pd.DataFrame) -> pd.DataFrame:
     return out[cols]
 
 
-def _once(rows: pd.DataFrame) -> pd.DataFrame:
-    """``rows`` without those that repeat a run's accuracies on a DS task from another source (the
-    same export ingested under two names), as the groups count them (``repeated``): counted twice,
-    a table said 10 models and p = 0.0 of 5 models. A run with other accuracies stays."""
-    cols = ["run_id", "ds_task", "us_accuracy", "ds_accuracy"]
-    if "source" not in rows.columns or not set(cols) <= set(rows.columns):
-        return rows
+_REPEAT = ["run_id", "ds_task", "us_accuracy", "ds_accuracy"]
+
+
+def _repeats(rows: pd.DataFrame) -> np.ndarray | None:
+    """Per row of ``rows``, whether it repeats a run's accuracies on a DS task from another source
+    (the same export ingested under two names); None where ``rows`` cannot say (no source)."""
+    if "source" not in rows.columns or not set(_REPEAT) <= set(rows.columns):
+        return None
     # the first source by name is kept on every task: kept in row order, task x kept A's copy and
     # task y B's where their rows came in another order, and F.20 found no model with both
     order = np.argsort(rows["source"].astype(str).to_numpy(), kind="stable")
     dup = np.empty(len(rows), bool)
-    dup[order] = rows.iloc[order].duplicated(cols, keep="first").to_numpy()
-    return rows[~dup]
+    dup[order] = rows.iloc[order].duplicated(_REPEAT, keep="first").to_numpy()
+    return dup
+
+
+def _once(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` without those that repeat a run's accuracies on a DS task from another source (the
+    same export ingested under two names), as the groups count them (``repeated``): counted twice,
+    a table said 10 models and p = 0.0 of 5 models. A run with other accuracies stays."""
+    dup = _repeats(rows)
+    return rows if dup is None else rows[~dup]
 
 
 def _wide(rows: pd.DataFrame) -> pd.DataFrame:
-    """Models x DS tasks matrix of DS accuracy (a model is (source, run_id))."""
-    rows = _once(rows)
+    """Models x DS tasks matrix of DS accuracy (a model is (source, run_id); a run's copy in another
+    source that repeats its accuracies is the same model, see below)."""
+    dup = _repeats(rows)
+    kept = rows if dup is None else rows[~dup]
     # "\0" apart, not "/": source "hub" run "org/vit" and source "hub/org" run "vit" were one
     # model ("hub/org/vit"), each task's accuracy the mean of the two; rows without a source
     # (their run ids alone) were a KeyError
-    run = rows["run_id"].astype(str)
-    r = rows.assign(model=rows["source"].astype(str) + "\0" + run if "source" in rows.columns else run)
+    run = kept["run_id"].astype(str)
+    if "source" not in kept.columns:
+        return kept.assign(model=run).pivot_table(index="model", columns="ds_task", values="ds_accuracy",
+                                                  aggfunc="mean")
+    source = kept["source"].astype(str)
+    if dup is not None and dup.any():
+        source = _merged_sources(rows, dup, source)
+    r = kept.assign(model=source + "\0" + run)
     return r.pivot_table(index="model", columns="ds_task", values="ds_accuracy", aggfunc="mean")
+
+
+def _merged_sources(rows: pd.DataFrame, dup: np.ndarray, source: pd.Series) -> pd.Series:
+    """``source`` of the kept rows, with a run's source replaced by the source whose rows it
+    repeats (the first by name): one export ingested twice, the second copy with one more DS task
+    (y), kept x from the first source and y from the second, and F.20 said "0 models have both"
+    for x and y, which every run had. A copy that measured a task the merged model already holds
+    otherwise (a run measured again) stays a model of its own: accuracies are never averaged."""
+    d = rows[dup][[*_REPEAT, "source"]].astype({"source": str})
+    k = rows[~dup][[*_REPEAT, "source"]].astype({"source": str})
+    pairs = d.merge(k, on=_REPEAT, suffixes=("", "_kept"))
+    alias = {(r, s): t for r, s, t in pairs.sort_values("source_kept", kind="stable")
+             .drop_duplicates(["run_id", "source"])[["run_id", "source", "source_kept"]].itertuples(index=False)}
+    for _ in range(len(alias)):     # B repeats A on x, C repeats B on y: C is A's too
+        moved = {key: alias.get((key[0], t), t) for key, t in alias.items()}
+        if moved == alias:
+            break
+        alias = moved
+    run, task = rows[~dup]["run_id"].to_numpy(), rows[~dup]["ds_task"].to_numpy()
+    tasks: dict[tuple[Any, str], set[Any]] = {}
+    for r, s, t in zip(run, source, task):
+        tasks.setdefault((r, s), set()).add(t)
+    final: dict[tuple[Any, str], str] = {}
+    held: dict[tuple[Any, str], set[Any]] = {}
+    # sources by name: a copy's source (the first by name) is settled before the copy
+    for (r, s) in sorted(tasks, key=lambda key: key[1]):
+        target = alias.get((r, s), s)
+        if target != s and tasks[(r, s)] & held.get((r, target), set()):
+            target = s
+        held.setdefault((r, target), set()).update(tasks[(r, s)])
+        final[(r, s)] = target
+    return pd.Series([final[(r, s)] for r, s in zip(run, source)], index=source.index)
 
 
 def ds_task_correlations(rows: pd.DataFrame, *, min_models: int = 3) -> pd.DataFrame:
@@ -158,7 +208,8 @@ def us_ds_correlations(rows: pd.DataFrame, *, min_models: int = 3) -> pd.DataFra
     """Table F.21: Spearman correlation between US accuracy and each DS task, across models.
 
     Returns:
-        ds_task, n_models, spearman, p_value, note (why ``spearman`` is NaN: too few models, or
+        ds_task, n_models, spearman, p_value (two-sided; exact by permutation up to
+        :data:`EXACT_SPEARMAN_MAX` models), note (why ``spearman`` is NaN: too few models, or
         every model at one US or one DS accuracy; "" when it is a number).
     """
     out = []
@@ -169,12 +220,40 @@ def us_ds_correlations(rows: pd.DataFrame, *, min_models: int = 3) -> pd.DataFra
                 else "every model has the same US accuracy" if g.loc[ok, "us_accuracy"].nunique() < 2
                 else "every model has the same DS accuracy" if g.loc[ok, "ds_accuracy"].nunique() < 2 else "")
         if not note:
-            r = stats.spearmanr(g.loc[ok, "us_accuracy"], g.loc[ok, "ds_accuracy"])
-            out.append({"ds_task": ds, "n_models": n, "spearman": float(r.statistic), "p_value": float(r.pvalue),
-                        "note": note})
+            rho, p = _spearman(g.loc[ok, "us_accuracy"].to_numpy(float), g.loc[ok, "ds_accuracy"].to_numpy(float))
+            out.append({"ds_task": ds, "n_models": n, "spearman": rho, "p_value": p, "note": note})
         else:
             out.append({"ds_task": ds, "n_models": n, "spearman": math.nan, "p_value": math.nan, "note": note})
     return pd.DataFrame(out, columns=F21_COLUMNS)
+
+
+#: Up to this many models F.21's p-value is exact (every permutation: 40,320 at 8, ~2 ms a task);
+#: above it, scipy's t approximation, which gave p = 0 for 3 models in perfect order (exact: 1/3,
+#: two-sided) and 0.2 for 4 models at rho 0.8 (exact: 0.33). As the groups' trend test does.
+EXACT_SPEARMAN_MAX = 8
+
+
+@functools.lru_cache(maxsize=EXACT_SPEARMAN_MAX)
+def _permutations(n: int) -> np.ndarray:
+    """Every permutation of ``range(n)``, (n!, n): built once per n, then shared."""
+    from itertools import permutations
+
+    out = np.array(list(permutations(range(n))))
+    out.setflags(write=False)
+    return out
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(rho, two-sided p) of the Spearman rank correlation of ``x`` and ``y`` (3 or more values,
+    neither constant); p exact by permutation (ties as average ranks) up to
+    :data:`EXACT_SPEARMAN_MAX` values."""
+    r = stats.spearmanr(x, y)
+    rho, p = float(r.statistic), float(r.pvalue)
+    if x.size <= EXACT_SPEARMAN_MAX:
+        rx, ry = stats.rankdata(x) - (x.size + 1) / 2, stats.rankdata(y) - (x.size + 1) / 2
+        stat = ry[_permutations(x.size)] @ rx
+        p = float(np.mean(np.abs(stat) >= abs(float(ry @ rx)) - 1e-9))
+    return rho, p
 
 
 def _pair_note(x: pd.Series, y: pd.Series, a: Any, b: Any, n: int, min_models: int = 3) -> str:
