@@ -490,6 +490,7 @@ def _file_chunks(path: str, rows: int, *, empty_ok: bool = False) -> Iterator[tu
         return
     columns = _reading(path, fmt, lambda: _csv_columns(path, fmt))
     start, first = 0, True
+    short = _ShortRows(path, fmt, columns)
     with _open_capped(path) as f:
         reader = _reading(path, fmt, lambda: pd.read_csv(f, chunksize=rows, **_csv_body_kwargs(fmt)))
         while True:
@@ -497,6 +498,7 @@ def _file_chunks(path: str, rows: int, *, empty_ok: bool = False) -> Iterator[tu
             if frame is None:
                 break
             frame, first = _with_header(frame, columns, first=first), False
+            short.refuse(frame)
             if len(frame):
                 yield start, frame
             start += len(frame)
@@ -551,6 +553,17 @@ def _reading(path: str, fmt: str | None, fn: Callable[[], Any]) -> Any:
                    else " (a value too many, or a separator at the end of the line?)")
             raise UserError(printable(f"{path}: {at} has {saw} fields but the header has {n}{why}; {NOTHING_STORED}")
                             ) from None
+        eof = _EOF_IN_QUOTE.search(msg) if isinstance(e, pd.errors.ParserError) else None
+        if eof is not None and int(eof.group(1)) > 0:
+            # "EOF inside string starting at row 2" counted from 0, blank lines in, quoted line breaks
+            # not: the record after pandas' line 2 (1-based), as the file numbers its lines
+            row = int(eof.group(1))
+            scanner = RecordScanner(path, fmt or "csv")
+            where = scanner.end_line + 1 if scanner.line_of_parser_line(row) is not None else None
+            scanner.close()
+            at = f"line {where}" if where is not None else f"record {row}"
+            raise UserError(f"{path}: {at} opens a quoted value (\") that is never closed, so the rest of the file "
+                            f"would be one value; {NOTHING_STORED}") from None
         if isinstance(e, EOFError):
             msg = f"truncated compressed file: {msg}"
         if type(e).__name__ == "BadGzipFile" and path.lower().endswith(".gz") and not _starts_with(path, b"\x1f\x8b"):
@@ -562,6 +575,10 @@ def _reading(path: str, fmt: str | None, fn: Callable[[], Any]) -> Any:
             if where is not None:
                 raise UserError(f"{path}: {where}") from None
         raise UserError(f"{path}: cannot read {fmt} ({msg})") from None
+
+
+#: pandas' C parser on a quote that is never closed (a value cut short, or a stray ``"``).
+_EOF_IN_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
 
 
 def _starts_with(path: str, magic: bytes) -> bool:
@@ -655,11 +672,68 @@ def _with_header(frame: pd.DataFrame, columns: list[str], *, first: bool) -> pd.
     return frame
 
 
+class _ShortRows:
+    """Refuses a CSV/TSV record with fewer fields than the header, in one line naming the line
+    where it starts: pandas pads such a record with empty values, so a line cut short (an export
+    copied while written, a line break in a value that is not quoted, which splits a record in
+    two) was stored with its last values missing (``seed`` null), or half of it quarantined and
+    the other half stored in the wrong columns. pandas cannot tell a missing field from an empty
+    one, so once a piece has a record whose last field is empty, the file is read once more with
+    the csv module, as pandas reads it (:class:`RecordScanner`), counting fields: a file whose
+    last column is filled costs nothing, any other one pass (~1 s per million rows). Missing
+    fields of unnamed columns at the end of the header (a header that alone ends in a separator)
+    are no loss: nothing of them is stored."""
+
+    def __init__(self, path: str, fmt: str, columns: Sequence[str]) -> None:
+        self.path, self.sep, self.n = path, "\t" if fmt == "tsv" else ",", len(columns)
+        self.named = max((i + 1 for i, c in enumerate(columns) if not re.fullmatch(r"Unnamed: \d+", c)), default=0)
+        self.scanned = False
+
+    def refuse(self, frame: pd.DataFrame) -> None:
+        """Raises :class:`UserError` when ``frame`` (a piece of the file) may hold a short record
+        and the file does."""
+        if self.scanned or self.n < 2 or not len(frame) or not frame.iloc[:, -1].isna().any():
+            return
+        self.scanned = True
+        found = self._first_short()
+        if found is not None:
+            line, fields = found
+            raise UserError(printable(
+                f"{self.path}: line {line} has {fields} fields but the header has {self.n} (cut short, or a line "
+                f"break in a value that is not quoted?); {NOTHING_STORED}"))
+
+    def _first_short(self) -> tuple[int, int] | None:
+        """(first line, fields) of the file's first data record with fewer than ``named`` fields, or
+        None (also when the csv module cannot read the file: pandas' reading says what)."""
+        import gzip
+
+        csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
+        opener: Any = gzip.open if self.path.lower().endswith(".gz") else open
+        try:
+            with opener(self.path, "rt", encoding="utf-8-sig", newline="") as f:
+                reader = csv.reader(f, delimiter=self.sep, skipinitialspace=True)
+                end, header = 0, False
+                for row in reader:
+                    start, end = end + 1, reader.line_num
+                    if len(row) >= self.named:
+                        header = True
+                    elif row and (len(row) > 1 or row[0].strip(" \t")):   # a blank line: pandas skips it too
+                        if header:
+                            return start, len(row)
+                        header = True
+        except (OSError, EOFError, csv.Error, UnicodeDecodeError, zlib.error):
+            return None
+        return None
+
+
 def _read_whole(path: str, fmt: str | None) -> pd.DataFrame:
     if fmt in ("csv", "tsv"):
         columns = _csv_columns(path, fmt)
         with _open_capped(path) as f:
-            return _with_header(pd.read_csv(f, **_csv_body_kwargs(fmt)), columns, first=True)
+            frame = _with_header(pd.read_csv(f, **_csv_body_kwargs(fmt)), columns, first=True)
+        short = _ShortRows(path, fmt, columns)
+        short.refuse(frame)
+        return frame
     if fmt == "parquet":
         return _parquet_frame(path, pq.read_table(path))
     if fmt == "jsonl":
@@ -1438,6 +1512,8 @@ class FileSource:
             if seen is None:  # unchanged since its last ingest into this store: nothing to read
                 yield SourceBatch(rows=pd.DataFrame(), stats={"unchanged_files": 1})
             else:
+                if own_key:
+                    self._refuse_stored_elsewhere(store, p, name, seen)
                 # built in a helper so that this generator holds no reference to the frames while the
                 # pipeline commits (they are half of an ingest's peak memory)
                 yield self._long_batch(p, state={name: seen}, earlier=earlier, stamp=stamp)
@@ -1447,6 +1523,48 @@ class FileSource:
         if "states" not in self.peers:
             self.peers["states"] = _peer_states(store)
         return self.peers["states"]
+
+    def _refuse_stored_elsewhere(self, store: Store, p: str, name: str, seen: pa.Table) -> None:
+        """A :class:`UserError` when the runs of file ``p`` (about to be read as the file state
+        ``name``, whose source is the file's name or its ``source`` column) are stored under
+        another source by an earlier call: from a file of the same content and mapping (a copy,
+        ``results (1).csv``, or the file renamed), or from this very path when its rows named
+        another source (a ``source`` column added, removed or changed since). Ingested, every
+        such run was stored twice, once under each source, with exit code 0 and no word; in one
+        call, copies are refused before anything is stored (:func:`_refuse_copies`).
+
+        A run counts only when the store still holds it under the other source (its rows deleted
+        since, nothing is refused). Cost: the store's file states, read once per call (on the
+        first file read), and, only for a file that matches one, its run ids and the other
+        source's stored run ids."""
+        try:
+            fp = json.loads(seen.column("fingerprint")[0].as_py())
+            ((_, sha),) = fp["files"].items()
+        except (KeyError, TypeError, ValueError, IndexError, pa.ArrowException):
+            return
+        if "all" not in self.peers:
+            self.peers["all"] = _all_file_states(store)
+        real = os.path.realpath(p)
+        for other, (old_path, old_sha, mapping_fp, theirs) in self.peers["all"].items():
+            if other == name:
+                continue
+            copy = old_sha == sha and mapping_fp == fp.get("mapping")
+            if not copy and os.path.realpath(old_path) != real:
+                continue
+            stored = set(store.read(filters={"source": theirs}, columns=["run_id"]).column("run_id").to_pylist())
+            runs = sorted(r for s, r in _runs_of(p, self.mapping, None) if s != theirs and r in stored)
+            if not runs:
+                continue
+            more = f" and {len(runs) - 1} more" if len(runs) > 1 else ""
+            mine = declared_source(p, self.mapping) or source_stem(p)
+            what = (f"the same content as {old_path}, whose runs are stored as source {theirs!r} (a copy?)"
+                    if copy else f"its runs are stored as source {theirs!r}, read from this file when its rows said so; "
+                    f"they now say source {mine!r}")
+            other_runs = "" if copy else f"; if they are other runs under the same ids, pass --source {mine!r}"
+            raise UserError(printable(
+                f"{p}: {what}, so run {runs[0]!r}{more} would be stored twice, as {theirs!r} and as {mine!r}. Nothing "
+                f"was stored: to keep them as {theirs!r}, pass --source {theirs!r}; to store them as {mine!r}, delete "
+                f"them from source {theirs!r} first (Store(uri).commit(delete_runs=...), docs/ingest.md){other_runs}"))
 
     def _join_batch(self, source: str, progress: Progress, state: dict) -> SourceBatch:
         assert self.mapping is not None
@@ -1489,7 +1607,11 @@ class FileSource:
                                replace_runs=True, drop_missing=self.drop_missing, earlier_inputs=earlier,
                                notes=near_miss_note(p, header, self.mapping) + _index_note(p, index))
         tally = PercentTally()
-        frame = read_export(p)
+        try:
+            frame = read_export(p)
+        except UserError:
+            _refuse_changed(p, stamp)    # a file still being written: that, rather than its last line cut short
+            raise
         _refuse_changed(p, stamp)
         index = pandas_index_column(frame, self.mapping)
         rows, raw = self._mapped(p, 0, frame, tally, index=index)
@@ -1504,8 +1626,12 @@ class FileSource:
         parts = dataset_parts(p)
         if parts is None:
             scanner = scanner_of(p)
-            for start, frame in read_export_chunks(p):
-                yield self._mapped(p, start, frame, tally, scanner, index=index)
+            try:
+                for start, frame in read_export_chunks(p):
+                    yield self._mapped(p, start, frame, tally, scanner, index=index)
+            except UserError:
+                _refuse_changed(p, stamp)    # a file still being written: that, rather than its last line cut short
+                raise
         else:
             # each part's rows, with their payloads' place in the part (_file: the dataset, _part)
             scanners: dict[str, RecordScanner | None] = {}
@@ -1668,7 +1794,8 @@ def _refuse_changed(path: str, stamp: tuple[int, int] | None) -> None:
 #: 7: pandas' index of a CSV (an unnamed first column of row numbers) no longer stored in extra.
 #: 8: a count in thousands rounded (1.001 thousand is 1001); a large file's day/month order,
 #: per-task percent decision and task spelling decided over the whole file, not per piece.
-FILE_STATE_VERSION = 8
+#: 9: a CSV/TSV row with fewer fields than the header refused (its missing values were stored empty).
+FILE_STATE_VERSION = 9
 
 
 def _file_state(store: Store, source: str, paths: Sequence[str], mapping: IngestMapping | None,
@@ -1746,6 +1873,29 @@ def _peer_states(store: Store) -> dict[str, list[tuple[str, int | None]]]:
         _, src, at = _state_files(store.read_state(name))
         if isinstance(src, str):
             out.setdefault(src, []).append((name, at))
+    return out
+
+
+def _all_file_states(store: Store) -> dict[str, tuple[str, str, Any, str]]:
+    """The store's file states of one file each: state name -> (its path, its sha256, its
+    mapping's fingerprint, the source of its rows: recorded, else the ``source`` column's value
+    of a ``files/<source>/<name>`` state (:func:`file_key`), else the state's key). One read
+    per file state."""
+    out: dict[str, tuple[str, str, Any, str]] = {}
+    if not store.exists():
+        return out
+    for name in store.state_names("files/*"):
+        state = store.read_state(name)
+        files, src, _ = _state_files(state)
+        if len(files) != 1:
+            continue
+        try:
+            mapping_fp = json.loads(state.column("fingerprint")[0].as_py()).get("mapping")  # type: ignore[union-attr]
+        except (TypeError, ValueError, AttributeError, pa.ArrowException):
+            continue
+        key = name[len("files/"):]
+        ((path, sha),) = files.items()
+        out[name] = (str(path), str(sha), mapping_fp, src if isinstance(src, str) else key.rsplit("/", 1)[0])
     return out
 
 
