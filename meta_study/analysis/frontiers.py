@@ -21,7 +21,7 @@ that define them (``support``, indices into the input).
   not the frontier, so it is never a headline (see :mod:`selection`).
 
 ``nondecreasing=True`` drops the part of the frontier past its highest DS accuracy (the hull's
-decreasing tail, or bins past the best bin).
+decreasing tail, or bins past the best bin); ``all`` keeps every point (it is no frontier).
 
 Cost: one sort, O(n log n) (~0.3 ms for 5,000 points).
 """

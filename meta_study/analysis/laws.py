@@ -36,7 +36,8 @@ Saturation is the DS accuracy the law reaches as US accuracy reaches its best va
 is "DS points per +1 US point" (0 for a flat law, ``k = 0`` included, even at 100% US).
 
 Cost: the closed-form laws are a few segment sums per problem (~0.05 us a point); ``eq1`` is ~0.3
-us a point (see :mod:`powerlaw`); ``eq1-bayes`` is about 32 ``eq1`` fits.
+us a point (see :mod:`powerlaw`); ``eq1-bayes`` is 35 batched ``eq1`` fits (12 grid values, 22
+golden-section evaluations and the final fit).
 """
 
 from __future__ import annotations

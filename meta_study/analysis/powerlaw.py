@@ -64,8 +64,9 @@ class PowerLawFit:
         loss: the loss minimized; ``loss_value`` its value at the optimum.
         n_points: points fitted.
         status: ``ok``, ``at_bound`` (a constraint is active; the fit is still the optimum),
-            ``too_few_points`` (< 3), ``degenerate`` (fewer than 3 distinct US errors, or values
-            outside [0, 1]) or ``nonfinite`` (NaN/inf in the input).
+            ``too_few_points`` (< 3), ``degenerate`` (fewer than 3 distinct US errors, values
+            outside [0, 1], or US and DS errors of different lengths) or ``nonfinite`` (NaN/inf in
+            the input).
         message: a human-readable detail for any status but ``ok``.
     """
 
@@ -141,6 +142,10 @@ def fit_power_laws(e_us_seq: Sequence[Sequence[float] | np.ndarray], e_ds_seq: S
         raise ValueError("e_us_seq and e_ds_seq must have the same number of problems")
     if grid_points < 2:   # the refinement reads the grid's spacing (1 point was an IndexError)
         raise ValueError(f"grid_points must be at least 2, got {grid_points}")
+    if loss == "huber" and not huber_delta > 0:
+        # 0 made every loss 0 (any law fits), a negative one rewarded large residuals: both were
+        # reported as a valid optimum (status at_bound, k = 0); NaN failed every fit as "nonfinite"
+        raise ValueError(f"huber_delta must be positive (in accuracy units), got {huber_delta}")
     us = [np.asarray(u, dtype=float).ravel() for u in e_us_seq]
     ds = [np.asarray(d, dtype=float).ravel() for d in e_ds_seq]
     statuses = _check_all(us, ds)
@@ -212,6 +217,7 @@ class _BatchSolver:
         self.loss = loss
         self.delta = delta
         self.u_lo, self.u_hi = math.log(alpha_min), math.log(alpha_max)
+        self.alpha_min, self.alpha_max = alpha_min, alpha_max   # exp(u_hi) may be an ulp past alpha_max
         self.u_grid = np.linspace(self.u_lo, self.u_hi, grid_points)
 
     def solve(self) -> list[PowerLawFit]:
@@ -332,14 +338,19 @@ class _BatchSolver:
     def _result(self, n: int, obj: float, u: float, k: float, c: float, sse: float) -> PowerLawFit:
         if not all(map(math.isfinite, (obj, u, k, c, sse))):
             return _failed("nonfinite", "the fit produced non-finite values", n, self.loss)
-        alpha = math.exp(u)
+        # exp(log(alpha_max)) is 10.000000000000002 for alpha_max = 10: a fit "at its upper bound 10"
+        # stored an alpha past it (and 0.0010000000000000002 at the lower one). The search clips u to
+        # [u_lo, u_hi], so a fit on a bound has u exactly there: report the bound itself, and clamp
+        # the rest (at most an ulp; the fit is unchanged).
+        alpha = (self.alpha_min if u <= self.u_lo else self.alpha_max if u >= self.u_hi
+                 else min(max(math.exp(u), self.alpha_min), self.alpha_max))
         bounds = []
         if k <= 1e-12:  # numerically zero: the law is flat and alpha is not identified
             bounds.append("k = 0 (alpha is not identified)")
         if u <= self.u_lo + 1e-9:
-            bounds.append(f"alpha at its lower bound {math.exp(self.u_lo):g}")
+            bounds.append(f"alpha at its lower bound {self.alpha_min:g}")
         if u >= self.u_hi - 1e-9:
-            bounds.append(f"alpha at its upper bound {math.exp(self.u_hi):g}")
+            bounds.append(f"alpha at its upper bound {self.alpha_max:g}")
         if c <= 0:
             bounds.append("e_ir = 0")
         if c >= 1:
