@@ -13,13 +13,14 @@ Inputs are plain DataFrames: fits (``meta-study fit``'s ``fits.parquet``) or can
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from .selection import EXACT_SPEARMAN_MAX, rank_permutations
 
 FIT_PARAMS = ("k", "alpha", "e_ir")
 #: F.1 and F.2 are about the paper's Eq. 1 on its two frontiers (hull vertices and all points).
@@ -227,20 +228,10 @@ def us_ds_correlations(rows: pd.DataFrame, *, min_models: int = 3) -> pd.DataFra
     return pd.DataFrame(out, columns=F21_COLUMNS)
 
 
-#: Up to this many models F.21's p-value is exact (every permutation: 40,320 at 8, ~2 ms a task);
-#: above it, scipy's t approximation, which gave p = 0 for 3 models in perfect order (exact: 1/3,
-#: two-sided) and 0.2 for 4 models at rho 0.8 (exact: 0.33). As the groups' trend test does.
-EXACT_SPEARMAN_MAX = 8
-
-
-@functools.lru_cache(maxsize=EXACT_SPEARMAN_MAX)
-def _permutations(n: int) -> np.ndarray:
-    """Every permutation of ``range(n)``, (n!, n): built once per n, then shared."""
-    from itertools import permutations
-
-    out = np.array(list(permutations(range(n))))
-    out.setflags(write=False)
-    return out
+# Up to EXACT_SPEARMAN_MAX models F.21's p-value is exact (every permutation: 40,320 at 8, ~2 ms a
+# task); above it, scipy's t approximation, which gave p = 0 for 3 models in perfect order (exact:
+# 1/3, two-sided) and 0.2 for 4 models at rho 0.8 (exact: 0.33). As the groups' trend test does,
+# with its permutations.
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -251,7 +242,7 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     rho, p = float(r.statistic), float(r.pvalue)
     if x.size <= EXACT_SPEARMAN_MAX:
         rx, ry = stats.rankdata(x) - (x.size + 1) / 2, stats.rankdata(y) - (x.size + 1) / 2
-        stat = ry[_permutations(x.size)] @ rx
+        stat = ry[rank_permutations(x.size)] @ rx
         p = float(np.mean(np.abs(stat) >= abs(float(ry @ rx)) - 1e-9))
     return rho, p
 

@@ -526,7 +526,7 @@ EXACT_SPEARMAN_MAX = 8
 
 
 @functools.lru_cache(maxsize=EXACT_SPEARMAN_MAX)
-def _permutations(n: int) -> np.ndarray:
+def rank_permutations(n: int) -> np.ndarray:
     """Every permutation of ``range(n)``, (n!, n): built once per n (60 ms at 8), then shared."""
     from itertools import permutations
 
@@ -555,7 +555,7 @@ def _spearman(us: np.ndarray, ds: np.ndarray) -> tuple[float, float]:
     if us.size <= EXACT_SPEARMAN_MAX:
         # the permutation distribution of the rank correlation (ties kept as average ranks)
         ru, rd = rankdata(us) - (us.size + 1) / 2, rankdata(ds) - (us.size + 1) / 2
-        stat = rd[_permutations(us.size)] @ ru
+        stat = rd[rank_permutations(us.size)] @ ru
         return rho, float(np.mean(stat >= float(rd @ ru) - 1e-9))
     return rho, (p / 2 if rho > 0 else 1 - p / 2)
 

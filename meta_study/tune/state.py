@@ -189,12 +189,18 @@ def write_file_durably(tmp: str, path: str, data: bytes) -> None:
     fsync_dir(os.path.dirname(path))
 
 
-def _create_file(path: str, data: bytes) -> bool:
+def _create_file(path: str, data: bytes, *, durable: bool = False) -> bool:
     """``data`` as a new file ``path``, whole when it appears (a temporary file hard-linked to the
-    name; ``O_EXCL`` where there are no hard links): False if the name exists."""
-    tmp = f"{os.path.dirname(path)}/.tmp-{uuid.uuid4().hex[:12]}"
+    name; ``O_EXCL`` where there are no hard links: a mount without hard links, gcsfuse, some SMB
+    and FUSE filesystems, where ``link`` was the sweep's first error): False if the name exists.
+    ``durable``: the data fsynced before the link, and the new name after it."""
+    parent = os.path.dirname(path)
+    tmp = f"{parent}/.tmp-{uuid.uuid4().hex[:12]}"
     with open(tmp, "wb") as f:
         f.write(data)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -202,9 +208,13 @@ def _create_file(path: str, data: bytes) -> bool:
     except OSError as e:
         if e.errno not in _NO_LINK:
             raise
+        # O_EXCL still creates the name only if it is absent; the file is whole once this
+        # returns (a reader between open and write is the losing driver, which reads nothing)
         return StateDir._create_exclusive(path, data)
     finally:
         os.unlink(tmp)
+    if durable:
+        fsync_dir(parent)          # the new name itself durable
     return True
 
 
@@ -377,27 +387,7 @@ class StateDir:
             path = self.path(RECORD)
             parent = path.rsplit("/", 1)[0]
             fs.create_dir(parent, recursive=True)
-            tmp = f"{parent}/.tmp-{uuid.uuid4().hex[:12]}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-            except OSError as e:
-                if e.errno not in _NO_LINK:
-                    raise
-                # a mount without hard links (gcsfuse, some SMB and FUSE filesystems): the sweep's
-                # first start was that OSError. O_EXCL still creates the name only if it is absent;
-                # the record is whole once this returns (a reader between open and write is the
-                # losing driver, which reads nothing)
-                return self._create_exclusive(path, data)
-            finally:
-                os.unlink(tmp)
-            fsync_dir(parent)          # the new name itself durable
-            return True
+            return _create_file(path, data, durable=True)
         if self.uri.startswith("s3://"):
             from ..store._files import display_uri
             from ..store._s3 import S3Objects
