@@ -50,6 +50,12 @@ SYNTH_LAWS = {"near": (0.9, 1.3, 0.05), "mid": (0.8, 1.6, 0.20), "far": (0.6, 2.
 SYNTH_SHOTS = (1, 5, 10, 25)
 
 
+class DemoStepFailed(OSError):
+    """A step of the demo failed on its own inputs (a trial of its sweep, a source of its ingest):
+    the machine's failure (a full disk, memory), not the user's, so the command says it in one
+    line and exits 1 (an :class:`OSError`, as the CLI treats one); it was a RuntimeError's traceback."""
+
+
 @dataclass
 class DemoResult:
     workdir: Path
@@ -190,10 +196,16 @@ def _run_demo(wd: Path, synthetic: bool, serial: bool, log: Callable[[str], None
         if examples is not None:
             sources += open_sources([str(examples / "data" / "timm")],
                                     load_mapping(str(examples / "mappings" / "timm_wide.yaml")))
-        for rep in ingest_sources(sources, Store(str(store))):
-            if not rep.ok:
-                raise RuntimeError(f"demo ingest failed: {rep.error}")
+        reports = ingest_sources(sources, Store(str(store)))
+        for rep in reports:
             log(f"  {rep.line()}")
+        failed = [rep for rep in reports if not rep.ok]
+        if failed:
+            # the demo's sources are its own (its MLflow database, the shipped files): one that
+            # failed met the machine (a full disk: "[Errno 28] ... '.../store/...'"), said in one
+            # line, exit 1, as every command says it; it was a RuntimeError's traceback
+            raise DemoStepFailed(f"--workdir {workdir}: the demo's ingest failed ({failed[0].error}); "
+                                  "nothing was refitted")
         if examples is None:
             log("  (examples/data/timm not found beside this install: only the demo's own models are analysed)")
     with step("refit: back-tested fits of every law and frontier, sensitivity, bootstrap, report, MLflow run"):
@@ -467,7 +479,7 @@ def _train(wd: Path, tracking: str, serial: bool) -> int:
         raise UserError(f"--workdir {wd}: its models were trained by another version of the demo's sweep (another "
                         f"search space); give a new --workdir, or remove {wd} to train them again") from None
     if res.errored:
-        raise RuntimeError(f"{res.errored} demo trial(s) failed; see {res.experiment_dir}")
+        raise DemoStepFailed(f"{res.errored} demo trial(s) failed; their errors are in {res.experiment_dir}")
     return res.finished
 
 

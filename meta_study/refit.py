@@ -25,8 +25,9 @@ Publishing is at most once per version (:func:`publish_to_mlflow`): ``OUT/publis
 run as soon as it exists and again when it is complete. A refit killed after ``OUT/LATEST`` moved
 but before its run was complete, or whose server failed mid-publish, leaves the version
 unpublished; the next refit, when nothing changed, publishes it (into the same run, if one was
-started). One that finds the data changed makes and publishes a newer version instead: the one it
-replaces stays in OUT unpublished, and its run, if one was started, is ended KILLED (superseded).
+started: a refit stopped by Ctrl-C or SIGTERM mid-publish ends that run KILLED meanwhile). One
+that finds the data changed makes and publishes a newer version instead: the one it replaces stays
+in OUT unpublished, and its run, if one was started, is ended KILLED (superseded).
 A tracking server that does not answer, a tracking URI MLflow refuses and a server that refuses
 the credentials each fail the refit in one line before any work, before OUT's lock is taken
 (:func:`check_tracking`: exit 2, the URI may be wrong), a server that fails mid-publish in one
@@ -856,21 +857,23 @@ def published_url(cfg: RefitConfig, stamp: str) -> str | None:
 
 
 def close_abandoned_runs(cfg: RefitConfig, latest: str) -> list[str]:
-    """End KILLED (tag ``meta_study.status = superseded``) the runs of this OUT left RUNNING for
-    versions other than ``latest``: a refit killed mid-publish, whose version a newer one replaced
-    before it was published. Returns their ids."""
+    """End KILLED (tag ``meta_study.status = superseded``) the runs of this OUT left unfinished for
+    versions other than ``latest``: a refit killed mid-publish (its run RUNNING), or stopped by
+    Ctrl-C or SIGTERM (its run ended KILLED, untagged: :func:`_end_interrupted`), whose version a
+    newer one replaced before it was published. Returns their ids."""
     from .mlflow_client import get_or_create_experiment, mlflow_client
 
     assert cfg.tracking_uri
     client = mlflow_client(cfg.tracking_uri)
     exp_id = get_or_create_experiment(client, cfg.tracking_uri, cfg.experiment)
     runs = client.search_runs([exp_id], filter_string=f"tags.`{OUT_TAG}` = '{_out_id(cfg.out)}' and "
-                                                      "attributes.status = 'RUNNING'", max_results=1000)
+                                                      "attributes.status != 'FINISHED'", max_results=1000)
     closed = []
     for r in runs:
-        if r.data.tags.get(VERSION_TAG) != latest:
+        if r.data.tags.get(VERSION_TAG) != latest and r.data.tags.get("meta_study.status") != "superseded":
             client.set_tag(r.info.run_id, "meta_study.status", "superseded")
-            client.set_terminated(r.info.run_id, status="KILLED")
+            if r.info.status == "RUNNING":
+                client.set_terminated(r.info.run_id, status="KILLED")
             closed.append(r.info.run_id)
     return closed
 
@@ -958,15 +961,34 @@ def _publish(cfg: RefitConfig, version_dir: Path, info: dict[str, Any], ledger: 
              "experiment_id": exp_id, "run_id": rid, "status": "started", "time": _now_iso()}
     _write_ledger(ledger, entry)
     if run.info.status != "FINISHED":
-        params, metrics = _run_values(cfg, version_dir, info)
-        client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-                         tags=[RunTag("n_metrics", str(len(metrics)))])
-        for i in range(0, len(metrics), 1000):  # MLflow's per-batch limit
-            client.log_batch(rid, metrics=[Metric(k, v, ts, 0) for k, v, ts in metrics[i:i + 1000]])
-        client.log_artifacts(rid, str(version_dir))
-        client.set_terminated(rid)
+        try:
+            params, metrics = _run_values(cfg, version_dir, info)
+            client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+                             tags=[RunTag("n_metrics", str(len(metrics)))])
+            for i in range(0, len(metrics), 1000):  # MLflow's per-batch limit
+                client.log_batch(rid, metrics=[Metric(k, v, ts, 0) for k, v, ts in metrics[i:i + 1000]])
+            client.log_artifacts(rid, str(version_dir))
+            client.set_terminated(rid)
+        except (KeyboardInterrupt, SystemExit):
+            # Ctrl-C or a service's stop (SIGTERM: errors.Terminated) mid-publish left the run
+            # RUNNING, half its metrics and artifacts logged, in the UI for as long as no refit
+            # followed. It ends KILLED (one request, no retries); the ledger still says "started",
+            # so the next refit logs it again into this run and ends it FINISHED
+            _end_interrupted(client, rid)
+            raise
     _write_ledger(ledger, {**entry, "status": "published", "time": _now_iso()})
     return rid
+
+
+def _end_interrupted(client: Any, run_id: str) -> None:
+    """End ``run_id`` KILLED after an interrupted publish: best effort, one request of at most
+    5 s whatever the publish's settings (a server that does not answer is the next refit's to
+    meet, not this stop's: a stop waited out the publish's retries)."""
+    from .ray_session import scoped_environment
+
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    with contextlib.suppress(Exception), scoped_environment(quick):
+        client.set_terminated(run_id, status="KILLED")
 
 
 def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tuple[dict[str, Any],
