@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .selection import EXACT_SPEARMAN_MAX, rank_permutations
+from .selection import EXACT_SPEARMAN_MAX, rank_permutation_stats
 
 FIT_PARAMS = ("k", "alpha", "e_ir")
 #: F.1 and F.2 are about the paper's Eq. 1 on its two frontiers (hull vertices and all points).
@@ -228,22 +228,17 @@ def us_ds_correlations(rows: pd.DataFrame, *, min_models: int = 3) -> pd.DataFra
     return pd.DataFrame(out, columns=F21_COLUMNS)
 
 
-# Up to EXACT_SPEARMAN_MAX models F.21's p-value is exact (every permutation: 40,320 at 8, ~2 ms a
-# task); above it, scipy's t approximation, which gave p = 0 for 3 models in perfect order (exact:
-# 1/3, two-sided) and 0.2 for 4 models at rho 0.8 (exact: 0.33). As the groups' trend test does,
-# with its permutations.
-
-
 def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(rho, two-sided p) of the Spearman rank correlation of ``x`` and ``y`` (3 or more values,
-    neither constant); p exact by permutation (ties as average ranks) up to
-    :data:`EXACT_SPEARMAN_MAX` values."""
+    neither constant). Up to :data:`EXACT_SPEARMAN_MAX` models p is exact, over every permutation
+    as the groups' trend test does (40,320 at 8, ~2 ms a task); above, scipy's t approximation,
+    which gave p = 0 for 3 models in perfect order (exact: 1/3) and 0.2 for 4 models at rho 0.8
+    (exact: 0.33)."""
     r = stats.spearmanr(x, y)
     rho, p = float(r.statistic), float(r.pvalue)
     if x.size <= EXACT_SPEARMAN_MAX:
-        rx, ry = stats.rankdata(x) - (x.size + 1) / 2, stats.rankdata(y) - (x.size + 1) / 2
-        stat = ry[rank_permutations(x.size)] @ rx
-        p = float(np.mean(np.abs(stat) >= abs(float(ry @ rx)) - 1e-9))
+        stat, seen = rank_permutation_stats(x, y)
+        p = float(np.mean(np.abs(stat) >= abs(seen) - 1e-9))
     return rho, p
 
 
