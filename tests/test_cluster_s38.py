@@ -99,7 +99,7 @@ CLIENT = textwrap.dedent("""
     try:
         start_or_connect(sys.argv[1], quiet=True)
     except UserError as e:
-        print("ERROR", e)
+        print(f"ERROR {e}")   # one string: a Ray log line cannot land inside it
 """)
 
 

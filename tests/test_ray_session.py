@@ -171,7 +171,7 @@ LEAK = textwrap.dedent("""
     gcs, token = sys.argv[1], sys.argv[2]
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     ray = start_or_connect(gcs)
-    print("JOINED", ray.cluster_resources()["CPU"], flush=True)
+    print(f"JOINED {ray.cluster_resources()['CPU']}", flush=True)   # one string: a Ray log line cannot land inside it
 """)
 
 
@@ -238,14 +238,14 @@ ORPHANED = textwrap.dedent("""
     wait_for(lambda: cpus() == 0.0, "the Train run's 2 workers never started")
     ray.kill(trial)           # Tune stopping the trial (ASHA, a failure)
     time.sleep(5)
-    print("AFTER KILL", cpus(), flush=True)
+    print(f"AFTER KILL {cpus()}", flush=True)   # one string: a Ray log line cannot land inside it
     cb = FreeOrphanedGroups()
     cb.on_step_begin(0, [])
     wait_for(lambda: cpus() == 2.0, "not freed", s=60)   # ~1 s; Ray alone never frees it while we live
-    print("FREED", len(cb.freed), cpus(), flush=True)
+    print(f"FREED {len(cb.freed)} {cpus()}", flush=True)   # one string: a Ray log line cannot land inside it
     cb.on_step_begin(1, [])   # within EVERY_S: not even looked at
     time.sleep(0.5)
-    print("KEPT", cpus(), len(cb.freed), flush=True)
+    print(f"KEPT {cpus()} {len(cb.freed)}", flush=True)   # one string: a Ray log line cannot land inside it
 """)
 
 

@@ -27,7 +27,7 @@ ds = np.clip(0.9 - 0.7 * (1 - us) ** 1.5 + rng.normal(0, 0.01, 30), 0, 1)
 try:
     bootstrap_ray([Group("up", "d", "fewshot", 5, us, ds)], BootstrapOptions(samples=20), workers=1)
 except UserError as e:
-    print("USERERROR", e, flush=True)
+    print(f"USERERROR {e}", flush=True)   # one string: a Ray log line cannot land inside it
 else:
     print("NO ERROR", flush=True)
 """
@@ -188,7 +188,7 @@ ds = np.clip(0.9 - 0.7 * (1 - us) ** 1.5 + rng.normal(0, 0.01, 30), 0, 1)
 try:
     bootstrap_ray([Group("up", "d", "fewshot", 5, us, ds)], BootstrapOptions(samples=20), address="local", workers=1)
 except UserError as e:
-    print("USERERROR", e, flush=True)
+    print(f"USERERROR {e}", flush=True)   # one string: a Ray log line cannot land inside it
 else:
     print("NO ERROR", flush=True)
 """

@@ -38,8 +38,8 @@ CRASHING_PROBE = textwrap.dedent("""
     try:
         preflight.check_storage_on_nodes(sys.argv[1], timeout_s=60)
     except UserError as e:
-        print("USERERROR", e)
-    print("LEFT", sorted(os.listdir(sys.argv[1])))
+        print(f"USERERROR {e}")   # one string: a Ray log line cannot land inside it
+    print(f"LEFT {sorted(os.listdir(sys.argv[1]))}")   # one string: a Ray log line cannot land inside it
 """)
 
 
@@ -117,7 +117,7 @@ CLIENT = textwrap.dedent("""
     try:
         start_or_connect(sys.argv[1], quiet=True)
     except UserError as e:
-        print("ERROR", e)
+        print(f"ERROR {e}")   # one string: a Ray log line cannot land inside it
 """)
 
 
@@ -217,7 +217,7 @@ QUOTA = textwrap.dedent("""
     u._get_docker_cpus = lambda *a, **k: 1.0          # a container limited to 1 CPU (cgroup cpu.max)
     from meta_study.ray_session import start_or_connect
     ray = start_or_connect(quiet=True)
-    print("CPUS", ray.cluster_resources()["CPU"])
+    print(f"CPUS {ray.cluster_resources()['CPU']}")   # one string: a Ray log line cannot land inside it
 """)
 
 
