@@ -41,7 +41,7 @@ svg.explore circle:hover{fill:#e67e22;fill-opacity:1} svg.explore .law{fill:none
 svg.explore .thr{stroke:#444;stroke-dasharray:4 3;opacity:.6}
 .explore .hover{font-size:.85rem;color:#333;margin-left:.8rem;font-family:ui-monospace,monospace;overflow-wrap:anywhere}
 #ex-group{max-width:100%}
-.ex-legend{font-size:.85rem;color:#333;margin:.2rem 0} .ex-legend span{margin-right:1rem;white-space:nowrap}
+.ex-legend{font-size:.85rem;color:#333;margin:.2rem 0} .ex-legend>span{margin-right:1rem;display:inline-block;max-width:100%} .ex-legend>span[hidden]{display:none}
 .ex-legend svg{vertical-align:middle;margin-right:.25rem} .ex-left{overflow-wrap:anywhere}
 """
 

@@ -43,6 +43,8 @@ svg.points circle.v{fill:#3a6ea5;fill-opacity:.55} svg.points circle.h{fill:none
 svg.points circle:hover{fill:#e67e22;fill-opacity:1;r:4} svg.points .law{fill:none;stroke:#c0392b;stroke-width:1.6}
 figure{margin:0} figcaption{font-size:.85rem}
 td.l:nth-child(-n+3),ul.answers li,figcaption,.prov{overflow-wrap:anywhere} select{max-width:100%}
+td.l:nth-child(-n+2){min-width:7.5em} td.l:nth-child(3){min-width:4.5em}
+.tw{overflow-x:auto}
 """
 
 
@@ -312,7 +314,7 @@ def _table_html(fits: pd.DataFrame) -> str:
             f"<td>{_pt(r['flat_backtest_err'])}</td><td>{_pt(r['pred_err'])}</td>"
             f"<td>{_num(100 * float(cov), 3) if cov is not None and not pd.isna(cov) else '&ndash;'}</td>"
             f"<td class=l>{role}</td><td class=l>{status}</td><td class=l>{_flags_html(r.get('warnings'))}</td></tr>")
-    return f"<table class=sortable><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+    return f"<div class=tw><table class=sortable><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
 
 
 def _sensitivity_text(sensitivity: pd.DataFrame | None) -> str:
