@@ -73,6 +73,14 @@ def _refuse_empty_path(flag: str, value: str) -> None:
         _fail(f"{flag} {value!r}: an empty path; give a directory")
 
 
+def refuse_empty_sources(what: str, sources: Sequence[str]) -> None:
+    """One line for an empty or blank source (``ingest "$MLFLOW_URI" --store S`` with the variable
+    unset): it was read as a file named '' and said ": no such file or directory"."""
+    blank = next((x for x in sources if not x.strip()), None)
+    if blank is not None:
+        _fail(f"{what} {blank!r}: an empty source; give a file, a directory or a tracking URI")
+
+
 def _finite_at_least_0(flag: str, value: float) -> float:
     """A finite number >= 0 (click's FloatRange lets NaN through)."""
     import math
@@ -455,6 +463,7 @@ def ingest(sources: tuple[str, ...], store_uri: str, mapping_path: str | None, s
 
     if not sources and not sources_file:
         _fail("ingest: give at least one SOURCE or --sources-file")
+    refuse_empty_sources("ingest: SOURCE", sources)
     if mapping_path and not sources:
         # it maps the SOURCEs only: with a --sources-file alone it was read and ignored, exit 0
         _fail(f"--mapping {mapping_path}: it maps the SOURCEs given on the command line, and none is given (a "
@@ -956,7 +965,7 @@ def sensitivity(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, si
     """Sample-size sensitivity of every frontier's fit.
 
     Fits Eq. 1 to every frontier estimator on random subsamples of each group, and prints per
-    frontier the median prediction error at each group's smallest and full sample. Writes
+    frontier the median prediction error at each group's smallest and largest sample. Writes
     DIR/sensitivity.parquet (one row per group x n x trial x frontier),
     DIR/sensitivity_summary.parquet and the figure DIR/figures/sensitivity.png.
     """
@@ -1101,6 +1110,7 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
         _fail(f"--publish-experiment {experiment!r}: names the MLflow experiment of the refit's run, and no run is "
               "published without a tracking URI (--tracking-uri or $MLFLOW_TRACKING_URI; 'none' publishes nothing)")
     refuse_ray_options_if_serial(serial)
+    refuse_empty_sources("--source", sources)
     if mapping_path and not sources:
         raise UserError(f"--mapping {mapping_path}: it maps the files of --source, and none is given (a "
                         "--sources-file names each source's mapping itself)")

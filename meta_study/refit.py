@@ -735,9 +735,16 @@ def check_tracking(cfg: RefitConfig) -> str:
     """
     from .mlflow_client import safe_uri
     from .mlflow_client import get_or_create_experiment, mlflow_client
+    from .tune.preflight import check_database_answers, check_sqlite_file
 
     assert cfg.tracking_uri
-    _check_database_answers(cfg.tracking_uri)
+    # a database server that does not answer: one connect, not MLflow's ~2 minutes of retries
+    check_database_answers(cfg.tracking_uri, CHECK_TIMEOUT_S, then="nothing was refitted")
+    if cfg.tracking_uri.lower().startswith("sqlite:"):
+        try:                  # a directory or another kind of file: MLflow retried it for ~100 s
+            check_sqlite_file(cfg.tracking_uri)
+        except UserError as e:
+            raise UserError(f"{e}; nothing was refitted") from None
     try:
         with _http_settings(0, CHECK_TIMEOUT_S):
             client = mlflow_client(cfg.tracking_uri)
@@ -776,36 +783,6 @@ def check_tracking(cfg: RefitConfig) -> str:
                             f"({_one_line(e, cfg.tracking_uri)}); nothing was refitted") from None
         raise UserError(f"--tracking-uri {uri}: no MLflow tracking server answers there "
                         f"({_one_line(e, cfg.tracking_uri)}); nothing was refitted") from None
-
-
-#: Default ports of the database servers MLflow keeps runs in.
-DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
-
-
-def _check_database_answers(tracking_uri: str) -> None:
-    """A database server (``postgresql://h/db``) that answers no TCP connection within
-    CHECK_TIMEOUT_S is one line: MLflow's own check retries it 10 times, ~2 minutes of warnings
-    ("Operation will be retried in 51.1 seconds") before the same failure. One connect, no query."""
-    import socket
-    import urllib.parse
-
-    from .mlflow_client import safe_uri
-
-    p = urllib.parse.urlsplit(tracking_uri)
-    db = next((d for d in DB_PORTS if p.scheme.lower().split("+")[0] == d), None)
-    if db is None or not p.hostname:      # not a database server, or a local socket
-        return
-    try:
-        port = p.port or DB_PORTS[db]
-    except ValueError:
-        return                            # not a port: MLflow says so
-    try:
-        with socket.create_connection((p.hostname, port), timeout=CHECK_TIMEOUT_S):
-            pass
-    except OSError as e:
-        why = _one_line(e, tracking_uri) if not isinstance(e, TimeoutError) else "no answer in time"
-        raise UserError(f"--tracking-uri {safe_uri(tracking_uri)}: no database server answers there ({why}); "
-                        "nothing was refitted") from None
 
 
 def _out_id(out: str) -> str:

@@ -184,12 +184,19 @@ def check_tracking_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None
     sweep hung without a word: MLflow's client retries a refused connection for minutes). A server
     that goes away later is the writer's business: it spools and replays. One connect (to the
     proxy, where the environment's HTTP(S)_PROXY / NO_PROXY send the server's requests) and, for
-    plain http, one ``GET /health`` that must get an HTTP answer (any status) within ``timeout_s``."""
+    plain http, one ``GET /health`` that must get an HTTP answer (any status) within ``timeout_s``.
+    A database server (``postgresql://``, ``mysql://``, ``mssql://``) gets one connect too
+    (:func:`check_database_answers`), and a sqlite file that exists must be one
+    (:func:`check_sqlite_file`): MLflow retries either for ~100 s of warnings before a traceback."""
     import socket
     import urllib.parse
 
     from ..mlflow_client import safe_uri
 
+    if tracking_uri.lower().startswith("sqlite:"):
+        check_sqlite_file(tracking_uri)
+        return
+    check_database_answers(tracking_uri, timeout_s)
     # any case: MLflow takes HTTP://HOST:PORT as a server (and retried a down one for minutes)
     if not tracking_uri.lower().startswith(("http://", "https://")):
         return
@@ -225,6 +232,92 @@ def check_tracking_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None
         why = "closed it without an answer" if not answer else "answered, but not in HTTP"
         raise UserError(f"--tracking-uri {safe_uri(tracking_uri)}: the tracking server{via} took the connection and "
                         f"{why}; is it running, and is the address right?")
+
+
+#: Default ports of the database servers MLflow keeps runs in (SQLAlchemy's URL schemes).
+DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def check_database_answers(tracking_uri: str, timeout_s: float = 10.0,
+                           then: str = "is it running, and is the address right?") -> None:
+    """A database tracking store (``postgresql+psycopg://db:5432/mlflow``) whose server answers no
+    TCP connection within ``timeout_s`` is one line: MLflow's engine check retries it 10 times
+    (~100 s of "Operation will be retried" warnings, each connect up to the kernel's ~2 minutes
+    for a host that drops packets) and the sweep then ended in SQLAlchemy's traceback. One
+    connect, no query, no credentials; a Unix socket (no host, or ``?host=/run/postgresql``) and
+    an ODBC data source name (``mssql+pyodbc://DSN``) are the driver's to check.
+
+    Raises:
+        UserError: one line naming the URI (without credentials) and the connect's error, then
+            ``then`` (the refit says "nothing was refitted").
+    """
+    import socket
+    import urllib.parse
+
+    from ..mlflow_client import safe_uri
+
+    p = urllib.parse.urlsplit(tracking_uri)
+    scheme, _, driver = p.scheme.lower().partition("+")
+    query = {k.lower() for k, _ in urllib.parse.parse_qsl(p.query, keep_blank_values=True)}
+    if scheme not in DB_PORTS or not p.hostname or query & {"host", "hostaddr", "unix_socket", "odbc_connect"}:
+        return
+    try:
+        port = p.port
+    except ValueError:
+        return                            # not a port (several hosts): the driver says so
+    if scheme == "mssql" and driver in ("", "pyodbc") and port is None and "driver" not in query:
+        return                            # a data source name, not a host
+    try:
+        with socket.create_connection((p.hostname, port or DB_PORTS[scheme]), timeout=timeout_s):
+            pass
+    except OSError as e:
+        why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise UserError(f"--tracking-uri {safe_uri(tracking_uri)}: no database server answers there ({why}); "
+                        f"{then}") from None
+
+
+#: The first bytes of every SQLite database file (an empty file is a new database too).
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_sqlite_file(tracking_uri: str) -> None:
+    """A ``sqlite:///PATH`` tracking URI whose PATH is a directory, or a file that is not a SQLite
+    database (``sqlite:////shared/mlflow``, the directory meant for it), is one line: MLflow retried
+    opening it for ~100 s of warnings, and the sweep then ended in SQLAlchemy's traceback ("unable
+    to open database file", "file is not a database"). A PATH that does not exist yet is fine
+    (the sweep makes its directory). Nothing is created or written.
+
+    Raises:
+        UserError: one line naming the URI and the path.
+    """
+    import urllib.parse
+
+    p = urllib.parse.urlsplit(tracking_uri)
+    path = p.path.removeprefix("/")       # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db
+    if p.netloc or not path or path == ":memory:":
+        return                            # check_tracking_uri's to refuse
+    import stat
+
+    shown = _shown_uri(tracking_uri)
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return                            # made by the sweep (a file on the way: the sweep says so)
+    except OSError as e:
+        raise UserError(f"--tracking-uri {shown}: {path}: {e.strerror or type(e).__name__}") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"--tracking-uri {shown}: {path} is a directory, not a sqlite database file; give the file, "
+                        f"e.g. sqlite:///{os.path.join(path, 'mlflow.db')}")
+    if not stat.S_ISREG(mode):            # a FIFO: open() would wait for a writer
+        raise UserError(f"--tracking-uri {shown}: {path} is not a regular file, so not a sqlite database")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as e:
+        raise UserError(f"--tracking-uri {shown}: {path} cannot be read ({e.strerror or type(e).__name__})") from None
+    if head and head != SQLITE_MAGIC:
+        raise UserError(f"--tracking-uri {shown}: {path} is not a sqlite database (another kind of file); give "
+                        "the path of MLflow's database file, or of one to be created")
 
 
 def _http_answer(conn: Any, u: Any, proxy: str | None) -> bytes:
@@ -397,11 +490,15 @@ def check_dataset_paths(datasets: Mapping[str, str], *, on_this_machine: bool) -
                 raise UserError(f"--dataset {name}={spec}: {path} is a relative path, which no trial finds (Tune "
                                 f"runs each trial in a directory of its own); give it as "
                                 f"{os.path.abspath(os.path.expanduser(path))}")
-            if os.path.exists(path):
+            if os.path.exists(path) and (kind != "imagefolder" or os.path.isdir(path)):
                 continue
-            msg = f"--dataset {name}={spec}: {path} does not exist"
+            # an imagefolder that is a file (an archive, a parquet file): every trial failed on it
+            # ("no images in class subdirectories"), retried --max-failures times
+            msg = f"--dataset {name}={spec}: {path} " + ("is not a directory" if os.path.exists(path)
+                                                         else "does not exist")
             if on_this_machine:
-                raise UserError(msg)
+                raise UserError(msg + (" (imagefolder: PATH/<class>/*.png, or PATH/train/<class>/... beside "
+                                       "PATH/test/<class>/...)" if os.path.exists(path) else ""))
             print(f"warning: {msg} on this machine; the trials fail unless their nodes have it", file=sys.stderr)
 
 
@@ -662,8 +759,16 @@ def _probe(uri: str, name: str, token: str) -> str | None:
         if got != token:
             return "the probe file there is not the driver's (another disk)"
         mine = f"{path}-{uuid.uuid4().hex[:8]}"
-        with fs.open_output_stream(mine) as f:
-            f.write(b"ok")
+        try:
+            with fs.open_output_stream(mine) as f:
+                f.write(b"ok")
+        except BaseException:
+            # a write that failed partway (a full disk, a quota) left a part of the file
+            try:
+                fs.delete_file(mine)
+            except Exception:  # noqa: BLE001 - never made: nothing to remove
+                pass
+            raise
         fs.delete_file(mine)
         return None
     except Exception as e:  # noqa: BLE001 - any failure is this node's answer
@@ -798,14 +903,17 @@ def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[No
                             "later cannot be checked), so a local path is refused; " + STORAGE_HINT)
         return []
     fs, base = filesystem(storage)
-    fs.create_dir(base, recursive=True)
+    made = [] if is_remote(storage) else _missing_dirs(base)
     name = f".meta-study-probe-{uuid.uuid4().hex}"
     token = uuid.uuid4().hex
     path = f"{base.rstrip('/')}/{name}"
-    with fs.open_output_stream(path) as f:
-        f.write(token.encode())
     probe = ray.remote(num_cpus=0, max_retries=0)(_probe)
+    passed = False
     try:
+        # inside the try: a write that fails partway (a full disk) leaves no part of the probe file
+        fs.create_dir(base, recursive=True)
+        with fs.open_output_stream(path) as f:
+            f.write(token.encode())
         refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                 .remote(storage, name, token): n for n in nodes}
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
@@ -825,11 +933,20 @@ def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[No
                     # runtime_env it could not set up): that node's answer, not a traceback
                     err = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
             out.append(NodeCheck(n["NodeID"], n.get("NodeManagerAddress", "?"), err))
+        passed = not any(c.error for c in out)
     finally:
         try:
             fs.delete_file(path)
         except OSError:
             pass
+        if not passed:
+            # a refused storage path keeps no directory this check made (a path on the head's disk
+            # that the other nodes lack was left there, empty, by the refusal)
+            for d in reversed(made):
+                try:
+                    os.rmdir(d)
+                except OSError:           # not empty (something else wrote there), or gone
+                    break
     bad = [c for c in out if c.error]
     if bad:
         where = "; ".join(f"node {c.node_id[:8]} at {c.address}: {c.error}" for c in bad[:3])
@@ -844,6 +961,20 @@ def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[No
         raise UserError(f"--storage-path {storage}: {len(bad)} of {len(out)} Ray nodes cannot use it ({where}{more}): "
                         f"trials and their checkpoints run on every node; " + STORAGE_HINT)
     return out
+
+
+def _missing_dirs(path: str) -> list[str]:
+    """The directories of local ``path`` that do not exist, outermost first (what ``makedirs``
+    would make)."""
+    missing = []
+    d = os.path.abspath(path)
+    while not os.path.lexists(d):
+        missing.append(d)
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    return missing[::-1]
 
 
 def experiment_dir(storage: str, name: str) -> str:
