@@ -163,12 +163,29 @@ _ALLOWED_KEYS = {"name", "source", "rename", "constants", "units", "run_id", "ex
                  "metrics", "params", "tags", "accuracy_unit", "description"}
 
 
-def _as_str_map(v: Any, where: str, what: str) -> dict[str, str]:
+def _as_str_map(v: Any, where: str, what: str, quote_values: bool = True) -> dict[str, str]:
     if v is None:
         return {}
-    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+    if not isinstance(v, dict):
         raise _format_err(where, f"'{what}' must be a map of strings to strings")
+    for k, x in v.items():
+        # name the entry: YAML reads an unquoted `2012:` as a number and `on:`/`no:` as booleans,
+        # and "must be a map of strings to strings" did not say which entry or why
+        for at, item, may_quote in ((f"{what}: the key", k, True), (f"{what}.{printable(str(k))[:60]}:", x, quote_values)):
+            if not isinstance(item, str):
+                quotable = may_quote and (_scalar_name(item) or isinstance(item, bool))
+                quote = "; quote it" if quotable else ""
+                raise _format_err(where, f"{at} {printable(repr(item))[:60]} is {_yaml_kind(item)}, not a string{quote}")
     return dict(v)
+
+
+def _yaml_kind(v: Any) -> str:
+    """What YAML made of an unquoted value, for a message: ``on`` -> a boolean, ``1.5`` -> a number."""
+    if isinstance(v, bool):
+        return "a boolean to YAML (unquoted yes/no/on/off/true/false)"
+    if isinstance(v, (int, float)):
+        return "a number to YAML"
+    return "empty" if v is None else f"a {type(v).__name__}"
 
 
 def _canonical(col: str, where: str, what: str) -> str:
@@ -186,6 +203,14 @@ def _check_constants(constants: Mapping[Any, Any], where: str, what: str) -> Non
         _canonical(c, where, what)
         if value is not None and not isinstance(value, (str, int, float, bool)):
             raise _format_err(where, f"{what}.{c}: must be a single value, not {type(value).__name__} {value!r}")
+        # no column holds a boolean, and a text column no float: `ds_task: on`, `optimizer: no` or
+        # `ds_task: 1.5` quarantined every row ("wrong type (bool is not a string)"), the mapping unnamed
+        ctype = COLUMN_BY_NAME[c].type
+        text = pa.types.is_string(ctype)
+        if isinstance(value, bool) or (text and isinstance(value, float)):
+            wanted = ("a name; quote it" if text else "a number" if pa.types.is_integer(ctype) or
+                      pa.types.is_floating(ctype) else f"a {ctype} value")
+            raise _format_err(where, f"{what}.{c}: {value!r} is {_yaml_kind(value)}, not {wanted}")
     if "eval_protocol" in constants and constants["eval_protocol"] not in EVAL_PROTOCOLS:
         raise _format_err(where, f"{what}.eval_protocol: unknown protocol {constants['eval_protocol']!r} "
                                  f"(expected one of {', '.join(EVAL_PROTOCOLS)})")
@@ -220,10 +245,16 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
             hint = f" (write {round(number / 100, 12):g} for {number:g} %)" if 1 < number <= 100 else ""
             raise _format_err(where, f"constants.{c}: {value!r} is not a fraction in [0, 1]: a constant is a "
                                      f"canonical value, not converted by a unit{hint}")
-    units = _as_str_map(doc.get("units"), where, "units")
+    units = _as_str_map(doc.get("units"), where, "units", quote_values=False)   # a unit is a word: no "quote it"
     for col, unit in units.items():
         _canonical(col, where, "units")
         allowed = ACCURACY_UNITS if col in ("us_accuracy", "ds_accuracy") else COUNT_UNITS
+        ctype = COLUMN_BY_NAME[col].type
+        if not (pa.types.is_integer(ctype) or pa.types.is_floating(ctype)):
+            # `units: {model_name: millions}` was accepted: a name that reads as a number ("50") was
+            # multiplied (50000000.0) and its row quarantined as "wrong type (not a string)", the
+            # mapping unnamed; the other names passed unconverted
+            raise _format_err(where, f"units.{col}: {col} holds {ctype}, not numbers; a unit converts numbers only")
         if unit not in allowed:
             raise _format_err(where, f"units.{col}: unknown unit {unit!r} (expected {', '.join(allowed)})")
         if col in constants and unit not in ("fraction", "count"):
@@ -309,6 +340,9 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
 #: A raw name that says it holds error rates: ``top1_err``, ``err_rate``, ``top1-error``, ``eval/pets/error``
 #: (``err`` or ``error`` as a word of the name; not ``stderr``).
 _ERROR_NAME = re.compile(r"(?:^|[^a-z])err(?:or)?s?(?:[^a-z]|$)")
+#: A raw name that says it holds accuracies: ``val_acc``, ``acc1``, ``eval/pets/accuracy``, ``top1_accuracy``
+#: (``acc`` or ``accuracy`` as a word of the name; not ``accel`` or ``account``).
+_ACCURACY_NAME = re.compile(r"(?:^|[^a-z])acc(?:uracy|uracies)?(?:[^a-z]|$)")
 
 
 def _refuse_error_rates_as_accuracies(where: str, rename: Mapping[str, str], join: JoinSpec | None,
@@ -316,7 +350,8 @@ def _refuse_error_rates_as_accuracies(where: str, rename: Mapping[str, str], joi
     """A :class:`UserError` for a raw column (or metric key) named as an error rate that fills an
     accuracy column in a unit that is no error rate: timm's results hold ``top1`` and
     ``top1_err`` side by side, and a mapping that took ``top1_err`` in ``percent`` stored every
-    error rate as an accuracy (9.944 % error as accuracy 0.09944), without a word."""
+    error rate as an accuracy (9.944 % error as accuracy 0.09944), without a word. And the
+    mirror: one named as an accuracy (``val_acc``, and no error word) in an error unit."""
     named: list[tuple[str, str, str, str | None]] = []   # (where in the mapping, raw name, column, pattern unit)
     named += [(f"rename.{raw}", raw, col, None) for raw, col in rename.items() if col in ("us_accuracy", "ds_accuracy")]
     if join is not None:
@@ -328,7 +363,18 @@ def _refuse_error_rates_as_accuracies(where: str, rename: Mapping[str, str], joi
         # a metric pattern's unit, else the column's (`units`, else accuracy_unit), as the readers convert
         unit = pattern_unit or units.get(col, acc_unit)
         # a pattern's captures are not its name: "{ds_task}_acc" holds no error rate for a task "err1"
-        if unit in ("error", "error_percent") or not _ERROR_NAME.search(_TEMPLATE_FIELD.sub("/", raw).lower()):
+        name = _TEMPLATE_FIELD.sub("/", raw).lower()
+        errors, accuracies = bool(_ERROR_NAME.search(name)), bool(_ACCURACY_NAME.search(name))
+        if unit in ("error", "error_percent") and accuracies and not errors:
+            # the mirror: `accuracy_unit: error` for a mapping's error-rate metrics also turned its
+            # `us/val_acc` (a pattern without a unit of its own) into 1 - accuracy: 0.8 stored as 0.2
+            fix = "percent" if unit == "error_percent" else "fraction"
+            shown_name = f"the pattern {raw!r}" if what.startswith("metrics") else f"the column {raw!r}"
+            where_unit = f"{what}.unit" if what.startswith("metrics") else f"units.{col}"
+            raise _format_err(where, f"{what}: {shown_name} holds accuracies by its name, but maps to {col} in unit "
+                                     f"{unit}, which would store each accuracy as its error rate (0.8 as 0.2); give it "
+                                     f"the unit {fix} ({where_unit}), or map an error-rate column instead")
+        if unit in ("error", "error_percent") or not errors:
             continue
         fix = "error_percent" if unit == "percent" else "error"
         shown_name = f"the pattern {raw!r}" if what.startswith("metrics") else f"the column {raw!r}"
@@ -872,8 +918,15 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
                 out[col] = convert_unit(out[col], unit, num)
                 if col in SOURCE_UNIT:   # validation names a value out of range as written, in its unit
                     out[SOURCE_UNIT[col]] = unit
-    if "model_name" in out.columns and ("arch_family" not in out.columns or out["arch_family"].isna().all()):
-        out["arch_family"] = infer_arch_family(out["model_name"], mapping.arch_family)
+    if "model_name" in out.columns:
+        # per row, as for MLflow runs: a file whose arch_family column was empty in some rows left
+        # those rows without a family (the column was inferred only where it was empty in every row)
+        need = out["arch_family"].isna() if "arch_family" in out.columns else None
+        if need is None or need.all():
+            out["arch_family"] = infer_arch_family(out["model_name"], mapping.arch_family)
+        elif need.any():
+            out["arch_family"] = out["arch_family"].astype(object).where(
+                ~need, infer_arch_family(out["model_name"][need], mapping.arch_family))
     if mapping.extra == "none":
         cols: list[str] = []
     elif mapping.extra == "rest":

@@ -21,7 +21,9 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -131,7 +133,9 @@ def run_record(run: Any) -> RunRecord:
 #: ingest advanced under the source's plain name (before 3) is read in full once, so the runs its
 #: filter left out come in (each run read again is upserted by key: nothing is stored twice).
 #: 4: ``batch_size`` from the batch trained with (:data:`~meta_study.schema.TRAINED_BATCH_SIZE_KEY`).
-EXPANSION_VERSION = 4
+#: 5: a DS pattern without a protocol or ``{shots}`` takes ``eval_protocol`` from the run's param
+#: or tag, or the mapping's constant (it was ``other`` whatever they said).
+EXPANSION_VERSION = 5
 
 
 def _number(v: Any) -> float | None:
@@ -155,6 +159,9 @@ def run_fingerprint(rec: RunRecord) -> str:
                           sorted(rec.tags.items())], default=str)
     return hashlib.sha1(payload.encode()).hexdigest()
 
+
+#: The protocol of a DS metric whose pattern, run and mapping name none.
+OTHER_PROTOCOL = "other"
 
 #: Units of error rates: lower raw values are better accuracies.
 ERROR_UNITS = ("error", "error_percent")
@@ -240,8 +247,12 @@ class RunExpander:
             if pat.role == "us":
                 hit = KeySpec("us", unit, us_task=str(fields["us_task"]))
             else:
-                fields["eval_protocol"] = pat.eval_protocol or fields.get("eval_protocol") or (
-                    "fewshot" if "shots" in fields else "other")
+                # no protocol from the pattern nor {shots}: the run's own (a param or tag mapped to
+                # it, the mapping's constant), else "other" (expand_runs). Set here, "other" won
+                # over them all: `constants: {eval_protocol: linear}` was stored as "other"
+                proto = pat.eval_protocol or fields.get("eval_protocol") or ("fewshot" if "shots" in fields else None)
+                if proto:
+                    fields["eval_protocol"] = proto
                 self._ds_fields.append({k: v for k, v in fields.items() if k in COLUMN_BY_NAME})
                 hit = KeySpec("ds", unit, ds_index=len(self._ds_fields) - 1, ds_task=str(fields.get("ds_task")))
             break
@@ -367,6 +378,9 @@ class RunExpander:
                 rows[col] = rows[col].where(~ds_has[col].to_numpy(), ds_frame[col])
             else:
                 rows[col] = ds_frame[col]
+        proto = rows["eval_protocol"] if "eval_protocol" in rows else pd.Series([None] * len(rows), dtype=object)
+        unset = proto.isna() | proto.map(lambda v: isinstance(v, str) and not v.strip()).astype(bool)
+        rows["eval_protocol"] = proto.where(~unset, OTHER_PROTOCOL)
         rows["us_task"] = us_tasks
         rows["us_accuracy"] = us_vals
         rows["ds_accuracy"] = ds_vals
@@ -727,6 +741,13 @@ class StoredValues:
                 del into.counts[key]
             if not mine:
                 del into.stored[key]
+
+
+def is_logged_finite(value: float) -> bool:
+    """Whether a metric value MLflow returns was logged finite: not NaN, and not the largest float,
+    which MLflow's SQL store writes for an infinite value (``log_metric(k, inf)`` reads back as
+    1.797e308)."""
+    return math.isfinite(value) and abs(value) < sys.float_info.max
 
 
 def watermark_end(rec: RunRecord, read_ms: int) -> int:

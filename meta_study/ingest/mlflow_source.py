@@ -12,7 +12,7 @@ Reading (the slow part at scale, see mlflow/mlflow #2730, #8277, #23253):
   time and paged by end time (keyset), not by MLflow's offset tokens; the watermark is the latest
   end time already ingested, never later than the start of the ingest that read it. A ``--filter``
   has a state of its own, and finished runs without an end time get a query of their own (a full
-  read of more than one page lists the runs once more for them). The overlap (5 minutes by default)
+  read of more than one page lists the runs after those it read for them). The overlap (5 minutes by default)
   absorbs clock skew between the machines that log runs. Runs whose fingerprint is unchanged are
   skipped without producing rows, so a re-run with no changes writes nothing.
 - A run changed after it finished (metrics logged to it later) is not newer than the watermark:
@@ -30,7 +30,6 @@ artifact URIs are stored as strings.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import re
 import time
@@ -44,7 +43,7 @@ from ..mlflow_client import has_credentials, refuse_credentials, safe_uri, sourc
 from ..store import Store
 from .mapping import IngestMapping
 from .mlflow_runs import (RESTORED_CHUNK, RunExpander, RunQuery, RunRecord, RunState, check_same_database, db_connect_args,
-                          default_mapping, drop_deleted, expand_page, expand_pages, filter_state_suffix, full_reads, gave_rows, load_state, mlflow_mapping,
+                          default_mapping, drop_deleted, expand_page, expand_pages, filter_state_suffix, full_reads, gave_rows, is_logged_finite, load_state, mlflow_mapping,
                           plan_queries, refuse_bad_port, restamp, run_record, runs_of_deleted_experiments,
                           select_experiments, sqlite_source, state_table, stored_runs_of, stored_source)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
@@ -197,7 +196,7 @@ class MlflowSource:
 
         ``unbounded`` (``flt`` has no end-time bound: a full read): finished runs without an end
         time come too. MLflow sorts them last and ``end_time > t`` leaves them out, so a read of
-        more than one page lists the runs once more (by tokens, keeping only those): MLflow's
+        more than one page lists them after the runs read (by tokens, keeping only those): MLflow's
         filters have no ``IS NULL``. Without it they were lost for good, ``--full`` included."""
         from mlflow.entities import ViewType
 
@@ -341,14 +340,16 @@ class MlflowSource:
     def _history_max(self, client: Any, expander: RunExpander, records: Sequence[RunRecord]
                      ) -> dict[str, dict[str, float]]:
         """The best value over each accuracy metric's history (one call per matched metric and run):
-        the highest, or the lowest of an error rate (:meth:`RunExpander.best`)."""
+        the highest, or the lowest of an error rate (:meth:`RunExpander.best`), of its finite values
+        (:func:`is_logged_finite`: one ``inf`` step made the best value infinite, and the run was
+        quarantined though its other values were accuracies)."""
         out = {}
         for rec in records:
             values = dict(rec.metrics)
             for key in rec.metrics:
                 if expander.matches(key):
                     hist = self._call(client.get_metric_history, rec.run_id, key)
-                    vals = [m.value for m in hist if m.value is not None and not math.isnan(m.value)]
+                    vals = [m.value for m in hist if m.value is not None and is_logged_finite(m.value)]
                     if vals:
                         values[key] = expander.best(key, vals)
             out[rec.run_id] = values

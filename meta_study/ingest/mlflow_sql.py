@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -43,10 +44,10 @@ from ..errors import UserError
 from ..mlflow_client import has_credentials, safe_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RunExpander, RunQuery, RunRecord, RunState, check_same_database, db_connect_args, drop_deleted,
-                          expand_page, expand_pages, full_reads, gave_rows, load_state, merged_no_end, mlflow_mapping,
-                          plan_queries, refuse_bad_port, restamp, runs_of_deleted_experiments, select_experiments,
-                          sqlite_source, state_table, stored_runs_of, stored_source)
+from .mlflow_runs import (FILTER_STATE, RunExpander, RunQuery, RunRecord, RunState, check_same_database,
+                          db_connect_args, drop_deleted, expand_page, expand_pages, full_reads, gave_rows, load_state,
+                          merged_no_end, mlflow_mapping, plan_queries, refuse_bad_port, restamp,
+                          runs_of_deleted_experiments, select_experiments, sqlite_source, state_table, stored_runs_of)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
 PREFIX = "mlflow-sql:"
@@ -65,6 +66,55 @@ REQUIRED = {"experiments": ("experiment_id", "name", "lifecycle_stage"),
             "params": ("run_uuid", "key", "value"),
             "tags": ("run_uuid", "key", "value")}
 HISTORY_REQUIRED = {"metrics": ("run_uuid", "key", "value", "is_nan")}
+
+
+#: Each server dialect's default port: ``postgresql://db/mlflow`` is ``postgresql://db:5432/mlflow``.
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
+
+
+def db_source(url: str) -> str:
+    """The database a URL (without the prefix) names, to compare source names: the URL without
+    credentials, query or fragment in one spelling per database: the dialect without its
+    ``+driver``, lowercased, the host lowercased and without the dialect's default port, a relative
+    sqlite path made absolute (:func:`sqlite_source`). As typed, ``postgresql://db/mlflow`` and
+    ``postgresql+psycopg2://db:5432/mlflow`` (the driver the docs name when psycopg is missing) were
+    two sources of one database, and every run was stored twice (:func:`stored_db_source`). A URL
+    it cannot parse is :func:`safe_uri`'s."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    m = re.match(r"([A-Za-z][A-Za-z0-9]*)(?:\+[^:/]*)?:", url)
+    if not m:
+        return safe_uri(url)
+    dialect = m.group(1).lower()
+    url = dialect + url[m.end() - 1:]
+    if dialect == "sqlite":
+        return sqlite_source(safe_uri(url))
+    try:
+        p = urlsplit(url)
+        port = p.port
+    except ValueError:
+        return safe_uri(url)
+    if not p.netloc:
+        return safe_uri(url)
+    host = p.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    if port and port != DEFAULT_PORTS.get(dialect):
+        host = f"{host}:{port}"
+    return urlunsplit((dialect, host, p.path, "", ""))
+
+
+def stored_db_source(store: Store, source: str) -> str:
+    """The name the store already gives the database ``source`` names: that of a stored state
+    ``mlflow-sql:<name>`` whose :func:`db_source` is ``source``'s (the first, sorted), else
+    ``source``. Its rows keep their name, so the runs are replaced, not stored a second time."""
+    if not store.exists():
+        return source
+    mine = db_source(source)
+    for name in sorted(store.state_names(f"{PREFIX}*")):
+        old = name[len(PREFIX):].split(FILTER_STATE, 1)[0]
+        if old != source and db_source(old) == mine:
+            return old
+    return source
 
 
 def claims(spec: str) -> bool:
@@ -258,6 +308,18 @@ class MlflowSqlSource:
         if not {"runs", "experiments", "alembic_version"} <= tables:
             raise UserError(f"{shown}: not an MLflow tracking database (no runs/experiments/alembic_version tables)")
         rev = conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
+        # the revision first: every revision of an older MLflow is one the installed MLflow knows, so
+        # an unknown one is a newer MLflow's database, and a column it lacks was renamed or dropped
+        # since; "too old; upgrade it with `mlflow db upgrade`" sent the user to migrate it backwards
+        # (and an empty alembic_version was "unknown MLflow schema revision None; upgrade mlflow")
+        if rev is None:
+            raise UserError(f"{shown}: no MLflow schema revision (alembic_version is empty): not a database MLflow "
+                            "has set up; point it at the tracking server's database, or start the server on it once")
+        if rev not in known_revisions():
+            from importlib.metadata import version
+
+            raise UserError(f"{shown}: unknown MLflow schema revision {rev!r} (not one of MLflow "
+                            f"{version('mlflow')}'s); upgrade mlflow, or read through the tracking server")
         need = {**REQUIRED, **(HISTORY_REQUIRED if self.options.history == "max" else {})}
         for table, cols in need.items():
             have = {c["name"] for c in insp.get_columns(table)} if table in tables else set()
@@ -266,11 +328,6 @@ class MlflowSqlSource:
                 raise UserError(f"{shown}: MLflow schema revision {rev} is too old for the SQL source "
                                 f"({table} lacks {', '.join(missing)}); upgrade it with `mlflow db upgrade` "
                                 "or read through the tracking server")
-        if rev not in known_revisions():
-            from importlib.metadata import version
-
-            raise UserError(f"{shown}: unknown MLflow schema revision {rev!r} (not one of MLflow "
-                            f"{version('mlflow')}'s); upgrade mlflow, or read through the tracking server")
         self._workspaces = "workspace" in {c["name"] for c in insp.get_columns("experiments")}
 
     def experiments(self, conn: Any, state: RunState | None = None) -> list[tuple[str, str]]:
@@ -350,13 +407,17 @@ class MlflowSqlSource:
 
     def _history_max(self, conn: Any, expander: RunExpander, records: Sequence[RunRecord]
                      ) -> dict[str, dict[str, float]]:
-        """The best non-NaN value over each matched metric's history (the highest, or the lowest
+        """The best finite value over each matched metric's history (the highest, or the lowest
         of an error rate: :meth:`RunExpander.best`): one grouped query per page. ``is_nan`` is bound
-        as a boolean: PostgreSQL's column is one, and refused ``is_nan = 0`` (boolean = integer)."""
+        as a boolean: PostgreSQL's column is one, and refused ``is_nan = 0`` (boolean = integer).
+        An infinite step is stored as the largest float (:func:`.mlflow_runs.is_logged_finite`): left out, as
+        the REST reader leaves it out, or one ``inf`` step was the run's best "accuracy"."""
+        big = sys.float_info.max
         best: dict[tuple[str, str], float] = {
             (rid, key): expander.best(key, [float(lo), float(hi)]) for rid, key, lo, hi in self._by_run(
                 conn, "SELECT run_uuid, key, MIN(value), MAX(value) FROM metrics WHERE run_uuid IN :ids "
-                      "AND is_nan = :no GROUP BY run_uuid, key", [r.run_id for r in records], no=False) if hi is not None}
+                      "AND is_nan = :no AND value > :lo AND value < :hi GROUP BY run_uuid, key",
+                [r.run_id for r in records], no=False, lo=-big, hi=big) if hi is not None}
         out = {}
         for rec in records:
             values = dict(rec.metrics)
@@ -388,8 +449,8 @@ class MlflowSqlSource:
         read_ms = int(time.time() * 1000)   # before any query: caps the end times the state keeps
         progress(f"{self.label}: checking the schema", 0, None)
         self.check_schema(conn)
-        if not self._named:     # a store that named the file by its relative path keeps that name
-            self.source = stored_source(store, "mlflow-sql:", self.source, canonical=sqlite_source)
+        if not self._named:     # a store that named the database otherwise (a relative path, a driver) keeps that name
+            self.source = stored_db_source(store, self.source)
         state = load_state(store, self.state_name)
         exps = self.experiments(conn, state)
         # one query: run ids are unique in the database, whichever experiment holds them
