@@ -289,12 +289,28 @@ def _inside(rel: str) -> bool:
     return bool(rel) and "\x00" not in rel and not any(c in ("", ".", "..") for c in parts)
 
 
+def _payload_json(v: Any) -> str:
+    """A rejected payload given as an object (a dict of the raw row) as the JSON ``raw`` holds."""
+    try:
+        return json.dumps(v, sort_keys=True, default=str)
+    except (TypeError, ValueError):   # keys of mixed types cannot be sorted; a circular object
+        return str(v)
+
+
 def _quarantine_table(q: pd.DataFrame | pa.Table, now: _dt.datetime) -> pa.Table:
     df = q.to_pandas() if isinstance(q, pa.Table) else q.copy()
     for c in ("source", "run_id", "reason", "raw"):
         if c not in df.columns:
             df[c] = None
     df = df[["source", "run_id", "reason", "raw"]].astype(object).where(lambda d: d.notna(), None)
+    # every column is text: a run id given as a number (7, numpy's int64) or a payload as a dict
+    # was an ArrowTypeError traceback ("Expected bytes, got a 'int' object") and nothing committed.
+    # Text as the payload hash below already took it (str), the payload as JSON; strings unchanged
+    for c in ("source", "run_id", "reason"):
+        df[c] = pd.Series([v if v is None or isinstance(v, str) else str(v) for v in df[c]], index=df.index,
+                          dtype=object)   # object: pandas 3 made a list's None NaN (hashed as "nan")
+    df["raw"] = pd.Series([v if v is None or isinstance(v, str) else _payload_json(v) for v in df["raw"]],
+                          index=df.index, dtype=object)
     # (the separator format is persisted in every store's quarantine: kept as it is)
     df["payload_hash"] = [hashlib.sha256(f"{s}\x1f{r}\x1f{w}".encode()).hexdigest()
                           for s, r, w in zip(df["source"], df["reason"], df["raw"])]

@@ -149,6 +149,7 @@ class _Plan:
         self.changed = False
         self.partitions_written = 0
         self.format_version = m.format_version
+        self._uids: set[str] = set()   # the file names' uids this commit has given out
 
     def _stage(self, final_rel: str, table: pa.Table) -> dict[str, Any]:
         staged = f"_staging/{self.txn}/{final_rel}"
@@ -160,7 +161,14 @@ class _Plan:
                 "sha256": hashlib.sha256(data).hexdigest()}
 
     def _uid(self) -> str:
-        return f"{self.m.version + 1:010d}-{uuid.uuid4().hex[:8]}"
+        # unique within this commit: quarantine files share one directory, and two of a commit with
+        # one name (32 random bits: ~1 in 2,000 for a re-ingest restaging 2,000 of them) made the
+        # second's staged bytes overwrite the first's, a version published damaged and rows lost
+        while True:
+            uid = f"{self.m.version + 1:010d}-{uuid.uuid4().hex[:8]}"
+            if uid not in self._uids:
+                self._uids.add(uid)
+                return uid
 
     def merge_data(self, new: pa.Table | None, delete_runs: Sequence[tuple[str, str]]) -> dict[str, int]:
         counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0, "rewritten": 0}
@@ -266,7 +274,9 @@ class _Plan:
         nothing. Returns the rows dropped; cost: one read of three quarantine columns."""
         # pairs as tuples: given as lists ('df[["source", "run_id"]].values.tolist()') they failed
         # with "unhashable type: 'list'", and only in a store with a quarantine
-        runs = {(s, r) for s, r in runs}
+        # and as text, as the quarantine stores them and delete_runs matches data rows (key_of):
+        # delete_runs=[("src", 7)] deleted run "7"'s rows but kept its quarantined ones
+        runs = {tuple(v if v is None else str(v) for v in (s, r)) for s, r in runs}
         if not runs or not self.quarantine:
             return 0
         again = set(fresh.column("payload_hash").to_pylist()) if fresh is not None else set()

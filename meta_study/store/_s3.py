@@ -47,6 +47,13 @@ class NoSuchBucketError(UserError, FileNotFoundError):
     :class:`FileNotFoundError` for callers that take S3's 404 as "no such bucket" (the sweep record)."""
 
 
+class NoConditionalWritesError(UserError, OSError):
+    """The endpoint answers a conditional PUT with 501 Not Implemented: no commit can ever go
+    there, so a one-line user error (exit 2), never one a scheduler retries (exit 1), as an
+    endpoint that ignores them is; an :class:`OSError` still for callers that take it as a failed
+    request (a lease's heartbeat)."""
+
+
 @dataclass(frozen=True)
 class S3Object:
     """An object as read, with what conditional writes and lease expiry need."""
@@ -164,8 +171,9 @@ class S3Objects:
     def _call(self, what: str, rel: str, fn: Any, *, key: str | None = None, **kw: Any) -> Any:
         """Run one S3 call on ``rel`` (or on ``key``, messages still naming ``rel``); None when its
         precondition failed, an OSError (one line) on any other failure (network, credentials,
-        permissions)."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        permissions); a :class:`UserError` for a call boto3 refuses to send (a bucket name S3
+        cannot have)."""
+        from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
         try:
             return fn(Bucket=self.bucket, Key=self.key(key or rel), **kw)
@@ -182,10 +190,20 @@ class S3Objects:
             if status == 404 or code in ("NoSuchKey", "404"):
                 raise FileNotFoundError(f"{self.shown}/{rel}") from None
             if code == "NotImplemented" or status == 501:
-                raise OSError(f"{self.shown}: the S3 endpoint does not support conditional writes "
-                              f"({what}: {code}), which a store's commit needs") from None
+                raise NoConditionalWritesError(f"{self.shown}: the S3 endpoint does not support conditional writes "
+                                               f"({what}: {code or status}), which a store's commit needs") from None
             raise OSError(f"{self.shown}/{rel}: {what} failed: {code or status}: "
                           f"{e.response.get('Error', {}).get('Message', '')}".rstrip(": ")) from None
+        except ParamValidationError as e:
+            # refused by boto3 before any request (a bucket name S3 cannot have, 's3://lab%5Ex/st'):
+            # the URI is wrong, not the machine. Its reason is on the lines after the first: it was
+            # "conditional PUT failed: Parameter validation failed:" (exit 1), the reason cut off
+            why = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()]
+            if any(ln.startswith("Invalid bucket name") for ln in why):
+                raise UserError(f"{self.shown}: {self.bucket!r} is not a valid S3 bucket name (letters, digits, "
+                                "'.', '-' and '_' only); correct the URI") from None
+            raise UserError(f"{self.shown}/{rel}: {what} refused by the S3 client: "
+                            f"{'; '.join(why) or 'invalid parameters'}") from None
         except BotoCoreError as e:
             raise OSError(f"{self.shown}/{rel}: {what} failed: {str(e).splitlines()[0]}") from None
 
@@ -204,8 +222,16 @@ class S3Objects:
         put = self.client.put_object
         made = False   # no DELETE (four more retries) after a first PUT that never reached the endpoint
         try:
-            self._call("conditional PUT", rel, put, key=probe, Body=b"1", IfNoneMatch="*")
+            first = self._call("conditional PUT", rel, put, key=probe, Body=b"1", IfNoneMatch="*")
             made = True
+            if first is None and not self._exists(rel, probe):
+                # refused the create of a key no object has (a proxy or an S3-compatible server
+                # answering 412 to every conditional PUT): no writer could ever take the lease or
+                # publish a version, and each waited out its lock timeout (15 minutes by default)
+                raise UserError(f"{self.shown}: the S3 endpoint refused a conditional PUT of a new object "
+                                "(If-None-Match: * on a key no object has), so no writer could take the store's "
+                                "lease; writing a store safely needs conditional writes that work (AWS S3, a "
+                                "current MinIO or Ceph RGW)")
             # the probe exists now (even if that reply was lost and a retry got 412): both must fail
             again = self._call("conditional PUT", rel, put, key=probe, Body=b"2", IfNoneMatch="*")
             stale = self._call("conditional PUT", rel, put, key=probe, Body=b"3",
@@ -224,6 +250,16 @@ class S3Objects:
                             "overwrote an object it should have left alone); writing a store safely needs them "
                             "(AWS S3, a current MinIO or Ceph RGW honour them)")
         self._conditional_checked = True
+
+    def _exists(self, rel: str, key: str) -> bool:
+        """Whether an object has the key ``key`` (one HEAD; failures name ``rel``)."""
+        try:
+            self._call("HEAD", rel, self.client.head_object, key=key)
+        except NoSuchBucketError:
+            raise
+        except FileNotFoundError:
+            return False
+        return True
 
     def create(self, rel: str, data: bytes) -> str | None:
         """PUT ``data`` only if no object has this key; its ETag, or None if one does."""
