@@ -197,3 +197,43 @@ def test_history_max_over_rest_skips_an_infinite_step(tmp_path):
     assert r.returncode == 0 and "1 new" in r.stdout, r.stdout + r.stderr
     df = pd.read_parquet(tmp_path / "st")
     assert df[["run_id", "us_accuracy", "ds_accuracy"]].values.tolist() == [[rid, 0.5, 0.4]]
+
+
+# --------------------------------------------------------------------------------------------
+# two params (or a param and a tag) mapped to one column
+# --------------------------------------------------------------------------------------------
+
+ALIASES = PLAIN_DS + "params: {lr: lr, learning_rate: lr}\ntags: {lr_tag: lr}\n"
+
+
+def _reasons(lab: Lab) -> list[str]:
+    from meta_study.store import Store
+
+    return Store(str(lab.tmp / "st")).quarantine().column("reason").to_pylist()
+
+
+def test_two_params_of_one_column_that_disagree_quarantine_the_run(lab):
+    """A run that logged ``lr=0.1`` and ``learning_rate=0.2``, both mapped to ``lr``: one value
+    was stored, by the order the database returned the params, and the other was lost without a
+    word (not even in ``extra``)."""
+    lab.run({"up/acc": 0.5, "eval/pets/acc": 0.4}, params={"lr": "0.1", "learning_rate": "0.2"})
+    r = run_cli("ingest", lab.spec, "--store", str(lab.tmp / "st"), "--mapping", lab.mapping(ALIASES), cwd=lab.tmp)
+    assert "all 1 rows quarantined" in r.stderr, r.stdout + r.stderr
+    assert _reasons(lab) == ["lr: the run's param lr='0.1' and its param learning_rate='0.2' both map to it and "
+                             "disagree; neither is written over the other (map one of them to another column)"]
+
+
+def test_a_param_and_a_tag_of_one_column_that_disagree_quarantine_the_run(lab):
+    lab.run({"up/acc": 0.5, "eval/pets/acc": 0.4}, params={"lr": "0.1"}, tags={"lr_tag": "0.3"})
+    r = run_cli("ingest", lab.spec, "--store", str(lab.tmp / "st"), "--mapping", lab.mapping(ALIASES), cwd=lab.tmp)
+    assert "all 1 rows quarantined" in r.stderr, r.stdout + r.stderr
+    assert [x[:62] for x in _reasons(lab)] == ["lr: the run's param lr='0.1' and its tag lr_tag='0.3' both map"]
+
+
+def test_aliases_that_agree_or_a_run_that_logs_one_of_them_are_stored(lab):
+    """Old and new names of one param are what the aliases are for: one logged, or both alike."""
+    a = lab.run({"up/acc": 0.5, "eval/pets/acc": 0.4}, params={"lr": "0.1", "learning_rate": "1e-1"})
+    b = lab.run({"up/acc": 0.6, "eval/pets/acc": 0.5}, params={"learning_rate": "0.2"})
+    lab.ingest("--mapping", lab.mapping(ALIASES))
+    df = lab.rows().set_index("run_id")
+    assert sorted(df.index) == sorted([a, b]) and float(df.loc[a, "lr"]) == 0.1 and float(df.loc[b, "lr"]) == 0.2

@@ -334,7 +334,7 @@ class RunExpander:
                 problems.append((i, f"missing US metric: the run has downstream metrics ({names}) but none matching "
                                     + " or ".join(p.pattern for p in self.mapping.metrics if p.role == "us")))
                 continue
-            clash = self._constant_clash(rec)
+            clash = self._constant_clash(rec) or self._mapped_clash(rec)
             if clash:
                 problems.append((i, clash))
                 continue
@@ -408,6 +408,29 @@ class RunExpander:
                     return (f"{col}: the mapping's constant {want!r} disagrees with the run's {kind} {name}={have!r}; "
                             "a constant is never written over a run's value (drop it from the mapping's constants, "
                             f"or map the {kind} to another column)")
+        return None
+
+    def _mapped_clash(self, rec: RunRecord) -> str | None:
+        """The quarantine reason when two params or tags of one run that the mapping maps to the
+        same column hold different values (``params: {lr: lr, learning_rate: lr}``, a run that
+        logged both): one of them was the row's, by the order the database returned them, and
+        the other was lost, not even kept in ``extra``. Aliases of one column (an old and a new
+        param name) are fine where a run logs one, or both alike (numbers compare as numbers)."""
+        seen: dict[str, tuple[str, str, str]] = {}      # column -> (kind, name, value) first met
+        for kind, names, values in (("param", self.mapping.params, rec.params), ("tag", self.mapping.tags, rec.tags)):
+            for name, col in names.items():
+                have = values.get(name)
+                if have is None or str(have).strip() == "":
+                    continue
+                if col not in seen:
+                    seen[col] = (kind, name, have)
+                    continue
+                k0, n0, v0 = seen[col]
+                a, b = _number(have), _number(v0)
+                if (a == b) if a is not None and b is not None else str(have).strip() == str(v0).strip():
+                    continue
+                return (f"{col}: the run's {k0} {n0}={v0!r} and its {kind} {name}={have!r} both map to it and "
+                        "disagree; neither is written over the other (map one of them to another column)")
         return None
 
     def best(self, key: str, values: Sequence[float]) -> float:
