@@ -205,3 +205,22 @@ def test_an_accuracy_taken_for_an_error_rate_is_refused(doc, expected):
 ])
 def test_error_units_on_names_that_are_not_accuracies_pass(doc):
     parse_mapping(yaml.safe_load(doc), "m.yaml")
+
+
+def test_one_database_in_two_spellings_under_one_name_is_not_two_databases(tmp_path):
+    """Two entries of one sources file naming one database read directly, in two spellings, under
+    one ``name:`` (two selections of its experiments): refused as "two MLflow databases under one
+    source name", though the reader stores them as one."""
+    from types import SimpleNamespace
+
+    from meta_study.ingest.sources import _refuse_shared_states
+
+    def src(spec: str) -> SimpleNamespace:
+        return SimpleNamespace(state_name="mlflow-sql:lab", spec=spec, uses_run_options=True, label=spec, source="lab")
+
+    db = tmp_path / "x.db"
+    _refuse_shared_states([src(f"mlflow-sql:sqlite:///{db}"), src(f"mlflow-sql:sqlite+pysqlite:///{db}")])
+    _refuse_shared_states([src("mlflow-sql:postgresql://db.lab/mlflow"),
+                           src("mlflow-sql:postgresql+psycopg2://db.lab:5432/mlflow")])
+    with pytest.raises(UserError, match="two MLflow databases under one source name 'lab'"):
+        _refuse_shared_states([src(f"mlflow-sql:sqlite:///{db}"), src(f"mlflow-sql:sqlite:///{tmp_path / 'y.db'}")])

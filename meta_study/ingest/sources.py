@@ -321,8 +321,13 @@ def _refuse_shared_states(sources: Sequence[Source]) -> None:
         if not (isinstance(state, str) and isinstance(where, str) and getattr(src, "uses_run_options", False)):
             continue
         if where.lower().startswith("mlflow-sql:"):
-            where = where[len("mlflow-sql:"):]
-        db = source_uri(where)    # one spelling per server (http://h:5000/ is http://h:5000)
+            from .mlflow_sql import db_source
+
+            # one spelling per database: `sqlite:///x.db` and `sqlite+pysqlite:///x.db`, or
+            # `postgresql://db/m` and `postgresql+psycopg2://db:5432/m`, were "two databases"
+            db = db_source(where[len("mlflow-sql:"):])
+        else:
+            db = source_uri(where)    # one spelling per server (http://h:5000/ is http://h:5000)
         if db.lower().startswith("sqlite:///") and not db[len("sqlite:///"):].startswith("/"):
             db = "sqlite:///" + os.path.abspath(db[len("sqlite:///"):])
         first = seen.setdefault(state, (db, src.label))
