@@ -237,3 +237,33 @@ def test_aliases_that_agree_or_a_run_that_logs_one_of_them_are_stored(lab):
     lab.ingest("--mapping", lab.mapping(ALIASES))
     df = lab.rows().set_index("run_id")
     assert sorted(df.index) == sorted([a, b]) and float(df.loc[a, "lr"]) == 0.1 and float(df.loc[b, "lr"]) == 0.2
+
+
+# --------------------------------------------------------------------------------------------
+# a server that gives fewer runs per page than asked for
+# --------------------------------------------------------------------------------------------
+
+def test_a_server_that_caps_its_pages_below_the_page_size_loses_no_run(lab, monkeypatch):
+    """A tracking server (a proxy, a plug-in store) that answers ``search_runs`` with at most 3
+    runs a page and a page token, asked for 5: the keyset read took the short page for the last
+    and stopped, exit 0 with 3 of the 7 runs, and every later ingest read on from the watermark."""
+    import time
+
+    import mlflow.tracking.client as mc
+
+    now = int(time.time() * 1000) - 60_000
+    want = set()
+    for i in range(7):
+        rid = lab.client.create_run(lab.exp).info.run_id
+        lab.client.log_metric(rid, "us/in1k/top1", 0.5)
+        lab.client.log_metric(rid, "ds/pets/10shot/top1", 0.4)
+        lab.client.set_terminated(rid, end_time=now + i * 1000)
+        want.add(rid)
+    search = mc.MlflowClient.search_runs
+
+    def capped(self, *args, max_results=1000, **kw):
+        return search(self, *args, max_results=min(max_results, 3), **kw)   # the real store, 3 a page
+
+    monkeypatch.setattr(mc.MlflowClient, "search_runs", capped)
+    lab.ingest("--page-size", "5")
+    assert set(lab.rows()["run_id"]) == want

@@ -205,8 +205,15 @@ class MlflowSource:
         with_end = 0     # runs read with an end time: MLflow lists them before those without one
         while True:
             page_flt = flt if after is None else f"{flt} and attributes.end_time > {after}"
-            page = next(self._search(client, exp_ids, page_flt, ViewType.ACTIVE_ONLY, order), [])
-            if len(page) < self.options.page_size:
+            pages = self._search(client, exp_ids, page_flt, ViewType.ACTIVE_ONLY, order)
+            page = next(pages, [])
+            # a short page is the last one only when no page token follows it: a server that caps
+            # max_results below --page-size (a proxy, a plug-in store) gave short pages with a token,
+            # and every run after the first page was lost without a word. The next page is asked for
+            # only then (_search stops without a request when there is no token).
+            capped = 0 < len(page) < self.options.page_size and next(pages, None) is not None
+            pages.close()
+            if len(page) < self.options.page_size and not capped:
                 if page:
                     with_end += len(page)
                     yield page
