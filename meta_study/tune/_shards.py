@@ -110,7 +110,12 @@ class MlflowWriter:
         # spooled "reopen" left a run that had ended RUNNING
         self._spooled: dict[str, list[Op]] = {}
         self._objects: dict[str, set[str]] = {}  # spool object -> trials whose ops from it are in _spooled
-        self._unmapped: set[str] = set()         # trials whose run is not in the stored map yet
+        # trial -> config key of a run not in the stored map yet (created or adopted, its entry not
+        # written: the storage failed). Written again at the trial's next operation; the MLflow
+        # operations go on meanwhile: a map write that raised held every operation of the trial
+        # (a full disk on the storage path: no metrics, the run RUNNING, all of it lost at exit)
+        self._unmapped: dict[str, str | None] = {}
+        self._map_said = False                   # a failed map write was said on stderr
         self._resumed = target.resumed           # trials may already have runs (map or tag)
         self.state = StateDir(target.state_dir)
         self._replayed: list[str] = []           # spool objects to drop once a flush has sent everything
@@ -493,7 +498,12 @@ class MlflowWriter:
     def _rest_client(self) -> _RestRuns | None:
         """The lean REST path for http(s) tracking servers (not Databricks); None otherwise."""
         if self._rest is None and self.target.tracking_uri.lower().startswith(("http://", "https://")):
-            self._rest = _RestRuns(self.target.tracking_uri, self.creds)
+            # made once: threads that each made one at the start (a replay wakes all four at once)
+            # said a refusal of the credentials once each ("said once" per client), and the
+            # connections of the clients dropped were left to the collector
+            with self._lock:
+                if self._rest is None:
+                    self._rest = _RestRuns(self.target.tracking_uri, self.creds)
         return self._rest
 
     def run_id(self, trial_id: str, name: str | None = None, config_key: str | None = None) -> str:
@@ -501,8 +511,7 @@ class MlflowWriter:
         rid = self._runs.get(trial_id)
         if rid:
             if trial_id in self._unmapped:      # created, but its map entry failed to write
-                self.state.add_run(trial_id, rid, config_key)
-                self._unmapped.discard(trial_id)
+                self._map_run(trial_id, rid, self._unmapped.get(trial_id) or config_key)
             return rid
         found: list[str] = []
         # a resume: the map may lack a run created just before the driver died; a create of this
@@ -543,12 +552,30 @@ class MlflowWriter:
             failpoint("run_created")     # a test kills the driver here: a run the map does not know
         with self._lock:       # before the map write: a retry must never create a second run
             self._runs[trial_id] = rid
-            self._unmapped.add(trial_id)
+            self._unmapped[trial_id] = config_key
         # one object per run (O(1) per trial, no appends on an object store); an entry lost to a
         # crash between create and this write is recovered on resume by the tag search above
-        self.state.add_run(trial_id, rid, config_key)
-        self._unmapped.discard(trial_id)
+        self._map_run(trial_id, rid, config_key)
         return rid
+
+    def _map_run(self, trial_id: str, rid: str, config_key: str | None) -> None:
+        """Write the trial's run map entry. A storage that fails is said on stderr (once per writer),
+        never raised: the entry stays in ``_unmapped`` and is written again at the trial's next
+        operation, and a resume finds the run meanwhile by its tags (the tag search of
+        :meth:`run_id`, ``recover_run_map``)."""
+        try:
+            self.state.add_run(trial_id, rid, config_key)
+        except Exception as e:  # noqa: BLE001 - the storage failed, MLflow may not have
+            with self._lock:
+                said, self._map_said = self._map_said, True
+            if not said:
+                print(f"meta-study writer: could not write trial {trial_id}'s run to the run map in "
+                      f"{self.state.uri} ({type(e).__name__}: {e}); its MLflow operations go on, the entry is "
+                      "written again at its next operation (a --resume finds the run by its tags meanwhile)",
+                      file=sys.stderr, flush=True)
+            return
+        with self._lock:
+            self._unmapped.pop(trial_id, None)
 
     def _name_ok(self, kind: str, name: str) -> bool:
         """Whether MLflow takes a ``kind`` (metric, param, tag) by this name; one that it does not is
@@ -588,7 +615,8 @@ class MlflowWriter:
         if kind == "map":          # a run found by the driver (a dead driver's run): adopt it
             with self._lock:
                 self._runs[trial] = p["run"]
-            self.state.add_run(trial, p["run"], p.get("config_key"))
+                self._unmapped[trial] = p.get("config_key")
+            self._map_run(trial, p["run"], p.get("config_key"))
             return
         rid = self.run_id(trial, p.get("name"), p.get("config_key"))
         if kind == "batch":
@@ -628,6 +656,13 @@ class MlflowWriter:
                 if bp:
                     self._params_sent.setdefault(rid, {}).update(bp)
         elif kind == "artifacts":
+            if not os.path.isdir(p["dir"]):
+                # gone (deleted, or a spooled operation replayed on another machine): MLflow's
+                # log_artifacts copies nothing from a missing directory, without an error, and
+                # checkpoint_uri then named an empty artifact directory as the run's checkpoint
+                print(f"meta-study writer: trial {trial}: its checkpoint directory {p['dir']} is gone; not copied "
+                      "to its run, which gets no checkpoint_uri", file=sys.stderr, flush=True)
+                return
             client = self._mlflow()
             client.log_artifacts(rid, p["dir"], artifact_path="checkpoint")
             client.set_tag(rid, "checkpoint_uri", f"{client.get_run(rid).info.artifact_uri}/checkpoint")
@@ -671,8 +706,9 @@ def is_file_store(uri: str) -> bool:
     return scheme in ("", "file") or len(scheme) == 1    # one letter: a Windows drive
 
 
-#: A URL's user info (``user:password@`` after ``scheme://``), cut from error lines.
-_USER_INFO = re.compile(r"(?<=://)[^/?#\s@]*@")
+#: A URL's user info (``user:password@`` after ``scheme://``, up to its last ``@``: a password may
+#: hold one unencoded, as urllib reads it), cut from error lines.
+_USER_INFO = re.compile(r"(?<=://)[^/?#\s]*@")
 
 
 def error_line(e: BaseException) -> str:

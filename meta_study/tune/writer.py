@@ -64,6 +64,8 @@ class _Pipe:
     def send(self, line: str) -> None:
         data = (line + "\n").encode()
         with self.cond:
+            if self.stdin.closed:          # the child is gone (its descriptor may be another file's now)
+                return
             if not self.backlog:           # nothing ahead of it: straight into the pipe
                 try:
                     data = data[os.write(self.fd, data):]
@@ -103,9 +105,10 @@ class _Pipe:
                 n = os.write(self.fd, data)
             except BlockingIOError:
                 continue
-            except OSError:                # the child died
+            except OSError:                # the child died: its stdin closed here (left open, one per dead child)
                 with self.cond:
                     self.backlog.clear()
+                    self.stdin.close()
                 return
             with self.cond:                # only this thread shortens or pops the head
                 if n < len(data):
@@ -140,6 +143,7 @@ class WriterProcess:
                 print(f"meta-study: the MLflow writer process (pid {self._proc.pid}) exited with code "
                       f"{self._proc.returncode} mid-sweep; what it had not yet sent (metrics, params, run ends "
                       f"since the last flush) may be missing from MLflow; a new writer goes on", file=sys.stderr)
+                self._release()
             # stdout carries the replies; the child's logs go to the driver's stderr
             self._proc = subprocess.Popen([sys.executable, "-m", "meta_study.tune.writer",
                                            json.dumps({**asdict(self.target), "tags": dict(self.target.tags)})],
@@ -150,6 +154,15 @@ class WriterProcess:
             # first line: the driver-resolved credentials (never on the command line, which `ps` shows)
             self._pipe.send(json.dumps({"creds": resolve_creds(uri) if uri.lower().startswith(("http://", "https://"))
                                         else None}))
+
+    def _release(self) -> None:
+        """Close the pipes of a child that has exited: its feeder thread waited for a line for good,
+        holding the child's stdin open, and its stdout stayed open until collected (one thread and
+        two descriptors left per child that died mid-sweep)."""
+        if self._pipe is not None:
+            self._pipe.close()
+        if self._proc is not None and self._proc.stdout is not None:
+            self._proc.stdout.close()
 
     def put(self, op: Op) -> None:
         self._ensure()
@@ -210,6 +223,7 @@ class WriterProcess:
             if d.get("final"):
                 self.held = int(d.get("held", 0))
                 self.last_error = d.get("error") or self.last_error
+        self._release()
         self._proc = None
         return ok
 
