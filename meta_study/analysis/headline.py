@@ -106,8 +106,9 @@ def half_width(x: np.ndarray, residuals: Sequence[Sequence[float]], level: float
     """The interval's half-width at distances ``x`` (log US error beyond the best model), from
     back-test (|residual|, reach) pairs; see the module doc. NaN without residuals.
 
-    ``max(q_H max(1, x / H), q_M max(1, x / M))``: ``H`` is the longest reach (the horizon),
-    ``M`` the median reach, and ``q_R`` the empirical ``level`` quantile of
+    ``max(q_H max(1, x / H), q_M max(1, x / M))``: ``H`` is the longest reach of any target
+    (not the tested horizon, :func:`tested_reach`: the median over cuts of each cut's farthest),
+    ``M`` the median reach of the targets, and ``q_R`` the empirical ``level`` quantile of
     ``|r| / max(1, reach / R)``. With no reach at all (every target at the best model's US
     accuracy), any distance beyond it is infinitely uncertain.
     """

@@ -33,8 +33,10 @@ Judged by prediction, not by fit. For every group:
 6. **The answer.** The predicted DS accuracy, with its interval and the DS points per US point,
    at +1, +3 and +5 US points beyond the best visible model (:data:`PLUS_POINTS`); the prediction
    at the end of the tested horizon (``predict_us``); and, only where supported (a trusted
-   headline whose slope falls below the payoff threshold within the tested horizon), the
-   stop-paying point and the saturation. The calculator (``ds_target``: the US accuracy needed)
+   headline of a task that tracks US, whose slope falls below the payoff threshold within the
+   data, between the weakest and the best visible model, and pays again at no step stated within
+   the tested horizon), the stop-paying point; elsewhere it is computed to 100% US and flagged as
+   an extrapolation, as the saturation always is. The calculator (``ds_target``: the US accuracy needed)
    uses the same predictor and inverts the same interval band.
 
 **Measurement noise.** Every residual is measured against accuracies as they were measured, so
@@ -63,7 +65,8 @@ import numpy as np
 from ..defaults import PAYOFF_THRESHOLD, TOLERANCE
 from ..errors import Range
 from .frontiers import FRONTIER_KINDS, FRONTIERS, Frontier, check_frontier_names, frontier_points
-from .headline import Headline, estimate_test_size, fit_discount, half_width, latest_cut_error, no_spread
+from .headline import (Headline, estimate_test_size, fit_discount, half_width, latest_cut_error, no_spread,
+                       row_number)
 from .hull import upper_hull
 from .laws import LAWS, LawFit, get_law
 from .payoff import U_GRID, stop_paying_from_slopes, us_needed_from_values
@@ -97,8 +100,8 @@ class Candidate:
     """One (law, frontier) fitted to one group's visible models, with what it predicted.
 
     Errors are accuracy fractions (RMSE). ``backtest_err`` is NaN without a back-test;
-    ``residuals`` are its (|back-test residual|, reach) pairs (its interval's calibration, see
-    :func:`headline.half_width`).
+    ``residuals`` are its (|back-test residual|, reach, cut) triples (its interval's calibration,
+    see :func:`headline.half_width`; empty without a back-test).
     """
 
     law: str
@@ -110,7 +113,7 @@ class Candidate:
     pred_err: float
     backtest_err: float
     coverage: float
-    residuals: tuple[tuple[float, float], ...] = ()
+    residuals: tuple[tuple[float, float, int], ...] = ()
     warnings: tuple[str, ...] = ()
 
     @property
@@ -136,8 +139,10 @@ class Step:
 class Claims:
     """The headline's answer and its intervals (fractions; NaN where undefined, see payoff).
 
-    ``stop_paying_supported``: the stop-paying point (and so the saturation) lies within the tested
-    horizon of a trusted headline; otherwise both are extrapolations, reported with a warning.
+    ``stop_paying_supported``: the stop-paying point is a finding of a trusted headline of a task
+    that tracks US: it lies within the data (between the weakest and the best visible model), and
+    no step stated within the tested horizon pays again; otherwise it is computed to 100% US, an
+    extrapolation reported with a warning. The saturation (100% US) is always an extrapolation.
     """
 
     steps: tuple[Step, ...] = ()
@@ -208,8 +213,9 @@ class SelectionOptions:
 
     Attributes:
         laws, frontiers: the candidates (registry names).
-        cuts: back-test cuts, quantiles of the visible US accuracies.
-        tolerance: back-test RMSE (fraction) above which a headline is not trusted (0.03 = 3 points).
+        cuts: back-test cuts, quantiles of the visible US accuracies (one number is one cut).
+        tolerance: back-test RMSE (fraction, 0.03 = 3 points) within which a headline is trusted:
+            the mean over its cuts, or its latest cut's alone (see :func:`_trust`).
         level: the prediction interval's nominal coverage.
         payoff_threshold: "stops paying" below this many DS points per US point.
         ds_target: a DS accuracy (fraction) for the calculator's "US needed" (None: not asked).
@@ -229,6 +235,12 @@ class SelectionOptions:
         for f in ("laws", "frontiers"):   # one name: laws="eq1" was read letter by letter ("unknown law 'e'")
             if isinstance(getattr(self, f), str):
                 object.__setattr__(self, f, (getattr(self, f),))
+        # one cut: cuts=0.7 raised "TypeError: 'float' object is not iterable"
+        if isinstance(self.cuts, (int, float, np.number)) and not isinstance(self.cuts, bool):
+            object.__setattr__(self, "cuts", (self.cuts,))
+        for f in ("laws", "frontiers", "cuts"):   # a list made the frozen options unhashable
+            if isinstance(getattr(self, f), list):
+                object.__setattr__(self, f, tuple(getattr(self, f)))
         for name in self.laws:
             get_law(name)
         check_frontier_names(self.frontiers)
@@ -422,7 +434,10 @@ def _test_size(n_test: np.ndarray | float | None, visible_ds: np.ndarray) -> flo
     """The group's DS test-set size: the median of the known sizes (a size below one example is
     no size), else estimated from the visible accuracies; NaN when unknown."""
     if n_test is not None:
-        n = np.asarray(n_test, float).ravel()
+        try:
+            n = np.asarray(n_test, float).ravel()
+        except (TypeError, ValueError):   # pandas.NA in an object column raised a TypeError
+            n = np.array([row_number(v) for v in np.asarray(n_test, dtype=object).ravel()], float)
         n = n[np.isfinite(n) & (n >= 1)]
         if n.size:
             return float(np.median(n))
@@ -452,6 +467,8 @@ def _candidates(g: _Group, solved: dict[str, list[LawFit]], o: SelectionOptions)
             if not (f.usable or why):
                 why = (f"its fit to the models up to {100 * cut.best_us:.1f}% US, below a back-test cut, failed "
                        f"({f.status}: {f.message})")
+        if not o.cuts:     # not "needs 6 or more visible models" of a group of 20
+            why = "no back-test cuts were asked for: SelectionOptions.cuts is empty"
         whys.append(why)
         ok = bool(resid) and all(r is not None for r in resid)
         bt = float(np.mean([np.sqrt(np.mean(r * r)) for r in resid])) if ok else math.nan  # type: ignore[operator]
@@ -603,7 +620,9 @@ def _select(g: _Group, solved: dict[str, list[LawFit]], o: SelectionOptions) -> 
         # one accuracy outside [0, 1] (a percent among fractions) failed only the frontiers that
         # hold it: the rest made a usable, even trusted, headline that said nothing of it (a DS of
         # 95.0 held out: "off by 5439 pt"). The group's data is wrong: no answer, and no_fit says why
-        head, resid, coverage = replace(head, members=(), names=()), [], math.nan
+        # its residuals too: they kept a tested horizon ("horizon_us" 88.8%) on a row with no answer
+        # and no back-test (n_cuts 0)
+        head, resid, coverage = replace(head, members=(), names=(), residuals=()), [], math.nan
     if _no_spread(head, o.level):
         coverage = math.nan     # no interval is stated: it read "coverage 100%" of width-0 intervals
     held_t = target_frontier(us[g.held], ds[g.held]) if g.held.size else (us[:0], ds[:0])
@@ -627,11 +646,30 @@ def _select(g: _Group, solved: dict[str, list[LawFit]], o: SelectionOptions) -> 
                          n_cuts=len(resid), flat_backtest_err=flat_bt, flat_pred_err=flat_pred, backtest_err=bt,
                          pred_err=pred_err, fit_err=fit_err, coverage=coverage, noise=noise, spearman=rho,
                          spearman_p=p)
-    return _trust_and_claims(sel, g, o)
+    return _trust_and_claims(sel, g, o, _unscored_why(g, cands, solved) if g.cuts and not scored else "")
 
 
-def _trust(sel: GroupSelection, o: SelectionOptions) -> tuple[bool, str]:
-    """Trusted or not, and why, in one short clause."""
+def _unscored_why(g: _Group, cands: Sequence[Candidate], solved: dict[str, list[LawFit]]) -> str:
+    """Why a group with back-test cuts has no back-test: no member could be fitted below any cut
+    (the models there all at one US accuracy: a shared backbone under many heads). It read "no
+    back-test (needs 6 or more visible models, 3 above a cut)" of 20 visible models, 10 above a cut."""
+    # the fit to every model below the cut says best what is wrong with them (as unusable_reason):
+    # a frontier of models at one US accuracy is one point, "too_few_points" said less
+    order = sorted(cands, key=lambda c: c.frontier != "all")
+    n = len(g.cuts)
+    where = "its back-test cut" if n == 1 else f"any of its {n} back-test cuts"
+    for cut in g.cuts:
+        for c in order:
+            f = _fit(solved, cut.refs[(c.law, c.frontier)])
+            if not f.usable:
+                return (f"no law could be fitted below {where}: to the models up to {100 * cut.best_us:.1f}% US, "
+                        f"{f.status}: {f.message}")
+    return ""
+
+
+def _trust(sel: GroupSelection, o: SelectionOptions, unscored: str = "") -> tuple[bool, str]:
+    """Trusted or not, and why, in one short clause (``unscored``: why the group's back-test cuts
+    scored nothing, when they did not)."""
     tol = f"{100 * o.tolerance:g} pt"
     if not sel.usable:
         bad = unusable_reason(sel.candidates)
@@ -641,7 +679,10 @@ def _trust(sel: GroupSelection, o: SelectionOptions) -> tuple[bool, str]:
                            f"{', '.join(FRONTIER_KINDS)}; 'all' predicts the typical model, not the best)")
         return False, "no usable fit" + (f" ({bad.fit.status}: {bad.fit.message})" if bad else "")
     if sel.n_cuts == 0:
-        return False, f"no back-test (needs {2 * MIN_ABOVE} or more visible models, {MIN_ABOVE} above a cut)"
+        if not o.cuts:     # said "needs 6 or more visible models" of 20, where no cut was asked for
+            return False, "no back-test (no back-test cuts were asked for: SelectionOptions.cuts is empty)"
+        return False, (f"no back-test ({unscored})" if unscored else
+                       f"no back-test (needs {2 * MIN_ABOVE} or more visible models, {MIN_ABOVE} above a cut)")
     if sel.n_cuts < 2:
         return False, "one back-test cut only (the discount needs another cut to be tested on)"
     # the test sets' sampling noise at the targets, beside (not a share of) the error: an RMS
@@ -697,8 +738,8 @@ def _tails(vals: np.ndarray, level: float) -> tuple[float, float]:
     return (math.inf if lo > 1.0 else float(lo)), (math.inf if hi > 1.0 else float(hi))
 
 
-def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions) -> GroupSelection:
-    trusted, reason = _trust(sel, o)
+def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions, unscored: str = "") -> GroupSelection:
+    trusted, reason = _trust(sel, o, unscored)
     h = sel.headline
     warnings = _group_warnings(sel, g, o, trusted)
     if not h.usable:
