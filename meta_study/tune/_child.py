@@ -21,6 +21,7 @@ import sys
 import time
 from typing import IO, Any
 
+from ..failpoints import failpoint
 from ._shards import MlflowWriter, Op, SweepTarget
 from .state import WRITER, WRITER_WAIT_S, Heartbeat, StateDir
 
@@ -138,6 +139,19 @@ def _serve(args: dict[str, Any]) -> None:
     # refuses connections) held a resumed trial's first call past the flush's end, and its
     # operations died with this process. A user's own setting wins.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    # a SIGTERM (SIGHUP) before the read loop (the previous writer's heartbeat awaited, the run map
+    # and the spool read from the storage: seconds on an object store, at every writer's start)
+    # killed this process at once, with every line the driver had queued in its stdin, and the
+    # driver's last operations (its open runs ended KILLED) were never read: noted here, and the
+    # loop below starts in its terminated branch
+    early: list[int] = []
+
+    def noted(signum: int, frame: Any) -> None:
+        early.append(signum)
+
+    taken = [s for s in _TERM_SIGNALS if s != signal.SIGHUP or signal.getsignal(s) == signal.SIG_DFL]
+    for s in taken:
+        signal.signal(s, noted)
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)                      # anything a library prints goes to stderr, not the replies
     try:
@@ -153,6 +167,7 @@ def _serve(args: dict[str, Any]) -> None:
         print(f"meta-study writer: could not read the previous writer's heartbeat ({type(e).__name__}: {e}); "
               "going on", file=sys.stderr)
     beat.start()
+    failpoint("writer_setup")          # a test signals this process here, before its read loop
     w = MlflowWriter(target)
     lines = _Lines(sys.stdin.fileno())
     first = lines.next() or ""
@@ -165,10 +180,11 @@ def _serve(args: dict[str, Any]) -> None:
     # a server that was down); now it sends for TERM_FLUSH_S, spools the rest and exits 0
     terminated = False
     loop = _Loop(w, reply)
-    signal.signal(signal.SIGTERM, _on_term)
-    if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:   # under nohup it stays ignored
-        signal.signal(signal.SIGHUP, _on_term)
+    for s in taken:                    # under nohup SIGHUP stays ignored
+        signal.signal(s, _on_term)
     try:
+        if early:                      # signalled before the loop: as if in it
+            _on_term(early[0], None)
         while line := lines.next():
             loop.take(line)
     except _Terminated:

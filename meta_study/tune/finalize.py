@@ -208,12 +208,18 @@ def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callab
 
 
 def _evaluated(callback: Any) -> set[str]:
+    """:func:`evaluated_trials` (what :func:`evaluate_stopped` leaves alone)."""
+    return evaluated_trials(callback)
+
+
+def evaluated_trials(callback: Any) -> set[str]:
     """Trials of the sweep whose run an earlier session ended with its evaluation logged
     (FINISHED, ``meta_study.eval_status=ok``). ``Tuner.restore().fit()`` returns every trial of
     the experiment, so each ``--resume`` evaluated every early-stopped trial again: the record read
     back, but its run reopened (RUNNING until the end), its metrics logged a second time (the
     history grew by one point per resume) and its checkpoint uploaded again. One paged search per
-    sweep end; on any failure none are known, and all are evaluated as before."""
+    sweep end; on any failure none are known, and all are evaluated as before. After this session's
+    operations are flushed, the trials this session evaluated are among them too."""
     from ..mlflow_client import mlflow_client
     from .tracking import EVAL_STATUS_TAG
 

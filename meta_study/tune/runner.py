@@ -53,7 +53,7 @@ from .preflight import (STORAGE_HINT, check_dataset_paths, check_local_storage, 
                         space_values, wait_for_previous_writer)
 from .provenance import full_uri
 from .state import Session, StateDir, SweepRecord, is_remote
-from .finalize import TrialRef, error_line, trial_id_of
+from .finalize import TrialRef, error_line, evaluated_trials, is_stopped_early, trial_id_of
 
 
 
@@ -891,8 +891,18 @@ def check_experiment_active(p: _Plan) -> None:
     from ..mlflow_client import mlflow_client, safe_uri
 
     client = mlflow_client(p.tracking)
-    exp = (client.get_experiment(p.record.experiment_id) if p.record is not None
-           else client.get_experiment_by_name(p.experiment))
+    try:
+        exp = (client.get_experiment(p.record.experiment_id) if p.record is not None
+               else client.get_experiment_by_name(p.experiment))
+    except Exception as e:
+        if p.record is None or getattr(e, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        # deleted for good (`mlflow gc`), or the default sqlite file removed: "error: No Experiment
+        # with id=1 exists" (exit 1), naming neither the sweep nor what to do
+        raise UserError(f"--resume: sweep {p.record.sweep} logs to MLflow experiment {p.record.experiment!r} (id "
+                        f"{p.record.experiment_id}), which {safe_uri(p.tracking)} no longer has (deleted for good, or "
+                        "another database at that URI): its parent and trial runs are gone; start the sweep anew "
+                        "with another --name") from None
     if exp is None or getattr(exp, "lifecycle_stage", "active") != "deleted":
         return
     other = ("start a new sweep with --name and another --experiment" if p.record is not None
@@ -1034,26 +1044,29 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
                               actor_cpus=DRIVER_CPUS)
     tags = {"sweep": p.name, "git_sha": provenance.git_sha(), "researcher": o.researcher, "code_version": p.code}
     rec = _record_session(spec, p, o, fixed, tags)
-    if p.resume:   # runs created just before a driver died, whose map entries never got written
-        from .tracking import recover_run_map
-
-        try:
-            recover_run_map(p.tracking, rec.experiment_id, rec.parent_run_id, p.state)
-        except Exception as e:  # noqa: BLE001 - without it a lost run may be closed as an orphan: say so
-            print(f"warning: could not list the runs of parent run {rec.parent_run_id} to complete the sweep's "
-                  f"run map ({error_line(e)}); a run created just before the driver died may be closed as an "
-                  f"orphan", file=sys.stderr)
     callback = MlflowSweepCallback(p.tracking, rec.experiment_id, rec.parent_run_id, p.exp_dir, tags=tags,
                                    resumed=p.resume, storage_uri=p.storage)
     resources = PerTrialResources(spec.resources, o)
-    # the hooks travel beside the config (Tune's object store), so the config is TrainConfig only
-    trainable = tune.with_resources(tune.with_parameters(train_trial, hooks=hooks), resources)
-    callbacks = [callback]
-    if hooks.torch_trainer:    # a stopped data-parallel trial's placement group is freed while the sweep runs
-        from .groups import FreeOrphanedGroups
-
-        callbacks.append(FreeOrphanedGroups())
+    # from here on the parent run is RUNNING: whatever ends the driver before Tune's results (an
+    # error, a Ctrl-C while the run map is searched or the trainable is put in Ray's object store)
+    # ends it and the open runs (_abandon); before, it stayed RUNNING for good
     try:
+        if p.resume:   # runs created just before a driver died, whose map entries never got written
+            from .tracking import recover_run_map
+
+            try:
+                recover_run_map(p.tracking, rec.experiment_id, rec.parent_run_id, p.state)
+            except Exception as e:  # noqa: BLE001 - without it a lost run may be closed as an orphan: say so
+                print(f"warning: could not list the runs of parent run {rec.parent_run_id} to complete the sweep's "
+                      f"run map ({error_line(e)}); a run created just before the driver died may be closed as an "
+                      f"orphan", file=sys.stderr)
+        # the hooks travel beside the config (Tune's object store), so the config is TrainConfig only
+        trainable = tune.with_resources(tune.with_parameters(train_trial, hooks=hooks), resources)
+        callbacks = [callback]
+        if hooks.torch_trainer:    # a stopped data-parallel trial's placement group is freed while the sweep runs
+            from .groups import FreeOrphanedGroups
+
+            callbacks.append(FreeOrphanedGroups())
         if p.restore_tune:
             tuner = tune.Tuner.restore(p.exp_dir, trainable, resume_errored=True)
             _use_callbacks(tuner, callbacks, verbose=0 if o.quiet else 1)
@@ -1079,11 +1092,16 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         # nothing (more) is evaluated or settled, every open run ends KILLED; --resume goes on
         early = stopped_early_of(results, callback, tune_statuses(grid))    # before the runs close
         left = callback.close_interrupted(signal_name)
-        callback.flush()
-        _end_parent(p.tracking, rec, "KILLED", {"trials": len(results), "finished": finished, "errored": errored,
+        sent = callback.flush()
+        # early-stopped trials evaluated (this session, before a Ctrl-C during the evaluations, or an
+        # earlier one) count as finished, as at a sweep's end: their runs are FINISHED data points,
+        # and the summary counted them in neither finished nor interrupted
+        done = evaluated_trials(callback) if sent and early else set()
+        ok = finished + sum(1 for r in results if is_stopped_early(r) and trial_id_of(r) in done)
+        _end_parent(p.tracking, rec, "KILLED", {"trials": len(results), "finished": ok, "errored": errored,
                                                "early_stopped": early, "interrupted": len(left)})
         return SweepResult(name=p.name, experiment_dir=p.exp_dir, tracking_uri=p.tracking,
-                           parent_run_id=rec.parent_run_id, trials=len(results), finished=finished, errored=errored,
+                           parent_run_id=rec.parent_run_id, trials=len(results), finished=ok, errored=errored,
                            early_stopped=early, seconds=time.monotonic() - t0, resumed=p.resume,
                            experiment_id=rec.experiment_id, interrupted=len(left), stop_signal=signal_name,
                            experiment=rec.experiment, errors=errors)
@@ -1097,6 +1115,12 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         # Ctrl-C during the end-of-sweep evaluations (Tune's handler is gone by then): it was a
         # traceback, with the early-stopped trials' runs and the parent left RUNNING
         return interrupted("SIGINT")
+    except SystemExit as e:
+        # SIGTERM there (`ray job stop`, scancel, a service's stop: ray.init's handler exits 15, the
+        # CLI's raises Terminated): the runs waiting for their evaluation and the parent were left
+        # RUNNING. Closed as for Ctrl-C; the process still exits as it was asked to
+        interrupted(_stop_signal_of(e) or "SystemExit")
+        raise
     except Exception as e:
         _abandon(p.tracking, rec, callback, e)
         raise
@@ -1280,15 +1304,29 @@ def _abandon(tracking_uri: str, rec: SweepRecord, callback: Any, e: BaseExceptio
     ingest``. Whatever fails here is said in a line; ``e`` is what the user sees."""
     from ..mlflow_client import mlflow_client
 
-    why = "SIGINT" if isinstance(e, KeyboardInterrupt) else type(e).__name__
+    stop = _stop_signal_of(e)
     try:
-        callback.close_interrupted(why)
+        # a stop (Ctrl-C, SIGTERM) ends the parent KILLED, as Tune's own stop does; an error FAILED
+        # (a SIGTERM's SystemExit ended it FAILED, its runs "interrupted (SystemExit)")
+        callback.close_interrupted(stop or type(e).__name__)
         callback.flush()
-        mlflow_client(tracking_uri).set_terminated(rec.parent_run_id,
-                                                   status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        mlflow_client(tracking_uri).set_terminated(rec.parent_run_id, status="KILLED" if stop else "FAILED")
     except Exception as e2:  # noqa: BLE001 - the sweep's own error is the one to raise
         print(f"warning: could not close the MLflow runs of this session (parent run {rec.parent_run_id}): "
               f"{error_line(e2)}", file=sys.stderr)
+
+
+def _stop_signal_of(e: BaseException) -> str | None:
+    """The stop an exception that ends the driver stands for (``SIGINT``, ``SIGTERM``...), or None
+    for an error: Ctrl-C's KeyboardInterrupt; the CLI's :class:`~meta_study.errors.Terminated`;
+    any other SystemExit: a SIGTERM when its code is 15 (``ray.init`` installs a SIGTERM handler
+    that calls ``sys.exit(signum)``), else the process was asked to exit (``SystemExit``)."""
+    if isinstance(e, KeyboardInterrupt):
+        return "SIGINT"
+    if not isinstance(e, SystemExit):
+        return None
+    signum = getattr(e, "signum", None) or (e.code if e.code == signal.SIGTERM else None)
+    return signal.Signals(signum).name if signum else "SystemExit"
 
 
 def _end_parent(tracking_uri: str, rec: SweepRecord, status: str, counts: Mapping[str, int]) -> None:
@@ -1415,6 +1453,11 @@ def _first_line(e: BaseException) -> str:
     return printable((str(e).strip().splitlines() or [type(e).__name__])[0])[:500]
 
 
+#: What to do after a stop that left no summary (a Ctrl-C before Tune, a SIGTERM).
+_AGAIN = ("run the same command again to go on (with --resume once the sweep is recorded in its --storage-path: "
+          "without it, the command says so)")
+
+
 def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
     """Entry point of ``sweeps/<name>.py``: run, print a summary, exit non-zero if trials errored
     (a user error: one line on stderr, exit 2)."""
@@ -1425,6 +1468,19 @@ def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
     except UserError as e:
         print(f"{spec.name}: {printable(str(e))}", file=sys.stderr)
         sys.exit(2)
+    except SystemExit as e:
+        if e.code != signal.SIGTERM:      # argparse's own exits (--help, a bad flag)
+            raise
+        # SIGTERM: ray.init's handler exits 15 with no word; the runs it had open are KILLED
+        print(f"{spec.name}: terminated (SIGTERM); the runs it had open in MLflow are ended KILLED; {_AGAIN}",
+              file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
+    except KeyboardInterrupt:
+        # Ctrl-C before Tune took SIGINT over (Ray starting, the checks, the Tuner being made) or a
+        # second one while the sweep ended: a KeyboardInterrupt traceback (Tune's own stop and one
+        # during the evaluations are summaries, exit 130 too); the runs it had opened are KILLED
+        print(f"{spec.name}: aborted (SIGINT); {_AGAIN}", file=sys.stderr)
+        sys.exit(130)
     except Exception as e:
         # the machine or a server failed (MLflow refused a call, a disk, the network): one line with
         # its own words, exit 1 (the input was fine), as the meta-study command does; a bug keeps
