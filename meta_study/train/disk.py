@@ -17,6 +17,8 @@ from __future__ import annotations
 import glob
 import io
 import os
+import re
+import stat
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -31,7 +33,10 @@ from .data import CachedSplit, Task
 if TYPE_CHECKING:
     from PIL import Image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+#: torchvision's ImageFolder extensions and more: GTSRB ships .ppm images, the ORL faces .pgm (both were
+#: skipped: "no images in class subdirectories")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
+                  ".pnm")
 #: Test folder names, the first present wins: Kaggle's train/ + valid/ layout held out 20% of
 #: train instead (valid/ was named a split but never used).
 TEST_DIRS = ("test", "testing", "val", "valid", "validation", "eval", "evaluation")
@@ -39,6 +44,7 @@ TEST_DIRS = ("test", "testing", "val", "valid", "validation", "eval", "evaluatio
 #: splits, not classes (Fruits-360's Training/ and Test/ became a 2-class task).
 TRAIN_DIRS = ("train", "training")
 SPLIT_NAMES = frozenset(TRAIN_DIRS + TEST_DIRS)
+_BUFFER_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
 
 class EncodedSplit(CachedSplit):
@@ -83,8 +89,14 @@ class EncodedSplit(CachedSplit):
         except UnscaledImageError as e:   # decoded, but its values have no known 8-bit scale
             raise ValueError(f"{what}: {e}") from e
         except Exception as e:   # PIL raises UnidentifiedImageError, OSError (truncated), SyntaxError, ...
-            raise ValueError(f"{what}: the image cannot be decoded ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''})") from e
+            # PIL names an encoded row by its buffer: "cannot identify image file <_io.BytesIO
+            # object at 0x7f...>", an address that means nothing to anyone
+            why = _BUFFER_REPR.sub("of these bytes", str(e).splitlines()[0] if str(e) else "")
+            raise ValueError(f"{what}: the image cannot be decoded ({type(e).__name__}: {why})") from e
+
+
+#: Formats whose mode-I images hold 16-bit samples (0..65535), scaled like I;16 (:func:`_to_8bit`).
+SIXTEEN_BIT_I_FORMATS = frozenset({"PNG", "PPM"})
 
 
 class UnscaledImageError(ValueError):
@@ -92,14 +104,14 @@ class UnscaledImageError(ValueError):
 
 
 def _to_8bit(im: "Image.Image") -> "Image.Image":
-    """A 16-bit grayscale image (PNG / TIFF, modes I;16, I;16B, ...) as 8-bit L, scaled by 1/257;
-    a float one (mode F, e.g. a float TIFF) with values in [0, 1] scaled by 255; other images as
-    they are. PIL's convert("RGB") clips at 255 and casts floats: a 0..65535 ramp came out 99.6%
+    """A 16-bit grayscale image (PNG / TIFF, modes I;16, I;16B, ...; a 16-bit PGM, or a PNG read
+    by an older Pillow, in mode I) as 8-bit L, scaled by 1/257; a float one (mode F, e.g. a float
+    TIFF) with values in [0, 1] scaled by 255; other images as they are. PIL's convert("RGB") clips at 255 and casts floats: a 0..65535 ramp came out 99.6%
     white, a 0..1 float one black.
 
     Raises:
         UnscaledImageError: a float image with values outside [0, 1] (beyond half an 8-bit step)
-            or not finite, or a 32-bit integer one (mode I: a 16-bit PGM, a 32-bit TIFF) with values
+            or not finite, or a 32-bit integer one (mode I: a 32-bit TIFF) with values
             outside [0, 255]: no known scale, and PIL's clipping turned them white.
     """
     from PIL import Image
@@ -113,6 +125,12 @@ def _to_8bit(im: "Image.Image") -> "Image.Image":
             raise UnscaledImageError(f"a float (mode F) image with values in [{a.min():g}, {a.max():g}]: no "
                                      "known scale (floats are read as 0..1); save it as 8- or 16-bit integers")
         return Image.fromarray((a.clip(0, 1) * 255.0).round().astype(np.uint8))
+    if im.mode == "I" and im.format in SIXTEEN_BIT_I_FORMATS:
+        # 16-bit data in a 32-bit mode: a PGM with maxval > 255 (PIL scales it to 0..65535), and a
+        # 16-bit grayscale PNG read by an older Pillow (newer ones give I;16). Refused as "no known
+        # scale" when any pixel passed 255, though its scale is the format's
+        a = np.asarray(im).astype(np.float64)
+        return Image.fromarray((a.clip(0, 65535) / 257.0).round().astype(np.uint8))
     if im.mode == "I":
         a = np.asarray(im)
         if a.size and (a.min() < 0 or a.max() > 255):
@@ -207,19 +225,28 @@ def _label_ids(names: Sequence[object], classes: Sequence[object] | None) -> tup
 def _scan_folder(root: Path) -> tuple[list[str], list[str]]:
     """(paths, class names) of ``root/<class>/**/<image>``, sorted; ValueError for a class folder
     without images (when others have some)."""
-    paths, names, empty = [], [], []
+    paths, names, empty, zero = [], [], [], []
     for cls in sorted(d.name for d in root.iterdir() if d.is_dir() and not _skipped(d.name)):
         found = len(paths)
         for p in sorted((root / cls).rglob("*")):
             # regular files only (a folder named x.png, a FIFO that blocks on open), and no hidden
             # ones: macOS's ._x.png beside every image, .ipynb_checkpoints/; each was decoded at
             # its first batch and crashed pre-training
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() \
-                    and not any(_skipped(part) for part in p.relative_to(root / cls).parts):
+            if p.suffix.lower() in IMAGE_SUFFIXES and not any(_skipped(part) for part in p.relative_to(root / cls).parts):
+                size = _file_size(p)
+                if size is None:
+                    continue
+                if size == 0:
+                    zero.append(str(p))
                 paths.append(str(p))
                 names.append(cls)
         if len(paths) == found:
             empty.append(cls)
+    if zero:
+        # an interrupted copy or download: it failed at the first batch that held it, for a DS
+        # task only after the whole pre-training
+        raise ValueError(f"{root}: {len(zero)} image file(s) are empty (0 bytes), e.g. {zero[0]}; re-copy or "
+                         "remove them")
     if empty and paths:   # no images at all: the callers' own error
         # an interrupted copy: the class was dropped without a word, a 3-class dataset trained as
         # a 2-class one (torchvision's ImageFolder refuses it too)
@@ -227,6 +254,15 @@ def _scan_folder(root: Path) -> tuple[list[str], list[str]]:
                          f"hold{'' if len(empty) > 1 else 's'} no images ({', '.join(IMAGE_SUFFIXES)}); fill or "
                          "remove it")
     return paths, names
+
+
+def _file_size(p: Path) -> int | None:
+    """Size in bytes of ``p`` if it is a regular file (symlinks followed), else None."""
+    try:
+        st = p.stat()
+    except OSError:   # a dangling symlink, a file removed meanwhile
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def _skipped(name: str) -> bool:
@@ -407,8 +443,9 @@ def _image_bytes(col: pa.ChunkedArray, where: str = "image column") -> list[byte
     embed so), decoded from the file.
 
     Raises:
-        ValueError: rows with no image (null), counted, named by ``where``: one crashed
-            pre-training at the first batch that held it ('NoneType' object has no attribute 'read').
+        ValueError: rows with no image (null) or an empty one (0 bytes), counted, named by
+            ``where``: one crashed pre-training at the first batch that held it ('NoneType' object
+            has no attribute 'read'), or the probe after it.
     """
     if pa.types.is_struct(col.type):
         paths = [None] * len(col)
@@ -427,6 +464,12 @@ def _image_bytes(col: pa.ChunkedArray, where: str = "image column") -> list[byte
     nulls = sum(v is None for v in out)
     if nulls:
         raise ValueError(f"{where}: {nulls} null image(s) of {len(out)} rows (no bytes, no path); drop those rows")
+    # b"": a failed download or encode; it failed at the first batch that held it, for a DS task
+    # only after the whole pre-training
+    blank = [i for i, v in enumerate(out) if isinstance(v, (bytes, bytearray)) and not v]
+    if blank:
+        raise ValueError(f"{where}: {len(blank)} empty image(s) (0 bytes) of {len(out)} rows, e.g. row {blank[0]}; "
+                         "drop those rows")
     return out
 
 

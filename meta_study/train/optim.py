@@ -54,6 +54,13 @@ class WarmupLinearDecay:
     total_steps: int
     end_factor: float = 0.0
 
+    def __post_init__(self) -> None:
+        # a warm-up longer than the run never reached the peak lr (warmup 100 of 50 steps peaked at
+        # lr / 2), and a negative one started above it; both trained without a word. (A run of 0
+        # steps makes no update: any warm-up is moot there.)
+        if self.warmup_steps < 0 or 0 < self.total_steps < self.warmup_steps:
+            raise ValueError(f"warmup_steps={self.warmup_steps!r}: must be in [0, total_steps={self.total_steps!r}]")
+
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
@@ -179,7 +186,11 @@ def build_optimizer(model: nn.Module, *, optimizer: str = "adam", lr: float = 8e
 
 def build_schedule(opt: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
                    end_factor: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up then linear decay, applied to every group's own peak lr (so head_lr is scheduled too)."""
+    """Linear warm-up then linear decay, applied to every group's own peak lr (so head_lr is scheduled too).
+
+    Raises:
+        ValueError: ``warmup_steps`` negative, or more than ``total_steps`` (when that is > 0).
+    """
     return torch.optim.lr_scheduler.LambdaLR(opt, WarmupLinearDecay(warmup_steps, total_steps, end_factor))
 
 
