@@ -79,6 +79,18 @@ def resources(config: Mapping[str, Any], options: SweepOptions) -> TrialResource
     return TrialResources(cpu=round(cpus * share, 4), memory_gb=memory_gb)
 
 
+#: Weight decay ranges per optimizer (log-uniform). The decay is decoupled and multiplied by the
+#: scheduled lr (``train.optim``: ``p <- p * (1 - lr_t * wd)`` each step), and SGD's lr is ~100x
+#: Adam's, so SGD draws its decays 30x lower (ResNet practice, 5e-4 coupled with momentum 0.9, is
+#: ~5e-3 here): a step shrinks the body by at most 0.3% (Adam 0.09%) and the head by at most 30%
+#: (``head_lr`` 3 x ``head_wd`` 0.1; Adam 9%). Drawn on Adam's scale, an SGD trial's ``lr_t *
+#: head_wd`` reached 9: the head's weights were zeroed or flipped each step (``lr * wd >= 1``) in 1
+#: SGD draw in 90, and grew up to 8x a step in 1 in 280 (a ViT-Ti's loss was 1e18 after 40 steps, its
+#: accuracies chance; past float32's range within ~45 steps, the trial diverges).
+WD_RANGE = {"adam": (1e-3, 0.3), "sgd": (3e-5, 1e-2)}
+HEAD_WD_RANGE = {"adam": (1e-4, 3.0), "sgd": (3e-6, 0.1)}
+
+
 class ZooSpace:
     """Optuna define-by-run space (a class, not a closure: Tune pickles the searcher).
 
@@ -101,8 +113,9 @@ class ZooSpace:
             cfg["lr"] = trial.suggest_float("_sgd_lr", 1e-2, 3e-1, log=True)
         else:
             cfg["lr"] = trial.suggest_float("_adam_lr", 1e-4, 3e-3, log=True)
-        cfg["wd"] = trial.suggest_float("_wd", 1e-3, 0.3, log=True)
-        cfg["head_wd"] = trial.suggest_float("_head_wd", 1e-4, 3.0, log=True)
+        opt = cfg["optimizer"]
+        cfg["wd"] = trial.suggest_float(f"_{opt}_wd", *WD_RANGE[opt], log=True)
+        cfg["head_wd"] = trial.suggest_float(f"_{opt}_head_wd", *HEAD_WD_RANGE[opt], log=True)
         cfg["head_lr"] = cfg["lr"] * trial.suggest_float("_head_lr_mult", 0.1, 10.0, log=True)
         cfg["data_fraction"] = trial.suggest_categorical("_data_fraction", [0.25, 0.5, 1.0])
         cfg["epochs"] = trial.suggest_categorical("_epochs", [1, 2] if self.smoke else [7, 14, 30])

@@ -40,14 +40,28 @@ def git_sha(repo: Path | None = None) -> str:
     ``git rev-parse HEAD`` in the checkout with ``-dirty`` when it differs from that commit (as the
     submit wrapper marks it; a sweep run from an edited checkout was recorded as the clean commit;
     :data:`UNKNOWN_STATE` when ``git status`` gives no answer), else ``unknown`` (the submit
-    wrapper uploads a job's working dir without .git). One ``git status``: ~20 ms on this repo."""
+    wrapper uploads a job's working dir without .git). The checkout is meta_study's parent, or a
+    larger one above it that tracks meta_study (a monorepo; it was ``unknown``), owned by this user
+    or not. One ``git status``: ~20 ms on this repo."""
     env = os.environ.get(GIT_SHA_ENV, "").strip()
     if env:
         return env
     root = repo or PACKAGE_ROOT.parent
-    if not (root / ".git").exists():     # a directory, or a worktree's file
-        return "unknown"
-    return checkout_sha(root)
+    if (root / ".git").exists():     # a directory, or a worktree's file
+        return checkout_sha(root)
+    if repo is None and enclosing_checkout(root) is not None and git_output(
+            root, "ls-files", "--error-unmatch", "--", f"{PACKAGE_ROOT.name}/__init__.py") is not None:
+        # meta_study inside a larger checkout (a monorepo) that tracks it: that checkout's commit. Not a
+        # copy that a checkout holds untracked (a job's upload, a venv's site-packages): "unknown"
+        return checkout_sha(root)
+    return "unknown"
+
+
+def enclosing_checkout(path: Path) -> Path | None:
+    """The nearest directory at or above ``path`` that holds ``.git`` (the checkout ``path`` is in),
+    or None."""
+    path = Path(path).resolve()
+    return next((d for d in (path, *path.parents) if (d / ".git").exists()), None)
 
 
 #: seconds ``git rev-parse`` / ``git status`` may take (a huge untracked tree, a slow filter or
@@ -81,8 +95,13 @@ def git_output(cwd: Path, *args: str) -> bytes | None:
     failed ("Unable to create '.git/index.lock': File exists"); reading is all provenance needs."""
     import signal
 
+    # A checkout owned by another user (a container running as root on a bind-mounted checkout, a
+    # lab's shared one) is refused by git ("detected dubious ownership"): every sweep from it was
+    # recorded as git "unknown". Trusted here for this checkout only: its code is what runs.
+    top = enclosing_checkout(cwd)
+    trust = ["-c", f"safe.directory={top}"] if top is not None else []
     try:
-        proc = subprocess.Popen(["git", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(["git", *trust, *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, start_new_session=True,
                                 env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
     except OSError:
