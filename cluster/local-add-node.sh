@@ -83,6 +83,8 @@ fi
 # ("No cluster status") and under load: a failed call counts as "unknown" (-1), never as an exit
 # (under `set -e -o pipefail` a failing pipeline here would end this script without a word).
 status_err="$state/$name.status-err"
+# removed whatever the outcome: it was left in STATE_DIR after every run, joined or not
+trap 'rm -f "$status_err"' EXIT
 count_nodes() {
   local out
   out="$("$PY" -m ray.scripts.scripts status --address "$RAY_ADDRESS" 2>"$status_err")" || { echo -1; return 0; }
@@ -140,6 +142,7 @@ on_exit() {
     kill -KILL -- "-$node_pid" 2>/dev/null || true
     rm -f "$state/$name.pid"
   fi
+  rm -f "$status_err"
   exit "$rc"
 }
 trap on_exit EXIT

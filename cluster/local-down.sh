@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Stop the single-machine services that cluster/local-up.sh started: the Ray head, the nodes
 # cluster/local-add-node.sh added, and the MLflow tracking server of one state directory.
-# Idempotent: stopping what is not running is a no-op. Exit status 0, or 1 when a process outlived
-# SIGKILL (its PID file is kept) or another of these scripts holds the state directory's lock.
+# Idempotent: stopping what is not running is a no-op, and a directory local-up.sh never ran in is
+# left as it is. Exit status 0, or 1 when a process outlived SIGKILL (its PID file is kept) or
+# another of these scripts holds the state directory's lock.
 #
 #   cluster/local-down.sh [STATE_DIR]      # default: $META_STUDY_LOCAL_DIR, else ./meta-study-local
 #
@@ -36,6 +37,19 @@ if [ ! -d "$state" ]; then
   exit 0
 fi
 state="$(cd "$state" && pwd -P)"
+# A directory local-up.sh never started anything in (a mistyped argument, $META_STUDY_LOCAL_DIR set
+# to a project directory) is left untouched: its env.sh was deleted, and every *.pid file in it
+# taken for a Ray node's (another program's PID file deleted as "stale"), exit 0. local-up.sh writes
+# the token before it starts anything, and the PID files and boot_id as it starts; checked again
+# under the lock below (.lock: a local-up may be under way there, not yet that far).
+is_state() {
+  [ -e "$state/ray-auth-token" ] || [ -e "$state/ray.pid" ] || [ -e "$state/mlflow.pid" ] || [ -e "$state/boot_id" ]
+}
+not_state() {
+  echo "local-down: nothing to stop: $state is no state directory of cluster/local-up.sh (no ray-auth-token, ray.pid or mlflow.pid); left as it is" >&2
+  exit 0
+}
+is_state || [ -e "$state/.lock" ] || not_state
 # One of local-up, local-add-node, local-down at a time per state directory: two local-up at once
 # raced MLflow's database migration, and each one's cleanup stopped the other's services, leaving a
 # Ray head and an MLflow server running with no PID file. The lock is fd 9; services never inherit it.
@@ -43,6 +57,7 @@ if [ -z "${META_STUDY_LOCK_HELD:-}" ] && command -v flock > /dev/null; then
   exec 9> "$state/.lock"
   flock -w "${META_STUDY_LOCK_WAIT:-300}" 9 || { echo "local-down: another local-up, local-add-node or local-down holds $state/.lock (waited ${META_STUDY_LOCK_WAIT:-300} s)" >&2; exit 1; }
 fi
+is_state || not_state
 
 note() { echo "local-down: $*" >&2; }
 

@@ -3,7 +3,9 @@
 # all of their state under one directory. Stop them with cluster/local-down.sh.
 #
 #   cluster/local-up.sh [STATE_DIR]           # default: $META_STUDY_LOCAL_DIR, else ./meta-study-local
-#   eval "$(cluster/local-up.sh)"             # stdout is only the export lines; progress is on stderr
+#   lines="$(cluster/local-up.sh)" && eval "$lines"   # stdout is only the export lines; progress is on
+#                                             # stderr (`eval "$(cluster/local-up.sh)"` is status 0
+#                                             # when it fails: a script went on without a cluster)
 #   . meta-study-local/env.sh                 # the same lines, for later shells
 #
 # Settings (environment):
@@ -81,9 +83,17 @@ fi
 # active, `python` there would be another interpreter (without meta-study, or another Ray).
 py_abs="$(command -v "$PY")" || die "$PY: not found"
 py_abs="$(cd "$(dirname "$py_abs")" && pwd -P)/$(basename "$py_abs")"
+# shq WORD: WORD as is where it needs no quotes, else in POSIX single quotes (as Python's
+# shlex.quote), for /bin/sh (dash), a systemd environment file and bash alike. bash's `printf %q`
+# wrote $'...' for a path with a non-ASCII letter under the C locale (cron, ssh or a container
+# without LANG): dash ran `exec $'/home/jos\303\251/...'` ("not found"), so `python` failed in
+# every job, and `. env.sh` from sh set a RAY_AUTH_TOKEN_PATH that named no file.
+shq() {
+  if [[ "$1" =~ ^[A-Za-z0-9@%+=:,./_-]+$ ]]; then printf '%s' "$1"; else printf "'%s'" "${1//\'/\'\\\'\'}"; fi
+}
 mkdir -p "$state/bin"
 for name in python python3; do
-  printf '#!/bin/sh\nexec %q "$@"\n' "$py_abs" > "$state/bin/$name.tmp"
+  printf '#!/bin/sh\nexec %s "$@"\n' "$(shq "$py_abs")" > "$state/bin/$name.tmp"
   chmod 755 "$state/bin/$name.tmp" && mv "$state/bin/$name.tmp" "$state/bin/$name"
 done
 # Keeps the default ./meta-study-local out of `git status`.
@@ -206,6 +216,15 @@ done
 # Unix socket paths are limited to 107 bytes and Ray puts sockets ~62 bytes below --temp-dir
 # (session_<date>_<pid>/sockets/plasma_store), so a deep STATE_DIR gets a short stand-in under /tmp
 # that $state/ray links to (kept across restarts, like the rest of the state).
+# A stand-in that is not ours is replaced: after /tmp was cleaned (a reboot), another user could
+# make a directory of its name, and Ray ran in it (its sockets and session logs in a directory
+# that user controls) until the chmod below failed and stopped everything again.
+# So is a link whose target is gone (a state directory moved to a short path after /tmp was
+# cleaned: mkdir's "File exists").
+if [ -L "$state/ray" ] && { [ ! -d "$state/ray" ] || [ ! -O "$state/ray" ]; }; then
+  [ ! -d "$state/ray" ] || note "$state/ray links to $(readlink "$state/ray"), which is not yours; making a new one"
+  rm -f "$state/ray"
+fi
 if [ -d "$state/ray" ]; then
   ray_tmp="$(cd "$state/ray" && pwd -P)"
 elif [ "${#state}" -le 36 ]; then
@@ -369,7 +388,7 @@ echo "$mlflow_port" > "$state/mlflow.port"
   echo "unset RAY_AUTH_TOKEN  # another cluster's token would win over RAY_AUTH_TOKEN_PATH"
   echo "export RAY_ADDRESS=127.0.0.1:$ray_port"
   echo "export RAY_AUTH_MODE=token"
-  echo "export RAY_AUTH_TOKEN_PATH=$(printf %q "$state/ray-auth-token")"
+  echo "export RAY_AUTH_TOKEN_PATH=$(shq "$state/ray-auth-token")"
   [ "$dashboard" = true ] && echo "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:$p_dash"
   echo "export MLFLOW_TRACKING_URI=$mlflow_uri"
   echo "# MLflow UI: $mlflow_uri"

@@ -11,6 +11,13 @@
 # ARNs) and `REGISTRY/` are replaced, so the words elsewhere in comments are left alone.
 set -euo pipefail
 
+# --help prints the comment above; another option is refused (with BUCKET and REGISTRY set, `--help`
+# was taken for OUT_DIR: mkdir's own help, then exit 2).
+case "${1:-}" in
+  -h|--help) awk 'NR > 1 && /^set -euo pipefail/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "${BASH_SOURCE[0]}"; exit 0 ;;
+  -*) echo "render: unknown option $1; usage: BUCKET=... REGISTRY=... cluster/render.sh OUT_DIR (--help)" >&2; exit 2 ;;
+esac
+
 # Missing inputs are user errors (exit 2, one line), as a bad name below: `${1:?}` was exit 1 with
 # bash's "line 14: 1:" in front of the message.
 usage() { echo "render: $*; usage: BUCKET=... REGISTRY=... cluster/render.sh OUT_DIR" >&2; exit 2; }

@@ -132,7 +132,7 @@ def prune(api: KubeApi, refits: list[dict], keep: int) -> None:
 def wait(api: KubeApi, name: str, poll_s: float, max_errors: int) -> dict[str, Any]:
     """Poll RayJob ``name`` until its deployment is terminal; API errors are retried
     ``max_errors`` times in a row (an API server restart must not fail a 6-hour refit)."""
-    errors, last = 0, None
+    errors, last, last_error = 0, None, ""
     while True:
         try:
             rayjob = api.get(name)
@@ -142,15 +142,18 @@ def wait(api: KubeApi, name: str, poll_s: float, max_errors: int) -> dict[str, A
                 raise SystemExit(f"submit_refit: RayJob {name} was deleted while running") from None
             if e.code == 403:
                 raise SystemExit(f"submit_refit: forbidden to get RayJob {name}; check the Role") from None
-            errors += 1
+            errors, last_error = errors + 1, reason(e)
             rayjob = None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, ValueError):
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, ValueError) as e:
             # HTTPException (IncompleteRead, BadStatusLine) and ValueError (JSON cut off): an answer
             # cut short by an API server restart, which once ended this wait with a traceback
-            errors += 1
+            errors, last_error = errors + 1, reason(e)
             rayjob = None
         if errors > max_errors:
-            raise SystemExit(f"submit_refit: {errors} API errors in a row while waiting for {name}")
+            # the errors are retried silently: this line is all the CronJob's log says of them (an
+            # expired token's HTTP 401 was "21 API errors in a row" and nothing more)
+            raise SystemExit(f"submit_refit: {errors} API errors in a row while waiting for {name} "
+                             f"at {api.root} (the last: {last_error})")
         if rayjob is not None:
             status = deployment_status(rayjob)
             if status != last:
@@ -210,11 +213,23 @@ def check_ranges(args: argparse.Namespace) -> None:
         raise refuse(f"--poll must be a finite number of seconds > 0, got {args.poll:g}")
 
 
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's reason and line in a few words: ``line 2: expected a single document in the stream``."""
+    words = getattr(e, "context", None) or getattr(e, "problem", None) or type(e).__name__
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    return f"line {mark.line + 1}: {words}" if mark is not None else words
+
+
+def reason(e: Exception) -> str:
+    """An API call's failure in a few words: the HTTP status, else the reason (a refused connection)."""
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    return str(getattr(e, "reason", None) or e) or type(e).__name__   # TimeoutError() says nothing itself
+
+
 def api_error(what: str, api: str, e: Exception) -> SystemExit:
     """One line for an API call that failed: the address and the HTTP status (or the reason)."""
-    if isinstance(e, urllib.error.HTTPError):
-        return SystemExit(f"submit_refit: cannot {what} at {api}: HTTP {e.code} {e.reason}")
-    return SystemExit(f"submit_refit: cannot {what} at {api}: {getattr(e, 'reason', e)}")
+    return SystemExit(f"submit_refit: cannot {what} at {api}: {reason(e)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,8 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     check_ranges(args)
     try:
         rayjob = yaml.safe_load(args.template.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise refuse(f"--template {args.template}: {getattr(e, 'strerror', None) or 'not YAML'}") from None
+    except yaml.YAMLError as e:   # said as "not YAML" alone: a template with two documents, or a typo, said no more
+        raise refuse(f"--template {args.template}: not YAML ({yaml_problem(e)})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise refuse(f"--template {args.template}: {getattr(e, 'strerror', None) or 'not UTF-8 text'}") from None
     metadata = rayjob.get("metadata") if isinstance(rayjob, dict) else None
     if not isinstance(metadata, dict) or rayjob.get("kind") != "RayJob" or "generateName" not in metadata:
         raise refuse(f"--template {args.template}: not a RayJob with metadata.generateName")
@@ -245,10 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     for option, path in (("--token-file", args.token_file), ("--ca-file", args.ca_file)):
         if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
             raise refuse(f"{option} {path}: not a readable file")
+    given_ca = args.ca_file   # connect() fills in the pod's
     try:
         api = connect(args, rayjob)
-    except (OSError, ssl.SSLError) as e:   # the pod's CA bundle or namespace file
-        raise SystemExit(f"submit_refit: cannot read the pod's ServiceAccount files: {e}") from None
+    except (OSError, ssl.SSLError) as e:   # the CA bundle, or the pod's namespace file
+        # a --ca-file that holds no certificate, given outside a pod, was said as "cannot read the
+        # pod's ServiceAccount files"
+        what = f"--ca-file {given_ca}" if given_ca else "the pod's ServiceAccount files"
+        raise SystemExit(f"submit_refit: cannot read {what}: {e}") from None
 
     try:
         refits = api.list_refits()
