@@ -107,6 +107,16 @@ document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventL
 """
 
 
+def _levels(heads: pd.DataFrame) -> str:
+    """The interval level(s) of the headline rows as the text names them ("90%"; "50%/90%" for
+    rows made at two): a table made with ``SelectionOptions(level=0.5)`` stores 50% intervals,
+    and the page said "Brackets give the 90% interval"."""
+    from .analysis.answers import DEFAULT_LEVEL, level_pct, row_level
+
+    levels = sorted({row_level(r) for r in heads.to_dict("records")}) or [DEFAULT_LEVEL]
+    return "/".join(level_pct(v) for v in levels)
+
+
 def _verdict(heads: pd.DataFrame) -> str:
     """Said plainly when no group is trusted: why, counted per group from the rows shown."""
     if len(heads) == 0 or bool(heads["trusted"].any()):
@@ -125,9 +135,10 @@ def _verdict(heads: pd.DataFrame) -> str:
     span = f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())}&ndash;{int(n.max())}"
     # said only as far as the rows hold intervals: a group with no usable fit or no back-test has none
     with_iv = int(_has_interval(heads).sum())
-    iv = ("Each answer still gives its 90% interval" if with_iv == len(heads) else
-          "No answer has a 90% interval either (no back-test to calibrate one, or no usable fit)" if with_iv == 0
-          else f"{with_iv} of {len(heads)} answers still {'gives its' if with_iv == 1 else 'give their'} 90% interval "
+    L = _levels(heads)
+    iv = (f"Each answer still gives its {L} interval" if with_iv == len(heads) else
+          f"No answer has a {L} interval either (no back-test to calibrate one, or no usable fit)" if with_iv == 0
+          else f"{with_iv} of {len(heads)} answers still {'gives its' if with_iv == 1 else 'give their'} {L} interval "
           f"(the {'other has' if len(heads) - with_iv == 1 else 'others have'} none: no back-test to calibrate one, "
           "or no usable fit)")
     models = "visible model" if span == "1" else "visible models"
@@ -287,7 +298,7 @@ def _table_html(fits: pd.DataFrame) -> str:
             "<th class=l>predictor</th><th title='models in the group (in brackets: held out, i.e. above the "
             "hold-out threshold: never fitted, they score the held-out error)'>models (held out)</th>"
             "<th>back-test err (pt)</th><th>flat guess back-test (pt)</th><th>held-out err (pt)</th>"
-            "<th title='leave-one-cut-out: the share of back-test targets inside the 90% interval that the other cuts give (the held-out models are scored in the held-out check, not here)'>back-test interval coverage (%)</th>"
+            f"<th title='leave-one-cut-out: the share of back-test targets inside the {_levels(headlines(fits))} interval that the other cuts give (the held-out models are scored in the held-out check, not here)'>back-test interval coverage (%)</th>"
             "<th class=l>role</th><th class=l>fit status</th><th class=l>warnings</th></tr>")
     rows = []
     for r in _table_rows(fits).to_dict("records"):
@@ -445,7 +456,7 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                  "over the cuts or the latest cut's, is within the tolerance; warnings describe the data and never withhold an answer by themselves "
                  "(hover a label). Accuracies in percent, errors and slopes in accuracy points (pt). "
                  # a trusted step reads "+1 US pt: 89.9% DS [89.2%-90.6%]": the brackets were said nowhere
-                 "Brackets give the 90% interval [low-high]; definitions: docs/analysis.md.</p>" + _verdict(heads)
+                 f"Brackets give the {_levels(heads)} interval [low-high]; definitions: docs/analysis.md.</p>" + _verdict(heads)
                  + _answers_html(heads, threshold, {p.stem for p in group_pngs}))
     parts.append("<h2>Headline and the paper's fit</h2>" + _table_html(fits))
     if (figs / "fits_grid.png").exists():

@@ -78,9 +78,12 @@ def predict_fit(row: Mapping[str, Any], us_accuracy: Any) -> np.ndarray:
         return np.clip(np.asarray(_curve(row).predict_accuracy(_us(us_accuracy)), dtype=float), 0.0, 1.0)
 
 
-def predict_interval(row: Mapping[str, Any], us_accuracy: Any, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+def predict_interval(row: Mapping[str, Any], us_accuracy: Any, level: float | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """The ``level`` prediction interval ``(lo, hi)`` (DS accuracies, fractions) of a row of
-    ``fits.parquet`` at ``us_accuracy``.
+    ``fits.parquet`` at ``us_accuracy``. ``level`` defaults to the row's own (its ``level``
+    column: the level its stored intervals ``ds_plus*_lo/hi`` were made at; 0.9 for a row without
+    one, as a table written before the column existed), so that the default reproduces them.
 
     The half-width comes from the row's back-test |residuals| (``interval_residuals``; for the
     headline, leave one cut out): their ``level`` quantile, flat out to the farthest back-test and
@@ -89,9 +92,13 @@ def predict_interval(row: Mapping[str, Any], us_accuracy: Any, level: float = 0.
     has no back-test or no usable fit.
 
     Raises:
-        ValueError: ``level`` not a number in (0, 1), or a US accuracy outside [0, 1].
+        ValueError: ``level`` (given, or the row's) not a number in (0, 1), or a US accuracy outside [0, 1].
     """
-    # a number, then its range: None, "0.9" or pandas.NA raised a TypeError from the comparison
+    if level is None:   # the row's: a row made at level 0.5 disagreed with its own stored ends at 0.9
+        from .answers import row_level
+
+        level = row_level(row)
+    # a number, then its range: "0.9" or pandas.NA raised a TypeError from the comparison
     if isinstance(level, (bool, np.bool_)) or not isinstance(level, numbers.Real) or not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1) (a number), got {level!r}")
     u = _us(us_accuracy)

@@ -5,7 +5,8 @@ that they never say different things.
 
 Every number comes from the row. Accuracies are printed in percent, errors and slopes in
 accuracy points ("pt"); a prediction past the tested horizon says so; an untrusted group states
-its 90% interval, never a point prediction.
+its interval, never a point prediction. Intervals are at the row's ``level`` (90% by default, and
+for a row written before the column existed: :func:`row_level`).
 """
 
 from __future__ import annotations
@@ -109,6 +110,31 @@ def _us_interval(lo: float, hi: float) -> str:
 NO_SPREAD_WHY = "the back-tests hit exactly, no spread to calibrate one"
 NO_SPREAD_TEXT = f"no 90% interval: {NO_SPREAD_WHY}"
 
+#: The interval level of a row without a ``level`` column (a fits.parquet from before it was
+#: recorded): every such table was made at SelectionOptions' default.
+DEFAULT_LEVEL = 0.9
+
+
+def row_level(row: Mapping[str, Any]) -> float:
+    """The interval level of a row of ``fits.parquet`` (its ``level`` column, a fraction in (0, 1));
+    :data:`DEFAULT_LEVEL` where the row has none (an older table, a hand-built dict). A row made with
+    ``SelectionOptions(level=0.5)`` stores 50% intervals: its text said "90% interval"."""
+    v = row.get("level") if hasattr(row, "get") else None
+    if _missing(v):
+        return DEFAULT_LEVEL
+    try:
+        lv = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"a fits.parquet row's level is not a number: {v!r}") from None
+    if not 0 < lv < 1:
+        raise ValueError(f"a fits.parquet row's level must be a fraction in (0, 1), got {lv:g}")
+    return lv
+
+
+def level_pct(level: float) -> str:
+    """An interval level as the text names it: 0.9 -> "90%", 0.95 -> "95%", 0.5 -> "50%"."""
+    return f"{100 * level:g}%"
+
 
 def flags(warnings: Any) -> list[tuple[str, str]]:
     """``(label, detail)`` of each warning of a row, each label once (the first detail kept)."""
@@ -156,6 +182,7 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
     if threshold is None:
         t = _f(row, "payoff_threshold")
         threshold = t if math.isfinite(t) else PAYOFF_THRESHOLD
+    L = level_pct(row_level(row))    # the level the row's intervals were made at: "90%" by default
     trusted = _flag(row, "trusted")
     reason = _text(row, "trust_reason") or _text(row, "message") or "no usable fit"
     best, flat = _f(row, "best_us"), _f(row, "flat")
@@ -196,16 +223,16 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
             noted = noted or bool(below)
             # no interval where the back-tests all hit exactly (the row's warning says so): it read
             # "50.0% DS [50.0%-50.0%]", a 90% interval of width 0
-            iv = interval(lo, hi) or (" (no 90% interval)" if said_spread else f" ({NO_SPREAD_TEXT})")
+            iv = interval(lo, hi) or (f" (no {L} interval)" if said_spread else f" (no {L} interval: {NO_SPREAD_WHY})")
             said_spread = said_spread or not interval(lo, hi)
             steps.append(f"+{k} US pt: {pct(ds, _digits(lo, hi))} DS{iv}{gain}{below}")
         elif interval(lo, hi):
-            steps.append(f"+{k} US pt: 90% interval{interval(lo, hi)}{past}")
+            steps.append(f"+{k} US pt: {L} interval{interval(lo, hi)}{past}")
         else:
             unstated.append(k)
     # why a statement has no interval: no back-test reached past the best model, or they all hit exactly
     no_iv_why = "no back-test to calibrate one" if not math.isfinite(hus) else NO_SPREAD_WHY
-    no_iv = f"no 90% interval ({no_iv_why})"
+    no_iv = f"no {L} interval ({no_iv_why})"
     if unstated:       # one line for them all, not "[none] (past the tested horizon)" three times
         pts = "/".join(f"+{k}" for k in unstated)
         steps.append(f"{pts} US pt: {no_iv}")
@@ -220,8 +247,8 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
             # a trusted point without its interval says why, as a step does (it read "74.2% DS."
             # alone, the only point of the answer with neither an interval nor a reason)
             steps.append(f"at the tested horizon ({pct(p_us, 2)} US): " +
-                         (f"{pct(p_ds, _digits(p_lo, p_hi))} DS{iv_p or f' ({NO_SPREAD_TEXT})'}" if trusted
-                          else (f"90% interval{iv_p}" if iv_p else no_iv)))   # not "90% interval [none]"
+                         (f"{pct(p_ds, _digits(p_lo, p_hi))} DS{iv_p or f' (no {L} interval: {NO_SPREAD_WHY})'}" if trusted
+                          else (f"{L} interval{iv_p}" if iv_p else no_iv)))   # not "90% interval [none]"
     claims = ""
     if trusted and _flag(row, "stop_paying_supported"):
         sp = _f(row, "stop_paying_us")
@@ -260,14 +287,14 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
         elif no_trend:   # "needs US in [89.8%-never]" on a task whose DS falls as US rises
             need = f"{tgt}: no US accuracy is stated (DS is not shown to rise with US in these models)"
         elif lo_100 and (not trusted or not un < AT_100):
-            need = f"{tgt} is not reached below 100% US, not even by the 90% interval's upper edge"
+            need = f"{tgt} is not reached below 100% US, not even by the {L} interval's upper edge"
         elif not trusted and iv:   # as the steps: an untrusted group states the interval, never a point
             # an interval lying wholly past the tested horizon says so, as a step's does
             past_iv = "" if math.isfinite(hus) and un_lo <= hus + 1e-12 else " (past the tested horizon)"
-            need = f"{tgt} needs US in the 90% interval{iv}{past_iv}"
+            need = f"{tgt} needs US in the {L} interval{iv}{past_iv}"
         elif not trusted:   # and without one (no usable fit, no back-test) states no US at all: "needs
             # US in the 90% interval [none]" read as a need of none, beside steps that said why there is none
-            why = f"no 90% interval: {no_iv_why}" if math.isfinite(best) and math.isfinite(flat) else "no usable fit"
+            why = f"no {L} interval: {no_iv_why}" if math.isfinite(best) and math.isfinite(flat) else "no usable fit"
             need = f"{tgt}: no US accuracy is stated ({why})"
         elif math.isfinite(un) and math.isfinite(best) and un <= best + 1e-12:
             # the laws' trend passes the target within the data, but no visible model reaches it
@@ -279,7 +306,7 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
         else:   # never, or only in the limit of 100% US (it read "needs 100.000% US")
             when = " only at 100% US" if math.isfinite(un) else ""
             need = (f"{tgt} is {'reached' if when else 'not reached'} by the prediction{when}"
-                    + (f" (90% interval{iv})" if iv else ""))
+                    + (f" ({L} interval{iv})" if iv else ""))
         claims = (claims + " " if claims else "") + need + "."
     return Answer(trusted=trusted, word="trusted" if trusted else "not trusted", reason=reason,
                   steps=tuple(steps), claims=claims, flags=tuple(flags(row.get("warnings"))))
@@ -290,4 +317,4 @@ def answer_text(row: Mapping[str, Any], threshold: float | None = None) -> str:
     return answer(row, threshold).text()
 
 
-__all__ = ["Answer", "answer", "answer_text", "flags", "interval", "pct"]
+__all__ = ["DEFAULT_LEVEL", "Answer", "answer", "answer_text", "flags", "interval", "level_pct", "pct", "row_level"]

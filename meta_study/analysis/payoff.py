@@ -78,9 +78,17 @@ def stop_paying_from_slopes(slopes: np.ndarray, threshold: float = DEFAULT_THRES
     s = np.atleast_2d(np.asarray(slopes, dtype=float))
     if not threshold > 0:   # NaN too: no slope is >= NaN, and every curve read "0%", never paid
         return np.full(s.shape[0], math.nan)
+    # one slope per grid point: 10 slopes against U_GRID read as "never" (NaN), 3 slopes on a grid
+    # of 2 US accuracies as a point between them; both silently
+    U = U_GRID if grid is None else np.asarray(grid, dtype=float).ravel()
+    if s.shape[1] != U.size:
+        raise ValueError(f"slopes have {s.shape[1]} value(s) per curve but the grid has {U.size} US accuracies"
+                         + (" (U_GRID: pass grid= for another)" if grid is None else ""))
     if grid is None:
-        grid, s = U_GRID, s[:, :-1]                      # the slope at 100% US itself is a limit
-    U = np.asarray(grid, dtype=float)
+        s = s[:, :-1]                                     # the slope at 100% US itself is a limit
+        U = U[:-1]
+    if U.size == 0:     # no sample: no point (numpy's "argmax of an empty sequence" before)
+        return np.full(s.shape[0], math.nan)
     bad = np.isnan(s).all(axis=1)                         # an unusable parameter set
     pays = np.where(np.isnan(s), False, s >= threshold)
     any_pays = pays.any(axis=1)
@@ -111,6 +119,8 @@ def us_needed_from_values(values: np.ndarray, target: float) -> np.ndarray:
     """The first US accuracy at which curves given by their values on :data:`U_GRID` (one row per
     curve) reach ``target``: fractions, NaN = never."""
     y = np.atleast_2d(np.asarray(values, dtype=float))
+    if y.shape[1] != U_GRID.size:   # values on another grid read as U_GRID's first points: a wrong US, silently
+        raise ValueError(f"values have {y.shape[1]} value(s) per curve but U_GRID has {U_GRID.size} US accuracies")
     reach = np.where(np.isnan(y), False, y >= target - 1e-12)
     first = np.argmax(reach, axis=1)
     out = np.full(y.shape[0], math.nan)

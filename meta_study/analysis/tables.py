@@ -19,7 +19,7 @@ from .frontiers import frontier_points
 from .fitting import FitOptions, fit_groups
 from .laws import PARAM_COLUMNS
 from .headline import ENSEMBLE, residuals_json
-from .selection import PLUS_POINTS, GroupSelection, Step, unusable_reason
+from .selection import PLUS_POINTS, GroupSelection, SelectionOptions, Step, unusable_reason
 from .bootstrap import BootstrapOptions, bootstrap
 from .sensitivity import SensitivityOptions, sensitivity
 
@@ -28,8 +28,8 @@ Progress = Callable[[str, int, int | None], None]
 #: fits.parquet: per group, its headline row (``law == frontier == "ensemble"``, ``headline`` true)
 #: and one row per law x frontier candidate. Accuracies and errors are fractions; slopes are DS
 #: points per US point. The answer (``ds_plus*``, claims) is on the headline row only; every row
-#: carries ``best_us``, ``horizon_us`` and its own ``interval_residuals``, so that
-#: :func:`meta_study.analysis.predict_interval` works on any row.
+#: carries ``best_us``, ``horizon_us``, its own ``interval_residuals`` and the ``level`` its intervals
+#: were made at, so that :func:`meta_study.analysis.predict_interval` works on any row.
 STEP_COLUMNS = tuple(c for k in PLUS_POINTS for c in (f"ds_plus{k}", f"ds_plus{k}_lo", f"ds_plus{k}_hi",
                                                         f"slope_plus{k}"))
 CLAIM_COLUMNS = ("saturation_lo", "saturation_hi", "stop_paying_us", "stop_paying_lo", "stop_paying_hi",
@@ -40,7 +40,7 @@ FITS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "law", "frontier
                 "warnings", "best_single", "best_us", "horizon_us", "flat", "discount", "members", "interval_residuals", "ds_test_size",
                 *STEP_COLUMNS, "slope_best", "saturation_lo", "saturation_hi", "stop_paying_us", "stop_paying_lo",
                 "stop_paying_hi", "stop_paying_supported", "predict_us", "predict_ds", "predict_lo", "predict_hi",
-                "ds_target", "payoff_threshold", "us_needed", "us_needed_lo", "us_needed_hi", "noise", "spearman",
+                "ds_target", "payoff_threshold", "level", "us_needed", "us_needed_lo", "us_needed_hi", "noise", "spearman",
                 "spearman_p",
                 "status", "message")
 
@@ -52,13 +52,19 @@ def join_warnings(warnings: Sequence[str]) -> str:
     return "; ".join(w.replace(";", ",") for w in warnings)
 
 def fits_frame(groups: Sequence[Group], selections: Sequence[GroupSelection],
-               ds_target: float | None = None, payoff_threshold: float = PAYOFF_THRESHOLD) -> pd.DataFrame:
+               ds_target: float | None = None, payoff_threshold: float = PAYOFF_THRESHOLD,
+               level: float = SelectionOptions.level) -> pd.DataFrame:
     """The rows of ``fits.parquet`` (:data:`FITS_COLUMNS`) for groups and their selections.
     ``payoff_threshold`` (DS points per US point) is the one the stop-paying points were found
-    with: each row carries it, so that an answer read back from the table states it."""
+    with, ``level`` the one their intervals were made at (``SelectionOptions.level``): each row
+    carries both, so that an answer read back from the table states them and
+    :func:`~meta_study.analysis.predict_interval` reproduces the stored intervals by default."""
+    if len(groups) != len(selections):   # zip dropped the groups past the shorter list, silently
+        raise ValueError(f"fits_frame: {len(groups)} group(s) but {len(selections)} selection(s); one selection per group")
     rows = []
     for g, sel in zip(groups, selections):
-        rows.append({**_headline_row(g, sel, ds_target), "payoff_threshold": float(payoff_threshold)})
+        rows.append({**_headline_row(g, sel, ds_target), "payoff_threshold": float(payoff_threshold),
+                     "level": float(level)})
         for c in sel.candidates:
             rows.append({**g.key_dict, "law": c.law, "frontier": c.frontier, "n_points": sel.n_points,
                          "n_fit": c.n_fit, "n_support": c.n_support,
@@ -72,7 +78,7 @@ def fits_frame(groups: Sequence[Group], selections: Sequence[GroupSelection],
                          "interval_residuals": residuals_json(c.residuals), "ds_test_size": sel.headline.test_size,
                          "stop_paying_supported": False,
                          "ds_target": math.nan if ds_target is None else float(ds_target),
-                         "payoff_threshold": float(payoff_threshold),
+                         "payoff_threshold": float(payoff_threshold), "level": float(level),
                          "status": c.fit.status, "message": c.fit.message})
     df = pd.DataFrame(rows, columns=list(FITS_COLUMNS))
     return df.astype({"shots": "Int64", "n_points": "int64", "n_fit": "int64", "n_support": "int64",
@@ -159,7 +165,8 @@ def fit_table(groups: Sequence[Group], options: FitOptions = FitOptions(), *,
     """The fits table of ``groups`` and, per group, what its figures draw (points, selection)."""
     selections = fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], options, keys=[g.key for g in groups],
                             progress=progress, test_sizes=test_sizes(groups))
-    df = fits_frame(groups, selections, options.selection.ds_target, options.selection.payoff_threshold)
+    df = fits_frame(groups, selections, options.selection.ds_target, options.selection.payoff_threshold,
+                    options.selection.level)
     return df, [_panel(g, s, options) for g, s in zip(groups, selections)]
 
 
@@ -203,7 +210,7 @@ def correlations_tables(store: Any, selection: Selection = Selection(),
         groups = groups_from_frame(rows, layer=selection.layer)
         fits = fits_frame(groups, fit_groups([(g.us_accuracy, g.ds_accuracy) for g in groups], options,
                                              keys=[g.key for g in groups], test_sizes=test_sizes(groups)),
-                          options.selection.ds_target, options.selection.payoff_threshold)
+                          options.selection.ds_target, options.selection.payoff_threshold, options.selection.level)
     rl = rows["representation_layer"]
     rows = rows[rl.isna()] if selection.layer is None else rows[rl == selection.layer]
     return correlation_tables(rows, fits)
