@@ -22,6 +22,9 @@ trained (:func:`refuse_mixed_workdir`): the other kind of demo's (``--synthetic`
 moved or copied from another path, or one whose MLflow database or sweep state was removed; so
 is a ``WORKDIR`` another demo is running in (:func:`workdir_lock`). A ``--synthetic`` demo stopped
 while it logged its runs leaves some of them: the next one logs the rest (:func:`log_synthetic`).
+A demo stopped while it trained (Ctrl-C, which Tune takes as a stop) ends there, exit 130, and the
+next one resumes its sweep; one whose sweep could not log everything to MLflow (a flush that
+spooled) ends there too, exit 1, and the next one sends the rest before it ingests.
 """
 
 from __future__ import annotations
@@ -185,7 +188,7 @@ def _run_demo(wd: Path, synthetic: bool, serial: bool, log: Callable[[str], None
         resumed = (wd / "ray" / "demo").exists()       # what _train resumes: finished trials are reused
         with step("sweep: the last demo's 18 models, resumed (finished trials are not trained again)" if resumed
                   else "sweep: 18 models trained on the procedural suite, one MLflow run each"):
-            models = _train(wd, tracking, serial)
+            models = _train(wd, tracking, serial, log)
         experiment = EXPERIMENT
     examples = examples_dir()
     with step("ingest: MLflow runs" + (" and the shipped timm results" if examples else "") + " -> Parquet store"):
@@ -246,7 +249,8 @@ def refuse_mixed_workdir(wd: Path, workdir: str, tracking: str, *, synthetic: bo
     - the other kind of demo's (``demo --synthetic``, then ``demo``: the simulated tasks in the
       trained models' report and in its held-out count);
     - the demo's runs ingested from another MLflow database path (a workdir moved or copied: every
-      run ingested again under the new path, each model twice; 480 simulated models of 240);
+      run ingested again under the new path, each model twice; 480 simulated models of 240), or,
+      before any ingest, a sweep state (``WORKDIR/ray/demo``) that logs to another database;
     - the demo's runs that MLflow no longer has (``mlflow.db`` removed: the simulated runs were
       logged again under new ids), or, for the trained demo, models whose sweep state
       (``WORKDIR/ray``) is gone: a second training's 18 models beside the first's.
@@ -295,6 +299,17 @@ def refuse_mixed_workdir(wd: Path, workdir: str, tracking: str, *, synthetic: bo
     if not (wd / "ray" / "demo").exists() and (stored or (db and _trained_runs(tracking))):
         raise UserError(f"--workdir {workdir}: holds the models of an earlier demo whose sweep state ({wd / 'ray'}) "
                         f"is gone; training again would report both sets of models; {redo}")
+    if (wd / "ray" / "demo").exists():
+        # a workdir moved or copied before its first ingest (a demo stopped while it trained): the
+        # sweep's record names the old MLflow database, and the runner's refusal told the user to
+        # "pass --tracking-uri", which the demo has no option for
+        from .mlflow_client import safe_uri
+        from .tune.state import StateDir
+
+        record = StateDir(str(wd / "ray" / "demo")).read_record()
+        if record is not None and record.tracking_uri != safe_uri(tracking):
+            raise UserError(f"--workdir {workdir}: its sweep state ({wd / 'ray' / 'demo'}) logs to another MLflow "
+                            f"database ({record.tracking_uri}: a workdir moved or copied from there?); {redo}")
     return None
 
 
@@ -452,7 +467,7 @@ def held_out_check(results: Path) -> list[str]:
     return out
 
 
-def _train(wd: Path, tracking: str, serial: bool) -> int:
+def _train(wd: Path, tracking: str, serial: bool, log: Callable[[str], None] = print) -> int:
     from .errors import UserError
     from .tune.runner import SweepOptions, run_sweep
 
@@ -478,9 +493,36 @@ def _train(wd: Path, tracking: str, serial: bool) -> int:
         # store, and the report held both: refuse_mixed_workdir now refuses that)
         raise UserError(f"--workdir {wd}: its models were trained by another version of the demo's sweep (another "
                         f"search space); give a new --workdir, or remove {wd} to train them again") from None
+    if res.stop_signal:
+        # Ctrl-C (or SIGUSR1) while trials trained: Tune stops them and returns, as at a sweep's
+        # end; the demo went on to ingest, refit and report a part of its sweep (exit 0). It stops
+        # as an interrupted command does (exit 130: "meta-study: aborted"); the next demo resumes
+        _raise_stop(res.stop_signal, res.finished, res.trials, log)
     if res.errored:
         raise DemoStepFailed(f"{res.errored} demo trial(s) failed; their errors are in {res.experiment_dir}")
+    if res.unsent:
+        # a flush gave up: operations the runs need (final metrics, run ends) are in the sweep's
+        # spool, not in MLflow; ingest took the runs MLflow held and the report lacked the rest
+        raise DemoStepFailed(f"--workdir {wd}: the demo's sweep could not log all of its runs to {tracking} (the "
+                             "line above says why); nothing was ingested; run the demo again to send the rest")
     return res.finished
+
+
+def _raise_stop(signal_name: str, finished: int, trials: int, log: Callable[[str], None]) -> None:
+    """End the demo for the stop its sweep met (``SweepResult.stop_signal``), after a line of what
+    it trained: a KeyboardInterrupt for SIGINT (the CLI's one line ``meta-study: aborted``, exit
+    130), :class:`~.errors.Terminated` for another signal (SIGUSR1, Tune's other stop: exit 128 +
+    its number)."""
+    import signal
+
+    from .errors import Terminated
+
+    log(f"  interrupted ({signal_name}) with {finished} of {trials} models trained; nothing was ingested: run the "
+        "demo again to go on (finished trials are not trained again)")
+    signum = getattr(signal.Signals, signal_name, None) if signal_name.startswith("SIG") else None
+    if signal_name == "SIGINT" or signum is None:
+        raise KeyboardInterrupt
+    raise Terminated(int(signum))
 
 
 def finished_sweep(exp_dir: Path, tracking: str, options: "SweepOptions") -> int | None:

@@ -811,6 +811,9 @@ class SweepResult:
     stop_signal: str | None = None
     experiment: str = ""
     errors: tuple[tuple[str, str, str], ...] = ()   # errored trials: (trial id, last line of the error, error.txt)
+    # MLflow lacks operations of this session (a flush gave up: spooled for --resume, or lost; said
+    # on stderr): the parent run ends FAILED and the sweep exits 1 (it exited 0, parent FINISHED)
+    unsent: bool = False
 
 
 @dataclass(frozen=True)
@@ -1125,14 +1128,16 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         _abandon(p.tracking, rec, callback, e)
         raise
     ok = out["eval_done"]
-    _end_parent(p.tracking, rec, "FAILED" if errored or out["eval_failed"] else "FINISHED",
+    unsent = bool(getattr(callback, "incomplete", False))
+    _end_parent(p.tracking, rec, "FAILED" if errored or out["eval_failed"] or unsent else "FINISHED",
                 {"trials": len(results), "finished": finished + ok, "errored": errored,
                  "early_stopped": ok + out["eval_failed"], "eval_failed": out["eval_failed"]})
     return SweepResult(name=p.name, experiment_dir=p.exp_dir, tracking_uri=p.tracking,
                        parent_run_id=rec.parent_run_id, trials=len(results), finished=finished + ok,
                        errored=errored, early_stopped=ok + out["eval_failed"], seconds=time.monotonic() - t0,
                        eval_failed=out["eval_failed"], settled=out["settled"], orphaned=out["orphaned"],
-                       resumed=p.resume, experiment_id=rec.experiment_id, experiment=rec.experiment, errors=errors)
+                       resumed=p.resume, experiment_id=rec.experiment_id, experiment=rec.experiment, errors=errors,
+                       unsent=unsent)
 
 
 def tune_statuses(grid: Any) -> dict[str, str]:
@@ -1511,4 +1516,7 @@ def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
     if res.eval_failed:
         print(f"{res.eval_failed} early-stopped trial(s) could not be evaluated: see the tag meta_study.eval_error on "
               "their runs; --resume retries them", file=sys.stderr)
-    sys.exit(1 if res.errored or res.eval_failed else 0)
+    if res.unsent:
+        print(f"{spec.name}: MLflow lacks part of what this sweep logged (the line above says what and why); run the "
+              "same command with --resume to send what was spooled", file=sys.stderr)
+    sys.exit(1 if res.errored or res.eval_failed or res.unsent else 0)

@@ -27,7 +27,9 @@ work never competes with it for the driver's GIL.
   succeeds in a later session deletes an earlier session's error the same way.
 - **Failures**: every call is retried with exponential back-off (0.5 s doubling to 30 s). At the end
   of the sweep the writer keeps retrying for ``flush_timeout_s``, then spools what is left to the
-  sweep's storage; the next run of the sweep (``--resume``) replays it first.
+  sweep's storage; the next run of the sweep (``--resume``) replays it first. The callback keeps
+  that answer (:attr:`MlflowSweepCallback.incomplete`): the sweep ends its parent run FAILED and
+  exits 1.
 """
 
 from __future__ import annotations
@@ -259,6 +261,10 @@ class MlflowSweepCallback(Callback):
         self._mapped: set[str] = set()  # trials with a run in the stored map (a resumed sweep)
         self._by_key: dict[str, list[tuple[str, str]]] = {}   # config key -> (trial, run) of earlier sessions
         self._adopted: set[str] = set()
+        # the last flush gave up: MLflow lacks operations of this session (spooled for --resume, or
+        # lost); a later flush that sends everything (a new writer replays the spool first) clears it
+        self.unsent = False
+        self.lost = False        # operations neither sent nor spooled (a writer died, a spool unwritable)
         self.errors = 0          # calls that failed at least once (for tests and the summary)
         self.writer_cpu_s = 0.0  # CPU seconds its writer processes used (for the overhead benchmark)
 
@@ -387,7 +393,14 @@ class MlflowSweepCallback(Callback):
         self._finish(trial, "FAILED")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self.flush()
+        self.flush()   # its answer stays in ``unsent`` (a spooled end read as a sweep MLflow held in full)
+
+    @property
+    def incomplete(self) -> bool:
+        """Whether MLflow lacks operations of this session: the last flush gave up (they are
+        spooled; the sweep's ``--resume`` sends them), or some were lost on the way (said on
+        stderr). The runner's sweep then ends its parent run FAILED and exits 1."""
+        return self.unsent or self.lost
 
     # ---- after the Tuner: evaluations, and runs a dead driver left behind --------------------------
 
@@ -495,14 +508,18 @@ class MlflowSweepCallback(Callback):
         self._writer.put(op)
 
     def flush(self, timeout_s: float | None = None) -> bool:
-        """Wait until every operation is sent; spool the rest after the timeout. True if all went.
-        The writer process exits (a later operation starts a new one)."""
+        """Wait until every operation is sent; spool the rest after the timeout. True if all went:
+        with no operation since the last flush, that flush's answer (:attr:`unsent`; it was True,
+        and the runner took a sweep whose end was spooled for one MLflow held in full). The writer
+        process exits (a later operation starts a new one, which replays the spool first)."""
         if self._writer is None:
-            return True
+            return not self.unsent
         ok = self._writer.close(timeout_s)
+        self.unsent = not ok
         self.errors += self._writer.errors
         self.writer_cpu_s += self._writer.cpu_s
         w, died, self._writer = self._writer, self._writer.unanswered, None
+        self.lost = self.lost or (not ok and died) or w.held > 0 or w.died > 0
         if not ok and died:
             import sys
 
