@@ -538,6 +538,8 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
             raise UserError(f"model_name {model!r}: a timm model with two classifier heads (a distillation head) is "
                             "not supported; take one with one head (deit_tiny_patch16_224, not *_distilled_*)")
     searched = searched_keys(spec, options)
+    if isinstance(model, str) and not searched & {"model_name", "model_kwargs", "img_size"}:
+        check_model_builds(model, cfg)
     batch = cfg.get("batch_size", TrainConfig.batch_size)
     if options.workers_per_trial > 1 and "batch_size" not in searched and int(batch) % options.workers_per_trial:
         # every trial's ranks would refuse it at their first step (train.loop.check_batch_splits)
@@ -555,6 +557,28 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
             raise UserError(f"--set {key}: sweep {spec.name} searches {key} (its search space sets it for every "
                             f"trial, so --set {key}={options.overrides[key]!r} would be ignored); drop it, or run "
                             "another sweep whose space leaves it fixed")
+
+
+def check_model_builds(model: str, cfg: Mapping[str, Any]) -> None:
+    """The fixed model, built once on PyTorch's meta device (no memory, no weights; ~0.1-2 s) with
+    the trials' ``model_kwargs`` and ``img_size``: ``--set model_name=resnet18`` on a sweep whose
+    base passes a ViT's ``patch_size``, or ``--set img_size=30`` for patches of 4, failed in every
+    trial after Ray started (each retried, a traceback each). UserError (one line) naming them."""
+    import torch
+
+    from ..train.loop import TrainConfig
+    from ..train.models import create_model
+
+    kwargs = dict(cfg.get("model_kwargs") or {})
+    img = cfg.get("img_size", TrainConfig.img_size)
+    try:
+        with torch.device("meta"):
+            create_model(model, num_classes=10, img_size=int(img), **kwargs)
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        why = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip()
+        why = why.splitlines()[0] if why else f"{type(e).__name__} building model {model!r}"
+        raise UserError(f"{why}; every trial would fail on it (change it with --set model_name=..., model_kwargs=... "
+                        "or img_size=...)") from None
 
 
 #: The layer number :func:`check_metric_names` writes into a layer-wise key: more digits than any
