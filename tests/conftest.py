@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,10 +105,20 @@ def sweep_module(name: str):
     return module
 
 
+#: A plain progress line (``cli.progress_bar`` without a terminal: ``  fits: 1/1 (3 s)``), printed
+#: for an operation that took over 2 s: on a loaded machine, before a command's one error line.
+PROGRESS_LINE = re.compile(r"^  [^:]+: \d+(/\d+)? \(\d+ s\)$")
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The non-blank lines of ``stderr`` that are not progress lines."""
+    return [line for line in stderr.splitlines() if line.strip() and not PROGRESS_LINE.match(line)]
+
+
 def one_error_line(r: "CliResult | subprocess.CompletedProcess", *needles: str) -> str:
-    """The line a user error prints, asserted: exit code 2, one non-blank line on stderr, no
-    traceback, every needle in it."""
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    """The line a user error prints, asserted: exit code 2, one non-blank line on stderr (besides
+    progress lines), no traceback, every needle in it."""
+    lines = error_lines(r.stderr)
     assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, (r.returncode, r.stdout, r.stderr)
     for n in needles:
         assert n in lines[0], lines[0]

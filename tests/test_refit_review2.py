@@ -13,7 +13,7 @@ import pytest
 
 from meta_study.store import Store
 from meta_study.validation import validate
-from conftest import REPO, committed_store, make_rows, one_error_line, quick_refit_config, run_cli
+from conftest import REPO, committed_store, error_lines, make_rows, one_error_line, quick_refit_config, run_cli
 
 
 def _script(monkeypatch, capsys, name: str, *args: str) -> tuple[int, str]:
@@ -30,7 +30,7 @@ def _script(monkeypatch, capsys, name: str, *args: str) -> tuple[int, str]:
 
 
 def _one_line(code: int, err: str, want: int, *needles: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = error_lines(err)
     assert code == want and len(lines) == 1 and "Traceback" not in err, (code, err)
     for n in needles:
         assert n in lines[0], lines[0]

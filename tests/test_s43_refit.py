@@ -102,6 +102,6 @@ def test_failed_demo_trials_are_one_line_not_a_traceback(tmp_path, monkeypatch):
     from meta_study.tune import runner
 
     monkeypatch.setattr(runner, "run_sweep", lambda spec, options: SimpleNamespace(
-        errored=2, finished=16, experiment_dir=str(tmp_path / "ray" / "demo")))
+        errored=2, finished=16, trials=18, stop_signal=None, unsent=False, experiment_dir=str(tmp_path / "ray" / "demo")))
     with pytest.raises(OSError, match=r"^2 demo trial\(s\) failed; their errors are in .*ray/demo$"):
         demo._train(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", serial=True)
