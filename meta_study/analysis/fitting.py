@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .hull import upper_hull
-from .powerlaw import ALPHA_MAX, PowerLawFit
+from .powerlaw import ALPHA_MAX, LOSSES, PowerLawFit
 from .selection import GroupSelection, SelectionOptions, select_groups
 
 
@@ -49,6 +49,11 @@ class FitOptions:
         if self.holdout_above is not None:
             Range(0, 1).check("holdout_above", self.holdout_above, "a US accuracy")
         Range(0.001, 100, lo_open=True).check("alpha_max", self.alpha_max)
+        if self.loss not in LOSSES:
+            # checked here, as the other options: a typo ("huberr") was fit_power_laws' ValueError
+            # deep in the fits, or, for the sensitivity and bootstrap, a Ray worker's traceback
+            # after Ray had started
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
 
 
 def holdout_threshold(us_accuracy: np.ndarray, options: FitOptions, ds_accuracy: np.ndarray | None = None) -> float:
@@ -153,7 +158,9 @@ def fit_groups(groups_xy: Sequence[tuple[np.ndarray, np.ndarray]], options: FitO
         test_sizes: per group, each model's DS test-set size (NaN where unknown), or None: the
             back-test's binomial noise floor is reported where known.
         progress: called as ``progress("fits", groups done, groups)`` before the first chunk of
-            groups and after each (:data:`PROGRESS_CHUNK`). The results do not depend on it.
+            groups and after each (:data:`PROGRESS_CHUNK`). The results depend on it only to
+            rounding (~1e-12 relative: the chunks batch the fits otherwise, see
+            :func:`~.powerlaw.fit_power_laws`).
 
     Returns:
         One :class:`~meta_study.analysis.selection.GroupSelection` per group. Never raises on bad

@@ -1,11 +1,12 @@
 """A thin Ray fan-out over the pure per-group functions of sensitivity and bootstrap
 (:mod:`sensitivity`, :mod:`bootstrap`).
 
-The group data goes into the object store once; each task receives a reference to it plus a list
-of group indices and runs :func:`sensitivity_group` / :func:`bootstrap_group` on them. Groups are
-chunked by estimated cost so that every task does at least tens of milliseconds (Ray's per-task
-overhead is ~1 ms). Because each group's draws are seeded from the group key, the result equals
-the serial path's bit for bit, whichever worker computes which group.
+Each group's data goes into the object store once, with its chunk: a task receives its own
+groups only (not every group's, which each task deserialized whole) and runs
+:func:`sensitivity_group` / :func:`bootstrap_group` on them. Groups are chunked by estimated cost
+so that every task does at least tens of milliseconds (Ray's per-task overhead is ~1 ms).
+Because each group's draws are seeded from the group key, the result equals the serial path's bit
+for bit, whichever worker computes which group.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pandas as pd
 from .. import __version__
 from ..errors import UserError
 from .bootstrap import BOOTSTRAP_COLUMNS, BootstrapOptions, bootstrap_group
+from .fitting import holdout_threshold
 from .sensitivity import SENSITIVITY_COLUMNS, SensitivityOptions, default_sizes, sensitivity_group
 
 Progress = Callable[[str, int, int | None], None]
@@ -38,13 +40,23 @@ RECANCEL_S = 1.0
 #: Target work per task, in "point-fits" (points summed over every fit a task performs);
 #: ~0.3 us each, so 2e5 is ~60 ms: well above Ray's ~1 ms task overhead.
 TARGET_TASK_COST = 2e5
+#: Per draw and frontier, the fixed work (the frontier of the draw, its fit's setup), in point-fits,
+#: beside ~1/2 per point drawn; measured on 2 cores (2026-12-06): a sensitivity draw of 10 models on
+#: the 6 frontiers ~2,400, of 1,000 ~4,700; a bootstrap resample on (vertices, all) ~350 at 20
+#: fitting points, ~2,500 at 2,000. Counted as 50 per draw (not per frontier), a 60-model group's
+#: sensitivity was estimated at 1/12 of a 5,000-model group's, and took 1/2 of its time: a chunk
+#: of twelve small groups ran ~6x as long as one of a large group, balanced on paper.
+SENSITIVITY_DRAW_COST = 400
+BOOTSTRAP_DRAW_COST = 250
 
 
 def init_ray(address: str | None = None, workers: int | None = None) -> Any:
     """Connect to ``address`` (``auto``, ``ray://host:10001``, ``host:6379``), else to
     ``$RAY_ADDRESS`` if set, else (or with ``address="local"``) start a token-protected Ray of our
     own with ``workers`` CPUs (default: all); see :mod:`meta_study.ray_session`. Workers run
-    numpy single-threaded.
+    numpy single-threaded. A Ray this process has initialized already (an earlier call, a
+    program's own ``ray.init``) is used as it is, whatever ``address`` and ``workers`` say; the
+    Ray this starts is not shut down here: it serves the next call and dies with this process.
     """
     try:
         import ray
@@ -130,12 +142,11 @@ def _fan_out(ray: Any, kind: str, groups: Sequence[Any], options: Any, costs: Se
     computed with that code, and the results were recorded as this code's, without a word."""
     from .results import analysis_code
 
-    data = ray.put([(g.key, np.asarray(g.us_accuracy, float), np.asarray(g.ds_accuracy, float)) for g in groups])
+    payload = [(g.key, np.asarray(g.us_accuracy, float), np.asarray(g.ds_accuracy, float)) for g in groups]
     fn = sensitivity_group if kind == "sensitivity" else bootstrap_group
 
     @ray.remote(num_cpus=1)
-    def task(payload: list[tuple[Any, np.ndarray, np.ndarray]], idx: list[int],
-             opts: Any) -> tuple[str, str, list[pd.DataFrame]]:
+    def task(part: list[tuple[Any, np.ndarray, np.ndarray]], opts: Any) -> tuple[str, str, list[pd.DataFrame]]:
         # one CPU per task: BLAS thread pools held to one thread even in workers of a Ray that
         # was started without our runtime_env (else N tasks x N BLAS threads thrash N cores)
         from threadpoolctl import threadpool_limits
@@ -144,7 +155,7 @@ def _fan_out(ray: Any, kind: str, groups: Sequence[Any], options: Any, costs: Se
         from meta_study.analysis.results import analysis_code as code
 
         with threadpool_limits(limits=1):
-            return version, code(), [fn(payload[i][0], payload[i][1], payload[i][2], opts) for i in idx]
+            return version, code(), [fn(key, us, ds, opts) for key, us, ds in part]
 
     mine = analysis_code()
 
@@ -156,13 +167,18 @@ def _fan_out(ray: Any, kind: str, groups: Sequence[Any], options: Any, costs: Se
               "(workers still starting, or none that take tasks)", file=sys.stderr, flush=True)
     workers = workers or max(1, int(cpus))
     chunks = _chunks(costs, workers)
-    pending = {task.remote(data, c, options): c for c in chunks}
+    pending: dict[Any, list[int]] = {}
     results: dict[int, pd.DataFrame] = {}
     done = 0
     if progress:
         progress(kind, 0, len(groups))
     last = time.monotonic()
     try:
+        opts_ref = ray.put(options)          # once, not serialized again with every task
+        for c in chunks:   # inside the try: a Ctrl-C while submitting cancels those submitted
+            # each chunk's groups put once, as that task's own argument (the whole list was put once
+            # and deserialized whole by every task: work that grew with the store, not the task)
+            pending[task.remote(ray.put([payload[i] for i in c]), opts_ref)] = c
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_NOTE_S)
             if not ready and time.monotonic() - last >= WAIT_NOTE_S:
@@ -238,10 +254,13 @@ def sensitivity_ray(groups: Sequence[Any], options: SensitivityOptions = Sensiti
                     progress: Progress | None = None) -> pd.DataFrame:
     """:func:`meta_study.analysis.sensitivity.sensitivity` on Ray; same rows, same order."""
     def cost(g: Any) -> float:
-        n_fit = int(np.sum(np.asarray(g.us_accuracy) <= np.quantile(g.us_accuracy, options.fit.holdout_quantile or 1.0))) \
-            if len(g.us_accuracy) else 0
-        sizes = options.sizes or default_sizes(n_fit, options.n_sizes, options.min_size)
-        return options.trials * (sum(sizes) + 50 * len(sizes))  # 50: per-draw overhead (hull, small fits)
+        # the draws sensitivity_group makes: its fitting points (prepare's split), its sizes
+        us, ds = np.asarray(g.us_accuracy, float).ravel(), np.asarray(g.ds_accuracy, float).ravel()
+        n_fit = (int(np.sum(np.isfinite(us) & np.isfinite(ds) & (us <= holdout_threshold(us, options.fit, ds))))
+                 if us.size == ds.size else 0)
+        sizes = list(options.sizes) if options.sizes else default_sizes(n_fit, options.n_sizes, options.min_size)
+        sizes = [] if n_fit == 0 else sorted({min(int(n), n_fit) if not options.replace else int(n) for n in sizes})
+        return options.trials * len(options.frontiers) * sum(SENSITIVITY_DRAW_COST + n / 2 for n in sizes)
     return _run("sensitivity", groups, options, [cost(g) for g in groups], address=address,
                 workers=workers, progress=progress, columns=SENSITIVITY_COLUMNS)
 
@@ -249,6 +268,8 @@ def sensitivity_ray(groups: Sequence[Any], options: SensitivityOptions = Sensiti
 def bootstrap_ray(groups: Sequence[Any], options: BootstrapOptions = BootstrapOptions(), *,
                   address: str | None = None, workers: int | None = None,
                   progress: Progress | None = None) -> pd.DataFrame:
-    """:func:`meta_study.analysis.sensitivity.bootstrap` on Ray; same rows, same order."""
-    return _run("bootstrap", groups, options, [options.samples * (len(g.us_accuracy) + 50) for g in groups],
+    """:func:`meta_study.analysis.bootstrap.bootstrap` on Ray; same rows, same order."""
+    m = len(options.frontiers)
+    return _run("bootstrap", groups, options, [options.samples * m * (BOOTSTRAP_DRAW_COST + len(g.us_accuracy) / 2)
+                                               for g in groups],
                 address=address, workers=workers, progress=progress, columns=BOOTSTRAP_COLUMNS)

@@ -32,7 +32,8 @@ class SensitivityOptions:
 
     Attributes:
         sizes: sample sizes; None = ``n_sizes`` geometric steps from ``min_size`` to all fitting points.
-            Without replacement, a size above a group's fitting points is all of them (one step).
+            Without replacement, a size above a group's fitting points is all of them (one step);
+            a group with no fitting points has no step (no rows), whatever ``sizes``.
         n_sizes, min_size: the default sizes' steps (>= 1) and smallest sample (>= 3 models, as ``sizes``).
         trials: draws per size.
         replace: draw with replacement (the bootstrap variant) instead of without.
@@ -100,7 +101,12 @@ def sensitivity_group(key: Sequence[Any], us_accuracy: np.ndarray, ds_accuracy: 
     p = prepare(us_accuracy, ds_accuracy, options.fit)
     pool = p.fit_idx
     sizes = list(options.sizes) if options.sizes else default_sizes(pool.size, options.n_sizes, options.min_size)
-    if not options.replace and pool.size:
+    if pool.size == 0:
+        # nothing to draw (every model held out, or none with finite accuracies): no step, as the
+        # default sizes have none (a table of no rows is what `sensitivity` says "nothing to fit"
+        # of); --sizes 10,30 wrote rows for 10 and 30 models drawn from none
+        sizes = []
+    elif not options.replace:
         # a size above the fitting points draws all of them: said as that many, once (n=100 and
         # n=300 of a 40-model group were the same draw, shown as 100 and 300 models)
         sizes = sorted({min(int(n), pool.size) for n in sizes})
@@ -178,12 +184,16 @@ def rank_frontiers(summary: pd.DataFrame) -> pd.DataFrame:
     ok = first[first["frontier"].isin(ranked) & np.isfinite(first["pred_err_mean"].astype(float))]
     n_ok = ok.groupby(gkeys, dropna=False)["frontier"].nunique()
     common = n_ok[n_ok == len(ranked)].index
-    if len(common) and len(common) < len(n_ok):
+    # against every group, not those where some frontier was scored: a group where none was (too
+    # few models to fit at its smallest step) was kept, counted in `groups` (3 for medians over 2)
+    # and its largest step's errors entered the `_full_n` medians of groups the `_small_n` ones skip
+    if len(common) and len(common) < first.groupby(gkeys, dropna=False).ngroups:
         def keep(d: pd.DataFrame) -> pd.DataFrame:
             return d[pd.MultiIndex.from_frame(d[gkeys]).isin(common)] if len(gkeys) > 1 else d[d[gkeys[0]].isin(common)]
         first, last = keep(first), keep(last)
     out = pd.DataFrame({
-        "groups": first.groupby("frontier").size(),
+        # the groups its smallest-sample median is over (NaN rows are skipped by the median)
+        "groups": first.groupby("frontier")["pred_err_mean"].count(),
         "pred_err_small_n": first.groupby("frontier")["pred_err_mean"].median(),
         "pred_err_full_n": last.groupby("frontier")["pred_err_mean"].median(),
         "fit_err_small_n": first.groupby("frontier")["fit_err_mean"].median(),
