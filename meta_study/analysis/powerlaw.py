@@ -121,7 +121,9 @@ def fit_power_law(e_us: Sequence[float] | np.ndarray, e_ds: Sequence[float] | np
 def fit_power_laws(e_us_seq: Sequence[Sequence[float] | np.ndarray], e_ds_seq: Sequence[Sequence[float] | np.ndarray],
                    *, loss: str = "lsq", alpha_max: float = ALPHA_MAX, alpha_min: float = ALPHA_MIN,
                    huber_delta: float = 0.01, grid_points: int = GRID_POINTS) -> list[PowerLawFit]:
-    """Fit many independent problems in one vectorized call; same answers as one by one.
+    """Fit many independent problems in one vectorized call; the same answers as one by one, to
+    rounding: a problem is padded to the width of the problems batched with it, and its sums
+    (numpy's pairwise summation) round by that width (~1e-12 relative in the parameters).
 
     Args:
         e_us_seq, e_ds_seq: sequences of 1-D arrays (US and DS errors), one pair per problem;
