@@ -88,10 +88,17 @@ def test_predict_takes_pandas_na_as_a_missing_us_accuracy():
         predict_fit(row, [0.8, "x"])
 
 
-@pytest.mark.parametrize("level", [None, "0.9", pd.NA, [0.9]])
+@pytest.mark.parametrize("level", ["0.9", pd.NA, [0.9]])
 def test_predict_interval_refuses_a_level_that_is_not_a_number_in_one_value_error(level):
     with pytest.raises(ValueError, match=r"level must be in \(0, 1\)"):
         predict_interval(_row(), 0.8, level)
+
+
+def test_predict_interval_without_a_level_is_at_the_rows_own():
+    """``level=None`` (the default since rows record their level) is the row's, 0.9 for a row
+    without one, not a bad level."""
+    row = _row()
+    assert np.allclose(predict_interval(row, 0.8, None), predict_interval(row, 0.8, 0.9), equal_nan=True)
 
 
 # 3. an unusable headline beside usable candidates said "no usable candidate"
