@@ -181,7 +181,7 @@ def test_importing_the_sweep_runner_leaves_the_environment_alone():
 #: report is made from the fits, the refit and the demo chain them, the CLI calls them all.
 FLOORS = [
     {"meta_study", "errors", "defaults", "schema"},        # the record: its names and constants
-    {"keys", "extras", "failpoints"},
+    {"keys", "extras", "failpoints", "dirs"},
     {"validation"},
     {"store", "mlflow_client"},                            # where data and runs live
     {"ray_session"},                                       # where work runs

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__
+from ..dirs import missing_dirs, remove_made_dirs
 from .groups import cut_name, stable_hash
 from .sensitivity import rank_frontiers, summarize_sensitivity
 
@@ -46,47 +47,16 @@ def removed_if_failed(out_dir: str | None) -> Iterator[None]:
     The one rule of the CLI's commands, the refit and the ``analysis/*.py`` scripts: each removed
     the ``--out`` a failed command had created its own way (one only after some errors, none of
     them the parents)."""
-    made = _missing_dirs(out_dir) if out_dir else []
+    made = missing_dirs(out_dir) if out_dir else []
     try:
         yield
     except SystemExit as e:
         if e.code not in (None, 0):
-            _remove_empty(made)
+            remove_made_dirs(made)
         raise
     except BaseException:
-        _remove_empty(made)
+        remove_made_dirs(made)
         raise
-
-
-def _missing_dirs(path: str) -> list[str]:
-    """``path`` and its ancestors that do not exist yet, deepest first (empty: ``path`` exists,
-    or is a link, even a dangling one)."""
-    out: list[str] = []
-    d = os.path.abspath(path)
-    while not os.path.lexists(d):
-        out.append(d)
-        parent = os.path.dirname(d)
-        if parent == d:
-            break
-        d = parent
-    return out
-
-
-def _remove_empty(made: Sequence[str]) -> None:
-    """Remove the directories ``made`` (deepest first) while they hold no file: the first of them,
-    ``--out``, after the empty folders inside it; a file anywhere keeps it and its parents."""
-    if made and os.path.isdir(made[0]) and not os.path.islink(made[0]):
-        for root, dirs, _files in os.walk(made[0], topdown=False):
-            for name in dirs:
-                with contextlib.suppress(OSError):   # not empty, or a link: kept
-                    os.rmdir(os.path.join(root, name))
-    for d in made:   # a body that failed half-way made some of the parents only
-        try:
-            os.rmdir(d)
-        except FileNotFoundError:
-            continue
-        except OSError:   # not empty (a file, or a folder another process made): it and its parents stay
-            return
 
 
 def write_table(df: pd.DataFrame, stem: str, out: Outputs, *, csv: bool | None = None) -> None:

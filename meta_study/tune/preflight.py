@@ -32,6 +32,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from ..dirs import missing_dirs, remove_made_dirs
 from ..errors import UserError
 from .state import SweepRecord, filesystem, is_remote, join
 
@@ -903,7 +904,7 @@ def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[No
                             "later cannot be checked), so a local path is refused; " + STORAGE_HINT)
         return []
     fs, base = filesystem(storage)
-    made = [] if is_remote(storage) else _missing_dirs(base)
+    made = [] if is_remote(storage) else missing_dirs(base)
     name = f".meta-study-probe-{uuid.uuid4().hex}"
     token = uuid.uuid4().hex
     path = f"{base.rstrip('/')}/{name}"
@@ -942,11 +943,7 @@ def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[No
         if not passed:
             # a refused storage path keeps no directory this check made (a path on the head's disk
             # that the other nodes lack was left there, empty, by the refusal)
-            for d in reversed(made):
-                try:
-                    os.rmdir(d)
-                except OSError:           # not empty (something else wrote there), or gone
-                    break
+            remove_made_dirs(made)
     bad = [c for c in out if c.error]
     if bad:
         where = "; ".join(f"node {c.node_id[:8]} at {c.address}: {c.error}" for c in bad[:3])
@@ -961,20 +958,6 @@ def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[No
         raise UserError(f"--storage-path {storage}: {len(bad)} of {len(out)} Ray nodes cannot use it ({where}{more}): "
                         f"trials and their checkpoints run on every node; " + STORAGE_HINT)
     return out
-
-
-def _missing_dirs(path: str) -> list[str]:
-    """The directories of local ``path`` that do not exist, outermost first (what ``makedirs``
-    would make)."""
-    missing = []
-    d = os.path.abspath(path)
-    while not os.path.lexists(d):
-        missing.append(d)
-        parent = os.path.dirname(d)
-        if parent == d:
-            break
-        d = parent
-    return missing[::-1]
 
 
 def experiment_dir(storage: str, name: str) -> str:
