@@ -209,7 +209,7 @@ def test_the_note_on_slow_evaluations_does_not_say_they_wait_for_resources(monke
     for name in ("remote", "wait", "get", "available_resources"):
         monkeypatch.setattr(ray, name, getattr(fake, name))
     monkeypatch.setattr(ray_session, "free_orphaned_placement_groups", lambda: None)
-    monkeypatch.setattr(finalize, "_evaluated", lambda callback: set())
+    monkeypatch.setattr(finalize, "evaluated_trials", lambda callback: set())
     monkeypatch.setattr(finalize, "FREE_EVERY_S", 1.0)
     monkeypatch.setattr(finalize, "WAIT_NOTE_S", 2.0)
     results = [Result(metrics={"trial_id": t, "training_iteration": 1}, checkpoint=object(), error=None,

@@ -156,7 +156,7 @@ def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callab
     failed: dict[str, str] = {}
     refs: dict[Any, Any] = {}
     task = ray.remote(evaluate_stopped_trial)
-    logged = _evaluated(callback)
+    logged = evaluated_trials(callback)
     for r in results:
         tid = trial_id_of(r)
         if tid in logged:
@@ -205,11 +205,6 @@ def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callab
         done.append(tid)
     return Evaluations(done=tuple(done), failed=failed,
                        logged=tuple(t for t in map(trial_id_of, results) if t in logged))
-
-
-def _evaluated(callback: Any) -> set[str]:
-    """:func:`evaluated_trials` (what :func:`evaluate_stopped` leaves alone)."""
-    return evaluated_trials(callback)
 
 
 def evaluated_trials(callback: Any) -> set[str]:
