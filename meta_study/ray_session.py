@@ -119,12 +119,33 @@ def describe_target(address: str | None) -> str:
     """One line saying which Ray a command uses (for the CLI to print when it is not obvious)."""
     if own_ray_requested(address):
         return "ray: a Ray of its own on this machine"
-    from .mlflow_client import safe_uri
-
     if address:
-        return f"ray: the cluster at {safe_uri(address)} (--address)"
-    return (f"ray: the cluster at {safe_uri(os.environ['RAY_ADDRESS'])} (from $RAY_ADDRESS; --address local "
+        return f"ray: the cluster at {shown_address(address)} (--address)"
+    return (f"ray: the cluster at {shown_address(os.environ['RAY_ADDRESS'])} (from $RAY_ADDRESS; --address local "
             "starts a Ray of its own)")
+
+
+def shown_address(address: str) -> str:
+    """A Ray address for a message: without user info (up to the last ``@`` of its host part), query
+    or fragment, the rest as given. ``safe_uri`` left a ``host:port`` without a scheme whole
+    (``user:password@host:6379`` was repeated in the "no Ray cluster answers" line), and wrote
+    ``ray://[::1]:10001`` without its brackets."""
+    scheme, sep, rest = address.partition("://") if "://" in address else ("", "", address)
+    rest = rest.split("?", 1)[0].split("#", 1)[0]
+    head, slash, tail = rest.partition("/")
+    return scheme + sep + head.rpartition("@")[2] + slash + tail
+
+
+def mask_user_info(text: str, address: str) -> str:
+    """``text`` (an error about ``address``: Ray's, the OS's, urllib's) with the address's user info,
+    and its password alone, masked: Ray repeats the address it was given ("Failed to connect to GCS
+    at address user:password@host:6379"), urllib a part ("nonnumeric port: 'password@host'")."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    user = rest.split("/", 1)[0].rpartition("@")[0]
+    for secret in sorted({user, user.partition(":")[2]}, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 #: The cluster addresses whose "ray: the cluster at ..." line was printed (said once per command).
@@ -164,10 +185,8 @@ def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S, source:
     client plugin's ``scheme://``) are left to Ray."""
     from urllib.parse import urlsplit
 
-    from .mlflow_client import safe_uri
-
     text = address.strip()
-    shown = safe_uri(address)
+    shown = shown_address(address)
     if re.match(r"https?://", text, re.I):
         # the dashboard's job API (what `ray job submit` takes, often left in RAY_ADDRESS): Ray's
         # error was cut at "To fix this, either:", then a hint about tokens that did not apply
@@ -179,7 +198,7 @@ def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S, source:
         found = _resolve_auto(source)
         if found is None:
             return
-        text, shown = found, f"auto (found {safe_uri(found)} on this machine)"
+        text, shown = found, f"auto (found {shown_address(found)} on this machine)"
     if text == "local" or "://" in text and not text.startswith("ray://"):
         return
     try:
@@ -398,8 +417,6 @@ def _start_own(ray: Any, num_cpus: int | None, kwargs: dict[str, Any]) -> None:
 
 
 def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
-    from .mlflow_client import safe_uri
-
     source = "--address" if address else "RAY_ADDRESS"
     target = address or os.environ["RAY_ADDRESS"]
     if not address and target not in _announced:   # joining a cluster nobody named on the command line: say so
@@ -415,13 +432,13 @@ def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
         with _keep_sigterm():
             ray.init(address=address, **kwargs)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError, refused_auth) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = mask_user_info(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, target)
         versions = re.findall(r"Ray: (\S+)\s+Python: (\S+)", str(e))
         if str(e).lstrip().startswith("Version mismatch") and len(versions) == 2:
             # Ray's first line ends at "The cluster was started with:", the versions cut off, and the
             # token hint below sent users to their token
             (ray_c, py_c), (ray_m, py_m) = versions
-            raise UserError(f"{source} {safe_uri(target)}: the Ray cluster there runs Ray {ray_c} with Python "
+            raise UserError(f"{source} {shown_address(target)}: the Ray cluster there runs Ray {ray_c} with Python "
                             f"{py_c}, this command Ray {ray_m} with Python {py_m}; Ray joins only the same "
                             "versions: run meta-study in an environment with the cluster's, or use "
                             "--address local") from None
@@ -431,7 +448,7 @@ def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
         # anyscale does not exist", where the token hint sent users to the wrong place)
         plugin = "://" in target and not target.strip().startswith("ray://")
         hint = ("" if isinstance(e, ValueError) or plugin else _token_hint(e))
-        raise UserError(f"{source} {safe_uri(target)}: could not join the Ray cluster there after "
+        raise UserError(f"{source} {shown_address(target)}: could not join the Ray cluster there after "
                         f"{time.monotonic() - t0:.0f} s ({first[:200]}){hint}") from None
 
 

@@ -281,9 +281,16 @@ class StateDir:
             if durable:
                 write_file_durably(tmp, path, data)
                 return
-            with fs.open_output_stream(tmp) as f:
-                f.write(data)
-            fs.move(tmp, path)            # rename(2): atomic on POSIX filesystems
+            try:
+                with fs.open_output_stream(tmp) as f:
+                    f.write(data)
+                fs.move(tmp, path)            # rename(2): atomic on POSIX filesystems
+            except BaseException:
+                # a full disk: the writer's heartbeat failed every 5 s and left one empty .tmp-
+                # file each time (720 an hour), none ever removed
+                with contextlib.suppress(OSError):
+                    fs.delete_file(tmp)
+                raise
         else:
             with fs.open_output_stream(path) as f:    # the object exists once the upload completes
                 f.write(data)

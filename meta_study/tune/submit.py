@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from ..errors import UserError
-from ..ray_session import ask_gcs
+from ..ray_session import ask_gcs, mask_user_info, shown_address
 from . import provenance
 from .preflight import has_credentials, refuse_runtime_env_secrets
 
@@ -350,6 +350,8 @@ def check_job_api(source: str, address: str, *, timeout_s: float | None = None) 
     import urllib.error
     import urllib.request
 
+    import http.client
+
     from ..mlflow_client import safe_uri
 
     timeout = JOB_API_TIMEOUT_S if timeout_s is None else timeout_s
@@ -379,9 +381,13 @@ def check_job_api(source: str, address: str, *, timeout_s: float | None = None) 
             raise UserError(f"{shown}: the cluster refused the Ray token (HTTP {e.code}) of {_ray_token_source()}; "
                             "is it this cluster's? (local-up.sh's env.sh sets RAY_AUTH_TOKEN_PATH to it)") from None
         raise UserError(f"{shown}: not Ray's job API (HTTP {e.code} for /api/version); {hint}") from None
-    except (OSError, ValueError) as e:   # URLError is an OSError; a timeout too; ValueError: a bad URL
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        # URLError is an OSError; a timeout too; ValueError: a bad URL; HTTPException: InvalidURL (a
+        # user:password@ without a port: "nonnumeric port: 'password@host'", a traceback that
+        # showed the password), or a server that answered no HTTP (BadStatusLine)
         reason = getattr(e, "reason", e)
-        why = "no answer in time" if isinstance(reason, TimeoutError) or "timed out" in str(reason) else str(reason)
+        why = ("no answer in time" if isinstance(reason, TimeoutError) or "timed out" in str(reason)
+               else mask_user_info(str(reason) or type(reason).__name__, address))
         raise UserError(f"{shown}: cannot reach Ray's job API ({why}); {hint}") from None
     try:
         ok = "ray_version" in json.loads(body)
@@ -459,6 +465,7 @@ def check_gcs_address(source: str, address: str, *, timeout_s: float | None = No
     import socket
 
     hint = ("local-up.sh's env.sh exports RAY_ADDRESS and RAY_API_SERVER_ADDRESS; is the cluster up?")
+    shown = shown_address(address)   # a message never repeats a user:password@ (Ray's addresses hold none)
     if address == "auto":
         # the cluster Ray finds on this machine (the last `ray start`, else the one GCS running),
         # checked as a named one: another user's token cluster was Ray's AuthenticationError traceback
@@ -466,6 +473,7 @@ def check_gcs_address(source: str, address: str, *, timeout_s: float | None = No
         if found is None:
             return
         address, rest = f"auto (found {found} on this machine)", found
+        shown = address
     else:
         rest = address[len("ray://"):] if address.startswith("ray://") else address
     if "://" in rest:
@@ -476,23 +484,23 @@ def check_gcs_address(source: str, address: str, *, timeout_s: float | None = No
         if address.startswith("ray://"):
             # Ray's client has no default port: gRPC dialled 443, and ray job submit gave up after
             # ~30 s of retries in a traceback ("ray client connection timeout")
-            raise UserError(f"{source} {address}: no port; give the cluster's client server as ray://host:port "
+            raise UserError(f"{source} {shown}: no port; give the cluster's client server as ray://host:port "
                             "(10001 by default)")
         # Ray's "ValueError: Invalid address format" traceback (a GCS address needs its port)
-        raise UserError(f"{source} {address}: not a Ray address; give the cluster's GCS as host:port (6379 by "
+        raise UserError(f"{source} {shown}: not a Ray address; give the cluster's GCS as host:port (6379 by "
                         "default) or its job API as http://host:port (8265 by default)")
     timeout = JOB_API_TIMEOUT_S if timeout_s is None else timeout_s
     try:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
     except (OSError, OverflowError, ValueError) as e:
-        why = "no answer in time" if isinstance(e, TimeoutError) else (e.strerror or str(e))
-        raise UserError(f"{source} {address}: cannot reach a Ray cluster there ({why}); {hint}") from None
+        why = "no answer in time" if isinstance(e, TimeoutError) else mask_user_info(e.strerror or str(e), address)
+        raise UserError(f"{source} {shown}: cannot reach a Ray cluster there ({why}); {hint}") from None
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if address.startswith("ray://"):
-        check_client_server(source, address, target, timeout)
+        check_client_server(source, shown, target, timeout)
     else:
-        check_gcs_answers(source, address, target, timeout)
+        check_gcs_answers(source, shown, target, timeout)
 
 
 def _find_local_cluster(source: str, address: str) -> str | None:
