@@ -104,6 +104,7 @@ COLUMNS: tuple[Column, ...] = (
 #: the analysis floors its intervals at that test set's binomial noise. Without it the size is
 #: read off the accuracies where they are exact fractions ``k / n`` (never a power of ten, which
 #: rounding gives). The shipped public tables carry it as a ``ds_n`` column, which ingest puts here.
+#: Validation stores it as the text of a whole number, at least 1, or empty (unknown).
 EXTRA_DS_TEST_SIZE = "ds_n"
 
 COLUMN_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
