@@ -166,7 +166,8 @@ def test_a_ds_task_of_another_image_size_is_refused_before_pretraining(monkeypat
 
     monkeypatch.setattr(train_trial_mod, "pretrain", no_pretrain)
     cfg = smoke_config(ds_tasks=("s39_fixed24",), shots=(1,), us_task_kwargs={"n_train": 64, "n_test": 16})
-    with pytest.raises(ValueError, match=r"^DS task synth_shape: its images are 24x24 px with 3 channel\(s\), the "
+    # named as the config names it (get_task names a task as registered, s45)
+    with pytest.raises(ValueError, match=r"^DS task s39_fixed24: its images are 24x24 px with 3 channel\(s\), the "
                                          r"model's input \(US task synth_us, img_size=16\) 16x16 px with 3: its "
                                          "factory must render"):
         train_pkg.run_trial(cfg)

@@ -15,6 +15,7 @@ and registered under a name with :func:`register_task`, so a sweep config can na
 from __future__ import annotations
 
 import abc
+import dataclasses
 import fnmatch
 import inspect
 import math
@@ -172,8 +173,10 @@ def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:
     """Register a task factory under ``name``.
 
     The factory is called as ``factory(img_size=..., seed=..., **kwargs)`` and returns a
-    :class:`Task` named ``name``. Registering a name twice replaces the first factory (so a
-    notebook can re-register), which is why names of the built-in suite start with ``synth_``.
+    :class:`Task`; :func:`get_task` names it ``name`` whatever name the factory gave it (the
+    metric keys ``us/{us_task}/top1``, ``ds/{ds_task}/...`` must be the names a config gives).
+    Registering a name twice replaces the first factory (so a notebook can re-register), which
+    is why names of the built-in suite start with ``synth_``.
 
     Example::
 
@@ -204,11 +207,25 @@ def list_tasks(pattern: str = "*") -> list[str]:
 
 
 def get_task(name: str, **kwargs: object) -> Task:
-    """Build the task registered as ``name``; kwargs (``img_size``, ``seed``, ...) go to its factory."""
+    """Build the task registered as ``name``; kwargs (``img_size``, ``seed``, ...) go to its factory.
+
+    The task is named ``name``, whatever its factory called it. A factory returning
+    ``load_imagefolder("/data/pets_v2", ...)`` (named after its directory) gave a task whose
+    metrics were logged as ``us/pets_v2/top1`` and ``ds/pets_v2/...`` under a config naming
+    ``pets``: a sweep's scheduler waited for ``us/pets/top1`` in vain, and the store held the
+    results under a name no config had.
+
+    Raises:
+        KeyError: no task is registered as ``name``.
+        TypeError: the factory returned something other than a :class:`Task`.
+    """
     _load_builtins()
     if name not in _TASKS:
         raise KeyError(f"unknown task {name!r}; registered: {', '.join(sorted(_TASKS))}")
-    return _TASKS[name](**kwargs)
+    task = _TASKS[name](**kwargs)
+    if not isinstance(task, Task):
+        raise TypeError(f"task {name!r}: its factory returned a {type(task).__name__}, not a Task")
+    return task if task.name == name else dataclasses.replace(task, name=name)
 
 
 def _keywords(factory: TaskFactory) -> frozenset[str] | None:

@@ -126,14 +126,38 @@ def _accuracy(design: torch.Tensor, cache: ProbeCache, y: torch.Tensor, l2: floa
     return float(((design @ cache._weights(l2)).argmax(1) == y).double().mean())
 
 
-def fewshot_draw(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
-    """Indices of ``shots`` examples per class (fewer if a class has fewer), for draw ``seed``.
+def fewshot_draw(labels: np.ndarray, shots: int, seed: int, *, task: str = "") -> np.ndarray:
+    """Indices of ``shots`` examples of every class in ``labels``, for draw ``seed`` (sorted).
 
     Within a seed, draws are nested: the 5-shot set is a prefix of the 25-shot set per class.
+
+    Args:
+        labels: int labels of the pool to draw from (a task's whole train split).
+        shots: examples per class, >= 1.
+        seed: the draw.
+        task: named in the error, when given.
+
+    Raises:
+        ValueError: ``shots`` < 1, no labels, or a class with fewer than ``shots`` examples (named,
+            with its count): the draw took all of them, without a word, so every larger shot count
+            and every seed got the same examples, and a "25-shot" mean over 3 seeds was one draw
+            of 10 a class.
     """
+    of = f"DS task {task}: " if task else ""
+    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
+        raise ValueError(f"{of}shots={shots!r}: must be a whole number of examples per class >= 1")
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        raise ValueError(f"{of}no train examples to draw {shots}-shot examples from")
+    classes, counts = np.unique(labels, return_counts=True)
+    if counts.min() < shots:
+        small = classes[counts < shots]
+        c = int(np.argmin(counts))
+        raise ValueError(f"{of}class {classes[c]} has {counts[c]} train examples, fewer than shots={shots} "
+                         f"({len(small)} of {len(classes)} classes have fewer); draw fewer shots from it")
     rng = np.random.RandomState(seed)
     out = []
-    for c in np.unique(labels):
+    for c in classes:
         pool = np.flatnonzero(labels == c)
         out.append(pool[rng.permutation(len(pool))[:shots]])
     return np.sort(np.concatenate(out))
@@ -183,10 +207,22 @@ def fewshot_lsr(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, te
 
     Returns:
         One :class:`FewShotResult` per entry of ``shots``, in order.
+
+    Raises:
+        ValueError: a class of ``test_y`` with no example in ``train_y`` (the probe never predicts
+            it: its test examples capped the accuracy without a word); with the default ``draw``,
+            a class of ``train_y`` with fewer than ``max(shots)`` examples (:func:`fewshot_draw`).
+            No ``seeds``: the mean over no draws was NaN.
     """
+    if not len(seeds):   # the mean over no draws: every accuracy NaN, logged as a result
+        raise ValueError(f"{f'DS task {task}: ' if task else ''}seeds=(): give one or more few-shot draws")
     l2s = [l2] + [v for v in l2_sweep if v != l2]
     y_test = _long(test_y)
-    draw = draw or (lambda n_shots, seed: fewshot_draw(train_y, n_shots, seed))
+    absent = np.setdiff1d(np.asarray(test_y), np.asarray(train_y))
+    if len(absent):
+        raise ValueError(f"{f'DS task {task}: ' if task else ''}class {', '.join(map(str, absent[:5].tolist()))} has "
+                         "test examples but no train examples to draw few-shot examples of")
+    draw = draw or (lambda n_shots, seed: fewshot_draw(train_y, n_shots, seed, task=task))
     out = []
     for n_shots in shots:
         acc = np.zeros((len(seeds), len(l2s)))
@@ -252,10 +288,19 @@ def extract_features(model: nn.Module, info: ModelInfo, task: Task, rt: Runtime,
     Only the union of the train examples drawn for ``shots`` x ``seeds`` is embedded (at most
     max(shots) x classes x seeds images), plus the whole test split. The model is put in eval
     mode and left there.
+
+    Raises:
+        ValueError: a class of the train split with fewer than ``max(shots)`` examples, named
+            with the task (:func:`fewshot_draw`), before anything is embedded; no shots or seeds;
+            an empty test split.
     """
+    if not len(shots) or not len(seeds):   # max() of no shots, a concatenation of no draws
+        raise ValueError(f"DS task {task.name}: shots={tuple(shots)}, seeds={tuple(seeds)}: give one or more of each")
+    if len(task.test) == 0:   # a raw "torch.cat(): expected a non-empty list of Tensors", after the train draws
+        raise ValueError(f"DS task {task.name}: its test split holds no examples to measure accuracy on")
     model.eval()
     labels = task.train.labels
-    need = np.unique(np.concatenate([fewshot_draw(labels, max(shots), s) for s in seeds]))
+    need = np.unique(np.concatenate([fewshot_draw(labels, max(shots), s, task=task.name) for s in seeds]))
     tr, tr_l = _extract(model, info, task.train, need, rt, layers, batch_size)
     te, te_l = _extract(model, info, task.test, np.arange(len(task.test)), rt, layers, batch_size)
     return FeatureSet(task.name, task.num_classes, tr, labels[need], need, labels, te, task.test.labels.copy(),
@@ -270,7 +315,7 @@ def _rows(fs: FeatureSet, shots: int, seed: int) -> np.ndarray:
             fewer shots or other seeds): searchsorted gave the rows of their neighbours, a
             "5-shot" fit on 7 examples of one class and 3 of another, or an IndexError.
     """
-    draw = fewshot_draw(fs.pool_labels, shots, seed)
+    draw = fewshot_draw(fs.pool_labels, shots, seed, task=fs.task)
     rows = np.searchsorted(fs.train_index, draw)
     if len(rows) and (rows.max() >= len(fs.train_index) or not np.array_equal(fs.train_index[rows], draw)):
         raise ValueError(f"DS task {fs.task}: the {shots}-shot draw of seed {seed} holds train examples its features "

@@ -23,7 +23,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Iterable, Iterator, Mapping
+from typing import Any, Callable, Collection, Generator, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -391,13 +391,16 @@ def evaluate(model: nn.Module, task_split: Any, rt: Runtime, batch_size: int = 5
     was_training = model.training
     model.eval()
     correct, bad, total = torch.zeros((), device=rt.device), torch.zeros((), device=rt.device), 0
-    for x, y in iterate_split(task_split, batch_size, indices):
-        with rt.autocast():
-            logits = model(rt.prepare(x))
-        correct += (logits.argmax(-1) == y.to(rt.device)).sum()
-        bad += (~torch.isfinite(logits)).any(-1).sum()
-        total += len(y)
-    model.train(was_training)
+    try:   # train mode back even when a batch fails (out of memory, a bad image): a caller who
+        # catches it and trains on did so in eval mode, dropout off and BatchNorm statistics frozen
+        for x, y in iterate_split(task_split, batch_size, indices):
+            with rt.autocast():
+                logits = model(rt.prepare(x))
+            correct += (logits.argmax(-1) == y.to(rt.device)).sum()
+            bad += (~torch.isfinite(logits)).any(-1).sum()
+            total += len(y)
+    finally:
+        model.train(was_training)
     if int(bad):
         raise DivergedError(f"the model's outputs are not finite (NaN or inf) on {int(bad)} of {total} examples; "
                             "its accuracy would be chance level")
@@ -686,7 +689,7 @@ class PretrainResult:
 
 
 def _batches(stream: StepBatches, start: int, stop: int, num_workers: int, pin: bool,
-             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+             ) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
     if num_workers == 0:
         return (stream[s] for s in range(start, stop))
     # The loader's own generator: iter(loader) draws the workers' base seed from it, else from
@@ -696,7 +699,20 @@ def _batches(stream: StepBatches, start: int, stop: int, num_workers: int, pin: 
     loader = torch.utils.data.DataLoader(stream, batch_size=None, sampler=range(start, stop),  # type: ignore[arg-type]
                                          num_workers=num_workers, pin_memory=pin, prefetch_factor=4,
                                          generator=torch.Generator().manual_seed(0))
-    return iter(loader)
+    return _closing(iter(loader))
+
+
+def _closing(it: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
+    """``it``, whose DataLoader workers stop when the generator is closed. A run stopped by an
+    exception (an ``on_report`` that raises, DivergedError, Ctrl-C) left its workers running, each
+    with its own copy of the split's image cache, for as long as the exception's traceback lived
+    (a notebook keeps the last one)."""
+    try:
+        yield from it
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
@@ -865,7 +881,8 @@ def pretrain(model: nn.Module, info: ModelInfo, task: Task, cfg: TrainConfig, *,
 
     Raises:
         ValueError: under data parallelism, a batch the ranks cannot share equally
-            (:func:`check_batch_splits`); a checkpoint of another run.
+            (:func:`check_batch_splits`); a checkpoint of another run; a model whose head has
+            another number of outputs than ``task`` has classes.
         DivergedError: a training loss that is not finite, on any rank.
     """
     t0 = time.perf_counter()
@@ -874,6 +891,12 @@ def pretrain(model: nn.Module, info: ModelInfo, task: Task, cfg: TrainConfig, *,
         raise ValueError(f"US task {task.name}: its test split holds no examples to measure accuracy on")
     if len(task.train) == 0:  # a ZeroDivisionError in plan_steps
         raise ValueError(f"US task {task.name}: its train split holds no examples to train on")
+    if info.num_classes != task.num_classes:
+        # fewer outputs: "Target 7 is out of bounds" at the first batch holding such a class (a
+        # device-side assert on a GPU), naming neither; more: trained without a word, a model with
+        # logits for classes that do not exist and a param_count of another model
+        raise ValueError(f"US task {task.name}: {task.num_classes} classes, but the model's head has "
+                         f"{info.num_classes} outputs; build it with create_model(..., num_classes={task.num_classes})")
     train_idx = fraction_indices(len(task.train), cfg.data_fraction, cfg.data_seed)
     rank, world = dist_rank_world()
     check_batch_splits(cfg, plan_steps(cfg, len(train_idx)), world)   # on every rank alike, before any collective
@@ -884,18 +907,21 @@ def pretrain(model: nn.Module, info: ModelInfo, task: Task, cfg: TrainConfig, *,
     batches = _batches(stream, run.start, run.plan.total_steps, cfg.num_workers, run.rt.device.type == "cuda")
     acc, tick = math.nan, time.perf_counter()
     model.train()
-    for step, (x, y) in enumerate(batches, start=run.start + 1):
-        x, y = run.rt.prepare(x), y.to(run.rt.device, non_blocking=True)
-        run.losses[step - 1] = train_step(model, run.opt, run.sched, x, y, run.rt, cfg.grad_clip, run.fwd)
-        last = step == run.plan.total_steps
-        if last or (cfg.eval_every and step % cfg.eval_every == 0):
-            if run.rt.device.type == "cuda":   # steps still queued on the GPU belong to the training time
-                torch.cuda.synchronize(run.rt.device)
-            run.train_s += time.perf_counter() - tick
-            acc = _report(run, step, task, cfg, None if last else eval_idx, checkpoint_dir, on_report)
-            tick = time.perf_counter()
-        elif step % DIVERGENCE_CHECK_STEPS == 0:   # every rank alike: the steps are the same on all
-            _check_finite(run, run.checked, step, cfg)
+    try:
+        for step, (x, y) in enumerate(batches, start=run.start + 1):
+            x, y = run.rt.prepare(x), y.to(run.rt.device, non_blocking=True)
+            run.losses[step - 1] = train_step(model, run.opt, run.sched, x, y, run.rt, cfg.grad_clip, run.fwd)
+            last = step == run.plan.total_steps
+            if last or (cfg.eval_every and step % cfg.eval_every == 0):
+                if run.rt.device.type == "cuda":   # steps still queued on the GPU belong to the training time
+                    torch.cuda.synchronize(run.rt.device)
+                run.train_s += time.perf_counter() - tick
+                acc = _report(run, step, task, cfg, None if last else eval_idx, checkpoint_dir, on_report)
+                tick = time.perf_counter()
+            elif step % DIVERGENCE_CHECK_STEPS == 0:   # every rank alike: the steps are the same on all
+                _check_finite(run, run.checked, step, cfg)
+    finally:   # DataLoader workers stop here, not when the exception's traceback is collected
+        batches.close()
     if run.start >= run.plan.total_steps:  # resumed from a finished run: just measure
         acc = evaluate(run.fwd, task.test, run.rt, cfg.eval_batch_size)
     done = (run.plan.total_steps - run.start) * run.plan.batch_size
