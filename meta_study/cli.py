@@ -592,13 +592,13 @@ def check_ray(address: str | None, workers: int | None = None) -> None:
     (:func:`~meta_study.ray_session.check_target`), and for ``--workers`` beside a cluster: it
     sets the CPUs of a Ray of its own, and a cluster ran on all of its CPUs (only the tasks'
     packing changed) while the user believed it limited."""
-    from .mlflow_client import safe_uri
-    from .ray_session import check_target, own_ray_requested, refuse_empty_address
+    from .ray_session import check_target, own_ray_requested, refuse_empty_address, shown_address
 
     refuse_empty_address(address)
     if workers is not None and not own_ray_requested(address):
-        where = (f"the cluster at --address {safe_uri(address)}" if address
-                 else f"the cluster in $RAY_ADDRESS ({safe_uri(os.environ['RAY_ADDRESS'])})")
+        # shown_address: safe_uri left a user:password@host:port without a scheme whole in the line
+        where = (f"the cluster at --address {shown_address(address)}" if address
+                 else f"the cluster in $RAY_ADDRESS ({shown_address(os.environ['RAY_ADDRESS'])})")
         _fail(f"--workers {workers}: the CPUs of a Ray of its own, and this command joins {where}, which runs on "
               "its own CPUs: drop --workers, or add --address local")
     check_target(address)

@@ -101,15 +101,15 @@ OWN = "the Ray of its own"
 
 def _cluster(address: str | None) -> str:
     """The Ray the analysis ran on, as the flag that named it (for a one-line error)."""
-    from ..mlflow_client import safe_uri
-    from ..ray_session import own_ray_requested, own_ray_started
+    from ..ray_session import own_ray_requested, own_ray_started, shown_address
 
     if own_ray_requested(address):
         # a Ray this process had started itself (a program's own ray.init) is not ours
         return OWN if own_ray_started() else "the Ray this process had started"
+    # shown_address: safe_uri left a user:password@host:port without a scheme whole in the line
     if address:
-        return f"--address {safe_uri(address)}"
-    return f"RAY_ADDRESS {safe_uri(os.environ.get('RAY_ADDRESS', ''))}"
+        return f"--address {shown_address(address)}"
+    return f"RAY_ADDRESS {shown_address(os.environ.get('RAY_ADDRESS', ''))}"
 
 
 def _run(kind: str, groups: Sequence[Any], options: Any, costs: Sequence[float], *, address: str | None,

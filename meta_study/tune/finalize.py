@@ -9,6 +9,9 @@ storage (which every node reaches, :func:`~.preflight.check_storage_on_nodes`), 
 its result next to the trial's checkpoints, so a retry or a later ``--resume`` reads it back
 instead of evaluating again. A failure is data: the trial's run gets
 ``meta_study.eval_status=failed`` and the reason in ``meta_study.eval_error``; the other trials go on.
+A trial stopped before its first checkpoint has nothing to evaluate, in this session or any later
+one: its run gets the same tags (:data:`UNEVALUABLE_REASON`) once, and it is counted apart
+(``Evaluations.unevaluable``), not among the failed evaluations that ``--resume`` retries.
 
 **Reconciliation.** A driver that died (a head node lost) can leave runs behind: a trial Tune
 recorded as ended whose run was never ended (or never created), and runs of trials that Tune's
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from .trial import FINAL_KEY, TrialHooks
@@ -58,14 +61,23 @@ class TrialRef:
         return self.trial_id
 
 
+#: The ``meta_study.eval_error`` of an early-stopped trial that has no checkpoint: no session can
+#: evaluate it (its trial is over, Tune never restarts it), so it is not a failure ``--resume`` retries.
+UNEVALUABLE_REASON = "stopped before its first checkpoint: nothing to evaluate"
+
+
 @dataclass(frozen=True)
 class Evaluations:
-    """What the end-of-sweep evaluation did: trial ids evaluated, those that failed (with why),
-    and those an earlier session had evaluated and logged (left alone)."""
+    """What the end-of-sweep evaluation did: trial ids evaluated, those whose evaluation failed
+    (with why; ``--resume`` tries them again), those an earlier session had evaluated and logged
+    (left alone), and those with nothing to evaluate (stopped before their first checkpoint: no
+    resume can evaluate them; their runs are tagged once, ``meta_study.eval_status=failed`` and
+    :data:`UNEVALUABLE_REASON`). Every trial given is in exactly one of them."""
 
     done: tuple[str, ...]
     failed: Mapping[str, str]
     logged: tuple[str, ...] = ()
+    unevaluable: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -157,14 +169,16 @@ def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callab
     refs: dict[Any, Any] = {}
     task = ray.remote(evaluate_stopped_trial)
     logged = evaluated_trials(callback)
-    for r in results:
-        tid = trial_id_of(r)
-        if tid in logged:
-            continue
-        ckpt = checkpoint_of(r, callback)   # a data-parallel trial's is its Train run's
+    todo = [(r, checkpoint_of(r, callback)) for r in results   # a data-parallel trial's is its Train run's
+            if trial_id_of(r) not in logged]
+    unevaluable = {trial_id_of(r): UNEVALUABLE_REASON for r, ckpt in todo if ckpt is None}
+    # tagged once: every --resume reopened such a run and ended it again, for nothing
+    tagged = unevaluable_trials(callback) if unevaluable else set()
+    for tid in unevaluable:
+        if tid not in tagged:
+            callback.log_evaluation(tid, None, error=UNEVALUABLE_REASON)
+    for r, ckpt in todo:
         if ckpt is None:
-            failed[tid] = "stopped before its first checkpoint: nothing to evaluate"
-            callback.log_evaluation(tid, None, error=failed[tid])
             continue
         ref = task.options(**eval_task_resources(resources(r.config), hooks),
                            max_retries=retries, retry_exceptions=True,
@@ -204,7 +218,7 @@ def evaluate_stopped(results: Sequence[Any], callback: Any, *, resources: Callab
         callback.log_evaluation(tid, {"early_stopped": 1.0}, checkpoint=ckpt, time_ms=when)
         done.append(tid)
     return Evaluations(done=tuple(done), failed=failed,
-                       logged=tuple(t for t in map(trial_id_of, results) if t in logged))
+                       logged=tuple(t for t in map(trial_id_of, results) if t in logged), unevaluable=unevaluable)
 
 
 def evaluated_trials(callback: Any) -> set[str]:
@@ -215,8 +229,27 @@ def evaluated_trials(callback: Any) -> set[str]:
     history grew by one point per resume) and its checkpoint uploaded again. One paged search per
     sweep end; on any failure none are known, and all are evaluated as before. After this session's
     operations are flushed, the trials this session evaluated are among them too."""
-    from ..mlflow_client import mlflow_client
     from .tracking import EVAL_STATUS_TAG
+
+    return _finished_trials(callback, f"tags.`{EVAL_STATUS_TAG}` = 'ok'")
+
+
+def unevaluable_trials(callback: Any) -> set[str]:
+    """Trials of the sweep whose run an earlier session (or this one, once flushed) ended FINISHED
+    tagged as having nothing to evaluate (``meta_study.eval_status=failed`` with
+    :data:`UNEVALUABLE_REASON`): a ``--resume`` leaves them alone (it reopened each and ended it
+    FINISHED again, at every resume). One paged search, made only when the sweep has such trials;
+    on any failure none are known, and their runs are tagged again (harmless)."""
+    from .tracking import EVAL_ERROR_TAG, EVAL_STATUS_TAG
+
+    return _finished_trials(callback, f"tags.`{EVAL_STATUS_TAG}` = 'failed' and "
+                                      f"tags.`{EVAL_ERROR_TAG}` = '{UNEVALUABLE_REASON}'")
+
+
+def _finished_trials(callback: Any, tags_filter: str) -> set[str]:
+    """The ``trial_id`` tags of the sweep's FINISHED child runs matching ``tags_filter`` (MLflow
+    search syntax), less the trials whose run this session holds open; empty on any failure."""
+    from ..mlflow_client import mlflow_client
 
     t = callback.target
     found: set[str] = set()
@@ -224,13 +257,13 @@ def evaluated_trials(callback: Any) -> set[str]:
         client, token = mlflow_client(t.tracking_uri), None
         while True:
             page = client.search_runs([t.experiment_id], filter_string=(
-                f"tags.`mlflow.parentRunId` = '{t.parent_run_id}' and tags.`{EVAL_STATUS_TAG}` = 'ok' "
+                f"tags.`mlflow.parentRunId` = '{t.parent_run_id}' and {tags_filter} "
                 "and attributes.status = 'FINISHED'"), max_results=1000, page_token=token)
             found.update(r.data.tags["trial_id"] for r in page if r.data.tags.get("trial_id"))
             token = page.token
             if not token:
                 return found - set(callback.open)
-    except Exception:  # noqa: BLE001 - evaluating again is safe (the record is read back), only wasteful
+    except Exception:  # noqa: BLE001 - logging again is safe (the record is read back), only wasteful
         return set()
 
 

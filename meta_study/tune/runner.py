@@ -811,7 +811,11 @@ class SweepResult:
     """What :func:`run_sweep` did.
 
     ``eval_failed``: early-stopped trials whose end-of-sweep evaluation failed (the reason is on
-    each run); ``settled`` / ``orphaned``: runs a dead driver had left open, settled from Tune's
+    each run; ``--resume`` tries again); ``unevaluable``: early-stopped trials stopped before their
+    first checkpoint, which no session can evaluate (tagged like a failed evaluation, with
+    :data:`~.finalize.UNEVALUABLE_REASON`; they fail neither the parent run nor the exit status).
+    ``trials`` = ``finished`` + ``errored`` + ``eval_failed`` + ``unevaluable`` at a sweep's end,
+    ``early_stopped`` counting the evaluated ones, the failed and the unevaluable; ``settled`` / ``orphaned``: runs a dead driver had left open, settled from Tune's
     record or closed (:mod:`.finalize`); ``interrupted``: runs left unfinished by Tune's stop
     signal (``stop_signal``: Ctrl-C), ended KILLED for ``--resume`` to continue (an early-stopped
     trial still waiting for its evaluation among them, and in ``early_stopped`` too).
@@ -827,6 +831,7 @@ class SweepResult:
     early_stopped: int
     seconds: float
     eval_failed: int = 0
+    unevaluable: int = 0
     settled: int = 0
     orphaned: int = 0
     resumed: bool = False
@@ -1151,17 +1156,29 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     except Exception as e:
         _abandon(p.tracking, rec, callback, e)
         raise
-    ok = out["eval_done"]
     unsent = bool(getattr(callback, "incomplete", False))
-    _end_parent(p.tracking, rec, "FAILED" if errored or out["eval_failed"] or unsent else "FINISHED",
-                {"trials": len(results), "finished": finished + ok, "errored": errored,
-                 "early_stopped": ok + out["eval_failed"], "eval_failed": out["eval_failed"]})
+    status, counts = sweep_end(len(results), finished, errored, out, unsent=unsent)
+    _end_parent(p.tracking, rec, status, counts)
     return SweepResult(name=p.name, experiment_dir=p.exp_dir, tracking_uri=p.tracking,
-                       parent_run_id=rec.parent_run_id, trials=len(results), finished=finished + ok,
-                       errored=errored, early_stopped=ok + out["eval_failed"], seconds=time.monotonic() - t0,
-                       eval_failed=out["eval_failed"], settled=out["settled"], orphaned=out["orphaned"],
-                       resumed=p.resume, experiment_id=rec.experiment_id, experiment=rec.experiment, errors=errors,
-                       unsent=unsent)
+                       parent_run_id=rec.parent_run_id, trials=len(results), finished=counts["finished"],
+                       errored=errored, early_stopped=counts["early_stopped"], seconds=time.monotonic() - t0,
+                       eval_failed=out["eval_failed"], unevaluable=out["unevaluable"], settled=out["settled"],
+                       orphaned=out["orphaned"], resumed=p.resume, experiment_id=rec.experiment_id,
+                       experiment=rec.experiment, errors=errors, unsent=unsent)
+
+
+def sweep_end(trials: int, finished: int, errored: int, out: Mapping[str, int], *,
+              unsent: bool) -> tuple[str, dict[str, int]]:
+    """The parent run's end status and its ``sweep/*`` counts at a sweep's end, from the trials
+    that finished training, those that errored and :func:`_finish`'s ``out``. The evaluated
+    early-stopped trials count in ``finished`` and ``early_stopped``; ``trials`` = ``finished`` +
+    ``errored`` + ``eval_failed`` + ``unevaluable``. FAILED when a trial errored, an evaluation
+    failed (``--resume`` retries it) or MLflow lacks part of the sweep; a trial stopped before its
+    first checkpoint (``unevaluable``: no resume can evaluate it) fails nothing by itself."""
+    ok, failed, none = out["eval_done"], out["eval_failed"], out.get("unevaluable", 0)
+    counts = {"trials": trials, "finished": finished + ok, "errored": errored,
+              "early_stopped": ok + failed + none, "eval_failed": failed, "unevaluable": none}
+    return ("FAILED" if errored or failed or unsent else "FINISHED"), counts
 
 
 def tune_statuses(grid: Any) -> dict[str, str]:
@@ -1320,9 +1337,11 @@ def _finish(spec: SweepSpec, results: list[Any], callback: Any, p: _Plan, rec: S
         callback.flush()
         settled, orphaned = len(rc.settled), len(rc.orphaned)
     # evaluated now, or by an earlier session (a resume leaves those alone, but they still count):
-    # trials == finished + errored + eval_failed, the evaluated ones in finished and early_stopped
+    # trials == finished + errored + eval_failed + unevaluable, the evaluated ones in finished and
+    # early_stopped (sweep_end)
     ok = len(ev.done) + len(getattr(ev, "logged", ()))
-    return {"eval_done": ok, "eval_failed": len(ev.failed), "settled": settled, "orphaned": orphaned}
+    return {"eval_done": ok, "eval_failed": len(ev.failed), "unevaluable": len(getattr(ev, "unevaluable", {})),
+            "settled": settled, "orphaned": orphaned}
 
 
 def _abandon(tracking_uri: str, rec: SweepRecord, callback: Any, e: BaseException) -> None:
@@ -1519,7 +1538,8 @@ def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
         print(f"{spec.name}: error: {_first_line(e)} (META_STUDY_TRACEBACK=1 shows where)", file=sys.stderr)
         sys.exit(1)
     print(json.dumps({"sweep": res.name, "trials": res.trials, "finished": res.finished, "errored": res.errored,
-                      "early_stopped": res.early_stopped, "eval_failed": res.eval_failed, "settled": res.settled,
+                      "early_stopped": res.early_stopped, "eval_failed": res.eval_failed,
+                      "unevaluable": res.unevaluable, "settled": res.settled,
                       "orphaned": res.orphaned, "interrupted": res.interrupted, "resumed": res.resumed,
                       "seconds": round(res.seconds, 1), "tune_dir": res.experiment_dir,
                       "tracking_uri": res.tracking_uri, "experiment": res.experiment,
@@ -1537,6 +1557,11 @@ def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
               "the tag meta_study.status=interrupted (ingest leaves them out); run the same command with --resume to "
               "continue them from their last checkpoints", file=sys.stderr)
         sys.exit(130)   # the shell's code for a process ended by SIGINT
+    if res.unevaluable:
+        # no resume changes this: they exited 1 with "--resume retries them", and a script resuming
+        # until exit 0 never stopped
+        print(f"{res.unevaluable} early-stopped trial(s) stopped before their first checkpoint: nothing to evaluate, "
+              "on this or any resume (tag meta_study.eval_error on their runs)", file=sys.stderr)
     if res.eval_failed:
         print(f"{res.eval_failed} early-stopped trial(s) could not be evaluated: see the tag meta_study.eval_error on "
               "their runs; --resume retries them", file=sys.stderr)
