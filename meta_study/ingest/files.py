@@ -107,8 +107,36 @@ def dataset_parts(path: str) -> list[str] | None:
     except OSError:
         return None
     parts = [os.path.join(path, n) for n in names if _part_format(n, fmt) == fmt]
-    parts = [q for q in parts if _special(q) is None]
+    parts = [q for q in parts if _special(q) is None]     # the others: dataset_skipped() says them
     return parts or hive_parts(path)    # Spark's partitionBy(...).parquet("x.parquet"): partitions inside
+
+
+def dataset_skipped(path: str) -> dict[str, str]:
+    """The entries of a directory named like an export (:func:`dataset_parts`) that are named as
+    its parts but are not regular files -> what they are (``"a FIFO"``, ``"unreadable (No such
+    file or directory)"`` for a link to a part that is gone). They are not read, and were passed
+    over without a word: a part whose link was broken (its disk not mounted) lost its rows
+    silently, the ingest a success. One listing of the directory, paid by dataset directories only."""
+    hive = _hive_walk(path)
+    if hive is not None:
+        return hive[1]
+    fmt = _format_of(path) or ("jsonl" if path.lower().endswith(".json") else None)
+    spark = _spark_output_parts(path) if fmt is None else None
+    if spark:
+        fmt = _part_format(os.path.basename(spark[0]))
+    if fmt is None or not os.path.isdir(path):
+        return {}
+    try:
+        names = sorted(n for n in os.listdir(path) if not n.startswith((".", "_")))
+    except OSError:
+        return {}
+    out = {}
+    for n in names:
+        q = os.path.join(path, n)
+        why = _special(q) if _part_format(n, fmt) == fmt else None
+        if why is not None:
+            out[q] = why
+    return out
 
 
 def _spark_output_parts(path: str) -> list[str] | None:
@@ -127,7 +155,8 @@ def _spark_output_parts(path: str) -> list[str] | None:
     if not names or not all(n.startswith("part-") for n in names) or len(formats) != 1 or None in formats:
         return None
     parts = [os.path.join(path, n) for n in names]
-    return parts if all(_special(q) is None for q in parts) else None
+    parts = [q for q in parts if _special(q) is None]     # the others: dataset_skipped() says them
+    return parts or None
 
 
 def _part_format(name: str, fmt: str | None = None) -> str | None:
@@ -152,10 +181,20 @@ def hive_parts(path: str) -> list[str] | None:
     part files of one format (:func:`_part_format`); every part lies under the same keys in the
     same order. Anything else (a file beside a partition directory, a directory of another name,
     two formats, keys that differ between branches) is not one: it is read as a plain directory,
-    whose sub-directories are said and skipped. One listing per directory of the tree."""
+    whose sub-directories are said and skipped. One listing per directory of the tree. An entry
+    named as a part that is not a regular file (a FIFO, a link to a part that is gone) is no part:
+    :func:`dataset_skipped` says it (it made the whole dataset "a directory ...: name it too")."""
+    walked = _hive_walk(path)
+    return None if walked is None else walked[0]
+
+
+def _hive_walk(path: str) -> tuple[list[str], dict[str, str]] | None:
+    """(:func:`hive_parts`, its entries named as parts that are not regular files -> what they
+    are), or None."""
     if not os.path.isdir(path):
         return None
     parts: list[str] = []
+    special: dict[str, str] = {}
     keys: set[tuple[str, ...]] = set()
     formats: set[str] = set()
     seen: set[str] = set()      # a `k=v` link to a directory above: a loop, not a dataset
@@ -180,8 +219,12 @@ def hive_parts(path: str) -> list[str] | None:
         for n in names:
             q = os.path.join(d, n)
             fmt = _part_format(n)
-            if fmt is None or _special(q) is not None:
+            if fmt is None:
                 return False
+            why = _special(q)
+            if why is not None:
+                special[q] = why
+                continue
             parts.append(q)
             formats.add(fmt)
         keys.add(above)
@@ -190,7 +233,7 @@ def hive_parts(path: str) -> list[str] | None:
     if not walk(path, ()) or len(formats) != 1 or len(keys) != 1 or not parts:
         return None
     (names,) = keys
-    return sorted(parts) if len(set(names)) == len(names) else None
+    return (sorted(parts), special) if len(set(names)) == len(names) else None
 
 
 def partition_values(dataset: str, part: str) -> dict[str, str | None]:
@@ -315,6 +358,7 @@ def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
                             "CSV (spark.read.format('delta').load(...).write.parquet(...)) and ingest that")
         if dataset_parts(spec) is not None:
             out.append(spec)       # a dataset directory (x.parquet/ of part files): one export
+            special.update(dataset_skipped(spec))
         elif os.path.isdir(spec):
             # hidden files (macOS's `._x.csv` beside x.csv) are not read; `_`-names are Spark's
             # markers (_SUCCESS, _temporary) unless named as data: `_final.csv` was passed over unsaid
@@ -333,6 +377,8 @@ def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
                 why = _special(p)
                 if why is None or dataset_parts(p) is not None:
                     files.append(p)
+                    if why is not None:      # a dataset directory inside: its parts that are not files
+                        special.update(dataset_skipped(p))
                 else:
                     special[p] = why
                     passed += 1
@@ -566,6 +612,10 @@ def _reading(path: str, fmt: str | None, fn: Callable[[], Any]) -> Any:
                             f"would be one value; {NOTHING_STORED}") from None
         if isinstance(e, EOFError):
             msg = f"truncated compressed file: {msg}"
+        if fmt == "parquet" and not isinstance(e, EOFError):
+            said = _not_parquet(path)
+            if said is not None:
+                raise UserError(f"{path}: {said}") from None
         if type(e).__name__ == "BadGzipFile" and path.lower().endswith(".gz") and not _starts_with(path, b"\x1f\x8b"):
             # a plain file named .gz ("Not a gzipped file (b'ru')" named no way out)
             raise UserError(f"{path}: not gzip-compressed, though its name ends in .gz; name it without .gz") from None
@@ -579,6 +629,40 @@ def _reading(path: str, fmt: str | None, fn: Callable[[], Any]) -> Any:
 
 #: pandas' C parser on a quote that is never closed (a value cut short, or a stray ``"``).
 _EOF_IN_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
+
+
+def _not_parquet(path: str) -> str | None:
+    """What a file under a Parquet name that pyarrow cannot read is instead, and what to do, or
+    None (a Parquet file, damaged or cut short, or unknown bytes): a CSV saved as ``x.parquet``
+    was "cannot read parquet (Parquet magic bytes not found in footer ...)", naming no way out.
+    Reads the first 4 kB, only when the read failed."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4))
+            tail = f.read(4)
+    except OSError:
+        return None
+    if head.startswith(b"PAR1") and len(head) > 4 and tail != b"PAR1":
+        return ("a Parquet file cut short (it ends without its footer: a copy or an export interrupted, or still "
+                "being written); export or copy it again")
+    if not head or head.startswith(b"PAR1"):
+        return None
+    for magic, what, _ in _MAGIC:
+        if head.startswith(magic) and not _is_utf8(head[:64]):
+            return f"it is {what}, not a Parquet file"
+    text = head.removeprefix(b"\xef\xbb\xbf")
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(text) - 3:       # not a character cut at 4 kB
+            return None
+    first = text.lstrip().split(b"\n", 1)[0]
+    kind = ("JSON Lines", ".jsonl") if first.startswith(b"{") else (
+        ("TSV", ".tsv") if b"\t" in first else ("CSV", ".csv") if b"," in first else (None, None))
+    if kind[0] is None:
+        return None
+    return f"it is {kind[0]} text, not a Parquet file; name it {kind[1]}"
 
 
 def _starts_with(path: str, magic: bytes) -> bool:
@@ -803,9 +887,18 @@ def _float32_as_written(table: pa.Table) -> pa.Table:
     CSV gives 0.9, so a float32 Parquet export and its CSV were two sets of values (every row
     "updated" when one replaced the other), and a hyper-parameter 1e-4 was 9.999999747378752e-05.
     Both casts are Arrow's, shortest round-trip text and correctly rounded parsing: ~0.1 s per
-    million cells, for these columns only."""
+    million cells, for these columns only. A float16 column is written as its float16 shortest
+    text (numpy's, as pandas' ``to_csv`` writes it: 0.8, where float32's text of the same value is
+    0.7998047), one conversion per distinct value (at most 65,536)."""
     for i, f in enumerate(table.schema):
-        if pa.types.is_float32(f.type) or pa.types.is_float16(f.type):
+        if pa.types.is_float16(f.type):
+            col = table.column(i)
+            values = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float16)
+            uniq, inverse = np.unique(values, return_inverse=True)
+            shortest = np.array([float(str(u)) for u in uniq], dtype=np.float64)[inverse.reshape(-1)]
+            nulls = col.is_null().to_numpy(zero_copy_only=False)
+            table = table.set_column(i, f.with_type(pa.float64()), pa.array(shortest, pa.float64(), mask=nulls))
+        elif pa.types.is_float32(f.type):
             column = table.column(i).cast(pa.float32()).cast(pa.string()).cast(pa.float64())
             table = table.set_column(i, f.with_type(pa.float64()), column)
     return table
@@ -1795,7 +1888,8 @@ def _refuse_changed(path: str, stamp: tuple[int, int] | None) -> None:
 #: 8: a count in thousands rounded (1.001 thousand is 1001); a large file's day/month order,
 #: per-task percent decision and task spelling decided over the whole file, not per piece.
 #: 9: a CSV/TSV row with fewer fields than the header refused (its missing values were stored empty).
-FILE_STATE_VERSION = 9
+#: 10: a Parquet float16 value as its own shortest text (0.8), not float32's (0.7998047).
+FILE_STATE_VERSION = 10
 
 
 def _file_state(store: Store, source: str, paths: Sequence[str], mapping: IngestMapping | None,
@@ -2169,6 +2263,11 @@ def _refuse_shared_stems(paths: Sequence[str], mapping: IngestMapping | None = N
     out = []
     for p in paths:
         stem = file_key(p, mappings[p] if mappings is not None else mapping)
+        if not stem.strip():
+            # `.csv`, ` .csv`: every row was quarantined as "source: missing required field"
+            raise UserError(printable(f"{p}: the file's name without its suffix is {stem!r}, and a file's name is "
+                                      "the source of its rows; rename it, or give it a source (--source NAME, "
+                                      "'source:' in a --mapping, or a 'source' column)"))
         if stem in seen:
             if os.path.realpath(seen[stem]) == os.path.realpath(p):
                 continue

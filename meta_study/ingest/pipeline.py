@@ -6,10 +6,10 @@ Three rules keep a source from storing wrong data quietly:
   replaces that source's stored rows of those runs: a stored row whose key the file no longer
   has (``shots`` corrected from 1 to 10) is removed in the same commit. Stored runs the file lacks
   are kept and counted, or removed with ``drop_missing`` (``--drop-missing``).
-- *Percent*: when most values of an accuracy column (or data_fraction) lie in (1, 100], the column
-  is in percent, and the batch is refused whole (nothing stored) with the unit to set (data_fraction
-  has none: its values are to be fractions), instead of storing the few values that happen to be
-  <= 1 as fractions. Its mirror, a column declared in percent that holds
+- *Percent*: when most values of an accuracy column (or data_fraction) lie in (1, 100] (or, in a
+  file, are written with a % sign), the column is in percent, and the batch is refused whole
+  (nothing stored) with the unit to set (data_fraction has none: its values are to be fractions),
+  instead of storing the few values that happen to be <= 1 as fractions. Its mirror, a column declared in percent that holds
   fractions, is refused by the source before validation, from the raw values
   (:class:`~meta_study.ingest.mapping.PercentTally`).
 - *All quarantined*: a source that read rows and stored none of them has failed (exit code), and
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -31,7 +32,7 @@ import pyarrow.compute as pc
 
 from ..errors import StoreDamagedError, StoreLockedError, UserError
 from ..schema import KEY, SCHEMA
-from ..validation import Validated, WholeInput, dedupe_keys, payloads_of, printable, validate
+from ..validation import SOURCE_UNIT, Validated, WholeInput, dedupe_keys, payloads_of, printable, validate
 from ..keys import key_array, key_of
 from ..store import Store
 from .mapping import NOTHING_STORED
@@ -44,6 +45,38 @@ from .sources import STORED_BEFORE, Progress, Source, SourceBatch, no_progress
 PERCENT_SUSPECTS = ("us_accuracy", "ds_accuracy", "data_fraction")
 #: Of those, the columns a mapping can give a percent unit (``units:``, ``accuracy_unit:``).
 _UNIT_SETTABLE = ("us_accuracy", "ds_accuracy")
+#: A percent written with its sign ("85%", "90.5 %", "0.5%"), as validation reads one.
+_PERCENT_TEXT = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)\s*%\s*")
+
+
+def _percent_evidence(rows: pd.DataFrame, table: pa.Table) -> dict[str, tuple[int, int]]:
+    """``(signed, zeros)`` of each of :data:`PERCENT_SUSPECTS` in a column that no unit converted,
+    from a file's rows (``rows``, as read) and its valid rows (``table``, validated):
+
+    - cells written as a percent with its sign (a spreadsheet's "85%"): validation quarantines
+      them, with how to set the unit, and counts them among no values, so a column of "85%",
+      "90%", "70%" and one "0.5" (0.5 %) stored the 0.5 as a fraction, 50 %;
+    - valid zeros, which are 0 in either unit and say nothing about it (the mirror rule, a percent
+      unit on fractions, does not count them either): 85 and 90 beside 0.5 and three crashed runs'
+      0 were not "most values in (1, 100]", and 0.5 % was stored as 50 %.
+
+    One vectorised pass over the text of a text column, one Arrow comparison."""
+    out: dict[str, tuple[int, int]] = {}
+    for col in PERCENT_SUSPECTS:
+        if col not in rows.columns or SOURCE_UNIT.get(col, "") in rows.columns:
+            continue
+        s = rows[col]
+        signed = 0
+        if not pd.api.types.is_numeric_dtype(s.dtype):
+            try:
+                hits = s[s.str.contains("%", regex=False, na=False).to_numpy(bool)]
+            except AttributeError:   # no text in it (JSON integers and nulls): no sign either
+                hits = s.iloc[:0]
+            signed = sum(1 for x in hits.tolist() if isinstance(x, str) and _PERCENT_TEXT.fullmatch(x))
+        zeros = (pc.sum(pc.equal(table.column(col), 0.0)).as_py() or 0) if col in table.column_names else 0
+        if signed or zeros:
+            out[col] = (signed, int(zeros))
+    return out
 
 
 def _stat_hints() -> dict[str, str]:
@@ -210,6 +243,8 @@ class _Seen:
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     above_one: dict[str, list[int]] = field(default_factory=dict)   # column -> [in (1, 100], finite]
+    #: column -> [percents written with their sign, zeros] of a file (:func:`_percent_evidence`)
+    evidence: dict[str, list[int]] = field(default_factory=dict)
     runs: set[tuple[str, str]] = field(default_factory=set)        # (source, run_id) of every row (with keys)
     read: set[tuple[str, str]] = field(default_factory=set)        # the same, always: their quarantine settles
     hashes: list[np.ndarray] = field(default_factory=list)         # 64-bit hashes of the valid rows' keys
@@ -233,6 +268,13 @@ class _Seen:
         if keys:
             self.runs |= piece
             self.hashes.append(_key_hashes(v.table))
+
+    def add_evidence(self, rows: pd.DataFrame, table: pa.Table) -> None:
+        """Count a file's percents written with their sign, and its zeros (:func:`_percent_evidence`)."""
+        for col, (signed, zeros) in _percent_evidence(rows, table).items():
+            acc = self.evidence.setdefault(col, [0, 0])
+            acc[0] += signed
+            acc[1] += zeros
 
     def add_rejected(self, frame: pd.DataFrame | None) -> None:
         """Rows rejected outside validation: by the source (a join), or as conflicting duplicates."""
@@ -265,6 +307,14 @@ class _Seen:
         # good; validation quarantines a page's data_fraction percents (and its values <= 1) instead
         for col in (PERCENT_SUSPECTS if stored is None else _UNIT_SETTABLE):
             k, n = self.above_one.get(col, (0, 0))
+            m, zeros = self.evidence.get(col, (0, 0))
+            signed, nonzero = "", ""
+            if zeros and k and 2 * k <= n and 2 * k > n - zeros:
+                n, nonzero = n - zeros, " nonzero"      # zeros are 0 in either unit
+            if m and n > k and 2 * (k + m) > n + m:
+                # percents with their sign count as percents, once a value would be stored beside
+                # them (a column of signed percents alone is quarantined, each row saying what to do)
+                k, n, signed = k + m, n + m, f" or written with a % sign ({m} of them)"
             if n and 2 * k > n and stored is not None:
                 before = stored() if before is None else before
                 n += before.get(col, 0)
@@ -275,8 +325,8 @@ class _Seen:
                 fix = (f"set 'units: {{{col}: percent}}' (or 'accuracy_unit: percent') in a --mapping"
                        if col in _UNIT_SETTABLE else
                        f"{col} has no unit setting: write its values as fractions in the input (50 % as 0.5)")
-                raise UserError(f"{col} is in percent, not a fraction: {k} of {n} values"
-                                f"{f' ({had} of them stored before)' if had else ''} are in (1, 100], so "
+                raise UserError(f"{col} is in percent, not a fraction: {k} of {n}{nonzero} values"
+                                f"{f' ({had} of them stored before)' if had else ''} are in (1, 100]{signed}, so "
                                 f"{NOTHING_STORED}; {fix}")
 
     @property
@@ -489,6 +539,8 @@ def _commit_batch(store: Store, src: Source, batch: SourceBatch, rep: SourceRepo
         return
     seen = _Seen()
     v = validate(batch.rows, raw=batch.raw)
+    if batch.replace_runs:     # a file's (an MLflow page is weighed with its source's stored rows)
+        seen.add_evidence(batch.rows, v.table)
     seen.add(v, keys=batch.replace_runs and store.exists())   # a new store has no stale rows
     # a batch of some runs (an MLflow page) is weighed with the rows of its sources stored before
     seen.refuse_percent(None if batch.replace_runs else (lambda: _stored_values(store, seen)))
@@ -514,13 +566,38 @@ def _commit_batch(store: Store, src: Source, batch: SourceBatch, rep: SourceRepo
     repl = _plan_replacement(store, seen.runs, seen.key_hashes(), batch.drop_missing) if whole_runs else _Replacement()
     keyless = _Keyless.of(store, src, batch)
     res = store.commit(table, quarantine=keyless.keep(quarantine),
-                       state={} if batch.replace_runs and seen.failed else batch.state,
+                       state=_read_again(store, batch) if batch.replace_runs and seen.failed else batch.state,
                        delete_runs=list(batch.delete_runs) + list(repl.delete_runs),
                        settle_quarantine=seen.read | keyless.settle(seen), operation="ingest",
                        info={"source": src.label})
     _count(rep, res, batch, seen)
     _count_replacement(rep, repl)
     _note_earlier(rep, repl, batch)
+
+
+#: What a file's state says once a read of it quarantined every row: it matches no file.
+READ_AGAIN = "every row quarantined: read it again"
+
+
+def _read_again(store: Store, batch: SourceBatch) -> dict[str, pa.Table]:
+    """The states of a file batch whose every row was quarantined: the state of the file's last
+    good read (what the store's rows came from: its path and content still tell another file of
+    that name, or a copy, from it), marked so that no file's fingerprint equals it. The old state
+    was kept as it was, so the file put back as it was then was "unchanged since its last ingest,
+    not read again", and the quarantine listed the rejected version's rows for good."""
+    out = {}
+    for name in batch.state:
+        old = store.read_state(name) if store.exists() else None
+        try:
+            fp = json.loads(old.column("fingerprint")[0].as_py()) if old is not None else None
+        except (KeyError, IndexError, TypeError, ValueError, pa.ArrowException):
+            fp = None
+        if isinstance(fp, dict):
+            marked = json.dumps({**fp, "read_again": READ_AGAIN}, sort_keys=True)
+            out[name] = old.set_column(old.column_names.index("fingerprint"), "fingerprint", pa.array([marked]))
+        else:
+            out[name] = pa.table({"fingerprint": [READ_AGAIN]})
+    return out
 
 
 def _payloads_at(batch: SourceBatch, at: np.ndarray) -> Callable[[np.ndarray], list[str]]:
@@ -581,6 +658,7 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
     def pieces():
         for rows, raw in batch.chunks:
             v = validate(rows, raw=raw, whole=whole)
+            seen.add_evidence(rows, v.table)
             seen.add(v, keys=two_step)
             _us_ranges(v.table, us)
             seen.valid += v.table.num_rows
@@ -599,9 +677,11 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
     _count(rep, res, batch, seen)
     rep.notes.extend(_data_notes(res.collapsed, us))
     if batch.replace_runs and seen.failed:
-        if not two_step:   # the state went in with the rows: replace it with one that never matches
-            store.commit(state={name: pa.table({"fingerprint": ["every row quarantined: read it again"]})
-                                for name in batch.state}, operation="ingest", info={"source": src.label})
+        # the old state is still there (two steps: marked so that it never matches), or this file's
+        # went in with the rows (a new store: replaced by one that never matches, and names no file)
+        store.commit(state=_read_again(store, batch) if two_step else {
+            name: pa.table({"fingerprint": [READ_AGAIN]}) for name in batch.state},
+            operation="ingest", info={"source": src.label})
         return
     if two_step:
         _finish_replacement(store, src, batch, rep, seen)
