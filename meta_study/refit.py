@@ -534,10 +534,13 @@ def _analyze(cfg: RefitConfig, store: Store, snap: Snapshot, changed: list[Group
              failed_sources: Sequence[str] = ()) -> dict[str, Any]:
     """Tables, figures and the report of refit ``stamp`` (of the store version ``snap`` read),
     written in ``out``; returns what refit.json records."""
+    from .analysis.tables import options_text
     from .report import render_report
 
     groups = snap.groups
-    foot = footer(store, f"refit {stamp}", snap.version)
+    # the fit settings too, as every analysis command's figures name them: a refit's said only
+    # "refit <version>", the same for a refit at --holdout-quantile 0.7 --loss huber as at the defaults
+    foot = footer(store, f"refit {stamp} · {options_text(cfg.fit)}", snap.version)
     # the one pipeline, incrementally: sensitivity and bootstrap only for the groups that changed
     unchanged = frozenset(set(fps) - {group_key(g.key) for g in changed})
     options = AnalysisOptions(fit=cfg.fit, sensitivity=cfg.sensitivity, bootstrap=cfg.bootstrap, correlations=True)
@@ -999,11 +1002,15 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
     # "vertices"); the other candidates are in the fits.parquet artifact
     paper = fits[(fits["law"] == "eq1") & (fits["frontier"] == "vertices")]
     for slot, rows in (("headline", fits[fits["headline"]]), ("vertices", paper)):
+        # stop_paying_supported (1 or 0) beside stop_paying_us: that point is a finding only where
+        # supported, else an extrapolation to 100% US (the report says so); alone, a dashboard of
+        # the runs showed the extrapolated point as the finding
         names = (("saturation", "alpha", "k", "e_ir", "fit_err", "pred_err", "backtest_err", "stop_paying_us",
-                  "trusted") if slot == "headline" else ("saturation", "alpha", "k", "e_ir", "fit_err", "pred_err"))
+                  "stop_paying_supported", "trusted") if slot == "headline"
+                 else ("saturation", "alpha", "k", "e_ir", "fit_err", "pred_err"))
         for r in rows.itertuples():
             for name in names:
-                v = float(getattr(r, name))
+                v = float(getattr(r, name, math.nan))
                 if math.isfinite(v):
                     metrics.append((metric_key((r.us_task, r.ds_task, r.eval_protocol, r.shots), slot, name), v, ts))
     metrics.append(("refit/groups", float(len(info["groups"])), ts))

@@ -117,6 +117,12 @@ def _levels(heads: pd.DataFrame) -> str:
     return "/".join(level_pct(v) for v in levels)
 
 
+#: How ``selection._trust`` begins the reason of a headline whose curve misses the edge of its own
+#: data (back-tests passed), and how the "no trusted answer" box counts such groups.
+EDGE_REASON = "the headline at the best visible US accuracy"
+EDGE_MISS = "the curve misses the best visible DS accuracy by more than the tolerance"
+
+
 def _verdict(heads: pd.DataFrame) -> str:
     """Said plainly when no group is trusted: why, counted per group from the rows shown."""
     if len(heads) == 0 or bool(heads["trusted"].any()):
@@ -124,8 +130,11 @@ def _verdict(heads: pd.DataFrame) -> str:
     reasons: dict[str, int] = {}
     for r in heads.to_dict("records"):
         why = str(r.get("trust_reason") or "no usable fit")
+        # the edge rule's reason ("the headline at the best visible US accuracy (77.6%) lies 4.0 pt
+        # below ...") cut at its first bracket read "the headline at the best visible US accuracy:
+        # 2 of 12 groups", a reason that says nothing
         key = ("back-test error above the tolerance" if why.startswith("back-test error")
-               else why.split(" (")[0])
+               else EDGE_MISS if why.startswith(EDGE_REASON) else why.split(" (")[0])
         reasons[key] = reasons.get(key, 0) + 1
     of = f"{len(heads)} group{'s' if len(heads) != 1 else ''}"     # "no usable fit: 1 of 1 groups"
     why = ", ".join(f"{k}: {v} of {of}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
@@ -147,7 +156,7 @@ def _verdict(heads: pd.DataFrame) -> str:
 
 
 def _has_interval(heads: pd.DataFrame) -> pd.Series:
-    """Per headline row: whether its answer states a 90% interval at +1, +3 or +5 US points (as
+    """Per headline row: whether its answer states an interval (at the row's level) at +1, +3 or +5 US points (as
     :func:`~meta_study.analysis.answers.interval` prints one), or, every step lying past 100% US,
     at the tested horizon."""
     from .analysis.answers import interval
@@ -453,7 +462,9 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                  "every law is fitted to every frontier estimator of the visible models; the headline is their "
                  "median, discounted towards the best DS accuracy seen by what the back-tests (fit below a US cut, "
                  "predict the frontier above it) saw materialise. It is trusted when its own back-test error, the mean "
-                 "over the cuts or the latest cut's, is within the tolerance; warnings describe the data and never withhold an answer by themselves "
+                 "over the cuts or the latest cut's, is within the tolerance, and its curve at the best visible model "
+                 "lies within the tolerance of the best DS accuracy seen (it reaches the edge of its data); warnings "
+                 "describe the data and never withhold an answer by themselves "
                  "(hover a label). Accuracies in percent, errors and slopes in accuracy points (pt). "
                  # a trusted step reads "+1 US pt: 89.9% DS [89.2%-90.6%]": the brackets were said nowhere
                  f"Brackets give the {_levels(heads)} interval [low-high]; definitions: docs/analysis.md.</p>" + _verdict(heads)

@@ -1,7 +1,8 @@
 """Figures in the paper's style, written as PNG and SVG.
 
 - :func:`plot_fit_grid` / :func:`plot_group`: DS vs US accuracy per group with all points, the
-  headline's frontier and law (with its prediction interval) and the paper's Eq. 1 on the hull
+  headline's frontier and law (with its prediction interval, at the panel's ``level``, the fits'
+  ``SelectionOptions.level``: :func:`panel_level`) and the paper's Eq. 1 on the hull
   vertices, extended over the held-out range (paper Fig. 1, F.6-F.9); a group's own figure adds
   the same panel zoomed on the best models and the prediction (:func:`answer_window`).
 - :func:`plot_sensitivity`: fit_err and pred_err against sample size per frontier estimator
@@ -32,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .answers import DEFAULT_LEVEL, level_pct
 from .frontiers import FRONTIER_KINDS
 from .selection import Candidate, GroupSelection
 
@@ -238,10 +240,12 @@ def tex_safe(text: Any) -> str:
 
 
 def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelection, paper: Candidate | None,
-               title: str, frontier_us: np.ndarray | None = None, frontier_ds: np.ndarray | None = None) -> None:
+               title: str, frontier_us: np.ndarray | None = None, frontier_ds: np.ndarray | None = None,
+               level: float | None = None) -> None:
     """One DS-vs-US panel (accuracies in percent). Each curve is drawn only where it means
     something: the laws' median over the US range it was fitted on; the headline's prediction and
-    its 90% interval from the best visible model to the end of the tested horizon (and to the
+    its ``level`` interval (the fits' ``SelectionOptions.level``, :func:`panel_level`; named so in
+    the legend) from the best visible model to the end of the tested horizon (and to the
     held-out models, dashed, where they lie farther); the paper's Eq. 1 on the hull vertices over
     its fitted range, dashed over the held-out range. A dotted line marks the tested horizon."""
     thr = selection.holdout_threshold
@@ -256,6 +260,7 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
         ax.plot(frontier_us * 100, frontier_ds * 100, "D", color=HULL_COLOR, ms=3.5, alpha=0.8, lw=0,
                 label=HULL_LABEL)
     h = selection.headline
+    level = panel_level(level)
     drawn: list[np.ndarray] = [ds]          # every y value drawn (fractions): the y axis holds them all
     vis_lo = float(np.nanmin(us[~held])) if (~held).any() else float(np.nanmin(us))
     if h.usable:
@@ -273,12 +278,12 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
                 continue
             xs = np.linspace(lo_u, hi_u, 60)
             p = h.predict_accuracy(xs)
-            lo, hi = selection_interval(selection, xs)
+            lo, hi = selection_interval(selection, xs, level)
             ax.plot(xs * 100, p * 100, color=HEAD_COLOR, lw=2.0, ls=ls, label=label)
             drawn.append(p)
             if np.isfinite(lo).any():
                 ax.fill_between(xs * 100, lo * 100, hi * 100, color=HEAD_COLOR, alpha=0.15 if ls == "-" else 0.07,
-                                lw=0, label="90% interval" if ls == "-" else None)
+                                lw=0, label=f"{level_pct(level)} interval" if ls == "-" else None)
                 drawn += [lo, hi]
         if math.isfinite(hus):
             ax.axvline(hus * 100, color="#444444", lw=0.9, ls=":", label="tested horizon")
@@ -342,9 +347,18 @@ def accuracy_locator() -> Any:
     return AccuracyLocator()
 
 
-def selection_interval(selection: GroupSelection, us_accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The headline's 90% interval at ``us_accuracy`` (NaN where it has none)."""
-    return selection.headline.interval(us_accuracy, 0.9)
+def panel_level(level: Any = None) -> float:
+    """The interval level a panel draws: its ``level`` (the fits' ``SelectionOptions.level``, as
+    each fits.parquet row records it), or :data:`~.answers.DEFAULT_LEVEL` for a panel that names
+    none. The figures drew the 90% interval whatever level the fits were made at, beside answers
+    that stated 50% ones."""
+    return DEFAULT_LEVEL if level is None or (isinstance(level, float) and math.isnan(level)) else float(level)
+
+
+def selection_interval(selection: GroupSelection, us_accuracy: np.ndarray,
+                       level: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The headline's ``level`` interval (:func:`panel_level`) at ``us_accuracy`` (NaN where it has none)."""
+    return selection.headline.interval(us_accuracy, panel_level(level))
 
 
 def plot_fit_grid(panels: Sequence[dict[str, Any]], stem: str, *, footer: str | None = None,
@@ -381,7 +395,7 @@ def group_figure(panel: dict[str, Any]) -> Any:
     where the answer is (:func:`answer_window`). Over the whole range of a group whose models span
     0-85% US, the prediction from the best model to the tested horizon was a sliver at the edge.
     Where that region is most of the range already (more than 60% of it), the panel alone."""
-    window = answer_window(panel["us"], panel["ds"], panel["selection"], panel.get("paper"))
+    window = answer_window(panel["us"], panel["ds"], panel["selection"], panel.get("paper"), panel.get("level"))
     us = np.asarray(panel["us"], float)
     if window is None or (window[0][1] - window[0][0]) > 0.6 * (np.nanmax(us) - np.nanmin(us)):
         return fit_grid_figure([panel], columns=1)    # the whole range is the answer's region already
@@ -397,8 +411,8 @@ def group_figure(panel: dict[str, Any]) -> Any:
     return fig
 
 
-def answer_window(us: np.ndarray, ds: np.ndarray, selection: GroupSelection,
-                  paper: Candidate | None = None) -> tuple[tuple[float, float], tuple[float, float]] | None:
+def answer_window(us: np.ndarray, ds: np.ndarray, selection: GroupSelection, paper: Candidate | None = None,
+                  level: float | None = None) -> tuple[tuple[float, float], tuple[float, float]] | None:
     """((US from, to), (DS from, to)) as fractions: from the best visible model's neighbours to the
     farther of the tested horizon and the held-out models, the prediction taking the right 40% of
     the width; the DS range holds every model, curve and interval drawn inside it. None without a
@@ -422,7 +436,7 @@ def answer_window(us: np.ndarray, ds: np.ndarray, selection: GroupSelection,
     ys = [ds[inside], h.predict_accuracy(xs[xs >= h.best_us]), h.median(xs[xs <= h.best_us])]
     # the interval where it says something: at 100% US it is [0, 1] (nothing to extrapolate from),
     # which set the zoom's DS range to 0-100% and flattened every model into one line
-    lo, hi = selection_interval(selection, xs[(xs >= h.best_us) & (xs < 1.0)])
+    lo, hi = selection_interval(selection, xs[(xs >= h.best_us) & (xs < 1.0)], level)
     ys += [lo, hi]
     if paper is not None and paper.fit.usable:
         ys.append(paper.fit.predict_accuracy(xs))
