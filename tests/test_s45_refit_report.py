@@ -67,8 +67,6 @@ def test_a_panel_without_a_level_draws_the_default_90_percent():
     assert "90% interval" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
 
 
-@pytest.mark.xfail(reason="needs tables._panel to pass the fits' level ('level': options.selection.level) to the "
-                          "figures (not this review's file)", strict=False)
 def test_the_pipeline_s_figures_draw_the_fits_level():
     """End to end: a fit at ``SelectionOptions(level=0.5)`` draws and names its 50% interval."""
     import matplotlib.pyplot as plt

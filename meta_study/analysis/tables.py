@@ -221,8 +221,8 @@ def _panel(g: Group, sel: GroupSelection, options: FitOptions) -> dict[str, Any]
     only when that fit was made (``--laws`` / ``--frontiers`` without it: no fit used them)."""
     if sel.paper is None:
         return {"us": g.us_accuracy, "ds": g.ds_accuracy, "selection": sel, "paper": None, "title": g.label,
-                "frontier_us": None, "frontier_ds": None, "slug": g.slug}
+                "frontier_us": None, "frontier_ds": None, "slug": g.slug, "level": options.selection.level}
     vis = g.us_accuracy <= sel.holdout_threshold
     F = frontier_points("vertices", g.us_accuracy[vis], g.ds_accuracy[vis], nondecreasing=options.nondecreasing)
     return {"us": g.us_accuracy, "ds": g.ds_accuracy, "selection": sel, "paper": sel.paper, "title": g.label,
-            "frontier_us": F.us, "frontier_ds": F.ds, "slug": g.slug}
+            "frontier_us": F.us, "frontier_ds": F.ds, "slug": g.slug, "level": options.selection.level}
