@@ -720,6 +720,9 @@ class _Flags:
         self.reasons: dict[int, list[str]] = {}   # only rejected rows have an entry: most rows have none
         self.kinds: dict[int, set[str]] = {}
         self.above_one: dict[str, tuple[int, int]] = {}
+        #: fraction column -> its cells that are a percent written with its sign ("85%") in a row
+        #: no unit converted: quarantined, and percents to the "mostly percent" rules
+        self.signed: dict[str, np.ndarray] = {}
 
     def __call__(self, mask: np.ndarray, msg: Any, kind: str | None = None) -> None:
         k = kind if kind is not None else (msg if isinstance(msg, str) else "?")
@@ -845,6 +848,8 @@ def _numeric_array(col: Column, s: pd.Series, flag: _Flags, unit: np.ndarray | N
         wrong, nan = wrong & ~token, nan & ~token
     what = 'an integer' if integer else 'a number'
     pct = _percent_texts(col, s, wrong)
+    if pct.any():
+        flag.signed[col.name] = pct if unit is None else pct & (unit == None)  # noqa: E711 (elementwise)
     flag(wrong & ~pct, lambda i, c=col.name, ss=s: f"{c}: wrong type ({shown(ss.iloc[i])} is not {what}"
                                                    f"{_comma_hint(ss.iloc[i])})",
          f"{col.name}: wrong type (not {what})")
@@ -1025,9 +1030,29 @@ def _flag_out_of_range(col: Column, v: np.ndarray, finite: np.ndarray, flag: _Fl
 _TASK_OF = {"us_accuracy": "us_task", "ds_accuracy": "ds_task"}
 
 
+def _mostly_percent_masks(column: str, v: np.ndarray, plain: np.ndarray,
+                          flag: _Flags) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(percents, counted, zeros, signed)`` of a fraction column for the "mostly in (1, 100]"
+    rules: a value in (1, 100], or a percent written with its sign ("85%", quarantined for that
+    already), is a percent; zeros are 0 in either unit and are not counted (85, 90, a 0.5 % run's
+    0.5 and three crashed runs' 0 were "2 of 6", no percent column, and 0.5 % was stored as 50 %;
+    "85%", "90%", "70%" beside that 0.5 were counted as no values at all). The pipeline's refusal
+    of a file counts the same way."""
+    signed = flag.signed.get(column, np.zeros(len(v), bool))
+    zeros = plain & (v == 0)
+    return (plain & (v > 1) & (v <= 100)) | signed, (plain & ~zeros) | signed, zeros, signed
+
+
+def _of(k: int, n: int, zeros: int, signed: int) -> str:
+    """``3 of 5``, ``3 of 4 nonzero``, ``3 of 4 nonzero, 2 written with a % sign``."""
+    return (f"{k} of {n}{' nonzero' if zeros else ''}"
+            + (f", {signed} written with a % sign" if signed else ""))
+
+
 def _flag_percent_tasks(column: str, values: pa.Array, task_column: str, tasks: pa.Array, unit: np.ndarray | None,
                         flag: _Flags, whole: WholeInput | None = None) -> None:
-    """In a fraction column, the values in (0, 1] of a task whose values are mostly in (1, 100]:
+    """In a fraction column, the values in (0, 1] of a task whose values are mostly percents
+    (in (1, 100], or written with a % sign; zeros not counted, :func:`_mostly_percent_masks`):
     that task is in percent (its values above 1 are quarantined as such), and its values <= 1 are
     percents of near-chance models, which were stored as fractions (0.5 % as 50 %). The rule of
     ingest's refusal of a column in percent (most values in (1, 100]), per task; ``whole``: the
@@ -1035,47 +1060,52 @@ def _flag_percent_tasks(column: str, values: pa.Array, task_column: str, tasks: 
     a piece of their own are percents too."""
     v = values.to_numpy(zero_copy_only=False).astype("float64")   # null (not finite, wrong): NaN
     plain = np.isfinite(v) if unit is None else np.isfinite(v) & (unit == None)  # noqa: E711 (elementwise)
-    pct = plain & (v > 1) & (v <= 100)
+    pct, counted, zeros, signed = _mostly_percent_masks(column, v, plain, flag)
     if whole is None and not pct.any():
         return
     t = pd.Series(tasks.to_numpy(zero_copy_only=False), dtype=object)
     lows = plain & (v > 0) & (v <= 1)
-    counts = pd.DataFrame({"task": t, "pct": pct, "n": plain, "low": lows})[plain].groupby(
-        "task", dropna=False)[["pct", "n", "low"]].sum()
+    counts = pd.DataFrame({"task": t, "pct": pct, "n": counted, "low": lows, "zero": zeros, "signed": signed})[
+        counted | zeros].groupby("task", dropna=False)[["pct", "n", "low", "zero", "signed"]].sum()
     if whole is None:
-        by_task = {task: (int(k), int(n)) for task, (k, n, _) in counts.iterrows() if 2 * k > n}
+        by_task = {task: (int(k), int(n), int(z), int(m)) for task, (k, n, _, z, m) in counts.iterrows()
+                   if 2 * k > n}
     else:
         totals = whole.percent_tasks
         counts = counts[counts.index.notna()]   # a row without its task is quarantined for that
-        for task, (k, n, _) in counts.iterrows():
+        for task, (k, n, *_) in counts.iterrows():
             acc = totals.setdefault((column, task), [0, 0, 0, 0])
             acc[0] += int(k)
             acc[1] += int(n)
-        by_task = {task: (totals[(column, task)][0], totals[(column, task)][1]) for task in counts.index
+        by_task = {task: (totals[(column, task)][0], totals[(column, task)][1], int(z), int(m))
+                   for task, (*_, z, m) in counts.iterrows()
                    if 2 * totals[(column, task)][0] > totals[(column, task)][1]}
-        for task, (_, _, n_low) in counts.iterrows():
+        for task, (_, _, n_low, *_) in counts.iterrows():
             totals[(column, task)][3 if task in by_task else 2] += int(n_low)
     if not by_task:
         return
     low = lows & t.isin(list(by_task)).to_numpy()
     flag(low, lambda i, v=v, t=t: (
         f"{column}: {_num(v[i])} in {task_column} {printable(repr(t[i]))}, whose values are mostly in (1, 100] "
-        f"({by_task[t[i]][0]} of {by_task[t[i]][1]}): a percent? (not stored as {_num(v[i] * 100)} %)"),
+        f"({_of(*by_task[t[i]])}): a percent? (not stored as {_num(v[i] * 100)} %)"),
         f"{column}: a value <= 1 among its task's percents")
 
 
 def _flag_percent_column(column: str, values: pa.Array, flag: _Flags) -> None:
     """In a fraction column without a task (``data_fraction``), the values in (0, 1] of an input
-    whose values are mostly in (1, 100]: the column is in percent (its values above 1 are
-    quarantined as such), so its values <= 1 are percents too. Stored, a 1 % run's ``1`` was full
-    data (1.0) and a 0.5 % run's ``0.5`` half of it. A mapping gives this column no unit."""
+    whose values are mostly percents (in (1, 100], or written with a % sign; zeros not counted):
+    the column is in percent (its values above 1 are quarantined as such), so its values <= 1 are
+    percents too. Stored, a 1 % run's ``1`` was full data (1.0) and a 0.5 % run's ``0.5`` half of
+    it. A mapping gives this column no unit."""
     v = values.to_numpy(zero_copy_only=False).astype("float64")   # null: NaN
     plain = np.isfinite(v)
-    k, n = int((plain & (v > 1) & (v <= 100)).sum()), int(plain.sum())
+    pct, counted, zeros, signed = _mostly_percent_masks(column, v, plain, flag)
+    k, n = int(pct.sum()), int(counted.sum())
     if 2 * k <= n:
         return
+    of = _of(k, n, int(zeros.sum()), int(signed.sum()))
     flag(plain & (v > 0) & (v <= 1), lambda i, v=v: (
-        f"{column}: {_num(v[i])} among values mostly in (1, 100] ({k} of {n}): a percent? {column} is a fraction: "
+        f"{column}: {_num(v[i])} among values mostly in (1, 100] ({of}): a percent? {column} is a fraction: "
         f"{_num(v[i])} % is {_num(round(v[i] / 100, 12))} (not stored as {_num(v[i] * 100)} %)"),
         f"{column}: a value <= 1 among percents")
 
@@ -1351,6 +1381,10 @@ def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.T
                 # ("Float value 2.5 was truncated": which column?)
                 raise ValueError(f"{f.name}: its {a.type} values cannot be stored as {f.type} ({e}); "
                                  "validate the rows first (see validation.validate)") from None
+            if f.nullable and pa.types.is_floating(f.type) and a.null_count < len(a):
+                # a missing optional number spelled NaN (pandas' way) is null, as validate() stores
+                # it; refusing it refused every hand-built table with a missing learning rate
+                a = pc.if_else(pc.is_nan(a), pa.scalar(None, f.type), a)
             problem = _value_problem(COLUMN_BY_NAME[f.name], a)
             if problem is not None:
                 raise ValueError(f"{f.name}: {problem}; validate the rows first (see validation.validate)")
@@ -1388,7 +1422,7 @@ def _value_problem(col: Column, a: pa.ChunkedArray | pa.Array) -> str | None:
             checks.append((lambda: pc.is_in(a, value_set=pa.array(unknown, pa.string())),
                            f"not one of {', '.join(col.choices)}"))
     if pa.types.is_string(t) and col.required and pc.any(pc.equal(a, "")).as_py():
-        checks.append((lambda: pc.equal(a, ""), "empty (a required name)"))
+        checks.append((lambda: pc.equal(a, ""), "empty"))
     if pa.types.is_timestamp(t):
         lo, hi = pa.scalar(_TS_MIN, pa.int64()).cast(t), pa.scalar(_TS_MAX, pa.int64()).cast(t)
         # (min_max's scalars as Python datetimes: out of their range, they raise)
@@ -1400,6 +1434,8 @@ def _value_problem(col: Column, a: pa.ChunkedArray | pa.Array) -> str | None:
         if len(bad):
             # (a time out of Python's range has no datetime: its text, from Arrow)
             example = bad[:1].cast(pa.string())[0].as_py() if pa.types.is_timestamp(t) else shown(bad[0].as_py())
+            if what == "empty":     # as the null check words it: "us_task: 1 empty value(s) ..."
+                return f"{len(bad)} empty value(s) (a required name)"
             return f"{len(bad)} value(s) {what}" + ("" if what == "NaN" else f" (e.g. {example})")
     return None
 

@@ -52,7 +52,7 @@ def test_a_time_outside_years_1_to_9999_is_a_reason_not_a_store_no_reader_can_re
     ("eval_protocol", "kfold", r"^eval_protocol: 1 value\(s\) not one of fewshot, finetune, linear, zeroshot, shift, "
                                r"other \(e\.g\. 'kfold'\); validate"),
     ("shots", pa.array([-3], pa.int32()), r"^shots: 1 value\(s\) out of range \[0, inf\] \(e\.g\. -3\); validate"),
-    ("run_id", "", r"^run_id: 1 value\(s\) empty \(a required name\)"),
+    ("run_id", "", r"^run_id: 1 empty value\(s\) \(a required name\)"),
     ("started_at", pa.array([-62135596800000000 - 3600 * 10**6], pa.timestamp("us", tz="UTC")),
      r"^started_at: 1 value\(s\) out of range \(years 1 to 9999\) \(e\.g\. 0000-12-31 23:00:00"),
 ])
