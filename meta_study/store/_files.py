@@ -286,9 +286,13 @@ class _Files:
             # The real directories first, then those reached through a symbolic link, as every reader
             # goes (a partition moved to another disk and linked back: its files were "missing", and
             # '--repair' dropped their rows). A directory met again (a link loop, a second name of a
-            # real directory) is not listed again: its files are listed by their first path.
+            # real directory) is not listed again: its files are listed by their first path. A link to
+            # the store or a directory above it (`up/x -> /`, `-> ../..`) is never followed: every
+            # commit listed the whole filesystem through it (a hang); it is listed as a name no size
+            # matches (-1), which 'store check' reports and '--repair' moves aside, as a link loop.
             seen: set[tuple[int, int]] = set()
             tops = [self.p(under)]
+            above = os.path.realpath(self.root).rstrip("/") + "/"
             while tops:
                 for d, dirs, names in os.walk(tops.pop(0), onerror=self._unlistable):
                     try:
@@ -300,7 +304,14 @@ class _Files:
                         dirs[:] = []
                         continue
                     seen.add((st.st_dev, st.st_ino))
-                    tops += [os.path.join(d, n) for n in dirs if os.path.islink(os.path.join(d, n))]
+                    for n in dirs:
+                        link = os.path.join(d, n)
+                        if not os.path.islink(link):
+                            continue
+                        if above.startswith(os.path.realpath(link).rstrip("/") + "/"):
+                            out[os.path.relpath(link, self.root)] = -1   # the store or above it
+                        else:
+                            tops.append(link)
                     self._sizes_of(d, names, out)
             return out
         sel = pafs.FileSelector(self.p(under), allow_not_found=True, recursive=True)
@@ -482,8 +493,9 @@ class _Files:
                     done.add(d)
                     _fsync_dir(d)
 
-    def move(self, src_rel: str, dst_rel: str) -> None:
-        """Move a file (locally a directory too). If another process moved it first (two writers
+    def move(self, src_rel: str, dst_rel: str) -> str:
+        """Move a file (locally a directory too); returns where it went (``dst_rel``, or the free
+        name :meth:`_aside_name` chose for a set-aside). If another process moved it first (two writers
         finishing one commit, object stores only), that is not an error: the file is where it
         belongs. On object stores a "directory" (objects under ``src_rel/``, set aside as damage)
         is moved object by object: pyarrow moves single objects only, and its failure on one
@@ -492,16 +504,22 @@ class _Files:
         target = self._aside_name(dst_rel)
         self.mkdirs(os.path.dirname(target))
         if self.local:
-            os.replace(self.p(src_rel), self.p(target))
-            return
+            try:
+                os.replace(self.p(src_rel), self.p(target))
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                _move_across(self.p(src_rel), self.p(target), e)
+            return target
         try:
             self.fs.move(self.p(src_rel), self.p(target))   # S3: copy, then delete the source
         except (OSError, pa.ArrowException):
             if self.fs.get_file_info(self.p(src_rel)).type == pafs.FileType.Directory:
                 self._move_tree(src_rel, target)
-                return
+                return target
             if self.exists(src_rel) or not (self.exists(target) or self.exists(dst_rel)):
                 raise
+        return target
 
     def _move_tree(self, src_rel: str, dst_rel: str) -> None:
         """Move every object under ``src_rel/`` to the same place under ``dst_rel/``, then drop
@@ -570,6 +588,40 @@ class _Files:
 #: ``link(2)``'s errors on a filesystem without hard links (EPERM on Linux, ENOTSUP or ENOSYS on
 #: FUSE, EXDEV where a volume maps directories to devices); not EACCES, a real permission error.
 _NO_LINK = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV})
+
+
+def _move_across(src: str, dst: str, err: OSError) -> None:
+    """:meth:`_Files.move` of a regular file or a symbolic link to another filesystem (EXDEV: a
+    partition directory moved to another disk and linked back, as :meth:`_Files.sizes` reads it):
+    ``rename`` cannot, and the commit whose file went there stayed unfinished for good, every later
+    commit and ``store check`` failing with "Invalid cross-device link". The bytes are copied to a
+    hidden name beside ``dst`` (plain readers skip names starting with '.'), fsynced and renamed
+    into place, so ``dst`` appears whole or not at all; then ``src`` is removed. Anything else (a
+    directory, a FIFO) is ``err``: it is never opened."""
+    st = os.lstat(src)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(src), dst)
+        os.unlink(src)
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise err
+    import shutil
+
+    tmp = os.path.join(os.path.dirname(dst), f".tmp-{os.getpid()}-{os.path.basename(dst)}")
+    try:
+        shutil.copyfile(src, tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(os.path.dirname(dst))
+    os.unlink(src)
 
 
 def _fsync_dir(path: str) -> None:

@@ -270,10 +270,26 @@ class Store:
         self._require_directory(info)
         if self.exists():   # a UserError if _meta/manifests is not a directory
             return
+        self._refuse_lost_manifests()
         if not half_made:
             raise UserError(f"{self.uri}: not a meta-study store (no _meta/manifests)")
         if not self._f.exists("_meta"):
             raise UserError(f"{self.uri}: not a meta-study store (no _meta)")
+
+    def _refuse_lost_manifests(self) -> None:
+        """A :class:`StoreDamagedError` if the location holds a store's files (data, quarantine or
+        state) but no manifest: every manifest was lost (deleted, a partial backup restore, a sync
+        tool). ``Store.read`` read such a store as empty, silently, and ``store check`` called it
+        "not a meta-study store". One listing, only when no manifest is there."""
+        if not self._f.exists("_meta"):
+            return   # not a store at all (a directory of someone's Parquet files): said elsewhere
+        n = sum(1 for rel in self._f.sizes() if rel.endswith(".parquet")
+                and (_plain(rel) or rel.split("/")[0] in ("_quarantine", "_state")))
+        if n and not self.exists():   # (a first commit's files are placed after its manifest: listed again)
+            raise StoreDamagedError(
+                f"{self.uri}: damaged store: {self.uri}/_meta/manifests holds no manifest, but {n} file(s) of the "
+                "store are here: no version can be read, repaired or committed to (the files are kept untouched); "
+                f"restore {self.uri}/_meta/manifests from a backup")
 
     def require_location(self) -> "Store":
         """Raise a :class:`UserError` unless the location holds a store, or at least its
@@ -389,6 +405,11 @@ class Store:
 
     def _snapshot(self, filters: Filter | None, columns: Sequence[str] | None) -> tuple[pa.Table, _Manifest]:
         """:meth:`snapshot`, with the manifest the rows are from."""
+        if filters is not None and not isinstance(filters, Mapping):   # s.read("imagenet"): an AttributeError
+            raise UserError(f"filters: {filters!r:.80} is not a mapping of columns to values; give e.g. "
+                            f"{{'us_task': {filters!r:.40}}}" if isinstance(filters, str) else
+                            f"filters: a {type(filters).__name__} is not a mapping of columns to values "
+                            "(e.g. {'us_task': 'imagenet'})")
         filters = {c: _filter_values(v) for c, v in (filters or {}).items()}   # read once: a generator too
         if isinstance(columns, str):   # one column: list("run_id") was "unknown column(s) r, u, n, _, i, d"
             columns = [columns]
@@ -538,10 +559,37 @@ class Store:
         if deep:
             tracked = {r for _, e in entries for r in (e["path"], e.get("staged")) if r}
             tracked.update(m.pending_delete)
+            live_dirs, links = _parents(m), {}
             for rel in sorted(sizes):
                 if rel not in tracked and _plain(rel):
-                    out.append(Damage(rel, "untracked", "not part of the store, but plain readers read it", 0))
+                    link = self._link_above(rel, live_dirs)
+                    if link is None:
+                        out.append(Damage(rel, "untracked", "not part of the store, but plain readers read it", 0))
+                    else:
+                        links[link] = links.get(link, 0) + 1
+            for link, n in sorted(links.items()):
+                # the link is what is set aside, never the files behind it: '--repair' moved a
+                # linked directory's files (a user's own, outside the store) into _damaged/
+                try:
+                    to = f" to {os.readlink(self._f.p(link))}"
+                except OSError:   # replaced meanwhile
+                    to = ""
+                out.append(Damage(link, "untracked", f"a symbolic link{to}, a directory no file of the store is "
+                                  f"in; plain readers read its {n} file(s)", 0))
         return out
+
+    def _link_above(self, rel: str, live_dirs: set[str]) -> str | None:
+        """The topmost directory above ``rel`` that is a symbolic link and holds no live file (a
+        link to a directory elsewhere: what ``--repair`` sets aside is the link, never the files it
+        leads to, which are not the store's); None if there is none (local only; an lstat per level)."""
+        if not self._f.local:
+            return None
+        parts = rel.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if sub not in live_dirs and os.path.islink(self._f.p(sub)):
+                return sub
+        return None
 
     def _not_a_file(self, rel: str) -> str | None:
         """"is a FIFO, not a file" (or a directory, a device) if that is at ``rel``; else None.
@@ -608,9 +656,9 @@ class Store:
             damage = [Damage(_mrel(latest), "manifest", f"{problem}; " + ("its copy is intact" if m is not None else
                              f"no intact copy: the newest intact manifest is version {base.version}"), 0)] \
                 if problem else []
-            blocked = None
+            blocked, set_aside = None, ()
             if lock is not None and m is not None:
-                blocked = self._finish(m, set_aside=repair)   # writes a missing copy
+                blocked, set_aside = self._finish(m, set_aside=repair)   # writes a missing copy
                 if blocked is not None:
                     damage.append(blocked)
             copy_problem = self._copy_problem(m) if m is not None and not problem else None
@@ -621,22 +669,24 @@ class Store:
             n_files = len(base.live_files())
             if not repair or not damage:
                 return CheckResult(self.uri, latest, n_files, tuple(damage), unfinished=unfinished)
-            return self._repair(base, tuple(damage), n_files, latest, restore=m is not None and problem is not None)
+            return self._repair(base, tuple(damage), n_files, latest, restore=m is not None and problem is not None,
+                                moved=set_aside)
         finally:
             if lock is not None:
                 lock.__exit__(None, None, None)
 
-    def _finish(self, m: _Manifest, *, set_aside: bool) -> Damage | None:
+    def _finish(self, m: _Manifest, *, set_aside: bool) -> tuple[Damage | None, tuple[str, ...]]:
         """Finalize ``m`` and collect garbage, under the lock; if something that is not a directory
         stands where its files go (a file at ``up/a``), the :class:`Damage` naming it: with
         ``set_aside`` it is first moved to ``_damaged/<version>/`` and ``m`` finalized, else ``m``
         stays unfinished (its files still staged, where every read finds them). Set aside under
         ``_damaged/<version + 1>/``, where the repair that follows (it commits that version to
-        record it) says it moved it."""
+        record it) says it moved it: the second value is where it went (the repair's report said
+        "nothing to move" of it)."""
         try:
             self._finalize(m)
             self._collect_garbage(m)
-            return None
+            return None, ()
         except OSError:
             found = self._blocker(m)
             if found is None:
@@ -644,11 +694,12 @@ class Store:
         rel, kind = found
         d = Damage(rel, "untracked", f"is {kind}, not a directory, where files of version {m.version} go "
                    "(its commit cannot be finished until it is moved aside)", 0)
-        if set_aside:
-            self._f.move(rel, f"_damaged/{m.version + 1:010d}/{rel}")
-            self._finalize(m)
-            self._collect_garbage(m)
-        return d
+        if not set_aside:
+            return d, ()
+        to = self._f.move(rel, f"_damaged/{m.version + 1:010d}/{rel}")
+        self._finalize(m)
+        self._collect_garbage(m)
+        return d, (to,)
 
     def _blocker(self, m: _Manifest) -> tuple[str, str] | None:
         """(path, what it is) of the first non-directory standing in a directory's place on the
@@ -700,15 +751,14 @@ class Store:
         return None
 
     def _repair(self, m: _Manifest, damage: tuple[Damage, ...], n_files: int, latest: int, *,
-                restore: bool) -> CheckResult:
+                restore: bool, moved: Sequence[str] = ()) -> CheckResult:
         """Repair under the lock: ``m`` is the manifest to build on (the latest, its copy, or
-        the newest intact one when ``m.version < latest``)."""
+        the newest intact one when ``m.version < latest``); ``moved``: what was set aside already."""
         rolled_back = m.version < latest
-        moved: list[str] = []
+        moved = list(moved)
 
         def move(rel: str, to: str) -> None:
-            self._f.move(rel, to)
-            moved.append(to)
+            moved.append(self._f.move(rel, to))   # where it went: '<to>.2' if '<to>' was taken
 
         if not restore and not rolled_back and any(d.path == _copy_rel(latest) for d in damage):
             # the manifest is intact, its copy is not: the copy is written again from it
@@ -809,6 +859,7 @@ class Store:
             if not os.access(parent, os.W_OK | os.X_OK):   # else a bare "[Errno 13]", blamed on the input
                 raise UserError(f"{self.uri}: cannot create a store there: no write permission on {parent}")
         if info.type == pafs.FileType.Directory and not self.exists():
+            self._refuse_lost_manifests()   # a store that lost its manifests is no empty directory
             others = [n for n in self._f.listdir("") if n not in ("_meta", "_staging")]
             if others:
                 raise UserError(f"{self.uri}: directory is not empty and is not a meta-study store "
@@ -989,8 +1040,9 @@ class Store:
             fd = os.open(self._f.p(f"_staging/{txn}"), os.O_RDONLY | os.O_NONBLOCK)
         except OSError:   # gone, or nothing we can open: no writer holds it
             self._f.rmtree(f"_staging/{txn}")
-            self._f.delete(f"_staging/{txn}")
-            return
+            if self._f.kind(f"_staging/{txn}") not in (None, "a directory"):
+                self._f.delete(f"_staging/{txn}")   # a socket someone put there (a directory we may not
+            return                                  # read stays: unlinking it failed every commit, EISDIR)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -1028,8 +1080,8 @@ class Store:
             self._discard(_copy_rel(v), m.version)
         if exclusive:
             for name in self._f.listdir("_meta/manifests"):
-                if name.startswith(".tmp-"):
-                    self._f.delete(f"_meta/manifests/{name}")
+                if name.startswith(".tmp-"):   # a directory there is set aside (unlink failed every commit)
+                    self._discard(f"_meta/manifests/{name}", m.version)
 
     def recover(self) -> None:
         """Finish an interrupted commit and clear leftovers of aborted ones. Takes the lock. A
@@ -1090,6 +1142,7 @@ class Store:
             the commit is merged again on top of it, up to :data:`COMMIT_ATTEMPTS` times.
         """
         now = now or _now()
+        _require_types(upserts, quarantine, state)
         new = conform(upserts, ingested_at=now) if upserts is not None and upserts.num_rows else None
         if new is not None:
             require_partitions(new)
@@ -1099,8 +1152,8 @@ class Store:
         q_new = _quarantine_table(quarantine, now) if quarantine is not None and len(quarantine) else None
         # read once: a commit merged again after losing its version (below) reads them again, and a
         # generator was empty then (the runs read again kept their quarantined rows)
-        delete_runs = list(delete_runs)
-        settle = list(settle_quarantine) + delete_runs
+        delete_runs = _run_pairs("delete_runs", delete_runs)
+        settle = _run_pairs("settle_quarantine", settle_quarantine) + delete_runs
 
         self.check_writable()
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
@@ -1378,6 +1431,37 @@ def _parents(m: _Manifest) -> set[str]:
         for rel in (e["path"], e.get("staged")):
             parts = rel.split("/")[:-1] if rel else []
             out.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return out
+
+
+def _require_types(upserts: Any, quarantine: Any, state: Any) -> None:
+    """A ``TypeError`` naming the argument of :meth:`Store.commit` given as another type (rows as a
+    pandas DataFrame were "'DataFrame' object has no attribute 'num_rows'")."""
+    if upserts is not None and not isinstance(upserts, pa.Table):
+        raise TypeError(f"upserts: a pyarrow Table of validated rows (meta_study.validation.validate(df).table), "
+                        f"not a {type(upserts).__name__}")
+    if quarantine is not None and not isinstance(quarantine, (pd.DataFrame, pa.Table)):
+        raise TypeError(f"quarantine: a pandas DataFrame or pyarrow Table with source, run_id, reason, raw, "
+                        f"not a {type(quarantine).__name__}")
+    if state is not None:
+        bad = next((n for n, t in dict(state).items() if not isinstance(t, pa.Table)), None)
+        if bad is not None:
+            raise TypeError(f"state[{bad!r}]: a pyarrow Table, not a {type(state[bad]).__name__}")
+
+
+def _run_pairs(name: str, pairs: Iterable[Any]) -> list[tuple[Any, Any]]:
+    """``delete_runs`` (or ``settle_quarantine``) as a list of ``(source, run_id)`` pairs; a
+    ``ValueError`` naming the argument for anything else. One pair given bare
+    (``delete_runs=("s1", "r1")``) was unpacked string by string: run "1" of sources "s" and "r"
+    were deleted, silently, and the run meant kept its rows."""
+    if isinstance(pairs, (str, bytes)):
+        raise ValueError(f"{name}: {pairs!r} is not a list of (source, run_id) pairs")
+    out = []
+    for p in pairs:
+        if isinstance(p, (str, bytes, Mapping)) or not isinstance(p, Iterable) or len(p := tuple(p)) != 2:
+            raise ValueError(f"{name}: {p!r} is not a (source, run_id) pair; give a list of such pairs, "
+                             "e.g. [(\"src\", \"run-1\")]")
+        out.append(p)
     return out
 
 
