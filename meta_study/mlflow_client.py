@@ -42,6 +42,30 @@ def safe_uri(uri: str) -> str:
     return urllib.parse.urlunsplit((p.scheme, host, p.path, "", ""))
 
 
+def shown_uri(uri: str) -> str:
+    """The URI as a message shows it: :func:`safe_uri` (no user info, query or fragment), but
+    naming what the user typed. A path URI (``sqlite:////data/run#1/mlflow.db``, ``file:///x``)
+    keeps a ``#`` of its path (SQLAlchemy and MLflow read it as part of the file name) and an IPv6
+    host keeps its brackets (``http://[::1]:5000``): :func:`safe_uri` gave ``sqlite:////data/run``
+    and ``http://::1:5000``, and a command a message gave to copy named another database or no
+    server. Names stored from :func:`safe_uri` (sources, records) stay as they are."""
+    try:
+        p = urllib.parse.urlsplit(uri)
+        port = p.port
+    except ValueError:   # malformed: as safe_uri shows it
+        return safe_uri(uri)
+    if not p.netloc and "://" in p.path:
+        return f"{p.scheme}:{shown_uri(p.path + (f'?{p.query}' if p.query else ''))}"
+    if not p.netloc:
+        return uri.split("?", 1)[0]
+    host = p.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if port:
+        host = f"{host}:{port}"
+    return urllib.parse.urlunsplit((p.scheme, host, p.path, "", ""))
+
+
 #: A URL's user info (``user:password@`` after ``scheme://``), for a URI urllib cannot parse.
 _USER_INFO = re.compile(r"(?<=://)[^/?#]*@")
 
@@ -102,7 +126,7 @@ def refuse_credentials(tracking_uri: str, where: str = "--tracking-uri") -> None
             how = "serve the database with `mlflow server` (as cluster/ does) and pass that server's address"
         else:
             how = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
-        raise UserError(f"{where + ' ' if where else ''}{safe_uri(tracking_uri)}: credentials in the tracking URI are "
+        raise UserError(f"{where + ' ' if where else ''}{shown_uri(tracking_uri)}: credentials in the tracking URI are "
                         f"refused; {how}")
 
 
@@ -199,6 +223,6 @@ def _refuse_deleted(tracking_uri: str, exp: Any) -> None:
     takes no runs (its id was returned, and the first ``create_run`` failed as a traceback)."""
     from .errors import UserError
 
-    raise UserError(f"MLflow experiment {exp.name!r} (id {exp.experiment_id}) at {safe_uri(tracking_uri)} is deleted "
-                    f"and takes no runs: restore it with `MLFLOW_TRACKING_URI={safe_uri(tracking_uri)} mlflow "
+    raise UserError(f"MLflow experiment {exp.name!r} (id {exp.experiment_id}) at {shown_uri(tracking_uri)} is deleted "
+                    f"and takes no runs: restore it with `MLFLOW_TRACKING_URI={shown_uri(tracking_uri)} mlflow "
                     f"experiments restore --experiment-id {exp.experiment_id}`, or use another experiment name")

@@ -15,6 +15,10 @@ PUTs (see :mod:`._s3`):
   object holds no live record of ours (a renewal of ours that landed unanswered is still ours)
   means the lease was broken (``store unlock``) or taken over after expiring (this process was
   paused): the lease is *lost* and the heartbeat stops.
+- *confirm*: the store's commit point (a version's manifest) first confirms the lease is still
+  ours (:meth:`_Heartbeat.confirm`), from the heartbeat's verdict or, if it saw nothing, by
+  reading the lease object; a lost lease fails it with :class:`LeaseLostError` before anything
+  is published.
 - *release*: replace it with a released record (``If-Match``): the lease object is never deleted,
   so every change to it is conditional. Only the process that took it releases it, never a
   child forked while it was held.
@@ -44,7 +48,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from ..errors import StoreLockedError, UserError
+from ..errors import StoreConflictError, StoreLockedError, UserError
 from ._files import _now, kind_of_mode
 from ._s3 import S3Object, S3Objects
 
@@ -300,6 +304,13 @@ def _state_of(obj: S3Object | None) -> tuple[LockHolder | None, str | None, bool
     return holder, obj.etag, expired
 
 
+class LeaseLostError(StoreConflictError, OSError):
+    """This writer's lease was broken or taken over before its commit point: nothing of the
+    commit was published. A :class:`StoreConflictError` (``Store.commit`` takes the lease again
+    and merges again; exit 1 from the command line) and an ``OSError``, so that a fenced write the
+    store only tries (a manifest's copy, after the commit point) is skipped like a failed one."""
+
+
 class _Heartbeat(threading.Thread):
     """Renews a held lease every ``lease_s / 4`` until stopped; sets ``lost`` if it cannot."""
 
@@ -311,18 +322,42 @@ class _Heartbeat(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.wait(self.lease_s / 4):
+            if self.lost:   # found lost by confirm(): never renew a lease another writer may hold
+                return
             rec = {**self.record, "renewed_at": _now().isoformat(timespec="seconds")}
             body = json.dumps(rec).encode()
             try:
                 etag = self.objects.replace(LEASE, body, self.etag)
                 if etag is None:   # our renewal landed and its reply was lost (the retry got 412)?
                     etag = _ours(self.objects.get(LEASE), body)
-            except OSError:
-                continue   # a network blip: the next beat tries again (the lease lasts four beats)
+            except Exception:  # noqa: BLE001 - a network blip (OSError) or anything else: the next
+                # beat tries again (the lease lasts four beats). Anything but OSError ended the
+                # thread without a word: the lease expired under a writer that went on working.
+                continue
             if etag is None:
                 self.lost = True   # broken by 'store unlock', or taken over after we were paused
                 return
             self.etag = etag
+
+    def confirm(self, what: str) -> None:
+        """A :class:`LeaseLostError` unless this writer still holds the lease: lost by the
+        heartbeat's verdict, or, since a beat comes only every quarter lease (a writer paused
+        past its lease resumes and reaches its commit point before its heartbeat runs again, and
+        a renewal can hang in the S3 client's retries for longer than the lease), by the lease
+        object read now: a record that is not this writer's live one. One GET per commit point.
+        An expired lease that nobody took yet is still ours (the conditional create decides), and
+        so is one that cannot be read now (the create, tried next, meets the same endpoint)."""
+        if not self.lost:
+            try:
+                obj = self.objects.get(LEASE)
+            except OSError:
+                return
+            if _ours(obj, json.dumps(self.record).encode()) is None:
+                self.lost = True
+        if self.lost:
+            raise LeaseLostError(f"{what}: this writer's lease of the store was lost before its commit point (broken "
+                                 "by 'meta-study store unlock', or taken over by another writer after it expired while "
+                                 "this one was stalled); nothing of this commit was stored")
 
     def stop(self) -> None:
         self._stop_event.set()

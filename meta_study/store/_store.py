@@ -79,7 +79,7 @@ from ..validation import conform, dedupe_keys
 from ..failpoints import failpoint as _failpoint
 from ._files import (NotAFileError, WrongSizeError, _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_uri,
                      kind_of_mode)
-from ._lock import LEASE, LockHolder, Notify, _lease_lock, _local_lock, break_lease, lease_holder, lease_seconds, local_holder
+from ._lock import LEASE, LockHolder, Notify, _Heartbeat, _lease_lock, _local_lock, break_lease, lease_holder, lease_seconds, local_holder
 from ._manifest import (FORMAT_VERSION, KEEP_LOG, KEEP_MANIFESTS, QUARANTINE_SCHEMA, CheckResult, CommitResult,
                         Damage, StoreSummary, _CorruptManifest, _Manifest, _quarantine_table)
 from ._merge import _by_partition, _Plan, _Verified, require_partitions
@@ -136,6 +136,7 @@ class Store:
         self.lock_timeout_s = lock_timeout_s
         self.lease_s = lease_s
         self.notify = notify
+        self._beat: _Heartbeat | None = None   # the S3 lease's heartbeat while this store holds it
 
     # ---- inspection ------------------------------------------------------------------------
 
@@ -504,8 +505,12 @@ class Store:
                 yield
         else:
             lease_s = self.lease_s if self.lease_s is not None else lease_seconds()
-            with _lease_lock(self._f.objects(), timeout_s, self.uri, lease_s, self.notify):
-                yield
+            with _lease_lock(self._f.objects(), timeout_s, self.uri, lease_s, self.notify) as beat:
+                outer, self._beat = self._beat, beat
+                try:
+                    yield
+                finally:
+                    self._beat = outer
 
     def lock_holder(self) -> LockHolder | None:
         """Who holds the writers' lock now (an expired lease included, marked so), or None."""
@@ -1332,7 +1337,15 @@ class Store:
 
     def _publish(self, m: _Manifest, txn: str) -> None:
         """The commit point: create ``m``'s manifest only if no writer has (module docstring),
-        then its copy. A :class:`StoreConflictError` if another writer published that version."""
+        then its copy. A :class:`StoreConflictError` if another writer published that version.
+
+        On S3, first the lease: a writer whose lease was lost (broken by ``store unlock``, or
+        taken over while it was stalled past it) published a version while another writer held
+        the lease, since ``beat.lost`` was never read and a beat comes only every quarter lease.
+        :meth:`~._lock._Heartbeat.confirm` (one GET) raises :class:`~._lock.LeaseLostError`, a
+        conflict: :meth:`commit` takes the lease again and merges again."""
+        if self._beat is not None:
+            self._beat.confirm(self.uri)
         try:
             created = self._f.create_exclusive(_mrel(m.version), m.to_json(), f"_meta/manifests/.tmp-{txn}")
         except OSError:
