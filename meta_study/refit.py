@@ -737,7 +737,7 @@ def check_tracking(cfg: RefitConfig) -> str:
             answers there, or the server refuses access (HTTP 401 or 403).
     """
     from .mlflow_client import safe_uri
-    from .mlflow_client import get_or_create_experiment, mlflow_client
+    from .mlflow_client import get_or_create_experiment, mlflow_client, shown_uri
     from .tune.preflight import check_database_answers, check_sqlite_file
 
     assert cfg.tracking_uri
@@ -756,7 +756,7 @@ def check_tracking(cfg: RefitConfig) -> str:
                 # every refit did all its work, then failed to publish ("must be in the 'active'
                 # state"), exit 1, saying the next refit would publish it
                 raise UserError(f"--publish-experiment {cfg.experiment}: the experiment is deleted in MLflow at "
-                                f"{safe_uri(cfg.tracking_uri)} (id {exp.experiment_id}); restore it (in the UI, or `mlflow "
+                                f"{shown_uri(cfg.tracking_uri)} (id {exp.experiment_id}); restore it (in the UI, or `mlflow "
                                 f"experiments restore --experiment-id {exp.experiment_id}` with MLFLOW_TRACKING_URI "
                                 "set) or give another "
                                 "--publish-experiment; nothing was refitted")
@@ -898,7 +898,7 @@ def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any])
     Raises:
         PublishError: one line naming the version and the server (without credentials) if publishing failed.
     """
-    from .mlflow_client import safe_uri
+    from .mlflow_client import shown_uri
 
     assert cfg.tracking_uri
     stamp = version_dir.name
@@ -909,7 +909,7 @@ def publish_to_mlflow(cfg: RefitConfig, version_dir: Path, info: dict[str, Any])
             close_abandoned_runs(cfg, stamp)
             return rid
     except Exception as e:  # noqa: BLE001 - the version is safe on disk; the next refit publishes it
-        raise PublishError(f"refit {stamp}: publishing to {safe_uri(cfg.tracking_uri)} failed "
+        raise PublishError(f"refit {stamp}: publishing to {shown_uri(cfg.tracking_uri)} failed "
                            f"({_one_line(e, cfg.tracking_uri)}); the results are in {version_dir}, and the next "
                            # "publishes them" alone: a refit that finds new data publishes its own version
                            # instead, and this one is superseded

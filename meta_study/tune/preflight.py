@@ -78,7 +78,7 @@ def has_credentials(uri: str) -> bool:
 def refuse_secrets(*, tracking_uri: str | None, storage_path: str | None,
                    datasets: Mapping[str, str] = {}) -> None:  # noqa: B006 - read only
     """UserError for credentials in any URI given on the command line."""
-    from ..mlflow_client import safe_uri
+    from ..mlflow_client import shown_uri
 
     if tracking_uri:
         from ..mlflow_client import refuse_credentials
@@ -86,7 +86,7 @@ def refuse_secrets(*, tracking_uri: str | None, storage_path: str | None,
         check_tracking_uri(tracking_uri)     # one that does not parse: one line here, not urllib's traceback
         refuse_credentials(tracking_uri)
     if storage_path and has_credentials(storage_path):
-        raise UserError(f"--storage-path {safe_uri(storage_path)}: credentials in the storage URI are refused (they "
+        raise UserError(f"--storage-path {shown_uri(storage_path)}: credentials in the storage URI are refused (they "
                         f"would be in ps, the job API and every record); give the nodes credentials through their "
                         f"environment or role ({CREDENTIALS_DOC})")
     for name, spec in datasets.items():
@@ -105,11 +105,11 @@ TRACKING_URI_HINT = "e.g. http://HOST:5000, https://..., sqlite:///PATH/mlflow.d
 
 def _shown_uri(uri: str) -> str:
     """A URI for a message without its user info, also when it does not parse (``safe_uri`` raises)."""
-    from ..mlflow_client import safe_uri
+    from ..mlflow_client import shown_uri
     from ..validation import printable
 
     try:
-        return printable(safe_uri(uri))
+        return printable(shown_uri(uri))
     except ValueError:
         return printable(re.sub(r"//[^/@]*@", "//", uri.split("?", 1)[0]))
 
@@ -192,7 +192,7 @@ def check_tracking_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None
     import socket
     import urllib.parse
 
-    from ..mlflow_client import safe_uri
+    from ..mlflow_client import shown_uri
 
     if tracking_uri.lower().startswith("sqlite:"):
         check_sqlite_file(tracking_uri)
@@ -225,13 +225,13 @@ def check_tracking_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None
             answer = _http_answer(conn, u, proxy) if u.scheme.lower() == "http" else b"HTTP/"
     except OSError as e:
         why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
-        raise UserError(f"--tracking-uri {safe_uri(tracking_uri)}: cannot reach the tracking server{via} ({why}); "
+        raise UserError(f"--tracking-uri {shown_uri(tracking_uri)}: cannot reach the tracking server{via} ({why}); "
                         "is it running, and is the address right?") from None
     if not answer.startswith(b"HTTP/"):
         # a `kubectl port-forward` whose pod is gone takes the connection and closes it, and MLflow's
         # client retried that for minutes: the sweep hung as for a server that was down
         why = "closed it without an answer" if not answer else "answered, but not in HTTP"
-        raise UserError(f"--tracking-uri {safe_uri(tracking_uri)}: the tracking server{via} took the connection and "
+        raise UserError(f"--tracking-uri {shown_uri(tracking_uri)}: the tracking server{via} took the connection and "
                         f"{why}; is it running, and is the address right?")
 
 
@@ -255,7 +255,7 @@ def check_database_answers(tracking_uri: str, timeout_s: float = 10.0,
     import socket
     import urllib.parse
 
-    from ..mlflow_client import safe_uri
+    from ..mlflow_client import shown_uri
 
     p = urllib.parse.urlsplit(tracking_uri)
     scheme, _, driver = p.scheme.lower().partition("+")
@@ -273,7 +273,7 @@ def check_database_answers(tracking_uri: str, timeout_s: float = 10.0,
             pass
     except OSError as e:
         why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
-        raise UserError(f"--tracking-uri {safe_uri(tracking_uri)}: no database server answers there ({why}); "
+        raise UserError(f"--tracking-uri {shown_uri(tracking_uri)}: no database server answers there ({why}); "
                         f"{then}") from None
 
 
@@ -948,10 +948,10 @@ def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[No
     if bad:
         where = "; ".join(f"node {c.node_id[:8]} at {c.address}: {c.error}" for c in bad[:3])
         more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
-        from ..mlflow_client import safe_uri
+        from ..mlflow_client import shown_uri
 
         if is_remote(storage):
-            raise UserError(f"--storage-path {safe_uri(storage)}: {len(bad)} of {len(out)} Ray nodes cannot use it "
+            raise UserError(f"--storage-path {shown_uri(storage)}: {len(bad)} of {len(out)} Ray nodes cannot use it "
                             f"({where}{more}); give every node the object store's credentials and endpoint "
                             f"(a role, or AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL_S3 in the "
                             f"nodes' environment: {CREDENTIALS_DOC})")

@@ -920,7 +920,7 @@ def check_experiment_active(p: _Plan) -> None:
     Raises:
         UserError: the experiment is deleted: how to restore it, or what to pass instead.
     """
-    from ..mlflow_client import mlflow_client, safe_uri
+    from ..mlflow_client import mlflow_client, shown_uri
 
     client = mlflow_client(p.tracking)
     try:
@@ -932,7 +932,7 @@ def check_experiment_active(p: _Plan) -> None:
         # deleted for good (`mlflow gc`), or the default sqlite file removed: "error: No Experiment
         # with id=1 exists" (exit 1), naming neither the sweep nor what to do
         raise UserError(f"--resume: sweep {p.record.sweep} logs to MLflow experiment {p.record.experiment!r} (id "
-                        f"{p.record.experiment_id}), which {safe_uri(p.tracking)} no longer has (deleted for good, or "
+                        f"{p.record.experiment_id}), which {shown_uri(p.tracking)} no longer has (deleted for good, or "
                         "another database at that URI): its parent and trial runs are gone; start the sweep anew "
                         "with another --name") from None
     if exp is None or getattr(exp, "lifecycle_stage", "active") != "deleted":
@@ -940,7 +940,7 @@ def check_experiment_active(p: _Plan) -> None:
     other = ("start a new sweep with --name and another --experiment" if p.record is not None
              else "pass another --experiment")
     raise UserError(f"--experiment {exp.name}: the MLflow experiment (id {exp.experiment_id}) is deleted and takes "
-                    f"no runs: restore it with `MLFLOW_TRACKING_URI={safe_uri(p.tracking)} mlflow experiments restore "
+                    f"no runs: restore it with `MLFLOW_TRACKING_URI={shown_uri(p.tracking)} mlflow experiments restore "
                     f"--experiment-id {exp.experiment_id}`, or {other}")
 
 

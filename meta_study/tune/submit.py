@@ -112,7 +112,7 @@ def _json_kind(v: object) -> str:
 def refuse_secret_args(cmd: Sequence[str]) -> None:
     """UserError for a URI with credentials anywhere in the job's command line, or a secret's
     value assigned in it (``env AWS_SECRET_ACCESS_KEY=... python ...``)."""
-    from ..mlflow_client import safe_uri
+    from ..mlflow_client import shown_uri
     from .preflight import PATH_VALUED, SECRET_NAME
 
     for arg in cmd:
@@ -126,7 +126,7 @@ def refuse_secret_args(cmd: Sequence[str]) -> None:
                             "runtime_env of the cluster's own config) instead")
         for part in str(arg).split("="):
             if "://" in part and has_credentials(part):
-                raise UserError(f"the job's command line holds credentials ({safe_uri(part)}): Ray's job API shows a "
+                raise UserError(f"the job's command line holds credentials ({shown_uri(part)}): Ray's job API shows a "
                                 "job's entrypoint to anyone who can list jobs; use MLFLOW_TRACKING_USERNAME / "
                                 "MLFLOW_TRACKING_PASSWORD and the nodes' own credentials instead")
 
@@ -352,13 +352,13 @@ def check_job_api(source: str, address: str, *, timeout_s: float | None = None) 
 
     import http.client
 
-    from ..mlflow_client import safe_uri
+    from ..mlflow_client import shown_uri
 
     timeout = JOB_API_TIMEOUT_S if timeout_s is None else timeout_s
     if not address.startswith(("http://", "https://")):
         check_gcs_address(source, address, timeout_s=timeout)
         return
-    shown = f"{source} {safe_uri(address)}"
+    shown = f"{source} {shown_uri(address)}"
     hint = "local-up.sh's env.sh exports it as RAY_API_SERVER_ADDRESS; is the cluster up?"
     url = address.rstrip("/") + "/api/version"
     try:
@@ -543,7 +543,7 @@ def check_gcs_answers(source: str, address: str, target: str, timeout: float) ->
     out while waiting for GCS"), at once for a gRPC server that is no GCS (a raylet's port, or the
     client server's given without ray://: ``RpcError``). Left to Ray: TLS (``RAY_USE_TLS``), a
     Ray without grpcio, and any other answer."""
-    from ..mlflow_client import safe_uri
+    from ..mlflow_client import shown_uri
 
     token, why = _ray_token_header()
     answer = ask_gcs(target, timeout, token)
@@ -557,7 +557,7 @@ def check_gcs_answers(source: str, address: str, target: str, timeout: float) ->
                         "is it this cluster's? (local-up.sh's env.sh sets RAY_AUTH_TOKEN_PATH to it)")
     if code == "UNAVAILABLE" and re.search(r"http1|HTTP/2", detail):
         raise UserError(f"{source} {address}: an HTTP server answers there, not a Ray cluster's GCS; "
-                        f"for Ray's job API (the dashboard) give {safe_uri(f'http://{target}')}")
+                        f"for Ray's job API (the dashboard) give {shown_uri(f'http://{target}')}")
     if code == "DEADLINE_EXCEEDED":
         raise UserError(f"{source} {address}: no answer from a Ray cluster's GCS there in {timeout:g} s; "
                         "is it a Ray cluster's address (host:6379)?")
@@ -577,7 +577,7 @@ def check_client_server(source: str, address: str, target: str, timeout: float) 
     printed a traceback ("ray client connection timeout"). A client server does not know the
     GCS's calls (UNIMPLEMENTED, measured with Ray 2.60, with a token or without): that answer,
     like any other, is left to Ray."""
-    from ..mlflow_client import safe_uri
+    from ..mlflow_client import shown_uri
 
     answer = ask_gcs(target, timeout, _ray_token_header()[0])
     if answer is None:
@@ -588,7 +588,7 @@ def check_client_server(source: str, address: str, target: str, timeout: float) 
                         f"without ray:// ({target}), or the client server's port (ray://host:10001 by default)")
     if code == "UNAVAILABLE" and re.search(r"http1|HTTP/2", detail):
         raise UserError(f"{source} {address}: an HTTP server answers there, not a Ray client server; for Ray's job "
-                        f"API (the dashboard) give {safe_uri(f'http://{target}')}")
+                        f"API (the dashboard) give {shown_uri(f'http://{target}')}")
 
 
 def uploaded_dir(flag: str | None, user_env: Mapping | None) -> tuple[str, str]:

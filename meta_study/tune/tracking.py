@@ -529,7 +529,7 @@ class MlflowSweepCallback(Callback):
             # said: the sweep's summary and exit code were those of a sweep MLflow holds in full
             import sys
 
-            from ..mlflow_client import safe_uri
+            from ..mlflow_client import shown_uri
 
             wait = self.target.flush_timeout_s if timeout_s is None else timeout_s
             spool = f"{self.target.state_dir.rstrip('/')}/{SPOOL_FILE}"
@@ -539,7 +539,7 @@ class MlflowSweepCallback(Callback):
             why = f" (last error: {w.last_error})" if w.last_error else ""
             kept = (f"{w.held} operation(s) could not be spooled to {spool} either (see the writer's lines above) and "
                     "are lost; what was spooled is sent" if w.held else f"what was left is kept in {spool} and sent")
-            print(f"meta-study: not every MLflow operation of this sweep reached {safe_uri(self.target.tracking_uri)} "
+            print(f"meta-study: not every MLflow operation of this sweep reached {shown_uri(self.target.tracking_uri)} "
                   f"within {wait:g} s{why}; {kept} when the sweep's command runs again with --resume",
                   file=sys.stderr, flush=True)
         return ok
