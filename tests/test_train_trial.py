@@ -83,6 +83,6 @@ def test_a_ds_task_with_fewer_examples_a_class_than_shots_fails_before_pre_train
     started = []
     cfg = smoke_config(ds_tasks=("synth_shape",), ds_task_kwargs={"n_train_per_class": 10, "n_test": 60},
                        shots=(10, 25))
-    with pytest.raises(ValueError, match="DS task synth_shape: its smallest class has 10 train examples, fewer than 25"):
+    with pytest.raises(ValueError, match=r"^DS task synth_shape: class 0 has 10 train examples, fewer than shots=25"):
         run_trial(cfg, on_start=lambda c, i: started.append(c))
     assert not started

@@ -25,7 +25,7 @@ from ..schema import (PARAM_NAMES, TRAINED_BATCH_SIZE_KEY, TRAINED_EPOCHS_KEY, d
                       l2sweep_metric_key, us_metric_key)
 from .data import Task, get_task, task_kwargs
 from .diagnostics import Diagnostics, capture_init, diagnose
-from .fewshot import FewShotResult, extract_features, fewshot_features
+from .fewshot import FewShotResult, extract_features, fewshot_draw, fewshot_features
 from .finetune import finetune
 from .loop import (DivergedError, PretrainResult, ReportFn, TrainConfig, checkpoint_file, dist_rank_world, pretrain,
                    read_checkpoint, resolve_runtime)
@@ -161,16 +161,15 @@ def _ds_tasks(cfg: TrainConfig, us: Task | None = None) -> list[Task]:
         if len(t.test) == 0:   # the probe's accuracy would be of nothing (a raw torch.cat error)
             raise ValueError(f"DS task {t.name}: its test split holds no examples to measure accuracy on")
         train_y = np.asarray(t.train.labels)
-        _, counts = np.unique(train_y, return_counts=True)
         # a class the test split holds and the train split lacks has 0 few-shot examples: the probe
         # never predicts it, and its test examples cap the accuracy without a word
         absent = sorted(set(np.asarray(t.test.labels).tolist()) - set(train_y.tolist()))
         if absent:
             raise ValueError(f"DS task {t.name}: class {', '.join(map(str, absent[:5]))} has 0 train examples but "
                              f"test examples; fewer than {k} shots (shots={tuple(cfg.shots)}) to draw from")
-        if counts.size and int(counts.min()) < k:
-            raise ValueError(f"DS task {t.name}: its smallest class has {int(counts.min())} train examples, fewer "
-                             f"than {k} shots (shots={tuple(cfg.shots)}): drop the larger shot counts for it")
+        # the probe's own draw (seed 0, the largest shots): its ValueError names the task, the class,
+        # its count and the shots, in one line
+        fewshot_draw(train_y, k, 0, task=t.name)
     return tasks
 
 

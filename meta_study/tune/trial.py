@@ -147,6 +147,11 @@ FINAL_FILE = "meta_study_final.json"
 #: later trains on (a stop that was not the scheduler's) would end its training.
 EVAL_FILE = "meta_study_eval.json"
 EVAL_ATTEMPT_FILE = "meta_study_eval_attempt"   # the fail_eval_once test hook's marker
+#: A trial whose pre-training diverged (``DivergedError``: a loss that is not finite), beside its
+#: checkpoints. Its later attempts (Tune's ``max_failures`` retries, a ``--resume``) fail at once
+#: with the same line: each one resumed from the last checkpoint and trained, up to ``eval_every``
+#: steps (all of them with ``eval_every=0``), to the same NaN (a resumed run repeats its steps).
+DIVERGED_FILE = "meta_study_diverged.json"
 #: When an evaluation was made (ms since the epoch), kept in its record: a resumed sweep that logs
 #: a read-back evaluation again logs it at the same time, which MLflow takes as the same point
 #: (key, step, time, value), not a second one. Not a metric: the driver takes it out.
@@ -224,6 +229,41 @@ def write_record(fs: Any, path: str, metrics: Mapping[str, Any]) -> None:
 def _read_final() -> dict[str, Any] | None:
     m = _final_marker()
     return None if m is None else read_record(*m)
+
+
+def _diverged_marker() -> tuple[Any, str] | None:
+    """(filesystem, path) of this trial's DIVERGED_FILE; None without a storage context."""
+    m = _final_marker()
+    return None if m is None else (m[0], f"{m[1].rsplit('/', 1)[0]}/{DIVERGED_FILE}")
+
+
+def _diverged(e: BaseException | None, depth: int = 0) -> str | None:
+    """The first line of ``e`` when it, or what it wraps (a Ray error's ``cause``, the exception's
+    ``__cause__``, a data-parallel trial's ``worker_failures``), is the engine's DivergedError."""
+    import sys
+
+    loop = sys.modules.get("meta_study.train.loop")   # not loaded: nothing was trained, nothing diverged
+    if e is None or loop is None or depth > 8:
+        return None
+    if isinstance(e, loop.DivergedError):
+        return (str(e).strip().splitlines() or ["training diverged"])[0]
+    wrapped = [getattr(e, "cause", None), e.__cause__, *dict(getattr(e, "worker_failures", None) or {}).values()]
+    for w in wrapped:
+        line = _diverged(w, depth + 1) if isinstance(w, BaseException) else None
+        if line is not None:
+            return line
+    return None
+
+
+def _raise_if_diverged_before() -> None:
+    """Fail at once, in the recorded line, a trial whose earlier attempt diverged."""
+    m = _diverged_marker()
+    rec = None if m is None else read_record(*m)
+    if rec is not None and rec.get("error"):
+        from ..train.loop import DivergedError
+
+        raise DivergedError(f"{rec['error']} (an earlier attempt of this trial; not trained again: {DIVERGED_FILE} "
+                            "in its trial directory)")
 
 
 DONE_DIR = "meta_study/done"   # under the experiment dir: <config key>/<trial id>.json per finished trial
@@ -326,7 +366,8 @@ def check_sweep_storage() -> None:
 def run_with_machinery(config: dict[str, Any], body: TrialBody, hooks: TrialHooks = TrialHooks()) -> None:
     """The sweep machinery around a trial body: a trial on a node that cannot see the sweep's
     storage stops at once; a trial that already finished (its completion record exists) only
-    re-reports; otherwise datasets are registered, the body runs, and its final metrics are
+    re-reports; a trial whose earlier attempt diverged fails at once, in that attempt's line
+    (DIVERGED_FILE); otherwise datasets are registered, the body runs, and its final metrics are
     recorded durably, then reported."""
     from ray import tune
 
@@ -342,9 +383,20 @@ def run_with_machinery(config: dict[str, Any], body: TrialBody, hooks: TrialHook
             _write_final(done)
             tune.report(done)
             return
+    _raise_if_diverged_before()
     cfg = model_config(config)
     register_datasets(hooks.datasets)
-    final = body(cfg, hooks)
+    try:
+        final = body(cfg, hooks)
+    except Exception as e:
+        line = _diverged(e)
+        m = _diverged_marker() if line is not None else None
+        if m is not None:
+            try:
+                write_record(*m, {"error": line})
+            except OSError:   # the storage refused: later attempts train again, the error stays this one
+                pass
+        raise
     if final is not None:
         _write_final(final, config)
         tune.report(final)
