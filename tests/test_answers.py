@@ -133,7 +133,7 @@ def test_the_calculator_near_the_best_model_and_past_the_prediction():
     assert "90.0% DS needs more US than the best visible model's 81.8% [81.8%-never]." in text, text
     # a prediction that never reaches the target, beside an interval that does
     text = answer_text(_row(ds_target=0.97, us_needed=math.nan, us_needed_lo=0.975, us_needed_hi=math.inf))
-    assert "97.0% DS is not reached by the prediction (90% interval [97.5%-never])." in text, text
+    assert "97.0% DS is not reached by the prediction up to 100% US, past the tested horizon (90% interval [97.5%-never])." in text, text
 
 
 def test_a_curve_that_never_pays_in_the_data_stops_at_the_weakest_model():

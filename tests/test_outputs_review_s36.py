@@ -144,7 +144,7 @@ def test_a_need_in_the_limit_of_100_percent_is_not_a_us_accuracy():
     from meta_study.analysis.answers import answer_text
 
     text = answer_text({**TARGET_ROW, "trusted": True, "us_needed": 1 - 1e-7, "us_needed_lo": 0.99})
-    assert "90.0% DS is reached by the prediction only at 100% US (90% interval [99.0%-never])." in text, text
+    assert "90.0% DS is reached by the prediction only at 100% US, past the tested horizon (90% interval [99.0%-never])." in text, text
     text = answer_text({**TARGET_ROW, "trusted": True, "us_needed": 0.95, "us_needed_lo": 0.93, "us_needed_hi": 1 - 1e-7})
     assert "90.0% DS needs 95.0% US [93.0%-100%] (past the tested horizon)." in text, text
 

@@ -304,8 +304,11 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
             past = "" if math.isfinite(hus) and un <= hus + 1e-12 else " (past the tested horizon)"
             need = f"{tgt} needs {pct(un)} US{iv}{past}"
         else:   # never, or only in the limit of 100% US (it read "needs 100.000% US")
-            when = " only at 100% US" if math.isfinite(un) else ""
-            need = (f"{tgt} is {'reached' if when else 'not reached'} by the prediction{when}"
+            when = " only at 100% US" if math.isfinite(un) else " up to 100% US"
+            # a statement about the curve up to 100% US: past the tested horizon, said as every other
+            # such claim is ("97.0% DS is not reached by the prediction" read as a finding)
+            past = "" if math.isfinite(hus) and hus >= AT_100 else ", past the tested horizon"
+            need = (f"{tgt} is {'reached' if math.isfinite(un) else 'not reached'} by the prediction{when}{past}"
                     + (f" ({L} interval{iv})" if iv else ""))
         claims = (claims + " " if claims else "") + need + "."
     return Answer(trusted=trusted, word="trusted" if trusted else "not trusted", reason=reason,

@@ -138,7 +138,12 @@ def write_fits(df: pd.DataFrame, panels: Sequence[dict[str, Any]], out_dir: str,
         has_paper = any(p.get("paper") is not None for p in drawn)
         title = "DS vs US accuracy: headline" + (" and Eq. 1 on the hull" if has_paper else "")
         if len(drawn) > GRID_MAX:   # 487 groups made a 1,500-inch-tall grid (minutes to encode, unreadable)
-            title += f"\n(the first {GRID_MAX} of {len(drawn)} groups; each group: its own figure, and fits.csv)"
+            # which groups have a figure of their own: "each group: its own figure" was said of 487
+            # groups of which the first 60 (--max-group-figures) had one
+            own = min(len(drawn), max_group_figures)
+            where = ("each group: its own figure, and fits.csv" if own >= len(drawn) else
+                     f"the first {own}: a figure of their own; every group: fits.csv" if own else "every group: fits.csv")
+            title += f"\n(the first {GRID_MAX} of {len(drawn)} groups; {where})"
         out.figures += fig.plot_fit_grid(drawn[:GRID_MAX], os.path.join(out_dir, "figures", "fits_grid"),
                                          footer=footer_text, title=title)
         mine: list[str] = []

@@ -72,7 +72,8 @@ def rows(store: Any, args: argparse.Namespace) -> Any:
 
     Raises:
         UserError: a value given to a selection option that no group of the store has, as
-            :func:`analyse` refuses it (``--ds-task a --ds-task typo`` left ``typo`` out, exit 0).
+            :func:`analyse` refuses it (``--ds-task a --ds-task typo`` left ``typo`` out, exit 0);
+            no row at all matching the selection, with the values the store has.
     """
     from .groups import unknown_selection
 
@@ -81,7 +82,13 @@ def rows(store: Any, args: argparse.Namespace) -> Any:
         raise UserError(unknown)
     filters = {k: v for k, v in (("us_task", args.us_task), ("ds_task", args.ds_task),
                                  ("eval_protocol", args.eval_protocol), ("shots", args.shots)) if v}
-    return store.to_pandas(filters)
+    out = store.to_pandas(filters)
+    if out.empty:   # with what the store has, as the commands say it: fig6_layerwise.py --ds-task typo
+        # said the bare "no rows match the selection", not the tasks the store holds
+        from .groups import no_match
+
+        raise UserError(no_match(args.store, store, selection(args)))
+    return out
 
 
 def run(main: Callable[[], None]) -> None:
@@ -189,7 +196,10 @@ def analyse(args: argparse.Namespace, options: Any, *, figures: bool = True, max
     results = ResultsDir(args.out)
     # figures=: a part recorded without figures (`fit --no-figures`, tables_f1_f2.py) is made again
     # when this script draws them; reused as it was, fig1_grid.py drew no figure and said nothing
-    analysis = analyze(store, sel, options, results=results, use_ray=use_ray, address=address, figures=figures)
+    # group_figures: as the CLI asks it, a fits part drawn with fewer per-group figures than asked is fitted
+    # again (`fig1_grid.py --max-group-figures 1`, then `--max-group-figures 20`: "reused fits", one figure)
+    analysis = analyze(store, sel, options, results=results, use_ray=use_ray, address=address, figures=figures,
+                       group_figures=max_group_figures if figures else None)
     if analysis.n_groups == 0:   # with what the store has, as the commands say it
         from .groups import no_match
 
