@@ -46,7 +46,7 @@ SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet
 REQUIRED_AFTER_MAPPING = ("run_id", "us_task", "us_accuracy", "ds_task", "ds_accuracy", "eval_protocol")
 
 
-def _suffix_of(path: str) -> str | None:
+def suffix_of(path: str) -> str | None:
     low = path.lower()
     for suf in sorted(SUFFIXES, key=len, reverse=True):
         if low.endswith(suf):
@@ -55,7 +55,7 @@ def _suffix_of(path: str) -> str | None:
 
 
 def _format_of(path: str) -> str | None:
-    suf = _suffix_of(path)
+    suf = suffix_of(path)
     return None if suf is None else SUFFIXES[suf]
 
 
@@ -63,7 +63,7 @@ def source_stem(path: str) -> str:
     """The default ``source`` of a file's rows: its name without its whole suffix, the
     compression's included (``x.csv.gz`` -> ``x``, as ``x.csv``: one export, one source)."""
     name = os.path.basename(path)
-    suf = _suffix_of(name)
+    suf = suffix_of(name)
     return name[: -len(suf)] if suf else os.path.splitext(name)[0]
 
 

@@ -159,6 +159,9 @@ def kind_of(spec: str) -> str:
     _load_builtin()
     for name, (claims, _) in _REGISTRY.items():
         if claims(spec):
+            why = _mlflow_store_misnamed(spec)
+            if why is not None:
+                raise UserError(why)
             return name
     if "://" in spec:
         scheme = spec.split("://")[0]
@@ -182,6 +185,82 @@ def kind_of(spec: str) -> str:
             to = "?"
         raise UserError(f"{spec}: a symbolic link to {to}, which does not exist (or is a loop of links)")
     raise UserError(f"{spec}: no such file or directory")
+
+
+#: The first bytes of a SQLite database file.
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _is_sqlite_file(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    except OSError:   # unreadable, a FIFO's open would block: not checked here (is_file first)
+        return False
+
+
+def _is_mlflow_file_store(path: str) -> bool:
+    """A directory laid out as MLflow's file store (``mlruns/``): experiment folders named by
+    their ids with a ``meta.yaml``, its ``.trash`` (or a run's folder with a ``meta.yaml`` in an
+    experiment's), and no data file of ingest's directly inside."""
+    from .files import suffix_of
+
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return False
+    if any(e.is_file() and suffix_of(e.name) is not None for e in entries):
+        return False
+    exps = [e.path for e in entries
+            if e.name.isdigit() and e.is_dir() and os.path.isfile(os.path.join(e.path, "meta.yaml"))]
+    if not exps:
+        return False
+    if any(e.name == ".trash" and e.is_dir() for e in entries):
+        return True
+    for exp in exps[:20]:
+        try:
+            if any(r.is_dir() and os.path.isfile(os.path.join(r.path, "meta.yaml")) for r in os.scandir(exp)):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _mlflow_store_misnamed(spec: str) -> str | None:
+    """Why ``spec`` names an MLflow tracking store as another kind of source, with the spec that
+    reads it, or None. Each was a line that did not say what the input was: a tracking database
+    named as a path was "unknown file type", an ``mlruns`` folder "holds no CSV, TSV, Parquet or
+    JSONL files", ``file:///x/mlflow.db`` "unreachable (Not a directory: .../.trash)", and
+    ``sqlite:///mlruns`` "no such database file" (it exists: a folder)."""
+    from urllib.parse import unquote, urlsplit
+
+    if "://" not in spec:
+        if os.path.isfile(spec):
+            from .files import suffix_of
+
+            if suffix_of(spec) is None and _is_sqlite_file(spec):
+                return (f"{spec}: a SQLite database, not a data file: an MLflow tracking database is read as "
+                        f"sqlite:///{spec} (MLflow's client) or mlflow-sql:sqlite:///{spec} (read directly)")
+        elif os.path.isdir(spec) and _is_mlflow_file_store(spec):
+            return (f"{spec}: an MLflow file store (its experiments' folders), not a directory of data files: "
+                    f"read it as file://{os.path.abspath(spec)} (MLflow 3 reads a file store only with "
+                    "MLFLOW_ALLOW_FILE_STORE=true; 'mlflow migrate-filestore' makes it a database)")
+        return None
+    low = spec.lower()
+    if low.startswith("file:"):
+        u = urlsplit(spec)
+        path = unquote(u.path)
+        if u.netloc in ("", "localhost") and path and os.path.isfile(path) and _is_sqlite_file(path):
+            return (f"{spec}: {path} is a SQLite database, not an MLflow file store (a folder): read it as "
+                    f"sqlite:///{path}")
+        return None
+    db = _RELATIVE_SQLITE.fullmatch(spec)
+    if db is not None and db[3] and db[3] != ":memory:" and os.path.isdir(db[3]):
+        where = os.path.abspath(db[3])
+        store = (f"an MLflow file store: read it as file://{where}" if _is_mlflow_file_store(db[3]) else
+                 "name the database file inside it")
+        return f"{spec}: {db[3]} is a directory, not a SQLite database; {store}"
+    return None
 
 
 def open_sources(specs: Sequence[str], mapping: IngestMapping | None,
@@ -246,12 +325,14 @@ def load_sources_file(path: str) -> list[SourceSpec]:
             # a relative sqlite file is relative to this file too (it was to the working directory,
             # beside file paths of the same entries read from this file's directory)
             prefix, scheme, name, query = db.groups()
+            # normalized: "../mlflow.db" was "/work/cfg/../mlflow.db", the name of the rows of a
+            # database the command line names "/work/mlflow.db": its runs were stored twice
             if name and name != ":memory:" and not os.path.isabs(name):
-                return f"{prefix or ''}{scheme}{os.path.join(base, name)}{query or ''}"
+                return f"{prefix or ''}{scheme}{os.path.normpath(os.path.join(base, name))}{query or ''}"
             return p
         if p.startswith("~"):   # a home path, as a shell would read it ("~/runs.csv" was base/~/runs.csv)
             p = os.path.expanduser(p)
-        return p if "://" in p or os.path.isabs(p) else os.path.join(base, p)
+        return p if "://" in p or os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
 
     out = []
     for i, d in enumerate(doc["sources"]):
