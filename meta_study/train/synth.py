@@ -389,7 +389,12 @@ def _task(name: str, sampler, num_classes: int, description: str, img_size: int,
     if isinstance(cache_mb, bool) or not isinstance(cache_mb, (int, float, np.integer, np.floating)) \
             or not cache_mb >= 0:
         raise ValueError(f"{name}: cache_mb={cache_mb!r}: must be a number of MB >= 0 (0: render every batch)")
-    n_train, n_test = int(n_train), int(n_test)
+    # get_task(name, img_size=...) from a user's own code: 0 failed as "float division by zero", -4 and
+    # 16.0 (a YAML or Tune float) in torch naming neither, and True rendered 1-px images
+    whole = isinstance(img_size, (int, np.integer)) or (isinstance(img_size, float) and img_size.is_integer())
+    if isinstance(img_size, bool) or not whole or img_size < 1:
+        raise ValueError(f"{name}: img_size={img_size!r}: must be a whole number of pixels >= 1")
+    n_train, n_test, img_size = int(n_train), int(n_test), int(img_size)
     return Task(
         name=name, num_classes=num_classes, img_size=img_size, description=description,
         train=SceneSplit(sampler, num_classes, n_train, img_size, _seed(name, "train", seed), cache_mb),
@@ -416,10 +421,15 @@ def synth_us(img_size: int = 32, seed: int = 0, n_train: int = 48_000, n_test: i
         n_triples: use this many of the 120 triples, evenly spaced (``2 * n_triples`` classes): an
             easier upstream task, e.g. 12 (24-way) for the CPU demo, where tiny models trained for
             seconds spread over a useful range of US accuracy instead of staying near chance.
+            Evenly spaced in (shape, texture, colour) order, a few triples do not show every
+            attribute value: 12 show every shape and texture, each shape with two textures, and
+            five of the six colours (no blue), so ``synth_combo``'s blue triples are then a new
+            colour, not only a new combination (docs/data.md).
     """
     _check_sizes("synth_us", n_train=n_train, n_test=n_test, n_triples=n_triples)
     if not 1 <= n_triples <= len(US_TRIPLES):
-        raise ValueError(f"n_triples must be in [1, {len(US_TRIPLES)}], got {n_triples}")
+        raise ValueError(f"synth_us: n_triples={n_triples!r}: must be in [1, {len(US_TRIPLES)}] (the upstream triples "
+                         "it keeps)")
     n_triples = int(n_triples)   # 12.0 (a Tune quniform) failed in np.linspace
     if n_triples == len(US_TRIPLES):
         sampler = sample_upstream
