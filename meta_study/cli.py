@@ -816,7 +816,7 @@ def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures
     df = a.fits
     import pandas as pd
 
-    from .analysis.answers import answer_text, flags
+    from .analysis.answers import answer_text, flags, level_pct, row_level
     from .analysis.tables import headlines
     from .validation import printable
 
@@ -828,6 +828,10 @@ def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures
     if held:   # the answers are from the visible models; "+1 US pt" is beyond the best of those
         click.echo(f"answers use each group's models at or below its hold-out threshold; {held} model point(s) "
                    "above it are held out to check them (--holdout-quantile 1.0 answers from every model)")
+    levels = sorted({row_level(r) for r in heads.to_dict("records")})
+    if levels:   # what the brackets of every answer line are (the report says it beside its table)
+        click.echo(f"brackets give the {' / '.join(level_pct(v) for v in levels)} prediction interval; "
+                   "[labels] after a line are its warnings")
     for r in heads.to_dict("records"):
         shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
         labels = ", ".join(label for label, _ in flags(r.get("warnings")))
