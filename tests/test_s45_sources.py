@@ -201,3 +201,18 @@ def test_a_sources_files_database_up_a_directory_is_the_command_lines_source(tmp
         assert r.returncode == 0, r.stdout + r.stderr
     stored = pd.read_parquet(tmp_path / "st")
     assert stored["source"].tolist() == [f"sqlite:///{mlflow_db}"], stored["source"].tolist()
+
+
+def test_an_absolute_sqlite_path_with_dot_dot_is_one_source(tmp_path):
+    """``sqlite:////d/x/../x/mlflow.db`` and ``sqlite:////d/x/mlflow.db`` name one database: they
+    were two source names, and every run was stored twice; a store's older spelling keeps its name."""
+    from meta_study.ingest.mlflow_runs import sqlite_source
+    from meta_study.ingest.mlflow_sql import db_source
+
+    d = tmp_path / "x"
+    plain = f"sqlite:///{d}/mlflow.db"
+    dotted = f"sqlite:///{d}/../x/./mlflow.db"
+    assert sqlite_source(dotted) == sqlite_source(plain) == plain
+    assert db_source(dotted) == db_source(plain)
+    assert sqlite_source("sqlite:///:memory:") == "sqlite:///:memory:"
+    assert sqlite_source("postgresql://h/db") == "postgresql://h/db"

@@ -1075,12 +1075,17 @@ def filter_state_suffix(filter_string: str | None) -> str:
 
 def sqlite_source(uri: str) -> str:
     """``sqlite:///rel/mlflow.db`` with its path made absolute against the working directory (where
-    MLflow and SQLAlchemy open it), other URIs as they are: as typed, one database had two names
-    (doubled rows), and two databases in two directories one name and one state (runs lost)."""
+    MLflow and SQLAlchemy open it), and an absolute one normalised (``sqlite:////d/x/../mlflow.db``
+    is ``sqlite:////d/mlflow.db``), other URIs as they are: as typed, one database had two names
+    (doubled rows), and two databases in two directories one name and one state (runs lost). A
+    store's older spelling keeps its name (:func:`stored_source`, ``stored_db_source``)."""
     head = "sqlite:///"
     path = uri[len(head):] if uri.lower().startswith(head) else ""
-    if not path or path.startswith("/") or path == ":memory:":
+    if not path or path == ":memory:":
         return uri
+    if path.startswith("/"):
+        # (normpath keeps POSIX's two leading slashes, which name another root: left as typed)
+        return uri if path.startswith("//") else head + os.path.normpath(path)
     return head + os.path.abspath(path)
 
 
