@@ -85,3 +85,18 @@ def test_a_group_already_untrusted_by_its_back_tests_keeps_that_reason():
                 residuals=((0.2, 0.1, 0.0), (0.2, 0.1, 1.0)))
     trusted, reason = _trust(replace(sel, headline=h, backtest_err=0.2), SelectionOptions())
     assert not trusted and reason.startswith("back-test error 20.0 pt > tolerance 3 pt")
+
+
+def test_a_ds_target_never_reached_is_flagged_an_extrapolation():
+    """"97% DS is not reached by the prediction up to 100% US" is about the curve all the way to
+    100% US: the answer said it was past the tested horizon, the warnings had no extrapolation."""
+    rng = np.random.default_rng(3)
+    us = np.sort(rng.uniform(0.5, 0.9, 60))
+    ds = 0.6 - 0.3 * (1 - us) ** 0.8 + rng.normal(0, 0.005, us.size)     # saturates near 60% DS
+    (sel,) = fit_groups([(us, ds)], FitOptions(holdout_quantile=1.0, selection=SelectionOptions(ds_target=0.97)))
+    assert not np.isfinite(sel.claims.us_needed)
+    found = [w for w in sel.warnings if w.startswith("extrapolation: 97% DS is not reached by the prediction up to 100% US")]
+    assert found and "past the tested horizon" in found[0], sel.warnings
+    # a target the prediction reaches within the data: no such warning
+    (near,) = fit_groups([(us, ds)], FitOptions(holdout_quantile=1.0, selection=SelectionOptions(ds_target=0.3)))
+    assert not [w for w in near.warnings if "not reached" in w], near.warnings

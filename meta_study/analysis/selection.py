@@ -870,6 +870,11 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions, unsco
         no_trend = any(w.startswith("no_trend:") for w in warnings)
         if math.isfinite(un) and un > h.best_us and not inside(un) and not reached and not no_trend:
             warnings.append(_need_warning(o.ds_target, un, hus))
+        elif not math.isfinite(un) and h.usable and not reached and not no_trend and not inside(1.0):
+            # never reached: a statement about the curve all the way to 100% US, which the answer
+            # says is past the tested horizon, and the warnings did not
+            warnings.append(f"extrapolation: {100 * o.ds_target:g}% DS is not reached by the prediction up to "
+                            f"100% US, past the tested horizon ({_pct_or_none(hus)})")
     claims = Claims(steps=tuple(steps), slope_best=float(h.slope(np.array([h.best_us]))[0]),
                     saturation=sat, saturation_lo=sat_lo, saturation_hi=sat_hi, stop_paying_us=sp,
                     stop_paying_lo=sp_lo, stop_paying_hi=sp_hi, stop_paying_supported=supported,
