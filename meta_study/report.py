@@ -477,7 +477,8 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     if group_pngs:
         # the groups beyond --max-group-figures have none: said, as the hover view and the CLI say it
         few = (f"<p class=note>Figures of {len(group_pngs)} of {len(heads)} groups (the first in the order of "
-               "fits.csv; <code>meta-study fit --max-group-figures</code> draws more); an answer with a figure links "
+               "fits.csv; <code>meta-study fit STORE --out DIR --max-group-figures N</code> draws more, into a directory "
+               "of its own, never a refit's version); an answer with a figure links "
                "to it.</p>"
                if len(group_pngs) < len(heads) else "")
         parts.append("<h2>Per task</h2>" + few + "<div class=figs>" +
