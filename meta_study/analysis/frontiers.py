@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .hull import hull_frontier, upper_hull
+from .hull import hull_frontier, last_max, upper_hull
 
 CURVE_POINTS = 48
 BINS_MIN, BINS_MAX = 4, 40
@@ -63,10 +63,10 @@ class Frontier:
 
 
 def _trim(us: np.ndarray, ds: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``idx`` (in increasing US) up to its first highest DS accuracy."""
+    """``idx`` (in increasing US) up to its last highest DS accuracy (a plateau is not decreasing)."""
     if idx.size == 0:
         return idx
-    return idx[: int(np.argmax(ds[idx])) + 1]
+    return idx[: last_max(ds[idx]) + 1]
 
 
 def vertices(us: np.ndarray, ds: np.ndarray, *, nondecreasing: bool = False) -> Frontier:
@@ -100,11 +100,20 @@ def bins(us: np.ndarray, ds: np.ndarray, *, nondecreasing: bool = False) -> Fron
     order = ok[np.lexsort((-ds[ok], us[ok]))]          # by US, then best DS first
     nb = n_bins(order.size)
     # equal-count bins over the sorted models; ties in US stay in one bin (a bin edge never
-    # splits models with the same US accuracy)
-    cut = np.round(np.linspace(0, order.size, nb + 1)).astype(np.int64)
+    # splits models with the same US accuracy): a cut inside a run of ties moves to the run's
+    # start, or to its end where the start is taken already. Moved to the start only, the cuts
+    # after a long run collapsed onto it and the models past it joined its bin: 10 models at 0.5
+    # US and one at 0.6 (DS below their best) were one bin, and the 0.6 model was lost.
+    cut = np.round(np.linspace(0, order.size, nb + 1)).astype(np.int64)[1:-1]
     xs = us[order]
-    edges = np.unique(np.searchsorted(xs, xs[np.minimum(cut[1:-1], order.size - 1)], side="left"))
-    bounds = np.unique(np.concatenate([[0], edges, [order.size]]))
+    starts = np.searchsorted(xs, xs[np.minimum(cut, order.size - 1)], side="left")
+    ends = np.searchsorted(xs, xs[np.minimum(cut, order.size - 1)], side="right")
+    edges = [0]
+    for lo, hi in zip(starts.tolist(), ends.tolist()):
+        e = lo if lo > edges[-1] else hi
+        if edges[-1] < e < order.size:
+            edges.append(e)
+    bounds = np.array([*edges, order.size], dtype=np.int64)
     best = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         if hi > lo:

@@ -5,7 +5,7 @@ probability w_i), so the best DS accuracy reachable at each US accuracy is the u
 of the points (Abnar et al. 2022, section 2.2). The hull used here is the **upper chain** from the
 leftmost to the rightmost point (among points with equal US accuracy, the highest), with collinear
 points dropped: exactly the upper vertices ``scipy.spatial.ConvexHull`` reports. Optionally only its
-non-decreasing part (leftmost point up to the highest DS accuracy) is kept.
+non-decreasing part (leftmost point up to the last vertex at the highest DS accuracy) is kept.
 
 Cost: O(n log n) for the sort. Only prefix-maximum and suffix-maximum records can be upper-hull
 vertices (on the rising part each vertex is above every point to its left, on the falling part
@@ -36,9 +36,16 @@ def upper_hull(us_accuracy: np.ndarray, ds_accuracy: np.ndarray, *, nondecreasin
     order = ok[np.lexsort((ok, -y[ok], x[ok]))]
     idx = order[_upper_chain(x[order], y[order])]
     if nondecreasing and idx.size:
-        top = int(np.argmax(y[idx]))  # the first highest vertex
-        idx = idx[: top + 1]
+        idx = idx[: last_max(y[idx]) + 1]
     return idx
+
+
+def last_max(values: np.ndarray) -> int:
+    """Position of the last highest value: where a non-decreasing head ends. A flat top edge (two
+    vertices at the same best DS accuracy) is not decreasing; up to the first highest vertex, its
+    right end was dropped, and with it the plateau the law was to be fitted to."""
+    v = np.asarray(values)
+    return int(v.size - 1 - np.argmax(v[::-1]))
 
 
 def _points(us_accuracy: np.ndarray, ds_accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +151,7 @@ class SubsetHulls:
         sel = np.flatnonzero(mark)
         chain = sel[_upper_chain(self.xs[sel], self.ys[sel])]
         if self.nondecreasing and chain.size:
-            chain = chain[: int(np.argmax(self.ys[chain])) + 1]   # up to the first highest vertex
+            chain = chain[: last_max(self.ys[chain]) + 1]   # up to the last highest vertex
         return self.order[chain]
 
 

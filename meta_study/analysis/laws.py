@@ -26,8 +26,9 @@ its bounds (``b >= 0``, ``alpha >= 0``: DS does not fall as US rises). ``eq1-bay
 each ``e_US*`` and searched on a grid of 12 values of ``e_US* / min e_US`` in [0, 0.98] refined by
 golden section (20 steps, to ~1e-4 of ``min e_US``).
 
-Transforms are clipped to accuracies in ``[CLIP, 1 - CLIP]`` (``CLIP = 1e-4``): an accuracy of
-exactly 0 or 1 would be infinite in logit/probit space and ``log 0`` in log space.
+The fits' transforms are clipped to accuracies in ``[CLIP, 1 - CLIP]`` (``CLIP = 1e-4``): an
+accuracy of exactly 0 or 1 would be infinite in logit/probit space and ``log 0`` in log space.
+Predictions are not clipped: a rising logit/probit law reaches 100% DS at 100% US, its saturation.
 
 Saturation is the DS accuracy the law reaches as US accuracy reaches its best value (100%, or
 ``1 - e_US*`` for ``eq1-bayes``): ``1 - e_IR`` for the Eq. 1 laws, and 1.0 (no saturation below
@@ -373,27 +374,41 @@ def _power_predict(p: Params, u: np.ndarray) -> np.ndarray:
         return 1.0 - p["k"] * np.power(np.clip(1.0 - u, 0.0, None), p["alpha"])
 
 
+#: How close to 0% or 100% US a slope of the logit/probit laws is evaluated (exactly there it is a
+#: limit, 0/0 in the formula). Predictions are exact: ``logit 1 = inf``, so 100% US is 100% DS.
+EDGE = 2.0 ** -53
+
+
+def _flat_b(p: Params) -> np.ndarray:
+    return np.asarray(p["b"]) == 0
+
+
 def _logit_predict(p: Params, u: np.ndarray) -> np.ndarray:
-    return expit(p["a"] + p["b"] * logit(_clip(u)))
+    # not clipped to [CLIP, 1 - CLIP]: the curve was flat past 99.99% US below its saturation (100%),
+    # so a DS target in between was "never" reached and a slope that still paid at 99.99999% US
+    # (0.30) sat on a flat curve; b = 0 is the flat law (0 x inf = NaN at 0% or 100% US)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        u = np.clip(u, 0.0, 1.0)
+        return np.where(_flat_b(p), expit(p["a"]) + 0.0 * u, expit(p["a"] + p["b"] * logit(u)))   # NaN stays NaN
 
 
 def _logit_slope(p: Params, u: np.ndarray) -> np.ndarray:
-    uc = _clip(u)
-    y = _logit_predict(p, u)
-    return y * (1.0 - y) * p["b"] / (uc * (1.0 - uc))
+    uc = np.clip(u, EDGE, 1.0 - EDGE)
+    z = p["a"] + p["b"] * logit(uc)
+    return expit(z) * expit(-z) * p["b"] / (uc * (1.0 - uc))
 
 
 def _probit_predict(p: Params, u: np.ndarray) -> np.ndarray:
-    return ndtr(p["a"] + p["b"] * ndtri(_clip(u)))
-
-
-def _phi(z: np.ndarray) -> np.ndarray:
-    return np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        u = np.clip(u, 0.0, 1.0)
+        return np.where(_flat_b(p), ndtr(p["a"]) + 0.0 * u, ndtr(p["a"] + p["b"] * ndtri(u)))
 
 
 def _probit_slope(p: Params, u: np.ndarray) -> np.ndarray:
-    z = ndtri(_clip(u))
-    return _phi(p["a"] + p["b"] * z) * p["b"] / _phi(z)
+    z = ndtri(np.clip(u, EDGE, 1.0 - EDGE))
+    # phi(a + b z) / phi(z), as one exponential (both factors underflow towards 0% or 100% US)
+    with np.errstate(over="ignore"):
+        return p["b"] * np.exp(0.5 * (z * z - (p["a"] + p["b"] * z) ** 2))
 
 
 def _power_saturation(p: Params) -> float:
