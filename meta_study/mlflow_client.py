@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import urllib.parse
 from typing import Any
 
@@ -224,5 +225,5 @@ def _refuse_deleted(tracking_uri: str, exp: Any) -> None:
     from .errors import UserError
 
     raise UserError(f"MLflow experiment {exp.name!r} (id {exp.experiment_id}) at {shown_uri(tracking_uri)} is deleted "
-                    f"and takes no runs: restore it with `MLFLOW_TRACKING_URI={shown_uri(tracking_uri)} mlflow "
+                    f"and takes no runs: restore it with `MLFLOW_TRACKING_URI={shlex.quote(shown_uri(tracking_uri))} mlflow "
                     f"experiments restore --experiment-id {exp.experiment_id}`, or use another experiment name")

@@ -8,6 +8,7 @@ with ``#`` and an IPv6 host as the user typed them. A real S3 API on 127.0.0.1
 from __future__ import annotations
 
 import contextlib
+import shlex
 import time
 
 import pytest
@@ -155,6 +156,7 @@ def test_shown_uri_names_what_the_user_typed_without_secrets(uri, shown):
 @pytest.mark.parametrize("uri, shown", [
     ("sqlite:////data/run#1/mlflow.db", "sqlite:////data/run#1/mlflow.db"),
     ("http://[::1]:5000", "http://[::1]:5000"),
+    ("sqlite:////data/my runs/mlflow.db", "sqlite:////data/my runs/mlflow.db"),
 ])
 def test_a_deleted_experiments_restore_command_names_the_right_store(uri, shown):
     """The restore command the message gives named ``sqlite:////data/run`` (a database that is
@@ -165,7 +167,8 @@ def test_a_deleted_experiments_restore_command_names_the_right_store(uri, shown)
 
     with pytest.raises(UserError) as e:
         _refuse_deleted(uri, SimpleNamespace(name="exp", experiment_id="7"))
-    assert f"MLFLOW_TRACKING_URI={shown} mlflow experiments restore --experiment-id 7" in str(e.value), str(e.value)
+    # the command pastes into a shell as it is: the URI quoted where it must be (a space in a path)
+    assert f"MLFLOW_TRACKING_URI={shlex.quote(shown)} mlflow experiments restore --experiment-id 7" in str(e.value), str(e.value)
     assert f" at {shown} is deleted" in str(e.value)
 
 

@@ -940,7 +940,7 @@ def check_experiment_active(p: _Plan) -> None:
     other = ("start a new sweep with --name and another --experiment" if p.record is not None
              else "pass another --experiment")
     raise UserError(f"--experiment {exp.name}: the MLflow experiment (id {exp.experiment_id}) is deleted and takes "
-                    f"no runs: restore it with `MLFLOW_TRACKING_URI={shown_uri(p.tracking)} mlflow experiments restore "
+                    f"no runs: restore it with `MLFLOW_TRACKING_URI={shlex.quote(shown_uri(p.tracking))} mlflow experiments restore "
                     f"--experiment-id {exp.experiment_id}`, or {other}")
 
 
