@@ -320,6 +320,9 @@ def store_quarantine(store_uri: str, source: str | None, limit: int) -> None:
     for r in shown.astype(object).where(shown.notna(), None).itertuples():
         # values from the source: an ANSI escape or a newline in a run id is shown, not obeyed
         click.echo(printable(f"- [{r.source}] {r.run_id or '-'}: {r.reason}"))
+    if len(shown) < len(q):
+        # "5000 quarantined row(s)" then 20 lines, with nothing to say the rest were left out
+        click.echo(f"... and {len(q) - len(shown)} more (the first {len(shown)} shown; --limit 0 shows all)")
 
 
 @store.command("check")
@@ -721,6 +724,28 @@ def _no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
     return no_match(store_uri, store_obj, sel)
 
 
+def _matches_no_group(store_obj: Any, sel: Any) -> bool:
+    """Whether the selection's named values (US/DS task, protocol, shots) match no group of the
+    store at all (False when none is named: nothing is read)."""
+    import pandas as pd
+
+    from .analysis.groups import selected_values
+
+    given = [(col, {str(int(v)) if col == "shots" else str(v) for v in vals})
+             for _, col, vals in selected_values(sel) if vals]
+    if not given:
+        return False
+    groups = store_obj.summary().groups
+    if not len(groups) or any(col not in groups for col, _ in given):
+        return False                       # an empty store, or one without the column: the analysis says it
+    keep = None
+    for col, vals in given:
+        shown = [None if pd.isna(v) else str(int(v)) if col == "shots" else str(v) for v in groups[col]]
+        hit = pd.Series([x in vals for x in shown], index=groups.index)
+        keep = hit if keep is None else keep & hit
+    return not bool(keep.any())
+
+
 def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: Any, *, serial: bool = True,
              address: str | None = None, workers: int | None = None, figures: bool = True,
              max_group_figures: int = 60, empty: Callable[[Any], bool] | None = None) -> tuple[Any, Any]:
@@ -735,6 +760,10 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
     unknown = unknown_selection(store_uri, store_obj, sel)
     if unknown:
         _fail(unknown)
+    if _matches_no_group(store_obj, sel):
+        # said before DIR is read: into a DIR of earlier results, a mistyped --ds-task was refused as
+        # "made with another selection ... give the same options to reuse it", not as a typo
+        _fail(_no_match(store_uri, store_obj, sel))
     if options.fits and set(options.fit.selection.frontiers) <= {"all"}:
         # every group said "not trusted (no usable fit)" beside "15/15 candidate fits usable"
         _fail("--frontiers all: the headline is built from frontier estimators (the best models at each US "
@@ -1218,12 +1247,16 @@ def _echo_refit(res: Any) -> None:
 # the same defaults as `sensitivity` and `bootstrap`, so that the README's tour (those commands,
 # then `report`, into one DIR) reuses their outputs instead of refusing them
 @click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, help="Sensitivity draws per sample size.")
+# as sensitivity's: `sensitivity --sizes 10,30` then `report` into one DIR was refused with "give
+# ... the same options to reuse it", and report had no --sizes to give
+@click.option("--sizes", default=None,
+              help="Sensitivity sample sizes, e.g. 10,30,100 (default: ~8 geometric steps from 10 to all).")
 @click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
 @click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True,
               help="'Scaling stops paying' where +1 US point buys fewer DS points than this.")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
-def report(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, trials: int, samples: int, threshold: float,
-           serial: bool) -> None:
+def report(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, trials: int, sizes: str | None, samples: int,
+           threshold: float, serial: bool) -> None:
     """Build a static HTML report of STORE in DIR/index.html: per task, the headline's answer
     (where scaling stops paying and a prediction, with intervals) or why it is not identified; the
     headline next to the paper's Eq. 1 on the hull vertices; per-task figures, the sensitivity
@@ -1235,7 +1268,8 @@ def report(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, trials:
 
     fit_opts = replace(fit, selection=replace(fit.selection, payoff_threshold=threshold))
     # built as `sensitivity` and `bootstrap` build them, so that their outputs in DIR are reused
-    sens = SensitivityOptions(trials=trials, fit=fit_opts, frontiers=fit_opts.selection.frontiers)
+    sens = SensitivityOptions(sizes=_parse_sizes(sizes), trials=trials, fit=fit_opts,
+                              frontiers=fit_opts.selection.frontiers)
     options = AnalysisOptions(fit=fit_opts, sensitivity=sens,
                               bootstrap=BootstrapOptions(samples=samples, fit=fit_opts), correlations=True)
     a, _ = _analyze(store, store_uri, sel, out_dir, options, serial=serial)
