@@ -61,6 +61,9 @@ class Validated:
     #: ``refuse_percent``); values a source converted from another unit (:data:`SOURCE_UNIT`) are
     #: not counted.
     above_one: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    #: the same columns -> (values written with a % sign, zeros): more evidence of a unit
+    #: (:func:`_mostly_percent_masks`), which the pipeline weighs beside ``above_one`` for a file
+    percent_evidence: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def n_rejected(self) -> int:
@@ -723,6 +726,7 @@ class _Flags:
         #: fraction column -> its cells that are a percent written with its sign ("85%") in a row
         #: no unit converted: quarantined, and percents to the "mostly percent" rules
         self.signed: dict[str, np.ndarray] = {}
+        self.zeros: dict[str, int] = {}    # fraction column -> its zeros (not converted from a unit)
 
     def __call__(self, mask: np.ndarray, msg: Any, kind: str | None = None) -> None:
         k = kind if kind is not None else (msg if isinstance(msg, str) else "?")
@@ -793,7 +797,9 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None, whole: Whol
     if len(good_idx) < n:  # a take copies every column: ~0.15 s for 160,000 rows, for nothing when all are good
         table = table.take(pa.array(good_idx, type=pa.int64()))
     return Validated(table=table, rejected=_rejected_rows(frame, np.flatnonzero(bad), reasons, raw),
-                     reason_kinds=flag.kind_counts(), above_one=dict(flag.above_one))
+                     reason_kinds=flag.kind_counts(), above_one=dict(flag.above_one),
+                     percent_evidence={c: (int(flag.signed[c].sum()) if c in flag.signed else 0, flag.zeros.get(c, 0))
+                                       for c in {*flag.signed, *flag.zeros}})
 
 
 def _converted(frame: pd.DataFrame, column: str) -> np.ndarray | None:
@@ -1017,6 +1023,7 @@ def _flag_out_of_range(col: Column, v: np.ndarray, finite: np.ndarray, flag: _Fl
         if col.hi == 1.0:
             plain = finite & ~conv   # a converted value above 1 is no percent in a fraction column
             flag.above_one[col.name] = (int((plain & (v > 1) & (v <= 100)).sum()), int(plain.sum()))
+            flag.zeros[col.name] = int((plain & (v == 0)).sum())
     if unit is not None:
         out = finite & conv & ((v < (col.lo or 0.0)) | (v > (col.hi if col.hi is not None else math.inf)))
         for u in _FROM_FRACTION:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -32,7 +31,7 @@ import pyarrow.compute as pc
 
 from ..errors import StoreDamagedError, StoreLockedError, UserError
 from ..schema import KEY, SCHEMA
-from ..validation import SOURCE_UNIT, Validated, WholeInput, dedupe_keys, payloads_of, printable, validate
+from ..validation import Validated, WholeInput, dedupe_keys, payloads_of, printable, validate
 from ..keys import key_array, key_of
 from ..store import Store
 from .mapping import NOTHING_STORED
@@ -45,38 +44,6 @@ from .sources import STORED_BEFORE, Progress, Source, SourceBatch, no_progress
 PERCENT_SUSPECTS = ("us_accuracy", "ds_accuracy", "data_fraction")
 #: Of those, the columns a mapping can give a percent unit (``units:``, ``accuracy_unit:``).
 _UNIT_SETTABLE = ("us_accuracy", "ds_accuracy")
-#: A percent written with its sign ("85%", "90.5 %", "0.5%"), as validation reads one.
-_PERCENT_TEXT = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)\s*%\s*")
-
-
-def _percent_evidence(rows: pd.DataFrame, table: pa.Table) -> dict[str, tuple[int, int]]:
-    """``(signed, zeros)`` of each of :data:`PERCENT_SUSPECTS` in a column that no unit converted,
-    from a file's rows (``rows``, as read) and its valid rows (``table``, validated):
-
-    - cells written as a percent with its sign (a spreadsheet's "85%"): validation quarantines
-      them, with how to set the unit, and counts them among no values, so a column of "85%",
-      "90%", "70%" and one "0.5" (0.5 %) stored the 0.5 as a fraction, 50 %;
-    - valid zeros, which are 0 in either unit and say nothing about it (the mirror rule, a percent
-      unit on fractions, does not count them either): 85 and 90 beside 0.5 and three crashed runs'
-      0 were not "most values in (1, 100]", and 0.5 % was stored as 50 %.
-
-    One vectorised pass over the text of a text column, one Arrow comparison."""
-    out: dict[str, tuple[int, int]] = {}
-    for col in PERCENT_SUSPECTS:
-        if col not in rows.columns or SOURCE_UNIT.get(col, "") in rows.columns:
-            continue
-        s = rows[col]
-        signed = 0
-        if not pd.api.types.is_numeric_dtype(s.dtype):
-            try:
-                hits = s[s.str.contains("%", regex=False, na=False).to_numpy(bool)]
-            except AttributeError:   # no text in it (JSON integers and nulls): no sign either
-                hits = s.iloc[:0]
-            signed = sum(1 for x in hits.tolist() if isinstance(x, str) and _PERCENT_TEXT.fullmatch(x))
-        zeros = (pc.sum(pc.equal(table.column(col), 0.0)).as_py() or 0) if col in table.column_names else 0
-        if signed or zeros:
-            out[col] = (signed, int(zeros))
-    return out
 
 
 def _stat_hints() -> dict[str, str]:
@@ -243,7 +210,7 @@ class _Seen:
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     above_one: dict[str, list[int]] = field(default_factory=dict)   # column -> [in (1, 100], finite]
-    #: column -> [percents written with their sign, zeros] of a file (:func:`_percent_evidence`)
+    #: column -> [percents written with their sign, zeros] of a file (:meth:`add_evidence`)
     evidence: dict[str, list[int]] = field(default_factory=dict)
     runs: set[tuple[str, str]] = field(default_factory=set)        # (source, run_id) of every row (with keys)
     read: set[tuple[str, str]] = field(default_factory=set)        # the same, always: their quarantine settles
@@ -269,12 +236,17 @@ class _Seen:
             self.runs |= piece
             self.hashes.append(_key_hashes(v.table))
 
-    def add_evidence(self, rows: pd.DataFrame, table: pa.Table) -> None:
-        """Count a file's percents written with their sign, and its zeros (:func:`_percent_evidence`)."""
-        for col, (signed, zeros) in _percent_evidence(rows, table).items():
-            acc = self.evidence.setdefault(col, [0, 0])
-            acc[0] += signed
-            acc[1] += zeros
+    def add_evidence(self, v: Validated) -> None:
+        """Count a file's percents written with their sign, and its zeros (validation's
+        ``percent_evidence``): percents with their sign are quarantined and counted among no values,
+        so a column of "85%", "90%", "70%" and one "0.5" (0.5 %) stored the 0.5 as 50 %; zeros are
+        0 in either unit, and 85 and 90 beside 0.5 and three crashed runs' 0 were not "most values
+        in (1, 100]"."""
+        for col, (signed, zeros) in v.percent_evidence.items():
+            if signed or zeros:
+                acc = self.evidence.setdefault(col, [0, 0])
+                acc[0] += signed
+                acc[1] += zeros
 
     def add_rejected(self, frame: pd.DataFrame | None) -> None:
         """Rows rejected outside validation: by the source (a join), or as conflicting duplicates."""
@@ -540,7 +512,7 @@ def _commit_batch(store: Store, src: Source, batch: SourceBatch, rep: SourceRepo
     seen = _Seen()
     v = validate(batch.rows, raw=batch.raw)
     if batch.replace_runs:     # a file's (an MLflow page is weighed with its source's stored rows)
-        seen.add_evidence(batch.rows, v.table)
+        seen.add_evidence(v)
     seen.add(v, keys=batch.replace_runs and store.exists())   # a new store has no stale rows
     # a batch of some runs (an MLflow page) is weighed with the rows of its sources stored before
     seen.refuse_percent(None if batch.replace_runs else (lambda: _stored_values(store, seen)))
@@ -658,7 +630,7 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
     def pieces():
         for rows, raw in batch.chunks:
             v = validate(rows, raw=raw, whole=whole)
-            seen.add_evidence(rows, v.table)
+            seen.add_evidence(v)
             seen.add(v, keys=two_step)
             _us_ranges(v.table, us)
             seen.valid += v.table.num_rows
