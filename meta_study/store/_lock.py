@@ -304,11 +304,10 @@ def _state_of(obj: S3Object | None) -> tuple[LockHolder | None, str | None, bool
     return holder, obj.etag, expired
 
 
-class LeaseLostError(StoreConflictError, OSError):
-    """This writer's lease was broken or taken over before its commit point: nothing of the
-    commit was published. A :class:`StoreConflictError` (``Store.commit`` takes the lease again
-    and merges again; exit 1 from the command line) and an ``OSError``, so that a fenced write the
-    store only tries (a manifest's copy, after the commit point) is skipped like a failed one."""
+class LeaseLostError(StoreConflictError):
+    """This writer's lease of the store was broken or taken over before its commit point: nothing
+    of the commit was published. A :class:`StoreConflictError`: ``Store.commit`` takes the lease
+    again and merges again; exit 1 from the command line."""
 
 
 class _Heartbeat(threading.Thread):
