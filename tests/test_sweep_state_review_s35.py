@@ -129,13 +129,36 @@ def test_a_relative_dataset_path_is_refused_anywhere(tmp_path, monkeypatch):
                          "j": "parquet:s3://lab/jft.parquet,s3://lab/jft-test.parquet"}, on_this_machine=True)
 
 
-def test_two_resumes_started_together_exactly_one_goes_on(tmp_path):
+class _PerDriver:
+    """The claims registry of each thread its own, as each driver process has its own: in one
+    registry, a thread that started late (a loaded machine) took the other's finished claim for
+    its own earlier one, stopped it, and went on too."""
+
+    def __init__(self) -> None:
+        self.local, self.all = threading.local(), []
+
+    def _mine(self) -> dict:
+        if not hasattr(self.local, "d"):
+            self.local.d = {}
+            self.all.append(self.local.d)
+        return self.local.d
+
+    def pop(self, key, default=None):
+        return self._mine().pop(key, default)
+
+    def __setitem__(self, key, value) -> None:
+        self._mine()[key] = value
+
+
+def test_two_resumes_started_together_exactly_one_goes_on(tmp_path, monkeypatch):
     """Two `--resume` of one sweep at the same moment both found no writer beating (a driver's
     writer starts only after its Ray has) and both returned from the check: two drivers trained
     the same trials and saved Tune's state over each other's. Now exactly one goes on."""
     from meta_study.tune import preflight
 
-    state = StateDir(str(tmp_path / "sweep"))
+    drivers = _PerDriver()
+    monkeypatch.setattr(preflight, "_CLAIMS", drivers)
+    StateDir(str(tmp_path / "sweep"))    # the sweep's state directory, as its first session left it
     outcomes: list[str] = []
     go = threading.Barrier(2)
 
@@ -160,9 +183,9 @@ def test_two_resumes_started_together_exactly_one_goes_on(tmp_path):
             "resumed it at the same moment; nothing was started here: let that one run") or
             "is resuming it and has not started its writer after 5 s; nothing was started" in lost), outcomes
     finally:
-        claim = preflight._CLAIMS.pop(state.uri, None)
-        if claim is not None:
-            claim.stop()
+        for claims in drivers.all:
+            for claim in claims.values():
+                claim.stop()
     assert not (tmp_path / "sweep" / SUBDIR / "driver.json").exists()      # the claim ends with its file
 
 
