@@ -59,6 +59,7 @@ import pandas as pd
 from . import __version__
 from .analysis.groups import Group, Selection, Snapshot, layers_only_note
 from .analysis.fitting import FitOptions
+from .analysis.headline import MEMBER_QUANTILE
 from .analysis.results import AnalysisOptions, Previous, ResultsDir, analyze, group_key
 from .analysis.outputs import footer
 from .analysis.bootstrap import BootstrapOptions
@@ -994,7 +995,12 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
               # refits at --tolerance 5 and 3 logged different trusted values and no reason why
               "tolerance": cfg.fit.selection.tolerance,
               # the metric stop_paying_us is where +1 US point buys less than this many DS points
-              "threshold": cfg.threshold}
+              "threshold": cfg.threshold,
+              # how the headline metrics were made: the members' quantile (refits before 2026-12-06
+              # logged none: the discounted median), the back-test cuts and the intervals' level;
+              # apart, a change of any of them read as the same analysis under a new fingerprint
+              "member_quantile": MEMBER_QUANTILE, "cuts": ",".join(f"{c:g}" for c in cfg.fit.selection.cuts),
+              "level": cfg.fit.selection.level}
     fits = pd.read_parquet(version_dir / "fits.parquet")
     ts = int(_dt.datetime.fromisoformat(info["time"]).timestamp() * 1000)   # the version's time
     metrics: list[tuple[str, float, int]] = []

@@ -20,6 +20,7 @@ import pandas as pd
 
 from .analysis.answers import answer, flags
 from .analysis.groups import group_slug
+from .analysis.headline import LEGACY_QUANTILE, MEMBER_QUANTILE
 from .analysis.selection import FLAG_HELP
 from .analysis.tables import headlines
 from .explorer import CSS as EXPLORER_CSS
@@ -263,6 +264,19 @@ def _pt(v: Any) -> str:
     return _num(100 * float(v), 3) if v is not None and not pd.isna(v) else "&ndash;"
 
 
+def _headline_what(r: Mapping[str, Any]) -> str:
+    """What a headline row predicts with, read off the row: a row written before 2026-12-06 has no
+    ``member_quantile`` (the members' median) and may keep less than all of their gain (``discount``
+    ``w``: "discount 1.00" read as a 100% discount where it meant none)."""
+    if pd.isna(r.get("discount")):
+        return "none: no usable law x frontier fit"
+    q = r.get("member_quantile")
+    q = LEGACY_QUANTILE if q is None or pd.isna(q) else float(q)
+    what = f"{'median' if q == 0.5 else f'{q:g} quantile'} of {int(r['n_fit'])} law x frontier fits"
+    w = float(r["discount"])
+    return what + (f", {100 * w:.0f}% of their predicted gain kept (w)" if w < 1 else "")
+
+
 def _failed(status: Any) -> bool:
     """A fit that was not made (a row in red in :func:`_table_html`)."""
     return status not in ("ok", "at_bound")
@@ -316,12 +330,9 @@ def _table_html(fits: pd.DataFrame) -> str:
         if r["headline"]:
             role = "headline, trusted" if r["trusted"] else "headline, not trusted"
             # the headline's n_fit counts its member fits (law x frontier), not models
-            # the discount w is the share of the laws' predicted gain kept: "discount 1.00" read as a
-            # 100% discount where it means none
-            # a headline without a usable member fit has no discount: it said "ensemble", a name for
+            # a headline without a usable member fit has none: it said "ensemble", a name for
             # nothing in the page, beside "Fits could not be made" (its fit status says why)
-            what = (f"median of {int(r['n_fit'])} law x frontier fits, {100 * float(r['discount']):.0f}% of their "
-                    "predicted gain kept (w)") if not pd.isna(r.get("discount")) else "none: no usable law x frontier fit"
+            what = _headline_what(r)
         else:
             n_v = int(r["n_fit"])    # "Eq. 1 on the 1 hull vertices" in a group of two models
             role, what = "paper", f"Eq. 1 on the {n_v} hull {'vertex' if n_v == 1 else 'vertices'}"
@@ -459,9 +470,10 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     unfit = _failed_html(fits)
     parts.append(f"<h2>Answers</h2><p class=note>{n_groups} group{'s' if n_groups != 1 else ''}, {n_trusted} with a "
                  f"trusted answer.{unfit} Per group, "
-                 "every law is fitted to every frontier estimator of the visible models; the headline is their "
-                 "median, discounted towards the best DS accuracy seen by what the back-tests (fit below a US cut, "
-                 "predict the frontier above it) saw materialise. It is trusted when its own back-test error, the mean "
+                 "every law is fitted to every frontier estimator of the visible models; the headline is the "
+                 f"{MEMBER_QUANTILE:g} quantile of their predictions at each US accuracy (the laws that keep rising overshoot the next "
+                 "models more often than the flat ones undershoot them). It is trusted when its own back-test error "
+                 "(fit below a US cut, predict the frontier above it), the mean "
                  "over the cuts or the latest cut's, is within the tolerance, and its curve at the best visible model "
                  "lies within the tolerance of the best DS accuracy seen (it reaches the edge of its data); warnings "
                  "describe the data and never withhold an answer by themselves "

@@ -93,9 +93,12 @@ def test_the_refit_run_logs_the_tolerance_its_trusted_metric_was_judged_by(tmp_p
     s = committed_store(tmp_path / "st", runs=12, tasks=("a",))
     db = f"sqlite:///{tmp_path / 'ml.db'}"
     fit = FitOptions()
-    fit = replace(fit, selection=replace(fit.selection, tolerance=0.05))
+    fit = replace(fit, selection=replace(fit.selection, tolerance=0.05, cuts=(0.6, 0.8), level=0.8))
     res = refit(quick_refit_config(s, tmp_path / "out", tracking_uri=db, fit=fit), log=lambda m: None)
-    assert MlflowClient(db).get_run(res.mlflow_run_id).data.params["tolerance"] == "0.05"
+    params = MlflowClient(db).get_run(res.mlflow_run_id).data.params
+    assert params["tolerance"] == "0.05"
+    # how the headline was made (2026-12-06): its members' quantile, the back-test cuts, the level
+    assert (params["member_quantile"], params["cuts"], params["level"]) == ("0.4", "0.6,0.8", "0.8"), params
 
 
 def test_a_full_disk_in_out_is_said_with_out_named(tmp_path, monkeypatch):

@@ -92,7 +92,9 @@ def test_the_report_and_the_terminal_give_one_sensitivity_number():
 
 def test_the_report_says_the_share_of_gain_kept_not_a_discount_of_one(tmp_path):
     """The headline's predictor read "median of 25 law x frontier fits, discount 1.00": w = 1 keeps
-    the whole predicted gain (no discount), and readers took it for a 100% discount."""
+    the whole predicted gain (no discount), and readers took it for a 100% discount. Since
+    2026-12-06 the headline is the members' 0.4 quantile, undiscounted: the report names the
+    quantile, and a row written before (the median, discounted) says the share kept."""
     import pandas as pd
 
     from meta_study.report import _table_html
@@ -104,7 +106,13 @@ def test_the_report_says_the_share_of_gain_kept_not_a_discount_of_one(tmp_path):
     html = _table_html(fits)
     w = fits.loc[fits["headline"].astype(bool), "discount"].dropna()
     assert len(w) and "discount 1.00" not in html and ", discount " not in html
-    assert f"{100 * float(w.iloc[0]):.0f}% of their predicted gain kept (w)" in html
+    assert (w == 1.0).all() and "predicted gain kept" not in html
+    assert "0.4 quantile of " in html and "law x frontier fits" in html
+    old = fits.copy()        # a fits.parquet written before 2026-12-06
+    old = old.drop(columns=["member_quantile"])
+    old.loc[old["headline"].astype(bool), "discount"] = 0.37
+    html = _table_html(old)
+    assert "median of " in html and "37% of their predicted gain kept (w)" in html
 
 
 def test_an_accuracy_option_typed_in_percent_suggests_the_fraction(tmp_path):

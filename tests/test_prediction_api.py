@@ -20,26 +20,27 @@ def _headline(discount: float) -> Headline:
     law = LawFit("eq1", {"k": 1.0, "alpha": 3.0, "e_ir": 0.10}, math.nan, 0, "ok")
     best_us = 0.93
     flat = float(law.predict_accuracy(np.array([best_us]))[0]) - 0.002
+    # a discount below 1 is a headline row written before 2026-12-06 (the members' median)
     return Headline(members=(law,), names=("eq1/vertices",), flat=flat, discount=discount, best_us=best_us,
-                    residuals=((0.01, 0.2, 0.0), (0.01, 0.3, 1.0)))
+                    residuals=((0.01, 0.2, 0.0), (0.01, 0.3, 1.0)), quantile=0.5)
 
 
-def test_inside_the_data_the_headline_keeps_the_members_slope():
-    """The discount is about gains beyond the best model. Applied everywhere it squashed the curve
+def test_inside_the_data_a_discounted_legacy_headline_keeps_the_members_slope():
+    """(Rows written before 2026-12-06, still read as written.) The discount is about gains beyond the best model. Applied everywhere it squashed the curve
     inside the data by w: with w = 0.2 a group 'stopped paying' at 60% US where the visible
     models (and the true law) still gained ~0.5 DS pt per US pt."""
     h = _headline(0.2)
     u = np.array([0.45, 0.6, 0.75, 0.9])
     np.testing.assert_allclose(h.slope(u), 3 * (1 - u) ** 2, rtol=0.02)                   # the law's slope
-    m = h.median(u)
-    shift = float(h.predict_accuracy(np.array([h.best_us]))[0] - h.median(np.array([h.best_us]))[0])
+    m = h.center(u)
+    shift = float(h.predict_accuracy(np.array([h.best_us]))[0] - h.center(np.array([h.best_us]))[0])
     np.testing.assert_allclose(h.predict_accuracy(u), m + shift, atol=1e-12)
     # continuous at the best model, discounted beyond it
     eps = 1e-7
     a, b = h.predict_accuracy(np.array([h.best_us, h.best_us + eps]))
     assert abs(a - b) < 1e-5
     beyond = np.array([0.95, 0.97])
-    np.testing.assert_allclose(h.predict_accuracy(beyond), h.flat + 0.2 * (h.median(beyond) - h.flat), atol=1e-12)
+    np.testing.assert_allclose(h.predict_accuracy(beyond), h.flat + 0.2 * (h.center(beyond) - h.flat), atol=1e-12)
     # the members' curves (their spread) are discounted the same way
     np.testing.assert_allclose(h.member_curves(np.concatenate([u, beyond]))[0], h.predict_accuracy(np.concatenate([u, beyond])),
                                atol=1e-12)
@@ -116,3 +117,42 @@ def test_a_known_test_set_size_in_extra_floors_the_interval(tmp_path):
     p = float(predict_fit(row, row["best_us"]))
     floor = 1.6448536 * math.sqrt(p * (1 - p) / 200)                 # the binomial noise of 200 examples
     assert float(hi - lo) / 2 >= floor - 1e-6 or hi >= 1.0 or lo <= 0.0
+
+
+def _members_row(**kw):
+    # three members that disagree beyond the data: a flat one, a middle one, a steep one
+    members = ('[["eq1","vertices",{"k":1.0,"alpha":3.0,"e_ir":0.1},"ok"],'
+               '["eq1","bins",{"k":1.0,"alpha":2.0,"e_ir":0.1},"ok"],'
+               '["eq1","hull-curve",{"k":1.0,"alpha":1.5,"e_ir":0.1},"ok"]]')
+    row = {"law": "ensemble", "members": members, "flat": 0.86, "best_us": 0.93,
+           "interval_residuals": "[[0.01,0.2,0],[0.02,0.3,1]]", "ds_test_size": math.nan}
+    row.update(kw)
+    return row
+
+
+def test_a_headline_row_predicts_with_its_own_quantile_and_old_rows_with_the_median():
+    """The headline became the members' 0.4 quantile (2026-12-06). A row carries its quantile, so a
+    row written before (no member_quantile: the median, and its discount) still predicts what its
+    answer said, and a new row is not read as a median."""
+    from meta_study.analysis.headline import MEMBER_QUANTILE
+
+    u = np.array([0.95, 0.97])
+    curves = np.stack([Headline.from_row(_members_row(members=f"[{m}]")).predict_accuracy(u) for m in (
+        '["eq1","vertices",{"k":1.0,"alpha":3.0,"e_ir":0.1},"ok"]', '["eq1","bins",{"k":1.0,"alpha":2.0,"e_ir":0.1},"ok"]',
+        '["eq1","hull-curve",{"k":1.0,"alpha":1.5,"e_ir":0.1},"ok"]')])
+    new = _members_row(member_quantile=MEMBER_QUANTILE, discount=1.0)
+    np.testing.assert_allclose(predict_fit(new, u), np.quantile(curves, 0.4, axis=0), atol=1e-12)
+    old = _members_row(discount=1.0)            # before member_quantile: the median
+    np.testing.assert_allclose(predict_fit(old, u), np.median(curves, axis=0), atol=1e-12)
+    assert not np.allclose(predict_fit(new, u), predict_fit(old, u))
+    old_discounted = _members_row(discount=0.5)
+    m = np.median(curves, axis=0)
+    np.testing.assert_allclose(predict_fit(old_discounted, u), 0.86 + 0.5 * (m - 0.86), atol=1e-12)
+    # what a headline writes, it reads back
+    h = Headline.from_row(new)
+    assert Headline.from_row(h.to_row()) == h and h.to_row()["member_quantile"] == 0.4
+
+
+def test_a_member_quantile_outside_0_1_is_one_error_naming_the_column():
+    with pytest.raises(ValueError, match="member_quantile is 40.0, not a quantile in"):
+        predict_fit(_members_row(member_quantile=40.0), 0.95)

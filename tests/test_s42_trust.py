@@ -57,6 +57,6 @@ def test_a_group_whose_latest_cut_is_within_the_tolerance_is_trusted():
 def test_the_latest_cut_alone_never_trusts_a_group_of_one_cut_or_no_error():
     sel, o = _selection(), SelectionOptions()
     one = replace(_with(sel, [(0.0, 0.1, 0)], 0.05), n_cuts=1)
-    assert _trust(one, o) == (False, "one back-test cut only (the discount needs another cut to be tested on)")
+    assert _trust(one, o) == (False, "one back-test cut only (trust needs two or more: one back-test is a single draw of the error)")
     trusted, why = _trust(_with(sel, [(0.0, 0.1, 0), (0.0, 0.1, 1)], math.nan), o)
     assert not trusted and why.startswith("no back-test error"), why

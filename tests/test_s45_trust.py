@@ -94,8 +94,11 @@ def test_a_ds_target_never_reached_is_flagged_an_extrapolation():
     us = np.sort(rng.uniform(0.5, 0.9, 60))
     ds = 0.6 - 0.3 * (1 - us) ** 0.8 + rng.normal(0, 0.005, us.size)     # saturates near 60% DS
     (sel,) = fit_groups([(us, ds)], FitOptions(holdout_quantile=1.0, selection=SelectionOptions(ds_target=0.97)))
-    assert not np.isfinite(sel.claims.us_needed)
-    found = [w for w in sel.warnings if w.startswith("extrapolation: 97% DS is not reached by the prediction up to 100% US")]
+    # never reached, or (the members' 0.4 quantile: power, logit and probit laws all reach 100% DS
+    # at 100% US) reached only in that limit: either way an extrapolation past the horizon
+    assert not np.isfinite(sel.claims.us_needed) or sel.claims.us_needed > 0.9999
+    found = [w for w in sel.warnings if w.startswith(("extrapolation: 97% DS is not reached by the prediction up to 100% US",
+                                                      "extrapolation: 97% DS is reached by the prediction only at 100% US"))]
     assert found and "past the tested horizon" in found[0], sel.warnings
     # a target the prediction reaches within the data: no such warning
     (near,) = fit_groups([(us, ds)], FitOptions(holdout_quantile=1.0, selection=SelectionOptions(ds_target=0.3)))

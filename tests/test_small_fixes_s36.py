@@ -163,7 +163,7 @@ def test_the_extrapolation_warning_never_says_a_need_of_100_percent_us():
     (sel,) = select_groups([(us, ds)], [("up", "a", "fewshot", 5)], [0.8], SelectionOptions(ds_target=0.97))
     assert 0.9995 <= sel.claims.us_needed < 0.99995, sel.claims.us_needed
     (w,) = [w for w in sel.warnings if "97% DS" in w]
-    assert w == "extrapolation: 97% DS needs 99.96% US, past the tested horizon (88.8% US)", w
+    assert w == "extrapolation: 97% DS needs 99.97% US, past the tested horizon (88.8% US)", w
     for un in (1 - 1e-7, 1.0):
         w = _need_warning(0.9, un, 0.888)
         assert w == "extrapolation: 90% DS is reached by the prediction only at 100% US, past the tested horizon (88.8% US)", w

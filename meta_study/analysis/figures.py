@@ -243,7 +243,7 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
                title: str, frontier_us: np.ndarray | None = None, frontier_ds: np.ndarray | None = None,
                level: float | None = None) -> None:
     """One DS-vs-US panel (accuracies in percent). Each curve is drawn only where it means
-    something: the laws' median over the US range it was fitted on; the headline's prediction and
+    something: the headline over the visible US range (the laws' quantile); the headline's prediction and
     its ``level`` interval (the fits' ``SelectionOptions.level``, :func:`panel_level`; named so in
     the legend) from the best visible model to the end of the tested horizon (and to the
     held-out models, dashed, where they lie farther); the paper's Eq. 1 on the hull vertices over
@@ -265,9 +265,10 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
     vis_lo = float(np.nanmin(us[~held])) if (~held).any() else float(np.nanmin(us))
     if h.usable:
         xs_fit = np.linspace(vis_lo, h.best_us, 150)
-        med = h.median(xs_fit)
+        med = h.predict_accuracy(xs_fit)
         drawn.append(med)
-        ax.plot(xs_fit * 100, med * 100, color=HEAD_COLOR, lw=1.0, alpha=0.6, label="laws' median (fit range)")
+        ax.plot(xs_fit * 100, med * 100, color=HEAD_COLOR, lw=1.0, alpha=0.6,
+                label=f"laws' {'median' if h.quantile == 0.5 else f'{h.quantile:g} quantile'} (fit range)")
         hus = h.horizon_us
         end = hus if math.isfinite(hus) else h.best_us
         far = float(np.nanmax(us)) if held.any() else end
@@ -433,7 +434,7 @@ def answer_window(us: np.ndarray, ds: np.ndarray, selection: GroupSelection, pap
     x0, x1 = left - pad, min(right + pad, 1.0)
     xs = np.linspace(max(x0, float(np.nanmin(us))), x1, 120)
     inside = (us >= x0) & (us <= x1)
-    ys = [ds[inside], h.predict_accuracy(xs[xs >= h.best_us]), h.median(xs[xs <= h.best_us])]
+    ys = [ds[inside], h.predict_accuracy(xs[xs >= h.best_us]), h.predict_accuracy(xs[xs <= h.best_us])]
     # the interval where it says something: at 100% US it is [0, 1] (nothing to extrapolate from),
     # which set the zoom's DS range to 0-100% and flattened every model into one line
     lo, hi = selection_interval(selection, xs[(xs >= h.best_us) & (xs < 1.0)], level)

@@ -13,9 +13,9 @@ Judged by prediction, not by fit. For every group:
    the cut (the same target as ``pred_err``). A cut needs ``MIN_ABOVE`` models above it (and 3
    below), and one that splits the models as an earlier cut did (tied US accuracies) is skipped. A
    candidate's ``backtest_err`` is the mean over cuts of the RMSE there (accuracy, fraction).
-4. **Headline** (:mod:`headline`): the median of every usable candidate on a frontier estimator,
-   discounted towards the best visible DS accuracy by what the back-tests saw materialise, with
-   its own leave-one-cut-out back-test error and an interval calibrated on those residuals. The
+4. **Headline** (:mod:`headline`): the pointwise 0.4 quantile of every usable candidate on a
+   frontier estimator (:data:`headline.MEMBER_QUANTILE`), with its own back-test error and an
+   interval calibrated on those residuals. The
    candidate with the lowest back-test error is kept as a description (``best_single``), not as
    the answer: picking one of ~25 by back-test is mostly noise. The paper's Eq. 1 on the hull
    vertices stays in the table for comparison.
@@ -24,7 +24,7 @@ Judged by prediction, not by fit. For every group:
    or the RMSE of the latest cut alone (the held-out split at a smaller scale), and its curve at
    the best visible US accuracy lies within the tolerance of the best visible DS accuracy (it
    reaches the edge of its own data). On 11 tables (BENCHMARKS.md) 91% of groups trusted this
-   way were within 5 points of the held-out frontier, and 45% of groups were trusted. Its statements within the
+   way were within 5 points of the held-out frontier, and 44% of groups were trusted. Its statements within the
    back-tested horizon are then trusted; a statement beyond it is reported with an
    ``extrapolation`` warning. ``few_points``, ``chord``, ``at_bound``, ``no_trend`` and
    ``extrapolation`` are warnings: they describe the data and the fit, and never withhold a
@@ -49,8 +49,8 @@ narrower than the binomial band of the accuracy it predicts.
 
 **Tasks that do not track US.** When the visible models' DS accuracy has no significant monotone
 relation to US accuracy (one-sided Spearman test at :data:`TREND_P`), the group says so
-(``no_trend``) and states no stop-paying point or saturation; its prediction stays the
-discounted median, which the back-tests pull towards the best DS accuracy seen.
+(``no_trend``) and states no stop-paying point or saturation; its prediction stays the members'
+quantile, with the interval its back-tests give it.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ import numpy as np
 from ..defaults import PAYOFF_THRESHOLD, TOLERANCE
 from ..errors import Range
 from .frontiers import FRONTIER_KINDS, FRONTIERS, Frontier, check_frontier_names, frontier_points
-from .headline import (Headline, estimate_test_size, fit_discount, half_width, latest_cut_error, no_spread,
+from .headline import (MEMBER_QUANTILE, Headline, estimate_test_size, half_width, latest_cut_error, no_spread,
                        row_number)
 from .hull import upper_hull
 from .laws import LAWS, LawFit, get_law
@@ -179,7 +179,7 @@ class GroupSelection:
     flat_pred_err: float
     backtest_err: float             # the headline's, leave one cut out
     pred_err: float                 # the headline's, against the held-out frontier
-    fit_err: float                  # the members' median against the visible hull vertices
+    fit_err: float                  # the headline (the members' quantile) against the visible hull vertices
     coverage: float                 # the interval's leave-one-cut-out coverage on the back-tests
     noise: float                    # binomial noise of the back-test targets (NaN: sizes unknown)
     spearman: float                 # US-DS rank correlation of the visible models
@@ -415,7 +415,7 @@ def select_groups(groups_xy: Sequence[tuple[np.ndarray, np.ndarray]], keys: Sequ
             below, above = uv <= q, uv > q
             # a cut that splits the models as an earlier one did is the same back-test: with 9 of 15
             # models at one US accuracy all four quantiles split there, and one back-test counted as
-            # four ("trusted over 4 cuts", its discount learned leaving out a copy of itself)
+            # four ("trusted over 4 cuts")
             if above.sum() < MIN_ABOVE or below.sum() < 3 or int(below.sum()) in split:
                 continue
             split.add(int(below.sum()))
@@ -589,28 +589,25 @@ def rank_permutation_stats(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, fl
 
 def _headline(g: _Group, cands: list[Candidate], solved: dict[str, list[LawFit]],
               level: float) -> tuple[Headline, list[np.ndarray], float, list[_Cut]]:
-    """The headline, its leave-one-cut-out residuals per cut, its interval's LOO coverage, and the
-    cuts those residuals are of (a cut where no member could be fitted is not scored)."""
+    """The headline, its back-test residuals per cut (prediction - target), its interval's
+    leave-one-cut-out coverage, and the cuts those residuals are of (a cut where no member could be
+    fitted is not scored)."""
     members = [c for c in cands if c.headline_eligible]
     keys = [(c.law, c.frontier) for c in members]
-    cut_meds = []
+    resid, reaches, scored = [], [], []
     for cut in g.cuts:
         fits = [f for f in (_fit(solved, cut.refs[k]) for k in keys) if f.usable]
-        if fits:
-            cut_meds.append((cut, np.median(np.stack([f.predict_accuracy(cut.tx) for f in fits]), axis=0)))
-    resid, reaches = [], []
-    for i, (cut, m) in enumerate(cut_meds):
-        others = [(mm, cc.ty, cc.flat) for j, (cc, mm) in enumerate(cut_meds) if j != i]
-        w = fit_discount(others) if others else 1.0
-        resid.append(cut.flat + w * (m - cut.flat) - cut.ty)
-        reaches.append(cut.reaches)
-    w = fit_discount([(m, cut.ty, cut.flat) for cut, m in cut_meds]) if cut_meds else 1.0
+        if fits:     # the headline of this cut: the same quantile of the members fitted below it
+            pred = np.quantile(np.stack([f.predict_accuracy(cut.tx) for f in fits]), MEMBER_QUANTILE, axis=0)
+            resid.append(pred - cut.ty)
+            reaches.append(cut.reaches)
+            scored.append(cut)
     dv = g.ds[g.vis]
     h = Headline(members=tuple(c.fit for c in members), names=tuple(f"{c.law}/{c.frontier}" for c in members),
-                 flat=float(dv.max()) if dv.size else math.nan, discount=w,
+                 flat=float(dv.max()) if dv.size else math.nan,
                  best_us=float(g.us[g.vis].max()) if g.vis.size else math.nan,
                  residuals=_residuals(resid, reaches) if resid else (), test_size=g.test_size)
-    return h, resid, _loo_coverage(resid, reaches, level) if len(resid) >= 2 else math.nan, [c for c, _ in cut_meds]
+    return h, resid, _loo_coverage(resid, reaches, level) if len(resid) >= 2 else math.nan, scored
 
 
 def _select(g: _Group, solved: dict[str, list[LawFit]], o: SelectionOptions) -> GroupSelection:
@@ -636,7 +633,7 @@ def _select(g: _Group, solved: dict[str, list[LawFit]], o: SelectionOptions) -> 
     bt = float(np.mean([np.sqrt(np.mean(r * r)) for r in resid])) if resid else math.nan
     pred_err = _rmse(head.predict_accuracy(held_t[0]), held_t[1]) if held_t[0].size and head.usable else math.nan
     V = g.frontiers.get("vertices") or frontier_points("vertices", us[g.vis], dv, nondecreasing=g.nondecreasing)
-    fit_err = _rmse(head.median(V.us), V.ds) if head.usable and V.us.size else math.nan
+    fit_err = _rmse(head.center(V.us), V.ds) if head.usable and V.us.size else math.nan
     eligible = [i for i, c in enumerate(cands) if c.headline_eligible and math.isfinite(c.backtest_err)]
     best_single = min(eligible, key=lambda i: (round(cands[i].backtest_err, 6), get_law(cands[i].law).n_params, i),
                       default=-1)
@@ -685,7 +682,7 @@ def _trust(sel: GroupSelection, o: SelectionOptions, unscored: str = "") -> tupl
         return False, (f"no back-test ({unscored})" if unscored else
                        f"no back-test (needs {2 * MIN_ABOVE} or more visible models, {MIN_ABOVE} above a cut)")
     if sel.n_cuts < 2:
-        return False, "one back-test cut only (the discount needs another cut to be tested on)"
+        return False, "one back-test cut only (trust needs two or more: one back-test is a single draw of the error)"
     # the test sets' sampling noise at the targets, beside (not a share of) the error: an RMS
     # estimate, it can exceed an error that happened to come out small
     noise = (f"; test-set noise alone ~{100 * sel.noise:.1f} pt" if math.isfinite(sel.noise) else "")

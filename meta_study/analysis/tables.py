@@ -37,7 +37,7 @@ CLAIM_COLUMNS = ("saturation_lo", "saturation_hi", "stop_paying_us", "stop_payin
 FITS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "law", "frontier", "n_points", "n_fit", "n_support",
                 *PARAM_COLUMNS, "saturation", "fit_err", "pred_err", "backtest_err", "flat_backtest_err",
                 "flat_pred_err", "coverage", "holdout_threshold", "n_heldout", "headline", "trusted", "trust_reason",
-                "warnings", "best_single", "best_us", "horizon_us", "flat", "discount", "members", "interval_residuals", "ds_test_size",
+                "warnings", "best_single", "best_us", "horizon_us", "flat", "member_quantile", "discount", "members", "interval_residuals", "ds_test_size",
                 *STEP_COLUMNS, "slope_best", "saturation_lo", "saturation_hi", "stop_paying_us", "stop_paying_lo",
                 "stop_paying_hi", "stop_paying_supported", "predict_us", "predict_ds", "predict_lo", "predict_hi",
                 "ds_target", "payoff_threshold", "level", "us_needed", "us_needed_lo", "us_needed_hi", "noise", "spearman",
@@ -111,7 +111,7 @@ def _headline_row(g: Group, sel: GroupSelection, ds_target: float | None) -> dic
             "ds_target": math.nan if ds_target is None else float(ds_target),
             "noise": sel.noise, "spearman": sel.spearman, "spearman_p": sel.spearman_p,
             "status": "ok" if h.usable else (bad.fit.status if bad else "degenerate"),
-            "message": (f"median of {len(h.members)} candidates, discount {h.discount:.2f}" if h.usable
+            "message": (f"{h.quantile:g} quantile of {len(h.members)} candidates" if h.usable
                         else (bad.fit.message if bad else _unusable_why(sel.trust_reason)))}
 
 
