@@ -198,6 +198,7 @@ def _run_demo(wd: Path, synthetic: bool, serial: bool, log: Callable[[str], None
     with step("ingest: MLflow runs" + (" and the shipped timm results" if examples else "") + " -> Parquet store"):
         from .ingest import SourceOptions, ingest_sources, load_mapping, open_sources
         from .store import Store
+        from .validation import printable as _printable
 
         sources = open_sources([tracking], None, SourceOptions(experiments=(experiment,)))
         if examples is not None:
@@ -206,6 +207,8 @@ def _run_demo(wd: Path, synthetic: bool, serial: bool, log: Callable[[str], None
         reports = ingest_sources(sources, Store(str(store)))
         for rep in reports:
             log(f"  {rep.line()}")
+            for note in rep.notes:   # as `meta-study ingest` shows them: they were dropped
+                log(f"    {_printable(note)}")
         failed = [rep for rep in reports if not rep.ok]
         if failed:
             # the demo's sources are its own (its MLflow database, the shipped files): one that

@@ -56,6 +56,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from .validation import printable as _printable
 from . import __version__
 from .analysis.groups import Group, Selection, Snapshot, layers_only_note
 from .analysis.fitting import FitOptions
@@ -435,8 +436,10 @@ def _refit(cfg: RefitConfig, store: Store, t0: float, progress: Progress | None,
         raise StoreWriterBusy(f"{e} while this refit waited to ingest; nothing was refitted") from None
     res.ingest_lines = [r.line() for r in reports]
     res.failed_sources = [r.line() for r in reports if not r.ok]
-    for line in res.ingest_lines:
-        log(line)
+    for r in reports:
+        log(r.line())
+        for note in r.notes:     # as `meta-study ingest` shows them (skipped entries, data notes): they were dropped
+            log(f"  {_printable(note)}")
     if reports and not store.exists():
         raise UserError(f"{store.uri}: no store was made, nothing to refit: every source failed "
                         f"({res.failed_sources[0] if res.failed_sources else 'no rows'})")

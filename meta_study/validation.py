@@ -64,6 +64,12 @@ class Validated:
     #: the same columns -> (values written with a % sign, zeros): more evidence of a unit
     #: (:func:`_mostly_percent_masks`), which the pipeline weighs beside ``above_one`` for a file
     percent_evidence: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    #: (good rows whose ``ended_at`` is before their ``started_at``, the first as text), or None.
+    #: Such rows are kept: the times are provenance, which no analysis reads, and an MLflow run
+    #: terminated with an ``end_time`` before its creation (a run logged after the fact) has them;
+    #: quarantined, its accuracies left every fit. Ingest says so in a note
+    #: (:func:`ends_before_start_note`).
+    ends_before_start: tuple[int, str] | None = None
 
     @property
     def n_rejected(self) -> int:
@@ -370,8 +376,8 @@ _TIME = (r"(?:(?:T|\s+)\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:\s*[AaPp][Mm])?)?"
 _YMD = re.compile(rf"(\d{{4}})([-/.])(\d{{1,2}})\2(\d{{1,2}})({_TIME})")
 _ISO = rf"^\s*\d{{4}}-\d{{2}}-\d{{2}}{_TIME}\s*$"
 #: ... or a month name ("3 Apr 2024", "April 3, 2024", "Wed, 03 Apr 2024 10:00:00 GMT").
-_NAMED = re.compile(rf"(?:[A-Za-z]{{3,9}},?\s+)?(?:\d{{1,2}}(?:st|nd|rd|th)?\s+[A-Za-z]{{3,9}}\.?"
-                    rf"|[A-Za-z]{{3,9}}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?),?\s+\d{{4}}{_TIME}")
+_NAMED = re.compile(rf"(?:[A-Za-z]{{3,9}},?\s+)?(?:(?P<d1>\d{{1,2}})(?:st|nd|rd|th)?\s+(?P<m1>[A-Za-z]{{3,9}})\.?"
+                    rf"|(?P<m2>[A-Za-z]{{3,9}})\.?\s+(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?),?\s+(?P<y>\d{{4}})(?P<rest>{_TIME})")
 #: Day and month as numbers, year last ("03/04/2024"): which is the day is read from the column.
 _DMY = re.compile(rf"(\d{{1,2}})([-/.])(\d{{1,2}})\2(\d{{2}}|\d{{4}})({_TIME})")
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
@@ -492,8 +498,10 @@ def _timestamp_texts(texts: Sequence[str], order: _DateOrder | None = None,
         t = t.strip()
         if m := _YMD.fullmatch(t):
             out[i] = f"{m[1]}-{int(m[3]):02d}-{int(m[4]):02d}{m[5]}"
-        elif _NAMED.fullmatch(t):
-            out[i] = t
+        elif m := _NAMED.fullmatch(t):
+            # pandas (dateutil) reads a year below 100 as two digits even when written with four:
+            # "01 Jan 0001", the unknown-time placeholder, was 2001-01-01 and "3 Jan 0024" 2024
+            out[i] = t if int(m["y"]) >= 100 else _named_iso(m)
         elif (m := _DMY.fullmatch(t)) and len(m[4]) == 4:
             a, b = int(m[1]), int(m[3])
             dmy.append((i, a, b, m[4], m[5]))
@@ -521,6 +529,15 @@ def _timestamp_texts(texts: Sequence[str], order: _DateOrder | None = None,
                       "ambiguous day and month (write ISO 8601)")
     order.day_first, order.month_first = day_first, month_first
     return out, why
+
+
+def _named_iso(m: re.Match) -> str | None:
+    """A :data:`_NAMED` date as ISO 8601 with its year as written, or None for no month name
+    (the names dateutil reads: the full name, its first three letters, "Sept")."""
+    name = (m["m1"] or m["m2"]).lower()
+    month = next((k for k, full in enumerate(_MONTHS, 1)
+                  if name in (full.lower(), full[:3].lower()) or (k == 9 and name == "sept")), None)
+    return None if month is None else f"{m['y']}-{month:02d}-{int(m['d1'] or m['d2']):02d}{m['rest']}"
 
 
 def _coerce_timestamp(s: pd.Series, order: _DateOrder | None = None,
@@ -792,12 +809,13 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None, whole: Whol
 
     bad = np.zeros(n, bool)
     bad[list(reasons)] = True
+    ends_early = _ends_before_start(frame, arrays, ~bad)
     table = pa.table(arrays, schema=_INPUT_SCHEMA)
     good_idx = np.flatnonzero(~bad)
     if len(good_idx) < n:  # a take copies every column: ~0.15 s for 160,000 rows, for nothing when all are good
         table = table.take(pa.array(good_idx, type=pa.int64()))
     return Validated(table=table, rejected=_rejected_rows(frame, np.flatnonzero(bad), reasons, raw),
-                     reason_kinds=flag.kind_counts(), above_one=dict(flag.above_one),
+                     reason_kinds=flag.kind_counts(), above_one=dict(flag.above_one), ends_before_start=ends_early,
                      percent_evidence={c: (int(flag.signed[c].sum()) if c in flag.signed else 0, flag.zeros.get(c, 0))
                                        for c in {*flag.signed, *flag.zeros}})
 
@@ -1245,11 +1263,17 @@ def _timestamp_array(col: Column, s: pd.Series, flag: _Flags, order: _DateOrder 
          f"{col.name}: wrong type (not a timestamp)")
     for i, (reason, kind) in why.items():
         flag.one(i, f"{col.name}: {reason}", f"{col.name}: {kind}")
-    if col.required:
-        flag(ts.isna().to_numpy() & ~wrong & (col.name not in STORE_FILLED), f"{col.name}: missing required field")
     # floored to the column's microseconds: "…T00:00:00.0000001" would not cast otherwise
     naive_utc = ts.dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("us").to_numpy()
     arr = pa.array(naive_utc, type=pa.timestamp("us"), from_pandas=True)
+    # 0001-01-01T00:00:00 (Go's and .NET's zero time) is what exporters write for a time they do
+    # not know, a run not ended: stored, it was a run of 2,023 years. A missing value, as "NA" is.
+    unknown = pc.fill_null(pc.equal(arr, pa.scalar(_TS_MIN, arr.type)), False).to_numpy(zero_copy_only=False)
+    if unknown.any():
+        arr = pc.if_else(pa.array(unknown), pa.scalar(None, arr.type), arr)
+    if col.required:
+        flag((ts.isna().to_numpy() | unknown) & ~wrong & (col.name not in STORE_FILLED),
+             f"{col.name}: missing required field")
     # pandas reads years 0 and 10000 ("0000-01-01", "9999-12-31T23:00:00-02:00" in UTC): stored,
     # such a value failed every reader of the store (to_pandas: "toordinal not yet supported",
     # to_pylist: "date value out of range"), the whole analysis with it
@@ -1300,6 +1324,35 @@ def _check_across_columns(frame: pd.DataFrame, arrays: Mapping[str, pa.Array], f
         zero = pc.fill_null(pc.equal(arrays["shots"], 0), False).to_numpy(zero_copy_only=False)
         flag((proto == "fewshot") & zero, "shots: 0 with eval_protocol 'fewshot' (a few-shot probe needs at least 1 "
              "example per class; a zero-shot result is eval_protocol 'zeroshot')")
+
+
+def _ends_before_start(frame: pd.DataFrame, arrays: Mapping[str, pa.Array], kept: np.ndarray,
+                       ) -> tuple[int, str] | None:
+    """(rows of ``kept`` whose ``ended_at`` is before their ``started_at``, the first as text), or
+    None. Times are shown as written (a text), or as ISO 8601 in UTC (a datetime: MLflow's)."""
+    start, end = arrays["started_at"], arrays["ended_at"]
+    if not (start.null_count < len(start) and end.null_count < len(end)):
+        return None
+    before = pc.fill_null(pc.less(end, start), False).to_numpy(zero_copy_only=False) & kept
+    if not before.any():
+        return None
+    i = int(np.flatnonzero(before)[0])
+
+    def written(column: str) -> str:
+        v = frame[column].iloc[i]
+        if isinstance(v, str):
+            return shown(v)
+        # the arrays hold naive UTC times: astimezone() read them as the machine's local time
+        return arrays[column][i].as_py().replace(tzinfo=None).isoformat() + "Z"
+
+    run = printable(repr(arrays["run_id"][i].as_py()))
+    return int(before.sum()), f"run {run}: ended_at {written('ended_at')}, started_at {written('started_at')}"
+
+
+def ends_before_start_note(rows: int, example: str) -> str:
+    """The ingest summary's note for :attr:`Validated.ends_before_start`."""
+    return (f"{rows} row(s) end before they start (e.g. {example}), stored as given: started_at and ended_at "
+            "swapped, written in different time zones, or an MLflow run given an end_time before its creation?")
 
 
 def payloads_of(frame: pd.DataFrame, idx: np.ndarray, raw: RawPayloads | None) -> list[str]:

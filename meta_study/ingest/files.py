@@ -1422,13 +1422,20 @@ class _Upstream:
     model_cols: dict[str, str]   # its columns that the mapping renames: raw -> canonical
 
 
+def join_tables(join: JoinSpec, paths: Sequence[str], where: str,
+                special: Mapping[str, str] | None = None) -> tuple[str, list[str]]:
+    """The files the join's tables name, by file name only (upstream, then one per downstream
+    table): a :class:`UserError` when a table matches no file or several. The other files are
+    not read at all (a broken ``notes.csv`` beside the tables failed the join)."""
+    up_path = _match_table(join.upstream, paths, where, special or {})
+    return up_path, [_match_table(s, paths, where, special or {}) for s in join.downstream]
+
+
 def _join_files(join: JoinSpec, frames: Mapping[str, pd.DataFrame], where: str,
                 special: Mapping[str, str]) -> tuple[str, list[str]]:
     """The files the join's tables match (upstream, then one per downstream table); a
     :class:`UserError` if one of them lacks a key or accuracy column."""
-    paths = list(frames)
-    up_path = _match_table(join.upstream, paths, where, special)
-    ds_paths = [_match_table(s, paths, where, special) for s in join.downstream]
+    up_path, ds_paths = join_tables(join, list(frames), where, special)
     # One wide file may serve several tables (each task a column of it): every table's accuracy
     # column is needed, not only the first one's, or a wrong name failed later as a KeyError.
     need: dict[str, list[str]] = {}
@@ -1468,6 +1475,8 @@ def _key_value(v: Any) -> Any:
         d = Decimal(repr(float(v)))          # the float's shortest text: 0.1 is 0.1, not 0.1000000000000000055...
     else:
         text = str(v).strip()
+        if not text:                         # a cell of spaces, JSON's "": no value
+            return None
         if not _KEY_NUMBER.fullmatch(text):
             return text
         try:
@@ -1501,10 +1510,18 @@ def scanner_of(path: str) -> RecordScanner | None:
 
 def _unique_keys(frame: pd.DataFrame, on: list[str], path: str, source: str, rejected: list[dict],
                  scanner: RecordScanner | None = None) -> pd.DataFrame:
-    """``frame`` with its row numbers (``_row``), without the rows whose key repeats: those go to
-    ``rejected``, every copy of the key."""
+    """``frame`` with its row numbers (``_row``), without the rows whose key lacks a value or
+    repeats: those go to ``rejected``, every copy of the key. (A row without a key value met every
+    other table's row without one: stored as run ``@224`` with no model name.)"""
     f = frame.copy()
     f["_row"] = range(len(f))
+    empty = f[on].isna().any(axis=1)
+    for rec in f[empty].to_dict("records"):
+        lacking = ", ".join(c for c in on if pd.isna(rec.get(c)))
+        rejected.append({"source": source, "run_id": None,
+                         "reason": f"missing join key: no {lacking} in {os.path.basename(path)} ({_key_text(rec, on)})",
+                         "raw": _payload(path, rec, scanner=scanner)})
+    f = f[~empty]
     dup = f.duplicated(on, keep=False)
     for rec in f[dup].to_dict("records"):
         rejected.append({"source": source, "run_id": None,
@@ -1539,6 +1556,12 @@ def _join_downstream(d: pd.DataFrame, path: str, spec: TableSpec, up: _Upstream,
     for raw, canon_col in up.model_cols.items():
         if canon_col not in ("us_accuracy", "ds_accuracy", "us_task", "ds_task"):
             canon[canon_col] = m[f"_m_{raw}"].to_numpy()
+    # a renamed column that only the downstream file has (its shots, its data_fraction) is the
+    # downstream row's own: it was neither stored nor kept in extra (`shots: missing`, or lost)
+    for raw, canon_col in mapping.rename.items():
+        if (raw in d_ok.columns and raw not in up.model_cols and raw != spec.accuracy and canon_col not in canon.columns
+                and canon_col not in ("us_accuracy", "ds_accuracy", "us_task", "ds_task")):
+            canon[canon_col] = d_ok[raw].to_numpy()
     index = pandas_index_column(d, mapping)     # df.to_csv(path)'s row numbers: no value of a run
     extra_cols = [c for c in d_ok.columns if not c.startswith("_") and c != spec.accuracy
                   and c not in mapping.rename and c not in index]
@@ -1549,6 +1572,15 @@ def _join_downstream(d: pd.DataFrame, path: str, spec: TableSpec, up: _Upstream,
 
 def _key_text(rec: dict, on: Sequence[str]) -> str:
     return ", ".join(f"{k}={rec.get(k)}" for k in on)
+
+
+@dataclass
+class JoinBatch(SourceBatch):
+    """The batch of a join: also the input files that no table of the join names, skipped
+    unread. The pipeline names them in the source's summary line (``3 skipped files`` said
+    neither which nor why: whether data was lost)."""
+
+    skipped: dict[str, str] = field(default_factory=dict)   # file as shown -> why it was skipped
 
 
 @dataclass
@@ -1583,12 +1615,15 @@ class FileSource:
         that the file no longer has (a key value corrected in the file, say ``shots`` 1 -> 10)."""
         if self.mapping is not None and self.mapping.join is not None:
             source = self.source_name or self.mapping.source or self.mapping.name
-            name, seen, earlier = _file_state(store, source, self.paths, self.mapping, self.drop_missing,
+            up, ds = join_tables(self.mapping.join, self.paths, self.mapping.name, self.special)
+            used = list(dict.fromkeys([up, *ds]))     # one wide file may serve several tables
+            # the files no table names are neither read nor hashed: their state is no part of the rows
+            name, seen, earlier = _file_state(store, source, used, self.mapping, self.drop_missing,
                                               rows_source=source, peers=self._peers(store))
             if seen is None:
                 yield SourceBatch(rows=pd.DataFrame(), stats={"unchanged_files": len(self.paths)})
                 return
-            batch = self._join_batch(source, progress, state={name: seen})
+            batch = self._join_batch(source, progress, {name: seen}, used)
             batch.earlier_inputs = earlier
             yield batch
             return
@@ -1659,17 +1694,30 @@ class FileSource:
                 f"was stored: to keep them as {theirs!r}, pass --source {theirs!r}; to store them as {mine!r}, delete "
                 f"them from source {theirs!r} first (Store(uri).commit(delete_runs=...), docs/ingest.md){other_runs}"))
 
-    def _join_batch(self, source: str, progress: Progress, state: dict) -> SourceBatch:
+    def _join_batch(self, source: str, progress: Progress, state: dict, used: Sequence[str]) -> JoinBatch:
+        """The join of the files ``used`` (those its tables name); every other input file is
+        skipped, and the batch names it (:attr:`JoinBatch.skipped`)."""
         assert self.mapping is not None
         frames = {}
-        for i, p in enumerate(self.paths):
-            progress(f"reading {os.path.basename(p)}", i, len(self.paths))
+        for i, p in enumerate(used):
+            progress(f"reading {os.path.basename(p)}", i, len(used))
             frames[p] = read_export(p)
-        rows, raws, rejected, unused = map_join(frames, self.mapping, where=self.mapping.name, source=source,
-                                                special=self.special)
-        progress("joined", len(self.paths), len(self.paths))
-        return SourceBatch(rows=rows, raw=raws, rejected=rejected, state=state, stats={"skipped_files": len(unused)},
-                           replace_runs=True, drop_missing=self.drop_missing)
+        rows, raws, rejected, _ = map_join(frames, self.mapping, where=self.mapping.name, source=source,
+                                           special=self.special)
+        progress("joined", len(used), len(used))
+        unused = [p for p in self.paths if p not in frames]
+        why = f"no table of mapping {self.mapping.name!r} names them"
+        return JoinBatch(rows=rows, raw=raws, rejected=rejected, state=state, stats={"skipped_files": len(unused)},
+                         replace_runs=True, drop_missing=self.drop_missing,
+                         skipped={self._shown(p): why for p in unused})
+
+    def _shown(self, path: str) -> str:
+        """``path`` as the summary line names it: relative to the directory :attr:`label` names."""
+        try:
+            common = os.path.commonpath(self.paths)
+            return os.path.relpath(path, common) if len(self.paths) > 1 else path
+        except ValueError:     # absolute and relative paths mixed
+            return path
 
     def _long_batch(self, p: str, state: dict, earlier: Callable[[], tuple[str, ...]] | None = None,
                     stamp: tuple[int, int] | None = None) -> SourceBatch:
@@ -1889,7 +1937,10 @@ def _refuse_changed(path: str, stamp: tuple[int, int] | None) -> None:
 #: per-task percent decision and task spelling decided over the whole file, not per piece.
 #: 9: a CSV/TSV row with fewer fields than the header refused (its missing values were stored empty).
 #: 10: a Parquet float16 value as its own shortest text (0.8), not float32's (0.7998047).
-FILE_STATE_VERSION = 10
+#: 11: a join's row without a key value quarantined (it met other rows without one), and a renamed
+#: column that only a downstream file has stored (it was dropped); a join's state hashes only the
+#: files its tables name.
+FILE_STATE_VERSION = 11
 
 
 def _file_state(store: Store, source: str, paths: Sequence[str], mapping: IngestMapping | None,

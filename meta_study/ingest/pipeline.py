@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from ..errors import StoreDamagedError, StoreLockedError, UserError
 from ..schema import KEY, SCHEMA
-from ..validation import Validated, WholeInput, dedupe_keys, payloads_of, printable, validate
+from ..validation import Validated, WholeInput, dedupe_keys, ends_before_start_note, payloads_of, printable, validate
 from ..keys import key_array, key_of
 from ..store import Store
 from .mapping import NOTHING_STORED
@@ -75,6 +75,9 @@ class SourceReport:
     reasons: dict[str, int] = field(default_factory=dict)   # reason kind -> rejected rows
     kept_runs: int = 0           # stored runs of the source that its file lacks, kept (no --drop-missing)
     notes: list[str] = field(default_factory=list)
+    #: input files the source passed over unread (a join's files that no table names): file as
+    #: shown -> why; the line names a few of them and says why (a bare count did not say whether data was lost)
+    skipped: dict[str, str] = field(default_factory=dict)
     #: stale rows removed that other inputs of the source stored (``SourceBatch.earlier_inputs``):
     #: (rows, runs, sources, those inputs); said in the line, never in silence
     replaced: tuple[int, int, tuple[str, ...], tuple[str, ...]] | None = None
@@ -116,7 +119,7 @@ class SourceReport:
             return printable(f"{self.label}: FAILED: all {self.rejected} rows quarantined, nothing stored; "
                              f"{top[1]} for: {top[0]} (meta-study store quarantine lists them)")
         extra = "".join(f", {v} {k.replace('_', ' ')}" for k, v in sorted(self.stats.items())
-                        if v and not k.startswith("_"))
+                        if v and not k.startswith("_") and not (k == "skipped_files" and self.skipped))
         dele = f", {self.deleted} deleted" if self.deleted else ""
         kept = (f", {self.kept_runs} stored runs not in the file kept (--drop-missing removes them)"
                 if self.kept_runs else "")
@@ -134,7 +137,26 @@ class SourceReport:
         before = self.rejected - self.quarantined
         was = (f" ({before} of them already in the quarantine)" if before > 0 and top is not None else "")
         return printable(f"{self.label}: {self.new} new, {self.updated} updated, {self.unchanged} unchanged, "
-                         f"{self.quarantined} quarantined{dele}{kept}{extra}{hints} ({self.seconds:.1f} s){why}{was}")
+                         f"{self.quarantined} quarantined{dele}{kept}{extra}{hints} ({self.seconds:.1f} s){why}{was}"
+                         f"{_skipped_clause(self.skipped)}")
+
+
+#: How many skipped files a summary line names before "and N more".
+_SKIPPED_SHOWN = 3
+
+
+def _skipped_clause(skipped: dict[str, str]) -> str:
+    """``"; 3 files skipped (why): a.csv, b.csv, c.csv"``, one clause per reason, naming
+    :data:`_SKIPPED_SHOWN` files and then "and N more"; empty when none was skipped."""
+    by_why: dict[str, list[str]] = {}
+    for name, why in skipped.items():
+        by_why.setdefault(why, []).append(name)
+    out = ""
+    for why, names in by_why.items():
+        shown = ", ".join(names[:_SKIPPED_SHOWN])
+        more = f" and {len(names) - _SKIPPED_SHOWN} more" if len(names) > _SKIPPED_SHOWN else ""
+        out += f"; {len(names)} file{'s' if len(names) > 1 else ''} skipped ({why}): {shown}{more}"
+    return out
 
 
 def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progress = no_progress) -> list[SourceReport]:
@@ -154,6 +176,7 @@ def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progres
         try:
             for batch in src.batches(store, progress):
                 rep.notes.extend(batch.notes)
+                rep.skipped.update(getattr(batch, "skipped", {}))   # a join's (files.JoinBatch)
                 _commit_batch(store, src, batch, rep)
         except (StoreLockedError, StoreDamagedError) as e:
             # the store, not the source, is the problem: stop everything. The command then shows
@@ -529,6 +552,8 @@ def _commit_batch(store: Store, src: Source, batch: SourceBatch, rep: SourceRepo
         # keys were hashed before the dedupe, and the stored 0.5 stayed beside 0.6 and 0.7)
         seen.hashes = [_key_hashes(table)]
     rep.notes.extend(_data_notes(v.table.num_rows - table.num_rows - len(conflicts), _us_ranges(table)))
+    if v.ends_before_start is not None:      # kept: the times are provenance (validation.Validated)
+        rep.notes.append(ends_before_start_note(*v.ends_before_start))
     seen.add_rejected(batch.rejected)
     seen.add_rejected(conflicts)
     seen.valid = table.num_rows
@@ -626,6 +651,7 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
 
     us: UsRanges = {}
     whole = WholeInput()   # decisions about the whole input (a day/month order), not one per piece
+    ends: list = [0, ""]   # rows that end before they start, over the pieces, and the first of them
 
     def pieces():
         for rows, raw in batch.chunks:
@@ -634,6 +660,9 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
             seen.add(v, keys=two_step)
             _us_ranges(v.table, us)
             seen.valid += v.table.num_rows
+            if v.ends_before_start is not None:
+                ends[0] += v.ends_before_start[0]
+                ends[1] = ends[1] or v.ends_before_start[1]
             yield v.table, v.rejected.drop(columns=["row"])
         # raised inside the commit: it rolls back, nothing is stored
         seen.refuse_percent()
@@ -648,6 +677,8 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
     _count_conflicts(seen, res)
     _count(rep, res, batch, seen)
     rep.notes.extend(_data_notes(res.collapsed, us))
+    if ends[0]:
+        rep.notes.append(ends_before_start_note(ends[0], ends[1]))
     if batch.replace_runs and seen.failed:
         # the old state is still there (two steps: marked so that it never matches), or this file's
         # went in with the rows (a new store: replaced by one that never matches, and names no file)
