@@ -19,7 +19,7 @@ median back-test reach; ``q`` = empirical 90% quantile of the scaled residuals):
 - ``past M``: flat out to the median back-test, proportional to ``x`` past it.
 - ``cut median``: ``chosen`` with ``q`` the median over cuts of each cut's quantile (one bad
   cut does not set the width).
-- ``flat+spread``: ``flat``, widened to half the range of the discounted members' predictions.
+- ``flat+spread``: ``flat``, widened to half the range of the members' predictions.
 
 (d) **Diagnosis**: how a group's error grows with distance. Per table, the within-group slope of
 ``ln|error|`` on ``ln x`` (each group's means removed), for the back-test residuals (what a rule
@@ -74,7 +74,7 @@ def _cut_median(x: np.ndarray, res: np.ndarray) -> np.ndarray:
 
 def _flat_spread(x: np.ndarray, res: np.ndarray, h: Headline, u: np.ndarray) -> np.ndarray:
     members = h.member_curves(u)
-    spread = (members.max(axis=0) - members.min(axis=0)) / 2.0     # members are discounted as the headline is
+    spread = (members.max(axis=0) - members.min(axis=0)) / 2.0
     return np.fmax(np.full(x.shape, empirical_quantile(res[:, 0], LEVEL)), spread)
 
 

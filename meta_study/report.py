@@ -357,7 +357,7 @@ def _sensitivity_text(sensitivity: pd.DataFrame | None) -> str:
         return ""
     rk = rank_frontiers(summarize_sensitivity(sensitivity))
     rk = rk[rk["pred_err_small_n"].notna()]
-    out = (" The headline is the median of every law on the frontier estimators drawn solid; the paper's Eq. 1 "
+    out = (f" The headline is the {MEMBER_QUANTILE:g} quantile of every law on the frontier estimators drawn solid; the paper's Eq. 1 "
            "on each of them shows how that kind of member degrades with fewer models.")
     # frontiers whose errors print the same are said to tie ("then bins-upper (0 pt)" ranked a tie)
     ranking = frontier_ranking_text(rk, _pt, name=_e, best=lambda s: f"<b>{s}</b>")

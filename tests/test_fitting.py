@@ -10,7 +10,7 @@ import pytest
 from meta_study.analysis.fitting import FitOptions, fit_group, fit_groups, holdout_threshold
 from meta_study.analysis.hull import upper_hull
 from meta_study.analysis.frontiers import FRONTIER_KINDS
-from meta_study.analysis.headline import MEMBER_QUANTILE
+from meta_study.analysis.headline import MEMBER_QUANTILE, member_predictions
 from meta_study.analysis.laws import LAWS
 from meta_study.analysis.selection import SelectionOptions
 
@@ -47,7 +47,7 @@ def test_every_candidate_is_fitted_and_the_headline_is_their_quantile():
     members = [c for c in s.candidates if c.headline_eligible]
     assert len(h.members) == len(members) and all(c.frontier != "all" for c in members)
     u = np.array([0.85, 0.9, 0.95])
-    q = np.quantile([c.fit.predict_accuracy(u) for c in members], MEMBER_QUANTILE, axis=0)
+    q = np.quantile(member_predictions([c.fit for c in members], u), MEMBER_QUANTILE, axis=0)
     assert np.allclose(h.predict_accuracy(u), np.clip(q, 0, 1), rtol=0, atol=1e-12)
     assert h.quantile == MEMBER_QUANTILE == 0.4 and h.discount == 1.0
     assert h.flat == ds[us <= s.holdout_threshold].max()
@@ -114,7 +114,7 @@ def test_the_headline_back_test_is_the_same_quantile_of_the_members_fitted_below
         below, above = uv <= q, uv > q
         tx, ty = S.target_frontier(uv[above], dv[above])
         fits = [get_fit(law, fr, uv[below], dv[below]) for law in LAWS for fr in FRONTIER_KINDS]
-        meds.append(np.quantile([f.predict_accuracy(tx) for f in fits if f.usable], 0.4, axis=0))
+        meds.append(np.quantile(member_predictions([f for f in fits if f.usable], tx), 0.4, axis=0))
         cuts.append(ty)
     rmse = [np.sqrt(np.mean((m - ty) ** 2)) for m, ty in zip(meds, cuts)]
     assert sel.backtest_err == pytest.approx(float(np.mean(rmse)), rel=1e-9)

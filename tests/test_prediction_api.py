@@ -141,7 +141,7 @@ def test_a_headline_row_predicts_with_its_own_quantile_and_old_rows_with_the_med
         '["eq1","vertices",{"k":1.0,"alpha":3.0,"e_ir":0.1},"ok"]', '["eq1","bins",{"k":1.0,"alpha":2.0,"e_ir":0.1},"ok"]',
         '["eq1","hull-curve",{"k":1.0,"alpha":1.5,"e_ir":0.1},"ok"]')])
     new = _members_row(member_quantile=MEMBER_QUANTILE, discount=1.0)
-    np.testing.assert_allclose(predict_fit(new, u), np.quantile(curves, 0.4, axis=0), atol=1e-12)
+    np.testing.assert_allclose(predict_fit(new, u), np.quantile(curves, MEMBER_QUANTILE, axis=0), atol=1e-12)
     old = _members_row(discount=1.0)            # before member_quantile: the median
     np.testing.assert_allclose(predict_fit(old, u), np.median(curves, axis=0), atol=1e-12)
     assert not np.allclose(predict_fit(new, u), predict_fit(old, u))
@@ -150,9 +150,17 @@ def test_a_headline_row_predicts_with_its_own_quantile_and_old_rows_with_the_med
     np.testing.assert_allclose(predict_fit(old_discounted, u), 0.86 + 0.5 * (m - 0.86), atol=1e-12)
     # what a headline writes, it reads back
     h = Headline.from_row(new)
-    assert Headline.from_row(h.to_row()) == h and h.to_row()["member_quantile"] == 0.4
+    assert Headline.from_row(h.to_row()) == h and h.to_row()["member_quantile"] == MEMBER_QUANTILE == 0.4
 
 
 def test_a_member_quantile_outside_0_1_is_one_error_naming_the_column():
     with pytest.raises(ValueError, match="member_quantile is 40.0, not a quantile in"):
         predict_fit(_members_row(member_quantile=40.0), 0.95)
+
+
+def test_a_headline_is_built_by_keyword_only():
+    """The fields' order changed when the quantile came and the discount went (2026-12-06): a
+    positional Headline(members, names, flat, w, best_us) would have put w into best_us silently."""
+    with pytest.raises(TypeError):
+        Headline((), (), 0.86, 0.5, 0.93)
+    assert Headline(members=(), names=(), flat=0.86, best_us=0.93).quantile == 0.4

@@ -85,8 +85,7 @@ def predict_interval(row: Mapping[str, Any], us_accuracy: Any, level: float | No
     column: the level its stored intervals ``ds_plus*_lo/hi`` were made at; 0.9 for a row without
     one, as a table written before the column existed), so that the default reproduces them.
 
-    The half-width comes from the row's back-test |residuals| (``interval_residuals``; for the
-    headline, leave one cut out): their ``level`` quantile, flat out to the farthest back-test and
+    The half-width comes from the row's back-test |residuals| (``interval_residuals``): their ``level`` quantile, flat out to the farthest back-test and
     growing in proportion to the distance (log US error) past the typical back-test's reach; the
     interval is clipped to [0, 1]; see :mod:`~meta_study.analysis.headline`. NaN where the row
     has no back-test or no usable fit.

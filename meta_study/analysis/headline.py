@@ -16,7 +16,9 @@ of them:
   held-out models best. The one constant was chosen on 11 tables at once and checked leaving one
   table out: chosen on the other ten, it is 0.4 for 8 of the 11 (0.35 or 0.45 for the others), and
   0.35-0.45 are within 0.01 of each other over the six public zoos (BENCHMARKS.md, "A quantile of
-  the members"). "DS points per US point" at ``u`` is what the US point centred on ``u`` buys,
+  the members"). With every law, 10 members level off (Eq. 1) and 15 rise to 100% DS (power,
+  logit, probit): 0.4 lies on the boundary between the two kinds, the median among the rising
+  ones; a subset of ``laws`` changes the mix and what the quantile means. "DS points per US point" at ``u`` is what the US point centred on ``u`` buys,
   ``p(u + 1/2 pt) - p(u - 1/2 pt)`` (a secant: ``p`` has kinks where the member at the quantile
   changes, and a derivative jumps there).
 - ``flat``: the best DS accuracy among the visible models, the "already saturated" guess the
@@ -50,7 +52,7 @@ of them:
 Measured on 11 tables (BENCHMARKS.md; public vision and language-model zoos, derived timm tables,
 synthetic families): the headline's median held-out RMSE is 0.57x the flat guess's (geometric mean
 over tables; 0.73x over the six public zoos and timm's 5 groups), at or below it on 83% of groups,
-and its 90% interval covers 85-100% of the hidden frontier points per table (too wide on eight of
+and its 90% interval covers 84.7-100% of the hidden frontier points per table (too wide on eight of
 the 11 tables, 84.7% on DCLM).
 
 A headline row of ``fits.parquet`` (``law == "ensemble"``) carries everything needed to predict:
@@ -230,13 +232,20 @@ def noise_half_width(pred: np.ndarray, test_size: float, level: float) -> np.nda
     return np.maximum(float(ndtri(0.5 + level / 2.0)) * np.sqrt(p * (1.0 - p) / test_size), edge)
 
 
-#: A residual half-width below this (0.02 accuracy points) is the laws' resolution: every
-#: back-test target was met exactly (a task at one DS accuracy, or at 100% DS above every cut). The
-#: power, logit and probit laws' transforms clip accuracies ``laws.CLIP`` (0.01 pt) from 0% and 100%,
-#: so they meet a task at 100% DS to within CLIP, never exactly: at 1e-6 a headline of such members
-#: (the 0.4 quantile falls on them) stated "[99.98%-100.0%]" for a task at 100% on every model. It
-#: calibrates no width, and without a test-set size no interval is stated.
-NO_SPREAD = 2 * CLIP
+#: A residual half-width below this (a ten-thousandth of an accuracy point) is the fitter's
+#: numerical zero: every back-test target was met exactly (a task at one DS accuracy, or at 100%
+#: DS above every cut). It calibrates no width, and without a test-set size no interval is stated.
+NO_SPREAD = 1e-6
+
+
+def member_predictions(fits: Sequence[LawFit], us_accuracy: np.ndarray) -> np.ndarray:
+    """The members' predicted DS accuracies at ``us_accuracy``: (members, points), each within
+    ``laws.CLIP`` of 0% or 100% put at that bound. The power, logit and probit laws' transforms
+    clip accuracies CLIP (0.01 pt) from the ends, so fitted to a task at 100% DS on every model
+    they predict 99.99%, never 100%: their quantile said "99.99% DS [99.98%-100.0%]" there, a
+    width the back-tests did not measure (they had met every target)."""
+    X = np.stack([f.predict_accuracy(us_accuracy) for f in fits])
+    return np.where(X >= 1.0 - CLIP, 1.0, np.where(X <= CLIP, 0.0, X))
 
 
 def no_spread(residuals: Sequence[Sequence[float]], level: float) -> bool:
@@ -264,7 +273,7 @@ def interval_around(pred: np.ndarray, us_accuracy: np.ndarray, residuals: Sequen
     return np.where(np.isnan(half), np.nan, lo), np.where(np.isnan(half), np.nan, hi)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)     # keywords only: the fields' order changed on 2026-12-06
 class Headline:
     """A quantile of the members' predictions (see the module doc). Accuracies are fractions.
 
@@ -305,7 +314,9 @@ class Headline:
         return us_at(self.best_us, self.horizon)
 
     def _stack(self, u: np.ndarray, what: str) -> np.ndarray:
-        return np.stack([(f.predict_accuracy(u) if what == "predict" else f.slope(u)) for f in self.members])
+        # (a row written before 2026-12-06 moves by at most laws.CLIP, 0.01 pt, where its members
+        # sat at the clip: member_predictions puts them at the bound)
+        return member_predictions(self.members, u) if what == "predict" else np.stack([f.slope(u) for f in self.members])
 
     def center(self, us_accuracy: np.ndarray | float) -> np.ndarray:
         """The members' pointwise :attr:`quantile` (before any discount: the prediction itself
@@ -460,6 +471,6 @@ def parse_members(raw: Any) -> list[tuple[str, str, dict[str, Any], str]]:
         raise ValueError(f"a headline row's members is not the JSON list meta-study writes ({e})") from None
 
 
-__all__ = ["ENSEMBLE", "HALF_POINT", "LEGACY_QUANTILE", "MEMBER_QUANTILE", "NO_SPREAD", "Headline", "no_spread", "row_number", "distance", "empirical_quantile", "estimate_test_size", "half_width", "latest_cut_error",
+__all__ = ["ENSEMBLE", "HALF_POINT", "LEGACY_QUANTILE", "MEMBER_QUANTILE", "NO_SPREAD", "Headline", "member_predictions", "no_spread", "row_number", "distance", "empirical_quantile", "estimate_test_size", "half_width", "latest_cut_error",
            "interval_around", "noise_half_width", "parse_members", "parse_residuals", "point_secant", "residuals_json", "tested_reach",
            "us_at"]

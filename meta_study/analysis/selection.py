@@ -66,7 +66,7 @@ import numpy as np
 from ..defaults import PAYOFF_THRESHOLD, TOLERANCE
 from ..errors import Range
 from .frontiers import FRONTIER_KINDS, FRONTIERS, Frontier, check_frontier_names, frontier_points
-from .headline import (MEMBER_QUANTILE, Headline, estimate_test_size, half_width, latest_cut_error, no_spread,
+from .headline import (MEMBER_QUANTILE, Headline, member_predictions, estimate_test_size, half_width, latest_cut_error, no_spread,
                        row_number)
 from .hull import upper_hull
 from .laws import LAWS, LawFit, get_law
@@ -177,7 +177,7 @@ class GroupSelection:
     n_cuts: int
     flat_backtest_err: float
     flat_pred_err: float
-    backtest_err: float             # the headline's, leave one cut out
+    backtest_err: float             # the headline's: the mean over cuts of its RMSE
     pred_err: float                 # the headline's, against the held-out frontier
     fit_err: float                  # the headline (the members' quantile) against the visible hull vertices
     coverage: float                 # the interval's leave-one-cut-out coverage on the back-tests
@@ -598,7 +598,7 @@ def _headline(g: _Group, cands: list[Candidate], solved: dict[str, list[LawFit]]
     for cut in g.cuts:
         fits = [f for f in (_fit(solved, cut.refs[k]) for k in keys) if f.usable]
         if fits:     # the headline of this cut: the same quantile of the members fitted below it
-            pred = np.quantile(np.stack([f.predict_accuracy(cut.tx) for f in fits]), MEMBER_QUANTILE, axis=0)
+            pred = np.quantile(member_predictions(fits, cut.tx), MEMBER_QUANTILE, axis=0)
             resid.append(pred - cut.ty)
             reaches.append(cut.reaches)
             scored.append(cut)
@@ -791,7 +791,7 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions, unsco
     # point where +1 US point still buys the threshold; and only if no step the answer states
     # within the tested horizon (+1, +3, +5 US points) pays again (a kink at the best model said
     # "stops paying at 79%" beside "+1 US pt: 0.33 DS pt per US pt"). A curve that never paid in
-    # the data (discount 0) has no point to state: its steps say "no gain". Elsewhere: the point
+    # the data has no point to state: its steps say "no gain". Elsewhere: the point
     # to 100% US, an extrapolation.
     trend = not (math.isfinite(sel.spearman_p) and sel.spearman_p >= TREND_P)
     lowest = float(g.us[g.vis].min()) if g.vis.size else 0.0
