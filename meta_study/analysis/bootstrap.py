@@ -27,11 +27,20 @@ from .resampling import BOOTSTRAP_STREAM, PARAMS, draw_problems, group_rng, seri
 BOOTSTRAP_COLUMNS = (*GROUP_COLUMNS, "frontier", "param", "estimate", "lo", "hi", "level", "samples", "n_ok", "status")
 
 
+def _whole(name: str, v: Any) -> int:
+    """``v`` as an int when it is a whole number (``1e3``, ``np.int64(5)``); else a ValueError."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(v) or v != int(v):
+        raise ValueError(f"{name} must be a whole number, not {v!r}")
+    return int(v)
+
+
 @dataclass(frozen=True)
 class BootstrapOptions:
     """B resamples (with replacement) of the fitting points; percentile intervals at ``level``,
-    for Eq. 1 on each of ``frontiers`` (the paper's pair by default: the headline's own intervals
-    are in ``fits.parquet``)."""
+    widened where needed to reach the estimate, for Eq. 1 on each of ``frontiers`` (the paper's
+    pair by default: the headline's own intervals are in ``fits.parquet``). ``samples`` and
+    ``seed`` are whole numbers (``1e3`` is 1000)."""
 
     samples: int = BOOTSTRAP_SAMPLES
     level: float = BOOTSTRAP_LEVEL
@@ -40,6 +49,10 @@ class BootstrapOptions:
     frontiers: tuple[str, ...] = ("vertices", "all")
 
     def __post_init__(self) -> None:
+        # 1e3 or a numpy integer (a value read from a table): `range(1e3)` failed in the resampling,
+        # in a Ray worker, and an np.int64 failed writing results.json, after all the work
+        for name in ("samples", "seed"):
+            object.__setattr__(self, name, _whole(name, getattr(self, name)))
         check_frontier_names(self.frontiers)
         # each once, as the CLI's --frontiers: ("vertices", "vertices") fitted every draw twice and
         # counted it twice (n_ok 40 of 20 resamples; each row twice)
@@ -55,7 +68,8 @@ def bootstrap_group(key: Sequence[Any], us_accuracy: np.ndarray, ds_accuracy: np
     """Percentile bootstrap intervals for k, alpha, e_ir and saturation of Eq. 1 on each frontier.
 
     Each resample draws the fitting points with replacement, recomputes every frontier inside the
-    draw and fits it. The estimate is the fit on the fitting points themselves.
+    draw and fits it. The estimate is the fit on the fitting points themselves; where it lies
+    outside the resamples' percentile interval, the interval is widened to reach it.
 
     Returns:
         One row per (frontier, param): :data:`BOOTSTRAP_COLUMNS`; ``n_ok`` counts usable resamples
@@ -87,12 +101,21 @@ def bootstrap_group(key: Sequence[Any], us_accuracy: np.ndarray, ds_accuracy: np
         no_spread = bool(boot_idx) and all(_same_points(e_us[j], e_ds[j], e_us[i], e_ds[i]) for i in boot_idx)
         for param in PARAMS:
             vals = np.array([getattr(f, param) for f in boot], dtype=float)
-            lo, hi = (np.quantile(vals, [alpha_tail, 1 - alpha_tail]) if vals.size and not no_spread
-                      else (math.nan, math.nan))
+            e = float(getattr(est, param)) if est.usable else math.nan
+            lo = hi = math.nan
+            if vals.size and not no_spread:
+                lo, hi = (float(v) for v in np.quantile(vals, [alpha_tail, 1 - alpha_tail]))
+                # The estimate can lie outside the resamples' percentiles: with few resamples (10:
+                # the 2.5% and 97.5% ends lie between the two most extreme; it fell outside in one
+                # row of 25 of the example tables, none at 200), or at a low --level, since a
+                # resample's hull lies on or below the data's (its points are a subset) and the
+                # vertices' resamples lean to a higher e_ir. "k 0.48 [0.71, 26.5]" read as a broken
+                # interval; it is widened to reach its estimate, never narrowed.
+                if math.isfinite(e):
+                    lo, hi = min(lo, e), max(hi, e)
             rows.append({**dict(zip(GROUP_COLUMNS, key)), "frontier": frontier, "param": param,
-                         "estimate": getattr(est, param) if est.usable else math.nan, "lo": float(lo),
-                         "hi": float(hi), "level": options.level, "samples": options.samples, "n_ok": int(vals.size),
-                         "status": est.status})
+                         "estimate": e, "lo": lo, "hi": hi, "level": options.level, "samples": options.samples,
+                         "n_ok": int(vals.size), "status": est.status})
     return pd.DataFrame(rows, columns=list(BOOTSTRAP_COLUMNS))
 
 
