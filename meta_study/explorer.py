@@ -4,14 +4,16 @@ The static hover SVGs of the report stop at the first groups (every point is a D
 page). This view holds every group in one compact JSON block (model names once, in a string
 table; accuracies in points with 2 decimals: ~21 bytes a point) and draws the chosen group into
 one SVG with a few dozen lines of inline script: pick a group, scroll to zoom at the cursor, drag
-to pan, double-click to reset, type part of a model name to mark its points. A legend says what
-the marks mean; the count of models (or of matches) and the hovered model have lines of their own.
+to pan, double-click to reset, type part of a model's name or run id to mark its points. A legend
+says what the marks mean; the count of models (or of matches) and the hovered model have lines of
+their own. Only the models in view are drawn (a zoom into a group of 50,000 is quick).
 Points are named by :func:`point_name` (the store's model name, not a 32-digit run id). The red
-line is the headline's prediction from the best visible model to the tested horizon, as in the
-figures, "(not trusted)" where the headline is not. Nothing is loaded from the network; without
-script the static views and figures remain.
+line is the headline's prediction from the best visible model to the tested horizon, shaded by
+its interval at the row's level, as in the figures, "(not trusted)" where the headline is not.
+Nothing is loaded from the network; without script the static views and figures remain.
 
-Size: a page embeds at most :data:`MAX_POINTS` points (~5 MB: 5.3 MB measured, with 5,000 names); a
+Size: a page embeds at most :data:`MAX_POINTS` points (~5 MB: 5.3 MB measured, with 5,000 names;
+a whole 32-digit run id beside a name that holds only its first 8 digits adds ~35 bytes a name); a
 larger analysis embeds the groups that fit in that, in order, and names those it left out with
 their counts (points.parquet holds them all).
 """
@@ -38,7 +40,7 @@ svg.explore .ax{stroke:#999} svg.explore .tk{font-size:10px;fill:#555} svg.explo
 svg.explore circle.v{fill:#3a6ea5;fill-opacity:.5} svg.explore circle.h{fill:none;stroke:#3a6ea5}
 svg.explore circle.hit{fill:#e67e22;fill-opacity:1;stroke:#000;stroke-width:.6}
 svg.explore circle:hover{fill:#e67e22;fill-opacity:1} svg.explore .law{fill:none;stroke:#c0392b;stroke-width:1.6}
-svg.explore .thr{stroke:#444;stroke-dasharray:4 3;opacity:.6}
+svg.explore .thr{stroke:#444;stroke-dasharray:4 3;opacity:.6} svg.explore .band{fill:#c0392b;fill-opacity:.15;stroke:none}
 .explore .hover{font-size:.85rem;color:#333;margin-left:.8rem;font-family:ui-monospace,monospace;overflow-wrap:anywhere}
 #ex-group{max-width:100%}
 .ex-legend{font-size:.85rem;color:#333;margin:.2rem 0} .ex-legend>span{margin-right:1rem;display:inline-block;max-width:100%} .ex-legend>span[hidden]{display:none}
@@ -53,6 +55,9 @@ const D = JSON.parse(document.getElementById('ex-data').textContent);
 const svg = document.getElementById('ex-svg'), sel = document.getElementById('ex-group');
 const find = document.getElementById('ex-find'), info = document.getElementById('ex-info');
 const hover = document.getElementById('ex-hover');
+// what a search is matched against, lowercased once: a model's name and its whole run id (a 32-digit
+// MLflow id pasted from the tracking UI matched nothing: the name holds its first 8 digits)
+const low = D.names.map((n, i) => (n + ' ' + ((D.ids || [])[i] || '')).toLowerCase());
 const NS = 'http://www.w3.org/2000/svg', W = 760, H = 460, L = 52, B = 44, T = 12, R = 14;
 let g = null, dom = null, drag = null;
 const el = (n, a, t) => { const e = document.createElementNS(NS, n);
@@ -72,8 +77,8 @@ const ticks = (lo, hi) => { const span = hi - lo, base = Math.pow(10, Math.floor
 const MIN_SPAN = 0.01, MAX_SPAN = 1000;
 const zoomFactor = f => { const a = dom[1] - dom[0], b = dom[3] - dom[2];
   return Math.min(Math.max(f, MIN_SPAN / Math.min(a, b)), MAX_SPAN / Math.max(a, b)); };
-function reset() {   // the models and the prediction line in view
-  const all = g.p.concat(g.l), [x0, x1] = ext(all.map(p => p[0])), [y0, y1] = ext(all.map(p => p[1]));
+function reset() {   // the models, the prediction line and its interval in view (as the figures' axes)
+  const all = g.p.concat(g.l, g.b.map(q => [q[0], q[1]]), g.b.map(q => [q[0], q[2]])), [x0, x1] = ext(all.map(p => p[0])), [y0, y1] = ext(all.map(p => p[1]));
   const px = Math.max(0.5, 0.04 * (x1 - x0)), py = Math.max(0.5, 0.04 * (y1 - y0));
   dom = [x0 - px, x1 + px, y0 - py, y1 + py]; draw(); }
 function draw() {
@@ -87,6 +92,12 @@ function draw() {
   svg.append(el('text', {x: (L + W) / 2, y: H - 8, class: 'lb', 'text-anchor': 'middle'}, 'US accuracy (%)'),
              el('text', {x: 14, y: (H - B) / 2, class: 'lb', 'text-anchor': 'middle', transform: `rotate(-90 14 ${(H - B) / 2})`}, 'DS accuracy (%)'));
   const plot = el('g', {'clip-path': 'url(#ex-clip)'});
+  if (g.b.length > 1) {   // the interval under the models, as the figures shade it
+    const pt = (q, i) => `${sx(q[0]).toFixed(1)},${sy(q[i]).toFixed(1)}`;
+    const band = el('polygon', {class: 'band', points: g.b.map(q => pt(q, 2)).concat(g.b.slice().reverse().map(q => pt(q, 1))).join(' ')});
+    band.append(el('title', {}, `${g.v} interval of the headline prediction`)); plot.append(band); }
+  document.getElementById('ex-leg-band').hidden = g.b.length < 2;
+  document.getElementById('ex-leg-lv').textContent = g.v;
   if (g.t !== null) plot.append(el('line', {x1: sx(g.t), y1: T, x2: sx(g.t), y2: H - B, class: 'thr'}));
   let pl = null;   // the prediction goes over the models (drawn after them), the marked models over it
   if (g.l.length > 1) { pl = el('polyline', {class: 'law', points: g.l.map(q => `${sx(q[0]).toFixed(1)},${sy(q[1]).toFixed(1)}`).join(' ')});
@@ -95,16 +106,25 @@ function draw() {
   document.getElementById('ex-leg-trust').textContent = g.u ? ' (not trusted)' : '';
   document.getElementById('ex-leg-thr').hidden = g.t === null;
   const q = find.value.trim().toLowerCase(), marked = [];
+  let hits = 0;   // counted over the group, drawn or not
   for (const p of g.p) {
-    const name = D.names[p[2]] ?? '?', held = p[3] === 1, hit = q !== '' && name.toLowerCase().includes(q);
-    const c = el('circle', {cx: sx(p[0]).toFixed(1), cy: sy(p[1]).toFixed(1), r: hit ? 4.5 : 3, class: (held ? 'h' : 'v') + (hit ? ' hit' : '')});
+    const name = D.names[p[2]] ?? '?', held = p[3] === 1, hit = q !== '' && (low[p[2]] ?? '').includes(q);
+    if (hit) hits++;
+    // only the models in view (the clip hides the rest): zoomed into a group of 50,000 models every
+    // wheel notch built all 50,000 circles again, ~1.4 s each
+    const cx = sx(p[0]), cy = sy(p[1]);
+    if (!(cx >= L - 5 && cx <= W - R + 5 && cy >= T - 5 && cy <= H - B + 5)) continue;
+    const c = el('circle', {cx: cx.toFixed(1), cy: cy.toFixed(1), r: hit ? 4.5 : 3, class: (held ? 'h' : 'v') + (hit ? ' hit' : '')});
     c.append(el('title', {}, `${name}: US ${p[0].toFixed(2)}%, DS ${p[1].toFixed(2)}%${held ? ' (held out)' : ''}`));
     if (hit) marked.push(c); else plot.append(c); }
   if (pl) plot.append(pl);
-  plot.append(...marked);    // marked models on top
-  svg.append(plot); const hits = marked.length;
+  // marked models on top, one by one: append(...marked) of a search that marked ~125,000 models
+  // overflowed the stack and left the view empty
+  for (const c of marked) plot.append(c);
+  svg.append(plot);
   const n = `${g.p.length} model${g.p.length === 1 ? '' : 's'}`;   // "1 models" read as a typo
-  info.textContent = q === '' ? n : `${hits} of ${n} match`; }
+  info.textContent = q === '' ? n : `${hits} of ${n} match`;
+  svg.setAttribute('aria-label', `${g.k}: ${n}`); }   // "the chosen group" named none
 const at = e => { const m = svg.getScreenCTM().inverse(), p = new DOMPoint(e.clientX, e.clientY).matrixTransform(m);
   return [dom[0] + (p.x - L) / (W - L - R) * (dom[1] - dom[0]), dom[2] + (H - B - p.y) / (H - B - T) * (dom[3] - dom[2])]; };
 svg.addEventListener('wheel', e => { e.preventDefault(); const [x, y] = at(e), f = zoomFactor(Math.exp(0.0015 * e.deltaY));
@@ -112,7 +132,9 @@ svg.addEventListener('wheel', e => { e.preventDefault(); const [x, y] = at(e), f
 svg.addEventListener('pointerdown', e => { drag = at(e); svg.setPointerCapture(e.pointerId); });
 svg.addEventListener('pointermove', e => { if (!drag) return; const [x, y] = at(e);
   dom = [dom[0] - (x - drag[0]), dom[1] - (x - drag[0]), dom[2] - (y - drag[1]), dom[3] - (y - drag[1])]; draw(); });
-svg.addEventListener('pointerup', () => { drag = null; });
+// pointercancel too (a touch taken over by the browser, a lost capture): without it the drag stayed on
+// and the view panned with every later move of the mouse, no button pressed
+for (const t of ['pointerup', 'pointercancel', 'lostpointercapture']) svg.addEventListener(t, () => { drag = null; });
 svg.addEventListener('dblclick', reset);
 // the hovered model goes to its own line: the count of matches stays readable
 svg.addEventListener('mouseover', e => { const t = e.target.querySelector && e.target.querySelector('title');
@@ -238,8 +260,10 @@ def prediction_line(r: dict[str, Any], points: int = 60) -> tuple[np.ndarray, np
     """The headline's prediction (US, DS accuracy in points) from the best visible model to the
     tested horizon, as the figures draw it: empty where the row has no back-tested horizon."""
     from .analysis import predict_fit
+    from .analysis.headline import row_number
 
-    best, hus = float(r.get("best_us", math.nan)), float(r.get("horizon_us", math.nan))
+    # None (pyarrow's null) or NA as NaN: float(None) raised a TypeError and no report was written
+    best, hus = row_number(r.get("best_us")), row_number(r.get("horizon_us"))
     if not (math.isfinite(best) and math.isfinite(hus) and hus > best):
         return np.zeros(0), np.zeros(0)
     xs = np.linspace(best, hus, points)
@@ -248,22 +272,48 @@ def prediction_line(r: dict[str, Any], points: int = 60) -> tuple[np.ndarray, np
     return xs[ok] * 100, ys[ok] * 100
 
 
+def prediction_band(r: dict[str, Any], points: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The headline's interval at its row's level (US, low, high DS accuracy in points) along
+    :func:`prediction_line`, as the figures shade it; empty where the row has no back-tested horizon
+    or no interval (no back-test)."""
+    from .analysis import predict_interval
+    from .analysis.headline import row_number
+
+    best, hus = row_number(r.get("best_us")), row_number(r.get("horizon_us"))
+    if not (math.isfinite(best) and math.isfinite(hus) and hus > best):
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    xs = np.linspace(best, hus, points)
+    lo, hi = predict_interval(r, xs)
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    return xs[ok] * 100, lo[ok] * 100, hi[ok] * 100
+
+
 def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, Any], list[tuple[str, int]]]:
-    """The JSON the viewer reads: ``names`` (each model's :func:`point_name` once) and one entry
+    """The JSON the viewer reads: ``names`` (each model's :func:`point_name` once), ``ids`` (per
+    name, its whole run id, "" where the name holds it: the search finds a pasted id) and one entry
     per group with its label, hold-out threshold (points; null where no model is above it), the
     headline's prediction as a polyline (:func:`prediction_line`), whether the headline is
     untrusted (``u``, 1/0) and points as [US, DS, name index, held out (1/0)]; and
     the groups left out for :data:`MAX_POINTS`, as (label, number of points). Names are made over
     all of ``points``, so different runs get different names on the page, whichever groups it holds."""
+    from .analysis.answers import level_pct, row_level
+    from .analysis.headline import row_number
+
     points = points.reset_index(drop=True)
     name_of = point_names(points)   # by row position
+    runs = ["" if _missing(r) else str(r) for r in points["run_id"]]
     by = points_by_group(points)
     names: dict[str, int] = {}
+    ids: list[str] = []   # per name, the whole run id where the name does not hold it (search finds it)
     groups: list[dict[str, Any]] = []
     left: list[tuple[str, int]] = []
     total = 0
     for r in heads.to_dict("records"):
         g = by.get(group_key(r[c] for c in KEYS))
+        if g is not None:
+            # a model without both accuracies has no place on the plot: a NaN in the JSON (which
+            # has none) made JSON.parse throw, and the view was empty for every group
+            g = g[np.isfinite(g["us_accuracy"].to_numpy(float)) & np.isfinite(g["ds_accuracy"].to_numpy(float))]
         if g is None or g.empty:
             continue
         if total + len(g) > MAX_POINTS:
@@ -271,15 +321,25 @@ def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, 
             continue
         total += len(g)
         us, ds = g["us_accuracy"].to_numpy(float) * 100, g["ds_accuracy"].to_numpy(float) * 100
-        idx = [names.setdefault(name_of[i], len(names)) for i in g.index]
+        idx = []
+        for i in g.index:
+            if name_of[i] not in names:
+                names[name_of[i]] = len(names)
+                ids.append("" if runs[i] in name_of[i] else runs[i])
+            idx.append(names[name_of[i]])
         xs, ys = prediction_line(r)
-        thr = float(r["holdout_threshold"])
+        bx, blo, bhi = prediction_band(r)
+        thr = row_number(r.get("holdout_threshold"))
         held = g["us_accuracy"].to_numpy(float) > thr
         # the threshold line only where it holds models out, as the figures draw it: without a
         # hold-out (--holdout-quantile 1.0: the threshold is the best model's US) it marked a
         # "hold-out threshold" through the best model with nothing beyond it
         groups.append({"k": _label(r), "t": round(100 * thr, 3) if math.isfinite(thr) and held.any() else None,
                        "l": [[round(float(a), 3), round(float(b), 3)] for a, b in zip(xs, ys)],
+                       # the line alone read as the answer, most of all where it is not trusted: the
+                       # figures shade its interval, and so does this view
+                       "b": [[round(float(a), 3), round(float(b), 3), round(float(c), 3)] for a, b, c in zip(bx, blo, bhi)],
+                       "v": level_pct(row_level(r)),
                        # 1: the headline is not trusted, and its line says so, as the figures and the
                        # hover views label it (its answer states the interval, not this line)
                        "u": 0 if _trusted(r.get("trusted")) else 1,
@@ -287,7 +347,7 @@ def explorer_data(heads: pd.DataFrame, points: pd.DataFrame) -> tuple[dict[str, 
                        # point rounded to 2 decimals against the threshold to 3 (83.46 > 83.459) showed
                        # the fitted best model as held out
                        "p": [[round(float(a), 2), round(float(b), 2), i, int(h)] for a, b, i, h in zip(us, ds, idx, held)]})
-    return {"names": list(names), "groups": groups}, left
+    return {"names": list(names), "ids": ids, "groups": groups}, left
 
 
 #: Groups named where the page says which groups it left out (the rest are counted).
@@ -317,6 +377,8 @@ LEGEND = ("<div class=ex-legend>"
           "</svg>matches the search</span>"
           "<span id=ex-leg-law><svg width=22 height=12><line x1=1 y1=6 x2=21 y2=6 stroke='#c0392b' stroke-width=1.6 />"
           "</svg>headline prediction<span id=ex-leg-trust></span>, best visible model to the tested horizon</span>"
+          "<span id=ex-leg-band><svg width=22 height=12><rect x=1 y=2 width=20 height=8 fill='#c0392b' "
+          "fill-opacity=.15 /></svg><span id=ex-leg-lv></span> interval</span>"
           "<span id=ex-leg-thr><svg width=22 height=12><line x1=11 y1=0 x2=11 y2=12 stroke='#444' "
           "stroke-dasharray='4 3' /></svg>hold-out threshold</span></div>")
 
@@ -334,11 +396,11 @@ def explorer_html(heads: pd.DataFrame, points: pd.DataFrame | None) -> str:
     blob = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")
     options = "".join(f"<option value={i}>{html.escape(g['k'])}</option>" for i, g in enumerate(data["groups"]))
     return ("<h2>Explore a group</h2><p class=note>Every group's models: pick a group, scroll to zoom at the cursor, "
-            "drag to pan, double-click to reset; type part of a model's name to mark it, hover a point for its "
+            "drag to pan, double-click to reset; type part of a model's name or run id to mark it, hover a point for its "
             f"model and accuracies.{' ' + more if more else ''}</p>"
             f"<div class=explore><select id=ex-group aria-label='group'>{options}</select>"
             "<input id=ex-find type=search placeholder='find a model' aria-label='find a model'>"
-            "<span id=ex-info class=info></span><span id=ex-hover class=hover></span>" + LEGEND +
+            "<span id=ex-info class=info role=status aria-live=polite></span><span id=ex-hover class=hover></span>" + LEGEND +
             "<svg id=ex-svg class=explore viewBox='0 0 760 460' width=760 height=460 role=img "
             "aria-label='the chosen group'></svg></div>"
             f"<script type=application/json id=ex-data>{blob}</script><script>{JS}</script>")
