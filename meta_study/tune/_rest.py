@@ -31,6 +31,11 @@ import threading
 from typing import Any, Mapping
 
 
+#: MLflow's workspace header (mlflow.utils.workspace_utils.WORKSPACE_HEADER_NAME, MLflow 3.x; not
+#: imported: the writer process does not import MLflow's client)
+WORKSPACE_HEADER = "X-MLFLOW-WORKSPACE"
+
+
 class RestError(RuntimeError):
     """An MLflow REST call answered with an error: its HTTP status and MLflow's ``error_code``."""
 
@@ -80,6 +85,13 @@ class _RestRuns:
             self.headers["Authorization"] = f"Basic {basic}"
         elif c.token:
             self.headers["Authorization"] = f"Bearer {c.token}"
+        # the MLflow workspace (``MLFLOW_WORKSPACE``, ``mlflow.set_workspace``) the driver's client
+        # sends as a header: without it a server run with --enable-workspaces looked the sweep's
+        # experiment up in the default workspace, answered every runs/create "No Experiment with
+        # id=N exists" (RESOURCE_DOES_NOT_EXIST, a refusal for good) and no trial got a run
+        self.workspace = getattr(c, "workspace", None) or _env_workspace()
+        if self.workspace:
+            self.headers[WORKSPACE_HEADER] = self.workspace
         proxies = urllib.request.getproxies()
         # ALL_PROXY too, as requests (MLflow's client) takes it: only that set, the driver's client
         # went through the proxy and the writer straight to a server it could not reach
@@ -152,8 +164,10 @@ class _RestRuns:
             creds = MlflowHostCreds(**{f: getattr(self.creds, f, None) for f in self.CRED_FIELDS
                                        if f != "host"}, host=self.base[:-len("/api/2.0/mlflow/")])
             # no retries of its own (the writer retries), and this client's timeout
+            extra = {"Content-Type": "application/json",
+                     **({WORKSPACE_HEADER: self.workspace} if self.workspace else {})}
             r = http_request(creds, "/api/2.0/mlflow/" + endpoint, "POST", max_retries=0, timeout=self.TIMEOUT_S,
-                             raise_on_status=False, data=data, extra_headers={"Content-Type": "application/json"})
+                             raise_on_status=False, data=data, extra_headers=extra)
             status, text = r.status_code, r.text
         elif self.via_requests:
             # verify per request, as MLflow's client passes it: requests lets REQUESTS_CA_BUNDLE (or
@@ -183,7 +197,9 @@ class _RestRuns:
                 code = None
             if status in (401, 403):
                 self._say_refused(status)
-            raise RestError(f"MLflow {endpoint}: HTTP {status}: {text[:300]}", status, code)
+            # one line: a proxy's error page (nginx's 502 is "<html>" then the title on the next
+            # line) was cut to its first line, "HTTP 502: <html>", wherever the writer said it
+            raise RestError(f"MLflow {endpoint}: HTTP {status}: {' '.join(text[:300].split())}", status, code)
         try:
             return json.loads(text)
         except ValueError:
@@ -234,8 +250,22 @@ def _safe(base: str) -> str:
 
 
 def resolve_creds(tracking_uri: str) -> dict[str, Any]:
-    """MLflow's credentials and TLS settings for an http(s) tracking URI, as a plain dict."""
+    """MLflow's credentials and TLS settings for an http(s) tracking URI, as a plain dict, with the
+    MLflow workspace the driver's client works in (``workspace``; None outside one)."""
     from mlflow.utils.credentials import get_default_host_creds
 
     c = get_default_host_creds(tracking_uri)
-    return {f: getattr(c, f, None) for f in _RestRuns.CRED_FIELDS}
+    try:
+        from mlflow.utils.workspace_context import get_request_workspace
+    except ImportError:       # an MLflow without workspaces
+        workspace = _env_workspace()
+    else:
+        workspace = get_request_workspace()
+    return {**{f: getattr(c, f, None) for f in _RestRuns.CRED_FIELDS}, "workspace": workspace or None}
+
+
+def _env_workspace() -> str | None:
+    """``MLFLOW_WORKSPACE``, as MLflow's client reads it (stripped; None when unset or empty)."""
+    import os
+
+    return os.environ.get("MLFLOW_WORKSPACE", "").strip() or None

@@ -26,6 +26,7 @@ and the reason. Nothing is left RUNNING, nothing is created twice.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -123,10 +124,23 @@ def checkpoint_of(result: Any, callback: Any = None) -> Any:
 
 def error_line(e: BaseException) -> str:
     """An error as one line: the type and last line of its cause (a Ray task's or trial's error
-    wraps the exception the code raised)."""
+    wraps the exception the code raised), without any URL's user info (:func:`without_user_info`)."""
     cause = getattr(e, "cause", None) or e
     text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[-1] if text else ''}"[:2000]
+    return without_user_info(f"{type(cause).__name__}: {text[-1] if text else ''}")[:2000]
+
+
+#: A URL's user info (``user:password@`` after ``scheme://``, up to its last ``@`` before a path: a
+#: password may hold one unencoded), as the writer cuts it from its own error lines.
+_USER_INFO = re.compile(r"(?<=://)[^/?#\s]*@")
+
+
+def without_user_info(text: str) -> str:
+    """``text`` with the user info of every URL in it cut (``http://bob:pw@db/x`` -> ``http://db/x``).
+    A trial's or an evaluation's error becomes a tag of its run (``meta_study.reason``,
+    ``meta_study.eval_error``) and a line of the sweep's summary: an error naming a URL with a
+    password in it put the password into MLflow, for anyone who reads the experiment."""
+    return _USER_INFO.sub("", text)
 
 
 def eval_task_resources(res: Mapping[str, Any], hooks: TrialHooks) -> dict[str, Any]:

@@ -225,7 +225,12 @@ def full_uri(path: str, filesystem_type: str, storage_uri: str, environ: Mapping
     parts = urllib.parse.urlsplit(storage_uri)
     scheme = parts.scheme
     if path.startswith(f"{scheme}://"):
-        path = path[len(scheme) + 3:]
+        path = path[len(scheme) + 3:]     # a URI already
+    else:
+        # a path (as pyarrow gives it, unescaped): percent-encoded as a URI's path. A sweep named
+        # "lr sweep" or "café" gave s3://lab/tune/lr sweep/..., which from_uri refuses ("Cannot
+        # parse URI"), and a name with "%20" in it was read back as another path
+        path = urllib.parse.quote(path, safe="/=,:+@")
     query = dict(urllib.parse.parse_qsl(parts.query))
     keep = {k: v for k, v in query.items() if k in ("endpoint_override", "scheme", "region")}
     if scheme == "s3" and "endpoint_override" not in keep:

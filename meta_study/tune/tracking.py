@@ -183,6 +183,11 @@ def log_sweep_summary(tracking_uri: str, experiment_id: str, parent_run_id: str,
         token = page.token
         if not token:
             break
+    if "interrupted" not in counts and client.get_run(parent_run_id).data.metrics.get("sweep/interrupted"):
+        # a session that ended without a stop after one that was stopped (Ctrl-C, then --resume):
+        # the earlier session's count stayed the parent's latest, "3 interrupted" on a sweep whose
+        # every trial had finished since
+        counts = {**counts, "interrupted": 0}
     summary = {f"sweep/{k}": float(v) for k, v in counts.items()} | best_accuracies(children)
     # "best/" can push a child's key (up to 250 characters) past MLflow's 250, and a server refuses
     # a batch of over 1,000 metrics: either refused the whole summary, and the parent run was left
@@ -592,7 +597,7 @@ def _trial_error_reason(trial: Any) -> str:
     """One line of why a Tune trial errored, from the error files Tune wrote in its local trial
     directory (the pickled exception, else the last line of ``error.txt``); "" when none is
     readable. Never raises: a callback that raised would stop the sweep."""
-    from .finalize import error_line
+    from .finalize import error_line, without_user_info
 
     try:
         pickled = getattr(trial, "pickled_error_file", None)
@@ -605,7 +610,7 @@ def _trial_error_reason(trial: Any) -> str:
         if text and os.path.isfile(text):
             with open(text, encoding="utf-8", errors="replace") as f:
                 lines = [ln.strip() for ln in f if ln.strip() and not ln.startswith("Failure # ")]
-            return lines[-1][:2000] if lines else ""
+            return without_user_info(lines[-1])[:2000] if lines else ""
     except Exception:   # noqa: BLE001 - a reason is a courtesy; the run still ends FAILED
         return ""
     return ""
