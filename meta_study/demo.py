@@ -512,6 +512,11 @@ def _train(wd: Path, tracking: str, serial: bool, log: Callable[[str], None] = p
         # spool, not in MLflow; ingest took the runs MLflow held and the report lacked the rest
         raise DemoStepFailed(f"--workdir {wd}: the demo's sweep could not log all of its runs to {tracking} (the "
                              "line above says why); nothing was ingested; run the demo again to send the rest")
+    if res.dropped:
+        # MLflow refused operations for good (nothing spooled to send again): runs the report would
+        # lack, said before any ingest, as the sweep itself says (exit 1)
+        raise DemoStepFailed(f"--workdir {wd}: MLflow ({tracking}) refused {res.dropped} operation(s) of the demo's "
+                             "sweep for good (the lines above say which); nothing was ingested")
     return res.finished
 
 

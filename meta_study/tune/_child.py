@@ -105,10 +105,11 @@ class _Loop:
         self.flushing = None
         # cpu_s: this process's CPU seconds so far (all threads), for the overhead benchmark;
         # error: the last failed call's (no credentials); held: operations neither sent nor
-        # spooled (the storage failed too), which live only in this process
+        # spooled (the storage failed too), which live only in this process; dropped: steps
+        # MLflow refused for good, so far (never sent, never spooled: the sweep is not complete)
         try:
             self.reply.write(json.dumps({"ok": ok, "errors": w.errors, "cpu_s": time.process_time(),
-                                         "error": w.last_error, "held": w.held_ops}) + "\n")
+                                         "error": w.last_error, "held": w.held_ops, "dropped": w.dropped}) + "\n")
         except (OSError, ValueError):
             # the driver is gone (its end of the reply pipe closed): a BrokenPipeError traceback
             # out of this loop, and the operation lines still in stdin were never read; read
@@ -126,6 +127,21 @@ def _on_term(signum: int, frame: Any) -> None:
     for s in _TERM_SIGNALS:                         # once: a second one must not cut the flush short
         signal.signal(s, signal.SIG_IGN)
     raise _Terminated
+
+
+def _take_creds(w: MlflowWriter, first: str) -> None:
+    """Take the driver's first line: the credentials it resolved, and the MLflow workspace its
+    client works in. The workspace goes into this process's ``MLFLOW_WORKSPACE`` too: the REST
+    client sends it from the credentials, but this process's own MLflow client (artifacts, run
+    look-ups) read it from the environment only, and a driver that chose it with
+    ``mlflow.set_workspace`` (no variable) had that client work in the default workspace."""
+    try:
+        w.creds = json.loads(first)["creds"] if first.endswith("\n") else None
+    except (ValueError, TypeError, KeyError):   # cut short: the driver died at once; MLflow's own resolution
+        w.creds = None
+    workspace = w.creds.get("workspace") if isinstance(w.creds, dict) else None
+    if isinstance(workspace, str) and workspace.strip():
+        os.environ["MLFLOW_WORKSPACE"] = workspace.strip()
 
 
 def _serve(args: dict[str, Any]) -> None:
@@ -171,10 +187,7 @@ def _serve(args: dict[str, Any]) -> None:
     w = MlflowWriter(target)
     lines = _Lines(sys.stdin.fileno())
     first = lines.next() or ""
-    try:
-        w.creds = json.loads(first)["creds"] if first.endswith("\n") else None
-    except (ValueError, TypeError, KeyError):   # cut short: the driver died at once; MLflow's own resolution
-        w.creds = None
+    _take_creds(w, first)
     w.setup()
     # SIGTERM killed it with its queue, nothing spooled (measured: exit -15 and an empty spool against
     # a server that was down); now it sends for TERM_FLUSH_S, spools the rest and exits 0
@@ -213,7 +226,8 @@ def _serve(args: dict[str, Any]) -> None:
                      else min(answered, TERM_FLUSH_S))
         beat.stop()
         try:   # the last word, read by the driver's close: what this process exits with unsent and unspooled
-            loop.reply.write(json.dumps({"final": True, "ok": ok, "error": w.last_error, "held": w.held_ops})
+            loop.reply.write(json.dumps({"final": True, "ok": ok, "error": w.last_error, "held": w.held_ops,
+                                         "dropped": w.dropped})
                              + "\n")
         except (OSError, ValueError):   # the driver is gone
             pass

@@ -843,6 +843,10 @@ class SweepResult:
     # MLflow lacks operations of this session (a flush gave up: spooled for --resume, or lost; said
     # on stderr): the parent run ends FAILED and the sweep exits 1 (it exited 0, parent FINISHED)
     unsent: bool = False
+    # operations MLflow refused for good and the writer dropped (a trial's runs/create refused, its
+    # run deleted; each said on stderr): never sent, never spooled, so no --resume sends them. The
+    # parent run ends FAILED and the sweep exits 1 (it exited 0, parent FINISHED, every trial's run missing)
+    dropped: int = 0
 
 
 @dataclass(frozen=True)
@@ -992,7 +996,7 @@ def _record_session(spec: SweepSpec, p: _Plan, o: SweepOptions, fixed: Mapping[s
             client.update_run(rec.parent_run_id, status="RUNNING")
         except Exception as e:  # noqa: BLE001 - the record in the storage has it; say so, go on
             print(f"warning: could not tag the parent run {rec.parent_run_id} with session {n} and set it RUNNING: "
-                  f"{e}", file=sys.stderr)
+                  f"{error_line(e)}", file=sys.stderr)
     return rec
 
 
@@ -1157,28 +1161,32 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
         _abandon(p.tracking, rec, callback, e)
         raise
     unsent = bool(getattr(callback, "incomplete", False))
-    status, counts = sweep_end(len(results), finished, errored, out, unsent=unsent)
+    # the writer's flush answers ok with operations MLflow refused for good dropped (nothing left
+    # to send): the callback keeps their count from the writer (WriterProcess.dropped)
+    dropped = int(getattr(callback, "dropped", 0) or 0)
+    status, counts = sweep_end(len(results), finished, errored, out, unsent=unsent, dropped=dropped)
     _end_parent(p.tracking, rec, status, counts)
     return SweepResult(name=p.name, experiment_dir=p.exp_dir, tracking_uri=p.tracking,
                        parent_run_id=rec.parent_run_id, trials=len(results), finished=counts["finished"],
                        errored=errored, early_stopped=counts["early_stopped"], seconds=time.monotonic() - t0,
                        eval_failed=out["eval_failed"], unevaluable=out["unevaluable"], settled=out["settled"],
                        orphaned=out["orphaned"], resumed=p.resume, experiment_id=rec.experiment_id,
-                       experiment=rec.experiment, errors=errors, unsent=unsent)
+                       experiment=rec.experiment, errors=errors, unsent=unsent, dropped=dropped)
 
 
 def sweep_end(trials: int, finished: int, errored: int, out: Mapping[str, int], *,
-              unsent: bool) -> tuple[str, dict[str, int]]:
+              unsent: bool, dropped: int = 0) -> tuple[str, dict[str, int]]:
     """The parent run's end status and its ``sweep/*`` counts at a sweep's end, from the trials
     that finished training, those that errored and :func:`_finish`'s ``out``. The evaluated
     early-stopped trials count in ``finished`` and ``early_stopped``; ``trials`` = ``finished`` +
     ``errored`` + ``eval_failed`` + ``unevaluable``. FAILED when a trial errored, an evaluation
-    failed (``--resume`` retries it) or MLflow lacks part of the sweep; a trial stopped before its
+    failed (``--resume`` retries it) or MLflow lacks part of the sweep (``unsent``, or ``dropped``:
+    operations MLflow refused for good, counted in ``sweep/dropped``); a trial stopped before its
     first checkpoint (``unevaluable``: no resume can evaluate it) fails nothing by itself."""
     ok, failed, none = out["eval_done"], out["eval_failed"], out.get("unevaluable", 0)
     counts = {"trials": trials, "finished": finished + ok, "errored": errored,
-              "early_stopped": ok + failed + none, "eval_failed": failed, "unevaluable": none}
-    return ("FAILED" if errored or failed or unsent else "FINISHED"), counts
+              "early_stopped": ok + failed + none, "eval_failed": failed, "unevaluable": none, "dropped": dropped}
+    return ("FAILED" if errored or failed or unsent or dropped else "FINISHED"), counts
 
 
 def tune_statuses(grid: Any) -> dict[str, str]:
@@ -1388,11 +1396,13 @@ def _end_parent(tracking_uri: str, rec: SweepRecord, status: str, counts: Mappin
     try:
         log_sweep_summary(tracking_uri, rec.experiment_id, rec.parent_run_id, counts)
     except Exception as e:  # noqa: BLE001 - the trials are done and logged; say so, do not fail
-        print(f"warning: could not summarize the MLflow parent run {rec.parent_run_id}: {e}", file=sys.stderr)
+        print(f"warning: could not summarize the MLflow parent run {rec.parent_run_id}: {error_line(e)}",
+              file=sys.stderr)
     try:
         mlflow_client(tracking_uri).set_terminated(rec.parent_run_id, status=status)
     except Exception as e:  # noqa: BLE001 - as above
-        print(f"warning: could not close the MLflow parent run {rec.parent_run_id}: {e}", file=sys.stderr)
+        print(f"warning: could not close the MLflow parent run {rec.parent_run_id}: {error_line(e)}",
+              file=sys.stderr)
 
 
 def _metric(fixed: Mapping[str, Any]) -> str:
@@ -1568,4 +1578,8 @@ def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
     if res.unsent:
         print(f"{spec.name}: MLflow lacks part of what this sweep logged (the line above says what and why); run the "
               "same command with --resume to send what was spooled", file=sys.stderr)
-    sys.exit(1 if res.errored or res.eval_failed or res.unsent else 0)
+    if res.dropped:
+        print(f"{spec.name}: MLflow refused {res.dropped} operation(s) of this sweep for good and they were dropped "
+              "(the writer's lines above say which and why); MLflow lacks them, and --resume does not send them",
+              file=sys.stderr)
+    sys.exit(1 if res.errored or res.eval_failed or res.unsent or res.dropped else 0)

@@ -271,6 +271,9 @@ class MlflowSweepCallback(Callback):
         self.unsent = False
         self.lost = False        # operations neither sent nor spooled (a writer died, a spool unwritable)
         self.errors = 0          # calls that failed at least once (for tests and the summary)
+        #: operations MLflow refused for good (a run deleted, a create refused), over every writer
+        #: of this session: not spooled, so no --resume sends them; the sweep ends FAILED with the count
+        self.dropped = 0
         self.writer_cpu_s = 0.0  # CPU seconds its writer processes used (for the overhead benchmark)
 
     # ---- Tune events (driver thread: never block) ------------------------------------------------
@@ -522,6 +525,7 @@ class MlflowSweepCallback(Callback):
         ok = self._writer.close(timeout_s)
         self.unsent = not ok
         self.errors += self._writer.errors
+        self.dropped += self._writer.dropped
         self.writer_cpu_s += self._writer.cpu_s
         w, died, self._writer = self._writer, self._writer.unanswered, None
         self.lost = self.lost or (not ok and died) or w.held > 0 or w.died > 0

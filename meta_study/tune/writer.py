@@ -128,6 +128,11 @@ class WriterProcess:
         self.unanswered = False   # a flush the child died before answering
         self.last_error: str | None = None   # the child's last failed call, one line without credentials
         self.held = 0       # operations neither sent nor spooled (the storage failed too), lost when the child exits
+        # steps MLflow refused for good (a trial's runs/create refused, its run deleted), dropped by
+        # this handle's children, as of their last reply: the flush still answers ok (nothing is left
+        # to send or spool), so the driver reads this to end the sweep as incomplete
+        self.dropped = 0
+        self._dropped_before = 0   # those of children that exited before the current one
         self._proc: subprocess.Popen[bytes] | None = None
         self._pipe: _Pipe | None = None
         self._lock = threading.Lock()
@@ -144,6 +149,7 @@ class WriterProcess:
                       f"{self._proc.returncode} mid-sweep; what it had not yet sent (metrics, params, run ends "
                       f"since the last flush) may be missing from MLflow; a new writer goes on", file=sys.stderr)
                 self._release()
+            self._dropped_before = self.dropped
             # stdout carries the replies; the child's logs go to the driver's stderr
             self._proc = subprocess.Popen([sys.executable, "-m", "meta_study.tune.writer",
                                            json.dumps({**asdict(self.target), "tags": dict(self.target.tags)})],
@@ -171,7 +177,9 @@ class WriterProcess:
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until the child has sent every operation (True), or spooled the rest after the
-        timeout (False); False with ``unanswered`` set when the child exited without answering."""
+        timeout (False); False with ``unanswered`` set when the child exited without answering.
+        True says nothing is left to send: steps MLflow refused for good were dropped, not sent
+        (:attr:`dropped` counts them)."""
         if self._proc is None:
             return True
         timeout = self.target.flush_timeout_s if timeout_s is None else timeout_s
@@ -192,12 +200,21 @@ class WriterProcess:
             if isinstance(d, dict):
                 self.held = int(d.get("held", 0))
                 self.last_error = d.get("error") or self.last_error
+                self._take_dropped(d)
             return False
         self.errors = int(d.get("errors", 0))
         self.cpu_s = float(d.get("cpu_s", 0.0))
         self.last_error = d.get("error") or self.last_error
         self.held = int(d.get("held", 0))
+        self._take_dropped(d)
         return bool(d["ok"])
+
+    def _take_dropped(self, d: dict) -> None:
+        """The current child's count of dropped steps (cumulative in the child) from its reply."""
+        try:
+            self.dropped = self._dropped_before + max(0, int(d.get("dropped", 0)))
+        except (TypeError, ValueError):
+            pass
 
     def close(self, timeout_s: float | None = None) -> bool:
         """Flush, then let the child exit (it releases the writer lock)."""
@@ -223,8 +240,10 @@ class WriterProcess:
             if d.get("final"):
                 self.held = int(d.get("held", 0))
                 self.last_error = d.get("error") or self.last_error
+                self._take_dropped(d)
         self._release()
         self._proc = None
+        self._dropped_before = self.dropped
         return ok
 
 
