@@ -80,6 +80,7 @@ class _Writer:
 
     def __init__(self, target) -> None:
         self.errors, self.cpu_s, self.unanswered, self.last_error, self.held, self.died = 0, 0.0, False, None, 0, 0
+        self.dropped = 0     # operations MLflow refused for good (WriterProcess.dropped)
 
     def put(self, op) -> None:
         pass
