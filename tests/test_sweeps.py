@@ -240,6 +240,28 @@ def test_killed_driver_resumes_without_duplicates(mlflow_server, tmp_path):
     assert Store(str(store)).to_pandas()["run_id"].nunique() == 3             # each point once
 
 
+def _both_past_checkpoint(experiment: Path, k: int, trials: int = 2) -> bool:
+    """Whether each of ``trials`` trials has written checkpoint ``k`` or a later one. Tune keeps two
+    checkpoints per trial (num_to_keep=2) and deletes checkpoint_000002 once checkpoint_000004 is
+    written: waiting for both trials to hold checkpoint_000002 at once missed the window on a loaded
+    machine when one trial ran ahead, and the sweep ended before it could be interrupted."""
+    latest: dict[Path, int] = {}
+    for c in experiment.glob("*/checkpoint_*"):
+        suffix = c.name.rsplit("_", 1)[-1]
+        if suffix.isdigit():
+            latest[c.parent] = max(latest.get(c.parent, -1), int(suffix))
+    return len(latest) == trials and min(latest.values()) >= k
+
+
+def test_waiting_for_checkpoints_reads_past_the_ones_tune_deleted(tmp_path):
+    for name in ("t0/checkpoint_000003", "t0/checkpoint_000004", "t1/checkpoint_000001", "t1/checkpoint_000002"):
+        (tmp_path / name).mkdir(parents=True)
+    assert _both_past_checkpoint(tmp_path, 2)          # t0 no longer holds checkpoint_000002
+    assert not _both_past_checkpoint(tmp_path, 3)
+    (tmp_path / "t1" / "checkpoint_000001").rename(tmp_path / "t1" / "checkpoint_tmp")
+    assert _both_past_checkpoint(tmp_path, 2) and not _both_past_checkpoint(tmp_path, 2, trials=3)
+
+
 @pytest.mark.slow(120)
 def test_ctrl_c_leaves_unfinished_runs_for_resume(mlflow_server, tmp_path):
     """Ctrl-C (SIGINT to the terminal's process group) while both trials train: Tune stops and
@@ -255,7 +277,7 @@ def test_ctrl_c_leaves_unfinished_runs_for_resume(mlflow_server, tmp_path):
     p = sweep("head_wd", *args, cwd=tmp_path, background=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and p.poll() is None:   # both trials past their second checkpoint
-        if len(list(storage.glob("head_wd-smoke/*/checkpoint_000002"))) == 2:
+        if _both_past_checkpoint(storage / "head_wd-smoke", 2):
             break
         time.sleep(0.2)
     assert p.poll() is None, "the sweep ended before it could be interrupted: " + p.stdout.read()[-3000:]
