@@ -1575,15 +1575,6 @@ def _key_text(rec: dict, on: Sequence[str]) -> str:
 
 
 @dataclass
-class JoinBatch(SourceBatch):
-    """The batch of a join: also the input files that no table of the join names, skipped
-    unread. The pipeline names them in the source's summary line (``3 skipped files`` said
-    neither which nor why: whether data was lost)."""
-
-    skipped: dict[str, str] = field(default_factory=dict)   # file as shown -> why it was skipped
-
-
-@dataclass
 class FileSource:
     """One or more export files ingested with one mapping."""
 
@@ -1694,9 +1685,9 @@ class FileSource:
                 f"was stored: to keep them as {theirs!r}, pass --source {theirs!r}; to store them as {mine!r}, delete "
                 f"them from source {theirs!r} first (Store(uri).commit(delete_runs=...), docs/ingest.md){other_runs}"))
 
-    def _join_batch(self, source: str, progress: Progress, state: dict, used: Sequence[str]) -> JoinBatch:
+    def _join_batch(self, source: str, progress: Progress, state: dict, used: Sequence[str]) -> SourceBatch:
         """The join of the files ``used`` (those its tables name); every other input file is
-        skipped, and the batch names it (:attr:`JoinBatch.skipped`)."""
+        skipped, and the batch names it (:attr:`SourceBatch.skipped`)."""
         assert self.mapping is not None
         frames = {}
         for i, p in enumerate(used):
@@ -1707,9 +1698,9 @@ class FileSource:
         progress("joined", len(used), len(used))
         unused = [p for p in self.paths if p not in frames]
         why = f"no table of mapping {self.mapping.name!r} names them"
-        return JoinBatch(rows=rows, raw=raws, rejected=rejected, state=state, stats={"skipped_files": len(unused)},
-                         replace_runs=True, drop_missing=self.drop_missing,
-                         skipped={self._shown(p): why for p in unused})
+        return SourceBatch(rows=rows, raw=raws, rejected=rejected, state=state, stats={"skipped_files": len(unused)},
+                           replace_runs=True, drop_missing=self.drop_missing,
+                           skipped={self._shown(p): why for p in unused})
 
     def _shown(self, path: str) -> str:
         """``path`` as the summary line names it: relative to the directory :attr:`label` names."""

@@ -176,7 +176,7 @@ def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progres
         try:
             for batch in src.batches(store, progress):
                 rep.notes.extend(batch.notes)
-                rep.skipped.update(getattr(batch, "skipped", {}))   # a join's (files.JoinBatch)
+                rep.skipped.update(batch.skipped)
                 _commit_batch(store, src, batch, rep)
         except (StoreLockedError, StoreDamagedError) as e:
             # the store, not the source, is the problem: stop everything. The command then shows

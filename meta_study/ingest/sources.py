@@ -56,6 +56,8 @@ class SourceBatch:
         drop_missing: with ``replace_runs``, the batch is also the whole of its sources: stored
             runs of those sources that it lacks are removed (otherwise kept, and counted).
         notes: lines to show the user with the source's summary (e.g. entries that were skipped).
+        skipped: input files passed over unread (a join's files that no table names): file as
+            shown -> why; the summary line names them (a bare count did not say whether data was lost).
         earlier_inputs: with ``replace_runs``, a function that names the inputs ingested before
             under the batch's source that the batch is not (another file, another path): the
             stale rows the batch removes may be theirs (another file's tasks of the same runs),
@@ -73,6 +75,7 @@ class SourceBatch:
     drop_missing: bool = False
     notes: list[str] = field(default_factory=list)
     earlier_inputs: Callable[[], tuple[str, ...]] | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 class Source(Protocol):
