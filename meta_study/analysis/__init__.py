@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .frontiers import FRONTIERS, frontier_points
-from .headline import ENSEMBLE, Headline, interval_around, parse_residuals, row_number
+from .headline import ENSEMBLE, Headline, interval_around, parse_residuals, row_interval_rule, row_number
 from .hull import hull_frontier, upper_hull
 from .laws import LAWS, LawFit, get_law
 from .powerlaw import PowerLawFit, fit_power_law, fit_power_laws
@@ -85,10 +85,12 @@ def predict_interval(row: Mapping[str, Any], us_accuracy: Any, level: float | No
     column: the level its stored intervals ``ds_plus*_lo/hi`` were made at; 0.9 for a row without
     one, as a table written before the column existed), so that the default reproduces them.
 
-    The half-width comes from the row's back-test |residuals| (``interval_residuals``): their ``level`` quantile, flat out to the farthest back-test and
-    growing in proportion to the distance (log US error) past the typical back-test's reach; the
-    interval is clipped to [0, 1]; see :mod:`~meta_study.analysis.headline`. NaN where the row
-    has no back-test or no usable fit.
+    The half-width comes from the row's back-test |residuals| (``interval_residuals``): their
+    ``level`` quantile, flat out to the farthest back-test and growing in proportion to the
+    distance (log US error) past it; on a headline row the upper end is raised to the highest
+    member's prediction where that is higher (the headline leans low). The interval is clipped to
+    [0, 1]. A row written before 2026-12-06 (no ``interval_rule``) keeps the symmetric interval it
+    stated; see :mod:`~meta_study.analysis.headline`. NaN where the row has no back-test or no usable fit.
 
     Raises:
         ValueError: ``level`` (given, or the row's) not a number in (0, 1), or a US accuracy outside [0, 1].
@@ -104,7 +106,8 @@ def predict_interval(row: Mapping[str, Any], us_accuracy: Any, level: float | No
     if _law(row) == ENSEMBLE:
         return Headline.from_row(row).interval(u, level)
     return interval_around(predict_fit(row, u), u, parse_residuals(row.get("interval_residuals")),
-                           row_number(row.get("best_us")), level, row_number(row.get("ds_test_size")))
+                           row_number(row.get("best_us")), level, row_number(row.get("ds_test_size")),
+                           row_interval_rule(row))
 
 
 __all__ = ["FRONTIERS", "LAWS", "Headline", "LawFit", "PowerLawFit", "fit_power_law", "fit_power_laws",

@@ -35,25 +35,30 @@ of them:
 - **Tested horizon**: how far beyond its best model each cut predicted, in log US error
   (``x = ln(e_best / e_target)``), and the median of that over cuts: half the back-tests reached
   at least this far. A statement past it is an extrapolation and says so.
-- **Interval**: ``p(u) +- h(x(u))`` where ``x(u) = ln((1 - best_us) / (1 - u))`` is how far ``u``
-  lies beyond the best visible model. From the back-test residuals ``r_i`` and
-  their reaches ``x_i``: ``h(x) = max(q_H max(1, x / H), q_M max(1, x / M))`` with ``H`` the
-  longest and ``M`` the median reach, and ``q_R`` the empirical ``level`` quantile of
-  ``|r_i| / max(1, x_i / R)``. The first term is flat out to the farthest back-test (the errors
-  the back-tests saw, at any distance); the second grows in proportion to the distance past the
-  typical back-test (the errors of a farther extrapolation). Past the longest reach both grow,
-  so a far extrapolation gets a wide interval, never a confident one. The residuals are against
+- **Interval**: ``[p(u) - h(x(u)), max(p(u) + h(x(u)), top(u))]`` where ``x(u) = ln((1 - best_us) / (1 - u))``
+  is how far ``u`` lies beyond the best visible model and ``top(u)`` the highest member's
+  prediction. From the back-test residuals ``r_i`` and their reaches ``x_i``:
+  ``h(x) = q_H max(1, x / H)`` with ``H`` the longest reach and ``q_H`` the empirical ``level``
+  quantile of ``|r_i| / max(1, x_i / H)``: the errors the back-tests saw, out to the farthest
+  back-test, growing in proportion to the distance past it, so that a far extrapolation gets a
+  wide interval, never a confident one. Above, the headline leans low on purpose (the members'
+  0.4 quantile); the laws that keep rising say how much more the next models may gain, and the
+  highest of them bounds the upper end where that is higher (an emergent jump, a frontier that did
+  not slow down). The residuals are against
   measured accuracies, so the test sets' sampling noise is in them; where the DS test-set size
   ``n`` is known or can be read off the accuracies (exact fractions ``k / n``), no half-width is
   below the binomial ``z sqrt(p (1 - p) / n)`` of the predicted accuracy (nor, near 0% or 100%,
   below the Clopper-Pearson bound of a perfect score: :func:`noise_half_width`). Where it is not,
   back-tests that all hit exactly (a task at one DS accuracy) calibrate no width: no interval.
+  Rows written before 2026-12-06 (no ``interval_rule``: :data:`LEGACY_INTERVAL_RULE`) keep the
+  symmetric ``p(u) +- max(q_H max(1, x / H), q_M max(1, x / M))`` they stated (``M`` the median
+  reach): its term past the median reach made it too wide on eight of 11 tables.
 
 Measured on 11 tables (BENCHMARKS.md; public vision and language-model zoos, derived timm tables,
 synthetic families): the headline's median held-out RMSE is 0.57x the flat guess's (geometric mean
 over tables; 0.73x over the six public zoos and timm's 5 groups), at or below it on 83% of groups,
-and its 90% interval covers 84.7-100% of the hidden frontier points per table (too wide on eight of
-the 11 tables, 84.7% on DCLM).
+and its 90% interval covers 85.9-100% of the hidden frontier points per table, within 85-95% on
+eight of the 11 (too wide on the ImageNet testbed, OpenCLIP and RobustBench, 97.5-100%).
 
 A headline row of ``fits.parquet`` (``law == "ensemble"``) carries everything needed to predict:
 the members' parameters (``members``, JSON), ``member_quantile``, ``flat``, ``discount`` (1 since
@@ -86,6 +91,15 @@ MEMBER_QUANTILE = 0.4
 
 #: ``member_quantile`` of a headline row written before it was stored (2026-12-06): the median.
 LEGACY_QUANTILE = 0.5
+
+#: How a headline row's interval is built (its ``interval_rule`` column): the back-tests' errors
+#: out to the longest back-test, growing in proportion to the distance past it, and up to the
+#: highest member's prediction above (2026-12-06; BENCHMARKS.md "The interval's upper end").
+INTERVAL_RULE = "longest+members"
+
+#: ``interval_rule`` of a row written before it was stored: symmetric, growing past the longest and
+#: past the median back-test reach.
+LEGACY_INTERVAL_RULE = "reaches"
 
 
 def empirical_quantile(scores: Sequence[float], level: float) -> float:
@@ -122,15 +136,17 @@ def distance(us_accuracy: np.ndarray, best_us: float) -> np.ndarray:
     return np.where(np.isnan(x), np.nan, np.where(u <= best_us, 0.0, np.maximum(x, 0.0)))
 
 
-def half_width(x: np.ndarray, residuals: Sequence[Sequence[float]], level: float) -> np.ndarray:
+def half_width(x: np.ndarray, residuals: Sequence[Sequence[float]], level: float,
+               rule: str = INTERVAL_RULE) -> np.ndarray:
     """The interval's half-width at distances ``x`` (log US error beyond the best model), from
     back-test (|residual|, reach) pairs; see the module doc. NaN without residuals.
 
-    ``max(q_H max(1, x / H), q_M max(1, x / M))``: ``H`` is the longest reach of any target
-    (not the tested horizon, :func:`tested_reach`: the median over cuts of each cut's farthest),
-    ``M`` the median reach of the targets, and ``q_R`` the empirical ``level`` quantile of
-    ``|r| / max(1, reach / R)``. With no reach at all (every target at the best model's US
-    accuracy), any distance beyond it is infinitely uncertain.
+    ``q_H max(1, x / H)`` (:data:`INTERVAL_RULE`, since 2026-12-06) or, for rows written before
+    (:data:`LEGACY_INTERVAL_RULE`), ``max(q_H max(1, x / H), q_M max(1, x / M))``: ``H`` is the
+    longest reach of any target (not the tested horizon, :func:`tested_reach`: the median over
+    cuts of each cut's farthest), ``M`` the median reach of the targets, and ``q_R`` the empirical
+    ``level`` quantile of ``|r| / max(1, reach / R)``. With no reach at all (every target at the
+    best model's US accuracy), any distance beyond it is infinitely uncertain.
     """
     x = np.asarray(x, dtype=float)
     if not len(residuals):
@@ -140,12 +156,22 @@ def half_width(x: np.ndarray, residuals: Sequence[Sequence[float]], level: float
     positive = reach[reach > 0]
     if positive.size == 0:
         return np.where(x > 0, np.inf, empirical_quantile(r, level))
+    reaches = (float(positive.max()),) if check_interval_rule(rule) == INTERVAL_RULE \
+        else (float(positive.max()), float(np.median(positive)))
     out = np.zeros(x.shape)
-    for R in (float(positive.max()), float(np.median(positive))):
+    for R in reaches:
         q = empirical_quantile(r / np.maximum(1.0, reach / R), level)
         with np.errstate(invalid="ignore"):
             out = np.maximum(out, q * np.maximum(1.0, x / R))
     return out
+
+
+def check_interval_rule(rule: str) -> str:
+    """``rule`` if it is one this version knows (a row's ``interval_rule``), else a ValueError naming it."""
+    if rule not in (INTERVAL_RULE, LEGACY_INTERVAL_RULE):
+        raise ValueError(f"interval_rule {rule!r} is not one this meta-study knows "
+                         f"({INTERVAL_RULE!r} or {LEGACY_INTERVAL_RULE!r}); a newer version wrote the row?")
+    return rule
 
 
 def tested_reach(residuals: Sequence[Sequence[float]]) -> float:
@@ -248,28 +274,32 @@ def member_predictions(fits: Sequence[LawFit], us_accuracy: np.ndarray) -> np.nd
     return np.where(X >= 1.0 - CLIP, 1.0, np.where(X <= CLIP, 0.0, X))
 
 
-def no_spread(residuals: Sequence[Sequence[float]], level: float) -> bool:
+def no_spread(residuals: Sequence[Sequence[float]], level: float, rule: str = INTERVAL_RULE) -> bool:
     """The back-tests hit exactly: the residuals' half-width at the best model (the least it is
     anywhere) is below :data:`NO_SPREAD` (see :func:`interval_around`)."""
-    return bool(len(residuals)) and bool(half_width(np.zeros(1), residuals, level)[0] < NO_SPREAD)
+    return bool(len(residuals)) and bool(half_width(np.zeros(1), residuals, level, rule)[0] < NO_SPREAD)
 
 
 def interval_around(pred: np.ndarray, us_accuracy: np.ndarray, residuals: Sequence[Sequence[float]],
-                    best_us: float, level: float, test_size: float = math.nan) -> tuple[np.ndarray, np.ndarray]:
-    """``pred +- max(half_width(x(u)), binomial floor)`` clipped to [0, 1] (see the module doc);
-    NaN without residuals, and, where the test-set size is unknown (no floor), when the back-tests
-    hit exactly (:func:`no_spread`): they calibrate no width, and a 90% interval of width 0
-    ("[50.0%-50.0%]" for a task at chance) claimed certainty."""
+                    best_us: float, level: float, test_size: float = math.nan, rule: str = INTERVAL_RULE,
+                    upper: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``pred +- max(half_width(x(u)), binomial floor)`` clipped to [0, 1], the upper end raised
+    to ``upper`` (the highest member's prediction, under :data:`INTERVAL_RULE`) where that is
+    higher (see the module doc); NaN without residuals, and, where the test-set size is unknown
+    (no floor), when the back-tests hit exactly (:func:`no_spread`): they calibrate no width, and
+    a 90% interval of width 0 ("[50.0%-50.0%]" for a task at chance) claimed certainty."""
     if not len(residuals):
         return np.full(np.shape(us_accuracy), np.nan), np.full(np.shape(us_accuracy), np.nan)
-    half = half_width(distance(us_accuracy, best_us), residuals, level)
+    half = half_width(distance(us_accuracy, best_us), residuals, level, rule)
     if math.isfinite(test_size) and test_size > 0:
         half = np.fmax(half, noise_half_width(pred, test_size, level))
-    elif no_spread(residuals, level):
+    elif no_spread(residuals, level, rule):
         half = np.full(np.shape(us_accuracy), np.nan)
     with np.errstate(invalid="ignore"):
         lo = np.clip(pred - half, 0.0, 1.0)
         hi = np.clip(pred + half, 0.0, 1.0)
+        if upper is not None:
+            hi = np.fmax(hi, np.clip(upper, 0.0, 1.0))
     return np.where(np.isnan(half), np.nan, lo), np.where(np.isnan(half), np.nan, hi)
 
 
@@ -288,6 +318,8 @@ class Headline:
         quantile: the members' pointwise quantile the prediction is (:data:`MEMBER_QUANTILE`).
         discount: ``w`` in [0, 1], the share of the gain over ``flat`` kept beyond the best model;
             1 (none) since 2026-12-06, below 1 only in headline rows written before.
+        interval_rule: how the interval is built (:data:`INTERVAL_RULE`;
+            :data:`LEGACY_INTERVAL_RULE` for rows written before it was stored).
     """
 
     members: tuple[LawFit, ...]
@@ -298,6 +330,7 @@ class Headline:
     test_size: float = math.nan
     quantile: float = MEMBER_QUANTILE
     discount: float = 1.0
+    interval_rule: str = INTERVAL_RULE
 
     @property
     def usable(self) -> bool:
@@ -375,7 +408,13 @@ class Headline:
         if not 0 < level < 1:
             raise ValueError(f"level must be in (0, 1), got {level!r}")
         u = np.asarray(us_accuracy, dtype=float)
-        return interval_around(self.predict_accuracy(u), u, self.residuals, self.best_us, level, self.test_size)
+        # the headline leans low (the members' 0.4 quantile); above it, the laws that keep rising
+        # say how much more the next models may gain: the highest member bounds the upper end
+        upper = None
+        if self.interval_rule == INTERVAL_RULE and self.usable:
+            upper = self.member_curves(u).max(axis=0)
+        return interval_around(self.predict_accuracy(u), u, self.residuals, self.best_us, level, self.test_size,
+                               self.interval_rule, upper)
 
     @property
     def saturation(self) -> float:
@@ -389,7 +428,7 @@ class Headline:
         members = [[f.law, name.split("/", 1)[1], {k: float(v) for k, v in f.params.items()}, f.status]
                    for f, name in zip(self.members, self.names)]
         return {"members": json.dumps(members, separators=(",", ":")), "member_quantile": self.quantile,
-                "flat": self.flat, "discount": self.discount, "best_us": self.best_us, "horizon_us": self.horizon_us,
+                "interval_rule": self.interval_rule, "flat": self.flat, "discount": self.discount, "best_us": self.best_us, "horizon_us": self.horizon_us,
                 "interval_residuals": residuals_json(self.residuals), "ds_test_size": self.test_size}
 
     @classmethod
@@ -412,11 +451,23 @@ class Headline:
         elif not 0.0 <= q <= 1.0:     # np.quantile's "Quantiles must be in the range [0, 1]" named no row
             raise ValueError(f"a headline row's member_quantile is {q!r}, not a quantile in [0, 1]")
         w = row_number(row.get("discount"))
-        return cls(members=tuple(fits), names=tuple(f"{law}/{fr}" for law, fr, *_ in members),
+        return cls(interval_rule=row_interval_rule(row), members=tuple(fits), names=tuple(f"{law}/{fr}" for law, fr, *_ in members),
                    flat=row_number(row.get("flat")), best_us=row_number(row.get("best_us")),
                    residuals=parse_residuals(row.get("interval_residuals")),
                    test_size=row_number(row.get("ds_test_size")), quantile=q,
                    discount=w if math.isfinite(w) else 1.0)
+
+
+def row_interval_rule(row: Mapping[str, Any]) -> str:
+    """A row's ``interval_rule``: :data:`LEGACY_INTERVAL_RULE` where it has none (written before
+    the column was stored: its intervals stay as written), a ValueError for one this version does
+    not know."""
+    rule = row.get("interval_rule")
+    if rule is None or (not isinstance(rule, str) and not math.isfinite(row_number(rule))) or rule == "":
+        return LEGACY_INTERVAL_RULE
+    if not isinstance(rule, str):
+        raise ValueError(f"a fits.parquet row's interval_rule is {rule!r}, not a rule's name")
+    return check_interval_rule(rule)
 
 
 def us_at(best_us: float, reach: float) -> float:
@@ -471,6 +522,6 @@ def parse_members(raw: Any) -> list[tuple[str, str, dict[str, Any], str]]:
         raise ValueError(f"a headline row's members is not the JSON list meta-study writes ({e})") from None
 
 
-__all__ = ["ENSEMBLE", "HALF_POINT", "LEGACY_QUANTILE", "MEMBER_QUANTILE", "NO_SPREAD", "Headline", "member_predictions", "no_spread", "row_number", "distance", "empirical_quantile", "estimate_test_size", "half_width", "latest_cut_error",
+__all__ = ["ENSEMBLE", "HALF_POINT", "INTERVAL_RULE", "LEGACY_INTERVAL_RULE", "LEGACY_QUANTILE", "MEMBER_QUANTILE", "NO_SPREAD", "Headline", "member_predictions", "no_spread", "row_number", "distance", "empirical_quantile", "estimate_test_size", "half_width", "check_interval_rule", "latest_cut_error", "row_interval_rule",
            "interval_around", "noise_half_width", "parse_members", "parse_residuals", "point_secant", "residuals_json", "tested_reach",
            "us_at"]

@@ -18,7 +18,7 @@ from .groups import ROW_COLUMNS, Group, Selection, groups_from_frame, with_test_
 from .frontiers import frontier_points
 from .fitting import FitOptions, fit_groups
 from .laws import PARAM_COLUMNS
-from .headline import ENSEMBLE, residuals_json
+from .headline import ENSEMBLE, INTERVAL_RULE, residuals_json
 from .selection import PLUS_POINTS, GroupSelection, SelectionOptions, Step, unusable_reason
 from .bootstrap import BootstrapOptions, bootstrap
 from .sensitivity import SensitivityOptions, sensitivity
@@ -37,7 +37,7 @@ CLAIM_COLUMNS = ("saturation_lo", "saturation_hi", "stop_paying_us", "stop_payin
 FITS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "law", "frontier", "n_points", "n_fit", "n_support",
                 *PARAM_COLUMNS, "saturation", "fit_err", "pred_err", "backtest_err", "flat_backtest_err",
                 "flat_pred_err", "coverage", "holdout_threshold", "n_heldout", "headline", "trusted", "trust_reason",
-                "warnings", "best_single", "best_us", "horizon_us", "flat", "member_quantile", "discount", "members", "interval_residuals", "ds_test_size",
+                "warnings", "best_single", "best_us", "horizon_us", "flat", "member_quantile", "interval_rule", "discount", "members", "interval_residuals", "ds_test_size",
                 *STEP_COLUMNS, "slope_best", "saturation_lo", "saturation_hi", "stop_paying_us", "stop_paying_lo",
                 "stop_paying_hi", "stop_paying_supported", "predict_us", "predict_ds", "predict_lo", "predict_hi",
                 "ds_target", "payoff_threshold", "level", "us_needed", "us_needed_lo", "us_needed_hi", "noise", "spearman",
@@ -75,7 +75,8 @@ def fits_frame(groups: Sequence[Group], selections: Sequence[GroupSelection],
                          "holdout_threshold": sel.holdout_threshold, "n_heldout": sel.n_heldout, "headline": False,
                          "trusted": False, "trust_reason": "", "warnings": join_warnings(c.warnings), "best_single": "",
                          "best_us": sel.headline.best_us, "horizon_us": sel.headline.horizon_us, "members": "",
-                         "interval_residuals": residuals_json(c.residuals), "ds_test_size": sel.headline.test_size,
+                         "interval_residuals": residuals_json(c.residuals), "interval_rule": INTERVAL_RULE,
+                         "ds_test_size": sel.headline.test_size,
                          "stop_paying_supported": False,
                          "ds_target": math.nan if ds_target is None else float(ds_target),
                          "payoff_threshold": float(payoff_threshold), "level": float(level),
@@ -84,7 +85,7 @@ def fits_frame(groups: Sequence[Group], selections: Sequence[GroupSelection],
     return df.astype({"shots": "Int64", "n_points": "int64", "n_fit": "int64", "n_support": "int64",
                       "n_heldout": "int64", "headline": bool, "trusted": bool, "stop_paying_supported": bool,
                       "warnings": str, "trust_reason": str, "members": str, "interval_residuals": str,
-                      "best_single": str})
+                      "interval_rule": str, "best_single": str})
 
 
 def _headline_row(g: Group, sel: GroupSelection, ds_target: float | None) -> dict[str, Any]:
@@ -104,7 +105,8 @@ def _headline_row(g: Group, sel: GroupSelection, ds_target: float | None) -> dic
             "trust_reason": sel.trust_reason, "warnings": join_warnings((*sel.warnings, *([g.repeated] if g.repeated else []))),
             "best_single": f"{single.law}/{single.frontier}" if single is not None else "",
             **(h.to_row() if h.usable else {"best_us": h.best_us, "horizon_us": h.horizon_us, "members": "",
-                                            "interval_residuals": "[]", "ds_test_size": h.test_size}),
+                                            "interval_residuals": "[]", "interval_rule": h.interval_rule,
+                                            "ds_test_size": h.test_size}),
             **steps, "slope_best": cl.slope_best,
             **{col: float(getattr(cl, col)) for col in CLAIM_COLUMNS},
             "stop_paying_supported": bool(cl.stop_paying_supported),
