@@ -13,13 +13,17 @@ accuracy and the DS test-set size (binomial floor, as in production). No hidden 
 Rules (``x`` = distance beyond the best visible model in log US error; ``H``, ``M`` = longest and
 median back-test reach; ``q`` = empirical 90% quantile of the scaled residuals):
 
-- ``chosen``: ``headline.half_width``, ``max(q_H max(1, x/H), q_M max(1, x/M))``.
+- ``chosen`` (since 2026-12-06): ``headline.half_width``, ``q_H max(1, x/H)`` below the
+  headline, and above it the larger of that and the highest member's prediction.
+- ``before``: the rule until 2026-12-06, symmetric, ``max(q_H max(1, x/H), q_M max(1, x/M))``.
 - ``flat``: ``q`` of the residuals, the same at every distance.
-- ``past H``: flat out to the longest back-test, proportional to ``x`` past it.
+- ``past H``: flat out to the longest back-test, proportional to ``x`` past it (``chosen``
+  without its upper end).
 - ``past M``: flat out to the median back-test, proportional to ``x`` past it.
-- ``cut median``: ``chosen`` with ``q`` the median over cuts of each cut's quantile (one bad
+- ``cut median``: ``before`` with ``q`` the median over cuts of each cut's quantile (one bad
   cut does not set the width).
 - ``flat+spread``: ``flat``, widened to half the range of the members' predictions.
+- ``flat, up to top``: ``flat`` with ``chosen``'s upper end.
 
 (d) **Diagnosis**: how a group's error grows with distance. Per table, the within-group slope of
 ``ln|error|`` on ``ln x`` (each group's means removed), for the back-test residuals (what a rule
@@ -40,8 +44,8 @@ import pandas as pd
 
 from bench_selection import DATA, all_tables, heldout_fits, unknown_tables
 from meta_study.analysis import predict_fit
-from meta_study.analysis.headline import (Headline, distance, empirical_quantile, half_width, noise_half_width,
-                                          parse_residuals)
+from meta_study.analysis.headline import (LEGACY_INTERVAL_RULE, Headline, distance, empirical_quantile, half_width,
+                                          noise_half_width, parse_residuals)
 
 LEVEL = 0.9
 #: (x, residuals, headline, US accuracies) -> half-width (accuracy, fraction) at each distance
@@ -80,12 +84,16 @@ def _flat_spread(x: np.ndarray, res: np.ndarray, h: Headline, u: np.ndarray) -> 
 
 RULES: dict[str, Rule] = {
     "chosen": lambda x, res, h, u: half_width(x, res, LEVEL),
+    "before": lambda x, res, h, u: half_width(x, res, LEVEL, LEGACY_INTERVAL_RULE),
     "flat": lambda x, res, h, u: np.full(x.shape, empirical_quantile(res[:, 0], LEVEL)),
     "past H": lambda x, res, h, u: _knee(x, res, "H"),
     "past M": lambda x, res, h, u: _knee(x, res, "M"),
     "cut median": lambda x, res, h, u: _cut_median(x, res),
     "flat+spread": _flat_spread,
+    "flat, up to top": lambda x, res, h, u: np.full(x.shape, empirical_quantile(res[:, 0], LEVEL)),
 }
+#: rules whose upper end is raised to the highest member's prediction where that is higher
+UP_TO_TOP = {"chosen", "flat, up to top"}
 
 
 def collect(tables: list[tuple[str, str, np.ndarray, np.ndarray]]) -> list[dict]:
@@ -110,15 +118,18 @@ def coverage(rows: list[dict], within_horizon: bool = False) -> pd.DataFrame:
         h: Headline = g["head"]
         x = distance(g["tx"], h.best_us)
         floor = noise_half_width(g["pred"], g["test_size"], LEVEL)
-        err = np.abs(g["pred"] - g["ty"])
         keep = x <= h.horizon + 1e-12 if within_horizon else np.ones(x.shape, dtype=bool)
         if not keep.any():
             continue
-        x, floor, err = x[keep], floor[keep], err[keep]
+        x, floor, pred = x[keep], floor[keep], g["pred"][keep]
+        top = h.member_curves(g["tx"][keep]).max(axis=0)
         for name, rule in RULES.items():
             w = np.fmax(rule(x, g["res"], h, g["tx"][keep]), floor)
-            recs.append({"rule": name, "table": g["table"], "inside": int(np.sum(err <= w)), "points": x.size,
-                         "width": float(np.median(np.minimum(w, 1.0)))})
+            lo, hi = pred - w, (np.fmax(pred + w, top) if name in UP_TO_TOP else pred + w)
+            y = g["ty"][keep]
+            recs.append({"rule": name, "table": g["table"], "inside": int(np.sum((y >= lo) & (y <= hi))),
+                         "points": x.size,
+                         "width": float(np.median(np.minimum(np.clip(hi, 0, 1) - np.clip(lo, 0, 1), 1.0) / 2))})
     d = pd.DataFrame(recs)
     s = d.groupby(["rule", "table"])[["inside", "points"]].sum()
     cov = (s["inside"] / s["points"]).unstack("table")
