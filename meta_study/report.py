@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, Any, Mapping
 import pandas as pd
 
 from .analysis.answers import answer, flags
+from .analysis.figures import quantile_name
 from .analysis.groups import group_slug
-from .analysis.headline import LEGACY_QUANTILE, MEMBER_QUANTILE
+from .analysis.headline import MEMBER_QUANTILE, row_number
 from .analysis.selection import FLAG_HELP
 from .analysis.tables import headlines
 from .explorer import CSS as EXPLORER_CSS
 from .explorer import KEYS as EXPLORE_KEYS
-from .explorer import explorer_html, group_key, nice_ticks, point_names, points_by_group, prediction_line
+from .explorer import (explorer_html, group_key, nice_ticks, point_names, points_by_group, prediction_band,
+                       prediction_line)
 
 if TYPE_CHECKING:
     from .analysis.results import Analysis
@@ -42,6 +44,7 @@ table.sortable th{cursor:pointer}
 svg.points .ax{stroke:#999} svg.points .tk{font-size:9px;fill:#555} svg.points .lb{font-size:10px;fill:#333}
 svg.points circle.v{fill:#3a6ea5;fill-opacity:.55} svg.points circle.h{fill:none;stroke:#3a6ea5}
 svg.points circle:hover{fill:#e67e22;fill-opacity:1;r:4} svg.points .law{fill:none;stroke:#c0392b;stroke-width:1.6}
+svg.points .band{fill:#c0392b;fill-opacity:.15;stroke:none} svg.points .thr{stroke:#444;stroke-dasharray:4 3;opacity:.6}
 figure{margin:0} figcaption{font-size:.85rem}
 td.l:nth-child(-n+3),ul.answers li,figcaption,.prov{overflow-wrap:anywhere} select{max-width:100%}
 td.l:nth-child(-n+2){min-width:7.5em} td.l:nth-child(3){min-width:4.5em}
@@ -183,21 +186,37 @@ MAX_HOVER_GROUPS = 60
 
 def _points_svg(r: Mapping[str, Any], pts: pd.DataFrame) -> str:
     """One group's models as an inline SVG scatter: hover a point for its model (:func:`point_name`),
-    US and DS accuracy; hollow points were held out; the red line is the headline's prediction from
-    the best visible model to the tested horizon. No script needed."""
+    US and DS accuracy; hollow points were held out, right of the dashed hold-out threshold; the red
+    line is the headline's prediction from the best visible model to the tested horizon, shaded by
+    its interval at the row's level (:func:`~meta_study.explorer.prediction_band`, as the figures
+    and the explorer shade it). No script needed. A model without both accuracies has no place on
+    it and is left out; "" where no model has both and there is no line to draw."""
     import numpy as np
 
     w, h, pad = 380, 270, 42
+    # named over every group's points (the explorer's names): per group, a run's name could be
+    # shorter here than in the explorer, where more runs share its prefix
+    names = pts[NAME_COLUMN].tolist() if NAME_COLUMN in pts else point_names(pts)
     us, ds = pts["us_accuracy"].to_numpy(float) * 100, pts["ds_accuracy"].to_numpy(float) * 100
+    # a model with a NaN accuracy (a run that logged no DS metric) made the axes' ends NaN and
+    # nice_ticks raised: no report was written for the whole store
+    ok = np.isfinite(us) & np.isfinite(ds)
+    names, us, ds = [n for n, k in zip(names, ok) if k], us[ok], ds[ok]
     xs, ys = prediction_line(r, 40)
     line = np.isfinite(xs) & np.isfinite(ys)
-    # the axes hold the models and the prediction line, ending on round ticks
-    ax, ay = np.concatenate([us, xs[line]]), np.concatenate([ds, ys[line]])
+    bx, blo, bhi = prediction_band(r, 40)
+    # the axes hold the models, the prediction line and its interval, ending on round ticks
+    ax, ay = np.concatenate([us, xs[line], bx]), np.concatenate([ds, ys[line], blo, bhi])
+    if not ax.size:
+        return ""
     xt, yt = nice_ticks(*_flat_span(ax)), nice_ticks(*_flat_span(ay))
     x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
     sx = lambda v: pad + (v - x0) / (x1 - x0) * (w - pad - 10)  # noqa: E731
     sy = lambda v: h - pad - (v - y0) / (y1 - y0) * (h - pad - 10)  # noqa: E731
-    held = pts["us_accuracy"].to_numpy(float) > float(r["holdout_threshold"])
+    # None (pyarrow's null) or NA: no threshold, nothing held out (float(None) raised a TypeError);
+    # compared unrounded, as the fit decided
+    thr = row_number(r.get("holdout_threshold"))
+    held = pts["us_accuracy"].to_numpy(float)[ok] > thr if math.isfinite(thr) else np.zeros(us.size, bool)
     out = [f"<svg class=points viewBox='0 0 {w} {h}' width={w} height={h} role=img "
            f"aria-label='{_e(r['us_task'])} to {_e(r['ds_task'])}'>",
            f"<line x1={pad} y1={h - pad} x2={w - 10} y2={h - pad} class=ax /><line x1={pad} y1=10 x2={pad} "
@@ -209,17 +228,28 @@ def _points_svg(r: Mapping[str, Any], pts: pd.DataFrame) -> str:
     out.append(f"<text x={(pad + w) / 2:.0f} y={h - 6} class=lb text-anchor=middle>US accuracy (%)</text>"
                f"<text x=10 y={(h - pad) / 2:.0f} class=lb text-anchor=middle transform='rotate(-90 10 "
                f"{(h - pad) / 2:.0f})'>DS accuracy (%)</text>")
-    # named over every group's points (the explorer's names): per group, a run's name could be
-    # shorter here than in the explorer, where more runs share its prefix
-    names = pts[NAME_COLUMN].tolist() if NAME_COLUMN in pts else point_names(pts)
+    if bx.size > 1:          # under the models, as the figures and the explorer shade it
+        from .analysis.answers import level_pct, row_level
+
+        edge = [f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(bx, bhi)] + \
+               [f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(bx[::-1], blo[::-1])]
+        out.append(f"<polygon class=band points='{' '.join(edge)}'><title>{level_pct(row_level(r))} interval of "
+                   "the headline prediction</title></polygon>")
+    # only where it holds models out, as the figures and the explorer draw it (and inside the axes)
+    if held.any() and x0 <= 100 * thr <= x1:
+        out.append(f"<line x1={sx(100 * thr):.1f} y1=10 x2={sx(100 * thr):.1f} y2={h - pad} class=thr>"
+                   "<title>hold-out threshold</title></line>")
     for name, a, b, hd in zip(names, us, ds, held):
         out.append(f"<circle cx={sx(a):.1f} cy={sy(b):.1f} r=2.6 class={'h' if hd else 'v'}><title>"
                    f"{_e(name)}: US {a:.2f}%, DS {b:.2f}%{' (held out)' if hd else ''}"
                    "</title></circle>")
     if line.sum() > 1:       # drawn last, over the models (a group can have thousands)
+        # missing (None, NaN, NA: bool(NA) raised, bool(NaN) is True): not trusted, as the explorer reads it
+        trusted = r.get("trusted")
+        trusted = not (trusted is None or pd.isna(trusted)) and bool(trusted)
         out.append("<polyline class=law points='" + " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(xs[line], ys[line]))
                    # as the figures label it: an untrusted answer states its interval, not this line
-                   + f"'><title>headline prediction{'' if r.get('trusted') else ' (not trusted)'}, from the best "
+                   + f"'><title>headline prediction{'' if trusted else ' (not trusted)'}, from the best "
                    "visible model to the tested horizon</title></polyline>")
     out.append("</svg>")
     return "".join(out)
@@ -246,15 +276,17 @@ def _hover_html(heads: pd.DataFrame, points: pd.DataFrame | None) -> str:
     cells = []
     for r in heads.head(MAX_HOVER_GROUPS).to_dict("records"):
         g = by.get(group_key(r[c] for c in EXPLORE_KEYS))
-        if g is None or g.empty:
+        svg = "" if g is None or g.empty else _points_svg(r, g)
+        if not svg:          # no model with both accuracies, no line: nothing to draw
             continue
         shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
         cells.append(f"<figure><figcaption>{_e(r['us_task'])} &rarr; {_e(r['ds_task'])} ({_e(r['eval_protocol'])}"
-                     f"{shots})</figcaption>{_points_svg(r, g)}</figure>")
+                     f"{shots})</figcaption>{svg}</figure>")
     more = (f" The first {MAX_HOVER_GROUPS} of {len(heads)} groups are drawn; points.parquet has them all."
             if len(heads) > MAX_HOVER_GROUPS else "")
     return ("<h2>Which model is which</h2><p class=note>Hover over a point for its model and accuracies; "
-            f"hollow points were held out, the red line is the headline's prediction up to the tested horizon.{more}</p>"
+            "hollow points were held out (right of the dashed line), the red line is the headline's prediction up to the "
+            f"tested horizon, shaded by its {_levels(heads)} interval.{more}</p>"
             "<div class=grid>"
             + "".join(cells) + "</div>")
 
@@ -270,11 +302,19 @@ def _headline_what(r: Mapping[str, Any]) -> str:
     ``w``: "discount 1.00" read as a 100% discount where it meant none)."""
     if pd.isna(r.get("discount")):
         return "none: no usable law x frontier fit"
-    q = r.get("member_quantile")
-    q = LEGACY_QUANTILE if q is None or pd.isna(q) else float(q)
-    what = f"{'median' if q == 0.5 else f'{q:g} quantile'} of {int(r['n_fit'])} law x frontier fits"
+    # named as the figures' legends name it (one helper: they cannot disagree)
+    what = f"{quantile_name(r.get('member_quantile'))} of {int(r['n_fit'])} law x frontier fits"
     w = float(r["discount"])
     return what + (f", {100 * w:.0f}% of their predicted gain kept (w)" if w < 1 else "")
+
+
+def _quantiles(heads: pd.DataFrame) -> str:
+    """The members' quantile the headline rows are, as each row's predictor names it
+    (:func:`~meta_study.analysis.figures.quantile_name`): "0.4 quantile", "median" for rows written
+    before ``member_quantile`` was stored, "0.4 quantile or median" for a mix. The page said "the
+    0.4 quantile" above rows, and beside figures, that predicted with the median."""
+    col = heads["member_quantile"] if "member_quantile" in heads else [None] * len(heads)
+    return " or ".join(dict.fromkeys(quantile_name(q) for q in col)) or quantile_name(MEMBER_QUANTILE)
 
 
 def _failed(status: Any) -> bool:
@@ -348,16 +388,18 @@ def _table_html(fits: pd.DataFrame) -> str:
     return f"<div class=tw><table class=sortable><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
 
 
-def _sensitivity_text(sensitivity: pd.DataFrame | None) -> str:
+def _sensitivity_text(sensitivity: pd.DataFrame | None, quantile: str | None = None) -> str:
     """What Fig. 3 says about the headline's members, from the ranking of the frontiers a headline
-    can use (``all`` never enters it: its numbers are given apart, for the paper's comparison)."""
+    can use (``all`` never enters it: its numbers are given apart, for the paper's comparison);
+    ``quantile`` names the headline as :func:`_quantiles` does (default: the current one)."""
     from .analysis.sensitivity import frontier_ranking_text, rank_frontiers, summarize_sensitivity
 
     if sensitivity is None or not len(sensitivity):
         return ""
     rk = rank_frontiers(summarize_sensitivity(sensitivity))
     rk = rk[rk["pred_err_small_n"].notna()]
-    out = (f" The headline is the {MEMBER_QUANTILE:g} quantile of every law on the frontier estimators drawn solid; the paper's Eq. 1 "
+    quantile = quantile or quantile_name(MEMBER_QUANTILE)
+    out = (f" The headline is the {_e(quantile)} of every law on the frontier estimators drawn solid; the paper's Eq. 1 "
            "on each of them shows how that kind of member degrades with fewer models.")
     # frontiers whose errors print the same are said to tie ("then bins-upper (0 pt)" ranked a tie)
     ranking = frontier_ranking_text(rk, _pt, name=_e, best=lambda s: f"<b>{s}</b>")
@@ -468,11 +510,15 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     slugs = {_slug(r) for r in heads.to_dict("records")}
     group_pngs = [p for p in group_pngs if p.stem in slugs]
     unfit = _failed_html(fits)
+    quantile = _quantiles(heads)
     parts.append(f"<h2>Answers</h2><p class=note>{n_groups} group{'s' if n_groups != 1 else ''}, {n_trusted} with a "
                  f"trusted answer.{unfit} Per group, "
                  "every law is fitted to every frontier estimator of the visible models; the headline is the "
-                 f"{MEMBER_QUANTILE:g} quantile of their predictions at each US accuracy (the laws that keep rising overshoot the next "
-                 "models more often than the flat ones undershoot them). It is trusted when its own back-test error "
+                 f"{_e(quantile)} of their predictions at each US accuracy"
+                 # why a low quantile: said only of one (rows written before 2026-12-06 are the median)
+                 + ("" if "median" in quantile else " (the laws that keep rising overshoot the next models more "
+                    "often than the flat ones undershoot them)")
+                 + ". It is trusted when its own back-test error "
                  "(fit below a US cut, predict the frontier above it), the mean "
                  "over the cuts or the latest cut's, is within the tolerance, and its curve at the best visible model "
                  "lies within the tolerance of the best DS accuracy seen (it reaches the edge of its data); warnings "
@@ -501,7 +547,7 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                      + " (the paper's Fig. 3): fitting and "
                      "prediction error of Eq. 1, in accuracy points, on each frontier estimator on random subsamples "
                      "of the models (mean &plusmn; sd over trials)." + _sensitivity_left(analysis.sensitivity)
-                     + _sensitivity_text(analysis.sensitivity) + "</p>"
+                     + _sensitivity_text(analysis.sensitivity, quantile) + "</p>"
                      + _img(root, "figures/sensitivity.png", "sensitivity"))
     if (figs / "params_vs_shots.png").exists():
         parts.append("<h2>Parameters vs shots</h2><p class=note>Eq. 1's parameters on the hull vertices (solid) and "

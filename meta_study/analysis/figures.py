@@ -35,6 +35,7 @@ import pandas as pd
 
 from .answers import DEFAULT_LEVEL, level_pct
 from .frontiers import FRONTIER_KINDS
+from .headline import quantile_name
 from .selection import Candidate, GroupSelection
 
 HULL_COLOR = "#c0392b"
@@ -268,7 +269,7 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
         med = h.predict_accuracy(xs_fit)
         drawn.append(med)
         ax.plot(xs_fit * 100, med * 100, color=HEAD_COLOR, lw=1.0, alpha=0.6,
-                label=f"laws' {'median' if h.quantile == 0.5 else f'{h.quantile:g} quantile'} (fit range)")
+                label=f"laws' {quantile_name(h.quantile)} (fit range)")
         hus = h.horizon_us
         end = hus if math.isfinite(hus) else h.best_us
         far = float(np.nanmax(us)) if held.any() else end

@@ -458,6 +458,18 @@ class Headline:
                    discount=w if math.isfinite(w) else 1.0)
 
 
+def quantile_name(quantile: Any) -> str:
+    """How the answer names the members' quantile a headline is: "median" for 0.5, else "0.4
+    quantile". ``quantile`` is a row's ``member_quantile`` or a :class:`Headline`'s; a missing one
+    (None, NaN, ``pandas.NA``, text: a row written before the column was stored, 2026-12-06) is
+    :data:`LEGACY_QUANTILE`, as :meth:`Headline.from_row` predicts with it. The report's text, the
+    figures' legends and the rows' ``message`` all say it through here, so they cannot name one
+    headline differently."""
+    q = row_number(quantile)
+    q = LEGACY_QUANTILE if not math.isfinite(q) else q
+    return "median" if q == 0.5 else f"{q:g} quantile"
+
+
 def row_interval_rule(row: Mapping[str, Any]) -> str:
     """A row's ``interval_rule``: :data:`LEGACY_INTERVAL_RULE` where it has none (written before
     the column was stored: its intervals stay as written), a ValueError for one this version does
@@ -523,5 +535,5 @@ def parse_members(raw: Any) -> list[tuple[str, str, dict[str, Any], str]]:
 
 
 __all__ = ["ENSEMBLE", "HALF_POINT", "INTERVAL_RULE", "LEGACY_INTERVAL_RULE", "LEGACY_QUANTILE", "MEMBER_QUANTILE", "NO_SPREAD", "Headline", "member_predictions", "no_spread", "row_number", "distance", "empirical_quantile", "estimate_test_size", "half_width", "check_interval_rule", "latest_cut_error", "row_interval_rule",
-           "interval_around", "noise_half_width", "parse_members", "parse_residuals", "point_secant", "residuals_json", "tested_reach",
+           "interval_around", "noise_half_width", "parse_members", "parse_residuals", "point_secant", "quantile_name", "residuals_json", "tested_reach",
            "us_at"]

@@ -18,7 +18,7 @@ from .groups import ROW_COLUMNS, Group, Selection, groups_from_frame, with_test_
 from .frontiers import frontier_points
 from .fitting import FitOptions, fit_groups
 from .laws import PARAM_COLUMNS
-from .headline import ENSEMBLE, INTERVAL_RULE, residuals_json
+from .headline import ENSEMBLE, INTERVAL_RULE, quantile_name, residuals_json
 from .selection import PLUS_POINTS, GroupSelection, SelectionOptions, Step, unusable_reason
 from .bootstrap import BootstrapOptions, bootstrap
 from .sensitivity import SensitivityOptions, sensitivity
@@ -113,7 +113,7 @@ def _headline_row(g: Group, sel: GroupSelection, ds_target: float | None) -> dic
             "ds_target": math.nan if ds_target is None else float(ds_target),
             "noise": sel.noise, "spearman": sel.spearman, "spearman_p": sel.spearman_p,
             "status": "ok" if h.usable else (bad.fit.status if bad else "degenerate"),
-            "message": (f"{h.quantile:g} quantile of {len(h.members)} candidates" if h.usable
+            "message": (f"{quantile_name(h.quantile)} of {len(h.members)} candidates" if h.usable
                         else (bad.fit.message if bad else _unusable_why(sel.trust_reason)))}
 
 
