@@ -145,7 +145,9 @@ def test_a_huge_group_in_chromium(tmp_path):
         tab.mouse.up()
         browser.close()
     assert not errors, errors
-    assert out["all"][0] == f"{n} of {n} models match" and out["all"][1] == n, out["all"]
+    # (session 47: beyond 3,000 models in view the marked ones are pixels of one image, the frontier's
+    # circles over it; tests/test_s47_explorer.py checks what that image shows)
+    assert out["all"][0] == f"{n} of {n} models match" and 0 < out["all"][1] <= 400, out["all"]
     assert out["all"][2] == "up → a (fewshot, 5-shot): 150000 models"
     count, drawn = out["zoomed"]
     assert count == f"{n} of {n} models match" and 0 < drawn < n // 10, out["zoomed"]   # only those in view
