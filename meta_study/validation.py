@@ -1266,9 +1266,7 @@ def _timestamp_array(col: Column, s: pd.Series, flag: _Flags, order: _DateOrder 
     # floored to the column's microseconds: "…T00:00:00.0000001" would not cast otherwise
     naive_utc = ts.dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("us").to_numpy()
     arr = pa.array(naive_utc, type=pa.timestamp("us"), from_pandas=True)
-    # 0001-01-01T00:00:00 (Go's and .NET's zero time) is what exporters write for a time they do
-    # not know, a run not ended: stored, it was a run of 2,023 years. A missing value, as "NA" is.
-    unknown = pc.fill_null(pc.equal(arr, pa.scalar(_TS_MIN, arr.type)), False).to_numpy(zero_copy_only=False)
+    unknown = _unknown_times(arr)
     if unknown.any():
         arr = pc.if_else(pa.array(unknown), pa.scalar(None, arr.type), arr)
     if col.required:
@@ -1290,6 +1288,23 @@ def _timestamp_array(col: Column, s: pd.Series, flag: _Flags, order: _DateOrder 
 #: microseconds since 1970 UTC.
 _TS_MIN = -62_135_596_800_000_000            # 0001-01-01T00:00:00
 _TS_MAX = 253_402_300_799_999_999            # 9999-12-31T23:59:59.999999
+#: The instants exporters write for a time they do not know (a run not ended), in the same
+#: microseconds: stored, they were runs of 2,023 or 54 years, and a run "ending" before it started.
+#: - 0001-01-01T00:00:00: Go's zero ``time.Time`` and .NET's ``DateTime.MinValue``;
+#: - 1970-01-01T00:00:00Z exactly: the Unix epoch, 0, a C/Java/JavaScript exporter's unset time.
+#:   MLflow's own ``start_time``/``end_time`` of 0 means "not set", and the MLflow reader maps it
+#:   to null (``ingest/mlflow_runs.py``): the same run exported to a file and read from its server
+#:   is stored alike. No run this store holds trained at that instant, to the microsecond.
+#: Both are a missing value, as "NA" is, whichever path a row comes by (:func:`validate`,
+#: :func:`conform`).
+_TS_UNKNOWN = (_TS_MIN, 0)
+
+
+def _unknown_times(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The cells of a timestamp column in microseconds (any zone) that hold an unknown-time
+    placeholder (:data:`_TS_UNKNOWN`), as a boolean mask."""
+    us = arr.cast(pa.int64())
+    return pc.fill_null(pc.is_in(us, value_set=pa.array(_TS_UNKNOWN, pa.int64())), False).to_numpy(zero_copy_only=False)
 
 
 def _flag_source_reasons(frame: pd.DataFrame, flag: _Flags) -> None:
@@ -1349,6 +1364,26 @@ def _ends_before_start(frame: pd.DataFrame, arrays: Mapping[str, pa.Array], kept
     return int(before.sum()), f"run {run}: ended_at {written('ended_at')}, started_at {written('started_at')}"
 
 
+def ends_before_start(table: pa.Table) -> tuple[int, str] | None:
+    """(rows of a canonical table, e.g. :func:`conform`'s, whose ``ended_at`` is before their
+    ``started_at``, the first as text), or None: what :attr:`Validated.ends_before_start` says of
+    the rows :func:`validate` passes, for rows that came by another path (``Store.commit``'s
+    ``CommitResult.ends_before_start``). Times are shown as ISO 8601 in UTC."""
+    if "started_at" not in table.column_names or "ended_at" not in table.column_names:
+        return None
+    before = pc.fill_null(pc.less(table.column("ended_at"), table.column("started_at")), False)
+    n = pc.sum(before).as_py() or 0
+    if not n:
+        return None
+    i = pc.index(before, True).as_py()
+
+    def written(column: str) -> str:   # (aware or naive: the canonical columns are UTC)
+        return table.column(column)[i].as_py().replace(tzinfo=None).isoformat() + "Z"
+
+    run = printable(repr(table.column("run_id")[i].as_py()))
+    return int(n), f"run {run}: ended_at {written('ended_at')}, started_at {written('started_at')}"
+
+
 def ends_before_start_note(rows: int, example: str) -> str:
     """The ingest summary's note for :attr:`Validated.ends_before_start`."""
     return (f"{rows} row(s) end before they start (e.g. {example}), stored as given: started_at and ended_at "
@@ -1394,6 +1429,10 @@ def _rejected_rows(frame: pd.DataFrame, bad_idx: np.ndarray, reasons: Mapping[in
 
 def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.Table:
     """Fill store-managed columns and cast to :data:`SCHEMA` (column order included).
+
+    An unknown-time placeholder in a timestamp column (``0001-01-01T00:00:00``, the Unix epoch:
+    :data:`_TS_UNKNOWN`) is null, as :func:`validate` stores it (``ingested_at``: now); rows that
+    end before they start are kept, as there (:func:`ends_before_start` finds them).
 
     The rows' values are checked against the schema's rules, as :func:`validate` checks them:
     ``Store.commit`` takes a table from any caller, and stored ``ds_accuracy`` 87.5, NaN, an
@@ -1441,6 +1480,14 @@ def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.T
                 # ("Float value 2.5 was truncated": which column?)
                 raise ValueError(f"{f.name}: its {a.type} values cannot be stored as {f.type} ({e}); "
                                  "validate the rows first (see validation.validate)") from None
+            if pa.types.is_timestamp(f.type):
+                # an unknown-time placeholder is null here too, as validate() stores it: a table
+                # built by hand (or read from an export) kept runs of 2,023 years
+                unknown = _unknown_times(a)
+                if unknown.any():
+                    a = pc.if_else(pa.array(unknown), pa.scalar(None, f.type), a)
+                    if f.name == "ingested_at":
+                        a = a.fill_null(pa.scalar(now, type=UTC_TIMESTAMP))
             if f.nullable and pa.types.is_floating(f.type) and a.null_count < len(a):
                 # a missing optional number spelled NaN (pandas' way) is null, as validate() stores
                 # it; refusing it refused every hand-built table with a missing learning rate

@@ -126,6 +126,13 @@ class LockHolder:
 
 # ---- local: flock ---------------------------------------------------------------------------
 
+
+class LockFileError(UserError):
+    """Something other than a plain file stands where a local store's lock file goes (a FIFO, a
+    directory, a device, a symbolic link): no writer can commit until it is removed. Not a
+    store this user merely cannot write (``store check`` checks those without the lock)."""
+
+
 #: Lock files' descriptors this process holds an flock on. A forked child (a ``commit_stream``
 #: batch generator starting a multiprocessing pool, say) shares the lock: the kernel frees an
 #: flock only once every descriptor of it is closed, so the lock outlived its writer, held by
@@ -165,8 +172,8 @@ def _local_lock(path: str, timeout_s: float, what: str, notify: Notify | None = 
                             f"'chmod g+w {path}', and a umask such as 002 for every writer)") from None
         if e.errno != errno.ELOOP:
             raise
-        raise UserError(f"{path}: is a symbolic link, not the store's lock file (a plain file); remove it and "
-                        "run again") from None
+        raise LockFileError(f"{path}: is a symbolic link, not the store's lock file (a plain file); remove it and "
+                            "run again") from None
     pid = os.getpid()
     try:
         start = time.monotonic()
@@ -212,8 +219,8 @@ def _refuse_a_special_lock_file(path: str) -> None:
     except OSError as e:
         raise UserError(f"{path}: the store's lock file cannot be used ({e.strerror}); remove it") from None
     if not stat.S_ISREG(mode):
-        raise UserError(f"{path}: is {kind_of_mode(mode)}, not the store's lock file (a plain file); remove it "
-                        "and run again")
+        raise LockFileError(f"{path}: is {kind_of_mode(mode)}, not the store's lock file (a plain file); remove it "
+                            "and run again")
 
 
 def _read_holder(fd: int) -> LockHolder:
@@ -358,9 +365,21 @@ class _Heartbeat(threading.Thread):
                                  "by 'meta-study store unlock', or taken over by another writer after it expired while "
                                  "this one was stalled); nothing of this commit was stored")
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """Stop renewing; wait at most ``timeout_s`` (default :data:`STOP_WAIT_S`) for a renewal in
+        flight. One that has not answered by then (an endpoint that accepts the request and never
+        replies; the S3 client's own timeouts and retries add up to minutes per request) leaves the
+        lease *lost*: whether that renewal landed cannot be known, so the lease is neither
+        renewed again (the thread ends when the request returns) nor released (the release's
+        conditional write would meet the same endpoint); it expires within one lease. It was a
+        join without a bound: the command hung at its end, after its commit, holding the lease.
+        True if the heartbeat ended."""
         self._stop_event.set()
-        self.join()
+        self.join(STOP_WAIT_S if timeout_s is None else timeout_s)
+        if self.is_alive():
+            self.lost = True
+            return False
+        return True
 
 
 @contextlib.contextmanager
@@ -432,7 +451,9 @@ def _lease_lock(objects: S3Objects, timeout_s: float, what: str, lease_s: float,
         # an exception) released the lease its parent still held and worked under: the next
         # writer went in beside it, and the parent's heartbeat found its lease lost.
         if os.getpid() == pid:
-            beat.stop()
+            if not beat.stop() and notify is not None:
+                notify(f"{what}: the S3 endpoint did not answer the renewal of this writer's lease in "
+                       f"{STOP_WAIT_S:g} s; the lease is left to expire (within {lease_s:g} s), not released")
             if not beat.lost:
                 with contextlib.suppress(OSError):
                     released = json.dumps({**record, "released": True}).encode()
@@ -467,6 +488,10 @@ def break_lease(objects: S3Objects) -> LockHolder | None:
                   "writes (a writer renewing it that fast, or an S3 endpoint refusing conditional writes); run "
                   "'meta-study store unlock' again")
 
+
+#: How long releasing a lease waits for a heartbeat renewal still in flight, in seconds (one
+#: answers in well under a second); past it the lease is left to expire (:meth:`_Heartbeat.stop`).
+STOP_WAIT_S = 10.0
 
 #: Tries of ``store unlock`` before it gives up (each a GET and a conditional PUT, 0.05 s apart).
 BREAK_TRIES = 100

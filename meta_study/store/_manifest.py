@@ -52,6 +52,11 @@ class CommitResult:
     #: rows of ``delete_runs`` written again in the same commit: stored, so not in ``deleted``
     #: (which counts the rows that left the store), but in ``updated`` or ``unchanged`` by content
     rewritten: int = 0
+    #: (rows given whose ``ended_at`` is before their ``started_at``, the first as text), or None:
+    #: kept as given, as :func:`~meta_study.validation.validate` keeps them, and said here for rows
+    #: that did not come through it (:func:`~meta_study.validation.ends_before_start`;
+    #: :func:`~meta_study.validation.ends_before_start_note` words it)
+    ends_before_start: tuple[int, str] | None = None
 
     @property
     def wrote(self) -> bool:

@@ -75,11 +75,11 @@ import pyarrow.parquet as pq
 from ..errors import StoreBusyError, StoreConflictError, StoreDamagedError, StoreLockedError, UserError
 from ..schema import FILE_SCHEMA, GROUP, PARTITION, SCHEMA
 from ..keys import key_strings
-from ..validation import conform, dedupe_keys
+from ..validation import conform, dedupe_keys, ends_before_start
 from ..failpoints import failpoint as _failpoint
 from ._files import (NotAFileError, WrongSizeError, _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_uri,
                      kind_of_mode)
-from ._lock import LEASE, LockHolder, Notify, _Heartbeat, _lease_lock, _local_lock, break_lease, lease_holder, lease_seconds, local_holder
+from ._lock import LEASE, LockFileError, LockHolder, Notify, _Heartbeat, _lease_lock, _local_lock, break_lease, lease_holder, lease_seconds, local_holder
 from ._manifest import (FORMAT_VERSION, KEEP_LOG, KEEP_MANIFESTS, QUARANTINE_SCHEMA, CheckResult, CommitResult,
                         Damage, StoreSummary, _CorruptManifest, _Manifest, _quarantine_table)
 from ._merge import _by_partition, _Plan, _Verified, require_partitions
@@ -645,7 +645,9 @@ class Store:
         lock: Any = self._lock()
         try:
             lock.__enter__()
-        except StoreLockedError:
+        except (StoreLockedError, LockFileError):
+            # a FIFO or a directory where the lock file goes: checked without the lock, the store
+            # was "no damage" (exit 0) while every commit to it failed; one line, as each writer says
             raise
         except (OSError, UserError) as e:   # read-only, or a store this install cannot write
             if repair:   # a UserError is one line already (_first_line cut the lock's advice mid-quote)
@@ -1145,10 +1147,14 @@ class Store:
             If another writer published the version this commit was built for first (possible
             on object stores only, when a lease expired under a paused writer or was broken),
             the commit is merged again on top of it, up to :data:`COMMIT_ATTEMPTS` times.
+            Rows are stored as :func:`~meta_study.validation.conform` makes them (an unknown-time
+            placeholder is null); rows that end before they start are stored as given and counted
+            in ``ends_before_start``.
         """
         now = now or _now()
         _require_types(upserts, quarantine, state)
         new = conform(upserts, ingested_at=now) if upserts is not None and upserts.num_rows else None
+        ends = ends_before_start(new) if new is not None else None
         if new is not None:
             require_partitions(new)
             keys = key_strings(new)
@@ -1175,7 +1181,8 @@ class Store:
                             plan.replace_state(state or {})
                         except BaseException as e:
                             raise self._roll_back(m, txn, e) from None
-                        return self._commit_plan(m, txn, plan, counts, n_q, operation, info, now)
+                        return dataclasses.replace(self._commit_plan(m, txn, plan, counts, n_q, operation, info, now),
+                                                   ends_before_start=ends)
             except StoreConflictError as e:
                 if attempt == COMMIT_ATTEMPTS:
                     raise
@@ -1224,12 +1231,17 @@ class Store:
         try:
             spilled: dict[tuple[str, str], list[str]] = {}
             rejected = [quarantine] if quarantine is not None and len(quarantine) else []
+            ends: tuple[int, str] | None = None   # rows that end before they start, over the batches
             for i, (table, rej) in enumerate(batches):
                 if rej is not None and len(rej):
                     rejected.append(rej)
                 if table is None or not table.num_rows:
                     continue
-                for part, rows in _by_partition(conform(table, ingested_at=now)):
+                table = conform(table, ingested_at=now)
+                here = ends_before_start(table)
+                if here is not None:
+                    ends = (here[0] + (ends[0] if ends else 0), ends[1] if ends else here[1])
+                for part, rows in _by_partition(table):
                     rel = f"_staging/{txn}/spill/{hashlib.sha1(repr(part).encode()).hexdigest()[:16]}-{i:06d}.parquet"
                     self._f.write_bytes(rel, _table_bytes(rows))
                     spilled.setdefault(part, []).append(rel)
@@ -1254,7 +1266,8 @@ class Store:
             plan.replace_state(state or {})
         except BaseException as e:
             raise self._roll_back(m, txn, e) from None
-        return dataclasses.replace(self._commit_plan(m, txn, plan, counts, n_q, operation, info, now), collapsed=collapsed)
+        return dataclasses.replace(self._commit_plan(m, txn, plan, counts, n_q, operation, info, now), collapsed=collapsed,
+                                   ends_before_start=ends)
 
     def _commit_plan(self, m: _Manifest, txn: str, plan: _Plan, counts: Mapping[str, int], n_q: int, operation: str,
                      info: Mapping[str, Any] | None, now: _dt.datetime) -> CommitResult:
