@@ -21,18 +21,10 @@ from .frontiers import check_frontier_names
 from .groups import GROUP_COLUMNS
 from .hull import SubsetHulls
 from .powerlaw import fit_power_laws
-from .resampling import BOOTSTRAP_STREAM, PARAMS, draw_problems, group_rng, serially
+from .resampling import BOOTSTRAP_STREAM, PARAMS, draw_problems, group_rng, serially, whole_number
 
 
 BOOTSTRAP_COLUMNS = (*GROUP_COLUMNS, "frontier", "param", "estimate", "lo", "hi", "level", "samples", "n_ok", "status")
-
-
-def _whole(name: str, v: Any) -> int:
-    """``v`` as an int when it is a whole number (``1e3``, ``np.int64(5)``); else a ValueError."""
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(v) or v != int(v):
-        raise ValueError(f"{name} must be a whole number, not {v!r}")
-    return int(v)
 
 
 @dataclass(frozen=True)
@@ -40,7 +32,8 @@ class BootstrapOptions:
     """B resamples (with replacement) of the fitting points; percentile intervals at ``level``,
     widened where needed to reach the estimate, for Eq. 1 on each of ``frontiers`` (the paper's
     pair by default: the headline's own intervals are in ``fits.parquet``). ``samples`` and
-    ``seed`` are whole numbers (``1e3`` is 1000)."""
+    ``seed`` are whole numbers (``1e3`` is 1000); fewer samples than :func:`min_samples` (41 at
+    0.95) give intervals narrower than their level (:func:`resolution_note` says so)."""
 
     samples: int = BOOTSTRAP_SAMPLES
     level: float = BOOTSTRAP_LEVEL
@@ -51,12 +44,11 @@ class BootstrapOptions:
     def __post_init__(self) -> None:
         # 1e3 or a numpy integer (a value read from a table): `range(1e3)` failed in the resampling,
         # in a Ray worker, and an np.int64 failed writing results.json, after all the work
-        for name in ("samples", "seed"):
-            object.__setattr__(self, name, _whole(name, getattr(self, name)))
-        check_frontier_names(self.frontiers)
+        object.__setattr__(self, "samples", whole_number("samples", self.samples, "resamples per group"))
+        object.__setattr__(self, "seed", whole_number("seed", self.seed, "the master seed"))
         # each once, as the CLI's --frontiers: ("vertices", "vertices") fitted every draw twice and
-        # counted it twice (n_ok 40 of 20 resamples; each row twice)
-        object.__setattr__(self, "frontiers", tuple(dict.fromkeys(self.frontiers)))
+        # counted it twice (n_ok 40 of 20 resamples; each row twice); one name is a tuple of it
+        object.__setattr__(self, "frontiers", check_frontier_names(self.frontiers))
         Range(10).check("samples", self.samples, "resamples per group")
         # numpy seeds are >= 0: -1 (a script's --seed -1) was numpy's "expected non-negative integer" traceback
         Range(0).check("seed", self.seed, "the master seed")
@@ -126,6 +118,44 @@ def _same_points(us_a: np.ndarray, ds_a: np.ndarray, us_b: np.ndarray, ds_b: np.
     return a.shape == b.shape and bool(np.array_equal(a, b))
 
 
+# How many resamples a percentile interval needs. np.quantile (linear) puts the tail quantile
+# p = (1 - level) / 2 at position p * (B - 1) among the B sorted usable resamples (0 = the lowest):
+# below position 1 each end lies between the two most extreme resamples, and the interval is
+# narrower than its level says (from the lowest resample to the highest, 10 resamples hold about
+# (B - 1) / (B + 1) = 82% of the distribution, not 95%). p * (B - 1) >= 1 puts at least one
+# resample beyond each end: B >= 1 + 2 / (1 - level), 41 at 95%, 21 at 90%, 201 at 99%.
+def min_samples(level: float) -> int:
+    """The fewest usable resamples whose percentile interval at ``level`` (a fraction) has a
+    resample beyond each end: 41 at 0.95 (the block comment above says why)."""
+    return math.ceil(1 + 2 / (1 - level) - 1e-9)   # 1e-9: 2 / (1 - 0.95) is 40.000000000000036
+
+
+def resolution_note(table: pd.DataFrame) -> str:
+    """One line saying that the intervals of a bootstrap table (:data:`BOOTSTRAP_COLUMNS`) rest on
+    too few resamples for their level (:func:`min_samples`), or "" when none does: ``--samples 10``
+    at the default 95% gave intervals narrower than 95%, said nowhere. Counts the intervals (per
+    group and frontier) of fewer usable resamples (``n_ok``) when ``samples`` were enough."""
+    if table.empty or not {"level", "samples", "n_ok", "lo", "hi", "param"} <= set(table.columns):
+        return ""
+    t = table[(table["param"] == "alpha") & np.isfinite(table["lo"].astype(float))
+              & np.isfinite(table["hi"].astype(float))]
+    if t.empty:
+        return ""
+    level = float(t["level"].iloc[0])
+    need, samples = min_samples(level), int(t["samples"].min())
+    pct = f"{100 * level:g}%"
+    if samples < need:
+        return (f"note: {samples} resamples per group are too few for {pct} intervals: each end lies between the "
+                f"two most extreme resamples, and the intervals are narrower than {pct}; --samples {need} or more "
+                "resolves them")
+    short = int((t["n_ok"].astype(int) < need).sum())
+    if short:
+        return (f"note: {short} of {len(t)} intervals rest on fewer than {need} usable resamples, too few for "
+                f"{pct}: each of their ends lies between the two most extreme usable resamples, and they are "
+                f"narrower than {pct}")
+    return ""
+
+
 def bootstrap(groups: Sequence[Any], options: BootstrapOptions = BootstrapOptions(), *,
               progress: Callable[[str, int, int | None], None] | None = None) -> pd.DataFrame:
     """:func:`bootstrap_group` for every group, serially."""
@@ -133,4 +163,5 @@ def bootstrap(groups: Sequence[Any], options: BootstrapOptions = BootstrapOption
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(BOOTSTRAP_COLUMNS))
 
 
-__all__ = ["BOOTSTRAP_COLUMNS", "BootstrapOptions", "bootstrap", "bootstrap_group"]
+__all__ = ["BOOTSTRAP_COLUMNS", "BootstrapOptions", "bootstrap", "bootstrap_group", "min_samples",
+           "resolution_note"]

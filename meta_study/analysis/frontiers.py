@@ -153,12 +153,25 @@ FRONTIERS: dict[str, Estimator] = {"vertices": vertices, "hull-curve": hull_curv
                                    "bins-upper": _upper(bins, "bins-upper"), "all": all_points}
 
 
-def check_frontier_names(names: Sequence[str]) -> None:
-    """A ValueError naming the unknown frontier(s) and the choices (or that none was given)."""
-    bad = [f for f in names if f not in FRONTIERS]
-    if bad or not names:
+def check_frontier_names(names: str | Sequence[str]) -> tuple[str, ...]:
+    """``names`` as a tuple, each once in its first place (one name, a ``str``, is a tuple of it);
+    a ValueError naming the unknown frontier(s) and the choices (or that none was given).
+
+    Every caller takes one name as well as several (``SelectionOptions(frontiers="vertices")``):
+    a bare string was read letter by letter: ``SensitivityOptions(frontiers="all")`` was refused
+    as "unknown frontier(s) 'a', 'l', 'l'"."""
+    if isinstance(names, str):
+        names = (names,)
+    try:
+        given = tuple(names)
+    except TypeError:
+        raise ValueError(f"frontiers must be a frontier name or a sequence of them, got {names!r}; the frontiers "
+                         f"are {', '.join(FRONTIERS)}") from None
+    bad = [f for f in given if not isinstance(f, str) or f not in FRONTIERS]
+    if bad or not given:
         raise ValueError(f"unknown frontier(s) {', '.join(map(repr, bad)) or '(none given)'}; the frontiers are "
                          f"{', '.join(FRONTIERS)}")
+    return tuple(dict.fromkeys(given))
 
 
 def frontier_points(name: str, us_accuracy: np.ndarray, ds_accuracy: np.ndarray, *, nondecreasing: bool = False) -> Frontier:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..errors import UserError
 from .frontiers import curve_points, frontier_points
 from .groups import stable_hash
 from .hull import SubsetHulls
@@ -22,6 +23,26 @@ PARAMS = ("k", "alpha", "e_ir", "saturation")
 
 #: Random streams: one per kind of draw, so sensitivity and bootstrap never share draws.
 SENSITIVITY_STREAM, BOOTSTRAP_STREAM = 0, 1
+
+
+class CountError(UserError, ValueError):
+    """A count option (``trials``, ``samples``, ``seed``, ``sizes``, ...) that is no whole number:
+    one line naming the option and its value (a ValueError too, as the options' range errors)."""
+
+
+def whole_number(option: str, value: Any, what: str = "") -> int:
+    """``value`` as a Python int when it is a whole number (``1e3`` is 1000, ``np.int64(5)`` is 5);
+    else a :class:`CountError` naming ``option`` (and ``what`` it counts) and the value.
+
+    Every count option of sensitivity and the bootstrap goes through here, before its range check:
+    ``SensitivityOptions(trials=1e1)`` was accepted and failed in ``range()`` inside a Ray worker,
+    after the work had started, and 2.5 trials or a size of 10.5 models were cut to 2 and 10
+    without a word. A bool (``trials=True``), a string or NaN is refused too."""
+    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+          and math.isfinite(value) and value == int(value))
+    if not ok:
+        raise CountError(f"{option}{' (' + what + ')' if what else ''} must be a whole number, got {value!r}")
+    return int(value)
 
 
 def _key_value(v: Any) -> Any:

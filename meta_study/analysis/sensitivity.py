@@ -21,7 +21,7 @@ from .frontiers import FRONTIER_KINDS, FRONTIERS, check_frontier_names
 from .groups import GROUP_COLUMNS
 from .hull import SubsetHulls
 from .powerlaw import PowerLawFit, fit_power_laws
-from .resampling import SENSITIVITY_STREAM, draw_problems, group_rng, serially
+from .resampling import SENSITIVITY_STREAM, CountError, draw_problems, group_rng, serially, whole_number
 SENSITIVITY_COLUMNS = (*GROUP_COLUMNS, "n", "trial", "frontier", "n_fit", "k", "alpha", "e_ir", "saturation",
                        "fit_err", "pred_err", "status")
 
@@ -52,9 +52,22 @@ class SensitivityOptions:
     frontiers: tuple[str, ...] = tuple(FRONTIERS)
 
     def __post_init__(self) -> None:
-        check_frontier_names(self.frontiers)
-        # each once, as the CLI's --frontiers: ("all", "all") fitted every draw twice, each row twice
-        object.__setattr__(self, "frontiers", tuple(dict.fromkeys(self.frontiers)))
+        # each once, as the CLI's --frontiers: ("all", "all") fitted every draw twice, each row twice;
+        # one name is a tuple of it ("all" was refused as the frontiers 'a', 'l', 'l')
+        object.__setattr__(self, "frontiers", check_frontier_names(self.frontiers))
+        # whole numbers, checked here as the bootstrap's samples and seed (resampling.whole_number):
+        # trials=1e1 was accepted and failed in range() inside a Ray worker, 2.5 trials or a size of
+        # 10.5 models were cut to 2 and 10 without a word, and a float seed failed in numpy
+        for name, what in (("trials", "draws per sample size"), ("n_sizes", "sample-size steps"),
+                           ("min_size", "models in the smallest sample"), ("seed", "the master seed")):
+            object.__setattr__(self, name, whole_number(name, getattr(self, name), what))
+        if self.sizes is not None:
+            # one size is a tuple of it (sizes=10 was "'int' object is not iterable"); a list or an
+            # array is a tuple, so that the frozen options hash and compare as the CLI's tuple
+            sizes = (self.sizes,) if isinstance(self.sizes, (int, float, np.number)) else self.sizes
+            if isinstance(sizes, str):
+                raise CountError(f"sizes (models in a sample) must be whole numbers, got {sizes!r}")
+            object.__setattr__(self, "sizes", tuple(whole_number("sizes", n, "models in a sample") for n in sizes))
         Range(1).check("trials", self.trials, "draws per sample size")
         # as ``sizes``: min_size 0 was numpy's "Geometric sequence cannot include zero" traceback,
         # 1 and 2 drew samples no law can be fitted to, and n_sizes 0 an empty table, said nowhere
