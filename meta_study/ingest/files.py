@@ -384,7 +384,11 @@ def expand_paths(specs: Sequence[str]) -> ExpandedPaths:
                     passed += 1
             if not files:
                 # what it does hold, passed over: a results.csv.zst, a spreadsheet (it said "no files")
-                more = f" (and {len(mine) - 1} more file(s) not read)" if len(mine) > 1 else ""
+                # "6 more file(s)" of examples/data/ were its 6 other sub-directories of data
+                dirs = all(os.path.isdir(q) and not _format_of(q) for q, _ in mine)
+                more = ("" if len(mine) < 2 else f" (and {len(mine) - 1} more file(s) not read)" if not dirs else
+                        f" (and {len(mine) - 1} more sub-directories of data files: name them, e.g. "
+                        f"{os.path.join(spec, '*', '')})")
                 held = f"; {mine[0][0]}: {mine[0][1]}{more}" if mine else ""
                 raise UserError(f"{spec}: directory holds no CSV, TSV, Parquet or JSONL files"
                                 + (f" ({passed} entries that are not regular files skipped)" if passed else "") + held)
@@ -1291,11 +1295,19 @@ def _raw_payloads(frame: pd.DataFrame, path: str, offset: int = 0,
     return payloads
 
 
+class MissingColumns(UserError):
+    """Rows that lack a column of :data:`REQUIRED_AFTER_MAPPING` after mapping: ``missing``."""
+
+    def __init__(self, message: str, missing: Sequence[str]) -> None:
+        super().__init__(message)
+        self.missing = tuple(missing)
+
+
 def _check_required(rows: pd.DataFrame, where: str, mapping: IngestMapping | None) -> None:
     missing = [c for c in REQUIRED_AFTER_MAPPING if c not in rows.columns]
     if missing:
         hint = " (add a mapping with --mapping; see docs/ingest.md)" if mapping is None else ""
-        raise UserError(f"{where}: no column for {', '.join(missing)} after mapping{hint}")
+        raise MissingColumns(f"{where}: no column for {', '.join(missing)} after mapping{hint}", missing)
 
 
 def map_long(frame: pd.DataFrame, mapping: IngestMapping | None, *, where: str, source: str,
@@ -1329,26 +1341,35 @@ def _squashed(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
-def near_miss_note(where: str, columns: Sequence[Any], mapping: IngestMapping | None) -> list[str]:
-    """A line naming the file's columns that go to ``extra`` but look like a canonical column
-    the file lacks (``DS_Accuracy``, ``model name``, ``param_cout``): a typo there stores every
-    row without that column, silently. Empty when there is none. Costs a string comparison per
-    column pair (~30 x columns)."""
+def near_misses(columns: Sequence[Any], mapping: IngestMapping | None) -> list[tuple[str, str]]:
+    """(column, the canonical column it looks like) for each of ``columns`` that the mapping does
+    not name and that looks like a canonical column missing from them (``DS_Accuracy``)."""
     import difflib
 
     rename = mapping.rename if mapping is not None else {}
     present = {rename.get(c, c) for c in map(str, columns)} & set(COLUMN_BY_NAME)
     wanted = [c for c in COLUMN_BY_NAME if c not in present and c not in ("extra", "ingested_at", "schema_version")]
     by_squashed = {_squashed(c): c for c in wanted}
-    extra = "rest" if mapping is None else mapping.extra     # where an unmapped column goes
-    hits: dict[bool, list[str]] = {True: [], False: []}       # kept in extra or not stored at all
+    out = []
     for col in map(str, columns):
         if col in rename or col in COLUMN_BY_NAME or col.startswith("_"):
             continue
         guess = by_squashed.get(_squashed(col)) or next(iter(difflib.get_close_matches(col.lower(), wanted, 1, 0.85)), None)
         if guess is not None:
-            kept = extra == "rest" or (not isinstance(extra, str) and col in extra)
-            hits[kept].append(f"{col!r} (did you mean {guess!r}?)")
+            out.append((col, guess))
+    return out
+
+
+def near_miss_note(where: str, columns: Sequence[Any], mapping: IngestMapping | None) -> list[str]:
+    """A line naming the file's columns that go to ``extra`` but look like a canonical column
+    the file lacks (``DS_Accuracy``, ``model name``, ``param_cout``): a typo there stores every
+    row without that column, silently. Empty when there is none. Costs a string comparison per
+    column pair (~30 x columns)."""
+    extra = "rest" if mapping is None else mapping.extra     # where an unmapped column goes
+    hits: dict[bool, list[str]] = {True: [], False: []}       # kept in extra or not stored at all
+    for col, guess in near_misses(columns, mapping):
+        kept = extra == "rest" or (not isinstance(extra, str) and col in extra)
+        hits[kept].append(f"{col!r} (did you mean {guess!r}?)")
     return [printable(f"{where}: column(s) {', '.join(cols)} are not meta-study columns and were "
                       f"{'kept in extra' if kept else 'not stored (the mapping keeps no such extra column)'}; "
                       "rename them in the file or a mapping (docs/ingest.md) to use them")
@@ -1362,10 +1383,26 @@ def _match_table(spec: TableSpec, paths: Sequence[str], where: str, special: Map
         if passed:
             raise UserError(f"{where}: join table {spec.file!r} ({spec.task}) is {passed[0][0]}, which is "
                             f"{passed[0][1]}: ingest reads regular files only")
-        raise UserError(f"{where}: join table {spec.file!r} ({spec.task}) matched no input file")
+        raise UserError(f"{where}: join table {spec.file!r} ({spec.task}) matched no input file{_beside(spec, paths)}")
     if len(hits) > 1:
         raise UserError(f"{where}: join table {spec.file!r} matched several files: {', '.join(hits)}")
     return hits[0]
+
+
+def _beside(spec: TableSpec, paths: Sequence[str]) -> str:
+    """A clause naming a file of the table that lies beside the input files, unread (one file of
+    the join given, ``results-imagenet.csv``, not its directory), or ``""``. Lists the input
+    files' directories, only when a table matched no file."""
+    for d in dict.fromkeys(os.path.dirname(p) for p in paths):
+        try:
+            names = sorted(os.listdir(d or "."))
+        except OSError:
+            continue
+        hit = next((n for n in names if fnmatch.fnmatch(n, spec.file) and os.path.isfile(os.path.join(d, n))), None)
+        if hit is not None:
+            return (f"; {os.path.join(d, hit)} is beside the input, not given: a join reads every table's file in "
+                    f"one ingest, so give their directory ({d or '.'}) or all of them")
+    return ""
 
 
 def map_join(frames: dict[str, pd.DataFrame], mapping: IngestMapping, *, where: str, source: str,
@@ -1574,6 +1611,35 @@ def _key_text(rec: dict, on: Sequence[str]) -> str:
     return ", ".join(f"{k}={rec.get(k)}" for k in on)
 
 
+def files_label(paths: Sequence[str]) -> str:
+    """How a summary line names files: the one path, or their directory and how many."""
+    if len(paths) == 1:
+        return paths[0]
+    try:
+        common = os.path.commonpath(paths)
+    except ValueError:     # absolute and relative paths mixed (`/data/up.csv down.csv`): a traceback
+        common = os.path.commonpath([os.path.abspath(q) for q in paths])
+    return f"{common}/ ({len(paths)} files)" if common else f"{len(paths)} files"
+
+
+@dataclass
+class RefusedFiles:
+    """Input files refused before reading, in one summary line for them all: their columns
+    (a CSV/TSV header, a Parquet footer) do not fit the mapping, or without one lack meta-study's,
+    the same way in each (:func:`refuse_unfit`). ``error``: what is wrong, without the label."""
+
+    paths: list[str]
+    error: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return files_label(self.paths)
+
+    def batches(self, store: Store, progress: Progress) -> Iterator[SourceBatch]:  # noqa: ARG002
+        raise UserError(f"{self.label}: {self.error}")
+
+
 @dataclass
 class FileSource:
     """One or more export files ingested with one mapping."""
@@ -1592,13 +1658,7 @@ class FileSource:
 
     @property
     def label(self) -> str:
-        if len(self.paths) == 1:
-            return self.paths[0]
-        try:
-            common = os.path.commonpath(self.paths)
-        except ValueError:     # absolute and relative paths mixed (`/data/up.csv down.csv`): a traceback
-            common = os.path.commonpath([os.path.abspath(q) for q in self.paths])
-        return f"{common}/ ({len(self.paths)} files)" if common else f"{len(self.paths)} files"
+        return files_label(self.paths)
 
     def batches(self, store: Store, progress: Progress) -> Iterator[SourceBatch]:
         """One batch per file (a join: one for all its files). Each holds every row of the runs it
@@ -2111,6 +2171,12 @@ def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOp
     if mapping is not None and mapping.join is not None:
         return [FileSource(paths=paths, mapping=mapping, source_name=options.source_name,
                            drop_missing=options.drop_missing, notes=notes, special=dict(found.special))]
+    paths, refused = refuse_unfit(paths, mapping)
+    if refused:
+        refused[0].notes = notes
+        notes = ()
+        if not paths:
+            return refused
     peers: dict[str, Any] = {}   # one snapshot of the store's file states for every file of the call
     explicit = options.source_name or (mapping.source if mapping is not None else None)
     if explicit is None:
@@ -2121,8 +2187,160 @@ def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOp
     _refuse_shared_runs(paths, mapping, options.source_name, explicit)
     if explicit is None:
         _refuse_copies(paths)
-    return [FileSource(paths=[p], mapping=mapping, source_name=options.source_name, drop_missing=options.drop_missing,
-                       notes=notes if i == 0 else (), peers=peers) for i, p in enumerate(paths)]
+    return [*refused, *(FileSource(paths=[p], mapping=mapping, source_name=options.source_name,
+                                   drop_missing=options.drop_missing, notes=notes if i == 0 else (), peers=peers)
+                        for i, p in enumerate(paths))]
+
+
+def _header(path: str) -> list[str] | None:
+    """The column names of a CSV/TSV file (its header) or a Parquet file (its footer), or None
+    for other inputs (JSON Lines, whose objects may each have other keys; a dataset directory)
+    and for a header that cannot be read (reading the file then says why, in its own line)."""
+    fmt = _format_of(path)
+    if fmt not in ("csv", "tsv", "parquet") or not os.path.isfile(path):
+        return None
+    if fmt != "parquet" and _preamble(path) is not None:
+        return None   # a comment or `sep=,` line taken for the header: reading the file says so
+    try:
+        return _csv_columns(path, fmt) if fmt != "parquet" else _parquet_columns(path)[1]
+    except Exception:  # noqa: BLE001 - a broken file: reading it says what, in one line
+        return None
+
+
+class _HeaderProblem(UserError):
+    """A problem of a file's columns under a mapping, without the file's name; ``missing``: the
+    required columns it lacks when that is the problem (:class:`MissingColumns`), else None."""
+
+    def __init__(self, message: str, missing: tuple[str, ...] | None) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+def _header_problem(columns: Sequence[str], mapping: IngestMapping | None,
+                    cache: dict[tuple[Any, ...], _HeaderProblem | None]) -> _HeaderProblem | None:
+    """What refuses every row of a file with these columns under ``mapping`` (a renamed column
+    that is not there; without a mapping, no ``run_id`` column...), found by mapping no rows; None
+    when its columns fit (its rows are then validated one by one). ``cache``: the answers of one
+    call by columns and mapping (a directory's files share a few headers; ~10 ms each)."""
+    key = (tuple(columns), None if mapping is None else mapping.fingerprint())
+    if key not in cache:
+        cache[key] = _columns_problem(key[0], mapping)
+    return cache[key]
+
+
+def _columns_problem(columns: tuple[str, ...], mapping: IngestMapping | None) -> _HeaderProblem | None:
+    if mapping is None:    # exactly what map_long finds without a mapping
+        missing = tuple(c for c in REQUIRED_AFTER_MAPPING if c not in columns)
+        return _HeaderProblem(f"no column for {', '.join(missing)} after mapping", missing) if missing else None
+    where = "\0"
+    try:
+        map_long(pd.DataFrame(columns=list(columns), dtype=object), mapping, where=where, source="x")
+    except MissingColumns as e:
+        return _HeaderProblem(str(e).removeprefix(f"{where}: "), e.missing)
+    except UserError as e:
+        return _HeaderProblem(str(e).removeprefix(f"{where}: "), None)
+    except Exception:  # noqa: BLE001 - not a problem of the columns: reading the file says what
+        return None
+    return None
+
+
+def _shipped_fits(headers: Mapping[str, Sequence[str]], mapping: IngestMapping | None,
+                  cache: dict[tuple[Any, ...], _HeaderProblem | None]) -> list[tuple[str, bool, list[str]]]:
+    """The shipped mappings (:func:`~meta_study.ingest.mapping.shipped_mappings`) other than
+    ``mapping`` that fit some of these files: (path to show, a join?, the files it reads), those
+    that read the most first. A join fits when every table finds its file and columns among them."""
+    from .mapping import shipped_mappings, shown_path
+
+    given = mapping.fingerprint() if mapping is not None else None
+    out = []
+    for path, m in shipped_mappings():
+        if m.fingerprint() == given:
+            continue
+        if m.join is not None:
+            frames = {p: pd.DataFrame(columns=list(h), dtype=object) for p, h in headers.items()}
+            try:
+                unused = map_join(frames, m, where=m.name, source=m.source or m.name)[3]
+            except Exception:  # noqa: BLE001 - any failure: it does not fit
+                continue
+            reads = [p for p in headers if p not in unused]
+        else:
+            reads = [p for p, h in headers.items() if _header_problem(h, m, cache) is None]
+        if reads:
+            out.append((shown_path(path), m.join is not None, reads))
+    return sorted(out, key=lambda f: (-len(f[2]), f[0]))
+
+
+def _names(paths: Sequence[str], within: Sequence[str], shown: int = 3) -> str:
+    """A few of ``paths`` by name relative to the directory of ``within``, then "and N more"."""
+    try:
+        common = os.path.commonpath([os.path.abspath(q) for q in within]) if len(within) > 1 else None
+    except ValueError:
+        common = None
+    names = [os.path.relpath(os.path.abspath(p), common) if common else os.path.basename(p) for p in paths]
+    more = len(names) - shown
+    if more <= 0:
+        return ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
+    return f"{', '.join(names[:shown])} and {more} more"
+
+
+def refuse_unfit(paths: Sequence[str], mapping: IngestMapping | None) -> tuple[list[str], list[RefusedFiles]]:
+    """(the files to read, those refused by their columns alone, as one source per problem).
+
+    A file whose columns cannot give rows under ``mapping`` (without one: a file without
+    meta-study's columns, such as a directory of raw timm results) failed in a line of its own,
+    the same line once per file (9 for ``examples/data/timm/``), and named no mapping. Such files
+    now fail in one line per problem (every "no column for ..." is one), which names the shipped
+    mappings that fit them (``use --mapping examples/mappings/timm_wide.yaml``). Only CSV/TSV and
+    Parquet files are checked, from their header or footer (~3 ms a file); a join mapping is not
+    (its tables need each other's files)."""
+    if mapping is not None and mapping.join is not None:
+        return list(paths), []
+    headers = {p: h for p in paths if (h := _header(p)) is not None}
+    cache: dict[tuple[Any, ...], _HeaderProblem | None] = {}
+    problems = {p: e for p, h in headers.items() if (e := _header_problem(h, mapping, cache)) is not None}
+    if not problems:
+        return list(paths), []
+    groups: dict[str, list[str]] = {}
+    for p, e in problems.items():
+        # one line for every file without a required column; else one per message (its own path left out)
+        key = "" if e.missing is not None else str(e)
+        groups.setdefault(key, []).append(p)
+    fits = _shipped_fits(headers, mapping, cache)
+    refused = []
+    for key, group in groups.items():
+        # the files, when the label does not say which (some of a directory's)
+        where = "" if len(group) in (1, len(paths)) else f" in {_names(group, paths)}"
+        if key:
+            what = key if len(group) == 1 else f"in each {f'of{where[3:]}' if where else 'file'}: {key}"
+        else:
+            lacked = [problems[p].missing or () for p in group]
+            lacks = [c for c in REQUIRED_AFTER_MAPPING if any(c in m for m in lacked)]
+            same = all(len(m) == len(lacks) for m in lacked)
+            what = (f"no column for {', '.join(lacks)} after mapping{where}"
+                    + ("" if same else " (each file lacks some of them)"))
+        near: list[tuple[str, str]] = []
+        if not key:
+            # `Run ID` for run_id: a rename in the file or a mapping is all it needs, and the line said nothing of it
+            near = list(dict.fromkeys(m for p in group for m in near_misses(headers[p], mapping)))
+        if near:
+            guesses = ", ".join(f"{c!r} for {g}" for c, g in near[:4]) + (f" and {len(near) - 4} more"
+                                                                               if len(near) > 4 else "")
+            what += f"; did you mean {guesses}? (rename them in the file or with a --mapping; see docs/ingest.md)"
+        use = [(shown, join, [p for p in reads if p in group]) for shown, join, reads in fits]
+        use = [u for u in use if u[2]]
+        if use:
+            said = []
+            for shown, join, reads in use:
+                which = ("its columns" if len(group) == 1 else "them" if join else "their columns"
+                         ) if len(reads) == len(group) else _names(reads, paths) if len(reads) < 3 \
+                    else f"{len(reads)} of them"
+                said.append(f"--mapping {shown} ({'shipped with meta-study; ' if not said else ''}"
+                            f"it {'joins' if join else 'fits'} {which})")
+            what += f"; use {' or '.join(said)}" + ("" if near else "; see docs/ingest.md")
+        elif mapping is None and not key and not near:
+            what += " (add a mapping with --mapping; see docs/ingest.md)"
+        refused.append(RefusedFiles(paths=group, error=printable(what)))
+    return [p for p in paths if p not in problems], refused
 
 
 def refuse_shared_files(sources: Sequence[Any]) -> None:

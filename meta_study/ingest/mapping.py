@@ -532,6 +532,36 @@ def load_mapping(path: str) -> IngestMapping:
     return parse_mapping(read_yaml(path, "mapping"), path)
 
 
+def shipped_mappings() -> list[tuple[str, IngestMapping]]:
+    """(path, mapping) of the file-export mappings shipped in the repository's
+    ``examples/mappings/`` beside this package (a checkout or an editable install; none for a
+    wheel without them), for the line that refuses files no mapping fits: it names the one that
+    does (``examples/data/timm/`` without ``--mapping`` failed once per file and named none).
+    MLflow mappings (``metrics``/``params``/``tags``) and files that do not load are left out.
+    Cost: a few small YAML files, read only when files were refused."""
+    from pathlib import Path
+
+    out = []
+    for path in sorted((Path(__file__).resolve().parents[2] / "examples" / "mappings").glob("*.yaml")):
+        try:
+            m = load_mapping(str(path))
+        except UserError:
+            continue
+        if not (m.metrics or m.params or m.tags):
+            out.append((str(path), m))
+    return out
+
+
+def shown_path(path: str) -> str:
+    """``path`` as a message names it for the user to type: relative to the working directory
+    when it lies under it, else absolute (valid from any directory, never ``../../x``)."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:     # another drive (Windows)
+        return os.path.abspath(path)
+    return os.path.abspath(path) if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
+
+
 # --------------------------------------------------------------------------------------------
 # Applying a mapping to a raw frame
 # --------------------------------------------------------------------------------------------
