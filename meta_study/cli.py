@@ -920,6 +920,7 @@ def bootstrap_lines(table: Any, alpha_max: float) -> list[str]:
     whether the estimate, or an end of the interval, sits on alpha's bound ``alpha_max``."""
     import math
 
+    from .analysis.bootstrap import resolution_note
     from .analysis.powerlaw import ALPHA_MIN
 
     def bound(v: float) -> float | None:
@@ -960,7 +961,9 @@ def bootstrap_lines(table: Any, alpha_max: float) -> list[str]:
         lines.append(f"  {_group_label(g.iloc[0])}: {'; '.join(parts)}")
     if len(groups) > MAX_GROUP_LINES:
         lines.append(f"  ... and {len(groups) - MAX_GROUP_LINES} more groups (bootstrap.parquet has them all)")
-    return lines
+    # --samples 10 at 95%: intervals narrower than their level, said nowhere
+    note = resolution_note(table)
+    return lines + [note] if note else lines
 
 
 def _count(v: Any) -> int:
@@ -1228,11 +1231,15 @@ def _first_line_of(e: BaseException) -> str:
 
 
 def _echo_refit(res: Any) -> None:
+    from .validation import printable
+
     if res.status == "refitted":
         click.echo(f"refit: {len(res.changed)} changed, {res.unchanged} unchanged group(s) -> {res.version_dir} "
                    f"({res.seconds:.1f} s)")
-        for u in res.unfittable:
-            click.echo(f"  could not fit: {u}")
+        if res.message:   # the data, the options or the code: "75 changed" alone sent users looking for new runs
+            click.echo(f"  why: {printable(res.message)}")
+        for u in res.unfittable:   # task names from a source, on one line as written
+            click.echo(f"  could not fit: {printable(u)}")
         click.echo(f"report: {res.version_dir}/index.html")
         if res.mlflow_run_id:
             click.echo(f"mlflow run: {res.mlflow_run_id}" + (f" ({res.mlflow_url})" if res.mlflow_url else ""))
@@ -1270,8 +1277,43 @@ def report(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, trials:
     # built as `sensitivity` and `bootstrap` build them, so that their outputs in DIR are reused
     sens = SensitivityOptions(sizes=_parse_sizes(sizes), trials=trials, fit=fit_opts,
                               frontiers=fit_opts.selection.frontiers)
-    options = AnalysisOptions(fit=fit_opts, sensitivity=sens,
-                              bootstrap=BootstrapOptions(samples=samples, fit=fit_opts), correlations=True)
+    boot = BootstrapOptions(samples=samples, fit=fit_opts)
+
+    def from_dir(part: str, opts: Any, own: dict[str, str]) -> Any:
+        # The settings report has no flag for (``own``, by the flag of the command that has one)
+        # are taken from DIR's results.json where that part is there: `bootstrap --seed 3 --out D`
+        # then `report --out D` was refused with "made with other options: --seed 3 (this command:
+        # 0); give another --out, or the same options to reuse it", and report has no --seed to
+        # give. The options report has are compared as before (a difference is refused).
+        import ast
+        from dataclasses import fields
+
+        from .analysis.results import MAIN_TABLE, ResultsDir
+
+        results = ResultsDir(out_dir)
+        try:
+            have = results.manifest()["parts"].get(part)
+            if not isinstance(have, dict) or not (results.path / MAIN_TABLE[part]).exists():
+                return opts
+            call = ast.parse(str(have.get("options", "")), mode="eval").body
+            recorded = {kw.arg: ast.literal_eval(kw.value) for kw in getattr(call, "keywords", ())
+                        if kw.arg in own and not isinstance(kw.value, ast.Call)}
+            was = {f.name: getattr(opts, f.name) for f in fields(opts)}
+            kept = replace(opts, **recorded)
+        except (UserError, SyntaxError, ValueError, TypeError, RecursionError):
+            return opts   # no readable record of them: _analyze compares the part as it is, in its order
+        shown = [own[k] if v is True else f"{own[k]} {','.join(map(str, v)) if isinstance(v, tuple) else v}"
+                 for k, v in recorded.items() if was[k] != v]
+        if shown:
+            click.echo(f"{part}: kept the {' '.join(shown)} it was made with in {out_dir} (report has no such "
+                       "option; another --out makes it with the defaults)")
+        return kept
+
+    # sensitivity's --frontiers is report's own (its fits'); bootstrap's is of its own
+    sens = from_dir("sensitivity", sens, {"seed": "--seed", "replace": "--bootstrap", "n_sizes": "n_sizes",
+                                          "min_size": "min_size"})
+    boot = from_dir("bootstrap", boot, {"seed": "--seed", "level": "--level", "frontiers": "--frontiers"})
+    options = AnalysisOptions(fit=fit_opts, sensitivity=sens, bootstrap=boot, correlations=True)
     a, _ = _analyze(store, store_uri, sel, out_dir, options, serial=serial)
     page = render_report(a, out_dir, threshold=threshold)
     click.echo(f"report: {shown_path(page)}")

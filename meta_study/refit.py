@@ -17,9 +17,10 @@ One refit:
    ``OUT/LATEST`` at it; a version is named by its UTC time (``20261203T220248Z``), with ``-02``,
    ``-03``, ... when a version of that second exists already (:func:`version_name`), so names
    never collide and sort by time;
-6. logs one MLflow run (experiment ``meta-study/refits`` by default) with the store, sources and
-   fingerprint as params, every group's parameters and errors as metrics, and the version
-   directory (tables, figures, report) as artifacts.
+6. logs one MLflow run (experiment ``meta-study/refits`` by default) with the store, sources,
+   fingerprint, every option that changes a number (:func:`option_params`) and why the groups were
+   refitted (the data, or the options: which) as params, every group's parameters and errors as
+   metrics, and the version directory (tables, figures, report) as artifacts.
 
 Publishing is at most once per version (:func:`publish_to_mlflow`): ``OUT/published/`` records the
 run as soon as it exists and again when it is complete. A refit killed after ``OUT/LATEST`` moved
@@ -128,6 +129,114 @@ class RefitConfig:
         return hashlib.sha256(json.dumps(opts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def option_params(cfg: RefitConfig) -> dict[str, Any]:
+    """The options a refit's results were made with, by their MLflow param names: what its run logs
+    beside the data's params, and what its refit.json records (``options``), so that the next refit
+    says which of them changed. Every setting :meth:`RefitConfig.options_fingerprint` hashes that
+    changes a number is here: apart (``--ds-target`` logged nothing), two runs differed only in
+    ``options_fingerprint``. Values are JSON scalars (numbers, strings, booleans)."""
+    fit, sel, sens, boot = cfg.fit, cfg.fit.selection, cfg.sensitivity, cfg.bootstrap
+    return {
+        "holdout_quantile": fit.holdout_quantile, "loss": fit.loss,
+        # the US accuracy above which models are held out: it wins over the quantile, which
+        # alone read as the split of a run cut at --holdout-above
+        "holdout_above": "none" if fit.holdout_above is None else fit.holdout_above,
+        # what the metrics were fitted with, as the CLI's options say it (lists of registry
+        # names: far below MLflow's 6000 characters a value); apart, two refits differed
+        # only in options_fingerprint
+        "frontiers": ",".join(sel.frontiers), "laws": ",".join(sel.laws),
+        "nondecreasing": fit.nondecreasing, "alpha_max": fit.alpha_max,
+        "trials": sens.trials, "samples": boot.samples,
+        # the back-test RMSE (fraction, as the metrics) above which the metric trusted is 0:
+        # refits at --tolerance 5 and 3 logged different trusted values and no reason why
+        "tolerance": sel.tolerance,
+        # the metric stop_paying_us is where +1 US point buys less than this many DS points
+        "threshold": cfg.threshold,
+        # the calculator's DS accuracy (--ds-target): the headline's us_needed is the US accuracy that reaches it
+        "ds_target": "none" if sel.ds_target is None else sel.ds_target,
+        # how the headline metrics were made: the members' quantile (refits before 2026-12-06
+        # logged none: the discounted median), the back-test cuts and the intervals' level;
+        # apart, a change of any of them read as the same analysis under a new fingerprint
+        "member_quantile": MEMBER_QUANTILE, "cuts": ",".join(f"{c:g}" for c in sel.cuts), "level": sel.level,
+        # the sensitivity and bootstrap tables' own settings (the library's; the CLI keeps them at their defaults)
+        "sizes": (",".join(map(str, sens.sizes)) if sens.sizes else f"{sens.n_sizes} geometric from {sens.min_size}"),
+        "sensitivity_frontiers": ",".join(sens.frontiers), "sensitivity_replace": sens.replace,
+        "sensitivity_seed": sens.seed,
+        "bootstrap_frontiers": ",".join(boot.frontiers), "bootstrap_level": boot.level, "bootstrap_seed": boot.seed,
+    }
+
+
+#: The params of :func:`option_params` that are ``meta-study refit`` flags, by their flag; the rest
+#: are named as the run logs them. ``tolerance`` is logged as a fraction and typed in points.
+_REFIT_FLAGS = {"holdout_quantile": "--holdout-quantile", "holdout_above": "--holdout-above", "loss": "--loss",
+                "alpha_max": "--alpha-max", "nondecreasing": "--nondecreasing", "laws": "--laws",
+                "frontiers": "--frontiers", "tolerance": "--tolerance", "ds_target": "--ds-target",
+                "trials": "--trials", "samples": "--samples", "threshold": "--threshold"}
+
+
+def _option_text(name: str, value: Any) -> str:
+    """A param of :func:`option_params` as a user reads it (``--tolerance`` in points)."""
+    if name == "tolerance" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = 100 * value
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def options_changed(old: Any, new: dict[str, Any]) -> list[str] | None:
+    """The options that differ between a refit's recorded ``options`` (:func:`option_params`) and
+    ``new``, each as ``--threshold 0.1 -> 0.2`` (a param that is no flag by its name); None when
+    ``old`` is no record of them (a refit from before they were recorded)."""
+    if not isinstance(old, dict):
+        return None
+    out = []
+    for name in [*new, *(k for k in old if k not in new)]:
+        if name in old and name in new and old[name] == new[name]:
+            continue
+        was = _option_text(name, old[name]) if name in old else "not recorded"
+        now = _option_text(name, new[name]) if name in new else "not recorded"
+        out.append(f"{_REFIT_FLAGS.get(name, name)} {was} -> {now}")
+    return out
+
+
+def why_refitted(prev: dict[str, Any], cfg: RefitConfig, options: dict[str, Any], n_data: int, n_new: int,
+                 n_gone: int, unreadable: str | None = None) -> str:
+    """Why a refit made a new version, in one line: there was no earlier one; the options changed
+    (which, as flags: ``--threshold 0.1 -> 0.2``) or the analysis code did (an upgrade), and every
+    group was refitted; and/or the data of ``n_data`` groups changed (``n_new`` of them new) and
+    ``n_gone`` groups left the store. "refit: 75 changed" alone did not say whether the data or the
+    options had, and its user went looking for new runs. ``unreadable``: the version ``OUT/LATEST``
+    names when ``prev`` is empty because its record could not be read (:func:`previous_refit`)."""
+    from .analysis.results import analysis_code
+
+    if not prev:
+        if unreadable:
+            return (f"the last refit's record (LATEST: {unreadable}) is missing or damaged, nothing to compare "
+                    "with: every group fitted")
+        return "no earlier refit in this --out to compare with: every group fitted"
+    settings = []
+    if prev.get("options_fingerprint") != cfg.options_fingerprint():
+        diffs = options_changed(prev.get("options"), options)
+        if diffs:
+            settings.append("the options changed (" + "; ".join(diffs[:6])
+                            + (f"; {len(diffs) - 6} more" if len(diffs) > 6 else "") + ")")
+        code = prev.get("analysis_code")
+        if code is not None and code != analysis_code():
+            was = prev.get("meta_study")
+            settings.append("the analysis code changed (" + (f"meta-study {was} -> {__version__}" if was != __version__
+                                                             else "an edit of meta_study/analysis") + ")")
+        if not settings and diffs is None:   # a record from before the options were recorded
+            settings.append("the options or the analysis code changed (that refit recorded no options to name)")
+        elif not settings:   # a setting no param shows (a library caller's sensitivity or bootstrap fit options)
+            settings.append(f"the options changed (options_fingerprint {prev.get('options_fingerprint')} -> "
+                            f"{cfg.options_fingerprint()})")
+    data = ([f"the data of {n_data} group(s) changed" + (f" ({n_new} new)" if n_new else "")] if n_data else []) \
+        + ([f"{n_gone} group(s) left the store"] if n_gone else [])
+    since = f"since the refit of {prev.get('time')}"
+    if settings:
+        return f"{since}, {' and '.join(settings + data)}" + ("" if data else ", not the data") \
+            + ": every group refitted"
+    return f"{since}, {' and '.join(data) or 'nothing changed'}, not the options" + (": those refitted" if n_data else "")
+
+
 #: How long a refit with sources waits for another writer of the store (an ``ingest`` committing)
 #: before it gives up with :class:`StoreWriterBusy`, in seconds: a commit holds the lock for seconds
 #: to minutes, so a quarter of an hourly schedule; the store says once whom it waits for.
@@ -145,7 +254,9 @@ class StoreWriterBusy(OSError):
 class RefitResult:
     """What a refit did. ``status``: ``refitted``, ``noop`` (nothing changed), ``published``
     (nothing changed, and the last version, which an earlier refit had left unpublished, was
-    published), ``locked`` (another refit holds the store or OUT) or ``empty`` (no groups)."""
+    published), ``locked`` (another refit holds the store or OUT) or ``empty`` (no groups).
+    ``message`` says why: for ``refitted``, whether the data, the options (which) or the analysis
+    code changed since the last refit (:func:`why_refitted`)."""
 
     status: str
     version_dir: str | None = None
@@ -303,6 +414,14 @@ def version_name(out: str) -> str:
         n += 1
         name = f"{stamp}-{n:02d}"
     return name
+
+
+def _latest_name(out: str) -> str | None:
+    """What ``OUT/LATEST`` says (shown escaped, at most 80 characters), or None without one."""
+    try:
+        return _printable(" ".join((Path(out) / "LATEST").read_bytes()[:200].decode(errors="replace").split()))[:80]
+    except OSError:
+        return None
 
 
 def previous_refit(out: str) -> tuple[Path | None, dict[str, Any]]:
@@ -482,6 +601,10 @@ def _refit(cfg: RefitConfig, store: Store, t0: float, progress: Progress | None,
                            message=f"nothing changed since the refit of {prev.get('time')}")
     res.changed = [g.key for g in changed]
     res.unchanged = len(groups) - len(changed)
+    data = [k for k in fps if prev_fps.get(k) != fps[k]]
+    res.message = why_refitted(prev if prev_dir is not None else {}, cfg, option_params(cfg), len(data),
+                               sum(k not in prev_fps for k in data), len(set(prev_fps) - set(fps)),
+                               unreadable=_latest_name(cfg.out) if prev_dir is None else None)
     stamp = version_name(cfg.out)
     final = Path(cfg.out) / "refits" / stamp
     tmp = Path(cfg.out) / "refits" / f".tmp-{stamp}-{os.getpid()}"
@@ -494,7 +617,8 @@ def _refit(cfg: RefitConfig, store: Store, t0: float, progress: Progress | None,
             warnings.filterwarnings("ignore", category=UserWarning,
                                     message=r"(Tight layout not applied|This figure includes Axes that are not "
                                             r"compatible with tight_layout|constrained_layout not applied)")
-            info = _analyze(cfg, store, snap, changed, prev_dir, tmp, stamp, fps, progress, res.failed_sources)
+            info = _analyze(cfg, store, snap, changed, prev_dir, tmp, stamp, fps, progress, res.failed_sources,
+                            why=res.message)
         res.unfittable = info["unfittable"]
         os.replace(tmp, final)
     except OSError as e:
@@ -535,9 +659,10 @@ def _ingest(cfg: RefitConfig, store: Store, progress: Progress | None) -> list[A
 
 def _analyze(cfg: RefitConfig, store: Store, snap: Snapshot, changed: list[Group], prev_dir: Path | None,
              out: Path, stamp: str, fps: dict[tuple, str], progress: Progress | None,
-             failed_sources: Sequence[str] = ()) -> dict[str, Any]:
+             failed_sources: Sequence[str] = (), why: str = "") -> dict[str, Any]:
     """Tables, figures and the report of refit ``stamp`` (of the store version ``snap`` read),
-    written in ``out``; returns what refit.json records."""
+    written in ``out``; returns what refit.json records (``why``: :func:`why_refitted`)."""
+    from .analysis.results import analysis_code
     from .analysis.tables import options_text
     from .report import render_report
 
@@ -556,7 +681,10 @@ def _analyze(cfg: RefitConfig, store: Store, snap: Snapshot, changed: list[Group
     fits = analysis.fits
     ResultsDir(out).write(analysis, Selection(), max_group_figures=cfg.max_group_figures, footer_text=foot)
     bad = fits[fits["headline"] & ~fits["status"].isin(["ok", "at_bound"])]   # groups with no usable headline
-    unfittable = sorted({f"{r.us_task} -> {r.ds_task} ({r.eval_protocol}, shots={r.shots}): "
+    # each group named as every command names it (Group.label: "up -> pets (linear)"); a group
+    # without shots read "(linear, shots=<NA>)", pandas' NA printed raw
+    label = {group_key(g.key): g.label for g in groups}
+    unfittable = sorted({f"{label.get(group_key((r.us_task, r.ds_task, r.eval_protocol, r.shots)), r.ds_task)}: "
                          f"{r.status}: {r.warnings or r.message}" for r in bad.itertuples()})
     info = {
         "time": _now_iso(), "store": _store_location(store, cfg.store), "store_version": snap.version,
@@ -564,6 +692,8 @@ def _analyze(cfg: RefitConfig, store: Store, snap: Snapshot, changed: list[Group
         "sources": [_source_location(s) for s in (*cfg.sources, *([cfg.sources_file] if cfg.sources_file else []))],
         "failed_sources": list(failed_sources),    # their lines: this version is of the store as it was
         "options_fingerprint": cfg.options_fingerprint(),
+        # what the fingerprint hashes, readable: the next refit names the options that changed
+        "options": option_params(cfg), "analysis_code": analysis_code(), "why": why,
         "fingerprint": hashlib.sha256(json.dumps(sorted(fps.values())).encode()).hexdigest()[:24],
         "groups": {json.dumps(list(k)): v for k, v in fps.items()},
         "changed": [list(group_key(g.key)) for g in changed], "unfittable": unfittable,
@@ -984,26 +1114,9 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
               "options_fingerprint": info["options_fingerprint"], "n_groups": len(info["groups"]),
               "n_changed": len(info["changed"]), "n_unfittable": len(info["unfittable"]),
               "sources": ",".join(safe_uri(s) if "://" in s else s for s in info["sources"])[:6000] or "-",
-              "holdout_quantile": cfg.fit.holdout_quantile, "loss": cfg.fit.loss,
-              # the US accuracy above which models are held out: it wins over the quantile, which
-              # alone read as the split of a run cut at --holdout-above
-              "holdout_above": "none" if cfg.fit.holdout_above is None else cfg.fit.holdout_above,
-              # what the metrics were fitted with, as the CLI's options say it (lists of registry
-              # names: far below MLflow's 6000 characters a value); apart, two refits differed
-              # only in options_fingerprint
-              "frontiers": ",".join(cfg.fit.selection.frontiers), "laws": ",".join(cfg.fit.selection.laws),
-              "nondecreasing": cfg.fit.nondecreasing, "alpha_max": cfg.fit.alpha_max,
-              "trials": cfg.sensitivity.trials, "samples": cfg.bootstrap.samples,
-              # the back-test RMSE (fraction, as the metrics) above which the metric trusted is 0:
-              # refits at --tolerance 5 and 3 logged different trusted values and no reason why
-              "tolerance": cfg.fit.selection.tolerance,
-              # the metric stop_paying_us is where +1 US point buys less than this many DS points
-              "threshold": cfg.threshold,
-              # how the headline metrics were made: the members' quantile (refits before 2026-12-06
-              # logged none: the discounted median), the back-test cuts and the intervals' level;
-              # apart, a change of any of them read as the same analysis under a new fingerprint
-              "member_quantile": MEMBER_QUANTILE, "cuts": ",".join(f"{c:g}" for c in cfg.fit.selection.cuts),
-              "level": cfg.fit.selection.level}
+              # why the groups were refitted (the data of some, the options or the code: all), in words
+              "why": info.get("why") or "-",
+              **option_params(cfg)}
     fits = pd.read_parquet(version_dir / "fits.parquet")
     ts = int(_dt.datetime.fromisoformat(info["time"]).timestamp() * 1000)   # the version's time
     metrics: list[tuple[str, float, int]] = []
@@ -1014,8 +1127,10 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
         # stop_paying_supported (1 or 0) beside stop_paying_us: that point is a finding only where
         # supported, else an extrapolation to 100% US (the report says so); alone, a dashboard of
         # the runs showed the extrapolated point as the finding
+        # us_needed (with its interval): the --ds-target calculator's answer, the US accuracy that
+        # reaches the target (NaN, so not logged, without one); the run logged the param alone
         names = (("saturation", "alpha", "k", "e_ir", "fit_err", "pred_err", "backtest_err", "stop_paying_us",
-                  "stop_paying_supported", "trusted") if slot == "headline"
+                  "stop_paying_supported", "trusted", "us_needed", "us_needed_lo", "us_needed_hi") if slot == "headline"
                  else ("saturation", "alpha", "k", "e_ir", "fit_err", "pred_err"))
         for r in rows.itertuples():
             for name in names:
