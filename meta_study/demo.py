@@ -220,7 +220,7 @@ def _run_demo(wd: Path, synthetic: bool, serial: bool, log: Callable[[str], None
             log("  (examples/data/timm not found beside this install: only the demo's own models are analysed)")
     with step("refit: back-tested fits of every law and frontier, sensitivity, bootstrap, report, MLflow run"):
         res = _refit(wd, store, tracking, serial)
-        log(f"  refit: {res.status} {res.message}".rstrip())
+        log(f"  refit: {res.status}" + (f" ({res.message})" if res.message else ""))   # "refitted (no earlier refit ...)"
     if not res.version_dir:
         # skipped ("locked": another demo or refit is writing WORKDIR): there is no report to show
         # (it ended "done ... report None", exit 0). Another writer is no wrong input: exit 1, as

@@ -129,10 +129,9 @@ class _RestRuns:
         """This thread's connection, reopened when the server has closed it while idle (a server
         may drop keep-alive connections at any time; a request on one would fail)."""
         import http.client
-        import select
 
         conn = getattr(self.local, "conn", None)
-        if conn is not None and conn.sock is not None and select.select([conn.sock], [], [], 0)[0]:
+        if conn is not None and conn.sock is not None and _readable(conn.sock):
             conn.close()   # readable while idle: closed by the server (or stray bytes): start afresh
         if conn is None:
             if self.https:
@@ -230,6 +229,24 @@ class _RestRuns:
     def num(v: float) -> Any:
         """JSON has no NaN or infinities; MLflow's protobuf JSON takes them as strings."""
         return v if v == v and abs(v) != float("inf") else ("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity"))
+
+
+def _readable(sock: Any) -> bool:
+    """Whether ``sock`` has something to read (or was closed) now, without waiting. ``poll``, not
+    ``select.select``: select raised "filedescriptor out of range" for a socket numbered 1024 or
+    more (a driver with many files open: a big sweep's), and every call of the writer failed,
+    retried until the end-of-sweep flush spooled them all."""
+    import select
+
+    if hasattr(select, "poll"):
+        p = select.poll()
+        p.register(sock, select.POLLIN)
+        return bool(p.poll(0))
+    import selectors     # Windows: no poll (select there has no such limit)
+
+    with selectors.DefaultSelector() as sel:
+        sel.register(sock, selectors.EVENT_READ)
+        return bool(sel.select(0))
 
 
 def _certifi_bundle() -> str | None:

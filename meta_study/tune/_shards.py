@@ -93,6 +93,10 @@ class MlflowWriter:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._spool_lock = threading.Lock()
+        # the counters below (errors, dropped): the four writer threads add to them at once, and an
+        # unlocked ``+= 1`` loses counts (two threads read the same value): a dropped operation
+        # missing from the count could end a sweep FINISHED, exit 0, with MLflow lacking it
+        self._count_lock = threading.Lock()
         self._runs: dict[str, str] = {}
         self._created: set[str] = set()          # runs created by this process: no lookups needed
         self._create_failed: set[str] = set()    # trials whose create raised: it may have created the run
@@ -264,7 +268,8 @@ class MlflowWriter:
                 if self._down_said:
                     self._say_down(None)
             except Exception as e:  # noqa: BLE001 - the server is down or flaky: retry, never raise
-                self.errors += 1
+                with self._count_lock:
+                    self.errors += 1
                 self.last_error = error_line(e)
                 refused = refused + 1 if permanent(e) else 0
                 self._last_call_ok = bool(refused)     # refused for good: the server answers
@@ -278,7 +283,8 @@ class MlflowWriter:
                 if refused and steps[done][0] == "batch":   # a param the run holds with another value?
                     self._params_unsure.add(trial)
                 if refused >= 3:
-                    self.dropped += 1
+                    with self._count_lock:
+                        self.dropped += 1
                     print(f"meta-study writer: trial {trial}: MLflow refuses its {steps[done][0]} for good "
                           f"({str(e).splitlines()[0][:300] if str(e) else type(e).__name__}); dropped",
                           file=sys.stderr, flush=True)

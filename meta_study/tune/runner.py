@@ -1125,22 +1125,8 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     errored = len(errors)
 
     def interrupted(signal_name: str) -> SweepResult:
-        # nothing (more) is evaluated or settled, every open run ends KILLED; --resume goes on
-        early = stopped_early_of(results, callback, tune_statuses(grid))    # before the runs close
-        left = callback.close_interrupted(signal_name)
-        sent = callback.flush()
-        # early-stopped trials evaluated (this session, before a Ctrl-C during the evaluations, or an
-        # earlier one) count as finished, as at a sweep's end: their runs are FINISHED data points,
-        # and the summary counted them in neither finished nor interrupted
-        done = evaluated_trials(callback) if sent and early else set()
-        ok = finished + sum(1 for r in results if is_stopped_early(r) and trial_id_of(r) in done)
-        _end_parent(p.tracking, rec, "KILLED", {"trials": len(results), "finished": ok, "errored": errored,
-                                               "early_stopped": early, "interrupted": len(left)})
-        return SweepResult(name=p.name, experiment_dir=p.exp_dir, tracking_uri=p.tracking,
-                           parent_run_id=rec.parent_run_id, trials=len(results), finished=ok, errored=errored,
-                           early_stopped=early, seconds=time.monotonic() - t0, resumed=p.resume,
-                           experiment_id=rec.experiment_id, interrupted=len(left), stop_signal=signal_name,
-                           experiment=rec.experiment, errors=errors)
+        return end_interrupted(signal_name, results, tune_statuses(grid), callback, p, rec, finished=finished,
+                               errors=errors, t0=t0)
 
     if callback.stop_signal:   # Ctrl-C while trials trained: Tune stopped them and returned
         return interrupted(callback.stop_signal)
@@ -1172,6 +1158,39 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
                        eval_failed=out["eval_failed"], unevaluable=out["unevaluable"], settled=out["settled"],
                        orphaned=out["orphaned"], resumed=p.resume, experiment_id=rec.experiment_id,
                        experiment=rec.experiment, errors=errors, unsent=unsent, dropped=dropped)
+
+
+def end_interrupted(signal_name: str, results: Sequence[Any], statuses: Mapping[str, str], callback: Any, p: _Plan,
+                    rec: SweepRecord, *, finished: int, errors: tuple[tuple[str, str, str], ...],
+                    t0: float) -> SweepResult:
+    """The end of a sweep stopped by ``signal_name`` (Ctrl-C while trials trained or during the
+    end-of-sweep evaluations, a SIGTERM there): nothing (more) is evaluated or settled, every open
+    run ends KILLED (``--resume`` goes on), and the parent run ends KILLED with its ``sweep/*``
+    counts: ``interrupted``, and ``dropped`` as at a normal end (operations MLflow refused for
+    good, which no ``--resume`` sends: an interrupted sweep said nothing of them, its parent's
+    ``sweep/dropped`` that of an earlier session). ``finished``: the trials that finished training."""
+    early = stopped_early_of(results, callback, statuses)    # before the runs close
+    left = callback.close_interrupted(signal_name)
+    sent = callback.flush()
+    # early-stopped trials evaluated (this session, before a Ctrl-C during the evaluations, or an
+    # earlier one) count as finished, as at a sweep's end: their runs are FINISHED data points,
+    # and the summary counted them in neither finished nor interrupted
+    done = evaluated_trials(callback) if sent and early else set()
+    ok = finished + sum(1 for r in results if is_stopped_early(r) and trial_id_of(r) in done)
+    dropped = int(getattr(callback, "dropped", 0) or 0)
+    _end_parent(p.tracking, rec, "KILLED", {"trials": len(results), "finished": ok, "errored": len(errors),
+                                           "early_stopped": early, "interrupted": len(left), "dropped": dropped})
+    return SweepResult(name=p.name, experiment_dir=p.exp_dir, tracking_uri=p.tracking,
+                       parent_run_id=rec.parent_run_id, trials=len(results), finished=ok, errored=len(errors),
+                       early_stopped=early, seconds=time.monotonic() - t0, resumed=p.resume,
+                       experiment_id=rec.experiment_id, interrupted=len(left), stop_signal=signal_name,
+                       experiment=rec.experiment, errors=errors, unsent=not sent, dropped=dropped)
+
+
+def _dropped_line(name: str, dropped: int) -> str:
+    """The sweep's line about operations MLflow refused for good (``SweepResult.dropped``)."""
+    return (f"{name}: MLflow refused {dropped} operation(s) of this sweep for good and they were dropped (the "
+            "writer's lines above say which and why); MLflow lacks them, and --resume does not send them")
 
 
 def sweep_end(trials: int, finished: int, errored: int, out: Mapping[str, int], *,
@@ -1356,8 +1375,9 @@ def _abandon(tracking_uri: str, rec: SweepRecord, callback: Any, e: BaseExceptio
     """The Tuner could not be made or its ``fit`` raised (a define-by-run space that fails, a
     damaged Tune state, Ctrl-C before Tune took it over): the runs this session left open end
     KILLED, tagged interrupted (``--resume`` continues them), and the parent run FAILED (KILLED
-    for Ctrl-C). They stayed RUNNING for good: a live sweep in the UI and to ``meta-study
-    ingest``. Whatever fails here is said in a line; ``e`` is what the user sees."""
+    for Ctrl-C), with the session's ``sweep/dropped`` (said on stderr when not 0). They stayed
+    RUNNING for good: a live sweep in the UI and to ``meta-study ingest``. Whatever fails here is
+    said in a line; ``e`` is what the user sees."""
     from ..mlflow_client import mlflow_client
 
     stop = _stop_signal_of(e)
@@ -1366,7 +1386,16 @@ def _abandon(tracking_uri: str, rec: SweepRecord, callback: Any, e: BaseExceptio
         # (a SIGTERM's SystemExit ended it FAILED, its runs "interrupted (SystemExit)")
         callback.close_interrupted(stop or type(e).__name__)
         callback.flush()
-        mlflow_client(tracking_uri).set_terminated(rec.parent_run_id, status="KILLED" if stop else "FAILED")
+        client = mlflow_client(tracking_uri)
+        # the session's count of operations MLflow refused for good, as every end of a sweep logs it
+        # (the parent's sweep/dropped stayed an earlier session's), and said: no --resume sends them
+        dropped = int(getattr(callback, "dropped", 0) or 0)
+        if dropped:
+            print(_dropped_line(rec.sweep, dropped), file=sys.stderr)
+        try:
+            client.log_metric(rec.parent_run_id, "sweep/dropped", float(dropped))
+        finally:     # the parent is closed whatever the count's call did
+            client.set_terminated(rec.parent_run_id, status="KILLED" if stop else "FAILED")
     except Exception as e2:  # noqa: BLE001 - the sweep's own error is the one to raise
         print(f"warning: could not close the MLflow runs of this session (parent run {rec.parent_run_id}): "
               f"{error_line(e2)}", file=sys.stderr)
@@ -1566,6 +1595,8 @@ def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
         print(f"{spec.name}: interrupted ({res.stop_signal}): {res.interrupted} unfinished trial(s) ended KILLED with "
               "the tag meta_study.status=interrupted (ingest leaves them out); run the same command with --resume to "
               "continue them from their last checkpoints", file=sys.stderr)
+        if res.dropped:    # --resume does not bring these back: said, as at a sweep's end
+            print(_dropped_line(spec.name, res.dropped), file=sys.stderr)
         sys.exit(130)   # the shell's code for a process ended by SIGINT
     if res.unevaluable:
         # no resume changes this: they exited 1 with "--resume retries them", and a script resuming
@@ -1579,7 +1610,5 @@ def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
         print(f"{spec.name}: MLflow lacks part of what this sweep logged (the line above says what and why); run the "
               "same command with --resume to send what was spooled", file=sys.stderr)
     if res.dropped:
-        print(f"{spec.name}: MLflow refused {res.dropped} operation(s) of this sweep for good and they were dropped "
-              "(the writer's lines above say which and why); MLflow lacks them, and --resume does not send them",
-              file=sys.stderr)
+        print(_dropped_line(spec.name, res.dropped), file=sys.stderr)
     sys.exit(1 if res.errored or res.eval_failed or res.unsent or res.dropped else 0)
