@@ -8,6 +8,7 @@ traceback. :class:`Terminated` is neither: a stop signal, exit 128 + its number.
 from __future__ import annotations
 
 import math
+import numbers
 
 
 class UserError(Exception):
@@ -75,11 +76,18 @@ def option_message(option: str, value: float, allowed: "Range") -> str:
     an accuracy typed in percent (``--ds-target 80``, ``--holdout-quantile 80``, ``--level 95``)
     gets the fraction it meant (only ``--ds-target`` did: the others said "must be in (0, 1]")."""
     flag, scale, unit = option_flag(option)
+    if not _is_number(value):
+        return f"{flag} must be a number {unit}{allowed.text(scale)}, got {value!r}"
     v = value * scale
     # from 2 up: 1.5 is a typo more often than 1.5% meant ("did you mean 0.015?" for --ds-target 1.5)
     pct = (f"; did you mean {v / 100:g}?" if ("accuracy" in unit or "fraction" in unit) and 2 <= v <= 100
            and allowed.contains(v / 100) else "")
     return f"{flag} must be {unit}{allowed.text(scale)}, got {v:g}{pct}"
+
+
+def _is_number(v: object) -> bool:
+    """A real number (int, float, numpy's), not text, None or a complex."""
+    return isinstance(v, numbers.Real)
 
 
 class OptionError(UserError, ValueError):
@@ -89,7 +97,10 @@ class OptionError(UserError, ValueError):
 
     def __init__(self, option: str, value: float, allowed: "Range", what: str = "") -> None:
         self.option, self.value, self.allowed, self.what = option, value, allowed, what
-        super().__init__(f"{option}{' (' + what + ')' if what else ''} must be {allowed.text()}, got {value:g}")
+        # a library caller's text ("0.95") or None is named as given: "got {value:g}" raised a
+        # TypeError of its own, and the comparison before it another
+        got = f"{value:g}" if _is_number(value) else f"{value!r} (not a number)"
+        super().__init__(f"{option}{' (' + what + ')' if what else ''} must be {allowed.text()}, got {got}")
 
 
 class Range:
@@ -100,6 +111,8 @@ class Range:
         self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
 
     def contains(self, v: float) -> bool:
+        if not _is_number(v):     # "0.95" or None: not in any range (the comparison raised a TypeError)
+            return False
         above = v > self.lo if self.lo_open else v >= self.lo
         below = math.isfinite(v) if self.hi is None else (v < self.hi if self.hi_open else v <= self.hi)
         return bool(above and below)   # False for NaN

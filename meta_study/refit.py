@@ -431,7 +431,12 @@ def previous_refit(out: str) -> tuple[Path | None, dict[str, Any]]:
     try:
         # in the try: a LATEST damaged into bytes that are not UTF-8 ended every refit after it
         # in a UnicodeDecodeError traceback; now it is no record, as a damaged refit.json is
-        d = Path(out) / "refits" / latest.read_text().strip()
+        name = latest.read_text().strip()
+        # one version directory by name: a LATEST edited to "../x" or "/elsewhere" named a record
+        # outside refits/, which this refit then kept as current or published from
+        if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+            return None, {}
+        d = Path(out) / "refits" / name
         info = json.loads((d / "refit.json").read_text())
         # a record damaged into other JSON (a disk fault, a hand) is no record: every refit after
         # it ended in a traceback ('list' object has no attribute 'get'); now every group is refitted
@@ -1110,7 +1115,9 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
     """A version's params and its metrics as (key, value, timestamp ms): the same every time."""
     from .mlflow_client import safe_uri
 
-    params = {"store": info["store"], "store_version": info["store_version"], "fingerprint": info["fingerprint"],
+    # a record from before store_version was kept has none (publishing it ended in a KeyError)
+    params = {"store": info["store"], "store_version": info.get("store_version", "unknown"),
+              "fingerprint": info["fingerprint"],
               "options_fingerprint": info["options_fingerprint"], "n_groups": len(info["groups"]),
               "n_changed": len(info["changed"]), "n_unfittable": len(info["unfittable"]),
               "sources": ",".join(safe_uri(s) if "://" in s else s for s in info["sources"])[:6000] or "-",

@@ -68,6 +68,9 @@ class SensitivityOptions:
             if isinstance(sizes, str):
                 raise CountError(f"sizes (models in a sample) must be whole numbers, got {sizes!r}")
             object.__setattr__(self, "sizes", tuple(whole_number("sizes", n, "models in a sample") for n in sizes))
+            if not self.sizes:   # () silently meant the default sizes, which None asks for
+                raise CountError("sizes (models in a sample) is empty; give one size or more, or None for the "
+                                 "default steps")
         Range(1).check("trials", self.trials, "draws per sample size")
         # as ``sizes``: min_size 0 was numpy's "Geometric sequence cannot include zero" traceback,
         # 1 and 2 drew samples no law can be fitted to, and n_sizes 0 an empty table, said nowhere
