@@ -26,6 +26,7 @@ def safe_uri(uri: str) -> str:
     must not swallow a slash of the path). A prefixed URL (``mlflow-sql:postgresql://u@h/db``) has
     its inner URL made safe.
     """
+    uri = _DB_USER_INFO.sub(r"\1", uri, count=1)
     try:
         p = urllib.parse.urlsplit(uri)
         port = p.port
@@ -50,6 +51,7 @@ def shown_uri(uri: str) -> str:
     host keeps its brackets (``http://[::1]:5000``): :func:`safe_uri` gave ``sqlite:////data/run``
     and ``http://::1:5000``, and a command a message gave to copy named another database or no
     server. Names stored from :func:`safe_uri` (sources, records) stay as they are."""
+    uri = _DB_USER_INFO.sub(r"\1", uri, count=1)
     try:
         p = urllib.parse.urlsplit(uri)
         port = p.port
@@ -69,6 +71,13 @@ def shown_uri(uri: str) -> str:
 
 #: A URL's user info (``user:password@`` after ``scheme://``), for a URI urllib cannot parse.
 _USER_INFO = re.compile(r"(?<=://)[^/?#]*@")
+#: A database URL's user info as SQLAlchemy reads it (``make_url``): the password runs to the first
+#: ``@``, a ``/``, ``?`` or ``#`` in it included, where urllib ends the host at the first of those
+#: and saw no user info: ``postgresql://u:12/34@h/db`` was no credentials, its password connected
+#: and was stored as the source's name, and ``postgresql://u:p#ss@h/db`` was shown as
+#: ``postgresql://u:p``. (A database name holding ``@`` after a port reads as user info too: refused.)
+_DB_USER_INFO = re.compile(r"^((?:mlflow-sql:)?(?:postgres(?:ql)?|mysql|mssql|mariadb|oracle)(?:\+[^:/@]*)?://)"
+                           r"[^:/@?#]*(?::[^@]*)?@", re.IGNORECASE)
 
 
 #: Ports a URL may leave out: ``http://h`` is ``http://h:80``.
@@ -101,6 +110,8 @@ def source_uri(uri: str) -> str:
 
 def has_credentials(uri: str) -> bool:
     """Whether the URI carries a user, a password or a token (in its user info or its query)."""
+    if _DB_USER_INFO.match(uri):
+        return True
     try:
         p = urllib.parse.urlsplit(uri)
         user = bool(p.username or p.password)

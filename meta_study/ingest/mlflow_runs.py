@@ -19,10 +19,12 @@ tags) in different ways; from a :class:`RunRecord` on, everything is this module
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -153,6 +155,12 @@ def mapping_digest(mapping: IngestMapping, history: str = "latest") -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def experiment_mark(name: str) -> str:
+    """The last part of a run's fingerprint (:meth:`RunExpander.fingerprint`): 8 hex digits of its
+    experiment's name, which its rows carry."""
+    return hashlib.sha1(name.encode()).hexdigest()[:8]
+
+
 def run_fingerprint(rec: RunRecord) -> str:
     """sha1 of a run's status, end time, metrics, params and tags (~20 us): unchanged runs are skipped."""
     payload = json.dumps([rec.status, rec.end_time, sorted(rec.metrics.items()), sorted(rec.params.items()),
@@ -197,12 +205,15 @@ class ExpandedRuns:
         row_run: for each row, the position of its run in the input list.
         counts: rows per input run.
         problems: (position, quarantine reason) of runs rejected as a whole.
+        slashed: positions of runs with a metric key that a pattern matches only when a capture
+            holds a ``/`` (:meth:`RunExpander.slashed`): those metrics give no row.
     """
 
     rows: pd.DataFrame
     row_run: np.ndarray
     counts: np.ndarray
     problems: tuple[tuple[int, str], ...]
+    slashed: tuple[int, ...] = ()
 
 
 @dataclass
@@ -214,6 +225,7 @@ class RunExpander:
     history: str = "latest"    # "latest" or "max" (SourceOptions.history): part of the digest
     _keys: dict[str, KeySpec | None] = field(default_factory=dict, init=False, repr=False)
     _ds_fields: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
+    _slashed: dict[str, bool] = field(default_factory=dict, init=False, repr=False)
     _digest: str = field(default="", init=False, repr=False)
     #: what the percent check weighs pages against, read once per ingest (an expander serves one)
     stored_values: StoredValues | None = field(default=None, init=False, repr=False)
@@ -228,8 +240,7 @@ class RunExpander:
     def fingerprint(self, rec: RunRecord, experiment: str) -> str:
         """The state's fingerprint of a run read with this mapping: ``digest:run_fingerprint``, the
         run's experiment name included (an experiment renamed in the UI is the rows' ``experiment``)."""
-        name = hashlib.sha1(experiment.encode()).hexdigest()[:8]
-        return f"{self.digest}:{run_fingerprint(rec)}:{name}"
+        return f"{self.digest}:{run_fingerprint(rec)}:{experiment_mark(experiment)}"
 
     def spec(self, key: str) -> KeySpec | None:
         """The key's meaning, or None when no pattern matches (the first matching pattern wins)."""
@@ -257,6 +268,16 @@ class RunExpander:
                 hit = KeySpec("ds", unit, ds_index=len(self._ds_fields) - 1, ds_task=str(fields.get("ds_task")))
             break
         self._keys[key] = hit
+        return hit
+
+    def slashed(self, key: str) -> bool:
+        """Whether ``key``, which no pattern matches, would match one if a task capture could hold
+        a ``/`` (``ds/vtab/dtd/10shot/top1`` against ``ds/{ds_task}/{shots}shot/top1``): a task
+        whose name holds one. Its accuracies went to ``extra`` without a word, and the run's other
+        tasks were stored, so the task was missing from the store unseen."""
+        hit = self._slashed.get(key)
+        if hit is None:
+            hit = self._slashed[key] = any(_with_slashes(p.regex.pattern).fullmatch(key) for p in self.mapping.metrics)
         return hit
 
     def payload(self, rec: RunRecord, experiment: str) -> str:
@@ -298,6 +319,7 @@ class RunExpander:
         starts: list[int | None] = []
         ends: list[int | None] = []
         values = metric_values or {}
+        slashed: list[int] = []
         declared: dict[tuple[str, str], list[tuple[str, float]]] = {}   # (column, percent unit) -> (task, raw value)
         for i, rec in enumerate(records):
             us: dict[str, float] = {}
@@ -312,6 +334,8 @@ class RunExpander:
                 spec = self._keys[key] if key in self._keys else self.spec(key)
                 if spec is None:
                     extra[f"metric:{key}"] = repr(value)
+                    if self.slashed(key) and (not slashed or slashed[-1] != i):
+                        slashed.append(i)
                     continue
                 v = value
                 if spec.unit != "fraction" and isinstance(value, (int, float)):
@@ -368,7 +392,7 @@ class RunExpander:
             raise PercentRefusal(str(e), alone=not any(n for d in tally.stored.values() for n in d.values())
                                  ) from None
         if not bases:
-            return ExpandedRuns(pd.DataFrame(), np.zeros(0, np.int64), counts, tuple(problems))
+            return ExpandedRuns(pd.DataFrame(), np.zeros(0, np.int64), counts, tuple(problems), tuple(slashed))
         frame = self._frame(bases, starts, ends)
         take = np.asarray(row_base, np.int64)
         rows = frame.take(take).reset_index(drop=True)
@@ -389,7 +413,7 @@ class RunExpander:
         for col, units in (("us_accuracy", us_units), ("ds_accuracy", ds_units)):
             if any(u is not None for u in units):
                 rows[SOURCE_UNIT[col]] = pd.Series(units, dtype=object)
-        return ExpandedRuns(rows, np.asarray(base_run, np.int64)[take], counts, tuple(problems))
+        return ExpandedRuns(rows, np.asarray(base_run, np.int64)[take], counts, tuple(problems), tuple(slashed))
 
     def _constant_clash(self, rec: RunRecord) -> str | None:
         """The quarantine reason when a constant of the mapping disagrees with the value of a param
@@ -516,6 +540,10 @@ NO_DS_HINT = ("a finished run without downstream metrics gives no rows: a sweep 
               "sweep with --resume to retry, then ingest again with --full); other runs need a mapping whose metric "
               "patterns match their keys")
 
+#: Runs with a metric that a pattern matches but for a ``/`` in a task name (:meth:`RunExpander.slashed`):
+#: its accuracies give no row (they are kept in ``extra``), and the summary counts them.
+SLASH_STAT = "runs_with_a_task_name_holding_a_slash_not_read"
+
 #: Runs a refit published (tag ``meta_study.role = refit``): results, never read as data.
 REFIT_STAT = "refit_result_runs_not_read"
 
@@ -547,7 +575,7 @@ def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str],
     """
     read = int(time.time() * 1000) if read_ms is None else read_ms
     stats = {"runs_new": 0, "runs_changed": 0, "runs_unchanged": 0, NO_DS_STAT: 0, REFIT_STAT: 0, ENDED_STAT: 0,
-             STORED_BEFORE: int(stored_before)}
+             SLASH_STAT: 0, STORED_BEFORE: int(stored_before)}
     todo: list[RunRecord] = []
     fps: list[str] = []
     prev_rows: dict[str, int] = {}      # changed runs: rows they gave before
@@ -595,6 +623,7 @@ def expand_page(records: Sequence[RunRecord], *, experiments: Mapping[str, str],
     if expander.stored_values is not None:   # this page is committed before the next is expanded
         expander.stored_values.add_page(list(ids) + [r for _, r in ended], out.rows)
     problems = dict(out.problems)
+    stats[SLASH_STAT] = len(out.slashed)
     rejected = []
     for i, rec in enumerate(todo):
         state[rec.run_id] = RunEntry(rec.experiment_id, rec.status, watermark_end(rec, read), fps[i], int(out.counts[i]))
@@ -766,6 +795,13 @@ class StoredValues:
                 del into.stored[key]
 
 
+@functools.lru_cache(maxsize=256)
+def _with_slashes(regex: str) -> re.Pattern[str]:
+    """A pattern's regex (:func:`~meta_study.ingest.mapping.compile_pattern`) whose one-segment
+    captures (``[^/]+``) take ``/`` too; escaped literal text never reads ``[^/]+``."""
+    return re.compile(regex.replace("[^/]+", ".+"))
+
+
 def is_logged_finite(value: float) -> bool:
     """Whether a metric value MLflow returns was logged finite: not NaN, and not the largest float,
     which MLflow's SQL store writes for an infinite value (``log_metric(k, inf)`` reads back as
@@ -819,9 +855,11 @@ class RunQuery:
 
 
 def plan_queries(experiment_ids: Sequence[str], state: RunState, options: SourceOptions, *,
-                 mapping_digest: str | None = None, now_ms: int | None = None) -> list[RunQuery]:
+                 mapping_digest: str | None = None, now_ms: int | None = None,
+                 names: Mapping[str, str] | None = None) -> list[RunQuery]:
     """Finished runs per experiment from its watermark (all at once for new experiments, with
-    ``full``, or when the state holds runs read with another mapping than ``mapping_digest``),
+    ``full``, or when the state holds runs read with another mapping than ``mapping_digest``, or,
+    given the experiments' ``names`` (id -> name), under another name: renamed in the UI),
     then the running ones with ``include_running``, then runs dropped as deleted (``DELETED`` in
     the state) that are active again: restored in the UI, their end time is behind the watermark;
     and the runs the state holds as RUNNING that have ended since (any end time).
@@ -835,6 +873,10 @@ def plan_queries(experiment_ids: Sequence[str], state: RunState, options: Source
     overlap_ms = int(options.overlap_s * 1000)
     now = int(time.time() * 1000) if now_ms is None else now_ms
     remapped = _remapped(state, mapping_digest) if mapping_digest else set()
+    if mapping_digest and names:
+        # the rows' `experiment` is the name: read from the watermark, a renamed experiment's
+        # earlier runs kept the old name beside the new runs' (one experiment, two names)
+        remapped |= _renamed(state, mapping_digest, names)
     marks = {e: None if options.full or e in remapped else watermark(state, e, now) for e in experiment_ids}
     marks = {e: None if m is None else min(m, now) for e, m in marks.items()}
     fresh = tuple(e for e in experiment_ids if not marks[e])
@@ -882,22 +924,46 @@ def _remapped(state: RunState, digest: str) -> set[str]:
             if v.status in ("FINISHED", "RUNNING") and not v.fingerprint.startswith(prefix)}
 
 
+def _renamed(state: RunState, digest: str, names: Mapping[str, str]) -> set[str]:
+    """Experiments of ``names`` with a run in the state read with the mapping ``digest`` under
+    another experiment name (:func:`experiment_mark`)."""
+    return {state[r].experiment_id for r in _renamed_runs(state, digest, names)}
+
+
+def _renamed_runs(state: RunState, digest: str, names: Mapping[str, str]) -> set[str]:
+    """Runs of the experiments of ``names`` that the state holds as read with the mapping
+    ``digest`` under another experiment name. Entries that :func:`restamp` marked carry no name
+    and are not counted."""
+    prefix, marks, out = digest + ":", {e: experiment_mark(n) for e, n in names.items()}, set()
+    for r, v in state.items():
+        mark = marks.get(v.experiment_id)
+        if mark is None or v.status not in ("FINISHED", "RUNNING") or not v.fingerprint.startswith(prefix):
+            continue
+        parts = v.fingerprint.split(":")
+        if len(parts) == 3 and parts[2] != mark:
+            out.add(r)
+    return out
+
+
 def full_reads(queries: Sequence[RunQuery]) -> set[str]:
     """Experiments that ``queries`` read in full (every finished run, whatever its end time)."""
     return {e for q in queries if q.status == "FINISHED" and q.end_min is None and q.run_ids is None
             for e in q.experiment_ids}
 
 
-def restamp(state: RunState, experiment_ids: Iterable[str], seen: set[str], digest: str) -> int:
+def restamp(state: RunState, experiment_ids: Iterable[str], seen: set[str], digest: str,
+            names: Mapping[str, str] | None = None) -> int:
     """After a full read of ``experiment_ids`` with the mapping ``digest``: runs of them the read
     did not return (deleted without ``--drop-deleted``, running again, or no longer matching the
     filter) get a fingerprint with the new digest that matches no run, so that :func:`_remapped`
-    does not read those experiments in full again on every ingest, and the run, should it be read
-    again, is expanded anew. Returns how many entries changed (``state`` is changed in place)."""
+    (and :func:`_renamed`, given the experiments' ``names``) does not read those experiments in
+    full again on every ingest, and the run, should it be read again, is expanded anew. Returns
+    how many entries changed (``state`` is changed in place)."""
     exps, prefix, n = set(experiment_ids), digest + ":", 0
+    stale = _renamed_runs(state, digest, names or {})
     for r, v in list(state.items()):
         if (v.experiment_id in exps and r not in seen and v.status in ("FINISHED", "RUNNING")
-                and not v.fingerprint.startswith(prefix)):
+                and (not v.fingerprint.startswith(prefix) or r in stale)):
             state[r] = v._replace(fingerprint=f"{prefix}not read by the full read of its experiment")
             n += 1
     return n
@@ -1143,6 +1209,12 @@ def refuse_bad_port(uri: str, prefix: str = "") -> None:
     try:
         _ = p.port
     except ValueError:
+        if "@" in uri.partition("://")[2][len(p.netloc):]:
+            # a password holding '/', '?' or '#' (http://u:pa/ss@h): urllib took "pa" for the port,
+            # and the line printed the password
+            raise UserError(f"{prefix}{p.scheme}://{uri.rpartition('@')[2]}: not a URL urllib reads (user info "
+                            "with '/', '?' or '#' in it?); credentials in the URI are refused: give them through "
+                            "the environment") from None
         host = p.netloc.rpartition("@")[2]
         raise UserError(f"{prefix}{p.scheme}://{host}{p.path}: the port {host.rpartition(':')[2]!r} is not a "
                         "number in 0-65535") from None

@@ -279,7 +279,7 @@ class MlflowSource:
         history = (lambda recs: self._history_max(client, expander, recs)) if self.options.history == "max" else None
         seen: set[str] = set()
         queries = plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest,
-                               now_ms=read_ms) if exps else []
+                               now_ms=read_ms, names=names) if exps else []
         if not queries and self.options.filter_string:
             # the filter goes to MLflow with each search: with none (no active experiment) a filter
             # MLflow refuses passed unseen, exit code 0. MLflow's own parser says what is wrong.
@@ -305,7 +305,7 @@ class MlflowSource:
         yield from expand_pages(pages(), lambda recs: expand_page(
             recs, experiments=names, state=state, expander=expander, state_name=self.state_name, history=history,
             store=store, stored_before=before, read_ms=read_ms))
-        if restamp(state, full_reads(queries), seen, expander.digest):
+        if restamp(state, full_reads(queries), seen, expander.digest, names):
             yield SourceBatch(rows=pd.DataFrame(), state={self.state_name: state_table(state)})
 
         if self.options.drop_deleted:

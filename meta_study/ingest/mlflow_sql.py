@@ -155,11 +155,12 @@ def parse_target(spec: str) -> DbTarget:
     from sqlalchemy.exc import ArgumentError
 
     inner = _inner(spec)
-    refuse_bad_port(inner, PREFIX)
     shown = PREFIX + safe_uri(inner)
+    # credentials first: a password with '/' in it (u:12/34@h) was a port to urllib
     if has_credentials(inner):
         raise UserError(f"{shown}: credentials in the database URL are refused; set {USER_ENV} and "
                         f"{PASSWORD_ENV} (or the driver's own, e.g. PGPASSWORD)")
+    refuse_bad_port(inner, PREFIX)
     try:
         url = make_url(inner)
     except ArgumentError:
@@ -465,7 +466,7 @@ class MlflowSqlSource:
         seen: set[str] = set()
         # the finished runs without an end time in one query (`end_time IS NULL` reads them all)
         queries = merged_no_end(plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest,
-                                             now_ms=read_ms)) if exps else []
+                                             now_ms=read_ms, names=names)) if exps else []
         def pages() -> Iterator[list[RunRecord]]:
             for q in queries:
                 for runs in self._runs(conn, q):
@@ -483,7 +484,7 @@ class MlflowSqlSource:
         for batch in expand_pages(pages(), expand):
             conn.rollback()   # end the read transaction: no lock on the DB while the store commits
             yield batch
-        if restamp(state, full_reads(queries), seen, expander.digest):
+        if restamp(state, full_reads(queries), seen, expander.digest, names):
             yield SourceBatch(rows=pd.DataFrame(), state={self.state_name: state_table(state)})
         if self.options.drop_deleted:
             ids = [int(e) for e, _ in exps]
