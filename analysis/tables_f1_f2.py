@@ -19,7 +19,7 @@ def main() -> None:
 
     from meta_study.analysis import figures
     from meta_study.analysis.results import AnalysisOptions
-    from meta_study.analysis.outputs import footer
+    from meta_study.analysis.outputs import footer, several_shot_settings
     from meta_study.store import open_store
 
     a = scripts.parser(__doc__).parse_args()
@@ -33,11 +33,13 @@ def main() -> None:
         path = os.path.join(a.out, "correlations", f"{name}.parquet")
         if path not in out.tables:   # reused from DIR: there already, made with these options
             out.tables.append(path)
-    shots = fits.dropna(subset=["shots"]).groupby(["us_task", "ds_task"])["shots"].nunique()
-    if not (shots > 1).any():   # one setting per task: three panels of one point each said nothing
+    eq1 = fits[fits["law"] == "eq1"]
+    # per (US task, protocol, DS task), as fig1_grid.py decides it: one setting per line (fewshot
+    # 5-shot beside linear 10-shot of one task included) drew panels of lone points that said nothing
+    if not several_shot_settings(eq1):
         print("no figure: no few-shot group has several shot settings")
     else:
-        out.figures += figures.plot_params_vs_shots(fits[fits["law"] == "eq1"], f"{a.out}/figures/params_vs_shots",
+        out.figures += figures.plot_params_vs_shots(eq1, f"{a.out}/figures/params_vs_shots",
                                                     footer=footer(store, "fits per shot setting"))
     scripts.done(out)
 

@@ -274,7 +274,7 @@ def plot_layerwise(table: pd.DataFrame, stem: str, *, footer: str | None = None)
 
 def write_all(rows: pd.DataFrame, out_dir: str, *, footer: str | None = None, shots: int | None = None) -> dict[str, Any]:
     """The controlled-experiment tables and figures that the rows support (empty tables otherwise)."""
-    from .outputs import Outputs, write_table
+    from .outputs import Outputs, remove_stale_figures, write_table
 
     out = Outputs()
     curves, best = head_wd_effect(rows, shots=shots)
@@ -291,4 +291,8 @@ def write_all(rows: pd.DataFrame, out_dir: str, *, footer: str | None = None, sh
                                                    footer=footer)
     if (lw["layer"] >= 0).any() if len(lw) else False:
         out.figures += plot_layerwise(lw, os.path.join(out_dir, "figures", "fig6_layerwise"), footer=footer)
+    # a figure this run did not draw is of an earlier run's data: `--shots 1` (no block probes)
+    # after a full run left fig6_layerwise.png's blocks beside a table of the pre-logits alone
+    for stem in ("d1_d3_head_wd", "d4_head_wd_vs_corr", "fig6_layerwise"):
+        remove_stale_figures(out_dir, stem + ".*", out.figures)
     return {"tables": out.tables, "figures": out.figures}

@@ -191,6 +191,29 @@ def _merged_sources(rows: pd.DataFrame, dup: np.ndarray, source: pd.Series) -> p
     return pd.Series([final[(r, s)] for r, s in zip(run, source)], index=source.index)
 
 
+#: What one F.20 / F.21 table is of: a model has one accuracy per DS task within it.
+SLICE_COLUMNS = ("us_task", "eval_protocol", "shots", "representation_layer")
+
+
+def _one_slice(rows: pd.DataFrame, what: str, columns: tuple[str, ...] = SLICE_COLUMNS) -> None:
+    """Refuse ``rows`` of several (us_task, eval_protocol, shots, representation_layer) slices.
+    Given a whole store's rows, F.20 averaged each model's 1-, 5- and 10-shot accuracies (and its
+    block probes) into one value per DS task, and F.21 ranked them as that many more models, both
+    without a word; :func:`correlation_tables` computes every slice apart.
+
+    Raises:
+        ValueError: naming the column that holds several values and the function that splits them.
+    """
+    for col in columns:
+        if col in rows.columns and rows[col].nunique(dropna=False) > 1:
+            vals = sorted({"null" if pd.isna(v) else str(v) for v in rows[col]})
+            shown = ", ".join(vals[:6]) + (", ..." if len(vals) > 6 else "")
+            fix = ("the rows of one representation_layer (null: the pre-logits probes)" if col == "representation_layer"
+                   else "the rows of one (us_task, eval_protocol, shots) slice, or correlation_tables(rows), which "
+                   "computes every slice apart")
+            raise ValueError(f"{what}: the rows hold {len(vals)} values of {col} ({shown}); give {fix}")
+
+
 def ds_task_correlations(rows: pd.DataFrame, *, min_models: int = 3) -> pd.DataFrame:
     """Table F.20: Spearman correlation between DS tasks, across models (pairwise complete).
 
@@ -200,7 +223,11 @@ def ds_task_correlations(rows: pd.DataFrame, *, min_models: int = 3) -> pd.DataF
     Returns:
         A square DataFrame indexed and columned by DS task; NaN where fewer than ``min_models``
         models have both tasks.
+
+    Raises:
+        ValueError: rows of several slices (:func:`correlation_tables` splits them).
     """
+    _one_slice(rows, "ds_task_correlations")
     w = _wide(rows)
     return w.corr(method="spearman", min_periods=min_models)
 
@@ -208,11 +235,18 @@ def ds_task_correlations(rows: pd.DataFrame, *, min_models: int = 3) -> pd.DataF
 def us_ds_correlations(rows: pd.DataFrame, *, min_models: int = 3) -> pd.DataFrame:
     """Table F.21: Spearman correlation between US accuracy and each DS task, across models.
 
+    Args:
+        rows: canonical rows of one (us_task, eval_protocol, shots) slice.
+
     Returns:
         ds_task, n_models, spearman, p_value (two-sided; exact by permutation up to
         :data:`EXACT_SPEARMAN_MAX` models), note (why ``spearman`` is NaN: too few models, or
         every model at one US or one DS accuracy; "" when it is a number).
+
+    Raises:
+        ValueError: rows of several slices (:func:`correlation_tables` splits them).
     """
+    _one_slice(rows, "us_ds_correlations")
     out = []
     for ds, g in _once(rows).groupby("ds_task", sort=True):
         ok = g["us_accuracy"].notna() & g["ds_accuracy"].notna()
@@ -260,6 +294,9 @@ def correlation_tables(rows: pd.DataFrame, fits: pd.DataFrame | None = None) -> 
     added to F.21 and F.20 is returned in long form (slice, ds_task_a, ds_task_b, spearman, n_models:
     the models with both tasks, note: why ``spearman`` is NaN, "" when it is a number).
     """
+    # one layer: a model's block probes are other accuracies of its DS tasks, averaged into F.20's
+    # one value per task and ranked as more models by F.21 (``tables.correlations_tables`` selects one)
+    _one_slice(rows, "correlation_tables", ("representation_layer",))
     tables: dict[str, pd.DataFrame] = {}
     if fits is not None:
         tables["f1_shots_correlation"] = shots_correlation(fits)

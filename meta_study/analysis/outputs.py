@@ -150,23 +150,29 @@ def write_fits(df: pd.DataFrame, panels: Sequence[dict[str, Any]], out_dir: str,
         for p, d in list(zip(panels, drawn))[:max_group_figures]:
             mine += fig.plot_group(d, os.path.join(out_dir, "figures", "groups", p["slug"]), footer=footer_text)
         eq1 = df[(df["law"] == "eq1")]
-        # against the number of shots: only where a task has several shot settings (a single one,
-        # e.g. 0-shot language-model tasks, drew empty log-scaled panels and a legend of every task);
-        # per protocol, as the figure's lines are (fewshot 5-shot beside linear 10-shot drew lone dots)
-        shots = eq1.dropna(subset=["shots"]).groupby(["us_task", "eval_protocol", "ds_task"],
-                                                     dropna=False)["shots"].nunique()
-        if (shots > 1).any():
+        if several_shot_settings(eq1):
             mine += fig.plot_params_vs_shots(eq1, os.path.join(out_dir, "figures", "params_vs_shots"),
                                              footer=footer_text)
         for pattern in ("groups/*", "params_vs_shots"):
-            _remove_stale_figures(out_dir, pattern + ".*", mine)
+            remove_stale_figures(out_dir, pattern + ".*", mine)
         out.figures += mine
     else:
         # no figures drawn (`fit --no-figures`): the grid and group figures of an earlier fits
         # table (another store version) stayed beside this one, as if they were its own
         for pattern in ("fits_grid", "groups/*", "params_vs_shots"):
-            _remove_stale_figures(out_dir, pattern + ".*", ())
+            remove_stale_figures(out_dir, pattern + ".*", ())
     return out
+
+
+def several_shot_settings(fits: pd.DataFrame) -> bool:
+    """Whether a line of the parameters-vs-shots figure (F.4/F.5; one per US task, protocol and DS
+    task) has several shot settings: only then is the figure drawn. A single one (0-shot language
+    model tasks) drew empty log-scaled panels and a legend of every task; counted per task alone,
+    fewshot 5-shot beside linear 10-shot of one task drew two lone dots (``tables_f1_f2.py`` did,
+    where ``fig1_grid.py`` drew nothing)."""
+    shots = fits.dropna(subset=["shots"]).groupby(["us_task", "eval_protocol", "ds_task"],
+                                                  dropna=False)["shots"].nunique()
+    return bool((shots > 1).any())
 
 
 def _any_value(matrix: pd.DataFrame) -> bool:
@@ -189,7 +195,7 @@ def _any_pair(matrix: pd.DataFrame) -> bool:
     return bool((np.isfinite(values) & off).any())
 
 
-def _remove_stale_figures(out_dir: str, pattern: str, written: Sequence[str]) -> None:
+def remove_stale_figures(out_dir: str, pattern: str, written: Sequence[str]) -> None:
     """Remove the figures (PNG and SVG) under ``out_dir/figures`` matching ``pattern`` (a glob of
     stems, e.g. ``groups/*`` or ``f20_*``) that this write did not draw (``written``: its paths).
 
@@ -222,10 +228,10 @@ def write_sensitivity(table: pd.DataFrame, out_dir: str, *, figures: bool = True
             from . import figures as fig
 
             mine = fig.plot_sensitivity(summ, os.path.join(out_dir, "figures", "sensitivity"), footer=footer_text)
-        _remove_stale_figures(out_dir, "sensitivity.*", mine)
+        remove_stale_figures(out_dir, "sensitivity.*", mine)
         out.figures += mine
     else:   # an earlier table's Fig. 3 would stand beside this one (see write_fits)
-        _remove_stale_figures(out_dir, "sensitivity.*", ())
+        remove_stale_figures(out_dir, "sensitivity.*", ())
     return out
 
 
@@ -264,11 +270,11 @@ def write_correlations(tables: dict[str, pd.DataFrame], out_dir: str, *, figures
                 mine += fig.plot_heatmap(m, os.path.join(out_dir, "figures", "f21_us_ds"),
                                          title="US-DS rank correlation", footer=foot)
         for pattern in ("f20_*", "f21_us_ds.*"):
-            _remove_stale_figures(out_dir, pattern, mine)
+            remove_stale_figures(out_dir, pattern, mine)
         out.figures += mine
     else:   # an earlier table's heatmaps would stand beside these (see write_fits)
         for pattern in ("f20_*", "f21_us_ds.*"):
-            _remove_stale_figures(out_dir, pattern, ())
+            remove_stale_figures(out_dir, pattern, ())
     return out
 
 

@@ -103,13 +103,33 @@ def stop_paying_from_slopes(slopes: np.ndarray, threshold: float = DEFAULT_THRES
     s0, s1 = s[mid, i], s[mid, i + 1]
     with np.errstate(all="ignore"):
         w = np.where(np.isfinite(s0) & (s0 != s1), (s0 - threshold) / (s0 - s1), 0.0)
+    # no slope at the next sample (NaN, read as not paying): where it fell below ``threshold`` is
+    # not known past the last paying sample, so the next one. Interpolated towards NaN, the point
+    # was NaN, read "never" of a curve that stopped paying (slopes 0.5, 0.3, NaN, 0.05, 0.02)
+    w = np.where(np.isnan(s1), 1.0, w)
     out[mid] = u0 + np.clip(w, 0.0, 1.0) * (u1 - u0)
     out[never | bad] = math.nan
     return out
 
 
+def _fraction(value: float, name: str) -> float:
+    """``value`` as an accuracy fraction, or a ValueError: 80 (a percent) read "never reached" as
+    a DS target, and 85 as a US accuracy gave the slope at 100% US (0: "no gain"), both silently,
+    where ``predict_fit`` refuses it. NaN stays NaN."""
+    v = float(value)
+    if math.isinf(v) or v < 0.0 or v > 1.0:
+        hint = f" (a percent? give fractions: {v / 100:g}, not {v:g})" if 1.0 < v <= 100.0 else ""
+        raise ValueError(f"{name} must be a fraction in [0, 1], got {v:g}{hint}")
+    return v
+
+
 def us_needed_many(law: str, params: Sequence[Mapping[str, float]], target: float) -> np.ndarray:
-    """:func:`us_needed` for many parameter sets of one law (fractions; NaN = never)."""
+    """:func:`us_needed` for many parameter sets of one law (fractions; NaN = never).
+
+    Raises:
+        ValueError: a ``target`` outside [0, 1] (e.g. 80 for 80%).
+    """
+    target = _fraction(target, "target (a DS accuracy)")
     if not params:
         return np.zeros(0)
     return us_needed_from_values(_stack(law, params, "predict"), target)
@@ -133,6 +153,9 @@ def us_needed_from_values(values: np.ndarray, target: float) -> np.ndarray:
     y0, y1 = y[mid, i - 1], y[mid, i]
     with np.errstate(all="ignore"):
         w = np.where(y1 != y0, (target - y0) / (y1 - y0), 1.0)
+    # no value at the sample before (NaN): reached at the first sample known to reach it, not
+    # NaN ("never") from an interpolation towards NaN
+    w = np.where(np.isnan(y0), 1.0, w)
     out[mid] = u0 + np.clip(w, 0.0, 1.0) * (u1 - u0)
     return out
 
@@ -151,15 +174,24 @@ def us_needed(fit: LawFit, target: float) -> float:
     """The smallest US accuracy (fraction) at which the law reaches DS accuracy ``target``.
 
     0.0 when reached at 0% US, 1.0 when only at 100%, NaN when never (or the fit is unusable).
+
+    Raises:
+        ValueError: a ``target`` outside [0, 1] (e.g. 80 for 80%).
     """
+    target = _fraction(target, "target (a DS accuracy)")
     if not fit.usable:
         return math.nan
     return float(us_needed_many(fit.law, [fit.params], target)[0])
 
 
 def slope(fit: LawFit, us_accuracy: float) -> float:
-    """DS points gained per +1 US point at ``us_accuracy`` (the derivative of the law)."""
-    return float(fit.slope(np.asarray([us_accuracy], float))[0])
+    """DS points gained per +1 US point at ``us_accuracy`` (a fraction; the derivative of the law).
+
+    Raises:
+        ValueError: a ``us_accuracy`` outside [0, 1] (e.g. 85 for 85%).
+    """
+    u = _fraction(us_accuracy, "us_accuracy")
+    return float(fit.slope(np.asarray([u], float))[0])
 
 
 __all__ = ["DEFAULT_THRESHOLD", "U_GRID", "slope", "stop_paying_from_slopes", "stop_paying_many", "stop_paying_us",

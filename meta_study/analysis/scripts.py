@@ -122,14 +122,14 @@ def _out_argument() -> str | None:
 def _run(main: Callable[[], None]) -> None:
     import os
 
-    from ..errors import OptionError, StoreBusyError, StoreConflictError, StoreLockedError, option_flag
+    from ..errors import OptionError, StoreBusyError, StoreConflictError, StoreLockedError, option_message
 
     try:
         main()
     except OptionError as e:   # named by the flag the user typed, in its units, as the commands say it
-        flag, scale, unit = option_flag(e.option)
-        print(f"{sys.argv[0]}: error: {flag} must be {unit}{e.allowed.text(scale)}, got {e.value * scale:g}",
-              file=sys.stderr)
+        # the commands' own words (``cli.flag_errors``): re-worded here, ``--holdout-quantile 80``
+        # lacked the commands' "did you mean 0.8?", and a value that is no number was a TypeError
+        print(f"{sys.argv[0]}: error: {option_message(e.option, e.value, e.allowed)}", file=sys.stderr)
         sys.exit(2)
     except UserError as e:
         print(f"{sys.argv[0]}: error: {_first_line(e)}", file=sys.stderr)
