@@ -18,8 +18,8 @@
 #   2. Whatever is still in the session after the grace period (a hung worker, a process whose
 #      leader was SIGKILLed) gets SIGTERM, then SIGKILL 5 s later.
 # A PID file is believed only for the boot that wrote it (STATE_DIR/boot_id), and where its leader
-# is gone, only session members whose command line (MLflow's worker: environment) names this
-# state's directories are signalled:
+# is gone, only session members whose command line (MLflow's worker: environment; Ray's agents: a
+# file they hold open) names this state's directories are signalled:
 # a stale file (the PID reused by a program that started a session of its own) once killed
 # processes local-up.sh never started.
 set -euo pipefail
@@ -99,6 +99,19 @@ in_env() {
     | awk -v p="$2" -v m="$3" 'index($0, p) == 1 && index($0, m) { found = 1 } END { exit !found }'
 }
 
+# agent_in PID DIR: PID is one of Ray's agents (`ray::DashboardAgent`, `ray::RuntimeEnvAgent`: their
+# setproctitle overwrites the command line, and the state's directories are named nowhere in it)
+# holding a file open under DIR (its session logs). With the head's leader gone, they were "left
+# alone (not ours)" and kept listening on their ports, without a GCS, for minutes.
+agent_in() {
+  local f
+  [ -n "$2" ] && [[ "$(ps -ww -o args= -p "$1" 2>/dev/null)" == ray::* ]] || return 1
+  for f in /proc/"$1"/fd/*; do
+    [[ "$(readlink "$f" 2>/dev/null)" == "$2"/* ]] && return 0
+  done
+  return 1
+}
+
 # wait_gone SECONDS PID...: poll until none of the PIDs is alive; false on timeout.
 wait_gone() {
   local deadline=$((SECONDS + $1)) pid alive
@@ -150,7 +163,11 @@ stop_service() {
     # PID, so then every member is ours).
     kept=""
     for p in $members; do
-      if is_ours "$p" "$member_marker" || in_env "$p" "$env_prefix" "$member_marker"; then kept="$kept $p"; else note "$name: leaving pid $p alone (not ours)"; fi
+      if is_ours "$p" "$member_marker" || in_env "$p" "$env_prefix" "$member_marker" || { [ -z "$env_prefix" ] && agent_in "$p" "$member_marker"; }; then
+        kept="$kept $p"
+      else
+        note "$name: leaving pid $p alone (not ours)"
+      fi
     done
     members="$(echo "$kept" | tr ' ' '\n' | sed '/^$/d')"
   fi

@@ -112,6 +112,17 @@ if running "$state/ray.pid" "$ray_marker" || running "$state/mlflow.pid" "$state
   fi
   die "a half-running setup is in $state; run cluster/local-down.sh $state first"
 fi
+# PID files whose leaders are gone (a head's `ray start --block` SIGKILLed or OOM-killed, a crash):
+# its GCS, raylet and workers outlive it in its session. They were left running for good (this start
+# overwrote ray.pid, so local-down.sh never knew them again) and kept their ports: a fixed
+# META_STUDY_RAY_PORT was then "in use (another program holds it)". local-down.sh stops exactly the
+# members of those sessions that name this state, and removes the PID files. (Only in a directory an
+# earlier local-up.sh started something in: another program's PID file is none of ours.)
+if { [ -e "$state/ray.pid" ] || [ -e "$state/mlflow.pid" ] || [ -e "$state/boot_id" ]; } \
+    && compgen -G "$state/*.pid" > /dev/null; then
+  note "stopping what is left of an earlier start in $state"
+  META_STUDY_LOCK_HELD=1 "$here/local-down.sh" "$state" || die "could not stop what is left of an earlier start in $state (above)"
+fi
 
 # --- cleanup on failure: stop whatever was started, then exit with the original status ---------
 started=0

@@ -27,7 +27,7 @@ The Ray we start is private to this process and dies with it:
 - **A token.** It takes only clients that hold a fresh random token (256 bits, in the environment
   only: ``/proc/<pid>/environ`` is readable by its owner alone), which Ray's processes inherit.
   Ray's own default token file (``~/.ray/auth_token``) is created world-readable (0644). A token
-  the user set (``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``) is used instead. The driver's own
+  the user set (``RAY_AUTH_TOKEN``, or a ``RAY_AUTH_TOKEN_PATH`` whose file holds one) is used instead. The driver's own
   environment holds the token only while Ray starts, so processes it starts later do not inherit
   it, and a named cluster joined after ``ray.shutdown()`` gets the environment's token, not ours.
 - **It dies with the driver.** Ray's own fate sharing ends GCS, raylet and workers within seconds
@@ -36,6 +36,12 @@ The Ray we start is private to this process and dies with it:
   its environment (``META_STUDY_RAY_SESSION``); a watchdog process waits on a pipe from the driver,
   and when the pipe closes (the driver exited or was killed) it SIGKILLs every process that carries
   the marker. It costs one idle Python process (~10 MB) and no CPU while the driver lives.
+- **It leaves no files behind.** Its temp directory (sockets, session logs, Tune's staging) is a
+  fresh ``ms-ray-*`` directory of its own (mode 0700), under ``$RAY_TMPDIR``, ``$TMPDIR`` or /tmp
+  as Ray picks one, not Ray's shared ``/tmp/ray``, where every command left a session directory
+  (~0.2-6 MB each: 403 of them, 195 MB, after a day of tests). The watchdog removes it once the
+  driver is gone; a later Ray of our own in the same process removes the one before it. The
+  processes' output goes with it: ``log_to_driver`` (``META_STUDY_TRIAL_LOGS=1``) keeps it.
 """
 
 from __future__ import annotations
@@ -59,15 +65,16 @@ SESSION_MARK = "META_STUDY_RAY_SESSION"
 #: Seconds to wait for a TCP connection to a named cluster before calling it unreachable.
 CONNECT_TIMEOUT_S = 5.0
 
-# The watchdog: reads its stdin (a pipe whose only writer is the driver: the session directories
+# The watchdog: reads its stdin (a pipe whose only writer is the driver: the temp directories
 # of the Rays it started, one a line) until EOF, then kills every process of those Rays until none
-# is left (a raylet may start a worker between two scans). A process is one of them if its
-# environment holds the marker, or, for Ray's agents (whose setproctitle overwrites their
-# environment), if its name starts with "ray::" and it holds a file open in a session directory.
+# is left (a raylet may start a worker between two scans), then removes those directories. A
+# process is one of them if its environment holds the marker, or, for Ray's agents (whose
+# setproctitle overwrites their environment), if its name starts with "ray::" and it holds a file
+# open in one of the directories.
 # Zombies have an empty environment and no files, and are skipped. Plain Python, no imports of
 # ours: it runs with -I, so nothing on PYTHONPATH is loaded.
 _WATCHDOG = r"""
-import os, signal, sys, time
+import os, shutil, signal, sys, time
 needle = b"\0" + sys.argv[1].encode() + b"\0"
 try:
     sessions = tuple(line.rstrip("/") + "/" for line in sys.stdin.buffer.read().decode().split("\n") if line)
@@ -101,9 +108,13 @@ while time.monotonic() < deadline:
         except OSError:
             pass
     time.sleep(0.1)
+for d in sessions:
+    shutil.rmtree(d, ignore_errors=True)
 """
 
 _watchdog: dict[str, Any] = {}   # "mark": the marker value, "pipe": the write end, "proc": the Popen
+#: The temp directories of the Rays of our own this process started (the last one may be in use).
+_own_temp_dirs: list[str] = []
 
 
 def own_ray_requested(address: str | None) -> bool:
@@ -175,6 +186,7 @@ def check_target(address: str | None) -> None:
         _announced.add(target)
         print(describe_target(None), file=sys.stderr)
     check_address(target, source="--address" if address else "RAY_ADDRESS")
+    _check_token_file("--address" if address else "RAY_ADDRESS", target)
 
 
 def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S, source: str = "--address") -> None:
@@ -210,8 +222,11 @@ def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S, source:
         raise UserError(f"{source} {shown}: not a Ray address (host:port, ray://host:port or auto)")
     what = "Ray client server" if text.startswith("ray://") else "Ray cluster (GCS)"
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        with _connect_within(host, port, timeout_s) as sock:
             speaks = _speaks_grpc(sock, timeout_s)
+    except _NameTimeout:
+        raise UserError(f"{source} {shown}: no {what} answers there (the name {host} did not resolve within "
+                        f"{timeout_s:g} s: is DNS reachable from here?)") from None
     except OSError as e:
         why = (f"no answer within {timeout_s:g} s" if isinstance(e, socket.timeout)
                else (e.strerror or type(e).__name__).lower())
@@ -231,6 +246,43 @@ def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S, source:
     if not text.startswith("ray://") and code == "UNIMPLEMENTED":
         raise UserError(f"{source} {shown}: a gRPC server answers there, but not a Ray cluster's GCS (a raylet's port? "
                         f"a client server's is given as ray://{target})")
+
+
+class _NameTimeout(Exception):
+    """A host name that did not resolve within the connect timeout."""
+
+
+def _connect_within(host: str, port: int, timeout_s: float) -> socket.socket:
+    """A TCP connection to ``host:port``, its name resolved within ``timeout_s`` too
+    (:class:`_NameTimeout` if not): ``socket.create_connection`` bounds the connect only, and a
+    resolver whose DNS server does not answer took 5 s per try, per server and per search domain
+    (glibc's defaults; a minute and more) before "no answer" could be said."""
+    box: dict[str, Any] = {}
+
+    def resolve() -> None:
+        try:
+            box["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            box["error"] = e
+
+    t = threading.Thread(target=resolve, name="meta-study-resolve", daemon=True)   # left to finish alone
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        raise _NameTimeout(host)
+    if "error" in box:
+        raise box["error"]
+    error: OSError = OSError(f"no address for {host}")
+    for family, kind, proto, _, addr in box["infos"]:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout_s)
+            sock.connect(addr)
+            return sock
+        except OSError as e:
+            sock.close()
+            error = e
+    raise error
 
 
 def _resolve_auto(source: str) -> str | None:
@@ -317,9 +369,43 @@ def _private_token_env() -> dict[str, str]:
     """Token authentication, with a fresh random token (256 bits) unless the user set one.
     Setting ``RAY_AUTH_MODE`` also silences Ray's token banner."""
     env = {"RAY_AUTH_MODE": "token"}
-    if not os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
+    if not os.environ.get("RAY_AUTH_TOKEN") and not _readable_token(os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        # a RAY_AUTH_TOKEN_PATH that names no token (a deleted state directory's, left in the shell
+        # by `. env.sh`) failed ray.init with Ray's multi-line AuthenticationError, a traceback;
+        # RAY_AUTH_TOKEN wins over it in Ray's loader
         env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     return env
+
+
+def _readable_token(path: str | None) -> bool:
+    """Whether ``path`` is a file this process can read a token from (as Ray requires: not empty)."""
+    return bool(path) and _token_file_problem(str(path)) is None
+
+
+def _token_file_problem(path: str) -> str | None:
+    """Why Ray cannot read a token from ``path`` (the OS's words, or "empty"); None if it can."""
+    try:
+        with open(path, "rb") as f:   # as Ray opens it: no ~ expanded
+            return None if f.read(4096).strip() else "empty"
+    except OSError as e:
+        return (e.strerror or type(e).__name__).lower()
+
+
+def _check_token_file(source: str, target: str) -> None:
+    """UserError, in one line, where Ray would send the token of ``RAY_AUTH_TOKEN_PATH`` (with
+    ``RAY_AUTH_MODE=token`` and no ``RAY_AUTH_TOKEN``) and cannot read one there: Ray's own error
+    ("RAY_AUTH_TOKEN_PATH is set but file cannot be opened or is empty", then five sentences) was
+    cut at 200 characters, without the OS's reason, under a hint that asked whether it was "this
+    cluster's token" (a refit run as another user than local-up.sh's, whose token file is 0600)."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if (os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "token" or os.environ.get("RAY_AUTH_TOKEN")
+            or not path):
+        return
+    why = _token_file_problem(path)
+    if why:
+        raise UserError(f"{source} {shown_address(target)}: RAY_AUTH_TOKEN_PATH {path}: no Ray token can be read "
+                        f"there ({why}); it must name the cluster's token file, readable by this user "
+                        "(local-up.sh's STATE_DIR/ray-auth-token is its user's only)")
 
 
 def _reload_auth() -> None:
@@ -391,8 +477,35 @@ def _keep_sigterm() -> Iterator[None]:
             signal.signal(signal.SIGTERM, before)
 
 
+def _own_temp_dir() -> str:
+    """A fresh temp directory (0700) for a Ray of our own, under the directory Ray would put its
+    ``ray/`` in (``$RAY_TMPDIR``, else ``$TMPDIR``, else /tmp); /tmp where that path is too long
+    for the Unix sockets Ray makes ~62 bytes below it (a socket path has 107 bytes at most). The
+    Rays of our own started before it (shut down since: :func:`start_or_connect` starts one only
+    when none is running) are removed first."""
+    import shutil
+    import tempfile
+
+    while _own_temp_dirs:
+        shutil.rmtree(_own_temp_dirs.pop(), ignore_errors=True)
+    base = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    if len(os.path.abspath(base)) > 28 or not os.path.isdir(base):   # 28 + 16 <= 44: local-up.sh's limit
+        base = "/tmp"
+    try:
+        path = tempfile.mkdtemp(prefix="ms-ray-", dir=base)
+    except OSError:     # a $TMPDIR this user cannot write: where Ray's own default would be
+        path = tempfile.mkdtemp(prefix="ms-ray-", dir="/tmp")
+    _own_temp_dirs.append(path)
+    return path
+
+
 def _start_own(ray: Any, num_cpus: int | None, kwargs: dict[str, Any]) -> None:
     mark = _start_watchdog()
+    temp_dir = _own_temp_dir()
+    try:   # said before Ray starts: a driver killed while Ray starts leaves nothing either
+        os.write(_watchdog["pipe"], os.fsencode(temp_dir) + b"\n")
+    except OSError:         # the watchdog is gone (killed by someone): Ray's own fate sharing remains
+        pass
     env = {**_private_token_env(), SESSION_MARK: mark,
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",      # its processes take 127.0.0.1 too
            "RAY_enable_metrics_collection": "0",          # no Prometheus exporter in the agents
@@ -405,15 +518,10 @@ def _start_own(ray: Any, num_cpus: int | None, kwargs: dict[str, Any]) -> None:
         _own["started"] = True
         # num_cpus None: Ray's own count, which honours a container's CPU quota (a Kubernetes limit,
         # docker --cpus); os.cpu_count() is the host's, and a 4-CPU pod on a 64-core host ran 64 trials
-        ray.init(address="local", num_cpus=num_cpus or None, include_dashboard=False,
+        ray.init(address="local", num_cpus=num_cpus or None, include_dashboard=False, _temp_dir=temp_dir,
                  _node_ip_address="127.0.0.1", _system_config={"enable_metrics_collection": False}, **kwargs)
-    node = getattr(ray._private.worker, "_global_node", None)   # no public API names the session dir
-    session = node.get_session_dir_path() if node is not None else None
-    if session:
-        try:
-            os.write(_watchdog["pipe"], os.fsencode(session) + b"\n")
-        except OSError:         # the watchdog is gone (killed by someone): Ray's own fate sharing remains
-            pass
+    with contextlib.suppress(OSError):   # Ray makes its temp dir world-writable (0777): ours only
+        os.chmod(temp_dir, 0o700)
 
 
 def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
@@ -423,6 +531,7 @@ def _connect(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
         _announced.add(target)
         print(describe_target(None), file=sys.stderr)
     check_address(target, source=source)
+    _check_token_file(source, target)
     if _own["started"]:   # after a Ray of our own (shut down since): not its token, the environment's
         _reload_auth()
     # RAY_AUTH_MODE=token with no token anywhere: Ray's AuthenticationError (no ConnectionError) was a traceback

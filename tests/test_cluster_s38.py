@@ -53,6 +53,7 @@ def test_a_refused_ray_token_is_said_in_the_one_line_error(monkeypatch, env, hin
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setattr(ray_session, "check_address", lambda *a, **k: None)   # a GCS answers there
+    monkeypatch.setattr(ray_session, "_check_token_file", lambda *a: None)    # a token there it can read
     monkeypatch.setitem(ray_session._own, "started", False)
     with pytest.raises(UserError) as e:
         ray_session._connect(_RefusingRay, "127.0.0.1:6379", {})
