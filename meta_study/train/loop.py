@@ -21,6 +21,7 @@ import math
 import os
 import random
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Generator, Iterable, Iterator, Mapping
@@ -150,6 +151,11 @@ class TrainConfig:
                 object.__setattr__(self, name, (v,))
             elif isinstance(v, list):
                 object.__setattr__(self, name, tuple(v))
+            elif isinstance(v, (set, frozenset)):   # in a fixed order: a set's varies between processes
+                try:
+                    object.__setattr__(self, name, tuple(sorted(v)))
+                except TypeError:   # unorderable (mixed types): refused below
+                    object.__setattr__(self, name, tuple(v))
         for name in self.INT_FIELDS:
             v = getattr(self, name)
             if isinstance(v, float) and v.is_integer():
@@ -172,6 +178,20 @@ class TrainConfig:
 
         out: list[str] = []
 
+        def finite(v: Any) -> bool:
+            # an int is finite at any size: math.isfinite(10**400) raised OverflowError ("int too large
+            # to convert to float"), a traceback from the config (and from the runner's --set check)
+            return isinstance(v, int) or math.isfinite(v)
+
+        def shown(v: Any) -> str:
+            """``v`` as ``:g`` writes it; an int too large for a float (which ``:g`` cannot write) in
+            scientific notation from its digits."""
+            try:
+                return f"{v:g}"
+            except OverflowError:
+                digits = str(abs(v))
+                return f"{'-' if v < 0 else ''}{digits[0]}.{digits[1:4]}e+{len(digits) - 1}"
+
         def need(name: str, ok: bool, what: str) -> None:
             if not ok:
                 out.append(f"{name}={getattr(self, name)!r}: must be {what}")
@@ -180,7 +200,7 @@ class TrainConfig:
             v = getattr(self, name)
             if optional and v is None:
                 return
-            need(name, num(v) and math.isfinite(v) and v >= lo, f"a number >= {lo:g}")
+            need(name, num(v) and finite(v) and v >= lo, f"a number >= {lo:g}")
 
         for name in ("lr", "head_lr", "head_wd"):
             at_least(name, 0, optional=True)
@@ -219,24 +239,33 @@ class TrainConfig:
             v = getattr(self, name)
             if num(v) and not isinstance(v, int) and not (isinstance(v, float) and v.is_integer()):
                 out.append(f"{name}={v!r}: must be a whole number")
-            elif num(v) and name not in ("seed", "data_seed") and math.isfinite(v) and v > INT_MAX:
+            elif num(v) and name not in ("seed", "data_seed") and finite(v) and v > INT_MAX:
                 # --set batch_size=1e30 passed every check and failed in each trial (torch's sizes)
-                out.append(f"{name}={v:g}: must be at most {INT_MAX:,}")
+                out.append(f"{name}={shown(v)}: must be at most {INT_MAX:,}")
         at_least("seed", 0)
         at_least("data_seed", 0)
         # 1e39 passed every check and failed inside AdamW's first step ("value cannot be converted
         # to type float without overflow"), finetune_lr only after the whole pre-training
         for name in ("lr", "head_lr", "wd", "head_wd", "finetune_lr"):
             v = getattr(self, name)
-            if num(v) and math.isfinite(v) and v > FLOAT32_MAX:
-                out.append(f"{name}={v:g}: must be at most {FLOAT32_MAX:.4g} (float32's largest number)")
+            if num(v) and finite(v) and v > FLOAT32_MAX:
+                out.append(f"{name}={shown(v)}: must be at most {FLOAT32_MAX:.4g} (float32's largest number)")
         for name in ("seed", "data_seed"):   # torch.manual_seed's range; 2**70 failed naming nothing
             v = getattr(self, name)
-            need(name, not (num(v) and math.isfinite(v)) or v < 2**64, "below 2**64 (torch.manual_seed's range)")
+            need(name, not (num(v) and finite(v)) or v < 2**64, "below 2**64 (torch.manual_seed's range)")
+        # epochs=1e30 (a typo, as batch_size=1e30) passed and failed in each trial as a TypeError
+        # ("Overflow when unpacking long long"), 1e12 as a 24 TB allocation: an epoch is 1 step or more
+        if num(self.epochs) and finite(self.epochs) and self.epochs > INT_MAX:
+            out.append(f"epochs={shown(self.epochs)}: must be at most {INT_MAX:,}")
+        # float64 arithmetic (the clip, the ridge): an int beyond float's range failed there, l2 after pre-training
+        for name in ("grad_clip", "l2"):
+            v = getattr(self, name)
+            if num(v) and finite(v) and v > sys.float_info.max:
+                out.append(f"{name}={shown(v)}: must be at most {sys.float_info.max:.4g} (float64's largest number)")
         # None (or any value with no items) is refused here, not a TypeError naming no field ("'NoneType'
         # object is not iterable", from a Tune config or the Python API)
         sweep = tuple(self.l2_sweep) if isinstance(self.l2_sweep, Iterable) else None
-        need("l2_sweep", sweep is not None and all(num(v) and math.isfinite(v) and v >= 0 for v in sweep),
+        need("l2_sweep", sweep is not None and all(num(v) and finite(v) and 0 <= v <= sys.float_info.max for v in sweep),
              "numbers >= 0 (ridge regularizers, like l2)")
         shots = tuple(self.shots) if isinstance(self.shots, Iterable) else ()
         need("shots", len(shots) > 0 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
@@ -244,6 +273,10 @@ class TrainConfig:
         need("margin_examples", not self.diagnostics or (num(self.margin_examples) and self.margin_examples >= 1),
              "at least 1 with diagnostics (margins are measured on them)")
         need("optimizer", self.optimizer in OPTIMIZERS, " or ".join(OPTIMIZERS))
+        # ds_tasks=None (or a dict) passed here and failed in run_trial, after the US task was
+        # built, as "'NoneType' object is not iterable", naming no field. (A name that is no task is
+        # get_task's one-line KeyError, and the sweep runner's check.)
+        need("ds_tasks", isinstance(self.ds_tasks, tuple), "a list of task names (data.list_tasks()); () probes none")
         need("precision", self.precision in ("auto", "fp32", "bf16"), "auto, fp32 or bf16")
         # a switch given as a string ("false" from a YAML or a hand-written Tune config) is truthy:
         # layerwise="false" probed every block; a kwargs field that is not a mapping failed in the trial
@@ -364,6 +397,9 @@ def plan_steps(cfg: TrainConfig, n_train: int) -> StepPlan:
     bs = min(cfg.batch_size, n_train)
     spe = max(1, n_train // bs)
     total = cfg.steps if cfg.steps > 0 else max(1, round(cfg.epochs * spe))
+    if total > INT_MAX:   # epochs=1e9 of 375 steps each: a TypeError or a terabyte allocation for the loss log
+        raise ValueError(f"epochs={cfg.epochs:g} of {spe} steps each (batch {bs} of {n_train} examples) is "
+                         f"{total:.3g} steps: must be at most {INT_MAX:,}")
     warm = min(total - 1, round(cfg.warmup_fraction * total)) if total > 1 else 0
     return StepPlan(n_train, bs, spe, total, max(0, warm), total / spe)
 
