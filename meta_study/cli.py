@@ -261,6 +261,7 @@ def store_info(store_uri: str, as_json: bool) -> None:
 
     from pandas import isna as pd_isna
 
+    from .schema import GROUP
     from .store import open_store
 
     s = open_store(store_uri).summary()
@@ -288,7 +289,7 @@ def store_info(store_uri: str, as_json: bool) -> None:
     click.echo("")
     # runs (distinct run ids) and model names: a column "models" counted runs (1,556 on timm, whose
     # runs name 1,266 models)
-    click.echo(_table(s.groups, ["us_task", "ds_task", "eval_protocol", "shots", "rows", "runs", "model_names"]))
+    click.echo(_table(s.groups, [*GROUP, "rows", "runs", "model_names"]))
 
 
 @store.command("quarantine")
@@ -607,6 +608,8 @@ def check_ray(address: str | None, workers: int | None = None) -> None:
     check_target(address)
 
 
+#: the group's columns (``schema.GROUP``, written out: cli imports no pyarrow at start; a test
+#: checks they agree) and the probe layer
 SELECTION_KEYS = ("us_task", "ds_task", "eval_protocol", "shots", "layer")
 FIT_KEYS = ("holdout_quantile", "holdout_above", "loss", "alpha_max", "nondecreasing", "laws", "frontiers",
             "tolerance", "ds_target")
@@ -888,7 +891,9 @@ def sensitivity_lines(table: Any) -> list[str]:
     smallest sample and at its largest (each by its sample size n)."""
     import numpy as np
 
-    keys = ["us_task", "ds_task", "eval_protocol", "shots"]
+    from .schema import GROUP
+
+    keys = list(GROUP)
     per = table.groupby([*keys, "frontier", "n"], dropna=False)["pred_err"].mean().reset_index()
 
     def pt(values: Any) -> str:
@@ -922,6 +927,7 @@ def bootstrap_lines(table: Any, alpha_max: float) -> list[str]:
 
     from .analysis.bootstrap import resolution_note
     from .analysis.powerlaw import ALPHA_MIN
+    from .schema import GROUP
 
     def bound(v: float) -> float | None:
         """The bound ``v`` sits on: ``alpha_max``, or the lower one (reached when ``k = 0``: the
@@ -951,7 +957,7 @@ def bootstrap_lines(table: Any, alpha_max: float) -> list[str]:
         return text + (f" (interval reaches its bound {ends[0]:g})" if ends else "")
 
     alpha = table[table["param"] == "alpha"]
-    keys = ["us_task", "ds_task", "eval_protocol", "shots"]
+    keys = list(GROUP)
     groups = list(alpha.groupby(keys, dropna=False, sort=False))
     level = f" {100 * float(alpha['level'].iloc[0]):g}%" if len(alpha) else ""
     lines = [f"alpha with its{level} interval:"]

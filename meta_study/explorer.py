@@ -33,9 +33,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .schema import GROUP
+
 #: Points embedded in one page at most (~21 bytes each in the JSON block: ``[61.23,45.67,1234,0],``).
 MAX_POINTS = 250_000
-KEYS = ["us_task", "ds_task", "eval_protocol", "shots"]
+KEYS = list(GROUP)
 
 CSS = """
 .explore select,.explore input{font-size:.85rem;margin:.2rem .4rem .2rem 0} .explore .info{font-size:.85rem;color:#333}

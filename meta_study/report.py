@@ -24,6 +24,7 @@ from .analysis.groups import group_slug
 from .analysis.headline import MEMBER_QUANTILE, row_number
 from .analysis.selection import FLAG_HELP
 from .analysis.tables import headlines
+from .schema import GROUP
 from .explorer import CSS as EXPLORER_CSS
 from .explorer import KEYS as EXPLORE_KEYS
 from .explorer import (explorer_html, group_key, nice_ticks, point_names, points_by_group, prediction_band,
@@ -334,7 +335,7 @@ def _failed_html(fits: pd.DataFrame) -> str:
     rows = _table_rows(fits)
     if rows.empty:
         return ""
-    key = [rows[c].astype(str) for c in ("us_task", "ds_task", "eval_protocol", "shots")]
+    key = [rows[c].astype(str) for c in GROUP]
     bad = rows["status"].map(_failed).astype(bool)
     no_head = set(zip(*(k[bad & rows["headline"].astype(bool)] for k in key)))
     any_bad = set(zip(*(k[bad] for k in key)))
@@ -501,7 +502,7 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
              f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}{EXPLORER_CSS}</style></head><body>",
              f"<h1>{_e(title)}</h1><p class=prov>" + " &middot; ".join(f"{_e(k)}: {_e(v)}" for k, v in prov.items())
              + "</p>"]
-    n_groups = fits.groupby(["us_task", "ds_task", "eval_protocol", "shots"], dropna=False).ngroups
+    n_groups = fits.groupby(list(GROUP), dropna=False).ngroups
     n_trusted = int(heads["trusted"].sum())
     # shots by value (1, 5, 10, 25), not as text (1, 10, 25, 5)
     group_pngs = sorted((figs / "groups").glob("*.png"), key=_natural) if (figs / "groups").exists() else []

@@ -82,3 +82,19 @@ def test_a_record_without_a_store_version_publishes(tmp_path):
             "changed": [], "unfittable": [], "sources": [], "groups": {}}
     params, metrics = _run_values(RefitConfig(store="s", out=str(tmp_path)), d, info)
     assert params["store_version"] == "unknown" and any(k.endswith("alpha") for k, _, _ in metrics)
+
+
+def test_the_group_columns_are_one_set_of_names():
+    """The group's columns are ``schema.GROUP`` everywhere; the CLI writes them out (it imports no
+    pyarrow at start) and must agree."""
+    import subprocess
+    import sys
+
+    from meta_study import cli, explorer
+    from meta_study.analysis import controlled
+    from meta_study.schema import GROUP
+
+    assert cli.SELECTION_KEYS == (*GROUP, "layer") and tuple(explorer.KEYS) == GROUP and controlled._SLICE == GROUP
+    out = subprocess.run([sys.executable, "-c", "import sys, meta_study.cli; print('pyarrow' in sys.modules)"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from .figures import LEGEND_PT, SERIES_MARKERS, pyplot, save
+from ..schema import GROUP
 
 
 def _style(plt: Any, i: int) -> tuple[Any, str]:
@@ -35,7 +36,7 @@ def _legend_right(ax: Any) -> None:
 
 
 #: What one head-WD curve is of: a DS task measured one way (protocol and shots).
-_SLICE = ("us_task", "ds_task", "eval_protocol", "shots")
+_SLICE = GROUP
 
 
 def _once(rows: pd.DataFrame) -> pd.DataFrame:

@@ -35,6 +35,7 @@ import pandas as pd
 
 from .answers import DEFAULT_LEVEL, level_pct
 from .frontiers import FRONTIER_KINDS
+from .groups import GROUP_COLUMNS
 from .headline import quantile_name
 from .selection import Candidate, GroupSelection
 
@@ -543,7 +544,7 @@ def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensi
                     continue
                 # groups have their own size grids (10 ... their number of fitting points), so
                 # average the k-th size step over groups rather than equal n values
-                step = sf.groupby(["us_task", "ds_task", "eval_protocol", "shots"], dropna=False)["n"].rank(method="dense")
+                step = sf.groupby(list(GROUP_COLUMNS), dropna=False)["n"].rank(method="dense")
                 agg = sf.assign(step=step).groupby("step").agg(
                     n=("n", "mean"), m=(f"{metric}_mean", "mean"), sd=(f"{metric}_std", "mean")).reset_index()
                 h = ax.errorbar(agg["n"], agg["m"] * 100, yerr=agg["sd"].fillna(0) * 100, color=color, marker="o",

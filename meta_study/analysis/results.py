@@ -217,7 +217,7 @@ def _selection_text(fields: Mapping[str, Any]) -> str:
     words read as two names)."""
     import shlex
 
-    names = ("us_task", "ds_task", "eval_protocol", "shots")
+    names = GROUP_COLUMNS
     words = [f"--{name.replace('_', '-')} {shlex.quote(str(v))}" for name in names for v in fields.get(name) or ()]
     if fields.get("layer") is not None:
         words.append(f"--layer {fields['layer']}")
