@@ -275,7 +275,13 @@ def _hover_html(heads: pd.DataFrame, points: pd.DataFrame | None) -> str:
         return ""
     by = points_by_group(points.assign(**{NAME_COLUMN: point_names(points)}))
     cells = []
-    for r in heads.head(MAX_HOVER_GROUPS).to_dict("records"):
+    seen = 0
+    # the first MAX_HOVER_GROUPS groups that have something to draw: a group without a model with
+    # both accuracies was counted among "the first 60 of N" and left a drawable one out
+    for r in heads.to_dict("records"):
+        if len(cells) == MAX_HOVER_GROUPS:
+            break
+        seen += 1
         g = by.get(group_key(r[c] for c in EXPLORE_KEYS))
         svg = "" if g is None or g.empty else _points_svg(r, g)
         if not svg:          # no model with both accuracies, no line: nothing to draw
@@ -283,8 +289,8 @@ def _hover_html(heads: pd.DataFrame, points: pd.DataFrame | None) -> str:
         shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
         cells.append(f"<figure><figcaption>{_e(r['us_task'])} &rarr; {_e(r['ds_task'])} ({_e(r['eval_protocol'])}"
                      f"{shots})</figcaption>{svg}</figure>")
-    more = (f" The first {MAX_HOVER_GROUPS} of {len(heads)} groups are drawn; points.parquet has them all."
-            if len(heads) > MAX_HOVER_GROUPS else "")
+    more = (f" {len(cells)} of {len(heads)} groups are drawn (the first with models to draw); points.parquet has "
+            "them all." if seen < len(heads) else "")
     return ("<h2>Which model is which</h2><p class=note>Hover over a point for its model and accuracies; "
             "hollow points were held out (right of the dashed line), the red line is the headline's prediction up to the "
             f"tested horizon, shaded by its {_levels(heads)} interval.{more}</p>"

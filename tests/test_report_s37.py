@@ -23,7 +23,7 @@ def _page_text(page: Path) -> str:
 
 def test_the_per_task_section_says_when_only_some_groups_have_a_figure(tmp_path):
     """With more groups than --max-group-figures, "Per task" showed the first figures and said
-    nothing of the others (the hover view beside it says "The first 60 of N groups are drawn";
+    nothing of the others (the hover view beside it says "60 of N groups are drawn (the first with models to draw)";
     the CLI says it in its output, the page a reader opens later did not)."""
     from meta_study.analysis.groups import Selection
     from meta_study.analysis.results import AnalysisOptions, ResultsDir, analyze

@@ -98,3 +98,28 @@ def test_the_group_columns_are_one_set_of_names():
     out = subprocess.run([sys.executable, "-c", "import sys, meta_study.cli; print('pyarrow' in sys.modules)"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_hover_views_draw_60_groups_with_models_and_count_them_right():
+    """A group with no model with both accuracies counted among "the first 60 of N groups are
+    drawn" and left a drawable group out."""
+    from meta_study.report import MAX_HOVER_GROUPS, _hover_html
+
+    n = MAX_HOVER_GROUPS + 5
+    heads = pd.DataFrame({"us_task": "u", "ds_task": [f"d{i:03d}" for i in range(n)], "eval_protocol": "linear",
+                          "shots": pd.array([None] * n, dtype="Int64"), "holdout_threshold": math.nan,
+                          "trusted": False, "law": "ensemble", "level": 0.9})
+    rows = []
+    for i in range(n):
+        if i < 3:           # the first three groups have no model with both accuracies
+            rows.append({"ds_task": f"d{i:03d}", "run_id": "r0", "us_accuracy": 0.5, "ds_accuracy": math.nan})
+            continue
+        for j in range(4):
+            rows.append({"ds_task": f"d{i:03d}", "run_id": f"r{j}", "us_accuracy": 0.5 + 0.1 * j,
+                         "ds_accuracy": 0.3 + 0.1 * j})
+    points = pd.DataFrame(rows).assign(us_task="u", eval_protocol="linear", shots=pd.array([None] * len(rows), dtype="Int64"),
+                                       model_name=None)
+    html = _hover_html(heads, points)
+    assert html.count("<figure>") == MAX_HOVER_GROUPS
+    assert f"{MAX_HOVER_GROUPS} of {n} groups are drawn" in html
+    assert "d062" in html and "d000" not in html     # the 60 drawn are the first 60 with models
