@@ -347,11 +347,14 @@ class _BatchSolver:
         alpha = (self.alpha_min if u <= self.u_lo else self.alpha_max if u >= self.u_hi
                  else min(max(math.exp(u), self.alpha_min), self.alpha_max))
         bounds = []
-        if k <= 1e-12:  # numerically zero: the law is flat and alpha is not identified
+        flat = k <= 1e-12
+        if flat:  # numerically zero: the law is flat and alpha is not identified
             bounds.append("k = 0 (alpha is not identified)")
-        if u <= self.u_lo + 1e-9:
+        # a flat law's alpha is wherever the search left it: "alpha at its lower bound" beside
+        # "k = 0" read as a second finding
+        if u <= self.u_lo + 1e-9 and not flat:
             bounds.append(f"alpha at its lower bound {self.alpha_min:g}")
-        if u >= self.u_hi - 1e-9:
+        if u >= self.u_hi - 1e-9 and not flat:
             bounds.append(f"alpha at its upper bound {self.alpha_max:g}")
         if c <= 0:
             bounds.append("e_ir = 0")
