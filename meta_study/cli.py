@@ -442,8 +442,8 @@ def _table(df: Any, cols: list[str]) -> str:
               type=float, callback=lambda ctx, param, v: _finite_at_least_0("--overlap", v),
               help="Seconds behind the last ingested end time to re-read (clock skew between loggers).")
 @click.option("--source", "source_name", default=None, metavar="NAME",
-              help="The rows' source name, for one SOURCE (default: a file's name without its extension, an "
-                   "MLflow URI). A new export of a file saved elsewhere under the same name: --source with that "
+              help="The rows' source name, for one SOURCE (default: a file's 'source' column, else its name "
+                   "without its extension; an MLflow URI). A new export of a file saved elsewhere under the same name: --source with that "
                    "name takes it as the same source.")
 @click.option("--keep-going", is_flag=True,
               help="Exit 0 when some sources fail but others were ingested (default: exit 1).")
@@ -1009,7 +1009,8 @@ def sensitivity(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, si
     Fits Eq. 1 to every frontier estimator on random subsamples of each group, and prints per
     frontier the median prediction error at each group's smallest and largest sample. Writes
     DIR/sensitivity.parquet (one row per group x n x trial x frontier),
-    DIR/sensitivity_summary.parquet and the figure DIR/figures/sensitivity.png.
+    DIR/sensitivity_summary.parquet, DIR/sensitivity_frontiers.parquet (the frontiers ranked) and
+    the figure DIR/figures/sensitivity.png.
     """
     from .analysis.results import AnalysisOptions
     from .analysis.sensitivity import SensitivityOptions
@@ -1125,9 +1126,10 @@ def refit(store_uri: str, sources: tuple[str, ...], mapping_path: str | None, so
           threshold: float, address: str | None, workers: int | None, serial: bool, **kw: Any) -> None:
     """Re-ingest, re-fit what changed, and publish: the scheduled job.
 
-    Fits every group; runs sensitivity and bootstrap only for groups whose data changed; writes
-    tables, figures and an HTML report to a new version directory; logs one MLflow run. With
-    nothing changed it stops after the fingerprint check. Never two refits at once on one store.
+    Fits every group; runs sensitivity and bootstrap only for groups whose data changed (every
+    group when the options or the analysis code changed), and says which ('why'); writes tables,
+    figures and an HTML report to a new version directory; logs one MLflow run. With nothing
+    changed it stops after the fingerprint check. Never two refits at once on one store.
     """
     import time as _time
 

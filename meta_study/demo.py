@@ -2,7 +2,7 @@
 
 1. a local Ray and MLflow tracking in a sqlite file (``WORKDIR/mlflow.db``, artifacts beside it);
 2. a sweep of real training runs on the procedural suite: ViT / Mixer sizes x epochs x upstream
-   data fraction (18 models, ~1-2 minutes on 2 cores) on a 24-way version of the upstream task,
+   data fraction (18 models, ~1-3 minutes on 2 cores) on a 24-way version of the upstream task,
    one MLflow run per model, probed on a DS task that tracks the upstream one (``synth_combo``),
    with 1,000 test images (+-1.5 points of binomial noise at 30%, where 200 gave +-3.2), its US
    accuracy measured on 2,400 (+-1 point);

@@ -61,7 +61,7 @@ from .validation import printable as _printable
 from . import __version__
 from .analysis.groups import Group, Selection, Snapshot, layers_only_note
 from .analysis.fitting import FitOptions
-from .analysis.headline import MEMBER_QUANTILE
+from .analysis.headline import INTERVAL_RULE, MEMBER_QUANTILE
 from .analysis.results import AnalysisOptions, Previous, ResultsDir, analyze, group_key
 from .analysis.outputs import footer
 from .analysis.bootstrap import BootstrapOptions
@@ -158,6 +158,8 @@ def option_params(cfg: RefitConfig) -> dict[str, Any]:
         # logged none: the discounted median), the back-test cuts and the intervals' level;
         # apart, a change of any of them read as the same analysis under a new fingerprint
         "member_quantile": MEMBER_QUANTILE, "cuts": ",".join(f"{c:g}" for c in sel.cuts), "level": sel.level,
+        # how its intervals were built (refits before 2026-12-06 logged none: symmetric, "reaches")
+        "interval_rule": INTERVAL_RULE,
         # the sensitivity and bootstrap tables' own settings (the library's; the CLI keeps them at their defaults)
         "sizes": (",".join(map(str, sens.sizes)) if sens.sizes else f"{sens.n_sizes} geometric from {sens.min_size}"),
         "sensitivity_frontiers": ",".join(sens.frontiers), "sensitivity_replace": sens.replace,
