@@ -1293,23 +1293,19 @@ def report(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, trials:
         # then `report --out D` was refused with "made with other options: --seed 3 (this command:
         # 0); give another --out, or the same options to reuse it", and report has no --seed to
         # give. The options report has are compared as before (a difference is refused).
-        import ast
         from dataclasses import fields
 
-        from .analysis.results import MAIN_TABLE, ResultsDir
+        from .analysis.results import ResultsDir
 
-        results = ResultsDir(out_dir)
-        try:
-            have = results.manifest()["parts"].get(part)
-            if not isinstance(have, dict) or not (results.path / MAIN_TABLE[part]).exists():
-                return opts
-            call = ast.parse(str(have.get("options", "")), mode="eval").body
-            recorded = {kw.arg: ast.literal_eval(kw.value) for kw in getattr(call, "keywords", ())
-                        if kw.arg in own and not isinstance(kw.value, ast.Call)}
-            was = {f.name: getattr(opts, f.name) for f in fields(opts)}
-            kept = replace(opts, **recorded)
-        except (UserError, SyntaxError, ValueError, TypeError, RecursionError):
+        have = ResultsDir(out_dir).recorded_options(part)
+        if have is None:
             return opts   # no readable record of them: _analyze compares the part as it is, in its order
+        recorded = {k: v for k, v in have.items() if k in own}
+        was = {f.name: getattr(opts, f.name) for f in fields(opts)}
+        try:
+            kept = replace(opts, **recorded)
+        except (UserError, ValueError, TypeError):
+            return opts   # a record this version's options refuse: compared, and refused, as before
         shown = [own[k] if v is True else f"{own[k]} {','.join(map(str, v)) if isinstance(v, tuple) else v}"
                  for k, v in recorded.items() if was[k] != v]
         if shown:

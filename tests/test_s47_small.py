@@ -123,3 +123,21 @@ def test_the_hover_views_draw_60_groups_with_models_and_count_them_right():
     assert html.count("<figure>") == MAX_HOVER_GROUPS
     assert f"{MAX_HOVER_GROUPS} of {n} groups are drawn" in html
     assert "d062" in html and "d000" not in html     # the 60 drawn are the first 60 with models
+
+
+def test_a_results_dir_reads_back_the_options_a_part_was_made_with(tmp_path):
+    """``ResultsDir.recorded_options``: what `report` keeps of a part's settings it has no flag
+    for (it parsed the record itself before)."""
+    from meta_study.analysis.results import MAIN_TABLE, MANIFEST, ResultsDir
+
+    r = ResultsDir(tmp_path)
+    assert r.recorded_options("bootstrap") is None                      # no results.json
+    opts = "BootstrapOptions(samples=20, level=0.9, seed=3, fit=FitOptions(loss='lsq'), frontiers=('vertices',))"
+    (tmp_path / MANIFEST).write_text(json.dumps({"parts": {"bootstrap": {"options": opts, "selection": ""}}}))
+    assert r.recorded_options("bootstrap") is None                      # its table is gone
+    (tmp_path / MAIN_TABLE["bootstrap"]).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / MAIN_TABLE["bootstrap"]).write_text("")
+    got = r.recorded_options("bootstrap")
+    assert got == {"samples": 20, "level": 0.9, "seed": 3, "fit.loss": "lsq", "frontiers": ("vertices",)}
+    (tmp_path / MANIFEST).write_text("{")                               # unreadable: no record
+    assert r.recorded_options("bootstrap") is None

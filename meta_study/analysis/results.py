@@ -299,6 +299,18 @@ class ResultsDir:
             raise UserError(f"{p}: not a meta-study results manifest ({why})")
         return m
 
+    def recorded_options(self, part: str) -> dict[str, Any] | None:
+        """The options ``part`` was made with, by their dotted path (``fit.loss``), as Python
+        values: None where the part is not here (no record, or its main table gone) or its record
+        cannot be read (an unreadable manifest included: the part is then compared as it is)."""
+        try:
+            have = self.manifest()["parts"].get(part)
+        except UserError:
+            return None
+        if not isinstance(have, dict) or not (self.path / MAIN_TABLE[part]).exists():
+            return None
+        return _fields(str(have.get("options", "")))
+
     def plan(self, part: str, options: AnalysisOptions, selection: Selection, snapshot_id: str, *,
              figures: bool = False, group_figures: int | None = None) -> str:
         """``reuse``, or ``compute``; raises a one-line :class:`UserError` rather than overwrite a
