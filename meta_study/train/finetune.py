@@ -18,8 +18,25 @@ import torch
 from torch import nn
 
 from .data import StepBatches, Task
-from .loop import Runtime, evaluate, train_step
+from .loop import Runtime, evaluate, single_value_batch_norm, train_step
 from .optim import SGDW, build_schedule
+
+
+def check_finetune_batch(model: nn.Module, task: Task, *, examples: int, batch_size: int) -> None:
+    """Refuse fine-tuning a BatchNorm model on ``task`` with batches of one example (``batch_size``
+    1, or ``examples`` or the train split holding 1) when a BatchNorm layer would then see one
+    value per channel (:func:`~.loop.single_value_batch_norm`): one ValueError naming the trial's
+    fields. ``run_trial`` checks it before pre-training: torch's own error came after it, and
+    ended the trial with its pre-training and probes lost."""
+    batch = min(batch_size, examples, len(task.train))
+    if batch != 1:
+        return
+    layer = single_value_batch_norm(model, task.img_size, task.in_chans)
+    if layer is not None:
+        raise ValueError(f"DS task {task.name}: finetune_batch_size={batch_size} with finetune_examples={examples} "
+                         f"fine-tunes on 1 example per step: the model's BatchNorm layer {layer} would normalize 1 "
+                         "value per channel, which batch norm cannot; use a finetune_batch_size and finetune_examples of 2 or "
+                         "more")
 
 
 def finetune(model: nn.Module, task: Task, rt: Runtime, *, examples: int = 1000, steps: int = 500,
@@ -41,7 +58,11 @@ def finetune(model: nn.Module, task: Task, rt: Runtime, *, examples: int = 1000,
 
     Returns:
         Top-1 accuracy (fraction) on ``task.test``.
+
+    Raises:
+        ValueError: batches of one example for a model with BatchNorm (:func:`check_finetune_batch`).
     """
+    check_finetune_batch(model, task, examples=examples, batch_size=batch_size)
     # ``seed`` alone decides the result: a head with random layers (CAFormer's MLP head: fc1) and
     # dropout / drop-path drew from torch's global RNG, so the same call gave 0.15 or 0.20 as the
     # RNG stood (after pre-training, after another task's fine-tune); forked, the caller's RNG

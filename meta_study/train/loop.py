@@ -392,6 +392,63 @@ def check_batch_splits(cfg: TrainConfig, plan: StepPlan, world: int) -> None:
                          f"{world} data-parallel workers (each trains on an equal share of every batch)")
 
 
+def single_value_batch_norm(model: nn.Module, img_size: int, in_chans: int = 3) -> str | None:
+    """The first BatchNorm layer of ``model`` that a training batch of ONE image would give one
+    value per channel (its input's batch x spatial size is 1: the last stage of a ResNet at 16 px),
+    or None (no BatchNorm, or every one sees a spatial map). Batch norm cannot normalize a single
+    value: torch refuses it in training ("Expected more than 1 value per channel when training"),
+    naming neither the batch nor the setting that made it. Cost: one eval-mode forward of one
+    blank image (no statistics updated), made only for models holding a BatchNorm layer."""
+    norms = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return None
+    seen: dict[str, int] = {}
+
+    def hook(name: str) -> Callable[..., None]:
+        def pre(module: nn.Module, args: tuple[Any, ...]) -> None:
+            x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            if x is not None and x.ndim >= 2 and x.shape[1] and name not in seen:
+                seen[name] = x.numel() // x.shape[1]   # batch x spatial: what torch's check counts
+        return pre
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in norms]
+    was_training = model.training
+    try:
+        p = next(model.parameters(), None)
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, in_chans, img_size, img_size, device=p.device if p is not None else "cpu"))
+    except Exception:   # noqa: BLE001 - a model that cannot take this input says so itself, in training
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return next((n for n, _ in norms if seen.get(n, 2) <= 1), None)
+
+
+def check_batch_norm_batch(model: nn.Module, task: Task, cfg: TrainConfig, plan: StepPlan, world: int = 1) -> None:
+    """Refuse pre-training a BatchNorm model on batches of one example per rank (after capping
+    ``batch_size`` at the ``data_fraction`` subset, and sharing it among ``world`` data-parallel
+    ranks) when a BatchNorm layer would then see one value per channel
+    (:func:`single_value_batch_norm`): one ValueError naming the fields, before training. Every
+    training batch is full (the remainder of an epoch is dropped), so no trailing batch of one
+    arises from a larger batch."""
+    if plan.batch_size // max(1, world) != 1:
+        return
+    layer = single_value_batch_norm(model, task.img_size, task.in_chans)
+    if layer is None:
+        return
+    why = (f"batch_size={cfg.batch_size}" if cfg.batch_size == 1 else
+           f"batch_size={cfg.batch_size}, capped at the {plan.n_train} example(s) of the "
+           f"data_fraction={cfg.data_fraction:g} subset," if plan.batch_size < cfg.batch_size else
+           f"batch_size={cfg.batch_size}, shared by {world} data-parallel workers,")
+    raise ValueError(f"{why} trains on 1 example per step{' per worker' if world > 1 else ''}: the model's "
+                     f"BatchNorm layer {layer} would normalize 1 value per channel, which batch norm cannot; "
+                     f"use a batch of 2 or more{' per worker' if world > 1 else ''}"
+                     + (" (or a larger data_fraction)" if plan.batch_size < cfg.batch_size else ""))
+
+
 def plan_steps(cfg: TrainConfig, n_train: int) -> StepPlan:
     """Steps from ``cfg.steps`` or ``cfg.epochs`` over ``n_train`` examples (drop-last batches)."""
     bs = min(cfg.batch_size, n_train)
@@ -400,8 +457,15 @@ def plan_steps(cfg: TrainConfig, n_train: int) -> StepPlan:
     if total > INT_MAX:   # epochs=1e9 of 375 steps each: a TypeError or a terabyte allocation for the loss log
         raise ValueError(f"epochs={cfg.epochs:g} of {spe} steps each (batch {bs} of {n_train} examples) is "
                          f"{total:.3g} steps: must be at most {INT_MAX:,}")
-    warm = min(total - 1, round(cfg.warmup_fraction * total)) if total > 1 else 0
-    return StepPlan(n_train, bs, spe, total, max(0, warm), total / spe)
+    # W: warmup_fraction of the steps, rounded half up (Python's round() goes half to even: 5% of 10
+    # steps, 0.5, gave no warm-up, 5% of 50 gave 2 and 5% of 70 gave 4), and at least 1 for a
+    # fraction > 0 (W = 1 holds the peak lr one more step before the decay: the shortest warm-up);
+    # capped at total - 1 so that the decay has a step (a 1-step run has none)
+    warm = 0
+    if total > 1 and cfg.warmup_fraction > 0:
+        x = cfg.warmup_fraction * total   # a half the decimal fraction means may sit an ulp or two below .5
+        warm = min(total - 1, max(1, math.floor(x + 0.5 + 4 * math.ulp(x))))
+    return StepPlan(n_train, bs, spe, total, warm, total / spe)
 
 
 # --------------------------------------------------------------------------------------------
@@ -828,6 +892,15 @@ class DivergedError(RuntimeError):
     (argmax of NaN logits), logged as a finished run and stored as a point of the meta-study."""
 
 
+class TrialConfigError(ValueError):
+    """A trial refused before training: its config, with the tasks and model it names, cannot run
+    (a DS class with fewer examples than the shots, an image size the patch does not divide, a
+    BatchNorm model on batches of one, ...). The same config fails the same way on every attempt,
+    so the sweep machinery does not train it again on a retry (``meta_study.tune.trial``).
+    ``run_trial`` raises it for any ValueError of its checks before pre-training; the message is
+    the check's own."""
+
+
 def _mean_over_ranks(run: _Run, start: int, stop: int) -> torch.Tensor:
     """``run.losses[start:stop]`` averaged over the data-parallel ranks, in place; returns it.
 
@@ -895,6 +968,27 @@ def _report(run: _Run, step: int, task: Task, cfg: TrainConfig, eval_idx: np.nda
     return acc
 
 
+def check_pretrain(model: nn.Module, info: ModelInfo, task: Task, cfg: TrainConfig) -> np.ndarray:
+    """What :func:`pretrain` refuses before training (``cfg`` resolved); returns the indices of the
+    ``data_fraction`` subset of ``task.train`` it trains on. Raises ValueError, in one line."""
+    if len(task.test) == 0:   # found before training, not at the first report
+        raise ValueError(f"US task {task.name}: its test split holds no examples to measure accuracy on")
+    if len(task.train) == 0:  # a ZeroDivisionError in plan_steps
+        raise ValueError(f"US task {task.name}: its train split holds no examples to train on")
+    if info.num_classes != task.num_classes:
+        # fewer outputs: "Target 7 is out of bounds" at the first batch holding such a class (a
+        # device-side assert on a GPU), naming neither; more: trained without a word, a model with
+        # logits for classes that do not exist and a param_count of another model
+        raise ValueError(f"US task {task.name}: {task.num_classes} classes, but the model's head has "
+                         f"{info.num_classes} outputs; build it with create_model(..., num_classes={task.num_classes})")
+    train_idx = fraction_indices(len(task.train), cfg.data_fraction, cfg.data_seed)
+    world = dist_rank_world()[1]
+    plan = plan_steps(cfg, len(train_idx))
+    check_batch_splits(cfg, plan, world)   # on every rank alike, before any collective
+    check_batch_norm_batch(model, task, cfg, plan, world)
+    return train_idx
+
+
 def pretrain(model: nn.Module, info: ModelInfo, task: Task, cfg: TrainConfig, *,
              on_report: ReportFn | None = None, checkpoint_dir: str | None = None,
              resume_from: str | None = None, allow_changed: Collection[str] = ()) -> PretrainResult:
@@ -918,24 +1012,15 @@ def pretrain(model: nn.Module, info: ModelInfo, task: Task, cfg: TrainConfig, *,
     Raises:
         ValueError: under data parallelism, a batch the ranks cannot share equally
             (:func:`check_batch_splits`); a checkpoint of another run; a model whose head has
-            another number of outputs than ``task`` has classes.
+            another number of outputs than ``task`` has classes; a BatchNorm model trained on one
+            example per step (per rank) where a BatchNorm layer would see one value per channel
+            (:func:`check_batch_norm_batch`).
         DivergedError: a training loss that is not finite, on any rank.
     """
     t0 = time.perf_counter()
     cfg = cfg.resolved(info)
-    if len(task.test) == 0:   # found before training, not at the first report
-        raise ValueError(f"US task {task.name}: its test split holds no examples to measure accuracy on")
-    if len(task.train) == 0:  # a ZeroDivisionError in plan_steps
-        raise ValueError(f"US task {task.name}: its train split holds no examples to train on")
-    if info.num_classes != task.num_classes:
-        # fewer outputs: "Target 7 is out of bounds" at the first batch holding such a class (a
-        # device-side assert on a GPU), naming neither; more: trained without a word, a model with
-        # logits for classes that do not exist and a param_count of another model
-        raise ValueError(f"US task {task.name}: {task.num_classes} classes, but the model's head has "
-                         f"{info.num_classes} outputs; build it with create_model(..., num_classes={task.num_classes})")
-    train_idx = fraction_indices(len(task.train), cfg.data_fraction, cfg.data_seed)
     rank, world = dist_rank_world()
-    check_batch_splits(cfg, plan_steps(cfg, len(train_idx)), world)   # on every rank alike, before any collective
+    train_idx = check_pretrain(model, info, task, cfg)
     run = _setup(model, cfg, info.arch_family, len(train_idx), resume_from, allow_changed)
     stream = StepBatches(task.train, train_idx, run.plan.batch_size, cfg.seed, rank=rank, world=world)
     # intermediate reports: a fixed subset; the final one (us_accuracy, the meta-study's x) the whole split

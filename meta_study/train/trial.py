@@ -12,11 +12,12 @@ A smoke config (:func:`smoke_config`) runs in ~4 s on one CPU core (3.6-3.9 s me
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from dataclasses import dataclass, field
 import dataclasses
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Callable, Collection, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -26,9 +27,9 @@ from ..schema import (PARAM_NAMES, TRAINED_BATCH_SIZE_KEY, TRAINED_EPOCHS_KEY, d
 from .data import Task, get_task, task_kwargs
 from .diagnostics import Diagnostics, capture_init, diagnose
 from .fewshot import FewShotResult, extract_features, fewshot_draw, fewshot_features
-from .finetune import finetune
-from .loop import (DivergedError, PretrainResult, ReportFn, TrainConfig, checkpoint_file, dist_rank_world, pretrain,
-                   read_checkpoint, resolve_runtime)
+from .finetune import check_finetune_batch, finetune
+from .loop import (DivergedError, PretrainResult, ReportFn, TrainConfig, TrialConfigError, check_pretrain,
+                   checkpoint_file, dist_rank_world, pretrain, read_checkpoint, resolve_runtime)
 from .models import ModelInfo, create_model
 from .optim import check_hparam
 
@@ -204,6 +205,18 @@ def _finetune_all(model: torch.nn.Module, tasks: list[Task], cfg: TrainConfig, r
 StartFn = Callable[[TrainConfig, ModelInfo], None]
 
 
+@contextlib.contextmanager
+def _config_checks() -> Iterator[None]:
+    """A ValueError of the checks made before pre-training as a :class:`~.loop.TrialConfigError`
+    (the same message): the same config fails them the same way on every attempt."""
+    try:
+        yield
+    except TrialConfigError:
+        raise
+    except ValueError as e:
+        raise TrialConfigError(str(e)) from e
+
+
 def run_trial(config: TrainConfig | Mapping[str, Any], *, on_report: ReportFn | None = None,
               checkpoint_dir: str | None = None, resume_from: str | None = None,
               on_start: StartFn | None = None, allow_changed: Collection[str] = ()) -> TrialResult:
@@ -223,25 +236,45 @@ def run_trial(config: TrainConfig | Mapping[str, Any], *, on_report: ReportFn | 
         :class:`TrialResult`; ``result.metrics()`` is the flat dict to log. Under data-parallel
         training only rank 0 probes, diagnoses and fine-tunes; other ranks return after
         pre-training with those fields empty.
+
+    Raises:
+        TrialConfigError: (a ValueError) before pre-training, a config this trial cannot run: a DS
+            task named twice in ``ds_tasks``, a task or model that does not fit it, a BatchNorm
+            model trained or fine-tuned on batches of one example
+            (:func:`~.loop.check_batch_norm_batch`), ...; the check's own one-line message.
+        ValueError: a device this machine lacks; a ``resume_from`` checkpoint of another run.
     """
     t0 = time.perf_counter()
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    us = _us_task(cfg)
-    if us.num_classes < 2:   # cross-entropy over one class is 0 at any weights: nothing is learned
-        raise ValueError(f"US task {us.name}: num_classes={us.num_classes}; pre-training needs 2 or more classes")
-    _seed_everything(cfg.seed)
-    model, info = create_model(cfg.model_name, num_classes=us.num_classes, img_size=us.img_size,
-                               in_chans=us.in_chans, **cfg.model_kwargs)
-    if cfg.layerwise and not info.num_blocks:   # its probe gave pre-logits rows alone, without a word
-        raise ValueError(f"model {cfg.model_name}: layerwise=True, but its blocks cannot be found (no known layout, "
-                         "no timm feature_info): no layer could be probed")
-    init = capture_init(model) if cfg.diagnostics else {}
-    cfg = cfg.resolved(info)
-    if cfg.finetune:   # refused after pre-training and probing, the trial's hours lost, else
-        check_hparam("finetune_lr", cfg.finetune_lr)
-    rt = resolve_runtime(cfg, info.arch_family)  # a device this machine lacks: one line before the DS data is built
+    with _config_checks():
+        cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        # a task named twice was probed (and fine-tuned) twice, minutes each, for one set of metric
+        # keys: refused, as the sweep runner refuses it (--ds-task, --set ds_tasks)
+        twice = next((t for t in cfg.ds_tasks if cfg.ds_tasks.count(t) > 1), None)
+        if twice is not None:
+            raise ValueError(f"ds_tasks: {twice!r} given {cfg.ds_tasks.count(twice)} times: give each downstream "
+                             "task once")
+        us = _us_task(cfg)
+        if us.num_classes < 2:   # cross-entropy over one class is 0 at any weights: nothing is learned
+            raise ValueError(f"US task {us.name}: num_classes={us.num_classes}; pre-training needs 2 or more classes")
+        _seed_everything(cfg.seed)
+        model, info = create_model(cfg.model_name, num_classes=us.num_classes, img_size=us.img_size,
+                                   in_chans=us.in_chans, **cfg.model_kwargs)
+        if cfg.layerwise and not info.num_blocks:   # its probe gave pre-logits rows alone, without a word
+            raise ValueError(f"model {cfg.model_name}: layerwise=True, but its blocks cannot be found (no known "
+                             "layout, no timm feature_info): no layer could be probed")
+        init = capture_init(model) if cfg.diagnostics else {}
+        cfg = cfg.resolved(info)
+        if cfg.finetune:   # refused after pre-training and probing, the trial's hours lost, else
+            check_hparam("finetune_lr", cfg.finetune_lr)
+    # a device this machine lacks: one line before the DS data is built (not a TrialConfigError:
+    # another node may have it)
+    rt = resolve_runtime(cfg, info.arch_family)
     lead = dist_rank_world()[0] == 0
-    ds = _ds_tasks(cfg, us) if lead else []      # checked before pre-training, not after its hours
+    with _config_checks():
+        check_pretrain(model, info, us, cfg)     # what pretrain refuses, before the DS data is built
+        ds = _ds_tasks(cfg, us) if lead else []  # checked before pre-training, not after its hours
+        for t in ds if cfg.finetune else ():
+            check_finetune_batch(model, t, examples=cfg.finetune_examples, batch_size=cfg.finetune_batch_size)
     if on_start is not None:
         on_start(cfg, info)
     pre = pretrain(model, info, us, cfg, on_report=on_report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,

@@ -152,6 +152,13 @@ EVAL_ATTEMPT_FILE = "meta_study_eval_attempt"   # the fail_eval_once test hook's
 #: with the same line: each one resumed from the last checkpoint and trained, up to ``eval_every``
 #: steps (all of them with ``eval_every=0``), to the same NaN (a resumed run repeats its steps).
 DIVERGED_FILE = "meta_study_diverged.json"
+#: A trial the engine refused before training (``TrialConfigError``: its config, with its tasks and
+#: model, cannot run: a DS class with fewer examples than the shots, a BatchNorm model on batches of
+#: one, ...), beside its checkpoints, with the Ray job of that attempt. Tune's later attempts in the
+#: same job (``max_failures`` retries) fail at once with the same line: each built the trial's data
+#: again (minutes on a dataset on disk) to be refused the same way. A ``--resume`` (a new job) tries
+#: again: the data on disk may have been fixed.
+REFUSED_FILE = "meta_study_refused.json"
 #: When an evaluation was made (ms since the epoch), kept in its record: a resumed sweep that logs
 #: a read-back evaluation again logs it at the same time, which MLflow takes as the same point
 #: (key, step, time, value), not a second one. Not a metric: the driver takes it out.
@@ -237,22 +244,61 @@ def _diverged_marker() -> tuple[Any, str] | None:
     return None if m is None else (m[0], f"{m[1].rsplit('/', 1)[0]}/{DIVERGED_FILE}")
 
 
-def _diverged(e: BaseException | None, depth: int = 0) -> str | None:
+def _engine_error(e: BaseException | None, kind: str, depth: int = 0) -> str | None:
     """The first line of ``e`` when it, or what it wraps (a Ray error's ``cause``, the exception's
-    ``__cause__``, a data-parallel trial's ``worker_failures``), is the engine's DivergedError."""
+    ``__cause__``, a data-parallel trial's ``worker_failures``), is the engine's exception ``kind``
+    (``DivergedError``, ``TrialConfigError``: classes of ``meta_study.train.loop``)."""
     import sys
 
-    loop = sys.modules.get("meta_study.train.loop")   # not loaded: nothing was trained, nothing diverged
+    loop = sys.modules.get("meta_study.train.loop")   # not loaded: nothing was trained, nothing refused
     if e is None or loop is None or depth > 8:
         return None
-    if isinstance(e, loop.DivergedError):
-        return (str(e).strip().splitlines() or ["training diverged"])[0]
+    if isinstance(e, getattr(loop, kind)):
+        return (str(e).strip().splitlines() or [kind])[0]
     wrapped = [getattr(e, "cause", None), e.__cause__, *dict(getattr(e, "worker_failures", None) or {}).values()]
     for w in wrapped:
-        line = _diverged(w, depth + 1) if isinstance(w, BaseException) else None
+        line = _engine_error(w, kind, depth + 1) if isinstance(w, BaseException) else None
         if line is not None:
             return line
     return None
+
+
+def _diverged(e: BaseException | None) -> str | None:
+    """The first line of ``e`` when it, or what it wraps, is the engine's DivergedError."""
+    return _engine_error(e, "DivergedError")
+
+
+def _refused(e: BaseException | None) -> str | None:
+    """The first line of ``e`` when it, or what it wraps, is the engine's TrialConfigError."""
+    return _engine_error(e, "TrialConfigError")
+
+
+def _job_id() -> str | None:
+    """The Ray job this attempt runs in (a sweep session: a ``--resume`` is another); None outside Ray."""
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_job_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - no runtime context
+        return None
+
+
+def _refused_marker() -> tuple[Any, str] | None:
+    """(filesystem, path) of this trial's REFUSED_FILE; None without a storage context."""
+    m = _final_marker()
+    return None if m is None else (m[0], f"{m[1].rsplit('/', 1)[0]}/{REFUSED_FILE}")
+
+
+def _raise_if_refused_before() -> None:
+    """Fail at once, in the recorded line, a trial that an earlier attempt in this job found its
+    config cannot run (REFUSED_FILE)."""
+    m = _refused_marker()
+    rec = None if m is None else read_record(*m)
+    if rec is not None and rec.get("error") and rec.get("job") == _job_id():
+        from ..train.loop import TrialConfigError
+
+        raise TrialConfigError(f"{rec['error']} (an earlier attempt of this trial; not run again by this session's "
+                               f"retries: {REFUSED_FILE} in its trial directory)")
 
 
 def _raise_if_diverged_before() -> None:
@@ -367,7 +413,8 @@ def run_with_machinery(config: dict[str, Any], body: TrialBody, hooks: TrialHook
     """The sweep machinery around a trial body: a trial on a node that cannot see the sweep's
     storage stops at once; a trial that already finished (its completion record exists) only
     re-reports; a trial whose earlier attempt diverged fails at once, in that attempt's line
-    (DIVERGED_FILE); otherwise datasets are registered, the body runs, and its final metrics are
+    (DIVERGED_FILE), as does one whose config an earlier attempt of this job found cannot run
+    (REFUSED_FILE); otherwise datasets are registered, the body runs, and its final metrics are
     recorded durably, then reported."""
     from ray import tune
 
@@ -384,16 +431,21 @@ def run_with_machinery(config: dict[str, Any], body: TrialBody, hooks: TrialHook
             tune.report(done)
             return
     _raise_if_diverged_before()
+    _raise_if_refused_before()
     cfg = model_config(config)
     register_datasets(hooks.datasets)
     try:
         final = body(cfg, hooks)
     except Exception as e:
-        line = _diverged(e)
+        line, record = _diverged(e), {}
         m = _diverged_marker() if line is not None else None
         if m is not None:
+            record = {"error": line}
+        elif (line := _refused(e)) is not None:
+            m, record = _refused_marker(), {"error": line, "job": _job_id()}
+        if m is not None:
             try:
-                write_record(*m, {"error": line})
+                write_record(*m, record)
             except OSError:   # the storage refused: later attempts train again, the error stays this one
                 pass
         raise
