@@ -10,7 +10,8 @@ have lines of their own. The keyboard reaches it too: Tab to the plot, the arrow
 the models in view (the matches while searching; Page Up/Down along the frontier), each named on the
 hover line, which a screen reader reads out; + and - zoom, 0 resets. Only the models in view are
 drawn, one SVG circle each up to 3,000; beyond, as the pixels of two images with only the frontier's
-models as circles (a search in a group of 150,000 redraws in ~0.1-0.3 s, not 1.5-4 s).
+models as circles (a search in a group of 150,000 redraws in ~0.1-0.3 s, not 1.5-4 s; a wheel gesture or
+a drag over a group beyond 3,000 models draws at most once a frame, its latest view, not every event in turn).
 Points are named by :func:`point_name` (the store's model name, not a 32-digit run id). The red
 line is the headline's prediction from the best visible model to the tested horizon, shaded by
 its interval at the row's level, as in the figures, "(not trusted)" where the headline is not.
@@ -55,7 +56,8 @@ svg.explore .thr{stroke:#444;stroke-dasharray:4 3;opacity:.6} svg.explore .band{
 """
 
 # The viewer. State is the chosen group and its domain [x0, x1, y0, y1] in accuracy points; the
-# domain is mirrored in data-domain (for tests and for anyone scripting the page).
+# domain drawn is mirrored in data-domain (for tests and for anyone scripting the page; during a wheel
+# gesture or a drag over a group beyond 3,000 models it is drawn at the next frame, see redraw).
 JS = r"""
 (() => {
 const D = JSON.parse(document.getElementById('ex-data').textContent);
@@ -94,8 +96,20 @@ const ticks = (lo, hi) => { const span = hi - lo, base = Math.pow(10, Math.floor
 const MIN_SPAN = 0.01, MAX_SPAN = 1000;
 const zoomFactor = f => { const a = dom[1] - dom[0], b = dom[3] - dom[2];
   return Math.min(Math.max(f, MIN_SPAN / Math.min(a, b)), MAX_SPAN / Math.max(a, b)); };
-const zoomAt = (x, y, f) => { f = zoomFactor(f);
-  dom = [x - (x - dom[0]) * f, x + (dom[1] - x) * f, y - (y - dom[2]) * f, y + (dom[3] - y) * f]; draw(); };
+const zoomAt = (x, y, f, then = draw) => { f = zoomFactor(f);
+  dom = [x - (x - dom[0]) * f, x + (dom[1] - x) * f, y - (y - dom[2]) * f, y + (dom[3] - y) * f]; then(); };
+// A wheel gesture or a drag over a group beyond SVG_MOST models (0.1-0.3 s a drawing of its pixels)
+// fires events faster than they can be drawn: each drew in turn, and the view trailed the gesture by
+// seconds. Now each event changes the state at once, and the drawing follows at most once a frame,
+// of the latest state: the first event draws at once (a single notch answers at once), the rest of
+// its frame at the next one, together. A group of fewer models draws at every event (a few ms).
+let frame = 0, stale = false;
+const redraw = () => {
+  if (g.p.length <= SVG_MOST) { draw(); return; }
+  if (frame) { stale = true; return; }
+  draw();
+  const next = () => { if (stale) { draw(); frame = requestAnimationFrame(next); } else frame = 0; };
+  frame = requestAnimationFrame(next); };
 function prepare() {   // once per group: the orders the arrow keys step in, the frontier, the held-out count
   if (g.ox) return;
   const n = g.p.length, by = (a, b) => (u, v) => g.p[u][a] - g.p[v][a] || g.p[u][b] - g.p[v][b] || u - v;
@@ -154,6 +168,7 @@ function raster(ks, vx, vy, vi, marked) {
   x.putImageData(img, 0, 0);
   return el('image', {x: 0, y: 0, width: W, height: H, href: c.toDataURL(), class: marked ? 'ras hit' : 'ras'}); }
 function draw() {
+  stale = false;
   svg.replaceChildren(); svg.dataset.domain = dom.map(v => v.toFixed(3)).join(',');
   const defs = el('defs'), clip = el('clipPath', {id: 'ex-clip'});
   clip.append(el('rect', {x: L, y: T, width: W - L - R, height: H - B - T})); defs.append(clip); svg.append(defs);
@@ -207,6 +222,8 @@ function draw() {
   // marked models on top, one by one: append(...marked) of a search that marked ~125,000 models
   // overflowed the stack and left the view empty
   for (const c of marked) plot.append(c);
+  // "matches the search" only where something is marked: with no search it named a mark the plot has not
+  document.getElementById('ex-leg-hit').hidden = hits === 0;
   if (cur >= 0 && inView(cur)) { const p = g.p[cur];   // the keyboard's model, ringed
     plot.append(el('circle', {cx: sx(p[0]).toFixed(1), cy: sy(p[1]).toFixed(1), r: 7, class: 'cur'})); }
   svg.append(plot);
@@ -217,7 +234,7 @@ const inView = i => { const p = g.p[i], cx = sx(p[0]), cy = sy(p[1]); return cx 
 const unit = e => new DOMPoint(e.clientX, e.clientY).matrixTransform(svg.getScreenCTM().inverse());
 const at = e => { const p = unit(e);
   return [dom[0] + (p.x - L) / (W - L - R) * (dom[1] - dom[0]), dom[2] + (H - B - p.y) / (H - B - T) * (dom[3] - dom[2])]; };
-svg.addEventListener('wheel', e => { e.preventDefault(); const [x, y] = at(e); zoomAt(x, y, Math.exp(0.0015 * e.deltaY)); }, {passive: false});
+svg.addEventListener('wheel', e => { e.preventDefault(); const [x, y] = at(e); zoomAt(x, y, Math.exp(0.0015 * e.deltaY), redraw); }, {passive: false});
 svg.addEventListener('pointerdown', e => { drag = at(e); svg.setPointerCapture(e.pointerId); });
 svg.addEventListener('pointermove', e => {
   if (!drag) {   // over the pixels: the nearest model drawn within 5 units is the hovered one
@@ -228,7 +245,7 @@ svg.addEventListener('pointermove', e => {
     if (best >= 0) hover.textContent = tip(g.p[shown.i[best]]);
     return; }
   const [x, y] = at(e);
-  dom = [dom[0] - (x - drag[0]), dom[1] - (x - drag[0]), dom[2] - (y - drag[1]), dom[3] - (y - drag[1])]; draw(); });
+  dom = [dom[0] - (x - drag[0]), dom[1] - (x - drag[0]), dom[2] - (y - drag[1]), dom[3] - (y - drag[1])]; redraw(); });
 // pointercancel too (a touch taken over by the browser, a lost capture): without it the drag stayed on
 // and the view panned with every later move of the mouse, no button pressed
 for (const t of ['pointerup', 'pointercancel', 'lostpointercapture']) svg.addEventListener(t, () => { drag = null; });
@@ -500,7 +517,7 @@ LEGEND = ("<div class=ex-legend>"
           "<span id=ex-leg-model><svg width=12 height=12><circle cx=6 cy=6 r=3.5 fill='#3a6ea5' fill-opacity=.5 /></svg>model</span>"
           "<span id=ex-leg-held><svg width=12 height=12><circle cx=6 cy=6 r=3.5 fill=none stroke='#3a6ea5' /></svg>"
           "held out (not fitted)</span>"
-          "<span><svg width=12 height=12><circle cx=6 cy=6 r=4.5 fill='#e67e22' stroke='#000' stroke-width=.6 />"
+          "<span id=ex-leg-hit hidden><svg width=12 height=12><circle cx=6 cy=6 r=4.5 fill='#e67e22' stroke='#000' stroke-width=.6 />"
           "</svg>matches the search</span>"
           "<span id=ex-leg-law><svg width=22 height=12><line x1=1 y1=6 x2=21 y2=6 stroke='#c0392b' stroke-width=1.6 />"
           "</svg>headline prediction<span id=ex-leg-trust></span>, best visible model to the tested horizon</span>"
