@@ -179,7 +179,9 @@ def test_deleting_a_run_given_by_a_float_is_refused_not_a_silent_no_op(tmp_path)
 
     s = Store(str(tmp_path / "st"), notify=None)
     s.commit(None, quarantine=_quarantine("7"))
-    with pytest.raises(TypeError, match="neither text nor an integer"):
+    with pytest.raises(ValueError, match=r"delete_runs: \('src', 7\.0\): 7\.0 is float"):
         s.commit(None, delete_runs=[("src", 7.0)])
+    with pytest.raises(ValueError, match="True is bool"):
+        s.commit(None, delete_runs=[("src", True)])
     assert s.quarantine().column("run_id").to_pylist() == ["7"]   # nothing half done
     assert s.commit(None, delete_runs=[("src", 7)]).version is not None and s.quarantine().num_rows == 0

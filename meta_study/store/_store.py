@@ -1487,6 +1487,13 @@ def _run_pairs(name: str, pairs: Iterable[Any]) -> list[tuple[Any, Any]]:
         if isinstance(p, (str, bytes, Mapping)) or not isinstance(p, Iterable) or len(p := tuple(p)) != 2:
             raise ValueError(f"{name}: {p!r} is not a (source, run_id) pair; give a list of such pairs, "
                              "e.g. [(\"src\", \"run-1\")]")
+        # keys are compared as text (keys.key_of): a run id 7.0 (a column read through pandas) or
+        # True was keyed "7.0" / "True" and matched nothing, silently
+        bad = next((v for v in p if v is not None and (isinstance(v, (bool, np.bool_))
+                                                       or not isinstance(v, (str, int, np.integer)))), None)
+        if bad is not None:
+            raise ValueError(f"{name}: {p!r}: {bad!r} is {type(bad).__name__}; sources and run ids are text "
+                             "(or integers)")
         out.append(p)
     return out
 
