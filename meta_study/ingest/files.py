@@ -44,6 +44,19 @@ SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet
             ".parquet.gzip": "parquet"}
 #: What a row must have after mapping; missing columns are a mapping problem, reported once per file.
 REQUIRED_AFTER_MAPPING = ("run_id", "us_task", "us_accuracy", "ds_task", "ds_accuracy", "eval_protocol")
+#: How a line says to add a mapping or rename columns, and the same for a source named by a
+#: ``--sources-file`` entry, whose mapping is the entry's ``mapping:`` (:func:`said_for_entry`)
+ADD_MAPPING = " (add a mapping with --mapping; see docs/ingest.md)"
+ADD_MAPPING_ENTRY = " (add a 'mapping:' to its entry in the sources file; see docs/ingest.md)"
+RENAME_HINT = "(rename them in the file or with a --mapping; see docs/ingest.md)"
+RENAME_HINT_ENTRY = ("(rename them in the file or with a mapping, the 'mapping:' of its entry in the sources file; "
+                     "see docs/ingest.md)")
+
+
+def said_for_entry(message: str) -> str:
+    """``message`` worded for a source of a ``--sources-file`` entry: its mapping is the entry's
+    ``mapping:``, not a ``--mapping`` option."""
+    return message.replace(ADD_MAPPING, ADD_MAPPING_ENTRY).replace(RENAME_HINT, RENAME_HINT_ENTRY)
 
 
 def suffix_of(path: str) -> str | None:
@@ -1306,7 +1319,7 @@ class MissingColumns(UserError):
 def _check_required(rows: pd.DataFrame, where: str, mapping: IngestMapping | None) -> None:
     missing = [c for c in REQUIRED_AFTER_MAPPING if c not in rows.columns]
     if missing:
-        hint = " (add a mapping with --mapping; see docs/ingest.md)" if mapping is None else ""
+        hint = ADD_MAPPING if mapping is None else ""
         raise MissingColumns(f"{where}: no column for {', '.join(missing)} after mapping{hint}", missing)
 
 
@@ -1389,6 +1402,9 @@ def _match_table(spec: TableSpec, paths: Sequence[str], where: str, special: Map
     return hits[0]
 
 
+_BESIDE = "is beside the input, not given"
+
+
 def _beside(spec: TableSpec, paths: Sequence[str]) -> str:
     """A clause naming a file of the table that lies beside the input files, unread (one file of
     the join given, ``results-imagenet.csv``, not its directory), or ``""``. Lists the input
@@ -1400,7 +1416,7 @@ def _beside(spec: TableSpec, paths: Sequence[str]) -> str:
             continue
         hit = next((n for n in names if fnmatch.fnmatch(n, spec.file) and os.path.isfile(os.path.join(d, n))), None)
         if hit is not None:
-            return (f"; {os.path.join(d, hit)} is beside the input, not given: a join reads every table's file in "
+            return (f"; {os.path.join(d, hit)} {_BESIDE}: a join reads every table's file in "
                     f"one ingest, so give their directory ({d or '.'}) or all of them")
     return ""
 
@@ -1655,6 +1671,9 @@ class FileSource:
     #: shared by the file sources of one call: the store's file states as they were before the
     #: call committed anything (:func:`_peer_states`), read once, on first need
     peers: dict[str, Any] = field(default_factory=dict)
+    #: named by an entry of a --sources-file: a line that says to add or change a mapping names the
+    #: entry's ``mapping:`` (there is no --mapping to give it)
+    in_sources_file: bool = False
 
     @property
     def label(self) -> str:
@@ -1664,9 +1683,24 @@ class FileSource:
         """One batch per file (a join: one for all its files). Each holds every row of the runs it
         contains (``replace_runs``): the pipeline removes that source's stored rows of those runs
         that the file no longer has (a key value corrected in the file, say ``shots`` 1 -> 10)."""
+        try:
+            yield from self._batches(store, progress)
+        except MissingColumns as e:
+            # found while reading (a dataset directory, a header read only then): worded for its origin
+            raise (MissingColumns(said_for_entry(str(e)), e.missing) if self.in_sources_file else e) from None
+
+    def _batches(self, store: Store, progress: Progress) -> Iterator[SourceBatch]:
         if self.mapping is not None and self.mapping.join is not None:
             source = self.source_name or self.mapping.source or self.mapping.name
-            up, ds = join_tables(self.mapping.join, self.paths, self.mapping.name, self.special)
+            try:
+                up, ds = join_tables(self.mapping.join, self.paths, self.mapping.name, self.special)
+            except UserError as e:
+                # a long table given a join mapping (timm_us_ds.csv with timm_wide.yaml): the
+                # shipped mapping that fits its columns, as a file without a fitting mapping is told
+                use = self._fitting_mappings()
+                if use and _BESIDE in str(e):     # two ways out: the join's other files, or another mapping
+                    use = "; or " + use.removeprefix("; ")
+                raise UserError(f"{e}{use}") from None
             used = list(dict.fromkeys([up, *ds]))     # one wide file may serve several tables
             # the files no table names are neither read nor hashed: their state is no part of the rows
             name, seen, earlier = _file_state(store, source, used, self.mapping, self.drop_missing,
@@ -1697,6 +1731,15 @@ class FileSource:
                 # pipeline commits (they are half of an ingest's peak memory)
                 yield self._long_batch(p, state={name: seen}, earlier=earlier, stamp=stamp)
         progress("read", len(self.paths), len(self.paths))
+
+    def _fitting_mappings(self) -> str:
+        """``"; use --mapping X (...)"``: the shipped mappings (other than this one) that fit the
+        input files by their columns (:func:`_shipped_fits`), or ``""``. Only when the join failed."""
+        headers = {p: h for p in self.paths if (h := _header(p)) is not None}
+        if not headers:
+            return ""
+        return printable(_use_mappings(_shipped_fits(headers, self.mapping, {}), self.paths, self.paths,
+                                       self.in_sources_file))
 
     def _peers(self, store: Store) -> dict[str, list[tuple[str, int | None]]]:
         if "states" not in self.peers:
@@ -2168,10 +2211,13 @@ def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOp
     for p in found.paths:
         first.setdefault(os.path.realpath(p), p)
     paths = list(first.values())
+    # named by a --sources-file entry: its lines say the entry's 'mapping:', not --mapping
+    entry = bool(getattr(options, "from_sources_file", False))
     if mapping is not None and mapping.join is not None:
         return [FileSource(paths=paths, mapping=mapping, source_name=options.source_name,
-                           drop_missing=options.drop_missing, notes=notes, special=dict(found.special))]
-    paths, refused = refuse_unfit(paths, mapping)
+                           drop_missing=options.drop_missing, notes=notes, special=dict(found.special),
+                           in_sources_file=entry)]
+    paths, refused = refuse_unfit(paths, mapping, in_sources_file=entry)
     if refused:
         refused[0].notes = notes
         notes = ()
@@ -2188,21 +2234,50 @@ def _make(specs: Sequence[str], mapping: IngestMapping | None, options: SourceOp
     if explicit is None:
         _refuse_copies(paths)
     return [*refused, *(FileSource(paths=[p], mapping=mapping, source_name=options.source_name,
-                                   drop_missing=options.drop_missing, notes=notes if i == 0 else (), peers=peers)
+                                   drop_missing=options.drop_missing, notes=notes if i == 0 else (), peers=peers,
+                                   in_sources_file=entry)
                         for i, p in enumerate(paths))]
 
 
 def _header(path: str) -> list[str] | None:
-    """The column names of a CSV/TSV file (its header) or a Parquet file (its footer), or None
-    for other inputs (JSON Lines, whose objects may each have other keys; a dataset directory)
-    and for a header that cannot be read (reading the file then says why, in its own line)."""
+    """The column names of a CSV/TSV file (its header), a Parquet file (its footer) or a JSON Lines
+    file (its first object's keys: :func:`_jsonl_columns` reads every object's only for a file
+    those do not fit), or None for other inputs (a dataset directory) and for a header that cannot
+    be read (reading the file then says why, in its own line)."""
     fmt = _format_of(path)
-    if fmt not in ("csv", "tsv", "parquet") or not os.path.isfile(path):
+    if fmt not in ("csv", "tsv", "parquet", "jsonl") or not os.path.isfile(path):
         return None
-    if fmt != "parquet" and _preamble(path) is not None:
+    if fmt in ("csv", "tsv") and _preamble(path) is not None:
         return None   # a comment or `sep=,` line taken for the header: reading the file says so
     try:
+        if fmt == "jsonl":
+            return _jsonl_columns(path, every=False)
         return _csv_columns(path, fmt) if fmt != "parquet" else _parquet_columns(path)[1]
+    except Exception:  # noqa: BLE001 - a broken file: reading it says what, in one line
+        return None
+
+
+def _jsonl_columns(path: str, *, every: bool) -> list[str] | None:
+    """A JSON Lines file's columns as reading it makes them: its first object's keys, or
+    (``every``) every object's, in the order first seen (one pass, ~1 s a million objects); None
+    for a file without an object or with a key twice once stripped (reading it says what)."""
+    if every:
+        names = column_names(_jsonl_all_keys(path))
+    else:
+        records = _jsonl_records(path)
+        try:
+            first = next(records, None)
+        finally:
+            records.close()
+        if first is None:
+            return None
+        names = column_names(first.keys())
+    return names if names and len(set(names)) == len(names) else None
+
+
+def _jsonl_columns_or_none(path: str) -> list[str] | None:
+    try:
+        return _jsonl_columns(path, every=True)
     except Exception:  # noqa: BLE001 - a broken file: reading it says what, in one line
         return None
 
@@ -2244,30 +2319,101 @@ def _columns_problem(columns: tuple[str, ...], mapping: IngestMapping | None) ->
     return None
 
 
+#: A shipped mapping that fits some input files (:func:`_shipped_fits`): its path, whether it is a
+#: join, the input files it reads, and for a join that needs the tables beside them (one of its
+#: files given alone, ``results-imagenet.csv``), the directory to give it instead, else None.
+_Fit = tuple[str, bool, list[str], "str | None"]
+
+
 def _shipped_fits(headers: Mapping[str, Sequence[str]], mapping: IngestMapping | None,
-                  cache: dict[tuple[Any, ...], _HeaderProblem | None]) -> list[tuple[str, bool, list[str]]]:
+                  cache: dict[tuple[Any, ...], _HeaderProblem | None]) -> list[_Fit]:
     """The shipped mappings (:func:`~meta_study.ingest.mapping.shipped_mappings`) other than
-    ``mapping`` that fit some of these files: (path to show, a join?, the files it reads), those
-    that read the most first. A join fits when every table finds its file and columns among them."""
-    from .mapping import shipped_mappings, shown_path
+    ``mapping`` that fit some of these files (:data:`_Fit`), those that read the most first. A join
+    fits when every table finds its file and columns among them, or among them and the files
+    beside them in one directory (their headers read only then, ~3 ms a file)."""
+    from .mapping import shipped_mappings
 
     given = mapping.fingerprint() if mapping is not None else None
     out = []
     for path, m in shipped_mappings():
         if m.fingerprint() == given:
             continue
+        on: str | None = None
         if m.join is not None:
-            frames = {p: pd.DataFrame(columns=list(h), dtype=object) for p, h in headers.items()}
-            try:
-                unused = map_join(frames, m, where=m.name, source=m.source or m.name)[3]
-            except Exception:  # noqa: BLE001 - any failure: it does not fit
-                continue
-            reads = [p for p in headers if p not in unused]
+            reads = _join_reads(headers, m)
+            if reads is None:
+                on, reads = _join_reads_beside(headers, m)
         else:
             reads = [p for p, h in headers.items() if _header_problem(h, m, cache) is None]
         if reads:
-            out.append((shown_path(path), m.join is not None, reads))
+            out.append((path, m.join is not None, reads, on))
     return sorted(out, key=lambda f: (-len(f[2]), f[0]))
+
+
+def _join_reads(headers: Mapping[str, Sequence[str]], m: IngestMapping) -> list[str] | None:
+    """The files of ``headers`` that the join mapping ``m`` reads, or None when it does not fit them."""
+    frames = {p: pd.DataFrame(columns=list(h), dtype=object) for p, h in headers.items()}
+    try:
+        unused = map_join(frames, m, where=m.name, source=m.source or m.name)[3]
+    except Exception:  # noqa: BLE001 - any failure: it does not fit
+        return None
+    return [p for p in headers if p not in unused]
+
+
+def _join_reads_beside(headers: Mapping[str, Sequence[str]], m: IngestMapping) -> tuple[str | None, list[str]]:
+    """(a directory of the input files, those of them the join ``m`` reads) when it fits them with
+    the files beside them there that its tables name (one table given alone: the wide
+    ``results-imagenet.csv`` with the long mapping), else (None, [])."""
+    assert m.join is not None
+    tables = [m.join.upstream, *m.join.downstream]
+    for d in dict.fromkeys(os.path.dirname(p) for p in headers):
+        mine = {p: h for p, h in headers.items() if os.path.dirname(p) == d}
+        if not any(fnmatch.fnmatch(os.path.basename(p), t.file) for p in mine for t in tables):
+            continue
+        try:
+            names = sorted(os.listdir(d or "."))
+        except OSError:
+            continue
+        given = {os.path.basename(p) for p in mine}
+        beside = {}
+        for n in names:
+            q = os.path.join(d, n)
+            if n not in given and any(fnmatch.fnmatch(n, t.file) for t in tables) and os.path.isfile(q):
+                h = _header(q)
+                if h is not None:
+                    beside[q] = h
+        reads = _join_reads({**mine, **beside}, m) if beside else None
+        if reads:
+            return d or ".", [p for p in reads if p in mine]
+    return None, []
+
+
+def _use_mappings(fits: Sequence[_Fit], group: Sequence[str], paths: Sequence[str], in_sources_file: bool) -> str:
+    """``"; use --mapping X (shipped with meta-study; it fits its columns)"`` for the shipped
+    mappings of ``fits`` (:func:`_shipped_fits`) that read some of ``group`` (of the call's
+    ``paths``), or ``""``. For a source of a ``--sources-file`` (``in_sources_file``), the entry's
+    ``mapping:`` key with the absolute path (a relative one there is relative to that file)."""
+    from .mapping import shown_path
+
+    said = []
+    for path, join, reads, on in fits:
+        reads = [p for p in reads if p in group]
+        if not reads:
+            continue
+        which = ("its columns" if len(group) == 1 else "them" if join else "their columns"
+                 ) if len(reads) == len(group) else _names(reads, paths) if len(reads) < 3 \
+            else f"{len(reads)} of them"
+        what = f"'mapping: {os.path.abspath(path)}'" if in_sources_file else f"--mapping {shown_path(path)}"
+        if on is not None:    # the join needs the tables beside them: their directory is the input
+            what = f"'uri: {os.path.abspath(on)}' with {what}" if in_sources_file else f"{what} on {on}"
+            which = "this file with the tables beside it" if len(reads) == 1 else \
+                f"{'these' if len(reads) == len(group) else _names(reads, paths)} with the tables beside them"
+        said.append(f"{what} ({'shipped with meta-study; ' if not said else ''}"
+                     f"it {'joins' if join else 'fits'} {which})")
+    if not said:
+        return ""
+    return (f"; give its entry in the sources file {' or '.join(said)}" if in_sources_file
+            else f"; use {' or '.join(said)}")
 
 
 def _names(paths: Sequence[str], within: Sequence[str], shown: int = 3) -> str:
@@ -2283,21 +2429,33 @@ def _names(paths: Sequence[str], within: Sequence[str], shown: int = 3) -> str:
     return f"{', '.join(names[:shown])} and {more} more"
 
 
-def refuse_unfit(paths: Sequence[str], mapping: IngestMapping | None) -> tuple[list[str], list[RefusedFiles]]:
+def refuse_unfit(paths: Sequence[str], mapping: IngestMapping | None, *,
+                 in_sources_file: bool = False) -> tuple[list[str], list[RefusedFiles]]:
     """(the files to read, those refused by their columns alone, as one source per problem).
 
     A file whose columns cannot give rows under ``mapping`` (without one: a file without
     meta-study's columns, such as a directory of raw timm results) failed in a line of its own,
     the same line once per file (9 for ``examples/data/timm/``), and named no mapping. Such files
     now fail in one line per problem (every "no column for ..." is one), which names the shipped
-    mappings that fit them (``use --mapping examples/mappings/timm_wide.yaml``). Only CSV/TSV and
-    Parquet files are checked, from their header or footer (~3 ms a file); a join mapping is not
-    (its tables need each other's files)."""
+    mappings that fit them (``use --mapping examples/mappings/timm_wide.yaml``; for a source of a
+    sources file, ``in_sources_file``: its entry's ``mapping:``). CSV/TSV, Parquet and JSON Lines
+    files are checked, from their header, footer or first object (~3 ms a file; a JSON Lines file
+    whose first object does not fit, by every object's keys); a join mapping is not (its tables
+    need each other's files)."""
     if mapping is not None and mapping.join is not None:
         return list(paths), []
     headers = {p: h for p in paths if (h := _header(p)) is not None}
     cache: dict[tuple[Any, ...], _HeaderProblem | None] = {}
     problems = {p: e for p, h in headers.items() if (e := _header_problem(h, mapping, cache)) is not None}
+    for p in [p for p in problems if _format_of(p) == "jsonl"]:
+        # its first object's keys do not fit: judged by every object's keys, as reading it would
+        # (a key of later objects only is a column of the file, empty in the rows without it)
+        every = _jsonl_columns_or_none(p)
+        problem = None if every is None else _header_problem(every, mapping, cache)
+        if problem is None:
+            del problems[p], headers[p]
+        else:
+            headers[p], problems[p] = every, problem
     if not problems:
         return list(paths), []
     groups: dict[str, list[str]] = {}
@@ -2325,21 +2483,13 @@ def refuse_unfit(paths: Sequence[str], mapping: IngestMapping | None) -> tuple[l
         if near:
             guesses = ", ".join(f"{c!r} for {g}" for c, g in near[:4]) + (f" and {len(near) - 4} more"
                                                                                if len(near) > 4 else "")
-            what += f"; did you mean {guesses}? (rename them in the file or with a --mapping; see docs/ingest.md)"
-        use = [(shown, join, [p for p in reads if p in group]) for shown, join, reads in fits]
-        use = [u for u in use if u[2]]
+            what += f"; did you mean {guesses}? {RENAME_HINT}"
+        use = _use_mappings(fits, group, paths, in_sources_file)
         if use:
-            said = []
-            for shown, join, reads in use:
-                which = ("its columns" if len(group) == 1 else "them" if join else "their columns"
-                         ) if len(reads) == len(group) else _names(reads, paths) if len(reads) < 3 \
-                    else f"{len(reads)} of them"
-                said.append(f"--mapping {shown} ({'shipped with meta-study; ' if not said else ''}"
-                            f"it {'joins' if join else 'fits'} {which})")
-            what += f"; use {' or '.join(said)}" + ("" if near else "; see docs/ingest.md")
+            what += use + ("" if near else "; see docs/ingest.md")
         elif mapping is None and not key and not near:
-            what += " (add a mapping with --mapping; see docs/ingest.md)"
-        refused.append(RefusedFiles(paths=group, error=printable(what)))
+            what += ADD_MAPPING
+        refused.append(RefusedFiles(paths=group, error=printable(said_for_entry(what) if in_sources_file else what)))
     return [p for p in paths if p not in problems], refused
 
 

@@ -31,7 +31,7 @@ import decimal
 import os
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -148,10 +148,25 @@ class IngestMapping:
     accuracy_unit: str = "fraction"
 
     def fingerprint(self) -> str:
-        """sha256 of everything the mapping says (its repr): equal mappings, equal rows."""
+        """sha256 of everything the mapping says (the repr of :meth:`canonical`): equal mappings,
+        equal rows. The order of its maps' entries is no part of it where it means nothing: the
+        same ``rename:`` or ``units:`` written in another order read every file again as "changed"."""
         import hashlib
 
-        return hashlib.sha256(repr(self).encode()).hexdigest()[:24]
+        return hashlib.sha256(repr(self.canonical()).encode()).hexdigest()[:24]
+
+    def canonical(self) -> "IngestMapping":
+        """This mapping with the entries whose order means nothing in sorted order: ``rename``,
+        ``constants``, ``units``, ``params``, ``tags`` (one column each: two entries for one column
+        are refused, or compared by value) and an ``extra`` list (stored as a map, sorted by key).
+        ``arch_family`` (first match wins), ``metrics`` and the join's tables keep theirs. A mapping
+        already in that order is returned equal, so its :meth:`fingerprint` is what it was."""
+        def ordered(m: Mapping[str, Any]) -> dict[str, Any]:
+            return dict(sorted(m.items(), key=lambda kv: str(kv[0])))
+
+        extra = self.extra if isinstance(self.extra, str) else tuple(sorted(self.extra))
+        return replace(self, rename=ordered(self.rename), constants=ordered(self.constants), units=ordered(self.units),
+                       params=ordered(self.params), tags=ordered(self.tags), extra=extra)
 
     def unit_of(self, column: str) -> str:
         if column in self.units:

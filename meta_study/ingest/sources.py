@@ -111,6 +111,7 @@ class SourceOptions:
     full: bool = False                  # rescan every run, not only those past the watermark
     source_name: str | None = None      # the `source` column's value (default: URI or file stem)
     drop_missing: bool = False          # files: remove stored runs of a file's sources that it lacks
+    from_sources_file: bool = False     # named by a --sources-file entry: lines say its 'mapping:', not --mapping
 
     def __post_init__(self) -> None:
         if self.history not in ("latest", "max"):
@@ -430,7 +431,7 @@ def entry_options(entry: SourceSpec, options: SourceOptions) -> SourceOptions:
     filters = [f for f in (options.filter_string, entry.filter_string) if f]
     return replace(options, experiments=entry.experiments or options.experiments,
                    filter_string=" and ".join(dict.fromkeys(filters)) or None,
-                   source_name=entry.name or options.source_name)
+                   source_name=entry.name or options.source_name, from_sources_file=True)
 
 
 def is_local_path(spec: str) -> bool:
