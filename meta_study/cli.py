@@ -802,7 +802,9 @@ def _nothing_to_fit(store_uri: str, fit: Any, frontiers: Sequence[str] = ()) -> 
              else f" at or below the hold-out split (--holdout-quantile {fit.holdout_quantile:g})"
              if fit.holdout_quantile is not None and fit.holdout_quantile < 1 else "")
     on = f" on any frontier ({', '.join(frontiers)})" if frontiers else ""
-    return f"{store_uri}: no group of the selection has at least 3 points to fit{on}{split}"
+    from .store import display_uri   # an s3:// URI's keys shown as *** (it printed them)
+
+    return f"{display_uri(store_uri)}: no group of the selection has at least 3 points to fit{on}{split}"
 
 
 def shown_path(path: str) -> str:

@@ -50,7 +50,7 @@ import re
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -76,7 +76,13 @@ DEFAULT_EXPERIMENT = REFIT_EXPERIMENT
 
 @dataclass(frozen=True)
 class RefitConfig:
-    """Everything one refit needs. ``out`` is a local directory (versions are kept there)."""
+    """Everything one refit needs. ``out`` is a local directory (versions are kept there).
+
+    ``fit`` is how every part fits (the headline fits, and each sensitivity draw and bootstrap
+    resample: hold-out split, loss, ``alpha_max``, ``nondecreasing``), as ``meta-study refit``
+    passes its options to all three: a ``sensitivity`` or ``bootstrap`` whose ``fit`` is left at
+    the default takes it, and one given other fitting options is refused (:class:`ValueError`).
+    """
 
     store: str
     out: str
@@ -97,6 +103,14 @@ class RefitConfig:
     def __post_init__(self) -> None:
         from dataclasses import replace
 
+        # paths as strings: store=Path("st") ended the refit, after every fit, in "argument of type
+        # 'PosixPath' is not iterable" (recording where the store is); one source is a tuple of it:
+        # sources="runs.csv" was ingested letter by letter ("r", "u", ...)
+        for name in ("store", "out", "mapping", "sources_file"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, os.fspath(getattr(self, name)))
+        srcs = (self.sources,) if isinstance(self.sources, (str, os.PathLike)) else self.sources
+        object.__setattr__(self, "sources", tuple(os.fspath(s) for s in srcs))
         if set(self.fit.selection.frontiers) <= {"all"}:
             # as `fit` and `report` refuse it: every group of the version (and of its MLflow run)
             # said "could not fit: degenerate: no usable candidate", exit status 0
@@ -109,8 +123,8 @@ class RefitConfig:
         # default is both; two different ones set are refused.
         fit_thr = self.fit.selection.payoff_threshold
         if self.threshold == fit_thr:
-            return
-        if fit_thr == PAYOFF_THRESHOLD:
+            pass
+        elif fit_thr == PAYOFF_THRESHOLD:
             object.__setattr__(self, "fit", replace(self.fit, selection=replace(self.fit.selection,
                                                                                 payoff_threshold=self.threshold)))
         elif self.threshold == PAYOFF_THRESHOLD:
@@ -118,6 +132,23 @@ class RefitConfig:
         else:
             raise ValueError(f"RefitConfig: threshold {self.threshold:g} and fit.selection.payoff_threshold "
                              f"{fit_thr:g} differ; they are one setting (DS points per US point)")
+        # One set of fitting options. RefitConfig(fit=FitOptions(loss="huber")) fitted the
+        # headlines with huber and every sensitivity draw and bootstrap resample with the default
+        # loss (their own fit, left at its default), while the run logged loss=huber for all of it.
+        # A part's fit left at the default takes ``fit``; one set to other fitting options is refused.
+        mine, default = _fitting(self.fit), _fitting(FitOptions())
+        for name in ("sensitivity", "bootstrap"):
+            part = getattr(self, name)
+            own = _fitting(part.fit)
+            if own == mine:
+                continue
+            if own != default:
+                diffs = ", ".join(f"{f.name} {getattr(own, f.name)!r} (fit: {getattr(mine, f.name)!r})"
+                                  for f in fields(FitOptions) if getattr(own, f.name) != getattr(mine, f.name))
+                raise ValueError(f"RefitConfig: {name}.fit differs from fit: {diffs}; a refit fits every part with "
+                                 f"fit's options (its run logs those): leave {name}.fit at the default, or give it "
+                                 "the same")
+            object.__setattr__(self, name, replace(part, fit=self.fit))
 
     def options_fingerprint(self) -> str:
         """What, besides the data, decides the results: a change refits everything (the
@@ -127,6 +158,15 @@ class RefitConfig:
         opts = {"fit": asdict(self.fit), "sensitivity": asdict(self.sensitivity), "bootstrap": asdict(self.bootstrap),
                 "threshold": self.threshold, "code": analysis_code()}
         return hashlib.sha256(json.dumps(opts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fitting(fit: FitOptions) -> FitOptions:
+    """``fit`` less its selection: what a sensitivity draw or a bootstrap resample fits with."""
+    from dataclasses import replace
+
+    from .analysis.selection import SelectionOptions
+
+    return replace(fit, selection=SelectionOptions())
 
 
 def option_params(cfg: RefitConfig) -> dict[str, Any]:

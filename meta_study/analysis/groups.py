@@ -291,7 +291,17 @@ def no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
                                 .to_pylist())
         if note:
             have.append(note)
-    return f"{store_uri}: no rows match the selection" + (f" ({'; '.join(have)})" if have else " (the store is empty)")
+    return f"{_shown_store(store_uri)}: no rows match the selection" + (f" ({'; '.join(have)})" if have
+                                                                        else " (the store is empty)")
+
+
+def _shown_store(store_uri: str) -> str:
+    """The store as a message names it: as typed, its secrets masked (:func:`~meta_study.store.display_uri`).
+    ``s3://KEY:SECRET@lab/x`` (or ``?secret_key=...``), a store URI the commands accept, printed
+    the secret in "no rows match the selection" and "no such value in the store"."""
+    from ..store import display_uri
+
+    return display_uri(str(store_uri))
 
 
 def unknown_selection(store_uri: str, store_obj: Any, sel: Any) -> str | None:
@@ -306,6 +316,6 @@ def unknown_selection(store_uri: str, store_obj: Any, sel: Any) -> str | None:
             have = store_values(groups, col)
             missing = [str(v) for v in given if (str(int(v)) if col == "shots" else str(v)) not in have]
             if missing and len(missing) < len(given):     # none matching at all: _no_match says it
-                return (f"{store_uri}: {opt} {', '.join(missing)}: no such value in the store "
+                return (f"{_shown_store(store_uri)}: {opt} {', '.join(missing)}: no such value in the store "
                         f"(it has {shown_values(have) or 'none'})")
     return None

@@ -235,18 +235,15 @@ def _same_selection(old: Any, new: str) -> bool:
                isinstance(b[k], tuple) else a[k] == b[k] for k in a)
 
 
-def _describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    if old.get("selection") != new["selection"]:
-        a, b = _fields(str(old.get("selection"))), _fields(new["selection"])
-        if a is None or b is None:
-            return f"another selection ({old.get('selection')})"
-        return f"another selection: {_selection_text(a)} (this command: {_selection_text(b)})"
+def _option_diffs(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, str]] | None:
+    """(flag, ``--flag OLD (this command: NEW)``) of each option that differs between two part
+    keys (:func:`_key`) of the same selection; None when a record is no options repr."""
     a, b = _fields(str(old.get("options", ""))), _fields(new["options"])
     if a is None or b is None:
-        return "other options: " + str(old.get("options", ""))[:120]
+        return None
     # each differing field by its path (nested options repeat names: seed, fit, frontiers), shown
     # by its flag; one flag said once
-    diffs: list[str] = []
+    diffs: list[tuple[str, str]] = []
     for path in [*a, *(p for p in b if p not in a)]:
         if a.get(path) == b.get(path):
             continue
@@ -254,9 +251,57 @@ def _describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
         flag = _FLAGS.get(name) or option_flag(name)[0]
         was, now = _shown_pair(name, a.get(path), b.get(path))
         text = f"{flag} {was} (this command: {now})"
-        if text not in diffs:
-            diffs.append(text)
-    return "other options: " + ("; ".join(diffs[:3]) if diffs else str(old.get("options", ""))[:120])
+        if (flag, text) not in diffs:
+            diffs.append((flag, text))
+    return diffs
+
+
+def _differing_flags(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The flags that would make ``new`` (a part key) the same as ``old`` (a recorded one)."""
+    if old.get("selection") != new["selection"]:
+        a, b = _fields(str(old.get("selection"))), _fields(new["selection"])
+        if a is None or b is None:
+            return []
+        return [f"--{k.replace('_', '-')}" for k in [*a, *(k for k in b if k not in a)] if a.get(k) != b.get(k)]
+    return list(dict.fromkeys(flag for flag, _ in _option_diffs(old, new) or ()))
+
+
+def _describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    if old.get("selection") != new["selection"]:
+        a, b = _fields(str(old.get("selection"))), _fields(new["selection"])
+        if a is None or b is None:
+            return f"another selection ({old.get('selection')})"
+        return f"another selection: {_selection_text(a)} (this command: {_selection_text(b)})"
+    diffs = _option_diffs(old, new)
+    if diffs is None:
+        return "other options: " + str(old.get("options", ""))[:120]
+    return "other options: " + ("; ".join(t for _, t in diffs[:3]) if diffs else str(old.get("options", ""))[:120])
+
+
+def _command_flags() -> tuple[str, frozenset[str]] | None:
+    """The name and the flags (its visible options) of the ``meta-study`` command running, or None
+    outside one (a library caller, an ``analysis/*.py`` script)."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    flags = frozenset(o for p in ctx.command.params if isinstance(p, click.Option) and not p.hidden
+                      for o in (*p.opts, *p.secondary_opts))
+    return ctx.info_name or ctx.command.name or "this command", flags
+
+
+def _refusal_advice(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """What to do about a part made with other options: the same options, where the running
+    command has the flags that differ. `report --loss huber --out D` then `correlations --out D`
+    said "give another --out, or the same options to reuse it", and correlations has no --loss."""
+    same = "give another --out, or the same options to reuse it"
+    command = _command_flags()
+    if command is None:
+        return same
+    name, flags = command
+    missing = [f for f in _differing_flags(old, new) if f not in flags]
+    return f"{name} has no {', '.join(missing)} option: give another --out" if missing else same
 
 
 def _manifest_problem(m: Any) -> str:
@@ -334,7 +379,7 @@ class ResultsDir:
             have = {**have, "options": key["options"]}    # recorded before the key left the headline's options
         if {k: have.get(k) for k in key} != key:
             raise UserError(f"{self.path / MAIN_TABLE[part]}: made with {_describe_difference(have, key)}; "
-                            "give another --out, or the same options to reuse it")
+                            f"{_refusal_advice(have, key)}")
         if have.get("incomplete"):      # an interrupted write of these very options: redone
             return "compute"
         if figures and have.get("figures") is False and part == "fits":
