@@ -723,9 +723,15 @@ def _compare_known_laws(results: Path, log: Callable[[str], None]) -> None:
             parts.append(f"{name} ({pct(u)} US): truth {100 * t:.1f}%{point} "
                          f"[{100 * lo:.1f}, {100 * hi:.1f}] {'yes' if lo <= t <= hi else 'NO'}")
         if bool(r["stop_paying_supported"]):
-            t = stop_paying_us(truth, 0.1)
-            ok = float(r["stop_paying_lo"]) <= t <= float(r["stop_paying_hi"])
-            parts.append(f"stops paying {100 * t:.1f}% in [{100 * float(r['stop_paying_lo']):.1f}, "
-                         f"{100 * float(r['stop_paying_hi']):.1f}] {'yes' if ok else 'NO'}")
+            # at the threshold the row's point was found with; against the laws' spread, which the
+            # report says as "(spread of the laws: a-b)", not a 90% interval (the header's question),
+            # an upper end of inf being "past the data" ("in [80.0, inf]" under "inside the 90% interval?")
+            thr = float(r.get("payoff_threshold", math.nan))
+            t = stop_paying_us(truth, thr if math.isfinite(thr) else 0.1)
+            lo, hi = float(r["stop_paying_lo"]), float(r["stop_paying_hi"])
+            ok = lo <= t <= hi
+            parts.append(f"stops paying: truth {100 * t:.1f}% US, answer {100 * float(r['stop_paying_us']):.1f}%, "
+                         f"in the laws' spread (no 90% interval) [{100 * lo:.1f}, "
+                         f"{'past the data' if hi == math.inf else f'{100 * hi:.1f}'}] {'yes' if ok else 'NO'}")
         trust = "trusted" if trusted else f"not trusted: {str(r['trust_reason']).split(' (')[0]}"
         log(f"    {r['ds_task']:5s} ({trust}): " + ("; ".join(parts) or "no usable fit, no interval to check"))

@@ -367,7 +367,15 @@ def _table_html(fits: pd.DataFrame) -> str:
     head = ("<tr><th class=l>US task</th><th class=l>DS task</th><th class=l>protocol</th><th>shots</th>"
             "<th class=l>predictor</th><th title='models in the group (in brackets: held out, i.e. above the "
             "hold-out threshold: never fitted, they score the held-out error)'>models (held out)</th>"
-            "<th>back-test err (pt)</th><th>flat guess back-test (pt)</th><th>held-out err (pt)</th>"
+            # the mean over the cuts: a headline trusted on its latest cut alone showed 3.92 here, over
+            # the tolerance of 3, beside its answer "latest back-test error 2.4 pt <= tolerance 3 pt"
+            "<th title='the RMSE of each back-test cut (fit below a US cut, predict the frontier above it), "
+            "the mean over the cuts; a headline is also trusted when its latest cut alone is within the "
+            "tolerance (its answer says which)'>back-test err, mean over cuts (pt)</th>"
+            "<th title='the flat guess (the best DS accuracy below the cut) scored on the same cuts'>flat guess "
+            "back-test, mean over cuts (pt)</th>"
+            "<th title='RMSE at the frontier of the held-out models (above the hold-out threshold), which no "
+            "fit saw'>held-out err (pt)</th>"
             f"<th title='leave-one-cut-out: the share of back-test targets inside the {_levels(headlines(fits))} interval that the other cuts give (the held-out models are scored in the held-out check, not here)'>back-test interval coverage (%)</th>"
             "<th class=l>role</th><th class=l>fit status</th><th class=l>warnings</th></tr>")
     rows = []
@@ -422,7 +430,7 @@ def _sensitivity_text(sensitivity: pd.DataFrame | None, quantile: str | None = N
 def _sensitivity_rows(sensitivity: pd.DataFrame | None) -> str:
     """What a row of Fig. 3 is: one per DS task, or beyond :data:`~.analysis.figures.SENS_TASKS_MAX`
     of them the figure's one row of their mean ("Per DS task" stood above a figure of the mean)."""
-    from .analysis.figures import SENS_TASKS_MAX, sensitivity_series
+    from .analysis.figures import SENS_TASKS_MAX, SERIES_KEYS, sensitivity_series
     from .analysis.sensitivity import summarize_sensitivity
 
     summ = summarize_sensitivity(sensitivity) if sensitivity is not None and len(sensitivity) else pd.DataFrame()
@@ -430,10 +438,15 @@ def _sensitivity_rows(sensitivity: pd.DataFrame | None) -> str:
     # as the figure's own title names them: a row per US -> DS pair where several US tasks (or
     # protocols) share the figure ("Per DS task" stood above rows "up -> a", "up2 -> a")
     what = "DS tasks" if len({k[:2] for k in keys}) <= 1 else "US &rarr; DS task pairs"
+    # a row holds every shot setting of its task, averaged step by step (the demo's "sim_up -> far
+    # (fewshot)" is its 1-, 5-, 10- and 25-shot groups, four answers above): said, or a row read as one group
+    shots = ("shots" in summ and bool(len(summ))
+             and bool((summ.groupby(list(SERIES_KEYS), dropna=False)["shots"].nunique(dropna=False) > 1).any()))
+    avg = ", each row the mean over its shot settings at each sample-size step" if shots else ""
     if len(keys) <= SENS_TASKS_MAX:
-        return "Per DS task" if what == "DS tasks" else "Per US &rarr; DS task pair"
-    return (f"One row, the mean over the {len(keys)} {what} (more than {SENS_TASKS_MAX} to draw a row each; each "
-            "one's in the sensitivity_summary table)")
+        return ("Per DS task" if what == "DS tasks" else "Per US &rarr; DS task pair") + avg
+    return (f"One row, the mean over the {len(keys)} {what}{' and their shot settings' if shots else ''} (more than "
+            f"{SENS_TASKS_MAX} to draw a row each; each one's in the sensitivity_summary table)")
 
 
 def _sensitivity_left(sensitivity: pd.DataFrame | None) -> str:
@@ -525,6 +538,10 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                  # why a low quantile: said only of one (rows written before 2026-12-06 are the median)
                  + ("" if "median" in quantile else " (the laws that keep rising overshoot the next models more "
                     "often than the flat ones undershoot them)")
+                 # the fits to every model (frontier "all") are made too, for the paper's comparison:
+                 # the figures' footers say "5 laws x 6 frontiers" beside "0.4 quantile of 25 law x frontier fits"
+                 + (". The fits to every model (the frontier &ldquo;all&rdquo;) are never among them: they estimate "
+                    "the typical model, not the best" if bool((fits["frontier"] == "all").any()) else "")
                  + ". It is trusted when its own back-test error "
                  "(fit below a US cut, predict the frontier above it), the mean "
                  "over the cuts or the latest cut's, is within the tolerance, and its curve at the best visible model "

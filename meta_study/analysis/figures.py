@@ -82,6 +82,7 @@ def save(fig: Any, stem: str, footer: str | None = None) -> list[str]:
 
 def _save(fig: Any, stem: str, footer: str | None) -> list[str]:
     if footer:
+        pin_figure_legends(fig)
         # just under the figure (bbox_inches="tight" takes it in), so that no layout has to
         # leave room for it and it never covers a legend
         fig.text(0.01, 0.0, tex_safe(footer), fontsize=6.5, color="#555555", ha="left", va="top", gid=FOOTER_ID,
@@ -106,6 +107,25 @@ def _save(fig: Any, stem: str, footer: str | None) -> list[str]:
                 raise named_os_error(e, p) from e
             raise
     return paths
+
+
+def pin_figure_legends(fig: Any) -> None:
+    """Fix where ``fig``'s figure-level legends sit before a footer is added under it. A legend
+    placed on the figure's edge (``loc="outside right lower"``) is placed, at each draw, on the
+    edge of the area being saved, and ``bbox_inches="tight"`` saves an area that reaches down to
+    the footer: params_vs_shots drew its "Eq. 1 fitted to" legend over the footer's text. Here the
+    layout is solved once, frozen, and each such legend anchored to the figure's own box."""
+    if not fig.legends:
+        return
+    from matplotlib.transforms import Bbox
+
+    with quiet_drawing():
+        fig.draw_without_rendering()        # the layout engine makes room for the legends once
+    if fig.get_layout_engine() is not None:
+        fig.set_layout_engine("none")       # and is not asked again (it would drop that room)
+    for legend in fig.legends:
+        if legend.get_bbox_to_anchor() is fig.bbox:    # on the figure's edge, not on given coordinates
+            legend.set_bbox_to_anchor(Bbox.unit(), transform=fig.transFigure)
 
 
 #: matplotlib's drawing warnings that say nothing a reader of ``fit`` or ``report`` can act on: a
