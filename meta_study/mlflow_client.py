@@ -23,8 +23,12 @@ def safe_uri(uri: str) -> str:
     """The URI without user info, query or fragment: what may appear in the store and in messages.
 
     ``sqlite:////abs/path.db`` and ``file:///x`` have no host and stay as they are (an empty netloc
-    must not swallow a slash of the path). A prefixed URL (``mlflow-sql:postgresql://u@h/db``) has
-    its inner URL made safe.
+    must not swallow a slash of the path), a ``#`` of their path included: SQLAlchemy and MLflow
+    read it as part of the file name, and ``sqlite:////data/run#1/mlflow.db`` and
+    ``.../run#2/mlflow.db`` were both ``sqlite:////data/run``, one source name for two databases
+    (their rows under one name, the second refused as "another database under the same source
+    name"; a store's older names are kept: :func:`~meta_study.ingest.mlflow_runs.fragment_cut_source`).
+    A prefixed URL (``mlflow-sql:postgresql://u@h/db``) has its inner URL made safe.
     """
     uri = _DB_USER_INFO.sub(r"\1", uri, count=1)
     try:
@@ -35,9 +39,9 @@ def safe_uri(uri: str) -> str:
         # traceback where an error line named the URI; the user info and the query cut as text
         return _USER_INFO.sub("", uri.split("?", 1)[0].split("#", 1)[0])
     if not p.netloc and "://" in p.path:
-        return f"{p.scheme}:{safe_uri(p.path + (f'?{p.query}' if p.query else ''))}"
+        return f"{p.scheme}:{safe_uri(uri[len(p.scheme) + 1:])}"   # the inner URL whole: its '#' is its own
     if not p.netloc:
-        return uri.split("?", 1)[0].split("#", 1)[0]
+        return uri.split("?", 1)[0]
     host = p.hostname or ""
     if port:
         host = f"{host}:{port}"
@@ -50,7 +54,7 @@ def shown_uri(uri: str) -> str:
     keeps a ``#`` of its path (SQLAlchemy and MLflow read it as part of the file name) and an IPv6
     host keeps its brackets (``http://[::1]:5000``): :func:`safe_uri` gave ``sqlite:////data/run``
     and ``http://::1:5000``, and a command a message gave to copy named another database or no
-    server. Names stored from :func:`safe_uri` (sources, records) stay as they are."""
+    server. Names stored from :func:`safe_uri` (sources, records) keep the brackets out."""
     uri = _DB_USER_INFO.sub(r"\1", uri, count=1)
     try:
         p = urllib.parse.urlsplit(uri)
@@ -58,7 +62,7 @@ def shown_uri(uri: str) -> str:
     except ValueError:   # malformed: as safe_uri shows it
         return safe_uri(uri)
     if not p.netloc and "://" in p.path:
-        return f"{p.scheme}:{shown_uri(p.path + (f'?{p.query}' if p.query else ''))}"
+        return f"{p.scheme}:{shown_uri(uri[len(p.scheme) + 1:])}"
     if not p.netloc:
         return uri.split("?", 1)[0]
     host = p.hostname or ""
@@ -76,8 +80,18 @@ _USER_INFO = re.compile(r"(?<=://)[^/?#]*@")
 #: and saw no user info: ``postgresql://u:12/34@h/db`` was no credentials, its password connected
 #: and was stored as the source's name, and ``postgresql://u:p#ss@h/db`` was shown as
 #: ``postgresql://u:p``. (A database name holding ``@`` after a port reads as user info too: refused.)
-_DB_USER_INFO = re.compile(r"^((?:mlflow-sql:)?(?:postgres(?:ql)?|mysql|mssql|mariadb|oracle)(?:\+[^:/@]*)?://)"
-                           r"[^:/@?#]*(?::[^@]*)?@", re.IGNORECASE)
+#: An http(s) URL is read alike: ``http://u:12/34@h:5000`` was no credentials to urllib (host ``u``,
+#: port 12), was not refused, and its password was printed with every line naming the server
+#: (requests, too, connects to ``u:12``: the URL never reached ``h``). A ``/``, ``?`` or ``#`` of
+#: a password is written ``%2F``, ``%3F``, ``%23``, an ``@`` of a path ``%40``; as typed it is refused.
+_DB_USER_INFO = re.compile(r"^((?:mlflow-sql:)?(?:(?:postgres(?:ql)?|mysql|mssql|mariadb|oracle)(?:\+[^:/@]*)?"
+                           r"|https?)://)[^:/@?#]*(?::[^@]*)?@", re.IGNORECASE)
+
+
+def without_user_info(uri: str) -> str:
+    """``uri`` without the user info that urllib does not see (:data:`_DB_USER_INFO`: a password
+    holding ``/``, ``?`` or ``#``); urllib's ``hostname`` drops the rest."""
+    return _DB_USER_INFO.sub(r"\1", uri, count=1)
 
 
 #: Ports a URL may leave out: ``http://h`` is ``http://h:80``.
@@ -138,8 +152,25 @@ def refuse_credentials(tracking_uri: str, where: str = "--tracking-uri") -> None
             how = "serve the database with `mlflow server` (as cluster/ does) and pass that server's address"
         else:
             how = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
-        raise UserError(f"{where + ' ' if where else ''}{shown_uri(tracking_uri)}: credentials in the tracking URI are "
-                        f"refused; {how}")
+        shown, why = shown_uri(tracking_uri), ""
+        if _hidden_user_info(tracking_uri):
+            # user info urllib (and requests) do not see: the URI as it reads, for an '@' of a path
+            scheme, _, rest = shown.partition("://")
+            shown = f"{scheme}://***@{rest}"
+            why = (" (what comes before the '@' reads as user info, a password holding '/', '?' or '#'; "
+                   "an '@' of the path is written %40)")
+        raise UserError(f"{where + ' ' if where else ''}{shown}: credentials in the tracking URI are refused{why}; {how}")
+
+
+def _hidden_user_info(uri: str) -> bool:
+    """Whether ``uri`` has user info that only :data:`_DB_USER_INFO` sees (urllib sees none)."""
+    if not _DB_USER_INFO.match(uri):
+        return False
+    try:
+        p = urllib.parse.urlsplit(uri)
+        return not (p.username or p.password)
+    except ValueError:
+        return True
 
 
 def mlflow_client(tracking_uri: str) -> Any:

@@ -121,11 +121,17 @@ class RunRecord:
 
 
 def run_record(run: Any) -> RunRecord:
-    """A :class:`RunRecord` of an ``mlflow.entities.Run``."""
+    """A :class:`RunRecord` of an ``mlflow.entities.Run``.
+
+    A tag whose value is NULL in MLflow's database (its column is nullable; a tool writing the
+    database directly, an import) is ``""``, as a tracking server sends it (protobuf has no null
+    string): MLflow's client on a ``sqlite:`` file and the SQL source gave ``None``, and the same
+    run's quarantine payload and fingerprint differed with the path that read it."""
     info, data = run.info, run.data
+    tags = data.tags if None not in data.tags.values() else {k: "" if v is None else v for k, v in data.tags.items()}
     return RunRecord(run_id=info.run_id, experiment_id=str(info.experiment_id), status=info.status,
                      start_time=info.start_time, end_time=info.end_time, user_id=info.user_id,
-                     metrics=data.metrics, params=data.params, tags=data.tags)
+                     metrics=data.metrics, params=data.params, tags=tags)
 
 
 #: What the expander makes of a run besides its mapping; a new one reads every run again, once.
@@ -1155,23 +1161,58 @@ def sqlite_source(uri: str) -> str:
     return head + os.path.abspath(path)
 
 
+def fragment_cut_source(source: str) -> str | None:
+    """The name meta-study gave a path URI's source (``sqlite:``, ``file:``) holding ``#`` before
+    names kept it (:func:`~meta_study.mlflow_client.safe_uri`): cut there (``sqlite:////data/run``
+    for ``sqlite:////data/run#1/mlflow.db``); None for any other source. A store that holds that
+    name keeps it (:func:`stored_source`): its runs were stored under it. Two databases that shared
+    it still share it there, and the second is refused as another database (``check_same_database``)."""
+    import urllib.parse
+
+    if "#" not in source:
+        return None
+    try:
+        p = urllib.parse.urlsplit(source)
+    except ValueError:
+        return None
+    if p.netloc or not p.scheme or "://" not in source:
+        return None
+    return sqlite_source(source.split("#", 1)[0])
+
+
 def stored_source(store: Store, prefix: str, source: str, canonical: Callable[[str], str] | None = None) -> str:
     """The name the store already gives ``source``: a stored state ``prefix + name`` (a filtered
     one's too) whose name is spelt differently but ``canonical`` (default:
     :func:`~meta_study.mlflow_client.source_uri`) makes ``source``: ``http://h:5000/`` stored before
-    names were canonical, ``sqlite:///mlflow.db`` before relative paths were made absolute. Its rows
-    keep their name, so the runs are replaced, not stored a second time. ``source`` when none is,
-    or the store is new."""
+    names were canonical, ``sqlite:///mlflow.db`` before relative paths were made absolute, a path
+    cut at its ``#`` (:func:`fragment_cut_source`). Its rows keep their name, so the runs are
+    replaced, not stored a second time. ``source`` when none is, or the store is new."""
     from ..mlflow_client import source_uri
 
     same = canonical or source_uri
     if not store.exists():
         return source
+    cut = fragment_cut_source(source)
     for name in sorted(store.state_names(f"{prefix}*")):
         old = name[len(prefix):].split(FILTER_STATE, 1)[0]
-        if old != source and same(old) == source:
+        if old != source and (same(old) == source or old == cut):
+            refuse_stored_credentials(old)
             return old
     return source
+
+
+def refuse_stored_credentials(name: str) -> None:
+    """:class:`UserError` for a stored source name that holds credentials: one an older meta-study
+    stored from a URI whose password held ``/`` (``postgresql://u:12/34@h/db``: urllib read no user
+    info there). Taken as this source's name, every new row carried the password too, without a
+    word; a name of its own stored every run a second time. The store cannot rename a source."""
+    from ..mlflow_client import has_credentials, shown_uri
+
+    if has_credentials(name):
+        raise UserError(f"the store holds this source's runs under a name with its credentials in it "
+                        f"({shown_uri(name).replace('://', '://***@', 1)}, from an older meta-study): every row "
+                        "and `store info` show the password; ingest into a new store (and delete this one), or "
+                        "give --source NAME to store the runs again under that name")
 
 
 #: Seconds a database connection may take to be made (libpq's and the MySQL drivers'

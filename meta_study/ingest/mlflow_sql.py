@@ -17,7 +17,8 @@ while the store writes.
 Read-only: sqlite is opened with ``mode=ro`` (and ``PRAGMA query_only``), PostgreSQL and MySQL
 sessions with ``SET ... TRANSACTION READ ONLY``; no table is created and no migration run. The
 schema is checked first: the tables and columns read must exist and ``alembic_version`` must be a
-revision the installed MLflow knows, or the source fails in one line.
+revision the installed MLflow knows, or the source fails in one line. A PostgreSQL session gets a
+``statement_timeout`` of :data:`STATEMENT_TIMEOUT_S` (30 minutes) unless one is set already.
 
 Credentials: never in the spec (refused). ``META_STUDY_DB_USER`` / ``META_STUDY_DB_PASSWORD``
 are set on the URL object at connect time, and the driver's own environment works too (libpq's
@@ -41,13 +42,14 @@ from typing import Any, ClassVar, Iterator, Sequence
 import pandas as pd
 
 from ..errors import UserError
-from ..mlflow_client import has_credentials, safe_uri
+from ..mlflow_client import has_credentials, safe_uri, without_user_info
 from ..store import Store
 from .mapping import IngestMapping
 from .mlflow_runs import (FILTER_STATE, RunExpander, RunQuery, RunRecord, RunState, check_same_database,
-                          db_connect_args, drop_deleted, expand_page, expand_pages, full_reads, gave_rows, load_state,
-                          merged_no_end, mlflow_mapping, plan_queries, refuse_bad_port, restamp,
-                          runs_of_deleted_experiments, select_experiments, sqlite_source, state_table, stored_runs_of)
+                          db_connect_args, drop_deleted, expand_page, expand_pages, fragment_cut_source, full_reads,
+                          gave_rows, load_state, merged_no_end, mlflow_mapping, plan_queries, refuse_bad_port,
+                          refuse_stored_credentials, restamp, runs_of_deleted_experiments, select_experiments,
+                          sqlite_source, state_table, stored_runs_of)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
 PREFIX = "mlflow-sql:"
@@ -67,6 +69,15 @@ REQUIRED = {"experiments": ("experiment_id", "name", "lifecycle_stage"),
             "tags": ("run_uuid", "key", "value")}
 HISTORY_REQUIRED = {"metrics": ("run_uuid", "key", "value", "is_nan")}
 
+
+#: Seconds one statement may run on PostgreSQL (the session's ``statement_timeout``), where the
+#: session has none from elsewhere (the role's or the database's setting, libpq's
+#: ``PGOPTIONS='-c statement_timeout=...'``, which win; ``0``, no limit, reads as none set):
+#: PostgreSQL has none by default, and a read waiting on a lock (``mlflow db upgrade``'s ALTER
+#: TABLE, a ``VACUUM FULL``) hung the ingest for good. The server enforces it: a network gone dead
+#: is TCP keepalive's. Generous: the slowest read, ``--history max`` over 5,000 runs' whole metric
+#: histories, takes seconds to minutes on a large server.
+STATEMENT_TIMEOUT_S = 1800
 
 #: Each server dialect's default port: ``postgresql://db/mlflow`` is ``postgresql://db:5432/mlflow``.
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
@@ -90,7 +101,8 @@ def db_source(url: str) -> str:
     if dialect == "sqlite":
         return sqlite_source(safe_uri(url))
     try:
-        p = urlsplit(url)
+        # a password holding '/' (a name older versions stored): urllib's host was the user
+        p = urlsplit(without_user_info(url))
         port = p.port
     except ValueError:
         return safe_uri(url)
@@ -110,9 +122,11 @@ def stored_db_source(store: Store, source: str) -> str:
     if not store.exists():
         return source
     mine = db_source(source)
+    cut = fragment_cut_source(mine)    # a sqlite path holding '#', as older versions named it
     for name in sorted(store.state_names(f"{PREFIX}*")):
         old = name[len(PREFIX):].split(FILTER_STATE, 1)[0]
-        if old != source and db_source(old) == mine:
+        if old != source and (db_source(old) == mine or old == cut):
+            refuse_stored_credentials(old)
             return old
     return source
 
@@ -189,6 +203,11 @@ def _short(e: BaseException, password: str | None) -> str:
         return f"authentication failed ({first[:200]})"
     if "could not translate host name" in low or "name or service not known" in low:
         return "unknown host"
+    if "statement timeout" in low:
+        # PostgreSQL's "canceling statement due to statement timeout" named neither the limit nor why
+        return (f"{first[:200]} (a query ran past the session's statement_timeout, {STATEMENT_TIMEOUT_S} s unless "
+                "set otherwise: a table locked by a migration or VACUUM FULL? PGOPTIONS='-c statement_timeout=...' "
+                "sets another)")
     return first[:300]
 
 
@@ -279,6 +298,10 @@ class MlflowSqlSource:
             cur.execute({"sqlite": "PRAGMA query_only = ON",
                          "postgresql": "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
                          "mysql": "SET SESSION TRANSACTION READ ONLY"}[t.dialect])
+            if t.dialect == "postgresql":
+                cur.execute("SHOW statement_timeout")
+                if str(cur.fetchone()[0]).strip() in ("0", "0ms"):    # none set: ours (STATEMENT_TIMEOUT_S)
+                    cur.execute(f"SET statement_timeout = {int(STATEMENT_TIMEOUT_S * 1000)}")
             cur.close()
             if t.dialect == "postgresql":
                 dbapi_conn.commit()  # psycopg opens a transaction for the SET: end it, keep the setting
@@ -401,7 +424,7 @@ class MlflowSqlSource:
         for rid, key, value in self._by_run(conn, "SELECT run_uuid, key, value FROM params WHERE run_uuid IN :ids", ids):
             params[rid][key] = value
         for rid, key, value in self._by_run(conn, "SELECT run_uuid, key, value FROM tags WHERE run_uuid IN :ids", ids):
-            tags[rid][key] = value
+            tags[rid][key] = "" if value is None else value   # a NULL value (nullable column): REST's "" (run_record)
         return [RunRecord(run_id=rid, experiment_id=str(exp), status=status, start_time=start, end_time=end,
                           user_id=user, metrics=metrics[rid], params=params[rid], tags=tags[rid])
                 for rid, exp, status, start, end, user in runs]
