@@ -253,7 +253,7 @@ def why_refitted(prev: dict[str, Any], cfg: RefitConfig, options: dict[str, Any]
         if unreadable:
             return (f"the last refit's record (LATEST: {unreadable}) is missing or damaged, nothing to compare "
                     "with: every group fitted")
-        return "no earlier refit in this --out to compare with: every group fitted"
+        return "no earlier refit in this output directory to compare with: every group fitted"   # refit --out, demo --workdir
     settings = []
     if prev.get("options_fingerprint") != cfg.options_fingerprint():
         diffs = options_changed(prev.get("options"), options)

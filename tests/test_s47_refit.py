@@ -107,7 +107,7 @@ def test_a_new_version_says_whether_the_options_or_the_data_changed(tmp_path, mo
     out = tmp_path / "out"
     base = quick_refit_config(s, out)
     first = refit(base, log=_quiet)
-    assert first.message == "no earlier refit in this --out to compare with: every group fitted"
+    assert first.message == "no earlier refit in this output directory to compare with: every group fitted"
     time.sleep(1.1)    # version directories are named by the second
     opts = replace(base, threshold=0.2, fit=replace(base.fit, selection=SelectionOptions(ds_target=0.4)))
     second = refit(opts, log=_quiet)

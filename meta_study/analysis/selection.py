@@ -813,7 +813,7 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions, unsco
         sp = float(stop_paying_from_slopes(h.slope(U_GRID)[None], o.payoff_threshold)[0])
         members_sp = stop_paying_from_slopes(h.member_curves(U_GRID, "slope"), o.payoff_threshold)
         if trend and (math.isnan(sp) or sp > h.best_us or step_pays):
-            where = "is never reached" if math.isnan(sp) else f"at {100 * sp:.1f}% US"
+            where = "never, on the laws' curve" if math.isnan(sp) else f"at {100 * sp:.1f}% US"
             thr = f"{o.payoff_threshold:g}"
             s_best = float(h.slope(np.array([h.best_us]))[0])
             if step_pays:
@@ -829,7 +829,9 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions, unsco
                 again = f" from {_pct_or_none(float(later[0]))}" if later.size else ""
                 why = (f"the laws' slope is {s_best:.2f} DS points per US point at the best visible model "
                        f"({_pct_or_none(h.best_us)}), below {thr}, but the laws' curve steepens to {thr} or more again{again}, past the data")
-            warnings.append(f"extrapolation: {why}, so the stop-paying point ({where}) and the saturation are not findings")
+            # it read "so the stop-paying point (is never reached) and the saturation are not findings"
+            warnings.append(f"extrapolation: {why}; neither the stop-paying point ({where}) nor the saturation "
+                            "is a finding")
     sp_lo, sp_hi = _tails(members_sp, o.level)
     if math.isfinite(sp):   # the members' spread describes the laws' disagreement; it holds the answer itself
         sp_lo, sp_hi = min(sp_lo, sp), max(sp_hi, sp)

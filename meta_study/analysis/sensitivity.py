@@ -249,8 +249,9 @@ def frontier_ranking_text(rank: pd.DataFrame, pt: Callable[[float], str] = _poin
         return ""
     top = sorted(groups[0], key=lambda r: str(r["frontier"]))
     full = [pt(r["pred_err_full_n"]) for r in top]
-    full_text = (f"{full[0]} pt with all models" if len(set(full)) == 1 else
-                 "with all models " + ", ".join(f"{name(str(r['frontier']))} {f} pt" for r, f in zip(top, full)))
+    # "with all models" read as the frontier named `all` beside it: the full sample is meant
+    full_text = (f"{full[0]} pt with every fitting model" if len(set(full)) == 1 else
+                 "with every fitting model " + ", ".join(f"{name(str(r['frontier']))} {f} pt" for r, f in zip(top, full)))
     who = _names([best(name(str(r["frontier"]))) for r in top])
     verb = "predicts best" if len(top) == 1 else "tie for best"
     out = (f"Among them, on this data, {who} {verb} at the smallest sample ({pt(top[0]['pred_err_small_n'])} pt "
