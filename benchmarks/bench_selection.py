@@ -22,7 +22,8 @@
     model visible: in trusted groups, the share of 90% intervals that hold the true law's value at
     +1, +3 and +5 US points (within the tested horizon) and at ``predict_us``, the true US accuracy
     needed for a DS target 2 points past the best model, and the true stop-paying point where one
-    is stated.
+    is stated; and the share of the laws' spreads of the slope at +1, +3 and +5 US points (the
+    members' equal-tailed 90% quantiles, not an interval) that hold the true law's slope there.
 (b) **Cost**: the whole answer (every law on every frontier, back-tests, headline, claims) on
     ``--groups`` synthetic groups of ``--points`` models, against the fit this project had first
     (Eq. 1 on the hull vertices and on all points, one batched call), in the same run. Target:
@@ -47,6 +48,7 @@ from meta_study.analysis.fitting import FitOptions, fit_groups
 from meta_study.analysis.groups import Group
 from meta_study.analysis.hull import upper_hull
 from meta_study.analysis.laws import LawFit
+from meta_study.analysis.headline import point_secant
 from meta_study.analysis.payoff import stop_paying_us, us_needed
 from meta_study.analysis.powerlaw import fit_power_laws
 from meta_study.analysis.selection import SelectionOptions
@@ -244,8 +246,9 @@ def summary_line(d: pd.DataFrame, t: pd.DataFrame) -> str:
 # ---- (s) synthetic families: the claims against the truth -------------------------------------
 
 def claims_check(groups: list[tuple[str, np.ndarray, np.ndarray, LawFit]], threshold: float = 0.1) -> pd.DataFrame:
-    """Per group and claim type: whether the 90% interval holds the truth (trusted groups flagged)."""
-    rows = []
+    """Per group and claim type: whether the 90% interval holds the truth (trusted groups flagged);
+    and per step, whether the laws' spread of the slope holds the true law's slope (``.attrs["spreads"]``)."""
+    rows, spreads = [], []
     for name, us, ds, law in groups:
         target = float(min(0.999, law.predict_accuracy(np.array([us.max() + 0.02]))[0]))
         s = fit_groups([(us, ds)], FitOptions(holdout_quantile=1.0, selection=SelectionOptions(ds_target=target)))[0]
@@ -257,6 +260,10 @@ def claims_check(groups: list[tuple[str, np.ndarray, np.ndarray, LawFit]], thres
         for st in cl.steps:
             if math.isfinite(st.ds) and not st.beyond_horizon:
                 checks.append((f"DS at +{st.points}", st.lo <= truth(st.us) <= st.hi))
+                if math.isfinite(st.slope_lo):   # the laws' spread of the slope, not a 90% interval
+                    true = float(point_secant(law.predict_accuracy, np.array([st.us]))[0])
+                    spreads.append({"group": name, "trusted": s.trusted, "step": f"+{st.points}", "true": true,
+                                    "headline": st.slope, "covered": st.slope_lo <= true <= st.slope_hi})
         un = us_needed(law, target)
         if math.isfinite(cl.us_needed) and math.isfinite(un):
             checks.append(("US needed", cl.us_needed_lo <= un <= cl.us_needed_hi))
@@ -265,7 +272,9 @@ def claims_check(groups: list[tuple[str, np.ndarray, np.ndarray, LawFit]], thres
             checks.append(("stop paying", cl.stop_paying_lo <= (1.0 if math.isnan(sp) else sp) <= cl.stop_paying_hi))
         rows += [{"group": name, "family": name.split("-")[0], "trusted": s.trusted, "claim": c, "covered": ok}
                  for c, ok in checks]
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["spreads"] = pd.DataFrame(spreads)
+    return out
 
 
 # ---- (b) cost ---------------------------------------------------------------------------------
@@ -329,6 +338,14 @@ def main() -> None:
           f"({tr['group'].nunique()} of {c['group'].nunique()} trusted)")
     print(tr.groupby(["claim"])["covered"].agg(["mean", "size"]).round(3).to_string())
     print(tr.groupby(["family"])["covered"].agg(["mean", "size"]).round(3).to_string())
+    sp = c.attrs["spreads"]
+    sp = sp[sp["trusted"]]
+    if len(sp):
+        ratio = (sp["headline"] / sp["true"]).where(sp["true"] > 0)
+        print("(s) the laws' spread of the slope (the members' 5%-95% quantiles, not an interval), trusted groups: share "
+              f"holding the true slope {sp['covered'].mean():.3f} ({len(sp)} steps; per step "
+              + ", ".join(f"{k} {v:.3f}" for k, v in sp.groupby("step")["covered"].mean().items())
+              + f"); the headline's slope / the true slope: median {ratio.median():.2f}")
     if not a.no_cost:
         groups = synthetic_groups(a.groups, a.points, 0)
         t_old = timed(lambda: old_fit(groups))

@@ -30,3 +30,35 @@ def test_the_frontier_ranking_says_every_fitting_model_not_all_models() -> None:
             for fr, e in (("bins", 0.011), ("vertices", 0.02)) for n, s in ((10, 1.0), (40, 0.5))]
     text = frontier_ranking_text(rank_frontiers(pd.DataFrame(rows)))
     assert "with all models" not in text and "with every fitting model" in text, text
+
+
+def _saturating_group() -> tuple[np.ndarray, np.ndarray]:
+    """Models below a law that has nearly levelled off at the best of them: e_DS = 0.8 e_US^2.5 + 0.1
+    (true slope 0.063 DS pt per US pt at 90% US), with exponential gaps below it."""
+    rng = np.random.default_rng(0)
+    us = rng.uniform(0.3, 0.9, 200)
+    return us, 1 - 0.8 * (1 - us) ** 2.5 - 0.1 - rng.exponential(0.01, 200)
+
+
+def test_a_trusted_step_states_the_laws_spread_of_its_slope() -> None:
+    """The step's slope was stated alone (0.21 DS pt per US pt where the true law gives 0.06): the
+    levelling laws say ~0 and the rising ones much more; the answer now says how far they disagree."""
+    from meta_study.analysis.answers import answer_text
+    from meta_study.analysis.groups import Group
+    from meta_study.analysis.headline import point_secant
+    from meta_study.analysis.tables import fits_frame
+
+    us, ds = _saturating_group()
+    sel = fit_groups([(us, ds)], FitOptions(holdout_quantile=1.0))[0]
+    st = sel.claims.steps[0]
+    true = float(point_secant(lambda u: 1 - 0.8 * (1 - u) ** 2.5 - 0.1, np.array([st.us]))[0])
+    assert st.slope_lo <= true <= st.slope_hi < 1.0 and st.slope_lo < st.slope < st.slope_hi
+    row = fits_frame([Group("u", "d", "p", None, us, ds)], [sel]).iloc[0].to_dict()
+    assert row["slope_plus1_lo"] == st.slope_lo and row["slope_plus1_hi"] == st.slope_hi
+    text = answer_text(row)
+    assert sel.trusted, sel.trust_reason
+    said = f"{st.slope:.2f} DS pt per US pt (spread of the laws: {st.slope_lo:.2f}-{st.slope_hi:.2f})"
+    assert "+1 US pt: " in text and said in text, text
+    # a row written before the spread was stored states the slope alone, as it did
+    old = {k: v for k, v in row.items() if not (k.startswith("slope_plus") and k.endswith(("_lo", "_hi")))}
+    assert f"{st.slope:.2f} DS pt per US pt;" in answer_text(old) and "spread of the laws: 0" not in answer_text(old)

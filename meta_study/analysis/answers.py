@@ -217,6 +217,12 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
                 gain = ", no DS gain per US pt measurable (DS is not shown to rise with US in these models)"
             else:
                 gain = f", {slope:.2f} DS pt per US pt" if math.isfinite(slope) else ""   # a slope is pt per pt
+                # what the laws say +1 US point buys there, beside the headline's slope (which sits
+                # between the levelling laws' ~0 and the rising ones'): "does it still pay" is a
+                # question they may disagree on; said only where they do, at the shown digits
+                s_lo, s_hi = _f(row, f"slope_plus{k}_lo"), _f(row, f"slope_plus{k}_hi")
+                if gain and math.isfinite(s_lo) and math.isfinite(s_hi) and f"{s_lo:.2f}" != f"{s_hi:.2f}":
+                    gain += f" {SPREAD}{s_lo:.2f}-{s_hi:.2f})"
             # the headline is the laws' trend: a best DS seen above it is a model above the trend
             below = (f" (below the best DS seen, {pct(flat)}: that model lies above the laws' trend)"
                      if _below(ds, flat) and not noted else "")
