@@ -137,7 +137,7 @@ class Step:
     # the members' slopes there, their equal-tailed ``level`` quantiles: the laws' disagreement on
     # what +1 US point buys (a saturating law says ~0 where a rising one says 0.3), not a
     # calibrated interval; on the synthetic families of bench_selection (s) it holds the true
-    # law's slope in ~95% of trusted groups, where the headline's own slope is 1.3x the truth
+    # law's slope at 98% of trusted groups' steps, where the headline's own slope is 1.5x the truth
     slope_lo: float = math.nan
     slope_hi: float = math.nan
 
