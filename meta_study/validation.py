@@ -540,6 +540,22 @@ def _named_iso(m: re.Match) -> str | None:
     return None if month is None else f"{m['y']}-{month:02d}-{int(m['d1'] or m['d2']):02d}{m['rest']}"
 
 
+#: The digits of a second past its microseconds, in a time of day ("10:00:00.123456789").
+_SUB_MICRO = re.compile(r"(:\d{2}[.,]\d{6})\d+")
+
+
+def _in_microseconds(v: Any) -> Any:
+    """A time cell without its digits past microseconds (a text's, or a pandas or numpy time's in
+    nanoseconds, as a ``datetime``): pandas reads no cell of it in nanoseconds then."""
+    if isinstance(v, str):
+        return _SUB_MICRO.sub(r"\1", v)
+    if isinstance(v, np.datetime64) and not np.isnat(v):
+        v = pd.Timestamp(v)
+    if isinstance(v, pd.Timestamp) and v is not pd.NaT:
+        return v.floor("us").to_pydatetime()
+    return v
+
+
 def _coerce_timestamp(s: pd.Series, order: _DateOrder | None = None,
                       ) -> tuple[pd.Series, np.ndarray, dict[int, tuple[str, str]]]:
     """(UTC timestamps, mask of cells that are no timestamp, {cell: (reason, kind)} of the dates
@@ -574,6 +590,16 @@ def _coerce_timestamp(s: pd.Series, order: _DateOrder | None = None,
         cells.iloc[text_at] = read
         why = {int(text_at[j]): r for j, r in refused.items()}
     ts = pd.to_datetime(cells, errors="coerce", utc=True, format="mixed")
+    if (ts.isna().to_numpy() & ~missing).any():
+        # one text with more than 6 digits of a second (Go's RFC 3339 nano, .NET's 7-digit ticks)
+        # makes pandas read the whole column in nanoseconds, whose range is years 1677 to 2262:
+        # every other time outside it was "no such date or time", Go's and .NET's unknown-time
+        # placeholders (0001-01-01, stored as null) among them. The column keeps microseconds:
+        # read again without the digits past them (as flooring them does). Only when a cell
+        # was no time (none, in most columns).
+        short = cells.map(_in_microseconds)
+        if not short.equals(cells):
+            ts = pd.to_datetime(short, errors="coerce", utc=True, format="mixed")
     wrong = ts.isna().to_numpy() & ~missing
     wrong[list(why)] = False
     return ts, wrong, why
@@ -648,7 +674,9 @@ def _ds_test_size(pairs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], 
                     d = decimal.Decimal(number_text(t) or "x")
                 except decimal.InvalidOperation:
                     d = None
-                if d is None or not d.is_finite() or d < 1 or d != d.to_integral_value():
+                # (past int64, no test set: "1e5000" failed the whole ingest with a traceback, int's
+                # 4300-digit limit, and "1e400000000" hung it building a 166 MB integer)
+                if d is None or not d.is_finite() or d < 1 or d > _INT_LIMITS[pa.int64()] or d != d.to_integral_value():
                     return pairs, (f"{k} {printable(repr(x))} is no test-set size (a whole number of examples, at "
                                    "least 1; leave it empty where unknown)")
                 x = str(int(d))
@@ -956,7 +984,9 @@ def _flag_counts_in_units(column: str, v: np.ndarray, wrong: np.ndarray, flag: _
         "thousands in a --mapping)"), f"{column}: a whole number among counts with a fraction (a unit?)")
 
 
-_PERCENT_TEXT = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*%\s*")
+#: (``\d+(?:\.\d*)?``, not ``\d+\.?\d*``: the two ways to split a run of digits backtracked
+#: quadratically on a cell of digits that is no number, 8 s for 16,000 of them)
+_PERCENT_TEXT = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*%\s*")
 
 
 def _percent_texts(col: Column, s: pd.Series, wrong: np.ndarray) -> np.ndarray:
@@ -1437,7 +1467,9 @@ def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.T
     The rows' values are checked against the schema's rules, as :func:`validate` checks them:
     ``Store.commit`` takes a table from any caller, and stored ``ds_accuracy`` 87.5, NaN, an
     ``eval_protocol`` 'kfold' or a column the schema does not have (dropped without a word) as
-    they came.
+    they came. Names are stored as :func:`validate` stores them (NFC, without zero-width
+    characters or whitespace at either end; an empty optional one as null): ``" c "`` was a task
+    of its own beside ``c``.
 
     Raises:
         ValueError: a column the schema does not have, or one given twice; a required column
@@ -1445,7 +1477,8 @@ def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.T
             nullability, and the table failed later, in the Parquet writer, as ``ArrowInvalid:
             Column 'us_accuracy' is declared non-nullable``); a value :func:`validate` never
             passes (NaN, an infinity, out of the column's range, not among its choices, an empty
-            required name, a time outside years 1 to 9999) or one the column's type cannot hold.
+            required name, a task name that cannot be a partition directory, a time outside years
+            1 to 9999, a few-shot row without shots or on 0 shots) or one the column's type cannot hold.
             The message names the column, how many values and one of them.
     """
     # (table.column(name) of a name given twice raised a KeyError)
@@ -1492,6 +1525,8 @@ def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.T
                 # a missing optional number spelled NaN (pandas' way) is null, as validate() stores
                 # it; refusing it refused every hand-built table with a missing learning rate
                 a = pc.if_else(pc.is_nan(a), pa.scalar(None, f.type), a)
+            if pa.types.is_string(f.type) and len(a):
+                a = _conform_names(a, f.nullable)
             problem = _value_problem(COLUMN_BY_NAME[f.name], a)
             if problem is not None:
                 raise ValueError(f"{f.name}: {problem}; validate the rows first (see validation.validate)")
@@ -1502,7 +1537,45 @@ def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.T
             cols.append(pa.array([SCHEMA_VERSION] * n, type=pa.int32()))
         else:
             cols.append(pa.nulls(n, type=f.type))
-    return pa.Table.from_arrays(cols, schema=SCHEMA)
+    out = pa.Table.from_arrays(cols, schema=SCHEMA)
+    problem = _few_shot_problem(out)
+    if problem is not None:
+        raise ValueError(f"{problem}; validate the rows first (see validation.validate)")
+    return out
+
+
+def _conform_names(a: pa.ChunkedArray | pa.Array, optional: bool) -> pa.Array:
+    """A string column as :func:`_string_array` stores it: without zero-width characters, in NFC,
+    without whitespace at either end, and (``optional``) an empty value as null. Rows built in code
+    with ``" c "`` or a decomposed "Café" were a task (a run, a source) of their own beside the
+    validated rows' ``c``: two partitions and two fits of one task. ~40 ms per million ASCII cells."""
+    if isinstance(a, pa.ChunkedArray):
+        a = a.combine_chunks()
+    if pc.all(pc.string_is_ascii(a)).as_py():   # (true of a column of nulls, too)
+        a = pc.ascii_trim_whitespace(a)
+    else:
+        a = pc.utf8_trim_whitespace(_nfc(a))
+    if optional and pc.any(pc.equal(a, "")).as_py():
+        a = pc.if_else(pc.equal(a, ""), pa.scalar(None, pa.string()), a)
+    return a
+
+
+def _few_shot_problem(table: pa.Table) -> str | None:
+    """What :func:`_check_across_columns` quarantines in canonical rows: a few-shot row without
+    shots, or on 0 shots (stored, it was a group of its own that no few-shot probe has), with how
+    many and the first row's run; or None."""
+    few = pc.fill_null(pc.equal(table.column("eval_protocol"), "fewshot"), False)
+    if not pc.any(few).as_py():
+        return None
+    shots = table.column("shots")
+    for what, bad in (("missing", pc.is_null(shots)), ("0", pc.fill_null(pc.equal(shots, 0), False))):
+        rows = pc.and_(few, bad)
+        k = pc.sum(rows).as_py() or 0
+        if k:
+            run = table.column("run_id")[pc.index(rows, True).as_py()].as_py()
+            return (f"shots: {k} few-shot row(s) with {what} shots (run {printable(repr(run))}); a few-shot probe needs "
+                    "at least 1 example per class")
+    return None
 
 
 def _value_problem(col: Column, a: pa.ChunkedArray | pa.Array) -> str | None:
@@ -1530,6 +1603,13 @@ def _value_problem(col: Column, a: pa.ChunkedArray | pa.Array) -> str | None:
                            f"not one of {', '.join(col.choices)}"))
     if pa.types.is_string(t) and col.required and pc.any(pc.equal(a, "")).as_py():
         checks.append((lambda: pc.equal(a, ""), "empty"))
+    if col.name in PARTITION:
+        # (a few distinct names: each checked once) a name too long for a directory failed deep in
+        # the commit with the OS's "[Errno 36] File name too long: '.../_staging/...'"
+        bad_names = [x for x in pc.unique(a).to_pylist() if _partition_problem(x) is not None]
+        if bad_names:
+            return (f"{pc.sum(pc.is_in(a, value_set=pa.array(bad_names, pa.string()))).as_py()} value(s) cannot be a "
+                    f"partition directory (e.g. {shown(bad_names[0])}: {_partition_problem(bad_names[0])})")
     if pa.types.is_timestamp(t):
         lo, hi = pa.scalar(_TS_MIN, pa.int64()).cast(t), pa.scalar(_TS_MAX, pa.int64()).cast(t)
         # (min_max's scalars as Python datetimes: out of their range, they raise)
@@ -1586,7 +1666,7 @@ def dedupe_keys(table: pa.Table, *, payloads: Callable[[np.ndarray], Sequence[st
         if all(r == rows[0] for r in rows[1:]):
             keep.append(idx[0])
         else:
-            differ = ", ".join(c for c in content_cols if any(r[c] != rows[0][c] for r in rows[1:]))
+            differ = _conflict_text(rows, content_cols)
             # the rows as their input wrote them, where that tells them apart (which file, which line);
             # one payload for several rows (an MLflow run's, a wide file's line) would be one entry
             raws = list(payloads(np.asarray(idx, np.int64))) if payloads is not None else []
@@ -1594,7 +1674,35 @@ def dedupe_keys(table: pa.Table, *, payloads: Callable[[np.ndarray], Sequence[st
                 raws = [row_json(r) for r in rows]
             for r, raw in zip(rows, raws):
                 rejected.append({"source": r["source"], "run_id": r["run_id"],
-                                 "reason": f"conflicting duplicate key: {len(idx)} rows share this key with "
-                                           f"different values of {differ}", "raw": raw})
+                                 "reason": f"conflicting duplicate key: {len(idx)} rows share this key{differ}",
+                                 "raw": raw})
     keep.sort()
     return table.take(pa.array(keep, pa.int64())), pd.DataFrame(rejected, columns=["source", "run_id", "reason", "raw"])
+
+
+def _conflict_text(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    """`` (ds_task 'c', eval_protocol 'fewshot', shots 5) with different values of ds_accuracy (0.6,
+    0.7)``: the key of conflicting rows past their run (which the quarantine lists), and each
+    column that differs with its values. "different values of ds_accuracy" named no task: a run of
+    a wide export has one row per task, and which two rows conflicted was in their payloads only."""
+    def text(v: Any) -> str:
+        if isinstance(v, _dt.datetime):
+            return v.isoformat()
+        if isinstance(v, list):   # a map (extra)
+            return shown(dict(v))
+        return shown(v)
+
+    first = rows[0]
+    key = ", ".join(f"{k} {printable(text(first[k]))}" for k in ("us_task", "ds_task", "eval_protocol", "shots",
+                                                                   "representation_layer")
+                    if first.get(k) is not None)
+    differ = []
+    for c in columns:
+        if any(r[c] != first[c] for r in rows[1:]):
+            values: list[Any] = []
+            for r in rows:
+                if r[c] not in values:
+                    values.append(r[c])
+            shown_ = [printable(text(v)) for v in values[:3]] + (["..."] if len(values) > 3 else [])
+            differ.append(f"{c} ({', '.join(shown_)})")
+    return (f" ({key})" if key else "") + " with different values of " + ", ".join(differ)

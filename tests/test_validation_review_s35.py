@@ -253,8 +253,9 @@ def test_a_conflicting_duplicate_names_the_columns_that_differ():
     v = validate(_rows(run_id=["a", "a", "b"], ds_task="x", ds_accuracy=[0.5, 0.6, 0.7], seed=[1, 2, 3]))
     kept, rejected = dedupe_keys(v.table)
     assert kept.column("run_id").to_pylist() == ["b"] and isinstance(kept, pa.Table)
-    assert rejected.reason.tolist() == ["conflicting duplicate key: 2 rows share this key with different values of "
-                                        "ds_accuracy, seed"] * 2
+    assert rejected.reason.tolist() == ["conflicting duplicate key: 2 rows share this key (us_task 'up', ds_task 'x', "
+                                        "eval_protocol 'linear') with different values of ds_accuracy (0.5, 0.6), "
+                                        "seed (1, 2)"] * 2
 
 
 def test_a_constant_equal_to_the_inputs_own_values_is_no_overwrite(tmp_path):
