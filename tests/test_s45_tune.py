@@ -38,6 +38,7 @@ def test_submit_main_with_a_password_in_the_job_api_address_exits_2_in_one_line(
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(submit, "_walk_upload", lambda wd, ex: (set(), True))   # no Ray walk needed here
+    (tmp_path / "x.py").write_text("")      # a script that is not there is refused first
     rc = submit.main(["--address", f"http://alice:{SECRET}@127.0.0.1", "--", "python", "x.py"])
     err = capsys.readouterr().err
     assert rc == 2

@@ -62,3 +62,16 @@ def test_a_trusted_step_states_the_laws_spread_of_its_slope() -> None:
     # a row written before the spread was stored states the slope alone, as it did
     old = {k: v for k, v in row.items() if not (k.startswith("slope_plus") and k.endswith(("_lo", "_hi")))}
     assert f"{st.slope:.2f} DS pt per US pt;" in answer_text(old) and "spread of the laws: 0" not in answer_text(old)
+
+
+def test_a_sweeps_tracking_uri_with_a_slash_in_its_password_never_shows_it() -> None:
+    """--tracking-uri http://u:pa/ss@h:5000 printed urllib's "Port could not be cast to integer
+    value as 'pa'": the URI was parsed before its credentials were refused."""
+    import pytest
+
+    from meta_study.errors import UserError
+    from meta_study.tune.preflight import refuse_secrets
+
+    with pytest.raises(UserError) as e:
+        refuse_secrets(tracking_uri="http://u:zq/xy@h:5000", storage_path=None)
+    assert "zq" not in str(e.value) and "xy" not in str(e.value) and "credentials" in str(e.value), str(e.value)

@@ -83,8 +83,10 @@ def refuse_secrets(*, tracking_uri: str | None, storage_path: str | None,
     if tracking_uri:
         from ..mlflow_client import refuse_credentials
 
-        check_tracking_uri(tracking_uri)     # one that does not parse: one line here, not urllib's traceback
+        # credentials first: urllib's parse error of http://u:pa/ss@h:5000 quoted the password's
+        # first part ("Port could not be cast to integer value as 'pa'")
         refuse_credentials(tracking_uri)
+        check_tracking_uri(tracking_uri)     # one that does not parse: one line here, not urllib's traceback
     if storage_path and has_credentials(storage_path):
         raise UserError(f"--storage-path {shown_uri(storage_path)}: credentials in the storage URI are refused (they "
                         f"would be in ps, the job API and every record); give the nodes credentials through their "
@@ -220,13 +222,23 @@ def check_tracking_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None
         except ValueError:    # a proxy setting that does not parse: MLflow's own error says it
             return
         via = f" through the proxy {_shown_uri(proxy)} (HTTP_PROXY / HTTPS_PROXY)"
+    tls_error = None
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as conn:
             answer = _http_answer(conn, u, proxy) if u.scheme.lower() == "http" else b"HTTP/"
+            if u.scheme.lower() == "https" and not proxy:
+                tls_error = _tls_error(conn, u.hostname or host)
     except OSError as e:
         why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
         raise UserError(f"--tracking-uri {shown_uri(tracking_uri)}: cannot reach the tracking server{via} ({why}); "
                         "is it running, and is the address right?") from None
+    if tls_error == TLS_CLOSED:
+        answer = b""                      # said as for plain http: took it and closed it
+    elif tls_error is not None:
+        # a plain-http server given as https:// (or another service on the port): MLflow's client
+        # retried the handshake for ~4 minutes in silence, then failed in a line of urllib3's
+        raise UserError(f"--tracking-uri {shown_uri(tracking_uri)}: the server there does not speak TLS "
+                        f"({tls_error}); a plain HTTP server is http://{u.netloc.rpartition('@')[2]}")
     if not answer.startswith(b"HTTP/"):
         # a `kubectl port-forward` whose pod is gone takes the connection and closes it, and MLflow's
         # client retried that for minutes: the sweep hung as for a server that was down
@@ -303,6 +315,7 @@ def check_sqlite_file(tracking_uri: str) -> None:
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
+        check_sqlite_dir_writable(shown, path)
         return                            # made by the sweep (a file on the way: the sweep says so)
     except OSError as e:
         raise UserError(f"--tracking-uri {shown}: {path}: {e.strerror or type(e).__name__}") from None
@@ -319,6 +332,65 @@ def check_sqlite_file(tracking_uri: str) -> None:
     if head and head != SQLITE_MAGIC:
         raise UserError(f"--tracking-uri {shown}: {path} is not a sqlite database (another kind of file); give "
                         "the path of MLflow's database file, or of one to be created")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise UserError(f"--tracking-uri {shown}: {path} is not writable by this user (MLflow writes every run into "
+                        "it); give a sqlite file of your own")
+    check_sqlite_dir_writable(shown, path)
+
+
+def check_sqlite_dir_writable(shown: str, path: str) -> None:
+    """The directory of a sqlite database ``path`` (or, where it does not exist yet, the nearest
+    directory on its way that does) is one this user can write: SQLite creates the file there,
+    and its journal beside it at every write. A default database beside a ``--storage-path``
+    whose parent is not the user's (``/shared/alice/ray``: ``/shared/mlflow.db``) was ~100 s of
+    MLflow's "engine could not be created" warnings, then SQLAlchemy's traceback ("unable to open
+    database file"). Something else in the way (a file where a directory goes) is left to the
+    caller, which says so.
+
+    Raises:
+        UserError: one line naming the URI and the directory.
+    """
+    target = os.path.dirname(os.path.abspath(path))
+    probe = target
+    while not os.path.lexists(probe):     # the nearest part of the path that exists
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe) or os.access(probe, os.W_OK | os.X_OK):
+        return
+    what = (f"its directory {probe}" if probe == target
+            else f"its directory {target} cannot be made: {probe}")
+    raise UserError(f"--tracking-uri {shown}: {what} is not writable by this user (SQLite makes the database and "
+                    "its journal there); give a sqlite path in a directory of your own, or a tracking server "
+                    "(--tracking-uri http://HOST:PORT)")
+
+
+def _tls_error(conn: Any, hostname: str) -> str | None:
+    """Why a TLS handshake on ``conn`` failed, or None when the peer speaks TLS. The certificate
+    is not verified here: that is MLflow's own call's, with the CA and client certificate its
+    variables name (``MLFLOW_TRACKING_SERVER_CERT_PATH``, ``REQUESTS_CA_BUNDLE``...); only a peer
+    that answers no TLS at all (a plain-http server: "wrong version number") is said. A handshake
+    that times out is left to MLflow too."""
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with ctx.wrap_socket(conn, server_hostname=hostname or None, do_handshake_on_connect=False) as tls:
+            tls.do_handshake()
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError):
+        return TLS_CLOSED
+    except ssl.SSLError as e:
+        return (getattr(e, "reason", None) or str(e)).replace("_", " ").lower()
+    except OSError:
+        return None
+    return None
+
+
+#: :func:`_tls_error`'s answer for a peer that closed the connection in the handshake.
+TLS_CLOSED = "closed"
 
 
 def _http_answer(conn: Any, u: Any, proxy: str | None) -> bytes:
@@ -963,3 +1035,29 @@ def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[No
 def experiment_dir(storage: str, name: str) -> str:
     """Tune's experiment directory of sweep ``name`` under ``storage`` (a path or a URI)."""
     return join(storage, name)
+
+
+#: What a sweep name on an object store may hold (:func:`check_name_in_uri`): ASCII letters and
+#: digits and characters a URI's path holds as they are, which pyarrow reads back as they are.
+NAME_IN_URI_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~=,")
+
+
+def check_name_in_uri(name: str, storage: str) -> None:
+    """A sweep name on an object store (``s3://``, ``gs://``) is part of the URIs of the sweep's
+    state and of ``Tuner.restore``'s (``STORAGE/NAME``), which pyarrow parses: a space or a
+    non-ASCII letter was pyarrow's ArrowInvalid traceback ("Cannot parse URI"), a ``#`` cut the
+    path there (the state of ``zoo#2`` in ``zoo``'s directory), and a ``%`` was decoded (``a%20b``
+    read as ``a b``). Percent-encoded, the state is found, but ``Tuner.restore`` takes the encoded
+    name as the directory's own: a ``--resume`` ran its trials in another directory. Names on a
+    local or shared path are directory names, any of them.
+
+    Raises:
+        UserError: one line naming the name, the character and what a name may hold.
+    """
+    bad = next((c for c in name if c not in NAME_IN_URI_CHARS), None)
+    if bad is not None:
+        from ..mlflow_client import shown_uri
+
+        raise UserError(f"--name {name!r}: holds {bad!r}, which a sweep's name on an object store "
+                        f"({shown_uri(storage)}) cannot: its state and Tune's are found by URIs made of it; give a "
+                        "name of letters, digits and - _ . only")

@@ -47,7 +47,8 @@ from ..errors import UserError
 from ..extras import require_training
 from ..failpoints import failpoint
 from . import provenance
-from .preflight import (STORAGE_HINT, check_dataset_paths, check_local_storage, check_script_tree, check_searched_tasks,
+from .preflight import (STORAGE_HINT, check_dataset_paths, check_local_storage, check_name_in_uri, check_script_tree,
+                        check_searched_tasks,
                         check_storage_on_nodes, check_trials_fit, check_tracking_reachable, check_workers_fit, default_storage, experiment_dir,
                         in_job_package, plan_session, refuse_runtime_env_secrets, refuse_secrets, runtime_env_of_job,
                         space_values, wait_for_previous_writer)
@@ -526,6 +527,18 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
             if not isinstance(name, str) or (name not in tasks and name not in options.datasets):
                 raise UserError(f"{key} {name!r}: no such task (tasks: {', '.join(sorted(tasks))}; on-disk "
                                 "datasets come with --dataset NAME=...)")
+    if not options.datasets:
+        # a key no task factory takes (--set "us_task_kwargs={'n_trian': 8000}") failed in every
+        # trial, each retried; an on-disk dataset's loader (not registered here) may take others
+        from ..train.data import task_kwargs
+
+        for key, names in (("us_task_kwargs", [cfg.get("us_task", TrainConfig.us_task)]),
+                           ("ds_task_kwargs", list(cfg.get("ds_tasks") or TrainConfig.ds_tasks))):
+            for name in (n for n in names if isinstance(cfg.get(key), Mapping) and n in tasks):
+                try:
+                    task_kwargs(name, cfg[key], key)
+                except ValueError as e:
+                    raise UserError(f"--set {e}") from None
     check_metric_names(cfg, options)
     check_searched_tasks(spec.space(options), cfg, options)
     model = cfg.get("model_name")
@@ -877,7 +890,9 @@ def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
     name = o.name or (f"{spec.name}-smoke" if o.smoke else spec.name)
     storage = o.storage_path or default_storage(DEFAULT_ROOT)
     storage = storage if is_remote(storage) else os.path.abspath(storage.removeprefix("file://"))
-    if not is_remote(storage):
+    if is_remote(storage):
+        check_name_in_uri(name, storage)
+    else:
         if o.storage_path and in_job_package(storage):
             # a relative --storage-path under `ray job submit` lands in the per-upload copy of the
             # code, which Ray deletes with the session: the sweep's checkpoints with it
@@ -888,7 +903,10 @@ def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
     exp_dir = experiment_dir(storage, name)
     tracking = _tracking_uri(o, storage)
     state = StateDir(exp_dir)
-    record = state.read_record()
+    try:
+        record = state.read_record()
+    except ValueError as e:   # pyarrow's ArrowInvalid: "s3://b/my dir", "s3a://b/p" were tracebacks
+        raise _not_a_storage_uri(o, storage, e) from None
     tune_environment()
     from ray import tune
 
@@ -900,8 +918,7 @@ def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
     try:
         tune_state = tune.Tuner.can_restore(exp_dir)
     except ValueError as e:   # pyarrow's ArrowInvalid: "s3://" without a bucket was a traceback
-        raise UserError(f"--storage-path {o.storage_path or storage}: not a storage URI Tune can use ({_first_line(e)}); "
-                        "e.g. s3://BUCKET/PATH, gs://BUCKET/PATH or a directory") from None
+        raise _not_a_storage_uri(o, storage, e) from None
     sp = plan_session(record=others, tune_state=tune_state, resume=o.resume,
                       experiment=o.experiment, default_experiment=spec.name, code=code,
                       allow_code_change=o.allow_code_change, experiment_dir=exp_dir, tracking_uri=safe_uri(tracking),
@@ -914,6 +931,12 @@ def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
     return _Plan(name=name, storage=storage, exp_dir=exp_dir, tracking=tracking, state=state, record=record,
                  resume=sp.resume, restore_tune=sp.restore_tune, experiment=sp.experiment, code=code,
                  code_changed=sp.code_changed)
+
+
+def _not_a_storage_uri(o: SweepOptions, storage: str, e: BaseException) -> UserError:
+    """The one line for a storage URI pyarrow cannot parse or has no filesystem for."""
+    return UserError(f"--storage-path {o.storage_path or storage}: not a storage URI Tune can use ({_first_line(e)}); "
+                     "e.g. s3://BUCKET/PATH, gs://BUCKET/PATH or a directory")
 
 
 def check_experiment_active(p: _Plan) -> None:
@@ -931,6 +954,9 @@ def check_experiment_active(p: _Plan) -> None:
         exp = (client.get_experiment(p.record.experiment_id) if p.record is not None
                else client.get_experiment_by_name(p.experiment))
     except Exception as e:
+        refused = http_refusal(p.tracking, e)
+        if refused is not None:
+            raise refused from None
         if p.record is None or getattr(e, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
             raise
         # deleted for good (`mlflow gc`), or the default sqlite file removed: "error: No Experiment
@@ -946,6 +972,37 @@ def check_experiment_active(p: _Plan) -> None:
     raise UserError(f"--experiment {exp.name}: the MLflow experiment (id {exp.experiment_id}) is deleted and takes "
                     f"no runs: restore it with `MLFLOW_TRACKING_URI={shlex.quote(shown_uri(p.tracking))} mlflow experiments restore "
                     f"--experiment-id {exp.experiment_id}`, or {other}")
+
+
+def http_refusal(tracking_uri: str, e: BaseException) -> UserError | None:
+    """The one line for an http(s) tracking URI whose server answered the sweep's first MLflow call
+    with an HTTP error and no MLflow (JSON) error in it: 401 or 403 (its authentication refused
+    the request: credentials missing or wrong), or 404 / 405 (not an MLflow tracking server
+    there: the Ray dashboard's port, a path prefix left out). Each was "error: API request to
+    endpoint /api/2.0/mlflow/experiments/get-by-name failed with error code 404 != 200. Response
+    body: '<!DOCTYPE HTML>", exit 1, as if a server had failed. None for any other error."""
+    import re
+
+    from ..mlflow_client import shown_uri
+
+    if not tracking_uri.lower().startswith(("http://", "https://")):
+        return None
+    m = re.search(r"API request to endpoint (\S+) failed with error code (\d{3}) != 200", str(e))
+    if m is None:
+        return None
+    where, code = m.group(1), m.group(2)
+    if code == "401":
+        given = [k for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_TOKEN") if os.environ.get(k)]
+        return UserError(f"--tracking-uri {shown_uri(tracking_uri)}: the tracking server refuses access (HTTP 401: "
+                         f"not authenticated); {'check' if given else 'set'} MLFLOW_TRACKING_USERNAME and "
+                         "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
+    if code == "403":
+        return UserError(f"--tracking-uri {shown_uri(tracking_uri)}: the tracking server refuses access (HTTP 403: "
+                         "this user may not read or create the sweep's experiment)")
+    if code not in ("404", "405"):
+        return None           # a server error (a proxy before an MLflow that is down): MLflow's own line
+    return UserError(f"--tracking-uri {shown_uri(tracking_uri)}: not an MLflow tracking server there (HTTP {code} "
+                     f"for {where}, no MLflow answer); is the address right (with its path prefix, if any)?")
 
 
 def _record_session(spec: SweepSpec, p: _Plan, o: SweepOptions, fixed: Mapping[str, Any],
@@ -1031,7 +1088,17 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     check_dataset_paths(o.datasets, on_this_machine=own_ray_requested(o.address))
     t0 = time.monotonic()
     p = plan_sweep(spec, o)
-    check_tracking_reachable(p.tracking)
+    try:
+        check_tracking_reachable(p.tracking)
+    except UserError as e:
+        if o.tracking_uri:
+            raise
+        # the default beside the storage path: "--tracking-uri ..." named a flag the user never gave
+        head, sep, rest = str(e).partition(": ")
+        if not (sep and head.startswith("--tracking-uri ")):
+            raise
+        raise UserError(f"the default tracking URI {head.removeprefix('--tracking-uri ')} (beside --storage-path "
+                        f"{p.storage}): {rest}") from None
     if p.tracking.startswith("sqlite:///"):
         db_dir = Path(p.tracking[len("sqlite:///"):]).parent
         try:

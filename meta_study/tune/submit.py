@@ -17,6 +17,8 @@ otherwise), and the job runs as the cluster's user. So this wrapper, on the subm
   file, an SSH key: :data:`SECRET_FILE`; Ray keeps the upload on the cluster for any job to read);
 - refuses a job whose command names a Python file of the working dir that the upload leaves out
   (:func:`left_out_scripts`: an ignored sweep script failed on the cluster, after the upload);
+- refuses a job whose command runs a script (``python sweeps/x.py``) that is not in the working
+  dir at all (:func:`absent_scripts`: a typo, or the wrong ``--working-dir``);
 - refuses an upload over :data:`UPLOAD_MAX_BYTES` (100 MiB: the dashboard's request limit; Ray's
   traceback came after the whole zip was built), naming its largest top-level parts;
 - leaves ``.git`` out of the upload (the commit goes in ``META_STUDY_GIT_SHA``; the history cost
@@ -309,6 +311,26 @@ def left_out_scripts(cmd: Sequence[str], working_dir: str, uploaded: set[str]) -
             rel = p.relative_to(root).as_posix()
             if rel not in uploaded and rel not in out:
                 out.append(rel)
+    return out
+
+
+#: A Python interpreter as a job's command names it (``python``, ``python3``, ``python3.11``, a path to one).
+_PYTHON = re.compile(r"python(\d+(\.\d+)?)?")
+
+
+def absent_scripts(cmd: Sequence[str], working_dir: str) -> list[str]:
+    """The scripts the job's command runs with a Python interpreter (``python sweeps/zoo.py``: the
+    argument right after it) by a relative path that names no file in ``working_dir``: the job
+    runs in the upload of that directory, where it is not either (a typo, ``sweeps/head-wd.py``,
+    or the wrong ``--working-dir``). The job was submitted, uploaded, and failed on the cluster
+    ("can't open file"), in the job's log alone with ``--no-wait``."""
+    root = Path(working_dir).resolve()
+    out = []
+    for prog, arg in zip(cmd, cmd[1:]):
+        arg = str(arg)
+        if (_PYTHON.fullmatch(os.path.basename(str(prog))) and arg.endswith(".py") and not arg.startswith("-")
+                and not os.path.isabs(arg) and not (root / arg).exists()):
+            out.append(arg)
     return out
 
 
@@ -637,6 +659,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not remote and not Path(working_dir).is_dir():
             raise UserError(f"{what} {working_dir}: not a directory (it is uploaded as the job's working "
                             "directory)")
+        absent = [] if remote else absent_scripts(cmd, working_dir)
+        if absent:
+            raise UserError(f"the job's command runs {absent[0]}, which is not in {what} {working_dir} (the job runs "
+                            "in its upload, where it would not be found either); check the script's path")
         if not remote and isinstance(env.get("excludes") or [], list):   # another type is Ray's to refuse
             env["excludes"] = upload_excludes(working_dir, env.get("excludes") or [])
             uploaded, complete = _walk_upload(working_dir, env["excludes"])   # one walk, as Ray makes two
