@@ -338,6 +338,17 @@ def check_sqlite_file(tracking_uri: str) -> None:
     check_sqlite_dir_writable(shown, path)
 
 
+def _nearest_existing(path: str) -> str:
+    """The nearest part of an absolute ``path`` that exists (itself, a parent, or the root)."""
+    probe = path
+    while not os.path.lexists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    return probe
+
+
 def check_sqlite_dir_writable(shown: str, path: str) -> None:
     """The directory of a sqlite database ``path`` (or, where it does not exist yet, the nearest
     directory on its way that does) is one this user can write: SQLite creates the file there,
@@ -351,12 +362,7 @@ def check_sqlite_dir_writable(shown: str, path: str) -> None:
         UserError: one line naming the URI and the directory.
     """
     target = os.path.dirname(os.path.abspath(path))
-    probe = target
-    while not os.path.lexists(probe):     # the nearest part of the path that exists
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
+    probe = _nearest_existing(target)
     if not os.path.isdir(probe) or os.access(probe, os.W_OK | os.X_OK):
         return
     what = (f"its directory {probe}" if probe == target
@@ -475,12 +481,7 @@ def check_local_storage(path: str) -> None:
         UserError: one line naming the path and what is wrong with it.
     """
     p = os.path.abspath(path)
-    probe = p
-    while not os.path.lexists(probe):     # the nearest part of the path that exists
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
+    probe = _nearest_existing(p)
     if not os.path.isdir(probe):
         what = "is not a directory" if probe == p else f"cannot be made: {probe} is not a directory"
         raise UserError(f"--storage-path {path}: {what}")
