@@ -25,7 +25,7 @@ def main() -> None:
     options = AnalysisOptions(fit=FitOptions(holdout_quantile=a.holdout_quantile))   # a refused one creates nothing
     open_store(a.store)           # first: a mistyped STORE creates no --out
     prepare_out(a.out, a.store)   # never in the store: a plain reader of STORE would read our tables
-    _, out = scripts.analyse(a, options, max_group_figures=a.max_group_figures)
+    _, out = scripts.analyse(a, options, max_group_figures=a.max_group_figures, parser=p)
     scripts.done(out)
 
 

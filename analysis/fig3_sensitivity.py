@@ -37,7 +37,7 @@ def main() -> None:
                                                                          seed=a.seed))
     open_store(a.store)           # first: a mistyped STORE creates no --out
     prepare_out(a.out, a.store)   # never in the store: a plain reader of STORE would read our tables
-    _, out = scripts.analyse(a, options, address=a.address, use_ray=not a.serial)
+    _, out = scripts.analyse(a, options, address=a.address, use_ray=not a.serial, parser=p)
     scripts.done(out)
 
 

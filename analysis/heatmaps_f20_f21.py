@@ -14,10 +14,11 @@ def main() -> None:
     from meta_study.store import open_store
     from meta_study.analysis.results import AnalysisOptions
 
-    a = scripts.parser(__doc__).parse_args()
+    p = scripts.parser(__doc__)
+    a = p.parse_args()
     open_store(a.store)           # first: a mistyped STORE creates no --out
     prepare_out(a.out, a.store)   # never in the store: a plain reader of STORE would read our tables
-    _, out = scripts.analyse(a, AnalysisOptions(fits=False, correlations=True))
+    _, out = scripts.analyse(a, AnalysisOptions(fits=False, correlations=True), parser=p)
     scripts.done(out)
 
 

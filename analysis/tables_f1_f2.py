@@ -22,12 +22,13 @@ def main() -> None:
     from meta_study.analysis.outputs import footer, several_shot_settings
     from meta_study.store import open_store
 
-    a = scripts.parser(__doc__).parse_args()
+    p = scripts.parser(__doc__)
+    a = p.parse_args()
     store = open_store(a.store)
     prepare_out(a.out, a.store)   # never in the store: a plain reader of STORE would read our tables
     # the correlations part holds F.1 and F.2: written and recorded with its selection by the one
     # pipeline (tables written beside it by hand replaced another selection's F.1/F.2 silently)
-    analysis, out = scripts.analyse(a, AnalysisOptions(correlations=True), figures=False)
+    analysis, out = scripts.analyse(a, AnalysisOptions(correlations=True), figures=False, parser=p)
     fits = analysis.fits
     for name in ("f1_shots_correlation", "f2_increase_likelihood"):
         path = os.path.join(a.out, "correlations", f"{name}.parquet")

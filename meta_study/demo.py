@@ -418,7 +418,7 @@ def held_out_check(results: Path) -> list[str]:
     import pandas as pd
 
     from .analysis import predict_fit, predict_interval
-    from .analysis.answers import flags, pct
+    from .analysis.answers import flags, level_pct, pct, row_level
     from .analysis.selection import target_frontier
     from .explorer import KEYS, group_key, points_by_group
 
@@ -440,11 +440,13 @@ def held_out_check(results: Path) -> list[str]:
         lo, hi = predict_interval(r, tx)
         rmse = 100 * float(np.sqrt(np.mean((pred - ty) ** 2)))
         flat = 100 * float(np.sqrt(np.mean((float(r["flat"]) - ty) ** 2)))
-        # a row without a 90% interval (its back-tests hit exactly) read "0 of 9 inside the 90%
-        # interval: right"
+        # a row without an interval (its back-tests hit exactly) read "0 of 9 inside the 90%
+        # interval: right"; named at the level the row's intervals were made at (a results
+        # directory fitted at SelectionOptions(level=0.5) read "inside the 90% interval" of 50% ones)
         has_iv = np.isfinite(lo) & np.isfinite(hi)
-        inside = (f"{int(np.sum((ty >= lo) & (ty <= hi) & has_iv))} of {int(has_iv.sum())} inside the 90% interval"
-                  if has_iv.any() else "no 90% interval to check them against")
+        L = level_pct(row_level(r))
+        inside = (f"{int(np.sum((ty >= lo) & (ty <= hi) & has_iv))} of {int(has_iv.sum())} inside the {L} interval"
+                  if has_iv.any() else f"no {L} interval to check them against")
         shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
         flagged = any(label == "held_out" for label, _ in flags(r.get("warnings")))
         checked.append((rmse <= RIGHT_WITHIN, rmse <= flat, flagged))

@@ -82,6 +82,10 @@ class RefitConfig:
     resample: hold-out split, loss, ``alpha_max``, ``nondecreasing``), as ``meta-study refit``
     passes its options to all three: a ``sensitivity`` or ``bootstrap`` whose ``fit`` is left at
     the default takes it, and one given other fitting options is refused (:class:`ValueError`).
+    So with the frontiers: a ``sensitivity`` left at its default frontiers (every estimator) is
+    run on ``fit.selection.frontiers``, as ``meta-study refit --frontiers`` narrows both; one
+    given its own frontiers keeps them (logged as ``sensitivity_frontiers``).
+    ``max_group_figures``: per-group figures at most, an integer of 0 or more.
     """
 
     store: str
@@ -149,6 +153,19 @@ class RefitConfig:
                                  f"fit's options (its run logs those): leave {name}.fit at the default, or give it "
                                  "the same")
             object.__setattr__(self, name, replace(part, fit=self.fit))
+        # the sensitivity's frontiers as the CLI's: fit.selection.frontiers narrowed to vertices
+        # left the sensitivity on every estimator (its default), where `refit --frontiers vertices`
+        # runs it on vertices alone: the same settings, other tables and several times the work
+        fronts = self.fit.selection.frontiers
+        if self.sensitivity.frontiers == SensitivityOptions().frontiers and self.sensitivity.frontiers != fronts:
+            object.__setattr__(self, "sensitivity", replace(self.sensitivity, frontiers=fronts))
+        # -1 drew every group's figure but the last (a slice [:-1]) and recorded -1 drawn; 2.5 ended
+        # the refit, after every fit, in a TypeError (as the CLI's --max-group-figures refuses them)
+        n = self.max_group_figures
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"RefitConfig: max_group_figures must be an integer of 0 or more (per-group figures "
+                             f"at most), got {n!r}")
+        object.__setattr__(self, "max_group_figures", int(n))
 
     def options_fingerprint(self) -> str:
         """What, besides the data, decides the results: a change refits everything (the

@@ -35,7 +35,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
 
@@ -291,12 +291,15 @@ def _command_flags() -> tuple[str, frozenset[str]] | None:
     return ctx.info_name or ctx.command.name or "this command", flags
 
 
-def _refusal_advice(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+def _refusal_advice(old: Mapping[str, Any], new: Mapping[str, Any],
+                    command: tuple[str, frozenset[str]] | None = None) -> str:
     """What to do about a part made with other options: the same options, where the running
     command has the flags that differ. `report --loss huber --out D` then `correlations --out D`
-    said "give another --out, or the same options to reuse it", and correlations has no --loss."""
+    said "give another --out, or the same options to reuse it", and correlations has no --loss.
+    ``command``: the name and flags of the command running (:class:`ResultsDir`'s); default the
+    ``meta-study`` command's, read from click."""
     same = "give another --out, or the same options to reuse it"
-    command = _command_flags()
+    command = command or _command_flags()
     if command is None:
         return same
     name, flags = command
@@ -322,8 +325,15 @@ def _json_type(v: Any) -> str:
 class ResultsDir:
     """A results directory: its tables, figures, ``results.json`` and ``index.html``."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, command: tuple[str, Iterable[str]] | None = None) -> None:
+        """``command``: the name and the flags (every spelling, ``--out`` included) of the command
+        that runs, which alone a refusal's advice names: an ``analysis/*.py`` script passes its
+        argparse parser's (:func:`~meta_study.analysis.scripts.command_flags`). Default: the
+        running ``meta-study`` command's, read from click; outside one, none (the advice names the
+        options that differ, not which flags give them). A script's refusal told
+        `fig3_sensitivity.py` to give the --loss it has no option for."""
         self.path = Path(path)
+        self.command = None if command is None else (str(command[0]), frozenset(command[1]))
 
     def manifest(self) -> dict[str, Any]:
         """``results.json``: ``{"parts": {part: {options, selection, ...}}}`` (no parts when absent).
@@ -379,7 +389,7 @@ class ResultsDir:
             have = {**have, "options": key["options"]}    # recorded before the key left the headline's options
         if {k: have.get(k) for k in key} != key:
             raise UserError(f"{self.path / MAIN_TABLE[part]}: made with {_describe_difference(have, key)}; "
-                            f"{_refusal_advice(have, key)}")
+                            f"{_refusal_advice(have, key, self.command)}")
         if have.get("incomplete"):      # an interrupted write of these very options: redone
             return "compute"
         if figures and have.get("figures") is False and part == "fits":

@@ -60,6 +60,13 @@ def count(text: str) -> int:
     return n
 
 
+def command_flags(p: argparse.ArgumentParser) -> tuple[str, frozenset[str]]:
+    """A script's name and flags (its options' every spelling, as ``p`` takes them): what a
+    :class:`~meta_study.analysis.results.ResultsDir`'s refusal may advise it to give."""
+    flags = frozenset(o for a in p._actions if a.help != argparse.SUPPRESS for o in a.option_strings)
+    return p.prog, flags
+
+
 def selection(args: argparse.Namespace) -> Any:
     from .groups import Selection
 
@@ -171,10 +178,12 @@ def sizes(text: str | None) -> tuple[int, ...] | None:
 
 
 def analyse(args: argparse.Namespace, options: Any, *, figures: bool = True, max_group_figures: int = 60,
-            address: str | None = None, use_ray: bool = False) -> tuple[Any, Any]:
+            address: str | None = None, use_ray: bool = False,
+            parser: argparse.ArgumentParser | None = None) -> tuple[Any, Any]:
     """The one pipeline (:func:`~meta_study.analysis.results.analyze`, then the results
-    directory), as the CLI runs it: returns (analysis, paths written). A selection that matches
-    nothing is a :class:`UserError`."""
+    directory), as the CLI runs it: returns (analysis, paths written). ``parser`` is the script's:
+    a refusal of ``--out`` names only its flags (without it, the options that differ). A
+    selection that matches nothing is a :class:`UserError`."""
     from ..store import open_store
     from .results import ResultsDir, analyze
     from .tables import options_text
@@ -193,7 +202,9 @@ def analyse(args: argparse.Namespace, options: Any, *, figures: bool = True, max
 
         refuse_empty_address(address)
         check_target(address)
-    results = ResultsDir(args.out)
+    # a refusal names the flags this script has: `sensitivity --loss huber --out D`, then
+    # `fig3_sensitivity.py --out D` was told to give the same options, and it has no --loss
+    results = ResultsDir(args.out, command=None if parser is None else command_flags(parser))
     # figures=: a part recorded without figures (`fit --no-figures`, tables_f1_f2.py) is made again
     # when this script draws them; reused as it was, fig1_grid.py drew no figure and said nothing
     # group_figures: as the CLI asks it, a fits part drawn with fewer per-group figures than asked is fitted
