@@ -519,6 +519,11 @@ def _train(wd: Path, tracking: str, serial: bool, log: Callable[[str], None] = p
         # lack, said before any ingest, as the sweep itself says (exit 1)
         raise DemoStepFailed(f"--workdir {wd}: MLflow ({tracking}) refused {res.dropped} operation(s) of the demo's "
                              "sweep for good (the lines above say which); nothing was ingested")
+    if res.unreconciled:
+        # the end-of-sweep check of MLflow's runs against Tune's record could not run: runs may be
+        # left RUNNING, which ingest does not read; the report would lack them without a word
+        raise DemoStepFailed(f"--workdir {wd}: the demo's sweep could not check its runs in {tracking} at its end "
+                             f"({res.unreconciled}); nothing was ingested; run the demo again once MLflow answers")
     return res.finished
 
 

@@ -75,3 +75,20 @@ def test_a_sweeps_tracking_uri_with_a_slash_in_its_password_never_shows_it() -> 
     with pytest.raises(UserError) as e:
         refuse_secrets(tracking_uri="http://u:zq/xy@h:5000", storage_path=None)
     assert "zq" not in str(e.value) and "xy" not in str(e.value) and "credentials" in str(e.value), str(e.value)
+
+
+def test_a_demo_sweep_whose_end_of_sweep_check_could_not_run_is_not_ingested(tmp_path, monkeypatch) -> None:
+    """SweepResult.unreconciled (MLflow's search failed at the sweep's end: runs may be left
+    RUNNING, which ingest does not read): the demo went on to ingest and report without a word."""
+    import pytest
+
+    from meta_study import demo
+    from meta_study.tune import runner
+
+    res = runner.SweepResult(name="demo", experiment_dir="/x/ray/demo", tracking_uri="sqlite:///x.db",
+                             parent_run_id="p", trials=18, finished=18, errored=0, early_stopped=0, seconds=1.0,
+                             unreconciled="ConnectionError: refused")
+    monkeypatch.setattr(runner, "run_sweep", lambda spec, options: res)
+    with pytest.raises(demo.DemoStepFailed, match=r"could not check its runs .*ConnectionError: refused.* nothing "
+                                                  r"was ingested"):
+        demo._train(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", serial=True, log=lambda m: None)

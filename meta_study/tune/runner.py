@@ -432,11 +432,51 @@ def sweep_settings(spec: SweepSpec, options: SweepOptions, *, given_only: bool =
     # the restored trials on other images under the same name
     space = space_fingerprint(spec.space(options))
     return {**fixed_config(spec, options), "num_samples": _samples(spec, options), **flags,
-            "datasets": dict(options.datasets), **({SPACE_KEY: space} if space else {})}
+            "datasets": dict(options.datasets), **({SPACE_KEY: space} if space else {}),
+            **trial_mode(options)}
 
 
 #: The sweep record's setting holding :func:`space_fingerprint` (records before 2026-12-05 lack it).
 SPACE_KEY = "search_space"
+#: The sweep record's settings holding :func:`trial_mode` (records before 2026-12-06 lack them):
+#: compared by :func:`check_trial_mode`, not by the plan's comparison of the other settings.
+MODE_KEYS = ("workers_per_trial", "torch_trainer")
+
+
+def trial_mode(options: SweepOptions) -> dict[str, Any]:
+    """How each trial trains: its data-parallel workers, and whether it runs a Ray Train
+    TorchTrainer (``--torch-trainer``, or more than one worker)."""
+    return {"workers_per_trial": options.workers_per_trial,
+            "torch_trainer": bool(options.torch_trainer or options.workers_per_trial > 1)}
+
+
+def check_trial_mode(record: SweepRecord, options: SweepOptions) -> None:
+    """A resume trains its trials as the sweep started them: with another ``--workers-per-trial``
+    or ``--torch-trainer``, an unfinished trial restarted from scratch (a data-parallel trial's
+    checkpoints are Ray Train's, under its trial directory; a single-process trial's are Tune's:
+    neither mode finds the other's), and its finished trials had trained with other workers.
+    Not compared for a record that lacks the mode (written before it was kept).
+
+    Raises:
+        UserError: one line naming both modes and what to pass.
+    """
+    was = {k: record.settings[k] for k in MODE_KEYS if k in record.settings}
+    now = trial_mode(options)
+    if len(was) < len(MODE_KEYS) or (int(was["workers_per_trial"]), bool(was["torch_trainer"])) == (
+            now["workers_per_trial"], now["torch_trainer"]):
+        return
+
+    def said(workers: int, torch_trainer: bool) -> str:
+        return (f"--workers-per-trial {workers}" if workers > 1 else "--torch-trainer (one worker)" if torch_trainer
+                else "neither --workers-per-trial nor --torch-trainer (one process per trial)")
+
+    workers, torch_trainer = int(was["workers_per_trial"]), bool(was["torch_trainer"])
+    why = ("its unfinished trials would restart from scratch (a data-parallel trial's checkpoints are Ray Train's, a "
+           "single-process trial's Tune's: neither finds the other's)" if torch_trainer != now["torch_trainer"]
+           else f"its trials train with {workers} data-parallel workers each")
+    raise UserError(f"--resume: sweep {record.sweep} was started with {said(workers, torch_trainer)}, this command "
+                    f"gives {said(now['workers_per_trial'], now['torch_trainer'])}: {why}; pass the same "
+                    "--workers-per-trial and --torch-trainer, or start a new sweep with --name")
 
 
 def space_fingerprint(space: Any) -> str | None:
@@ -829,7 +869,8 @@ class SweepResult:
     :data:`~.finalize.UNEVALUABLE_REASON`; they fail neither the parent run nor the exit status).
     ``trials`` = ``finished`` + ``errored`` + ``eval_failed`` + ``unevaluable`` at a sweep's end,
     ``early_stopped`` counting the evaluated ones, the failed and the unevaluable; ``settled`` / ``orphaned``: runs a dead driver had left open, settled from Tune's
-    record or closed (:mod:`.finalize`); ``interrupted``: runs left unfinished by Tune's stop
+    record or closed (:mod:`.finalize`); ``unreconciled``: why that settling could not run (its
+    MLflow search failed), else None; ``interrupted``: runs left unfinished by Tune's stop
     signal (``stop_signal``: Ctrl-C), ended KILLED for ``--resume`` to continue (an early-stopped
     trial still waiting for its evaluation among them, and in ``early_stopped`` too).
     """
@@ -860,6 +901,11 @@ class SweepResult:
     # run deleted; each said on stderr): never sent, never spooled, so no --resume sends them. The
     # parent run ends FAILED and the sweep exits 1 (it exited 0, parent FINISHED, every trial's run missing)
     dropped: int = 0
+    # the end-of-sweep settling of runs left open (finalize.reconcile) could not run (MLflow failed
+    # its search, or the storage the run map; the error's line): MLflow may still show runs RUNNING that an earlier driver left,
+    # or lack the run of a trial Tune recorded. The parent run ends FAILED and the sweep exits 1 (it
+    # ended with MLflow's error alone, no summary); a --resume once MLflow answers settles them
+    unreconciled: str | None = None
 
 
 @dataclass(frozen=True)
@@ -912,9 +958,10 @@ def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
 
     code = provenance.code_version([f for f in [provenance.script_of(spec.space)] if f])
     settings = sweep_settings(spec, o, given_only=True)
-    space = settings.pop(SPACE_KEY, None)      # compared below, in words of its own
+    space = settings.pop(SPACE_KEY, None)      # compared below, in words of its own, as the trial mode
+    settings = {k: v for k, v in settings.items() if k not in MODE_KEYS}
     others = None if record is None else replace(record, settings={k: v for k, v in record.settings.items()
-                                                                   if k != SPACE_KEY})
+                                                                   if k != SPACE_KEY and k not in MODE_KEYS})
     try:
         tune_state = tune.Tuner.can_restore(exp_dir)
     except ValueError as e:   # pyarrow's ArrowInvalid: "s3://" without a bucket was a traceback
@@ -928,6 +975,8 @@ def plan_sweep(spec: SweepSpec, o: SweepOptions) -> _Plan:
         raise UserError(f"--resume: the search space of sweep {record.sweep} changed since it started (fingerprint "
                         f"{was} -> {space or 'not a mapping'}): Tune would go on with the old one; restore the "
                         "sweep's space, or start a new sweep with --name")
+    if sp.resume and record is not None:
+        check_trial_mode(record, o)
     return _Plan(name=name, storage=storage, exp_dir=exp_dir, tracking=tracking, state=state, record=record,
                  resume=sp.resume, restore_tune=sp.restore_tune, experiment=sp.experiment, code=code,
                  code_changed=sp.code_changed)
@@ -1067,14 +1116,76 @@ def _session_tags(s: Session, n: int) -> list[Any]:
 
 def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepResult:
     """Run (or resume) the sweep, evaluate early-stopped trials, settle what a dead driver left.
+    What ``quiet`` changes in the process (loggers' levels, an environment variable) is put back
+    on return or raise: a program that ran a quiet sweep and then another one ran both quiet.
 
     Raises:
         UserError: one line, before any trial starts: credentials in a URI or the job's
             runtime_env, an install without the training extra, a storage path some node cannot
             use, ``--resume`` with nothing to restore, a sweep that exists without ``--resume``,
-            another experiment or tracking server than the sweep's, or code changed since it
+            another experiment or tracking server than the sweep's, other settings (``--set``,
+            ``--workers-per-trial``...) than the sweep was started with, or code changed since it
             last ran (without ``--allow-code-change``).
     """
+    with _process_settings_kept() as kept:
+        return _run_sweep(spec, options, kept)
+
+
+class _KeptSettings:
+    """Process-wide settings a sweep changes, each with the value it had before the first change."""
+
+    def __init__(self) -> None:
+        self.levels: dict[str, int] = {}
+        self.env: dict[str, str | None] = {}
+
+    def set_level(self, logger: str, level: int) -> None:
+        import logging
+
+        self.levels.setdefault(logger, logging.getLogger(logger).level)
+        logging.getLogger(logger).setLevel(level)
+
+    def set_env(self, key: str, value: str) -> None:
+        self.env.setdefault(key, os.environ.get(key))
+        os.environ[key] = value
+
+    def restore(self) -> None:
+        import logging
+
+        for name, level in self.levels.items():
+            logging.getLogger(name).setLevel(level)
+        for key, value in self.env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _process_settings_kept() -> Iterator[_KeptSettings]:
+    """What a sweep changes through :class:`_KeptSettings`, put back when it ends. Noted when
+    changed (not on entry): Ray configures its loggers when first imported, inside the sweep. The
+    "ray" logger's level that ``ray.init`` sets with ``quiet`` stays: it goes with the Ray session,
+    which outlives the sweep in this process (the demo's analysis runs on it)."""
+    kept = _KeptSettings()
+    try:
+        yield kept
+    finally:
+        kept.restore()
+
+
+def _quiet_process(kept: _KeptSettings) -> None:
+    """``--quiet``'s settings of the driver process (put back by :func:`run_sweep` when it ends)."""
+    import logging
+
+    # Tune's default CSV/JSON/TensorBoard loggers: MLflow is the record, and TensorBoard warns
+    # about every list-valued config ("invalid value ... via TBXLoggerCallback")
+    kept.set_env("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # an errored trial's traceback (Tune logs it at ERROR) is one line of the summary instead
+    for name in ("ray.tune", "ray.train", "ray.air"):
+        kept.set_level(name, logging.CRITICAL)
+
+
+def _run_sweep(spec: SweepSpec, options: SweepOptions, kept: _KeptSettings) -> SweepResult:
     o = options
     refuse_secrets(tracking_uri=o.tracking_uri, storage_path=o.storage_path, datasets=o.datasets)
     require_training(f"sweep {spec.name}")   # a core install: one line, not a worker's traceback
@@ -1118,14 +1229,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     from .trial import train_trial
 
     if o.quiet:
-        import logging
-
-        # Tune's default CSV/JSON/TensorBoard loggers: MLflow is the record, and TensorBoard warns
-        # about every list-valued config ("invalid value ... via TBXLoggerCallback")
-        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-        # an errored trial's traceback (Tune logs it at ERROR) is one line of the summary instead
-        for name in ("ray.tune", "ray.train", "ray.air"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        _quiet_process(kept)
     private = own_ray_requested(o.address)
     # "=0" turned them on too: every trial's output in the job log (gigabytes for thousands of trials)
     trial_logs = os.environ.get("META_STUDY_TRIAL_LOGS", "").strip().lower() in ("1", "true", "yes", "on")
@@ -1219,12 +1323,14 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
     dropped = int(getattr(callback, "dropped", 0) or 0)
     status, counts = sweep_end(len(results), finished, errored, out, unsent=unsent, dropped=dropped)
     _end_parent(p.tracking, rec, status, counts)
+    unreconciled = out.get("reconcile_error")
     return SweepResult(name=p.name, experiment_dir=p.exp_dir, tracking_uri=p.tracking,
                        parent_run_id=rec.parent_run_id, trials=len(results), finished=counts["finished"],
                        errored=errored, early_stopped=counts["early_stopped"], seconds=time.monotonic() - t0,
                        eval_failed=out["eval_failed"], unevaluable=out["unevaluable"], settled=out["settled"],
                        orphaned=out["orphaned"], resumed=p.resume, experiment_id=rec.experiment_id,
-                       experiment=rec.experiment, errors=errors, unsent=unsent, dropped=dropped)
+                       experiment=rec.experiment, errors=errors, unsent=unsent, dropped=dropped,
+                       unreconciled=unreconciled)
 
 
 def end_interrupted(signal_name: str, results: Sequence[Any], statuses: Mapping[str, str], callback: Any, p: _Plan,
@@ -1260,19 +1366,22 @@ def _dropped_line(name: str, dropped: int) -> str:
             "writer's lines above say which and why); MLflow lacks them, and --resume does not send them")
 
 
-def sweep_end(trials: int, finished: int, errored: int, out: Mapping[str, int], *,
+def sweep_end(trials: int, finished: int, errored: int, out: Mapping[str, Any], *,
               unsent: bool, dropped: int = 0) -> tuple[str, dict[str, int]]:
     """The parent run's end status and its ``sweep/*`` counts at a sweep's end, from the trials
     that finished training, those that errored and :func:`_finish`'s ``out``. The evaluated
     early-stopped trials count in ``finished`` and ``early_stopped``; ``trials`` = ``finished`` +
     ``errored`` + ``eval_failed`` + ``unevaluable``. FAILED when a trial errored, an evaluation
     failed (``--resume`` retries it) or MLflow lacks part of the sweep (``unsent``, or ``dropped``:
-    operations MLflow refused for good, counted in ``sweep/dropped``); a trial stopped before its
-    first checkpoint (``unevaluable``: no resume can evaluate it) fails nothing by itself."""
+    operations MLflow refused for good, counted in ``sweep/dropped``), or may lack it (``out``'s
+    ``reconcile_error``: the runs left open were not settled; ``--resume`` settles them); a
+    trial stopped before its first checkpoint (``unevaluable``: no resume can evaluate it) fails
+    nothing by itself."""
     ok, failed, none = out["eval_done"], out["eval_failed"], out.get("unevaluable", 0)
     counts = {"trials": trials, "finished": finished + ok, "errored": errored,
               "early_stopped": ok + failed + none, "eval_failed": failed, "unevaluable": none, "dropped": dropped}
-    return ("FAILED" if errored or failed or unsent or dropped else "FINISHED"), counts
+    bad = errored or failed or unsent or dropped or out.get("reconcile_error")
+    return ("FAILED" if bad else "FINISHED"), counts
 
 
 def tune_statuses(grid: Any) -> dict[str, str]:
@@ -1414,28 +1523,38 @@ def _use_callbacks(tuner: Any, callbacks: Sequence[Any], verbose: int | None = N
 
 
 def _finish(spec: SweepSpec, results: list[Any], callback: Any, p: _Plan, rec: SweepRecord,
-            resources: PerTrialResources, hooks: "TrialHooks") -> dict[str, int]:
+            resources: PerTrialResources, hooks: "TrialHooks") -> dict[str, Any]:
     """Evaluate the early-stopped trials, then settle what earlier sessions left open. ``eval_done``
-    counts the early-stopped trials evaluated, in this session or an earlier one."""
+    counts the early-stopped trials evaluated, in this session or an earlier one;
+    ``reconcile_error``: why the settling could not run (MLflow failed its search: a server gone
+    at the sweep's end; or the storage the run map), else None. The trials are done and logged by then: the sweep ends with
+    its summary and a line saying so (:func:`sweep_main`), not with MLflow's error alone."""
     from .finalize import evaluate_stopped, is_stopped_early, reconcile
 
     stopped = [r for r in results if is_stopped_early(r)]
     ev = evaluate_stopped(stopped, callback, resources=resources, hooks=hooks)
     sent = callback.flush()
     settled = orphaned = 0
+    reconcile_error = None
     if sent:   # the server holds everything this session logged: what is still RUNNING is left over
         name = TrialName(spec.name)
-        rc = reconcile(results, callback, tracking_uri=p.tracking, experiment_id=rec.experiment_id,
-                       parent_run_id=rec.parent_run_id, runs_map=p.state.runs(),
-                       name_of=lambda tid: name(TrialRef(tid)))
-        callback.flush()
-        settled, orphaned = len(rc.settled), len(rc.orphaned)
+        try:
+            rc = reconcile(results, callback, tracking_uri=p.tracking, experiment_id=rec.experiment_id,
+                           parent_run_id=rec.parent_run_id, runs_map=p.state.runs(),
+                           name_of=lambda tid: name(TrialRef(tid)))
+        except Exception as e:
+            if not _machine_error(e):      # a bug keeps its traceback (sweep_main)
+                raise
+            reconcile_error = error_line(e)
+        else:
+            settled, orphaned = len(rc.settled), len(rc.orphaned)
+        callback.flush()    # what it queued before failing, too
     # evaluated now, or by an earlier session (a resume leaves those alone, but they still count):
     # trials == finished + errored + eval_failed + unevaluable, the evaluated ones in finished and
     # early_stopped (sweep_end)
     ok = len(ev.done) + len(getattr(ev, "logged", ()))
     return {"eval_done": ok, "eval_failed": len(ev.failed), "unevaluable": len(getattr(ev, "unevaluable", {})),
-            "settled": settled, "orphaned": orphaned}
+            "settled": settled, "orphaned": orphaned, "reconcile_error": reconcile_error}
 
 
 def _abandon(tracking_uri: str, rec: SweepRecord, callback: Any, e: BaseException) -> None:
@@ -1591,7 +1710,8 @@ def browse_line(tracking_uri: str, experiment_id: str) -> str:
     from ..mlflow_client import experiment_url
 
     if tracking_uri.startswith("sqlite"):
-        return (f"browse: mlflow ui --backend-store-uri {tracking_uri}, then "
+        # quoted: a path with a space or a quote in it gave a command that failed when pasted
+        return (f"browse: mlflow ui --backend-store-uri {shlex.quote(tracking_uri)}, then "
                 f"{experiment_url(tracking_uri, experiment_id, ui='http://127.0.0.1:5000')}")
     return f"browse: {experiment_url(tracking_uri, experiment_id) or tracking_uri}"
 
@@ -1678,4 +1798,14 @@ def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
               "same command with --resume to send what was spooled", file=sys.stderr)
     if res.dropped:
         print(_dropped_line(spec.name, res.dropped), file=sys.stderr)
-    sys.exit(1 if res.errored or res.eval_failed or res.unsent or res.dropped else 0)
+    if res.unreconciled:
+        print(_unreconciled_line(spec.name, res.unreconciled), file=sys.stderr)
+    sys.exit(1 if res.errored or res.eval_failed or res.unsent or res.dropped or res.unreconciled else 0)
+
+
+def _unreconciled_line(name: str, why: str) -> str:
+    """The sweep's line when its runs left open could not be settled (``SweepResult.unreconciled``)."""
+    return (f"{name}: the end-of-sweep check of MLflow's runs against Tune's record could not run ({why}): a run an "
+            "earlier driver left open may still be RUNNING, or a trial's run missing (ingest reads FINISHED runs "
+            "only); the counts above are the driver's. Once MLflow answers, run the same command with --resume to "
+            "run the check (finished trials are not trained again)")
