@@ -350,6 +350,8 @@ def _coerce_string(s: pd.Series) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     wrong = np.zeros(len(s), bool)
     bad_text = np.zeros(len(s), bool)
     for i, v in enumerate(obj):
+        if isinstance(v, (bytes, bytearray)):   # a Parquet binary column: its text ("b'c'" was "bytes is not a string")
+            v = bytes_text(v)
         if _is_missing(v):
             out.append(None)
         elif isinstance(v, str) and not _is_utf8(v):
@@ -380,6 +382,24 @@ _NAMED = re.compile(rf"(?:[A-Za-z]{{3,9}},?\s+)?(?:(?P<d1>\d{{1,2}})(?:st|nd|rd|
                     rf"|(?P<m2>[A-Za-z]{{3,9}})\.?\s+(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?),?\s+(?P<y>\d{{4}})(?P<rest>{_TIME})")
 #: Day and month as numbers, year last ("03/04/2024"): which is the day is read from the column.
 _DMY = re.compile(rf"(\d{{1,2}})([-/.])(\d{{1,2}})\2(\d{{2}}|\d{{4}})({_TIME})")
+#: Go's ``time.Time.String()`` ("2024-05-01 12:00:00.123456789 +0000 UTC", "... +0200 CEST m=+0.000012345"):
+#: its offset says the instant; the zone's abbreviation after it (a name, or the offset's hours,
+#: "+03", where the zone has none) and the monotonic clock's reading ("m=+0.001") say nothing more.
+_GO = re.compile(r"(\d{4}-\d{2}-\d{2}\s+\d{1,2}:\d{2}:\d{2}(?:\.\d+)?\s+([+-])(\d{2})(\d{2}))"
+                 r"\s+(?:([A-Za-z]{1,6})|([+-])(\d{2})(\d{2})?)(?:\s+m=[+-]?\d+(?:\.\d+)?)?")
+
+
+def _go_time(m: re.Match) -> str | None:
+    """A :data:`_GO` time without its zone's name, or None where the name contradicts the offset
+    ("+0200 UTC", "+0200 +03"): which of the two is right is unknown."""
+    sign, hh, mm, name, sign2, hh2, mm2 = m.group(2, 3, 4, 5, 6, 7, 8)
+    if name is not None and name.upper() in ("UTC", "GMT", "Z") and (hh, mm) != ("00", "00"):
+        return None
+    if sign2 is not None and (sign2, hh2, mm2 or "00") != (sign, hh, mm):
+        return None
+    return m[1]
+
+
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
            "November", "December")
 
@@ -498,6 +518,8 @@ def _timestamp_texts(texts: Sequence[str], order: _DateOrder | None = None,
         t = t.strip()
         if m := _YMD.fullmatch(t):
             out[i] = f"{m[1]}-{int(m[3]):02d}-{int(m[4]):02d}{m[5]}"
+        elif m := _GO.fullmatch(t):
+            out[i] = _go_time(m)
         elif m := _NAMED.fullmatch(t):
             # pandas (dateutil) reads a year below 100 as two digits even when written with four:
             # "01 Jan 0001", the unknown-time placeholder, was 2001-01-01 and "3 Jan 0024" 2024
@@ -524,7 +546,7 @@ def _timestamp_texts(texts: Sequence[str], order: _DateOrder | None = None,
             out[i] = f"{y}-{b:02d}-{a:02d}{rest}"
         else:
             order.undecided = order.undecided or t
-            why[i] = (f"{t!r} is ambiguous: {a} {_MONTHS[b - 1]} or {_MONTHS[a - 1]} {b}? (no date read with it "
+            why[i] = (f"{t!r} is ambiguous: {a} {_MONTHS[b - 1]} or {_MONTHS[a - 1]} {b}? (no date in its column "
                       f"has a day above 12 to tell the order) write it as ISO 8601 ({y}-{b:02d}-{a:02d} or {y}-{a:02d}-{b:02d})",
                       "ambiguous day and month (write ISO 8601)")
     order.day_first, order.month_first = day_first, month_first
@@ -643,7 +665,7 @@ def _coerce_map(s: pd.Series) -> tuple[list[list[tuple[str, str]] | None], np.nd
             wrong[i] = True
             continue
         # a missing value is "" whatever the input's shape (NaN was "nan" in a list of pairs)
-        m = sorted((str(k), "" if _is_missing(x) else extra_text(x)) for k, x in pairs)
+        m = sorted((_key_text(k), "" if _is_missing(x) else extra_text(x)) for k, x in pairs)
         problem = _map_problem(m)
         if problem is None:
             m, problem = _ds_test_size(m)
@@ -693,12 +715,34 @@ def _map_problem(pairs: list[tuple[str, str]]) -> str | None:
         if k == k2 and a != b:
             return f"key {printable(repr(k))} given twice, with different values ({printable(repr(a))}, {printable(repr(b))})"
     for k, x in pairs:
-        if not (_is_utf8(k) and _is_utf8(x)):
-            return f"{printable(repr(k))}: {printable(repr(x))} is no valid Unicode text (a lone surrogate)"
+        if not _is_utf8(k):
+            return f"key {_bad_text(k)}"
+        if not _is_utf8(x):
+            return f"{printable(repr(k))}: {_bad_text(x)}"
     return None
 
 
+def bytes_text(v: bytes | bytearray | memoryview) -> str:
+    """Bytes (a Parquet ``binary`` column's cell, pyarrow gives them as ``bytes``) as the text they
+    hold: UTF-8 decoded, not Python's repr (``b'caf\\xc3\\xa9'``, which no reader takes for
+    "café"). Bytes that are no UTF-8 keep each such byte as a lone surrogate (``\\udcff`` for 0xff,
+    Python's ``surrogateescape``): no text the store can hold, so :func:`validate` gives the row a
+    reason (:func:`_bad_text`) rather than storing a guess."""
+    return bytes(v).decode("utf-8", "surrogateescape")
+
+
+def _bad_text(text: str) -> str:
+    """A text that cannot be stored (:func:`_is_utf8`), shown for a reason: bytes that are no UTF-8
+    (:func:`bytes_text`) as those bytes, a lone surrogate from a JSON escape as its escape."""
+    if all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text):
+        return (f"{printable(repr(text.encode('utf-8', 'surrogateescape')))} is no valid Unicode text (bytes that are "
+                "no UTF-8: a binary column? store them as text, or as hex)")
+    return f"{printable(repr(text))} is no valid Unicode text (a lone surrogate)"
+
+
 def _json_default(v: Any) -> Any:
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes_text(v)
     if isinstance(v, (np.integer,)):
         return int(v)
     if isinstance(v, (np.floating,)):
@@ -716,6 +760,8 @@ def extra_text(v: Any) -> str:
     never as a Python repr (``{'a': [1, 2]}``, ``True``) that no other reader parses."""
     if isinstance(v, str):
         return v
+    if isinstance(v, (bytes, bytearray, memoryview)):   # a Parquet binary column: its text, not "b'...'"
+        return bytes_text(v)
     if v is None:                 # a missing value: empty, as a missing cell of an extra column
         return ""
     if isinstance(v, (bool, np.bool_)):
@@ -726,6 +772,11 @@ def extra_text(v: Any) -> str:
         return json.dumps(_finite(v), default=_json_default, ensure_ascii=False)
     d = _json_default(v)          # a timestamp as ISO 8601 text, anything else as its str
     return d if isinstance(d, str) else json.dumps(d)
+
+
+def _key_text(k: Any) -> str:
+    """A key of ``extra`` (or of a JSON object) as text: bytes decoded (:func:`bytes_text`), not "b'...'"."""
+    return bytes_text(k) if isinstance(k, (bytes, bytearray, memoryview)) else str(k)
 
 
 def printable(text: str) -> str:
@@ -748,7 +799,7 @@ def _finite(v: Any) -> Any:
     if isinstance(v, (float, np.floating)) and not math.isfinite(v):
         return str(float(v))
     if isinstance(v, Mapping):
-        return {str(k): _finite(x) for k, x in v.items()}
+        return {_key_text(k): _finite(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_finite(x) for x in v]
     return v
@@ -921,7 +972,7 @@ def _numeric_array(col: Column, s: pd.Series, flag: _Flags, unit: np.ndarray | N
     else:
         flag(nan & ~s.isna().to_numpy(), f"{col.name}: NaN")
     inf = np.isinf(v)
-    flag(inf, f"{col.name}: not finite")
+    flag(inf, lambda i, c=col.name, ss=s, v=v: f"{c}: not finite ({_infinity(ss.iloc[i], v[i])})", f"{col.name}: not finite")
     finite = np.isfinite(v)
     _flag_out_of_range(col, v, finite, flag, unit)
     good = finite
@@ -953,6 +1004,20 @@ def _numeric_array(col: Column, s: pd.Series, flag: _Flags, unit: np.ndarray | N
                 ints[i] = x
         return pa.array(ints, type=pa.int64(), mask=~good).cast(t, safe=False)
     return pa.array(np.where(good, v, 0.0), type=t, mask=~good)
+
+
+def _infinity(raw: Any, value: float) -> str:
+    """Which infinity a cell read as (``inf``, ``-inf``), for its reason, and what it was where its
+    source did not write an infinity: a number beyond float64 (a JSON integer such as ``10**400``,
+    a text ``1e400``)."""
+    which = "inf" if value > 0 else "-inf"
+    if isinstance(raw, np.generic):
+        raw = raw.item()
+    if isinstance(raw, float) or (isinstance(raw, str) and raw.strip().lstrip("+-").lower() in ("inf", "infinity")):
+        return which
+    if isinstance(raw, int):   # (its digits: past 4300 of them, str() raises)
+        return f"{which}: an integer beyond float64's range"
+    return f"{which}: {shown(raw)} is beyond float64's range"
 
 
 #: Count columns that exports often give in a unit (timm: parameters in millions, 86.57).
@@ -1207,8 +1272,10 @@ def _string_array(col: Column, s: pd.Series, flag: _Flags, whole: WholeInput | N
     arr = pc.utf8_trim_whitespace(arr)   # Unicode whitespace, as str.strip(); ~10 ms per million cells
     flag(wrong, lambda i, c=col.name, ss=s: f"{c}: wrong type ({type(ss.iloc[i]).__name__} is not a string)",
          f"{col.name}: wrong type (not a string)")
-    flag(bad_text, lambda i, c=col.name, ss=s: f"{c}: {shown(ss.iloc[i])} is no valid Unicode text (a lone "
-         "surrogate, such as a JSON \\ud800 escape, cannot be stored)", f"{col.name}: no valid Unicode text")
+    flag(bad_text, lambda i, c=col.name, ss=s: (
+        f"{c}: {_bad_text(bytes_text(ss.iloc[i]))}" if isinstance(ss.iloc[i], (bytes, bytearray)) else
+        f"{c}: {shown(ss.iloc[i])} is no valid Unicode text (a lone surrogate, such as a JSON \\ud800 escape, cannot "
+        "be stored)"), f"{col.name}: no valid Unicode text")
     wrong = wrong | bad_text   # (not also "missing required field")
     text = lambda i, a=arr: a[i].as_py()  # noqa: E731 (one cell, for a message)
     if col.required:
@@ -1469,7 +1536,8 @@ def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.T
     ``eval_protocol`` 'kfold' or a column the schema does not have (dropped without a word) as
     they came. Names are stored as :func:`validate` stores them (NFC, without zero-width
     characters or whitespace at either end; an empty optional one as null): ``" c "`` was a task
-    of its own beside ``c``.
+    of its own beside ``c``; so is ``extra`` (a key repeated with one value once, a ``ds_n`` as its
+    integer text, :func:`_conform_extra`).
 
     Raises:
         ValueError: a column the schema does not have, or one given twice; a required column
@@ -1478,8 +1546,9 @@ def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.T
             Column 'us_accuracy' is declared non-nullable``); a value :func:`validate` never
             passes (NaN, an infinity, out of the column's range, not among its choices, an empty
             required name, a task name that cannot be a partition directory, a time outside years
-            1 to 9999, a few-shot row without shots or on 0 shots) or one the column's type cannot hold.
-            The message names the column, how many values and one of them.
+            1 to 9999, a few-shot row without shots or on 0 shots, a key of ``extra`` given twice with
+            different values or an ``extra`` ``ds_n`` that is no test-set size) or one the column's
+            type cannot hold. The message names the column, how many values and one of them.
     """
     # (table.column(name) of a name given twice raised a KeyError)
     twice = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
@@ -1527,7 +1596,10 @@ def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.T
                 a = pc.if_else(pc.is_nan(a), pa.scalar(None, f.type), a)
             if pa.types.is_string(f.type) and len(a):
                 a = _conform_names(a, f.nullable)
-            problem = _value_problem(COLUMN_BY_NAME[f.name], a)
+            problem = None
+            if pa.types.is_map(f.type) and a.null_count < len(a):
+                a, problem = _conform_extra(a, table.column("run_id") if "run_id" in table.column_names else None)
+            problem = problem or _value_problem(COLUMN_BY_NAME[f.name], a)
             if problem is not None:
                 raise ValueError(f"{f.name}: {problem}; validate the rows first (see validation.validate)")
             cols.append(a)
@@ -1558,6 +1630,67 @@ def _conform_names(a: pa.ChunkedArray | pa.Array, optional: bool) -> pa.Array:
     if optional and pc.any(pc.equal(a, "")).as_py():
         a = pc.if_else(pc.equal(a, ""), pa.scalar(None, pa.string()), a)
     return a
+
+
+#: A DS test-set size as :func:`_ds_test_size` stores it: a whole number, at least 1, within int64.
+_SIZE_TEXT = r"^([1-9][0-9]{0,17})?$"
+
+
+def _conform_extra(a: pa.ChunkedArray | pa.Array, run_ids: pa.ChunkedArray | None,
+                   ) -> tuple[pa.Array, str | None]:
+    """``extra`` (a map column) as :func:`validate` stores it, and what in it :func:`validate` never
+    passes (else None): a key given twice with different values, or a ``ds_n`` that is no test-set
+    size (:func:`_ds_test_size`; the analysis read "0.5" as half an example, a floor of +-100
+    points under the task's intervals). Identical repeats of a key are one pair, a null value is ""
+    and a size is its integer text ("1,000": 1000), as there. Vectorized over the map's entries
+    (~10 ms per 100,000 rows of sorted keys, as validate writes them); the column is built again in
+    Python only where one of those is to clean."""
+    if isinstance(a, pa.ChunkedArray):
+        a = a.combine_chunks()
+    # (Arrow's list kernels have no map kernels, and a map's .keys ignore a slice: as a list of entries)
+    lists = a.cast(pa.list_(pa.struct([pa.field("key", pa.string(), nullable=False), ("value", pa.string())])))
+    entries = lists.flatten()
+    if not len(entries):
+        return a, None
+    parent = pc.list_parent_indices(lists).to_numpy()
+    keys, values = entries.field("key"), entries.field("value")
+    m = len(keys)
+    same_row = parent[1:] == parent[:-1]
+    if not (same_row & ~pc.less(keys.slice(0, m - 1), keys.slice(1)).to_numpy(zero_copy_only=False)).any():
+        dup = np.zeros(m, bool)   # each map's keys in increasing order (validate's rows): no key twice
+    else:
+        codes = keys.dictionary_encode().indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        dup = pd.Series(parent.astype(np.int64) * (int(codes.max()) + 1) + codes).duplicated(keep=False).to_numpy()
+    odd_size = pc.equal(keys, EXTRA_DS_TEST_SIZE).to_numpy(zero_copy_only=False)
+    at = np.flatnonzero(odd_size)
+    if len(at):
+        sizes = values.take(pa.array(at))
+        odd_size[at] = ~pc.fill_null(pc.match_substring_regex(sizes, _SIZE_TEXT), True).to_numpy(zero_copy_only=False)
+    null_value = values.null_count > 0
+    if not (dup.any() or odd_size.any() or null_value):
+        return a, None
+
+
+    rows = np.unique(parent[dup | odd_size]).tolist() if not null_value else range(len(a))
+    cells = a.to_pylist()
+    problems: dict[str, list[int]] = {}
+    for i in rows:
+        if cells[i] is None:
+            continue
+        pairs = [(k, "" if x is None else x) for k, x in cells[i]]
+        problem = _map_problem(sorted(pairs))
+        if problem is None:
+            fixed, problem = _ds_test_size(pairs)
+            cells[i] = list(dict(fixed).items())   # repeats of one pair once, in their first place
+        if problem is not None:
+            problems.setdefault(problem, []).append(i)
+    if problems:
+        problem, at = next(iter(problems.items()))
+        others = sum(len(v) for v in problems.values()) - 1
+        where = [] if run_ids is None else [f"run {printable(repr(run_ids[at[0]].as_py()))}"]
+        where += [f"and {others} other row(s) with a problem in it"] if others else []
+        return a, problem + (f" ({', '.join(where)})" if where else "")
+    return pa.array(cells, type=a.type), None
 
 
 def _few_shot_problem(table: pa.Table) -> str | None:

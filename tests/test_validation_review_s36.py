@@ -60,7 +60,7 @@ def test_an_ambiguous_date_is_quarantined_when_nothing_in_its_column_decides():
     (March 4, May 6): a guess. '07/07/2024' is July 7 either way."""
     stored, reasons = _started(["03/04/2024", "05/06/2024", "07/07/2024"])
     assert stored == {"r2": "2024-07-07T00:00:00+00:00"}
-    assert reasons["r0"] == ("started_at: '03/04/2024' is ambiguous: 3 April or March 4? (no date read with it "
+    assert reasons["r0"] == ("started_at: '03/04/2024' is ambiguous: 3 April or March 4? (no date in its column "
                              "has a day above 12 to tell the order) write it as ISO 8601 (2024-04-03 or 2024-03-04)"), \
         reasons
     assert set(reasons) == {"r0", "r1"}
