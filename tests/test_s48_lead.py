@@ -92,3 +92,15 @@ def test_a_demo_sweep_whose_end_of_sweep_check_could_not_run_is_not_ingested(tmp
     with pytest.raises(demo.DemoStepFailed, match=r"could not check its runs .*ConnectionError: refused.* nothing "
                                                   r"was ingested"):
         demo._train(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", serial=True, log=lambda m: None)
+
+
+def test_run_ids_from_a_binary_column_are_its_text() -> None:
+    """A run id from a Parquet binary column (pyarrow gives bytes) was Python's repr, "b'r1'",
+    bare or in a template; the validator already reads such bytes as their text elsewhere."""
+    from meta_study.ingest.mapping import render_run_ids
+
+    frame = pd.DataFrame({"rid": [b"r1", b"caf\xc3\xa9"], "seed": [b"s1", b"s2"]})
+    bare, _ = render_run_ids("rid", frame, "f.parquet")
+    assert bare.tolist() == ["r1", "café"]
+    templ, problems = render_run_ids("{rid}-{seed}", frame, "f.parquet")
+    assert templ.tolist() == ["r1-s1", "café-s2"] and not any(problems or [])

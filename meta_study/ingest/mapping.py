@@ -40,7 +40,7 @@ import pyarrow as pa
 
 from ..errors import UserError
 from ..schema import ARCH_FAMILIES, COLUMN_BY_NAME, EVAL_PROTOCOLS, STORE_FILLED
-from ..validation import (SOURCE_REASON, SOURCE_REASON_KIND, SOURCE_UNIT, ambiguous_thousands, canonical_name,
+from ..validation import (SOURCE_REASON, bytes_text, SOURCE_REASON_KIND, SOURCE_UNIT, ambiguous_thousands, canonical_name,
                           extra_text, number_text, printable)
 
 ACCURACY_UNITS = ("fraction", "percent", "error", "error_percent")
@@ -846,6 +846,12 @@ def template_fields(template: str) -> list[str]:
         return []
 
 
+def _name_text(v: Any) -> str:
+    """A name cell as text: bytes (a Parquet binary column) as their UTF-8 text, not Python's repr
+    (``b'r1'`` was a run id "b'r1'"); what is no UTF-8 is left for validation's reason."""
+    return bytes_text(v) if isinstance(v, (bytes, bytearray, memoryview)) else str(v)
+
+
 def _is_name_value(v: Any) -> bool:
     """Whether a raw cell can be (part of) a run id: a scalar, not a list or an object (JSON Lines)."""
     return not isinstance(v, (list, tuple, dict, set, np.ndarray, Mapping))
@@ -872,7 +878,7 @@ def render_run_ids(template: str, frame: pd.DataFrame, where: str) -> tuple[pd.S
         if template not in frame.columns:
             raise _format_err(where, f"run_id: column {template!r} not found (columns: {', '.join(map(str, frame.columns))})")
         return frame[template].astype(object).map(
-            lambda v: v if not _is_name_value(v) else None if _na(v) else str(v)), None
+            lambda v: v if not _is_name_value(v) else None if _na(v) else _name_text(v)), None
     missing = [f for f in fields if f not in frame.columns]
     if missing:
         raise _format_err(where, f"run_id: template column(s) {', '.join(missing)} not found")
@@ -881,7 +887,7 @@ def render_run_ids(template: str, frame: pd.DataFrame, where: str) -> tuple[pd.S
 
     def text(f: str, i: int, v: Any) -> str:
         if _is_name_value(v):
-            return "" if _na(v) else canonical_name(str(v))
+            return "" if _na(v) else canonical_name(_name_text(v))
         shown = extra_text(v)
         problems[i] = problems[i] or (f"run_id: field {{{f}}} of the template {printable(repr(template))} holds a "
                                       f"{type(v).__name__} ({printable(shown)[:80]}), not a name")
@@ -1018,7 +1024,7 @@ def _merge_extra(existing: Any, rest: dict[str, str]) -> Any:
         except (ValueError, RecursionError):
             return existing
     if isinstance(existing, dict):
-        return {**{str(k): "" if v is None else extra_text(v) for k, v in existing.items()}, **rest}
+        return {**{_name_text(k): "" if v is None else extra_text(v) for k, v in existing.items()}, **rest}
     return existing
 
 
