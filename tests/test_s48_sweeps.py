@@ -209,7 +209,7 @@ def test_a_sweep_name_an_object_store_uri_cannot_hold_is_one_line(tmp_path, monk
     bad = next(c for c in name if not (c.isascii() and (c.isalnum() or c in "-_.")))
     assert err == (f"s48_t: --name {name!r}: holds {bad!r}, which a sweep's name on an object store "
                    "(s3://bucket/tune) cannot: its state and Tune's are found by URIs made of it; give a name of "
-                   "letters, digits and - _ . only\n"), err
+                   "letters, digits and - _ . ~ = , only\n"), err
 
 
 def test_a_plain_name_on_an_object_store_is_the_directory_tune_makes():

@@ -1061,4 +1061,4 @@ def check_name_in_uri(name: str, storage: str) -> None:
 
         raise UserError(f"--name {name!r}: holds {bad!r}, which a sweep's name on an object store "
                         f"({shown_uri(storage)}) cannot: its state and Tune's are found by URIs made of it; give a "
-                        "name of letters, digits and - _ . only")
+                        "name of letters, digits and - _ . ~ = , only")
