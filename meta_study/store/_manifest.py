@@ -226,8 +226,14 @@ class _Manifest:
                 raise _CorruptManifest(f"garbles field 'format_version' ({str(fv)[:40]!r})")
             raise UserError(f"{where}: not a meta-study manifest (format_version {str(fv)[:40]!r})")
         if d.get("format") != FORMAT:
-            if not checked and d.get("format") is None and "version" in d and "data" in d:
-                raise _CorruptManifest("lacks field 'format'")   # a damaged key of a manifest of ours
+            # Without a checksum nothing shows that it is another tool's: damage (read from the
+            # copy, rolled back by '--repair'). A latest manifest overwritten with "{}" (or any JSON
+            # object but ours) was "not a meta-study manifest" from every command, 'store check
+            # --repair' too, with its copy intact; only a verified one is refused as foreign
+            if not checked:
+                fmt = d.get("format")
+                raise _CorruptManifest("lacks field 'format'" if fmt is None else
+                                       f"garbles field 'format' ({str(fmt)[:40]!r})")
             raise UserError(f"{where}: not a meta-study manifest")
         if fv > FORMAT_VERSION:
             raise cls.newer_error(where, fv)

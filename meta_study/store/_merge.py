@@ -17,6 +17,7 @@ from ..errors import StoreDamagedError
 from ..schema import FILE_SCHEMA, KEY, PARTITION, SCHEMA
 
 from ..keys import key_array, key_of
+from ..validation import canonical_name
 from ..failpoints import failpoint as _failpoint
 from ._files import NotAFileError, WrongSizeError, _Files, _first_line, _parse_parquet, _table_bytes, partition_dir
 from ._manifest import FORMAT_VERSION, KEEP_LOG, QUARANTINE_SCHEMA, _Manifest
@@ -182,7 +183,10 @@ class _Plan:
         if delete_runs:
             for p in self.data:
                 touched.setdefault(p, None)
-        dels = {key_of((s, r)) for s, r in delete_runs}
+        # the names as the rows were stored (conform: NFC, trimmed): a run id given as its caller
+        # holds it (" r1", a decomposed "café" from a macOS file name) deleted nothing, and a run
+        # upserted with fewer tasks kept its stale rows of the others
+        dels = {key_of((_stored_name(s), _stored_name(r))) for s, r in delete_runs}
         for part, rows in touched.items():
             old_e = self.data.get(part)
             old = None
@@ -277,6 +281,7 @@ class _Plan:
         # and as text, as the quarantine stores them and delete_runs matches data rows (key_of):
         # delete_runs=[("src", 7)] deleted run "7"'s rows but kept its quarantined ones
         runs = {tuple(v if v is None else str(v) for v in (s, r)) for s, r in runs}
+        runs |= {(_stored_name(s), _stored_name(r)) for s, r in runs}   # as data rows are stored too
         if not runs or not self.quarantine:
             return 0
         again = set(fresh.column("payload_hash").to_pylist()) if fresh is not None else set()
@@ -349,3 +354,9 @@ class _Plan:
             format_version=self.format_version,
             txn=self.txn,
         )
+
+
+def _stored_name(v: Any) -> Any:
+    """A source or run id as a commit stores it (:func:`~meta_study.validation.canonical_name`);
+    an integer or None as it is."""
+    return canonical_name(v) if isinstance(v, str) else v

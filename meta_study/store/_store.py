@@ -75,7 +75,7 @@ import pyarrow.parquet as pq
 from ..errors import StoreBusyError, StoreConflictError, StoreDamagedError, StoreLockedError, UserError
 from ..schema import FILE_SCHEMA, GROUP, PARTITION, SCHEMA
 from ..keys import key_strings
-from ..validation import conform, dedupe_keys, ends_before_start
+from ..validation import canonical_name, conform, dedupe_keys, ends_before_start
 from ..failpoints import failpoint as _failpoint
 from ._files import (NotAFileError, WrongSizeError, _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_uri,
                      kind_of_mode)
@@ -411,7 +411,10 @@ class Store:
                             f"{{'us_task': {filters!r:.40}}}" if isinstance(filters, str) else
                             f"filters: a {type(filters).__name__} is not a mapping of columns to values "
                             "(e.g. {'us_task': 'imagenet'})")
-        filters = {c: _filter_values(v) for c, v in (filters or {}).items()}   # read once: a generator too
+        # read once (a generator too); names as a commit stores them (NFC, trimmed, no zero-width
+        # characters): a run id or a task given as its caller holds it ("a ", a decomposed "café")
+        # matched nothing, silently
+        filters = {c: _filter_values(v, named=c in _NAME_COLUMNS) for c, v in (filters or {}).items()}
         if isinstance(columns, str):   # one column: list("run_id") was "unknown column(s) r, u, n, _, i, d"
             columns = [columns]
         cols = list(columns) if columns else list(SCHEMA.names)
@@ -1498,13 +1501,19 @@ def _run_pairs(name: str, pairs: Iterable[Any]) -> list[tuple[Any, Any]]:
     return out
 
 
-def _filter_values(v: Any) -> list[Any]:
+#: The text columns, whose values a commit stores as :func:`~meta_study.validation.canonical_name` makes them.
+_NAME_COLUMNS = frozenset(f.name for f in SCHEMA if pa.types.is_string(f.type))
+
+
+def _filter_values(v: Any, named: bool = False) -> list[Any]:
     """A filter's values: any collection but a string (a list, a set, a NumPy array, a pandas
     Series: only lists, tuples and sets were, and an array of run ids failed in Arrow or, for a
     task, matched by NumPy's truth rules), else the one value. pandas' missing values (NaN, NA,
     NaT: a column read back with ``to_pandas`` holds them for nulls, e.g. ``shots``) are None,
     which matches nulls; they failed in Arrow ("Could not convert nan ... to int32")."""
     values = [v] if isinstance(v, (str, bytes)) or not isinstance(v, Iterable) else list(v)
+    if named:   # ``named``: a name column's filter, its text as a commit stores it
+        values = [canonical_name(x) if isinstance(x, str) else x for x in values]
     # a datetime64[ns]'s .item() is an int (nanoseconds), which Arrow took for microseconds
     return [None if _is_missing(x) else pd.Timestamp(x) if isinstance(x, np.datetime64) else
             x.item() if isinstance(x, np.generic) else x for x in values]
