@@ -106,6 +106,10 @@ def prepare_out(out_dir: str, store_uri: str) -> None:
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         # as ``--out``'s check says it; the analysis scripts said "cannot write there (File exists)"
         _fail(f"--out {out_dir}: exists and is not a directory")
+    if os.path.islink(out_dir) and not os.path.exists(out_dir):
+        # mkdir said "cannot write there (File exists)" of a name `ls` shows, and nothing exists there
+        _fail(f"--out {out_dir}: a symbolic link to {os.readlink(out_dir)}, which does not exist (or is a loop "
+              "of links)")
     try:
         os.makedirs(out_dir, exist_ok=True)
         with tempfile.TemporaryFile(dir=out_dir):
@@ -198,8 +202,29 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
-class _Group(click.Group):
+class _NamedUsage:
+    """Usage errors of the parser name their command: click raises "Option '--out' requires an
+    argument" with no context, and the line said ``meta-study: error:`` where every other usage
+    error of a subcommand says ``meta-study fit: error:``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)  # type: ignore[misc]
+        except click.UsageError as e:
+            if e.ctx is None:
+                e.ctx = ctx
+            raise
+
+
+class _Command(_NamedUsage, click.Command):
+    """A subcommand (:class:`_NamedUsage`)."""
+
+
+class _Group(_NamedUsage, click.Group):
     """A click group whose errors are one line and exit 2 (click prints usage + error otherwise)."""
+
+    command_class = _Command
+    group_class = type      # `store` and its subcommands too
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **kw: Any) -> Any:  # type: ignore[override]
         try:
@@ -557,7 +582,9 @@ def _fit_options(f: Any, headline: bool = True, frontiers_help: str = FRONTIERS_
                      help="Fit on points at or below this quantile of US accuracy; predict the rest."),
         click.option("--holdout-above", type=float, default=None,
                      help="Fit on points with US accuracy at or below this value (wins over the quantile)."),
-        click.option("--loss", type=click.Choice(["lsq", "huber", "log"]), default=D.LOSS, show_default=True),
+        click.option("--loss", type=click.Choice(["lsq", "huber", "log"]), default=D.LOSS, show_default=True,
+                     help="The fit's loss: lsq (squared error in accuracy units), huber (robust to outlying "
+                          "models, 1-point threshold) or log (squared error of log error rates)."),
         click.option("--alpha-max", type=float, default=D.ALPHA_MAX, show_default=True, help="Upper bound on alpha."),
         click.option("--nondecreasing", is_flag=True, help="Keep only each frontier's non-decreasing part."),
         click.option("--laws", default=None, metavar="L1,L2", hidden=hidden,
@@ -1034,7 +1061,8 @@ def sensitivity(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, si
                   frontiers_help="Frontier estimators to refit (default: vertices, all: the paper's pair).")
 @click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
 @click.option("--level", default=D.BOOTSTRAP_LEVEL, show_default=True, help="Confidence level of the percentile intervals.")
-@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--seed", default=0, show_default=True, type=SEED,
+              help="Master seed; results are deterministic for a seed.")
 @click.option("--address", default=None, help=D_ADDRESS_HELP)
 @click.option("--workers", type=WORKERS, default=None, help="Ray workers for a Ray of its own (default: all CPUs).")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
@@ -1345,6 +1373,14 @@ def demo(workdir: str | None, synthetic: bool, serial: bool) -> None:
     workdir = workdir if workdir is not None else "meta-study-demo-synthetic" if synthetic else "meta-study-demo"
     _refuse_empty_path("--workdir", workdir)
     workdir = os.path.expanduser(workdir)   # `--workdir=~/demo`, as --out: it was made as ./~/demo
+    try:
+        os.stat(workdir)
+    except (FileNotFoundError, NotADirectoryError):
+        pass                                # made by the demo, or said by it ("cannot be created")
+    except OSError as e:
+        # the demo's first look at it raised: a name too long ("[Errno 36]", exit 1 as for a
+        # machine's failure), a loop of links (pathlib's "RuntimeError: Symlink loop" traceback)
+        _fail(f"--workdir {workdir}: cannot be created ({e.strerror or e})")
     refuse_inside_store("--workdir", workdir, "the demo's files go to a directory of their own")
     run_demo(workdir, synthetic=synthetic, serial=serial, log=click.echo)
 
