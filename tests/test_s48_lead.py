@@ -104,3 +104,17 @@ def test_run_ids_from_a_binary_column_are_its_text() -> None:
     assert bare.tolist() == ["r1", "café"]
     templ, problems = render_run_ids("{rid}-{seed}", frame, "f.parquet")
     assert templ.tolist() == ["r1-s1", "café-s2"] and not any(problems or [])
+
+
+def test_a_sources_file_entry_given_as_text_is_told_entries_are_maps(tmp_path) -> None:
+    """"- runs.csv" in a sources file said "sources[0] needs a 'uri'", which did not say why."""
+    import pytest
+
+    from meta_study.errors import UserError
+    from meta_study.ingest.sources import load_sources_file
+
+    f = tmp_path / "sources.yaml"
+    f.write_text("sources:\n  - runs.csv\n")
+    with pytest.raises(UserError, match=r"sources\[0\] is the text 'runs.csv'; each entry is a map with a 'uri' "
+                                        r"\(- uri: runs.csv\)"):
+        load_sources_file(str(f))

@@ -340,6 +340,9 @@ def load_sources_file(path: str) -> list[SourceSpec]:
 
     out = []
     for i, d in enumerate(doc["sources"]):
+        if isinstance(d, str):   # "- runs.csv": "needs a 'uri'" did not say an entry is a map
+            raise UserError(f"{path}: sources[{i}] is the text {d!r}; each entry is a map with a 'uri' "
+                            f"(- uri: {d})")
         if not isinstance(d, dict) or not isinstance(d.get("uri"), str) or not d["uri"]:
             raise UserError(f"{path}: sources[{i}] needs a 'uri'")
         unknown = set(d) - {"uri", "mapping", "name", "experiments", "filter"}
