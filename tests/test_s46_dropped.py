@@ -51,7 +51,11 @@ def test_the_child_takes_the_drivers_workspace_into_its_environment(monkeypatch)
     worked in the default workspace."""
     from meta_study.tune import _child
 
-    monkeypatch.delenv("MLFLOW_WORKSPACE", raising=False)
+    # set, then deleted: delenv(raising=False) of an absent variable records nothing to restore, so
+    # the later delenv's "lab-a" was put back at teardown, and every later test of the worker ran in
+    # workspace lab-a (a sweep against a plain server: "Active workspace 'lab-a' cannot be used")
+    monkeypatch.setenv("MLFLOW_WORKSPACE", "-")
+    monkeypatch.delenv("MLFLOW_WORKSPACE")
     w = SimpleNamespace(creds=None)
     _child._take_creds(w, json.dumps({"creds": {"token": None, "workspace": "lab-a"}}) + "\n")
     assert w.creds == {"token": None, "workspace": "lab-a"}

@@ -148,7 +148,8 @@ def test_a_tracking_uri_where_no_mlflow_answers_is_one_line_and_exit_2(tmp_path,
     """An HTTP server that is not MLflow (the dashboard's port, a path prefix left out), or one
     whose authentication refuses the request, was "error: API request to endpoint ... failed with
     error code 404 != 200. Response body: '<!DOCTYPE HTML>" and exit 1, as if a server had failed."""
-    for k in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_TOKEN"):
+    for k in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_TOKEN",
+              "MLFLOW_WORKSPACE"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     import meta_study.ray_session as ray_session
