@@ -1358,7 +1358,7 @@ def report(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, trials:
               help="Everything the demo writes goes here: MLflow db and artifacts, store, refits, report "
                    "(default: meta-study-demo, with --synthetic meta-study-demo-synthetic; a directory holds "
                    "one kind of demo).")
-@click.option("--synthetic", is_flag=True, help="Skip training: a simulated meta-study with a known law (~1 min).")
+@click.option("--synthetic", is_flag=True, help="Skip training: a simulated meta-study with a known law (1-2 min on 2 cores).")
 @click.option("--serial", is_flag=True, help="One trial at a time, analysis without Ray workers.")
 def demo(workdir: str | None, synthetic: bool, serial: bool) -> None:
     """The whole system on embedded defaults: train a small model zoo on the procedural suite

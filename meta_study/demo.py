@@ -6,7 +6,7 @@
    one MLflow run per model, probed on a DS task that tracks the upstream one (``synth_combo``),
    with 1,000 test images (+-1.5 points of binomial noise at 30%, where 200 gave +-3.2), its US
    accuracy measured on 2,400 (+-1 point);
-   ``--synthetic`` instead logs a simulated meta-study with a known law (about a minute);
+   ``--synthetic`` instead logs a simulated meta-study with a known law (1-2 minutes on 2 cores);
 3. ``meta-study ingest`` of those runs into ``WORKDIR/store``, and beside them the shipped public
    timm results (``examples/data/timm``: ~1,550 ImageNet models on five shifted test sets), so that
    the analysis has groups large enough to answer;
