@@ -32,7 +32,7 @@ from torch import nn
 from .data import Task
 from .fewshot import DEFAULT_L2, fit_probe
 from .loop import Runtime
-from .models import ModelInfo, head_module
+from .models import ModelInfo, eval_mode, head_module
 
 InitState = dict[str, torch.Tensor]
 
@@ -122,16 +122,16 @@ def margins(model: nn.Module, info: ModelInfo, task: Task, indices: np.ndarray, 
                          f"{info.num_classes}")
     if not len(indices):
         raise ValueError(f"US task {task.name}: no train examples to measure margins on")
-    model.eval()
     head = head_module(model)[1]
     feats, logits = [], []
-    for i in range(0, len(indices), batch_size):
-        x = rt.prepare(task.train.images(indices[i:i + batch_size]))
-        with rt.autocast():
-            f = model.forward_features(x)
-            h, z = model.forward_head(f, pre_logits=True), model.forward_head(f)  # head may be a 1x1 conv
-        feats.append(h.float().cpu())
-        logits.append(z.float().cpu())
+    with eval_mode(model):   # and each module back in its mode after: an on_report may measure mid-training
+        for i in range(0, len(indices), batch_size):
+            x = rt.prepare(task.train.images(indices[i:i + batch_size]))
+            with rt.autocast():
+                f = model.forward_features(x)
+                h, z = model.forward_head(f, pre_logits=True), model.forward_head(f)  # head may be a 1x1 conv
+            feats.append(h.float().cpu())
+            logits.append(z.float().cpu())
     h, z = torch.cat(feats), torch.cat(logits)
     bad = int((~torch.isfinite(h).flatten(1).all(1) | ~torch.isfinite(z).flatten(1).all(1)).sum())
     if bad:

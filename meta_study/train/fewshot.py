@@ -30,7 +30,7 @@ from torch import nn
 
 from .data import Task, iterate_split
 from .loop import Runtime
-from .models import ModelInfo, representations
+from .models import ModelInfo, eval_mode, representations
 
 BIAS_CONSTANT = 100.0  # big_vision: a large constant feature, so the ridge barely shrinks the bias
 DEFAULT_SHOTS = (1, 5, 10, 25)
@@ -286,8 +286,8 @@ def extract_features(model: nn.Module, info: ModelInfo, task: Task, rt: Runtime,
     """Pre-logits (and block outputs with ``layers``) of the examples a few-shot eval needs.
 
     Only the union of the train examples drawn for ``shots`` x ``seeds`` is embedded (at most
-    max(shots) x classes x seeds images), plus the whole test split. The model is put in eval
-    mode and left there.
+    max(shots) x classes x seeds images), plus the whole test split, in eval mode; the model's
+    modules are back in their modes after (:func:`~meta_study.train.models.eval_mode`).
 
     Raises:
         ValueError: a class of the train split with fewer than ``max(shots)`` examples, named
@@ -298,11 +298,11 @@ def extract_features(model: nn.Module, info: ModelInfo, task: Task, rt: Runtime,
         raise ValueError(f"DS task {task.name}: shots={tuple(shots)}, seeds={tuple(seeds)}: give one or more of each")
     if len(task.test) == 0:   # a raw "torch.cat(): expected a non-empty list of Tensors", after the train draws
         raise ValueError(f"DS task {task.name}: its test split holds no examples to measure accuracy on")
-    model.eval()
     labels = task.train.labels
     need = np.unique(np.concatenate([fewshot_draw(labels, max(shots), s, task=task.name) for s in seeds]))
-    tr, tr_l = _extract(model, info, task.train, need, rt, layers, batch_size)
-    te, te_l = _extract(model, info, task.test, np.arange(len(task.test)), rt, layers, batch_size)
+    with eval_mode(model):
+        tr, tr_l = _extract(model, info, task.train, need, rt, layers, batch_size)
+        te, te_l = _extract(model, info, task.test, np.arange(len(task.test)), rt, layers, batch_size)
     return FeatureSet(task.name, task.num_classes, tr, labels[need], need, labels, te, task.test.labels.copy(),
                       tuple(tr_l), tuple(te_l))
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..schema import us_metric_key
-from .data import StepBatches, Task, fraction_indices, iterate_split
+from .data import StepBatches, Task, ceil_product, fraction_indices, iterate_split
 from .models import ModelInfo
 from .optim import FLOAT32_MAX, OPTIMIZERS, build_optimizer, build_schedule
 from .synth import DS_TASKS
@@ -85,7 +85,7 @@ class TrainConfig:
     wd: float = 0.1  # body decoupled weight decay, AdamW rule: p -= lr_t * wd * p (kernels only)
     head_lr: float | None = None  # head peak lr; None: same as lr
     head_wd: float | None = None  # head weight decay; None: same as wd. The paper's key knob (Sec. 4)
-    epochs: float = 10.0  # passes over the data_fraction subset (may be fractional); unused if steps > 0
+    epochs: float = 10.0  # passes over the data_fraction subset (fractional: up to a whole step); unused if steps > 0
     data_fraction: float = 1.0  # nested subset of the upstream train split (data.fraction_indices)
     batch_size: int = 128  # global; the paper used 4096 on TPU, small batches suit CPU smoke runs
     optimizer: str = "adam"  # "adam" (betas below) or "sgd" (momentum below), both with decoupled wd
@@ -450,10 +450,14 @@ def check_batch_norm_batch(model: nn.Module, task: Task, cfg: TrainConfig, plan:
 
 
 def plan_steps(cfg: TrainConfig, n_train: int) -> StepPlan:
-    """Steps from ``cfg.steps`` or ``cfg.epochs`` over ``n_train`` examples (drop-last batches)."""
+    """Steps from ``cfg.steps`` or ``cfg.epochs`` over ``n_train`` examples (drop-last batches).
+
+    Fractional epochs are rounded up to a whole step (at least 1): the run makes at least the
+    passes asked for. Python's round() went half to even, and short: 2.5 epochs of 1 step each
+    trained 2 steps (3.5 trained 4), 0.5 epochs of 5 steps trained 2, 40% of the data."""
     bs = min(cfg.batch_size, n_train)
     spe = max(1, n_train // bs)
-    total = cfg.steps if cfg.steps > 0 else max(1, round(cfg.epochs * spe))
+    total = cfg.steps if cfg.steps > 0 else max(1, ceil_product(cfg.epochs, spe))
     if total > INT_MAX:   # epochs=1e9 of 375 steps each: a TypeError or a terabyte allocation for the loss log
         raise ValueError(f"epochs={cfg.epochs:g} of {spe} steps each (batch {bs} of {n_train} examples) is "
                          f"{total:.3g} steps: must be at most {INT_MAX:,}")

@@ -476,6 +476,21 @@ def describe(model: nn.Module, *, name: str, timm_name: str, family: str, img_si
 # --------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block, and each of its modules back in the mode it was
+    in after, also when the block raises. A probe left it in eval mode: an ``on_report`` that
+    extracted features mid-training let the rest of the run train with dropout off and BatchNorm's
+    statistics frozen."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:   # per module: a BatchNorm frozen on purpose stays frozen
+            m.training = training
+
+
 def pre_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The representation the head sees: (B, feature_dim)."""
     return model.forward_head(model.forward_features(x), pre_logits=True)
