@@ -181,6 +181,19 @@ def grid(values: Sequence[Any]) -> dict[str, list[Any]]:
     return {"grid_search": list(values)}
 
 
+#: The largest value each count flag takes (a larger one is refused in one line, exit 2): ten
+#: times what a real sweep could use, so a typo's extra zeros (it ran until killed) stops at once.
+#: ``--num-samples`` 20,000: 10x the zoo's 2,000 trials, the largest sweep the project plans (~600
+#: GPU-hours); with a grid it multiplies the grid's points, and Tune's driver holds every trial and
+#: rewrites its experiment state (all of them) at each save. ``--max-concurrent`` 20,000: no sweep
+#: runs more trials at once than it has. ``--workers-per-trial`` 1,024: one trial on 1,024 GPUs is a
+#: large pre-training job, not one point of a sweep of thousands. ``--max-failures`` 1,000: a trial
+#: preempted on spot nodes every hour for 40 days; a trial that fails at each start is retried
+#: 1,000 times, not 20,000.
+CEILINGS: Mapping[str, int] = {"--num-samples": 20_000, "--max-concurrent": 20_000, "--workers-per-trial": 1_024,
+                               "--max-failures": 1_000}
+
+
 @dataclass(frozen=True)
 class SweepOptions:
     """How to run a sweep: every ``sweeps/*.py`` flag (``--help`` describes each), typed.
@@ -231,6 +244,14 @@ class SweepOptions:
         # 0 ran the sweep's default and -1 is Tune's "sample forever": neither is what a user meant
         if self.num_samples is not None and self.num_samples < 1:
             raise UserError(f"--num-samples {self.num_samples}: must be >= 1")
+        # a typo's extra zeros (--num-samples 20000 for 2000) ran until killed: refused at a ceiling
+        # no real sweep reaches (CEILINGS says why each is where it is)
+        for flag, v in (("--num-samples", self.num_samples), ("--max-concurrent", self.max_concurrent),
+                        ("--workers-per-trial", self.workers_per_trial), ("--max-failures", self.max_failures)):
+            ceiling = CEILINGS[flag]
+            if v is not None and v > ceiling:
+                more = "; run a larger sweep as several, each its own --name" if flag == "--num-samples" else ""
+                raise UserError(f"{flag} {v}: more than {ceiling:,}, which no real sweep needs (extra zeros?){more}")
         for flag, v in (("--cpus-per-trial", self.cpus_per_trial), ("--gpus-per-trial", self.gpus_per_trial)):
             if v is not None and not (math.isfinite(v) and v >= 0):     # -1 reached Ray: a hang, or a traceback
                 raise UserError(f"{flag} {v:g}: must be a number >= 0")
@@ -906,6 +927,11 @@ class SweepResult:
     # or lack the run of a trial Tune recorded. The parent run ends FAILED and the sweep exits 1 (it
     # ended with MLflow's error alone, no summary); a --resume once MLflow answers settles them
     unreconciled: str | None = None
+    # that settling ran at this session's end (MLflow's runs checked against Tune's record): False
+    # when it could not (``unreconciled``), when MLflow lacks part of the session (``unsent``: not
+    # run), and for an interrupted or abandoned session. The summary's ``reconciled``; the parent
+    # run's ``sweep/unreconciled`` is 1 where this is False
+    reconciled: bool = False
 
 
 @dataclass(frozen=True)
@@ -1330,7 +1356,7 @@ def _run_sweep(spec: SweepSpec, options: SweepOptions, kept: _KeptSettings) -> S
                        eval_failed=out["eval_failed"], unevaluable=out["unevaluable"], settled=out["settled"],
                        orphaned=out["orphaned"], resumed=p.resume, experiment_id=rec.experiment_id,
                        experiment=rec.experiment, errors=errors, unsent=unsent, dropped=dropped,
-                       unreconciled=unreconciled)
+                       unreconciled=unreconciled, reconciled=bool(out.get("reconciled")))
 
 
 def end_interrupted(signal_name: str, results: Sequence[Any], statuses: Mapping[str, str], callback: Any, p: _Plan,
@@ -1341,7 +1367,8 @@ def end_interrupted(signal_name: str, results: Sequence[Any], statuses: Mapping[
     run ends KILLED (``--resume`` goes on), and the parent run ends KILLED with its ``sweep/*``
     counts: ``interrupted``, and ``dropped`` as at a normal end (operations MLflow refused for
     good, which no ``--resume`` sends: an interrupted sweep said nothing of them, its parent's
-    ``sweep/dropped`` that of an earlier session). ``finished``: the trials that finished training."""
+    ``sweep/dropped`` that of an earlier session), and ``unreconciled`` 1 (the end-of-sweep check of
+    MLflow's runs did not run). ``finished``: the trials that finished training."""
     early = stopped_early_of(results, callback, statuses)    # before the runs close
     left = callback.close_interrupted(signal_name)
     sent = callback.flush()
@@ -1352,7 +1379,8 @@ def end_interrupted(signal_name: str, results: Sequence[Any], statuses: Mapping[
     ok = finished + sum(1 for r in results if is_stopped_early(r) and trial_id_of(r) in done)
     dropped = int(getattr(callback, "dropped", 0) or 0)
     _end_parent(p.tracking, rec, "KILLED", {"trials": len(results), "finished": ok, "errored": len(errors),
-                                           "early_stopped": early, "interrupted": len(left), "dropped": dropped})
+                                           "early_stopped": early, "interrupted": len(left), "dropped": dropped,
+                                           "unreconciled": 1})   # stopped before the check: --resume runs it
     return SweepResult(name=p.name, experiment_dir=p.exp_dir, tracking_uri=p.tracking,
                        parent_run_id=rec.parent_run_id, trials=len(results), finished=ok, errored=len(errors),
                        early_stopped=early, seconds=time.monotonic() - t0, resumed=p.resume,
@@ -1376,10 +1404,14 @@ def sweep_end(trials: int, finished: int, errored: int, out: Mapping[str, Any], 
     operations MLflow refused for good, counted in ``sweep/dropped``), or may lack it (``out``'s
     ``reconcile_error``: the runs left open were not settled; ``--resume`` settles them); a
     trial stopped before its first checkpoint (``unevaluable``: no resume can evaluate it) fails
-    nothing by itself."""
+    nothing by itself. ``unreconciled`` is 1 when the settling did not run (``out``'s
+    ``reconciled`` False: its error, or MLflow lacking part of the session)."""
     ok, failed, none = out["eval_done"], out["eval_failed"], out.get("unevaluable", 0)
     counts = {"trials": trials, "finished": finished + ok, "errored": errored,
-              "early_stopped": ok + failed + none, "eval_failed": failed, "unevaluable": none, "dropped": dropped}
+              "early_stopped": ok + failed + none, "eval_failed": failed, "unevaluable": none, "dropped": dropped,
+              # 1: the check of MLflow's runs against Tune's record did not run (the terminal said so;
+              # the parent showed nothing of it)
+              "unreconciled": 0 if out.get("reconciled", not out.get("reconcile_error")) else 1}
     bad = errored or failed or unsent or dropped or out.get("reconcile_error")
     return ("FAILED" if bad else "FINISHED"), counts
 
@@ -1536,6 +1568,7 @@ def _finish(spec: SweepSpec, results: list[Any], callback: Any, p: _Plan, rec: S
     sent = callback.flush()
     settled = orphaned = 0
     reconcile_error = None
+    reconciled = False
     if sent:   # the server holds everything this session logged: what is still RUNNING is left over
         name = TrialName(spec.name)
         try:
@@ -1547,21 +1580,22 @@ def _finish(spec: SweepSpec, results: list[Any], callback: Any, p: _Plan, rec: S
                 raise
             reconcile_error = error_line(e)
         else:
-            settled, orphaned = len(rc.settled), len(rc.orphaned)
+            settled, orphaned, reconciled = len(rc.settled), len(rc.orphaned), True
         callback.flush()    # what it queued before failing, too
     # evaluated now, or by an earlier session (a resume leaves those alone, but they still count):
     # trials == finished + errored + eval_failed + unevaluable, the evaluated ones in finished and
     # early_stopped (sweep_end)
     ok = len(ev.done) + len(getattr(ev, "logged", ()))
     return {"eval_done": ok, "eval_failed": len(ev.failed), "unevaluable": len(getattr(ev, "unevaluable", {})),
-            "settled": settled, "orphaned": orphaned, "reconcile_error": reconcile_error}
+            "settled": settled, "orphaned": orphaned, "reconcile_error": reconcile_error, "reconciled": reconciled}
 
 
 def _abandon(tracking_uri: str, rec: SweepRecord, callback: Any, e: BaseException) -> None:
     """The Tuner could not be made or its ``fit`` raised (a define-by-run space that fails, a
     damaged Tune state, Ctrl-C before Tune took it over): the runs this session left open end
     KILLED, tagged interrupted (``--resume`` continues them), and the parent run FAILED (KILLED
-    for Ctrl-C), with the session's ``sweep/dropped`` (said on stderr when not 0). They stayed
+    for Ctrl-C), with the session's ``sweep/dropped`` (said on stderr when not 0) and
+    ``sweep/unreconciled`` 1 (no end-of-sweep check ran). They stayed
     RUNNING for good: a live sweep in the UI and to ``meta-study ingest``. Whatever fails here is
     said in a line; ``e`` is what the user sees."""
     from ..mlflow_client import mlflow_client
@@ -1580,6 +1614,8 @@ def _abandon(tracking_uri: str, rec: SweepRecord, callback: Any, e: BaseExceptio
             print(_dropped_line(rec.sweep, dropped), file=sys.stderr)
         try:
             client.log_metric(rec.parent_run_id, "sweep/dropped", float(dropped))
+            # no end-of-sweep check ran: an earlier session's 0 stayed the parent's latest
+            client.log_metric(rec.parent_run_id, "sweep/unreconciled", 1.0)
         finally:     # the parent is closed whatever the count's call did
             client.set_terminated(rec.parent_run_id, status="KILLED" if stop else "FAILED")
     except Exception as e2:  # noqa: BLE001 - the sweep's own error is the one to raise
@@ -1640,12 +1676,14 @@ def _new_tuner(spec: SweepSpec, options: SweepOptions, trainable: Any, fixed: di
         param_space: dict[str, Any] = {}
     else:
         param_space = {**fixed, **spec.space(options)}
+    samples = _samples(spec, options)
+    if spec.search != "optuna":
+        param_space, samples = repeat_space(param_space, samples)
     if spec.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode="max", grace_period=1,
                                   reduction_factor=3, max_t=10_000)
-    samples = _samples(spec, options)
     return tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(num_samples=samples, search_alg=search_alg, scheduler=scheduler,
@@ -1656,6 +1694,23 @@ def _new_tuner(spec: SweepSpec, options: SweepOptions, trainable: Any, fixed: di
                                   failure_config=tune.FailureConfig(max_failures=_max_failures(options)),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   verbose=0 if options.quiet else 1))
+
+
+def repeat_space(param_space: Mapping[str, Any], samples: int) -> tuple[dict[str, Any], int]:
+    """A grid or random space run ``samples`` times, as the param space and ``num_samples`` to give
+    Tune: the repeats as one more grid, :data:`~.trial.REPEAT_KEY` over ``0 .. samples-1``, and
+    ``num_samples`` 1. The same trials as Tune's ``num_samples`` (each grid point ``samples``
+    times, the random values drawn for each; Tune orders a grid by key, so a point's repeats now
+    come one after another), but each repeat's config, and so its key (:func:`~.trial.config_key`), says which it is. With
+    Tune's repeats, the repeats of a grid point with a fixed seed were one key: a resume gave a
+    repeat that had not finished its finished sibling's result (two MLflow runs of one model, one
+    repeat never trained). The same space gives the same repeats again, so a repeat lost with a
+    dead driver's unsaved state is generated again with its own index and takes over its own run."""
+    from .trial import REPEAT_KEY
+
+    if samples <= 1 or REPEAT_KEY in param_space:
+        return dict(param_space), samples
+    return {**param_space, REPEAT_KEY: grid(range(samples))}, 1
 
 
 def _recorded_flags(o: SweepOptions, record: SweepRecord | None) -> SweepOptions:
@@ -1767,6 +1822,7 @@ def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
                       "early_stopped": res.early_stopped, "eval_failed": res.eval_failed,
                       "unevaluable": res.unevaluable, "settled": res.settled,
                       "orphaned": res.orphaned, "interrupted": res.interrupted, "resumed": res.resumed,
+                      "reconciled": res.reconciled, "unreconciled": res.unreconciled,
                       "seconds": round(res.seconds, 1), "tune_dir": res.experiment_dir,
                       "tracking_uri": res.tracking_uri, "experiment": res.experiment,
                       "mlflow_parent_run": res.parent_run_id}, indent=1))

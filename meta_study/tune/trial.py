@@ -102,13 +102,26 @@ def model_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _plain(v) for k, v in config.items() if not str(k).startswith("_")}
 
 
+#: A trial config's repeat index (0 .. N-1) of a grid or random sweep run with ``--num-samples N``
+#: (``runner.repeat_space``): not a TrainConfig field (the '_' keeps it out of the model's config
+#: and MLflow's params), but part of :func:`config_key`, so the N repeats of one grid point are N
+#: trials, not one key.
+REPEAT_KEY = "_repeat"
+
+
 def config_key(config: Mapping[str, Any]) -> str:
-    """A trial's identity by what it trains: sha1 (16 hex digits) of its TrainConfig fields (keys
-    starting with '_' left out). Equal keys, equal seeded models."""
+    """A trial's identity: sha1 (16 hex digits) of its TrainConfig fields (keys starting with '_'
+    left out) and its repeat index (:data:`REPEAT_KEY`, where the config has one). Equal keys,
+    equal seeded models of the same repeat. Without the index, the repeats of a grid point with a
+    fixed seed shared one key, and a resume gave a repeat that had not finished the result of its
+    finished sibling (:func:`run_with_machinery`): one model twice in MLflow, one never trained."""
     import hashlib
     import json
 
-    blob = json.dumps(model_config(config), sort_keys=True, default=str)
+    fields = model_config(config)
+    if REPEAT_KEY in config:    # configs without it (every sweep before 2026-12-06) keep their keys
+        fields[REPEAT_KEY] = _plain(config[REPEAT_KEY])
+    blob = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
