@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..errors import UserError
+from ..errors import StoreDamagedError, UserError
 from ._s3 import S3Objects
 
 
@@ -136,6 +136,15 @@ class NotAFileError(OSError):
 class WrongSizeError(OSError):
     """A store file whose size is not the one its manifest records: refused before it is read.
     The message is the problem, without the path: "3221225472 bytes, the manifest says 8943"."""
+
+
+class NoRoomAsideError(StoreDamagedError, NotADirectoryError):
+    """Something that is not a directory stands where the store sets damaged files aside (a file
+    named ``_damaged`` in the store's root, or one at ``_damaged/<version>``): one line naming it.
+    ``store check --repair`` committed its version, then failed with a traceback on "[Errno 20]
+    Not a directory", the damaged files left in place and every later command failing the same
+    way. An :class:`OSError` too, for the callers that take a failure to move a file as one (a
+    commit past its commit point says its version is stored)."""
 
 
 def _check_size(actual: int, expected: int | None, limit: int | None = None) -> None:
@@ -502,7 +511,7 @@ class _Files:
         ("NO_SUCH_KEY during CopyObject") left a published repair that every later command,
         ``store check`` included, failed to finish."""
         target = self._aside_name(dst_rel)
-        self.mkdirs(os.path.dirname(target))
+        self._mkdirs_aside(os.path.dirname(target))
         if self.local:
             try:
                 os.replace(self.p(src_rel), self.p(target))
@@ -522,7 +531,8 @@ class _Files:
         return target
 
     def _move_tree(self, src_rel: str, dst_rel: str) -> None:
-        """Move every object under ``src_rel/`` to the same place under ``dst_rel/``, then drop
+        """Move every object under ``src_rel/`` to the same place under ``dst_rel/``, and the
+        bytes of an object ``src_rel/`` itself to ``dst_rel`` (:meth:`_keep_marker`), then drop
         what is left of ``src_rel`` (empty-directory markers); object stores only."""
         sel = pafs.FileSelector(self.p(src_rel), allow_not_found=True, recursive=True)
         for info in self.fs.get_file_info(sel):
@@ -530,14 +540,34 @@ class _Files:
                 sub = info.path[len(self.p(src_rel)):].lstrip("/")
                 self.mkdirs(os.path.dirname(f"{dst_rel}/{sub}"))
                 self.fs.move(info.path, self.p(f"{dst_rel}/{sub}"))
+        self._keep_marker(src_rel, dst_rel)
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_dir(self.p(src_rel))
+
+    def _keep_marker(self, src_rel: str, dst_rel: str) -> None:
+        """On S3, copy the object whose key is ``src_rel/`` to ``dst_rel`` when it holds bytes.
+        pyarrow takes such a key for a directory (``get_file_info`` says so, and no call of its
+        reads or copies it), so a data file written under a key ending in '/' was damage that
+        ``--repair`` "moved to _damaged/": the delete of the empty directory deleted it, bytes
+        and all, and nothing was under ``_damaged/``. Two requests (a HEAD, and a copy if needed);
+        the caller then deletes the key."""
+        if self.scheme != "s3":
+            return
+        objs = self.objects()
+        marker = f"{src_rel}/"
+        try:
+            head = objs._call("HEAD", marker, objs.client.head_object)
+        except FileNotFoundError:
+            return
+        if head is not None and int(head.get("ContentLength") or 0) > 0:
+            objs._call("copy", dst_rel, objs.client.copy_object,
+                       CopySource={"Bucket": objs.bucket, "Key": objs.key(marker)})
 
     def keep_copy(self, src_rel: str, dst_rel: str) -> None:
         """Keep ``src_rel``'s bytes also at ``dst_rel`` without reading them into memory (the
         file may be huge): a hard link locally, a server-side copy on object stores."""
         dst_rel = self._aside_name(dst_rel)
-        self.mkdirs(os.path.dirname(dst_rel))
+        self._mkdirs_aside(os.path.dirname(dst_rel))
         if self.local:
             try:
                 os.link(self.p(src_rel), self.p(dst_rel))
@@ -547,6 +577,30 @@ class _Files:
                 shutil.copyfile(self.p(src_rel), self.p(dst_rel))
             return
         self.fs.copy_file(self.p(src_rel), self.p(dst_rel))
+
+    def require_room_aside(self, rel: str) -> None:
+        """A :class:`NoRoomAsideError` if something that is not a directory stands at ``rel`` (a
+        directory under ``_damaged/``) or a parent of it, so that nothing can be set aside there
+        (local: on object stores a key ``_damaged`` and keys under ``_damaged/`` coexist). A
+        ``stat`` per level; called before a repair changes anything."""
+        if not self.local:
+            return
+        found = self.first_non_directory(rel)
+        if found is not None and found[0]:
+            sub, kind = found
+            raise NoRoomAsideError(f"{self.shown}/{sub}: is {kind}, not a directory, where the store sets damaged "
+                                   f"files aside; move it out of the store (it is not the store's) and run the "
+                                   "command again")
+
+    def _mkdirs_aside(self, rel: str) -> None:
+        """:meth:`mkdirs`, and for a directory under ``_damaged/`` whose way is blocked by
+        something that is not a directory, the one-line :class:`NoRoomAsideError` naming it."""
+        try:
+            self.mkdirs(rel)
+        except (NotADirectoryError, FileExistsError):
+            if rel.split("/")[0] == "_damaged":
+                self.require_room_aside(rel)
+            raise
 
     def _aside_name(self, dst_rel: str) -> str:
         """``dst_rel``, or for a set-aside (under ``_damaged/``) whose name is taken, the first free

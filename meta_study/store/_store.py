@@ -108,9 +108,24 @@ def _copy_rel(v: int) -> str:
 
 
 def _txn_version(name: str) -> int | None:
-    """The version a staging directory ``<version>-<random>`` was staged for, or None."""
+    """The version a staging directory ``<version>-<random>`` was staged for, or None. ASCII
+    digits only: ``str.isdigit`` takes '²' too (``int`` then raised, failing every commit's
+    garbage collection) and Arabic-Indic digits, which ``int`` reads."""
     head = name.split("-", 1)[0]
-    return int(head) if head.isdigit() else None
+    return int(head) if head.isascii() and head.isdigit() else None
+
+
+def _manifest_version(name: str, suffix: str) -> int | None:
+    """The version of a manifest (``suffix`` ".json") or copy (".copy.json") named as the store
+    names them (:func:`_mrel`: ten ASCII digits), or None for any other name, which is not the
+    store's and is ignored. A name that merely parsed as a number (``5.json``, ``٠٠٠٠٠٠٠٠٠٣.json``,
+    which ``isdigit`` and ``int`` accept) was taken as the latest version, whose manifest
+    ``0000000005.json`` did not exist: every command then failed, "replaced under each of 50
+    reads" (or with a traceback for '²')."""
+    head = name[:-len(suffix)] if name.endswith(suffix) else ""
+    if len(head) != 10 or not (head.isascii() and head.isdigit()):
+        return None
+    return int(head)
 
 
 class Store:
@@ -154,10 +169,10 @@ class Store:
         versions (a writer died between deleting a manifest and its copy). One listing."""
         out, copies = set(), set()
         for name in self._f.listdir("_meta/manifests"):
-            if name.endswith(".copy.json") and name[:-10].isdigit():
-                copies.add(int(name[:-10]))
-            elif name.endswith(".json") and name[:-5].isdigit():
-                out.add(int(name[:-5]))
+            if (v := _manifest_version(name, ".copy.json")) is not None:
+                copies.add(v)
+            elif (v := _manifest_version(name, ".json")) is not None:
+                out.add(v)
         newest = max(out, default=0)
         return sorted(out | {v for v in copies if v > newest})
 
@@ -766,6 +781,8 @@ class Store:
         the newest intact one when ``m.version < latest``); ``moved``: what was set aside already."""
         rolled_back = m.version < latest
         moved = list(moved)
+        for v in (latest, latest + 1):   # before anything changes: it committed, then failed to set aside
+            self._f.require_room_aside(f"_damaged/{v:010d}")
 
         def move(rel: str, to: str) -> None:
             moved.append(self._f.move(rel, to))   # where it went: '<to>.2' if '<to>' was taken
@@ -821,22 +838,16 @@ class Store:
                 move(d.path, f"{aside}/{d.path}")
                 self._f.prune_empty_dirs(os.path.dirname(d.path))
         if rolled_back:   # the damaged manifests, and files only they listed, go aside too
-            for v in self._manifest_versions():
-                if m.version < v < version:
-                    for rel in (_mrel(v), _copy_rel(v)):
-                        if self._f.exists(rel):
-                            move(rel, f"{aside}/{rel}")
             # ... and the staging directories of the versions rolled back over: a damaged version whose
             # writer died past its commit point still had its files there (the only copy of its rows),
             # and the next commit's garbage collection deleted them (w <= its version), while the same
-            # files already moved into place were kept here, as untracked. Those are decided versions
-            # (at most `latest`), so no live writer stages in them.
-            for txn in self._f.listdir("_staging"):
-                w = _txn_version(txn)
-                if w is not None and m.version < w <= latest:
-                    for rel in sorted(self._f.sizes(f"_staging/{txn}")):   # file by file: `moved` lists files
-                        move(rel, f"{aside}/{rel}")
-                    self._f.rmtree(f"_staging/{txn}")   # empty now
+            # files already moved into place were kept here, as untracked. Killed meanwhile, whoever
+            # finalizes m2 moves the rest (_rolled_over).
+            files, txns = self._rolled_over(m2)
+            for rel in files:
+                move(rel, f"{aside}/{rel}")
+            for txn_dir in txns:
+                self._f.rmtree(txn_dir)   # empty now
             live = {r for e in m2.live_files() for r in (e["path"], e.get("staged")) if r}
             for d in ("_quarantine", "_state"):
                 for name in self._f.listdir(d):
@@ -947,7 +958,30 @@ class Store:
         if last.get("operation") != "repair" or last.get("version") != m.version:
             return []
         live = {r for e in m.live_files() for r in (e["path"], e.get("staged")) if r} | _parents(m)
-        return [rel for rel in last.get("set_aside", ()) if rel not in live and self._f.kind(rel) is not None]
+        out = [rel for rel in last.get("set_aside", ()) if rel not in live and self._f.kind(rel) is not None]
+        return out + [rel for rel in self._rolled_over(m)[0] if rel not in out]
+
+    def _rolled_over(self, m: _Manifest) -> tuple[list[str], list[str]]:
+        """For a repair committed as ``m`` that rolled back (its log entry says from and to which
+        version): the files of the versions it rolled back over that are still in the store (their
+        damaged manifests and copies, and the files in their staging directories, the only copy
+        of a version whose writer died past its commit point), and those staging directories.
+        The repair moves them to ``_damaged/`` after its commit point; a repair killed before it
+        had, left them to the next commit, whose garbage collection deleted the staging
+        directories (decided versions) and which pruned the manifests later: so whoever finishes
+        ``m`` (:meth:`_finalize`) sets them aside first. Two listings, while ``m`` is the latest."""
+        last = m.log[-1] if m.log else {}
+        lo, hi = last.get("rolled_back_to"), last.get("rolled_back_from")
+        if last.get("operation") != "repair" or last.get("version") != m.version or not (
+                isinstance(lo, int) and isinstance(hi, int)):
+            return [], []
+        files = [f"_meta/manifests/{name}" for name in self._f.listdir("_meta/manifests")
+                 if lo < ((_manifest_version(name, ".json") or _manifest_version(name, ".copy.json") or 0)) < m.version]
+        # decided versions (at most `hi`): no live writer stages in them
+        txns = [f"_staging/{t}" for t in self._f.listdir("_staging") if lo < (_txn_version(t) or 0) <= hi]
+        for d in txns:
+            files += sorted(self._f.sizes(d))   # file by file: the repair's report lists files
+        return files, txns
 
     def _finalize(self, m: _Manifest) -> None:
         """Roll a committed manifest forward: staged files into place, superseded files away.
