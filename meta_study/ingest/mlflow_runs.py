@@ -154,11 +154,41 @@ def _number(v: Any) -> float | None:
 
 
 def mapping_digest(mapping: IngestMapping, history: str = "latest") -> str:
-    """12 hex digits naming what turns a run into rows (the mapping without its name, the
+    """12 hex digits naming what turns a run into rows (the mapping without its name or source,
+    its maps in :meth:`~IngestMapping.canonical` order, a pattern's constants sorted too; the
     ``history`` mode, the schema version and :data:`EXPANSION_VERSION`): part of every run's
-    fingerprint, so a changed mapping, or ``--history max`` after ``latest``, reads every run again."""
+    fingerprint, so a changed mapping, or ``--history max`` after ``latest``, reads every run again,
+    and the same mapping written in another order, or renamed, reads none."""
+    canon = mapping.canonical()
+    metrics = tuple(replace(p, constants=dict(sorted(p.constants.items(), key=lambda kv: str(kv[0]))))
+                    for p in canon.metrics)
+    return legacy_mapping_digest(replace(canon, metrics=metrics), history)
+
+
+def legacy_mapping_digest(mapping: IngestMapping, history: str = "latest") -> str:
+    """:func:`mapping_digest` as it was before it took the canonical order (the mapping's ``repr``
+    as written): the state's fingerprints of an older ingest with this same mapping carry it, and
+    :func:`adopt_legacy_digest` counts them as unchanged. A mapping already in canonical order
+    (most) has the same digest either way."""
     text = repr((replace(mapping, name="", source=None), history, SCHEMA_VERSION, EXPANSION_VERSION))
     return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def adopt_legacy_digest(state: RunState, expander: RunExpander) -> int:
+    """Fingerprints in ``state`` written with the expander's mapping under its legacy digest
+    (:func:`legacy_mapping_digest`: an ingest before the digest took the canonical order) get the
+    current digest, so the runs they name count as unchanged: an upgrade reads no run again. Only
+    the same mapping's legacy digest is rewritten: a run read with another mapping is still read
+    again. Returns how many entries changed (``state`` is changed in place)."""
+    old, new = legacy_mapping_digest(expander.mapping, expander.history), expander.digest
+    if old == new:
+        return 0
+    prefix, n = old + ":", 0
+    for r, v in list(state.items()):
+        if v.fingerprint.startswith(prefix):
+            state[r] = v._replace(fingerprint=new + v.fingerprint[len(old):])
+            n += 1
+    return n
 
 
 def experiment_mark(name: str) -> str:
@@ -1193,12 +1223,54 @@ def stored_source(store: Store, prefix: str, source: str, canonical: Callable[[s
     if not store.exists():
         return source
     cut = fragment_cut_source(source)
-    for name in sorted(store.state_names(f"{prefix}*")):
-        old = name[len(prefix):].split(FILTER_STATE, 1)[0]
+    olds = [name[len(prefix):].split(FILTER_STATE, 1)[0] for name in sorted(store.state_names(f"{prefix}*"))]
+    for old in olds:
         if old != source and (same(old) == source or old == cut):
             refuse_stored_credentials(old)
             return old
+    refuse_password_cut_names(olds, source)
     return source
+
+
+#: A database URL's name as an older meta-study stored it when its password held ``#`` or ``?``:
+#: cut there, host and database lost, the user and the password's first characters kept
+#: (``mysql+pymysql://u:a`` for ``mysql+pymysql://u:a#b@h/db``; a ``/`` kept the whole URL, which
+#: :func:`refuse_stored_credentials` says). Group 1: the scheme, 2: what urllib read as the port.
+_PASSWORD_CUT_NAME = re.compile(r"^((?:postgres(?:ql)?|mysql|mssql|mariadb|oracle)(?:\+[^:/@?#]*)?)://"
+                                r"[^:/@?#]*:([^/@?#]*)$", re.IGNORECASE)
+
+
+def password_cut_dialect(name: str) -> str | None:
+    """The database dialect (``postgresql``, ``mysql``, ...) of a stored source name that an older
+    meta-study cut at a ``#`` or ``?`` of the URL's password (:data:`_PASSWORD_CUT_NAME`); None for
+    any other name. Only a "port" that is no port tells it (``mysql+pymysql://u:a``, ``postgresql://u:``):
+    ``postgresql://u:12`` is as well host ``u``, port 12."""
+    m = _PASSWORD_CUT_NAME.match(name)
+    if m is None or (m.group(2).isdigit() and 0 < int(m.group(2)) < 65536):
+        return None
+    dialect = m.group(1).partition("+")[0].lower()
+    return "postgresql" if dialect == "postgres" else dialect
+
+
+def refuse_password_cut_names(stored: Sequence[str], source: str) -> None:
+    """:class:`UserError` for a database ``source`` not yet in the store (none of the ``stored``
+    names) beside a stored name of its dialect that an older meta-study cut at its password
+    (:func:`password_cut_dialect`). That name lost the host and database, so it matches no source:
+    if its runs were this database's, every run was stored a second time under the new name,
+    without a word, and the store keeps part of a password in every row and in ``store info``, as
+    a name with the whole password does (:func:`refuse_stored_credentials`). ``--source NAME`` goes on."""
+    scheme = source.split("://", 1)[0] if "://" in source else ""
+    dialect = scheme.partition("+")[0].lower()
+    dialect = "postgresql" if dialect == "postgres" else dialect
+    if not dialect or source in stored:
+        return
+    for old in stored:
+        if password_cut_dialect(old) == dialect:
+            raise UserError(f"the store holds a {dialect} database's runs under a name an older meta-study cut at a "
+                            f"'#' or '?' of its password ({old.split('://', 1)[0]}://***, the first characters of "
+                            f"the password in every row and in `store info`): if they are this database's, each "
+                            f"run would be stored again under {source}; ingest into a new store (and delete this "
+                            "one), or give --source NAME to store the runs under that name")
 
 
 def refuse_stored_credentials(name: str) -> None:

@@ -30,6 +30,7 @@ artifact URIs are stored as strings.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import re
 import time
@@ -42,8 +43,9 @@ from ..errors import UserError
 from ..mlflow_client import has_credentials, refuse_credentials, safe_uri, source_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RESTORED_CHUNK, RunExpander, RunQuery, RunRecord, RunState, check_same_database, db_connect_args,
-                          default_mapping, drop_deleted, expand_page, expand_pages, filter_state_suffix, full_reads, gave_rows, is_logged_finite, load_state, mlflow_mapping,
+from .mlflow_runs import (RESTORED_CHUNK, RunExpander, RunQuery, RunRecord, RunState, adopt_legacy_digest,
+                          check_same_database, db_connect_args, default_mapping, drop_deleted, expand_page, expand_pages,
+                          filter_state_suffix, full_reads, gave_rows, is_logged_finite, load_state, mlflow_mapping,
                           plan_queries, refuse_bad_port, restamp, run_record, runs_of_deleted_experiments,
                           select_experiments, sqlite_source, state_table, stored_runs_of, stored_source)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
@@ -108,10 +110,12 @@ class MlflowSource:
                 raise UserError(f"{safe_uri(self.uri)}: no such database file"
                                 + (f" ({os.path.abspath(db)})" if db and db != ":memory:" else ""))
             _refuse_foreign_sqlite(safe_uri(self.uri), db)
-        elif _is_database(self.uri):
-            _probe_database(self.uri)
         from ..mlflow_client import mlflow_client
 
+        if _is_database(self.uri):
+            # a PostgreSQL session without a statement timeout gets the SQL source's: a read waiting
+            # on a lock (a migration's ALTER TABLE, VACUUM FULL) hung the ingest for good
+            return mlflow_client(with_statement_timeout(self.uri, _probe_database(self.uri)))
         # a relative sqlite path made absolute: MLflow caches its stores by URI, so in one process
         # `sqlite:///mlflow.db` read from another directory was the first directory's file
         return mlflow_client(sqlite_source(self.uri))
@@ -137,7 +141,10 @@ class MlflowSource:
                                 "and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)") from None
             raise UserError(f"{safe_uri(self.uri)}: {_no_api(str(e)) or _short(e)}") from None
         except Exception as e:  # noqa: BLE001 - requests/sqlalchemy errors: the source is unusable
-            raise UserError(f"{safe_uri(self.uri)}: unreachable ({_short(e)})") from None
+            why = _short(e)
+            if "statement_timeout" in why:   # it answered: a lock held the read, not the network
+                raise UserError(f"{safe_uri(self.uri)}: {why}") from None
+            raise UserError(f"{safe_uri(self.uri)}: unreachable ({why})") from None
 
     def experiments(self, client: Any, state: RunState | None = None) -> list[tuple[str, str]]:
         """(id, name) of the selected experiments: names, ids or globs; all active ones if none.
@@ -253,9 +260,14 @@ class MlflowSource:
         # refit's 10 s reachability check of its tracking server waited 60 s, 3 times)
         unset = {k: v for k, v in HTTP_DEFAULTS.items() if k not in os.environ}
         os.environ.update(unset)
+        # MLflow's SQL store logs a database error with its traceback before it raises it, and
+        # _call reports it in one line: a statement timeout printed 30 lines of traceback above it
+        db_log = logging.getLogger("mlflow.store.db.utils")
+        db_log.addFilter(_no_db_error_traceback)
         try:
             yield from self._batches(store, progress)
         finally:
+            db_log.removeFilter(_no_db_error_traceback)
             for k in unset:
                 os.environ.pop(k, None)
 
@@ -276,6 +288,7 @@ class MlflowSource:
         names = dict(exps)
         before = gave_rows(state)   # before this ingest changes it
         expander = RunExpander(self.mapping, self.source, self.options.history)
+        adopt_legacy_digest(state, expander)   # an older ingest's fingerprints of this mapping: unchanged
         history = (lambda recs: self._history_max(client, expander, recs)) if self.options.history == "max" else None
         seen: set[str] = set()
         queries = plan_queries([e for e, _ in exps], state, self.options, mapping_digest=expander.digest,
@@ -363,6 +376,12 @@ class MlflowSource:
         return out
 
 
+def _no_db_error_traceback(record: logging.LogRecord) -> bool:
+    """A logging filter: not MLflow's "SQLAlchemy database error" record (its traceback), whose
+    error MLflow raises and :meth:`MlflowSource._call` reports in one line."""
+    return not str(record.msg).startswith("SQLAlchemy database error")
+
+
 def _refuse_foreign_sqlite(shown: str, db: str) -> None:
     """:class:`UserError` unless the sqlite file ``db`` holds MLflow's tables (read-only look):
     MLflow creates its ~200 tables and indexes in any file without them (an empty file, another
@@ -385,12 +404,14 @@ def _refuse_without_mlflow_tables(shown: str, tables: set[str], what: str) -> No
                         f"give {what} the tracking server writes (mlflow server --backend-store-uri)")
 
 
-def _probe_database(uri: str) -> None:
+def _probe_database(uri: str) -> str | None:
     """Connect once to a database URI, raising the driver's error, and refuse a database without
     MLflow's tables. MLflow's client retries a failed connection 10 times with backoff
     (``mlflow.store.db.utils.MAX_RETRY_COUNT``, no setting), so a wrong host or port took ~110 s
     and nine warnings to fail; and it creates its tables in a database that lacks them (another
-    application's), where the ingest then reported an empty server."""
+    application's), where the ingest then reported an empty server. Returns PostgreSQL's
+    ``statement_timeout`` of the session (the role's, database's, ``PGOPTIONS``' or the URI's own),
+    None for other databases."""
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
@@ -403,6 +424,8 @@ def _probe_database(uri: str) -> None:
     try:
         with engine.connect() as conn:
             tables = set(sqlalchemy.inspect(conn).get_table_names())
+            timeout = (str(conn.execute(sqlalchemy.text("SHOW statement_timeout")).scalar())
+                       if conn.dialect.name == "postgresql" else None)
     except sqlalchemy.exc.DBAPIError as e:
         # the server answered: "unreachable" sent the user to the network, not the password
         why = _short(e.orig if e.orig is not None else e)
@@ -417,6 +440,35 @@ def _probe_database(uri: str) -> None:
     finally:
         engine.dispose()
     _refuse_without_mlflow_tables(safe_uri(uri), tables, "the database")
+    return timeout
+
+
+#: SQLAlchemy's PostgreSQL drivers on libpq, which read a URI's ``options`` (a session's settings
+#: at start-up); ``postgresql://`` is psycopg.
+LIBPQ_DRIVERS = ("psycopg", "psycopg2", "psycopg2cffi")
+
+
+def with_statement_timeout(uri: str, current: str | None) -> str:
+    """A PostgreSQL URI for MLflow's client whose sessions get the SQL source's statement timeout
+    (:data:`~meta_study.ingest.mlflow_sql.STATEMENT_TIMEOUT_S`), where the probed session's
+    ``current`` one is none (``0``): libpq's ``options`` in the URI (``-c statement_timeout=``),
+    after the URI's own ``options`` or else ``PGOPTIONS``, which a URI's ``options`` replaces. A
+    timeout set elsewhere (a role's, a database's, ``PGOPTIONS``') is kept: ``uri`` as given, as
+    for other databases and drivers that are not libpq's."""
+    from sqlalchemy.engine import make_url
+
+    from .mlflow_sql import STATEMENT_TIMEOUT_S
+
+    if current is None or current.strip() not in ("0", "0ms"):
+        return uri
+    url = make_url(uri)
+    if url.get_backend_name() != "postgresql" or url.get_driver_name() not in LIBPQ_DRIVERS:
+        return uri
+    own = url.query.get("options")
+    own = own[-1] if isinstance(own, tuple) else own
+    base = own if own is not None else os.environ.get("PGOPTIONS", "")
+    options = f"{base} -c statement_timeout={int(STATEMENT_TIMEOUT_S * 1000)}".strip()
+    return url.update_query_dict({"options": options}).render_as_string(hide_password=False)
 
 
 #: SQLAlchemy driver module -> what installs it (pip)
@@ -466,6 +518,10 @@ def _short(e: BaseException) -> str:
     low = msg.lower()
     if "connection refused" in low or "failed to establish a new connection" in low:
         return "connection refused"
+    if "statement timeout" in low:   # PostgreSQL's: "timed out" sent the user to the network
+        from .mlflow_sql import statement_timeout_line
+
+        return statement_timeout_line(next(x for x in msg.strip().splitlines() if "statement timeout" in x.lower()))
     if "timed out" in low or "timeout" in low:
         return "timed out"
     if "name or service not known" in low or "nodename nor servname" in low:

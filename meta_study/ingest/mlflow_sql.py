@@ -45,11 +45,11 @@ from ..errors import UserError
 from ..mlflow_client import has_credentials, safe_uri, without_user_info
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (FILTER_STATE, RunExpander, RunQuery, RunRecord, RunState, check_same_database,
-                          db_connect_args, drop_deleted, expand_page, expand_pages, fragment_cut_source, full_reads,
-                          gave_rows, load_state, merged_no_end, mlflow_mapping, plan_queries, refuse_bad_port,
-                          refuse_stored_credentials, restamp, runs_of_deleted_experiments, select_experiments,
-                          sqlite_source, state_table, stored_runs_of)
+from .mlflow_runs import (FILTER_STATE, RunExpander, RunQuery, RunRecord, RunState, adopt_legacy_digest,
+                          check_same_database, db_connect_args, drop_deleted, expand_page, expand_pages,
+                          fragment_cut_source, full_reads, gave_rows, load_state, merged_no_end, mlflow_mapping,
+                          plan_queries, refuse_bad_port, refuse_password_cut_names, refuse_stored_credentials, restamp,
+                          runs_of_deleted_experiments, select_experiments, sqlite_source, state_table, stored_runs_of)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
 PREFIX = "mlflow-sql:"
@@ -123,11 +123,12 @@ def stored_db_source(store: Store, source: str) -> str:
         return source
     mine = db_source(source)
     cut = fragment_cut_source(mine)    # a sqlite path holding '#', as older versions named it
-    for name in sorted(store.state_names(f"{PREFIX}*")):
-        old = name[len(PREFIX):].split(FILTER_STATE, 1)[0]
+    olds = [name[len(PREFIX):].split(FILTER_STATE, 1)[0] for name in sorted(store.state_names(f"{PREFIX}*"))]
+    for old in olds:
         if old != source and (db_source(old) == mine or old == cut):
             refuse_stored_credentials(old)
             return old
+    refuse_password_cut_names(olds, source)   # a name cut at a password's '#': it matches no database
     return source
 
 
@@ -204,11 +205,17 @@ def _short(e: BaseException, password: str | None) -> str:
     if "could not translate host name" in low or "name or service not known" in low:
         return "unknown host"
     if "statement timeout" in low:
-        # PostgreSQL's "canceling statement due to statement timeout" named neither the limit nor why
-        return (f"{first[:200]} (a query ran past the session's statement_timeout, {STATEMENT_TIMEOUT_S} s unless "
-                "set otherwise: a table locked by a migration or VACUUM FULL? PGOPTIONS='-c statement_timeout=...' "
-                "sets another)")
+        return statement_timeout_line(first)
     return first[:300]
+
+
+def statement_timeout_line(first: str) -> str:
+    """One line for PostgreSQL's "canceling statement due to statement timeout" (``first``, the
+    error's first line), which named neither the limit nor why: the SQL source's and the MLflow
+    client's (``postgresql://``) reads say the same."""
+    return (f"{first[:200]} (a query ran past the session's statement_timeout, {STATEMENT_TIMEOUT_S} s unless "
+            "set otherwise: a table locked by a migration or VACUUM FULL? PGOPTIONS='-c statement_timeout=...' "
+            "sets another)")
 
 
 def fetch(conn: Any, sql: str, params: dict[str, Any]) -> list[tuple]:
@@ -485,6 +492,7 @@ class MlflowSqlSource:
         names = dict(exps)
         before = gave_rows(state)   # before this ingest changes it
         expander = RunExpander(self.mapping, self.source, self.options.history)
+        adopt_legacy_digest(state, expander)   # an older ingest's fingerprints of this mapping: unchanged
         history = (lambda recs: self._history_max(conn, expander, recs)) if self.options.history == "max" else None
         seen: set[str] = set()
         # the finished runs without an end time in one query (`end_time IS NULL` reads them all)
