@@ -30,8 +30,35 @@ D_ADDRESS_HELP = ("Ray cluster to join: host:port, ray://host:port or auto (defa
                   "Ray of its own on this machine, as with 'local'; RAY_ADDRESS=local means the same).")
 
 
-#: --workers: at least one (-2 reached ray.init and ended in Ray's traceback; 0 meant "all CPUs").
-WORKERS = click.IntRange(min=1)
+class AtMost(click.IntRange):
+    """A whole number of at most ``max`` (and at least ``min`` when given), whose refusal of a value
+    above ``max`` says why there is a ceiling: a typo with extra zeros (``--trials 100000`` for
+    ``--trials 100``) was accepted and ran until killed, or until the memory ran out."""
+
+    def __init__(self, max: int, why: str, min: int | None = None) -> None:
+        super().__init__(min=min, max=max)
+        self.why = why
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        v = click.INT.convert(value, param, ctx)
+        if self.max is not None and v > self.max:
+            self.fail(f"{v} is more than {self.max:,}, the most it takes ({self.why})", param, ctx)
+        return super().convert(v, param, ctx)
+
+
+#: Ceilings of the work options, each far above any real use (docs/analysis.md lists them). The
+#: draws are materialised: a sensitivity keeps every draw's points of every frontier (sizes x
+#: trials x frontiers problems per group), a bootstrap every resample's indices and frontier points
+#: (~24 bytes per fitting point per resample: ~4 GB for a group of 1,550 models at 100,000).
+MAX_TRIALS = 10_000           # 1,000x the default 10
+MAX_SAMPLES = 100_000         # 100x the default 1,000; 10,000 already resolves a 99.9% interval's ends
+MAX_WORKERS = 1024            # workers of a Ray of its own on this one machine: more CPUs than one has
+MAX_SIZE = 1_000_000          # models in a sensitivity sample: more than any store holds (--bootstrap draws that many)
+TRIALS = AtMost(MAX_TRIALS, "draws per sample size, every draw held in memory")
+SAMPLES = AtMost(MAX_SAMPLES, "resamples per group, every resample held in memory")
+#: --workers: at least one (-2 reached ray.init and ended in Ray's traceback; 0 meant "all CPUs"),
+#: and at most MAX_WORKERS (a Ray of its own started that many worker processes on one machine).
+WORKERS = AtMost(MAX_WORKERS, "worker processes of a Ray of its own on this one machine", min=1)
 #: --seed: numpy seeds are >= 0 (-1 ended in numpy's "expected non-negative integer" traceback).
 SEED = click.IntRange(min=0)
 
@@ -216,6 +243,33 @@ class _NamedUsage:
             raise
 
 
+#: Exit code of a command whose reader went away (``meta-study fit ... | head -1``): 128 + SIGPIPE,
+#: what a shell reports of a process that SIGPIPE ended (``yes | head -1`` under ``pipefail``).
+EXIT_BROKEN_PIPE = 128 + 13
+
+
+@contextmanager
+def _quiet_broken_pipe() -> Iterator[None]:
+    """A write to a closed pipe ends the command quietly with :data:`EXIT_BROKEN_PIPE`. Click turned
+    it into exit 1, the code of a machine's failure (README: exit codes), so that a script or a
+    scheduler read ``| head -1`` as a failed command. Python's recommended way: the rest of the
+    output (what the interpreter flushes at exit) goes to ``os.devnull``, not to the closed pipe."""
+    import errno
+
+    try:
+        yield
+    except OSError as e:
+        if e.errno != errno.EPIPE:
+            raise
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (AttributeError, OSError, ValueError):   # not a file (click's test runner): nothing to flush
+            pass
+        raise SystemExit(EXIT_BROKEN_PIPE) from None
+
+
 class _Command(_NamedUsage, click.Command):
     """A subcommand (:class:`_NamedUsage`)."""
 
@@ -225,6 +279,15 @@ class _Group(_NamedUsage, click.Group):
 
     command_class = _Command
     group_class = type      # `store` and its subcommands too
+
+    # the whole command runs inside these two (``--help`` and ``--version`` print in make_context)
+    def make_context(self, *args: Any, **kw: Any) -> click.Context:
+        with _quiet_broken_pipe():
+            return super().make_context(*args, **kw)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _quiet_broken_pipe():
+            return super().invoke(ctx)
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **kw: Any) -> Any:  # type: ignore[override]
         try:
@@ -1018,12 +1081,16 @@ def _parse_sizes(sizes: str | None) -> tuple[int, ...] | None:
         _fail(f"--sizes must be comma-separated integers, got {sizes!r}")
     if not vals or min(vals) < 3:
         _fail(f"--sizes must be integers >= 3, got {sizes!r}")
+    if max(vals) > MAX_SIZE:
+        # with --bootstrap every draw holds that many models: --sizes 10,30,100000000 ran out of memory
+        _fail(f"--sizes {max(vals)}: more than {MAX_SIZE:,} models in a sample, the most it takes (a size above a "
+              "group's fitting points draws all of them; with --bootstrap each draw holds that many)")
     return tuple(sorted(set(vals)))
 
 
 @analysis_command(headline=False)
 @click.option("--sizes", default=None, help="Sample sizes, e.g. 10,30,100 (default: ~8 geometric steps from 10 to all).")
-@click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, help="Draws per sample size.")
+@click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, type=TRIALS, help="Draws per sample size.")
 @click.option("--bootstrap", "replace", is_flag=True, help="Draw with replacement instead of without.")
 @click.option("--seed", default=0, show_default=True, type=SEED,
               help="Master seed; results are deterministic for a seed.")
@@ -1059,7 +1126,7 @@ def sensitivity(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, si
 
 @analysis_command("bootstrap", headline=False,
                   frontiers_help="Frontier estimators to refit (default: vertices, all: the paper's pair).")
-@click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
+@click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, type=SAMPLES, help="Bootstrap resamples per group.")
 @click.option("--level", default=D.BOOTSTRAP_LEVEL, show_default=True, help="Confidence level of the percentile intervals.")
 @click.option("--seed", default=0, show_default=True, type=SEED,
               help="Master seed; results are deterministic for a seed.")
@@ -1144,8 +1211,8 @@ MAX_EVERY_S = 366 * 86400
               help="Where versioned results go: DIR/refits/<UTC time>/, DIR/LATEST.")
 @click.option("--every", default=None, metavar="DURATION", help="Refit in a loop, e.g. 30m, 1h, 1d. A round after the first that fails is said in one line on stderr and the loop goes on; a failed first round exits (unless another writer held the store past the wait).")
 @_fit_options
-@click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, help="Sensitivity draws per sample size.")
-@click.option("--samples", default=D.REFIT_BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
+@click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, type=TRIALS, help="Sensitivity draws per sample size.")
+@click.option("--samples", default=D.REFIT_BOOTSTRAP_SAMPLES, show_default=True, type=SAMPLES, help="Bootstrap resamples per group.")
 @click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True,
               help="'Scaling stops paying' where +1 US point buys fewer DS points than this.")
 @click.option("--address", default=None, help=D_ADDRESS_HELP)
@@ -1291,12 +1358,12 @@ def _echo_refit(res: Any) -> None:
 @analysis_command(out_help="Where the report and its tables go.")
 # the same defaults as `sensitivity` and `bootstrap`, so that the README's tour (those commands,
 # then `report`, into one DIR) reuses their outputs instead of refusing them
-@click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, help="Sensitivity draws per sample size.")
+@click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, type=TRIALS, help="Sensitivity draws per sample size.")
 # as sensitivity's: `sensitivity --sizes 10,30` then `report` into one DIR was refused with "give
 # ... the same options to reuse it", and report had no --sizes to give
 @click.option("--sizes", default=None,
               help="Sensitivity sample sizes, e.g. 10,30,100 (default: ~8 geometric steps from 10 to all).")
-@click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, help="Bootstrap resamples per group.")
+@click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, type=SAMPLES, help="Bootstrap resamples per group.")
 @click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True,
               help="'Scaling stops paying' where +1 US point buys fewer DS points than this.")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")

@@ -81,7 +81,9 @@ class RefitConfig:
     ``fit`` is how every part fits (the headline fits, and each sensitivity draw and bootstrap
     resample: hold-out split, loss, ``alpha_max``, ``nondecreasing``), as ``meta-study refit``
     passes its options to all three: a ``sensitivity`` or ``bootstrap`` whose ``fit`` is left at
-    the default takes it, and one given other fitting options is refused (:class:`ValueError`).
+    the default, or differs from ``fit`` only in its ``selection``, takes it (the same options, the
+    same :meth:`options_fingerprint` as the CLI's), and one given other fitting options is refused
+    (:class:`ValueError`).
     So with the frontiers: a ``sensitivity`` left at its default frontiers (every estimator) is
     run on ``fit.selection.frontiers``, as ``meta-study refit --frontiers`` narrows both; one
     given its own frontiers keeps them (logged as ``sensitivity_frontiers``).
@@ -140,13 +142,17 @@ class RefitConfig:
         # headlines with huber and every sensitivity draw and bootstrap resample with the default
         # loss (their own fit, left at its default), while the run logged loss=huber for all of it.
         # A part's fit left at the default takes ``fit``; one set to other fitting options is refused.
+        # One that differs only in its selection (laws, frontiers, tolerance, ...) takes ``fit`` too:
+        # it fits the same, and kept apart it was hashed apart: fit=FitOptions(selection=...) alone
+        # left the parts' selection at the default, the same tables under another options
+        # fingerprint than `meta-study refit`'s (which passes its options to all three).
         mine, default = _fitting(self.fit), _fitting(FitOptions())
         for name in ("sensitivity", "bootstrap"):
             part = getattr(self, name)
             own = _fitting(part.fit)
-            if own == mine:
+            if part.fit == self.fit:
                 continue
-            if own != default:
+            if own != mine and own != default:
                 diffs = ", ".join(f"{f.name} {getattr(own, f.name)!r} (fit: {getattr(mine, f.name)!r})"
                                   for f in fields(FitOptions) if getattr(own, f.name) != getattr(mine, f.name))
                 raise ValueError(f"RefitConfig: {name}.fit differs from fit: {diffs}; a refit fits every part with "

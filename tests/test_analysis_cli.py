@@ -139,7 +139,7 @@ def test_analysis_user_errors(timm_store, tmp_path):
     for args, needle in [(("fit", str(tmp_path / "nope"), "--out", str(tmp_path)), "no such store"),
                          (("fit", timm_store, "--out", str(tmp_path), "--holdout-quantile", "1.5"), "--holdout-quantile"),
                          (("fit", timm_store, "--out", str(tmp_path), "--ds-task", "cifar"),
-                          "no rows match the selection (--ds-task: the store has imagenet-a, imagenet-r, "
+                          "no rows match the selection: --ds-task cifar is not in the store (it has imagenet-a, imagenet-r, "
                           "imagenet-real, imagenetv2, sketch)"),
                          (("sensitivity", timm_store, "--out", str(tmp_path), "--sizes", "10,x"), "--sizes"),
                          (("sensitivity", timm_store, "--out", str(tmp_path), "--trials", "0"), "--trials"),

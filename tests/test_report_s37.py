@@ -162,7 +162,7 @@ def test_fig6_says_when_the_selection_matches_nothing(tmp_path):
     null everywhere)": a claim about rows it had not read, where the selection matched none."""
     store = committed_store(tmp_path / "st", runs=5, tasks=("a",))
     r = _script("fig6_layerwise.py", store.uri, "--out", str(tmp_path / "o"), "--ds-task", "typo")
-    assert r.returncode == 2 and r.stderr.strip().endswith("no rows match the selection (--ds-task: the store has a)"), r.stderr
+    assert r.returncode == 2 and r.stderr.strip().endswith("no rows match the selection: --ds-task typo is not in the store (it has a)"), r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
     r = _script("fig6_layerwise.py", store.uri, "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "representation_layer is null everywhere" in r.stderr, r.stderr

@@ -150,7 +150,7 @@ def test_a_script_says_why_nothing_matched_as_the_commands_do(tmp_path, monkeypa
     s.commit(validate(make_rows(12).assign(representation_layer=3)).table)
     monkeypatch.chdir(tmp_path)
     for extra, want in (([], "every row is a probe of an intermediate layer (3)"),
-                        (["--ds-task", "nope"], "(--ds-task: the store has a, b)")):
+                        (["--ds-task", "nope"], ": --ds-task nope is not in the store (it has a, b)")):
         args = scripts.parser("doc").parse_args([s.uri, "--out", str(tmp_path / "o"), *extra])
         try:
             scripts.analyse(args, AnalysisOptions(), figures=False)

@@ -56,7 +56,7 @@ def test_script_rows_say_what_the_store_has_when_nothing_matches(tmp_path):
     args = scripts.parser("doc").parse_args([store, "--out", str(tmp_path / "o"), "--ds-task", "nope"])
     with pytest.raises(UserError) as e:
         scripts.rows(open_store(store), args)
-    assert str(e.value) == f"{store}: no rows match the selection (--ds-task: the store has far, near)"
+    assert str(e.value) == f"{store}: no rows match the selection: --ds-task nope is not in the store (it has far, near)"
 
 
 # 3. the fits grid of more than GRID_MAX groups said "each group: its own figure" where only the

@@ -183,7 +183,7 @@ def test_no_match_and_unknown_values_mask_the_store_uris_secrets(tmp_path):
     for uri in ("s3://AKIA:SECRET@lab/x?endpoint_override=127.0.0.1:9&scheme=http",
                 "s3://lab/x?access_key=AKIA&secret_key=SECRET"):
         msg = no_match(uri, s, Selection(ds_task=("nope",)))
-        assert "SECRET" not in msg and "no rows match the selection (--ds-task: the store has a)" in msg, msg
+        assert "SECRET" not in msg and "no rows match the selection: --ds-task nope is not in the store (it has a)" in msg, msg
         assert msg.startswith("s3://") and "***" in msg, msg
         msg = unknown_selection(uri, s, Selection(ds_task=("a", "nope")))
         assert msg is not None and "SECRET" not in msg and "--ds-task nope: no such value in the store" in msg, msg

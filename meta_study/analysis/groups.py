@@ -265,18 +265,69 @@ def shown_values(vals: list[str]) -> str:
     return ", ".join(vals[:20]) + (f", ... ({len(vals)} in all)" if len(vals) > 20 else "")
 
 
+def closest_values(given: Sequence[str], have: Sequence[str]) -> str:
+    """" did you mean X?" for the given values that are near one the store has (difflib, case
+    ignored: ``ImageNet-A`` for ``imagenet-a``), naming the given value when several are; "" when
+    none is near. A typo among a hundred task names is then found without reading the list."""
+    import difflib
+
+    lower = {h.lower(): h for h in have}
+    hits = []
+    for v in given:
+        near = difflib.get_close_matches(str(v).lower(), list(lower), n=1, cutoff=0.6)
+        if near:
+            hits.append((str(v), lower[near[0]]))
+    if not hits:
+        return ""
+    if len(given) == 1:
+        return f"did you mean {hits[0][1]}?"
+    return "did you mean " + ", ".join(f"{h} for {v}" for v, h in hits) + "?"
+
+
+def _missing(col: str, given: Sequence[Any], have: Sequence[str]) -> list[str]:
+    """The given values of a group column that the store does not have, as typed."""
+    return [str(v) for v in given if (str(int(v)) if col == "shots" else str(v)) not in have]
+
+
+def _together(groups: pd.DataFrame, present: Sequence[tuple[str, str, tuple[Any, ...]]]) -> bool:
+    """Whether some group of the store has one of the given values of every option at once."""
+    keep = pd.Series(True, index=groups.index)
+    for _, col, given in present:
+        want = {str(int(v)) if col == "shots" else str(v) for v in given}
+        shown = [None if pd.isna(v) else str(int(v)) if col == "shots" else str(v) for v in groups[col]]
+        keep &= pd.Series([x in want for x in shown], index=groups.index)
+    return bool(keep.any())
+
+
 def no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
-    """'no rows match the selection', with the values the store has for each option given, the
-    layers of a store whose rows all probe an intermediate layer, or "(the store is empty)": what
-    ``meta-study``'s commands say (``cli._no_match``, the same words), for the ``analysis/*.py``
-    scripts, which said the bare "no rows match the selection" of a layer-wise sweep's store and
-    of a mistyped --ds-task alike."""
+    """'no rows match the selection', and why: the given values the store does not have (each
+    named, with the closest name it has and what it has), values each in the store but in no
+    group together, the layers of a store whose rows all probe an intermediate layer, or "(the
+    store is empty)". What ``meta-study``'s commands say (``cli._no_match``, the same words) and the
+    ``analysis/*.py`` scripts; "(--ds-task: the store has ...)" named what the store has, not which
+    of the given values matched nothing."""
     summary = store_obj.summary()   # reads every row's group columns: once
     groups = summary.groups
-    have = []
+    if not summary.rows:
+        return f"{_shown_store(store_uri)}: no rows match the selection (the store is empty)"
+    have, present = [], []
     for opt, col, given in selected_values(sel):
-        if given and col in groups:
-            have.append(f"{opt}: the store has {shown_values(store_values(groups, col)) or 'none'}")
+        if not given or col not in groups:
+            continue
+        values = store_values(groups, col)
+        missing = _missing(col, given, values)
+        if missing:
+            near = closest_values(missing, values) if col != "shots" else ""
+            listed = f"it has {shown_values(values)}" if values else "it has none"
+            have.append(f"{opt} {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in the store "
+                        f"({near + ' ' if near else ''}{listed})")
+        else:
+            present.append((opt, col, given))
+    if not have and len(present) > 1 and len(groups) and not _together(groups, present):
+        # each value is there, never with the others: `--us-task jft --ds-task cifar10` where only
+        # imagenet models were evaluated on cifar10
+        shown = " with ".join(f"{opt} {', '.join(str(v) for v in given)}" for opt, _, given in present)
+        have.append(f"no group has {shown} (each is in the store, not together)")
     layer = getattr(sel, "layer", None)
     if layer is not None:   # layer rows are no pre-logits rows: it said "no pre-logits rows of that layer"
         layers = sorted({int(v) for v in store_obj.read(columns=["representation_layer"])
@@ -284,14 +335,18 @@ def no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
         shown = ", ".join(map(str, layers[:20])) + (f", ... ({len(layers)} in all)" if len(layers) > 20 else "")
         have.append(f"--layer {layer}: the store has probes of layer{'s' if len(layers) != 1 else ''} {shown}"
                     if layers else f"--layer {layer}: the store has no layer-wise probe rows (pre-logits only)")
-    if not have and summary.rows:
+    if not have:
         # rows, none of them at the pre-logits layer the analysis reads by default: "the store is
-        # empty" sent a researcher with a layer-wise sweep looking for lost data
-        note = layers_only_note(store_obj.read(columns=["representation_layer"]).column("representation_layer")
-                                .to_pylist())
+        # empty" sent a researcher with a layer-wise sweep looking for lost data. The selection's
+        # rows: a DS task probed layer-wise only, in a store with pre-logits rows of others
+        filters = sel.filters() if hasattr(sel, "filters") else {}
+        note = layers_only_note(store_obj.read(filters, columns=["representation_layer"])
+                                .column("representation_layer").to_pylist())
         if note:
             have.append(note)
-    return f"{_shown_store(store_uri)}: no rows match the selection" + (f" ({'; '.join(have)})" if have
+    if not have:   # the given values are there and together (their rows all probe a layer, say): what it has
+        have = [f"{opt}: the store has {shown_values(store_values(groups, col)) or 'none'}" for opt, col, _ in present]
+    return f"{_shown_store(store_uri)}: no rows match the selection" + (f": {'; '.join(have)}" if have
                                                                         else " (the store is empty)")
 
 
@@ -314,8 +369,9 @@ def unknown_selection(store_uri: str, store_obj: Any, sel: Any) -> str | None:
     for opt, col, given in selected_values(sel):
         if given and col in groups and len(groups):
             have = store_values(groups, col)
-            missing = [str(v) for v in given if (str(int(v)) if col == "shots" else str(v)) not in have]
+            missing = _missing(col, given, have)
             if missing and len(missing) < len(given):     # none matching at all: _no_match says it
+                near = closest_values(missing, have) if col != "shots" else ""
                 return (f"{_shown_store(store_uri)}: {opt} {', '.join(missing)}: no such value in the store "
-                        f"(it has {shown_values(have) or 'none'})")
+                        f"(it has {shown_values(have) or 'none'})" + (f"; {near}" if near else ""))
     return None
