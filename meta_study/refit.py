@@ -581,10 +581,15 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
         if busy:
             return RefitResult(status="locked", message=busy)
         try:
-            return _refit(cfg, store, t0, progress, log)
+            res = _refit(cfg, store, t0, progress, log)
         except BaseException:
             _remove_if_only_locks(Path(cfg.out), fresh)   # while they are held: no other refit is in OUT
             raise
+        if res.status == "empty":
+            # nothing to fit made no version: an OUT this refit made held only its lock file
+            # after it ("a failed first refit leaves no --out it made behind", docs/cluster.md)
+            _remove_if_only_locks(Path(cfg.out), fresh)
+        return res
 
 
 def _remove_if_only_locks(out: Path, fresh: bool) -> None:
