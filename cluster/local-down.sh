@@ -55,6 +55,8 @@ is_state || [ -e "$state/.lock" ] || not_state
 # Ray head and an MLflow server running with no PID file. The lock is fd 9; services never inherit it.
 if [ -z "${META_STUDY_LOCK_HELD:-}" ] && command -v flock > /dev/null; then
   exec 9> "$state/.lock"
+  # said before the wait: beside a local-up that is starting (~30 s) this waited without a word
+  flock -n 9 || echo "local-down: waiting for another local-up, local-add-node or local-down on $state (up to ${META_STUDY_LOCK_WAIT:-300} s)" >&2
   flock -w "${META_STUDY_LOCK_WAIT:-300}" 9 || { echo "local-down: another local-up, local-add-node or local-down holds $state/.lock (waited ${META_STUDY_LOCK_WAIT:-300} s)" >&2; exit 1; }
 fi
 is_state || not_state

@@ -22,7 +22,8 @@
 #
 # Layout of STATE_DIR:
 #   env.sh                 RAY_ADDRESS, RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH, MLFLOW_TRACKING_URI,
-#                          RAY_API_SERVER_ADDRESS (with the dashboard: `ray job submit`)
+#                          RAY_API_SERVER_ADDRESS (with the dashboard: `ray job submit`); with a proxy
+#                          in the environment (http_proxy...), 127.0.0.1 added to no_proxy
 #   bin/python, bin/python3  `exec $PYTHON "$@"`: what `python` means in jobs (`ray job submit -- python ...`)
 #   ray-auth-token         this cluster's Ray token (0600)
 #   ray.pid, ray.log       `ray start --head --block` (the session leader of every Ray process)
@@ -75,6 +76,8 @@ state="$(cd "$state" && pwd -P)"
 # Ray head and an MLflow server running with no PID file. The lock is fd 9; services never inherit it.
 if [ -z "${META_STUDY_LOCK_HELD:-}" ] && command -v flock > /dev/null; then
   exec 9> "$state/.lock"
+  # said before the wait: beside a local-up that is starting (~30 s) this waited without a word
+  flock -n 9 || echo "local-up: waiting for another local-up, local-add-node or local-down on $state (up to ${META_STUDY_LOCK_WAIT:-300} s)" >&2
   flock -w "${META_STUDY_LOCK_WAIT:-300}" 9 || { echo "local-up: another local-up, local-add-node or local-down holds $state/.lock (waited ${META_STUDY_LOCK_WAIT:-300} s)" >&2; exit 1; }
 fi
 
@@ -91,11 +94,6 @@ py_abs="$(cd "$(dirname "$py_abs")" && pwd -P)/$(basename "$py_abs")"
 shq() {
   if [[ "$1" =~ ^[A-Za-z0-9@%+=:,./_-]+$ ]]; then printf '%s' "$1"; else printf "'%s'" "${1//\'/\'\\\'\'}"; fi
 }
-mkdir -p "$state/bin"
-for name in python python3; do
-  printf '#!/bin/sh\nexec %s "$@"\n' "$(shq "$py_abs")" > "$state/bin/$name.tmp"
-  chmod 755 "$state/bin/$name.tmp" && mv "$state/bin/$name.tmp" "$state/bin/$name"
-done
 # Keeps the default ./meta-study-local out of `git status`.
 [ -f "$state/.gitignore" ] || printf '*\n' > "$state/.gitignore"
 
@@ -123,6 +121,14 @@ if { [ -e "$state/ray.pid" ] || [ -e "$state/mlflow.pid" ] || [ -e "$state/boot_
   note "stopping what is left of an earlier start in $state"
   META_STUDY_LOCK_HELD=1 "$here/local-down.sh" "$state" || die "could not stop what is left of an earlier start in $state (above)"
 fi
+# Written only now, for the services this run starts: before the check above, a second local-up
+# with another PYTHON (another venv) said "already running" and had changed `python` in the running
+# cluster's jobs, and the interpreter local-add-node.sh runs, to an interpreter of another Ray.
+mkdir -p "$state/bin"
+for name in python python3; do
+  printf '#!/bin/sh\nexec %s "$@"\n' "$(shq "$py_abs")" > "$state/bin/$name.tmp"
+  chmod 755 "$state/bin/$name.tmp" && mv "$state/bin/$name.tmp" "$state/bin/$name"
+done
 
 # --- cleanup on failure: stop whatever was started, then exit with the original status ---------
 started=0
@@ -270,6 +276,20 @@ if [ -n "${RAY_AUTH_TOKEN:-}" ]; then
 fi
 unset RAY_AUTH_TOKEN
 
+# A proxy in the environment (http_proxy, HTTPS_PROXY, ALL_PROXY...) with no no_proxy that names
+# 127.0.0.1: Python clients (MLflow's, urllib's) sent the trials' requests for the MLflow server on
+# 127.0.0.1 to the proxy. 127.0.0.1 is added to no_proxy for Ray's processes, and env.sh adds it in
+# the shells that read it.
+direct=()
+proxy_set=false
+for var in http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY; do
+  [ -z "${!var:-}" ] || proxy_set=true
+done
+if [ "$proxy_set" = true ] && [[ ",${no_proxy:-${NO_PROXY:-}}," != *",127.0.0.1,"* ]]; then
+  np="${no_proxy:-${NO_PROXY:-}}"
+  direct=("no_proxy=127.0.0.1${np:+,$np}" "NO_PROXY=127.0.0.1${np:+,$np}")
+fi
+
 # detach LOG CMD...: run CMD as the leader of a new session (so local-down.sh can stop exactly its
 # processes), stdin closed, output appended to LOG. Portable setsid via Python's os.setsid.
 detach() {
@@ -316,7 +336,7 @@ start_services() {
   started=1
   # Tasks and job drivers inherit the raylet's environment, so MLFLOW_TRACKING_URI set here reaches
   # every trial without any configuration in the sweep.
-  detach "$state/ray.log" env -u RAY_ADDRESS "${ray_auth[@]}" MLFLOW_TRACKING_URI="$mlflow_uri" \
+  detach "$state/ray.log" env -u RAY_ADDRESS "${ray_auth[@]}" ${direct[@]+"${direct[@]}"} MLFLOW_TRACKING_URI="$mlflow_uri" \
     RAY_enable_metrics_collection=0 DASHBOARD_METRIC_PORT="$p_dash_metrics" AUTOSCALER_METRIC_PORT="$p_autoscaler_metrics" \
     PATH="$state/bin:$PATH" "$PY" -m ray.scripts.scripts "${ray_args[@]}"
   echo $! > "$state/ray.pid"
@@ -354,7 +374,9 @@ wait_healthy() {
     if [ "$mlflow_ok" -eq 0 ] && "$PY" - "$mlflow_uri" <<'EOF' 2>/dev/null
 import json, sys, urllib.request
 url = sys.argv[1] + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
-with urllib.request.urlopen(url, timeout=2) as r:
+# never through a proxy: with http_proxy set (and no no_proxy naming 127.0.0.1) the check asked the
+# proxy, and a healthy MLflow was "not healthy after 180 s", then stopped
+with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=2) as r:
     sys.exit(r.status != 200 or "experiment" not in json.load(r))
 EOF
     then
@@ -370,7 +392,12 @@ EOF
       note "Ray is healthy"
     fi
     if [ "$mlflow_ok" -eq 1 ] && [ "$ray_ok" -eq 1 ]; then return 0; fi
-    [ "$SECONDS" -lt "$deadline" ] || die "not healthy after ${timeout_s} s (logs in $state)"
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      local which=""   # which one: "not healthy" alone sent users to both logs
+      [ "$ray_ok" -eq 1 ] || which="Ray (ray status --address 127.0.0.1:$ray_port shows no resources)"
+      [ "$mlflow_ok" -eq 1 ] || which="${which:+$which and }MLflow (its REST API does not answer at $mlflow_uri)"
+      die "not healthy after ${timeout_s} s: $which (logs in $state)"
+    fi
     sleep 1
   done
 }
@@ -402,6 +429,8 @@ echo "$mlflow_port" > "$state/mlflow.port"
   echo "export RAY_AUTH_TOKEN_PATH=$(shq "$state/ray-auth-token")"
   [ "$dashboard" = true ] && echo "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:$p_dash"
   echo "export MLFLOW_TRACKING_URI=$mlflow_uri"
+  # shellcheck disable=SC2016  # expanded where env.sh is read
+  [ "${#direct[@]}" -eq 0 ] || echo 'export no_proxy="127.0.0.1${no_proxy:+,$no_proxy}" NO_PROXY="127.0.0.1${NO_PROXY:+,$NO_PROXY}"  # the proxy in the environment: not for the servers on 127.0.0.1'
   echo "# MLflow UI: $mlflow_uri"
   [ "$dashboard" = true ] && echo "# Ray dashboard: http://127.0.0.1:$p_dash"
   echo "# stop: $(printf %q "$here/local-down.sh") $(printf %q "$state")"

@@ -5,8 +5,9 @@ The rule, the same for every command (``--help`` and docs/cluster.md say it too)
 
 - ``address`` (``auto``, ``host:6379``, ``ray://host:10001``), else ``$RAY_ADDRESS`` (what
   ``ray job submit`` and ``cluster/local-up.sh`` export): join that cluster; its CPUs and its
-  authentication are its own. An address nothing answers at fails in one line within seconds
-  (:func:`check_address`), never Ray's minutes of "Failed to connect to GCS" retries.
+  authentication are its own. An address nothing answers at, or whose cluster refuses the Ray token
+  this environment sends, fails in one line within seconds (:func:`check_address`), never Ray's
+  minutes of "Failed to connect to GCS" retries.
 - ``address="local"`` (or ``RAY_ADDRESS=local``), or neither given: start a Ray of our own. Never a
   plain ``ray.init()``, which would join a cluster that ``ray start`` recorded in Ray's temp
   directory (and then refuse ``num_cpus``).
@@ -193,8 +194,9 @@ def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S, source:
     """UserError, in one line, if nothing accepts a TCP connection at a cluster address
     (``host:port``, ``ray://host:port``, or ``auto``: the cluster Ray finds on this machine), or
     what answers is of the wrong kind: no gRPC server, a gRPC server that is no GCS at a
-    ``host:port`` (a raylet's port), a GCS at a ``ray://`` (:func:`ask_gcs`); other forms (a
-    client plugin's ``scheme://``) are left to Ray."""
+    ``host:port`` (a raylet's port), a GCS or another gRPC server at a ``ray://`` (:func:`ask_gcs`,
+    :func:`_ping_client_server`); or if the cluster refuses the Ray token this environment sends
+    (:func:`sent_token_header`). Other forms (a client plugin's ``scheme://``) are left to Ray."""
     from urllib.parse import urlsplit
 
     text = address.strip()
@@ -239,13 +241,77 @@ def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S, source:
     # server's without ray://: "Failed to connect", under a C++ log line) or ~30 s (a GCS given
     # with ray://: "ray client connection timeout"), saying neither what answered nor what to give
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    code = (ask_gcs(target, timeout_s) or ("", ""))[0]
+    header = sent_token_header()   # asked with the token Ray will send: a refused one is said now (below)
+    code = (ask_gcs(target, timeout_s, header) or ("", ""))[0]
     if text.startswith("ray://") and code in ("OK", "UNAUTHENTICATED"):
         raise UserError(f"{source} {shown}: a Ray cluster's GCS answers there, not its client server: give the GCS "
                         f"without ray:// ({target})")
     if not text.startswith("ray://") and code == "UNIMPLEMENTED":
         raise UserError(f"{source} {shown}: a gRPC server answers there, but not a Ray cluster's GCS (a raylet's port? "
                         f"a client server's is given as ray://{target})")
+    if text.startswith("ray://") and code == "UNIMPLEMENTED":
+        code = _ping_client_server(target, timeout_s, header or {}) or ""
+        if code == "UNIMPLEMENTED":
+            # a gRPC server that knows neither the GCS's calls nor the client server's (a raylet's or an
+            # agent's port): ray.init retried it for ~30 s, then said "ray client connection timeout"
+            raise UserError(f"{source} {shown}: a gRPC server answers there, but not a Ray client server (a raylet's "
+                            "port? the client server's is 10001 by default)")
+    # A token the cluster refuses (another cluster's, none set, RAY_AUTH_MODE missing): ray.init found
+    # out after ~20 s of retries (a GCS), or said "ray client connection timeout" after ~30 s with no
+    # word of the token (a client server); a refit or a sweep had done its work before that. One call
+    # with the token Ray will send (~20 ms) says it before any work. Not asked where that token cannot
+    # be told (a RAY_AUTH_TOKEN_PATH this user cannot read: _check_token_file says so).
+    # (A client server is asked its own first call, ClusterInfo PING, above.)
+    if header is not None and code == "UNAUTHENTICATED":
+        raise UserError(f"{source} {shown}: could not join the Ray cluster there (it refused the connection: "
+                        f"UNAUTHENTICATED){_auth_hint(True, '')}")
+
+
+def sent_token_header() -> dict[str, str] | None:
+    """The Ray token header a client of this environment sends (``{"authorization": "Bearer ..."}``),
+    ``{}`` for none, as Ray 2.60 picks it: only with ``RAY_AUTH_MODE=token``, from ``RAY_AUTH_TOKEN``,
+    else the file ``RAY_AUTH_TOKEN_PATH`` names, else Ray's default file ``~/.ray/auth_token``, its
+    whitespace trimmed. None where it cannot be told (a ``RAY_AUTH_TOKEN_PATH`` with no token to
+    read: :func:`_check_token_file`'s to say)."""
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "token":
+        return {}
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if not token and path:
+        if _token_file_problem(path):
+            return None
+        with open(path, "rb") as f:
+            token = f.read().decode("utf-8", "replace").strip()
+    elif not token:
+        default = os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+        try:
+            with open(default, "rb") as f:
+                token = f.read().decode("utf-8", "replace").strip()
+        except OSError:
+            token = ""
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
+def _ping_client_server(target: str, timeout: float, token: Mapping[str, str]) -> str | None:
+    """Ping the Ray client server at ``target`` as ``ray.init("ray://...")`` first does (ClusterInfo
+    PING, with the token as gRPC metadata): the gRPC status's name (``"OK"``, ``"UNAUTHENTICATED"``
+    for a refused or missing token: measured with Ray 2.60), or None where it cannot be asked as
+    Ray would (TLS, a Ray without grpcio)."""
+    if os.environ.get("RAY_USE_TLS", "0").strip().lower() in ("1", "true"):
+        return None
+    try:
+        import grpc
+        from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc
+    except ImportError:
+        return None
+    request = ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING)
+    with grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)]) as channel:
+        try:
+            ray_client_pb2_grpc.RayletDriverStub(channel).ClusterInfo(request, timeout=timeout,
+                                                                      metadata=list(token.items()))
+        except grpc.RpcError as e:
+            return e.code().name
+    return "OK"
 
 
 class _NameTimeout(Exception):
@@ -571,7 +637,12 @@ def _token_hint(e: BaseException) -> str:
         seen.add(id(cur))
         chain.append(str(cur))
         cur = cur.__cause__ or cur.__context__
-    refused = "InvalidAuthToken" in "\n".join(chain)
+    return _auth_hint("InvalidAuthToken" in "\n".join(chain), str(e))
+
+
+def _auth_hint(refused: bool, error: str) -> str:
+    """The token hint (``"; ..."``, or ``""``) for a join that failed with ``error``; ``refused``:
+    the cluster refused the token sent, or that none was sent."""
     token, path = os.environ.get("RAY_AUTH_TOKEN"), os.environ.get("RAY_AUTH_TOKEN_PATH")
     mode_token = os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "token"
     if not (token or path) and mode_token:
@@ -594,7 +665,7 @@ def _token_hint(e: BaseException) -> str:
         which = ("RAY_AUTH_TOKEN" + (" (it wins over RAY_AUTH_TOKEN_PATH)" if path else "") if token
                  else f"RAY_AUTH_TOKEN_PATH ({path})")
         return f"; the cluster refused the Ray token of {which}: is it this cluster's?"
-    if re.search(r"auth|token", str(e), re.I):
+    if re.search(r"auth|token", error, re.I):
         return "; is RAY_AUTH_TOKEN_PATH this cluster's token?"
     return ""
 

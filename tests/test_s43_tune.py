@@ -161,7 +161,9 @@ def test_joining_a_grpc_port_that_is_no_gcs_is_one_line_at_once(grpc_server, mon
         check_address(f"127.0.0.1:{port}")
     assert str(e.value) == (f"--address 127.0.0.1:{port}: a gRPC server answers there, but not a Ray cluster's GCS "
                             f"(a raylet's port? a client server's is given as ray://127.0.0.1:{port})")
-    check_address(f"ray://127.0.0.1:{port}")      # what a client server answers: left to Ray
+    # as ray:// it is no client server either (one answers ClusterInfo: tests/test_s49_cluster.py)
+    with pytest.raises(UserError, match="a gRPC server answers there, but not a Ray client server"):
+        check_address(f"ray://127.0.0.1:{port}")
 
 
 def test_joining_a_gcs_given_as_a_ray_client_address_is_one_line_at_once(grpc_server, monkeypatch):
