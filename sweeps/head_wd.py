@@ -10,8 +10,9 @@ at 0.01"; the paper's default, 0.1, is for its other runs). The paper's 7 epochs
 are of JFT, ~2 billion images; 30 epochs of 48,000 procedural images are 1.4 million, ~2,800 steps at batch
 512, where 7 would leave the body undertrained. About 0.3 GPU-hours per trial on an A100 (~6
 GPU-hours in all). With real data, add e.g. ``--dataset in21k=imagefolder:/data/imagenet21k
---us-task in21k --set img_size=224 --set "model_kwargs={'patch_size': 16}" --set epochs=7`` and
-expect ~40 A100-hours per trial for ViT-B/16 at 7 epochs of ImageNet-21k.
+--us-task in21k --set model_name=vit_b --set img_size=224 --set "model_kwargs={'patch_size': 16}"
+--set epochs=7`` and expect ~40 A100-hours per trial for ViT-B/16 at 7 epochs of ImageNet-21k
+(without ``model_name``, the sweep's ViT-S/16).
 Then: ``meta-study ingest $MLFLOW_TRACKING_URI --experiment head_wd --store S`` and
 ``python analysis/head_wd_d1_d4.py S --out figs``.
 """
