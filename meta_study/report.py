@@ -319,9 +319,15 @@ def _quantiles(heads: pd.DataFrame) -> str:
     """The members' quantile the headline rows are, as each row's predictor names it
     (:func:`~meta_study.analysis.figures.quantile_name`): "0.4 quantile", "median" for rows written
     before ``member_quantile`` was stored, "0.4 quantile or median" for a mix. The page said "the
-    0.4 quantile" above rows, and beside figures, that predicted with the median."""
-    col = heads["member_quantile"] if "member_quantile" in heads else [None] * len(heads)
-    return " or ".join(dict.fromkeys(quantile_name(q) for q in col)) or quantile_name(MEMBER_QUANTILE)
+    0.4 quantile" above rows, and beside figures, that predicted with the median. Only the rows with
+    a usable headline say it (those without have no ``discount``, :func:`_headline_what`): a group
+    with no usable fit stores no ``member_quantile`` either, and was read as a legacy median, so a
+    store with one such group said "the 0.4 quantile or median"."""
+    if "member_quantile" not in heads:      # written before the column was stored: every row the median
+        return quantile_name(None)
+    usable = heads["discount"].notna() if "discount" in heads else pd.Series(True, index=heads.index)
+    names = dict.fromkeys(quantile_name(q) for q in heads.loc[usable, "member_quantile"])
+    return " or ".join(names) or quantile_name(MEMBER_QUANTILE)
 
 
 def _failed(status: Any) -> bool:
