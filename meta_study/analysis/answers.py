@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..defaults import PAYOFF_THRESHOLD
-from .selection import FLAG_HELP, PLUS_POINTS
+from .selection import FLAG_HELP, PLUS_POINTS, slope_text as _slope
 
 
 def _f(row: Mapping[str, Any], key: str) -> float:
@@ -178,10 +178,17 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
     """The answer a headline row of ``fits.parquet`` supports (see the module doc). ``threshold``
     (DS points per US point) defaults to the row's ``payoff_threshold``, the one its stop-paying
     point was found with (:data:`~meta_study.defaults.PAYOFF_THRESHOLD` for a row without one): a row fitted with ``--threshold 0.2`` read
-    "< 0.1 DS pt" beside a point found at 0.2."""
+    "< 0.1 DS pt" beside a point found at 0.2.
+
+    Raises:
+        ValueError: a ``threshold`` outside (0, 100] (NaN too), as ``SelectionOptions`` refuses
+            it: "Scaling stops paying (+1 US pt buys < 0 DS pt)" was a claim no row makes.
+    """
     if threshold is None:
         t = _f(row, "payoff_threshold")
         threshold = t if math.isfinite(t) else PAYOFF_THRESHOLD
+    elif not 0 < float(threshold) <= 100:
+        raise ValueError(f"threshold must be DS points per US point in (0, 100], got {float(threshold):g}")
     L = level_pct(row_level(row))    # the level the row's intervals were made at: "90%" by default
     trusted = _flag(row, "trusted")
     reason = _text(row, "trust_reason") or _text(row, "message") or "no usable fit"
@@ -216,7 +223,7 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
             if no_trend:     # the laws' slope is not evidence when DS is not shown to rise with US
                 gain = ", no DS gain per US pt measurable (DS is not shown to rise with US in these models)"
             else:
-                gain = f", {slope:.2f} DS pt per US pt" if math.isfinite(slope) else ""   # a slope is pt per pt
+                gain = f", {_slope(slope, threshold)} DS pt per US pt" if math.isfinite(slope) else ""   # pt per pt
                 # what the laws say +1 US point buys there, beside the headline's slope (which sits
                 # between the levelling laws' ~0 and the rising ones'): "does it still pay" is a
                 # question they may disagree on; said only where they do, at the shown digits
@@ -258,19 +265,21 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
     claims = ""
     if trusted and _flag(row, "stop_paying_supported"):
         sp = _f(row, "stop_paying_us")
-        sat = _f(row, "saturation")
+        sat, sat_lo, sat_hi = _f(row, "saturation"), _f(row, "saturation_lo"), _f(row, "saturation_hi")
         # a limit below the best DS seen: that model sits above the laws' curve, which has levelled off
         level = (f"DS has levelled off: the laws' limit, {pct(sat)}, is below the best DS seen ({pct(flat)})"
                  if _below(sat, flat) else
                  # p(100% US): never a finding, however well the stop-paying point is supported
-                 f"the laws' limit at 100% US, an extrapolation: {pct(sat)}"
-                 f"{_spread(_f(row, 'saturation_lo'), _f(row, 'saturation_hi'))}")
+                 f"the laws' limit at 100% US, an extrapolation: {pct(sat, _digits(sat_lo, sat_hi))}"
+                 f"{_spread(sat_lo, sat_hi)}")
         # a supported point lies within the data: a member still paying at the best visible
         # model stops past the data, not "never" (which the laws' own extrapolation may say)
         sp_lo, sp_hi = _f(row, "stop_paying_lo"), _f(row, "stop_paying_hi")
         sp_iv = (f" {SPREAD}{pct(sp_lo)}-past the data)" if math.isfinite(sp_lo) and sp_hi == math.inf
                  else _spread(sp_lo, sp_hi))
-        claims = (f"Scaling stops paying (+1 US pt buys < {threshold:g} DS pt) at {pct(sp)} US"
+        # the point with its spread's decimals: "at 72.5% US (spread of the laws: 72.45%-72.46%)"
+        # read as a point outside the spread that holds it
+        claims = (f"Scaling stops paying (+1 US pt buys < {threshold:g} DS pt) at {pct(sp, _digits(sp_lo, sp_hi))} US"
                   f"{sp_iv}; {level}.")
     target = _f(row, "ds_target")
     if math.isfinite(target):
@@ -308,7 +317,8 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
             need = f"{tgt} needs more US than the best visible model's {pct(best)}{iv}"
         elif math.isfinite(un) and un < AT_100:
             past = "" if math.isfinite(hus) and un <= hus + 1e-12 else " (past the tested horizon)"
-            need = f"{tgt} needs {pct(un)} US{iv}{past}"
+            # with its interval's decimals ("needs 85.0% US [85.01%-85.04%]": outside its interval)
+            need = f"{tgt} needs {pct(un, _digits(un_lo, un_hi))} US{iv}{past}"
         else:   # never, or only in the limit of 100% US (it read "needs 100.000% US")
             when = " only at 100% US" if math.isfinite(un) else " up to 100% US"
             # a statement about the curve up to 100% US: past the tested horizon, said as every other

@@ -16,7 +16,8 @@ the smallest US accuracy ``u*`` past which the slope stays below ``t`` all the w
 
 **US needed** for a DS target ``y``: the smallest US accuracy at which the law reaches ``y``.
 
-- ``0.0`` ("0%"): the law is at or above ``y`` already at 0% US.
+- ``0.0`` ("0%"): the law is at or above ``y`` already at 0% US (so is a law that falls as US
+  rises, which no fit gives, for a ``y`` at its limit).
 - ``1.0`` ("100%"): the law reaches ``y`` only in the limit of 100% US (``y`` is its saturation;
   a law that levels off before, eq1-bayes past its US Bayes accuracy, reaches it there).
 - NaN ("never"): ``y`` is above everything the law reaches (above its saturation).
@@ -133,16 +134,20 @@ def us_needed_many(law: str, params: Sequence[Mapping[str, float]], target: floa
     target = _fraction(target, "target (a DS accuracy)")
     if not params:
         return np.zeros(0)
-    out = us_needed_from_values(_stack(law, params, "predict"), target)
+    values = _stack(law, params, "predict")
+    out = us_needed_from_values(values, target)
     # A target at the law's saturation (to the 1e-12 the values are compared with) is reached where
     # the law stops rising, if it does (eq1-bayes past the US Bayes accuracy, a flat law at 0% US),
     # else only in the limit of 100% US (1.0, the module doc). Read from the values, a steep law
     # within 1e-12 of its limit long before 100% "reached" it there: eq1 with alpha 3 at 99.987% US,
-    # alpha 10 at 93.3%, said as reachable below 100%.
+    # alpha 10 at 93.3%, said as reachable below 100%. Not a law that lies above its limit (one
+    # that falls to it, k < 0): it reaches the target where its values say, 0% US; it read "100%"
+    # for its own limit and "0%" for any target above it (eq1, k = -0.2, e_IR = 0.3: 0.7 and 0.75)
     L = get_law(law)
     with np.errstate(all="ignore"):
         sat = np.array([float(L.saturation({p: float(q[p]) for p in L.params})) for q in params])
-    at = np.flatnonzero(np.abs(sat - target) <= 1e-12)
+        above = (values > target + 1e-12).any(axis=1)
+    at = np.flatnonzero((np.abs(sat - target) <= 1e-12) & ~above)
     if at.size:
         s = _stack(law, [params[i] for i in at], "slope")[:, :-1]   # the slope at 100% US itself is a limit
         still = s != 0                                           # rising (or unknown: NaN) there

@@ -693,8 +693,14 @@ def _trust(sel: GroupSelection, o: SelectionOptions, unscored: str = "") -> tupl
     # estimate, it can exceed an error that happened to come out small
     noise = (f"; test-set noise alone ~{100 * sel.noise:.1f} pt" if math.isfinite(sel.noise) else "")
 
-    def shown_pt(x: float) -> str:   # never "3.0 > 3": two decimals beside the tolerance
-        return f"{x:.2f}" if abs(x - 100 * o.tolerance) < 0.05 else f"{x:.1f}"
+    def shown_pt(x: float) -> str:
+        # never "3.0 > 3": beside the tolerance, two decimals, or up to three where they still read
+        # equal to it (a mean of 3.0044 pt shown "3.00" beside "tolerance 3 pt" hid why the latest
+        # cut decided)
+        if abs(x - 100 * o.tolerance) >= 0.05:
+            return f"{x:.1f}"
+        two = f"{x:.2f}"
+        return two if two != f"{100 * o.tolerance:.2f}" or x == 100 * o.tolerance else f"{x:.3f}"
 
     if not math.isfinite(sel.backtest_err):   # NaN > tol is False: it would have been trusted
         return False, "no back-test error (the back-tests gave no number)"
@@ -732,6 +738,18 @@ def _edge_miss(h: Headline) -> float:
     if not h.usable or not math.isfinite(h.best_us):
         return math.nan
     return float(h.predict_accuracy(np.array([h.best_us]))[0]) - h.flat
+
+
+def slope_text(v: float, threshold: float) -> str:
+    """A slope (DS points per US point) with 2 decimals, or as many more (up to 4) as it takes to
+    read on the same side of ``threshold`` as it is: 0.0996 read "0.10 DS pt per US pt" beside
+    "stops paying (+1 US pt buys < 0.1 DS pt)", and "0.10 ... below 0.1" in a warning."""
+    d = 2
+    text = f"{v:.{d}f}"
+    while d < 4 and math.isfinite(threshold) and (v < threshold) != (float(text) < threshold):
+        d += 1
+        text = f"{v:.{d}f}"
+    return text
 
 
 def _apart(a: float, b: float) -> tuple[str, str]:
@@ -831,14 +849,16 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions, unsco
                 why = (f"+1 US point still buys {thr} DS points or more at +{step_points} US point"
                        f"{'s' if step_points != 1 else ''} ({_pct_or_none(step)})")
             elif s_best >= o.payoff_threshold:
-                why = (f"the laws' slope is still {s_best:.2f} DS points per US point (at least {thr}) at the best "
+                why = (f"the laws' slope is still {slope_text(s_best, o.payoff_threshold)} DS points per US point "
+                       f"(at least {thr}) at the best "
                        f"visible model ({_pct_or_none(h.best_us)})")
             else:
                 # below the threshold at the best model, but the curve steepens again past it (a
                 # law with alpha < 1 grows steeper towards 100% US): the text must not say it pays here
                 later = U_GRID[(U_GRID > h.best_us) & (h.slope(U_GRID) >= o.payoff_threshold)]
                 again = f" from {_pct_or_none(float(later[0]))}" if later.size else ""
-                why = (f"the laws' slope is {s_best:.2f} DS points per US point at the best visible model "
+                why = (f"the laws' slope is {slope_text(s_best, o.payoff_threshold)} DS points per US point at the "
+                       "best visible model "
                        f"({_pct_or_none(h.best_us)}), below {thr}, but the laws' curve steepens to {thr} or more again{again}, past the data")
             # it read "so the stop-paying point (is never reached) and the saturation are not findings"
             warnings.append(f"extrapolation: {why}; neither the stop-paying point ({where}) nor the saturation "
@@ -926,7 +946,10 @@ def _need_warning(target: float, un: float, hus: float) -> str:
 def _pct_or_none(u: float) -> str:
     if not math.isfinite(u):
         return "no back-test"
-    return f"{100 * u:.{1 if u < 0.99 else 2}f}% US"
+    d = 1 if u < 0.99 else 2
+    while d < 4 and u < 1 and float(f"{100 * u:.{d}f}") >= 100:   # 99.996% read "100.00% US"
+        d += 1
+    return f"{100 * u:.{d}f}% US"
 
 
 def _range_problem(g: _Group) -> str:
@@ -1030,4 +1053,4 @@ def _group_warnings(sel: GroupSelection, g: _Group, o: SelectionOptions, trusted
 
 
 __all__ = ["CHORD_GAP", "CHORD_TOL", "Candidate", "Claims", "FLAGS", "FLAG_HELP", "GroupSelection", "MIN_ABOVE",
-           "PLUS_POINTS", "SelectionOptions", "Step", "TREND_P", "noise_floor", "select_groups", "target_frontier"]
+           "PLUS_POINTS", "SelectionOptions", "Step", "TREND_P", "noise_floor", "select_groups", "slope_text", "target_frontier"]
