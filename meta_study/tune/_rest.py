@@ -212,7 +212,6 @@ class _RestRuns:
         every call until the end-of-sweep flush spools it (credentials fixed, ``--resume`` sends it),
         which said only, after the whole flush timeout, that not everything reached the server: a
         token that expired mid-sweep went unnoticed for the rest of the sweep."""
-        import sys
 
         with self._refused_lock:
             said, _ = status in self.refused, self.refused.add(status)
@@ -220,15 +219,26 @@ class _RestRuns:
             return
         what = ("denies these credentials access" if status == 403 else "refuses these credentials"
                 if "Authorization" in self.headers or self.via_mlflow else "asks for credentials, and none are set")
-        print(f"meta-study writer: MLflow at {_safe(self.base)} {what} (HTTP {status}; credentials come from "
+        _say(f"meta-study writer: MLflow at {_safe(self.base)} {what} (HTTP {status}; credentials come from "
               "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, else MLFLOW_TRACKING_TOKEN); the trials' "
-              "operations are retried, and spooled at the end of the sweep for --resume to send",
-              file=sys.stderr, flush=True)
+              "operations are retried, and spooled at the end of the sweep for --resume to send")
 
     @staticmethod
     def num(v: float) -> Any:
         """JSON has no NaN or infinities; MLflow's protobuf JSON takes them as strings."""
         return v if v == v and abs(v) != float("inf") else ("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity"))
+
+
+def _say(line: str) -> None:
+    """One line of the writer's on stderr. A stderr that cannot be written (the terminal of a closed
+    SSH session answers EIO, a closed pipe) loses the line, never the operations: a line that
+    raised in a writer thread killed it, with its batch marked done, and flush said all was sent."""
+    import sys
+
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):   # ValueError: stderr closed
+        pass
 
 
 def _readable(sock: Any) -> bool:

@@ -11,12 +11,12 @@ flush cannot send in time goes to the spool (one object per flush that gave up, 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import posixpath
 import queue
 import re
-import sys
 import threading
 import time
 import zlib
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..failpoints import failpoint
-from ._rest import _RestRuns
+from ._rest import _RestRuns, _say
 from .state import DAMAGED, RUNS, SPOOL, StateDir
 
 MAX_METRICS_PER_BATCH = 1000
@@ -76,6 +76,9 @@ class Op:
     kind: str                       # "run", "metrics", "tag", "artifacts", "end", "map", "reopen"; "batch" (spooled); "noop", "retry"
     trial: str
     payload: dict[str, Any] = field(default_factory=dict)
+    #: the writer's order of this operation among all it took (replayed, then put): no field (never
+    #: piped, sent or spooled); a trial's operations from its queue, the spool and memory are merged by it
+    seq = 0
 
 
 class MlflowWriter:
@@ -127,6 +130,11 @@ class MlflowWriter:
         self._rest: _RestRuns | None = None
         self.creds: dict[str, Any] | None = None     # resolved by the driver; None: resolve here
         self._stop = threading.Event()
+        self._seq = itertools.count(1)           # Op.seq
+        # held by a thread while it takes its batch from its queue and by a flush that gives up while
+        # it empties the queues: both taking at once split a trial's operations between the two
+        # (the thread A1 and A3, the flush A2), and replay sent A3 before A2
+        self._take_lock = threading.Lock()
         # while a flush that gave up runs: the time (ns) its spool names operations in flight by, so
         # they replay before the queued ones it spooled first (a trial's later operations)
         self._in_flight_ns: int | None = None
@@ -149,6 +157,10 @@ class MlflowWriter:
         # operations again; against a server still down each flush (the child's last one too: up to
         # an HTTP timeout more before it exits) would only spool them once more
         self._last_call_ok = True
+        # the last flush gave up and calls were still in flight at the end of its wait (an artifact
+        # upload that takes minutes): their operations are neither sent nor spooled, and were
+        # reported as neither (0 held): the sweep said it had spooled what the writer exited with
+        self._stuck = False
 
     def setup(self) -> None:
         """Load the trial -> run map of earlier runs of the sweep, start, replay the spool. A storage
@@ -160,14 +172,14 @@ class MlflowWriter:
             self._resumed = self._resumed or bool(self._runs)
         except Exception as e:  # noqa: BLE001 - without the map, a trial's run is looked up by its tag first
             self._resumed = True
-            print(f"meta-study writer: could not read the run map ({type(e).__name__}: {e}); each trial's run "
-                  "is looked up by its tag before one is created", file=sys.stderr)
+            _say(f"meta-study writer: could not read the run map ({type(e).__name__}: {e}); each trial's run "
+                  "is looked up by its tag before one is created")
         self._start()
         try:
             self._replay_spool()
         except Exception as e:  # noqa: BLE001 - the spool stays for the next session
-            print(f"meta-study writer: could not read the spool ({type(e).__name__}: {e}); it stays for the next "
-                  "session", file=sys.stderr)
+            _say(f"meta-study writer: could not read the spool ({type(e).__name__}: {e}); it stays for the next "
+                  "session")
 
     # ---- the writer threads ---------------------------------------------------------------------
     # Operations of one trial always go to the same thread (in order); threads drain their queue in
@@ -178,6 +190,7 @@ class MlflowWriter:
         self._start()
         if op.kind == "noop":      # the driver's "start now" (setup): nothing to send
             return
+        op.seq = next(self._seq)
         self._queues[zlib.crc32(op.trial.encode()) % self.WRITERS].put(op)
 
     def _start(self) -> None:
@@ -212,26 +225,29 @@ class MlflowWriter:
         while True:
             first = q.get()
             batch = [first]
-            while len(batch) < 256:
-                try:
-                    batch.append(q.get_nowait())
-                except queue.Empty:
-                    break
+            with self._take_lock:
+                while len(batch) < 256:
+                    try:
+                        batch.append(q.get_nowait())
+                    except queue.Empty:
+                        break
             ops = [o for o in batch if o is not None]
             by_trial: dict[str, list[Op]] = {}
             for o in ops:
                 by_trial.setdefault(o.trial, []).append(o)
             try:
                 for trial, trial_ops in by_trial.items():
-                    # what was spooled, then what a failed spool kept, go first: older than anything queued since
+                    # what was spooled and what a failed spool kept, merged with the batch in the order
+                    # they were put: a flush that gave up while this batch waited spooled the trial's
+                    # later operations from the queue, and those went ahead of the batch (an "end"
+                    # before the metrics it followed, a tag's older value last)
                     taken, objects = self._take_held(trial)
-                    trial_ops = taken + trial_ops
+                    trial_ops = sorted(taken + trial_ops, key=_seq_of)
                     try:
                         self._apply(trial, trial_ops)
                     except Exception as e:  # noqa: BLE001 - a bug, not the server: keep the thread and the ops
-                        print(f"meta-study writer: trial {trial}: {type(e).__name__}: {e}; spooling its operations",
-                              file=sys.stderr)
-                        self._spool(trial_ops, older=True, keep=False)
+                        _say(f"meta-study writer: trial {trial}: {type(e).__name__}: {e}; spooling its operations")
+                        self._spool(trial_ops, keep=False)
                     self._settle(trial, objects)
             finally:
                 # always: a batch never marked done makes every later flush wait its whole timeout
@@ -255,8 +271,7 @@ class MlflowWriter:
             return
         while done < len(steps):
             if self._stop.is_set():   # a flush gave up: spool, without a call that may hang for minutes
-                self._spool([Op(kind=s_[0], trial=trial, payload=s_[1]) for s_ in steps[done:]], older=True,
-                            in_flight=True)
+                self._spool([_step_op(trial, s_, ops[0].seq) for s_ in steps[done:]], in_flight=True)
                 return
             try:
                 self._do_step(trial, steps[done])
@@ -285,9 +300,8 @@ class MlflowWriter:
                 if refused >= 3:
                     with self._count_lock:
                         self.dropped += 1
-                    print(f"meta-study writer: trial {trial}: MLflow refuses its {steps[done][0]} for good "
-                          f"({str(e).splitlines()[0][:300] if str(e) else type(e).__name__}); dropped",
-                          file=sys.stderr, flush=True)
+                    _say(f"meta-study writer: trial {trial}: MLflow refuses its {steps[done][0]} for good "
+                          f"({str(e).splitlines()[0][:300] if str(e) else type(e).__name__}); dropped")
                     done, delay, refused = done + 1, 0.5, 0
                     continue
                 if self._stop.wait(delay):   # flush gave up: the loop's check spools the rest
@@ -305,21 +319,25 @@ class MlflowWriter:
             self._down_said = failed_s is not None
         where = safe_uri(self.target.tracking_uri)
         if failed_s is not None:
-            print(f"meta-study writer: MLflow calls to {where} have failed for {failed_s:.0f} s ({self.last_error}); "
+            _say(f"meta-study writer: MLflow calls to {where} have failed for {failed_s:.0f} s ({self.last_error}); "
                   "the trials' operations are kept and retried, and whatever is left at the end of the sweep is "
-                  "spooled for --resume to send", file=sys.stderr, flush=True)
+                  "spooled for --resume to send")
         else:
-            print(f"meta-study writer: MLflow calls to {where} go through again; the operations kept meanwhile are "
-                  "being sent", file=sys.stderr, flush=True)
+            _say(f"meta-study writer: MLflow calls to {where} go through again; the operations kept meanwhile are "
+                  "being sent")
 
     @property
     def held_ops(self) -> int:
-        """Operations neither sent nor spooled (the storage failed too): they live only in this process."""
+        """Operations neither sent nor spooled (the storage failed too, or their call was still in flight
+        when the last flush had waited for it; at most, counting their threads' whole batches): they
+        live only in this process."""
         with self._spool_lock:
-            return sum(len(v) for v in self._held.values())
+            held = sum(len(v) for v in self._held.values())
+        return held + (sum(q.unfinished_tasks for q in self._queues) if self._stuck else 0)
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every queued call is done; spool the rest after the timeout. True if all went."""
+        self._stuck = False
         with self._spool_lock:    # what an earlier flush could not send (spooled too while the server answers)
             held = list({**self._held, **(self._spooled if self._last_call_ok else {})})
         for trial in held:
@@ -335,9 +353,9 @@ class MlflowWriter:
                 try:
                     self.state.drop_spooled(names)
                 except Exception as e:  # noqa: BLE001 - all was sent: said, never raised (it killed the writer)
-                    print(f"meta-study writer: everything was sent, but could not remove the replayed spool "
+                    _say(f"meta-study writer: everything was sent, but could not remove the replayed spool "
                           f"object(s) {', '.join(names)} from {self.state.uri} ({type(e).__name__}: {e}); the next "
-                          "session replays them again (remove them to avoid that)", file=sys.stderr)
+                          "session replays them again (remove them to avoid that)")
             return True
         # ops in flight wake from their back-off and spool themselves, under a name that sorts
         # before the queued ops spooled below: replay reads spool objects in name order, and a
@@ -346,15 +364,16 @@ class MlflowWriter:
         self._in_flight_ns = self._next_spool_ns()
         self._stop.set()
         left: list[Op] = []
-        for q in self._queues:
-            while True:
-                try:
-                    op = q.get_nowait()
-                except queue.Empty:
-                    break
-                if op is not None:
-                    left.append(op)
-                q.task_done()
+        with self._take_lock:
+            for q in self._queues:
+                while True:
+                    try:
+                        op = q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if op is not None:
+                        left.append(op)
+                    q.task_done()
         # now, not after the calls in flight (up to an HTTP timeout): a writer killed meanwhile
         # keeps them; a trial's ops in flight that cannot be spooled either go ahead of these
         self._spool(left)
@@ -362,25 +381,31 @@ class MlflowWriter:
         # answers: 60 s on the REST path, MLflow's 120 s on its client's, without its retries in
         # the writer process); returning sooner, the child exited (or the driver killed it) with
         # that trial's operations, and those of the trials after it in the batch, unsent, unspooled
-        end = time.monotonic() + call_limit_s() + 5
+        wait_s = call_limit_s() + 5
+        end = time.monotonic() + wait_s
         while pending() and time.monotonic() < end:
             time.sleep(0.02)
+        if pending():
+            self._stuck = True
+            _say(f"meta-study writer: {pending()} operation(s) were still in MLflow calls {wait_s:.0f} s after the "
+                 "flush gave up (a large artifact upload?); they are neither sent nor spooled, and are lost if "
+                 "this process exits now")
         self._stop.clear()
         self._in_flight_ns = None
         return False
 
-    def _spool(self, ops: list[Op], *, older: bool = False, in_flight: bool = False, keep: bool = True) -> bool:
+    def _spool(self, ops: list[Op], *, in_flight: bool = False, keep: bool = True) -> bool:
         """Spool ``ops`` (with whatever an earlier failed spool kept); True if they are stored. Never
         raises: when the storage fails too (an OSError from the store), the operations are kept in
         memory, per trial, and go again at the trial's next operations and at every later flush
         (sent if the server is back, else spooled again), so a writer thread never dies of it and
-        nothing is lost while the process lives. ``older``: ``ops`` were taken from their queue
-        before the kept ones of their trials (a trial's ops in flight), and go ahead of them.
-        ``in_flight``: ``ops`` were in flight when a flush gave up; their object is named by the
-        time the flush gave up, before the queued ops it spooled then (and every object after
-        the ones this writer replayed: :meth:`_next_spool_ns`). ``keep``: stored, they are kept in
-        memory too, to go again ahead of their trials' later operations (see ``_spooled``); False for
-        operations whose step raised (a bug: they would raise again), left to the next session."""
+        nothing is lost while the process lives. Each trial's operations, the kept ones too, go in the
+        order they were put (:attr:`Op.seq`). ``in_flight``: ``ops`` were in flight when a flush gave
+        up; their object is named by the time the flush gave up, before the queued ops it spooled
+        then (and every object after the ones this writer replayed: :meth:`_next_spool_ns`).
+        ``keep``: stored, they are kept in memory too, to go again ahead of their trials' later
+        operations (see ``_spooled``); False for operations whose step raised (a bug: they would
+        raise again), left to the next session."""
         with self._spool_lock:   # one object per call: object stores have no appends
             held = [o for trial_ops in self._held.values() for o in trial_ops]
             ops = [o for o in ops if o.kind != "retry"]
@@ -388,7 +413,7 @@ class MlflowWriter:
                 return True
             # each trial's ops in the order they were queued: replay and a retry keep it
             by_trial: dict[str, list[Op]] = {}
-            for o in (ops + held if older else held + ops):
+            for o in sorted(held + ops, key=_seq_of):
                 by_trial.setdefault(o.trial, []).append(o)
             try:
                 name = self.state.spool([json.dumps({"kind": o.kind, "trial": o.trial, "payload": o.payload})
@@ -397,14 +422,13 @@ class MlflowWriter:
                                                else self._next_spool_ns()))
             except Exception as e:  # noqa: BLE001 - the storage is down too: keep them for the next try
                 self._held = by_trial
-                print(f"meta-study writer: could not spool {sum(map(len, by_trial.values()))} operation(s), "
-                      f"kept to send or spool again: {type(e).__name__}: {e}", file=sys.stderr)
+                _say(f"meta-study writer: could not spool {sum(map(len, by_trial.values()))} operation(s), "
+                      f"kept to send or spool again: {type(e).__name__}: {e}")
                 return False
             self._held = {}
             if keep:
                 for trial, trial_ops in by_trial.items():
-                    before = self._spooled.get(trial, [])
-                    self._spooled[trial] = trial_ops + before if older else before + trial_ops
+                    self._spooled[trial] = sorted(self._spooled.get(trial, []) + trial_ops, key=_seq_of)
                 self._objects[name] = set(by_trial)
             return True
 
@@ -415,8 +439,9 @@ class MlflowWriter:
             return self._spool_ns
 
     def _take_held(self, trial: str) -> tuple[list[Op], list[str]]:
-        """The trial's spooled operations, then those a spool could not store (older than any queued),
-        and the spool objects the first came from (:meth:`_settle` them once they are carried out)."""
+        """The trial's spooled operations and those a spool could not store (each older than the
+        trial's queued ones, or spooled from its queue by a flush that gave up: :attr:`Op.seq` orders
+        them), and the spool objects the first came from (:meth:`_settle` them once carried out)."""
         with self._spool_lock:
             objects = [n for n, trials in self._objects.items() if trial in trials]
             return self._spooled.pop(trial, []) + self._held.pop(trial, []), objects
@@ -443,9 +468,8 @@ class MlflowWriter:
             except Exception as e:  # noqa: BLE001 - tried again after a flush that sent everything
                 with self._spool_lock:
                     self._replayed += done
-                print(f"meta-study writer: could not remove the sent spool object(s) {', '.join(done)} from "
-                      f"{self.state.uri} ({type(e).__name__}: {e}); tried again at the next flush",
-                      file=sys.stderr)
+                _say(f"meta-study writer: could not remove the sent spool object(s) {', '.join(done)} from "
+                      f"{self.state.uri} ({type(e).__name__}: {e}); tried again at the next flush")
 
     def _replay_spool(self) -> None:
         """Queue what earlier sessions spooled (each trial's thread takes its share first, ahead of
@@ -474,13 +498,14 @@ class MlflowWriter:
                     self.state.write_bytes(f"{SPOOL}/{kept}", ("\n".join(lines) + "\n").encode(), durable=True)
                 except Exception as e:  # noqa: BLE001 - the storage failed: leave the object in place
                     kept, replayed = f"{name} (could not copy it: {type(e).__name__}: {e})", False
-                print(f"meta-study writer: spool object {name}: {len(lines) - len(ops)} of {len(lines)} line(s) "
-                      f"unreadable, skipped; the rest replayed; the object kept as {kept}", file=sys.stderr)
+                _say(f"meta-study writer: spool object {name}: {len(lines) - len(ops)} of {len(lines)} line(s) "
+                      f"unreadable, skipped; the rest replayed; the object kept as {kept}")
             for op in ops:
                 if op.kind in ("metrics", "batch"):   # sent already if a writer died before dropping the object
                     op.payload["resent"] = True
             with self._spool_lock:
                 for op in ops:
+                    op.seq = next(self._seq)       # older than anything this session puts
                     self._spooled.setdefault(op.trial, []).append(op)
                 if replayed and ops:
                     self._objects[name] = {op.trial for op in ops}
@@ -575,10 +600,9 @@ class MlflowWriter:
             with self._lock:
                 said, self._map_said = self._map_said, True
             if not said:
-                print(f"meta-study writer: could not write trial {trial_id}'s run to the run map in "
+                _say(f"meta-study writer: could not write trial {trial_id}'s run to the run map in "
                       f"{self.state.uri} ({type(e).__name__}: {e}); its MLflow operations go on, the entry is "
-                      "written again at its next operation (a --resume finds the run by its tags meanwhile)",
-                      file=sys.stderr, flush=True)
+                      "written again at its next operation (a --resume finds the run by its tags meanwhile)")
             return
         with self._lock:
             self._unmapped.pop(trial_id, None)
@@ -592,8 +616,8 @@ class MlflowWriter:
         with self._lock:
             said, _ = (kind, name) in self._bad_names, self._bad_names.add((kind, name))
         if not said:
-            print(f"meta-study writer: MLflow takes no {kind} named {name[:300]!r} ({why}); it is left out of every "
-                  "run, the rest is logged", file=sys.stderr, flush=True)
+            _say(f"meta-study writer: MLflow takes no {kind} named {name[:300]!r} ({why}); it is left out of every "
+                  "run, the rest is logged")
         return False
 
     def _not_logged(self, rid: str, ms: list[Any]) -> list[Any]:
@@ -666,8 +690,8 @@ class MlflowWriter:
                 # gone (deleted, or a spooled operation replayed on another machine): MLflow's
                 # log_artifacts copies nothing from a missing directory, without an error, and
                 # checkpoint_uri then named an empty artifact directory as the run's checkpoint
-                print(f"meta-study writer: trial {trial}: its checkpoint directory {p['dir']} is gone; not copied "
-                      "to its run, which gets no checkpoint_uri", file=sys.stderr, flush=True)
+                _say(f"meta-study writer: trial {trial}: its checkpoint directory {p['dir']} is gone; not copied "
+                      "to its run, which gets no checkpoint_uri")
                 return
             client = self._mlflow()
             client.log_artifacts(rid, p["dir"], artifact_path="checkpoint")
@@ -781,6 +805,17 @@ def spooled_op(line: str) -> Op:
             raise ValueError("a metric's value, time or step is not a number")
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise ValueError(f"not a spooled operation ({type(e).__name__}: {e})") from None
+    return op
+
+
+def _seq_of(op: Op) -> int:
+    return op.seq
+
+
+def _step_op(trial: str, step: tuple[str, dict[str, Any]], seq: int) -> Op:
+    """A planned step as the operation it is spooled as, in its trial's order at ``seq``."""
+    op = Op(kind=step[0], trial=trial, payload=step[1])
+    op.seq = seq
     return op
 
 
