@@ -24,7 +24,8 @@ moved or copied from another path, or one whose MLflow database or sweep state w
 is a ``WORKDIR`` another demo is running in (:func:`workdir_lock`). A ``--synthetic`` demo stopped
 while it logged its runs leaves some of them: the next one logs the rest (:func:`log_synthetic`).
 A demo stopped while it trained (Ctrl-C, which Tune takes as a stop) ends there, exit 130, and the
-next one resumes its sweep; one whose sweep could not log everything to MLflow (a flush that
+next one resumes its sweep as it was started (``--serial`` on a sweep started without it is refused
+in one line: :func:`refuse_serial_resume`); one whose sweep could not log everything to MLflow (a flush that
 spooled) ends there too, exit 1, and the next one sends the rest before it ingests.
 """
 
@@ -159,7 +160,18 @@ def workdir_lock(wd: Path, workdir: str) -> Iterator[None]:
     from .errors import UserError
     from .validation import printable
 
-    fd = os.open(wd / DEMO_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(wd / DEMO_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        # a workdir that exists but cannot be written (another user's, a read-only mount): it was
+        # "[Errno 13] Permission denied: '.../.demo.lock'" and exit 1, where one that cannot be
+        # created says which input is wrong and exits 2 (the store says the same of its lock file)
+        import errno
+
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise UserError(f"--workdir {workdir}: cannot be written ({e.strerror}: {wd / DEMO_LOCK}); "
+                        "give a directory you can write to") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -491,6 +503,8 @@ def _train(wd: Path, tracking: str, serial: bool, log: Callable[[str], None] = p
     done = finished_sweep(storage / "demo", tracking, options) if options.resume else None
     if done is not None:
         return done
+    if options.resume and serial:
+        refuse_serial_resume(storage / "demo", wd)
     try:
         res = run_sweep(_sweep_spec(), options)
     except UserError as e:
@@ -525,6 +539,29 @@ def _train(wd: Path, tracking: str, serial: bool, log: Callable[[str], None] = p
         raise DemoStepFailed(f"--workdir {wd}: the demo's sweep could not check its runs in {tracking} at its end "
                              f"({res.unreconciled}); nothing was ingested; run the demo again once MLflow answers")
     return res.finished
+
+
+def refuse_serial_resume(exp_dir: Path, wd: Path) -> None:
+    """Refuse ``demo --serial`` on a sweep that a demo without it started and was stopped in (Ctrl-C),
+    in the demo's words: Tune resumes a sweep with the concurrency it started with, and the runner's
+    refusal named ``--resume``, ``--max-concurrent`` and ``--name``, none of them the demo's options.
+    A record that does not say (an older one) or says one at a time resumes as before.
+
+    Raises:
+        UserError: one line naming ``--workdir`` and what to run instead.
+    """
+    from .errors import UserError
+    from .tune.state import StateDir
+
+    try:
+        record = StateDir(str(exp_dir)).read_record()
+    except UserError:
+        return              # the runner's resume says what is wrong with it
+    settings = record.settings if record is not None else {}
+    if "max_concurrent" in settings and settings["max_concurrent"] != 1:
+        raise UserError(f"--workdir {wd}: its sweep was stopped before its end and was started without --serial; a "
+                        "sweep resumes as it was started (Tune keeps how many trials run at once): run the demo "
+                        "again without --serial, or give another --workdir to train one trial at a time")
 
 
 def _raise_stop(signal_name: str, finished: int, trials: int, log: Callable[[str], None]) -> None:
