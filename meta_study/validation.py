@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import (COLUMNS, COLUMN_BY_NAME, EXTRA_DS_TEST_SIZE, Column, PARTITION, SCHEMA, SCHEMA_VERSION, STORE_FILLED,
+from .schema import (COLUMNS, COLUMN_BY_NAME, EXTRA_DS_TEST_SIZE, KEY, Column, PARTITION, SCHEMA, SCHEMA_VERSION, STORE_FILLED,
                      UTC_TIMESTAMP)
 
 #: What :func:`validate` returns: store-filled columns may still be null.
@@ -246,9 +246,16 @@ def _coerce_numeric(s: pd.Series, integer: bool) -> tuple[np.ndarray, np.ndarray
         # loop below, which still sees every other cell (commas, NaN, inf, wrong types).
         plain = _plain_numbers(s)
         if plain is not None:
-            ok, parsed = plain
+            ok, parsed, null = plain
             vals[ok] = parsed
-            rest = np.flatnonzero(~ok)
+            # Missing cells (None, NA; NaN too in a text column) give nothing in the loop below:
+            # left out of it (an absent column is all None: ~1 us a cell for nothing). An object
+            # column's NaN or NaT is null in Arrow too, but a NaN measurement or a wrong type there.
+            if not text_col and null.any():
+                at = np.flatnonzero(null)
+                cells = s.to_numpy(dtype=object)[at]
+                null[at] = _none_or_na(cells)
+            rest = np.flatnonzero(~ok & ~null)
             obj = s.iloc[rest].astype(object).to_numpy()
         else:
             rest = np.arange(n)
@@ -294,6 +301,19 @@ def _coerce_numeric(s: pd.Series, integer: bool) -> tuple[np.ndarray, np.ndarray
     return vals, wrong, nan
 
 
+def _none_or_na(cells: np.ndarray) -> np.ndarray:
+    """A mask of the ``cells`` (an object array) that are None or pd.NA: vectorized for None
+    (~10 ms per million), one by one for the other missing values (NaN, NaT, NA)."""
+    try:
+        out = np.equal(cells, None).astype(bool)   # (NaN, NaT, NA: False)
+    except (TypeError, ValueError):   # a cell whose == is no bool (an array: a list column's cell)
+        return np.fromiter((v is None or v is pd.NA for v in cells), bool, len(cells))
+    other = np.flatnonzero(pd.isna(cells) & ~out)
+    if len(other):
+        out[other] = np.fromiter((v is pd.NA for v in cells[other]), bool, len(other))
+    return out
+
+
 #: A decimal number as Arrow's cast parses it: no spaces, commas, underscores, nan or inf.
 _PLAIN_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 
@@ -301,6 +321,9 @@ _PLAIN_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 def _as_strings(s: pd.Series) -> pa.Array | None:
     """The series as an Arrow string array when every cell is a string or missing (None, NaN,
     NA), else None. Zero-copy for pandas' Arrow-backed ``str`` columns (CSV read as text)."""
+    if len(s) and s.dtype == object and s.iloc[0] is None and _none_or_na(s.to_numpy()).all():
+        # an absent column (validate's None a row): ~3x cheaper than Arrow's look at every cell
+        return pa.nulls(len(s), pa.string())
     try:
         arr = pa.array(s, from_pandas=True)
     except (pa.ArrowException, OverflowError, TypeError, ValueError):
@@ -316,17 +339,27 @@ def _as_strings(s: pd.Series) -> pa.Array | None:
     return arr if pa.types.is_string(arr.type) else None
 
 
-def _plain_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
-    """(mask of cells that are plain decimal strings, their float64 values), or None when the
-    cells are not all strings or missing (JSON values, numbers in object columns)."""
-    import pyarrow.compute as pc
-
+def _plain_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(mask of the cells that are plain decimal numbers of a finite value, their float64 values,
+    mask of the cells that are null in Arrow: None, NA, NaN, NaT), or None when the cells are not
+    all strings or missing (JSON values, numbers in object columns)."""
     arr = _as_strings(s)
     if arr is None:
         return None
-    ok = pc.fill_null(pc.match_substring_regex(arr, _PLAIN_NUMBER), False)
-    parsed = pc.filter(arr, ok).cast(pa.float64())
-    return ok.to_numpy(zero_copy_only=False), parsed.to_numpy()
+    null = arr.is_null().to_numpy(zero_copy_only=False)
+    if arr.null_count == len(arr):   # an absent column: nothing to match
+        return np.zeros(len(arr), bool), np.zeros(0), null
+    try:
+        # Most columns: every cell a number to Arrow, in one cast (the regex below costs ~0.2 s per
+        # million cells). Arrow reads exactly the plain numbers and the spellings of NaN and
+        # infinity ("nan", "Inf", "nan(1)"; "1e400" overflows): the cells it reads as no finite
+        # number are left to the caller, as the regex leaves them.
+        parsed = arr.cast(pa.float64())
+    except pa.ArrowInvalid:   # a cell of another text ("0,5", " 1", "85%"): the regex tells which
+        ok = pc.fill_null(pc.match_substring_regex(arr, _PLAIN_NUMBER), False)
+        return ok.to_numpy(zero_copy_only=False), pc.filter(arr, ok).cast(pa.float64()).to_numpy(), null
+    ok = pc.fill_null(pc.is_finite(parsed), False)
+    return ok.to_numpy(zero_copy_only=False), pc.filter(parsed, ok).to_numpy(), null
 
 
 def _is_utf8(text: str) -> bool:
@@ -449,6 +482,10 @@ class WholeInput:
     #: count column -> [values with a fraction, values, whole values stored, whole values refused],
     #: over the pieces read so far (:func:`_flag_counts_in_units`)
     counts_in_units: dict[str, list[int]] = field(default_factory=dict)
+    #: fraction column without a task (data_fraction) -> [percents, values counted, values in (0, 1]
+    #: read as fractions, values in (0, 1] refused as percents], over the pieces read so far
+    #: (:func:`_flag_percent_column`): as :attr:`percent_tasks`, for the whole column
+    percent_columns: dict[str, list[int]] = field(default_factory=dict)
 
     def problem(self) -> str | None:
         for col, order in self.dates.items():
@@ -494,6 +531,17 @@ class WholeInput:
                         f"its values <= 1 {'were' if refused != 1 else 'was'} refused as percents in a piece where "
                         "most of its values were above 1, a large input is read in pieces): give the column one unit "
                         f"(fractions, or percents with 'units: {{{col}: percent}}' in a --mapping)")
+        for col, (k, n, read, refused) in self.percent_columns.items():
+            if 2 * k > n and read:
+                return (f"{col}: its values are mostly in (1, 100] ({k} of {n}), percents, but {read} of its values "
+                        f"<= 1 {'were' if read != 1 else 'was'} read as fractions before that was known (a large input "
+                        f"is read in pieces): 0.5 % would be stored as 50 %; {col} is a fraction: write its values "
+                        "as fractions (50 % as 0.5)")
+            if 2 * k <= n and refused:
+                return (f"{col}: mixes fractions and percents ({k} of {n} values in (1, 100]; {refused} of its values "
+                        f"<= 1 {'were' if refused != 1 else 'was'} refused as percents in a piece where most values "
+                        f"were above 1, a large input is read in pieces): {col} is a fraction: write its values as "
+                        "fractions (50 % as 0.5)")
         return None
 
 
@@ -633,8 +681,11 @@ def _coerce_map(s: pd.Series) -> tuple[list[list[tuple[str, str]] | None], np.nd
     out: list[list[tuple[str, str]] | None] = []
     wrong = np.zeros(len(s), bool)
     why: dict[int, str] = {}
+    cells = s.to_numpy(dtype=object)
+    if not len(cells) or _none_or_na(cells).all():   # an absent column (most inputs have no extra): ~1 us a row for nothing
+        return [None] * len(cells), wrong, why
     prev: Any = None
-    for i, v in enumerate(s.astype(object)):
+    for i, v in enumerate(cells):
         if i and v is prev:
             # the rows of one MLflow run share one dict: convert it once (~5 us a row, 0.7 s for
             # 160,000 rows otherwise)
@@ -779,6 +830,21 @@ def _key_text(k: Any) -> str:
     return bytes_text(k) if isinstance(k, (bytes, bytearray, memoryview)) else str(k)
 
 
+def int_text(v: int) -> str:
+    """An integer's decimal text, or past Python's limit on it (4,300 digits: ``str`` raises
+    "Exceeds the limit ... for integer string conversion", and the quarantine payload of a row
+    holding one failed the whole input) its first and last digits and how many there are:
+    ``"999999...999999 (5000 digits)"``."""
+    try:
+        return str(v)
+    except ValueError:
+        pass
+    a = abs(v)
+    d = int(math.log10(a)) + 1
+    d = d + 1 if a >= 10 ** d else d - 1 if a < 10 ** (d - 1) else d   # (the float's rounding)
+    return f"{'-' if v < 0 else ''}{a // 10 ** (d - 6)}...{a % 10 ** 6:06d} ({d} digits)"
+
+
 def printable(text: str) -> str:
     """``text`` with every character that a terminal acts on (control characters such as ANSI
     escapes and line breaks, bidi overrides, other invisible format characters) written as its
@@ -795,9 +861,13 @@ def row_json(row: Mapping[str, Any]) -> str:
 
 
 def _finite(v: Any) -> Any:
-    """NaN and infinities (at any depth) as the strings "nan" / "inf" / "-inf": JSON has no such numbers."""
+    """NaN and infinities (at any depth) as the strings "nan" / "inf" / "-inf": JSON has no such
+    numbers; an integer past Python's limit on its decimal text as :func:`int_text` writes it."""
     if isinstance(v, (float, np.floating)) and not math.isfinite(v):
         return str(float(v))
+    if isinstance(v, int) and v.bit_length() > 14_000:   # (4,300 digits: ~14,284 bits)
+        t = int_text(v)
+        return v if t.lstrip("-").isdigit() else t   # (within the limit: the number, as written)
     if isinstance(v, Mapping):
         return {_key_text(k): _finite(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -875,7 +945,7 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None, whole: Whol
     for col in COLUMNS:
         # The store owns ingested_at and schema_version: whatever an input says is ignored.
         present = col.name in frame.columns and col.name not in STORE_FILLED
-        s = frame[col.name] if present else pd.Series([None] * n, dtype=object)
+        s = frame[col.name] if present else pd.Series(np.full(n, None, dtype=object))   # (not from a list: ~5 ms a column)
         unit = units[col.name] = _converted(frame, col.name)
         order = (whole.dates.setdefault(col.name, _DateOrder())
                  if whole is not None and present and pa.types.is_timestamp(col.type) else None)
@@ -883,7 +953,7 @@ def validate(frame: pd.DataFrame, *, raw: RawPayloads | None = None, whole: Whol
     _check_across_columns(frame, arrays, flag)
     for acc, task in (("us_accuracy", "us_task"), ("ds_accuracy", "ds_task")):
         _flag_percent_tasks(acc, arrays[acc], task, arrays[task], units[acc], flag, whole)
-    _flag_percent_column("data_fraction", arrays["data_fraction"], flag)
+    _flag_percent_column("data_fraction", arrays["data_fraction"], flag, whole)
     _flag_source_reasons(frame, flag)
 
     bad = np.zeros(n, bool)
@@ -1003,7 +1073,8 @@ def _numeric_array(col: Column, s: pd.Series, flag: _Flags, unit: np.ndarray | N
             if good[i] and x is not None:
                 ints[i] = x
         return pa.array(ints, type=pa.int64(), mask=~good).cast(t, safe=False)
-    return pa.array(np.where(good, v, 0.0), type=t, mask=~good)
+    # (+ 0.0: -0.0 is 0.0, as it is stored; "-0.0" was stored as written, printed "-0")
+    return pa.array(np.where(good, v, 0.0) + 0.0, type=t, mask=~good)
 
 
 def _infinity(raw: Any, value: float) -> str:
@@ -1169,6 +1240,23 @@ def _of(k: int, n: int, zeros: int, signed: int) -> str:
             + (f", {signed} written with a % sign" if signed else ""))
 
 
+def _task_sums(tasks: pa.Array, rows: np.ndarray, columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Per task, the sums of ``columns`` (masks) over ``rows`` (a mask), as pandas'
+    ``DataFrame({"task": tasks, **columns})[rows].groupby("task", dropna=False).sum()`` gives them
+    (the tasks with a row, sorted, a null task last as NaN), by the tasks' codes: every piece of a
+    large input is counted, and the groupby over Python strings cost ~0.15 s per 500,000 rows."""
+    if isinstance(tasks, pa.ChunkedArray):
+        tasks = tasks.combine_chunks()
+    enc = pc.dictionary_encode(tasks)
+    k = len(enc.dictionary)
+    codes = pc.fill_null(enc.indices, k).to_numpy(zero_copy_only=False)[rows]
+    size = np.bincount(codes, minlength=k + 1)
+    names: list[Any] = enc.dictionary.to_pylist() + [np.nan]
+    order = [j for j in sorted(range(k), key=names.__getitem__) if size[j]] + ([k] if size[k] else [])
+    sums = {c: np.bincount(codes, weights=m[rows], minlength=k + 1).astype(np.int64)[order] for c, m in columns.items()}
+    return pd.DataFrame(sums, index=pd.Index([names[j] for j in order], name="task"))
+
+
 def _flag_percent_tasks(column: str, values: pa.Array, task_column: str, tasks: pa.Array, unit: np.ndarray | None,
                         flag: _Flags, whole: WholeInput | None = None) -> None:
     """In a fraction column, the values in (0, 1] of a task whose values are mostly percents
@@ -1183,10 +1271,8 @@ def _flag_percent_tasks(column: str, values: pa.Array, task_column: str, tasks: 
     pct, counted, zeros, signed = _mostly_percent_masks(column, v, plain, flag)
     if whole is None and not pct.any():
         return
-    t = pd.Series(tasks.to_numpy(zero_copy_only=False), dtype=object)
     lows = plain & (v > 0) & (v <= 1)
-    counts = pd.DataFrame({"task": t, "pct": pct, "n": counted, "low": lows, "zero": zeros, "signed": signed})[
-        counted | zeros].groupby("task", dropna=False)[["pct", "n", "low", "zero", "signed"]].sum()
+    counts = _task_sums(tasks, counted | zeros, {"pct": pct, "n": counted, "low": lows, "zero": zeros, "signed": signed})
     if whole is None:
         by_task = {task: (int(k), int(n), int(z), int(m)) for task, (k, n, _, z, m) in counts.iterrows()
                    if 2 * k > n}
@@ -1204,6 +1290,7 @@ def _flag_percent_tasks(column: str, values: pa.Array, task_column: str, tasks: 
             totals[(column, task)][3 if task in by_task else 2] += int(n_low)
     if not by_task:
         return
+    t = pd.Series(tasks.to_numpy(zero_copy_only=False), dtype=object)
     low = lows & t.isin(list(by_task)).to_numpy()
     flag(low, lambda i, v=v, t=t: (
         f"{column}: {_num(v[i])} in {task_column} {printable(repr(t[i]))}, whose values are mostly in (1, 100] "
@@ -1211,20 +1298,28 @@ def _flag_percent_tasks(column: str, values: pa.Array, task_column: str, tasks: 
         f"{column}: a value <= 1 among its task's percents")
 
 
-def _flag_percent_column(column: str, values: pa.Array, flag: _Flags) -> None:
+def _flag_percent_column(column: str, values: pa.Array, flag: _Flags, whole: WholeInput | None = None) -> None:
     """In a fraction column without a task (``data_fraction``), the values in (0, 1] of an input
     whose values are mostly percents (in (1, 100], or written with a % sign; zeros not counted):
     the column is in percent (its values above 1 are quarantined as such), so its values <= 1 are
     percents too. Stored, a 1 % run's ``1`` was full data (1.0) and a 0.5 % run's ``0.5`` half of
-    it. A mapping gives this column no unit."""
+    it. A mapping gives this column no unit. ``whole``: the counts of the pieces of the same input
+    before (updated): judged by one piece alone, a piece of mostly percents refused the values
+    <= 1 that the whole input, mostly fractions, stores (:meth:`WholeInput.problem` says so)."""
     v = values.to_numpy(zero_copy_only=False).astype("float64")   # null: NaN
     plain = np.isfinite(v)
     pct, counted, zeros, signed = _mostly_percent_masks(column, v, plain, flag)
     k, n = int(pct.sum()), int(counted.sum())
+    lows = plain & (v > 0) & (v <= 1)
+    if whole is not None:
+        acc = whole.percent_columns.setdefault(column, [0, 0, 0, 0])
+        acc[0], acc[1] = acc[0] + k, acc[1] + n
+        k, n = acc[0], acc[1]
+        acc[3 if 2 * k > n else 2] += int(lows.sum())
     if 2 * k <= n:
         return
     of = _of(k, n, int(zeros.sum()), int(signed.sum()))
-    flag(plain & (v > 0) & (v <= 1), lambda i, v=v: (
+    flag(lows, lambda i, v=v: (
         f"{column}: {_num(v[i])} among values mostly in (1, 100] ({of}): a percent? {column} is a fraction: "
         f"{_num(v[i])} % is {_num(round(v[i] / 100, 12))} (not stored as {_num(v[i] * 100)} %)"),
         f"{column}: a value <= 1 among percents")
@@ -1248,6 +1343,8 @@ def _nfc(arr: pa.Array) -> pa.Array:
     characters for NFC "Café". "cifar\u200b10" and "cifar10" look the same and were two tasks."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
+    if pc.all(pc.string_is_ascii(arr)).as_py() is not False:   # (ASCII is NFC, with no zero-width character: ~10x cheaper)
+        return arr
     d = arr.dictionary_encode()
     values = d.dictionary.to_pylist()
     fixed = [v if v is None or v.isascii() else unicodedata.normalize("NFC", _ZERO_WIDTH.sub("", v)) for v in values]
@@ -1417,7 +1514,7 @@ def _flag_source_reasons(frame: pd.DataFrame, flag: _Flags) -> None:
 
 def _check_across_columns(frame: pd.DataFrame, arrays: Mapping[str, pa.Array], flag: _Flags) -> None:
     """Rules between columns: a few-shot row needs its shots."""
-    proto = arrays["eval_protocol"].to_numpy(zero_copy_only=False)
+    few = pc.fill_null(pc.equal(arrays["eval_protocol"], "fewshot"), False).to_numpy(zero_copy_only=False)
     if "shots" in frame:
         raw = frame["shots"]
         missing = np.array(raw.isna().to_numpy(), dtype=bool)
@@ -1429,12 +1526,12 @@ def _check_across_columns(frame: pd.DataFrame, arrays: Mapping[str, pa.Array], f
             missing[cells] |= np.array([isinstance(v, str) and not v.strip() for v in raw.iloc[cells].tolist()], bool)
     else:
         missing = np.ones(len(frame), bool)
-    flag((proto == "fewshot") & missing, "shots: missing (required when eval_protocol is 'fewshot')")
+    flag(few & missing, "shots: missing (required when eval_protocol is 'fewshot')")
     if "shots" in arrays:
         # a probe on 0 examples per class fits nothing: a zero-shot result written as few-shot, or a
         # metric pattern's {shots} that caught another number; stored, it was a group of its own
         zero = pc.fill_null(pc.equal(arrays["shots"], 0), False).to_numpy(zero_copy_only=False)
-        flag((proto == "fewshot") & zero, "shots: 0 with eval_protocol 'fewshot' (a few-shot probe needs at least 1 "
+        flag(few & zero, "shots: 0 with eval_protocol 'fewshot' (a few-shot probe needs at least 1 "
              "example per class; a zero-shot result is eval_protocol 'zeroshot')")
 
 
@@ -1513,7 +1610,7 @@ def _rejected_rows(frame: pd.DataFrame, bad_idx: np.ndarray, reasons: Mapping[in
         # (and in NFC, without zero-width characters, as _string_array stores them)
         # (a lone surrogate, which cannot be stored, as its escape: the row's reason names it)
         return [None if _is_missing(x) else canonical_name(str(x).encode("utf-8", "backslashreplace").decode("utf-8"))
-                for x in frame[c].to_numpy(dtype=object)[bad_idx]]
+                for x in frame[c].iloc[bad_idx].to_numpy(dtype=object)]   # (not every row's Python str)
 
     return pd.DataFrame({
         "row": bad_idx.astype("int64"),
@@ -1537,7 +1634,7 @@ def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.T
     they came. Names are stored as :func:`validate` stores them (NFC, without zero-width
     characters or whitespace at either end; an empty optional one as null): ``" c "`` was a task
     of its own beside ``c``; so is ``extra`` (a key repeated with one value once, a ``ds_n`` as its
-    integer text, :func:`_conform_extra`).
+    integer text, :func:`_conform_extra`), and a -0.0 as 0.0.
 
     Raises:
         ValueError: a column the schema does not have, or one given twice; a required column
@@ -1594,6 +1691,8 @@ def conform(table: pa.Table, *, ingested_at: _dt.datetime | None = None) -> pa.T
                 # a missing optional number spelled NaN (pandas' way) is null, as validate() stores
                 # it; refusing it refused every hand-built table with a missing learning rate
                 a = pc.if_else(pc.is_nan(a), pa.scalar(None, f.type), a)
+            if pa.types.is_floating(f.type) and a.null_count < len(a):
+                a = pc.add(a, pa.scalar(0.0, f.type))   # -0.0 is 0.0, as validate() stores it
             if pa.types.is_string(f.type) and len(a):
                 a = _conform_names(a, f.nullable)
             problem = None
@@ -1776,8 +1875,10 @@ def dedupe_keys(table: pa.Table, *, payloads: Callable[[np.ndarray], Sequence[st
         return table, empty
     from .keys import key_array
 
+    if _keys_distinct(table):   # the usual case, without a key string per row
+        return table, empty
     arr = key_array(table)
-    if pc.count_distinct(arr).as_py() == table.num_rows:  # the usual case, without a Python string per row
+    if pc.count_distinct(arr).as_py() == table.num_rows:
         return table, empty
     keys = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object)
     codes, uniques = pd.factorize(keys)
@@ -1811,6 +1912,33 @@ def dedupe_keys(table: pa.Table, *, payloads: Callable[[np.ndarray], Sequence[st
                                  "raw": raw})
     keep.sort()
     return table.take(pa.array(keep, pa.int64())), pd.DataFrame(rejected, columns=["source", "run_id", "reason", "raw"])
+
+
+def _keys_distinct(table: pa.Table) -> bool:
+    """Whether no two rows of ``table`` share a key (:data:`~meta_study.schema.KEY`), exactly:
+    each key column as its dictionary's codes (null a code of its own), combined into one integer
+    per row, renumbered whenever the next column's codes could overflow it. ~0.1 s per 500,000
+    rows, where joining the key strings of :func:`~meta_study.keys.key_array` and counting them
+    took ~1 s. False where it cannot tell (a key column of another type: the caller's
+    :func:`~meta_study.keys.key_array` refuses it)."""
+    combined = np.zeros(table.num_rows, np.int64)
+    size = 1   # the number of distinct values combined can hold so far
+    for name in KEY:
+        col = table.column(name)
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_integer(col.type)
+                or pa.types.is_null(col.type)):
+            return False
+        if pa.types.is_null(col.type):
+            continue   # one value in every row
+        enc = pc.dictionary_encode(col.combine_chunks())
+        k = len(enc.dictionary) + 1
+        codes = pc.fill_null(enc.indices, k - 1).to_numpy(zero_copy_only=False).astype(np.int64)
+        if size * k >= 2 ** 62:
+            combined, uniques = pd.factorize(combined)
+            size = max(len(uniques), 1)
+        combined = combined * k + codes
+        size *= k
+    return not pd.Series(combined).duplicated().any()
 
 
 def _conflict_text(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:

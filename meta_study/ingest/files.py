@@ -975,6 +975,11 @@ def _jsonl_records(path: str) -> Iterator[dict[str, Any]]:
             except ValueError as e:
                 if lineno == 1 and line.strip() in (b"[", b"{"):    # json.dump(..., indent=2) of a list or object
                     raise UserError(f"{path}: {_NOT_JSON_LINES}") from None
+                if m := _LONG_INTEGER.search(str(e)):
+                    # (Python's limit on reading an integer's text, whose advice was to call
+                    # sys.set_int_max_str_digits(): no value of a run has that many digits)
+                    raise UserError(f"{path}:{lineno}: an integer of {m[2]} digits (more than {m[1]}): no result has "
+                                    "that many; is it the right file?") from None
                 raise UserError(f"{path}:{lineno}: invalid JSON ({e})") from None
             if lineno == 1 and isinstance(rec, list) and all(isinstance(r, dict) for r in rec):
                 raise UserError(f"{path}: {_NOT_JSON_LINES}")
@@ -982,6 +987,9 @@ def _jsonl_records(path: str) -> Iterator[dict[str, Any]]:
                 raise UserError(f"{path}:{lineno}: each line must be a JSON object")
             yield rec
 
+
+#: json's error on an integer past Python's limit on the digits of int("...") (4,300 by default).
+_LONG_INTEGER = re.compile(r"Exceeds the limit \((\d+) digits\) for integer string conversion: value has (\d+) digits")
 
 #: A JSON document (``df.to_json(orient="records")``, ``json.dump(rows, f, indent=2)``) under a
 #: JSON Lines name: it was "x.jsonl:1: invalid JSON (Expecting value: line 2 column 1 (char 2))".
