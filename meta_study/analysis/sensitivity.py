@@ -20,8 +20,14 @@ from ..errors import Range
 from .frontiers import FRONTIER_KINDS, FRONTIERS, check_frontier_names
 from .groups import GROUP_COLUMNS
 from .hull import SubsetHulls
-from .powerlaw import PowerLawFit, fit_power_laws
+from .powerlaw import fit_power_laws
 from .resampling import SENSITIVITY_STREAM, CountError, draw_problems, group_rng, serially, whole_number
+
+#: Frontier points (over every frontier of every draw) per block of draws fitted and scored
+#: together (:func:`sensitivity_group`): its memory, ~25 MB at the peak with the fits' work
+#: (measured on 1,500 models, 2026-12-06), whatever ``trials``; the table's own rows grow with them
+#: (~0.4 KB a row while it is made).
+SENSITIVITY_BLOCK_POINTS = 1 << 18
 SENSITIVITY_COLUMNS = (*GROUP_COLUMNS, "n", "trial", "frontier", "n_fit", "k", "alpha", "e_ir", "saturation",
                        "fit_err", "pred_err", "status")
 
@@ -92,14 +98,6 @@ def default_sizes(n_fit: int, n_sizes: int = 8, min_size: int = 10) -> list[int]
     return sorted({int(round(v)) for v in np.geomspace(min_size, n_fit, n_sizes)})
 
 
-def _rows(key: dict[str, Any], fits: Sequence[PowerLawFit], meta: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for f, m in zip(fits, meta):
-        out.append({**key, **m, "k": f.k, "alpha": f.alpha, "e_ir": f.e_ir, "saturation": f.saturation,
-                    "status": f.status})
-    return out
-
-
 def sensitivity_group(key: Sequence[Any], us_accuracy: np.ndarray, ds_accuracy: np.ndarray,
                       options: SensitivityOptions = SensitivityOptions()) -> pd.DataFrame:
     """Fit Eq. 1 to every frontier estimator on random subsamples of a group's fitting points.
@@ -129,26 +127,41 @@ def sensitivity_group(key: Sequence[Any], us_accuracy: np.ndarray, ds_accuracy: 
     else:   # each size once, as the CLI's --sizes: (10, 10) drew the same seeded draws twice
         sizes = sorted({int(n) for n in sizes})
     hulls = SubsetHulls(p.us, p.ds, nondecreasing=options.fit.nondecreasing)
-    problems_us, problems_ds, used, meta = [], [], [], []
+    # The draws are fitted and scored a block of about SENSITIVITY_BLOCK_POINTS frontier points at a
+    # time, and kept as their table's columns: every draw's points were held until the end, with a
+    # dict per row, ~39 MB per 100 trials of a 1,500-model group at the default sizes (3.9 GB per
+    # task at --trials 10000) for a table of 0.7 MB
+    cols: dict[str, list[Any]] = {c: [] for c in SENSITIVITY_COLUMNS[len(GROUP_COLUMNS):]}
+    block: list[tuple[int, int, str, np.ndarray, np.ndarray]] = []    # (n, trial, frontier, US, DS)
+
+    def score() -> None:
+        fits = fit_power_laws([1.0 - fu for *_, fu, _ in block], [1.0 - fd for *_, fd in block],
+                              loss=options.fit.loss, alpha_max=options.fit.alpha_max)
+        fit_err, pred_err = frontier_errors_many(p, [fr for _, _, fr, _, _ in block], fits,
+                                                 [(fu, fd) for *_, fu, fd in block])
+        for (n, t, fr, fu, _), f, fe, pe in zip(block, fits, fit_err.tolist(), pred_err.tolist()):
+            for c, v in (("n", n), ("trial", t), ("frontier", fr), ("n_fit", int(fu.size)), ("k", f.k),
+                         ("alpha", f.alpha), ("e_ir", f.e_ir), ("saturation", f.saturation), ("fit_err", fe),
+                         ("pred_err", pe), ("status", f.status)):
+                cols[c].append(v)
+        block.clear()
+
+    drawn = 0
     for n in sizes:
-        n_draw = n
         for t in range(options.trials):
-            if pool.size == 0:
-                s = pool
-            else:
-                s = group_rng(options.seed, key, SENSITIVITY_STREAM, n, t).choice(pool, size=n_draw, replace=options.replace)
-            for frontier, fu, fd in draw_problems(p, s, options.frontiers, hulls):
-                problems_us.append(1.0 - fu)
-                problems_ds.append(1.0 - fd)
-                used.append((frontier, fu, fd))
-                meta.append({"n": int(n), "trial": t, "frontier": frontier, "n_fit": int(fu.size)})
-    fits = fit_power_laws(problems_us, problems_ds, loss=options.fit.loss, alpha_max=options.fit.alpha_max)
-    key_d = dict(zip(GROUP_COLUMNS, key))
-    rows = _rows(key_d, fits, meta)
-    fit_err, pred_err = frontier_errors_many(p, [fr for fr, _, _ in used], fits, [(u, d) for _, u, d in used])
-    for row, fe, pe in zip(rows, fit_err.tolist(), pred_err.tolist()):
-        row["fit_err"], row["pred_err"] = fe, pe
-    return pd.DataFrame(rows, columns=list(SENSITIVITY_COLUMNS))
+            s = group_rng(options.seed, key, SENSITIVITY_STREAM, n, t).choice(pool, size=n, replace=options.replace)
+            problems = draw_problems(p, s, options.frontiers, hulls)
+            block.extend((int(n), t, fr, fu, fd) for fr, fu, fd in problems)
+            drawn += sum(fu.size for _, fu, _ in problems)
+            if drawn >= SENSITIVITY_BLOCK_POINTS:
+                score()
+                drawn = 0
+    if block:
+        score()
+    if not cols["n"]:
+        return pd.DataFrame([], columns=list(SENSITIVITY_COLUMNS))
+    key_cols = {c: [v] * len(cols["n"]) for c, v in zip(GROUP_COLUMNS, key)}
+    return pd.DataFrame({**key_cols, **cols}, columns=list(SENSITIVITY_COLUMNS))
 
 
 def sensitivity(groups: Sequence[Any], options: SensitivityOptions = SensitivityOptions(), *,
