@@ -91,8 +91,10 @@ def test_a_second_demo_does_not_resume_a_sweep_that_ran_to_its_end(tmp_path, mon
                                   trials=18, finished=18, errored=0, early_stopped=0, seconds=1.0, resumed=True)
 
     monkeypatch.setattr(runner, "run_sweep", sweep_ran)
+    # started with --serial, as the demos below are run (one started without it is refused in the
+    # demo's words before the runner: tests/test_s49_demo.py)
     options = runner.SweepOptions(smoke=True, tracking_uri=tracking, experiment=demo.EXPERIMENT,
-                                  storage_path=str(wd / "ray"), name="demo")
+                                  storage_path=str(wd / "ray"), name="demo", max_concurrent=1)
     settings = runner.sweep_settings(demo._sweep_spec(), options)
 
     def sweep(status: str, finished: int, errored: int = 0, space: str | None = None) -> None:
