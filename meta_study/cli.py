@@ -817,35 +817,13 @@ def _no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
     return no_match(store_uri, store_obj, sel)
 
 
-def _matches_no_group(store_obj: Any, sel: Any) -> bool:
-    """Whether the selection's named values (US/DS task, protocol, shots) match no group of the
-    store at all (False when none is named: nothing is read)."""
-    import pandas as pd
-
-    from .analysis.groups import selected_values
-
-    given = [(col, {str(int(v)) if col == "shots" else str(v) for v in vals})
-             for _, col, vals in selected_values(sel) if vals]
-    if not given:
-        return False
-    groups = store_obj.summary().groups
-    if not len(groups) or any(col not in groups for col, _ in given):
-        return False                       # an empty store, or one without the column: the analysis says it
-    keep = None
-    for col, vals in given:
-        shown = [None if pd.isna(v) else str(int(v)) if col == "shots" else str(v) for v in groups[col]]
-        hit = pd.Series([x in vals for x in shown], index=groups.index)
-        keep = hit if keep is None else keep & hit
-    return not bool(keep.any())
-
-
 def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: Any, *, serial: bool = True,
              address: str | None = None, workers: int | None = None, figures: bool = True,
              max_group_figures: int = 60, empty: Callable[[Any], bool] | None = None) -> tuple[Any, Any]:
     """The one pipeline every analysis command runs: analyze (reusing what DIR holds with the same
     options), write what was computed, and say what was reused. ``empty(analysis)``: the command has
     nothing to show, refused before DIR is written (:func:`_nothing_to_fit`)."""
-    from .analysis.groups import unknown_selection
+    from .analysis.groups import matches_no_group, unknown_selection
     from .analysis.results import ResultsDir, analyze
     from .analysis.tables import options_text
     from .analysis.outputs import footer
@@ -853,7 +831,7 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
     unknown = unknown_selection(store_uri, store_obj, sel)
     if unknown:
         _fail(unknown)
-    if _matches_no_group(store_obj, sel):
+    if matches_no_group(store_obj, sel):
         # said before DIR is read: into a DIR of earlier results, a mistyped --ds-task was refused as
         # "made with another selection ... give the same options to reuse it", not as a typo
         _fail(_no_match(store_uri, store_obj, sel))

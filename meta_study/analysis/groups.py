@@ -299,6 +299,19 @@ def _together(groups: pd.DataFrame, present: Sequence[tuple[str, str, tuple[Any,
     return bool(keep.any())
 
 
+def matches_no_group(store_obj: Any, sel: Any) -> bool:
+    """Whether the selection's named values (US/DS task, protocol, shots) match no group of the
+    store at all (False when none is named: nothing is read; False for an empty store or one
+    without such a column: the analysis says what is wrong there)."""
+    given = [(opt, col, vals) for opt, col, vals in selected_values(sel) if vals]
+    if not given:
+        return False
+    groups = store_obj.summary().groups
+    if not len(groups) or any(col not in groups for _, col, _ in given):
+        return False
+    return not _together(groups, given)
+
+
 def no_match(store_uri: str, store_obj: Any, sel: Any) -> str:
     """'no rows match the selection', and why: the given values the store does not have (each
     named, with the closest name it has and what it has), values each in the store but in no
