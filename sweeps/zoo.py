@@ -58,24 +58,18 @@ _CLASSES: dict[str, int] = {}
 
 def _imagefolder_classes(root: str, train_dir: object) -> int:
     """The class folders of ``load_imagefolder(root)``'s training split, listed, not scanned for
-    images (ImageNet-21k: one listing of 21,843 names, not 14M files)."""
+    images (ImageNet-21k: one listing of 21,843 names, not 14M files); the split folder and the
+    names skipped are the loader's own (``disk._subdir``, ``disk._skipped``)."""
     import os
+    from pathlib import Path
 
-    from meta_study.train.disk import SPLIT_NAMES, TRAIN_DIRS
+    from meta_study.train.disk import SPLIT_NAMES, TRAIN_DIRS, _skipped, _subdir
 
-    def folders(path: str) -> list[str]:   # scandir: the entry's type, no stat per entry (NFS)
-        with os.scandir(path) as it:
-            return sorted(e.name for e in it if e.is_dir())
-
-    top = folders(root)
-    if train_dir is not None:
-        tr = os.path.join(root, str(train_dir))
-    else:
-        lower = {n.lower(): n for n in top}   # as the loader picks (the last in sorted order)
-        tr = next((os.path.join(root, lower[d]) for d in TRAIN_DIRS if d in lower), root)
-    names = top if tr == root else folders(tr)
-    n = sum(1 for name in names if not name.startswith(".") and name != "__MACOSX"
-            and not (tr == root and name.lower() in SPLIT_NAMES))
+    top = Path(root)
+    tr = _subdir(top, None if train_dir is None else str(train_dir), TRAIN_DIRS, "train") or top
+    with os.scandir(tr) as it:   # scandir: the entry's type, no stat per entry (NFS)
+        names = [e.name for e in it if e.is_dir()]
+    n = sum(1 for name in names if not _skipped(name) and not (tr == top and name.lower() in SPLIT_NAMES))
     if n < 1:
         raise ValueError(f"{tr}: no class folders")
     return n
