@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from meta_study.analysis.answers import answer_text
 
 
@@ -184,7 +186,9 @@ def test_an_answer_read_back_from_the_table_states_the_threshold_its_point_was_f
            "stop_paying_us": 0.95, "stop_paying_lo": 0.93, "stop_paying_hi": 0.97, "stop_paying_supported": True,
            "payoff_threshold": 0.2}
     assert "< 0.2 DS pt" in answer_text(row) and "< 0.1 DS pt" not in answer_text(row)
-    assert "< 0.5 DS pt" in answer_text(row, 0.5)
+    assert "< 0.2 DS pt" in answer_text(row, 0.2)
+    with pytest.raises(ValueError, match="not the row's payoff_threshold 0.2"):   # a point found at 0.2, said at 0.5
+        answer_text(row, 0.5)
     assert "< 0.1 DS pt" in answer_text({k: v for k, v in row.items() if k != "payoff_threshold"})
 
 

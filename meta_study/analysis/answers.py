@@ -151,6 +151,17 @@ def flags(warnings: Any) -> list[tuple[str, str]]:
     return list(out.items())
 
 
+def _slope_texts(threshold: float, *values: float) -> list[str]:
+    """Slopes (DS points per US point) at one number of decimals, 2 or as many more (up to 4) as it
+    takes for each to read on the same side of ``threshold`` as it is (:func:`~.selection.slope_text`
+    for several): a point and its spread at the same decimals read in order."""
+    d = 2
+    while d < 4 and not all(not math.isfinite(v) or (v < threshold) == (float(f"{v:.{d}f}") < threshold)
+                            for v in values):
+        d += 1
+    return [_slope(v, threshold) if not math.isfinite(v) else f"{v:.{d}f}" for v in values]
+
+
 def _below(v: float, flat: float) -> bool:
     """Whether ``v`` is said to be below the best DS seen: by more than 0.05 pt and as printed
     (0.2066 beside 0.2072 read "the laws' limit, 20.7%, is below the best DS seen (20.7%)")."""
@@ -182,13 +193,21 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
 
     Raises:
         ValueError: a ``threshold`` outside (0, 100] (NaN too), as ``SelectionOptions`` refuses
-            it: "Scaling stops paying (+1 US pt buys < 0 DS pt)" was a claim no row makes.
+            it: "Scaling stops paying (+1 US pt buys < 0 DS pt)" was a claim no row makes; or one
+            other than the row's own ``payoff_threshold``: the row's stop-paying point was found
+            with that one, and ``threshold=0.5`` on a row fitted at 0.2 read "stops paying (+1 US
+            pt buys < 0.5 DS pt) at 95.0% US", where +1 US point still bought more than 0.5.
     """
+    t = _f(row, "payoff_threshold")
     if threshold is None:
-        t = _f(row, "payoff_threshold")
         threshold = t if math.isfinite(t) else PAYOFF_THRESHOLD
     elif not 0 < float(threshold) <= 100:
         raise ValueError(f"threshold must be DS points per US point in (0, 100], got {float(threshold):g}")
+    elif math.isfinite(t) and not math.isclose(float(threshold), t, rel_tol=1e-9):
+        raise ValueError(f"threshold {float(threshold):g} is not the row's payoff_threshold {t:g}, the one its "
+                         f"stop-paying point was found with: leave threshold out, or fit again with "
+                         f"payoff_threshold={float(threshold):g}")
+    threshold = float(threshold)     # a numpy scalar or "0.2" as the number it says ("{:g}" of text raised)
     L = level_pct(row_level(row))    # the level the row's intervals were made at: "90%" by default
     trusted = _flag(row, "trusted")
     reason = _text(row, "trust_reason") or _text(row, "message") or "no usable fit"
@@ -223,13 +242,19 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
             if no_trend:     # the laws' slope is not evidence when DS is not shown to rise with US
                 gain = ", no DS gain per US pt measurable (DS is not shown to rise with US in these models)"
             else:
-                gain = f", {_slope(slope, threshold)} DS pt per US pt" if math.isfinite(slope) else ""   # pt per pt
                 # what the laws say +1 US point buys there, beside the headline's slope (which sits
                 # between the levelling laws' ~0 and the rising ones'): "does it still pay" is a
-                # question they may disagree on; said only where they do, at the shown digits
+                # question they may disagree on; said only where they do, at the shown digits. The
+                # three at one number of decimals, each on its side of the threshold: the spread at
+                # 2 read "0.0996 DS pt per US pt (spread of the laws: 0.10-0.45)", a point outside
+                # its spread and a law below the threshold read at it, and 0.0999-0.1006 (one law
+                # below the threshold, one above) read as one "0.10", its spread unsaid
                 s_lo, s_hi = _f(row, f"slope_plus{k}_lo"), _f(row, f"slope_plus{k}_hi")
-                if gain and math.isfinite(s_lo) and math.isfinite(s_hi) and f"{s_lo:.2f}" != f"{s_hi:.2f}":
-                    gain += f" {SPREAD}{s_lo:.2f}-{s_hi:.2f})"
+                spread = math.isfinite(s_lo) and math.isfinite(s_hi)
+                texts = _slope_texts(threshold, slope, *((s_lo, s_hi) if spread else ()))
+                gain = f", {texts[0]} DS pt per US pt" if math.isfinite(slope) else ""   # pt per pt
+                if gain and spread and texts[1] != texts[2]:
+                    gain += f" {SPREAD}{texts[1]}-{texts[2]})"
             # the headline is the laws' trend: a best DS seen above it is a model above the trend
             below = (f" (below the best DS seen, {pct(flat)}: that model lies above the laws' trend)"
                      if _below(ds, flat) and not noted else "")

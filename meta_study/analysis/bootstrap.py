@@ -28,6 +28,10 @@ from .resampling import BOOTSTRAP_STREAM, PARAMS, draw_problems, group_rng, seri
 #: indices; ~65 MB at the peak with every frontier's points and the fits' work (measured on 1,200
 #: fitting points, 2026-12-06), whatever ``samples``.
 BOOTSTRAP_BLOCK_POINTS = 1 << 19
+#: The most resamples per group, as the commands' ``--samples`` (docs/analysis.md): far above any
+#: real use (10,000 resolves a 99.9% interval's ends); each usable resample's parameters are kept
+#: (~0.2 KB per frontier), and a library call with a typo of extra zeros ran until killed.
+MAX_SAMPLES = 100_000
 
 BOOTSTRAP_COLUMNS = (*GROUP_COLUMNS, "frontier", "param", "estimate", "lo", "hi", "level", "samples", "n_ok", "status")
 
@@ -37,8 +41,9 @@ class BootstrapOptions:
     """B resamples (with replacement) of the fitting points; percentile intervals at ``level``,
     widened where needed to reach the estimate, for Eq. 1 on each of ``frontiers`` (the paper's
     pair by default: the headline's own intervals are in ``fits.parquet``). ``samples`` and
-    ``seed`` are whole numbers (``1e3`` is 1000); fewer samples than :func:`min_samples` (41 at
-    0.95) give intervals narrower than their level (:func:`resolution_note` says so)."""
+    ``seed`` are whole numbers (``1e3`` is 1000), ``samples`` 10 to :data:`MAX_SAMPLES`; fewer
+    samples than :func:`min_samples` (41 at 0.95) give intervals narrower than their level
+    (:func:`resolution_note` says so)."""
 
     samples: int = BOOTSTRAP_SAMPLES
     level: float = BOOTSTRAP_LEVEL
@@ -54,7 +59,7 @@ class BootstrapOptions:
         # each once, as the CLI's --frontiers: ("vertices", "vertices") fitted every draw twice and
         # counted it twice (n_ok 40 of 20 resamples; each row twice); one name is a tuple of it
         object.__setattr__(self, "frontiers", check_frontier_names(self.frontiers))
-        Range(10).check("samples", self.samples, "resamples per group")
+        Range(10, MAX_SAMPLES).check("samples", self.samples, "resamples per group")
         # numpy seeds are >= 0: -1 (a script's --seed -1) was numpy's "expected non-negative integer" traceback
         Range(0).check("seed", self.seed, "the master seed")
         Range(0, 1, lo_open=True, hi_open=True).check("level", self.level)
@@ -186,5 +191,5 @@ def bootstrap(groups: Sequence[Any], options: BootstrapOptions = BootstrapOption
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(BOOTSTRAP_COLUMNS))
 
 
-__all__ = ["BOOTSTRAP_COLUMNS", "BootstrapOptions", "bootstrap", "bootstrap_group", "min_samples",
+__all__ = ["BOOTSTRAP_COLUMNS", "BootstrapOptions", "MAX_SAMPLES", "bootstrap", "bootstrap_group", "min_samples",
            "resolution_note"]

@@ -33,7 +33,10 @@ Predictions are not clipped: a rising logit/probit law reaches 100% DS at 100% U
 Saturation is the DS accuracy the law reaches as US accuracy reaches its best value (100%, or
 ``1 - e_US*`` for ``eq1-bayes``): ``1 - e_IR`` for the Eq. 1 laws, and 1.0 (no saturation below
 100%) for ``power`` with ``alpha > 0`` and the two linear laws with ``b > 0``; a flat law
-(``alpha = 0``, ``b = 0``) saturates at the one accuracy it predicts. The slope ``d a_DS / d a_US``
+(``alpha = 0``, ``b = 0``) saturates at the one accuracy it predicts. Parameters outside the
+bounds, which no fit gives (a hand-built falling law: ``b < 0``, ``alpha < 0``), saturate at what
+``predict_accuracy`` says at the best US accuracy (0 for a falling linear law), never at a value
+the law does not reach. The slope ``d a_DS / d a_US``
 is "DS points per +1 US point" (0 for a flat law, ``k = 0`` included, even at 100% US).
 
 Cost: the closed-form laws are a few segment sums per problem (~0.05 us a point); ``eq1`` is ~0.3
@@ -411,27 +414,45 @@ def _probit_slope(p: Params, u: np.ndarray) -> np.ndarray:
         return p["b"] * np.exp(0.5 * (z * z - (p["a"] + p["b"] * z) ** 2))
 
 
+def _at_best(predict: Callable[[Params, np.ndarray], np.ndarray], p: Params) -> float:
+    """The law's prediction at 100% US: the saturation of parameters the closed forms below do not
+    cover (outside the fits' bounds: a hand-built falling law)."""
+    return float(predict(p, np.float64(1.0)))
+
+
+def _eq1_saturation(p: Params) -> float:
+    # alpha > 0 (every fit: alpha >= 1e-3) or k = 0: 1 - e_IR. A hand-built alpha <= 0 is not: the
+    # curve is 1 - k - e_IR everywhere (alpha = 0) or falls without bound, where 1 - e_IR was said
+    if p["alpha"] > 0 or p["k"] == 0:
+        return 1.0 - p["e_ir"]
+    return _at_best(_eq1_predict, p)
+
+
 def _power_saturation(p: Params) -> float:
     # alpha = 0 (at its bound) is the flat law e_DS = k: its saturation is 1 - k, the accuracy
-    # it predicts everywhere (1.0 was said while predict_accuracy(1.0) was 1 - k)
-    return 1.0 if p["alpha"] > 0 else 1.0 - float(p["k"])
+    # it predicts everywhere (1.0 was said while predict_accuracy(1.0) was 1 - k); a hand-built
+    # alpha < 0 falls without bound (it read 1 - k, its accuracy at 0% US)
+    if p["alpha"] > 0 or p["k"] == 0:
+        return 1.0
+    return 1.0 - float(p["k"]) if p["alpha"] == 0 else _at_best(_power_predict, p)
 
 
 def _linear_saturation(p: Params) -> float:
-    return 1.0 if p["b"] > 0 else float(expit(p["a"]))
+    # a hand-built b < 0 falls to 0% DS at 100% US: it read expit(a), its accuracy at 50% US
+    return 1.0 if p["b"] > 0 else float(expit(p["a"])) if p["b"] == 0 else _at_best(_logit_predict, p)
 
 
 def _probit_saturation(p: Params) -> float:
-    return 1.0 if p["b"] > 0 else float(ndtr(p["a"]))
+    return 1.0 if p["b"] > 0 else float(ndtr(p["a"])) if p["b"] == 0 else _at_best(_probit_predict, p)
 
 
 LAWS: dict[str, Law] = {
     "eq1": Law("eq1", "e_DS = k e_US^alpha + e_IR", ("k", "alpha", "e_ir"),
                f"k >= 0, {1e-3:g} <= alpha <= {ALPHA_MAX:g}, 0 <= e_IR <= 1",
-               _eq1_fit_many, _eq1_predict, _eq1_slope, lambda p: 1.0 - p["e_ir"]),
+               _eq1_fit_many, _eq1_predict, _eq1_slope, _eq1_saturation),
     "eq1-bayes": Law("eq1-bayes", "e_DS = k (e_US - e_US*)^alpha + e_IR", ("k", "alpha", "e_ir", "e_us_star"),
                      f"as eq1, and 0 <= e_US* <= {BAYES_MAX:g} x the best model's US error",
-                     _bayes_fit_many, _bayes_predict, _bayes_slope, lambda p: 1.0 - p["e_ir"]),
+                     _bayes_fit_many, _bayes_predict, _bayes_slope, _eq1_saturation),
     "power": Law("power", "e_DS = k e_US^alpha", ("k", "alpha"), "k > 0, alpha >= 0",
                  _closed_form("power", ("k", "alpha"), lambda u: np.log(np.clip(1.0 - u, CLIP, None)),
                               lambda d: np.log(np.clip(1.0 - d, CLIP, None)),

@@ -28,6 +28,12 @@ from .resampling import SENSITIVITY_STREAM, CountError, draw_problems, group_rng
 #: (measured on 1,500 models, 2026-12-06), whatever ``trials``; the table's own rows grow with them
 #: (~0.4 KB a row while it is made).
 SENSITIVITY_BLOCK_POINTS = 1 << 18
+#: Ceilings of the counts, as the commands' (``--trials``, ``--sizes``; docs/analysis.md), far above
+#: any real use: every row of the table is held in memory (~0.4 KB each, sizes x trials x frontiers
+#: per group), and a sample drawn with replacement is materialised. A library caller (or
+#: ``analysis/fig3_sensitivity.py --trials``) with a typo of extra zeros ran until killed.
+MAX_TRIALS = 10_000
+MAX_SIZE = 1_000_000
 SENSITIVITY_COLUMNS = (*GROUP_COLUMNS, "n", "trial", "frontier", "n_fit", "k", "alpha", "e_ir", "saturation",
                        "fit_err", "pred_err", "status")
 
@@ -41,7 +47,7 @@ class SensitivityOptions:
             Without replacement, a size above a group's fitting points is all of them (one step);
             a group with no fitting points has no step (no rows), whatever ``sizes``.
         n_sizes, min_size: the default sizes' steps (>= 1) and smallest sample (>= 3 models, as ``sizes``).
-        trials: draws per size.
+        trials: draws per size, 1 to :data:`MAX_TRIALS` (sizes and steps: at most :data:`MAX_SIZE`).
         replace: draw with replacement (the bootstrap variant) instead of without.
         seed: the master seed.
         fit: how each draw is split and fitted.
@@ -77,16 +83,17 @@ class SensitivityOptions:
             if not self.sizes:   # () silently meant the default sizes, which None asks for
                 raise CountError("sizes (models in a sample) is empty; give one size or more, or None for the "
                                  "default steps")
-        Range(1).check("trials", self.trials, "draws per sample size")
+        Range(1, MAX_TRIALS).check("trials", self.trials, "draws per sample size")
         # as ``sizes``: min_size 0 was numpy's "Geometric sequence cannot include zero" traceback,
-        # 1 and 2 drew samples no law can be fitted to, and n_sizes 0 an empty table, said nowhere
-        Range(1).check("n_sizes", self.n_sizes, "sample-size steps")
-        Range(3).check("min_size", self.min_size, "models in the smallest sample")
+        # 1 and 2 drew samples no law can be fitted to, and n_sizes 0 an empty table, said nowhere;
+        # n_sizes 1e10 allocated its 80 GB of steps (numpy's MemoryError) before removing duplicates
+        Range(1, MAX_SIZE).check("n_sizes", self.n_sizes, "sample-size steps")
+        Range(3, MAX_SIZE).check("min_size", self.min_size, "models in the smallest sample")
         # numpy seeds are >= 0: -1 (a script's --seed -1) was numpy's "expected non-negative integer" traceback
         Range(0).check("seed", self.seed, "the master seed")
         if self.sizes is not None:
             for n in self.sizes:
-                Range(3).check("sizes", n, "models in a sample")
+                Range(3, MAX_SIZE).check("sizes", n, "models in a sample")
 
 
 def default_sizes(n_fit: int, n_sizes: int = 8, min_size: int = 10) -> list[int]:
@@ -276,5 +283,5 @@ def frontier_ranking_text(rank: pd.DataFrame, pt: Callable[[float], str] = _poin
     return out + "."
 
 
-__all__ = ["SENSITIVITY_COLUMNS", "SensitivityOptions", "default_sizes", "frontier_ranking_text", "rank_frontiers",
+__all__ = ["MAX_SIZE", "MAX_TRIALS", "SENSITIVITY_COLUMNS", "SensitivityOptions", "default_sizes", "frontier_ranking_text", "rank_frontiers",
            "sensitivity", "sensitivity_group", "summarize_sensitivity"]
