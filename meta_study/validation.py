@@ -817,7 +817,12 @@ def extra_text(v: Any) -> str:
         return ""
     if isinstance(v, (bool, np.bool_)):
         return "true" if v else "false"
-    if isinstance(v, (int, float, np.integer, np.floating)):
+    if isinstance(v, (int, np.integer)):
+        # exact, past Python's 4,300-digit limit on str(int) too (its ValueError failed the whole
+        # input); Decimal's text has no such limit
+        v = int(v)
+        return str(v) if v.bit_length() <= 14_000 else format(decimal.Decimal(v), "f")
+    if isinstance(v, (float, np.floating)):
         return str(v.item() if isinstance(v, np.generic) else v)
     if isinstance(v, (Mapping, list, tuple, np.ndarray)):
         return json.dumps(_finite(v), default=_json_default, ensure_ascii=False)

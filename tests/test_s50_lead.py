@@ -1,0 +1,26 @@
+"""Session 50, the lead's own fixes (each test fails on the code before it)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from meta_study.validation import extra_text, validate
+
+BASE = dict(source=["s"], run_id=["r"], us_task=["in"], ds_task=["c"], eval_protocol=["linear"], us_accuracy=[0.5],
+            ds_accuracy=[0.5])
+
+
+def test_an_extra_integer_past_4300_digits_is_stored_exactly():
+    """An ``extra`` value that is an integer of 5,000 digits raised Python's "Exceeds the limit
+    (4300 digits) for integer string conversion" from validate: the whole input failed. It is
+    stored as its exact decimal text (a numpy integer and a small one as before)."""
+    big = 10 ** 5000 + 7
+    assert extra_text(big) == "1" + "0" * 4999 + "7"
+    assert extra_text(-big) == "-1" + "0" * 4999 + "7"
+    assert extra_text(12) == "12" and extra_text(pd.Series([3]).to_numpy()[0]) == "3"
+    assert extra_text(True) == "true" and extra_text(0.25) == "0.25"
+    frame = pd.DataFrame({**BASE, "extra": [{"big": big}]})
+    v = validate(frame)
+    assert v.table.num_rows == 1 and not len(v.rejected)
+    stored = dict(v.table.column("extra").to_pylist()[0])
+    assert stored["big"] == "1" + "0" * 4999 + "7"
