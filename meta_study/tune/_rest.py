@@ -22,6 +22,11 @@ Credentials and TLS follow MLflow's own resolution (``get_default_host_creds``, 
 :func:`resolve_creds`). With ``MLFLOW_TRACKING_AWS_SIGV4`` or ``MLFLOW_TRACKING_AUTH`` (request-auth
 plugins, which sign or authenticate each request in code) the calls go through MLflow's own
 ``http_request`` instead, at its cost per call: sent without them, every call was refused.
+
+A log-batch larger than the server, or a proxy in front of it, takes (HTTP 413; nginx's default is
+1 MB) is sent in halves, split again while too large; a batch that size is split before it is sent
+from then on. An entity no split makes small enough is refused for good (``INVALID_PARAMETER_VALUE``,
+which the writer stops retrying), after the rest of its batch is sent.
 """
 
 from __future__ import annotations
@@ -102,6 +107,9 @@ class _RestRuns:
         self.local = threading.local()
         self.refused: set[int] = set()   # 401/403 statuses already said on stderr (once each)
         self._refused_lock = threading.Lock()   # four writer threads may be refused at once
+        #: the smallest log-batch (bytes of JSON) the server answered 413 (too large): one as large
+        #: is split before it is sent, not sent whole to be refused again
+        self.too_large = 1 << 62
 
     def _ssl_context(self) -> Any:
         import os
@@ -157,38 +165,17 @@ class _RestRuns:
 
     def post(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         data = json.dumps(body, allow_nan=False, default=str).encode()
-        if self.via_mlflow:
-            from mlflow.utils.rest_utils import MlflowHostCreds, http_request
-
-            creds = MlflowHostCreds(**{f: getattr(self.creds, f, None) for f in self.CRED_FIELDS
-                                       if f != "host"}, host=self.base[:-len("/api/2.0/mlflow/")])
-            # no retries of its own (the writer retries), and this client's timeout
-            extra = {"Content-Type": "application/json",
-                     **({WORKSPACE_HEADER: self.workspace} if self.workspace else {})}
-            r = http_request(creds, "/api/2.0/mlflow/" + endpoint, "POST", max_retries=0, timeout=self.TIMEOUT_S,
-                             raise_on_status=False, data=data, extra_headers=extra)
-            status, text = r.status_code, r.text
-        elif self.via_requests:
-            # verify per request, as MLflow's client passes it: requests lets REQUESTS_CA_BUNDLE (or
-            # CURL_CA_BUNDLE) override a session's own verify, and MLFLOW_TRACKING_INSECURE_TLS or
-            # MLFLOW_TRACKING_SERVER_CERT_PATH was ignored here (every call failed verification
-            # while the driver's client worked); a request's False or path wins over them
-            c = self.creds
-            r = self._session().post(self.base + endpoint, data=data, timeout=self.TIMEOUT_S,
-                                     verify=False if c.ignore_tls_verification else (c.server_cert_path or True))
-            status, text = r.status_code, r.text
-        else:
-            conn = self._connection()
-            try:
-                conn.request("POST", self.path + endpoint, body=data, headers=self.headers)
-                resp = conn.getresponse()
-                status, text = resp.status, resp.read().decode("utf-8", "replace")
-            except BaseException:
-                conn.close()   # a half-done exchange leaves the connection unusable
-                raise
-            if status in (301, 302, 303, 307, 308):   # a redirecting server: requests follows those
-                self.via_requests = True
-                return self.post(endpoint, body)
+        splits = endpoint == "runs/log-batch" and _entities(body) > 1
+        if splits and len(data) >= self.too_large:   # as large as one the server refused: split at once
+            return self._post_halves(endpoint, body)
+        status, text = self._exchange(endpoint, data)
+        if status == 413 and splits:
+            # more than the server, or a proxy in front of it (nginx and ingress-nginx take 1 MB by
+            # default), takes in one request: it was retried as if the server were down, held every
+            # flush to its timeout, and was spooled and refused again by every later session.
+            # Params, tags and metrics are logged each on its own, so halves log the same
+            self.too_large = min(self.too_large, len(data))
+            return self._post_halves(endpoint, body)
         if status != 200:
             try:
                 code = json.loads(text).get("error_code")
@@ -198,7 +185,14 @@ class _RestRuns:
                 self._say_refused(status)
             # one line: a proxy's error page (nginx's 502 is "<html>" then the title on the next
             # line) was cut to its first line, "HTTP 502: <html>", wherever the writer said it
-            raise RestError(f"MLflow {endpoint}: HTTP {status}: {' '.join(text[:300].split())}", status, code)
+            answer = " ".join(text[:300].split())
+            if status == 413:
+                # no retry sends it (a batch of one entity, or another call): refused for good, in
+                # the code MLflow gives a value it never takes (the writer's ``permanent``)
+                what = f" (it holds {_one_entity(body)})" if endpoint == "runs/log-batch" and _entities(body) == 1 else ""
+                raise RestError(f"MLflow {endpoint}: HTTP 413: the server, or a proxy in front of it, takes no request "
+                                f"of {len(data):,} bytes{what}: {answer}", status, code or "INVALID_PARAMETER_VALUE")
+            raise RestError(f"MLflow {endpoint}: HTTP {status}: {answer}", status, code)
         try:
             return json.loads(text)
         except ValueError:
@@ -206,6 +200,87 @@ class _RestRuns:
             # Expecting value: line 1 column 1 (char 0)", for every call until the end of the sweep
             raise RestError(f"MLflow {endpoint}: HTTP 200 but the answer is not MLflow's JSON (a proxy or login "
                             f"page in between?): {' '.join(text[:300].split())}", status, None) from None
+
+    def _post_halves(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` (a log-batch) as two requests, each split again while it is too large. An entity
+        no split makes small enough is refused (the first such refusal raised) once the rest is sent."""
+        refused: RestError | None = None
+        for half in _halves(body):
+            try:
+                self.post(endpoint, half)
+            except RestError as e:
+                if e.status != 413:
+                    raise
+                refused = refused or e
+        if refused is not None:
+            raise refused
+        return {}
+
+    def _exchange(self, endpoint: str, data: bytes | None, method: str = "POST",
+                  api: str = "/api/2.0/mlflow/") -> tuple[int, str]:
+        """``method`` (POST ``data``, or GET) ``endpoint`` of ``api``: the answer's HTTP status and text."""
+        prefix = self.base[:-len("/api/2.0/mlflow/")]
+        if self.via_mlflow:
+            from mlflow.utils.rest_utils import MlflowHostCreds, http_request
+
+            creds = MlflowHostCreds(**{f: getattr(self.creds, f, None) for f in self.CRED_FIELDS
+                                       if f != "host"}, host=prefix)
+            # no retries of its own (the writer retries), and this client's timeout
+            extra = {"Content-Type": "application/json",
+                     **({WORKSPACE_HEADER: self.workspace} if self.workspace else {})}
+            r = http_request(creds, api + endpoint, method, max_retries=0, timeout=self.TIMEOUT_S,
+                             raise_on_status=False, extra_headers=extra, **({"data": data} if data is not None else {}))
+            return r.status_code, r.text
+        if self.via_requests:
+            # verify per request, as MLflow's client passes it: requests lets REQUESTS_CA_BUNDLE (or
+            # CURL_CA_BUNDLE) override a session's own verify, and MLFLOW_TRACKING_INSECURE_TLS or
+            # MLFLOW_TRACKING_SERVER_CERT_PATH was ignored here (every call failed verification
+            # while the driver's client worked); a request's False or path wins over them
+            c = self.creds
+            r = self._session().request(method, prefix + api + endpoint, data=data, timeout=self.TIMEOUT_S,
+                                        verify=False if c.ignore_tls_verification else (c.server_cert_path or True))
+            return r.status_code, r.text
+        import http.client
+
+        conn = self._connection()
+        try:
+            try:
+                conn.request(method, self.path[:-len("/api/2.0/mlflow/")] + api + endpoint, body=data,
+                             headers=self.headers)
+            except (BrokenPipeError, ConnectionResetError) as e:
+                # a server or proxy may answer before it has read the whole body (a 413 for one too
+                # large) and close: the send fails, and the answer is there to read, as requests
+                # reads it. Unread, the 413 was a broken pipe, retried as if the server were down
+                try:
+                    resp = conn.getresponse()
+                except (OSError, http.client.HTTPException):
+                    raise e from None
+            else:
+                resp = conn.getresponse()
+            status, text = resp.status, resp.read().decode("utf-8", "replace")
+        except BaseException:
+            conn.close()   # a half-done exchange leaves the connection unusable
+            raise
+        if status in (301, 302, 303, 307, 308):   # a redirecting server: requests follows those
+            self.via_requests = True
+            return self._exchange(endpoint, data, method, api)
+        return status, text
+
+    def appends_metrics(self) -> bool:
+        """Whether the server's store logs a metric point sent again a second time. MLflow's file
+        store does (``mlflow server --backend-store-uri ./mlruns``): a log-batch whose answer never
+        came (a timeout, a connection cut, a proxy's 502/504) may have been logged, and the writer's
+        resend appended each of its points again (a database store keeps each point once). Asked
+        once, GET server-info (MLflow 3); a server that does not say is taken to append."""
+        known = getattr(self, "_appends", None)
+        if known is None:
+            try:
+                status, text = self._exchange("server-info", None, "GET", "/api/3.0/mlflow/")
+                store = json.loads(text).get("store_type") if status == 200 else None
+            except (OSError, ValueError, AttributeError):  # not answered now: the careful answer, asked again later
+                return True
+            known = self._appends = store in (None, "FileStore")
+        return known
 
     def _say_refused(self, status: int) -> None:
         """Say once on stderr that the server refuses the writer's credentials. The writer retries
@@ -227,6 +302,34 @@ class _RestRuns:
     def num(v: float) -> Any:
         """JSON has no NaN or infinities; MLflow's protobuf JSON takes them as strings."""
         return v if v == v and abs(v) != float("inf") else ("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity"))
+
+
+def _entities(body: Mapping[str, Any]) -> int:
+    """The params, tags and metrics of a log-batch body."""
+    return sum(len(body.get(k) or ()) for k in ("params", "tags", "metrics"))
+
+
+def _halves(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A log-batch body as two, its params, tags and metrics (in that order) cut in the middle."""
+    items = [(k, e) for k in ("params", "tags", "metrics") for e in body.get(k) or ()]
+    mid = len(items) // 2
+    out = []
+    for part in (items[:mid], items[mid:]):
+        b: dict[str, Any] = {**{k: v for k, v in body.items() if k not in ("params", "tags", "metrics")},
+                             "params": [], "tags": [], "metrics": []}
+        for k, e in part:
+            b[k].append(e)
+        out.append(b)
+    return out[0], out[1]
+
+
+def _one_entity(body: Mapping[str, Any]) -> str:
+    """The one param, tag or metric of a log-batch body, as a message names it."""
+    for k in ("params", "tags", "metrics"):
+        for e in body.get(k) or ():
+            value = str(e.get("value", ""))
+            return f"one {k[:-1]} {str(e.get('key'))[:300]!r}, its value {len(value.encode()):,} bytes"
+    return "nothing"
 
 
 def _say(line: str) -> None:

@@ -664,9 +664,11 @@ class MlflowWriter:
             ps = [(k, v) for k, v in params.items() if self._name_ok("param", k)]
             ts = [(k, v) for k, v in p.get("tags", {}).items() if self._name_ok("tag", k)]
             ms = [m for m in p.get("metrics", []) if self._name_ok("metric", m[0])]
-            if ms and p.get("resent") and self._file_store:
-                ms = self._not_logged(rid, ms)
             rest = self._rest_client()
+            # a resend to a store that appends a point sent again (a local file store, or a server
+            # on one): what the first try may have logged is read back, not logged twice
+            if ms and p.get("resent") and (self._file_store or (rest is not None and rest.appends_metrics())):
+                ms = self._not_logged(rid, ms)
             # MLflow limits: 100 params, 100 tags and 1,000 entities in all per log_batch
             while ps or ts or ms:
                 bp, ps = ps[:MAX_PARAMS_PER_BATCH], ps[MAX_PARAMS_PER_BATCH:]
