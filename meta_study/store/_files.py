@@ -254,10 +254,13 @@ class _Files:
         return self.fs.get_file_info(self.p(rel)).type != pafs.FileType.NotFound
 
     def mkdirs(self, rel: str) -> None:
+        """Create the directory ``rel`` and its parents (local). Nothing on object stores: a key
+        needs no parent, and pyarrow's ``create_dir`` PUTs an empty ``<dir>/`` marker for the
+        directory and each parent without looking first, so an object someone stored under such a
+        key (``up/a/``, which ``--repair`` sets aside with its bytes) was emptied by the next
+        write below it, its bytes lost."""
         if self.local:
             os.makedirs(self.p(rel), exist_ok=True)
-        else:
-            self.fs.create_dir(self.p(rel), recursive=True)
 
     def listdir(self, rel: str) -> list[str]:
         if self.local:
@@ -616,9 +619,19 @@ class _Files:
         return name
 
     def delete(self, rel: str) -> None:
+        """Delete the file ``rel`` (nothing there is no error; a directory is an ``OSError``)."""
         with contextlib.suppress(FileNotFoundError):
             if self.local:
                 os.unlink(self.p(rel))
+            elif self.scheme == "s3":
+                # not pyarrow's delete_file: it PUT an empty marker for the parent after each delete,
+                # and an object stored under that key ('up/a/') lost its bytes at every commit
+                kind = self.kind(rel)
+                if kind is None:
+                    return
+                if kind != "a file":
+                    raise IsADirectoryError(errno.EISDIR, f"is {kind}, not a file", self.p(rel))
+                self.objects().delete(rel)
             else:
                 self.fs.delete_file(self.p(rel))
 

@@ -282,6 +282,12 @@ class S3Objects:
             return None
         return None if r is None else str(r["ETag"])
 
+    def delete(self, rel: str) -> None:
+        """DELETE the object ``rel`` (none there is no error). Only this: pyarrow's ``delete_file``
+        then PUT an empty ``<parent>/`` marker, replacing the bytes of an object stored under that
+        key (see :meth:`meta_study.store._files._Files.mkdirs`)."""
+        self._call("DELETE", rel, self.client.delete_object)
+
     def get(self, rel: str) -> S3Object | None:
         """The object, or None if there is none."""
         try:
