@@ -10,12 +10,15 @@
 #   META_STUDY_NODE_ARGS        extra `ray start` arguments, e.g. "--num-cpus=2 --resources='{\"big\": 1}'"
 #   META_STUDY_UP_TIMEOUT       seconds to wait for the node to join (default 120); one that has not
 #                               joined by then (or when this script is interrupted) is stopped again
+#   META_STUDY_LOCK_WAIT        seconds to wait for another local-up, local-add-node or local-down on
+#                               the same STATE_DIR (default 300; 0: do not wait)
 #
 # The node joins with the head's address and token from STATE_DIR/env.sh (RAY_ADDRESS,
 # RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH): without the token, Ray refuses it (InvalidAuthToken). It
 # inherits this shell's environment (object-store credentials and endpoint, for instance), as a
 # node on another machine would get its own. Its ports are picked free, so several nodes fit on
-# one machine. It writes STATE_DIR/NAME.pid and NAME.log.
+# one machine. It writes STATE_DIR/NAME.pid and NAME.log; what an earlier start of NAME left running
+# (its `ray start` killed, its raylet living on) is stopped first.
 #
 # On another machine, the same `ray start --address HEAD_IP:PORT` with the token file copied there
 # (mode 0600) joins the cluster, where HEAD_IP is an address of the head that machine reaches (not
@@ -29,6 +32,7 @@ case "${1:-}" in
   -*) echo "local-add-node: error: unknown option $1 (usage: cluster/local-add-node.sh [STATE_DIR] [NAME]; --help)" >&2; exit 2 ;;
 esac
 
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 state="${1:-${META_STUDY_LOCAL_DIR:-./meta-study-local}}"
 name="${2:-node2}"
 timeout_s="${META_STUDY_UP_TIMEOUT:-120}"
@@ -43,6 +47,9 @@ if [[ ! "$timeout_s" =~ ^[0-9]{1,9}$ ]] || [ "$((10#$timeout_s))" -eq 0 ]; then
   die "META_STUDY_UP_TIMEOUT=$timeout_s: not a whole number of seconds > 0"
 fi
 timeout_s=$((10#$timeout_s))
+lock_wait="${META_STUDY_LOCK_WAIT:-300}"
+# flock's own "invalid timeout value" was reported as another script holding the lock
+[[ "$lock_wait" =~ ^[0-9]{1,9}$ ]] || die "META_STUDY_LOCK_WAIT=$lock_wait: not a whole number of seconds"
 # the head's and MLflow's PID and log files have these names: a node named so overwrote mlflow.pid,
 # and local-down.sh then stopped neither
 case "$name" in ray|mlflow|env|boot_id) die "node name $name is reserved (the head's own files); pick another" ;; esac
@@ -60,15 +67,32 @@ command -v "$PY" > /dev/null || die "$PY: not found (set PYTHON, or start the he
 if [ -z "${META_STUDY_LOCK_HELD:-}" ] && command -v flock > /dev/null; then
   exec 9> "$state/.lock"
   # said before the wait: beside a local-up that is starting (~30 s) this waited without a word
-  flock -n 9 || echo "local-add-node: waiting for another local-up, local-add-node or local-down on $state (up to ${META_STUDY_LOCK_WAIT:-300} s)" >&2
-  flock -w "${META_STUDY_LOCK_WAIT:-300}" 9 || { echo "local-add-node: another local-up, local-add-node or local-down holds $state/.lock (waited ${META_STUDY_LOCK_WAIT:-300} s)" >&2; exit 1; }
+  flock -n 9 || echo "local-add-node: waiting for another local-up, local-add-node or local-down on $state (up to $lock_wait s)" >&2
+  flock -w "$lock_wait" 9 || { echo "local-add-node: another local-up, local-add-node or local-down holds $state/.lock (waited $lock_wait s)" >&2; exit 1; }
 fi
 # shellcheck disable=SC1091
 . "$state/env.sh"
 [ -n "${RAY_ADDRESS:-}" ] || die "$state/env.sh has no RAY_ADDRESS"
 unset RAY_AUTH_TOKEN   # the cluster's token is the file env.sh names (an env.sh before this line: unset here)
 
-running() { [ -f "$1" ] && [[ "$(ps -ww -o args= -p "$(cat "$1")" 2>/dev/null)" == *"$2"* ]]; }
+# A path named whole: at the start of an argument or after = : , a quote or a / (sqlite:////PATH),
+# and followed by the end of one, / : , or a quote; never inside a longer name (/srv/x/ms is no
+# mention of /x/ms, nor /tmp/msray.ab1 of /tmp/msray.ab).
+path_pre='(^|[[:space:]=:,"'\''/])'
+path_post='($|[[:space:]/:,"'\''])'
+# running PIDFILE PATH: alive, this user's, and naming PATH as a whole (as local-down.sh's `names`)
+running() {
+  local out uid args
+  [ -f "$1" ] && out="$(ps -ww -o uid= -o args= -p "$(cat "$1")" 2>/dev/null)" || return 1
+  read -r uid args <<< "$out"
+  [ "$uid" = "$(id -u)" ] && [[ "$args" =~ $path_pre"$2"$path_post ]]
+}
+# Moved (or renamed) while the head ran: the head names the old paths (its bin/ on its PATH, MLflow's
+# database), and a node added here would name the new ones. This said "the head is not running".
+started_in="$(head -n 1 "$state/started_in" 2>/dev/null || true)"
+if [ -n "$started_in" ] && [ "$started_in" != "$state" ] && [ -f "$state/ray.pid" ]; then
+  die "$state was $started_in when its head was started; start it again here first: cluster/local-up.sh $state"
+fi
 # The head must be running: env.sh outlives a head that crashed (or was killed), and `ray status`
 # against its address then waits ~40 s per call for the GCS, ~2 min before "reports no nodes".
 head_down="the head in $state is not running (no live ray.pid); start it with cluster/local-up.sh $state"
@@ -79,6 +103,14 @@ running "$state/ray.pid" "$marker" || die "$head_down"
 if running "$state/$name.pid" "$marker"; then
   note "$name is already running (pid $(cat "$state/$name.pid"))"
   exit 0
+fi
+# A NAME.pid whose leader is gone (its `ray start --block` SIGKILLed or OOM-killed): its raylet and
+# workers outlive it in its session, and this start overwrote NAME.pid, so local-down.sh never knew
+# them again (they ran for good). What is left of it is stopped first, as local-down.sh stops it.
+if [ -f "$state/$name.pid" ]; then
+  note "stopping what is left of an earlier start of $name"
+  META_STUDY_LOCK_HELD=1 META_STUDY_DOWN_ONLY_NODE="$name" "$here/local-down.sh" "$state" \
+    || die "could not stop what is left of an earlier start of $name (above)"
 fi
 
 # nodes now, to see this one join. `ray status` fails for a few seconds after the head starts

@@ -17,11 +17,19 @@
 #      (up to 30 s); `mlflow server` forwards the signal to its uvicorn workers.
 #   2. Whatever is still in the session after the grace period (a hung worker, a process whose
 #      leader was SIGKILLed) gets SIGTERM, then SIGKILL 5 s later.
-# A PID file is believed only for the boot that wrote it (STATE_DIR/boot_id), and where its leader
-# is gone, only session members whose command line (MLflow's worker: environment; Ray's agents: a
-# file they hold open) names this state's directories are signalled:
+# A PID file is believed only for the boot that wrote it (STATE_DIR/boot_id), and only for a process
+# of this user whose command line names this state's directories as whole paths (`--temp-dir=DIR`,
+# MLflow's database); where its leader is gone, only session members that name them so (MLflow's
+# worker: in its environment; Ray's agents: a file they hold open) are signalled:
 # a stale file (the PID reused by a program that started a session of its own) once killed
 # processes local-up.sh never started.
+# A state directory moved (or renamed) while its services ran is still stopped: local-up.sh records
+# where it started them (STATE_DIR/started_in). A copy of one (`cp -a`) stops nothing of the
+# original's: it says which directory to run this script on.
+#
+# Settings (environment):
+#   META_STUDY_LOCK_WAIT   seconds to wait for another local-up, local-add-node or local-down on the
+#                          same state directory (default 300; 0: do not wait)
 set -euo pipefail
 
 # --help prints the comment above; another option is refused (`--help` was taken for a state
@@ -50,14 +58,17 @@ not_state() {
   exit 0
 }
 is_state || [ -e "$state/.lock" ] || not_state
+lock_wait="${META_STUDY_LOCK_WAIT:-300}"
+[[ "$lock_wait" =~ ^[0-9]{1,9}$ ]] \
+  || { echo "local-down: error: META_STUDY_LOCK_WAIT=$lock_wait: not a whole number of seconds" >&2; exit 1; }
 # One of local-up, local-add-node, local-down at a time per state directory: two local-up at once
 # raced MLflow's database migration, and each one's cleanup stopped the other's services, leaving a
 # Ray head and an MLflow server running with no PID file. The lock is fd 9; services never inherit it.
 if [ -z "${META_STUDY_LOCK_HELD:-}" ] && command -v flock > /dev/null; then
   exec 9> "$state/.lock"
   # said before the wait: beside a local-up that is starting (~30 s) this waited without a word
-  flock -n 9 || echo "local-down: waiting for another local-up, local-add-node or local-down on $state (up to ${META_STUDY_LOCK_WAIT:-300} s)" >&2
-  flock -w "${META_STUDY_LOCK_WAIT:-300}" 9 || { echo "local-down: another local-up, local-add-node or local-down holds $state/.lock (waited ${META_STUDY_LOCK_WAIT:-300} s)" >&2; exit 1; }
+  flock -n 9 || echo "local-down: waiting for another local-up, local-add-node or local-down on $state (up to $lock_wait s)" >&2
+  flock -w "$lock_wait" 9 || { echo "local-down: another local-up, local-add-node or local-down holds $state/.lock (waited $lock_wait s)" >&2; exit 1; }
 fi
 is_state || not_state
 
@@ -83,22 +94,35 @@ alive() {
   [[ -n "$stat" && "$stat" != Z* ]]
 }
 
-# True if $1 is alive and its command line contains $2: a PID file can outlive its process and
-# the PID can be reused by an unrelated one, which must never be signalled.
-is_ours() {
-  local args
-  args="$(ps -ww -o args= -p "$1" 2>/dev/null)" || return 1
-  [[ "$args" == *"$2"* ]]
+# A path named whole: at the start of an argument or after = : , a quote or a / (sqlite:////PATH),
+# and followed by the end of one, / : , or a quote; never inside a longer name (/srv/x/ms is no
+# mention of /x/ms, nor /tmp/msray.ab1 of /tmp/msray.ab).
+path_pre='(^|[[:space:]=:,"'\''/])'
+path_post='($|[[:space:]/:,"'\''])'
+me="$(id -u)"
+# names PID PATH: PID is alive, runs as this user, and its command line names PATH as a whole (not
+# as a piece of a longer path: /data/ms/mlflow is no mention of /ms/mlflow, nor /tmp/msray.ab1 of
+# /tmp/msray.ab): a PID file can outlive its process and the PID can be reused by an unrelated one,
+# which must never be signalled. (A substring once matched another user's process, or another
+# state directory's whose path ends in this one's.)
+names() {
+  local out uid args
+  out="$(ps -ww -o uid= -o args= -p "$1" 2>/dev/null)" || return 1
+  read -r uid args <<< "$out"
+  [ "$uid" = "$me" ] && [[ "$args" =~ $path_pre"$2"$path_post ]]
 }
 
-# in_env PID PREFIX MARKER: an entry of PID's environment starts with PREFIX and contains MARKER
+# in_env PID PREFIX PATH: an entry of PID's environment starts with PREFIX and names PATH as a whole
 # (Linux /proc; readable for our own processes only). MLflow's uvicorn worker (`python -m uvicorn
 # ... mlflow.server.fastapi_app:app`) names this state only there (_MLFLOW_SERVER_FILE_STORE=...):
 # with its leader gone, it was left running, holding MLflow's port and database.
 in_env() {
+  local e
   [ -n "$2" ] || return 1
-  tr '\0' '\n' < "/proc/$1/environ" 2>/dev/null \
-    | awk -v p="$2" -v m="$3" 'index($0, p) == 1 && index($0, m) { found = 1 } END { exit !found }'
+  while IFS= read -r -d '' e; do
+    [[ "$e" == "$2"* && "$e" =~ $path_pre"$3"$path_post ]] && return 0
+  done 2>/dev/null < "/proc/$1/environ"
+  return 1
 }
 
 # agent_in PID DIR: PID is one of Ray's agents (`ray::DashboardAgent`, `ray::RuntimeEnvAgent`: their
@@ -127,9 +151,27 @@ wait_gone() {
   done
 }
 
-# stop_service NAME PIDFILE MARKER GRACE_SECONDS MEMBER_MARKER [MEMBER_ENV_PREFIX]
+# leader_in KIND PID STATE RAY_TMP: PID is a leader local-up.sh (KIND ray: or local-add-node.sh)
+# started with this STATE and RAY_TMP: `ray start ... --temp-dir=RAY_TMP`, `mlflow server` with its
+# database under STATE/mlflow.
+leader_in() {
+  case "$1" in
+    ray) names "$2" "--temp-dir=$4" ;;
+    mlflow) names "$2" "$3/mlflow" ;;
+  esac
+}
+# member_in KIND PID STATE RAY_TMP: PID, in the session of a leader that is gone, is one of its
+# processes (on its command line; MLflow's worker: in its environment; Ray's agents: a file held open).
+member_in() {
+  case "$1" in
+    ray) names "$2" "$4" || agent_in "$2" "$4" ;;
+    mlflow) names "$2" "$3/mlflow" || in_env "$2" _MLFLOW_SERVER_ "$3/mlflow" ;;
+  esac
+}
+
+# stop_service NAME PIDFILE KIND GRACE_SECONDS   (KIND: ray, a head's or a node's; mlflow)
 stop_service() {
-  local name="$1" pidfile="$2" marker="$3" grace="$4" member_marker="$5" env_prefix="${6:-}" leader members alive=0 p kept
+  local name="$1" pidfile="$2" kind="$3" grace="$4" leader members alive=0 p kept
   if [ ! -f "$pidfile" ]; then
     note "$name: not running"
     return 0
@@ -145,12 +187,34 @@ stop_service() {
     rm -f "$pidfile"
     return 0
   fi
-  if alive "$leader" && ! is_ours "$leader" "$marker"; then
-    # The PID was reused; Linux does not reuse a PID while it names a live session, so none of
-    # our processes can be left in session $leader either.
-    note "$name: stale pid file (pid $leader is another process now)"
+  # This directory moved here since its services started: they name where it was. Unless it is a
+  # copy (`cp -a` of a running setup): the directory it was copied from, still there, records the
+  # same process, and that directory's services are not this one's to stop.
+  # (A deep state's copy even names the same Ray temp dir: its link to /tmp was copied.)
+  if [ -n "$o_state" ] && [ "$o_state" != "$state" ] \
+      && [ "$(cat "$o_state/${pidfile##*/}" 2>/dev/null)" = "$leader" ]; then
+    if alive "$leader" || [ -n "$(session_members "$leader")" ]; then
+      note "$name: pid $leader is $o_state's (this directory is a copy of it): left running; stop it with cluster/local-down.sh $o_state"
+    else
+      note "$name: not running"
+    fi
     rm -f "$pidfile"
     return 0
+  fi
+  if alive "$leader" && ! leader_in "$kind" "$leader" "$state" "$ray_tmp"; then
+    if [ -n "$o_state" ] && leader_in "$kind" "$leader" "$o_state" "$o_ray_tmp"; then
+      if [ "$o_state" != "$state" ]; then
+        note "$name: started in $o_state (this directory was moved since)"
+      else
+        note "$name: started with Ray's temp dir $o_ray_tmp, which $state/ray no longer names"
+      fi
+    else
+      # The PID was reused; Linux does not reuse a PID while it names a live session, so none of
+      # our processes can be left in session $leader either.
+      note "$name: stale pid file (pid $leader is another process now)"
+      rm -f "$pidfile"
+      return 0
+    fi
   fi
   if alive "$leader"; then
     alive=1
@@ -165,7 +229,8 @@ stop_service() {
     # PID, so then every member is ours).
     kept=""
     for p in $members; do
-      if is_ours "$p" "$member_marker" || in_env "$p" "$env_prefix" "$member_marker" || { [ -z "$env_prefix" ] && agent_in "$p" "$member_marker"; }; then
+      if member_in "$kind" "$p" "$state" "$ray_tmp" \
+          || { [ -n "$o_state" ] && member_in "$kind" "$p" "$o_state" "$o_ray_tmp"; }; then
         kept="$kept $p"
       else
         note "$name: leaving pid $p alone (not ours)"
@@ -201,16 +266,33 @@ failed=0   # 1: a process survived SIGKILL (stop_service); the exit status
 # Ray's --temp-dir is $state/ray, or a short directory under /tmp that $state/ray links to.
 ray_tmp="$state/ray"
 [ -d "$ray_tmp" ] && ray_tmp="$(cd "$ray_tmp" && pwd -P)"
+# Where local-up.sh started the services (its lines: STATE_DIR's path then, and Ray's temp dir),
+# when that is not here: a directory moved or renamed while they ran, or Ray's stand-in under /tmp
+# deleted under it (a /tmp cleaner: $state/ray then names no directory). Their command lines name the
+# paths they were started with, so without this they were taken for reused PIDs ("stale pid file"),
+# their PID files deleted, and they ran on for good, holding their ports.
+o_state="" o_ray_tmp=""
+if [ -f "$state/started_in" ]; then
+  { IFS= read -r o_state && IFS= read -r o_ray_tmp; } < "$state/started_in" || true
+  if [ -z "$o_ray_tmp" ] || { [ "$o_state" = "$state" ] && [ "$o_ray_tmp" = "$ray_tmp" ]; }; then
+    o_state="" o_ray_tmp=""
+  fi
+fi
 
+# local-add-node.sh NAME, before it starts NAME again: only what is left of NAME's last start.
+if [ -n "${META_STUDY_DOWN_ONLY_NODE:-}" ]; then
+  stop_service "ray node $META_STUDY_DOWN_ONLY_NODE" "$state/$META_STUDY_DOWN_ONLY_NODE.pid" ray 60
+  exit "$failed"
+fi
 # Nodes that cluster/local-add-node.sh added, then the head: its drivers and tasks may still be
 # logging to MLflow while the node drains.
 for pidfile in "$state"/*.pid; do
   [ -f "$pidfile" ] || continue
   node="$(basename "$pidfile" .pid)"
   case "$node" in ray|mlflow) continue ;; esac
-  stop_service "ray node $node" "$pidfile" "--temp-dir=$ray_tmp" 60 "$ray_tmp"
+  stop_service "ray node $node" "$pidfile" ray 60
 done
-stop_service ray "$state/ray.pid" "--temp-dir=$ray_tmp" 60 "$ray_tmp"
-stop_service mlflow "$state/mlflow.pid" "$state/mlflow/" 30 "$state/mlflow/" _MLFLOW_SERVER_
+stop_service ray "$state/ray.pid" ray 60
+stop_service mlflow "$state/mlflow.pid" mlflow 30
 rm -f "$state/env.sh"  # its addresses belong to the services just stopped
 exit "$failed"

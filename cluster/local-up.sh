@@ -19,6 +19,8 @@
 #   META_STUDY_MLFLOW_ARGS      extra `mlflow server` arguments, e.g. "--workers 4" (both split as
 #                               a shell splits words: "--resources='{\"big\": 1}'" is one argument)
 #   META_STUDY_UP_TIMEOUT       seconds to wait for both services to be healthy (default 180)
+#   META_STUDY_LOCK_WAIT        seconds to wait for another local-up, local-add-node or local-down on
+#                               the same STATE_DIR (default 300; 0: do not wait)
 #
 # Layout of STATE_DIR:
 #   env.sh                 RAY_ADDRESS, RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH, MLFLOW_TRACKING_URI,
@@ -32,6 +34,8 @@
 #   mlflow.port            its port, kept across restarts while free (a sweep records its tracking URI)
 #   mlflow/mlflow.db       the tracking database (sqlite)
 #   mlflow/artifacts/      the artifact store, served by the tracking server (--serve-artifacts)
+#   boot_id, started_in    the boot, and the paths (STATE_DIR, Ray's temp dir), the services were
+#                          started in: local-down.sh stops them after a move of STATE_DIR too
 #
 # Security: both services bind 127.0.0.1 where they can (MLflow, the Ray dashboard), but Ray's
 # GCS and raylet listen on all interfaces (and its client server and agents on the machine's
@@ -62,6 +66,9 @@ if [[ ! "$timeout_s" =~ ^[0-9]{1,9}$ ]] || [ "$((10#$timeout_s))" -eq 0 ]; then
   die "META_STUDY_UP_TIMEOUT=$timeout_s: not a whole number of seconds > 0"
 fi
 timeout_s=$((10#$timeout_s))
+lock_wait="${META_STUDY_LOCK_WAIT:-300}"
+# flock's own "invalid timeout value" was reported as another script holding the lock
+[[ "$lock_wait" =~ ^[0-9]{1,9}$ ]] || die "META_STUDY_LOCK_WAIT=$lock_wait: not a whole number of seconds"
 
 # the import's own last line is kept: "cannot import" alone hid a broken install behind "activate
 # the project's environment" in one that was active
@@ -77,8 +84,8 @@ state="$(cd "$state" && pwd -P)"
 if [ -z "${META_STUDY_LOCK_HELD:-}" ] && command -v flock > /dev/null; then
   exec 9> "$state/.lock"
   # said before the wait: beside a local-up that is starting (~30 s) this waited without a word
-  flock -n 9 || echo "local-up: waiting for another local-up, local-add-node or local-down on $state (up to ${META_STUDY_LOCK_WAIT:-300} s)" >&2
-  flock -w "${META_STUDY_LOCK_WAIT:-300}" 9 || { echo "local-up: another local-up, local-add-node or local-down holds $state/.lock (waited ${META_STUDY_LOCK_WAIT:-300} s)" >&2; exit 1; }
+  flock -n 9 || echo "local-up: waiting for another local-up, local-add-node or local-down on $state (up to $lock_wait s)" >&2
+  flock -w "$lock_wait" 9 || { echo "local-up: another local-up, local-add-node or local-down holds $state/.lock (waited $lock_wait s)" >&2; exit 1; }
 fi
 
 # `python` in jobs and tasks is $PYTHON, whatever the PATH of the shell that ran this script:
@@ -97,12 +104,29 @@ shq() {
 # Keeps the default ./meta-study-local out of `git status`.
 [ -f "$state/.gitignore" ] || printf '*\n' > "$state/.gitignore"
 
-# running PIDFILE MARKER: the process is alive and is ours (a PID can be reused by another process).
-running() { [ -f "$1" ] && [[ "$(ps -ww -o args= -p "$(cat "$1")" 2>/dev/null)" == *"$2"* ]]; }
+# A path named whole: at the start of an argument or after = : , a quote or a / (sqlite:////PATH),
+# and followed by the end of one, / : , or a quote; never inside a longer name (/srv/x/ms is no
+# mention of /x/ms, nor /tmp/msray.ab1 of /tmp/msray.ab).
+path_pre='(^|[[:space:]=:,"'\''/])'
+path_post='($|[[:space:]/:,"'\''])'
+# running PIDFILE PATH: the process is alive, this user's, and names PATH as a whole on its command
+# line (a PID can be reused by another process; a substring matched another state's whose path
+# ends in this one's, as local-down.sh's `names`).
+running() {
+  local out uid args
+  [ -f "$1" ] && out="$(ps -ww -o uid= -o args= -p "$(cat "$1")" 2>/dev/null)" || return 1
+  read -r uid args <<< "$out"
+  [ "$uid" = "$(id -u)" ] && [[ "$args" =~ $path_pre"$2"$path_post ]]
+}
 ray_marker="--temp-dir=$state/ray"
 [ -d "$state/ray" ] && ray_marker="--temp-dir=$(cd "$state/ray" && pwd -P)"
-if running "$state/ray.pid" "$ray_marker" || running "$state/mlflow.pid" "$state/mlflow/"; then
-  if running "$state/ray.pid" "$ray_marker" && running "$state/mlflow.pid" "$state/mlflow/" \
+# Moved (or renamed) while its services ran: they name the old paths (its bin/ on their PATH, its
+# MLflow database and artifacts), so they are restarted here (local-down.sh stops them, below).
+started_in="$(head -n 1 "$state/started_in" 2>/dev/null || true)"
+if [ -n "$started_in" ] && [ "$started_in" != "$state" ] && compgen -G "$state/*.pid" > /dev/null; then
+  note "$state was $started_in when its services were started; they are started again here"
+elif running "$state/ray.pid" "$ray_marker" || running "$state/mlflow.pid" "$state/mlflow"; then
+  if running "$state/ray.pid" "$ray_marker" && running "$state/mlflow.pid" "$state/mlflow" \
       && [ -f "$state/env.sh" ]; then
     note "already running (state in $state)"
     cat "$state/env.sh"
@@ -242,6 +266,12 @@ if [ -L "$state/ray" ] && { [ ! -d "$state/ray" ] || [ ! -O "$state/ray" ]; }; t
   [ ! -d "$state/ray" ] || note "$state/ray links to $(readlink "$state/ray"), which is not yours; making a new one"
   rm -f "$state/ray"
 fi
+# So is the stand-in of the directory this one is a copy of (`cp -a`: the link was copied): two
+# clusters in one temp dir share its session_latest, and each one's processes name the other's paths.
+if [ -L "$state/ray" ] && [ -n "$started_in" ] && [ "$started_in" != "$state" ] \
+    && [ "$(head -n 1 "$started_in/started_in" 2>/dev/null)" = "$started_in" ]; then
+  rm -f "$state/ray"
+fi
 if [ -d "$state/ray" ]; then
   ray_tmp="$(cd "$state/ray" && pwd -P)"
 elif [ "${#state}" -le 36 ]; then
@@ -333,6 +363,8 @@ start_services() {
   note "starting Ray head on 127.0.0.1:$ray_port (logs: $state/ray.log, $state/ray/session_latest/logs)"
   # the boot the PID files below belong to: after a reboot local-down.sh signals none of them
   cat /proc/sys/kernel/random/boot_id > "$state/boot_id" 2>/dev/null || rm -f "$state/boot_id"
+  # and the paths they name: after a move of STATE_DIR, local-down.sh knows them by these
+  printf '%s\n%s\n' "$state" "$ray_tmp" > "$state/started_in"
   started=1
   # Tasks and job drivers inherit the raylet's environment, so MLFLOW_TRACKING_URI set here reaches
   # every trial without any configuration in the sweep.
