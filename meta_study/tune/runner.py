@@ -41,6 +41,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from ..errors import UserError
@@ -54,7 +55,7 @@ from .preflight import (STORAGE_HINT, check_dataset_paths, check_local_storage, 
                         space_values, wait_for_previous_writer)
 from .provenance import full_uri
 from .state import Session, StateDir, SweepRecord, is_remote
-from .finalize import TrialRef, error_line, evaluated_trials, is_stopped_early, trial_id_of
+from .finalize import error_line, evaluated_trials, is_stopped_early, trial_id_of
 
 
 
@@ -189,9 +190,12 @@ def grid(values: Sequence[Any]) -> dict[str, list[Any]]:
 #: runs more trials at once than it has. ``--workers-per-trial`` 1,024: one trial on 1,024 GPUs is a
 #: large pre-training job, not one point of a sweep of thousands. ``--max-failures`` 1,000: a trial
 #: preempted on spot nodes every hour for 40 days; a trial that fails at each start is retried
-#: 1,000 times, not 20,000.
+#: 1,000 times, not 20,000. ``--gpus-per-trial`` 16 and ``--cpus-per-trial`` 1,024: a trial (a
+#: data-parallel trial's worker) is one request that one node must hold, and the largest nodes have
+#: 8-16 GPUs and 192-896 CPUs; on a cluster a larger one was only a warning, and its trials waited
+#: for a node that no autoscaler can add (``--gpus-per-trial 100`` for 1.00: the sweep hung).
 CEILINGS: Mapping[str, int] = {"--num-samples": 20_000, "--max-concurrent": 20_000, "--workers-per-trial": 1_024,
-                               "--max-failures": 1_000}
+                               "--max-failures": 1_000, "--gpus-per-trial": 16, "--cpus-per-trial": 1_024}
 
 
 @dataclass(frozen=True)
@@ -255,6 +259,9 @@ class SweepOptions:
         for flag, v in (("--cpus-per-trial", self.cpus_per_trial), ("--gpus-per-trial", self.gpus_per_trial)):
             if v is not None and not (math.isfinite(v) and v >= 0):     # -1 reached Ray: a hang, or a traceback
                 raise UserError(f"{flag} {v:g}: must be a number >= 0")
+            if v is not None and v > CEILINGS[flag]:
+                raise UserError(f"{flag} {v:g}: more than {CEILINGS[flag]:,}, which no node has (one node holds a "
+                                f"trial's, or a data-parallel trial's worker's; extra zeros?)")
         if self.cpus_per_trial == 0 and not self.gpus_per_trial:
             raise UserError("--cpus-per-trial 0: a trial needs a CPU or a GPU")
         if self.name is not None:
@@ -1571,10 +1578,11 @@ def _finish(spec: SweepSpec, results: list[Any], callback: Any, p: _Plan, rec: S
     reconciled = False
     if sent:   # the server holds everything this session logged: what is still RUNNING is left over
         name = TrialName(spec.name)
+        configs = {trial_id_of(r): r.config for r in results}   # a run created here is named as Tune named it
         try:
             rc = reconcile(results, callback, tracking_uri=p.tracking, experiment_id=rec.experiment_id,
                            parent_run_id=rec.parent_run_id, runs_map=p.state.runs(),
-                           name_of=lambda tid: name(TrialRef(tid)))
+                           name_of=lambda tid: name(SimpleNamespace(trial_id=tid, config=configs.get(tid))))
         except Exception as e:
             if not _machine_error(e):      # a bug keeps its traceback (sweep_main)
                 raise
@@ -1680,10 +1688,7 @@ def _new_tuner(spec: SweepSpec, options: SweepOptions, trainable: Any, fixed: di
     if spec.search != "optuna":
         param_space, samples = repeat_space(param_space, samples)
     if spec.scheduler == "asha":
-        from ray.tune.schedulers import ASHAScheduler
-
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode="max", grace_period=1,
-                                  reduction_factor=3, max_t=10_000)
+        scheduler = asha_scheduler(metric, fixed, sweep=name)
     return tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(num_samples=samples, search_alg=search_alg, scheduler=scheduler,
@@ -1694,6 +1699,35 @@ def _new_tuner(spec: SweepSpec, options: SweepOptions, trainable: Any, fixed: di
                                   failure_config=tune.FailureConfig(max_failures=_max_failures(options)),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   verbose=0 if options.quiet else 1))
+
+
+def asha_scheduler(metric: str, fixed: Mapping[str, Any], *, sweep: str = "") -> Any:
+    """ASHA (early stopping on ``metric``) whose rungs are training steps: a report's ``step``, at
+    ``eval_every`` x 3^k (reduction factor 3), or None where ``fixed`` sets ``eval_every=0`` (every
+    trial reports only its last step: nothing to stop early; said in one line on stderr).
+
+    Its time was Tune's ``training_iteration`` (reports), and each trial makes a report of its last
+    step off the ``eval_every`` cadence: the zoo's short trials (161-322 steps at 500 a report;
+    1,302-1,380 at rung 3) met a rung at that report, and ASHA stopped two in three of them with
+    only their probes left to run: trained to the end, each was logged ``early_stopped = 1``, counted
+    in the summary's ``early_stopped`` and left RUNNING (``eval_status = pending``) until the
+    sweep's end. Steps meet a rung only at an ``eval_every`` report (a rung is a multiple of it), so a
+    last step is judged only where it is itself such a report; the final report (no ``step``) never
+    is. ``max_t`` is a step count no run reaches: ASHA stops every trial at ``max_t`` (10,000
+    reports: ``eval_every=10`` and 100k steps were stopped mid-run)."""
+    import sys
+
+    from ray.tune.schedulers import ASHAScheduler
+
+    from ..train.loop import INT_MAX
+
+    every = fixed.get("eval_every")
+    if every is not None and int(every) <= 0:
+        print(f"sweep {sweep}: eval_every=0: each trial reports only its last step, so ASHA has nothing to stop "
+              "early; its trials run to their end", file=sys.stderr)
+        return None
+    return ASHAScheduler(time_attr="step", metric=metric, mode="max", grace_period=int(every or 1),
+                         reduction_factor=3, max_t=INT_MAX + 1)
 
 
 def repeat_space(param_space: Mapping[str, Any], samples: int) -> tuple[dict[str, Any], int]:
@@ -1736,13 +1770,20 @@ def _reuse_actors(options: SweepOptions) -> bool:
 
 
 class TrialName:
-    """``<sweep>_<trial id>`` (a class: Tune pickles it into the experiment state)."""
+    """``<sweep>_<trial id>``, and ``_repeat<i>`` after it for a repeat of ``--num-samples`` (its
+    :data:`~.trial.REPEAT_KEY`): the name of the trial's MLflow run. The repeats of a grid point
+    have the same params, and the index was in no param and no tag: two repeats could not be told
+    apart in the UI. (A class: Tune pickles it into the experiment state.)"""
 
     def __init__(self, sweep: str) -> None:
         self.sweep = sweep
 
     def __call__(self, trial: Any) -> str:
-        return f"{self.sweep}_{trial.trial_id}"
+        from .trial import REPEAT_KEY
+
+        config = getattr(trial, "config", None)
+        repeat = config.get(REPEAT_KEY) if isinstance(config, Mapping) else None
+        return f"{self.sweep}_{trial.trial_id}" + ("" if repeat is None else f"_repeat{repeat}")
 
 
 def _trial_dir(trial: Any) -> str:
