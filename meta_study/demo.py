@@ -9,7 +9,9 @@
    ``--synthetic`` instead logs a simulated meta-study with a known law (1-2 minutes on 2 cores);
 3. ``meta-study ingest`` of those runs into ``WORKDIR/store``, and beside them the shipped public
    timm results (``examples/data/timm``: ~1,550 ImageNet models on five shifted test sets), so that
-   the analysis has groups large enough to answer;
+   the analysis has groups large enough to answer (from the working directory, the checkout this
+   package is in or the one it was installed from: :func:`examples_dir`; without one, a line says
+   so and how to add them);
 4. ``meta-study refit`` with sample-size sensitivity and bootstrap, published to MLflow; the top
    20% of each group's models (by US accuracy) are hidden from the fit;
 5. the held-out check: every trusted answer against the models it did not see;
@@ -53,6 +55,8 @@ SYNTH_EXPERIMENT = "meta-study-demo-synthetic"
 #: alpha is > 1: with alpha < 1 the frontier is convex in accuracy, and no upper hull follows it.
 SYNTH_LAWS = {"near": (0.9, 1.3, 0.05), "mid": (0.8, 1.6, 0.20), "far": (0.6, 2.2, 0.45)}
 SYNTH_SHOTS = (1, 5, 10, 25)
+#: The ``source`` of the shipped timm results' rows (``examples/mappings/timm_wide.yaml``'s ``source:``).
+TIMM_SOURCE = "timm-results"
 
 
 class DemoStepFailed(OSError):
@@ -213,6 +217,7 @@ def _run_demo(wd: Path, synthetic: bool, serial: bool, log: Callable[[str], None
         from .validation import printable as _printable
 
         sources = open_sources([tracking], None, SourceOptions(experiments=(experiment,)))
+        own = {src.source for src in sources}      # the store's `source` of the demo's MLflow runs
         if examples is not None:
             sources += open_sources([str(examples / "data" / "timm")],
                                     load_mapping(str(examples / "mappings" / "timm_wide.yaml")))
@@ -229,7 +234,7 @@ def _run_demo(wd: Path, synthetic: bool, serial: bool, log: Callable[[str], None
             raise DemoStepFailed(f"--workdir {workdir}: the demo's ingest failed ({failed[0].error}); "
                                   "nothing was refitted")
         if examples is None:
-            log("  (examples/data/timm not found beside this install: only the demo's own models are analysed)")
+            log(f"  {no_examples_line(Store(str(store)), own)}")
     with step("refit: back-tested fits of every law and frontier, sensitivity, bootstrap, report, MLflow run"):
         res = _refit(wd, store, tracking, serial)
         log(f"  refit: {res.status}" + (f" ({res.message})" if res.message else ""))   # "refitted (no earlier refit ...)"
@@ -272,7 +277,9 @@ def refuse_mixed_workdir(wd: Path, workdir: str, tracking: str, *, synthetic: bo
       before any ingest, a sweep state (``WORKDIR/ray/demo``) that logs to another database;
     - the demo's runs that MLflow no longer has (``mlflow.db`` removed: the simulated runs were
       logged again under new ids), or, for the trained demo, models whose sweep state
-      (``WORKDIR/ray``) is gone: a second training's 18 models beside the first's.
+      (``WORKDIR/ray``) is gone: a second training's 18 models beside the first's;
+    - anyone's models in a store that no demo made (none of its rows a demo's, some not the shipped
+      timm results): ``--workdir .`` in a project whose own store is ``./store``.
 
     Costs one read of two store columns and, when ``mlflow.db`` exists, one or two MLflow queries.
 
@@ -298,6 +305,14 @@ def refuse_mixed_workdir(wd: Path, workdir: str, tracking: str, *, synthetic: bo
         rows = store.to_pandas(columns=["source", "experiment"]).drop_duplicates()
         pairs = {(str(s), str(e)) for s, e in rows.itertuples(index=False)
                  if not pd.isna(e) and e in (EXPERIMENT, SYNTH_EXPERIMENT)}
+        # a store no demo made (`--workdir .` in a project whose store is ./store): the demo added
+        # its models to the user's, reported them together and took over the refits beside it
+        foreign = sorted({str(s) for s in rows["source"].dropna() if str(s) != TIMM_SOURCE})
+        if not pairs and foreign:
+            raise UserError(f"--workdir {workdir}: {wd / 'store'} is a store that no demo made (it holds rows of "
+                            f"{foreign[0]!r}{f' and {len(foreign) - 1} more sources' if len(foreign) > 1 else ''}); "
+                            "the demo would add its models to them and report them together; give the demo a "
+                            "directory of its own (another --workdir)")
     if any(e == other for _, e in pairs):
         made_by = "meta-study demo" + ("" if synthetic else " --synthetic")
         raise UserError(f"--workdir {workdir}: holds the results of `{made_by}`, which this demo's report would mix "
@@ -390,13 +405,49 @@ class _Steps:
 
 
 def examples_dir() -> Path | None:
-    """The repository's ``examples/`` (the working directory's, else the one beside this package),
-    when it holds the timm results and their mapping; None for an install without them."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        d = base / "examples"
-        if (d / "data" / "timm" / "results-imagenet.csv").is_file() and (d / "mappings" / "timm_wide.yaml").is_file():
+    """The repository's ``examples/`` (the working directory's, else the one beside this package,
+    else the one of the checkout it was installed from), when it holds the timm results and their
+    mapping; None for an install without them."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1], installed_from()):
+        d = base / "examples" if base is not None else None
+        if d and (d / "data" / "timm" / "results-imagenet.csv").is_file() and (d / "mappings" / "timm_wide.yaml").is_file():
             return d
     return None
+
+
+def installed_from() -> Path | None:
+    """The local directory this meta-study was installed from (``pip install /path/to/clone``,
+    not editable: the package is a copy in site-packages, without ``examples/``), from the
+    install's ``direct_url.json`` (PEP 610); None for an install from an index, a wheel or a URL."""
+    import json
+    from importlib import metadata
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        info = json.loads(metadata.distribution("meta-study").read_text("direct_url.json") or "{}")
+    except Exception:  # noqa: BLE001 - no record, not installed, unreadable: nothing to look in
+        return None
+    url = urlsplit(str(info.get("url", ""))) if isinstance(info, dict) and "dir_info" in info else None
+    return Path(unquote(url.path)) if url is not None and url.scheme == "file" and url.path else None
+
+
+def no_examples_line(store: Any, own_sources: set[str]) -> str:
+    """The demo's line when it found no ``examples/`` (:func:`examples_dir`): the shipped timm
+    results were not ingested, what the report then holds (``store``'s sources besides the demo's
+    MLflow database's, ``own_sources``: an earlier demo's timm rows stay there), and how to add them.
+    It said "not found beside this install: only the demo's own models are analysed", with no
+    way to add them, also beside a store that held them."""
+    others: list[str] = []
+    if store.exists():
+        sources = store.to_pandas(columns=["source"])["source"].dropna().astype(str).unique()
+        others = sorted(s for s in sources if s not in own_sources)
+    holds = ("the report holds the demo's own models only; to analyse them beside ~1,550 public ImageNet models, "
+             "run the demo from the root of a meta-study checkout" if not others else
+             f"the report holds the demo's models and the rows of {', '.join(others[:3])}"
+             f"{f' and {len(others) - 3} more sources' if len(others) > 3 else ''} that an earlier ingest left in "
+             "its store, as they were then")
+    return (f"(the shipped timm results were not ingested: no examples/data/timm in the working directory "
+            f"({Path.cwd()}) nor beside the installed meta-study; {holds})")
 
 
 #: The held-out check's measure of a right answer, in accuracy points: within this RMSE of the
