@@ -57,7 +57,7 @@ def test_examples_readme_counts_the_tasks_and_protocols_of_each_table(folder: st
 
 
 def test_examples_readme_lists_every_table() -> None:
-    assert len(_examples_rows()) == 6
+    assert len(_examples_rows()) == 8
 
 
 def test_readme_exit_codes_for_termination_signals() -> None:

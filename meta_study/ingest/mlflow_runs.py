@@ -1294,6 +1294,27 @@ def refuse_stored_credentials(name: str) -> None:
 DB_CONNECT_TIMEOUT_S = 20
 
 
+#: SQLAlchemy's PostgreSQL drivers on libpq, which read a URI's ``options`` (a session's settings
+#: at start-up) and libpq's environment (``PGUSER``, ``PGPASSWORD``, ``~/.pgpass``, ``PGOPTIONS``);
+#: ``postgresql://`` is psycopg. Others (pg8000) read none of them.
+LIBPQ_DRIVERS = ("psycopg", "psycopg2", "psycopg2cffi")
+
+
+#: SQLAlchemy driver module -> what installs it (pip)
+DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pg8000": "pg8000",
+                   "MySQLdb": "mysqlclient", "pymysql": "PyMySQL", "pyodbc": "pyodbc", "pymssql": "pymssql",
+                   "mysql": "mysql-connector-python"}
+
+
+def driver_hint(module: str | None) -> str:
+    """What to install for a missing driver module: SQLAlchemy picks the module from the URI
+    (``postgresql://`` is psycopg, version 3, since SQLAlchemy 2.1; ``postgresql+psycopg2://``
+    psycopg2), so the hint names the module that was missing, not a fixed one per scheme."""
+    top = (module or "").partition(".")[0]
+    package = DRIVER_PACKAGES.get(top)
+    return f"install it (pip install {package})" if package else "install the driver the URI names"
+
+
 def db_connect_args(url: Any) -> dict[str, Any]:
     """SQLAlchemy ``connect_args`` for a database URL (a ``sqlalchemy.engine.URL``): a connect
     timeout of :data:`DB_CONNECT_TIMEOUT_S` for the drivers known to take one by that name

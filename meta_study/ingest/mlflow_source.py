@@ -43,11 +43,12 @@ from ..errors import UserError
 from ..mlflow_client import has_credentials, refuse_credentials, safe_uri, source_uri
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (RESTORED_CHUNK, RunExpander, RunQuery, RunRecord, RunState, adopt_legacy_digest,
-                          check_same_database, db_connect_args, default_mapping, drop_deleted, expand_page, expand_pages,
-                          filter_state_suffix, full_reads, gave_rows, is_logged_finite, load_state, mlflow_mapping,
-                          plan_queries, refuse_bad_port, restamp, run_record, runs_of_deleted_experiments,
-                          select_experiments, sqlite_source, state_table, stored_runs_of, stored_source)
+from .mlflow_runs import (LIBPQ_DRIVERS, RESTORED_CHUNK, RunExpander, RunQuery, RunRecord, RunState,
+                          adopt_legacy_digest, check_same_database, db_connect_args, default_mapping, driver_hint,
+                          drop_deleted, expand_page, expand_pages, filter_state_suffix, full_reads, gave_rows,
+                          is_logged_finite, load_state, mlflow_mapping, plan_queries, refuse_bad_port, restamp,
+                          run_record, runs_of_deleted_experiments, select_experiments, sqlite_source, state_table,
+                          stored_runs_of, stored_source)
 from .sources import Progress, SourceBatch, SourceOptions, register_source
 
 __all__ = ["MlflowSource", "default_mapping", "mlflow_mapping"]
@@ -79,7 +80,9 @@ class MlflowSource:
                             "driver (PostgreSQL: PGUSER and PGPASSWORD, or ~/.pgpass; MySQL: an option file, "
                             "?read_default_file=~/.my.cnf)")
         refuse_credentials(self.uri, where="")
-        refuse_bad_port(self.uri)
+        if not self.uri.lower().startswith("databricks:"):
+            # databricks://<scope>:<key prefix> (MLflow's secret-scope profile) has no port
+            refuse_bad_port(self.uri)
         given = self.name or self.options.source_name or self.mapping.source
         self._named = given is not None
         self.source = given or sqlite_source(source_uri(self.uri))
@@ -115,7 +118,14 @@ class MlflowSource:
         if _is_database(self.uri):
             # a PostgreSQL session without a statement timeout gets the SQL source's: a read waiting
             # on a lock (a migration's ALTER TABLE, VACUUM FULL) hung the ingest for good
-            return mlflow_client(with_statement_timeout(self.uri, _probe_database(self.uri)))
+            current = _probe_database(self.uri)
+            client = mlflow_client(with_statement_timeout(self.uri, current))
+            # a driver without libpq (pg8000) reads no `options` from the URI: its engine sets it
+            # (MLflow's SqlAlchemyStore keeps its engine as `engine`; another store has none to arm)
+            engine = getattr(getattr(getattr(client, "_tracking_client", None), "store", None), "engine", None)
+            if engine is not None:
+                arm_statement_timeout(engine, current)
+            return client
         # a relative sqlite path made absolute: MLflow caches its stores by URI, so in one process
         # `sqlite:///mlflow.db` read from another directory was the first directory's file
         return mlflow_client(sqlite_source(self.uri))
@@ -129,7 +139,7 @@ class MlflowSource:
             raise
         except ModuleNotFoundError as e:  # a database URI whose SQLAlchemy driver is not installed
             raise UserError(f"{safe_uri(self.uri)}: the database driver is not installed (no module {e.name!r}); "
-                            f"{_driver_hint(e.name)}, or read through the tracking server (http://...)") from None
+                            f"{driver_hint(e.name)}, or read through the tracking server (http://...)") from None
         except MlflowException as e:
             status = getattr(e, "get_http_status_code", lambda: None)()
             if status == 401:
@@ -426,6 +436,19 @@ def _probe_database(uri: str) -> str | None:
             tables = set(sqlalchemy.inspect(conn).get_table_names())
             timeout = (str(conn.execute(sqlalchemy.text("SHOW statement_timeout")).scalar())
                        if conn.dialect.name == "postgresql" else None)
+    except (TypeError, AttributeError) as e:
+        # a driver that reads no credentials from its environment (pg8000: no PGUSER, PGPASSWORD or
+        # ~/.pgpass), and the URI may carry none: "unreachable (connect() missing 1 required
+        # positional argument: 'user')", or "('NoneType' object has no attribute 'decode')" for no
+        # password, sent the user to the network
+        if engine.dialect.name != "postgresql" or engine.dialect.driver in LIBPQ_DRIVERS:
+            raise
+        from .mlflow_sql import PASSWORD_ENV, USER_ENV
+
+        raise UserError(f"{safe_uri(uri)}: cannot connect ({_short(e)}): the driver {engine.dialect.driver} reads "
+                        "no credentials from the environment, and the URI may not carry them; name one that does "
+                        "(postgresql+psycopg://, which reads PGUSER and PGPASSWORD or ~/.pgpass), or read the "
+                        f"database with mlflow-sql: and {USER_ENV} and {PASSWORD_ENV}") from None
     except sqlalchemy.exc.DBAPIError as e:
         # the server answered: "unreachable" sent the user to the network, not the password
         why = _short(e.orig if e.orig is not None else e)
@@ -441,11 +464,6 @@ def _probe_database(uri: str) -> str | None:
         engine.dispose()
     _refuse_without_mlflow_tables(safe_uri(uri), tables, "the database")
     return timeout
-
-
-#: SQLAlchemy's PostgreSQL drivers on libpq, which read a URI's ``options`` (a session's settings
-#: at start-up); ``postgresql://`` is psycopg.
-LIBPQ_DRIVERS = ("psycopg", "psycopg2", "psycopg2cffi")
 
 
 def with_statement_timeout(uri: str, current: str | None) -> str:
@@ -471,18 +489,34 @@ def with_statement_timeout(uri: str, current: str | None) -> str:
     return url.update_query_dict({"options": options}).render_as_string(hide_password=False)
 
 
-#: SQLAlchemy driver module -> what installs it (pip)
-_DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient",
-                    "pymysql": "PyMySQL", "pyodbc": "pyodbc", "pymssql": "pymssql", "mysql": "mysql-connector-python"}
+def arm_statement_timeout(engine: Any, current: str | None) -> None:
+    """Give each new session of MLflow's ``engine`` the SQL source's statement timeout
+    (:data:`~meta_study.ingest.mlflow_sql.STATEMENT_TIMEOUT_S`, a ``SET`` as it connects) where
+    the probed session's ``current`` one is none and the driver is not libpq's
+    (:func:`with_statement_timeout` gives those theirs in the URI): ``postgresql+pg8000://`` reads
+    no ``options`` and its reads waiting on a lock hung for good. Connections MLflow pooled before
+    are closed, so every session MLflow reads through has it. Nothing for other databases."""
+    import sqlalchemy
+
+    if current is None or current.strip() not in ("0", "0ms"):
+        return
+    if engine.dialect.name != "postgresql" or engine.dialect.driver in LIBPQ_DRIVERS:
+        return
+    if not sqlalchemy.event.contains(engine, "connect", _set_statement_timeout):
+        sqlalchemy.event.listen(engine, "connect", _set_statement_timeout)
+        engine.dispose()     # MLflow's pool keeps the connections it checked the schema with
 
 
-def _driver_hint(module: str | None) -> str:
-    """What to install for a missing driver module: SQLAlchemy picks the module from the URI
-    (``postgresql://`` is psycopg, version 3, since SQLAlchemy 2.1; ``postgresql+psycopg2://``
-    psycopg2), so the hint names the module that was missing, not a fixed one per scheme."""
-    top = (module or "").partition(".")[0]
-    package = _DRIVER_PACKAGES.get(top)
-    return f"install it (pip install {package})" if package else "install the driver the URI names"
+def _set_statement_timeout(dbapi_conn: Any, _rec: Any) -> None:
+    """SQLAlchemy ``connect`` listener: ``SET statement_timeout`` (milliseconds) for the session."""
+    from .mlflow_sql import STATEMENT_TIMEOUT_S
+
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute(f"SET statement_timeout = {int(STATEMENT_TIMEOUT_S * 1000)}")
+    finally:
+        cur.close()
+    dbapi_conn.commit()     # a driver that opened a transaction for the SET: end it, keep the setting
 
 
 def _filter_of(q: RunQuery) -> str:

@@ -45,8 +45,8 @@ from ..errors import UserError
 from ..mlflow_client import has_credentials, safe_uri, without_user_info
 from ..store import Store
 from .mapping import IngestMapping
-from .mlflow_runs import (FILTER_STATE, RunExpander, RunQuery, RunRecord, RunState, adopt_legacy_digest,
-                          check_same_database, db_connect_args, drop_deleted, expand_page, expand_pages,
+from .mlflow_runs import (FILTER_STATE, LIBPQ_DRIVERS, RunExpander, RunQuery, RunRecord, RunState, adopt_legacy_digest,
+                          check_same_database, db_connect_args, driver_hint, drop_deleted, expand_page, expand_pages,
                           fragment_cut_source, full_reads, gave_rows, load_state, merged_no_end, mlflow_mapping,
                           plan_queries, refuse_bad_port, refuse_password_cut_names, refuse_stored_credentials, restamp,
                           runs_of_deleted_experiments, select_experiments, sqlite_source, state_table, stored_runs_of)
@@ -293,7 +293,9 @@ class MlflowSqlSource:
             # a connect timeout: a port that takes the connection and never answers hung for good
             engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=db_connect_args(url))
         except ImportError as e:  # the dialect's driver
-            hint = DRIVER_HINTS[t.dialect]
+            # a driver the URL names (postgresql+pg8000://) is the one to install: the dialect's
+            # hint sent a user who named pg8000 to install psycopg
+            hint = driver_hint(e.name) if "+" in url.drivername else DRIVER_HINTS[t.dialect]
             raise UserError(f"{t.shown}: the database driver is not installed ({e}); {hint}") from None
         except (sqlalchemy.exc.NoSuchModuleError, sqlalchemy.exc.ArgumentError) as e:  # postgresql+nodriver://
             raise UserError(f"{t.shown}: no such database driver ({str(e).splitlines()[0][:200]}); "
@@ -319,9 +321,20 @@ class MlflowSqlSource:
         """(engine, an open read-only connection, the password used): close both when done."""
         from sqlalchemy.exc import SQLAlchemyError
 
+        t = self.target
         engine, password = self._engine()
         try:
             return engine, engine.connect(), password
+        except (TypeError, AttributeError) as e:
+            # a driver that reads no credentials from its environment (pg8000: no PGUSER, PGPASSWORD
+            # or ~/.pgpass) given none: "connect() missing 1 required positional argument: 'user'",
+            # or with no password "'NoneType' object has no attribute 'decode'", was a traceback
+            engine.dispose()
+            if t.dialect != "postgresql" or engine.dialect.driver in LIBPQ_DRIVERS:
+                raise
+            raise UserError(f"{t.shown}: cannot connect ({_short(e, password)}); the driver "
+                            f"{engine.dialect.driver} reads no credentials of its own: set {USER_ENV} and "
+                            f"{PASSWORD_ENV}") from None
         except SQLAlchemyError as e:
             why = _short(e, password)
             # the server answered and said no: which variables give the credentials (docs/ingest.md)
