@@ -82,7 +82,18 @@ def option_message(option: str, value: float, allowed: "Range") -> str:
     # from 2 up: 1.5 is a typo more often than 1.5% meant ("did you mean 0.015?" for --ds-target 1.5)
     pct = (f"; did you mean {v / 100:g}?" if ("accuracy" in unit or "fraction" in unit) and 2 <= v <= 100
            and allowed.contains(v / 100) else "")
-    return f"{flag} must be {unit}{allowed.text(scale)}, got {v:g}{pct}"
+    return f"{flag} must be {unit}{allowed.text(scale)}, got {_num(v)}{pct}"
+
+
+def _num(v: float) -> str:
+    """A number as the message shows it: an integral value in full (a ceiling of 1,000,000 read
+    "1e+06", and a typo of 10**7 "got 1e+07"), anything else as ``:g``."""
+    try:
+        if float(v).is_integer() and abs(v) < 1e16:
+            return str(int(v))
+    except (OverflowError, ValueError):
+        pass
+    return f"{v:g}"
 
 
 def _is_number(v: object) -> bool:
@@ -99,7 +110,7 @@ class OptionError(UserError, ValueError):
         self.option, self.value, self.allowed, self.what = option, value, allowed, what
         # a library caller's text ("0.95") or None is named as given: "got {value:g}" raised a
         # TypeError of its own, and the comparison before it another
-        got = f"{value:g}" if _is_number(value) else f"{value!r} (not a number)"
+        got = _num(value) if _is_number(value) else f"{value!r} (not a number)"
         super().__init__(f"{option}{' (' + what + ')' if what else ''} must be {allowed.text()}, got {got}")
 
 
@@ -118,10 +129,10 @@ class Range:
         return bool(above and below)   # False for NaN
 
     def text(self, scale: float = 1.0) -> str:
-        lo = f"{self.lo * scale:g}"
+        lo = _num(self.lo * scale)
         if self.hi is None:
             return f"> {lo}" if self.lo_open else f">= {lo}"
-        return f"in {'(' if self.lo_open else '['}{lo}, {self.hi * scale:g}{')' if self.hi_open else ']'}"
+        return f"in {'(' if self.lo_open else '['}{lo}, {_num(self.hi * scale)}{')' if self.hi_open else ']'}"
 
     def check(self, option: str, value: float, what: str = "") -> None:
         """Raise :class:`OptionError` unless ``value`` is in the range."""

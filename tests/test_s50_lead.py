@@ -24,3 +24,18 @@ def test_an_extra_integer_past_4300_digits_is_stored_exactly():
     assert v.table.num_rows == 1 and not len(v.rejected)
     stored = dict(v.table.column("extra").to_pylist()[0])
     assert stored["big"] == "1" + "0" * 4999 + "7"
+
+
+def test_an_option_message_shows_large_limits_and_values_in_full():
+    """``:g`` wrote a ceiling of 1,000,000 as "1e+06" and a typo of 10**7 as "got 1e+07"."""
+    from meta_study.analysis.sensitivity import SensitivityOptions
+    from meta_study.errors import OptionError, Range
+
+    assert Range(3, 1_000_000).text() == "in [3, 1000000]"
+    try:
+        SensitivityOptions(trials=10 ** 7)
+    except OptionError as e:
+        assert "got 10000000" in str(e) and "e+" not in str(e)
+    else:
+        raise AssertionError("10**7 trials accepted")
+    assert Range(0.001, 100, lo_open=True).text() == "in (0.001, 100]"
