@@ -181,8 +181,11 @@ class Answer:
 
     def text(self) -> str:
         """One line: trust and why, then the steps, then the supported claims."""
-        parts = [f"{self.word} ({self.reason}).", "; ".join(self.steps) + "." if self.steps else "", self.claims]
-        return " ".join(p for p in parts if p).replace("..", ".")
+        # the steps' closing period only where the last one does not end a sentence already: a
+        # replace("..", ".") over the whole line made a "..." in a reason or a name ("a...b") ".."
+        steps = "; ".join(self.steps)
+        steps += "" if not steps or steps.endswith(".") else "."
+        return " ".join(p for p in (f"{self.word} ({self.reason}).", steps, self.claims) if p)
 
 
 def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:

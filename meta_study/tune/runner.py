@@ -638,6 +638,26 @@ def check_fixed_config(spec: SweepSpec, options: SweepOptions) -> None:
             raise UserError(f"--set {key}: sweep {spec.name} searches {key} (its search space sets it for every "
                             f"trial, so --set {key}={options.overrides[key]!r} would be ignored); drop it, or run "
                             "another sweep whose space leaves it fixed")
+    check_ranked_keys(spec, cfg, searched)
+
+
+def check_ranked_keys(spec: SweepSpec, cfg: Mapping[str, Any], searched: set[str]) -> None:
+    """What ASHA and Optuna rank trials by holds for every trial (one :class:`UserError` line
+    before Ray starts). Their metric is the fixed ``us_task``'s US accuracy (:func:`_metric`): a
+    searched ``us_task`` gave trials of other tasks, which never report it, and Tune's strict
+    metric check failed the sweep at their first report (accuracies of different tasks do not
+    rank one another either). ASHA's rungs are steps at the fixed ``eval_every`` x 3^k
+    (:func:`asha_scheduler`): with a searched ``eval_every`` they fell back to every step, and a
+    trial's report of its last step met a rung, so ASHA stopped trials with only their probes left."""
+    ranked = [what for what, on in (("ASHA", spec.scheduler == "asha"), ("Optuna", spec.search == "optuna")) if on]
+    if ranked and "us_task" in searched:
+        raise UserError(f"sweep {spec.name} searches us_task, and {' and '.join(ranked)} rank its trials by one US "
+                        f"task's accuracy ({_metric(cfg)}), which trials of another US task never report: set "
+                        "us_task in the sweep's base (not its search space), one sweep per US task")
+    if spec.scheduler == "asha" and "eval_every" in searched:
+        raise UserError(f"sweep {spec.name} searches eval_every, and ASHA stops trials at steps that are multiples "
+                        "of one eval_every (a trial of another cadence was judged at the report of its last step, "
+                        "trained to the end): set eval_every in the sweep's base, not its search space")
 
 
 def check_model_builds(model: str, cfg: Mapping[str, Any]) -> None:
@@ -1665,9 +1685,11 @@ def _end_parent(tracking_uri: str, rec: SweepRecord, status: str, counts: Mappin
 
 
 def _metric(fixed: Mapping[str, Any]) -> str:
+    """The US accuracy ASHA and Optuna rank trials by: the fixed ``us_task``'s, else TrainConfig's."""
     from ..schema import us_metric_key
+    from ..train.loop import TrainConfig
 
-    return us_metric_key(fixed.get("us_task", "synth_us"))
+    return us_metric_key(fixed.get("us_task", TrainConfig.us_task))
 
 
 def _new_tuner(spec: SweepSpec, options: SweepOptions, trainable: Any, fixed: dict[str, Any], name: str,
@@ -1703,8 +1725,9 @@ def _new_tuner(spec: SweepSpec, options: SweepOptions, trainable: Any, fixed: di
 
 def asha_scheduler(metric: str, fixed: Mapping[str, Any], *, sweep: str = "") -> Any:
     """ASHA (early stopping on ``metric``) whose rungs are training steps: a report's ``step``, at
-    ``eval_every`` x 3^k (reduction factor 3), or None where ``fixed`` sets ``eval_every=0`` (every
-    trial reports only its last step: nothing to stop early; said in one line on stderr).
+    ``eval_every`` x 3^k (reduction factor 3), or None where ``fixed`` sets ``eval_every=0`` or leaves
+    it out (TrainConfig's 0: every trial reports only its last step: nothing to stop early; said in
+    one line on stderr). A searched ``eval_every`` is refused before (:func:`check_ranked_keys`).
 
     Its time was Tune's ``training_iteration`` (reports), and each trial makes a report of its last
     step off the ``eval_every`` cadence: the zoo's short trials (161-322 steps at 500 a report;
@@ -1719,14 +1742,17 @@ def asha_scheduler(metric: str, fixed: Mapping[str, Any], *, sweep: str = "") ->
 
     from ray.tune.schedulers import ASHAScheduler
 
-    from ..train.loop import INT_MAX
+    from ..train.loop import INT_MAX, TrainConfig
 
-    every = fixed.get("eval_every")
-    if every is not None and int(every) <= 0:
-        print(f"sweep {sweep}: eval_every=0: each trial reports only its last step, so ASHA has nothing to stop "
-              "early; its trials run to their end", file=sys.stderr)
+    # left out of the sweep's config, a trial's eval_every is TrainConfig's (0): each reported only its
+    # last step, which met a rung of the grace of 1 step this fell back to, and ASHA stopped trained trials
+    every = int(fixed.get("eval_every", TrainConfig.eval_every))
+    if every <= 0:
+        given = "" if "eval_every" in fixed else " (the default)"
+        print(f"sweep {sweep}: eval_every=0{given}: each trial reports only its last step, so ASHA has nothing to "
+              "stop early; its trials run to their end (--set eval_every=N reports every N steps)", file=sys.stderr)
         return None
-    return ASHAScheduler(time_attr="step", metric=metric, mode="max", grace_period=int(every or 1),
+    return ASHAScheduler(time_attr="step", metric=metric, mode="max", grace_period=every,
                          reduction_factor=3, max_t=INT_MAX + 1)
 
 
