@@ -9,37 +9,24 @@ section 3: "7, 14, and 21 epochs") on the procedural upstream task at 32 px, pat
 grid). Cost grows with size and epochs: from ~0.05 A100-hours (Ti, 7 epochs, 10% data) to ~3 (L, 21
 epochs, all data); ~33 GPU-hours in all.
 
-Each trial is sized to its model as the zoo's are (``sweeps/zoo.py``: :func:`resources`):
+Each trial is sized to its model as the zoo's are (``meta_study.tune.sizing``):
 ``--gpus-per-trial`` is what ViT-B and ViT-L get, ViT-S half of it and ViT-Ti a quarter, and host
 memory to match (ViT-Ti 4 GiB, S 6, B 12, L 32.5), so that Ray puts no more of them on a node
 than its memory holds (every trial asked for one CPU and one GPU alike: eight ViT-L trials, ~260
 GiB, on a node of eight GPUs). ``--smoke`` trials take ``--cpus-per-trial`` each.
 """
 
-import importlib.util
-from pathlib import Path
 from typing import Any, Mapping
 
+from meta_study.tune import sizing
 from meta_study.tune.runner import (PATCH_32PX, SweepOptions, SweepSpec, TrialResources, default_resources, grid,
                                     sweep_main)
 
 
-def _zoo_resources():
-    """``sweeps/zoo.py``'s :func:`resources`, loaded by path (``sweeps/`` is scripts, not a package)
-    and kept out of ``sys.modules``, so that Tune pickles it by value, as it does a script's own."""
-    spec = importlib.util.spec_from_file_location("meta_study_sweeps_zoo", Path(__file__).with_name("zoo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.resources
-
-
-_BY_MODEL = _zoo_resources()
-
-
 def resources(config: Mapping[str, Any], options: SweepOptions) -> TrialResources:
-    """A trial's resources from its model (the zoo's sizing); a ``--smoke`` trial's are the
-    options' (one CPU), its tiny models being no size the zoo's table knows."""
-    return default_resources(config, options) if options.smoke else _BY_MODEL(config, options)
+    """A trial's resources from its model (:func:`meta_study.tune.sizing.resources`, as the zoo's); a
+    ``--smoke`` trial's are the options' (one CPU), its tiny models being no size the table knows."""
+    return default_resources(config, options) if options.smoke else sizing.resources(config, options)
 
 
 SPEC = SweepSpec(

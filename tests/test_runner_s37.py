@@ -58,11 +58,13 @@ def test_the_requests_of_zoo_cover_its_whole_model_table():
     ``--gpus-per-trial`` and 12 GiB) is among the requests checked."""
     from conftest import sweep_module
 
+    from meta_study.tune.sizing import SIZES   # the zoo's table (sweeps/zoo.py's, before)
+
     zoo = sweep_module("zoo")
     options = SweepOptions(gpus_per_trial=1.0)
     got = trial_requests(zoo.SPEC, options, fixed_config(zoo.SPEC, options))
     by_gpu = {(r["gpu"], r.get("memory", 0) / 2**30) for _, r in got}
-    assert by_gpu == {(v[0], v[1]) for k, v in zoo.SIZES.items() if k in sum(zoo.FULL.values(), [])}, got
+    assert by_gpu == {(v[0], v[1]) for k, v in SIZES.items() if k in sum(zoo.FULL.values(), [])}, got
     assert any(label == "model_name='vit_b'" or label == "model_name='mixer_b'" for label, _ in got), got
     assert trial_requests(SweepSpec(name="t", doc="x\n", space=lambda o: {}), options, {}) == []   # no resources
     smoke = SweepOptions(smoke=True, gpus_per_trial=1.0)

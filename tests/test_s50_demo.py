@@ -140,20 +140,25 @@ def test_scaling_sizes_each_trial_by_its_model():
 
 
 @pytest.mark.slow(20)
-def test_scaling_sizing_unpickles_where_sweeps_is_not_importable(tmp_path):
+@pytest.mark.parametrize("sweep", ["scaling", "zoo"])
+def test_scaling_sizing_unpickles_where_sweeps_is_not_importable(tmp_path, sweep):
     """Tune pickles the sizing with the trainable: it must not need ``sweeps/`` (nor a module
-    ``zoo``) on the path of the process that loads it."""
+    ``zoo``) on the path of the process that loads it. The sizing lives in
+    ``meta_study.tune.sizing`` (sweeps/zoo.py's, loaded by path from scaling.py, before), which
+    that process imports as any trial imports ``meta_study``."""
     pytest.importorskip("torch")
     import ray.cloudpickle as cloudpickle
 
-    spec = sweep_module("scaling").SPEC
+    spec = sweep_module(sweep).SPEC
     blob = tmp_path / "sizing.pkl"
     blob.write_bytes(cloudpickle.dumps(PerTrialResources(spec.resources, SweepOptions(gpus_per_trial=1.0))))
     code = ("import sys, ray.cloudpickle as c; f = c.loads(open(sys.argv[1], 'rb').read()); "
-            "print(f({'model_name': 'vit_b', 'img_size': 32})['memory'] / 2**30)")
+            "print(f({'model_name': 'vit_b', 'img_size': 32})['memory'] / 2**30, "
+            "'meta_study.tune.sizing' in sys.modules, "
+            "[m for m in sys.modules if 'sweeps' in m or m.rpartition('.')[2] in ('zoo', 'scaling')])")
     r = subprocess.run([sys.executable, "-c", code, str(blob)], cwd=tmp_path, capture_output=True, text=True,
                        timeout=300)
-    assert r.returncode == 0 and r.stdout.strip() == "12.0", r.stdout + r.stderr[-2000:]
+    assert r.returncode == 0 and r.stdout.split() == ["12.0", "True", "[]"], r.stdout + r.stderr[-2000:]
 
 
 # --------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def test_smoke_run_of_each_sweep(name, mlflow_server, tmp_path):
     assert s["experiment"] == exp                  # what to ingest next, copy-paste ready
     assert f"next: meta-study ingest {mlflow_server.uri} --experiment {exp} --store STORE" in r.stdout
     if name == "zoo":
-        # each trial asked Ray for what its model needs (sweeps/zoo.py: resources)
+        # each trial asked Ray for what its model needs (zoo.py: meta_study.tune.sizing.resources)
         from meta_study.tune.runner import PerTrialResources, SweepOptions
         ZOO = sweep_module("zoo").SPEC
 

@@ -83,15 +83,14 @@ def test_run_sweep_refuses_a_built_in_name_before_anything_starts(tmp_path):
 def test_a_zoo_model_outside_the_table_is_sized_from_its_parameter_count():
     """``vit_l`` (304M parameters) got the fixed 8 GiB of an unknown model, less than ViT-B's 12
     (86M); a BiT-R50x1 (24M, ResNet-50's size) a whole GPU instead of ResNet-50's half."""
-    from conftest import sweep_module
+    from meta_study.tune import sizing    # the zoo's sizing (sweeps/zoo.py's, before)
 
-    zoo = sweep_module("zoo")
     gpu = SweepOptions(gpus_per_trial=1.0, cpus_per_trial=4.0)
-    vit_b, vit_l = (zoo.resources({"model_name": m, "img_size": 32}, gpu) for m in ("vit_b", "vit_l"))
+    vit_b, vit_l = (sizing.resources({"model_name": m, "img_size": 32}, gpu) for m in ("vit_b", "vit_l"))
     assert vit_l.gpu == 1.0 and 30 <= vit_l.memory_gb <= 34 and vit_l.memory_gb > vit_b.memory_gb, vit_l
-    bit = zoo.resources({"model_name": "resnetv2_50x1_bit", "img_size": 32}, gpu)
-    assert bit.gpu == zoo.SIZES["resnet_50"][0] == 0.5 and 6 <= bit.memory_gb <= 8, bit
-    assert zoo.size_of({"model_name": "no_such_model"}) == zoo.UNKNOWN_SIZE
+    bit = sizing.resources({"model_name": "resnetv2_50x1_bit", "img_size": 32}, gpu)
+    assert bit.gpu == sizing.SIZES["resnet_50"][0] == 0.5 and 6 <= bit.memory_gb <= 8, bit
+    assert sizing.size_of({"model_name": "no_such_model"}) == sizing.UNKNOWN_SIZE
 
 
 @pytest.mark.parametrize("smoke", [False, True])

@@ -7,6 +7,7 @@
   :mod:`._rest` (the REST client), :mod:`._shards` (writer threads, spool, replay) and
   :mod:`._child` (the child process's loop).
 - :mod:`.runner`: arguments shared by ``sweeps/*.py``, per-trial resources, the Tuner, resume.
+- :mod:`.sizing`: a trial's resources from its model's size (``sweeps/zoo.py``, ``scaling.py``).
 - :mod:`.preflight`: checks before a sweep starts (secrets, resume and names, storage on every node).
 - :mod:`.state`: the sweep's state in its storage path (record, run map, spool, writer heartbeat).
 - :mod:`.finalize`: the end of a sweep (early-stopped trials evaluated, leftover runs settled).
