@@ -82,7 +82,7 @@ def test_sizing_never_waits_long_nor_fails_on_a_dataset_it_cannot_read(tmp_path,
     finally:
         release.set()
     err = capsys.readouterr().err
-    assert err.count("could not count the classes of US task 'in21k'") == 1 and "1,000 classes" in err, err
+    assert err.count("sizing: could not count the classes of US task 'in21k'") == 1 and "1,000 classes" in err, err
     # a dataset that is not there, an unregistered task: the same fallback, no traceback
     missing = {"pets": f"parquet:{tmp_path / 'none.parquet'}"}
     assert sizing.us_classes({"us_task": "pets"}, missing) == sizing.FALLBACK_CLASSES

@@ -39,3 +39,19 @@ def test_an_option_message_shows_large_limits_and_values_in_full():
     else:
         raise AssertionError("10**7 trials accepted")
     assert Range(0.001, 100, lo_open=True).text() == "in (0.001, 100]"
+
+
+def test_the_loader_counts_its_classes_without_loading_images(tmp_path):
+    """The trial sizing counted an image folder's and a Parquet table's classes through the
+    loader's private helpers; the loader now says it: the same split folder and skipped names."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from meta_study.train import disk
+
+    for c in ("a", "b", "c", ".hidden"):
+        (tmp_path / "imgs" / "train" / c).mkdir(parents=True)
+    (tmp_path / "imgs" / "val" / "a").mkdir(parents=True)
+    assert disk.imagefolder_class_count(tmp_path / "imgs") == 3
+    pq.write_table(pa.table({"label": [0, 1, 1, 5], "x": [1, 2, 3, 4]}), tmp_path / "t.parquet")
+    assert disk.parquet_class_count(str(tmp_path / "t.parquet")) == 3

@@ -340,6 +340,29 @@ def load_imagefolder(root: str | os.PathLike, *, name: str | None = None, img_si
                 description=f"ImageFolder {root} ({len(classes)} classes)")
 
 
+def imagefolder_class_count(root: str | os.PathLike, train_dir: str | None = None) -> int:
+    """How many classes :func:`load_imagefolder` would find in ``root``'s training split: its class
+    folders listed, not scanned for images (ImageNet-21k: one listing of 21,843 names, not 14M
+    files), with the loader's own split folder and skipped names. ValueError where there are none."""
+    top = Path(root)
+    tr = _subdir(top, train_dir, TRAIN_DIRS, "train") or top
+    with os.scandir(tr) as it:   # scandir: the entry's type, no stat per entry (NFS)
+        names = [e.name for e in it if e.is_dir()]
+    n = sum(1 for name in names if not _skipped(name) and not (tr == top and name.lower() in SPLIT_NAMES))
+    if n < 1:
+        raise ValueError(f"{tr}: no class folders")
+    return n
+
+
+def parquet_class_count(train: str, label_column: str = "label") -> int:
+    """The distinct labels of a Parquet / Arrow training table's ``label_column``, read alone
+    (with the loader's own reader: globs, IPC, Hugging Face folders)."""
+    import pyarrow.compute as pc
+
+    table, _ = _read_table(train, [label_column])
+    return int(pc.count_distinct(table.column(label_column)).as_py())
+
+
 def _read_table(src: str | os.PathLike | pa.Table, columns: list[str]) -> tuple[pa.Table, list[str]]:
     """A Parquet file/directory/glob, an Arrow IPC (.arrow / .feather) file, or a table; with the
     files it was read from (none for a table)."""

@@ -118,32 +118,17 @@ def request(share: float, memory_gb: float, options: SweepOptions) -> TrialResou
 
 
 def _imagefolder_classes(root: str, train_dir: object) -> int:
-    """The class folders of ``load_imagefolder(root)``'s training split, listed, not scanned for
-    images (ImageNet-21k: one listing of 21,843 names, not 14M files); the split folder and the
-    names skipped are the loader's own."""
-    import os
-    from pathlib import Path
+    """The class folders of ``load_imagefolder(root)``'s training split (listed, not scanned)."""
+    from ..train import disk
 
-    from ..train import disk   # the loader's own rules (_subdir, _skipped), not public in disk yet
-
-    top = Path(root)
-    tr = disk._subdir(top, None if train_dir is None else str(train_dir), disk.TRAIN_DIRS, "train") or top
-    with os.scandir(tr) as it:   # scandir: the entry's type, no stat per entry (NFS)
-        names = [e.name for e in it if e.is_dir()]
-    n = sum(1 for name in names if not disk._skipped(name) and not (tr == top and name.lower() in disk.SPLIT_NAMES))
-    if n < 1:
-        raise ValueError(f"{tr}: no class folders")
-    return n
+    return disk.imagefolder_class_count(root, None if train_dir is None else str(train_dir))
 
 
 def _parquet_classes(train: str, label_column: str) -> int:
     """The distinct labels of a Parquet / Arrow training table's label column (read alone)."""
-    import pyarrow.compute as pc
+    from ..train import disk
 
-    from ..train import disk   # the loader's own reader (globs, IPC, HF folders), private there
-
-    table, _ = disk._read_table(train, [label_column])
-    return int(pc.count_distinct(table.column(label_column)).as_py())
+    return disk.parquet_class_count(train, label_column)
 
 
 def _synth_classes(name: str, img_size: int, kwargs: Mapping[str, Any]) -> int:
@@ -209,7 +194,7 @@ def us_classes(config: Mapping[str, Any], datasets: Mapping[str, str] | None = N
             _CLASSES[key] = n
         except Exception as e:  # noqa: BLE001 - sizing never stops the sweep; the trial reports a bad task
             why = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e).strip() else type(e).__name__
-            print(f"zoo: could not count the classes of US task {name!r} here ({why}); trials are sized for "
+            print(f"sizing: could not count the classes of US task {name!r} here ({why}); trials are sized for "
                   f"{FALLBACK_CLASSES:,} classes", file=sys.stderr)
             _CLASSES[key] = FALLBACK_CLASSES
     return _CLASSES[key]
