@@ -160,6 +160,13 @@ def _verdict(heads: pd.DataFrame) -> str:
             f"{_e(why)}. {iv}; docs/analysis.md says what each reason means and what data would settle it.</p>")
 
 
+#: What "the tested horizon" is: the answers ("past the tested horizon"), the figures' legends, the
+#: explorer's and the hover view's lines all use the words, and the page defined them nowhere
+#: (only docs/analysis.md did).
+HORIZON_NOTE = ("The tested horizon is how far past its best visible model a group's back-tests predicted (half of "
+                "their cuts reached at least that far): past it a trusted answer states only the interval. ")
+
+
 def _has_interval(heads: pd.DataFrame) -> pd.Series:
     """Per headline row: whether its answer states an interval (at the row's level) at +1, +3 or +5 US points (as
     :func:`~meta_study.analysis.answers.interval` prints one), or, every step lying past 100% US,
@@ -555,7 +562,8 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                  "describe the data and never withhold an answer by themselves "
                  "(hover a label). Accuracies in percent, errors and slopes in accuracy points (pt). "
                  # a trusted step reads "+1 US pt: 89.9% DS [89.2%-90.6%]": the brackets were said nowhere
-                 f"Brackets give the {_levels(heads)} interval [low-high]; definitions: docs/analysis.md.</p>" + _verdict(heads)
+                 f"Brackets give the {_levels(heads)} interval [low-high]. " + HORIZON_NOTE
+                 + "Definitions: docs/analysis.md.</p>" + _verdict(heads)
                  + _answers_html(heads, threshold, {p.stem for p in group_pngs}))
     parts.append("<h2>Headline and the paper's fit</h2>" + _table_html(fits))
     if (figs / "fits_grid.png").exists():
