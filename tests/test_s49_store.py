@@ -115,7 +115,8 @@ def test_s3_repair_keeps_the_bytes_of_a_key_ending_in_a_slash(request, s3, s3env
         body = b"precious notes"
     c.put_object(Bucket="lab", Key=f"{prefix}/{rel}/", Body=body)
     r = Store(uri, notify=None).check(repair=True)
-    assert [d.path for d in r.damage] == [rel] and r.repaired_version == 2, r
+    # the stray object is named by its key (pyarrow lists it as a file 'up/a/notes')
+    assert [d.path for d in r.damage] == [rel if where == "data" else f"{rel}/"] and r.repaired_version == 2, r
     assert r.moved == (f"_damaged/0000000002/{rel}",)
     got = c.get_object(Bucket="lab", Key=f"{prefix}/_damaged/0000000002/{rel}")["Body"].read()
     assert got == body

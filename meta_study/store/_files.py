@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..errors import StoreDamagedError, UserError
-from ._s3 import S3Objects
+from ._s3 import NoSuchBucketError, S3Objects
 
 
 def _resolve(uri: str) -> tuple[pafs.FileSystem, str, bool]:
@@ -196,7 +196,8 @@ class _Files:
 
     def kind(self, rel: str) -> str | None:
         """What is at ``rel``: "a file", "a directory", "a FIFO", ... (local; a symbolic link is
-        what it points to), "a file" or "a directory" (object stores), None if nothing is."""
+        what it points to), "a file" or "a directory" (object stores; on S3 ``up/a/`` is the object
+        with that key, "a file" or None), None if nothing is."""
         if self.local:
             try:
                 return kind_of_mode(os.stat(self.p(rel)).st_mode)
@@ -205,6 +206,8 @@ class _Files:
                 return "a symbolic link to nothing" if os.path.islink(self.p(rel)) else None
             except OSError as e:   # a symbolic link loop (ELOOP), a directory we may not search
                 return _unstattable(e)
+        if rel.endswith("/") and self.scheme == "s3":   # the object 'up/a/' itself (one HEAD), not the directory
+            return "a file" if self.objects().exists(rel) else None
         t = self.fs.get_file_info(self.p(rel)).type
         return {pafs.FileType.NotFound: None, pafs.FileType.File: "a file",
                 pafs.FileType.Directory: "a directory"}.get(t, "not a file")
@@ -512,8 +515,10 @@ class _Files:
         belongs. On object stores a "directory" (objects under ``src_rel/``, set aside as damage)
         is moved object by object: pyarrow moves single objects only, and its failure on one
         ("NO_SUCH_KEY during CopyObject") left a published repair that every later command,
-        ``store check`` included, failed to finish."""
-        target = self._aside_name(dst_rel)
+        ``store check`` included, failed to finish. On S3 an object whose key ends in '/'
+        (``src_rel`` ``up/a/``: see :meth:`object_sizes`) keeps its bytes at ``dst_rel``
+        less the '/', where any reader sees them."""
+        target = self._aside_name(dst_rel.rstrip("/") if src_rel.endswith("/") and not self.local else dst_rel)
         self._mkdirs_aside(os.path.dirname(target))
         if self.local:
             try:
@@ -523,48 +528,71 @@ class _Files:
                     raise
                 _move_across(self.p(src_rel), self.p(target), e)
             return target
+        if self.scheme == "s3":
+            return self._move_s3(src_rel, dst_rel, target)
         try:
-            self.fs.move(self.p(src_rel), self.p(target))   # S3: copy, then delete the source
+            self.fs.move(self.p(src_rel), self.p(target))
         except (OSError, pa.ArrowException):
-            if self.fs.get_file_info(self.p(src_rel)).type == pafs.FileType.Directory:
-                self._move_tree(src_rel, target)
-                return target
             if self.exists(src_rel) or not (self.exists(target) or self.exists(dst_rel)):
                 raise
         return target
 
-    def _move_tree(self, src_rel: str, dst_rel: str) -> None:
-        """Move every object under ``src_rel/`` to the same place under ``dst_rel/``, and the
-        bytes of an object ``src_rel/`` itself to ``dst_rel`` (:meth:`_keep_marker`), then drop
-        what is left of ``src_rel`` (empty-directory markers); object stores only."""
-        sel = pafs.FileSelector(self.p(src_rel), allow_not_found=True, recursive=True)
-        for info in self.fs.get_file_info(sel):
-            if info.type == pafs.FileType.File:
-                sub = info.path[len(self.p(src_rel)):].lstrip("/")
-                self.mkdirs(os.path.dirname(f"{dst_rel}/{sub}"))
-                self.fs.move(info.path, self.p(f"{dst_rel}/{sub}"))
-        self._keep_marker(src_rel, dst_rel)
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.delete_dir(self.p(src_rel))
-
-    def _keep_marker(self, src_rel: str, dst_rel: str) -> None:
-        """On S3, copy the object whose key is ``src_rel/`` to ``dst_rel`` when it holds bytes.
-        pyarrow takes such a key for a directory (``get_file_info`` says so, and no call of its
-        reads or copies it), so a data file written under a key ending in '/' was damage that
-        ``--repair`` "moved to _damaged/": the delete of the empty directory deleted it, bytes
-        and all, and nothing was under ``_damaged/``. Two requests (a HEAD, and a copy if needed);
-        the caller then deletes the key."""
-        if self.scheme != "s3":
-            return
+    def _move_s3(self, src_rel: str, dst_rel: str, target: str) -> str:
+        """:meth:`move` on S3: a copy, then a delete, both through boto3. pyarrow's ``move`` then
+        PUT an empty ``<parent>/`` marker of the source without looking, and an object stored
+        under that key (``up/a/``, or ``_staging/``) lost its bytes whenever a file was moved out
+        of its directory (a damaged file set aside, a staged file moved into place)."""
         objs = self.objects()
-        marker = f"{src_rel}/"
         try:
-            head = objs._call("HEAD", marker, objs.client.head_object)
+            objs.copy(src_rel, target)
+        except NoSuchBucketError:
+            raise
         except FileNotFoundError:
-            return
-        if head is not None and int(head.get("ContentLength") or 0) > 0:
-            objs._call("copy", dst_rel, objs.client.copy_object,
-                       CopySource={"Bucket": objs.bucket, "Key": objs.key(marker)})
+            kind = self.kind(src_rel)
+            if kind == "a directory" and not src_rel.endswith("/"):
+                self._move_tree(src_rel, target)
+                return target
+            if kind is None and (self.exists(target) or self.exists(dst_rel)):
+                return target   # another writer finishing the same commit moved it first
+            raise
+        objs.delete(src_rel)
+        return target
+
+    def _move_tree(self, src_rel: str, dst_rel: str) -> None:
+        """Move every object under ``src_rel/`` to the same key under ``dst_rel/`` (S3). The object
+        ``src_rel/`` itself, if it holds bytes, goes to ``dst_rel``: pyarrow takes such a key for a
+        directory, so a data file written under a key ending in '/' was damage that ``--repair``
+        "moved to _damaged/" while the delete of the "empty directory" deleted it, bytes and all.
+        One LIST, then a copy per object and one batched DELETE."""
+        objs = self.objects()
+        keys = objs.sizes(src_rel)
+        marker = f"{src_rel}/"
+        for rel in sorted(keys):
+            if rel == marker:
+                if keys[rel] > 0:
+                    objs.copy(rel, dst_rel)
+            else:
+                objs.copy(rel, f"{dst_rel}/{rel[len(marker):]}")
+        objs.delete_many(keys)
+
+    def object_sizes(self) -> dict[str, int]:
+        """Every object of an s3:// store with its size, by key relative to the root, keys ending
+        in '/' included as such ({} on other filesystems). pyarrow's listing (:meth:`sizes`) shows
+        an object ``up/a/`` holding bytes as a file ``up/a``, which is also the name of the
+        directory: only the keys say which it is. One LIST per 1,000 keys. {} without boto3 too,
+        or where boto3 cannot list what pyarrow could (an ``AWS_PROFILE`` naming no profile, which
+        pyarrow passes over): reading a store needs only pyarrow, and ``store check`` then sees
+        what pyarrow shows."""
+        if self.scheme != "s3":
+            return {}
+        try:
+            import boto3  # noqa: F401
+        except ImportError:
+            return {}
+        try:
+            return self.objects().sizes("")
+        except (OSError, UserError):
+            return {}
 
     def keep_copy(self, src_rel: str, dst_rel: str) -> None:
         """Keep ``src_rel``'s bytes also at ``dst_rel`` without reading them into memory (the
@@ -636,8 +664,15 @@ class _Files:
                 self.fs.delete_file(self.p(rel))
 
     def rmtree(self, rel: str) -> None:
+        """Delete the directory ``rel`` and all below it; failures are ignored (garbage, collected
+        again later). On S3 its objects through boto3: pyarrow's ``delete_dir`` then PUT an empty
+        ``<parent>/`` marker, replacing the bytes of an object stored at ``_staging/``."""
         with contextlib.suppress(FileNotFoundError, OSError):
-            self.fs.delete_dir(self.p(rel))
+            if self.scheme == "s3":
+                objs = self.objects()
+                objs.delete_many(objs.sizes(rel))
+            else:
+                self.fs.delete_dir(self.p(rel))
 
     def prune_empty_dirs(self, rel: str) -> None:
         """Remove ``rel`` and its parents up to the root while they are empty (local only)."""

@@ -251,6 +251,10 @@ class S3Objects:
                             "(AWS S3, a current MinIO or Ceph RGW honour them)")
         self._conditional_checked = True
 
+    def exists(self, rel: str) -> bool:
+        """Whether an object has the key ``rel`` exactly (one HEAD; ``up/a/`` is that object)."""
+        return self._exists(rel, rel)
+
     def _exists(self, rel: str, key: str) -> bool:
         """Whether an object has the key ``key`` (one HEAD; failures name ``rel``)."""
         try:
@@ -287,6 +291,52 @@ class S3Objects:
         then PUT an empty ``<parent>/`` marker, replacing the bytes of an object stored under that
         key (see :meth:`meta_study.store._files._Files.mkdirs`)."""
         self._call("DELETE", rel, self.client.delete_object)
+
+    def copy(self, src_rel: str, dst_rel: str) -> None:
+        """Copy the object ``src_rel`` to ``dst_rel`` on the server (one CopyObject; a
+        :class:`FileNotFoundError` naming ``src_rel`` if there is none). Not pyarrow's ``move``:
+        after its delete it PUT an empty ``<parent>/`` marker of the source, replacing the bytes
+        of an object stored under that key (see :meth:`delete`)."""
+        self._call("copy", src_rel, self.client.copy_object, key=dst_rel,
+                   CopySource={"Bucket": self.bucket, "Key": self.key(src_rel)})
+
+    def sizes(self, under: str) -> dict[str, int]:
+        """Size in bytes of every object whose key starts with ``under/`` (``under`` "" : the whole
+        store), by key relative to the store's root, keys ending in '/' included (pyarrow lists
+        those as directories, without their bytes). One LIST request per 1,000 keys."""
+        cut = len(self.key(""))   # "PREFIX/", or "" for a store at the bucket's root
+        out: dict[str, int] = {}
+        kw: dict[str, Any] = {}
+        while True:   # Key as the listing's Prefix: "PREFIX/<under>/" (the whole store for "")
+            r = self._call("LIST", under, lambda Bucket, Key, **kw: self.client.list_objects_v2(  # noqa: N803
+                Bucket=Bucket, Prefix=Key, **kw), key=f"{under.rstrip('/')}/" if under else "", **kw) or {}
+            for o in r.get("Contents", []):
+                out[o["Key"][cut:]] = int(o.get("Size") or 0)
+            if not r.get("IsTruncated") or not r.get("NextContinuationToken"):
+                return out
+            kw = {"ContinuationToken": r["NextContinuationToken"]}
+
+    def delete_many(self, rels: list[str] | dict[str, int]) -> None:
+        """DELETE these objects (none there is no error), 1,000 per request; an :class:`OSError`
+        naming the first that the endpoint failed to delete. Not pyarrow's ``delete_dir``: it then
+        PUT an empty marker for the parent (``_staging/``), replacing any bytes stored there."""
+        rels = sorted(rels)
+        for i in range(0, len(rels), 1000):
+            chunk = rels[i:i + 1000]
+            try:
+                r = self._call("DELETE", chunk[0], lambda Bucket, Key, **kw: self.client.delete_objects(  # noqa: N803
+                    Bucket=Bucket, Delete={"Objects": [{"Key": self.key(rel)} for rel in chunk], "Quiet": True}))
+            except OSError:
+                # an S3-compatible store that refuses the batch (some want a Content-MD5, which
+                # botocore >= 1.36 no longer sends): one DELETE per object, which every store takes
+                for rel in chunk:
+                    self.delete(rel)
+                continue
+            errors = (r or {}).get("Errors") or []
+            if errors:
+                e = errors[0]
+                raise OSError(f"{self.shown}/{str(e.get('Key', self.key(chunk[0])))[len(self.key('')):]}: "
+                              f"DELETE failed: {e.get('Code', '')}: {e.get('Message', '')}".rstrip(": "))
 
     def get(self, rel: str) -> S3Object | None:
         """The object, or None if there is none."""

@@ -587,7 +587,16 @@ class Store:
             tracked = {r for _, e in entries for r in (e["path"], e.get("staged")) if r}
             tracked.update(m.pending_delete)
             live_dirs, links = _parents(m), {}
+            # S3: an object whose key ends in '/' and holds bytes ('up/a/'): pyarrow lists it as a file
+            # 'up/a', the name of the partition directory too, so it was "up/a (untracked)", which
+            # '--repair' said it set aside and left, the live directory being there (each repair again)
+            keys = self._f.object_sizes()
+            # (one at a file's path, 'up/a/part-1.parquet/', is that file's damage: "is a directory")
+            markers = {k for k, n in keys.items()
+                       if len(k) > 1 and k.endswith("/") and n > 0 and _plain(k[:-1]) and k[:-1] not in tracked}
             for rel in sorted(sizes):
+                if f"{rel}/" in markers and rel not in keys:
+                    continue   # that object, reported below under its own key
                 if rel not in tracked and _plain(rel):
                     link = self._link_above(rel, live_dirs)
                     if link is None:
@@ -603,6 +612,9 @@ class Store:
                     to = ""
                 out.append(Damage(link, "untracked", f"a symbolic link{to}, a directory no file of the store is "
                                   f"in; plain readers read its {n} file(s)", 0))
+            for rel in sorted(markers):   # '--repair' keeps its bytes at '_damaged/<version>/up/a'
+                out.append(Damage(rel, "untracked", f"an object of {keys[rel]} bytes whose key ends in '/': not part "
+                                  f"of the store; pyarrow lists it as a file {rel[:-1]!r} and plain readers fail on it", 0))
         return out
 
     def _link_above(self, rel: str, live_dirs: set[str]) -> str | None:
@@ -823,7 +835,10 @@ class Store:
         now = _now()
         version = latest + 1
         txn = f"{version:010d}-{uuid.uuid4().hex[:12]}"
-        entry = {"version": version, "time": now.isoformat(), "operation": "repair", "set_aside": sorted(bad),
+        # an S3 object 'up/a/' is moved below but not named here: a manifest naming a path that ends in '/'
+        # reads as garbled; a repair killed before moving it leaves it, and the next 'store check' says so
+        entry = {"version": version, "time": now.isoformat(), "operation": "repair",
+                 "set_aside": sorted(r for r in bad if not r.endswith("/")),
                  "rows_dropped": rows, "state_dropped": len(m.state) - len(state)}
         if rolled_back:
             entry.update(rolled_back_from=latest, rolled_back_to=m.version)
