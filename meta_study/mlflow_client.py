@@ -28,9 +28,10 @@ def safe_uri(uri: str) -> str:
     ``.../run#2/mlflow.db`` were both ``sqlite:////data/run``, one source name for two databases
     (their rows under one name, the second refused as "another database under the same source
     name"; a store's older names are kept: :func:`~meta_study.ingest.mlflow_runs.fragment_cut_source`).
-    A prefixed URL (``mlflow-sql:postgresql://u@h/db``) has its inner URL made safe.
+    A prefixed URL (``mlflow-sql:postgresql://u@h/db``) has its inner URL made safe. User info
+    runs to the last ``@`` (:data:`_ANY_USER_INFO`): a password may hold ``@``, ``/``, ``?`` and ``#``.
     """
-    uri = _DB_USER_INFO.sub(r"\1", uri, count=1)
+    uri = without_user_info(uri)
     try:
         p = urllib.parse.urlsplit(uri)
         port = p.port
@@ -55,7 +56,7 @@ def shown_uri(uri: str) -> str:
     host keeps its brackets (``http://[::1]:5000``): :func:`safe_uri` gave ``sqlite:////data/run``
     and ``http://::1:5000``, and a command a message gave to copy named another database or no
     server. Names stored from :func:`safe_uri` (sources, records) keep the brackets out."""
-    uri = _DB_USER_INFO.sub(r"\1", uri, count=1)
+    uri = without_user_info(uri)
     try:
         p = urllib.parse.urlsplit(uri)
         port = p.port
@@ -85,13 +86,21 @@ _USER_INFO = re.compile(r"(?<=://)[^/?#]*@")
 #: (requests, too, connects to ``u:12``: the URL never reached ``h``). A ``/``, ``?`` or ``#`` of
 #: a password is written ``%2F``, ``%3F``, ``%23``, an ``@`` of a path ``%40``; as typed it is refused.
 _DB_USER_INFO = re.compile(r"^((?:mlflow-sql:)?(?:(?:postgres(?:ql)?|mysql|mssql|mariadb|oracle)(?:\+[^:/@]*)?"
-                           r"|https?)://)[^:/@?#]*(?::[^@]*)?@", re.IGNORECASE)
+                           r"|https?)://)[^:/@?#]*(?::.*)?@", re.IGNORECASE | re.DOTALL)
+#: What :func:`without_user_info` cuts from any ``scheme://`` URL (a prefix such as ``mlflow-sql:``
+#: included): from the ``//`` to the LAST ``@``, where the authority (up to the first ``/``, ``?``
+#: or ``#``) holds an ``@`` or a ``:``. A password may hold ``@`` as well as ``/``, ``?`` and ``#``:
+#: cut at the first ``@``, ``postgresql://u:p@ss#x@h/db`` was shown and stored as
+#: ``postgresql://ss``, a part of its password as the host (and ``ftp://u:pa/ss@h`` whole, a port
+#: to urllib). An ``@`` of a path after a port (``http://h:5000/a@b``) is cut too: such a URL is
+#: refused as credentials (:func:`has_credentials`) and reads as one; a path's ``@`` is ``%40``.
+_ANY_USER_INFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?[A-Za-z][A-Za-z0-9+.-]*://)(?=[^/?#]*[@:]).*@", re.DOTALL)
 
 
 def without_user_info(uri: str) -> str:
-    """``uri`` without the user info that urllib does not see (:data:`_DB_USER_INFO`: a password
-    holding ``/``, ``?`` or ``#``); urllib's ``hostname`` drops the rest."""
-    return _DB_USER_INFO.sub(r"\1", uri, count=1)
+    """``uri`` without its user info, up to the last ``@`` (:data:`_ANY_USER_INFO`): also the
+    part urllib does not see (a password holding ``/``, ``?``, ``#`` or ``@``)."""
+    return _ANY_USER_INFO.sub(r"\1", uri, count=1)
 
 
 #: Ports a URL may leave out: ``http://h`` is ``http://h:80``.

@@ -431,6 +431,9 @@ def _probe_database(uri: str) -> str | None:
                                           connect_args=db_connect_args(sqlalchemy.engine.make_url(uri)))
     except sqlalchemy.exc.NoSuchModuleError as e:    # postgresql+nodriver://
         raise UserError(f"{safe_uri(uri)}: no such database driver ({str(e).splitlines()[0][:200]})") from None
+    from .mlflow_sql import arm_connect_timeout
+
+    arm_connect_timeout(engine)     # pg8000 takes no connect_timeout (db_connect_args)
     try:
         with engine.connect() as conn:
             tables = set(sqlalchemy.inspect(conn).get_table_names())

@@ -24,7 +24,7 @@ Credentials: never in the spec (refused). ``META_STUDY_DB_USER`` / ``META_STUDY_
 are set on the URL object at connect time, and the driver's own environment works too (libpq's
 ``PGUSER``/``PGPASSWORD``/``PGPASSFILE``). Labels, the ``source`` column, the state's name,
 quarantine payloads and errors carry only the URL without user info or query (:func:`safe_uri`),
-and error messages have the password replaced by ``***``.
+and error messages have the password replaced by ``***`` (:func:`redact`).
 
 This bypasses the tracking server's own auth and permissions: give it a read-only DB role.
 """
@@ -191,13 +191,43 @@ def parse_target(spec: str) -> DbTarget:
     return DbTarget(url=url, dialect=dialect, shown=shown)
 
 
-def _short(e: BaseException, password: str | None) -> str:
-    """One line of a driver error, with the password (if any) blanked."""
-    msg = str(getattr(e, "orig", None) or e).strip()
-    first = msg.splitlines()[0] if msg else type(e).__name__
+#: A password at least this long is blanked wherever it stands in an error line, one of at least
+#: :data:`REDACT_ALONE` characters where it stands alone (not inside a word), any where it stands
+#: as a value: quoted, ``password=``, a URL's user info (:func:`redact`). Blanking every occurrence
+#: of a short one garbled the line and told the password: with the password ``a``, "p***ssword
+#: ***uthentic***tion f***iled" was no longer read as a refused password.
+REDACT_ANYWHERE, REDACT_ALONE = 8, 3
+#: A connection parameter's value as drivers print them: ``password=x``, ``password='x y'``,
+#: ``'password': 'x'`` (a dict's repr), also as ``passwd``, ``pass`` or ``pwd``.
+_PASSWORD_FIELD = re.compile(r"""(\b(?:pass(?:word|wd)?|pwd)\s*=\s*|['"](?:pass(?:word|wd)?|pwd)['"]\s*:\s*)"""
+                             r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s,;&)}\]]+)""", re.IGNORECASE)
+#: A URL's user info in free text: to the last ``@`` before a space or quote.
+_TEXT_USER_INFO = re.compile(r"""(?<=://)[^\s'"]*@""")
+
+
+def redact(text: str, password: str | None) -> str:
+    """``text`` (a driver's error line) with no password in it: URLs' user info and every
+    ``password=...`` value blanked, and ``password`` itself where it is quoted whole, where it
+    stands alone with :data:`REDACT_ALONE` characters or more, and anywhere with
+    :data:`REDACT_ANYWHERE` or more (one or two letters alone are words: "is not a number")."""
+    text = _TEXT_USER_INFO.sub("***@", _PASSWORD_FIELD.sub(r"\1***", text))
     if password:
-        first = first.replace(password, "***")
-    low = first.lower()
+        pw = re.escape(password)
+        text = re.sub(rf"""(['"]){pw}\1""", r"\1***\1", text)
+        if len(password) >= REDACT_ANYWHERE:
+            text = re.sub(pw, "***", text)
+        elif len(password) >= REDACT_ALONE:
+            text = re.sub(rf"(?<![A-Za-z0-9]){pw}(?![A-Za-z0-9])", "***", text)
+    return text
+
+
+def _short(e: BaseException, password: str | None) -> str:
+    """One line of a driver error, without the password (:func:`redact`). The kind of failure is
+    read from the line as the driver wrote it, the line shown is the redacted one."""
+    msg = str(getattr(e, "orig", None) or e).strip()
+    raw = msg.splitlines()[0] if msg else type(e).__name__
+    first = redact(raw, password)
+    low = raw.lower()
     if "connection refused" in low:
         return "connection refused"
     if any(s in low for s in ("password authentication failed", "access denied", "no password supplied")):
@@ -216,6 +246,97 @@ def statement_timeout_line(first: str) -> str:
     return (f"{first[:200]} (a query ran past the session's statement_timeout, {STATEMENT_TIMEOUT_S} s unless "
             "set otherwise: a table locked by a migration or VACUUM FULL? PGOPTIONS='-c statement_timeout=...' "
             "sets another)")
+
+
+def arm_connect_timeout(engine: Any) -> None:
+    """Give ``postgresql+pg8000://`` connections of ``engine`` a connect timeout of
+    :data:`~.mlflow_runs.DB_CONNECT_TIMEOUT_S` (for the connect only): pg8000 has no
+    ``connect_timeout``, and a port that takes the connection and never answers hung the ingest for
+    good. Its own ``timeout`` is the socket's for the connection's whole life (every query longer
+    than it failed), so the socket is made here (its TCP connect bounded) and handed to pg8000 as
+    the ``sock`` argument of its connection class; a timer shuts it down if the start-up (SSL
+    request, authentication) has no answer in time either, and reads after it have no limit (the
+    session's ``statement_timeout`` bounds queries). Nothing for other drivers, nor where the URL names its
+    own ``sock``, ``unix_sock`` or ``timeout``."""
+    import sqlalchemy
+
+    if engine.dialect.driver == "pg8000" and not sqlalchemy.event.contains(engine, "do_connect", _pg8000_connect):
+        sqlalchemy.event.listen(engine, "do_connect", _pg8000_connect)
+
+
+def _pg8000_connect(dialect: Any, _rec: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+    """SQLAlchemy ``do_connect`` listener: pg8000's connection within the connect timeout
+    (:func:`arm_connect_timeout`); None (SQLAlchemy connects as usual) where the user chose."""
+    import socket
+    import threading
+
+    from .mlflow_runs import DB_CONNECT_TIMEOUT_S
+
+    if cargs or any(k in cparams for k in ("sock", "unix_sock", "timeout")) or cparams.get("user") is None:
+        return None    # the user's own socket settings; no user: pg8000's own error, before any network
+    dbapi, params = dialect.loaded_dbapi, dict(cparams)
+    seconds: float | None = DB_CONNECT_TIMEOUT_S
+    if "connect_timeout" in params:    # the URL's ?connect_timeout=N, which pg8000 refused as an argument
+        given = params.pop("connect_timeout")
+        try:
+            seconds = float(given)
+        except (TypeError, ValueError):
+            raise dbapi.InterfaceError(f"connect_timeout={given!r} is not a number of seconds") from None
+        seconds = seconds if seconds > 0 else None    # 0: no limit, as libpq reads it
+    host, port = params.get("host") or "localhost", int(params.get("port") or 5432)
+    try:
+        sock = socket.create_connection((host, port), seconds, params.get("source_address"))
+    except OSError as e:      # pg8000's words, with the reason ("Connection refused", "timed out")
+        raise dbapi.InterfaceError(f"Can't create a connection to host {host} and port {port}: {e}") from None
+    sock.settimeout(None)
+    if params.get("tcp_keepalive", True):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)   # as pg8000 does for its own
+    guard = sock.dup()        # the same connection: pg8000's SSL upgrade detaches `sock`
+    lock, state = threading.Lock(), {"done": False, "fired": False}
+
+    def expire() -> None:
+        with lock:
+            if not state["done"]:
+                state["fired"] = True
+                try:
+                    guard.shutdown(socket.SHUT_RDWR)   # the blocked read returns: pg8000 raises
+                except OSError:
+                    pass
+
+    timer = threading.Timer(seconds, expire) if seconds is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    conn = None
+    try:
+        # what pg8000.connect() makes (its legacy Connection), on this socket: its connect()
+        # function passes no `sock` on, the class takes it (pg8000 >= 1.29; older ones: as before)
+        conn = dbapi.Connection(sock=sock, **params)
+    except TypeError as e:
+        sock.close()
+        if "'sock'" in str(e) and not state["fired"]:
+            return None
+        raise
+    except Exception:
+        if not state["fired"]:
+            sock.close()
+            raise
+    finally:
+        with lock:
+            state["done"] = True
+        if timer is not None:
+            timer.cancel()
+        guard.close()
+    if state["fired"]:
+        try:
+            if conn is not None:
+                conn.close()
+        except Exception:  # noqa: BLE001 - shut down already: nothing to say goodbye on
+            pass
+        sock.close()
+        raise dbapi.OperationalError(f"timeout expired: {host}:{port} took the connection and did not answer "
+                                     f"within {seconds} s")
+    return conn
 
 
 def fetch(conn: Any, sql: str, params: dict[str, Any]) -> list[tuple]:
@@ -300,6 +421,8 @@ class MlflowSqlSource:
         except (sqlalchemy.exc.NoSuchModuleError, sqlalchemy.exc.ArgumentError) as e:  # postgresql+nodriver://
             raise UserError(f"{t.shown}: no such database driver ({str(e).splitlines()[0][:200]}); "
                             f"{DRIVER_HINTS[t.dialect]}") from None
+
+        arm_connect_timeout(engine)
 
         @sqlalchemy.event.listens_for(engine, "connect")
         def _read_only(dbapi_conn: Any, _rec: Any) -> None:
