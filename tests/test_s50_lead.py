@@ -55,3 +55,23 @@ def test_the_loader_counts_its_classes_without_loading_images(tmp_path):
     assert disk.imagefolder_class_count(tmp_path / "imgs") == 3
     pq.write_table(pa.table({"label": [0, 1, 1, 5], "x": [1, 2, 3, 4]}), tmp_path / "t.parquet")
     assert disk.parquet_class_count(str(tmp_path / "t.parquet")) == 3
+
+
+def test_a_password_holding_an_at_sign_is_cut_whole_from_a_trials_error_and_the_uri_refusal():
+    """The writer's and finalize's error lines cut a URL's user info only up to its first '@'
+    before a '/', '?' or '#': 'http://u:p@ss#x@h' left 'ss#x' of the password in a run's tag;
+    the tracking URI's refusal did the same."""
+    import pytest
+
+    from meta_study.errors import UserError
+    from meta_study.tune import preflight
+    from meta_study.tune.finalize import without_user_info
+
+    line = without_user_info("ConnectionError: cannot reach 'http://u:p@ss#x@h:5000/api' (refused)")
+    assert line == "ConnectionError: cannot reach 'http://h:5000/api' (refused)", line
+    assert without_user_info("at http://h:5000/api and postgresql://bob:pw@db/x") == "at http://h:5000/api and postgresql://db/x"
+    shown = preflight._shown_uri("http://u:p@ss#x@h:5000 /x")
+    assert "ss" not in shown and "p@" not in shown and "h:5000" in shown, shown
+    with pytest.raises(UserError) as e:
+        preflight.check_tracking_uri(" http://u:p@ss?x@h:5000 ")
+    assert "ss" not in str(e.value) and "h:5000" in str(e.value), str(e.value)

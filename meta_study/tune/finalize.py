@@ -132,7 +132,7 @@ def error_line(e: BaseException) -> str:
 
 #: A URL's user info (``user:password@`` after ``scheme://``, up to its last ``@`` before a path: a
 #: password may hold one unencoded), as the writer cuts it from its own error lines.
-_USER_INFO = re.compile(r"(?<=://)[^/?#\s]*@")
+_USER_INFO = re.compile(r"(?<=://)[^\s'\"<>]*@")   # to the token's last @ (a password may hold / ? # @)
 
 
 def without_user_info(text: str) -> str:

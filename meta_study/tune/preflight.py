@@ -107,13 +107,13 @@ TRACKING_URI_HINT = "e.g. http://HOST:5000, https://..., sqlite:///PATH/mlflow.d
 
 def _shown_uri(uri: str) -> str:
     """A URI for a message without its user info, also when it does not parse (``safe_uri`` raises)."""
-    from ..mlflow_client import shown_uri
+    from ..mlflow_client import shown_uri, without_user_info
     from ..validation import printable
 
     try:
         return printable(shown_uri(uri))
     except ValueError:
-        return printable(re.sub(r"//[^/@]*@", "//", uri.split("?", 1)[0]))
+        return printable(without_user_info(uri.strip()).split("?", 1)[0])   # to the last @ (a password may hold one)
 
 
 def check_tracking_uri(tracking_uri: str) -> None:
@@ -138,7 +138,9 @@ def check_tracking_uri(tracking_uri: str) -> None:
         # the URI goes on verbatim (MLflow, the writer, the sweep record): "http://h:5000 " was a
         # ValueError traceback (its port "5000 "), and " http://h:5000" skipped the reachability
         # check, so a server that was down hung the sweep while MLflow retried
-        raw = re.sub(r"//[^/@]*@", "//", tracking_uri.split("?", 1)[0])    # as _shown_uri: no user info
+        from ..mlflow_client import without_user_info
+
+        raw = without_user_info(tracking_uri.strip()).split("?", 1)[0]    # as _shown_uri: no user info
         raise UserError(f"--tracking-uri {raw!r}: spaces or line breaks around the URI; give it without them")
     try:
         p = urllib.parse.urlsplit(uri)
