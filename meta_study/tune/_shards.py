@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..failpoints import failpoint
-from ._rest import _RestRuns, _say
+from ._rest import RestError, _RestRuns, _say
 from .state import DAMAGED, RUNS, SPOOL, StateDir
 
 MAX_METRICS_PER_BATCH = 1000
@@ -109,6 +109,7 @@ class MlflowWriter:
         self._params_sent: dict[str, dict[str, str]] = {}
         self._params_read: set[str] = set()      # runs whose params were read from the server
         self._params_unsure: set[str] = set()    # trials whose batch was refused: read the run's params again
+        self._params_said: set[tuple[str, str]] = set()   # (run, param) held with another value: said once
         self._held: dict[str, list[Op]] = {}     # trial -> ops neither sent nor spooled (the storage failed too)
         # trial -> ops spooled (replayed, or spooled by this process), sent first with the trial's next
         # operations and at each flush; an object goes once each of its trials' ops is sent or spooled
@@ -295,13 +296,21 @@ class MlflowWriter:
                         self._say_down(now - failing_since)
                 if steps[done][0] == "batch":   # part of it may be logged: never twice (file store)
                     steps[done][1]["resent"] = True
-                if refused and steps[done][0] == "batch":   # a param the run holds with another value?
+                # a param the run holds with another value? MLflow's file store (a ``file:`` store, or a
+                # server on one) answers that INTERNAL_ERROR (HTTP 500), not INVALID_PARAMETER_VALUE:
+                # retried without a read, it failed every try until the flush spooled it
+                if steps[done][0] == "batch" and (refused or getattr(e, "error_code", None) == "INTERNAL_ERROR"):
                     self._params_unsure.add(trial)
-                if refused >= 3:
+                # one entity too large for the server (413): the rest of the step was logged (see
+                # _do_step), and no retry sends it; retried, each try sent the whole step again
+                too_large = steps[done][0] == "batch" and getattr(e, "status", None) == 413 and bool(refused)
+                if refused >= 3 or too_large:
                     with self._count_lock:
                         self.dropped += 1
-                    _say(f"meta-study writer: trial {trial}: MLflow refuses its {steps[done][0]} for good "
-                          f"({str(e).splitlines()[0][:300] if str(e) else type(e).__name__}); dropped")
+                    what = ("part of its batch" if too_large else f"its {steps[done][0]}")
+                    _say(f"meta-study writer: trial {trial}: MLflow refuses {what} for good "
+                          f"({str(e).splitlines()[0][:300] if str(e) else type(e).__name__}); "
+                          + ("that part is left out, the rest of the batch is logged" if too_large else "dropped"))
                     done, delay, refused = done + 1, 0.5, 0
                     continue
                 if self._stop.wait(delay):   # flush gave up: the loop's check spools the rest
@@ -620,6 +629,43 @@ class MlflowWriter:
                   "run, the rest is logged")
         return False
 
+    def _run_params(self, rid: str) -> dict[str, str]:
+        """The params run ``rid`` holds, read from the server: through the REST path for http(s)
+        servers (one try: MLflow's client retries a 500 for minutes, and a server that answers the
+        log-batch 500 may answer this one alike), else through MLflow's client."""
+        rest = self._rest_client()
+        if rest is None:
+            return dict(self._mlflow().get_run(rid).data.params)
+        import urllib.parse
+
+        status, text = rest._exchange(f"runs/get?run_id={urllib.parse.quote(rid)}", None, "GET")
+        try:
+            answer = json.loads(text) if status == 200 else {}
+        except ValueError:
+            answer = {}
+        if status != 200 or not isinstance(answer.get("run"), dict):
+            try:
+                code = json.loads(text).get("error_code")
+            except (ValueError, AttributeError):
+                code = None
+            raise RestError(f"MLflow runs/get: HTTP {status}: {' '.join(text[:300].split())}", status, code)
+        return {p["key"]: p.get("value", "") for p in answer["run"].get("data", {}).get("params", [])}
+
+    def _say_param_kept(self, trial: str, rid: str, key: str, held: str, value: str) -> None:
+        """Say on stderr, once per run and param, that the run holds ``key`` with another value than
+        ``value``, which is left out (MLflow never changes a param). Not for the same number written
+        otherwise (a trial's start config's ``64.0``, its resolved ``64``)."""
+        try:
+            if float(held) == float(value):
+                return
+        except ValueError:
+            pass
+        with self._lock:
+            said, _ = (rid, key) in self._params_said, self._params_said.add((rid, key))
+        if not said:
+            _say(f"meta-study writer: trial {trial}: its run {rid} holds param {key[:300]!r} = {held[:200]!r}; the "
+                 f"value {value[:200]!r} is left out (MLflow never changes a param's value), the rest is logged")
+
     def _not_logged(self, rid: str, ms: list[Any]) -> list[Any]:
         """The metric points (key, value, time, step) of ``ms`` that run ``rid`` does not hold yet,
         each once (one history read per key: a file store's local file). Each once: two spool
@@ -655,10 +701,12 @@ class MlflowWriter:
             # after the start's 64.0) is refused by MLflow, and the whole batch with it. A run this
             # process did not create (a restarted trial's), or one whose batch was refused, is read
             if params and ((rid not in self._created and rid not in self._params_read) or trial in self._params_unsure):
-                self._params_sent.setdefault(rid, {}).update(self._mlflow().get_run(rid).data.params)
+                self._params_sent.setdefault(rid, {}).update(self._run_params(rid))
                 self._params_read.add(rid)
                 self._params_unsure.discard(trial)
             sent = self._params_sent.get(rid, {})
+            for k in [k for k, v in params.items() if k in sent and sent[k] != v]:
+                self._say_param_kept(trial, rid, k, sent[k], params[k])
             params = {k: v for k, v in params.items() if k not in sent}
             # a name MLflow refuses refuses the whole batch: only that entity is left out
             ps = [(k, v) for k, v in params.items() if self._name_ok("param", k)]
@@ -670,16 +718,26 @@ class MlflowWriter:
             if ms and p.get("resent") and (self._file_store or (rest is not None and rest.appends_metrics())):
                 ms = self._not_logged(rid, ms)
             # MLflow limits: 100 params, 100 tags and 1,000 entities in all per log_batch
+            too_large: RestError | None = None
             while ps or ts or ms:
                 bp, ps = ps[:MAX_PARAMS_PER_BATCH], ps[MAX_PARAMS_PER_BATCH:]
                 bt, ts = ts[:MAX_TAGS_PER_BATCH], ts[MAX_TAGS_PER_BATCH:]
                 room = MAX_METRICS_PER_BATCH - len(bp) - len(bt)
                 bm, ms = ms[:room], ms[room:]
                 if rest is not None:
-                    rest.post("runs/log-batch", {
-                        "run_id": rid, "params": [{"key": k, "value": v} for k, v in bp],
-                        "tags": [{"key": k, "value": v} for k, v in bt],
-                        "metrics": [{"key": k, "value": rest.num(v), "timestamp": t, "step": s_} for k, v, t, s_ in bm]})
+                    try:
+                        rest.post("runs/log-batch", {
+                            "run_id": rid, "params": [{"key": k, "value": v} for k, v in bp],
+                            "tags": [{"key": k, "value": v} for k, v in bt],
+                            "metrics": [{"key": k, "value": rest.num(v), "timestamp": t, "step": s_}
+                                        for k, v, t, s_ in bm]})
+                    except RestError as e:
+                        if e.status != 413:
+                            raise
+                        # an entity too large for the server, the rest of its chunk logged: the
+                        # step's later chunks still go (they were dropped with it), then it is raised
+                        too_large = too_large or e
+                        continue
                 else:
                     from mlflow.entities import Metric, Param, RunTag
 
@@ -687,6 +745,8 @@ class MlflowWriter:
                                      params=[Param(k, v) for k, v in bp], tags=[RunTag(k, v) for k, v in bt])
                 if bp:
                     self._params_sent.setdefault(rid, {}).update(bp)
+            if too_large is not None:
+                raise too_large
         elif kind == "artifacts":
             if not os.path.isdir(p["dir"]):
                 # gone (deleted, or a spooled operation replayed on another machine): MLflow's
