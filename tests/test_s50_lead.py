@@ -75,3 +75,11 @@ def test_a_password_holding_an_at_sign_is_cut_whole_from_a_trials_error_and_the_
     with pytest.raises(UserError) as e:
         preflight.check_tracking_uri(" http://u:p@ss?x@h:5000 ")
     assert "ss" not in str(e.value) and "h:5000" in str(e.value), str(e.value)
+
+
+def test_the_writers_error_line_cuts_a_password_holding_an_at_sign_whole():
+    """The writer's own copy of the user-info pattern stopped at the first '@' before '#'."""
+    from meta_study.tune._shards import error_line
+
+    line = error_line(ConnectionError("cannot reach 'http://u:p@ss#x@h:5000/api'"))
+    assert line == "ConnectionError: cannot reach 'http://h:5000/api'", line

@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 from ..failpoints import failpoint
 from ._rest import RestError, _RestRuns, _say
+from .finalize import without_user_info   # the writer's and finalize's error lines cut alike
 from .state import DAMAGED, RUNS, SPOOL, StateDir
 
 MAX_METRICS_PER_BATCH = 1000
@@ -798,17 +799,12 @@ def is_file_store(uri: str) -> bool:
     return scheme in ("", "file") or len(scheme) == 1    # one letter: a Windows drive
 
 
-#: A URL's user info (``user:password@`` after ``scheme://``, up to its last ``@``: a password may
-#: hold one unencoded, as urllib reads it), cut from error lines.
-_USER_INFO = re.compile(r"(?<=://)[^/?#\s]*@")
-
-
 def error_line(e: BaseException) -> str:
     """``e`` as one line of at most 300 characters (its type and its message's first line), with any
     URL's user info cut: for the writer's stderr and the driver's end-of-sweep line."""
     text = str(e).strip()
     first = text.splitlines()[0] if text else ""
-    return _USER_INFO.sub("", f"{type(e).__name__}: {first}" if first else type(e).__name__)[:300]
+    return without_user_info(f"{type(e).__name__}: {first}" if first else type(e).__name__)[:300]
 
 
 def _point_value(v: Any) -> Any:
