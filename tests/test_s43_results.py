@@ -37,7 +37,7 @@ def _analysis(options):
 
 @pytest.mark.parametrize("old, new, said", [
     ({"seed": 20261206}, {"seed": 20261207}, "--seed 20261206 (this command: 20261207)"),
-    ({"samples": 1_000_000}, {"samples": 1_000_001}, "--samples 1000000 (this command: 1000001)"),
+    ({"samples": 99_999}, {"samples": 100_000}, "--samples 99999 (this command: 100000)"),   # the ceiling (1,000,000 before it)
     ({"level": 0.95}, {"level": 0.9500001}, "--level 0.95 (this command: 0.9500001)"),
 ])
 def test_a_refusal_shows_the_values_that_differ_as_typed(tmp_path, old, new, said):

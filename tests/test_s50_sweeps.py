@@ -4,6 +4,7 @@ flags do."""
 from __future__ import annotations
 
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 
@@ -103,8 +104,10 @@ def test_the_repeats_of_a_grid_point_have_run_names_that_say_which(tmp_path):
                                   str(tmp_path / "r"), [])
         local = tuner._local_tuner
         gen = BasicVariantGenerator()
-        gen.add_configurations({"s50": {"run": lambda c: None, "config": local._param_space,
-                                        "num_samples": local._tune_config.num_samples}})
+        # no Ray: a Ray another test of this worker left connected took the trainable (see test_s49_sweeps)
+        with mock.patch("ray.tune.registry._internal_kv_initialized", return_value=False):
+            gen.add_configurations({"s50": {"run": lambda c: None, "config": local._param_space,
+                                            "num_samples": local._tune_config.num_samples}})
         namer = local._tune_config.trial_name_creator
         out = []
         while (t := gen.next_trial()) is not None:
