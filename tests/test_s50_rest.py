@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import socket
-import threading
 import urllib.request
 import uuid
 from pathlib import Path
@@ -20,23 +18,12 @@ import pytest
 
 from meta_study.tune._rest import RestError, _RestRuns
 from meta_study.tune._shards import MlflowWriter, Op, SweepTarget, permanent
+from mlflow_proxies import Proxy413, serve
+from mlflow_proxies import file_store_server as _file_store_server
 
 
 def _creds(uri: str) -> dict[str, Any]:
     return {**{f: None for f in _RestRuns.CRED_FIELDS}, "host": uri}
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:   # a test's cut connection: quiet
-        pass
-
-
-def _serve(handler: type) -> tuple[str, _Server]:
-    srv = _Server(("127.0.0.1", 0), handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{srv.server_address[1]}", srv
 
 
 class _Limited(http.server.BaseHTTPRequestHandler):
@@ -72,7 +59,7 @@ def limited() -> Iterator[type]:
     class H(_Limited):
         taken: list[dict[str, Any]] = []
         sizes: list[int] = []
-    uri, srv = _serve(H)
+    uri, srv = serve(H)
     H.uri = uri   # type: ignore[attr-defined]
     yield H
     srv.shutdown()
@@ -165,7 +152,7 @@ def test_a_413_answered_before_the_body_was_read_is_read(monkeypatch: pytest.Mon
     read and the batch split. (The body is larger than the socket buffers, so the send fails.)"""
     class H(_EarlyAnswer):
         taken: list[dict[str, Any]] = []
-    uri, srv = _serve(H)
+    uri, srv = serve(H)
     try:
         rest = _RestRuns(uri, _creds(uri))
         body = _batch(2, 10)
@@ -187,50 +174,15 @@ def test_a_413_answered_before_the_body_was_read_is_read(monkeypatch: pytest.Mon
         srv.server_close()
 
 
-class _Proxy413(http.server.BaseHTTPRequestHandler):
-    """A proxy in front of a real MLflow server that answers 413 for a body over LIMIT bytes."""
-
-    protocol_version = "HTTP/1.1"
-    LIMIT = 3000
-    upstream = ""
-
-    def log_message(self, *a: Any) -> None:
-        pass
-
-    def _relay(self, method: str) -> None:
-        n = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(n) if n else None
-        if n > self.LIMIT:
-            status, data = 413, b"<html><head><title>413 Request Entity Too Large</title></head></html>"
-        else:
-            req = urllib.request.Request(self.upstream + self.path, data=body, method=method,
-                                         headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(req, timeout=60) as r:
-                    status, data = r.status, r.read()
-            except urllib.error.HTTPError as e:
-                status, data = e.code, e.read()
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_POST(self) -> None:
-        self._relay("POST")
-
-    def do_GET(self) -> None:
-        self._relay("GET")
-
-
 def test_the_writer_logs_a_batch_larger_than_the_proxy_takes(mlflow_server: Any, tmp_path: Path) -> None:
     """End to end, the writer against a real MLflow server behind a proxy with a body limit: a
     trial's config and metrics above the limit all reach the run, and the flush says all went (it
     gave up after its whole timeout, the batch spooled for a --resume that was refused again)."""
     from mlflow.tracking import MlflowClient
 
-    class H(_Proxy413):
+    class H(Proxy413):
         upstream = mlflow_server.uri
-    uri, srv = _serve(H)
+    uri, srv = serve(H)
     try:
         client = MlflowClient(mlflow_server.uri)
         exp = client.create_experiment(f"s50-413-{uuid.uuid4().hex[:6]}")
@@ -264,7 +216,7 @@ def test_appends_metrics_asks_the_server(mlflow_server: Any, tmp_path: Path) -> 
             self.send_response(404)
             self.send_header("Content-Length", "0")
             self.end_headers()
-    uri, srv = _serve(NoInfo)
+    uri, srv = serve(NoInfo)
     try:
         assert _RestRuns(uri, _creds(uri)).appends_metrics() is True
     finally:
@@ -279,24 +231,8 @@ def test_appends_metrics_asks_the_server(mlflow_server: Any, tmp_path: Path) -> 
 
 @pytest.fixture(scope="module")
 def file_store_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """``mlflow server --backend-store-uri <dir>``: MLflow's file store (MLflow 3.17 asks for
-    MLFLOW_ALLOW_FILE_STORE=true to serve one)."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from mlflow_server import MlflowServer
-
-    root = tmp_path_factory.mktemp("filestore")
-    old = os.environ.get("MLFLOW_ALLOW_FILE_STORE")
-    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
-    try:
-        with MlflowServer(root, backend=str(root / "mlruns")) as srv:
-            yield srv
-    finally:
-        if old is None:
-            os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
-        else:
-            os.environ["MLFLOW_ALLOW_FILE_STORE"] = old
+    with _file_store_server(tmp_path_factory.mktemp("filestore")) as srv:
+        yield srv
 
 
 @pytest.mark.slow(30)
@@ -351,7 +287,7 @@ def test_a_resent_batch_logs_each_point_once_on_a_file_store_server(file_store_s
 
     class H(_LostReply):
         upstream = file_store_server.uri
-    uri, srv = _serve(H)
+    uri, srv = serve(H)
     try:
         client = MlflowClient(file_store_server.uri)
         exp = client.create_experiment(f"s50-dup-{uuid.uuid4().hex[:6]}")

@@ -6,11 +6,6 @@ Traffic stays on 127.0.0.1."""
 
 from __future__ import annotations
 
-import http.server
-import os
-import threading
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,6 +14,8 @@ import pytest
 
 from meta_study.tune._rest import _RestRuns
 from meta_study.tune._shards import MlflowWriter, Op, SweepTarget
+from mlflow_proxies import Proxy413, serve
+from mlflow_proxies import file_store_server as _file_store_server
 
 
 def _creds(uri: str) -> dict[str, Any]:
@@ -32,68 +29,10 @@ def _writer(uri: str, exp: str, parent: str, state: Path, flush_timeout_s: float
     return w
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass
-
-
-class _Proxy413(http.server.BaseHTTPRequestHandler):
-    """A proxy in front of a real MLflow server that answers 413 for a body over LIMIT bytes."""
-
-    protocol_version = "HTTP/1.1"
-    LIMIT = 5000
-    upstream = ""
-
-    def log_message(self, *a: Any) -> None:
-        pass
-
-    def _relay(self, method: str) -> None:
-        n = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(n) if n else None
-        if n > self.LIMIT:
-            status, data = 413, b"<html><head><title>413 Request Entity Too Large</title></head></html>"
-        else:
-            req = urllib.request.Request(self.upstream + self.path, data=body, method=method,
-                                         headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(req, timeout=60) as r:
-                    status, data = r.status, r.read()
-            except urllib.error.HTTPError as e:
-                status, data = e.code, e.read()
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_POST(self) -> None:
-        self._relay("POST")
-
-    def do_GET(self) -> None:
-        self._relay("GET")
-
-
 @pytest.fixture(scope="module")
 def file_store_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """``mlflow server --backend-store-uri <dir>``: MLflow's file store (MLflow 3.17 asks for
-    MLFLOW_ALLOW_FILE_STORE=true to serve one)."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from mlflow_server import MlflowServer
-
-    root = tmp_path_factory.mktemp("filestore")
-    old = os.environ.get("MLFLOW_ALLOW_FILE_STORE")
-    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
-    try:
-        with MlflowServer(root, backend=str(root / "mlruns")) as srv:
-            yield srv
-    finally:
-        if old is None:
-            os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
-        else:
-            os.environ["MLFLOW_ALLOW_FILE_STORE"] = old
+    with _file_store_server(tmp_path_factory.mktemp("filestore")) as srv:
+        yield srv
 
 
 @pytest.mark.slow(30)
@@ -140,11 +79,10 @@ def test_an_entity_too_large_keeps_the_rest_of_a_step_of_several_chunks(mlflow_s
     and the step is not sent again (each retry had sent all of it again)."""
     from mlflow.tracking import MlflowClient
 
-    class H(_Proxy413):
+    class H(Proxy413):
+        LIMIT = 5000
         upstream = mlflow_server.uri
-    srv = _Server(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    uri = f"http://127.0.0.1:{srv.server_address[1]}"
+    uri, srv = serve(H)
     try:
         client = MlflowClient(mlflow_server.uri)
         exp = client.create_experiment(f"s50b-413-{uuid.uuid4().hex[:6]}")
