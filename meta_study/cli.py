@@ -33,25 +33,11 @@ D_ADDRESS_HELP = ("Ray cluster to join: host:port, ray://host:port or auto (defa
 class AtMost(click.IntRange):
     """A whole number of at most ``max`` (and at least ``min`` when given), whose refusal of a value
     above ``max`` says why there is a ceiling: a typo with extra zeros (``--trials 100000`` for
-    ``--trials 100``) was accepted and ran until killed, or until the memory ran out.
+    ``--trials 100``) was accepted and ran until killed, or until the memory ran out."""
 
-    ``limit`` is the ceiling or a function returning it: a library's ceiling is read from its
-    module when first needed (a value to check, a command's ``--help``), so ``meta-study --help``
-    does not import the analysis to know it."""
-
-    def __init__(self, limit: int | Callable[[], int], why: str, min: int | None = None) -> None:
-        self._limit = limit
-        super().__init__(min=min, max=None)   # max: the property below
+    def __init__(self, max: int, why: str, min: int | None = None) -> None:
+        super().__init__(min=min, max=max)
         self.why = why
-
-    @property  # type: ignore[override]
-    def max(self) -> int:
-        return self._limit() if callable(self._limit) else self._limit
-
-    @max.setter
-    def max(self, value: int | None) -> None:
-        if value is not None:   # click.IntRange.__init__ sets None: the ceiling is ``limit``
-            self._limit = value
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         v = click.INT.convert(value, param, ctx)
@@ -64,29 +50,12 @@ class AtMost(click.IntRange):
 #: draws are materialised: a sensitivity keeps every draw's points of every frontier (sizes x
 #: trials x frontiers problems per group), a bootstrap every resample's indices and frontier points
 #: (~24 bytes per fitting point per resample: ~4 GB for a group of 1,550 models at 100,000).
-#: MAX_TRIALS and MAX_SIZE are :mod:`.analysis.sensitivity`'s, MAX_SAMPLES :mod:`.analysis.bootstrap`'s
-#: (one place for each number; the library refuses the same values): read when first needed, as
-#: ``cli.MAX_TRIALS`` too (:func:`__getattr__`), since importing the analysis costs ~0.7 s.
-LIBRARY_CEILINGS = {"MAX_TRIALS": "sensitivity", "MAX_SIZE": "sensitivity", "MAX_SAMPLES": "bootstrap"}
+#: The ceilings are :mod:`.defaults`' (the option dataclasses refuse the same values: one place
+#: for each number, and no analysis import to know them).
+MAX_TRIALS, MAX_SAMPLES, MAX_SIZE = D.MAX_TRIALS, D.MAX_SAMPLES, D.MAX_SIZE
 MAX_WORKERS = 1024            # workers of a Ray of its own on this one machine: more CPUs than one has
-
-
-def library_ceiling(name: str) -> int:
-    """The analysis library's ceiling ``name`` (a key of :data:`LIBRARY_CEILINGS`)."""
-    import importlib
-
-    return getattr(importlib.import_module(f"{__package__}.analysis.{LIBRARY_CEILINGS[name]}"), name)
-
-
-def __getattr__(name: str) -> Any:
-    if name in LIBRARY_CEILINGS:
-        return library_ceiling(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-TRIALS = AtMost(functools.partial(library_ceiling, "MAX_TRIALS"), "draws per sample size, every draw held in memory")
-SAMPLES = AtMost(functools.partial(library_ceiling, "MAX_SAMPLES"),
-                 "resamples per group, every resample held in memory")
+TRIALS = AtMost(MAX_TRIALS, "draws per sample size, every draw held in memory")
+SAMPLES = AtMost(MAX_SAMPLES, "resamples per group, every resample held in memory")
 #: --workers: at least one (-2 reached ray.init and ended in Ray's traceback; 0 meant "all CPUs"),
 #: and at most MAX_WORKERS (a Ray of its own started that many worker processes on one machine).
 WORKERS = AtMost(MAX_WORKERS, "worker processes of a Ray of its own on this one machine", min=1)
@@ -1090,8 +1059,6 @@ def _parse_sizes(sizes: str | None) -> tuple[int, ...] | None:
         _fail(f"--sizes must be comma-separated integers, got {sizes!r}")
     if not vals or min(vals) < 3:
         _fail(f"--sizes must be integers >= 3, got {sizes!r}")
-    from .analysis.sensitivity import MAX_SIZE
-
     if max(vals) > MAX_SIZE:
         # with --bootstrap every draw holds that many models: --sizes 10,30,100000000 ran out of memory
         _fail(f"--sizes {max(vals)}: more than {MAX_SIZE:,} models in a sample, the most it takes (a size above a "

@@ -18,6 +18,15 @@ SENSITIVITY_TRIALS = 10
 #: Bootstrap confidence intervals: resamples per group and confidence level.
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_LEVEL = 0.95
+#: Ceilings of the counts (``--trials``, ``--sizes``, ``--samples``; the option dataclasses refuse the
+#: same), far above any real use: a typo with extra zeros ran until killed, or out of memory.
+#: Sensitivity: draws per sample size (1,000x the default; every row of its table is held in
+#: memory, ~0.4 KB each) and models in a sample (more than any store holds; a sample drawn with
+#: replacement is materialised). Bootstrap: resamples per group (100x the default; 10,000 already
+#: resolves a 99.9% interval's ends; each usable resample's parameters are kept).
+MAX_TRIALS = 10_000
+MAX_SIZE = 1_000_000
+MAX_SAMPLES = 100_000
 #: The refit: the MLflow experiment its runs are published to, and its bootstrap resamples (more
 #: than an interactive `meta-study bootstrap`: a scheduled job has the time).
 REFIT_EXPERIMENT = "meta-study/refits"

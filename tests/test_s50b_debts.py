@@ -18,23 +18,33 @@ from meta_study.errors import UserError
 # --- the ceilings: one place for each number ---------------------------------------------------
 
 
-def test_the_cli_ceilings_are_the_librarys_numbers_read_where_they_are_defined(monkeypatch):
+def test_the_cli_ceilings_are_the_librarys_numbers_defined_in_one_place():
     """cli.py restated MAX_TRIALS / MAX_SAMPLES / MAX_SIZE: a change in the library left the
-    command line refusing other values than the library (and docs) said."""
-    assert {"MAX_TRIALS", "MAX_SAMPLES", "MAX_SIZE"}.isdisjoint(vars(cli))   # not restated
-    assert (cli.MAX_TRIALS, cli.MAX_SAMPLES, cli.MAX_SIZE) == (sensitivity.MAX_TRIALS, bootstrap.MAX_SAMPLES,
-                                                                sensitivity.MAX_SIZE)
-    monkeypatch.setattr(sensitivity, "MAX_TRIALS", 50)
-    monkeypatch.setattr(bootstrap, "MAX_SAMPLES", 70)
-    monkeypatch.setattr(sensitivity, "MAX_SIZE", 90)
-    assert cli.TRIALS.convert("50", None, None) == 50
-    with pytest.raises(click.BadParameter, match="51 is more than 50, the most it takes"):
-        cli.TRIALS.convert("51", None, None)
-    with pytest.raises(click.BadParameter, match="71 is more than 70"):
-        cli.SAMPLES.convert("71", None, None)
-    assert cli._parse_sizes("10,90") == (10, 90)
-    with pytest.raises(UserError, match="more than 90 models"):
-        cli._parse_sizes("10,91")
+    command line refusing other values than the library (and docs) said. Each is now
+    :mod:`meta_study.defaults`' alone, which the option dataclasses and the command line read."""
+    import inspect
+    import re
+
+    from meta_study import defaults
+
+    assert (cli.MAX_TRIALS, cli.MAX_SAMPLES, cli.MAX_SIZE) == (defaults.MAX_TRIALS, defaults.MAX_SAMPLES,
+                                                                defaults.MAX_SIZE)
+    assert (sensitivity.MAX_TRIALS, bootstrap.MAX_SAMPLES, sensitivity.MAX_SIZE) == (
+        defaults.MAX_TRIALS, defaults.MAX_SAMPLES, defaults.MAX_SIZE)
+    for mod in (cli, sensitivity, bootstrap):   # no module but defaults writes a number for them
+        assert not re.search(r"^MAX_(TRIALS|SAMPLES|SIZE)\s*=\s*\d", inspect.getsource(mod), re.M), mod
+    assert cli.TRIALS.convert(str(defaults.MAX_TRIALS), None, None) == defaults.MAX_TRIALS
+    with pytest.raises(click.BadParameter, match=f"{defaults.MAX_TRIALS + 1} is more than {defaults.MAX_TRIALS:,}"):
+        cli.TRIALS.convert(str(defaults.MAX_TRIALS + 1), None, None)
+    with pytest.raises(click.BadParameter, match=f"is more than {defaults.MAX_SAMPLES:,}"):
+        cli.SAMPLES.convert(str(defaults.MAX_SAMPLES + 1), None, None)
+    assert cli._parse_sizes(f"10,{defaults.MAX_SIZE}") == (10, defaults.MAX_SIZE)
+    with pytest.raises(UserError, match=f"more than {defaults.MAX_SIZE:,} models"):
+        cli._parse_sizes(f"10,{defaults.MAX_SIZE + 1}")
+    with pytest.raises(ValueError):
+        sensitivity.SensitivityOptions(trials=defaults.MAX_TRIALS + 1)
+    with pytest.raises(ValueError):
+        bootstrap.BootstrapOptions(samples=defaults.MAX_SAMPLES + 1)
 
 
 def test_the_ceilings_show_in_help_and_cli_still_imports_no_analysis():

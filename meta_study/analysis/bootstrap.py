@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..defaults import BOOTSTRAP_LEVEL, BOOTSTRAP_SAMPLES
+from ..defaults import BOOTSTRAP_LEVEL, BOOTSTRAP_SAMPLES, MAX_SAMPLES
 from .fitting import FitOptions, prepare
 from ..errors import Range
 from .frontiers import check_frontier_names
@@ -28,10 +28,8 @@ from .resampling import BOOTSTRAP_STREAM, PARAMS, draw_problems, group_rng, seri
 #: indices; ~65 MB at the peak with every frontier's points and the fits' work (measured on 1,200
 #: fitting points, 2026-12-06), whatever ``samples``.
 BOOTSTRAP_BLOCK_POINTS = 1 << 19
-#: The most resamples per group, as the commands' ``--samples`` (docs/analysis.md): far above any
-#: real use (10,000 resolves a 99.9% interval's ends); each usable resample's parameters are kept
-#: (~0.2 KB per frontier), and a library call with a typo of extra zeros ran until killed.
-MAX_SAMPLES = 100_000
+#: The most resamples per group is :data:`meta_study.defaults.MAX_SAMPLES` (the command line's
+#: ``--samples`` too): a library call with a typo of extra zeros ran until killed.
 
 BOOTSTRAP_COLUMNS = (*GROUP_COLUMNS, "frontier", "param", "estimate", "lo", "hi", "level", "samples", "n_ok", "status")
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..defaults import SENSITIVITY_TRIALS
+from ..defaults import MAX_SIZE, MAX_TRIALS, SENSITIVITY_TRIALS
 from .fitting import FitOptions, frontier_errors_many, prepare
 from ..errors import Range
 from .frontiers import FRONTIER_KINDS, FRONTIERS, check_frontier_names
@@ -28,12 +28,8 @@ from .resampling import SENSITIVITY_STREAM, CountError, draw_problems, group_rng
 #: (measured on 1,500 models, 2026-12-06), whatever ``trials``; the table's own rows grow with them
 #: (~0.4 KB a row while it is made).
 SENSITIVITY_BLOCK_POINTS = 1 << 18
-#: Ceilings of the counts, as the commands' (``--trials``, ``--sizes``; docs/analysis.md), far above
-#: any real use: every row of the table is held in memory (~0.4 KB each, sizes x trials x frontiers
-#: per group), and a sample drawn with replacement is materialised. A library caller (or
-#: ``analysis/fig3_sensitivity.py --trials``) with a typo of extra zeros ran until killed.
-MAX_TRIALS = 10_000
-MAX_SIZE = 1_000_000
+#: The ceilings of the counts are :mod:`~meta_study.defaults`' (the command line's too): a library
+#: caller (or ``analysis/fig3_sensitivity.py --trials``) with a typo of extra zeros ran until killed.
 SENSITIVITY_COLUMNS = (*GROUP_COLUMNS, "n", "trial", "frontier", "n_fit", "k", "alpha", "e_ir", "saturation",
                        "fit_err", "pred_err", "status")
 
