@@ -49,6 +49,15 @@ class RestError(RuntimeError):
         self.status, self.error_code = status, error_code
 
 
+def _error_code(text: str) -> str | None:
+    """MLflow's ``error_code`` in an answer's JSON body; None for another body (a proxy's page)."""
+    try:
+        code = json.loads(text).get("error_code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) else None
+
+
 class _RestRuns:
     """The three calls every trial makes (runs/create, runs/log-batch, runs/update) over keep-alive
     HTTP connections, one per writer thread.
@@ -176,23 +185,30 @@ class _RestRuns:
             # Params, tags and metrics are logged each on its own, so halves log the same
             self.too_large = min(self.too_large, len(data))
             return self._post_halves(endpoint, body)
+        if status == 413:
+            # no retry sends it (a batch of one entity, or another call): refused for good, in
+            # the code MLflow gives a value it never takes (the writer's ``permanent``)
+            what = f" (it holds {_one_entity(body)})" if endpoint == "runs/log-batch" and _entities(body) == 1 else ""
+            raise RestError(f"MLflow {endpoint}: HTTP 413: the server, or a proxy in front of it, takes no request "
+                            f"of {len(data):,} bytes{what}: {' '.join(text[:300].split())}", status,
+                            _error_code(text) or "INVALID_PARAMETER_VALUE")
+        return self._answer(endpoint, status, text)
+
+    def get(self, endpoint: str) -> dict[str, Any]:
+        """GET ``endpoint`` (with its query, e.g. ``runs/get?run_id=...``), one try: its JSON answer,
+        else a :class:`RestError` (401/403 said once, as for :meth:`post`)."""
+        status, text = self._exchange(endpoint, None, "GET")
+        return self._answer(endpoint, status, text)
+
+    def _answer(self, endpoint: str, status: int, text: str) -> dict[str, Any]:
+        """MLflow's JSON answer to a call, or its refusal as a :class:`RestError` in one line."""
         if status != 200:
-            try:
-                code = json.loads(text).get("error_code")
-            except (ValueError, AttributeError):
-                code = None
             if status in (401, 403):
                 self._say_refused(status)
             # one line: a proxy's error page (nginx's 502 is "<html>" then the title on the next
             # line) was cut to its first line, "HTTP 502: <html>", wherever the writer said it
-            answer = " ".join(text[:300].split())
-            if status == 413:
-                # no retry sends it (a batch of one entity, or another call): refused for good, in
-                # the code MLflow gives a value it never takes (the writer's ``permanent``)
-                what = f" (it holds {_one_entity(body)})" if endpoint == "runs/log-batch" and _entities(body) == 1 else ""
-                raise RestError(f"MLflow {endpoint}: HTTP 413: the server, or a proxy in front of it, takes no request "
-                                f"of {len(data):,} bytes{what}: {answer}", status, code or "INVALID_PARAMETER_VALUE")
-            raise RestError(f"MLflow {endpoint}: HTTP {status}: {answer}", status, code)
+            raise RestError(f"MLflow {endpoint}: HTTP {status}: {' '.join(text[:300].split())}", status,
+                            _error_code(text))
         try:
             return json.loads(text)
         except ValueError:

@@ -639,17 +639,9 @@ class MlflowWriter:
             return dict(self._mlflow().get_run(rid).data.params)
         import urllib.parse
 
-        status, text = rest._exchange(f"runs/get?run_id={urllib.parse.quote(rid)}", None, "GET")
-        try:
-            answer = json.loads(text) if status == 200 else {}
-        except ValueError:
-            answer = {}
-        if status != 200 or not isinstance(answer.get("run"), dict):
-            try:
-                code = json.loads(text).get("error_code")
-            except (ValueError, AttributeError):
-                code = None
-            raise RestError(f"MLflow runs/get: HTTP {status}: {' '.join(text[:300].split())}", status, code)
+        answer = rest.get(f"runs/get?run_id={urllib.parse.quote(rid)}")
+        if not isinstance(answer, dict) or not isinstance(answer.get("run"), dict):
+            raise RestError(f"MLflow runs/get: no run in the answer: {' '.join(str(answer)[:300].split())}", 200, None)
         return {p["key"]: p.get("value", "") for p in answer["run"].get("data", {}).get("params", [])}
 
     def _say_param_kept(self, trial: str, rid: str, key: str, held: str, value: str) -> None:
