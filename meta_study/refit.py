@@ -105,6 +105,8 @@ class RefitConfig:
     use_ray: bool = True
     threshold: float = PAYOFF_THRESHOLD   # "scaling stops paying" below this many DS points per US point
     max_group_figures: int = 60
+    # the report page's title (and its MLflow artifact's): the demo's says it is the demo's report
+    title: str = "meta-study refit"
 
     def __post_init__(self) -> None:
         from dataclasses import replace
@@ -775,7 +777,7 @@ def _analyze(cfg: RefitConfig, store: Store, snap: Snapshot, changed: list[Group
         "previous": prev_dir.name if prev_dir else None,
     }
     (out / "refit.json").write_text(json.dumps(info, indent=1, default=str))
-    render_report(analysis, out, title="meta-study refit", threshold=cfg.threshold,
+    render_report(analysis, out, title=cfg.title, threshold=cfg.threshold,
                   provenance={"fingerprint": info["fingerprint"]})
     # the results directory's write lock guards shared directories; a version is this refit's
     # alone, and the lock file is no artifact to publish

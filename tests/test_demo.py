@@ -25,8 +25,8 @@ def _check_held_out(stdout: str) -> None:
         rmse, flat = float(m.group(1)), float(m.group(2))
         assert re.search(r"interval: (right|within 5 pt, but worse than the flat guess|MISSED \(more than 5 pt off\)"
                          r"(, worse than the flat guess)?)(; the report flags it held_out)?$", line) or re.search(
-            r"interval: right within 5 pt, but off by more than the tolerance its back-tests were trusted at; the "
-            r"report flags it held_out$", line), line
+            r"interval: right \(within 5 pt\), but off by more than its ([0-9.]+ pt )?trust tolerance; the report "
+            r"flags it held_out$", line), line
         if abs(rmse - 5.0) > 0.05:
             assert ("MISSED" in line) == (rmse > 5.0), line
         if abs(rmse - flat) > 0.1:
@@ -215,8 +215,10 @@ def test_the_held_out_check_calls_no_answer_right_that_lost_to_the_flat_guess(tm
 
     assert held_out_verdict(1.0, 2.0, False) == "right"
     # "right" beside the held_out flag (off by more than the 3 pt tolerance, within 5) read as two verdicts
-    assert held_out_verdict(4.0, 9.0, True) == ("right within 5 pt, but off by more than the tolerance its back-tests "
-                                                "were trusted at; the report flags it held_out")
+    assert held_out_verdict(4.0, 9.0, True) == ("right (within 5 pt), but off by more than its trust tolerance; "
+                                                "the report flags it held_out")
+    assert held_out_verdict(4.0, 9.0, True, 3.0) == ("right (within 5 pt), but off by more than its 3 pt trust "
+                                                     "tolerance; the report flags it held_out")
     assert held_out_verdict(7.0, 9.0, False) == "MISSED (more than 5 pt off)"
     assert held_out_verdict(7.0, 2.0, True).startswith("MISSED (more than 5 pt off), worse than the flat guess; the report")
 
