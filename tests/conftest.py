@@ -52,6 +52,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=seconds, reverse=True)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    """After a module's last test (its module fixtures torn down), a Ray still connected in this
+    process is shut down and named. Left connected, it outlives the environment that held its
+    token, and a later test of this xdist worker that touches Tune's registry (which writes to a
+    connected Ray's GCS) failed with an authentication error that had nothing to do with it."""
+    yield
+    if nextitem is not None and getattr(nextitem, "module", None) is getattr(item, "module", None):
+        return
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+        msg = f"{item.nodeid}: left Ray connected in the test process; shut down after its module"
+        if os.environ.get("META_STUDY_RAY_LEAKS"):
+            with open(os.environ["META_STUDY_RAY_LEAKS"], "a") as f:
+                f.write(msg + "\n")
+        item.warn(pytest.PytestWarning(msg))
+
+
 @pytest.fixture(scope="session")
 def timm_dir() -> Path:
     if not (TIMM_DIR / "results-imagenet.csv").exists():

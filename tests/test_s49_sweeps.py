@@ -36,13 +36,14 @@ def _tune_configs(spec: SweepSpec, options: SweepOptions, tmp_path: Path) -> lis
     local = tuner._local_tuner
     gen = BasicVariantGenerator()
     # Tune's registry sends the trainable to a connected Ray's GCS: a Ray another test of this
-    # worker left connected (its token gone with that test's environment) failed this one
+    # worker left connected (its token gone with that test's environment) failed this one. Each
+    # trial looks the trainable up again as it is made, so the patch covers the whole loop.
+    out = []
     with mock.patch("ray.tune.registry._internal_kv_initialized", return_value=False):
         gen.add_configurations({"s49": {"run": lambda c: None, "config": local._param_space,
                                         "num_samples": local._tune_config.num_samples}})
-    out = []
-    while (t := gen.next_trial()) is not None:
-        out.append(t.config)
+        while (t := gen.next_trial()) is not None:
+            out.append(t.config)
     return out
 
 

@@ -105,14 +105,15 @@ def test_the_repeats_of_a_grid_point_have_run_names_that_say_which(tmp_path):
         local = tuner._local_tuner
         gen = BasicVariantGenerator()
         # no Ray: a Ray another test of this worker left connected took the trainable (see test_s49_sweeps)
+        # (each trial looks the trainable up again as it is made: the patch covers the whole loop)
+        namer = local._tune_config.trial_name_creator
+        out = []
         with mock.patch("ray.tune.registry._internal_kv_initialized", return_value=False):
             gen.add_configurations({"s50": {"run": lambda c: None, "config": local._param_space,
                                             "num_samples": local._tune_config.num_samples}})
-        namer = local._tune_config.trial_name_creator
-        out = []
-        while (t := gen.next_trial()) is not None:
-            trial = Trial("s50", config=t.config, trial_id=t.trial_id, trial_name_creator=namer, stub=True)
-            out.append((trial.trial_id, str(trial)))
+            while (t := gen.next_trial()) is not None:
+                trial = Trial("s50", config=t.config, trial_id=t.trial_id, trial_name_creator=namer, stub=True)
+                out.append((trial.trial_id, str(trial)))
         return out
 
     three = names(SweepOptions(smoke=True, num_samples=3))
