@@ -85,8 +85,16 @@ _USER_INFO = re.compile(r"(?<=://)[^/?#]*@")
 #: port 12), was not refused, and its password was printed with every line naming the server
 #: (requests, too, connects to ``u:12``: the URL never reached ``h``). A ``/``, ``?`` or ``#`` of
 #: a password is written ``%2F``, ``%3F``, ``%23``, an ``@`` of a path ``%40``; as typed it is refused.
+#: A user name holding ``/`` (``dom/user``, a domain account) ends the authority for urllib and
+#: SQLAlchemy alike: ``postgresql://dom/user:pw@h/db`` connected to host ``dom`` (database
+#: ``user:pw@h/db``), was no credentials, and was shown and stored whole, its password with it.
+#: Read as user info (refused, cut from what is shown); written ``dom%2Fuser`` it is a user name.
 _DB_USER_INFO = re.compile(r"^((?:mlflow-sql:)?(?:(?:postgres(?:ql)?|mysql|mssql|mariadb|oracle)(?:\+[^:/@]*)?"
-                           r"|https?)://)[^:/@?#]*(?::.*)?@", re.IGNORECASE | re.DOTALL)
+                           r"|https?)://)(?:[^:/@?#]*(?::.*)?|[^:@?#]*:.*)@", re.IGNORECASE | re.DOTALL)
+#: A database URL's user name holding ``/`` without a password (``postgresql://dom/user@h/db``):
+#: SQLAlchemy read host ``dom`` and database ``user@h/db``; read as user info, to its first ``@``.
+_DB_SLASHED_USER = re.compile(r"^((?:mlflow-sql:)?(?:postgres(?:ql)?|mysql|mssql|mariadb|oracle)(?:\+[^:/@]*)?://)"
+                              r"[^:@?#]*/[^:@?#]*@", re.IGNORECASE)
 #: What :func:`without_user_info` cuts from any ``scheme://`` URL (a prefix such as ``mlflow-sql:``
 #: included): from the ``//`` to the LAST ``@``, where the authority (up to the first ``/``, ``?``
 #: or ``#``) holds an ``@`` or a ``:``. A password may hold ``@`` as well as ``/``, ``?`` and ``#``:
@@ -94,13 +102,15 @@ _DB_USER_INFO = re.compile(r"^((?:mlflow-sql:)?(?:(?:postgres(?:ql)?|mysql|mssql
 #: ``postgresql://ss``, a part of its password as the host (and ``ftp://u:pa/ss@h`` whole, a port
 #: to urllib). An ``@`` of a path after a port (``http://h:5000/a@b``) is cut too: such a URL is
 #: refused as credentials (:func:`has_credentials`) and reads as one; a path's ``@`` is ``%40``.
-_ANY_USER_INFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?[A-Za-z][A-Za-z0-9+.-]*://)(?=[^/?#]*[@:]).*@", re.DOTALL)
+#: A user name holding ``/`` before a password (``http://dom/user:pw@h``) is cut too (``_DB_USER_INFO``).
+_ANY_USER_INFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?[A-Za-z][A-Za-z0-9+.-]*://)(?=[^/?#]*[@:]|[^:@?#]*:.*@).*@",
+                            re.DOTALL)
 
 
 def without_user_info(uri: str) -> str:
     """``uri`` without its user info, up to the last ``@`` (:data:`_ANY_USER_INFO`): also the
     part urllib does not see (a password holding ``/``, ``?``, ``#`` or ``@``)."""
-    return _ANY_USER_INFO.sub(r"\1", uri, count=1)
+    return _ANY_USER_INFO.sub(r"\1", _DB_SLASHED_USER.sub(r"\1", uri, count=1), count=1)
 
 
 #: Ports a URL may leave out: ``http://h`` is ``http://h:80``.
@@ -133,7 +143,7 @@ def source_uri(uri: str) -> str:
 
 def has_credentials(uri: str) -> bool:
     """Whether the URI carries a user, a password or a token (in its user info or its query)."""
-    if _DB_USER_INFO.match(uri):
+    if _DB_USER_INFO.match(uri) or _DB_SLASHED_USER.match(uri):
         return True
     try:
         p = urllib.parse.urlsplit(uri)
@@ -166,14 +176,14 @@ def refuse_credentials(tracking_uri: str, where: str = "--tracking-uri") -> None
             # user info urllib (and requests) do not see: the URI as it reads, for an '@' of a path
             scheme, _, rest = shown.partition("://")
             shown = f"{scheme}://***@{rest}"
-            why = (" (what comes before the '@' reads as user info, a password holding '/', '?' or '#'; "
-                   "an '@' of the path is written %40)")
+            why = (" (what comes before the '@' reads as user info, a password holding '/', '?' or '#', or a "
+                   "user name holding '/', written %2F; an '@' of the path is written %40)")
         raise UserError(f"{where + ' ' if where else ''}{shown}: credentials in the tracking URI are refused{why}; {how}")
 
 
 def _hidden_user_info(uri: str) -> bool:
     """Whether ``uri`` has user info that only :data:`_DB_USER_INFO` sees (urllib sees none)."""
-    if not _DB_USER_INFO.match(uri):
+    if not (_DB_USER_INFO.match(uri) or _DB_SLASHED_USER.match(uri)):
         return False
     try:
         p = urllib.parse.urlsplit(uri)

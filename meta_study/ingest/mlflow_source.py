@@ -118,14 +118,7 @@ class MlflowSource:
         if _is_database(self.uri):
             # a PostgreSQL session without a statement timeout gets the SQL source's: a read waiting
             # on a lock (a migration's ALTER TABLE, VACUUM FULL) hung the ingest for good
-            current = _probe_database(self.uri)
-            client = mlflow_client(with_statement_timeout(self.uri, current))
-            # a driver without libpq (pg8000) reads no `options` from the URI: its engine sets it
-            # (MLflow's SqlAlchemyStore keeps its engine as `engine`; another store has none to arm)
-            engine = getattr(getattr(getattr(client, "_tracking_client", None), "store", None), "engine", None)
-            if engine is not None:
-                arm_statement_timeout(engine, current)
-            return client
+            return database_client(self.uri, _probe_database(self.uri))
         # a relative sqlite path made absolute: MLflow caches its stores by URI, so in one process
         # `sqlite:///mlflow.db` read from another directory was the first directory's file
         return mlflow_client(sqlite_source(self.uri))
@@ -467,6 +460,39 @@ def _probe_database(uri: str) -> str | None:
         engine.dispose()
     _refuse_without_mlflow_tables(safe_uri(uri), tables, "the database")
     return timeout
+
+
+def database_client(uri: str, current: str | None) -> Any:
+    """MLflow's client of a database ``uri`` whose sessions get the SQL source's limits: the
+    statement timeout where the probed session's ``current`` one is none
+    (:func:`with_statement_timeout`, :func:`arm_statement_timeout`), and with pg8000 a connect
+    timeout (:func:`~.mlflow_sql.arm_pg8000_connect_timeout`): MLflow's engine connects in the
+    client's constructor and again whenever its pool reconnects, and a port that took the
+    connection and never answered hung it for good (the probe's connect has its own timeout)."""
+    from ..mlflow_client import mlflow_client
+    from .mlflow_sql import arm_pg8000_connect_timeout
+
+    if _driver_of(uri) == "pg8000":
+        arm_pg8000_connect_timeout()    # before the client: its constructor connects
+    client = mlflow_client(with_statement_timeout(uri, current))
+    # a driver without libpq (pg8000) reads no `options` from the URI: its engine sets it
+    # (MLflow's SqlAlchemyStore keeps its engine as `engine`; another store has none to arm)
+    engine = getattr(getattr(getattr(client, "_tracking_client", None), "store", None), "engine", None)
+    if engine is not None:
+        arm_statement_timeout(engine, current)
+    return client
+
+
+def _driver_of(uri: str) -> str | None:
+    """The SQLAlchemy driver a database URI names (``pg8000`` of ``postgresql+pg8000://``), or
+    None where SQLAlchemy cannot parse it."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(uri).get_driver_name()
+    except (ArgumentError, ValueError):
+        return None
 
 
 def with_statement_timeout(uri: str, current: str | None) -> str:

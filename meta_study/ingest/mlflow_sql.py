@@ -248,6 +248,38 @@ def statement_timeout_line(first: str) -> str:
             "sets another)")
 
 
+def limit_mysql_session(cur: Any) -> None:
+    """PostgreSQL's ``statement_timeout`` for a MySQL or MariaDB session (``cur``, a DB-API cursor):
+    a statement limit of :data:`STATEMENT_TIMEOUT_S` (MySQL's ``max_execution_time``, milliseconds,
+    for SELECTs; MariaDB's ``max_statement_time``, seconds) where none is set (``0``), and a
+    metadata-lock wait (``lock_wait_timeout``, seconds) of at most as long. Both servers default to
+    no statement limit and a one-year lock wait: a read behind ``mlflow db upgrade``'s ALTER TABLE
+    hung the ingest for good. A limit the session has already (the user's, the server's) that is
+    shorter is kept. MySQL 5.7.8 or later (``max_execution_time``)."""
+    cur.execute("SELECT @@version, @@lock_wait_timeout")
+    version, lock_wait = cur.fetchone()
+    if float(lock_wait) > STATEMENT_TIMEOUT_S:
+        cur.execute(f"SET SESSION lock_wait_timeout = {int(STATEMENT_TIMEOUT_S)}")
+    if "mariadb" in str(version).lower():
+        cur.execute("SELECT @@max_statement_time")
+        if float(cur.fetchone()[0]) == 0:
+            cur.execute(f"SET SESSION max_statement_time = {int(STATEMENT_TIMEOUT_S)}")
+    else:
+        cur.execute("SELECT @@max_execution_time")
+        if int(cur.fetchone()[0]) == 0:
+            cur.execute(f"SET SESSION max_execution_time = {int(STATEMENT_TIMEOUT_S * 1000)}")
+
+
+def mysql_read_timeout(url: Any) -> dict[str, Any]:
+    """``connect_args`` giving a MySQL driver (PyMySQL, mysqlclient) a ``read_timeout`` (seconds one
+    socket read waits) a minute past :data:`STATEMENT_TIMEOUT_S`, unless the URL sets one; nothing
+    for other drivers. A server gone silent mid-query (no RST: its host down, a route dropped) hung
+    the read for good, which no server-side limit ends; a statement the server stops says so first."""
+    if url.get_backend_name() != "mysql" or url.get_driver_name() not in ("mysqldb", "pymysql"):
+        return {}
+    return {} if "read_timeout" in url.query else {"read_timeout": STATEMENT_TIMEOUT_S + 60}
+
+
 def arm_connect_timeout(engine: Any) -> None:
     """Give ``postgresql+pg8000://`` connections of ``engine`` a connect timeout of
     :data:`~.mlflow_runs.DB_CONNECT_TIMEOUT_S` (for the connect only): pg8000 has no
@@ -262,6 +294,19 @@ def arm_connect_timeout(engine: Any) -> None:
 
     if engine.dialect.driver == "pg8000" and not sqlalchemy.event.contains(engine, "do_connect", _pg8000_connect):
         sqlalchemy.event.listen(engine, "do_connect", _pg8000_connect)
+
+
+def arm_pg8000_connect_timeout() -> None:
+    """:func:`arm_connect_timeout` for every ``postgresql+pg8000://`` engine of this process, made
+    before or after (a listener on SQLAlchemy's pg8000 dialect class): MLflow's client makes its
+    engine and connects in its constructor (up to 10 tries), before a caller can arm that engine,
+    and reconnects through it whenever its pool drops a connection. The user's own socket settings
+    are kept (:func:`_pg8000_connect`)."""
+    import sqlalchemy
+    from sqlalchemy.dialects.postgresql.pg8000 import PGDialect_pg8000
+
+    if not sqlalchemy.event.contains(PGDialect_pg8000, "do_connect", _pg8000_connect):
+        sqlalchemy.event.listen(PGDialect_pg8000, "do_connect", _pg8000_connect)
 
 
 def _pg8000_connect(dialect: Any, _rec: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
@@ -412,7 +457,8 @@ class MlflowSqlSource:
             url = url.set(username=user or url.username, password=password or None)
         try:
             # a connect timeout: a port that takes the connection and never answers hung for good
-            engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=db_connect_args(url))
+            engine = sqlalchemy.create_engine(url, poolclass=NullPool,
+                                              connect_args={**db_connect_args(url), **mysql_read_timeout(url)})
         except ImportError as e:  # the dialect's driver
             # a driver the URL names (postgresql+pg8000://) is the one to install: the dialect's
             # hint sent a user who named pg8000 to install psycopg
@@ -434,6 +480,8 @@ class MlflowSqlSource:
                 cur.execute("SHOW statement_timeout")
                 if str(cur.fetchone()[0]).strip() in ("0", "0ms"):    # none set: ours (STATEMENT_TIMEOUT_S)
                     cur.execute(f"SET statement_timeout = {int(STATEMENT_TIMEOUT_S * 1000)}")
+            elif t.dialect == "mysql":
+                limit_mysql_session(cur)
             cur.close()
             if t.dialect == "postgresql":
                 dbapi_conn.commit()  # psycopg opens a transaction for the SET: end it, keep the setting

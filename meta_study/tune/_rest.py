@@ -49,6 +49,29 @@ class RestError(RuntimeError):
         self.status, self.error_code = status, error_code
 
 
+#: HTTP statuses that say the server (or a proxy's upstream) is busy or down for now, not that the
+#: request is wrong: a request timeout, rate limiting, and a proxy's bad gateway, service
+#: unavailable and gateway timeout. Other 5xx (a 500 page) are the server failing the request itself.
+TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
+
+
+def transient(e: BaseException) -> bool:
+    """Whether ``e``, a REST call's failure, may go away by itself: a network error (a connection
+    refused, reset or timed out; an answer cut short) or a :data:`TRANSIENT_STATUSES` answer."""
+    import http.client
+
+    if isinstance(e, RestError):
+        return e.status in TRANSIENT_STATUSES
+    return isinstance(e, (OSError, http.client.HTTPException))
+
+
+def server_error(e: BaseException) -> bool:
+    """Whether ``e`` is the server failing the request (a 5xx that is not transient: MLflow's
+    ``INTERNAL_ERROR``, or a proxy's or crashed application's 500 page): the same request fails
+    the same way when sent again."""
+    return isinstance(e, RestError) and e.status >= 500 and not transient(e)
+
+
 def _error_code(text: str) -> str | None:
     """MLflow's ``error_code`` in an answer's JSON body; None for another body (a proxy's page)."""
     try:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..failpoints import failpoint
-from ._rest import RestError, _RestRuns, _say
+from ._rest import RestError, _RestRuns, _say, server_error, transient
 from .finalize import without_user_info   # the writer's and finalize's error lines cut alike
 from .state import DAMAGED, RUNS, SPOOL, StateDir
 
@@ -125,6 +125,7 @@ class MlflowWriter:
         # (a full disk on the storage path: no metrics, the run RUNNING, all of it lost at exit)
         self._unmapped: dict[str, str | None] = {}
         self._map_said = False                   # a failed map write was said on stderr
+        self._unread_said = False                # a run's params read that a server error failed was said
         self._resumed = target.resumed           # trials may already have runs (map or tag)
         self.state = StateDir(target.state_dir)
         self._replayed: list[str] = []           # spool objects to drop once a flush has sent everything
@@ -630,19 +631,50 @@ class MlflowWriter:
                   "run, the rest is logged")
         return False
 
+    #: tries of a run's params read (runs/get) that fails for now (:func:`~._rest.transient`), 0.5 s
+    #: then 1 s apart, before the failure goes to the step's own retries
+    READ_TRIES = 3
+
     def _run_params(self, rid: str) -> dict[str, str]:
         """The params run ``rid`` holds, read from the server: through the REST path for http(s)
-        servers (one try: MLflow's client retries a 500 for minutes, and a server that answers the
-        log-batch 500 may answer this one alike), else through MLflow's client."""
+        servers, else through MLflow's client (which retries a 500 for minutes).
+
+        The read only spares the batch a param the run holds with another value, so a server error
+        (a 500: MLflow's INTERNAL_ERROR, a proxy's page) is said once and the batch goes unread
+        ({}): retried as if the server were down, it held the trial's metrics, and every trial
+        queued behind them on the writer thread, until the end-of-sweep flush spooled them, and
+        each --resume again. A network error or a busy server (502/503/504, 429) is tried again,
+        :data:`READ_TRIES` times in all, then raised: the server is unreachable, and the step is
+        retried as every other call is."""
         rest = self._rest_client()
         if rest is None:
             return dict(self._mlflow().get_run(rid).data.params)
         import urllib.parse
 
-        answer = rest.get(f"runs/get?run_id={urllib.parse.quote(rid)}")
+        delay = 0.5
+        for attempt in range(1, self.READ_TRIES + 1):
+            try:
+                answer = rest.get(f"runs/get?run_id={urllib.parse.quote(rid)}")
+                break
+            except Exception as e:  # noqa: BLE001 - sorted below: retried, raised, or read as none
+                if server_error(e):
+                    self._say_params_unread(rid, e)
+                    return {}
+                if not transient(e) or attempt == self.READ_TRIES or self._stop.wait(delay):
+                    raise
+                delay *= 2
         if not isinstance(answer, dict) or not isinstance(answer.get("run"), dict):
             raise RestError(f"MLflow runs/get: no run in the answer: {' '.join(str(answer)[:300].split())}", 200, None)
         return {p["key"]: p.get("value", "") for p in answer["run"].get("data", {}).get("params", [])}
+
+    def _say_params_unread(self, rid: str, e: BaseException) -> None:
+        """Say on stderr, once per writer, that a run's params could not be read (a server error)."""
+        with self._lock:
+            said, self._unread_said = self._unread_said, True
+        if not said:
+            _say(f"meta-study writer: MLflow could not give run {rid}'s params ({error_line(e)}); its batch is sent "
+                 "without that check (a param the run holds with another value refuses the batch); said once, "
+                 "for every run whose read fails so")
 
     def _say_param_kept(self, trial: str, rid: str, key: str, held: str, value: str) -> None:
         """Say on stderr, once per run and param, that the run holds ``key`` with another value than
