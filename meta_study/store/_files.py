@@ -275,6 +275,10 @@ class _Files:
                 return []
             except NotADirectoryError:   # the root, or a directory of the store, is a file
                 raise UserError(self.not_a_directory(rel) or f"{self.shown}/{rel}: not a directory") from None
+        if self.scheme == "s3":
+            names = self._s3_names(rel)
+            if names is not None:
+                return names
         sel = pafs.FileSelector(self.p(rel), allow_not_found=True, recursive=False)
         for _ in range(10):
             try:
@@ -282,6 +286,21 @@ class _Files:
             except FileNotFoundError:
                 time.sleep(0.05)
         return sorted(os.path.basename(i.path) for i in self.fs.get_file_info(sel))
+
+    def _s3_names(self, rel: str) -> list[str] | None:
+        """:meth:`listdir` of an s3:// store as its keys say (:meth:`S3Objects.names`), the view
+        its writes and deletes through boto3 act on; None without boto3 or where boto3 cannot be set
+        up or refuses the URI (an ``AWS_PROFILE`` naming no profile, a missing bucket): reading a
+        store needs only pyarrow, whose listing is then used as before. A failed request is an
+        ``OSError``, as pyarrow's was."""
+        try:
+            import boto3  # noqa: F401
+        except ImportError:
+            return None
+        try:
+            return self.objects().names(rel)
+        except UserError:
+            return None
 
     def sizes(self, under: str = "") -> dict[str, int]:
         """Size in bytes of every file under the root (or its directory ``under``), by path
@@ -329,10 +348,39 @@ class _Files:
                             tops.append(link)
                     self._sizes_of(d, names, out)
             return out
+        if self.scheme == "s3":
+            listed = self._s3_sizes(under)
+            if listed is not None:
+                return listed
         sel = pafs.FileSelector(self.p(under), allow_not_found=True, recursive=True)
         for i in self.fs.get_file_info(sel):
             if i.type == pafs.FileType.File:
                 out[i.path[len(self.root):].lstrip("/")] = int(i.size or 0)
+        return out
+
+    def _s3_sizes(self, under: str) -> dict[str, int] | None:
+        """:meth:`sizes` of an s3:// store as its keys say (:meth:`S3Objects.sizes`), in the shape
+        pyarrow's listing had: an object ``x/`` holding bytes is a file ``x`` (plain readers see
+        it so; ``store check`` names it by its key, see :meth:`object_sizes`) *unless an object
+        ``x`` exists*, whose own size it is; an empty ``x/`` (a console's "folder") and the marker
+        of ``under`` itself are no files. pyarrow gave ``x`` the marker's size: an intact data
+        file beside a stray ``x/`` object was "3 bytes, the manifest says 9000", every commit was
+        refused and ``--repair`` set the intact file aside, dropping its rows. Keys with an empty
+        component (``a//b``) keep it, as the objects' keys do (pyarrow listed ``a/b``, a key no
+        object has). None without boto3 or where boto3 cannot be set up (see :meth:`_s3_names`)."""
+        try:
+            import boto3  # noqa: F401
+        except ImportError:
+            return None
+        try:
+            keys = self.objects().sizes(under)
+        except UserError:
+            return None
+        own = under.strip("/")
+        out = {k: n for k, n in keys.items() if k and not k.endswith("/")}
+        for k, n in keys.items():
+            if k.endswith("/") and n > 0 and k[:-1] and k[:-1] != own and k[:-1] not in out:
+                out[k[:-1]] = n
         return out
 
     def _sizes_of(self, d: str, names: list[str], out: dict[str, int]) -> None:
@@ -570,9 +618,9 @@ class _Files:
         for rel in sorted(keys):
             if rel == marker:
                 if keys[rel] > 0:
-                    objs.copy(rel, dst_rel)
+                    objs.copy(rel, dst_rel, keys[rel])
             else:
-                objs.copy(rel, f"{dst_rel}/{rel[len(marker):]}")
+                objs.copy(rel, f"{dst_rel}/{rel[len(marker):]}", keys[rel])
         objs.delete_many(keys)
 
     def object_sizes(self) -> dict[str, int]:

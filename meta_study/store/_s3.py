@@ -41,6 +41,15 @@ from ..errors import UserError
 #: How to get boto3, in every message that needs it.
 INSTALL_S3 = "pip install boto3 (a dependency of meta-study: this environment lacks it)"
 
+#: Objects from this size on are copied in parts of this size (bytes): S3 refuses a single
+#: CopyObject above 5 GB, and a copy of a few GB in one request can outlast the client's 60 s read
+#: timeout. 256 MiB parts: ~10 s each at ~25 MB/s; S3's 10,000-part limit is met by s3transfer
+#: growing the parts of objects past 2.5 TB.
+MULTIPART_COPY_BYTES = 256 * 1024 * 1024
+
+#: Parts of one multipart copy in flight at once (threads; botocore's pool holds 10 connections).
+COPY_THREADS = 8
+
 
 class NoSuchBucketError(UserError, FileNotFoundError):
     """The URI's bucket does not exist at the endpoint: a one-line user error, and a
@@ -292,13 +301,32 @@ class S3Objects:
         key (see :meth:`meta_study.store._files._Files.mkdirs`)."""
         self._call("DELETE", rel, self.client.delete_object)
 
-    def copy(self, src_rel: str, dst_rel: str) -> None:
-        """Copy the object ``src_rel`` to ``dst_rel`` on the server (one CopyObject; a
+    def copy(self, src_rel: str, dst_rel: str, size: int | None = None) -> None:
+        """Copy the object ``src_rel`` to ``dst_rel`` on the server, bytes and metadata (a
         :class:`FileNotFoundError` naming ``src_rel`` if there is none). Not pyarrow's ``move``:
         after its delete it PUT an empty ``<parent>/`` marker of the source, replacing the bytes
-        of an object stored under that key (see :meth:`delete`)."""
-        self._call("copy", src_rel, self.client.copy_object, key=dst_rel,
-                   CopySource={"Bucket": self.bucket, "Key": self.key(src_rel)})
+        of an object stored under that key (see :meth:`delete`).
+
+        ``size``: the source's size in bytes where the caller knows it (a listing of the keys):
+        below :data:`MULTIPART_COPY_BYTES`, one CopyObject. Otherwise boto3's managed copy: a HEAD
+        of the source, then one CopyObject below that size, else a multipart copy (UploadPartCopy
+        of byte ranges, each conditional on the source's ETag; metadata carried over by
+        s3transfer). A single CopyObject is refused above 5 GB: a large partition file could
+        never be moved into place, and every later commit failed finishing its version."""
+        src = {"Bucket": self.bucket, "Key": self.key(src_rel)}
+        if size is not None and 0 <= size < MULTIPART_COPY_BYTES:
+            done = self._call("copy", src_rel, self.client.copy_object, key=dst_rel, CopySource=src)
+        else:
+            from boto3.s3.transfer import TransferConfig
+
+            cfg = TransferConfig(multipart_threshold=MULTIPART_COPY_BYTES, multipart_chunksize=MULTIPART_COPY_BYTES,
+                                 max_concurrency=COPY_THREADS)
+            done = self._call("copy", src_rel, lambda Bucket, Key: self.client.copy(  # noqa: N803
+                src, Bucket, Key, Config=cfg) or True, key=dst_rel)   # (it returns None on success)
+        if done is None:
+            # a precondition failed (412): a part's source was replaced mid-copy (each part is
+            # conditional on the ETag read first). Never success: the caller then deletes the source
+            raise OSError(f"{self.shown}/{src_rel}: copy failed: the object changed while it was copied")
 
     def sizes(self, under: str) -> dict[str, int]:
         """Size in bytes of every object whose key starts with ``under/`` (``under`` "" : the whole
@@ -314,6 +342,28 @@ class S3Objects:
                 out[o["Key"][cut:]] = int(o.get("Size") or 0)
             if not r.get("IsTruncated") or not r.get("NextContinuationToken"):
                 return out
+            kw = {"ContinuationToken": r["NextContinuationToken"]}
+
+    def names(self, under: str) -> list[str]:
+        """The names directly in the directory ``under`` ("" : the store's root), sorted, each once:
+        the next path component of every key starting with ``under/``, whether that key is an
+        object (``under/x``), a directory marker (``under/x/``, empty or holding bytes) or has keys
+        below it. Not the marker ``under/`` itself, nor the empty component of keys ``under//...``
+        (no store file has such a name). One LIST per 1,000 names (``Delimiter='/'``).
+
+        pyarrow's listing of the same prefix named ``x`` twice where both ``under/x`` and keys
+        below ``under/x/`` exist, and named keys ``under//...`` by the listed directory's own name,
+        a name no key has there (``store check`` names such a key by its own, see :meth:`sizes`)."""
+        pre = self.key(f"{under.strip('/')}/") if under.strip("/") else self.key("")
+        out: set[str] = set()
+        kw: dict[str, Any] = {}
+        while True:
+            r = self._call("LIST", under, lambda Bucket, Key, **kw: self.client.list_objects_v2(  # noqa: N803
+                Bucket=Bucket, Prefix=pre, Delimiter="/", **kw), **kw) or {}
+            out.update(o["Key"][len(pre):] for o in r.get("Contents", []))
+            out.update(c["Prefix"][len(pre):].rstrip("/") for c in r.get("CommonPrefixes", []))
+            if not r.get("IsTruncated") or not r.get("NextContinuationToken"):
+                return sorted(out - {""})
             kw = {"ContinuationToken": r["NextContinuationToken"]}
 
     def delete_many(self, rels: list[str] | dict[str, int]) -> None:

@@ -557,15 +557,16 @@ class Store:
 
     # ---- damage ----------------------------------------------------------------------------
 
-    def _inspect(self, m: _Manifest, *, deep: bool) -> list[Damage]:
+    def _inspect(self, m: _Manifest, *, deep: bool, sizes: Mapping[str, int] | None = None) -> list[Damage]:
         """Damaged files of manifest ``m``.
 
         Shallow (every commit): one listing; each file must exist with the size the manifest
         records. Entries written before sizes were recorded get their Parquet footer read once and
         their size recorded in the next manifest. Deep (``store check``): every file is read
         whole, its sha256 and row count compared, and files that plain readers would read but no
-        manifest lists are reported too."""
-        sizes = self._f.sizes()
+        manifest lists are reported too. ``sizes``: the store's listing, if one was just taken
+        (see :meth:`_finalize`)."""
+        sizes = self._f.sizes() if sizes is None else sizes
         entries = ([("data", e) for e in m.data] + [("quarantine", e) for e in m.quarantine]
                    + [("state", e) for e in m.state.values()])
         out = []
@@ -591,9 +592,11 @@ class Store:
             # 'up/a', the name of the partition directory too, so it was "up/a (untracked)", which
             # '--repair' said it set aside and left, the live directory being there (each repair again)
             keys = self._f.object_sizes()
-            # (one at a file's path, 'up/a/part-1.parquet/', is that file's damage: "is a directory")
-            markers = {k for k, n in keys.items()
-                       if len(k) > 1 and k.endswith("/") and n > 0 and _plain(k[:-1]) and k[:-1] not in tracked}
+            # (one at a file's path, 'up/a/part-1.parquet/', is that file's damage, "is a directory",
+            # while no object has the file's own key; beside the file's object it is a stray object
+            # of its own, named and set aside by its key: the intact file is no damage)
+            markers = {k for k, n in keys.items() if len(k) > 1 and k.endswith("/") and n > 0 and _plain(k[:-1])
+                       and (k[:-1] not in tracked or k[:-1] in keys)}
             for rel in sorted(sizes):
                 if f"{rel}/" in markers and rel not in keys:
                     continue   # that object, reported below under its own key
@@ -660,8 +663,10 @@ class Store:
             return f"{n} rows, the manifest says {e['rows']}"
         return None
 
-    def _refuse_damage(self, m: _Manifest) -> None:
-        damage = self._inspect(m, deep=False)
+    def _refuse_damage(self, m: _Manifest, sizes: Mapping[str, int] | None = None) -> None:
+        """A :class:`StoreDamagedError` if a live file of ``m`` is missing or of another size;
+        ``sizes``: a listing of the store taken after ``m`` was finalized, else one is taken."""
+        damage = self._inspect(m, deep=False, sizes=sizes)
         if damage:
             raise self._damaged(damage[0].path, damage[0].problem, len(damage) - 1)
 
@@ -753,13 +758,15 @@ class Store:
                     return found
         return None
 
-    def _finalize_or_refuse(self, m: _Manifest) -> None:
-        """:meth:`_finalize` and :meth:`_collect_garbage` of ``m`` before building on it; a path
-        in the way of its files is a one-line :class:`StoreDamagedError` naming it (it was an
-        ``[Errno 17] File exists`` from every ingest, and nothing said what to do)."""
+    def _finalize_or_refuse(self, m: _Manifest) -> dict[str, int] | None:
+        """:meth:`_finalize` and :meth:`_collect_garbage` of ``m`` before building on it (the
+        listing :meth:`_finalize` returns); a path in the way of its files is a one-line
+        :class:`StoreDamagedError` naming it (it was an ``[Errno 17] File exists`` from every
+        ingest, and nothing said what to do)."""
         try:
-            self._finalize(m)
+            listed = self._finalize(m)
             self._collect_garbage(m)
+            return listed
         except OSError:
             found = self._blocker(m)
             if found is None:
@@ -940,16 +947,21 @@ class Store:
             out.update(rel for rel in self._f.sizes(f"_staging/{txn}") if rel in staged)
         return out
 
-    def _superseded_left(self, m: _Manifest) -> list[str]:
-        """The files ``m``'s commit superseded that are still there: a ``stat`` each locally, one
-        listing of the store on object stores once there are more than a few (a HEAD and a LIST
-        each otherwise)."""
+    def _superseded_left(self, m: _Manifest, among: Iterable[str] | None = None) -> list[str]:
+        """The files ``m``'s commit superseded (or those of them in ``among``) that are still
+        there: a ``stat`` each locally, one listing of the store on object stores once there are
+        more than a few (a HEAD and a LIST each otherwise); nothing asked, no request."""
+        return self._left_of(list(m.pending_delete if among is None else among))[0]
+
+    def _left_of(self, rels: list[str]) -> tuple[list[str], dict[str, int] | None]:
+        """:meth:`_superseded_left` of ``rels``, and the listing of the whole store it took (object
+        stores, past 3 files; None where it took none), which the damage check that follows reuses."""
         if self._f.local:
-            return [rel for rel in m.pending_delete if os.path.lexists(self._f.p(rel))]
-        if len(m.pending_delete) <= 3:
-            return [rel for rel in m.pending_delete if self._f.exists(rel)]
+            return [rel for rel in rels if os.path.lexists(self._f.p(rel))], None
+        if len(rels) <= 3:
+            return [rel for rel in rels if self._f.exists(rel)], None
         listed = self._f.sizes()
-        return [rel for rel in m.pending_delete if rel in listed]
+        return [rel for rel in rels if rel in listed], listed
 
     def _unplaced(self, m: _Manifest) -> set[str]:
         """Staging directories (``_staging/<txn>``) holding a live file of ``m`` that is not also
@@ -1004,8 +1016,11 @@ class Store:
             files += [f"{d}/{name}" for name in self._f.listdir(d) if f"{d}/{name}" not in live]
         return files, txns
 
-    def _finalize(self, m: _Manifest) -> None:
+    def _finalize(self, m: _Manifest) -> dict[str, int] | None:
         """Roll a committed manifest forward: staged files into place, superseded files away.
+        Returns the listing of the whole store it took once its files were in place (object stores,
+        more than 3 superseded files left to look for), else None: :meth:`_begin`'s damage check
+        reuses it (it listed the whole store again, ceil(objects / 1,000) LIST requests, at once).
 
         Partition by partition: a new file is moved in and the file it supersedes (same
         partition) is unlinked right after, so a plain reader listing the store meanwhile sees
@@ -1038,7 +1053,11 @@ class Store:
             for rel in superseded.pop(partition_key(e["path"]), []):
                 self._discard(rel, m.version)
                 self._f.prune_empty_dirs(os.path.dirname(rel))
-        for rel in self._superseded_left(m):
+        # only those the loop left: asking again for files it just deleted cost a HEAD and a LIST
+        # each on S3 (a listing of the whole store past 3 partitions) in every commit. Their names
+        # are never written again (part-<version>-<random>), so none can be back meanwhile.
+        left, listed = self._left_of([r for rels in superseded.values() for r in rels])
+        for rel in left:
             self._discard(rel, m.version)
             self._f.prune_empty_dirs(os.path.dirname(rel))
         for rel in self._not_yet_aside(m):   # a repair whose writer died after its commit point
@@ -1046,6 +1065,7 @@ class Store:
             self._f.prune_empty_dirs(os.path.dirname(rel))
         if m.version and m.format_version >= 2 and not self._f.exists(_copy_rel(m.version)):
             self._f.replace_bytes(_copy_rel(m.version), m.to_json())   # its writer died before writing it
+        return listed
 
     def _discard(self, rel: str, version: int) -> None:
         """Delete a file the store no longer needs (superseded, or a pruned manifest). A directory
@@ -1159,8 +1179,10 @@ class Store:
     def _begin(self, now: _dt.datetime) -> _Manifest:
         """Step 1 of every commit, under the lock: the manifest to build on."""
         m = self._load()
-        self._finalize_or_refuse(m)   # roll forward an interrupted commit before building on it
-        self._refuse_damage(m)   # never build a new version on a damaged one
+        # roll forward an interrupted commit before building on it, and never build on a damaged
+        # version: the listing finalizing took (its files in place; garbage collection deletes no
+        # live file's only copy) is the one the damage check reads, not a second of the whole store
+        self._refuse_damage(m, self._finalize_or_refuse(m))
         if m.version and m.format_version < FORMAT_VERSION:
             txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:12]}"
             with self._claimed(m, txn):
