@@ -1,7 +1,8 @@
-"""The public tables added in session 51 (lm-evaluation-harness XNLI and XWinograd results) rebuild from their
-raw files: each folder's ``derive.py``, run on a copy of the folder, writes the shipped ``us_ds.csv`` byte for
-byte; its raw files have the lengths its ``sources.csv`` records; every DS group holds all 14 models with the
-published test-set sizes; and the folder is listed in examples/data/README.md."""
+"""The lm-evaluation-harness tables (sessions 50 and 51: common-sense tasks, XStoryCloze, XNLI, XWinograd)
+rebuild from their raw files: each folder's ``derive.py``, run on a copy of the folder (with the shared
+``canonical.py`` and ``lm_eval.py`` beside it), writes the shipped ``us_ds.csv`` byte for byte; its raw files
+have the lengths its ``sources.csv`` records; every DS group of the XNLI and XWinograd tables holds all 14
+models with the published test-set sizes; and the folder is listed in examples/data/README.md."""
 
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "examples" / "data"
-TABLES = ["lm_eval_xnli", "lm_eval_xwinograd"]
+TABLES = ["lm_eval_commonsense", "lm_eval_xstorycloze", "lm_eval_xnli", "lm_eval_xwinograd"]
 # test-set sizes (items) of each task, as published with XNLI (5,010 test pairs per language) and XWinograd
 SIZES = {
     "lm_eval_xnli": {
@@ -36,7 +37,8 @@ SIZES = {
 
 @pytest.mark.parametrize("name", TABLES)
 def test_derive_rebuilds_the_shipped_us_ds(tmp_path: Path, name: str) -> None:
-    shutil.copy(DATA / "canonical.py", tmp_path / "canonical.py")
+    for shared in ("canonical.py", "lm_eval.py"):
+        shutil.copy(DATA / shared, tmp_path / shared)
     work = tmp_path / name
     shutil.copytree(DATA / name, work)
     (work / "us_ds.csv").unlink()
@@ -57,7 +59,7 @@ def test_raw_files_have_the_recorded_lengths_and_one_source(name: str) -> None:
     assert (DATA / name / "LICENSE").is_file() and f"| `{name}/` |" in (DATA / "README.md").read_text()
 
 
-@pytest.mark.parametrize("name", TABLES)
+@pytest.mark.parametrize("name", sorted(SIZES))
 def test_every_group_has_all_models_and_the_published_sizes(name: str) -> None:
     df = pd.read_csv(DATA / name / "us_ds.csv")
     sizes = SIZES[name]
