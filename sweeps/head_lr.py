@@ -6,13 +6,16 @@
 
 Full size: ViT-S/4 at 32 px (an 8x8 patch grid) on the procedural upstream task, 30 epochs (the
 paper's 7 are of JFT's ~2 billion images; see head_wd.py), body lr 8e-4; head lr from 0.1x to 10x the
-body's. About 0.3 A100-hours per trial (~5 GPU-hours in all).
+body's. About 0.3 A100-hours per trial (~5 GPU-hours in all). Each trial is sized to its model
+(``meta_study.tune.sizing``, as every sweep's): ``--gpus-per-trial 1`` gives the ViT-S half a GPU and
+6 GiB of host memory.
 """
 
 import numbers
 
 from meta_study.errors import UserError
 from meta_study.tune.runner import PATCH_32PX, SweepOptions, SweepSpec, grid, sweep_main
+from meta_study.tune.sizing import resources   # by model: a share of --gpus-per-trial, host memory
 
 BODY_LR = 8e-4
 SMOKE_LR = 2e-3
@@ -42,6 +45,7 @@ SPEC = SweepSpec(
     },
     base=dict(model_name="vit_s", img_size=32, model_kwargs=PATCH_32PX, epochs=30, batch_size=512, lr=BODY_LR, eval_every=500),
     smoke=dict(model_name="vit_tiny_cpu", epochs=2, lr=SMOKE_LR),   # on top of runner.SMOKE
+    resources=resources,
 )
 
 if __name__ == "__main__":

@@ -13,11 +13,15 @@ GPU-hours in all). With real data, add e.g. ``--dataset in21k=imagefolder:/data/
 --us-task in21k --set model_name=vit_b --set img_size=224 --set "model_kwargs={'patch_size': 16}"
 --set epochs=7`` and expect ~40 A100-hours per trial for ViT-B/16 at 7 epochs of ImageNet-21k
 (without ``model_name``, the sweep's ViT-S/16).
+Each trial is sized to its model as every sweep's are (``meta_study.tune.sizing``): ``--gpus-per-trial
+1`` gives the ViT-S half a GPU and 6 GiB of host memory (a ``--set model_name=vit_b`` a whole GPU
+and 12 GiB, more with ImageNet-21k's head).
 Then: ``meta-study ingest $MLFLOW_TRACKING_URI --experiment head_wd --store S`` and
 ``python analysis/head_wd_d1_d4.py S --out figs``.
 """
 
 from meta_study.tune.runner import PATCH_32PX, SweepSpec, grid, sweep_main
+from meta_study.tune.sizing import resources   # by model: a share of --gpus-per-trial, host memory
 
 SPEC = SweepSpec(
     name="head_wd",
@@ -29,6 +33,7 @@ SPEC = SweepSpec(
     base=dict(model_name="vit_s", img_size=32, model_kwargs=PATCH_32PX, epochs=30, batch_size=512, wd=0.01, eval_every=500,
               shots=[1, 5, 10, 25]),
     smoke=dict(model_name="vit_tiny_cpu", epochs=2, lr=2e-3),   # on top of runner.SMOKE
+    resources=resources,
 )
 
 if __name__ == "__main__":

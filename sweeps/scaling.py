@@ -13,21 +13,12 @@ Each trial is sized to its model as the zoo's are (``meta_study.tune.sizing``):
 ``--gpus-per-trial`` is what ViT-B and ViT-L get, ViT-S half of it and ViT-Ti a quarter, and host
 memory to match (ViT-Ti 4 GiB, S 6, B 12, L 32.5), so that Ray puts no more of them on a node
 than its memory holds (every trial asked for one CPU and one GPU alike: eight ViT-L trials, ~260
-GiB, on a node of eight GPUs). ``--smoke`` trials take ``--cpus-per-trial`` each.
+GiB, on a node of eight GPUs). ``--smoke`` trials take ``--cpus-per-trial`` each and the table's
+0.25 GiB (its tiny ViTs are in it, as the zoo's smoke models are).
 """
 
-from typing import Any, Mapping
-
-from meta_study.tune import sizing
-from meta_study.tune.runner import (PATCH_32PX, SweepOptions, SweepSpec, TrialResources, default_resources, grid,
-                                    sweep_main)
-
-
-def resources(config: Mapping[str, Any], options: SweepOptions) -> TrialResources:
-    """A trial's resources from its model (:func:`meta_study.tune.sizing.resources`, as the zoo's); a
-    ``--smoke`` trial's are the options' (one CPU), its tiny models being no size the table knows."""
-    return default_resources(config, options) if options.smoke else sizing.resources(config, options)
-
+from meta_study.tune.runner import PATCH_32PX, SweepSpec, grid, sweep_main
+from meta_study.tune.sizing import resources   # by model: a share of --gpus-per-trial, host memory
 
 SPEC = SweepSpec(
     name="scaling",

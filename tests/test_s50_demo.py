@@ -136,7 +136,7 @@ def test_scaling_sizes_each_trial_by_its_model():
     assert got["model_name='vit_l'"] == {"cpu": 1.0, "gpu": 1.0, "memory": 32.5 * GiB}, got
     # the smoke's tiny CPU models: one CPU each, as before
     smoke = _requests(SweepOptions(smoke=True))
-    assert list(smoke.values()) == [{"cpu": 1.0, "gpu": 0.0}], smoke
+    assert list(smoke.values()) == [{"cpu": 1.0, "gpu": 0.0, "memory": 0.25 * GiB}], smoke
 
 
 @pytest.mark.slow(20)

@@ -47,6 +47,8 @@ EXPECTED = {
                           "smoke": (0.5, 0.0, 6.5)},
     "no_such_model": {"gpu1": (1.0, 1.0, 8.0), "gpu0.5_cpu4": (4.0, 0.5, 8.0), "cpu2": (2.0, 0.0, 8.0),
                       "smoke": (1.0, 0.0, 8.0)},
+    "vit_small_cpu": {"gpu1": (1.0, 1.0, 0.25), "gpu0.5_cpu4": (4.0, 0.5, 0.25), "cpu2": (2.0, 0.0, 0.25),
+                      "smoke": (1.0, 0.0, 0.25)},
 }
 
 #: The same on a 2,500-class Parquet US task (more than the table's 240: the head's parameters added).
@@ -127,6 +129,6 @@ def test_the_sweeps_import_the_sizing_and_load_no_sweep_by_path():
         assert scaling.resources({"model_name": model, "img_size": 32}, gpu) == \
             sizing.resources({"model_name": model, "img_size": 32}, gpu)
     assert PerTrialResources(scaling.SPEC.resources, SweepOptions(smoke=True))({"model_name": "vit_small_cpu"}) == \
-        {"cpu": 1.0, "gpu": 0.0}
+        {"cpu": 1.0, "gpu": 0.0, "memory": 0.25 * GiB}
     assert PerTrialResources(scaling.SPEC.resources, gpu)({"model_name": "vit_ti", "img_size": 32}) == \
         {"cpu": 1.0, "gpu": 0.25, "memory": 4 * GiB}

@@ -375,6 +375,18 @@ def _datasets(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` flags as a dict; a key given twice with two values is refused (the last
+    one won without a word: ``--set lr=0.1 --set lr=0.2`` ran at 0.2); the same value twice is one."""
+    out: dict[str, Any] = {}
+    for key, text in _pairs(items, "--set"):
+        value = _literal(text)
+        if key in out and out[key] != value:
+            raise UserError(f"--set {key} given twice, as {out[key]!r} and as {value!r}: give each key one value")
+        out[key] = value
+    return out
+
+
 def _literal(v: str) -> Any:
     try:
         return ast.literal_eval(v)
@@ -401,7 +413,7 @@ def parse_options(spec: SweepSpec, argv: Sequence[str] | None = None) -> SweepOp
         max_concurrent=a.max_concurrent,
         max_failures=a.max_failures, us_task=a.us_task, ds_tasks=tuple(a.ds_task or ()),
         datasets=_datasets(a.dataset), layerwise=a.layerwise,
-        overrides={k: _literal(v) for k, v in _pairs(a.set, "--set")}, address=a.address, quiet=a.quiet,
+        overrides=_overrides(a.set), address=a.address, quiet=a.quiet,
         allow_code_change=a.allow_code_change, fail_once=a.fail_once, fail_eval_once=a.fail_eval_once,
         **({"researcher": a.researcher} if a.researcher is not None else {}))
 
@@ -845,6 +857,9 @@ def trial_requests(spec: SweepSpec, options: SweepOptions, fixed: Mapping[str, A
     for config, request in sized:
         out.setdefault(tuple(sorted(request.items())),
                        (", ".join(f"{k}={config.get(k)!r}" for k in keys), request))
+    if len(out) == 1:   # every trial asks the same (a fixed model): no searched value makes it
+        (_, request), = out.values()
+        return [(f"model_name={fixed['model_name']!r}" if "model_name" in fixed else "", request)]
     return list(out.values())
 
 

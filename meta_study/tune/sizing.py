@@ -1,10 +1,12 @@
 """What one trial of a timm model asks Ray for: a share of a GPU (or CPU) and host memory, from its size.
 
-A sweep that sizes its trials by model passes :func:`resources` as ``SweepSpec.resources``
-(``sweeps/zoo.py``, ``sweeps/scaling.py``). Units: a *share* is a fraction of the options' per-trial
-figure (``--gpus-per-trial`` on a GPU run, ``--cpus-per-trial`` on a CPU one), 0.25 to 1, so that
-``--gpus-per-trial 1`` puts four ViT-Ti trials on one GPU and gives a ViT-B one to itself; memory
-is GiB of host RAM (Ray's ``memory`` resource: reserved for placement, not a limit).
+Every sweep of ``sweeps/`` passes :func:`resources` as its ``SweepSpec.resources``, the same one
+at full size and in ``--smoke`` (``head_wd.py`` and ``head_lr.py`` reserved no memory for their
+fixed model, and ``scaling.py``'s smoke trials were unsized where the zoo's were sized). Units: a
+*share* is a fraction of the options' per-trial figure (``--gpus-per-trial`` on a GPU run,
+``--cpus-per-trial`` on a CPU one), 0.25 to 1, so that ``--gpus-per-trial 1`` puts four ViT-Ti
+trials on one GPU and gives a ViT-B one to itself; memory is GiB of host RAM (Ray's ``memory``
+resource: reserved for placement, not a limit).
 
 The rule, in one place. The table (:data:`SIZES`) is for 32 px, batch 512 and the 240 classes of
 the procedural ``synth_us``, measured against one A100 40 GB for the largest models: activations
@@ -49,7 +51,10 @@ SIZES: dict[str, tuple[float, float]] = {
     "vit_ti": (0.25, 4), "vit_s": (0.5, 6), "vit_b": (1.0, 12), "mixer_s": (0.5, 6), "mixer_b": (1.0, 12),
     "resnet_18": (0.25, 4), "resnet_50": (0.5, 8),
     # smoke models (CPU): the ResNet takes half a core, so the three families differ in the test
-    "vit_tiny_cpu": (1.0, 0.25), "mixer_tiny_cpu": (1.0, 0.25), "resnet_tiny_cpu": (0.5, 0.25)}
+    "vit_tiny_cpu": (1.0, 0.25), "mixer_tiny_cpu": (1.0, 0.25), "resnet_tiny_cpu": (0.5, 0.25),
+    # scaling.py's second smoke size (0.8M params): outside the table the rule's 4 GiB process floor
+    # would make it ask 4.5 GiB, one smoke trial at a time on an 8 GiB machine
+    "vit_small_cpu": (1.0, 0.25)}
 
 #: The table's unit: ViT-B's parameters take a whole share and 8 GiB (12 with the 4 GiB floor).
 REFERENCE_PARAMS = 86e6
