@@ -24,8 +24,11 @@
 # a stale file (the PID reused by a program that started a session of its own) once killed
 # processes local-up.sh never started.
 # A state directory moved (or renamed) while its services ran is still stopped: local-up.sh records
-# where it started them (STATE_DIR/started_in). A copy of one (`cp -a`) stops nothing of the
-# original's: it says which directory to run this script on.
+# where it started them (STATE_DIR/started_in), and a leader whose log (stdout) is this directory's
+# ray.log / mlflow.log is its own (a setup started before started_in was written). A copy of one
+# (`cp -a`) stops nothing of the original's: it says which directory to run this script on.
+# Run inside the setup it would stop (a Ray task or job), it refuses (exit 2) and signals nothing;
+# it never signals itself, its callers or its own session.
 #
 # Settings (environment):
 #   META_STUDY_LOCK_WAIT   seconds to wait for another local-up, local-add-node or local-down on the
@@ -151,6 +154,34 @@ wait_gone() {
   done
 }
 
+# log_dir PID BASE: the directory whose BASE.log PID writes its output to, if any. local-up.sh and
+# local-add-node.sh start every leader with its stdout on STATE/BASE.log (ray.log, mlflow.log,
+# NODE.log), and the kernel names an open file by its path now: after a move of STATE_DIR the new
+# one, while the command line still names the old; for a PID file copied with its directory
+# (`cp -a`), the original's. So it knows a leader without STATE_DIR/started_in (a setup started
+# before local-up.sh wrote it). Linux /proc; readable for our own processes only; a log moved to
+# another file system (or deleted) reads "PATH (deleted)" and names none.
+log_dir() {
+  local f
+  f="$(readlink "/proc/$1/fd/1" 2>/dev/null)" || return 0
+  [[ "$f" == /*/"$2.log" ]] && printf '%s' "${f%/*}"
+  return 0
+}
+
+# This script's own process, its ancestors (its caller's shell, and up) and its session: never
+# signalled. Run from a Ray task (its worker is in the head's session, below the head's leader), it
+# killed itself with the head's session half-way, and the task's caller got "the task's local
+# raylet died".
+self_sid="$(ps -o sid= -p $$ 2>/dev/null | tr -d ' ')"
+self_line=" $$ "
+p=$$
+while [ -n "$p" ] && [ "$p" -gt 1 ]; do
+  p="$(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ')"
+  [ -n "$p" ] && self_line="$self_line$p "
+done
+# mine PID: PID is this script, one of its ancestors, or the leader of its session.
+mine() { [[ "$self_line" == *" $1 "* || "$1" == "$self_sid" ]]; }
+
 # leader_in KIND PID STATE RAY_TMP: PID is a leader local-up.sh (KIND ray: or local-add-node.sh)
 # started with this STATE and RAY_TMP: `ray start ... --temp-dir=RAY_TMP`, `mlflow server` with its
 # database under STATE/mlflow.
@@ -171,7 +202,7 @@ member_in() {
 
 # stop_service NAME PIDFILE KIND GRACE_SECONDS   (KIND: ray, a head's or a node's; mlflow)
 stop_service() {
-  local name="$1" pidfile="$2" kind="$3" grace="$4" leader members alive=0 p kept
+  local name="$1" pidfile="$2" kind="$3" grace="$4" leader members alive=0 p kept owner base
   if [ ! -f "$pidfile" ]; then
     note "$name: not running"
     return 0
@@ -201,6 +232,17 @@ stop_service() {
     rm -f "$pidfile"
     return 0
   fi
+  # Where the leader writes its log: another directory that records the same PID is the one it was
+  # started in, and this one a copy of it (without started_in: a setup started before local-up.sh
+  # wrote it; a deep state's copy names the same Ray temp dir, and its Ray was stopped as its own).
+  base="${pidfile##*/}" && base="${base%.pid}"
+  owner=""
+  alive "$leader" && owner="$(log_dir "$leader" "$base")"
+  if [ -n "$owner" ] && [ ! "$owner" -ef "$state" ] && [ "$(cat "$owner/$base.pid" 2>/dev/null)" = "$leader" ]; then
+    note "$name: pid $leader is $owner's (this directory is a copy of it): left running; stop it with cluster/local-down.sh $owner"
+    rm -f "$pidfile"
+    return 0
+  fi
   if alive "$leader" && ! leader_in "$kind" "$leader" "$state" "$ray_tmp"; then
     if [ -n "$o_state" ] && leader_in "$kind" "$leader" "$o_state" "$o_ray_tmp"; then
       if [ "$o_state" != "$state" ]; then
@@ -208,6 +250,9 @@ stop_service() {
       else
         note "$name: started with Ray's temp dir $o_ray_tmp, which $state/ray no longer names"
       fi
+    elif [ -n "$owner" ] && [ "$owner" -ef "$state" ]; then
+      # no started_in (or one that does not name them): its log here says it is ours
+      note "$name: started before this directory was moved here (pid $leader writes $state/$base.log)"
     else
       # The PID was reused; Linux does not reuse a PID while it names a live session, so none of
       # our processes can be left in session $leader either.
@@ -238,6 +283,10 @@ stop_service() {
     done
     members="$(echo "$kept" | tr ' ' '\n' | sed '/^$/d')"
   fi
+  # never this script or its callers, whatever session they are in
+  kept=""
+  for p in $members; do mine "$p" || kept="$kept $p"; done
+  members="$(echo "$kept" | tr ' ' '\n' | sed '/^$/d')"
   if [ -n "$members" ]; then
     note "$name: terminating leftover processes: $(echo "$members" | tr '\n' ' ')"
     # shellcheck disable=SC2086  # one PID per word
@@ -277,6 +326,27 @@ if [ -f "$state/started_in" ]; then
   if [ -z "$o_ray_tmp" ] || { [ "$o_state" = "$state" ] && [ "$o_ray_tmp" = "$ray_tmp" ]; }; then
     o_state="" o_ray_tmp=""
   fi
+fi
+
+# Run inside the setup it is to stop (from a Ray task, in the head's session, or a job's driver:
+# either one below the head's leader): refused before anything is signalled. Stopping the head ends
+# the caller (Ray kills the task's worker), and this script with it, half-way: MLflow ran on, and
+# ray.pid and env.sh stayed. A live PID that names none of this state's paths is a stale PID file
+# (stop_service says so), no reason to refuse.
+if [ "$rebooted" -eq 0 ]; then
+  for pidfile in "$state"/*.pid; do
+    [ -f "$pidfile" ] || continue
+    leader="$(cat "$pidfile")" base="$(basename "$pidfile" .pid)"
+    [[ "$leader" =~ ^[0-9]+$ ]] && mine "$leader" || continue
+    kind=ray
+    [ "$base" != mlflow ] || kind=mlflow
+    if ! alive "$leader" || leader_in "$kind" "$leader" "$state" "$ray_tmp" \
+        || { [ -n "$o_state" ] && leader_in "$kind" "$leader" "$o_state" "$o_ray_tmp"; } \
+        || [ "$(log_dir "$leader" "$base")" -ef "$state" ]; then
+      echo "local-down: error: $state: this runs inside what it would stop ($base.pid's $leader is this script's session or one of its callers: a Ray task or job, or a shell started from one); run cluster/local-down.sh from outside it" >&2
+      exit 2
+    fi
+  done
 fi
 
 # local-add-node.sh NAME, before it starts NAME again: only what is left of NAME's last start.

@@ -120,14 +120,51 @@ running() {
 }
 ray_marker="--temp-dir=$state/ray"
 [ -d "$state/ray" ] && ray_marker="--temp-dir=$(cd "$state/ray" && pwd -P)"
+# log_dir PID BASE: the directory whose BASE.log PID writes its output to (as local-down.sh's: every
+# leader's stdout is STATE/BASE.log, and the kernel names an open file by its path now).
+log_dir() {
+  local f
+  f="$(readlink "/proc/$1/fd/1" 2>/dev/null)" || return 0
+  [[ "$f" == /*/"$2.log" ]] && printf '%s' "${f%/*}"
+  return 0
+}
+# copied_from SVC: the directory this one is a copy of (`cp -a`) while its SVC runs: SVC.pid's process
+# writes that directory's SVC.log, and it records the same PID. Known so without started_in too (a
+# setup started before local-up.sh wrote it): a deep state's copy shares its Ray temp dir link, and
+# took the original's head for its own ("a half-running setup").
+copied_from() {
+  local pid dir
+  pid="$(cat "$state/$1.pid" 2>/dev/null)" && [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+  dir="$(log_dir "$pid" "$1")"
+  if [ -n "$dir" ] && [ ! "$dir" -ef "$state" ] && [ "$(cat "$dir/$1.pid" 2>/dev/null)" = "$pid" ]; then
+    printf '%s' "$dir"
+  fi
+  return 0
+}
+# moved_here SVC PATH: SVC.pid's process writes this directory's SVC.log but names PATH nowhere: it
+# was started before this directory was moved (or renamed) here.
+moved_here() {
+  local pid
+  pid="$(cat "$state/$1.pid" 2>/dev/null)" && [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  [ "$(log_dir "$pid" "$1")" -ef "$state" ] && ! running "$state/$1.pid" "$2"
+}
+copy_of="$(copied_from ray)"
+[ -n "$copy_of" ] || copy_of="$(copied_from mlflow)"
 # Moved (or renamed) while its services ran: they name the old paths (its bin/ on their PATH, its
 # MLflow database and artifacts), so they are restarted here (local-down.sh stops them, below).
 started_in="$(head -n 1 "$state/started_in" 2>/dev/null || true)"
 if [ -n "$started_in" ] && [ "$started_in" != "$state" ] && compgen -G "$state/*.pid" > /dev/null; then
   note "$state was $started_in when its services were started; they are started again here"
+elif [ -n "$copy_of" ]; then
+  note "$state is a copy of $copy_of, whose services run: they are left running, and this directory's started apart"
+elif [ -z "$started_in" ] && { moved_here ray "$ray_marker" || moved_here mlflow "$state/mlflow"; }; then
+  note "$state was moved (or renamed) since its services were started; they are started again here"
 elif running "$state/ray.pid" "$ray_marker" || running "$state/mlflow.pid" "$state/mlflow"; then
   if running "$state/ray.pid" "$ray_marker" && running "$state/mlflow.pid" "$state/mlflow" \
       && [ -f "$state/env.sh" ]; then
+    # Started before local-up.sh wrote started_in (an upgrade with the setup running): written now,
+    # from the paths its services were just found to name, so a later move still stops them.
+    [ -f "$state/started_in" ] || printf '%s\n%s\n' "$state" "${ray_marker#--temp-dir=}" > "$state/started_in"
     note "already running (state in $state)"
     cat "$state/env.sh"
     exit 0
@@ -268,8 +305,8 @@ if [ -L "$state/ray" ] && { [ ! -d "$state/ray" ] || [ ! -O "$state/ray" ]; }; t
 fi
 # So is the stand-in of the directory this one is a copy of (`cp -a`: the link was copied): two
 # clusters in one temp dir share its session_latest, and each one's processes name the other's paths.
-if [ -L "$state/ray" ] && [ -n "$started_in" ] && [ "$started_in" != "$state" ] \
-    && [ "$(head -n 1 "$started_in/started_in" 2>/dev/null)" = "$started_in" ]; then
+if [ -L "$state/ray" ] && { [ -n "$copy_of" ] || { [ -n "$started_in" ] && [ "$started_in" != "$state" ] \
+    && [ "$(head -n 1 "$started_in/started_in" 2>/dev/null)" = "$started_in" ]; }; }; then
   rm -f "$state/ray"
 fi
 if [ -d "$state/ray" ]; then
