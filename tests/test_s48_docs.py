@@ -41,8 +41,8 @@ def _src(rel: str) -> str:
 
 # -- credentials ---------------------------------------------------------------------------------
 
-HIDDEN_WHY = ("(what comes before the '@' reads as user info, a password holding '/', '?' or '#'; an '@' of "
-              "the path is written %40)")
+HIDDEN_WHY = ("(what comes before the '@' reads as user info, a password holding '/', '?' or '#', or a user "
+              "name holding '/', written %2F; an '@' of the path is written %40)")
 
 
 def test_a_password_holding_a_slash_is_refused_as_tracking_md_says() -> None:

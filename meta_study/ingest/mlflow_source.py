@@ -418,14 +418,15 @@ def _probe_database(uri: str) -> str | None:
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
+    from .mlflow_sql import arm_connect_timeout, mysql_read_timeout
+
     try:
         # a connect timeout: a port that takes the connection and never answers hung for good
+        url = sqlalchemy.engine.make_url(uri)
         engine = sqlalchemy.create_engine(uri, poolclass=NullPool,
-                                          connect_args=db_connect_args(sqlalchemy.engine.make_url(uri)))
+                                          connect_args={**db_connect_args(url), **mysql_read_timeout(url)})
     except sqlalchemy.exc.NoSuchModuleError as e:    # postgresql+nodriver://
         raise UserError(f"{safe_uri(uri)}: no such database driver ({str(e).splitlines()[0][:200]})") from None
-    from .mlflow_sql import arm_connect_timeout
-
     arm_connect_timeout(engine)     # pg8000 takes no connect_timeout (db_connect_args)
     try:
         with engine.connect() as conn:
@@ -465,8 +466,9 @@ def _probe_database(uri: str) -> str | None:
 def database_client(uri: str, current: str | None) -> Any:
     """MLflow's client of a database ``uri`` whose sessions get the SQL source's limits: the
     statement timeout where the probed session's ``current`` one is none
-    (:func:`with_statement_timeout`, :func:`arm_statement_timeout`), and with pg8000 a connect
-    timeout (:func:`~.mlflow_sql.arm_pg8000_connect_timeout`): MLflow's engine connects in the
+    (:func:`with_statement_timeout`, :func:`arm_statement_timeout`), MySQL's statement and
+    lock-wait limits (:func:`arm_mysql_limits`), and a connect timeout (:func:`with_connect_timeouts`;
+    pg8000's: :func:`~.mlflow_sql.arm_pg8000_connect_timeout`): MLflow's engine connects in the
     client's constructor and again whenever its pool reconnects, and a port that took the
     connection and never answered hung it for good (the probe's connect has its own timeout)."""
     from ..mlflow_client import mlflow_client
@@ -474,13 +476,64 @@ def database_client(uri: str, current: str | None) -> Any:
 
     if _driver_of(uri) == "pg8000":
         arm_pg8000_connect_timeout()    # before the client: its constructor connects
-    client = mlflow_client(with_statement_timeout(uri, current))
+    client = mlflow_client(with_connect_timeouts(with_statement_timeout(uri, current)))
     # a driver without libpq (pg8000) reads no `options` from the URI: its engine sets it
     # (MLflow's SqlAlchemyStore keeps its engine as `engine`; another store has none to arm)
     engine = getattr(getattr(getattr(client, "_tracking_client", None), "store", None), "engine", None)
     if engine is not None:
         arm_statement_timeout(engine, current)
+        arm_mysql_limits(engine)
     return client
+
+
+def with_connect_timeouts(uri: str) -> str:
+    """A database URI for MLflow's client whose driver gets the SQL source's connect timeout
+    (:func:`~.mlflow_runs.db_connect_args`: 20 s for psycopg, psycopg2, mysqlclient and PyMySQL)
+    and, for MySQL, its read timeout (:func:`~.mlflow_sql.mysql_read_timeout`, a minute past the
+    statement limit) in its query, where the URI (or ``PGCONNECT_TIMEOUT``) sets none: MLflow's
+    engine takes no ``connect_args`` from a caller, and connects in the client's constructor and
+    whenever its pool reconnects; a port that took the connection and never answered, or a MySQL
+    server gone silent mid-query, hung the ingest for good. ``uri`` as given for other drivers
+    (pg8000: :func:`~.mlflow_sql.arm_pg8000_connect_timeout`)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from .mlflow_sql import mysql_read_timeout
+
+    try:
+        url = make_url(uri)
+    except (ArgumentError, ValueError):
+        return uri
+    extra = {**db_connect_args(url), **mysql_read_timeout(url)}
+    if not extra:
+        return uri
+    return url.update_query_dict({k: str(int(v)) for k, v in extra.items()}).render_as_string(hide_password=False)
+
+
+def arm_mysql_limits(engine: Any) -> None:
+    """Give each new MySQL or MariaDB session of MLflow's ``engine`` the SQL source's statement
+    and lock-wait limits (:func:`~.mlflow_sql.limit_mysql_session`, as it connects; a shorter
+    limit the session has is kept): a read behind ``mlflow db upgrade``'s ALTER TABLE waited a
+    year. Connections MLflow pooled before are closed. Nothing for other databases."""
+    import sqlalchemy
+
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        return
+    if not sqlalchemy.event.contains(engine, "connect", _limit_mysql_session):
+        sqlalchemy.event.listen(engine, "connect", _limit_mysql_session)
+        engine.dispose()     # MLflow's pool keeps the connections it checked the schema with
+
+
+def _limit_mysql_session(dbapi_conn: Any, _rec: Any) -> None:
+    """SQLAlchemy ``connect`` listener: :func:`~.mlflow_sql.limit_mysql_session` for the session."""
+    from .mlflow_sql import limit_mysql_session
+
+    cur = dbapi_conn.cursor()
+    try:
+        limit_mysql_session(cur)
+    finally:
+        cur.close()
+    dbapi_conn.commit()     # end the transaction a SELECT of the variables may have opened; SETs stay
 
 
 def _driver_of(uri: str) -> str | None:

@@ -44,9 +44,12 @@ WORKSPACE_HEADER = "X-MLFLOW-WORKSPACE"
 class RestError(RuntimeError):
     """An MLflow REST call answered with an error: its HTTP status and MLflow's ``error_code``."""
 
-    def __init__(self, message: str, status: int, error_code: str | None) -> None:
+    def __init__(self, message: str, status: int, error_code: str | None, detail: str | None = None) -> None:
         super().__init__(message)
         self.status, self.error_code = status, error_code
+        #: MLflow's whole ``message`` (``message`` cuts the answer at 300 characters): a param
+        #: conflict's key and held value are read from it (``_shards.held_params``)
+        self.detail = detail
 
 
 #: HTTP statuses that say the server (or a proxy's upstream) is busy or down for now, not that the
@@ -70,6 +73,15 @@ def server_error(e: BaseException) -> bool:
     ``INTERNAL_ERROR``, or a proxy's or crashed application's 500 page): the same request fails
     the same way when sent again."""
     return isinstance(e, RestError) and e.status >= 500 and not transient(e)
+
+
+def _error_message(text: str) -> str | None:
+    """MLflow's ``message`` in an answer's JSON body; None for another body (a proxy's page)."""
+    try:
+        message = json.loads(text).get("message")
+    except (ValueError, AttributeError):
+        return None
+    return message if isinstance(message, str) else None
 
 
 def _error_code(text: str) -> str | None:
@@ -231,7 +243,7 @@ class _RestRuns:
             # one line: a proxy's error page (nginx's 502 is "<html>" then the title on the next
             # line) was cut to its first line, "HTTP 502: <html>", wherever the writer said it
             raise RestError(f"MLflow {endpoint}: HTTP {status}: {' '.join(text[:300].split())}", status,
-                            _error_code(text))
+                            _error_code(text), _error_message(text))
         try:
             return json.loads(text)
         except ValueError:

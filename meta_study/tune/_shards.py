@@ -635,13 +635,13 @@ class MlflowWriter:
     #: then 1 s apart, before the failure goes to the step's own retries
     READ_TRIES = 3
 
-    def _run_params(self, rid: str) -> dict[str, str]:
+    def _run_params(self, rid: str) -> dict[str, str] | None:
         """The params run ``rid`` holds, read from the server: through the REST path for http(s)
         servers, else through MLflow's client (which retries a 500 for minutes).
 
         The read only spares the batch a param the run holds with another value, so a server error
         (a 500: MLflow's INTERNAL_ERROR, a proxy's page) is said once and the batch goes unread
-        ({}): retried as if the server were down, it held the trial's metrics, and every trial
+        (None): retried as if the server were down, it held the trial's metrics, and every trial
         queued behind them on the writer thread, until the end-of-sweep flush spooled them, and
         each --resume again. A network error or a busy server (502/503/504, 429) is tried again,
         :data:`READ_TRIES` times in all, then raised: the server is unreachable, and the step is
@@ -659,7 +659,7 @@ class MlflowWriter:
             except Exception as e:  # noqa: BLE001 - sorted below: retried, raised, or read as none
                 if server_error(e):
                     self._say_params_unread(rid, e)
-                    return {}
+                    return None
                 if not transient(e) or attempt == self.READ_TRIES or self._stop.wait(delay):
                     raise
                 delay *= 2
@@ -675,6 +675,27 @@ class MlflowWriter:
             _say(f"meta-study writer: MLflow could not give run {rid}'s params ({error_line(e)}); its batch is sent "
                  "without that check (a param the run holds with another value refuses the batch); said once, "
                  "for every run whose read fails so")
+
+    def _refuse_unchecked(self, trial: str, rid: str, keys: list[str]) -> None:
+        """Say, once per run, that the batch's params ``keys`` are left out for good: MLflow refused
+        the batch sent without the read of run ``rid``'s params, and the read failed again (the
+        rest of the step is logged). Counted as dropped."""
+        with self._count_lock:
+            self.dropped += 1
+        with self._lock:
+            said, _ = (rid, "") in self._params_said, self._params_said.add((rid, ""))
+        if not said:
+            names = ", ".join(repr(k[:100]) for k in keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+            _say(f"meta-study writer: trial {trial}: MLflow refused its batch to run {rid} ({self.last_error}), and "
+                 f"could not give the run's params to find the one it holds with another value; param(s) {names} "
+                 "are left out for good, the rest is logged")
+
+    def _keep_held(self, trial: str, rid: str, held: Mapping[str, str], sent: Mapping[str, str]) -> None:
+        """Record that run ``rid`` holds the ``held`` params (key -> value) with other values than
+        ``sent``: each later batch leaves them out, and each is said once (:meth:`_say_param_kept`)."""
+        self._params_sent.setdefault(rid, {}).update(held)
+        for key, value in held.items():
+            self._say_param_kept(trial, rid, key, value, sent[key])
 
     def _say_param_kept(self, trial: str, rid: str, key: str, held: str, value: str) -> None:
         """Say on stderr, once per run and param, that the run holds ``key`` with another value than
@@ -725,14 +746,23 @@ class MlflowWriter:
             # each param once per run, its first value kept: a later one (the resolved config's 64
             # after the start's 64.0) is refused by MLflow, and the whole batch with it. A run this
             # process did not create (a restarted trial's), or one whose batch was refused, is read
+            unchecked = False    # sent unread and refused, and the read failed again
             if params and ((rid not in self._created and rid not in self._params_read) or trial in self._params_unsure):
-                self._params_sent.setdefault(rid, {}).update(self._run_params(rid))
+                held = self._run_params(rid)
+                unchecked = held is None and bool(p.get("unread")) and trial in self._params_unsure
+                p["unread"] = held is None
+                self._params_sent.setdefault(rid, {}).update(held or {})
                 self._params_read.add(rid)
                 self._params_unsure.discard(trial)
             sent = self._params_sent.get(rid, {})
             for k in [k for k, v in params.items() if k in sent and sent[k] != v]:
                 self._say_param_kept(trial, rid, k, sent[k], params[k])
             params = {k: v for k, v in params.items() if k not in sent}
+            if unchecked and params:
+                # one round only (read failed, sent, refused in words held_params does not know):
+                # the read -> send -> refusal cycle had no end on a file store (INTERNAL_ERROR)
+                self._refuse_unchecked(trial, rid, list(params))
+                params = {}
             # a name MLflow refuses refuses the whole batch: only that entity is left out
             ps = [(k, v) for k, v in params.items() if self._name_ok("param", k)]
             ts = [(k, v) for k, v in p.get("tags", {}).items() if self._name_ok("tag", k)]
@@ -757,6 +787,17 @@ class MlflowWriter:
                             "metrics": [{"key": k, "value": rest.num(v), "timestamp": t, "step": s_}
                                         for k, v, t, s_ in bm]})
                     except RestError as e:
+                        held = held_params(e, rid, dict(bp))
+                        if held:
+                            # a param the run holds with another value, named by the refusal (the
+                            # read failed, a 500, so the batch went unread): left out for good,
+                            # said, and the chunk sent again without it, here. Retried as a failed
+                            # step, the read failed again and the file store refused again
+                            # (INTERNAL_ERROR), with no end. One param fewer each time: at most
+                            # len(bp) sends, one call each
+                            self._keep_held(trial, rid, held, dict(bp))
+                            ps, ts, ms = [(k, v) for k, v in bp if k not in held] + ps, bt + ts, bm + ms
+                            continue
                         if e.status != 413:
                             raise
                         # an entity too large for the server, the rest of its chunk logged: the
@@ -850,6 +891,42 @@ def call_limit_s() -> float:
 #: MLflow's answers that no retry changes: the run is gone (deleted in the UI), a value or a state
 #: it will never accept. Not credentials (401/403: fixed by the user, then sent) nor 429/5xx.
 PERMANENT_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "INVALID_STATE"})
+
+
+#: How MLflow refuses a param sent again with another value (its file store answers INTERNAL_ERROR,
+#: its SQL store INVALID_PARAMETER_VALUE; MLflow 1.x to 3.x): one param, with its held value, or
+#: (the SQL store's log_batch) a list of ``{'key', 'old_value', 'new_value'}``
+_PARAM_HELD = re.compile(r"Changing param values is not allowed\. Param with key='([^']*)' was already logged "
+                         r"with value='")
+_PARAMS_HELD = "Changing param values is not allowed. Params were already logged='"
+
+
+def held_params(e: BaseException, rid: str, sent: Mapping[str, str]) -> dict[str, str]:
+    """The params of ``sent`` (key -> value, a log-batch's) that MLflow's refusal ``e`` says run
+    ``rid`` holds with another value: key -> the value held. Read from MLflow's whole message
+    (:attr:`~._rest.RestError.detail`), whose ends hold the run and the value sent, so a value
+    holding quotes reads whole; {} for any other error."""
+    import ast
+
+    text = getattr(e, "detail", None)
+    held: dict[str, str] = {}
+    if not isinstance(text, str):
+        return held
+    m = _PARAM_HELD.match(text)
+    if m and m.group(1) in sent:
+        end = f"' for run ID='{rid}'. Attempted logging new value '{sent[m.group(1)]}'."
+        if text.endswith(end) and len(text) >= m.end() + len(end):
+            held[m.group(1)] = text[m.end():len(text) - len(end)]
+    elif text.startswith(_PARAMS_HELD) and text.endswith(end := f"' for run ID='{rid}'."):
+        try:
+            listed = ast.literal_eval(text[len(_PARAMS_HELD):len(text) - len(end)])
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return held
+        if isinstance(listed, list):
+            held = {d["key"]: d["old_value"] for d in listed if isinstance(d, dict) and
+                    isinstance(d.get("key"), str) and isinstance(d.get("old_value"), str)
+                    and d["key"] in sent and d.get("new_value") == sent[d["key"]]}
+    return {k: v for k, v in held.items() if v != sent[k]}
 
 
 def permanent(e: BaseException) -> bool:
