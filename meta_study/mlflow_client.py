@@ -90,7 +90,7 @@ _USER_INFO = re.compile(r"(?<=://)[^/?#]*@")
 #: ``user:pw@h/db``), was no credentials, and was shown and stored whole, its password with it.
 #: Read as user info (refused, cut from what is shown); written ``dom%2Fuser`` it is a user name.
 _DB_USER_INFO = re.compile(r"^((?:mlflow-sql:)?(?:(?:postgres(?:ql)?|mysql|mssql|mariadb|oracle)(?:\+[^:/@]*)?"
-                           r"|https?)://)(?:[^:/@?#]*(?::.*)?|[^:@?#]*:.*)@", re.IGNORECASE | re.DOTALL)
+                           r"|https?)://)(?:[^:/@?#]*(?::.*)?|[^/:@?#][^:@?#]*:.*)@", re.IGNORECASE | re.DOTALL)
 #: A database URL's user name holding ``/`` without a password (``postgresql://dom/user@h/db``):
 #: SQLAlchemy read host ``dom`` and database ``user@h/db``; read as user info, to its first ``@``.
 _DB_SLASHED_USER = re.compile(r"^((?:mlflow-sql:)?(?:postgres(?:ql)?|mysql|mssql|mariadb|oracle)(?:\+[^:/@]*)?://)"
@@ -102,8 +102,10 @@ _DB_SLASHED_USER = re.compile(r"^((?:mlflow-sql:)?(?:postgres(?:ql)?|mysql|mssql
 #: ``postgresql://ss``, a part of its password as the host (and ``ftp://u:pa/ss@h`` whole, a port
 #: to urllib). An ``@`` of a path after a port (``http://h:5000/a@b``) is cut too: such a URL is
 #: refused as credentials (:func:`has_credentials`) and reads as one; a path's ``@`` is ``%40``.
-#: A user name holding ``/`` before a password (``http://dom/user:pw@h``) is cut too (``_DB_USER_INFO``).
-_ANY_USER_INFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?[A-Za-z][A-Za-z0-9+.-]*://)(?=[^/?#]*[@:]|[^:@?#]*:.*@).*@",
+#: A user name holding ``/`` before a password (``http://dom/user:pw@h``) is cut too (``_DB_USER_INFO``),
+#: but only after a host: a URI with none (``sqlite:////data/run:1/x@lab/mlflow.db``, ``file:///a:b/c@d``)
+#: has no user info, and its path names an ingested source as it stands.
+_ANY_USER_INFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?[A-Za-z][A-Za-z0-9+.-]*://)(?=[^/?#]*[@:]|[^/:@?#][^:@?#]*:.*@).*@",
                             re.DOTALL)
 
 

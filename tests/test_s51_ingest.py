@@ -299,3 +299,50 @@ def test_transient_and_server_errors_are_told_apart() -> None:
     assert transient(ConnectionResetError()) and transient(RestError("x", 503, None))
     assert not transient(RestError("x", 500, None)) and server_error(RestError("x", 500, "INTERNAL_ERROR"))
     assert not server_error(RestError("x", 502, None)) and not server_error(RestError("x", 404, "RESOURCE_DOES_NOT_EXIST"))
+
+
+def test_a_uri_without_a_host_keeps_its_path_as_the_source_name() -> None:
+    """The user-name-with-'/' rule (a password after a raw '/') also matched URIs with no host:
+    ``sqlite:////data/run:1/exp@lab/mlflow.db`` was named ``sqlite://lab/mlflow.db`` in the store
+    (the next ingest stored every row under a new source, and two such databases under one name)."""
+    from meta_study.mlflow_client import has_credentials, source_uri, without_user_info
+
+    for uri in ("sqlite:////data/run:1/exp@lab/mlflow.db", "file:///mnt/a:b/c@d/mlruns",
+                "mlflow-sql:sqlite:////a:b@c/m.db"):
+        assert without_user_info(uri) == uri and not has_credentials(uri), uri
+    assert source_uri("sqlite:////data/run:1/exp@lab/mlflow.db").endswith("/data/run:1/exp@lab/mlflow.db")
+    # after a host the rule stands: a domain user's password is never shown
+    assert without_user_info("postgresql://dom/user:pw@h/db") == "postgresql://h/db"
+    assert has_credentials("http://dom/user:pw@h:5000")
+
+
+class _OldMysqlConn(_MysqlConn):
+    """A server without ``max_execution_time`` (MySQL before 5.7.8; MariaDB before 10.1 has no
+    ``max_statement_time``): selecting it fails as PyMySQL raises MySQL's error 1193."""
+
+    def __init__(self, version: str, missing: str) -> None:
+        super().__init__(version)
+        self.missing = missing
+
+    def execute(self, sql: str) -> None:
+        if f"@@{self.missing}" in sql:
+            raise Exception(1193, f"Unknown system variable '{self.missing}'")   # PyMySQL's args
+        super().execute(sql)
+
+
+@pytest.mark.parametrize("version,missing", [("5.6.51-log", "max_execution_time"),
+                                             ("10.0.38-MariaDB", "max_statement_time")])
+def test_a_server_without_the_statement_limit_keeps_its_sessions(version: str, missing: str) -> None:
+    """Every connection to MySQL 5.6 (Aurora 5.6 too) failed on ``SELECT @@max_execution_time``:
+    an ingest that worked before the limits could not connect at all. The lock wait is still set."""
+    from meta_study.ingest.mlflow_sql import limit_mysql_session
+
+    conn = _OldMysqlConn(version, missing)
+    limit_mysql_session(conn)
+    assert "SET SESSION lock_wait_timeout = 1800" in conn.sql, conn.sql
+    assert not any(missing in s and s.startswith("SET") for s in conn.sql), conn.sql
+    # another error still says what went wrong
+    broken = _OldMysqlConn("8.0.36", "max_execution_time")
+    broken.execute = lambda sql: (_ for _ in ()).throw(Exception(2013, "Lost connection"))  # type: ignore[method-assign]
+    with pytest.raises(Exception, match="Lost connection"):
+        limit_mysql_session(broken)

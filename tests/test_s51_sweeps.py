@@ -133,3 +133,14 @@ def test_a_fixed_model_sweep_s_one_request_names_no_searched_value():
     gpu = SweepOptions(gpus_per_trial=1.0)
     (label, _), = trial_requests(spec, gpu, fixed_config(spec, gpu))
     assert label in ("", "model_name='vit_s'"), label
+
+
+def test_a_searched_models_one_request_still_names_the_searched_values():
+    """scaling's smoke searches two tiny models that size alike (one request): the fixed-model label
+    left the refusal naming nothing ("its trials of "); a searched model keeps the searched values."""
+    spec = sweep_module("scaling").SPEC
+    smoke = SweepOptions(smoke=True)
+    fixed = fixed_config(spec, smoke)
+    assert "model_name" not in fixed
+    (label, _), = trial_requests(spec, smoke, fixed)
+    assert label and "model_name=" in label, label

@@ -294,3 +294,77 @@ def test_the_held_param_is_read_from_mlflows_refusal_in_both_stores_words() -> N
     assert held_params(RestError("cut", 400, "INVALID_PARAMETER_VALUE", listed), "r2", {"lr": "2"}) == {}
     assert held_params(RestError("cut", 500, "INTERNAL_ERROR", "param mismatch"), "r1", {"lr": "2"}) == {}
     assert held_params(RuntimeError(one), "r1", {"opt": "sgd"}) == {}
+
+
+class _FullDiskProxy:
+    """A proxy in front of a real MLflow server that fails every runs/get (a 500 page) and answers
+    the first ``times`` log-batches INTERNAL_ERROR for a reason that is no param's (a full disk);
+    later ones reach the server."""
+
+    def __init__(self, upstream: str, times: int) -> None:
+        import json
+
+        from mlflow_proxies import Proxy413, serve
+
+        class H(Proxy413):
+            LIMIT = 1 << 40
+            left = times
+
+            def _send(self, status: int, data: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if "runs/get" in self.path:
+                    self._send(500, b"<html><head><title>500 Internal Server Error</title></head></html>")
+                    return
+                self._relay("GET")
+
+            def do_POST(self) -> None:
+                if "runs/log-batch" in self.path and type(self).left > 0:
+                    type(self).left -= 1
+                    self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                    self._send(500, json.dumps({"error_code": "INTERNAL_ERROR",
+                                                "message": "[Errno 28] No space left on device"}).encode())
+                    return
+                self._relay("POST")
+
+        H.upstream = upstream
+        self.uri, self.srv = serve(H)
+
+    def close(self) -> None:
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def test_an_internal_error_that_is_no_params_keeps_the_params_after_failed_reads(
+        file_store_server: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A full disk's INTERNAL_ERROR, twice, with every read of the run's params failing: the one
+    round meant for a param conflict in unknown words left the run's params out for good (its
+    metrics logged without their config). Retried instead, as any error of a server that is
+    down: once the disk has room, params and metric are all logged."""
+    from mlflow.tracking import MlflowClient
+
+    from meta_study.tune._shards import Op
+
+    proxy = _FullDiskProxy(file_store_server.uri, times=2)
+    try:
+        client = MlflowClient(file_store_server.uri)
+        exp = client.create_experiment(f"s51d-{uuid.uuid4().hex[:6]}")
+        parent = client.create_run(exp).info.run_id
+        w = _writer(file_store_server.uri, exp, parent, tmp_path / "exp", False)
+        w.put(Op("run", "a", {"name": "s_a", "config": {"lr": 1}}))
+        assert w.flush(60) is True
+        w = _writer(proxy.uri, exp, parent, tmp_path / "exp", True)   # resumed: its params are read first
+        w.put(Op("run", "a", {"name": "s_a", "config": {"lr": 1, "wd": 3}}))
+        w.put(Op("metrics", "a", {"metrics": {"m": 0.5}, "step": 1, "time": 1000}))
+        assert w.flush(60) is True, w.last_error
+        (run,) = client.search_runs([exp], "tags.trial_id = 'a'")
+        assert run.data.params == {"lr": "1", "wd": "3"}, run.data.params
+        assert [(h.value, h.step) for h in client.get_metric_history(run.info.run_id, "m")] == [(0.5, 1)]
+        assert not [line for line in capfd.readouterr().err.splitlines() if "left out for good" in line]
+        assert w.dropped == 0
+    finally:
+        proxy.close()

@@ -255,19 +255,30 @@ def limit_mysql_session(cur: Any) -> None:
     metadata-lock wait (``lock_wait_timeout``, seconds) of at most as long. Both servers default to
     no statement limit and a one-year lock wait: a read behind ``mlflow db upgrade``'s ALTER TABLE
     hung the ingest for good. A limit the session has already (the user's, the server's) that is
-    shorter is kept. MySQL 5.7.8 or later (``max_execution_time``)."""
+    shorter is kept. A server without the variable (MySQL before 5.7.8 has no ``max_execution_time``,
+    MariaDB before 10.1 no ``max_statement_time``) keeps its sessions as they were: every connection
+    to it failed on the SELECT."""
     cur.execute("SELECT @@version, @@lock_wait_timeout")
     version, lock_wait = cur.fetchone()
     if float(lock_wait) > STATEMENT_TIMEOUT_S:
         cur.execute(f"SET SESSION lock_wait_timeout = {int(STATEMENT_TIMEOUT_S)}")
     if "mariadb" in str(version).lower():
-        cur.execute("SELECT @@max_statement_time")
-        if float(cur.fetchone()[0]) == 0:
+        if _session_var(cur, "max_statement_time") == 0:
             cur.execute(f"SET SESSION max_statement_time = {int(STATEMENT_TIMEOUT_S)}")
-    else:
-        cur.execute("SELECT @@max_execution_time")
-        if int(cur.fetchone()[0]) == 0:
-            cur.execute(f"SET SESSION max_execution_time = {int(STATEMENT_TIMEOUT_S * 1000)}")
+    elif _session_var(cur, "max_execution_time") == 0:
+        cur.execute(f"SET SESSION max_execution_time = {int(STATEMENT_TIMEOUT_S * 1000)}")
+
+
+def _session_var(cur: Any, name: str) -> float | None:
+    """The session's ``@@name`` (a number), or None where the server has no such variable (MySQL's
+    error 1193, "Unknown system variable"; any other error is raised)."""
+    try:
+        cur.execute(f"SELECT @@{name}")
+    except Exception as e:  # noqa: BLE001 - each driver has its own error classes; 1193 is MySQL's
+        if "1193" in str(getattr(e, "args", ())) or "unknown system variable" in str(e).lower():
+            return None
+        raise
+    return float(cur.fetchone()[0])
 
 
 def mysql_read_timeout(url: Any) -> dict[str, Any]:

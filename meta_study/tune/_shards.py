@@ -303,6 +303,9 @@ class MlflowWriter:
                 # retried without a read, it failed every try until the flush spooled it
                 if steps[done][0] == "batch" and (refused or getattr(e, "error_code", None) == "INTERNAL_ERROR"):
                     self._params_unsure.add(trial)
+                    # only a refusal that speaks of a param may end in its params left out unread
+                    # (_do_step's one round): a full disk's INTERNAL_ERROR is retried as before
+                    steps[done][1]["param_refusal"] = "param" in str(e).lower()
                 # one entity too large for the server (413): the rest of the step was logged (see
                 # _do_step), and no retry sends it; retried, each try sent the whole step again
                 too_large = steps[done][0] == "batch" and getattr(e, "status", None) == 413 and bool(refused)
@@ -749,7 +752,8 @@ class MlflowWriter:
             unchecked = False    # sent unread and refused, and the read failed again
             if params and ((rid not in self._created and rid not in self._params_read) or trial in self._params_unsure):
                 held = self._run_params(rid)
-                unchecked = held is None and bool(p.get("unread")) and trial in self._params_unsure
+                unchecked = (held is None and bool(p.get("unread")) and trial in self._params_unsure
+                             and bool(p.get("param_refusal")))
                 p["unread"] = held is None
                 self._params_sent.setdefault(rid, {}).update(held or {})
                 self._params_read.add(rid)

@@ -857,9 +857,9 @@ def trial_requests(spec: SweepSpec, options: SweepOptions, fixed: Mapping[str, A
     for config, request in sized:
         out.setdefault(tuple(sorted(request.items())),
                        (", ".join(f"{k}={config.get(k)!r}" for k in keys), request))
-    if len(out) == 1:   # every trial asks the same (a fixed model): no searched value makes it
+    if len(out) == 1 and "model_name" in fixed:   # a fixed model: no searched value makes the request
         (_, request), = out.values()
-        return [(f"model_name={fixed['model_name']!r}" if "model_name" in fixed else "", request)]
+        return [(f"model_name={fixed['model_name']!r}", request)]
     return list(out.values())
 
 
