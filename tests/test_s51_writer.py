@@ -296,47 +296,28 @@ def test_the_held_param_is_read_from_mlflows_refusal_in_both_stores_words() -> N
     assert held_params(RuntimeError(one), "r1", {"opt": "sgd"}) == {}
 
 
-class _FullDiskProxy:
-    """A proxy in front of a real MLflow server that fails every runs/get (a 500 page) and answers
-    the first ``times`` log-batches INTERNAL_ERROR for a reason that is no param's (a full disk);
-    later ones reach the server."""
+def _full_disk_proxy(upstream: str, times: int) -> _RunsGetProxy:
+    """:class:`_RunsGetProxy` failing every runs/get (a 500 page) whose first ``times`` log-batches
+    are answered INTERNAL_ERROR for a reason that is no param's (a full disk); later ones relay."""
+    import json
 
-    def __init__(self, upstream: str, times: int) -> None:
-        import json
+    proxy = _RunsGetProxy(upstream, "500", times=1 << 30)
+    left = [times]
 
-        from mlflow_proxies import Proxy413, serve
+    def do_POST(self: Any) -> None:   # noqa: N802 - http.server's name
+        if "runs/log-batch" in self.path and left[0] > 0:
+            left[0] -= 1
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            data = json.dumps({"error_code": "INTERNAL_ERROR", "message": "[Errno 28] No space left on device"}).encode()
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self._relay("POST")
 
-        class H(Proxy413):
-            LIMIT = 1 << 40
-            left = times
-
-            def _send(self, status: int, data: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                if "runs/get" in self.path:
-                    self._send(500, b"<html><head><title>500 Internal Server Error</title></head></html>")
-                    return
-                self._relay("GET")
-
-            def do_POST(self) -> None:
-                if "runs/log-batch" in self.path and type(self).left > 0:
-                    type(self).left -= 1
-                    self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                    self._send(500, json.dumps({"error_code": "INTERNAL_ERROR",
-                                                "message": "[Errno 28] No space left on device"}).encode())
-                    return
-                self._relay("POST")
-
-        H.upstream = upstream
-        self.uri, self.srv = serve(H)
-
-    def close(self) -> None:
-        self.srv.shutdown()
-        self.srv.server_close()
+    proxy.handler.do_POST = do_POST   # looked up per request: the running server takes it
+    return proxy
 
 
 def test_an_internal_error_that_is_no_params_keeps_the_params_after_failed_reads(
@@ -349,7 +330,7 @@ def test_an_internal_error_that_is_no_params_keeps_the_params_after_failed_reads
 
     from meta_study.tune._shards import Op
 
-    proxy = _FullDiskProxy(file_store_server.uri, times=2)
+    proxy = _full_disk_proxy(file_store_server.uri, times=2)
     try:
         client = MlflowClient(file_store_server.uri)
         exp = client.create_experiment(f"s51d-{uuid.uuid4().hex[:6]}")

@@ -515,13 +515,18 @@ def arm_mysql_limits(engine: Any) -> None:
     and lock-wait limits (:func:`~.mlflow_sql.limit_mysql_session`, as it connects; a shorter
     limit the session has is kept): a read behind ``mlflow db upgrade``'s ALTER TABLE waited a
     year. Connections MLflow pooled before are closed. Nothing for other databases."""
+    if engine.dialect.name in ("mysql", "mariadb"):
+        _on_connect(engine, _limit_mysql_session)
+
+
+def _on_connect(engine: Any, listener: Any) -> None:
+    """``listener`` on each new connection of MLflow's ``engine`` (once), and the connections its
+    pool keeps closed: MLflow checked the schema through them, before the listener."""
     import sqlalchemy
 
-    if engine.dialect.name not in ("mysql", "mariadb"):
-        return
-    if not sqlalchemy.event.contains(engine, "connect", _limit_mysql_session):
-        sqlalchemy.event.listen(engine, "connect", _limit_mysql_session)
-        engine.dispose()     # MLflow's pool keeps the connections it checked the schema with
+    if not sqlalchemy.event.contains(engine, "connect", listener):
+        sqlalchemy.event.listen(engine, "connect", listener)
+        engine.dispose()
 
 
 def _limit_mysql_session(dbapi_conn: Any, _rec: Any) -> None:
@@ -578,15 +583,11 @@ def arm_statement_timeout(engine: Any, current: str | None) -> None:
     (:func:`with_statement_timeout` gives those theirs in the URI): ``postgresql+pg8000://`` reads
     no ``options`` and its reads waiting on a lock hung for good. Connections MLflow pooled before
     are closed, so every session MLflow reads through has it. Nothing for other databases."""
-    import sqlalchemy
-
     if current is None or current.strip() not in ("0", "0ms"):
         return
     if engine.dialect.name != "postgresql" or engine.dialect.driver in LIBPQ_DRIVERS:
         return
-    if not sqlalchemy.event.contains(engine, "connect", _set_statement_timeout):
-        sqlalchemy.event.listen(engine, "connect", _set_statement_timeout)
-        engine.dispose()     # MLflow's pool keeps the connections it checked the schema with
+    _on_connect(engine, _set_statement_timeout)
 
 
 def _set_statement_timeout(dbapi_conn: Any, _rec: Any) -> None:
