@@ -1,20 +1,16 @@
 """Derive us_ds.csv from the RobustBench CIFAR-10-C files (run from this folder)."""
-import json
 import os
 import sys
-import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from canonical import canonical  # noqa: E402  (examples/data/canonical.py)
+from robustbench import CORRUPTIONS, flat, load_json, model_rows, read_unaggregated, realign, write  # noqa: E402
 
-COLS = ["model", "us_task", "ds_task", "eval_protocol", "shots",
-        "us_accuracy", "ds_accuracy", "us_n", "ds_n"]
 D = "model_info/cifar10/corruptions/"
 
-
-# two header rows: corruption name, severity 1-5; one row per model; accuracies are fractions
-u = pd.read_csv(D + "unaggregated_results.csv", header=[0, 1], index_col=0)
-u.columns = [f"{c}-{s}" for c, s in u.columns]
+# one row per model; accuracies are fractions; the header is already in RobustBench's order (nothing to move)
+u, _ = read_unaggregated(D + "unaggregated_results.csv")
+u, moved = realign(u, CORRUPTIONS)
+u = flat(u)
 
 # the per-model JSON files use a different word order for the Gowal2020 models
 JSON = {"Gowal2020Uncovering_70_16_Linf": "Gowal2020Uncovering_Linf_70_16",
@@ -26,7 +22,7 @@ rows, dropped = [], []
 for model, r in u.iterrows():
     path = ("model_info/cifar10/Linf/Standard.json" if model == "Standard"
             else D + JSON.get(model, model) + ".json")
-    info = json.load(open(path, encoding="utf-8"))
+    info = load_json(path)
     clean = float(info["clean_acc"]) / 100.0
     # consistency checks between the JSON (stored version) and the unaggregated table:
     # (1) the JSON's mean corruption accuracy (for one file mislabelled 'autoattack_acc') must equal the
@@ -37,13 +33,6 @@ for model, r in u.iterrows():
     if bad:
         dropped.append(model)
         continue
-    # rows whose 75 values all have at most 3 decimals look evaluated on fewer images: leave ds_n empty
-    three_dec = all(abs(v * 1000 - round(v * 1000)) < 1e-6 for v in r.values)
-    for task, v in r.items():
-        rows.append({"model": model, "us_task": "cifar10-test", "ds_task": task,
-                     "eval_protocol": "corruption-shift", "shots": "", "us_accuracy": clean,
-                     "ds_accuracy": v, "us_n": 10000, "ds_n": "" if three_dec else 10000})
-out = pd.DataFrame(rows, columns=COLS).dropna(subset=["us_accuracy", "ds_accuracy"])
-out = out[out.us_accuracy.between(0, 1) & out.ds_accuracy.between(0, 1)].drop_duplicates()
-canonical(out, "robustbench_cifar10c", {"corruption-shift": "shift"}).to_csv("us_ds.csv", index=False)
-print(f"{out.model.nunique()} models, {out.ds_task.nunique()} ds_tasks, {len(out)} rows; dropped (inconsistent JSON): {dropped}")
+    rows += model_rows(model, "cifar10-test", clean, r, "corruption-shift", 10000, 10000)
+out = write(rows, "robustbench_cifar10c", {"corruption-shift": "shift"})
+print(f"{out.model.nunique()} models, {out.ds_task.nunique()} ds_tasks, {len(out)} rows; dropped (inconsistent JSON): {dropped}; realigned: {moved}")
