@@ -335,12 +335,12 @@ def cli() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@cli.group()
+@cli.group(short_help="Inspect, check and repair a store; break a dead lease.")
 def store() -> None:
     """Inspect a meta-study store, check its files (and repair them), break a dead writer's lease."""
 
 
-@store.command("info")
+@store.command("info", short_help="Rows per group, sources and the last ingest.")
 @click.argument("store_uri", metavar="STORE")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def store_info(store_uri: str, as_json: bool) -> None:
@@ -414,7 +414,7 @@ def store_quarantine(store_uri: str, source: str | None, limit: int) -> None:
         click.echo(f"... and {len(q) - len(shown)} more (the first {len(shown)} shown; --limit 0 shows all)")
 
 
-@store.command("check")
+@store.command("check", short_help="Check every file of STORE against its manifest.")
 @click.argument("store_uri", metavar="STORE")
 @click.option("--repair", is_flag=True,
               help="Set damaged files aside (moved to STORE/_damaged/, never deleted) and commit a version "
@@ -470,7 +470,7 @@ def store_check(store_uri: str, repair: bool) -> None:
         sys.exit(1)
 
 
-@store.command("unlock")
+@store.command("unlock", short_help="Break the lease of an object store whose writer died.")
 @click.argument("store_uri", metavar="STORE")
 def store_unlock(store_uri: str) -> None:
     """Break the writers' lease of an object store whose writer died (a waiting writer names it,
@@ -507,7 +507,7 @@ def _table(df: Any, cols: list[str]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(short_help="MLflow runs and CSV / Parquet / JSONL exports into a store.")
 @click.argument("sources", nargs=-1, metavar="SOURCE...")
 @click.option("--store", "store_uri", required=True, metavar="STORE", help="Store path or URI (created if absent).")
 @click.option("--mapping", "mapping_path", default=None, metavar="MAPPING.yaml", callback=_user_path,
@@ -714,10 +714,12 @@ def flag_errors() -> Iterator[None]:
 
 
 def analysis_command(name: str | None = None, *, fit_options: bool = True, headline: bool = True,
-                     out_help: str = "Output directory.", frontiers_help: str = FRONTIERS_HELP) -> Any:
+                     out_help: str = "Output directory.", frontiers_help: str = FRONTIERS_HELP,
+                     short_help: str | None = None) -> Any:
     """An analysis command: ``STORE``, ``--out DIR``, the group selection and (unless
-    ``fit_options=False``) the fit options, before the command's own options. The function gets
-    ``store_uri``, ``store`` (opened), ``out_dir``, ``sel`` (a Selection) and ``fit``
+    ``fit_options=False``) the fit options, before the command's own options; ``short_help`` is its
+    line in ``meta-study --help`` (without it click cuts the docstring at ~45 characters, "...").
+    The function gets ``store_uri``, ``store`` (opened), ``out_dir``, ``sel`` (a Selection) and ``fit``
     (FitOptions, or None), and its own options; an option out of its range is one line. With
     ``headline=False`` (a command that refits Eq. 1 only) the headline's options
     (:data:`HEADLINE_KEYS`) are hidden and refused in one line when given."""
@@ -747,7 +749,7 @@ def analysis_command(name: str | None = None, *, fit_options: bool = True, headl
         command = _selection_options(command)
         command = click.option("--out", "out_dir", callback=_out_dir, required=True, metavar="DIR",
                                help=out_help)(command)
-        return cli.command(name)(click.argument("store_uri", metavar="STORE")(command))
+        return cli.command(name, short_help=short_help)(click.argument("store_uri", metavar="STORE")(command))
     return deco
 
 
@@ -894,7 +896,7 @@ def _report_outputs(out: Any, out_dir: str) -> None:
         click.echo(f"wrote {len(out.figures)} figure files under {shown_path(os.path.join(out_dir, 'figures'))}")
 
 
-@analysis_command()
+@analysis_command(short_help="Fit and back-test the laws: what +1/+3/+5 US points buy.")
 @click.option("--no-figures", is_flag=True, help="Tables only.")
 @click.option("--max-group-figures", default=60, show_default=True, type=click.IntRange(min=0),
               help="Per-group figures to draw at most.")
@@ -924,8 +926,11 @@ def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures
 
     ok = df["status"].isin(["ok", "at_bound"]) & ~df["headline"].astype(bool)
     heads = headlines(df)
-    click.echo(f"{len(heads)} groups, {int(heads['trusted'].sum())} trusted; {int(ok.sum())}/{int((~df['headline']).sum())} "
-               "candidate fits usable")
+    # "1 groups" read as a typo; a trusted answer the held-out models contradict is said here, not
+    # only as a label at the end of its line (docs/analysis.md: read it as contradicted)
+    n = len(heads)
+    click.echo(f"{n} group{'s' if n != 1 else ''}, {int(heads['trusted'].sum())} trusted{held_out_note(heads)}; "
+               f"{int(ok.sum())}/{int((~df['headline']).sum())} candidate fits usable")
     held = int(heads["n_heldout"].fillna(0).sum()) if "n_heldout" in heads.columns else 0
     if held:   # the answers are from the visible models; "+1 US pt" is beyond the best of those
         click.echo(f"answers use each group's models at or below its hold-out threshold; {held} model point(s) "
@@ -940,7 +945,30 @@ def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures
         # task names from a source, on one line as written (a tab or an escape code is shown, not obeyed)
         click.echo(printable(f"  {r['us_task']} -> {r['ds_task']} ({r['eval_protocol']}{shots}): "
                              f"{answer_text(r, threshold)}") + (f" [{labels}]" if labels else ""))
+    for line in label_lines(heads):
+        click.echo(line)
     _report_outputs(out, out_dir)
+
+
+def held_out_note(heads: Any) -> str:
+    """`` (N of them flagged held_out: ...)`` where trusted answers carry the ``held_out`` warning
+    (the models above the hold-out line contradict them), else "" (the report says the same)."""
+    from .report import trusted_held_out
+
+    n = trusted_held_out(heads)
+    return (f" ({n} of them flagged held_out: the models the fit did not see contradict "
+            f"{'it' if n == 1 else 'them'})" if n else "")
+
+
+def label_lines(heads: Any) -> list[str]:
+    """What each warning label printed after the answer lines means, once per label used (in the
+    order first seen): "[few_points, chord]" was jargon the terminal explained nowhere."""
+    from .analysis.answers import flags
+    from .analysis.selection import FLAG_HELP
+
+    used = dict.fromkeys(label for r in heads.to_dict("records") for label, _ in flags(r.get("warnings")))
+    helps = [f"  {label}: {FLAG_HELP[label]}" for label in used if label in FLAG_HELP]
+    return (["the labels (docs/analysis.md, \"Trust, from evidence, and warnings\"):", *helps] if helps else [])
 
 
 #: Groups a command lists one line each for at most (the table has them all).
@@ -1135,7 +1163,7 @@ def bootstrap_cmd(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, 
     _report_outputs(out, out_dir)
 
 
-@analysis_command(fit_options=False)
+@analysis_command(fit_options=False, short_help="The paper's correlation tables F.1, F.2, F.20 and F.21.")
 @click.option("--no-figures", is_flag=True, help="Tables only.")
 def correlations(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures: bool) -> None:
     """The paper's correlation tables: F.1 and F.2 (parameters vs shots), F.20 (between DS
@@ -1172,7 +1200,7 @@ def _why_no_shot_tables(groups: Any) -> str:
 MAX_EVERY_S = 366 * 86400
 
 
-@cli.command()
+@cli.command(short_help="Re-ingest, refit what changed, publish: the scheduled job.")
 @click.option("--store", "store_uri", required=True, metavar="STORE", help="The meta-study store.")
 @click.option("--source", "sources", multiple=True, metavar="SOURCE", help="Ingest this source first (repeatable).")
 @click.option("--mapping", "mapping_path", default=None, metavar="MAPPING.yaml", callback=_user_path,
@@ -1333,7 +1361,8 @@ def _echo_refit(res: Any) -> None:
         click.echo(f"refit: {res.status}: {res.message} ({res.seconds:.1f} s)")
 
 
-@analysis_command(out_help="Where the report and its tables go.")
+@analysis_command(out_help="Where the report and its tables go.",
+                  short_help="A static HTML report: answers, tables and figures.")
 # the same defaults as `sensitivity` and `bootstrap`, so that the README's tour (those commands,
 # then `report`, into one DIR) reuses their outputs instead of refusing them
 @click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, type=TRIALS, help="Sensitivity draws per sample size.")
@@ -1398,7 +1427,7 @@ def report(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, trials:
     click.echo(f"report: {shown_path(page)}")
 
 
-@cli.command()
+@cli.command(short_help="Train (or simulate), ingest, fit and report a small zoo.")
 @click.option("--workdir", default=None, metavar="DIR",
               help="Everything the demo writes goes here: MLflow db and artifacts, store, refits, report "
                    "(default: meta-study-demo, with --synthetic meta-study-demo-synthetic; a directory holds "

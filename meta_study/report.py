@@ -75,6 +75,55 @@ def _flags_html(warnings: Any) -> str:
     return " ".join(out)
 
 
+def trusted_held_out(heads: pd.DataFrame) -> int:
+    """Trusted headline rows that carry the ``held_out`` warning: the models above the hold-out
+    line, which the fit did not see, contradict them (docs/analysis.md: read such an answer as
+    contradicted by the newest models). ``meta-study fit`` counts them in its first line."""
+    return sum(1 for r in heads.to_dict("records")
+               if _truthy(r.get("trusted")) and "held_out" in dict(flags(r.get("warnings"))))
+
+
+def _truthy(v: Any) -> bool:
+    """A flag read from a table: None, NA and NaN are False (bool(NaN) is True)."""
+    return not (v is None or pd.isna(v)) and bool(v)
+
+
+def _held_out_html(heads: pd.DataFrame) -> str:
+    """Said beside the count of trusted answers, or "": a "trusted" in bold beside a small label
+    read as an answer the newest models had confirmed (5 of the demo's 9 trusted answers)."""
+    n = trusted_held_out(heads)
+    if not n:
+        return ""
+    them = "it" if n == 1 else "them"
+    return (f" <b>{n} of the trusted answers {'is' if n == 1 else 'are'} flagged held_out</b>: the models above "
+            f"the hold-out line, which the fit did not see, contradict {them} (predicted worse than by the flat "
+            f"guess, or missed by more than the tolerance); read {them} as contradicted by the newest models.")
+
+
+def _figure_alt(name: str, groups: Mapping[str, Mapping[str, Any]], level: str) -> str:
+    """What a figure of the page shows, for a reader who cannot see it (its file name said nothing:
+    "imagenet_imagenet-a_shift-475599"): ``name`` is the PNG's stem under figures/ or figures/groups/,
+    ``groups`` the headline rows by :func:`_slug`. The paper's Eq. 1 and the hold-out line are not
+    named: a figure draws them only where they exist (``--laws`` without eq1, ``--holdout-quantile 1``)."""
+    r = groups.get(name)
+    if r is not None:
+        shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
+        return (f"DS against US accuracy, {r['us_task']} to {r['ds_task']} ({r['eval_protocol']}{shots}): the "
+                f"models and the headline prediction with its {level} interval")
+    if name == "fits_grid":
+        return (f"DS against US accuracy for every group: the models and the headline prediction with its "
+                f"{level} interval")
+    if name == "sensitivity":
+        return "Fitting and prediction error of Eq. 1 in accuracy points against the number of models, per frontier"
+    if name == "params_vs_shots":
+        return "Eq. 1's parameters k, alpha and e_IR against the number of shots"
+    if name.startswith("f20_"):
+        return f"Spearman rank correlation of DS accuracy between DS tasks ({name[4:]})"
+    if name.startswith("f21_"):
+        return "Spearman rank correlation of US with DS accuracy, per DS task"
+    return name.replace("_", " ")
+
+
 def _slug(r: Mapping[str, Any]) -> str:
     shots = None if pd.isna(r["shots"]) else int(r["shots"])
     return group_slug((str(r["us_task"]), str(r["ds_task"]), str(r["eval_protocol"]), shots))
@@ -544,8 +593,10 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     group_pngs = [p for p in group_pngs if p.stem in slugs]
     unfit = _failed_html(fits)
     quantile = _quantiles(heads)
+    level = _levels(heads)      # "90%": the interval the figures shade, named in their alt text
+    by_slug = {_slug(r): r for r in heads.to_dict("records")}
     parts.append(f"<h2>Answers</h2><p class=note>{n_groups} group{'s' if n_groups != 1 else ''}, {n_trusted} with a "
-                 f"trusted answer.{unfit} Per group, "
+                 f"trusted answer.{_held_out_html(heads)}{unfit} Per group, "
                  "every law is fitted to every frontier estimator of the visible models; the headline is the "
                  f"{_e(quantile)} of their predictions at each US accuracy"
                  # why a low quantile: said only of one (rows written before 2026-12-06 are the median)
@@ -567,7 +618,8 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                  + _answers_html(heads, threshold, {p.stem for p in group_pngs}))
     parts.append("<h2>Headline and the paper's fit</h2>" + _table_html(fits))
     if (figs / "fits_grid.png").exists():
-        parts.append("<h2>DS vs US accuracy</h2>" + _img(root, "figures/fits_grid.png", "fits grid"))
+        parts.append("<h2>DS vs US accuracy</h2>"
+                     + _img(root, "figures/fits_grid.png", _figure_alt("fits_grid", by_slug, level)))
     parts.append(explorer_html(heads, analysis.points))
     parts.append(_hover_html(heads, analysis.points))
     if group_pngs:
@@ -578,7 +630,8 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                "to it.</p>"
                if len(group_pngs) < len(heads) else "")
         parts.append("<h2>Per task</h2>" + few + "<div class=figs>" +
-                     "".join(f"<span id='figure-{_e(p.stem)}'>{_img(root, f'figures/groups/{p.name}', p.stem)}</span>"
+                     "".join(f"<span id='figure-{_e(p.stem)}'>"
+                             f"{_img(root, f'figures/groups/{p.name}', _figure_alt(p.stem, by_slug, level))}</span>"
                              for p in group_pngs) + "</div>")
     if (figs / "sensitivity.png").exists():
         parts.append("<h2>Sample-size sensitivity</h2><p class=note>" + _sensitivity_rows(analysis.sensitivity)
@@ -586,17 +639,18 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                      "prediction error of Eq. 1, in accuracy points, on each frontier estimator on random subsamples "
                      "of the models (mean &plusmn; sd over trials)." + _sensitivity_left(analysis.sensitivity)
                      + _sensitivity_text(analysis.sensitivity, quantile) + "</p>"
-                     + _img(root, "figures/sensitivity.png", "sensitivity"))
+                     + _img(root, "figures/sensitivity.png", _figure_alt("sensitivity", by_slug, level)))
     if (figs / "params_vs_shots.png").exists():
         parts.append("<h2>Parameters vs shots</h2><p class=note>Eq. 1's parameters on the hull vertices (solid) and "
                      "on all points (dashed) per DS task; a hollow marker is a value at its bound (the constraint, "
-                     "not an estimate).</p>" + _img(root, "figures/params_vs_shots.png", "params vs shots"))
+                     "not an estimate).</p>"
+                     + _img(root, "figures/params_vs_shots.png", _figure_alt("params_vs_shots", by_slug, level)))
     heat = sorted(figs.glob("f2*.png"), key=_natural) if figs.exists() else []   # 1, 5, 10, 25 shots
     if heat:
         parts.append("<h2>Correlations</h2><p class=note>Spearman rank correlation of DS accuracy between DS tasks "
                      "(per US task, protocol and shots), and of US with DS accuracy (grey: no correlation: no such pair, "
                      "fewer than 3 models, or one accuracy for every model; the tables' note column says which).</p>"
-                     "<div class=figs>" + "".join(_img(root, f"figures/{p.name}", p.stem) for p in heat) + "</div>")
+                     "<div class=figs>" + "".join(_img(root, f"figures/{p.name}", _figure_alt(p.stem, by_slug, level)) for p in heat) + "</div>")
     parts.append("<h2>Tables</h2><p class=note>Each table as CSV, a copy of the Parquet record beside it. Unlike "
                  "this page, the tables keep fractions: an accuracy of 0.853 is 85.3%, an error of 0.012 is 1.2 pt "
                  "(docs/analysis.md defines every column).</p><ul>" + "".join(
