@@ -920,7 +920,7 @@ def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures
     df = a.fits
     import pandas as pd
 
-    from .analysis.answers import answer_text, flags, level_pct, row_level
+    from .analysis.answers import answer_text, flags, level_pct, payoff_summary, row_level
     from .analysis.tables import headlines
     from .validation import printable
 
@@ -933,8 +933,13 @@ def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures
                f"{int(ok.sum())}/{int((~df['headline']).sum())} candidate fits usable")
     held = int(heads["n_heldout"].fillna(0).sum()) if "n_heldout" in heads.columns else 0
     if held:   # the answers are from the visible models; "+1 US pt" is beyond the best of those
-        click.echo(f"answers use each group's models at or below its hold-out threshold; {held} model point(s) "
-                   "above it are held out to check them (--holdout-quantile 1.0 answers from every model)")
+        # a sum over groups: "1550 model point(s)" of 5 groups read as 1,550 models (310 per group)
+        per = heads["n_heldout"].fillna(0).astype(int)
+        each = (f"{int(per.iloc[0])} per group" if per.nunique() == 1 else
+                f"{int(per.min())}-{int(per.max())} per group") if len(per) > 1 else ""
+        click.echo(f"answers use each group's models at or below its hold-out threshold; {held} model point"
+                   f"{'s' if held != 1 else ''}{f' ({each})' if each else ''} above it are held out to check them "
+                   "(--holdout-quantile 1.0 answers from every model)")
     levels = sorted({row_level(r) for r in heads.to_dict("records")})
     if levels:   # what the brackets of every answer line are (the report says it beside its table)
         click.echo(f"brackets give the {' / '.join(level_pct(v) for v in levels)} prediction interval; "
@@ -945,6 +950,8 @@ def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures
         # task names from a source, on one line as written (a tab or an escape code is shown, not obeyed)
         click.echo(printable(f"  {r['us_task']} -> {r['ds_task']} ({r['eval_protocol']}{shots}): "
                              f"{answer_text(r, threshold)}") + (f" [{labels}]" if labels else ""))
+    if len(heads):     # the question across groups, from the answers above (nothing they do not state)
+        click.echo(payoff_summary(heads.to_dict("records"), threshold))
     for line in label_lines(heads):
         click.echo(line)
     _report_outputs(out, out_dir)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 
-from .analysis.answers import answer, flags
+from .analysis.answers import answer, flags, payoff_summary
 from .analysis.figures import quantile_name
 from .analysis.groups import group_slug
 from .analysis.headline import MEMBER_QUANTILE, row_number
@@ -595,7 +595,10 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
     quantile = _quantiles(heads)
     level = _levels(heads)      # "90%": the interval the figures shade, named in their alt text
     by_slug = {_slug(r): r for r in heads.to_dict("records")}
-    parts.append(f"<h2>Answers</h2><p class=note>{n_groups} group{'s' if n_groups != 1 else ''}, {n_trusted} with a "
+    # the question across groups first, in the answers' own words (the terminal prints the same line)
+    summary = payoff_summary(heads.to_dict("records"), threshold) if len(heads) else ""
+    parts.append(f"<h2>Answers</h2>{f'<p class=summary><b>{_e(summary)}</b></p>' if summary else ''}"
+                 f"<p class=note>{n_groups} group{'s' if n_groups != 1 else ''}, {n_trusted} with a "
                  f"trusted answer.{_held_out_html(heads)}{unfit} Per group, "
                  "every law is fitted to every frontier estimator of the visible models; the headline is the "
                  f"{_e(quantile)} of their predictions at each US accuracy"

@@ -205,7 +205,7 @@ def test_stop_paying_is_a_finding_only_within_the_data():
     us, ds = cloud("eq1", {"k": 1.0, "alpha": 3.0, "e_ir": 0.2}, 3, hi=0.95, gap=0.004)
     s = fit_group(us, ds, FitOptions(holdout_quantile=1.0))
     assert s.claims.steps[0].slope >= 0.1 and not s.claims.stop_paying_supported
-    assert any("still buys 0.1 DS points or more at +1 US point" in w for w in s.warnings), s.warnings
+    assert any("at +1 US point (" in w and "still buys 0.1 DS points or more per US point" in w for w in s.warnings), s.warnings
     # still rising at the best model (alpha 1.6, data to 85%): the stop-paying point is an extrapolation
     us, ds = cloud("eq1", {"k": 0.9, "alpha": 1.6, "e_ir": 0.1}, 4, hi=0.85, gap=0.004)
     s = fit_group(us, ds, FitOptions(holdout_quantile=1.0))

@@ -73,8 +73,10 @@ def test_fit_says_what_each_label_it_printed_means(timm_store, tmp_path):
     for label in labels:   # each once, in words, after the answers and before the files written
         assert lines.count(f"  {label}: {FLAG_HELP[label]}") == 1, (label, lines)
     i = lines.index(answer)
-    assert lines[i + 1].startswith("the labels (docs/analysis.md"), lines
-    assert all(ln.startswith("wrote ") for ln in lines[i + 2 + len(labels):]), lines
+    # the answers, the question across groups in one line (payoff_summary), then the labels
+    assert lines[i + 1].startswith("Does more US accuracy still pay?"), lines
+    assert lines[i + 2].startswith("the labels (docs/analysis.md"), lines
+    assert all(ln.startswith("wrote ") for ln in lines[i + 3 + len(labels):]), lines
 
 
 def _held_out(fits, trusted_tasks):

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from ..defaults import PAYOFF_THRESHOLD
 from .selection import FLAG_HELP, PLUS_POINTS, slope_text as _slope
@@ -364,4 +366,63 @@ def answer_text(row: Mapping[str, Any], threshold: float | None = None) -> str:
     return answer(row, threshold).text()
 
 
-__all__ = ["DEFAULT_LEVEL", "Answer", "answer", "answer_text", "flags", "interval", "level_pct", "pct", "row_level"]
+def _first_step_slope(row: Mapping[str, Any]) -> float:
+    """The slope (DS points per US point) a trusted answer states at its first step, +1 US point
+    past the best visible model, where :func:`answer` states one: within the tested horizon and
+    below 100% US, on a task whose DS is shown to rise with US. NaN where it states none."""
+    k = PLUS_POINTS[0]
+    best, hus = _f(row, "best_us"), _f(row, "horizon_us")
+    if not (math.isfinite(best) and math.isfinite(hus) and best + k / 100.0 <= hus + 1e-12):
+        return math.nan
+    if not math.isfinite(_f(row, f"ds_plus{k}")) or "no_trend" in dict(flags(row.get("warnings"))):
+        return math.nan
+    return _f(row, f"slope_plus{k}")
+
+
+def payoff_summary(rows: Sequence[Mapping[str, Any]], threshold: float | None = None) -> str:
+    """One line across groups for "does scaling up pre-training still pay off downstream?", from
+    the headline rows' own answers (:func:`answer`: nothing is stated here that a group's answer
+    does not state): how many answers are trusted; of those, where +1 US point past the best
+    visible model still buys ``threshold`` DS points or more (the median and range of those
+    slopes), where less, where a stop-paying point within the data is stated, where DS does not
+    track US; and that the untrusted ones answer with intervals, not numbers. ``threshold``
+    defaults to the rows' ``payoff_threshold``. Costs nothing: it reads the rows."""
+    rows = list(rows)
+    if threshold is None:
+        ts = {t for t in (_f(r, "payoff_threshold") for r in rows) if math.isfinite(t)}
+        threshold = ts.pop() if len(ts) == 1 else PAYOFF_THRESHOLD
+    n = len(rows)
+    trusted = [r for r in rows if _flag(r, "trusted")]
+    head = f"Does more US accuracy still pay? {n} group{'s' if n != 1 else ''}, {len(trusted)} trusted"
+    if not trusted:
+        return (head + ": no answer is trusted, so none is a number: read each group's interval and why "
+                "it is not trusted.")
+    slopes = [(r, _first_step_slope(r)) for r in trusted]
+    stated = [v for _, v in slopes if math.isfinite(v)]
+    pays = [v for v in stated if v >= threshold]
+    parts = []
+    if stated:
+        lo, med, hi = min(stated), float(np.median(stated)), max(stated)
+        t_lo, t_med, t_hi = _slope_texts(threshold, lo, med, hi)
+        gain = (f"{t_med} pt per US pt in the median ({t_lo}-{t_hi} over {len(stated)})" if len(stated) > 1
+                else f"{t_med} pt per US pt")
+        parts.append(f"at +1 US pt past the best visible model DS gains {gain}, {len(pays)} of {len(stated)} "
+                     f"at or above the threshold of {threshold:g}")
+    stops = sum(1 for r in trusted if _flag(r, "stop_paying_supported"))
+    if stops:
+        parts.append(f"{stops} state{'s' if stops == 1 else ''} a stop-paying point within the data")
+    flat = sum(1 for r in trusted if "no_trend" in dict(flags(r.get("warnings"))))
+    if flat:
+        parts.append(f"{flat} show{'s' if flat == 1 else ''} no DS gain (DS is not shown to rise with US)")
+    unstated = len(trusted) - len(stated) - flat
+    if unstated:
+        parts.append(f"{unstated} state{'s' if unstated == 1 else ''} no slope at +1 US pt (past the tested "
+                     "horizon or 100% US)")
+    untrusted = n - len(trusted)
+    tail = (f" The other {untrusted} answer{'s are' if untrusted != 1 else ' is'} not trusted: read "
+            f"{'their intervals and reasons' if untrusted != 1 else 'its interval and reason'}, not a number." if untrusted else "")
+    return head + ": " + "; ".join(parts) + "." + tail
+
+
+__all__ = ["DEFAULT_LEVEL", "Answer", "answer", "answer_text", "flags", "interval", "level_pct", "pct",
+           "payoff_summary", "row_level"]

@@ -846,8 +846,10 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions, unsco
             thr = f"{o.payoff_threshold:g}"
             s_best = float(h.slope(np.array([h.best_us]))[0])
             if step_pays:
-                why = (f"+1 US point still buys {thr} DS points or more at +{step_points} US point"
-                       f"{'s' if step_points != 1 else ''} ({_pct_or_none(step)})")
+                # it read "+1 US point still buys 0.1 DS points or more at +1 US point": the step, not
+                # the unit of the slope, is what "+k" names
+                why = (f"at +{step_points} US point{'s' if step_points != 1 else ''} ({_pct_or_none(step)}) the "
+                       f"laws' curve still buys {thr} DS points or more per US point")
             elif s_best >= o.payoff_threshold:
                 why = (f"the laws' slope is still {slope_text(s_best, o.payoff_threshold)} DS points per US point "
                        f"(at least {thr}) at the best "
