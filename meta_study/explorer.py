@@ -14,7 +14,8 @@ models as circles (a search in a group of 150,000 redraws in ~0.1-0.3 s, not 1.5
 a drag over a group beyond 3,000 models draws at most once a frame, its latest view, not every event in turn).
 Points are named by :func:`point_name` (the store's model name, not a 32-digit run id). The red
 line is the headline's prediction from the best visible model to the tested horizon, shaded by
-its interval at the row's level, as in the figures, "(not trusted)" where the headline is not.
+its interval at the row's level, as in the figures; its legend says "(not trusted)" where the
+headline is not (the figures say it in each panel's title).
 Nothing is loaded from the network; without script the static views and figures remain.
 
 Size: a page embeds at most :data:`MAX_POINTS` points (~5 MB: 5.3 MB measured, with 5,000 names;

@@ -44,7 +44,7 @@ def test_every_line_style_of_a_group_figure_has_a_legend_entry():
     assert (panel["us"] > panel["selection"].holdout_threshold).any()     # a held-out range to extend over
     for fig in (group_figure(panel), fit_grid_figure([panel])):
         ax = fig.axes[0]
-        legend = ax.get_legend()
+        (legend,) = fig.legends       # one legend a figure (session 52)
         explained = {_style(h.get_color(), h.get_linestyle()) for h in legend.legend_handles
                      if isinstance(h, Line2D) and h.get_linestyle() not in ("None", "")}
         drawn = {_style(ln.get_color(), ln.get_linestyle()) for ln in ax.lines

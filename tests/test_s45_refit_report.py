@@ -47,7 +47,7 @@ def test_group_figure_draws_and_names_the_interval_level_the_fits_were_made_at(l
     assert not np.allclose(sel.headline.interval(xs, level)[0], sel.headline.interval(xs, 0.9)[0])
     for fig in (group_figure(panel), fit_grid_figure([panel])):
         ax = fig.axes[0]
-        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        labels = [t.get_text() for t in fig.legends[0].get_texts()]
         assert f"{100 * level:g}% interval" in labels and "90% interval" not in labels, labels
         label, verts = _interval_fill(ax)
         assert label == f"{100 * level:g}% interval"
@@ -64,7 +64,7 @@ def test_a_panel_without_a_level_draws_the_default_90_percent():
     _, panels = fit_table([_saturating()])
     panel = {k: v for k, v in panels[0].items() if k not in ("slug", "level")}
     fig = fit_grid_figure([panel])
-    assert "90% interval" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "90% interval" in [t.get_text() for t in fig.legends[0].get_texts()]
 
 
 def test_the_pipeline_s_figures_draw_the_fits_level():
@@ -75,7 +75,7 @@ def test_the_pipeline_s_figures_draw_the_fits_level():
 
     _, panels = fit_table([_saturating()], FitOptions(selection=SelectionOptions(level=0.5)))
     fig = group_figure({k: v for k, v in panels[0].items() if k != "slug"})
-    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     plt.close(fig)
     assert "50% interval" in labels, labels
 

@@ -12,7 +12,9 @@
 - :func:`plot_heatmap`: correlation matrices (F.20/F.21), missing pairs grey.
 
 Every figure carries a footer, just under it, naming the data and the fit settings that produced
-it. Legends sit off the data: under each DS-vs-US panel, above Fig. 3, right of F.4/F.5. The figure
+it. Legends sit off the data: one for a figure's DS-vs-US panels (above a grid of several rows, else
+under the panels), above Fig. 3, right of F.4/F.5; a DS-vs-US panel's title says whether its
+group's answer is trusted (:func:`answer_standing`). The figure
 functions (:func:`fit_grid_figure`, :func:`sensitivity_figure`, :func:`params_figure`,
 :func:`heatmap_figure`) return the unsaved figure, for tests and notebooks. matplotlib is imported
 here only (Agg backend: no display needed).
@@ -243,15 +245,22 @@ def of_series(frame: pd.DataFrame, key: tuple[str, str, str]) -> pd.DataFrame:
 TITLE_LINE, TITLE_LINES = 50, 2
 
 
-def panel_title(text: Any) -> str:
+def panel_title(text: Any, standing: str = "") -> str:
     """``text`` in at most :data:`TITLE_LINES` lines of :data:`TITLE_LINE` characters, cut in the
-    middle (:func:`short`: its start and its end, the protocol and shots, kept) where longer."""
+    middle (:func:`short`: its start and its end, the protocol and shots, kept) where longer;
+    ``standing`` (:func:`answer_standing`) after it, " · " between, on its last line where it fits
+    there, else on a line of its own."""
     import textwrap
 
     s = short(text, TITLE_LINE * TITLE_LINES)
     lines = textwrap.wrap(s, TITLE_LINE, break_long_words=True, break_on_hyphens=True) or [s]
     if len(lines) > TITLE_LINES:        # breaks at spaces and hyphens left short lines: cut evenly
         lines = [s[i:i + TITLE_LINE] for i in range(0, len(s), TITLE_LINE)]
+    if standing:
+        if len(lines[-1]) + len(standing) + 3 <= TITLE_LINE + 5:     # a line holds ~56 characters at 11 pt
+            lines[-1] += f" \u00b7 {standing}"
+        else:
+            lines.append(standing)
     return "\n".join(lines)
 
 
@@ -263,13 +272,15 @@ def tex_safe(text: Any) -> str:
 
 def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelection, paper: Candidate | None,
                title: str, frontier_us: np.ndarray | None = None, frontier_ds: np.ndarray | None = None,
-               level: float | None = None) -> None:
+               level: float | None = None, *, legend: bool = True) -> None:
     """One DS-vs-US panel (accuracies in percent). Each curve is drawn only where it means
     something: the headline over the visible US range (the laws' quantile); the headline's prediction and
     its ``level`` interval (the fits' ``SelectionOptions.level``, :func:`panel_level`; named so in
     the legend) from the best visible model to the end of the tested horizon (and to the
     held-out models, dashed, where they lie farther); the paper's Eq. 1 on the hull vertices over
-    its fitted range, dashed over the held-out range. A dotted line marks the tested horizon."""
+    its fitted range, dashed over the held-out range. A dotted line marks the tested horizon. The
+    title ends with the answer's standing (:func:`answer_standing`). ``legend``: the panel's own
+    legend under it; a figure of several panels draws one for all (:func:`shared_legend`)."""
     thr = selection.holdout_threshold
     held = us > thr if math.isfinite(thr) else np.zeros(us.size, bool)
     ax.scatter(us[~held] * 100, ds[~held] * 100, s=12, color=POINT_COLOR, alpha=0.7, lw=0, label="models")
@@ -294,8 +305,7 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
         hus = h.horizon_us
         end = hus if math.isfinite(hus) else h.best_us
         far = float(np.nanmax(us)) if held.any() else end
-        trust = "trusted" if selection.trusted else "not trusted"
-        for lo_u, hi_u, ls, label in ((h.best_us, end, "-", f"headline prediction ({trust})"),
+        for lo_u, hi_u, ls, label in ((h.best_us, end, "-", "headline prediction"),      # trust: in the title
                                       (end, far, "--", "beyond the tested horizon")):
             if hi_u <= lo_u:
                 continue
@@ -305,13 +315,13 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
             ax.plot(xs * 100, p * 100, color=HEAD_COLOR, lw=2.0, ls=ls, label=label)
             drawn.append(p)
             if np.isfinite(lo).any():
+                # under the models (zorder 0.5 < the points' 1): drawn after them, it tinted the
+                # held-out models it spans, the ones a reader compares with it
                 ax.fill_between(xs * 100, lo * 100, hi * 100, color=HEAD_COLOR, alpha=0.15 if ls == "-" else 0.07,
-                                lw=0, label=f"{level_pct(level)} interval" if ls == "-" else None)
+                                lw=0, zorder=0.5, label=f"{level_pct(level)} interval" if ls == "-" else None)
                 drawn += [lo, hi]
         if math.isfinite(hus):
             ax.axvline(hus * 100, color="#444444", lw=0.9, ls=":", label="tested horizon")
-    else:   # a panel of points alone read as a drawing that failed: the reason is in the answers
-        ax.plot([], [], " ", label="no usable fit: no prediction")
     if paper is not None and paper.fit.usable:
         top = float(np.nanmax(us[~held])) if (~held).any() else float(np.nanmax(us))
         xs = np.linspace(vis_lo, top, 150)
@@ -336,12 +346,50 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
                          y_hi + pad if y_hi > 1 else min(1.0, y_hi + pad))
     ax.set_ylim(lo * 100, hi * 100)
     ax.yaxis.set_major_locator(accuracy_locator())
-    ax.set_title(tex_safe(panel_title(title)), fontsize=LEGEND_PT + 1)
+    # a panel of points alone (no usable fit) read as a drawing that failed: the title says why
+    ax.set_title(tex_safe(panel_title(title, answer_standing(selection))), fontsize=LEGEND_PT + 1)
     ax.set_xlabel("US accuracy (%)")
     ax.set_ylabel("DS accuracy (%)")
-    # under the axes, never on the points: where the data leave room differs per task
-    ax.legend(fontsize=LEGEND_PT, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False,
-              borderaxespad=0.0, columnspacing=1.0, handlelength=1.8)
+    if legend:
+        # under the axes, never on the points: where the data leave room differs per task
+        ax.legend(fontsize=LEGEND_PT, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False,
+                  borderaxespad=0.0, columnspacing=1.0, handlelength=1.8)
+
+
+def answer_standing(selection: GroupSelection) -> str:
+    """A panel title's last words: whether the group's answer is trusted ("trusted", "not
+    trusted"), or that it has none ("no usable fit: no prediction"). The legend said it once per panel
+    ("headline prediction (trusted)"); a grid has one legend for all its panels."""
+    if not selection.headline.usable:
+        return "no usable fit: no prediction"
+    return "trusted" if selection.trusted else "not trusted"
+
+
+def shared_legend(fig: Any, axes: Sequence[Any], *, where: str, ncol: int, title: str | None = None) -> Any:
+    """One figure-level legend for ``axes`` (``where``: "upper" or "lower", outside the panels),
+    its entries those some panel draws, each once, in drawing order (:func:`merged_entries`).
+    ``title`` heads it (above the panels, a suptitle and the legend would share the top edge).
+    OpenCLIP's grid of 30 panels had 30 copies of one legend, a third of its height."""
+    handles, labels = merged_entries(axes)
+    return fig.legend(handles, [tex_safe(t) for t in labels], loc=f"outside {where} center", ncol=ncol,
+                      frameon=False, fontsize=LEGEND_PT, columnspacing=1.2, handlelength=1.8,
+                      title=tex_safe(title) if title else None, title_fontsize=LEGEND_PT + 2)
+
+
+def merged_entries(axes: Sequence[Any]) -> tuple[list[Any], list[str]]:
+    """The labelled artists of ``axes``, one per label (the first panel's), ordered as the
+    panels draw them: a label a later panel adds (held-out models, a 50% interval beside a 90% one)
+    goes after the label drawn just before it there."""
+    order: list[str] = []
+    first: dict[str, Any] = {}
+    for ax in axes:
+        prev = -1
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in first:
+                first[lab] = h
+                order.insert(prev + 1, lab)
+            prev = order.index(lab)
+    return [first[lab] for lab in order], order
 
 
 #: The share of a DS axis' span left beyond 0% or 100% where the axis ends there: a model at
@@ -390,21 +438,38 @@ def plot_fit_grid(panels: Sequence[dict[str, Any]], stem: str, *, footer: str | 
     return save(fit_grid_figure(panels, columns=columns, title=title), stem, footer)
 
 
+#: A DS-vs-US panel's height (inches) in a grid, its title and tick labels included: the axes keep
+#: the size they had when each panel carried its own legend (6.2 inches with it).
+PANEL_H = 4.7
+#: A shared legend's height (inches): a line of entries at LEGEND_PT, and a title line.
+LEGEND_LINE_H, LEGEND_TITLE_H = 0.24, 0.3
+
+
 def fit_grid_figure(panels: Sequence[dict[str, Any]], *, columns: int = 2, title: str | None = None) -> Any:
-    """The figure of :func:`plot_fit_grid`: each panel's legend under it, off the data. Two
-    panels a row, so that the legends read at 9 pt or more where the report shows the grid."""
+    """The figure of :func:`plot_fit_grid`: one legend for every panel (:func:`shared_legend`),
+    above the panels under ``title`` where they run to several rows (read before 30 panels, not
+    after them), else under the panel. Two panels a row, so that the text reads at 9 pt or more
+    where the report shows the grid."""
     plt = pyplot()
     n = max(1, len(panels))
     cols = min(columns, n)
     rows = math.ceil(n / cols)
-    # constrained layout makes room for the legends under each panel (tight_layout ignores them)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 6.2 * rows), squeeze=False, layout="constrained")
+    # constrained layout makes room for the legend (tight_layout ignores figure legends)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, PANEL_H * rows), squeeze=False, layout="constrained")
     for ax, p in zip(axes.flat, panels):
-        draw_group(ax, **p)
+        draw_group(ax, **p, legend=False)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    if title:
+    ncol = 3 if cols > 1 else 2     # ~3.2 inches a column: "hull vertices (paper's Eq. 1 fit data)"
+    on_top = rows > 1
+    legend = shared_legend(fig, list(axes.flat)[:len(panels)], where="upper" if on_top else "lower", ncol=ncol,
+                           title=title if on_top else None)
+    if title and not on_top:
         fig.suptitle(tex_safe(title))
+    # the figure grows by the legend, so that the panels keep their size
+    lines = math.ceil(len(legend.get_texts()) / ncol)
+    heading = (title.count("\n") + 1) * LEGEND_TITLE_H if title else 0.0
+    fig.set_size_inches(5.6 * cols, PANEL_H * rows + lines * LEGEND_LINE_H + heading + 0.2)
     return fig
 
 
@@ -415,18 +480,21 @@ def plot_group(panel: dict[str, Any], stem: str, *, footer: str | None = None) -
 
 def group_figure(panel: dict[str, Any]) -> Any:
     """One group: its panel over the whole US range, and beside it the same drawing zoomed on
-    where the answer is (:func:`answer_window`). Over the whole range of a group whose models span
-    0-85% US, the prediction from the best model to the tested horizon was a sliver at the edge.
-    Where that region is most of the range already (more than 60% of it), the panel alone."""
+    where the answer is (:func:`answer_window`); one legend under both. Over the whole range of a
+    group whose models span 0-85% US, the prediction from the best model to the tested horizon was
+    a sliver at the edge. Where that region is most of the range already (more than 60% of it),
+    the panel alone."""
     window = answer_window(panel["us"], panel["ds"], panel["selection"], panel.get("paper"), panel.get("level"))
     us = np.asarray(panel["us"], float)
     if window is None or (window[0][1] - window[0][0]) > 0.6 * (np.nanmax(us) - np.nanmin(us)):
         return fit_grid_figure([panel], columns=1)    # the whole range is the answer's region already
     plt = pyplot()
-    fig, (full, zoom) = plt.subplots(1, 2, figsize=(10.4, 6.2), layout="constrained", width_ratios=(1, 0.8))
-    draw_group(full, **panel)
-    draw_group(zoom, **panel)
-    zoom.get_legend().remove()      # the same drawing: one legend, under the full panel
+    fig, (full, zoom) = plt.subplots(1, 2, figsize=(10.4, 5.4), layout="constrained", width_ratios=(1, 0.8))
+    draw_group(full, **panel, legend=False)
+    draw_group(zoom, **panel, legend=False)
+    # the same drawing: one legend, across both panels (under the full panel alone, it left a blank
+    # as tall under the zoom)
+    shared_legend(fig, [full], where="lower", ncol=3)
     (x0, x1), (y0, y1) = window
     zoom.set_xlim(x0 * 100, x1 * 100)
     zoom.set_ylim(y0 * 100, y1 * 100)
