@@ -20,7 +20,7 @@ import re
 import stat
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import pyarrow as pa
@@ -28,7 +28,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..errors import StoreDamagedError, UserError
-from ._s3 import NoSuchBucketError, S3Objects
+from . import _s3
+from ._s3 import NoCredentialsError, NoSuchBucketError, S3Objects
 
 
 def _resolve(uri: str) -> tuple[pafs.FileSystem, str, bool]:
@@ -175,6 +176,7 @@ class _Files:
     uri: str = ""        # the store URI as given (may hold secrets: never shown)
     shown: str = ""      # the store URI as messages show it
     _objects: S3Objects | None = None
+    _sizes_known: dict[str, int] = field(default_factory=dict)   # see expect_size
 
     @property
     def scheme(self) -> str:
@@ -190,6 +192,14 @@ class _Files:
         if self._objects is None:
             self._objects = S3Objects(self.uri, self.shown, self.root)
         return self._objects
+
+    def raise_if_unsigned_refused(self, e: BaseException, what: str, rel: str) -> None:
+        """The one-line :class:`NoCredentialsError` for pyarrow's ``e`` if it is S3's refusal of an
+        unsigned request (no credentials were found: see :attr:`S3Objects.unsigned`). pyarrow sends
+        requests unsigned then, as boto3 does; its refusal read "When reading information for key
+        ...: AWS Error ACCESS_DENIED during HeadObject operation: No response body." (exit 1)."""
+        if self._objects is not None and self._objects.unsigned and "ACCESS_DENIED" in str(e):
+            raise self._objects.refused_unsigned(what, rel, "AccessDenied") from None
 
     def p(self, rel: str) -> str:
         return f"{self.root}/{rel}" if rel else self.root
@@ -237,7 +247,9 @@ class _Files:
     def file_size(self, rel: str) -> int | None:
         """The size in bytes of the regular file at ``rel`` (locally not through a symbolic
         link); None if nothing is there, -1 if something else is (a directory, a FIFO, a link).
-        One ``lstat`` or HEAD."""
+        One ``lstat``; on S3 one LIST (:meth:`S3Objects.entry`), elsewhere a HEAD and, where
+        nothing is at the key (the usual case: finalize asks it of every new file's place), a
+        LIST of ``rel/`` (pyarrow's two requests)."""
         if self.local:
             try:
                 st = os.lstat(self.p(rel))
@@ -246,14 +258,29 @@ class _Files:
             except OSError:
                 return -1
             return st.st_size if stat.S_ISREG(st.st_mode) else -1
+        if self.scheme == "s3":
+            try:
+                import boto3  # noqa: F401
+
+                return self.objects().entry(rel)
+            except ImportError:
+                pass
+            except NoCredentialsError:
+                raise
+            except UserError:   # boto3 cannot be set up (see _s3_names): pyarrow's two requests
+                pass
         info = self.fs.get_file_info(self.p(rel))
         if info.type == pafs.FileType.NotFound:
             return None
         return int(info.size or 0) if info.type == pafs.FileType.File else -1
 
     def exists(self, rel: str) -> bool:
+        """Whether a file or directory is at ``rel``: a ``stat``; on S3 one LIST (a file's place
+        asked after its delete: pyarrow asked a HEAD, then a LIST of ``rel/`` after its 404)."""
         if self.local:
             return os.path.exists(self.p(rel))
+        if rel.strip("/") and not rel.endswith("/") and self.scheme == "s3":
+            return self.file_size(rel) is not None
         return self.fs.get_file_info(self.p(rel)).type != pafs.FileType.NotFound
 
     def mkdirs(self, rel: str) -> None:
@@ -299,6 +326,8 @@ class _Files:
             return None
         try:
             return self.objects().names(rel)
+        except NoCredentialsError:
+            raise   # pyarrow's unsigned listing would be refused too, in more words
         except UserError:
             return None
 
@@ -374,6 +403,8 @@ class _Files:
             return None
         try:
             keys = self.objects().sizes(under)
+        except NoCredentialsError:
+            raise
         except UserError:
             return None
         own = under.strip("/")
@@ -425,6 +456,11 @@ class _Files:
                 raise OSError(e.errno, e.strerror, self.p(rel)) from None
             finally:
                 os.close(fd)
+        elif self.scheme == "s3" and len(data) < _s3.MULTIPART_COPY_BYTES:
+            # one PUT through boto3 (a commit has it: its conditional writes need it) below the size
+            # where copies go in parts: pyarrow's stream was a multipart upload whatever the size
+            # (create, part, complete: 3 requests per staged file)
+            self.objects().put(rel, data)
         else:
             with self.fs.open_output_stream(self.p(rel)) as f:
                 f.write(data)
@@ -457,6 +493,7 @@ class _Files:
             except WrongSizeError:
                 raise
             except OSError as e:
+                self.raise_if_unsigned_refused(e, "GET", rel)
                 there = self.fs.get_file_info(self.p(rel)).type
                 if there == pafs.FileType.Directory:
                     raise NotAFileError("is a directory, not a file") from None
@@ -556,6 +593,11 @@ class _Files:
                     done.add(d)
                     _fsync_dir(d)
 
+    def expect_size(self, rel: str, size: int) -> None:
+        """Record the size in bytes the caller knows ``rel`` has (its manifest records it): the next
+        :meth:`move` of ``rel`` on S3 then asks no HEAD of it before its copy (:meth:`S3Objects.copy`)."""
+        self._sizes_known[rel] = size
+
     def move(self, src_rel: str, dst_rel: str) -> str:
         """Move a file (locally a directory too); returns where it went (``dst_rel``, or the free
         name :meth:`_aside_name` chose for a set-aside). If another process moved it first (two writers
@@ -565,7 +607,8 @@ class _Files:
         ("NO_SUCH_KEY during CopyObject") left a published repair that every later command,
         ``store check`` included, failed to finish. On S3 an object whose key ends in '/'
         (``src_rel`` ``up/a/``: see :meth:`object_sizes`) keeps its bytes at ``dst_rel``
-        less the '/', where any reader sees them."""
+        less the '/', where any reader sees them (see also :meth:`expect_size`)."""
+        known = self._sizes_known.pop(src_rel, None)
         target = self._aside_name(dst_rel.rstrip("/") if src_rel.endswith("/") and not self.local else dst_rel)
         self._mkdirs_aside(os.path.dirname(target))
         if self.local:
@@ -577,7 +620,7 @@ class _Files:
                 _move_across(self.p(src_rel), self.p(target), e)
             return target
         if self.scheme == "s3":
-            return self._move_s3(src_rel, dst_rel, target)
+            return self._move_s3(src_rel, dst_rel, target, known)
         try:
             self.fs.move(self.p(src_rel), self.p(target))
         except (OSError, pa.ArrowException):
@@ -585,14 +628,14 @@ class _Files:
                 raise
         return target
 
-    def _move_s3(self, src_rel: str, dst_rel: str, target: str) -> str:
+    def _move_s3(self, src_rel: str, dst_rel: str, target: str, size: int | None = None) -> str:
         """:meth:`move` on S3: a copy, then a delete, both through boto3. pyarrow's ``move`` then
         PUT an empty ``<parent>/`` marker of the source without looking, and an object stored
         under that key (``up/a/``, or ``_staging/``) lost its bytes whenever a file was moved out
         of its directory (a damaged file set aside, a staged file moved into place)."""
         objs = self.objects()
         try:
-            objs.copy(src_rel, target)
+            objs.copy(src_rel, target, size)
         except NoSuchBucketError:
             raise
         except FileNotFoundError:
@@ -639,12 +682,17 @@ class _Files:
             return {}
         try:
             return self.objects().sizes("")
+        except NoCredentialsError:
+            raise
         except (OSError, UserError):
             return {}
 
     def keep_copy(self, src_rel: str, dst_rel: str) -> None:
         """Keep ``src_rel``'s bytes also at ``dst_rel`` without reading them into memory (the
-        file may be huge): a hard link locally, a server-side copy on object stores."""
+        file may be huge): a hard link locally, a server-side copy on object stores; on S3 the
+        managed copy moves use (:meth:`S3Objects.copy`: in parts from
+        :data:`~meta_study.store._s3.MULTIPART_COPY_BYTES` on). pyarrow's ``copy_file`` is one
+        CopyObject, which S3 refuses above 5 GB."""
         dst_rel = self._aside_name(dst_rel)
         self._mkdirs_aside(os.path.dirname(dst_rel))
         if self.local:
@@ -654,6 +702,9 @@ class _Files:
                 import shutil
 
                 shutil.copyfile(self.p(src_rel), self.p(dst_rel))
+            return
+        if self.scheme == "s3":
+            self.objects().copy(src_rel, dst_rel)
             return
         self.fs.copy_file(self.p(src_rel), self.p(dst_rel))
 

@@ -22,7 +22,9 @@ TLS options ``tls_ca_file_path``, ``tls_ca_dir_path``, ``tls_verify_certificates
 for anything the URI does not say, from the standard AWS environment: ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``/``AWS_DEFAULT_REGION``,
 ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` (MinIO, Ceph), profiles and instance roles: the
-same sources pyarrow uses for the data files.
+same sources pyarrow uses for the data files. Where none of them holds credentials, requests go
+unsigned, as pyarrow's do: a public bucket reads, and a refusal says that no credentials were
+found (:class:`NoCredentialsError`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ COPY_THREADS = 8
 class NoSuchBucketError(UserError, FileNotFoundError):
     """The URI's bucket does not exist at the endpoint: a one-line user error, and a
     :class:`FileNotFoundError` for callers that take S3's 404 as "no such bucket" (the sweep record)."""
+
+
+class NoCredentialsError(UserError, PermissionError):
+    """No AWS credentials were found, the requests went unsigned (anonymous), and the endpoint
+    refused one (a private bucket, or a write to a public one): a one-line user error (exit 2)
+    saying so, never the endpoint's bare "AccessDenied" (exit 1) nor a fallback to pyarrow's
+    listing, which would be refused too, in more words; a :class:`PermissionError` still for
+    callers that take it as a failed request (a lease's heartbeat)."""
 
 
 class NoConditionalWritesError(UserError, OSError):
@@ -124,6 +134,8 @@ class S3Objects:
         self._keys = (key, secret, q.get("session_token")) if key and secret else None
         self._client: Any = None
         self._conditional_checked = False
+        #: True once the client was set up without credentials (its requests go unsigned)
+        self.unsigned = False
 
     def key(self, rel: str) -> str:
         return f"{self.prefix}/{rel}" if self.prefix else rel
@@ -169,7 +181,18 @@ class S3Objects:
                 kw.update(aws_access_key_id=self._keys[0], aws_secret_access_key=self._keys[1],
                           aws_session_token=self._keys[2])
             try:
-                self._client = boto3.session.Session().client("s3", **kw)
+                session = boto3.session.Session()
+                if not self._keys and session.get_credentials() is None:
+                    # no credentials anywhere (environment, files, profile, role): unsigned requests,
+                    # as pyarrow sends for the data files, so a public bucket can be read. botocore
+                    # refused every call ("Unable to locate credentials", exit 1) while pyarrow read
+                    # the same objects. The session keeps what it resolved: the client's own lookup
+                    # asks no provider (instance metadata, ~1-2 s off EC2) a second time
+                    from botocore import UNSIGNED
+
+                    kw["config"] = cfg.merge(Config(signature_version=UNSIGNED))
+                    self.unsigned = True
+                self._client = session.client("s3", **kw)
             except (BotoCoreError, ValueError) as e:
                 # the AWS configuration, read here (AWS_PROFILE naming no profile, a malformed
                 # config file or endpoint URL): it was a traceback from every writer and 'store unlock'
@@ -193,6 +216,8 @@ class S3Objects:
             # was in flight (S3 answers one of the two racers so): both mean "someone else won"
             if status in (412, 409) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return None
+            if self.unsigned and (status in (401, 403) or code in ("AccessDenied", "AllAccessDisabled")):
+                raise self.refused_unsigned(what, rel, code or str(status)) from None
             if code == "NoSuchBucket":   # a 404 too: it was "FileNotFoundError: s3://b/st/_meta/LEASE.json"
                 raise NoSuchBucketError(f"{self.shown}: the bucket {self.bucket!r} does not exist at this S3 "
                                         "endpoint (create it first, or correct the URI)") from None
@@ -215,6 +240,15 @@ class S3Objects:
                             f"{'; '.join(why) or 'invalid parameters'}") from None
         except BotoCoreError as e:
             raise OSError(f"{self.shown}/{rel}: {what} failed: {str(e).splitlines()[0]}") from None
+
+    def refused_unsigned(self, what: str, rel: str, why: str) -> NoCredentialsError:
+        """The one line for a request of this unsigned client (:attr:`unsigned`) that the endpoint
+        refused (``why``: its code, as "AccessDenied"), for boto3's and pyarrow's requests alike."""
+        return NoCredentialsError(
+            f"{self.shown}: no AWS credentials were found (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+            f"the credentials file, an instance role), so the {what} of {rel or 'the store'} was sent unsigned, "
+            f"and the endpoint refused it ({why}): without credentials only a public bucket can be read, and "
+            "none written")
 
     def require_conditional_writes(self, rel: str) -> None:
         """A one-line :class:`UserError` unless the endpoint honours ``If-None-Match: *`` and
@@ -295,6 +329,11 @@ class S3Objects:
             return None
         return None if r is None else str(r["ETag"])
 
+    def put(self, rel: str, data: bytes) -> None:
+        """PUT ``data`` at ``rel`` (unconditional; one request, for objects below S3's 5 GB limit)."""
+        if self._call("PUT", rel, self.client.put_object, Body=data) is None:   # 409: a concurrent write
+            raise OSError(f"{self.shown}/{rel}: PUT failed: a concurrent write of the same key")
+
     def delete(self, rel: str) -> None:
         """DELETE the object ``rel`` (none there is no error). Only this: pyarrow's ``delete_file``
         then PUT an empty ``<parent>/`` marker, replacing the bytes of an object stored under that
@@ -318,11 +357,17 @@ class S3Objects:
             done = self._call("copy", src_rel, self.client.copy_object, key=dst_rel, CopySource=src)
         else:
             from boto3.s3.transfer import TransferConfig
+            from s3transfer.exceptions import S3CopyFailedError
 
             cfg = TransferConfig(multipart_threshold=MULTIPART_COPY_BYTES, multipart_chunksize=MULTIPART_COPY_BYTES,
                                  max_concurrency=COPY_THREADS)
-            done = self._call("copy", src_rel, lambda Bucket, Key: self.client.copy(  # noqa: N803
-                src, Bucket, Key, Config=cfg) or True, key=dst_rel)   # (it returns None on success)
+            try:
+                done = self._call("copy", src_rel, lambda Bucket, Key: self.client.copy(  # noqa: N803
+                    src, Bucket, Key, Config=cfg) or True, key=dst_rel)   # (it returns None on success)
+            except S3CopyFailedError:
+                # s3transfer's word for a part's failed ETag condition (412): no OSError, so it
+                # escaped every caller (a commit past its commit point reported as failed)
+                done = None
         if done is None:
             # a precondition failed (412): a part's source was replaced mid-copy (each part is
             # conditional on the ETag read first). Never success: the caller then deletes the source
@@ -342,6 +387,25 @@ class S3Objects:
                 out[o["Key"][cut:]] = int(o.get("Size") or 0)
             if not r.get("IsTruncated") or not r.get("NextContinuationToken"):
                 return out
+            kw = {"ContinuationToken": r["NextContinuationToken"]}
+
+    def entry(self, rel: str) -> int | None:
+        """What is at ``rel``, as pyarrow's file info says it: the size in bytes of the object
+        with that key; else -1 if keys lie below ``rel/`` (a "directory", a marker ``rel/``
+        included); else None. One LIST (``Prefix=rel``, ``Delimiter='/'``; more only past 1,000
+        keys that start with ``rel``), where pyarrow asked a HEAD and, for no object there (the
+        usual case: finalize asks it of every new file's place), a LIST of ``rel/`` too."""
+        key = self.key(rel)
+        size: int | None = None
+        below = False
+        kw: dict[str, Any] = {}
+        while True:
+            r = self._call("LIST", rel, lambda Bucket, Key, **kw: self.client.list_objects_v2(  # noqa: N803
+                Bucket=Bucket, Prefix=Key, Delimiter="/", **kw), **kw) or {}
+            size = next((int(o.get("Size") or 0) for o in r.get("Contents", []) if o["Key"] == key), size)
+            below = below or any(c["Prefix"] == f"{key}/" for c in r.get("CommonPrefixes", []))
+            if not r.get("IsTruncated") or not r.get("NextContinuationToken"):
+                return size if size is not None else (-1 if below else None)
             kw = {"ContinuationToken": r["NextContinuationToken"]}
 
     def names(self, under: str) -> list[str]:

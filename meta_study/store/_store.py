@@ -151,6 +151,11 @@ class Store:
         self.lease_s = lease_s
         self.notify = notify
         self._beat: _Heartbeat | None = None   # the S3 lease's heartbeat while this store holds it
+        # (version, txn) whose manifest copy this store's _publish wrote or found: its finalize
+        # asks nothing more of it (a HEAD per commit on object stores)
+        self._copy_known: tuple[int, str] | None = None
+        # (version, versions listed) as _refuse_a_pruned_name listed them after publishing that version
+        self._versions_seen: tuple[int, list[int]] | None = None
 
     # ---- inspection ------------------------------------------------------------------------
 
@@ -268,6 +273,7 @@ class Store:
         try:
             return self._f.fs.get_file_info(self._f.root)
         except (pa.ArrowException, OSError) as e:
+            self._f.raise_if_unsigned_refused(e, "LIST", "")
             raise UserError(f"{self.uri}: cannot reach store location ({_first_line(e)})") from None
 
     def _require_directory(self, info: pafs.FileInfo) -> None:
@@ -943,7 +949,10 @@ class Store:
         if not txns:
             return set()
         out: set[str] = set()
-        for txn in sorted(txns & set(self._f.listdir("_staging"))):
+        # one LIST of that directory on object stores where one is named (a commit finishing its own
+        # version): listing '_staging' first cost a request more, and found the same
+        there = txns if len(txns) == 1 and not self._f.local else txns & set(self._f.listdir("_staging"))
+        for txn in sorted(there):
             out.update(rel for rel in self._f.sizes(f"_staging/{txn}") if rel in staged)
         return out
 
@@ -1046,6 +1055,8 @@ class Store:
                 # deleted and never counted as the file (garbage collection then deleted the only
                 # copy of its rows, staged)
                 self._f.move(e["path"], f"_damaged/{m.version:010d}/{e['path']}")
+            if isinstance(e.get("bytes"), int):
+                self._f.expect_size(staged, e["bytes"])   # on S3 no HEAD of the staged file before its copy
             self._f.move(staged, e["path"])
             if first:
                 _failpoint("mid_finalize")
@@ -1063,9 +1074,19 @@ class Store:
         for rel in self._not_yet_aside(m):   # a repair whose writer died after its commit point
             self._f.move(rel, f"_damaged/{m.version:010d}/{rel}")
             self._f.prune_empty_dirs(os.path.dirname(rel))
-        if m.version and m.format_version >= 2 and not self._f.exists(_copy_rel(m.version)):
+        if m.version and m.format_version >= 2 and not self._copy_there(m, listed):
             self._f.replace_bytes(_copy_rel(m.version), m.to_json())   # its writer died before writing it
         return listed
+
+    def _copy_there(self, m: _Manifest, listed: Mapping[str, int] | None) -> bool:
+        """Whether ``m``'s manifest copy exists: known without a request where this store's
+        :meth:`_publish` wrote it (or found it there) or the listing of the whole store that
+        :meth:`_finalize` just took (under the lock) holds it; else one ``stat`` or HEAD."""
+        if self._copy_known == (m.version, m.txn):
+            return True
+        if listed is not None:
+            return _copy_rel(m.version) in listed
+        return self._f.exists(_copy_rel(m.version))
 
     def _discard(self, rel: str, version: int) -> None:
         """Delete a file the store no longer needs (superseded, or a pruned manifest). A directory
@@ -1159,7 +1180,11 @@ class Store:
                 self._f.rmtree(f"_staging/{txn}")
             elif exclusive:   # under flock: every one whose writer is gone (a live one holds its own)
                 self._collect_local_staging(txn)
-        versions = self._manifest_versions()
+        # the listing _publish took of the version it just published (under the lock, moments ago;
+        # a LIST per commit on object stores): a manifest published since is newer, so an older
+        # listing never prunes more than a fresh one would
+        seen, self._versions_seen = self._versions_seen, None
+        versions = seen[1] if seen is not None and seen[0] == m.version else self._manifest_versions()
         for v in versions[:-KEEP_MANIFESTS]:
             self._discard(_mrel(v), m.version)
             self._discard(_copy_rel(v), m.version)
@@ -1462,6 +1487,7 @@ class Store:
             # only if absent: a copy already there may be the one record of a version whose
             # manifest was lost (it is never overwritten; 'store check' compares the two)
             self._f.create_exclusive(_copy_rel(m.version), m.to_json(), f"_meta/manifests/.tmp-copy-{txn}")
+            self._copy_known = (m.version, m.txn)   # written, or there already
 
 
     def _refuse_a_pruned_name(self, m: _Manifest) -> None:
@@ -1489,8 +1515,10 @@ class Store:
         doubt: str | None = None
         for _ in range(3):   # the newest pruned between the listing and the read: list again
             try:
-                newer = [v for v in self._manifest_versions() if v > m.version]
+                versions = self._manifest_versions()
+                newer = [v for v in versions if v > m.version]
                 if not newer:
+                    self._versions_seen = (m.version, versions)   # garbage collection's pruning reads it
                     return
                 latest, _ = self._read_manifest(newer[-1])
                 break
