@@ -54,7 +54,7 @@ def test_a_group_that_reaches_its_best_model_stays_trusted():
     (sel,) = fit_groups([(us, ds)], FitOptions(holdout_quantile=1.0))
     assert abs(_edge_miss(sel.headline)) <= 0.03
     assert sel.trusted, sel.trust_reason
-    assert sel.trust_reason.startswith(("back-test error", "latest back-test error"))
+    assert sel.trust_reason.startswith(("back-test error", "latest two back-tests' errors"))
 
 
 def test_the_edge_rule_reads_the_tolerance_in_both_directions():

@@ -78,7 +78,7 @@ def test_the_table_says_its_back_test_error_is_the_mean_over_the_cuts(one_group_
     backtest = [h for h in heads if h.startswith("back-test err")]
     assert backtest == ["back-test err, mean over cuts (pt)"], heads
     assert "flat guess back-test, mean over cuts (pt)" in heads, heads
-    assert "latest cut alone" in page           # the header's tooltip says the other rule
+    assert "latest two cuts" in page           # the header's tooltip says the other rule
 
 
 # 3. Fig. 3's rows average the shot settings of a task: said

@@ -187,6 +187,16 @@ def tested_reach(residuals: Sequence[Sequence[float]]) -> float:
     return max(0.0, float(np.median(farthest)))
 
 
+def latest_cut_errors(residuals: Sequence[Sequence[float]], k: int = 2) -> tuple[float, ...]:
+    """The RMSE of each of the latest ``k`` back-test cuts, earliest first, from (|residual|,
+    reach, cut) triples; fewer where the group has fewer cuts (pairs count as one cut)."""
+    if not len(residuals):
+        return ()
+    arr = np.asarray(residuals, dtype=float)
+    cut = arr[:, 2] if arr.shape[1] > 2 else np.zeros(arr.shape[0])
+    return tuple(float(np.sqrt(np.mean(arr[cut == c, 0] ** 2))) for c in np.unique(cut)[-k:])
+
+
 def latest_cut_error(residuals: Sequence[Sequence[float]]) -> float:
     """The RMSE of the latest back-test cut (the one fitted to the most models, predicting the
     frontier just above them: the held-out split itself at a smaller scale), from (|residual|,
@@ -534,6 +544,6 @@ def parse_members(raw: Any) -> list[tuple[str, str, dict[str, Any], str]]:
         raise ValueError(f"a headline row's members is not the JSON list meta-study writes ({e})") from None
 
 
-__all__ = ["ENSEMBLE", "HALF_POINT", "INTERVAL_RULE", "LEGACY_INTERVAL_RULE", "LEGACY_QUANTILE", "MEMBER_QUANTILE", "NO_SPREAD", "Headline", "member_predictions", "no_spread", "row_number", "distance", "empirical_quantile", "estimate_test_size", "half_width", "check_interval_rule", "latest_cut_error", "row_interval_rule",
+__all__ = ["ENSEMBLE", "HALF_POINT", "INTERVAL_RULE", "LEGACY_INTERVAL_RULE", "LEGACY_QUANTILE", "MEMBER_QUANTILE", "NO_SPREAD", "Headline", "member_predictions", "no_spread", "row_number", "distance", "empirical_quantile", "estimate_test_size", "half_width", "check_interval_rule", "latest_cut_error", "latest_cut_errors", "row_interval_rule",
            "interval_around", "noise_half_width", "parse_members", "parse_residuals", "point_secant", "quantile_name", "residuals_json", "tested_reach",
            "us_at"]
