@@ -18,7 +18,8 @@
 # inherits this shell's environment (object-store credentials and endpoint, for instance), as a
 # node on another machine would get its own. Its ports are picked free, so several nodes fit on
 # one machine. It writes STATE_DIR/NAME.pid and NAME.log; what an earlier start of NAME left running
-# (its `ray start` killed, its raylet living on) is stopped first.
+# (its `ray start` killed, its raylet living on) is stopped first. It may run inside the cluster (a
+# Ray task or job that adds a node): only a caller inside NAME's own leftovers is refused there.
 #
 # On another machine, the same `ray start --address HEAD_IP:PORT` with the token file copied there
 # (mode 0600) joins the cluster, where HEAD_IP is an address of the head that machine reaches (not
@@ -103,6 +104,25 @@ running "$state/ray.pid" "$marker" || die "$head_down"
 if running "$state/$name.pid" "$marker"; then
   note "$name is already running (pid $(cat "$state/$name.pid"))"
   exit 0
+fi
+# Run inside the cluster (a Ray task, or a job's driver: below the head's leader, or in its session),
+# this shell's environment is a Ray worker's: Ray's internal flags (RAY_JOB_ID, RAY_RAYLET_PID; Ray
+# strips them from a job's environment too) and the OMP_NUM_THREADS Ray set for that worker (1 for
+# its one CPU) became the node's, and every worker on the node kept OMP_NUM_THREADS=1 (Ray sets it
+# only where it is unset): a trial of 8 CPUs there ran PyTorch on one thread.
+head_leader="$(cat "$state/ray.pid")"
+worker_env=()
+inside_head() {
+  local p=$$
+  [ "$(ps -o sid= -p $$ 2>/dev/null | tr -d ' ')" = "$head_leader" ] && return 0
+  while [ -n "$p" ] && [ "$p" -gt 1 ]; do
+    p="$(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ')"
+    [ "$p" = "$head_leader" ] && return 0
+  done
+  return 1
+}
+if inside_head; then
+  worker_env=(-u RAY_JOB_ID -u RAY_RAYLET_PID -u RAY_OVERRIDE_NODE_ID_FOR_TESTING -u OMP_NUM_THREADS)
 fi
 # A NAME.pid whose leader is gone (its `ray start --block` SIGKILLed or OOM-killed): its raylet and
 # workers outlive it in its session, and this start overwrote NAME.pid, so local-down.sh never knew
@@ -190,7 +210,7 @@ echo "=== local-add-node $(date -u +%FT%TZ)" >> "$state/$name.log"
 note "starting Ray node $name, joining $RAY_ADDRESS (log: $state/$name.log)"
 # the leader of its own session, like the head: local-down.sh stops exactly its processes
 PATH="$state/bin:$PATH" "$PY" -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' \
-  env -u RAY_ADDRESS RAY_enable_metrics_collection=0 "$PY" -m ray.scripts.scripts "${ray_args[@]}" \
+  env -u RAY_ADDRESS ${worker_env[@]+"${worker_env[@]}"} RAY_enable_metrics_collection=0 "$PY" -m ray.scripts.scripts "${ray_args[@]}" \
   < /dev/null >> "$state/$name.log" 2>&1 9>&- &
 node_pid=$!
 echo "$node_pid" > "$state/$name.pid"

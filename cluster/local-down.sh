@@ -333,8 +333,13 @@ fi
 # the caller (Ray kills the task's worker), and this script with it, half-way: MLflow ran on, and
 # ray.pid and env.sh stayed. A live PID that names none of this state's paths is a stale PID file
 # (stop_service says so), no reason to refuse.
+# For local-add-node.sh (META_STUDY_DOWN_ONLY_NODE) only that node's PID file counts: what it stops
+# is that node's leftovers, and a job or task that adds a node runs below the head's leader, which
+# refused it ("this runs inside what it would stop (ray.pid's ..."): the node was never added.
+to_stop=("$state"/*.pid)
+[ -z "${META_STUDY_DOWN_ONLY_NODE:-}" ] || to_stop=("$state/$META_STUDY_DOWN_ONLY_NODE.pid")
 if [ "$rebooted" -eq 0 ]; then
-  for pidfile in "$state"/*.pid; do
+  for pidfile in "${to_stop[@]}"; do
     [ -f "$pidfile" ] || continue
     leader="$(cat "$pidfile")" base="$(basename "$pidfile" .pid)"
     [[ "$leader" =~ ^[0-9]+$ ]] && mine "$leader" || continue
@@ -343,7 +348,9 @@ if [ "$rebooted" -eq 0 ]; then
     if ! alive "$leader" || leader_in "$kind" "$leader" "$state" "$ray_tmp" \
         || { [ -n "$o_state" ] && leader_in "$kind" "$leader" "$o_state" "$o_ray_tmp"; } \
         || [ "$(log_dir "$leader" "$base")" -ef "$state" ]; then
-      echo "local-down: error: $state: this runs inside what it would stop ($base.pid's $leader is this script's session or one of its callers: a Ray task or job, or a shell started from one); run cluster/local-down.sh from outside it" >&2
+      caller=local-down.sh
+      [ -z "${META_STUDY_DOWN_ONLY_NODE:-}" ] || caller=local-add-node.sh   # NAME's leftovers: a task on them
+      echo "local-down: error: $state: this runs inside what it would stop ($base.pid's $leader is this script's session or one of its callers: a Ray task or job, or a shell started from one); run cluster/$caller from outside it" >&2
       exit 2
     fi
   done

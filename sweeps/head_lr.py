@@ -15,7 +15,7 @@ import numbers
 
 from meta_study.errors import UserError
 from meta_study.tune.runner import PATCH_32PX, SweepOptions, SweepSpec, grid, sweep_main
-from meta_study.tune.sizing import resources   # by model: a share of --gpus-per-trial, host memory
+from meta_study.tune.sizing import resources   # by model: a share of --gpus-per-trial, host memory (said at start)
 
 BODY_LR = 8e-4
 SMOKE_LR = 2e-3

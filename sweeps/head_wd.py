@@ -21,7 +21,7 @@ Then: ``meta-study ingest $MLFLOW_TRACKING_URI --experiment head_wd --store S`` 
 """
 
 from meta_study.tune.runner import PATCH_32PX, SweepSpec, grid, sweep_main
-from meta_study.tune.sizing import resources   # by model: a share of --gpus-per-trial, host memory
+from meta_study.tune.sizing import resources   # by model: a share of --gpus-per-trial, host memory (said at start)
 
 SPEC = SweepSpec(
     name="head_wd",

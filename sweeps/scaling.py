@@ -18,7 +18,7 @@ GiB, on a node of eight GPUs). ``--smoke`` trials take ``--cpus-per-trial`` each
 """
 
 from meta_study.tune.runner import PATCH_32PX, SweepSpec, grid, sweep_main
-from meta_study.tune.sizing import resources   # by model: a share of --gpus-per-trial, host memory
+from meta_study.tune.sizing import resources   # by model: a share of --gpus-per-trial, host memory (said at start)
 
 SPEC = SweepSpec(
     name="scaling",

@@ -21,6 +21,12 @@ entry grown by its larger head, ``max(share, share(P_k))`` and ``memory + memory
 (ViT-B on ImageNet-21k's 21,843 classes: 16.6M more parameters, 14 GiB). P counts the head of the
 trial's own US task.
 
+What a sweep says. Each trial size is said once on stderr at the sweep's start (:func:`sharing_line`,
+from :func:`resources`, which the driver calls for every config the space can give before Ray
+runs any): on a GPU run the GPU fraction and how many such trials share one GPU (Ray divides the
+GPU's count, not its memory), the CPUs, the host memory Ray reserves, and whether the size is the
+table's (grown for a larger head) or estimated from the parameter count, with the count.
+
 Costs. A tabled model on the default task: a table lookup and one ~10 ms count of the task's
 classes. Otherwise the model is built once on PyTorch's meta device (no memory, no weights, 0.3-2 s;
 imports torch and timm), and a ``--dataset``'s classes are learned without loading it (one listing
@@ -40,6 +46,7 @@ import json
 import math
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .runner import SweepOptions, TrialResources
@@ -231,31 +238,107 @@ def param_count(config: Mapping[str, Any], num_classes: int) -> int | None:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class TrialSize:
+    """A trial's size before the options apply: ``share`` (of the per-trial GPUs or CPUs),
+    ``memory_gb`` (host memory, GiB) and ``basis``, how they were found, in words for the run-time
+    line (:func:`sharing_line`): the table's entry, the entry grown by a larger head, or an
+    estimate from the parameter count (outside the table), with the numbers that made it."""
+
+    share: float
+    memory_gb: float
+    basis: str
+
+
+def _millions(params: float) -> str:
+    """``303.4M``; ``86M`` (a round count)."""
+    return f"{params / 1e6:.1f}".removesuffix(".0") + "M"
+
+
 def size_of(config: Mapping[str, Any], datasets: Mapping[str, str] | None = None) -> tuple[float, float]:
     """(share, host memory in GiB) of a model not in :data:`SIZES` (``vit_l``,
     ``resnetv2_101x3_bit``), from its parameter count as the trial builds it, with its US task's
     classes (:func:`us_classes`, :func:`size_from_params`): ViT-L (304M) a whole share and 32.5 GiB;
     ``resnetv2_101x3_bit`` on a 21,843-class ImageNet-21k 52.5 GiB."""
-    return size_from_params(param_count(config, us_classes(config, datasets)))
+    size = estimated_size(config, datasets)
+    return size.share, size.memory_gb
+
+
+def estimated_size(config: Mapping[str, Any], datasets: Mapping[str, str] | None = None) -> TrialSize:
+    """:func:`size_of` with its basis: the parameter count and the rule, or why there is none."""
+    model, k = str(config.get("model_name")), us_classes(config, datasets)
+    params = param_count(config, k)
+    share, memory_gb = size_from_params(params)
+    if params is None:
+        return TrialSize(share, memory_gb, f"the default for an unknown size: {model} is not in the sizing table, "
+                                           "and it could not be built here to count its parameters")
+    return TrialSize(share, memory_gb,
+                     f"an estimate from its parameter count ({model} is not in the sizing table): {_millions(params)} "
+                     f"with a {k:,}-class head, 4 GiB for the process + 8 GiB per {_millions(REFERENCE_PARAMS)} "
+                     f"parameters, a quarter share per {_millions(REFERENCE_PARAMS / 4)} (0.25 to 1)")
 
 
 def table_size(config: Mapping[str, Any], datasets: Mapping[str, str] | None = None) -> tuple[float, float]:
     """(share, host memory in GiB) of a model in :data:`SIZES`: the table's, for a US task of at
     most :data:`TABLE_CLASSES` classes; with more, grown by the larger head (:func:`size_with_head`:
     ViT-B on ImageNet-21k 14 GiB; ResNet-50 a whole share and 12.5 GiB)."""
-    table = SIZES[str(config.get("model_name"))]
+    size = tabled_size(config, datasets)
+    return size.share, size.memory_gb
+
+
+def tabled_size(config: Mapping[str, Any], datasets: Mapping[str, str] | None = None) -> TrialSize:
+    """:func:`table_size` with its basis: the table's entry, and a larger head's parameters if any."""
+    model = str(config.get("model_name"))
+    table = SIZES[model]
     k = us_classes(config, datasets)
+    entry = f"the sizing table ({model}: a {table[0]:g} share, {table[1]:g} GiB)"
     if k <= TABLE_CLASSES:
-        return table
-    return size_with_head(table, param_count(config, k), param_count(config, TABLE_CLASSES))
+        return TrialSize(*table, entry)
+    params, table_params = param_count(config, k), param_count(config, TABLE_CLASSES)
+    share, memory_gb = size_with_head(table, params, table_params)
+    if params is None or table_params is None:
+        return TrialSize(share, memory_gb, f"{entry}; its {k:,}-class head could not be counted here")
+    return TrialSize(share, memory_gb,
+                     f"{entry}, grown for a {k:,}-class head's {_millions(max(0, params - table_params))} more "
+                     f"parameters than at {TABLE_CLASSES} classes, at 8 GiB per {_millions(REFERENCE_PARAMS)}")
+
+
+def trial_size(config: Mapping[str, Any], datasets: Mapping[str, str] | None = None) -> TrialSize:
+    """A trial's :class:`TrialSize`: :func:`tabled_size` for a model in :data:`SIZES`, else
+    :func:`estimated_size`."""
+    return (tabled_size if str(config.get("model_name")) in SIZES else estimated_size)(config, datasets)
+
+
+def sharing_line(model: str, request: TrialResources, basis: str) -> str:
+    """What a trial of ``model`` asks for, in one line: on a GPU run its GPU (and how many such
+    trials share one GPU; Ray divides a GPU's count, not its memory, which they share), its CPUs,
+    and the host memory Ray reserves for it (its ``memory`` resource), with how that was sized."""
+    gpu = ""
+    if request.gpu:
+        together = math.floor(1 / request.gpu + 1e-9)   # whole trials per GPU; a fraction's rest stays idle
+        shared = (f"{together} trials per GPU, which share its memory: Ray does not divide it" if together > 1
+                  else "a GPU to itself" if request.gpu <= 1 else "GPUs of its own")
+        gpu = f"{request.gpu:g} GPU{'s' if request.gpu > 1 else ''} ({shared}), "
+    return (f"sizing: {model} trials ask {gpu}{request.cpu:g} CPU{'s' if request.cpu != 1 else ''} and "
+            f"{request.memory_gb:g} GiB of host memory (reserved) each; sized by {basis}")
+
+
+_SAID: set[str] = set()   # sharing lines said by this process: each once, however many trials ask
 
 
 def resources(config: Mapping[str, Any], options: SweepOptions) -> TrialResources:
     """A trial's resources from its model (``config["model_name"]``, with its ``img_size``,
     ``model_kwargs`` and US task): a share of ``--gpus-per-trial`` (GPU runs) or of
     ``--cpus-per-trial`` (CPU runs: the smoke models), and host memory in GiB to match
-    (:func:`table_size` for a model in :data:`SIZES`, else :func:`size_of`; :func:`request`).
-    A ``SweepSpec.resources``: Tune pickles it by reference."""
-    sized = table_size if str(config.get("model_name")) in SIZES else size_of
-    share, memory_gb = sized(config, options.datasets)
-    return request(share, memory_gb, options)
+    (:func:`trial_size`; :func:`request`). A ``SweepSpec.resources``: Tune pickles it by reference.
+
+    The first time a size is asked for in this process, :func:`sharing_line` is said on stderr:
+    the driver sizes every trial its space can give before Ray starts any (runner's
+    ``trial_requests``), so each sweep says each of its trial sizes once, at its start."""
+    size = trial_size(config, options.datasets)
+    asked = request(size.share, size.memory_gb, options)
+    line = sharing_line(str(config.get("model_name")), asked, size.basis)
+    if line not in _SAID:
+        _SAID.add(line)
+        print(line, file=sys.stderr)
+    return asked
