@@ -253,6 +253,7 @@ def _run_demo(wd: Path, synthetic: bool, serial: bool, log: Callable[[str], None
             log(f"  {line}")
     if synthetic:
         _compare_known_laws(Path(res.version_dir), log)
+    log(answer_summary(Path(res.version_dir)))   # the question across tasks, as the report says it
     out = DemoResult(workdir=wd, tracking_uri=tracking, store=store, report=report, models=models,
                      seconds=time.monotonic() - t0)
     log("")
@@ -487,6 +488,18 @@ def trust_tolerance_pt(results: Path) -> float | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return round(100 * float(tol), 6) if isinstance(tol, (int, float)) and math.isfinite(tol) else None
+
+
+def answer_summary(results: Path) -> str:
+    """The report's one line across groups (:func:`~meta_study.analysis.answers.payoff_summary`)
+    from a results directory's ``fits.parquet``: what the trusted answers say more US accuracy
+    buys. Costs one read of the fits."""
+    import pandas as pd
+
+    from .analysis.answers import payoff_summary
+
+    fits = pd.read_parquet(results / "fits.parquet")
+    return payoff_summary(fits[fits["headline"].astype(bool)].to_dict("records"))
 
 
 def held_out_check(results: Path) -> list[str]:

@@ -72,6 +72,9 @@ def test_synthetic_demo_end_to_end_and_again(tmp_path):
     checks = [part for line in known if "(trusted)" in line for part in line.split(";")]
     assert checks and sum(c.strip().endswith("yes") for c in checks) >= 0.8 * len(checks), known
     _check_held_out(r.stdout)
+    # the question across tasks in one line, the report's own (session 52)
+    summary = [line for line in r.stdout.splitlines() if line.startswith("Does more US accuracy still pay?")]
+    assert len(summary) == 1, r.stdout
     again = run_cli("demo", "--workdir", str(wd), "--synthetic", timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "refit: noop" in again.stdout and "0 new, 0 updated" in again.stdout

@@ -79,3 +79,15 @@ def test_fit_and_report_print_the_same_summary(tmp_path) -> None:
 
     page = html.unescape((tmp_path / "rep" / "index.html").read_text())
     assert lines[0] in page, lines[0]
+
+
+def test_the_demos_summary_reads_the_results_fits(tmp_path) -> None:
+    """`meta-study demo` ends with the same line, read from its refit's fits.parquet."""
+    from test_demo import _synthetic_results
+
+    from meta_study.demo import answer_summary
+
+    results, fits = _synthetic_results(tmp_path / "r")
+    line = answer_summary(results)
+    assert line == payoff_summary(fits[fits["headline"]].to_dict("records")), line
+    assert line.startswith(f"Does more US accuracy still pay? {int(fits['headline'].sum())} groups, "), line
