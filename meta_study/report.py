@@ -108,8 +108,12 @@ def _figure_alt(name: str, groups: Mapping[str, Mapping[str, Any]], level: str) 
     r = groups.get(name)
     if r is not None:
         shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
-        return (f"DS against US accuracy, {r['us_task']} to {r['ds_task']} ({r['eval_protocol']}{shots}): the "
-                f"models and the headline prediction with its {level} interval")
+        # a group with no usable fit draws its models alone (its title says so): the alt text named
+        # a prediction and an interval the figure does not have. A row without a status: as before
+        st = r.get("status")
+        shown = (f"the models and the headline prediction with its {level} interval"
+                 if st is None or pd.isna(st) or st == "ok" else "the models alone (no usable fit: no prediction)")
+        return f"DS against US accuracy, {r['us_task']} to {r['ds_task']} ({r['eval_protocol']}{shots}): {shown}"
     if name == "fits_grid":
         return (f"DS against US accuracy for every group: the models and the headline prediction with its "
                 f"{level} interval")

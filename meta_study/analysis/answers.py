@@ -417,7 +417,7 @@ def payoff_summary(rows: Sequence[Mapping[str, Any]], threshold: float | None = 
     unstated = len(trusted) - len(stated) - flat
     if unstated:
         parts.append(f"{unstated} state{'s' if unstated == 1 else ''} no slope at +1 US pt (past the tested "
-                     "horizon or 100% US)")
+                     "horizon, past 100% US, or none fitted there)")
     untrusted = n - len(trusted)
     tail = (f" The other {untrusted} answer{'s are' if untrusted != 1 else ' is'} not trusted: read "
             f"{'their intervals and reasons' if untrusted != 1 else 'its interval and reason'}, not a number." if untrusted else "")

@@ -190,7 +190,7 @@ def tested_reach(residuals: Sequence[Sequence[float]]) -> float:
 def latest_cut_errors(residuals: Sequence[Sequence[float]], k: int = 2) -> tuple[float, ...]:
     """The RMSE of each of the latest ``k`` back-test cuts, earliest first, from (|residual|,
     reach, cut) triples; fewer where the group has fewer cuts (pairs count as one cut)."""
-    if not len(residuals):
+    if not len(residuals) or k <= 0:     # k = 0: none ([-0:] read every cut)
         return ()
     arr = np.asarray(residuals, dtype=float)
     cut = arr[:, 2] if arr.shape[1] > 2 else np.zeros(arr.shape[0])
