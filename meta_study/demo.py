@@ -253,7 +253,8 @@ def _run_demo(wd: Path, synthetic: bool, serial: bool, log: Callable[[str], None
             log(f"  {line}")
     if synthetic:
         _compare_known_laws(Path(res.version_dir), log)
-    log(answer_summary(Path(res.version_dir)))   # the question across tasks, as the report says it
+    if (Path(res.version_dir) / "fits.parquet").exists():    # a refit always writes it
+        log(answer_summary(Path(res.version_dir)))   # the question across tasks, as the report says it
     out = DemoResult(workdir=wd, tracking_uri=tracking, store=store, report=report, models=models,
                      seconds=time.monotonic() - t0)
     log("")
