@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client
 import http.server
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -18,39 +17,13 @@ from typing import Any
 
 import pytest
 
-from conftest import make_rows
 from meta_study.store import Store
 from meta_study.store import _s3
-from meta_study.validation import validate
 
 boto3 = pytest.importorskip("boto3")
 
-_REQUEST = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+"')
-
-
-def _prefix(request) -> str:
-    return request.node.name.replace("[", "-").replace("]", "")
-
-
-def _log_mark(s3) -> int:
-    """Where the server's request log ends now (bytes): what it logs next is what came after."""
-    return (s3.root / "moto.log").stat().st_size
-
-
-def _requests(s3, since: int) -> list[tuple[str, str, dict[str, str]]]:
-    """(method, path, query) of each request the server logged after ``since``."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", (s3.root / "moto.log").read_bytes()[since:].decode("utf-8", "replace"))
-    out = []
-    for m in _REQUEST.finditer(text):
-        path, _, query = m["path"].partition("?")
-        out.append((m["method"], urllib.parse.unquote(path), dict(urllib.parse.parse_qsl(query, keep_blank_values=True))))
-    return out
-
-
-def _rows(acc: float, ds_tasks=("a", "b", "c", "d", "e")):
-    df = make_rows(3, ds_tasks=ds_tasks)
-    df["ds_accuracy"] = acc
-    return validate(df).table
+# the server's request log, read as test_s51_store_s3 reads it (one reader of moto's log format)
+from test_s51_store_s3 import _log_mark, _prefix, _requests, _rows  # noqa: E402
 
 
 class _Relay(http.server.BaseHTTPRequestHandler):

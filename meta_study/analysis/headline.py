@@ -201,12 +201,8 @@ def latest_cut_error(residuals: Sequence[Sequence[float]]) -> float:
     """The RMSE of the latest back-test cut (the one fitted to the most models, predicting the
     frontier just above them: the held-out split itself at a smaller scale), from (|residual|,
     reach, cut) triples; NaN without residuals. Pairs count as one cut."""
-    if not len(residuals):
-        return math.nan
-    arr = np.asarray(residuals, dtype=float)
-    cut = arr[:, 2] if arr.shape[1] > 2 else np.zeros(arr.shape[0])
-    last = arr[cut == cut.max(), 0]
-    return float(np.sqrt(np.mean(last * last)))
+    last = latest_cut_errors(residuals, 1)
+    return last[0] if last else math.nan
 
 
 def estimate_test_size(accuracies: np.ndarray, max_size: int = 200_000) -> float:
