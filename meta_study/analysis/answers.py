@@ -385,12 +385,25 @@ def payoff_summary(rows: Sequence[Mapping[str, Any]], threshold: float | None = 
     does not state): how many answers are trusted; of those, where +1 US point past the best
     visible model still buys ``threshold`` DS points or more (the median and range of those
     slopes), where less, where a stop-paying point within the data is stated, where DS does not
-    track US; and that the untrusted ones answer with intervals, not numbers. ``threshold``
-    defaults to the rows' ``payoff_threshold``. Costs nothing: it reads the rows."""
+    track US; and that the untrusted ones answer with intervals, not numbers. Costs nothing: it
+    reads the rows.
+
+    Each row is read at its own ``payoff_threshold`` (:data:`PAYOFF_THRESHOLD` for a row without
+    one), the one its stop-paying point was found with: rows fitted at 0.1 and 0.2 (two fits read
+    as one table) were all counted at 0.1, beside stop-paying points found at 0.2. ``threshold``,
+    if given, must be that of every row, as :func:`answer` refuses another (ValueError)."""
     rows = list(rows)
-    if threshold is None:
-        ts = {t for t in (_f(r, "payoff_threshold") for r in rows) if math.isfinite(t)}
-        threshold = ts.pop() if len(ts) == 1 else PAYOFF_THRESHOLD
+    own = [_f(r, "payoff_threshold") for r in rows]
+    own = [t if math.isfinite(t) else PAYOFF_THRESHOLD for t in own]
+    if threshold is not None:
+        if not 0 < float(threshold) <= 100:
+            raise ValueError(f"threshold must be DS points per US point in (0, 100], got {float(threshold):g}")
+        other = sorted({t for t in own if not math.isclose(float(threshold), t, rel_tol=1e-9)})
+        if other:
+            raise ValueError(f"threshold {float(threshold):g} is not the rows' payoff_threshold "
+                             f"({', '.join(f'{t:g}' for t in other)}), the one their stop-paying points were found "
+                             f"with: leave threshold out, or fit again with payoff_threshold={float(threshold):g}")
+    by_row = {id(r): t for r, t in zip(rows, own)}
     n = len(rows)
     trusted = [r for r in rows if _flag(r, "trusted")]
     head = f"Does more US accuracy still pay? {n} group{'s' if n != 1 else ''}, {len(trusted)} trusted"
@@ -398,16 +411,21 @@ def payoff_summary(rows: Sequence[Mapping[str, Any]], threshold: float | None = 
         return (head + ": no answer is trusted, so none is a number: read each group's interval and why "
                 "it is not trusted.")
     slopes = [(r, _first_step_slope(r)) for r in trusted]
-    stated = [v for _, v in slopes if math.isfinite(v)]
-    pays = [v for v in stated if v >= threshold]
+    stated = [(v, by_row[id(r)]) for r, v in slopes if math.isfinite(v)]
+    pays = [v for v, t in stated if v >= t]
+    ts = sorted({t for _, t in stated})
     parts = []
     if stated:
-        lo, med, hi = min(stated), float(np.median(stated)), max(stated)
-        t_lo, t_med, t_hi = _slope_texts(threshold, lo, med, hi)
+        vals = [v for v, _ in stated]
+        lo, med, hi = min(vals), float(np.median(vals)), max(vals)
+        # one threshold: the slopes read on its side of it; several: on the side of the lowest
+        t_lo, t_med, t_hi = _slope_texts(ts[0], lo, med, hi)
         gain = (f"{t_med} pt per US pt in the median ({t_lo}-{t_hi} over {len(stated)})" if len(stated) > 1
                 else f"{t_med} pt per US pt")
+        at = (f"the threshold of {ts[0]:g}" if len(ts) == 1 else
+              f"its group's own threshold ({' or '.join(f'{t:g}' for t in ts)}, as each was fitted)")
         parts.append(f"at +1 US pt past the best visible model DS gains {gain}, {len(pays)} of {len(stated)} "
-                     f"at or above the threshold of {threshold:g}")
+                     f"at or above {at}")
     stops = sum(1 for r in trusted if _flag(r, "stop_paying_supported"))
     if stops:
         parts.append(f"{stops} state{'s' if stops == 1 else ''} a stop-paying point within the data")
