@@ -19,10 +19,11 @@
     synthetic families with known laws. Groups need 10 or more models.
 (s) **Synthetic families with a known law: the claims' intervals against the truth.** The demo's
     simulator and our own families (eq1, eq1 with an upstream Bayes error, logit-linear), every
-    model visible: in trusted groups, the share of 90% intervals that hold the true law's value at
-    +1, +3 and +5 US points (within the tested horizon) and at ``predict_us``, the true US accuracy
-    needed for a DS target 2 points past the best model, and the true stop-paying point where one
-    is stated; and the share of the laws' spreads of the slope at +1, +3 and +5 US points (the
+    model visible: in trusted groups, the share of 90% bands for the trend (``band="trend"``; the
+    prediction interval's share beside them) that hold the true law's value at +1, +3 and +5 US
+    points (within the tested horizon) and at ``predict_us``, the share of US-needed intervals
+    holding the true US accuracy needed for a DS target 2 points past the best model, and of the
+    stop-paying spreads holding the true stop-paying point where one is stated; and the share of the laws' spreads of the slope at +1, +3 and +5 US points (the
     members' equal-tailed 90% quantiles, not an interval) that hold the true law's slope there.
 (b) **Cost**: the whole answer (every law on every frontier, back-tests, headline, claims) on
     ``--groups`` synthetic groups of ``--points`` models, against the fit this project had first
@@ -275,24 +276,29 @@ def claims_check(groups: list[tuple[str, np.ndarray, np.ndarray, LawFit]], thres
         s = fit_groups([(us, ds)], FitOptions(holdout_quantile=1.0, selection=SelectionOptions(ds_target=target)))[0]
         cl = s.claims
         truth = lambda u: float(law.predict_accuracy(np.array([u]))[0])  # noqa: E731
-        checks: list[tuple[str, bool]] = []
+        # (claim, the trend's band holds the law, the prediction interval holds it: NaN where none)
+        checks: list[tuple[str, bool, float]] = []
         if math.isfinite(cl.predict_us):
-            checks.append(("DS at the horizon", cl.predict_lo <= truth(cl.predict_us) <= cl.predict_hi))
+            t = truth(cl.predict_us)
+            checks.append(("DS at the horizon", cl.predict_trend_lo <= t <= cl.predict_trend_hi,
+                           float(cl.predict_lo <= t <= cl.predict_hi)))
         for st in cl.steps:
             if math.isfinite(st.ds) and not st.beyond_horizon:
-                checks.append((f"DS at +{st.points}", st.lo <= truth(st.us) <= st.hi))
+                t = truth(st.us)
+                checks.append((f"DS at +{st.points}", st.trend_lo <= t <= st.trend_hi, float(st.lo <= t <= st.hi)))
                 if math.isfinite(st.slope_lo):   # the laws' spread of the slope, not a 90% interval
                     true = float(point_secant(law.predict_accuracy, np.array([st.us]))[0])
                     spreads.append({"group": name, "trusted": s.trusted, "step": f"+{st.points}", "true": true,
                                     "headline": st.slope, "covered": st.slope_lo <= true <= st.slope_hi})
         un = us_needed(law, target)
         if math.isfinite(cl.us_needed) and math.isfinite(un):
-            checks.append(("US needed", cl.us_needed_lo <= un <= cl.us_needed_hi))
+            checks.append(("US needed", cl.us_needed_lo <= un <= cl.us_needed_hi, math.nan))
         if cl.stop_paying_supported:
             sp = stop_paying_us(law, threshold)
-            checks.append(("stop paying", cl.stop_paying_lo <= (1.0 if math.isnan(sp) else sp) <= cl.stop_paying_hi))
-        rows += [{"group": name, "family": name.split("-")[0], "trusted": s.trusted, "claim": c, "covered": ok}
-                 for c, ok in checks]
+            checks.append(("stop paying", cl.stop_paying_lo <= (1.0 if math.isnan(sp) else sp) <= cl.stop_paying_hi,
+                           math.nan))
+        rows += [{"group": name, "family": name.split("-")[0], "trusted": s.trusted, "claim": c, "covered": ok,
+                  "prediction interval": pi} for c, ok, pi in checks]
     out = pd.DataFrame(rows)
     out.attrs["spreads"] = pd.DataFrame(spreads)
     return out
@@ -361,8 +367,11 @@ def main() -> None:
     c = claims_check(demo_simulator(0) + demo_simulator(1) + law_families(0) + law_families(1))
     tr = c[c["trusted"]]
     print("(s) synthetic families with known laws: share of 90% intervals holding the truth, trusted groups "
-          f"({tr['group'].nunique()} of {c['group'].nunique()} trusted)")
-    print(tr.groupby(["claim"])["covered"].agg(["mean", "size"]).round(3).to_string())
+          f"({tr['group'].nunique()} of {c['group'].nunique()} trusted); DS claims by the trend's band (the "
+          "prediction interval beside it), the US needed where the trend's band reaches the target")
+    by_claim = tr.groupby(["claim"]).agg(mean=("covered", "mean"), size=("covered", "size"),
+                                         prediction_interval=("prediction interval", "mean"))
+    print(by_claim.round(3).to_string())
     print(tr.groupby(["family"])["covered"].agg(["mean", "size"]).round(3).to_string())
     sp = c.attrs["spreads"]
     sp = sp[sp["trusted"]]

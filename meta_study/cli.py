@@ -942,8 +942,10 @@ def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures
                    "(--holdout-quantile 1.0 answers from every model)")
     levels = sorted({row_level(r) for r in heads.to_dict("records")})
     if levels:   # what the brackets of every answer line are (the report says it beside its table)
-        click.echo(f"brackets give the {' / '.join(level_pct(v) for v in levels)} prediction interval; "
-                   "[labels] after a line are its warnings")
+        lv = ' / '.join(level_pct(v) for v in levels)
+        click.echo(f"brackets give the {lv} prediction interval (what a model there will measure), then in a "
+                   f"trusted answer the trend's {lv} band (where the frontier's law lies, without one model's "
+                   "scatter about it); [labels] after a line are its warnings")
     for r in heads.to_dict("records"):
         shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
         labels = ", ".join(label for label, _ in flags(r.get("warnings")))

@@ -13,7 +13,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from .frontiers import FRONTIERS, frontier_points
-from .headline import ENSEMBLE, Headline, interval_around, parse_residuals, row_interval_rule, row_number
+from .headline import (ENSEMBLE, Headline, check_band, interval_around, parse_residuals, row_interval_rule, row_number,
+                       trend_around)
 from .hull import hull_frontier, upper_hull
 from .laws import LAWS, LawFit, get_law
 from .powerlaw import PowerLawFit, fit_power_law, fit_power_laws
@@ -78,8 +79,8 @@ def predict_fit(row: Mapping[str, Any], us_accuracy: Any) -> np.ndarray:
         return np.clip(np.asarray(_curve(row).predict_accuracy(_us(us_accuracy)), dtype=float), 0.0, 1.0)
 
 
-def predict_interval(row: Mapping[str, Any], us_accuracy: Any, level: float | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def predict_interval(row: Mapping[str, Any], us_accuracy: Any, level: float | None = None,
+                     band: str = "prediction") -> tuple[np.ndarray, np.ndarray]:
     """The ``level`` prediction interval ``(lo, hi)`` (DS accuracies, fractions) of a row of
     ``fits.parquet`` at ``us_accuracy``. ``level`` defaults to the row's own (its ``level``
     column: the level its stored intervals ``ds_plus*_lo/hi`` were made at; 0.9 for a row without
@@ -92,9 +93,17 @@ def predict_interval(row: Mapping[str, Any], us_accuracy: Any, level: float | No
     [0, 1]. A row written before 2026-12-06 (no ``interval_rule``) keeps the symmetric interval it
     stated; see :mod:`~meta_study.analysis.headline`. NaN where the row has no back-test or no usable fit.
 
+    ``band="trend"`` gives the band for the frontier's law at ``us_accuracy`` instead of for a
+    model's measured accuracy there: the half-width with the row's own scatter (``fit_err``, the
+    fit's RMS miss of its visible frontier) removed in quadrature, no binomial floor (the stored
+    ``ds_plus*_trend_lo/hi``; :func:`~meta_study.analysis.headline.trend_around`). A row without
+    ``fit_err`` removes nothing.
+
     Raises:
-        ValueError: ``level`` (given, or the row's) not a number in (0, 1), or a US accuracy outside [0, 1].
+        ValueError: ``level`` (given, or the row's) not a number in (0, 1), a US accuracy outside
+            [0, 1], or a ``band`` other than "prediction" and "trend".
     """
+    check_band(band)
     if level is None:   # the row's: a row made at level 0.5 disagreed with its own stored ends at 0.9
         from .answers import row_level
 
@@ -104,7 +113,11 @@ def predict_interval(row: Mapping[str, Any], us_accuracy: Any, level: float | No
         raise ValueError(f"level must be in (0, 1) (a number), got {level!r}")
     u = _us(us_accuracy)
     if _law(row) == ENSEMBLE:
-        return Headline.from_row(row).interval(u, level)
+        return Headline.from_row(row).interval(u, level, band)
+    if band == "trend":
+        return trend_around(predict_fit(row, u), u, parse_residuals(row.get("interval_residuals")),
+                            row_number(row.get("best_us")), level, row_number(row.get("fit_err")),
+                            row_interval_rule(row))
     return interval_around(predict_fit(row, u), u, parse_residuals(row.get("interval_residuals")),
                            row_number(row.get("best_us")), level, row_number(row.get("ds_test_size")),
                            row_interval_rule(row))

@@ -88,6 +88,15 @@ def interval(lo: float, hi: float) -> str:
 SPREAD = "(spread of the laws: "
 
 
+def _with_trend(iv: str, lo: float, hi: float) -> str:
+    """The interval ``iv`` (`` [a-b]``) with the trend's band inside its brackets, `` [a-b, trend
+    c-d]``: what a model there will measure, then where the frontier's law lies (narrower: a
+    model's scatter about the law removed; :func:`~meta_study.analysis.headline.trend_around`).
+    ``iv`` unchanged where either is missing (a row written before the band was stored)."""
+    t = interval(lo, hi)
+    return f"{iv[:-1]}, trend {t[2:-1]}]" if iv and t else iv
+
+
 def _spread(lo: float, hi: float) -> str:
     """`` (spread of the laws: lo-hi)`` in percent, or "" when undefined (as :func:`interval`)."""
     text = interval(lo, hi)
@@ -266,7 +275,8 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
             noted = noted or bool(below)
             # no interval where the back-tests all hit exactly (the row's warning says so): it read
             # "50.0% DS [50.0%-50.0%]", a 90% interval of width 0
-            iv = interval(lo, hi) or (f" (no {L} interval)" if said_spread else f" (no {L} interval: {NO_SPREAD_WHY})")
+            iv = (_with_trend(interval(lo, hi), _f(row, f"ds_plus{k}_trend_lo"), _f(row, f"ds_plus{k}_trend_hi"))
+                  or (f" (no {L} interval)" if said_spread else f" (no {L} interval: {NO_SPREAD_WHY})"))
             said_spread = said_spread or not interval(lo, hi)
             steps.append(f"+{k} US pt: {pct(ds, _digits(lo, hi))} DS{iv}{gain}{below}")
         elif interval(lo, hi):
@@ -287,6 +297,8 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
             # no step left to state: the prediction at the end of the tested horizon instead
             p_lo, p_hi = _f(row, "predict_lo"), _f(row, "predict_hi")
             iv_p = interval(p_lo, p_hi)
+            if trusted:
+                iv_p = _with_trend(iv_p, _f(row, "predict_trend_lo"), _f(row, "predict_trend_hi"))
             # a trusted point without its interval says why, as a step does (it read "74.2% DS."
             # alone, the only point of the answer with neither an interval nor a reason)
             steps.append(f"at the tested horizon ({pct(p_us, 2)} US): " +

@@ -143,6 +143,10 @@ class Step:
     # law's slope at 98% of trusted groups' steps, where the headline's own slope is 1.5x the truth
     slope_lo: float = math.nan
     slope_hi: float = math.nan
+    # the band for the frontier's law there (Headline.interval(band="trend")): the prediction
+    # interval (lo, hi) less the frontier's own scatter about the law
+    trend_lo: float = math.nan
+    trend_hi: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,11 @@ class Claims:
     predict_ds: float = math.nan
     predict_lo: float = math.nan
     predict_hi: float = math.nan
-    us_needed: float = math.nan      # the US accuracy the headline needs for SelectionOptions.ds_target
+    predict_trend_lo: float = math.nan   # the trend's band at predict_us (Step.trend_lo)
+    predict_trend_hi: float = math.nan
+    # the US accuracy at which the headline reaches SelectionOptions.ds_target; its interval is
+    # where the trend's band does (a statement about the frontier's law, not one model's accuracy)
+    us_needed: float = math.nan
     us_needed_lo: float = math.nan
     us_needed_hi: float = math.nan
 
@@ -643,6 +651,7 @@ def _select(g: _Group, solved: dict[str, list[LawFit]], o: SelectionOptions) -> 
     pred_err = _rmse(head.predict_accuracy(held_t[0]), held_t[1]) if held_t[0].size and head.usable else math.nan
     V = g.frontiers.get("vertices") or frontier_points("vertices", us[g.vis], dv, nondecreasing=g.nondecreasing)
     fit_err = _rmse(head.center(V.us), V.ds) if head.usable and V.us.size else math.nan
+    head = replace(head, scatter=fit_err)   # the scatter the trend's band removes (a row's fit_err)
     eligible = [i for i, c in enumerate(cands) if c.headline_eligible and math.isfinite(c.backtest_err)]
     best_single = min(eligible, key=lambda i: (round(cands[i].backtest_err, 6), get_law(cands[i].law).n_params, i),
                       default=-1)
@@ -806,13 +815,15 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions, unsco
             continue
         u = min(u, 1.0)
         lo, hi = h.interval(np.array([u]), o.level)
+        t_lo, t_hi = h.interval(np.array([u]), o.level, band="trend")
         ms = h.member_curves(np.array([u]), "slope")[:, 0]
         ms = ms[np.isfinite(ms)]
         tail = (1.0 - o.level) / 2.0
         s_lo, s_hi = (float(np.quantile(ms, tail)), float(np.quantile(ms, 1.0 - tail))) if ms.size else (math.nan,
                                                                                                          math.nan)
         st = Step(points=k, us=u, ds=float(h.predict_accuracy(np.array([u]))[0]), lo=float(lo[0]), hi=float(hi[0]),
-                  slope=float(h.slope(np.array([u]))[0]), beyond_horizon=not inside(u), slope_lo=s_lo, slope_hi=s_hi)
+                  slope=float(h.slope(np.array([u]))[0]), beyond_horizon=not inside(u), slope_lo=s_lo, slope_hi=s_hi,
+                  trend_lo=float(t_lo[0]), trend_hi=float(t_hi[0]))
         steps.append(st)
     beyond = [s for s in steps if s.beyond_horizon]
     if beyond:
@@ -877,15 +888,20 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions, unsco
     sat = h.saturation
     sat_lo, sat_hi = _tails(h.member_curves(np.array([1.0]))[:, 0], o.level)
     pu = hus if math.isfinite(hus) else math.nan
-    p_ds = p_lo = p_hi = math.nan
+    p_ds = p_lo = p_hi = pt_lo = pt_hi = math.nan
     if math.isfinite(pu):
         p_ds = float(h.predict_accuracy(np.array([pu]))[0])
         lo, hi = h.interval(np.array([pu]), o.level)
         p_lo, p_hi = float(lo[0]), float(hi[0])
+        lo, hi = h.interval(np.array([pu]), o.level, band="trend")
+        pt_lo, pt_hi = float(lo[0]), float(hi[0])
     un = un_lo = un_hi = math.nan
     if o.ds_target is not None:
         values = h.predict_accuracy(U_GRID)
-        lo_c, hi_c = h.interval(U_GRID, o.level)
+        # where the trend's band reaches the target: the US needed is a statement about the
+        # frontier's law; the prediction interval's ends (a model's scatter about it included)
+        # held the law's US needed in 100% of trusted synthetic groups (bench_selection.py (s))
+        lo_c, hi_c = h.interval(U_GRID, o.level, band="trend")
         un = float(us_needed_from_values(values[None], o.ds_target)[0])
         # the band's upper edge reaches the target first (the interval's low end), its lower edge
         # last; "never" (inf) only where the band exists (no back-test: no band, NaN, not never)
@@ -916,7 +932,8 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions, unsco
     claims = Claims(steps=tuple(steps), slope_best=float(h.slope(np.array([h.best_us]))[0]),
                     saturation=sat, saturation_lo=sat_lo, saturation_hi=sat_hi, stop_paying_us=sp,
                     stop_paying_lo=sp_lo, stop_paying_hi=sp_hi, stop_paying_supported=supported,
-                    predict_us=pu, predict_ds=p_ds, predict_lo=p_lo, predict_hi=p_hi,
+                    predict_us=pu, predict_ds=p_ds, predict_lo=p_lo, predict_hi=p_hi, predict_trend_lo=pt_lo,
+                    predict_trend_hi=pt_hi,
                     us_needed=un, us_needed_lo=un_lo, us_needed_hi=un_hi)
     return replace(sel, claims=claims, trusted=trusted, trust_reason=reason,
                    warnings=tuple(dict.fromkeys(warnings)))

@@ -30,17 +30,21 @@ Progress = Callable[[str, int, int | None], None]
 #: points per US point. The answer (``ds_plus*``, claims) is on the headline row only; every row
 #: carries ``best_us``, ``horizon_us``, its own ``interval_residuals`` and the ``level`` its intervals
 #: were made at, so that :func:`meta_study.analysis.predict_interval` works on any row.
+#: ``ds_plus{k}_lo/_hi`` is the prediction interval (a model's measured DS accuracy there),
+#: ``ds_plus{k}_trend_lo/_hi`` the band for the frontier's law (predict_interval's ``band``).
 STEP_COLUMNS = tuple(c for k in PLUS_POINTS for c in (f"ds_plus{k}", f"ds_plus{k}_lo", f"ds_plus{k}_hi",
-                                                        f"slope_plus{k}", f"slope_plus{k}_lo", f"slope_plus{k}_hi"))
+                                                        f"slope_plus{k}", f"slope_plus{k}_lo", f"slope_plus{k}_hi",
+                                                        f"ds_plus{k}_trend_lo", f"ds_plus{k}_trend_hi"))
 CLAIM_COLUMNS = ("saturation_lo", "saturation_hi", "stop_paying_us", "stop_paying_lo", "stop_paying_hi",
-                 "predict_us", "predict_ds", "predict_lo", "predict_hi", "us_needed", "us_needed_lo", "us_needed_hi")
+                 "predict_us", "predict_ds", "predict_lo", "predict_hi", "predict_trend_lo", "predict_trend_hi",
+                 "us_needed", "us_needed_lo", "us_needed_hi")
 FITS_COLUMNS = ("us_task", "ds_task", "eval_protocol", "shots", "law", "frontier", "n_points", "n_fit", "n_support",
                 *PARAM_COLUMNS, "saturation", "fit_err", "pred_err", "backtest_err", "flat_backtest_err",
                 "flat_pred_err", "coverage", "holdout_threshold", "n_heldout", "headline", "trusted", "trust_reason",
                 "warnings", "best_single", "best_us", "horizon_us", "flat", "member_quantile", "interval_rule", "discount", "members", "interval_residuals", "ds_test_size",
                 *STEP_COLUMNS, "slope_best", "saturation_lo", "saturation_hi", "stop_paying_us", "stop_paying_lo",
                 "stop_paying_hi", "stop_paying_supported", "predict_us", "predict_ds", "predict_lo", "predict_hi",
-                "ds_target", "payoff_threshold", "level", "us_needed", "us_needed_lo", "us_needed_hi", "noise", "spearman",
+                "predict_trend_lo", "predict_trend_hi", "ds_target", "payoff_threshold", "level", "us_needed", "us_needed_lo", "us_needed_hi", "noise", "spearman",
                 "spearman_p",
                 "status", "message")
 
@@ -96,7 +100,8 @@ def _headline_row(g: Group, sel: GroupSelection, ds_target: float | None) -> dic
     for st in cl.steps or tuple(Step(points=k) for k in PLUS_POINTS):
         steps.update({f"ds_plus{st.points}": st.ds, f"ds_plus{st.points}_lo": st.lo, f"ds_plus{st.points}_hi": st.hi,
                       f"slope_plus{st.points}": st.slope, f"slope_plus{st.points}_lo": st.slope_lo,
-                      f"slope_plus{st.points}_hi": st.slope_hi})
+                      f"slope_plus{st.points}_hi": st.slope_hi, f"ds_plus{st.points}_trend_lo": st.trend_lo,
+                      f"ds_plus{st.points}_trend_hi": st.trend_hi})
     return {**g.key_dict, "law": ENSEMBLE, "frontier": ENSEMBLE, "n_points": sel.n_points, "n_fit": len(h.members),
             "n_support": max((c.n_support for c in sel.candidates if c.frontier == "vertices"), default=0),
             **{p: math.nan for p in PARAM_COLUMNS}, "saturation": h.saturation, "fit_err": sel.fit_err,

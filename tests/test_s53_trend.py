@@ -1,0 +1,116 @@
+"""The trend's band beside the prediction interval (session 53, answer issue #21).
+
+The 90% interval is a prediction interval: calibrated on held-out models, it holds their scatter
+about the law too, so on synthetic families with a known law it held the law's own value 98-100%
+of the time in trusted groups, not the 85-95% the issue asks of every claim. The trend's band
+(``predict_interval(..., band="trend")``, ``ds_plus*_trend_lo/hi``) removes the frontier's own
+scatter (the headline's RMS miss of its visible frontier, a row's ``fit_err``) in quadrature; the
+US needed for a target is where that band reaches it."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from meta_study.analysis import predict_interval
+from meta_study.analysis.answers import answer_text
+from meta_study.analysis.fitting import FitOptions, fit_groups
+from meta_study.analysis.groups import Group
+from meta_study.analysis.payoff import us_needed_from_values
+from meta_study.analysis.selection import U_GRID, SelectionOptions
+from meta_study.analysis.tables import fits_frame
+
+BENCH = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
+
+
+def _group(seed: int = 0, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Models below a known Eq. 1 law, exponential gaps of 2 points (the frontier scatters below it)."""
+    rng = np.random.default_rng(seed)
+    us = rng.uniform(0.3, 0.9, n)
+    return us, 1 - 0.9 * (1 - us) ** 1.5 - rng.exponential(0.02, n)
+
+
+def _rows(tmp_path, ds_target: float | None = None) -> pd.DataFrame:
+    us, ds = _group()
+    g = Group("up", "down", "linear", None, us, ds)
+    sels = fit_groups([(us, ds)], FitOptions(holdout_quantile=1.0, selection=SelectionOptions(ds_target=ds_target)),
+                      keys=[g.key])
+    path = tmp_path / "fits.parquet"
+    fits_frame([g], sels).to_parquet(path)
+    return pd.read_parquet(path)      # as external checks read them back
+
+
+def test_the_trend_band_is_stored_reproduced_from_the_row_and_inside_the_prediction_interval(tmp_path) -> None:
+    fits = _rows(tmp_path)
+    h = fits[fits["headline"]].iloc[0].to_dict()
+    assert h["trusted"], h["trust_reason"]
+    for k in (1, 3, 5):
+        u = np.array([h["best_us"] + k / 100])
+        lo, hi = predict_interval(h, u)
+        t_lo, t_hi = predict_interval(h, u, band="trend")
+        assert (lo[0], hi[0]) == pytest.approx((h[f"ds_plus{k}_lo"], h[f"ds_plus{k}_hi"]))
+        assert (t_lo[0], t_hi[0]) == pytest.approx((h[f"ds_plus{k}_trend_lo"], h[f"ds_plus{k}_trend_hi"]))
+        # narrower: a model's scatter about the law removed, never more than the interval holds
+        assert lo[0] <= t_lo[0] < t_hi[0] <= hi[0] and t_hi[0] - t_lo[0] < hi[0] - lo[0]
+    # every row works, the candidates' too (their own fit_err is their scatter)
+    for r in fits[~fits["headline"]].head(5).to_dict("records"):
+        lo, hi = predict_interval(r, np.array([0.85]))
+        t_lo, t_hi = predict_interval(r, np.array([0.85]), band="trend")
+        assert np.all((lo <= t_lo + 1e-12) & (t_hi <= hi + 1e-12) | np.isnan(lo))
+    with pytest.raises(ValueError, match="band 'law' is not one of 'prediction', 'trend'"):
+        predict_interval(h, np.array([0.9]), band="law")
+
+
+def test_a_row_without_fit_err_removes_no_scatter(tmp_path) -> None:
+    h = _rows(tmp_path).query("headline").iloc[0].to_dict()
+    u = np.array([h["best_us"] + 0.03])
+    old = {k: v for k, v in h.items() if k != "fit_err"}     # a row written before the band
+    t_lo, t_hi = predict_interval(old, u, band="trend")
+    lo, hi = predict_interval(h, u)
+    assert t_lo[0] < h["ds_plus3_trend_lo"] and t_hi[0] >= h["ds_plus3_trend_hi"]
+    assert lo[0] <= t_lo[0] and t_hi[0] <= hi[0]
+
+
+def test_the_answer_says_the_trend_beside_the_interval_and_the_us_needed_is_the_trend_s(tmp_path) -> None:
+    fits = _rows(tmp_path, ds_target=0.985)
+    h = fits[fits["headline"]].iloc[0].to_dict()
+    text = answer_text(h)
+    t1 = f"trend {100 * h['ds_plus1_trend_lo']:.1f}%-{100 * h['ds_plus1_trend_hi']:.1f}%]"
+    assert t1 in text, text
+    # the US needed: where the trend's band reaches the target, from the stored row alone
+    lo_c, hi_c = predict_interval(h, U_GRID, band="trend")
+    assert h["us_needed_lo"] == pytest.approx(max(float(us_needed_from_values(hi_c[None], 0.985)[0]), h["best_us"]))
+    assert h["us_needed_hi"] == pytest.approx(max(float(us_needed_from_values(lo_c[None], 0.985)[0]), h["best_us"]))
+    untrusted = {**h, "trusted": False, "trust_reason": "back-test error 9 pt > tolerance 3 pt"}
+    assert "trend" not in answer_text(untrusted)      # an untrusted answer states its interval alone
+
+
+@pytest.fixture(scope="module")
+def claims() -> pd.DataFrame:
+    sys.path.insert(0, BENCH)
+    try:
+        bench = importlib.import_module("bench_selection")
+    finally:
+        sys.path.remove(BENCH)
+    return bench.claims_check(bench.demo_simulator(0) + bench.law_families(0, 30))
+
+
+def test_on_synthetic_families_the_trend_band_holds_the_law_near_90_percent(claims: pd.DataFrame) -> None:
+    """The demo's simulator and 30 groups below known laws (eq1, eq1 with a Bayes error,
+    logit-linear): in trusted groups the DS claims' trend bands hold the law's value within 5
+    points of 90% (the prediction interval held it every time: too wide for the law)."""
+    tr = claims[claims["trusted"]]
+    assert tr["group"].nunique() >= 25
+    ds = tr[tr["claim"].str.startswith("DS")]
+    assert len(ds) >= 100
+    assert 0.85 <= ds["covered"].mean() <= 0.95, ds.groupby("claim")["covered"].mean()
+    assert ds["prediction interval"].mean() >= 0.98
+    need = tr[tr["claim"] == "US needed"]
+    assert len(need) >= 25 and need["covered"].mean() >= 0.85
+    assert math.isclose(claims.loc[claims["claim"] == "DS at +1", "prediction interval"].isna().mean(), 0.0)
