@@ -98,6 +98,9 @@ def test_an_s3_read_racing_a_commit_that_deletes_its_file_reads_the_new_version(
     changed["ds_accuracy"] = 0.25
     reader = Store(uri, notify=None)
     reader._f.fs = _SupersededAfterOpen(reader._f.fs, lambda: writer.commit(validate(changed).table))
+    # pyarrow's read (HEAD, then GET), as where boto3 is missing: with boto3 a read is one GET, whose
+    # race test_s53_s3 checks (the hook above is pyarrow's open, which that read never calls)
+    reader._f._s3_read = lambda rel, size, limit: None
     df = reader.to_pandas()
     assert writer.version == 2 and sorted(df["ds_accuracy"]) == [0.25, 0.25]
 

@@ -5,7 +5,9 @@
 - :meth:`S3Objects.replace`: PUT with ``If-Match: <etag>``: replaces the object only if it is
   still the version we read (renewing, releasing or taking over a lease);
 - :meth:`S3Objects.get`: the object with its ETag, its last-modified time and the server's clock
-  (lease expiry is judged on the server's clock: no clock skew between writers' hosts).
+  (lease expiry is judged on the server's clock: no clock skew between writers' hosts);
+- :meth:`S3Objects.read`: a store file's bytes in one GET, its size checked from the response
+  before the body is read (pyarrow's read asked a HEAD first: 2 requests per file).
 
 S3 has offered both preconditions since 2024; MinIO and Ceph RGW speak them too, as does moto's
 server used by the tests (``tests/s3_server.py``). An endpoint without them may answer such a PUT
@@ -36,7 +38,7 @@ import os
 import urllib.parse
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import UserError
 
@@ -200,11 +202,13 @@ class S3Objects:
                                 f"{(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
         return self._client
 
-    def _call(self, what: str, rel: str, fn: Any, *, key: str | None = None, **kw: Any) -> Any:
+    def _call(self, what: str, rel: str, fn: Any, *, key: str | None = None, conditional: bool = True,
+              **kw: Any) -> Any:
         """Run one S3 call on ``rel`` (or on ``key``, messages still naming ``rel``); None when its
         precondition failed, an OSError (one line) on any other failure (network, credentials,
         permissions); a :class:`UserError` for a call boto3 refuses to send (a bucket name S3
-        cannot have)."""
+        cannot have). ``conditional`` False: a call that sends no precondition of ours (a copy),
+        whose 412, 409 or 501 is an OSError naming the endpoint's code like any other failure."""
         from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
         try:
@@ -214,16 +218,19 @@ class S3Objects:
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             # 412: the precondition failed; 409: a concurrent conditional write to the same key
             # was in flight (S3 answers one of the two racers so): both mean "someone else won"
-            if status in (412, 409) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+            if conditional and (status in (412, 409) or code in ("PreconditionFailed", "ConditionalRequestConflict")):
                 return None
             if self.unsigned and (status in (401, 403) or code in ("AccessDenied", "AllAccessDisabled")):
-                raise self.refused_unsigned(what, rel, code or str(status)) from None
+                # a 403 without an error body (a HEAD's, or a GET's from some endpoints) gives only
+                # the status as its code: S3's name for it, as pyarrow's ACCESS_DENIED said
+                why = code if code and not code.isdigit() else ("AccessDenied" if status == 403 else str(status))
+                raise self.refused_unsigned(what, rel, why) from None
             if code == "NoSuchBucket":   # a 404 too: it was "FileNotFoundError: s3://b/st/_meta/LEASE.json"
                 raise NoSuchBucketError(f"{self.shown}: the bucket {self.bucket!r} does not exist at this S3 "
                                         "endpoint (create it first, or correct the URI)") from None
             if status == 404 or code in ("NoSuchKey", "404"):
                 raise FileNotFoundError(f"{self.shown}/{rel}") from None
-            if code == "NotImplemented" or status == 501:
+            if conditional and (code == "NotImplemented" or status == 501):
                 raise NoConditionalWritesError(f"{self.shown}: the S3 endpoint does not support conditional writes "
                                                f"({what}: {code or status}), which a store's commit needs") from None
             raise OSError(f"{self.shown}/{rel}: {what} failed: {code or status}: "
@@ -353,25 +360,26 @@ class S3Objects:
         s3transfer). A single CopyObject is refused above 5 GB: a large partition file could
         never be moved into place, and every later commit failed finishing its version."""
         src = {"Bucket": self.bucket, "Key": self.key(src_rel)}
+        # failures name the source and say what failed (the endpoint's code, or s3transfer's
+        # reason): a 409 at the target or any failed step of a managed copy read "the object
+        # changed while it was copied" of a source that had not changed
+        what = "copy"
         if size is not None and 0 <= size < MULTIPART_COPY_BYTES:
-            done = self._call("copy", src_rel, self.client.copy_object, key=dst_rel, CopySource=src)
-        else:
-            from boto3.s3.transfer import TransferConfig
-            from s3transfer.exceptions import S3CopyFailedError
+            self._call(what, src_rel, self.client.copy_object, key=dst_rel, conditional=False, CopySource=src)
+            return
+        from boto3.s3.transfer import TransferConfig
+        from s3transfer.exceptions import S3CopyFailedError
 
-            cfg = TransferConfig(multipart_threshold=MULTIPART_COPY_BYTES, multipart_chunksize=MULTIPART_COPY_BYTES,
-                                 max_concurrency=COPY_THREADS)
-            try:
-                done = self._call("copy", src_rel, lambda Bucket, Key: self.client.copy(  # noqa: N803
-                    src, Bucket, Key, Config=cfg) or True, key=dst_rel)   # (it returns None on success)
-            except S3CopyFailedError:
-                # s3transfer's word for a part's failed ETag condition (412): no OSError, so it
-                # escaped every caller (a commit past its commit point reported as failed)
-                done = None
-        if done is None:
-            # a precondition failed (412): a part's source was replaced mid-copy (each part is
-            # conditional on the ETag read first). Never success: the caller then deletes the source
-            raise OSError(f"{self.shown}/{src_rel}: copy failed: the object changed while it was copied")
+        cfg = TransferConfig(multipart_threshold=MULTIPART_COPY_BYTES, multipart_chunksize=MULTIPART_COPY_BYTES,
+                             max_concurrency=COPY_THREADS)
+        try:
+            self._call(what, src_rel, lambda Bucket, Key: self.client.copy(  # noqa: N803
+                src, Bucket, Key, Config=cfg), key=dst_rel, conditional=False)
+        except S3CopyFailedError as e:
+            # s3transfer's error for a part whose source ETag condition failed (412), and for
+            # annotations it could not copy: no OSError, so it escaped every caller (a commit past
+            # its commit point reported as failed). Never success: the caller then deletes the source
+            raise OSError(f"{self.shown}/{src_rel}: {what} failed: {copy_failure(e)}") from None
 
     def sizes(self, under: str) -> dict[str, int]:
         """Size in bytes of every object whose key starts with ``under/`` (``under`` "" : the whole
@@ -462,12 +470,7 @@ class S3Objects:
             return None
         if r is None:
             return None
-        from botocore.exceptions import BotoCoreError
-
-        try:   # the body streams after _call returned: a read timeout or a cut connection lands here
-            data = r["Body"].read()
-        except (BotoCoreError, OSError) as e:
-            raise OSError(f"{self.shown}/{rel}: GET failed while reading: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        data = self._body(rel, r["Body"])
         modified = r["LastModified"].astimezone(_dt.timezone.utc)
         date = r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
         try:
@@ -475,3 +478,45 @@ class S3Objects:
         except (TypeError, ValueError):
             now = None
         return S3Object(data, str(r["ETag"]), modified, now or _dt.datetime.now(_dt.timezone.utc))
+
+    def read(self, rel: str, check: Callable[[int], None] | None = None) -> bytes:
+        """The bytes of the object ``rel`` in one GET; a :class:`FileNotFoundError` if no object
+        has that key. pyarrow's read asked a HEAD first, for the size: the GET's Content-Length
+        says it too, so ``check`` gets it (bytes) before a byte of the body is read, and may raise
+        to refuse the object, whose body is then dropped unread (a 50 GB object in a partition
+        file's place is never read into memory). One GET also reads one version of the object:
+        the HEAD's size and the GET's bytes could be those of two."""
+        r = self._call("GET", rel, self.client.get_object)
+        if r is None:   # 412/409 answer conditions this GET does not send
+            raise OSError(f"{self.shown}/{rel}: GET failed: refused by a precondition it did not send")
+        body, n = r["Body"], r.get("ContentLength")
+        if check is not None and n is not None:
+            try:
+                check(int(n))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    body.close()   # the connection is dropped, the rest of the body never read
+                raise
+        data = self._body(rel, body)
+        if check is not None and n is None:   # no length announced (never from S3): checked after
+            check(len(data))
+        return data
+
+    def _body(self, rel: str, body: Any) -> bytes:
+        """A GET's body, read whole; a one-line OSError if reading it fails."""
+        from botocore.exceptions import BotoCoreError
+
+        try:   # the body streams after _call returned: a read timeout or a cut connection lands here
+            return body.read()
+        except (BotoCoreError, OSError) as e:
+            raise OSError(f"{self.shown}/{rel}: GET failed while reading: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def copy_failure(e: BaseException) -> str:
+    """What s3transfer's ``S3CopyFailedError`` says failed, as one line: a part's source ETag
+    condition (412: the object changed while it was copied), or its own reason (annotations it
+    could not copy to the target, with the failed names), cut to 300 characters."""
+    text = " ".join(str(e).split())
+    if "did not match expected ETag" in text:
+        return "the object changed while it was copied (its ETag no longer matched the one read first)"
+    return text[:300] or type(e).__name__

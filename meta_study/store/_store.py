@@ -154,8 +154,11 @@ class Store:
         # (version, txn) whose manifest copy this store's _publish wrote or found: its finalize
         # asks nothing more of it (a HEAD per commit on object stores)
         self._copy_known: tuple[int, str] | None = None
-        # (version, versions listed) as _refuse_a_pruned_name listed them after publishing that version
+        # (version, versions listed) as _refuse_a_pruned_name listed them after publishing that version,
+        # or as _begin's load listed them (under the lock): _collect_garbage prunes by it, once
         self._versions_seen: tuple[int, list[int]] | None = None
+        # (version, versions listed) of the manifest _load read last
+        self._loaded_by: tuple[int, list[int]] | None = None
 
     # ---- inspection ------------------------------------------------------------------------
 
@@ -202,6 +205,7 @@ class Store:
                     time.sleep(0.01)    # a commit on a mount without hard links, mid-way: read again
                     continue
                 raise self._unreadable(v, problem or "damaged")
+            self._loaded_by = (m.version, versions)   # the listing m was read by (see _begin)
             return m
         raise StoreBusyError(f"{self.uri}: the store's latest manifest was replaced under each of 50 reads (other "
                              "processes committing and pruning faster than this one reads); run the command again")
@@ -1203,11 +1207,23 @@ class Store:
 
     def _begin(self, now: _dt.datetime) -> _Manifest:
         """Step 1 of every commit, under the lock: the manifest to build on."""
+        self._loaded_by = None
         m = self._load()
+        # garbage collection's pruning (in _finalize_or_refuse) reads the listing m was loaded by,
+        # taken under the lock moments before: it listed the manifests again (a LIST per commit on
+        # S3). A manifest published since by a writer past its lease is newer, so this listing
+        # never prunes more than a fresh one would (see _collect_garbage); unless finalizing m
+        # moves manifests aside itself (a repair that rolled back, see _rolled_over): listed again
+        listed, self._loaded_by = self._loaded_by, None
+        if listed is not None and listed[1][-1:] == [m.version] and "rolled_back_from" not in (m.log[-1] if m.log else {}):
+            self._versions_seen = listed
         # roll forward an interrupted commit before building on it, and never build on a damaged
         # version: the listing finalizing took (its files in place; garbage collection deletes no
         # live file's only copy) is the one the damage check reads, not a second of the whole store
-        self._refuse_damage(m, self._finalize_or_refuse(m))
+        try:
+            self._refuse_damage(m, self._finalize_or_refuse(m))
+        finally:
+            self._versions_seen = None   # read by this collection only (a failed finalize skips it)
         if m.version and m.format_version < FORMAT_VERSION:
             txn = f"{m.version + 1:010d}-{uuid.uuid4().hex[:12]}"
             with self._claimed(m, txn):
