@@ -16,10 +16,16 @@
 # The node joins with the head's address and token from STATE_DIR/env.sh (RAY_ADDRESS,
 # RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH): without the token, Ray refuses it (InvalidAuthToken). It
 # inherits this shell's environment (object-store credentials and endpoint, for instance), as a
-# node on another machine would get its own. Its ports are picked free, so several nodes fit on
-# one machine. It writes STATE_DIR/NAME.pid and NAME.log; what an earlier start of NAME left running
-# (its `ray start` killed, its raylet living on) is stopped first. It may run inside the cluster (a
-# Ray task or job that adds a node): only a caller inside NAME's own leftovers is refused there.
+# node on another machine would get its own; CUDA_VISIBLE_DEVICES=1 gives it GPU 1 only. Its ports
+# are picked free, so several nodes fit on one machine. It writes STATE_DIR/NAME.pid and NAME.log;
+# what an earlier start of NAME left running (its `ray start` killed, its raylet living on) is
+# stopped first. It may run inside the cluster (a Ray task or job that adds a node): only a caller
+# inside NAME's own leftovers is refused there, and the node leaves out what Ray set for that
+# caller: its OMP_NUM_THREADS, and a CUDA_VISIBLE_DEVICES (the task's GPUs, or "") or
+# RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES (a job driver's) other than the one the caller's node
+# was started with. Ray sets those inside its worker, never in its raylet's environment (read from
+# /proc/PID/environ), so a shell outside the cluster keeps its own; a value the task set itself
+# cannot be told from Ray's and is left out too (pick a node's GPUs from outside the cluster).
 #
 # On another machine, the same `ray start --address HEAD_IP:PORT` with the token file copied there
 # (mode 0600) joins the cluster, where HEAD_IP is an address of the head that machine reaches (not
@@ -123,6 +129,47 @@ inside_head() {
 }
 if inside_head; then
   worker_env=(-u RAY_JOB_ID -u RAY_RAYLET_PID -u RAY_OVERRIDE_NODE_ID_FOR_TESTING -u OMP_NUM_THREADS)
+fi
+# The GPUs Ray gave the calling task (or job: `ray job submit --entrypoint-num-gpus`) were the node's
+# CUDA_VISIBLE_DEVICES: a node added from a 1-GPU task saw that GPU only, or did not start with
+# --num-gpus=2 ("Attempting to start raylet with 2 GPU, but CUDA_VISIBLE_DEVICES contains ['0']"),
+# and "" from a task of none (RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1) hid every GPU. A job's driver
+# (no entrypoint resources) has Ray's RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES=1, meant for its
+# supervisor only: the node's workers kept it, and Ray gave none of its GPU tasks its own GPUs (each
+# saw them all).
+# Ray sets these inside its worker, per task (os.environ), never in what the worker (or its node's
+# raylet) was started with: a value other than the one the caller's node was started with (its
+# raylet's /proc/PID/environ) is Ray's for the caller, and left out. The node's own value (what
+# local-up.sh's shell had), and whatever a shell outside the cluster sets, is kept. Costs: 2 `ps`
+# per ancestor of this script (~10), once.
+# ray_worker: the caller's Ray worker (the nearest ancestor whose parent is a raylet, on any node:
+# a job's driver has no RAY_RAYLET_PID), and that raylet's PID; nothing outside a Ray worker.
+ray_worker() {
+  local p=$$ parent
+  while [ -n "$p" ] && [ "$p" -gt 1 ]; do
+    parent="$(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ')"
+    [ -n "$parent" ] || return 1
+    if [ "$(ps -o comm= -p "$parent" 2>/dev/null)" = raylet ]; then echo "$p $parent"; return 0; fi
+    p="$parent"
+  done
+  return 1
+}
+# started_with PID VAR: "=VALUE" where PID was started with VAR set, "" where without; 1 where its
+# environment cannot be read (then any value of VAR counts as Ray's)
+started_with() {
+  local e
+  [ -r "/proc/$1/environ" ] || return 1
+  while IFS= read -r -d '' e; do
+    if [[ "$e" == "$2="* ]]; then printf '=%s' "${e#*=}"; return 0; fi
+  done 2>/dev/null < "/proc/$1/environ"
+}
+if read -r _ raylet < <(ray_worker); then
+  for var in CUDA_VISIBLE_DEVICES RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES; do
+    mine="${!var+=${!var}}"
+    if [ -n "$mine" ] && { ! node_had="$(started_with "$raylet" "$var")" || [ "$mine" != "$node_had" ]; }; then
+      worker_env+=(-u "$var")
+    fi
+  done
 fi
 # A NAME.pid whose leader is gone (its `ray start --block` SIGKILLed or OOM-killed): its raylet and
 # workers outlive it in its session, and this start overwrote NAME.pid, so local-down.sh never knew

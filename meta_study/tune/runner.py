@@ -1183,6 +1183,25 @@ def _session_tags(s: Session, n: int) -> list[Any]:
              ("code_changed", int(s.code_changed)))]
 
 
+#: Serials of the sweeps this process starts (:func:`run_sweep`); :func:`current_sweep` is the latest's.
+_SWEEP_SERIALS = itertools.count(1)
+_current_sweep = 0
+
+
+def start_sweep() -> int:
+    """Count a sweep started in this process (:func:`run_sweep` does, first), and return its serial."""
+    global _current_sweep
+    _current_sweep = next(_SWEEP_SERIALS)
+    return _current_sweep
+
+
+def current_sweep() -> int:
+    """The serial of this process's latest sweep (1, 2, ...; 0 before any, as in a Ray worker): what
+    is said once per sweep keys on it (sizing's lines: a second sweep in a notebook, a test or a driver
+    of two sweeps says its sizes again; each of its trials does not)."""
+    return _current_sweep
+
+
 def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepResult:
     """Run (or resume) the sweep, evaluate early-stopped trials, settle what a dead driver left.
     What ``quiet`` changes in the process (loggers' levels, an environment variable) is put back
@@ -1196,6 +1215,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
             ``--workers-per-trial``...) than the sweep was started with, or code changed since it
             last ran (without ``--allow-code-change``).
     """
+    start_sweep()
     with _process_settings_kept() as kept:
         return _run_sweep(spec, options, kept)
 

@@ -49,7 +49,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .runner import SweepOptions, TrialResources
+from .runner import SweepOptions, TrialResources, current_sweep
 
 #: model -> (share of the per-trial GPUs or CPUs, host memory in GiB) at full size (32 px, batch
 #: 512, one A100 40 GB for the largest, 240 US classes). Parameter counts: ViT-Ti 5.7M, S 22M, B
@@ -323,7 +323,9 @@ def sharing_line(model: str, request: TrialResources, basis: str) -> str:
             f"{request.memory_gb:g} GiB of host memory (reserved) each; sized by {basis}")
 
 
-_SAID: set[str] = set()   # sharing lines said by this process: each once, however many trials ask
+#: sharing line -> the sweep (runner's current_sweep) it was last said in: once per sweep, however
+#: many trials ask (Tune asks again for each), and again in the process's next sweep
+_SAID: dict[str, int] = {}
 
 
 def resources(config: Mapping[str, Any], options: SweepOptions) -> TrialResources:
@@ -332,13 +334,15 @@ def resources(config: Mapping[str, Any], options: SweepOptions) -> TrialResource
     ``--cpus-per-trial`` (CPU runs: the smoke models), and host memory in GiB to match
     (:func:`trial_size`; :func:`request`). A ``SweepSpec.resources``: Tune pickles it by reference.
 
-    The first time a size is asked for in this process, :func:`sharing_line` is said on stderr:
-    the driver sizes every trial its space can give before Ray starts any (runner's
-    ``trial_requests``), so each sweep says each of its trial sizes once, at its start."""
+    The first time a size is asked for in a sweep (runner's :func:`current_sweep`),
+    :func:`sharing_line` is said on stderr: the driver sizes every trial its space can give before
+    Ray starts any (runner's ``trial_requests``), so each sweep says each of its trial sizes once,
+    at its start, and a second sweep of the same process says them again."""
     size = trial_size(config, options.datasets)
     asked = request(size.share, size.memory_gb, options)
     line = sharing_line(str(config.get("model_name")), asked, size.basis)
-    if line not in _SAID:
-        _SAID.add(line)
+    sweep = current_sweep()
+    if _SAID.get(line) != sweep:
+        _SAID[line] = sweep
         print(line, file=sys.stderr)
     return asked
