@@ -1,4 +1,4 @@
-"""What the four ``lm_eval_*/derive.py`` share: read EleutherAI lm-evaluation-harness result JSONs
+"""What the ``lm_eval_*/derive.py`` share: read EleutherAI lm-evaluation-harness result JSONs
 (one per model, ``raw/<model><suffix>``), take one task as US and every other task with an accuracy
 as DS, and write ``us_ds.csv`` through ``canonical.py``. Run from the table's folder."""
 import glob
@@ -33,12 +33,24 @@ def n_from_stderr(acc, se):
     return round(acc * (1 - acc) / se ** 2) + 1
 
 
-def derive(us, suffix, table):
-    """Write ``us_ds.csv`` for the files ``raw/*<suffix>`` with ``us`` as the US task and print a summary."""
+def with_us(d, us, path):
+    """``d`` with the US task's result taken from the file ``path`` of the same model (same shot count)."""
+    other = json.load(open(path))
+    assert other["config"]["num_fewshot"] == d["config"]["num_fewshot"], path
+    return {**d, "results": {**d["results"], us: other["results"][us]}}
+
+
+def derive(us, suffix, table, us_suffix=None):
+    """Write ``us_ds.csv`` for the files ``raw/*<suffix>`` with ``us`` as the US task and print a summary.
+    With ``us_suffix``, the US task is read from ``raw/<model><us_suffix>`` (XCOPA has no English set: its
+    US is English COPA from the common-sense files)."""
     runs = []
     for path in glob.glob(os.path.join("raw", "*" + suffix)):
         model = os.path.basename(path)[:-len(suffix)]
-        runs.append((FAMILIES.index(model.split("-")[0]), size(model), model, json.load(open(path))))
+        d = json.load(open(path))
+        if us_suffix is not None:
+            d = with_us(d, us, os.path.join("raw", model + us_suffix))
+        runs.append((FAMILIES.index(model.split("-")[0]), size(model), model, d))
     runs.sort(key=lambda t: (t[0], t[1]))
 
     # test-set size per task: the most common value implied by (acc, acc_stderr) over all files
