@@ -4,16 +4,12 @@ rebuild from their raw files: each folder's ``derive.py``, run on a copy of the 
 have the lengths its ``sources.csv`` records; every DS group of the XNLI and XWinograd tables holds all 14
 models with the published test-set sizes; and the folder is listed in examples/data/README.md."""
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "examples" / "data"
+from tests.tables_rebuild import DATA, rebuilt_us_ds
 TABLES = ["lm_eval_commonsense", "lm_eval_xstorycloze", "lm_eval_xnli", "lm_eval_xwinograd"]
 # test-set sizes (items) of each task, as published with XNLI (5,010 test pairs per language) and XWinograd
 SIZES = {
@@ -37,14 +33,7 @@ SIZES = {
 
 @pytest.mark.parametrize("name", TABLES)
 def test_derive_rebuilds_the_shipped_us_ds(tmp_path: Path, name: str) -> None:
-    for shared in ("canonical.py", "lm_eval.py"):
-        shutil.copy(DATA / shared, tmp_path / shared)
-    work = tmp_path / name
-    shutil.copytree(DATA / name, work)
-    (work / "us_ds.csv").unlink()
-    r = subprocess.run([sys.executable, "derive.py"], cwd=work, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert (work / "us_ds.csv").read_bytes() == (DATA / name / "us_ds.csv").read_bytes()
+    assert rebuilt_us_ds(tmp_path, name, ("lm_eval.py",)) == (DATA / name / "us_ds.csv").read_bytes()
 
 
 @pytest.mark.parametrize("name", TABLES)

@@ -6,31 +6,15 @@ table's models with fractions in [0, 1] and the recorded test-set sizes; a row w
 column order is put back under its header (and only such rows); and each folder is listed in
 examples/data/README.md. The tables are found by bench_selection.py through their folders."""
 
-import importlib
-import shutil
-import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "examples" / "data"
+from tests.tables_rebuild import DATA, bench_selection, import_from, rebuilt_us_ds
 
-
-def _import(folder: Path, name: str) -> ModuleType:
-    """Module ``name`` from ``folder``, which leaves sys.path as it was (examples/data's module names are plain)."""
-    sys.path.insert(0, str(folder))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(folder))
-
-
-rb = _import(DATA, "robustbench")
+rb = import_from(DATA, "robustbench")
 CORRUPTIONS, load_json, read_unaggregated, realign = rb.CORRUPTIONS, rb.load_json, rb.read_unaggregated, rb.realign
 
 TABLES = ["robustbench_cifar10c", "robustbench_cifar100c", "robustbench_imagenetc"]
@@ -60,14 +44,7 @@ FACTS = {
 
 @pytest.mark.parametrize("name", TABLES)
 def test_derive_rebuilds_the_shipped_us_ds(tmp_path: Path, name: str) -> None:
-    for shared in ("canonical.py", "robustbench.py"):
-        shutil.copy(DATA / shared, tmp_path / shared)
-    work = tmp_path / name
-    shutil.copytree(DATA / name, work)
-    (work / "us_ds.csv").unlink()
-    r = subprocess.run([sys.executable, "derive.py"], cwd=work, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert (work / "us_ds.csv").read_bytes() == (DATA / name / "us_ds.csv").read_bytes()
+    assert rebuilt_us_ds(tmp_path, name, ("robustbench.py",)) == (DATA / name / "us_ds.csv").read_bytes()
 
 
 def test_raw_files_have_the_recorded_lengths_and_none_is_missing() -> None:
@@ -106,10 +83,10 @@ def test_every_group_has_all_models_fractions_and_sizes(name: str) -> None:
 
 
 def test_bench_selection_finds_the_new_tables_through_their_folders() -> None:
-    bench_selection = _import(REPO / "benchmarks", "bench_selection")
+    bench = bench_selection()
     for name, (n_models, n_tasks, *_) in FACTS.items():
-        assert bench_selection.unknown_tables(name) == []
-        tables = bench_selection.all_tables(name)
+        assert bench.unknown_tables(name) == []
+        tables = bench.all_tables(name)
         assert len(tables) == n_tasks and {len(us) for _, _, us, _ in tables} == {n_models}
 
 

@@ -1,0 +1,45 @@
+"""What the shipped-table tests share (test_s51_tables, test_s52_tables, test_s53_tables*): rebuild a
+folder's ``us_ds.csv`` from its raw files, and find its groups the way ``bench_selection.py`` does.
+
+A rebuild runs the folder's ``derive.py`` on a copy of the folder, with the shared scripts it
+imports beside it (``canonical.py`` always; ``lm_eval.py`` or ``robustbench.py`` for those tables),
+so that nothing in examples/data/ is written by a test. About a second per table."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "examples" / "data"
+
+
+def rebuilt_us_ds(tmp_path: Path, name: str, shared: tuple[str, ...] = ()) -> bytes:
+    """The bytes ``derive.py`` of ``examples/data/<name>`` writes to ``us_ds.csv`` in a copy of the folder."""
+    for script in ("canonical.py", *shared):
+        shutil.copy(DATA / script, tmp_path / script)
+    work = tmp_path / name
+    shutil.copytree(DATA / name, work, ignore=shutil.ignore_patterns("__pycache__"))
+    (work / "us_ds.csv").unlink()
+    r = subprocess.run([sys.executable, "derive.py"], cwd=work, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return (work / "us_ds.csv").read_bytes()
+
+
+def import_from(folder: Path, name: str) -> ModuleType:
+    """Module ``name`` from ``folder``, leaving sys.path as it was (examples/data's and benchmarks/'
+    module names are plain)."""
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(folder))
+
+
+def bench_selection() -> ModuleType:
+    """benchmarks/bench_selection.py, which finds every table through its folder."""
+    return import_from(REPO / "benchmarks", "bench_selection")
