@@ -92,9 +92,19 @@ def _with_trend(iv: str, lo: float, hi: float) -> str:
     """The interval ``iv`` (`` [a-b]``) with the trend's band inside its brackets, `` [a-b, trend
     c-d]``: what a model there will measure, then where the frontier's law lies (narrower: a
     model's scatter about the law removed; :func:`~meta_study.analysis.headline.trend_around`).
-    ``iv`` unchanged where either is missing (a row written before the band was stored)."""
-    t = interval(lo, hi)
+    ``iv`` unchanged where either is missing (a row written before the band was stored), and
+    where the band has no width: the prediction alone (the back-tests missed no more than the
+    frontier's scatter, and the laws agree) read "trend 90.4%-90.4%", the law claimed exactly."""
+    t = interval(lo, hi) if lo < hi else ""
     return f"{iv[:-1]}, trend {t[2:-1]}]" if iv and t else iv
+
+
+def _band_digits(lo: float, hi: float, t_lo: float, t_hi: float) -> int:
+    """The decimals of an estimate printed beside its interval ``lo-hi`` and its trend's band
+    ``t_lo-t_hi`` (:func:`_with_trend`): those of the finer. At the interval's alone, 90.36% read
+    "90.4% DS [89.8%-90.9%, trend 90.35%-90.37%]", a point outside the band that holds it."""
+    d = _digits(lo, hi)
+    return max(d, _digits(t_lo, t_hi)) if interval(lo, hi) and t_lo < t_hi else d
 
 
 def _spread(lo: float, hi: float) -> str:
@@ -275,10 +285,11 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
             noted = noted or bool(below)
             # no interval where the back-tests all hit exactly (the row's warning says so): it read
             # "50.0% DS [50.0%-50.0%]", a 90% interval of width 0
-            iv = (_with_trend(interval(lo, hi), _f(row, f"ds_plus{k}_trend_lo"), _f(row, f"ds_plus{k}_trend_hi"))
+            t_lo, t_hi = _f(row, f"ds_plus{k}_trend_lo"), _f(row, f"ds_plus{k}_trend_hi")
+            iv = (_with_trend(interval(lo, hi), t_lo, t_hi)
                   or (f" (no {L} interval)" if said_spread else f" (no {L} interval: {NO_SPREAD_WHY})"))
             said_spread = said_spread or not interval(lo, hi)
-            steps.append(f"+{k} US pt: {pct(ds, _digits(lo, hi))} DS{iv}{gain}{below}")
+            steps.append(f"+{k} US pt: {pct(ds, _band_digits(lo, hi, t_lo, t_hi))} DS{iv}{gain}{below}")
         elif interval(lo, hi):
             steps.append(f"+{k} US pt: {L} interval{interval(lo, hi)}{past}")
         else:
@@ -297,12 +308,12 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
             # no step left to state: the prediction at the end of the tested horizon instead
             p_lo, p_hi = _f(row, "predict_lo"), _f(row, "predict_hi")
             iv_p = interval(p_lo, p_hi)
-            if trusted:
-                iv_p = _with_trend(iv_p, _f(row, "predict_trend_lo"), _f(row, "predict_trend_hi"))
+            pt_lo, pt_hi = (_f(row, "predict_trend_lo"), _f(row, "predict_trend_hi")) if trusted else (math.nan,) * 2
+            iv_p = _with_trend(iv_p, pt_lo, pt_hi)
             # a trusted point without its interval says why, as a step does (it read "74.2% DS."
             # alone, the only point of the answer with neither an interval nor a reason)
             steps.append(f"at the tested horizon ({pct(p_us, 2)} US): " +
-                         (f"{pct(p_ds, _digits(p_lo, p_hi))} DS{iv_p or f' (no {L} interval: {NO_SPREAD_WHY})'}" if trusted
+                         (f"{pct(p_ds, _band_digits(p_lo, p_hi, pt_lo, pt_hi))} DS{iv_p or f' (no {L} interval: {NO_SPREAD_WHY})'}" if trusted
                           else (f"{L} interval{iv_p}" if iv_p else no_iv)))   # not "90% interval [none]"
     claims = ""
     if trusted and _flag(row, "stop_paying_supported"):
@@ -331,6 +342,15 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
         # limit) or never: "needs US in the 90% interval [100.000%-never]" said nothing reachable
         lo_100 = un_lo >= AT_100
         iv = "" if lo_100 else _us_interval(un_lo, un_hi)
+        # a trusted row with the trend's band (written since 2026-12-07): its interval is where
+        # that band reaches the target, said so (the legend says brackets give the prediction
+        # interval first: "needs 94.2% US [92.7%-95.6%]" read as that); an untrusted row's, and
+        # an older row's, is the prediction interval's
+        by_trend = trusted and any(math.isfinite(_f(row, c)) for c in
+                                   (*(f"ds_plus{k}_trend_lo" for k in PLUS_POINTS), "predict_trend_lo"))
+        named = f" (the trend's {L} band{iv})" if by_trend else f" ({L} interval{iv})"
+        iv = f" [trend {iv[2:]}" if by_trend and iv else iv
+        edge = f"the upper edge of the trend's {L} band" if by_trend else f"the {L} interval's upper edge"
         # a target just above the best DS seen, printed alike ("best DS seen: 30.0%" beside "30.0% DS
         # needs 65.0% US" for 29.996% and 30%): with the digits that tell them apart, and said so
         # (apart by less than 5e-7, as 0.3 and 0.29999999999999993 from an average: the same accuracy)
@@ -344,7 +364,7 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
         elif no_trend:   # "needs US in [89.8%-never]" on a task whose DS falls as US rises
             need = f"{tgt}: no US accuracy is stated (DS is not shown to rise with US in these models)"
         elif lo_100 and (not trusted or not un < AT_100):
-            need = f"{tgt} is not reached below 100% US, not even by the {L} interval's upper edge"
+            need = f"{tgt} is not reached below 100% US, not even by {edge}"
         elif not trusted and iv:   # as the steps: an untrusted group states the interval, never a point
             # an interval lying wholly past the tested horizon says so, as a step's does
             past_iv = "" if math.isfinite(hus) and un_lo <= hus + 1e-12 else " (past the tested horizon)"
@@ -367,7 +387,7 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
             # such claim is ("97.0% DS is not reached by the prediction" read as a finding)
             past = "" if math.isfinite(hus) and hus >= AT_100 else ", past the tested horizon"
             need = (f"{tgt} is {'reached' if math.isfinite(un) else 'not reached'} by the prediction{when}{past}"
-                    + (f" ({L} interval{iv})" if iv else ""))
+                    + (named if iv else ""))
         claims = (claims + " " if claims else "") + need + "."
     return Answer(trusted=trusted, word="trusted" if trusted else "not trusted", reason=reason,
                   steps=tuple(steps), claims=claims, flags=tuple(flags(row.get("warnings"))))

@@ -176,6 +176,7 @@ class Claims:
     predict_trend_hi: float = math.nan
     # the US accuracy at which the headline reaches SelectionOptions.ds_target; its interval is
     # where the trend's band does (a statement about the frontier's law, not one model's accuracy)
+    # in a trusted group, where the prediction interval does in an untrusted one (the one it states)
     us_needed: float = math.nan
     us_needed_lo: float = math.nan
     us_needed_hi: float = math.nan
@@ -898,10 +899,13 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions, unsco
     un = un_lo = un_hi = math.nan
     if o.ds_target is not None:
         values = h.predict_accuracy(U_GRID)
-        # where the trend's band reaches the target: the US needed is a statement about the
+        # a trusted group's: where the trend's band reaches the target, a statement about the
         # frontier's law; the prediction interval's ends (a model's scatter about it included)
-        # held the law's US needed in 100% of trusted synthetic groups (bench_selection.py (s))
-        lo_c, hi_c = h.interval(U_GRID, o.level, band="trend")
+        # held the law's US needed in 100% of trusted synthetic groups (bench_selection.py (s)).
+        # An untrusted group's: the prediction interval's, the one interval it states (its answer
+        # says "needs US in the 90% interval [a-b]"; the trend's band, from a fit it does not
+        # trust less that fit's own miss of its frontier, was narrower than the interval it named)
+        lo_c, hi_c = h.interval(U_GRID, o.level, band="trend" if trusted else "prediction")
         un = float(us_needed_from_values(values[None], o.ds_target)[0])
         # the band's upper edge reaches the target first (the interval's low end), its lower edge
         # last; "never" (inf) only where the band exists (no back-test: no band, NaN, not never)
