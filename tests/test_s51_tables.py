@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.tables_rebuild import DATA, rebuilt_us_ds
+from tables_rebuild import DATA, rebuilt_us_ds
 TABLES = ["lm_eval_commonsense", "lm_eval_xstorycloze", "lm_eval_xnli", "lm_eval_xwinograd"]
 # test-set sizes (items) of each task, as published with XNLI (5,010 test pairs per language) and XWinograd
 SIZES = {

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.tables_rebuild import DATA, bench_selection, import_from, rebuilt_us_ds
+from tables_rebuild import DATA, bench_selection, import_from, rebuilt_us_ds
 
 rb = import_from(DATA, "robustbench")
 CORRUPTIONS, load_json, read_unaggregated, realign = rb.CORRUPTIONS, rb.load_json, rb.read_unaggregated, rb.realign

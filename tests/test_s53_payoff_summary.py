@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from meta_study.analysis.answers import answer, payoff_summary
-from tests.test_s52_payoff_summary import _row
+from test_s52_payoff_summary import _row
 
 
 def _at(slope: float, threshold: float) -> dict:
