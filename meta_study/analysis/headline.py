@@ -308,6 +308,11 @@ def interval_around(pred: np.ndarray, us_accuracy: np.ndarray, residuals: Sequen
         half = np.fmax(half, noise_half_width(pred, test_size, level))
     elif no_spread(residuals, level, rule):
         half = np.full(np.shape(us_accuracy), np.nan)
+    return _band(pred, half, upper)
+
+
+def _band(pred: np.ndarray, half: np.ndarray, upper: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``[pred - half, max(pred + half, upper)]`` clipped to [0, 1]; NaN where ``half`` is."""
     with np.errstate(invalid="ignore"):
         lo = np.clip(pred - half, 0.0, 1.0)
         hi = np.clip(pred + half, 0.0, 1.0)
@@ -353,13 +358,8 @@ def trend_around(pred: np.ndarray, us_accuracy: np.ndarray, residuals: Sequence[
     on real tables, where no law is known: a hidden model carries its own scatter."""
     if not len(residuals) or no_spread(residuals, level, rule):
         return np.full(np.shape(us_accuracy), np.nan), np.full(np.shape(us_accuracy), np.nan)
-    t = trend_half_width(half_width(distance(us_accuracy, best_us), residuals, level, rule), scatter, level)
-    with np.errstate(invalid="ignore"):
-        lo = np.clip(pred - t, 0.0, 1.0)
-        hi = np.clip(pred + t, 0.0, 1.0)
-        if upper is not None:
-            hi = np.fmax(hi, np.clip(upper, 0.0, 1.0))
-    return np.where(np.isnan(t), np.nan, lo), np.where(np.isnan(t), np.nan, hi)
+    return _band(pred, trend_half_width(half_width(distance(us_accuracy, best_us), residuals, level, rule),
+                                        scatter, level), upper)
 
 
 @dataclass(frozen=True, kw_only=True)     # keywords only: the fields' order changed on 2026-12-06
