@@ -20,6 +20,11 @@ DATA = REPO / "examples" / "data"
 
 def rebuilt_us_ds(tmp_path: Path, name: str, shared: tuple[str, ...] = ()) -> bytes:
     """The bytes ``derive.py`` of ``examples/data/<name>`` writes to ``us_ds.csv`` in a copy of the folder."""
+    return rebuild(tmp_path, name, shared)[0]
+
+
+def rebuild(tmp_path: Path, name: str, shared: tuple[str, ...] = ()) -> tuple[bytes, str]:
+    """:func:`rebuilt_us_ds` and what ``derive.py`` printed (its summary line)."""
     for script in ("canonical.py", *shared):
         shutil.copy(DATA / script, tmp_path / script)
     work = tmp_path / name
@@ -27,7 +32,7 @@ def rebuilt_us_ds(tmp_path: Path, name: str, shared: tuple[str, ...] = ()) -> by
     (work / "us_ds.csv").unlink()
     r = subprocess.run([sys.executable, "derive.py"], cwd=work, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    return (work / "us_ds.csv").read_bytes()
+    return (work / "us_ds.csv").read_bytes(), r.stdout
 
 
 def import_from(folder: Path, name: str) -> ModuleType:

@@ -9,14 +9,12 @@ US needed for a target is where that band reaches it."""
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+from tables_rebuild import bench_selection
 
 from meta_study.analysis import predict_interval
 from meta_study.analysis.answers import answer_text
@@ -25,9 +23,6 @@ from meta_study.analysis.groups import Group
 from meta_study.analysis.payoff import us_needed_from_values
 from meta_study.analysis.selection import U_GRID, SelectionOptions
 from meta_study.analysis.tables import fits_frame
-
-BENCH = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
-
 
 def _group(seed: int = 0, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """Models below a known Eq. 1 law, exponential gaps of 2 points (the frontier scatters below it)."""
@@ -93,11 +88,7 @@ def test_the_answer_says_the_trend_beside_the_interval_and_the_us_needed_is_the_
 
 @pytest.fixture(scope="module")
 def claims() -> pd.DataFrame:
-    sys.path.insert(0, BENCH)
-    try:
-        bench = importlib.import_module("bench_selection")
-    finally:
-        sys.path.remove(BENCH)
+    bench = bench_selection()
     return bench.claims_check(bench.demo_simulator(0) + bench.law_families(0, 30))
 
 
