@@ -11,6 +11,7 @@ import pytest
 from meta_study import errors
 from meta_study.store import Store
 from meta_study.store import _s3, _store
+from meta_study.store._files import display_path
 
 boto3 = pytest.importorskip("boto3")
 
@@ -133,9 +134,11 @@ def test_a_copy_refused_for_another_reason_says_so_in_one_line(request, s3, s3en
         f.keep_copy(src, aside)
     msg = str(e.value)
     assert "\n" not in msg and "changed" not in msg, msg
-    assert msg.startswith(f"{f.shown}/{src}: copy failed: ConditionalRequestConflict: A conflicting"), msg
+    # the object's path inside the store, then the URI's query (it read "...&scheme=http/_meta/...")
+    assert msg.startswith(f"{display_path(f.shown, src)}: copy failed: ConditionalRequestConflict: A conflicting"), msg
+    assert f"s3://lab/{prefix}/{src}?endpoint_override=" in msg, msg
     f.expect_size(src, 2)   # the size the manifest records: one CopyObject, no HEAD
-    with pytest.raises(OSError, match=re.escape(f"{src}: copy failed: ConditionalRequestConflict")):
+    with pytest.raises(OSError, match=re.escape(f"{src}?endpoint_override=") + r"\S*: copy failed: ConditionalRequestConflict"):
         f.move(src, "up/a/x.json")
     assert c.get_object(Bucket="lab", Key=f"{prefix}/{src}")["Body"].read() == b"{}"
     for dst in (aside, "up/a/x.json"):
@@ -149,7 +152,8 @@ def test_a_part_copy_whose_source_changed_still_says_so(request, s3, s3env, rela
     prefix = _prefix(request)
     s3.client().put_object(Bucket="lab", Key=f"{prefix}/_meta/manifests/0000000002.json", Body=b"x" * (6 << 20))
     f = Store(f"s3://lab/{prefix}?endpoint_override={relay(_RefuseCopyParts)}&scheme=http", notify=None)._f
-    with pytest.raises(OSError, match=r"0000000002\.json: copy failed: the object changed while it was copied \(its ETag"):
+    with pytest.raises(OSError, match=r"0000000002\.json\?endpoint_override=\S*: copy failed: the object changed while it "
+                                      r"was copied \(its ETag"):
         f.keep_copy("_meta/manifests/0000000002.json", "_damaged/0000000003/_meta/manifests/0000000002.json")
 
 

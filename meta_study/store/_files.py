@@ -91,6 +91,16 @@ def display_uri(uri: str) -> str:
     return urllib.parse.urlunsplit((p.scheme, netloc, p.path, query, p.fragment))
 
 
+def display_path(uri: str, rel: str) -> str:
+    """``rel`` inside the store ``uri`` as messages show it: the path joined before the URI's query
+    (``s3://lab/x/_meta/manifests?endpoint_override=...``). ``f"{uri}/{rel}"`` put it after the
+    query, where it read as part of the last parameter's value ("...&scheme=http/_meta/manifests")."""
+    if not rel:
+        return uri
+    base, sep, query = uri.partition("?")
+    return f"{base.rstrip('/')}/{rel}{sep}{query}"
+
+
 def _dir_name(value: str) -> str:
     """A task name as one directory name: percent-encoded (a name may hold '/', spaces, '..' or
     '='), and a leading '_' or '.' encoded too, since plain readers skip such directories."""
@@ -301,7 +311,7 @@ class _Files:
             except FileNotFoundError:
                 return []
             except NotADirectoryError:   # the root, or a directory of the store, is a file
-                raise UserError(self.not_a_directory(rel) or f"{self.shown}/{rel}: not a directory") from None
+                raise UserError(self.not_a_directory(rel) or f"{display_path(self.shown, rel)}: not a directory") from None
         if self.scheme == "s3":
             names = self._s3_names(rel)
             if names is not None:
@@ -747,7 +757,7 @@ class _Files:
         found = self.first_non_directory(rel)
         if found is not None and found[0]:
             sub, kind = found
-            raise NoRoomAsideError(f"{self.shown}/{sub}: is {kind}, not a directory, where the store sets damaged "
+            raise NoRoomAsideError(f"{display_path(self.shown, sub)}: is {kind}, not a directory, where the store sets damaged "
                                    f"files aside; move it out of the store (it is not the store's) and run the "
                                    "command again")
 

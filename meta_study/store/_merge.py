@@ -19,7 +19,7 @@ from ..schema import FILE_SCHEMA, KEY, PARTITION, SCHEMA
 from ..keys import key_array, key_of
 from ..validation import canonical_name
 from ..failpoints import failpoint as _failpoint
-from ._files import NotAFileError, WrongSizeError, _Files, _first_line, _parse_parquet, _table_bytes, partition_dir
+from ._files import NotAFileError, WrongSizeError, _Files, _first_line, _parse_parquet, _table_bytes, display_path, partition_dir
 from ._manifest import FORMAT_VERSION, KEEP_LOG, QUARANTINE_SCHEMA, _Manifest
 
 
@@ -82,7 +82,7 @@ class _Verified:
     def damaged(self, rel: str, problem: str, more: int = 0) -> StoreDamagedError:
         also = f" (and {more} more)" if more else ""
         return StoreDamagedError(
-            f"{self.uri}/{rel}: damaged store file: {problem}{also}; 'meta-study store check {self.uri}' "
+            f"{display_path(self.uri, rel)}: damaged store file: {problem}{also}; 'meta-study store check {self.uri}' "
             "lists the damage, '--repair' sets the files aside and drops their rows (re-ingest to restore them)")
 
     def read_file(self, entry: Mapping[str, Any], schema: pa.Schema | None) -> pa.Table:

@@ -90,6 +90,13 @@ class S3Object:
         return (self.server_now - self.last_modified).total_seconds()
 
 
+def _at(uri: str, rel: str) -> str:
+    """:func:`._files.display_path` (imported here: ``_files`` imports this module)."""
+    from ._files import display_path
+
+    return display_path(uri, rel)
+
+
 class S3Objects:
     """Conditional reads and writes of objects under one store's prefix.
 
@@ -229,11 +236,11 @@ class S3Objects:
                 raise NoSuchBucketError(f"{self.shown}: the bucket {self.bucket!r} does not exist at this S3 "
                                         "endpoint (create it first, or correct the URI)") from None
             if status == 404 or code in ("NoSuchKey", "404"):
-                raise FileNotFoundError(f"{self.shown}/{rel}") from None
+                raise FileNotFoundError(f"{_at(self.shown, rel)}") from None
             if conditional and (code == "NotImplemented" or status == 501):
                 raise NoConditionalWritesError(f"{self.shown}: the S3 endpoint does not support conditional writes "
                                                f"({what}: {code or status}), which a store's commit needs") from None
-            raise OSError(f"{self.shown}/{rel}: {what} failed: {code or status}: "
+            raise OSError(f"{_at(self.shown, rel)}: {what} failed: {code or status}: "
                           f"{e.response.get('Error', {}).get('Message', '')}".rstrip(": ")) from None
         except ParamValidationError as e:
             # refused by boto3 before any request (a bucket name S3 cannot have, 's3://lab%5Ex/st'):
@@ -243,10 +250,10 @@ class S3Objects:
             if any(ln.startswith("Invalid bucket name") for ln in why):
                 raise UserError(f"{self.shown}: {self.bucket!r} is not a valid S3 bucket name (letters, digits, "
                                 "'.', '-' and '_' only); correct the URI") from None
-            raise UserError(f"{self.shown}/{rel}: {what} refused by the S3 client: "
+            raise UserError(f"{_at(self.shown, rel)}: {what} refused by the S3 client: "
                             f"{'; '.join(why) or 'invalid parameters'}") from None
         except BotoCoreError as e:
-            raise OSError(f"{self.shown}/{rel}: {what} failed: {str(e).splitlines()[0]}") from None
+            raise OSError(f"{_at(self.shown, rel)}: {what} failed: {str(e).splitlines()[0]}") from None
 
     def refused_unsigned(self, what: str, rel: str, why: str) -> NoCredentialsError:
         """The one line for a request of this unsigned client (:attr:`unsigned`) that the endpoint
@@ -339,7 +346,7 @@ class S3Objects:
     def put(self, rel: str, data: bytes) -> None:
         """PUT ``data`` at ``rel`` (unconditional; one request, for objects below S3's 5 GB limit)."""
         if self._call("PUT", rel, self.client.put_object, Body=data) is None:   # 409: a concurrent write
-            raise OSError(f"{self.shown}/{rel}: PUT failed: a concurrent write of the same key")
+            raise OSError(f"{_at(self.shown, rel)}: PUT failed: a concurrent write of the same key")
 
     def delete(self, rel: str) -> None:
         """DELETE the object ``rel`` (none there is no error). Only this: pyarrow's ``delete_file``
@@ -379,7 +386,7 @@ class S3Objects:
             # s3transfer's error for a part whose source ETag condition failed (412), and for
             # annotations it could not copy: no OSError, so it escaped every caller (a commit past
             # its commit point reported as failed). Never success: the caller then deletes the source
-            raise OSError(f"{self.shown}/{src_rel}: {what} failed: {copy_failure(e)}") from None
+            raise OSError(f"{_at(self.shown, src_rel)}: {what} failed: {copy_failure(e)}") from None
 
     def sizes(self, under: str) -> dict[str, int]:
         """Size in bytes of every object whose key starts with ``under/`` (``under`` "" : the whole
@@ -457,7 +464,7 @@ class S3Objects:
             errors = (r or {}).get("Errors") or []
             if errors:
                 e = errors[0]
-                raise OSError(f"{self.shown}/{str(e.get('Key', self.key(chunk[0])))[len(self.key('')):]}: "
+                raise OSError(f"{_at(self.shown, str(e.get('Key', self.key(chunk[0])))[len(self.key('')):])}: "
                               f"DELETE failed: {e.get('Code', '')}: {e.get('Message', '')}".rstrip(": "))
 
     def get(self, rel: str) -> S3Object | None:
@@ -488,7 +495,7 @@ class S3Objects:
         the HEAD's size and the GET's bytes could be those of two."""
         r = self._call("GET", rel, self.client.get_object)
         if r is None:   # 412/409 answer conditions this GET does not send
-            raise OSError(f"{self.shown}/{rel}: GET failed: refused by a precondition it did not send")
+            raise OSError(f"{_at(self.shown, rel)}: GET failed: refused by a precondition it did not send")
         body, n = r["Body"], r.get("ContentLength")
         if check is not None and n is not None:
             try:
@@ -509,7 +516,7 @@ class S3Objects:
         try:   # the body streams after _call returned: a read timeout or a cut connection lands here
             return body.read()
         except (BotoCoreError, OSError) as e:
-            raise OSError(f"{self.shown}/{rel}: GET failed while reading: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise OSError(f"{_at(self.shown, rel)}: GET failed while reading: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 def copy_failure(e: BaseException) -> str:

@@ -76,7 +76,8 @@ from ..errors import StoreBusyError, StoreConflictError, StoreDamagedError, Stor
 from ..schema import FILE_SCHEMA, GROUP, KEY, PARTITION, SCHEMA
 from ..validation import canonical_name, conform, dedupe_keys, ends_before_start
 from ..failpoints import failpoint as _failpoint
-from ._files import (NotAFileError, WrongSizeError, _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_uri,
+from ._files import (NotAFileError, WrongSizeError, _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_path,
+                     display_uri,
                      kind_of_mode)
 from ._lock import LEASE, LockFileError, LockHolder, Notify, _Heartbeat, _lease_lock, _local_lock, break_lease, lease_holder, lease_seconds, local_holder
 from ._manifest import (FORMAT_VERSION, KEEP_LOG, KEEP_MANIFESTS, QUARANTINE_SCHEMA, CheckResult, CommitResult,
@@ -226,7 +227,7 @@ class Store:
         """The one line for a latest manifest ``v`` that is damaged and has no intact copy: what
         ``--repair`` would roll back to, or, when no manifest is intact, that nothing can be and
         what to do (reads the older manifests: on this error path only)."""
-        where = f"{self.uri}/{_mrel(v)}: damaged manifest: {problem}"
+        where = f"{display_path(self.uri, _mrel(v))}: damaged manifest: {problem}"
         base = self._newest_intact(v)
         if base is not None:
             return StoreDamagedError(
@@ -236,7 +237,7 @@ class Store:
         return StoreDamagedError(
             f"{where}; neither its copy nor any older manifest is intact, so there is no version to read or to roll "
             f"back to ('--repair' changes nothing; the {n} data file(s) are kept untouched): restore "
-            f"{self.uri}/_meta/manifests from a backup")
+            f"{display_path(self.uri, '_meta/manifests')} from a backup")
 
     def _read_manifest(self, v: int) -> tuple[_Manifest | None, str | None]:
         """(manifest, problem): the manifest of version ``v`` and None if it is intact; its copy
@@ -248,7 +249,7 @@ class Store:
         newer = None
         try:
             raw = self._f.read_bytes(rel, limit=MAX_MANIFEST_BYTES)   # FileNotFoundError: pruned meanwhile
-            m = _Manifest.from_json(raw, f"{self.uri}/{rel}")
+            m = _Manifest.from_json(raw, f"{display_path(self.uri, rel)}")
             if m.version != v:
                 raise _CorruptManifest(f"holds version {m.version}, not {v}")
             return m, None
@@ -261,12 +262,12 @@ class Store:
             problem = "missing"
         try:
             raw = self._f.read_bytes(_copy_rel(v), limit=MAX_MANIFEST_BYTES)
-            copy = _Manifest.from_json(raw, f"{self.uri}/{_copy_rel(v)}")
+            copy = _Manifest.from_json(raw, f"{display_path(self.uri, _copy_rel(v))}")
             if copy.version == v:
                 return copy, problem
         except _CorruptManifest as e:
             if newer is not None and e.newer == newer:   # both written by a newer meta-study
-                raise _Manifest.newer_error(f"{self.uri}/{rel}", newer) from None
+                raise _Manifest.newer_error(f"{display_path(self.uri, rel)}", newer) from None
         except (FileNotFoundError, NotAFileError, WrongSizeError):
             pass
         return None, problem
@@ -312,9 +313,9 @@ class Store:
                 and (_plain(rel) or rel.split("/")[0] in ("_quarantine", "_state")))
         if n and not self.exists():   # (a first commit's files are placed after its manifest: listed again)
             raise StoreDamagedError(
-                f"{self.uri}: damaged store: {self.uri}/_meta/manifests holds no manifest, but {n} file(s) of the "
+                f"{self.uri}: damaged store: {display_path(self.uri, '_meta/manifests')} holds no manifest, but {n} file(s) of the "
                 "store are here: no version can be read, repaired or committed to (the files are kept untouched); "
-                f"restore {self.uri}/_meta/manifests from a backup")
+                f"restore {display_path(self.uri, '_meta/manifests')} from a backup")
 
     def require_location(self) -> "Store":
         """Raise a :class:`UserError` unless the location holds a store, or at least its
@@ -790,7 +791,7 @@ class Store:
         none; a writer that died before writing it left none, and the next writer writes it)."""
         rel = _copy_rel(m.version)
         try:
-            copy = _Manifest.from_json(self._f.read_bytes(rel, limit=MAX_MANIFEST_BYTES), f"{self.uri}/{rel}")
+            copy = _Manifest.from_json(self._f.read_bytes(rel, limit=MAX_MANIFEST_BYTES), f"{display_path(self.uri, rel)}")
         except FileNotFoundError:
             return None
         except (_CorruptManifest, NotAFileError, WrongSizeError, UserError) as e:
@@ -1131,7 +1132,7 @@ class Store:
                 os.close(fd)
                 fd = None
             else:
-                raise OSError(f"{self.uri}/{rel}: its staging directory kept being deleted by another process")
+                raise OSError(f"{display_path(self.uri, rel)}: its staging directory kept being deleted by another process")
         except BaseException as e:
             if fd is not None:
                 os.close(fd)
@@ -1565,7 +1566,7 @@ class Store:
         if withdrawn:
             raise _Withdrawn(f"{self.uri}: {why} was withdrawn before taking effect, and nothing of this commit "
                              "was stored (run it again)")
-        raise _Withdrawn(f"{self.uri}: {why} could not be withdrawn either ({self.uri}/{_mrel(m.version)}); it was "
+        raise _Withdrawn(f"{self.uri}: {why} could not be withdrawn either ({display_path(self.uri, _mrel(m.version))}); it was "
                          "not finalized: the next command that opens the store finishes it if it is the latest "
                          "version (run this one again: rows stored twice are stored once)")
 
