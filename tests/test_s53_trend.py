@@ -3,9 +3,10 @@
 The 90% interval is a prediction interval: calibrated on held-out models, it holds their scatter
 about the law too, so on synthetic families with a known law it held the law's own value 98-100%
 of the time in trusted groups, not the 85-95% the issue asks of every claim. The trend's band
-(``predict_interval(..., band="trend")``, ``ds_plus*_trend_lo/hi``) removes the frontier's own
-scatter (the headline's RMS miss of its visible frontier, a row's ``fit_err``) in quadrature; the
-US needed for a target is where that band reaches it."""
+(``predict_interval(..., band="trend")``, ``ds_plus*_trend_lo/hi``) applies the same half-width
+rule to the back-tests' predictions scored against the final fit's curve (``trend_residuals``),
+not against the measured points; a trusted group's US needed for a target is where that band
+reaches it."""
 
 from __future__ import annotations
 
@@ -51,25 +52,24 @@ def test_the_trend_band_is_stored_reproduced_from_the_row_and_inside_the_predict
         t_lo, t_hi = predict_interval(h, u, band="trend")
         assert (lo[0], hi[0]) == pytest.approx((h[f"ds_plus{k}_lo"], h[f"ds_plus{k}_hi"]))
         assert (t_lo[0], t_hi[0]) == pytest.approx((h[f"ds_plus{k}_trend_lo"], h[f"ds_plus{k}_trend_hi"]))
-        # narrower: a model's scatter about the law removed, never more than the interval holds
-        assert lo[0] <= t_lo[0] < t_hi[0] <= hi[0] and t_hi[0] - t_lo[0] < hi[0] - lo[0]
-    # every row works, the candidates' too (their own fit_err is their scatter)
+        # around the prediction, and here (2-point gaps below the law) narrower than the interval
+        assert t_lo[0] < h[f"ds_plus{k}"] < t_hi[0] and t_hi[0] - t_lo[0] < hi[0] - lo[0]
+    # a candidate's row has no trend residuals: no band (its interval works as before)
     for r in fits[~fits["headline"]].head(5).to_dict("records"):
-        lo, hi = predict_interval(r, np.array([0.85]))
         t_lo, t_hi = predict_interval(r, np.array([0.85]), band="trend")
-        assert np.all((lo <= t_lo + 1e-12) & (t_hi <= hi + 1e-12) | np.isnan(lo))
+        assert np.isnan(t_lo).all() and np.isnan(t_hi).all()
     with pytest.raises(ValueError, match="band 'law' is not one of 'prediction', 'trend'"):
         predict_interval(h, np.array([0.9]), band="law")
 
 
-def test_a_row_without_fit_err_removes_no_scatter(tmp_path) -> None:
+def test_a_headline_row_written_before_the_band_has_none_and_its_answer_states_none(tmp_path) -> None:
     h = _rows(tmp_path).query("headline").iloc[0].to_dict()
-    u = np.array([h["best_us"] + 0.03])
-    old = {k: v for k, v in h.items() if k != "fit_err"}     # a row written before the band
-    t_lo, t_hi = predict_interval(old, u, band="trend")
-    lo, hi = predict_interval(h, u)
-    assert t_lo[0] < h["ds_plus3_trend_lo"] and t_hi[0] >= h["ds_plus3_trend_hi"]
-    assert lo[0] <= t_lo[0] and t_hi[0] <= hi[0]
+    old = {k: v for k, v in h.items() if "trend" not in k}     # no trend_residuals, no _trend_ columns
+    t_lo, t_hi = predict_interval(old, np.array([h["best_us"] + 0.03]), band="trend")
+    assert np.isnan(t_lo).all() and np.isnan(t_hi).all()
+    assert "trend" not in answer_text(old) and "trend" in answer_text(h)
+    with pytest.raises(ValueError, match="row's trend_residuals is not the JSON list"):
+        predict_interval({**h, "trend_residuals": "[[1, 2"}, np.array([0.9]), band="trend")
 
 
 def test_the_answer_says_the_trend_beside_the_interval_and_the_us_needed_is_the_trend_s(tmp_path) -> None:

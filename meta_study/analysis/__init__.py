@@ -13,8 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .frontiers import FRONTIERS, frontier_points
-from .headline import (ENSEMBLE, Headline, check_band, interval_around, parse_residuals, row_interval_rule, row_number,
-                       trend_around)
+from .headline import ENSEMBLE, Headline, check_band, interval_around, parse_residuals, row_interval_rule, row_number
 from .hull import hull_frontier, upper_hull
 from .laws import LAWS, LawFit, get_law
 from .powerlaw import PowerLawFit, fit_power_law, fit_power_laws
@@ -94,10 +93,10 @@ def predict_interval(row: Mapping[str, Any], us_accuracy: Any, level: float | No
     stated; see :mod:`~meta_study.analysis.headline`. NaN where the row has no back-test or no usable fit.
 
     ``band="trend"`` gives the band for the frontier's law at ``us_accuracy`` instead of for a
-    model's measured accuracy there: the half-width with the row's own scatter (``fit_err``, the
-    fit's RMS miss of its visible frontier) removed in quadrature, no binomial floor (the stored
-    ``ds_plus*_trend_lo/hi``; :func:`~meta_study.analysis.headline.trend_around`). A row without
-    ``fit_err`` removes nothing.
+    model's measured accuracy there (the stored ``ds_plus*_trend_lo/hi``): the same half-width
+    rule on the headline's back-test predictions scored against its own final curve
+    (``trend_residuals``; :func:`~meta_study.analysis.headline.trend_around`). NaN on a
+    candidate's row and on a headline row written before 2026-12-07, which have none.
 
     Raises:
         ValueError: ``level`` (given, or the row's) not a number in (0, 1), a US accuracy outside
@@ -114,10 +113,8 @@ def predict_interval(row: Mapping[str, Any], us_accuracy: Any, level: float | No
     u = _us(us_accuracy)
     if _law(row) == ENSEMBLE:
         return Headline.from_row(row).interval(u, level, band)
-    if band == "trend":
-        return trend_around(predict_fit(row, u), u, parse_residuals(row.get("interval_residuals")),
-                            row_number(row.get("best_us")), level, row_number(row.get("fit_err")),
-                            row_interval_rule(row))
+    if band == "trend":     # a candidate's row: no trend residuals
+        return np.full(u.shape, np.nan), np.full(u.shape, np.nan)
     return interval_around(predict_fit(row, u), u, parse_residuals(row.get("interval_residuals")),
                            row_number(row.get("best_us")), level, row_number(row.get("ds_test_size")),
                            row_interval_rule(row))

@@ -90,11 +90,11 @@ SPREAD = "(spread of the laws: "
 
 def _with_trend(iv: str, lo: float, hi: float) -> str:
     """The interval ``iv`` (`` [a-b]``) with the trend's band inside its brackets, `` [a-b, trend
-    c-d]``: what a model there will measure, then where the frontier's law lies (narrower: a
-    model's scatter about the law removed; :func:`~meta_study.analysis.headline.trend_around`).
+    c-d]``: what a model there will measure, then where the frontier's law lies (its back-tests
+    scored against the final curve, not the measured points: :func:`~.headline.trend_around`).
     ``iv`` unchanged where either is missing (a row written before the band was stored), and
-    where the band has no width: the prediction alone (the back-tests missed no more than the
-    frontier's scatter, and the laws agree) read "trend 90.4%-90.4%", the law claimed exactly."""
+    where the band has no width (a hand-made row, or one written by the band's first form that
+    day): "trend 90.4%-90.4%" claimed the law exactly."""
     t = interval(lo, hi) if lo < hi else ""
     return f"{iv[:-1]}, trend {t[2:-1]}]" if iv and t else iv
 

@@ -321,8 +321,8 @@ def draw_group(ax: Any, us: np.ndarray, ds: np.ndarray, selection: GroupSelectio
                                 lw=0, zorder=0.5, label=f"{level_pct(level)} interval" if ls == "-" else None)
                 drawn += [lo, hi]
             if ls == "-" and selection.trusted:
-                # the band for the frontier's law, inside the interval (which holds a model's scatter
-                # about it too), where a trusted answer states it: within the tested horizon
+                # the band for the frontier's law (usually inside the interval, which holds a model's
+                # scatter about it too), where a trusted answer states it: within the tested horizon
                 t_lo, t_hi = h.interval(xs, level, band="trend")
                 if np.isfinite(t_lo).any():
                     ax.fill_between(xs * 100, t_lo * 100, t_hi * 100, color=HEAD_COLOR, alpha=0.25, lw=0,

@@ -327,39 +327,26 @@ def _band(pred: np.ndarray, half: np.ndarray, upper: np.ndarray | None) -> tuple
 BANDS = ("prediction", "trend")
 
 
-def trend_half_width(half: np.ndarray, scatter: float, level: float) -> np.ndarray:
-    """``sqrt(max(0, h^2 - (z s)^2))``: the back-tests' half-width ``h`` with the frontier's own
-    scatter ``s`` (fraction; NaN: not measured, nothing removed) taken out in quadrature, ``z`` the
-    normal quantile of ``level``. A back-test miss is the law's error plus how far the target model
-    scatters about the law; the second is what the fitted curve misses the visible frontier by."""
-    if not math.isfinite(scatter) or scatter <= 0:
-        return np.asarray(half, dtype=float)
-    from scipy.special import ndtri
-
-    z = float(ndtri(0.5 + level / 2.0))
-    with np.errstate(invalid="ignore"):
-        return np.sqrt(np.maximum(np.asarray(half, dtype=float) ** 2 - (z * scatter) ** 2, 0.0))
-
-
-def trend_around(pred: np.ndarray, us_accuracy: np.ndarray, residuals: Sequence[Sequence[float]],
-                 best_us: float, level: float, scatter: float, rule: str = INTERVAL_RULE,
-                 upper: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def trend_around(pred: np.ndarray, us_accuracy: np.ndarray, trend_residuals: Sequence[Sequence[float]],
+                 best_us: float, level: float, rule: str = INTERVAL_RULE) -> tuple[np.ndarray, np.ndarray]:
     """The ``level`` band for the frontier's law (the trend) at ``us_accuracy``, not for a model's
-    measured accuracy: ``[p - t, max(p + t, upper)]`` with ``t`` = :func:`trend_half_width` of the
-    back-tests' half-width and the frontier's ``scatter``; no binomial floor (the test sets'
-    noise is part of the scatter removed). NaN where :func:`interval_around` states no interval
-    without a test-set size: no back-test, or back-tests that hit exactly.
+    measured accuracy: ``p(u) +- h'(x(u))`` clipped to [0, 1], ``h'`` the interval's half-width
+    rule (:func:`half_width`) on the **denoised** back-test residuals: each cut's prediction of its
+    targets against the final fit's curve at their US accuracies, not against the measured
+    frontier points, so a model's scatter about the law is not in them (nor a binomial floor). NaN
+    without them (a candidate's row; a row written before 2026-12-07) or where they are all zero.
 
     Why two bands: a prediction interval calibrated on held-out models must hold their scatter
     about the law too, so against the law itself it is too wide. On the synthetic families of
-    ``bench_selection.py`` (s), the law's value at +1, +3 and +5 US points, at the horizon and the
-    US needed for a target lie inside the prediction interval 98-100% of the time in trusted
-    groups, inside this band 86-94% (BENCHMARKS.md, "A band for the trend"). It cannot be checked
-    on real tables, where no law is known: a hidden model carries its own scatter."""
-    if not len(residuals) or no_spread(residuals, level, rule):
+    ``bench_selection.py`` (s), the law's value at +1, +3 and +5 US points and at the horizon lies
+    inside the prediction interval 98-100% of the time in trusted groups, inside this band 84-94%
+    (BENCHMARKS.md, "A band for the trend"). Removing the scatter from the prediction interval's
+    half-width in quadrature instead held as often, but where the back-tests missed no more than
+    the scatter it left a band whose low end was the prediction itself, which held the law 18% of
+    the time. It cannot be checked on real tables, where no law is known."""
+    if not len(trend_residuals) or no_spread(trend_residuals, level, rule):
         return np.full(np.shape(us_accuracy), np.nan), np.full(np.shape(us_accuracy), np.nan)
-    return _band(pred, trend_half_width(half_width(distance(us_accuracy, best_us), residuals, level, rule),
-                                        scatter, level), upper)
+    return _band(pred, half_width(distance(us_accuracy, best_us), trend_residuals, level, rule), None)
 
 
 @dataclass(frozen=True, kw_only=True)     # keywords only: the fields' order changed on 2026-12-06
@@ -379,8 +366,8 @@ class Headline:
             1 (none) since 2026-12-06, below 1 only in headline rows written before.
         interval_rule: how the interval is built (:data:`INTERVAL_RULE`;
             :data:`LEGACY_INTERVAL_RULE` for rows written before it was stored).
-        scatter: the headline's RMS miss of the visible frontier's vertices (fraction; a row's
-            ``fit_err``), the scatter :meth:`interval` with ``band="trend"`` removes; NaN: unknown.
+        trend_residuals: (|residual|, reach, cut) of every back-test target against the final
+            fit's curve instead of the measured point (:func:`trend_around`; empty: none).
     """
 
     members: tuple[LawFit, ...]
@@ -392,7 +379,7 @@ class Headline:
     quantile: float = MEMBER_QUANTILE
     discount: float = 1.0
     interval_rule: str = INTERVAL_RULE
-    scatter: float = math.nan
+    trend_residuals: tuple[tuple[float, ...], ...] = ()
 
     @property
     def usable(self) -> bool:
@@ -479,8 +466,8 @@ class Headline:
         if self.interval_rule == INTERVAL_RULE and self.usable:
             upper = self.member_curves(u).max(axis=0)
         if band == "trend":
-            return trend_around(self.predict_accuracy(u), u, self.residuals, self.best_us, level, self.scatter,
-                                self.interval_rule, upper)
+            return trend_around(self.predict_accuracy(u), u, self.trend_residuals, self.best_us, level,
+                                self.interval_rule)
         return interval_around(self.predict_accuracy(u), u, self.residuals, self.best_us, level, self.test_size,
                                self.interval_rule, upper)
 
@@ -497,7 +484,8 @@ class Headline:
                    for f, name in zip(self.members, self.names)]
         return {"members": json.dumps(members, separators=(",", ":")), "member_quantile": self.quantile,
                 "interval_rule": self.interval_rule, "flat": self.flat, "discount": self.discount, "best_us": self.best_us, "horizon_us": self.horizon_us,
-                "interval_residuals": residuals_json(self.residuals), "ds_test_size": self.test_size}
+                "interval_residuals": residuals_json(self.residuals),
+                "trend_residuals": residuals_json(self.trend_residuals), "ds_test_size": self.test_size}
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Headline":
@@ -523,7 +511,8 @@ class Headline:
                    flat=row_number(row.get("flat")), best_us=row_number(row.get("best_us")),
                    residuals=parse_residuals(row.get("interval_residuals")),
                    test_size=row_number(row.get("ds_test_size")), quantile=q,
-                   discount=w if math.isfinite(w) else 1.0, scatter=row_number(row.get("fit_err")))
+                   discount=w if math.isfinite(w) else 1.0,
+                   trend_residuals=parse_residuals(row.get("trend_residuals"), "trend_residuals"))
 
 
 def quantile_name(quantile: Any) -> str:
@@ -571,7 +560,7 @@ def residuals_json(residuals: Sequence[Sequence[float]]) -> str:
     return json.dumps([[float(v) for v in t] for t in residuals], separators=(",", ":"))
 
 
-def parse_residuals(raw: Any) -> tuple[tuple[float, ...], ...]:
+def parse_residuals(raw: Any, column: str = "interval_residuals") -> tuple[tuple[float, ...], ...]:
     """A row's ``interval_residuals`` (:func:`residuals_json`; pairs from before the cut was kept);
     () for none, a ValueError naming the column for text that is not such a list (a JSONDecodeError
     or an IndexError deep in the interval said neither)."""
@@ -580,13 +569,13 @@ def parse_residuals(raw: Any) -> tuple[tuple[float, ...], ...]:
     try:
         out = tuple(tuple(float(v) for v in t) for t in json.loads(raw))
     except (ValueError, TypeError) as e:
-        raise ValueError(f"a fits.parquet row's interval_residuals is not the JSON list meta-study writes ({e})") from None
+        raise ValueError(f"a fits.parquet row's {column} is not the JSON list meta-study writes ({e})") from None
     if any(len(t) not in (2, 3) for t in out):
-        raise ValueError("a fits.parquet row's interval_residuals holds an entry that is not (|residual|, reach[, cut])")
+        raise ValueError(f"a fits.parquet row's {column} holds an entry that is not (|residual|, reach[, cut])")
     # one kind per row: pairs beside triples gave numpy's "inhomogeneous shape" ValueError at the
     # first interval, naming neither the column nor the row
     if len({len(t) for t in out}) > 1:
-        raise ValueError("a fits.parquet row's interval_residuals mixes (|residual|, reach) pairs with "
+        raise ValueError(f"a fits.parquet row's {column} mixes (|residual|, reach) pairs with "
                          "(|residual|, reach, cut) triples")
     return out
 

@@ -143,8 +143,8 @@ class Step:
     # law's slope at 98% of trusted groups' steps, where the headline's own slope is 1.5x the truth
     slope_lo: float = math.nan
     slope_hi: float = math.nan
-    # the band for the frontier's law there (Headline.interval(band="trend")): the prediction
-    # interval (lo, hi) less the frontier's own scatter about the law
+    # the band for the frontier's law there (Headline.interval(band="trend")): the back-tests
+    # scored against the final curve, not the measured points (a model's scatter about the law)
     trend_lo: float = math.nan
     trend_hi: float = math.nan
 
@@ -625,6 +625,11 @@ def _headline(g: _Group, cands: list[Candidate], solved: dict[str, list[LawFit]]
                  flat=float(dv.max()) if dv.size else math.nan,
                  best_us=float(g.us[g.vis].max()) if g.vis.size else math.nan,
                  residuals=_residuals(resid, reaches) if resid else (), test_size=g.test_size)
+    if resid and h.usable:
+        # the trend's band: the same predictions against the final fit's curve at the targets'
+        # US accuracies (headline.trend_around), not the measured points and their scatter
+        curve = [r + c.ty - h.predict_accuracy(c.tx) for r, c in zip(resid, scored)]
+        h = replace(h, trend_residuals=_residuals(curve, reaches))
     return h, resid, _loo_coverage(resid, reaches, level) if len(resid) >= 2 else math.nan, scored
 
 
@@ -638,7 +643,7 @@ def _select(g: _Group, solved: dict[str, list[LawFit]], o: SelectionOptions) -> 
         # 95.0 held out: "off by 5439 pt"). The group's data is wrong: no answer, and no_fit says why
         # its residuals too: they kept a tested horizon ("horizon_us" 88.8%) on a row with no answer
         # and no back-test (n_cuts 0)
-        head, resid, coverage = replace(head, members=(), names=(), residuals=()), [], math.nan
+        head, resid, coverage = replace(head, members=(), names=(), residuals=(), trend_residuals=()), [], math.nan
     if _no_spread(head, o.level):
         coverage = math.nan     # no interval is stated: it read "coverage 100%" of width-0 intervals
     held_t = target_frontier(us[g.held], ds[g.held]) if g.held.size else (us[:0], ds[:0])
@@ -652,7 +657,6 @@ def _select(g: _Group, solved: dict[str, list[LawFit]], o: SelectionOptions) -> 
     pred_err = _rmse(head.predict_accuracy(held_t[0]), held_t[1]) if held_t[0].size and head.usable else math.nan
     V = g.frontiers.get("vertices") or frontier_points("vertices", us[g.vis], dv, nondecreasing=g.nondecreasing)
     fit_err = _rmse(head.center(V.us), V.ds) if head.usable and V.us.size else math.nan
-    head = replace(head, scatter=fit_err)   # the scatter the trend's band removes (a row's fit_err)
     eligible = [i for i, c in enumerate(cands) if c.headline_eligible and math.isfinite(c.backtest_err)]
     best_single = min(eligible, key=lambda i: (round(cands[i].backtest_err, 6), get_law(cands[i].law).n_params, i),
                       default=-1)
