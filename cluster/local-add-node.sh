@@ -19,13 +19,17 @@
 # node on another machine would get its own; CUDA_VISIBLE_DEVICES=1 gives it GPU 1 only. Its ports
 # are picked free, so several nodes fit on one machine. It writes STATE_DIR/NAME.pid and NAME.log;
 # what an earlier start of NAME left running (its `ray start` killed, its raylet living on) is
-# stopped first. It may run inside the cluster (a Ray task or job that adds a node): only a caller
-# inside NAME's own leftovers is refused there, and the node leaves out what Ray set for that
-# caller: its OMP_NUM_THREADS, and a CUDA_VISIBLE_DEVICES (the task's GPUs, or "") or
-# RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES (a job driver's) other than the one the caller's node
-# was started with. Ray sets those inside its worker, never in its raylet's environment (read from
-# /proc/PID/environ), so a shell outside the cluster keeps its own; a value the task set itself
-# cannot be told from Ray's and is left out too (pick a node's GPUs from outside the cluster).
+# stopped first. It may run inside the cluster (a Ray task or job that adds a node, on the head or
+# on any other node): only a caller inside NAME's own leftovers is refused there, and the node
+# leaves out what Ray set for that caller's worker where it differs from what the caller's node was
+# started with: OMP_NUM_THREADS, RAY_JOB_ID, RAY_RAYLET_PID, PYTHONBREAKPOINT, SPT_NOENV, a job
+# driver's RAY_JOB_CONFIG_JSON_ENV_VAR and RAY_worker_niceness, and the caller's GPUs
+# (CUDA_VISIBLE_DEVICES: the task's, or "") or a job driver's
+# RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES (other accelerators' alike). Ray sets those inside
+# its worker, never in its raylet's environment (read from /proc/PID/environ; the raylet is the
+# parent of the caller's nearest ancestor below one), so a shell outside the cluster keeps its own;
+# a value the task set itself cannot be told from Ray's and is left out too (pick a node's GPUs or
+# threads from outside the cluster).
 #
 # On another machine, the same `ray start --address HEAD_IP:PORT` with the token file copied there
 # (mode 0600) joins the cluster, where HEAD_IP is an address of the head that machine reaches (not
@@ -111,46 +115,51 @@ if running "$state/$name.pid" "$marker"; then
   note "$name is already running (pid $(cat "$state/$name.pid"))"
   exit 0
 fi
-# Run inside the cluster (a Ray task, or a job's driver: below the head's leader, or in its session),
-# this shell's environment is a Ray worker's: Ray's internal flags (RAY_JOB_ID, RAY_RAYLET_PID; Ray
-# strips them from a job's environment too) and the OMP_NUM_THREADS Ray set for that worker (1 for
-# its one CPU) became the node's, and every worker on the node kept OMP_NUM_THREADS=1 (Ray sets it
-# only where it is unset): a trial of 8 CPUs there ran PyTorch on one thread.
-head_leader="$(cat "$state/ray.pid")"
-worker_env=()
-inside_head() {
-  local p=$$
-  [ "$(ps -o sid= -p $$ 2>/dev/null | tr -d ' ')" = "$head_leader" ] && return 0
-  while [ -n "$p" ] && [ "$p" -gt 1 ]; do
-    p="$(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ')"
-    [ "$p" = "$head_leader" ] && return 0
-  done
-  return 1
-}
-if inside_head; then
-  worker_env=(-u RAY_JOB_ID -u RAY_RAYLET_PID -u RAY_OVERRIDE_NODE_ID_FOR_TESTING -u OMP_NUM_THREADS)
-fi
-# The GPUs Ray gave the calling task (or job: `ray job submit --entrypoint-num-gpus`) were the node's
-# CUDA_VISIBLE_DEVICES: a node added from a 1-GPU task saw that GPU only, or did not start with
-# --num-gpus=2 ("Attempting to start raylet with 2 GPU, but CUDA_VISIBLE_DEVICES contains ['0']"),
-# and "" from a task of none (RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1) hid every GPU. A job's driver
-# (no entrypoint resources) has Ray's RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES=1, meant for its
-# supervisor only: the node's workers kept it, and Ray gave none of its GPU tasks its own GPUs (each
-# saw them all).
-# Ray sets these inside its worker, per task (os.environ), never in what the worker (or its node's
-# raylet) was started with: a value other than the one the caller's node was started with (its
-# raylet's /proc/PID/environ) is Ray's for the caller, and left out. The node's own value (what
-# local-up.sh's shell had), and whatever a shell outside the cluster sets, is kept. Costs: 2 `ps`
-# per ancestor of this script (~10), once.
-# ray_worker: the caller's Ray worker (the nearest ancestor whose parent is a raylet, on any node:
-# a job's driver has no RAY_RAYLET_PID), and that raylet's PID; nothing outside a Ray worker.
-ray_worker() {
-  local p=$$ parent
+# Run inside the cluster (a Ray task, or a job's driver, on any node), this shell's environment is a
+# Ray worker's, and it became the node's (every worker there inherits its raylet's environment):
+# - the OMP_NUM_THREADS Ray set for the caller (1 for its one CPU), which every worker of the node
+#   kept (Ray sets it only where it is unset): a trial of 8 CPUs there ran PyTorch on one thread;
+# - Ray's internal RAY_JOB_ID, RAY_RAYLET_PID (Ray strips them from a job's environment too), and
+#   its PYTHONBREAKPOINT, SPT_NOENV; a job driver's RAY_JOB_CONFIG_JSON_ENV_VAR (the job's runtime
+#   env: a driver started on the node took it for its own) and RAY_worker_niceness=0 (the node's
+#   workers ran at niceness 0, not Ray's 15);
+# - the GPUs Ray gave the caller (or a job: `ray job submit --entrypoint-num-gpus`): a node added
+#   from a 1-GPU task saw that GPU only, or did not start with --num-gpus=2 ("Attempting to start
+#   raylet with 2 GPU, but CUDA_VISIBLE_DEVICES contains ['0']"), and "" from a task of none
+#   (RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1) hid every GPU; a job driver's (no entrypoint resources)
+#   RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES=1, meant for its supervisor only: the node's workers
+#   kept it, and Ray gave none of its GPU tasks its own GPUs (each saw them all). The same for the
+#   other accelerators Ray manages (their visible-device variable, RAY_EXPERIMENTAL_NOSET_*).
+# Only the head's callers were told before (the head's leader among this script's ancestors): a
+# task on node2 adding node3 passed all of them on. Ray sets these inside its worker (os.environ,
+# or the worker's start), never in its raylet's environment (read from /proc/PID/environ; these
+# are what Ray 2.60's worker and job driver have that their raylet has not): inside a Ray worker,
+# on any node, a value other than the one the caller's node was started with is Ray's, and left
+# out. The node's own value (what the shell that started it had), and whatever a shell outside
+# the cluster sets, is kept. Costs: 2 `ps` per ancestor of this script (~10), once.
+ray_set=(OMP_NUM_THREADS RAY_JOB_ID RAY_RAYLET_PID RAY_OVERRIDE_NODE_ID_FOR_TESTING PYTHONBREAKPOINT
+         SPT_NOENV RAY_JOB_CONFIG_JSON_ENV_VAR RAY_worker_niceness CUDA_VISIBLE_DEVICES
+         HIP_VISIBLE_DEVICES ASCEND_RT_VISIBLE_DEVICES NEURON_RT_VISIBLE_CORES TPU_VISIBLE_CHIPS
+         HABANA_VISIBLE_MODULES ONEAPI_DEVICE_SELECTOR)
+# callers_raylet: the PID of the raylet whose worker runs this script (on any node): the parent of
+# the nearest ancestor whose parent is a raylet (a job's driver, below its supervisor, has no
+# RAY_RAYLET_PID to read it from); else, for a process a task left running (its parent gone, it is
+# init's now), the raylet in its session where a node of STATE_DIR leads that session (the head's
+# or a NAME's `ray start`, as their PID files say). Nothing outside the cluster.
+callers_raylet() {
+  local p=$$ parent sid f
   while [ -n "$p" ] && [ "$p" -gt 1 ]; do
     parent="$(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ')"
-    [ -n "$parent" ] || return 1
-    if [ "$(ps -o comm= -p "$parent" 2>/dev/null)" = raylet ]; then echo "$p $parent"; return 0; fi
+    [ -n "$parent" ] || break
+    if [ "$(ps -o comm= -p "$parent" 2>/dev/null)" = raylet ]; then echo "$parent"; return 0; fi
     p="$parent"
+  done
+  sid="$(ps -o sid= -p $$ 2>/dev/null | tr -d ' ')"
+  for f in "$state"/*.pid; do
+    [ "$f" != "$state/mlflow.pid" ] && [ -n "$sid" ] && [ "$(cat "$f" 2>/dev/null)" = "$sid" ] || continue
+    # awk reads to the end: ps, cut short (SIGPIPE), failed the pipeline under pipefail
+    ps -e -o pid= -o sid= -o comm= | awk -v s="$sid" '!found && $2 == s && $3 == "raylet" {print $1; found=1}
+                                                     END {exit !found}' && return 0
   done
   return 1
 }
@@ -163,8 +172,9 @@ started_with() {
     if [[ "$e" == "$2="* ]]; then printf '=%s' "${e#*=}"; return 0; fi
   done 2>/dev/null < "/proc/$1/environ"
 }
-if read -r _ raylet < <(ray_worker); then
-  for var in CUDA_VISIBLE_DEVICES RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES; do
+worker_env=()
+if raylet="$(callers_raylet)"; then
+  for var in "${ray_set[@]}" $(compgen -e RAY_EXPERIMENTAL_NOSET_ || true); do
     mine="${!var+=${!var}}"
     if [ -n "$mine" ] && { ! node_had="$(started_with "$raylet" "$var")" || [ "$mine" != "$node_had" ]; }; then
       worker_env+=(-u "$var")
