@@ -943,9 +943,9 @@ def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures
     levels = sorted({row_level(r) for r in heads.to_dict("records")})
     if levels:   # what the brackets of every answer line are (the report says it beside its table)
         lv = ' / '.join(level_pct(v) for v in levels)
-        click.echo(f"brackets give the {lv} prediction interval (what a model there will measure), then in a "
-                   f"trusted answer the trend's {lv} band (where the frontier's law lies, without one model's "
-                   "scatter about it); [labels] after a line are its warnings")
+        click.echo(f"brackets give the {lv} prediction interval (what a model there will measure); \"trend a-b\" "
+                   f"in them, in a trusted answer within the tested horizon, is the trend's {lv} band (where the "
+                   "frontier's law lies, without one model's scatter about it); [labels] after a line are its warnings")
     for r in heads.to_dict("records"):
         shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
         labels = ", ".join(label for label, _ in flags(r.get("warnings")))

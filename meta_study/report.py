@@ -620,8 +620,9 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                  "(hover a label). Accuracies in percent, errors and slopes in accuracy points (pt). "
                  # a trusted step reads "+1 US pt: 89.9% DS [89.2%-90.6%]": the brackets were said nowhere
                  f"Brackets give the {_levels(heads)} interval [low-high] of what a model there will measure "
-                 f"(a prediction interval), then in a trusted answer the trend's {_levels(heads)} band (where the frontier's law "
-                 "lies, without one model's scatter about it). " + HORIZON_NOTE
+                 f"(a prediction interval); \"trend low-high\" in them, in a trusted answer within the tested "
+                 f"horizon, is the trend's {_levels(heads)} band (where the frontier's law lies, without one model's "
+                 "scatter about it). " + HORIZON_NOTE
                  + "Definitions: docs/analysis.md.</p>" + _verdict(heads)
                  + _answers_html(heads, threshold, {p.stem for p in group_pngs})
                  + (f"<p class=summary><b>{_e(summary)}</b></p>" if summary else ""))

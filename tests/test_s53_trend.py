@@ -11,6 +11,7 @@ reaches it."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from meta_study.analysis import predict_interval
 from meta_study.analysis.answers import answer_text
 from meta_study.analysis.fitting import FitOptions, fit_groups
 from meta_study.analysis.groups import Group
+from meta_study.analysis.headline import trend_around
 from meta_study.analysis.payoff import us_needed_from_values
 from meta_study.analysis.selection import U_GRID, SelectionOptions
 from meta_study.analysis.tables import fits_frame
@@ -92,6 +94,7 @@ def claims() -> pd.DataFrame:
     return bench.claims_check(bench.demo_simulator(0) + bench.law_families(0, 30))
 
 
+@pytest.mark.slow(20)
 def test_on_synthetic_families_the_trend_band_holds_the_law_near_90_percent(claims: pd.DataFrame) -> None:
     """The demo's simulator and 30 groups below known laws (eq1, eq1 with a Bayes error,
     logit-linear): in trusted groups the DS claims' trend bands hold the law's value within 5
@@ -105,3 +108,18 @@ def test_on_synthetic_families_the_trend_band_holds_the_law_near_90_percent(clai
     need = tr[tr["claim"] == "US needed"]
     assert len(need) >= 25 and need["covered"].mean() >= 0.85
     assert math.isclose(claims.loc[claims["claim"] == "DS at +1", "prediction interval"].isna().mean(), 0.0)
+
+
+def test_the_trend_band_never_leaves_the_prediction_interval(tmp_path) -> None:
+    """A model's accuracy is the law plus its scatter, so the law's band is cut to the interval:
+    on public groups its low end fell below the interval's (a law band wider than a model's)."""
+    from meta_study.analysis.headline import Headline
+
+    h = Headline.from_row(_rows(tmp_path).query("headline").iloc[0].to_dict())
+    wide = tuple((5 * r, x, c) for r, x, c in h.trend_residuals)     # back-tests far off the final curve
+    u = np.array([h.best_us + 0.01, h.best_us + 0.03])
+    lo, hi = h.interval(u)
+    raw_lo, raw_hi = trend_around(h.predict_accuracy(u), u, wide, h.best_us, 0.9)
+    assert (raw_lo < lo).all()      # uncut, the band would reach below the interval
+    t_lo, t_hi = replace(h, trend_residuals=wide).interval(u, band="trend")
+    assert np.all(t_lo >= lo) and np.all(t_hi <= hi) and np.all(t_lo < t_hi)
