@@ -465,14 +465,14 @@ class Headline:
         upper = None
         if self.interval_rule == INTERVAL_RULE and self.usable:
             upper = self.member_curves(u).max(axis=0)
-        lo, hi = interval_around(self.predict_accuracy(u), u, self.residuals, self.best_us, level, self.test_size,
-                                 self.interval_rule, upper)
+        pred = self.predict_accuracy(u)     # one evaluation of every member, for both bands
+        lo, hi = interval_around(pred, u, self.residuals, self.best_us, level, self.test_size, self.interval_rule,
+                                 upper)
         if band == "trend":
             # within the prediction interval: a model's accuracy there is the law plus its scatter,
             # so the law cannot lie where the interval says no model will (the band's low end fell
             # below the interval's on 10 of 120 public groups, one law band wider than the model's)
-            t_lo, t_hi = trend_around(self.predict_accuracy(u), u, self.trend_residuals, self.best_us, level,
-                                      self.interval_rule)
+            t_lo, t_hi = trend_around(pred, u, self.trend_residuals, self.best_us, level, self.interval_rule)
             return (np.where(np.isnan(t_lo), np.nan, np.fmax(t_lo, lo)),
                     np.where(np.isnan(t_hi), np.nan, np.fmin(t_hi, hi)))
         return lo, hi
