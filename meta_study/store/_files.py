@@ -785,18 +785,20 @@ class _Files:
         return name
 
     def delete(self, rel: str) -> None:
-        """Delete the file ``rel`` (nothing there is no error; a directory is an ``OSError``)."""
+        """Delete the file ``rel`` (nothing there is no error; a directory is an ``OSError``,
+        except on S3: see below)."""
         with contextlib.suppress(FileNotFoundError):
             if self.local:
                 os.unlink(self.p(rel))
             elif self.scheme == "s3":
-                # not pyarrow's delete_file: it PUT an empty marker for the parent after each delete,
+                # One DELETE of the key ``rel``, nothing asked first: S3 answers a DELETE of a missing
+                # key 204, and it never touches keys below ``rel/``. It asked pyarrow what was there
+                # first (a HEAD, and a LIST of ``rel/`` where no object was): a request more per
+                # superseded file of every commit (5 in a 5-partition commit). Keys below ``rel/`` (a
+                # "directory" there) are left as they are, never deleted: on S3 they block nothing
+                # (no EISDIR), and 'store check' names stray keys, '--repair' sets them aside.
+                # Not pyarrow's delete_file: it PUT an empty marker for the parent after each delete,
                 # and an object stored under that key ('up/a/') lost its bytes at every commit
-                kind = self.kind(rel)
-                if kind is None:
-                    return
-                if kind != "a file":
-                    raise IsADirectoryError(errno.EISDIR, f"is {kind}, not a file", self.p(rel))
                 self.objects().delete(rel)
             else:
                 self.fs.delete_file(self.p(rel))

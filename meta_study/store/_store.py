@@ -895,14 +895,11 @@ class Store:
         absent directory, that can be reached, on a local filesystem or on s3:// with boto3
         installed (other object stores are read only). Ingest calls it before reading sources."""
         if not self._f.local:
-            _ = self._f.objects().client   # a store we cannot commit to safely is refused before any work
-        info = self.probe()                # an endpoint that cannot be reached: said here, in its words
+            self._check_writable_s3()
+            return
+        info = self.probe()                # a location that cannot be reached: said here, in its words
         self._require_directory(info)
-        if not self._f.local:
-            # an endpoint that ignores conditional writes, or credentials that cannot write:
-            # refused before any source is read, not at the lease (4 small requests, once)
-            self._f.objects().require_conditional_writes(LEASE)
-        if info.type == pafs.FileType.NotFound and self._f.local:
+        if info.type == pafs.FileType.NotFound:
             parent = os.path.dirname(self._f.root)   # the nearest existing parent must be a directory
             while not os.path.lexists(parent):
                 parent = os.path.dirname(parent)
@@ -917,9 +914,9 @@ class Store:
             if others:
                 raise UserError(f"{self.uri}: directory is not empty and is not a meta-study store "
                                 f"(found {', '.join(others[:3])})")
-            if self._f.local and not os.access(self._f.root, os.W_OK | os.X_OK):
+            if not os.access(self._f.root, os.W_OK | os.X_OK):
                 raise UserError(f"{self.uri}: cannot create a store there: no write permission on {self._f.root}")
-        elif info.type == pafs.FileType.Directory and self._f.local:
+        elif info.type == pafs.FileType.Directory:
             # a store read-only to this user, refused here, once, before any source is read (the lock
             # refused it after each source had been read): what every commit writes is the lock file
             # (or its directory), a manifest and a staging directory
@@ -933,6 +930,42 @@ class Store:
                     raise UserError(f"{self.uri}: cannot write to this store: no write permission on {path} (a "
                                     f"store shared by a group: 'chmod g+w {path}', and a umask such as 002 for "
                                     "every writer)")
+
+    def _check_writable_s3(self) -> None:
+        """:meth:`check_writable` on S3 (other object stores: the one-line refusal of
+        :meth:`._Files.objects`). One LIST of the manifests where a store is there, plus the
+        conditional-write probe once per :class:`Store` (4 requests: the probe's PUTs are what
+        refuse credentials that cannot write, and an endpoint that ignores conditional writes).
+
+        It asked pyarrow what is at the root first (:meth:`probe`: a HEAD of the prefix as a key,
+        and a LIST of ``prefix/``): 2 requests more per commit. The LIST of the manifests reaches
+        the endpoint as well (a missing bucket, refused credentials, no network: one line here,
+        in its words, before any source is read), and where it finds a manifest the root is a
+        store's directory. Only where none is (a new store) is the root looked at as before: an
+        object at the prefix itself (a URI naming a file, mistyped) is refused, and so is a
+        non-empty directory that is no store. An object at the key of an existing store's prefix
+        is not looked for: no key of the store is that key (its keys all start ``prefix/``)."""
+        objs = self._f.objects()
+        _ = objs.client   # a store we cannot commit to safely (no boto3) is refused before any work
+        try:
+            is_store = self.exists()
+        except (OSError, pa.ArrowException) as e:
+            if isinstance(e, UserError):   # a missing bucket, no credentials: one line already
+                raise
+            raise UserError(f"{self.uri}: cannot reach store location ({_first_line(e)})") from None
+        info = None
+        if not is_store:
+            info = self.probe()
+            self._require_directory(info)
+        # an endpoint that ignores conditional writes, or credentials that cannot write: refused
+        # before any source is read, not at the lease (4 small requests, once)
+        objs.require_conditional_writes(LEASE)
+        if info is not None and info.type == pafs.FileType.Directory:
+            self._refuse_lost_manifests()   # a store that lost its manifests is no empty directory
+            others = [n for n in self._f.listdir("") if n not in ("_meta", "_staging")]
+            if others:
+                raise UserError(f"{self.uri}: directory is not empty and is not a meta-study store "
+                                f"(found {', '.join(others[:3])})")
 
     # ---- committing ------------------------------------------------------------------------
 
@@ -1097,11 +1130,12 @@ class Store:
         """Delete a file the store no longer needs (superseded, or a pruned manifest). A directory
         at its name is set aside under ``_damaged/<version>/``, never deleted (it is no file of
         the store's): ``unlink`` failed on it (EISDIR), and so did every later commit, and the
-        repair, each finishing the same version first."""
+        repair, each finishing the same version first. On S3 a DELETE never fails for keys below
+        ``rel/`` (it leaves them): any failure is the request's own."""
         try:
             self._f.delete(rel)
         except OSError:
-            if self._f.kind(rel) != "a directory":
+            if self._f.scheme == "s3" or self._f.kind(rel) != "a directory":
                 raise
             self._f.move(rel, f"_damaged/{version:010d}/{rel}")
 
@@ -1190,6 +1224,12 @@ class Store:
         # listing never prunes more than a fresh one would
         seen, self._versions_seen = self._versions_seen, None
         versions = seen[1] if seen is not None and seen[0] == m.version else self._manifest_versions()
+        if self._f.scheme == "s3" and versions[:-KEEP_MANIFESTS]:
+            # one DeleteObjects for every pruned manifest and copy (2 DELETEs a commit, a HEAD before
+            # each). Its order does not matter: a copy left without its manifest (a writer that died
+            # meanwhile) is older than the manifests kept, and taken for none (_manifest_versions)
+            self._f.objects().delete_many([r for v in versions[:-KEEP_MANIFESTS] for r in (_mrel(v), _copy_rel(v))])
+            versions = []
         for v in versions[:-KEEP_MANIFESTS]:
             self._discard(_mrel(v), m.version)
             self._discard(_copy_rel(v), m.version)
