@@ -20,7 +20,8 @@ One refit:
 6. logs one MLflow run (experiment ``meta-study/refits`` by default) with the store, sources,
    fingerprint, every option that changes a number (:func:`option_params`) and why the groups were
    refitted (the data, or the options: which) as params, every group's parameters and errors as
-   metrics, and the version directory (tables, figures, report) as artifacts.
+   metrics (with ``--ds-target``, the band its ``us_needed`` interval is as a param of its own:
+   :data:`US_NEEDED_BAND`), and the version directory (tables, figures, report) as artifacts.
 
 Publishing is at most once per version (:func:`publish_to_mlflow`): ``OUT/published/`` records the
 run as soon as it exists and again when it is complete. A refit killed after ``OUT/LATEST`` moved
@@ -61,7 +62,8 @@ from .validation import printable as _printable
 from . import __version__
 from .analysis.groups import Group, Selection, Snapshot, layers_only_note
 from .analysis.fitting import FitOptions
-from .analysis.headline import INTERVAL_RULE, MEMBER_QUANTILE
+from .analysis.headline import INTERVAL_RULE, MEMBER_QUANTILE, check_band
+from .analysis.selection import us_needed_band   # the rule, where the selection applies it
 from .analysis.results import AnalysisOptions, Previous, ResultsDir, analyze, group_key
 from .analysis.outputs import footer
 from .analysis.bootstrap import BootstrapOptions
@@ -883,6 +885,15 @@ PUBLISH_TIMEOUT_S = 30
 ROLE_TAG, ROLE = "meta_study.role", "refit"
 VERSION_TAG = "meta_study.refit"
 OUT_TAG = "meta_study.refit_out"
+#: The per-group param (``fit/<group>/headline/us_needed_band``) that says which band the metrics
+#: ``us_needed_lo`` and ``us_needed_hi`` of that group are the ends of: :data:`TREND_BAND` (the band
+#: for the frontier's law) in a trusted group, :data:`PREDICTION_BAND` (the prediction interval, a
+#: model's scatter about the law included: wider) in an untrusted one. The same two metrics meant
+#: two things, and changed meaning with 2026-12-07's analysis for trusted groups only, with nothing
+#: in the run to say so; a run from before then logged no such param (its ends were the prediction
+#: interval's in every group).
+US_NEEDED_BAND = "us_needed_band"
+TREND_BAND, PREDICTION_BAND = check_band("trend"), check_band("prediction")
 
 
 def _http_settings(retries: int, timeout_s: int) -> contextlib.AbstractContextManager[None]:
@@ -1154,6 +1165,8 @@ def _publish(cfg: RefitConfig, version_dir: Path, info: dict[str, Any], ledger: 
     if run.info.status != "FINISHED":
         try:
             params, metrics = _run_values(cfg, version_dir, info)
+            # one band param per group with --ds-target: past MLflow's 100 params a request,
+            # which the client (mlflow>=3.0) splits into requests of 100
             client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()],
                              tags=[RunTag("n_metrics", str(len(metrics)))])
             for i in range(0, len(metrics), 1000):  # MLflow's per-batch limit
@@ -1184,7 +1197,9 @@ def _end_interrupted(client: Any, run_id: str) -> None:
 
 def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tuple[dict[str, Any],
                                                                                       list[tuple[str, float, int]]]:
-    """A version's params and its metrics as (key, value, timestamp ms): the same every time."""
+    """A version's params and its metrics as (key, value, timestamp ms): the same every time. The
+    params are the run's (:func:`option_params` and the data's) and, per group with a ``us_needed``
+    interval, which band it is (:data:`US_NEEDED_BAND`)."""
     from .mlflow_client import safe_uri
 
     # a record from before store_version was kept has none (publishing it ended in a KeyError)
@@ -1207,18 +1222,30 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
         # supported, else an extrapolation to 100% US (the report says so); alone, a dashboard of
         # the runs showed the extrapolated point as the finding
         # us_needed (with its interval): the --ds-target calculator's answer, the US accuracy that
-        # reaches the target (NaN, so not logged, without one); the run logged the param alone
+        # reaches the target (NaN, so not logged, without one); the run logged the param alone.
+        # Its interval's band is a param beside it (us_needed_band: trend or prediction): the
+        # trend's band in a trusted group, the prediction interval in an untrusted one
         names = (("saturation", "alpha", "k", "e_ir", "fit_err", "pred_err", "backtest_err", "stop_paying_us",
                   "stop_paying_supported", "trusted", "us_needed", "us_needed_lo", "us_needed_hi") if slot == "headline"
                  else ("saturation", "alpha", "k", "e_ir", "fit_err", "pred_err"))
         for r in rows.itertuples():
+            group = (r.us_task, r.ds_task, r.eval_protocol, r.shots)
             for name in names:
                 v = float(getattr(r, name, math.nan))
                 if math.isfinite(v):
-                    metrics.append((metric_key((r.us_task, r.ds_task, r.eval_protocol, r.shots), slot, name), v, ts))
+                    metrics.append((metric_key(group, slot, name), v, ts))
+            if slot == "headline" and _has_us_needed_interval(r):
+                # which band us_needed_lo/hi are the ends of: the trend's (trusted) or the prediction interval
+                params[metric_key(group, slot, US_NEEDED_BAND)] = us_needed_band(bool(r.trusted))
     metrics.append(("refit/groups", float(len(info["groups"])), ts))
     metrics.append(("refit/changed", float(len(info["changed"])), ts))
     return params, metrics
+
+
+def _has_us_needed_interval(row: Any) -> bool:
+    """Whether a headline row has a ``us_needed`` interval (``--ds-target`` given and a band to
+    invert): an end may be ``inf`` ("never", which no metric logs), but not both NaN."""
+    return not all(math.isnan(float(getattr(row, n, math.nan))) for n in ("us_needed_lo", "us_needed_hi"))
 
 
 def round_failure(e: BaseException, out: str) -> str:
