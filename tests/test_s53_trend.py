@@ -123,3 +123,18 @@ def test_the_trend_band_never_leaves_the_prediction_interval(tmp_path) -> None:
     assert (raw_lo < lo).all()      # uncut, the band would reach below the interval
     t_lo, t_hi = replace(h, trend_residuals=wide).interval(u, band="trend")
     assert np.all(t_lo >= lo) and np.all(t_hi <= hi) and np.all(t_lo < t_hi)
+
+
+@pytest.mark.slow(20)
+def test_stop_paying_and_saturation_stated_as_extrapolations_hold_the_law(claims: pd.DataFrame) -> None:
+    """Session 54: no trusted synthetic group states its stop-paying point as a finding (the headline's
+    slope stays above the threshold at the best model), so each states it to 100% US as an extrapolation,
+    with the members' spread. That spread, and the saturation's, hold the law's point all the same
+    (bench_selection.py (s): 95% and 99% over 103 trusted groups)."""
+    ex = claims.attrs["extrapolations"]
+    tr = ex[ex["trusted"]]
+    # each trusted group is checked once: as a finding (none today), or as an extrapolation
+    found = set(claims.loc[claims["trusted"] & (claims["claim"] == "stop paying"), "group"])
+    assert found.isdisjoint(tr["group"]) and found | set(tr["group"]) == set(claims.loc[claims["trusted"], "group"])
+    assert len(tr) >= 25
+    assert tr["stop paying"].mean() >= 0.85 and tr["saturation"].mean() >= 0.85, tr.mean(numeric_only=True)
