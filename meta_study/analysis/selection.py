@@ -1048,10 +1048,9 @@ def needed_residuals(level: float) -> int:
     """The fewest back-test residuals from which an interval can hold a new model ``level`` of the
     time: with ``n`` exchangeable errors the next one exceeds the ``k``-th smallest with chance
     ``1 - k / (n + 1)``, so ``k = ceil((n + 1) level)`` must be at most ``n`` (9 at 90%, 19 at 95%)."""
-    n = 1
-    while math.ceil((n + 1) * level - 1e-9) > n:
-        n += 1
-    return n
+    # (n + 1) level <= n  <=>  n >= level / (1 - level); 1e-9: 0.9 / 0.1 is 9.000000000000002. A
+    # level in (0, 1), as SelectionOptions checks it
+    return max(1, math.ceil(level / (1.0 - level) - 1e-9))
 
 
 def _few_residuals(n: int, level: float) -> list[str]:
@@ -1064,9 +1063,15 @@ def _few_residuals(n: int, level: float) -> list[str]:
     need = needed_residuals(level)
     if n <= 0 or n >= need:
         return []
+    # the share with as many decimals (up to 2) as it takes to read below the level: 18 of 19 at 95%
+    # read "about 95% of the time, not 95%"
+    share, d = 100 * n / (n + 1), 0
+    while d < 2 and float(f"{share:.{d}f}") >= 100 * level - 1e-9:
+        d += 1
+    largest = "that one" if n == 1 else f"the largest of {n} alike ones"   # not "the largest of 1 alike ones"
     return [f"few_residuals: the {100 * level:g}% interval rests on {n} back-test residual{'s' if n != 1 else ''}: the "
-            f"next error exceeds the largest of {n} alike ones 1 time in {n + 1}, so it holds a new model about "
-            f"{100 * n / (n + 1):.0f}% of the time, not {100 * level:g}% ({need} or more residuals are needed)"]
+            f"next error exceeds {largest} 1 time in {n + 1}, so it holds a new model about "
+            f"{share:.{d}f}% of the time, not {100 * level:g}% ({need} or more residuals are needed)"]
 
 
 def _group_warnings(sel: GroupSelection, g: _Group, o: SelectionOptions, trusted: bool) -> list[str]:
