@@ -62,7 +62,7 @@ from .validation import printable as _printable
 from . import __version__
 from .analysis.groups import Group, Selection, Snapshot, layers_only_note
 from .analysis.fitting import FitOptions
-from .analysis.headline import INTERVAL_RULE, MEMBER_QUANTILE, check_band
+from .analysis.headline import INTERVAL_RULE, MEMBER_QUANTILE
 from .analysis.selection import us_needed_band   # the rule, where the selection applies it
 from .analysis.results import AnalysisOptions, Previous, ResultsDir, analyze, group_key
 from .analysis.outputs import footer
@@ -886,14 +886,13 @@ ROLE_TAG, ROLE = "meta_study.role", "refit"
 VERSION_TAG = "meta_study.refit"
 OUT_TAG = "meta_study.refit_out"
 #: The per-group param (``fit/<group>/headline/us_needed_band``) that says which band the metrics
-#: ``us_needed_lo`` and ``us_needed_hi`` of that group are the ends of: :data:`TREND_BAND` (the band
-#: for the frontier's law) in a trusted group, :data:`PREDICTION_BAND` (the prediction interval, a
-#: model's scatter about the law included: wider) in an untrusted one. The same two metrics meant
-#: two things, and changed meaning with 2026-12-07's analysis for trusted groups only, with nothing
-#: in the run to say so; a run from before then logged no such param (its ends were the prediction
-#: interval's in every group).
+#: ``us_needed_lo`` and ``us_needed_hi`` of that group are the ends of: ``trend`` (the band for the
+#: frontier's law) in a trusted group, ``prediction`` (the prediction interval, a model's scatter
+#: about the law included: wider) in an untrusted one (:func:`~.analysis.selection.us_needed_band`,
+#: the rule where the selection applies it). The same two metrics meant two things, and changed
+#: meaning with 2026-12-07's analysis for trusted groups only, with nothing in the run to say so; a
+#: run from before then logged no such param (its ends were the prediction interval's in every group).
 US_NEEDED_BAND = "us_needed_band"
-TREND_BAND, PREDICTION_BAND = check_band("trend"), check_band("prediction")
 
 
 def _http_settings(retries: int, timeout_s: int) -> contextlib.AbstractContextManager[None]:

@@ -66,7 +66,7 @@ import numpy as np
 from ..defaults import PAYOFF_THRESHOLD, TOLERANCE
 from ..errors import Range
 from .frontiers import FRONTIER_KINDS, FRONTIERS, Frontier, check_frontier_names, frontier_points
-from .headline import (MEMBER_QUANTILE, Headline, member_predictions, estimate_test_size, half_width, latest_cut_errors, no_spread,
+from .headline import (MEMBER_QUANTILE, Headline, check_band, member_predictions, estimate_test_size, half_width, latest_cut_errors, no_spread,
                        row_number)
 from .hull import upper_hull
 from .laws import LAWS, LawFit, get_law
@@ -807,7 +807,7 @@ def us_needed_band(trusted: bool) -> str:
     """The band a group's US needed (``us_needed_lo/hi``) inverts: the trend's in a trusted group,
     a statement about the frontier's law; the prediction interval, the one interval its answer
     states, in an untrusted one (:func:`_trust_and_claims`). ``refit`` publishes which."""
-    return "trend" if trusted else "prediction"
+    return check_band("trend" if trusted else "prediction")
 
 
 def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions, unscored: str = "") -> GroupSelection:
