@@ -408,7 +408,7 @@ def test_every_shipped_public_table_ingests_as_is(tmp_path):
     r = run_cli("ingest", str(files[0]), *map(str, plain), "--store", str(tmp_path / "t"))
     assert r.returncode == 2 and f"{plain[0]} and {plain[1]}: both would be source 'us_ds'" in r.stderr, r.stderr
     r = run_cli("ingest", str(files[0]), str(plain[0]), "--store", str(tmp_path / "t"), "--quiet")
-    assert r.returncode == 0 and set(Store(str(tmp_path / "t")).to_pandas()["source"]) == {"clip_benchmark_probe", "us_ds"}
+    assert r.returncode == 0 and set(Store(str(tmp_path / "t")).to_pandas()["source"]) == {files[0].parent.name, "us_ds"}
 
 
 def test_a_constant_never_overwrites_the_inputs_own_values(tmp_path):
