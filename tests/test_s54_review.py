@@ -7,7 +7,6 @@ its share rounds to the level (18 residuals at 95%) or rests on one residual."""
 
 from __future__ import annotations
 
-import errno
 
 import pytest
 
@@ -19,6 +18,7 @@ boto3 = pytest.importorskip("boto3")
 
 from test_s51_store_s3 import _log_mark, _prefix, _requests, _rows  # noqa: E402
 from test_s52_s3 import _Relay, relay  # noqa: E402,F401 - the proxy fixture
+from test_s54_store import keys_below_an_unfinished_commit  # noqa: E402
 
 
 def _xml_error(code: str, message: str) -> bytes:
@@ -110,25 +110,7 @@ def test_keys_below_a_superseded_name_leave_no_commit_pending(request, s3, s3env
     the version stayed pending, and every command that opened the store took the lease to finish it
     again (PUTs, ~23 requests each) until the next commit. Once finished, opening it writes nothing;
     'store check' names the keys."""
-    prefix = _prefix(request)
-    uri = f"s3://lab/{prefix}"
-    s = Store(uri, notify=None)
-    s.commit(_rows(0.1, ("a",)))
-    (old,) = sorted(e["path"] for e in Store(uri)._load().data)
-    real, calls = Store._finalize, []
-
-    def finalize(self, m):  # noqa: ANN001, ANN202 - the second call: the new version's own finalize
-        calls.append(m.version)
-        if len(calls) == 2:
-            raise OSError(errno.EIO, "simulated failure")
-        return real(self, m)
-
-    monkeypatch.setattr(Store, "_finalize", finalize)
-    assert s.commit(_rows(0.2, ("a",))).version == 2
-    monkeypatch.setattr(Store, "_finalize", real)
-    c = s3.client()
-    c.delete_object(Bucket="lab", Key=f"{prefix}/{old}")
-    c.put_object(Bucket="lab", Key=f"{prefix}/{old}/keep", Body=b"someone's")
+    prefix, uri, old, c = keys_below_an_unfinished_commit(request, s3, monkeypatch)
     Store(uri, notify=None).require()   # finishes version 2 (its staged file moved into place)
     st = Store(uri, notify=None)
     assert not st._pending(st._load())

@@ -66,11 +66,10 @@ def test_old_manifests_are_pruned_with_one_delete_objects(request, s3, s3env, mo
     assert set(Store(uri).read().column("ds_accuracy").to_pylist()) == {0.3} and Store(uri).check().ok
 
 
-def test_keys_below_a_superseded_files_name_are_left_for_check_to_name(request, s3, s3env, monkeypatch):
-    """A commit whose finalize failed past its commit point, and keys below one of the files it
-    superseded (``<file>/keep``, the object itself gone): the next commit finishes it, its DELETE of
-    the file's key leaves those keys, bytes and all (on S3 they block nothing), and 'store check'
-    names them, '--repair' sets them aside. pyarrow's HEAD and LIST there set them aside at once."""
+def keys_below_an_unfinished_commit(request, s3, monkeypatch):  # noqa: ANN001, ANN201 - fixtures
+    """A store whose version 2 committed with its finishing left to the next writer (its finalize failed
+    past the commit point), and keys below the name of the file it superseded (``<file>/keep``, the
+    object itself gone). Returns (prefix, uri, that file's name, a boto3 client)."""
     prefix = _prefix(request)
     uri = f"s3://lab/{prefix}"
     s = Store(uri, notify=None)
@@ -90,6 +89,15 @@ def test_keys_below_a_superseded_files_name_are_left_for_check_to_name(request, 
     c = s3.client()
     c.delete_object(Bucket="lab", Key=f"{prefix}/{old}")
     c.put_object(Bucket="lab", Key=f"{prefix}/{old}/keep", Body=b"someone's")
+    return prefix, uri, old, c
+
+
+def test_keys_below_a_superseded_files_name_are_left_for_check_to_name(request, s3, s3env, monkeypatch):
+    """A commit whose finalize failed past its commit point, and keys below one of the files it
+    superseded (``<file>/keep``, the object itself gone): the next commit finishes it, its DELETE of
+    the file's key leaves those keys, bytes and all (on S3 they block nothing), and 'store check'
+    names them, '--repair' sets them aside. pyarrow's HEAD and LIST there set them aside at once."""
+    prefix, uri, old, c = keys_below_an_unfinished_commit(request, s3, monkeypatch)
     assert Store(uri, notify=None).commit(_rows(0.3, ("b",))).version == 3
     assert c.get_object(Bucket="lab", Key=f"{prefix}/{old}/keep")["Body"].read() == b"someone's"
     assert [(d.path, d.kind) for d in Store(uri).check().damage] == [(f"{old}/keep", "untracked")]
