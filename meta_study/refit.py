@@ -21,7 +21,8 @@ One refit:
    fingerprint, every option that changes a number (:func:`option_params`) and why the groups were
    refitted (the data, or the options: which) as params, every group's parameters and errors as
    metrics (with ``--ds-target``, the band its ``us_needed`` interval is as a param of its own:
-   :data:`US_NEEDED_BAND`), and the version directory (tables, figures, report) as artifacts.
+   :data:`US_NEEDED_BAND`, and an end that is "never" as a param under that end's key:
+   :data:`INF_WORDS`), and the version directory (tables, figures, report) as artifacts.
 
 Publishing is at most once per version (:func:`publish_to_mlflow`): ``OUT/published/`` records the
 run as soon as it exists and again when it is complete. A refit killed after ``OUT/LATEST`` moved
@@ -893,6 +894,14 @@ OUT_TAG = "meta_study.refit_out"
 #: meaning with 2026-12-07's analysis for trusted groups only, with nothing in the run to say so; a
 #: run from before then logged no such param (its ends were the prediction interval's in every group).
 US_NEEDED_BAND = "us_needed_band"
+#: The report's word (``answers.pct``) for a headline value that is ``inf``, by name: an end of the
+#: ``us_needed`` interval is inf where the band's edge never reaches the ``--ds-target`` below 100%
+#: US. No metric holds inf, and unlogged it read as "no target given" (NaN, which stays unlogged),
+#: so the run logs the word as a param under the metric's own key, beside :data:`US_NEEDED_BAND`
+#: (``fit/<group>/headline/us_needed_hi`` = ``never``; keys <= 244 characters, MLflow's limit 250,
+#: values 5, its limit 6000): a key is a metric or this param in a run, never both. The point
+#: ``us_needed`` and ``stop_paying_us`` say "never" with NaN (:mod:`~.analysis.payoff`), no inf.
+INF_WORDS: dict[str, str] = {"us_needed_lo": "never", "us_needed_hi": "never"}
 
 
 def _http_settings(retries: int, timeout_s: int) -> contextlib.AbstractContextManager[None]:
@@ -1198,7 +1207,8 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
                                                                                       list[tuple[str, float, int]]]:
     """A version's params and its metrics as (key, value, timestamp ms): the same every time. The
     params are the run's (:func:`option_params` and the data's) and, per group with a ``us_needed``
-    interval, which band it is (:data:`US_NEEDED_BAND`)."""
+    interval, which band it is (:data:`US_NEEDED_BAND`) and, under a metric's key, the word for a
+    headline value that is ``inf`` (:data:`INF_WORDS`: "never"), which no metric holds."""
     from .mlflow_client import safe_uri
 
     # a record from before store_version was kept has none (publishing it ended in a KeyError)
@@ -1223,7 +1233,8 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
         # us_needed (with its interval): the --ds-target calculator's answer, the US accuracy that
         # reaches the target (NaN, so not logged, without one); the run logged the param alone.
         # Its interval's band is a param beside it (us_needed_band: trend or prediction): the
-        # trend's band in a trusted group, the prediction interval in an untrusted one
+        # trend's band in a trusted group, the prediction interval in an untrusted one. An end
+        # that is inf (the band never reaches the target) is the param "never" under its key
         names = (("saturation", "alpha", "k", "e_ir", "fit_err", "pred_err", "backtest_err", "stop_paying_us",
                   "stop_paying_supported", "trusted", "us_needed", "us_needed_lo", "us_needed_hi") if slot == "headline"
                  else ("saturation", "alpha", "k", "e_ir", "fit_err", "pred_err"))
@@ -1233,6 +1244,9 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
                 v = float(getattr(r, name, math.nan))
                 if math.isfinite(v):
                     metrics.append((metric_key(group, slot, name), v, ts))
+                elif v == math.inf and name in INF_WORDS:
+                    # "never" (INF_WORDS): a param, no metric holds inf; NaN (no value) logs nothing
+                    params[metric_key(group, slot, name)] = INF_WORDS[name]
             if slot == "headline" and _has_us_needed_interval(r):
                 # which band us_needed_lo/hi are the ends of: the trend's (trusted) or the prediction interval
                 params[metric_key(group, slot, US_NEEDED_BAND)] = us_needed_band(bool(r.trusted))
@@ -1243,7 +1257,7 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
 
 def _has_us_needed_interval(row: Any) -> bool:
     """Whether a headline row has a ``us_needed`` interval (``--ds-target`` given and a band to
-    invert): an end may be ``inf`` ("never", which no metric logs), but not both NaN."""
+    invert): an end may be ``inf`` ("never", a param: :data:`INF_WORDS`), but not both NaN."""
     return not all(math.isnan(float(getattr(row, n, math.nan))) for n in ("us_needed_lo", "us_needed_hi"))
 
 
