@@ -637,7 +637,7 @@ class _Files:
         :meth:`move` of ``rel`` on S3 then asks no HEAD of it before its copy (:meth:`S3Objects.copy`)."""
         self._sizes_known[rel] = size
 
-    def move(self, src_rel: str, dst_rel: str) -> str:
+    def move(self, src_rel: str, dst_rel: str, *, delete_later: list[str] | None = None) -> str:
         """Move a file (locally a directory too); returns where it went (``dst_rel``, or the free
         name :meth:`_aside_name` chose for a set-aside). If another process moved it first (two writers
         finishing one commit, object stores only), that is not an error: the file is where it
@@ -646,7 +646,12 @@ class _Files:
         ("NO_SUCH_KEY during CopyObject") left a published repair that every later command,
         ``store check`` included, failed to finish. On S3 an object whose key ends in '/'
         (``src_rel`` ``up/a/``: see :meth:`object_sizes`) keeps its bytes at ``dst_rel``
-        less the '/', where any reader sees them (see also :meth:`expect_size`)."""
+        less the '/', where any reader sees them (see also :meth:`expect_size`).
+
+        ``delete_later`` (S3): once the copy landed, the source's key is appended there instead of
+        deleted, for the caller to delete with others in one request (:meth:`delete_files`); the
+        copy at ``dst_rel`` is then complete, so deleting the source is safe whenever it happens
+        (a source never deleted is a duplicate: garbage). Elsewhere the move is whole, as without."""
         known = self._sizes_known.pop(src_rel, None)
         target = self._aside_name(dst_rel.rstrip("/") if src_rel.endswith("/") and not self.local else dst_rel)
         self._mkdirs_aside(os.path.dirname(target))
@@ -659,7 +664,7 @@ class _Files:
                 _move_across(self.p(src_rel), self.p(target), e)
             return target
         if self.scheme == "s3":
-            return self._move_s3(src_rel, dst_rel, target, known)
+            return self._move_s3(src_rel, dst_rel, target, known, delete_later)
         try:
             self.fs.move(self.p(src_rel), self.p(target))
         except (OSError, pa.ArrowException):
@@ -667,8 +672,10 @@ class _Files:
                 raise
         return target
 
-    def _move_s3(self, src_rel: str, dst_rel: str, target: str, size: int | None = None) -> str:
-        """:meth:`move` on S3: a copy, then a delete, both through boto3. pyarrow's ``move`` then
+    def _move_s3(self, src_rel: str, dst_rel: str, target: str, size: int | None = None,
+                 delete_later: list[str] | None = None) -> str:
+        """:meth:`move` on S3: a copy, then a delete (or the source's key added to ``delete_later``),
+        both through boto3. pyarrow's ``move`` then
         PUT an empty ``<parent>/`` marker of the source without looking, and an object stored
         under that key (``up/a/``, or ``_staging/``) lost its bytes whenever a file was moved out
         of its directory (a damaged file set aside, a staged file moved into place)."""
@@ -685,7 +692,10 @@ class _Files:
             if kind is None and (self.exists(target) or self.exists(dst_rel)):
                 return target   # another writer finishing the same commit moved it first
             raise
-        objs.delete(src_rel)
+        if delete_later is not None:
+            delete_later.append(src_rel)
+        else:
+            objs.delete(src_rel)
         return target
 
     def _move_tree(self, src_rel: str, dst_rel: str) -> None:
@@ -802,6 +812,16 @@ class _Files:
                 self.objects().delete(rel)
             else:
                 self.fs.delete_file(self.p(rel))
+
+    def delete_files(self, rels: list[str]) -> None:
+        """Delete these files (nothing there is no error), as :meth:`delete` does each. On S3 in
+        one request per 1,000 keys where there are 2 or more (:meth:`S3Objects.delete_many`: a
+        DeleteObjects, whose keys are deleted in no particular order), else one DELETE."""
+        if self.scheme == "s3" and len(rels) > 1:
+            self.objects().delete_many(rels)
+            return
+        for rel in rels:
+            self.delete(rel)
 
     def rmtree(self, rel: str) -> None:
         """Delete the directory ``rel`` and all below it; failures are ignored (garbage, collected

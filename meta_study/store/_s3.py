@@ -143,6 +143,7 @@ class S3Objects:
         self._keys = (key, secret, q.get("session_token")) if key and secret else None
         self._client: Any = None
         self._conditional_checked = False
+        self._batch_refused = False   # a DeleteObjects failed: one DELETE per object from then on
         #: True once the client was set up without credentials (its requests go unsigned)
         self.unsigned = False
 
@@ -448,16 +449,23 @@ class S3Objects:
     def delete_many(self, rels: list[str] | dict[str, int]) -> None:
         """DELETE these objects (none there is no error), 1,000 per request; an :class:`OSError`
         naming the first that the endpoint failed to delete. Not pyarrow's ``delete_dir``: it then
-        PUT an empty marker for the parent (``_staging/``), replacing any bytes stored there."""
+        PUT an empty marker for the parent (``_staging/``), replacing any bytes stored there.
+        Once a DeleteObjects failed, this instance sends one DELETE per object (a commit asks
+        this once per partition: a refused batch before each pair of DELETEs cost a request more)."""
         rels = sorted(rels)
         for i in range(0, len(rels), 1000):
             chunk = rels[i:i + 1000]
+            if self._batch_refused:
+                for rel in chunk:
+                    self.delete(rel)
+                continue
             try:
                 r = self._call("DELETE", chunk[0], lambda Bucket, Key, **kw: self.client.delete_objects(  # noqa: N803
                     Bucket=Bucket, Delete={"Objects": [{"Key": self.key(rel)} for rel in chunk], "Quiet": True}))
             except OSError:
                 # an S3-compatible store that refuses the batch (some want a Content-MD5, which
                 # botocore >= 1.36 no longer sends): one DELETE per object, which every store takes
+                self._batch_refused = True
                 for rel in chunk:
                     self.delete(rel)
                 continue

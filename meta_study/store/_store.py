@@ -83,6 +83,7 @@ from ._lock import LEASE, LockFileError, LockHolder, Notify, _Heartbeat, _lease_
 from ._manifest import (FORMAT_VERSION, KEEP_LOG, KEEP_MANIFESTS, QUARANTINE_SCHEMA, CheckResult, CommitResult,
                         Damage, StoreSummary, _CorruptManifest, _Manifest, _quarantine_table)
 from ._merge import _by_partition, _Plan, _Verified, require_partitions
+from ._s3 import NoCredentialsError
 
 Filter = Mapping[str, Any]
 
@@ -300,6 +301,8 @@ class Store:
     def _require_exists(self, half_made: bool = False) -> None:
         """A :class:`UserError` unless the location is a store; with ``half_made``, a store whose
         first commit never landed (only ``_meta``: it may hold a lock to break) passes too."""
+        if self._listed_as_store():
+            return
         info = self.probe()
         if info.type == pafs.FileType.NotFound:
             raise UserError(f"{self.uri}: no such store")
@@ -311,6 +314,25 @@ class Store:
             raise UserError(f"{self.uri}: not a meta-study store (no _meta/manifests)")
         if not self._f.exists("_meta"):
             raise UserError(f"{self.uri}: not a meta-study store (no _meta)")
+
+    def _listed_as_store(self) -> bool:
+        """On S3, whether one LIST of the manifests finds a store: then nothing more is asked (every
+        command opening the store, ``store info`` and ``store unlock`` among them). They asked pyarrow
+        what is at the root first (:meth:`probe`: a HEAD of the prefix as a key, a LIST of
+        ``prefix/``; a HEAD of the bucket for a store at its root): 2 requests more, each time,
+        though the LIST of the manifests followed anyway, and where it finds a manifest the root
+        is a store's directory (as :meth:`_check_writable_s3` takes it). Where it finds none, or
+        fails (a missing bucket, no network, refused credentials), False: the root is looked at
+        as before, and the command refuses in the same words (only an unsigned request refused
+        is said at once, in :class:`NoCredentialsError`'s). False on other filesystems."""
+        if self._f.scheme != "s3":
+            return False
+        try:
+            return self.exists()
+        except NoCredentialsError:
+            raise
+        except (OSError, pa.ArrowException, UserError):
+            return False
 
     def _refuse_lost_manifests(self) -> None:
         """A :class:`StoreDamagedError` if the location holds a store's files (data, quarantine or
@@ -1088,13 +1110,20 @@ class Store:
         partition) is unlinked right after, so a plain reader listing the store meanwhile sees
         each partition old or new (both for the microseconds between the rename and the unlink),
         never both for the whole finalize. Two writers may finalize one version at once (object
-        stores, a lease that expired under a paused writer): each step is idempotent."""
+        stores, a lease that expired under a paused writer): each step is idempotent.
+
+        On S3 a move is a copy, then the staged key's delete: that delete and the superseded
+        files' go in one DeleteObjects per partition, after the copy landed (each key is one the
+        protocol may delete from then on: the staged file has its copy in place, the superseded
+        ones are replaced), and those the loop left in one more: 5 requests less for a commit
+        rewriting 5 partitions (a DELETE of each staged and of each superseded file before)."""
         from ._files import partition_key
 
         superseded: dict[str, list[str]] = {}
         for rel in m.pending_delete:
             superseded.setdefault(partition_key(rel), []).append(rel)
         still = self._still_staged(m)
+        batch = self._f.scheme == "s3"   # see above; elsewhere a rename and an unlink each
         first = True
         for e in m.live_files():
             staged = e.get("staged")
@@ -1110,20 +1139,20 @@ class Store:
                 self._f.move(e["path"], f"_damaged/{m.version:010d}/{e['path']}")
             if isinstance(e.get("bytes"), int):
                 self._f.expect_size(staged, e["bytes"])   # on S3 no HEAD of the staged file before its copy
-            self._f.move(staged, e["path"])
+            gone: list[str] = []   # S3: the staged key, once its copy is in place
+            if batch:
+                self._f.move(staged, e["path"], delete_later=gone)
+            else:
+                self._f.move(staged, e["path"])
             if first:
-                _failpoint("mid_finalize")
+                _failpoint("mid_finalize")   # the new file in place, the one it supersedes still there
                 first = False
-            for rel in superseded.pop(partition_key(e["path"]), []):
-                self._discard(rel, m.version)
-                self._f.prune_empty_dirs(os.path.dirname(rel))
+            self._discard_all(gone + superseded.pop(partition_key(e["path"]), []), m.version)
         # only those the loop left: asking again for files it just deleted cost a HEAD and a LIST
         # each on S3 (a listing of the whole store past 3 partitions) in every commit. Their names
         # are never written again (part-<version>-<random>), so none can be back meanwhile.
         left, listed = self._left_of([r for rels in superseded.values() for r in rels])
-        for rel in left:
-            self._discard(rel, m.version)
-            self._f.prune_empty_dirs(os.path.dirname(rel))
+        self._discard_all(left, m.version)
         for rel in self._not_yet_aside(m):   # a repair whose writer died after its commit point
             self._f.move(rel, f"_damaged/{m.version:010d}/{rel}")
             self._f.prune_empty_dirs(os.path.dirname(rel))
@@ -1140,6 +1169,16 @@ class Store:
         if listed is not None:
             return _copy_rel(m.version) in listed
         return self._f.exists(_copy_rel(m.version))
+
+    def _discard_all(self, rels: list[str], version: int) -> None:
+        """:meth:`_discard` each of ``rels`` (and prune the directories they leave empty, local);
+        on S3 in one DeleteObjects per 1,000 keys (a DELETE for a single one)."""
+        if self._f.scheme == "s3":
+            self._f.delete_files(rels)
+            return
+        for rel in rels:
+            self._discard(rel, version)
+            self._f.prune_empty_dirs(os.path.dirname(rel))
 
     def _discard(self, rel: str, version: int) -> None:
         """Delete a file the store no longer needs (superseded, or a pruned manifest). A directory
