@@ -410,10 +410,30 @@ def store_quarantine(store_uri: str, source: str | None, limit: int) -> None:
     shown = q if limit == 0 else q.head(limit)
     for r in shown.astype(object).where(shown.notna(), None).itertuples():
         # values from the source: an ANSI escape or a newline in a run id is shown, not obeyed
-        click.echo(printable(f"- [{r.source}] {r.run_id or '-'}: {r.reason}"))
+        click.echo(printable(f"- [{r.source}] {r.run_id or '-'}{_quarantined_where(r.raw)}: {r.reason}"))
     if len(shown) < len(q):
         # "5000 quarantined row(s)" then 20 lines, with nothing to say the rest were left out
         click.echo(f"... and {len(q) - len(shown)} more (the first {len(shown)} shown; --limit 0 shows all)")
+
+
+def _quarantined_where(raw: Any) -> str:
+    """Which row a quarantined row was, from its ``raw`` record (JSON): `` (FILE line N, ds_task T)``
+    as far as it says, else "". A run's rows differ only in their DS task: seven lines
+    "- [glue] Turing ULR v6: ds_accuracy: -0.5 out of range [0, 1]" read as one row said seven times."""
+    import json
+
+    try:
+        d = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return ""
+    if not isinstance(d, dict):
+        return ""
+    parts = []
+    if d.get("_file") is not None:
+        parts.append(f"{d['_file']}" + (f" line {d['_line']}" if d.get("_line") is not None else ""))
+    if d.get("ds_task") not in (None, ""):
+        parts.append(f"ds_task {d['ds_task']}")
+    return f" ({', '.join(map(str, parts))})" if parts else ""
 
 
 @store.command("check", short_help="Check every file of STORE against its manifest.")
@@ -940,7 +960,8 @@ def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures
         each = (f"{int(per.iloc[0])} per group" if per.nunique() == 1 else
                 f"{int(per.min())}-{int(per.max())} per group") if len(per) > 1 else ""
         click.echo(f"answers use each group's models at or below its hold-out threshold; {held} model point"
-                   f"{'s' if held != 1 else ''}{f' ({each})' if each else ''} above it are held out to check them "
+                   f"{'s' if held != 1 else ''}{f' ({each})' if each else ''} above it "
+                   f"{'are' if held != 1 else 'is'} held out to check them "
                    "(--holdout-quantile 1.0 answers from every model)")
     levels = sorted({row_level(r) for r in heads.to_dict("records")})
     if levels:   # what the brackets of every answer line are (the report says it beside its table)
@@ -1060,10 +1081,15 @@ def bootstrap_lines(table: Any, alpha_max: float) -> list[str]:
             text = f"{frontier} {est:.3g} [{lo:.3g}, {hi:.3g}]" + (
                 f" ({n_ok} of {samples} resamples usable)" if n_ok < samples else "")
         b = bound(est)
+        # every bound an end of the interval sits on: "10 [0.001, 10] at its bound 10" left its
+        # lower end unsaid, and "[0.001, 10] (interval reaches its bound 0.001)" its upper one
+        ends = list(dict.fromkeys(x for x in (bound(lo), bound(hi)) if x is not None and x != b))
+        reach = (f"interval reaches its bound{'s' if len(ends) > 1 else ''} {' and '.join(f'{x:g}' for x in ends)}"
+                 if ends else "")
         if b is not None:
-            return text + f" at its bound {b:g}" + (" (k = 0: a flat law, alpha not identified)" if b == ALPHA_MIN else "")
-        ends = [x for x in (bound(lo), bound(hi)) if x is not None]
-        return text + (f" (interval reaches its bound {ends[0]:g})" if ends else "")
+            return (text + f" at its bound {b:g}" + (" (k = 0: a flat law, alpha not identified)" if b == ALPHA_MIN else "")
+                    + (f" ({reach})" if reach else ""))
+        return text + (f" ({reach})" if reach else "")
 
     alpha = table[table["param"] == "alpha"]
     keys = list(GROUP)

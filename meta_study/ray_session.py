@@ -133,7 +133,9 @@ def describe_target(address: str | None) -> str:
         return "ray: a Ray of its own on this machine"
     if address:
         return f"ray: the cluster at {shown_address(address)} (--address)"
-    return (f"ray: the cluster at {shown_address(os.environ['RAY_ADDRESS'])} (from $RAY_ADDRESS; --address local "
+    # RAY_ADDRESS=local, not "--address local": fit and report have no --address, and following
+    # the hint there ended in click's "No such option: --address" (own_ray_requested takes both)
+    return (f"ray: the cluster at {shown_address(os.environ['RAY_ADDRESS'])} (from $RAY_ADDRESS; RAY_ADDRESS=local "
             "starts a Ray of its own)")
 
 

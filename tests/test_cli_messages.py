@@ -112,7 +112,7 @@ def test_joining_the_cluster_in_ray_address_is_said(tmp_path):
     r = run_cli("bootstrap", s.uri, "--out", str(tmp_path / "boot"), "--samples", "10",
                 env={"RAY_ADDRESS": "127.0.0.1:9"}, timeout=120)
     assert r.returncode == 2
-    assert "ray: the cluster at 127.0.0.1:9 (from $RAY_ADDRESS; --address local starts a Ray of its own)" in r.stderr
+    assert "ray: the cluster at 127.0.0.1:9 (from $RAY_ADDRESS; RAY_ADDRESS=local starts a Ray of its own)" in r.stderr
     assert "RAY_ADDRESS 127.0.0.1:9: no Ray cluster (GCS) answers there (connection refused)" in r.stderr
 
 

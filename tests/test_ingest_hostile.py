@@ -300,7 +300,7 @@ CASES = [
                                                 check=_check_nested)]),
     Case("ansi_run_id_printed_escaped", _ansi, [
         Step(["ingest", "a.jsonl", "--store", "ST"], 0, "3 new"),
-        Step(["store", "quarantine", "ST"], 0, "- [a] \\x1b[31mRED\\x1b[0m\\u202e: eval_protocol: unknown protocol"),
+        Step(["store", "quarantine", "ST"], 0, "- [a] \\x1b[31mRED\\x1b[0m\\u202e (a.jsonl, ds_task a): eval_protocol: unknown protocol"),
     ]),
     Case("run_id_template_with_literal_braces", _braces, [
         Step(["ingest", "b.jsonl", "--mapping", "m.yaml", "--store", "ST"], 0, "3 new", check=_check_braces)]),

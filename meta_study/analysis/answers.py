@@ -440,8 +440,9 @@ def payoff_summary(rows: Sequence[Mapping[str, Any]], threshold: float | None = 
     trusted = [r for r in rows if _flag(r, "trusted")]
     head = f"Does more US accuracy still pay? {n} group{'s' if n != 1 else ''}, {len(trusted)} trusted"
     if not trusted:
-        return (head + ": no answer is trusted, so none is a number: read each group's interval and why "
-                "it is not trusted.")
+        # "where it has one": a group with no back-test has no interval, and its line says so
+        return (head + ": no answer is trusted, so none is a number: read each group's interval, where it "
+                "has one, and why it is not trusted.")
     slopes = [(r, _first_step_slope(r)) for r in trusted]
     stated = [(v, by_row[id(r)]) for r, v in slopes if math.isfinite(v)]
     pays = [v for v, t in stated if v >= t]
