@@ -1501,8 +1501,9 @@ TERM_SIGNALS = ("SIGTERM", "SIGHUP")
 
 
 @contextmanager
-def stop_signals_unwind() -> Iterator[None]:
-    """While the body runs, SIGTERM and SIGHUP raise :class:`~.errors.Terminated` in the main thread.
+def stop_signals_unwind() -> Iterator[list[int]]:
+    """While the body runs, SIGTERM and SIGHUP raise :class:`~.errors.Terminated` in the main thread;
+    yields the list of the signals taken (:func:`stop_signal_of` reads it).
 
     Their default ends the process at once: ``kill PID`` of an ingest left its staged files, and
     an object store's lease held until it expired (60 s), every writer waiting. Now the commit
@@ -1510,12 +1511,13 @@ def stop_signals_unwind() -> Iterator[None]:
     ``nohup`` SIGHUP stays ignored; an embedding program's handler stays); the handlers are put
     back on leaving. A second signal while the stack unwinds ends the process at once (a cleanup
     that hangs), and a forked child (a multiprocessing worker) dies of it as before. Ray's
-    ``ray.init`` installs a SIGTERM handler of its own (``sys.exit(15)``): it unwinds too, with
-    exit code 15."""
+    ``ray.init`` installs a SIGTERM handler of its own (``sys.exit(15)``: exit 15, no line):
+    :func:`~.ray_session.start_or_connect` keeps this one in place, while Ray starts too."""
+    got: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield                              # signal.signal works in the main thread only
+        yield got                          # signal.signal works in the main thread only
         return
-    pid, got = os.getpid(), []
+    pid = os.getpid()
 
     def on_signal(signum: int, frame: Any) -> None:
         if os.getpid() != pid or got:      # a forked child, or a second signal: die of it now
@@ -1531,7 +1533,7 @@ def stop_signals_unwind() -> Iterator[None]:
         if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
             saved[sig] = signal.signal(sig, on_signal)
     try:
-        yield
+        yield got
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
@@ -1541,12 +1543,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point. SIGTERM or SIGHUP ends a command as Ctrl-C does (its stack
     unwound: the store's lock released, a commit not yet published rolled back), with one line
     on stderr and exit code 128 + the signal's number (143 for SIGTERM)."""
-    with stop_signals_unwind():
+    with stop_signals_unwind() as got:
         try:
             cli.main(args=list(argv) if argv is not None else None, prog_name="meta-study")
-        except Terminated as e:
-            click.echo(f"meta-study: terminated by {signal.Signals(e.signum).name}", err=True)
-            sys.exit(e.code)
+        except BaseException as e:
+            signum = stop_signal_of(e, got)
+            if signum is None:
+                raise
+            click.echo(f"meta-study: terminated by {signal.Signals(signum).name}", err=True)
+            sys.exit(128 + signum)
+
+
+def stop_signal_of(e: BaseException, got: Sequence[int]) -> int | None:
+    """The stop signal a command that ended with ``e`` ends for, ``got`` the signals its handler
+    took (:func:`stop_signals_unwind`); None when it ends for itself.
+
+    The handler's :class:`~.errors.Terminated` does not always arrive: raised inside ``ray.wait``
+    (a sensitivity waiting for its tasks), Ray's check of signals turns it into ``SystemExit(1)``,
+    and the command exited 1 with nothing said. So once a signal was taken, whatever ends the
+    command is that signal's end (exit 128 + N, its one line), except a clean exit (code 0 or
+    None): a ``refit --every`` stopped between rounds takes the signal as its clean end, exit 0."""
+    if isinstance(e, Terminated):
+        return e.signum
+    if not got or (isinstance(e, SystemExit) and e.code in (0, None)):
+        return None
+    return got[0]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -534,15 +534,34 @@ def _start_watchdog() -> str:
 def _keep_sigterm() -> Iterator[None]:
     """Keep a SIGTERM handler of the caller's across ``ray.init``, which installs its own
     (``sys.exit(15)``): the CLI's (``cli.stop_signals_unwind``) then ended a Ray command with exit
-    15 instead of 143, and a ``refit --every`` stopped between rounds failed instead of ending. A
-    process with SIGTERM at its default gets Ray's, as before."""
+    15 instead of 143, and a ``refit --every`` stopped between rounds failed instead of ending. It
+    stays in place while Ray starts too: Ray's installer is made a no-op meanwhile (a SIGTERM in the
+    first seconds of a command, inside ``ray.init``, exited 15 with no line). A process with
+    SIGTERM at its default gets Ray's, as before."""
     main = threading.current_thread() is threading.main_thread()
     before = signal.getsignal(signal.SIGTERM) if main else None
+    keep = main and callable(before)
+    utils = _ray_utils() if keep else None
+    install = getattr(utils, "set_sigterm_handler", None)
+    if install is not None:       # ray.init looks it up at its call (ray._private.utils.set_sigterm_handler)
+        utils.set_sigterm_handler = lambda handler: None
     try:
         yield
     finally:
-        if main and callable(before):
+        if install is not None:
+            utils.set_sigterm_handler = install
+        if keep:
             signal.signal(signal.SIGTERM, before)
+
+
+def _ray_utils() -> Any:
+    """Ray's ``ray._private.utils`` (where ``ray.init`` installs its SIGTERM handler), or None if a
+    Ray of another layout has none: its handler is then put back after ``ray.init`` only."""
+    try:
+        import ray._private.utils as utils
+    except ImportError:
+        return None
+    return utils
 
 
 def _own_temp_dir() -> str:
