@@ -369,6 +369,12 @@ def refit_lock(store: Store, out: str, create: bool = True) -> Iterator[bool]:
     # became an empty directory at its path, which no command reads as a store
     made = [d for d in (Path(local).parent.parent, Path(local).parent) if not d.exists()] if local and create else []
     try:
+        if made:   # the store's directory: one line naming the store where it cannot be made (not a
+            # bare "[Errno 2] No such file or directory: '/proc/s'", exit 1, naming no option)
+            try:
+                Path(local).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UserError(f"{store.uri}: cannot create a store there ({e.strerror or type(e).__name__})") from None
         with _flock(_refit_lock_path(store, out), make_parent=create or not local) as held:
             yield held
     finally:

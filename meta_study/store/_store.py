@@ -940,6 +940,7 @@ class Store:
                                 f"{kind_of_mode(os.lstat(parent).st_mode)}, not a directory")
             if not os.access(parent, os.W_OK | os.X_OK):   # else a bare "[Errno 13]", blamed on the input
                 raise UserError(f"{self.uri}: cannot create a store there: no write permission on {parent}")
+            _refuse_unmakeable(self.uri, parent)
         if info.type == pafs.FileType.Directory and not self.exists():
             self._refuse_lost_manifests()   # a store that lost its manifests is no empty directory
             others = [n for n in self._f.listdir("") if n not in ("_meta", "_staging")]
@@ -948,6 +949,7 @@ class Store:
                                 f"(found {', '.join(others[:3])})")
             if not os.access(self._f.root, os.W_OK | os.X_OK):
                 raise UserError(f"{self.uri}: cannot create a store there: no write permission on {self._f.root}")
+            _refuse_unmakeable(self.uri, self._f.root)
         elif info.type == pafs.FileType.Directory:
             # a store read-only to this user, refused here, once, before any source is read (the lock
             # refused it after each source had been read): what every commit writes is the lock file
@@ -1765,6 +1767,21 @@ def _value_set(column: str, values: list[Any]) -> pa.Array:
 def _plain(rel: str) -> bool:
     """True for a path plain Parquet readers read: none of its components starts with '_' or '.'."""
     return not any(c.startswith(("_", ".")) for c in rel.split("/"))
+
+
+def _refuse_unmakeable(uri: str, parent: str) -> None:
+    """A one-line :class:`UserError` unless a directory can be made in ``parent`` (one made and
+    removed at once, a ``.meta-study-probe-*`` name). ``os.access`` says yes to root everywhere:
+    on /sys or /proc, or in an immutable directory, ingest then failed at the first source,
+    "glue.csv: FAILED: PermissionError: [Errno 1] Operation not permitted: '/sys/kernel/foo'", which
+    blamed the input, and refit exited 1 with a bare "[Errno 2]" naming no option."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".meta-study-probe-", dir=parent))
+    except OSError as e:
+        raise UserError(f"{uri}: cannot create a store there: {parent} refuses a new directory "
+                        f"({e.strerror or type(e).__name__})") from None
 
 
 def open_store(uri: str | os.PathLike[str], *, must_exist: bool = True) -> Store:
