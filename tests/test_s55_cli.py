@@ -82,3 +82,35 @@ def test_a_quarantined_row_says_its_file_line_and_ds_task(tmp_path):
     assert out[2].startswith("- [s] r1 (a.csv line 5, ds_task b): ds_accuracy: -0.5 out of range"), out
     # a raw record that is no JSON object (an old store's, another writer's) adds nothing
     assert _quarantined_where("not json") == _quarantined_where(None) == _quarantined_where("[1]") == ""
+
+
+def test_a_mapping_typo_is_named_with_the_key_it_is_close_to(tmp_path):
+    """``renmae:`` got the list of allowed keys only."""
+    from meta_study.errors import UserError
+    from meta_study.ingest.mapping import load_mapping
+
+    (tmp_path / "m.yaml").write_text("renmae:\n  a: b\n")
+    try:
+        load_mapping(str(tmp_path / "m.yaml"))
+    except UserError as e:
+        said = str(e)
+    assert "unknown key(s) renmae ('renmae': did you mean 'rename'?) (allowed: " in said, said
+    (tmp_path / "far.yaml").write_text("zzzz: 1\n")   # nothing close: the list alone
+    try:
+        load_mapping(str(tmp_path / "far.yaml"))
+    except UserError as e:
+        said = str(e)
+    assert "did you mean" not in said and "unknown key(s) zzzz (allowed: " in said, said
+
+
+def test_a_yaml_syntax_error_says_its_line(tmp_path):
+    """"cannot read mapping (while parsing a flow sequence)" named no line of the file."""
+    (tmp_path / "a.csv").write_text("x\n1\n")
+    (tmp_path / "bad.yaml").write_text("rename: [a: b\n  c\n")
+    (tmp_path / "tab.yaml").write_text("rename:\n  a: b\n\tc: d\n")
+    for name, said in (("bad.yaml", "bad.yaml: cannot read mapping (while parsing a flow sequence; expected ',' or "
+                                    "']', but got '<stream end>', at line 3, column 1)"),
+                       ("tab.yaml", "tab.yaml: cannot read mapping (while scanning for the next token; found "
+                                    "character '\\t' that cannot start any token, at line 3, column 1)")):
+        r = run_cli("ingest", str(tmp_path / "a.csv"), "--mapping", str(tmp_path / name), "--store", str(tmp_path / "st"))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and said in r.stderr, r.stderr

@@ -27,6 +27,8 @@ fraction column that holds percents.
 
 from __future__ import annotations
 
+import difflib
+
 import decimal
 import os
 import re
@@ -241,7 +243,11 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
         raise _format_err(where, "a mapping must be a YAML map")
     unknown = sorted(map(str, set(doc) - _ALLOWED_KEYS))   # str: a key `1:` was a TypeError traceback
     if unknown:
-        raise _format_err(where, f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_ALLOWED_KEYS))})")
+        # a typo ("renmae") is named with the key it is close to, beside the whole list
+        near = [f"{k!r}: did you mean {m[0]!r}?" for k in unknown
+                if (m := difflib.get_close_matches(k.lower(), sorted(_ALLOWED_KEYS), n=1, cutoff=0.75))]
+        raise _format_err(where, f"unknown key(s) {', '.join(unknown)}{' (' + '; '.join(near) + ')' if near else ''} "
+                                 f"(allowed: {', '.join(sorted(_ALLOWED_KEYS))})")
     rename = _as_str_map(doc.get("rename"), where, "rename")
     for raw, canon in rename.items():
         _canonical(canon, where, f"rename.{raw}")
@@ -538,8 +544,19 @@ def read_yaml(path: str, what: str) -> Any:
     except RecursionError:
         raise UserError(f"{path}: cannot read {what} (nested too deeply)") from None
     except (OSError, yaml.YAMLError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: cannot read {what} ({first})") from None
+        raise UserError(f"{path}: cannot read {what} ({_yaml_problem(e)})") from None
+
+
+def _yaml_problem(e: BaseException) -> str:
+    """A YAML error in one line, with where it is: "while parsing a flow sequence" alone (its first
+    line) named no line of the file. PyYAML's marks count from 0; lines here from 1."""
+    import yaml
+
+    if isinstance(e, yaml.MarkedYAMLError) and (e.problem or e.context):
+        mark = e.problem_mark or e.context_mark
+        what = "; ".join(str(x) for x in (e.context, e.problem) if x)
+        return f"{what}, at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else what
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def load_mapping(path: str) -> IngestMapping:
