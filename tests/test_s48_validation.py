@@ -176,4 +176,5 @@ def test_a_conflicting_duplicate_names_its_task_and_the_values_that_differ(tmp_p
     r = subprocess.run([*cli, "store", "quarantine", str(tmp_path / "st")], capture_output=True, text=True, timeout=300)
     why = ("conflicting duplicate key: 3 rows share this key (us_task 'in', ds_task 'pets', eval_protocol 'fewshot', "
            "shots 5) with different values of ds_accuracy (0.61, 0.62, 0.63), seed (1, 2)")
-    assert r.stdout.count(f"- [s] r1: {why}") == 3, r.stdout
+    # each line names its file line (session 55): the three rows are told apart
+    assert [r.stdout.count(f"- [s] r1 (dup.csv line {n}, ds_task pets): {why}") for n in (2, 4, 5)] == [1, 1, 1], r.stdout
