@@ -48,3 +48,27 @@ def import_from(folder: Path, name: str) -> ModuleType:
 def bench_selection() -> ModuleType:
     """benchmarks/bench_selection.py, which finds every table through its folder."""
     return import_from(REPO / "benchmarks", "bench_selection")
+
+
+def check_rebuild(tmp_path: Path, name: str, summary: str, shared: tuple[str, ...] = ()) -> None:
+    """``derive.py`` of ``examples/data/<name>`` prints ``summary`` and rebuilds the shipped ``us_ds.csv`` byte for byte."""
+    rebuilt, printed = rebuild(tmp_path, name, shared)
+    assert summary in printed, printed
+    assert rebuilt == (DATA / name / "us_ds.csv").read_bytes()
+
+
+def check_sources(name: str, raw_name: str, raw_sha: str, raw_size: int,
+                  licence: tuple[str, str, int]) -> None:
+    """The folder holds exactly its raw file, licence, README, derive.py and us_ds.csv; the raw file and the
+    licence (its first words, sha256, size) are the ones its README names."""
+    import hashlib
+
+    start, licence_sha, licence_size = licence
+    folder = DATA / name
+    raw = (folder / raw_name).read_bytes()
+    assert len(raw) == raw_size and hashlib.sha256(raw).hexdigest() == raw_sha
+    assert sorted(p.name for p in folder.iterdir() if p.name != "__pycache__") == sorted(
+        ["LICENSE", "README.md", "derive.py", raw_name, "us_ds.csv"])
+    text = (folder / "LICENSE").read_bytes()
+    assert text.decode().startswith(start) and len(text) == licence_size
+    assert hashlib.sha256(text).hexdigest() == licence_sha

@@ -14,14 +14,13 @@ stored, none quarantined); the folder is listed in examples/data/README.md, and 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from tables_rebuild import DATA, bench_selection, rebuild
+from tables_rebuild import DATA, bench_selection, check_rebuild, check_sources
 
 from meta_study.ingest import ingest_sources, open_sources
 from meta_study.store import Store
@@ -54,22 +53,12 @@ def _raw_us(name: str) -> dict[tuple[str, str], float]:
 
 @pytest.mark.parametrize("name", sorted(TABLES))
 def test_derive_rebuilds_the_shipped_us_ds(tmp_path: Path, name: str) -> None:
-    rebuilt, printed = rebuild(tmp_path, name)
-    assert TABLES[name][4] in printed, printed
-    assert rebuilt == (DATA / name / "us_ds.csv").read_bytes()
+    check_rebuild(tmp_path, name, TABLES[name][4])
 
 
 @pytest.mark.parametrize("name", sorted(TABLES))
 def test_raw_file_and_licence_are_the_sources(name: str) -> None:
-    raw_name, raw_sha, raw_size, (start, licence_sha, licence_size) = TABLES[name][:4]
-    folder = DATA / name
-    raw = (folder / raw_name).read_bytes()
-    assert len(raw) == raw_size and hashlib.sha256(raw).hexdigest() == raw_sha
-    assert sorted(p.name for p in folder.iterdir() if p.name != "__pycache__") == sorted(
-        ["LICENSE", "README.md", "derive.py", raw_name, "us_ds.csv"])
-    licence = (folder / "LICENSE").read_bytes()
-    assert licence.decode().startswith(start) and len(licence) == licence_size
-    assert hashlib.sha256(licence).hexdigest() == licence_sha
+    check_sources(name, *TABLES[name][:4])
 
 
 def test_instruct_eval_raw_file_has_the_length_the_index_reports() -> None:
