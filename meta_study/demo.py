@@ -14,13 +14,17 @@
    so and how to add them);
 4. ``meta-study refit`` with sample-size sensitivity and bootstrap, published to MLflow; the top
    20% of each group's models (by US accuracy) are hidden from the fit;
-5. the held-out check: every trusted answer against the models it did not see;
+5. the held-out check: every trusted answer against the models it did not see, judged as the
+   report judges those it flags ``held_out`` (right, but less precise than trusted: within 5 points
+   and closer than the flat guess, but off by more than the trust tolerance);
 6. the HTML report, and where to find everything.
 
 Everything lives under ``WORKDIR`` (the command's default ``./meta-study-demo``, with ``--synthetic``
 ``./meta-study-demo-synthetic``). Running it again reuses what
 is there: finished trials are not retrained, ingest and refit are no-ops, the report stays. A
-``WORKDIR`` whose report would mix two demos' models is refused in one line before anything is
+``WORKDIR`` that is not empty and holds anything no demo writes (the results of ``meta-study fit
+--out``, a refit's ``--out``, anyone's files) is refused in one line before anything is written
+(:func:`refuse_foreign_workdir`); one whose report would mix two demos' models is refused in one line before anything is
 trained (:func:`refuse_mixed_workdir`): the other kind of demo's (``--synthetic`` or not), one
 moved or copied from another path, or one whose MLflow database or sweep state was removed; so
 is a ``WORKDIR`` another demo is running in (:func:`workdir_lock`). A ``--synthetic`` demo stopped
@@ -135,6 +139,8 @@ def run_demo(workdir: str = "meta-study-demo", *, synthetic: bool = False, seria
 
         raise UserError(f"--workdir {workdir}: a path with '?' or '%' cannot hold the demo's MLflow database "
                         "(sqlite:///WORKDIR/mlflow.db is a URL); choose a directory without them")
+    # before anything is written into it: the demo's files beside another command's results
+    refuse_foreign_workdir(wd, workdir)
     _quiet_mlflow()
     try:
         wd.mkdir(parents=True, exist_ok=True)
@@ -152,6 +158,59 @@ def run_demo(workdir: str = "meta-study-demo", *, synthetic: bool = False, seria
 
 #: The lock file of a demo's workdir (:func:`workdir_lock`).
 DEMO_LOCK = ".demo.lock"
+#: What a demo writes at the top of its workdir, and all a workdir it reuses may hold
+#: (:func:`refuse_foreign_workdir`): its lock, MLflow's database and artifacts, the store, the
+#: sweep's state (``ray``, trained demo only) and the refit's versions, LATEST, publish records and
+#: locks (``.refit.lock`` where the store's own cannot hold it). Finder's ``.DS_Store`` is no one's data.
+DEMO_ENTRIES = frozenset({DEMO_LOCK, ".refit-out.lock", ".refit.lock", "LATEST", "mlartifacts", "mlflow.db",
+                          "published", "ray", "refits", "store", ".DS_Store"})
+#: What a refit writes into its ``--out``: a workdir with them and no store is a refit's, not a demo's.
+_REFIT_ENTRIES = frozenset({"LATEST", "published", "refits"})
+
+
+def refuse_foreign_workdir(wd: Path, workdir: str) -> None:
+    """Refuse a ``--workdir`` that exists, is not empty and is no demo's workdir, before anything
+    is written into it: the demo wrote ``mlflow.db``, ``store/`` and ``refits/`` beside the results
+    of ``meta-study fit --out DIR`` (or anyone's files) and refitted into them. A demo's workdir
+    holds only :data:`DEMO_ENTRIES` (SQLite's ``mlflow.db-journal`` beside its database too), and
+    refits only beside its store; which demo made it is :func:`refuse_mixed_workdir`'s to say.
+    Costs one directory listing (and, for analysis results, one read of their ``results.json``).
+
+    Raises:
+        UserError: one line naming ``--workdir``, what it holds and what to do.
+    """
+    from .errors import UserError
+
+    try:
+        names = sorted(p.name for p in wd.iterdir()) if wd.is_dir() else []
+    except OSError:
+        return      # one that cannot be listed cannot be locked either: workdir_lock says so
+    foreign = [n for n in names if n not in DEMO_ENTRIES and not n.startswith("mlflow.db-")]
+    if not foreign and ("store" in names or not _REFIT_ENTRIES & set(names)):
+        return
+    what = (_foreign_entries(wd, foreign) if foreign else
+            f"a refit's versions without a store ({', '.join(sorted(_REFIT_ENTRIES & set(names)))}: the --out of "
+            "`meta-study refit`?)")
+    raise UserError(f"--workdir {workdir}: is not empty and no demo's workdir: it holds {what}; the demo would write "
+                    "mlflow.db, store/ and refits/ among them; give a new or empty directory")
+
+
+def _foreign_entries(wd: Path, foreign: list[str]) -> str:
+    """What a workdir's entries that no demo writes are, in a few words: an analysis's results
+    (their ``results.json`` names its parts: "fits, sensitivity") or the first few names."""
+    import json
+
+    from .validation import printable
+
+    if "results.json" in foreign:
+        try:
+            parts = json.loads((wd / "results.json").read_text()).get("parts")
+        except (OSError, ValueError, AttributeError):
+            parts = None
+        of = f" of {', '.join(printable(str(p)) for p in parts)}" if isinstance(parts, dict) and parts else ""
+        return f"the results of an analysis{of} (results.json: the --out of `meta-study fit`?)"
+    more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+    return f"{len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} no demo writes ({', '.join(printable(n) for n in foreign[:3])}{more})"
 
 
 @contextlib.contextmanager
@@ -453,17 +512,14 @@ def no_examples_line(store: Any, own_sources: set[str]) -> str:
             f"({Path.cwd()}) nor beside the installed meta-study; {holds})")
 
 
-#: The held-out check's measure of a right answer, in accuracy points: within this RMSE of the
-#: hidden frontier (the answer issue's; the trust tolerance on the back-tests is 3 points), and no
-#: worse than the flat guess there.
-RIGHT_WITHIN = 5.0
-
-
 def held_out_verdict(rmse: float, flat: float, held_out: bool, tolerance_pt: float | None = None) -> str:
-    """One held-out check's verdict: "right" only within :data:`RIGHT_WITHIN` points and at or
-    below the flat guess's error (an answer that lost to "no further gain" is not right, however
-    close); the report's ``held_out`` warning said beside it. ``tolerance_pt``: the back-test error
-    (points) a trusted answer was trusted at, where known (:func:`trust_tolerance_pt`)."""
+    """One held-out check's verdict: "right" only within :data:`~meta_study.report.RIGHT_WITHIN`
+    points (the report judges its ``held_out`` answers by the same measure) and at or below the
+    flat guess's error (an answer that lost to "no further gain" is not right, however close); the
+    report's ``held_out`` warning said beside it. ``tolerance_pt``: the back-test error (points) a
+    trusted answer was trusted at, where known (:func:`trust_tolerance_pt`)."""
+    from .report import RIGHT_WITHIN
+
     near, beat = rmse <= RIGHT_WITHIN, rmse <= flat
     verdict = ("right" if near and beat else
                f"within {RIGHT_WITHIN:g} pt, but worse than the flat guess" if near else
@@ -476,6 +532,21 @@ def held_out_verdict(rmse: float, flat: float, held_out: bool, tolerance_pt: flo
         tol = f"its {tolerance_pt:g} pt" if tolerance_pt is not None else "its"
         return f"right (within {RIGHT_WITHIN:g} pt), but off by more than {tol} trust tolerance; the report flags it held_out"
     return verdict + ("; the report flags it held_out" if held_out else "")
+
+
+def less_precise_note(n_loose: int, tolerance_pt: float | None) -> str:
+    """The held-out check's count of right answers qualified by the ``n_loose`` of them the report
+    flags ``held_out`` (within :data:`~meta_study.report.RIGHT_WITHIN` points and no worse than the
+    flat guess, but off by more than the trust tolerance, ``tolerance_pt`` where known), in the
+    report's words (:func:`~meta_study.report.held_out_words`: "right, but less precise than
+    trusted"), or "" where there are none. "5 of 5 trusted answers right" stood beside a report
+    that said 3 of them were "contradicted by the newest models"."""
+    if not n_loose:
+        return ""
+    tol = f"{tolerance_pt:g} pt " if tolerance_pt is not None else ""
+    them, their = ("it", "its") if n_loose == 1 else ("them", "their")
+    return (f", {n_loose} of them less precise than trusted (off by more than {their} "
+            f"{tol}trust tolerance; the report flags {them} held_out)")
 
 
 def trust_tolerance_pt(results: Path) -> float | None:
@@ -506,7 +577,7 @@ def answer_summary(results: Path) -> str:
 def held_out_check(results: Path) -> list[str]:
     """Per trusted group of a results directory: the headline against the frontier of the models
     above the hold-out line (which no part of the fit saw), beside the flat guess; each line says
-    whether the answer was right (:func:`held_out_verdict`: within :data:`RIGHT_WITHIN` points and
+    whether the answer was right (:func:`held_out_verdict`: within :data:`~meta_study.report.RIGHT_WITHIN` points and
     no worse than the flat guess) and whether the report flags it ``held_out``, and a last line
     counts them. A trusted answer can miss: trust is a back-test record, not a guarantee."""
     import pandas as pd
@@ -515,6 +586,7 @@ def held_out_check(results: Path) -> list[str]:
     from .analysis.answers import flags, level_pct, pct, row_level
     from .analysis.selection import target_frontier
     from .explorer import KEYS, group_key, points_by_group
+    from .report import RIGHT_WITHIN
 
     fits = pd.read_parquet(results / "fits.parquet")
     points = points_by_group(pd.read_parquet(results / "points.parquet"))
@@ -562,9 +634,11 @@ def held_out_check(results: Path) -> list[str]:
         n_right = sum(near and beat for near, beat, _ in checked)
         n_near, n_beat = sum(c[0] for c in checked), sum(c[1] for c in checked)
         n_flagged = sum(c[2] for c in checked)
+        n_loose = sum(near and beat and flagged for near, beat, flagged in checked)
         # what "right" and "the flat guess" mean said once, here; why each was flagged is on its own line
         out.append(f"{n_right} of {n} trusted answers right about the models they did not see (within "
-                   f"{RIGHT_WITHIN:g} pt RMSE, and no worse than the flat guess: no gain past the best DS accuracy the fit saw); "
+                   f"{RIGHT_WITHIN:g} pt RMSE, and no worse than the flat guess: no gain past the best DS accuracy the fit saw)"
+                   f"{less_precise_note(n_loose, tolerance)}; "
                    f"{n_near} of {n} within {RIGHT_WITHIN:g} pt, {n_beat} of {n} no worse than the flat guess; "
                    f"{n_flagged} of {n} flagged held_out in the report"
                    # the report counts them all: "2 of 2 trusted answers" beside a page with 3 trusted

@@ -105,8 +105,9 @@ def test_trusted_answers_flagged_held_out_are_said_in_words(tmp_path):
     answers = text.split("Answers", 1)[1].split("Per group,", 1)[0]
     assert "2 of the trusted answers are flagged held_out" in answers, answers
     assert "contradicted by the newest models" in answers, answers
-    assert held_out_note(headlines(flagged.fits)) == (" (2 of them flagged held_out: the models the fit did not see "
-                                                       "contradict them)")
+    assert held_out_note(headlines(flagged.fits)) == (" (2 of them flagged held_out: on the models the fit did not "
+                                                       "see, off by more than the trust tolerance or worse than the "
+                                                       "flat guess; the report says which)")
     # none flagged: nothing said
     clean = replace(a, fits=a.fits.assign(warnings=""))
     text = _page_text(Path(render_report(clean, tmp_path / "rep")))

@@ -31,8 +31,9 @@ Judged by prediction, not by fit. For every group:
    ``extrapolation``, ``backtest`` and ``few_residuals`` (an interval from fewer back-test
    residuals than its level needs) are warnings: they describe the data and the fit, and never
    withhold a prediction by themselves.
-   ``held_out`` says that the held-out models contradict the answer: it did worse on them than
-   the flat guess, or (trusted) missed them by more than the tolerance; trust stays as it was.
+   ``held_out`` says that the held-out models disagree with the answer: it did worse on them than
+   the flat guess, or (trusted) missed them by more than the tolerance; trust stays as it was
+   (the report reads only a miss by more than 5 points as contradicted: ``report.held_out_words``).
 6. **The answer.** The predicted DS accuracy, with its interval and the DS points per US point,
    at +1, +3 and +5 US points beyond the best visible model (:data:`PLUS_POINTS`); the prediction
    at the end of the tested horizon (``predict_us``); and, only where supported (a trusted
@@ -77,6 +78,11 @@ from .payoff import U_GRID, stop_paying_from_slopes, us_needed_from_values
 MIN_ABOVE = 3            # models above a back-test cut, at least
 CHORD_TOL = 0.02         # a model within 2 DS points below a frontier edge supports it
 CHORD_GAP = 0.25         # ... an unsupported stretch wider than this share of the US range is a chord
+#: How much (a fraction of accuracy) a headline's RMSE on the held-out frontier must exceed the flat
+#: guess's to count as worse than it, for the ``held_out`` warning: a margin the text can show
+#: (1.6e-7 against an exact flat guess read "off by 0.0 pt RMSE, the flat guess by 0.0 pt"). The
+#: report's reading of that warning uses it too.
+WORSE_THAN_FLAT_BY = 5e-6
 #: Trust reads the latest this many back-test cuts, each within the tolerance, beside the mean
 #: over every cut (:func:`_trust`): two, so that no single draw of a few targets decides.
 LATEST_CUTS = 2
@@ -1110,7 +1116,7 @@ def _group_warnings(sel: GroupSelection, g: _Group, o: SelectionOptions, trusted
     # exact flat guess read "off by 0.0 pt RMSE, the flat guess by 0.0 pt"), or when a trusted
     # answer missed by more than the tolerance it was trusted at, however far the flat guess
     # missed (a demo group trusted at 3 pt was off by 6.9 pt, the flat guess by 12.1, unflagged)
-    worse = math.isfinite(sel.flat_pred_err) and sel.pred_err > sel.flat_pred_err + 5e-6
+    worse = math.isfinite(sel.flat_pred_err) and sel.pred_err > sel.flat_pred_err + WORSE_THAN_FLAT_BY
     missed = trusted and sel.pred_err > o.tolerance
     if sel.usable and math.isfinite(sel.pred_err) and (worse or missed):
         tx, ty = target_frontier(g.us[g.held], g.ds[g.held])
@@ -1129,6 +1135,6 @@ def _group_warnings(sel: GroupSelection, g: _Group, o: SelectionOptions, trusted
     return w
 
 
-__all__ = ["CHORD_GAP", "CHORD_TOL", "Candidate", "Claims", "FLAGS", "FLAG_HELP", "GroupSelection", "MIN_ABOVE",
+__all__ = ["CHORD_GAP", "CHORD_TOL", "Candidate", "Claims", "FLAGS", "FLAG_HELP", "GroupSelection", "MIN_ABOVE", "WORSE_THAN_FLAT_BY",
            "LATEST_CUTS", "PLUS_POINTS", "SelectionOptions", "Step", "TREND_P", "needed_residuals", "noise_floor", "select_groups", "slope_text",
            "target_frontier", "us_needed_band"]
