@@ -12,11 +12,12 @@ The "View run at ..." lines that ``set_terminated`` prints (one extra request ea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import urllib.parse
-from typing import Any
+from typing import Any, Iterator
 
 
 def safe_uri(uri: str) -> str:
@@ -210,6 +211,58 @@ def mlflow_client(tracking_uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+#: How long :func:`unanswered` waits for a tracking server's answer, in seconds (refit's check of
+#: its server waits as long, ``refit.CHECK_TIMEOUT_S``): a live server answers one experiment
+#: lookup in milliseconds, and a loaded one in a second or two.
+PROBE_TIMEOUT_S = 10
+#: The experiment :func:`unanswered` looks up: every MLflow server has it (an absent one is an answer too).
+_PROBE_EXPERIMENT = "Default"
+#: The words of a request that nothing answered (requests' and urllib3's texts -> a few words),
+#: as refit's ``--tracking-uri`` check says them: anything else is an answer of some kind.
+NO_ANSWER_WORDS = (("timed out", "no answer in time"), ("Connection refused", "connection refused"),
+              ("Name or service not known", "unknown host"), ("nodename nor servname", "unknown host"),
+              ("Temporary failure in name resolution", "unknown host"))
+
+
+@contextlib.contextmanager
+def http_settings(retries: int, timeout_s: float) -> Iterator[None]:
+    """MLflow's HTTP settings for the requests inside (MLflow reads them at each request):
+    ``retries`` retries 1 s apart, ``timeout_s`` seconds a request. A user's own
+    ``MLFLOW_HTTP_REQUEST_*`` settings win."""
+    values = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    mine = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(mine)
+    try:
+        yield
+    finally:
+        for k in mine:
+            os.environ.pop(k, None)
+
+
+def unanswered(tracking_uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why no tracking server answers at an ``http(s)://`` ``tracking_uri``, in a few words
+    ("no answer in time", "connection refused", "unknown host"), or None when something answered:
+    one experiment lookup, no retry, at most ``timeout_s`` seconds (a user's own
+    ``MLFLOW_HTTP_REQUEST_*`` settings win). Any answer counts, an HTTP error too: the caller's own
+    requests say what it is. Nothing is asked of another kind of URI (None).
+
+    For a check before long work: a port that takes the connection and never answers kept an
+    ingest waiting ~3 minutes (its retries of 60 s reads, which a live server's large search may
+    need) before "timed out". The caller's own requests keep their timeouts."""
+    if not tracking_uri.lower().startswith(("http://", "https://")):
+        return None
+    try:
+        with http_settings(0, timeout_s):
+            mlflow_client(tracking_uri).get_experiment_by_name(_PROBE_EXPERIMENT)
+    except Exception as e:  # noqa: BLE001 - any failure: only those of no answer are said
+        text = " ".join(str(e).split())
+        if re.search(r"error code \d+", text):      # an HTTP status: the server answered
+            return None
+        return next((why for needle, why in NO_ANSWER_WORDS if needle in text), None)
+    return None
 
 
 def artifact_location(tracking_uri: str, name: str) -> str | None:

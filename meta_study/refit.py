@@ -911,24 +911,20 @@ INF_WORDS: dict[str, str] = {"us_needed_lo": "never", "us_needed_hi": "never"}
 
 
 def _http_settings(retries: int, timeout_s: int) -> contextlib.AbstractContextManager[None]:
-    """MLflow's HTTP retry settings for the calls inside (read by MLflow at each request)."""
-    values = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
-    from .ray_session import scoped_environment
+    """MLflow's HTTP retry settings for the calls inside (read by MLflow at each request): the
+    ones ingest's check of its server uses too (:func:`~.mlflow_client.http_settings`)."""
+    from .mlflow_client import http_settings
 
-    return scoped_environment({k: v for k, v in values.items() if k not in os.environ})
+    return http_settings(retries, timeout_s)
 
 
 def _one_line(e: BaseException, uri: str) -> str:
     """Why a request to the tracking server failed, in a few words (MLflow's messages run to a
     paragraph of urllib3 internals), with the tracking URI, were it to appear, in its safe form."""
-    from .mlflow_client import safe_uri
+    from .mlflow_client import NO_ANSWER_WORDS, safe_uri
 
     text = " ".join(str(e).split()) or type(e).__name__
-    for needle, why in (("Connection refused", "connection refused"), ("timed out", "no answer in time"),
-                        ("Name or service not known", "unknown host"), ("nodename nor servname", "unknown host"),
-                        ("Temporary failure in name resolution", "unknown host"),
-                        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted")):
+    for needle, why in (*NO_ANSWER_WORDS, ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted")):
         if needle in text:
             return why
     code = re.search(r"error code (\d+)", text)

@@ -314,7 +314,7 @@ CASES = [
     Case("percent_column_refused_whole", _percent, [
         Step(["ingest", "pct.csv", "--store", "ST"], 2,
              "pct.csv: FAILED: ds_accuracy is in percent, not a fraction: 8 of 10 values are in (1, 100], so nothing "
-             "of this source was stored; set 'units: {ds_accuracy: percent}'", one_line=True, check=_check_empty)]),
+             "of this source was stored; but ds_accuracy also has 2 values in (0, 1]", one_line=True, check=_check_empty)]),
     Case("every_row_quarantined_fails", _all_quarantined, [
         Step(["ingest", "proto.csv", "--store", "ST"], 2,
              "proto.csv: FAILED: all 5 rows quarantined, nothing stored; 5 for: eval_protocol: unknown protocol 'kfold'",

@@ -35,7 +35,7 @@ def _quarantine(d: Path) -> dict[str, str]:
     for line in r.stdout.splitlines():
         if line.startswith("- ["):
             run, _, reason = line.split("] ", 1)[1].partition(": ")
-            out[run] = reason
+            out[run.split(" (", 1)[0]] = reason   # "a (pct.csv line 2, ds_task pets)": its run id
     return out
 
 

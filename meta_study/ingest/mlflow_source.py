@@ -40,9 +40,9 @@ from typing import Any, ClassVar, Iterator, Sequence
 import pandas as pd
 
 from ..errors import UserError
-from ..mlflow_client import has_credentials, refuse_credentials, safe_uri, source_uri
+from ..mlflow_client import PROBE_TIMEOUT_S, has_credentials, refuse_credentials, safe_uri, source_uri, unanswered
 from ..store import Store
-from .mapping import IngestMapping
+from .mapping import NOTHING_STORED, IngestMapping
 from .mlflow_runs import (LIBPQ_DRIVERS, RESTORED_CHUNK, RunExpander, RunQuery, RunRecord, RunState,
                           adopt_legacy_digest, check_same_database, db_connect_args, default_mapping, driver_hint,
                           drop_deleted, expand_page, expand_pages, filter_state_suffix, full_reads, gave_rows,
@@ -258,6 +258,7 @@ class MlflowSource:
     # ---- batches --------------------------------------------------------------------------------
 
     def batches(self, store: Store, progress: Progress) -> Iterator[SourceBatch]:
+        self._check_answers()
         # HTTP_DEFAULTS for this ingest's requests, where the user set none, then taken away: left in
         # the environment, they were the "user's own" settings to what the process did next (a
         # refit's 10 s reachability check of its tracking server waited 60 s, 3 times)
@@ -273,6 +274,17 @@ class MlflowSource:
             db_log.removeFilter(_no_db_error_traceback)
             for k in unset:
                 os.environ.pop(k, None)
+
+    def _check_answers(self) -> None:
+        """One short request to an http(s) server before the ingest's own (refit's check,
+        :func:`~meta_study.mlflow_client.unanswered`): a port that took the connection and never
+        answered was ~3 minutes of silence (HTTP_DEFAULTS' 60 s reads, retried), then "timed out".
+        A refused connection or an unknown host fails in seconds anyway, and is left to the
+        ingest's own words ("connection refused"). Asked before HTTP_DEFAULTS are set: the user's
+        own settings win, ours do not."""
+        if unanswered(self.uri) == "no answer in time":
+            raise UserError(f"{safe_uri(self.uri)}: no MLflow tracking server answers there (no answer within "
+                            f"{PROBE_TIMEOUT_S} s), so {NOTHING_STORED}; is it running, and is the address right?")
 
     def _batches(self, store: Store, progress: Progress) -> Iterator[SourceBatch]:
         from mlflow.entities import ViewType

@@ -31,10 +31,11 @@ import pyarrow.compute as pc
 
 from ..errors import StoreDamagedError, StoreLockedError, UserError
 from ..schema import KEY, SCHEMA
-from ..validation import Validated, WholeInput, dedupe_keys, ends_before_start_note, payloads_of, printable, validate
+from ..validation import (SOURCE_UNIT, Validated, WholeInput, canonical_name, dedupe_keys, ends_before_start_note,
+                          payloads_of, printable, validate)
 from ..keys import key_array, key_of
 from ..store import Store
-from .mapping import NOTHING_STORED
+from .mapping import NOTHING_STORED, PERCENT_CLEARLY_ABOVE, TASK_OF, PercentTally
 from .sources import STORED_BEFORE, Progress, Source, SourceBatch, no_progress
 
 #: Fraction columns whose values, when most of them lie in (1, 100], are taken to be percents.
@@ -240,6 +241,8 @@ class _Seen:
     hashes: list[np.ndarray] = field(default_factory=list)         # 64-bit hashes of the valid rows' keys
     sources: set[str] = field(default_factory=set)                 # the source of every row read
     conflicts: int = 0     # valid rows a large input's commit quarantined as conflicting duplicate keys
+    #: a file's raw accuracies counted as a percent unit would read them (:meth:`add_raw`)
+    as_percent: PercentTally = field(default_factory=PercentTally)
 
     def add(self, v: Validated, *, keys: bool) -> None:
         for kind, n in v.reason_kinds.items():
@@ -287,16 +290,62 @@ class _Seen:
         self.sources.update(s for s in sources if isinstance(s, str))
         into.update((s, r) for s, r in zip(sources, runs) if isinstance(s, str) and isinstance(r, str))
 
+    def add_raw(self, rows: pd.DataFrame) -> None:
+        """Count a file's raw accuracies (``rows``, before validation) per task as a ``percent``
+        unit would read them (:class:`PercentTally`), so that :meth:`refuse_percent` can tell a
+        column that a percent unit stores from one that mixes fractions with percents, which the
+        unit would then refuse (:meth:`PercentTally.refuse_fractions`): told to set the unit, the
+        user met that refusal next. Values a source converted from a unit already are left out.
+        Vectorized: ~0.1 s per 1M values (a file's pieces are counted as they are read)."""
+        for col in _UNIT_SETTABLE:
+            if col not in rows.columns:
+                continue
+            v, signed = _raw_percent_numbers(rows[col])
+            plain = np.ones(len(rows), bool)
+            if SOURCE_UNIT[col] in rows.columns:
+                plain = rows[SOURCE_UNIT[col]].isna().to_numpy()
+            task = TASK_OF[col]
+            tasks = rows[task].to_numpy(dtype=object) if task in rows.columns else np.full(len(rows), None, object)
+            keep = plain & np.isfinite(v) & (v != 0)      # 0 is 0 in either unit
+            v, signed, tasks = v[keep], signed[keep], tasks[keep]
+            codes, uniq = pd.factorize(tasks, use_na_sentinel=False)
+            sums = [np.bincount(codes, weights=w.astype("float64"), minlength=len(uniq)).astype(np.int64)
+                    for w in ((v > 0) & (v <= 1) & ~signed, v > PERCENT_CLEARLY_ABOVE, np.ones(len(v), bool))]
+            by_task = self.as_percent.counts.setdefault((col, "percent"), {})
+            for i, t in enumerate(uniq):
+                acc = by_task.setdefault("" if pd.isna(t) else canonical_name(str(t)), [0, 0, 0])
+                for j in range(3):
+                    acc[j] += int(sums[j][i])
+
+    def _mixes(self, col: str) -> int | None:
+        """The values in (0, 1] of ``col`` when a ``percent`` unit on it would be
+        refused as a mix of fractions with percents (the rules of
+        :meth:`PercentTally.refuse_fractions`, per task), else None."""
+        by_task = self.as_percent.counts.get((col, "percent"))
+        if not by_task:
+            return None
+        try:
+            PercentTally(counts={(col, "percent"): by_task}).refuse_fractions()
+        except UserError:
+            return sum(c[0] for c in by_task.values())
+        return None
+
     def refuse_percent(self, stored: Callable[[], dict[str, int]] | None = None) -> None:
         """A :class:`UserError` when most values of an accuracy column (or, in a whole input,
-        data_fraction) are in (1, 100].
+        data_fraction) are in (1, 100]: one line naming every such column, with one fix for all
+        of them (a second ingest told to set one column's unit failed on the next column).
 
         ``stored``: called when a column would be refused, for the number of values of each
         column the batch's sources already store (of other runs: an MLflow page, whose runs are
         read incrementally). They are fractions, and count with the batch's: a page of one new
         run logged in percent was "the column is in percent" on every ingest, though a read of
-        every run quarantines that run's rows and stores the others."""
+        every run quarantines that run's rows and stores the others.
+
+        In a whole input, a column whose percent unit would be refused too (fractions mixed with
+        percents: 0.92 beside 92.1 in one task, :meth:`_mixes`) is named as such, with the counts,
+        instead of being told to set that unit."""
         before: dict[str, int] | None = None
+        found: list[_InPercent] = []
         # data_fraction only in a whole input (a file, ``stored`` None): it has no unit to set, and
         # an MLflow run's params cannot be rewritten, so a refused page would block its source for
         # good; validation quarantines a page's data_fraction percents (and its values <= 1) instead
@@ -315,14 +364,10 @@ class _Seen:
                 n += before.get(col, 0)
             if n and 2 * k > n:
                 had = (before or {}).get(col, 0)
-                # a mapping gives data_fraction no unit ("unknown unit 'percent'"): told to set one,
-                # the user met that refusal next
-                fix = (f"set 'units: {{{col}: percent}}' (or 'accuracy_unit: percent') in a --mapping"
-                       if col in _UNIT_SETTABLE else
-                       f"{col} has no unit setting: write its values as fractions in the input (50 % as 0.5)")
-                raise UserError(f"{col} is in percent, not a fraction: {k} of {n}{nonzero} values"
-                                f"{f' ({had} of them stored before)' if had else ''} are in (1, 100]{signed}, so "
-                                f"{NOTHING_STORED}; {fix}")
+                mixed = self._mixes(col) if stored is None and col in _UNIT_SETTABLE else None
+                found.append(_InPercent(col, k, n, nonzero, had, signed, mixed))
+        if found:
+            raise UserError(_percent_refusal(found))
 
     @property
     def failed(self) -> bool:
@@ -333,6 +378,110 @@ class _Seen:
 
     def key_hashes(self) -> np.ndarray:
         return np.concatenate(self.hashes) if self.hashes else np.zeros(0, np.uint64)
+
+
+@dataclass(frozen=True)
+class _InPercent:
+    """A column :meth:`_Seen.refuse_percent` refuses: ``k`` of its ``n`` values in (1, 100]."""
+
+    col: str
+    k: int
+    n: int
+    nonzero: str = ""     # " nonzero" when zeros were not counted
+    had: int = 0          # of the n, values stored before (an MLflow page)
+    signed: str = ""      # " or written with a % sign (m of them)"
+    mixed: int | None = None   # values in (0, 1] when a percent unit would be refused too (a mix)
+
+    def counts(self) -> str:
+        had = f" ({self.had} of them stored before)" if self.had else ""
+        return f"{self.k} of {self.n}{self.nonzero} values{had} are in (1, 100]{self.signed}"
+
+
+def _percent_refusal(found: Sequence[_InPercent]) -> str:
+    """The one line refusing the columns in ``found``, with one fix for all of them: the first
+    column in the words a line for one column always had (``us_accuracy is in percent, not a
+    fraction: ...``), the others after it, then the columns whose values in (0, 1] a percent unit
+    would refuse too (a mix), and the fixes: one unit for a mixed column, one ``units:`` setting
+    naming every column in percent, fractions in the input for data_fraction (it has no unit)."""
+    first, rest = found[0], found[1:]
+    said = [f"{first.col} is in percent, not a fraction: {first.counts()}, so {NOTHING_STORED}"]
+    said += [f"{c.col} is in percent too: {c.counts()}" for c in rest]
+    mixed = [c for c in found if c.mixed is not None]
+    for c in mixed:
+        said.append(f"but {c.col} also has {c.mixed} value{'s' if c.mixed != 1 else ''} in (0, 1]: it mixes fractions "
+                    "with percents (or holds near-chance percents, which no unit tells from fractions), which a "
+                    "percent unit refuses too")
+    fixes: list[str] = []
+    for c in mixed:
+        fixes.append(f"write every value of {c.col} as a fraction (92.1 % as 0.921, 0.5 % as 0.005), or every value "
+                     f"as a percent (0.921 as 92.1) with 'units: {{{c.col}: percent}}'")
+    settable = [c.col for c in found if c.col in _UNIT_SETTABLE and c.mixed is None]
+    if settable:
+        units = ", ".join(f"{col}: percent" for col in settable)
+        # accuracy_unit sets both columns: right only when both are in percent (on a column of
+        # fractions it is refused in turn, "declared percent but holds fractions")
+        both = " (or 'accuracy_unit: percent')" if set(settable) == set(_UNIT_SETTABLE) else ""
+        fixes.append(f"set 'units: {{{units}}}'{both} in a --mapping")
+    for c in found:
+        if c.col not in _UNIT_SETTABLE:
+            # a mapping gives data_fraction no unit ("unknown unit 'percent'"): told to set one,
+            # the user met that refusal next
+            fixes.append(f"{c.col} has no unit setting: write its values as fractions in the input (50 % as 0.5)")
+    return "; ".join(said + fixes)
+
+
+def _names(cols: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return cols[0] if len(cols) == 1 else f"{', '.join(cols[:-1])} and {cols[-1]}"
+
+
+#: A plain decimal number as text ("0.5", "-1e-3", ".5"): what :func:`_raw_percent_numbers`
+#: parses with Arrow; other text (commas, words) is no value to the percent rules.
+_PLAIN_NUMBER = r"^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?$"
+
+
+def _raw_percent_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Raw values as a ``percent`` unit reads them (float64, NaN where not a number), and which
+    were written with a % sign ("0.5%": a percent, whatever its size). A column of text (a CSV's)
+    is parsed with Arrow, ~0.1 s per 1M values (~0.3 s with text that is no plain number; one
+    Python call per value took ~3 s); a column of mixed objects value by value."""
+    n = len(s)
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return np.full(n, np.nan), np.zeros(n, bool)
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        return s.astype("float64").to_numpy(), np.zeros(n, bool)
+    try:
+        text = pa.array(s, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):   # numbers beside text, or other objects
+        return _object_percent_numbers(s)
+    try:      # every cell a number (or empty): one cast, ~0.05 s per 1M values
+        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False), np.zeros(n, bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    text = pc.utf8_trim_whitespace(text)
+    signed = pc.fill_null(pc.ends_with(text, "%"), False)
+    text = pc.utf8_rtrim_whitespace(pc.replace_substring_regex(text, "%$", ""))
+    ok = pc.fill_null(pc.match_substring_regex(text, _PLAIN_NUMBER), False)
+    v = np.full(n, np.nan)
+    v[ok.to_numpy(zero_copy_only=False)] = pc.cast(pc.filter(text, ok), pa.float64()).to_numpy()
+    return v, signed.to_numpy(zero_copy_only=False)
+
+
+def _object_percent_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_raw_percent_numbers` of a column of mixed objects, value by value."""
+    v = np.full(len(s), np.nan)
+    signed = np.zeros(len(s), bool)
+    for i, x in enumerate(s.astype(object).tolist()):
+        if isinstance(x, str):
+            t = x.strip()
+            signed[i] = t.endswith("%")
+            try:
+                v[i] = float(t.removesuffix("%").strip())
+            except ValueError:
+                pass
+        elif isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_)):
+            v[i] = float(x)
+    return v, signed
 
 
 @dataclass(frozen=True)
@@ -536,6 +685,7 @@ def _commit_batch(store: Store, src: Source, batch: SourceBatch, rep: SourceRepo
     v = validate(batch.rows, raw=batch.raw)
     if batch.replace_runs:     # a file's (an MLflow page is weighed with its source's stored rows)
         seen.add_evidence(v)
+        seen.add_raw(batch.rows)
     seen.add(v, keys=batch.replace_runs and store.exists())   # a new store has no stale rows
     # a batch of some runs (an MLflow page) is weighed with the rows of its sources stored before
     seen.refuse_percent(None if batch.replace_runs else (lambda: _stored_values(store, seen)))
@@ -657,6 +807,7 @@ def _commit_chunks(store: Store, src: Source, batch: SourceBatch, rep: SourceRep
         for rows, raw in batch.chunks:
             v = validate(rows, raw=raw, whole=whole)
             seen.add_evidence(v)
+            seen.add_raw(rows)
             seen.add(v, keys=two_step)
             _us_ranges(v.table, us)
             seen.valid += v.table.num_rows
