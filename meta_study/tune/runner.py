@@ -1792,13 +1792,65 @@ def _stop_signal_of(e: BaseException) -> str | None:
     """The stop an exception that ends the driver stands for (``SIGINT``, ``SIGTERM``...), or None
     for an error: Ctrl-C's KeyboardInterrupt; the CLI's :class:`~meta_study.errors.Terminated`;
     any other SystemExit: a SIGTERM when its code is 15 (``ray.init`` installs a SIGTERM handler
-    that calls ``sys.exit(signum)``), else the process was asked to exit (``SystemExit``)."""
+    that calls ``sys.exit(signum)``) or when the driver took one (:func:`_sigterm_noted`: inside
+    ``ray.wait`` Ray turns the handler's exit into ``SystemExit(1)``), else the process was asked
+    to exit (``SystemExit``)."""
     if isinstance(e, KeyboardInterrupt):
         return "SIGINT"
     if not isinstance(e, SystemExit):
         return None
-    signum = getattr(e, "signum", None) or (e.code if e.code == signal.SIGTERM else None)
+    signum = getattr(e, "signum", None) or (e.code if e.code == signal.SIGTERM else None) or _term_taken()
     return signal.Signals(signum).name if signum else "SystemExit"
+
+
+#: The SIGTERMs the driver took while :func:`sweep_main` ran (:func:`_sigterm_noted`); empty
+#: outside it (``run_sweep`` called by a program of its own, a test).
+_TERMS_TAKEN: contextvars.ContextVar[tuple[list[int], ...]] = contextvars.ContextVar("meta_study_terms_taken",
+                                                                                    default=())
+
+
+def _term_taken() -> int | None:
+    """The SIGTERM this driver took, if it took one (:func:`_sigterm_noted`), else None."""
+    return next((got[0] for got in _TERMS_TAKEN.get() if got), None)
+
+
+@contextlib.contextmanager
+def _sigterm_noted() -> Iterator[None]:
+    """While the body runs, a SIGTERM is noted (:func:`_term_taken`) before it goes on as before:
+    the handler found here is called, or, at the default, ``SystemExit(15)`` is raised as
+    ``ray.init``'s handler does (``start_or_connect`` keeps this one across ``ray.init``).
+
+    The exception the handler raises does not always arrive: met inside ``ray.wait`` (Tune's loop
+    waiting for its trials' results, the end-of-sweep evaluations for their tasks), Ray's check of
+    signals turns it into ``SystemExit(1)``, whose exit then aborted the driver (SIGABRT, 134) with
+    no line and its runs "interrupted (SystemExit)". Noted, whatever ``SystemExit`` follows is the
+    SIGTERM's (:func:`_stop_signal_of`, :func:`sweep_main`: its line, exit 143). An ignored SIGTERM
+    (``SIG_IGN``) or one set outside Python stays as it is; a forked child dies of it as before."""
+    got: list[int] = []
+    before = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+    if before is None or before == signal.SIG_IGN:   # signal.signal works in the main thread only
+        yield
+        return
+    pid = os.getpid()
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if os.getpid() != pid:           # a forked child: its default, at once
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        got.append(signum)
+        if callable(before):
+            before(signum, frame)
+        else:
+            sys.exit(signum)
+
+    token = _TERMS_TAKEN.set((*_TERMS_TAKEN.get(), got))
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        _TERMS_TAKEN.reset(token)
 
 
 def _end_parent(tracking_uri: str, rec: SweepRecord, status: str, counts: Mapping[str, int]) -> None:
@@ -1996,32 +2048,36 @@ def sweep_main(spec: SweepSpec, argv: Sequence[str] | None = None) -> None:
     (a user error: one line on stderr, exit 2)."""
     from ..validation import printable
 
-    try:
-        res = run_sweep(spec, parse_options(spec, argv))
-    except UserError as e:
-        print(f"{spec.name}: {printable(str(e))}", file=sys.stderr)
-        sys.exit(2)
-    except SystemExit as e:
-        if e.code != signal.SIGTERM:      # argparse's own exits (--help, a bad flag)
-            raise
-        # SIGTERM: ray.init's handler exits 15 with no word; the runs it had open are KILLED
-        print(f"{spec.name}: terminated (SIGTERM); the runs it had open in MLflow are ended KILLED; {_AGAIN}",
-              file=sys.stderr)
-        sys.exit(128 + signal.SIGTERM)
-    except KeyboardInterrupt:
-        # Ctrl-C before Tune took SIGINT over (Ray starting, the checks, the Tuner being made) or a
-        # second one while the sweep ended: a KeyboardInterrupt traceback (Tune's own stop and one
-        # during the evaluations are summaries, exit 130 too); the runs it had opened are KILLED
-        print(f"{spec.name}: aborted (SIGINT); {_AGAIN}", file=sys.stderr)
-        sys.exit(130)
-    except Exception as e:
-        # the machine or a server failed (MLflow refused a call, a disk, the network): one line with
-        # its own words, exit 1 (the input was fine), as the meta-study command does; a bug keeps
-        # its traceback, and META_STUDY_TRACEBACK=1 shows where any of them came from
-        if os.environ.get("META_STUDY_TRACEBACK") or not _machine_error(e):
-            raise
-        print(f"{spec.name}: error: {_first_line(e)} (META_STUDY_TRACEBACK=1 shows where)", file=sys.stderr)
-        sys.exit(1)
+    with _sigterm_noted():   # a SIGTERM inside ray.wait came out as SystemExit(1): noted, it is still one
+        try:
+            res = run_sweep(spec, parse_options(spec, argv))
+        except UserError as e:
+            print(f"{spec.name}: {printable(str(e))}", file=sys.stderr)
+            sys.exit(2)
+        except SystemExit as e:
+            # argparse's own exits (--help, a bad flag) go on; a SIGTERM's: exit 15 from the handler
+            # (ray.init's, or _sigterm_noted's), or SystemExit(1) from Ray when it met the handler
+            # inside ray.wait (noted then)
+            if _stop_signal_of(e) != "SIGTERM":
+                raise
+            # the runs it had open are KILLED (run_sweep); said, with what to do
+            print(f"{spec.name}: terminated (SIGTERM); the runs it had open in MLflow are ended KILLED; {_AGAIN}",
+                  file=sys.stderr)
+            sys.exit(128 + signal.SIGTERM)
+        except KeyboardInterrupt:
+            # Ctrl-C before Tune took SIGINT over (Ray starting, the checks, the Tuner being made) or a
+            # second one while the sweep ended: a KeyboardInterrupt traceback (Tune's own stop and one
+            # during the evaluations are summaries, exit 130 too); the runs it had opened are KILLED
+            print(f"{spec.name}: aborted (SIGINT); {_AGAIN}", file=sys.stderr)
+            sys.exit(130)
+        except Exception as e:
+            # the machine or a server failed (MLflow refused a call, a disk, the network): one line with
+            # its own words, exit 1 (the input was fine), as the meta-study command does; a bug keeps
+            # its traceback, and META_STUDY_TRACEBACK=1 shows where any of them came from
+            if os.environ.get("META_STUDY_TRACEBACK") or not _machine_error(e):
+                raise
+            print(f"{spec.name}: error: {_first_line(e)} (META_STUDY_TRACEBACK=1 shows where)", file=sys.stderr)
+            sys.exit(1)
     print(json.dumps({"sweep": res.name, "trials": res.trials, "finished": res.finished, "errored": res.errored,
                       "early_stopped": res.early_stopped, "eval_failed": res.eval_failed,
                       "unevaluable": res.unevaluable, "settled": res.settled,
