@@ -1563,7 +1563,9 @@ def stop_signal_of(e: BaseException, got: Sequence[int]) -> int | None:
     (a sensitivity waiting for its tasks), Ray's check of signals turns it into ``SystemExit(1)``,
     and the command exited 1 with nothing said. So once a signal was taken, whatever ends the
     command is that signal's end (exit 128 + N, its one line), except a clean exit (code 0 or
-    None): a ``refit --every`` stopped between rounds takes the signal as its clean end, exit 0."""
+    None): a ``refit --every`` stopped between rounds takes the signal as its clean end, exit 0.
+    An error raised while the stack unwinds after the signal is said as the signal too (the
+    command was being stopped); ``main`` then gives no traceback for it."""
     if isinstance(e, Terminated):
         return e.signum
     if not got or (isinstance(e, SystemExit) and e.code in (0, None)):

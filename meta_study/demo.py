@@ -185,7 +185,9 @@ def refuse_foreign_workdir(wd: Path, workdir: str) -> None:
         names = sorted(p.name for p in wd.iterdir()) if wd.is_dir() else []
     except OSError:
         return      # one that cannot be listed cannot be locked either: workdir_lock says so
-    foreign = [n for n in names if n not in DEMO_ENTRIES and not n.startswith("mlflow.db-")]
+    # SQLite's journal beside its database; refit's LATEST written aside first (OUT/.LATEST.tmp-<pid>,
+    # left by a refit killed before its rename: a demo's own, which refused its workdir ever after)
+    foreign = [n for n in names if n not in DEMO_ENTRIES and not n.startswith(("mlflow.db-", ".LATEST.tmp-"))]
     if not foreign and ("store" in names or not _REFIT_ENTRIES & set(names)):
         return
     what = (_foreign_entries(wd, foreign) if foreign else
@@ -518,9 +520,9 @@ def held_out_verdict(rmse: float, flat: float, held_out: bool, tolerance_pt: flo
     flat guess's error (an answer that lost to "no further gain" is not right, however close); the
     report's ``held_out`` warning said beside it. ``tolerance_pt``: the back-test error (points) a
     trusted answer was trusted at, where known (:func:`trust_tolerance_pt`)."""
-    from .report import RIGHT_WITHIN
+    from .report import RIGHT_WITHIN, beats_flat
 
-    near, beat = rmse <= RIGHT_WITHIN, rmse <= flat
+    near, beat = rmse <= RIGHT_WITHIN, beats_flat(rmse, flat)
     verdict = ("right" if near and beat else
                f"within {RIGHT_WITHIN:g} pt, but worse than the flat guess" if near else
                f"MISSED (more than {RIGHT_WITHIN:g} pt off)" + ("" if beat else ", worse than the flat guess"))
@@ -586,7 +588,7 @@ def held_out_check(results: Path) -> list[str]:
     from .analysis.answers import flags, level_pct, pct, row_level
     from .analysis.selection import target_frontier
     from .explorer import KEYS, group_key, points_by_group
-    from .report import RIGHT_WITHIN
+    from .report import RIGHT_WITHIN, beats_flat
 
     fits = pd.read_parquet(results / "fits.parquet")
     points = points_by_group(pd.read_parquet(results / "points.parquet"))
@@ -616,7 +618,7 @@ def held_out_check(results: Path) -> list[str]:
                   if has_iv.any() else f"no {L} interval to check them against")
         shots = "" if pd.isna(r["shots"]) else f", {int(r['shots'])}-shot"
         flagged = any(label == "held_out" for label, _ in flags(r.get("warnings")))
-        checked.append((rmse <= RIGHT_WITHIN, rmse <= flat, flagged))
+        checked.append((rmse <= RIGHT_WITHIN, beats_flat(rmse, flat), flagged))
         n_held = int(held.sum())
         out.append(f"{r['us_task']} -> {r['ds_task']}{shots}: {n_held} model{'s' if n_held != 1 else ''} above "
                    f"{pct(r['holdout_threshold'])} US hidden from the fit; at their frontier ({tx.size} points, up to "

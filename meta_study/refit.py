@@ -374,7 +374,8 @@ def refit_lock(store: Store, out: str, create: bool = True) -> Iterator[bool]:
             try:
                 Path(local).parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise UserError(f"{store.uri}: cannot create a store there ({e.strerror or type(e).__name__})") from None
+                raise UserError(f"{store.uri}: cannot create a store there: its directory cannot be made "
+                                f"({e.strerror or type(e).__name__})") from None
         with _flock(_refit_lock_path(store, out), make_parent=create or not local) as held:
             yield held
     finally:

@@ -27,9 +27,8 @@ fraction column that holds percents.
 
 from __future__ import annotations
 
-import difflib
-
 import decimal
+import difflib
 import os
 import re
 import string

@@ -283,8 +283,12 @@ class MlflowSource:
         ingest's own words ("connection refused"). Asked before HTTP_DEFAULTS are set: the user's
         own settings win, ours do not."""
         if unanswered(self.uri) == "no answer in time":
+            # the wait the probe had: the user's own MLFLOW_HTTP_REQUEST_TIMEOUT where set (it wins),
+            # which is also the way to wait longer for a live server slow to answer (a cold start)
+            waited = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or f"{PROBE_TIMEOUT_S}"
             raise UserError(f"{safe_uri(self.uri)}: no MLflow tracking server answers there (no answer within "
-                            f"{PROBE_TIMEOUT_S} s), so {NOTHING_STORED}; is it running, and is the address right?")
+                            f"{waited} s), so {NOTHING_STORED}; is it running, and is the address right? (one slow "
+                            "to answer: MLFLOW_HTTP_REQUEST_TIMEOUT=60 waits longer)")
 
     def _batches(self, store: Store, progress: Progress) -> Iterator[SourceBatch]:
         from mlflow.entities import ViewType

@@ -430,11 +430,6 @@ def _percent_refusal(found: Sequence[_InPercent]) -> str:
     return "; ".join(said + fixes)
 
 
-def _names(cols: Sequence[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
-    return cols[0] if len(cols) == 1 else f"{', '.join(cols[:-1])} and {cols[-1]}"
-
-
 #: A plain decimal number as text ("0.5", "-1e-3", ".5"): what :func:`_raw_percent_numbers`
 #: parses with Arrow; other text (commas, words) is no value to the percent rules.
 _PLAIN_NUMBER = r"^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?$"

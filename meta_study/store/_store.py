@@ -943,7 +943,9 @@ class Store:
             _refuse_unmakeable(self.uri, parent)
         if info.type == pafs.FileType.Directory and not self.exists():
             self._refuse_lost_manifests()   # a store that lost its manifests is no empty directory
-            others = [n for n in self._f.listdir("") if n not in ("_meta", "_staging")]
+            # (another writer's probe of the same empty directory, or one a killed probe left, is
+            # no content: it read "not empty" to the other first ingest, and to every one after)
+            others = [n for n in self._f.listdir("") if n not in ("_meta", "_staging") and not n.startswith(PROBE_PREFIX)]
             if others:
                 raise UserError(f"{self.uri}: directory is not empty and is not a meta-study store "
                                 f"(found {', '.join(others[:3])})")
@@ -1769,6 +1771,10 @@ def _plain(rel: str) -> bool:
     return not any(c.startswith(("_", ".")) for c in rel.split("/"))
 
 
+#: The name :func:`_refuse_unmakeable` gives the directory it makes and removes at once.
+PROBE_PREFIX = ".meta-study-probe-"
+
+
 def _refuse_unmakeable(uri: str, parent: str) -> None:
     """A one-line :class:`UserError` unless a directory can be made in ``parent`` (one made and
     removed at once, a ``.meta-study-probe-*`` name). ``os.access`` says yes to root everywhere:
@@ -1778,7 +1784,7 @@ def _refuse_unmakeable(uri: str, parent: str) -> None:
     import tempfile
 
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=".meta-study-probe-", dir=parent))
+        os.rmdir(tempfile.mkdtemp(prefix=PROBE_PREFIX, dir=parent))
     except OSError as e:
         raise UserError(f"{uri}: cannot create a store there: {parent} refuses a new directory "
                         f"({e.strerror or type(e).__name__})") from None
