@@ -45,7 +45,8 @@ def test_large_integer_seed_in_csv_is_stored_exactly(tmp_path: Path) -> None:
     assert "4 new" in out and "2 quarantined" in out, out
     assert _seeds(tmp_path / "st") == {"r1": BIG, "r2": INT64_MAX, "r3": -2 ** 63, "r6": 7}
     q = run_cli("store", "quarantine", str(tmp_path / "st")).stdout
-    assert "r4: seed: wrong type" in q and "r5: seed:" in q and "does not fit" in q, q
+    assert "r4 (seeds.csv line 5, ds_task a): seed: wrong type" in q and "r5 (seeds.csv line 6, ds_task a): seed:" in q, q
+    assert "does not fit" in q, q
     # a row added: the file is read again, and its exact values compare equal to the stored ones
     f.write_text(f.read_text() + "r7,up,0.5,a,0.4,linear,8\n")
     out = _ingest(f, tmp_path / "st")
@@ -87,7 +88,8 @@ def test_parquet_decimal_columns_are_numbers(tmp_path: Path) -> None:
     assert sorted(rows, key=lambda r: r["run_id"]) == [
         {"run_id": "r1", "us_accuracy": 0.81, "ds_accuracy": 0.905, "seed": BIG},
         {"run_id": "r2", "us_accuracy": 0.82, "ds_accuracy": 0.8, "seed": None}]
-    assert "r3: seed: wrong type (3.5 is not an integer)" in run_cli("store", "quarantine", str(tmp_path / "st")).stdout
+    assert "r3 (dec.parquet, ds_task a): seed: wrong type (3.5 is not an integer)" in run_cli(
+        "store", "quarantine", str(tmp_path / "st")).stdout
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
