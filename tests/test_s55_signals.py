@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, error_lines, make_rows
+from test_s40_cli import HUP_DEFAULT
 from meta_study.store import Store
 from meta_study.validation import validate
 
@@ -81,7 +82,9 @@ def _stop_while_waiting(args: list[str], signum: int, cwd: Path) -> tuple[int, s
     """Run ``meta-study ARGS``, send ``signum`` once stderr shows a progress line of a part done
     (the driver back in ``ray.wait`` with tasks pending), and return its exit code, stdout,
     stderr and the processes it had started."""
-    p = subprocess.Popen([sys.executable, "-m", "meta_study.cli", *args], cwd=cwd, env=_env(), text=True,
+    # HUP_DEFAULT: SIGHUP at its default whatever this process inherited (a CI under nohup ignores
+    # it, and so did the command: it finished, exit 0, before the SIGHUP case could be checked)
+    p = subprocess.Popen([sys.executable, "-c", HUP_DEFAULT, *args], cwd=cwd, env=_env(), text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     lines: queue.Queue[str | None] = queue.Queue()
     err: list[str] = []
