@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import socket
 import threading
 import time
 import urllib.error
@@ -24,6 +23,7 @@ import pandas as pd
 import pytest
 
 from conftest import one_error_line, run_cli
+from test_ingest_mlflow_s38 import silent_port  # noqa: F401 - the fixture
 from meta_study.store import Store
 
 TASKS = ("pets", "cifar", "dtd")
@@ -142,30 +142,9 @@ def test_a_percent_column_with_one_near_chance_value_is_still_told_to_set_its_un
 
 
 @pytest.fixture()
-def silent_url():
+def silent_url(silent_port: int) -> str:  # noqa: F811 - the imported fixture
     """http://127.0.0.1:PORT of a real socket that accepts connections and never says a word."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    conns: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        srv.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conns.append(srv.accept()[0])
-            except OSError:
-                pass
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
-    stop.set()
-    t.join(5)
-    for c in conns:
-        c.close()
-    srv.close()
+    return f"http://127.0.0.1:{silent_port}"
 
 
 @pytest.mark.timeout(400)
