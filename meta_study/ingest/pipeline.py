@@ -31,11 +31,11 @@ import pyarrow.compute as pc
 
 from ..errors import StoreDamagedError, StoreLockedError, UserError
 from ..schema import KEY, SCHEMA
-from ..validation import (SOURCE_UNIT, Validated, WholeInput, canonical_name, dedupe_keys, ends_before_start_note,
+from ..validation import (SOURCE_UNIT, Validated, WholeInput, dedupe_keys, ends_before_start_note,
                           payloads_of, printable, validate)
 from ..keys import key_array, key_of
 from ..store import Store
-from .mapping import NOTHING_STORED, PERCENT_CLEARLY_ABOVE, TASK_OF, PercentTally
+from .mapping import NOTHING_STORED, TASK_OF, PercentTally, unit_numbers
 from .sources import STORED_BEFORE, Progress, Source, SourceBatch, no_progress
 
 #: Fraction columns whose values, when most of them lie in (1, 100], are taken to be percents.
@@ -292,30 +292,18 @@ class _Seen:
 
     def add_raw(self, rows: pd.DataFrame) -> None:
         """Count a file's raw accuracies (``rows``, before validation) per task as a ``percent``
-        unit would read them (:class:`PercentTally`), so that :meth:`refuse_percent` can tell a
+        unit would read them (:meth:`PercentTally.add`), so that :meth:`refuse_percent` can tell a
         column that a percent unit stores from one that mixes fractions with percents, which the
         unit would then refuse (:meth:`PercentTally.refuse_fractions`): told to set the unit, the
-        user met that refusal next. Values a source converted from a unit already are left out.
-        Vectorized: ~0.1 s per 1M values (a file's pieces are counted as they are read)."""
+        user met that refusal next. Values a source converted from a unit already are left out."""
         for col in _UNIT_SETTABLE:
             if col not in rows.columns:
                 continue
+            plain = rows[SOURCE_UNIT[col]].isna().to_numpy() if SOURCE_UNIT[col] in rows.columns else slice(None)
             v, signed = _raw_percent_numbers(rows[col])
-            plain = np.ones(len(rows), bool)
-            if SOURCE_UNIT[col] in rows.columns:
-                plain = rows[SOURCE_UNIT[col]].isna().to_numpy()
             task = TASK_OF[col]
-            tasks = rows[task].to_numpy(dtype=object) if task in rows.columns else np.full(len(rows), None, object)
-            keep = plain & np.isfinite(v) & (v != 0)      # 0 is 0 in either unit
-            v, signed, tasks = v[keep], signed[keep], tasks[keep]
-            codes, uniq = pd.factorize(tasks, use_na_sentinel=False)
-            sums = [np.bincount(codes, weights=w.astype("float64"), minlength=len(uniq)).astype(np.int64)
-                    for w in ((v > 0) & (v <= 1) & ~signed, v > PERCENT_CLEARLY_ABOVE, np.ones(len(v), bool))]
-            by_task = self.as_percent.counts.setdefault((col, "percent"), {})
-            for i, t in enumerate(uniq):
-                acc = by_task.setdefault("" if pd.isna(t) else canonical_name(str(t)), [0, 0, 0])
-                for j in range(3):
-                    acc[j] += int(sums[j][i])
+            tasks = rows[task].to_numpy(dtype=object) if task in rows.columns else None
+            self.as_percent.add(col, "percent", v[plain], None if tasks is None else tasks[plain], signed=signed[plain])
 
     def _mixes(self, col: str) -> int | None:
         """The values in (0, 1] of ``col`` when a ``percent`` unit on it would be
@@ -463,20 +451,10 @@ def _raw_percent_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _object_percent_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_raw_percent_numbers` of a column of mixed objects, value by value."""
-    v = np.full(len(s), np.nan)
-    signed = np.zeros(len(s), bool)
-    for i, x in enumerate(s.astype(object).tolist()):
-        if isinstance(x, str):
-            t = x.strip()
-            signed[i] = t.endswith("%")
-            try:
-                v[i] = float(t.removesuffix("%").strip())
-            except ValueError:
-                pass
-        elif isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_)):
-            v[i] = float(x)
-    return v, signed
+    """:func:`_raw_percent_numbers` of a column of mixed objects: the mapping's own reading of a
+    percent column (:func:`~.mapping.unit_numbers`), and which values carry the sign."""
+    signed = np.array([isinstance(x, str) and x.strip().endswith("%") for x in s.astype(object).tolist()], bool)
+    return unit_numbers(s, percent_sign=True).to_numpy(dtype="float64"), signed
 
 
 @dataclass(frozen=True)
