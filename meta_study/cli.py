@@ -1056,17 +1056,8 @@ def bootstrap_lines(table: Any, alpha_max: float) -> list[str]:
     whether the estimate, or an end of the interval, sits on alpha's bound ``alpha_max``."""
     import math
 
-    from .analysis.bootstrap import resolution_note
-    from .analysis.powerlaw import ALPHA_MIN
+    from .analysis.bootstrap import alpha_bound_words, resolution_note, usable_words
     from .schema import GROUP
-
-    def bound(v: float) -> float | None:
-        """The bound ``v`` sits on: ``alpha_max``, or the lower one (reached when ``k = 0``: the
-        law is flat and alpha is not identified; "0.001 [0.001, 0.001]" read as a precise alpha)."""
-        for b in (alpha_max, ALPHA_MIN):
-            if math.isfinite(v) and abs(v - b) <= 1e-6 * max(1.0, b):
-                return b
-        return None
 
     def one(frontier: str, est: float, lo: float, hi: float, n_ok: int, samples: int) -> str:
         """``n_ok`` of ``samples`` resamples usable (both 0: not known)."""
@@ -1076,21 +1067,12 @@ def bootstrap_lines(table: Any, alpha_max: float) -> list[str]:
         if not math.isfinite(est):
             text = f"{frontier} no fit"
         elif not (math.isfinite(lo) and math.isfinite(hi)):
-            text = f"{frontier} {est:.3g} (no interval" + (f": {n_ok} of {samples} resamples usable)" if samples
-                                                           else ")")
+            text = f"{frontier} {est:.3g} (no interval" + (f": {usable_words(n_ok, samples)})" if samples else ")")
         else:
             text = f"{frontier} {est:.3g} [{lo:.3g}, {hi:.3g}]" + (
-                f" ({n_ok} of {samples} resamples usable)" if n_ok < samples else "")
-        b = bound(est)
-        # every bound an end of the interval sits on: "10 [0.001, 10] at its bound 10" left its
-        # lower end unsaid, and "[0.001, 10] (interval reaches its bound 0.001)" its upper one
-        ends = list(dict.fromkeys(x for x in (bound(lo), bound(hi)) if x is not None and x != b))
-        reach = (f"interval reaches its bound{'s' if len(ends) > 1 else ''} {' and '.join(f'{x:g}' for x in ends)}"
-                 if ends else "")
-        if b is not None:
-            return (text + f" at its bound {b:g}" + (" (k = 0: a flat law, alpha not identified)" if b == ALPHA_MIN else "")
-                    + (f" ({reach})" if reach else ""))
-        return text + (f" ({reach})" if reach else "")
+                f" ({usable_words(n_ok, samples)})" if n_ok < samples else "")
+        at, reach = alpha_bound_words(est, lo, hi, alpha_max)
+        return text + (f" {at}" if at else "") + (f" ({reach})" if reach else "")
 
     alpha = table[table["param"] == "alpha"]
     keys = list(GROUP)

@@ -613,6 +613,101 @@ def _sensitivity_left(sensitivity: pd.DataFrame | None) -> str:
     return f" {_e(left)} {'is' if left.startswith('1 of ') else 'are'} not drawn: no fit at any sample size." if left else ""
 
 
+#: Groups the bootstrap table of the page shows at most, as many as the hover view draws (each a
+#: row per frontier: ~700 bytes); the CSV (or Parquet) table has them all.
+MAX_BOOTSTRAP_GROUPS = 60
+
+#: The bootstrap's parameters as the page's columns: (param, header, its title, scale, digits). k
+#: and alpha are unitless (Eq. 1 on errors as fractions); e_IR and saturation in percent.
+BOOTSTRAP_PARAMS = (
+    ("k", "k", "Eq. 1's scale k (unitless: Eq. 1 on errors as fractions)", 1.0, 3),
+    ("alpha", "&alpha;", "Eq. 1's exponent alpha (unitless)", 1.0, 3),
+    ("e_ir", "e<sub>IR</sub> (% DS error)", "the irreducible DS error: the DS error Eq. 1 keeps at 100% US "
+     "accuracy, in percent", 100.0, 3),
+    ("saturation", "saturation (% DS accuracy)", "100% - e_IR: the DS accuracy Eq. 1 reaches at 100% US accuracy, "
+     "in percent", 100.0, 3),
+)
+
+
+def _boot_value(v: float, scale: float, digits: int) -> str:
+    """A parameter of the bootstrap table as the page shows it (percent at one decimal)."""
+    if not math.isfinite(v):
+        return "&ndash;"
+    return f"{scale * v:.1f}" if scale != 1.0 else f"{v:.{digits}g}"
+
+
+def _bootstrap_html(boot: pd.DataFrame | None, alpha_max: float, root: Path,
+                    max_groups: int = MAX_BOOTSTRAP_GROUPS) -> str:
+    """The "Parameter uncertainty (bootstrap)" section: per group (the first ``max_groups``) and
+    frontier the bootstrap ran on, each parameter of the paper's Eq. 1 with its interval, the usable
+    resamples, and why a row has no interval (:func:`~.analysis.bootstrap.no_interval_reason`, as
+    ``meta-study bootstrap`` reads the same rows); "" where no bootstrap was made. It was only a CSV
+    link under "Tables": the page never said how uncertain a group's law is."""
+    from .analysis.bootstrap import alpha_bound_words, no_interval_reason, resolution_note
+
+    if boot is None or boot.empty:
+        return ""
+    keys = list(GROUP)
+    wide: dict[tuple[Any, ...], dict[str, Any]] = {}       # (group..., frontier) -> its row and params
+    for r in boot.to_dict("records"):
+        k = (*(r[c] for c in keys), r["frontier"])
+        w = wide.setdefault(k, {**r, "params": {}})
+        w["params"][r["param"]] = (float(r["estimate"]), float(r["lo"]), float(r["hi"]))
+    groups = list(dict.fromkeys(k[:-1] for k in wide))
+    shown = set(groups[:max_groups])
+    nan3 = (math.nan, math.nan, math.nan)
+    rows, no_iv = [], 0
+    for k, w in wide.items():
+        est, lo, hi = w["params"].get("alpha", nan3)
+        n_ok, samples = int(w["n_ok"]), int(w["samples"])
+        why = no_interval_reason(est, lo, hi, n_ok, samples, w.get("status"))
+        no_iv += bool(why)
+        if k[:-1] not in shown:
+            continue
+        notes = [why] if why else []
+        at, reach = alpha_bound_words(est, lo, hi, alpha_max)
+        notes += [f"alpha {at}"] if at else []
+        notes += [f"alpha's {reach}"] if reach else []
+        cells = []
+        for param, _, _, scale, digits in BOOTSTRAP_PARAMS:
+            e, a, b = w["params"].get(param, nan3)
+            iv = (f" [{_boot_value(a, scale, digits)}-{_boot_value(b, scale, digits)}]"
+                  if math.isfinite(a) and math.isfinite(b) else "")
+            cells.append(f"<td>{_boot_value(e, scale, digits)}{iv}</td>")
+        shots = "" if pd.isna(w["shots"]) else str(int(w["shots"]))
+        rows.append(f"<tr class='{'bad' if not math.isfinite(est) else ''}'><td class=l>{_e(w['us_task'])}</td>"
+                    f"<td class=l>{_e(w['ds_task'])}</td><td class=l>{_e(w['eval_protocol'])}</td><td>{shots}</td>"
+                    f"<td class=l>{_e(w['frontier'])}</td>{''.join(cells)}<td>{n_ok} of {samples}</td>"
+                    f"<td class=l>{_e('; '.join(notes))}</td></tr>")
+    level = f"{100 * float(boot['level'].iloc[0]):g}%"
+    lo_b, hi_b = int(boot["samples"].min()), int(boot["samples"].max())
+    b_text = f"{lo_b:,}" if lo_b == hi_b else f"{lo_b:,}&ndash;{hi_b:,}"
+    frontiers = ", ".join(_e(f) for f in dict.fromkeys(boot["frontier"]))
+    head = ("<tr><th class=l>US task</th><th class=l>DS task</th><th class=l>protocol</th><th>shots</th>"
+            "<th class=l>frontier</th>"
+            + "".join(f"<th title='{_e(t)}'>{h} [{level}]</th>" for _, h, t, _, _ in BOOTSTRAP_PARAMS)
+            + "<th title='resamples whose fit was usable, of those drawn'>usable resamples</th>"
+            "<th class=l>note</th></tr>")
+    missing = (f" {no_iv} of {len(wide)} group &times; frontier rows have no interval (the note says why)."
+               if no_iv else "")
+    note = resolution_note(boot).removeprefix("note: ")      # as `meta-study bootstrap` says it, as a sentence
+    note = f" {_e(note[:1].upper() + note[1:])}." if note else ""
+    table_file = "bootstrap.csv" if (root / "bootstrap.csv").exists() else "bootstrap.parquet"
+    more = (f"<p class=note>&hellip; and {len(groups) - max_groups} more groups ({table_file} has them "
+            "all).</p>" if len(groups) > max_groups else "")
+    return ("<h2>Parameter uncertainty (bootstrap)</h2><p class=note>The paper's Eq. 1 on each frontier the bootstrap "
+            f"ran on ({frontiers}), fitted to each group's fitting models (those below the hold-out line): the value "
+            f"is that fit, and the brackets give the {level} percentile interval [low-high] of the same fit on "
+            f"{b_text} resamples of the group's fitting models (drawn with replacement, the frontier recomputed in "
+            "each; widened where needed to hold the value). It says how uncertain the law's parameters are on these "
+            "models, not where a new model will land (not a prediction interval: those are the answers' brackets), "
+            "and it is the paper's fit, not the headline. k and &alpha; are unitless; e<sub>IR</sub> (the "
+            "irreducible DS error) and the saturation (100% &minus; e<sub>IR</sub>, the DS accuracy at 100% US "
+            f"accuracy) are in percent.{missing}{note}</p>"
+            f"<div class=tw><table class=sortable><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
+            + more)
+
+
 def _natural(p: Path) -> list[Any]:
     """Sort key that orders numbers in names by value ("f20_up_fewshot_5" before "..._10")."""
     import re
@@ -738,6 +833,8 @@ def render_report(analysis: "Analysis", results_dir: str | os.PathLike[str], *, 
                      "of the models (mean &plusmn; sd over trials)." + _sensitivity_left(analysis.sensitivity)
                      + _sensitivity_text(analysis.sensitivity, quantile) + "</p>"
                      + _img(root, "figures/sensitivity.png", _figure_alt("sensitivity", by_slug, level)))
+    boot_fit = analysis.options.bootstrap.fit if analysis.options.bootstrap is not None else analysis.options.fit
+    parts.append(_bootstrap_html(analysis.bootstrap, boot_fit.alpha_max, root))
     if (figs / "params_vs_shots.png").exists():
         parts.append("<h2>Parameters vs shots</h2><p class=note>Eq. 1's parameters on the hull vertices (solid) and "
                      "on all points (dashed) per DS task; a hollow marker is a value at its bound (the constraint, "

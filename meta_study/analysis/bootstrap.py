@@ -20,7 +20,7 @@ from ..errors import Range
 from .frontiers import check_frontier_names
 from .groups import GROUP_COLUMNS
 from .hull import SubsetHulls
-from .powerlaw import fit_power_laws
+from .powerlaw import ALPHA_MIN, fit_power_laws
 from .resampling import BOOTSTRAP_STREAM, PARAMS, draw_problems, group_rng, serially, whole_number
 
 
@@ -182,6 +182,60 @@ def resolution_note(table: pd.DataFrame) -> str:
     return ""
 
 
+def alpha_bound(alpha: float, alpha_max: float) -> float | None:
+    """The bound of Eq. 1's alpha that ``alpha`` sits on: ``alpha_max``, or the lower one
+    (:data:`~.powerlaw.ALPHA_MIN`, reached when ``k = 0``: the law is flat and alpha is not
+    identified; "0.001 [0.001, 0.001]" read as a precise alpha); None where it sits on neither."""
+    for b in (alpha_max, ALPHA_MIN):
+        if math.isfinite(alpha) and abs(alpha - b) <= 1e-6 * max(1.0, b):
+            return b
+    return None
+
+
+def alpha_bound_words(estimate: float, lo: float, hi: float, alpha_max: float) -> tuple[str, str]:
+    """Where an alpha row of a bootstrap table sits on a bound, in words: the estimate's ("at its
+    bound 10", "" where it sits on none) and the interval's ends' ("interval reaches its bound
+    0.001", "" where neither end does). ``meta-study bootstrap`` and the report say them alike."""
+    b = alpha_bound(estimate, alpha_max)
+    # every bound an end of the interval sits on: "10 [0.001, 10] at its bound 10" left its
+    # lower end unsaid, and "[0.001, 10] (interval reaches its bound 0.001)" its upper one
+    ends = list(dict.fromkeys(x for x in (alpha_bound(lo, alpha_max), alpha_bound(hi, alpha_max))
+                              if x is not None and x != b))
+    reach = (f"interval reaches its bound{'s' if len(ends) > 1 else ''} {' and '.join(f'{x:g}' for x in ends)}"
+             if ends else "")
+    at = (f"at its bound {b:g}" + (" (k = 0: a flat law, alpha not identified)" if b == ALPHA_MIN else "")
+          if b is not None else "")
+    return at, reach
+
+
+def usable_words(n_ok: int, samples: int) -> str:
+    """How many resamples of a bootstrap row gave a usable fit: "46 of 200 resamples usable"."""
+    return f"{n_ok} of {samples} resamples usable"
+
+
+#: A failed fit's ``status`` (:class:`~.powerlaw.PowerLawFit`) in words, for a row without a fit.
+STATUS_WORDS = {"too_few_points": "fewer than 3 points on this frontier",
+                "degenerate": "fewer than 3 distinct US accuracies on this frontier",
+                "nonfinite": "the fit gave non-finite values"}
+
+
+def no_interval_reason(estimate: float, lo: float, hi: float, n_ok: int, samples: int, status: Any) -> str:
+    """Why a row of a bootstrap table (:data:`BOOTSTRAP_COLUMNS`) has no interval, in words, or ""
+    where it has one; the cases are those :func:`bootstrap_group` leaves NaN: no fit on the
+    group's own points (``status`` says why), no usable resample, or every usable one fitted the
+    estimate's own points (3 fitting points: no variation measured)."""
+    if not math.isfinite(estimate):
+        known = isinstance(status, str) and status not in ("", "ok", "at_bound")
+        return "no fit: " + (STATUS_WORDS.get(status, status) if known else "no usable fit on the group's points")
+    if math.isfinite(lo) and math.isfinite(hi):
+        return ""
+    if n_ok == 0:
+        return f"no interval: none of the {samples} resamples gave a usable fit" if samples else \
+            "no interval: no resample gave a usable fit"
+    return (f"no interval: every usable resample ({n_ok} of {samples}) drew the very points of the fit (3 "
+            "fitting points), so the resamples measured no variation")
+
+
 def bootstrap(groups: Sequence[Any], options: BootstrapOptions = BootstrapOptions(), *,
               progress: Callable[[str, int, int | None], None] | None = None) -> pd.DataFrame:
     """:func:`bootstrap_group` for every group, serially."""
@@ -189,5 +243,5 @@ def bootstrap(groups: Sequence[Any], options: BootstrapOptions = BootstrapOption
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(BOOTSTRAP_COLUMNS))
 
 
-__all__ = ["BOOTSTRAP_COLUMNS", "BootstrapOptions", "MAX_SAMPLES", "bootstrap", "bootstrap_group", "min_samples",
-           "resolution_note"]
+__all__ = ["BOOTSTRAP_COLUMNS", "BootstrapOptions", "MAX_SAMPLES", "STATUS_WORDS", "alpha_bound", "alpha_bound_words",
+           "bootstrap", "bootstrap_group", "min_samples", "no_interval_reason", "resolution_note", "usable_words"]
