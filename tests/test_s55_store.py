@@ -150,7 +150,9 @@ def test_info_of_a_store_asks_nothing_of_its_root(request, s3, s3env):
     assert r.returncode == 0 and r.stdout.splitlines()[:3] == [f"store      {uri}", "version    2", "rows       15"], r.stdout
     reqs = _requests(s3, mark)
     assert not _root_probes(reqs, "lab", prefix), reqs
-    assert len(reqs) == 14, reqs   # 19 while the command opened the store before its summary did it again
+    # 19 while the command opened the store before its summary did it again; 14 while opening it
+    # listed the manifests twice (session 56)
+    assert len(reqs) == 13, reqs
 
 
 def test_a_store_at_a_buckets_root_is_not_asked_its_bucket(s3, s3env):

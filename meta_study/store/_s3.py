@@ -75,6 +75,46 @@ class NoConditionalWritesError(UserError, OSError):
     request (a lease's heartbeat)."""
 
 
+class S3RequestError(OSError):
+    """A request the endpoint answered with an error: an :class:`OSError` (one line) like any failed
+    request, carrying the endpoint's ``code`` ("MalformedXML"; "" if it gave none) and HTTP
+    ``status`` (None if unknown), for callers that tell a refusal of the call itself from a
+    transient failure (:meth:`S3Objects.delete_many`)."""
+
+    def __init__(self, message: str, code: str, status: int | None) -> None:
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
+#: HTTP statuses of an endpoint that refuses DeleteObjects itself, for every request: 400 (a
+#: body or header it does not take: "MalformedXML", "InvalidRequest: Missing required header for
+#: this request: Content-MD5", "MissingContentMD5" from S3-compatible stores that predate
+#: botocore 1.36's CRC32 in its place; GCS's XML API "InvalidArgument: POST object expects
+#: Content-Type multipart/form-data"), 405 (no POST there), 411 (wants a Content-Length), 501 (no
+#: such call: "NotImplemented").
+BATCH_REFUSED_STATUS = frozenset({400, 405, 411, 501})
+
+#: Codes that come with a 400 but say nothing about the call: the same request may pass a moment
+#: later (botocore retries them as transient; credentials that expired are refreshed).
+TRANSIENT_400_CODES = frozenset({"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete",
+                                 "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
+                                 "RequestThrottledException", "TooManyRequestsException", "SlowDown",
+                                 "ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired",
+                                 "RequestExpired", "BadDigest", "IncompleteBody"})
+
+
+def batch_refused(e: OSError) -> bool:
+    """Whether a failed DeleteObjects was the endpoint refusing the call itself (it would refuse
+    every one: see :data:`BATCH_REFUSED_STATUS`), as against a failure of this one request (no
+    answer: a timeout, a reset connection; 5xx; 403, 409, 429 and the codes of
+    :data:`TRANSIENT_400_CODES`), after which a later DeleteObjects may pass."""
+    if not isinstance(e, S3RequestError):
+        return False   # no answer (BotoCoreError: a timeout, a refused or reset connection)
+    if e.code in ("NotImplemented", "MethodNotAllowed", "MalformedXML", "MissingContentMD5"):
+        return True
+    return e.status in BATCH_REFUSED_STATUS and e.code not in TRANSIENT_400_CODES
+
+
 @dataclass(frozen=True)
 class S3Object:
     """An object as read, with what conditional writes and lease expiry need."""
@@ -143,7 +183,8 @@ class S3Objects:
         self._keys = (key, secret, q.get("session_token")) if key and secret else None
         self._client: Any = None
         self._conditional_checked = False
-        self._batch_refused = False   # a DeleteObjects failed: one DELETE per object from then on
+        # the endpoint refused DeleteObjects itself (batch_refused): one DELETE per object from then on
+        self._batch_refused = False
         #: True once the client was set up without credentials (its requests go unsigned)
         self.unsigned = False
 
@@ -215,8 +256,9 @@ class S3Objects:
         """Run one S3 call on ``rel`` (or on ``key``, messages still naming ``rel``); None when its
         precondition failed, an OSError (one line) on any other failure (network, credentials,
         permissions); a :class:`UserError` for a call boto3 refuses to send (a bucket name S3
-        cannot have). ``conditional`` False: a call that sends no precondition of ours (a copy),
-        whose 412, 409 or 501 is an OSError naming the endpoint's code like any other failure."""
+        cannot have). ``conditional`` False: a call that sends no precondition of ours (a copy, a
+        delete), whose 412, 409 or 501 is an OSError naming the endpoint's code like any other
+        failure. An error the endpoint answered is a :class:`S3RequestError` (its code and status)."""
         from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
         try:
@@ -241,8 +283,9 @@ class S3Objects:
             if conditional and (code == "NotImplemented" or status == 501):
                 raise NoConditionalWritesError(f"{self.shown}: the S3 endpoint does not support conditional writes "
                                                f"({what}: {code or status}), which a store's commit needs") from None
-            raise OSError(f"{_at(self.shown, rel)}: {what} failed: {code or status}: "
-                          f"{e.response.get('Error', {}).get('Message', '')}".rstrip(": ")) from None
+            raise S3RequestError(f"{_at(self.shown, rel)}: {what} failed: {code or status}: "
+                                 f"{e.response.get('Error', {}).get('Message', '')}".rstrip(": "),
+                                 code, status if isinstance(status, int) else None) from None
         except ParamValidationError as e:
             # refused by boto3 before any request (a bucket name S3 cannot have, 's3://lab%5Ex/st'):
             # the URI is wrong, not the machine. Its reason is on the lines after the first: it was
@@ -352,8 +395,9 @@ class S3Objects:
     def delete(self, rel: str) -> None:
         """DELETE the object ``rel`` (none there is no error). Only this: pyarrow's ``delete_file``
         then PUT an empty ``<parent>/`` marker, replacing the bytes of an object stored under that
-        key (see :meth:`meta_study.store._files._Files.mkdirs`)."""
-        self._call("DELETE", rel, self.client.delete_object)
+        key (see :meth:`meta_study.store._files._Files.mkdirs`). It sends no precondition: a 409
+        (S3's "OperationAborted") or 412 is a failed DELETE, an :class:`OSError`, never one done."""
+        self._call("DELETE", rel, self.client.delete_object, conditional=False)
 
     def copy(self, src_rel: str, dst_rel: str, size: int | None = None) -> None:
         """Copy the object ``src_rel`` to ``dst_rel`` on the server, bytes and metadata (a
@@ -450,8 +494,16 @@ class S3Objects:
         """DELETE these objects (none there is no error), 1,000 per request; an :class:`OSError`
         naming the first that the endpoint failed to delete. Not pyarrow's ``delete_dir``: it then
         PUT an empty marker for the parent (``_staging/``), replacing any bytes stored there.
-        Once a DeleteObjects failed, this instance sends one DELETE per object (a commit asks
-        this once per partition: a refused batch before each pair of DELETEs cost a request more)."""
+
+        A failed DeleteObjects (after the client retried it) is followed by one DELETE per
+        object of its chunk, each of which must succeed (an OSError naming the first that did
+        not: never reported deleted). Where the endpoint refused the call itself
+        (:func:`batch_refused`: a 400, 405 or 501), this instance sends one DELETE per object from
+        then on (a commit asks this once per partition: a refused batch before each pair of
+        DELETEs cost a request more); any other failure (a timeout, a reset connection, a 5xx)
+        falls back for that chunk only. Every failure made the fallback permanent before: after
+        one timeout, every later commit of a long-lived store (a refit loop) sent a DELETE per
+        object, twice the requests of its finalize."""
         rels = sorted(rels)
         for i in range(0, len(rels), 1000):
             chunk = rels[i:i + 1000]
@@ -461,11 +513,13 @@ class S3Objects:
                 continue
             try:
                 r = self._call("DELETE", chunk[0], lambda Bucket, Key, **kw: self.client.delete_objects(  # noqa: N803
-                    Bucket=Bucket, Delete={"Objects": [{"Key": self.key(rel)} for rel in chunk], "Quiet": True}))
-            except OSError:
+                    Bucket=Bucket, Delete={"Objects": [{"Key": self.key(rel)} for rel in chunk], "Quiet": True}),
+                    conditional=False)
+            except OSError as e:   # (a 409 or 412 too: no precondition sent, so no None for "lost a race")
                 # an S3-compatible store that refuses the batch (some want a Content-MD5, which
-                # botocore >= 1.36 no longer sends): one DELETE per object, which every store takes
-                self._batch_refused = True
+                # botocore >= 1.36 no longer sends): one DELETE per object, which every store takes;
+                # a failure of this request only: so for this chunk, the batch asked again next time
+                self._batch_refused = batch_refused(e)
                 for rel in chunk:
                     self.delete(rel)
                 continue

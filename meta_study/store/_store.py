@@ -195,13 +195,15 @@ class Store:
         newest = max(out, default=0)
         return sorted(out | {v for v in copies if v > newest})
 
-    def _load(self, version: int | None = None) -> _Manifest:
+    def _load(self, version: int | None = None, *, listed: list[int] | None = None) -> _Manifest:
         """The latest manifest (or ``version``); a damaged one is read from its copy, and without
-        an intact copy it is a one-line :class:`StoreDamagedError` saying how to roll back."""
+        an intact copy it is a one-line :class:`StoreDamagedError` saying how to roll back.
+        ``listed``: the versions a listing of the manifests found just before (non-empty), read
+        by instead of listing again (a LIST on S3); a later attempt lists anew."""
         # A writer may prune the manifest we listed before we read it (only old ones are pruned,
         # so a newer one exists): list again.
         for attempt in range(50):
-            versions = self._manifest_versions()
+            versions = listed if attempt == 0 and listed else self._manifest_versions()
             if not versions:
                 return _Manifest()
             v = versions[-1] if version is None else version
@@ -298,41 +300,47 @@ class Store:
         if info.type not in (pafs.FileType.Directory, pafs.FileType.NotFound):
             raise UserError(f"{self.uri}: is {self._f.kind('') or 'not a directory'}, not a store directory")
 
-    def _require_exists(self, half_made: bool = False) -> None:
+    def _require_exists(self, half_made: bool = False) -> list[int]:
         """A :class:`UserError` unless the location is a store; with ``half_made``, a store whose
-        first commit never landed (only ``_meta``: it may hold a lock to break) passes too."""
-        if self._listed_as_store():
-            return
+        first commit never landed (only ``_meta``: it may hold a lock to break) passes too.
+        Returns the versions the listing of the manifests found ([] for such a half-made store),
+        for :meth:`require` to read the latest manifest by (a LIST less on S3)."""
+        listed = self._listed_as_store()
+        if listed:
+            return listed
         info = self.probe()
         if info.type == pafs.FileType.NotFound:
             raise UserError(f"{self.uri}: no such store")
         self._require_directory(info)
-        if self.exists():   # a UserError if _meta/manifests is not a directory
-            return
+        listed = self._manifest_versions()   # a UserError if _meta/manifests is not a directory
+        if listed:
+            return listed
         self._refuse_lost_manifests()
         if not half_made:
             raise UserError(f"{self.uri}: not a meta-study store (no _meta/manifests)")
         if not self._f.exists("_meta"):
             raise UserError(f"{self.uri}: not a meta-study store (no _meta)")
+        return []
 
-    def _listed_as_store(self) -> bool:
-        """On S3, whether one LIST of the manifests finds a store: then nothing more is asked (every
-        command opening the store, ``store info`` and ``store unlock`` among them). They asked pyarrow
-        what is at the root first (:meth:`probe`: a HEAD of the prefix as a key, a LIST of
-        ``prefix/``; a HEAD of the bucket for a store at its root): 2 requests more, each time,
-        though the LIST of the manifests followed anyway, and where it finds a manifest the root
-        is a store's directory (as :meth:`_check_writable_s3` takes it). Where it finds none, or
-        fails (a missing bucket, no network, refused credentials), False: the root is looked at
-        as before, and the command refuses in the same words (only an unsigned request refused
-        is said at once, in :class:`NoCredentialsError`'s). False on other filesystems."""
+    def _listed_as_store(self) -> list[int]:
+        """On S3, the versions one LIST of the manifests finds, where it finds a store (else []):
+        then nothing more is asked (every command opening the store, ``store info`` and ``store
+        unlock`` among them). They asked pyarrow what is at the root first (:meth:`probe`: a HEAD
+        of the prefix as a key, a LIST of ``prefix/``; a HEAD of the bucket for a store at its
+        root): 2 requests more, each time, though the LIST of the manifests followed anyway, and
+        where it finds a manifest the root is a store's directory (as :meth:`_check_writable_s3`
+        takes it). Where it finds none, or fails (a missing bucket, no network, refused
+        credentials), []: the root is looked at as before, and the command refuses in the same
+        words (only an unsigned request refused is said at once, in :class:`NoCredentialsError`'s).
+        [] on other filesystems."""
         if self._f.scheme != "s3":
-            return False
+            return []
         try:
-            return self.exists()
+            return self._manifest_versions()
         except NoCredentialsError:
             raise
         except (OSError, pa.ArrowException, UserError):
-            return False
+            return []
 
     def _refuse_lost_manifests(self) -> None:
         """A :class:`StoreDamagedError` if the location holds a store's files (data, quarantine or
@@ -356,20 +364,22 @@ class Store:
         return self
 
     def require(self) -> "Store":
-        """Raise a :class:`UserError` unless this is a store; returns self."""
-        self._require_exists()
-        self._finish_interrupted()
+        """Raise a :class:`UserError` unless this is a store; returns self. One listing of the
+        manifests: the check's finds the latest manifest too (on S3 the finish listed them again
+        at once, a LIST more for every command that opened a store)."""
+        self._finish_interrupted(self._require_exists())
         return self
 
-    def _finish_interrupted(self) -> None:
+    def _finish_interrupted(self, listed: list[int] | None = None) -> None:
         """Finish a commit whose writer died between the commit point and the end of finalize.
 
         Until then a plain Parquet reader sees a torn layout (new files beside superseded ones,
         or the old files only); ``Store.read`` does not, it follows the manifest. Every command
         opens the store through :meth:`require`, so the first command after a crash repairs what
         plain readers see. Only when no writer holds the lock (a live writer finalizes itself)
-        and the store is writable; otherwise nothing happens."""
-        if not self._pending(self._load()):
+        and the store is writable; otherwise nothing happens. ``listed``: the versions a listing
+        of the manifests just found (:meth:`_load`'s first read goes by it)."""
+        if not self._pending(self._load(listed=listed)):
             return
         try:
             with self._lock(timeout_s=0.0):
