@@ -880,10 +880,76 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
                         footer_text=footer(store_obj, options_text(options.fit), a.provenance.get("store version")))
     for part in a.reused:
         click.echo(f"reused {part} from {out_dir} (same options, selection and store version)")
+    _say_stale_parts(results, a, store_uri, out_dir)
     if figures and a.n_groups > max_group_figures:   # the rest have no figure: said, not silent
         click.echo(f"per-group figures for the first {max_group_figures} of {a.n_groups} groups (in the order of "
                    "fits.csv; --max-group-figures for more, or --ds-task to choose)")
     return a, out
+
+
+#: What ``report`` takes from the part DIR holds, having no flag for it (its ``from_dir``): the
+#: option's field, and the flag of the command that has one (``sensitivity --bootstrap``).
+REPORT_KEPT = {"sensitivity": {"seed": "--seed", "replace": "--bootstrap", "n_sizes": "n_sizes", "min_size": "min_size"},
+               "bootstrap": {"seed": "--seed", "level": "--level", "frontiers": "--frontiers"}}
+
+
+def _command_flags(name: str) -> frozenset[str]:
+    """Every spelling of the visible options of ``meta-study NAME``."""
+    return frozenset(o for p in cli.commands[name].params if isinstance(p, click.Option) and not p.hidden
+                     for o in (*p.opts, *p.secondary_opts))
+
+
+def _say_stale_parts(results: Any, a: Any, store_uri: str, out_dir: str) -> None:
+    """One line where DIR holds parts this command did not make that are of another store or
+    another store version, naming them, what they are of, and the command that makes them of this
+    one. `sensitivity A --out D`, then `fit B --out D`: D held B's fits beside A's sensitivity, and
+    only results.json said so (the report, made of every part, never mixes them)."""
+    import shlex
+
+    from .analysis.results import MAIN_TABLE, PART_COMMAND, made_with
+    from .store import display_uri
+
+    stale = results.stale_parts(a.options.parts(), a.snapshot_id)
+    if not stale:
+        return
+    shown_dir, uri = shown_path(out_dir), display_uri(store_uri)
+    mine = f"store {uri} version {a.provenance.get('store version')}"
+
+    def of(rec: Any) -> str:
+        text = f"store {display_uri(str(rec.get('store') or '?'))} version {rec.get('store_version', '?')}"
+        # a store made again at the same path reads alike: its commit's id tells them apart
+        return text if text != mine else f"{text} (store_snapshot {rec.get('store_snapshot') or 'not recorded'})"
+
+    def command(name: str, made: Any) -> str:
+        flags, sel = made
+        words = [f"meta-study {name} {shlex.quote(uri)} --out {shlex.quote(shown_dir)}", sel,
+                 *(f"{f} {v}".rstrip() for f, v in flags.items())]
+        return "`" + " ".join(w for w in words if w) + "`"
+
+    # each part by the command that makes it, with the options and selection it was made with (a
+    # default `sensitivity` into a DIR of `--trials 2` is refused); for several, `report` where every
+    # part there (this command's too) is made with report's defaults of one selection: report's
+    # options feed each part in its own way, so that other flags are said per part only
+    own = {p: made_with(p, rec, _command_flags(PART_COMMAND[p])) for p, rec in stale.items()}
+    cmds = [command(PART_COMMAND[p], m) for p, m in own.items() if m is not None]
+    recorded = results.manifest()["parts"]
+    whole = [made_with(p, recorded[p], _command_flags("report"), REPORT_KEPT.get(p, {}))
+             for p in PART_COMMAND if p in recorded and (results.path / MAIN_TABLE[p]).exists()]
+    sels = {w[1] if w is not None and not w[0] else None for w in whole}   # None: flags report needs
+    them = "it" if len(stale) == 1 else "them"
+    advice = f"run {' and '.join(cmds)} to make {them} of this store version" if len(cmds) == len(stale) else ""
+    if len(stale) > 1 and len(sels) == 1 and None not in sels:
+        report = command("report", ({}, sels.pop()))
+        advice = (f"{advice} (or {report}, which makes every part)" if advice else
+                  f"run {report} to make {them} of this store version")
+    origins: dict[str, list[str]] = {}
+    for p, rec in stale.items():
+        origins.setdefault(of(rec), []).append(p)
+    held = "; ".join(f"{' and '.join(ps)} of {o}" for o, ps in origins.items())
+    if any(o.endswith(")") for o in origins):
+        mine = f"{mine} (store_snapshot {a.snapshot_id})"
+    click.echo(f"{shown_dir} also holds {held}, not of {mine} as this command's {' and '.join(a.options.parts())} (results.json); "
+               f"{advice + ', or ' if advice else ''}give this command another --out to keep them apart")
 
 
 def _nothing_to_fit(store_uri: str, fit: Any, frontiers: Sequence[str] = ()) -> str:
@@ -1438,9 +1504,8 @@ def report(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, trials:
         return kept
 
     # sensitivity's --frontiers is report's own (its fits'); bootstrap's is of its own
-    sens = from_dir("sensitivity", sens, {"seed": "--seed", "replace": "--bootstrap", "n_sizes": "n_sizes",
-                                          "min_size": "min_size"})
-    boot = from_dir("bootstrap", boot, {"seed": "--seed", "level": "--level", "frontiers": "--frontiers"})
+    sens = from_dir("sensitivity", sens, REPORT_KEPT["sensitivity"])
+    boot = from_dir("bootstrap", boot, REPORT_KEPT["bootstrap"])
     options = AnalysisOptions(fit=fit_opts, sensitivity=sens, bootstrap=boot, correlations=True)
     a, _ = _analyze(store, store_uri, sel, out_dir, options, serial=serial)
     page = render_report(a, out_dir, threshold=threshold)

@@ -307,6 +307,60 @@ def _refusal_advice(old: Mapping[str, Any], new: Mapping[str, Any],
     return f"{name} has no {', '.join(missing)} option: give another --out" if missing else same
 
 
+#: The command that makes each part (``meta-study NAME``).
+PART_COMMAND = {"fits": "fit", "sensitivity": "sensitivity", "bootstrap": "bootstrap", "correlations": "correlations"}
+
+
+def _command_defaults() -> AnalysisOptions:
+    """Every part's options as the commands make them with no option given (sensitivity on the
+    fits' frontiers, as `sensitivity` and `report` build it; the bootstrap on its own pair)."""
+    f = FitOptions()
+    return AnalysisOptions(fit=f, sensitivity=SensitivityOptions(fit=f, frontiers=f.selection.frontiers),
+                           bootstrap=BootstrapOptions(fit=f), correlations=True)
+
+
+def _typed(name: str, value: Any) -> str | None:
+    """``value`` as its flag takes it, to the digits that give it back exactly (``--tolerance 3``
+    for 0.03); "" for an on flag, None where no flag value gives it (None, an off flag)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return ""
+    if isinstance(value, float):
+        scale = option_flag(name)[1]
+        for digits in range(6, 18):
+            text = _shown(name, value, digits)
+            if float(text) / scale == value:
+                return text
+    return _shown(name, value)
+
+
+def made_with(part: str, record: Mapping[str, Any], flags: Iterable[str],
+              kept: Iterable[str] = ()) -> tuple[dict[str, str], str] | None:
+    """The options (``{flag: value}``, "" for an on flag) and the selection (flags, "" for all
+    groups) that make ``part`` as its ``results.json`` entry ``record`` says it was made, for a
+    command with ``flags``; None where one of them has no flag there. ``kept``: option paths the
+    command takes from the part itself (``report`` keeps a bootstrap's ``seed``)."""
+    import shlex
+
+    have, sel = _fields(str(record.get("options", ""))), _fields(str(record.get("selection", "")))
+    if have is None or sel is None:
+        return None
+    default = _fields(repr(_command_defaults().of(part))) or {}
+    flags, kept, out = frozenset(flags), frozenset(kept), {}
+    for path, value in have.items():
+        if path in kept or (path in default and default[path] == value):
+            continue
+        name = path.rsplit(".", 1)[-1]
+        flag, word = _FLAGS.get(name) or option_flag(name)[0], _typed(name, value)
+        # a nested field repeats another's flag (sensitivity's frontiers and its fits'): one value
+        if word is None or flag not in flags or out.get(flag, word) != word:
+            return None
+        out[flag] = shlex.quote(word) if word else ""
+    text = _selection_text(sel)
+    return out, "" if text == "all groups" else text
+
+
 def _manifest_problem(m: Any) -> str:
     """What keeps the JSON ``m`` from being a ``results.json`` ("" if nothing)."""
     if not isinstance(m, dict):
@@ -365,6 +419,20 @@ class ResultsDir:
         if not isinstance(have, dict) or not (self.path / MAIN_TABLE[part]).exists():
             return None
         return _fields(str(have.get("options", "")))
+
+    def stale_parts(self, parts: Iterable[str], snapshot_id: str) -> dict[str, dict[str, Any]]:
+        """The parts besides ``parts`` (a command's) that the directory holds, made from another
+        store version than ``snapshot_id`` (another store's, or an older one), by their
+        ``results.json`` entries. `sensitivity A --out D`, then `fit B --out D`: D held B's fits
+        beside A's sensitivity, and only results.json said so."""
+        try:
+            recorded = self.manifest()["parts"]
+        except UserError:   # said by the command that reads it; nothing to compare here
+            return {}
+        mine = set(parts)
+        return {p: recorded[p] for p in MAIN_TABLE   # in the commands' order
+                if isinstance(recorded.get(p), dict) and p not in mine and (self.path / MAIN_TABLE[p]).exists()
+                and recorded[p].get("store_snapshot") != snapshot_id}
 
     def plan(self, part: str, options: AnalysisOptions, selection: Selection, snapshot_id: str, *,
              figures: bool = False, group_figures: int | None = None) -> str:
