@@ -296,7 +296,7 @@ def claims_check(groups: list[tuple[str, np.ndarray, np.ndarray, LawFit]], thres
         if math.isfinite(cl.us_needed) and math.isfinite(un):
             checks.append(("US needed", cl.us_needed_lo <= un <= cl.us_needed_hi, math.nan))
         sp = stop_paying_us(law, threshold)
-        sp_held = bool(cl.stop_paying_lo <= (1.0 if math.isnan(sp) else sp) <= cl.stop_paying_hi)
+        sp_held = bool(cl.stop_paying_lo <= sp <= cl.stop_paying_hi)   # "never" is inf on both sides
         if cl.stop_paying_supported:
             checks.append(("stop paying", sp_held, math.nan))
         else:

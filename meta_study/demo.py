@@ -913,6 +913,14 @@ def log_synthetic(tracking_uri: str, *, logged: bool | None = None) -> int:
     return len(runs)
 
 
+def _us_or_never(u: float, unit: str = " US") -> str:
+    """A stop-paying US accuracy (fraction) as the comparison prints it, "80.0% US"; "never" for inf
+    (:func:`~meta_study.analysis.payoff.stop_paying_us`: it still pays at 100% US), "none" for NaN."""
+    if math.isfinite(u):
+        return f"{100 * u:.1f}%{unit}"
+    return "never" if u == math.inf else "none"
+
+
 def _compare_known_laws(results: Path, log: Callable[[str], None]) -> None:
     """Each simulated task's known law against the report's own headline rows (``fits.parquet``
     of the refit's results directory, 10 shots, the top 20% of models held out as the report
@@ -959,11 +967,13 @@ def _compare_known_laws(results: Path, log: Callable[[str], None]) -> None:
             # at the threshold the row's point was found with; against the laws' spread, which the
             # report says as "(spread of the laws: a-b)", not a 90% interval (the header's question),
             # an upper end of inf being "past the data" ("in [80.0, inf]" under "inside the 90% interval?")
+            # a truth of inf never stops paying (a law with alpha < 1): "never", not "inf% US" (with
+            # NaN, payoff's "never" before, it read "nan% US"), inside a spread that ends past the data
             thr = float(r.get("payoff_threshold", math.nan))
             t = stop_paying_us(truth, thr if math.isfinite(thr) else 0.1)
             lo, hi = float(r["stop_paying_lo"]), float(r["stop_paying_hi"])
             ok = lo <= t <= hi
-            parts.append(f"stops paying: truth {100 * t:.1f}% US, answer {100 * float(r['stop_paying_us']):.1f}%, "
+            parts.append(f"stops paying: truth {_us_or_never(t)}, answer {_us_or_never(float(r['stop_paying_us']), '')}, "
                          f"in the laws' spread (no 90% interval) [{100 * lo:.1f}, "
                          f"{'past the data' if hi == math.inf else f'{100 * hi:.1f}'}] {'yes' if ok else 'NO'}")
         trust = "trusted" if trusted else f"not trusted: {str(r['trust_reason']).split(' (')[0]}"

@@ -21,7 +21,7 @@ One refit:
    fingerprint, every option that changes a number (:func:`option_params`) and why the groups were
    refitted (the data, or the options: which) as params, every group's parameters and errors as
    metrics (with ``--ds-target``, the band its ``us_needed`` interval is as a param of its own:
-   :data:`US_NEEDED_BAND`, and an end that is "never" as a param under that end's key:
+   :data:`US_NEEDED_BAND`, and a point or an end that is "never" as a param under its key:
    :data:`INF_WORDS`), and the version directory (tables, figures, report) as artifacts.
 
 Publishing is at most once per version (:func:`publish_to_mlflow`): ``OUT/published/`` records the
@@ -903,12 +903,15 @@ OUT_TAG = "meta_study.refit_out"
 US_NEEDED_BAND = "us_needed_band"
 #: The report's word (``answers.pct``) for a headline value that is ``inf``, by name: an end of the
 #: ``us_needed`` interval is inf where the band's edge never reaches the ``--ds-target`` below 100%
-#: US. No metric holds inf, and unlogged it read as "no target given" (NaN, which stays unlogged),
+#: US, the point ``us_needed`` where the headline never reaches it, ``stop_paying_us`` where the
+#: laws' curve still pays at 100% US (:mod:`~.analysis.payoff`: inf is "never", NaN no answer).
+#: No metric holds inf, and unlogged it read as "no target given" (NaN, which stays unlogged),
 #: so the run logs the word as a param under the metric's own key, beside :data:`US_NEEDED_BAND`
 #: (``fit/<group>/headline/us_needed_hi`` = ``never``; keys <= 244 characters, MLflow's limit 250,
-#: values 5, its limit 6000): a key is a metric or this param in a run, never both. The point
-#: ``us_needed`` and ``stop_paying_us`` say "never" with NaN (:mod:`~.analysis.payoff`), no inf.
-INF_WORDS: dict[str, str] = {"us_needed_lo": "never", "us_needed_hi": "never"}
+#: values 5, its limit 6000): a key is a metric or this param in a run, never both. Refits up to
+#: 2026-12-07 may have logged nothing for a point that was "never" (the analysis said it with NaN).
+INF_WORDS: dict[str, str] = {"stop_paying_us": "never", "us_needed": "never", "us_needed_lo": "never",
+                             "us_needed_hi": "never"}
 
 
 def _http_settings(retries: int, timeout_s: int) -> contextlib.AbstractContextManager[None]:
@@ -1236,8 +1239,9 @@ def _run_values(cfg: RefitConfig, version_dir: Path, info: dict[str, Any]) -> tu
         # us_needed (with its interval): the --ds-target calculator's answer, the US accuracy that
         # reaches the target (NaN, so not logged, without one); the run logged the param alone.
         # Its interval's band is a param beside it (us_needed_band: trend or prediction): the
-        # trend's band in a trusted group, the prediction interval in an untrusted one. An end
-        # that is inf (the band never reaches the target) is the param "never" under its key
+        # trend's band in a trusted group, the prediction interval in an untrusted one. A value
+        # that is inf ("never": a point or an end that never reaches the target, a stop-paying
+        # point that still pays at 100% US) is the param "never" under its key
         names = (("saturation", "alpha", "k", "e_ir", "fit_err", "pred_err", "backtest_err", "stop_paying_us",
                   "stop_paying_supported", "trusted", "us_needed", "us_needed_lo", "us_needed_hi") if slot == "headline"
                  else ("saturation", "alpha", "k", "e_ir", "fit_err", "pred_err"))

@@ -158,12 +158,12 @@ def test_calculator_matches_closed_forms():
     assert stop_paying_us(fit, t) == pytest.approx(1 - (t / (k * a)) ** (1 / (a - 1)), abs=2e-4)
     y = 0.6
     assert us_needed(fit, y) == pytest.approx(1 - ((1 - c - y) / k) ** (1 / a), abs=2e-4)
-    assert math.isnan(us_needed(fit, 0.9))                        # above the saturation 0.75: never
+    assert us_needed(fit, 0.9) == math.inf                        # above the saturation 0.75: never
     low = LAWS["eq1"].from_row({"status": "ok", "k": 0.5, "alpha": 1.6, "e_ir": 0.25})   # 25% DS at 0% US
     assert us_needed(low, 0.2) == 0.0                              # reached at 0% US
     assert us_needed(fit, 1 - c) == pytest.approx(1.0, abs=1e-6)   # the saturation: only at 100%
     grow = LAWS["eq1"].from_row({"status": "ok", "k": 0.9, "alpha": 0.7, "e_ir": 0.1})
-    assert math.isnan(stop_paying_us(grow, t))                     # alpha < 1: keeps paying ("never")
+    assert stop_paying_us(grow, t) == math.inf                     # alpha < 1: keeps paying ("never")
     flat = LAWS["eq1"].from_row({"status": "ok", "k": 0.05, "alpha": 1.0, "e_ir": 0.1})
     assert stop_paying_us(flat, t) == 0.0                          # never paid t per point ("0%")
     bayes = LAWS["eq1-bayes"].from_row({"status": "ok", "k": 0.9, "alpha": 0.7, "e_ir": 0.1, "e_us_star": 0.05})

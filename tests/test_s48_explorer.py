@@ -117,11 +117,11 @@ def test_a_target_at_the_saturation_of_a_rising_law_needs_100_percent_us(alpha):
 
     fit = LAWS["eq1"].from_row({"status": "ok", "k": 0.5, "alpha": alpha, "e_ir": 0.1})
     assert us_needed(fit, fit.saturation) == 1.0
-    assert math.isnan(us_needed(fit, fit.saturation + 1e-9))               # above it: never, as before
+    assert us_needed(fit, fit.saturation + 1e-9) == math.inf               # above it: never, as before
     below = 1 - (1e-6 / 0.5) ** (1 / alpha)                               # just below it: where the law passes
     assert us_needed(fit, fit.saturation - 1e-6) == pytest.approx(below, abs=3e-3 * (1 - below))
     many = us_needed_many("eq1", [fit.params, {"k": 0.5, "alpha": alpha, "e_ir": 0.2}], 0.9)
-    assert many[0] == 1.0 and many[1] != many[1]
+    assert many[0] == 1.0 and many[1] == math.inf
 
 
 def test_a_target_at_the_saturation_of_a_law_that_levels_off_is_reached_where_it_does():

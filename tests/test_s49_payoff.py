@@ -37,7 +37,7 @@ def test_a_falling_law_reaches_its_own_limit_at_0_percent_us():
     assert fit.saturation == 0.7
     assert us_needed(fit, 0.75) == 0.0
     assert us_needed(fit, 0.7) == 0.0          # was 1.0: "only at 100% US"
-    assert math.isnan(us_needed(fit, 0.95))
+    assert us_needed(fit, 0.95) == math.inf     # never (NaN until 2026-12-07)
     # a rising law at its limit still reaches it only at 100% US; a flat one at 0%
     assert us_needed_many("eq1", [{"k": 1.0, "alpha": 10.0, "e_ir": 0.1}], 0.9)[0] == 1.0
     assert us_needed(LawFit("eq1", {"k": 0.0, "alpha": 1.0, "e_ir": 0.3}, 0.0, 10, "ok"), 0.7) == 0.0

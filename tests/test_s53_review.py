@@ -34,7 +34,8 @@ def _headline(tmp_path, tolerance: float, target: float) -> dict:
 def _needed(row: dict, band: str, target: float) -> tuple[float, float]:
     lo, hi = predict_interval(row, U_GRID, band=band)
     return (max(float(us_needed_from_values(hi[None], target)[0]), row["best_us"]),
-            max(float(np.nan_to_num(us_needed_from_values(lo[None], target), nan=math.inf)[0]), row["best_us"]))
+            max(float(np.nan_to_num(us_needed_from_values(lo[None], target), nan=math.inf,
+                                         posinf=math.inf)[0]), row["best_us"]))
 
 
 def test_an_untrusted_answer_s_us_needed_is_the_90_percent_interval_it_names(tmp_path) -> None:

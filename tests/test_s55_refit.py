@@ -103,11 +103,11 @@ def test_an_end_that_is_never_is_the_param_never_under_its_key(store, tmp_path):
     for name in ("us_needed", "us_needed_lo", "us_needed_hi"):
         assert logged[_key(SMOOTH, name)] == pytest.approx(heads.loc[SMOOTH, name]), name
         assert _key(SMOOTH, name) not in params, name
-    # a key is a metric or a param, never both; a NaN value (stop_paying_us here: "never" by
-    # NaN, no inf) is neither
+    # a key is a metric or a param, never both; a point that is inf is a param too (stop_paying_us
+    # here: "never", NaN before 2026-12-07 and unlogged: test_s56_never)
     assert not set(params) & set(logged)
-    assert math.isnan(heads.loc[NOISY, "stop_paying_us"])
-    assert _key(NOISY, "stop_paying_us") not in params and _key(NOISY, "stop_paying_us") not in logged
+    assert heads.loc[NOISY, "stop_paying_us"] == math.inf
+    assert params[_key(NOISY, "stop_paying_us")] == "never" and _key(NOISY, "stop_paying_us") not in logged
     # within MLflow's limits (mlflow.utils.validation): keys of 250 characters, values of 6000
     assert all(len(k) <= 250 for k in params) and all(len(str(v)) <= 6000 for v in params.values())
 

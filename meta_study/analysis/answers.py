@@ -336,6 +336,8 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
                   f"{sp_iv}; {level}.")
     target = _f(row, "ds_target")
     if math.isfinite(target):
+        # "never" is inf (NaN in rows written before 2026-12-07, read alike below: a trusted row has
+        # a fit, and NaN there meant never)
         un = _f(row, "us_needed")
         un_lo, un_hi = _f(row, "us_needed_lo"), _f(row, "us_needed_hi")
         # the interval's low end at 100% US (the band's upper edge reaches the target only in the

@@ -8,7 +8,7 @@ the smallest US accuracy ``u*`` past which the slope stays below ``t`` all the w
 ``u* = inf{u in [0, 1] : s(v) < t for every v in [u, 1)}``.
 
 - ``0.0`` ("0%"): the slope is below ``t`` everywhere; scaling never paid ``t`` per point.
-- NaN ("never"): the slope is still at least ``t`` as US accuracy reaches 100%; by the law's own
+- ``inf`` ("never"): the slope is still at least ``t`` as US accuracy reaches 100%; by the law's own
   account scaling keeps paying (eq1 with ``alpha = 1`` and ``k >= t``, or ``alpha < 1``, for
   example). "As it reaches 100%" is at the grid's last point below it, US error 1e-7: eq1 with
   ``alpha < 1`` whose slope (rising without bound) is still below ``t`` there reads ``0.0``
@@ -20,7 +20,12 @@ the smallest US accuracy ``u*`` past which the slope stays below ``t`` all the w
   rises, which no fit gives, for a ``y`` at its limit).
 - ``1.0`` ("100%"): the law reaches ``y`` only in the limit of 100% US (``y`` is its saturation;
   a law that levels off before, eq1-bayes past its US Bayes accuracy, reaches it there).
-- NaN ("never"): ``y`` is above everything the law reaches (above its saturation).
+- ``inf`` ("never"): ``y`` is above everything the law reaches (above its saturation).
+
+NaN is "no answer", never "never": an unusable fit (no value anywhere on the grid), a NaN
+``target``, or a threshold that is not above 0. Both were NaN until 2026-12-07, so that a table, a
+dashboard or a refit's run could not tell "never" from "not computed"; the interval ends
+(``stop_paying_lo/hi``, ``us_needed_lo/hi`` of ``fits.parquet``) were inf for "never" already.
 
 Both are computed on a grid of ``GRID`` US accuracies, dense in log error towards 100% (errors
 from 1e-7 to 1, plus exact 0 and 1), then linearly interpolated at the crossing: the result is
@@ -54,7 +59,8 @@ def _stack(law: str, params: Sequence[Mapping[str, float]], what: str) -> np.nda
 
 def stop_paying_many(law: str, params: Sequence[Mapping[str, float]], threshold: float = DEFAULT_THRESHOLD
                      ) -> np.ndarray:
-    """:func:`stop_paying_us` for many parameter sets of one law (fractions; NaN = never)."""
+    """:func:`stop_paying_us` for many parameter sets of one law (fractions; inf = never, NaN = an
+    unusable parameter set or a threshold that is not above 0)."""
     if not params:
         return np.zeros(0)
     return stop_paying_from_slopes(_stack(law, params, "slope"), threshold)
@@ -63,9 +69,9 @@ def stop_paying_many(law: str, params: Sequence[Mapping[str, float]], threshold:
 def stop_paying_from_slopes(slopes: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
                             grid: np.ndarray | None = None) -> np.ndarray:
     """The stop-paying US accuracy of curves given by their slopes on a grid of US accuracies (one
-    row per curve; any curve, e.g. the headline's): fractions, NaN = still paying at the grid's
-    end (or no slope at all, or a threshold that is not above 0), the grid's start for a curve
-    that never pays on it.
+    row per curve; any curve, e.g. the headline's): fractions, ``inf`` ("never") = still paying at
+    the grid's end, the grid's start for a curve that never pays on it, NaN = no answer (no slope
+    at all on the grid, no grid, or a threshold that is not above 0).
 
     ``grid`` defaults to :data:`U_GRID`, whose last point (100% US) is a limit and is left out;
     any other grid is taken whole (e.g. one that ends at a back-tested horizon).
@@ -80,7 +86,7 @@ def stop_paying_from_slopes(slopes: np.ndarray, threshold: float = DEFAULT_THRES
     s = np.atleast_2d(np.asarray(slopes, dtype=float))
     if not threshold > 0:   # NaN too: no slope is >= NaN, and every curve read "0%", never paid
         return np.full(s.shape[0], math.nan)
-    # one slope per grid point: 10 slopes against U_GRID read as "never" (NaN), 3 slopes on a grid
+    # one slope per grid point: 10 slopes against U_GRID read as "never", 3 slopes on a grid
     # of 2 US accuracies as a point between them; both silently
     U = U_GRID if grid is None else np.asarray(grid, dtype=float).ravel()
     if s.shape[1] != U.size:
@@ -110,7 +116,8 @@ def stop_paying_from_slopes(slopes: np.ndarray, threshold: float = DEFAULT_THRES
     # was NaN, read "never" of a curve that stopped paying (slopes 0.5, 0.3, NaN, 0.05, 0.02)
     w = np.where(np.isnan(s1), 1.0, w)
     out[mid] = u0 + np.clip(w, 0.0, 1.0) * (u1 - u0)
-    out[never | bad] = math.nan
+    out[never] = math.inf          # still paying at the grid's end: "never"
+    out[bad] = math.nan            # no slope at all: no answer (a row of NaN pays nowhere: not "never")
     return out
 
 
@@ -126,7 +133,8 @@ def _fraction(value: float, name: str) -> float:
 
 
 def us_needed_many(law: str, params: Sequence[Mapping[str, float]], target: float) -> np.ndarray:
-    """:func:`us_needed` for many parameter sets of one law (fractions; NaN = never).
+    """:func:`us_needed` for many parameter sets of one law (fractions; inf = never, NaN = an
+    unusable parameter set or a NaN ``target``).
 
     Raises:
         ValueError: a ``target`` outside [0, 1] (e.g. 80 for 80%).
@@ -161,13 +169,17 @@ def us_needed_many(law: str, params: Sequence[Mapping[str, float]], target: floa
 
 def us_needed_from_values(values: np.ndarray, target: float) -> np.ndarray:
     """The first US accuracy at which curves given by their values on :data:`U_GRID` (one row per
-    curve) reach ``target``: fractions, NaN = never."""
+    curve) reach ``target``: fractions, ``inf`` ("never") = no value reaches it, NaN = no answer
+    (a curve with no value at all, or a NaN ``target``)."""
     y = np.atleast_2d(np.asarray(values, dtype=float))
     if y.shape[1] != U_GRID.size:   # values on another grid read as U_GRID's first points: a wrong US, silently
         raise ValueError(f"values have {y.shape[1]} value(s) per curve but U_GRID has {U_GRID.size} US accuracies")
     reach = np.where(np.isnan(y), False, y >= target - 1e-12)
     first = np.argmax(reach, axis=1)
-    out = np.full(y.shape[0], math.nan)
+    # not reached: "never" (inf), but no answer (NaN) for a curve with no value or a NaN target,
+    # which nothing reaches either
+    none = np.isnan(y).all(axis=1) | math.isnan(float(target))
+    out = np.where(none, math.nan, math.inf)
     some = reach.any(axis=1)
     at0 = some & (first == 0)
     out[at0] = 0.0
@@ -187,7 +199,8 @@ def us_needed_from_values(values: np.ndarray, target: float) -> np.ndarray:
 def stop_paying_us(fit: LawFit, threshold: float = DEFAULT_THRESHOLD) -> float:
     """The US accuracy (fraction) past which +1 US point buys less than ``threshold`` DS points.
 
-    0.0 when it never paid that much, NaN when it pays up to 100% US ("never") or the fit is unusable.
+    0.0 when it never paid that much, ``inf`` when it pays up to 100% US ("never"), NaN when the
+    fit is unusable or ``threshold`` is not above 0 (no answer).
     """
     if not fit.usable or not threshold > 0:   # NaN too: no slope is >= NaN, so it read "0%", never paid
         return math.nan
@@ -197,7 +210,8 @@ def stop_paying_us(fit: LawFit, threshold: float = DEFAULT_THRESHOLD) -> float:
 def us_needed(fit: LawFit, target: float) -> float:
     """The smallest US accuracy (fraction) at which the law reaches DS accuracy ``target``.
 
-    0.0 when reached at 0% US, 1.0 when only at 100%, NaN when never (or the fit is unusable).
+    0.0 when reached at 0% US, 1.0 when only at 100%, ``inf`` when never (``target`` above all the
+    law reaches), NaN when the fit is unusable or ``target`` is NaN (no answer).
 
     Raises:
         ValueError: a ``target`` outside [0, 1] (e.g. 80 for 80%).

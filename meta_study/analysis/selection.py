@@ -162,7 +162,8 @@ class Step:
 
 @dataclass(frozen=True)
 class Claims:
-    """The headline's answer and its intervals (fractions; NaN where undefined, see payoff).
+    """The headline's answer and its intervals (fractions; ``inf`` where the answer is "never",
+    NaN where undefined: no usable fit, no ``ds_target``, no band; see payoff).
 
     ``stop_paying_supported``: the stop-paying point is a finding of a trusted headline of a task
     that tracks US: it lies within the data (between the weakest and the best visible model), and
@@ -794,13 +795,15 @@ def _apart(a: float, b: float) -> tuple[str, str]:
 
 
 def _tails(vals: np.ndarray, level: float) -> tuple[float, float]:
-    """Equal-tailed ``level`` quantiles; NaN ("never") sorts above every accuracy and maps to inf.
+    """Equal-tailed ``level`` quantiles; inf ("never") and NaN (a member with no value, counted as
+    never, as when the payoff functions said "never" with NaN) sort above every accuracy and map to inf.
 
     An end that falls between the last finite value and the first "never" is no accuracy (linear
     interpolation towards the sentinel gave a stop-paying interval [141.7%-never]): the low end
     is then that finite value, the high end "never" (the wider interval, as the finite ends are).
     Values are accuracies: one an ulp above 1 (flat + w (1 - flat)) is 1, not "never"."""
-    v = np.where(np.isnan(vals), 2.0, np.minimum(vals, 1.0))
+    vals = np.asarray(vals, dtype=float)
+    v = np.where(np.isnan(vals) | (vals == math.inf), 2.0, np.minimum(vals, 1.0))
     if v.size == 0:
         return math.nan, math.nan
     tail = (1.0 - level) / 2.0
@@ -809,6 +812,15 @@ def _tails(vals: np.ndarray, level: float) -> tuple[float, float]:
     if 1.0 < lo < 2.0:
         lo = float(finite.max()) if finite.size else math.inf
     return (math.inf if lo > 1.0 else float(lo)), (math.inf if hi > 1.0 else float(hi))
+
+
+def _edge_reaches(edge: np.ndarray, target: float) -> float:
+    """Where a band's edge (its values on :data:`U_GRID`) first reaches ``target``: inf where it
+    never does, and where the edge has no value at all (payoff's NaN, no answer: the band exists,
+    as its other edge says, and this one reaches nothing). Not ``np.nan_to_num(nan=inf)``, which
+    turns an inf ("never", payoff's word for it) into 1.8e308, a finite US accuracy."""
+    v = float(us_needed_from_values(edge[None], target)[0])
+    return math.inf if math.isnan(v) else v
 
 
 def us_needed_band(trusted: bool) -> str:
@@ -881,8 +893,10 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions, unsco
     else:
         sp = float(stop_paying_from_slopes(h.slope(U_GRID)[None], o.payoff_threshold)[0])
         members_sp = stop_paying_from_slopes(h.member_curves(U_GRID, "slope"), o.payoff_threshold)
-        if trend and (math.isnan(sp) or sp > h.best_us or step_pays):
-            where = "never, on the laws' curve" if math.isnan(sp) else f"at {100 * sp:.1f}% US"
+        # sp is inf where the laws' curve never stops paying (NaN: no slope to read, no usable curve)
+        if trend and (sp == math.inf or sp > h.best_us or step_pays):
+            where = ("never, on the laws' curve" if sp == math.inf else
+                     f"at {100 * sp:.1f}% US" if math.isfinite(sp) else "not computed")
             thr = f"{o.payoff_threshold:g}"
             s_best = float(h.slope(np.array([h.best_us]))[0])
             if step_pays:
@@ -928,12 +942,12 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions, unsco
         # says "needs US in the 90% interval [a-b]"; the trend's band, from a fit it does not
         # trust less that fit's own miss of its frontier, was narrower than the interval it named)
         lo_c, hi_c = h.interval(U_GRID, o.level, band=us_needed_band(trusted))
-        un = float(us_needed_from_values(values[None], o.ds_target)[0])
+        un = float(us_needed_from_values(values[None], o.ds_target)[0])   # inf: never reached
         # the band's upper edge reaches the target first (the interval's low end), its lower edge
         # last; "never" (inf) only where the band exists (no back-test: no band, NaN, not never)
         band = bool(np.isfinite(lo_c).any())
-        un_lo = float(np.nan_to_num(us_needed_from_values(hi_c[None], o.ds_target), nan=math.inf)[0]) if band else math.nan
-        un_hi = float(np.nan_to_num(us_needed_from_values(lo_c[None], o.ds_target), nan=math.inf)[0]) if band else math.nan
+        un_lo = _edge_reaches(hi_c, o.ds_target) if band else math.nan
+        un_hi = _edge_reaches(lo_c, o.ds_target) if band else math.nan
         if math.isfinite(h.flat) and o.ds_target > h.flat:
             # no visible model up to the best one reaches it: the US needed lies beyond it (the
             # band is a prediction interval for models past the data; inside it said "70% DS needs
@@ -950,7 +964,7 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions, unsco
         no_trend = any(w.startswith("no_trend:") for w in warnings)
         if math.isfinite(un) and un > h.best_us and not inside(un) and not reached and not no_trend:
             warnings.append(_need_warning(o.ds_target, un, hus))
-        elif not math.isfinite(un) and h.usable and not reached and not no_trend and not inside(1.0):
+        elif un == math.inf and h.usable and not reached and not no_trend and not inside(1.0):
             # never reached: a statement about the curve all the way to 100% US, which the answer
             # says is past the tested horizon, and the warnings did not
             warnings.append(f"extrapolation: {100 * o.ds_target:g}% DS is not reached by the prediction up to "
