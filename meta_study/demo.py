@@ -50,6 +50,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
+# a refit's OUT entries, which a demo's workdir holds (the demo runs a refit anyway)
+from .refit import LATEST, LATEST_TMP, LEDGERS, OUT_LOCK, STORE_LOCK, VERSIONS
+
 if TYPE_CHECKING:
     from .refit import RefitConfig
     from .tune.runner import SweepOptions, SweepProgress
@@ -162,10 +165,10 @@ DEMO_LOCK = ".demo.lock"
 #: (:func:`refuse_foreign_workdir`): its lock, MLflow's database and artifacts, the store, the
 #: sweep's state (``ray``, trained demo only) and the refit's versions, LATEST, publish records and
 #: locks (``.refit.lock`` where the store's own cannot hold it). Finder's ``.DS_Store`` is no one's data.
-DEMO_ENTRIES = frozenset({DEMO_LOCK, ".refit-out.lock", ".refit.lock", "LATEST", "mlartifacts", "mlflow.db",
-                          "published", "ray", "refits", "store", ".DS_Store"})
+DEMO_ENTRIES = frozenset({DEMO_LOCK, OUT_LOCK, STORE_LOCK, LATEST, "mlartifacts", "mlflow.db",
+                          LEDGERS, "ray", VERSIONS, "store", ".DS_Store"})
 #: What a refit writes into its ``--out``: a workdir with them and no store is a refit's, not a demo's.
-_REFIT_ENTRIES = frozenset({"LATEST", "published", "refits"})
+_REFIT_ENTRIES = frozenset({LATEST, LEDGERS, VERSIONS})
 
 
 def refuse_foreign_workdir(wd: Path, workdir: str) -> None:
@@ -187,7 +190,7 @@ def refuse_foreign_workdir(wd: Path, workdir: str) -> None:
         return      # one that cannot be listed cannot be locked either: workdir_lock says so
     # SQLite's journal beside its database; refit's LATEST written aside first (OUT/.LATEST.tmp-<pid>,
     # left by a refit killed before its rename: a demo's own, which refused its workdir ever after)
-    foreign = [n for n in names if n not in DEMO_ENTRIES and not n.startswith(("mlflow.db-", ".LATEST.tmp-"))]
+    foreign = [n for n in names if n not in DEMO_ENTRIES and not n.startswith(("mlflow.db-", LATEST_TMP))]
     if not foreign and ("store" in names or not _REFIT_ENTRIES & set(names)):
         return
     what = (_foreign_entries(wd, foreign) if foreign else

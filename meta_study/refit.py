@@ -349,11 +349,17 @@ class RefitResult:
 #: The refit lock of a local store, in the store; an object store's is ``OUT/.refit.lock``.
 REFIT_LOCK = "_meta/REFIT.lock"
 
+#: What a refit writes into its ``OUT`` (the demo's workdir check reads them too): the name of the
+#: latest version, written aside first (``.LATEST.tmp-<pid>``) and renamed; the versions; the
+#: publish ledgers; OUT's own lock; an object store's refit lock.
+LATEST, LATEST_TMP, VERSIONS, LEDGERS = "LATEST", ".LATEST.tmp-", "refits", "published"
+OUT_LOCK, STORE_LOCK = ".refit-out.lock", ".refit.lock"
+
 
 def _refit_lock_path(store: Store, out: str) -> Path:
     """The file of ``store``'s refit lock (:func:`refit_lock`)."""
     local = store.local_path(REFIT_LOCK)
-    return Path(local) if local else Path(out) / ".refit.lock"
+    return Path(local) if local else Path(out) / STORE_LOCK
 
 
 @contextlib.contextmanager
@@ -396,7 +402,7 @@ def out_lock(out: str) -> Iterator[bool]:
     other's MLflow run as superseded while it was still publishing, and LATEST would flip between
     them mid-refit. Taken after the store's lock, never before, so that no two refits wait on each
     other."""
-    with _flock(Path(out) / ".refit-out.lock") as held:
+    with _flock(Path(out) / OUT_LOCK) as held:
         yield held
 
 
@@ -475,7 +481,7 @@ def refit_locks(store: Store, cfg: RefitConfig) -> Iterator[str]:
             yield f"another refit is running on {store.uri}" + (f" ({holder})" if holder else "") + "; skipped"
             return
         with out_lock(cfg.out) as held_out:
-            holder = "" if held_out else _holder(Path(cfg.out) / ".refit-out.lock")
+            holder = "" if held_out else _holder(Path(cfg.out) / OUT_LOCK)
             yield "" if held_out else (f"another refit is writing to {cfg.out}"
                                        + (f" ({holder})" if holder else "") + "; skipped")
 
@@ -487,7 +493,7 @@ def version_name(out: str) -> str:
     Race-free because a refit holds OUT's lock (:func:`out_lock`) while it names and writes."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     name, n = stamp, 1
-    while (Path(out) / "refits" / name).exists() or any((Path(out) / "published").glob(f"{name}.*.json")):
+    while (Path(out) / VERSIONS / name).exists() or any((Path(out) / LEDGERS).glob(f"{name}.*.json")):
         n += 1
         name = f"{stamp}-{n:02d}"
     return name
@@ -496,13 +502,13 @@ def version_name(out: str) -> str:
 def _latest_name(out: str) -> str | None:
     """What ``OUT/LATEST`` says (shown escaped, at most 80 characters), or None without one."""
     try:
-        return _printable(" ".join((Path(out) / "LATEST").read_bytes()[:200].decode(errors="replace").split()))[:80]
+        return _printable(" ".join((Path(out) / LATEST).read_bytes()[:200].decode(errors="replace").split()))[:80]
     except OSError:
         return None
 
 
 def previous_refit(out: str) -> tuple[Path | None, dict[str, Any]]:
-    latest = Path(out) / "LATEST"
+    latest = Path(out) / LATEST
     if not latest.exists():
         return None, {}
     try:
@@ -513,7 +519,7 @@ def previous_refit(out: str) -> tuple[Path | None, dict[str, Any]]:
         # outside refits/, which this refit then kept as current or published from
         if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
             return None, {}
-        d = Path(out) / "refits" / name
+        d = Path(out) / VERSIONS / name
         info = json.loads((d / "refit.json").read_text())
         # a record damaged into other JSON (a disk fault, a hand) is no record: every refit after
         # it ended in a traceback ('list' object has no attribute 'get'); now every group is refitted
@@ -607,7 +613,7 @@ def refit(cfg: RefitConfig, *, progress: Progress | None = None, log: Callable[[
 def _remove_if_only_locks(out: Path, fresh: bool) -> None:
     """After a failed refit: OUT's lock files when OUT holds nothing else (every source failed, say),
     and OUT itself when this refit made it; an OUT with results keeps everything."""
-    locks = {".refit-out.lock", ".refit.lock"}
+    locks = {OUT_LOCK, STORE_LOCK}
     try:
         entries = list(out.iterdir())
         # an empty folder a late failure left (refits/) is nothing either: it kept the locks for good
@@ -632,7 +638,7 @@ def _refit(cfg: RefitConfig, store: Store, t0: float, progress: Progress | None,
            log: Callable[[str], None]) -> RefitResult:
     """:func:`refit` once it holds the locks."""
     res = RefitResult(status="refitted")
-    _remove_stale_tmp(Path(cfg.out) / "refits")
+    _remove_stale_tmp(Path(cfg.out) / VERSIONS)
     try:
         reports = _ingest(cfg, store, progress)
     except StoreLockedError as e:
@@ -693,8 +699,8 @@ def _refit(cfg: RefitConfig, store: Store, t0: float, progress: Progress | None,
                                sum(k not in prev_fps for k in data), len(set(prev_fps) - set(fps)),
                                unreadable=_latest_name(cfg.out) if prev_dir is None else None)
     stamp = version_name(cfg.out)
-    final = Path(cfg.out) / "refits" / stamp
-    tmp = Path(cfg.out) / "refits" / f".tmp-{stamp}-{os.getpid()}"
+    final = Path(cfg.out) / VERSIONS / stamp
+    tmp = Path(cfg.out) / VERSIONS / f".tmp-{stamp}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -838,9 +844,9 @@ def _holds_rows_of(prev_dir: Path, unchanged: frozenset[tuple]) -> bool:
 
 
 def _write_latest(out: str, stamp: str) -> None:
-    tmp = Path(out) / f".LATEST.tmp-{os.getpid()}"
+    tmp = Path(out) / f"{LATEST_TMP}{os.getpid()}"
     tmp.write_text(stamp + "\n")
-    os.replace(tmp, Path(out) / "LATEST")
+    os.replace(tmp, Path(out) / LATEST)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1035,7 +1041,7 @@ def _ledger_path(cfg: RefitConfig, stamp: str) -> Path:
     from .mlflow_client import source_uri
 
     key = hashlib.sha256(f"{source_uri(cfg.tracking_uri or '')}\n{cfg.experiment}".encode()).hexdigest()[:12]
-    return Path(cfg.out) / "published" / f"{stamp}.{key}.json"
+    return Path(cfg.out) / LEDGERS / f"{stamp}.{key}.json"
 
 
 def _read_ledger(path: Path) -> dict[str, Any]:
@@ -1054,7 +1060,7 @@ def _write_ledger(path: Path, entry: dict[str, Any]) -> None:
 
 def _published_elsewhere(out: str, stamp: str) -> bool:
     """Whether version ``stamp`` of OUT is published to some tracking URI and experiment (its ledgers)."""
-    return any(_read_ledger(p).get("status") == "published" for p in (Path(out) / "published").glob(f"{stamp}.*.json"))
+    return any(_read_ledger(p).get("status") == "published" for p in (Path(out) / LEDGERS).glob(f"{stamp}.*.json"))
 
 
 def is_published(cfg: RefitConfig, stamp: str) -> bool:
