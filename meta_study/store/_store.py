@@ -139,6 +139,18 @@ def _without_location(e: BaseException) -> BaseException:
     return RuntimeError(rest) if sep and "://" in head and " " not in head else e
 
 
+def _inside(e: BaseException, uri: str) -> BaseException:
+    """``e`` with the object's location its message starts with (``s3://lab/x/up/…?endpoint_override=…:
+    DELETE failed: …``) as the path inside the store ``uri`` (``up/…``; one elsewhere less its
+    query), where the line that reports it names the store already: with a long query the 200
+    characters of the reason ended inside the repeated URI ("… : D)"), the file and the code lost."""
+    head, sep, rest = str(e).strip().partition(": ")
+    if not (sep and "://" in head and " " not in head):
+        return e
+    path, base = head.split("?", 1)[0], uri.split("?", 1)[0].rstrip("/") + "/"
+    return RuntimeError(f"{path.removeprefix(base) or path}: {rest}")
+
+
 class Store:
     """A meta-study store at a local path or URI.
 
@@ -367,10 +379,16 @@ class Store:
         """Raise a :class:`UserError` unless this is a store; returns self. One listing of the
         manifests: the check's finds the latest manifest too (on S3 the finish listed them again
         at once, a LIST more for every command that opened a store)."""
-        self._finish_interrupted(self._require_exists())
+        self._open()
         return self
 
-    def _finish_interrupted(self, listed: list[int] | None = None) -> None:
+    def _open(self) -> _Manifest | None:
+        """:meth:`require`, returning the latest manifest it read where that commit was finished
+        already (a reader may read by it instead of listing and reading it again: a LIST and a
+        GET on S3), None where it was left to finish (finished now, or not: read anew)."""
+        return self._finish_interrupted(self._require_exists())
+
+    def _finish_interrupted(self, listed: list[int] | None = None) -> _Manifest | None:
         """Finish a commit whose writer died between the commit point and the end of finalize.
 
         Until then a plain Parquet reader sees a torn layout (new files beside superseded ones,
@@ -378,16 +396,20 @@ class Store:
         opens the store through :meth:`require`, so the first command after a crash repairs what
         plain readers see. Only when no writer holds the lock (a live writer finalizes itself)
         and the store is writable; otherwise nothing happens. ``listed``: the versions a listing
-        of the manifests just found (:meth:`_load`'s first read goes by it)."""
-        if not self._pending(self._load(listed=listed)):
-            return
+        of the manifests just found (:meth:`_load`'s first read goes by it). Returns the manifest
+        read when its commit had nothing left to finish (it never has again: finishing only
+        moves and deletes files), else None."""
+        m = self._load(listed=listed)
+        if not self._pending(m):
+            return m
         try:
             with self._lock(timeout_s=0.0):
                 m = self._load()
                 self._finalize(m)
                 self._collect_garbage(m)
         except (UserError, OSError):  # a live writer, a read-only store, or one we cannot write
-            return
+            pass
+        return None
 
     def local_path(self, rel: str) -> str | None:
         """The local filesystem path of ``rel`` inside the store, or None for object stores
@@ -429,14 +451,15 @@ class Store:
     def _read_file(self, entry: Mapping[str, Any], schema: pa.Schema | None) -> pa.Table:
         return self._v.read_file(entry, schema)
 
-    def _with_retry(self, fn: Callable[[_Manifest], Any]) -> Any:
+    def _with_retry(self, fn: Callable[[_Manifest], Any], first: _Manifest | None = None) -> Any:
         # A concurrent writer may delete a file of the manifest we loaded after we loaded it;
         # the newer manifest then describes a complete snapshot. A file that is still missing
         # after three tries at the *same* version was lost, not superseded: the store is damaged.
+        # ``first``: a manifest just read (by :meth:`_open`), the first try's; later ones load.
         last: Exception | None = None
         seen: dict[int, int] = {}
-        for _ in range(20):
-            m = self._load_existing()
+        for attempt in range(20):
+            m = first if attempt == 0 and first is not None else self._load_existing()
             try:
                 return fn(m)
             except FileNotFoundError as e:
@@ -471,8 +494,9 @@ class Store:
         table, m = self._snapshot(filters, columns)
         return table, f"{m.version}:{m.txn}"
 
-    def _snapshot(self, filters: Filter | None, columns: Sequence[str] | None) -> tuple[pa.Table, _Manifest]:
-        """:meth:`snapshot`, with the manifest the rows are from."""
+    def _snapshot(self, filters: Filter | None, columns: Sequence[str] | None,
+                  first: _Manifest | None = None) -> tuple[pa.Table, _Manifest]:
+        """:meth:`snapshot`, with the manifest the rows are from; ``first``: see :meth:`_with_retry`."""
         if filters is not None and not isinstance(filters, Mapping):   # s.read("imagenet"): an AttributeError
             raise UserError(f"filters: {filters!r:.80} is not a mapping of columns to values; give e.g. "
                             f"{{'us_task': {filters!r:.40}}}" if isinstance(filters, str) else
@@ -507,7 +531,7 @@ class Store:
             parts = [self._read_data(e, file_schema).select(out_schema.names) for e in m.data if want(e)]
             return (pa.concat_tables(parts) if parts else out_schema.empty_table()), m
 
-        table, m = self._with_retry(run)
+        table, m = self._with_retry(run, first)
         for c, values in filters.items():
             if c in PARTITION:
                 continue
@@ -547,10 +571,13 @@ class Store:
 
     def summary(self) -> StoreSummary:
         """Rows per (US task, DS task, protocol, shots), sources, last ingest time."""
-        self.require()
+        # the manifest opening the store read, where its commit was finished (else read anew):
+        # reading it again cost a LIST and a GET more on S3 (the version it read is as good as
+        # a later one; a commit landing in between is the next info's)
+        opened = self._open()
         # one manifest for the rows, the version, the quarantine and the last commit: a commit
         # between two loads gave one version's number with another's rows
-        rows, m = self._snapshot(None, ["source", "run_id", "model_name", *GROUP, "ingested_at"])
+        rows, m = self._snapshot(None, ["source", "run_id", "model_name", *GROUP, "ingested_at"], opened)
         t = rows.to_pandas(use_threads=False)
         if len(t):
             g = (t.assign(shots=t["shots"].astype("Int64"))
@@ -565,7 +592,8 @@ class Store:
             s = pd.DataFrame(columns=["source", "rows", "runs", "last_ingested_at"])
             last = None
         q = sum(int(e.get("rows", 0)) for e in m.quarantine)
-        pending = self._pending(m)
+        # finished when opened: finished still (finishing never undoes); asked again otherwise
+        pending = m is not opened and self._pending(m)
         return StoreSummary(uri=self.uri, version=m.version, rows=len(t), quarantined=q, groups=g, sources=s,
                             last_ingest=last, last_commit=m.log[-1] if m.log else None, pending_finalize=pending)
 
@@ -1528,7 +1556,7 @@ class Store:
             # left is what a writer killed here leaves, and the next command finishes it.
             if self.notify is not None:
                 self.notify(f"{self.uri}: version {m2.version} is committed, but moving its files into place "
-                            f"failed ({_first_line(e)}); the next command that opens the store finishes it")
+                            f"failed ({_first_line(_inside(e, self.uri))}); the next command that opens the store finishes it")
         return CommitResult(version=m2.version, inserted=counts.get("inserted", 0), updated=counts.get("updated", 0),
                             unchanged=counts.get("unchanged", 0), deleted=counts.get("deleted", 0), quarantined=n_q,
                             partitions_written=plan.partitions_written, rewritten=counts.get("rewritten", 0))
