@@ -43,6 +43,8 @@ class AtMost(click.IntRange):
         v = click.INT.convert(value, param, ctx)
         if self.max is not None and v > self.max:
             self.fail(f"{v} is more than {self.max:,}, the most it takes ({self.why})", param, ctx)
+        if self.min is not None and v < self.min:
+            self.fail(f"{v} is less than {self.min:,}, the fewest it takes", param, ctx)
         return super().convert(v, param, ctx)
 
 
@@ -54,8 +56,10 @@ class AtMost(click.IntRange):
 #: for each number, and no analysis import to know them).
 MAX_TRIALS, MAX_SAMPLES, MAX_SIZE = D.MAX_TRIALS, D.MAX_SAMPLES, D.MAX_SIZE
 MAX_WORKERS = 1024            # workers of a Ray of its own on this one machine: more CPUs than one has
-TRIALS = AtMost(MAX_TRIALS, "draws per sample size, every draw held in memory")
-SAMPLES = AtMost(MAX_SAMPLES, "resamples per group, every resample held in memory")
+#: Their floors are the option dataclasses' too (:mod:`.defaults`), so that `--help` shows the
+#: range it enforces: `x<=100000` was shown and `--samples 5` refused.
+TRIALS = AtMost(MAX_TRIALS, "draws per sample size, every draw held in memory", min=D.MIN_TRIALS)
+SAMPLES = AtMost(MAX_SAMPLES, "resamples per group, every resample held in memory", min=D.MIN_SAMPLES)
 #: --workers: at least one (-2 reached ray.init and ended in Ray's traceback; 0 meant "all CPUs"),
 #: and at most MAX_WORKERS (a Ray of its own started that many worker processes on one machine).
 WORKERS = AtMost(MAX_WORKERS, "worker processes of a Ray of its own on this one machine", min=1)
@@ -547,7 +551,8 @@ def _table(df: Any, cols: list[str]) -> str:
 @click.option("--full", is_flag=True, help="Rescan every MLflow run, not only those that ended since the last ingest.")
 @click.option("--history", type=click.Choice(["latest", "max"]), default="latest", show_default=True,
               help="Each metric's latest value, or its best over the logged history (one call per metric).")
-@click.option("--page-size", default=D.MLFLOW_PAGE_SIZE, show_default=True, help="MLflow runs per search call.")
+@click.option("--page-size", default=D.MLFLOW_PAGE_SIZE, show_default=True, type=click.IntRange(1, D.MLFLOW_MAX_PAGE_SIZE),
+              help="MLflow runs per search call.")
 @click.option("--overlap", "overlap_s", default=D.MLFLOW_OVERLAP_S, show_default=True,
               type=float, callback=lambda ctx, param, v: _finite_at_least_0("--overlap", v),
               help="Seconds behind the last ingested end time to re-read (clock skew between loggers).")
@@ -1171,8 +1176,8 @@ def _parse_sizes(sizes: str | None) -> tuple[int, ...] | None:
         vals = tuple(int(x) for x in sizes.split(",") if x.strip())
     except ValueError:
         _fail(f"--sizes must be comma-separated integers, got {sizes!r}")
-    if not vals or min(vals) < 3:
-        _fail(f"--sizes must be integers >= 3, got {sizes!r}")
+    if not vals or min(vals) < D.MIN_SIZE:
+        _fail(f"--sizes must be integers >= {D.MIN_SIZE}, got {sizes!r}")
     if max(vals) > MAX_SIZE:
         # with --bootstrap every draw holds that many models: --sizes 10,30,100000000 ran out of memory
         _fail(f"--sizes {max(vals)}: more than {MAX_SIZE:,} models in a sample, the most it takes (a size above a "
@@ -1181,7 +1186,9 @@ def _parse_sizes(sizes: str | None) -> tuple[int, ...] | None:
 
 
 @analysis_command(headline=False)
-@click.option("--sizes", default=None, help="Sample sizes, e.g. 10,30,100 (default: ~8 geometric steps from 10 to all).")
+@click.option("--sizes", default=None,
+              help=f"Sample sizes, e.g. 10,30,100: integers {D.MIN_SIZE} to {MAX_SIZE:,} "
+                   "(default: ~8 geometric steps from 10 to all).")
 @click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, type=TRIALS, help="Draws per sample size.")
 @click.option("--bootstrap", "replace", is_flag=True, help="Draw with replacement instead of without.")
 @click.option("--seed", default=0, show_default=True, type=SEED,
@@ -1455,7 +1462,8 @@ def _echo_refit(res: Any) -> None:
 # as sensitivity's: `sensitivity --sizes 10,30` then `report` into one DIR was refused with "give
 # ... the same options to reuse it", and report had no --sizes to give
 @click.option("--sizes", default=None,
-              help="Sensitivity sample sizes, e.g. 10,30,100 (default: ~8 geometric steps from 10 to all).")
+              help=f"Sensitivity sample sizes, e.g. 10,30,100: integers {D.MIN_SIZE} to {MAX_SIZE:,} "
+                   "(default: ~8 geometric steps from 10 to all).")
 @click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, type=SAMPLES, help="Bootstrap resamples per group.")
 @click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True,
               help="'Scaling stops paying' where +1 US point buys fewer DS points than this.")

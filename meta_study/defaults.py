@@ -27,6 +27,12 @@ BOOTSTRAP_LEVEL = 0.95
 MAX_TRIALS = 10_000
 MAX_SIZE = 1_000_000
 MAX_SAMPLES = 100_000
+#: Their floors (the same refusals; `--help` shows each range as enforced): a draw per size at
+#: least, 3 models in a sample (fewer fit no law), and 10 resamples per group (fewer leave no
+#: percentile interval to speak of).
+MIN_TRIALS = 1
+MIN_SIZE = 3
+MIN_SAMPLES = 10
 #: The refit: the MLflow experiment its runs are published to, and its bootstrap resamples (more
 #: than an interactive `meta-study bootstrap`: a scheduled job has the time).
 REFIT_EXPERIMENT = "meta-study/refits"
@@ -34,4 +40,5 @@ REFIT_BOOTSTRAP_SAMPLES = 1000
 #: MLflow ingest: runs per search call (MLflow allows up to 50,000), and how far behind the
 #: watermark finished runs are read again (clock skew between the server and its clients).
 MLFLOW_PAGE_SIZE = 10_000
+MLFLOW_MAX_PAGE_SIZE = 50_000     # MLflow's own ceiling on max_results
 MLFLOW_OVERLAP_S = 300.0

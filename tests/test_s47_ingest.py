@@ -154,5 +154,7 @@ def test_a_directory_of_data_directories_says_sub_directories_not_files(tmp_path
         _canonical(tmp_path / "data" / name / "us_ds.csv")
     r = run_cli("ingest", "data", "--store", str(tmp_path / "st"), cwd=tmp_path)
     assert r.returncode == 2
+    # s56: each holds a us_ds.csv in meta-study's columns: the glob names it (data/*/ read the raw tables too)
     assert r.stderr.strip().endswith("name it too (and 2 more sub-directories of data files: name them, e.g. "
-                                     "data/*/)"), r.stderr
+                                     "data/*/us_ds.csv, the file in meta-study's columns that each of them holds, "
+                                     "which ingests as it is)"), r.stderr

@@ -139,7 +139,8 @@ def test_sources_file_entry_is_told_its_mapping_key(tmp_path: Path) -> None:
     assert isinstance(refused, RefusedFiles)
     assert "--mapping" not in refused.error, refused.error
     assert (f"give its entry in the sources file 'mapping: {MAPPINGS / 'timm_wide.yaml'}' (shipped with meta-study; "
-            "it joins 6 of them)") in refused.error
+            "it joins 6 of them: results-imagenet-a.csv, results-imagenet-r.csv, results-imagenet-real.csv and 3 more)"
+            ) in refused.error
     assert f"'mapping: {MAPPINGS / 'timm_long.yaml'}' (it fits timm_us_ds.csv)" in refused.error
 
 

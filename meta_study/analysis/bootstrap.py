@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..defaults import BOOTSTRAP_LEVEL, BOOTSTRAP_SAMPLES, MAX_SAMPLES
+from ..defaults import BOOTSTRAP_LEVEL, BOOTSTRAP_SAMPLES, MAX_SAMPLES, MIN_SAMPLES
 from .fitting import FitOptions, prepare
 from ..errors import Range
 from .frontiers import check_frontier_names
@@ -57,7 +57,7 @@ class BootstrapOptions:
         # each once, as the CLI's --frontiers: ("vertices", "vertices") fitted every draw twice and
         # counted it twice (n_ok 40 of 20 resamples; each row twice); one name is a tuple of it
         object.__setattr__(self, "frontiers", check_frontier_names(self.frontiers))
-        Range(10, MAX_SAMPLES).check("samples", self.samples, "resamples per group")
+        Range(MIN_SAMPLES, MAX_SAMPLES).check("samples", self.samples, "resamples per group")
         # numpy seeds are >= 0: -1 (a script's --seed -1) was numpy's "expected non-negative integer" traceback
         Range(0).check("seed", self.seed, "the master seed")
         Range(0, 1, lo_open=True, hi_open=True).check("level", self.level)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import pandas as pd
 import pyarrow as pa
 
-from ..defaults import MLFLOW_OVERLAP_S, MLFLOW_PAGE_SIZE
+from ..defaults import MLFLOW_MAX_PAGE_SIZE, MLFLOW_OVERLAP_S, MLFLOW_PAGE_SIZE
 from ..errors import UserError
 from ..validation import RawPayloads
 from ..store import Store
@@ -116,8 +116,8 @@ class SourceOptions:
     def __post_init__(self) -> None:
         if self.history not in ("latest", "max"):
             raise UserError(f"history must be 'latest' or 'max', not {self.history!r}")
-        if not 1 <= self.page_size <= 50_000:
-            raise UserError(f"--page-size {self.page_size}: must be in [1, 50000] (runs per MLflow request)")
+        if not 1 <= self.page_size <= MLFLOW_MAX_PAGE_SIZE:
+            raise UserError(f"--page-size {self.page_size}: must be in [1, {MLFLOW_MAX_PAGE_SIZE}] (runs per MLflow request)")
         if not 0 <= self.overlap_s < float("inf"):   # NaN too: int(NaN * 1000) was a traceback at the first query
             raise UserError(f"overlap must be a finite number >= 0 seconds, got {self.overlap_s}")
 
