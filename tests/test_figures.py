@@ -162,7 +162,7 @@ def test_the_sensitivity_figure_of_many_tasks_is_one_row_of_their_mean(sens_summ
     many = pd.concat([sens_summary.assign(ds_task=f"{t}-{i}") for i in range(SENS_TASKS_MAX) for t in ("a", "b")])
     fig = sensitivity_figure(many)
     assert len(fig.axes) == 2 and fig.get_size_inches()[1] < 5
-    assert fig.axes[0].get_title().startswith(f"mean over {2 * SENS_TASKS_MAX} DS tasks")
+    assert fig.axes[0].get_title().startswith(f"median over {2 * SENS_TASKS_MAX} DS tasks")
     few = sensitivity_figure(many[many["ds_task"].isin(sorted(many["ds_task"].unique())[:SENS_TASKS_MAX])])
     assert len(few.axes) == 2 * SENS_TASKS_MAX                     # a row per task up to the limit
     import matplotlib.pyplot as plt

@@ -137,7 +137,7 @@ def test_the_hover_view_of_a_group_at_100_percent_has_no_tick_past_100():
 
 
 def test_the_sensitivity_text_says_when_the_figure_pools_the_tasks(tmp_path):
-    """Beyond 12 DS tasks Fig. 3 draws one row, the mean over them; the page above it still said
+    """Beyond 12 DS tasks Fig. 3 draws one row, the median over them; the page above it still said
     "Per DS task (the paper's Fig. 3)" (the testbed has 202 tasks)."""
     from meta_study.analysis.figures import SENS_TASKS_MAX
     from meta_study.analysis.groups import Selection
@@ -153,7 +153,7 @@ def test_the_sensitivity_text_says_when_the_figure_pools_the_tasks(tmp_path):
         return text.split("Sample-size sensitivity", 1)[1][:400]
 
     many = page(tuple(f"t{i:02d}" for i in range(SENS_TASKS_MAX + 1)), "many")
-    assert "Per DS task" not in many and f"mean over the {SENS_TASKS_MAX + 1} " in many, many
+    assert "Per DS task" not in many and f"median over the {SENS_TASKS_MAX + 1} " in many, many
     few = page(("a", "b"), "few")
     assert few.lstrip().startswith("Per DS task"), few
 

@@ -106,7 +106,7 @@ def test_the_sensitivity_text_says_a_row_averages_its_shot_settings():
     from meta_study.report import _sensitivity_rows
 
     several = _sensitivity_rows(_sensitivity({"a": (1, 5, 10), "b": (1, 5, 10)}))
-    assert several == "Per DS task, each row the mean over its shot settings at each sample-size step", several
+    assert several == "Per DS task, each row the median over its shot settings at each sample-size step", several
     # one group per task: nothing averaged, nothing said
     assert _sensitivity_rows(_sensitivity({"a": (5,), "b": (5,)})) == "Per DS task"
 

@@ -37,9 +37,9 @@ import pandas as pd
 
 from .answers import DEFAULT_LEVEL, level_pct
 from .frontiers import FRONTIER_KINDS
-from .groups import GROUP_COLUMNS
 from .headline import quantile_name
 from .selection import Candidate, GroupSelection
+from .sensitivity import frontier_curves
 
 HULL_COLOR = "#c0392b"
 HEAD_COLOR = "#c0392b"
@@ -586,7 +586,12 @@ def frontier_label(frontier: str) -> str:
     return frontier if frontier in FRONTIER_KINDS else f"{frontier} (every model; never in the headline)"
 
 
-#: DS tasks up to which the sensitivity figure has a row each; beyond, one row of their mean (the
+#: What a point and a bar of the sensitivity figure are (:func:`~.sensitivity.frontier_curves`), as
+#: its heading says them; the report's alt text and ranking name the same statistic.
+SENS_STATISTIC = "median over groups of each group's mean over trials; bars: median sd over trials"
+
+
+#: DS tasks up to which the sensitivity figure has a row each; beyond, one row of their median (the
 #: testbed's 202 tasks made a 526-inch-tall figure: 68,000 px, minutes to encode, unreadable).
 SENS_TASKS_MAX = 12
 
@@ -613,8 +618,10 @@ def sensitivity_left_out(summary: pd.DataFrame) -> str:
 
 def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensitivity") -> Any:
     """One row per (US task, protocol, DS task): fitting and prediction error (in accuracy points)
-    against the number of models, one line per frontier estimator, mean ± sd over trials. A row's
-    groups (its shot settings) are averaged by size step; a DS task under two US tasks is two rows
+    against the number of models, one line per frontier estimator: per size step the median over
+    the row's groups (its shot settings; every group in the one row beyond :data:`SENS_TASKS_MAX`)
+    of each group's mean over trials, bars the median sd over trials
+    (:func:`~.sensitivity.frontier_curves`, :data:`SENS_STATISTIC`); a DS task under two US tasks is two rows
     (titled ``us → ds``). One legend above the panels, off the data and under the title
     (constrained layout: no gap, no overlap); the x ticks are the sample sizes drawn, every one
     labelled. A series with no fit at any size has no row; the title counts them
@@ -630,19 +637,17 @@ def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensi
     ds_names = shorts([k[2] for k in keys])
     for r, (key, row_label) in enumerate([(None, None)] if pooled or not keys else list(zip(keys, labels))):
         part = of_series(summary, key) if key is not None else summary
+        curves = frontier_curves(part)
         for c, (metric, name) in enumerate((("fit_err", "fitting error"), ("pred_err", "prediction error"))):
             ax = axes[r, c]
             ns: list[float] = []
             for frontier, color in FRONTIER_COLORS.items():
-                sf = part[part["frontier"] == frontier]
-                if sf.empty:
+                agg = curves[curves["frontier"] == frontier]
+                if agg.empty:
                     continue
-                # groups have their own size grids (10 ... their number of fitting points), so
-                # average the k-th size step over groups rather than equal n values
-                step = sf.groupby(list(GROUP_COLUMNS), dropna=False)["n"].rank(method="dense")
-                agg = sf.assign(step=step).groupby("step").agg(
-                    n=("n", "mean"), m=(f"{metric}_mean", "mean"), sd=(f"{metric}_std", "mean")).reset_index()
-                h = ax.errorbar(agg["n"], agg["m"] * 100, yerr=agg["sd"].fillna(0) * 100, color=color, marker="o",
+                # the median over the row's groups at each size step (frontier_curves: what the
+                # report's ranking under the figure says; a mean was one group's miss)
+                h = ax.errorbar(agg["n"], agg[metric] * 100, yerr=agg[f"{metric}_sd"].fillna(0) * 100, color=color, marker="o",
                                 ms=3, capsize=2, lw=1.2, ls="--" if frontier not in FRONTIER_KINDS else "-",
                                 label=frontier_label(frontier))
                 handles.setdefault(frontier, h)
@@ -655,13 +660,15 @@ def sensitivity_figure(summary: pd.DataFrame, *, title: str = "Sample-size sensi
             what = "DS tasks" if one_us else "US \u2192 DS task pairs"
             row = (ds_names[r] if one_us else row_label) if key is not None else None
             label = ((f"{row}: {name}" if len(row) + len(name) <= 42 else f"{row}\n{name}") if row is not None else (
-                f"mean over {len(keys)} {what}: {name}" if pooled else name))
+                f"median over {len(keys)} {what}: {name}" if pooled else name))
             ax.set_title(tex_safe(label), fontsize=LEGEND_PT + 1)
             if r == rows - 1:
                 ax.set_xlabel("number of models in the sample")
     per = "per DS task" if one_us else "per US \u2192 DS task"
     heading = tex_safe(title) + (f": Eq. 1 on each frontier estimator, {per}" if not pooled else
                                  ": Eq. 1 on each frontier estimator (per task: sensitivity_summary)")
+    # the statistic drawn, said where the reader looks (the report's ranking quotes the same one)
+    heading += f"\n{SENS_STATISTIC}"
     left = sensitivity_left_out(summary)
     if left:
         heading += f"\n({left} not drawn: no fit at any sample size)"
