@@ -4,14 +4,14 @@
   (evals/pythia-v1/pythia-<size>/five-shot/*.json of EleutherAI/pythia, Apache-2.0): 21 checkpoints of 6 sizes,
   five-shot LAMBADA against 64 five-shot tasks, with the US task and DS-task rule of examples/data/pythia/.
 
-It rebuilds from its raw files: ``derive.py``, run on a copy of the folder (with the shared ``canonical.py`` and
-``lm_eval.py`` beside it), writes the shipped ``us_ds.csv`` byte for byte and prints its summary; the raw files are
-the ones ``sources.csv`` lists (repository path, commit, length) and their digest is the one recorded here; the
-licence is examples/data/pythia's; the transcribed files are consistent with themselves (every accuracy an exact
-k/n and its standard error sqrt(p(1-p)/(n-1)) with one n per task); every group has the models, test-set size and
-accuracy range the README states, one US accuracy per model, read from the raw files with the json module;
-meta-study's ingest takes the file as it is (every row stored, none quarantined); the folder is listed in
-examples/data/README.md, and bench_selection.py finds its groups."""
+It rebuilds from its raw files: ``derive.py``, run on a copy of the folder (with the shared ``canonical.py``,
+``lm_eval.py`` and ``pythia.py`` beside it), writes the shipped ``us_ds.csv`` byte for byte and prints its
+summary; the raw files are the ones ``sources.csv`` lists (repository path, commit, length) and their digest is
+the one recorded here; the licence is examples/data/pythia's; the transcribed files are consistent with themselves
+(every accuracy an exact k/n and its standard error sqrt(p(1-p)/(n-1)) with one n per task); every group has the
+models, test-set size and accuracy range the README states, one US accuracy per model, read from the raw files
+with the json module; meta-study's ingest takes the file as it is (every row stored, none quarantined); the folder
+is listed in examples/data/README.md, and bench_selection.py finds its groups."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def _raw() -> dict[str, dict]:
 
 
 def test_derive_rebuilds_the_shipped_us_ds(tmp_path: Path) -> None:
-    check_rebuild(tmp_path, NAME, SUMMARY, shared=("lm_eval.py",))
+    check_rebuild(tmp_path, NAME, SUMMARY, shared=("lm_eval.py", "pythia.py"))
 
 
 def test_raw_files_are_the_sources_listed() -> None:
