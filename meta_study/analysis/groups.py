@@ -12,6 +12,11 @@ import pandas as pd
 from ..schema import EXTRA_DS_TEST_SIZE, GROUP
 
 GROUP_COLUMNS = GROUP  # ("us_task", "ds_task", "eval_protocol", "shots")
+#: The key of ``extra`` that holds an export's own name of its protocol (the public tables'
+#: ``protocol`` column: ``helm-em``, ``open-llm-v1``), and the column :func:`with_test_sizes` puts it in.
+EXTRA_PROTOCOL, EXTRA_PROTOCOL_COLUMN = "protocol", "extra_protocol"
+#: Sources a ``mixed_sources`` warning names, at most; the rest are counted ("and 2 more").
+MAX_SOURCES_NAMED = 3
 
 
 #: The readable part of a file name: at most 80 characters and 160 bytes of UTF-8. 80 characters
@@ -60,6 +65,10 @@ class Group:
     repeated: str = ""      # a `repeated` warning: rows of another source that repeated a run, dropped
     #: each run's DS test-set size (``extra.ds_n``; NaN where unknown), aligned; empty: none known
     ds_test_size: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, float))
+    #: each run's ``source``, aligned; empty when the rows had no such column
+    sources: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, object))
+    #: each run's own protocol name (``extra.protocol``; None where it has none), aligned; empty: none known
+    protocols: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, object))
 
     @property
     def key(self) -> tuple[str, str, str, int | None]:
@@ -82,6 +91,13 @@ class Group:
     @property
     def n(self) -> int:
         return int(self.us_accuracy.size)
+
+    def data_warnings(self, threshold: float) -> tuple[str, ...]:
+        """The warnings of the group's rows for its headline row: ``repeated`` and
+        ``mixed_sources`` (:func:`mixed_sources_warning`, which reads the hold-out ``threshold``,
+        a US accuracy: the models above it are held out), each where it applies."""
+        mixed = mixed_sources_warning(self.us_accuracy, self.sources, self.protocols, threshold)
+        return tuple(w for w in (self.repeated, mixed) if w)
 
 
 def stable_hash(key: Iterable[Any]) -> int:
@@ -129,13 +145,21 @@ def groups_from_frame(df: pd.DataFrame, *, layer: int | None = None) -> list[Gro
                          us_accuracy=g["us_accuracy"].to_numpy(float), ds_accuracy=g["ds_accuracy"].to_numpy(float),
                          run_ids=g["run_id"].to_numpy(object) if "run_id" in g else np.zeros(0, object),
                          model_names=g["model_name"].to_numpy(object) if "model_name" in g else np.zeros(0, object),
-                         repeated=repeated, ds_test_size=_sizes(g)))
+                         repeated=repeated, ds_test_size=_sizes(g), sources=_column(g, "source"),
+                         protocols=_column(g, EXTRA_PROTOCOL_COLUMN)))
     # one order whatever the rows' order: with null and numbered shots under one (us_task, ds_task,
     # eval_protocol), pandas could not sort the object keys and kept the shots in the order the rows
     # came in (5, None, 1, 10 from one store layout, 10, None, 1, 5 from another), and with it
     # fits.csv's order and which groups got the first --max-group-figures figures. Null shots last.
     out.sort(key=lambda g: (g.us_task, g.ds_task, g.eval_protocol, g.shots is None, g.shots or 0))
     return out
+
+
+def _column(g: pd.DataFrame, col: str) -> np.ndarray:
+    """A group's text column as an object array (None where missing), or empty without the column."""
+    if col not in g.columns:
+        return np.zeros(0, object)
+    return g[col].astype(object).where(g[col].notna(), None).to_numpy(object)
 
 
 def _sizes(g: pd.DataFrame) -> np.ndarray:
@@ -149,17 +173,21 @@ def _sizes(g: pd.DataFrame) -> np.ndarray:
 
 def with_test_sizes(table: Any) -> pd.DataFrame:
     """Store rows (an Arrow table) as pandas, with ``extra``'s DS test-set size as a number column
-    ``ds_test_size`` (NaN: unknown or not a number) instead of the ``extra`` map. One vectorised
-    map lookup (~10 ms per 100,000 rows)."""
+    ``ds_test_size`` (NaN: unknown or not a number) and its protocol name as a text column
+    :data:`EXTRA_PROTOCOL_COLUMN` (None: none) instead of the ``extra`` map. Two vectorised map
+    lookups (~10 ms each per 100,000 rows)."""
     import pyarrow.compute as pc
 
-    size = None
+    size = proto = None
     if "extra" in table.column_names:
         size = pc.map_lookup(table.column("extra"), EXTRA_DS_TEST_SIZE, "first")
+        proto = pc.map_lookup(table.column("extra"), EXTRA_PROTOCOL, "first")   # a second lookup, ~10 ms
         table = table.drop_columns(["extra"])
     df = table.to_pandas(use_threads=False)
     if size is not None:
         df["ds_test_size"] = pd.to_numeric(pd.Series(size.to_pandas().to_numpy(), index=df.index), errors="coerce")
+    if proto is not None:
+        df[EXTRA_PROTOCOL_COLUMN] = proto.to_pandas().to_numpy(object)
     return df
 
 
@@ -185,6 +213,125 @@ def _drop_repeats(g: pd.DataFrame) -> tuple[pd.DataFrame, str]:
                      f"{' and '.join(sources[:2])})")
 
 
+def mixed_sources_warning(us: np.ndarray, sources: np.ndarray, protocols: np.ndarray, threshold: float) -> str:
+    """A ``mixed_sources`` warning for a group whose models come from two or more sources, else "".
+
+    Pooling exports that share a US and a DS task name is intended (several labs measuring one
+    task), but two harnesses measure one task differently: helm_classic's hellaswag -> mmlu (32
+    models, 43-82% US) beside the Open LLM Leaderboard's (87 models, 83-89% US) drew a change of
+    harness as a scaling curve, with every held-out model from the second. The warning counts the
+    models of each source (largest first, :data:`MAX_SOURCES_NAMED` named) with its US range, says
+    whether the held-out models (US above ``threshold``) or the best visible one come from another
+    source than most of the visible models, whether their ``extra.protocol`` names differ, and how
+    to fit one source. ``us``, ``sources`` and ``protocols`` are aligned (``protocols`` may be empty).
+    It describes the data only: no fit, trust or interval reads it. No ";" in it (readers split on it)."""
+    us = np.asarray(us, float)
+    if sources.size != us.size or us.size == 0:
+        return ""
+    names = np.array(["(no source)" if s is None else str(s) for s in sources], dtype=object)
+    if len(set(names)) < 2:
+        return ""
+    order = _by_count(names)
+    shown = [f"{s} {int(np.sum(names == s))} (US {_range(us[names == s])})" for s in order[:MAX_SOURCES_NAMED]]
+    rest = order[MAX_SOURCES_NAMED:]
+    if rest:
+        shown.append(f"and {len(rest)} more ({int(np.isin(names, rest).sum())} models)")
+    held = us > threshold                        # NaN threshold: nothing held out
+    main = _by_count(names[~held])[0] if (~held).any() else order[0]
+    text = f"mixed_sources: {us.size} models from {len(order)} sources pooled in one group: {', '.join(shown)}"
+    text += f". {_top_sources(us, names, held, main, threshold)}"
+    apart = _apart(us, names, order[:MAX_SOURCES_NAMED])
+    text += f". {apart}" if apart else ""
+    differ = _protocol_names(names, protocols, order)
+    text += f". {differ}" if differ else ""
+    # the mapping's constant is refused on a file with an eval_protocol column of its own (the
+    # public tables have one): ingesting the source alone is the way that always works
+    return (text + ". To fit one source, ingest it into a store of its own (meta-study ingest FILE --store S2), or give "
+            "it another eval_protocol at ingest (a mapping's constants: {eval_protocol: VALUE}, VALUE one of fewshot, "
+            "finetune, linear, zeroshot, shift, other, for a file without an eval_protocol column) and fit with "
+            "--eval-protocol VALUE")
+
+
+def _by_count(names: np.ndarray) -> list[str]:
+    """The distinct names, the most frequent first (ties by name)."""
+    vals, counts = np.unique(names.astype(str), return_counts=True)
+    return [str(v) for _, v in sorted(zip(-counts, vals))]
+
+
+def _range(us: np.ndarray) -> str:
+    """A US range in percent, one decimal ("43.0-82.0%"; one value: "82.0%")."""
+    lo, hi = float(np.nanmin(us)), float(np.nanmax(us))
+    return f"{100 * lo:.1f}%" if f"{100 * lo:.1f}" == f"{100 * hi:.1f}" else f"{100 * lo:.1f}-{100 * hi:.1f}%"
+
+
+def _top_sources(us: np.ndarray, names: np.ndarray, held: np.ndarray, main: str, threshold: float) -> str:
+    """Where the sources meet the answer: whether the held-out models (above ``threshold``) and
+    the best visible model come from ``main``, the source of most visible models, or another. A
+    change of source at the top reads as a trend: the answer extrapolates from the best visible
+    model, and the held-out models check it."""
+    n_vis = int((~held).sum())
+    if not n_vis:          # a --holdout-above below every model: nothing fitted, nothing to compare
+        return f"Every model is held out (above {100 * threshold:.1f}% US)"
+    n_main = int(np.sum(names[~held] == main))
+    most = "Most" if 2 * n_main > n_vis else "The largest part"
+    text = f"{most} of the fit is from {main} ({n_main} of {n_vis} visible models)"
+    same, other, at_top = [], [], False
+    if held.any():
+        n, off = int(held.sum()), held & (names != main)
+        what = f"held-out model{'s' if n != 1 else ''} above {100 * threshold:.1f}% US"
+        if not off.any():
+            same.append(f"the {n} {what}")
+        else:
+            per = ", ".join(f"{s} {int(np.sum(names[off] == s))}" for s in _by_count(names[off])[:MAX_SOURCES_NAMED])
+            k = int(off.sum())
+            other.append(f"{'the' if k == n else f'{k} of the'} {n} {what} ({per})")
+            at_top = 2 * k >= n
+    vis = np.flatnonzero(~held & np.isfinite(us))
+    if vis.size:
+        best = vis[np.argmax(us[vis])]
+        if names[best] == main:
+            same.append(f"the best visible model ({100 * us[best]:.1f}% US)")
+        else:
+            other.append(f"the best visible model ({100 * us[best]:.1f}% US, {names[best]})")
+            at_top = True
+    if same:
+        one = len(same) == 1 and same[0].startswith(("the 1 ", "the best"))
+        text += f", as {'is' if one else 'are'} {' and '.join(same)}"
+    if other:
+        text += (f". From another source: {' and '.join(other)}: "
+                 + ("a change of source at the top (another harness, prompt or scoring) reads as a trend" if at_top
+                    else "the check on the held-out models mixes sources"))
+    return text
+
+
+def _apart(us: np.ndarray, names: np.ndarray, shown: list[str]) -> str:
+    """"Their US ranges do not overlap (...)" for the first two of the ``shown`` sources (largest
+    first) whose US ranges are disjoint, else "": the curve between them is a change of source
+    (helm_classic up to 82.2% US, the Open LLM Leaderboard from 83.2%)."""
+    for i, a in enumerate(shown):
+        for b in shown[i + 1:]:
+            low, high = sorted((a, b), key=lambda s: float(us[names == s].min()))
+            top_of_low, bottom_of_high = float(us[names == low].max()), float(us[names == high].min())
+            if top_of_low < bottom_of_high:
+                return (f"Their US ranges do not overlap ({low} up to {100 * top_of_low:.1f}%, {high} from "
+                        f"{100 * bottom_of_high:.1f}%): the curve from one to the other is a change of source")
+    return ""
+
+
+def _protocol_names(names: np.ndarray, protocols: np.ndarray, order: list[str]) -> str:
+    """"Their extra.protocol names differ (a: x, b: y)" where the sources that name their
+    protocols (``extra.protocol``) do not all name the same ones, else ""."""
+    if protocols.size != names.size:
+        return ""
+    per = {s: sorted({str(p) for p in protocols[names == s] if p is not None and str(p)}) for s in order}
+    per = {s: v for s, v in per.items() if v}       # sources that name none are left out
+    if len({tuple(v) for v in per.values()}) < 2:
+        return ""
+    shown = ", ".join(f"{s}: {' '.join(v[:2])}{' ...' if len(v) > 2 else ''}" for s, v in
+                      list(per.items())[:MAX_SOURCES_NAMED])
+    return f"Their extra.protocol names differ ({shown}{', ...' if len(per) > MAX_SOURCES_NAMED else ''})"
+
+
 def load_groups(store: Any, *, us_task: Sequence[str] | None = None, ds_task: Sequence[str] | None = None,
                 eval_protocol: Sequence[str] | None = None, shots: Sequence[int] | None = None,
                 layer: int | None = None) -> list[Group]:
@@ -202,7 +349,7 @@ def load_groups(store: Any, *, us_task: Sequence[str] | None = None, ds_task: Se
 
 
 #: The store columns an analysis reads: the groups' and the correlation tables' (``extra`` for
-#: the DS test-set size only: :func:`with_test_sizes`).
+#: the DS test-set size and the export's protocol name only: :func:`with_test_sizes`).
 ROW_COLUMNS = ["source", "run_id", "model_name", *GROUP_COLUMNS, "representation_layer", "us_accuracy", "ds_accuracy",
                "extra"]
 

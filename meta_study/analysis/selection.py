@@ -91,7 +91,7 @@ TREND_P = 0.05           # one-sided Spearman test of "DS rises with US" (the co
 PLUS_POINTS = (1, 3, 5)
 #: Warning labels; each describes the data or a claim, none withholds a prediction by itself.
 FLAGS = ("few_points", "chord", "at_bound", "no_trend", "extrapolation", "backtest", "few_residuals", "held_out", "no_fit",
-         "repeated")
+         "repeated", "mixed_sources")
 FLAG_HELP = {
     "few_points": "few models define the frontier, so every law's parameters are weakly identified",
     "chord": "a long stretch of the hull has no model near it (a chord between distant models)",
@@ -107,6 +107,9 @@ FLAG_HELP = {
                  "guess, or (a trusted answer) missed by more than the trust tolerance"),
     "no_fit": "no law could be fitted to these points (e.g. every model has the same US accuracy)",
     "repeated": "rows of another source repeated a run's accuracies and were counted once",
+    "mixed_sources": ("the group pools models from two or more sources (each its own harness, prompt or scoring): a "
+                      "change of source along the US axis reads as a trend, most where the top models come from "
+                      "another source than most of the fit"),
 }
 
 

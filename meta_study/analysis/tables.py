@@ -109,7 +109,7 @@ def _headline_row(g: Group, sel: GroupSelection, ds_target: float | None) -> dic
             "pred_err": sel.pred_err, "backtest_err": sel.backtest_err, "flat_backtest_err": sel.flat_backtest_err,
             "flat_pred_err": sel.flat_pred_err, "coverage": sel.coverage, "holdout_threshold": sel.holdout_threshold,
             "n_heldout": sel.n_heldout, "headline": True, "trusted": bool(sel.trusted),
-            "trust_reason": sel.trust_reason, "warnings": join_warnings((*sel.warnings, *([g.repeated] if g.repeated else []))),
+            "trust_reason": sel.trust_reason, "warnings": join_warnings((*sel.warnings, *g.data_warnings(sel.holdout_threshold))),
             "best_single": f"{single.law}/{single.frontier}" if single is not None else "",
             **(h.to_row() if h.usable else {"best_us": h.best_us, "horizon_us": h.horizon_us, "members": "",
                                             "interval_residuals": "[]", "trend_residuals": "[]",
