@@ -444,8 +444,9 @@ def _now_iso() -> str:
 
 def group_fingerprint(g: Group) -> str:
     """sha256 of everything of a group that its results show, independent of row order: its runs,
-    accuracies, model names (the report names points by them), ``repeated`` warning and known
-    DS test-set sizes.
+    accuracies, model names (the report names points by them), ``repeated`` warning, known
+    DS test-set sizes, and in a group of two or more sources each row's source and protocol name
+    (its ``mixed_sources`` warning).
 
     The model names and the warning joined the fingerprint later: the first refit after that
     upgrade sees every group as changed and recomputes them all, once."""
@@ -463,6 +464,13 @@ def group_fingerprint(g: Group) -> str:
         # b"ds_n" is this field's fixed label in the hash, deliberately not schema.EXTRA_DS_TEST_SIZE
         # (nothing reads it back): renaming that key must not change every stored fingerprint
         h.update(b"ds_n" + np.ascontiguousarray(np.nan_to_num(g.ds_test_size[order], nan=-1.0)).tobytes())
+    if g.sources.size == g.n and len({_name(v) for v in g.sources}) > 1:
+        # the mixed_sources warning names each row's source and protocol name: a group of two or
+        # more sources hashes them (one of a single source hashes as before, so that this field's
+        # arrival recomputes only the mixed groups, whose rows kept no such warning)
+        protocols = [_name(v) for v in g.protocols] if g.protocols.size == g.n else None
+        h.update(b"sources" + json.dumps([[_name(g.sources[i]), protocols[i] if protocols else None]
+                                          for i in order]).encode())
     return h.hexdigest()[:24]
 
 
