@@ -885,7 +885,7 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
                         footer_text=footer(store_obj, options_text(options.fit), a.provenance.get("store version")))
     for part in a.reused:
         click.echo(f"reused {part} from {out_dir} (same options, selection and store version)")
-    _say_stale_parts(results, a, store_uri, out_dir)
+    _say_stale_parts(results, a, store_uri, out_dir, sel)
     if figures and a.n_groups > max_group_figures:   # the rest have no figure: said, not silent
         click.echo(f"per-group figures for the first {max_group_figures} of {a.n_groups} groups (in the order of "
                    "fits.csv; --max-group-figures for more, or --ds-task to choose)")
@@ -904,56 +904,76 @@ def _command_flags(name: str) -> frozenset[str]:
                      for o in (*p.opts, *p.secondary_opts))
 
 
-def _say_stale_parts(results: Any, a: Any, store_uri: str, out_dir: str) -> None:
-    """One line where DIR holds parts this command did not make that are of another store or
-    another store version, naming them, what they are of, and the command that makes them of this
-    one. `sensitivity A --out D`, then `fit B --out D`: D held B's fits beside A's sensitivity, and
-    only results.json said so (the report, made of every part, never mixes them)."""
+def _say_stale_parts(results: Any, a: Any, store_uri: str, out_dir: str, sel: Any = None) -> None:
+    """One line where DIR holds parts this command did not make that are of another store, another
+    store version or another selection (``sel``: this command's), naming them, what they are of,
+    and the command that makes them of this one. `sensitivity A --out D`, then `fit B --out D` (or
+    `sensitivity A --ds-task sst2`, then `fit A --ds-task rte`): D held the fits beside a
+    sensitivity of something else, and only results.json said so (the report, made of every part,
+    never mixes them)."""
     import shlex
 
-    from .analysis.results import MAIN_TABLE, PART_COMMAND, made_with
+    from .analysis.results import MAIN_TABLE, PART_COMMAND, ResultsDir, made_with
     from .store import display_uri
 
-    stale = results.stale_parts(a.options.parts(), a.snapshot_id)
+    stale = results.stale_parts(a.options.parts(), a.snapshot_id, sel)
     if not stale:
         return
     shown_dir, uri = shown_path(out_dir), display_uri(store_uri)
-    mine = f"store {uri} version {a.provenance.get('store version')}"
+    whys = {w for _, why in stale.values() for w in why}
+    here = f"store {uri} version {a.provenance.get('store version')}"
+    this_sel = ResultsDir.selection_text(repr(sel)) if sel is not None else "all groups"
+    # a part of another selection is refused, not replaced, by the command that makes it (plan):
+    # its table goes first. Said only for those; a part of another store version is made again
+    by_sel = [p for p, (_, why) in stale.items() if "selection" in why]
 
-    def of(rec: Any) -> str:
-        text = f"store {display_uri(str(rec.get('store') or '?'))} version {rec.get('store_version', '?')}"
+    def of(store_text: str, selection: str) -> str:
+        # what a part is of, in the terms this line compares: store version, selection, or both
+        if "selection" not in whys:
+            return store_text
+        return selection if "store version" not in whys else f"{selection} in {store_text}"
+
+    def alike(rec: Any) -> bool:
         # a store made again at the same path reads alike: its commit's id tells them apart
-        return text if text != mine else f"{text} (store_snapshot {rec.get('store_snapshot') or 'not recorded'})"
+        return rec.get("store_snapshot") != a.snapshot_id and store_of(rec, False) == here
 
-    def command(name: str, made: Any) -> str:
-        flags, sel = made
-        words = [f"meta-study {name} {shlex.quote(uri)} --out {shlex.quote(shown_dir)}", sel,
-                 *(f"{f} {v}".rstrip() for f, v in flags.items())]
+    def store_of(rec: Any, snapshot: bool = True) -> str:
+        text = f"store {display_uri(str(rec.get('store') or '?'))} version {rec.get('store_version', '?')}"
+        return f"{text} (store_snapshot {rec.get('store_snapshot') or 'not recorded'})" if snapshot and alike(rec) else text
+
+    def command(name: str, flags: Any) -> str:
+        words = [f"meta-study {name} {shlex.quote(uri)} --out {shlex.quote(shown_dir)}",
+                 "" if this_sel == "all groups" else this_sel, *(f"{f} {v}".rstrip() for f, v in flags.items())]
         return "`" + " ".join(w for w in words if w) + "`"
 
-    # each part by the command that makes it, with the options and selection it was made with (a
-    # default `sensitivity` into a DIR of `--trials 2` is refused); for several, `report` where every
-    # part there (this command's too) is made with report's defaults of one selection: report's
-    # options feed each part in its own way, so that other flags are said per part only
-    own = {p: made_with(p, rec, _command_flags(PART_COMMAND[p])) for p, rec in stale.items()}
-    cmds = [command(PART_COMMAND[p], m) for p, m in own.items() if m is not None]
+    # each part by the command that makes it, with the options it was made with (a default
+    # `sensitivity` into a DIR of `--trials 2` is refused) and this command's selection; for
+    # several, `report` where every part there (this command's too) is made with report's defaults
+    # and none is of another selection: report's options feed each part in its own way, so that
+    # other flags are said per part only
+    own = {p: made_with(p, rec, _command_flags(PART_COMMAND[p])) for p, (rec, _) in stale.items()}
+    cmds = [command(PART_COMMAND[p], m[0]) for p, m in own.items() if m is not None]
     recorded = results.manifest()["parts"]
     whole = [made_with(p, recorded[p], _command_flags("report"), REPORT_KEPT.get(p, {}))
              for p in PART_COMMAND if p in recorded and (results.path / MAIN_TABLE[p]).exists()]
-    sels = {w[1] if w is not None and not w[0] else None for w in whole}   # None: flags report needs
     them = "it" if len(stale) == 1 else "them"
-    advice = f"run {' and '.join(cmds)} to make {them} of this store version" if len(cmds) == len(stale) else ""
-    if len(stale) > 1 and len(sels) == 1 and None not in sels:
-        report = command("report", ({}, sels.pop()))
+    this = " and ".join(w for w in ("store version", "selection") if w in whys)
+    advice = f"run {' and '.join(cmds)} to make {them} of this {this}" if len(cmds) == len(stale) else ""
+    if advice and by_sel:
+        tables = " and ".join(shlex.quote(os.path.join(shown_dir, MAIN_TABLE[p])) for p in by_sel)
+        advice = f"remove {tables} (a part of another selection is not replaced), then {advice}"
+    if len(stale) > 1 and not by_sel and all(w is not None and not w[0] for w in whole):
+        report = command("report", {})
         advice = (f"{advice} (or {report}, which makes every part)" if advice else
-                  f"run {report} to make {them} of this store version")
+                  f"run {report} to make {them} of this {this}")
     origins: dict[str, list[str]] = {}
-    for p, rec in stale.items():
-        origins.setdefault(of(rec), []).append(p)
+    for p, (rec, _) in stale.items():
+        origins.setdefault(of(store_of(rec), ResultsDir.selection_text(rec.get("selection"))), []).append(p)
     held = "; ".join(f"{' and '.join(ps)} of {o}" for o, ps in origins.items())
-    if any(o.endswith(")") for o in origins):
-        mine = f"{mine} (store_snapshot {a.snapshot_id})"
-    click.echo(f"{shown_dir} also holds {held}, not of {mine} as this command's {' and '.join(a.options.parts())} (results.json); "
+    if any(alike(rec) for rec, _ in stale.values()):
+        here = f"{here} (store_snapshot {a.snapshot_id})"
+    click.echo(f"{shown_dir} also holds {held}, not of {of(here, this_sel)} as this command's "
+               f"{' and '.join(a.options.parts())} (results.json); "
                f"{advice + ', or ' if advice else ''}give this command another --out to keep them apart")
 
 

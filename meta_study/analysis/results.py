@@ -420,19 +420,37 @@ class ResultsDir:
             return None
         return _fields(str(have.get("options", "")))
 
-    def stale_parts(self, parts: Iterable[str], snapshot_id: str) -> dict[str, dict[str, Any]]:
+    def stale_parts(self, parts: Iterable[str], snapshot_id: str,
+                    selection: Selection | None = None) -> dict[str, tuple[dict[str, Any], tuple[str, ...]]]:
         """The parts besides ``parts`` (a command's) that the directory holds, made from another
-        store version than ``snapshot_id`` (another store's, or an older one), by their
-        ``results.json`` entries. `sensitivity A --out D`, then `fit B --out D`: D held B's fits
-        beside A's sensitivity, and only results.json said so."""
+        store version than ``snapshot_id`` (another store's, or an older one) or of another
+        ``selection`` than the command's, by their ``results.json`` entries: each entry with why
+        (``"store version"``, ``"selection"``, or both). `sensitivity A --out D`, then `fit B --out
+        D` (or `sensitivity A --ds-task sst2`, then `fit A --ds-task rte`): D held the fits beside
+        a sensitivity of something else, and only results.json said so."""
         try:
             recorded = self.manifest()["parts"]
         except UserError:   # said by the command that reads it; nothing to compare here
             return {}
-        mine = set(parts)
-        return {p: recorded[p] for p in MAIN_TABLE   # in the commands' order
-                if isinstance(recorded.get(p), dict) and p not in mine and (self.path / MAIN_TABLE[p]).exists()
-                and recorded[p].get("store_snapshot") != snapshot_id}
+        mine, out = set(parts), {}
+        for p in MAIN_TABLE:   # in the commands' order
+            rec = recorded.get(p)
+            if not isinstance(rec, dict) or p in mine or not (self.path / MAIN_TABLE[p]).exists():
+                continue
+            why = (("store version",) if rec.get("store_snapshot") != snapshot_id else ()) + (
+                # an entry with no selection recorded is not said to differ: nothing to compare
+                ("selection",) if selection is not None and "selection" in rec
+                and not _same_selection(rec["selection"], repr(selection)) else ())
+            if why:
+                out[p] = (rec, why)
+        return out
+
+    @staticmethod
+    def selection_text(recorded: Any) -> str:
+        """A recorded selection repr as the flags that make it (``--ds-task sst2``), or "all groups"
+        (the repr itself, cut to 120 characters, where it is none)."""
+        fields = _fields(str(recorded))
+        return _selection_text(fields) if fields is not None else str(recorded)[:120]
 
     def plan(self, part: str, options: AnalysisOptions, selection: Selection, snapshot_id: str, *,
              figures: bool = False, group_figures: int | None = None) -> str:
