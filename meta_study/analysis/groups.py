@@ -244,12 +244,12 @@ def mixed_sources_warning(us: np.ndarray, sources: np.ndarray, protocols: np.nda
     text += f". {apart}" if apart else ""
     differ = _protocol_names(names, protocols, order)
     text += f". {differ}" if differ else ""
-    # the mapping's constant is refused on a file with an eval_protocol column of its own (the
-    # public tables have one): ingesting the source alone is the way that always works
+    # a mapping's constant is refused on a file with an eval_protocol column of its own (the
+    # public tables have one) unless its drop: leaves that column out (docs/ingest.md)
     return (text + ". To fit one source, ingest it into a store of its own (meta-study ingest FILE --store S2), or give "
-            "it another eval_protocol at ingest (a mapping's constants: {eval_protocol: VALUE}, VALUE one of fewshot, "
-            "finetune, linear, zeroshot, shift, other, for a file without an eval_protocol column) and fit with "
-            "--eval-protocol VALUE")
+            "it another eval_protocol at ingest (a mapping with constants: {eval_protocol: VALUE}, VALUE one of "
+            "fewshot, finetune, linear, zeroshot, shift, other, beside drop: [eval_protocol] where the file has an "
+            "eval_protocol column, fewshot needs shots too) and fit with --eval-protocol VALUE")
 
 
 def _by_count(names: np.ndarray) -> list[str]:

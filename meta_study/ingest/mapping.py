@@ -147,19 +147,25 @@ class IngestMapping:
     params: Mapping[str, str] = field(default_factory=dict)   # MLflow param name -> canonical column
     tags: Mapping[str, str] = field(default_factory=dict)     # MLflow tag name -> canonical column
     accuracy_unit: str = "fraction"
+    # a file's columns left out: neither a canonical column nor extra. Out of the repr, added to
+    # the fingerprint only when set: a new field in the repr changed every mapping's fingerprint,
+    # and every file and MLflow run was read again after the upgrade
+    drop: tuple[str, ...] = field(default=(), repr=False)
 
     def fingerprint(self) -> str:
-        """sha256 of everything the mapping says (the repr of :meth:`canonical`): equal mappings,
-        equal rows. The order of its maps' entries is no part of it where it means nothing: the
-        same ``rename:`` or ``units:`` written in another order read every file again as "changed"."""
+        """sha256 of everything the mapping says (the repr of :meth:`canonical`, and its ``drop``
+        list when it has one): equal mappings, equal rows. The order of its maps' entries is no
+        part of it where it means nothing: the same ``rename:`` or ``units:`` written in another
+        order read every file again as "changed"."""
         import hashlib
 
-        return hashlib.sha256(repr(self.canonical()).encode()).hexdigest()[:24]
+        c = self.canonical()
+        return hashlib.sha256((repr(c) + (f" drop={c.drop!r}" if c.drop else "")).encode()).hexdigest()[:24]
 
     def canonical(self) -> "IngestMapping":
         """This mapping with the entries whose order means nothing in sorted order: ``rename``,
         ``constants``, ``units``, ``params``, ``tags`` (one column each: two entries for one column
-        are refused, or compared by value) and an ``extra`` list (stored as a map, sorted by key).
+        are refused, or compared by value), an ``extra`` list (stored as a map, sorted by key) and ``drop``.
         ``arch_family`` (first match wins), ``metrics`` and the join's tables keep theirs. A mapping
         already in that order is returned equal, so its :meth:`fingerprint` is what it was."""
         def ordered(m: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,7 +173,7 @@ class IngestMapping:
 
         extra = self.extra if isinstance(self.extra, str) else tuple(sorted(self.extra))
         return replace(self, rename=ordered(self.rename), constants=ordered(self.constants), units=ordered(self.units),
-                       params=ordered(self.params), tags=ordered(self.tags), extra=extra)
+                       params=ordered(self.params), tags=ordered(self.tags), extra=extra, drop=tuple(sorted(self.drop)))
 
     def unit_of(self, column: str) -> str:
         if column in self.units:
@@ -176,7 +182,7 @@ class IngestMapping:
 
 
 _ALLOWED_KEYS = {"name", "source", "rename", "constants", "units", "run_id", "extra", "arch_family", "join",
-                 "metrics", "params", "tags", "accuracy_unit", "description"}
+                 "metrics", "params", "tags", "accuracy_unit", "description", "drop"}
 
 
 def _as_str_map(v: Any, where: str, what: str, quote_values: bool = True) -> dict[str, str]:
@@ -314,6 +320,7 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
         extra = tuple(extra)
     elif extra not in ("rest", "none"):
         raise _format_err(where, "'extra' must be 'rest', 'none' or a list of columns")
+    drop = _parse_drop(doc.get("drop"), where, rename, extra)
     arch = doc.get("arch_family")
     if arch is None:
         arch_rules = dict(DEFAULT_ARCH_RULES)
@@ -354,7 +361,23 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
     _refuse_error_rates_as_accuracies(where, rename, join, metrics, units, acc_unit)
     return IngestMapping(name=str(doc.get("name") or os.path.basename(where)), source=source, rename=rename,
                     constants=dict(constants), units=units, run_id=run_id, extra=extra, arch_family=arch_rules,
-                    join=join, metrics=metrics, params=params, tags=tags, accuracy_unit=acc_unit)
+                    join=join, metrics=metrics, params=params, tags=tags, accuracy_unit=acc_unit, drop=drop)
+
+
+def _parse_drop(v: Any, where: str, rename: Mapping[str, str], extra: str | tuple[str, ...]) -> tuple[str, ...]:
+    """The file columns a mapping's ``drop:`` leaves out (a list of names; a single name is one).
+    A column both dropped and renamed or listed in ``extra`` is refused: the mapping says two things."""
+    if v is None:
+        return ()
+    names = [v] if isinstance(v, str) else v
+    if not isinstance(names, list) or not names or not all(isinstance(x, str) and x for x in names):
+        raise _format_err(where, f"drop: must be a list of file column names, not {printable(repr(v))[:60]}")
+    for col in names:
+        if col in rename:
+            raise _format_err(where, f"drop: {col!r} is also renamed (rename.{col}); drop it or rename it")
+        if isinstance(extra, tuple) and col in extra:
+            raise _format_err(where, f"drop: {col!r} is also listed in extra; drop it or keep it in extra")
+    return tuple(dict.fromkeys(names))
 
 
 #: A raw name that says it holds error rates: ``top1_err``, ``err_rate``, ``top1-error``, ``eval/pets/error``
@@ -955,7 +978,13 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
     if mlflow_only:   # ignored without a word: `params: {learning_rate: lr}` left lr empty, the column in extra
         raise _format_err(where, f"mapping {mapping.name}: {', '.join(mlflow_only)} are for MLflow runs; a file "
                                  "export's columns are mapped with 'rename' (or 'join')")
-    out = canon.copy()
+    absent = [c for c in mapping.drop if c not in raw.columns] if mapping.join is None else []
+    if absent:   # a typo left the column in: its values stored, or the constant beside it refused
+        raise _format_err(where, f"drop: column(s) {', '.join(map(repr, absent))} not in the input "
+                                 f"(columns: {', '.join(map(str, raw.columns))})")
+    # a canonical column that a rename fills is that column's, not the dropped one's
+    out = canon.drop(columns=[c for c in mapping.drop if c in canon.columns and c not in mapping.rename.values()])
+    extra_columns = [c for c in extra_columns if c not in mapping.drop]
     for col, v in mapping.constants.items():
         if col in out.columns:   # the input has its own values: overwriting them without a word lost them
             own = out[col][out[col].notna()]
@@ -966,8 +995,8 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
                 differ = own[own.astype(str).str.strip() != str(v).strip()]
             if len(differ):
                 raise UserError(f"{where}: constants.{col}={v!r} would overwrite the input's own {col} values "
-                                f"({len(differ)} rows, e.g. {differ.iloc[0]!r}) in mapping {mapping.name}; drop the "
-                                "constant, or rename the column away")
+                                f"({len(differ)} rows, e.g. {differ.iloc[0]!r}) in mapping {mapping.name}; "
+                                f"{_overwrite_advice(col, mapping)}")
         out[col] = v
     if mapping.source is not None:
         out["source"] = mapping.source
@@ -1021,6 +1050,20 @@ def finish_rows(canon: pd.DataFrame, raw: pd.DataFrame, mapping: IngestMapping, 
         out["extra"] = rest
     return out[[c for c in out.columns if c in COLUMN_BY_NAME or c in (SOURCE_REASON, SOURCE_REASON_KIND)
                 or c in SOURCE_UNIT.values()]]
+
+
+def _overwrite_advice(col: str, mapping: IngestMapping) -> str:
+    """What a user can write so that a constant fills ``col``, where the input's own values differ.
+    Each way named here works: "rename the column away" was advised, and ``rename:`` takes
+    canonical columns only (``rename.eval_protocol: unknown canonical column``)."""
+    keep = "remove the constant to keep them"
+    renamed = sorted(raw for raw, target in mapping.rename.items() if target == col)
+    if renamed:   # the values come from a renamed column: the rename is what to take out
+        return f"{keep}, or remove the entry rename.{renamed[0]} so that the constant fills every row"
+    if mapping.join is not None:   # the join fills its tasks and accuracies, not a file column of that name
+        return f"{keep}: the join's tables give {col}"
+    return (f"{keep}, or add 'drop: [{col}]' to the mapping to leave the input's column out and fill every row "
+            "with the constant")
 
 
 def _add_reasons(out: pd.DataFrame, reasons: list[str | None] | None, kind: str) -> None:

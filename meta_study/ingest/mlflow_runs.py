@@ -81,8 +81,8 @@ def mlflow_mapping(user: IngestMapping | None) -> IngestMapping:
     base = default_mapping()
     if user is None:
         return base
-    if user.join is not None or user.rename:
-        raise UserError(f"{user.name}: 'join' and 'rename' are for file exports; an MLflow mapping uses "
+    if user.join is not None or user.rename or user.drop:   # drop: ignored without a word, its columns kept
+        raise UserError(f"{user.name}: 'join', 'rename' and 'drop' are for file exports; an MLflow mapping uses "
                         "'metrics', 'params' and 'tags'")
     if user.extra != "rest":
         # every param and tag a mapping does not name is kept in `extra` already (param:NAME, tag:NAME)
