@@ -113,3 +113,17 @@ def test_an_mlflow_mapping_refuses_drop() -> None:
     m = parse_mapping({"name": "m", "drop": ["lr"]}, "m.yaml")
     with pytest.raises(UserError, match="'join', 'rename' and 'drop' are for file exports"):
         mlflow_mapping(m)
+
+
+def test_drop_frees_a_column_name_for_a_rename(tmp_path: Path) -> None:
+    """`rename: {name: model_name}` beside `drop: [model_name]` on a file with both columns: the
+    renamed column's values are stored (it was refused as 'more than one column maps to
+    model_name', and the columns' order decided which one the rows got)."""
+    (tmp_path / "a.csv").write_text("run_id,model_name,name,us_task,ds_task,eval_protocol,us_accuracy,ds_accuracy\n"
+                                    "a,old-name,vit_b16,in,pets,shift,0.8,0.7\n")
+    (tmp_path / "m.yaml").write_text("rename: {name: model_name}\ndrop: [model_name]\n")
+    r = run_cli("ingest", "a.csv", "--mapping", "m.yaml", "--store", "st", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = pd.read_parquet(tmp_path / "st")
+    assert got["model_name"].tolist() == ["vit_b16"]
+    assert "old-name" not in str(got["extra"].iloc[0])

@@ -1367,11 +1367,13 @@ def map_long(frame: pd.DataFrame, mapping: IngestMapping | None, *, where: str, 
                         f"not in the file (columns: {', '.join(map(str, frame.columns))})")
     targets = list(mapping.rename.values())
     clash = sorted({t for t in targets if targets.count(t) > 1} |
-                   {t for t in targets if t in frame.columns and t not in mapping.rename})
+                   {t for t in targets if t in frame.columns and t not in mapping.rename and t not in mapping.drop})
     if clash:
         raise UserError(f"{where}: more than one column maps to {', '.join(clash)}")
     canon = pd.DataFrame(index=frame.index)
     for col in frame.columns:
+        if col in mapping.drop:   # left out (drop: [model_name] beside rename: {name: model_name} frees the name)
+            continue
         target = mapping.rename.get(col, col)
         if target in COLUMN_BY_NAME:
             canon[target] = frame[col]
