@@ -398,7 +398,8 @@ def store_quarantine(store_uri: str, source: str | None, limit: int) -> None:
 
     if limit < 0:
         raise click.BadParameter(f"{limit}: a number of rows >= 0 (0 = all)", param_hint="--limit")
-    st = open_store(store_uri)
+    # quarantine() opens the store itself and reads by the manifest that read (as info's summary)
+    st = open_store(store_uri, must_exist=False)
     q = st.quarantine().to_pandas()
     if source is not None:
         known = set(q["source"].dropna())

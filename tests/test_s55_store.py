@@ -207,7 +207,9 @@ def not_stores(request, s3, s3env):  # noqa: ANN001, ANN201 - fixtures
         "a file": (f"s3://lab/{p}-file", "is a file, not a store directory", "is a file, not a store directory"),
         "a directory": (f"s3://lab/{p}-dir", "not a meta-study store (no _meta/manifests)",
                         "not a meta-study store (no _meta)"),
-        "only _meta": (f"s3://lab/{p}-half", "not a meta-study store (no _meta/manifests)", None),
+        # (session 56: said to be a store whose first ingest did not finish, not "not a store")
+        "only _meta": (f"s3://lab/{p}-half", "a store whose first ingest did not finish (no version committed): "
+                       "ingest into it again, or delete it", None),
         "lost manifests": (lost, damaged[len(lost) + 2:], damaged[len(lost) + 2:]),
         "a bad bucket name": (f"s3://lab%5Ex/{p}", "no such store", "no such store"),
     }

@@ -166,9 +166,18 @@ def ingest_sources(sources: Sequence[Source], store: Store, *, progress: Progres
     Each batch a source yields is validated, deduplicated and committed atomically with the
     source's state, so an interrupted ingest resumes where it stopped.
 
+    A first ingest into a new location that ends without a committed version (Ctrl-C, SIGTERM,
+    every source failed) leaves nothing of a store there (:meth:`Store.removed_unless_committed`).
+
     Returns:
         One :class:`SourceReport` per source, in order.
     """
+    with store.removed_unless_committed():
+        return _ingest_each(sources, store, progress)
+
+
+def _ingest_each(sources: Sequence[Source], store: Store, progress: Progress) -> list[SourceReport]:
+    """:func:`ingest_sources`, source after source."""
     reports = []
     for src in sources:
         rep = SourceReport(label=src.label)

@@ -72,6 +72,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from ..dirs import missing_dirs, remove_made_dirs
 from ..errors import StoreBusyError, StoreConflictError, StoreDamagedError, StoreLockedError, UserError
 from ..schema import FILE_SCHEMA, GROUP, KEY, PARTITION, SCHEMA
 from ..validation import canonical_name, conform, dedupe_keys, ends_before_start
@@ -329,6 +330,10 @@ class Store:
             return listed
         self._refuse_lost_manifests()
         if not half_made:
+            # _meta without a manifest: a first ingest killed (SIGKILL) before its commit, or one
+            # running now; "not a meta-study store" read as a mistyped path (a look more, here only)
+            if self._f.exists("_meta"):
+                raise UserError(f"{self.uri}: {HALF_MADE}")
             raise UserError(f"{self.uri}: not a meta-study store (no _meta/manifests)")
         if not self._f.exists("_meta"):
             raise UserError(f"{self.uri}: not a meta-study store (no _meta)")
@@ -553,11 +558,14 @@ class Store:
         return self.read(filters, columns).to_pandas(use_threads=False)
 
     def quarantine(self) -> pa.Table:
-        """All quarantined rows: source, run_id, reason, raw, payload_hash, quarantined_at."""
+        """All quarantined rows: source, run_id, reason, raw, payload_hash, quarantined_at. Opens
+        the store (:meth:`require`'s refusals) and reads by the manifest that read, as
+        :meth:`summary` does: ``store quarantine`` opened it and then listed and read the
+        manifests again (a LIST and a GET more on S3)."""
         def run(m: _Manifest) -> pa.Table:
             parts = [self._read_file(e, QUARANTINE_SCHEMA) for e in m.quarantine]
             return pa.concat_tables(parts) if parts else QUARANTINE_SCHEMA.empty_table()
-        return self._with_retry(run)
+        return self._with_retry(run, self._open())
 
     def read_state(self, name: str) -> pa.Table | None:
         """A state table written with ``commit(state={name: table})``, or None."""
@@ -614,6 +622,67 @@ class Store:
                     yield
                 finally:
                     self._beat = outer
+
+    @contextlib.contextmanager
+    def removed_unless_committed(self) -> Iterator[None]:
+        """While the body runs (an ingest): where the location holds nothing of a store yet (it is
+        absent, or a directory without ``_meta`` and ``_staging``), a body that ends without a
+        committed version (Ctrl-C, SIGTERM, every source failed) leaves nothing it made: the
+        lock file, ``_staging``, ``_meta`` and the directories it had to create for the store
+        (:func:`~meta_study.dirs.remove_made_dirs`, the analysis commands' rule for ``--out``).
+        They stayed, and ``store info`` called the directory "not a meta-study store".
+
+        Never removed: a file other than the lock file, a directory that was there before or
+        holds a file, anything once a version is committed, anything while another writer holds
+        the lock. Local stores only (a killed writer's leftovers, and an object store's lease,
+        are said by :data:`HALF_MADE`)."""
+        made = self._made_if_new()
+        try:
+            yield
+        finally:
+            if made is not None:
+                self._take_back(made)
+
+    def _made_if_new(self) -> list[str] | None:
+        """The directories a first commit here will have made (:func:`missing_dirs`; [] for an
+        empty directory that is there), or None where something of a store is there already."""
+        if not self._f.local:
+            return None
+        made = missing_dirs(self._f.root)
+        if made:
+            return made
+        if os.path.isdir(self._f.root) and not os.path.islink(self._f.root) and not any(
+                os.path.lexists(self._f.p(rel)) for rel in ("_meta", "_staging")):
+            return []
+        return None
+
+    def _take_back(self, made: list[str]) -> None:
+        """What :meth:`removed_unless_committed` removes, under the lock (not waited for: a writer
+        holding it keeps all of it). Its lock file is unlinked while held, last of the files: a
+        writer waiting on it then holds an unlinked file's lock, which the commit protocol
+        tolerates (two writers believing they hold it cannot damage a store)."""
+        try:
+            if not os.path.isdir(self._f.p("_meta")):   # no commit began: its empty directories only
+                remove_made_dirs(made)
+                return
+            if self.exists():
+                return   # a version committed: every file stays
+            with self._lock(timeout_s=0.0):
+                if self.exists():
+                    return
+                for txn in self._f.listdir("_staging"):
+                    self._collect_local_staging(txn)   # a staged file of a live writer's stays
+                lock = self._f.p("_meta/LOCK")
+                for rel in ("_meta", "_staging"):
+                    for d, _dirs, files in os.walk(self._f.p(rel)):
+                        if any(os.path.join(d, f) != lock for f in files):
+                            return   # a file we did not make (a refit's lock, a writer's)
+                os.unlink(lock)
+                for rel in ("_staging", "_meta"):
+                    remove_made_dirs([self._f.p(rel)])
+                remove_made_dirs(made)
+        except (UserError, OSError):   # another writer holds the lock, or the disk said no: kept
+            pass
 
     def lock_holder(self) -> LockHolder | None:
         """Who holds the writers' lock now (an expired lease included, marked so), or None."""
@@ -1807,6 +1876,11 @@ def _value_set(column: str, values: list[Any]) -> pa.Array:
 def _plain(rel: str) -> bool:
     """True for a path plain Parquet readers read: none of its components starts with '_' or '.'."""
     return not any(c.startswith(("_", ".")) for c in rel.split("/"))
+
+
+#: What a location is whose first commit never landed (``_meta`` without a manifest), said by every
+#: command that opens it: "not a meta-study store" read as a mistyped path.
+HALF_MADE = "a store whose first ingest did not finish (no version committed): ingest into it again, or delete it"
 
 
 #: The name :func:`_refuse_unmakeable` gives the directory it makes and removes at once.
