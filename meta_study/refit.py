@@ -466,8 +466,9 @@ def group_fingerprint(g: Group) -> str:
         h.update(b"ds_n" + np.ascontiguousarray(np.nan_to_num(g.ds_test_size[order], nan=-1.0)).tobytes())
     if g.sources.size == g.n and len({_name(v) for v in g.sources}) > 1:
         # the mixed_sources warning names each row's source and protocol name: a group of two or
-        # more sources hashes them (one of a single source hashes as before, so that this field's
-        # arrival recomputes only the mixed groups, whose rows kept no such warning)
+        # more sources hashes them. One of a single source hashes as before: under one version of
+        # the analysis code, a renamed source refits only the mixed groups (a new version of
+        # analysis/*.py refits every group anyway: options_fingerprint holds analysis_code())
         protocols = [_name(v) for v in g.protocols] if g.protocols.size == g.n else None
         h.update(b"sources" + json.dumps([[_name(g.sources[i]), protocols[i] if protocols else None]
                                           for i in order]).encode())

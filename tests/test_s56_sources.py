@@ -136,3 +136,22 @@ def test_the_report_shows_the_label_with_its_meaning_and_detail(fitted):
     html = _flags_html(_headline_warnings(out, "mmlu"))
     span = next(s for s in html.split("<span ")[1:] if ">mixed_sources</span>" in s)
     assert "the group pools models from two or more sources" in span and "helm_like 14 (US 40.0-80.0%)" in span
+
+
+def test_interleaved_sources_are_no_change_at_the_top() -> None:
+    """Two sources over one US range, half of each held out: the held-out models mix sources as
+    the fit does, which is no 'change of source at the top' (a review found it said so), and no
+    source is 'the largest part' of a fit they share alike."""
+    import numpy as np
+
+    from meta_study.analysis.groups import mixed_sources_warning
+
+    us = np.tile(np.linspace(0.3, 0.9, 10), 2)
+    text = mixed_sources_warning(us, np.array(["a"] * 10 + ["b"] * 10, object), np.zeros(0, object), 0.75)
+    assert "change of source at the top" not in text and "largest part" not in text
+    assert "The fit is from a and b alike (7 each of 14 visible models)" in text
+    assert "the check on the held-out models mixes sources" in text
+    # the other source holding more of the top than of the fit still says it
+    top = mixed_sources_warning(np.r_[np.linspace(0.3, 0.7, 14), np.linspace(0.8, 0.9, 6)],
+                                np.array(["a"] * 14 + ["b"] * 6, object), np.zeros(0, object), 0.75)
+    assert "change of source at the top" in top

@@ -273,9 +273,16 @@ def _top_sources(us: np.ndarray, names: np.ndarray, held: np.ndarray, main: str,
     if not n_vis:          # a --holdout-above below every model: nothing fitted, nothing to compare
         return f"Every model is held out (above {100 * threshold:.1f}% US)"
     n_main = int(np.sum(names[~held] == main))
-    most = "Most" if 2 * n_main > n_vis else "The largest part"
-    text = f"{most} of the fit is from {main} ({n_main} of {n_vis} visible models)"
-    same, other, at_top = [], [], False
+    counts = sorted((int(np.sum(names[~held] == s)) for s in set(names[~held])), reverse=True)
+    if len(counts) > 1 and counts[1] == n_main:   # no largest part: "the largest part is from a" named one by its name
+        tied = [s for s in _by_count(names[~held]) if int(np.sum(names[~held] == s)) == n_main]
+        text = f"The fit is from {' and '.join(tied)} alike ({n_main} each of {n_vis} visible models)"
+        main_said = False
+    else:
+        main_said = True
+        most = "Most" if 2 * n_main > n_vis else "The largest part"
+        text = f"{most} of the fit is from {main} ({n_main} of {n_vis} visible models)"
+    same, other, at_top, off_held = [], [], False, False
     if held.any():
         n, off = int(held.sum()), held & (names != main)
         what = f"held-out model{'s' if n != 1 else ''} above {100 * threshold:.1f}% US"
@@ -285,7 +292,10 @@ def _top_sources(us: np.ndarray, names: np.ndarray, held: np.ndarray, main: str,
             per = ", ".join(f"{s} {int(np.sum(names[off] == s))}" for s in _by_count(names[off])[:MAX_SOURCES_NAMED])
             k = int(off.sum())
             other.append(f"{'the' if k == n else f'{k} of the'} {n} {what} ({per})")
-            at_top = 2 * k >= n
+            # a change at the top only where the other sources hold more of the held-out models
+            # than of the fit: half of them from b where b is half of the fit too (interleaved
+            # sources, one US range) said "a change of source at the top"
+            at_top, off_held = k / n > 1 - n_main / n_vis, True
     vis = np.flatnonzero(~held & np.isfinite(us))
     if vis.size:
         best = vis[np.argmax(us[vis])]
@@ -293,14 +303,15 @@ def _top_sources(us: np.ndarray, names: np.ndarray, held: np.ndarray, main: str,
             same.append(f"the best visible model ({100 * us[best]:.1f}% US)")
         else:
             other.append(f"the best visible model ({100 * us[best]:.1f}% US, {names[best]})")
-            at_top = True
-    if same:
+    if same and main_said:
         one = len(same) == 1 and same[0].startswith(("the 1 ", "the best"))
         text += f", as {'is' if one else 'are'} {' and '.join(same)}"
+    elif same:   # no largest part to be "as": the source by name
+        text += f". From {main}: {' and '.join(same)}"
     if other:
-        text += (f". From another source: {' and '.join(other)}: "
-                 + ("a change of source at the top (another harness, prompt or scoring) reads as a trend" if at_top
-                    else "the check on the held-out models mixes sources"))
+        text += f". From another source: {' and '.join(other)}"
+        text += (": a change of source at the top (another harness, prompt or scoring) reads as a trend" if at_top
+                 else ": the check on the held-out models mixes sources" if off_held else "")
     return text
 
 
