@@ -13,14 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli
-
-GLUE = Path(__file__).resolve().parents[1] / "examples" / "data" / "glue" / "us_ds.csv"
-SENS = ("--serial", "--trials", "2", "--sizes", "10,30", "--no-figures")
-
-
-def _ingest(csv: Path, store: Path) -> None:
-    r = run_cli("ingest", str(csv), "--store", str(store), "--quiet")
-    assert r.returncode == 0, r.stderr
+from test_s56_outdir import GLUE, SENS, _ingest
 
 
 @pytest.fixture(scope="module")

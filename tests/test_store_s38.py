@@ -33,9 +33,10 @@ def _store(path: Path) -> Store:
 @pytest.mark.parametrize("reader", ["read", "to_pandas", "quarantine", "history", "snapshot"])
 def test_reading_a_location_without_a_store_is_one_line_not_an_empty_store(tmp_path, reader):
     """Was: a mistyped path read as an empty store (0 rows, version 0), and so did a file or a
-    directory that holds something else."""
+    directory that holds something else. (``quarantine`` opens the store as ``store info`` does
+    since session 56, and says "not a store directory" of a file as it does.)"""
     (tmp_path / "notes.txt").write_text("x")
-    for where, needle in [(tmp_path / "nope", "no such store"), (tmp_path / "notes.txt", "not a directory"),
+    for where, needle in [(tmp_path / "nope", "no such store"), (tmp_path / "notes.txt", "is a file, not a (store )?directory"),
                           (tmp_path, "not a meta-study store")]:
         with pytest.raises(UserError, match=needle):
             getattr(Store(str(where), notify=None), reader)()
