@@ -18,19 +18,20 @@ def _law(u: np.ndarray) -> np.ndarray:
 
 
 def test_a_stop_paying_interval_end_is_an_accuracy_or_never_not_above_100_percent():
-    # three models: the members' stop-paying points, some "never" (NaN), were interpolated
+    # three models: the members' stop-paying points, some "never" (NaN then, inf now), were interpolated
     # towards the "never" sentinel (2.0) and gave stop_paying_lo = 1.417, a US accuracy of 141.7%
     s = fit_group(np.array([0.5, 0.6, 0.7]), np.array([0.3, 0.4, 0.45]))
     c = s.claims
     for end in (c.stop_paying_lo, c.stop_paying_hi):
         assert math.isnan(end) or end == math.inf or 0.0 <= end <= 1.0, (c.stop_paying_lo, c.stop_paying_hi)
     # an end between the last finite value and the first "never": the finite value below, never above
-    assert _tails(np.array([0.8] + [np.nan] * 10), 0.9) == (0.8, math.inf)
-    assert _tails(np.array([0.8] * 10 + [np.nan]), 0.9) == (0.8, math.inf)
-    # finite ends are interpolated as before; all "never" stays never
+    assert _tails(np.array([0.8] + [math.inf] * 10), 0.9) == (0.8, math.inf)
+    assert _tails(np.array([0.8] * 10 + [math.inf]), 0.9) == (0.8, math.inf)
+    # finite ends are interpolated as before; all "never" stays never; no answer at all is NaN
     lo, hi = _tails(np.linspace(0.5, 0.9, 11), 0.9)
     assert (lo, hi) == (np.quantile(np.linspace(0.5, 0.9, 11), 0.05), np.quantile(np.linspace(0.5, 0.9, 11), 0.95))
-    assert _tails(np.full(5, np.nan), 0.9) == (math.inf, math.inf)
+    assert _tails(np.full(5, math.inf), 0.9) == (math.inf, math.inf)
+    assert all(math.isnan(x) for x in _tails(np.full(5, np.nan), 0.9))
 
 
 def _accelerating_group() -> tuple[np.ndarray, np.ndarray]:

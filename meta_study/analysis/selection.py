@@ -798,15 +798,18 @@ def _apart(a: float, b: float) -> tuple[str, str]:
 
 
 def _tails(vals: np.ndarray, level: float) -> tuple[float, float]:
-    """Equal-tailed ``level`` quantiles; inf ("never") and NaN (a member with no value, counted as
-    never, as when the payoff functions said "never" with NaN) sort above every accuracy and map to inf.
+    """Equal-tailed ``level`` quantiles of the members' values; inf ("never") sorts above every
+    accuracy and maps to inf. NaN (a member with no answer: payoff's word for it since "never"
+    became inf) is no vote: left out, so one unusable member does not pull an end to "never"
+    (a NaN counted as never while payoff said "never" with NaN). None left: (NaN, NaN).
 
     An end that falls between the last finite value and the first "never" is no accuracy (linear
     interpolation towards the sentinel gave a stop-paying interval [141.7%-never]): the low end
     is then that finite value, the high end "never" (the wider interval, as the finite ends are).
     Values are accuracies: one an ulp above 1 (flat + w (1 - flat)) is 1, not "never"."""
-    vals = np.asarray(vals, dtype=float)
-    v = np.where(np.isnan(vals) | (vals == math.inf), 2.0, np.minimum(vals, 1.0))
+    vals = np.asarray(vals, dtype=float).ravel()
+    vals = vals[~np.isnan(vals)]
+    v = np.where(vals == math.inf, 2.0, np.minimum(vals, 1.0))
     if v.size == 0:
         return math.nan, math.nan
     tail = (1.0 - level) / 2.0
@@ -922,10 +925,13 @@ def _trust_and_claims(sel: GroupSelection, g: _Group, o: SelectionOptions, unsco
             # it read "so the stop-paying point (is never reached) and the saturation are not findings"
             warnings.append(f"extrapolation: {why}; neither the stop-paying point ({where}) nor the saturation "
                             "is a finding")
+    # members with no answer (NaN) are no vote; none answering: NaN ends, which the min/max below
+    # keep (min(nan, x) is nan), not the answer alone as a spread of width 0
     sp_lo, sp_hi = _tails(members_sp, o.level)
     if math.isfinite(sp):   # the members' spread describes the laws' disagreement; it holds the answer itself
         sp_lo, sp_hi = min(sp_lo, sp), max(sp_hi, sp)
     sat = h.saturation
+    # a member with no value at 100% US (NaN) is left out, not a saturation of "never"
     sat_lo, sat_hi = _tails(h.member_curves(np.array([1.0]))[:, 0], o.level)
     pu = hus if math.isfinite(hus) else math.nan
     p_ds = p_lo = p_hi = pt_lo = pt_hi = math.nan

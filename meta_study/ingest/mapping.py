@@ -320,7 +320,6 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
         extra = tuple(extra)
     elif extra not in ("rest", "none"):
         raise _format_err(where, "'extra' must be 'rest', 'none' or a list of columns")
-    drop = _parse_drop(doc.get("drop"), where, rename, extra)
     arch = doc.get("arch_family")
     if arch is None:
         arch_rules = dict(DEFAULT_ARCH_RULES)
@@ -334,6 +333,7 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
             except re.error as e:
                 raise _format_err(where, f"arch_family.{fam}: bad regex ({e})") from None
     join = _parse_join(doc.get("join"), where) if doc.get("join") is not None else None
+    drop = _parse_drop(doc.get("drop"), where, rename, extra, run_id, join)
     if not isinstance(doc.get("metrics") or [], list):
         raise _format_err(where, "'metrics' must be a list of patterns")
     metrics = tuple(_parse_metric(m, where, i) for i, m in enumerate(doc.get("metrics") or []))
@@ -364,9 +364,26 @@ def parse_mapping(doc: Mapping[str, Any], where: str) -> IngestMapping:
                     join=join, metrics=metrics, params=params, tags=tags, accuracy_unit=acc_unit, drop=drop)
 
 
-def _parse_drop(v: Any, where: str, rename: Mapping[str, str], extra: str | tuple[str, ...]) -> tuple[str, ...]:
+def _run_id_columns(run_id: str | None) -> list[str]:
+    """The file columns a ``run_id`` reads: a template's fields, or the whole value where it has no
+    brace (a column name), as :func:`render_run_ids` reads them."""
+    if run_id is None:
+        return []
+    fields = template_fields(run_id)
+    return fields if fields or "{" in run_id or "}" in run_id else [run_id]
+
+
+def _parse_drop(v: Any, where: str, rename: Mapping[str, str], extra: str | tuple[str, ...],
+                run_id: str | None = None, join: JoinSpec | None = None) -> tuple[str, ...]:
     """The file columns a mapping's ``drop:`` leaves out (a list of names; a single name is one).
-    A column both dropped and renamed or listed in ``extra`` is refused: the mapping says two things."""
+    A column both dropped and read by another key whose values reach the rows is refused: the
+    mapping says two things. Those keys: ``rename``, an ``extra`` list, ``run_id`` (each run id
+    was built from the dropped column: ``drop: [model]`` beside ``run_id: '{model}@{size}'`` was
+    accepted, and beside ``rename: {name: model_name}``, ``drop: [model_name]`` the template's
+    ``{model_name}`` read the dropped file column, not the renamed one) and a join table's
+    ``accuracy`` (stored as the accuracy all the same). A join's ``key`` may be dropped: it pairs
+    the tables' rows, and dropping it keeps it out of ``extra``. ``metrics``, ``params`` and
+    ``tags`` name MLflow keys, not file columns (an MLflow mapping refuses ``drop:``)."""
     if v is None:
         return ()
     names = [v] if isinstance(v, str) else v
@@ -377,6 +394,16 @@ def _parse_drop(v: Any, where: str, rename: Mapping[str, str], extra: str | tupl
             raise _format_err(where, f"drop: {col!r} is also renamed (rename.{col}); drop it or rename it")
         if isinstance(extra, tuple) and col in extra:
             raise _format_err(where, f"drop: {col!r} is also listed in extra; drop it or keep it in extra")
+        if col in _run_id_columns(run_id):
+            raise _format_err(where, f"drop: {col!r} is also read by run_id ({printable(repr(run_id))[:80]}), which "
+                                     "builds each run id from it; drop it or take it out of run_id")
+        tables = [] if join is None else [("join.upstream", join.upstream),
+                                          *((f"join.downstream[{i}]", t) for i, t in enumerate(join.downstream))]
+        read_as = next((f"{at}.accuracy (the {printable(t.task)[:60]} accuracies)" for at, t in tables
+                        if t.accuracy == col), None)
+        if read_as is not None:
+            raise _format_err(where, f"drop: {col!r} is also {read_as}; drop it or read the accuracies from "
+                                     "another column")
     return tuple(dict.fromkeys(names))
 
 
