@@ -1,5 +1,5 @@
-"""What ``pythia/derive.py`` and ``pythia_5shot/derive.py`` share: read the lm-evaluation-harness result JSONs of
-the Pythia checkpoints (one per checkpoint, ``raw/<size><sep><step>.json``), take LAMBADA as US and every other
+"""What ``pythia/derive.py``, ``pythia_5shot/derive.py`` and ``pythia_deduped/derive.py`` share: read the
+lm-evaluation-harness result JSONs of the Pythia checkpoints (one per checkpoint, ``raw/<size><sep><step>.json``), take LAMBADA as US and every other
 task with an accuracy as DS, and write ``us_ds.csv`` through ``canonical.py``. Run from the table's folder (the
 caller put examples/data on sys.path)."""
 import glob
@@ -39,10 +39,11 @@ def n_per_task(runs: list[Run]) -> dict[str, int]:
     return {t: c.most_common(1)[0][0] for t, c in ns.items()}
 
 
-def long_rows(runs: list[Run], protocol: str) -> pd.DataFrame:
-    """One row per (checkpoint, DS task): every task with an accuracy but LAMBADA (crows_pairs_* report none)."""
+def long_rows(runs: list[Run], protocol: str, variant: str = "") -> pd.DataFrame:
+    """One row per (checkpoint, DS task): every task with an accuracy but LAMBADA (crows_pairs_* report none). The
+    model is ``pythia-<size><variant>@step<N>``: ``variant`` names the training run (``-deduped``), "" the standard."""
     N = n_per_task(runs)
-    rows = [{"model": f"pythia-{size}@step{step}", "us_task": US, "ds_task": task, "eval_protocol": protocol,
+    rows = [{"model": f"pythia-{size}{variant}@step{step}", "us_task": US, "ds_task": task, "eval_protocol": protocol,
              "shots": d["config"]["num_fewshot"], "us_accuracy": d["results"][US]["acc"],
              "ds_accuracy": m["acc"], "us_n": N[US], "ds_n": N.get(task, "")}
             for size, step, d in runs for task, m in sorted(d["results"].items()) if task != US and "acc" in m]
@@ -50,10 +51,10 @@ def long_rows(runs: list[Run], protocol: str) -> pd.DataFrame:
     return out[out.us_accuracy.between(0, 1) & out.ds_accuracy.between(0, 1)].drop_duplicates()
 
 
-def derive(table: str, sep: str, shots: int, protocol: tuple[str, str]) -> None:
+def derive(table: str, sep: str, shots: int, protocol: tuple[str, str], variant: str = "") -> None:
     """Write ``us_ds.csv`` for ``raw/<size><sep><step>.json`` and print a summary; ``protocol`` is (the table's
-    protocol name, meta-study's)."""
+    protocol name, meta-study's); ``variant`` is the model-name suffix of the training run (see ``long_rows``)."""
     runs = read_runs(sep, shots)
-    out = long_rows(runs, protocol[0])
+    out = long_rows(runs, protocol[0], variant)
     canonical(out, table, dict([protocol])).to_csv("us_ds.csv", index=False)
     print(f"{len(runs)} files, {out.model.nunique()} models, {out.ds_task.nunique()} ds_tasks, {len(out)} rows")
