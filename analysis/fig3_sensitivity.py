@@ -12,7 +12,7 @@ from meta_study.analysis import scripts
 
 
 def main() -> None:
-    from meta_study.cli import prepare_out
+    from meta_study.cli import flags_of, prepare_out
     from meta_study.store import open_store
     from meta_study.analysis.results import AnalysisOptions
     from meta_study.analysis.sensitivity import SensitivityOptions
@@ -37,7 +37,7 @@ def main() -> None:
                                                                          seed=a.seed))
     open_store(a.store)           # first: a mistyped STORE creates no --out
     prepare_out(a.out, a.store)   # never in the store: a plain reader of STORE would read our tables
-    _, out = scripts.analyse(a, options, address=a.address, use_ray=not a.serial, parser=p)
+    _, out = scripts.analyse(a, options, address=a.address, use_ray=not a.serial, parser=p, commands=flags_of)
     scripts.done(out)
 
 

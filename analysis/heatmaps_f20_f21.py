@@ -10,7 +10,7 @@ from meta_study.analysis import scripts
 
 
 def main() -> None:
-    from meta_study.cli import prepare_out
+    from meta_study.cli import flags_of, prepare_out
     from meta_study.store import open_store
     from meta_study.analysis.results import AnalysisOptions
 
@@ -18,7 +18,7 @@ def main() -> None:
     a = p.parse_args()
     open_store(a.store)           # first: a mistyped STORE creates no --out
     prepare_out(a.out, a.store)   # never in the store: a plain reader of STORE would read our tables
-    _, out = scripts.analyse(a, AnalysisOptions(fits=False, correlations=True), parser=p)
+    _, out = scripts.analyse(a, AnalysisOptions(fits=False, correlations=True), parser=p, commands=flags_of)
     scripts.done(out)
 
 

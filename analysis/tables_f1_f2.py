@@ -14,7 +14,7 @@ from meta_study.analysis import scripts
 
 
 def main() -> None:
-    from meta_study.cli import prepare_out
+    from meta_study.cli import flags_of, prepare_out
     import os
 
     from meta_study.analysis import figures
@@ -28,7 +28,7 @@ def main() -> None:
     prepare_out(a.out, a.store)   # never in the store: a plain reader of STORE would read our tables
     # the correlations part holds F.1 and F.2: written and recorded with its selection by the one
     # pipeline (tables written beside it by hand replaced another selection's F.1/F.2 silently)
-    analysis, out = scripts.analyse(a, AnalysisOptions(correlations=True), figures=False, parser=p)
+    analysis, out = scripts.analyse(a, AnalysisOptions(correlations=True), figures=False, parser=p, commands=flags_of)
     fits = analysis.fits
     for name in ("f1_shots_correlation", "f2_increase_likelihood"):
         path = os.path.join(a.out, "correlations", f"{name}.parquet")

@@ -21,8 +21,8 @@ import click
 
 from . import __version__
 from . import defaults as D
-from .errors import (OptionError, StoreBusyError, StoreConflictError, StoreLockedError, Terminated, UserError,
-                     option_message)
+from .errors import (OPTION_RANGES, OptionError, Range, StoreBusyError, StoreConflictError, StoreLockedError, Terminated, UserError,
+                     option_flag, option_message)
 
 
 #: Where the Ray commands' Ray comes from (meta_study/ray_session.py; docs/cluster.md says the same).
@@ -65,6 +65,64 @@ SAMPLES = AtMost(MAX_SAMPLES, "resamples per group, every resample held in memor
 WORKERS = AtMost(MAX_WORKERS, "worker processes of a Ray of its own on this one machine", min=1)
 #: --seed: numpy seeds are >= 0 (-1 ended in numpy's "expected non-negative integer" traceback).
 SEED = click.IntRange(min=0)
+
+
+def range_words(allowed: Range, scale: float = 1.0) -> str:
+    """``allowed`` in click's words for a range (``0<x<=1``, ``x>=0``), as ``--help`` shows
+    --trials' (``1<=x<=10000``), in the flag's units (``scale`` flag units per value unit)."""
+    lo = f"{allowed.lo * scale:g}"
+    if allowed.hi is None:
+        return f"x{'>' if allowed.lo_open else '>='}{lo}"
+    return f"{lo}{'<' if allowed.lo_open else '<='}x{'<' if allowed.hi_open else '<='}{allowed.hi * scale:g}"
+
+
+class ShownRange(click.FloatRange):
+    """A number (click's FLOAT) whose ``--help`` shows the range ``allowed`` that the code checking
+    it enforces (:data:`~.errors.OPTION_RANGES`, or a constant here), in the flag's units
+    (``scale`` flag units per value unit). The value is not checked here: where the range is
+    enforced (an option dataclass, :func:`_fit_opts`) the refusal names the flag in its units and
+    the fraction a percentage meant (``--level 95``: "did you mean 0.95?"). ``--level``,
+    ``--tolerance`` and others refused values outside a range that ``--help`` did not show."""
+
+    def __init__(self, allowed: Range, scale: float = 1.0) -> None:
+        super().__init__()
+        self.allowed, self.scale = allowed, scale
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        return click.FLOAT.convert(value, param, ctx)
+
+    def _describe_range(self) -> str:
+        return range_words(self.allowed, self.scale)
+
+
+def field_range(field: str) -> ShownRange:
+    """The type of the flag of option field ``field``: a number, with the range its option
+    dataclass enforces (:data:`~.errors.OPTION_RANGES`: one place for each range, so the help
+    cannot say another than the one refused) shown in the flag's units (:func:`~.errors.option_flag`)."""
+    return ShownRange(OPTION_RANGES[field], option_flag(field)[1])
+
+
+#: --tolerance below this many points looks like a fraction (0.03 for 3 points) and is refused.
+MIN_TOLERANCE_PT = 0.5
+
+
+def _tolerance_points() -> Range:
+    """--tolerance's range in accuracy points: at least :data:`MIN_TOLERANCE_PT` (refused by
+    :func:`_fit_opts`), up to what :class:`~.analysis.selection.SelectionOptions` takes."""
+    r, scale = OPTION_RANGES["tolerance"], option_flag("tolerance")[1]
+    if r.lo * scale > MIN_TOLERANCE_PT or (r.lo * scale == MIN_TOLERANCE_PT and r.lo_open):
+        return Range(r.lo * scale, None if r.hi is None else r.hi * scale, lo_open=r.lo_open, hi_open=r.hi_open)
+    return Range(MIN_TOLERANCE_PT, None if r.hi is None else r.hi * scale, hi_open=r.hi_open)
+
+
+#: --tolerance's range in accuracy points (its flag's units).
+TOLERANCE_PT = _tolerance_points()
+
+
+#: --overlap, in seconds: a finite number of 0 or more (NaN or inf was a traceback at the first query).
+OVERLAP_S = Range(0)
+#: `store quarantine --limit`: rows to show, 0 for all.
+QUARANTINE_LIMIT = click.IntRange(min=0)
 
 
 def _fail(msg: str) -> None:
@@ -112,12 +170,10 @@ def refuse_empty_sources(what: str, sources: Sequence[str]) -> None:
         _fail(f"{what} {blank!r}: an empty source; give a file, a directory or a tracking URI")
 
 
-def _finite_at_least_0(flag: str, value: float) -> float:
-    """A finite number >= 0 (click's FloatRange lets NaN through)."""
-    import math
-
-    if not (math.isfinite(value) and value >= 0):
-        _fail(f"{flag} must be a finite number >= 0, got {value:g}")
+def _in_range(flag: str, allowed: Range, value: float) -> float:
+    """``value`` if ``allowed`` holds it (a finite number: click's FloatRange lets NaN through)."""
+    if not allowed.contains(value):
+        _fail(f"{flag} must be a finite number {allowed.text()}, got {value:g}")
     return value
 
 
@@ -389,15 +445,13 @@ def store_info(store_uri: str, as_json: bool) -> None:
 @store.command("quarantine")
 @click.argument("store_uri", metavar="STORE")
 @click.option("--source", default=None, help="Only rows from this source.")
-@click.option("--limit", default=20, show_default=True, help="Rows to show (0 = all).")
+@click.option("--limit", default=20, show_default=True, type=QUARANTINE_LIMIT, help="Rows to show (0 = all).")
 def store_quarantine(store_uri: str, source: str | None, limit: int) -> None:
     """Rejected rows with their reasons."""
     from .store import open_store
 
     from .validation import printable
 
-    if limit < 0:
-        raise click.BadParameter(f"{limit}: a number of rows >= 0 (0 = all)", param_hint="--limit")
     # quarantine() opens the store itself and reads by the manifest that read (as info's summary)
     st = open_store(store_uri, must_exist=False)
     q = st.quarantine().to_pandas()
@@ -555,7 +609,7 @@ def _table(df: Any, cols: list[str]) -> str:
 @click.option("--page-size", default=D.MLFLOW_PAGE_SIZE, show_default=True, type=click.IntRange(1, D.MLFLOW_MAX_PAGE_SIZE),
               help="MLflow runs per search call.")
 @click.option("--overlap", "overlap_s", default=D.MLFLOW_OVERLAP_S, show_default=True,
-              type=float, callback=lambda ctx, param, v: _finite_at_least_0("--overlap", v),
+              type=ShownRange(OVERLAP_S), callback=lambda ctx, param, v: _in_range("--overlap", OVERLAP_S, v),
               help="Seconds behind the last ingested end time to re-read (clock skew between loggers).")
 @click.option("--source", "source_name", default=None, metavar="NAME",
               help="The rows' source name, for one SOURCE (default: a file's 'source' column, else its name "
@@ -669,23 +723,25 @@ FRONTIERS_HELP = ("Frontier estimators (default: all of vertices, hull-curve, bi
 def _fit_options(f: Any, headline: bool = True, frontiers_help: str = FRONTIERS_HELP) -> Any:
     hidden = not headline
     for opt in reversed([
-        click.option("--holdout-quantile", type=float, default=D.HOLDOUT_QUANTILE, show_default=True,
-                     help="Fit on points at or below this quantile of US accuracy; predict the rest."),
-        click.option("--holdout-above", type=float, default=None,
+        click.option("--holdout-quantile", type=field_range("holdout_quantile"), default=D.HOLDOUT_QUANTILE,
+                     show_default=True, help="Fit on points at or below this quantile of US accuracy; predict the rest."),
+        click.option("--holdout-above", type=field_range("holdout_above"), default=None,
                      help="Fit on points with US accuracy at or below this value (wins over the quantile)."),
         click.option("--loss", type=click.Choice(["lsq", "huber", "log"]), default=D.LOSS, show_default=True,
                      help="The fit's loss: lsq (squared error in accuracy units), huber (robust to outlying "
                           "models, 1-point threshold) or log (squared error of log error rates)."),
-        click.option("--alpha-max", type=float, default=D.ALPHA_MAX, show_default=True, help="Upper bound on alpha."),
+        click.option("--alpha-max", type=field_range("alpha_max"), default=D.ALPHA_MAX, show_default=True,
+                     help="Upper bound on alpha."),
         click.option("--nondecreasing", is_flag=True, help="Keep only each frontier's non-decreasing part."),
         click.option("--laws", default=None, metavar="L1,L2", hidden=hidden,
                      help="Laws to fit and back-test (default: all of eq1, eq1-bayes, power, logit-linear, "
                           "probit-linear)."),
         click.option("--frontiers", default=None, metavar="F1,F2", help=frontiers_help),
-        click.option("--tolerance", type=float, default=100 * D.TOLERANCE, show_default=True, hidden=hidden,
+        click.option("--tolerance", type=ShownRange(TOLERANCE_PT), default=100 * D.TOLERANCE,
+                     show_default=True, hidden=hidden,
                      help="Back-test RMSE in accuracy points (3 = 3 points) above which a headline is not "
-                          "trusted; values below 0.5 look like fractions and are refused."),
-        click.option("--ds-target", type=float, default=None, metavar="ACC", hidden=hidden,
+                          f"trusted; values below {MIN_TOLERANCE_PT:g} look like fractions and are refused."),
+        click.option("--ds-target", type=field_range("ds_target"), default=None, metavar="ACC", hidden=hidden,
                      help="A DS accuracy (fraction); the headline then says what US accuracy reaches it."),
     ]):
         f = opt(f)
@@ -806,10 +862,6 @@ def _names(option: str, text: str | None, registry: Any) -> tuple[str, ...]:
     return names
 
 
-#: --tolerance below this many points looks like a fraction (0.03 for 3 points) and is refused.
-MIN_TOLERANCE_PT = 0.5
-
-
 def _fit_opts(holdout_quantile: float, holdout_above: float | None, loss: str, alpha_max: float,
               nondecreasing: bool, laws: str | None = None, frontiers: str | None = None,
               tolerance: float = 100 * D.TOLERANCE, ds_target: float | None = None,
@@ -854,7 +906,7 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
     options), write what was computed, and say what was reused. ``empty(analysis)``: the command has
     nothing to show, refused before DIR is written (:func:`_nothing_to_fit`)."""
     from .analysis.groups import matches_no_group, unknown_selection
-    from .analysis.results import ResultsDir, analyze
+    from .analysis.results import ResultsDir, analyze, stale_parts_line
     from .analysis.tables import options_text
     from .analysis.outputs import footer
 
@@ -886,96 +938,21 @@ def _analyze(store_obj: Any, store_uri: str, sel: Any, out_dir: str, options: An
                         footer_text=footer(store_obj, options_text(options.fit), a.provenance.get("store version")))
     for part in a.reused:
         click.echo(f"reused {part} from {out_dir} (same options, selection and store version)")
-    _say_stale_parts(results, a, store_uri, out_dir, sel)
+    # parts of DIR of another store, store version or selection: one line, as the scripts say it
+    stale = stale_parts_line(results, a, store_uri, shown_path(out_dir), sel, command_flags=flags_of)
+    if stale:
+        click.echo(stale)
     if figures and a.n_groups > max_group_figures:   # the rest have no figure: said, not silent
         click.echo(f"per-group figures for the first {max_group_figures} of {a.n_groups} groups (in the order of "
                    "fits.csv; --max-group-figures for more, or --ds-task to choose)")
     return a, out
 
 
-#: What ``report`` takes from the part DIR holds, having no flag for it (its ``from_dir``): the
-#: option's field, and the flag of the command that has one (``sensitivity --bootstrap``).
-REPORT_KEPT = {"sensitivity": {"seed": "--seed", "replace": "--bootstrap", "n_sizes": "n_sizes", "min_size": "min_size"},
-               "bootstrap": {"seed": "--seed", "level": "--level", "frontiers": "--frontiers"}}
-
-
-def _command_flags(name: str) -> frozenset[str]:
-    """Every spelling of the visible options of ``meta-study NAME``."""
+def flags_of(name: str) -> frozenset[str]:
+    """Every spelling of the visible options of ``meta-study NAME`` (the ``analysis/*.py`` scripts
+    pass it to ``scripts.analyse``: the advice of the stale-parts line names these commands)."""
     return frozenset(o for p in cli.commands[name].params if isinstance(p, click.Option) and not p.hidden
                      for o in (*p.opts, *p.secondary_opts))
-
-
-def _say_stale_parts(results: Any, a: Any, store_uri: str, out_dir: str, sel: Any = None) -> None:
-    """One line where DIR holds parts this command did not make that are of another store, another
-    store version or another selection (``sel``: this command's), naming them, what they are of,
-    and the command that makes them of this one. `sensitivity A --out D`, then `fit B --out D` (or
-    `sensitivity A --ds-task sst2`, then `fit A --ds-task rte`): D held the fits beside a
-    sensitivity of something else, and only results.json said so (the report, made of every part,
-    never mixes them)."""
-    import shlex
-
-    from .analysis.results import MAIN_TABLE, PART_COMMAND, ResultsDir, made_with
-    from .store import display_uri
-
-    stale = results.stale_parts(a.options.parts(), a.snapshot_id, sel)
-    if not stale:
-        return
-    shown_dir, uri = shown_path(out_dir), display_uri(store_uri)
-    whys = {w for _, why in stale.values() for w in why}
-    here = f"store {uri} version {a.provenance.get('store version')}"
-    this_sel = ResultsDir.selection_text(repr(sel)) if sel is not None else "all groups"
-    # a part of another selection is refused, not replaced, by the command that makes it (plan):
-    # its table goes first. Said only for those; a part of another store version is made again
-    by_sel = [p for p, (_, why) in stale.items() if "selection" in why]
-
-    def of(store_text: str, selection: str) -> str:
-        # what a part is of, in the terms this line compares: store version, selection, or both
-        if "selection" not in whys:
-            return store_text
-        return selection if "store version" not in whys else f"{selection} in {store_text}"
-
-    def alike(rec: Any) -> bool:
-        # a store made again at the same path reads alike: its commit's id tells them apart
-        return rec.get("store_snapshot") != a.snapshot_id and store_of(rec, False) == here
-
-    def store_of(rec: Any, snapshot: bool = True) -> str:
-        text = f"store {display_uri(str(rec.get('store') or '?'))} version {rec.get('store_version', '?')}"
-        return f"{text} (store_snapshot {rec.get('store_snapshot') or 'not recorded'})" if snapshot and alike(rec) else text
-
-    def command(name: str, flags: Any) -> str:
-        words = [f"meta-study {name} {shlex.quote(uri)} --out {shlex.quote(shown_dir)}",
-                 "" if this_sel == "all groups" else this_sel, *(f"{f} {v}".rstrip() for f, v in flags.items())]
-        return "`" + " ".join(w for w in words if w) + "`"
-
-    # each part by the command that makes it, with the options it was made with (a default
-    # `sensitivity` into a DIR of `--trials 2` is refused) and this command's selection; for
-    # several, `report` where every part there (this command's too) is made with report's defaults
-    # and none is of another selection: report's options feed each part in its own way, so that
-    # other flags are said per part only
-    own = {p: made_with(p, rec, _command_flags(PART_COMMAND[p])) for p, (rec, _) in stale.items()}
-    cmds = [command(PART_COMMAND[p], m[0]) for p, m in own.items() if m is not None]
-    recorded = results.manifest()["parts"]
-    whole = [made_with(p, recorded[p], _command_flags("report"), REPORT_KEPT.get(p, {}))
-             for p in PART_COMMAND if p in recorded and (results.path / MAIN_TABLE[p]).exists()]
-    them = "it" if len(stale) == 1 else "them"
-    this = " and ".join(w for w in ("store version", "selection") if w in whys)
-    advice = f"run {' and '.join(cmds)} to make {them} of this {this}" if len(cmds) == len(stale) else ""
-    if advice and by_sel:
-        tables = " and ".join(shlex.quote(os.path.join(shown_dir, MAIN_TABLE[p])) for p in by_sel)
-        advice = f"remove {tables} (a part of another selection is not replaced), then {advice}"
-    if len(stale) > 1 and not by_sel and all(w is not None and not w[0] for w in whole):
-        report = command("report", {})
-        advice = (f"{advice} (or {report}, which makes every part)" if advice else
-                  f"run {report} to make {them} of this {this}")
-    origins: dict[str, list[str]] = {}
-    for p, (rec, _) in stale.items():
-        origins.setdefault(of(store_of(rec), ResultsDir.selection_text(rec.get("selection"))), []).append(p)
-    held = "; ".join(f"{' and '.join(ps)} of {o}" for o, ps in origins.items())
-    if any(alike(rec) for rec, _ in stale.values()):
-        here = f"{here} (store_snapshot {a.snapshot_id})"
-    click.echo(f"{shown_dir} also holds {held}, not of {of(here, this_sel)} as this command's "
-               f"{' and '.join(a.options.parts())} (results.json); "
-               f"{advice + ', or ' if advice else ''}give this command another --out to keep them apart")
 
 
 def _nothing_to_fit(store_uri: str, fit: Any, frontiers: Sequence[str] = ()) -> str:
@@ -1014,7 +991,7 @@ def _report_outputs(out: Any, out_dir: str) -> None:
 @click.option("--no-figures", is_flag=True, help="Tables only.")
 @click.option("--max-group-figures", default=60, show_default=True, type=click.IntRange(min=0),
               help="Per-group figures to draw at most.")
-@click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True,
+@click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True, type=field_range("payoff_threshold"),
               help="'Scaling stops paying' where +1 US point buys fewer DS points than this (as report's, so that "
                    "report reuses the fits in DIR).")
 def fit(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, no_figures: bool, max_group_figures: int,
@@ -1247,7 +1224,8 @@ def sensitivity(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, si
 @analysis_command("bootstrap", headline=False,
                   frontiers_help="Frontier estimators to refit (default: vertices, all: the paper's pair).")
 @click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, type=SAMPLES, help="Bootstrap resamples per group.")
-@click.option("--level", default=D.BOOTSTRAP_LEVEL, show_default=True, help="Confidence level of the percentile intervals.")
+@click.option("--level", default=D.BOOTSTRAP_LEVEL, show_default=True, type=field_range("level"),
+              help="Confidence level of the percentile intervals.")
 @click.option("--seed", default=0, show_default=True, type=SEED,
               help="Master seed; results are deterministic for a seed.")
 @click.option("--address", default=None, help=D_ADDRESS_HELP)
@@ -1333,7 +1311,7 @@ MAX_EVERY_S = 366 * 86400
 @_fit_options
 @click.option("--trials", default=D.SENSITIVITY_TRIALS, show_default=True, type=TRIALS, help="Sensitivity draws per sample size.")
 @click.option("--samples", default=D.REFIT_BOOTSTRAP_SAMPLES, show_default=True, type=SAMPLES, help="Bootstrap resamples per group.")
-@click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True,
+@click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True, type=field_range("payoff_threshold"),
               help="'Scaling stops paying' where +1 US point buys fewer DS points than this.")
 @click.option("--address", default=None, help=D_ADDRESS_HELP)
 @click.option("--workers", type=WORKERS, default=None, help="Ray workers for a Ray of its own (default: all CPUs).")
@@ -1486,7 +1464,7 @@ def _echo_refit(res: Any) -> None:
               help=f"Sensitivity sample sizes, e.g. 10,30,100: integers {D.MIN_SIZE} to {MAX_SIZE:,} "
                    "(default: ~8 geometric steps from 10 to all).")
 @click.option("--samples", default=D.BOOTSTRAP_SAMPLES, show_default=True, type=SAMPLES, help="Bootstrap resamples per group.")
-@click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True,
+@click.option("--threshold", default=D.PAYOFF_THRESHOLD, show_default=True, type=field_range("payoff_threshold"),
               help="'Scaling stops paying' where +1 US point buys fewer DS points than this.")
 @click.option("--serial", is_flag=True, help="Run in this process, without Ray.")
 def report(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, trials: int, sizes: str | None, samples: int,
@@ -1495,7 +1473,7 @@ def report(store_uri: str, store: Any, out_dir: str, sel: Any, fit: Any, trials:
     (where scaling stops paying and a prediction, with intervals) or why it is not identified; the
     headline next to the paper's Eq. 1 on the hull vertices; per-task figures, the sensitivity
     figure and the correlation heatmaps."""
-    from .analysis.results import AnalysisOptions
+    from .analysis.results import REPORT_KEPT, AnalysisOptions
     from .analysis.bootstrap import BootstrapOptions
     from .analysis.sensitivity import SensitivityOptions
     from .report import render_report

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..defaults import BOOTSTRAP_LEVEL, BOOTSTRAP_SAMPLES, MAX_SAMPLES, MIN_SAMPLES
 from .fitting import FitOptions, prepare
-from ..errors import Range
+from ..errors import OPTION_RANGES, Range
 from .frontiers import check_frontier_names
 from .groups import GROUP_COLUMNS
 from .hull import SubsetHulls
@@ -60,7 +60,7 @@ class BootstrapOptions:
         Range(MIN_SAMPLES, MAX_SAMPLES).check("samples", self.samples, "resamples per group")
         # numpy seeds are >= 0: -1 (a script's --seed -1) was numpy's "expected non-negative integer" traceback
         Range(0).check("seed", self.seed, "the master seed")
-        Range(0, 1, lo_open=True, hi_open=True).check("level", self.level)
+        OPTION_RANGES["level"].check("level", self.level)
 
 
 def bootstrap_group(key: Sequence[Any], us_accuracy: np.ndarray, ds_accuracy: np.ndarray,

@@ -20,7 +20,7 @@ definitions.
 from __future__ import annotations
 
 from ..defaults import HOLDOUT_QUANTILE, LOSS
-from ..errors import Range
+from ..errors import OPTION_RANGES
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -45,10 +45,10 @@ class FitOptions:
 
     def __post_init__(self) -> None:
         if self.holdout_quantile is not None:
-            Range(0, 1, lo_open=True).check("holdout_quantile", self.holdout_quantile)
+            OPTION_RANGES["holdout_quantile"].check("holdout_quantile", self.holdout_quantile)
         if self.holdout_above is not None:
-            Range(0, 1).check("holdout_above", self.holdout_above, "a US accuracy")
-        Range(0.001, 100, lo_open=True).check("alpha_max", self.alpha_max)
+            OPTION_RANGES["holdout_above"].check("holdout_above", self.holdout_above, "a US accuracy")
+        OPTION_RANGES["alpha_max"].check("alpha_max", self.alpha_max)
         if self.loss not in LOSSES:
             # checked here, as the other options: a typo ("huberr") was fit_power_laws' ValueError
             # deep in the fits, or, for the sensitivity and bootstrap, a Ray worker's traceback

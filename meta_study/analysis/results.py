@@ -637,6 +637,94 @@ class ResultsDir:
             raise
 
 
+#: What ``report`` takes from the part DIR holds, having no flag for it (its ``from_dir``): the
+#: option's field, and the flag of the command that has one (``sensitivity --bootstrap``).
+REPORT_KEPT = {"sensitivity": {"seed": "--seed", "replace": "--bootstrap", "n_sizes": "n_sizes", "min_size": "min_size"},
+               "bootstrap": {"seed": "--seed", "level": "--level", "frontiers": "--frontiers"}}
+
+
+def stale_parts_line(results: ResultsDir, analysis: Analysis, store_uri: str, shown_dir: str,
+                     selection: Selection | None, *,
+                     command_flags: Callable[[str], Iterable[str]] | None = None) -> str | None:
+    """One line where the results directory ``results`` (``shown_dir``: its path as the user reads
+    it) holds parts ``analysis`` did not make that are of another store, another store version or
+    another ``selection`` (the one ``analysis`` is of), naming them, what they are of, and the
+    ``meta-study`` command that makes them of this one; None where none is. `sensitivity A --out
+    D`, then `fit B --out D` (or `sensitivity A --ds-task sst2`, then `fit A --ds-task rte`): D
+    held the fits beside a sensitivity of something else, and only results.json said so (the
+    report, made of every part, never mixes them).
+
+    ``command_flags(NAME)``: the flags of ``meta-study NAME`` (``cli.flags_of``; the command line is
+    a floor above the analysis): the advice names the commands that make each part with the
+    options it was made with, which only they tell; without it the line names the parts and what
+    they are of, with no command to run. The commands (``cli._analyze``) and the ``analysis/*.py``
+    scripts (:func:`~meta_study.analysis.scripts.analyse`) say it alike."""
+    import shlex
+
+    from ..store import display_uri
+
+    stale = results.stale_parts(analysis.options.parts(), analysis.snapshot_id, selection)
+    if not stale:
+        return None
+    uri = display_uri(store_uri)
+    whys = {w for _, why in stale.values() for w in why}
+    here = f"store {uri} version {analysis.provenance.get('store version')}"
+    this_sel = ResultsDir.selection_text(repr(selection)) if selection is not None else "all groups"
+    # a part of another selection is refused, not replaced, by the command that makes it (plan):
+    # its table goes first. Said only for those; a part of another store version is made again
+    by_sel = [p for p, (_, why) in stale.items() if "selection" in why]
+
+    def of(store_text: str, sel_text: str) -> str:
+        # what a part is of, in the terms this line compares: store version, selection, or both
+        if "selection" not in whys:
+            return store_text
+        return sel_text if "store version" not in whys else f"{sel_text} in {store_text}"
+
+    def alike(rec: Any) -> bool:
+        # a store made again at the same path reads alike: its commit's id tells them apart
+        return rec.get("store_snapshot") != analysis.snapshot_id and store_of(rec, False) == here
+
+    def store_of(rec: Any, snapshot: bool = True) -> str:
+        text = f"store {display_uri(str(rec.get('store') or '?'))} version {rec.get('store_version', '?')}"
+        return f"{text} (store_snapshot {rec.get('store_snapshot') or 'not recorded'})" if snapshot and alike(rec) else text
+
+    def command(name: str, flags: Any) -> str:
+        words = [f"meta-study {name} {shlex.quote(uri)} --out {shlex.quote(shown_dir)}",
+                 "" if this_sel == "all groups" else this_sel, *(f"{f} {v}".rstrip() for f, v in flags.items())]
+        return "`" + " ".join(w for w in words if w) + "`"
+
+    # each part by the command that makes it, with the options it was made with (a default
+    # `sensitivity` into a DIR of `--trials 2` is refused) and this selection; for several,
+    # `report` where every part there (this analysis's too) is made with report's defaults and
+    # none is of another selection: report's options feed each part in its own way, so that other
+    # flags are said per part only
+    own = {p: None if command_flags is None else made_with(p, rec, command_flags(PART_COMMAND[p]))
+           for p, (rec, _) in stale.items()}
+    cmds = [command(PART_COMMAND[p], m[0]) for p, m in own.items() if m is not None]
+    recorded = results.manifest()["parts"]
+    whole = [None if command_flags is None else made_with(p, recorded[p], command_flags("report"), REPORT_KEPT.get(p, {}))
+             for p in PART_COMMAND if p in recorded and (results.path / MAIN_TABLE[p]).exists()]
+    them = "it" if len(stale) == 1 else "them"
+    this = " and ".join(w for w in ("store version", "selection") if w in whys)
+    advice = f"run {' and '.join(cmds)} to make {them} of this {this}" if len(cmds) == len(stale) else ""
+    if advice and by_sel:
+        tables = " and ".join(shlex.quote(os.path.join(shown_dir, MAIN_TABLE[p])) for p in by_sel)
+        advice = f"remove {tables} (a part of another selection is not replaced), then {advice}"
+    if len(stale) > 1 and not by_sel and all(w is not None and not w[0] for w in whole):
+        report = command("report", {})
+        advice = (f"{advice} (or {report}, which makes every part)" if advice else
+                  f"run {report} to make {them} of this {this}")
+    origins: dict[str, list[str]] = {}
+    for p, (rec, _) in stale.items():
+        origins.setdefault(of(store_of(rec), ResultsDir.selection_text(rec.get("selection"))), []).append(p)
+    held = "; ".join(f"{' and '.join(ps)} of {o}" for o, ps in origins.items())
+    if any(alike(rec) for rec, _ in stale.values()):
+        here = f"{here} (store_snapshot {analysis.snapshot_id})"
+    return (f"{shown_dir} also holds {held}, not of {of(here, this_sel)} as this command's "
+            f"{' and '.join(analysis.options.parts())} (results.json); "
+            f"{advice + ', or ' if advice else ''}give this command another --out to keep them apart")
+
+
 def group_key(values: Sequence[Any]) -> tuple:
     """A group key with NA normalized to None and shots to int: usable in sets and dicts."""
     return tuple(None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else

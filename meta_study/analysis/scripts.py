@@ -178,14 +178,17 @@ def sizes(text: str | None) -> tuple[int, ...] | None:
 
 
 def analyse(args: argparse.Namespace, options: Any, *, figures: bool = True, max_group_figures: int = 60,
-            address: str | None = None, use_ray: bool = False,
-            parser: argparse.ArgumentParser | None = None) -> tuple[Any, Any]:
+            address: str | None = None, use_ray: bool = False, parser: argparse.ArgumentParser | None = None,
+            commands: Callable[[str], Any] | None = None) -> tuple[Any, Any]:
     """The one pipeline (:func:`~meta_study.analysis.results.analyze`, then the results
     directory), as the CLI runs it: returns (analysis, paths written). ``parser`` is the script's:
     a refusal of ``--out`` names only its flags (without it, the options that differ). A
-    selection that matches nothing is a :class:`UserError`."""
+    selection that matches nothing is a :class:`UserError`. Parts of ``--out`` of another store,
+    store version or selection are said in one line (:func:`~.results.stale_parts_line`), with the
+    ``meta-study`` commands that make them of this one where ``commands`` (``meta_study.cli.flags_of``,
+    a floor above this one) tells their flags."""
     from ..store import open_store
-    from .results import ResultsDir, analyze
+    from .results import ResultsDir, analyze, stale_parts_line
     from .tables import options_text
     from .outputs import footer
 
@@ -219,6 +222,11 @@ def analyse(args: argparse.Namespace, options: Any, *, figures: bool = True, max
                         footer_text=footer(store, options_text(options.fit), analysis.provenance.get("store version")))
     for part in analysis.reused:   # as the CLI says it: the tables in DIR are the earlier command's
         print(f"reused {part} from {args.out} (same options, selection and store version)")
+    # parts of DIR of another store, store version or selection beside this script's: said as the
+    # commands say it (fig3_sensitivity.py B --out D beside the fits of store A in D said nothing)
+    stale = stale_parts_line(results, analysis, args.store, args.out, sel, command_flags=commands)
+    if stale:
+        print(stale)
     if figures and options.fits and analysis.n_groups > max_group_figures:   # said, as the CLI says it
         print(f"per-group figures for the first {max_group_figures} of {analysis.n_groups} groups (in the order "
               "of fits.csv; --max-group-figures for more, or --ds-task to choose)")

@@ -67,7 +67,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..defaults import PAYOFF_THRESHOLD, TOLERANCE
-from ..errors import Range
+from ..errors import OPTION_RANGES
 from .frontiers import FRONTIER_KINDS, FRONTIERS, Frontier, check_frontier_names, frontier_points
 from .headline import (MEMBER_QUANTILE, Headline, check_band, member_predictions, estimate_test_size, half_width, latest_cut_errors, no_spread,
                        row_number)
@@ -282,12 +282,12 @@ class SelectionOptions:
             raise ValueError("need at least one law")
         if not all(0 < c < 1 for c in self.cuts):
             raise ValueError(f"back-test cuts must be quantiles in (0, 1), got {self.cuts}")
-        Range(0, 1, lo_open=True, hi_open=True).check("level", self.level)
-        Range(0, 1, lo_open=True).check("tolerance", self.tolerance, "a fraction of accuracy")
+        OPTION_RANGES["level"].check("level", self.level)
+        OPTION_RANGES["tolerance"].check("tolerance", self.tolerance, "a fraction of accuracy")
         # +1 US point cannot buy more than 100 DS points: a larger threshold is a unit mix-up
-        Range(0, 100, lo_open=True).check("payoff_threshold", self.payoff_threshold, "DS points per US point")
+        OPTION_RANGES["payoff_threshold"].check("payoff_threshold", self.payoff_threshold, "DS points per US point")
         if self.ds_target is not None:
-            Range(0, 1, lo_open=True).check("ds_target", self.ds_target, "a DS accuracy")
+            OPTION_RANGES["ds_target"].check("ds_target", self.ds_target, "a DS accuracy")
 
 
 def target_frontier(us: np.ndarray, ds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
