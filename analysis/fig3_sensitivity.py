@@ -16,14 +16,15 @@ def main() -> None:
     from meta_study.store import open_store
     from meta_study.analysis.results import AnalysisOptions
     from meta_study.analysis.sensitivity import SensitivityOptions
-    from meta_study.defaults import SENSITIVITY_TRIALS
+    from meta_study.defaults import MAX_TRIALS, MIN_TRIALS, SENSITIVITY_TRIALS
 
     p = scripts.parser(__doc__)
     p.add_argument("--trials", type=int, default=SENSITIVITY_TRIALS,
-                   help=f"random draws per sample size (default {SENSITIVITY_TRIALS})")
+                   help=f"random draws per sample size (default {SENSITIVITY_TRIALS}; {MIN_TRIALS}<=x<={MAX_TRIALS}, "
+                        "as meta-study sensitivity --trials)")
     p.add_argument("--sizes", default=None, help="comma-separated sample sizes (default: 8 geometric steps from 10 "
                    "models to all of a group's fitting points)")
-    p.add_argument("--seed", type=int, default=0, help="the draws' master seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="the draws' master seed (default 0; x>=0)")
     p.add_argument("--address", default=None, help="Ray cluster to join: host:port, ray://host:port, auto, or local "
                    "(default: $RAY_ADDRESS if set, else a Ray of its own on this machine)")
     p.add_argument("--serial", action="store_true", help="run in this process, without Ray")

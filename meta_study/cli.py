@@ -119,8 +119,8 @@ def _tolerance_points() -> Range:
 TOLERANCE_PT = _tolerance_points()
 
 
-#: --overlap, in seconds: a finite number of 0 or more (NaN or inf was a traceback at the first query).
-OVERLAP_S = Range(0)
+#: --overlap, in seconds: a finite number of 0 or more (as ingest's SourceOptions refuses).
+OVERLAP_S = OPTION_RANGES["overlap_s"]
 #: `store quarantine --limit`: rows to show, 0 for all.
 QUARANTINE_LIMIT = click.IntRange(min=0)
 

@@ -141,11 +141,13 @@ class Range:
 
 
 #: The ranges the option dataclasses enforce (``FitOptions``, ``SelectionOptions``,
-#: ``BootstrapOptions``: each field's check reads its entry here), in the field's units, and that
+#: ``BootstrapOptions``, ingest's ``SourceOptions``: each field's check reads its entry here), in the field's units, and that
 #: ``--help`` shows (in the flag's: :data:`OPTION_FLAGS`) without importing the analysis (~0.7 s).
 #: ``level`` is the bootstrap's and the selection's interval level alike. An ``alpha_max`` above
 #: 100 and a payoff threshold above 100 DS points per US point are unit mix-ups, not settings.
 OPTION_RANGES = {"holdout_quantile": Range(0, 1, lo_open=True), "holdout_above": Range(0, 1),
                  "alpha_max": Range(0.001, 100, lo_open=True), "tolerance": Range(0, 1, lo_open=True),
                  "ds_target": Range(0, 1, lo_open=True), "payoff_threshold": Range(0, 100, lo_open=True),
-                 "level": Range(0, 1, lo_open=True, hi_open=True)}
+                 "level": Range(0, 1, lo_open=True, hi_open=True),
+                 # ingest's --overlap, seconds (NaN or inf was a traceback at the first MLflow query)
+                 "overlap_s": Range(0)}

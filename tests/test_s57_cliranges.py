@@ -177,3 +177,25 @@ def test_fig1_grid_shows_the_holdout_quantile_range_the_commands_show():
     lo, hi = shown_range(("fit",), "--holdout-quantile")
     words = f"{lo[0]:g}{'<' if lo[1] else '<='}x{'<' if hi[1] else '<='}{hi[0]:g}"
     assert f"(default 0.8; {words})" in text, text
+
+
+def test_fig3_sensitivity_shows_the_trials_range_the_command_shows_and_ingest_one_overlap_range():
+    """The script's --trials help gives `meta-study sensitivity --trials`' range (it gave only the
+    default), and SourceOptions refuses --overlap by the range the help shows (two copies before)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from meta_study.errors import OPTION_RANGES, UserError
+    from meta_study.ingest.sources import SourceOptions
+
+    r = subprocess.run([sys.executable, str(REPO / "analysis" / "fig3_sensitivity.py"), "--help"], capture_output=True,
+                       text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    lo, hi = shown_range(("sensitivity",), "--trials")
+    assert f"{lo[0]:g}<=x<={hi[0]:g}" in "".join(r.stdout.split()), r.stdout
+    assert not OPTION_RANGES["overlap_s"].contains(-0.5) and OPTION_RANGES["overlap_s"].contains(0.0)
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(UserError, match=r"overlap must be a finite number >= 0 seconds"):
+            SourceOptions(overlap_s=bad)
+    SourceOptions(overlap_s=0.0)

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ..defaults import MLFLOW_MAX_PAGE_SIZE, MLFLOW_OVERLAP_S, MLFLOW_PAGE_SIZE
-from ..errors import UserError
+from ..errors import OPTION_RANGES, UserError
 from ..validation import RawPayloads
 from ..store import Store
 from .mapping import IngestMapping
@@ -118,8 +118,9 @@ class SourceOptions:
             raise UserError(f"history must be 'latest' or 'max', not {self.history!r}")
         if not 1 <= self.page_size <= MLFLOW_MAX_PAGE_SIZE:
             raise UserError(f"--page-size {self.page_size}: must be in [1, {MLFLOW_MAX_PAGE_SIZE}] (runs per MLflow request)")
-        if not 0 <= self.overlap_s < float("inf"):   # NaN too: int(NaN * 1000) was a traceback at the first query
-            raise UserError(f"overlap must be a finite number >= 0 seconds, got {self.overlap_s}")
+        if not OPTION_RANGES["overlap_s"].contains(self.overlap_s):   # NaN too: int(NaN * 1000) was a traceback
+            raise UserError(f"overlap must be a finite number {OPTION_RANGES['overlap_s'].text()} seconds, "
+                            f"got {self.overlap_s}")
 
 
 SourceFactory = Callable[[Sequence[str], "IngestMapping | None", SourceOptions], list[Source]]
