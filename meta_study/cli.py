@@ -1122,13 +1122,17 @@ def _no_bootstrap_fit(a: Any) -> bool:
 
 def bootstrap_lines(table: Any, alpha_max: float) -> list[str]:
     """Per group (the first ``MAX_GROUP_LINES``): alpha on each frontier with its interval, and
-    whether the estimate, or an end of the interval, sits on alpha's bound ``alpha_max``."""
+    whether the estimate, or an end of the interval, sits on alpha's bound ``alpha_max``, or k or
+    e_ir on theirs (:func:`~.analysis.bootstrap.bound_notes`, as the report's note says them)."""
     import math
 
-    from .analysis.bootstrap import alpha_bound_words, resolution_note, usable_words
+    import pandas as pd
+
+    from .analysis.bootstrap import alpha_bound_words, bound_notes, resolution_note, usable_words
     from .schema import GROUP
 
-    def one(frontier: str, est: float, lo: float, hi: float, n_ok: int, samples: int) -> str:
+    def one(frontier: str, est: float, lo: float, hi: float, n_ok: int, samples: int,
+            params: dict[str, tuple[float, float, float]]) -> str:
         """``n_ok`` of ``samples`` resamples usable (both 0: not known)."""
         # "2.62 [nan, nan]" (no resample usable, or every usable one refitted the estimate's own
         # points: 3 fitting points) read as a broken interval; and an interval of 46 usable
@@ -1140,17 +1144,26 @@ def bootstrap_lines(table: Any, alpha_max: float) -> list[str]:
         else:
             text = f"{frontier} {est:.3g} [{lo:.3g}, {hi:.3g}]" + (
                 f" ({usable_words(n_ok, samples)})" if n_ok < samples else "")
-        at, reach = alpha_bound_words(est, lo, hi, alpha_max)
-        return text + (f" {at}" if at else "") + (f" ({reach})" if reach else "")
+        at, reach = alpha_bound_words(est, lo, hi, alpha_max, k=params.get("k", (math.nan,))[0])
+        # e_ir 0 [0, 0] on Country211 (DS ~30-40%): a saturation of 100% that is the fitter's bound
+        others = [n for n in bound_notes(params, alpha_max) if not n.startswith("alpha")]
+        return (text + (f" {at}" if at else "") + (f" ({reach})" if reach else "")
+                + "".join(f" ({n})" for n in others))
 
     alpha = table[table["param"] == "alpha"]
     keys = list(GROUP)
+    params: dict[tuple[Any, ...], dict[str, tuple[float, float, float]]] = {}   # (group..., frontier) -> param
+    for r in table.to_dict("records"):
+        k = tuple("" if pd.isna(r[c]) else r[c] for c in (*keys, "frontier"))
+        params.setdefault(k, {})[r["param"]] = (float(r["estimate"]), float(r["lo"]), float(r["hi"]))
     groups = list(alpha.groupby(keys, dropna=False, sort=False))
     level = f" {100 * float(alpha['level'].iloc[0]):g}%" if len(alpha) else ""
     lines = [f"alpha with its{level} interval:"]
     for _, g in groups[:MAX_GROUP_LINES]:
         parts = [one(r.frontier, float(r.estimate), float(r.lo), float(r.hi), _count(getattr(r, "n_ok", 0)),
-                     _count(getattr(r, "samples", 0))) for r in g.itertuples()]
+                     _count(getattr(r, "samples", 0)),
+                     params.get(tuple("" if pd.isna(getattr(r, c)) else getattr(r, c) for c in (*keys, "frontier")), {}))
+                 for r in g.itertuples()]
         lines.append(f"  {_group_label(g.iloc[0])}: {'; '.join(parts)}")
     if len(groups) > MAX_GROUP_LINES:
         lines.append(f"  ... and {len(groups) - MAX_GROUP_LINES} more groups (bootstrap.parquet has them all)")

@@ -566,17 +566,20 @@ def _sensitivity_text(sensitivity: pd.DataFrame | None, quantile: str | None = N
     """What Fig. 3 says about the headline's members, from the ranking of the frontiers a headline
     can use (``all`` never enters it: its numbers are given apart, for the paper's comparison);
     ``quantile`` names the headline as :func:`_quantiles` does (default: the current one)."""
-    from .analysis.sensitivity import frontier_ranking_text, rank_frontiers, summarize_sensitivity
+    from .analysis.sensitivity import curve_groups, frontier_ranking_text, rank_frontiers, summarize_sensitivity
 
     if sensitivity is None or not len(sensitivity):
         return ""
-    rk = rank_frontiers(summarize_sensitivity(sensitivity))
+    summ = summarize_sensitivity(sensitivity)
+    rk = rank_frontiers(summ)
     rk = rk[rk["pred_err_small_n"].notna()]
     quantile = quantile or quantile_name(MEMBER_QUANTILE)
     out = (f" The headline is the {_e(quantile)} of every law on the frontier estimators drawn solid; the paper's Eq. 1 "
            "on each of them shows how that kind of member degrades with fewer models.")
     # frontiers whose errors print the same are said to tie ("then bins-upper (0 pt)" ranked a tie)
-    ranking = frontier_ranking_text(rk, _pt, name=_e, best=lambda s: f"<b>{s}</b>")
+    # the numbers are Fig. 3's first and last points, over the groups it draws (curve_groups): said
+    # "of 75" where some are left out
+    ranking = frontier_ranking_text(rk, _pt, name=_e, best=lambda s: f"<b>{s}</b>", total=curve_groups(summ).total)
     if ranking:
         out += " " + ranking
     for r in rk[~rk["in_headline"].astype(bool)].to_dict("records"):
@@ -648,7 +651,7 @@ def _bootstrap_html(boot: pd.DataFrame | None, alpha_max: float, root: Path,
     resamples, and why a row has no interval (:func:`~.analysis.bootstrap.no_interval_reason`, as
     ``meta-study bootstrap`` reads the same rows); "" where no bootstrap was made. It was only a CSV
     link under "Tables": the page never said how uncertain a group's law is."""
-    from .analysis.bootstrap import alpha_bound_words, no_interval_reason, resolution_note
+    from .analysis.bootstrap import bound_notes, no_interval_reason, resolution_note
 
     if boot is None or boot.empty:
         return ""
@@ -669,10 +672,9 @@ def _bootstrap_html(boot: pd.DataFrame | None, alpha_max: float, root: Path,
         no_iv += bool(why)
         if k[:-1] not in shown:
             continue
-        notes = [why] if why else []
-        at, reach = alpha_bound_words(est, lo, hi, alpha_max)
-        notes += [f"alpha {at}"] if at else []
-        notes += [f"alpha's {reach}"] if reach else []
+        # every parameter on a bound, not alpha's alone: "e_IR 0.0 [0.0-0.0], saturation 100.0
+        # [100.0-100.0]" on Country211 (DS ~30-40%) had an empty note and read as a certain 100%
+        notes = ([why] if why else []) + bound_notes(w["params"], alpha_max)
         cells = []
         for param, _, _, scale, digits in BOOTSTRAP_PARAMS:
             e, a, b = w["params"].get(param, nan3)

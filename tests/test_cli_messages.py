@@ -84,10 +84,11 @@ def test_result_lines_say_when_alpha_sits_on_its_bound():
     line = bootstrap_lines(t, alpha_max=10.0)[1]
     assert line == ("  up -> a (fewshot, 5-shot): vertices 10 [10, 10] at its bound 10; all 2 [1.5, 10] (interval "
                     "reaches its bound 10); bins 2 [1, 3]")
-    # the lower bound (k = 0, a flat law): "vertices 0.001 [0.001, 0.001]" read as a precise alpha
+    # the lower bound (a flat law): "vertices 0.001 [0.001, 0.001]" read as a precise alpha; "k = 0"
+    # only where the table's k row says so (none here; session 57: the fitter stops there with k > 0 too)
     flat = pd.DataFrame([row("vertices", 1e-3, 1e-3, 1e-3), row("all", 2.0, 1e-3, 3.0)])
     assert bootstrap_lines(flat, alpha_max=10.0)[1] == (
-        "  up -> a (fewshot, 5-shot): vertices 0.001 [0.001, 0.001] at its bound 0.001 (k = 0: a flat law, alpha "
+        "  up -> a (fewshot, 5-shot): vertices 0.001 [0.001, 0.001] at its bound 0.001 (a flat law, alpha "
         "not identified); all 2 [0.001, 3] (interval reaches its bound 0.001)")
     sens = pd.DataFrame([{"us_task": "up", "ds_task": "a", "eval_protocol": "fewshot", "shots": 5,
                           "frontier": "all", "n": n, "pred_err": e}

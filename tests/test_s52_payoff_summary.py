@@ -39,7 +39,7 @@ def test_what_an_answer_does_not_state_is_not_summarised() -> None:
     assert "0.30 pt per US pt" in s and "0.90" not in s, s
     assert "1 of 1 at or above" in s, s
     assert "1 states a stop-paying point within the data" in s, s
-    assert "1 shows no DS gain" in s, s
+    assert "1 shows no significant rise of DS with US" in s, s
     assert "1 states no slope at +1 US pt" in s, s
     # each group's own answer states the same: the flat task no slope, the past one none within the horizon
     assert "DS pt per US pt" not in answer_text(flat).split("+1 US pt:")[1].split(";")[0]

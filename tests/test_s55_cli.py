@@ -49,7 +49,7 @@ def test_bootstrap_names_every_bound_an_interval_reaches():
     line = bootstrap_lines(t, alpha_max=10.0)[1]
     assert line == ("  up -> a (fewshot, 5-shot): all 10 [0.001, 10] at its bound 10 (interval reaches its bound "
                     "0.001); bins 0.196 [0.001, 10] (interval reaches its bounds 0.001 and 10); vertices 0.001 "
-                    "[0.001, 10] at its bound 0.001 (k = 0: a flat law, alpha not identified) (interval reaches its "
+                    "[0.001, 10] at its bound 0.001 (a flat law, alpha not identified) (interval reaches its "
                     "bound 10)"), line
 
 

@@ -264,7 +264,8 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
         if trusted and not past:
             slope = _f(row, f"slope_plus{k}")
             if no_trend:     # the laws' slope is not evidence when DS is not shown to rise with US
-                gain = ", no DS gain per US pt measurable (DS is not shown to rise with US in these models)"
+                gain = (", no DS gain per US pt stated (no significant rise of DS with US in these models, "
+                        "one-sided Spearman test)")
             else:
                 # what the laws say +1 US point buys there, beside the headline's slope (which sits
                 # between the levelling laws' ~0 and the rising ones'): "does it still pay" is a
@@ -364,7 +365,8 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
         if math.isfinite(flat) and (target <= flat or same):   # no prediction needed: a visible model has it
             need = f"{pct(target)} DS is reached already (best DS seen: {pct(flat)})"
         elif no_trend:   # "needs US in [89.8%-never]" on a task whose DS falls as US rises
-            need = f"{tgt}: no US accuracy is stated (DS is not shown to rise with US in these models)"
+            need = (f"{tgt}: no US accuracy is stated (no significant rise of DS with US in these models, "
+                    "one-sided Spearman test)")
         elif lo_100 and (not trusted or not un < AT_100):
             need = f"{tgt} is not reached below 100% US, not even by {edge}"
         elif not trusted and iv:   # as the steps: an untrusted group states the interval, never a point
@@ -466,7 +468,10 @@ def payoff_summary(rows: Sequence[Mapping[str, Any]], threshold: float | None = 
         parts.append(f"{stops} state{'s' if stops == 1 else ''} a stop-paying point within the data")
     flat = sum(1 for r in trusted if "no_trend" in dict(flags(r.get("warnings"))))
     if flat:
-        parts.append(f"{flat} show{'s' if flat == 1 else ''} no DS gain (DS is not shown to rise with US)")
+        # "no DS gain" read the test's absence of evidence as evidence of absence: no_trend is only
+        # that the one-sided test did not show DS rising with US (p >= selection.TREND_P)
+        parts.append(f"{flat} show{'s' if flat == 1 else ''} no significant rise of DS with US (one-sided "
+                     "Spearman test)")
     unstated = len(trusted) - len(stated) - flat
     if unstated:
         parts.append(f"{unstated} state{'s' if unstated == 1 else ''} no slope at +1 US pt (past the tested "

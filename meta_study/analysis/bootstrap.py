@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -192,7 +192,8 @@ def alpha_bound(alpha: float, alpha_max: float) -> float | None:
     return None
 
 
-def alpha_bound_words(estimate: float, lo: float, hi: float, alpha_max: float) -> tuple[str, str]:
+def alpha_bound_words(estimate: float, lo: float, hi: float, alpha_max: float,
+                      k: float = math.nan) -> tuple[str, str]:
     """Where an alpha row of a bootstrap table sits on a bound, in words: the estimate's ("at its
     bound 10", "" where it sits on none) and the interval's ends' ("interval reaches its bound
     0.001", "" where neither end does). ``meta-study bootstrap`` and the report say them alike."""
@@ -203,9 +204,59 @@ def alpha_bound_words(estimate: float, lo: float, hi: float, alpha_max: float) -
                               if x is not None and x != b))
     reach = (f"interval reaches its bound{'s' if len(ends) > 1 else ''} {' and '.join(f'{x:g}' for x in ends)}"
              if ends else "")
-    at = (f"at its bound {b:g}" + (" (k = 0: a flat law, alpha not identified)" if b == ALPHA_MIN else "")
-          if b is not None else "")
+    # alpha at its floor is a flat law whatever k (e_US^0.001 is about 1); "k = 0" only where k
+    # (the same fit's estimate) is 0: the fitter also stops at the floor with k > 0
+    flat = ("k = 0: a flat law" if _on(k, (K_MIN,)) is not None else "a flat law") + ", alpha not identified"
+    at = (f"at its bound {b:g}" + (f" ({flat})" if b == ALPHA_MIN else "") if b is not None else "")
     return at, reach
+
+
+#: The bounds the fitter (:mod:`.powerlaw`) holds Eq. 1's e_ir to: it clips the intercept to
+#: [0, 1] (a DS error), and reports a fit there as ``at_bound`` ("e_ir = 0", "e_ir = 1").
+E_IR_BOUNDS = (0.0, 1.0)
+#: k's only bound in the fitter: k >= 0 (k = 0 is a flat law, e_DS = e_ir whatever the US error).
+K_MIN = 0.0
+
+
+def _on(x: float, bounds: Sequence[float]) -> float | None:
+    """The bound of ``bounds`` that ``x`` sits on (to 1e-12: the fitter clips to them exactly, and a
+    percentile of resamples all on a bound is that bound), or None."""
+    return next((b for b in bounds if math.isfinite(x) and abs(x - b) <= 1e-12), None)
+
+
+def eir_bound_words(estimate: float, lo: float, hi: float) -> tuple[str, str]:
+    """Where an e_ir row of a bootstrap table sits on a bound (:data:`E_IR_BOUNDS`), in words, as
+    :func:`alpha_bound_words`: the estimate's and the interval's ends'. "e_ir 0.0 [0.0-0.0],
+    saturation 100.0 [100.0-100.0]" on Country211 (DS accuracies ~30-40%) read as a certain 100%
+    saturation: the fitter's bound, not an estimate, and the resamples pinned there too."""
+    b = _on(estimate, E_IR_BOUNDS)
+    ends = list(dict.fromkeys(x for x in (_on(lo, E_IR_BOUNDS), _on(hi, E_IR_BOUNDS)) if x is not None and x != b))
+    # said beside alpha's "(interval reaches its bound 10)" by `meta-study bootstrap`: no nested brackets
+    reach = (f"interval reaches its bound{'s' if len(ends) > 1 else ''} {' and '.join(f'{x:g}' for x in ends)}, "
+             f"{'saturations' if len(ends) > 1 else 'a saturation'} of {' and '.join(f'{100 * (1 - x):g}%' for x in ends)}"
+             if ends else "")
+    whole = b is not None and _on(lo, (b,)) is not None and _on(hi, (b,)) is not None
+    at = (f"at its bound {b:g}{' across its whole interval' if whole else ''}: the saturation "
+          f"{100 * (1 - b):g}% is the bound, not an estimate" if b is not None else "")
+    return at, reach
+
+
+def bound_notes(params: Mapping[str, tuple[float, float, float]], alpha_max: float) -> list[str]:
+    """Every bound a (group, frontier) of a bootstrap table sits on, one note each: ``params`` maps
+    "k", "alpha" and "e_ir" to (estimate, lo, hi). alpha's (:func:`alpha_bound_words`), e_ir's
+    (:func:`eir_bound_words`), and k's estimate on its bound 0 where alpha's words do not already
+    say it (a flat law's alpha sits at its lower bound, and its words say "k = 0"; resamples of a
+    flat law reach alpha's lower bound, and its words say that)."""
+    nan3 = (math.nan, math.nan, math.nan)
+    a_at, a_reach = alpha_bound_words(*params.get("alpha", nan3), alpha_max, k=params.get("k", nan3)[0])
+    e_at, e_reach = eir_bound_words(*params.get("e_ir", nan3))
+    notes = [f"alpha {a_at}"] if a_at else []
+    notes += [f"alpha's {a_reach}"] if a_reach else []
+    if _on(params.get("k", nan3)[0], (K_MIN,)) is not None and "k = 0" not in a_at:
+        notes.append("k at its bound 0: a flat law, alpha not identified")
+    notes += [f"e_IR {e_at}"] if e_at else []
+    notes += [f"e_IR's {e_reach}"] if e_reach else []
+    return notes
 
 
 def usable_words(n_ok: int, samples: int) -> str:
@@ -243,5 +294,6 @@ def bootstrap(groups: Sequence[Any], options: BootstrapOptions = BootstrapOption
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(BOOTSTRAP_COLUMNS))
 
 
-__all__ = ["BOOTSTRAP_COLUMNS", "BootstrapOptions", "MAX_SAMPLES", "STATUS_WORDS", "alpha_bound", "alpha_bound_words",
-           "bootstrap", "bootstrap_group", "min_samples", "no_interval_reason", "resolution_note", "usable_words"]
+__all__ = ["BOOTSTRAP_COLUMNS", "BootstrapOptions", "E_IR_BOUNDS", "K_MIN", "MAX_SAMPLES", "STATUS_WORDS", "alpha_bound",
+           "alpha_bound_words", "bootstrap", "bootstrap_group", "bound_notes", "eir_bound_words", "min_samples",
+           "no_interval_reason", "resolution_note", "usable_words"]

@@ -544,8 +544,8 @@ def _flag(c: Candidate, g: _Group, no_backtest: str = "") -> Candidate:
     if c.frontier != "all":
         gap = _chord_gap(g.frontiers[c.frontier], g.us[g.vis], g.ds[g.vis])
         if gap > CHORD_GAP:
-            w.append(f"chord: {100 * gap:.0f}% of the frontier's US range has no model within "
-                     f"{100 * CHORD_TOL:g} points of it")
+            w.append(f"chord: the widest stretch of the frontier with no model within {100 * CHORD_TOL:g} DS "
+                     f"points of it spans {100 * gap:.0f}% of its US range")
     if c.fit.status == "at_bound":
         w.append(f"at_bound: {c.fit.message}")
     if not math.isfinite(c.backtest_err):
@@ -1070,8 +1070,8 @@ def _hull_warnings(g: _Group) -> list[str]:
         w.append(f"few_points: {n} frontier models for {HULL_PARAMS} parameters (need {HULL_PARAMS + 2})")
     gap = _chord_gap(V, uv, dv)
     if gap > CHORD_GAP:
-        w.append(f"chord: {100 * gap:.0f}% of the frontier's US range has no model within "
-                 f"{100 * CHORD_TOL:g} points of it")
+        w.append(f"chord: the widest stretch of the frontier with no model within {100 * CHORD_TOL:g} DS "
+                 f"points of it spans {100 * gap:.0f}% of its US range")
     return w
 
 

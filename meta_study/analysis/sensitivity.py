@@ -187,33 +187,78 @@ def summarize_sensitivity(table: pd.DataFrame) -> pd.DataFrame:
              .reset_index())
 
 
-def _common_groups(at: pd.DataFrame) -> pd.MultiIndex | pd.Index | None:
-    """The groups of ``at`` (summary rows at one size step) where every headline frontier of it
-    has a prediction error, or None where that is all of them or none (nothing to leave out).
-
-    Medians over each frontier's own groups ranked a frontier that failed on the hard groups by the
-    median of the easy ones, above frontiers scored on all of them. Against every group, not those
-    where some frontier was scored: a group where none was (too few models to fit at its smallest
-    step) was kept, counted in `groups` (3 for medians over 2), and its largest step's errors
-    entered the `_full_n` medians of groups the `_small_n` ones skip."""
-    gkeys = list(GROUP_COLUMNS)
-    ranked = sorted(set(at["frontier"]) & set(FRONTIER_KINDS))
-    ok = at[at["frontier"].isin(ranked) & np.isfinite(at["pred_err_mean"].astype(float))]
-    n_ok = ok.groupby(gkeys, dropna=False)["frontier"].nunique()
-    common = n_ok[n_ok == len(ranked)].index
-    if len(common) and len(common) < at.groupby(gkeys, dropna=False).ngroups:
-        return common
-    return None
-
-
-def _of_groups(d: pd.DataFrame, groups: pd.MultiIndex | pd.Index) -> pd.DataFrame:
-    """The rows of ``d`` in ``groups`` (an index of :data:`GROUP_COLUMNS` values)."""
-    gkeys = list(GROUP_COLUMNS)
-    return d[pd.MultiIndex.from_frame(d[gkeys]).isin(groups)] if len(gkeys) > 1 else d[d[gkeys[0]].isin(groups)]
-
-
 #: The columns of :func:`frontier_curves`: errors and their sd are fractions (x100: accuracy points).
 CURVE_COLUMNS = ("frontier", "step", "n", "groups", "fit_err", "fit_err_sd", "pred_err", "pred_err_sd")
+
+
+@dataclass(frozen=True)
+class CurveGroups:
+    """The groups each curve of Fig. 3 is over (:func:`curve_groups`): one set per frontier, the
+    same at every one of its size steps.
+
+    Attributes:
+        steps: the size steps drawn (1 ... steps: the kept groups' whole grids, the last one each
+            group's largest sample).
+        total: the groups of the summary.
+        groups: per frontier, the group numbers (``groupby(GROUP_COLUMNS).ngroup()`` of the summary)
+            each of its points is a median over; the same set for every frontier unless no group
+            has every frontier's error (then each frontier's own).
+    """
+
+    steps: int
+    total: int
+    groups: dict[str, frozenset[int]]
+
+    @property
+    def kept(self) -> int:
+        """The groups the medians are over (the most any frontier's are over)."""
+        return max((len(g) for g in self.groups.values()), default=0)
+
+
+def _stepped(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with ``step`` (a group's k-th smallest ``n``) and ``_g`` (its group number)."""
+    gkeys = list(GROUP_COLUMNS)
+    s = summary.astype({"shots": "Int64"}) if "shots" in summary else summary
+    by = s.groupby(gkeys, dropna=False)
+    return s.assign(step=by["n"].rank(method="dense").astype(int), _g=by.ngroup())
+
+
+def _curve_groups(s: pd.DataFrame) -> CurveGroups:
+    """:func:`curve_groups` of a :func:`_stepped` summary."""
+    n_steps = s.groupby("_g")["step"].max()
+    if n_steps.empty:
+        return CurveGroups(0, 0, {})
+    # The groups of one grid length, the most common (the longer of a tie): groups have their own
+    # size grids (10 ... their fitting points; one step where they have 10 or fewer), and a group
+    # that ends at step 3 leaves the medians of steps 4-8, which then move with the groups, not with n
+    counts = n_steps.value_counts()
+    steps = int(counts[counts == counts.max()].index.max())
+    cand = set(n_steps.index[n_steps == steps].tolist())
+    ok = s[s["_g"].isin(cand) & np.isfinite(s["pred_err_mean"].astype(float))]
+    scored = ok.groupby(["frontier", "_g"])["step"].nunique()
+    frontiers = sorted(set(s["frontier"]))
+    # per frontier, the groups where it has a prediction error at every step
+    complete = {f: frozenset(int(g) for (fr, g), k in scored.items() if fr == f and k == steps) for f in frontiers}
+    # Of those, the groups where every frontier has a prediction error at every step: each point a
+    # median over the same groups, so that a curve's change from one step to the next is the
+    # sample size's alone (a paired comparison: a median over the groups each step happens to have
+    # moves when a hard group comes in or leaves), and the frontiers are compared on the same groups
+    # (over each one's own, a frontier failing on the hard groups was ranked by the easy ones). Every
+    # frontier drawn, `all` too: the page compares it with the others. Leaving a group out is said
+    # (kept of total, in the figure's title and the sentence under it). A frontier with no such group
+    # anywhere (no fit at some step of every group) does not empty the set: it is drawn only at the
+    # steps where every kept group has its error. No group with every frontier's: each frontier over
+    # its own complete groups (still the same ones at each of its steps).
+    required = [f for f in frontiers if complete[f]]
+    common = frozenset(cand).intersection(*(complete[f] for f in required))
+    sets = {f: common for f in frontiers} if common else {f: complete[f] for f in frontiers}
+    return CurveGroups(steps, int(n_steps.size), sets)
+
+
+def curve_groups(summary: pd.DataFrame) -> CurveGroups:
+    """The groups and size steps :func:`frontier_curves` draws of ``summary``
+    (:func:`summarize_sensitivity`), and how many groups it leaves out."""
+    return _curve_groups(_stepped(summary)) if len(summary) else CurveGroups(0, 0, {})
 
 
 def frontier_curves(summary: pd.DataFrame) -> pd.DataFrame:
@@ -223,68 +268,73 @@ def frontier_curves(summary: pd.DataFrame) -> pd.DataFrame:
     group's mean over trials of ``fit_err`` and ``pred_err``, the median over them of the sd over
     trials (the bars), the mean ``n`` of the step (its x) and the ``groups`` a median is over.
 
+    Over one set of groups at every step (:func:`curve_groups`): the groups of the most common grid
+    length where every frontier has a prediction error at every step. Each group's own set per step
+    (all 75 groups of the CIFAR-10-C table at steps 2-3, the 73 that every frontier could be scored
+    on at step 1) drew a drop from step 1 to 2 that was partly the two groups coming in, and the
+    ranking's "every fitting model" median (over the 73) was no point drawn. A point where a kept
+    group has no error is not drawn (NaN), rather than a median over fewer.
+
     The median, not the mean, over groups: it is what the report's ranking (:func:`rank_frontiers`,
-    which takes its smallest-sample numbers from here) and ``meta-study sensitivity`` say. A mean
-    over groups is one group's 40-60 pt miss spread over all of them: on the public tables (49 DS
-    tasks) it drew bins below hull-curve at n=10, ~1.5 pt above the medians the text ranked
-    hull-curve first by, the figure and the sentence under it disagreeing. At each step, as the
-    ranking: over the groups where every headline frontier has a prediction error, where some do
-    not (:func:`_common_groups`). Cost: one groupby per step, ~10 ms for 50 groups x 8 steps."""
+    which takes its numbers from here) and ``meta-study sensitivity`` say. A mean over groups is one
+    group's 40-60 pt miss spread over all of them: on the public tables (49 DS tasks) it drew bins
+    below hull-curve at n=10, ~1.5 pt above the medians the text ranked hull-curve first by.
+    Cost: a few groupbys, ~10 ms for 50 groups x 8 steps."""
     if summary.empty:
         return pd.DataFrame(columns=list(CURVE_COLUMNS))
-    gkeys = list(GROUP_COLUMNS)
-    s = summary.astype({"shots": "Int64"}) if "shots" in summary else summary
-    s = s.assign(step=s.groupby(gkeys, dropna=False)["n"].rank(method="dense").astype(int))
+    s = _stepped(summary)
+    cg = _curve_groups(s)
+    s = s[s["step"] <= cg.steps]
+    # a step's x: the mean over the kept groups of their n there (the same for every frontier)
+    n_at = s.groupby(["_g", "step"])["n"].first()
     parts = []
-    for _, at in s.groupby("step", sort=True):
-        common = _common_groups(at)
-        parts.append(at if common is None else _of_groups(at, common))
-    kept = pd.concat(parts)
-    out = (kept.groupby(["frontier", "step"])
-           .agg(n=("n", "mean"), groups=("pred_err_mean", "count"), fit_err=("fit_err_mean", "median"),
-                fit_err_sd=("fit_err_std", "median"), pred_err=("pred_err_mean", "median"),
-                pred_err_sd=("pred_err_std", "median"))
-           .reset_index())
-    return out[list(CURVE_COLUMNS)]
+    for frontier in sorted(cg.groups):
+        kept = cg.groups[frontier]
+        at = s[(s["frontier"] == frontier) & s["_g"].isin(kept)]
+        by = at.groupby("step")
+        part = pd.DataFrame(index=pd.RangeIndex(1, cg.steps + 1, name="step"))
+        part["frontier"] = frontier
+        part["n"] = n_at[n_at.index.get_level_values("_g").isin(kept)].groupby(level="step").mean().reindex(part.index)
+        part["groups"] = len(kept)
+        for metric in ("fit_err", "pred_err"):
+            vals = at[f"{metric}_mean"].astype(float)
+            med = vals.groupby(at["step"]).median()
+            full = np.isfinite(vals).groupby(at["step"]).sum() == len(kept)
+            part[metric] = med.where(full).reindex(part.index)
+            part[f"{metric}_sd"] = by[f"{metric}_std"].median().astype(float).reindex(part.index).where(
+                part[metric].notna())
+        parts.append(part.reset_index())
+    if not parts:
+        return pd.DataFrame(columns=list(CURVE_COLUMNS))
+    return pd.concat(parts, ignore_index=True)[list(CURVE_COLUMNS)]
 
 
 def rank_frontiers(summary: pd.DataFrame) -> pd.DataFrame:
     """Which frontier is more robust at small n, on this data: per frontier, the median over groups
-    of the mean prediction and fitting errors at each group's smallest and largest size step (the
-    median, as ``meta-study sensitivity`` prints and Fig. 3 draws, :func:`frontier_curves`, whose
-    first step these smallest-sample numbers are: the report's means ranked the frontiers otherwise
-    than the terminal, one group's 60 pt miss outweighing the rest),
-    ranked by the prediction error at the smallest step (1 = most robust), over the groups where
-    every ranked frontier could be scored there (``groups``; all groups where each one was). Only the frontiers a
-    headline can use (``in_headline``, :data:`~.frontiers.FRONTIER_KINDS`) are ranked; ``all``
-    (every model: the typical model, not the frontier) keeps its errors for the paper's
-    comparison, with no rank."""
+    of the mean prediction and fitting errors at the smallest and the largest size step, ranked by
+    the prediction error at the smallest (1 = most robust). The numbers are Fig. 3's first and last
+    points (:func:`frontier_curves`): over the same groups at both steps, those of the most common
+    size grid where every frontier has a prediction error at every step (``groups``; each
+    frontier's own where no group has every one's), so that the sentence under the figure says
+    what it draws. The medians, as ``meta-study sensitivity`` prints: the report's means ranked the
+    frontiers otherwise than the terminal, one group's 60 pt miss outweighing the rest.
+    Only the frontiers a headline can use (``in_headline``, :data:`~.frontiers.FRONTIER_KINDS`)
+    are ranked; ``all`` (every model: the typical model, not the frontier) keeps its errors for the
+    paper's comparison, with no rank."""
     cols = ["frontier", "in_headline", "groups", "pred_err_small_n", "pred_err_full_n", "fit_err_small_n",
             "fit_err_full_n", "rank_small_n"]
     if summary.empty:
         return pd.DataFrame(columns=cols)
-    # each group's smallest and largest step, the same for every frontier: a frontier with no row
-    # at a group's smallest step (too few points to fit there) had its next step taken as its
-    # "smallest", and was ranked on larger samples than the others
-    gkeys = list(GROUP_COLUMNS)
-    s = summary.astype({"shots": "Int64"}) if "shots" in summary else summary
-    by_group = s.groupby(gkeys, dropna=False)["n"]
-    s = s.assign(_lo=by_group.transform("min"), _hi=by_group.transform("max"))
-    first, last = s[s["n"] == s["_lo"]], s[s["n"] == s["_hi"]]
-    common = _common_groups(first)
-    if common is not None:
-        first, last = _of_groups(first, common), _of_groups(last, common)
-    # the smallest sample's numbers are the figure's first step (frontier_curves: the same groups,
-    # the same median), so that the sentence under Fig. 3 says what it draws
-    small = frontier_curves(summary)
-    small = small[small["step"] == 1].set_index("frontier")
+    curves = frontier_curves(summary)
+    steps = int(curves["step"].max()) if len(curves) else 1
+    small = curves[curves["step"] == 1].set_index("frontier")
+    full = curves[curves["step"] == steps].set_index("frontier")
     out = pd.DataFrame({
-        # the groups its smallest-sample median is over (NaN rows are skipped by the median)
         "groups": small["groups"],
         "pred_err_small_n": small["pred_err"],
-        "pred_err_full_n": last.groupby("frontier")["pred_err_mean"].median(),
+        "pred_err_full_n": full["pred_err"],
         "fit_err_small_n": small["fit_err"],
-        "fit_err_full_n": last.groupby("frontier")["fit_err_mean"].median(),
+        "fit_err_full_n": full["fit_err"],
     }).rename_axis("frontier").reset_index()
     out["in_headline"] = out["frontier"].isin(FRONTIER_KINDS)
     out["rank_small_n"] = out["pred_err_small_n"].where(out["in_headline"]).rank(method="min").astype("Int64")
@@ -301,12 +351,14 @@ def _names(names: Sequence[str]) -> str:
 
 
 def frontier_ranking_text(rank: pd.DataFrame, pt: Callable[[float], str] = _points, *,
-                          name: Callable[[str], str] = str, best: Callable[[str], str] = str) -> str:
+                          name: Callable[[str], str] = str, best: Callable[[str], str] = str,
+                          total: int | None = None) -> str:
     """The sentence that ranks the headline's frontiers (:func:`rank_frontiers`) by their prediction
     error at the smallest sample, or "" when none has one. Frontiers whose errors read the same in
     ``pt`` (an error in points) tie, and are said to ("bins predicts best ... then bins-upper (0 pt)"
     ranked two at 0 pt); ``name`` formats a frontier's name (the report escapes it), ``best`` the
-    best ones' names once formatted (the report bolds them)."""
+    best ones' names once formatted (the report bolds them); ``total``, the groups of the table: where
+    the medians are over fewer (``groups``, :func:`curve_groups`), it says over how many of them."""
     if rank.empty:
         return ""
     m = rank[rank["in_headline"].astype(bool) & rank["pred_err_small_n"].notna()]
@@ -325,8 +377,11 @@ def frontier_ranking_text(rank: pd.DataFrame, pt: Callable[[float], str] = _poin
                  "with every fitting model " + ", ".join(f"{name(str(r['frontier']))} {f} pt" for r, f in zip(top, full)))
     who = _names([best(name(str(r["frontier"]))) for r in top])
     verb = "predicts best" if len(top) == 1 else "tie for best"
+    kept = top[0].get("groups")
+    over = (f"median over {int(kept)} of {total} groups" if total is not None and kept is not None
+            and not pd.isna(kept) and int(kept) < total else "median over groups")
     out = (f"Among them, on this data, {who} {verb} at the smallest sample ({pt(top[0]['pred_err_small_n'])} pt "
-           f"prediction error, median over groups; {full_text})")
+           f"prediction error, {over}; {full_text})")
     for g in groups[1:]:
         names = _names(sorted(name(str(r["frontier"])) for r in g))
         err = pt(g[0]["pred_err_small_n"])
@@ -334,6 +389,6 @@ def frontier_ranking_text(rank: pd.DataFrame, pt: Callable[[float], str] = _poin
     return out + "."
 
 
-__all__ = ["CURVE_COLUMNS", "MAX_SIZE", "MAX_TRIALS", "SENSITIVITY_COLUMNS", "SensitivityOptions", "default_sizes",
-           "frontier_curves", "frontier_ranking_text", "rank_frontiers",
+__all__ = ["CURVE_COLUMNS", "CurveGroups", "MAX_SIZE", "MAX_TRIALS", "SENSITIVITY_COLUMNS", "SensitivityOptions",
+           "curve_groups", "default_sizes", "frontier_curves", "frontier_ranking_text", "rank_frontiers",
            "sensitivity", "sensitivity_group", "summarize_sensitivity"]
