@@ -76,6 +76,10 @@ if ! import_err="$("$PY" -c 'import ray, mlflow' 2>&1)"; then
   die "$PY cannot import ray and mlflow ($(printf '%s\n' "$import_err" | tail -n 1)); activate the project's environment or set PYTHON"
 fi
 
+# A state directory this script makes is its user's only (0700): the Ray temp dir inside it is made
+# world-writable again (0777) by every driver that connects, and the session logs under it (0644)
+# can name what a job was started with. One the user made already keeps its mode.
+[ -e "$state" ] || { mkdir -p "$state" && chmod 700 "$state"; }
 mkdir -p "$state/mlflow/artifacts"
 state="$(cd "$state" && pwd -P)"
 # One of local-up, local-add-node, local-down at a time per state directory: two local-up at once

@@ -1216,8 +1216,28 @@ def run_sweep(spec: SweepSpec, options: SweepOptions = SweepOptions()) -> SweepR
             last ran (without ``--allow-code-change``).
     """
     start_sweep()
+    keep_credentials_out_of_trials()
     with _process_settings_kept() as kept:
         return _run_sweep(spec, options, kept)
+
+
+#: The credentials Ray Tune copies from the driver's environment into every trial actor's
+#: ``runtime_env`` (``ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE``, Ray 2.60). There they
+#: are served in clear text by Ray's State API and dashboard and written to each node's
+#: ``runtime_env_agent.log`` (mode 0644), and they override the node's own keys, against what
+#: docs/cluster.md promises (every node uses the credentials of its own environment; the sweep's
+#: preflight checks each node's access to the storage path with them, before any trial starts).
+TUNE_PROPAGATED_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN",
+                               "AWS_SESSION_TOKEN")
+
+
+def keep_credentials_out_of_trials() -> None:
+    """Stop Ray Tune from copying the driver's :data:`TUNE_PROPAGATED_CREDENTIALS` into trial
+    actors' runtime_envs (it reads its module-level set each time it makes a trial's actor class:
+    the set is emptied of them in place, for this process)."""
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(TUNE_PROPAGATED_CREDENTIALS)
 
 
 @dataclass(frozen=True)
