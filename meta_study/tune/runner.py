@@ -1970,7 +1970,7 @@ def repeat_space(param_space: Mapping[str, Any], samples: int) -> tuple[dict[str
     Tune: the repeats as one more grid, :data:`~.trial.REPEAT_KEY` over ``0 .. samples-1``, and
     ``num_samples`` 1. The same trials as Tune's ``num_samples`` (each grid point ``samples``
     times, the random values drawn for each; Tune orders a grid by key, so a point's repeats now
-    come one after another), but each repeat's config, and so its key (:func:`~.trial.config_key`), says which it is. With
+    are adjacent in the trial order, and run side by side where trials run concurrently), but each repeat's config, and so its key (:func:`~.trial.config_key`), says which it is. With
     Tune's repeats, the repeats of a grid point with a fixed seed were one key: a resume gave a
     repeat that had not finished its finished sibling's result (two MLflow runs of one model, one
     repeat never trained). The same space gives the same repeats again, so a repeat lost with a
