@@ -400,6 +400,20 @@ def store() -> None:
     """Inspect a meta-study store, check its files (and repair them), break a dead writer's lease."""
 
 
+def _to_the_second(when: str | None) -> str:
+    """A stored time (``ingested_at``, microseconds) as ``store info`` shows it: to the second, as
+    a reader reads a time ("2026-12-07 23:41:50.896150+00:00" read as noise); "-" for none.
+    ``--json`` keeps the stored value."""
+    import pandas as pd
+
+    if not when:
+        return "-"
+    try:
+        return str(pd.Timestamp(when).floor("s"))
+    except ValueError:   # not a time pandas reads: shown as stored
+        return when
+
+
 @store.command("info", short_help="Rows per group, sources and the last ingest.")
 @click.argument("store_uri", metavar="STORE")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -430,7 +444,7 @@ def store_info(store_uri: str, as_json: bool) -> None:
     click.echo(f"version    {s.version}")
     click.echo(f"rows       {s.rows}")
     click.echo(f"quarantine {s.quarantined}")
-    click.echo(f"last ingest {s.last_ingest or '-'}")
+    click.echo(f"last ingest {_to_the_second(s.last_ingest)}")
     if s.pending_finalize:
         click.echo("note: the last commit was interrupted after its commit point and could not be finished "
                    "now (another writer holds the lock, or the store is read-only)")

@@ -148,7 +148,7 @@ def test_a_refit_never_reads_its_own_published_runs(tmp_path):
         second = run_cli(*args)
         assert second.returncode == 0, second.stderr
         ingest_line = next(ln for ln in second.stdout.splitlines() if ln.startswith(server.uri))
-        assert "1 refit result runs not read" in ingest_line and "without downstream" not in ingest_line, ingest_line
+        assert "1 refit result run not read" in ingest_line and "without downstream" not in ingest_line, ingest_line
         assert second.stdout.splitlines()[-1].startswith("refit: noop"), second.stdout
         assert len(Store(store).to_pandas()) == 12
 

@@ -124,7 +124,7 @@ def test_each_stopped_trials_evaluation_is_retried_and_a_failure_is_recorded(loc
     store = tmp_path / "store"
     r = run_cli("ingest", mlflow_server.uri, "--experiment", exp, "--store", str(store), "--quiet")
     assert r.returncode == 0, r.stderr
-    assert "1 finished runs without downstream metrics" in r.stdout and "meta_study.eval_status=failed" in r.stdout
+    assert "1 finished run without downstream metrics" in r.stdout and "meta_study.eval_status=failed" in r.stdout
     df = Store(str(store)).to_pandas()
     assert set(df["run_id"]) == {ok.info.run_id}
 

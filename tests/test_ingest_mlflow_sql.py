@@ -144,7 +144,7 @@ def test_incremental_noop_new_runs_and_a_changed_run(zoo):
     assert len(df) == n + 12 and set(df["run_id"]) >= set(new)
     zoo["client"].log_metric(zoo["ids"]["good"][1], "ds/pets/10shot/top1", 0.99)   # a finished run changes
     r = run_cli(*args, "--full")
-    assert "0 new, 1 updated" in r.stdout and "1 runs changed" in r.stdout, r.stdout
+    assert "0 new, 1 updated" in r.stdout and "1 run changed" in r.stdout, r.stdout
     df = s.to_pandas()
     v = df[(df["run_id"] == zoo["ids"]["good"][1]) & (df["ds_task"] == "pets") & (df["shots"] == 10)]["ds_accuracy"]
     assert list(v) == [pytest.approx(0.99)]

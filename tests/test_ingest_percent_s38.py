@@ -77,7 +77,7 @@ def test_one_new_near_chance_run_goes_in_as_in_a_full_read(lab):
     assert lab.ingest().returncode == 0
     new = lab.run(81, {"pets": 81, "hard": 0.9})
     r = lab.ingest()
-    assert r.returncode == 0 and "2 new" in r.stdout and "1 runs new" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "2 new" in r.stdout and "1 run new" in r.stdout, r.stdout + r.stderr
     got = lab.rows().set_index(["run_id", "ds_task"])["ds_accuracy"]
     assert got[(new, "hard")] == pytest.approx(0.009) and got[(new, "pets")] == pytest.approx(0.81)
     r = lab.ingest()   # the next one is a no-op

@@ -286,7 +286,7 @@ def test_drop_deleted_drops_runs_purged_by_gc(exp, reader):
     c.delete_run(gone)
     _gc(exp, "--run-ids", gone)
     r = _ingest(exp, reader, "--drop-deleted")
-    assert r.returncode == 0 and "1 runs deleted" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "1 run deleted" in r.stdout, r.stdout + r.stderr
     assert set(_rows(exp)["run_id"]) == {kept}
 
 

@@ -140,7 +140,7 @@ def test_a_store_of_the_version_before_has_its_other_rows_replaced(lab, monkeypa
         lab.ingest("--mapping", mapping)
     assert lab.rows()["eval_protocol"].tolist() == ["other"]
     r = lab.ingest("--mapping", mapping)
-    assert "1 runs changed" in r.stdout, r.stdout
+    assert "1 run changed" in r.stdout, r.stdout
     df = lab.rows()
     assert df[["run_id", "eval_protocol"]].values.tolist() == [[rid, "linear"]]
 

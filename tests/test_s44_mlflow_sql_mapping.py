@@ -100,7 +100,7 @@ def test_a_database_ingested_under_another_spelling_is_not_stored_twice(tmp_path
     first = run_cli("ingest", f"mlflow-sql:sqlite:///{db}", "--store", store, "--quiet")
     assert first.returncode == 0 and "1 new" in first.stdout, first.stderr
     again = run_cli("ingest", f"mlflow-sql:sqlite+pysqlite:///{db}", "--store", store, "--quiet")
-    assert again.returncode == 0 and "0 new" in again.stdout and "1 runs unchanged" in again.stdout, again.stdout
+    assert again.returncode == 0 and "0 new" in again.stdout and "1 run unchanged" in again.stdout, again.stdout
     rows = Store(store).to_pandas()
     assert list(rows["source"]) == [f"sqlite:///{db}"]
     # a name given is the user's: not merged with the stored one

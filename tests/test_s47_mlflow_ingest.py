@@ -78,7 +78,7 @@ def test_a_task_name_with_a_slash_is_counted_not_dropped_silently(lab):
     for spec in (lab.spec, f"mlflow-sql:sqlite:///{lab.db}"):
         r = lab.ingest("--quiet", spec=spec)
         line = next(x for x in r.stdout.splitlines() if "new" in x)
-        assert "1 runs with a task name holding a slash not read" in line, r.stdout
+        assert "1 run with a task name holding a slash not read" in line, r.stdout
     rows = lab.rows()
     assert set(rows["run_id"]) == {ok, plain} and set(rows["ds_task"]) == {"pets"}
     r = lab.ingest("--quiet")           # nothing changed: nothing read again, nothing counted
@@ -111,4 +111,4 @@ def test_a_renamed_experiment_renames_every_run_without_full(lab, reader):
     assert dict(zip(rows["run_id"], rows["experiment"])) == {old: "bob-renamed", new: "bob-renamed", gone: "bob"}, \
         r.stdout
     r = lab.ingest("--quiet", spec=spec)             # once: the deleted run does not make every ingest a full read
-    assert "0 new, 0 updated" in r.stdout and "1 runs unchanged" in r.stdout, r.stdout
+    assert "0 new, 0 updated" in r.stdout and "1 run unchanged" in r.stdout, r.stdout

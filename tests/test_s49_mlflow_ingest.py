@@ -105,7 +105,7 @@ def test_a_store_ingested_before_the_canonical_digest_reads_no_run_again(tmp_pat
         assert "3 runs new" in lab.ingest().stdout
     lab.run({"us/in1k/top1": 0.5, "ds/pets/10shot/top1": 0.3}, params={"model_name": "m3"})
     out = lab.ingest("--full").stdout
-    assert "1 runs new" in out and "3 runs unchanged" in out, out
+    assert "1 run new" in out and "3 runs unchanged" in out, out
     assert len(lab.rows()) == 4
 
 

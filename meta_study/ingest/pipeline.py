@@ -57,6 +57,17 @@ def _stat_hints() -> dict[str, str]:
 STAT_HINTS = _stat_hints()
 
 
+def stat_words(key: str, n: int) -> str:
+    """A count's name in the ingest line: ``runs_unchanged`` as "runs unchanged", and its first
+    "runs" or "files" in the singular for one ("1 refit result runs not read" read as a typo)."""
+    words = key.split("_")
+    if n == 1:
+        i = next((j for j, w in enumerate(words) if w in ("runs", "files")), None)
+        if i is not None:
+            words[i] = words[i][:-1]
+    return " ".join(words)
+
+
 @dataclass
 class SourceReport:
     """What ingest did with one source: the per-source summary line."""
@@ -119,7 +130,7 @@ class SourceReport:
         if self.all_quarantined and top is not None:
             return printable(f"{self.label}: FAILED: all {self.rejected} rows quarantined, nothing stored; "
                              f"{top[1]} for: {top[0]} (meta-study store quarantine lists them)")
-        extra = "".join(f", {v} {k.replace('_', ' ')}" for k, v in sorted(self.stats.items())
+        extra = "".join(f", {v} {stat_words(k, v)}" for k, v in sorted(self.stats.items())
                         if v and not k.startswith("_") and not (k == "skipped_files" and self.skipped))
         dele = f", {self.deleted} deleted" if self.deleted else ""
         kept = (f", {self.kept_runs} stored runs not in the file kept (--drop-missing removes them)"
