@@ -136,3 +136,19 @@ def test_meta_study_bootstrap_says_e_ir_on_its_bound_and_k_0_only_where_k_is_0()
     floor_k0 = _boot_rows({"k": (0.0, 0.0, 0.0), "alpha": (0.001, 0.001, 0.001), "e_ir": (0.2, 0.1, 0.3)})
     text = "\n".join(bootstrap_lines(floor_k0, ALPHA_MAX))
     assert text.count("k = 0") == 1 and "(k = 0: a flat law, alpha not identified)" in text, text
+
+
+def test_a_trusted_answer_no_better_than_the_flat_guess_says_so_in_its_line() -> None:
+    """A trusted group whose back-tests did not beat the flat guess (CIFAR-10-C defocus_blur-3: 2.22
+    pt against 2.21) read "trusted (back-test error 2.2 pt <= tolerance 3 pt ...)": the comparison
+    was only in the backtest label's hover. The answer line now says it; an untrusted one, or one
+    that beats flat, is unchanged."""
+    row = {"trusted": True, "trust_reason": "back-test error 2.2 pt <= tolerance 3 pt over 4 cuts",
+           "best_us": 0.85, "flat": 0.54, "horizon_us": 0.86,
+           "warnings": "backtest: error 2.22 pt does not beat the flat guess (2.21 pt)"}
+    text = answer_text(row)
+    assert text.startswith("trusted (back-test error 2.2 pt <= tolerance 3 pt over 4 cuts; but no better on its "
+                           "back-tests than the flat guess, DS staying at 54.0% (error 2.22 pt does not beat the "
+                           "flat guess (2.21 pt))"), text
+    assert "no better on its back-tests" not in answer_text({**row, "trusted": False})
+    assert "no better on its back-tests" not in answer_text({**row, "warnings": "chord: x"})

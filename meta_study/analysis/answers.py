@@ -236,6 +236,12 @@ def answer(row: Mapping[str, Any], threshold: float | None = None) -> Answer:
     trusted = _flag(row, "trusted")
     reason = _text(row, "trust_reason") or _text(row, "message") or "no usable fit"
     best, flat = _f(row, "best_us"), _f(row, "flat")
+    beat = dict(flags(row.get("warnings"))).get("backtest", "")
+    if trusted and "does not beat the flat guess" in beat and math.isfinite(flat):
+        # trusted, and no better on its back-tests than "DS stays where it is": said in the line a
+        # reader reads, not only in the backtest label's hover (CIFAR-10-C defocus_blur-3 read
+        # "trusted" beside an error of 2.22 pt against the flat guess's 2.21)
+        reason += f"; but no better on its back-tests than the flat guess, DS staying at {pct(flat)} ({beat})"
     steps: list[str] = []
     if math.isfinite(best) and math.isfinite(flat):
         # the highest US and the highest DS accuracy among the visible models: often two models
