@@ -152,3 +152,13 @@ def test_a_trusted_answer_no_better_than_the_flat_guess_says_so_in_its_line() ->
                            "flat guess (2.21 pt))"), text
     assert "no better on its back-tests" not in answer_text({**row, "trusted": False})
     assert "no better on its back-tests" not in answer_text({**row, "warnings": "chord: x"})
+
+
+def test_a_trend_band_that_prints_as_the_interval_is_not_said_twice() -> None:
+    """The band is clipped to the interval; where it prints as the interval itself, "[60.7%-82.2%,
+    trend 60.7%-82.2%]" said one range twice (OpenCLIP ImageNet Sketch)."""
+    from meta_study.analysis.answers import _with_trend, interval
+
+    iv = interval(0.607, 0.822)
+    assert _with_trend(iv, 0.607, 0.822) == " [60.7%-82.2%]"
+    assert _with_trend(iv, 0.62, 0.80) == " [60.7%-82.2%, trend 62.0%-80.0%]"

@@ -94,9 +94,11 @@ def _with_trend(iv: str, lo: float, hi: float) -> str:
     scored against the final curve, not the measured points: :func:`~.headline.trend_around`).
     ``iv`` unchanged where either is missing (a row written before the band was stored), and
     where the band has no width (a hand-made row, or one written by the band's first form that
-    day): "trend 90.4%-90.4%" claimed the law exactly."""
+    day): "trend 90.4%-90.4%" claimed the law exactly; and where the band prints as the interval
+    itself (the band is clipped to the interval: "[60.7%-82.2%, trend 60.7%-82.2%]" on OpenCLIP's
+    ImageNet Sketch said one range twice, as if the law were no better known than a model)."""
     t = interval(lo, hi) if lo < hi else ""
-    return f"{iv[:-1]}, trend {t[2:-1]}]" if iv and t else iv
+    return f"{iv[:-1]}, trend {t[2:-1]}]" if iv and t and t != iv else iv
 
 
 def _band_digits(lo: float, hi: float, t_lo: float, t_hi: float) -> int:
