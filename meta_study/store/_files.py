@@ -138,6 +138,83 @@ def kind_of_mode(mode: int) -> str:
     return _KINDS.get(stat.S_IFMT(mode), "not a file")
 
 
+class CredentialsRefusedError(UserError, PermissionError):
+    """The S3 endpoint answered and refused the credentials that signed the request (a key it
+    does not know, a secret that does not match, access denied): a one-line user error (exit 2)
+    naming what to check, never "cannot reach" (the endpoint was reached) nor a bare
+    "AWS Error ACCESS_DENIED ..." (exit 1); a :class:`PermissionError` still for callers that
+    take it as a failed request. Unsigned requests refused are :class:`NoCredentialsError`."""
+
+
+#: S3's error codes for a signed request refused for who sent it or what they may do: none
+#: passes on a retry. Left out, as not about the credentials or transient: RequestTimeTooSkewed (a
+#: 403 too: the clock), ExpiredToken (refreshed credentials pass), 5xx, no answer at all.
+CREDENTIALS_REFUSED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                                       "InvalidToken", "AllAccessDisabled", "InvalidSecurity"})
+
+#: pyarrow's (the AWS SDK's) names for those codes, as its messages give them
+#: ("AWS Error ACCESS_DENIED during HeadObject operation: No response body.").
+_SDK_CODES = {"ACCESS_DENIED": "AccessDenied", "INVALID_ACCESS_KEY_ID": "InvalidAccessKeyId",
+              "SIGNATURE_DOES_NOT_MATCH": "SignatureDoesNotMatch", "INVALID_TOKEN": "InvalidToken"}
+
+
+def credentials_refused(e: BaseException) -> str | None:
+    """S3's code ("InvalidAccessKeyId") if ``e`` is an endpoint's refusal of the request's
+    credentials, from boto3 (:class:`S3RequestError`, its code and HTTP status, or its one line
+    "…: LIST failed: InvalidAccessKeyId: …") or pyarrow ("AWS Error ACCESS_DENIED during …",
+    "AWS Error UNKNOWN (HTTP status 403) …"); None for any other failure (network, 5xx, a 403 for
+    the clock), which stays what it was."""
+    code, status = getattr(e, "code", None), getattr(e, "status", None)
+    if isinstance(e, _s3.S3RequestError):
+        if code in CREDENTIALS_REFUSED_CODES:
+            return str(code)
+        # a 403 without an error body (a HEAD's) gives only the status as its code
+        return "AccessDenied" if status == 403 and code in ("", "403") else None
+    text = str(e)
+    if m := re.search(r"AWS Error ([A-Z_]+)", text):   # pyarrow's
+        if m.group(1) in _SDK_CODES:
+            return _SDK_CODES[m.group(1)]
+        if m.group(1) != "UNKNOWN" or "HTTP status 403" not in text:
+            return None
+        named = sorted(c for c in CREDENTIALS_REFUSED_CODES if re.search(rf"\b{c}\b", text))
+        if named:
+            return named[0]
+        return None if "RequestTimeTooSkewed" in text or "Expired" in text else "HTTP 403 Forbidden"
+    if m := re.search(r"\b[A-Z]+ failed: (\w+)(?::|$)", text):   # boto3's, in S3Objects' one line
+        if m.group(1) in CREDENTIALS_REFUSED_CODES:
+            return m.group(1)
+        return "AccessDenied" if m.group(1) == "403" else None
+    return None
+
+
+def credentials_refused_error(shown: str, why: str) -> CredentialsRefusedError:
+    """The one line for credentials the S3 endpoint refused (``why``: S3's code), ``shown``
+    naming the input ("--storage-path s3://lab/tune", or a store's URI)."""
+    return CredentialsRefusedError(
+        f"{shown}: the S3 endpoint refused the credentials ({why}): check AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, this node's instance role) on this machine, and that they may "
+        "read and write this bucket")
+
+
+def missing_bucket(e: BaseException) -> str | None:
+    """The bucket's name if ``e`` is pyarrow's or boto3's word that the bucket does not exist
+    ("Bucket 'b' not found. To create buckets, enable the allow_bucket_creation option.", "AWS
+    Error NO_SUCH_BUCKET … in bucket 'b'", :class:`NoSuchBucketError`); else None."""
+    text = str(e)
+    if not (isinstance(e, NoSuchBucketError) or "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text
+            or re.search(r"\bBucket '[^']*' not found", text)):
+        return None
+    m = re.search(r"[Bb]ucket '([^']*)'", text)
+    return m.group(1) if m else ""
+
+
+def missing_bucket_error(shown: str, bucket: str) -> NoSuchBucketError:
+    """The one line for a bucket the endpoint does not have, in the words of the store's own
+    (:meth:`S3Objects._call`), ``shown`` naming the input."""
+    return NoSuchBucketError(f"{shown}: the bucket {bucket!r} does not exist at this S3 endpoint "
+                             "(create it first, or correct the URI)")
+
+
 class NotAFileError(OSError):
     """A store file's name holds a FIFO, a device, a socket or a directory: never opened (a FIFO
     would block the reader forever), reported as damage like a corrupt file. The message is the
@@ -210,6 +287,13 @@ class _Files:
         ...: AWS Error ACCESS_DENIED during HeadObject operation: No response body." (exit 1)."""
         if self._objects is not None and self._objects.unsigned and "ACCESS_DENIED" in str(e):
             raise self._objects.refused_unsigned(what, rel, "AccessDenied") from None
+
+    def raise_if_refused(self, e: BaseException, what: str, rel: str) -> None:
+        """:meth:`raise_if_unsigned_refused`, then the one-line :class:`CredentialsRefusedError`
+        if ``e`` (pyarrow's or boto3's) is the endpoint refusing the credentials that signed it."""
+        self.raise_if_unsigned_refused(e, what, rel)
+        if not self.local and not isinstance(e, UserError) and (why := credentials_refused(e)):
+            raise credentials_refused_error(self.shown, why) from None
 
     def p(self, rel: str) -> str:
         return f"{self.root}/{rel}" if rel else self.root
@@ -927,4 +1011,18 @@ def _first_line(e: BaseException) -> str:
     pyarrow repeats (the caller names the file)."""
     lines = str(e).strip().splitlines()
     text = re.sub(r"Could not open Parquet input source '[^']*': ", "", lines[0] if lines else type(e).__name__)
-    return text.split(". ")[0].rstrip(".")[:200]
+    return _shortened(text.split(". ")[0].rstrip("."))
+
+
+#: The most characters of an error's phrase shown (~6 terminal lines). It was 200, cut from the
+#: end: "Could not resolve host: lab.s3.us-east-1.amazonaws.c", "Failed to connect to 1".
+FIRST_LINE_CHARS = 500
+
+
+def _shortened(text: str, limit: int = FIRST_LINE_CHARS) -> str:
+    """``text`` whole up to ``limit`` characters, else its start and its end with " … " between:
+    the host, port or code a network error names comes at its end, and stays."""
+    if len(text) <= limit:
+        return text
+    keep = (limit - 3) // 2
+    return f"{text[:keep]} … {text[-keep:]}"

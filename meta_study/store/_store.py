@@ -77,7 +77,7 @@ from ..errors import StoreBusyError, StoreConflictError, StoreDamagedError, Stor
 from ..schema import FILE_SCHEMA, GROUP, KEY, PARTITION, SCHEMA
 from ..validation import canonical_name, conform, dedupe_keys, ends_before_start
 from ..failpoints import failpoint as _failpoint
-from ._files import (NotAFileError, WrongSizeError, _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_path,
+from ._files import (CredentialsRefusedError, NotAFileError, WrongSizeError, _Files, _first_line, _now, _parse_parquet, _resolve, _table_bytes, display_path,
                      display_uri,
                      kind_of_mode)
 from ._lock import LEASE, LockFileError, LockHolder, Notify, _Heartbeat, _lease_lock, _local_lock, break_lease, lease_holder, lease_seconds, local_holder
@@ -200,7 +200,14 @@ class Store:
         copy. Only a copy newer than every manifest counts: older lone copies are those of pruned
         versions (a writer died between deleting a manifest and its copy). One listing."""
         out, copies = set(), set()
-        for name in self._f.listdir("_meta/manifests"):
+        try:
+            names = self._f.listdir("_meta/manifests")
+        except (OSError, pa.ArrowException) as e:
+            # refused credentials: one line (exit 2) for every command that opens the store, where
+            # 'refit' said "LIST failed: InvalidAccessKeyId: …" (exit 1)
+            self._f.raise_if_refused(e, "LIST", "_meta/manifests")
+            raise
+        for name in names:
             if (v := _manifest_version(name, ".copy.json")) is not None:
                 copies.add(v)
             elif (v := _manifest_version(name, ".json")) is not None:
@@ -304,7 +311,7 @@ class Store:
         try:
             return self._f.fs.get_file_info(self._f.root)
         except (pa.ArrowException, OSError) as e:
-            self._f.raise_if_unsigned_refused(e, "LIST", "")
+            self._f.raise_if_refused(e, "LIST", "")   # the endpoint answered: refused, not unreachable
             raise UserError(f"{self.uri}: cannot reach store location ({_first_line(e)})") from None
 
     def _require_directory(self, info: pafs.FileInfo) -> None:
@@ -354,7 +361,7 @@ class Store:
             return []
         try:
             return self._manifest_versions()
-        except NoCredentialsError:
+        except (NoCredentialsError, CredentialsRefusedError):
             raise
         except (OSError, pa.ArrowException, UserError):
             return []
@@ -1095,6 +1102,7 @@ class Store:
         except (OSError, pa.ArrowException) as e:
             if isinstance(e, UserError):   # a missing bucket, no credentials: one line already
                 raise
+            self._f.raise_if_refused(e, "LIST", "_meta/manifests")
             raise UserError(f"{self.uri}: cannot reach store location ({_first_line(_without_location(e))})") from None
         info = None
         if not is_store:

@@ -960,6 +960,27 @@ def check_workers_fit(workers: int, request: Mapping[str, float], nodes: Sequenc
     print(f"warning: {msg}; its trials wait until nodes that can join the cluster (an autoscaler's)", file=sys.stderr)
 
 
+def _raise_if_storage_refused(storage: str, e: OSError) -> None:
+    """The one-line :class:`UserError` (exit 2) for the driver's first write to an object store's
+    ``storage`` failing for what the user must fix: a bucket the endpoint does not have (pyarrow
+    said "Bucket 'b' not found. To create buckets, enable the allow_bucket_creation option.", a
+    pyarrow option, exit 1), or credentials it refused. Anything else (no network, 5xx) stays."""
+    from ..store._files import credentials_refused, credentials_refused_error, display_uri, missing_bucket, missing_bucket_error
+
+    if not is_remote(storage):
+        return
+    shown = f"--storage-path {display_uri(storage)}"
+    if (bucket := missing_bucket(e)) is not None:
+        raise missing_bucket_error(shown, bucket or _bucket_of(storage)) from None
+    if why := credentials_refused(e):
+        raise credentials_refused_error(shown, why) from None
+
+
+def _bucket_of(uri: str) -> str:
+    """The bucket (host part) of an object store URI, without any ``KEY:SECRET@``."""
+    return uri.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+
+
 def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[NodeCheck]:
     """Probe ``storage`` (a path or a URI) from every Ray node that can run a trial, and refuse
     (UserError) if any of them cannot read what the driver wrote there, or cannot write.
@@ -987,9 +1008,13 @@ def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[No
     passed = False
     try:
         # inside the try: a write that fails partway (a full disk) leaves no part of the probe file
-        fs.create_dir(base, recursive=True)
-        with fs.open_output_stream(path) as f:
-            f.write(token.encode())
+        try:
+            fs.create_dir(base, recursive=True)
+            with fs.open_output_stream(path) as f:
+                f.write(token.encode())
+        except OSError as e:
+            _raise_if_storage_refused(storage, e)
+            raise
         refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                 .remote(storage, name, token): n for n in nodes}
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)

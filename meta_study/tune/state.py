@@ -263,7 +263,19 @@ class StateDir:
         except OSError as e:   # pyarrow's S3 says "Path does not exist" as an OSError
             if "does not exist" in str(e) or "NoSuchKey" in str(e):
                 return None
+            self._raise_if_refused(e)
             raise
+
+    def _raise_if_refused(self, e: OSError) -> None:
+        """The one-line :class:`UserError` (exit 2) for credentials the object store refused: it
+        was "When reading information for key '…/sweep.json' in bucket 'lab': AWS Error
+        ACCESS_DENIED during HeadObject operation: No response body." (exit 1)."""
+        if not self.remote:
+            return
+        from ..store._files import credentials_refused, credentials_refused_error, display_uri
+
+        if why := credentials_refused(e):
+            raise credentials_refused_error(display_uri(self.uri), why) from None
 
     def write_bytes(self, name: str, data: bytes, *, durable: bool = False) -> None:
         """Write atomically: a temporary file renamed locally, one object upload remotely.
