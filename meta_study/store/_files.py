@@ -208,11 +208,6 @@ def missing_bucket(e: BaseException) -> str | None:
     return m.group(1) if m else ""
 
 
-def missing_bucket_error(shown: str, bucket: str) -> NoSuchBucketError:
-    """The one line for a bucket the endpoint does not have, in the words of the store's own
-    (:meth:`S3Objects._call`), ``shown`` naming the input."""
-    return NoSuchBucketError(f"{shown}: the bucket {bucket!r} does not exist at this S3 endpoint "
-                             "(create it first, or correct the URI)")
 
 
 class NotAFileError(OSError):

@@ -60,6 +60,13 @@ class NoSuchBucketError(UserError, FileNotFoundError):
     :class:`FileNotFoundError` for callers that take S3's 404 as "no such bucket" (the sweep record)."""
 
 
+def missing_bucket_error(shown: str, bucket: str) -> NoSuchBucketError:
+    """The one line for a bucket the endpoint does not have, ``shown`` naming the input (a store's
+    URI, "--storage-path s3://b/tune"): the store's and a sweep's storage check's alike."""
+    return NoSuchBucketError(f"{shown}: the bucket {bucket!r} does not exist at this S3 endpoint "
+                             "(create it first, or correct the URI)")
+
+
 class NoCredentialsError(UserError, PermissionError):
     """No AWS credentials were found, the requests went unsigned (anonymous), and the endpoint
     refused one (a private bucket, or a write to a public one): a one-line user error (exit 2)
@@ -276,8 +283,7 @@ class S3Objects:
                 why = code if code and not code.isdigit() else ("AccessDenied" if status == 403 else str(status))
                 raise self.refused_unsigned(what, rel, why) from None
             if code == "NoSuchBucket":   # a 404 too: it was "FileNotFoundError: s3://b/st/_meta/LEASE.json"
-                raise NoSuchBucketError(f"{self.shown}: the bucket {self.bucket!r} does not exist at this S3 "
-                                        "endpoint (create it first, or correct the URI)") from None
+                raise missing_bucket_error(self.shown, self.bucket) from None
             if status == 404 or code in ("NoSuchKey", "404"):
                 raise FileNotFoundError(f"{_at(self.shown, rel)}") from None
             if conditional and (code == "NotImplemented" or status == 501):

@@ -965,7 +965,8 @@ def _raise_if_storage_refused(storage: str, e: OSError) -> None:
     ``storage`` failing for what the user must fix: a bucket the endpoint does not have (pyarrow
     said "Bucket 'b' not found. To create buckets, enable the allow_bucket_creation option.", a
     pyarrow option, exit 1), or credentials it refused. Anything else (no network, 5xx) stays."""
-    from ..store._files import credentials_refused, credentials_refused_error, display_uri, missing_bucket, missing_bucket_error
+    from ..store._files import credentials_refused, credentials_refused_error, display_uri, missing_bucket
+    from ..store._s3 import missing_bucket_error
 
     if not is_remote(storage):
         return
