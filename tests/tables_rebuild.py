@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Iterable, Mapping
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "examples" / "data"
@@ -73,3 +74,23 @@ def check_sources(name: str, raw_name: str, raw_sha: str, raw_size: int,
     text = (folder / "LICENSE").read_bytes()
     assert text.decode().startswith(start) and len(text) == licence_size
     assert hashlib.sha256(text).hexdigest() == licence_sha
+
+
+def check_lm_eval_stderrs(raws: Iterable[Mapping[str, Any]], sizes: Mapping[str, int]) -> int:
+    """The check behind a transcription of lm-evaluation-harness result JSONs (the Pythia tables):
+    each ``acc`` and ``acc_norm`` is k/n for its task's n (``sizes``), and its stderr is
+    sqrt(p(1-p)/(n-1)) to a relative 1e-9 (lm-eval's sample standard error). Returns the number
+    of (accuracy, stderr) pairs checked."""
+    import pytest
+
+    pairs = 0
+    for d in raws:
+        for task, metrics in d["results"].items():
+            for acc_key in ("acc", "acc_norm"):
+                if acc_key not in metrics:
+                    continue
+                n, p, se = sizes[task], metrics[acc_key], metrics[f"{acc_key}_stderr"]
+                assert p * n == pytest.approx(round(p * n), abs=1e-6), (task, p)
+                assert se == pytest.approx((p * (1 - p) / (n - 1)) ** 0.5, rel=1e-9), (task, p, se)
+                pairs += 1
+    return pairs

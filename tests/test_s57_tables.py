@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tables_rebuild import DATA, bench_selection, check_rebuild
+from tables_rebuild import DATA, bench_selection, check_rebuild, check_lm_eval_stderrs
 
 from meta_study.ingest import ingest_sources, open_sources
 from meta_study.store import Store
@@ -125,16 +125,7 @@ def test_raw_accuracies_agree_with_their_standard_errors() -> None:
     sqrt(p(1-p)/(n-1)) to a relative 1e-9 (lm-eval's sample standard error), for acc and acc_norm alike."""
     sizes = dict(pd.read_csv(DATA / NAME / "us_ds.csv").groupby("ds_task")["ds_n"].first())
     sizes[US[0]] = US[1]
-    pairs = 0
-    for d in _raw().values():
-        for task, metrics in d["results"].items():
-            for acc_key in ("acc", "acc_norm"):
-                if acc_key not in metrics:
-                    continue
-                n, p, se = sizes[task], metrics[acc_key], metrics[f"{acc_key}_stderr"]
-                assert p * n == pytest.approx(round(p * n), abs=1e-6), (task, p)
-                assert se == pytest.approx((p * (1 - p) / (n - 1)) ** 0.5, rel=1e-9), (task, p, se)
-                pairs += 1
+    pairs = check_lm_eval_stderrs(_raw().values(), sizes)
     assert pairs == 3048   # 24 files x (62 tasks x 2 + WinoGrande, WSC, LAMBADA without acc_norm)
 
 
