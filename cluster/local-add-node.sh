@@ -17,7 +17,9 @@
 # RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH): without the token, Ray refuses it (InvalidAuthToken). It
 # inherits this shell's environment (object-store credentials and endpoint, for instance), as a
 # node on another machine would get its own; CUDA_VISIBLE_DEVICES=1 gives it GPU 1 only. Its ports
-# are picked free, so several nodes fit on one machine. It writes STATE_DIR/NAME.pid and NAME.log;
+# are picked free, so several nodes fit on one machine. Its Ray temp dir (session logs, sockets,
+# runtime envs) is its own, STATE_DIR/ray-node-NAME (a link to a short one under /tmp where that
+# path is long), never the head's. It writes STATE_DIR/NAME.pid, NAME.log and NAME.temp_dir;
 # what an earlier start of NAME left running (its `ray start` killed, its raylet living on) is
 # stopped first. It may run inside the cluster (a Ray task or job that adds a node, on the head or
 # on any other node): only a caller inside NAME's own leftovers is refused there, and the node
@@ -111,7 +113,47 @@ head_down="the head in $state is not running (no live ray.pid); start it with cl
 ray_tmp="$(cd "$state/ray" && pwd -P)"
 marker="--temp-dir=$ray_tmp"
 running "$state/ray.pid" "$marker" || die "$head_down"
-if running "$state/$name.pid" "$marker"; then
+# --- this node's own Ray temp dir ----------------------------------------------------------------
+# STATE_DIR/ray-node-NAME, as local-up.sh makes the head's STATE_DIR/ray: never the head's. In the
+# head's, node2's raylet joined the head's session directory (its log's "raylet.out tail" and "Last
+# 20 lines of the Raylet logs" were the head's), and its runtime-env agent unpacked and
+# garbage-collected the same runtime_resources/working_dir_files/_ray_pkg_* that a job's driver on
+# the head ran in: the driver's working directory was deleted under it (`ray job submit` of a Tune
+# sweep ended in "[Errno 2] No such file or directory" from os.getcwd()). `ray start --temp-dir`
+# is per node. "ray-node-": a node named auth-token must not take the token file's name.
+# Unix socket paths are limited to 107 bytes (Ray's sockets are ~62 bytes below the temp dir): a
+# path over 44 characters gets a short stand-in under /tmp that STATE_DIR/ray-node-NAME links to,
+# kept across restarts. A link whose target is gone, or not ours, or that a copy of another state
+# directory (`cp -a`) took along (the stand-in records the directory it was made for), is replaced.
+# STATE_DIR/NAME.temp_dir records the directory the node was started with (local-down.sh matches
+# its processes by it, also after its stand-in was deleted under it).
+node_dir="$state/ray-node-$name"
+if [ -L "$node_dir" ] && { [ ! -d "$node_dir" ] || [ ! -O "$node_dir" ]; }; then
+  [ ! -d "$node_dir" ] || note "$node_dir links to $(readlink "$node_dir"), which is not yours; making a new one"
+  rm -f "$node_dir"
+fi
+if [ -L "$node_dir" ]; then
+  made_for="$(head -n 1 "$node_dir/.meta-study-state" 2>/dev/null || true)"
+  if [ -n "$made_for" ] && [ "$made_for" != "$state" ] && [ "$made_for/ray-node-$name" -ef "$node_dir" ]; then
+    rm -f "$node_dir"   # the original's stand-in, copied along: its sessions are not this cluster's
+  fi
+fi
+if [ -d "$node_dir" ]; then
+  node_tmp="$(cd "$node_dir" && pwd -P)"
+elif [ "${#node_dir}" -le 44 ]; then
+  node_tmp="$node_dir"
+  mkdir -p "$node_tmp"
+else
+  node_tmp="$(mktemp -d "${TMPDIR:-/tmp}/msray.XXXXXX")"
+  ln -s "$node_tmp" "$node_dir"
+fi
+node_tmp="$(cd "$node_tmp" && pwd -P)"  # canonical, as local-down.sh matches it against `ps`
+[ "${#node_tmp}" -le 44 ] || die "Ray temp dir path too long for Unix sockets: $node_tmp"
+[ -O "$node_tmp" ] || die "$node_tmp is not yours; remove it (or $node_dir) and run this again"
+chmod 700 "$node_tmp"
+[ ! -L "$node_dir" ] || printf '%s\n' "$state" > "$node_tmp/.meta-study-state"
+node_marker="--temp-dir=$node_tmp"
+if running "$state/$name.pid" "$node_marker"; then
   note "$name is already running (pid $(cat "$state/$name.pid"))"
   exit 0
 fi
@@ -223,7 +265,7 @@ EOF
 )
 ray_args=(
   start --address="$RAY_ADDRESS" --block
-  --temp-dir="$ray_tmp"
+  --temp-dir="$node_tmp"
   --dashboard-agent-listen-port="$p_agent_http" --dashboard-agent-grpc-port="$p_agent_grpc"
   --metrics-export-port="$p_metrics" --runtime-env-agent-port="$p_runtime_env"
   --node-manager-port="$p_manager" --object-manager-port="$p_object"
@@ -271,6 +313,7 @@ PATH="$state/bin:$PATH" "$PY" -c 'import os, sys; os.setsid(); os.execvp(sys.arg
   < /dev/null >> "$state/$name.log" 2>&1 9>&- &
 node_pid=$!
 echo "$node_pid" > "$state/$name.pid"
+printf '%s\n' "$node_tmp" > "$state/$name.temp_dir"
 
 deadline=$((SECONDS + timeout_s))
 while [ "$(count_nodes)" -le "$before" ]; do
@@ -282,7 +325,7 @@ while [ "$(count_nodes)" -le "$before" ]; do
   [ "$SECONDS" -lt "$deadline" ] || die "$name did not join in ${timeout_s} s (log: $state/$name.log)"
   sleep 1
 done
-# Ray makes --temp-dir world-writable (0777) at every `ray start`, this node's too: closed again,
-# as local-up.sh closes it for the head (after a node was added, it stayed open to every user).
-chmod 700 "$ray_tmp"
+# Ray makes --temp-dir world-writable (0777) at every `ray start`: the node's own closed again, as
+# local-up.sh closes the head's (the head's too, as before: a node of an older start could open it).
+chmod 700 "$node_tmp" "$ray_tmp"
 note "$name joined ($((before + 1)) nodes); stop everything with cluster/local-down.sh $state"

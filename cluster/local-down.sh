@@ -18,8 +18,8 @@
 #   2. Whatever is still in the session after the grace period (a hung worker, a process whose
 #      leader was SIGKILLed) gets SIGTERM, then SIGKILL 5 s later.
 # A PID file is believed only for the boot that wrote it (STATE_DIR/boot_id), and only for a process
-# of this user whose command line names this state's directories as whole paths (`--temp-dir=DIR`,
-# MLflow's database); where its leader is gone, only session members that name them so (MLflow's
+# of this user whose command line names this state's directories as whole paths (`--temp-dir=DIR`:
+# the head's STATE_DIR/ray, a node's own STATE_DIR/ray-node-NAME; MLflow's database); where its leader is gone, only session members that name them so (MLflow's
 # worker: in its environment; Ray's agents: a file they hold open) are signalled:
 # a stale file (the PID reused by a program that started a session of its own) once killed
 # processes local-up.sh never started.
@@ -182,27 +182,46 @@ done
 # mine PID: PID is this script, one of its ancestors, or the leader of its session.
 mine() { [[ "$self_line" == *" $1 "* || "$1" == "$self_sid" ]]; }
 
-# leader_in KIND PID STATE RAY_TMP: PID is a leader local-up.sh (KIND ray: or local-add-node.sh)
-# started with this STATE and RAY_TMP: `ray start ... --temp-dir=RAY_TMP`, `mlflow server` with its
-# database under STATE/mlflow.
+# leader_in KIND PID STATE RAY_TMP...: PID is a leader local-up.sh (KIND ray: or local-add-node.sh)
+# started with this STATE and one of the RAY_TMPs: `ray start ... --temp-dir=RAY_TMP`, `mlflow
+# server` with its database under STATE/mlflow. An empty RAY_TMP names nothing (it matched any).
 leader_in() {
+  local t
   case "$1" in
-    ray) names "$2" "--temp-dir=$4" ;;
+    ray) for t in "${@:4}"; do [ -n "$t" ] && names "$2" "--temp-dir=$t" && return 0; done; return 1 ;;
     mlflow) names "$2" "$3/mlflow" ;;
   esac
 }
-# member_in KIND PID STATE RAY_TMP: PID, in the session of a leader that is gone, is one of its
+# member_in KIND PID STATE RAY_TMP...: PID, in the session of a leader that is gone, is one of its
 # processes (on its command line; MLflow's worker: in its environment; Ray's agents: a file held open).
 member_in() {
+  local t
   case "$1" in
-    ray) names "$2" "$4" || agent_in "$2" "$4" ;;
+    ray) for t in "${@:4}"; do [ -n "$t" ] && { names "$2" "$t" || agent_in "$2" "$t"; } && return 0; done; return 1 ;;
     mlflow) names "$2" "$3/mlflow" || in_env "$2" _MLFLOW_SERVER_ "$3/mlflow" ;;
   esac
+}
+# temp_dirs BASE: the Ray temp dirs that the leader of BASE.pid may name, into cur_tmps (this
+# directory's) and old_tmps (where it was started, STATE_DIR/started_in: a directory moved since).
+# The head's: ray_tmp. A node's (local-add-node.sh NAME): its own, STATE_DIR/ray-node-NAME (or the
+# /tmp stand-in that links to), the one NAME.temp_dir records it was started with (a stand-in
+# deleted under it, a directory moved since), and the head's: a node added before nodes had their
+# own started with the head's temp dir, and is still stopped.
+temp_dirs() {
+  local d recorded=""
+  cur_tmps=("$ray_tmp") old_tmps=("$o_ray_tmp")
+  case "$1" in ray|mlflow) return 0 ;; esac
+  d="$state/ray-node-$1"
+  [ -d "$d" ] && d="$(cd "$d" && pwd -P)"
+  [ -f "$state/$1.temp_dir" ] && recorded="$(head -n 1 "$state/$1.temp_dir")"
+  cur_tmps=("$d" "$recorded" "$ray_tmp")
+  old_tmps=("$o_ray_tmp")
+  [ -z "$o_state" ] || old_tmps+=("$o_state/ray-node-$1")
 }
 
 # stop_service NAME PIDFILE KIND GRACE_SECONDS   (KIND: ray, a head's or a node's; mlflow)
 stop_service() {
-  local name="$1" pidfile="$2" kind="$3" grace="$4" leader members alive=0 p kept owner base
+  local name="$1" pidfile="$2" kind="$3" grace="$4" leader members alive=0 p kept owner base cur_tmps old_tmps
   if [ ! -f "$pidfile" ]; then
     note "$name: not running"
     return 0
@@ -236,6 +255,7 @@ stop_service() {
   # started in, and this one a copy of it (without started_in: a setup started before local-up.sh
   # wrote it; a deep state's copy names the same Ray temp dir, and its Ray was stopped as its own).
   base="${pidfile##*/}" && base="${base%.pid}"
+  temp_dirs "$base"
   owner=""
   alive "$leader" && owner="$(log_dir "$leader" "$base")"
   if [ -n "$owner" ] && [ ! "$owner" -ef "$state" ] && [ "$(cat "$owner/$base.pid" 2>/dev/null)" = "$leader" ]; then
@@ -243,8 +263,8 @@ stop_service() {
     rm -f "$pidfile"
     return 0
   fi
-  if alive "$leader" && ! leader_in "$kind" "$leader" "$state" "$ray_tmp"; then
-    if [ -n "$o_state" ] && leader_in "$kind" "$leader" "$o_state" "$o_ray_tmp"; then
+  if alive "$leader" && ! leader_in "$kind" "$leader" "$state" "${cur_tmps[@]}"; then
+    if [ -n "$o_state" ] && leader_in "$kind" "$leader" "$o_state" "${old_tmps[@]}"; then
       if [ "$o_state" != "$state" ]; then
         note "$name: started in $o_state (this directory was moved since)"
       else
@@ -274,8 +294,8 @@ stop_service() {
     # PID, so then every member is ours).
     kept=""
     for p in $members; do
-      if member_in "$kind" "$p" "$state" "$ray_tmp" \
-          || { [ -n "$o_state" ] && member_in "$kind" "$p" "$o_state" "$o_ray_tmp"; }; then
+      if member_in "$kind" "$p" "$state" "${cur_tmps[@]}" \
+          || { [ -n "$o_state" ] && member_in "$kind" "$p" "$o_state" "${old_tmps[@]}"; }; then
         kept="$kept $p"
       else
         note "$name: leaving pid $p alone (not ours)"
@@ -345,8 +365,9 @@ if [ "$rebooted" -eq 0 ]; then
     [[ "$leader" =~ ^[0-9]+$ ]] && mine "$leader" || continue
     kind=ray
     [ "$base" != mlflow ] || kind=mlflow
-    if ! alive "$leader" || leader_in "$kind" "$leader" "$state" "$ray_tmp" \
-        || { [ -n "$o_state" ] && leader_in "$kind" "$leader" "$o_state" "$o_ray_tmp"; } \
+    temp_dirs "$base"
+    if ! alive "$leader" || leader_in "$kind" "$leader" "$state" "${cur_tmps[@]}" \
+        || { [ -n "$o_state" ] && leader_in "$kind" "$leader" "$o_state" "${old_tmps[@]}"; } \
         || [ "$(log_dir "$leader" "$base")" -ef "$state" ]; then
       caller=local-down.sh
       [ -z "${META_STUDY_DOWN_ONLY_NODE:-}" ] || caller=local-add-node.sh   # NAME's leftovers: a task on them
