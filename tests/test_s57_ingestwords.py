@@ -32,3 +32,24 @@ def test_store_info_gives_the_last_ingest_to_the_second(tmp_path: Path) -> None:
     info = run_cli("store", "info", str(store))
     assert info.returncode == 0, info.stderr
     assert re.search(r"(?m)^last ingest \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+00:00$", info.stdout), info.stdout
+
+
+def test_a_zip_under_a_csv_name_is_named_whatever_its_header_bytes(tmp_path: Path) -> None:
+    """The first "line" of a binary file runs to its first 0x0A byte: in a ZIP whose DOS time's low
+    byte is 0x0A (0 or 8 minutes past, 20 seconds), that line is 11 ASCII bytes, valid UTF-8, and
+    the .xlsx renamed .csv was parsed as CSV text ("no column for run_id ..."): CI failed
+    test_s40_files at such a time. ZIP's and gzip's magic bytes cannot start a text header."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(zipfile.ZipInfo("xl/worksheets/sheet1.xml", date_time=(2026, 12, 8, 1, 8, 20)),
+                   b"run_id,us_task,us_accuracy,ds_task,ds_accuracy,eval_protocol\n" * 20)
+    data = buf.getvalue()
+    first = data.split(b"\n", 1)[0]
+    assert first.startswith(b"PK\x03\x04") and len(first) < 16 and first.decode("utf-8")   # the case
+    (tmp_path / "sheet.csv").write_bytes(data)
+    r = run_cli("ingest", str(tmp_path / "sheet.csv"), "--store", str(tmp_path / "st"))
+    out = r.stdout + r.stderr
+    assert r.returncode == 2 and "it is a ZIP archive (an .xlsx spreadsheet is one), not CSV text" in out, out

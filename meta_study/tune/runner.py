@@ -1234,9 +1234,12 @@ TUNE_PROPAGATED_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AW
 def keep_credentials_out_of_trials() -> None:
     """Stop Ray Tune from copying the driver's :data:`TUNE_PROPAGATED_CREDENTIALS` into trial
     actors' runtime_envs (it reads its module-level set each time it makes a trial's actor class:
-    the set is emptied of them in place, for this process)."""
-    from ray.tune.execution import class_cache
-
+    the set is emptied of them in place, for this process). Without Ray Tune (the core install,
+    whose sweep is refused next, naming the training extra) there are no trials: nothing to do."""
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:
+        return
     class_cache.ENV_VARS_TO_PROPAGATE.difference_update(TUNE_PROPAGATED_CREDENTIALS)
 
 
