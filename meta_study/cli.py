@@ -15,7 +15,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import click
 
@@ -106,17 +106,9 @@ def field_range(field: str) -> ShownRange:
 MIN_TOLERANCE_PT = 0.5
 
 
-def _tolerance_points() -> Range:
-    """--tolerance's range in accuracy points: at least :data:`MIN_TOLERANCE_PT` (refused by
-    :func:`_fit_opts`), up to what :class:`~.analysis.selection.SelectionOptions` takes."""
-    r, scale = OPTION_RANGES["tolerance"], option_flag("tolerance")[1]
-    if r.lo * scale > MIN_TOLERANCE_PT or (r.lo * scale == MIN_TOLERANCE_PT and r.lo_open):
-        return Range(r.lo * scale, None if r.hi is None else r.hi * scale, lo_open=r.lo_open, hi_open=r.hi_open)
-    return Range(MIN_TOLERANCE_PT, None if r.hi is None else r.hi * scale, hi_open=r.hi_open)
-
-
-#: --tolerance's range in accuracy points (its flag's units).
-TOLERANCE_PT = _tolerance_points()
+#: --tolerance's range in accuracy points (its flag's units): from :data:`MIN_TOLERANCE_PT`
+#: (refused by :func:`_fit_opts`) up to what :class:`~.analysis.selection.SelectionOptions` takes.
+TOLERANCE_PT = Range(MIN_TOLERANCE_PT, OPTION_RANGES["tolerance"].hi * option_flag("tolerance")[1])
 
 
 #: --overlap, in seconds: a finite number of 0 or more (as ingest's SourceOptions refuses).
@@ -1160,24 +1152,27 @@ def bootstrap_lines(table: Any, alpha_max: float) -> list[str]:
                 f" ({usable_words(n_ok, samples)})" if n_ok < samples else "")
         at, reach = alpha_bound_words(est, lo, hi, alpha_max, k=params.get("k", (math.nan,))[0])
         # e_ir 0 [0, 0] on Country211 (DS ~30-40%): a saturation of 100% that is the fitter's bound
-        others = [n for n in bound_notes(params, alpha_max) if not n.startswith("alpha")]
+        others = bound_notes(params, alpha_max, alpha=False)
         return (text + (f" {at}" if at else "") + (f" ({reach})" if reach else "")
                 + "".join(f" ({n})" for n in others))
 
-    alpha = table[table["param"] == "alpha"]
-    keys = list(GROUP)
-    params: dict[tuple[Any, ...], dict[str, tuple[float, float, float]]] = {}   # (group..., frontier) -> param
+    keys = [*GROUP, "frontier"]
+
+    def key(r: Mapping[str, Any]) -> tuple[Any, ...]:
+        # (group..., frontier) of a row, NaN (no shots) as "": NaN != NaN as a dict key
+        return tuple("" if pd.isna(r[c]) else r[c] for c in keys)
+
+    params: dict[tuple[Any, ...], dict[str, tuple[float, float, float]]] = {}   # key -> param -> (est, lo, hi)
     for r in table.to_dict("records"):
-        k = tuple("" if pd.isna(r[c]) else r[c] for c in (*keys, "frontier"))
-        params.setdefault(k, {})[r["param"]] = (float(r["estimate"]), float(r["lo"]), float(r["hi"]))
-    groups = list(alpha.groupby(keys, dropna=False, sort=False))
+        params.setdefault(key(r), {})[r["param"]] = (float(r["estimate"]), float(r["lo"]), float(r["hi"]))
+    alpha = table[table["param"] == "alpha"]
+    groups = list(alpha.groupby(list(GROUP), dropna=False, sort=False))
     level = f" {100 * float(alpha['level'].iloc[0]):g}%" if len(alpha) else ""
     lines = [f"alpha with its{level} interval:"]
     for _, g in groups[:MAX_GROUP_LINES]:
-        parts = [one(r.frontier, float(r.estimate), float(r.lo), float(r.hi), _count(getattr(r, "n_ok", 0)),
-                     _count(getattr(r, "samples", 0)),
-                     params.get(tuple("" if pd.isna(getattr(r, c)) else getattr(r, c) for c in (*keys, "frontier")), {}))
-                 for r in g.itertuples()]
+        parts = [one(r["frontier"], float(r["estimate"]), float(r["lo"]), float(r["hi"]), _count(r.get("n_ok", 0)),
+                     _count(r.get("samples", 0)), params.get(key(r), {}))
+                 for r in g.to_dict("records")]
         lines.append(f"  {_group_label(g.iloc[0])}: {'; '.join(parts)}")
     if len(groups) > MAX_GROUP_LINES:
         lines.append(f"  ... and {len(groups) - MAX_GROUP_LINES} more groups (bootstrap.parquet has them all)")

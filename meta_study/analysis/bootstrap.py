@@ -241,17 +241,19 @@ def eir_bound_words(estimate: float, lo: float, hi: float) -> tuple[str, str]:
     return at, reach
 
 
-def bound_notes(params: Mapping[str, tuple[float, float, float]], alpha_max: float) -> list[str]:
+def bound_notes(params: Mapping[str, tuple[float, float, float]], alpha_max: float, *,
+                alpha: bool = True) -> list[str]:
     """Every bound a (group, frontier) of a bootstrap table sits on, one note each: ``params`` maps
-    "k", "alpha" and "e_ir" to (estimate, lo, hi). alpha's (:func:`alpha_bound_words`), e_ir's
-    (:func:`eir_bound_words`), and k's estimate on its bound 0 where alpha's words do not already
-    say it (a flat law's alpha sits at its lower bound, and its words say "k = 0"; resamples of a
-    flat law reach alpha's lower bound, and its words say that)."""
+    "k", "alpha" and "e_ir" to (estimate, lo, hi). alpha's (:func:`alpha_bound_words`; left out
+    with ``alpha=False``, for ``meta-study bootstrap``, whose line gives them beside alpha's
+    interval), e_ir's (:func:`eir_bound_words`), and k's estimate on its bound 0 where alpha's
+    words do not already say it (a flat law's alpha sits at its lower bound, and its words say
+    "k = 0"; resamples of a flat law reach alpha's lower bound, and its words say that)."""
     nan3 = (math.nan, math.nan, math.nan)
     a_at, a_reach = alpha_bound_words(*params.get("alpha", nan3), alpha_max, k=params.get("k", nan3)[0])
     e_at, e_reach = eir_bound_words(*params.get("e_ir", nan3))
-    notes = [f"alpha {a_at}"] if a_at else []
-    notes += [f"alpha's {a_reach}"] if a_reach else []
+    notes = [f"alpha {a_at}"] if alpha and a_at else []
+    notes += [f"alpha's {a_reach}"] if alpha and a_reach else []
     if _on(params.get("k", nan3)[0], (K_MIN,)) is not None and "k = 0" not in a_at:
         notes.append("k at its bound 0: a flat law, alpha not identified")
     notes += [f"e_IR {e_at}"] if e_at else []

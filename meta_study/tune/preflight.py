@@ -978,8 +978,11 @@ def _raise_if_storage_refused(storage: str, e: OSError) -> None:
 
 
 def _bucket_of(uri: str) -> str:
-    """The bucket (host part) of an object store URI, without any ``KEY:SECRET@``."""
-    return uri.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    """The bucket (host part) of an object store URI, without any ``KEY:SECRET@``, as written (as
+    ``store._s3.S3Objects`` reads it: urlsplit's hostname lowercases it)."""
+    import urllib.parse
+
+    return urllib.parse.unquote(urllib.parse.urlsplit(uri).netloc.rpartition("@")[2])
 
 
 def check_storage_on_nodes(storage: str, *, timeout_s: float = 120.0) -> list[NodeCheck]:
