@@ -3,7 +3,8 @@ folder's ``us_ds.csv`` from its raw files, and find its groups the way ``bench_s
 
 A rebuild runs the folder's ``derive.py`` on a copy of the folder, with the shared scripts it
 imports beside it (``canonical.py`` always; ``lm_eval.py`` or ``robustbench.py`` for those tables,
-``pythia.py`` and ``lm_eval.py`` for the three Pythia tables),
+``pythia.py`` and ``lm_eval.py`` for the three Pythia tables, ``bigscience.py`` and ``lm_eval.py`` for the
+two BigScience tables),
 so that nothing in examples/data/ is written by a test. About a second per table."""
 
 from __future__ import annotations

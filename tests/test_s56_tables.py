@@ -72,7 +72,7 @@ def _raw() -> dict:
 
 
 def test_derive_rebuilds_the_shipped_us_ds(tmp_path: Path) -> None:
-    check_rebuild(tmp_path, NAME, SUMMARY)
+    check_rebuild(tmp_path, NAME, SUMMARY, shared=("bigscience.py", "lm_eval.py"))
 
 
 def test_raw_file_and_licence_are_the_sources() -> None:

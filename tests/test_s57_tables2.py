@@ -86,7 +86,7 @@ def _raw() -> dict[str, dict]:
 
 
 def test_derive_rebuilds_the_shipped_us_ds(tmp_path: Path) -> None:
-    check_rebuild(tmp_path, NAME, SUMMARY, shared=("lm_eval.py",))
+    check_rebuild(tmp_path, NAME, SUMMARY, shared=("bigscience.py", "lm_eval.py"))
 
 
 def test_folder_raw_files_and_licence_are_the_sources() -> None:
